@@ -1,0 +1,112 @@
+"""Association classes of the emulated host, computed from identities rather than stored.
+
+Each rule says, for a source record, which records it is linked to, under which
+association class and with which roles (source role, other role).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.emulator import model
+from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.jobs import is_job
+from hyperv_agent.emulator.store import Record, Transaction
+
+
+@dataclass(frozen=True)
+class Link:
+    association: str
+    other: Record
+    role: str  # the source's role
+    result_role: str  # the other end's role
+
+
+def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    yield from _settings_define_state(host, txn, source)
+    yield from _settings_components(host, txn, source)
+    yield from _system_devices(host, txn, source)
+    yield from _port_features(host, txn, source)
+    yield from _affected_jobs(host, txn, source)
+
+
+def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    name = source.class_def.name
+    guid = model.guid_of(source)
+    if guid is None:
+        return
+    if model.is_vm(source):
+        other = txn.get(model.vssd_path(guid))
+        if other is not None:
+            yield Link("Msvm_SettingsDefineState", other, "ManagedElement", "SettingData")
+    elif name == "Msvm_VirtualSystemSettingData":
+        other = txn.get(model.vm_path(guid))
+        if other is not None:
+            yield Link("Msvm_SettingsDefineState", other, "SettingData", "ManagedElement")
+
+
+def _settings_components(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    guid = model.guid_of(source)
+    if guid is None:
+        return
+    association = "Msvm_VirtualSystemSettingDataComponent"
+    if source.class_def.name == "Msvm_VirtualSystemSettingData":
+        for device in model.device_records(txn, guid):
+            yield Link(association, device, "GroupComponent", "PartComponent")
+    elif model.RASD_BASE in source.class_def.ancestors:
+        vssd = txn.get(model.vssd_path(guid))
+        if vssd is not None:
+            yield Link(association, vssd, "PartComponent", "GroupComponent")
+
+
+def _system_devices(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    if model.is_vm(source):
+        for device in model.runtime_records(txn, str(source["Name"])):
+            yield Link("Msvm_SystemDevice", device, "GroupComponent", "PartComponent")
+    elif source.class_def.name == "Msvm_ComputerSystem":
+        for port in host.records("Msvm_ExternalEthernetPort", txn):
+            yield Link("Msvm_SystemDevice", port, "GroupComponent", "PartComponent")
+    elif "CIM_LogicalDevice" in source.class_def.ancestors:
+        owner = _owner_of_device(host, txn, source)
+        if owner is not None:
+            yield Link("Msvm_SystemDevice", owner, "PartComponent", "GroupComponent")
+
+
+def _owner_of_device(host: EmulatedHost, txn: Transaction, device: Record) -> Record | None:
+    system = str(device["SystemName"])
+    if system.lower() == host.name.lower():
+        return txn.get(host.host_path())
+    return txn.get(model.vm_path(system))
+
+
+def _port_features(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    association = "Msvm_EthernetPortSettingDataComponent"
+    if source.class_def.name == "Msvm_EthernetPortAllocationSettingData":
+        for feature in model.feature_records(txn, source):
+            yield Link(association, feature, "GroupComponent", "PartComponent")
+    elif model.FEATURE_BASE in source.class_def.ancestors:
+        instance_id = str(source["InstanceID"])
+        guid = model.guid_of_instance_id(instance_id)
+        if guid is None:
+            return
+        for port in host.records("Msvm_EthernetPortAllocationSettingData", txn):
+            if instance_id.lower().startswith(f"{str(port['InstanceID']).lower()}\\"):
+                yield Link(association, port, "PartComponent", "GroupComponent")
+
+
+def _affected_jobs(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    association = "Msvm_AffectedJobElement"
+    if is_job(source):
+        affected = source.meta.get("affected")
+        if affected:
+            other = txn.get(ObjectPath.parse(affected))
+            if other is not None:
+                yield Link(association, other, "AffectingElement", "AffectedElement")
+    elif model.is_vm(source):
+        wanted = source.path
+        for job in host.records("CIM_ConcreteJob", txn):
+            affected = job.meta.get("affected")
+            if affected and ObjectPath.parse(affected) == wanted:
+                yield Link(association, job, "AffectedElement", "AffectingElement")

@@ -1,0 +1,339 @@
+"""The emulator as a CIM backend: ``cim.api.Cim`` answered from an ``EmulatedHost``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from hyperv_agent.cim import cimxml
+from hyperv_agent.cim.api import (
+    V2_NAMESPACE,
+    Cim,
+    CimInstance,
+    CimProperty,
+    CimValue,
+    InValue,
+    MethodResult,
+    ObjectPath,
+    OutValue,
+    coerce_value,
+)
+from hyperv_agent.emulator import associations, model, wqlparse
+from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
+from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
+from hyperv_agent.emulator.codes import ReturnCode
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.host import Clock, EmulatedHost
+from hyperv_agent.emulator.instruments import Faults, JobFault, RoundTrips
+from hyperv_agent.emulator.jobs import expired, is_job, new_job
+from hyperv_agent.emulator.schema import CLASSES, ClassDef, MethodDef, ParamDef, concrete_classes
+from hyperv_agent.emulator.store import Record, Transaction
+from hyperv_agent.errors import (
+    CimInvalidClass,
+    CimInvalidMethod,
+    CimInvalidParameter,
+    CimInvalidProperty,
+    CimInvalidQuery,
+    CimNotFound,
+)
+
+_PSEUDO = {"__path", "__class", "__relpath"}
+
+
+class EmulatorCim(Cim):
+    """An in-process Hyper-V host behind the CIM seam."""
+
+    def __init__(self, host: EmulatedHost) -> None:
+        self.host = host
+
+    @classmethod
+    def open(cls, config: EmulatorConfig, clock: Clock | None = None) -> EmulatorCim:
+        return cls(EmulatedHost(config, clock) if clock else EmulatedHost(config))
+
+    @property
+    def faults(self) -> Faults:
+        return self.host.faults
+
+    def round_trips(self) -> RoundTrips:
+        return self.host.counters.snapshot()
+
+    async def close(self) -> None:
+        self.host.close()
+
+    async def _primitive(self, name: str) -> None:
+        self.host.counters.add(name)
+        delay = self.host.config.latency.call_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        parsed = wqlparse.parse(wql)
+        if isinstance(parsed, wqlparse.SelectQuery):
+            await self._primitive("query")
+            return self._select(parsed, namespace)
+        await self._primitive("associators")
+        if isinstance(parsed, wqlparse.AssociatorsQuery):
+            return self._associators(parsed)
+        return self._references(parsed)
+
+    def _select(self, query: wqlparse.SelectQuery, namespace: str) -> list[CimInstance]:
+        classes = self._classes(query.class_name, namespace)
+        wanted = [p for p in query.properties if p.lower() not in _PSEUDO]
+        names = set(wanted) | (wqlparse.referenced_properties(query.where) if query.where else set())
+        _check_properties(classes, names)
+        txn = self.host.store.transaction()
+        results = []
+        for record in txn.instances_of(classes):
+            if is_job(record) and expired(record, self.host.clock()):
+                continue
+            instance = self._view(txn, record)
+            if query.where is None or wqlparse.evaluate(query.where, _lookup(instance)):
+                results.append(_project(instance, wanted))
+        return results
+
+    def _classes(self, class_name: str, namespace: str) -> tuple[ClassDef, ...]:
+        classes = concrete_classes(class_name, namespace)
+        if not classes:
+            raise CimInvalidClass(f"no class {class_name} in namespace {namespace}")
+        return classes
+
+    def _view(self, txn: Transaction, record: Record) -> CimInstance:
+        return instance_of(record, model.computed(self.host, txn, record))
+
+    def _associators(self, query: wqlparse.AssociatorsQuery) -> list[CimInstance]:
+        txn, source = self._source(query.path_text)
+        found = [
+            self._view(txn, link.other)
+            for link in associations.links(self.host, txn, source)
+            if _link_matches(link, query.assoc_class, query.role, query.result_role)
+            and (query.result_class is None or _is_a(link.other.class_def, query.result_class))
+        ]
+        return found
+
+    def _references(self, query: wqlparse.ReferencesQuery) -> list[CimInstance]:
+        txn, source = self._source(query.path_text)
+        return [
+            _association_instance(link, source)
+            for link in associations.links(self.host, txn, source)
+            if _link_matches(link, query.result_class, query.role, None)
+        ]
+
+    def _source(self, path_text: str) -> tuple[Transaction, Record]:
+        try:
+            path = ObjectPath.parse(path_text)
+        except CimInvalidParameter as error:
+            raise CimInvalidQuery(str(error)) from None
+        txn = self.host.store.transaction()
+        record = txn.get(path)
+        if record is None:
+            raise CimNotFound(f"no instance at {path_text}")
+        return txn, record
+
+    async def get(self, path: ObjectPath) -> CimInstance:
+        record = self.host.store.get(path)
+        polling = record is not None and is_job(record)
+        await self._primitive("job_poll" if polling else "get")
+        if _class_named(path.class_name) is None:
+            raise CimInvalidClass(f"no class {path.class_name}")
+        if record is None or (polling and expired(record, self.host.clock())):
+            raise CimNotFound(f"no instance at {path}")
+        return self._view(self.host.store.transaction(), record)
+
+    async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
+        await self._primitive("spawn")
+        class_def = _class_named(class_name)
+        if class_def is None or class_def.namespace.lower() != namespace.lower():
+            raise CimInvalidClass(f"no class {class_name} in namespace {namespace}")
+        record = self.host.new_record(class_def.name)
+        instance = instance_of(record)
+        return CimInstance(instance.class_name, instance.properties, None, instance.namespace,
+                           instance.superclasses)
+
+    def to_embedded(self, instance: CimInstance) -> str:
+        return cimxml.write_instance(instance)
+
+    def parse_embedded(self, text: str) -> CimInstance:
+        class_name, props = cimxml.read_instance(text)
+        class_def = _class_named(class_name)
+        if class_def is None:
+            raise CimInvalidClass(f"no class {class_name}")
+        return CimInstance.build(class_def.name, props, None, class_def.namespace,
+                                 class_def.ancestors)
+
+    # --- method calls ---------------------------------------------------------------------
+
+    async def invoke(
+        self, path: ObjectPath, method: str, params: Mapping[str, InValue] | None = None
+    ) -> MethodResult:
+        await self._primitive("invoke")
+        class_def, method_def, target = self._resolve(path, method)
+        self.host.counters.add(f"invoke:{method_def.name}")
+        args = self._convert(method_def, params or {})
+        injected = self.host.faults.take_return_code(method_def.name)
+        if injected is not None:
+            return MethodResult.build(injected, {})
+        handler = HANDLERS.get((class_def.name.lower(), method_def.name.lower()))
+        if handler is None:
+            return MethodResult.build(ReturnCode.NOT_SUPPORTED, {})
+        return self._run(Call(self.host, self.host.store.transaction(), method_def, target, args),
+                         handler)
+
+    def _resolve(self, path: ObjectPath, method: str) -> tuple[ClassDef, MethodDef, Record | None]:
+        class_def = _class_named(path.class_name)
+        if class_def is None:
+            raise CimInvalidClass(f"no class {path.class_name}")
+        method_def = class_def.method(method)
+        if method_def is None:
+            raise CimInvalidMethod(f"{class_def.name} has no method {method!r}")
+        target = self.host.store.get(path) if path.keys else None
+        if path.keys and target is None:
+            raise CimNotFound(f"no instance at {path}")
+        return class_def, method_def, target
+
+    def _convert(self, method: MethodDef, params: Mapping[str, InValue]) -> dict[str, Arg]:
+        args: dict[str, Arg] = {}
+        for name, value in params.items():
+            param = method.param(name)
+            if param is None or param.direction != "in":
+                raise CimInvalidParameter(f"{method.name} has no in-parameter {name!r}")
+            args[param.name.lower()] = self._argument(param, value)
+        return args
+
+    def _argument(self, param: ParamDef, value: InValue) -> Arg:
+        if value is None:
+            return None
+        if param.is_array:
+            if isinstance(value, str | bytes | CimInstance | ObjectPath) or not isinstance(
+                value, Sequence
+            ):
+                raise CimInvalidParameter(f"{param.name} takes an array")
+            return tuple(_scalar(self, param, item) for item in value)
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            raise CimInvalidParameter(f"{param.name} takes a single value")
+        return _scalar(self, param, value)
+
+    def _run(self, call: Call, handler: Callable[[Call], Mapping[str, OutValue]]) -> MethodResult:
+        has_job = call.method.param("Job") is not None
+        asynchronous = has_job and self.host.config.async_jobs
+        try:
+            out = dict(handler(call))
+        except MethodError as error:
+            if error.immediate or not asynchronous:
+                return MethodResult.build(error.code, {})
+            return self._failed_job(call, (error.code, error.description))
+        if not asynchronous:
+            call.txn.commit()
+            return MethodResult.build(ReturnCode.COMPLETED, out)
+        fault = self.host.faults.take_job_fault(call.method.name)
+        if fault is not None:
+            return self._failed_job(call, None, fault)
+        out["Job"] = new_job(self.host, call.txn, call.method.name, _affected(call))
+        call.txn.commit()
+        self.host.counters.add("jobs_started")
+        return MethodResult.build(ReturnCode.JOB_STARTED, out)
+
+    def _failed_job(
+        self, call: Call, error: tuple[int, str] | None, fault: JobFault | None = None
+    ) -> MethodResult:
+        txn = self.host.store.transaction()  # the call's own changes are discarded
+        job = new_job(self.host, txn, call.method.name, _affected(call), fault, error)
+        txn.commit()
+        self.host.counters.add("jobs_started")
+        return MethodResult.build(ReturnCode.JOB_STARTED, {"Job": job})
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _class_named(name: str) -> ClassDef | None:
+    return next((c for c in CLASSES.values() if c.name.lower() == name.lower()), None)
+
+
+def _is_a(class_def: ClassDef, name: str) -> bool:
+    wanted = name.lower()
+    return class_def.name.lower() == wanted or wanted in (a.lower() for a in class_def.ancestors)
+
+
+def _check_properties(classes: Iterable[ClassDef], names: Iterable[str]) -> None:
+    for name in names:
+        if name.lower() in _PSEUDO:
+            continue
+        for class_def in classes:
+            if class_def.prop(name) is None:
+                raise CimInvalidQuery(f"{class_def.name} has no property {name!r}")
+
+
+def _lookup(instance: CimInstance) -> Callable[[str], CimValue]:
+    def lookup(name: str) -> CimValue:
+        lowered = name.lower()
+        if lowered == "__path":
+            return str(instance.path)
+        if lowered == "__class":
+            return instance.class_name
+        if lowered == "__relpath":
+            return instance.path.relative() if instance.path else None
+        if name not in instance:
+            raise CimInvalidProperty(f"{instance.class_name} has no property {name!r}")
+        return instance[name]
+
+    return lookup
+
+
+def _project(instance: CimInstance, wanted: Sequence[str]) -> CimInstance:
+    if not wanted:
+        return instance
+    keep = {name.lower() for name in wanted}
+    props = {k: v for k, v in instance.properties.items() if k in keep}
+    return CimInstance(instance.class_name, props, instance.path, instance.namespace,
+                       instance.superclasses)
+
+
+def _link_matches(
+    link: associations.Link, assoc_class: str | None, role: str | None, result_role: str | None
+) -> bool:
+    if assoc_class is not None and link.association.lower() != assoc_class.lower():
+        return False
+    if role is not None and link.role.lower() != role.lower():
+        return False
+    return result_role is None or link.result_role.lower() == result_role.lower()
+
+
+def _association_instance(link: associations.Link, source: Record) -> CimInstance:
+    class_def = CLASSES[link.association]
+    values = {link.role: str(source.path), link.result_role: str(link.other.path)}
+    props = [CimProperty(p.name, "reference", False, values.get(p.name))
+             for p in class_def.properties.values()]
+    path = ObjectPath(class_def.name, tuple((k, v) for k, v in sorted(values.items())))
+    return CimInstance.build(class_def.name, props, path, class_def.namespace)
+
+
+def _scalar(backend: EmulatorCim, param: ParamDef, value: object) -> str | int | bool | ObjectPath:
+    if param.cim_type == "reference":
+        if isinstance(value, ObjectPath):
+            return value
+        if isinstance(value, CimInstance) and value.path is not None:
+            return value.path
+        if isinstance(value, str):
+            return ObjectPath.parse(value)
+    elif param.cim_type == "string":
+        if isinstance(value, CimInstance):
+            return backend.to_embedded(value)
+        if isinstance(value, ObjectPath):
+            return str(value)
+        if isinstance(value, str):
+            return value
+    else:
+        coerced = coerce_value(CimProperty(param.name, param.cim_type, False, None), value)
+        if isinstance(coerced, str | int | bool):
+            return coerced
+    raise CimInvalidParameter(f"{param.name} takes {param.cim_type}, not {value!r}")
+
+
+def _affected(call: Call) -> ObjectPath | None:
+    for name in ("AffectedSystem", "TargetSystem", "ComputerSystem", "AffectedConfiguration"):
+        path = call.path(name)
+        if path is not None:
+            return path
+    return call.target.path if call.target is not None else None

@@ -1,0 +1,132 @@
+"""Return codes, states and identifiers the emulator uses, with the documented values.
+
+Where Microsoft documents no code for a refusal (a slot collision, IDE on generation 2,
+changing a running VM's processors), the emulator's choice is named here, once.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ReturnCode(IntEnum):
+    COMPLETED = 0
+    JOB_STARTED = 4096
+    FAILED = 32768
+    ACCESS_DENIED = 32769
+    NOT_SUPPORTED = 32770
+    STATUS_UNKNOWN = 32771
+    TIMEOUT = 32772
+    INVALID_PARAMETER = 32773
+    SYSTEM_IN_USE = 32774
+    INVALID_STATE = 32775
+    INCORRECT_DATA_TYPE = 32776
+    SYSTEM_NOT_AVAILABLE = 32777
+    OUT_OF_MEMORY = 32778
+    FILE_NOT_FOUND = 32779
+    NOT_READY = 32780
+    MACHINE_LOCKED = 32781
+    SHUTDOWN_IN_PROGRESS = 32782
+
+
+# Refusals without a documented code: the emulator's choices.
+SLOT_IN_USE = ReturnCode.SYSTEM_IN_USE
+IDE_ON_GENERATION_2 = ReturnCode.NOT_SUPPORTED
+CHANGE_WHILE_RUNNING = ReturnCode.INVALID_STATE
+DESTROY_WHILE_RUNNING = ReturnCode.INVALID_STATE
+BROKEN_PARENT = ReturnCode.INVALID_PARAMETER
+UNKNOWN_PATH_ARGUMENT = ReturnCode.INVALID_PARAMETER
+KVP_KEY_EXISTS = ReturnCode.INVALID_PARAMETER
+KVP_KEY_MISSING = ReturnCode.INVALID_PARAMETER
+KVP_VALUE_TOO_LONG = ReturnCode.INVALID_PARAMETER
+
+
+class EnabledState(IntEnum):
+    UNKNOWN = 0
+    ENABLED = 2
+    DISABLED = 3
+    SHUTTING_DOWN = 4
+    OFFLINE = 6  # saved
+    QUIESCE = 9  # paused
+    STARTING = 10
+
+
+class RequestedState(IntEnum):
+    ENABLED = 2
+    DISABLED = 3
+    SHUT_DOWN = 4
+    OFFLINE = 6
+    TEST = 7
+    DEFER = 8
+    QUIESCE = 9
+    REBOOT = 10
+    RESET = 11
+    NOT_APPLICABLE = 12
+
+
+class JobState(IntEnum):
+    NEW = 2
+    STARTING = 3
+    RUNNING = 4
+    SUSPENDED = 5
+    SHUTTING_DOWN = 6
+    COMPLETED = 7
+    TERMINATED = 8
+    KILLED = 9
+    EXCEPTION = 10
+
+
+class ResourceType(IntEnum):
+    OTHER = 1
+    PROCESSOR = 3
+    MEMORY = 4
+    IDE_CONTROLLER = 5
+    SCSI_CONTROLLER = 6
+    ETHERNET_ADAPTER = 10
+    DVD_DRIVE = 16
+    DISK_DRIVE = 17
+    LOGICAL_DISK = 31
+    ETHERNET_CONNECTION = 33
+
+
+class HealthState(IntEnum):
+    OK = 5
+
+
+class Heartbeat(IntEnum):
+    OK = 2
+    NO_CONTACT = 12
+
+
+SUBTYPE_PROCESSOR = "Microsoft:Hyper-V:Processor"
+SUBTYPE_MEMORY = "Microsoft:Hyper-V:Memory"
+SUBTYPE_IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+SUBTYPE_SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+SUBTYPE_DISK_DRIVE = "Microsoft:Hyper-V:Synthetic Disk Drive"
+SUBTYPE_DVD_DRIVE = "Microsoft:Hyper-V:Synthetic DVD Drive"
+SUBTYPE_PHYSICAL_DISK = "Microsoft:Hyper-V:Physical Disk Drive"
+SUBTYPE_VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+SUBTYPE_ISO = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
+SUBTYPE_NIC = "Microsoft:Hyper-V:Synthetic Ethernet Port"
+SUBTYPE_PORT = "Microsoft:Hyper-V:Ethernet Connection"
+KVP_COMPONENT_TYPE = "Microsoft:Hyper-V:Key-Value Pair Exchange Component"
+
+REALIZED = "Microsoft:Hyper-V:System:Realized"
+PLANNED = "Microsoft:Hyper-V:System:Planned"
+GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
+GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
+
+CAPTION_VM = "Virtual Machine"
+CAPTION_HOST = "Hosting Computer System"
+
+#: Slots per controller kind.
+IDE_SLOTS = 2
+SCSI_SLOTS = 64
+
+#: KVP limits (Msvm_KvpExchangeDataItem MAXLEN and AddKvpItems's item count).
+KVP_NAME_MAX_CHARS = 1024
+KVP_DATA_MAX_CHARS = 1024
+KVP_ITEMS_PER_CALL = 128
+
+#: How long a finished job stays queryable (TimeBeforeRemoval, 5 minutes).
+JOB_RETENTION_S = 300.0

@@ -1,0 +1,55 @@
+"""Settings of one emulated Hyper-V host."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Modelled costs for benchmarks: a delay per primitive and a duration per job."""
+
+    call_s: float = 0.0  # each query, get, invoke, spawn
+    job_s: float = 0.0  # from a job's start to its end
+
+    @property
+    def enabled(self) -> bool:
+        return self.call_s > 0 or self.job_s > 0
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """What the emulated host looks like and how it behaves.
+
+    ``drives`` maps a drive letter to a local folder, ``shares`` a UNC share
+    (``\\\\server\\share``) to a local folder. Drives not given live under
+    ``<state_dir>/drives/<letter>``.
+    """
+
+    state_dir: Path
+    host_name: str = "HYPERV-EMU"
+    cpus: int = 16
+    cpu_mhz: int = 2400
+    sockets: int = 2
+    memory_mb: int = 65536
+    switches: tuple[str, ...] = ("External",)
+    drives: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    shares: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
+    async_jobs: bool = True
+    latency: LatencyModel = LatencyModel()
+    os_version: str = "10.0.17763"
+    os_caption: str = "Microsoft Windows Server 2019 Datacenter"
+    private_ip: str = "192.168.100.10"
+    private_netmask: str = "255.255.255.0"
+    private_mac: str = "00:15:5D:0A:0B:0C"
+    persist: bool = True
+    guest_shutdown_s: float = 0.0  # how long a cooperative guest takes to shut down
+
+    def drive_root(self, letter: str) -> Path:
+        for name, folder in self.drives.items():
+            if name.rstrip(":").upper() == letter.upper():
+                return folder
+        return self.state_dir / "drives" / letter.upper()

@@ -1,0 +1,246 @@
+"""One emulated Hyper-V host: its store, clock, files, instruments and first-boot objects."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import ClassVar
+
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
+from hyperv_agent.emulator import codes
+from hyperv_agent.emulator.codes import EnabledState
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.instruments import Counters, Faults
+from hyperv_agent.emulator.paths import HostPaths
+from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.store import Record, Store, Transaction
+
+Clock = Callable[[], float]
+
+SERVICES = {
+    "Msvm_VirtualSystemManagementService": "vmms",
+    "Msvm_ImageManagementService": "vhdsvc",
+    "Msvm_VirtualEthernetSwitchManagementService": "nvspwmi",
+    "Msvm_VirtualSystemMigrationService": "migrationwmi",
+}
+# Template (…\Default) instances: (class, ResourceType, ResourceSubType or None, element name).
+TEMPLATES: tuple[tuple[str, int | None, str | None, str], ...] = (
+    ("Msvm_ProcessorSettingData", 3, codes.SUBTYPE_PROCESSOR, "Processor"),
+    ("Msvm_MemorySettingData", 4, codes.SUBTYPE_MEMORY, "Memory"),
+    ("Msvm_ResourceAllocationSettingData", 5, codes.SUBTYPE_IDE, "IDE Controller"),
+    ("Msvm_ResourceAllocationSettingData", 6, codes.SUBTYPE_SCSI, "SCSI Controller"),
+    ("Msvm_ResourceAllocationSettingData", 17, codes.SUBTYPE_DISK_DRIVE, "Hard Drive"),
+    ("Msvm_ResourceAllocationSettingData", 16, codes.SUBTYPE_DVD_DRIVE, "DVD Drive"),
+    ("Msvm_ResourceAllocationSettingData", 17, codes.SUBTYPE_PHYSICAL_DISK, "Hard Drive"),
+    ("Msvm_StorageAllocationSettingData", 31, codes.SUBTYPE_VHD, "Hard Disk Image"),
+    ("Msvm_StorageAllocationSettingData", 31, codes.SUBTYPE_ISO, "ISO Disk Image"),
+    ("Msvm_SyntheticEthernetPortSettingData", 10, codes.SUBTYPE_NIC, "Network Adapter"),
+    ("Msvm_EthernetPortAllocationSettingData", 33, codes.SUBTYPE_PORT, "Ethernet Connection"),
+    ("Msvm_EthernetSwitchPortVlanSettingData", None, None, "Ethernet Switch Port VLAN Settings"),
+    ("Msvm_EthernetSwitchPortBandwidthSettingData", None, None,
+     "Ethernet Switch Port Bandwidth Settings"),
+    ("Msvm_EthernetSwitchPortAclSettingData", None, None, "Ethernet Switch Port Acl Settings"),
+    ("Msvm_EthernetSwitchPortExtendedAclSettingData", None, None,
+     "Ethernet Switch Port Extended Acl Settings"),
+    ("Msvm_EthernetSwitchPortSecuritySettingData", None, None,
+     "Ethernet Switch Port Security Settings"),
+)
+
+
+def cim_datetime(epoch: float) -> str:
+    """A CIM datetime (``yyyymmddHHMMSS.mmmmmm+000``) in UTC."""
+    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    return moment.strftime("%Y%m%d%H%M%S.%f") + "+000"
+
+
+class EmulatedHost:
+    """State and identity of one emulated host. Several can live in one process."""
+
+    registry: ClassVar[dict[str, EmulatedHost]] = {}
+
+    def __init__(self, config: EmulatorConfig, clock: Clock = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.paths = HostPaths(config)
+        self.counters = Counters()
+        self.faults = Faults()
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        db = config.state_dir / "emulator.sqlite3" if config.persist else None
+        self.store = Store(db)
+        if self.store.empty:
+            self._first_boot()
+        EmulatedHost.registry[config.host_name.lower()] = self
+
+    @property
+    def name(self) -> str:
+        return self.config.host_name
+
+    def later(self, delay_s: float, action: Callable[[], None]) -> None:
+        """Run ``action`` after ``delay_s`` on the running event loop (at once without one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            action()
+            return
+        loop.call_later(delay_s, action)
+
+    def close(self) -> None:
+        EmulatedHost.registry.pop(self.name.lower(), None)
+        self.store.close()
+
+    # --- building records -----------------------------------------------------------------
+
+    def new_record(self, class_name: str, **values: CimValue) -> Record:
+        """A record of ``class_name`` with the class defaults, then ``values``."""
+        class_def = CLASSES[class_name]
+        merged = {p.name: p.default for p in class_def.properties.values()}
+        for name, value in values.items():
+            prop = class_def.prop(name)
+            if prop is None:
+                raise KeyError(f"{class_name} has no property {name}")
+            merged[prop.name] = value
+        return Record(class_def, merged)
+
+    def service_path(self, class_name: str) -> ObjectPath:
+        return ObjectPath.for_keys(
+            class_name, CreationClassName=class_name, Name=SERVICES[class_name],
+            SystemCreationClassName="Msvm_ComputerSystem", SystemName=self.name,
+        )
+
+    def host_path(self) -> ObjectPath:
+        return ObjectPath.for_keys(
+            "Msvm_ComputerSystem", CreationClassName="Msvm_ComputerSystem", Name=self.name
+        )
+
+    def records(self, class_name: str, txn: Transaction | None = None) -> Iterator[Record]:
+        """Instances of ``class_name`` or its subclasses (seen through ``txn`` if given)."""
+        class_def = CLASSES.get(class_name)
+        namespace = class_def.namespace if class_def else V2_NAMESPACE
+        return (txn or self.store).instances_of(concrete_classes(class_name, namespace))
+
+    # --- first boot -----------------------------------------------------------------------
+
+    def _first_boot(self) -> None:
+        txn = self.store.transaction()
+        for record in self._host_records():
+            txn.put(record)
+        txn.commit()
+
+    def _host_records(self) -> Iterator[Record]:
+        yield self.new_record(
+            "Msvm_ComputerSystem", CreationClassName="Msvm_ComputerSystem", Name=self.name,
+            ElementName=self.name, Caption=codes.CAPTION_HOST,
+            Description="Microsoft Hosting Computer System",
+            EnabledState=EnabledState.ENABLED, HealthState=codes.HealthState.OK,
+            OperationalStatus=(2,), RequestedState=codes.RequestedState.NOT_APPLICABLE,
+        )
+        yield from self._service_records()
+        yield from self._template_records()
+        yield from self._switch_records()
+        yield from self._cimv2_records()
+
+    def _service_records(self) -> Iterator[Record]:
+        for class_name, name in SERVICES.items():
+            record = self.new_record(
+                class_name, CreationClassName=class_name, Name=name,
+                SystemCreationClassName="Msvm_ComputerSystem", SystemName=self.name,
+                ElementName=name, EnabledState=EnabledState.ENABLED, Started=True,
+                HealthState=codes.HealthState.OK,
+            )
+            if class_name == "Msvm_VirtualSystemMigrationService":
+                record["MigrationServiceListenerIPAddressList"] = (self.config.private_ip,)
+            yield record
+        yield self.new_record(
+            "Msvm_VirtualSystemMigrationServiceSettingData",
+            InstanceID=f"Microsoft:{self.name}", EnableVirtualSystemMigration=True,
+            MaximumActiveVirtualSystemMigration=2, MaximumActiveStorageMigration=2,
+            AuthenticationType=0, EnableCompression=True, EnableSmbTransport=False,
+        )
+        for migration_type in (32768, 32769, 32770, 32771):
+            yield self.new_record(
+                "Msvm_VirtualSystemMigrationSettingData",
+                InstanceID=f"Microsoft:MigrationSettings\\{migration_type}",
+                MigrationType=migration_type, TransportType=5,
+            )
+
+    def _template_records(self) -> Iterator[Record]:
+        for class_name, resource_type, subtype, element in TEMPLATES:
+            guid = uuid.uuid5(uuid.NAMESPACE_URL, f"{class_name}/{subtype}")
+            values: dict[str, CimValue] = {
+                "InstanceID": f"Microsoft:Definition\\{str(guid).upper()}\\Default",
+                "ElementName": element,
+            }
+            if resource_type is not None:
+                values.update(ResourceType=resource_type, ResourceSubType=subtype)
+            yield self.new_record(class_name, **values)
+
+    def _switch_records(self) -> Iterator[Record]:
+        for index, switch_name in enumerate(self.config.switches):
+            guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/switch/{switch_name}"))
+            yield self.new_record(
+                "Msvm_VirtualEthernetSwitch", CreationClassName="Msvm_VirtualEthernetSwitch",
+                Name=guid, ElementName=switch_name, EnabledState=EnabledState.ENABLED,
+                HealthState=codes.HealthState.OK, Caption="Virtual Switch",
+            )
+            yield self.new_record(
+                "Msvm_VirtualEthernetSwitchSettingData", InstanceID=f"Microsoft:{guid}",
+                VirtualSystemIdentifier=guid, ElementName=switch_name,
+                BandwidthReservationMode=2, IOVPreferred=False,
+            )
+            yield self._external_port(index, guid)
+
+    def _external_port(self, index: int, switch_guid: str) -> Record:
+        mac = f"00155D{0x0A0000 + index:06X}"
+        return self.new_record(
+            "Msvm_ExternalEthernetPort", CreationClassName="Msvm_ExternalEthernetPort",
+            DeviceID=f"Microsoft:{switch_guid}", SystemCreationClassName="Msvm_ComputerSystem",
+            SystemName=self.name, ElementName=f"Emulated Ethernet Adapter #{index + 1}",
+            Name=f"Emulated Ethernet Adapter #{index + 1}", PermanentAddress=mac,
+            IsBound=True, EnabledState=EnabledState.ENABLED, Speed=10_000_000_000,
+            MaxSpeed=10_000_000_000,
+        )
+
+    def _cimv2_records(self) -> Iterator[Record]:
+        config = self.config
+        memory_kb = config.memory_mb * 1024
+        yield self.new_record(
+            "Win32_OperatingSystem",
+            Name=f"{config.os_caption}|C:\\Windows|\\Device\\Harddisk0\\Partition2",
+            Caption=config.os_caption, Version=config.os_version,
+            BuildNumber=config.os_version.rsplit(".", 1)[-1], CSName=self.name,
+            TotalVisibleMemorySize=memory_kb, FreePhysicalMemory=memory_kb,
+        )
+        yield from self._processor_records()
+        yield self.new_record(
+            "Win32_ComputerSystem", Name=self.name, DNSHostName=self.name.lower(),
+            Domain="WORKGROUP", Manufacturer="hyperv-agent", Model="Embedded Hyper-V emulator",
+            NumberOfProcessors=config.sockets, NumberOfLogicalProcessors=config.cpus,
+            TotalPhysicalMemory=config.memory_mb * 1024 * 1024,
+        )
+        yield self.new_record(
+            "Win32_NetworkAdapterConfiguration", Index=1, Description="Emulated Ethernet",
+            IPEnabled=True, IPAddress=(config.private_ip,), IPSubnet=(config.private_netmask,),
+            DefaultIPGateway=(), MACAddress=config.private_mac,
+        )
+        yield self.new_record(
+            "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
+            PercentIdleTime=100, PercentProcessorTime=0,
+        )
+
+    def _processor_records(self) -> Iterator[Record]:
+        config = self.config
+        per_socket = max(1, config.cpus // max(1, config.sockets))
+        for socket in range(config.sockets):
+            yield self.new_record(
+                "Win32_Processor", DeviceID=f"CPU{socket}",
+                Name="Emulated x64 Processor", Manufacturer="GenuineIntel", Architecture=9,
+                MaxClockSpeed=config.cpu_mhz, CurrentClockSpeed=config.cpu_mhz,
+                NumberOfCores=per_socket, NumberOfLogicalProcessors=per_socket,
+                ProcessorType=3, LoadPercentage=0, SocketDesignation=f"CPU{socket}",
+            )
+
+
+__all__ = ["CIMV2_NAMESPACE", "V2_NAMESPACE", "EmulatedHost"]

@@ -1,0 +1,104 @@
+"""Instruments of the emulated host: round-trip counters and fault injection.
+
+Counters are kept per primitive (``query``, ``associators``, ``get``, ``invoke``, ``spawn``)
+and per method (``invoke:DefineSystem``); ``job_poll`` counts gets of job objects, which
+are not round trips of the operation but of its wait, and ``jobs_started`` counts the
+asynchronous jobs (each one wait for the caller).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+CALL_PRIMITIVES = ("query", "associators", "get", "invoke", "spawn")
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    """A snapshot of the counters."""
+
+    counts: dict[str, int]
+
+    @property
+    def calls(self) -> int:
+        """Round trips of the operation itself (job polls excluded)."""
+        return sum(self.counts.get(name, 0) for name in CALL_PRIMITIVES)
+
+    @property
+    def waits(self) -> int:
+        return self.counts.get("jobs_started", 0)
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+    def __sub__(self, other: RoundTrips) -> RoundTrips:
+        names = set(self.counts) | set(other.counts)
+        return RoundTrips({n: self[n] - other[n] for n in names if self[n] - other[n]})
+
+
+@dataclass
+class Counters:
+    _counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def snapshot(self) -> RoundTrips:
+        return RoundTrips(dict(self._counts))
+
+    def reset(self) -> None:
+        self._counts.clear()
+
+
+@dataclass(frozen=True)
+class JobFault:
+    """How the next job of a method ends: in Exception with a code, or never."""
+
+    error_code: int = 32768
+    description: str = "The operation failed (injected fault)."
+    never_finishes: bool = False
+
+
+@dataclass
+class Faults:
+    """One-shot faults, consumed by the next matching call (method names, any case)."""
+
+    _return_codes: dict[str, list[int]] = field(default_factory=dict)
+    _jobs: dict[str, list[JobFault]] = field(default_factory=dict)
+    _ignoring_shutdown: set[str] = field(default_factory=set)
+
+    def ignore_shutdown(self, vm: str) -> None:
+        """The guest of ``vm`` (name or GUID) ignores shutdown requests from now on."""
+        self._ignoring_shutdown.add(vm.lower())
+
+    def ignores_shutdown(self, guid: str, name: str) -> bool:
+        return bool({guid.lower(), name.lower()} & self._ignoring_shutdown)
+
+    def fail_next_call(self, method: str, return_code: int) -> None:
+        """The next call of ``method`` returns ``return_code`` and changes nothing."""
+        self._return_codes.setdefault(method.lower(), []).append(return_code)
+
+    def fail_next_job(
+        self, method: str, error_code: int = 32768, description: str | None = None
+    ) -> None:
+        """The next job of ``method`` ends in Exception; its changes are not applied."""
+        fault = JobFault(error_code, description or JobFault.description)
+        self._jobs.setdefault(method.lower(), []).append(fault)
+
+    def hang_next_job(self, method: str) -> None:
+        """The next job of ``method`` stays Running for ever; its changes are not applied."""
+        self._jobs.setdefault(method.lower(), []).append(JobFault(never_finishes=True))
+
+    def take_return_code(self, method: str) -> int | None:
+        queue = self._return_codes.get(method.lower())
+        return queue.pop(0) if queue else None
+
+    def take_job_fault(self, method: str) -> JobFault | None:
+        queue = self._jobs.get(method.lower())
+        return queue.pop(0) if queue else None
+
+    def clear(self) -> None:
+        self._return_codes.clear()
+        self._jobs.clear()
+        self._ignoring_shutdown.clear()

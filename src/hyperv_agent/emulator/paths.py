@@ -1,0 +1,54 @@
+"""The emulated host's view of files: Windows paths mapped onto local folders.
+
+``C:\\x\\y.vhdx`` lives under the folder configured for drive C; ``\\\\server\\share\\x``
+under the folder configured for that share. A path that does not map, or that climbs out
+of its drive or share with ``..``, names no file the emulated host can reach.
+"""
+
+from __future__ import annotations
+
+import ntpath
+from pathlib import Path, PureWindowsPath
+
+from hyperv_agent.emulator.config import EmulatorConfig
+
+
+class HostPathError(ValueError):
+    """The Windows path names nothing this emulated host can reach."""
+
+
+class HostPaths:
+    def __init__(self, config: EmulatorConfig) -> None:
+        self._config = config
+        self._shares = {self._share_key(unc): folder for unc, folder in config.shares.items()}
+
+    @staticmethod
+    def _share_key(unc: str) -> str:
+        parts = PureWindowsPath(unc).drive
+        return parts.rstrip("\\").lower()
+
+    def local(self, windows_path: str) -> Path:
+        """The local file behind ``windows_path``; HostPathError if it cannot map."""
+        pure = PureWindowsPath(windows_path)
+        if not pure.is_absolute():
+            raise HostPathError(f"not an absolute Windows path: {windows_path!r}")
+        parts = pure.parts[1:]
+        if any(part in ("..", ".") for part in parts) or any(":" in p for p in parts):
+            raise HostPathError(f"path leaves its drive or share: {windows_path!r}")
+        return self._root(pure).joinpath(*parts)
+
+    def _root(self, pure: PureWindowsPath) -> Path:
+        drive = pure.drive
+        if drive.startswith("\\\\"):
+            folder = self._shares.get(drive.rstrip("\\").lower())
+            if folder is None:
+                raise HostPathError(f"no such share on this host: {drive}")
+            return folder
+        if len(drive) == 2 and drive[1] == ":":
+            return self._config.drive_root(drive[0])
+        raise HostPathError(f"unsupported path form: {pure}")
+
+    @staticmethod
+    def same(a: str, b: str) -> bool:
+        """Whether two Windows paths name the same file (case-insensitive, normalised)."""
+        return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))

@@ -1,0 +1,671 @@
+"""The emulator's own class table for root\\virtualization\\v2 and root\\cimv2.
+
+Written from Microsoft's Hyper-V WMI v2 reference (the MOF "Syntax" blocks and the method
+pages). It deliberately does not import the operation layer's names: a misspelt name there
+must fail against this table, not be mirrored by it. A fidelity test checks this table
+against an independent list of documented names.
+
+Each property line is ``Name type`` or ``Name type[]``; ``key`` marks key properties and
+``= value`` gives the MOF default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimScalar, CimValue
+
+
+@dataclass(frozen=True)
+class PropDef:
+    name: str
+    cim_type: str
+    is_array: bool = False
+    key: bool = False
+    default: CimValue = None
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    name: str
+    cim_type: str  # "object" for an instance-typed (not string-embedded) parameter
+    is_array: bool
+    direction: str  # "in" | "out"
+
+
+@dataclass(frozen=True)
+class MethodDef:
+    name: str
+    params: tuple[ParamDef, ...]
+
+    def param(self, name: str) -> ParamDef | None:
+        return next((p for p in self.params if p.name.lower() == name.lower()), None)
+
+
+@dataclass(frozen=True)
+class ClassDef:
+    name: str
+    namespace: str
+    superclass: str | None
+    ancestors: tuple[str, ...]  # every ancestor up to the root, nearest first
+    properties: Mapping[str, PropDef]  # all properties, inherited included, keyed lower-case
+    methods: Mapping[str, MethodDef] = field(default_factory=dict)  # keyed lower-case
+    association: bool = False
+
+    @property
+    def keys(self) -> tuple[PropDef, ...]:
+        """Key properties in the order WMI writes them in a path (alphabetical)."""
+        return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
+
+    def prop(self, name: str) -> PropDef | None:
+        return self.properties.get(name.lower())
+
+    def method(self, name: str) -> MethodDef | None:
+        return self.methods.get(name.lower())
+
+
+# --- a tiny MOF-like notation -------------------------------------------------------------
+
+
+def _literal(text: str) -> CimScalar:
+    text = text.strip()
+    if text.startswith('"'):
+        return text.strip('"')
+    if text in ("TRUE", "FALSE"):
+        return text == "TRUE"
+    return int(text)
+
+
+def _prop(line: str) -> PropDef:
+    decl, _, default_text = line.partition("=")
+    words = decl.split()
+    name, cim_type = words[0], words[1]
+    is_array = cim_type.endswith("[]")
+    default: CimValue = None
+    if default_text.strip():
+        default = (
+            tuple(_literal(x) for x in default_text.strip(" {}").split(",") if x.strip())
+            if is_array
+            else _literal(default_text)
+        )
+    return PropDef(name, cim_type.removesuffix("[]"), is_array, "key" in words[2:], default)
+
+
+def _props(spec: str) -> tuple[PropDef, ...]:
+    return tuple(_prop(line) for line in spec.strip().splitlines() if line.strip())
+
+
+def _method(spec: str) -> MethodDef:
+    """``Name(in A type, out B type[])``."""
+    name, _, rest = spec.partition("(")
+    params = []
+    for part in rest.rstrip(")").split(","):
+        if part.strip():
+            direction, pname, ptype = part.split()
+            params.append(
+                ParamDef(pname, ptype.removesuffix("[]"), ptype.endswith("[]"), direction)
+            )
+    return MethodDef(name.strip(), tuple(params))
+
+
+CLASSES: dict[str, ClassDef] = {}
+_BASE_PROPS: dict[str, tuple[PropDef, ...]] = {}
+_BASE_ANCESTORS: dict[str, tuple[str, ...]] = {}
+
+
+def _base(name: str, parent: str | None, spec: str = "") -> None:
+    """An abstract (CIM_* or Msvm_* base) class: no instances, inherited by others."""
+    _BASE_PROPS[name] = (_BASE_PROPS[parent] if parent else ()) + _props(spec)
+    _BASE_ANCESTORS[name] = ((parent, *_BASE_ANCESTORS[parent]) if parent else ())
+
+
+def _class(
+    name: str,
+    parent: str | None,
+    spec: str = "",
+    methods: tuple[str, ...] = (),
+    namespace: str = V2_NAMESPACE,
+    association: bool = False,
+) -> None:
+    inherited = _BASE_PROPS.get(parent, ()) if parent else ()
+    if parent in CLASSES:
+        inherited = tuple(CLASSES[parent].properties.values())
+    merged: dict[str, PropDef] = {p.name.lower(): p for p in inherited}
+    for prop in _props(spec):
+        merged[prop.name.lower()] = prop
+    ancestors = _ancestors(parent)
+    parsed = [_method(m) for m in methods]
+    CLASSES[name] = ClassDef(
+        name, namespace, parent, ancestors, MappingProxyType(merged),
+        MappingProxyType({m.name.lower(): m for m in parsed}), association,
+    )
+
+
+def _ancestors(parent: str | None) -> tuple[str, ...]:
+    if parent is None:
+        return ()
+    if parent in CLASSES:
+        return (parent, *CLASSES[parent].ancestors)
+    return (parent, *_BASE_ANCESTORS.get(parent, ()))
+
+
+# --- CIM bases ----------------------------------------------------------------------------
+
+_base("CIM_ManagedElement", None, """
+Caption string
+Description string
+ElementName string
+""")
+_base("CIM_SettingData", "CIM_ManagedElement", "InstanceID string key")
+_base("CIM_ResourceAllocationSettingData", "CIM_SettingData", """
+ResourceType uint16
+OtherResourceType string
+ResourceSubType string
+PoolID string
+ConsumerVisibility uint16
+HostResource string[]
+AllocationUnits string
+VirtualQuantity uint64
+Reservation uint64
+Limit uint64
+Weight uint32
+AutomaticAllocation boolean = TRUE
+AutomaticDeallocation boolean = TRUE
+Parent string
+Connection string[]
+Address string
+MappingBehavior uint16
+AddressOnParent string
+VirtualQuantityUnits string
+""")
+_base("CIM_ProcessorAllocationSettingData", "CIM_ResourceAllocationSettingData")
+_base("CIM_MemoryAllocationSettingData", "CIM_ResourceAllocationSettingData")
+_base("CIM_StorageAllocationSettingData", "CIM_ResourceAllocationSettingData")
+_base("CIM_EthernetPortAllocationSettingData", "CIM_ResourceAllocationSettingData", """
+DesiredVLANEndpointMode uint16
+OtherEndpointMode string
+""")
+_base("Msvm_EthernetSwitchPortFeatureSettingData", "CIM_SettingData")
+_base("CIM_VirtualSystemSettingData", "CIM_SettingData", """
+VirtualSystemIdentifier string
+VirtualSystemType string
+Notes string[]
+CreationTime datetime
+ConfigurationID string
+ConfigurationDataRoot string
+ConfigurationFile string
+SnapshotDataRoot string
+SuspendDataRoot string
+SwapFileDataRoot string
+LogDataRoot string
+AutomaticStartupAction uint16
+AutomaticStartupActionDelay datetime
+AutomaticStartupActionSequenceNumber uint16
+AutomaticShutdownAction uint16
+AutomaticRecoveryAction uint16
+RecoveryFile string
+""")
+_base("CIM_ManagedSystemElement", "CIM_ManagedElement", """
+InstallDate datetime
+Name string
+OperationalStatus uint16[]
+StatusDescriptions string[]
+Status string
+HealthState uint16
+""")
+_base("CIM_EnabledLogicalElement", "CIM_ManagedSystemElement", """
+EnabledState uint16
+OtherEnabledState string
+RequestedState uint16
+EnabledDefault uint16
+TimeOfLastStateChange datetime
+""")
+_base("CIM_ComputerSystem", "CIM_EnabledLogicalElement", """
+CreationClassName string key
+Name string key
+NameFormat string
+PrimaryOwnerName string
+Dedicated uint16[]
+""")
+_base("CIM_LogicalDevice", "CIM_EnabledLogicalElement", """
+SystemCreationClassName string key
+SystemName string key
+CreationClassName string key
+DeviceID string key
+""")
+_base("CIM_Service", "CIM_EnabledLogicalElement", """
+SystemCreationClassName string key
+SystemName string key
+CreationClassName string key
+Name string key
+Started boolean
+StartMode string
+""")
+_base("CIM_ConcreteJob", "CIM_ManagedElement", """
+InstanceID string key
+Name string
+JobStatus string
+TimeSubmitted datetime
+ScheduledStartTime datetime
+StartTime datetime
+ElapsedTime datetime
+JobRunTimes uint32
+RunMonth uint8
+RunDay sint8
+RunDayOfWeek sint8
+RunStartInterval datetime
+LocalOrUtcTime uint16
+Notify string
+Owner string
+Priority uint32
+PercentComplete uint16
+DeleteOnCompletion boolean
+ErrorCode uint16
+ErrorDescription string
+RecoveryAction uint16
+OtherRecoveryAction string
+JobState uint16
+TimeOfLastStateChange datetime
+TimeBeforeRemoval datetime
+""")
+
+_base("CIM_VirtualSystemManagementService", "CIM_Service")
+_base("CIM_VirtualSystemMigrationService", "CIM_Service")
+
+# --- computer systems ---------------------------------------------------------------------
+
+_COMPUTER_SYSTEM = """
+OnTimeInMilliseconds uint64
+ProcessID uint32
+TimeOfLastConfigurationChange datetime
+NumberOfNumaNodes uint16
+ReplicationState uint16
+ReplicationHealth uint16
+ReplicationMode uint16
+EnhancedSessionModeState uint16
+"""
+_class("Msvm_ComputerSystem", "CIM_ComputerSystem", _COMPUTER_SYSTEM, methods=(
+    "RequestStateChange(in RequestedState uint16, out Job reference, in TimeoutPeriod datetime)",
+))
+_class("Msvm_PlannedComputerSystem", "CIM_ComputerSystem", _COMPUTER_SYSTEM)
+
+# --- settings -----------------------------------------------------------------------------
+
+_class("Msvm_VirtualSystemSettingData", "CIM_VirtualSystemSettingData", """
+BIOSGUID string
+BIOSSerialNumber string
+BaseBoardSerialNumber string
+ChassisSerialNumber string
+ChassisAssetTag string
+BIOSNumLock boolean
+BootOrder uint16[]
+Parent string
+IsSaved boolean
+Version string
+VirtualNumaEnabled boolean
+VirtualSystemSubType string
+BootSourceOrder string[]
+SecureBootEnabled boolean
+SecureBootTemplateId string
+UserSnapshotType uint16
+""")
+_class("Msvm_ResourceAllocationSettingData", "CIM_ResourceAllocationSettingData",
+       "VirtualSystemIdentifiers string[]")
+_class("Msvm_ProcessorSettingData", "CIM_ProcessorAllocationSettingData", """
+LimitCPUID boolean
+LimitProcessorFeatures boolean
+MaxProcessorsPerNumaNode uint64
+MaxNumaNodesPerSocket uint64
+ExposeVirtualizationExtensions boolean
+""")
+_class("Msvm_MemorySettingData", "CIM_MemoryAllocationSettingData", """
+DynamicMemoryEnabled boolean
+TargetMemoryBuffer uint32
+MaxMemoryBlocksPerNumaNode uint64
+""")
+_class("Msvm_StorageAllocationSettingData", "CIM_StorageAllocationSettingData", """
+IOPSLimit uint64
+IOPSReservation uint64
+PersistentReservationsSupported boolean
+""")
+_class("Msvm_SyntheticEthernetPortSettingData", "CIM_ResourceAllocationSettingData", """
+VirtualSystemIdentifiers string[]
+StaticMacAddress boolean
+ClusterMonitored boolean
+DeviceNamingEnabled boolean
+AllowPacketDirect boolean
+""")
+_class("Msvm_EthernetPortAllocationSettingData", "CIM_EthernetPortAllocationSettingData", """
+EnabledState uint16
+LastKnownSwitchName string
+RequiredFeatures string[]
+RequiredFeatureHints string[]
+""")
+_class("Msvm_KvpExchangeComponentSettingData", "CIM_ResourceAllocationSettingData", """
+EnabledState uint16
+HostExchangeItems string[]
+HostOnlyItems string[]
+DisableHostKVPItems boolean
+""")
+
+# --- switch-port features -----------------------------------------------------------------
+
+_FEATURE = "Msvm_EthernetSwitchPortFeatureSettingData"
+_class("Msvm_EthernetSwitchPortVlanSettingData", _FEATURE, """
+OperationMode uint32 = 0
+AccessVlanId uint16 = 0
+NativeVlanId uint16 = 0
+PvlanMode uint32 = 0
+PrimaryVlanId uint16 = 0
+SecondaryVlanId uint16 = 0
+PruneVlanIdArray uint16[]
+TrunkVlanIdArray uint16[]
+SecondaryVlanIdArray uint16[]
+""")
+_class("Msvm_EthernetSwitchPortAclSettingData", _FEATURE, """
+Direction uint8
+Applicability uint8
+AclType uint8
+Action uint8
+LocalAddress string
+LocalAddressPrefixLength uint8
+RemoteAddress string
+RemoteAddressPrefixLength uint8
+Name string
+""")
+_class("Msvm_EthernetSwitchPortExtendedAclSettingData", _FEATURE, """
+Direction uint8
+Action uint8
+LocalIPAddress string = "ANY"
+RemoteIPAddress string = "ANY"
+LocalPort string = "ANY"
+RemotePort string = "ANY"
+Protocol string = "ANY"
+Weight uint16
+Stateful boolean = FALSE
+IdleSessionTimeout uint16 = 255
+IsolationID uint32 = 0
+Name string
+""")
+_class("Msvm_EthernetSwitchPortBandwidthSettingData", _FEATURE, """
+Limit uint64 = 0
+Reservation uint64 = 0
+Weight uint64 = 0
+BurstLimit uint64 = 0
+BurstSize uint64 = 0
+""")
+_class("Msvm_EthernetSwitchPortSecuritySettingData", _FEATURE, """
+AllowMacSpoofing boolean = FALSE
+EnableDhcpGuard boolean = FALSE
+EnableRouterGuard boolean = FALSE
+VirtualSubnetId uint32 = 0
+AllowTeaming boolean = FALSE
+""")
+
+# --- switches and ports -------------------------------------------------------------------
+
+_class("Msvm_VirtualEthernetSwitch", "CIM_ComputerSystem", """
+MaxVMQOffloads uint32
+MaxIOVOffloads uint32
+""")
+_class("Msvm_VirtualEthernetSwitchSettingData", "CIM_VirtualSystemSettingData", """
+IOVPreferred boolean
+BandwidthReservationMode uint32
+""")
+_class("Msvm_ExternalEthernetPort", "CIM_LogicalDevice", """
+PermanentAddress string
+Speed uint64
+MaxSpeed uint64
+IsBound boolean
+""")
+
+# --- integration components ---------------------------------------------------------------
+
+_class("Msvm_KvpExchangeComponent", "CIM_LogicalDevice", """
+GuestExchangeItems string[]
+GuestIntrinsicExchangeItems string[]
+""")
+_class("Msvm_ShutdownComponent", "CIM_LogicalDevice", methods=(
+    "InitiateShutdown(in Force boolean, in Reason string)",
+))
+_class("Msvm_KvpExchangeDataItem", None, """
+Caption string
+Description string
+ElementName string
+Name string
+Data string
+Source uint16
+""")
+
+# --- results, jobs, disks -----------------------------------------------------------------
+
+_class("Msvm_SummaryInformation", None, """
+InstanceID string
+AllocatedGPU string
+Shielded boolean
+AsynchronousTasks string[]
+CreationTime datetime
+ElementName string
+EnabledState uint16
+OtherEnabledState string
+GuestOperatingSystem string
+HealthState uint16
+Heartbeat uint16
+MemoryUsage uint64
+MemoryAvailable sint32
+AvailableMemoryBuffer sint32
+SwapFilesInUse boolean
+Name string
+Notes string
+Version string
+NumberOfProcessors uint16
+OperationalStatus uint16[]
+ProcessorLoad uint16
+ProcessorLoadHistory uint16[]
+Snapshots string[]
+StatusDescriptions string[]
+ThumbnailImage uint8[]
+UpTime uint64
+VirtualSystemSubType string
+""")
+_JOB_METHODS = (
+    "RequestStateChange(in RequestedState uint16, in TimeoutPeriod datetime)",
+    "GetError(out Error string)",
+    "GetErrorEx(out Errors string[])",
+)
+_class("Msvm_ConcreteJob", "CIM_ConcreteJob", """
+Cancellable boolean
+ErrorSummaryDescription string
+JobType uint16
+""", methods=_JOB_METHODS)
+_class("Msvm_StorageJob", "CIM_ConcreteJob", """
+Cancellable boolean
+ErrorSummaryDescription string
+JobType uint16
+JobCompletionStatusCode uint32
+Child string
+Parent string
+""", methods=_JOB_METHODS)
+_class("Msvm_MigrationJob", "Msvm_ConcreteJob", """
+MigrationType uint16
+VirtualSystemName string
+DestinationHost string
+NewSystemSettingData string
+NewResourceSettingData string[]
+""", methods=_JOB_METHODS)
+_class("Msvm_VirtualHardDiskSettingData", "CIM_SettingData", """
+Type uint16
+Format uint16
+Path string
+ParentPath string
+ParentTimestamp datetime
+ParentIdentifier string
+MaxInternalSize uint64
+BlockSize uint32
+LogicalSectorSize uint32
+PhysicalSectorSize uint32
+VirtualDiskId string
+IsPmemCompatible boolean
+""")
+_class("Msvm_VirtualHardDiskState", None, """
+FileSize uint64
+InUse boolean
+MinInternalSize uint64
+PhysicalSectorSize uint32
+Alignment uint32
+FragmentationPercentage uint32
+""")
+
+# --- services -----------------------------------------------------------------------------
+
+_class("Msvm_VirtualSystemManagementService", "CIM_VirtualSystemManagementService", methods=(
+    "DefineSystem(in SystemSettings string, in ResourceSettings string[], "
+    "in ReferenceConfiguration reference, out ResultingSystem reference, out Job reference)",
+    "DestroySystem(in AffectedSystem reference, out Job reference)",
+    "ModifySystemSettings(in SystemSettings string, out Job reference)",
+    "AddResourceSettings(in AffectedConfiguration reference, in ResourceSettings string[], "
+    "out ResultingResourceSettings reference[], out Job reference)",
+    "ModifyResourceSettings(in ResourceSettings string[], "
+    "out ResultingResourceSettings reference[], out Job reference)",
+    "RemoveResourceSettings(in ResourceSettings reference[], out Job reference)",
+    "AddFeatureSettings(in AffectedConfiguration reference, in FeatureSettings string[], "
+    "out ResultingFeatureSettings reference[], out Job reference)",
+    "ModifyFeatureSettings(in FeatureSettings string[], "
+    "out ResultingFeatureSettings reference[], out Job reference)",
+    "RemoveFeatureSettings(in FeatureSettings reference[], out Job reference)",
+    "AddKvpItems(in TargetSystem reference, in DataItems string[], out Job reference)",
+    "ModifyKvpItems(in TargetSystem reference, in DataItems string[], out Job reference)",
+    "RemoveKvpItems(in TargetSystem reference, in DataItems string[], out Job reference)",
+    "GetSummaryInformation(in SettingData reference[], in RequestedInformation uint32[], "
+    "out SummaryInformation object[])",
+))
+_class("Msvm_ImageManagementService", "CIM_Service", methods=(
+    "CreateVirtualHardDisk(in VirtualDiskSettingData string, out Job reference)",
+    "GetVirtualHardDiskSettingData(in Path string, out SettingData string, out Job reference)",
+    "GetVirtualHardDiskState(in Path string, out State string, out Job reference)",
+    "ResizeVirtualHardDisk(in Path string, in MaxInternalSize uint64, out Job reference)",
+    "ConvertVirtualHardDisk(in SourcePath string, in VirtualDiskSettingData string, "
+    "out Job reference)",
+))
+_class("Msvm_VirtualEthernetSwitchManagementService", "CIM_VirtualSystemManagementService",
+       methods=(
+    "DefineSystem(in SystemSettings string, in ResourceSettings string[], "
+    "in ReferenceConfiguration reference, out ResultingSystem reference, out Job reference)",
+    "DestroySystem(in AffectedSystem reference, out Job reference)",
+    "AddResourceSettings(in AffectedConfiguration reference, in ResourceSettings string[], "
+    "out ResultingResourceSettings reference[], out Job reference)",
+    "RemoveResourceSettings(in ResourceSettings reference[], out Job reference)",
+))
+_class("Msvm_VirtualSystemMigrationService", "CIM_VirtualSystemMigrationService", """
+MigrationServiceListenerIPAddressList string[]
+ActiveVirtualSystemMigrationCount uint32
+ActiveStorageMigrationCount uint32
+""", methods=(
+    "MigrateVirtualSystemToHost(in ComputerSystem reference, in DestinationHost string, "
+    "in MigrationSettingData string, in NewSystemSettingData string, "
+    "in NewResourceSettingData string[], out Job reference)",
+))
+_class("Msvm_VirtualSystemMigrationServiceSettingData", "CIM_SettingData", """
+EnableVirtualSystemMigration boolean
+MaximumActiveVirtualSystemMigration uint32
+MaximumActiveStorageMigration uint32
+AuthenticationType uint32
+EnableCompression boolean
+EnableSmbTransport boolean
+""")
+_class("Msvm_VirtualSystemMigrationSettingData", "CIM_SettingData", """
+MigrationType uint16
+TransportType uint16
+DestinationIPAddressList string[]
+DestinationPlannedVirtualSystemId string
+Priority uint16
+Bandwidth uint16
+EnableCompression boolean
+RetainVhdCopiesOnSource boolean
+UnmanagedVhds string[]
+RemoveSourceUnmanagedVhds boolean
+""")
+
+# --- associations (computed, never stored) ------------------------------------------------
+
+
+def _association(name: str, left: str, right: str) -> None:
+    _class(name, None, f"{left} reference key\n{right} reference key", association=True)
+
+
+_association("Msvm_SettingsDefineState", "ManagedElement", "SettingData")
+_association("Msvm_VirtualSystemSettingDataComponent", "GroupComponent", "PartComponent")
+_association("Msvm_SystemDevice", "GroupComponent", "PartComponent")
+_association("Msvm_AffectedJobElement", "AffectedElement", "AffectingElement")
+_association("Msvm_EthernetPortSettingDataComponent", "GroupComponent", "PartComponent")
+
+# --- root\cimv2 ---------------------------------------------------------------------------
+
+_class("Win32_OperatingSystem", None, """
+Name string key
+Caption string
+Version string
+BuildNumber string
+CSName string
+LastBootUpTime datetime
+TotalVisibleMemorySize uint64
+FreePhysicalMemory uint64
+""", namespace=CIMV2_NAMESPACE)
+_class("Win32_Processor", None, """
+DeviceID string key
+Name string
+Manufacturer string
+Architecture uint16
+MaxClockSpeed uint32
+CurrentClockSpeed uint32
+NumberOfCores uint32
+NumberOfLogicalProcessors uint32
+ProcessorType uint16
+LoadPercentage uint16
+SocketDesignation string
+""", namespace=CIMV2_NAMESPACE)
+_class("Win32_ComputerSystem", None, """
+Name string key
+DNSHostName string
+Domain string
+Manufacturer string
+Model string
+NumberOfProcessors uint32
+NumberOfLogicalProcessors uint32
+TotalPhysicalMemory uint64
+""", namespace=CIMV2_NAMESPACE)
+_class("Win32_NetworkAdapterConfiguration", None, """
+Index uint32 key
+Description string
+IPEnabled boolean
+IPAddress string[]
+IPSubnet string[]
+DefaultIPGateway string[]
+MACAddress string
+""", namespace=CIMV2_NAMESPACE)
+_class("Win32_PerfFormattedData_Counters_ProcessorInformation", None, """
+Name string key
+PercentIdleTime uint64
+PercentProcessorTime uint64
+""", namespace=CIMV2_NAMESPACE)
+
+def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
+    """The concrete class ``name`` (case-insensitive) in ``namespace`` if given."""
+    for class_def in CLASSES.values():
+        if class_def.name.lower() == name.lower() and (
+            namespace is None or class_def.namespace.lower() == namespace.lower()
+        ):
+            return class_def
+    return None
+
+
+def concrete_classes(name: str, namespace: str) -> tuple[ClassDef, ...]:
+    """Every concrete class that is ``name`` or derives from it, in ``namespace``."""
+    wanted = name.lower()
+    return tuple(
+        c for c in CLASSES.values()
+        if c.namespace.lower() == namespace.lower()
+        and (c.name.lower() == wanted or wanted in (a.lower() for a in c.ancestors))
+    )

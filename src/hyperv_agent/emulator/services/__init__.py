@@ -1,0 +1,10 @@
+"""Method implementations of the emulated host; importing this package registers them."""
+
+from hyperv_agent.emulator.services import (  # noqa: F401 - each module registers handlers
+    features,
+    kvp,
+    power,
+    resources,
+    summary,
+    systems,
+)

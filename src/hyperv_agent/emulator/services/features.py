@@ -1,0 +1,141 @@
+"""Switch-port features: Msvm_VirtualSystemManagementService.Add/Modify/RemoveFeatureSettings.
+
+Features hang under a port (EPASD): their InstanceID starts with the port's. A port takes
+at most one VLAN, one bandwidth and one security setting; extended-ACL weights are unique
+per port and direction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+
+from hyperv_agent.cim.api import ObjectPath, OutValue
+from hyperv_agent.emulator import model
+from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
+from hyperv_agent.emulator.codes import ReturnCode
+from hyperv_agent.emulator.store import Record
+
+VSMS = "Msvm_VirtualSystemManagementService"
+SINGLE_PER_PORT = (
+    "Msvm_EthernetSwitchPortVlanSettingData",
+    "Msvm_EthernetSwitchPortBandwidthSettingData",
+    "Msvm_EthernetSwitchPortSecuritySettingData",
+)
+FEATURE_IN_USE = ReturnCode.SYSTEM_IN_USE
+VLAN_IDS = range(1, 4095)
+
+
+def _refuse(text: str, code: int = ReturnCode.INVALID_PARAMETER) -> MethodError:
+    return MethodError(code, text)
+
+
+@handles(VSMS, "AddFeatureSettings")
+def add_feature_settings(call: Call) -> Mapping[str, OutValue]:
+    port = call.require(call.path("AffectedConfiguration"), "port")
+    if port.class_def.name != "Msvm_EthernetPortAllocationSettingData":
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{port.path} is not a switch port",
+                          immediate=True)
+    added: list[ObjectPath] = []
+    for item in call.embedded_list("FeatureSettings"):
+        _check_feature(item)
+        _check_unique(item, list(model.feature_records(call.txn, port)))
+        given = {name: value for name, value in item.values.items() if value is not None}
+        record = call.host.new_record(item.class_def.name, **given)
+        record["InstanceID"] = f"{port['InstanceID']}\\{str(uuid.uuid4()).upper()}"
+        call.txn.put(record)
+        added.append(record.path)
+    return {"ResultingFeatureSettings": tuple(added)}
+
+
+def _check_feature(item: Embedded) -> None:
+    if not item.is_a(model.FEATURE_BASE):
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"{item.class_def.name} is not a port feature", immediate=True)
+    name = item.class_def.name
+    if name == "Msvm_EthernetSwitchPortVlanSettingData":
+        _check_vlan(item)
+    elif name == "Msvm_EthernetSwitchPortBandwidthSettingData":
+        _check_bandwidth(item)
+    elif name in ("Msvm_EthernetSwitchPortExtendedAclSettingData",
+                  "Msvm_EthernetSwitchPortAclSettingData"):
+        _check_acl(item)
+
+
+def _check_vlan(item: Embedded) -> None:
+    mode = item.integer("OperationMode") or 0
+    if mode == 1 and item.integer("AccessVlanId") not in VLAN_IDS:
+        raise _refuse(f"AccessVlanId {item.get('AccessVlanId')} is outside 1..4094")
+    if mode == 2:
+        ids = item.get("TrunkVlanIdArray")
+        trunk = ids if isinstance(ids, tuple) else ()
+        if item.integer("NativeVlanId") not in VLAN_IDS or any(v not in VLAN_IDS for v in trunk):
+            raise _refuse("trunk VLAN ids must be within 1..4094")
+    if mode not in (0, 1, 2, 3):
+        raise _refuse(f"OperationMode {mode} is not 1 (access), 2 (trunk) or 3 (private)")
+
+
+def _check_bandwidth(item: Embedded) -> None:
+    limit = item.integer("Limit") or 0
+    reservation = item.integer("Reservation") or 0
+    burst = item.integer("BurstLimit") or 0
+    if limit and reservation > limit:
+        raise _refuse("bandwidth Reservation exceeds Limit (0x80070057)")
+    if burst and limit and burst < limit:
+        raise _refuse("bandwidth BurstLimit is below Limit (0x80070057)")
+
+
+def _check_acl(item: Embedded) -> None:
+    if item.integer("Direction") not in (1, 2):
+        raise _refuse(f"ACL Direction {item.get('Direction')} is not 1 (in) or 2 (out)")
+    if item.integer("Action") not in (1, 2, 3):
+        raise _refuse(f"ACL Action {item.get('Action')} is not 1, 2 or 3")
+
+
+def _check_unique(item: Embedded, existing: Iterable[Record]) -> None:
+    name = item.class_def.name
+    others = [r for r in existing if r.class_def.name == name]
+    if name in SINGLE_PER_PORT and others:
+        raise _refuse(f"the port already has a {name}", FEATURE_IN_USE)
+    if name == "Msvm_EthernetSwitchPortExtendedAclSettingData":
+        key = (item.get("Direction"), item.get("Weight"))
+        if any((r["Direction"], r["Weight"]) == key for r in others):
+            raise _refuse(f"an ACL with weight {key[1]} exists for direction {key[0]}")
+
+
+@handles(VSMS, "ModifyFeatureSettings")
+def modify_feature_settings(call: Call) -> Mapping[str, OutValue]:
+    changed: list[ObjectPath] = []
+    for item in call.embedded_list("FeatureSettings"):
+        _check_feature(item)
+        path = ObjectPath.for_keys(item.class_def.name, InstanceID=item.text("InstanceID") or "")
+        record = call.txn.edit(path)
+        if record is None:
+            raise MethodError(ReturnCode.INVALID_PARAMETER, f"no feature setting {path}",
+                              immediate=True)
+        _check_weight_change(call, record, item)
+        record.values.update({k: v for k, v in item.values.items() if k != "InstanceID"})
+        changed.append(record.path)
+    return {"ResultingFeatureSettings": tuple(changed)}
+
+
+def _check_weight_change(call: Call, record: Record, item: Embedded) -> None:
+    if record.class_def.name != "Msvm_EthernetSwitchPortExtendedAclSettingData":
+        return
+    port_id = str(record["InstanceID"]).rsplit("\\", 1)[0]
+    port = call.txn.get(ObjectPath.for_keys("Msvm_EthernetPortAllocationSettingData",
+                                            InstanceID=port_id))
+    if port is not None:
+        siblings = [r for r in model.feature_records(call.txn, port) if r.path != record.path]
+        _check_unique(item, siblings)
+
+
+@handles(VSMS, "RemoveFeatureSettings")
+def remove_feature_settings(call: Call) -> Mapping[str, OutValue]:
+    for path in call.paths("FeatureSettings"):
+        record = call.require(path, "feature setting")
+        if model.FEATURE_BASE not in record.class_def.ancestors:
+            raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path} is not a port feature",
+                              immediate=True)
+        call.txn.delete(record.path)
+    return {}

@@ -1,0 +1,171 @@
+"""Msvm_VirtualSystemManagementService: DefineSystem, DestroySystem, ModifySystemSettings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
+from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
+from hyperv_agent.emulator.codes import EnabledState, ReturnCode
+from hyperv_agent.emulator.host import cim_datetime
+from hyperv_agent.emulator.services import resources
+from hyperv_agent.emulator.store import Record
+
+VSMS = "Msvm_VirtualSystemManagementService"
+ELEMENT_NAME_MAX_CHARS = 100
+#: VSSD properties a caller may set at DefineSystem or change with ModifySystemSettings.
+WRITABLE = (
+    "ElementName", "Notes", "AutomaticStartupAction", "AutomaticShutdownAction",
+    "AutomaticRecoveryAction", "ConfigurationDataRoot", "SnapshotDataRoot", "SuspendDataRoot",
+    "SwapFileDataRoot", "LogDataRoot", "BootOrder", "BootSourceOrder", "SecureBootEnabled",
+    "SecureBootTemplateId", "VirtualNumaEnabled", "BIOSNumLock", "UserSnapshotType",
+    "ChassisAssetTag", "BIOSSerialNumber",
+)
+_PROCESSOR_ID = "B637F346-6A0E-4DEC-AF52-BD70CB80A21D"
+_MEMORY_ID = "4764334D-E001-4176-82EE-5594EC9B530E"
+_IDE_ID = "83F8638B-8DCA-4152-9EDA-2CA8B33039B4"
+_KVP_ID = "8B5F6B0E-5C4E-4F67-A4B1-EF5C4E5B2A1D"
+
+
+@handles(VSMS, "DefineSystem")
+def define_system(call: Call) -> Mapping[str, OutValue]:
+    """A new VM (off) with its processor, memory, IDE controllers (generation 1) and KVP."""
+    settings = call.embedded("SystemSettings")
+    if not settings.is_a("Msvm_VirtualSystemSettingData"):
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"SystemSettings is a {settings.class_def.name}", immediate=True)
+    guid = _new_guid(call, settings)
+    vssd = _vssd(call, settings, guid)
+    call.txn.put(vssd)
+    call.txn.put(_computer_system(call, guid, str(vssd["ElementName"])))
+    for record in _default_devices(call, guid, model.generation(vssd)):
+        call.txn.put(record)
+    resources.apply_definitions(call, guid, call.embedded_list("ResourceSettings"))
+    return {"ResultingSystem": model.vm_path(guid)}
+
+
+def _new_guid(call: Call, settings: Embedded) -> str:
+    wanted = settings.text("VirtualSystemIdentifier")
+    if not wanted:
+        return str(uuid.uuid4()).upper()
+    try:
+        guid = str(uuid.UUID(wanted)).upper()
+    except ValueError:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"VirtualSystemIdentifier {wanted!r} is not a GUID") from None
+    if call.txn.get(model.vm_path(guid)) is not None:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"a VM with GUID {guid} exists")
+    return guid
+
+
+def _vssd(call: Call, settings: Embedded, guid: str) -> Record:
+    subtype = settings.text("VirtualSystemSubType") or codes.GENERATION_1
+    if subtype not in (codes.GENERATION_1, codes.GENERATION_2):
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"unknown VirtualSystemSubType {subtype}")
+    generation_2 = subtype == codes.GENERATION_2
+    record = call.host.new_record(
+        "Msvm_VirtualSystemSettingData", InstanceID=f"Microsoft:{guid}",
+        VirtualSystemIdentifier=guid, ConfigurationID=guid, VirtualSystemType=codes.REALIZED,
+        VirtualSystemSubType=subtype, ElementName="New Virtual Machine", Version="9.0",
+        CreationTime=cim_datetime(call.host.clock()), Caption="Virtual Machine Settings",
+        AutomaticStartupAction=3, AutomaticShutdownAction=3, AutomaticRecoveryAction=3,
+        BootOrder=None if generation_2 else (1, 2, 3, 0), SecureBootEnabled=generation_2,
+        BootSourceOrder=() if generation_2 else None, VirtualNumaEnabled=True, IsSaved=False,
+    )
+    _apply_writable(record, settings)
+    return record
+
+
+def _apply_writable(record: Record, settings: Embedded) -> None:
+    for name in WRITABLE:
+        if settings.values.get(name) is not None:
+            record[name] = settings.values[name]
+    element_name = record["ElementName"]
+    if not isinstance(element_name, str) or not element_name.strip():
+        raise MethodError(ReturnCode.INVALID_PARAMETER, "ElementName must not be empty")
+    if len(element_name) > ELEMENT_NAME_MAX_CHARS:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"ElementName exceeds {ELEMENT_NAME_MAX_CHARS} characters")
+    if record["SecureBootEnabled"] and record["VirtualSystemSubType"] != codes.GENERATION_2:
+        raise MethodError(ReturnCode.NOT_SUPPORTED,
+                          "secure boot needs a generation 2 virtual machine")
+
+
+def _computer_system(call: Call, guid: str, element_name: str) -> Record:
+    return call.host.new_record(
+        "Msvm_ComputerSystem", CreationClassName="Msvm_ComputerSystem", Name=guid,
+        ElementName=element_name, Caption=codes.CAPTION_VM,
+        Description="Microsoft Virtual Machine", EnabledState=EnabledState.DISABLED,
+        RequestedState=codes.RequestedState.NOT_APPLICABLE, HealthState=codes.HealthState.OK,
+        OperationalStatus=(2,), EnabledDefault=EnabledState.ENABLED, NumberOfNumaNodes=1,
+        InstallDate=cim_datetime(call.host.clock()), OnTimeInMilliseconds=0,
+        TimeOfLastStateChange=cim_datetime(call.host.clock()),
+    )
+
+
+def _default_devices(call: Call, guid: str, generation: int) -> list[Record]:
+    new = call.host.new_record
+    devices = [
+        new("Msvm_ProcessorSettingData", InstanceID=f"Microsoft:{guid}\\{_PROCESSOR_ID}\\0",
+            ResourceType=codes.ResourceType.PROCESSOR, ResourceSubType=codes.SUBTYPE_PROCESSOR,
+            ElementName="Processor", VirtualQuantity=1, Reservation=0, Limit=100000,
+            Weight=100, AllocationUnits="percent / 1000", LimitProcessorFeatures=False),
+        new("Msvm_MemorySettingData", InstanceID=f"Microsoft:{guid}\\{_MEMORY_ID}",
+            ResourceType=codes.ResourceType.MEMORY, ResourceSubType=codes.SUBTYPE_MEMORY,
+            ElementName="Memory", VirtualQuantity=1024, Reservation=1024, Limit=1048576,
+            AllocationUnits="byte * 2^20", DynamicMemoryEnabled=False, Weight=5000),
+        new("Msvm_KvpExchangeComponentSettingData", InstanceID=f"Microsoft:{guid}\\{_KVP_ID}",
+            ResourceType=codes.ResourceType.OTHER, OtherResourceType=codes.KVP_COMPONENT_TYPE,
+            ElementName="Key-Value Pair Exchange", EnabledState=EnabledState.ENABLED,
+            HostExchangeItems=(), HostOnlyItems=(), DisableHostKVPItems=False),
+    ]
+    if generation == 1:
+        devices += [
+            new("Msvm_ResourceAllocationSettingData",
+                InstanceID=f"Microsoft:{guid}\\{_IDE_ID}\\{index}",
+                ResourceType=codes.ResourceType.IDE_CONTROLLER, ResourceSubType=codes.SUBTYPE_IDE,
+                ElementName=f"IDE Controller {index}", Address=str(index))
+            for index in (0, 1)
+        ]
+    return devices
+
+
+@handles(VSMS, "DestroySystem")
+def destroy_system(call: Call) -> Mapping[str, OutValue]:
+    """Removes the VM's definition; its disk files stay where they are."""
+    vm = call.require(call.path("AffectedSystem"), "virtual machine")
+    if not (model.is_vm(vm) or vm.class_def.name == "Msvm_PlannedComputerSystem"):
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{vm.path} is not a virtual machine",
+                          immediate=True)
+    if model.is_running(vm):
+        raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is running")
+    guid = str(vm["Name"])
+    for record in [*model.device_records(call.txn, guid), *model.runtime_records(call.txn, guid)]:
+        for feature in list(model.feature_records(call.txn, record)):
+            call.txn.delete(feature.path)
+        call.txn.delete(record.path)
+    call.txn.delete(model.vssd_path(guid))
+    call.txn.delete(vm.path)
+    return {}
+
+
+@handles(VSMS, "ModifySystemSettings")
+def modify_system_settings(call: Call) -> Mapping[str, OutValue]:
+    settings = call.embedded("SystemSettings")
+    instance_id = settings.text("InstanceID")
+    path = ObjectPath.for_keys("Msvm_VirtualSystemSettingData", InstanceID=instance_id or "")
+    vssd = call.txn.edit(path) if instance_id else None
+    if vssd is None:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"no virtual system settings {instance_id!r}", immediate=True)
+    subtype = settings.text("VirtualSystemSubType")
+    if subtype is not None and subtype != vssd["VirtualSystemSubType"]:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, "the generation of a VM cannot change")
+    _apply_writable(vssd, settings)
+    guid = str(vssd["VirtualSystemIdentifier"])
+    vm = call.txn.edit(model.vm_path(guid))
+    if vm is not None:
+        vm["ElementName"] = vssd["ElementName"]
+    return {}

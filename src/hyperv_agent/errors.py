@@ -1,0 +1,98 @@
+"""The AgentError tree: the only exceptions the agent raises on purpose.
+
+Every failure that can reach a CloudStack answer is one of these, so the dispatcher
+can turn it into a failed Answer with a message a human can act on.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises deliberately."""
+
+
+class ConfigError(AgentError):
+    """The configuration file, a flag or an environment variable is invalid."""
+
+
+# --- the CIM seam -------------------------------------------------------------------------
+
+
+class CimError(AgentError):
+    """A CIM/WMI operation failed at the transport or provider level."""
+
+
+class CimNotFound(CimError):
+    """The object path names no instance (WBEM_E_NOT_FOUND)."""
+
+
+class CimInvalidQuery(CimError):
+    """The WQL text could not be parsed (WBEM_E_INVALID_QUERY)."""
+
+
+class CimInvalidClass(CimError):
+    """The class does not exist in the namespace (WBEM_E_INVALID_CLASS)."""
+
+
+class CimInvalidProperty(CimError):
+    """The class has no such property (WBEM_E_NOT_FOUND on a property / WBEM_E_INVALID_PROPERTY)."""
+
+
+class CimInvalidMethod(CimError):
+    """The class has no such method (WBEM_E_INVALID_METHOD)."""
+
+
+class CimInvalidParameter(CimError):
+    """A method parameter is unknown, missing or of the wrong type (WBEM_E_INVALID_PARAMETER)."""
+
+
+class CimAccessDenied(CimError):
+    """The caller may not perform the operation (WBEM_E_ACCESS_DENIED)."""
+
+
+class CimUnavailable(CimError):
+    """The namespace or host cannot be reached (RPC server unavailable, WinRM down)."""
+
+
+# --- Hyper-V operations -------------------------------------------------------------------
+
+
+class HyperVError(AgentError):
+    """A Hyper-V operation did not complete as asked."""
+
+
+class MethodFailed(HyperVError):
+    """A WMI method returned a failure code without starting a job."""
+
+    def __init__(self, method: str, return_value: int, meaning: str) -> None:
+        self.method = method
+        self.return_value = return_value
+        super().__init__(f"{method} failed with return code {return_value} ({meaning})")
+
+
+class JobFailed(HyperVError):
+    """An asynchronous WMI job ended in a state other than Completed."""
+
+    def __init__(
+        self, method: str, job_state: int, error_code: int, description: str
+    ) -> None:
+        self.method = method
+        self.job_state = job_state
+        self.error_code = error_code
+        self.description = description
+        super().__init__(
+            f"{method} job ended in state {job_state} with error code {error_code}: "
+            f"{description or 'no description'}"
+        )
+
+
+class JobTimeout(HyperVError):
+    """An asynchronous WMI job did not finish within its bounded wait."""
+
+    def __init__(self, method: str, timeout_s: float, percent_complete: int) -> None:
+        self.method = method
+        self.timeout_s = timeout_s
+        super().__init__(
+            f"{method} job did not finish within {timeout_s:g} s "
+            f"({percent_complete}% complete when the wait ended)"
+        )
