@@ -309,14 +309,16 @@ class MethodResult:
     """What a method call returned: ReturnValue and the out-parameters by name."""
 
     return_value: int
-    out: Mapping[str, OutValue]  # keyed by lower-case parameter name
+    out: Mapping[str, OutValue]  # by parameter name as the provider spells it
 
     @classmethod
     def build(cls, return_value: int, out: Mapping[str, OutValue]) -> MethodResult:
-        return cls(return_value, {name.lower(): value for name, value in out.items()})
+        return cls(return_value, dict(out))
 
     def __getitem__(self, name: str) -> OutValue:
-        return self.out.get(name.lower())
+        """The out-parameter ``name`` (any case); None when the method did not set it."""
+        wanted = name.lower()
+        return next((v for k, v in self.out.items() if k.lower() == wanted), None)
 
     def path(self, name: str) -> ObjectPath | None:
         value = self[name]

@@ -94,7 +94,7 @@ def select(
 ) -> str:
     """``SELECT <properties or *> FROM <class> [WHERE <condition>]``."""
     columns = ", ".join(identifier(name) for name in properties) if properties else "*"
-    text = f"SELECT {columns} FROM {identifier(class_name)}"
+    text = f"SELECT {columns} FROM {identifier(class_name)}"  # noqa: S608 - names checked
     return f"{text} WHERE {where.text}" if where is not None else text
 
 

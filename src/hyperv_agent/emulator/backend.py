@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hyperv_agent.cim import cimxml
@@ -27,6 +28,7 @@ from hyperv_agent.emulator.host import Clock, EmulatedHost
 from hyperv_agent.emulator.instruments import Faults, JobFault, RoundTrips
 from hyperv_agent.emulator.jobs import expired, is_job, new_job
 from hyperv_agent.emulator.schema import CLASSES, ClassDef, MethodDef, ParamDef, concrete_classes
+from hyperv_agent.emulator.services import image
 from hyperv_agent.emulator.store import Record, Transaction
 from hyperv_agent.errors import (
     CimInvalidClass,
@@ -81,7 +83,9 @@ class EmulatorCim(Cim):
     def _select(self, query: wqlparse.SelectQuery, namespace: str) -> list[CimInstance]:
         classes = self._classes(query.class_name, namespace)
         wanted = [p for p in query.properties if p.lower() not in _PSEUDO]
-        names = set(wanted) | (wqlparse.referenced_properties(query.where) if query.where else set())
+        names = set(wanted)
+        if query.where is not None:
+            names |= wqlparse.referenced_properties(query.where)
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
@@ -100,7 +104,7 @@ class EmulatorCim(Cim):
         return classes
 
     def _view(self, txn: Transaction, record: Record) -> CimInstance:
-        return instance_of(record, model.computed(self.host, txn, record))
+        return instance_of(record, model.computed(self.host, txn, record), self.host.name)
 
     def _associators(self, query: wqlparse.AssociatorsQuery) -> list[CimInstance]:
         txn, source = self._source(query.path_text)
@@ -216,6 +220,7 @@ class EmulatorCim(Cim):
 
     def _run(self, call: Call, handler: Callable[[Call], Mapping[str, OutValue]]) -> MethodResult:
         has_job = call.method.param("Job") is not None
+        has_job = has_job and call.method.name.lower() not in image.SYNCHRONOUS
         asynchronous = has_job and self.host.config.async_jobs
         try:
             out = dict(handler(call))
@@ -223,13 +228,14 @@ class EmulatorCim(Cim):
             if error.immediate or not asynchronous:
                 return MethodResult.build(error.code, {})
             return self._failed_job(call, (error.code, error.description))
+        out = {name: self._hosted(value) for name, value in out.items()}
         if not asynchronous:
             call.txn.commit()
             return MethodResult.build(ReturnCode.COMPLETED, out)
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:
             return self._failed_job(call, None, fault)
-        out["Job"] = new_job(self.host, call.txn, call.method.name, _affected(call))
+        out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call)))
         call.txn.commit()
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, out)
@@ -241,7 +247,16 @@ class EmulatorCim(Cim):
         job = new_job(self.host, txn, call.method.name, _affected(call), fault, error)
         txn.commit()
         self.host.counters.add("jobs_started")
-        return MethodResult.build(ReturnCode.JOB_STARTED, {"Job": job})
+        return MethodResult.build(ReturnCode.JOB_STARTED, {"Job": self._hosted(job)})
+
+    def _hosted(self, value: OutValue) -> OutValue:
+        """Paths as the host writes them: ``\\\\HOST\\namespace:…``."""
+        if isinstance(value, ObjectPath):
+            return dataclasses.replace(value, host=self.host.name)
+        if isinstance(value, tuple) and value and isinstance(value[0], ObjectPath):
+            return tuple(dataclasses.replace(p, host=self.host.name)
+                         for p in value if isinstance(p, ObjectPath))
+        return value
 
 
 # --- helpers ------------------------------------------------------------------------------

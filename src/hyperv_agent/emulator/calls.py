@@ -6,12 +6,20 @@ changes the host only through ``call.txn``; raising ``MethodError`` discards eve
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hyperv_agent.cim import cimxml
-from hyperv_agent.cim.api import CimInstance, CimValue, ObjectPath, OutValue, coerce_value
+from hyperv_agent.cim.api import (
+    CimInstance,
+    CimProperty,
+    CimValue,
+    ObjectPath,
+    OutValue,
+    coerce_value,
+)
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.schema import ClassDef, MethodDef, lookup
 from hyperv_agent.emulator.store import Record, Transaction
@@ -173,16 +181,15 @@ def handles(class_name: str, method: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def instance_of(record: Record, values: Mapping[str, CimValue] | None = None) -> CimInstance:
+def instance_of(
+    record: Record, values: Mapping[str, CimValue] | None = None, host: str = "."
+) -> CimInstance:
     """A CimInstance view of a record (optionally with computed values laid over it)."""
-    from hyperv_agent.cim.api import CimProperty
-
     merged = {**record.values, **(values or {})}
     props = [
         CimProperty(p.name, p.cim_type, p.is_array, merged.get(p.name))
         for p in record.class_def.properties.values()
     ]
     class_def = record.class_def
-    return CimInstance.build(
-        class_def.name, props, record.path, class_def.namespace, class_def.ancestors
-    )
+    path = dataclasses.replace(record.path, host=host)
+    return CimInstance.build(class_def.name, props, path, class_def.namespace, class_def.ancestors)

@@ -125,7 +125,8 @@ SCSI_SLOTS = 64
 
 #: KVP limits (Msvm_KvpExchangeDataItem MAXLEN and AddKvpItems's item count).
 KVP_NAME_MAX_CHARS = 1024
-KVP_DATA_MAX_CHARS = 1024
+#: MAXLEN 1024 counts the terminating NUL: values of 1024 characters or more are refused.
+KVP_DATA_MAX_CHARS = 1023
 KVP_ITEMS_PER_CALL = 128
 
 #: How long a finished job stays queryable (TimeBeforeRemoval, 5 minutes).

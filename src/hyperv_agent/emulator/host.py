@@ -68,8 +68,9 @@ class EmulatedHost:
         self.counters = Counters()
         self.faults = Faults()
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.drive_root("C").mkdir(parents=True, exist_ok=True)
         db = config.state_dir / "emulator.sqlite3" if config.persist else None
-        self.store = Store(db)
+        self.store = Store(db, self.faults.before_commit)
         if self.store.empty:
             self._first_boot()
         EmulatedHost.registry[config.host_name.lower()] = self

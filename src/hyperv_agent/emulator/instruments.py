@@ -8,6 +8,7 @@ asynchronous jobs (each one wait for the caller).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -67,6 +68,16 @@ class Faults:
     _return_codes: dict[str, list[int]] = field(default_factory=dict)
     _jobs: dict[str, list[JobFault]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
+    _die_at_commit: bool = False
+
+    def die_during_next_commit(self) -> None:
+        """The process exits (status 70) in the middle of the next write to the state
+        database, as a killed agent would: after the rows are written, before COMMIT."""
+        self._die_at_commit = True
+
+    def before_commit(self) -> None:
+        if self._die_at_commit:
+            os._exit(70)
 
     def ignore_shutdown(self, vm: str) -> None:
         """The guest of ``vm`` (name or GUID) ignores shutdown requests from now on."""

@@ -180,8 +180,6 @@ MappingBehavior uint16
 AddressOnParent string
 VirtualQuantityUnits string
 """)
-_base("CIM_ProcessorAllocationSettingData", "CIM_ResourceAllocationSettingData")
-_base("CIM_MemoryAllocationSettingData", "CIM_ResourceAllocationSettingData")
 _base("CIM_StorageAllocationSettingData", "CIM_ResourceAllocationSettingData")
 _base("CIM_EthernetPortAllocationSettingData", "CIM_ResourceAllocationSettingData", """
 DesiredVLANEndpointMode uint16
@@ -272,6 +270,10 @@ TimeBeforeRemoval datetime
 """)
 
 _base("CIM_VirtualSystemManagementService", "CIM_Service")
+_base("CIM_NetworkPort", "CIM_LogicalDevice")
+_base("CIM_EthernetPort", "CIM_NetworkPort")
+_base("CIM_VirtualEthernetSwitchSettingData", "CIM_VirtualSystemSettingData")
+_base("CIM_VirtualSystemMigrationSettingData", "CIM_SettingData")
 _base("CIM_VirtualSystemMigrationService", "CIM_Service")
 
 # --- computer systems ---------------------------------------------------------------------
@@ -289,7 +291,11 @@ EnhancedSessionModeState uint16
 _class("Msvm_ComputerSystem", "CIM_ComputerSystem", _COMPUTER_SYSTEM, methods=(
     "RequestStateChange(in RequestedState uint16, out Job reference, in TimeoutPeriod datetime)",
 ))
-_class("Msvm_PlannedComputerSystem", "CIM_ComputerSystem", _COMPUTER_SYSTEM)
+_class("Msvm_PlannedComputerSystem", "CIM_ComputerSystem", """
+OnTimeInMilliseconds uint64
+ProcessID uint32
+TimeOfLastConfigurationChange datetime
+""")
 
 # --- settings -----------------------------------------------------------------------------
 
@@ -313,14 +319,14 @@ UserSnapshotType uint16
 """)
 _class("Msvm_ResourceAllocationSettingData", "CIM_ResourceAllocationSettingData",
        "VirtualSystemIdentifiers string[]")
-_class("Msvm_ProcessorSettingData", "CIM_ProcessorAllocationSettingData", """
+_class("Msvm_ProcessorSettingData", "CIM_ResourceAllocationSettingData", """
 LimitCPUID boolean
 LimitProcessorFeatures boolean
 MaxProcessorsPerNumaNode uint64
 MaxNumaNodesPerSocket uint64
 ExposeVirtualizationExtensions boolean
 """)
-_class("Msvm_MemorySettingData", "CIM_MemoryAllocationSettingData", """
+_class("Msvm_MemorySettingData", "CIM_ResourceAllocationSettingData", """
 DynamicMemoryEnabled boolean
 TargetMemoryBuffer uint32
 MaxMemoryBlocksPerNumaNode uint64
@@ -330,7 +336,7 @@ IOPSLimit uint64
 IOPSReservation uint64
 PersistentReservationsSupported boolean
 """)
-_class("Msvm_SyntheticEthernetPortSettingData", "CIM_ResourceAllocationSettingData", """
+_class("Msvm_SyntheticEthernetPortSettingData", "CIM_EthernetPortAllocationSettingData", """
 VirtualSystemIdentifiers string[]
 StaticMacAddress boolean
 ClusterMonitored boolean
@@ -410,11 +416,11 @@ _class("Msvm_VirtualEthernetSwitch", "CIM_ComputerSystem", """
 MaxVMQOffloads uint32
 MaxIOVOffloads uint32
 """)
-_class("Msvm_VirtualEthernetSwitchSettingData", "CIM_VirtualSystemSettingData", """
+_class("Msvm_VirtualEthernetSwitchSettingData", "CIM_VirtualEthernetSwitchSettingData", """
 IOVPreferred boolean
 BandwidthReservationMode uint32
 """)
-_class("Msvm_ExternalEthernetPort", "CIM_LogicalDevice", """
+_class("Msvm_ExternalEthernetPort", "CIM_EthernetPort", """
 PermanentAddress string
 Speed uint64
 MaxSpeed uint64
@@ -445,7 +451,6 @@ _class("Msvm_SummaryInformation", None, """
 InstanceID string
 AllocatedGPU string
 Shielded boolean
-AsynchronousTasks string[]
 CreationTime datetime
 ElementName string
 EnabledState uint16
@@ -464,7 +469,6 @@ NumberOfProcessors uint16
 OperationalStatus uint16[]
 ProcessorLoad uint16
 ProcessorLoadHistory uint16[]
-Snapshots string[]
 StatusDescriptions string[]
 ThumbnailImage uint8[]
 UpTime uint64
@@ -488,7 +492,10 @@ JobCompletionStatusCode uint32
 Child string
 Parent string
 """, methods=_JOB_METHODS)
-_class("Msvm_MigrationJob", "Msvm_ConcreteJob", """
+_class("Msvm_MigrationJob", "CIM_ConcreteJob", """
+Cancellable boolean
+ErrorSummaryDescription string
+JobType uint16
 MigrationType uint16
 VirtualSystemName string
 DestinationHost string
@@ -575,7 +582,7 @@ AuthenticationType uint32
 EnableCompression boolean
 EnableSmbTransport boolean
 """)
-_class("Msvm_VirtualSystemMigrationSettingData", "CIM_SettingData", """
+_class("Msvm_VirtualSystemMigrationSettingData", "CIM_VirtualSystemMigrationSettingData", """
 MigrationType uint16
 TransportType uint16
 DestinationIPAddressList string[]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,10 @@ def _decode(class_def: ClassDef, doc: str) -> Record:
 class Store:
     """All instances of one emulated host, indexed by normalised path and by class."""
 
-    def __init__(self, db_path: Path | None) -> None:
+    def __init__(
+        self, db_path: Path | None, before_commit: Callable[[], None] | None = None
+    ) -> None:
+        self._before_commit = before_commit or (lambda: None)
         self._by_path: dict[str, Record] = {}
         self._by_class: dict[str, dict[str, Record]] = {}
         self._db: sqlite3.Connection | None = None
@@ -130,6 +133,7 @@ class Store:
                 "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?)",
                 [(k, r.class_def.name, r.class_def.namespace, _encode(r)) for k, r in puts.items()],
             )
+            self._before_commit()
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -179,7 +183,7 @@ class Transaction:
 
     def instances_of(self, classes: Iterable[ClassDef]) -> Iterator[Record]:
         wanted = {c.name.lower() for c in classes}
-        for key, record in self._puts.items():
+        for record in self._puts.values():
             if record.class_def.name.lower() in wanted:
                 yield record
         for record in self._store.instances_of(classes):

@@ -2,6 +2,7 @@
 
 from hyperv_agent.emulator.services import (  # noqa: F401 - each module registers handlers
     features,
+    image,
     kvp,
     power,
     resources,

@@ -178,7 +178,8 @@ def _check_drive(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Reco
 
 def _free_slot(call: Call, guid: str, controller: Record, wanted: str | None,
                rec: Record) -> int:
-    slots = codes.IDE_SLOTS if _kind(controller) == ResourceType.IDE_CONTROLLER else codes.SCSI_SLOTS
+    on_ide = _kind(controller) == ResourceType.IDE_CONTROLLER
+    slots = codes.IDE_SLOTS if on_ide else codes.SCSI_SLOTS
     used = {str(c["AddressOnParent"]) for c in _children(call, guid, controller)
             if c["InstanceID"] != rec["InstanceID"]}
     if wanted in (None, ""):

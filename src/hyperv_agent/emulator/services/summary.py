@@ -22,7 +22,7 @@ INFORMATION: Mapping[int, str] = {
     5: "ThumbnailImage", 6: "ThumbnailImage", 7: "ThumbnailImage", 8: "AllocatedGPU",
     10: "Version", 11: "Shielded", 100: "EnabledState", 101: "ProcessorLoad",
     102: "ProcessorLoadHistory", 103: "MemoryUsage", 104: "Heartbeat", 105: "UpTime",
-    106: "GuestOperatingSystem", 107: "Snapshots", 108: "AsynchronousTasks",
+    106: "GuestOperatingSystem",
     109: "HealthState", 110: "OperationalStatus", 111: "StatusDescriptions",
     112: "MemoryAvailable", 113: "AvailableMemoryBuffer", 120: "SwapFilesInUse",
     132: "OtherEnabledState",
@@ -93,8 +93,8 @@ class _Facts:
             "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if running else 0,
             "Heartbeat": codes.Heartbeat.OK if running else None,
             "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if running else 0,
-            "GuestOperatingSystem": "Linux" if running else None, "Snapshots": (),
-            "AsynchronousTasks": (), "ThumbnailImage": (), "Shielded": False,
+            "GuestOperatingSystem": "Linux" if running else None, "ThumbnailImage": (),
+            "Shielded": False,
             "VirtualSystemSubType": vssd["VirtualSystemSubType"], "SwapFilesInUse": False,
         }
 

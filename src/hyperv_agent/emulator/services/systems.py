@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
+from hyperv_agent.cim.api import ObjectPath, OutValue
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode

@@ -1,0 +1,1 @@
+"""The CloudStack wire protocol: typed commands, answers and transfer objects; no I/O."""

@@ -1,0 +1,132 @@
+"""One validated configuration object: a TOML file, then environment, then flags.
+
+File layout (names other tools rely on)::
+
+    [agent]
+    state_dir = "/var/lib/hyperv-agent"
+    backend = "emulator"            # emulator | wmi | wsman
+
+    [emulator]
+    cpus = 16
+    cpu_mhz = 2400
+    memory_mb = 65536
+    switches = ["External"]
+    [emulator.drives]
+    C = "/srv/hv/C"
+    [emulator.shares]
+    '\\\\10.1.1.1\\secondary' = "/srv/secondary"
+
+Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hyperv_agent.errors import ConfigError
+
+Backend = Literal["emulator", "wmi", "wsman"]
+
+
+def default_state_dir() -> Path:
+    if sys.platform == "win32":
+        return Path(os.environ.get("PROGRAMDATA", "C:\\ProgramData")) / "hyperv-agent"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hyperv-agent"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSection(_Section):
+    state_dir: Path = Field(default_factory=default_state_dir)
+    backend: Backend = "emulator" if sys.platform != "win32" else "wmi"
+
+
+class EmulatorSection(_Section):
+    host_name: str = Field(default="HYPERV-EMU", min_length=1, max_length=63)
+    cpus: int = Field(default=16, ge=1, le=1024)
+    cpu_mhz: int = Field(default=2400, ge=100, le=10000)
+    sockets: int = Field(default=2, ge=1, le=64)
+    memory_mb: int = Field(default=65536, ge=512)
+    switches: tuple[str, ...] = ("External",)
+    drives: dict[str, Path] = Field(default_factory=dict)
+    shares: dict[str, Path] = Field(default_factory=dict)
+    async_jobs: bool = True
+    call_latency_s: float = Field(default=0.0, ge=0)
+    job_duration_s: float = Field(default=0.0, ge=0)
+    guest_shutdown_s: float = Field(default=0.0, ge=0)
+
+    @field_validator("drives")
+    @classmethod
+    def _drive_letters(cls, drives: dict[str, Path]) -> dict[str, Path]:
+        for letter in drives:
+            if len(letter.rstrip(":")) != 1 or not letter[0].isalpha():
+                raise ValueError(f"drive {letter!r} is not a drive letter such as C")
+        return drives
+
+    @field_validator("shares")
+    @classmethod
+    def _unc_shares(cls, shares: dict[str, Path]) -> dict[str, Path]:
+        for unc in shares:
+            parts = [p for p in unc.split("\\") if p]
+            if not unc.startswith("\\\\") or len(parts) != 2:
+                raise ValueError(f"share {unc!r} is not of the form \\\\server\\share")
+        return shares
+
+    @field_validator("switches")
+    @classmethod
+    def _switch_names(cls, switches: tuple[str, ...]) -> tuple[str, ...]:
+        if not switches or any(not name.strip() for name in switches):
+            raise ValueError("at least one vSwitch, each with a name")
+        return switches
+
+
+class AgentConfig(_Section):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    emulator: EmulatorSection = Field(default_factory=EmulatorSection)
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> AgentConfig:
+    """Read ``path`` (if given), apply the environment, then ``overrides`` (``state_dir``,
+    ``backend``; None values are ignored). ConfigError names the file and field at fault."""
+    data = _read_file(path) if path is not None else {}
+    agent = dict(data.get("agent", {}))
+    agent.update(_environment())
+    agent.update({k: v for k, v in overrides.items() if v is not None})
+    data["agent"] = agent
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _environment() -> Mapping[str, str]:
+    names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend"}
+    return {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
+
+
+def _describe(error: ValidationError, path: Path | None) -> str:
+    where = f"config file {path}" if path else "configuration"
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
+    )
+    return f"invalid {where}: {problems}"

@@ -1,0 +1,180 @@
+"""Msvm_ImageManagementService: real VHD and VHDX files on the emulated host's drives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from hyperv_agent.cim import cimxml
+from hyperv_agent.cim.api import ObjectPath, OutValue
+from hyperv_agent.emulator import model, vhd
+from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles, instance_of
+from hyperv_agent.emulator.codes import ResourceType, ReturnCode
+from hyperv_agent.emulator.paths import HostPathError
+from hyperv_agent.emulator.store import Record
+
+IMS = "Msvm_ImageManagementService"
+#: Methods that answer at once (ReturnValue 0, no job), as Hyper-V does for reads.
+SYNCHRONOUS = frozenset({"getvirtualharddisksettingdata", "getvirtualharddiskstate"})
+
+
+def _local(call: Call, path: str | None, *, must_exist: bool) -> Path:
+    if not path:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, "a path is required", immediate=True)
+    try:
+        local = call.host.paths.local(path)
+    except HostPathError as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error), immediate=True) from None
+    if must_exist and not local.is_file():
+        raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} does not exist",
+                          immediate=True)
+    return local
+
+
+def _settings(call: Call, name: str) -> Embedded:
+    settings = call.embedded(name)
+    if settings.class_def.name != "Msvm_VirtualHardDiskSettingData":
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"{name} holds a {settings.class_def.name}", immediate=True)
+    return settings
+
+
+def _kind(settings: Embedded, path: str) -> tuple[vhd.DiskFormat, vhd.DiskType]:
+    try:
+        by_name = vhd.format_for_path(path)
+        fmt = vhd.DiskFormat(settings.integer("Format") or by_name)
+        disk_type = vhd.DiskType(settings.integer("Type") or 0)
+    except (ValueError, vhd.VhdError) as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path}: {error}",
+                          immediate=True) from None
+    if fmt != by_name:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"Format {int(fmt)} does not match the extension of {path}",
+                          immediate=True)
+    return fmt, disk_type
+
+
+@handles(IMS, "CreateVirtualHardDisk")
+def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
+    """Writes a fixed, dynamic or differencing VHD/VHDX; an existing file is refused."""
+    settings = _settings(call, "VirtualDiskSettingData")
+    path = settings.text("Path") or ""
+    local = _local(call, path, must_exist=False)
+    fmt, disk_type = _kind(settings, path)
+    parent = _parent(call, settings, disk_type)
+    if local.exists():
+        raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
+    if not local.parent.is_dir():
+        raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the folder of {path} does not exist")
+    _write(lambda: vhd.create(
+        local, fmt, disk_type, settings.integer("MaxInternalSize") or 0, parent=parent,
+        parent_locator=settings.text("ParentPath"),
+        block_size_bytes=settings.integer("BlockSize") or 0,
+        logical_sector_size=settings.integer("LogicalSectorSize") or 0,
+        physical_sector_size=settings.integer("PhysicalSectorSize") or 0,
+    ))
+    return {}
+
+
+def _parent(call: Call, settings: Embedded, disk_type: vhd.DiskType) -> Path | None:
+    if disk_type != vhd.DiskType.DIFFERENCING:
+        return None
+    parent_path = settings.text("ParentPath")
+    if not parent_path:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, "a differencing disk needs ParentPath",
+                          immediate=True)
+    return _local(call, parent_path, must_exist=True)
+
+
+def _write(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except vhd.VhdError as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
+    except OSError as error:
+        raise MethodError(ReturnCode.FAILED, f"{error.strerror}: {error.filename}") from None
+
+
+@handles(IMS, "GetVirtualHardDiskSettingData")
+def get_virtual_hard_disk_setting_data(call: Call) -> Mapping[str, OutValue]:
+    path = call.text("Path") or ""
+    info = _info(_local(call, path, must_exist=True))
+    record = call.host.new_record(
+        "Msvm_VirtualHardDiskSettingData", InstanceID=f"Microsoft:{info.disk_id.upper()}",
+        Path=path, ParentPath=info.parent_path or "", Type=int(info.type),
+        Format=int(info.format), MaxInternalSize=info.virtual_size_bytes,
+        BlockSize=info.block_size_bytes, LogicalSectorSize=info.logical_sector_size,
+        PhysicalSectorSize=info.physical_sector_size, VirtualDiskId=info.disk_id.upper(),
+        ElementName=Path(path.replace("\\", "/")).name,
+    )
+    return {"SettingData": cimxml.write_instance(instance_of(record))}
+
+
+@handles(IMS, "GetVirtualHardDiskState")
+def get_virtual_hard_disk_state(call: Call) -> Mapping[str, OutValue]:
+    path = call.text("Path") or ""
+    info = _info(_local(call, path, must_exist=True))
+    record = call.host.new_record(
+        "Msvm_VirtualHardDiskState", FileSize=info.file_size_bytes,
+        InUse=_attached_running(call, path) is not None, MinInternalSize=info.virtual_size_bytes,
+        PhysicalSectorSize=info.physical_sector_size, Alignment=1, FragmentationPercentage=0,
+    )
+    return {"State": cimxml.write_instance(instance_of(record))}
+
+
+def _info(local: Path) -> vhd.DiskInfo:
+    try:
+        return vhd.read_info(local)
+    except vhd.VhdError as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error), immediate=True) from None
+
+
+def _attached_running(call: Call, path: str) -> Record | None:
+    """The drive holding ``path`` in a running VM, if any."""
+    for medium in call.host.records("Msvm_StorageAllocationSettingData", call.txn):
+        resources = medium["HostResource"]
+        guid = model.guid_of(medium)
+        if not guid or not isinstance(resources, tuple) or not resources:
+            continue
+        vm = call.txn.get(model.vm_path(guid))
+        if vm is not None and model.is_running(vm) and call.host.paths.same(str(resources[0]),
+                                                                             path):
+            return call.txn.get(ObjectPath.parse(str(medium["Parent"])))
+    return None
+
+
+@handles(IMS, "ResizeVirtualHardDisk")
+def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
+    """Grows a disk; a shrink is 32773; a disk in a running VM grows only as VHDX on SCSI."""
+    path = call.text("Path") or ""
+    local = _local(call, path, must_exist=True)
+    size = call.integer("MaxInternalSize") or 0
+    info = _info(local)
+    if size < info.virtual_size_bytes:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"{path} cannot shrink from {info.virtual_size_bytes} to {size} bytes")
+    drive = _attached_running(call, path)
+    if drive is not None and (info.format != vhd.DiskFormat.VHDX or _on_ide(call, drive)):
+        raise MethodError(ReturnCode.SYSTEM_IN_USE,
+                          f"{path} is in use; only a VHDX on SCSI grows while its VM runs")
+    _write(lambda: vhd.resize(local, size))
+    return {}
+
+
+def _on_ide(call: Call, drive: Record) -> bool:
+    controller = call.txn.get(ObjectPath.parse(str(drive["Parent"])))
+    return controller is not None and controller["ResourceType"] == ResourceType.IDE_CONTROLLER
+
+
+@handles(IMS, "ConvertVirtualHardDisk")
+def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
+    source_path = call.text("SourcePath") or ""
+    source = _local(call, source_path, must_exist=True)
+    settings = _settings(call, "VirtualDiskSettingData")
+    path = settings.text("Path") or ""
+    destination = _local(call, path, must_exist=False)
+    fmt, disk_type = _kind(settings, path)
+    if destination.exists():
+        raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
+    _write(lambda: vhd.convert(source, destination, fmt, disk_type))
+    return {}

@@ -1,0 +1,455 @@
+"""Real VHD and VHDX disk files, written and read in pure Python.
+
+The emulator's ``Msvm_ImageManagementService`` calls this module so that the disk files it
+makes are ones third-party tools (qemu-img, Hyper-V itself) recognise. The formats follow
+the public Microsoft specifications: the "Virtual Hard Disk Image Format Specification"
+(VHD) and "[MS-VHDX]". This module holds the public API, the types both formats share and
+the dispatch; ``vhdfmt_vhd`` and ``vhdfmt_vhdx`` hold the format internals.
+
+Every file is opened for positional I/O (``pread``/``pwrite``), so no call depends on a
+file position left behind by another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import os
+import pathlib
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+__all__ = [
+    "DiskFormat",
+    "DiskInfo",
+    "DiskType",
+    "VhdError",
+    "convert",
+    "create",
+    "format_for_path",
+    "read_data",
+    "read_info",
+    "resize",
+    "write_data",
+]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+TIB = 1024 * GIB
+
+VHDX_FILE_SIGNATURE = b"vhdxfile"
+_COPY_CHUNK = 1 * MIB
+_NEW_FILE_MODE = 0o644
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+
+
+class VhdError(Exception):
+    """A disk file is invalid or unsupported, or a request on one cannot be honoured."""
+
+
+class DiskFormat(enum.IntEnum):
+    """Msvm_VirtualHardDiskSettingData.Format values."""
+
+    VHD = 2
+    VHDX = 3
+
+
+class DiskType(enum.IntEnum):
+    """Msvm_VirtualHardDiskSettingData.Type values."""
+
+    FIXED = 2
+    DYNAMIC = 3
+    DIFFERENCING = 4
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """What the headers of a disk file say about the virtual disk."""
+
+    format: DiskFormat
+    type: DiskType
+    virtual_size_bytes: int
+    file_size_bytes: int
+    block_size_bytes: int
+    logical_sector_size: int
+    physical_sector_size: int
+    disk_id: str
+    parent_path: str | None
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated-by-the-caller creation request handed to a format backend.
+
+    Zero in ``block_size_bytes`` and the sector sizes means "the format's default". For a
+    differencing disk ``parent`` is the local parent file, ``parent_locator`` the Windows
+    path to record and ``relative_locator`` the parent's path relative to the child.
+    """
+
+    disk_type: DiskType
+    size_bytes: int
+    block_size_bytes: int = 0
+    logical_sector_size: int = 0
+    physical_sector_size: int = 0
+    parent: pathlib.Path | None = None
+    parent_locator: str | None = None
+    relative_locator: str | None = None
+
+
+class DiskFile:
+    """An open disk file on which every read and write names its own offset.
+
+    ``path`` is the name used in messages: for a file still being created under a
+    temporary name, it is the name the file will have.
+    """
+
+    def __init__(self, fd: int, path: pathlib.Path) -> None:
+        self.fd = fd
+        self.path = path
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes; bytes past the end of the file read as zeros."""
+        data = os.pread(self.fd, length, offset) if length else b""
+        return data + bytes(length - len(data))
+
+    def read_exact(self, offset: int, length: int, what: str) -> bytes:
+        """Read a structure that must lie wholly inside the file."""
+        if offset < 0 or offset + length > self.size():
+            raise VhdError(f"{self.path}: the {what} at offset {offset} is cut short")
+        return os.pread(self.fd, length, offset)
+
+    def write(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def data_ranges(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The (offset, length) ranges of [start, end) that are not holes of a sparse file."""
+        try:
+            return _data_ranges(self.fd, start, end)
+        except (OSError, AttributeError):  # no SEEK_DATA here: treat everything as data
+            return [(start, end - start)] if end > start else []
+
+
+class DiskImage(Protocol):
+    """An open VHD or VHDX file, as both format backends present it."""
+
+    def info(self) -> DiskInfo: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def data_extents(self) -> list[tuple[int, int]]:
+        """Guest (offset, length) ranges that may hold non-zero data."""
+        ...
+
+    def grow(self, new_size_bytes: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Backend:
+    create: Callable[[DiskFile, CreateRequest], None]
+    open_image: Callable[[DiskFile], DiskImage]
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def format_for_path(path: str) -> DiskFormat:
+    """The disk format a file name implies: ``.vhd`` or ``.vhdx``, in any case."""
+    suffix = pathlib.PureWindowsPath(path).suffix.lower()
+    if suffix == ".vhd":
+        return DiskFormat.VHD
+    if suffix == ".vhdx":
+        return DiskFormat.VHDX
+    raise VhdError(f"{path}: not a virtual disk file name (expected .vhd or .vhdx)")
+
+
+def create(
+    path: pathlib.Path,
+    fmt: DiskFormat,
+    disk_type: DiskType,
+    size_bytes: int,
+    *,
+    parent: pathlib.Path | None = None,
+    parent_locator: str | None = None,
+    block_size_bytes: int = 0,
+    logical_sector_size: int = 0,
+    physical_sector_size: int = 0,
+) -> DiskInfo:
+    """Create a new disk file; it appears under ``path`` only once it is complete."""
+    fmt, disk_type = _enum(DiskFormat, fmt, path), _enum(DiskType, disk_type, path)
+    _require_new_file(path, fmt)
+    request = CreateRequest(
+        disk_type, size_bytes, block_size_bytes, logical_sector_size, physical_sector_size,
+        parent, parent_locator,
+    )
+    if disk_type is DiskType.DIFFERENCING:
+        request = _with_parent(path, fmt, request)
+    elif parent is not None or parent_locator is not None:
+        raise VhdError(f"{path}: only a differencing disk can have a parent")
+    with _staged(path) as file:
+        _backend(fmt).create(file, request)
+    return read_info(path)
+
+
+def read_info(path: pathlib.Path) -> DiskInfo:
+    """Parse and check the headers of a VHD or VHDX file."""
+    with _opened(path, writable=False) as image:
+        return image.info()
+
+
+def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
+    """Grow a fixed or dynamic disk; the guest data already there is kept."""
+    with _opened(path, writable=True) as image:
+        before = image.info()
+        _require_not_differencing(before, path, "resize")
+        if new_size_bytes < before.virtual_size_bytes:
+            raise VhdError(
+                f"{path}: cannot shrink a disk ({before.virtual_size_bytes} bytes) "
+                f"to {new_size_bytes} bytes"
+            )
+        image.grow(new_size_bytes)
+        _zero_tail(image, before)
+        return image.info()
+
+
+def convert(
+    source: pathlib.Path, destination: pathlib.Path, fmt: DiskFormat, disk_type: DiskType
+) -> DiskInfo:
+    """Copy a fixed or dynamic disk's guest data into a new file of another format/type."""
+    fmt, disk_type = _enum(DiskFormat, fmt, destination), _enum(DiskType, disk_type, destination)
+    if disk_type not in (DiskType.FIXED, DiskType.DYNAMIC):
+        raise VhdError(f"{destination}: can only convert to a fixed or dynamic disk")
+    _require_new_file(destination, fmt)
+    with _opened(source, writable=False) as src:
+        info = src.info()
+        _require_not_differencing(info, source, "convert")
+        logical, physical = _sector_sizes_to_keep(info, fmt)
+        request = CreateRequest(disk_type, info.virtual_size_bytes, 0, logical, physical)
+        with _staged(destination) as file:
+            backend = _backend(fmt)
+            backend.create(file, request)
+            _copy_data(src, backend.open_image(file))
+    return read_info(destination)
+
+
+def read_data(path: pathlib.Path, offset: int, length: int) -> bytes:
+    """Read guest-visible bytes of a fixed or dynamic disk."""
+    with _opened(path, writable=False) as image:
+        _check_access(image.info(), path, offset, length)
+        return image.read(offset, length)
+
+
+def write_data(path: pathlib.Path, offset: int, data: bytes) -> None:
+    """Write guest-visible bytes of a fixed or dynamic disk, allocating blocks as needed."""
+    with _opened(path, writable=True) as image:
+        _check_access(image.info(), path, offset, len(data))
+        image.write(offset, data)
+
+
+# --- helpers the format backends share ----------------------------------------------------
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def split_by_block(offset: int, length: int, block_size: int) -> Iterator[tuple[int, int]]:
+    """Split a byte range into (offset, length) pieces that never cross a block boundary."""
+    end = offset + length
+    while offset < end:
+        piece = min(end, (offset // block_size + 1) * block_size) - offset
+        yield offset, piece
+        offset += piece
+
+
+@contextlib.contextmanager
+def open_disk_file(path: pathlib.Path, *, writable: bool) -> Iterator[DiskFile]:
+    """Open an existing regular file for positional I/O; VhdError if that is impossible."""
+    try:
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+    except OSError as exc:
+        raise VhdError(f"{path}: cannot open the disk file: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VhdError(f"{path}: not a regular file")
+        yield DiskFile(fd, path)
+    finally:
+        os.close(fd)
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def _backend(fmt: DiskFormat) -> _Backend:
+    # Imported here: the backends import this module's shared types.
+    if fmt is DiskFormat.VHD:
+        from hyperv_agent.emulator import vhdfmt_vhd
+
+        return _Backend(vhdfmt_vhd.create, vhdfmt_vhd.open_image)
+    from hyperv_agent.emulator import vhdfmt_vhdx
+
+    return _Backend(vhdfmt_vhdx.create, vhdfmt_vhdx.open_image)
+
+
+@contextlib.contextmanager
+def _opened(path: pathlib.Path, *, writable: bool) -> Iterator[DiskImage]:
+    with open_disk_file(path, writable=writable) as file:
+        fmt = DiskFormat.VHDX if file.read(0, 8) == VHDX_FILE_SIGNATURE else DiskFormat.VHD
+        yield _backend(fmt).open_image(file)
+
+
+def _enum(kind: type[_E], value: int, path: pathlib.Path) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        raise VhdError(f"{path}: {value} is not a valid {kind.__name__}") from None
+
+
+def _require_new_file(path: pathlib.Path, fmt: DiskFormat) -> None:
+    if format_for_path(str(path)) is not fmt:
+        raise VhdError(f"{path}: the file name does not match the {fmt.name} format")
+    if path.exists() or path.is_symlink():
+        raise VhdError(f"{path}: the file already exists")
+
+
+def _with_parent(path: pathlib.Path, fmt: DiskFormat, request: CreateRequest) -> CreateRequest:
+    parent = request.parent
+    if parent is None:
+        raise VhdError(f"{path}: a differencing disk needs a parent")
+    parent_info = read_info(parent)
+    if parent_info.format is not fmt:
+        raise VhdError(
+            f"{path}: the parent {parent} is a {parent_info.format.name} file, not {fmt.name}"
+        )
+    return replace(
+        request,
+        size_bytes=parent_info.virtual_size_bytes,
+        parent_locator=request.parent_locator or str(parent),
+        relative_locator=_relative_locator(path, parent),
+    )
+
+
+def _relative_locator(child: pathlib.Path, parent: pathlib.Path) -> str:
+    """The parent's path relative to the child's directory, written the Windows way."""
+    relative = os.path.relpath(parent.resolve(), child.resolve().parent)
+    text = relative.replace(os.sep, "\\")
+    return text if text.startswith("..") else ".\\" + text
+
+
+@contextlib.contextmanager
+def _staged(path: pathlib.Path) -> Iterator[DiskFile]:
+    """A new file under a temporary name, published under ``path`` only if all went well."""
+    staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
+    try:
+        try:
+            yield DiskFile(fd, path)  # messages name the file being made, not the temporary
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _publish(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _publish(staging: pathlib.Path, path: pathlib.Path) -> None:
+    try:
+        os.link(staging, path)  # fails, unlike rename, if someone made `path` meanwhile
+    except FileExistsError as exc:
+        raise VhdError(f"{path}: the file already exists") from exc
+    except OSError:  # a file system without hard links
+        if path.exists():
+            raise VhdError(f"{path}: the file already exists") from None
+        staging.replace(path)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    ranges: list[tuple[int, int]] = []
+    position = start
+    while position < end:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: nothing but a hole up to the end
+                raise
+            break
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        ranges.append((data, hole - data))
+        position = hole
+    return ranges
+
+
+def _require_not_differencing(info: DiskInfo, path: pathlib.Path, action: str) -> None:
+    if info.type is DiskType.DIFFERENCING:
+        raise VhdError(f"{path}: cannot {action} a differencing disk")
+
+
+def _check_access(info: DiskInfo, path: pathlib.Path, offset: int, length: int) -> None:
+    if info.type is DiskType.DIFFERENCING:
+        raise VhdError(f"{path}: guest data of a differencing disk is not readable here")
+    if offset < 0 or length < 0 or offset + length > info.virtual_size_bytes:
+        raise VhdError(
+            f"{path}: range {offset}+{length} lies outside the disk "
+            f"({info.virtual_size_bytes} bytes)"
+        )
+
+
+def _sector_sizes_to_keep(info: DiskInfo, fmt: DiskFormat) -> tuple[int, int]:
+    if info.format is fmt:
+        return info.logical_sector_size, info.physical_sector_size
+    return 0, 0
+
+
+def _copy_data(source: DiskImage, destination: DiskImage) -> None:
+    """Copy every non-zero chunk of guest data; zero chunks stay unallocated."""
+    for start, length in source.data_extents():
+        for offset, piece in split_by_block(start, length, _COPY_CHUNK):
+            data = source.read(offset, piece)
+            if data.count(0) != len(data):
+                destination.write(offset, data)
+
+
+def _zero_tail(image: DiskImage, before: DiskInfo) -> None:
+    """After growing, the rest of the old last block must read as zeros."""
+    old_size = before.virtual_size_bytes
+    granule = max(before.block_size_bytes, before.logical_sector_size)
+    end = min(image.info().virtual_size_bytes, round_up(old_size, granule))
+    if end > old_size:
+        tail = image.read(old_size, end - old_size)
+        if tail.count(0) != len(tail):
+            image.write(old_size, bytes(len(tail)))

@@ -1,0 +1,1 @@
+"""Hyper-V operations written against the CIM seam; nothing here knows CloudStack."""

@@ -1,0 +1,97 @@
+"""invoke -> return code -> bounded job wait -> typed error.
+
+Every Hyper-V method call in the project goes through ``call``: a ReturnValue of 0 is
+done, 4096 starts a job that is polled (with a growing interval) until it finishes or the
+deadline passes, anything else is a ``MethodFailed``. A job that ends in any state but
+Completed raises ``JobFailed`` with its ErrorCode and ErrorDescription; a job still
+running at the deadline raises ``JobTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.errors import CimNotFound, HyperVError, JobFailed, JobTimeout, MethodFailed
+from hyperv_agent.hyperv.schema import JOB_FINISHED, JOB_SUCCEEDED, ReturnCode
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    """How long and how often to poll a job."""
+
+    timeout_s: float = 600.0
+    first_poll_s: float = 0.02
+    max_poll_s: float = 1.0
+    backoff: float = 2.0
+
+
+DEFAULT_POLICY = WaitPolicy()
+_STARTED = (ReturnCode.JOB_STARTED, ReturnCode.CIM_RUNNING)
+
+
+async def call(
+    cim: Cim,
+    path: ObjectPath,
+    method: str,
+    params: Mapping[str, InValue] | None = None,
+    *,
+    accept: Collection[int] = (),
+    policy: WaitPolicy = DEFAULT_POLICY,
+) -> MethodResult:
+    """Call ``method`` and wait for its job; ``accept`` lists extra return codes taken as done.
+
+    Raises MethodFailed, JobFailed or JobTimeout; nothing is retried.
+    """
+    result = await cim.invoke(path, method, params)
+    code = result.return_value
+    if code == ReturnCode.COMPLETED or code in accept:
+        return result
+    if code in _STARTED:
+        job = result.path("Job")
+        if job is None:
+            raise HyperVError(f"{method} started a job but returned no Job reference")
+        await wait(cim, job, method, policy)
+        return result
+    raise MethodFailed(method, code, ReturnCode.describe(code))
+
+
+async def wait(
+    cim: Cim,
+    job_path: ObjectPath,
+    method: str,
+    policy: WaitPolicy = DEFAULT_POLICY,
+    clock: Callable[[], float] = time.monotonic,
+) -> CimInstance:
+    """Poll the job at ``job_path`` until it finishes; returns the finished job."""
+    deadline = clock() + policy.timeout_s
+    interval = policy.first_poll_s
+    while True:
+        job = await _poll(cim, job_path, method)
+        state = job.integer("JobState") or 0
+        if state in JOB_FINISHED:
+            return _outcome(job, method, state)
+        if clock() >= deadline:
+            raise JobTimeout(method, policy.timeout_s, job.integer("PercentComplete") or 0)
+        await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def _poll(cim: Cim, job_path: ObjectPath, method: str) -> CimInstance:
+    try:
+        return await cim.get(job_path)
+    except CimNotFound:
+        raise HyperVError(f"the job of {method} vanished before it was seen to finish") from None
+
+
+def _outcome(job: CimInstance, method: str, state: int) -> CimInstance:
+    error_code = job.integer("ErrorCode") or 0
+    if state in JOB_SUCCEEDED and error_code == 0:
+        return job
+    description = (
+        job.string("ErrorDescription") or job.string("ErrorSummaryDescription") or ""
+    ) if "ErrorDescription" in job else ""
+    raise JobFailed(method, state, error_code, description)

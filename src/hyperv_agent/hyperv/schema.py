@@ -1,0 +1,177 @@
+"""Names and codes of Hyper-V's WMI v2 API as the operation layer uses them.
+
+The only home of WMI magic numbers and class or subtype strings in the operation layer.
+Written from Microsoft's documentation, independently of the emulator's own table, so a
+misspelling here fails against the emulator instead of being mirrored by it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+NAMESPACE = "root\\virtualization\\v2"
+CIMV2 = "root\\cimv2"
+
+
+class Class:
+    COMPUTER_SYSTEM = "Msvm_ComputerSystem"
+    VSSD = "Msvm_VirtualSystemSettingData"
+    RASD = "Msvm_ResourceAllocationSettingData"
+    RASD_BASE = "CIM_ResourceAllocationSettingData"
+    PROCESSOR = "Msvm_ProcessorSettingData"
+    MEMORY = "Msvm_MemorySettingData"
+    SASD = "Msvm_StorageAllocationSettingData"
+    SEPSD = "Msvm_SyntheticEthernetPortSettingData"
+    EPASD = "Msvm_EthernetPortAllocationSettingData"
+    VLAN = "Msvm_EthernetSwitchPortVlanSettingData"
+    BANDWIDTH = "Msvm_EthernetSwitchPortBandwidthSettingData"
+    ACL = "Msvm_EthernetSwitchPortAclSettingData"
+    EXTENDED_ACL = "Msvm_EthernetSwitchPortExtendedAclSettingData"
+    SWITCH = "Msvm_VirtualEthernetSwitch"
+    EXTERNAL_PORT = "Msvm_ExternalEthernetPort"
+    KVP_COMPONENT = "Msvm_KvpExchangeComponent"
+    KVP_SETTINGS = "Msvm_KvpExchangeComponentSettingData"
+    KVP_ITEM = "Msvm_KvpExchangeDataItem"
+    SHUTDOWN = "Msvm_ShutdownComponent"
+    CONCRETE_JOB = "Msvm_ConcreteJob"
+    VHD_SETTINGS = "Msvm_VirtualHardDiskSettingData"
+    VSMS = "Msvm_VirtualSystemManagementService"
+    IMAGE_SERVICE = "Msvm_ImageManagementService"
+    SWITCH_SERVICE = "Msvm_VirtualEthernetSwitchManagementService"
+    MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
+    OPERATING_SYSTEM = "Win32_OperatingSystem"
+    PROCESSOR_CIMV2 = "Win32_Processor"
+    COMPUTER_SYSTEM_CIMV2 = "Win32_ComputerSystem"
+    NIC_CONFIGURATION = "Win32_NetworkAdapterConfiguration"
+
+
+class Subtype:
+    PROCESSOR = "Microsoft:Hyper-V:Processor"
+    MEMORY = "Microsoft:Hyper-V:Memory"
+    IDE_CONTROLLER = "Microsoft:Hyper-V:Emulated IDE Controller"
+    SCSI_CONTROLLER = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+    DISK_DRIVE = "Microsoft:Hyper-V:Synthetic Disk Drive"
+    DVD_DRIVE = "Microsoft:Hyper-V:Synthetic DVD Drive"
+    VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+    ISO = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
+    NIC = "Microsoft:Hyper-V:Synthetic Ethernet Port"
+    REALIZED = "Microsoft:Hyper-V:System:Realized"
+    GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
+    GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
+
+
+class ReturnCode(IntEnum):
+    """Method return values (ReturnValue)."""
+
+    COMPLETED = 0
+    CIM_RUNNING = 4  # os-win treats a CIM "running" as a started job
+    JOB_STARTED = 4096
+    FAILED = 32768
+    ACCESS_DENIED = 32769
+    NOT_SUPPORTED = 32770
+    STATUS_UNKNOWN = 32771
+    TIMEOUT = 32772
+    INVALID_PARAMETER = 32773
+    SYSTEM_IN_USE = 32774
+    INVALID_STATE = 32775
+    INCORRECT_DATA_TYPE = 32776
+    SYSTEM_NOT_AVAILABLE = 32777
+    OUT_OF_MEMORY = 32778
+    FILE_NOT_FOUND = 32779
+    NOT_READY = 32780
+    MACHINE_LOCKED = 32781
+    SHUTDOWN_IN_PROGRESS = 32782
+
+    @classmethod
+    def describe(cls, value: int) -> str:
+        try:
+            return cls(value).name.replace("_", " ").lower()
+        except ValueError:
+            return "unknown return code"
+
+
+class JobState(IntEnum):
+    NEW = 2
+    STARTING = 3
+    RUNNING = 4
+    SUSPENDED = 5
+    SHUTTING_DOWN = 6
+    COMPLETED = 7
+    TERMINATED = 8
+    KILLED = 9
+    EXCEPTION = 10
+    SERVICE = 11
+    COMPLETED_WITH_WARNINGS = 32768
+
+
+JOB_FINISHED = frozenset(
+    {JobState.COMPLETED, JobState.TERMINATED, JobState.KILLED, JobState.EXCEPTION,
+     JobState.COMPLETED_WITH_WARNINGS}
+)
+JOB_SUCCEEDED = frozenset({JobState.COMPLETED, JobState.COMPLETED_WITH_WARNINGS})
+
+
+class EnabledState(IntEnum):
+    UNKNOWN = 0
+    OTHER = 1
+    ENABLED = 2
+    DISABLED = 3
+    SHUTTING_DOWN = 4
+    OFFLINE = 6
+    QUIESCE = 9
+    STARTING = 10
+    V1_PAUSED = 32768
+    V1_SUSPENDED = 32769
+
+
+class RequestedState(IntEnum):
+    ENABLED = 2
+    DISABLED = 3
+    OFFLINE = 6
+    QUIESCE = 9
+    REBOOT = 10
+    RESET = 11
+
+
+class ResourceType(IntEnum):
+    OTHER = 1
+    PROCESSOR = 3
+    MEMORY = 4
+    IDE_CONTROLLER = 5
+    SCSI_CONTROLLER = 6
+    ETHERNET_ADAPTER = 10
+    DVD_DRIVE = 16
+    DISK_DRIVE = 17
+    LOGICAL_DISK = 31
+    ETHERNET_CONNECTION = 33
+
+
+class DiskType(IntEnum):
+    FIXED = 2
+    DYNAMIC = 3
+    DIFFERENCING = 4
+
+
+class DiskFormat(IntEnum):
+    VHD = 2
+    VHDX = 3
+
+
+class KvpSource(IntEnum):
+    HOST = 0
+    HOST_ONLY = 4
+
+
+class SummaryInfo(IntEnum):
+    """GetSummaryInformation RequestedInformation ids."""
+
+    NAME = 0
+    ELEMENT_NAME = 1
+    CREATION_TIME = 2
+    NOTES = 3
+    NUMBER_OF_PROCESSORS = 4
+    ENABLED_STATE = 100
+    PROCESSOR_LOAD = 101
+    MEMORY_USAGE = 103
+    HEARTBEAT = 104
+    UP_TIME = 105

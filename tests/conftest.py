@@ -1,0 +1,46 @@
+"""Fixtures shared by every test: an emulated host in a fresh state directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+
+
+def requires_tool(name: str) -> pytest.MarkDecorator:
+    """Skip when a test oracle is missing, except in CI, where its absence is a failure."""
+    missing = shutil.which(name) is None and os.environ.get("CI") != "true"
+    return pytest.mark.skipif(missing, reason=f"{name} is not installed")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., EmulatorConfig]:
+    def make(**overrides: object) -> EmulatorConfig:
+        values: dict[str, object] = {"state_dir": tmp_path / "state",
+                                     "drives": {"C": tmp_path / "C"}}
+        values.update(overrides)
+        return EmulatorConfig(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+async def emulator(make_config: Callable[..., EmulatorConfig]) -> AsyncIterator[EmulatorCim]:
+    cim = EmulatorCim.open(make_config())
+    yield cim
+    await cim.close()
+
+
+@pytest.fixture
+async def sync_emulator(
+    make_config: Callable[..., EmulatorConfig],
+) -> AsyncIterator[EmulatorCim]:
+    cim = EmulatorCim.open(make_config(async_jobs=False))
+    yield cim
+    await cim.close()

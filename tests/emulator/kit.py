@@ -1,0 +1,83 @@
+"""Raw CIM steps used by the emulator tests (written against the seam, not hyperv/)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
+
+GEN1 = "Microsoft:Hyper-V:SubType:1"
+GEN2 = "Microsoft:Hyper-V:SubType:2"
+
+
+async def service(cim: Cim, class_name: str = "Msvm_VirtualSystemManagementService") -> ObjectPath:
+    found = await cim.query(wql.select(class_name))
+    assert len(found) == 1 and found[0].path is not None
+    return found[0].path
+
+
+async def finished(cim: Cim, result: MethodResult) -> CimInstance | None:
+    """The job of a 4096 result (None for a synchronous 0)."""
+    job = result.path("Job")
+    return None if job is None else await cim.get(job)
+
+
+async def define_vm(cim: Cim, name: str = "vm1", subtype: str = GEN1) -> ObjectPath:
+    vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
+        ElementName=name, VirtualSystemSubType=subtype
+    )
+    result = await cim.invoke(await service(cim), "DefineSystem",
+                              {"SystemSettings": vssd, "ResourceSettings": []})
+    assert result.return_value in (0, 4096), result
+    path = result.path("ResultingSystem")
+    assert path is not None
+    return path
+
+
+async def template(cim: Cim, class_name: str, subtype: str | None = None) -> CimInstance:
+    condition = wql.ends_with("InstanceID", "\\Default")
+    if subtype is not None:
+        condition = condition & wql.eq("ResourceSubType", subtype)
+    found = await cim.query(wql.select(class_name, condition))
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def devices(cim: Cim, vm: ObjectPath, class_name: str = "CIM_ResourceAllocationSettingData"
+                  ) -> list[CimInstance]:
+    guid = vm.key("Name")
+    return await cim.query(wql.select(class_name, wql.starts_with("InstanceID",
+                                                                   f"Microsoft:{guid}\\")))
+
+
+async def add(cim: Cim, vm: ObjectPath, settings: Sequence[CimInstance]) -> MethodResult:
+    return await cim.invoke(await service(cim), "AddResourceSettings",
+                            {"AffectedConfiguration": vm, "ResourceSettings": list(settings)})
+
+
+async def ok(cim: Cim, result: MethodResult) -> MethodResult:
+    """Assert a call succeeded (synchronously or through a Completed job)."""
+    job = await finished(cim, result)
+    assert result.return_value in (0, 4096), result
+    if job is not None:
+        assert job["JobState"] == 7, (job["ErrorCode"], job["ErrorDescription"])
+    return result
+
+
+async def failure(cim: Cim, result: MethodResult) -> int:
+    """The failure code of a call: its ReturnValue, or its job's ErrorCode."""
+    job = await finished(cim, result)
+    if job is None:
+        assert result.return_value != 0
+        return result.return_value
+    assert job["JobState"] == 10, "the job should have ended in Exception"
+    return int(job.integer("ErrorCode") or 0)
+
+
+async def state(cim: Cim, vm: ObjectPath) -> int:
+    return int((await cim.get(vm)).integer("EnabledState") or 0)
+
+
+async def request_state(cim: Cim, vm: ObjectPath, requested: int) -> MethodResult:
+    return await cim.invoke(vm, "RequestStateChange", {"RequestedState": requested})

@@ -1,0 +1,208 @@
+"""Devices: controllers, drives, media, NICs and ports, checked as Hyper-V checks them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from tests.emulator.kit import (
+    GEN2,
+    add,
+    define_vm,
+    devices,
+    failure,
+    ok,
+    request_state,
+    service,
+    template,
+)
+
+SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
+VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+
+
+async def _scsi(cim: EmulatorCim, vm: ObjectPath) -> ObjectPath:
+    result = await ok(cim, await add(cim, vm, [await template(
+        cim, "Msvm_ResourceAllocationSettingData", SCSI)]))
+    return result.paths("ResultingResourceSettings")[0]
+
+
+async def _drive(cim: EmulatorCim, vm: ObjectPath, controller: ObjectPath, slot: str,
+                 subtype: str = DISK) -> CimInstance:
+    return (await template(cim, "Msvm_ResourceAllocationSettingData", subtype)).updated(
+        Parent=str(controller), AddressOnParent=slot)
+
+
+def _disk(tmp_path: Path, name: str = "root.vhdx") -> str:
+    folder = tmp_path / "C" / "disks"
+    folder.mkdir(parents=True, exist_ok=True)
+    vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    return f"C:\\disks\\{name}"
+
+
+async def test_generation_1_vm_has_processor_memory_and_two_ide_controllers(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator)
+    found = await devices(emulator, vm)
+    kinds = sorted((d.class_name, d["ResourceType"], d["Address"]) for d in found)
+    assert ("Msvm_ProcessorSettingData", 3, None) in kinds
+    assert ("Msvm_MemorySettingData", 4, None) in kinds
+    assert [k for k in kinds if k[1] == 5] == [
+        ("Msvm_ResourceAllocationSettingData", 5, "0"),
+        ("Msvm_ResourceAllocationSettingData", 5, "1")]
+
+
+async def test_ide_controller_refused_when_vm_is_generation_2(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator, "g2", GEN2)
+    assert not [d for d in await devices(emulator, vm) if d["ResourceType"] == 5]
+    ide = await template(emulator, "Msvm_ResourceAllocationSettingData", IDE)
+    assert await failure(emulator, await add(emulator, vm, [ide])) == 32770
+    assert not [d for d in await devices(emulator, vm) if d["ResourceType"] == 5]
+
+
+async def test_disk_attaches_on_scsi_slot_when_slot_is_free(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "5")]))).paths("ResultingResourceSettings")[0]
+    medium = (await template(emulator, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive), HostResource=[_disk(tmp_path)])
+    await ok(emulator, await add(emulator, vm, [medium]))
+    stored = await emulator.get(drive)
+    assert (stored["AddressOnParent"], ObjectPath.parse(str(stored["Parent"]))) == ("5", controller)
+    media = await devices(emulator, vm, "Msvm_StorageAllocationSettingData")
+    assert [m["HostResource"] for m in media] == [("C:\\disks\\root.vhdx",)]
+
+
+async def test_slot_collision_refused_when_slot_is_taken(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    await ok(emulator, await add(emulator, vm, [await _drive(emulator, vm, controller, "0")]))
+    code = await failure(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "0")]))
+    assert code == 32774
+    drives = [d for d in await devices(emulator, vm) if d["ResourceType"] == 17]
+    assert len(drives) == 1
+
+
+@pytest.mark.parametrize("slot", ["2", "64", "x"])
+async def test_slot_out_of_range_refused_when_controller_has_no_such_slot(
+    emulator: EmulatorCim, slot: str
+) -> None:
+    vm = await define_vm(emulator)
+    ide0 = next(d for d in await devices(emulator, vm) if d["Address"] == "0")
+    assert ide0.path is not None
+    code = await failure(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, ide0.path, slot)]))
+    assert code == 32773
+
+
+async def test_drive_refused_when_parent_link_is_broken(emulator: EmulatorCim) -> None:
+    vm, other = await define_vm(emulator, "a"), await define_vm(emulator, "b")
+    foreign = await _scsi(emulator, other)
+    missing = ObjectPath.for_keys("Msvm_ResourceAllocationSettingData",
+                                  InstanceID=f"Microsoft:{vm.key('Name')}\\nope\\0")
+    for parent in (foreign, missing):
+        code = await failure(emulator, await add(emulator, vm, [await _drive(
+            emulator, vm, parent, "0")]))
+        assert code == 32773
+    assert not [d for d in await devices(emulator, vm) if d["ResourceType"] == 17]
+
+
+async def test_dvd_refused_on_scsi_when_vm_is_generation_1(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    code = await failure(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "0", DVD)]))
+    assert code == 32770
+
+
+async def test_medium_refused_when_file_is_missing(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "0")]))).paths("ResultingResourceSettings")[0]
+    medium = (await template(emulator, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive), HostResource=["C:\\disks\\absent.vhdx"])
+    assert await failure(emulator, await add(emulator, vm, [medium])) == 32779
+
+
+async def test_processor_change_refused_when_vm_runs(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    processor = (await devices(emulator, vm, "Msvm_ProcessorSettingData"))[0]
+    vsms = await service(emulator)
+    await ok(emulator, await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=4)]}))
+    await ok(emulator, await request_state(emulator, vm, 2))
+    result = await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=8)]})
+    assert await failure(emulator, result) == 32775
+    assert (await devices(emulator, vm, "Msvm_ProcessorSettingData"))[0]["VirtualQuantity"] == 4
+
+
+async def test_removing_a_drive_takes_its_medium_but_keeps_the_file(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "0")]))).paths("ResultingResourceSettings")[0]
+    medium = (await template(emulator, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive), HostResource=[_disk(tmp_path)])
+    await ok(emulator, await add(emulator, vm, [medium]))
+    await ok(emulator, await emulator.invoke(await service(emulator), "RemoveResourceSettings",
+                                             {"ResourceSettings": [drive]}))
+    assert await devices(emulator, vm, "Msvm_StorageAllocationSettingData") == []
+    assert (tmp_path / "C" / "disks" / "root.vhdx").is_file()
+
+
+async def test_nic_gets_static_mac_and_port_connects_to_switch(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    nic = (await template(emulator, "Msvm_SyntheticEthernetPortSettingData")).updated(
+        ElementName="eth0", Address="00:15:5d:aa:bb:cc", StaticMacAddress=True)
+    nic_path = (await ok(emulator, await add(emulator, vm, [nic]))).paths(
+        "ResultingResourceSettings")[0]
+    switch = (await emulator.query("SELECT * FROM Msvm_VirtualEthernetSwitch"))[0]
+    port = (await template(emulator, "Msvm_EthernetPortAllocationSettingData")).updated(
+        Parent=str(nic_path), HostResource=[str(switch.path)])
+    port_path = (await ok(emulator, await add(emulator, vm, [port]))).paths(
+        "ResultingResourceSettings")[0]
+    assert (await emulator.get(nic_path))["Address"] == "00155DAABBCC"
+    stored = await emulator.get(port_path)
+    assert ObjectPath.parse(stored.strings("HostResource")[0]) == switch.path
+    assert stored["LastKnownSwitchName"] == switch["ElementName"]
+    second = (await ok(emulator, await add(emulator, vm, [nic]))).paths(
+        "ResultingResourceSettings")[0]
+    bogus = port.updated(Parent=str(second), HostResource=[
+        'Msvm_VirtualEthernetSwitch.CreationClassName="Msvm_VirtualEthernetSwitch",Name="nope"'])
+    assert await failure(emulator, await add(emulator, vm, [bogus])) == 32773
+    assert await failure(emulator, await add(emulator, vm, [port])) == 32774  # one port per NIC
+
+
+async def test_vlan_feature_is_unique_per_port(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    nic_path = (await ok(emulator, await add(emulator, vm, [await template(
+        emulator, "Msvm_SyntheticEthernetPortSettingData")]))).paths("ResultingResourceSettings")[0]
+    port_path = (await ok(emulator, await add(emulator, vm, [(await template(
+        emulator, "Msvm_EthernetPortAllocationSettingData")).updated(Parent=str(nic_path))])
+    )).paths("ResultingResourceSettings")[0]
+    vlan = (await emulator.spawn("Msvm_EthernetSwitchPortVlanSettingData")).updated(
+        OperationMode=1, AccessVlanId=100)
+    vsms = await service(emulator)
+    args: dict[str, InValue] = {"AffectedConfiguration": port_path, "FeatureSettings": [vlan]}
+    added = await ok(emulator, await emulator.invoke(vsms, "AddFeatureSettings", args))
+    feature = added.paths("ResultingFeatureSettings")[0]
+    assert (await emulator.get(feature))["AccessVlanId"] == 100
+    assert str((await emulator.get(feature))["InstanceID"]).startswith(
+        str((await emulator.get(port_path))["InstanceID"]) + "\\")
+    assert await failure(emulator, await emulator.invoke(vsms, "AddFeatureSettings", args)) == 32774
