@@ -182,6 +182,9 @@ class Transaction:
         self._deletes.add(key)
 
     def instances_of(self, classes: Iterable[ClassDef]) -> Iterator[Record]:
+        if not self._puts and not self._deletes:  # nothing staged: read the store directly
+            yield from self._store.instances_of(classes)
+            return
         wanted = {c.name.lower() for c in classes}
         for record in self._puts.values():
             if record.class_def.name.lower() in wanted:

@@ -28,6 +28,9 @@ INFORMATION: Mapping[int, str] = {
     132: "OtherEnabledState",
 }
 _SUMMARY = CLASSES["Msvm_SummaryInformation"]
+#: Every property null: the answer for what was not asked (shared, instances are immutable).
+_NULLS = {key: CimProperty(p.name, p.cim_type, p.is_array, None)
+          for key, p in _SUMMARY.properties.items()}
 
 
 @handles("Msvm_VirtualSystemManagementService", "GetSummaryInformation")
@@ -70,12 +73,12 @@ class _Facts:
         guid = model.guid_of(vssd) if vssd is not None else None
         vm = self.call.txn.get(model.vm_path(guid)) if guid else None
         values = self._values(vssd, vm) if vssd is not None and vm is not None else {"Name": ""}
-        props = [
-            CimProperty(p.name, p.cim_type, p.is_array,
-                        values.get(p.name) if p.name in wanted else None)
-            for p in _SUMMARY.properties.values()
-        ]
-        return CimInstance.build(_SUMMARY.name, props, None, _SUMMARY.namespace)
+        props = dict(_NULLS)
+        for name in wanted:
+            null = props[name.lower()]
+            props[name.lower()] = CimProperty(null.name, null.cim_type, null.is_array,
+                                              values.get(name))
+        return CimInstance(_SUMMARY.name, props, None, _SUMMARY.namespace)
 
     def _values(self, vssd: Record, vm: Record) -> dict[str, CimValue]:
         guid = str(vm["Name"])

@@ -1,0 +1,112 @@
+"""Msvm_ImageManagementService writes real disk files that qemu-img recognises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from hyperv_agent.cim.api import CimInstance, InValue
+from hyperv_agent.emulator.backend import EmulatorCim
+from tests.conftest import requires_tool
+from tests.emulator.kit import failure, ok, service
+
+GIB = 1 << 30
+
+
+async def _settings(cim: EmulatorCim, path: str, fmt: int, kind: int, size: int = GIB,
+                    parent: str | None = None) -> CimInstance:
+    return (await cim.spawn("Msvm_VirtualHardDiskSettingData")).updated(
+        Path=path, Format=fmt, Type=kind, MaxInternalSize=size, ParentPath=parent,
+        BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+
+
+async def _create(cim: EmulatorCim, settings: CimInstance) -> int:
+    ims = await service(cim, "Msvm_ImageManagementService")
+    result = await cim.invoke(ims, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings})
+    if result.return_value in (0, 4096):
+        job = result.path("Job")
+        if job is None:
+            return 0
+        done = await cim.get(job)
+        return 0 if done["JobState"] == 7 else int(done.integer("ErrorCode") or 0)
+    return result.return_value
+
+
+def _qemu_info(path: Path) -> dict[str, object]:
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    info: dict[str, object] = json.loads(out)
+    return info
+
+
+@requires_tool("qemu-img")
+async def test_dynamic_vhdx_is_read_by_qemu_when_created_through_the_service(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    (tmp_path / "C" / "vols").mkdir(parents=True)
+    code = await _create(emulator, await _settings(emulator, "C:\\vols\\data.vhdx", 3, 3, 8 * GIB))
+    assert code == 0
+    info = _qemu_info(tmp_path / "C" / "vols" / "data.vhdx")
+    assert (info["format"], info["virtual-size"]) == ("vhdx", 8 * GIB)
+    assert (tmp_path / "C" / "vols" / "data.vhdx").stat().st_size < 16 << 20
+
+
+@requires_tool("qemu-img")
+async def test_fixed_vhd_is_read_by_qemu_when_created_through_the_service(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    (tmp_path / "C" / "vols").mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, "C:\\vols\\f.vhd", 2, 2, GIB)) == 0
+    out = subprocess.run(["qemu-img", "info", "--output=json", "-f", "vpc",
+                          str(tmp_path / "C" / "vols" / "f.vhd")],
+                         check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["virtual-size"] == GIB
+
+
+async def test_differencing_disk_records_its_parent(emulator: EmulatorCim, tmp_path: Path) -> None:
+    (tmp_path / "C" / "pool").mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, "C:\\pool\\base.vhdx", 3, 3)) == 0
+    child = await _settings(emulator, "C:\\pool\\child.vhdx", 3, 4, 0, "C:\\pool\\base.vhdx")
+    assert await _create(emulator, child) == 0
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    result = await emulator.invoke(ims, "GetVirtualHardDiskSettingData",
+                                   {"Path": "C:\\pool\\child.vhdx"})
+    assert result.return_value == 0 and result.path("Job") is None
+    text = result.text("SettingData")
+    assert text is not None
+    settings = emulator.parse_embedded(text)
+    assert (settings["Type"], settings["Format"]) == (4, 3)
+    assert settings["ParentPath"] == "C:\\pool\\base.vhdx"
+    assert settings["MaxInternalSize"] == GIB
+
+
+async def test_create_refused_when_format_or_path_is_wrong(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    (tmp_path / "C" / "vols").mkdir(parents=True)
+    cases = [
+        ("C:\\vols\\x.vhd", 32773),  # VHDX format with a .vhd name
+        ("C:\\nofolder\\x.vhdx", 32779),  # folder missing
+        ("C:\\vols\\..\\..\\x.vhdx", 32773),  # climbs out of the drive
+        ("Q:\\x.vhdx", 32779),  # a drive with no folder behind it
+        ("C:\\vols\\ok.vhdx", 0),
+        ("C:\\vols\\ok.vhdx", 32768),  # exists now
+    ]
+    for path, expected in cases:
+        assert await _create(emulator, await _settings(emulator, path, 3, 3)) == expected, path
+    assert sorted(p.name for p in (tmp_path / "C" / "vols").iterdir()) == ["ok.vhdx"]
+
+
+async def test_resize_grows_and_refuses_shrink(emulator: EmulatorCim, tmp_path: Path) -> None:
+    (tmp_path / "C" / "vols").mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, "C:\\vols\\r.vhdx", 3, 3, GIB)) == 0
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    grow: dict[str, InValue] = {"Path": "C:\\vols\\r.vhdx", "MaxInternalSize": 2 * GIB}
+    await ok(emulator, await emulator.invoke(ims, "ResizeVirtualHardDisk", grow))
+    shrink: dict[str, InValue] = {"Path": "C:\\vols\\r.vhdx", "MaxInternalSize": GIB}
+    assert await failure(emulator, await emulator.invoke(ims, "ResizeVirtualHardDisk",
+                                                         shrink)) == 32773
+    state = await emulator.invoke(ims, "GetVirtualHardDiskState", {"Path": "C:\\vols\\r.vhdx"})
+    text = state.text("State")
+    assert text is not None and emulator.parse_embedded(text)["MinInternalSize"] == 2 * GIB

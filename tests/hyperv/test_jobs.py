@@ -1,0 +1,72 @@
+"""hyperv.jobs: invoke -> return code -> bounded job wait -> typed error, on the emulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.errors import JobFailed, JobTimeout, MethodFailed
+from hyperv_agent.hyperv import jobs
+from tests.emulator.kit import define_vm, state
+
+FAST = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.01, max_poll_s=0.05)
+
+
+async def test_call_waits_for_job_when_method_starts_one(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=0.1)))
+    try:
+        vm = await define_vm(cim)
+        started = time.monotonic()
+        await jobs.call(cim, vm, "RequestStateChange", {"RequestedState": 2})
+        assert time.monotonic() - started >= 0.1
+        assert await state(cim, vm) == 2
+        spent = cim.round_trips()
+        assert spent["invoke:RequestStateChange"] == 1 and spent["job_poll"] >= 2
+    finally:
+        await cim.close()
+
+
+async def test_call_returns_at_once_when_method_completes_synchronously(
+    sync_emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(sync_emulator)
+    before = sync_emulator.round_trips()
+    result = await jobs.call(sync_emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert result.return_value == 0
+    spent = sync_emulator.round_trips() - before
+    assert (spent.calls, spent["job_poll"]) == (1, 0)
+
+
+async def test_job_failure_raises_with_code_and_description(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    emulator.faults.fail_next_job("RequestStateChange", 32778, "not enough memory")
+    with pytest.raises(JobFailed) as raised:
+        await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 2}, policy=FAST)
+    assert (raised.value.job_state, raised.value.error_code) == (10, 32778)
+    assert "not enough memory" in str(raised.value)
+
+
+async def test_wait_times_out_when_job_never_finishes(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    started = time.monotonic()
+    with pytest.raises(JobTimeout, match=r"did not finish within 0\.3 s"):
+        await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 2}, policy=FAST)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_failure_code_raises_method_failed_unless_accepted(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    with pytest.raises(MethodFailed) as raised:
+        await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 3})
+    assert raised.value.return_value == 32775
+    assert "invalid state" in str(raised.value)
+    result = await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 3},
+                             accept=(32775,))
+    assert result.return_value == 32775
