@@ -21,6 +21,7 @@ Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override th
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import tomllib
@@ -49,6 +50,39 @@ class _Section(BaseModel):
 class AgentSection(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
     backend: Backend = "emulator" if sys.platform != "win32" else "wmi"
+    listen: str = "0.0.0.0:8250"
+    admin_listen: str = "127.0.0.1:9250"
+    private_ip: str | None = None  # the agent's address on the management network
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA
+    allow_from: tuple[str, ...] = ()  # management-server networks; empty = anyone
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    dom0_min_memory_mb: int = Field(default=2048, ge=0)  # reserved for the parent partition
+    root_device_reserved_bytes: int = Field(default=4 * 1024**3, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return networks
+
+    @field_validator("private_ip")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)
+        return value
 
 
 class EmulatorSection(_Section):
@@ -96,8 +130,9 @@ class AgentConfig(_Section):
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> AgentConfig:
-    """Read ``path`` (if given), apply the environment, then ``overrides`` (``state_dir``,
-    ``backend``; None values are ignored). ConfigError names the file and field at fault."""
+    """Read ``path`` (if given), apply the environment, then ``overrides`` (``[agent]``
+    settings such as ``state_dir``, ``backend``, ``listen``; None values are ignored).
+    ConfigError names the file and field at fault."""
     data = _read_file(path) if path is not None else {}
     agent = dict(data.get("agent", {}))
     agent.update(_environment())

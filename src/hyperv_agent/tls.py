@@ -1,0 +1,96 @@
+"""The agent's TLS identity: an operator's PEM pair, or a self-signed one made on first start.
+
+The management server trusts any certificate, so a self-signed certificate is enough for
+a drop-in; it replaces the manual HTTP.sys binding the C# agent needed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hyperv_agent.errors import ConfigError
+
+VALID_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class Identity:
+    cert_path: Path
+    key_path: Path
+    sha256_fingerprint: str
+    generated: bool
+
+
+def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None = None) -> Identity:
+    """The configured pair, or ``<state_dir>/tls/agent.{crt,key}``, generated when absent."""
+    if (cert is None) != (key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    generated = False
+    if cert is None or key is None:
+        cert, key = state_dir / "tls" / "agent.crt", state_dir / "tls" / "agent.key"
+        if not cert.is_file() or not key.is_file():
+            _generate(cert, key)
+            generated = True
+    return Identity(cert, key, fingerprint(cert), generated)
+
+
+def fingerprint(cert_path: Path) -> str:
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read certificate {cert_path}: {error}") from None
+    digest = certificate.fingerprint(hashes.SHA256())
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+def _generate(cert_path: Path, key_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    host = socket.gethostname()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    names: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_private(key_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSLContext:
+    """TLS 1.2 or later; with ``client_ca``, clients must present a certificate it signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(identity.cert_path, identity.key_path)
+        if client_ca is not None:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"cannot load TLS material: {error}") from None
+    return context
