@@ -129,8 +129,8 @@ def test_class_is_documented_when_emulator_defines_it(key: str, cls: _Class) -> 
 @pytest.mark.parametrize(("key", "cls"), _CLASS_CASES)
 def test_superclass_matches_documentation_when_both_name_one(key: str, cls: _Class) -> None:
     documented = _documented_class(cls)
-    if cls.superclass is None or documented.superclass is None:
-        pytest.skip(f"{key}: no superclass to compare")
+    if documented.superclass is None:
+        pytest.skip(f"{key}: the documentation names no superclass")
     assert cls.superclass == documented.superclass, (
         f"{cls.name} derives from {documented.superclass!r}, not {cls.superclass!r}"
     )

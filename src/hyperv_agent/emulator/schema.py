@@ -436,7 +436,7 @@ GuestIntrinsicExchangeItems string[]
 _class("Msvm_ShutdownComponent", "CIM_LogicalDevice", methods=(
     "InitiateShutdown(in Force boolean, in Reason string)",
 ))
-_class("Msvm_KvpExchangeDataItem", None, """
+_class("Msvm_KvpExchangeDataItem", "CIM_ManagedElement", """
 Caption string
 Description string
 ElementName string
@@ -447,7 +447,7 @@ Source uint16
 
 # --- results, jobs, disks -----------------------------------------------------------------
 
-_class("Msvm_SummaryInformation", None, """
+_class("Msvm_SummaryInformation", "Msvm_SummaryInformationBase", """
 InstanceID string
 AllocatedGPU string
 Shielded boolean
@@ -598,19 +598,23 @@ RemoveSourceUnmanagedVhds boolean
 # --- associations (computed, never stored) ------------------------------------------------
 
 
-def _association(name: str, left: str, right: str) -> None:
-    _class(name, None, f"{left} reference key\n{right} reference key", association=True)
+def _association(name: str, parent: str, left: str, right: str) -> None:
+    _class(name, parent, f"{left} reference key\n{right} reference key", association=True)
 
 
-_association("Msvm_SettingsDefineState", "ManagedElement", "SettingData")
-_association("Msvm_VirtualSystemSettingDataComponent", "GroupComponent", "PartComponent")
-_association("Msvm_SystemDevice", "GroupComponent", "PartComponent")
-_association("Msvm_AffectedJobElement", "AffectedElement", "AffectingElement")
-_association("Msvm_EthernetPortSettingDataComponent", "GroupComponent", "PartComponent")
+_association("Msvm_SettingsDefineState", "CIM_SettingsDefineState", "ManagedElement",
+             "SettingData")
+_association("Msvm_VirtualSystemSettingDataComponent", "CIM_VirtualSystemSettingDataComponent",
+             "GroupComponent", "PartComponent")
+_association("Msvm_SystemDevice", "CIM_SystemDevice", "GroupComponent", "PartComponent")
+_association("Msvm_AffectedJobElement", "CIM_AffectedJobElement", "AffectedElement",
+             "AffectingElement")
+_association("Msvm_EthernetPortSettingDataComponent", "CIM_Component", "GroupComponent",
+             "PartComponent")
 
 # --- root\cimv2 ---------------------------------------------------------------------------
 
-_class("Win32_OperatingSystem", None, """
+_class("Win32_OperatingSystem", "CIM_OperatingSystem", """
 Name string key
 Caption string
 Version string
@@ -620,7 +624,7 @@ LastBootUpTime datetime
 TotalVisibleMemorySize uint64
 FreePhysicalMemory uint64
 """, namespace=CIMV2_NAMESPACE)
-_class("Win32_Processor", None, """
+_class("Win32_Processor", "CIM_Processor", """
 DeviceID string key
 Name string
 Manufacturer string
@@ -633,7 +637,7 @@ ProcessorType uint16
 LoadPercentage uint16
 SocketDesignation string
 """, namespace=CIMV2_NAMESPACE)
-_class("Win32_ComputerSystem", None, """
+_class("Win32_ComputerSystem", "CIM_UnitaryComputerSystem", """
 Name string key
 DNSHostName string
 Domain string
@@ -643,7 +647,7 @@ NumberOfProcessors uint32
 NumberOfLogicalProcessors uint32
 TotalPhysicalMemory uint64
 """, namespace=CIMV2_NAMESPACE)
-_class("Win32_NetworkAdapterConfiguration", None, """
+_class("Win32_NetworkAdapterConfiguration", "CIM_Setting", """
 Index uint32 key
 Description string
 IPEnabled boolean
