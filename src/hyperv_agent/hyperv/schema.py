@@ -43,6 +43,7 @@ class Class:
     PROCESSOR_CIMV2 = "Win32_Processor"
     COMPUTER_SYSTEM_CIMV2 = "Win32_ComputerSystem"
     NIC_CONFIGURATION = "Win32_NetworkAdapterConfiguration"
+    PROCESSOR_PERF = "Win32_PerfFormattedData_Counters_ProcessorInformation"
 
 
 class Subtype:
@@ -120,8 +121,29 @@ class EnabledState(IntEnum):
     OFFLINE = 6
     QUIESCE = 9
     STARTING = 10
+    RESET = 11
     V1_PAUSED = 32768
     V1_SUSPENDED = 32769
+    V1_STARTING = 32770
+    V1_SNAPSHOTTING = 32771
+    SAVING = 32773
+    V1_STOPPING = 32774
+    PAUSING = 32776
+    RESUMING = 32777
+    FAST_SAVED = 32779
+    FAST_SAVING = 32780
+    RUNNING_CRITICAL = 32781
+    OFF_CRITICAL = 32782
+    STOPPING_CRITICAL = 32783
+    SAVED_CRITICAL = 32784
+    PAUSED_CRITICAL = 32785
+    STARTING_CRITICAL = 32786
+    RESET_CRITICAL = 32787
+    SAVING_CRITICAL = 32788
+    PAUSING_CRITICAL = 32789
+    RESUMING_CRITICAL = 32790
+    FAST_SAVED_CRITICAL = 32791
+    FAST_SAVING_CRITICAL = 32792
 
 
 class RequestedState(IntEnum):
@@ -175,3 +197,10 @@ class SummaryInfo(IntEnum):
     MEMORY_USAGE = 103
     HEARTBEAT = 104
     UP_TIME = 105
+
+
+# --- identities and host statistics (root\cimv2) -------------------------------------------
+
+CAPTION_VM = "Virtual Machine"  # Msvm_ComputerSystem.Caption of a VM (the host's differs)
+CENTRAL_PROCESSOR = 3  # Win32_Processor.ProcessorType of a CPU socket
+PERF_TOTAL = "_Total"  # the all-processors instance of the processor performance counters

@@ -1,0 +1,186 @@
+"""Facts and statistics of the Hyper-V host itself: CPUs, memory, OS version, NICs, switches.
+
+Every function here only reads; none changes the host, so every call is safe to repeat
+and nothing needs cleaning up when one fails. Round trips (queries) per call:
+
+=================  =====================================================================
+``host_facts``     2 (Win32_Processor and Win32_OperatingSystem, sent concurrently)
+``host_stats``     2 (processor performance counter and Win32_OperatingSystem, concurrently)
+``nic_for_ip``     1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
+``all_nics``       1 (the same query)
+``switch_names``   1 (Msvm_VirtualEthernetSwitch)
+=================  =====================================================================
+
+``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance
+from hyperv_agent.errors import HyperVError
+from hyperv_agent.hyperv.schema import CENTRAL_PROCESSOR, CIMV2, NAMESPACE, PERF_TOTAL, Class
+
+_BYTES_PER_KIB = 1024
+_ALL_PERCENT = 100.0
+_MAC_SEPARATORS = str.maketrans("", "", ":-.")
+IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What CloudStack's StartupRoutingCommand reports about the host."""
+
+    cores: int  # physical cores over all sockets
+    sockets: int
+    cpu_mhz: int  # MaxClockSpeed (the highest over the sockets)
+    memory_bytes: int
+    os_version: str  # "10.0.17763"
+    product_version: str  # "10.0"
+    host_name: str
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """What CloudStack's GetHostStatsCommand reports about the host."""
+
+    cpu_utilization_percent: float
+    total_memory_kib: int
+    free_memory_kib: int
+
+
+@dataclass(frozen=True)
+class NicFacts:
+    """One IP address of a host NIC."""
+
+    ip: str
+    netmask: str  # IPSubnet entry at the address's index ("255.255.255.0"; "64" for IPv6)
+    mac: str  # 12 upper-case hex digits, no separators
+    gateway: str | None  # the NIC's first default gateway of the address's IP version
+
+
+async def host_facts(cim: Cim) -> HostFacts:
+    """CPU, memory and OS facts of the host; 2 queries, read-only, safe to repeat.
+
+    Raises HyperVError when WMI returns no Win32_OperatingSystem instance.
+    """
+    processors, system = await asyncio.gather(_processors(cim), _operating_system(cim))
+    version = system.string("Version") or ""
+    return HostFacts(
+        cores=sum(p.integer("NumberOfCores") or 0 for p in processors),
+        sockets=len(processors),
+        cpu_mhz=max((p.integer("MaxClockSpeed") or 0 for p in processors), default=0),
+        memory_bytes=(system.integer("TotalVisibleMemorySize") or 0) * _BYTES_PER_KIB,
+        os_version=version,
+        product_version=".".join(version.split(".")[:2]),
+        host_name=system.string("CSName") or "",
+    )
+
+
+async def host_stats(cim: Cim) -> HostStats:
+    """Host CPU utilisation (100 − idle % of ``_Total``) and memory; 2 queries, read-only.
+
+    Raises HyperVError when the processor performance counter or Win32_OperatingSystem is
+    missing (performance counters disabled on the host, for example).
+    """
+    idle, system = await asyncio.gather(_idle_percent(cim), _operating_system(cim))
+    return HostStats(
+        cpu_utilization_percent=min(_ALL_PERCENT, max(0.0, _ALL_PERCENT - idle)),
+        total_memory_kib=system.integer("TotalVisibleMemorySize") or 0,
+        free_memory_kib=system.integer("FreePhysicalMemory") or 0,
+    )
+
+
+async def nic_for_ip(cim: Cim, ip: str) -> NicFacts | None:
+    """The host NIC address equal to ``ip``; None when no IP-enabled NIC has it (or ``ip``
+    is not an IP address). 1 query, read-only, safe to repeat."""
+    try:
+        wanted = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None
+    return next((nic for nic in await all_nics(cim) if _same_ip(nic.ip, wanted)), None)
+
+
+async def all_nics(cim: Cim) -> tuple[NicFacts, ...]:
+    """One entry per address of every IP-enabled host NIC, in WMI's order; 1 query,
+    read-only, safe to repeat; empty when no NIC is IP-enabled."""
+    query = wql.select(
+        Class.NIC_CONFIGURATION, wql.eq("IPEnabled", True),
+        ("IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway"),
+    )
+    adapters = await cim.query(query, CIMV2)
+    return tuple(nic for adapter in adapters for nic in _addresses(adapter))
+
+
+async def switch_names(cim: Cim) -> tuple[str, ...]:
+    """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
+    switches = await cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
+    return tuple(name for s in switches if (name := s.string("ElementName")))
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+async def _processors(cim: Cim) -> list[CimInstance]:
+    query = wql.select(
+        Class.PROCESSOR_CIMV2, wql.eq("ProcessorType", CENTRAL_PROCESSOR),
+        ("DeviceID", "NumberOfCores", "MaxClockSpeed"),
+    )
+    return await cim.query(query, CIMV2)
+
+
+async def _operating_system(cim: Cim) -> CimInstance:
+    query = wql.select(
+        Class.OPERATING_SYSTEM,
+        properties=("Version", "CSName", "TotalVisibleMemorySize", "FreePhysicalMemory"),
+    )
+    found = await cim.query(query, CIMV2)
+    if not found:
+        raise HyperVError(f"{Class.OPERATING_SYSTEM} returned no instance")
+    return found[0]
+
+
+async def _idle_percent(cim: Cim) -> float:
+    query = wql.select(
+        Class.PROCESSOR_PERF, wql.eq("Name", PERF_TOTAL), ("Name", "PercentIdleTime")
+    )
+    found = await cim.query(query, CIMV2)
+    idle = found[0].integer("PercentIdleTime") if found else None
+    if idle is None:
+        raise HyperVError(f"{Class.PROCESSOR_PERF} has no {PERF_TOTAL} idle time")
+    return float(idle)
+
+
+def _addresses(adapter: CimInstance) -> list[NicFacts]:
+    masks = adapter.strings("IPSubnet")
+    gateways = adapter.strings("DefaultIPGateway")
+    mac = (adapter.string("MACAddress") or "").translate(_MAC_SEPARATORS).upper()
+    return [
+        NicFacts(ip, masks[index] if index < len(masks) else "", mac, _gateway(ip, gateways))
+        for index, ip in enumerate(adapter.strings("IPAddress"))
+    ]
+
+
+def _gateway(ip: str, gateways: tuple[str, ...]) -> str | None:
+    """The first gateway of the same IP version as ``ip``."""
+    version = _version(ip)
+    return next((g for g in gateways if _version(g) == version), None)
+
+
+def _version(text: str) -> int | None:
+    try:
+        return ipaddress.ip_address(text.strip()).version
+    except ValueError:
+        return None
+
+
+def _same_ip(text: str, wanted: IpAddress) -> bool:
+    try:
+        return ipaddress.ip_address(text.strip()) == wanted
+    except ValueError:
+        return False

@@ -1,0 +1,317 @@
+"""Virtual machines: listing, lookup, statistics, power-off and removal.
+
+A VM is addressed by its GUID (``Msvm_ComputerSystem.Name``); its object path is built
+from the GUID, never looked up. Listing and statistics use one ``GetSummaryInformation``
+call with a null SettingData (every VM at once), so their cost does not grow with the
+number of VMs.
+
+The path of the Virtual System Management Service (VSMS) is cached per ``Cim`` instance
+(a ``WeakKeyDictionary``, so a closed backend takes its entry with it). The first
+VSMS-based call on a backend costs one extra query to find it; after that the cache is
+used. Round trips in the steady state (job polls not counted, W = job waits):
+
+================  =====================================================================
+``list_vms``      1 call (GetSummaryInformation)
+``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for
+``find_vm``       1 query
+``turn_off``      1 call + 1 W (0 W when the VM is already off)
+``destroy``       1 call + 1 W (+1 get when DestroySystem fails, to see if the VM is gone)
+``remove_vm``     at most 2 calls + 2 W; 1 call when the VM does not exist
+================  =====================================================================
+
+Nothing here deletes a file: DestroySystem removes a VM's definition, and its VHD, VHDX
+and ISO files stay where they are.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.errors import CimNotFound, HyperVError, JobFailed, MethodFailed
+from hyperv_agent.hyperv import jobs
+from hyperv_agent.hyperv.schema import (
+    CAPTION_VM,
+    NAMESPACE,
+    Class,
+    EnabledState,
+    RequestedState,
+    ReturnCode,
+    SummaryInfo,
+)
+
+# --- power states -------------------------------------------------------------------------
+
+
+class PowerState(Enum):
+    """A VM's power state, folded from the v2 and v1 EnabledState numbers."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    SAVED = "saved"
+    PAUSED = "paused"
+    UNKNOWN = "unknown"
+
+
+_E = EnabledState
+#: Transitional states count as the state the VM is in while they last (os-win's reading):
+#: saving, pausing, resuming and resetting VMs are still running; a stopping VM is off.
+_POWER: Mapping[int, PowerState] = {
+    **dict.fromkeys(
+        (_E.ENABLED, _E.STARTING, _E.RESET, _E.V1_STARTING, _E.SAVING, _E.PAUSING,
+         _E.RESUMING, _E.FAST_SAVING, _E.RUNNING_CRITICAL, _E.STARTING_CRITICAL,
+         _E.RESET_CRITICAL, _E.SAVING_CRITICAL, _E.PAUSING_CRITICAL, _E.RESUMING_CRITICAL,
+         _E.FAST_SAVING_CRITICAL),
+        PowerState.RUNNING),
+    **dict.fromkeys(
+        (_E.DISABLED, _E.SHUTTING_DOWN, _E.V1_STOPPING, _E.OFF_CRITICAL,
+         _E.STOPPING_CRITICAL),
+        PowerState.STOPPED),
+    **dict.fromkeys(
+        (_E.OFFLINE, _E.V1_SUSPENDED, _E.FAST_SAVED, _E.SAVED_CRITICAL,
+         _E.FAST_SAVED_CRITICAL),
+        PowerState.SAVED),
+    **dict.fromkeys((_E.QUIESCE, _E.V1_PAUSED, _E.PAUSED_CRITICAL), PowerState.PAUSED),
+}
+
+
+def power_state(enabled_state: int | None) -> PowerState:
+    """The PowerState of an EnabledState (v2 or v1 numbering); UNKNOWN for anything else."""
+    if enabled_state is None:
+        return PowerState.UNKNOWN
+    return _POWER.get(enabled_state, PowerState.UNKNOWN)
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmRef:
+    """A VM found by name."""
+
+    guid: str
+    name: str
+    power: PowerState
+
+    @property
+    def path(self) -> ObjectPath:
+        return vm_path(self.guid)
+
+
+@dataclass(frozen=True)
+class VmInfo:
+    """One VM as listed: identity, power state and the lines of its Notes."""
+
+    guid: str
+    name: str
+    power: PowerState
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VmStats:
+    """What CloudStack's GetVmStatsCommand reports for one VM."""
+
+    cpu_utilization_percent: float
+    cpus: int
+    memory_mb: int
+    uptime_ms: int
+    running: bool
+
+
+def vm_path(vm_guid: str) -> ObjectPath:
+    """The Msvm_ComputerSystem path of the VM with GUID ``vm_guid`` (no round trip)."""
+    return ObjectPath.for_keys(
+        Class.COMPUTER_SYSTEM, NAMESPACE, CreationClassName=Class.COMPUTER_SYSTEM, Name=vm_guid
+    )
+
+
+# --- the management service ---------------------------------------------------------------
+
+_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
+_VSMS: weakref.WeakKeyDictionary[Cim, ObjectPath] = weakref.WeakKeyDictionary()
+
+
+async def management_service(cim: Cim) -> ObjectPath:
+    """The VSMS path: 1 query on the first call for ``cim``, then cached (0 round trips).
+
+    Raises HyperVError when the host has no Virtual System Management Service.
+    """
+    cached = _VSMS.get(cim)
+    if cached is not None:
+        return cached
+    found = await cim.query(wql.select(Class.VSMS, properties=_SERVICE_KEYS), NAMESPACE)
+    if not found or found[0].path is None:
+        raise HyperVError(f"the host has no {Class.VSMS}; is the Hyper-V role installed?")
+    _VSMS[cim] = found[0].path
+    return found[0].path
+
+
+async def _call_service(
+    cim: Cim, method: str, params: Mapping[str, InValue], policy: jobs.WaitPolicy
+) -> MethodResult:
+    """``jobs.call`` on the VSMS; a stale cached path is looked up again, once."""
+    try:
+        return await jobs.call(cim, await management_service(cim), method, params,
+                               policy=policy)
+    except CimNotFound:
+        _VSMS.pop(cim, None)
+    return await jobs.call(cim, await management_service(cim), method, params, policy=policy)
+
+
+async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimInstance, ...]:
+    params: dict[str, InValue] = {
+        "SettingData": None, "RequestedInformation": [int(item) for item in requested],
+    }
+    result = await _call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+    return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
+
+
+# --- reading ------------------------------------------------------------------------------
+
+_LIST_INFO = (SummaryInfo.NAME, SummaryInfo.ELEMENT_NAME, SummaryInfo.NOTES,
+              SummaryInfo.ENABLED_STATE)
+_STATS_INFO = (SummaryInfo.NAME, SummaryInfo.ELEMENT_NAME, SummaryInfo.NUMBER_OF_PROCESSORS,
+               SummaryInfo.ENABLED_STATE, SummaryInfo.PROCESSOR_LOAD, SummaryInfo.MEMORY_USAGE,
+               SummaryInfo.UP_TIME)
+
+
+async def list_vms(cim: Cim) -> list[VmInfo]:
+    """Every VM of the host with its power state and notes, in WMI's order.
+
+    One GetSummaryInformation call whatever the number of VMs (plus one query the first
+    time a backend is used). Read-only and safe to repeat; an empty host gives [].
+    """
+    return [_vm_info(summary) for summary in await _summaries(cim, _LIST_INFO)]
+
+
+async def find_vm(cim: Cim, name: str) -> VmRef | None:
+    """The VM whose ElementName is ``name``; None when there is none. 1 query, read-only.
+
+    Hyper-V does not keep ElementNames unique: with duplicates, the first VM WMI returns
+    is taken (as the C# agent does), which is not a stable choice between calls.
+    """
+    condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
+    query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
+    for vm in await cim.query(query, NAMESPACE):
+        guid = vm.string("Name")
+        if guid:
+            return VmRef(guid, vm.string("ElementName") or name,
+                         power_state(vm.integer("EnabledState")))
+    return None
+
+
+async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
+    """Statistics of the VMs named in ``names`` (ElementName), keyed by name.
+
+    One GetSummaryInformation call for all of them (none when ``names`` is empty). Names
+    of no VM are left out of the result; with duplicate names the first VM WMI returns is
+    taken. Read-only and safe to repeat.
+    """
+    wanted = set(names)
+    if not wanted:
+        return {}
+    stats: dict[str, VmStats] = {}
+    for summary in await _summaries(cim, _STATS_INFO):
+        name = summary.string("ElementName")
+        if name in wanted and name not in stats:
+            stats[name] = _vm_stats(summary)
+    return stats
+
+
+def _vm_info(summary: CimInstance) -> VmInfo:
+    return VmInfo(
+        guid=summary.string("Name") or "",
+        name=summary.string("ElementName") or "",
+        power=power_state(summary.integer("EnabledState")),
+        notes=_note_lines(summary.string("Notes")),
+    )
+
+
+def _note_lines(text: str | None) -> tuple[str, ...]:
+    """Msvm_SummaryInformation.Notes is one string: the VSSD's Notes joined by newlines."""
+    if not text:
+        return ()
+    return tuple(line.removesuffix("\r") for line in text.split("\n"))
+
+
+def _vm_stats(summary: CimInstance) -> VmStats:
+    return VmStats(
+        cpu_utilization_percent=float(summary.integer("ProcessorLoad") or 0),
+        cpus=summary.integer("NumberOfProcessors") or 0,
+        memory_mb=summary.integer("MemoryUsage") or 0,
+        uptime_ms=summary.integer("UpTime") or 0,
+        running=power_state(summary.integer("EnabledState")) is PowerState.RUNNING,
+    )
+
+
+# --- power-off and removal ----------------------------------------------------------------
+
+
+async def turn_off(
+    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Hard power-off (RequestStateChange 3, no guest shutdown); True if the VM exists.
+
+    Missing VM: nothing happens and False is returned. A VM that is already off (or in a
+    state that cannot change, return code 32775) is left as it is, so a repeat is safe.
+    Afterwards the VM is off, its saved state (if any) discarded, its definition and disks
+    kept. On failure (MethodFailed, JobFailed, JobTimeout) Hyper-V has changed nothing
+    and nothing is cleaned up. 1 call + 1 job wait (no wait when already off).
+    """
+    params: dict[str, InValue] = {"RequestedState": int(RequestedState.DISABLED)}
+    try:
+        await jobs.call(cim, vm_path(vm_guid), "RequestStateChange", params,
+                        accept=(ReturnCode.INVALID_STATE,), policy=policy)
+    except CimNotFound:
+        return False
+    return True
+
+
+async def destroy(
+    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Delete the VM's definition (DestroySystem); True if this call removed it.
+
+    Missing VM (never existed or already destroyed): success, False is returned, so a
+    repeat is safe. Afterwards no definition, device settings or runtime components of
+    the VM remain; its VHD/VHDX/ISO files are never touched. The VM must be off: on a
+    running VM Hyper-V refuses and the error (MethodFailed or JobFailed) is raised with
+    the VM unchanged; nothing is cleaned up on failure. 1 call + 1 job wait; a failed
+    call costs 1 more get to tell "already gone" from a real failure.
+    """
+    path = vm_path(vm_guid)
+    try:
+        await _call_service(cim, "DestroySystem", {"AffectedSystem": path}, policy)
+    except (MethodFailed, JobFailed):
+        if await _exists(cim, path):
+            raise
+        return False
+    return True
+
+
+async def remove_vm(
+    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Turn the VM off, then destroy its definition; True if a VM was removed.
+
+    Missing VM: success, False, and a single call. A repeat is safe. Afterwards the VM
+    is gone and its disk files are where they were (data volumes are never deleted).
+    If the power-off fails, the VM is unchanged; if DestroySystem fails, the VM is left
+    off but defined and a repeat finishes the job. At most 2 calls + 2 job waits.
+    """
+    if not await turn_off(cim, vm_guid, policy=policy):
+        return False
+    return await destroy(cim, vm_guid, policy=policy)
+
+
+async def _exists(cim: Cim, path: ObjectPath) -> bool:
+    try:
+        await cim.get(path)
+    except CimNotFound:
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""hyperv.host: host facts, statistics, NICs and switches read from the emulated host."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.hyperv import host
+from tests.emulator.kit import define_vm, ok, request_state
+
+GIB = 1 << 30
+
+
+async def test_facts_match_host_when_config_is_default(emulator: EmulatorCim) -> None:
+    before = emulator.round_trips()
+    facts = await host.host_facts(emulator)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent["query"], spent.waits) == (2, 2, 0)
+    assert facts == host.HostFacts(
+        cores=16, sockets=2, cpu_mhz=2400, memory_bytes=64 * GIB, os_version="10.0.17763",
+        product_version="10.0", host_name="HYPERV-EMU",
+    )
+
+
+async def test_facts_follow_config_when_host_is_custom(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(cpus=8, memory_mb=8192, switches=("A", "B"),
+                                       host_name="SMALL", os_version="6.3.9600"))
+    try:
+        facts = await host.host_facts(cim)
+        before = cim.round_trips()
+        names = await host.switch_names(cim)
+        spent = cim.round_trips() - before
+    finally:
+        await cim.close()
+    assert (facts.cores, facts.sockets, facts.cpu_mhz) == (8, 2, 2400)
+    assert facts.memory_bytes == 8192 * 1024 * 1024
+    assert (facts.os_version, facts.product_version, facts.host_name) == (
+        "6.3.9600", "6.3", "SMALL")
+    assert sorted(names) == ["A", "B"]
+    assert spent.calls == 1
+
+
+async def test_switch_names_list_external_when_config_is_default(
+    emulator: EmulatorCim,
+) -> None:
+    before = emulator.round_trips()
+    assert await host.switch_names(emulator) == ("External",)
+    assert (emulator.round_trips() - before).calls == 1
+
+
+async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
+    emulator: EmulatorCim, make_config: Callable[..., EmulatorConfig],
+) -> None:
+    config = make_config()
+    before = emulator.round_trips()
+    nic = await host.nic_for_ip(emulator, config.private_ip)
+    assert (emulator.round_trips() - before).calls == 1
+    assert nic is not None
+    assert (nic.ip, nic.netmask) == (config.private_ip, config.private_netmask)
+    assert nic.mac == config.private_mac.replace(":", "").upper() == "00155D0A0B0C"
+    assert nic.gateway is None  # the emulated NIC has no default gateway
+
+
+async def test_nic_for_ip_is_none_when_no_nic_has_the_ip(emulator: EmulatorCim) -> None:
+    assert await host.nic_for_ip(emulator, "10.9.8.7") is None
+    assert await host.nic_for_ip(emulator, "not-an-ip") is None
+
+
+async def test_all_nics_lists_every_address_when_host_has_one_nic(
+    emulator: EmulatorCim, make_config: Callable[..., EmulatorConfig],
+) -> None:
+    config = make_config()
+    before = emulator.round_trips()
+    nics = await host.all_nics(emulator)
+    assert (emulator.round_trips() - before).calls == 1
+    assert [(n.ip, n.netmask, n.mac) for n in nics] == [
+        (config.private_ip, config.private_netmask, "00155D0A0B0C")]
+
+
+async def test_stats_report_idle_cpu_and_all_memory_free_when_no_vm_runs(
+    emulator: EmulatorCim,
+) -> None:
+    before = emulator.round_trips()
+    stats = await host.host_stats(emulator)
+    spent = emulator.round_trips() - before
+    assert spent.calls <= 2 and spent.waits == 0
+    assert stats == host.HostStats(cpu_utilization_percent=0.0,
+                                   total_memory_kib=64 * 1024 * 1024,
+                                   free_memory_kib=64 * 1024 * 1024)
+
+
+async def test_stats_count_vm_memory_as_used_when_a_vm_runs(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator, "runner")
+    await ok(emulator, await request_state(emulator, vm, 2))
+    stats = await host.host_stats(emulator)
+    assert stats.total_memory_kib - stats.free_memory_kib == 1024 * 1024  # its 1024 MB
