@@ -1,0 +1,409 @@
+"""Migration between two emulated hosts: live, storage, staged, and every refusal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, CimValue, MethodResult, ObjectPath
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.errors import CimNotFound
+from tests.emulator.kit import (
+    add,
+    define_vm,
+    devices,
+    failure,
+    finished,
+    ok,
+    request_state,
+    service,
+    state,
+    template,
+)
+
+SOURCE, DESTINATION = "HV-SOURCE", "HV-DEST"
+SOURCE_IP, DESTINATION_IP = "10.0.0.1", "10.0.0.2"
+LIVE, STORAGE, STAGED, LIVE_AND_STORAGE = 32768, 32769, 32770, 32771
+SHARED_DISK = "S:\\vms\\root.vhdx"
+LOCAL_DISK = "C:\\vms\\root.vhdx"
+SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+#: Classes whose instances make up a host's VMs; compared before and after a refusal.
+WATCHED = ("Msvm_ComputerSystem", "Msvm_PlannedComputerSystem", "Msvm_VirtualSystemSettingData",
+           "CIM_ResourceAllocationSettingData", "Msvm_EthernetSwitchPortFeatureSettingData",
+           "Msvm_ShutdownComponent", "Msvm_KvpExchangeComponent")
+
+Pair = tuple[EmulatorCim, EmulatorCim]
+
+
+def _config(tmp_path: Path, name: str, ip: str, **overrides: object) -> EmulatorConfig:
+    values: dict[str, object] = {
+        "state_dir": tmp_path / name / "state", "host_name": name, "private_ip": ip,
+        "drives": {"C": tmp_path / name / "C", "S": tmp_path / "shared"},
+    }
+    values.update(overrides)
+    return EmulatorConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def open_pair(tmp_path: Path) -> AsyncIterator[Callable[..., Pair]]:
+    """Opens a source and a destination host (the destination with ``overrides``)."""
+    opened: list[EmulatorCim] = []
+
+    def open_pair(**overrides: object) -> Pair:
+        source = EmulatorCim.open(_config(tmp_path, SOURCE, SOURCE_IP))
+        destination = EmulatorCim.open(_config(tmp_path, DESTINATION, DESTINATION_IP,
+                                               **overrides))
+        opened.extend((source, destination))
+        return source, destination
+
+    yield open_pair
+    for cim in opened:
+        await cim.close()
+
+
+@pytest.fixture
+def pair(open_pair: Callable[..., Pair]) -> Pair:
+    return open_pair()
+
+
+# --- building a VM ------------------------------------------------------------------------
+
+
+def _new_disk(cim: EmulatorCim, windows_path: str) -> Path:
+    local = cim.host.paths.local(windows_path)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    vhd.create(local, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    return local
+
+
+async def _attach_disk(cim: EmulatorCim, vm: ObjectPath, windows_path: str) -> None:
+    _new_disk(cim, windows_path)
+    scsi = await template(cim, "Msvm_ResourceAllocationSettingData", SCSI)
+    controller = (await ok(cim, await add(cim, vm, [scsi]))).paths("ResultingResourceSettings")[0]
+    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
+        Parent=str(controller), AddressOnParent="0")
+    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths("ResultingResourceSettings")[0]
+    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive_path), HostResource=[windows_path])
+    await ok(cim, await add(cim, vm, [medium]))
+
+
+async def _attach_nic(cim: EmulatorCim, vm: ObjectPath) -> None:
+    nic = await template(cim, "Msvm_SyntheticEthernetPortSettingData")
+    nic_path = (await ok(cim, await add(cim, vm, [nic]))).paths("ResultingResourceSettings")[0]
+    switch = (await cim.query(wql.select("Msvm_VirtualEthernetSwitch")))[0]
+    port = (await template(cim, "Msvm_EthernetPortAllocationSettingData")).updated(
+        Parent=str(nic_path), HostResource=[str(switch.path)])
+    port_path = (await ok(cim, await add(cim, vm, [port]))).paths("ResultingResourceSettings")[0]
+    vlan = (await cim.spawn("Msvm_EthernetSwitchPortVlanSettingData")).updated(
+        OperationMode=1, AccessVlanId=42)
+    await ok(cim, await cim.invoke(await service(cim), "AddFeatureSettings", {
+        "AffectedConfiguration": port_path, "FeatureSettings": [vlan]}))
+
+
+async def _vm(cim: EmulatorCim, disk: str = SHARED_DISK, running: bool = True) -> ObjectPath:
+    """A VM with a disk at ``disk`` and a NIC on the "External" switch (with a VLAN)."""
+    vm = await define_vm(cim, "mover")
+    await _attach_disk(cim, vm, disk)
+    await _attach_nic(cim, vm)
+    if running:
+        await ok(cim, await request_state(cim, vm, 2))
+    return vm
+
+
+# --- calling and observing ----------------------------------------------------------------
+
+
+async def _migrate(
+    source: EmulatorCim, vm: ObjectPath, destination: str | None = DESTINATION,
+    kind: int = LIVE, resources: Sequence[CimInstance] = (), **settings: object,
+) -> MethodResult:
+    found = await source.query(wql.select("Msvm_VirtualSystemMigrationSettingData",
+                                          wql.eq("MigrationType", kind)))
+    migration = found[0].updated({"TransportType": 5, **settings})
+    service_path = await service(source, "Msvm_VirtualSystemMigrationService")
+    return await source.invoke(service_path, "MigrateVirtualSystemToHost", {
+        "ComputerSystem": vm, "DestinationHost": destination, "MigrationSettingData": migration,
+        "NewSystemSettingData": None, "NewResourceSettingData": list(resources)})
+
+
+async def _moved_disk(source: EmulatorCim, vm: ObjectPath, new_path: str) -> CimInstance:
+    disk = (await devices(source, vm, "Msvm_StorageAllocationSettingData"))[0]
+    return disk.updated(HostResource=[new_path], PoolID="")
+
+
+async def _snapshot(cim: EmulatorCim) -> set[tuple[str, tuple[tuple[str, CimValue], ...]]]:
+    seen = set()
+    for class_name in WATCHED:
+        for found in await cim.query(wql.select(class_name)):
+            values = tuple((p.name, p.value) for p in found if p.name != "OnTimeInMilliseconds")
+            seen.add((str(found.path), values))
+    return seen
+
+
+async def _world(source: EmulatorCim, destination: EmulatorCim, tmp_path: Path) -> object:
+    """Both hosts' VMs and every file on their drives."""
+    files = sorted((p, p.stat().st_size) for p in tmp_path.rglob("*")
+                   if p.is_file() and "state" not in p.relative_to(tmp_path).parts)
+    return await _snapshot(source), await _snapshot(destination), files
+
+
+async def _error(cim: EmulatorCim, result: MethodResult) -> str:
+    job = await finished(cim, result)
+    assert job is not None
+    return str(job["ErrorDescription"])
+
+
+def _edit(cim: EmulatorCim, path: ObjectPath | None, **values: int | bool) -> None:
+    """Change stored values directly (states that no method of the seam reaches)."""
+    txn = cim.host.store.transaction()
+    staged = txn.edit(path) if path is not None else None
+    assert staged is not None
+    staged.values.update(values)
+    txn.commit()
+
+
+async def _switch_of(cim: EmulatorCim, vm: ObjectPath) -> ObjectPath:
+    port = (await devices(cim, vm, "Msvm_EthernetPortAllocationSettingData"))[0]
+    return ObjectPath.parse(port.strings("HostResource")[0])
+
+
+async def _gone(cim: EmulatorCim, path: ObjectPath) -> bool:
+    try:
+        await cim.get(path)
+    except CimNotFound:
+        return True
+    return False
+
+
+# --- moves --------------------------------------------------------------------------------
+
+
+async def test_running_vm_moves_with_its_port_when_storage_is_shared(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source)
+    settings_before = len(await devices(source, vm))
+    await ok(source, await _migrate(source, vm, DestinationIPAddressList=[DESTINATION_IP]))
+    assert await _gone(source, vm) and await devices(source, vm) == []
+    moved = await destination.get(vm)
+    assert (moved["Name"], moved["EnabledState"]) == (vm.key("Name"), 2)
+    assert len(await devices(destination, vm)) == settings_before
+    switch = await destination.get(await _switch_of(destination, vm))
+    assert (switch.path, switch["ElementName"]) == (
+        (await destination.query(wql.select("Msvm_VirtualEthernetSwitch")))[0].path, "External")
+    vlan = await devices(destination, vm, "Msvm_EthernetSwitchPortVlanSettingData")
+    assert [v["AccessVlanId"] for v in vlan] == [42]
+    components = await destination.associators(vm, result_class="Msvm_ShutdownComponent")
+    assert len(components) == 1
+
+
+async def test_running_vm_keeps_its_uptime_and_memory_when_it_moves(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source)
+    await ok(source, await _migrate(source, vm))
+    stored = destination.host.store.get(vm)
+    assert stored is not None and stored.meta["memory_mb"] == 1024
+    free = (await destination.query(wql.select("Win32_OperatingSystem"), CIMV2_NAMESPACE))[0]
+    assert free["FreePhysicalMemory"] == (65536 - 1024) * 1024
+    assert (await destination.get(vm)).integer("OnTimeInMilliseconds") is not None
+
+
+async def test_stopped_vm_moves_when_it_is_off(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source, running=False)
+    await ok(source, await _migrate(source, vm))
+    assert await state(destination, vm) == 3
+    assert await _gone(source, vm)
+
+
+async def test_disk_follows_the_vm_when_storage_moves_too(pair: Pair, tmp_path: Path) -> None:
+    source, destination = pair
+    vm = await _vm(source, LOCAL_DISK)
+    new_path = "C:\\moved\\root.vhdx"
+    result = await _migrate(source, vm, kind=LIVE_AND_STORAGE,
+                            resources=[await _moved_disk(source, vm, new_path)])
+    await ok(source, result)
+    disk = (await devices(destination, vm, "Msvm_StorageAllocationSettingData"))[0]
+    assert disk.strings("HostResource") == (new_path,)
+    assert (tmp_path / DESTINATION / "C" / "moved" / "root.vhdx").is_file()
+    assert not (tmp_path / SOURCE / "C" / "vms" / "root.vhdx").exists()
+    assert await state(destination, vm) == 2
+
+
+@pytest.mark.parametrize("retain", [False, True])
+async def test_disk_moves_on_the_same_host_when_migration_is_storage_only(
+    pair: Pair, tmp_path: Path, retain: bool
+) -> None:
+    source, _ = pair
+    vm = await _vm(source, LOCAL_DISK)
+    new_path = "C:\\elsewhere\\root.vhdx"
+    result = await _migrate(source, vm, None, STORAGE, [await _moved_disk(source, vm, new_path)],
+                            RetainVhdCopiesOnSource=retain)
+    await ok(source, result)
+    disk = (await devices(source, vm, "Msvm_StorageAllocationSettingData"))[0]
+    assert disk.strings("HostResource") == (new_path,)
+    assert (tmp_path / SOURCE / "C" / "elsewhere" / "root.vhdx").is_file()
+    assert (tmp_path / SOURCE / "C" / "vms" / "root.vhdx").exists() == retain
+    assert await state(source, vm) == 2
+
+
+async def test_planned_vm_appears_on_destination_when_move_is_staged(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source)
+    await ok(source, await _migrate(source, vm, kind=STAGED))
+    assert await state(source, vm) == 2
+    planned = await destination.query(wql.select("Msvm_PlannedComputerSystem"))
+    assert [(p["Name"], p["ElementName"]) for p in planned] == [(vm.key("Name"), "mover")]
+    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData"))
+    assert [s["VirtualSystemType"] for s in settings] == ["Microsoft:Hyper-V:System:Planned"]
+    assert await _gone(destination, vm)
+    ports = await devices(destination, vm, "Msvm_EthernetPortAllocationSettingData")
+    assert ports and await _switch_of(destination, vm) != await _switch_of(source, vm)
+
+
+async def test_live_move_replaces_planned_vm_when_planned_id_names_it(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source)
+    await ok(source, await _migrate(source, vm, kind=STAGED))
+    guid = vm.key("Name")
+    await ok(source, await _migrate(source, vm, DestinationPlannedVirtualSystemId=guid))
+    assert await destination.query(wql.select("Msvm_PlannedComputerSystem")) == []
+    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData"))
+    assert [s["VirtualSystemType"] for s in settings] == ["Microsoft:Hyper-V:System:Realized"]
+    assert await state(destination, vm) == 2
+
+
+# --- refusals leave both hosts unchanged --------------------------------------------------
+
+
+async def _refused(pair: Pair, tmp_path: Path, vm: ObjectPath, code: int,
+                   **call: object) -> MethodResult:
+    source, destination = pair
+    before = await _world(source, destination, tmp_path)
+    result = await _migrate(source, vm, **call)  # type: ignore[arg-type]
+    assert await failure(source, result) == code
+    assert await _world(source, destination, tmp_path) == before
+    return result
+
+
+async def test_move_refused_when_destination_is_not_reachable(
+    pair: Pair, tmp_path: Path
+) -> None:
+    vm = await _vm(pair[0])
+    await _refused(pair, tmp_path, vm, 32777, destination="HV-NOWHERE")
+    await _refused(pair, tmp_path, vm, 32777, DestinationIPAddressList=["192.0.2.7"])
+
+
+async def test_move_refused_when_vm_is_not_a_vm(pair: Pair, tmp_path: Path) -> None:
+    source, _ = pair
+    await _vm(source)
+    host = (await source.query(wql.select("Msvm_ComputerSystem",
+                                          wql.eq("Name", SOURCE))))[0].path
+    missing = ObjectPath.for_keys("Msvm_ComputerSystem", CreationClassName="Msvm_ComputerSystem",
+                                  Name="6B1AE4A3-0000-4000-8000-000000000000")
+    for path in (host, missing):
+        assert path is not None
+        result = await _refused(pair, tmp_path, path, 32773)
+        assert result.return_value == 32773
+
+
+async def test_move_refused_when_destination_is_the_vms_own_host(
+    pair: Pair, tmp_path: Path
+) -> None:
+    vm = await _vm(pair[0])
+    await _refused(pair, tmp_path, vm, 32773, destination=SOURCE.lower())
+    await _refused(pair, tmp_path, vm, 32773, destination=None)
+
+
+@pytest.mark.parametrize("side", [0, 1])
+async def test_move_refused_when_a_host_disables_migration(
+    pair: Pair, tmp_path: Path, side: int
+) -> None:
+    vm = await _vm(pair[0])
+    found = await pair[side].query(wql.select("Msvm_VirtualSystemMigrationServiceSettingData"))
+    _edit(pair[side], found[0].path, EnableVirtualSystemMigration=False)
+    await _refused(pair, tmp_path, vm, 32770)
+
+
+async def test_move_refused_when_vm_is_in_transition(pair: Pair, tmp_path: Path) -> None:
+    vm = await _vm(pair[0])
+    _edit(pair[0], vm, EnabledState=4)  # shutting down
+    await _refused(pair, tmp_path, vm, 32775)
+
+
+async def test_move_refused_when_destination_lacks_the_switch(
+    open_pair: Callable[..., Pair], tmp_path: Path
+) -> None:
+    pair = open_pair(switches=("Internal",))
+    vm = await _vm(pair[0])
+    result = await _refused(pair, tmp_path, vm, 32773)
+    assert "'External'" in await _error(pair[0], result)
+
+
+async def test_move_refused_when_guid_exists_on_destination(pair: Pair, tmp_path: Path) -> None:
+    source, destination = pair
+    vm = await _vm(source)
+    twin = (await destination.spawn("Msvm_VirtualSystemSettingData")).updated(
+        ElementName="twin", VirtualSystemIdentifier=vm.key("Name"))
+    await ok(destination, await destination.invoke(await service(destination), "DefineSystem",
+                                                    {"SystemSettings": twin}))
+    await _refused(pair, tmp_path, vm, 32773)
+
+
+async def test_move_refused_when_planned_vm_is_not_named(pair: Pair, tmp_path: Path) -> None:
+    source, _ = pair
+    vm = await _vm(source)
+    await ok(source, await _migrate(source, vm, kind=STAGED))
+    await _refused(pair, tmp_path, vm, 32773)
+    await _refused(pair, tmp_path, vm, 32773, kind=STAGED)
+
+
+async def test_move_refused_when_disk_is_not_on_shared_storage(
+    pair: Pair, tmp_path: Path
+) -> None:
+    vm = await _vm(pair[0], LOCAL_DISK)
+    result = await _refused(pair, tmp_path, vm, 32779)
+    assert LOCAL_DISK in await _error(pair[0], result)
+
+
+async def test_move_refused_when_destination_lacks_memory(
+    open_pair: Callable[..., Pair], tmp_path: Path
+) -> None:
+    pair = open_pair(memory_mb=512)
+    vm = await _vm(pair[0])
+    await _refused(pair, tmp_path, vm, 32778)
+
+
+async def test_storage_move_refused_when_target_file_exists(pair: Pair, tmp_path: Path) -> None:
+    source, destination = pair
+    vm = await _vm(source, LOCAL_DISK)
+    _new_disk(destination, "C:\\moved\\root.vhdx")
+    moved = await _moved_disk(source, vm, "C:\\moved\\root.vhdx")
+    await _refused(pair, tmp_path, vm, 32773, kind=LIVE_AND_STORAGE, resources=[moved])
+
+
+async def test_storage_move_refused_when_source_file_is_missing(
+    pair: Pair, tmp_path: Path
+) -> None:
+    source, _ = pair
+    vm = await _vm(source, LOCAL_DISK, running=False)
+    source.host.paths.local(LOCAL_DISK).unlink()
+    moved = await _moved_disk(source, vm, "C:\\moved\\root.vhdx")
+    await _refused(pair, tmp_path, vm, 32779, kind=LIVE_AND_STORAGE, resources=[moved])
+
+
+async def test_nothing_changes_when_the_migration_job_fails(pair: Pair, tmp_path: Path) -> None:
+    source, _ = pair
+    vm = await _vm(source, LOCAL_DISK)
+    source.faults.fail_next_job("MigrateVirtualSystemToHost")
+    moved = await _moved_disk(source, vm, "C:\\moved\\root.vhdx")
+    result = await _refused(pair, tmp_path, vm, 32768, kind=LIVE_AND_STORAGE, resources=[moved])
+    job = await finished(source, result)
+    assert job is not None and job.class_name == "Msvm_MigrationJob"
