@@ -1,0 +1,60 @@
+"""The base of every wire model, and of every command.
+
+Python names are snake_case, with units where the Java field has one implicitly
+(``max_ram_bytes`` for ``maxRam``); the Java field name is the alias. Plain camelCase
+names come from the alias generator; any other wire name (``_url``, ``srcTO``,
+``enableHA``, a unit suffix) is spelt out with :func:`wire`.
+
+A JSON null counts as an absent member, as for Gson. Fields the models do not declare
+are kept (``extra="allow"``) and written back, so an object the agent echoes
+(StartAnswer.vm, the StartupRoutingCommand) loses nothing. Models are frozen: build a
+changed copy with ``model.model_copy(update={...})``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+
+class WireModel(BaseModel):
+    """A Java object as Gson writes it: Java field names, unknown fields kept."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        serialize_by_alias=True,
+        coerce_numbers_to_str=True,  # Gson reads a JSON number into a String field
+        frozen=True,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """A JSON null is an absent field, as for Gson: the field keeps its default."""
+        if isinstance(data, dict) and None in data.values():
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+def wire(name: str, *, secret: bool = False) -> FieldInfo:
+    """The field's Java name, when it is not the camelCase of the Python name.
+
+    ``secret=True`` keeps the value out of ``repr()`` (keys, passwords).
+    """
+    info: FieldInfo = Field(alias=name, repr=not secret)
+    return info
+
+
+class Command(WireModel):
+    """com.cloud.agent.api.Command: the fields every command carries."""
+
+    FQCN: ClassVar[str]
+
+    context_map: dict[str, str] = Field(default_factory=dict)
+    wait_s: Annotated[int, wire("wait")] = 0
+    bypass_host_maintenance: bool = False

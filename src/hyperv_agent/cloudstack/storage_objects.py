@@ -1,0 +1,274 @@
+"""Storage transfer objects, and the two polymorphic types that travel wrapped.
+
+Where a Java field is declared with the interface ``DataStoreTO`` or ``DataTO``, Gson
+writes the object inside a one-key object naming its class (§3.3)::
+
+    "dataStore": {"org.apache.cloudstack.storage.to.PrimaryDataStoreTO": {"uuid": ...}}
+
+:data:`DataStoreTO` and :data:`DataTO` are externally tagged unions: on input the key picks
+the class and the object inside is validated against it (an unknown class name fails
+with the names allowed); the Python value is the bare object; on output it is wrapped
+again under its class name. The same classes appear unwrapped where Java declares the
+concrete type (MigrateWithStorageAnswer.volumeTos).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    BeforeValidator,
+    Discriminator,
+    SerializerFunctionWrapHandler,
+    Tag,
+    WrapSerializer,
+)
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.base import WireModel, wire
+from hyperv_agent.cloudstack.enums import (
+    LenientDataStoreRole,
+    LenientHypervisorType,
+    LenientImageFormat,
+    LenientStoragePoolType,
+    LenientVolumeType,
+)
+
+
+class WrappedTO(WireModel):
+    """A transfer object that travels as ``{"<FQCN>": {...}}`` where its type is abstract."""
+
+    FQCN: ClassVar[str]
+
+
+def wrapper_key(value: Any) -> str:
+    """The class name a wrapped value names: its only key, or its model's FQCN; else ""."""
+    if isinstance(value, dict):
+        return str(next(iter(value))) if len(value) == 1 else ""
+    fqcn = getattr(type(value), "FQCN", "")
+    return fqcn if isinstance(fqcn, str) else ""
+
+
+def _unwrap(fqcn: str) -> BeforeValidator:
+    def unwrap(value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1 and fqcn in value:
+            return value[fqcn]
+        return value
+
+    return BeforeValidator(unwrap)
+
+
+def _rewrap(fqcn: str) -> WrapSerializer:
+    def rewrap(value: Any, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {fqcn: handler(value)}
+
+    return WrapSerializer(rewrap)
+
+
+def _tagged(fqcn: str) -> tuple[BeforeValidator, WrapSerializer, Tag]:
+    return _unwrap(fqcn), _rewrap(fqcn), Tag(fqcn)
+
+
+_PRIMARY = _tagged(names.PRIMARY_DATA_STORE_TO)
+_NFS = _tagged(names.NFS_TO)
+_S3 = _tagged(names.S3_TO)
+_SWIFT = _tagged(names.SWIFT_TO)
+_VOLUME = _tagged(names.VOLUME_OBJECT_TO)
+_TEMPLATE = _tagged(names.TEMPLATE_OBJECT_TO)
+_by_key: Callable[[Any], str] = wrapper_key
+
+
+# --- data stores (DataStoreTO) ------------------------------------------------------------
+
+
+class PrimaryDataStoreTO(WrappedTO):
+    """A primary storage pool: ``Filesystem`` (a host directory) or ``SMB`` (a share).
+
+    For SMB, ``path`` is ``/share/dir?user=..&password=..&domain=..`` (§10).
+    """
+
+    FQCN: ClassVar[str] = names.PRIMARY_DATA_STORE_TO
+
+    uuid: str | None = None
+    name: str | None = None
+    id: int | None = None
+    pool_type: LenientStoragePoolType | None = None
+    host: str | None = None
+    path: Annotated[str | None, wire("path", secret=True)] = None
+    port: int | None = None
+    url: Annotated[str | None, wire("url", secret=True)] = None
+    details: dict[str, str] | None = None
+    is_managed: bool | None = None
+    full_clone_flag: bool | None = None
+
+
+class NfsTO(WrappedTO):
+    """Secondary storage; on Hyper-V ``url`` is ``cifs://host/share/dir?user=..`` (§10)."""
+
+    FQCN: ClassVar[str] = names.NFS_TO
+
+    url: Annotated[str | None, wire("_url", secret=True)] = None
+    role: Annotated[LenientDataStoreRole | None, wire("_role")] = None
+    uuid: str | None = None
+    nfs_version: str | None = None
+
+
+class S3TO(WrappedTO):
+    """An S3 image store (note ``endPoint`` with a capital P)."""
+
+    FQCN: ClassVar[str] = names.S3_TO
+
+    id: int | None = None
+    uuid: str | None = None
+    access_key: Annotated[str | None, wire("accessKey", secret=True)] = None
+    secret_key: Annotated[str | None, wire("secretKey", secret=True)] = None
+    end_point: str | None = None
+    bucket_name: str | None = None
+    https_flag: bool | None = None
+    region: str | None = None
+
+
+class SwiftTO(WrappedTO):
+    """A Swift image store."""
+
+    FQCN: ClassVar[str] = names.SWIFT_TO
+
+    id: int | None = None
+    url: str | None = None
+    account: str | None = None
+    user_name: str | None = None
+    key: Annotated[str | None, wire("key", secret=True)] = None
+    storage_policy: str | None = None
+    region: str | None = None
+
+
+DataStoreTO = Annotated[
+    Annotated[PrimaryDataStoreTO, *_PRIMARY]
+    | Annotated[NfsTO, *_NFS]
+    | Annotated[S3TO, *_S3]
+    | Annotated[SwiftTO, *_SWIFT],
+    Discriminator(_by_key),
+]
+"""A field declared ``DataStoreTO`` in Java: wrapped on the wire, bare in Python."""
+
+
+# --- data objects (DataTO) ----------------------------------------------------------------
+
+
+class VolumeObjectTO(WrappedTO):
+    """A volume (a VHD/VHDX file) on a data store."""
+
+    FQCN: ClassVar[str] = names.VOLUME_OBJECT_TO
+
+    uuid: str | None = None
+    id: int | None = None
+    volume_id: int | None = None
+    name: str | None = None
+    path: str | None = None
+    volume_type: LenientVolumeType | None = None
+    format: LenientImageFormat | None = None
+    size_bytes: Annotated[int | None, wire("size")] = None
+    data_store: DataStoreTO | None = None
+    vm_name: str | None = None
+    account_id: int | None = None
+    pool_id: int | None = None
+    device_id: int | None = None
+    chain_info: str | None = None
+    provisioning_type: str | None = None
+    hypervisor_type: LenientHypervisorType | None = None
+
+
+class TemplateObjectTO(WrappedTO):
+    """A template or ISO on a data store."""
+
+    FQCN: ClassVar[str] = names.TEMPLATE_OBJECT_TO
+
+    uuid: str | None = None
+    id: int | None = None
+    name: str | None = None
+    path: str | None = None
+    orig_url: str | None = None
+    format: LenientImageFormat | None = None
+    checksum: str | None = None
+    hvm: bool | None = None
+    bootable: bool | None = None
+    display_text: str | None = None
+    image_data_store: DataStoreTO | None = None
+    account_id: int | None = None
+    guest_os_type: str | None = None
+    size_bytes: Annotated[int | None, wire("size")] = None
+    physical_size_bytes: Annotated[int | None, wire("physicalSize")] = None
+    hypervisor_type: LenientHypervisorType | None = None
+    unique_name: str | None = None
+    direct_download: bool | None = None
+    deploy_as_is: bool | None = None
+
+
+DataTO = Annotated[
+    Annotated[VolumeObjectTO, *_VOLUME] | Annotated[TemplateObjectTO, *_TEMPLATE],
+    Discriminator(_by_key),
+]
+"""A field declared ``DataTO`` in Java: wrapped on the wire, bare in Python."""
+
+DATA_TO_CLASSES: tuple[type[WrappedTO], ...] = (VolumeObjectTO, TemplateObjectTO)
+DATA_STORE_TO_CLASSES: tuple[type[WrappedTO], ...] = (PrimaryDataStoreTO, NfsTO, S3TO, SwiftTO)
+
+
+# --- plain (concrete) storage objects -----------------------------------------------------
+
+
+class StorageFilerTO(WireModel):
+    """A storage pool as the legacy commands name it (ModifyStoragePool, Create, ...)."""
+
+    id: int | None = None
+    uuid: str | None = None
+    host: str | None = None
+    path: Annotated[str | None, wire("path", secret=True)] = None
+    port: int | None = None
+    type: LenientStoragePoolType | None = None
+    user_info: Annotated[str | None, wire("userInfo", secret=True)] = None
+
+
+class VolumeTO(WireModel):
+    """com.cloud.agent.api.to.VolumeTO: a volume in the legacy (pre-4.2) commands."""
+
+    id: int | None = None
+    name: str | None = None
+    path: str | None = None
+    type: LenientVolumeType | None = None
+    mount_point: str | None = None
+    storage_pool_type: LenientStoragePoolType | None = None
+    storage_pool_uuid: str | None = None
+    size_bytes: Annotated[int | None, wire("size")] = None
+    device_id: int | None = None
+    chain_info: str | None = None
+
+
+class DiskProfile(WireModel):
+    """com.cloud.vm.DiskProfile: what the legacy CreateCommand asks for."""
+
+    name: str | None = None
+    type: LenientVolumeType | None = None
+    size_bytes: Annotated[int | None, wire("size")] = None
+    tags: list[str] | None = None
+    use_local_storage: bool | None = None
+    recreatable: bool | None = None
+    disk_offering_id: int | None = None
+    volume_id: int | None = None
+    template_id: int | None = None
+    hyper_type: LenientHypervisorType | None = None
+
+
+class StoragePoolInfo(WireModel):
+    """com.cloud.agent.api.StoragePoolInfo (StartupStorageCommand, ModifyStoragePoolAnswer)."""
+
+    uuid: str | None = None
+    name: str | None = None
+    host: str | None = None
+    local_path: str | None = None
+    host_path: Annotated[str | None, wire("hostPath", secret=True)] = None
+    pool_type: LenientStoragePoolType | None = None
+    capacity_bytes: int = 0
+    available_bytes: int = 0
+    details: dict[str, str] | None = None

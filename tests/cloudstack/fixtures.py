@@ -1,0 +1,47 @@
+"""Request bodies as a real management server sends them (copied into ``samples/``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hyperv_agent.cloudstack import names
+
+SAMPLES = Path(__file__).parent / "samples"
+
+# Every request sample and the action (URL) it is POSTed to.
+REQUESTS: dict[str, str] = {
+    "0001_StartupCommand_request.json": names.STARTUP_COMMAND,
+    "0004_HostVmStateReportCommand_request.json": names.HOST_VM_STATE_REPORT_COMMAND,
+    "0005_StartCommand.json": names.START_COMMAND,
+    "0008_StopCommand_checkBeforeCleanup.json": names.STOP_COMMAND,
+    "0010_CreateCommand.json": names.CREATE_COMMAND,
+    "0012_DestroyCommand.json": names.DESTROY_COMMAND,
+    "0015_PrimaryStorageDownloadCommand.json": names.PRIMARY_STORAGE_DOWNLOAD_COMMAND,
+    "0016_CopyCommand_template_cifs_to_primary.json": names.COPY_COMMAND,
+    "0017_CopyCommand_template_to_volume.json": names.COPY_COMMAND,
+    "0021_ModifyStoragePoolCommand.json": names.MODIFY_STORAGE_POOL_COMMAND,
+    "0022_CreateStoragePoolCommand.json": names.CREATE_STORAGE_POOL_COMMAND,
+    "0023_MaintainCommand.json": names.MAINTAIN_COMMAND,
+    "0024_SetupCommand.json": names.SETUP_COMMAND,
+    "0025_GetVmStatsCommand.json": names.GET_VM_STATS_COMMAND,
+    "0026_GetStorageStatsCommand.json": names.GET_STORAGE_STATS_COMMAND,
+    "0027_GetHostStatsCommand.json": names.GET_HOST_STATS_COMMAND,
+}
+
+STARTUP_REPLY_CSHARP = "0002_StartupCommand_response_expected_CSharpTest.json"
+PRIMARY_STORE_FRAGMENT = "0029_fragment_PrimaryDataStoreTO.json"
+VOLUME_FRAGMENT = "0030_fragment_VolumeObjectTO.json"
+
+
+def sample(name: str) -> bytes:
+    return (SAMPLES / name).read_bytes()
+
+
+def sample_json(name: str) -> Any:
+    return json.loads(sample(name))
+
+
+def body(document: object) -> bytes:
+    return json.dumps(document).encode()
