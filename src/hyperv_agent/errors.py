@@ -96,3 +96,7 @@ class JobTimeout(HyperVError):
             f"{method} job did not finish within {timeout_s:g} s "
             f"({percent_complete}% complete when the wait ended)"
         )
+
+
+class HostFileError(AgentError):
+    """A file or folder on the Hyper-V host could not be reached, read or written."""

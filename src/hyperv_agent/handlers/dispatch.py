@@ -1,0 +1,115 @@
+"""The handler table, and the ONE place an exception becomes a failed Answer.
+
+Every command the protocol knows is decoded here; a malformed body becomes the command's
+own answer class with ``result:false`` and the field path in ``details``; a known command
+without a handler answers "not supported by this agent yet"; an ``AgentError`` from a
+handler becomes a failed answer with its message; anything else is logged with its
+traceback and answered with a generic message (never a traceback on the wire).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from hyperv_agent import logs
+from hyperv_agent.cloudstack import codec
+from hyperv_agent.cloudstack.answers import Answer
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.errors import AgentError
+from hyperv_agent.metrics import Metrics
+
+log = logging.getLogger("hyperv_agent.command")
+
+#: What a handler returns: one answer, several (Startup), or bytes already encoded
+#: (the bare-array VM state report).
+Result: TypeAlias = Answer | Sequence[Answer] | bytes
+Handler = Callable[[Command], Awaitable[Result]]
+RoundTripCounter = Callable[[], AbstractContextManager[list[int]]]
+
+
+def _no_counter() -> AbstractContextManager[list[int]]:
+    return nullcontext([0])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    body: bytes
+    ok: bool
+    details: str
+
+
+class Dispatch:
+    """Decodes, runs the handler, encodes; never raises."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        metrics: Metrics | None = None,
+        round_trips: RoundTripCounter = _no_counter,
+    ) -> None:
+        self._handlers = dict(handlers)
+        self._metrics = metrics
+        self._round_trips = round_trips
+
+    def knows(self, fqcn: str) -> bool:
+        return fqcn in self._handlers or codec.is_known(fqcn)
+
+    async def __call__(self, fqcn: str, body: bytes) -> bytes:
+        logs.new_request_id()
+        started = time.perf_counter()
+        with self._round_trips() as spent:
+            outcome = await self._answer(fqcn, body)
+        elapsed = time.perf_counter() - started
+        self._record(fqcn, outcome, elapsed, spent[0])
+        return outcome.body
+
+    async def _answer(self, fqcn: str, body: bytes) -> Outcome:
+        short = fqcn.rsplit(".", 1)[-1]
+        try:
+            command = codec.decode_command(fqcn, body)
+        except codec.CodecError as error:
+            return _failed(fqcn, f"{short}: malformed request: {error}")
+        handler = self._handlers.get(fqcn)
+        if handler is None:
+            return _failed(fqcn, f"{short} is not supported by this agent yet")
+        try:
+            return _encoded(await handler(command))
+        except AgentError as error:
+            return _failed(fqcn, f"{short} failed: {error}")
+        except Exception as error:
+            log.exception("%s failed unexpectedly", short)
+            return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})")
+
+    def _record(self, fqcn: str, outcome: Outcome, elapsed_s: float, round_trips: int) -> None:
+        log.info("%s result=%s duration_ms=%.1f round_trips=%d%s",
+                 fqcn.rsplit(".", 1)[-1], "ok" if outcome.ok else "failed", elapsed_s * 1000,
+                 round_trips, f" details={outcome.details}" if outcome.details else "")
+        if self._metrics is not None:
+            self._metrics.observe(fqcn, outcome.ok, elapsed_s, round_trips)
+
+
+def _failed(fqcn: str, details: str) -> Outcome:
+    """A failed answer; secrets that a malformed body carried never reach the wire."""
+    details = logs.redact(details)
+    return Outcome(codec.encode_answers([codec.failed_answer(fqcn, details)]), False, details)
+
+
+def _encoded(result: Result) -> Outcome:
+    if isinstance(result, bytes):
+        return Outcome(result, True, "")
+    answers = list(_as_list(result))
+    ok = all(getattr(answer, "result", True) is not False for answer in answers)
+    details = "" if ok else str(getattr(answers[0], "details", "") or "")
+    return Outcome(codec.encode_answers(answers), ok, details)
+
+
+def _as_list(result: Answer | Sequence[Answer]) -> Iterator[Answer]:
+    if isinstance(result, Sequence):
+        yield from result
+    else:
+        yield result

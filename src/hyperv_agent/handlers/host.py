@@ -1,0 +1,211 @@
+"""Host registration and health: Startup, the VM state report, Ready, Setup, pings, health,
+network check, maintenance, host statistics and the HA check (protocol §4, §5.1, §5.3)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hyperv_agent.cloudstack import codec, names
+from hyperv_agent.cloudstack.answers import (
+    Answer,
+    CheckHealthAnswer,
+    CheckNetworkAnswer,
+    CheckOnHostAnswer,
+    GetHostStatsAnswer,
+    MaintainAnswer,
+    ReadyAnswer,
+    SetupAnswer,
+)
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_host import (
+    GetHostStatsCommand,
+    StartupRoutingCommand,
+    StartupStorageCommand,
+)
+from hyperv_agent.cloudstack.enums import PowerState
+from hyperv_agent.cloudstack.objects import HostStatsEntry
+from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
+from hyperv_agent.errors import AgentError, HyperVError
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hyperv import host, vms
+from hyperv_agent.hyperv.backend import Backend
+
+log = logging.getLogger("hyperv_agent.handlers.host")
+
+RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (§8)
+CLOUDSTACK_NOTE = "cloudstack"
+CREATING_NOTE = "creating"
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """What the host handlers need from the configuration."""
+
+    private_ip: str | None = None  # None: the address the management server registers
+    dom0_min_memory_mb: int = 2048
+    local_pool_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
+    root_device: str = "c:\\"
+    root_device_reserved_bytes: int = 4 * 1024**3
+
+
+class HostHandlers:
+    def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings) -> None:
+        self.cim = cim
+        self.files = files
+        self.settings = settings
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            names.STARTUP_COMMAND: self.startup,
+            names.HOST_VM_STATE_REPORT_COMMAND: self.state_report,
+            names.READY_COMMAND: self.ready,
+            names.SETUP_COMMAND: self.setup,
+            names.PING_COMMAND: self.ping,
+            names.PING_ROUTING_COMMAND: self.ping,
+            names.CHECK_HEALTH_COMMAND: self.check_health,
+            names.CHECK_NETWORK_COMMAND: self.check_network,
+            names.MAINTAIN_COMMAND: self.maintain,
+            names.GET_HOST_STATS_COMMAND: self.host_stats,
+            names.CHECK_ON_HOST_COMMAND: self.check_on_host,
+        }
+
+    # --- registration ---------------------------------------------------------------------
+
+    async def startup(self, command: Command) -> Result:
+        """Echo the management server's StartupRoutingCommand with the host's facts filled
+        in, plus the local storage pool. Read-only; safe to repeat."""
+        if not isinstance(command, StartupRoutingCommand):
+            raise AgentError("StartupCommand must carry a StartupRoutingCommand")
+        facts = await host.host_facts(self.cim)
+        ip = self.settings.private_ip or command.private_ip_address or ""
+        nic = await host.nic_for_ip(self.cim, ip) or await self._first_nic()
+        routing = command.model_copy(update={
+            "private_netmask": nic.netmask if nic else None,
+            "private_mac_address": nic.mac if nic else None,
+            "storage_netmask": nic.netmask if nic else None,
+            "storage_mac_address": nic.mac if nic else None,
+            "gateway_ip_address": nic.gateway if nic else None,
+            "cpus": facts.cores, "cpu_sockets": facts.sockets, "speed_mhz": facts.cpu_mhz,
+            "memory_bytes": facts.memory_bytes,
+            "dom0_min_memory_bytes": self.settings.dom0_min_memory_mb * 1024 * 1024,
+            "caps": "hvm", "hypervisor_version": facts.product_version,
+            "host_details": {**command.host_details, "product_version": facts.product_version,
+                             "rdp.server.port": str(RDP_PORT)},
+        })
+        return codec.encode_startup_reply(routing, await self._local_pool(command))
+
+    async def _first_nic(self) -> host.NicFacts | None:
+        nics = await host.all_nics(self.cim)
+        return nics[0] if nics else None
+
+    async def _local_pool(self, command: StartupRoutingCommand) -> StartupStorageCommand | None:
+        path = self.settings.local_pool_path
+        try:
+            await self.files.make_dirs(path)
+            total, free = await self.pool_usage(path)
+        except AgentError as error:
+            log.warning("local storage pool %s left out of the startup reply: %s", path, error)
+            return None
+        pool_uuid = command.guid or str(uuid.uuid4())
+        info = StoragePoolInfo(uuid=pool_uuid, host=command.private_ip_address, local_path=path,
+                               host_path=path, pool_type="Filesystem", capacity_bytes=total,
+                               available_bytes=free)
+        return StartupStorageCommand(pool_info=info, guid=pool_uuid, resource_type="STORAGE_POOL",
+                                     data_center=command.data_center)
+
+    async def pool_usage(self, path: str) -> tuple[int, int]:
+        """Capacity and free bytes, less the root-device reservation where it applies."""
+        usage = await self.files.usage(path)
+        reserve = 0
+        if path.lower().startswith(self.settings.root_device.lower()):
+            reserve = self.settings.root_device_reserved_bytes
+        return max(0, usage.total_bytes - reserve), max(0, usage.free_bytes - reserve)
+
+    # --- the VM state report ------------------------------------------------------------
+
+    async def state_report(self, command: Command) -> Result:
+        """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
+        Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
+        VMs exist on the host only while they run. One round trip when nothing is removed."""
+        states: dict[str, PowerState] = {}
+        for vm in await vms.list_vms(self.cim):
+            state = await self._report_one(vm)
+            if state is not None:
+                states[vm.name] = state
+        return codec.encode_state_report(states)
+
+    async def _report_one(self, vm: vms.VmInfo) -> PowerState | None:
+        notes = "\n".join(vm.notes).lower()
+        if vm.power == vms.PowerState.RUNNING or CREATING_NOTE in notes:
+            return PowerState.POWER_ON
+        if vm.power == vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes:
+            try:
+                await vms.remove_vm(self.cim, vm.guid)
+                log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+            except HyperVError as error:
+                log.warning("could not remove stopped VM %s: %s", vm.name, error)
+                return PowerState.POWER_OFF
+        return None
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def ready(self, command: Command) -> Result:
+        return ReadyAnswer(result=True)
+
+    async def setup(self, command: Command) -> Result:
+        return SetupAnswer(result=True, details="success - NOP", reconnect=False)
+
+    async def ping(self, command: Command) -> Result:
+        short = type(command).FQCN.rsplit(".", 1)[-1]
+        return Answer(result=True, details=f"success - NOP for {short}", reconnect=False)
+
+    async def check_health(self, command: Command) -> Result:
+        """Alive when Hyper-V answers a query."""
+        await host.switch_names(self.cim)
+        return CheckHealthAnswer(result=True, details="resource is alive")
+
+    async def check_network(self, command: Command) -> Result:
+        """Every traffic label the management server names must be a vSwitch on this host."""
+        missing = sorted(set(traffic_labels(command)) - set(await host.switch_names(self.cim)))
+        if missing:
+            return CheckNetworkAnswer(result=False, details=(
+                f"traffic label(s) {', '.join(missing)} name no virtual switch on this host; "
+                "create the vSwitch or change the label"))
+        return CheckNetworkAnswer(result=True)
+
+    async def maintain(self, command: Command) -> Result:
+        return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
+                              will_migrate=True, reconnect=False)
+
+    async def host_stats(self, command: Command) -> Result:
+        """CPU and memory in one round trip each; network counters are not measured yet."""
+        assert isinstance(command, GetHostStatsCommand)
+        stats = await host.host_stats(self.cim)
+        entry = HostStatsEntry(host_id=command.host_id,
+                               cpu_utilization_percent=stats.cpu_utilization_percent,
+                               total_memory_kb=float(stats.total_memory_kib),
+                               free_memory_kb=float(stats.free_memory_kib))
+        return GetHostStatsAnswer(result=True, host_stats=entry)
+
+    async def check_on_host(self, command: Command) -> Result:
+        """§5.3: ``result`` false means the neighbour is alive. No shared pool carries a
+        heartbeat of it on this host, so it is reported not alive (``determined`` false)."""
+        return CheckOnHostAnswer(result=True, details="host is not alive", determined=False,
+                                 alive=False)
+
+
+def traffic_labels(command: Command) -> Sequence[str]:
+    """The vSwitch names of a CheckNetworkCommand's networkInfoList (empty labels skipped)."""
+    extra: Mapping[str, object] = command.model_extra or {}
+    infos = extra.get("networkInfoList")
+    labels: list[str] = []
+    for info in infos if isinstance(infos, list) else []:
+        if isinstance(info, dict):
+            labels += [str(info[key]) for key in ("guestNetworkName", "privateNetworkName",
+                                                  "publicNetworkName", "storageNetworkName")
+                       if info.get(key)]
+    return labels

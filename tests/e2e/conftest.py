@@ -1,0 +1,98 @@
+"""The real agent over real HTTPS on 127.0.0.1, on the emulator, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hyperv_agent import server
+from hyperv_agent.cli import Agent, build_agent
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator.backend import EmulatorCim
+
+API = "/api/HypervResource/"
+PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
+
+
+@dataclass
+class Running:
+    agent: Agent
+    url: str
+    session: aiohttp.ClientSession
+
+    @property
+    def emulator(self) -> EmulatorCim:
+        inner = getattr(self.agent.cim, "inner", None)
+        assert isinstance(inner, EmulatorCim)
+        return inner
+
+    async def post(self, fqcn: str, body: object | bytes) -> tuple[int, Any]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.session.post(self.url + API + fqcn, data=data,
+                                     headers={"content-type": "application/json"}) as reply:
+            text = await reply.text()
+            try:
+                return reply.status, json.loads(text)
+            except json.JSONDecodeError:
+                return reply.status, text
+
+    async def answer(self, fqcn: str, body: object) -> tuple[str, dict[str, Any]]:
+        """The single answer of a command: (answer class, fields)."""
+        status, data = await self.post(fqcn, body)
+        assert status == 200, data
+        assert isinstance(data, list) and len(data) == 1 and len(data[0]) == 1, data
+        ((key, value),) = data[0].items()
+        return key, value
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # as the management server does
+    return context
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path) -> Callable[..., AgentConfig]:
+    def make(**overrides: Any) -> AgentConfig:
+        return load_config(None, state_dir=tmp_path / "state", backend="emulator",
+                           private_ip=PRIVATE_IP, **overrides)
+
+    return make
+
+
+async def start(agent: Agent, context: ssl.SSLContext | None = None,
+                app: web.Application | None = None) -> tuple[web.AppRunner, str]:
+    runner = await server.start(app or agent.app(), server.Listener("127.0.0.1", 0),
+                                context or agent.ssl_context())
+    port = runner.addresses[0][1]
+    return runner, f"https://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def running(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
+    agent = build_agent(agent_config())
+    runner, url = await start(agent)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(agent, url, session)
+    await runner.cleanup()
+    await agent.cim.close()
+
+
+STARTUP_REQUEST = [{"com.cloud.agent.api.StartupRoutingCommand": {
+    "cpus": 0, "speed": 0, "memory": 0, "dom0MinMemory": 0, "poolSync": False, "vms": {},
+    "hypervisorType": "Hyperv",
+    "hostDetails": {"com.cloud.network.Networks.RouterPrivateIpStrategy": "HostLocal"},
+    "type": "Routing", "dataCenter": "1", "pod": "1", "cluster": "1",
+    "guid": "16f85622-4508-415e-b13a-49a39bb14e4d", "name": "localhost", "version": "4.2.0",
+    "privateIpAddress": PRIVATE_IP, "storageIpAddress": PRIVATE_IP, "contextMap": {},
+    "wait": 0}}]

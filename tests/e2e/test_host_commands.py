@@ -1,0 +1,151 @@
+"""Host registration and health over real HTTPS, answered from the emulated host."""
+
+from __future__ import annotations
+
+import copy
+
+from hyperv_agent.cim import wql
+from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running
+from tests.emulator.kit import define_vm, ok, request_state, service
+
+ROUTING = "com.cloud.agent.api.StartupRoutingCommand"
+STORAGE = "com.cloud.agent.api.StartupStorageCommand"
+
+
+async def test_liveness_route_answers_the_controller_string(running: Running) -> None:
+    async with running.session.get(running.url + "/api/HypervResource") as reply:
+        assert reply.status == 200
+        assert "HypervResource controller running" in await reply.text()
+
+
+async def test_unknown_command_is_http_404(running: Running) -> None:
+    status, _ = await running.post("com.cloud.agent.api.NoSuchCommand", {})
+    assert status == 404
+
+
+async def test_startup_echoes_identity_and_fills_host_facts(running: Running) -> None:
+    status, data = await running.post("com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
+    assert status == 200
+    assert [list(element) for element in data] == [[ROUTING], [STORAGE]]
+    sent, routing, storage = STARTUP_REQUEST[0][ROUTING], data[0][ROUTING], data[1][STORAGE]
+    for key in ("dataCenter", "pod", "cluster", "guid", "name", "privateIpAddress",
+                "storageIpAddress", "version", "hypervisorType", "type"):
+        assert routing[key] == sent[key], key
+    assert (routing["privateNetmask"], routing["privateMacAddress"]) == (
+        "255.255.255.0", "00155D0A0B0C")
+    assert (routing["cpus"], routing["cpuSockets"], routing["speed"]) == (16, 2, 2400)
+    assert routing["memory"] == 64 * 1024**3
+    assert routing["dom0MinMemory"] == 2048 * 1024**2
+    assert routing["caps"] == "hvm"
+    assert routing["hypervisorVersion"] == "10.0"
+    assert routing["hostDetails"] == {
+        "com.cloud.network.Networks.RouterPrivateIpStrategy": "HostLocal",
+        "product_version": "10.0", "rdp.server.port": "2179"}
+    pool = storage["poolInfo"]
+    assert storage["resourceType"] == "STORAGE_POOL"
+    assert storage["dataCenter"] == "1" and storage["guid"] == pool["uuid"] == sent["guid"]
+    assert pool["poolType"] == "Filesystem" and pool["host"] == PRIVATE_IP
+    assert pool["localPath"].startswith("C:\\")
+    assert 0 < pool["availableBytes"] <= pool["capacityBytes"]
+
+
+async def test_startup_without_routing_command_fails_cleanly(running: Running) -> None:
+    status, data = await running.post("com.cloud.agent.api.StartupCommand", {"x": 1})
+    assert status == 200
+    ((key, value),) = data[0].items()
+    assert value["result"] is False and "StartupCommand" in value["details"]
+    assert key.startswith("com.cloud.agent.api.")
+
+
+async def test_state_report_lists_running_vms_and_removes_stopped_cloudstack_vms(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    up = await define_vm(cim, "i-2-17-VM")
+    await ok(cim, await request_state(cim, up, 2))
+    await _vm_with_notes(running, "i-2-18-VM", ["Created by CloudStack, do not edit."])
+    await _vm_with_notes(running, "i-2-19-VM", ["CloudStack", "creating"])
+    await define_vm(cim, "not-ours")
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200
+    assert sorted(report, key=lambda e: next(iter(e))) == [
+        {"i-2-17-VM": "PowerOn"}, {"i-2-19-VM": "PowerOn"}]
+    names = {v["ElementName"] for v in await cim.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine")))}
+    assert names == {"i-2-17-VM", "i-2-19-VM", "not-ours"}
+
+
+async def _vm_with_notes(running: Running, name: str, notes: list[str]) -> object:
+    cim = running.emulator
+    vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
+        ElementName=name, Notes=notes)
+    result = await cim.invoke(await service(cim), "DefineSystem", {"SystemSettings": vssd})
+    return result.path("ResultingSystem")
+
+
+async def test_state_report_of_many_vms_is_one_round_trip(running: Running) -> None:
+    cim = running.emulator
+    for index in range(20):
+        await define_vm(cim, f"i-2-{index}-VM")
+    await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})  # warm caches
+    before = cim.round_trips()
+    status, _ = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and (cim.round_trips() - before).calls == 1
+
+
+async def test_health_commands_answer_as_the_management_server_expects(
+    running: Running,
+) -> None:
+    cases = {
+        "com.cloud.agent.api.ReadyCommand": ("com.cloud.agent.api.ReadyAnswer", None),
+        "com.cloud.agent.api.SetupCommand": ("com.cloud.agent.api.SetupAnswer", "success - NOP"),
+        "com.cloud.agent.api.PingRoutingCommand": (
+            "com.cloud.agent.api.Answer", "success - NOP for PingRoutingCommand"),
+        "com.cloud.agent.api.PingCommand": (
+            "com.cloud.agent.api.Answer", "success - NOP for PingCommand"),
+        "com.cloud.agent.api.CheckHealthCommand": (
+            "com.cloud.agent.api.CheckHealthAnswer", "resource is alive"),
+        "com.cloud.agent.api.MaintainCommand": (
+            "com.cloud.agent.api.MaintainAnswer", "success - NOP for MaintainCommand"),
+    }
+    for fqcn, (answer_class, details) in cases.items():
+        key, value = await running.answer(fqcn, {"contextMap": {}, "wait": 0})
+        assert (key, value["result"], value.get("details")) == (answer_class, True, details)
+        assert value["contextMap"] == {}
+    _, setup = await running.answer("com.cloud.agent.api.SetupCommand",
+                                    {"multipath": False, "needSetup": True})
+    assert setup["_reconnect"] is False
+
+
+async def test_check_network_fails_when_a_label_names_no_vswitch(running: Running) -> None:
+    good = {"networkInfoList": [{"physicalNetworkId": 200, "guestNetworkName": "External",
+                                 "privateNetworkName": "External"}]}
+    _, value = await running.answer("com.cloud.agent.api.CheckNetworkCommand", good)
+    assert value["result"] is True
+    bad = copy.deepcopy(good)
+    bad["networkInfoList"][0]["publicNetworkName"] = "Public-Switch"
+    key, value = await running.answer("com.cloud.agent.api.CheckNetworkCommand", bad)
+    assert key == "com.cloud.agent.api.CheckNetworkAnswer" and value["result"] is False
+    assert "Public-Switch" in value["details"]
+
+
+async def test_host_stats_report_cpu_and_memory_in_kib(running: Running) -> None:
+    cim = running.emulator
+    vm = await define_vm(cim)
+    await ok(cim, await request_state(cim, vm, 2))
+    key, value = await running.answer("com.cloud.agent.api.GetHostStatsCommand", {
+        "hostGuid": "B4AE5970-FCBF-4780-9F8A-2D2E04FECC34-HypervResource",
+        "hostName": "CC-SVR11", "hostId": 5, "contextMap": {}, "wait": 0})
+    assert key == "com.cloud.agent.api.GetHostStatsAnswer" and value["result"] is True
+    stats = value["hostStats"]
+    assert stats["hostId"] == 5 and stats["entityType"] == "host"
+    assert stats["totalMemoryKBs"] == 64 * 1024 * 1024
+    assert stats["freeMemoryKBs"] == (64 * 1024 - 1024) * 1024
+    assert 0 <= stats["cpuUtilization"] <= 100
+
+
+async def test_check_on_host_reports_not_alive_without_heartbeats(running: Running) -> None:
+    key, value = await running.answer("com.cloud.agent.api.CheckOnHostCommand", {
+        "host": {"guid": "x", "privateNetwork": {"ip": "10.0.0.9"}}, "contextMap": {}})
+    assert key == "com.cloud.agent.api.CheckOnHostAnswer"
+    assert (value["result"], value["details"]) == (True, "host is not alive")
