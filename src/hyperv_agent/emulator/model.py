@@ -37,9 +37,10 @@ def is_vm(record: Record) -> bool:
 
 def guid_of_instance_id(instance_id: str) -> str | None:
     """The VM GUID in ``Microsoft:<GUID>[\\…]``; None for templates and host objects."""
-    if not instance_id.lower().startswith("microsoft:"):
+    prefix, _, rest = instance_id.partition(":")
+    if prefix.lower() != "microsoft":
         return None
-    head = instance_id[len("Microsoft:"):].split("\\", 1)[0]
+    head = rest.partition("\\")[0]
     return None if head.lower() == "definition" else head
 
 

@@ -57,6 +57,9 @@ class _Facts:
             guid = model.guid_of(record)
             if guid:
                 self.cpus[guid.lower()] = record.integer("VirtualQuantity")
+        self.vms = {str(vm["Name"]).lower(): vm
+                    for vm in call.host.records("Msvm_ComputerSystem", call.txn)
+                    if model.is_vm(vm)}
 
     def all_vssds(self) -> list[Record | None]:
         return [
@@ -71,7 +74,7 @@ class _Facts:
 
     def summary(self, vssd: Record | None, wanted: set[str]) -> CimInstance:
         guid = model.guid_of(vssd) if vssd is not None else None
-        vm = self.call.txn.get(model.vm_path(guid)) if guid else None
+        vm = self.vms.get(guid.lower()) if guid else None
         values = self._values(vssd, vm) if vssd is not None and vm is not None else {"Name": ""}
         props = dict(_NULLS)
         for name in wanted:
