@@ -142,6 +142,7 @@ async def test_host_stats_report_cpu_and_memory_in_kib(running: Running) -> None
     assert stats["totalMemoryKBs"] == 64 * 1024 * 1024
     assert stats["freeMemoryKBs"] == (64 * 1024 - 1024) * 1024
     assert 0 <= stats["cpuUtilization"] <= 100
+    assert stats["networkReadKBs"] >= 0 and stats["networkWriteKBs"] >= 0
 
 
 async def test_check_on_host_reports_not_alive_without_heartbeats(running: Running) -> None:

@@ -839,6 +839,15 @@ _WIN32: Final = (
         _props("string Name; uint64 PercentIdleTime PercentProcessorTime"),
         namespace=CIMV2,
     ),
+    # NOTE: a formatted/raw performance class (Tcpip "Network Interface" counters); the
+    # counters are 64-bit raw values, typed uint64 as the other raw counters are.
+    _cls(
+        "Win32_PerfRawData_Tcpip_NetworkInterface",
+        "Win32_PerfRawData",
+        _props("string Name; uint64 BytesReceivedPersec BytesSentPersec BytesTotalPersec"
+               " CurrentBandwidth"),
+        namespace=CIMV2,
+    ),
     # Documented but not tabulated: Chkdsk, ExcludeFromAutochk, ScheduleAutoChk.
     _cls(
         "Win32_LogicalDisk",

@@ -226,6 +226,11 @@ class EmulatedHost:
             IPEnabled=True, IPAddress=(config.private_ip,), IPSubnet=(config.private_netmask,),
             DefaultIPGateway=(), MACAddress=config.private_mac,
         )
+        counters = self.new_record(
+            "Win32_PerfRawData_Tcpip_NetworkInterface", Name="Emulated Ethernet Adapter",
+            CurrentBandwidth=10_000_000_000)
+        counters.meta["since"] = self.clock()
+        yield counters
         yield self.new_record(
             "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
             PercentIdleTime=100, PercentProcessorTime=0,

@@ -18,6 +18,9 @@ from hyperv_agent.emulator.schema import CLASSES, concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
 
 RASD_BASE = "CIM_ResourceAllocationSettingData"
+#: Steady traffic on the emulated host's NIC, so its counters move like a real host's.
+NIC_RECEIVE_BPS = 125_000
+NIC_SEND_BPS = 50_000
 FEATURE_BASE = "Msvm_EthernetSwitchPortFeatureSettingData"
 
 
@@ -104,6 +107,11 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
     if is_vm(record) and is_running(record):
         started = float(record.meta.get("started_at", now))
         return {"OnTimeInMilliseconds": int((now - started) * 1000)}
+    if record.class_def.name == "Win32_PerfRawData_Tcpip_NetworkInterface":
+        seconds = max(0.0, now - float(record.meta.get("since", now)))
+        received, sent = int(seconds * NIC_RECEIVE_BPS), int(seconds * NIC_SEND_BPS)
+        return {"BytesReceivedPersec": received, "BytesSentPersec": sent,
+                "BytesTotalPersec": received + sent}
     if record.class_def.name == "Win32_OperatingSystem":
         used_kb = running_memory_mb(host, txn) * 1024
         total_kb = record.integer("TotalVisibleMemorySize")

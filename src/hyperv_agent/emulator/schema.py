@@ -656,6 +656,13 @@ IPSubnet string[]
 DefaultIPGateway string[]
 MACAddress string
 """, namespace=CIMV2_NAMESPACE)
+_class("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_PerfRawData", """
+Name string key
+BytesReceivedPersec uint64
+BytesSentPersec uint64
+BytesTotalPersec uint64
+CurrentBandwidth uint64
+""", namespace=CIMV2_NAMESPACE)
 _class("Win32_PerfFormattedData_Counters_ProcessorInformation", None, """
 Name string key
 PercentIdleTime uint64

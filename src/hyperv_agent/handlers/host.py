@@ -182,13 +182,15 @@ class HostHandlers:
                               will_migrate=True, reconnect=False)
 
     async def host_stats(self, command: Command) -> Result:
-        """CPU and memory in one round trip each; network counters are not measured yet."""
+        """CPU, memory and network counters (KiB), queried together."""
         assert isinstance(command, GetHostStatsCommand)
         stats = await host.host_stats(self.cim)
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
                                total_memory_kb=float(stats.total_memory_kib),
-                               free_memory_kb=float(stats.free_memory_kib))
+                               free_memory_kb=float(stats.free_memory_kib),
+                               network_read_kb=stats.received_bytes / 1024,
+                               network_write_kb=stats.sent_bytes / 1024)
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
     async def check_on_host(self, command: Command) -> Result:

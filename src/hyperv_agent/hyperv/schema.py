@@ -44,6 +44,7 @@ class Class:
     COMPUTER_SYSTEM_CIMV2 = "Win32_ComputerSystem"
     NIC_CONFIGURATION = "Win32_NetworkAdapterConfiguration"
     PROCESSOR_PERF = "Win32_PerfFormattedData_Counters_ProcessorInformation"
+    NIC_PERF = "Win32_PerfRawData_Tcpip_NetworkInterface"
 
 
 class Subtype:
