@@ -9,6 +9,7 @@ traceback and answered with a generic message (never a traceback on the wire).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ class Outcome:
     body: bytes
     ok: bool
     details: str
+    vm: str = ""
 
 
 class Dispatch:
@@ -55,6 +57,11 @@ class Dispatch:
         self._handlers = dict(handlers)
         self._metrics = metrics
         self._round_trips = round_trips
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """A copy of the handler table."""
+        return dict(self._handlers)
 
     def knows(self, fqcn: str) -> bool:
         return fqcn in self._handlers or codec.is_known(fqcn)
@@ -76,7 +83,12 @@ class Dispatch:
             return _failed(fqcn, f"{short}: malformed request: {error}")
         handler = self._handlers.get(fqcn)
         if handler is None:
-            return _failed(fqcn, f"{short} is not supported by this agent yet")
+            outcome = _failed(fqcn, f"{short} is not supported by this agent yet")
+        else:
+            outcome = await self._run(short, fqcn, handler, command)
+        return dataclasses.replace(outcome, vm=vm_of(command))
+
+    async def _run(self, short: str, fqcn: str, handler: Handler, command: Command) -> Outcome:
         try:
             return _encoded(await handler(command))
         except AgentError as error:
@@ -86,11 +98,22 @@ class Dispatch:
             return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})")
 
     def _record(self, fqcn: str, outcome: Outcome, elapsed_s: float, round_trips: int) -> None:
-        log.info("%s result=%s duration_ms=%.1f round_trips=%d%s",
-                 fqcn.rsplit(".", 1)[-1], "ok" if outcome.ok else "failed", elapsed_s * 1000,
-                 round_trips, f" details={outcome.details}" if outcome.details else "")
+        log.info("%s vm=%s result=%s duration_ms=%.1f round_trips=%d%s",
+                 fqcn.rsplit(".", 1)[-1], outcome.vm or "-", "ok" if outcome.ok else "failed",
+                 elapsed_s * 1000, round_trips,
+                 f" details={outcome.details}" if outcome.details else "")
         if self._metrics is not None:
             self._metrics.observe(fqcn, outcome.ok, elapsed_s, round_trips)
+
+
+def vm_of(command: Command) -> str:
+    """The VM a command is about, for the log line ("" when it names none)."""
+    for attribute in ("vm_name",):
+        value = getattr(command, attribute, None)
+        if isinstance(value, str):
+            return value
+    name = getattr(getattr(command, "vm", None), "name", None)
+    return name if isinstance(name, str) else ""
 
 
 def _failed(fqcn: str, details: str) -> Outcome:
