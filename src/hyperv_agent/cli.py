@@ -107,7 +107,9 @@ def build_agent(config: AgentConfig) -> Agent:
     cim = CountingCim(open_backend(config))
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
-                            root_device_reserved_bytes=agent.root_device_reserved_bytes)
+                            root_device_reserved_bytes=agent.root_device_reserved_bytes,
+                            root_device=agent.root_device_name,
+                            local_pool_path=agent.local_storage_path)
     handlers = HostHandlers(cim, open_files(config, cim.inner), settings).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)

@@ -60,6 +60,9 @@ class AgentSection(_Section):
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     dom0_min_memory_mb: int = Field(default=2048, ge=0)  # reserved for the parent partition
     root_device_reserved_bytes: int = Field(default=4 * 1024**3, ge=0)
+    root_device_name: str = "c:\\"  # pools on this volume lose root_device_reserved_bytes
+    local_storage_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
+    local_secondary_storage_path: str = "C:\\Secondary"  # legacy nfs:// downloads
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("listen", "admin_listen")

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import copy
+import shutil
+from collections.abc import Callable
+
+import aiohttp
 
 from hyperv_agent.cim import wql
-from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running
+from hyperv_agent.cli import build_agent
+from hyperv_agent.config import AgentConfig
+from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running, client_context, start
 from tests.emulator.kit import define_vm, ok, request_state, service
 
 ROUTING = "com.cloud.agent.api.StartupRoutingCommand"
@@ -150,3 +156,26 @@ async def test_check_on_host_reports_not_alive_without_heartbeats(running: Runni
         "host": {"guid": "x", "privateNetwork": {"ip": "10.0.0.9"}}, "contextMap": {}})
     assert key == "com.cloud.agent.api.CheckOnHostAnswer"
     assert (value["result"], value["details"]) == (True, "host is not alive")
+
+
+async def test_startup_reports_the_configured_pool_less_the_root_reservation(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    reserved = 1 << 30
+    agent = build_agent(agent_config(local_storage_path="C:\\pools\\local",
+                                     root_device_reserved_bytes=reserved))
+    runner, url = await start(agent)
+    try:
+        connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            status, data = await Running(agent, url, session).post(
+                "com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
+        pool = data[1][STORAGE]["poolInfo"]
+        assert status == 200 and pool["localPath"] == "C:\\pools\\local"
+        root = agent.config.agent.state_dir / "emulator" / "drives" / "C"
+        usage = shutil.disk_usage(root / "pools" / "local")
+        assert pool["capacityBytes"] == usage.total - reserved
+        assert abs(pool["availableBytes"] - (usage.free - reserved)) < 64 << 20
+    finally:
+        await runner.cleanup()
+        await agent.cim.close()

@@ -225,3 +225,15 @@ def test_mutated_bodies_never_get_a_server_error_or_a_traceback(
         status, text = error.code, error.read().decode()
     assert status == 200, (fqcn, status, text)
     _check_envelope(fqcn, status, json.loads(text))
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+async def test_tls_below_1_2_is_refused(running: Running) -> None:
+    old = client_context()
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+        await _post_ready(running.url, old)
+    modern = client_context()
+    modern.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert await _post_ready(running.url, modern) == 200
