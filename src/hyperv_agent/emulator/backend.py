@@ -27,7 +27,14 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import Clock, EmulatedHost
 from hyperv_agent.emulator.instruments import Faults, JobFault, RoundTrips
 from hyperv_agent.emulator.jobs import expired, is_job, new_job
-from hyperv_agent.emulator.schema import CLASSES, ClassDef, MethodDef, ParamDef, concrete_classes
+from hyperv_agent.emulator.schema import (
+    CLASSES,
+    ClassDef,
+    MethodDef,
+    ParamDef,
+    concrete_classes,
+    lookup,
+)
 from hyperv_agent.emulator.services import image
 from hyperv_agent.emulator.store import Record, Transaction
 from hyperv_agent.errors import (
@@ -112,7 +119,7 @@ class EmulatorCim(Cim):
             self._view(txn, link.other)
             for link in associations.links(self.host, txn, source)
             if _link_matches(link, query.assoc_class, query.role, query.result_role)
-            and (query.result_class is None or _is_a(link.other.class_def, query.result_class))
+            and (query.result_class is None or link.other.class_def.is_a(query.result_class))
         ]
         return found
 
@@ -139,7 +146,7 @@ class EmulatorCim(Cim):
         record = self.host.store.get(path)
         polling = record is not None and is_job(record)
         await self._primitive("job_poll" if polling else "get")
-        if _class_named(path.class_name) is None:
+        if lookup(path.class_name) is None:
             raise CimInvalidClass(f"no class {path.class_name}")
         if record is None or (polling and expired(record, self.host.clock())):
             raise CimNotFound(f"no instance at {path}")
@@ -147,7 +154,7 @@ class EmulatorCim(Cim):
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         await self._primitive("spawn")
-        class_def = _class_named(class_name)
+        class_def = lookup(class_name)
         if class_def is None or class_def.namespace.lower() != namespace.lower():
             raise CimInvalidClass(f"no class {class_name} in namespace {namespace}")
         record = self.host.new_record(class_def.name)
@@ -160,7 +167,7 @@ class EmulatorCim(Cim):
 
     def parse_embedded(self, text: str) -> CimInstance:
         class_name, props = cimxml.read_instance(text)
-        class_def = _class_named(class_name)
+        class_def = lookup(class_name)
         if class_def is None:
             raise CimInvalidClass(f"no class {class_name}")
         return CimInstance.build(class_def.name, props, None, class_def.namespace,
@@ -185,7 +192,7 @@ class EmulatorCim(Cim):
                          handler)
 
     def _resolve(self, path: ObjectPath, method: str) -> tuple[ClassDef, MethodDef, Record | None]:
-        class_def = _class_named(path.class_name)
+        class_def = lookup(path.class_name)
         if class_def is None:
             raise CimInvalidClass(f"no class {path.class_name}")
         method_def = class_def.method(method)
@@ -260,15 +267,6 @@ class EmulatorCim(Cim):
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _class_named(name: str) -> ClassDef | None:
-    return next((c for c in CLASSES.values() if c.name.lower() == name.lower()), None)
-
-
-def _is_a(class_def: ClassDef, name: str) -> bool:
-    wanted = name.lower()
-    return class_def.name.lower() == wanted or wanted in (a.lower() for a in class_def.ancestors)
 
 
 def _check_properties(classes: Iterable[ClassDef], names: Iterable[str]) -> None:

@@ -71,10 +71,7 @@ class Embedded:
         return tuple(v for v in value if isinstance(v, str)) if isinstance(value, tuple) else ()
 
     def is_a(self, class_name: str) -> bool:
-        wanted = class_name.lower()
-        return self.class_def.name.lower() == wanted or wanted in (
-            a.lower() for a in self.class_def.ancestors
-        )
+        return self.class_def.is_a(class_name)
 
 
 def parse_embedded(text: str, parameter: str) -> Embedded:

@@ -65,6 +65,11 @@ class ClassDef:
     def method(self, name: str) -> MethodDef | None:
         return self.methods.get(name.lower())
 
+    def is_a(self, class_name: str) -> bool:
+        """Whether this class is ``class_name`` or derives from it (any case)."""
+        wanted = class_name.lower()
+        return self.name.lower() == wanted or wanted in (a.lower() for a in self.ancestors)
+
 
 # --- a tiny MOF-like notation -------------------------------------------------------------
 
@@ -681,9 +686,6 @@ def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
 
 def concrete_classes(name: str, namespace: str) -> tuple[ClassDef, ...]:
     """Every concrete class that is ``name`` or derives from it, in ``namespace``."""
-    wanted = name.lower()
     return tuple(
-        c for c in CLASSES.values()
-        if c.namespace.lower() == namespace.lower()
-        and (c.name.lower() == wanted or wanted in (a.lower() for a in c.ancestors))
+        c for c in CLASSES.values() if c.namespace.lower() == namespace.lower() and c.is_a(name)
     )
