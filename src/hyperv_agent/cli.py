@@ -1,4 +1,4 @@
-"""Composition root: reads configuration, picks the backend, wires and runs.
+"""The command line: reads configuration, picks the backend, runs the agent or a diagnostic.
 
 ``hyperv-agent cim query`` and ``hyperv-agent cim invoke`` are diagnostics that work
 against any backend, the way Get-CimInstance and Invoke-CimMethod do on a host.
@@ -7,132 +7,20 @@ against any backend, the way Get-CimInstance and Invoke-CimMethod do on a host.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import json
-import logging
-import signal
-import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from aiohttp import web
 
-from hyperv_agent import logs, probe, server, tls
-from hyperv_agent.cim import counting
+from hyperv_agent.backends import open_backend
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
-from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import AgentConfig, load_config
-from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError, ConfigError
-from hyperv_agent.handlers.dispatch import Dispatch
-from hyperv_agent.handlers.host import HostHandlers, HostSettings
-from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.local import LocalFiles
-from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.metrics import Metrics
 
 _T = TypeVar("_T")
-log = logging.getLogger("hyperv_agent")
-
-
-def emulator_config(config: AgentConfig) -> EmulatorConfig:
-    """The emulated host's settings from the agent configuration."""
-    section = config.emulator
-    return EmulatorConfig(
-        state_dir=config.agent.state_dir / "emulator", host_name=section.host_name,
-        cpus=section.cpus, cpu_mhz=section.cpu_mhz, sockets=section.sockets,
-        memory_mb=section.memory_mb, switches=section.switches,
-        drives=dict(section.drives), shares=dict(section.shares), async_jobs=section.async_jobs,
-        latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
-        guest_shutdown_s=section.guest_shutdown_s,
-    )
-
-
-def open_backend(config: AgentConfig) -> Cim:
-    """The CIM backend the configuration names."""
-    if config.agent.backend == "emulator":
-        return EmulatorCim.open(emulator_config(config))
-    raise ConfigError(
-        f"backend {config.agent.backend!r} is not available in this build; "
-        "use --backend emulator"
-    )
-
-
-def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    """File access on the host the backend drives."""
-    if isinstance(cim, EmulatorCim):
-        return EmulatedFiles(cim.host)
-    return LocalFiles()
-
-
-@dataclass
-class Agent:
-    """A wired agent: backend, dispatcher, metrics and TLS identity."""
-
-    config: AgentConfig
-    cim: Cim
-    dispatch: Dispatch
-    metrics: Metrics
-    identity: tls.Identity
-
-    def app(self) -> web.Application:
-        allow = [ipaddress.ip_network(n, strict=False) for n in self.config.agent.allow_from]
-        return server.make_app(self.dispatch, allow_from=allow,
-                               max_body_bytes=self.config.agent.max_request_bytes)
-
-    def admin_app(self) -> web.Application:
-        async def healthy() -> bool:
-            try:
-                await hyperv_host.switch_names(self.cim)
-            except AgentError:
-                return False
-            return True
-
-        return server.make_admin_app(self.metrics, healthy)
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return tls.server_context(self.identity, self.config.agent.tls_client_ca)
-
-
-def build_agent(config: AgentConfig) -> Agent:
-    """Everything ``serve`` runs, wired from the configuration."""
-    agent = config.agent
-    cim = CountingCim(open_backend(config))
-    settings = HostSettings(private_ip=agent.private_ip,
-                            dom0_min_memory_mb=agent.dom0_min_memory_mb,
-                            root_device_reserved_bytes=agent.root_device_reserved_bytes,
-                            root_device=agent.root_device_name,
-                            local_pool_path=agent.local_storage_path)
-    handlers = HostHandlers(cim, open_files(config, cim.inner), settings).table()
-    metrics = Metrics()
-    identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
-    return Agent(config, cim, Dispatch(handlers, metrics, counting.count), metrics, identity)
-
-
-async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set."""
-    runners = [
-        await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
-                           agent.ssl_context()),
-        await server.start(agent.admin_app(),
-                           server.Listener.parse(agent.config.agent.admin_listen), None),
-    ]
-    log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
-             agent.config.agent.listen, agent.config.agent.admin_listen,
-             agent.identity.sha256_fingerprint)
-    try:
-        await stop.wait()
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-        await agent.cim.close()
 
 
 # --- click plumbing -----------------------------------------------------------------------
@@ -277,28 +165,20 @@ def _out_json(value: OutValue) -> Any:
 def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
           listen: str | None, admin_listen: str | None, private_ip: str | None) -> None:
     """Serve CloudStack's management server over HTTPS."""
+    from hyperv_agent import logs, service  # the server stack: loaded only to serve
+
     try:
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
                              admin_listen=admin_listen, private_ip=private_ip)
         logs.setup(config.agent.log_level)
-        agent = build_agent(config)
+        agent = service.build_agent(config)
     except AgentError as error:
         _fail(error)
         return
     try:
-        asyncio.run(_serve_until_signalled(agent))
+        asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
         _fail(ConfigError(f"cannot listen: {error.strerror or error}"))
-
-
-async def _serve_until_signalled(agent: Agent) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(getattr(signal, name), stop.set)
-    await run_agent(agent, stop)
 
 
 @main.command("probe")
@@ -307,6 +187,8 @@ async def _serve_until_signalled(agent: Agent) -> None:
               help="The address to register the host under (must be one of its NICs).")
 def probe_command(url: str, private_ip: str) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
+    from hyperv_agent import probe
+
     report = asyncio.run(probe.probe(url, private_ip))
     click.echo(report.table())
     if not report.passed:

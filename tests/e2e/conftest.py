@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from hyperv_agent import server
-from hyperv_agent.cli import Agent, build_agent
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.service import Agent, build_agent
 
 API = "/api/HypervResource/"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC

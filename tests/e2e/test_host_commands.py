@@ -9,8 +9,8 @@ from collections.abc import Callable
 import aiohttp
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cli import build_agent
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.service import build_agent
 from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running, client_context, start
 from tests.emulator.kit import define_vm, ok, request_state, service
 

@@ -15,12 +15,12 @@ import pytest
 from aiohttp import web
 
 from hyperv_agent import logs, probe, server
-from hyperv_agent.cli import build_agent
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import ReadyAnswer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
+from hyperv_agent.service import build_agent
 from tests.e2e.conftest import API, PRIVATE_IP, Running, client_context, start
 
 

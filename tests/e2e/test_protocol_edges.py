@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hyperv_agent import logs
-from hyperv_agent.cli import build_agent
 from hyperv_agent.cloudstack import codec
 from hyperv_agent.cloudstack.answers import ANSWER_TYPES
 from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.service import build_agent
 from tests.cloudstack.fixtures import REQUESTS, sample
 from tests.e2e.conftest import API, Running, client_context, start
 

@@ -1,0 +1,114 @@
+"""The running agent: the backend, dispatcher, HTTPS and admin listeners, wired together.
+
+``hyperv-agent serve`` runs this; tests build it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hyperv_agent import server, tls
+from hyperv_agent.backends import open_backend
+from hyperv_agent.cim import counting
+from hyperv_agent.cim.api import Cim
+from hyperv_agent.cim.counting import CountingCim
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import AgentError
+from hyperv_agent.handlers.dispatch import Dispatch
+from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.hyperv import host as hyperv_host
+from hyperv_agent.metrics import Metrics
+
+log = logging.getLogger("hyperv_agent")
+
+
+def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
+    """File access on the host the backend drives."""
+    if isinstance(cim, EmulatorCim):
+        return EmulatedFiles(cim.host)
+    return LocalFiles()
+
+
+@dataclass
+class Agent:
+    """A wired agent: backend, dispatcher, metrics and TLS identity."""
+
+    config: AgentConfig
+    cim: Cim
+    dispatch: Dispatch
+    metrics: Metrics
+    identity: tls.Identity
+
+    def app(self) -> web.Application:
+        allow = [ipaddress.ip_network(n, strict=False) for n in self.config.agent.allow_from]
+        return server.make_app(self.dispatch, allow_from=allow,
+                               max_body_bytes=self.config.agent.max_request_bytes)
+
+    def admin_app(self) -> web.Application:
+        async def healthy() -> bool:
+            try:
+                await hyperv_host.switch_names(self.cim)
+            except AgentError:
+                return False
+            return True
+
+        return server.make_admin_app(self.metrics, healthy)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return tls.server_context(self.identity, self.config.agent.tls_client_ca)
+
+
+def build_agent(config: AgentConfig) -> Agent:
+    """Everything ``serve`` runs, wired from the configuration."""
+    agent = config.agent
+    cim = CountingCim(open_backend(config))
+    settings = HostSettings(private_ip=agent.private_ip,
+                            dom0_min_memory_mb=agent.dom0_min_memory_mb,
+                            root_device_reserved_bytes=agent.root_device_reserved_bytes,
+                            root_device=agent.root_device_name,
+                            local_pool_path=agent.local_storage_path)
+    handlers = HostHandlers(cim, open_files(config, cim.inner), settings).table()
+    metrics = Metrics()
+    identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
+    return Agent(config, cim, Dispatch(handlers, metrics, counting.count), metrics, identity)
+
+
+async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set."""
+    runners = [
+        await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
+                           agent.ssl_context()),
+        await server.start(agent.admin_app(),
+                           server.Listener.parse(agent.config.agent.admin_listen), None),
+    ]
+    log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
+             agent.config.agent.listen, agent.config.agent.admin_listen,
+             agent.identity.sha256_fingerprint)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        await agent.cim.close()
+
+
+async def serve_until_signalled(agent: Agent) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop.set)
+    await run_agent(agent, stop)
