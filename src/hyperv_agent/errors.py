@@ -100,3 +100,22 @@ class JobTimeout(HyperVError):
 
 class HostFileError(AgentError):
     """A file or folder on the Hyper-V host could not be reached, read or written."""
+
+
+# --- storage locations and host paths -----------------------------------------------------
+
+
+class BadStorageUrl(AgentError):
+    """A storage URL or pool location is malformed or unsafe (never quotes a password)."""
+
+
+class PathNotAllowed(AgentError):
+    """A path from a request would leave the pool or share it must stay inside."""
+
+
+class BadTemplateProperties(AgentError):
+    """template.properties cannot be written or read as asked."""
+
+
+class InvalidRequest(HyperVError):
+    """A Hyper-V operation was asked for something invalid; nothing was changed."""

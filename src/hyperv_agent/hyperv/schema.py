@@ -57,6 +57,7 @@ class Subtype:
     VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
     ISO = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
     NIC = "Microsoft:Hyper-V:Synthetic Ethernet Port"
+    PORT = "Microsoft:Hyper-V:Ethernet Connection"
     REALIZED = "Microsoft:Hyper-V:System:Realized"
     GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
     GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
@@ -205,3 +206,29 @@ class SummaryInfo(IntEnum):
 CAPTION_VM = "Virtual Machine"  # Msvm_ComputerSystem.Caption of a VM (the host's differs)
 CENTRAL_PROCESSOR = 3  # Win32_Processor.ProcessorType of a CPU socket
 PERF_TOTAL = "_Total"  # the all-processors instance of the processor performance counters
+
+
+# --- building a VM (hyperv/build.py) -------------------------------------------------------
+
+GENERATION_SUBTYPES = {1: Subtype.GENERATION_1, 2: Subtype.GENERATION_2}
+VM_NAME_MAX_CHARS = 100  # VSSD.ElementName
+TEMPLATE_PREFIX = "Microsoft:Definition\\"  # InstanceID of a template (…\Default) instance
+TEMPLATE_SUFFIX = "\\Default"
+PROCESSOR_LIMIT_PER_PERCENT = 1000  # Msvm_ProcessorSettingData.Limit is in percent / 1000
+PROCESSOR_WEIGHT_MAX = 10000
+MEMORY_MIN_MB = 32
+SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
+MAC_HEX_DIGITS = 12  # SEPSD.Address: 12 hex digits, no separators
+VLAN_ID_MIN = 1
+VLAN_ID_MAX = 4094
+BITS_PER_MEGABIT = 1_000_000  # bandwidth Limit = Mbps × 1,000,000 (CloudStack's reading)
+KVP_KEY_MAX_CHARS = 1024  # Msvm_KvpExchangeDataItem.Name MAXLEN
+KVP_VALUE_MAX_CHARS = 1023  # Msvm_KvpExchangeDataItem.Data, as the issue fixes it for now
+
+
+class VlanMode(IntEnum):
+    """Msvm_EthernetSwitchPortVlanSettingData.OperationMode."""
+
+    ACCESS = 1
+    TRUNK = 2
+    PRIVATE = 3

@@ -1,0 +1,385 @@
+"""hyperv.build: defining a VM and adding controllers, disks, NICs and KVP items."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.errors import HyperVError, InvalidRequest
+from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv.build import VmSpec
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+from tests.emulator.kit import devices
+
+GEN1 = "Microsoft:Hyper-V:SubType:1"
+GEN2 = "Microsoft:Hyper-V:SubType:2"
+RASD = "Msvm_ResourceAllocationSettingData"
+SEPSD = "Msvm_SyntheticEthernetPortSettingData"
+EPASD = "Msvm_EthernetPortAllocationSettingData"
+TEMPLATE_ID = "1734c6e8-3154-4dda-ba5f-a874cc483422"
+SPEC = VmSpec(name="i-2-7-VM", notes=("Created by CloudStack", "i-2-7"), generation=1,
+              cpus=2, memory_mb=2048, cpu_limit_percent=50, cpu_weight=200)
+
+
+async def _settings(cim: EmulatorCim, vm: VmRef, class_name: str) -> list[CimInstance]:
+    return await devices(cim, vm.path, class_name)
+
+
+async def _vssd(cim: EmulatorCim, vm: VmRef) -> CimInstance:
+    found = await cim.query(wql.select("Msvm_VirtualSystemSettingData",
+                                       wql.eq("InstanceID", f"Microsoft:{vm.guid}")))
+    assert len(found) == 1
+    return found[0]
+
+
+def _image(tmp_path: Path, name: str) -> str:
+    """A real image file under the emulated C: drive; returns its host path."""
+    folder = tmp_path / "C" / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".iso"):
+        (folder / name).write_bytes(b"\0" * 2048)
+    else:
+        vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    return f"C:\\images\\{name}"
+
+
+async def _vm(cim: EmulatorCim, name: str, generation: int = 1) -> VmRef:
+    return await build.define_vm(cim, dataclasses.replace(SPEC, name=name,
+                                                          generation=generation))
+
+
+# --- define_vm ----------------------------------------------------------------------------
+
+
+async def test_define_vm_sets_cpus_memory_and_notes_when_generation_is_1(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await build.define_vm(emulator, SPEC)
+    assert vm == await vms.find_vm(emulator, "i-2-7-VM")
+    assert vm.power is PowerState.STOPPED
+    vssd = await _vssd(emulator, vm)
+    assert (vssd["VirtualSystemSubType"], vssd["Notes"]) == (GEN1, SPEC.notes)
+    (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
+    assert (processor["VirtualQuantity"], processor["Limit"], processor["Weight"]) == (
+        2, 50000, 200)
+    (memory,) = await _settings(emulator, vm, "Msvm_MemorySettingData")
+    assert (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"]) == (
+        2048, 2048, 2048)
+    assert memory["DynamicMemoryEnabled"] is False
+    assert len((await build.controllers(emulator, vm)).ide) == 2
+
+
+async def test_define_vm_sets_secure_boot_template_when_generation_is_2(
+    emulator: EmulatorCim,
+) -> None:
+    spec = dataclasses.replace(SPEC, generation=2, secure_boot=True,
+                               secure_boot_template_id=TEMPLATE_ID.upper(), cpus=4)
+    vm = await build.define_vm(emulator, spec)
+    vssd = await _vssd(emulator, vm)
+    assert (vssd["VirtualSystemSubType"], vssd["SecureBootEnabled"],
+            vssd["SecureBootTemplateId"]) == (GEN2, True, TEMPLATE_ID)
+    (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
+    assert processor["VirtualQuantity"] == 4
+    assert await build.controllers(emulator, vm) == build.Controllers((), ())
+
+
+async def test_define_vm_turns_secure_boot_off_when_generation_2_does_not_ask(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "plain", generation=2)
+    assert (await _vssd(emulator, vm))["SecureBootEnabled"] is False
+
+
+async def test_define_vm_costs_3_calls_and_2_waits_when_caches_are_warm(
+    emulator: EmulatorCim,
+) -> None:
+    await _vm(emulator, "warm-up")
+    before = emulator.round_trips()
+    await _vm(emulator, "measured")
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (3, 2)
+    assert (spent["invoke:DefineSystem"], spent["query"],
+            spent["invoke:ModifyResourceSettings"]) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("change", [
+    {"cpus": 0}, {"name": "x" * 101}, {"name": "  "}, {"generation": 3}, {"memory_mb": 0},
+    {"cpu_limit_percent": 101}, {"cpu_weight": 10001}, {"secure_boot": True},
+    {"generation": 2, "secure_boot_template_id": TEMPLATE_ID},
+    {"generation": 2, "secure_boot": True, "secure_boot_template_id": "not-a-guid"},
+])
+async def test_define_vm_creates_nothing_when_spec_is_invalid(
+    emulator: EmulatorCim, change: dict[str, object],
+) -> None:
+    before = emulator.round_trips()
+    with pytest.raises(InvalidRequest):
+        await build.define_vm(emulator, dataclasses.replace(SPEC, **change))  # type: ignore[arg-type]
+    assert (emulator.round_trips() - before).calls == 0
+    assert await vms.list_vms(emulator) == []
+
+
+async def test_define_vm_leaves_no_vm_and_names_step_when_modify_resource_settings_fails(
+    emulator: EmulatorCim,
+) -> None:
+    emulator.faults.fail_next_job("ModifyResourceSettings", 32768, "no memory for you")
+    with pytest.raises(HyperVError, match="setting processors and memory failed") as raised:
+        await build.define_vm(emulator, SPEC)
+    assert "no memory for you" in str(raised.value)
+    assert await vms.list_vms(emulator) == []
+    processors = await emulator.query(wql.select("Msvm_ProcessorSettingData"))
+    assert all("Definition" in str(p["InstanceID"]) for p in processors)  # templates only
+
+
+async def test_define_vm_names_step_when_define_system_fails(emulator: EmulatorCim) -> None:
+    emulator.faults.fail_next_call("DefineSystem", 32768)
+    with pytest.raises(HyperVError, match="defining the VM failed"):
+        await build.define_vm(emulator, SPEC)
+    assert await vms.list_vms(emulator) == []
+
+
+# --- controllers --------------------------------------------------------------------------
+
+
+async def test_add_scsi_controller_costs_1_call_and_1_wait_when_caches_are_warm(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "scsi")
+    first = await build.add_scsi_controller(emulator, vm)
+    before = emulator.round_trips()
+    second = await build.add_scsi_controller(emulator, vm)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (1, 1, 1)
+    assert (await build.controllers(emulator, vm)).scsi == (first, second)
+
+
+async def test_controllers_lists_ide_by_address_in_one_query_when_generation_is_1(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "ide")
+    scsi = await build.add_scsi_controller(emulator, vm)
+    before = emulator.round_trips()
+    found = await build.controllers(emulator, vm)
+    assert (emulator.round_trips() - before).calls == 1
+    ide = {c["Address"]: c.path for c in await _settings(emulator, vm, RASD)
+           if c["ResourceSubType"] == "Microsoft:Hyper-V:Emulated IDE Controller" and c.path}
+    assert found == build.Controllers((ide["0"], ide["1"]), (scsi,))
+
+
+async def test_add_scsi_controller_names_step_when_vm_is_missing(emulator: EmulatorCim) -> None:
+    ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
+    with pytest.raises(HyperVError, match="adding a SCSI controller failed"):
+        await build.add_scsi_controller(emulator, ghost)
+
+
+# --- disks and DVD drives -----------------------------------------------------------------
+
+
+async def test_attach_disk_puts_vhdx_on_scsi_and_iso_on_ide_when_generation_is_1(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm = await _vm(emulator, "disks")
+    scsi = await build.add_scsi_controller(emulator, vm)
+    ide = (await build.controllers(emulator, vm)).ide
+    before = emulator.round_trips()
+    disk = await build.attach_disk(emulator, vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (2, 2, 2)
+    iso = await build.attach_disk(emulator, vm, ide[1], 0, _image(tmp_path, "setup.iso"),
+                                  dvd=True)
+    drives = {d.path: d for d in await _settings(emulator, vm, RASD)}
+    assert ObjectPath.parse(str(drives[disk.drive]["Parent"])) == scsi
+    assert drives[disk.drive]["AddressOnParent"] == "0"
+    assert drives[iso.drive]["ResourceSubType"] == "Microsoft:Hyper-V:Synthetic DVD Drive"
+    assert ObjectPath.parse(str(drives[iso.drive]["Parent"])) == ide[1]
+    media = {m.path: m for m in await _settings(emulator, vm, "Msvm_StorageAllocationSettingData")}
+    assert media[disk.medium]["HostResource"] == ("C:\\images\\data.vhdx",)
+    assert media[iso.medium]["HostResource"] == ("C:\\images\\setup.iso",)
+    assert ObjectPath.parse(str(media[iso.medium]["Parent"])) == iso.drive
+
+
+async def test_attach_disk_leaves_no_empty_drive_when_file_is_missing(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "nofile")
+    ide = (await build.controllers(emulator, vm)).ide
+    with pytest.raises(HyperVError, match=r"inserting C:\\images\\none.vhdx failed"):
+        await build.attach_disk(emulator, vm, ide[0], 0, "C:\\images\\none.vhdx")
+    kinds = {d["ResourceSubType"] for d in await _settings(emulator, vm, RASD)}
+    assert "Microsoft:Hyper-V:Synthetic Disk Drive" not in kinds
+
+
+async def test_attach_disk_creates_nothing_when_slot_is_out_of_range(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "slot")
+    ide = (await build.controllers(emulator, vm)).ide
+    before = emulator.round_trips()
+    with pytest.raises(InvalidRequest):
+        await build.attach_disk(emulator, vm, ide[0], 64, "C:\\images\\x.vhdx")
+    assert (emulator.round_trips() - before).calls == 0
+
+
+async def test_attach_empty_dvd_costs_1_call_and_1_wait_when_caches_are_warm(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "dvd")
+    ide = (await build.controllers(emulator, vm)).ide
+    await build.attach_empty_dvd(emulator, vm, ide[1], 0)
+    before = emulator.round_trips()
+    drive = await build.attach_empty_dvd(emulator, vm, ide[1], 1)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (1, 1)
+    (found,) = [d for d in await _settings(emulator, vm, RASD)
+                if d.path == drive]
+    assert (found["ResourceSubType"], found["AddressOnParent"]) == (
+        "Microsoft:Hyper-V:Synthetic DVD Drive", "1")
+
+
+# --- network adapters ---------------------------------------------------------------------
+
+
+async def _switch_path(cim: EmulatorCim, name: str) -> ObjectPath:
+    (switch,) = await cim.query(wql.select("Msvm_VirtualEthernetSwitch",
+                                           wql.eq("ElementName", name)))
+    assert switch.path is not None
+    return switch.path
+
+
+async def _features(cim: EmulatorCim, class_name: str, port: ObjectPath) -> list[CimInstance]:
+    return await cim.query(wql.select(class_name, wql.starts_with("InstanceID",
+                                                                   port.key("InstanceID"))))
+
+
+async def test_add_nic_sets_mac_switch_vlan_and_limit_when_all_are_given(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "net", generation=2)
+    await build.add_nic(emulator, vm, mac="02:00:51:2c:00:01", switch_name="External",
+                        vlan=10, rate_mbps=100, name="warm-up")
+    before = emulator.round_trips()
+    nic = await build.add_nic(emulator, vm, mac="02:00:51:2c:00:0e", switch_name="External",
+                              vlan=1234, rate_mbps=200, name="eth1")
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (3, 3)
+    assert (spent["invoke:AddResourceSettings"], spent["invoke:AddFeatureSettings"]) == (2, 1)
+    (adapter,) = [n for n in await _settings(emulator, vm, SEPSD)
+                  if n.path == nic.nic]
+    assert (adapter["Address"], adapter["StaticMacAddress"], adapter["ElementName"]) == (
+        "0200512C000E", True, "eth1")
+    assert nic.mac == "0200512C000E"
+    (port,) = [p for p in await _settings(emulator, vm, EPASD)
+               if p.path == nic.port]
+    assert ObjectPath.parse(str(port.strings("HostResource")[0])) == await _switch_path(
+        emulator, "External")
+    (vlan,) = await _features(emulator, "Msvm_EthernetSwitchPortVlanSettingData", nic.port)
+    assert (vlan["OperationMode"], vlan["AccessVlanId"]) == (1, 1234)
+    (bandwidth,) = await _features(emulator, "Msvm_EthernetSwitchPortBandwidthSettingData",
+                                   nic.port)
+    assert bandwidth["Limit"] == 200_000_000
+    assert len(nic.features) == 2
+
+
+async def test_add_nic_costs_2_calls_when_no_vlan_and_no_rate_are_given(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "flat", generation=2)
+    await build.add_nic(emulator, vm, mac="020051000001", switch_name="External", vlan=None,
+                        rate_mbps=None, name="eth0")
+    before = emulator.round_trips()
+    nic = await build.add_nic(emulator, vm, mac="02-00-51-00-00-02", switch_name="External",
+                              vlan=None, rate_mbps=None, name="eth1")
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (2, 2)
+    assert nic.features == ()
+    assert await _features(emulator, "Msvm_EthernetSwitchPortVlanSettingData", nic.port) == []
+
+
+async def test_add_nic_creates_nothing_when_switch_is_unknown(emulator: EmulatorCim) -> None:
+    vm = await _vm(emulator, "lost")
+    with pytest.raises(InvalidRequest, match="'Nowhere'"):
+        await build.add_nic(emulator, vm, mac="020051000001", switch_name="Nowhere",
+                            vlan=None, rate_mbps=None, name="eth0")
+    assert await _settings(emulator, vm, SEPSD) == []
+
+
+@pytest.mark.parametrize(("mac", "vlan", "rate"), [
+    ("02:00:51:2c:00", None, None), ("02:00:51:2c:00:zz", None, None),
+    ("020051000001", 0, None), ("020051000001", 4095, None), ("020051000001", None, 0),
+])
+async def test_add_nic_creates_nothing_when_arguments_are_invalid(
+    emulator: EmulatorCim, mac: str, vlan: int | None, rate: int | None,
+) -> None:
+    vm = await _vm(emulator, "bad")
+    before = emulator.round_trips()
+    with pytest.raises(InvalidRequest):
+        await build.add_nic(emulator, vm, mac=mac, switch_name="External", vlan=vlan,
+                            rate_mbps=rate, name="eth0")
+    assert (emulator.round_trips() - before).calls == 0
+
+
+async def test_add_nic_removes_nic_and_names_step_when_features_fail(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "nofeatures")
+    emulator.faults.fail_next_job("AddFeatureSettings")
+    with pytest.raises(HyperVError, match="setting the port's VLAN and bandwidth failed"):
+        await build.add_nic(emulator, vm, mac="020051000001", switch_name="External",
+                            vlan=5, rate_mbps=None, name="eth0")
+    assert await _settings(emulator, vm, SEPSD) == []
+    assert await _settings(emulator, vm, EPASD) == []
+
+
+# --- KVP ----------------------------------------------------------------------------------
+
+
+async def _kvp_items(cim: EmulatorCim, vm: VmRef) -> dict[str, str]:
+    (settings,) = await _settings(cim, vm, "Msvm_KvpExchangeComponentSettingData")
+    items = [cim.parse_embedded(text) for text in settings.strings("HostExchangeItems")]
+    return {str(item["Name"]): str(item["Data"]) for item in items}
+
+
+async def test_push_kvp_keeps_one_item_with_second_value_when_pushed_twice(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "kvp")
+    await build.push_kvp(emulator, vm, "warm-up", "1")
+    before = emulator.round_trips()
+    await build.push_kvp(emulator, vm, "cloudstack-vm-userdata", "first")
+    first = emulator.round_trips() - before
+    assert (first.calls, first.waits, first["invoke:AddKvpItems"]) == (1, 1, 1)
+    before = emulator.round_trips()
+    await build.push_kvp(emulator, vm, "cloudstack-vm-userdata", "second")
+    second = emulator.round_trips() - before
+    assert (second.calls, second["invoke:ModifyKvpItems"]) == (2, 1)
+    assert await _kvp_items(emulator, vm) == {"warm-up": "1", "cloudstack-vm-userdata": "second"}
+
+
+async def test_push_kvp_replaces_value_when_jobs_are_synchronous(
+    sync_emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(sync_emulator, "kvp")
+    await build.push_kvp(sync_emulator, vm, "key", "a")
+    await build.push_kvp(sync_emulator, vm, "key", "b")
+    assert await _kvp_items(sync_emulator, vm) == {"key": "b"}
+
+
+async def test_push_kvp_refuses_value_when_longer_than_1023_characters(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "long")
+    await build.push_kvp(emulator, vm, "edge", "x" * 1023)
+    with pytest.raises(InvalidRequest, match="1024 characters"):
+        await build.push_kvp(emulator, vm, "big", "x" * 1024)
+    assert await _kvp_items(emulator, vm) == {"edge": "x" * 1023}
+
+
+async def test_push_kvp_names_key_when_vm_is_missing(emulator: EmulatorCim) -> None:
+    ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
+    with pytest.raises(HyperVError, match="pushing KVP item 'key'"):
+        await build.push_kvp(emulator, ghost, "key", "value")
