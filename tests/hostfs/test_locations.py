@@ -1,0 +1,523 @@
+"""hostfs.locations: cifs:// URLs, pool locations, path confinement, template.properties."""
+
+from __future__ import annotations
+
+import ntpath
+import string
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from hyperv_agent.errors import BadStorageUrl, BadTemplateProperties, PathNotAllowed
+from hyperv_agent.hostfs.locations import (
+    Credentials,
+    LocalFolder,
+    ShareLocation,
+    confine,
+    confine_absolute,
+    from_primary_store,
+    parse_cifs_url,
+    parse_template_properties,
+    template_properties,
+)
+
+SECRET = "1pass@word1"
+SAMPLE_URL = "cifs://10.1.1.1/secondary?user=administrator&password=1pass%40word1"
+
+# --- parse_cifs_url: accepted ------------------------------------------------------------
+
+
+def test_sample_url_parses_when_password_is_percent_encoded() -> None:
+    location = parse_cifs_url(SAMPLE_URL)
+    assert (location.server, location.share, location.folder) == ("10.1.1.1", "secondary", "")
+    assert location.credentials is not None
+    assert location.credentials.user == "administrator"
+    assert location.credentials.password == SECRET
+    assert location.unc == "\\\\10.1.1.1\\secondary"
+
+
+def test_password_is_hidden_when_location_is_printed() -> None:
+    location = parse_cifs_url(SAMPLE_URL)
+    for text in (repr(location), str(location), repr(location.credentials)):
+        assert SECRET not in text and "1pass" not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "server", "share", "folder", "unc"),
+    [
+        ("cifs://srv/share", "srv", "share", "", "\\\\srv\\share"),
+        ("cifs://srv/share/", "srv", "share", "", "\\\\srv\\share"),
+        ("smb://srv/share/dir/sub", "srv", "share", "dir\\sub", "\\\\srv\\share\\dir\\sub"),
+        ("CIFS://srv/share/dir", "srv", "share", "dir", "\\\\srv\\share\\dir"),
+        ("cifs://srv//share//dir/", "srv", "share", "dir", "\\\\srv\\share\\dir"),
+        ("cifs://srv/my%20share/a%23b", "srv", "my share", "a#b", "\\\\srv\\my share\\a#b"),
+        ("cifs://files.example.com/s", "files.example.com", "s", "", "\\\\files.example.com\\s"),
+        ("cifs://srv/share\\dir", "srv", "share", "dir", "\\\\srv\\share\\dir"),
+    ],
+    ids=["bare", "trailing-slash", "smb-subfolder", "upper-scheme", "double-slashes",
+         "escapes", "dns-name", "backslash"],
+)
+def test_location_parts_are_decoded_when_url_is_valid(
+    url: str, server: str, share: str, folder: str, unc: str
+) -> None:
+    location = parse_cifs_url(url)
+    assert (location.server, location.share, location.folder, location.unc) == (
+        server, share, folder, unc)
+    assert location.credentials is None
+
+
+@pytest.mark.parametrize(
+    ("query", "user", "domain", "password"),
+    [
+        ("user=u&password=p&domain=D", "u", "D", "p"),
+        ("user=u&password=p", "u", "srv", "p"),
+        ("user=u", "u", "srv", ""),
+        ("USER=u&Password=p%2Bq+r&Domain=D", "u", "D", "p+q+r"),
+        ("user=D%5Cu&password=p", "u", "D", "p"),
+        ("password=a%3Db%26c&user=u&other=1", "u", "srv", "a=b&c"),
+        ("user=u&password=p=q", "u", "srv", "p=q"),
+    ],
+    ids=["all", "domain-defaults-to-server", "no-password", "keys-any-case-plus-kept",
+         "domain-in-user", "escaped-separators", "raw-equals-in-value"],
+)
+def test_credentials_are_decoded_when_query_has_them(
+    query: str, user: str, domain: str, password: str
+) -> None:
+    location = parse_cifs_url(f"cifs://srv/share?{query}")
+    assert location.credentials == Credentials(user=user, domain=domain, password=password)
+
+
+def test_credentials_are_none_when_query_has_no_user() -> None:
+    assert parse_cifs_url("cifs://srv/share?domain=D&x=1").credentials is None
+    assert parse_cifs_url("cifs://srv/share?").credentials is None
+
+
+def test_qualified_user_joins_domain_when_credentials_exist() -> None:
+    assert Credentials("u", "D", "p").qualified_user == "D\\u"
+    assert Credentials("u", "", "p").qualified_user == "u"
+
+
+# --- parse_cifs_url: refused ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"nfs://srv/export?password={SECRET}", "SMB"),
+        (f"http://srv/share?user=u&password={SECRET}", "not supported"),
+        ("srv/share", "no scheme"),
+        (f"cifs:///share?user=u&password={SECRET}", "no server"),
+        (f"cifs://srv?user=u&password={SECRET}", "no share"),
+        (f"cifs://srv/?user=u&password={SECRET}", "no share"),
+        (f"cifs://srv/share/../other?user=u&password={SECRET}", "'..'"),
+        (f"cifs://srv/share/%2E%2E?user=u&password={SECRET}", "'..'"),
+        (f"cifs://srv/share/./x?user=u&password={SECRET}", "'.'"),
+        (f"cifs://srv/share/a%2F..?user=u&password={SECRET}", "separator"),
+        (f"cifs://srv/share/a%00b?user=u&password={SECRET}", "control"),
+        (f"cifs://srv/share/a\nb?user=u&password={SECRET}", "control"),
+        (f"cifs://srv/share/f.vhd%3Astream?user=u&password={SECRET}", "stream"),
+        (f"cifs://srv/share/CON?user=u&password={SECRET}", "device"),
+        (f"cifs://srv/share/dir/lpt9.log?user=u&password={SECRET}", "device"),
+        (f"cifs://srv/nul.txt?user=u&password={SECRET}", "device"),
+        (f"cifs://srv/share/a%3Cb?user=u&password={SECRET}", "forbids"),
+        (f"cifs://srv/share/dir.?user=u&password={SECRET}", "dot or a space"),
+        (f"cifs://srv/share?password={SECRET}", "no user"),
+        (f"cifs://srv/share?user=&password={SECRET}", "no user"),
+        (f"cifs://srv/share?user=u&password={SECRET}&password=x", "more than once"),
+        (f"cifs://u:{SECRET}@srv/share", "before the host"),
+        (f"cifs://srv:445/share?password={SECRET}", "port"),
+        (f"cifs://[fe80::1]/share?password={SECRET}", "IPv6"),
+        (f"cifs://sr v/share?user=u&password={SECRET}", "not a host name"),
+        (f"cifs://srv/share?user=u%0A&password={SECRET}", "user contains a control"),
+        (f"cifs://srv/share?user=u&password={SECRET}%0A", "password contains a control"),
+        (f"cifs://srv/share?user=u&password={SECRET}%FF", "password"),
+        (f"cifs://srv/share/%FF?user=u&password={SECRET}", "percent-encoded"),
+    ],
+    ids=["nfs", "http", "no-scheme", "no-server", "no-share", "empty-share", "dotdot",
+         "escaped-dotdot", "dot", "escaped-slash", "nul-char", "newline", "stream",
+         "con", "lpt9-ext", "nul-share", "forbidden-char", "trailing-dot", "password-no-user",
+         "empty-user", "duplicate", "userinfo", "port", "ipv6", "space-in-host",
+         "control-in-user", "control-in-password", "bad-utf8-password", "bad-utf8-path"],
+)
+def test_url_is_refused_without_leaking_password_when_unsafe(url: str, reason: str) -> None:
+    with pytest.raises(BadStorageUrl) as caught:
+        parse_cifs_url(url)
+    message = str(caught.value)
+    assert reason in message
+    assert "\n" not in message
+    for text in (message, repr(caught.value)):
+        assert SECRET not in text and "1pass" not in text
+    assert caught.value.__cause__ is None
+
+
+FLAWED_URLS = [
+    "cifs://srv/share/CON?user=u&password={}",
+    "cifs://srv/share?user=&password=x{}",
+    "cifs://srv/share?user=u&password={}&password=x",
+    "cifs://srv/share?user=u&password={}%0A",
+    "cifs://srv/share?user=u&password={}%FF",
+    "cifs://u:{}@srv/share",
+    "nfs://srv/share?user=u&password={}",
+]
+
+
+@given(st.sampled_from(FLAWED_URLS),
+       st.text(alphabet=string.ascii_letters + string.digits + "@%!#=:/?.", min_size=1))
+def test_password_never_appears_in_error_when_url_is_flawed(pattern: str, password: str) -> None:
+    secret = "Pw9" + password
+    with pytest.raises(BadStorageUrl) as caught:
+        parse_cifs_url(pattern.format(secret))
+    assert secret not in str(caught.value) and secret not in repr(caught.value)
+
+
+# --- from_primary_store -------------------------------------------------------------------
+
+
+def test_smb_pool_becomes_unc_when_path_carries_credentials() -> None:
+    location = from_primary_store("10.1.1.2", "/SMB-Share/primary?user=a&password=b&domain=D",
+                                  "SMB")
+    assert isinstance(location, ShareLocation)
+    assert location.unc == "\\\\10.1.1.2\\SMB-Share\\primary"
+    assert location.root == location.unc
+    assert location.credentials == Credentials("a", "D", "b")
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "pool_type", "expected"),
+    [
+        ("srv", "share/dir", "SMB", ShareLocation("srv", "share", "dir")),
+        ("srv", "/share", "NetworkFilesystem", ShareLocation("srv", "share")),
+        ("srv", "/share", "smb", ShareLocation("srv", "share")),
+        ("10.1.1.1", "C:\\var\\test\\storagepool", "Filesystem",
+         LocalFolder("C:\\var\\test\\storagepool")),
+        ("h", "D:/pools/a/", "Filesystem", LocalFolder("D:\\pools\\a")),
+        ("h", "E:\\", "Filesystem", LocalFolder("E:\\")),
+        ("h", "\\\\nas\\vms\\pool", "Filesystem", ShareLocation("nas", "vms", "pool")),
+    ],
+    ids=["smb-no-leading-slash", "networkfilesystem-as-c#", "smb-lower", "filesystem-sample",
+         "filesystem-forward-slashes", "filesystem-drive-root", "filesystem-unc"],
+)
+def test_pool_location_is_typed_when_pool_type_is_known(
+    host: str, path: str, pool_type: str, expected: object
+) -> None:
+    assert from_primary_store(host, path, pool_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "pool_type", "reason"),
+    [
+        ("h", ".\\Dummy", "Filesystem", "not an absolute"),
+        ("h", "C:relative", "Filesystem", "not an absolute"),
+        ("h", "C:\\pool\\..\\..\\x", "Filesystem", "climbs out"),
+        ("h", "\\\\?\\C:\\pool", "Filesystem", "device namespace"),
+        ("h", "C:\\pool\\NUL", "Filesystem", "device"),
+        ("h", "/export", "NFS", "not supported"),
+        ("", "/share?user=u&password=" + SECRET, "SMB", "no server"),
+        ("srv/evil", "/share?user=u&password=" + SECRET, "SMB", "not a host name"),
+        ("srv", "/share/../x?user=u&password=" + SECRET, "SMB", "'..'"),
+    ],
+    ids=["relative", "drive-relative", "climbs", "device-namespace", "device-name", "nfs",
+         "no-host", "host-with-slash", "dotdot"],
+)
+def test_pool_is_refused_when_location_is_unusable(
+    host: str, path: str, pool_type: str, reason: str
+) -> None:
+    with pytest.raises(BadStorageUrl) as caught:
+        from_primary_store(host, path, pool_type)
+    assert reason in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+# --- confine: accepted ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("root", "relative", "expected"),
+    [
+        ("C:\\pool", "a.vhdx", "C:\\pool\\a.vhdx"),
+        ("C:\\pool\\", "dir/sub/a.vhd", "C:\\pool\\dir\\sub\\a.vhd"),
+        ("C:/pool", "dir\\a.vhd", "C:\\pool\\dir\\a.vhd"),
+        ("C:\\", "a.vhd", "C:\\a.vhd"),
+        ("\\\\srv\\share", "template/tmpl/2/201/x.vhd",
+         "\\\\srv\\share\\template\\tmpl\\2\\201\\x.vhd"),
+        ("\\\\srv\\share\\dir", "x", "\\\\srv\\share\\dir\\x"),
+        ("//srv/share/dir", "./x", "\\\\srv\\share\\dir\\x"),
+        ("C:\\pool", "a\\..\\b", "C:\\pool\\b"),
+        ("C:\\pool", "a//b", "C:\\pool\\a\\b"),
+        ("C:\\pool", "con-disk.vhd", "C:\\pool\\con-disk.vhd"),
+        ("C:\\pool", "console.vhd", "C:\\pool\\console.vhd"),
+        ("C:\\pool", "com10", "C:\\pool\\com10"),
+        ("C:\\pool", "..a", "C:\\pool\\..a"),
+        ("C:\\pool", "dir/", "C:\\pool\\dir"),
+    ],
+    ids=["file", "subdirs", "slash-root", "drive-root", "unc-template", "unc-dir",
+         "forward-unc-root", "dotdot-inside", "double-sep", "con-prefix", "console",
+         "com10", "leading-dots", "trailing-sep"],
+)
+def test_path_is_joined_when_relative_stays_inside(root: str, relative: str,
+                                                   expected: str) -> None:
+    assert confine(root, relative) == expected
+
+
+# --- confine: refused ----------------------------------------------------------------------
+
+
+REFUSED_RELATIVE = [
+    ("..", "climbs out"),
+    ("..\\x", "climbs out"),
+    ("a/../../x", "climbs out"),
+    ("C:\\x", "absolute"),
+    ("c:x", "absolute"),
+    ("\\x", "absolute"),
+    ("/x", "absolute"),
+    ("\\\\other\\share\\x", "absolute"),
+    ("\\\\?\\C:\\x", "absolute"),
+    ("//server/share", "absolute"),
+    ("file.vhd:stream", "stream"),
+    ("file.vhd::$DATA", "stream"),
+    ("NUL", "device"),
+    ("com1.txt", "device"),
+    ("dir/LPT3", "device"),
+    ("Aux .vhd", "device"),
+    ("CONOUT$", "device"),
+    ("pool\\..\\ ", "dot or a space"),
+    ("x.vhd.", "dot or a space"),
+    ("x.vhd ", "dot or a space"),
+    ("...", "dot or a space"),
+    (".. ", "dot or a space"),
+    ("", "empty"),
+    ("   ", "empty"),
+    (".", "root itself"),
+    ("a/..", "root itself"),
+    ("a<b", "forbids"),
+    ("a>b", "forbids"),
+    ('a"b', "forbids"),
+    ("a|b", "forbids"),
+    ("a?b", "forbids"),
+    ("*.vhd", "forbids"),
+    ("a\x00b", "control"),
+    ("a\x1fb", "control"),
+    ("a\nb", "control"),
+    ("x" * 256, "longer than"),
+]
+
+
+@pytest.mark.parametrize("root", ["C:\\pool", "\\\\srv\\share\\dir"], ids=["drive", "unc"])
+@pytest.mark.parametrize(("relative", "reason"), REFUSED_RELATIVE,
+                         ids=[repr(r)[:30] for r, _ in REFUSED_RELATIVE])
+def test_path_is_refused_when_relative_escapes_or_is_unsafe(
+    root: str, relative: str, reason: str
+) -> None:
+    with pytest.raises(PathNotAllowed) as caught:
+        confine(root, relative)
+    assert reason in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "root",
+    ["pool", "C:pool", "\\pool", "\\\\srv", "\\\\srv\\", "\\\\?\\C:\\pool", "\\\\.\\pipe\\x",
+     "C:\\pool\\nul", "C:\\..\\x", ""],
+    ids=["relative", "drive-relative", "rooted", "server-only", "empty-share",
+         "long-prefix", "device-namespace", "device", "climbs", "empty"],
+)
+def test_path_is_refused_when_root_is_not_absolute_and_safe(root: str) -> None:
+    with pytest.raises(PathNotAllowed):
+        confine(root, "x")
+
+
+# --- confine_absolute ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("root", "path", "expected"),
+    [
+        ("C:\\pool", "C:\\pool\\a.vhd", "C:\\pool\\a.vhd"),
+        ("C:\\Pool", "c:/POOL/Dir/a.vhd", "C:\\Pool\\Dir\\a.vhd"),
+        ("C:\\pool\\", "C:\\pool\\x\\..\\y", "C:\\pool\\y"),
+        ("\\\\SRV\\Share", "\\\\srv\\share\\dir\\a.vhdx", "\\\\SRV\\Share\\dir\\a.vhdx"),
+        ("C:\\", "c:\\a", "C:\\a"),
+        ("C:\\pool", "C:\\other\\..\\pool\\a", "C:\\pool\\a"),
+    ],
+    ids=["same-case", "case-and-slashes", "dotdot-inside", "unc", "drive-root",
+         "lexical-detour"],
+)
+def test_absolute_path_is_kept_when_inside_root(root: str, path: str, expected: str) -> None:
+    assert confine_absolute(root, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("C:\\pool2\\a.vhd", "outside"),
+        ("C:\\poolx", "outside"),
+        ("C:\\pool", "outside"),
+        ("C:\\", "outside"),
+        ("D:\\pool\\a.vhd", "outside"),
+        ("C:\\pool\\..\\x", "outside"),
+        ("C:\\pool\\..\\..\\..\\x", "climbs out"),
+        ("\\\\srv\\share\\pool\\a", "outside"),
+        ("\\\\?\\C:\\pool\\a", "device namespace"),
+        ("\\\\.\\C:\\pool\\a", "device namespace"),
+        ("C:pool\\a", "not an absolute"),
+        ("pool\\a", "not an absolute"),
+        ("\\pool\\a", "not an absolute"),
+        ("C:\\pool\\a.vhd:ads", "stream"),
+        ("C:\\pool\\com1", "device"),
+        ("C:\\pool\\a.vhd.", "dot or a space"),
+        ("C:\\pool\\a|b", "forbids"),
+    ],
+    ids=["sibling-prefix", "prefix-no-sep", "root-itself", "drive-root", "other-drive",
+         "dotdot-out", "climbs-above-drive", "unc-elsewhere", "long-prefix", "device-ns",
+         "drive-relative", "relative", "rooted", "stream", "device", "trailing-dot",
+         "forbidden"],
+)
+def test_absolute_path_is_refused_when_outside_root_or_unsafe(path: str, reason: str) -> None:
+    with pytest.raises(PathNotAllowed) as caught:
+        confine_absolute("C:\\pool", path)
+    assert reason in str(caught.value)
+
+
+# --- confine: properties -------------------------------------------------------------------
+
+DEVICES = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
+    f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)
+}
+SAFE_CHARS = string.ascii_letters + string.digits + " -_.+=,;@#$%&()[]{}'~!"
+safe_segment = (
+    st.text(alphabet=SAFE_CHARS, min_size=1, max_size=12)
+    .filter(lambda s: s not in (".", "..") and not s.endswith((".", " ")))
+    .filter(lambda s: s.split(".")[0].rstrip(" ").upper() not in DEVICES)
+)
+ROOTS = st.sampled_from(
+    ["C:\\pool", "c:\\", "D:\\a b\\pool", "\\\\srv\\share", "\\\\srv\\share\\d"]
+)
+
+
+def _inside(root: str, result: str) -> bool:
+    prefix = root if root.endswith("\\") else root + "\\"
+    return result.casefold().startswith(prefix.casefold()) and len(result) > len(prefix)
+
+
+@given(ROOTS, st.lists(safe_segment, min_size=1, max_size=6), st.sampled_from(["\\", "/"]))
+def test_result_starts_with_root_when_segments_are_safe(
+    root: str, segments: list[str], separator: str
+) -> None:
+    result = confine(root, separator.join(segments))
+    assert _inside(root, result)
+    assert result == ntpath.join(root, *segments)
+
+
+hostile_piece = st.sampled_from(
+    ["..", ".", "\\", "/", "C:", "c:\\", "\\\\", "\\\\?\\", "\\\\.\\", "//", "\\\\other\\s",
+     ":", "::$DATA", " ", ".. ", "...", "nul", "CON.txt", "\x00", "a", "b.vhd", "pool"]
+)
+hostile_path = st.lists(st.one_of(hostile_piece, safe_segment), min_size=1, max_size=8).map(
+    "".join
+)
+
+
+@given(ROOTS, hostile_path)
+@example("C:\\pool", "a\\..\\..\\pool2\\x")
+@example("C:\\pool", "..\\pool\\x")
+@example("\\\\srv\\share", "\\\\srv\\share\\x")
+def test_result_stays_inside_root_when_path_is_hostile(root: str, relative: str) -> None:
+    try:
+        result = confine(root, relative)
+    except PathNotAllowed:
+        return
+    assert _inside(root, result)
+    assert ".." not in result[len(root):].split("\\")
+
+
+@given(st.sampled_from(["C:\\pool", "\\\\srv\\share\\d"]), hostile_path)
+def test_absolute_result_stays_inside_root_when_path_is_hostile(root: str, path: str) -> None:
+    for candidate in (path, root + "\\" + path, "C:\\" + path):
+        try:
+            result = confine_absolute(root, candidate)
+        except PathNotAllowed:
+            continue
+        assert _inside(root, result)
+
+
+# --- template.properties ---------------------------------------------------------------------
+
+EXPECTED_PROPERTIES = (
+    "id=206\n"
+    "filename=206-2-73592258.vhdx\n"
+    "vhdx.filename=206-2-73592258.vhdx\n"
+    "uniquename=206-2-73592258\n"
+    "vhdx=true\n"
+    "virtualsize=10737418240\n"
+    "vhdx.virtualsize=10737418240\n"
+    "size=4194304\n"
+    "vhdx.size=4194304\n"
+    "public=false\n"
+)
+
+
+def test_properties_follow_documented_order_when_template_is_written() -> None:
+    text = template_properties(template_id=206, name="206-2-73592258", image_format="VHDX",
+                               virtual_size_bytes=10737418240, file_size_bytes=4194304)
+    assert text == EXPECTED_PROPERTIES
+    assert "\r" not in text
+    text.encode("iso-8859-1")
+
+
+def test_properties_round_trip_when_written_then_parsed() -> None:
+    parsed = parse_template_properties(EXPECTED_PROPERTIES)
+    assert list(parsed) == ["id", "filename", "vhdx.filename", "uniquename", "vhdx",
+                            "virtualsize", "vhdx.virtualsize", "size", "vhdx.size", "public"]
+    assert parsed["vhd" + "x.size"] == "4194304" and parsed["vhdx"] == "true"
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_properties_round_trip_when_name_has_special_characters(name: str) -> None:
+    text = template_properties(template_id=1, name=name, image_format="vhd",
+                               virtual_size_bytes=2, file_size_bytes=3)
+    text.encode("iso-8859-1")
+    assert text.count("\n") == 10
+    parsed = parse_template_properties(text)
+    assert parsed["uniquename"] == name and parsed["filename"] == f"{name}.vhd"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a=1\nb = 2\n", {"a": "1", "b": "2"}),
+        ("a:1\r\nb 2\r\n", {"a": "1", "b": "2"}),
+        ("# comment\n! other\n\n  a=1\n", {"a": "1"}),
+        ("a=one \\\n   two\n", {"a": "one two"}),
+        ("a=\\u0041\\t\\=\\\\\n", {"a": "A\t=\\"}),
+        ("a\\ b=c\n", {"a b": "c"}),
+        ("a=1\na=2\n", {"a": "2"}),
+        ("a\n", {"a": ""}),
+        ("a=#not-comment\n", {"a": "#not-comment"}),
+        ("a=x\\\\\nb=y", {"a": "x\\", "b": "y"}),
+    ],
+    ids=["equals", "colon-space-crlf", "comments", "continuation", "escapes",
+         "escaped-space-key", "last-wins", "key-only", "hash-in-value", "even-backslashes"],
+)
+def test_properties_are_read_when_text_uses_java_syntax(text: str,
+                                                        expected: dict[str, str]) -> None:
+    assert parse_template_properties(text) == expected
+
+
+def test_properties_are_refused_when_unicode_escape_is_malformed() -> None:
+    with pytest.raises(BadTemplateProperties):
+        parse_template_properties("a=\\u12g4\n")
+
+
+@pytest.mark.parametrize(
+    ("image_format", "virtual_size", "file_size", "name"),
+    [("", 1, 1, "n"), ("v/hd", 1, 1, "n"), ("VHD", -1, 1, "n"), ("VHD", 1, -1, "n"),
+     ("VHD", 1, 1, "")],
+    ids=["empty-format", "format-with-slash", "negative-virtual", "negative-file", "no-name"],
+)
+def test_properties_are_refused_when_inputs_are_invalid(
+    image_format: str, virtual_size: int, file_size: int, name: str
+) -> None:
+    with pytest.raises(BadTemplateProperties):
+        template_properties(template_id=1, name=name, image_format=image_format,
+                            virtual_size_bytes=virtual_size, file_size_bytes=file_size)
