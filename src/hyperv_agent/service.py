@@ -26,6 +26,7 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.vm import VmHandlers, VmSettings
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hyperv import host as hyperv_host
@@ -70,7 +71,7 @@ class Agent:
         return tls.server_context(self.identity, self.config.agent.tls_client_ca)
 
 
-def build_agent(config: AgentConfig) -> Agent:
+def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> Agent:
     """Everything ``serve`` runs, wired from the configuration."""
     agent = config.agent
     cim = CountingCim(open_backend(config))
@@ -80,6 +81,7 @@ def build_agent(config: AgentConfig) -> Agent:
                             root_device=agent.root_device_name,
                             local_pool_path=agent.local_storage_path)
     handlers = HostHandlers(cim, open_files(config, cim.inner), settings).table()
+    handlers |= VmHandlers(cim, vm_settings).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     return Agent(config, cim, Dispatch(handlers, metrics, counting.count), metrics, identity)

@@ -92,8 +92,8 @@ async def test_each_command_is_logged_once_with_request_id_vm_and_result(
     running: Running, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logs.setup("INFO")
-    await running.answer("com.cloud.agent.api.StopCommand", {"vmName": "i-2-17-VM"})
-    lines = [line for line in capsys.readouterr().err.splitlines() if "StopCommand" in line]
+    await running.answer("com.cloud.agent.api.RebootCommand", {"vmName": "i-2-17-VM"})
+    lines = [line for line in capsys.readouterr().err.splitlines() if "RebootCommand" in line]
     assert len(lines) == 1
     line = lines[0]
     assert "vm=i-2-17-VM" in line and "result=failed" in line and "duration_ms=" in line

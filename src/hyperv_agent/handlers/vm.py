@@ -1,0 +1,222 @@
+"""VM lifecycle and state: Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats
+(protocol §5.1 rows 19–24, §5.3, §8).
+
+Commands that change a VM (Stop, Reboot) hold that VM's lock for their whole run, so two
+commands about one VM never interleave; commands about different VMs run concurrently.
+Read-only commands take no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import (
+    CheckVirtualMachineAnswer,
+    GetVmStatsAnswer,
+    GetVncPortAnswer,
+    RebootAnswer,
+    StopAnswer,
+)
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_vm import (
+    CheckVirtualMachineCommand,
+    GetVmStatsCommand,
+    GetVncPortCommand,
+    RebootCommand,
+    StopCommand,
+)
+from hyperv_agent.cloudstack.enums import PowerState
+from hyperv_agent.cloudstack.objects import VmStatsEntry
+from hyperv_agent.errors import AgentError
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.hyperv import jobs, power, vms
+from hyperv_agent.hyperv.backend import Backend
+
+log = logging.getLogger("hyperv_agent.handlers.vm")
+
+C = TypeVar("C", bound=Command)
+
+VNC_PORT_RDP = -9  # §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
+
+#: The CloudStack power state a Hyper-V power state is reported as (§5.3): a paused VM
+#: still holds its host resources, so it counts as on.
+_CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
+    vms.PowerState.RUNNING: PowerState.POWER_ON,
+    vms.PowerState.PAUSED: PowerState.POWER_ON,
+    vms.PowerState.STOPPED: PowerState.POWER_OFF,
+    vms.PowerState.SAVED: PowerState.POWER_OFF,
+    vms.PowerState.UNKNOWN: PowerState.POWER_UNKNOWN,
+}
+
+
+@dataclass(frozen=True)
+class VmSettings:
+    """What the VM handlers need from the configuration."""
+
+    shutdown_timeout_s: float = 30.0  # how long a guest gets to shut down before power-off
+    shutdown_first_poll_s: float = 0.1  # the state poll interval grows from this ...
+    shutdown_max_poll_s: float = 1.0  # ... to this
+    shutdown_reason: str = "Stopped by CloudStack"
+    job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+
+    def stop_policy(self, graceful: bool) -> power.StopPolicy:
+        """How a StopCommand proceeds: with guest shutdown first when ``graceful``."""
+        wait = jobs.WaitPolicy(timeout_s=self.shutdown_timeout_s,
+                               first_poll_s=self.shutdown_first_poll_s,
+                               max_poll_s=self.shutdown_max_poll_s)
+        return power.StopPolicy(graceful=graceful, shutdown_wait=wait,
+                                reason=self.shutdown_reason, job_wait=self.job_wait)
+
+
+class VmLocks:
+    """One asyncio.Lock per VM name (case-insensitive, as Hyper-V matches names).
+
+    A lock exists only while someone holds or waits for it, so the table does not grow
+    with every VM ever named.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        """How many VM names have a lock now (held or waited for)."""
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, vm_name: str) -> AsyncIterator[None]:
+        """Run the block with ``vm_name``'s lock held; callers for one name queue in order.
+
+        The lock is released (and forgotten when no one else waits) however the block
+        ends, so a failed command never blocks the next one for its VM.
+        """
+        key = vm_name.casefold()
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
+class VmHandlers:
+    def __init__(self, cim: Backend, settings: VmSettings | None = None) -> None:
+        self.cim = cim
+        self.settings = settings or VmSettings()
+        self.locks = VmLocks()
+
+    def table(self) -> dict[str, Handler]:
+        """The handlers of this module by command FQCN (for ``Dispatch``)."""
+        return {
+            names.STOP_COMMAND: self.stop,
+            names.REBOOT_COMMAND: self.reboot,
+            names.CHECK_VIRTUAL_MACHINE_COMMAND: self.check,
+            names.GET_VNC_PORT_COMMAND: self.vnc_port,
+            names.GET_VM_STATS_COMMAND: self.stats,
+        }
+
+    async def stop(self, command: Command) -> Result:
+        """Shut the VM down and delete its definition; its disk files stay (§5.3).
+
+        Unknown VM: success, nothing done, so a repeat (or a retry after a lost answer)
+        is safe. Unless ``forceStop``, the guest is asked to shut down and given
+        ``shutdown_timeout_s`` before a hard power-off. With ``checkBeforeCleanup`` a
+        running VM is left alone and the answer is a failure. Afterwards the VM does not
+        exist on Hyper-V. A failed step fails the answer with the step named; the VM is
+        left as that step left it (on, or off but defined) and a repeat finishes the job.
+        """
+        stop = _expect(command, StopCommand)
+        async with self.locks.hold(stop.vm_name):
+            vm = await vms.find_vm(self.cim, stop.vm_name)
+            if vm is None:
+                log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
+                return StopAnswer(result=True, vm=stop.vm)
+            if stop.check_before_cleanup and vm.power is vms.PowerState.RUNNING:
+                return StopAnswer(result=False, vm=stop.vm, details=(
+                    f"VM {vm.name} is still running on this host; a StopCommand with "
+                    "checkBeforeCleanup leaves a running VM alone"))
+            policy = self.settings.stop_policy(graceful=not stop.force_stop)
+            await power.stop_and_remove(self.cim, vm, policy)
+        return StopAnswer(result=True, vm=stop.vm)
+
+    async def reboot(self, command: Command) -> Result:
+        """Hard reset of the VM (RequestStateChange 11, no guest shutdown).
+
+        Unknown VM: a failed answer naming it, nothing done. A VM that cannot be reset
+        (off or saved) is left as it is and the answer is a success, as Hyper-V's
+        "invalid state" is accepted. Repeating resets the VM again. Afterwards a running
+        VM has restarted with its definition and disks unchanged; a failure changes
+        nothing and fails the answer.
+        """
+        reboot = _expect(command, RebootCommand)
+        unknown = RebootAnswer(result=False, details=(
+            f"{names.REBOOT_COMMAND} requested unknown VM {reboot.vm_name}"))
+        async with self.locks.hold(reboot.vm_name):
+            vm = await vms.find_vm(self.cim, reboot.vm_name)
+            if vm is None or not await power.reset(self.cim, vm.guid,
+                                                   policy=self.settings.job_wait):
+                return unknown
+        return RebootAnswer(result=True)
+
+    async def check(self, command: Command) -> Result:
+        """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).
+
+        Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
+        """
+        check = _expect(command, CheckVirtualMachineCommand)
+        vm = await vms.find_vm(self.cim, check.vm_name)
+        if vm is None:
+            return CheckVirtualMachineAnswer(result=False, details=(
+                f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM {check.vm_name}"))
+        return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
+
+    async def vnc_port(self, command: Command) -> Result:
+        """Console access (§8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
+
+        Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
+        repeat, 1 query.
+        """
+        vnc = _expect(command, GetVncPortCommand)
+        vm = await vms.find_vm(self.cim, vnc.vm_name)
+        if vm is None:
+            return GetVncPortAnswer(result=False, port=VNC_PORT_RDP, details=(
+                f"{names.GET_VNC_PORT_ANSWER} failed due to no VM named {vnc.vm_name} "
+                "on this host"))
+        return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
+                                port=VNC_PORT_RDP)
+
+    async def stats(self, command: Command) -> Result:
+        """CPU load, vCPU count and memory of the named VMs, in one call for all of them.
+
+        Names of no VM are left out (an empty map is a success). Read-only, safe to
+        repeat; no round trip when no name is asked for.
+        """
+        asked = _expect(command, GetVmStatsCommand)
+        found = await vms.vm_stats(self.cim, asked.vm_names)
+        return GetVmStatsAnswer(result=True, vm_stats_map={
+            name: _stats_entry(name, stats) for name, stats in found.items()})
+
+
+def _stats_entry(name: str, stats: vms.VmStats) -> VmStatsEntry:
+    # Network counters are not measured (the C# agent sends a constant); 0 says "nothing
+    # known" without inventing traffic. Only the memory assigned to the VM is known, not
+    # what the guest has free, so intFreeMemoryKBs and targetMemoryKBs are left out.
+    return VmStatsEntry(cpu_utilization_percent=stats.cpu_utilization_percent,
+                        num_cpus=stats.cpus, memory_kb=float(stats.memory_mb * 1024),
+                        network_read_kb=0.0, network_write_kb=0.0, entity_type="vm",
+                        vm_name=name)
+
+
+def _expect(command: Command, kind: type[C]) -> C:
+    if not isinstance(command, kind):
+        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
+    return command

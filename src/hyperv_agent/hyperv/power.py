@@ -1,0 +1,186 @@
+"""Graceful shutdown, reset, and the whole stop sequence of a VM.
+
+``stop_and_remove`` is what CloudStack's StopCommand means on Hyper-V: ask the guest to
+shut down through its shutdown integration component, wait (bounded) for the VM to be
+off, turn it off hard if it is not, then delete its definition. Disk files are never
+touched. Round trips in the steady state (W = job waits, P = state polls, >= 1):
+
+==============================  ===================================================
+``shutdown_component``          1 query
+``request_shutdown``            1 query + 1 call (just the query without a component)
+``wait_until_off``              P gets, bounded by the policy's timeout
+``reset``                       1 call (+ 1 W when Hyper-V runs it as a job)
+``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
+                                +1 call + 1 W (turn off) when the guest ignores it
+``stop_and_remove`` forced      2 calls + 2 W (turn off, destroy)
+``stop_and_remove`` VM off      1 call + 1 W (destroy)
+==============================  ===================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, InValue, ObjectPath
+from hyperv_agent.errors import AgentError, CimNotFound, HyperVError
+from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv.schema import NAMESPACE, Class, RequestedState, ReturnCode
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+
+log = logging.getLogger("hyperv_agent.hyperv.power")
+
+T = TypeVar("T")
+
+_COMPONENT_KEYS = ("CreationClassName", "DeviceID", "SystemCreationClassName", "SystemName")
+#: InitiateShutdown return codes that mean "the guest cannot be asked now" (VM not running,
+#: integration service not ready): the caller goes on to a hard power-off.
+_NOT_ASKED = (ReturnCode.NOT_READY, ReturnCode.INVALID_STATE)
+#: How long a guest gets to shut down, and how often its state is read meanwhile.
+SHUTDOWN_WAIT = jobs.WaitPolicy(timeout_s=30.0, first_poll_s=0.1, max_poll_s=1.0)
+
+
+@dataclass(frozen=True)
+class StopPolicy:
+    """How a stop proceeds: guest shutdown first or not, how long to wait for it."""
+
+    graceful: bool = True
+    shutdown_wait: jobs.WaitPolicy = SHUTDOWN_WAIT
+    reason: str = "Stopped by CloudStack"
+    job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+
+
+async def shutdown_component(cim: Cim, vm_guid: str) -> ObjectPath | None:
+    """The path of the VM's Msvm_ShutdownComponent; None when it has none. 1 query.
+
+    A VM that is off, missing, or whose guest lacks the shutdown integration service has
+    no component. Read-only and safe to repeat.
+    """
+    query = wql.select(Class.SHUTDOWN, wql.eq("SystemName", vm_guid), _COMPONENT_KEYS)
+    found = await cim.query(query, NAMESPACE)
+    return found[0].path if found else None
+
+
+async def request_shutdown(
+    cim: Cim, vm_guid: str, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Ask the guest OS to shut down (InitiateShutdown, Force=True); True if it was asked.
+
+    False, with nothing changed, when the VM is missing, has no shutdown component, or
+    Hyper-V answers that the guest cannot be asked now (not ready, invalid state). A
+    shutdown already in progress counts as asked. The request returns before the guest
+    is off: use ``wait_until_off``. A repeat is safe (a guest already shutting down is
+    asked again or reported in progress). Other refusals raise MethodFailed or JobFailed;
+    nothing is cleaned up. 1 query + 1 call.
+    """
+    component = await shutdown_component(cim, vm_guid)
+    if component is None:
+        return False
+    params: dict[str, InValue] = {"Force": True, "Reason": reason}
+    accepted = (*_NOT_ASKED, ReturnCode.SHUTDOWN_IN_PROGRESS)
+    try:
+        result = await jobs.call(cim, component, "InitiateShutdown", params, accept=accepted,
+                                 policy=policy)
+    except CimNotFound:  # the VM went off (and its component with it) meanwhile
+        return False
+    return result.return_value not in _NOT_ASKED
+
+
+async def wait_until_off(
+    cim: Cim,
+    vm_guid: str,
+    policy: jobs.WaitPolicy,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """Poll the VM's EnabledState until it is off; True if off (or gone) in time.
+
+    Read-only: the VM is left in whatever state it is in when the wait ends, and False
+    is returned when it is still not off at ``policy.timeout_s``. A missing VM counts
+    as off. Safe to repeat. One get per poll, the interval growing as the policy says.
+    """
+    deadline = clock() + policy.timeout_s
+    interval = policy.first_poll_s
+    while True:
+        try:
+            vm = await cim.get(vms.vm_path(vm_guid))
+        except CimNotFound:
+            return True
+        if vms.power_state(vm.integer("EnabledState")) is PowerState.STOPPED:
+            return True
+        if clock() >= deadline:
+            return False
+        await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def reset(
+    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Hard reset (RequestStateChange 11, no guest shutdown); True if the VM exists.
+
+    Missing VM: nothing happens and False is returned. A VM in a state that cannot be
+    reset (off, saved; return code 32775) is left as it is and True is returned. Afterwards
+    a running VM has restarted with its definition and disks unchanged; a repeat resets
+    it again. On failure (MethodFailed, JobFailed, JobTimeout) nothing is cleaned up.
+    1 call (+ 1 job wait).
+    """
+    params: dict[str, InValue] = {"RequestedState": int(RequestedState.RESET)}
+    try:
+        await jobs.call(cim, vms.vm_path(vm_guid), "RequestStateChange", params,
+                        accept=(ReturnCode.INVALID_STATE,), policy=policy)
+    except CimNotFound:
+        return False
+    return True
+
+
+async def stop_and_remove(cim: Cim, vm: VmRef, policy: StopPolicy = StopPolicy()) -> bool:
+    """Shut the VM down (gracefully when ``policy.graceful``), then delete its definition.
+
+    A running VM is asked to shut down (no shutdown component: straight to the next
+    step) and given ``policy.shutdown_wait`` to be off; one still on is turned off hard.
+    Then DestroySystem removes the definition. Returns True if this call removed the VM,
+    False when it was already gone (success: a repeat is safe). Afterwards the VM does not
+    exist and its VHD/VHDX/ISO files are where they were: nothing here deletes a file.
+    A failure raises HyperVError naming the step; a failed graceful request is not
+    fatal (the hard power-off follows). If turning off fails the VM is unchanged; if
+    the destroy fails it is left off but defined, and a repeat finishes the job.
+    """
+    off = vm.power is PowerState.STOPPED
+    if policy.graceful and vm.power is PowerState.RUNNING:
+        off = await _graceful(cim, vm, policy)
+    if not off:
+        turned_off = vms.turn_off(cim, vm.guid, policy=policy.job_wait)
+        if not await _step("turn off", vm, turned_off):
+            return False
+    return await _step("remove the definition", vm,
+                       vms.destroy(cim, vm.guid, policy=policy.job_wait))
+
+
+async def _graceful(cim: Cim, vm: VmRef, policy: StopPolicy) -> bool:
+    """True when the guest shut down within the wait; False means "turn it off"."""
+    try:
+        asked = await request_shutdown(cim, vm.guid, policy.reason, policy=policy.job_wait)
+    except AgentError as error:
+        log.warning("guest shutdown of VM %s refused (%s); turning it off", vm.name, error)
+        return False
+    if not asked:
+        log.info("VM %s cannot be shut down by its guest; turning it off", vm.name)
+        return False
+    if await _step("wait for guest shutdown", vm,
+                   wait_until_off(cim, vm.guid, policy.shutdown_wait)):
+        return True
+    log.warning("VM %s still running %g s after the shutdown request; turning it off",
+                vm.name, policy.shutdown_wait.timeout_s)
+    return False
+
+
+async def _step(name: str, vm: VmRef, operation: Awaitable[T]) -> T:
+    try:
+        return await operation
+    except AgentError as error:
+        raise HyperVError(f"stop of VM {vm.name} ({vm.guid}): {name} failed: {error}") from error

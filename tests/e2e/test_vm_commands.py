@@ -1,0 +1,356 @@
+"""VM lifecycle and state commands over real HTTPS, answered from the emulated host:
+Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.handlers.vm import VmLocks, VmSettings
+from hyperv_agent.service import build_agent
+from tests.e2e.conftest import Running, client_context, start
+from tests.emulator.kit import define_vm, devices, ok, request_state, service
+from tests.hyperv.test_power import attach_vhdx
+
+STOP = "com.cloud.agent.api.StopCommand"
+STOP_ANSWER = "com.cloud.agent.api.StopAnswer"
+REBOOT = "com.cloud.agent.api.RebootCommand"
+REBOOT_ANSWER = "com.cloud.agent.api.RebootAnswer"
+CHECK = "com.cloud.agent.api.CheckVirtualMachineCommand"
+CHECK_ANSWER = "com.cloud.agent.api.CheckVirtualMachineAnswer"
+VNC = "com.cloud.agent.api.GetVncPortCommand"
+VNC_ANSWER = "com.cloud.agent.api.GetVncPortAnswer"
+STATS = "com.cloud.agent.api.GetVmStatsCommand"
+STATS_ANSWER = "com.cloud.agent.api.GetVmStatsAnswer"
+SHUTDOWN_WAIT_S = 0.3
+
+
+@pytest.fixture
+async def quick(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
+    """The agent with a 0.3 s guest-shutdown wait (instead of 30 s)."""
+    settings = VmSettings(shutdown_timeout_s=SHUTDOWN_WAIT_S, shutdown_first_poll_s=0.02,
+                          shutdown_max_poll_s=0.05)
+    agent = build_agent(agent_config(), vm_settings=settings)
+    runner, url = await start(agent)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield Running(agent, url, session)
+    finally:
+        await runner.cleanup()
+        await agent.cim.close()
+
+
+async def _running_vm(cim: EmulatorCim, name: str, cpus: int = 1) -> ObjectPath:
+    path = await define_vm(cim, name)
+    if cpus != 1:
+        processor = (await devices(cim, path, "Msvm_ProcessorSettingData"))[0]
+        await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+            "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
+    await ok(cim, await request_state(cim, path, 2))
+    return path
+
+
+async def _names(cim: EmulatorCim) -> set[str]:
+    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
+                                                                      "Virtual Machine")))
+    return {str(vm["ElementName"]) for vm in found}
+
+
+def _stop(name: str, **fields: object) -> dict[str, object]:
+    return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False, "isProxy": False,
+            "executeInSequence": False, "contextMap": {}, "wait": 0, **fields}
+
+
+# --- StopCommand --------------------------------------------------------------------------
+
+
+async def test_stop_removes_vm_and_keeps_its_vhdx_when_vm_runs(running: Running) -> None:
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-17-VM")
+    drive_c = running.agent.config.agent.state_dir / "emulator" / "drives" / "C"
+    disk = await attach_vhdx(cim, path, drive_c)
+    await ok(cim, await request_state(cim, path, 2))
+    key, answer = await running.answer(STOP, _stop("i-2-17-VM"))
+    assert (key, answer["result"]) == (STOP_ANSWER, True), answer
+    assert answer.get("details") is None
+    assert "i-2-17-VM" not in await _names(cim)
+    assert disk.is_file() and disk.stat().st_size > 0
+
+
+async def test_stop_uses_guest_shutdown_when_guest_cooperates(running: Running) -> None:
+    cim = running.emulator
+    await _running_vm(cim, "i-2-18-VM")
+    await running.answer(STATS, {"vmNames": ["warm-up"]})  # finds the service once
+    before = cim.round_trips()
+    _, answer = await running.answer(STOP, _stop("i-2-18-VM"))
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (1, 0, 1)
+    # find + component query + InitiateShutdown + 1 state get + DestroySystem; 1 job wait.
+    assert (spent.calls, spent.waits) == (5, 1)
+
+
+async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
+    quick: Running,
+) -> None:
+    cim = quick.emulator
+    await _running_vm(cim, "i-2-19-VM")
+    cim.faults.ignore_shutdown("i-2-19-VM")
+    before = cim.round_trips()
+    started = time.monotonic()
+    _, answer = await quick.answer(STOP, _stop("i-2-19-VM"))
+    elapsed = time.monotonic() - started
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    assert SHUTDOWN_WAIT_S <= elapsed < SHUTDOWN_WAIT_S + 2.0
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (1, 1, 1)
+    assert "i-2-19-VM" not in await _names(cim)
+
+
+async def test_stop_skips_guest_shutdown_when_force_stop_is_set(running: Running) -> None:
+    cim = running.emulator
+    await _running_vm(cim, "i-2-20-VM")
+    await running.answer(STATS, {"vmNames": ["warm-up"]})  # finds the service once
+    before = cim.round_trips()
+    _, answer = await running.answer(STOP, _stop("i-2-20-VM", forceStop=True))
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    assert spent["invoke:InitiateShutdown"] == 0
+    assert (spent.calls, spent.waits) == (3, 2)  # find, turn off, destroy
+    assert "i-2-20-VM" not in await _names(cim)
+
+
+async def test_stop_succeeds_in_one_query_when_vm_is_unknown(running: Running) -> None:
+    before = running.emulator.round_trips()
+    key, answer = await running.answer(STOP, _stop("i-9-99-VM"))
+    spent = running.emulator.round_trips() - before
+    assert (key, answer["result"], answer.get("details")) == (STOP_ANSWER, True, None)
+    assert (spent.calls, spent["query"]) == (1, 1)
+
+
+async def test_stop_succeeds_again_when_repeated(running: Running) -> None:
+    await _running_vm(running.emulator, "i-2-21-VM")
+    for _ in range(2):
+        _, answer = await running.answer(STOP, _stop("i-2-21-VM"))
+        assert answer["result"] is True, answer
+
+
+async def test_stop_fails_naming_vm_name_when_vm_name_is_missing(running: Running) -> None:
+    body = _stop("x")
+    del body["vmName"]
+    key, answer = await running.answer(STOP, body)
+    assert (key, answer["result"]) == (STOP_ANSWER, False)
+    assert "vmName" in answer["details"]
+
+
+async def test_stop_leaves_vm_running_when_check_before_cleanup_is_set(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await _running_vm(cim, "i-2-22-VM")
+    key, answer = await running.answer(STOP, _stop("i-2-22-VM", checkBeforeCleanup=True))
+    assert (key, answer["result"]) == (STOP_ANSWER, False)
+    assert "i-2-22-VM" in answer["details"] and "running" in answer["details"]
+    assert "i-2-22-VM" in await _names(cim)
+
+
+async def test_stop_removes_stopped_vm_when_check_before_cleanup_is_set(
+    running: Running,
+) -> None:
+    await define_vm(running.emulator, "i-2-23-VM")
+    _, answer = await running.answer(STOP, _stop("i-2-23-VM", checkBeforeCleanup=True))
+    assert answer["result"] is True, answer
+    assert "i-2-23-VM" not in await _names(running.emulator)
+
+
+async def test_stop_fails_naming_the_step_when_destroy_fails(running: Running) -> None:
+    cim = running.emulator
+    await _running_vm(cim, "i-2-24-VM")
+    cim.faults.fail_next_job("DestroySystem", 32768, "disk busy")
+    key, answer = await running.answer(STOP, _stop("i-2-24-VM", forceStop=True))
+    assert (key, answer["result"]) == (STOP_ANSWER, False)
+    assert "remove the definition failed" in answer["details"]
+    assert "disk busy" in answer["details"]
+    _, again = await running.answer(STOP, _stop("i-2-24-VM"))
+    assert again["result"] is True and "i-2-24-VM" not in await _names(cim)
+
+
+async def test_concurrent_stops_are_serialised_when_they_name_the_same_vm(
+    quick: Running,
+) -> None:
+    cim = quick.emulator
+    await _running_vm(cim, "i-2-25-VM")
+    cim.faults.ignore_shutdown("i-2-25-VM")  # the first stop holds the VM for 0.3 s
+    before = cim.round_trips()
+    answers = await asyncio.gather(*(quick.answer(STOP, _stop("i-2-25-VM"))
+                                     for _ in range(2)))
+    spent = cim.round_trips() - before
+    assert [(key, a["result"]) for key, a in answers] == [(STOP_ANSWER, True)] * 2, answers
+    # The second stop ran after the first and found no VM: one shutdown, one destroy.
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:DestroySystem"]) == (1, 1)
+    assert "i-2-25-VM" not in await _names(cim)
+
+
+async def test_stops_run_concurrently_when_they_name_different_vms(quick: Running) -> None:
+    cim = quick.emulator
+    for name in ("i-2-26-VM", "i-2-27-VM"):
+        await _running_vm(cim, name)
+        cim.faults.ignore_shutdown(name)
+    started = time.monotonic()
+    answers = await asyncio.gather(quick.answer(STOP, _stop("i-2-26-VM")),
+                                   quick.answer(STOP, _stop("i-2-27-VM")))
+    elapsed = time.monotonic() - started
+    assert all(a["result"] is True for _, a in answers), answers
+    assert elapsed < 2 * SHUTDOWN_WAIT_S  # the two waits overlapped
+    assert not {"i-2-26-VM", "i-2-27-VM"} & await _names(cim)
+
+
+# --- RebootCommand ------------------------------------------------------------------------
+
+
+async def test_reboot_resets_vm_when_vm_runs(running: Running) -> None:
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-30-VM")
+    before = cim.round_trips()
+    key, answer = await running.answer(REBOOT, {"vmName": "i-2-30-VM"})
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
+    assert (spent["query"], spent["invoke:RequestStateChange"], spent.calls) == (1, 1, 2)
+    assert (await cim.get(path))["EnabledState"] == 2
+
+
+async def test_reboot_fails_naming_vm_when_vm_is_unknown(running: Running) -> None:
+    key, answer = await running.answer(REBOOT, {"vmName": "i-9-99-VM"})
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False)
+    assert answer["details"] == (
+        "com.cloud.agent.api.RebootCommand requested unknown VM i-9-99-VM")
+
+
+# --- CheckVirtualMachineCommand -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("requested", "expected"), [
+    (None, "PowerOff"), (2, "PowerOn"), (9, "PowerOn"), (6, "PowerOff")])
+async def test_check_reports_power_state_when_vm_exists(
+    running: Running, requested: int | None, expected: str,
+) -> None:
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-40-VM")
+    if requested is not None:
+        await ok(cim, await request_state(cim, path, 2))
+        if requested != 2:
+            await ok(cim, await request_state(cim, path, requested))
+    key, answer = await running.answer(CHECK, {"vmName": "i-2-40-VM"})
+    assert (key, answer["result"]) == (CHECK_ANSWER, True), answer
+    assert answer["state"] == answer["powerstate"] == expected
+
+
+async def test_check_fails_naming_vm_when_vm_is_unknown(running: Running) -> None:
+    key, answer = await running.answer(CHECK, {"vmName": "i-9-99-VM"})
+    assert (key, answer["result"]) == (CHECK_ANSWER, False)
+    assert answer["details"] == (
+        "com.cloud.agent.api.CheckVirtualMachineCommand requested unknown VM i-9-99-VM")
+
+
+# --- GetVncPortCommand --------------------------------------------------------------------
+
+
+async def test_vnc_port_answers_instance_id_and_rdp_port_when_vm_exists(
+    running: Running,
+) -> None:
+    path = await define_vm(running.emulator, "i-2-50-VM")
+    key, answer = await running.answer(VNC, {"id": 50, "name": "i-2-50-VM"})
+    assert key == VNC_ANSWER
+    assert (answer["result"], answer["address"], answer["port"]) == (
+        True, f"instanceId={path.key('Name')}", -9)
+    assert "contextMap" not in answer
+
+
+async def test_vnc_port_fails_with_port_minus_9_when_vm_is_unknown(running: Running) -> None:
+    key, answer = await running.answer(VNC, {"id": 99, "name": "i-9-99-VM"})
+    assert (key, answer["result"], answer["port"]) == (VNC_ANSWER, False, -9)
+    assert answer.get("address") is None
+    assert answer["details"].startswith("com.cloud.agent.api.GetVncPortAnswer failed due to ")
+    assert "i-9-99-VM" in answer["details"]
+
+
+# --- GetVmStatsCommand --------------------------------------------------------------------
+
+
+async def test_vm_stats_is_one_call_when_three_vms_are_named(running: Running) -> None:
+    cim = running.emulator
+    await _running_vm(cim, "i-2-60-VM", cpus=2)
+    await _running_vm(cim, "i-2-61-VM", cpus=4)
+    await running.answer(STATS, {"vmNames": ["warm-up"]})  # finds the service once
+    loads = await _processor_loads(cim)
+    before = cim.round_trips()
+    key, answer = await running.answer(STATS, {"vmNames": ["i-2-60-VM", "i-2-61-VM",
+                                                           "i-9-99-VM"]})
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (STATS_ANSWER, True), answer
+    assert (spent.calls, spent["invoke:GetSummaryInformation"]) == (1, 1)
+    stats = answer["vmStatsMap"]
+    assert sorted(stats) == ["i-2-60-VM", "i-2-61-VM"]
+    for name, cpus in (("i-2-60-VM", 2), ("i-2-61-VM", 4)):
+        entry = stats[name]
+        assert entry["numCPUs"] == cpus
+        assert entry["cpuUtilization"] == loads[name] > 0
+        assert entry["memoryKBs"] == 1024 * 1024  # 1024 MB assigned
+        assert (entry["networkReadKBs"], entry["networkWriteKBs"]) == (0, 0)
+        assert entry["entityType"] == "vm"
+
+
+async def test_vm_stats_is_an_empty_map_without_a_call_when_no_vm_is_named(
+    running: Running,
+) -> None:
+    before = running.emulator.round_trips()
+    key, answer = await running.answer(STATS, {"vmNames": []})
+    assert (key, answer["result"], answer["vmStatsMap"]) == (STATS_ANSWER, True, {})
+    assert (running.emulator.round_trips() - before).calls == 0
+
+
+async def _processor_loads(cim: EmulatorCim) -> dict[str, float]:
+    """ProcessorLoad of every VM, read with a raw GetSummaryInformation call."""
+    result = await cim.invoke(await service(cim), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [1, 101]})
+    return {str(s["ElementName"]): float(s.integer("ProcessorLoad") or 0)
+            for s in result.instances("SummaryInformation")}
+
+
+# --- the per-VM locks ---------------------------------------------------------------------
+
+
+async def test_lock_serialises_holders_and_is_forgotten_when_last_holder_leaves() -> None:
+    locks = VmLocks()
+    order: list[str] = []
+
+    async def hold(tag: str, name: str) -> None:
+        async with locks.hold(name):
+            order.append(f"{tag}+")
+            await asyncio.sleep(0.02)
+            order.append(f"{tag}-")
+
+    await asyncio.gather(hold("a", "i-2-70-VM"), hold("b", "I-2-70-vm"))
+    assert order == ["a+", "a-", "b+", "b-"]
+    assert len(locks) == 0
+
+
+async def test_lock_is_released_when_holder_fails() -> None:
+    locks = VmLocks()
+    with pytest.raises(RuntimeError):
+        async with locks.hold("i-2-71-VM"):
+            raise RuntimeError("step failed")
+    assert len(locks) == 0
+    async with asyncio.timeout(1), locks.hold("i-2-71-VM"):
+        pass

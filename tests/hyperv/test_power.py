@@ -1,0 +1,248 @@
+"""hyperv.power: guest shutdown, the bounded wait, reset and the stop sequence, on the
+emulated host."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.errors import HyperVError
+from hyperv_agent.hyperv import jobs, power, vms
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+from tests.emulator.kit import add, define_vm, devices, ok, request_state, state, template
+
+IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+FAST = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.02, max_poll_s=0.05)
+JOBS = jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.01, max_poll_s=0.05)
+GRACEFUL = power.StopPolicy(shutdown_wait=FAST, job_wait=JOBS)
+FORCED = power.StopPolicy(graceful=False, shutdown_wait=FAST, job_wait=JOBS)
+
+
+async def _running(cim: EmulatorCim, name: str) -> VmRef:
+    path = await define_vm(cim, name)
+    await ok(cim, await request_state(cim, path, 2))
+    return await _ref(cim, name)
+
+
+async def _ref(cim: EmulatorCim, name: str) -> VmRef:
+    vm = await vms.find_vm(cim, name)
+    assert vm is not None
+    return vm
+
+
+async def attach_vhdx(cim: EmulatorCim, vm: ObjectPath, drive_c: Path) -> Path:
+    """A real dynamic VHDX on IDE 0, slot 0; returns the file's local path."""
+    folder = drive_c / "disks"
+    folder.mkdir(parents=True, exist_ok=True)
+    vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
+    controller = next(d.path for d in ide if d["Address"] == "0")
+    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
+        Parent=str(controller), AddressOnParent="0")
+    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths(
+        "ResultingResourceSettings")[0]
+    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive_path), HostResource=["C:\\disks\\root.vhdx"])
+    await ok(cim, await add(cim, vm, [medium]))
+    return folder / "root.vhdx"
+
+
+async def _gone(cim: EmulatorCim, name: str) -> bool:
+    return await vms.find_vm(cim, name) is None
+
+
+@pytest.fixture
+async def slow_guests(
+    make_config: Callable[..., EmulatorConfig],
+) -> AsyncIterator[EmulatorCim]:
+    """Guests that take 0.2 s to shut down when asked."""
+    cim = EmulatorCim.open(make_config(guest_shutdown_s=0.2))
+    yield cim
+    await cim.close()
+
+
+# --- the stop sequence --------------------------------------------------------------------
+
+
+async def test_stop_removes_definition_and_keeps_vhdx_when_vm_has_a_disk(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    path = await define_vm(emulator, "i-2-30-VM")
+    disk = await attach_vhdx(emulator, path, tmp_path / "C")
+    await ok(emulator, await request_state(emulator, path, 2))
+    size = disk.stat().st_size
+    assert await power.stop_and_remove(emulator, await _ref(emulator, "i-2-30-VM"), GRACEFUL)
+    assert await _gone(emulator, "i-2-30-VM")
+    assert disk.is_file() and disk.stat().st_size == size
+
+
+async def test_stop_uses_guest_shutdown_and_no_turn_off_when_guest_cooperates(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "i-2-31-VM")
+    await vms.management_service(emulator)
+    before = emulator.round_trips()
+    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    spent = emulator.round_trips() - before
+    assert await _gone(emulator, "i-2-31-VM")
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (1, 0, 1)
+    # 1 component query + InitiateShutdown + 1 state get + DestroySystem; 1 job wait.
+    assert (spent.calls, spent.waits) == (4, 1)
+
+
+async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "i-2-32-VM")
+    emulator.faults.ignore_shutdown("i-2-32-VM")
+    before = emulator.round_trips()
+    started = time.monotonic()
+    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    elapsed = time.monotonic() - started
+    spent = emulator.round_trips() - before
+    assert FAST.timeout_s <= elapsed < FAST.timeout_s + 2.0
+    assert await _gone(emulator, "i-2-32-VM")
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (1, 1, 1)
+
+
+async def test_stop_skips_guest_shutdown_when_forced(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "i-2-33-VM")
+    await vms.management_service(emulator)
+    before = emulator.round_trips()
+    assert await power.stop_and_remove(emulator, vm, FORCED)
+    spent = emulator.round_trips() - before
+    assert await _gone(emulator, "i-2-33-VM")
+    assert spent["invoke:InitiateShutdown"] == 0 and spent["query"] == 0
+    assert (spent.calls, spent.waits) == (2, 2)  # turn off, destroy
+
+
+async def test_stop_only_destroys_when_vm_is_already_off(emulator: EmulatorCim) -> None:
+    await define_vm(emulator, "i-2-34-VM")
+    vm = await _ref(emulator, "i-2-34-VM")
+    await vms.management_service(emulator)
+    before = emulator.round_trips()
+    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    spent = emulator.round_trips() - before
+    assert await _gone(emulator, "i-2-34-VM")
+    assert (spent.calls, spent["invoke:DestroySystem"]) == (1, 1)
+
+
+async def test_stop_waits_for_slow_guest_when_it_shuts_down_within_the_wait(
+    slow_guests: EmulatorCim,
+) -> None:
+    vm = await _running(slow_guests, "i-2-35-VM")
+    policy = power.StopPolicy(shutdown_wait=jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.02,
+                                                            max_poll_s=0.05), job_wait=JOBS)
+    before = slow_guests.round_trips()
+    assert await power.stop_and_remove(slow_guests, vm, policy)
+    spent = slow_guests.round_trips() - before
+    assert await _gone(slow_guests, "i-2-35-VM")
+    assert spent["invoke:RequestStateChange"] == 0  # off by the guest, not turned off
+    assert spent["get"] >= 2  # polled while the guest was shutting down
+
+
+async def test_stop_returns_false_when_vm_is_already_gone(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "i-2-36-VM")
+    assert await power.stop_and_remove(emulator, vm, FORCED)
+    assert not await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert not await power.stop_and_remove(emulator, vm, FORCED)
+
+
+async def test_stop_turns_vm_off_when_guest_shutdown_is_refused(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "i-2-37-VM")
+    emulator.faults.fail_next_call("InitiateShutdown", 32768)
+    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert await _gone(emulator, "i-2-37-VM")
+
+
+async def test_stop_names_step_and_leaves_vm_off_when_destroy_fails(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "i-2-38-VM")
+    emulator.faults.fail_next_job("DestroySystem", 32768, "disk busy")
+    with pytest.raises(HyperVError, match=r"i-2-38-VM .*remove the definition failed.*disk busy"):
+        await power.stop_and_remove(emulator, vm, FORCED)
+    assert await state(emulator, vm.path) == 3  # off but still defined
+    assert await power.stop_and_remove(emulator, await _ref(emulator, "i-2-38-VM"), FORCED)
+    assert await _gone(emulator, "i-2-38-VM")
+
+
+async def test_stop_names_step_and_leaves_vm_running_when_turn_off_fails(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "i-2-39-VM")
+    emulator.faults.fail_next_call("RequestStateChange", 32768)
+    with pytest.raises(HyperVError, match="turn off failed"):
+        await power.stop_and_remove(emulator, vm, FORCED)
+    assert await state(emulator, vm.path) == 2
+
+
+# --- the pieces ---------------------------------------------------------------------------
+
+
+async def test_request_shutdown_returns_false_without_a_call_when_vm_is_off(
+    emulator: EmulatorCim,
+) -> None:
+    path = await define_vm(emulator, "off")
+    before = emulator.round_trips()
+    assert not await power.request_shutdown(emulator, path.key("Name"), "test")
+    spent = emulator.round_trips() - before
+    assert (spent["query"], spent["invoke"]) == (1, 0)
+
+
+async def test_request_shutdown_asks_guest_when_vm_runs(slow_guests: EmulatorCim) -> None:
+    vm = await _running(slow_guests, "up")
+    assert await power.request_shutdown(slow_guests, vm.guid, "test")
+    assert await state(slow_guests, vm.path) == 2  # the guest takes its time
+    assert await power.wait_until_off(slow_guests, vm.guid, JOBS)
+    assert await state(slow_guests, vm.path) == 3
+
+
+async def test_wait_until_off_returns_false_at_deadline_when_guest_ignores_shutdown(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "stubborn")
+    emulator.faults.ignore_shutdown(vm.guid)
+    assert await power.request_shutdown(emulator, vm.guid, "test")
+    started = time.monotonic()
+    assert not await power.wait_until_off(emulator, vm.guid, FAST)
+    assert time.monotonic() - started >= FAST.timeout_s
+    assert await state(emulator, vm.path) == 2
+
+
+async def test_wait_until_off_returns_true_at_once_when_vm_is_missing(
+    emulator: EmulatorCim,
+) -> None:
+    before = emulator.round_trips()
+    assert await power.wait_until_off(emulator, "00000000-0000-0000-0000-000000000000", FAST)
+    assert (emulator.round_trips() - before)["get"] == 1
+
+
+async def test_reset_restarts_vm_when_it_runs(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "resettable")
+    before = emulator.round_trips()
+    assert await power.reset(emulator, vm.guid, policy=JOBS)
+    spent = emulator.round_trips() - before
+    assert spent["invoke:RequestStateChange"] == 1 and spent.calls == 1
+    assert (await _ref(emulator, "resettable")).power is PowerState.RUNNING
+
+
+async def test_reset_leaves_vm_off_when_it_is_off(emulator: EmulatorCim) -> None:
+    path = await define_vm(emulator, "cold")
+    assert await power.reset(emulator, path.key("Name"), policy=JOBS)
+    assert await state(emulator, path) == 3
+
+
+async def test_reset_returns_false_when_vm_is_missing(emulator: EmulatorCim) -> None:
+    assert not await power.reset(emulator, "00000000-0000-0000-0000-000000000000")
