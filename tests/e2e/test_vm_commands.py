@@ -17,8 +17,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from hyperv_agent.service import build_agent
 from tests.e2e.conftest import Running, client_context, start
-from tests.emulator.kit import define_vm, devices, ok, request_state, service
-from tests.hyperv.test_power import attach_vhdx
+from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
 
 STOP = "com.cloud.agent.api.StopCommand"
 STOP_ANSWER = "com.cloud.agent.api.StopAnswer"

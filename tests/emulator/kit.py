@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
+from hyperv_agent.emulator import vhd
 
+IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
 GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
 
@@ -81,3 +86,20 @@ async def state(cim: Cim, vm: ObjectPath) -> int:
 
 async def request_state(cim: Cim, vm: ObjectPath, requested: int) -> MethodResult:
     return await cim.invoke(vm, "RequestStateChange", {"RequestedState": requested})
+
+
+async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path) -> Path:
+    """A real dynamic VHDX (C:\\disks\\root.vhdx) on IDE 0, slot 0; returns the local file."""
+    folder = drive_c / "disks"
+    folder.mkdir(parents=True, exist_ok=True)
+    vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
+    controller = next(d.path for d in ide if d["Address"] == "0")
+    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
+        Parent=str(controller), AddressOnParent="0")
+    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths(
+        "ResultingResourceSettings")[0]
+    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive_path), HostResource=["C:\\disks\\root.vhdx"])
+    await ok(cim, await add(cim, vm, [medium]))
+    return folder / "root.vhdx"

@@ -9,18 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv import jobs, power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
-from tests.emulator.kit import add, define_vm, devices, ok, request_state, state, template
+from tests.emulator.kit import (
+    attach_vhdx,
+    define_vm,
+    ok,
+    request_state,
+    state,
+)
 
-IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
-DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
-VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
 FAST = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.02, max_poll_s=0.05)
 JOBS = jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.01, max_poll_s=0.05)
 GRACEFUL = power.StopPolicy(shutdown_wait=FAST, job_wait=JOBS)
@@ -37,23 +38,6 @@ async def _ref(cim: EmulatorCim, name: str) -> VmRef:
     vm = await vms.find_vm(cim, name)
     assert vm is not None
     return vm
-
-
-async def attach_vhdx(cim: EmulatorCim, vm: ObjectPath, drive_c: Path) -> Path:
-    """A real dynamic VHDX on IDE 0, slot 0; returns the file's local path."""
-    folder = drive_c / "disks"
-    folder.mkdir(parents=True, exist_ok=True)
-    vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
-    ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
-    controller = next(d.path for d in ide if d["Address"] == "0")
-    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
-        Parent=str(controller), AddressOnParent="0")
-    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths(
-        "ResultingResourceSettings")[0]
-    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
-        Parent=str(drive_path), HostResource=["C:\\disks\\root.vhdx"])
-    await ok(cim, await add(cim, vm, [medium]))
-    return folder / "root.vhdx"
 
 
 async def _gone(cim: EmulatorCim, name: str) -> bool:

@@ -14,11 +14,15 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import HyperVError, JobFailed
 from hyperv_agent.hyperv import vms
 from hyperv_agent.hyperv.vms import PowerState
-from tests.emulator.kit import add, define_vm, devices, ok, request_state, service, state, template
-
-IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
-DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
-VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
+from tests.emulator.kit import (
+    attach_vhdx,
+    define_vm,
+    devices,
+    ok,
+    request_state,
+    service,
+    state,
+)
 
 
 async def _define(cim: EmulatorCim, name: str, notes: Sequence[str] = ()) -> ObjectPath:
@@ -33,23 +37,6 @@ async def _define(cim: EmulatorCim, name: str, notes: Sequence[str] = ()) -> Obj
 
 async def _start(cim: EmulatorCim, vm: ObjectPath) -> None:
     await ok(cim, await request_state(cim, vm, 2))
-
-
-async def _attach_vhd(cim: EmulatorCim, vm: ObjectPath, tmp_path: Path) -> Path:
-    """A real VHDX file on IDE 0, slot 0; returns the file's local path."""
-    folder = tmp_path / "C" / "disks"
-    folder.mkdir(parents=True, exist_ok=True)
-    vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
-    ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
-    controller = next(d.path for d in ide if d["Address"] == "0")
-    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
-        Parent=str(controller), AddressOnParent="0")
-    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths(
-        "ResultingResourceSettings")[0]
-    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
-        Parent=str(drive_path), HostResource=["C:\\disks\\root.vhdx"])
-    await ok(cim, await add(cim, vm, [medium]))
-    return folder / "root.vhdx"
 
 
 # --- power states -------------------------------------------------------------------------
@@ -168,7 +155,7 @@ async def test_remove_vm_keeps_disk_file_when_vm_runs(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await define_vm(emulator, "doomed")
-    disk = await _attach_vhd(emulator, vm, tmp_path)
+    disk = await attach_vhdx(emulator, vm, tmp_path / "C")
     await _start(emulator, vm)
     await vms.list_vms(emulator)  # warm the management-service cache
     before = emulator.round_trips()
