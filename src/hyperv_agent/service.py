@@ -26,11 +26,13 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
+from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent")
 
@@ -80,8 +82,12 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                             root_device_reserved_bytes=agent.root_device_reserved_bytes,
                             root_device=agent.root_device_name,
                             local_pool_path=agent.local_storage_path)
-    handlers = HostHandlers(cim, open_files(config, cim.inner), settings).table()
+    files = open_files(config, cim.inner)
+    reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
+    handlers = HostHandlers(cim, files, settings).table()
     handlers |= VmHandlers(cim, vm_settings).table()
+    pools = PoolRegistry(agent.state_dir / "pools.json")
+    handlers |= StorageHandlers(files, pools, reservation).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     return Agent(config, cim, Dispatch(handlers, metrics, counting.count), metrics, identity)

@@ -30,6 +30,7 @@ from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError
 from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.backend import Backend
@@ -106,7 +107,9 @@ class HostHandlers:
         path = self.settings.local_pool_path
         try:
             await self.files.make_dirs(path)
-            total, free = await self.pool_usage(path)
+            reservation = Reservation(self.settings.root_device,
+                                      self.settings.root_device_reserved_bytes)
+            total, free = await pool_usage(self.files, path, reservation)
         except AgentError as error:
             log.warning("local storage pool %s left out of the startup reply: %s", path, error)
             return None
@@ -117,13 +120,6 @@ class HostHandlers:
         return StartupStorageCommand(pool_info=info, guid=pool_uuid, resource_type="STORAGE_POOL",
                                      data_center=command.data_center)
 
-    async def pool_usage(self, path: str) -> tuple[int, int]:
-        """Capacity and free bytes, less the root-device reservation where it applies."""
-        usage = await self.files.usage(path)
-        reserve = 0
-        if path.lower().startswith(self.settings.root_device.lower()):
-            reserve = self.settings.root_device_reserved_bytes
-        return max(0, usage.total_bytes - reserve), max(0, usage.free_bytes - reserve)
 
     # --- the VM state report ------------------------------------------------------------
 

@@ -1,0 +1,137 @@
+"""Storage pools over real HTTPS: local folders and SMB shares, registration and statistics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hyperv_agent.config import load_config
+from hyperv_agent.service import build_agent
+from tests.e2e.conftest import Running, client_context, start
+
+MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
+STATS = "com.cloud.agent.api.GetStorageStatsCommand"
+POOL_UUID = "3c2e0b0a-5f1e-4c6b-9a52-0d9b8f6f2b11"
+SMB_PATH = "/SMB-Share/primary?user=admin&password=s3cret%40pw&domain=LAB"
+
+
+def _config_file(tmp_path: Path) -> Path:
+    share = tmp_path / "smb-share"
+    (share / "primary").mkdir(parents=True)
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+[emulator.shares]
+'\\\\10.1.1.2\\SMB-Share' = "{share}"
+""")
+    return config
+
+
+@pytest.fixture
+async def pools(tmp_path: Path) -> AsyncIterator[Running]:
+    agent = build_agent(load_config(_config_file(tmp_path)))
+    runner, url = await start(agent)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(agent, url, session)
+    await runner.cleanup()
+    await agent.cim.close()
+
+
+def _modify(add: bool, pool_type: str, host: str, path: str, local: str | None = None
+            ) -> dict[str, object]:
+    body: dict[str, object] = {"add": add, "pool": {
+        "type": pool_type, "host": host, "port": 445, "path": path, "uuid": POOL_UUID}}
+    if local is not None:
+        body["localPath"] = local
+    return body
+
+
+def _drive_c(running: Running) -> Path:
+    return running.agent.config.agent.state_dir / "emulator" / "drives" / "C"
+
+
+async def test_local_pool_is_measured_when_its_folder_exists(pools: Running) -> None:
+    (_drive_c(pools) / "pools" / "p1").mkdir(parents=True)
+    key, value = await pools.answer(MODIFY, _modify(True, "Filesystem", "127.0.0.1",
+                                                    "C:\\pools\\p1", "C:\\pools\\p1"))
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is True
+    info = value["poolInfo"]
+    assert (value["localPath"], info["localPath"], info["poolType"]) == (
+        "C:\\pools\\p1", "C:\\pools\\p1", "Filesystem")
+    assert 0 < info["availableBytes"] <= info["capacityBytes"]
+    key, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "Filesystem",
+                                            "localPath": "C:\\pools\\p1"})
+    assert key == "com.cloud.agent.api.GetStorageStatsAnswer" and stats["result"] is True
+    usage = shutil.disk_usage(_drive_c(pools) / "pools" / "p1")
+    reserved = 4 * 1024**3
+    assert stats["capacityBytes"] == stats["capacity"] == usage.total - reserved
+    assert stats["usedBytes"] == stats["used"]
+    assert 0 <= stats["usedBytes"] <= stats["capacityBytes"]
+
+
+async def test_smb_pool_is_registered_measured_and_forgotten(
+    pools: Running, tmp_path: Path
+) -> None:
+    _, value = await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+    assert value["result"] is True, value
+    assert value["localPath"] == "\\\\10.1.1.2\\SMB-Share\\primary"
+    assert value["poolInfo"]["hostPath"] == "/SMB-Share/primary"  # credentials dropped
+    _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is True and stats["capacityBytes"] > 0
+    registry = json.loads((tmp_path / "state" / "pools.json").read_text())
+    assert registry == {POOL_UUID: "\\\\10.1.1.2\\SMB-Share\\primary"}
+    assert "s3cret" not in json.dumps(registry)
+    _, value = await pools.answer(MODIFY, _modify(False, "SMB", "10.1.1.2", SMB_PATH))
+    assert value["result"] is True
+    _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is False and "not registered" in stats["details"]
+
+
+async def test_smb_pool_registration_survives_a_restart(tmp_path: Path) -> None:
+    config = load_config(_config_file(tmp_path))
+    for step in ("register", "after restart"):
+        agent = build_agent(config)
+        runner, url = await start(agent)
+        connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            running = Running(agent, url, session)
+            if step == "register":
+                await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+            else:
+                _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+                assert stats["result"] is True
+        await runner.cleanup()
+        await agent.cim.close()
+
+
+@pytest.mark.parametrize(("pool_type", "host", "path", "local"), [
+    ("SMB", "10.9.9.9", "/nowhere/primary?user=a&password=s3cret%40pw", None),  # unreachable
+    ("Filesystem", "127.0.0.1", "C:\\pools\\absent", "C:\\pools\\absent"),  # missing folder
+    ("Filesystem", "127.0.0.1", "C:\\pools\\..\\..\\x", "C:\\pools\\..\\..\\x"),  # escape
+    ("Filesystem", "127.0.0.1", ".\\Dummy", ".\\Dummy"),  # relative
+    ("RBD", "10.1.1.2", "/rbd", None),  # a type Hyper-V cannot use
+])
+async def test_bad_pool_is_refused_clearly_without_leaking_the_password(
+    pools: Running, pool_type: str, host: str, path: str, local: str | None
+) -> None:
+    key, value = await pools.answer(MODIFY, _modify(True, pool_type, host, path, local))
+    assert key == "com.cloud.agent.api.Answer" and value["result"] is False
+    assert value["details"].startswith(f"Failed to add storage pool {POOL_UUID}")
+    assert "s3cret" not in value["details"]
+    assert not (pools.agent.config.agent.state_dir / "pools.json").exists()
+
+
+async def test_create_and_delete_pool_answer_success(pools: Running) -> None:
+    _, created = await pools.answer("com.cloud.agent.api.CreateStoragePoolCommand", {})
+    _, deleted = await pools.answer("com.cloud.agent.api.DeleteStoragePoolCommand",
+                                    {"pool": {"uuid": POOL_UUID, "type": "SMB"}})
+    assert created["result"] is True and deleted["result"] is True
