@@ -53,6 +53,7 @@ class Agent:
     dispatch: Dispatch
     metrics: Metrics
     identity: tls.Identity
+    host: HostHandlers
 
     def app(self) -> web.Application:
         allow = [ipaddress.ip_network(n, strict=False) for n in self.config.agent.allow_from]
@@ -84,13 +85,25 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                             local_pool_path=agent.local_storage_path)
     files = open_files(config, cim.inner)
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
-    handlers = HostHandlers(cim, files, settings).table()
-    handlers |= VmHandlers(cim, vm_settings).table()
     pools = PoolRegistry(agent.state_dir / "pools.json")
+    host = HostHandlers(cim, files, settings, pools)
+    handlers = host.table()
+    handlers |= VmHandlers(cim, vm_settings).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
-    return Agent(config, cim, Dispatch(handlers, metrics, counting.count), metrics, identity)
+    dispatch = Dispatch(handlers, metrics, counting.count)
+    return Agent(config, cim, dispatch, metrics, identity, host)
+
+
+HEARTBEAT_INTERVAL_S = 60.0
+
+
+async def heartbeats(agent: Agent, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    """Stamp this host's heartbeat in every shared pool, every ``interval_s``, for ever."""
+    while True:
+        await agent.host.write_heartbeats()
+        await asyncio.sleep(interval_s)
 
 
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
@@ -104,9 +117,11 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
              agent.config.agent.listen, agent.config.agent.admin_listen,
              agent.identity.sha256_fingerprint)
+    beating = asyncio.create_task(heartbeats(agent))
     try:
         await stop.wait()
     finally:
+        beating.cancel()
         for runner in runners:
             await runner.cleanup()
         await agent.cim.close()

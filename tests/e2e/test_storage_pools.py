@@ -135,3 +135,34 @@ async def test_create_and_delete_pool_answer_success(pools: Running) -> None:
     _, deleted = await pools.answer("com.cloud.agent.api.DeleteStoragePoolCommand",
                                     {"pool": {"uuid": POOL_UUID, "type": "SMB"}})
     assert created["result"] is True and deleted["result"] is True
+
+
+def _check_on_host(ip: str) -> dict[str, object]:
+    return {"host": {"guid": "neighbour", "privateNetwork": {"ip": ip}}, "contextMap": {}}
+
+
+async def test_check_on_host_sees_a_fresh_heartbeat_in_a_shared_pool(
+    pools: Running, tmp_path: Path
+) -> None:
+    await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+    await pools.agent.host.write_heartbeats()
+    beat = tmp_path / "smb-share" / "primary" / "hb-192.168.100.10"
+    assert beat.read_text().count("@") == 1
+    key, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                    _check_on_host("192.168.100.10"))
+    assert key == "com.cloud.agent.api.CheckOnHostAnswer"
+    assert (value["result"], value["details"], value["alive"]) == (False, "host is alive", True)
+
+
+async def test_check_on_host_reports_not_alive_when_the_heartbeat_is_stale(
+    pools: Running, tmp_path: Path
+) -> None:
+    await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+    (tmp_path / "smb-share" / "primary" / "hb-10.0.0.7").write_text("2024-5-7@3:4:9")
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host("10.0.0.7"))
+    assert (value["result"], value["details"], value["determined"]) == (
+        True, "host is not alive", True)
+    _, bad = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                _check_on_host("..\\..\\x"))
+    assert bad["result"] is False and "not an IP address" in bad["details"]

@@ -3,9 +3,12 @@ network check, maintenance, host statistics and the HA check (protocol §4, §5.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack import codec, names
@@ -21,6 +24,7 @@ from hyperv_agent.cloudstack.answers import (
 )
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_host import (
+    CheckOnHostCommand,
     GetHostStatsCommand,
     StartupRoutingCommand,
     StartupStorageCommand,
@@ -31,9 +35,11 @@ from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.storage import Reservation, pool_usage
+from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent.handlers.host")
 
@@ -54,10 +60,15 @@ class HostSettings:
 
 
 class HostHandlers:
-    def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings) -> None:
+    def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings,
+                 pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time
+                 ) -> None:
         self.cim = cim
         self.files = files
         self.settings = settings
+        self.pools = pools
+        self.clock = clock
+        self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
 
     def table(self) -> dict[str, Handler]:
         return {
@@ -83,6 +94,7 @@ class HostHandlers:
             raise AgentError("StartupCommand must carry a StartupRoutingCommand")
         facts = await host.host_facts(self.cim)
         ip = self.settings.private_ip or command.private_ip_address or ""
+        self.private_ip = self.private_ip or ip or None
         nic = await host.nic_for_ip(self.cim, ip) or await self._first_nic()
         routing = command.model_copy(update={
             "private_netmask": nic.netmask if nic else None,
@@ -190,10 +202,75 @@ class HostHandlers:
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
     async def check_on_host(self, command: Command) -> Result:
-        """§5.3: ``result`` false means the neighbour is alive. No shared pool carries a
-        heartbeat of it on this host, so it is reported not alive (``determined`` false)."""
-        return CheckOnHostAnswer(result=True, details="host is not alive", determined=False,
+        """§5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
+        alive, because one of the shared pools holds a heartbeat of it younger than
+        ``HEARTBEAT_FRESH_S``. Read-only."""
+        assert isinstance(command, CheckOnHostCommand)
+        network = command.host.private_network
+        ip = network.ip if network is not None else None
+        roots = self.pools.roots() if self.pools is not None else ()
+        if ip:
+            _check_ip(ip)
+        if not ip or not roots:
+            return CheckOnHostAnswer(result=True, details="host is not alive", determined=False,
+                                     alive=False)
+        for root in roots:
+            beat = await self._heartbeat(root, ip)
+            if beat is not None and self.clock() - beat <= HEARTBEAT_FRESH_S:
+                return CheckOnHostAnswer(result=False, details="host is alive",
+                                         determined=True, alive=True)
+        return CheckOnHostAnswer(result=True, details="host is not alive", determined=True,
                                  alive=False)
+
+    async def _heartbeat(self, root: str, ip: str) -> float | None:
+        try:
+            text = await self.files.read_text(heartbeat_path(root, ip))
+        except AgentError as error:
+            log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
+            return None
+        return parse_heartbeat(text) if text is not None else None
+
+    async def write_heartbeats(self) -> None:
+        """Stamp ``hb-<private ip>`` in every registered shared pool (what neighbours read
+        during HA). A pool that cannot be written is logged and skipped."""
+        if not self.private_ip or self.pools is None:
+            return
+        stamp = format_heartbeat(self.clock())
+        for root in self.pools.roots():
+            try:
+                await self.files.write_text(heartbeat_path(root, self.private_ip), stamp)
+            except AgentError as error:
+                log.warning("cannot write the heartbeat in %s: %s", root, error)
+
+
+HEARTBEAT_FRESH_S = 180.0
+
+
+def _check_ip(ip: str) -> None:
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise AgentError(f"host.privateNetwork.ip {ip!r} is not an IP address") from None
+
+
+def heartbeat_path(root: str, ip: str) -> str:
+    """``<pool root>\\hb-<ip>``; the address is checked, so it cannot leave the pool."""
+    return locations.confine(root, f"hb-{ipaddress.ip_address(ip)}")
+
+
+def format_heartbeat(epoch: float) -> str:
+    """``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's heartbeat task writes."""
+    t = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    return f"{t.year}-{t.month}-{t.day}@{t.hour}:{t.minute}:{t.second}"
+
+
+def parse_heartbeat(text: str) -> float | None:
+    """The moment a heartbeat file records; None when it is not in the expected format."""
+    try:
+        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d@%H:%M:%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def traffic_labels(command: Command) -> Sequence[str]:

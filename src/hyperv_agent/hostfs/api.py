@@ -28,3 +28,11 @@ class HostFiles(abc.ABC):
     @abc.abstractmethod
     async def exists(self, path: str) -> bool:
         """Whether a file or folder exists at ``path``."""
+
+    @abc.abstractmethod
+    async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
+        """The start of a small text file; None when it does not exist."""
+
+    @abc.abstractmethod
+    async def write_text(self, path: str, text: str) -> None:
+        """Replace a small text file atomically (written aside, then renamed)."""

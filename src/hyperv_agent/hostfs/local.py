@@ -32,3 +32,31 @@ class LocalFiles(HostFiles):
 
     async def exists(self, path: str) -> bool:
         return await asyncio.to_thread(self.local(path).exists)
+
+    async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
+        local = self.local(path)
+        try:
+            data = await asyncio.to_thread(_read_start, local, max_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise HostFileError(f"cannot read {path}: {error.strerror}") from None
+        return data.decode("utf-8", errors="replace")
+
+    async def write_text(self, path: str, text: str) -> None:
+        local = self.local(path)
+        try:
+            await asyncio.to_thread(_replace, local, text.encode("utf-8"))
+        except OSError as error:
+            raise HostFileError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _read_start(path: Path, max_bytes: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(max_bytes)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    aside = path.with_name(f".{path.name}.tmp")
+    aside.write_bytes(data)
+    aside.replace(path)
