@@ -26,6 +26,7 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
 from hyperv_agent.hostfs.api import HostFiles
@@ -88,7 +89,9 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     pools = PoolRegistry(agent.state_dir / "pools.json")
     host = HostHandlers(cim, files, settings, pools)
     handlers = host.table()
-    handlers |= VmHandlers(cim, vm_settings).table()
+    vm = VmHandlers(cim, vm_settings)
+    handlers |= vm.table()
+    handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)

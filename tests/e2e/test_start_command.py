@@ -1,0 +1,447 @@
+"""StartCommand over real HTTPS, building VMs on the emulated host (§9)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.service import build_agent
+from tests.cloudstack.fixtures import sample_json
+from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.emulator.kit import devices, ok, request_state, state
+
+START = "com.cloud.agent.api.StartCommand"
+START_ANSWER = "com.cloud.agent.api.StartAnswer"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+STORE_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+ROOT_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
+RASD = "Msvm_ResourceAllocationSettingData"
+SASD = "Msvm_StorageAllocationSettingData"
+IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
+GEN1 = "Microsoft:Hyper-V:SubType:1"
+GEN2 = "Microsoft:Hyper-V:SubType:2"
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _drive_c(running: Running) -> Path:
+    return running.agent.config.agent.state_dir / "emulator" / "drives" / "C"
+
+
+def _volume_file(running: Running, name: str) -> Path:
+    """A real dynamic VHDX ``C:\\pool\\<name>.vhdx``; returns the local file."""
+    folder = _drive_c(running) / "pool"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.vhdx"
+    vhd.create(path, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+    return path
+
+
+def _body(running: Running, name: str = "i-2-17-VM", *, iso: bool = True,
+          make_disk: bool = True, **vm: Any) -> dict[str, Any]:
+    """Sample 0005 with its ROOT volume in ``C:\\pool`` (the file created) and ``vm`` changes."""
+    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
+    body["vm"]["name"] = name
+    body["vm"]["cpus"] = 2
+    root = body["vm"]["disks"][0]["data"][VOLUME_TO]
+    root["dataStore"][STORE_TO]["path"] = "C:\\pool"
+    root["uuid"] = f"{ROOT_UUID[:-len(name)]}{name}"
+    if make_disk:
+        _volume_file(running, root["uuid"])
+    if not iso:
+        body["vm"]["disks"] = body["vm"]["disks"][:1]
+    body["vm"].update(vm)
+    return body
+
+
+def _root(body: dict[str, Any]) -> dict[str, Any]:
+    root: dict[str, Any] = body["vm"]["disks"][0]["data"][VOLUME_TO]
+    return root
+
+
+async def _vm(cim: EmulatorCim, name: str) -> CimInstance | None:
+    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", name)
+                                       & wql.eq("Caption", "Virtual Machine")))
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+async def _vm_names(cim: EmulatorCim) -> set[str]:
+    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
+                                                                      "Virtual Machine")))
+    return {str(vm["ElementName"]) for vm in found}
+
+
+async def _vssd(cim: EmulatorCim, vm: ObjectPath) -> CimInstance:
+    (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData",
+                                         wql.eq("InstanceID", f"Microsoft:{vm.key('Name')}")))
+    return vssd
+
+
+async def _drives(cim: EmulatorCim, vm: ObjectPath) -> dict[tuple[str, int], tuple[str, str]]:
+    """Every drive by (bus, slot): bus ``ide0``/``ide1``/``scsi``; (kind, medium or "")."""
+    rasd = await devices(cim, vm, RASD)
+    media = {ObjectPath.parse(str(m["Parent"])): m.strings("HostResource")[0]
+             for m in await devices(cim, vm, SASD)}
+    buses = {c.path: (f"ide{c['Address']}" if c["ResourceSubType"] == IDE else "scsi")
+             for c in rasd if c["ResourceSubType"] in (IDE, SCSI)}
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    for drive in rasd:
+        if drive["ResourceSubType"] in (DISK, DVD):
+            bus = buses[ObjectPath.parse(str(drive["Parent"]))]
+            kind = "disk" if drive["ResourceSubType"] == DISK else "dvd"
+            medium = media.get(drive.path, "") if drive.path is not None else ""
+            found[(bus, int(str(drive["AddressOnParent"])))] = (kind, str(medium))
+    return found
+
+
+async def _nics(cim: EmulatorCim, vm: ObjectPath) -> list[tuple[str, str, int | None]]:
+    """(MAC, switch name, access VLAN) of each NIC of the VM."""
+    nics = await devices(cim, vm, "Msvm_SyntheticEthernetPortSettingData")
+    ports = await devices(cim, vm, "Msvm_EthernetPortAllocationSettingData")
+    switches = {s.path: str(s["ElementName"]) for s in await cim.query(
+        wql.select("Msvm_VirtualEthernetSwitch"))}
+    found = []
+    for nic in nics:
+        (port,) = [p for p in ports if ObjectPath.parse(str(p["Parent"])) == nic.path]
+        assert port.path is not None
+        vlans = await cim.query(wql.select("Msvm_EthernetSwitchPortVlanSettingData",
+                                           wql.starts_with("InstanceID",
+                                                           port.path.key("InstanceID"))))
+        switch = switches[ObjectPath.parse(str(port.strings("HostResource")[0]))]
+        found.append((str(nic["Address"]), switch,
+                      vlans[0].integer("AccessVlanId") if vlans else None))
+    return found
+
+
+async def _kvp_items(cim: EmulatorCim, vm: ObjectPath) -> dict[str, str]:
+    (settings,) = await devices(cim, vm, "Msvm_KvpExchangeComponentSettingData")
+    items = [cim.parse_embedded(text) for text in settings.strings("HostExchangeItems")]
+    return {str(item["Name"]): str(item["Data"]) for item in items}
+
+
+async def _started(running: Running, body: dict[str, Any]) -> ObjectPath:
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    vm = await _vm(running.emulator, body["vm"]["name"])
+    assert vm is not None and vm.path is not None
+    return vm.path
+
+
+# --- building and starting ----------------------------------------------------------------
+
+
+async def test_start_runs_gen1_vm_with_disk_dvd_and_nic_when_sample_body_is_sent(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    body = _body(running)
+    disk = _drive_c(running) / "pool" / f"{_root(body)['uuid']}.vhdx"
+    size = disk.stat().st_size
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert answer["vm"]["name"] == "i-2-17-VM" and answer["vm"]["cpus"] == 2
+    vm = await _vm(cim, "i-2-17-VM")
+    assert vm is not None and vm.path is not None
+    assert vm["EnabledState"] == 2
+    vssd = await _vssd(cim, vm.path)
+    assert vssd["VirtualSystemSubType"] == GEN1
+    assert vssd["Notes"] == ("Created by CloudStack, do not edit.",
+                             "8b030b6a-0243-440a-8cc5-45d08815ca11")
+    (processor,) = await devices(cim, vm.path, "Msvm_ProcessorSettingData")
+    (memory,) = await devices(cim, vm.path, "Msvm_MemorySettingData")
+    assert (processor["VirtualQuantity"], memory["VirtualQuantity"]) == (2, 512)
+    assert await _drives(cim, vm.path) == {
+        ("ide0", 0): ("disk", f"C:\\pool\\{_root(body)['uuid']}.vhdx"),
+        ("ide1", 0): ("dvd", ""),
+    }
+    assert await _nics(cim, vm.path) == [("0200512C000E", "External", 261)]
+    assert disk.stat().st_size >= size
+
+
+async def test_start_changes_nothing_when_vm_already_runs(running: Running) -> None:
+    cim = running.emulator
+    path = await _started(running, _body(running))
+    drives = await _drives(cim, path)
+    before = cim.round_trips()
+    key, answer = await running.answer(START, _body(running, make_disk=False, cpus=8))
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert answer["vm"]["name"] == "i-2-17-VM"
+    assert (spent.calls, spent["query"]) == (1, 1)  # the lookup only
+    vm = await _vm(cim, "i-2-17-VM")
+    assert vm is not None and vm.path == path and vm["EnabledState"] == 2
+    assert await _drives(cim, path) == drives
+
+
+async def test_start_recreates_vm_and_keeps_its_disk_when_vm_exists_stopped(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    old = await _started(running, _body(running))
+    await ok(cim, await request_state(cim, old, 3))
+    assert await state(cim, old) == 3
+    body = _body(running, make_disk=False, cpus=4)
+    new = await _started(running, body)
+    assert new.key("Name") != old.key("Name")
+    (processor,) = await devices(cim, new, "Msvm_ProcessorSettingData")
+    assert processor["VirtualQuantity"] == 4
+    assert (_drive_c(running) / "pool" / f"{_root(body)['uuid']}.vhdx").is_file()
+    assert await _vm_names(cim) == {"i-2-17-VM"}
+
+
+async def test_start_puts_root_disk_on_scsi_when_boot_type_is_uefi(running: Running) -> None:
+    cim = running.emulator
+    body = _body(running, "i-2-18-VM", bootType="UEFI")
+    path = await _started(running, body)
+    assert (await _vssd(cim, path))["VirtualSystemSubType"] == GEN2
+    assert await _drives(cim, path) == {
+        ("scsi", 0): ("disk", f"C:\\pool\\{_root(body)['uuid']}.vhdx"),
+        ("scsi", 1): ("dvd", ""),
+    }
+
+
+async def test_start_puts_data_disk_on_scsi_at_disk_seq_when_generation_is_1(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    body = _body(running, "i-2-19-VM", iso=False)
+    data = copy.deepcopy(body["vm"]["disks"][0])
+    data["type"] = "DATADISK"
+    data["diskSeq"] = 3
+    data["data"][VOLUME_TO].update(uuid="data-19", volumeType="DATADISK")
+    _volume_file(running, "data-19")
+    body["vm"]["disks"].append(data)
+    path = await _started(running, body)
+    assert await _drives(cim, path) == {
+        ("ide0", 0): ("disk", f"C:\\pool\\{_root(body)['uuid']}.vhdx"),
+        ("scsi", 3): ("disk", "C:\\pool\\data-19.vhdx"),
+    }
+
+
+async def test_start_pushes_boot_args_to_kvp_when_vm_is_a_system_vm(running: Running) -> None:
+    args = " template=domP name=r-4-VM eth0ip=10.1.1.1 type=router"
+    path = await _started(running, _body(running, "r-4-VM", type="DomainRouter",
+                                         bootArgs=args))
+    assert await _kvp_items(running.emulator, path) == {"cloudstack-vm-userdata": args}
+
+
+async def test_start_pushes_no_boot_args_when_vm_is_a_user_vm(running: Running) -> None:
+    path = await _started(running, _body(running, "i-2-20-VM", bootArgs="x=1"))
+    assert await _kvp_items(running.emulator, path) == {}
+
+
+@pytest.fixture
+async def with_share(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent with the emulated share \\\\10.1.1.2\\secondary (holding an ISO)."""
+    iso = tmp_path / "secondary" / "iso" / "2" / "205"
+    iso.mkdir(parents=True)
+    (iso / "tools.iso").write_bytes(b"\0" * 4096)
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("[emulator.shares]\n'\\\\10.1.1.2\\secondary' = "
+                           f"'{tmp_path / 'secondary'}'\n")
+    agent = build_agent(load_config(config_file, state_dir=tmp_path / "state",
+                                    backend="emulator", private_ip=PRIVATE_IP))
+    runner, url = await start(agent)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield Running(agent, url, session)
+    finally:
+        await runner.cleanup()
+        await agent.cim.close()
+
+
+def _iso_disk(path: str) -> dict[str, Any]:
+    return {"diskSeq": 1, "type": "ISO", "data": {names.TEMPLATE_OBJECT_TO: {
+        "path": path, "format": "ISO", "name": "tools", "id": 205,
+        "imageDataStore": {names.NFS_TO: {
+            "_url": "cifs://10.1.1.2/secondary?user=admin&password=s3cret", "_role": "Image"}},
+    }}}
+
+
+async def test_start_inserts_iso_from_image_store_when_iso_disk_has_data(
+    with_share: Running,
+) -> None:
+    body = _body(with_share, "i-2-21-VM")
+    body["vm"]["disks"][1] = _iso_disk("iso/2/205/tools.iso")
+    path = await _started(with_share, body)
+    drives = await _drives(with_share.emulator, path)
+    assert drives[("ide1", 0)] == ("dvd", "\\\\10.1.1.2\\secondary\\iso\\2\\205\\tools.iso")
+
+
+async def test_start_fails_without_secret_when_iso_path_escapes_the_share(
+    with_share: Running,
+) -> None:
+    body = _body(with_share, "i-2-22-VM")
+    body["vm"]["disks"][1] = _iso_disk("../../etc/tools.iso")
+    key, answer = await with_share.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    assert "climbs out" in answer["details"] and "s3cret" not in answer["details"]
+    assert await _vm_names(with_share.emulator) == set()
+
+
+# --- refusals: nothing created ------------------------------------------------------------
+
+
+def _escaping(body: dict[str, Any]) -> None:
+    _root(body)["path"] = "..\\..\\x"
+
+
+def _missing_file(body: dict[str, Any]) -> None:
+    _root(body)["uuid"] = "not-there"
+
+
+def _unknown_switch(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["name"] = "Nowhere"
+
+
+def _bad_vlan(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["broadcastUri"] = "vlan://two"
+
+
+def _vlan_out_of_range(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["broadcastUri"] = "vlan://4095"
+
+
+def _bad_mac(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["mac"] = "02:00:51:2c:00"
+
+
+def _negative_cpus(body: dict[str, Any]) -> None:
+    body["vm"]["cpus"] = -1
+
+
+def _long_boot_args(body: dict[str, Any]) -> None:
+    body["vm"].update(type="ConsoleProxy", bootArgs="a" * 1024)
+
+
+def _no_memory(body: dict[str, Any]) -> None:
+    body["vm"]["maxRam"] = 0
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_negative_cpus, "cpus must be at least 1"),
+    (_no_memory, "maxRam"),
+    (_unknown_switch, "'Nowhere'"),
+    (_escaping, "climbs out"),
+    (_missing_file, "not-there.vhdx does not exist"),
+    (_bad_vlan, "vlan://two"),
+    (_vlan_out_of_range, "VLAN 4095 is outside"),
+    (_bad_mac, "MAC address"),
+    (_long_boot_args, "1024 characters"),
+])
+async def test_start_fails_and_creates_nothing_when_input_is_invalid(
+    running: Running, change: Any, expected: str,
+) -> None:
+    cim = running.emulator
+    body = _body(running)
+    change(body)
+    before = cim.round_trips()
+    key, answer = await running.answer(START, body)
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    assert answer["details"].startswith("StartCommand failed: ")
+    assert expected in answer["details"], answer["details"]
+    assert answer["vm"]["name"] == "i-2-17-VM"
+    assert spent["invoke:DefineSystem"] == 0
+    assert await _vm_names(cim) == set()
+
+
+async def test_start_fails_naming_vm_when_vm_is_missing(running: Running) -> None:
+    body = _body(running)
+    del body["vm"]
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, False)
+    assert "vm" in answer["details"]
+    assert await _vm_names(running.emulator) == set()
+
+
+async def test_start_removes_vm_and_names_step_when_a_job_fails_mid_start(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    body = _body(running)
+    disk = _drive_c(running) / "pool" / f"{_root(body)['uuid']}.vhdx"
+    cim.faults.fail_next_job("AddResourceSettings", 32768, "drive broke")
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    assert answer["details"].startswith("StartCommand failed: attaching disk ROOT "), answer
+    assert "drive broke" in answer["details"]
+    assert await _vm_names(cim) == set()
+    assert disk.is_file()
+    again = await _started(running, _body(running, make_disk=False))
+    assert again is not None
+
+
+async def test_start_removes_vm_and_names_step_when_the_nic_fails(running: Running) -> None:
+    cim = running.emulator
+    cim.faults.fail_next_job("AddFeatureSettings", 32768, "no vlan today")
+    key, answer = await running.answer(START, _body(running))
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    assert "adding NIC 0 (02:00:51:2c:00:0e)" in answer["details"]
+    assert "no vlan today" in answer["details"]
+    assert await _vm_names(cim) == set()
+
+
+async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    first = _body(running, "i-2-40-VM")
+    before = cim.round_trips()
+    answers = await asyncio.gather(running.answer(START, first),
+                                   running.answer(START, copy.deepcopy(first)))
+    spent = cim.round_trips() - before
+    assert [(key, a["result"]) for key, a in answers] == [(START_ANSWER, True)] * 2, answers
+    assert spent["invoke:DefineSystem"] == 1  # the second found the first's running VM
+    assert await _vm_names(cim) == {"i-2-40-VM"}
+
+
+async def test_start_and_stop_share_one_lock_table_when_agent_is_built(
+    running: Running,
+) -> None:
+    handlers = running.agent.dispatch.handlers
+    start_handler = getattr(handlers[START], "__self__", None)
+    stop_handler = getattr(handlers[names.STOP_COMMAND], "__self__", None)
+    assert start_handler is not None and stop_handler is not None
+    assert start_handler.locks is stop_handler.locks
+
+
+# --- round trips --------------------------------------------------------------------------
+
+
+async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await _started(running, _body(running, "i-2-30-VM"))  # warms every cache
+    body = _body(running, "i-2-31-VM", iso=False)
+    before = cim.round_trips()
+    _, answer = await running.answer(START, body)
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    print(f"\nStartCommand, 1 disk + 1 NIC (warm): {spent.calls} calls, {spent.waits} job "
+          f"waits; {spent}")
+    # lookups 2 (find_vm, switch names) + define 3+2W + controller query 1 + disk 2+2W
+    # + NIC 3+3W + start 1+1W: 12 calls, 8 waits; the budget is 12 + lookups.
+    assert (spent.calls, spent.waits) == (12, 8)
+    assert (spent["query"], spent["invoke:AddResourceSettings"],
+            spent["invoke:AddFeatureSettings"], spent["invoke:RequestStateChange"]) == (
+        4, 4, 1, 1)
