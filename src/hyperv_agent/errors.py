@@ -119,3 +119,11 @@ class BadTemplateProperties(AgentError):
 
 class InvalidRequest(HyperVError):
     """A Hyper-V operation was asked for something invalid; nothing was changed."""
+
+
+class VmNotStopped(HyperVError):
+    """Processors and memory of a VM that is not off cannot change on this host."""
+
+    def __init__(self, vm_name: str) -> None:
+        super().__init__(f"VM {vm_name}: a running VM cannot change processors or memory on "
+                         "this host; stop it first")

@@ -29,6 +29,7 @@ from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
+from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hyperv import host as hyperv_host
@@ -91,6 +92,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers = host.table()
     vm = VmHandlers(cim, vm_settings)
     handlers |= vm.table()
+    handlers |= VmConfigHandlers(cim, vm.locks).table()
     handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     metrics = Metrics()

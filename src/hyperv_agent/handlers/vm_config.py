@@ -1,0 +1,156 @@
+"""VM configuration: ScaleVm, GetVmConfig and ModifyVmNicConfig (protocol §5.1 rows 31–32,
+§5.3, §6).
+
+The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and for
+router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
+in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (§9.4). Every command
+holds the VM's lock (shared with the other VM handlers), so it never interleaves with a
+Start, Stop or another change of the same VM.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import (
+    GetVmConfigAnswer,
+    ModifyVmNicConfigAnswer,
+    ScaleVmAnswer,
+)
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_vm import (
+    GetVmConfigCommand,
+    ModifyVmNicConfigCommand,
+    ScaleVmCommand,
+)
+from hyperv_agent.cloudstack.objects import NicDetails
+from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hyperv import nics, scale, vms
+from hyperv_agent.hyperv.backend import Backend
+
+C = TypeVar("C", bound=Command)
+
+UNTAGGED = -1  # GetVmConfigAnswer.vlanid of a port without a VLAN
+_BYTES_PER_MB = 1024 * 1024
+
+
+class VmConfigHandlers:
+    def __init__(self, cim: Backend, locks: VmLocks) -> None:
+        self.cim = cim
+        self.locks = locks
+
+    def table(self) -> dict[str, Handler]:
+        """The handlers of this module by command FQCN (for ``Dispatch``)."""
+        return {
+            names.SCALE_VM_COMMAND: self.scale,
+            names.GET_VM_CONFIG_COMMAND: self.get_config,
+            names.MODIFY_VM_NIC_CONFIG_COMMAND: self.modify_nic,
+        }
+
+    async def scale(self, command: Command) -> Result:
+        """Set a stopped VM's vCPU count (``cpus``) and static memory (``maxRam`` bytes).
+
+        Unknown VM: a failed answer naming it. A VM that is not off: a failed answer
+        ("stop it first"), nothing changed. Safe to repeat; processors and memory change
+        together or not at all. 1 query to find the VM + 1 query + 1 call + 1 job wait.
+        """
+        asked = _expect(command, ScaleVmCommand)
+        name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
+        cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
+        ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
+        async with self.locks.hold(name):
+            vm = await vms.find_vm(self.cim, name)
+            if vm is None:
+                return ScaleVmAnswer(result=False, details=(
+                    f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}"))
+            await scale.set_processors_and_memory(self.cim, vm, cpus, ram // _BYTES_PER_MB)
+        return ScaleVmAnswer(result=True, details=(
+            f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
+
+    async def get_config(self, command: Command) -> Result:
+        """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and
+        whether the port is connected.
+
+        Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
+        safe to repeat; 3 queries whatever the number of NICs.
+        """
+        asked = _expect(command, GetVmConfigCommand)
+        async with self.locks.hold(asked.vm_name):
+            vm = await vms.find_vm(self.cim, asked.vm_name)
+            if vm is None:
+                return GetVmConfigAnswer(result=False, vm_name=asked.vm_name, details=(
+                    f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM {asked.vm_name!r}"))
+            found = await nics.list_nics(self.cim, vm.guid)
+        return GetVmConfigAnswer(result=True, vm_name=asked.vm_name, nics=[
+            NicDetails(mac_address=nic.mac, vlan_id=UNTAGGED if nic.vlan is None else nic.vlan,
+                       state=nic.connected) for nic in found])
+
+    async def modify_nic(self, command: Command) -> Result:
+        """Wire one of the VM's NICs: by ``macAddress``, or else by ``index`` (≥ 1, the
+        0-based position in GetVmConfig's ``nics``; 0 is the control NIC, never touched).
+
+        By MAC, or by index with ``enable``: the port is connected to ``switchLableName``
+        (or keeps its switch; with none, the host's first; a NIC without a port gets one)
+        and put on ``vlan`` ("untagged" or empty: no VLAN). By MAC this happens whatever
+        ``enable`` says, as the MS's router code sends it unset (§5.3). By index without
+        ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
+        an index >= 1, an unknown VM, MAC or index, an invalid VLAN or switch: a failed
+        answer saying which, nothing changed. Safe to repeat. If setting the VLAN fails
+        after connecting, the port stays connected and the answer fails. Warm: 3 queries
+        (+1 for a named switch) + at most 2 calls and 2 job waits.
+        """
+        asked = _expect(command, ModifyVmNicConfigCommand)
+        if not asked.mac_address and asked.index < 1:
+            return self._nic_failed(asked, "it names neither a macAddress nor an index >= 1")
+        vlan = _vlan(asked.vlan)
+        async with self.locks.hold(asked.vm_name):
+            vm = await vms.find_vm(self.cim, asked.vm_name)
+            if vm is None:
+                return self._nic_failed(asked, f"there is no VM {asked.vm_name!r} on this host")
+            nic = _pick(await nics.list_nics(self.cim, vm.guid), asked)
+            if nic is None:
+                return self._nic_failed(asked, f"VM {asked.vm_name} has no NIC with " + (
+                    f"MAC {asked.mac_address}" if asked.mac_address else f"index {asked.index}"))
+            await self._wire(nic, asked, vlan)
+        return ModifyVmNicConfigAnswer(result=True, vm_name=asked.vm_name)
+
+    async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
+                    vlan: int | None) -> None:
+        if asked.mac_address or asked.enable:
+            connected = await nics.connect(self.cim, nic, asked.switch_label_name or None)
+            await nics.set_vlan(self.cim, connected, vlan)
+        else:
+            await nics.set_vlan(self.cim, nic, None)
+            await nics.disconnect(self.cim, nic)
+
+    @staticmethod
+    def _nic_failed(asked: ModifyVmNicConfigCommand, why: str) -> ModifyVmNicConfigAnswer:
+        return ModifyVmNicConfigAnswer(result=False, vm_name=asked.vm_name, details=(
+            f"{names.MODIFY_VM_NIC_CONFIG_COMMAND} changed nothing: {why}"))
+
+
+def _vlan(text: str | None) -> int | None:
+    """The VLAN id of ``vlan`` ("261", "vlan://261"); None for untagged or empty."""
+    value = (text or "").strip().lower().removeprefix("vlan://")
+    if value in ("", "untagged", "-1"):
+        return None
+    if not value.isdigit():
+        raise InvalidRequest(f"vlan {text[:40] if text else text!r} is not a VLAN id or "
+                             "'untagged'")
+    return int(value)
+
+
+def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | None:
+    if asked.mac_address:
+        mac = nics.normalize_mac(asked.mac_address)
+        return next((nic for nic in found if nic.mac == mac), None)
+    return found[asked.index] if asked.index < len(found) else None
+
+
+def _expect(command: Command, kind: type[C]) -> C:
+    if not isinstance(command, kind):
+        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
+    return command

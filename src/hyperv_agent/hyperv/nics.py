@@ -1,0 +1,226 @@
+"""A VM's synthetic NICs: listing them, (dis)connecting their ports, setting port VLANs.
+
+A NIC is a ``Msvm_SyntheticEthernetPortSettingData``; its switch port is the
+``Msvm_EthernetPortAllocationSettingData`` whose Parent is the NIC; the port's VLAN is
+the ``Msvm_EthernetSwitchPortVlanSettingData`` whose InstanceID extends the port's.
+Everything is found by the VM's InstanceID prefix (``Microsoft:<guid>\\``), never by
+association walks. Round trips (W = job waits):
+
+================  =====================================================================
+``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
+``connect``       1 call + 1 W; +1 query when a switch is named or the port has none;
+                  +1 query when the NIC has no port yet
+``disconnect``    1 call + 1 W; nothing when the port is already disconnected
+``set_vlan``      1 call + 1 W (+1 spawn when the port had no VLAN setting); nothing
+                  when the VLAN is already as asked
+================  =====================================================================
+
+Nothing here adds or removes a NIC: Hyper-V cannot hot-add NICs to a generation 1 VM,
+so CloudStack wires pre-created ones (protocol §9.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, ObjectPath
+from hyperv_agent.errors import HyperVError, InvalidRequest
+from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv.schema import (
+    MAC_HEX_DIGITS,
+    NAMESPACE,
+    TEMPLATE_PREFIX,
+    TEMPLATE_SUFFIX,
+    VLAN_ID_MAX,
+    VLAN_ID_MIN,
+    Class,
+    EnabledState,
+    ResourceType,
+    VlanMode,
+)
+
+
+@dataclass(frozen=True)
+class Nic:
+    """One synthetic NIC of a VM, with its switch port and the port's VLAN setting."""
+
+    mac: str  # 12 upper-case hex digits
+    vlan: int | None  # the access VLAN; None when the port is untagged
+    connected: bool  # the port is enabled (EnabledState 2) and points at a switch
+    port: CimInstance | None  # None: the NIC has no port (never connected)
+    vlan_setting: CimInstance | None
+    setting: CimInstance  # the NIC's own Msvm_SyntheticEthernetPortSettingData
+
+    @property
+    def path(self) -> ObjectPath:
+        assert self.setting.path is not None  # listed NICs come with their path
+        return self.setting.path
+
+
+def normalize_mac(mac: str) -> str:
+    """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
+    digits = mac.replace(":", "").replace("-", "").strip().upper()
+    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
+        raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
+    return digits
+
+
+async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
+    """The VM's synthetic NICs in WMI's enumeration order, with MAC, VLAN and connection.
+
+    Missing VM (or a VM without NICs): []. Read-only, safe to repeat; 2 queries sent at
+    once, whatever the number of NICs.
+    """
+    prefix = wql.starts_with("InstanceID", f"Microsoft:{vm_guid}\\")
+    kinds = wql.any_of("ResourceType", [int(ResourceType.ETHERNET_ADAPTER),
+                                        int(ResourceType.ETHERNET_CONNECTION)])
+    devices, vlans = await asyncio.gather(
+        cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
+        cim.query(wql.select(Class.VLAN, prefix), NAMESPACE))
+    ports = [d for d in devices if d.is_a(Class.EPASD)]
+    return [_nic(nic, _port_of(nic, ports), vlans) for nic in devices
+            if nic.is_a(Class.SEPSD) and nic.path is not None]
+
+
+def _port_of(nic: CimInstance, ports: Sequence[CimInstance]) -> CimInstance | None:
+    for port in ports:
+        parent = port.string("Parent")
+        if parent and nic.path is not None and ObjectPath.parse(parent) == nic.path:
+            return port
+    return None
+
+
+def _nic(nic: CimInstance, port: CimInstance | None, vlans: Sequence[CimInstance]) -> Nic:
+    setting = _vlan_of(port, vlans) if port is not None else None
+    connected = port is not None and port.integer("EnabledState") == EnabledState.ENABLED \
+        and bool(port.strings("HostResource"))
+    return Nic((nic.string("Address") or "").upper(), _access_vlan(setting), connected, port,
+               setting, nic)
+
+
+def _vlan_of(port: CimInstance, vlans: Sequence[CimInstance]) -> CimInstance | None:
+    prefix = (port.string("InstanceID") or "").lower() + "\\"
+    return next((v for v in vlans if (v.string("InstanceID") or "").lower().startswith(prefix)),
+                None)
+
+
+def _access_vlan(setting: CimInstance | None) -> int | None:
+    if setting is None or setting.integer("OperationMode") != VlanMode.ACCESS:
+        return None
+    vlan = setting.integer("AccessVlanId") or 0
+    return vlan if vlan >= VLAN_ID_MIN else None
+
+
+# --- changing a NIC -----------------------------------------------------------------------
+
+
+async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
+    """Connect the NIC's port to the vSwitch ``switch_name`` (or keep its switch); the NIC
+    as it is afterwards.
+
+    With no name the port keeps the switch it points at, or, when it points at none, the
+    host's first switch is taken. A NIC without a port gets one. An unknown switch:
+    InvalidRequest, nothing changed. Safe to repeat: afterwards the port is enabled
+    (EnabledState 2) on that switch; its VLAN is left as it was. On failure Hyper-V has
+    changed nothing. 1 call + 1 W (+1 query for a named switch or a default, +1 query
+    for the port template when a port is added).
+    """
+    switch, name = await _switch_for(cim, nic.port, switch_name)
+    if nic.port is None:
+        return dataclasses.replace(nic, port=await _add_port(cim, nic, switch), connected=True)
+    changed = nic.port.updated(EnabledState=int(EnabledState.ENABLED),
+                               HostResource=[str(switch)])
+    if name and "LastKnownSwitchName" in changed:
+        changed = changed.updated(LastKnownSwitchName=name)
+    await _modify(cim, changed)
+    return dataclasses.replace(nic, port=changed, connected=True)
+
+
+async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
+    pattern = wql.like_literal(TEMPLATE_PREFIX) + "%" + wql.like_literal(TEMPLATE_SUFFIX)
+    found = await cim.query(wql.select(Class.EPASD, wql.like("InstanceID", pattern)), NAMESPACE)
+    if not found:
+        raise HyperVError(f"the host has no {Class.EPASD} template")
+    port = found[0].updated(Parent=str(nic.path), HostResource=[str(switch)],
+                            EnabledState=int(EnabledState.ENABLED))
+    vm_guid = (nic.setting.string("InstanceID") or "").partition(":")[2].partition("\\")[0]
+    result = await jobs.call(cim, await vms.management_service(cim), "AddResourceSettings",
+                             {"AffectedConfiguration": vms.vm_path(vm_guid),
+                              "ResourceSettings": [port]})
+    paths = result.paths("ResultingResourceSettings")
+    if not paths:
+        raise HyperVError("AddResourceSettings returned no ResultingResourceSettings")
+    return dataclasses.replace(port, path=paths[0])
+
+
+async def disconnect(cim: Cim, nic: Nic) -> None:
+    """Disable the NIC's port (EnabledState 3), so it carries no traffic.
+
+    A NIC without a port, or with a disabled one, is left alone (a repeat is safe).
+    Afterwards the port is disabled; its switch and VLAN settings are kept. On failure
+    Hyper-V has changed nothing. 1 call + 1 W; none when there is nothing to do.
+    """
+    if nic.port is None or nic.port.integer("EnabledState") == EnabledState.DISABLED:
+        return
+    await _modify(cim, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
+
+
+async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
+    """Put the NIC's port in access mode on ``vlan``; with None remove its VLAN setting.
+
+    A VLAN outside 1..4094: InvalidRequest, nothing changed. A NIC without a port:
+    HyperVError (with None: nothing to do). Safe to repeat: a port already as asked is
+    left alone. On failure Hyper-V has changed nothing. 1 call + 1 W (+1 spawn when the
+    port had no VLAN setting).
+    """
+    if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
+        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    if vlan == nic.vlan and (vlan is not None or nic.vlan_setting is None):
+        return
+    if vlan is None:
+        assert nic.vlan_setting is not None and nic.vlan_setting.path is not None
+        await _vsms(cim, "RemoveFeatureSettings", {"FeatureSettings": [nic.vlan_setting.path]})
+        return
+    values = {"OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
+    if nic.vlan_setting is not None:
+        await _vsms(cim, "ModifyFeatureSettings",
+                    {"FeatureSettings": [nic.vlan_setting.updated(values)]})
+        return
+    port = _require_port(nic)
+    assert port.path is not None
+    setting = (await cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
+    await _vsms(cim, "AddFeatureSettings",
+                {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
+
+
+def _require_port(nic: Nic) -> CimInstance:
+    if nic.port is None or nic.port.path is None:
+        raise HyperVError(f"the network adapter {nic.mac} has no switch port to change")
+    return nic.port
+
+
+async def _switch_for(cim: Cim, port: CimInstance | None,
+                      name: str | None) -> tuple[ObjectPath, str | None]:
+    """The switch to connect to and its name (None when the port keeps its switch)."""
+    current = port.strings("HostResource") if port is not None else ()
+    if not name and current and current[0]:
+        return ObjectPath.parse(current[0]), None
+    condition = wql.eq("ElementName", name) if name else None
+    query = wql.select(Class.SWITCH, condition, ("CreationClassName", "Name", "ElementName"))
+    found = [s for s in await cim.query(query, NAMESPACE) if s.path is not None]
+    if not found or found[0].path is None:
+        raise InvalidRequest(f"the host has no virtual switch named {name!r}" if name
+                             else "the host has no virtual switch to connect the NIC to")
+    return found[0].path, found[0].string("ElementName")
+
+
+async def _modify(cim: Cim, setting: CimInstance) -> None:
+    await _vsms(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
+
+
+async def _vsms(cim: Cim, method: str, params: dict[str, InValue]) -> None:
+    await jobs.call(cim, await vms.management_service(cim), method, params)

@@ -1,0 +1,70 @@
+"""Changing a stopped VM's processor count and (static) memory.
+
+Hyper-V refuses to change either while the VM runs (return code 32775, invalid state),
+so a VM that is not off is refused up front with ``VmNotStopped``. Round trips: 1 query
+(processor and memory settings) + 1 ModifyResourceSettings call + 1 job wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance
+from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed, VmNotStopped
+from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv.schema import (
+    MEMORY_MIN_MB,
+    NAMESPACE,
+    Class,
+    ResourceType,
+    ReturnCode,
+)
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+
+
+async def set_processors_and_memory(cim: Cim, vm: VmRef, cpus: int, memory_mb: int) -> None:
+    """Give the stopped VM ``cpus`` virtual processors and ``memory_mb`` of static memory.
+
+    ``cpus`` < 1 or ``memory_mb`` < 32: InvalidRequest, nothing changed. A VM that is not
+    off (as ``vm.power`` says, or as Hyper-V finds it): VmNotStopped, nothing changed.
+    Missing VM: HyperVError. Safe to repeat: afterwards the VM has exactly that many
+    processors and that much memory (dynamic memory off), both in one
+    ModifyResourceSettings, so a failure changes neither. 1 query + 1 call + 1 W.
+    """
+    if cpus < 1:
+        raise InvalidRequest(f"cpus must be at least 1, not {cpus}")
+    if memory_mb < MEMORY_MIN_MB:
+        raise InvalidRequest(f"memory must be at least {MEMORY_MIN_MB} MB, not {memory_mb} MB")
+    if vm.power is not PowerState.STOPPED:
+        raise VmNotStopped(vm.name)
+    found = await _settings(cim, vm.guid)
+    processor = _one(found, Class.PROCESSOR).updated(VirtualQuantity=cpus)
+    memory = _one(found, Class.MEMORY).updated(
+        DynamicMemoryEnabled=False, VirtualQuantity=memory_mb, Reservation=memory_mb,
+        Limit=memory_mb)
+    try:
+        await jobs.call(cim, await vms.management_service(cim), "ModifyResourceSettings",
+                        {"ResourceSettings": [processor, memory]})
+    except (MethodFailed, JobFailed) as error:
+        if _invalid_state(error):
+            raise VmNotStopped(vm.name) from error
+        raise
+
+
+async def _settings(cim: Cim, vm_guid: str) -> list[CimInstance]:
+    kinds = wql.any_of("ResourceType", [int(ResourceType.PROCESSOR), int(ResourceType.MEMORY)])
+    prefix = wql.starts_with("InstanceID", f"Microsoft:{vm_guid}\\")
+    return await cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE)
+
+
+def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
+    match = next((item for item in found if item.is_a(class_name)), None)
+    if match is None:
+        raise HyperVError(f"the VM has no {class_name}; does it still exist?")
+    return match
+
+
+def _invalid_state(error: MethodFailed | JobFailed) -> bool:
+    code = error.return_value if isinstance(error, MethodFailed) else error.error_code
+    return code == ReturnCode.INVALID_STATE
