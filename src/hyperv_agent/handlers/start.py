@@ -39,9 +39,9 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, jobs, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.nics import normalize_mac
 from hyperv_agent.hyperv.schema import (
     KVP_VALUE_MAX_CHARS,
-    MAC_HEX_DIGITS,
     SCSI_SLOTS,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -353,10 +353,10 @@ def _confined(root: str, path: str) -> str:
 
 def _nic(nic: NicTO, switches: Sequence[str]) -> _Nic:
     where = f"NIC {nic.device_id}"
-    digits = (nic.mac or "").replace(":", "").replace("-", "")
-    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789abcdefABCDEF" for c in digits):
-        raise InvalidRequest(f"{where}: MAC address {(nic.mac or '')[:40]!r} is not "
-                             f"{MAC_HEX_DIGITS} hex digits")
+    try:
+        digits = normalize_mac(nic.mac or "")
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{where}: {error}") from None
     switch = nic.name or (switches[0] if switches else "")
     if switch not in switches:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"

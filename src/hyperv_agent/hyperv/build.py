@@ -39,12 +39,12 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
 from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv.nics import normalize_mac
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
     KVP_KEY_MAX_CHARS,
     KVP_VALUE_MAX_CHARS,
-    MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
     NAMESPACE,
     PROCESSOR_LIMIT_PER_PERCENT,
@@ -428,9 +428,7 @@ async def add_nic(
 
 def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
     """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
-    address = mac.replace(":", "").replace("-", "").upper()
-    if len(address) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in address):
-        raise InvalidRequest(f"MAC address {mac!r} is not {MAC_HEX_DIGITS} hex digits")
+    address = normalize_mac(mac)
     if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
         raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
     if rate_mbps is not None and rate_mbps < 1:

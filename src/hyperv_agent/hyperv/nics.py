@@ -63,7 +63,7 @@ class Nic:
 
 def normalize_mac(mac: str) -> str:
     """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
-    digits = mac.replace(":", "").replace("-", "").strip().upper()
+    digits = mac.replace(":", "").replace("-", "").upper()
     if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
         raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
     return digits
