@@ -80,13 +80,11 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     """Everything ``serve`` runs, wired from the configuration."""
     agent = config.agent
     cim = CountingCim(open_backend(config))
+    reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
-                            root_device_reserved_bytes=agent.root_device_reserved_bytes,
-                            root_device=agent.root_device_name,
-                            local_pool_path=agent.local_storage_path)
+                            reservation=reservation, local_pool_path=agent.local_storage_path)
     files = open_files(config, cim.inner)
-    reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     pools = PoolRegistry(agent.state_dir / "pools.json")
     host = HostHandlers(cim, files, settings, pools)
     handlers = host.table()

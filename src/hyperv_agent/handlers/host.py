@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hyperv_agent.cloudstack import codec, names
 from hyperv_agent.cloudstack.answers import (
@@ -55,8 +55,7 @@ class HostSettings:
     private_ip: str | None = None  # None: the address the management server registers
     dom0_min_memory_mb: int = 2048
     local_pool_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
-    root_device: str = "c:\\"
-    root_device_reserved_bytes: int = 4 * 1024**3
+    reservation: Reservation = field(default_factory=Reservation)
 
 
 class HostHandlers:
@@ -119,9 +118,7 @@ class HostHandlers:
         path = self.settings.local_pool_path
         try:
             await self.files.make_dirs(path)
-            reservation = Reservation(self.settings.root_device,
-                                      self.settings.root_device_reserved_bytes)
-            total, free = await pool_usage(self.files, path, reservation)
+            total, free = await pool_usage(self.files, path, self.settings.reservation)
         except AgentError as error:
             log.warning("local storage pool %s left out of the startup reply: %s", path, error)
             return None
