@@ -158,9 +158,9 @@ async def test_set_vlan_refuses_when_vlan_is_out_of_range(emulator: EmulatorCim)
 
 
 def test_normalize_mac_accepts_separators_when_case_is_mixed() -> None:
-    assert nics.normalize_mac("06:a2:c8-00:00:18") == "06A2C8000018"
+    assert build.normalize_mac("06:a2:c8-00:00:18") == "06A2C8000018"
     with pytest.raises(InvalidRequest):
-        nics.normalize_mac("06:a2:c8")
+        build.normalize_mac("06:a2:c8")
 
 
 # --- scale --------------------------------------------------------------------------------

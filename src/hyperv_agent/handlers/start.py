@@ -39,7 +39,6 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, jobs, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
-from hyperv_agent.hyperv.nics import normalize_mac
 from hyperv_agent.hyperv.schema import (
     KVP_VALUE_MAX_CHARS,
     SCSI_SLOTS,
@@ -354,7 +353,7 @@ def _confined(root: str, path: str) -> str:
 def _nic(nic: NicTO, switches: Sequence[str]) -> _Nic:
     where = f"NIC {nic.device_id}"
     try:
-        digits = normalize_mac(nic.mac or "")
+        digits = build.normalize_mac(nic.mac or "")
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: {error}") from None
     switch = nic.name or (switches[0] if switches else "")

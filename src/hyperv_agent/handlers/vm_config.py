@@ -28,7 +28,7 @@ from hyperv_agent.cloudstack.objects import NicDetails
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hyperv import nics, scale, vms
+from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv.backend import Backend
 
 C = TypeVar("C", bound=Command)
@@ -145,7 +145,7 @@ def _vlan(text: str | None) -> int | None:
 
 def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | None:
     if asked.mac_address:
-        mac = nics.normalize_mac(asked.mac_address)
+        mac = build.normalize_mac(asked.mac_address)
         return next((nic for nic in found if nic.mac == mac), None)
     return found[asked.index] if asked.index < len(found) else None
 

@@ -31,20 +31,20 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
-from hyperv_agent.hyperv import jobs, vms
-from hyperv_agent.hyperv.nics import normalize_mac
+from hyperv_agent.hyperv import vms
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
     KVP_KEY_MAX_CHARS,
     KVP_VALUE_MAX_CHARS,
+    MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
     NAMESPACE,
     PROCESSOR_LIMIT_PER_PERCENT,
@@ -128,7 +128,7 @@ def _cache(cim: Cim) -> _Cache:
     return _CACHES.setdefault(cim, _Cache())
 
 
-async def _template(cim: Cim, class_name: str, subtype: str) -> CimInstance:
+async def default_setting(cim: Cim, class_name: str, subtype: str) -> CimInstance:
     """The ``…\\Default`` instance of ``class_name`` and ``subtype``: 1 query, then cached."""
     cache = _cache(cim)
     if cache.templates is None:
@@ -151,7 +151,7 @@ async def _spawned(cim: Cim, class_name: str) -> CimInstance:
     return spawned[class_name]
 
 
-async def _switch(cim: Cim, name: str) -> ObjectPath:
+async def switch_path(cim: Cim, name: str) -> ObjectPath:
     """The path of the vSwitch called ``name``: 1 query, then cached; InvalidRequest if none."""
     switches = _cache(cim).switches
     if name not in switches:
@@ -164,22 +164,26 @@ async def _switch(cim: Cim, name: str) -> ObjectPath:
     return switches[name]
 
 
+def normalize_mac(mac: str) -> str:
+    """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
+    digits = mac.replace(":", "").replace("-", "").upper()
+    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
+        raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
+    return digits
+
+
 # --- shared steps -------------------------------------------------------------------------
-
-
-async def _vsms(cim: Cim, method: str, params: Mapping[str, InValue]) -> MethodResult:
-    return await jobs.call(cim, await vms.management_service(cim), method, params)
 
 
 async def _add(cim: Cim, vm: VmRef, setting: CimInstance) -> ObjectPath:
     """AddResourceSettings of one setting; its new path (1 call + 1 W)."""
-    result = await _vsms(cim, "AddResourceSettings",
+    result = await vms.call_service(cim, "AddResourceSettings",
                          {"AffectedConfiguration": vm.path, "ResourceSettings": [setting]})
     return _first(result, "ResultingResourceSettings")
 
 
 async def _remove(cim: Cim, paths: Sequence[ObjectPath]) -> None:
-    await _vsms(cim, "RemoveResourceSettings", {"ResourceSettings": list(paths)})
+    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": list(paths)})
 
 
 def _first(result: MethodResult, name: str) -> ObjectPath:
@@ -258,7 +262,7 @@ async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
     """
     validate(spec)
     settings = (await _spawned(cim, Class.VSSD)).updated(_system_settings(spec))
-    result = await _step("defining the VM", _vsms(
+    result = await _step("defining the VM", vms.call_service(
         cim, "DefineSystem", {"SystemSettings": settings, "ResourceSettings": []}))
     guid = _vm_guid(result)
     await _step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
@@ -294,7 +298,7 @@ async def _set_processors_and_memory(cim: Cim, guid: str, spec: VmSpec) -> None:
     memory = _one(found, Class.MEMORY).updated(
         DynamicMemoryEnabled=False, VirtualQuantity=spec.memory_mb,
         Reservation=spec.memory_mb, Limit=spec.memory_mb)
-    await _vsms(cim, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
+    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
 
 
 def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
@@ -314,7 +318,7 @@ async def add_scsi_controller(cim: Cim, vm: VmRef) -> ObjectPath:
     controller (Hyper-V allows 4). Afterwards the VM has one more, empty, controller. On
     failure nothing was added and nothing needs cleaning up. 1 call + 1 W when warm.
     """
-    template = await _template(cim, Class.RASD, Subtype.SCSI_CONTROLLER)
+    template = await default_setting(cim, Class.RASD, Subtype.SCSI_CONTROLLER)
     controller = template.updated(VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])
     return await _step("adding a SCSI controller", _add(cim, vm, controller))
 
@@ -356,7 +360,7 @@ async def attach_disk(
     if not path.strip():
         raise InvalidRequest("the image path is empty")
     drive = await _new_drive(cim, vm, controller, slot, dvd=dvd)
-    medium = (await _template(cim, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
+    medium = (await default_setting(cim, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
         Parent=str(drive), HostResource=[path])
     attached = await _step(f"inserting {path}", _add(cim, vm, medium),
                            lambda: _remove(cim, [drive]))
@@ -385,7 +389,7 @@ async def _new_drive(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, *,
 
 
 async def _drive(cim: Cim, subtype: str, controller: ObjectPath, slot: int) -> CimInstance:
-    return (await _template(cim, Class.RASD, subtype)).updated(
+    return (await default_setting(cim, Class.RASD, subtype)).updated(
         Parent=str(controller), AddressOnParent=str(slot))
 
 
@@ -412,8 +416,8 @@ async def add_nic(
     VLAN and no rate are given).
     """
     address = _check_nic(mac, vlan, rate_mbps, name)
-    switch = await _switch(cim, switch_name)
-    template = await _template(cim, Class.SEPSD, Subtype.NIC)
+    switch = await switch_path(cim, switch_name)
+    template = await default_setting(cim, Class.SEPSD, Subtype.NIC)
     nic = await _step("adding the network adapter", _add(cim, vm, template.updated(
         ElementName=name, Address=address, StaticMacAddress=True,
         VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])))
@@ -448,7 +452,7 @@ def _forget_switch_then(cim: Cim, switch_name: str, undo: _Undo) -> _Undo:
 
 async def _connect(cim: Cim, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
                    name: str) -> ObjectPath:
-    template = await _template(cim, Class.EPASD, Subtype.PORT)
+    template = await default_setting(cim, Class.EPASD, Subtype.PORT)
     port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name)
     return await _add(cim, vm, port)
 
@@ -464,7 +468,7 @@ async def _add_features(cim: Cim, port: ObjectPath, vlan: int | None,
             Limit=rate_mbps * BITS_PER_MEGABIT))
     if not features:
         return ()
-    result = await _vsms(cim, "AddFeatureSettings",
+    result = await vms.call_service(cim, "AddFeatureSettings",
                          {"AffectedConfiguration": port, "FeatureSettings": features})
     return result.paths("ResultingFeatureSettings")
 
@@ -491,7 +495,7 @@ async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
         Name=key, Data=value, Source=int(KvpSource.HOST))
     params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": [item]}
     try:
-        await _vsms(cim, "AddKvpItems", params)
+        await vms.call_service(cim, "AddKvpItems", params)
     except (MethodFailed, JobFailed) as added:
         await _step(f"pushing KVP item {key!r}: adding it failed ({added}), then replacing it",
-                    _vsms(cim, "ModifyKvpItems", params))
+                    vms.call_service(cim, "ModifyKvpItems", params))

@@ -27,19 +27,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, InValue, ObjectPath
+from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
-    MAC_HEX_DIGITS,
     NAMESPACE,
-    TEMPLATE_PREFIX,
-    TEMPLATE_SUFFIX,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
     Class,
     EnabledState,
     ResourceType,
+    Subtype,
     VlanMode,
 )
 
@@ -59,14 +57,6 @@ class Nic:
     def path(self) -> ObjectPath:
         assert self.setting.path is not None  # listed NICs come with their path
         return self.setting.path
-
-
-def normalize_mac(mac: str) -> str:
-    """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
-    digits = mac.replace(":", "").replace("-", "").upper()
-    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
-        raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
-    return digits
 
 
 async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
@@ -126,8 +116,8 @@ async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
     host's first switch is taken. A NIC without a port gets one. An unknown switch:
     InvalidRequest, nothing changed. Safe to repeat: afterwards the port is enabled
     (EnabledState 2) on that switch; its VLAN is left as it was. On failure Hyper-V has
-    changed nothing. 1 call + 1 W (+1 query for a named switch or a default, +1 query
-    for the port template when a port is added).
+    changed nothing. 1 call + 1 W (+1 query for a default switch, and for a named switch
+    or the port template the first time; both are cached per backend by ``build``).
     """
     switch, name = await _switch_for(cim, nic.port, switch_name)
     if nic.port is None:
@@ -141,16 +131,12 @@ async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
 
 
 async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
-    pattern = wql.like_literal(TEMPLATE_PREFIX) + "%" + wql.like_literal(TEMPLATE_SUFFIX)
-    found = await cim.query(wql.select(Class.EPASD, wql.like("InstanceID", pattern)), NAMESPACE)
-    if not found:
-        raise HyperVError(f"the host has no {Class.EPASD} template")
-    port = found[0].updated(Parent=str(nic.path), HostResource=[str(switch)],
+    template = await build.default_setting(cim, Class.EPASD, Subtype.PORT)
+    port = template.updated(Parent=str(nic.path), HostResource=[str(switch)],
                             EnabledState=int(EnabledState.ENABLED))
     vm_guid = (nic.setting.string("InstanceID") or "").partition(":")[2].partition("\\")[0]
-    result = await jobs.call(cim, await vms.management_service(cim), "AddResourceSettings",
-                             {"AffectedConfiguration": vms.vm_path(vm_guid),
-                              "ResourceSettings": [port]})
+    result = await vms.call_service(cim, "AddResourceSettings", {
+        "AffectedConfiguration": vms.vm_path(vm_guid), "ResourceSettings": [port]})
     paths = result.paths("ResultingResourceSettings")
     if not paths:
         raise HyperVError("AddResourceSettings returned no ResultingResourceSettings")
@@ -183,18 +169,19 @@ async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
         return
     if vlan is None:
         assert nic.vlan_setting is not None and nic.vlan_setting.path is not None
-        await _vsms(cim, "RemoveFeatureSettings", {"FeatureSettings": [nic.vlan_setting.path]})
+        await vms.call_service(cim, "RemoveFeatureSettings",
+                               {"FeatureSettings": [nic.vlan_setting.path]})
         return
     values = {"OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
     if nic.vlan_setting is not None:
-        await _vsms(cim, "ModifyFeatureSettings",
-                    {"FeatureSettings": [nic.vlan_setting.updated(values)]})
+        await vms.call_service(cim, "ModifyFeatureSettings",
+                               {"FeatureSettings": [nic.vlan_setting.updated(values)]})
         return
     port = _require_port(nic)
     assert port.path is not None
     setting = (await cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
-    await _vsms(cim, "AddFeatureSettings",
-                {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
+    await vms.call_service(cim, "AddFeatureSettings",
+                           {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
 
 
 def _require_port(nic: Nic) -> CimInstance:
@@ -209,18 +196,16 @@ async def _switch_for(cim: Cim, port: CimInstance | None,
     current = port.strings("HostResource") if port is not None else ()
     if not name and current and current[0]:
         return ObjectPath.parse(current[0]), None
-    condition = wql.eq("ElementName", name) if name else None
-    query = wql.select(Class.SWITCH, condition, ("CreationClassName", "Name", "ElementName"))
+    if name:
+        return await build.switch_path(cim, name), name
+    query = wql.select(Class.SWITCH, None, ("CreationClassName", "Name", "ElementName"))
     found = [s for s in await cim.query(query, NAMESPACE) if s.path is not None]
     if not found or found[0].path is None:
-        raise InvalidRequest(f"the host has no virtual switch named {name!r}" if name
-                             else "the host has no virtual switch to connect the NIC to")
+        raise InvalidRequest("the host has no virtual switch to connect the NIC to")
     return found[0].path, found[0].string("ElementName")
 
 
 async def _modify(cim: Cim, setting: CimInstance) -> None:
-    await _vsms(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
+    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
 
 
-async def _vsms(cim: Cim, method: str, params: dict[str, InValue]) -> None:
-    await jobs.call(cim, await vms.management_service(cim), method, params)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed, VmNotStopped
-from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv import vms
 from hyperv_agent.hyperv.schema import (
     MEMORY_MIN_MB,
     NAMESPACE,
@@ -44,8 +44,8 @@ async def set_processors_and_memory(cim: Cim, vm: VmRef, cpus: int, memory_mb: i
         DynamicMemoryEnabled=False, VirtualQuantity=memory_mb, Reservation=memory_mb,
         Limit=memory_mb)
     try:
-        await jobs.call(cim, await vms.management_service(cim), "ModifyResourceSettings",
-                        {"ResourceSettings": [processor, memory]})
+        await vms.call_service(cim, "ModifyResourceSettings",
+                               {"ResourceSettings": [processor, memory]})
     except (MethodFailed, JobFailed) as error:
         if _invalid_state(error):
             raise VmNotStopped(vm.name) from error

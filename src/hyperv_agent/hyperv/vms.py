@@ -151,8 +151,9 @@ async def management_service(cim: Cim) -> ObjectPath:
     return found[0].path
 
 
-async def _call_service(
-    cim: Cim, method: str, params: Mapping[str, InValue], policy: jobs.WaitPolicy
+async def call_service(
+    cim: Cim, method: str, params: Mapping[str, InValue],
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> MethodResult:
     """``jobs.call`` on the VSMS; a stale cached path is looked up again, once."""
     try:
@@ -167,7 +168,7 @@ async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimIns
     params: dict[str, InValue] = {
         "SettingData": None, "RequestedInformation": [int(item) for item in requested],
     }
-    result = await _call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+    result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
 
 
@@ -286,7 +287,7 @@ async def destroy(
     """
     path = vm_path(vm_guid)
     try:
-        await _call_service(cim, "DestroySystem", {"AffectedSystem": path}, policy)
+        await call_service(cim, "DestroySystem", {"AffectedSystem": path}, policy)
     except (MethodFailed, JobFailed):
         if await _exists(cim, path):
             raise
