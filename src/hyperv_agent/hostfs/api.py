@@ -1,19 +1,35 @@
 """File access on the Hyper-V host, in the host's own (Windows) paths.
 
-Implemented natively on the host (``hostfs/local.py``) and by the emulator, which maps
-the emulated host's drives and shares onto local folders.
+Implemented natively on the host (``hostfs/local.py``), by the emulator, which maps the
+emulated host's drives and shares onto local folders, and over SMB for shares on a real
+SMB server.
+
+The async methods are for handlers. ``open_binary`` is synchronous: streaming copies run
+in one worker thread and read and write through it in bounded chunks.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass
+from typing import BinaryIO, Literal
+
+COPY_CHUNK_BYTES = 1024 * 1024
+
+OpenMode = Literal["rb", "wb", "xb", "r+b"]
 
 
 @dataclass(frozen=True)
 class Usage:
     total_bytes: int
     free_bytes: int
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    is_dir: bool
 
 
 class HostFiles(abc.ABC):
@@ -36,3 +52,37 @@ class HostFiles(abc.ABC):
     @abc.abstractmethod
     async def write_text(self, path: str, text: str) -> None:
         """Replace a small text file atomically (written aside, then renamed)."""
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileStat | None:
+        """Size and kind of ``path``; None when nothing is there."""
+
+    @abc.abstractmethod
+    async def list_dir(self, path: str) -> list[str]:
+        """Names in the folder ``path``, sorted; HostFileError when it is not a folder."""
+
+    @abc.abstractmethod
+    async def remove(self, path: str) -> bool:
+        """Delete the file ``path``; False when it was already absent. Never a folder."""
+
+    @abc.abstractmethod
+    async def rename(self, source: str, target: str) -> None:
+        """Move a file within one volume or share, replacing ``target`` if it exists."""
+
+    @abc.abstractmethod
+    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
+        """A binary file object for ``path``. Blocking: call it, and use the file, from a
+        worker thread. ``xb`` fails when the file exists."""
+
+    async def copy_file(self, source: str, target: str) -> int:
+        """Copy ``source`` to ``target`` (created or replaced) and return the bytes copied.
+        Streams in bounded chunks; backends override it with a faster native copy."""
+        return await asyncio.to_thread(self._stream_copy, source, target)
+
+    def _stream_copy(self, source: str, target: str) -> int:
+        copied = 0
+        with self.open_binary(source, "rb") as reader, self.open_binary(target, "wb") as writer:
+            while chunk := reader.read(COPY_CHUNK_BYTES):
+                writer.write(chunk)
+                copied += len(chunk)
+        return copied

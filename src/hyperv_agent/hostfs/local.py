@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from hyperv_agent.errors import HostFileError
-from hyperv_agent.hostfs.api import HostFiles, Usage
+from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 
 
 class LocalFiles(HostFiles):
@@ -49,6 +51,56 @@ class LocalFiles(HostFiles):
             await asyncio.to_thread(_replace, local, text.encode("utf-8"))
         except OSError as error:
             raise HostFileError(f"cannot write {path}: {error.strerror}") from None
+
+    async def stat(self, path: str) -> FileStat | None:
+        local = self.local(path)
+        try:
+            result = await asyncio.to_thread(local.stat)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise HostFileError(f"cannot read {path}: {error.strerror}") from None
+        return FileStat(size=result.st_size, is_dir=local.is_dir())
+
+    async def list_dir(self, path: str) -> list[str]:
+        local = self.local(path)
+        try:
+            return sorted(await asyncio.to_thread(os.listdir, local))
+        except OSError as error:
+            raise HostFileError(f"cannot list {path}: {error.strerror}") from None
+
+    async def remove(self, path: str) -> bool:
+        local = self.local(path)
+        try:
+            await asyncio.to_thread(local.unlink)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            raise HostFileError(f"cannot delete {path}: {error.strerror}") from None
+        return True
+
+    async def rename(self, source: str, target: str) -> None:
+        src, dst = self.local(source), self.local(target)
+        try:
+            await asyncio.to_thread(src.replace, dst)
+        except OSError as error:
+            raise HostFileError(f"cannot rename {source}: {error.strerror}") from None
+
+    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
+        local = self.local(path)
+        try:
+            return local.open(mode)
+        except OSError as error:
+            raise HostFileError(f"cannot open {path}: {error.strerror}") from None
+
+    async def copy_file(self, source: str, target: str) -> int:
+        src, dst = self.local(source), self.local(target)
+        try:
+            await asyncio.to_thread(shutil.copyfile, src, dst)
+            return (await asyncio.to_thread(dst.stat)).st_size
+        except OSError as error:
+            raise HostFileError(
+                f"cannot copy {source} to {target}: {error.strerror}") from None
 
 
 def _read_start(path: Path, max_bytes: int) -> bytes:
