@@ -24,17 +24,15 @@ from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import StartCommand
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
-    NfsTO,
     NicTO,
-    PrimaryDataStoreTO,
     TemplateObjectTO,
     VirtualMachineTO,
     VolumeObjectTO,
 )
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
+from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, jobs, vms
 from hyperv_agent.hyperv import host as hyperv_host
@@ -54,7 +52,6 @@ _T = TypeVar("_T")
 
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
-DEFAULT_VOLUME_FORMAT = "vhdx"
 _BYTES_PER_MB = 1024 * 1024
 _IDE_SLOTS = 2
 _USER_VM = "user"
@@ -307,47 +304,10 @@ def _image_path(disk: DiskTO, kind: str) -> str:
     if kind == "ISO":
         if not isinstance(data, TemplateObjectTO):
             raise InvalidRequest("disk ISO: data is not a TemplateObjectTO")
-        return _template_path(data)
+        return datapaths.template_file(data, "disk ISO")
     if not isinstance(data, VolumeObjectTO):
         raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
-    return _volume_path(data, kind)
-
-
-def _volume_path(volume: VolumeObjectTO, kind: str) -> str:
-    store = volume.data_store
-    if not isinstance(store, PrimaryDataStoreTO):
-        raise InvalidRequest(f"disk {kind}: the volume is not on a primary data store")
-    root = locations.from_primary_store(store.host or "", store.path or "",
-                                        str(store.pool_type or "")).root
-    name = volume.path or volume.uuid
-    if not name:
-        raise InvalidRequest(f"disk {kind}: the volume has neither path nor uuid")
-    extension = "." + str(volume.format or DEFAULT_VOLUME_FORMAT).lower()
-    if not name.lower().endswith(extension):
-        name += extension
-    return _confined(root, name)
-
-
-def _template_path(template: TemplateObjectTO) -> str:
-    store = template.image_data_store
-    if not template.path:
-        raise InvalidRequest("disk ISO: the ISO has no path")
-    if isinstance(store, NfsTO) and store.url:
-        root = locations.parse_cifs_url(store.url).root
-    elif isinstance(store, PrimaryDataStoreTO):
-        root = locations.from_primary_store(store.host or "", store.path or "",
-                                            str(store.pool_type or "")).root
-    else:
-        raise InvalidRequest("disk ISO: the ISO is on neither a cifs image store nor a pool")
-    return _confined(root, template.path)
-
-
-def _confined(root: str, path: str) -> str:
-    """``path`` inside ``root``: relative paths are joined, absolute ones must lie inside."""
-    text = path.replace("/", "\\")
-    if text.startswith("\\") or text[1:2] == ":":
-        return locations.confine_absolute(root, path)
-    return locations.confine(root, path)
+    return datapaths.volume_file(data, f"disk {kind}")
 
 
 def _nic(nic: NicTO, switches: Sequence[str]) -> _Nic:
