@@ -15,6 +15,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
+from hyperv_agent.hostfs.locations import ShareLocation
+
 COPY_CHUNK_BYTES = 1024 * 1024
 
 OpenMode = Literal["rb", "wb", "xb", "r+b"]
@@ -73,6 +75,11 @@ class HostFiles(abc.ABC):
     def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
         """A binary file object for ``path``. Blocking: call it, and use the file, from a
         worker thread. ``xb`` fails when the file exists."""
+
+    def use_credentials(self, share: ShareLocation) -> None:
+        """Reach ``share`` with the credentials its URL carried, from now on. Hosts that
+        reach shares with their own identity ignore this."""
+        return None
 
     async def copy_file(self, source: str, target: str) -> int:
         """Copy ``source`` to ``target`` (created or replaced) and return the bytes copied.
