@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hyperv_agent.backends import open_backend
+from hyperv_agent.backends import open_backend, seed_secondary
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import AgentError, ConfigError
@@ -171,6 +171,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
                              admin_listen=admin_listen, private_ip=private_ip)
         logs.setup(config.agent.log_level)
+        seed_secondary(config)
         agent = service.build_agent(config)
     except AgentError as error:
         _fail(error)
@@ -181,15 +182,58 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
         _fail(ConfigError(f"cannot listen: {error.strerror or error}"))
 
 
+@main.group("template")
+def template_group() -> None:
+    """Template disks for trying deployments."""
+
+
+@template_group.command("make")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--size-mb", type=click.IntRange(1, 1024 * 1024), default=64, show_default=True,
+              help="Virtual size of the disk.")
+def template_make(path: Path, size_mb: int) -> None:
+    """Write a small dynamic template disk at PATH (.vhd or .vhdx) with a labelled first
+    sector, for `probe --deploy` and for trying copies by hand."""
+    from hyperv_agent.emulator import vhd
+    from hyperv_agent.emulator.template import make_template
+
+    if path.exists():
+        _fail(ConfigError(f"{path} exists; choose a new file name"))
+        return
+    try:
+        info = make_template(path, size_mb * 1024 * 1024)
+    except (vhd.VhdError, OSError) as error:
+        _fail(ConfigError(f"cannot write {path}: {error}"))
+        return
+    click.echo(json.dumps({"path": str(path), "format": info.format.name,
+                           "virtual_size_bytes": info.virtual_size_bytes,
+                           "file_size_bytes": path.stat().st_size}))
+
+
 @main.command("probe")
 @click.argument("url")
 @click.option("--private-ip", default="127.0.0.1", show_default=True,
               help="The address to register the host under (must be one of its NICs).")
-def probe_command(url: str, private_ip: str) -> None:
+@click.option("--deploy", is_flag=True,
+              help="Play a whole deployment: copy a template, make a root volume, start, "
+                   "report, stop and delete, one timed line per step.")
+@click.option("--secondary", metavar="URL",
+              help="cifs:// image store holding the template (default: the share "
+                   "'secondary' on the host's own name, as `serve` on the emulator offers).")
+@click.option("--template", "template_path", metavar="PATH",
+              default="template/tmpl/1/1/hyperv-agent-probe.vhdx", show_default=True,
+              help="The template's path on the image store (`hyperv-agent template make` "
+                   "writes one).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60.0,
+              show_default=True, help="Seconds the whole run may take.")
+def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
+                  template_path: str, timeout_s: float) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
     from hyperv_agent import probe
+    from hyperv_agent.probe_deploy import DeployPlan
 
-    report = asyncio.run(probe.probe(url, private_ip))
+    plan = DeployPlan(secondary, template_path) if deploy else None
+    report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan))
     click.echo(report.table())
     if not report.passed:
         broken = [f.rule for f in report.findings if not f.ok]

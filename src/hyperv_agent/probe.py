@@ -15,13 +15,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 API = "/api/HypervResource/"
 POWER_STATES = frozenset({"PowerOn", "PowerOff", "PowerUnknown", "PowerReportMissing"})
 JsonObject = dict[str, Any]
+
+if TYPE_CHECKING:
+    from hyperv_agent.probe_deploy import DeployPlan as DeployPlanLike
 
 
 @dataclass
@@ -122,7 +125,7 @@ class Prober:
         answer = await self.answer("com.cloud.agent.api.ReadyCommand",
                                    {"contextMap": {}, "wait": 0},
                                    "com.cloud.agent.api.ReadyAnswer")
-        _require(answer.get("result") is True, "Ready answers result:true", "result is not true")
+        require(answer.get("result") is True, "Ready answers result:true", "result is not true")
         return "result true"
 
     async def startup(self) -> str:
@@ -130,22 +133,22 @@ class Prober:
         status, data = await self.post("com.cloud.agent.api.StartupCommand", request)
         if status != 200 or not isinstance(data, list) or not data:
             raise ProbeError("Startup answers a Command[]", f"HTTP {status}, body {str(data)[:80]}")
-        routing = _wrapped(data[0], "com.cloud.agent.api.StartupRoutingCommand")
+        routing = wrapped(data[0], "com.cloud.agent.api.StartupRoutingCommand")
         sent = request[0]["com.cloud.agent.api.StartupRoutingCommand"]
         check_startup(sent, routing, self.report.facts)
         if len(data) > 1:
-            storage = _wrapped(data[1], "com.cloud.agent.api.StartupStorageCommand")
+            storage = wrapped(data[1], "com.cloud.agent.api.StartupStorageCommand")
             check_storage(storage, self.report.facts)
         return f"{routing.get('cpus')} cores, {int(routing.get('memory', 0)) >> 20} MiB"
 
     async def state_report(self) -> str:
         status, data = await self.post("org.apache.cloudstack.HostVmStateReportCommand", {})
-        _require(status == 200 and isinstance(data, list), "state report is a bare array",
+        require(status == 200 and isinstance(data, list), "state report is a bare array",
                  f"HTTP {status}")
         for entry in data:
-            _require(isinstance(entry, dict) and len(entry) == 1, "state report entries",
+            require(isinstance(entry, dict) and len(entry) == 1, "state report entries",
                      f"entry {entry!r} is not a one-key object")
-            _require(next(iter(entry.values())) in POWER_STATES, "PowerState names",
+            require(next(iter(entry.values())) in POWER_STATES, "PowerState names",
                      f"entry {entry!r} has no PowerState name")
         self.report.facts["VMs reported"] = str(len(data))
         return f"{len(data)} VMs"
@@ -156,7 +159,7 @@ class Prober:
                 "wait": 0}
         answer = await self.answer("com.cloud.agent.api.PingRoutingCommand", body,
                                    "com.cloud.agent.api.Answer")
-        _require(answer.get("result") is True, "PingRouting answers result:true",
+        require(answer.get("result") is True, "PingRouting answers result:true",
                  "result is not true: the host would go Down")
         return "result true"
 
@@ -166,11 +169,11 @@ class Prober:
                                     "contextMap": {}, "wait": 0},
                                    "com.cloud.agent.api.GetHostStatsAnswer")
         stats = answer.get("hostStats")
-        _require(answer.get("result") is True and isinstance(stats, dict),
+        require(answer.get("result") is True and isinstance(stats, dict),
                  "GetHostStats answers hostStats", str(answer.get("details")))
         assert isinstance(stats, dict)
         for name in ("cpuUtilization", "totalMemoryKBs", "freeMemoryKBs"):
-            _require(isinstance(stats.get(name), int | float), "host stats are numbers",
+            require(isinstance(stats.get(name), int | float), "host stats are numbers",
                      f"{name} is {stats.get(name)!r}")
         return f"cpu {stats['cpuUtilization']}%, free {int(stats['freeMemoryKBs']) >> 10} MiB"
 
@@ -183,17 +186,17 @@ class Prober:
         return self.report
 
 
-def _require(condition: bool, rule: str, detail: str) -> None:
+def require(condition: bool, rule: str, detail: str) -> None:
     if not condition:
         raise ProbeError(rule, detail)
 
 
-def _wrapped(element: object, fqcn: str) -> JsonObject:
-    _require(isinstance(element, dict) and list(element) == [fqcn],
+def wrapped(element: object, fqcn: str) -> JsonObject:
+    require(isinstance(element, dict) and list(element) == [fqcn],
              f"element is wrapped as {fqcn}", f"got {str(element)[:80]}")
     assert isinstance(element, dict)
     value = element[fqcn]
-    _require(isinstance(value, dict), f"{fqcn} is an object", "not an object")
+    require(isinstance(value, dict), f"{fqcn} is an object", "not an object")
     return dict(value)
 
 
@@ -203,22 +206,22 @@ ECHOED = ("dataCenter", "pod", "cluster", "guid", "privateIpAddress", "name")
 def check_startup(sent: JsonObject, got: JsonObject, facts: dict[str, str]) -> None:
     """The rules of a StartupRoutingCommand answer (echo, host facts, console port)."""
     for key in ECHOED:
-        _require(got.get(key) == sent[key], "identity fields are echoed",
+        require(got.get(key) == sent[key], "identity fields are echoed",
                  f"{key} came back as {got.get(key)!r}, sent {sent[key]!r}")
     _check_netmask(got.get("privateNetmask"))
-    _require(got.get("caps") == "hvm", "caps is hvm", f"caps is {got.get('caps')!r}")
+    require(got.get("caps") == "hvm", "caps is hvm", f"caps is {got.get('caps')!r}")
     for key in ("cpus", "speed", "memory", "cpuSockets"):
-        _require(isinstance(got.get(key), int) and got[key] > 0,
+        require(isinstance(got.get(key), int) and got[key] > 0,
                  "host facts are filled", f"{key} is {got.get(key)!r}")
-    _require(isinstance(got.get("dom0MinMemory"), int), "dom0MinMemory is in bytes",
+    require(isinstance(got.get("dom0MinMemory"), int), "dom0MinMemory is in bytes",
              f"dom0MinMemory is {got.get('dom0MinMemory')!r}")
-    _require(int(got.get("memory") or 0) > 1 << 30, "memory is in bytes",
+    require(int(got.get("memory") or 0) > 1 << 30, "memory is in bytes",
              f"memory {got.get('memory')} looks like KiB or MiB")
     details = got.get("hostDetails") or {}
-    _require(str(details.get("rdp.server.port")) == "2179", "rdp.server.port is 2179",
+    require(str(details.get("rdp.server.port")) == "2179", "rdp.server.port is 2179",
              f"hostDetails has rdp.server.port {details.get('rdp.server.port')!r}")
-    _require(bool(details.get("product_version")), "hostDetails has product_version", "missing")
-    _require(bool(got.get("hypervisorVersion")), "hypervisorVersion is set", "missing")
+    require(bool(details.get("product_version")), "hostDetails has product_version", "missing")
+    require(bool(got.get("hypervisorVersion")), "hypervisorVersion is set", "missing")
     mac = str(got.get("privateMacAddress") or "")
     facts.update({"hypervisorVersion": str(got.get("hypervisorVersion")),
                   "cores / sockets": f"{got.get('cpus')} / {got.get('cpuSockets')}",
@@ -236,20 +239,27 @@ def _check_netmask(mask: object) -> None:
 
 def check_storage(storage: JsonObject, facts: dict[str, str]) -> None:
     info = storage.get("poolInfo")
-    _require(isinstance(info, dict), "StartupStorageCommand has poolInfo", "missing")
+    require(isinstance(info, dict), "StartupStorageCommand has poolInfo", "missing")
     assert isinstance(info, dict)
-    _require(storage.get("resourceType") == "STORAGE_POOL", "resourceType is STORAGE_POOL",
+    require(storage.get("resourceType") == "STORAGE_POOL", "resourceType is STORAGE_POOL",
              f"resourceType is {storage.get('resourceType')!r}")
     for key in ("capacityBytes", "availableBytes"):
-        _require(isinstance(info.get(key), int), "pool sizes are bytes", f"{key} missing")
+        require(isinstance(info.get(key), int), "pool sizes are bytes", f"{key} missing")
     facts["local pool"] = f"{info.get('localPath')} ({info.get('capacityBytes')} bytes)"
 
 
-async def probe(url: str, private_ip: str, timeout_s: float = 60.0) -> ProbeReport:
+async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
+                deploy: DeployPlanLike | None = None) -> ProbeReport:
+    """Play registration and health (or, with ``deploy``, a whole deployment) against
+    the agent at ``url``."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the management server trusts any certificate
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     connector = aiohttp.TCPConnector(ssl=context, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        return await Prober(url, private_ip, session).run()
+        if deploy is None:
+            return await Prober(url, private_ip, session).run()
+        from hyperv_agent.probe_deploy import Deployer
+
+        return await Deployer(url, private_ip, session, plan=deploy).run()

@@ -1,0 +1,184 @@
+"""``hyperv-agent probe URL --deploy``: a whole deployment, played as the management server
+plays it, one timed line per step.
+
+Register the host, copy a template from a cifs image store to the host's local pool, make
+a root volume from it, start a VM on it, see the VM in the state report and the VM
+statistics, stop it, delete the volume. Bodies are raw JSON in the management server's
+shapes, so the run works against any Hyper-V agent. Out of the box it targets ``serve`` on
+the emulator, whose default image store holds a small template for the purpose.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from hyperv_agent.probe import (
+    JsonObject,
+    Prober,
+    ProbeReport,
+    require,
+    startup_request,
+    wrapped,
+)
+
+PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+NFS_TO = "com.cloud.agent.api.to.NfsTO"
+COPY = "org.apache.cloudstack.storage.command.CopyCommand"
+COPY_ANSWER = "org.apache.cloudstack.storage.command.CopyCmdAnswer"
+DEFAULT_TEMPLATE = "template/tmpl/1/1/hyperv-agent-probe.vhdx"
+VM_RAM_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class DeployPlan:
+    """What to deploy: the image store, the template on it, the VM's name."""
+
+    secondary_url: str | None = None  # default: cifs://<host name>/secondary
+    template_path: str = DEFAULT_TEMPLATE
+    vm_name: str = "i-2-9001-VM"
+
+
+class Deployer(Prober):
+    """The register-to-delete sequence; each step needs the ones before it to have passed."""
+
+    def __init__(self, *args: Any, plan: DeployPlan, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan = plan
+        self.pool: JsonObject = {}
+        self.host_name = ""
+        self.template_path = ""
+        self.template_format = "VHDX"
+        self.volume_uuid = str(uuid.uuid4())
+        self.volume: JsonObject = {}
+
+    # --- steps ----------------------------------------------------------------------------
+
+    async def register(self) -> str:
+        await self.ready()
+        status, data = await self.post("com.cloud.agent.api.StartupCommand",
+                                       startup_request(self.private_ip))
+        require(status == 200 and isinstance(data, list) and len(data) > 1,
+                 "Startup answers routing + storage commands", f"HTTP {status}")
+        routing = wrapped(data[0], "com.cloud.agent.api.StartupRoutingCommand")
+        storage = wrapped(data[1], "com.cloud.agent.api.StartupStorageCommand")
+        info = storage.get("poolInfo")
+        require(isinstance(info, dict) and bool(info.get("hostPath")),
+                 "StartupStorageCommand reports the local pool", "no poolInfo.hostPath")
+        assert isinstance(info, dict)
+        self.host_name = str(routing.get("name") or "")
+        self.pool = {PRIMARY_TO: {
+            "uuid": info.get("uuid") or str(uuid.uuid4()), "id": 1,
+            "host": info.get("host") or self.private_ip, "type": "Filesystem",
+            "poolType": "Filesystem", "path": info["hostPath"], "port": 0}}
+        return f"host {self.host_name}, local pool {info['hostPath']}"
+
+    def _secondary(self) -> str:
+        return self.plan.secondary_url or f"cifs://{self.host_name or 'localhost'}/secondary"
+
+    async def copy_template(self) -> str:
+        fmt = "VHD" if self.plan.template_path.lower().endswith(".vhd") else "VHDX"
+        template = {"uuid": str(uuid.uuid4()), "id": 201, "format": fmt, "accountId": 2,
+                    "hvm": True, "name": "201-2-probe", "hypervisorType": "Hyperv"}
+        src = {TEMPLATE_TO: {**template, "path": self.plan.template_path,
+                             "imageDataStore": {NFS_TO: {"_url": self._secondary(),
+                                                         "_role": "Image"}}}}
+        dest = {TEMPLATE_TO: {**template, "imageDataStore": self.pool}}
+        new = await self._copy(src, dest, TEMPLATE_TO)
+        self.template_path = str(new.get("path") or "")
+        self.template_format = str(new.get("format") or fmt)
+        require(bool(self.template_path), "CopyCmdAnswer names the copy", "newData.path empty")
+        return f"template {self.template_path} ({new.get('size')} bytes)"
+
+    async def root_volume(self) -> str:
+        src = {TEMPLATE_TO: {"uuid": str(uuid.uuid4()), "id": 201, "path": self.template_path,
+                             "format": self.template_format, "imageDataStore": self.pool,
+                             "name": "201-2-probe"}}
+        dest = {VOLUME_TO: {"uuid": self.volume_uuid, "volumeType": "ROOT",
+                            "dataStore": self.pool, "name": "ROOT-9001", "size": 0,
+                            "volumeId": 9001, "vmName": self.plan.vm_name, "accountId": 2,
+                            "id": 9001}}
+        new = await self._copy(src, dest, VOLUME_TO)
+        self.volume = {**dest[VOLUME_TO], **new}
+        return f"volume {new.get('path')}"
+
+    async def _copy(self, src: JsonObject, dest: JsonObject, kind: str) -> JsonObject:
+        answer = await self.answer(COPY, {"srcTO": src, "destTO": dest, "wait": 0,
+                                          "contextMap": {}}, COPY_ANSWER)
+        require(answer.get("result") is True, "CopyCommand succeeds",
+                 str(answer.get("details")))
+        return wrapped(answer.get("newData"), kind)
+
+    async def start_vm(self) -> str:
+        volume = {**self.volume, "format": self.volume.get("format") or self.template_format}
+        vm = {"id": 9001, "name": self.plan.vm_name, "type": "User", "cpus": 1, "speed": 500,
+              "minRam": VM_RAM_BYTES, "maxRam": VM_RAM_BYTES, "arch": "x86_64",
+              "os": "Other (64-bit)", "bootArgs": "", "limitCpuUse": False,
+              "enableHA": False, "rebootOnCrash": False, "params": {},
+              "uuid": str(uuid.uuid4()),
+              "disks": [{"data": {VOLUME_TO: volume}, "diskSeq": 0, "type": "ROOT"}],
+              "nics": [{"deviceId": 0, "defaultNic": True, "uuid": str(uuid.uuid4()),
+                        "ip": "10.1.1.67", "netmask": "255.255.255.0", "gateway": "10.1.1.1",
+                        "mac": "02:00:51:2c:90:01", "broadcastType": "Vlan", "type": "Guest",
+                        "broadcastUri": "vlan://261", "isolationUri": "vlan://261",
+                        "networkRateMbps": 100}]}
+        answer = await self.answer("com.cloud.agent.api.StartCommand",
+                                   {"vm": vm, "contextMap": {}, "wait": 0},
+                                   "com.cloud.agent.api.StartAnswer")
+        require(answer.get("result") is True, "StartCommand succeeds",
+                 str(answer.get("details")))
+        return f"{self.plan.vm_name} started"
+
+    async def reported(self, expected: str | None) -> str:
+        status, data = await self.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+        require(status == 200 and isinstance(data, list), "state report is a bare array",
+                 f"HTTP {status}")
+        states = {k: v for entry in data if isinstance(entry, dict) for k, v in entry.items()}
+        got = states.get(self.plan.vm_name)
+        require(got == expected, "the state report follows the VM",
+                 f"{self.plan.vm_name} reported as {got!r}, expected {expected!r}")
+        return f"{self.plan.vm_name}: {got or 'absent'}"
+
+    async def vm_stats(self) -> str:
+        answer = await self.answer("com.cloud.agent.api.GetVmStatsCommand",
+                                   {"vmNames": [self.plan.vm_name], "hostGuid": "probe",
+                                    "hostName": "probe", "contextMap": {}, "wait": 0},
+                                   "com.cloud.agent.api.GetVmStatsAnswer")
+        stats = (answer.get("vmStatsMap") or {}).get(self.plan.vm_name)
+        require(isinstance(stats, dict), "GetVmStats reports the VM", "no entry")
+        assert isinstance(stats, dict)
+        return f"{stats.get('numCPUs')} vCPU, cpu {stats.get('cpuUtilization')}%"
+
+    async def stop_vm(self) -> str:
+        answer = await self.answer("com.cloud.agent.api.StopCommand",
+                                   {"vmName": self.plan.vm_name, "isProxy": False,
+                                    "checkBeforeCleanup": False, "forceStop": False,
+                                    "contextMap": {}, "wait": 0},
+                                   "com.cloud.agent.api.StopAnswer")
+        require(answer.get("result") is True, "StopCommand succeeds",
+                 str(answer.get("details")))
+        return f"{self.plan.vm_name} stopped"
+
+    async def delete_volume(self) -> str:
+        answer = await self.answer("org.apache.cloudstack.storage.command.DeleteCommand",
+                                   {"data": {VOLUME_TO: self.volume}, "contextMap": {},
+                                    "wait": 0}, "com.cloud.agent.api.Answer")
+        require(answer.get("result") is True, "DeleteCommand succeeds",
+                 str(answer.get("details")))
+        return f"volume {self.volume.get('path')} deleted"
+
+    async def run(self) -> ProbeReport:
+        steps = [("register", self.register), ("copy template", self.copy_template),
+                 ("root volume", self.root_volume), ("start VM", self.start_vm),
+                 ("state report", lambda: self.reported("PowerOn")),
+                 ("VM stats", self.vm_stats), ("stop VM", self.stop_vm),
+                 ("VM gone", lambda: self.reported(None)),
+                 ("delete volume", self.delete_volume)]
+        for name, check in steps:
+            await self.step(name, check)
+            if not self.report.findings[-1].ok:
+                break
+        return self.report
