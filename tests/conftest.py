@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from tests.samba import Samba, SambaUnavailable, start_samba
 
 
 def requires_tool(name: str) -> pytest.MarkDecorator:
@@ -44,3 +45,17 @@ async def sync_emulator(
     cim = EmulatorCim.open(make_config(async_jobs=False))
     yield cim
     await cim.close()
+
+
+@pytest.fixture(scope="session")
+def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
+    """One real smbd on 127.0.0.1 for the whole run (skipped when smbd cannot run, except
+    in CI, where that is a failure)."""
+    try:
+        server = start_samba(tmp_path_factory.mktemp("samba"))
+    except SambaUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    yield server
+    server.stop()

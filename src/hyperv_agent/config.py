@@ -5,6 +5,8 @@ File layout (names other tools rely on)::
     [agent]
     state_dir = "/var/lib/hyperv-agent"
     backend = "emulator"            # emulator | wmi | wsman
+    smb_servers = ["10.1.1.2"]      # shares on these servers are reached through smbprotocol
+    smb_port = 445
 
     [emulator]
     cpus = 16
@@ -16,13 +18,15 @@ File layout (names other tools rely on)::
     [emulator.shares]
     '\\\\10.1.1.1\\secondary' = "/srv/secondary"
 
-Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file.
+Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file,
+as do ``HYPERV_AGENT_SMB_SERVERS`` (comma-separated) and ``HYPERV_AGENT_SMB_PORT``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hyperv_agent.errors import ConfigError
 
 Backend = Literal["emulator", "wmi", "wsman"]
+_SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
 def default_state_dir() -> Path:
@@ -64,6 +69,23 @@ class AgentSection(_Section):
     local_storage_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
     local_secondary_storage_path: str = "C:\\Secondary"  # legacy nfs:// downloads
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    smb_servers: tuple[str, ...] = ()  # SMB servers reached through smbprotocol, not natively
+    smb_port: int = Field(default=445, ge=1, le=65535)
+
+    @field_validator("smb_servers", mode="before")
+    @classmethod
+    def _server_list(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: "fs1,10.1.1.2"
+            return [server.strip() for server in value.split(",") if server.strip()]
+        return value
+
+    @field_validator("smb_servers")
+    @classmethod
+    def _server_names(cls, servers: tuple[str, ...]) -> tuple[str, ...]:
+        for server in servers:
+            if not _SMB_SERVER.fullmatch(server):
+                raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
+        return servers
 
     @field_validator("listen", "admin_listen")
     @classmethod
@@ -158,7 +180,8 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _environment() -> Mapping[str, str]:
-    names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend"}
+    names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend",
+             "HYPERV_AGENT_SMB_SERVERS": "smb_servers", "HYPERV_AGENT_SMB_PORT": "smb_port"}
     return {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
 
 

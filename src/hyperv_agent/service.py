@@ -40,10 +40,15 @@ log = logging.getLogger("hyperv_agent")
 
 
 def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    """File access on the host the backend drives."""
-    if isinstance(cim, EmulatorCim):
-        return EmulatedFiles(cim.host)
-    return LocalFiles()
+    """File access on the host the backend drives; shares on ``smb_servers`` are reached
+    through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
+    base: HostFiles = EmulatedFiles(cim.host) if isinstance(cim, EmulatorCim) else LocalFiles()
+    if not config.agent.smb_servers:
+        return base
+    from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
+    from hyperv_agent.hostfs.smb import SmbFiles
+
+    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port), config.agent.smb_servers)
 
 
 @dataclass

@@ -79,11 +79,16 @@ class StorageHandlers:
         return ModifyStoragePoolAnswer(result=True, local_path=root, pool_info=info)
 
     def _root(self, pool_type: str, host: str, path: str) -> str:
+        """The pool's root; a share's credentials are registered before it is touched."""
         if pool_type in SHARED_TYPES:
-            return locations.from_primary_store(host, path, "SMB").root
-        if pool_type == "Filesystem":
-            return locations.from_primary_store(host, path, "Filesystem").root
-        raise AgentError(f"pool type {pool_type or 'none'} is not supported on Hyper-V")
+            location = locations.from_primary_store(host, path, "SMB")
+        elif pool_type == "Filesystem":
+            location = locations.from_primary_store(host, path, "Filesystem")
+        else:
+            raise AgentError(f"pool type {pool_type or 'none'} is not supported on Hyper-V")
+        if isinstance(location, locations.ShareLocation):
+            self.files.use_credentials(location)
+        return location.root
 
     async def _measure(self, root: str) -> tuple[int, int]:
         if not await self.files.exists(root):

@@ -1,0 +1,372 @@
+"""Files on SMB shares reached through smbprotocol (``\\\\server\\share\\...`` paths).
+
+Used where the host cannot reach a share natively: the agent off Windows, and the
+emulator when a share lives on a real SMB server. Each server is reached with the
+credentials last registered for it by ``use_credentials`` (from the share's URL), on the
+configured port; connections are pooled per instance and reopened when they drop.
+
+Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
+``open_binary``, which is itself called from a worker thread. Every failure becomes a
+``HostFileError`` with a one-line message naming the path and, for connection and logon
+failures, the server; a password never appears in one. Paths that leave their share
+(``..``) or are not UNC paths raise ``PathNotAllowed`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import logging
+import stat as stat_mode
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+import smbclient  # type: ignore[import-untyped]
+import smbclient.shutil  # type: ignore[import-untyped]
+from smbprotocol.exceptions import (  # type: ignore[import-untyped]
+    SMBAuthenticationError,
+    SMBConnectionClosed,
+    SMBException,
+    SMBOSError,
+    SMBResponseException,
+)
+
+from hyperv_agent.errors import HostFileError, PathNotAllowed
+from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+
+DEFAULT_PORT = 445
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+
+_T = TypeVar("_T")
+
+# NTSTATUS values (MS-ERREF 2.3) that decide how a failure is reported.
+_MISSING = frozenset({0xC0000034, 0xC000003A})  # OBJECT_NAME / OBJECT_PATH_NOT_FOUND
+_NO_SHARE = frozenset({0xC00000CC, 0xC0000225})  # BAD_NETWORK_NAME, NOT_FOUND (no DFS root)
+_LOGON = frozenset({
+    0xC000006A, 0xC000006D, 0xC000006E, 0xC0000064,  # WRONG_PASSWORD, LOGON_FAILURE, ...
+    0xC0000071, 0xC0000072, 0xC0000193, 0xC0000234,  # expired, disabled, locked out
+    0xC000015B,  # LOGON_TYPE_NOT_GRANTED
+})
+_ACCESS_DENIED = 0xC0000022
+_LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
+
+
+class MissingFile(HostFileError):
+    """Nothing exists at the path (the share and server were reached)."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A clean UNC path, split for messages and for choosing the session."""
+
+    path: str
+    server: str
+    share: str
+
+    @property
+    def share_root(self) -> str:
+        return f"\\\\{self.server}\\{self.share}"
+
+
+def unc_server(path: str) -> str | None:
+    """The server of a UNC path (``\\\\server\\...`` or ``//server/...``), else None."""
+    text = path.replace("/", "\\")
+    if not text.startswith("\\\\"):
+        return None
+    return text[2:].split("\\", 1)[0] or None
+
+
+def _target(path: str) -> _Target:
+    """``path`` checked and normalised inside its share; PathNotAllowed otherwise."""
+    text = path.replace("/", "\\")
+    pieces = text[2:].split("\\", 2) if text.startswith("\\\\") else []
+    if len(pieces) < 2 or not pieces[0] or not pieces[1]:
+        raise PathNotAllowed(f"{path!r} is not a UNC path of the form \\\\server\\share\\...")
+    root = f"\\\\{pieces[0]}\\{pieces[1]}"
+    inner = pieces[2] if len(pieces) == 3 else ""
+    if inner.strip("\\"):
+        clean = locations.confine(root, inner)  # resolves '..' without leaving the share
+    else:
+        locations.confine(root, "x")  # checks the server and share names only
+        clean = root
+    return _Target(clean, pieces[0], pieces[1])
+
+
+class SmbFiles(HostFiles):
+    """HostFiles for UNC paths, over SMB 2/3 with smbprotocol."""
+
+    def __init__(self, port: int = DEFAULT_PORT,
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+        self.port = port
+        self.connect_timeout_s = connect_timeout_s
+        self._credentials: dict[str, Credentials] = {}
+        self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
+        self._lock = threading.Lock()
+        self._connect_locks: dict[str, threading.Lock] = {}
+        for name in _LIBRARY_LOGGERS:  # quiet unless the logging setup chose a level
+            library = logging.getLogger(name)
+            if library.level == logging.NOTSET:
+                library.setLevel(logging.WARNING)
+
+    def use_credentials(self, share: ShareLocation) -> None:
+        """Use ``share``'s credentials for its server from now on (the last given win;
+        sessions already open stay). A location without credentials changes nothing."""
+        if share.credentials is not None:
+            with self._lock:
+                self._credentials[share.server.lower()] = share.credentials
+
+    def close(self) -> None:
+        """Log off and disconnect every pooled connection; later calls reconnect."""
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for connection in connections:
+            try:
+                connection.disconnect(True)
+            except (SMBException, OSError, ValueError):
+                continue
+
+    # --- HostFiles ---------------------------------------------------------------------
+
+    async def usage(self, path: str) -> Usage:
+        volume = await self._run("measure", path, smbclient.stat_volume)
+        return Usage(int(volume.total_size), int(volume.caller_available_size))
+
+    async def make_dirs(self, path: str) -> None:
+        await self._run("create folder", path, smbclient.makedirs, exist_ok=True)
+
+    async def exists(self, path: str) -> bool:
+        return await self.stat(path) is not None
+
+    async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
+        try:
+            data: bytes = await self._run("read", path, _read_start, max_bytes)
+        except MissingFile:
+            return None
+        return data.decode("utf-8", errors="replace")
+
+    async def write_text(self, path: str, text: str) -> None:
+        target = _target(path)
+        folder, _, name = target.path.rpartition("\\")
+        aside = f"{folder}\\.{name}.tmp"
+        await self._run("write", aside, _write_all, text.encode("utf-8"))
+        await self.rename(aside, target.path)
+
+    async def stat(self, path: str) -> FileStat | None:
+        try:
+            result = await self._run("read", path, smbclient.stat)
+        except MissingFile:
+            return None
+        return FileStat(size=int(result.st_size), is_dir=stat_mode.S_ISDIR(result.st_mode))
+
+    async def list_dir(self, path: str) -> list[str]:
+        names: list[str] = await self._run("list", path, smbclient.listdir)
+        return sorted(names)
+
+    async def remove(self, path: str) -> bool:
+        try:
+            await self._run("delete", path, smbclient.remove)
+        except MissingFile:
+            return False
+        return True
+
+    async def rename(self, source: str, target: str) -> None:
+        src, dst = _target(source), _target(target)
+        if src.share_root.lower() != dst.share_root.lower():
+            raise HostFileError(f"cannot rename {source} to {target}: not on the same share")
+        await self._run("rename", source, smbclient.replace, dst.path)
+
+    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
+        target = _target(path)
+        with self._translated("open", target):
+            raw = smbclient.open_file(target.path, mode, share_access="r",
+                                      **self._session(target.server))
+        return _TranslatingFile(raw, lambda: self._translated("access", target)).as_binary()
+
+    async def copy_file(self, source: str, target: str) -> int:
+        """Within one share the server copies the data itself (FSCTL_SRV_COPYCHUNK, with a
+        streamed fallback when the server cannot); across shares the data is streamed."""
+        src, dst = _target(source), _target(target)
+        if src.share_root.lower() != dst.share_root.lower():
+            return await super().copy_file(source, target)
+        await self._run("copy", source, smbclient.shutil.copyfile, dst.path)
+        result = await self._run("read", target, smbclient.stat)
+        return int(result.st_size)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _session(self, server: str) -> dict[str, Any]:
+        """smbclient's arguments for ``server``, with its session open: opened once even when
+        several threads ask at the same time, and reopened when the connection dropped."""
+        kwargs: dict[str, Any] = {"port": self.port, "connection_timeout": self.connect_timeout_s,
+                                  "connection_cache": self._connections}
+        credentials = self._credentials.get(server.lower())
+        if credentials is not None:
+            kwargs.update(username=credentials.qualified_user, password=credentials.password)
+        with self._server_lock(server):
+            smbclient.register_session(server, **kwargs)
+        return kwargs
+
+    def _server_lock(self, server: str) -> threading.Lock:
+        with self._lock:
+            return self._connect_locks.setdefault(server.lower(), threading.Lock())
+
+    @property
+    def open_connections(self) -> int:
+        """How many server connections are pooled (one per server and port)."""
+        return len(self._connections)
+
+    async def _run(self, action: str, path: str, call: Callable[..., _T], *args: Any,
+                   **kwargs: Any) -> _T:
+        target = _target(path)
+
+        def work() -> _T:
+            with self._translated(action, target):
+                return call(target.path, *args, **kwargs, **self._session(target.server))
+
+        return await asyncio.to_thread(work)
+
+    @contextmanager
+    def _translated(self, action: str, target: _Target) -> Iterator[None]:
+        try:
+            yield
+        except HostFileError:
+            raise
+        except (SMBException, OSError, ValueError) as error:
+            credentials = self._credentials.get(target.server.lower())
+            message = _describe(error, action, target, self, credentials)
+            if credentials is not None and len(credentials.password) >= 4:  # never echoed
+                message = message.replace(credentials.password, "*****")
+            kind = MissingFile if _status(error) in _MISSING else HostFileError
+            raise kind(message) from None
+
+
+def _status(error: BaseException) -> int | None:
+    if isinstance(error, SMBOSError):
+        return int(error.ntstatus) if error.ntstatus is not None else None
+    if isinstance(error, SMBResponseException):
+        return int(error.status)
+    return None
+
+
+def _describe(error: BaseException, action: str, target: _Target, files: SmbFiles,
+              credentials: Credentials | None) -> str:
+    head = f"cannot {action} {target.path}"
+    where = f"SMB server {target.server} port {files.port}"
+    status = _status(error)
+    if status in _MISSING:
+        return f"{head}: no such file or folder"
+    if status in _NO_SHARE:
+        return f"{head}: {where} has no share named {target.share!r}"
+    if status in _LOGON or isinstance(error, SMBAuthenticationError):
+        return f"{head}: {where} refused the logon: {_who(credentials)}"
+    if status == _ACCESS_DENIED:
+        return f"{head}: access denied"
+    if unreachable := _unreachable(error, files.connect_timeout_s):
+        return f"{head}: {where} cannot be reached: {unreachable}"
+    return f"{head}: {_reason(error)}"
+
+
+def _who(credentials: Credentials | None) -> str:
+    if credentials is None:
+        return "no credentials were given for it (add ?user=...&password=... to the URL)"
+    return f"wrong user name or password for {credentials.qualified_user}"
+
+
+def _unreachable(error: BaseException, timeout_s: float) -> str | None:
+    cause = error.__cause__
+    if isinstance(error, ValueError) and isinstance(cause, OSError):
+        return (cause.strerror or str(cause)).lower()
+    if isinstance(error, (TimeoutError, SMBConnectionClosed)):
+        return "the connection closed or timed out"
+    if isinstance(error, SMBException) and "timeout" in str(error).lower():
+        return f"no answer within {timeout_s:g} s"
+    return None
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.errno and error.errno in errno.errorcode:
+        status = _status(error)
+        code = f" (NTSTATUS 0x{status:08X})" if status is not None else ""
+        return f"{(error.strerror or str(error)).lower()}{code}"
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
+
+
+def _read_start(path: str, max_bytes: int, **session: Any) -> bytes:
+    with smbclient.open_file(path, "rb", share_access="r", **session) as handle:
+        data: bytes = handle.read(max_bytes)
+        return data
+
+
+def _write_all(path: str, data: bytes, **session: Any) -> None:
+    with smbclient.open_file(path, "wb", **session) as handle:
+        handle.write(data)
+
+
+class _TranslatingFile(io.BufferedIOBase):
+    """A file opened by smbclient whose failures surface as HostFileError."""
+
+    def __init__(self, inner: Any, translated: Callable[[], Any]) -> None:
+        super().__init__()
+        self._inner = inner
+        self._translated = translated
+
+    def as_binary(self) -> BinaryIO:
+        return self  # type: ignore[return-value]  # implements BinaryIO's methods
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._translated():
+            data: bytes = self._inner.read(-1 if size is None else size)
+            return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        with self._translated():
+            count: int = self._inner.readinto(buffer)
+            return count
+
+    def write(self, data: Any) -> int:
+        with self._translated():
+            count: int = self._inner.write(data)
+            return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        with self._translated():
+            position: int = self._inner.seek(offset, whence)
+            return position
+
+    def tell(self) -> int:
+        with self._translated():
+            position: int = self._inner.tell()
+            return position
+
+    def flush(self) -> None:
+        if not self.closed:
+            with self._translated():
+                self._inner.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            super().close()  # flushes first
+        finally:
+            with self._translated():
+                self._inner.close()
+
+    def readable(self) -> bool:
+        return bool(self._inner.readable())
+
+    def writable(self) -> bool:
+        return bool(self._inner.writable())
+
+    def seekable(self) -> bool:
+        return bool(self._inner.seekable())

@@ -1,0 +1,531 @@
+"""SmbFiles and RoutedFiles against a real Samba server on 127.0.0.1, and the agent's
+ModifyStoragePoolCommand over HTTPS on such a share."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import ConfigError, HostFileError, PathNotAllowed
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation, parse_cifs_url
+from hyperv_agent.hostfs.routed import RoutedFiles
+from hyperv_agent.hostfs.smb import SmbFiles
+from hyperv_agent.service import build_agent
+from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.samba import Samba, free_port
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Share:
+    """A fresh folder on the Samba share: its UNC path and the local folder behind it."""
+
+    unc: str
+    local: Path
+    samba: Samba
+
+    def path(self, *names: str) -> str:
+        return "\\".join((self.unc, *names))
+
+
+def _location(samba: Samba, password: str | None = None, share: str | None = None
+              ) -> ShareLocation:
+    credentials = Credentials(user=samba.user, domain=samba.server,
+                              password=samba.password if password is None else password)
+    return ShareLocation(samba.server, share or samba.share, credentials=credentials)
+
+
+@pytest.fixture
+def smb(samba: Samba) -> Iterator[SmbFiles]:
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    files.use_credentials(_location(samba))
+    yield files
+    files.close()
+
+
+@pytest.fixture
+def share(samba: Samba) -> Share:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    (samba.share_dir / name).mkdir()
+    return Share(f"{samba.unc}\\{name}", samba.share_dir / name, samba)
+
+
+# --- usage, folders, existence ------------------------------------------------------------
+
+
+async def test_usage_reports_the_shared_volume_when_measured(smb: SmbFiles, share: Share) -> None:
+    usage = await smb.usage(share.unc)
+    local = shutil.disk_usage(share.local)
+    assert abs(usage.total_bytes - local.total) <= local.total // 100
+    assert 0 < usage.free_bytes <= usage.total_bytes
+    assert abs(usage.free_bytes - local.free) <= max(local.total // 100, 64 * MIB)
+
+
+async def test_make_dirs_creates_parents_and_is_repeatable_when_called_twice(
+    smb: SmbFiles, share: Share
+) -> None:
+    await smb.make_dirs(share.path("a", "b", "c"))
+    await smb.make_dirs(share.path("a", "b", "c"))
+    assert (share.local / "a" / "b" / "c").is_dir()
+    assert await smb.exists(share.path("a", "b"))
+    assert not await smb.exists(share.path("a", "nope"))
+    assert not await smb.exists(share.path("nope", "deeper"))
+
+
+async def test_stat_tells_files_from_folders_when_both_exist(smb: SmbFiles, share: Share) -> None:
+    (share.local / "f.bin").write_bytes(b"x" * 1234)
+    (share.local / "d").mkdir()
+    file_stat, dir_stat = await smb.stat(share.path("f.bin")), await smb.stat(share.path("d"))
+    assert file_stat is not None and (file_stat.size, file_stat.is_dir) == (1234, False)
+    assert dir_stat is not None and dir_stat.is_dir
+    assert await smb.stat(share.path("missing")) is None
+    assert await smb.stat(share.path("missing", "child")) is None
+
+
+# --- small text files ---------------------------------------------------------------------
+
+
+async def test_write_text_replaces_the_file_without_leaving_a_temporary_when_it_exists(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "hb").write_text("old contents that are longer")
+    await smb.write_text(share.path("hb"), "2024-5-7@3:4:9 é")
+    assert (share.local / "hb").read_text(encoding="utf-8") == "2024-5-7@3:4:9 é"
+    assert sorted(os.listdir(share.local)) == ["hb"]
+    assert await smb.read_text(share.path("hb")) == "2024-5-7@3:4:9 é"
+
+
+async def test_read_text_returns_the_start_or_none_when_small_or_missing(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "long.txt").write_text("abcdefghij")
+    assert await smb.read_text(share.path("long.txt"), max_bytes=4) == "abcd"
+    assert await smb.read_text(share.path("absent.txt")) is None
+    with pytest.raises(HostFileError, match="cannot read"):
+        await smb.read_text(share.unc)  # a folder
+
+
+async def test_list_dir_is_sorted_and_refuses_files_and_missing_folders(
+    smb: SmbFiles, share: Share
+) -> None:
+    for name in ("b.vhdx", "A.vhd", "c"):
+        (share.local / name).write_bytes(b"")
+    assert await smb.list_dir(share.unc) == sorted(["b.vhdx", "A.vhd", "c"])
+    with pytest.raises(HostFileError, match="not a directory"):
+        await smb.list_dir(share.path("c"))
+    with pytest.raises(HostFileError, match="no such file or folder"):
+        await smb.list_dir(share.path("nowhere"))
+
+
+# --- remove and rename --------------------------------------------------------------------
+
+
+async def test_remove_deletes_once_and_reports_false_when_already_absent(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "gone.vhdx").write_bytes(b"data")
+    assert await smb.remove(share.path("gone.vhdx")) is True
+    assert not (share.local / "gone.vhdx").exists()
+    assert await smb.remove(share.path("gone.vhdx")) is False
+
+
+async def test_remove_refuses_a_folder_and_keeps_it_when_asked_to_delete_one(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "keep").mkdir()
+    with pytest.raises(HostFileError, match="cannot delete"):
+        await smb.remove(share.path("keep"))
+    assert (share.local / "keep").is_dir()
+
+
+async def test_rename_replaces_the_target_when_it_exists(smb: SmbFiles, share: Share) -> None:
+    (share.local / "new.tmp").write_bytes(b"new")
+    (share.local / "volume.vhdx").write_bytes(b"old, longer")
+    await smb.rename(share.path("new.tmp"), share.path("volume.vhdx"))
+    assert (share.local / "volume.vhdx").read_bytes() == b"new"
+    assert not (share.local / "new.tmp").exists()
+    with pytest.raises(HostFileError, match="no such file"):
+        await smb.rename(share.path("new.tmp"), share.path("x"))
+
+
+async def test_rename_is_refused_when_the_target_is_on_another_share(
+    smb: SmbFiles, share: Share, samba: Samba
+) -> None:
+    (share.local / "a").write_bytes(b"a")
+    other = f"\\\\{samba.server}\\{samba.other_share}\\a"
+    with pytest.raises(HostFileError, match="not on the same share"):
+        await smb.rename(share.path("a"), other)
+    assert (share.local / "a").exists()
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+def _pattern(size: int) -> bytes:
+    block = hashlib.sha256(b"seed").digest() * (MIB // 32)
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def test_open_binary_streams_several_mib_both_ways_when_used_from_a_thread(
+    smb: SmbFiles, share: Share
+) -> None:
+    data = _pattern(6 * MIB + 123)
+    target = share.path("big.vhd")
+
+    def write_then_read() -> bytes:
+        with smb.open_binary(target, "wb") as out:
+            for start in range(0, len(data), MIB):
+                out.write(data[start:start + MIB])
+        chunks = []
+        with smb.open_binary(target, "rb") as source:
+            while chunk := source.read(MIB):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    assert await asyncio.to_thread(write_then_read) == data
+    assert (share.local / "big.vhd").read_bytes() == data
+
+
+async def test_open_binary_updates_in_place_and_refuses_xb_when_the_file_exists(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "disk.vhd").write_bytes(b"0123456789")
+
+    def patch() -> None:
+        with smb.open_binary(share.path("disk.vhd"), "r+b") as handle:
+            handle.seek(4)
+            handle.write(b"XY")
+        smb.open_binary(share.path("disk.vhd"), "xb")
+
+    with pytest.raises(HostFileError, match=r"cannot open .*disk\.vhd: file exists"):
+        await asyncio.to_thread(patch)
+    assert (share.local / "disk.vhd").read_bytes() == b"0123XY6789"
+    with pytest.raises(HostFileError, match="no such file or folder"):
+        await asyncio.to_thread(smb.open_binary, share.path("nope.vhd"), "rb")
+
+
+async def test_open_file_fails_as_host_file_error_when_the_connection_is_gone(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "f").write_bytes(b"x" * 100)
+
+    def read_after_disconnect() -> None:
+        with smb.open_binary(share.path("f"), "rb") as handle:
+            smb.close()
+            handle.read()
+
+    with pytest.raises(HostFileError, match="cannot access"):
+        await asyncio.to_thread(read_after_disconnect)
+
+
+# --- copies -------------------------------------------------------------------------------
+
+
+async def test_copy_file_within_a_share_copies_every_byte_when_the_target_exists(
+    smb: SmbFiles, share: Share
+) -> None:
+    data = _pattern(17 * MIB + 5)  # more than one batch of server-side chunks
+    (share.local / "template.vhdx").write_bytes(data)
+    (share.local / "copy.vhdx").write_bytes(b"stale")
+    copied = await smb.copy_file(share.path("template.vhdx"), share.path("copy.vhdx"))
+    assert copied == len(data)
+    assert (share.local / "copy.vhdx").read_bytes() == data
+
+
+async def test_copy_file_streams_between_shares_when_they_differ(
+    smb: SmbFiles, share: Share, samba: Samba
+) -> None:
+    data = _pattern(3 * MIB)
+    (share.local / "iso.iso").write_bytes(data)
+    name = f"{share.local.name}.iso"
+    target = f"\\\\{samba.server}\\{samba.other_share}\\{name}"
+    assert await smb.copy_file(share.path("iso.iso"), target) == len(data)
+    assert (samba.other_share_dir / name).read_bytes() == data
+
+
+async def test_copy_file_of_a_missing_source_fails_and_creates_nothing(
+    smb: SmbFiles, share: Share
+) -> None:
+    with pytest.raises(HostFileError, match="no such file"):
+        await smb.copy_file(share.path("absent.vhdx"), share.path("copy.vhdx"))
+    assert not (share.local / "copy.vhdx").exists()
+
+
+# --- failures: credentials, server, share, paths -------------------------------------------
+
+
+async def test_wrong_password_names_the_server_and_never_the_password(samba: Samba) -> None:
+    wrong = "Wr0ng-pa55word"
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    files.use_credentials(_location(samba, password=wrong))
+    try:
+        with pytest.raises(HostFileError) as caught:
+            await files.usage(samba.unc)
+    finally:
+        files.close()
+    message = str(caught.value)
+    assert f"SMB server {samba.server}" in message and "refused the logon" in message
+    assert f"{samba.server}\\{samba.user}" in message
+    assert wrong not in message and samba.password not in message
+    assert "\n" not in message
+
+
+async def test_right_password_works_when_it_follows_a_wrong_one(samba: Samba, share: Share) -> None:
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    files.use_credentials(_location(samba, password="not-it"))
+    try:
+        with pytest.raises(HostFileError, match="refused the logon"):
+            await files.exists(share.unc)
+        files.use_credentials(_location(samba))
+        assert await files.exists(share.unc)
+    finally:
+        files.close()
+
+
+async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    try:
+        with pytest.raises(HostFileError, match="no credentials were given"):
+            await files.exists(samba.unc)
+    finally:
+        files.close()
+
+
+async def test_unreachable_port_fails_quickly_and_clearly(samba: Samba) -> None:
+    port = free_port()
+    files = SmbFiles(port=port, connect_timeout_s=2)
+    files.use_credentials(_location(samba))
+    started = time.monotonic()
+    with pytest.raises(HostFileError) as caught:
+        await files.usage(samba.unc)
+    assert time.monotonic() - started < 5
+    assert str(caught.value) == (
+        f"cannot measure {samba.unc}: SMB server {samba.server} port {port} cannot be "
+        "reached: connection refused")
+
+
+async def test_missing_share_is_named_when_the_server_does_not_have_it(
+    smb: SmbFiles, samba: Samba
+) -> None:
+    smb.use_credentials(_location(samba, share="nosuchshare"))
+    with pytest.raises(HostFileError, match="has no share named 'nosuchshare'"):
+        await smb.exists(f"\\\\{samba.server}\\nosuchshare\\x")
+
+
+@pytest.mark.parametrize("path", [
+    "\\\\127.0.0.1\\cstest\\..\\cstest2\\secret",
+    "\\\\127.0.0.1\\cstest\\a\\..\\..\\x",
+    "C:\\Windows\\system.ini",
+    "relative\\path",
+    "\\\\127.0.0.1",
+    "\\\\127.0.0.1\\cstest\\bad:stream",
+])
+async def test_paths_outside_a_share_are_refused_before_anything_is_sent(
+    smb: SmbFiles, samba: Samba, path: str
+) -> None:
+    with pytest.raises(PathNotAllowed):
+        await smb.stat(path)
+    with pytest.raises(PathNotAllowed):
+        await smb.write_text(path, "x")
+    assert not (samba.other_share_dir / "secret").exists()
+
+
+async def test_dot_dot_inside_a_share_resolves_within_it(smb: SmbFiles, share: Share) -> None:
+    await smb.write_text(share.path("sub", "..", "flat.txt"), "ok")
+    assert (share.local / "flat.txt").read_text() == "ok"
+
+
+async def test_concurrent_calls_share_one_connection_when_they_start_together(
+    samba: Samba, share: Share
+) -> None:
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    files.use_credentials(_location(samba))
+    for index in range(8):
+        (share.local / f"f{index}").write_bytes(b"x" * index)
+    try:
+        sizes = await asyncio.gather(*(files.stat(share.path(f"f{i}")) for i in range(8)))
+        assert [s.size if s else None for s in sizes] == list(range(8))
+        assert files.open_connections == 1
+        files.close()
+        assert files.open_connections == 0
+        assert await files.exists(share.path("f3"))  # reconnects after close
+        assert files.open_connections == 1
+    finally:
+        files.close()
+
+
+# --- routing ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def routed(smb: SmbFiles, emulator: EmulatorCim, samba: Samba) -> RoutedFiles:
+    return RoutedFiles(EmulatedFiles(emulator.host), smb, [samba.server.upper()])
+
+
+async def test_routing_sends_configured_servers_to_smb_and_the_rest_to_the_base(
+    routed: RoutedFiles, share: Share, tmp_path: Path
+) -> None:
+    await routed.make_dirs("C:\\pools")
+    await routed.write_text("C:\\pools\\hb.txt", "local")
+    await routed.write_text(share.path("hb.txt"), "remote")
+    assert (tmp_path / "C" / "pools" / "hb.txt").read_text() == "local"
+    assert (share.local / "hb.txt").read_text() == "remote"
+    assert routed.backend("\\\\127.0.0.1\\x\\y") is routed.smb
+    assert routed.backend("//127.0.0.1/x/y") is routed.smb
+    assert routed.backend("\\\\10.1.1.2\\x\\y") is routed.base
+    assert routed.backend("C:\\x") is routed.base
+    with pytest.raises(HostFileError, match="no such share"):
+        await routed.exists("\\\\10.1.1.2\\x\\y")  # not on Samba: the emulator has no such share
+
+
+async def test_routing_streams_copies_between_the_host_and_a_share(
+    routed: RoutedFiles, share: Share, tmp_path: Path
+) -> None:
+    data = _pattern(2 * MIB + 7)
+    (tmp_path / "C" / "templates").mkdir(parents=True)
+    (tmp_path / "C" / "templates" / "t.vhd").write_bytes(data)
+    assert await routed.copy_file("C:\\templates\\t.vhd", share.path("t.vhd")) == len(data)
+    assert await routed.copy_file(share.path("t.vhd"), "C:\\templates\\back.vhd") == len(data)
+    assert (tmp_path / "C" / "templates" / "back.vhd").read_bytes() == data
+    assert await routed.copy_file(share.path("t.vhd"), share.path("t2.vhd")) == len(data)
+    assert (share.local / "t2.vhd").read_bytes() == data
+    with pytest.raises(HostFileError, match="not on the same share"):
+        await routed.rename(share.path("t.vhd"), "C:\\templates\\moved.vhd")
+    assert (share.local / "t.vhd").exists()
+
+
+async def test_routing_forwards_credentials_to_the_backend_of_the_server(
+    samba: Samba, emulator: EmulatorCim, share: Share
+) -> None:
+    smb = SmbFiles(port=samba.port, connect_timeout_s=3)
+    routed: HostFiles = RoutedFiles(EmulatedFiles(emulator.host), smb, [samba.server])
+    url = (f"cifs://{samba.server}/{samba.share}?user={samba.user}"
+           f"&password={samba.password.replace('@', '%40')}")
+    try:
+        routed.use_credentials(parse_cifs_url(url))
+        routed.use_credentials(parse_cifs_url("cifs://10.1.1.2/other?user=a&password=b"))
+        assert await routed.exists(share.unc)
+    finally:
+        smb.close()
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_smb_settings_come_from_the_file_and_the_environment_when_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "agent.toml"
+    file.write_text('[agent]\nsmb_servers = ["fs1.lab", "10.1.1.2"]\nsmb_port = 4450\n')
+    agent = load_config(file).agent
+    assert (agent.smb_servers, agent.smb_port) == (("fs1.lab", "10.1.1.2"), 4450)
+    assert (load_config().agent.smb_servers, load_config().agent.smb_port) == ((), 445)
+    monkeypatch.setenv("HYPERV_AGENT_SMB_SERVERS", " 127.0.0.1 , fs2 ")
+    monkeypatch.setenv("HYPERV_AGENT_SMB_PORT", "1445")
+    agent = load_config(file).agent
+    assert (agent.smb_servers, agent.smb_port) == (("127.0.0.1", "fs2"), 1445)
+
+
+@pytest.mark.parametrize(("overrides", "problem"), [
+    ({"smb_servers": ["fs1:445"]}, "agent.smb_servers: Value error, 'fs1:445' is not a host"),
+    ({"smb_servers": ["\\\\fs1"]}, "is not a host name"),
+    ({"smb_port": 0}, "agent.smb_port: Input should be greater than or equal to 1"),
+    ({"smb_port": 70000}, "agent.smb_port: Input should be less than or equal to 65535"),
+])
+def test_bad_smb_settings_are_refused_in_one_line(
+    overrides: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, **overrides)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- end to end: ModifyStoragePoolCommand on a Samba share over HTTPS ----------------------
+
+MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
+STATS = "com.cloud.agent.api.GetStorageStatsCommand"
+POOL_UUID = "8d0a5a3e-2b0c-4c55-9b1f-6a4f0e2f7c31"
+
+
+@pytest.fixture
+def smb_agent_config(tmp_path: Path, samba: Samba) -> Callable[..., AgentConfig]:
+    """Agent settings with shares on the Samba server reached through smbprotocol."""
+    def make(**overrides: Any) -> AgentConfig:
+        return load_config(None, state_dir=tmp_path / "state", backend="emulator",
+                           private_ip=PRIVATE_IP, smb_servers=[samba.server],
+                           smb_port=samba.port, **overrides)
+
+    return make
+
+
+@pytest.fixture
+async def smb_running(smb_agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
+    agent = build_agent(smb_agent_config())
+    runner, url = await start(agent)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(agent, url, session)
+    await runner.cleanup()
+    await agent.cim.close()
+
+
+def _pool(samba: Samba, folder: str, password: str) -> dict[str, object]:
+    path = (f"/{samba.share}/{folder}?user={samba.user}"
+            f"&password={password.replace('@', '%40')}&domain={samba.server}")
+    return {"add": True, "pool": {"type": "SMB", "host": samba.server, "port": 445,
+                                  "path": path, "uuid": POOL_UUID}}
+
+
+async def test_smb_pool_is_measured_on_the_real_share_without_leaking_the_password(
+    smb_running: Running, samba: Samba, share: Share, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in (None, "smbprotocol", "smbclient"):  # every line, the library's included
+        caplog.set_level(logging.DEBUG, logger=name)
+    key, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, samba.password))
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is True, value
+    assert value["localPath"] == share.unc
+    info = value["poolInfo"]
+    local = shutil.disk_usage(share.local)
+    assert abs(info["capacityBytes"] - local.total) <= local.total // 100
+    assert 0 < info["availableBytes"] <= info["capacityBytes"]
+    _, stats = await smb_running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is True and stats["capacityBytes"] == info["capacityBytes"]
+    await smb_running.agent.host.write_heartbeats()
+    assert (share.local / f"hb-{PRIVATE_IP}").read_text().count("@") == 1
+    texts = (json.dumps(value), json.dumps(stats), caplog.text)
+    assert any(r.name.startswith("smbprotocol") for r in caplog.records)
+    assert all(samba.password not in text for text in texts)
+    assert all(samba.password.replace("@", "%40") not in text for text in texts)
+
+
+async def test_smb_pool_with_a_wrong_password_fails_clearly_and_registers_nothing(
+    smb_running: Running, samba: Samba, share: Share, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "Wr0ng@pass"
+    _, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, wrong))
+    assert value["result"] is False
+    details = value["details"]
+    assert details.startswith(f"Failed to add storage pool {POOL_UUID}")
+    assert f"SMB server {samba.server}" in details and "refused the logon" in details
+    assert wrong not in details and "Wr0ng%40pass" not in details
+    assert wrong not in caplog.text and "Wr0ng%40pass" not in caplog.text
+    assert not (smb_running.agent.config.agent.state_dir / "pools.json").exists()

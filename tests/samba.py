@@ -1,0 +1,173 @@
+"""A throw-away Samba server on 127.0.0.1 for tests that need a real SMB peer.
+
+``start_samba`` writes an ``smb.conf`` that keeps every file smbd uses (private, lock,
+state, cache, pid, log) under one temporary folder, serves two read-write shares backed by
+folders there (``share`` and ``other_share``), adds one user with a password to a private
+passdb, starts ``smbd --foreground`` on a free high port and waits until the port accepts
+connections.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SMBD_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+START_TIMEOUT_S = 20.0
+
+
+class SambaUnavailable(RuntimeError):
+    """smbd cannot run on this machine; the message says why."""
+
+
+@dataclass
+class Samba:
+    """A running smbd: where it listens, its share and account, and the process."""
+
+    port: int
+    share: str
+    share_dir: Path
+    user: str
+    password: str = field(repr=False)
+    root: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    server: str = "127.0.0.1"
+    other_share: str = "cstest2"
+
+    @property
+    def other_share_dir(self) -> Path:
+        return self.root / self.other_share
+
+    @property
+    def unc(self) -> str:
+        return f"\\\\{self.server}\\{self.share}"
+
+    def log_text(self) -> str:
+        return (self.root / "smbd.out").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def find_smbd() -> str | None:
+    found = shutil.which("smbd")
+    if found:
+        return found
+    candidates = (Path(d) / "smbd" for d in SMBD_DIRS)
+    return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",
+                share: str = "cstest") -> Samba:
+    """Start smbd under ``root``; SambaUnavailable when smbd or smbpasswd cannot be used."""
+    smbd, smbpasswd = find_smbd(), shutil.which("smbpasswd")
+    if smbd is None or smbpasswd is None:
+        raise SambaUnavailable("smbd and smbpasswd are not installed (Debian: samba)")
+    if os.geteuid() != 0:
+        raise SambaUnavailable("smbd needs root to serve a password-protected share")
+    port = free_port()
+    share_dir = root / "share"
+    conf = _write_conf(root, port, {share: share_dir, Samba.other_share: root / Samba.other_share},
+                       user)
+    _add_user(smbpasswd, conf, user, password)
+    out = (root / "smbd.out").open("wb")
+    command = [smbd, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]
+    # smbd signals its whole process group when it stops, so it gets a group of its own;
+    # in the foreground it also stops when a piped stdin closes, so stdin is /dev/null.
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    samba = Samba(port, share, share_dir, user, password, root, process)
+    _wait_listening(samba)
+    return samba
+
+
+def _write_conf(root: Path, port: int, shares: dict[str, Path], user: str) -> Path:
+    dirs = {name: root / name for name in ("private", "lock", "state", "cache", "pid", "ncalrpc")}
+    for folder in (*dirs.values(), *shares.values()):
+        folder.mkdir(parents=True, exist_ok=True)
+    sections = "".join(_share_section(name, folder, user) for name, folder in shares.items())
+    conf = root / "smb.conf"
+    conf.write_text(f"""[global]
+    server role = standalone server
+    workgroup = CSTEST
+    netbios name = CSTESTSMB
+    security = user
+    map to guest = never
+    smb ports = {port}
+    interfaces = 127.0.0.1
+    bind interfaces only = yes
+    disable netbios = yes
+    server min protocol = SMB2_10
+    private dir = {dirs['private']}
+    lock directory = {dirs['lock']}
+    state directory = {dirs['state']}
+    cache directory = {dirs['cache']}
+    pid directory = {dirs['pid']}
+    ncalrpc dir = {dirs['ncalrpc']}
+    passdb backend = tdbsam:{dirs['private'] / 'passdb.tdb'}
+    log file = {root / 'smbd.log'}
+    log level = 1
+    load printers = no
+    printing = bsd
+    printcap name = /dev/null
+    disable spoolss = yes
+{sections}""")
+    return conf
+
+
+def _share_section(name: str, folder: Path, user: str) -> str:
+    return f"""
+[{name}]
+    path = {folder}
+    read only = no
+    browseable = yes
+    valid users = {user}
+    create mask = 0644
+    directory mask = 0755
+"""
+
+
+def _add_user(smbpasswd: str, conf: Path, user: str, password: str) -> None:
+    result = subprocess.run(
+        [smbpasswd, "-c", str(conf), "-a", "-s", user],
+        input=f"{password}\n{password}\n".encode(), capture_output=True, timeout=30,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SambaUnavailable(f"smbpasswd could not add {user}: "
+                               f"{result.stderr.decode(errors='replace').strip()}")
+
+
+def _wait_listening(samba: Samba) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if samba.process.poll() is not None:
+            raise SambaUnavailable(f"smbd exited with {samba.process.returncode}: "
+                                   f"{samba.log_text()[-2000:]}")
+        try:
+            with socket.create_connection((samba.server, samba.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    samba.stop()
+    raise SambaUnavailable(f"smbd did not listen on port {samba.port} "
+                           f"within {START_TIMEOUT_S:.0f} s")
