@@ -11,6 +11,7 @@ import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from tests.s3server import s3_server  # noqa: F401 - the loopback S3 server, per session
 from tests.samba import Samba, SambaUnavailable, start_samba
 
 

@@ -102,6 +102,10 @@ class HostFileError(AgentError):
     """A file or folder on the Hyper-V host could not be reached, read or written."""
 
 
+class TransferError(AgentError):
+    """A file copy or download did not complete; the target was left as it was."""
+
+
 # --- storage locations and host paths -----------------------------------------------------
 
 

@@ -1,0 +1,226 @@
+"""One object of an S3-compatible store, read as a stream: a SigV4-signed GET.
+
+Path-style URLs (``http(s)://endpoint/bucket/key``) work with AWS and with every
+S3-compatible server a CloudStack image store points at. The request is signed with AWS
+Signature Version 4; the body is never buffered whole. Secret keys never appear in a
+message, a log line or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import http.client
+import io
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from urllib.parse import quote, urlsplit
+
+from defusedxml import ElementTree
+
+from hyperv_agent.errors import TransferError
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """Where one object lives and the keys that may read it (``S3TO`` plus a key)."""
+
+    endpoint: str  # host[:port], as S3TO.endPoint gives it
+    bucket: str
+    key: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    https: bool = True
+    region: str = "us-east-1"
+
+    @property
+    def label(self) -> str:
+        """How messages name the object: ``s3://endpoint/bucket/key``."""
+        return f"s3://{self.endpoint}/{self.bucket}/{self.key}"
+
+
+def open_object(obj: S3Object, timeout_s: float = 30.0) -> BinaryIO:
+    """The body of ``obj`` as a stream. Blocking: call it, and read it, from a worker thread.
+
+    A missing bucket or object, refused keys, an unreachable endpoint or a stream cut short
+    raise TransferError with one line a human can act on. Nothing is written anywhere; a
+    repeat is a new GET. Closing the stream closes the connection.
+    """
+    host, port = _host_and_port(obj.endpoint)
+    path = object_path(obj.bucket, obj.key)
+    headers = signed_headers(method="GET", host=_bare_endpoint(obj.endpoint), path=path,
+                             headers={}, payload_hash=UNSIGNED_PAYLOAD,
+                             access_key=obj.access_key, secret_key=obj.secret_key,
+                             region=obj.region, when=dt.datetime.now(dt.UTC))
+    connection = _connection(obj, host, port, timeout_s)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+    except (OSError, http.client.HTTPException) as error:
+        connection.close()
+        raise TransferError(_connect_message(obj, error, timeout_s)) from None
+    if response.status != 200:
+        message = _status_message(obj, response)
+        connection.close()
+        raise TransferError(message)
+    return io.BufferedReader(_Body(obj, connection, response), COPY_CHUNK_BYTES)
+
+
+def object_path(bucket: str, key: str) -> str:
+    """The path-style request path, URI-encoded once per segment as S3 signs it."""
+    return "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
+
+
+def signed_headers(*, method: str, host: str, path: str, headers: Mapping[str, str],
+                   payload_hash: str, access_key: str, secret_key: str, region: str,
+                   when: dt.datetime, service: str = "s3") -> dict[str, str]:
+    """``headers`` plus Host, X-Amz-Date, X-Amz-Content-Sha256 and the SigV4 Authorization
+    for a request without a query string."""
+    stamp = when.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = {"Host": host, **headers, "X-Amz-Date": stamp, "X-Amz-Content-Sha256": payload_hash}
+    canonical = {name.lower(): " ".join(value.split()) for name, value in out.items()}
+    names = ";".join(sorted(canonical))
+    request = "\n".join([method, path, "",
+                         *(f"{name}:{canonical[name]}" for name in sorted(canonical)),
+                         "", names, payload_hash])
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                         hashlib.sha256(request.encode()).hexdigest()])
+    key = _signing_key(secret_key, stamp[:8], region, service)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+                            f"SignedHeaders={names}, Signature={signature}")
+    return out
+
+
+def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    key = ("AWS4" + secret_key).encode()
+    for part in (day, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def _bare_endpoint(endpoint: str) -> str:
+    text = endpoint.strip()
+    for scheme in ("https://", "http://"):
+        if text.lower().startswith(scheme):
+            text = text[len(scheme):]
+    return text.rstrip("/")
+
+
+def _host_and_port(endpoint: str) -> tuple[str, int | None]:
+    bare = _bare_endpoint(endpoint)
+    try:
+        parts = urlsplit("//" + bare)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is not None and (parts.username or parts.password):
+        raise TransferError("an S3 endpoint must be host[:port], without credentials")
+    if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment:
+        raise TransferError(f"S3 endpoint {bare!r} is not host[:port]")
+    return parts.hostname, port
+
+
+def _connection(obj: S3Object, host: str, port: int | None,
+                timeout_s: float) -> http.client.HTTPConnection:
+    if obj.https:
+        return http.client.HTTPSConnection(host, port, timeout=timeout_s,
+                                           context=ssl.create_default_context())
+    return http.client.HTTPConnection(host, port, timeout=timeout_s)
+
+
+def _connect_message(obj: S3Object, error: BaseException, timeout_s: float) -> str:
+    where = f"S3 endpoint {_bare_endpoint(obj.endpoint)}"
+    if isinstance(error, ConnectionRefusedError):
+        return f"cannot connect to {where}: connection refused (is the endpoint and port right?)"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host of {where}"
+    if isinstance(error, TimeoutError):
+        return f"{where} did not answer within {timeout_s:g} s"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {where} is not trusted ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS with {where} failed ({error.reason}); is httpsFlag right for this endpoint?"
+    if isinstance(error, OSError):
+        return f"cannot reach {where}: {error.strerror or type(error).__name__}"
+    return f"{where} sent no valid HTTP answer ({type(error).__name__})"
+
+
+def _status_message(obj: S3Object, response: http.client.HTTPResponse) -> str:
+    code, detail = _error_fields(response)
+    what = f"{obj.bucket}/{obj.key}"
+    said = f"; S3 said {code}" if code else ""
+    if response.status == 403:
+        return f"access denied for {what} (check the access and secret keys{said})"
+    if response.status == 404 and code == "NoSuchBucket":
+        return f"no such bucket {obj.bucket} at S3 endpoint {_bare_endpoint(obj.endpoint)}"
+    if response.status == 404:
+        return f"no such object {what} at S3 endpoint {_bare_endpoint(obj.endpoint)}"
+    reason = f"{code}: {detail}" if code else response.reason
+    return f"S3 endpoint {_bare_endpoint(obj.endpoint)} refused {what}: HTTP {response.status} " \
+           f"({reason})"
+
+
+def _error_fields(response: http.client.HTTPResponse) -> tuple[str, str]:
+    """The Code and Message of an S3 error body; empty strings when there is none."""
+    try:
+        body = response.read(_ERROR_BODY_BYTES)
+        root = ElementTree.fromstring(body)
+    except Exception:  # an unreadable error body only loses detail
+        return "", ""
+    code = (root.findtext("Code") or "").strip()
+    message = " ".join((root.findtext("Message") or "").split())
+    return code[:80], message[:200]
+
+
+class _Body(io.RawIOBase):
+    """The response body; a connection that closes before Content-Length is an error."""
+
+    def __init__(self, obj: S3Object, connection: http.client.HTTPConnection,
+                 response: http.client.HTTPResponse) -> None:
+        super().__init__()
+        self._obj = obj
+        self._connection = connection
+        self._response = response
+        self._expected = response.length
+        self._received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            count = self._response.readinto(buffer)
+        except (OSError, http.client.HTTPException) as error:
+            raise TransferError(f"reading {self._obj.label} failed after {self._received} "
+                                f"bytes: {_reason(error)}") from None
+        self._received += count
+        if count == 0 and len(buffer) and self._expected is not None \
+                and self._received < self._expected:
+            raise TransferError(f"S3 closed the connection after {self._received} of "
+                                f"{self._expected} bytes of {self._obj.label}")
+        return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+            self._connection.close()
+        super().close()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "the endpoint stopped sending (timed out)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return type(error).__name__

@@ -1,0 +1,451 @@
+"""Copying one file onto the host: from a host path or an S3 object, decompressing and
+verifying on the way, written aside and renamed into place.
+
+A copy is written to ``.<name>.partial-<hex>`` in the target's folder and renamed to the
+target only when every byte arrived and the checksum matched, so a partial copy never
+appears under the final name and a failed copy leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bz2
+import contextlib
+import gzip
+import hashlib
+import io
+import logging
+import re
+import secrets
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, TypeVar
+
+from hyperv_agent.errors import AgentError, TransferError
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
+from hyperv_agent.hostfs.s3 import S3Object, open_object
+
+__all__ = ["IMAGE_SUFFIXES", "Checksum", "TransferError", "Transferred", "parse_checksum",
+           "transfer"]
+
+_LOG = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso", ".qcow2", ".raw")
+_HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+_PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
+             "sha-256": "sha256", "sha512": "sha512", "sha-512": "sha512"}
+_PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
+
+
+@dataclass(frozen=True)
+class Transferred:
+    target: str  # final host path
+    size: int  # bytes written (after decompression)
+    source_bytes: int  # bytes read from the source (before decompression)
+
+
+@dataclass(frozen=True)
+class Checksum:
+    algorithm: str  # a hashlib name
+    hex: str  # lower case
+
+
+def parse_checksum(text: str) -> Checksum:
+    """CloudStack's checksum: plain hex (its length picks md5, sha1, sha256 or sha512) or
+    ``{ALGORITHM}hex``; TransferError for anything else."""
+    stripped = text.strip()
+    prefixed = _PREFIXED.fullmatch(stripped)
+    digest = prefixed[2] if prefixed else stripped
+    if prefixed:
+        algorithm = _PREFIXES.get(prefixed[1].lower())
+    else:
+        algorithm = _HEX_LENGTHS.get(len(digest)) if _HEX.fullmatch(digest) else None
+    if algorithm is None or len(digest) != hashlib.new(algorithm).digest_size * 2:
+        raise TransferError(f"checksum {text[:140]!r} is not recognised: expected the hex "
+                            "digest of md5, sha1, sha256 or sha512, or {ALGORITHM}hex")
+    return Checksum(algorithm, digest.lower())
+
+
+async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
+                   checksum: str | None = None, decompress: bool = True,
+                   progress_every_s: float = 10.0) -> Transferred:
+    """Copy ``source`` (a host path or an S3 object) to the host path ``target``.
+
+    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single disk
+    image member is taken) is expanded while it streams. ``checksum`` is checked against
+    the source as stored. The copy is written aside and renamed over ``target`` only on
+    success; on any failure or cancellation the aside file is removed and ``target`` is
+    left as it was, so a repeat is safe. A missing source, a corrupt stream, a checksum
+    mismatch or a full disk raise TransferError or HostFileError with one line.
+    """
+    expected = parse_checksum(checksum) if checksum is not None else None
+    codec = _codec(source) if decompress else None
+    label = source.label if isinstance(source, S3Object) else source
+    temp = _temp_name(target)
+    meter = _Meter(label, target, progress_every_s)
+    try:
+        if isinstance(source, str) and codec is None and expected is None:
+            read = written = await _native_copy(files, source, temp, meter)
+        else:
+            plan = _Plan(files, source, label, temp, codec, expected, meter)
+            written, read = await _in_worker(plan.run)
+        await files.rename(temp, target)
+    except BaseException:
+        await _discard(files, temp)
+        raise
+    meter.finished(written, read)
+    return Transferred(target, written, read)
+
+
+def _codec(source: str | S3Object) -> str | None:
+    name = (source.key if isinstance(source, S3Object) else source).lower()
+    return next((codec for codec in ("bz2", "gz", "zip") if name.endswith("." + codec)), None)
+
+
+def _temp_name(target: str) -> str:
+    cut = max(target.rfind("\\"), target.rfind("/")) + 1
+    return f"{target[:cut]}.{target[cut:]}.partial-{secrets.token_hex(6)}"
+
+
+async def _discard(files: HostFiles, temp: str) -> None:
+    try:
+        await asyncio.shield(asyncio.ensure_future(files.remove(temp)))
+    except (AgentError, asyncio.CancelledError):
+        _LOG.warning("could not remove the partial copy %s", temp)
+
+
+async def _native_copy(files: HostFiles, source: str, temp: str, meter: _Meter) -> int:
+    """``files.copy_file`` (the backend's fast copy) with progress from the growing file.
+    A native copy cannot be interrupted: cancellation takes effect when it returns."""
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(max(meter.every_s, _WATCH_MIN_S))
+            stat = await files.stat(temp)
+            meter.report(stat.size if stat else 0, None)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await _finish_first(files.copy_file(source, temp), lambda: None)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AgentError):
+            await watcher
+
+
+async def _in_worker(work: Callable[[threading.Event], _T]) -> _T:
+    """Run ``work`` in one worker thread; on cancellation, set its stop event and wait for
+    it to notice (it checks once per chunk) before letting the cancellation through."""
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    return await _finish_first(loop.run_in_executor(None, work, stop), stop.set)
+
+
+async def _finish_first(work: Awaitable[_T], stop: Callable[[], None]) -> _T:
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        stop()
+        await asyncio.wait({future})
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
+        raise
+
+
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class _Meter:
+    """Progress log lines: one every ``every_s`` while copying, one at the end."""
+
+    def __init__(self, label: str, target: str, every_s: float) -> None:
+        self.label, self.target, self.every_s = label, target, every_s
+        self.started = time.monotonic()
+        self._next = self.started + every_s
+
+    def report(self, written: int, read: int | None) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        extra = f", {read} bytes read" if read is not None and read != written else ""
+        _LOG.info("copying %s to %s: %d bytes written so far%s (%.1f MB/s)", self.label,
+                  self.target, written, extra, self._rate(written, now))
+
+    def finished(self, written: int, read: int) -> None:
+        now = time.monotonic()
+        _LOG.info("copied %s to %s: %d bytes written, %d read in %.1f s (%.1f MB/s)",
+                  self.label, self.target, written, read, now - self.started,
+                  self._rate(written, now))
+
+    def _rate(self, written: int, now: float) -> float:
+        return written / max(now - self.started, 1e-6) / 1e6
+
+
+class _Source:
+    """The source as stored: counts and hashes every byte read, serves small reads from a
+    chunk-sized buffer, and takes back bytes a zip member's deflate stream over-read."""
+
+    def __init__(self, raw: BinaryIO, label: str, hasher: _Hasher | None,
+                 stop: threading.Event) -> None:
+        self._raw, self._label, self._hasher, self._stop = raw, label, hasher, stop
+        self._buffer = b""
+        self._offset = 0
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._offset < len(self._buffer):
+            end = len(self._buffer) if size < 0 else self._offset + size
+            data = self._buffer[self._offset:end]
+            self._offset += len(data)
+            return data
+        if 0 <= size < COPY_CHUNK_BYTES:
+            self._buffer, self._offset = self._pull(COPY_CHUNK_BYTES), 0
+            return self.read(size) if self._buffer else b""
+        return self._pull(COPY_CHUNK_BYTES if size < 0 else size)
+
+    def read_exactly(self, size: int, what: str) -> bytes:
+        data = b""
+        while len(data) < size:
+            more = self.read(size - len(data))
+            if not more:
+                raise TransferError(f"{self._label} ends inside {what} (truncated)")
+            data += more
+        return data
+
+    def unread(self, data: bytes) -> None:
+        self._buffer = data + self._buffer[self._offset:]
+        self._offset = 0
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, offset: int, /) -> int:
+        raise io.UnsupportedOperation("the source is read once, front to back")
+
+    def drain(self) -> None:
+        while self.read(COPY_CHUNK_BYTES):
+            pass
+
+    def _pull(self, size: int) -> bytes:
+        if self._stop.is_set():
+            raise _Stopped
+        try:
+            data = self._raw.read(size)
+        except OSError as error:
+            raise TransferError(f"cannot read {self._label}: "
+                                f"{error.strerror or type(error).__name__}") from None
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self.count += len(data)
+        return data
+
+
+class _Stopped(Exception):
+    """The awaiting task was cancelled; the worker stops at the next chunk."""
+
+
+@dataclass
+class _Plan:
+    """One streamed copy, run whole in one worker thread."""
+
+    files: HostFiles
+    source: str | S3Object
+    label: str
+    temp: str
+    codec: str | None
+    expected: Checksum | None
+    meter: _Meter
+
+    def run(self, stop: threading.Event) -> tuple[int, int]:
+        hasher = hashlib.new(self.expected.algorithm) if self.expected else None
+        try:
+            with self._open_source() as raw:
+                source = _Source(raw, self.label, hasher, stop)
+                written = self._write(source, stop)
+                source.drain()
+        except _Stopped:
+            return 0, 0  # the awaiting side raises CancelledError
+        if self.codec in ("bz2", "gz") and source.count == 0:
+            raise TransferError(f"{self.label} is empty, not a compressed file")
+        if self.expected and hasher and hasher.hexdigest() != self.expected.hex:
+            raise TransferError(f"checksum mismatch for {self.label}: expected "
+                                f"{self.expected.algorithm} {self.expected.hex}, got "
+                                f"{hasher.hexdigest()}")
+        return written, source.count
+
+    def _open_source(self) -> BinaryIO:
+        if isinstance(self.source, S3Object):
+            return open_object(self.source)
+        return self.files.open_binary(self.source, "rb")
+
+    def _write(self, source: _Source, stop: threading.Event) -> int:
+        written = 0
+        with self.files.open_binary(self.temp, "xb") as writer:
+            for chunk in _decoded(source, self.codec, self.label):
+                if stop.is_set():
+                    raise _Stopped
+                try:
+                    writer.write(chunk)
+                except OSError as error:
+                    raise TransferError(f"cannot write {self.meter.target}: "
+                                        f"{error.strerror or type(error).__name__}") from None
+                written += len(chunk)
+                self.meter.report(written, source.count)
+        return written
+
+
+def _decoded(source: _Source, codec: str | None, label: str) -> Iterator[bytes]:
+    if codec == "zip":
+        yield from _zip_image(source, label)
+        return
+    if codec is None:
+        while chunk := source.read(COPY_CHUNK_BYTES):
+            yield chunk
+        return
+    kind = "bzip2" if codec == "bz2" else "gzip"
+    try:
+        with _decompressor(codec, source) as stream:
+            while chunk := stream.read(COPY_CHUNK_BYTES):
+                yield chunk
+    except EOFError:
+        raise TransferError(f"{label} is truncated: the {kind} stream ends early") from None
+    except (OSError, zlib.error) as error:
+        raise TransferError(f"{label} is not a valid {kind} stream ({error})") from None
+
+
+def _decompressor(codec: str, source: _Source) -> bz2.BZ2File | gzip.GzipFile:
+    if codec == "bz2":
+        return bz2.BZ2File(source)
+    return gzip.GzipFile(fileobj=source, mode="rb")
+
+
+# --- zip: the one disk image member, read as the archive streams ---------------------------
+
+_LOCAL_HEADER = b"PK\x03\x04"
+_DESCRIPTOR = b"PK\x07\x08"
+_HEADER = struct.Struct("<HHHHHIIIHH")
+_NO_SIZE = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class _Member:
+    name: str
+    flags: int
+    method: int
+    crc: int
+    compressed: int
+    zip64: bool
+
+    @property
+    def described_after(self) -> bool:
+        return bool(self.flags & 0x08)
+
+
+def _zip_image(source: _Source, label: str) -> Iterator[bytes]:
+    found: str | None = None
+    first = True
+    while (signature := source.read_exactly(4, "the zip archive")) == _LOCAL_HEADER:
+        first = False
+        member = _read_member_header(source, label)
+        is_image = member.name.lower().endswith(IMAGE_SUFFIXES)
+        if is_image and found is not None:
+            raise TransferError(f"{label} holds several disk images ({found}, {member.name});"
+                                " expected one")
+        chunks = _member_data(source, member, label)
+        if is_image:
+            found = member.name
+            yield from chunks
+        else:
+            for _ in chunks:
+                pass
+    if first and signature not in (b"PK\x01\x02", b"PK\x05\x06"):
+        raise TransferError(f"{label} is not a valid zip archive")
+    if found is None:
+        raise TransferError(f"{label} holds no disk image (one of {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _read_member_header(source: _Source, label: str) -> _Member:
+    fields = _HEADER.unpack(source.read_exactly(_HEADER.size, "a zip member header"))
+    _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
+    name = source.read_exactly(name_length, "a zip member name").decode("utf-8", "replace")
+    extra = source.read_exactly(extra_length, "a zip member header")
+    if flags & 0x01:
+        raise TransferError(f"{label}: member {name} is encrypted")
+    zip64 = _NO_SIZE in (compressed, size)
+    if zip64:
+        compressed = _zip64_compressed(extra, size, compressed)
+    if method not in (0, 8):
+        raise TransferError(f"{label}: member {name} uses compression method {method}; "
+                            "only stored and deflated members are supported")
+    if method == 0 and flags & 0x08:
+        raise TransferError(f"{label}: stored member {name} does not give its size")
+    return _Member(name, flags, method, crc, compressed, zip64)
+
+
+def _zip64_compressed(extra: bytes, size: int, compressed: int) -> int:
+    offset = 0
+    while offset + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, offset)
+        if tag == 0x0001:
+            values = struct.unpack_from(f"<{length // 8}Q", extra, offset + 4)
+            index = 1 if size == _NO_SIZE else 0
+            return values[index] if compressed == _NO_SIZE else compressed
+        offset += 4 + length
+    return compressed
+
+
+def _member_data(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
+    crc = 0
+    chunks = _stored(source, member) if member.method == 0 else _inflated(source, member, label)
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
+        yield chunk
+    expected = _descriptor_crc(source, member) if member.described_after else member.crc
+    if crc != expected:
+        raise TransferError(f"{label}: member {member.name} is corrupt (CRC mismatch)")
+
+
+def _stored(source: _Source, member: _Member) -> Iterator[bytes]:
+    remaining = member.compressed
+    while remaining:
+        chunk = source.read_exactly(min(remaining, COPY_CHUNK_BYTES), member.name)
+        remaining -= len(chunk)
+        yield chunk
+
+
+def _inflated(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(-15)
+    remaining = None if member.described_after else member.compressed
+    try:
+        while not inflater.eof:
+            size = COPY_CHUNK_BYTES if remaining is None else min(remaining, COPY_CHUNK_BYTES)
+            data = source.read(size) if size else b""
+            if not data:
+                raise TransferError(f"{label} ends inside {member.name} (truncated)")
+            if remaining is not None:
+                remaining -= len(data)
+            while data and not inflater.eof:
+                yield inflater.decompress(data, COPY_CHUNK_BYTES)
+                data = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise TransferError(f"{label}: member {member.name} is corrupt ({error})") from None
+    source.unread(inflater.unused_data)
+
+
+def _descriptor_crc(source: _Source, member: _Member) -> int:
+    start = source.read_exactly(4, "a zip data descriptor")
+    if start == _DESCRIPTOR:
+        start = source.read_exactly(4, "a zip data descriptor")
+    source.read_exactly(16 if member.zip64 else 8, "a zip data descriptor")
+    return int(struct.unpack("<I", start)[0])
