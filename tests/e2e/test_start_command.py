@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.instruments import RoundTrips
+from hyperv_agent.handlers.start import (
+    STEP_CONTROLLERS,
+    STEP_DEFINE,
+    STEP_DISK,
+    STEP_NIC,
+    STEP_POWER_ON,
+    STEP_REMOVE,
+    StartHandler,
+    no_probe,
+)
 from hyperv_agent.service import build_agent
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
@@ -379,7 +391,8 @@ async def test_start_removes_vm_and_names_step_when_a_job_fails_mid_start(
     cim = running.emulator
     body = _body(running)
     disk = _drive_c(running) / "pool" / f"{_root(body)['uuid']}.vhdx"
-    cim.faults.fail_next_job("AddResourceSettings", 32768, "drive broke")
+    # the first AddResourceSettings job adds the SCSI controller, the next the ROOT drive
+    cim.faults.fail_next_job("AddResourceSettings", 32768, "drive broke", after=1)
     key, answer = await running.answer(START, body)
     assert (key, answer["result"]) == (START_ANSWER, False), answer
     assert answer["details"].startswith("StartCommand failed: attaching disk ROOT "), answer
@@ -439,9 +452,140 @@ async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
     assert answer["result"] is True, answer
     print(f"\nStartCommand, 1 disk + 1 NIC (warm): {spent.calls} calls, {spent.waits} job "
           f"waits; {spent}")
-    # lookups 2 (find_vm, switch names) + define 3+2W + controller query 1 + disk 2+2W
-    # + NIC 3+3W + start 1+1W: 12 calls, 8 waits; the budget is 12 + lookups.
-    assert (spent.calls, spent.waits) == (12, 8)
+    # lookups 2 (find_vm, switch names) + define 3+2W + SCSI controller 1+1W (every VM
+    # gets one, for hot-added volumes) + IDE controller query 1 + disk 2+2W + NIC 3+3W
+    # + start 1+1W: 13 calls, 9 waits.
+    assert (spent.calls, spent.waits) == (13, 9)
     assert (spent["query"], spent["invoke:AddResourceSettings"],
             spent["invoke:AddFeatureSettings"], spent["invoke:RequestStateChange"]) == (
-        4, 4, 1, 1)
+        4, 5, 1, 1)
+
+
+# --- round trips per step -----------------------------------------------------------------
+
+
+class _StepCosts:
+    """A ``step_probe`` that records the emulator's round trips of every step."""
+
+    def __init__(self, cim: EmulatorCim) -> None:
+        self.cim = cim
+        self.steps: list[tuple[str, RoundTrips]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str) -> Iterator[None]:
+        before = self.cim.round_trips()
+        try:
+            yield
+        finally:
+            self.steps.append((kind, self.cim.round_trips() - before))
+
+    def of(self, kind: str) -> list[tuple[int, int]]:
+        """(calls, job waits) of each step of ``kind``, in order."""
+        return [(spent.calls, spent.waits) for name, spent in self.steps if name == kind]
+
+
+async def _measured(running: Running, body: dict[str, Any]) -> _StepCosts:
+    """Start ``body`` after a warm-up start (so every cache is filled), recording the
+    round trips of each step of the measured start."""
+    await _started(running, _body(running, "i-2-90-VM"))
+    handler = getattr(running.agent.dispatch.handlers[START], "__self__", None)
+    assert isinstance(handler, StartHandler)
+    costs = _StepCosts(running.emulator)
+    handler.step_probe = costs
+    try:
+        await _started(running, body)
+    finally:
+        handler.step_probe = no_probe
+    return costs
+
+
+def _two_disks_and_two_nics(running: Running, name: str) -> dict[str, Any]:
+    body = _body(running, name)
+    data = copy.deepcopy(body["vm"]["disks"][0])
+    data.update(type="DATADISK", diskSeq=2)
+    data["data"][VOLUME_TO].update(uuid=f"data-{name}", volumeType="DATADISK")
+    _volume_file(running, f"data-{name}")
+    body["vm"]["disks"].append(data)
+    second = copy.deepcopy(body["vm"]["nics"][0])
+    second.update(deviceId=1, mac="02:00:51:2c:00:0f", broadcastUri="vlan://262")
+    body["vm"]["nics"].append(second)
+    return body
+
+
+async def test_power_on_step_costs_1_call_and_1_wait_when_definition_is_built(
+    running: Running,
+) -> None:
+    costs = await _measured(running, _body(running, "i-2-91-VM"))
+    assert costs.of(STEP_POWER_ON) == [(1, 1)]
+
+
+async def test_define_step_costs_at_most_3_calls_and_2_waits_when_cpu_shares_are_set(
+    running: Running,
+) -> None:
+    body = _body(running, "i-2-92-VM", speed=1200, minSpeed=600, maxSpeed=1200,
+                 limitCpuUse=True)
+    costs = await _measured(running, body)
+    ((calls, waits),) = costs.of(STEP_DEFINE)
+    assert calls <= 3 and waits <= 2
+    vm = await _vm(running.emulator, "i-2-92-VM")
+    assert vm is not None and vm.path is not None
+    (processor,) = await devices(running.emulator, vm.path, "Msvm_ProcessorSettingData")
+    assert (processor["Limit"], processor["Reservation"], processor["Weight"]) == (
+        50000, 25000, 50)
+
+
+async def test_each_disk_step_costs_at_most_3_calls_and_2_waits_when_vm_has_three_drives(
+    running: Running,
+) -> None:
+    costs = await _measured(running, _two_disks_and_two_nics(running, "i-2-93-VM"))
+    disks = costs.of(STEP_DISK)
+    assert len(disks) == 3  # ROOT, DATADISK, empty DVD
+    assert all(calls <= 3 and waits <= 2 for calls, waits in disks), disks
+
+
+async def test_each_nic_step_costs_at_most_3_calls_and_3_waits_when_nics_have_vlan_and_rate(
+    running: Running,
+) -> None:
+    costs = await _measured(running, _two_disks_and_two_nics(running, "i-2-94-VM"))
+    nics = costs.of(STEP_NIC)
+    assert len(nics) == 2
+    assert all(calls <= 3 and waits <= 3 for calls, waits in nics), nics
+    vm = await _vm(running.emulator, "i-2-94-VM")
+    assert vm is not None and vm.path is not None
+    assert await _nics(running.emulator, vm.path) == [
+        ("0200512C000E", "External", 261), ("0200512C000F", "External", 262)]
+
+
+async def test_remove_step_costs_at_most_2_calls_and_2_waits_when_stopped_vm_is_recreated(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    old = await _started(running, _body(running, "i-2-95-VM"))
+    await ok(cim, await request_state(cim, old, 3))
+    costs = await _measured(running, _body(running, "i-2-95-VM", make_disk=False))
+    ((calls, waits),) = costs.of(STEP_REMOVE)
+    assert calls <= 2 and waits <= 2
+    assert await _vm_names(cim) == {"i-2-90-VM", "i-2-95-VM"}
+
+
+async def test_vm_stats_cost_1_call_when_several_started_vms_are_named(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    names_ = [f"i-2-{n}-VM" for n in (96, 97, 98)]
+    for name in names_:
+        await _started(running, _body(running, name))
+    before = cim.round_trips()
+    key, answer = await running.answer(names.GET_VM_STATS_COMMAND, {
+        "vmNames": [*names_, "i-9-99-VM"], "hostGuid": "h", "hostName": "h", "contextMap": {}})
+    spent = cim.round_trips() - before
+    assert key == "com.cloud.agent.api.GetVmStatsAnswer" and answer["result"] is True
+    assert sorted(answer["vmStatsMap"]) == names_
+    assert (spent.calls, spent.waits) == (1, 0)
+
+
+async def test_start_records_every_step_in_order_when_a_probe_is_set(running: Running) -> None:
+    costs = await _measured(running, _two_disks_and_two_nics(running, "i-2-99-VM"))
+    assert [kind for kind, _ in costs.steps] == [
+        STEP_DEFINE, STEP_CONTROLLERS, STEP_CONTROLLERS, STEP_DISK, STEP_DISK, STEP_DISK,
+        STEP_NIC, STEP_NIC, STEP_POWER_ON]

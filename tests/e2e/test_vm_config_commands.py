@@ -1,9 +1,13 @@
 """VM configuration commands over real HTTPS, answered from the emulated host:
-ScaleVm, GetVmConfig and ModifyVmNicConfig (as the MS sends them for PlugNic/UnPlugNic)."""
+ScaleVm, GetVmConfig and ModifyVmNicConfig (as the MS sends them for PlugNic/UnPlugNic),
+and PlugNic/UnPlugNic themselves, hot-plugging where Hyper-V allows it."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import pytest
 
 from hyperv_agent.hyperv import build
 from hyperv_agent.hyperv.build import VmSpec
@@ -195,3 +199,142 @@ async def test_scale_vm_fails_with_details_when_vm_is_unknown(running: Running) 
     key, answer = await running.answer(SCALE, _scale("i-9-99-VM", 2, 1024))
     assert (key, answer["result"]) == (SCALE_ANSWER, False)
     assert "i-9-99-VM" in answer["details"]
+
+
+# --- PlugNicCommand / UnPlugNicCommand ----------------------------------------------------
+
+PLUG = "com.cloud.agent.api.PlugNicCommand"
+PLUG_ANSWER = "com.cloud.agent.api.PlugNicAnswer"
+UNPLUG = "com.cloud.agent.api.UnPlugNicCommand"
+UNPLUG_ANSWER = "com.cloud.agent.api.UnPlugNicAnswer"
+NEW_MAC = "02:00:4a:8e:00:21"
+
+
+async def _vm(running: Running, name: str, generation: int, *, start: bool = True) -> VmRef:
+    cim = running.emulator
+    vm = await build.define_vm(cim, VmSpec(name=name, notes=(), generation=generation, cpus=1,
+                                           memory_mb=512))
+    await build.add_nic(cim, vm, mac="0200512C000E", switch_name="External", vlan=None,
+                        rate_mbps=None, name="nic0")
+    await build.add_nic(cim, vm, mac="06A2C8000019", switch_name="External", vlan=None,
+                        rate_mbps=None, name="spare", connected=False)
+    if start:
+        await ok(cim, await request_state(cim, vm.path, 2))
+    return vm
+
+
+def _plug(vm_name: str, mac: str = NEW_MAC, **nic: object) -> dict[str, object]:
+    return {"instanceName": vm_name, "vmType": "User", "contextMap": {}, "wait": 0, "nic": {
+        "deviceId": 2, "mac": mac, "name": "External", "broadcastUri": "vlan://305",
+        "broadcastType": "Vlan", "type": "Guest", "networkRateMbps": 200,
+        "uuid": "5c5f9e1a-1d6b-4b8e-9d76-2c1f0f6c9a11", **nic}}
+
+
+async def _config(running: Running, name: str) -> list[dict[str, Any]]:
+    key, answer = await running.answer(GET, {"vmName": name, "contextMap": {}, "wait": 0})
+    assert (key, answer["result"]) == (GET_ANSWER, True), answer
+    nics: list[dict[str, Any]] = answer["nics"]
+    return nics
+
+
+async def test_plug_nic_hot_adds_nic_with_vlan_and_rate_when_generation_2_vm_runs(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    vm = await _vm(running, "i-2-60-VM", generation=2)
+    key, answer = await running.answer(PLUG, _plug("i-2-60-VM"))
+    assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
+    assert (await _config(running, "i-2-60-VM"))[2] == {
+        "macAddress": "02004A8E0021", "vlanid": 305, "state": True}
+    (limit,) = await devices(cim, vm.path, "Msvm_EthernetSwitchPortBandwidthSettingData")
+    assert limit["Limit"] == 200_000_000
+    assert (await cim.get(vm.path))["EnabledState"] == 2
+
+
+async def test_plug_nic_adds_one_nic_when_two_plugs_of_one_mac_race(running: Running) -> None:
+    await _vm(running, "i-2-61-VM", generation=2)
+    answers = await asyncio.gather(running.answer(PLUG, _plug("i-2-61-VM")),
+                                   running.answer(PLUG, _plug("i-2-61-VM")))
+    assert [a["result"] for _, a in answers] == [True, True], answers
+    macs = [nic["macAddress"] for nic in await _config(running, "i-2-61-VM")]
+    assert macs.count("02004A8E0021") == 1
+
+
+async def test_plug_nic_adds_nic_when_generation_1_vm_is_stopped(running: Running) -> None:
+    await _vm(running, "i-2-62-VM", generation=1, start=False)
+    _, answer = await running.answer(PLUG, _plug("i-2-62-VM"))
+    assert answer["result"] is True, answer
+    assert len(await _config(running, "i-2-62-VM")) == 3
+
+
+async def test_plug_nic_refuses_naming_spares_when_generation_1_vm_runs_and_mac_is_new(
+    running: Running,
+) -> None:
+    await _vm(running, "r-7-VM", generation=1)
+    before = await _config(running, "r-7-VM")
+    _, answer = await running.answer(PLUG, _plug("r-7-VM"))
+    assert answer["result"] is False
+    assert "generation 1" in answer["details"] and "06A2C8000019" in answer["details"]
+    assert "cannot change the MAC address" in answer["details"]
+    assert await _config(running, "r-7-VM") == before
+
+
+async def test_plug_nic_connects_the_spare_when_generation_1_vm_runs_and_mac_is_the_spares(
+    running: Running,
+) -> None:
+    await _vm(running, "r-8-VM", generation=1)
+    _, answer = await running.answer(PLUG, _plug("r-8-VM", mac="06:a2:c8:00:00:19"))
+    assert answer["result"] is True, answer
+    assert (await _config(running, "r-8-VM"))[1] == {
+        "macAddress": "06A2C8000019", "vlanid": 305, "state": True}
+
+
+async def test_unplug_nic_hot_removes_nic_when_generation_2_vm_runs(running: Running) -> None:
+    cim = running.emulator
+    vm = await _vm(running, "i-2-63-VM", generation=2)
+    assert (await running.answer(PLUG, _plug("i-2-63-VM")))[1]["result"] is True
+    key, answer = await running.answer(UNPLUG, {"instanceName": "i-2-63-VM",
+                                                "nic": {"mac": NEW_MAC}, "contextMap": {}})
+    assert (key, answer["result"]) == (UNPLUG_ANSWER, True), answer
+    assert [n["macAddress"] for n in await _config(running, "i-2-63-VM")] == [
+        "0200512C000E", "06A2C8000019"]
+    assert len(await devices(cim, vm.path, "Msvm_EthernetPortAllocationSettingData")) == 2
+    assert (await cim.get(vm.path))["EnabledState"] == 2
+
+
+async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
+    running: Running,
+) -> None:
+    await _vm(running, "r-9-VM", generation=1)
+    assert (await running.answer(PLUG, _plug("r-9-VM", mac="06A2C8000019")))[1]["result"]
+    _, answer = await running.answer(UNPLUG, {"instanceName": "r-9-VM",
+                                              "nic": {"mac": "06:A2:C8:00:00:19"},
+                                              "contextMap": {}})
+    assert answer["result"] is True, answer
+    assert "disconnected" in answer["details"]
+    assert (await _config(running, "r-9-VM"))[1] == {
+        "macAddress": "06A2C8000019", "vlanid": -1, "state": False}
+
+
+@pytest.mark.parametrize(("command", "body", "expected"), [
+    (PLUG, _plug("i-9-99-VM"), "no VM 'i-9-99-VM'"),
+    (PLUG, {"instanceName": "i-2-64-VM", "contextMap": {}}, "names no nic"),
+    (PLUG, _plug("i-2-64-VM", mac="02:00:4a"), "MAC address"),
+    (PLUG, _plug("i-2-64-VM", broadcastUri="vlan://5000"), "VLAN 5000"),
+    (PLUG, _plug("i-2-64-VM", name="Nowhere"), "Nowhere"),
+    (UNPLUG, {"instanceName": "i-2-64-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}},
+     "no NIC with MAC 02004A8E0021"),
+    (UNPLUG, {"instanceName": "i-9-99-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}},
+     "no VM 'i-9-99-VM'"),
+    (UNPLUG, {"nic": {"mac": NEW_MAC}, "contextMap": {}}, "names no instanceName"),
+])
+async def test_plug_and_unplug_fail_and_change_nothing_when_input_is_bad(
+    running: Running, command: str, body: dict[str, object], expected: str,
+) -> None:
+    await _vm(running, "i-2-64-VM", generation=2)
+    before = await _config(running, "i-2-64-VM")
+    key, answer = await running.answer(command, body)
+    assert key == (PLUG_ANSWER if command == PLUG else UNPLUG_ANSWER)
+    assert answer["result"] is False
+    assert expected in answer["details"], answer
+    assert await _config(running, "i-2-64-VM") == before

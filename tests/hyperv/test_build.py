@@ -15,7 +15,7 @@ from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
-from tests.emulator.kit import devices
+from tests.emulator.kit import devices, failure
 
 GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
@@ -24,7 +24,7 @@ SEPSD = "Msvm_SyntheticEthernetPortSettingData"
 EPASD = "Msvm_EthernetPortAllocationSettingData"
 TEMPLATE_ID = "1734c6e8-3154-4dda-ba5f-a874cc483422"
 SPEC = VmSpec(name="i-2-7-VM", notes=("Created by CloudStack", "i-2-7"), generation=1,
-              cpus=2, memory_mb=2048, cpu_limit_percent=50, cpu_weight=200)
+              cpus=2, memory_mb=2048, cpu_limit_millipercent=50000, cpu_weight=200)
 
 
 async def _settings(cim: EmulatorCim, vm: VmRef, class_name: str) -> list[CimInstance]:
@@ -110,7 +110,8 @@ async def test_define_vm_costs_3_calls_and_2_waits_when_caches_are_warm(
 
 @pytest.mark.parametrize("change", [
     {"cpus": 0}, {"name": "x" * 101}, {"name": "  "}, {"generation": 3}, {"memory_mb": 0},
-    {"cpu_limit_percent": 101}, {"cpu_weight": 10001}, {"secure_boot": True},
+    {"cpu_limit_millipercent": 100001}, {"cpu_reservation_millipercent": 50001},
+    {"cpu_weight": 10001}, {"secure_boot": True},
     {"generation": 2, "secure_boot_template_id": TEMPLATE_ID},
     {"generation": 2, "secure_boot": True, "secure_boot_template_id": "not-a-guid"},
 ])
@@ -335,6 +336,70 @@ async def test_add_nic_removes_nic_and_names_step_when_features_fail(
     assert await _settings(emulator, vm, EPASD) == []
 
 
+async def test_add_nic_leaves_port_disabled_on_its_switch_when_nic_is_a_spare(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "spare")
+    nic = await build.add_nic(emulator, vm, mac="06A2C8000019", switch_name="External",
+                              vlan=None, rate_mbps=None, name="spare", connected=False)
+    (port,) = await _settings(emulator, vm, EPASD)
+    assert port.path == nic.port and port["EnabledState"] == 3
+    assert ObjectPath.parse(str(port.strings("HostResource")[0])) == await _switch_path(
+        emulator, "External")
+    assert await _features(emulator, "Msvm_EthernetSwitchPortVlanSettingData", nic.port) == []
+
+
+async def test_add_nic_creates_nothing_when_a_spare_asks_for_a_vlan(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "spare-vlan")
+    with pytest.raises(InvalidRequest, match="takes no VLAN"):
+        await build.add_nic(emulator, vm, mac="06A2C8000019", switch_name="External",
+                            vlan=300, rate_mbps=None, name="spare", connected=False)
+    assert await _settings(emulator, vm, SEPSD) == []
+
+
+# --- processor shares ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mhz", "host_mhz", "share"), [
+    (1200, 2400, 50000), (2400, 2400, 100000), (9600, 2400, 100000), (1, 3000, 33),
+    (0, 2400, 0), (500, 0, 100000),
+])
+def test_core_share_is_a_bounded_fraction_of_a_core_when_speeds_are_given(
+    mhz: int, host_mhz: int, share: int,
+) -> None:
+    assert build.core_share(mhz, host_mhz) == share
+
+
+@pytest.mark.parametrize(("mhz", "host_mhz", "weight"), [
+    (2400, 2400, 100), (1200, 2400, 50), (4800, 2400, 200), (1, 2400, 1),
+    (10_000_000, 2400, 10000), (None, 2400, 100), (0, 2400, 100), (1200, 0, 100),
+])
+def test_speed_weight_is_proportional_and_bounded_when_speeds_are_given(
+    mhz: int | None, host_mhz: int, weight: int,
+) -> None:
+    assert build.speed_weight(mhz, host_mhz) == weight
+
+
+async def test_host_cpu_mhz_reads_the_host_once_when_asked_twice(emulator: EmulatorCim) -> None:
+    before = emulator.round_trips()
+    assert await build.host_cpu_mhz(emulator) == 2400
+    assert await build.host_cpu_mhz(emulator) == 2400
+    assert (emulator.round_trips() - before).calls == 2  # Win32_Processor + OS, once
+
+
+async def test_define_vm_sets_limit_reservation_and_weight_when_spec_has_shares(
+    emulator: EmulatorCim,
+) -> None:
+    spec = dataclasses.replace(SPEC, name="shares", cpu_limit_millipercent=40000,
+                               cpu_reservation_millipercent=10000, cpu_weight=7)
+    vm = await build.define_vm(emulator, spec)
+    (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
+    assert (processor["Limit"], processor["Reservation"], processor["Weight"]) == (
+        40000, 10000, 7)
+
+
 # --- KVP ----------------------------------------------------------------------------------
 
 
@@ -383,3 +448,64 @@ async def test_push_kvp_names_key_when_vm_is_missing(emulator: EmulatorCim) -> N
     ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
     with pytest.raises(HyperVError, match="pushing KVP item 'key'"):
         await build.push_kvp(emulator, ghost, "key", "value")
+
+
+# --- long KVP values ----------------------------------------------------------------------
+
+
+def test_split_words_keeps_one_item_when_value_fits() -> None:
+    assert build.split_words("k", " a=1 b=2") == (("k", " a=1 b=2"),)
+    assert build.split_words("k", "x" * 1023) == (("k", "x" * 1023),)
+
+
+def test_split_words_splits_at_whitespace_when_value_is_too_long() -> None:
+    words = [f"w{n}={'v' * 90}" for n in range(30)]  # 30 words of ~94 characters
+    items = build.split_words("k", "\t".join(words))
+    assert [key for key, _ in items] == ["k", "k-2", "k-3"]
+    assert all(build.fits_kvp_value(value) and value[0] == value[-1] == " "
+               for _, value in items)
+    assert " ".join(value for _, value in items).split() == words
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("a " + "x" * 1022, "at most 1023 characters"),
+    (" ".join(["x" * 1000] * 129), "at most 128"),
+])
+def test_split_words_refuses_naming_the_limit_when_value_cannot_be_carried(
+    value: str, expected: str,
+) -> None:
+    with pytest.raises(InvalidRequest, match=expected):
+        build.split_words("k", value)
+
+
+def test_fits_kvp_value_counts_utf16_units_and_utf8_bytes_when_text_is_not_ascii() -> None:
+    assert build.fits_kvp_value("é" * 1023)  # 1023 units, 2046 bytes
+    assert not build.fits_kvp_value("€" * 700)  # 700 units, 2100 bytes
+    assert not build.fits_kvp_value("\U0001F600" * 512)  # 1024 units (surrogate pairs)
+
+
+async def test_push_kvp_items_sends_every_item_in_one_call_when_warm(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "items")
+    await build.push_kvp(emulator, vm, "warm-up", "1")
+    items = build.split_words("args", " ".join(f"a{n}={'v' * 200}" for n in range(12)))
+    assert len(items) == 3
+    before = emulator.round_trips()
+    await build.push_kvp_items(emulator, vm, items)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits, spent["invoke:AddKvpItems"]) == (1, 1, 1)
+    assert await _kvp_items(emulator, vm) == {"warm-up": "1", **dict(items)}
+
+
+async def test_emulator_refuses_a_value_of_1024_utf16_units_when_pushed_around_the_check(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "raw")
+    service = await vms.management_service(emulator)
+    item = (await emulator.spawn("Msvm_KvpExchangeDataItem")).updated(
+        Name="k", Data="\U0001F600" * 512, Source=0)
+    result = await emulator.invoke(service, "AddKvpItems",
+                                   {"TargetSystem": vm.path, "DataItems": [item]})
+    assert await failure(emulator, result) == 32773  # invalid parameter
+    assert await _kvp_items(emulator, vm) == {}

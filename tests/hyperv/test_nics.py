@@ -11,7 +11,7 @@ import pytest
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
-from hyperv_agent.errors import InvalidRequest, VmNotStopped
+from hyperv_agent.errors import HyperVError, InvalidRequest, VmNotStopped
 from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
@@ -187,3 +187,52 @@ async def test_set_processors_and_memory_refuses_when_hyperv_finds_vm_running(
     (processor,) = await devices(emulator, vm.path, "Msvm_ProcessorSettingData")
     assert processor["VirtualQuantity"] == 1
     assert (await vms.find_vm(emulator, SPEC.name)) is not None
+
+
+# --- generation and remove ----------------------------------------------------------------
+
+
+async def test_generation_reads_the_vm_settings_when_vms_of_both_generations_exist(
+    emulator: EmulatorCim,
+) -> None:
+    first = await build.define_vm(emulator, SPEC)
+    second = await build.define_vm(emulator, dataclasses.replace(SPEC, name="g2", generation=2))
+    before = emulator.round_trips()
+    assert await nics.generation(emulator, first.guid) == 1
+    assert await nics.generation(emulator, second.guid) == 2
+    assert (emulator.round_trips() - before).calls == 2
+
+
+async def test_generation_raises_when_vm_is_unknown(emulator: EmulatorCim) -> None:
+    with pytest.raises(HyperVError, match="no VM"):
+        await nics.generation(emulator, "00000000-0000-0000-0000-000000000000")
+
+
+async def test_remove_takes_nic_and_port_away_when_generation_2_vm_runs(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await build.define_vm(emulator, dataclasses.replace(SPEC, generation=2))
+    for index, mac in enumerate(MACS[:2]):
+        await build.add_nic(emulator, vm, mac=mac, switch_name="External", vlan=300 + index,
+                            rate_mbps=None, name=f"nic{index}")
+    await ok(emulator, await request_state(emulator, vm.path, 2))
+    (first, second) = await nics.list_nics(emulator, vm.guid)
+    before = emulator.round_trips()
+    await nics.remove(emulator, first)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (1, 1)
+    assert [n.mac for n in await nics.list_nics(emulator, vm.guid)] == [second.mac]
+    assert len(await devices(emulator, vm.path, "Msvm_EthernetPortAllocationSettingData")) == 1
+    vlans = await devices(emulator, vm.path, "Msvm_EthernetSwitchPortVlanSettingData")
+    assert [v["AccessVlanId"] for v in vlans] == [301]
+
+
+async def test_remove_refuses_and_keeps_nic_when_generation_1_vm_runs(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator)
+    await ok(emulator, await request_state(emulator, vm.path, 2))
+    found = await nics.list_nics(emulator, vm.guid)
+    with pytest.raises(HyperVError):
+        await nics.remove(emulator, found[0])
+    assert len(await nics.list_nics(emulator, vm.guid)) == len(found)

@@ -66,7 +66,7 @@ class Faults:
     """One-shot faults, consumed by the next matching call (method names, any case)."""
 
     _return_codes: dict[str, list[int]] = field(default_factory=dict)
-    _jobs: dict[str, list[JobFault]] = field(default_factory=dict)
+    _jobs: dict[str, list[JobFault | None]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
     _die_at_commit: bool = False
 
@@ -91,11 +91,13 @@ class Faults:
         self._return_codes.setdefault(method.lower(), []).append(return_code)
 
     def fail_next_job(
-        self, method: str, error_code: int = 32768, description: str | None = None
+        self, method: str, error_code: int = 32768, description: str | None = None,
+        *, after: int = 0,
     ) -> None:
-        """The next job of ``method`` ends in Exception; its changes are not applied."""
+        """The next job of ``method`` (or, with ``after``, the one after that many more
+        succeed) ends in Exception; its changes are not applied."""
         fault = JobFault(error_code, description or JobFault.description)
-        self._jobs.setdefault(method.lower(), []).append(fault)
+        self._jobs.setdefault(method.lower(), []).extend([None] * after + [fault])
 
     def hang_next_job(self, method: str) -> None:
         """The next job of ``method`` stays Running for ever; its changes are not applied."""

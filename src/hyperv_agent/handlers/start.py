@@ -3,17 +3,24 @@
 
 The command is turned into a ``_Plan`` first: every disk path resolved and confined to
 its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
-arguments measured. Nothing is created until the whole plan is valid. Then the VM is
-built from ``hyperv.build`` pieces and started; a failure after the VM was defined
-removes it again (its disk files are never touched) and the answer names the step.
+arguments split into KVP items, processor shares worked out from the speeds, and for a
+system VM its ISO looked for on the image store. Nothing is created until the whole plan
+is valid. Then the VM is built from ``hyperv.build`` pieces and started; a failure after
+the VM was defined removes it again (its disk files are never touched) and the answer
+names the step.
 
-The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run.
+Each step runs inside ``step_probe(kind)`` (one of ``STEPS``), so its cost can be
+measured on its own. The handler holds the VM's lock (shared with ``VmHandlers``) for its
+whole run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,6 +29,7 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import StartAnswer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import StartCommand
+from hyperv_agent.cloudstack.enums import VirtualMachineType
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
     NicTO,
@@ -29,16 +37,17 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
     VolumeObjectTO,
 )
-from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
+from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, jobs, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import (
-    KVP_VALUE_MAX_CHARS,
+    PROCESSOR_LIMIT_FULL,
     SCSI_SLOTS,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -53,9 +62,33 @@ _T = TypeVar("_T")
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
-_IDE_SLOTS = 2
-_USER_VM = "user"
 _UNTAGGED = "untagged"
+_USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
+_SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
+_SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (§9.4)
+_SPARE_NETMASK = "255.255.255.255"
+_ISO_FOLDER = "systemvm"  # §9.3: <image store>\systemvm\systemvm*.iso
+_ISO_PREFIX, _ISO_SUFFIX = "systemvm", ".iso"
+#: Where a generation 1 VM takes the system VM ISO, in order of preference.
+_GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
+
+#: The steps of a start, as ``step_probe`` names them.
+STEP_REMOVE = "remove"  # removing the existing, stopped definition
+STEP_DEFINE = "define"  # the VM with its processors and memory
+STEP_CONTROLLERS = "controllers"  # the SCSI controller added, the IDE controllers read
+STEP_DISK = "disk"  # one per disk or DVD drive
+STEP_NIC = "nic"  # one per NIC
+STEP_KVP = "kvp"  # the boot arguments
+STEP_POWER_ON = "power-on"
+STEPS = (STEP_REMOVE, STEP_DEFINE, STEP_CONTROLLERS, STEP_DISK, STEP_NIC, STEP_KVP,
+         STEP_POWER_ON)
+
+StepProbe = Callable[[str], AbstractContextManager[object]]
+
+
+def no_probe(kind: str) -> AbstractContextManager[object]:
+    """The default ``step_probe``: measures nothing."""
+    return contextlib.nullcontext()
 
 
 # --- the plan -----------------------------------------------------------------------------
@@ -87,6 +120,7 @@ class _Nic:
     vlan: int | None
     rate_mbps: int | None
     name: str
+    spare: bool  # created disconnected (§9.4)
 
 
 @dataclass(frozen=True)
@@ -94,7 +128,8 @@ class _Plan:
     spec: build.VmSpec
     disks: tuple[_Disk, ...]
     nics: tuple[_Nic, ...]
-    boot_args: str | None
+    kvp: tuple[tuple[str, str], ...]  # the boot arguments as KVP items
+    notes: tuple[str, ...] = ()  # what the answer's details tell
 
 
 # --- the handler --------------------------------------------------------------------------
@@ -104,11 +139,13 @@ class StartHandler:
     """StartCommand, sharing the per-VM lock table ``locks`` with ``VmHandlers``."""
 
     def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 step_probe: StepProbe = no_probe) -> None:
         self.cim = cim
         self.files = files
         self.locks = locks
         self.job_wait = job_wait
+        self.step_probe = step_probe
 
     def table(self) -> dict[str, Handler]:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
@@ -119,38 +156,51 @@ class StartHandler:
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
         exists but is not running is removed (its disks kept) and built anew. Invalid
-        input (CPUs, memory, a disk path outside its pool or missing, an unknown switch,
-        a bad VLAN, over-long boot arguments): a failed answer, nothing created or
-        removed. A failure once the VM is defined removes it again, so nothing
+        input (CPUs, memory, speeds, a disk path outside its pool or missing, an unknown
+        switch, a bad VLAN, boot arguments that no KVP items can carry): a failed answer,
+        nothing created or removed. A system VM gets the image store's
+        ``systemvm*.iso`` when there is exactly one (else it starts without; the details
+        say why). A failure once the VM is defined removes it again, so nothing
         half-built remains; the answer names the step. Disk files are never deleted.
-        Afterwards (on success) the VM runs with the disks and NICs asked for.
+        Afterwards (on success) the VM runs with the disks and NICs asked for, spare
+        router NICs disconnected.
         """
         if not isinstance(command, StartCommand):
             raise AgentError(f"expected a {StartCommand.FQCN}, got a {type(command).FQCN}")
         vm = command.vm
         async with self.locks.hold(vm.name):
             try:
-                await self._start(vm)
+                notes = await self._start(command)
             except AgentError as error:
                 details = logs.redact(f"StartCommand failed: {error}")
                 return StartAnswer(result=False, vm=vm, details=details)
-        return StartAnswer(result=True, vm=vm)
+        return StartAnswer(result=True, vm=vm,
+                           details=logs.redact("; ".join(notes)) if notes else None)
 
-    async def _start(self, vm: VirtualMachineTO) -> None:
+    async def _start(self, command: StartCommand) -> tuple[str, ...]:
+        vm = command.vm
         existing = await vms.find_vm(self.cim, vm.name)
         if existing is not None and existing.power is vms.PowerState.RUNNING:
             log.info("StartCommand for VM %s, which already runs", vm.name)
-            return
-        plan = await self._plan(vm)
+            return ()
+        plan = await self._plan(command)
         if existing is not None:
             log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
-            await _named("removing the existing VM", vms.remove_vm(
+            await self._step(STEP_REMOVE, "removing the existing VM", vms.remove_vm(
                 self.cim, existing.guid, policy=self.job_wait))
-        ref = await build.define_vm(self.cim, plan.spec)
+        ref = await self._step(STEP_DEFINE, "creating the VM",
+                               build.define_vm(self.cim, plan.spec))
         try:
             await self._fill_and_start(ref, plan)
         except AgentError as error:
             raise HyperVError(f"{error}{await self._removed(ref)}") from error
+        return plan.notes
+
+    async def _step(self, kind: str, label: str, action: Awaitable[_T]) -> _T:
+        """Await ``action`` inside ``step_probe(kind)``; an AgentError is re-raised with
+        ``label`` in front of its message."""
+        with self.step_probe(kind):
+            return await _named(label, action)
 
     async def _removed(self, ref: vms.VmRef) -> str:
         """Remove the half-built VM; a note for the error message when that fails too."""
@@ -164,12 +214,67 @@ class StartHandler:
 
     # --- validation ---------------------------------------------------------------------
 
-    async def _plan(self, vm: VirtualMachineTO) -> _Plan:
-        spec = _spec(vm)
+    async def _plan(self, command: StartCommand) -> _Plan:
+        vm = command.vm
+        spec = await self._with_processor_shares(_spec(vm), vm)
         build.validate(spec)
         disks = await self._disks(vm.disks, spec.generation)
         nics = await self._nics(vm.nics)
-        return _Plan(spec, disks, nics, _boot_args(vm))
+        kvp = _boot_args(vm)
+        if not _is_system_vm(vm):
+            return _Plan(spec, disks, nics, kvp)
+        disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
+        notes = (note,) if len(kvp) < 2 else (
+            note, f"the boot arguments went as {len(kvp)} KVP items")
+        return _Plan(spec, disks, nics, kvp, notes)
+
+    async def _with_processor_shares(self, spec: build.VmSpec,
+                                     vm: VirtualMachineTO) -> build.VmSpec:
+        """Limit, reservation and weight from the per-vCPU speeds (MHz) of ``vm``.
+
+        The weight follows ``speed`` (a whole host core weighs Hyper-V's default 100).
+        With ``limitCpuUse`` the limit is ``maxSpeed`` (or ``speed``) and the reservation
+        ``minSpeed`` as shares of a host core; without, every vCPU may use a whole core
+        and nothing is reserved (reservations would stop over-committed hosts starting
+        VMs). No speed: the defaults, and no round trip.
+        """
+        speeds = (vm.speed_mhz, vm.min_speed_mhz, vm.max_speed_mhz)
+        if any(speed is not None and speed < 0 for speed in speeds):
+            raise InvalidRequest(f"vm speeds must not be negative: speed {vm.speed_mhz}, "
+                                 f"minSpeed {vm.min_speed_mhz}, maxSpeed {vm.max_speed_mhz}")
+        if not any(speeds):
+            return spec
+        host_mhz = await build.host_cpu_mhz(self.cim)
+        limit_mhz = vm.max_speed_mhz or vm.speed_mhz
+        limit = build.core_share(limit_mhz, host_mhz) \
+            if vm.limit_cpu_use and limit_mhz else PROCESSOR_LIMIT_FULL
+        reserve = min(limit, build.core_share(vm.min_speed_mhz, host_mhz)) \
+            if vm.limit_cpu_use and vm.min_speed_mhz else 0
+        return dataclasses.replace(
+            spec, cpu_limit_millipercent=limit, cpu_reservation_millipercent=reserve,
+            cpu_weight=build.speed_weight(vm.speed_mhz or limit_mhz, host_mhz))
+
+    async def _system_iso(self, url: str | None, disks: tuple[_Disk, ...],
+                          generation: int) -> tuple[tuple[_Disk, ...], str]:
+        """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
+        if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
+            return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
+        share = locations.parse_cifs_url(url)
+        self.files.use_credentials(share)
+        folder = locations.confine(share.root, _ISO_FOLDER)
+        try:
+            found = [name for name in await self.files.list_dir(folder)
+                     if name.lower().startswith(_ISO_PREFIX) and name.lower().endswith(
+                         _ISO_SUFFIX)]
+        except HostFileError as error:
+            log.warning("no system VM ISO: %s cannot be listed: %s", folder, error)
+            return disks, f"{folder} cannot be listed; started without the system VM ISO"
+        if len(found) != 1:
+            log.warning("%d files %s\\%s*%s; starting without the system VM ISO",
+                        len(found), folder, _ISO_PREFIX, _ISO_SUFFIX)
+            return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
+                           "(one is needed); started without the system VM ISO")
+        return _with_iso(disks, generation, locations.confine(folder, found[0]))
 
     async def _disks(self, disks: Sequence[DiskTO], generation: int) -> tuple[_Disk, ...]:
         placed = tuple([_place(disk, index, generation, await self._medium(disk))
@@ -202,29 +307,31 @@ class StartHandler:
     async def _fill_and_start(self, ref: vms.VmRef, plan: _Plan) -> None:
         await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
-            await _named(f"adding NIC {nic.device_id} ({nic.mac}) on {nic.switch!r}",
-                         build.add_nic(self.cim, ref, mac=nic.mac, switch_name=nic.switch,
-                                       vlan=nic.vlan, rate_mbps=nic.rate_mbps, name=nic.name))
-        if plan.boot_args:
-            await _named("pushing the boot arguments", build.push_kvp(
-                self.cim, ref, BOOT_ARGS_KEY, plan.boot_args))
-        await _named("starting the VM", jobs.call(
+            where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
+            await self._step(STEP_NIC, f"{where} on {nic.switch!r}", build.add_nic(
+                self.cim, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
+                rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
+        if plan.kvp:
+            await self._step(STEP_KVP, "pushing the boot arguments",
+                             build.push_kvp_items(self.cim, ref, plan.kvp))
+        await self._step(STEP_POWER_ON, "starting the VM", jobs.call(
             self.cim, ref.path, "RequestStateChange",
             {"RequestedState": int(RequestedState.ENABLED)},
             accept=(ReturnCode.INVALID_STATE,), policy=self.job_wait))
 
     async def _attach_disks(self, ref: vms.VmRef, disks: Sequence[_Disk]) -> None:
-        found = build.Controllers((), ())
-        if any(disk.bus == "scsi" for disk in disks):
-            scsi = await _named("adding the SCSI controller",
+        # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
+        # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
+        scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
                                 build.add_scsi_controller(self.cim, ref))
-            found = build.Controllers((), (scsi,))
+        found = build.Controllers((), (scsi,))
         if any(disk.bus != "scsi" for disk in disks):
-            ide = (await _named("reading the IDE controllers",
-                                build.controllers(self.cim, ref))).ide
+            ide = (await self._step(STEP_CONTROLLERS, "reading the IDE controllers",
+                                    build.controllers(self.cim, ref))).ide
             found = build.Controllers(ide, found.scsi)
         for disk in disks:
-            await _named(f"attaching disk {disk.describe()}", self._attach(ref, found, disk))
+            await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
+                             self._attach(ref, found, disk))
 
     async def _attach(self, ref: vms.VmRef, found: build.Controllers, disk: _Disk) -> None:
         if disk.bus == "scsi":
@@ -265,15 +372,46 @@ def _spec(vm: VirtualMachineTO) -> build.VmSpec:
                         cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure)
 
 
-def _boot_args(vm: VirtualMachineTO) -> str | None:
-    """The boot arguments to push (system VMs only); InvalidRequest when too long."""
+def _is_system_vm(vm: VirtualMachineTO) -> bool:
+    """A router, console proxy or secondary storage VM: by name, or by a non-User type."""
+    if vm.name.lower().startswith(_SYSTEM_PREFIXES):
+        return True
+    return vm.type is not None and str(vm.type).lower() not in _USER_TYPES
+
+
+def _boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
+    """The boot arguments as KVP items (system VMs only; §9.2): one item when they fit,
+    else split at whitespace into several (``build.split_words``); InvalidRequest
+    naming the limit when no split can carry them."""
     args = vm.boot_args or ""
-    if not args.strip() or str(vm.type or _USER_VM).lower() == _USER_VM:
-        return None
-    if len(args) > KVP_VALUE_MAX_CHARS:
-        raise InvalidRequest(f"vm.bootArgs has {len(args)} characters; at most "
-                             f"{KVP_VALUE_MAX_CHARS} fit in one KVP item")
-    return args
+    if not args.strip() or not _is_system_vm(vm):
+        return ()
+    try:
+        return build.split_words(BOOT_ARGS_KEY, args)
+    except InvalidRequest as error:
+        raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "
+                             f"{error}") from None
+
+
+def _with_iso(disks: tuple[_Disk, ...], generation: int,
+              path: str) -> tuple[tuple[_Disk, ...], str]:
+    """``disks`` with the system VM ISO at ``path``: in the first empty DVD drive asked
+    for, else in a new DVD drive (generation 1: IDE 1 slot 0 or the next free IDE slot;
+    generation 2: the lowest free SCSI slot)."""
+    for index, disk in enumerate(disks):
+        if disk.dvd and disk.path is None:
+            placed = dataclasses.replace(disk, path=path)
+            return ((*disks[:index], placed, *disks[index + 1:]),
+                    f"system VM ISO {path} inserted at {disk.bus.upper()} slot {disk.slot}")
+    used = {(disk.bus, disk.slot) for disk in disks}
+    free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
+        ("scsi", slot) for slot in range(SCSI_SLOTS) if ("scsi", slot) not in used]
+    if not free:
+        log.warning("no free drive slot for the system VM ISO %s", path)
+        return disks, f"no free drive slot for the system VM ISO {path}; started without it"
+    bus, slot = free[0]
+    return ((*disks, _Disk("ISO", bus, slot, path)),
+            f"system VM ISO {path} inserted at {bus.upper()} slot {slot}")
 
 
 def _kind(disk: DiskTO) -> str:
@@ -321,8 +459,10 @@ def _nic(nic: NicTO, switches: Sequence[str]) -> _Nic:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
                              if switch else f"{where}: the host has no virtual switch")
     rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-    return _Nic(nic.device_id, nic.mac or digits, switch, _vlan(nic.broadcast_uri, where), rate,
-                nic.uuid or f"Network Adapter {nic.device_id}")
+    spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
+    vlan = None if spare else _vlan(nic.broadcast_uri, where)
+    return _Nic(nic.device_id, nic.mac or digits, switch, vlan, rate,
+                nic.uuid or f"Network Adapter {nic.device_id}", spare)
 
 
 def _vlan(uri: str | None, where: str) -> int | None:

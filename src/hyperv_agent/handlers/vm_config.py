@@ -1,11 +1,14 @@
-"""VM configuration: ScaleVm, GetVmConfig and ModifyVmNicConfig (protocol §5.1 rows 31–32,
-§5.3, §6).
+"""VM configuration: ScaleVm, GetVmConfig, ModifyVmNicConfig, PlugNic and UnPlugNic
+(protocol §5.1 rows 13, 31–32, §5.3, §6).
 
 The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and for
 router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
-in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (§9.4). Every command
-holds the VM's lock (shared with the other VM handlers), so it never interleaves with a
-Start, Stop or another change of the same VM.
+in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (§9.4). When a
+PlugNic or UnPlugNic does arrive, it is carried out for real: a NIC is added to (removed
+from) a generation 2 VM or a stopped one, and on a running generation 1 VM, which cannot
+gain or lose NICs, an existing NIC with the MAC is connected (disconnected). Every
+command holds the VM's lock (shared with the other VM handlers), so it never interleaves
+with a Start, Stop or another change of the same VM.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
     GetVmConfigAnswer,
     ModifyVmNicConfigAnswer,
+    PlugNicAnswer,
     ScaleVmAnswer,
+    UnPlugNicAnswer,
 )
 from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_network import PlugNicCommand, UnPlugNicCommand
 from hyperv_agent.cloudstack.commands_vm import (
     GetVmConfigCommand,
     ModifyVmNicConfigCommand,
     ScaleVmCommand,
 )
-from hyperv_agent.cloudstack.objects import NicDetails
+from hyperv_agent.cloudstack.objects import NicDetails, NicTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import build, nics, scale, vms
+from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 
 C = TypeVar("C", bound=Command)
@@ -48,6 +55,8 @@ class VmConfigHandlers:
             names.SCALE_VM_COMMAND: self.scale,
             names.GET_VM_CONFIG_COMMAND: self.get_config,
             names.MODIFY_VM_NIC_CONFIG_COMMAND: self.modify_nic,
+            names.PLUG_NIC_COMMAND: self.plug_nic,
+            names.UNPLUG_NIC_COMMAND: self.unplug_nic,
         }
 
     async def scale(self, command: Command) -> Result:
@@ -130,6 +139,99 @@ class VmConfigHandlers:
     def _nic_failed(asked: ModifyVmNicConfigCommand, why: str) -> ModifyVmNicConfigAnswer:
         return ModifyVmNicConfigAnswer(result=False, vm_name=asked.vm_name, details=(
             f"{names.MODIFY_VM_NIC_CONFIG_COMMAND} changed nothing: {why}"))
+
+    async def plug_nic(self, command: Command) -> Result:
+        """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
+        ``broadcastUri``, ``networkRateMbps``).
+
+        A generation 2 VM (running or not) or a stopped VM gets a new synthetic NIC. A
+        running generation 1 VM cannot take one, and Hyper-V cannot change the MAC of its
+        spare NICs: the answer fails naming the spares, nothing changed. A NIC with that
+        MAC already there is connected to the switch and VLAN instead (a repeat is safe).
+        No VM name or NIC, an unknown VM, a bad MAC, VLAN or switch: a failed answer,
+        nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
+        most 3 calls and 3 job waits when warm.
+        """
+        asked = _expect(command, PlugNicCommand)
+        name, nic = asked.instance_name or "", asked.nic
+        if not name or nic is None:
+            return PlugNicAnswer(result=False, details=(
+                f"{names.PLUG_NIC_COMMAND} changed nothing: it names no "
+                f"{'instanceName' if not name else 'nic'}"))
+        mac, vlan = build.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
+        async with self.locks.hold(name):
+            vm = await vms.find_vm(self.cim, name)
+            if vm is None:
+                return PlugNicAnswer(result=False, details=(
+                    f"{names.PLUG_NIC_COMMAND} changed nothing: there is no VM {name!r} "
+                    "on this host"))
+            found = await nics.list_nics(self.cim, vm.guid)
+            present = next((item for item in found if item.mac == mac), None)
+            if present is not None:
+                await nics.set_vlan(self.cim, await nics.connect(
+                    self.cim, present, nic.name or None), vlan)
+                return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
+            refusal = await self._nics_fixed(vm, found)
+            if refusal:
+                return PlugNicAnswer(result=False, details=(
+                    f"{names.PLUG_NIC_COMMAND} changed nothing: {refusal}"))
+            await self._add_nic(vm, nic, mac, vlan)
+        return PlugNicAnswer(result=True, details=f"NIC {mac} added to VM {name}")
+
+    async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
+        """Why the VM cannot gain or lose NICs now; None when it can."""
+        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.cim, vm.guid) == 2:
+            return None
+        spares = ", ".join(item.mac for item in found if not item.connected) or "none"
+        return (f"VM {vm.name} is a {vm.power.value} generation 1 VM: Hyper-V adds network "
+                "adapters to it only while it is off and cannot change the MAC address of "
+                f"its spare (disconnected) adapters ({spares}); wire a spare with "
+                f"{names.MODIFY_VM_NIC_CONFIG_COMMAND.rsplit('.', 1)[-1]} instead")
+
+    async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str, vlan: int | None) -> None:
+        switch = nic.name
+        if not switch:
+            switches = await hyperv_host.switch_names(self.cim)
+            if not switches:
+                raise InvalidRequest("the host has no virtual switch for the NIC")
+            switch = switches[0]
+        rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
+        await build.add_nic(self.cim, vm, mac=mac, switch_name=switch, vlan=vlan,
+                            rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
+
+    async def unplug_nic(self, command: Command) -> Result:
+        """Take the NIC with ``nic.mac`` away from ``instanceName``.
+
+        A generation 2 VM (running or not) or a stopped VM loses the NIC and its port. A
+        running generation 1 VM cannot lose a NIC: its port is disconnected and its VLAN
+        removed instead, so it becomes a spare. No VM name or NIC, an unknown VM or MAC:
+        a failed answer, nothing changed. Afterwards the NIC carries no traffic. 2 queries
+        + 1 call and 1 job wait (up to 2 and 2 on generation 1).
+        """
+        asked = _expect(command, UnPlugNicCommand)
+        name, nic = asked.instance_name or "", asked.nic
+        if not name or nic is None:
+            return UnPlugNicAnswer(result=False, details=(
+                f"{names.UNPLUG_NIC_COMMAND} changed nothing: it names no "
+                f"{'instanceName' if not name else 'nic'}"))
+        mac = build.normalize_mac(nic.mac or "")
+        async with self.locks.hold(name):
+            vm = await vms.find_vm(self.cim, name)
+            found = [] if vm is None else await nics.list_nics(self.cim, vm.guid)
+            present = next((item for item in found if item.mac == mac), None)
+            if vm is None or present is None:
+                return UnPlugNicAnswer(result=False, details=(
+                    f"{names.UNPLUG_NIC_COMMAND} changed nothing: " + (
+                        f"there is no VM {name!r} on this host" if vm is None
+                        else f"VM {name} has no NIC with MAC {mac}")))
+            if await self._nics_fixed(vm, found) is None:
+                await nics.remove(self.cim, present)
+                return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
+            await nics.set_vlan(self.cim, present, None)
+            await nics.disconnect(self.cim, present)
+        return UnPlugNicAnswer(result=True, details=(
+            f"NIC {mac} of running generation 1 VM {name} disconnected (Hyper-V cannot "
+            "remove it while the VM runs)"))
 
 
 def _vlan(text: str | None) -> int | None:

@@ -9,7 +9,8 @@ features (VLAN, bandwidth) and the KVP data item are spawned once; switch paths 
 up by name once. All of it is cached per ``Cim`` (a ``WeakKeyDictionary``), so the figures
 below hold once a backend is warm (job polls not counted, W = job waits). Warming costs,
 once per backend: 1 query for the VSMS, 1 query for all templates, 1 spawn per spawned
-class (VSSD, VLAN, bandwidth, KVP item) and 1 query per switch name.
+class (VSSD, VLAN, bandwidth, KVP item), 1 query per switch name and 2 queries for the
+host's clock speed (``host_cpu_mhz``).
 
 =======================  ==================================================================
 ``define_vm``            3 calls + 2 W (DefineSystem, 1 query, ModifyResourceSettings)
@@ -18,7 +19,8 @@ class (VSSD, VLAN, bandwidth, KVP item) and 1 query per switch name.
 ``attach_empty_dvd``     1 call + 1 W
 ``controllers``          1 query
 ``add_nic``              3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without
-``push_kvp``             1 call + 1 W; 2 calls + 2 W when the key already exists
+``push_kvp_items``       1 call + 1 W for up to 128 items; 2 calls + 2 W when they exist
+``host_cpu_mhz``         2 queries the first time for a backend, then none
 =======================  ==================================================================
 
 Requests are checked before anything is created (``InvalidRequest``). A failure of a later
@@ -38,17 +40,21 @@ from typing import TypeVar
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
-from hyperv_agent.hyperv import vms
+from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
+    KVP_GUEST_VALUE_MAX_BYTES,
+    KVP_ITEMS_PER_CALL,
     KVP_KEY_MAX_CHARS,
     KVP_VALUE_MAX_CHARS,
     MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
     NAMESPACE,
-    PROCESSOR_LIMIT_PER_PERCENT,
+    PROCESSOR_LIMIT_FULL,
+    PROCESSOR_WEIGHT_DEFAULT,
     PROCESSOR_WEIGHT_MAX,
+    PROCESSOR_WEIGHT_MIN,
     SCSI_SLOTS,
     TEMPLATE_PREFIX,
     TEMPLATE_SUFFIX,
@@ -56,6 +62,7 @@ from hyperv_agent.hyperv.schema import (
     VLAN_ID_MIN,
     VM_NAME_MAX_CHARS,
     Class,
+    EnabledState,
     KvpSource,
     ResourceType,
     Subtype,
@@ -79,8 +86,9 @@ class VmSpec:
     generation: int  # 1 or 2
     cpus: int
     memory_mb: int  # static memory (startup = minimum = maximum)
-    cpu_limit_percent: int = 100  # 0..100 of each vCPU
-    cpu_weight: int = 100  # 0..10000
+    cpu_limit_millipercent: int = PROCESSOR_LIMIT_FULL  # 0..100000 (100 %) of each vCPU
+    cpu_reservation_millipercent: int = 0  # 0..cpu_limit_millipercent of each vCPU
+    cpu_weight: int = PROCESSOR_WEIGHT_DEFAULT  # 0..10000
     secure_boot: bool = False  # generation 2 only
     secure_boot_template_id: str | None = None  # a GUID; needs secure_boot
 
@@ -119,6 +127,7 @@ class _Cache:
     templates: dict[tuple[str, str], CimInstance] | None = None  # (class, subtype) lower-case
     spawned: dict[str, CimInstance] = field(default_factory=dict)  # by class name
     switches: dict[str, ObjectPath] = field(default_factory=dict)  # by ElementName
+    cpu_mhz: int | None = None  # the host's clock speed per core
 
 
 _CACHES: weakref.WeakKeyDictionary[Cim, _Cache] = weakref.WeakKeyDictionary()
@@ -230,8 +239,12 @@ def validate(spec: VmSpec) -> None:
         (spec.cpus < 1, f"cpus must be at least 1, not {spec.cpus}"),
         (spec.memory_mb < MEMORY_MIN_MB, f"memory_mb must be at least {MEMORY_MIN_MB}, "
                                          f"not {spec.memory_mb}"),
-        (not 0 <= spec.cpu_limit_percent <= 100,
-         f"cpu_limit_percent {spec.cpu_limit_percent} is outside 0..100"),
+        (not 0 <= spec.cpu_limit_millipercent <= PROCESSOR_LIMIT_FULL,
+         f"cpu_limit_millipercent {spec.cpu_limit_millipercent} is outside "
+         f"0..{PROCESSOR_LIMIT_FULL}"),
+        (not 0 <= spec.cpu_reservation_millipercent <= spec.cpu_limit_millipercent,
+         f"cpu_reservation_millipercent {spec.cpu_reservation_millipercent} is outside "
+         f"0..cpu_limit_millipercent"),
         (not 0 <= spec.cpu_weight <= PROCESSOR_WEIGHT_MAX,
          f"cpu_weight {spec.cpu_weight} is outside 0..{PROCESSOR_WEIGHT_MAX}"),
         (spec.secure_boot and spec.generation != 2, "secure boot needs generation 2"),
@@ -293,8 +306,8 @@ async def _set_processors_and_memory(cim: Cim, guid: str, spec: VmSpec) -> None:
     kinds = wql.any_of("ResourceType", [int(ResourceType.PROCESSOR), int(ResourceType.MEMORY)])
     found = await cim.query(wql.select(Class.RASD_BASE, _device_prefix(guid) & kinds), NAMESPACE)
     processor = _one(found, Class.PROCESSOR).updated(
-        VirtualQuantity=spec.cpus, Weight=spec.cpu_weight,
-        Limit=spec.cpu_limit_percent * PROCESSOR_LIMIT_PER_PERCENT)
+        VirtualQuantity=spec.cpus, Weight=spec.cpu_weight, Limit=spec.cpu_limit_millipercent,
+        Reservation=spec.cpu_reservation_millipercent)
     memory = _one(found, Class.MEMORY).updated(
         DynamicMemoryEnabled=False, VirtualQuantity=spec.memory_mb,
         Reservation=spec.memory_mb, Limit=spec.memory_mb)
@@ -306,6 +319,38 @@ def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
     if match is None:
         raise HyperVError(f"the VM has no {class_name}")
     return match
+
+
+# --- processor shares ---------------------------------------------------------------------
+
+
+async def host_cpu_mhz(cim: Cim) -> int:
+    """The host's clock speed per core in MHz (0 when WMI does not say).
+
+    Read-only: 2 queries the first time for a backend, then cached (a host's clock
+    speed does not change while it runs).
+    """
+    cache = _cache(cim)
+    if cache.cpu_mhz is None:
+        cache.cpu_mhz = (await host.host_facts(cim)).cpu_mhz
+    return cache.cpu_mhz
+
+
+def core_share(mhz: int, host_mhz: int) -> int:
+    """``mhz`` of one host core as a processor Limit or Reservation (percent / 1000),
+    at most 100000 (a whole core); a whole core when the host speed is unknown."""
+    if host_mhz <= 0:
+        return PROCESSOR_LIMIT_FULL
+    return max(0, min(PROCESSOR_LIMIT_FULL, mhz * PROCESSOR_LIMIT_FULL // host_mhz))
+
+
+def speed_weight(mhz: int | None, host_mhz: int) -> int:
+    """A processor Weight proportional to ``mhz``: Hyper-V's default (100) for a whole
+    host core, bounded to 1..10000; the default when either speed is unknown."""
+    if not mhz or mhz <= 0 or host_mhz <= 0:
+        return PROCESSOR_WEIGHT_DEFAULT
+    weight = round(mhz * PROCESSOR_WEIGHT_DEFAULT / host_mhz)
+    return max(PROCESSOR_WEIGHT_MIN, min(PROCESSOR_WEIGHT_MAX, weight))
 
 
 # --- controllers, disks and DVD drives ----------------------------------------------------
@@ -403,26 +448,31 @@ def _check_slot(slot: int) -> None:
 
 async def add_nic(
     cim: Cim, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
-    rate_mbps: int | None, name: str,
+    rate_mbps: int | None, name: str, connected: bool = True,
 ) -> NicRef:
     """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
 
     ``mac`` takes 12 hex digits with or without ':'/'-'. With ``vlan`` the port is in
     access mode on that VLAN; with ``rate_mbps`` its bandwidth Limit is rate × 10^6.
+    Without ``connected`` the port names the switch but is disabled (EnabledState 3), so
+    the NIC carries no traffic until it is connected (a spare NIC); it takes no VLAN.
+    Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
     An invalid MAC, VLAN or rate or an unknown switch: InvalidRequest, nothing created.
-    Missing VM: HyperVError. Not idempotent: a repeat adds another NIC. Afterwards the NIC
-    is connected with its features set. If connecting it or setting its features fails,
-    the NIC (and its port) is removed again. 3 calls + 3 W when warm (2 + 2 W when no
-    VLAN and no rate are given).
+    Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
+    repeat adds another NIC. Afterwards the NIC has its port and features. If the port or
+    its features fail, the NIC (and its port) is removed again. 3 calls + 3 W when warm
+    (2 + 2 W when no VLAN and no rate are given).
     """
     address = _check_nic(mac, vlan, rate_mbps, name)
+    if vlan is not None and not connected:
+        raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
     switch = await switch_path(cim, switch_name)
     template = await default_setting(cim, Class.SEPSD, Subtype.NIC)
     nic = await _step("adding the network adapter", _add(cim, vm, template.updated(
         ElementName=name, Address=address, StaticMacAddress=True,
         VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])))
     port = await _step(f"connecting the network adapter to {switch_name!r}",
-                       _connect(cim, vm, nic, switch, name), _forget_switch_then(
+                       _connect(cim, vm, nic, switch, name, connected), _forget_switch_then(
                            cim, switch_name, lambda: _remove(cim, [nic])))
     features = await _step("setting the port's VLAN and bandwidth",
                            _add_features(cim, port, vlan, rate_mbps),
@@ -451,9 +501,11 @@ def _forget_switch_then(cim: Cim, switch_name: str, undo: _Undo) -> _Undo:
 
 
 async def _connect(cim: Cim, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
-                   name: str) -> ObjectPath:
+                   name: str, enabled: bool) -> ObjectPath:
     template = await default_setting(cim, Class.EPASD, Subtype.PORT)
-    port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name)
+    state = EnabledState.ENABLED if enabled else EnabledState.DISABLED
+    port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name,
+                            EnabledState=int(state))
     return await _add(cim, vm, port)
 
 
@@ -476,26 +528,80 @@ async def _add_features(cim: Cim, port: ObjectPath, vlan: int | None,
 # --- KVP ----------------------------------------------------------------------------------
 
 
-async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
-    """Set the host-to-guest KVP item ``key`` of the VM to ``value``.
+def fits_kvp_value(value: str) -> bool:
+    """Whether ``value`` fits one host-to-guest KVP item: at most 1023 UTF-16 units (what
+    Msvm_KvpExchangeDataItem.Data takes) and 2047 bytes of UTF-8 (a guest pool record)."""
+    return (len(value.encode("utf-16-le")) // 2 <= KVP_VALUE_MAX_CHARS
+            and len(value.encode("utf-8")) <= KVP_GUEST_VALUE_MAX_BYTES)
 
-    Values over 1023 characters (and empty or over-long keys) raise InvalidRequest; how
-    longer values are split into several keys is decided later. AddKvpItems first; if it
-    fails (the key exists), ModifyKvpItems. Missing VM: HyperVError after both attempts.
-    Safe to repeat: afterwards the VM has exactly one item ``key`` with ``value``, seen
-    by the guest while it runs with KVP integration services. Nothing needs cleaning up
-    on failure. 1 call + 1 W when warm; 2 calls + 2 W when the key exists.
+
+def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
+    """``value`` as KVP items: one item ``key`` when it fits, else several whose values
+    hold whole words (split at whitespace, never inside a word).
+
+    Every item lands in the guest's pool as a record of its own; a guest that reads the
+    whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
+    word. Each part starts and ends with a space, so no word runs into the next record's
+    key; the parts are keyed ``key``, ``key-2``, ``key-3``, ... A word that does not fit
+    one item, or more than 128 items: InvalidRequest naming the limit. Pure, no I/O.
     """
-    if not key or len(key) > KVP_KEY_MAX_CHARS:
-        raise InvalidRequest(f"KVP key must have 1..{KVP_KEY_MAX_CHARS} characters")
-    if len(value) > KVP_VALUE_MAX_CHARS:
-        raise InvalidRequest(f"KVP value of {key!r} has {len(value)} characters, more than "
-                             f"{KVP_VALUE_MAX_CHARS}")
-    item = (await _spawned(cim, Class.KVP_ITEM)).updated(
-        Name=key, Data=value, Source=int(KvpSource.HOST))
-    params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": [item]}
+    if fits_kvp_value(value):
+        return ((key, value),)
+    parts: list[str] = []
+    for word in value.split():
+        if not fits_kvp_value(f" {word} "):
+            raise InvalidRequest(
+                f"the word {word[:40]!r}... of {key!r} has {len(word)} characters; with a "
+                f"space on each side it must fit one KVP value of at most "
+                f"{KVP_VALUE_MAX_CHARS} characters ({KVP_GUEST_VALUE_MAX_BYTES} bytes of "
+                "UTF-8), and words are not split")
+        if parts and fits_kvp_value(f"{parts[-1]}{word} "):
+            parts[-1] = f"{parts[-1]}{word} "
+        else:
+            parts.append(f" {word} ")
+    if not parts:
+        return ((key, value.strip()),)
+    if len(parts) > KVP_ITEMS_PER_CALL:
+        raise InvalidRequest(
+            f"{key!r} needs {len(parts)} KVP items of at most {KVP_VALUE_MAX_CHARS} "
+            f"characters; at most {KVP_ITEMS_PER_CALL} are pushed")
+    return tuple((key if n == 1 else f"{key}-{n}", part) for n, part in enumerate(parts, 1))
+
+
+async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
+    """Set the host-to-guest KVP item ``key`` of the VM to ``value`` (``push_kvp_items``
+    with one item)."""
+    await push_kvp_items(cim, vm, ((key, value),))
+
+
+async def push_kvp_items(cim: Cim, vm: VmRef, items: Sequence[tuple[str, str]]) -> None:
+    """Set host-to-guest KVP items (key, value) of the VM, all in one call.
+
+    A value that does not fit one item (``fits_kvp_value``; ``split_words`` splits long
+    ones), an empty or over-long key, or more than 128 items: InvalidRequest, nothing
+    pushed. AddKvpItems first; if it fails (a key exists), ModifyKvpItems. Missing VM:
+    HyperVError after both attempts. Safe to repeat: afterwards the VM has each item with
+    its value, seen by the guest while it runs with KVP integration services (keys the
+    VM already had are left as they were). Hyper-V applies a call wholly or not at all,
+    so nothing needs cleaning up on failure. 1 call + 1 W when warm; 2 calls + 2 W when
+    the keys exist.
+    """
+    if not 1 <= len(items) <= KVP_ITEMS_PER_CALL:
+        raise InvalidRequest(f"push 1..{KVP_ITEMS_PER_CALL} KVP items, not {len(items)}")
+    for key, value in items:
+        if not key or len(key) > KVP_KEY_MAX_CHARS:
+            raise InvalidRequest(f"KVP key must have 1..{KVP_KEY_MAX_CHARS} characters")
+        if not fits_kvp_value(value):
+            raise InvalidRequest(
+                f"KVP value of {key!r} has {len(value)} characters, more than one item holds "
+                f"({KVP_VALUE_MAX_CHARS} characters, {KVP_GUEST_VALUE_MAX_BYTES} bytes of UTF-8)")
+    spawned = await _spawned(cim, Class.KVP_ITEM)
+    data = [spawned.updated(Name=key, Data=value, Source=int(KvpSource.HOST))
+            for key, value in items]
+    params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": list(data)}
+    names = ", ".join(repr(key) for key, _ in items)
     try:
         await vms.call_service(cim, "AddKvpItems", params)
     except (MethodFailed, JobFailed) as added:
-        await _step(f"pushing KVP item {key!r}: adding it failed ({added}), then replacing it",
+        await _step(f"pushing KVP item {names}: adding it failed ({added}), then replacing it",
                     vms.call_service(cim, "ModifyKvpItems", params))

@@ -8,6 +8,8 @@ association walks. Round trips (W = job waits):
 
 ================  =====================================================================
 ``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
+``generation``    1 query (the VM's settings)
+``remove``        1 call + 1 W
 ``connect``       1 call + 1 W; +1 query when a switch is named or the port has none;
                   +1 query when the NIC has no port yet
 ``disconnect``    1 call + 1 W; nothing when the port is already disconnected
@@ -15,8 +17,9 @@ association walks. Round trips (W = job waits):
                   when the VLAN is already as asked
 ================  =====================================================================
 
-Nothing here adds or removes a NIC: Hyper-V cannot hot-add NICs to a generation 1 VM,
-so CloudStack wires pre-created ones (protocol §9.4).
+NICs are added by ``build.add_nic``. Hyper-V cannot add or remove NICs of a running
+generation 1 VM, so CloudStack wires pre-created spare ones there (protocol §9.4);
+generation 2 VMs take and lose NICs while running.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
+    GENERATION_SUBTYPES,
     NAMESPACE,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -209,3 +213,28 @@ async def _modify(cim: Cim, setting: CimInstance) -> None:
     await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
 
 
+
+
+async def generation(cim: Cim, vm_guid: str) -> int:
+    """The VM's generation (1 or 2); 1 query, read-only.
+
+    Missing VM: HyperVError. Hosts older than 2012 R2 name no generation: 1.
+    """
+    query = wql.select(Class.VSSD, wql.eq("InstanceID", f"Microsoft:{vm_guid}"),
+                       ("InstanceID", "VirtualSystemSubType"))
+    found = await cim.query(query, NAMESPACE)
+    if not found:
+        raise HyperVError(f"there is no VM {vm_guid}")
+    subtype = (found[0].string("VirtualSystemSubType") or "").lower()
+    return next((number for number, name in GENERATION_SUBTYPES.items()
+                 if name.lower() == subtype), 1)
+
+
+async def remove(cim: Cim, nic: Nic) -> None:
+    """Remove the NIC and its switch port (and the port's features) from its VM.
+
+    Generation 1 VMs lose NICs only while off; a running one: HyperVError (MethodFailed
+    or JobFailed) with nothing changed. A NIC already gone: HyperVError, nothing changed.
+    Afterwards the VM no longer has the NIC. 1 call + 1 W.
+    """
+    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})

@@ -181,6 +181,10 @@ class DiskFormat(IntEnum):
     VHDX = 3
 
 
+#: The disk format Hyper-V requires for a file extension (lower case, with the dot).
+DISK_EXTENSIONS = {".vhd": DiskFormat.VHD, ".vhdx": DiskFormat.VHDX}
+
+
 class KvpSource(IntEnum):
     HOST = 0
     HOST_ONLY = 4
@@ -214,16 +218,22 @@ GENERATION_SUBTYPES = {1: Subtype.GENERATION_1, 2: Subtype.GENERATION_2}
 VM_NAME_MAX_CHARS = 100  # VSSD.ElementName
 TEMPLATE_PREFIX = "Microsoft:Definition\\"  # InstanceID of a template (…\Default) instance
 TEMPLATE_SUFFIX = "\\Default"
-PROCESSOR_LIMIT_PER_PERCENT = 1000  # Msvm_ProcessorSettingData.Limit is in percent / 1000
 PROCESSOR_WEIGHT_MAX = 10000
 MEMORY_MIN_MB = 32
 SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
+IDE_SLOTS = 2  # AddressOnParent 0..1 of an IDE controller
+DVD_IDE_CONTROLLER = 1  # generation 1: the DVD drive sits on IDE controller 1 (Address "1")
 MAC_HEX_DIGITS = 12  # SEPSD.Address: 12 hex digits, no separators
 VLAN_ID_MIN = 1
 VLAN_ID_MAX = 4094
 BITS_PER_MEGABIT = 1_000_000  # bandwidth Limit = Mbps × 1,000,000 (CloudStack's reading)
 KVP_KEY_MAX_CHARS = 1024  # Msvm_KvpExchangeDataItem.Name MAXLEN
-KVP_VALUE_MAX_CHARS = 1023  # Msvm_KvpExchangeDataItem.Data, as the issue fixes it for now
+KVP_VALUE_MAX_CHARS = 1023  # Msvm_KvpExchangeDataItem.Data, in UTF-16 units
+KVP_GUEST_VALUE_MAX_BYTES = 2047  # a guest pool record's value: 2048 bytes of UTF-8 with NUL
+KVP_ITEMS_PER_CALL = 128  # AddKvpItems / ModifyKvpItems take at most 128 DataItems
+PROCESSOR_LIMIT_FULL = 100000  # Limit / Reservation of a whole vCPU (100 %, percent / 1000)
+PROCESSOR_WEIGHT_DEFAULT = 100  # Msvm_ProcessorSettingData.Weight when nothing is asked
+PROCESSOR_WEIGHT_MIN = 1
 
 
 class VlanMode(IntEnum):

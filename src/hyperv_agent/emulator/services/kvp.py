@@ -87,13 +87,21 @@ def _apply(call: Call, settings: Record, item: Embedded, change: Change) -> None
     source = item.integer("Source") or 0
     if source not in _LISTS or not name:
         raise MethodError(ReturnCode.INVALID_PARAMETER, f"bad KVP item {name!r} (Source {source})")
-    if len(name) > codes.KVP_NAME_MAX_CHARS or len(data) > codes.KVP_DATA_MAX_CHARS:
+    if _utf16_units(name) > codes.KVP_NAME_MAX_CHARS or (
+        _utf16_units(data) > codes.KVP_DATA_MAX_CHARS
+    ):
         raise MethodError(codes.KVP_VALUE_TOO_LONG,
                           f"KVP key or value too long: key {len(name)} chars, value {len(data)} "
                           f"chars (limits {codes.KVP_NAME_MAX_CHARS}/{codes.KVP_DATA_MAX_CHARS})")
     entries = _read(settings, _LISTS[source])
     change(entries, name, data)
     settings[_LISTS[source]] = tuple(_item_text(call, n, d, source) for n, d in entries.items())
+
+
+def _utf16_units(text: str) -> int:
+    """The length WMI measures a string in: UTF-16 code units (a character outside the
+    Basic Multilingual Plane counts twice)."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _read(settings: Record, list_name: str) -> Items:
