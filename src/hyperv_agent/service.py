@@ -24,6 +24,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
+from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.start import StartHandler
@@ -97,6 +98,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= vm.table()
     handlers |= VmConfigHandlers(cim, vm.locks).table()
     handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
+    handlers |= AttachHandlers(cim, files, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)

@@ -1,0 +1,348 @@
+"""Attach and detach: AttachCommand / DettachCommand for data volumes and ISOs,
+AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1 rows 28–29, §11).
+
+A data volume (``disk.type`` DATADISK, a VolumeObjectTO on a primary pool) goes on the
+VM's first SCSI controller at ``disk.diskSeq``; an ISO (``disk.type`` ISO, a
+TemplateObjectTO on a cifs image store) goes in the VM's DVD drive. Every path is
+resolved and confined to its pool or share by ``handlers.datapaths`` before the VM is
+looked at, and a file to attach must exist; bad input fails the answer with nothing
+changed. Each command holds the VM's lock (shared with the other VM handlers).
+
+Choices, and why:
+
+- VM not on this host: success, with ``details`` saying so. The MS attaches and
+  detaches volumes of a stopped VM in its database and passes them in the next
+  StartCommand, so there is nothing to do here (the C# agent answers the same, silently).
+- Detaching an image the VM does not hold: a failure, "the disk image is not attached"
+  (the C# agent's answer). A success would tell the MS the VM changed when it did not,
+  and hide a mismatch between the MS's records and the host (for example, a volume
+  attached under another file name); the failure names the file and the VM. The way out
+  for an operator is to detach while the VM is stopped, which needs no host.
+- Attaching what is already attached at that place: success, nothing changed, so a
+  retry after a lost answer is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import ntpath
+from dataclasses import dataclass
+from typing import TypeVar
+
+from hyperv_agent import logs
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import (
+    Answer,
+    AttachAnswer,
+    DettachAnswer,
+    GetVmDiskStatsAnswer,
+)
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_storage import AttachCommand, DettachCommand
+from hyperv_agent.cloudstack.commands_vm import AttachIsoCommand, GetVmDiskStatsCommand
+from hyperv_agent.cloudstack.objects import (
+    DiskTO,
+    NfsTO,
+    TemplateObjectTO,
+    VmDiskStatsEntry,
+    VolumeObjectTO,
+)
+from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
+from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hyperv import drives, vms
+from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.schema import SCSI_SLOTS
+
+log = logging.getLogger("hyperv_agent.handlers.attach")
+
+C = TypeVar("C", bound=Command)
+
+DATADISK = "DATADISK"
+ISO = "ISO"
+
+
+@dataclass(frozen=True)
+class _Image:
+    """What a command asks for: a data volume or an ISO, as a host path."""
+
+    kind: str  # DATADISK or ISO
+    path: str
+
+
+class AttachHandlers:
+    """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
+
+    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks) -> None:
+        self.cim = cim
+        self.files = files
+        self.locks = locks
+
+    def table(self) -> dict[str, Handler]:
+        """The handlers of this module by command FQCN (for ``Dispatch``)."""
+        return {
+            names.ATTACH_COMMAND: self.attach,
+            names.DETTACH_COMMAND: self.dettach,
+            names.ATTACH_ISO_COMMAND: self.attach_iso,
+            names.GET_VM_DISK_STATS_COMMAND: self.disk_stats,
+        }
+
+    # --- AttachCommand ------------------------------------------------------------------
+
+    async def attach(self, command: Command) -> Result:
+        """Attach ``disk`` to the VM ``vmName`` (running or stopped).
+
+        DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
+        slot holding something else is refused. ISO: the ISO goes in the DVD drive,
+        replacing another ISO; a drive is added when the VM has none and Hyper-V allows
+        it. Already attached there: success, nothing changed. Another disk type, a path
+        outside its store, a missing file or a bad ``diskSeq``: a failed answer, nothing
+        changed. VM not on this host: success, nothing done (details say so). A failed
+        Hyper-V step leaves the VM as it was (a half-added drive is removed again).
+        """
+        asked = _expect(command, AttachCommand)
+        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        if _kind(disk) not in (DATADISK, ISO):
+            return AttachAnswer(result=False, disk=echo, details=_invalid_type(
+                disk, f"attached to vm {vm_name}"))
+        try:
+            details = await self._attach(disk, vm_name)
+        except AgentError as error:
+            return AttachAnswer(result=False, disk=echo,
+                                details=logs.redact(f"AttachCommand failed: {error}"))
+        return AttachAnswer(result=True, disk=echo, details=details)
+
+    async def _attach(self, disk: DiskTO, vm_name: str) -> str:
+        image = _image(disk)
+        _check_vm_name(vm_name)
+        slot = _slot(disk) if image.kind == DATADISK else 0
+        await self._require_file(disk, image.path)
+        async with self.locks.hold(vm_name):
+            vm = await vms.find_vm(self.cim, vm_name)
+            if vm is None:
+                return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
+                                        "disk when the VM next starts")
+            if image.kind == DATADISK:
+                placed = await drives.attach_volume(self.cim, vm, slot, image.path)
+            else:
+                placed = await drives.insert_iso(self.cim, vm, image.path)
+        return _placed(image.path, vm_name, placed)
+
+    # --- DettachCommand -----------------------------------------------------------------
+
+    async def dettach(self, command: Command) -> Result:
+        """Detach ``disk`` from the VM ``vmName``; the file stays where it is.
+
+        DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
+        ejected and the DVD drive stays. The image not attached to the VM: a failed
+        answer, "the disk image is not attached", nothing changed (see the module notes).
+        Another disk type or a path outside its store: a failed answer. VM not on this
+        host: success, nothing done (details say so).
+        """
+        asked = _expect(command, DettachCommand)
+        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        if _kind(disk) not in (DATADISK, ISO):
+            return DettachAnswer(result=False, disk=echo, details=_invalid_type(
+                disk, f"dettached from vm {vm_name}"))
+        try:
+            image = _image(disk)
+            _check_vm_name(vm_name)
+            details = await self._detach(image, vm_name)
+        except AgentError as error:
+            return DettachAnswer(result=False, disk=echo,
+                                 details=logs.redact(f"DettachCommand failed: {error}"))
+        return DettachAnswer(result=True, disk=echo, details=details)
+
+    async def _detach(self, image: _Image, vm_name: str) -> str:
+        async with self.locks.hold(vm_name):
+            vm = await vms.find_vm(self.cim, vm_name)
+            if vm is None:
+                return _absent(vm_name, "nothing to detach; the VM starts without the disk")
+            if image.kind == DATADISK:
+                drive = await drives.detach_volume(self.cim, vm, image.path)
+            else:
+                drive = await drives.eject_iso(self.cim, vm, image.path)
+        if drive is None:
+            raise InvalidRequest(_not_attached(image.path, vm_name))
+        done = "removed from" if image.kind == DATADISK else "ejected from the DVD drive at"
+        return f"{image.path} {done} {drive.where} of VM {vm_name}; the file is kept"
+
+    # --- AttachIsoCommand ---------------------------------------------------------------
+
+    async def attach_iso(self, command: Command) -> Result:
+        """Insert (``attach`` true) or eject (false) the ISO ``isoPath`` of ``storeUrl``.
+
+        The same operations as an ISO AttachCommand / DettachCommand, with the ISO named
+        by a path or URL on the image store ``storeUrl`` instead of a TemplateObjectTO.
+        A missing ``isoPath`` or ``storeUrl``, or a path outside the store: a failed
+        answer, nothing changed. VM not on this host: success, nothing done.
+        """
+        asked = _expect(command, AttachIsoCommand)
+        try:
+            details = await self._attach_iso(asked)
+        except AgentError as error:
+            return Answer(result=False,
+                          details=logs.redact(f"AttachIsoCommand failed: {error}"))
+        return Answer(result=True, details=details)
+
+    async def _attach_iso(self, asked: AttachIsoCommand) -> str:
+        _check_vm_name(asked.vm_name)
+        store = _store(asked.store_url)
+        path = _iso_on_store(store, asked.store_url or "", asked.iso_path)
+        if asked.attach:
+            self.files.use_credentials(store)
+            await self._require_exists(path)
+        async with self.locks.hold(asked.vm_name):
+            vm = await vms.find_vm(self.cim, asked.vm_name)
+            if vm is None:
+                return _absent(asked.vm_name, "nothing was changed")
+            if asked.attach:
+                return _placed(path, vm.name, await drives.insert_iso(self.cim, vm, path))
+            drive = await drives.eject_iso(self.cim, vm, path)
+        if drive is None:
+            raise InvalidRequest(_not_attached(path, asked.vm_name))
+        return f"{path} ejected from the DVD drive at {drive.where} of VM {asked.vm_name}"
+
+    # --- GetVmDiskStatsCommand ----------------------------------------------------------
+
+    async def disk_stats(self, command: Command) -> Result:
+        """One entry per virtual hard disk of each VM in ``vmNames``.
+
+        ``path`` is the file name without its extension (the volume's uuid, as
+        CloudStack names volume files); the I/O counters are 0, as Hyper-V's per-disk
+        metrics are not read (``drives.DiskIo``). Names of no VM are left out; a VM
+        without disks maps to an empty list. Read-only, safe to repeat; 2 queries for
+        any number of VMs, none when no name is asked for.
+        """
+        asked = _expect(command, GetVmDiskStatsCommand)
+        found = await drives.attached_disks(self.cim, asked.vm_names)
+        return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
+            name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()
+        })
+
+    # --- files --------------------------------------------------------------------------
+
+    async def _require_file(self, disk: DiskTO, path: str) -> None:
+        data = disk.data
+        if isinstance(data, TemplateObjectTO) and isinstance(data.image_data_store, NfsTO):
+            url = data.image_data_store.url
+            if url:
+                self.files.use_credentials(locations.parse_cifs_url(url))
+        await self._require_exists(path)
+
+    async def _require_exists(self, path: str) -> None:
+        if not await self.files.exists(path):
+            raise InvalidRequest(f"the file {path} does not exist")
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def _expect(command: Command, kind: type[C]) -> C:
+    if not isinstance(command, kind):
+        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
+    return command
+
+
+def _echo(disk: DiskTO) -> DiskTO:
+    """``disk`` as the answer echoes it: an image store URL's password is masked (the
+    MS reads nothing from it, and answers carry no secrets)."""
+    data = disk.data
+    if not isinstance(data, TemplateObjectTO) or not isinstance(data.image_data_store, NfsTO):
+        return disk
+    store = data.image_data_store
+    masked = store.model_copy(update={"url": logs.redact(store.url or "") or None})
+    return disk.model_copy(update={"data": data.model_copy(
+        update={"image_data_store": masked})})
+
+
+def _kind(disk: DiskTO) -> str:
+    return str(disk.type).upper()
+
+
+def _invalid_type(disk: DiskTO, action: str) -> str:
+    shown = str(disk.type)[:40]
+    return (f"Invalid disk type to be {action}: {shown!r}; only {DATADISK} and {ISO} "
+            "disks can be attached and detached")
+
+
+def _check_vm_name(vm_name: str) -> None:
+    if not vm_name.strip():
+        raise InvalidRequest("vmName is empty")
+
+
+def _image(disk: DiskTO) -> _Image:
+    """The host path of the disk's volume or ISO, confined to its pool or image store."""
+    kind, data = _kind(disk), disk.data
+    if kind == DATADISK:
+        if not isinstance(data, VolumeObjectTO):
+            raise InvalidRequest("disk DATADISK: data is not a VolumeObjectTO")
+        return _Image(kind, datapaths.volume_file(data, "disk DATADISK"))
+    if not isinstance(data, TemplateObjectTO):
+        raise InvalidRequest("disk ISO: data is not a TemplateObjectTO naming the ISO")
+    return _Image(kind, datapaths.template_file(data, "disk ISO"))
+
+
+def _slot(disk: DiskTO) -> int:
+    if disk.disk_seq is None:
+        raise InvalidRequest("disk DATADISK: diskSeq is missing; it names the SCSI slot")
+    if not 0 <= disk.disk_seq < SCSI_SLOTS:
+        raise InvalidRequest(f"disk DATADISK: diskSeq {disk.disk_seq} is outside "
+                             f"0..{SCSI_SLOTS - 1}")
+    return disk.disk_seq
+
+
+def _store(store_url: str | None) -> locations.ShareLocation:
+    if not store_url:
+        raise InvalidRequest("storeUrl is missing: the ISO's image store must be given")
+    return locations.parse_cifs_url(store_url)
+
+
+def _iso_on_store(store: locations.ShareLocation, store_url: str, iso_path: str | None
+                  ) -> str:
+    """The host path of ``iso_path``: a path relative to the store, or a URL on it (the
+    MS sends ``<storeUrl>/<path>``); PathNotAllowed for a URL of another share or folder."""
+    text = (iso_path or "").strip()
+    if not text:
+        raise InvalidRequest("isoPath is missing")
+    if text.startswith(store_url.strip()):
+        text = text[len(store_url.strip()):]
+    elif "://" in text:
+        text = _relative_to(store, locations.parse_cifs_url(text))
+    return datapaths.confined(store.root, text.lstrip("/\\"))
+
+
+def _relative_to(store: locations.ShareLocation, iso: locations.ShareLocation) -> str:
+    """The folder of ``iso`` below ``store``; PathNotAllowed when it is not below it."""
+    prefix = store.folder + "\\" if store.folder else ""
+    same_share = (iso.server.casefold(), iso.share.casefold()) == (
+        store.server.casefold(), store.share.casefold())
+    if not same_share or not iso.folder.casefold().startswith(prefix.casefold()):
+        raise PathNotAllowed(f"the ISO {iso.unc} is not on the image store {store.unc}")
+    return iso.folder[len(prefix):]
+
+
+def _absent(vm_name: str, outcome: str) -> str:
+    return f"VM {vm_name} is not on this host; {outcome}"
+
+
+def _not_attached(path: str, vm_name: str) -> str:
+    return (f"the disk image is not attached: VM {vm_name} does not hold {path}; nothing "
+            "was changed (a volume CloudStack still lists as attached can be detached "
+            "while the VM is stopped)")
+
+
+def _placed(path: str, vm_name: str, placed: drives.Placed) -> str:
+    if not placed.changed:
+        return f"{path} was already attached to VM {vm_name} at {placed.where}; nothing changed"
+    return f"{path} attached to VM {vm_name} at {placed.where}"
+
+
+def _stats_entry(vm_name: str, disk: drives.DiskIo) -> VmDiskStatsEntry:
+    name = ntpath.basename(disk.image.replace("/", "\\"))
+    return VmDiskStatsEntry(vm_name=vm_name, path=ntpath.splitext(name)[0],
+                            io_read=disk.read_ios, io_write=disk.write_ios,
+                            bytes_read=disk.read_bytes, bytes_write=disk.write_bytes)

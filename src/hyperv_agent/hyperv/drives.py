@@ -1,0 +1,412 @@
+"""The drives of an existing VM: attach and detach data volumes, insert and eject ISOs,
+and the virtual hard disks of many VMs at once.
+
+Everything starts from ``read_storage``: ONE query returns a VM's controllers, drives
+and media (``CIM_ResourceAllocationSettingData`` by InstanceID prefix, which covers the
+``Msvm_StorageAllocationSettingData`` media too). New drives and media are built by
+``hyperv.build`` from Hyper-V's templates, so the template cache is shared with VM
+creation. Round trips once a backend is warm (job polls not counted, W = job waits):
+
+=====================  =================================================================
+``read_storage``       1 query
+``attach_volume``      3 calls + 2 W (query, drive, medium); 1 query when already there;
+                       +1 call + 1 W on a stopped VM that has no SCSI controller yet
+``detach_volume``      2 calls + 1 W (query, one RemoveResourceSettings for medium and
+                       drive); 1 query when the image is not attached
+``insert_iso``         2 calls + 1 W with a DVD drive (query, insert or swap the medium);
+                       3 calls + 2 W when a DVD drive has to be added
+``eject_iso``          2 calls + 1 W; 1 query when the ISO is not in a drive
+``attached_disks``     2 queries for any number of VMs (0 when no name is asked for)
+=====================  =================================================================
+
+Where things go (as StartCommand places them): a data volume on the VM's first SCSI
+controller at the slot CloudStack names (``diskSeq``); an ISO in the VM's DVD drive,
+which on generation 1 sits on IDE controller 1 (slot 0 when it has to be added) and on
+generation 2 on the first SCSI controller (lowest free slot when it has to be added).
+Generation 1 VMs have IDE controllers and generation 2 VMs have none, so the storage
+query also tells the generation.
+
+Hyper-V changes the SCSI bus of a running VM (hot add and remove) but not its IDE bus
+and not its controllers: those refusals are raised as ``InvalidRequest`` before any call.
+Nothing here deletes or changes a file: a detached volume and an ejected ISO stay where
+they are.
+"""
+
+from __future__ import annotations
+
+import ntpath
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.errors import CimInvalidParameter, HyperVError, InvalidRequest
+from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv.schema import (
+    CAPTION_VM,
+    DVD_IDE_CONTROLLER,
+    IDE_SLOTS,
+    NAMESPACE,
+    SCSI_SLOTS,
+    Class,
+    ResourceType,
+    Subtype,
+)
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+
+IDE = "ide"
+SCSI = "scsi"
+_STORAGE_KINDS = (ResourceType.IDE_CONTROLLER, ResourceType.SCSI_CONTROLLER,
+                  ResourceType.DVD_DRIVE, ResourceType.DISK_DRIVE, ResourceType.LOGICAL_DISK)
+
+
+# --- what a VM has ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drive:
+    """A disk or DVD drive of a VM, where it sits, and the medium in it (if any)."""
+
+    path: ObjectPath
+    dvd: bool
+    bus: str  # IDE or SCSI
+    controller: int  # IDE: the controller's Address; SCSI: its position in WMI's order
+    slot: int
+    medium: CimInstance | None  # the Msvm_StorageAllocationSettingData in the drive
+
+    @property
+    def image(self) -> str | None:
+        """The host path of the medium's file; None for an empty drive."""
+        if self.medium is None:
+            return None
+        files = self.medium.strings("HostResource")
+        return files[0] if files else None
+
+    @property
+    def where(self) -> str:
+        """``SCSI 0 slot 3`` / ``IDE 1 slot 0``."""
+        return f"{self.bus.upper()} {self.controller} slot {self.slot}"
+
+    def describe(self) -> str:
+        kind = "DVD drive" if self.dvd else "disk drive"
+        return f"a {kind} holding {self.image}" if self.image else f"an empty {kind}"
+
+
+@dataclass(frozen=True)
+class VmStorage:
+    """A VM's storage controllers and drives, as one query found them."""
+
+    ide: tuple[ObjectPath, ...]  # by Address ("0", "1")
+    scsi: tuple[ObjectPath, ...]  # in WMI's order
+    drives: tuple[Drive, ...]
+
+    @property
+    def generation(self) -> int:
+        """1 when the VM has IDE controllers (generation 2 VMs have none), else 2."""
+        return 1 if self.ide else 2
+
+    def at(self, bus: str, controller: int, slot: int) -> Drive | None:
+        return next((d for d in self.drives
+                     if (d.bus, d.controller, d.slot) == (bus, controller, slot)), None)
+
+    def holding(self, image: str) -> Drive | None:
+        """The drive whose medium is the file ``image`` (Windows rules: case ignored)."""
+        wanted = same_file_key(image)
+        return next((d for d in self.drives
+                     if d.image is not None and same_file_key(d.image) == wanted), None)
+
+    def free_slot(self, bus: str, controller: int) -> int | None:
+        used = {d.slot for d in self.drives if (d.bus, d.controller) == (bus, controller)}
+        slots = IDE_SLOTS if bus == IDE else SCSI_SLOTS
+        return next((slot for slot in range(slots) if slot not in used), None)
+
+    def dvd_drive(self) -> Drive | None:
+        """The DVD drive ISOs go in: on generation 1 the one at IDE 1 slot 0 if there is
+        one, else the first DVD drive found."""
+        dvds = [d for d in self.drives if d.dvd]
+        preferred = self.at(IDE, DVD_IDE_CONTROLLER, 0)
+        if preferred is not None and preferred.dvd:
+            return preferred
+        return dvds[0] if dvds else None
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where an image is now, and whether this call put it there (False: it already was)."""
+
+    where: str
+    changed: bool
+
+
+@dataclass(frozen=True)
+class DiskIo:
+    """One virtual hard disk of a VM and its I/O counters.
+
+    The counters stay 0: Hyper-V keeps per-disk I/O figures only in its metric classes
+    (Msvm_AggregationMetricValue, after metrics collection is switched on per VM), which
+    this agent does not use and the emulator does not model. 0 reads as "not measured".
+    """
+
+    image: str
+    read_ios: int = 0
+    write_ios: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+
+def same_file_key(path: str) -> str:
+    """A comparison key for a Windows path: separators unified, case folded."""
+    return ntpath.normcase(ntpath.normpath(path.replace("/", "\\")))
+
+
+async def read_storage(cim: Cim, vm: VmRef) -> VmStorage:
+    """The VM's controllers, drives and media; 1 query, read-only, safe to repeat.
+
+    Missing VM: empty (no controllers, no drives). Drives whose Parent is not one of the
+    VM's controllers are left out.
+    """
+    condition = (wql.starts_with("InstanceID", f"Microsoft:{vm.guid}\\")
+                 & wql.any_of("ResourceType", [int(kind) for kind in _STORAGE_KINDS]))
+    found = [i for i in await cim.query(wql.select(Class.RASD_BASE, condition), NAMESPACE)
+             if i.path is not None]
+    return _storage(found)
+
+
+def _storage(found: Sequence[CimInstance]) -> VmStorage:
+    ide = sorted((i for i in found if _kind(i) == ResourceType.IDE_CONTROLLER),
+                 key=lambda c: c.string("Address") or "")
+    scsi = [i for i in found if _kind(i) == ResourceType.SCSI_CONTROLLER]
+    buses = {_path(c): (IDE, int(c.string("Address") or 0)) for c in ide}
+    buses |= {_path(c): (SCSI, index) for index, c in enumerate(scsi)}
+    media = {parent: m for m in found if m.is_a(Class.SASD) and (parent := _parent(m))}
+    drives = []
+    for item in found:
+        parent = _parent(item)
+        place = buses.get(parent) if parent is not None and _kind(item) in _DRIVE_KINDS else None
+        if place is not None:
+            drives.append(Drive(_path(item), _kind(item) == ResourceType.DVD_DRIVE, place[0],
+                                place[1], _slot(item), media.get(_path(item))))
+    return VmStorage(tuple(_path(c) for c in ide), tuple(_path(c) for c in scsi),
+                     tuple(drives))
+
+
+_DRIVE_KINDS = (ResourceType.DVD_DRIVE, ResourceType.DISK_DRIVE)
+
+
+def _kind(item: CimInstance) -> int | None:
+    return None if item.is_a(Class.SASD) else item.integer("ResourceType")
+
+
+def _path(item: CimInstance) -> ObjectPath:
+    assert item.path is not None  # filtered by read_storage
+    return item.path
+
+
+def _parent(item: CimInstance) -> ObjectPath | None:
+    text = item.string("Parent")
+    try:
+        return ObjectPath.parse(text) if text else None
+    except CimInvalidParameter:  # a Parent Hyper-V wrote is a path; anything else is ignored
+        return None
+
+
+def _slot(item: CimInstance) -> int:
+    text = item.string("AddressOnParent") or ""
+    return int(text) if text.isdigit() else -1
+
+
+# --- data volumes -------------------------------------------------------------------------
+
+
+async def attach_volume(cim: Cim, vm: VmRef, slot: int, image: str) -> Placed:
+    """Attach the VHD/VHDX ``image`` to the VM's first SCSI controller at ``slot``.
+
+    Works on a running VM (SCSI hot add) and on a stopped one. Safe to repeat: when the
+    image already sits at that slot nothing changes (``changed`` False). A slot outside
+    0..63, a slot holding anything else, or the image attached elsewhere on this VM:
+    InvalidRequest, nothing changed. A VM without a SCSI controller gets one when it is
+    off; when it is not off: InvalidRequest (Hyper-V adds controllers to stopped VMs
+    only). Hyper-V's own refusals (file missing or attached to another VM) raise
+    HyperVError; a failed medium removes the new drive again. The file is never changed.
+    """
+    _check_slot(slot)
+    storage = await read_storage(cim, vm)
+    present = storage.holding(image)
+    if present is not None:
+        if (present.bus, present.controller, present.slot, present.dvd) == (SCSI, 0, slot,
+                                                                             False):
+            return Placed(present.where, changed=False)
+        raise InvalidRequest(f"{image} is already attached to VM {vm.name} at "
+                             f"{present.where}, not at SCSI 0 slot {slot}")
+    taken = storage.at(SCSI, 0, slot)
+    if taken is not None and (taken.dvd or taken.medium is not None):
+        raise InvalidRequest(f"SCSI 0 slot {slot} of VM {vm.name} is taken by "
+                             f"{taken.describe()}")
+    if taken is not None:  # an empty disk drive: fill it
+        await _insert(cim, vm, taken.path, image, iso=False)
+        return Placed(taken.where, changed=True)
+    controller = await _scsi_controller(cim, vm, storage, "attach a volume")
+    await build.attach_disk(cim, vm, controller, slot, image)
+    return Placed(f"SCSI 0 slot {slot}", changed=True)
+
+
+async def detach_volume(cim: Cim, vm: VmRef, image: str) -> Drive | None:
+    """Remove the disk drive holding ``image`` from the VM, medium and drive together.
+
+    Returns the drive as it was; None when no disk drive of the VM holds the image
+    (nothing changed, 1 query). A repeat therefore finds nothing and returns None.
+    Afterwards the slot is free; the file stays on disk. Hyper-V refuses to remove an
+    IDE drive of a running VM (HyperVError, nothing changed).
+    """
+    drive = (await read_storage(cim, vm)).holding(image)
+    if drive is None or drive.dvd or drive.medium is None or drive.medium.path is None:
+        return None
+    await vms.call_service(cim, "RemoveResourceSettings",
+                           {"ResourceSettings": [drive.medium.path, drive.path]})
+    return drive
+
+
+# --- ISOs ---------------------------------------------------------------------------------
+
+
+async def insert_iso(cim: Cim, vm: VmRef, image: str) -> Placed:
+    """Put the ISO ``image`` in the VM's DVD drive (``VmStorage.dvd_drive``).
+
+    An empty drive gets the medium; a drive holding another ISO has it swapped (the
+    medium is changed in place); the same ISO already there: nothing changes (safe to
+    repeat). A VM without a DVD drive gets one when Hyper-V allows it: on a stopped VM,
+    or on a running generation 2 VM (SCSI); a running generation 1 VM cannot take a new
+    IDE drive (InvalidRequest, nothing changed). The ISO file is never changed.
+    """
+    storage = await read_storage(cim, vm)
+    present = storage.holding(image)
+    if present is not None and present.dvd:
+        return Placed(present.where, changed=False)
+    drive = storage.dvd_drive()
+    if drive is not None and drive.medium is not None:
+        swapped = drive.medium.updated(HostResource=[image])
+        await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [swapped]})
+        return Placed(drive.where, changed=True)
+    if drive is not None:
+        await _insert(cim, vm, drive.path, image, iso=True)
+        return Placed(drive.where, changed=True)
+    controller, where, slot = await _new_dvd_place(cim, vm, storage)
+    await build.attach_disk(cim, vm, controller, slot, image, dvd=True)
+    return Placed(where, changed=True)
+
+
+async def eject_iso(cim: Cim, vm: VmRef, image: str) -> Drive | None:
+    """Take the ISO ``image`` out of the VM's DVD drive; the drive stays.
+
+    Returns the drive as it was; None when no DVD drive holds that ISO (nothing
+    changed), so a repeat returns None. Works on running VMs of both generations.
+    """
+    drive = (await read_storage(cim, vm)).holding(image)
+    if drive is None or not drive.dvd or drive.medium is None or drive.medium.path is None:
+        return None
+    await vms.call_service(cim, "RemoveResourceSettings",
+                           {"ResourceSettings": [drive.medium.path]})
+    return drive
+
+
+async def _new_dvd_place(cim: Cim, vm: VmRef, storage: VmStorage
+                         ) -> tuple[ObjectPath, str, int]:
+    """Controller, description and slot for a new DVD drive; InvalidRequest if none."""
+    if storage.generation == 1:
+        if vm.power is not PowerState.STOPPED:
+            raise InvalidRequest(
+                f"VM {vm.name} has no DVD drive, and Hyper-V cannot add one to a running "
+                "generation 1 VM (its DVD drives sit on IDE); stop the VM and attach the "
+                "ISO again")
+        if len(storage.ide) <= DVD_IDE_CONTROLLER:
+            raise HyperVError(f"VM {vm.name} has no IDE controller {DVD_IDE_CONTROLLER}")
+        return (storage.ide[DVD_IDE_CONTROLLER],
+                *_free(storage, IDE, DVD_IDE_CONTROLLER, vm.name))
+    controller = await _scsi_controller(cim, vm, storage, "add a DVD drive")
+    return (controller, *_free(storage, SCSI, 0, vm.name))
+
+
+def _free(storage: VmStorage, bus: str, controller: int, vm_name: str) -> tuple[str, int]:
+    slot = storage.free_slot(bus, controller)
+    if slot is None:
+        raise InvalidRequest(f"{bus.upper()} controller {controller} of VM {vm_name} has no "
+                             "free slot for a DVD drive")
+    return f"{bus.upper()} {controller} slot {slot}", slot
+
+
+# --- shared steps -------------------------------------------------------------------------
+
+
+async def _scsi_controller(cim: Cim, vm: VmRef, storage: VmStorage, purpose: str
+                           ) -> ObjectPath:
+    """The VM's first SCSI controller, added first when the VM is off and has none."""
+    if storage.scsi:
+        return storage.scsi[0]
+    if vm.power is not PowerState.STOPPED:
+        raise InvalidRequest(
+            f"VM {vm.name} has no SCSI controller to {purpose}, and Hyper-V adds controllers "
+            f"to stopped VMs only (the VM is {vm.power.value}); stop the VM and try again")
+    return await build.add_scsi_controller(cim, vm)
+
+
+async def _insert(cim: Cim, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:
+    """Put a medium in the empty ``drive``: 1 call + 1 W."""
+    template = await build.default_setting(cim, Class.SASD, Subtype.ISO if iso else Subtype.VHD)
+    medium = template.updated(Parent=str(drive), HostResource=[image])
+    await vms.call_service(cim, "AddResourceSettings",
+                           {"AffectedConfiguration": vm.path, "ResourceSettings": [medium]})
+
+
+def _check_slot(slot: int) -> None:
+    if not 0 <= slot < SCSI_SLOTS:
+        raise InvalidRequest(f"slot {slot} is outside 0..{SCSI_SLOTS - 1}")
+
+
+# --- many VMs at once ---------------------------------------------------------------------
+
+
+async def attached_disks(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo, ...]]:
+    """The virtual hard disks (VHD/VHDX media, not ISOs) of the VMs named in ``names``.
+
+    Keyed by VM name; names of no VM are left out, a VM without disks maps to (). With
+    duplicate names the first VM WMI returns is taken (as ``vms.find_vm`` does). Two
+    queries whatever the number of VMs: every VM's name, then every hard-disk medium
+    on the host (media of checkpoints and templates match no VM and are skipped); none
+    when ``names`` is empty. Read-only and safe to repeat.
+    """
+    wanted = set(names)
+    if not wanted:
+        return {}
+    by_guid = await _guids_of(cim, wanted)
+    if not by_guid:
+        return {}
+    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
+                       ("InstanceID", "HostResource"))
+    disks: dict[str, list[DiskIo]] = {name: [] for name in by_guid.values()}
+    for medium in await cim.query(query, NAMESPACE):
+        name = by_guid.get(_owner(medium.string("InstanceID") or ""))
+        files = medium.strings("HostResource")
+        if name is not None and files:
+            disks[name].append(DiskIo(files[0]))
+    return {name: tuple(found) for name, found in disks.items()}
+
+
+async def _guids_of(cim: Cim, wanted: Iterable[str]) -> dict[str, str]:
+    """VM GUID (upper case) -> name, for the VMs named in ``wanted``; 1 query."""
+    names = set(wanted)
+    query = wql.select(Class.COMPUTER_SYSTEM, wql.eq("Caption", CAPTION_VM),
+                       ("Name", "ElementName"))
+    by_guid: dict[str, str] = {}
+    for vm in await cim.query(query, NAMESPACE):
+        name, guid = vm.string("ElementName"), vm.string("Name")
+        if name is not None and name in names and guid:
+            by_guid[guid.upper()] = name
+            names.discard(name)  # the first VM of a name wins
+    return by_guid
+
+
+def _owner(instance_id: str) -> str:
+    """The GUID in ``Microsoft:<GUID>\\...`` (upper case); "" for anything else."""
+    head, _, _ = instance_id.partition("\\")
+    prefix, separator, guid = head.partition(":")
+    return guid.upper() if separator and prefix == "Microsoft" else ""

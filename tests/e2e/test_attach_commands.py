@@ -1,0 +1,489 @@
+"""Attach, Dettach, AttachIso and GetVmDiskStats over real HTTPS, on the emulated host
+(protocol §5.1 rows 28–29, §11)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.service import build_agent
+from tests.cloudstack.fixtures import sample_json
+from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.emulator.kit import define_vm, devices
+
+ATTACH = names.ATTACH_COMMAND
+DETTACH = names.DETTACH_COMMAND
+ATTACH_ISO = names.ATTACH_ISO_COMMAND
+DISK_STATS = names.GET_VM_DISK_STATS_COMMAND
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+STORE_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+STORE_URL = "cifs://10.1.1.2/secondary?user=admin&password=s3cret"
+SHARE = "\\\\10.1.1.2\\secondary"
+RASD = "Msvm_ResourceAllocationSettingData"
+SASD = "Msvm_StorageAllocationSettingData"
+IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
+SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
+DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
+DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
+
+Layout = dict[tuple[str, int], tuple[str, str]]
+
+
+# --- the agent, files and VMs -------------------------------------------------------------
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent, with the image store share \\\\10.1.1.2\\secondary holding two ISOs."""
+    folder = tmp_path / "secondary" / "iso" / "2" / "205"
+    folder.mkdir(parents=True)
+    for name in ("tools.iso", "other.iso"):
+        (folder / name).write_bytes(b"\0" * 4096)
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f"[emulator.shares]\n'{SHARE}' = '{tmp_path / 'secondary'}'\n")
+    built = build_agent(load_config(config_file, state_dir=tmp_path / "state",
+                                    backend="emulator", private_ip=PRIVATE_IP))
+    runner, url = await start(built)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield Running(built, url, session)
+    finally:
+        await runner.cleanup()
+        await built.cim.close()
+
+
+def _pool(running: Running) -> Path:
+    folder = running.agent.config.agent.state_dir / "emulator" / "drives" / "C" / "pool"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _volume_file(running: Running, uuid: str) -> Path:
+    path = _pool(running) / f"{uuid}.vhdx"
+    vhd.create(path, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+    return path
+
+
+def _volume(uuid: str, kind: str = "DATADISK") -> dict[str, Any]:
+    return {VOLUME_TO: {
+        "uuid": uuid, "path": uuid, "volumeType": kind, "format": "VHDX", "name": uuid,
+        "size": 1 << 26, "id": 31, "dataStore": {STORE_TO: {
+            "uuid": "5fe2bad3-d785-394e-9949-89786b8a63d2", "id": 201, "host": "10.1.1.1",
+            "poolType": "Filesystem", "path": "C:\\pool", "port": 0}}}}
+
+
+def _data_disk(uuid: str, seq: int | None) -> dict[str, Any]:
+    disk: dict[str, Any] = {"type": "DATADISK", "data": _volume(uuid)}
+    if seq is not None:
+        disk["diskSeq"] = seq
+    return disk
+
+
+def _iso_disk(path: str) -> dict[str, Any]:
+    return {"type": "ISO", "diskSeq": 3, "data": {names.TEMPLATE_OBJECT_TO: {
+        "path": path, "format": "ISO", "name": "tools", "id": 205,
+        "imageDataStore": {names.NFS_TO: {"_url": STORE_URL, "_role": "Image"}}}}}
+
+
+def _file(name: str) -> str:
+    return f"C:\\pool\\{name}.vhdx"
+
+
+def _iso(name: str) -> str:
+    return f"{SHARE}\\iso\\2\\205\\{name}"
+
+
+async def _start(running: Running, name: str, *, data_seq: int | None = None,
+                 iso: bool = True, uefi: bool = False) -> ObjectPath:
+    """Start a VM with StartCommand: ROOT volume, an empty DVD drive when ``iso``, and a
+    data volume ``<name>-data`` at ``data_seq`` when given (which brings a SCSI
+    controller on generation 1)."""
+    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
+    vm = body["vm"]
+    vm.update(name=name, cpus=1)
+    if uefi:
+        vm["bootType"] = "UEFI"
+    _volume_file(running, f"{name}-root")
+    vm["disks"][0] = {"type": "ROOT", "diskSeq": 0, "data": _volume(f"{name}-root", "ROOT")}
+    if not iso:
+        del vm["disks"][1]
+    if data_seq is not None:
+        _volume_file(running, f"{name}-data")
+        vm["disks"].append(_data_disk(f"{name}-data", data_seq))
+    _, answer = await running.answer(names.START_COMMAND, body)
+    assert answer["result"] is True, answer
+    return await _vm_path(running.emulator, name)
+
+
+async def _vm_path(cim: EmulatorCim, name: str) -> ObjectPath:
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", name)))
+    assert vm.path is not None
+    return vm.path
+
+
+async def _layout(cim: EmulatorCim, vm: ObjectPath) -> Layout:
+    """Every drive of the VM by (bus, slot), bus ``ide0``/``ide1``/``scsi``: (kind,
+    medium file or "")."""
+    rasd = await devices(cim, vm, RASD)
+    media = {ObjectPath.parse(str(m["Parent"])): str(m.strings("HostResource")[0])
+             for m in await devices(cim, vm, SASD)}
+    buses = {c.path: (f"ide{c['Address']}" if c["ResourceSubType"] == IDE else "scsi")
+             for c in rasd if c["ResourceSubType"] in (IDE, SCSI)}
+    found: Layout = {}
+    for drive in rasd:
+        if drive["ResourceSubType"] in (DISK, DVD) and drive.path is not None:
+            where = (buses[ObjectPath.parse(str(drive["Parent"]))],
+                     int(str(drive["AddressOnParent"])))
+            kind = "disk" if drive["ResourceSubType"] == DISK else "dvd"
+            found[where] = (kind, media.get(drive.path, ""))
+    return found
+
+
+async def _ok(running: Running, fqcn: str, body: dict[str, Any]) -> dict[str, Any]:
+    _, answer = await running.answer(fqcn, body)
+    assert answer["result"] is True, answer
+    return answer
+
+
+# --- data volumes -------------------------------------------------------------------------
+
+
+async def test_attach_hot_adds_volume_at_disk_seq_when_vm_runs(agent: Running) -> None:
+    vm = await _start(agent, "i-2-10-VM", data_seq=1)
+    _volume_file(agent, "vol-2")
+    body = {"vmName": "i-2-10-VM", "disk": _data_disk("vol-2", 2)}
+    key, answer = await agent.answer(ATTACH, body)
+    assert (key, answer["result"]) == (names.ATTACH_ANSWER, True), answer
+    assert answer["details"] == f"{_file('vol-2')} attached to VM i-2-10-VM at SCSI 0 slot 2"
+    assert answer["disk"]["diskSeq"] == 2 and answer["disk"]["data"][VOLUME_TO]["uuid"] == "vol-2"
+    layout = await _layout(agent.emulator, vm)
+    assert layout[("scsi", 2)] == ("disk", _file("vol-2"))
+    assert layout[("scsi", 1)] == ("disk", _file("i-2-10-VM-data"))
+    assert (await agent.emulator.get(vm))["EnabledState"] == 2
+
+
+async def test_attach_adds_controller_and_volume_when_vm_is_stopped(agent: Running) -> None:
+    vm = await define_vm(agent.emulator, "i-2-11-VM")
+    _volume_file(agent, "vol-3")
+    answer = await _ok(agent, ATTACH, {"vmName": "i-2-11-VM", "disk": _data_disk("vol-3", 0)})
+    assert "SCSI 0 slot 0" in answer["details"]
+    assert await _layout(agent.emulator, vm) == {("scsi", 0): ("disk", _file("vol-3"))}
+
+
+async def test_attach_changes_nothing_when_volume_is_already_at_that_slot(
+    agent: Running,
+) -> None:
+    vm = await _start(agent, "i-2-12-VM", data_seq=1)
+    before = await _layout(agent.emulator, vm)
+    body = {"vmName": "i-2-12-VM", "disk": _data_disk("i-2-12-VM-data", 1)}
+    answer = await _ok(agent, ATTACH, body)
+    assert "already attached" in answer["details"]
+    assert await _layout(agent.emulator, vm) == before
+
+
+async def test_attach_refuses_when_slot_holds_another_volume(agent: Running) -> None:
+    vm = await _start(agent, "i-2-13-VM", data_seq=1)
+    before = await _layout(agent.emulator, vm)
+    _volume_file(agent, "vol-4")
+    _, answer = await agent.answer(ATTACH, {"vmName": "i-2-13-VM",
+                                            "disk": _data_disk("vol-4", 1)})
+    assert answer["result"] is False
+    assert answer["details"] == (
+        "AttachCommand failed: SCSI 0 slot 1 of VM i-2-13-VM is taken by a disk drive "
+        f"holding {_file('i-2-13-VM-data')}")
+    assert await _layout(agent.emulator, vm) == before
+
+
+async def test_attach_hot_adds_to_a_vm_started_without_data_disks(agent: Running) -> None:
+    vm = await _start(agent, "i-2-14-VM")  # ROOT and DVD only; StartCommand adds SCSI
+    before = await _layout(agent.emulator, vm)
+    assert not [where for where in before if where[0] == "scsi"]
+    _volume_file(agent, "vol-5")
+    await _ok(agent, ATTACH, {"vmName": "i-2-14-VM", "disk": _data_disk("vol-5", 1)})
+    after = await _layout(agent.emulator, vm)
+    assert after == {**before, ("scsi", 1): ("disk", _file("vol-5"))}
+
+
+def _qemu_info(path: Path) -> tuple[str, int]:
+    """(format, virtual size) as qemu-img reads the file; the emulator's own reading
+    when qemu-img is not installed."""
+    if shutil.which("qemu-img") is None:
+        info = vhd.read_info(path)
+        return info.format.name.lower(), info.virtual_size_bytes
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    found = json.loads(out)
+    return str(found["format"]), int(found["virtual-size"])
+
+
+async def test_dettach_removes_volume_and_keeps_its_file_through_stop(agent: Running) -> None:
+    vm = await _start(agent, "i-2-15-VM", data_seq=1)
+    data = _pool(agent) / "i-2-15-VM-data.vhdx"
+    body = {"vmName": "i-2-15-VM", "disk": _data_disk("i-2-15-VM-data", 1)}
+    key, answer = await agent.answer(DETTACH, body)
+    assert (key, answer["result"]) == (names.DETTACH_ANSWER, True), answer
+    assert "removed from SCSI 0 slot 1 of VM i-2-15-VM" in answer["details"]
+    assert ("scsi", 1) not in await _layout(agent.emulator, vm)
+    assert data.is_file()
+    _, again = await agent.answer(DETTACH, body)
+    assert again["result"] is False
+    assert again["details"].startswith("DettachCommand failed: the disk image is not attached")
+    await _ok(agent, names.STOP_COMMAND, {"vmName": "i-2-15-VM", "forceStop": True})
+    assert data.is_file() and (_pool(agent) / "i-2-15-VM-root.vhdx").is_file()
+    assert _qemu_info(data) == ("vhdx", 1 << 26)
+
+
+async def test_attach_and_dettach_succeed_without_change_when_vm_is_not_on_host(
+    agent: Running,
+) -> None:
+    _volume_file(agent, "vol-6")
+    for fqcn, disk in ((ATTACH, _data_disk("vol-6", 1)), (DETTACH, _data_disk("vol-6", 1)),
+                       (ATTACH, _iso_disk("iso/2/205/tools.iso")),
+                       (DETTACH, _iso_disk("iso/2/205/tools.iso"))):
+        answer = await _ok(agent, fqcn, {"vmName": "i-9-9-VM", "disk": disk})
+        assert answer["details"].startswith("VM i-9-9-VM is not on this host; "), answer
+    answer = await _ok(agent, ATTACH_ISO, {"vmName": "i-9-9-VM", "attach": True,
+                                           "isoPath": "iso/2/205/tools.iso",
+                                           "storeUrl": STORE_URL})
+    assert "not on this host" in answer["details"]
+    assert await agent.emulator.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine"))) == []
+
+
+@pytest.mark.parametrize(("fqcn", "expected"), [
+    (ATTACH, "Invalid disk type to be attached to vm i-2-16-VM: 'ROOT'"),
+    (DETTACH, "Invalid disk type to be dettached from vm i-2-16-VM: 'ROOT'"),
+])
+async def test_attach_and_dettach_refuse_when_disk_type_is_not_datadisk_or_iso(
+    agent: Running, fqcn: str, expected: str,
+) -> None:
+    vm = await _start(agent, "i-2-16-VM", data_seq=1)
+    before = await _layout(agent.emulator, vm)
+    disk = _data_disk("i-2-16-VM-root", 2) | {"type": "ROOT"}
+    _, answer = await agent.answer(fqcn, {"vmName": "i-2-16-VM", "disk": disk})
+    assert answer["result"] is False
+    assert answer["details"].startswith(expected), answer
+    assert await _layout(agent.emulator, vm) == before
+
+
+def _escaping(body: dict[str, Any]) -> None:
+    body["disk"]["data"][VOLUME_TO]["path"] = "..\\..\\windows\\x"
+
+
+def _missing_file(body: dict[str, Any]) -> None:
+    body["disk"]["data"][VOLUME_TO].update(path="not-there", uuid="not-there")
+
+
+def _seq(value: object) -> Callable[[dict[str, Any]], None]:
+    def change(body: dict[str, Any]) -> None:
+        body["disk"]["diskSeq"] = value
+    return change
+
+
+def _no_seq(body: dict[str, Any]) -> None:
+    del body["disk"]["diskSeq"]
+
+
+def _no_vm_name(body: dict[str, Any]) -> None:
+    del body["vmName"]
+
+
+def _blank_vm_name(body: dict[str, Any]) -> None:
+    body["vmName"] = " "
+
+
+def _no_data(body: dict[str, Any]) -> None:
+    del body["disk"]["data"]
+
+
+def _type_number(body: dict[str, Any]) -> None:
+    body["disk"]["type"] = 7
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_escaping, "climbs out"),
+    (_missing_file, "the file C:\\pool\\not-there.vhdx does not exist"),
+    (_seq(-1), "diskSeq -1 is outside 0..63"),
+    (_seq(64), "diskSeq 64 is outside 0..63"),
+    (_seq("three"), "disk.diskSeq"),
+    (_no_seq, "diskSeq is missing"),
+    (_no_vm_name, "vmName: required field is missing"),
+    (_blank_vm_name, "vmName is empty"),
+    (_no_data, "data is not a VolumeObjectTO"),
+    (_type_number, "disk.type"),
+])
+async def test_attach_fails_and_changes_nothing_when_input_is_bad(
+    agent: Running, change: Callable[[dict[str, Any]], None], expected: str,
+) -> None:
+    vm = await _start(agent, "i-2-17-VM", data_seq=1)
+    before = await _layout(agent.emulator, vm)
+    _volume_file(agent, "vol-7")
+    body = {"vmName": "i-2-17-VM", "disk": _data_disk("vol-7", 2)}
+    change(body)
+    key, answer = await agent.answer(ATTACH, body)
+    assert (key, answer["result"]) == (names.ATTACH_ANSWER, False), answer
+    assert expected in answer["details"], answer["details"]
+    assert await _layout(agent.emulator, vm) == before
+
+
+# --- ISOs ---------------------------------------------------------------------------------
+
+
+async def test_iso_is_inserted_swapped_and_ejected_when_running_vm_has_a_dvd_drive(
+    agent: Running,
+) -> None:
+    vm = await _start(agent, "i-2-20-VM")
+    states = []
+    for fqcn, name in ((ATTACH, "tools.iso"), (ATTACH, "other.iso"), (DETTACH, "other.iso")):
+        body = {"vmName": "i-2-20-VM", "disk": _iso_disk(f"iso/2/205/{name}")}
+        answer = await _ok(agent, fqcn, body)
+        assert "IDE 1 slot 0" in answer["details"], answer
+        assert "s3cret" not in json.dumps(answer)  # the echoed disk's store URL is masked
+        assert answer["disk"]["data"][names.TEMPLATE_OBJECT_TO]["path"] == f"iso/2/205/{name}"
+        states.append((await _layout(agent.emulator, vm))[("ide1", 0)])
+    assert states == [("dvd", _iso("tools.iso")), ("dvd", _iso("other.iso")), ("dvd", "")]
+    _, answer = await agent.answer(DETTACH, {"vmName": "i-2-20-VM",
+                                             "disk": _iso_disk("iso/2/205/other.iso")})
+    assert answer["result"] is False and "not attached" in answer["details"]
+
+
+async def test_attach_iso_refuses_clearly_when_running_gen1_vm_has_no_dvd_drive(
+    agent: Running,
+) -> None:
+    vm = await _start(agent, "i-2-21-VM", iso=False)
+    before = await _layout(agent.emulator, vm)
+    _, answer = await agent.answer(ATTACH, {"vmName": "i-2-21-VM",
+                                            "disk": _iso_disk("iso/2/205/tools.iso")})
+    assert answer["result"] is False
+    assert "cannot add one to a running generation 1 VM" in answer["details"], answer
+    assert await _layout(agent.emulator, vm) == before
+
+
+async def test_attach_iso_adds_a_scsi_dvd_drive_when_gen2_vm_runs_without_one(
+    agent: Running,
+) -> None:
+    vm = await _start(agent, "i-2-22-VM", iso=False, uefi=True)
+    await _ok(agent, ATTACH, {"vmName": "i-2-22-VM", "disk": _iso_disk("iso/2/205/tools.iso")})
+    assert await _layout(agent.emulator, vm) == {
+        ("scsi", 0): ("disk", _file("i-2-22-VM-root")), ("scsi", 1): ("dvd", _iso("tools.iso"))}
+
+
+@pytest.mark.parametrize("iso_path", [
+    "iso/2/205/tools.iso",
+    STORE_URL + "/iso/2/205/tools.iso",
+    "cifs://10.1.1.2/secondary/iso/2/205/tools.iso",
+])
+async def test_attach_iso_command_inserts_and_ejects_when_iso_path_names_the_store(
+    agent: Running, iso_path: str,
+) -> None:
+    vm = await _start(agent, "i-2-23-VM")
+    body = {"vmName": "i-2-23-VM", "attach": True, "isoPath": iso_path, "storeUrl": STORE_URL}
+    key, answer = await agent.answer(ATTACH_ISO, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert "s3cret" not in answer["details"]
+    assert (await _layout(agent.emulator, vm))[("ide1", 0)] == ("dvd", _iso("tools.iso"))
+    await _ok(agent, ATTACH_ISO, body | {"attach": False})
+    assert (await _layout(agent.emulator, vm))[("ide1", 0)] == ("dvd", "")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"isoPath": "../../etc/tools.iso"}, "climbs out"),
+    ({"isoPath": "cifs://10.1.1.3/secondary/iso/tools.iso"}, "is not on the image store"),
+    ({"isoPath": "iso/2/205/missing.iso"}, "does not exist"),
+    ({"isoPath": None}, "isoPath is missing"),
+    ({"storeUrl": None}, "storeUrl is missing"),
+    ({"storeUrl": "nfs://10.1.1.2/secondary"}, "nfs:// storage cannot be used"),
+])
+async def test_attach_iso_command_fails_without_secret_when_input_is_bad(
+    agent: Running, change: dict[str, Any], expected: str,
+) -> None:
+    vm = await _start(agent, "i-2-24-VM")
+    before = await _layout(agent.emulator, vm)
+    body = {"vmName": "i-2-24-VM", "attach": True, "isoPath": "iso/2/205/tools.iso",
+            "storeUrl": STORE_URL} | change
+    _, answer = await agent.answer(ATTACH_ISO, body)
+    assert answer["result"] is False
+    assert expected in answer["details"], answer
+    assert "s3cret" not in answer["details"]
+    assert await _layout(agent.emulator, vm) == before
+
+
+# --- disk statistics ----------------------------------------------------------------------
+
+
+async def test_disk_stats_lists_each_vhd_of_named_vms_in_two_calls(agent: Running) -> None:
+    await _start(agent, "i-2-30-VM", data_seq=1)
+    await _start(agent, "i-2-31-VM")
+    await _ok(agent, ATTACH, {"vmName": "i-2-31-VM", "disk": _iso_disk("iso/2/205/tools.iso")})
+    cim = agent.emulator
+    before = cim.round_trips()
+    key, answer = await agent.answer(DISK_STATS, {
+        "vmNames": ["i-2-30-VM", "i-2-31-VM", "i-0-0-VM"], "hostName": "hv1"})
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (names.GET_VM_DISK_STATS_ANSWER, True), answer
+    stats = answer["vmDiskStatsMap"]
+    assert set(stats) == {"i-2-30-VM", "i-2-31-VM"}
+    assert sorted(e["path"] for e in stats["i-2-30-VM"]) == ["i-2-30-VM-data", "i-2-30-VM-root"]
+    assert [e["path"] for e in stats["i-2-31-VM"]] == ["i-2-31-VM-root"]
+    entry = stats["i-2-31-VM"][0]
+    assert (entry["vmName"], entry["ioRead"], entry["ioWrite"], entry["bytesRead"],
+            entry["bytesWrite"]) == ("i-2-31-VM", 0, 0, 0, 0)
+    assert answer["hostName"] == "hv1"
+    assert (spent.calls, spent["query"]) == (2, 2)
+
+
+async def test_disk_stats_answers_empty_map_without_a_call_when_no_vm_is_named(
+    agent: Running,
+) -> None:
+    before = agent.emulator.round_trips()
+    answer = await _ok(agent, DISK_STATS, {"vmNames": []})
+    assert answer["vmDiskStatsMap"] == {}
+    assert (agent.emulator.round_trips() - before).calls == 0
+
+
+# --- budgets and locks --------------------------------------------------------------------
+
+
+async def test_attach_dettach_and_iso_swap_stay_within_budget_when_caches_are_warm(
+    agent: Running,
+) -> None:
+    await _start(agent, "i-2-40-VM", data_seq=1)
+    await _ok(agent, ATTACH, {"vmName": "i-2-40-VM", "disk": _iso_disk("iso/2/205/tools.iso")})
+    _volume_file(agent, "vol-8")
+    cim = agent.emulator
+    # the VM lookup (1 query) + the operation: attach 3 + 2 W, detach 2 + 1 W, swap 2 + 1 W
+    for fqcn, disk, budget in (
+        (ATTACH, _data_disk("vol-8", 5), (4, 2)),
+        (DETTACH, _data_disk("vol-8", 5), (3, 1)),
+        (ATTACH, _iso_disk("iso/2/205/other.iso"), (3, 1)),
+        (DETTACH, _iso_disk("iso/2/205/other.iso"), (3, 1)),
+    ):
+        before = cim.round_trips()
+        await _ok(agent, fqcn, {"vmName": "i-2-40-VM", "disk": disk})
+        spent = cim.round_trips() - before
+        assert (spent.calls, spent.waits) == budget, (fqcn, disk["type"], spent)
+
+
+async def test_attach_handlers_share_the_vm_lock_table_when_agent_is_built(
+    agent: Running,
+) -> None:
+    handlers = agent.agent.dispatch.handlers
+    owners = [getattr(handlers[fqcn], "__self__", None)
+              for fqcn in (ATTACH, DETTACH, ATTACH_ISO, names.STOP_COMMAND)]
+    locks = {id(getattr(owner, "locks", None)) for owner in owners}
+    assert None not in owners and len(locks) == 1
