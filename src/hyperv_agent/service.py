@@ -25,12 +25,14 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
+from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
 from hyperv_agent.handlers.vm_config import VmConfigHandlers
+from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hyperv import host as hyperv_host
@@ -100,6 +102,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
     handlers |= AttachHandlers(cim, files, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
+    handlers |= VolumeHandlers(cim, files, vm.locks, vm.settings.job_wait).table()
+    handlers |= CopyHandler(cim, files, vm.settings.job_wait).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)

@@ -8,6 +8,8 @@ rules decides what a request may touch: a path that leaves its store is
 
 from __future__ import annotations
 
+import ntpath
+
 from hyperv_agent.cloudstack.objects import (
     NfsTO,
     PrimaryDataStoreTO,
@@ -17,6 +19,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import HostFiles
 
 DEFAULT_VOLUME_FORMAT = "vhdx"
 
@@ -65,3 +68,73 @@ def confined(root: str, path: str) -> str:
     if text.startswith("\\") or text[1:2] == ":":
         return locations.confine_absolute(root, path)
     return locations.confine(root, path)
+
+
+# --- stores with credentials, templates on primary, volumes on image stores -------------
+
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso")
+
+
+def store_location(store: WrappedTO | None, what: str) -> locations.PoolLocation:
+    """The typed location of a primary pool or a cifs image store (credentials kept)."""
+    if isinstance(store, PrimaryDataStoreTO):
+        return locations.from_primary_store(store.host or "", store.path or "",
+                                            str(store.pool_type or ""))
+    if isinstance(store, NfsTO) and store.url:
+        return locations.parse_cifs_url(store.url)
+    raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
+
+
+def reach(files: HostFiles, store: WrappedTO | None, what: str) -> str:
+    """``store_root``, after handing the credentials its URL carries to ``files``."""
+    location = store_location(store, what)
+    if isinstance(location, locations.ShareLocation) and location.credentials is not None:
+        files.use_credentials(location)
+    return location.root
+
+
+def primary_template_file(template: TemplateObjectTO, what: str) -> str:
+    """``<pool>\\<path>.<format>`` for a template on a primary pool (§11)."""
+    if not isinstance(template.image_data_store, PrimaryDataStoreTO):
+        raise InvalidRequest(f"{what}: the template is not on a primary data store")
+    if not template.path:
+        raise InvalidRequest(f"{what}: the template has no path")
+    name = template.path
+    suffix = extension(template.format)
+    if not name.lower().endswith(suffix):
+        name += suffix
+    return confined(store_root(template.image_data_store, what), name)
+
+
+async def locate_volume(files: HostFiles, volume: VolumeObjectTO, what: str) -> str:
+    """The file of a volume on a primary pool (``volume_file``) or a cifs image store.
+
+    On an image store (§11): ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the
+    first does not exist; a name without an extension takes ``.<format>``, or, without a
+    format, the extension of the single ``<uuid>.vhd*`` file found in its folder.
+    """
+    if isinstance(volume.data_store, PrimaryDataStoreTO):
+        return volume_file(volume, what)
+    root = reach(files, volume.data_store, what)
+    if not volume.path:
+        raise InvalidRequest(f"{what}: the volume on the image store has no path")
+    candidate = confined(root, volume.path)
+    found = await files.stat(candidate)
+    if (found is None or found.is_dir) and volume.uuid:
+        candidate = confined(root, f"{volume.path}\\{volume.uuid}")
+    if ntpath.splitext(candidate)[1].lower() in IMAGE_SUFFIXES:
+        return candidate
+    if volume.format:
+        return candidate + extension(volume.format)
+    return await _probe(files, candidate, volume.uuid or ntpath.basename(candidate), what)
+
+
+async def _probe(files: HostFiles, candidate: str, stem: str, what: str) -> str:
+    folder = ntpath.dirname(candidate)
+    names = await files.list_dir(folder) if await files.exists(folder) else []
+    found = [n for n in names if n.lower().startswith(stem.lower() + ".vhd")
+             and ntpath.splitext(n)[1].lower() in (".vhd", ".vhdx")]
+    if len(found) != 1:
+        raise InvalidRequest(f"{what}: the volume has no format and {len(found)} files "
+                             f"named {stem}.vhd* are in {folder}")
+    return confined(folder, found[0])

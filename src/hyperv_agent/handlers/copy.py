@@ -1,0 +1,367 @@
+"""CopyCommand: templates and volumes between image stores and primary pools (§5.2).
+
+=====  ===========================================  ======================================
+case   source -> destination                        what happens
+=====  ===========================================  ======================================
+A      template on a cifs image store or S3         downloaded (decompressed, checksum
+       -> template on a primary pool                checked) to ``<pool>\\<path>.<ext>``
+B      template on a primary pool                   a differencing disk whose parent is the
+       -> volume on a primary pool                  template (linked clone; the default on
+                                                    the same pool), or a full copy
+C      volume -> volume (primary <-> image store)   full copy
+D      volume -> template on a cifs image store     full copy + template.properties
+=====  ===========================================  ======================================
+
+Anything else is answered "Data store combination not supported". Every path is resolved
+and confined by ``handlers.datapaths``; copies go through ``hostfs.transfer``, which writes
+a temporary name and renames it, so no partial file ever has the final name. Copies to
+one target are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ntpath
+import uuid
+from typing import BinaryIO
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import CopyCmdAnswer
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_storage import CopyCommand
+from hyperv_agent.cloudstack.enums import ImageFormat
+from hyperv_agent.cloudstack.objects import (
+    S3TO,
+    NfsTO,
+    PrimaryDataStoreTO,
+    TemplateObjectTO,
+    VolumeObjectTO,
+)
+from hyperv_agent.cloudstack.storage_objects import WrappedTO
+from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.s3 import S3Object
+from hyperv_agent.hostfs.transfer import transfer
+from hyperv_agent.hyperv import disks, jobs
+from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.vms import PowerState
+
+log = logging.getLogger("hyperv_agent.handlers.copy")
+
+UNSUPPORTED = "Data store combination not supported"
+TEMPLATE_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX, "ISO": ImageFormat.ISO}
+COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
+DEFAULT_S3_REGION = "us-east-1"
+_VHDX_SIGNATURE = b"vhdxfile"
+_VHD_COOKIE = b"conectix"
+_VHD_FOOTER_BYTES = 512
+
+
+class CopyHandler:
+    """CopyCommand on the host's files and Hyper-V's image service."""
+
+    def __init__(self, cim: Backend, files: HostFiles,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+        self.cim = cim
+        self.files = files
+        self.job_wait = job_wait
+        self.file_locks = VmLocks()  # queueing per target path
+
+    def table(self) -> dict[str, Handler]:
+        """The handler of this module by command FQCN (for ``Dispatch``)."""
+        return {names.COPY_COMMAND: self.copy}
+
+    async def copy(self, command: Command) -> Result:
+        """Run the §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
+        the destination TO as it now is. A repeat replaces the destination file with a
+        fresh copy (a volume in a running VM is never replaced). On failure no partial
+        file has the destination's name and ``newData`` is null; a copied file that was
+        there before is kept (a linked clone replaces it before Hyper-V creates the new
+        one)."""
+        assert isinstance(command, CopyCommand)
+        new_data = await self._run_case(command.src_to, command.dest_to)
+        if new_data is None:
+            return CopyCmdAnswer(result=False, details=UNSUPPORTED)
+        return CopyCmdAnswer(result=True, new_data=new_data)
+
+    async def _run_case(self, src: TemplateObjectTO | VolumeObjectTO,
+                        dest: TemplateObjectTO | VolumeObjectTO,
+                        ) -> TemplateObjectTO | VolumeObjectTO | None:
+        if isinstance(src, TemplateObjectTO):
+            if (isinstance(dest, TemplateObjectTO)
+                    and isinstance(src.image_data_store, NfsTO | S3TO)
+                    and isinstance(dest.image_data_store, PrimaryDataStoreTO)):
+                return await self._download(src, dest)
+            if (isinstance(dest, VolumeObjectTO)
+                    and isinstance(src.image_data_store, PrimaryDataStoreTO)
+                    and isinstance(dest.data_store, PrimaryDataStoreTO)):
+                return await self._volume_from_template(src, dest)
+            return None
+        if isinstance(dest, VolumeObjectTO):
+            if _is_file_store(src.data_store) and _is_file_store(dest.data_store):
+                return await self._volume_to_volume(src, dest)
+            return None
+        if isinstance(dest.image_data_store, NfsTO):
+            return await self._template_from_volume(src, dest)
+        return None
+
+    # --- A: template download to primary -----------------------------------------------
+
+    async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
+        fmt = _template_format(dest.format or src.format)
+        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(f".{fmt.lower()}")
+        root = await self._existing_root(dest.image_data_store, "destTO")
+        target = datapaths.confined(root, f"{dest_path}.{fmt.lower()}")
+        source = await self._template_source(src)
+        async with self.file_locks.hold(target):
+            done = await transfer(self.files, source, target, checksum=src.checksum or None)
+            actual = await self._named_by_content(target, fmt)
+        log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
+        return dest.model_copy(update={"path": dest_path, "format": actual,
+                                       "size_bytes": done.size,
+                                       "physical_size_bytes": done.size})
+
+    async def _template_source(self, src: TemplateObjectTO) -> str | S3Object:
+        store = src.image_data_store
+        if not src.path:
+            raise InvalidRequest("srcTO: the template has no path")
+        if isinstance(store, S3TO):
+            return _s3_object(store, src.path)
+        root = datapaths.reach(self.files, store, "srcTO")
+        path = datapaths.confined(root, src.path)
+        if not await self.files.exists(path):
+            raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
+        if _image_suffix(path) is not None:
+            return path
+        return await self._image_in_folder(path)
+
+    async def _image_in_folder(self, folder: str) -> str:
+        """The first ``*.vhd*`` file (else ``*.iso``) in a template folder."""
+        found = await self.files.list_dir(folder)
+        for wanted in (".vhd", ".iso"):
+            for name in found:
+                if wanted in name.lower() and _image_suffix(name) is not None:
+                    return datapaths.confined(folder, name)
+        raise InvalidRequest(f"srcTO: the template folder {folder} holds no .vhd, .vhdx or "
+                             ".iso file")
+
+    async def _named_by_content(self, target: str, fmt: ImageFormat) -> ImageFormat:
+        """The disk format the file really has; a misnamed disk is renamed to match."""
+        if fmt is ImageFormat.ISO:
+            return fmt
+        actual = await asyncio.to_thread(_sniff, self.files, target)
+        if actual is None or actual is fmt:
+            return fmt
+        renamed = ntpath.splitext(target)[0] + "." + actual.lower()
+        log.warning("%s holds a %s disk, not %s; renamed to %s", target, actual, fmt, renamed)
+        await self.files.rename(target, renamed)
+        return actual
+
+    # --- B: volume from a template on primary -------------------------------------------
+
+    async def _volume_from_template(self, src: TemplateObjectTO,
+                                    dest: VolumeObjectTO) -> VolumeObjectTO:
+        template = await self._template_on_primary(src)
+        fmt = _disk_format_of(template)
+        name = dest.path or dest.uuid
+        if not name:
+            raise InvalidRequest("destTO: the volume has neither path nor uuid")
+        target = datapaths.volume_file(dest.model_copy(update={"path": name, "format": fmt}),
+                                       "destTO")
+        await self._existing_root(dest.data_store, "destTO")
+        linked = _links(src.image_data_store, dest.data_store)
+        async with self.file_locks.hold(target):
+            await self._refuse_if_running(target)
+            if linked:
+                await self._linked_clone(target, template)
+            else:
+                await transfer(self.files, template, target, decompress=False)
+        log.info("volume %s made from template %s (%s)", target, template,
+                 "linked clone" if linked else "full copy")
+        return dest.model_copy(update={"path": name, "format": fmt})
+
+    async def _linked_clone(self, target: str, template: str) -> None:
+        """A differencing disk at ``target`` (an earlier file there is replaced: Hyper-V
+        creates only new files); whatever a failed job left there is removed."""
+        await self.files.remove(target)
+        try:
+            await disks.create_differencing(self.cim, target, template, policy=self.job_wait)
+        except AgentError:
+            await self.files.remove(target)
+            raise
+
+    async def _template_on_primary(self, src: TemplateObjectTO) -> str:
+        """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""
+        path = datapaths.primary_template_file(src, "srcTO")
+        stem = ntpath.splitext(path)[0]
+        for candidate in (path, stem + ".vhdx", stem + ".vhd"):
+            if await self.files.exists(candidate):
+                return candidate
+        raise InvalidRequest(f"Local template file missing from {path}")
+
+    async def _refuse_if_running(self, target: str) -> None:
+        """Refuse to replace an earlier file at ``target`` that a running VM uses."""
+        if not await self.files.exists(target):
+            return
+        attached = await disks.find_attachment(self.cim, target)
+        if attached is not None and attached.power is PowerState.RUNNING:
+            raise AgentError(f"{target} exists and is attached to the running VM "
+                             f"{attached.vm_name}; it was left as it is")
+
+    # --- C: volume to volume ------------------------------------------------------------
+
+    async def _volume_to_volume(self, src: VolumeObjectTO,
+                                dest: VolumeObjectTO) -> VolumeObjectTO:
+        source = await self._existing_volume(src)
+        fmt = _disk_format_of(source)
+        if isinstance(dest.data_store, NfsTO):
+            folder, uid = await self._image_store_folder(dest.data_store, dest.path, dest.uuid)
+            target = datapaths.confined(folder, f"{uid}.{fmt.lower()}")
+            new_path = f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}"
+        else:
+            new_path = dest.path or dest.uuid or ""
+            target = datapaths.volume_file(
+                dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
+            await self._existing_root(dest.data_store, "destTO")
+        async with self.file_locks.hold(target):
+            await self._refuse_if_running(target)
+            await transfer(self.files, source, target, decompress=False)
+        return dest.model_copy(update={"path": new_path, "format": fmt})
+
+    async def _existing_volume(self, volume: VolumeObjectTO) -> str:
+        path = await datapaths.locate_volume(self.files, volume, "srcTO")
+        if not await self.files.exists(path):
+            raise InvalidRequest(f"srcTO: the volume file {path} does not exist")
+        return path
+
+    async def _image_store_folder(self, store: NfsTO, path: str | None,
+                                  uid: str | None) -> tuple[str, str]:
+        """The folder ``path`` on the image store (created) and the file's base name."""
+        if not path:
+            raise InvalidRequest("destTO: a path on the image store is required")
+        root = datapaths.reach(self.files, store, "destTO")
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"destTO: the image store {root} cannot be reached")
+        folder = datapaths.confined(root, path)
+        await self.files.make_dirs(folder)
+        return folder, uid or str(uuid.uuid4())
+
+    # --- D: template from a volume ------------------------------------------------------
+
+    async def _template_from_volume(self, src: VolumeObjectTO,
+                                    dest: TemplateObjectTO) -> TemplateObjectTO:
+        source = await self._existing_volume(src)
+        fmt = _disk_format_of(source)
+        assert isinstance(dest.image_data_store, NfsTO)
+        folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
+                                                     dest.uuid)
+        target = datapaths.confined(folder, f"{uid}.{fmt.lower()}")
+        virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
+        async with self.file_locks.hold(target):
+            done = await transfer(self.files, source, target, decompress=False)
+            await self._write_properties(folder, target, dest, fmt, virtual, done.size)
+        return dest.model_copy(update={
+            "path": f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}", "format": fmt,
+            "size_bytes": virtual, "physical_size_bytes": done.size})
+
+    async def _write_properties(self, folder: str, target: str, dest: TemplateObjectTO,
+                                fmt: ImageFormat, virtual: int, size: int) -> None:
+        """template.properties next to the copy; without it the copy is removed again."""
+        try:
+            text = locations.template_properties(
+                template_id=dest.id or 0, name=dest.name or ntpath.basename(target),
+                image_format=fmt.value, virtual_size_bytes=virtual, file_size_bytes=size)
+            await self.files.write_text(datapaths.confined(folder, "template.properties"),
+                                        text)
+        except AgentError:
+            await self.files.remove(target)
+            raise
+
+    # --- shared -------------------------------------------------------------------------
+
+    async def _existing_root(self, store: WrappedTO | None, what: str) -> str:
+        root = datapaths.reach(self.files, store, what)
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
+                                 "be reached from this host")
+        return root
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def _is_file_store(store: WrappedTO | None) -> bool:
+    return isinstance(store, PrimaryDataStoreTO) or (isinstance(store, NfsTO) and bool(store.url))
+
+
+def _links(template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
+    """Whether a volume is made as a linked clone: the pool does not ask for full clones
+    and the template lies in the same pool."""
+    if not isinstance(template_store, PrimaryDataStoreTO):
+        return False
+    if not isinstance(volume_store, PrimaryDataStoreTO) or volume_store.full_clone_flag:
+        return False
+    here = datapaths.store_root(template_store, "srcTO")
+    there = datapaths.store_root(volume_store, "destTO")
+    return here.casefold() == there.casefold()
+
+
+def _template_format(fmt: object) -> ImageFormat:
+    text = str(fmt or "").upper()
+    if text not in TEMPLATE_FORMATS:
+        raise InvalidRequest(f"template format {text[:20] or 'none'!r} is not VHD, VHDX or ISO")
+    return TEMPLATE_FORMATS[text]
+
+
+def _disk_format_of(path: str) -> ImageFormat:
+    suffix = ntpath.splitext(path)[1].lower()
+    if suffix == ".vhd":
+        return ImageFormat.VHD
+    if suffix == ".vhdx":
+        return ImageFormat.VHDX
+    raise InvalidRequest(f"{path} is not a .vhd or .vhdx disk")
+
+
+def _image_suffix(path: str) -> str | None:
+    """``.vhd``/``.vhdx``/``.iso`` of an image name (after a compression suffix), or None."""
+    name = path.lower()
+    for compressed in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(compressed)
+    suffix = ntpath.splitext(name)[1]
+    return suffix if suffix in datapaths.IMAGE_SUFFIXES else None
+
+
+def _s3_object(store: S3TO, key: str) -> S3Object:
+    missing = [name for name, value in (("endPoint", store.end_point),
+                                         ("bucketName", store.bucket_name),
+                                         ("accessKey", store.access_key),
+                                         ("secretKey", store.secret_key)) if not value]
+    if missing:
+        raise InvalidRequest(f"srcTO: the S3 store lacks {', '.join(missing)}")
+    return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
+                    access_key=store.access_key or "", secret_key=store.secret_key or "",
+                    https=bool(store.https_flag), region=store.region or DEFAULT_S3_REGION)
+
+
+def _sniff(files: HostFiles, path: str) -> ImageFormat | None:
+    """VHDX or VHD by the file's signature (header, or a fixed VHD's footer); else None."""
+    with files.open_binary(path, "rb") as handle:
+        head = handle.read(len(_VHDX_SIGNATURE))
+        if head == _VHDX_SIGNATURE:
+            return ImageFormat.VHDX
+        if head == _VHD_COOKIE or _footer(handle).startswith(_VHD_COOKIE):
+            return ImageFormat.VHD
+    return None
+
+
+def _footer(handle: BinaryIO) -> bytes:
+    size = handle.seek(0, 2)
+    if size < _VHD_FOOTER_BYTES:
+        return b""
+    handle.seek(size - _VHD_FOOTER_BYTES)
+    return handle.read(len(_VHD_COOKIE))

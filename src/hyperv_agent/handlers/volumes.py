@@ -1,0 +1,341 @@
+"""Volumes on primary storage: CreateObject, Delete and ResizeVolume, and the legacy
+(pre-4.2) Create, Destroy and PrimaryStorageDownload commands (§5.1 rows 30, 34, 36-38).
+
+Every file is resolved and confined by ``handlers.datapaths``; disks are made and grown by
+Hyper-V (``hyperv.disks``); copies go through ``hostfs.transfer``, which writes a
+temporary name and renames it, so a failed copy leaves no file under the final name.
+Commands on one file are serialised; different files proceed concurrently. A volume
+attached to a running VM is never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import ntpath
+import uuid
+from contextlib import nullcontext
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import (
+    Answer,
+    CreateAnswer,
+    CreateObjectAnswer,
+    PrimaryStorageDownloadAnswer,
+    ResizeVolumeAnswer,
+)
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands_storage import (
+    CreateCommand,
+    CreateObjectCommand,
+    DeleteCommand,
+    DestroyCommand,
+    PrimaryStorageDownloadCommand,
+    ResizeVolumeCommand,
+)
+from hyperv_agent.cloudstack.enums import ImageFormat
+from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
+from hyperv_agent.cloudstack.storage_objects import WrappedTO
+from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.transfer import transfer
+from hyperv_agent.hyperv import disks, drives, jobs
+from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.vms import PowerState, VmRef
+
+log = logging.getLogger("hyperv_agent.handlers.volumes")
+
+SECTOR_BYTES = 512  # Hyper-V rounds a new disk's size up to whole sectors
+DISK_SUFFIXES = (".vhdx", ".vhd")
+COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
+_VOLUME_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX}
+
+
+class VolumeHandlers:
+    """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers."""
+
+    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+        self.cim = cim
+        self.files = files
+        self.locks = locks
+        self.job_wait = job_wait
+        self.file_locks = VmLocks()  # the same queueing, keyed by host path
+
+    def table(self) -> dict[str, Handler]:
+        """The handlers of this module by command FQCN (for ``Dispatch``)."""
+        return {
+            names.CREATE_OBJECT_COMMAND: self.create_object,
+            names.DELETE_COMMAND: self.delete,
+            names.RESIZE_VOLUME_COMMAND: self.resize,
+            names.CREATE_COMMAND: self.create_legacy,
+            names.DESTROY_COMMAND: self.destroy_legacy,
+            names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: self.download_legacy,
+        }
+
+    # --- CreateObjectCommand ------------------------------------------------------------
+
+    async def create_object(self, command: Command) -> Result:
+        """A new, empty dynamic disk ``<pool>\\<uuid>.vhdx`` of ``data.size`` bytes.
+
+        A repeat for the same volume and size succeeds without touching the file; a file
+        of that name with another size fails and is kept. A missing pool folder, a
+        template instead of a volume, no uuid or no size: a failed answer, nothing made.
+        The answer's ``data`` is the volume with ``path`` = uuid and the disk's size.
+        """
+        assert isinstance(command, CreateObjectCommand)
+        volume = command.data
+        if not isinstance(volume, VolumeObjectTO):
+            raise InvalidRequest("CreateObjectCommand creates volumes only, not templates")
+        size, fmt = _new_volume_size(volume), _volume_format(volume.format, ImageFormat.VHDX)
+        if not volume.uuid:
+            raise InvalidRequest("data.uuid is missing")
+        await self._pool_folder(volume.data_store, "data.dataStore")
+        path = datapaths.volume_file(volume.model_copy(update={"path": None, "format": fmt}),
+                                     "data")
+        async with self.file_locks.hold(path):
+            made = await self._dynamic_disk(path, size)
+        data = volume.model_copy(update={"path": volume.uuid, "size_bytes": made,
+                                         "format": fmt})
+        return CreateObjectAnswer(result=True, data=data)
+
+    async def _dynamic_disk(self, path: str, size: int) -> int:
+        """Create the disk, or accept an existing one of the same size; its size."""
+        if await self.files.exists(path):
+            existing = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            if existing.size_bytes != _sectors(size):
+                raise AgentError(f"{path} already exists with {existing.size_bytes} bytes, "
+                                 f"not {size}; it was left as it is")
+            log.info("%s exists with the size asked for; nothing to do", path)
+            return existing.size_bytes
+        try:
+            await disks.create_dynamic(self.cim, path, size, policy=self.job_wait)
+        except AgentError:
+            await self.files.remove(path)  # whatever a failed job left behind
+            raise
+        return _sectors(size)
+
+    async def _pool_folder(self, store: WrappedTO | None, what: str) -> str:
+        root = datapaths.reach(self.files, store, what)
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
+                                 "be reached from this host")
+        return root
+
+    # --- DeleteCommand ------------------------------------------------------------------
+
+    async def delete(self, command: Command) -> Result:
+        """Delete a volume's file. A missing file is success. A file in a running VM is
+        refused and kept; templates and snapshots are never deleted here."""
+        assert isinstance(command, DeleteCommand)
+        volume = command.data
+        if not isinstance(volume, VolumeObjectTO):
+            return Answer(result=False, details=(
+                "DeleteCommand: only volumes are deleted by this agent; the template or "
+                "snapshot was kept"))
+        path = await datapaths.locate_volume(self.files, volume, "data")
+        async with self.file_locks.hold(path):
+            if not await self.files.exists(path):
+                return Answer(result=True, details=f"{path} does not exist; nothing to delete")
+            await self._refuse_if_running(path)
+            await self.files.remove(path)
+        log.info("deleted volume file %s", path)
+        return Answer(result=True, details=f"deleted {path}")
+
+    async def _refuse_if_running(self, path: str) -> None:
+        attached = await disks.find_attachment(self.cim, path)
+        if attached is not None and attached.power is PowerState.RUNNING:
+            raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
+                             "the VM or detach the volume first (the file was kept)")
+
+    # --- ResizeVolumeCommand ------------------------------------------------------------
+
+    async def resize(self, command: Command) -> Result:
+        """Grow the volume ``path`` in ``pool`` to ``newSize`` bytes (also while its VM runs,
+        for a VHDX on SCSI). Shrinking is refused and the file left unchanged; the same
+        size is success without a change. The answer's ``newSize`` is the disk's size."""
+        assert isinstance(command, ResizeVolumeCommand)
+        new_size = command.new_size_bytes or 0
+        if new_size < 1:
+            raise InvalidRequest("newSize must be a positive number of bytes")
+        path = await self._filer_volume(command.pool, command.path)
+        async with self.file_locks.hold(path):
+            current = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            if new_size < current.size_bytes:
+                raise AgentError(f"shrinking {path} from {current.size_bytes} to {new_size} "
+                                 "bytes is not supported; the volume is unchanged")
+            if new_size > current.size_bytes:
+                await disks.resize(self.cim, path, new_size, policy=self.job_wait)
+        return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
+
+    async def _filer_volume(self, pool: StorageFilerTO | None, name: str | None) -> str:
+        """The existing disk file ``name`` (extension optional) in a legacy pool."""
+        if pool is None or not name:
+            raise InvalidRequest("pool and path are required")
+        location = locations.from_primary_store(pool.host or "", pool.path or "",
+                                                str(pool.type or ""))
+        if isinstance(location, locations.ShareLocation) and location.credentials:
+            self.files.use_credentials(location)
+        path = datapaths.confined(location.root, name)
+        for candidate in _with_suffixes(path):
+            if await self.files.exists(candidate):
+                return candidate
+        raise InvalidRequest(f"the volume file {path} does not exist")
+
+    # --- legacy CreateCommand -----------------------------------------------------------
+
+    async def create_legacy(self, command: Command) -> Result:
+        """Copy the template file ``templateUrl`` (a bare name in the pool) to a new
+        ``<GUID><ext>``, or without ``templateUrl`` create an empty dynamic VHDX of
+        ``diskCharacteristics.size`` bytes. Filesystem pools only. A repeat makes
+        another file. A failed copy leaves nothing under the new name."""
+        assert isinstance(command, CreateCommand)
+        pool, profile = command.pool, command.disk_characteristics
+        if str(pool.type or "") != "Filesystem":
+            raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
+                                 "CreateCommand; a Filesystem pool is needed")
+        root = locations.from_primary_store("", pool.path or "", "Filesystem").root
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"the pool folder {root} does not exist")
+        if command.template_url:
+            target = await self._copy_template_file(root, command.template_url)
+        else:
+            target = datapaths.confined(root, f"{uuid.uuid4()}.vhdx")
+            await disks.create_dynamic(self.cim, target, profile.size_bytes or 0,
+                                       policy=self.job_wait)
+        volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
+                          storage_pool_type=pool.type, storage_pool_uuid=pool.uuid,
+                          mount_point=target, path=target, size_bytes=profile.size_bytes)
+        return CreateAnswer(result=True, volume=volume)
+
+    async def _copy_template_file(self, root: str, name: str) -> str:
+        if any(ch in name for ch in "/\\:"):
+            raise InvalidRequest(f"templateUrl {name[:80]!r} must be a bare file name in the "
+                                 "pool")
+        suffix = ntpath.splitext(name)[1].lower()
+        if suffix not in DISK_SUFFIXES:
+            raise InvalidRequest(f"templateUrl {name[:80]!r} is not a .vhd or .vhdx file")
+        source = datapaths.confined(root, name)
+        if not await self.files.exists(source):
+            raise InvalidRequest(f"the template file {source} does not exist")
+        target = datapaths.confined(root, f"{uuid.uuid4()}{suffix}")
+        await transfer(self.files, source, target, decompress=False)
+        return target
+
+    # --- legacy DestroyCommand ----------------------------------------------------------
+
+    async def destroy_legacy(self, command: Command) -> Result:
+        """Detach the volume from ``vmName`` (when given and attached there), then delete
+        its file. A missing file is success. A file in another VM, or in a running VM
+        that cannot release it (IDE), is refused and kept."""
+        assert isinstance(command, DestroyCommand)
+        path = await self._legacy_file(command.volume)
+        if path is None:
+            return Answer(result=True, details="the volume file does not exist; nothing to do")
+        vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
+        async with vm_lock, self.file_locks.hold(path):
+            attached = await disks.find_attachment(self.cim, path)
+            if attached is not None:
+                await self._release(attached, path, command.vm_name)
+            await self.files.remove(path)
+        return Answer(result=True, details=f"deleted {path}")
+
+    async def _release(self, attached: disks.Attachment, path: str, vm_name: str | None) -> None:
+        if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
+            raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
+                             f"{vm_name or 'the VM named in the command'}; the file was kept")
+        vm = VmRef(attached.vm_guid, attached.vm_name, attached.power)
+        try:
+            await drives.detach_volume(self.cim, vm, path)
+        except AgentError as error:
+            raise AgentError(f"{path} could not be detached from VM {attached.vm_name} "
+                             f"({error}); the file was kept") from error
+
+    async def _legacy_file(self, volume: VolumeTO) -> str | None:
+        """The file of a legacy VolumeTO inside its mount point; None when absent."""
+        if not volume.path:
+            raise InvalidRequest("volume.path is required")
+        if not volume.mount_point:
+            raise InvalidRequest("volume.mountPoint is required to know the pool")
+        root = volume.mount_point
+        if ntpath.splitext(root)[1].lower() in DISK_SUFFIXES:
+            root = ntpath.dirname(root)
+        root = locations.from_primary_store("", root, "Filesystem").root
+        path = datapaths.confined(root, volume.path)
+        for candidate in _with_suffixes(path):
+            if await self.files.exists(candidate):
+                return candidate
+        return None
+
+    # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
+
+    async def download_legacy(self, command: Command) -> Result:
+        """Copy the .vhd/.vhdx template at ``url`` (cifs://) into ``localPath`` as
+        ``<GUID><ext>``, decompressing .bz2/.gz/.zip. The answer gives the new file name
+        (``installPath``) and its size. A failure leaves nothing in the pool."""
+        assert isinstance(command, PrimaryStorageDownloadCommand)
+        if not command.local_path:
+            raise InvalidRequest("localPath is required")
+        root = locations.from_primary_store("", command.local_path, "Filesystem").root
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"the pool folder {root} does not exist")
+        source = self._download_source(command.url)
+        suffix = _template_suffix(source)
+        target = datapaths.confined(root, f"{uuid.uuid4()}{suffix}")
+        done = await transfer(self.files, source, target)
+        return PrimaryStorageDownloadAnswer(result=True, install_path=ntpath.basename(target),
+                                            template_size_bytes=done.size)
+
+    def _download_source(self, url: str) -> str:
+        scheme = url.partition("://")[0].lower()
+        if scheme == "nfs":
+            raise InvalidRequest("nfs:// templates cannot be read by Hyper-V; register the "
+                                 "image store as cifs://server/share")
+        location = locations.parse_cifs_url(url)
+        if location.credentials is not None:
+            self.files.use_credentials(location)
+        if not location.folder:
+            raise InvalidRequest("the template URL names a share, not a file")
+        return location.unc
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def _new_volume_size(volume: VolumeObjectTO) -> int:
+    if volume.size_bytes is None or volume.size_bytes < 1:
+        raise InvalidRequest("data.size must be a positive number of bytes")
+    return volume.size_bytes
+
+
+def _volume_format(fmt: object, default: ImageFormat) -> ImageFormat:
+    text = str(fmt or default).upper()
+    if text not in _VOLUME_FORMATS:
+        raise InvalidRequest(f"volume format {text[:20]!r} is not VHD or VHDX")
+    return _VOLUME_FORMATS[text]
+
+
+def _sectors(size: int) -> int:
+    return -(-size // SECTOR_BYTES) * SECTOR_BYTES
+
+
+def _with_suffixes(path: str) -> tuple[str, ...]:
+    """``path`` itself when it names a disk file, else ``path.vhdx`` and ``path.vhd``."""
+    if ntpath.splitext(path)[1].lower() in DISK_SUFFIXES:
+        return (path,)
+    return (path, *(path + suffix for suffix in DISK_SUFFIXES))
+
+
+def _template_suffix(source: str) -> str:
+    """``.vhd`` / ``.vhdx`` of a template name, after any compression suffix."""
+    name = ntpath.basename(source).lower()
+    for compressed in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(compressed)
+    suffix = ntpath.splitext(name)[1]
+    if suffix not in DISK_SUFFIXES:
+        raise InvalidRequest(f"{ntpath.basename(source)[:80]!r} is not a .vhd or .vhdx "
+                             "template (optionally .bz2, .gz or .zip)")
+    return suffix

@@ -1,0 +1,238 @@
+"""Virtual hard disks: create, inspect and grow VHD/VHDX files, and find who uses one.
+
+Files are made and changed by Hyper-V's Msvm_ImageManagementService (IMS), never written
+by the agent itself, so the format details stay Hyper-V's. The IMS path is cached per
+``Cim`` (a ``WeakKeyDictionary``) like the management service in ``vms``; the embedded
+Msvm_VirtualHardDiskSettingData instance is spawned once per backend and reused. Round
+trips once a backend is warm (job polls not counted, W = job waits):
+
+=======================  ================================================================
+``create_dynamic``       1 call + 1 W (CreateVirtualHardDisk)
+``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
+``read_settings``        1 call (GetVirtualHardDiskSettingData)
+``resize``               1 call + 1 W (ResizeVirtualHardDisk)
+``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
+=======================  ================================================================
+
+Warming costs 1 query for the IMS and 1 spawn for the settings class. The format of a
+file follows its extension (``.vhd`` VHD, ``.vhdx`` VHDX), as Hyper-V requires.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.errors import CimNotFound, HyperVError, InvalidRequest
+from hyperv_agent.hyperv import drives, jobs, vms
+from hyperv_agent.hyperv.schema import (
+    DISK_EXTENSIONS,
+    NAMESPACE,
+    Class,
+    DiskFormat,
+    DiskType,
+    Subtype,
+)
+from hyperv_agent.hyperv.vms import PowerState
+
+_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
+_IMS: weakref.WeakKeyDictionary[Cim, ObjectPath] = weakref.WeakKeyDictionary()
+_TEMPLATE: weakref.WeakKeyDictionary[Cim, CimInstance] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class DiskSettings:
+    """What Hyper-V reports about a disk file."""
+
+    path: str
+    format: DiskFormat
+    type: DiskType
+    size_bytes: int  # virtual size (MaxInternalSize)
+    parent_path: str | None  # differencing disks only
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A disk file in a VM's drive."""
+
+    vm_guid: str
+    vm_name: str
+    power: PowerState
+    medium: ObjectPath  # the Msvm_StorageAllocationSettingData
+    drive: ObjectPath  # its parent, the disk drive
+
+
+def disk_format(path: str) -> DiskFormat:
+    """The format a file name implies; InvalidRequest for anything but .vhd / .vhdx."""
+    suffix = ntpath.splitext(path)[1].lower()
+    if suffix not in DISK_EXTENSIONS:
+        raise InvalidRequest(f"{path} is not a .vhd or .vhdx file")
+    return DISK_EXTENSIONS[suffix]
+
+
+# --- the image management service ---------------------------------------------------------
+
+
+async def image_service(cim: Cim) -> ObjectPath:
+    """The IMS path: 1 query on the first call for ``cim``, then cached."""
+    cached = _IMS.get(cim)
+    if cached is not None:
+        return cached
+    found = await cim.query(wql.select(Class.IMAGE_SERVICE, properties=_SERVICE_KEYS),
+                            NAMESPACE)
+    if not found or found[0].path is None:
+        raise HyperVError(f"the host has no {Class.IMAGE_SERVICE}; is Hyper-V installed?")
+    _IMS[cim] = found[0].path
+    return found[0].path
+
+
+async def _call(cim: Cim, method: str, params: Mapping[str, InValue],
+                policy: jobs.WaitPolicy) -> MethodResult:
+    """``jobs.call`` on the IMS; a stale cached path is looked up again, once."""
+    try:
+        return await jobs.call(cim, await image_service(cim), method, params, policy=policy)
+    except CimNotFound:
+        _IMS.pop(cim, None)
+    return await jobs.call(cim, await image_service(cim), method, params, policy=policy)
+
+
+async def _settings_template(cim: Cim) -> CimInstance:
+    template = _TEMPLATE.get(cim)
+    if template is None:
+        template = await cim.spawn(Class.VHD_SETTINGS, NAMESPACE)
+        _TEMPLATE[cim] = template
+    return template
+
+
+# --- creating -----------------------------------------------------------------------------
+
+
+async def create_dynamic(
+    cim: Cim, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> None:
+    """Create a dynamically expanding disk of ``size_bytes`` at ``path`` (.vhd or .vhdx).
+
+    A size below 1 or a bad extension: InvalidRequest, nothing done. An existing file or
+    a missing folder: Hyper-V refuses (MethodFailed/JobFailed) and nothing is written,
+    so a repeat fails; check first. Afterwards the file exists, empty, with that virtual
+    size. Hyper-V writes the file whole or not at all. 1 call + 1 W when warm.
+    """
+    if size_bytes < 1:
+        raise InvalidRequest(f"a disk needs a positive size, not {size_bytes} bytes")
+    fmt = disk_format(path)
+    settings = (await _settings_template(cim)).updated(
+        Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt),
+        MaxInternalSize=size_bytes, ParentPath=None, BlockSize=0, LogicalSectorSize=0,
+        PhysicalSectorSize=0)
+    await _call(cim, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+
+
+async def create_differencing(
+    cim: Cim, path: str, parent: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> None:
+    """Create a differencing disk at ``path`` whose parent is ``parent`` (a linked clone).
+
+    Both files must have the same format (extension): InvalidRequest otherwise. A missing
+    parent, an existing ``path`` or a missing folder: Hyper-V refuses, nothing is
+    written. The parent is never changed, nor read beyond its headers: the new file
+    holds only metadata until the guest writes. Its virtual size is the parent's. Not
+    idempotent (a repeat finds the file). 1 call + 1 W when warm.
+    """
+    fmt = disk_format(path)
+    if disk_format(parent) is not fmt:
+        raise InvalidRequest(f"{path} and its parent {parent} must both be {fmt.name}")
+    settings = (await _settings_template(cim)).updated(
+        Path=path, Type=int(DiskType.DIFFERENCING), Format=int(fmt), ParentPath=parent,
+        MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+    await _call(cim, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+
+
+# --- reading and growing ------------------------------------------------------------------
+
+
+async def read_settings(
+    cim: Cim, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> DiskSettings:
+    """Format, type, virtual size and parent of the disk at ``path``. Read-only.
+
+    A missing or unreadable file: MethodFailed (Hyper-V's return code, e.g. 32779 file
+    not found). 1 call.
+    """
+    result = await _call(cim, "GetVirtualHardDiskSettingData", {"Path": path}, policy)
+    text = result.text("SettingData")
+    if not text:
+        raise HyperVError(f"GetVirtualHardDiskSettingData returned no settings for {path}")
+    return _disk_settings(cim.parse_embedded(text), path)
+
+
+def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
+    try:
+        fmt = DiskFormat(data.integer("Format") or 0)
+        kind = DiskType(data.integer("Type") or 0)
+    except ValueError as error:
+        raise HyperVError(f"{path}: Hyper-V reports an unknown disk kind ({error})") from None
+    return DiskSettings(path=data.string("Path") or path, format=fmt, type=kind,
+                        size_bytes=data.integer("MaxInternalSize") or 0,
+                        parent_path=data.string("ParentPath") or None)
+
+
+async def resize(
+    cim: Cim, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> None:
+    """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only).
+
+    The caller refuses shrinking; Hyper-V refuses it too (32773), as it refuses growing a
+    disk in use other than a VHDX on SCSI of a running VM. On any refusal the file is
+    unchanged. Safe to repeat with the same size. 1 call + 1 W.
+    """
+    await _call(cim, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
+                policy)
+
+
+# --- who uses a file ----------------------------------------------------------------------
+
+
+async def find_attachment(cim: Cim, path: str) -> Attachment | None:
+    """The VM drive holding the disk file ``path``; None when no VM uses it. Read-only.
+    (``drives.detach_volume`` takes it out of that VM.)
+
+    One query over every virtual hard disk medium of the host (WMI cannot filter on the
+    array HostResource, so the match is made here, ignoring case), then one get for the
+    owning VM's name and power state. Media of snapshots are not VMs and are skipped.
+    """
+    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
+                       ("InstanceID", "HostResource", "Parent"))
+    for medium in await cim.query(query, NAMESPACE):
+        resources = medium.strings("HostResource")
+        if (medium.path is None or not resources
+                or drives.same_file_key(resources[0]) != drives.same_file_key(path)):
+            continue
+        found = await _owner(cim, medium)
+        if found is not None:
+            return found
+    return None
+
+
+async def _owner(cim: Cim, medium: CimInstance) -> Attachment | None:
+    assert medium.path is not None
+    guid = _guid_of(medium.string("InstanceID") or "")
+    parent = medium.string("Parent")
+    if not guid or not parent:
+        return None
+    try:
+        vm = await cim.get(vms.vm_path(guid))
+    except CimNotFound:
+        return None
+    return Attachment(guid, vm.string("ElementName") or "",
+                      vms.power_state(vm.integer("EnabledState")), medium.path,
+                      ObjectPath.parse(parent))
+
+
+def _guid_of(instance_id: str) -> str:
+    """``Microsoft:<GUID>\\...`` -> ``<GUID>``; "" for other forms."""
+    head, _, rest = instance_id.partition(":")
+    return rest.split("\\", 1)[0] if head.lower() == "microsoft" and "\\" in rest else ""

@@ -1,0 +1,562 @@
+"""CopyCommand over real HTTPS, every §5.2 case, checked on disk and in the emulator."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
+from hyperv_agent.hostfs.api import HostFiles, OpenMode
+from hyperv_agent.hyperv import disks
+from hyperv_agent.hyperv.schema import DiskFormat, DiskType
+from hyperv_agent.service import build_agent
+from tests.conftest import requires_tool
+from tests.e2e.conftest import Running, client_context, start
+from tests.s3server import S3Server
+from tests.samba import Samba
+
+COPY = "org.apache.cloudstack.storage.command.CopyCommand"
+COPY_ANSWER = "org.apache.cloudstack.storage.command.CopyCmdAnswer"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
+PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+NFS_TO = "com.cloud.agent.api.to.NfsTO"
+S3_TO = "com.cloud.agent.api.to.S3TO"
+POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
+TEMPLATE_UUID = "7e4ca941-cb1b-4113-ab9e-043960d0fb10"
+VOLUME_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
+SECONDARY = "cifs://10.1.1.1/secondary?user=administrator&password=1pass%40word1"
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+# --- fixture and helpers ------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    (tmp_path / "secondary").mkdir(exist_ok=True)
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+{extra}
+[emulator.shares]
+'\\\\10.1.1.1\\secondary' = "{tmp_path / 'secondary'}"
+""")
+    return config
+
+
+async def _serve(config: Path) -> AsyncIterator[Running]:
+    built = build_agent(load_config(config))
+    runner, url = await start(built)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(built, url, session)
+    await runner.cleanup()
+    await built.cim.close()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server) -> S3Server:
+    """The session's loopback S3 server (tests/conftest.py)."""
+    return s3_server
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent on an emulated host whose \\\\10.1.1.1\\secondary share is a local folder."""
+    async for running in _serve(_config(tmp_path)):
+        yield running
+
+
+def _drive_c(running: Running) -> Path:
+    return running.agent.config.agent.state_dir / "emulator" / "drives" / "C"
+
+
+def _pool(running: Running, name: str = "pool") -> Path:
+    folder = _drive_c(running) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _primary(path: str = "C:\\pool", **fields: Any) -> dict[str, Any]:
+    return {PRIMARY_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
+                         "type": "Filesystem", "poolType": "Filesystem", "path": path,
+                         "port": 0, **fields}}
+
+
+def _nfs(url: str = SECONDARY) -> dict[str, Any]:
+    return {NFS_TO: {"_url": url, "_role": "Image"}}
+
+
+def _template(store: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    values = {"uuid": TEMPLATE_UUID, "id": 206, "format": "VHDX", "accountId": 2,
+              "hvm": True, "displayText": "OS031", "imageDataStore": store,
+              "hypervisorType": "Hyperv", "name": "206-2-73592258"}
+    values.update(fields)
+    return {TEMPLATE_TO: values}
+
+
+def _volume(store: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    values = {"uuid": VOLUME_UUID, "volumeType": "ROOT", "dataStore": store, "name": "ROOT-5",
+              "size": 52428800, "volumeId": 10, "vmName": "i-3-5-VM", "accountId": 3, "id": 10}
+    values.update(fields)
+    return {VOLUME_TO: values}
+
+
+def _copy(src: dict[str, Any], dest: dict[str, Any]) -> dict[str, Any]:
+    return {"srcTO": src, "destTO": dest, "executeInSequence": False, "wait": 10800}
+
+
+def _disk(path: Path, size: int = GIB, data: bytes = b"") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = vhd.DiskFormat.VHD if path.suffix == ".vhd" else vhd.DiskFormat.VHDX
+    vhd.create(path, fmt, vhd.DiskType.DYNAMIC, size)
+    if data:
+        vhd.write_data(path, 0, data)
+    return path
+
+
+def _secondary(tmp_path: Path, relative: str) -> Path:
+    path = tmp_path / "secondary" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def qemu_info(path: Path) -> dict[str, Any]:
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+async def _copied(running: Running, body: dict[str, Any]) -> dict[str, Any]:
+    key, answer = await running.answer(COPY, body)
+    assert (key, answer["result"]) == (COPY_ANSWER, True), answer
+    ((_, data),) = answer["newData"].items()
+    assert isinstance(data, dict)
+    return data
+
+
+async def _refused(running: Running, body: dict[str, Any], expected: str) -> str:
+    key, answer = await running.answer(COPY, body)
+    assert (key, answer["result"]) == (COPY_ANSWER, False), answer
+    assert answer.get("newData") is None
+    assert expected in answer["details"], answer["details"]
+    return str(answer["details"])
+
+
+# --- A: template download to primary ------------------------------------------------------
+
+
+async def test_download_names_file_by_content_when_sample_declares_vhd_as_vhdx(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    relative = "template/tmpl/2/201/6dda6631-4daa-3150-a49a-d5a4b0a4c4b6.vhd"
+    source = _disk(_secondary(tmp_path, relative), 64 * MIB, b"boot sector")
+    data = await _copied(agent, _copy(_template(_nfs(), path=relative),
+                                      _template(_primary())))
+    assert data["format"] == "VHD"  # the file is a VHD whatever the TO said
+    installed = pool / f"{data['path']}.vhd"
+    assert installed.read_bytes() == source.read_bytes()
+    assert data["size"] == source.stat().st_size
+    assert sorted(p.name for p in pool.iterdir()) == [installed.name]
+
+
+@requires_tool("qemu-img")
+@pytest.mark.parametrize("packing", ["bz2", "gz", "zip"])
+async def test_download_decompresses_and_checks_checksum_when_template_is_packed(
+    agent: Running, tmp_path: Path, packing: str
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path / "raw" / "sys.vhdx", 256 * MIB, b"system vm")
+    packed = _pack(raw, packing)
+    _secondary(tmp_path, f"t/sys.vhdx.{packing}").write_bytes(packed)
+    src = _template(_nfs(), path=f"t/sys.vhdx.{packing}",
+                    checksum=hashlib.md5(packed).hexdigest())
+    data = await _copied(agent, _copy(src, _template(_primary(), path="fixed-name")))
+    assert (data["path"], data["format"]) == ("fixed-name", "VHDX")
+    info = qemu_info(pool / "fixed-name.vhdx")
+    assert (info["format"], info["virtual-size"]) == ("vhdx", 256 * MIB)
+    assert (pool / "fixed-name.vhdx").read_bytes() == raw.read_bytes()
+
+
+def _pack(path: Path, packing: str) -> bytes:
+    data = path.read_bytes()
+    if packing == "bz2":
+        return bz2.compress(data)
+    if packing == "gz":
+        return gzip.compress(data)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(path.name, data)
+    return out.getvalue()
+
+
+async def test_download_takes_first_vhd_when_template_path_is_a_folder(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    _secondary(tmp_path, "template/tmpl/2/7/readme.txt").write_text("x")
+    source = _disk(_secondary(tmp_path, "template/tmpl/2/7/abc.vhdx"), 32 * MIB)
+    data = await _copied(agent, _copy(_template(_nfs(), path="template/tmpl/2/7"),
+                                      _template(_primary())))
+    assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()
+
+
+async def test_download_copies_iso(agent: Running, tmp_path: Path) -> None:
+    pool = _pool(agent)
+    _secondary(tmp_path, "iso/tools.iso").write_bytes(b"CD001" * 1000)
+    data = await _copied(agent, _copy(_template(_nfs(), path="iso/tools.iso", format="ISO"),
+                                      _template(_primary(), format="ISO")))
+    assert (pool / f"{data['path']}.iso").read_bytes() == b"CD001" * 1000
+
+
+async def test_download_replaces_existing_template_file_when_repeated(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    (pool / "same.vhdx").write_bytes(b"old")
+    source = _disk(_secondary(tmp_path, "t/new.vhdx"), 16 * MIB)
+    for _ in range(2):
+        await _copied(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
+                                   _template(_primary(), path="same")))
+    assert _listing(pool) == {"same.vhdx": hashlib.sha256(source.read_bytes()).hexdigest()}
+
+
+async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    (pool / "keep.vhdx").write_bytes(b"earlier")
+    _disk(_secondary(tmp_path, "t/sys.vhdx"), 16 * MIB)
+    before = _listing(pool)
+    src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32)
+    await _refused(agent, _copy(src, _template(_primary(), path="keep")), "checksum")
+    assert _listing(pool) == before
+
+
+async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    good = bz2.compress(_disk(tmp_path / "raw" / "x.vhdx", 16 * MIB).read_bytes())
+    _secondary(tmp_path, "t/x.vhdx.bz2").write_bytes(good[: len(good) // 2] + b"\xff" * 64)
+    details = await _refused(agent, _copy(_template(_nfs(), path="t/x.vhdx.bz2"),
+                                          _template(_primary())), "")
+    assert details
+    assert _listing(pool) == {}
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("../escape.vhdx", "climbs out"),
+    ("C:\\pool\\other.vhdx", "outside the pool"),
+    ("\\\\10.9.9.9\\share\\x.vhdx", "outside the pool"),
+    ("t/x.vhdx:stream", "stream"),
+    ("t/AUX.vhdx", "device name"),
+    ("t/absent.vhdx", "does not exist"),
+])
+async def test_download_fails_and_copies_nothing_when_source_path_is_bad(
+    agent: Running, tmp_path: Path, path: str, expected: str
+) -> None:
+    pool = _pool(agent)
+    _disk(pool / "other.vhdx", 16 * MIB)
+    _disk(tmp_path / "escape.vhdx", 16 * MIB)
+    before = _listing(pool)
+    await _refused(agent, _copy(_template(_nfs(), path=path), _template(_primary())), expected)
+    assert _listing(pool) == before
+
+
+@pytest.mark.parametrize(("src_store", "dest_store", "expected"), [
+    (_nfs("cifs://10.9.9.9/nowhere"), _primary(), "10.9.9.9"),  # unreachable share
+    (_nfs("nfs://10.1.1.1/secondary"), _primary(), "nfs://"),
+    (_nfs(), _primary("C:\\absent"), "does not exist"),  # unknown pool folder
+    (_nfs(), _primary("..\\pool"), "not an absolute"),
+])
+async def test_download_fails_with_clear_details_when_a_store_is_unusable(
+    agent: Running, tmp_path: Path, src_store: dict[str, Any], dest_store: dict[str, Any],
+    expected: str,
+) -> None:
+    pool = _pool(agent)
+    _disk(_secondary(tmp_path, "t/x.vhdx"), 16 * MIB)
+    await _refused(agent, _copy(_template(src_store, path="t/x.vhdx"),
+                                _template(dest_store)), expected)
+    assert _listing(pool) == {}
+
+
+async def test_download_reads_template_from_s3(
+    agent: Running, tmp_path: Path, s3: S3Server
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path / "raw" / "s3.vhdx", 32 * MIB, b"from s3")
+    packed = bz2.compress(raw.read_bytes())
+    s3.put("templates/s3.vhdx.bz2", packed)
+    store = {S3_TO: {"id": 1, "accessKey": s3.access_key,
+                     "secretKey": s3.secret_key, "endPoint": s3.endpoint,
+                     "bucketName": s3.bucket, "httpsFlag": False}}
+    src = _template(store, path="templates/s3.vhdx.bz2",
+                    checksum=hashlib.sha256(packed).hexdigest())
+    data = await _copied(agent, _copy(src, _template(_primary())))
+    assert (pool / f"{data['path']}.vhdx").read_bytes() == raw.read_bytes()
+    store[S3_TO]["secretKey"] = "wrong"
+    details = await _refused(agent, _copy(src, _template(_primary(), path="denied")), "")
+    assert s3.secret_key not in details and "wrong" not in details
+    assert not (pool / "denied.vhdx").exists()
+
+
+# --- B: volume from a template on primary -------------------------------------------------
+
+
+def _template_on_pool(running: Running, name: str = "tmpl-1", suffix: str = ".vhdx",
+                      size: int = GIB, folder: str = "pool") -> Path:
+    return _disk(_pool(running, folder) / f"{name}{suffix}", size, b"template os" * 1000)
+
+
+async def test_volume_from_template_is_a_linked_clone_when_flag_is_absent(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    template = _template_on_pool(agent)
+    before = template.read_bytes()
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary())))
+    assert (data["path"], data["format"]) == (VOLUME_UUID, "VHDX")
+    clone = pool / f"{VOLUME_UUID}.vhdx"
+    settings = await disks.read_settings(agent.emulator, f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    assert (settings.format, settings.type, settings.size_bytes, settings.parent_path) == (
+        DiskFormat.VHDX, DiskType.DIFFERENCING, GIB, "C:\\pool\\tmpl-1.vhdx")
+    assert clone.stat().st_size < 8 * MIB
+    assert template.read_bytes() == before
+
+
+@requires_tool("qemu-img")
+async def test_linked_clone_of_vhd_template_is_read_by_qemu(agent: Running) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, suffix=".vhd", size=512 * MIB)
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1", format="VHD"),
+                                      _volume(_primary())))
+    assert data["format"] == "VHD"
+    info = qemu_info(pool / f"{VOLUME_UUID}.vhd")
+    assert (info["format"], info["virtual-size"]) == ("vpc", 512 * MIB)
+    assert vhd.read_info(pool / f"{VOLUME_UUID}.vhd").parent_path == "C:\\pool\\tmpl-1.vhd"
+
+
+@requires_tool("qemu-img")
+async def test_volume_from_template_is_a_full_copy_when_full_clone_flag_is_set(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    template = _template_on_pool(agent)
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(fullCloneFlag=True))))
+    copy = pool / f"{data['path']}.vhdx"
+    info = qemu_info(copy)
+    assert (info["format"], info["virtual-size"]) == ("vhdx", GIB)
+    assert "backing-filename" not in info
+    assert vhd.read_info(copy).type is vhd.DiskType.DYNAMIC
+    assert copy.read_bytes() == template.read_bytes()
+
+
+async def test_volume_from_template_is_a_full_copy_when_pools_differ(agent: Running) -> None:
+    template = _template_on_pool(agent, folder="gold")
+    other = _pool(agent)
+    data = await _copied(agent, _copy(_template(_primary("C:\\gold"), path="tmpl-1"),
+                                      _volume(_primary())))
+    assert (other / f"{data['path']}.vhdx").read_bytes() == template.read_bytes()
+
+
+async def test_linked_clone_costs_one_call_and_one_wait_and_reads_no_template_data(
+    agent: Running,
+) -> None:
+    _template_on_pool(agent)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                               _volume(_primary(), uuid="warm-up")))  # IMS and class cached
+    reads = _count_opens(agent)
+    before = agent.emulator.round_trips()
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    spent = agent.emulator.round_trips() - before
+    assert (spent.calls, spent.waits, spent["invoke:CreateVirtualHardDisk"]) == (1, 1, 1)
+    assert reads == []
+
+
+def _count_opens(running: Running) -> list[str]:
+    """Record every file the copy handler opens or copies through its file layer."""
+    handler = getattr(running.agent.dispatch.handlers[COPY], "__self__", None)
+    files: HostFiles | None = getattr(handler, "files", None)
+    assert files is not None
+    opened: list[str] = []
+    original: Callable[[str, OpenMode], BinaryIO] = files.open_binary
+
+    def counting(path: str, mode: OpenMode) -> BinaryIO:
+        opened.append(path)
+        return original(path, mode)
+
+    async def copying(source: str, target: str) -> int:
+        opened.append(source)
+        return await original_copy(source, target)
+
+    original_copy = files.copy_file
+    files.open_binary = counting  # type: ignore[method-assign]
+    files.copy_file = copying  # type: ignore[method-assign]
+    return opened
+
+
+async def test_volume_from_template_fails_and_leaves_pool_when_clone_job_fails(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent)
+    before = _listing(pool)
+    agent.emulator.faults.fail_next_job("CreateVirtualHardDisk")
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())),
+                   "injected fault")
+    assert _listing(pool) == before
+
+
+async def test_volume_from_template_fails_when_template_file_is_missing(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    await _refused(agent, _copy(_template(_primary(), path="gone"), _volume(_primary())),
+                   "Local template file missing from C:\\pool\\gone.vhdx")
+    assert _listing(pool) == {}
+
+
+async def test_volume_from_template_refuses_to_replace_disk_of_running_vm(
+    agent: Running,
+) -> None:
+    from tests.e2e.test_volume_commands import _vm_with
+
+    pool = _pool(agent)
+    _template_on_pool(agent)
+    _disk(pool / f"{VOLUME_UUID}.vhdx", 16 * MIB)
+    await _vm_with(agent.emulator, "i-3-5-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                   running=True)
+    before = _listing(pool)
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())),
+                   "running VM i-3-5-VM")
+    assert _listing(pool) == before
+
+
+# --- C: volume to volume ------------------------------------------------------------------
+
+
+async def test_volume_copied_to_secondary_gets_path_with_uuid_file(
+    agent: Running, tmp_path: Path
+) -> None:
+    source = _disk(_pool(agent) / f"{VOLUME_UUID}.vhdx", 64 * MIB, b"volume data")
+    data = await _copied(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                      _volume(_nfs(), path="volumes/3/10", uuid="new-uuid")))
+    assert (data["path"], data["format"]) == ("volumes/3/10/new-uuid.vhdx", "VHDX")
+    copied = tmp_path / "secondary" / "volumes" / "3" / "10" / "new-uuid.vhdx"
+    assert copied.read_bytes() == source.read_bytes()
+
+
+async def test_volume_copied_from_secondary_keeps_its_path(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    source = _disk(_secondary(tmp_path, "volumes/3/10/abc.vhd"), 64 * MIB)
+    data = await _copied(agent, _copy(
+        _volume(_nfs(), path="volumes/3/10", uuid="abc"),  # no format: probed
+        _volume(_primary(), path="restored", uuid="restored")))
+    assert (data["path"], data["format"]) == ("restored", "VHD")
+    assert (pool / "restored.vhd").read_bytes() == source.read_bytes()
+
+
+async def test_volume_copy_fails_and_writes_nothing_when_source_is_missing(
+    agent: Running, tmp_path: Path
+) -> None:
+    _pool(agent)
+    await _refused(agent, _copy(_volume(_primary(), path="absent", format="VHDX"),
+                                _volume(_nfs(), path="volumes/3/10")), "does not exist")
+    assert _listing(tmp_path / "secondary") == {}
+
+
+# --- D: template from a volume ------------------------------------------------------------
+
+
+async def test_template_from_volume_writes_file_and_template_properties(
+    agent: Running, tmp_path: Path
+) -> None:
+    source = _disk(_pool(agent) / f"{VOLUME_UUID}.vhdx", 2 * GIB, b"golden image")
+    dest = _template(_nfs(), path="template/tmpl/2/301", uuid="d3c4", id=301,
+                     name="301-2-abc", format=None)
+    data = await _copied(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                      dest))
+    folder = tmp_path / "secondary" / "template" / "tmpl" / "2" / "301"
+    assert (folder / "d3c4.vhdx").read_bytes() == source.read_bytes()
+    size = source.stat().st_size
+    assert (folder / "template.properties").read_text() == (
+        "id=301\nfilename=301-2-abc.vhdx\nvhdx.filename=301-2-abc.vhdx\n"
+        "uniquename=301-2-abc\nvhdx=true\n"
+        f"virtualsize={2 * GIB}\nvhdx.virtualsize={2 * GIB}\n"
+        f"size={size}\nvhdx.size={size}\npublic=false\n")
+    assert (data["path"], data["format"], data["size"]) == (
+        "template/tmpl/2/301/d3c4.vhdx", "VHDX", 2 * GIB)
+    assert data["imageDataStore"] == _nfs()
+
+
+async def test_template_from_volume_fails_and_writes_nothing_when_dest_path_escapes(
+    agent: Running, tmp_path: Path
+) -> None:
+    _disk(_pool(agent) / f"{VOLUME_UUID}.vhdx", 16 * MIB)
+    await _refused(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                _template(_nfs(), path="../../outside")), "climbs out")
+    assert _listing(tmp_path / "secondary") == {}
+
+
+# --- other combinations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("src", "dest"), [
+    (_template(_primary(), path="a"), _template(_primary(), path="b")),
+    (_template(_nfs(), path="a"), _volume(_primary())),
+    (_volume(_primary(), path="a"), _template(_primary(), path="b")),
+])
+async def test_copy_answers_not_supported_when_stores_do_not_combine(
+    agent: Running, src: dict[str, Any], dest: dict[str, Any]
+) -> None:
+    pool = _pool(agent)
+    key, answer = await agent.answer(COPY, _copy(src, dest))
+    assert (key, answer["result"], answer["details"]) == (
+        COPY_ANSWER, False, "Data store combination not supported")
+    assert _listing(pool) == {}
+
+
+# --- A from a real SMB server -------------------------------------------------------------
+
+
+async def test_download_reads_template_from_real_samba_share(
+    tmp_path: Path, samba: Samba
+) -> None:
+    extra = f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}'
+    source = _disk(samba.share_dir / "tmpl" / "smb-case-a.vhdx", 32 * MIB, b"over smb")
+    url = (f"cifs://{samba.server}/{samba.share}?user={samba.user}"
+           f"&password={quote(samba.password, safe='')}")
+    async for running in _serve(_config(tmp_path, extra)):
+        pool = _pool(running)
+        data = await _copied(running, _copy(_template(_nfs(url), path="tmpl/smb-case-a.vhdx"),
+                                            _template(_primary())))
+        assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()

@@ -1,0 +1,493 @@
+"""Volume commands over real HTTPS: CreateObject, Delete, ResizeVolume and the legacy
+Create, Destroy and PrimaryStorageDownload commands, checked on disk and in the emulator."""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.hyperv import build, disks, vms
+from hyperv_agent.service import build_agent
+from tests.conftest import requires_tool
+from tests.e2e.conftest import Running, client_context, start
+from tests.emulator.kit import ok, request_state
+
+CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
+CREATE_OBJECT_ANSWER = "org.apache.cloudstack.storage.command.CreateObjectAnswer"
+DELETE = "org.apache.cloudstack.storage.command.DeleteCommand"
+RESIZE = "com.cloud.agent.api.storage.ResizeVolumeCommand"
+RESIZE_ANSWER = "com.cloud.agent.api.storage.ResizeVolumeAnswer"
+CREATE = "com.cloud.agent.api.storage.CreateCommand"
+CREATE_ANSWER = "com.cloud.agent.api.storage.CreateAnswer"
+DESTROY = "com.cloud.agent.api.storage.DestroyCommand"
+DOWNLOAD = "com.cloud.agent.api.storage.PrimaryStorageDownloadCommand"
+DOWNLOAD_ANSWER = "com.cloud.agent.api.storage.PrimaryStorageDownloadAnswer"
+STOP = "com.cloud.agent.api.StopCommand"
+ANSWER = "com.cloud.agent.api.Answer"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
+PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
+VOLUME_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
+SECONDARY_URL = "cifs://10.1.1.1/secondary?user=administrator&password=1pass%40word1"
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+# --- fixture and helpers ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent on an emulated host whose \\\\10.1.1.1\\secondary share is a local folder."""
+    (tmp_path / "secondary").mkdir()
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+[emulator.shares]
+'\\\\10.1.1.1\\secondary' = "{tmp_path / 'secondary'}"
+""")
+    built = build_agent(load_config(config))
+    runner, url = await start(built)
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(built, url, session)
+    await runner.cleanup()
+    await built.cim.close()
+
+
+def _pool(running: Running, name: str = "pool") -> Path:
+    folder = running.agent.config.agent.state_dir / "emulator" / "drives" / "C" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _store(path: str = "C:\\pool") -> dict[str, Any]:
+    return {PRIMARY_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1", "type": "Filesystem",
+                         "poolType": "Filesystem", "path": path, "port": 0}}
+
+
+def _volume(size: int = 50 * MIB, **fields: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {"uuid": VOLUME_UUID, "volumeType": "DATADISK",
+                              "dataStore": _store(), "name": "DATA-10", "size": size,
+                              "volumeId": 10, "accountId": 3, "id": 10}
+    values.update(fields)
+    return {VOLUME_TO: values}
+
+
+def _disk(folder: Path, name: str, size: int = GIB) -> Path:
+    path = folder / name
+    fmt = vhd.DiskFormat.VHD if name.endswith(".vhd") else vhd.DiskFormat.VHDX
+    vhd.create(path, fmt, vhd.DiskType.DYNAMIC, size)
+    return path
+
+
+def qemu_info(path: Path) -> dict[str, Any]:
+    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    info: dict[str, Any] = json.loads(out)
+    return info
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` with a digest of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+async def _vm_with(cim: EmulatorCim, name: str, path: str, *, scsi: bool,
+                   running: bool) -> vms.VmRef:
+    vm = await build.define_vm(cim, build.VmSpec(name=name, notes=(), generation=1, cpus=1,
+                                                 memory_mb=512))
+    if scsi:
+        controller = await build.add_scsi_controller(cim, vm)
+    else:
+        controller = (await build.controllers(cim, vm)).ide[0]
+    await build.attach_disk(cim, vm, controller, 0, path)
+    if running:
+        await ok(cim, await request_state(cim, vm.path, 2))
+    return vm
+
+
+# --- CreateObjectCommand ------------------------------------------------------------------
+
+
+@requires_tool("qemu-img")
+async def test_create_object_makes_dynamic_vhdx_named_by_uuid_when_volume_is_new(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    key, answer = await agent.answer(CREATE_OBJECT, {"data": _volume(), "wait": 0})
+    assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, True), answer
+    data = answer["data"][VOLUME_TO]
+    assert (data["path"], data["size"], data["format"], data["uuid"]) == (
+        VOLUME_UUID, 50 * MIB, "VHDX", VOLUME_UUID)
+    info = qemu_info(pool / f"{VOLUME_UUID}.vhdx")
+    assert (info["format"], info["virtual-size"]) == ("vhdx", 50 * MIB)
+    assert (pool / f"{VOLUME_UUID}.vhdx").stat().st_size < 8 * MIB
+    assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").type is vhd.DiskType.DYNAMIC
+
+
+async def test_create_object_succeeds_unchanged_when_repeated_with_same_size(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    await agent.answer(CREATE_OBJECT, {"data": _volume()})
+    before = _listing(pool)
+    _, answer = await agent.answer(CREATE_OBJECT, {"data": _volume()})
+    assert answer["result"] is True, answer
+    assert answer["data"][VOLUME_TO]["path"] == VOLUME_UUID
+    assert _listing(pool) == before
+
+
+async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_size(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    await agent.answer(CREATE_OBJECT, {"data": _volume()})
+    before = _listing(pool)
+    key, answer = await agent.answer(CREATE_OBJECT, {"data": _volume(size=80 * MIB)})
+    assert (key, answer["result"], answer.get("data")) == (CREATE_OBJECT_ANSWER, False, None)
+    assert "already exists" in answer["details"] and str(80 * MIB) in answer["details"]
+    assert _listing(pool) == before
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"uuid": "..\\..\\escape"}, "climbs out"),
+    ({"uuid": "vol:stream"}, "stream"),
+    ({"uuid": "CON"}, "device name"),
+    ({"uuid": None}, "uuid is missing"),
+    ({"size": 0}, "positive"),
+    ({"size": "big"}, "size"),
+    ({"dataStore": _store("C:\\absent")}, "does not exist"),
+    ({"dataStore": _store("relative\\pool")}, "not an absolute"),
+    ({"format": "QCOW2"}, "not VHD or VHDX"),
+])
+async def test_create_object_fails_and_creates_nothing_when_input_is_bad(
+    agent: Running, change: dict[str, Any], expected: str
+) -> None:
+    pool = _pool(agent)
+    body = _volume()
+    body[VOLUME_TO].update(change)
+    key, answer = await agent.answer(CREATE_OBJECT, {"data": body})
+    assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
+    assert expected in answer["details"]
+    assert _listing(pool) == {}
+    assert not (pool.parent / "escape.vhdx").exists()
+
+
+async def test_create_object_fails_when_data_is_a_template(agent: Running) -> None:
+    _pool(agent)
+    body = {TEMPLATE_TO: {"uuid": VOLUME_UUID, "path": "t", "format": "VHDX",
+                          "imageDataStore": _store()}}
+    _, answer = await agent.answer(CREATE_OBJECT, {"data": body})
+    assert answer["result"] is False and "volumes only" in answer["details"]
+
+
+# --- DeleteCommand ------------------------------------------------------------------------
+
+
+async def test_delete_removes_volume_file_and_succeeds_again_when_missing(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    for _ in range(2):
+        key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID,
+                                                                  format="VHDX")})
+        assert (key, answer["result"]) == (ANSWER, True), answer
+        assert not (pool / f"{VOLUME_UUID}.vhdx").exists()
+
+
+async def test_delete_refuses_and_keeps_file_when_volume_is_in_running_vm(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    cim = agent.emulator
+    vm = await _vm_with(cim, "i-2-30-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                        running=True)
+    _, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID)})
+    assert answer["result"] is False
+    assert "running VM i-2-30-VM" in answer["details"] and "kept" in answer["details"]
+    assert (pool / f"{VOLUME_UUID}.vhdx").is_file()
+    attached = await disks.find_attachment(cim, f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    assert attached is not None and attached.vm_guid == vm.guid
+
+
+async def test_delete_fails_and_keeps_template_when_data_is_a_template(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, "tmpl.vhdx")
+    body = {TEMPLATE_TO: {"uuid": VOLUME_UUID, "path": "tmpl", "format": "VHDX",
+                          "imageDataStore": _store()}}
+    _, answer = await agent.answer(DELETE, {"data": body})
+    assert answer["result"] is False and "template" in answer["details"]
+    assert (pool / "tmpl.vhdx").is_file()
+
+
+@pytest.mark.parametrize("path", ["..\\outside", "C:\\elsewhere\\x", "\\\\evil\\share\\x",
+                                  "x.vhdx:hidden", "LPT1"])
+async def test_delete_fails_and_touches_nothing_when_path_leaves_pool(
+    agent: Running, path: str
+) -> None:
+    pool = _pool(agent)
+    outside = _disk(pool.parent, "outside.vhdx")
+    _disk(pool, "x.vhdx")
+    before = _listing(pool.parent)
+    _, answer = await agent.answer(DELETE, {"data": _volume(path=path, format="VHDX")})
+    assert answer["result"] is False, answer
+    assert answer["details"]
+    assert _listing(pool.parent) == before and outside.is_file()
+
+
+# --- ResizeVolumeCommand ------------------------------------------------------------------
+
+
+def _resize(path: str, new_size: int, current: int = GIB) -> dict[str, Any]:
+    return {"path": path, "pool": {"id": 201, "uuid": POOL_UUID, "host": "10.1.1.1",
+                                   "path": "C:\\pool", "port": 0, "type": "Filesystem"},
+            "vmInstance": "i-2-31-VM", "currentSize": current, "newSize": new_size,
+            "shrinkOk": False}
+
+
+@requires_tool("qemu-img")
+async def test_resize_grows_volume_when_new_size_is_larger(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 3 * GIB))
+    assert (key, answer["result"], answer["newSize"]) == (RESIZE_ANSWER, True, 3 * GIB), answer
+    assert qemu_info(pool / f"{VOLUME_UUID}.vhdx")["virtual-size"] == 3 * GIB
+
+
+async def test_resize_grows_disk_of_running_vm_when_vhdx_is_on_scsi(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    await _vm_with(agent.emulator, "i-2-31-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                   running=True)
+    _, answer = await agent.answer(RESIZE, _resize(f"{VOLUME_UUID}.vhdx", 2 * GIB))
+    assert answer["result"] is True, answer
+    assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
+
+
+async def test_resize_refuses_shrink_and_leaves_file_unchanged(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx", 2 * GIB)
+    before = _listing(pool)
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, GIB, 2 * GIB))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False)
+    assert "shrinking" in answer["details"] and "unchanged" in answer["details"]
+    assert _listing(pool) == before
+
+
+async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Running) -> None:
+    _pool(agent)
+    for path, expected in (("absent", "does not exist"), ("..\\x", "climbs out")):
+        _, answer = await agent.answer(RESIZE, _resize(path, 2 * GIB))
+        assert answer["result"] is False and expected in answer["details"], answer
+
+
+# --- legacy CreateCommand -----------------------------------------------------------------
+
+
+def _legacy_create(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "volId": 10, "pool": {"id": 201, "uuid": POOL_UUID, "host": "10.1.1.1",
+                              "path": "C:\\pool", "port": 0, "type": "Filesystem"},
+        "diskCharacteristics": {"size": 0, "tags": [], "type": "ROOT", "name": "ROOT-9",
+                                "useLocalStorage": True, "recreatable": True,
+                                "diskOfferingId": 11, "volumeId": 10, "hyperType": "Hyperv"},
+        "templateUrl": "TestCopiedLocalTemplate.vhdx", "contextMap": {}, "wait": 0}
+    body.update(fields)
+    return body
+
+
+async def test_legacy_create_copies_template_to_new_guid_file(agent: Running) -> None:
+    pool = _pool(agent)
+    template = _disk(pool, "TestCopiedLocalTemplate.vhdx")
+    key, answer = await agent.answer(CREATE, _legacy_create())
+    assert (key, answer["result"]) == (CREATE_ANSWER, True), answer
+    volume = answer["volume"]
+    assert volume["name"].endswith(".vhdx") and volume["name"] != template.name
+    assert volume["path"] == volume["mountPoint"] == f"C:\\pool\\{volume['name']}"
+    assert (volume["id"], volume["type"], volume["storagePoolType"],
+            volume["storagePoolUuid"]) == (10, "ROOT", "Filesystem", POOL_UUID)
+    assert (pool / volume["name"]).read_bytes() == template.read_bytes()
+
+
+async def test_legacy_create_makes_empty_disk_when_no_template_is_named(agent: Running) -> None:
+    pool = _pool(agent)
+    body = _legacy_create(templateUrl=None)
+    body["diskCharacteristics"]["size"] = 64 * MIB
+    _, answer = await agent.answer(CREATE, body)
+    assert answer["result"] is True, answer
+    info = vhd.read_info(pool / answer["volume"]["name"])
+    assert (info.format, info.virtual_size_bytes) == (vhd.DiskFormat.VHDX, 64 * MIB)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"templateUrl": "..\\TestCopiedLocalTemplate.vhdx"}, "bare file name"),
+    ({"templateUrl": "absent.vhdx"}, "does not exist"),
+    ({"templateUrl": "notes.txt"}, "not a .vhd or .vhdx"),
+    ({"pool": {"uuid": POOL_UUID, "path": "\\\\10.1.1.1\\secondary", "type": "SMB"}},
+     "Filesystem pool"),
+])
+async def test_legacy_create_fails_and_creates_nothing_when_input_is_bad(
+    agent: Running, change: dict[str, Any], expected: str
+) -> None:
+    pool = _pool(agent)
+    _disk(pool, "TestCopiedLocalTemplate.vhdx")
+    before = _listing(pool.parent)
+    _, answer = await agent.answer(CREATE, _legacy_create(**change))
+    assert answer["result"] is False and expected in answer["details"], answer
+    assert _listing(pool.parent) == before
+
+
+# --- legacy DestroyCommand ----------------------------------------------------------------
+
+
+def _destroy(path: str, vm_name: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"volume": {
+        "name": "TestVolumeTemp", "storagePoolType": "Filesystem", "mountPoint": "C:\\pool",
+        "path": path, "storagePoolUuid": POOL_UUID, "type": "ROOT", "id": 9, "size": 0}}
+    if vm_name:
+        body["vmName"] = vm_name
+    return body
+
+
+async def test_destroy_succeeds_when_file_is_missing(agent: Running) -> None:
+    _pool(agent)
+    key, answer = await agent.answer(DESTROY, _destroy("storagepool"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+
+
+async def test_destroy_detaches_from_named_vm_then_deletes(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, "data.vhdx")
+    cim = agent.emulator
+    await _vm_with(cim, "i-2-32-VM", "C:\\pool\\data.vhdx", scsi=True, running=True)
+    _, answer = await agent.answer(DESTROY, _destroy("C:\\pool\\data.vhdx", "i-2-32-VM"))
+    assert answer["result"] is True, answer
+    assert not (pool / "data.vhdx").exists()
+    assert await disks.find_attachment(cim, "C:\\pool\\data.vhdx") is None
+    vm = await vms.find_vm(cim, "i-2-32-VM")
+    assert vm is not None and vm.power is vms.PowerState.RUNNING
+
+
+async def test_destroy_refuses_and_keeps_file_when_another_vm_uses_it(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool, "data.vhdx")
+    await _vm_with(agent.emulator, "i-2-33-VM", "C:\\pool\\data.vhdx", scsi=False,
+                   running=True)
+    for vm_name in (None, "i-2-99-VM"):
+        _, answer = await agent.answer(DESTROY, _destroy("data.vhdx", vm_name))
+        assert answer["result"] is False and "i-2-33-VM" in answer["details"], answer
+        assert (pool / "data.vhdx").is_file()
+    _, answer = await agent.answer(DESTROY, _destroy("data", "i-2-33-VM"))  # IDE, running
+    assert answer["result"] is False and "could not be detached" in answer["details"]
+    assert (pool / "data.vhdx").is_file()
+
+
+async def test_destroy_fails_when_path_is_missing_or_escapes(agent: Running) -> None:
+    pool = _pool(agent)
+    _disk(pool.parent, "outside.vhdx")
+    for body, expected in ((_destroy(""), "volume.path"),
+                           (_destroy("C:\\outside.vhdx"), "outside the pool")):
+        _, answer = await agent.answer(DESTROY, body)
+        assert answer["result"] is False and expected in answer["details"], answer
+    assert (pool.parent / "outside.vhdx").is_file()
+
+
+# --- data volumes survive VM operations ---------------------------------------------------
+
+
+async def test_stop_keeps_data_disk_file_when_vm_is_removed(agent: Running) -> None:
+    pool = _pool(agent)
+    data = _disk(pool, "datadisk.vhdx")
+    before = data.read_bytes()
+    await _vm_with(agent.emulator, "i-2-34-VM", "C:\\pool\\datadisk.vhdx", scsi=True,
+                   running=True)
+    _, answer = await agent.answer(STOP, {"vmName": "i-2-34-VM", "forceStop": True})
+    assert answer["result"] is True, answer
+    assert await vms.find_vm(agent.emulator, "i-2-34-VM") is None
+    assert data.read_bytes() == before
+
+
+# --- legacy PrimaryStorageDownloadCommand -------------------------------------------------
+
+
+def _download(url: str, local: str = "C:\\pool") -> dict[str, Any]:
+    return {"localPath": local, "poolUuid": POOL_UUID, "poolId": 201,
+            "secondaryStorageUrl": SECONDARY_URL, "url": url, "format": "VHDX",
+            "accountId": 2, "name": "204-2-5a1db1ac", "contextMap": {}, "wait": 10800}
+
+
+def _secondary(tmp_path: Path, relative: str) -> Path:
+    path = tmp_path / "secondary" / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def test_download_copies_template_from_cifs_store_into_pool(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    source = _disk(_secondary(tmp_path, "template/tmpl/2/204/x").parent, "af39.vhdx")
+    url = "cifs://10.1.1.1/secondary/template/tmpl/2/204/af39.vhdx?user=a&password=p%40ss"
+    key, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert (key, answer["result"]) == (DOWNLOAD_ANSWER, True), answer
+    installed = pool / answer["installPath"]
+    assert answer["installPath"].endswith(".vhdx") and "\\" not in answer["installPath"]
+    assert answer["templateSize"] == source.stat().st_size
+    assert installed.read_bytes() == source.read_bytes()
+
+
+async def test_download_decompresses_bz2_template(agent: Running, tmp_path: Path) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path, "plain.vhd", 64 * MIB)
+    _secondary(tmp_path, "t/sys.vhd.bz2").write_bytes(bz2.compress(raw.read_bytes()))
+    _, answer = await agent.answer(DOWNLOAD, _download(
+        "cifs://10.1.1.1/secondary/t/sys.vhd.bz2"))
+    assert answer["result"] is True, answer
+    assert answer["installPath"].endswith(".vhd")
+    assert (pool / answer["installPath"]).read_bytes() == raw.read_bytes()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("nfs://10.70.176.36/mnt/secondary/t.vhdx", "nfs://"),
+    ("cifs://10.1.1.1/secondary/t/notes.txt", "not a .vhd or .vhdx"),
+    ("cifs://10.1.1.1/secondary/t/absent.vhdx", "absent.vhdx"),
+    ("cifs://10.9.9.9/nowhere/t.vhdx", "10.9.9.9"),
+    ("cifs://10.1.1.1/secondary/../t.vhdx", "'..'"),
+])
+async def test_download_fails_and_leaves_pool_empty_when_source_is_bad(
+    agent: Running, tmp_path: Path, url: str, expected: str
+) -> None:
+    pool = _pool(agent)
+    _secondary(tmp_path, "t/notes.txt").write_text("not a disk")
+    _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is False and expected in answer["details"], answer
+    assert _listing(pool) == {}
+
+
+async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    _secondary(tmp_path, "t/bad.vhd.bz2").write_bytes(b"BZh91AY&SY" + b"\x00" * 4096)
+    _, answer = await agent.answer(DOWNLOAD, _download("cifs://10.1.1.1/secondary/t/bad.vhd.bz2"))
+    assert answer["result"] is False and answer["details"], answer
+    assert _listing(pool) == {}
