@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -77,15 +78,36 @@ async def start(agent: Agent, context: ssl.SSLContext | None = None,
     return runner, f"https://127.0.0.1:{port}"
 
 
-@pytest.fixture
-async def running(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
-    agent = build_agent(agent_config())
+@contextlib.asynccontextmanager
+async def serving(config: AgentConfig) -> AsyncIterator[Running]:
+    """The agent ``config`` describes, serving HTTPS on 127.0.0.1, with a client session."""
+    agent = build_agent(config)
     runner, url = await start(agent)
     connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Running(agent, url, session)
-    await runner.cleanup()
-    await agent.cim.close()
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            yield Running(agent, url, session)
+    finally:
+        await runner.cleanup()
+        await agent.cim.close()
+
+
+def config_with_shares(tmp_path: Path, shares: dict[str, Path], agent_toml: str = "",
+                       **overrides: Any) -> AgentConfig:
+    """An emulator configuration whose host maps the UNC ``shares`` to local folders."""
+    lines = ["[agent]", agent_toml, "[emulator.shares]"]
+    lines += [f"'{unc}' = '{folder}'" for unc, folder in shares.items()]
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("\n".join(lines) + "\n")
+    values: dict[str, Any] = {"state_dir": tmp_path / "state", "backend": "emulator",
+                              "private_ip": PRIVATE_IP, **overrides}
+    return load_config(config_file, **values)
+
+
+@pytest.fixture
+async def running(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
+    async with serving(agent_config()) as agent:
+        yield agent
 
 
 STARTUP_REQUEST = [{"com.cloud.agent.api.StartupRoutingCommand": {

@@ -11,18 +11,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
-from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.service import build_agent
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import define_vm, devices
 
 ATTACH = names.ATTACH_COMMAND
@@ -53,18 +50,8 @@ async def agent(tmp_path: Path) -> AsyncIterator[Running]:
     folder.mkdir(parents=True)
     for name in ("tools.iso", "other.iso"):
         (folder / name).write_bytes(b"\0" * 4096)
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(f"[emulator.shares]\n'{SHARE}' = '{tmp_path / 'secondary'}'\n")
-    built = build_agent(load_config(config_file, state_dir=tmp_path / "state",
-                                    backend="emulator", private_ip=PRIVATE_IP))
-    runner, url = await start(built)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(built, url, session)
-    finally:
-        await runner.cleanup()
-        await built.cim.close()
+    async with serving(config_with_shares(tmp_path, {SHARE: tmp_path / "secondary"})) as running:
+        yield running
 
 
 def _pool(running: Running) -> Path:

@@ -6,25 +6,22 @@ import bz2
 import gzip
 import hashlib
 import io
-import json
-import subprocess
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 
-from hyperv_agent.config import load_config
+from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
 from hyperv_agent.hyperv import disks
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
-from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
-from tests.e2e.conftest import Running, client_context, start
+from tests.diskfiles import listing, qemu_info
+from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.s3server import S3Server
 from tests.samba import Samba
 
@@ -46,29 +43,10 @@ GIB = 1 << 30
 # --- fixture and helpers ------------------------------------------------------------------
 
 
-def _config(tmp_path: Path, extra: str = "") -> Path:
+def _config(tmp_path: Path, agent_toml: str = "") -> AgentConfig:
     (tmp_path / "secondary").mkdir(exist_ok=True)
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-private_ip = "192.168.100.10"
-{extra}
-[emulator.shares]
-'\\\\10.1.1.1\\secondary' = "{tmp_path / 'secondary'}"
-""")
-    return config
-
-
-async def _serve(config: Path) -> AsyncIterator[Running]:
-    built = build_agent(load_config(config))
-    runner, url = await start(built)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Running(built, url, session)
-    await runner.cleanup()
-    await built.cim.close()
+    return config_with_shares(tmp_path, {"\\\\10.1.1.1\\secondary": tmp_path / "secondary"},
+                              agent_toml)
 
 
 @pytest.fixture
@@ -80,7 +58,7 @@ def s3(s3_server: S3Server) -> S3Server:
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Running]:
     """The agent on an emulated host whose \\\\10.1.1.1\\secondary share is a local folder."""
-    async for running in _serve(_config(tmp_path)):
+    async with serving(_config(tmp_path)) as running:
         yield running
 
 
@@ -136,18 +114,6 @@ def _secondary(tmp_path: Path, relative: str) -> Path:
     path = tmp_path / "secondary" / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def qemu_info(path: Path) -> dict[str, Any]:
-    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    info: dict[str, Any] = json.loads(out)
-    return info
-
-
-def _listing(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 async def _copied(running: Running, body: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +208,7 @@ async def test_download_replaces_existing_template_file_when_repeated(
     for _ in range(2):
         await _copied(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
                                    _template(_primary(), path="same")))
-    assert _listing(pool) == {"same.vhdx": hashlib.sha256(source.read_bytes()).hexdigest()}
+    assert listing(pool) == {"same.vhdx": hashlib.sha256(source.read_bytes()).hexdigest()}
 
 
 async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches(
@@ -251,10 +217,10 @@ async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches
     pool = _pool(agent)
     (pool / "keep.vhdx").write_bytes(b"earlier")
     _disk(_secondary(tmp_path, "t/sys.vhdx"), 16 * MIB)
-    before = _listing(pool)
+    before = listing(pool)
     src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32)
     await _refused(agent, _copy(src, _template(_primary(), path="keep")), "checksum")
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
@@ -266,7 +232,7 @@ async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
     details = await _refused(agent, _copy(_template(_nfs(), path="t/x.vhdx.bz2"),
                                           _template(_primary())), "")
     assert details
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
 
 
 @pytest.mark.parametrize(("path", "expected"), [
@@ -283,9 +249,9 @@ async def test_download_fails_and_copies_nothing_when_source_path_is_bad(
     pool = _pool(agent)
     _disk(pool / "other.vhdx", 16 * MIB)
     _disk(tmp_path / "escape.vhdx", 16 * MIB)
-    before = _listing(pool)
+    before = listing(pool)
     await _refused(agent, _copy(_template(_nfs(), path=path), _template(_primary())), expected)
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 @pytest.mark.parametrize(("src_store", "dest_store", "expected"), [
@@ -302,7 +268,7 @@ async def test_download_fails_with_clear_details_when_a_store_is_unusable(
     _disk(_secondary(tmp_path, "t/x.vhdx"), 16 * MIB)
     await _refused(agent, _copy(_template(src_store, path="t/x.vhdx"),
                                 _template(dest_store)), expected)
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
 
 
 async def test_download_reads_template_from_s3(
@@ -427,11 +393,11 @@ async def test_volume_from_template_fails_and_leaves_pool_when_clone_job_fails(
 ) -> None:
     pool = _pool(agent)
     _template_on_pool(agent)
-    before = _listing(pool)
+    before = listing(pool)
     agent.emulator.faults.fail_next_job("CreateVirtualHardDisk")
     await _refused(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())),
                    "injected fault")
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 async def test_volume_from_template_fails_when_template_file_is_missing(
@@ -440,7 +406,7 @@ async def test_volume_from_template_fails_when_template_file_is_missing(
     pool = _pool(agent)
     await _refused(agent, _copy(_template(_primary(), path="gone"), _volume(_primary())),
                    "Local template file missing from C:\\pool\\gone.vhdx")
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
 
 
 async def test_volume_from_template_refuses_to_replace_disk_of_running_vm(
@@ -453,10 +419,10 @@ async def test_volume_from_template_refuses_to_replace_disk_of_running_vm(
     _disk(pool / f"{VOLUME_UUID}.vhdx", 16 * MIB)
     await _vm_with(agent.emulator, "i-3-5-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
                    running=True)
-    before = _listing(pool)
+    before = listing(pool)
     await _refused(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())),
                    "running VM i-3-5-VM")
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 # --- C: volume to volume ------------------------------------------------------------------
@@ -491,7 +457,7 @@ async def test_volume_copy_fails_and_writes_nothing_when_source_is_missing(
     _pool(agent)
     await _refused(agent, _copy(_volume(_primary(), path="absent", format="VHDX"),
                                 _volume(_nfs(), path="volumes/3/10")), "does not exist")
-    assert _listing(tmp_path / "secondary") == {}
+    assert listing(tmp_path / "secondary") == {}
 
 
 # --- D: template from a volume ------------------------------------------------------------
@@ -524,7 +490,7 @@ async def test_template_from_volume_fails_and_writes_nothing_when_dest_path_esca
     _disk(_pool(agent) / f"{VOLUME_UUID}.vhdx", 16 * MIB)
     await _refused(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
                                 _template(_nfs(), path="../../outside")), "climbs out")
-    assert _listing(tmp_path / "secondary") == {}
+    assert listing(tmp_path / "secondary") == {}
 
 
 # --- other combinations -------------------------------------------------------------------
@@ -542,7 +508,7 @@ async def test_copy_answers_not_supported_when_stores_do_not_combine(
     key, answer = await agent.answer(COPY, _copy(src, dest))
     assert (key, answer["result"], answer["details"]) == (
         COPY_ANSWER, False, "Data store combination not supported")
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
 
 
 # --- A from a real SMB server -------------------------------------------------------------
@@ -555,7 +521,7 @@ async def test_download_reads_template_from_real_samba_share(
     source = _disk(samba.share_dir / "tmpl" / "smb-case-a.vhdx", 32 * MIB, b"over smb")
     url = (f"cifs://{samba.server}/{samba.share}?user={samba.user}"
            f"&password={quote(samba.password, safe='')}")
-    async for running in _serve(_config(tmp_path, extra)):
+    async with serving(_config(tmp_path, extra)) as running:
         pool = _pool(running)
         data = await _copied(running, _copy(_template(_nfs(url), path="tmpl/smb-case-a.vhdx"),
                                             _template(_primary())))

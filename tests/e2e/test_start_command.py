@@ -9,13 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cloudstack import names
-from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
@@ -29,9 +27,8 @@ from hyperv_agent.handlers.start import (
     StartHandler,
     no_probe,
 )
-from hyperv_agent.service import build_agent
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import devices, ok, request_state, state
 
 START = "com.cloud.agent.api.StartCommand"
@@ -265,19 +262,9 @@ async def with_share(tmp_path: Path) -> AsyncIterator[Running]:
     iso = tmp_path / "secondary" / "iso" / "2" / "205"
     iso.mkdir(parents=True)
     (iso / "tools.iso").write_bytes(b"\0" * 4096)
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text("[emulator.shares]\n'\\\\10.1.1.2\\secondary' = "
-                           f"'{tmp_path / 'secondary'}'\n")
-    agent = build_agent(load_config(config_file, state_dir=tmp_path / "state",
-                                    backend="emulator", private_ip=PRIVATE_IP))
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session)
-    finally:
-        await runner.cleanup()
-        await agent.cim.close()
+    shares = {"\\\\10.1.1.2\\secondary": tmp_path / "secondary"}
+    async with serving(config_with_shares(tmp_path, shares)) as running:
+        yield running
 
 
 def _iso_disk(path: str) -> dict[str, Any]:

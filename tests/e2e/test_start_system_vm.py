@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.service import build_agent
-from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import devices, ok, request_state
 
 START = "com.cloud.agent.api.StartCommand"
@@ -41,19 +39,8 @@ MB = 1024 * 1024
 # --- fixtures and bodies ------------------------------------------------------------------
 
 
-async def _serve(tmp_path: Path, secondary: Path) -> AsyncIterator[Running]:
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(f"[emulator.shares]\n'{SHARE}' = '{secondary}'\n")
-    agent = build_agent(load_config(config_file, state_dir=tmp_path / "state",
-                                    backend="emulator", private_ip=PRIVATE_IP))
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session)
-    finally:
-        await runner.cleanup()
-        await agent.cim.close()
+def _serve(tmp_path: Path, secondary: Path) -> AbstractAsyncContextManager[Running]:
+    return serving(config_with_shares(tmp_path, {SHARE: secondary}))
 
 
 @pytest.fixture
@@ -69,7 +56,7 @@ def secondary(tmp_path: Path) -> Path:
 @pytest.fixture
 async def agent(tmp_path: Path, secondary: Path) -> AsyncIterator[Running]:
     """The agent with the emulated share \\\\10.1.1.2\\secondary mapped to ``secondary``."""
-    async for running in _serve(tmp_path, secondary):
+    async with _serve(tmp_path, secondary) as running:
         yield running
 
 
@@ -229,7 +216,7 @@ async def test_start_runs_without_iso_and_says_why_when_store_has_none_or_severa
     (store / "systemvm").mkdir(parents=True)
     for name in isos:
         (store / "systemvm" / name).write_bytes(b"\0" * 2048)
-    async for running in _serve(tmp_path, store):
+    async with _serve(tmp_path, store) as running:
         answer = await _answer(running, _body(running))
         assert answer["result"] is True, answer
         assert expected in answer["details"] and "started without" in answer["details"]
@@ -240,7 +227,7 @@ async def test_start_runs_without_iso_when_store_has_no_systemvm_folder(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "empty").mkdir()
-    async for running in _serve(tmp_path, tmp_path / "empty"):
+    async with _serve(tmp_path, tmp_path / "empty") as running:
         answer = await _answer(running, _body(running))
         assert answer["result"] is True, answer
         assert "cannot be listed" in answer["details"]

@@ -4,9 +4,6 @@ Create, Destroy and PrimaryStorageDownload commands, checked on disk and in the 
 from __future__ import annotations
 
 import bz2
-import hashlib
-import json
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.hyperv import build, disks, vms
 from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
+from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, client_context, start
 from tests.emulator.kit import ok, request_state
 
@@ -96,19 +94,6 @@ def _disk(folder: Path, name: str, size: int = GIB) -> Path:
     return path
 
 
-def qemu_info(path: Path) -> dict[str, Any]:
-    out = subprocess.run(["qemu-img", "info", "--output=json", str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    info: dict[str, Any] = json.loads(out)
-    return info
-
-
-def _listing(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` with a digest of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 async def _vm_with(cim: EmulatorCim, name: str, path: str, *, scsi: bool,
                    running: bool) -> vms.VmRef:
     vm = await build.define_vm(cim, build.VmSpec(name=name, notes=(), generation=1, cpus=1,
@@ -147,11 +132,11 @@ async def test_create_object_succeeds_unchanged_when_repeated_with_same_size(
 ) -> None:
     pool = _pool(agent)
     await agent.answer(CREATE_OBJECT, {"data": _volume()})
-    before = _listing(pool)
+    before = listing(pool)
     _, answer = await agent.answer(CREATE_OBJECT, {"data": _volume()})
     assert answer["result"] is True, answer
     assert answer["data"][VOLUME_TO]["path"] == VOLUME_UUID
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_size(
@@ -159,11 +144,11 @@ async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_si
 ) -> None:
     pool = _pool(agent)
     await agent.answer(CREATE_OBJECT, {"data": _volume()})
-    before = _listing(pool)
+    before = listing(pool)
     key, answer = await agent.answer(CREATE_OBJECT, {"data": _volume(size=80 * MIB)})
     assert (key, answer["result"], answer.get("data")) == (CREATE_OBJECT_ANSWER, False, None)
     assert "already exists" in answer["details"] and str(80 * MIB) in answer["details"]
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -186,7 +171,7 @@ async def test_create_object_fails_and_creates_nothing_when_input_is_bad(
     key, answer = await agent.answer(CREATE_OBJECT, {"data": body})
     assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
     assert expected in answer["details"]
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
     assert not (pool.parent / "escape.vhdx").exists()
 
 
@@ -247,11 +232,11 @@ async def test_delete_fails_and_touches_nothing_when_path_leaves_pool(
     pool = _pool(agent)
     outside = _disk(pool.parent, "outside.vhdx")
     _disk(pool, "x.vhdx")
-    before = _listing(pool.parent)
+    before = listing(pool.parent)
     _, answer = await agent.answer(DELETE, {"data": _volume(path=path, format="VHDX")})
     assert answer["result"] is False, answer
     assert answer["details"]
-    assert _listing(pool.parent) == before and outside.is_file()
+    assert listing(pool.parent) == before and outside.is_file()
 
 
 # --- ResizeVolumeCommand ------------------------------------------------------------------
@@ -286,11 +271,11 @@ async def test_resize_grows_disk_of_running_vm_when_vhdx_is_on_scsi(agent: Runni
 async def test_resize_refuses_shrink_and_leaves_file_unchanged(agent: Running) -> None:
     pool = _pool(agent)
     _disk(pool, f"{VOLUME_UUID}.vhdx", 2 * GIB)
-    before = _listing(pool)
+    before = listing(pool)
     key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, GIB, 2 * GIB))
     assert (key, answer["result"]) == (RESIZE_ANSWER, False)
     assert "shrinking" in answer["details"] and "unchanged" in answer["details"]
-    assert _listing(pool) == before
+    assert listing(pool) == before
 
 
 async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Running) -> None:
@@ -350,10 +335,10 @@ async def test_legacy_create_fails_and_creates_nothing_when_input_is_bad(
 ) -> None:
     pool = _pool(agent)
     _disk(pool, "TestCopiedLocalTemplate.vhdx")
-    before = _listing(pool.parent)
+    before = listing(pool.parent)
     _, answer = await agent.answer(CREATE, _legacy_create(**change))
     assert answer["result"] is False and expected in answer["details"], answer
-    assert _listing(pool.parent) == before
+    assert listing(pool.parent) == before
 
 
 # --- legacy DestroyCommand ----------------------------------------------------------------
@@ -480,7 +465,7 @@ async def test_download_fails_and_leaves_pool_empty_when_source_is_bad(
     _secondary(tmp_path, "t/notes.txt").write_text("not a disk")
     _, answer = await agent.answer(DOWNLOAD, _download(url))
     assert answer["result"] is False and expected in answer["details"], answer
-    assert _listing(pool) == {}
+    assert listing(pool) == {}
 
 
 async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
@@ -490,4 +475,4 @@ async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
     _secondary(tmp_path, "t/bad.vhd.bz2").write_bytes(b"BZh91AY&SY" + b"\x00" * 4096)
     _, answer = await agent.answer(DOWNLOAD, _download("cifs://10.1.1.1/secondary/t/bad.vhd.bz2"))
     assert answer["result"] is False and answer["details"], answer
-    assert _listing(pool) == {}
+    assert listing(pool) == {}

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
@@ -27,8 +26,7 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation, parse_cifs_url
 from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hostfs.smb import SmbFiles
-from hyperv_agent.service import build_agent
-from tests.e2e.conftest import PRIVATE_IP, Running, client_context, start
+from tests.e2e.conftest import PRIVATE_IP, Running, serving
 from tests.samba import Samba, free_port
 
 MIB = 1024 * 1024
@@ -478,13 +476,8 @@ def smb_agent_config(tmp_path: Path, samba: Samba) -> Callable[..., AgentConfig]
 
 @pytest.fixture
 async def smb_running(smb_agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
-    agent = build_agent(smb_agent_config())
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Running(agent, url, session)
-    await runner.cleanup()
-    await agent.cim.close()
+    async with serving(smb_agent_config()) as running:
+        yield running
 
 
 def _pool(samba: Samba, folder: str, password: str) -> dict[str, object]:
