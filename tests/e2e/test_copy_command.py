@@ -362,8 +362,33 @@ async def test_linked_clone_costs_one_call_and_one_wait_and_reads_no_template_da
     before = agent.emulator.round_trips()
     await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
     spent = agent.emulator.round_trips() - before
-    assert (spent.calls, spent.waits, spent["invoke:CreateVirtualHardDisk"]) == (1, 1, 1)
+    # the template's virtual size (1 call: is the requested size larger?) + the clone
+    assert (spent.calls, spent.waits, spent["invoke:CreateVirtualHardDisk"]) == (2, 1, 1)
     assert reads == []
+
+
+async def test_volume_larger_than_its_template_is_a_grown_full_copy(agent: Running) -> None:
+    pool = _pool(agent)
+    template = _template_on_pool(agent, size=64 * MIB)
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(), size=GIB)))
+    assert data["size"] == GIB
+    info = vhd.read_info(pool / f"{data['path']}.vhdx")
+    assert (info.type, info.virtual_size_bytes, info.parent_path) == (
+        vhd.DiskType.DYNAMIC, GIB, None)
+    assert vhd.read_data(pool / f"{data['path']}.vhdx", 0, 11) == b"template os"
+    assert vhd.read_info(template).virtual_size_bytes == 64 * MIB
+
+
+async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
+        agent: Running) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=GIB)
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(), size=64 * MIB)))
+    assert data["size"] == GIB
+    info = vhd.read_info(pool / f"{data['path']}.vhdx")
+    assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.DIFFERENCING, GIB)
 
 
 def _count_opens(running: Running) -> list[str]:

@@ -175,15 +175,36 @@ class CopyHandler:
                                        "destTO")
         await self._existing_root(dest.data_store, "destTO")
         linked = _links(src.image_data_store, dest.data_store)
+        size, grow = await self._volume_size(template, dest.size_bytes or 0)
+        linked = linked and not grow  # a differencing disk keeps its parent's size
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
             if linked:
                 await self._linked_clone(target, template)
             else:
                 await transfer(self.files, template, target, decompress=False)
-        log.info("volume %s made from template %s (%s)", target, template,
-                 "linked clone" if linked else "full copy")
-        return dest.model_copy(update={"path": name, "format": fmt})
+            if grow:
+                await self._grown(target, size)
+        log.info("volume %s made from template %s (%s%s)", target, template,
+                 "linked clone" if linked else "full copy", f", grown to {size}" if grow else "")
+        return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size or None})
+
+    async def _volume_size(self, template: str, wanted: int) -> tuple[int, bool]:
+        """The new volume's virtual size, and whether it must grow past the template's:
+        a root disk larger than its template (a deployment with a bigger root disk)."""
+        if wanted <= 0:
+            return 0, False
+        virtual = (await disks.read_settings(self.cim, template,
+                                             policy=self.job_wait)).size_bytes
+        return max(wanted, virtual), wanted > virtual
+
+    async def _grown(self, target: str, size: int) -> None:
+        """Grow the fresh copy at ``target``; on failure it is removed, never left small."""
+        try:
+            await disks.resize(self.cim, target, size, policy=self.job_wait)
+        except AgentError:
+            await self.files.remove(target)
+            raise
 
     async def _linked_clone(self, target: str, template: str) -> None:
         """A differencing disk at ``target`` (an earlier file there is replaced: Hyper-V
