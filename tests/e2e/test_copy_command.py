@@ -506,6 +506,7 @@ async def test_template_from_volume_writes_file_and_template_properties(
         f"size={size}\nvhdx.size={size}\npublic=false\n")
     assert (data["path"], data["format"], data["size"]) == (
         "template/tmpl/2/301/d3c4.vhdx", "VHDX", 2 * GIB)
+    assert data["checksum"] == hashlib.md5(source.read_bytes()).hexdigest()
     assert data["imageDataStore"] == _nfs()
 
 

@@ -106,6 +106,19 @@ async def test_plain_copy_uses_the_backends_copy_file_when_nothing_is_checked(
     assert len(recording.copies) == 1  # a verified copy streams instead
 
 
+async def test_digest_is_returned_when_asked_for_and_refused_when_unknown(
+        files: LocalFiles, tmp_path: Path) -> None:
+    source = _store(tmp_path / "src", "t.vhd", DISK)
+    done = await transfer(files, source, str(tmp_path / "src" / "copy.vhd"), digest="md5")
+    assert done.digest == hashlib.md5(DISK).hexdigest()
+    assert (tmp_path / "src" / "copy.vhd").read_bytes() == DISK
+    plain = await transfer(files, source, str(tmp_path / "src" / "plain.vhd"))
+    assert plain.digest is None
+    with pytest.raises(TransferError, match="unknown digest algorithm 'nope'"):
+        await transfer(files, source, str(tmp_path / "src" / "never.vhd"), digest="nope")
+    assert sorted(os.listdir(tmp_path / "src")) == ["copy.vhd", "plain.vhd", "t.vhd"]
+
+
 @pytest.mark.parametrize(("name", "pack"), [
     ("t.vhd.bz2", bz2.compress),
     ("t.vhd.gz", gzip.compress),

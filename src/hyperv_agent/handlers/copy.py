@@ -51,6 +51,8 @@ from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.vms import PowerState
 
+TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
+
 log = logging.getLogger("hyperv_agent.handlers.copy")
 
 UNSUPPORTED = "Data store combination not supported"
@@ -284,11 +286,12 @@ class CopyHandler:
         target = datapaths.confined(folder, f"{uid}.{fmt.lower()}")
         virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, decompress=False)
+            done = await transfer(self.files, source, target, decompress=False,
+                                  digest=TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={
             "path": f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}", "format": fmt,
-            "size_bytes": virtual, "physical_size_bytes": done.size})
+            "size_bytes": virtual, "physical_size_bytes": done.size, "checksum": done.digest})
 
     async def _write_properties(self, folder: str, target: str, dest: TemplateObjectTO,
                                 fmt: ImageFormat, virtual: int, size: int) -> None:

@@ -49,6 +49,7 @@ class Transferred:
     target: str  # final host path
     size: int  # bytes written (after decompression)
     source_bytes: int  # bytes read from the source (before decompression)
+    digest: str | None = None  # hex digest of the source, when one was checked or asked for
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def parse_checksum(text: str) -> Checksum:
 
 async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
                    checksum: str | None = None, decompress: bool = True,
-                   progress_every_s: float = 10.0) -> Transferred:
+                   progress_every_s: float = 10.0, digest: str | None = None) -> Transferred:
     """Copy ``source`` (a host path or an S3 object) to the host path ``target``.
 
     With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single disk
@@ -83,25 +84,30 @@ async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
     the source as stored. The copy is written aside and renamed over ``target`` only on
     success; on any failure or cancellation the aside file is removed and ``target`` is
     left as it was, so a repeat is safe. A missing source, a corrupt stream, a checksum
-    mismatch or a full disk raise TransferError or HostFileError with one line.
+    mismatch or a full disk raise TransferError or HostFileError with one line. ``digest``
+    (a hashlib name, e.g. "md5") asks for the source's digest in the result.
     """
     expected = parse_checksum(checksum) if checksum is not None else None
+    algorithm = expected.algorithm if expected else digest
+    if algorithm is not None and algorithm not in hashlib.algorithms_available:
+        raise TransferError(f"unknown digest algorithm {algorithm!r}")
     codec = _codec(source) if decompress else None
     label = source.label if isinstance(source, S3Object) else source
     temp = _temp_name(target)
     meter = _Meter(label, target, progress_every_s)
     try:
-        if isinstance(source, str) and codec is None and expected is None:
+        hexdigest = None
+        if isinstance(source, str) and codec is None and algorithm is None:
             read = written = await _native_copy(files, source, temp, meter)
         else:
-            plan = _Plan(files, source, label, temp, codec, expected, meter)
-            written, read = await _in_worker(plan.run)
+            plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
+            written, read, hexdigest = await _in_worker(plan.run)
         await files.rename(temp, target)
     except BaseException:
         await _discard(files, temp)
         raise
     meter.finished(written, read)
-    return Transferred(target, written, read)
+    return Transferred(target, written, read, hexdigest)
 
 
 def _codec(source: str | S3Object) -> str | None:
@@ -266,23 +272,24 @@ class _Plan:
     codec: str | None
     expected: Checksum | None
     meter: _Meter
+    algorithm: str | None = None  # the digest to compute: the checksum's, or one asked for
 
-    def run(self, stop: threading.Event) -> tuple[int, int]:
-        hasher = hashlib.new(self.expected.algorithm) if self.expected else None
+    def run(self, stop: threading.Event) -> tuple[int, int, str | None]:
+        hasher = hashlib.new(self.algorithm) if self.algorithm else None
         try:
             with self._open_source() as raw:
                 source = _Source(raw, self.label, hasher, stop)
                 written = self._write(source, stop)
                 source.drain()
         except _Stopped:
-            return 0, 0  # the awaiting side raises CancelledError
+            return 0, 0, None  # the awaiting side raises CancelledError
         if self.codec in ("bz2", "gz") and source.count == 0:
             raise TransferError(f"{self.label} is empty, not a compressed file")
         if self.expected and hasher and hasher.hexdigest() != self.expected.hex:
             raise TransferError(f"checksum mismatch for {self.label}: expected "
                                 f"{self.expected.algorithm} {self.expected.hex}, got "
                                 f"{hasher.hexdigest()}")
-        return written, source.count
+        return written, source.count, hasher.hexdigest() if hasher else None
 
     def _open_source(self) -> BinaryIO:
         if isinstance(self.source, S3Object):
