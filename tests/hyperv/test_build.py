@@ -12,7 +12,7 @@ from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import build, kvp, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import devices, failure
@@ -413,13 +413,13 @@ async def test_push_kvp_keeps_one_item_with_second_value_when_pushed_twice(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "kvp")
-    await build.push_kvp(emulator, vm, "warm-up", "1")
+    await kvp.push_kvp(emulator, vm, "warm-up", "1")
     before = emulator.round_trips()
-    await build.push_kvp(emulator, vm, "cloudstack-vm-userdata", "first")
+    await kvp.push_kvp(emulator, vm, "cloudstack-vm-userdata", "first")
     first = emulator.round_trips() - before
     assert (first.calls, first.waits, first["invoke:AddKvpItems"]) == (1, 1, 1)
     before = emulator.round_trips()
-    await build.push_kvp(emulator, vm, "cloudstack-vm-userdata", "second")
+    await kvp.push_kvp(emulator, vm, "cloudstack-vm-userdata", "second")
     second = emulator.round_trips() - before
     assert (second.calls, second["invoke:ModifyKvpItems"]) == (2, 1)
     assert await _kvp_items(emulator, vm) == {"warm-up": "1", "cloudstack-vm-userdata": "second"}
@@ -429,8 +429,8 @@ async def test_push_kvp_replaces_value_when_jobs_are_synchronous(
     sync_emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(sync_emulator, "kvp")
-    await build.push_kvp(sync_emulator, vm, "key", "a")
-    await build.push_kvp(sync_emulator, vm, "key", "b")
+    await kvp.push_kvp(sync_emulator, vm, "key", "a")
+    await kvp.push_kvp(sync_emulator, vm, "key", "b")
     assert await _kvp_items(sync_emulator, vm) == {"key": "b"}
 
 
@@ -438,31 +438,31 @@ async def test_push_kvp_refuses_value_when_longer_than_1023_characters(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "long")
-    await build.push_kvp(emulator, vm, "edge", "x" * 1023)
+    await kvp.push_kvp(emulator, vm, "edge", "x" * 1023)
     with pytest.raises(InvalidRequest, match="1024 characters"):
-        await build.push_kvp(emulator, vm, "big", "x" * 1024)
+        await kvp.push_kvp(emulator, vm, "big", "x" * 1024)
     assert await _kvp_items(emulator, vm) == {"edge": "x" * 1023}
 
 
 async def test_push_kvp_names_key_when_vm_is_missing(emulator: EmulatorCim) -> None:
     ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
     with pytest.raises(HyperVError, match="pushing KVP item 'key'"):
-        await build.push_kvp(emulator, ghost, "key", "value")
+        await kvp.push_kvp(emulator, ghost, "key", "value")
 
 
 # --- long KVP values ----------------------------------------------------------------------
 
 
 def test_split_words_keeps_one_item_when_value_fits() -> None:
-    assert build.split_words("k", " a=1 b=2") == (("k", " a=1 b=2"),)
-    assert build.split_words("k", "x" * 1023) == (("k", "x" * 1023),)
+    assert kvp.split_words("k", " a=1 b=2") == (("k", " a=1 b=2"),)
+    assert kvp.split_words("k", "x" * 1023) == (("k", "x" * 1023),)
 
 
 def test_split_words_splits_at_whitespace_when_value_is_too_long() -> None:
     words = [f"w{n}={'v' * 90}" for n in range(30)]  # 30 words of ~94 characters
-    items = build.split_words("k", "\t".join(words))
+    items = kvp.split_words("k", "\t".join(words))
     assert [key for key, _ in items] == ["k", "k-2", "k-3"]
-    assert all(build.fits_kvp_value(value) and value[0] == value[-1] == " "
+    assert all(kvp.fits_kvp_value(value) and value[0] == value[-1] == " "
                for _, value in items)
     assert " ".join(value for _, value in items).split() == words
 
@@ -475,24 +475,24 @@ def test_split_words_refuses_naming_the_limit_when_value_cannot_be_carried(
     value: str, expected: str,
 ) -> None:
     with pytest.raises(InvalidRequest, match=expected):
-        build.split_words("k", value)
+        kvp.split_words("k", value)
 
 
 def test_fits_kvp_value_counts_utf16_units_and_utf8_bytes_when_text_is_not_ascii() -> None:
-    assert build.fits_kvp_value("é" * 1023)  # 1023 units, 2046 bytes
-    assert not build.fits_kvp_value("€" * 700)  # 700 units, 2100 bytes
-    assert not build.fits_kvp_value("\U0001F600" * 512)  # 1024 units (surrogate pairs)
+    assert kvp.fits_kvp_value("é" * 1023)  # 1023 units, 2046 bytes
+    assert not kvp.fits_kvp_value("€" * 700)  # 700 units, 2100 bytes
+    assert not kvp.fits_kvp_value("\U0001F600" * 512)  # 1024 units (surrogate pairs)
 
 
 async def test_push_kvp_items_sends_every_item_in_one_call_when_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "items")
-    await build.push_kvp(emulator, vm, "warm-up", "1")
-    items = build.split_words("args", " ".join(f"a{n}={'v' * 200}" for n in range(12)))
+    await kvp.push_kvp(emulator, vm, "warm-up", "1")
+    items = kvp.split_words("args", " ".join(f"a{n}={'v' * 200}" for n in range(12)))
     assert len(items) == 3
     before = emulator.round_trips()
-    await build.push_kvp_items(emulator, vm, items)
+    await kvp.push_kvp_items(emulator, vm, items)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddKvpItems"]) == (1, 1, 1)
     assert await _kvp_items(emulator, vm) == {"warm-up": "1", **dict(items)}

@@ -43,7 +43,7 @@ from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, jobs, vms
+from hyperv_agent.hyperv import build, jobs, kvp, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import (
@@ -313,7 +313,7 @@ class StartHandler:
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
         if plan.kvp:
             await self._step(STEP_KVP, "pushing the boot arguments",
-                             build.push_kvp_items(self.cim, ref, plan.kvp))
+                             kvp.push_kvp_items(self.cim, ref, plan.kvp))
         await self._step(STEP_POWER_ON, "starting the VM", jobs.call(
             self.cim, ref.path, "RequestStateChange",
             {"RequestedState": int(RequestedState.ENABLED)},
@@ -381,13 +381,13 @@ def _is_system_vm(vm: VirtualMachineTO) -> bool:
 
 def _boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     """The boot arguments as KVP items (system VMs only; §9.2): one item when they fit,
-    else split at whitespace into several (``build.split_words``); InvalidRequest
+    else split at whitespace into several (``kvp.split_words``); InvalidRequest
     naming the limit when no split can carry them."""
     args = vm.boot_args or ""
     if not args.strip() or not _is_system_vm(vm):
         return ()
     try:
-        return build.split_words(BOOT_ARGS_KEY, args)
+        return kvp.split_words(BOOT_ARGS_KEY, args)
     except InvalidRequest as error:
         raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "
                              f"{error}") from None

@@ -1,4 +1,4 @@
-"""Building a VM: define it, add controllers, disks, DVDs and NICs, push KVP items.
+"""Building a VM: define it, add controllers, disks, DVDs and NICs (KVP items: ``kvp``).
 
 These are the pieces a StartCommand handler composes. Every method call goes through
 ``jobs.call`` on the Virtual System Management Service (VSMS, ``vms.management_service``).
@@ -19,7 +19,7 @@ host's clock speed (``host_cpu_mhz``).
 ``attach_empty_dvd``     1 call + 1 W
 ``controllers``          1 query
 ``add_nic``              3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without
-``push_kvp_items``       1 call + 1 W for up to 128 items; 2 calls + 2 W when they exist
+``kvp.push_kvp_items``   1 call + 1 W for up to 128 items; 2 calls + 2 W when they exist
 ``host_cpu_mhz``         2 queries the first time for a backend, then none
 =======================  ==================================================================
 
@@ -38,16 +38,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
-from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
+from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
+from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
-    KVP_GUEST_VALUE_MAX_BYTES,
-    KVP_ITEMS_PER_CALL,
-    KVP_KEY_MAX_CHARS,
-    KVP_VALUE_MAX_CHARS,
     MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
     NAMESPACE,
@@ -63,7 +59,6 @@ from hyperv_agent.hyperv.schema import (
     VM_NAME_MAX_CHARS,
     Class,
     EnabledState,
-    KvpSource,
     ResourceType,
     Subtype,
     VlanMode,
@@ -152,12 +147,12 @@ async def default_setting(cim: Cim, class_name: str, subtype: str) -> CimInstanc
     return template
 
 
-async def _spawned(cim: Cim, class_name: str) -> CimInstance:
+async def spawned(cim: Cim, class_name: str) -> CimInstance:
     """A new instance of ``class_name`` with its defaults: 1 spawn, then cached."""
-    spawned = _cache(cim).spawned
-    if class_name not in spawned:
-        spawned[class_name] = await cim.spawn(class_name, NAMESPACE)
-    return spawned[class_name]
+    cached = _cache(cim).spawned
+    if class_name not in cached:
+        cached[class_name] = await cim.spawn(class_name, NAMESPACE)
+    return cached[class_name]
 
 
 async def switch_path(cim: Cim, name: str) -> ObjectPath:
@@ -202,7 +197,7 @@ def _first(result: MethodResult, name: str) -> ObjectPath:
     return paths[0]
 
 
-async def _step(name: str, action: Awaitable[_T], undo: _Undo | None = None) -> _T:
+async def step(name: str, action: Awaitable[_T], undo: _Undo | None = None) -> _T:
     """Await ``action``; on failure run ``undo`` and raise a HyperVError naming the step."""
     try:
         return await action
@@ -274,11 +269,11 @@ async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
     3 calls + 2 W when warm.
     """
     validate(spec)
-    settings = (await _spawned(cim, Class.VSSD)).updated(_system_settings(spec))
-    result = await _step("defining the VM", vms.call_service(
+    settings = (await spawned(cim, Class.VSSD)).updated(_system_settings(spec))
+    result = await step("defining the VM", vms.call_service(
         cim, "DefineSystem", {"SystemSettings": settings, "ResourceSettings": []}))
     guid = _vm_guid(result)
-    await _step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
+    await step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
                 lambda: vms.destroy(cim, guid))
     return VmRef(guid, spec.name, PowerState.STOPPED)
 
@@ -365,7 +360,7 @@ async def add_scsi_controller(cim: Cim, vm: VmRef) -> ObjectPath:
     """
     template = await default_setting(cim, Class.RASD, Subtype.SCSI_CONTROLLER)
     controller = template.updated(VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])
-    return await _step("adding a SCSI controller", _add(cim, vm, controller))
+    return await step("adding a SCSI controller", _add(cim, vm, controller))
 
 
 async def controllers(cim: Cim, vm: VmRef) -> Controllers:
@@ -407,7 +402,7 @@ async def attach_disk(
     drive = await _new_drive(cim, vm, controller, slot, dvd=dvd)
     medium = (await default_setting(cim, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
         Parent=str(drive), HostResource=[path])
-    attached = await _step(f"inserting {path}", _add(cim, vm, medium),
+    attached = await step(f"inserting {path}", _add(cim, vm, medium),
                            lambda: _remove(cim, [drive]))
     return DiskRef(drive, attached)
 
@@ -422,7 +417,7 @@ async def attach_empty_dvd(cim: Cim, vm: VmRef, controller: ObjectPath, slot: in
     """
     _check_slot(slot)
     drive = await _drive(cim, Subtype.DVD_DRIVE, controller, slot)
-    return await _step("adding a DVD drive", _add(cim, vm, drive))
+    return await step("adding a DVD drive", _add(cim, vm, drive))
 
 
 async def _new_drive(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, *,
@@ -430,7 +425,7 @@ async def _new_drive(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, *,
     if dvd:
         return await attach_empty_dvd(cim, vm, controller, slot)
     drive = await _drive(cim, Subtype.DISK_DRIVE, controller, slot)
-    return await _step("adding a disk drive", _add(cim, vm, drive))
+    return await step("adding a disk drive", _add(cim, vm, drive))
 
 
 async def _drive(cim: Cim, subtype: str, controller: ObjectPath, slot: int) -> CimInstance:
@@ -468,13 +463,13 @@ async def add_nic(
         raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
     switch = await switch_path(cim, switch_name)
     template = await default_setting(cim, Class.SEPSD, Subtype.NIC)
-    nic = await _step("adding the network adapter", _add(cim, vm, template.updated(
+    nic = await step("adding the network adapter", _add(cim, vm, template.updated(
         ElementName=name, Address=address, StaticMacAddress=True,
         VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])))
-    port = await _step(f"connecting the network adapter to {switch_name!r}",
+    port = await step(f"connecting the network adapter to {switch_name!r}",
                        _connect(cim, vm, nic, switch, name, connected), _forget_switch_then(
                            cim, switch_name, lambda: _remove(cim, [nic])))
-    features = await _step("setting the port's VLAN and bandwidth",
+    features = await step("setting the port's VLAN and bandwidth",
                            _add_features(cim, port, vlan, rate_mbps),
                            lambda: _remove(cim, [port, nic]))
     return NicRef(nic, port, address, features)
@@ -513,95 +508,13 @@ async def _add_features(cim: Cim, port: ObjectPath, vlan: int | None,
                         rate_mbps: int | None) -> tuple[ObjectPath, ...]:
     features: list[CimInstance] = []
     if vlan is not None:
-        features.append((await _spawned(cim, Class.VLAN)).updated(
+        features.append((await spawned(cim, Class.VLAN)).updated(
             OperationMode=int(VlanMode.ACCESS), AccessVlanId=vlan))
     if rate_mbps is not None:
-        features.append((await _spawned(cim, Class.BANDWIDTH)).updated(
+        features.append((await spawned(cim, Class.BANDWIDTH)).updated(
             Limit=rate_mbps * BITS_PER_MEGABIT))
     if not features:
         return ()
     result = await vms.call_service(cim, "AddFeatureSettings",
                          {"AffectedConfiguration": port, "FeatureSettings": features})
     return result.paths("ResultingFeatureSettings")
-
-
-# --- KVP ----------------------------------------------------------------------------------
-
-
-def fits_kvp_value(value: str) -> bool:
-    """Whether ``value`` fits one host-to-guest KVP item: at most 1023 UTF-16 units (what
-    Msvm_KvpExchangeDataItem.Data takes) and 2047 bytes of UTF-8 (a guest pool record)."""
-    return (len(value.encode("utf-16-le")) // 2 <= KVP_VALUE_MAX_CHARS
-            and len(value.encode("utf-8")) <= KVP_GUEST_VALUE_MAX_BYTES)
-
-
-def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
-    """``value`` as KVP items: one item ``key`` when it fits, else several whose values
-    hold whole words (split at whitespace, never inside a word).
-
-    Every item lands in the guest's pool as a record of its own; a guest that reads the
-    whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
-    word. Each part starts and ends with a space, so no word runs into the next record's
-    key; the parts are keyed ``key``, ``key-2``, ``key-3``, ... A word that does not fit
-    one item, or more than 128 items: InvalidRequest naming the limit. Pure, no I/O.
-    """
-    if fits_kvp_value(value):
-        return ((key, value),)
-    parts: list[str] = []
-    for word in value.split():
-        if not fits_kvp_value(f" {word} "):
-            raise InvalidRequest(
-                f"the word {word[:40]!r}... of {key!r} has {len(word)} characters; with a "
-                f"space on each side it must fit one KVP value of at most "
-                f"{KVP_VALUE_MAX_CHARS} characters ({KVP_GUEST_VALUE_MAX_BYTES} bytes of "
-                "UTF-8), and words are not split")
-        if parts and fits_kvp_value(f"{parts[-1]}{word} "):
-            parts[-1] = f"{parts[-1]}{word} "
-        else:
-            parts.append(f" {word} ")
-    if not parts:
-        return ((key, value.strip()),)
-    if len(parts) > KVP_ITEMS_PER_CALL:
-        raise InvalidRequest(
-            f"{key!r} needs {len(parts)} KVP items of at most {KVP_VALUE_MAX_CHARS} "
-            f"characters; at most {KVP_ITEMS_PER_CALL} are pushed")
-    return tuple((key if n == 1 else f"{key}-{n}", part) for n, part in enumerate(parts, 1))
-
-
-async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
-    """Set the host-to-guest KVP item ``key`` of the VM to ``value`` (``push_kvp_items``
-    with one item)."""
-    await push_kvp_items(cim, vm, ((key, value),))
-
-
-async def push_kvp_items(cim: Cim, vm: VmRef, items: Sequence[tuple[str, str]]) -> None:
-    """Set host-to-guest KVP items (key, value) of the VM, all in one call.
-
-    A value that does not fit one item (``fits_kvp_value``; ``split_words`` splits long
-    ones), an empty or over-long key, or more than 128 items: InvalidRequest, nothing
-    pushed. AddKvpItems first; if it fails (a key exists), ModifyKvpItems. Missing VM:
-    HyperVError after both attempts. Safe to repeat: afterwards the VM has each item with
-    its value, seen by the guest while it runs with KVP integration services (keys the
-    VM already had are left as they were). Hyper-V applies a call wholly or not at all,
-    so nothing needs cleaning up on failure. 1 call + 1 W when warm; 2 calls + 2 W when
-    the keys exist.
-    """
-    if not 1 <= len(items) <= KVP_ITEMS_PER_CALL:
-        raise InvalidRequest(f"push 1..{KVP_ITEMS_PER_CALL} KVP items, not {len(items)}")
-    for key, value in items:
-        if not key or len(key) > KVP_KEY_MAX_CHARS:
-            raise InvalidRequest(f"KVP key must have 1..{KVP_KEY_MAX_CHARS} characters")
-        if not fits_kvp_value(value):
-            raise InvalidRequest(
-                f"KVP value of {key!r} has {len(value)} characters, more than one item holds "
-                f"({KVP_VALUE_MAX_CHARS} characters, {KVP_GUEST_VALUE_MAX_BYTES} bytes of UTF-8)")
-    spawned = await _spawned(cim, Class.KVP_ITEM)
-    data = [spawned.updated(Name=key, Data=value, Source=int(KvpSource.HOST))
-            for key, value in items]
-    params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": list(data)}
-    names = ", ".join(repr(key) for key, _ in items)
-    try:
-        await vms.call_service(cim, "AddKvpItems", params)
-    except (MethodFailed, JobFailed) as added:
-        await _step(f"pushing KVP item {names}: adding it failed ({added}), then replacing it",
-                    vms.call_service(cim, "ModifyKvpItems", params))

@@ -1,0 +1,104 @@
+"""Host-to-guest key/value pairs (KVP, hyperv-wmi-v2.md R15): how boot arguments reach a
+system VM (protocol §9.2).
+
+A value must fit one Msvm_KvpExchangeDataItem (1023 UTF-16 units) and the guest's pool
+record (2047 bytes of UTF-8); ``split_words`` turns a longer value into several items the
+guest reads in order. Pushing is one AddKvpItems call (ModifyKvpItems when keys exist).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hyperv_agent.cim.api import Cim, InValue
+from hyperv_agent.errors import InvalidRequest, JobFailed, MethodFailed
+from hyperv_agent.hyperv import vms
+from hyperv_agent.hyperv.build import spawned, step
+from hyperv_agent.hyperv.schema import (
+    KVP_GUEST_VALUE_MAX_BYTES,
+    KVP_ITEMS_PER_CALL,
+    KVP_KEY_MAX_CHARS,
+    KVP_VALUE_MAX_CHARS,
+    Class,
+    KvpSource,
+)
+from hyperv_agent.hyperv.vms import VmRef
+
+
+def fits_kvp_value(value: str) -> bool:
+    """Whether ``value`` fits one host-to-guest KVP item: at most 1023 UTF-16 units (what
+    Msvm_KvpExchangeDataItem.Data takes) and 2047 bytes of UTF-8 (a guest pool record)."""
+    return (len(value.encode("utf-16-le")) // 2 <= KVP_VALUE_MAX_CHARS
+            and len(value.encode("utf-8")) <= KVP_GUEST_VALUE_MAX_BYTES)
+
+
+def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
+    """``value`` as KVP items: one item ``key`` when it fits, else several whose values
+    hold whole words (split at whitespace, never inside a word).
+
+    Every item lands in the guest's pool as a record of its own; a guest that reads the
+    whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
+    word. Each part starts and ends with a space, so no word runs into the next record's
+    key; the parts are keyed ``key``, ``key-2``, ``key-3``, ... A word that does not fit
+    one item, or more than 128 items: InvalidRequest naming the limit. Pure, no I/O.
+    """
+    if fits_kvp_value(value):
+        return ((key, value),)
+    parts: list[str] = []
+    for word in value.split():
+        if not fits_kvp_value(f" {word} "):
+            raise InvalidRequest(
+                f"the word {word[:40]!r}... of {key!r} has {len(word)} characters; with a "
+                f"space on each side it must fit one KVP value of at most "
+                f"{KVP_VALUE_MAX_CHARS} characters ({KVP_GUEST_VALUE_MAX_BYTES} bytes of "
+                "UTF-8), and words are not split")
+        if parts and fits_kvp_value(f"{parts[-1]}{word} "):
+            parts[-1] = f"{parts[-1]}{word} "
+        else:
+            parts.append(f" {word} ")
+    if not parts:
+        return ((key, value.strip()),)
+    if len(parts) > KVP_ITEMS_PER_CALL:
+        raise InvalidRequest(
+            f"{key!r} needs {len(parts)} KVP items of at most {KVP_VALUE_MAX_CHARS} "
+            f"characters; at most {KVP_ITEMS_PER_CALL} are pushed")
+    return tuple((key if n == 1 else f"{key}-{n}", part) for n, part in enumerate(parts, 1))
+
+
+async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
+    """Set the host-to-guest KVP item ``key`` of the VM to ``value`` (``push_kvp_items``
+    with one item)."""
+    await push_kvp_items(cim, vm, ((key, value),))
+
+
+async def push_kvp_items(cim: Cim, vm: VmRef, items: Sequence[tuple[str, str]]) -> None:
+    """Set host-to-guest KVP items (key, value) of the VM, all in one call.
+
+    A value that does not fit one item (``fits_kvp_value``; ``split_words`` splits long
+    ones), an empty or over-long key, or more than 128 items: InvalidRequest, nothing
+    pushed. AddKvpItems first; if it fails (a key exists), ModifyKvpItems. Missing VM:
+    HyperVError after both attempts. Safe to repeat: afterwards the VM has each item with
+    its value, seen by the guest while it runs with KVP integration services (keys the
+    VM already had are left as they were). Hyper-V applies a call wholly or not at all,
+    so nothing needs cleaning up on failure. 1 call + 1 W when warm; 2 calls + 2 W when
+    the keys exist.
+    """
+    if not 1 <= len(items) <= KVP_ITEMS_PER_CALL:
+        raise InvalidRequest(f"push 1..{KVP_ITEMS_PER_CALL} KVP items, not {len(items)}")
+    for key, value in items:
+        if not key or len(key) > KVP_KEY_MAX_CHARS:
+            raise InvalidRequest(f"KVP key must have 1..{KVP_KEY_MAX_CHARS} characters")
+        if not fits_kvp_value(value):
+            raise InvalidRequest(
+                f"KVP value of {key!r} has {len(value)} characters, more than one item holds "
+                f"({KVP_VALUE_MAX_CHARS} characters, {KVP_GUEST_VALUE_MAX_BYTES} bytes of UTF-8)")
+    item = await spawned(cim, Class.KVP_ITEM)
+    data = [item.updated(Name=key, Data=value, Source=int(KvpSource.HOST))
+            for key, value in items]
+    params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": list(data)}
+    names = ", ".join(repr(key) for key, _ in items)
+    try:
+        await vms.call_service(cim, "AddKvpItems", params)
+    except (MethodFailed, JobFailed) as added:
+        await step(f"pushing KVP item {names}: adding it failed ({added}), then replacing it",
+                    vms.call_service(cim, "ModifyKvpItems", params))
