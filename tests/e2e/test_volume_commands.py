@@ -4,7 +4,8 @@ Create, Destroy and PrimaryStorageDownload commands, checked on disk and in the 
 from __future__ import annotations
 
 import bz2
-from collections.abc import AsyncIterator
+import gzip
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from hyperv_agent.hyperv import build, disks, vms
 from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
-from tests.e2e.conftest import Running, client_context, start
+from tests.e2e.conftest import Running, client_context, config_with_shares, serving, start
 from tests.emulator.kit import ok, request_state
+from tests.hostfs.test_http import FileServer, identity, serve, tls_server_context
+from tests.s3server import free_port
 
 CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
 CREATE_OBJECT_ANSWER = "org.apache.cloudstack.storage.command.CreateObjectAnswer"
@@ -476,3 +479,218 @@ async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
     _, answer = await agent.answer(DOWNLOAD, _download("cifs://10.1.1.1/secondary/t/bad.vhd.bz2"))
     assert answer["result"] is False and answer["details"], answer
     assert listing(pool) == {}
+
+
+# --- PrimaryStorageDownloadCommand from http(s) and nfs:// --------------------------------
+
+NFS_STORE = "nfs://10.70.176.36/mnt/cshv3/secondarystorage"
+NFS_TEMPLATE = "af39aa7f-2b12-37e1-86d3-e23f2f005101.vhdx"
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[FileServer]:
+    """A web server on 127.0.0.1 serving ``tmp_path/web`` at ``/files/``."""
+    (tmp_path / "web").mkdir()
+    yield from serve(tmp_path / "web")
+
+
+def _published(web: FileServer, name: str, data: bytes) -> str:
+    path = web.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return web.url(f"/files/{name}")
+
+
+def _mounted_secondary(running: Running) -> Path:
+    """The emulated host's C:\\Secondary, the default local_secondary_storage_path."""
+    return _pool(running, "Secondary")
+
+
+def _nfs_download(url: str) -> dict[str, Any]:
+    return {**_download(url), "secondaryStorageUrl": NFS_STORE}
+
+
+@requires_tool("qemu-img")
+async def test_download_streams_template_from_http_url_into_pool(
+    agent: Running, web: FileServer, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    source = _disk(tmp_path, "tmpl.vhdx", 256 * MIB)
+    url = _published(web, "template/tmpl/2/204/tmpl.vhdx", source.read_bytes())
+    key, answer = await agent.answer(DOWNLOAD, _download(url + "?token=abc"))
+    assert (key, answer["result"]) == (DOWNLOAD_ANSWER, True), answer
+    assert list(listing(pool)) == [answer["installPath"]]
+    assert answer["installPath"].endswith(".vhdx") and "\\" not in answer["installPath"]
+    installed = pool / answer["installPath"]
+    assert answer["templateSize"] == source.stat().st_size == installed.stat().st_size
+    assert installed.read_bytes() == source.read_bytes()
+    assert qemu_info(installed)["format"] == "vhdx"
+    assert web.seen[-1][0] == "/files/template/tmpl/2/204/tmpl.vhdx?token=abc"
+
+
+async def test_download_expands_compressed_template_when_url_path_names_bz2_or_gz(
+    agent: Running, web: FileServer, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path, "sys.vhd", 64 * MIB).read_bytes()
+    sizes = []
+    for url in (_published(web, "t/sys.vhd.bz2", bz2.compress(raw)),
+                _published(web, "t/sys.vhd.gz", gzip.compress(raw, 1))):
+        _, answer = await agent.answer(DOWNLOAD, _download(url))
+        assert answer["result"] is True, answer
+        assert answer["installPath"].endswith(".vhd")
+        assert (pool / answer["installPath"]).read_bytes() == raw
+        sizes.append(answer["templateSize"])
+    assert sizes == [len(raw), len(raw)] and len(listing(pool)) == 2
+
+
+async def test_download_follows_redirects_to_the_template(
+    agent: Running, web: FileServer, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path, "r.vhdx", 32 * MIB).read_bytes()
+    _published(web, "t/r.vhdx", raw)
+    _, answer = await agent.answer(DOWNLOAD, _download(web.url("/redirect/3/t/r.vhdx")))
+    assert answer["result"] is True, answer
+    assert (pool / answer["installPath"]).read_bytes() == raw
+
+
+async def test_download_names_file_by_content_when_url_gives_other_disk_format(
+    agent: Running, web: FileServer, tmp_path: Path
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path, "really.vhd", 32 * MIB).read_bytes()
+    url = _published(web, "t/misnamed.vhdx", raw)
+    _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is True, answer
+    assert answer["installPath"].endswith(".vhd")
+    assert list(listing(pool)) == [answer["installPath"]]
+    assert (pool / answer["installPath"]).read_bytes() == raw
+
+
+async def test_download_over_https_succeeds_only_when_certificate_is_trusted(
+    agent: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = _pool(agent)
+    raw = _disk(tmp_path, "s.vhdx", 32 * MIB).read_bytes()
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "s.vhdx").write_bytes(raw)
+    for server in serve(tmp_path / "site", tls_server_context(tmp_path / "tls")):
+        url = server.url("/files/s.vhdx")
+        _, refused = await agent.answer(DOWNLOAD, _download(url))
+        assert refused["result"] is False and "is not trusted" in refused["details"], refused
+        assert listing(pool) == {}
+        monkeypatch.setenv("SSL_CERT_FILE", str(identity(tmp_path / "tls").cert_path))
+        _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is True, answer
+    assert (pool / answer["installPath"]).read_bytes() == raw
+
+
+@pytest.mark.parametrize(("name", "data", "path", "expected"), [
+    ("t/gone.vhdx", b"", "/files/t/missing.vhdx", "does not exist on the server (HTTP 404"),
+    ("t/notes.vhdx", b"not a disk\n" * 1000, "/files/t/notes.vhdx", "is not a VHD or VHDX disk"),
+    ("t/bad.vhd.bz2", b"BZh91AY&SY" + b"\x00" * 4096, "/files/t/bad.vhd.bz2",
+     "is not a valid bzip2 stream"),
+    ("t/text.vhd.gz", gzip.compress(b"hello" * 1000), "/files/t/text.vhd.gz",
+     "is not a VHD or VHDX disk"),
+    ("t/disk.qcow2", b"QFI\xfb", "/files/t/disk.qcow2", "is not a .vhd or .vhdx template"),
+    ("t/x.vhdx", b"", "/status/500/x.vhdx", "the server failed to send"),
+    ("t/x.vhdx", b"", "/cut/x.vhdx", "closed the connection after 10 of 100000 bytes"),
+])
+async def test_download_fails_and_leaves_pool_empty_when_http_source_is_bad(
+    agent: Running, web: FileServer, name: str, data: bytes, path: str, expected: str
+) -> None:
+    pool = _pool(agent)
+    (pool / "keep.vhdx").write_bytes(b"existing")
+    before = listing(pool)
+    _published(web, name, data)
+    url = web.url(path).replace("://", "://cloud:s3cret@", 1)
+    _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is False and expected in answer["details"], answer
+    assert "s3cret" not in answer["details"] and "\n" not in answer["details"]
+    assert listing(pool) == before
+
+
+async def test_download_fails_with_clear_details_when_server_is_unreachable(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    url = f"http://127.0.0.1:{free_port()}/t/x.vhdx"
+    _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is False and "connection refused" in answer["details"], answer
+    assert listing(pool) == {}
+
+
+async def test_download_reads_nfs_template_below_mounted_secondary_storage(
+    agent: Running, tmp_path: Path
+) -> None:
+    pool, mounted = _pool(agent), _mounted_secondary(agent)
+    folder = mounted / "template" / "tmpl" / "2" / "204"
+    folder.mkdir(parents=True)
+    source = _disk(folder, NFS_TEMPLATE, 64 * MIB)
+    (mounted / NFS_TEMPLATE).write_bytes(b"a different file of the same name")
+    url = f"{NFS_STORE}/template/tmpl//2/204//{NFS_TEMPLATE}"
+    _, answer = await agent.answer(DOWNLOAD, _nfs_download(url))
+    assert answer["result"] is True, answer
+    assert answer["templateSize"] == source.stat().st_size
+    assert (pool / answer["installPath"]).read_bytes() == source.read_bytes()
+    assert source.exists()
+
+
+async def test_download_reads_nfs_template_by_file_name_as_the_csharp_agent_does(
+    agent: Running,
+) -> None:
+    pool, mounted = _pool(agent), _mounted_secondary(agent)
+    source = _disk(mounted, NFS_TEMPLATE, 32 * MIB)
+    url = f"nfs://10.70.176.36/elsewhere/template/{NFS_TEMPLATE}"
+    _, answer = await agent.answer(DOWNLOAD, _nfs_download(url))
+    assert answer["result"] is True, answer
+    assert (pool / answer["installPath"]).read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    (f"{NFS_STORE}/template/../../../outside/{NFS_TEMPLATE}", "climbs out"),
+    (f"{NFS_STORE}/template/tmpl/2/204/absent.vhdx", "is not in local_secondary_storage_path"),
+    (f"{NFS_STORE}/template/tmpl/2/204/notes.txt", "not a .vhd or .vhdx"),
+    ("nfs://10.70.176.36", "names no file"),
+])
+async def test_download_fails_and_leaves_pool_empty_when_nfs_source_is_bad(
+    agent: Running, url: str, expected: str
+) -> None:
+    pool, mounted = _pool(agent), _mounted_secondary(agent)
+    _disk(_pool(agent, "outside"), NFS_TEMPLATE, 32 * MIB)
+    (mounted / "notes.txt").write_text("not a disk")
+    _, answer = await agent.answer(DOWNLOAD, _nfs_download(url))
+    assert answer["result"] is False and expected in answer["details"], answer
+    assert listing(pool) == {}
+
+
+async def test_download_fails_when_local_secondary_storage_path_is_not_configured(
+    tmp_path: Path,
+) -> None:
+    config = config_with_shares(tmp_path, {}, local_secondary_storage_path="")
+    async with serving(config) as running:
+        pool = _pool(running)
+        _, answer = await running.answer(DOWNLOAD, _nfs_download(f"{NFS_STORE}/{NFS_TEMPLATE}"))
+    assert answer["result"] is False, answer
+    assert "local_secondary_storage_path, which is not configured" in answer["details"]
+    assert listing(pool) == {}
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"url": "ftp://10.1.1.1/t.vhdx"}, "'ftp' is not supported"),
+    ({"url": "http:///t.vhdx"}, "names no host"),
+    ({"localPath": "C:\\pool\\..\\..\\Windows"}, "climbs out"),
+    ({"localPath": None}, "localPath is required"),
+    ({"url": ["http://127.0.0.1/t.vhdx"]}, "url"),
+])
+async def test_download_fails_and_touches_nothing_when_command_is_malformed(
+    agent: Running, web: FileServer, fields: dict[str, Any], expected: str
+) -> None:
+    pool = _pool(agent)
+    body = _download(_published(web, "t/ok.vhdx", b"vhdxfile" + bytes(4096)))
+    body.update(fields)
+    body = {key: value for key, value in body.items() if value is not None}
+    _, answer = await agent.answer(DOWNLOAD, body)
+    assert answer["result"] is False and expected in answer["details"], answer
+    assert listing(pool) == {} and web.seen == []

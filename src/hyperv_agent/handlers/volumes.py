@@ -10,10 +10,12 @@ attached to a running VM is never deleted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ntpath
 import uuid
 from contextlib import nullcontext
+from urllib.parse import unquote, urlsplit
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
@@ -35,13 +37,14 @@ from hyperv_agent.cloudstack.commands_storage import (
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
-from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.errors import AgentError, InvalidRequest, TransferError
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.transfer import transfer
+from hyperv_agent.hostfs.http import HttpObject
+from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.vms import PowerState, VmRef
@@ -55,14 +58,18 @@ _VOLUME_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX}
 
 
 class VolumeHandlers:
-    """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers."""
+    """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers.
+    ``secondary_storage_path`` is the host folder where an NFS image store is mounted
+    (``local_secondary_storage_path``; empty: not configured)."""
 
     def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY, *,
+                 secondary_storage_path: str = "") -> None:
         self.cim = cim
         self.files = files
         self.locks = locks
         self.job_wait = job_wait
+        self.secondary_storage_path = secondary_storage_path
         self.file_locks = VmLocks()  # the same queueing, keyed by host path
 
     def table(self) -> dict[str, Handler]:
@@ -273,33 +280,101 @@ class VolumeHandlers:
     # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
 
     async def download_legacy(self, command: Command) -> Result:
-        """Copy the .vhd/.vhdx template at ``url`` (cifs://) into ``localPath`` as
-        ``<GUID><ext>``, decompressing .bz2/.gz/.zip. The answer gives the new file name
-        (``installPath``) and its size. A failure leaves nothing in the pool."""
+        """Copy the .vhd/.vhdx template at ``url`` into ``localPath`` as ``<GUID><ext>``.
+
+        ``url`` is cifs:// (read from the share), http:// or https:// (a streamed GET,
+        redirects followed a bounded number of times, TLS certificates verified) or
+        nfs:// (read from ``local_secondary_storage_path``, where the NFS image store is
+        mounted on this host: at the template's path below ``secondaryStorageUrl``, else
+        by its file name alone, where the C# agent looks). A .bz2/.gz/.zip source is
+        expanded as it streams. The copy must carry a VHD or VHDX signature; a disk
+        whose name gives the other format is renamed to match its content. The answer
+        gives the new file name (``installPath``, relative to ``localPath``) and its
+        size. A repeat makes another file. Any failure leaves nothing in the pool.
+        """
         assert isinstance(command, PrimaryStorageDownloadCommand)
         if not command.local_path:
             raise InvalidRequest("localPath is required")
         root = locations.from_primary_store("", command.local_path, "Filesystem").root
         if not await self.files.exists(root):
             raise InvalidRequest(f"the pool folder {root} does not exist")
-        source = self._download_source(command.url)
-        suffix = _template_suffix(source)
+        source, name = await self._download_source(command)
+        suffix = _template_suffix(name)
         target = datapaths.confined(root, f"{uuid.uuid4()}{suffix}")
-        done = await transfer(self.files, source, target)
+        check = _DiskCheck(self.files, source)
+        done = await transfer(self.files, source, target, verify=check)
+        if check.suffix is not None and check.suffix != suffix:
+            target = await self._renamed(target, check.suffix)
         return PrimaryStorageDownloadAnswer(result=True, install_path=ntpath.basename(target),
                                             template_size_bytes=done.size)
 
-    def _download_source(self, url: str) -> str:
-        scheme = url.partition("://")[0].lower()
+    async def _download_source(self, command: PrimaryStorageDownloadCommand
+                               ) -> tuple[Source, str]:
+        """The source of ``url`` and the name its format is read from."""
+        url = command.url.strip()
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme in ("http", "https"):
+            remote = HttpObject.from_url(url)
+            return remote, remote.name
         if scheme == "nfs":
-            raise InvalidRequest("nfs:// templates cannot be read by Hyper-V; register the "
-                                 "image store as cifs://server/share")
+            path = await self._nfs_file(url, command.secondary_storage_url)
+            return path, path
+        if scheme not in ("cifs", "smb"):
+            raise InvalidRequest(f"template URL scheme {scheme[:20] or 'none'!r} is not "
+                                 "supported: use cifs://, http://, https:// or nfs://")
         location = locations.parse_cifs_url(url)
         if location.credentials is not None:
             self.files.use_credentials(location)
         if not location.folder:
             raise InvalidRequest("the template URL names a share, not a file")
-        return location.unc
+        if not await self.files.exists(location.unc):
+            raise InvalidRequest(f"the template file {location.unc} does not exist")
+        return location.unc, location.unc
+
+    async def _nfs_file(self, url: str, secondary_url: str | None) -> str:
+        """The host file an nfs:// template URL names below local_secondary_storage_path."""
+        if not self.secondary_storage_path.strip():
+            raise InvalidRequest("nfs:// templates are read from local_secondary_storage_path,"
+                                 " which is not configured; set it to the folder where the "
+                                 "NFS image store is mounted on this host")
+        root = locations.from_primary_store("", self.secondary_storage_path,
+                                            "Filesystem").root
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"nfs:// templates are read from local_secondary_storage_path "
+                                 f"{root}, which does not exist on this host")
+        tried = [datapaths.confined(root, relative)
+                 for relative in _nfs_candidates(url, secondary_url)]
+        for path in tried:
+            if await self.files.exists(path):
+                return path
+        raise InvalidRequest(f"the nfs:// template is not in local_secondary_storage_path: "
+                             f"{' nor '.join(tried)} exists")
+
+    async def _renamed(self, target: str, suffix: str) -> str:
+        renamed = ntpath.splitext(target)[0] + suffix
+        log.warning("%s holds a %s disk; renamed to %s", target, suffix[1:].upper(), renamed)
+        try:
+            await self.files.rename(target, renamed)
+        except AgentError:
+            await self.files.remove(target)
+            raise
+        return renamed
+
+
+class _DiskCheck:
+    """``transfer``'s verify step: the copy must be a VHD or VHDX disk; ``suffix`` is
+    the format its signature shows."""
+
+    def __init__(self, files: HostFiles, source: Source) -> None:
+        self.files = files
+        self.label = source if isinstance(source, str) else source.label
+        self.suffix: str | None = None
+
+    async def __call__(self, copy: str) -> None:
+        self.suffix = await asyncio.to_thread(disk_suffix, self.files, copy)
+        if self.suffix is None:
+            raise TransferError(f"{self.label} is not a VHD or VHDX disk (no disk signature "
+                                "in what it holds); nothing was added to the pool")
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -327,6 +402,33 @@ def _with_suffixes(path: str) -> tuple[str, ...]:
     if ntpath.splitext(path)[1].lower() in DISK_SUFFIXES:
         return (path,)
     return (path, *(path + suffix for suffix in DISK_SUFFIXES))
+
+
+def _nfs_candidates(url: str, secondary_url: str | None) -> list[str]:
+    """Where below the mount an nfs:// template may be: its path below the image store's
+    URL (``template/tmpl/2/204/x.vhdx``), then its file name alone."""
+    host, segments = _nfs_parts(url)
+    if not segments:
+        raise InvalidRequest("the nfs:// template URL names no file")
+    candidates: list[str] = []
+    if secondary_url and secondary_url.strip().lower().startswith("nfs://"):
+        store_host, store = _nfs_parts(secondary_url)
+        below = segments[len(store):]
+        if store_host == host and segments[:len(store)] == store and below:
+            candidates.append("\\".join(below))
+    if segments[-1] not in candidates:
+        candidates.append(segments[-1])
+    return candidates
+
+
+def _nfs_parts(url: str) -> tuple[str, list[str]]:
+    """The host (lower case) and decoded, non-empty path segments of an nfs:// URL."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        raise InvalidRequest("the nfs:// URL is malformed") from None
+    return host, [unquote(segment) for segment in parts.path.split("/") if segment]
 
 
 def _template_suffix(source: str) -> str:

@@ -1,5 +1,5 @@
-"""Copying one file onto the host: from a host path or an S3 object, decompressing and
-verifying on the way, written aside and renamed into place.
+"""Copying one file onto the host: from a host path, an S3 object or an http(s) URL,
+decompressing and verifying on the way, written aside and renamed into place.
 
 A copy is written to ``.<name>.partial-<hex>`` in the target's folder and renamed to the
 target only when every byte arrived and the checksum matched, so a partial copy never
@@ -27,10 +27,11 @@ from typing import BinaryIO, Protocol, TypeVar
 
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
+from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
-__all__ = ["IMAGE_SUFFIXES", "Checksum", "TransferError", "Transferred", "parse_checksum",
-           "transfer"]
+__all__ = ["IMAGE_SUFFIXES", "Checksum", "Source", "TransferError", "Transferred",
+           "disk_suffix", "parse_checksum", "transfer"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -42,6 +43,11 @@ _PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
 _PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
+_VHDX_SIGNATURE = b"vhdxfile"  # at offset 0 of every VHDX
+_VHD_COOKIE = b"conectix"  # the VHD footer's cookie; dynamic disks copy it to offset 0
+_VHD_FOOTER_BYTES = 512
+
+Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,12 @@ def parse_checksum(text: str) -> Checksum:
     return Checksum(algorithm, digest.lower())
 
 
-async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
+async def transfer(files: HostFiles, source: Source, target: str, *,
                    checksum: str | None = None, decompress: bool = True,
-                   progress_every_s: float = 10.0, digest: str | None = None) -> Transferred:
-    """Copy ``source`` (a host path or an S3 object) to the host path ``target``.
+                   progress_every_s: float = 10.0, digest: str | None = None,
+                   verify: Callable[[str], Awaitable[None]] | None = None) -> Transferred:
+    """Copy ``source`` (a host path, an S3 object or an http(s) file) to the host path
+    ``target``.
 
     With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single disk
     image member is taken) is expanded while it streams. ``checksum`` is checked against
@@ -85,14 +93,16 @@ async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
     success; on any failure or cancellation the aside file is removed and ``target`` is
     left as it was, so a repeat is safe. A missing source, a corrupt stream, a checksum
     mismatch or a full disk raise TransferError or HostFileError with one line. ``digest``
-    (a hashlib name, e.g. "md5") asks for the source's digest in the result.
+    (a hashlib name, e.g. "md5") asks for the source's digest in the result. ``verify``
+    is awaited with the aside file's path once every byte is in; an error it raises fails
+    the copy like any other (the aside file is removed, ``target`` left as it was).
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
     if algorithm is not None and algorithm not in hashlib.algorithms_available:
         raise TransferError(f"unknown digest algorithm {algorithm!r}")
     codec = _codec(source) if decompress else None
-    label = source.label if isinstance(source, S3Object) else source
+    label = source if isinstance(source, str) else source.label
     temp = _temp_name(target)
     meter = _Meter(label, target, progress_every_s)
     try:
@@ -102,6 +112,8 @@ async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
         else:
             plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
             written, read, hexdigest = await _in_worker(plan.run)
+        if verify is not None:
+            await verify(temp)
         await files.rename(temp, target)
     except BaseException:
         await _discard(files, temp)
@@ -110,9 +122,34 @@ async def transfer(files: HostFiles, source: str | S3Object, target: str, *,
     return Transferred(target, written, read, hexdigest)
 
 
-def _codec(source: str | S3Object) -> str | None:
-    name = (source.key if isinstance(source, S3Object) else source).lower()
+def _codec(source: Source) -> str | None:
+    name = _source_name(source).lower()
     return next((codec for codec in ("bz2", "gz", "zip") if name.endswith("." + codec)), None)
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, S3Object):
+        return source.key
+    if isinstance(source, HttpObject):
+        return source.name  # the URL's path, never its query
+    return source
+
+
+def disk_suffix(files: HostFiles, path: str) -> str | None:
+    """``.vhdx`` or ``.vhd`` by the file's signature (a VHDX header, a VHD footer or its
+    copy at the start), None for anything else. Blocking: call it from a worker thread.
+    Read-only; a missing file raises HostFileError."""
+    with files.open_binary(path, "rb") as handle:
+        head = handle.read(len(_VHDX_SIGNATURE))
+        if head == _VHDX_SIGNATURE:
+            return ".vhdx"
+        if head == _VHD_COOKIE:
+            return ".vhd"
+        size = handle.seek(0, io.SEEK_END)
+        if size < _VHD_FOOTER_BYTES:
+            return None
+        handle.seek(size - _VHD_FOOTER_BYTES)
+        return ".vhd" if handle.read(len(_VHD_COOKIE)) == _VHD_COOKIE else None
 
 
 def _temp_name(target: str) -> str:
@@ -266,7 +303,7 @@ class _Plan:
     """One streamed copy, run whole in one worker thread."""
 
     files: HostFiles
-    source: str | S3Object
+    source: Source
     label: str
     temp: str
     codec: str | None
@@ -294,6 +331,8 @@ class _Plan:
     def _open_source(self) -> BinaryIO:
         if isinstance(self.source, S3Object):
             return open_object(self.source)
+        if isinstance(self.source, HttpObject):
+            return open_url(self.source)
         return self.files.open_binary(self.source, "rb")
 
     def _write(self, source: _Source, stop: threading.Event) -> int:

@@ -1,0 +1,388 @@
+"""open_url and transfer() from http(s) against a real web server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent import tls
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
+from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
+from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.hostfs.transfer import TransferError, disk_suffix, transfer
+from tests.s3server import free_port
+
+USER, PASSWORD = "cloud", "p@ss:w0rd/ü"
+DATA = os.urandom(2 * COPY_CHUNK_BYTES + 4321)
+
+
+class FileServer(ThreadingHTTPServer):
+    """Files under ``root`` at ``/files/<path>``, plus routes that misbehave on purpose:
+    ``/redirect/<n>/<path>`` (n hops, then the file), ``/goto?<url>``,
+    ``/status/<code>[/<name>]``, ``/auth/<path>`` (Basic authentication), ``/cut[/<name>]``
+    (body shorter than announced),
+    ``/silent`` (answers after 3 s), ``/nowhere`` (a redirect without Location)."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path, context: ssl.SSLContext | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization) per request
+        if context is not None:
+            self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.scheme = "https" if context is not None else "http"
+        self.thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}{path}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hangs up or fails TLS is part of the tests
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FileServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        route, _, rest = self.path.lstrip("/").partition("/")
+        handler = getattr(self, f"_{route.partition('?')[0]}", None)
+        if handler is None:
+            self.send_error(404)
+            return
+        handler(rest)
+
+    def _files(self, rest: str) -> None:
+        path = self.server.root / rest.partition("?")[0]
+        if not path.is_file():
+            self.send_error(404, "Not Found")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+        with path.open("rb") as source:
+            shutil.copyfileobj(source, self.wfile, COPY_CHUNK_BYTES)
+
+    def _redirect(self, rest: str) -> None:
+        hops, _, name = rest.partition("/")
+        left = int(hops) - 1
+        self._moved(f"/redirect/{left}/{name}" if left > 0 else f"../../../files/{name}")
+
+    def _goto(self, rest: str) -> None:
+        self._moved(self.path.partition("?")[2])
+
+    def _moved(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _nowhere(self, rest: str) -> None:
+        self.send_response(302)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _status(self, rest: str) -> None:
+        self.send_error(int(rest.partition("/")[0]))
+
+    def _auth(self, rest: str) -> None:
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {token}":
+            self.send_error(401, "Unauthorized")
+            return
+        self._files(rest)
+
+    def _cut(self, rest: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"x" * 10)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _silent(self, rest: str) -> None:
+        time.sleep(3)
+        self.send_error(500)
+
+
+def serve(root: Path, context: ssl.SSLContext | None = None) -> Iterator[FileServer]:
+    server = FileServer(root, context)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def identity(folder: Path) -> tls.Identity:
+    """A self-signed certificate for 127.0.0.1 and localhost."""
+    return tls.ensure_identity(folder)
+
+
+def tls_server_context(folder: Path) -> ssl.SSLContext:
+    return tls.server_context(identity(folder))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    root = tmp_path_factory.mktemp("site")
+    (root / "t").mkdir()
+    (root / "t" / "disk.vhd").write_bytes(DATA)
+    (root / "t" / "disk.vhd.gz").write_bytes(gzip.compress(DATA))
+    (root / "t" / "bad.vhd.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 4096)
+    yield from serve(root)
+
+
+@pytest.fixture(scope="module")
+def secure_site(tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[tuple[FileServer, Path]]:
+    root = tmp_path_factory.mktemp("secure")
+    (root / "disk.vhd").write_bytes(DATA)
+    state = tmp_path_factory.mktemp("tls")
+    yield from ((server, identity(state).cert_path)
+                for server in serve(root, tls_server_context(state)))
+
+
+def _read(obj: HttpObject, timeout_s: float = 10.0) -> bytes:
+    with open_url(obj, timeout_s=timeout_s) as body:
+        return body.read()
+
+
+def _one_line(error: pytest.ExceptionInfo[TransferError]) -> str:
+    text = str(error.value)
+    assert "\n" not in text and PASSWORD not in text and "token=" not in text, text
+    return text
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def test_file_bytes_arrive_when_the_url_is_plain_http(site: FileServer) -> None:
+    obj = HttpObject.from_url(site.url("/files/t/disk.vhd?token=abc"))
+    assert _read(obj) == DATA
+    assert (obj.https, obj.name) == (False, "disk.vhd")
+    assert obj.label == site.url("/files/t/disk.vhd")  # no query: it may carry a token
+
+
+def test_redirects_are_followed_when_there_are_few_enough(
+        site: FileServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    assert _read(HttpObject.from_url(site.url(f"/redirect/{MAX_REDIRECTS}/t/disk.vhd"))) == DATA
+    assert caplog.text.count("redirects (HTTP 302)") == MAX_REDIRECTS
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    (f"/redirect/{MAX_REDIRECTS + 1}/t/disk.vhd", f"redirects more than {MAX_REDIRECTS} times"),
+    ("/nowhere", "redirects (HTTP 302 Found) without saying where to"),
+    ("/files/t/missing.vhd?token=abc", "/files/t/missing.vhd does not exist on the server "
+                                       "(HTTP 404 Not Found)"),
+    ("/status/403", "the server refused access to"),
+    ("/auth/t/disk.vhd", "(HTTP 401 Unauthorized; check the credentials)"),
+    ("/status/503", "the server failed to send"),
+    ("/status/418", "the server refused"),
+    ("/cut", "the server closed the connection after 10 of 100000 bytes"),
+])
+def test_failed_get_says_why_in_one_line_when_the_server_says_no(
+        site: FileServer, path: str, message: str) -> None:
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(site.url(path)))
+    assert message in _one_line(caught), caught.value
+
+
+def test_credentials_in_the_url_are_sent_and_never_shown_when_the_server_asks(
+        site: FileServer) -> None:
+    url = site.url("/auth/t/disk.vhd").replace("://", "://cloud:p%40ss%3Aw0rd%2F%C3%BC@")
+    obj = HttpObject.from_url(url)
+    assert _read(obj) == DATA
+    assert PASSWORD not in repr(obj) and "p%40ss" not in repr(obj) and "cloud" not in obj.label
+
+
+def test_credentials_stay_behind_when_a_redirect_leaves_the_host(site: FileServer) -> None:
+    elsewhere = site.url("/auth/t/disk.vhd").replace("127.0.0.1", "localhost")
+    url = site.url(f"/goto?{elsewhere}").replace("://", "://cloud:p%40ss%3Aw0rd%2F%C3%BC@", 1)
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(url))
+    assert "HTTP 401" in _one_line(caught)
+    assert site.seen[-1] == ("/auth/t/disk.vhd", None)
+
+
+def test_unreachable_server_fails_with_a_clear_line_when_nothing_listens() -> None:
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(f"http://127.0.0.1:{free_port()}/t.vhd"))
+    assert "connection refused" in _one_line(caught)
+
+
+def test_silent_server_fails_within_the_timeout_when_it_does_not_answer(
+        site: FileServer) -> None:
+    started = time.monotonic()
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(site.url("/silent")), timeout_s=0.5)
+    assert "did not answer within 0.5 s" in _one_line(caught)
+    assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("ftp://10.0.0.1/t.vhd", "ftp is not http or https"),
+    ("10.0.0.1/t.vhd", "a URL without a scheme is not http or https"),
+    ("http:///t.vhd", "the http URL names no host"),
+    ("http://10.0.0.1:99999/t.vhd", "malformed host or port"),
+    ("https://user:secret@10.0.0.1:port/t.vhd", "malformed host or port"),
+    ("http://10.0.0.1/t .vhd", "spaces or control characters"),
+])
+def test_url_is_refused_when_it_is_not_a_usable_http_url(url: str, message: str) -> None:
+    with pytest.raises(TransferError, match=message) as caught:
+        HttpObject.from_url(url)
+    assert "secret" not in str(caught.value)
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def test_https_file_arrives_when_its_certificate_is_trusted(
+        secure_site: tuple[FileServer, Path]) -> None:
+    server, cert = secure_site
+    assert _read(HttpObject.from_url(server.url("/files/disk.vhd"), ca_file=str(cert))) == DATA
+
+
+def test_https_certificate_is_refused_when_it_is_not_trusted(
+        secure_site: tuple[FileServer, Path]) -> None:
+    server, _ = secure_site
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(server.url("/files/disk.vhd")))
+    assert "TLS certificate of 127.0.0.1:" in _one_line(caught)
+    assert "is not trusted" in str(caught.value)
+
+
+def test_https_file_arrives_when_verification_is_switched_off(
+        secure_site: tuple[FileServer, Path]) -> None:
+    server, _ = secure_site
+    assert _read(HttpObject.from_url(server.url("/files/disk.vhd"), verify_tls=False)) == DATA
+
+
+def test_https_redirect_to_plain_http_is_refused_when_followed(
+        secure_site: tuple[FileServer, Path], site: FileServer) -> None:
+    server, cert = secure_site
+    url = server.url(f"/goto?{site.url('/files/t/disk.vhd')}")
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(url, ca_file=str(cert)))
+    assert "redirects to plain http" in _one_line(caught)
+
+
+def test_https_to_a_plain_http_server_fails_when_tls_cannot_start(site: FileServer) -> None:
+    url = site.url("/files/t/disk.vhd").replace("http://", "https://")
+    with pytest.raises(TransferError) as caught:
+        _read(HttpObject.from_url(url))
+    assert "TLS with 127.0.0.1:" in _one_line(caught)
+
+
+# --- transfer() -----------------------------------------------------------------------------
+
+
+async def test_compressed_file_lands_expanded_when_its_url_path_says_gz(
+        site: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    packed = (site.root / "t" / "disk.vhd.gz").read_bytes()
+    source = HttpObject.from_url(site.url("/files/t/disk.vhd.gz?token=abc"))
+    done = await transfer(LocalFiles(), source, str(tmp_path / "t.vhd"),
+                          checksum=hashlib.sha256(packed).hexdigest(), progress_every_s=0)
+    assert (tmp_path / "t.vhd").read_bytes() == DATA
+    assert (done.size, done.source_bytes) == (len(DATA), len(packed))
+    assert site.url("/files/t/disk.vhd.gz") in caplog.text and "token=abc" not in caplog.text
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/files/t/bad.vhd.bz2", "is not a valid bzip2 stream"),
+    ("/files/t/missing.vhd", "does not exist on the server"),
+    ("/cut", "closed the connection"),
+])
+async def test_failed_download_leaves_the_folder_as_it_was_when_the_source_is_bad(
+        site: FileServer, tmp_path: Path, path: str, message: str) -> None:
+    (tmp_path / "t.vhd").write_bytes(b"old")
+    with pytest.raises(TransferError, match=message):
+        await transfer(LocalFiles(), HttpObject.from_url(site.url(path)), str(tmp_path / "t.vhd"))
+    assert os.listdir(tmp_path) == ["t.vhd"] and (tmp_path / "t.vhd").read_bytes() == b"old"
+
+
+async def test_verify_step_refuses_the_copy_and_leaves_nothing_when_it_raises(
+        site: FileServer, tmp_path: Path) -> None:
+    files = LocalFiles()
+    seen: list[str | None] = []
+
+    async def must_be_disk(path: str) -> None:
+        seen.append(disk_suffix(files, path))
+        raise TransferError("not a disk")
+
+    with pytest.raises(TransferError, match="not a disk"):
+        await transfer(files, HttpObject.from_url(site.url("/files/t/disk.vhd")),
+                       str(tmp_path / "t.vhd"), verify=must_be_disk)
+    assert seen == [None] and os.listdir(tmp_path) == []
+
+
+def test_disk_suffix_follows_the_signature_when_files_are_disks_or_not(tmp_path: Path) -> None:
+    samples = {"x.vhdx": b"vhdxfile" + bytes(1024), "dyn.vhd": b"conectix" + bytes(1024),
+               "fixed.vhd": bytes(4096) + b"conectix" + bytes(504), "text.vhd": b"hello",
+               "zeros.vhd": bytes(4096)}
+    for name, data in samples.items():
+        (tmp_path / name).write_bytes(data)
+    found = {name: disk_suffix(LocalFiles(), str(tmp_path / name)) for name in samples}
+    assert found == {"x.vhdx": ".vhdx", "dyn.vhd": ".vhd", "fixed.vhd": ".vhd",
+                     "text.vhd": None, "zeros.vhd": None}
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FileServer, str, int]]:
+    root = tmp_path_factory.mktemp("big")
+    block = os.urandom(COPY_CHUNK_BYTES)
+    count = 48
+    with gzip.open(root / "big.vhd.gz", "wb", compresslevel=1) as out:
+        for _ in range(count):
+            out.write(block)
+    digest = hashlib.sha256(block * count).hexdigest()
+    for server in serve(root):
+        yield server, digest, count * COPY_CHUNK_BYTES
+
+
+async def test_large_download_streams_with_little_memory_when_decompressed(
+        big_file: tuple[FileServer, str, int], tmp_path: Path) -> None:
+    server, digest, size = big_file
+    tracemalloc.start()
+    try:
+        done = await transfer(LocalFiles(), HttpObject.from_url(server.url("/files/big.vhd.gz")),
+                              str(tmp_path / "big.vhd"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done.size == size == (tmp_path / "big.vhd").stat().st_size
+    with (tmp_path / "big.vhd").open("rb") as written:
+        assert hashlib.file_digest(written, "sha256").hexdigest() == digest
+    assert peak < 12 * COPY_CHUNK_BYTES, f"peak {peak} bytes"
+
+
+def test_silent_listener_is_cut_off_when_it_never_answers() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(TransferError) as caught:
+            _read(HttpObject.from_url(f"http://127.0.0.1:{port}/t.vhd"), timeout_s=0.3)
+    assert "did not answer within 0.3 s" in _one_line(caught)
