@@ -124,7 +124,7 @@ def open_url(obj: HttpObject, timeout_s: float = 30.0,
     for _ in range(max_redirects + 1):
         connection, response = _get(current, timeout_s)
         if response.status == 200:
-            return io.BufferedReader(_Body(current.label, connection, response),
+            return io.BufferedReader(ResponseBody(current.label, connection, response),
                                      COPY_CHUNK_BYTES)
         location = response.getheader("Location") if response.status in _REDIRECTS else None
         message = None if location else _status_message(current, response)
@@ -206,7 +206,7 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())[:_REASON_CHARS]
 
 
-class _Body(io.RawIOBase):
+class ResponseBody(io.RawIOBase):
     """The response body; a connection that closes before Content-Length is an error."""
 
     def __init__(self, label: str, connection: http.client.HTTPConnection,
@@ -226,7 +226,7 @@ class _Body(io.RawIOBase):
             count = self._response.readinto(buffer)
         except (OSError, http.client.HTTPException) as error:
             raise TransferError(f"reading {self._label} failed after {self._received} "
-                                f"bytes: {_reason(error)}") from None
+                                f"bytes: {reason(error)}") from None
         self._received += count
         if count == 0 and len(buffer) and self._expected is not None \
                 and self._received < self._expected:
@@ -241,7 +241,8 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-def _reason(error: BaseException) -> str:
+def reason(error: BaseException) -> str:
+    """Why reading a response failed, in a few words."""
     if isinstance(error, TimeoutError):
         return "the server stopped sending (timed out)"
     if isinstance(error, http.client.IncompleteRead):

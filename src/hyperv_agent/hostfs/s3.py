@@ -24,6 +24,7 @@ from defusedxml import ElementTree
 
 from hyperv_agent.errors import TransferError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
+from hyperv_agent.hostfs.http import ResponseBody
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -72,7 +73,7 @@ def open_object(obj: S3Object, timeout_s: float = 30.0) -> BinaryIO:
         message = _status_message(obj, response)
         connection.close()
         raise TransferError(message)
-    return io.BufferedReader(_Body(obj, connection, response), COPY_CHUNK_BYTES)
+    return io.BufferedReader(ResponseBody(obj.label, connection, response), COPY_CHUNK_BYTES)
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -181,46 +182,3 @@ def _error_fields(response: http.client.HTTPResponse) -> tuple[str, str]:
     code = (root.findtext("Code") or "").strip()
     message = " ".join((root.findtext("Message") or "").split())
     return code[:80], message[:200]
-
-
-class _Body(io.RawIOBase):
-    """The response body; a connection that closes before Content-Length is an error."""
-
-    def __init__(self, obj: S3Object, connection: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
-        super().__init__()
-        self._obj = obj
-        self._connection = connection
-        self._response = response
-        self._expected = response.length
-        self._received = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        try:
-            count = self._response.readinto(buffer)
-        except (OSError, http.client.HTTPException) as error:
-            raise TransferError(f"reading {self._obj.label} failed after {self._received} "
-                                f"bytes: {_reason(error)}") from None
-        self._received += count
-        if count == 0 and len(buffer) and self._expected is not None \
-                and self._received < self._expected:
-            raise TransferError(f"S3 closed the connection after {self._received} of "
-                                f"{self._expected} bytes of {self._obj.label}")
-        return count
-
-    def close(self) -> None:
-        if not self.closed:
-            self._response.close()
-            self._connection.close()
-        super().close()
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "the endpoint stopped sending (timed out)"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return type(error).__name__
