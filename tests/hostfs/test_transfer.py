@@ -11,7 +11,11 @@ import io
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
+import time
 import tracemalloc
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -459,3 +463,44 @@ def test_agent_process_stays_small_when_it_copies_a_large_verified_file(
     assert figures["hwm_kb"] * 1024 < RSS_BUDGET_MB * 1_000_000
     assert figures["hwm_kb"] - figures["loaded_kb"] < 32 * 1024  # the copy's own share
     assert os.listdir(tmp_path) == []
+
+
+_KILLED_CHILD = """
+import asyncio, sys
+from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.hostfs.transfer import transfer
+asyncio.run(transfer(LocalFiles(), sys.argv[1], sys.argv[2], digest="sha256"))
+"""
+
+
+async def test_copy_killed_midway_never_shows_the_final_name_and_a_retry_cleans_up(
+        files: LocalFiles, tmp_path: Path) -> None:
+    source, pool = tmp_path / "share" / "t.vhd", tmp_path / "pool"
+    source.parent.mkdir()
+    pool.mkdir()
+    (pool / "other.vhdx").write_bytes(b"another volume")
+    with source.open("wb") as sparse:
+        sparse.truncate(8 * 1024**3)  # long enough to be caught mid-stream
+    target = pool / "t.vhd"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, str(source), str(target)])
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(".t.vhd.partial-") and p.stat().st_size > 0
+                      for p in pool.iterdir()):
+            assert child.poll() is None and time.monotonic() < deadline, "no copy started"
+            await asyncio.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    left = sorted(p.name for p in pool.iterdir())
+    assert len(left) == 2 and left[0].startswith(".t.vhd.partial-"), left  # hidden, aside
+    assert left[1] == "other.vhdx" and "t.vhd" not in left
+
+    with source.open("r+b") as small:
+        small.truncate(3 * 1024 * 1024)
+    done = await transfer(files, str(source), str(target))
+    assert done.size == 3 * 1024 * 1024
+    assert sorted(p.name for p in pool.iterdir()) == ["other.vhdx", "t.vhd"]
+    assert (pool / "other.vhdx").read_bytes() == b"another volume"

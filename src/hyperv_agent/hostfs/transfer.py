@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
 
-from hyperv_agent.errors import AgentError, TransferError
+from hyperv_agent.errors import AgentError, HostFileError, TransferError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
@@ -95,7 +95,9 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     mismatch or a full disk raise TransferError or HostFileError with one line. ``digest``
     (a hashlib name, e.g. "md5") asks for the source's digest in the result. ``verify``
     is awaited with the aside file's path once every byte is in; an error it raises fails
-    the copy like any other (the aside file is removed, ``target`` left as it was).
+    the copy like any other (the aside file is removed, ``target`` left as it was). Aside
+    files an earlier attempt at the same target left behind (its process was killed) are
+    removed first; callers serialise copies to one target.
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
@@ -105,6 +107,7 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     label = source if isinstance(source, str) else source.label
     temp = _temp_name(target)
     meter = _Meter(label, target, progress_every_s)
+    await _sweep_stale(files, target)
     try:
         hexdigest = None
         if isinstance(source, str) and codec is None and algorithm is None:
@@ -154,7 +157,26 @@ def disk_suffix(files: HostFiles, path: str) -> str | None:
 
 def _temp_name(target: str) -> str:
     cut = max(target.rfind("\\"), target.rfind("/")) + 1
-    return f"{target[:cut]}.{target[cut:]}.partial-{secrets.token_hex(6)}"
+    return f"{target[:cut]}{_aside_prefix(target[cut:])}{secrets.token_hex(6)}"
+
+
+def _aside_prefix(name: str) -> str:
+    return f".{name}.partial-"
+
+
+async def _sweep_stale(files: HostFiles, target: str) -> None:
+    """Remove aside files of ``target`` that a killed earlier attempt left; a folder that
+    cannot be listed is left to fail the copy itself."""
+    cut = max(target.rfind("\\"), target.rfind("/")) + 1
+    folder, prefix = target[:cut].rstrip("\\/"), _aside_prefix(target[cut:])
+    try:
+        names = await files.list_dir(folder)
+    except HostFileError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            _LOG.info("removing %s, left by an interrupted copy", name)
+            await files.remove(f"{target[:cut]}{name}")
 
 
 async def _discard(files: HostFiles, temp: str) -> None:
