@@ -18,6 +18,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.services import metrics
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import define_vm, devices
@@ -36,6 +37,7 @@ IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
 SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
 DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
 DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
+MB = 1 << 20
 
 Layout = dict[tuple[str, int], tuple[str, str]]
 
@@ -413,25 +415,49 @@ async def test_attach_iso_command_fails_without_secret_when_input_is_bad(
 # --- disk statistics ----------------------------------------------------------------------
 
 
-async def test_disk_stats_lists_each_vhd_of_named_vms_in_two_calls(agent: Running) -> None:
+async def test_disk_stats_reports_metered_io_of_each_vhd_when_named_vms_did_io(
+    agent: Running,
+) -> None:
     await _start(agent, "i-2-30-VM", data_seq=1)
     await _start(agent, "i-2-31-VM")
     await _ok(agent, ATTACH, {"vmName": "i-2-31-VM", "disk": _iso_disk("iso/2/205/tools.iso")})
     cim = agent.emulator
+    body = {"vmNames": ["i-2-30-VM", "i-2-31-VM", "i-0-0-VM"], "hostName": "hv1"}
+    first = await _ok(agent, DISK_STATS, body)  # switches metering on; nothing counted yet
+    assert {e["path"]: _figures(e) for entries in first["vmDiskStatsMap"].values()
+            for e in entries} == {name: (0, 0, 0, 0) for name in (
+                "i-2-30-VM-root", "i-2-30-VM-data", "i-2-31-VM-root")}
+    assert metrics.disk_io(cim.host, "i-2-30-VM", _file("i-2-30-VM-data"),
+                           read_bytes=12 * MB, written_bytes=4 * MB + 5, ios=1600)
+    assert metrics.disk_io(cim.host, "i-2-31-VM", _file("i-2-31-VM-root"),
+                           read_bytes=MB, ios=3)
     before = cim.round_trips()
-    key, answer = await agent.answer(DISK_STATS, {
-        "vmNames": ["i-2-30-VM", "i-2-31-VM", "i-0-0-VM"], "hostName": "hv1"})
+    key, answer = await agent.answer(DISK_STATS, body)
     spent = cim.round_trips() - before
     assert (key, answer["result"]) == (names.GET_VM_DISK_STATS_ANSWER, True), answer
     stats = answer["vmDiskStatsMap"]
     assert set(stats) == {"i-2-30-VM", "i-2-31-VM"}
-    assert sorted(e["path"] for e in stats["i-2-30-VM"]) == ["i-2-30-VM-data", "i-2-30-VM-root"]
-    assert [e["path"] for e in stats["i-2-31-VM"]] == ["i-2-31-VM-root"]
-    entry = stats["i-2-31-VM"][0]
-    assert (entry["vmName"], entry["ioRead"], entry["ioWrite"], entry["bytesRead"],
-            entry["bytesWrite"]) == ("i-2-31-VM", 0, 0, 0, 0)
+    assert {e["path"]: _figures(e) for e in stats["i-2-30-VM"]} == {
+        "i-2-30-VM-root": (0, 0, 0, 0), "i-2-30-VM-data": (1200, 400, 12 * MB, 4 * MB)}
+    assert [(e["vmName"], e["path"], _figures(e)) for e in stats["i-2-31-VM"]] == [
+        ("i-2-31-VM", "i-2-31-VM-root", (3, 0, MB, 0))]
     assert answer["hostName"] == "hv1"
-    assert (spent.calls, spent["query"]) == (2, 2)
+    assert (spent.calls, spent["query"]) == (2 + 3, 2)  # 2 queries, 1 association per disk
+
+
+@pytest.mark.parametrize("names_field", ["i-2-32-VM", [["i-2-32-VM"]], 7])
+async def test_disk_stats_fails_and_meters_nothing_when_vm_names_is_not_a_list_of_names(
+    agent: Running, names_field: object,
+) -> None:
+    await _start(agent, "i-2-32-VM")
+    _, answer = await agent.answer(DISK_STATS, {"vmNames": names_field})
+    assert answer["result"] is False
+    assert "vmNames" in answer["details"], answer
+    assert await agent.emulator.query(wql.select("Msvm_AggregationMetricValue")) == []
+
+
+def _figures(entry: dict[str, Any]) -> tuple[int, int, int, int]:
+    return (entry["ioRead"], entry["ioWrite"], entry["bytesRead"], entry["bytesWrite"])
 
 
 async def test_disk_stats_answers_empty_map_without_a_call_when_no_vm_is_named(

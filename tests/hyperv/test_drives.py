@@ -11,8 +11,9 @@ import pytest
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, drives, vms
+from hyperv_agent.hyperv import build, diskstats, drives, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.emulator.kit import devices, ok, request_state
@@ -275,29 +276,102 @@ async def test_eject_iso_returns_none_when_another_iso_is_in_the_drive(
 # --- disks of many VMs --------------------------------------------------------------------
 
 
-async def test_attached_disks_lists_vhds_of_named_vms_in_two_queries(
+MB = 1 << 20
+
+
+async def _disks_of_four_vms(cim: EmulatorCim, tmp_path: Path) -> dict[str, list[str]]:
+    """VMs i-4-0-VM .. i-4-3-VM, running, with 0..3 data volumes and an ISO each."""
+    images: dict[str, list[str]] = {}
+    for index in range(4):
+        vm = await _vm(cim, f"i-4-{index}-VM")
+        images[vm.name] = [_image(tmp_path, f"v{index}-{n}.vhdx") for n in range(index)]
+        for slot, image in enumerate(images[vm.name]):
+            await drives.attach_volume(cim, vm, slot, image)
+        await drives.insert_iso(cim, vm, _image(tmp_path, f"i{index}.iso"))
+        await ok(cim, await request_state(cim, vm.path, 2))
+    return images
+
+
+def _io(cim: EmulatorCim, vm: str, image: str, read_mb: int, written_mb: int, ios: int
+        ) -> bool:
+    return metrics.disk_io(cim.host, vm, image, read_bytes=read_mb * MB,
+                           written_bytes=written_mb * MB, ios=ios)
+
+
+def _counters(found: dict[str, tuple[diskstats.DiskIo, ...]]
+              ) -> dict[str, dict[str, tuple[int, int, int, int, bool]]]:
+    return {name: {d.image: (d.read_bytes, d.write_bytes, d.read_ios, d.write_ios, d.metered)
+                   for d in disks} for name, disks in found.items()}
+
+
+async def test_disk_stats_switches_metering_on_once_then_reads_counters_per_disk(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
-    expected: dict[str, tuple[drives.DiskIo, ...]] = {}
-    for index in range(4):
-        vm = await _vm(emulator, f"i-4-{index}-VM")
-        images = [_image(tmp_path, f"v{index}-{n}.vhdx") for n in range(index)]
-        for slot, image in enumerate(images):
-            await drives.attach_volume(emulator, vm, slot, image)
-        await drives.insert_iso(emulator, vm, _image(tmp_path, f"i{index}.iso"))
-        expected[vm.name] = tuple(drives.DiskIo(image) for image in images)
-    del expected["i-4-3-VM"]
+    images = await _disks_of_four_vms(emulator, tmp_path)
+    asked = ["i-4-0-VM", "i-4-1-VM", "i-4-2-VM", "nope"]
+    assert not _io(emulator, "i-4-1-VM", images["i-4-1-VM"][0], 1, 1, 1)  # not metered yet
     before = emulator.round_trips()
-    found = await drives.attached_disks(emulator, ["i-4-0-VM", "i-4-1-VM", "i-4-2-VM", "nope"])
+    first = await diskstats.disk_stats(emulator, asked)
     spent = emulator.round_trips() - before
-    assert {name: tuple(sorted(d.image for d in disks)) for name, disks in found.items()} == {
-        name: tuple(sorted(d.image for d in disks)) for name, disks in expected.items()}
-    assert (spent.calls, spent["query"]) == (2, 2)
+    assert _counters(first) == {"i-4-0-VM": {}, **{
+        name: {image: (0, 0, 0, 0, False) for image in images[name]}
+        for name in ("i-4-1-VM", "i-4-2-VM")}}
+    # 2 queries + definitions (first use) + 1 ASSOCIATORS OF per disk (3) + service (first
+    # use) + 1 ControlMetrics per VM not yet metered (2)
+    assert (spent.calls, spent["query"], spent["invoke:ControlMetrics"]) == (9, 4, 2)
+    one, (two_a, two_b) = images["i-4-1-VM"][0], images["i-4-2-VM"]
+    assert _io(emulator, "i-4-1-VM", one, 30, 10, 4000)
+    assert _io(emulator, "i-4-2-VM", two_b, 0, 7, 90)
+    assert _io(emulator, "i-4-2-VM", two_b, 0, 1, 10)
+    assert not _io(emulator, "i-4-3-VM", images["i-4-3-VM"][0], 5, 5, 5)  # never asked for
+    before = emulator.round_trips()
+    second = await diskstats.disk_stats(emulator, asked)
+    spent = emulator.round_trips() - before
+    assert _counters(second) == {"i-4-0-VM": {}, "i-4-1-VM": {
+        one: (30 * MB, 10 * MB, 3000, 1000, True)}, "i-4-2-VM": {
+        two_a: (0, 0, 0, 0, True), two_b: (0, 8 * MB, 0, 100, True)}}
+    assert (spent.calls, spent["query"]) == (2 + 3, 2)  # 2 queries, 1 association per disk
 
 
-async def test_attached_disks_costs_nothing_when_no_name_is_asked_for(
+async def test_disk_stats_meters_a_disk_added_later_and_keeps_counting_the_others(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm = await _vm(emulator, "i-5-0-VM", running=True)
+    first = _image(tmp_path, "first.vhdx")
+    await drives.attach_volume(emulator, vm, 0, first)
+    await diskstats.disk_stats(emulator, [vm.name])
+    assert _io(emulator, vm.name, first, 3, 0, 7)
+    later = _image(tmp_path, "later.vhdx")
+    await drives.attach_volume(emulator, vm, 1, later)
+    before = emulator.round_trips()
+    found = await diskstats.disk_stats(emulator, [vm.name])
+    assert (emulator.round_trips() - before)["invoke:ControlMetrics"] == 1
+    assert _counters(found)[vm.name] == {first: (3 * MB, 0, 7, 0, True),
+                                         later: (0, 0, 0, 0, False)}
+    assert _io(emulator, vm.name, later, 0, 2, 2)
+    assert _counters(await diskstats.disk_stats(emulator, [vm.name]))[vm.name][later] == (
+        0, 2 * MB, 0, 2, True)
+
+
+def test_disk_io_shares_the_normalized_count_out_when_bytes_moved_or_not() -> None:
+    assert (diskstats.DiskIo("a", 3 * MB, MB, 8).read_ios,
+            diskstats.DiskIo("a", 3 * MB, MB, 8).write_ios) == (6, 2)
+    assert (diskstats.DiskIo("a", 0, 0, 5).read_ios, diskstats.DiskIo("a", 0, 0, 5).write_ios) == (
+        3, 2)
+
+
+async def test_enable_disk_metering_raises_and_changes_nothing_when_vm_is_missing(
+    emulator: EmulatorCim,
+) -> None:
+    with pytest.raises(HyperVError, match="ControlMetrics"):
+        await diskstats.enable_disk_metering(emulator, vms.vm_path("0E0E0E0E-0000-0000-0000-00"
+                                                                "0000000000"))
+    assert await emulator.query("SELECT * FROM Msvm_AggregationMetricValue") == []
+
+
+async def test_disk_stats_costs_nothing_when_no_name_is_asked_for(
     emulator: EmulatorCim,
 ) -> None:
     before = emulator.round_trips()
-    assert await drives.attached_disks(emulator, []) == {}
+    assert await diskstats.disk_stats(emulator, []) == {}
     assert (emulator.round_trips() - before).calls == 0

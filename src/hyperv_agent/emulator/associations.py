@@ -13,6 +13,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import model
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.jobs import is_job
+from hyperv_agent.emulator.services import metrics
 from hyperv_agent.emulator.store import Record, Transaction
 
 
@@ -30,6 +31,8 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _system_devices(host, txn, source)
     yield from _port_features(host, txn, source)
     yield from _affected_jobs(host, txn, source)
+    yield from _metric_values(host, txn, source)
+    yield from _metric_definitions(host, txn, source)
 
 
 def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -110,3 +113,29 @@ def _affected_jobs(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
             affected = job.meta.get("affected")
             if affected and ObjectPath.parse(affected) == wanted:
                 yield Link(association, job, "AffectedElement", "AffectingElement")
+
+
+def _metric_values(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Msvm_MetricForME: a virtual hard disk medium and the metric values kept for it."""
+    association = "Msvm_MetricForME"
+    if metrics.is_disk_medium(source):
+        for value in metrics.values_of(host, txn, source):
+            yield Link(association, value, "Antecedent", "Dependent")
+    elif source.class_def.name == metrics.VALUE:
+        element = metrics.element_of(txn, source)
+        if element is not None:
+            yield Link(association, element, "Dependent", "Antecedent")
+
+
+def _metric_definitions(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Msvm_MetricDefForME: the disk metric definitions and what they apply to (virtual
+    hard disk media and VMs)."""
+    association = "Msvm_MetricDefForME"
+    if metrics.is_disk_medium(source) or model.is_vm(source):
+        for definition in metrics.definitions_of(host, txn):
+            yield Link(association, definition, "Antecedent", "Dependent")
+    elif source.class_def.name == metrics.DEFINITION:
+        elements = [*metrics.disk_media(host, txn),
+                    *(r for r in host.records("Msvm_ComputerSystem", txn) if model.is_vm(r))]
+        for element in elements:
+            yield Link(association, element, "Dependent", "Antecedent")

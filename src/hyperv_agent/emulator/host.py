@@ -25,7 +25,15 @@ SERVICES = {
     "Msvm_ImageManagementService": "vhdsvc",
     "Msvm_VirtualEthernetSwitchManagementService": "nvspwmi",
     "Msvm_VirtualSystemMigrationService": "migrationwmi",
+    "Msvm_MetricService": "metricsvc",
 }
+#: Resource-metering definitions of disk I/O (Msvm_AggregationMetricDefinition):
+#: ElementName, Units, ProgrammaticUnits. Their Ids are the emulator's own.
+DISK_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("Disk Data Read", "Megabytes", "byte*2^20"),
+    ("Disk Data Written", "Megabytes", "byte*2^20"),
+    ("Normalized I/O Count", "Count", "count"),
+)
 # Template (…\Default) instances: (class, ResourceType, ResourceSubType or None, element name).
 TEMPLATES: tuple[tuple[str, int | None, str | None, str], ...] = (
     ("Msvm_ProcessorSettingData", 3, codes.SUBTYPE_PROCESSOR, "Processor"),
@@ -139,6 +147,7 @@ class EmulatedHost:
             OperationalStatus=(2,), RequestedState=codes.RequestedState.NOT_APPLICABLE,
         )
         yield from self._service_records()
+        yield from self._metric_definitions()
         yield from self._template_records()
         yield from self._switch_records()
         yield from self._cimv2_records()
@@ -165,6 +174,18 @@ class EmulatedHost:
                 "Msvm_VirtualSystemMigrationSettingData",
                 InstanceID=f"Microsoft:MigrationSettings\\{migration_type}",
                 MigrationType=migration_type, TransportType=5,
+            )
+
+    def _metric_definitions(self) -> Iterator[Record]:
+        """Cumulative counters since metering began (ChangeType 3 Counter, TimeScope 3
+        Interval, DataType 13 uint64, Calculable 2 Summable, GatheringType 2 OnChange)."""
+        for name, units, programmatic in DISK_METRICS:
+            metric_id = f"Microsoft:{str(uuid.uuid5(uuid.NAMESPACE_URL, name)).upper()}"
+            yield self.new_record(
+                "Msvm_AggregationMetricDefinition", InstanceID=metric_id, Id=metric_id,
+                Name=name, ElementName=name, Units=units, ProgrammaticUnits=programmatic,
+                DataType=13, Calculable=2, IsContinuous=True, ChangeType=3, TimeScope=3,
+                GatheringType=2, BreakdownDimensions=(),
             )
 
     def _template_records(self) -> Iterator[Record]:

@@ -600,6 +600,46 @@ UnmanagedVhds string[]
 RemoveSourceUnmanagedVhds boolean
 """)
 
+# --- resource metering (services/metrics.py) ----------------------------------------------
+
+_base("CIM_MetricService", "CIM_Service")
+_class("Msvm_MetricService", "CIM_MetricService", methods=(
+    "ControlMetrics(in Subject reference, in Definition reference, "
+    "in MetricCollectionEnabled uint16)",
+))
+_base("CIM_BaseMetricDefinition", "CIM_ManagedElement", """
+InstanceID string key
+Id string key
+Name string
+DataType uint16
+Calculable uint16
+Units string
+BreakdownDimensions string[]
+IsContinuous boolean
+ChangeType uint16
+TimeScope uint16
+GatheringType uint16
+ProgrammaticUnits string
+""")
+_base("CIM_AggregationMetricDefinition", "CIM_BaseMetricDefinition", "SimpleFunction uint16")
+_class("Msvm_AggregationMetricDefinition", "CIM_AggregationMetricDefinition")
+_base("CIM_BaseMetricValue", "CIM_ManagedElement", """
+InstanceID string key
+MetricDefinitionId string
+MeasuredElementName string
+TimeStamp datetime
+Duration datetime
+MetricValue string
+BreakdownDimension string
+BreakdownValue string
+Volatile boolean
+""")
+_base("CIM_AggregationMetricValue", "CIM_BaseMetricValue", """
+AggregationTimeStamp datetime
+AggregationDuration datetime
+""")
+_class("Msvm_AggregationMetricValue", "CIM_AggregationMetricValue")
+
 # --- associations (computed, never stored) ------------------------------------------------
 
 
@@ -616,6 +656,12 @@ _association("Msvm_AffectedJobElement", "CIM_AffectedJobElement", "AffectedEleme
              "AffectingElement")
 _association("Msvm_EthernetPortSettingDataComponent", "CIM_Component", "GroupComponent",
              "PartComponent")
+_association("Msvm_MetricForME", "CIM_MetricForME", "Antecedent", "Dependent")
+_class("Msvm_MetricDefForME", "CIM_MetricDefForME", """
+Antecedent reference key
+Dependent reference key
+MetricCollectionEnabled uint16 = 2
+""", association=True)
 
 # --- root\cimv2 ---------------------------------------------------------------------------
 

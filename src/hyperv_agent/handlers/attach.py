@@ -53,7 +53,7 @@ from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import drives, vms
+from hyperv_agent.hyperv import diskstats, drives, vms
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import SCSI_SLOTS
 
@@ -212,13 +212,16 @@ class AttachHandlers:
         """One entry per virtual hard disk of each VM in ``vmNames``.
 
         ``path`` is the file name without its extension (the volume's uuid, as
-        CloudStack names volume files); the I/O counters are 0, as Hyper-V's per-disk
-        metrics are not read (``drives.DiskIo``). Names of no VM are left out; a VM
-        without disks maps to an empty list. Read-only, safe to repeat; 2 queries for
-        any number of VMs, none when no name is asked for.
+        CloudStack names volume files); ``bytesRead``/``bytesWrite`` and
+        ``ioRead``/``ioWrite`` are Hyper-V's resource-metering counters since metering
+        began (``diskstats.DiskIo`` says what they measure). Metering is switched on at the
+        first request for a VM, whose disks read 0 that time. Names of no VM are left
+        out; a VM without disks maps to an empty list. Safe to repeat; 2 queries and one
+        association lookup per disk, issued together, once metering runs
+        (``diskstats.disk_stats``); none when no name is asked for.
         """
         asked = _expect(command, GetVmDiskStatsCommand)
-        found = await drives.attached_disks(self.cim, asked.vm_names)
+        found = await diskstats.disk_stats(self.cim, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()
         })
@@ -341,7 +344,7 @@ def _placed(path: str, vm_name: str, placed: drives.Placed) -> str:
     return f"{path} attached to VM {vm_name} at {placed.where}"
 
 
-def _stats_entry(vm_name: str, disk: drives.DiskIo) -> VmDiskStatsEntry:
+def _stats_entry(vm_name: str, disk: diskstats.DiskIo) -> VmDiskStatsEntry:
     name = ntpath.basename(disk.image.replace("/", "\\"))
     return VmDiskStatsEntry(vm_name=vm_name, path=ntpath.splitext(name)[0],
                             io_read=disk.read_ios, io_write=disk.write_ios,

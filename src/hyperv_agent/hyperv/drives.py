@@ -1,5 +1,5 @@
-"""The drives of an existing VM: attach and detach data volumes, insert and eject ISOs,
-and the virtual hard disks of many VMs at once.
+"""The drives of an existing VM: attach and detach data volumes, insert and eject ISOs
+(the disk I/O of many VMs at once: ``diskstats``).
 
 Everything starts from ``read_storage``: ONE query returns a VM's controllers, drives
 and media (``CIM_ResourceAllocationSettingData`` by InstanceID prefix, which covers the
@@ -16,7 +16,6 @@ creation. Round trips once a backend is warm (job polls not counted, W = job wai
 ``insert_iso``         2 calls + 1 W with a DVD drive (query, insert or swap the medium);
                        3 calls + 2 W when a DVD drive has to be added
 ``eject_iso``          2 calls + 1 W; 1 query when the ISO is not in a drive
-``attached_disks``     2 queries for any number of VMs (0 when no name is asked for)
 =====================  =================================================================
 
 Where things go (as StartCommand places them): a data volume on the VM's first SCSI
@@ -34,16 +33,20 @@ they are.
 
 from __future__ import annotations
 
+import logging
 import ntpath
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
-from hyperv_agent.errors import CimInvalidParameter, HyperVError, InvalidRequest
+from hyperv_agent.errors import (
+    CimInvalidParameter,
+    HyperVError,
+    InvalidRequest,
+)
 from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
-    CAPTION_VM,
     DVD_IDE_CONTROLLER,
     IDE_SLOTS,
     NAMESPACE,
@@ -53,6 +56,8 @@ from hyperv_agent.hyperv.schema import (
     Subtype,
 )
 from hyperv_agent.hyperv.vms import PowerState, VmRef
+
+log = logging.getLogger("hyperv_agent.hyperv.drives")
 
 IDE = "ide"
 SCSI = "scsi"
@@ -136,22 +141,6 @@ class Placed:
 
     where: str
     changed: bool
-
-
-@dataclass(frozen=True)
-class DiskIo:
-    """One virtual hard disk of a VM and its I/O counters.
-
-    The counters stay 0: Hyper-V keeps per-disk I/O figures only in its metric classes
-    (Msvm_AggregationMetricValue, after metrics collection is switched on per VM), which
-    this agent does not use and the emulator does not model. 0 reads as "not measured".
-    """
-
-    image: str
-    read_ios: int = 0
-    write_ios: int = 0
-    read_bytes: int = 0
-    write_bytes: int = 0
 
 
 def same_file_key(path: str) -> str:
@@ -360,53 +349,3 @@ async def _insert(cim: Cim, vm: VmRef, drive: ObjectPath, image: str, *, iso: bo
 def _check_slot(slot: int) -> None:
     if not 0 <= slot < SCSI_SLOTS:
         raise InvalidRequest(f"slot {slot} is outside 0..{SCSI_SLOTS - 1}")
-
-
-# --- many VMs at once ---------------------------------------------------------------------
-
-
-async def attached_disks(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo, ...]]:
-    """The virtual hard disks (VHD/VHDX media, not ISOs) of the VMs named in ``names``.
-
-    Keyed by VM name; names of no VM are left out, a VM without disks maps to (). With
-    duplicate names the first VM WMI returns is taken (as ``vms.find_vm`` does). Two
-    queries whatever the number of VMs: every VM's name, then every hard-disk medium
-    on the host (media of checkpoints and templates match no VM and are skipped); none
-    when ``names`` is empty. Read-only and safe to repeat.
-    """
-    wanted = set(names)
-    if not wanted:
-        return {}
-    by_guid = await _guids_of(cim, wanted)
-    if not by_guid:
-        return {}
-    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
-                       ("InstanceID", "HostResource"))
-    disks: dict[str, list[DiskIo]] = {name: [] for name in by_guid.values()}
-    for medium in await cim.query(query, NAMESPACE):
-        name = by_guid.get(_owner(medium.string("InstanceID") or ""))
-        files = medium.strings("HostResource")
-        if name is not None and files:
-            disks[name].append(DiskIo(files[0]))
-    return {name: tuple(found) for name, found in disks.items()}
-
-
-async def _guids_of(cim: Cim, wanted: Iterable[str]) -> dict[str, str]:
-    """VM GUID (upper case) -> name, for the VMs named in ``wanted``; 1 query."""
-    names = set(wanted)
-    query = wql.select(Class.COMPUTER_SYSTEM, wql.eq("Caption", CAPTION_VM),
-                       ("Name", "ElementName"))
-    by_guid: dict[str, str] = {}
-    for vm in await cim.query(query, NAMESPACE):
-        name, guid = vm.string("ElementName"), vm.string("Name")
-        if name is not None and name in names and guid:
-            by_guid[guid.upper()] = name
-            names.discard(name)  # the first VM of a name wins
-    return by_guid
-
-
-def _owner(instance_id: str) -> str:
-    """The GUID in ``Microsoft:<GUID>\\...`` (upper case); "" for anything else."""
-    head, _, _ = instance_id.partition("\\")
-    prefix, separator, guid = head.partition(":")
-    return guid.upper() if separator and prefix == "Microsoft" else ""

@@ -39,6 +39,10 @@ class Class:
     IMAGE_SERVICE = "Msvm_ImageManagementService"
     SWITCH_SERVICE = "Msvm_VirtualEthernetSwitchManagementService"
     MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
+    METRIC_SERVICE = "Msvm_MetricService"
+    METRIC_DEFINITION_BASE = "CIM_BaseMetricDefinition"  # every metric definition
+    METRIC_VALUE_BASE = "CIM_BaseMetricValue"  # every metric value
+    METRIC_FOR_ME = "Msvm_MetricForME"  # a managed element and its metric values
     OPERATING_SYSTEM = "Win32_OperatingSystem"
     PROCESSOR_CIMV2 = "Win32_Processor"
     COMPUTER_SYSTEM_CIMV2 = "Win32_ComputerSystem"
@@ -242,3 +246,19 @@ class VlanMode(IntEnum):
     ACCESS = 1
     TRUNK = 2
     PRIVATE = 3
+
+
+# --- resource metering (hyperv/drives.py disk statistics) ----------------------------------
+
+DISK_DATA_READ = "Disk Data Read"  # metric definition ElementName; MetricValue in MB
+DISK_DATA_WRITTEN = "Disk Data Written"  # MB
+DISK_IO_COUNT = "Normalized I/O Count"  # I/Os normalized to 8 KB, both directions
+BYTES_PER_MB = 1_048_576  # the metering megabyte: 2^20 bytes
+
+
+class MetricCollection(IntEnum):
+    """Msvm_MetricService.ControlMetrics MetricCollectionEnabled."""
+
+    ENABLE = 2
+    DISABLE = 3
+    RESET = 4

@@ -4,6 +4,7 @@ from hyperv_agent.emulator.services import (  # noqa: F401 - each module registe
     features,
     image,
     kvp,
+    metrics,
     migration,
     power,
     resources,

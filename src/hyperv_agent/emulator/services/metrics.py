@@ -1,0 +1,213 @@
+"""Resource metering of virtual hard disks: Msvm_MetricService.ControlMetrics and the
+disk I/O that the metric values count.
+
+What is modelled. The host defines three Msvm_AggregationMetricDefinition instances
+(``host.DISK_METRICS``): "Disk Data Read" and "Disk Data Written" in whole megabytes
+(2^20 bytes, rounded down) and "Normalized I/O Count". They apply (Msvm_MetricDefForME)
+to every virtual hard disk medium (a Msvm_StorageAllocationSettingData holding a VHD or
+VHDX, not an ISO) and to every VM. ControlMetrics with MetricCollectionEnabled 2 (Enable)
+creates one Msvm_AggregationMetricValue per medium and definition, at 0, linked to the
+medium through Msvm_MetricForME; enabling again keeps the values. 3 (Disable) removes the
+values (the data is gone), 4 (Reset) sets them to 0. A VM as Subject stands for all of
+its media. Subject and Definition both null, an unknown Subject or Definition, or a
+Subject the definitions do not apply to (an ISO, a NIC) fail with 2 (Failed).
+
+I/O happens only when a test says so (``disk_io``); values grow only while metering is
+enabled for the medium and the VM runs (not when it is off, saved or paused). A value's
+InstanceID is its medium's InstanceID followed by ``\\`` and the definition's GUID.
+
+What is not modelled: CPU, memory and network metrics, the non-aggregated
+Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
+(ControlSampleTimes) and the other methods of the service. Values of a medium removed
+from its VM are dropped at the next ControlMetrics or ``disk_io`` call rather than at
+once;
+REFERENCES OF returns Msvm_MetricDefForME without MetricCollectionEnabled.
+"""
+
+from __future__ import annotations
+
+import ntpath
+from collections.abc import Iterator, Mapping
+
+from hyperv_agent.cim.api import ObjectPath, OutValue
+from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator.calls import Call, MethodError, handles
+from hyperv_agent.emulator.codes import EnabledState
+from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
+from hyperv_agent.emulator.store import Record, Transaction
+
+DEFINITION = "Msvm_AggregationMetricDefinition"
+VALUE = "Msvm_AggregationMetricValue"
+MEDIUM = "Msvm_StorageAllocationSettingData"
+ENABLE, DISABLE, RESET = 2, 3, 4  # ControlMetrics MetricCollectionEnabled
+FAILED = 2  # ControlMetrics return value "Failed"
+BYTES_PER_MB = 1 << 20
+READ, WRITTEN, IO_COUNT = "Disk Data Read", "Disk Data Written", "Normalized I/O Count"
+
+
+@handles("Msvm_MetricService", "ControlMetrics")
+def control_metrics(call: Call) -> Mapping[str, OutValue]:
+    action = call.integer("MetricCollectionEnabled")
+    if action not in (ENABLE, DISABLE, RESET):
+        raise _failed(f"MetricCollectionEnabled {action} is not 2, 3 or 4")
+    subject, definition = call.path("Subject"), call.path("Definition")
+    if subject is None and definition is None:
+        raise _failed("Subject and Definition are both null")
+    definitions = [_definition(call, definition)] if definition else list(definitions_of(
+        call.host, call.txn))
+    for medium in _media_of_subject(call, subject):
+        for metric in definitions:
+            _apply(call, medium, metric, action)
+    _drop_orphans(call.host, call.txn)
+    return {}
+
+
+def _failed(description: str) -> MethodError:
+    return MethodError(FAILED, description, immediate=True)
+
+
+def _definition(call: Call, path: ObjectPath) -> Record:
+    record = call.txn.get(path)
+    if record is None or record.class_def.name != DEFINITION:
+        raise _failed(f"no metric definition at {path}")
+    return record
+
+
+def _media_of_subject(call: Call, subject: ObjectPath | None) -> list[Record]:
+    if subject is None:
+        return list(disk_media(call.host, call.txn))
+    record = call.txn.get(subject)
+    if record is not None and model.is_vm(record):
+        return list(disk_media(call.host, call.txn, str(record["Name"])))
+    if record is not None and is_disk_medium(record):
+        return [record]
+    raise _failed(f"{subject} is not a VM or a virtual hard disk the disk metrics apply to")
+
+
+def _apply(call: Call, medium: Record, metric: Record, action: int) -> None:
+    path = value_path(medium, metric)
+    present = call.txn.get(path)
+    if action == DISABLE:
+        if present is not None:
+            call.txn.delete(path)
+    elif (action == RESET) == (present is not None):  # reset a value, or enable anew
+        call.txn.put(_new_value(call.host, medium, metric))
+
+
+def _new_value(host: EmulatedHost, medium: Record, metric: Record) -> Record:
+    now = host.clock()
+    record = host.new_record(
+        VALUE, InstanceID=value_path(medium, metric).key("InstanceID"),
+        MetricDefinitionId=metric["Id"], MeasuredElementName=medium["ElementName"],
+        ElementName=metric["ElementName"], MetricValue="0", Volatile=True,
+        TimeStamp=cim_datetime(now), AggregationTimeStamp=cim_datetime(now),
+    )
+    record.meta.update(element=str(medium.path), since=now, count=0)
+    return record
+
+
+# --- lookups shared with the associations ---------------------------------------------------
+
+
+def is_disk_medium(record: Record) -> bool:
+    """A virtual hard disk medium of a VM (not an ISO, not a template)."""
+    return (record.class_def.name == MEDIUM and record["ResourceSubType"] == codes.SUBTYPE_VHD
+            and model.guid_of(record) is not None)
+
+
+def disk_media(host: EmulatedHost, txn: Transaction, guid: str | None = None
+               ) -> Iterator[Record]:
+    """The virtual hard disk media of the VM ``guid`` (of every VM when None)."""
+    records = model.device_records(txn, guid) if guid else host.records(MEDIUM, txn)
+    return (r for r in records if is_disk_medium(r))
+
+
+def definitions_of(host: EmulatedHost, txn: Transaction) -> Iterator[Record]:
+    return host.records(DEFINITION, txn)
+
+
+def value_path(medium: Record, metric: Record) -> ObjectPath:
+    guid = str(metric["Id"]).partition(":")[2]
+    return ObjectPath.for_keys(VALUE, InstanceID=f"{medium['InstanceID']}\\{guid}")
+
+
+def values_of(host: EmulatedHost, txn: Transaction, medium: Record) -> Iterator[Record]:
+    """The metric values kept for ``medium`` (none while metering is off)."""
+    wanted = medium.path
+    return (v for v in host.records(VALUE, txn)
+            if ObjectPath.parse(str(v.meta.get("element", ""))) == wanted)
+
+
+def element_of(txn: Transaction, value: Record) -> Record | None:
+    element = value.meta.get("element")
+    return txn.get(ObjectPath.parse(element)) if element else None
+
+
+def _drop_orphans(host: EmulatedHost, txn: Transaction) -> None:
+    for value in list(host.records(VALUE, txn)):
+        if element_of(txn, value) is None:
+            txn.delete(value.path)
+
+
+# --- the instrument: a VM's disk does I/O ---------------------------------------------------
+
+
+def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0,
+            written_bytes: int = 0, ios: int = 0) -> bool:
+    """The guest of ``vm_name`` reads ``read_bytes`` from and writes ``written_bytes`` to
+    the virtual hard disk whose file is ``image``, in ``ios`` normalized (8 KB) I/Os.
+
+    Returns whether the metric values counted it: False when the VM is not running or
+    the medium is not metered (nothing changes then). LookupError when the VM or the
+    disk does not exist, ValueError for a negative amount.
+    """
+    if min(read_bytes, written_bytes, ios) < 0:
+        raise ValueError("I/O amounts cannot be negative")
+    txn = host.store.transaction()
+    vm, medium = _find_disk(host, txn, vm_name, image)
+    values = list(values_of(host, txn, medium))
+    if vm["EnabledState"] != EnabledState.ENABLED or not values:
+        return False
+    amounts = {READ: read_bytes, WRITTEN: written_bytes, IO_COUNT: ios}
+    for value in values:
+        staged = txn.edit(value.path)
+        assert staged is not None
+        _count(host, staged, amounts.get(str(staged["ElementName"]), 0))
+    _drop_orphans(host, txn)
+    txn.commit()
+    return True
+
+
+def _find_disk(host: EmulatedHost, txn: Transaction, vm_name: str, image: str
+               ) -> tuple[Record, Record]:
+    vm = next((r for r in host.records("Msvm_ComputerSystem", txn)
+               if model.is_vm(r) and r["ElementName"] == vm_name), None)
+    if vm is None:
+        raise LookupError(f"no VM named {vm_name}")
+    wanted = ntpath.normcase(image)
+    for medium in disk_media(host, txn, str(vm["Name"])):
+        files = medium["HostResource"]
+        if isinstance(files, tuple) and files and ntpath.normcase(str(files[0])) == wanted:
+            return vm, medium
+    raise LookupError(f"VM {vm_name} has no virtual hard disk {image}")
+
+
+def _count(host: EmulatedHost, value: Record, amount: int) -> None:
+    now = host.clock()
+    total = int(value.meta.get("count", 0)) + amount
+    value.meta["count"] = total
+    megabytes = str(value["ElementName"]) in (READ, WRITTEN)
+    value["MetricValue"] = str(total // BYTES_PER_MB if megabytes else total)
+    value["TimeStamp"] = value["AggregationTimeStamp"] = cim_datetime(now)
+    value["AggregationDuration"] = value["Duration"] = _interval(
+        now - float(value.meta.get("since", now)))
+
+
+def _interval(seconds: float) -> str:
+    """A CIM interval datetime: ``ddddddddHHMMSS.mmmmmm:000``."""
+    micros = int(seconds * 1_000_000)
+    days, rest = divmod(micros, 86_400_000_000)
+    hours, rest = divmod(rest, 3_600_000_000)
+    minutes, rest = divmod(rest, 60_000_000)
+    secs, micro = divmod(rest, 1_000_000)
+    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micro:06d}:000"
