@@ -261,7 +261,8 @@ async def test_planned_vm_appears_on_destination_when_move_is_staged(pair: Pair)
     assert await state(source, vm) == 2
     planned = await destination.query(wql.select("Msvm_PlannedComputerSystem"))
     assert [(p["Name"], p["ElementName"]) for p in planned] == [(vm.key("Name"), "mover")]
-    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData"))
+    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData",
+                                                  wql.eq("ElementName", "mover")))
     assert [s["VirtualSystemType"] for s in settings] == ["Microsoft:Hyper-V:System:Planned"]
     assert await _gone(destination, vm)
     ports = await devices(destination, vm, "Msvm_EthernetPortAllocationSettingData")
@@ -275,7 +276,8 @@ async def test_live_move_replaces_planned_vm_when_planned_id_names_it(pair: Pair
     guid = vm.key("Name")
     await ok(source, await _migrate(source, vm, DestinationPlannedVirtualSystemId=guid))
     assert await destination.query(wql.select("Msvm_PlannedComputerSystem")) == []
-    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData"))
+    settings = await destination.query(wql.select("Msvm_VirtualSystemSettingData",
+                                                  wql.eq("ElementName", "mover")))
     assert [s["VirtualSystemType"] for s in settings] == ["Microsoft:Hyper-V:System:Realized"]
     assert await state(destination, vm) == 2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, kvp, vms
 from hyperv_agent.hyperv.build import VmSpec
@@ -141,6 +143,95 @@ async def test_define_vm_names_step_when_define_system_fails(emulator: EmulatorC
     emulator.faults.fail_next_call("DefineSystem", 32768)
     with pytest.raises(HyperVError, match="defining the VM failed"):
         await build.define_vm(emulator, SPEC)
+    assert await vms.list_vms(emulator) == []
+
+
+# --- secure boot templates ----------------------------------------------------------------
+
+
+async def _template_ids(cim: EmulatorCim) -> dict[str, str]:
+    """The template VSSDs as the host holds them, read raw: ElementName -> id."""
+    found = await cim.query(wql.select("Msvm_VirtualSystemSettingData", wql.any_of(
+        "ElementName", [build.WINDOWS_TEMPLATE, build.UEFI_CA_TEMPLATE])))
+    return {str(t["ElementName"]): str(t["SecureBootTemplateId"]) for t in found
+            if t["VirtualSystemType"] != "Microsoft:Hyper-V:System:Realized"}
+
+
+def _drop_template(cim: EmulatorCim, name: str) -> None:
+    """Remove the template ``name`` from the emulated host, as if it never shipped it."""
+    txn = cim.host.store.transaction()
+    for record in list(cim.host.records("Msvm_VirtualSystemSettingData", txn)):
+        if record["ElementName"] == name:
+            txn.delete(record.path)
+    txn.commit()
+
+
+async def test_secure_boot_template_id_costs_1_query_then_none_when_looked_up_again(
+    emulator: EmulatorCim,
+) -> None:
+    held = await _template_ids(emulator)
+    before = emulator.round_trips()
+    uefi_ca = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent["query"]) == (1, 1)
+    before = emulator.round_trips()
+    windows = await build.secure_boot_template_id(emulator, build.WINDOWS_TEMPLATE)
+    again = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE.upper())
+    assert (emulator.round_trips() - before).calls == 0
+    assert (uefi_ca, windows, again) == (held[build.UEFI_CA_TEMPLATE],
+                                         held[build.WINDOWS_TEMPLATE], uefi_ca)
+    assert uefi_ca != windows
+
+
+async def test_secure_boot_template_id_raises_naming_template_when_host_has_none(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(os_version="6.3.9600"))
+    try:
+        with pytest.raises(InvalidRequest, match="no secure boot template "
+                                                 "'MicrosoftUEFICertificateAuthority'"):
+            await build.secure_boot_template_id(cim, build.UEFI_CA_TEMPLATE)
+        before = cim.round_trips()
+        with pytest.raises(InvalidRequest, match="MicrosoftWindows"):
+            await build.secure_boot_template_id(cim, build.WINDOWS_TEMPLATE)
+        assert (cim.round_trips() - before).calls == 0  # the first query saw both missing
+    finally:
+        await cim.close()
+
+
+async def test_secure_boot_template_id_ignores_vm_when_vm_carries_template_name(
+    emulator: EmulatorCim,
+) -> None:
+    _drop_template(emulator, build.UEFI_CA_TEMPLATE)
+    impostor = await _vm(emulator, build.UEFI_CA_TEMPLATE, generation=2)
+    assert (await _vssd(emulator, impostor))["SecureBootTemplateId"] is not None
+    with pytest.raises(InvalidRequest, match="no secure boot template"):
+        await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+
+
+async def test_define_vm_keeps_uefi_ca_template_in_3_calls_when_caches_are_warm(
+    emulator: EmulatorCim,
+) -> None:
+    await _vm(emulator, "warm-up")
+    template_id = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+    spec = dataclasses.replace(SPEC, name="linux", generation=2, secure_boot=True,
+                               secure_boot_template_id=template_id)
+    before = emulator.round_trips()
+    vm = await build.define_vm(emulator, spec)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits) == (3, 2)
+    vssd = await _vssd(emulator, vm)
+    assert (vssd["SecureBootEnabled"], vssd["SecureBootTemplateId"]) == (
+        True, (await _template_ids(emulator))[build.UEFI_CA_TEMPLATE])
+
+
+async def test_define_vm_leaves_no_vm_when_host_refuses_template_id(
+    emulator: EmulatorCim,
+) -> None:
+    spec = dataclasses.replace(SPEC, generation=2, secure_boot=True,
+                               secure_boot_template_id="00000000-0000-0000-0000-00000000000a")
+    with pytest.raises(HyperVError, match="defining the VM failed"):
+        await build.define_vm(emulator, spec)
     assert await vms.list_vms(emulator) == []
 
 

@@ -39,6 +39,8 @@ UNKNOWN_PATH_ARGUMENT = ReturnCode.INVALID_PARAMETER
 KVP_KEY_EXISTS = ReturnCode.INVALID_PARAMETER
 KVP_KEY_MISSING = ReturnCode.INVALID_PARAMETER
 KVP_VALUE_TOO_LONG = ReturnCode.INVALID_PARAMETER
+UNKNOWN_SECURE_BOOT_TEMPLATE = ReturnCode.INVALID_PARAMETER
+TEMPLATE_READ_ONLY = ReturnCode.ACCESS_DENIED
 
 
 class EnabledState(IntEnum):
@@ -113,6 +115,22 @@ KVP_COMPONENT_TYPE = "Microsoft:Hyper-V:Key-Value Pair Exchange Component"
 
 REALIZED = "Microsoft:Hyper-V:System:Realized"
 PLANNED = "Microsoft:Hyper-V:System:Planned"
+#: VirtualSystemType of the secure boot template VSSDs. Microsoft documents none; the
+#: emulator's choice, deliberately neither a VM's nor a snapshot's type.
+SECURE_BOOT_TEMPLATE = "Microsoft:Hyper-V:SecureBootTemplate"
+#: The secure boot templates of 2016+ hosts: (ElementName, SecureBootTemplateId). The first
+#: two GUIDs are the ones Hyper-V ships, as public Hyper-V and HCS code uses them
+#: (Set-VMFirmware -SecureBootTemplateId); a new generation 2 VM gets MicrosoftWindows.
+#: Public sources disagree on OpenSourceShieldedVM's, so the emulator uses a fixed one of
+#: its own.
+SECURE_BOOT_TEMPLATES: tuple[tuple[str, str], ...] = (
+    ("MicrosoftWindows", "1734c6e8-3154-4dda-ba5f-a874cc483422"),
+    ("MicrosoftUEFICertificateAuthority", "272e7447-90a4-4563-a4b9-8e4ab00526ce"),
+    ("OpenSourceShieldedVM", "5e1f2c0a-9d3b-5c7e-8a41-0b6d2f9e7c13"),
+)
+DEFAULT_SECURE_BOOT_TEMPLATE = "MicrosoftWindows"
+#: Secure boot templates (SecureBootTemplateId) exist from Windows Server 2016 (10.0).
+SECURE_BOOT_TEMPLATES_SINCE_MAJOR = 10
 GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
 GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
 

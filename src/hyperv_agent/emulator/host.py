@@ -149,6 +149,7 @@ class EmulatedHost:
         yield from self._service_records()
         yield from self._metric_definitions()
         yield from self._template_records()
+        yield from self._secure_boot_templates()
         yield from self._switch_records()
         yield from self._cimv2_records()
 
@@ -198,6 +199,20 @@ class EmulatedHost:
             if resource_type is not None:
                 values.update(ResourceType=resource_type, ResourceSubType=subtype)
             yield self.new_record(class_name, **values)
+
+    def _secure_boot_templates(self) -> Iterator[Record]:
+        """The secure boot template VSSDs (2016+ only): no VM, no devices, read-only."""
+        major = self.config.os_version.partition(".")[0]
+        if not major.isdigit() or int(major) < codes.SECURE_BOOT_TEMPLATES_SINCE_MAJOR:
+            return
+        for name, template_id in codes.SECURE_BOOT_TEMPLATES:
+            yield self.new_record(
+                "Msvm_VirtualSystemSettingData",
+                InstanceID=f"Microsoft:Definition\\{template_id.upper()}\\SecureBootTemplate",
+                ElementName=name, VirtualSystemType=codes.SECURE_BOOT_TEMPLATE,
+                VirtualSystemSubType=codes.GENERATION_2, SecureBootEnabled=True,
+                SecureBootTemplateId=template_id, Caption="Secure Boot Template",
+            )
 
     def _switch_records(self) -> Iterator[Record]:
         for index, switch_name in enumerate(self.config.switches):

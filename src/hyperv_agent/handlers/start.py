@@ -3,11 +3,12 @@
 
 The command is turned into a ``_Plan`` first: every disk path resolved and confined to
 its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
-arguments split into KVP items, processor shares worked out from the speeds, and for a
-system VM its ISO looked for on the image store. Nothing is created until the whole plan
-is valid. Then the VM is built from ``hyperv.build`` pieces and started; a failure after
-the VM was defined removes it again (its disk files are never touched) and the answer
-names the step.
+arguments split into KVP items, processor shares worked out from the speeds, the secure
+boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
+Windows, the Microsoft UEFI CA for any other) and looked up, and for a system VM its ISO
+looked for on the image store. Nothing is created until the whole plan is valid. Then
+the VM is built from ``hyperv.build`` pieces and started; a failure after the VM was
+defined removes it again (its disk files are never touched) and the answer names the step.
 
 Each step runs inside ``step_probe(kind)`` (one of ``STEPS``), so its cost can be
 measured on its own. The handler holds the VM's lock (shared with ``VmHandlers``) for its
@@ -157,13 +158,13 @@ class StartHandler:
         A running VM of that name: success, nothing changed (a repeat is safe). One that
         exists but is not running is removed (its disks kept) and built anew. Invalid
         input (CPUs, memory, speeds, a disk path outside its pool or missing, an unknown
-        switch, a bad VLAN, boot arguments that no KVP items can carry): a failed answer,
-        nothing created or removed. A system VM gets the image store's
-        ``systemvm*.iso`` when there is exactly one (else it starts without; the details
-        say why). A failure once the VM is defined removes it again, so nothing
-        half-built remains; the answer names the step. Disk files are never deleted.
-        Afterwards (on success) the VM runs with the disks and NICs asked for, spare
-        router NICs disconnected.
+        switch, a bad VLAN, boot arguments that no KVP items can carry, secure boot on a
+        host without the guest OS's template): a failed answer, nothing created or
+        removed. A system VM gets the image store's ``systemvm*.iso`` when there is
+        exactly one (else it starts without; the details say why). A failure once the
+        VM is defined removes it again, so nothing half-built remains; the answer names
+        the step. Disk files are never deleted. Afterwards (on success) the VM runs with
+        the disks and NICs asked for, spare router NICs disconnected.
         """
         if not isinstance(command, StartCommand):
             raise AgentError(f"expected a {StartCommand.FQCN}, got a {type(command).FQCN}")
@@ -218,6 +219,7 @@ class StartHandler:
         vm = command.vm
         spec = await self._with_processor_shares(_spec(vm), vm)
         build.validate(spec)
+        spec = await self._with_boot_template(spec, vm.os)
         disks = await self._disks(vm.disks, spec.generation)
         nics = await self._nics(vm.nics)
         kvp = _boot_args(vm)
@@ -253,6 +255,22 @@ class StartHandler:
         return dataclasses.replace(
             spec, cpu_limit_millipercent=limit, cpu_reservation_millipercent=reserve,
             cpu_weight=build.speed_weight(vm.speed_mhz or limit_mhz, host_mhz))
+
+    async def _with_boot_template(self, spec: build.VmSpec,
+                                  guest_os: str | None) -> build.VmSpec:
+        """``spec`` with the secure boot template its guest OS needs (1 query the first
+        time for the backend): MicrosoftWindows for a Windows guest (by OS name), else the
+        Microsoft UEFI CA, which Linux boot loaders (shim) are signed with. Without
+        secure boot: unchanged, with no round trip."""
+        if not spec.secure_boot:
+            return spec
+        windows = "windows" in (guest_os or "").lower()
+        name = build.WINDOWS_TEMPLATE if windows else build.UEFI_CA_TEMPLATE
+        try:
+            template_id = await build.secure_boot_template_id(self.cim, name)
+        except InvalidRequest as error:
+            raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
+        return dataclasses.replace(spec, secure_boot_template_id=template_id)
 
     async def _system_iso(self, url: str | None, disks: tuple[_Disk, ...],
                           generation: int) -> tuple[tuple[_Disk, ...], str]:

@@ -73,9 +73,45 @@ def _vssd(call: Call, settings: Embedded, guid: str) -> Record:
         AutomaticStartupAction=3, AutomaticShutdownAction=3, AutomaticRecoveryAction=3,
         BootOrder=None if generation_2 else (1, 2, 3, 0), SecureBootEnabled=generation_2,
         BootSourceOrder=() if generation_2 else None, VirtualNumaEnabled=True, IsSaved=False,
+        SecureBootTemplateId=_default_template(call) if generation_2 else None,
     )
     _apply_writable(record, settings)
+    _check_template(call, record)
     return record
+
+
+def _templates(call: Call) -> dict[uuid.UUID, Record]:
+    """The host's secure boot template VSSDs by their SecureBootTemplateId."""
+    found: dict[uuid.UUID, Record] = {}
+    for record in call.host.records("Msvm_VirtualSystemSettingData", call.txn):
+        if record["VirtualSystemType"] == codes.SECURE_BOOT_TEMPLATE:
+            found[uuid.UUID(str(record["SecureBootTemplateId"]))] = record
+    return found
+
+
+def _default_template(call: Call) -> str | None:
+    """A new generation 2 VM's template: MicrosoftWindows, when the host has templates."""
+    for template in _templates(call).values():
+        if template["ElementName"] == codes.DEFAULT_SECURE_BOOT_TEMPLATE:
+            return str(template["SecureBootTemplateId"])
+    return None
+
+
+def _check_template(call: Call, record: Record) -> None:
+    """Refuse a SecureBootTemplateId that names none of the host's templates; store the
+    template's own spelling of the GUID."""
+    wanted = record["SecureBootTemplateId"]
+    if wanted is None:
+        return
+    try:
+        template = _templates(call).get(uuid.UUID(str(wanted)))
+    except ValueError:
+        template = None
+    if template is None:
+        raise MethodError(codes.UNKNOWN_SECURE_BOOT_TEMPLATE,
+                          f"SecureBootTemplateId {str(wanted)[:40]!r} names no secure boot "
+                          "template of this host")
+    record["SecureBootTemplateId"] = template["SecureBootTemplateId"]
 
 
 def _apply_writable(record: Record, settings: Embedded) -> None:
@@ -160,10 +196,14 @@ def modify_system_settings(call: Call) -> Mapping[str, OutValue]:
     if vssd is None:
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"no virtual system settings {instance_id!r}", immediate=True)
+    if vssd["VirtualSystemType"] == codes.SECURE_BOOT_TEMPLATE:
+        raise MethodError(codes.TEMPLATE_READ_ONLY,
+                          f"{vssd['ElementName']} is a secure boot template; it cannot change")
     subtype = settings.text("VirtualSystemSubType")
     if subtype is not None and subtype != vssd["VirtualSystemSubType"]:
         raise MethodError(ReturnCode.INVALID_PARAMETER, "the generation of a VM cannot change")
     _apply_writable(vssd, settings)
+    _check_template(call, vssd)
     guid = str(vssd["VirtualSystemIdentifier"])
     vm = call.txn.edit(model.vm_path(guid))
     if vm is not None:
