@@ -576,3 +576,20 @@ async def test_start_records_every_step_in_order_when_a_probe_is_set(running: Ru
     assert [kind for kind, _ in costs.steps] == [
         STEP_DEFINE, STEP_CONTROLLERS, STEP_CONTROLLERS, STEP_DISK, STEP_DISK, STEP_DISK,
         STEP_NIC, STEP_NIC, STEP_POWER_ON]
+
+
+# --- boot order ---------------------------------------------------------------------------
+
+
+async def test_start_boots_generation_1_from_the_root_disk_then_the_cd_when_it_has_one(
+        running: Running) -> None:
+    vm = await _started(running, _body(running, "i-2-40-VM"))
+    assert tuple((await _vssd(running.emulator, vm)).integers("BootOrder")) == (2, 1, 3, 0)
+
+
+async def test_start_boots_generation_1_from_the_cd_when_there_is_no_root_volume(
+        running: Running) -> None:
+    body = _body(running, "i-2-41-VM", make_disk=False)
+    body["vm"]["disks"] = body["vm"]["disks"][1:]  # the (empty) DVD drive only
+    vm = await _started(running, body)
+    assert tuple((await _vssd(running.emulator, vm)).integers("BootOrder")) == (1, 2, 3, 0)

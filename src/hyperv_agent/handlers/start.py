@@ -386,8 +386,13 @@ def _spec(vm: VirtualMachineTO) -> build.VmSpec:
     if memory_mb <= 0:
         raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
+    # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
+    # install from ISO starts), or the CD first when there is no root volume at all.
+    # Generation 2 keeps Hyper-V's own firmware boot order.
+    no_root = not any(str(disk.type).upper() == "ROOT" for disk in vm.disks)
     return build.VmSpec(name=vm.name, notes=notes, generation=2 if uefi else 1,
-                        cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure)
+                        cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure,
+                        boot_from_cd=no_root)
 
 
 def _is_system_vm(vm: VirtualMachineTO) -> bool:

@@ -44,6 +44,8 @@ from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
+    BOOT_CD_FIRST,
+    BOOT_DISK_FIRST,
     GENERATION_SUBTYPES,
     MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
@@ -97,6 +99,7 @@ class VmSpec:
     cpu_weight: int = PROCESSOR_WEIGHT_DEFAULT  # 0..10000
     secure_boot: bool = False  # generation 2 only
     secure_boot_template_id: str | None = None  # a GUID; needs secure_boot
+    boot_from_cd: bool = False  # generation 1: the CD before the hard disk
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,9 @@ def _system_settings(spec: VmSpec) -> dict[str, object]:
     }
     if spec.generation == 2:
         values["SecureBootEnabled"] = spec.secure_boot
+    else:
+        order = BOOT_CD_FIRST if spec.boot_from_cd else BOOT_DISK_FIRST
+        values["BootOrder"] = [int(device) for device in order]
     if spec.secure_boot_template_id is not None:
         values["SecureBootTemplateId"] = str(uuid.UUID(spec.secure_boot_template_id))
     return values

@@ -189,6 +189,21 @@ class DiskFormat(IntEnum):
 DISK_EXTENSIONS = {".vhd": DiskFormat.VHD, ".vhdx": DiskFormat.VHDX}
 
 
+class BootDevice(IntEnum):
+    """Msvm_VirtualSystemSettingData.BootOrder entries (generation 1 BIOS)."""
+
+    FLOPPY = 0
+    CD = 1
+    IDE = 2
+    NETWORK = 3
+
+
+#: Generation 1 boot orders: the hard disk first (a blank disk falls through to the CD,
+#: so an install from ISO still starts), or the CD first for a VM without a root disk.
+BOOT_DISK_FIRST = (BootDevice.IDE, BootDevice.CD, BootDevice.NETWORK, BootDevice.FLOPPY)
+BOOT_CD_FIRST = (BootDevice.CD, BootDevice.IDE, BootDevice.NETWORK, BootDevice.FLOPPY)
+
+
 class KvpSource(IntEnum):
     HOST = 0
     HOST_ONLY = 4
