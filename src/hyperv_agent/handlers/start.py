@@ -1,7 +1,7 @@
 """StartCommand: create (or re-create) a VM from its VirtualMachineTO and start it
 (protocol §5.1 row 22, §9, §11).
 
-The command is turned into a ``_Plan`` first: every disk path resolved and confined to
+The command is turned into a ``start_plan.Plan`` first: every disk path resolved and confined to
 its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
 arguments split into KVP items, processor shares worked out from the speeds, the secure
 boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
@@ -22,7 +22,6 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TypeVar
 
 from hyperv_agent import logs
@@ -30,16 +29,13 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import StartAnswer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import StartCommand
-from hyperv_agent.cloudstack.enums import VirtualMachineType
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
     NicTO,
-    TemplateObjectTO,
     VirtualMachineTO,
-    VolumeObjectTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
-from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
@@ -49,9 +45,6 @@ from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import (
     PROCESSOR_LIMIT_FULL,
-    SCSI_SLOTS,
-    VLAN_ID_MAX,
-    VLAN_ID_MIN,
     RequestedState,
     ReturnCode,
 )
@@ -60,18 +53,9 @@ log = logging.getLogger("hyperv_agent.handlers.start")
 
 _T = TypeVar("_T")
 
-BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # §9.2
-NOTES_HEADER = "Created by CloudStack, do not edit."
-_BYTES_PER_MB = 1024 * 1024
-_UNTAGGED = "untagged"
-_USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
-_SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
-_SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (§9.4)
-_SPARE_NETMASK = "255.255.255.255"
 _ISO_FOLDER = "systemvm"  # §9.3: <image store>\systemvm\systemvm*.iso
 _ISO_PREFIX, _ISO_SUFFIX = "systemvm", ".iso"
 #: Where a generation 1 VM takes the system VM ISO, in order of preference.
-_GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
 
 #: The steps of a start, as ``step_probe`` names them.
 STEP_REMOVE = "remove"  # removing the existing, stopped definition
@@ -90,47 +74,6 @@ StepProbe = Callable[[str], AbstractContextManager[object]]
 def no_probe(kind: str) -> AbstractContextManager[object]:
     """The default ``step_probe``: measures nothing."""
     return contextlib.nullcontext()
-
-
-# --- the plan -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Disk:
-    """One drive to add: where (IDE controller index or SCSI), which slot, what medium."""
-
-    kind: str  # ROOT, DATADISK, ISO
-    bus: str  # "ide0", "ide1" or "scsi"
-    slot: int
-    path: str | None  # a host path; None for an empty DVD drive
-
-    @property
-    def dvd(self) -> bool:
-        return self.kind == "ISO"
-
-    def describe(self) -> str:
-        where = f"{self.bus.upper()} slot {self.slot}"
-        return f"{self.kind} {self.path or '(empty)'} at {where}"
-
-
-@dataclass(frozen=True)
-class _Nic:
-    device_id: int
-    mac: str
-    switch: str
-    vlan: int | None
-    rate_mbps: int | None
-    name: str
-    spare: bool  # created disconnected (§9.4)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    spec: build.VmSpec
-    disks: tuple[_Disk, ...]
-    nics: tuple[_Nic, ...]
-    kvp: tuple[tuple[str, str], ...]  # the boot arguments as KVP items
-    notes: tuple[str, ...] = ()  # what the answer's details tell
 
 
 # --- the handler --------------------------------------------------------------------------
@@ -215,20 +158,20 @@ class StartHandler:
 
     # --- validation ---------------------------------------------------------------------
 
-    async def _plan(self, command: StartCommand) -> _Plan:
+    async def _plan(self, command: StartCommand) -> start_plan.Plan:
         vm = command.vm
-        spec = await self._with_processor_shares(_spec(vm), vm)
+        spec = await self._with_processor_shares(start_plan.vm_spec(vm), vm)
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         disks = await self._disks(vm.disks, spec.generation)
         nics = await self._nics(vm.nics)
-        kvp = _boot_args(vm)
-        if not _is_system_vm(vm):
-            return _Plan(spec, disks, nics, kvp)
+        kvp = start_plan.boot_args(vm)
+        if not start_plan.is_system_vm(vm):
+            return start_plan.Plan(spec, disks, nics, kvp)
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
         notes = (note,) if len(kvp) < 2 else (
             note, f"the boot arguments went as {len(kvp)} KVP items")
-        return _Plan(spec, disks, nics, kvp, notes)
+        return start_plan.Plan(spec, disks, nics, kvp, notes)
 
     async def _with_processor_shares(self, spec: build.VmSpec,
                                      vm: VirtualMachineTO) -> build.VmSpec:
@@ -272,8 +215,8 @@ class StartHandler:
             raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
         return dataclasses.replace(spec, secure_boot_template_id=template_id)
 
-    async def _system_iso(self, url: str | None, disks: tuple[_Disk, ...],
-                          generation: int) -> tuple[tuple[_Disk, ...], str]:
+    async def _system_iso(self, url: str | None, disks: tuple[start_plan.PlannedDisk, ...],
+                          generation: int) -> tuple[tuple[start_plan.PlannedDisk, ...], str]:
         """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
             return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
@@ -292,10 +235,11 @@ class StartHandler:
                         len(found), folder, _ISO_PREFIX, _ISO_SUFFIX)
             return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
                            "(one is needed); started without the system VM ISO")
-        return _with_iso(disks, generation, locations.confine(folder, found[0]))
+        return start_plan.with_iso(disks, generation, locations.confine(folder, found[0]))
 
-    async def _disks(self, disks: Sequence[DiskTO], generation: int) -> tuple[_Disk, ...]:
-        placed = tuple([_place(disk, index, generation, await self._medium(disk))
+    async def _disks(self, disks: Sequence[DiskTO],
+                     generation: int) -> tuple[start_plan.PlannedDisk, ...]:
+        placed = tuple([start_plan.place(disk, index, generation, await self._medium(disk))
                         for index, disk in enumerate(disks)])
         seen: set[tuple[str, int]] = set()
         for disk in placed:
@@ -306,23 +250,24 @@ class StartHandler:
 
     async def _medium(self, disk: DiskTO) -> str | None:
         """The host path of the disk's image (checked to exist); None for an empty DVD."""
-        kind = _kind(disk)
+        kind = start_plan.disk_kind(disk)
         if kind == "ISO" and disk.data is None:
             return None
-        path = _image_path(disk, kind)
+        path = start_plan.image_path(disk, kind)
         if not await self.files.exists(path):
             raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
         return path
 
-    async def _nics(self, nics: Sequence[NicTO]) -> tuple[_Nic, ...]:
+    async def _nics(self, nics: Sequence[NicTO]) -> tuple[start_plan.PlannedNic, ...]:
         if not nics:
             return ()
         switches = await hyperv_host.switch_names(self.cim)
-        return tuple(_nic(nic, switches) for nic in sorted(nics, key=lambda n: n.device_id))
+        ordered = sorted(nics, key=lambda n: n.device_id)
+        return tuple(start_plan.planned_nic(nic, switches) for nic in ordered)
 
     # --- building -----------------------------------------------------------------------
 
-    async def _fill_and_start(self, ref: vms.VmRef, plan: _Plan) -> None:
+    async def _fill_and_start(self, ref: vms.VmRef, plan: start_plan.Plan) -> None:
         await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
@@ -337,7 +282,7 @@ class StartHandler:
             {"RequestedState": int(RequestedState.ENABLED)},
             accept=(ReturnCode.INVALID_STATE,), policy=self.job_wait))
 
-    async def _attach_disks(self, ref: vms.VmRef, disks: Sequence[_Disk]) -> None:
+    async def _attach_disks(self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk]) -> None:
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
         scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
@@ -351,7 +296,8 @@ class StartHandler:
             await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
                              self._attach(ref, found, disk))
 
-    async def _attach(self, ref: vms.VmRef, found: build.Controllers, disk: _Disk) -> None:
+    async def _attach(self, ref: vms.VmRef, found: build.Controllers,
+                      disk: start_plan.PlannedDisk) -> None:
         if disk.bus == "scsi":
             controller = found.scsi[0]
         else:
@@ -366,7 +312,7 @@ class StartHandler:
                                     dvd=disk.dvd)
 
 
-# --- pure helpers -------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------
 
 
 async def _named(step: str, action: Awaitable[_T]) -> _T:
@@ -375,129 +321,3 @@ async def _named(step: str, action: Awaitable[_T]) -> _T:
         return await action
     except AgentError as error:
         raise HyperVError(f"{step}: {error}") from error
-
-
-def _spec(vm: VirtualMachineTO) -> build.VmSpec:
-    uefi = (vm.boot_type or "").strip().upper() == "UEFI"
-    secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
-    if vm.cpus < 1:
-        raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
-    memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
-    if memory_mb <= 0:
-        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
-    notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
-    # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
-    # install from ISO starts), or the CD first when there is no root volume at all.
-    # Generation 2 keeps Hyper-V's own firmware boot order.
-    no_root = not any(str(disk.type).upper() == "ROOT" for disk in vm.disks)
-    return build.VmSpec(name=vm.name, notes=notes, generation=2 if uefi else 1,
-                        cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure,
-                        boot_from_cd=no_root)
-
-
-def _is_system_vm(vm: VirtualMachineTO) -> bool:
-    """A router, console proxy or secondary storage VM: by name, or by a non-User type."""
-    if vm.name.lower().startswith(_SYSTEM_PREFIXES):
-        return True
-    return vm.type is not None and str(vm.type).lower() not in _USER_TYPES
-
-
-def _boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
-    """The boot arguments as KVP items (system VMs only; §9.2): one item when they fit,
-    else split at whitespace into several (``kvp.split_words``); InvalidRequest
-    naming the limit when no split can carry them."""
-    args = vm.boot_args or ""
-    if not args.strip() or not _is_system_vm(vm):
-        return ()
-    try:
-        return kvp.split_words(BOOT_ARGS_KEY, args)
-    except InvalidRequest as error:
-        raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "
-                             f"{error}") from None
-
-
-def _with_iso(disks: tuple[_Disk, ...], generation: int,
-              path: str) -> tuple[tuple[_Disk, ...], str]:
-    """``disks`` with the system VM ISO at ``path``: in the first empty DVD drive asked
-    for, else in a new DVD drive (generation 1: IDE 1 slot 0 or the next free IDE slot;
-    generation 2: the lowest free SCSI slot)."""
-    for index, disk in enumerate(disks):
-        if disk.dvd and disk.path is None:
-            placed = dataclasses.replace(disk, path=path)
-            return ((*disks[:index], placed, *disks[index + 1:]),
-                    f"system VM ISO {path} inserted at {disk.bus.upper()} slot {disk.slot}")
-    used = {(disk.bus, disk.slot) for disk in disks}
-    free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
-        ("scsi", slot) for slot in range(SCSI_SLOTS) if ("scsi", slot) not in used]
-    if not free:
-        log.warning("no free drive slot for the system VM ISO %s", path)
-        return disks, f"no free drive slot for the system VM ISO {path}; started without it"
-    bus, slot = free[0]
-    return ((*disks, _Disk("ISO", bus, slot, path)),
-            f"system VM ISO {path} inserted at {bus.upper()} slot {slot}")
-
-
-def _kind(disk: DiskTO) -> str:
-    kind = str(disk.type).upper()
-    if kind not in ("ROOT", "DATADISK", "ISO"):
-        raise InvalidRequest(f"unknown disk type {str(disk.type)[:40]!r}")
-    return kind
-
-
-def _place(disk: DiskTO, index: int, generation: int, path: str | None) -> _Disk:
-    """Where the disk goes: gen 1 ROOT on IDE 0 slot 0, ISO on IDE 1, DATADISK on SCSI at
-    ``diskSeq``; gen 2 everything on SCSI at ``diskSeq`` (ROOT defaults to 0)."""
-    kind = _kind(disk)
-    seq = disk.disk_seq if disk.disk_seq is not None else index
-    if generation == 1 and kind == "ROOT":
-        return _Disk(kind, "ide0", 0, path)
-    if generation == 1 and kind == "ISO":
-        return _Disk(kind, "ide1", 0, path)
-    slot = 0 if kind == "ROOT" and disk.disk_seq is None else seq
-    if not 0 <= slot < SCSI_SLOTS:
-        raise InvalidRequest(f"disk {kind}: diskSeq {slot} is outside 0..{SCSI_SLOTS - 1}")
-    return _Disk(kind, "scsi", slot, path)
-
-
-def _image_path(disk: DiskTO, kind: str) -> str:
-    """The host path of a volume (§11 FullFileName) or an ISO, confined to its store."""
-    data = disk.data
-    if kind == "ISO":
-        if not isinstance(data, TemplateObjectTO):
-            raise InvalidRequest("disk ISO: data is not a TemplateObjectTO")
-        return datapaths.template_file(data, "disk ISO")
-    if not isinstance(data, VolumeObjectTO):
-        raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
-    return datapaths.volume_file(data, f"disk {kind}")
-
-
-def _nic(nic: NicTO, switches: Sequence[str]) -> _Nic:
-    where = f"NIC {nic.device_id}"
-    try:
-        digits = build.normalize_mac(nic.mac or "")
-    except InvalidRequest as error:
-        raise InvalidRequest(f"{where}: {error}") from None
-    switch = nic.name or (switches[0] if switches else "")
-    if switch not in switches:
-        raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
-                             if switch else f"{where}: the host has no virtual switch")
-    rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-    spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
-    vlan = None if spare else _vlan(nic.broadcast_uri, where)
-    return _Nic(nic.device_id, nic.mac or digits, switch, vlan, rate,
-                nic.uuid or f"Network Adapter {nic.device_id}", spare)
-
-
-def _vlan(uri: str | None, where: str) -> int | None:
-    """The VLAN of ``vlan://N``; None for no URI or ``vlan://untagged``; else refused."""
-    if not uri:
-        return None
-    scheme, separator, value = uri.strip().partition("://")
-    if separator and scheme.lower() == "vlan" and value.lower() == _UNTAGGED:
-        return None
-    if not separator or scheme.lower() != "vlan" or not value.isdigit():
-        raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id> "
-                             "or vlan://untagged")
-    if not VLAN_ID_MIN <= int(value) <= VLAN_ID_MAX:
-        raise InvalidRequest(f"{where}: VLAN {value} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
-    return int(value)

@@ -1,0 +1,207 @@
+"""The plan of a StartCommand: the VirtualMachineTO checked and turned into what to
+build (protocol §9), before anything is created.
+
+Pure functions and frozen records: the VM's spec, its disks placed on controllers and
+slots, its NICs with switch, VLAN and rate, the boot arguments as KVP items. Anything
+the host cannot build is an ``InvalidRequest`` here, so a bad request touches nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hyperv_agent.cloudstack.enums import VirtualMachineType
+from hyperv_agent.cloudstack.objects import (
+    DiskTO,
+    NicTO,
+    TemplateObjectTO,
+    VirtualMachineTO,
+    VolumeObjectTO,
+)
+from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers import datapaths
+from hyperv_agent.hyperv import build, kvp
+from hyperv_agent.hyperv.schema import (
+    SCSI_SLOTS,
+    VLAN_ID_MAX,
+    VLAN_ID_MIN,
+)
+
+log = logging.getLogger("hyperv_agent.handlers.start")
+
+_GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
+BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # §9.2
+NOTES_HEADER = "Created by CloudStack, do not edit."
+_BYTES_PER_MB = 1024 * 1024
+_UNTAGGED = "untagged"
+_USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
+_SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
+_SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (§9.4)
+_SPARE_NETMASK = "255.255.255.255"
+
+
+@dataclass(frozen=True)
+class PlannedDisk:
+    """One drive to add: where (IDE controller index or SCSI), which slot, what medium."""
+
+    kind: str  # ROOT, DATADISK, ISO
+    bus: str  # "ide0", "ide1" or "scsi"
+    slot: int
+    path: str | None  # a host path; None for an empty DVD drive
+
+    @property
+    def dvd(self) -> bool:
+        return self.kind == "ISO"
+
+    def describe(self) -> str:
+        where = f"{self.bus.upper()} slot {self.slot}"
+        return f"{self.kind} {self.path or '(empty)'} at {where}"
+
+
+@dataclass(frozen=True)
+class PlannedNic:
+    device_id: int
+    mac: str
+    switch: str
+    vlan: int | None
+    rate_mbps: int | None
+    name: str
+    spare: bool  # created disconnected (§9.4)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: build.VmSpec
+    disks: tuple[PlannedDisk, ...]
+    nics: tuple[PlannedNic, ...]
+    kvp: tuple[tuple[str, str], ...]  # the boot arguments as KVP items
+    notes: tuple[str, ...] = ()  # what the answer's details tell
+
+
+def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
+    uefi = (vm.boot_type or "").strip().upper() == "UEFI"
+    secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
+    if vm.cpus < 1:
+        raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
+    memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
+    if memory_mb <= 0:
+        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
+    notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
+    # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
+    # install from ISO starts), or the CD first when there is no root volume at all.
+    # Generation 2 keeps Hyper-V's own firmware boot order.
+    no_root = not any(str(disk.type).upper() == "ROOT" for disk in vm.disks)
+    return build.VmSpec(name=vm.name, notes=notes, generation=2 if uefi else 1,
+                        cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure,
+                        boot_from_cd=no_root)
+
+
+def is_system_vm(vm: VirtualMachineTO) -> bool:
+    """A router, console proxy or secondary storage VM: by name, or by a non-User type."""
+    if vm.name.lower().startswith(_SYSTEM_PREFIXES):
+        return True
+    return vm.type is not None and str(vm.type).lower() not in _USER_TYPES
+
+
+def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
+    """The boot arguments as KVP items (system VMs only; §9.2): one item when they fit,
+    else split at whitespace into several (``kvp.split_words``); InvalidRequest
+    naming the limit when no split can carry them."""
+    args = vm.boot_args or ""
+    if not args.strip() or not is_system_vm(vm):
+        return ()
+    try:
+        return kvp.split_words(BOOT_ARGS_KEY, args)
+    except InvalidRequest as error:
+        raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "
+                             f"{error}") from None
+
+
+def with_iso(disks: tuple[PlannedDisk, ...], generation: int,
+              path: str) -> tuple[tuple[PlannedDisk, ...], str]:
+    """``disks`` with the system VM ISO at ``path``: in the first empty DVD drive asked
+    for, else in a new DVD drive (generation 1: IDE 1 slot 0 or the next free IDE slot;
+    generation 2: the lowest free SCSI slot)."""
+    for index, disk in enumerate(disks):
+        if disk.dvd and disk.path is None:
+            placed = dataclasses.replace(disk, path=path)
+            return ((*disks[:index], placed, *disks[index + 1:]),
+                    f"system VM ISO {path} inserted at {disk.bus.upper()} slot {disk.slot}")
+    used = {(disk.bus, disk.slot) for disk in disks}
+    free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
+        ("scsi", slot) for slot in range(SCSI_SLOTS) if ("scsi", slot) not in used]
+    if not free:
+        log.warning("no free drive slot for the system VM ISO %s", path)
+        return disks, f"no free drive slot for the system VM ISO {path}; started without it"
+    bus, slot = free[0]
+    return ((*disks, PlannedDisk("ISO", bus, slot, path)),
+            f"system VM ISO {path} inserted at {bus.upper()} slot {slot}")
+
+
+def disk_kind(disk: DiskTO) -> str:
+    kind = str(disk.type).upper()
+    if kind not in ("ROOT", "DATADISK", "ISO"):
+        raise InvalidRequest(f"unknown disk type {str(disk.type)[:40]!r}")
+    return kind
+
+
+def place(disk: DiskTO, index: int, generation: int, path: str | None) -> PlannedDisk:
+    """Where the disk goes: gen 1 ROOT on IDE 0 slot 0, ISO on IDE 1, DATADISK on SCSI at
+    ``diskSeq``; gen 2 everything on SCSI at ``diskSeq`` (ROOT defaults to 0)."""
+    kind = disk_kind(disk)
+    seq = disk.disk_seq if disk.disk_seq is not None else index
+    if generation == 1 and kind == "ROOT":
+        return PlannedDisk(kind, "ide0", 0, path)
+    if generation == 1 and kind == "ISO":
+        return PlannedDisk(kind, "ide1", 0, path)
+    slot = 0 if kind == "ROOT" and disk.disk_seq is None else seq
+    if not 0 <= slot < SCSI_SLOTS:
+        raise InvalidRequest(f"disk {kind}: diskSeq {slot} is outside 0..{SCSI_SLOTS - 1}")
+    return PlannedDisk(kind, "scsi", slot, path)
+
+
+def image_path(disk: DiskTO, kind: str) -> str:
+    """The host path of a volume (§11 FullFileName) or an ISO, confined to its store."""
+    data = disk.data
+    if kind == "ISO":
+        if not isinstance(data, TemplateObjectTO):
+            raise InvalidRequest("disk ISO: data is not a TemplateObjectTO")
+        return datapaths.template_file(data, "disk ISO")
+    if not isinstance(data, VolumeObjectTO):
+        raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
+    return datapaths.volume_file(data, f"disk {kind}")
+
+
+def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:
+    where = f"NIC {nic.device_id}"
+    try:
+        digits = build.normalize_mac(nic.mac or "")
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{where}: {error}") from None
+    switch = nic.name or (switches[0] if switches else "")
+    if switch not in switches:
+        raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
+                             if switch else f"{where}: the host has no virtual switch")
+    rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
+    spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
+    vlan = None if spare else vlan_of(nic.broadcast_uri, where)
+    return PlannedNic(nic.device_id, nic.mac or digits, switch, vlan, rate,
+                nic.uuid or f"Network Adapter {nic.device_id}", spare)
+
+
+def vlan_of(uri: str | None, where: str) -> int | None:
+    """The VLAN of ``vlan://N``; None for no URI or ``vlan://untagged``; else refused."""
+    if not uri:
+        return None
+    scheme, separator, value = uri.strip().partition("://")
+    if separator and scheme.lower() == "vlan" and value.lower() == _UNTAGGED:
+        return None
+    if not separator or scheme.lower() != "vlan" or not value.isdigit():
+        raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id> "
+                             "or vlan://untagged")
+    if not VLAN_ID_MIN <= int(value) <= VLAN_ID_MAX:
+        raise InvalidRequest(f"{where}: VLAN {value} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    return int(value)
