@@ -51,6 +51,7 @@ STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
     start_steps.STEP_CONTROLLERS: ("SCSI controller 3 / 1", None),
     start_steps.STEP_DISK: ("VHD 11+k / 2; system VM ISO 11 / 2", (3, 2)),
     start_steps.STEP_NIC: ("NIC >=14 / 2 + VLAN 5 / 1 + rate 4 / 1", (3, 3)),
+    start_steps.STEP_BOOT_ORDER: ("-", (2, 1)),
     start_steps.STEP_KVP: ("4 / 1", (1, 1)),
     start_steps.STEP_POWER_ON: ("2 / 1", (1, 1)),
     start_steps.STEP_REMOVE: ("~10+3p / 2+p (+ shutdown polls)", (2, 2)),
@@ -99,9 +100,10 @@ def _nic(index: int, vlan: int) -> dict[str, Any]:
             "broadcastType": "Vlan", "type": "Guest", "broadcastUri": f"vlan://{vlan}"}
 
 
-def start_body(name: str, drive_c: Path, *, system: bool = False) -> bytes:
+def start_body(name: str, drive_c: Path, *, system: bool = False, uefi: bool = False) -> bytes:
     """A StartCommand with a ROOT and a DATADISK volume (files created) and 2 NICs; with
-    ``system`` a console proxy with boot arguments and the image store's ISO."""
+    ``system`` a console proxy with boot arguments and the image store's ISO; with ``uefi``
+    a generation 2 VM (the DATADISK listed first, so its boot order is set)."""
     disks = []
     for kind, seq in (("ROOT", 0), ("DATADISK", 1)):
         uuid = f"{name}-{kind.lower()}"
@@ -111,7 +113,9 @@ def start_body(name: str, drive_c: Path, *, system: bool = False) -> bytes:
         disks.append(_disk(uuid, kind, seq))
     vm = {"id": 1, "name": name, "type": "ConsoleProxy" if system else "User", "cpus": 2,
           "speed": 2000, "minRam": 512 << 20, "maxRam": 512 << 20, "uuid": f"uuid-{name}",
-          "disks": disks, "nics": [_nic(0, 100), _nic(1, 200)]}
+          "disks": disks[::-1] if uefi else disks, "nics": [_nic(0, 100), _nic(1, 200)]}
+    if uefi:
+        vm["bootType"] = "UEFI"
     body: dict[str, Any] = {"vm": vm, "contextMap": {}, "wait": 0}
     if system:
         vm["bootArgs"] = f" template=domP type=consoleproxy name={name}"
@@ -153,6 +157,7 @@ async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, st
     await asyncio.sleep(JOB_S * 2)
     await start_one(agent, start_body("i-2-2-VM", drive_c))
     await start_one(agent, start_body("v-3-VM", drive_c, system=True))
+    await start_one(agent, start_body("i-2-4-VM", drive_c, uefi=True))
     rows = costs.rows("StartCommand step")
     names = [str(v["ElementName"]) for v in await cim.query(
         "SELECT * FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")]

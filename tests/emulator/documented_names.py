@@ -680,6 +680,12 @@ _VIRTUALIZATION: Final = (
     ),
     _cls("Msvm_EthernetPortSettingDataComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
     _cls(
+        "Msvm_LogicalIdentity",
+        "CIM_LogicalIdentity",
+        _props("reference SameElement SystemElement"),
+    ),
+    _cls("Msvm_BootSourceComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
+    _cls(
         "Msvm_BootSourceSettingData",
         "CIM_SettingData",
         _props(

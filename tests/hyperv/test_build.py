@@ -14,7 +14,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, kvp, vms
+from hyperv_agent.hyperv import build, firmware, kvp, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import devices, failure
@@ -152,7 +152,7 @@ async def test_define_vm_names_step_when_define_system_fails(emulator: EmulatorC
 async def _template_ids(cim: EmulatorCim) -> dict[str, str]:
     """The template VSSDs as the host holds them, read raw: ElementName -> id."""
     found = await cim.query(wql.select("Msvm_VirtualSystemSettingData", wql.any_of(
-        "ElementName", [build.WINDOWS_TEMPLATE, build.UEFI_CA_TEMPLATE])))
+        "ElementName", [firmware.WINDOWS_TEMPLATE, firmware.UEFI_CA_TEMPLATE])))
     return {str(t["ElementName"]): str(t["SecureBootTemplateId"]) for t in found
             if t["VirtualSystemType"] != "Microsoft:Hyper-V:System:Realized"}
 
@@ -171,15 +171,15 @@ async def test_secure_boot_template_id_costs_1_query_then_none_when_looked_up_ag
 ) -> None:
     held = await _template_ids(emulator)
     before = emulator.round_trips()
-    uefi_ca = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+    uefi_ca = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"]) == (1, 1)
     before = emulator.round_trips()
-    windows = await build.secure_boot_template_id(emulator, build.WINDOWS_TEMPLATE)
-    again = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE.upper())
+    windows = await firmware.secure_boot_template_id(emulator, firmware.WINDOWS_TEMPLATE)
+    again = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE.upper())
     assert (emulator.round_trips() - before).calls == 0
-    assert (uefi_ca, windows, again) == (held[build.UEFI_CA_TEMPLATE],
-                                         held[build.WINDOWS_TEMPLATE], uefi_ca)
+    assert (uefi_ca, windows, again) == (held[firmware.UEFI_CA_TEMPLATE],
+                                         held[firmware.WINDOWS_TEMPLATE], uefi_ca)
     assert uefi_ca != windows
 
 
@@ -190,10 +190,10 @@ async def test_secure_boot_template_id_raises_naming_template_when_host_has_none
     try:
         with pytest.raises(InvalidRequest, match="no secure boot template "
                                                  "'MicrosoftUEFICertificateAuthority'"):
-            await build.secure_boot_template_id(cim, build.UEFI_CA_TEMPLATE)
+            await firmware.secure_boot_template_id(cim, firmware.UEFI_CA_TEMPLATE)
         before = cim.round_trips()
         with pytest.raises(InvalidRequest, match="MicrosoftWindows"):
-            await build.secure_boot_template_id(cim, build.WINDOWS_TEMPLATE)
+            await firmware.secure_boot_template_id(cim, firmware.WINDOWS_TEMPLATE)
         assert (cim.round_trips() - before).calls == 0  # the first query saw both missing
     finally:
         await cim.close()
@@ -202,18 +202,18 @@ async def test_secure_boot_template_id_raises_naming_template_when_host_has_none
 async def test_secure_boot_template_id_ignores_vm_when_vm_carries_template_name(
     emulator: EmulatorCim,
 ) -> None:
-    _drop_template(emulator, build.UEFI_CA_TEMPLATE)
-    impostor = await _vm(emulator, build.UEFI_CA_TEMPLATE, generation=2)
+    _drop_template(emulator, firmware.UEFI_CA_TEMPLATE)
+    impostor = await _vm(emulator, firmware.UEFI_CA_TEMPLATE, generation=2)
     assert (await _vssd(emulator, impostor))["SecureBootTemplateId"] is not None
     with pytest.raises(InvalidRequest, match="no secure boot template"):
-        await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+        await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
 
 
 async def test_define_vm_keeps_uefi_ca_template_in_3_calls_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     await _vm(emulator, "warm-up")
-    template_id = await build.secure_boot_template_id(emulator, build.UEFI_CA_TEMPLATE)
+    template_id = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
     spec = dataclasses.replace(SPEC, name="linux", generation=2, secure_boot=True,
                                secure_boot_template_id=template_id)
     before = emulator.round_trips()
@@ -222,7 +222,7 @@ async def test_define_vm_keeps_uefi_ca_template_in_3_calls_when_caches_are_warm(
     assert (spent.calls, spent.waits) == (3, 2)
     vssd = await _vssd(emulator, vm)
     assert (vssd["SecureBootEnabled"], vssd["SecureBootTemplateId"]) == (
-        True, (await _template_ids(emulator))[build.UEFI_CA_TEMPLATE])
+        True, (await _template_ids(emulator))[firmware.UEFI_CA_TEMPLATE])
 
 
 async def test_define_vm_leaves_no_vm_when_host_refuses_template_id(
@@ -600,3 +600,89 @@ async def test_emulator_refuses_a_value_of_1024_utf16_units_when_pushed_around_t
                                    {"TargetSystem": vm.path, "DataItems": [item]})
     assert await failure(emulator, result) == 32773  # invalid parameter
     assert await _kvp_items(emulator, vm) == {}
+
+
+# --- set_boot_order_gen2 ------------------------------------------------------------------
+
+
+async def _boot_vm(cim: EmulatorCim, tmp_path: Path) -> tuple[VmRef, ObjectPath, ObjectPath]:
+    """A generation 2 VM given an ISO, then a root disk, then a NIC (its default order)."""
+    vm = await _vm(cim, "uefi-boot", generation=2)
+    scsi = await build.add_scsi_controller(cim, vm)
+    dvd = await build.attach_disk(cim, vm, scsi, 1, _image(tmp_path, "setup.iso"), dvd=True)
+    root = await build.attach_disk(cim, vm, scsi, 0, _image(tmp_path, "root.vhdx"))
+    await build.add_nic(cim, vm, mac="020051000009", switch_name="External", vlan=None,
+                        rate_mbps=None, name="eth0")
+    return vm, root.drive, dvd.drive
+
+
+async def _boot_kinds(cim: EmulatorCim, vm: VmRef) -> list[str]:
+    """The boot order as the kinds of the devices behind it (by Msvm_LogicalIdentity)."""
+    kinds = []
+    for text in (await _vssd(cim, vm)).strings("BootSourceOrder"):
+        device = (await cim.associators(ObjectPath.parse(text),
+                                        assoc_class="Msvm_LogicalIdentity"))[0]
+        kinds.append("nic" if device.class_name == SEPSD else
+                     "dvd" if "DVD" in str(device["ResourceSubType"]) else "disk")
+    return kinds
+
+
+async def test_set_boot_order_gen2_puts_root_disk_first_in_2_calls_and_1_wait(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm, root, _ = await _boot_vm(emulator, tmp_path)
+    assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
+    await vms.management_service(emulator)  # warm
+    before = emulator.round_trips()
+    await firmware.set_boot_order_gen2(emulator, vm, [root])
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent.waits, spent["invoke:ModifySystemSettings"]) == (2, 1, 1)
+    assert await _boot_kinds(emulator, vm) == ["disk", "dvd", "nic"]
+
+
+async def test_set_boot_order_gen2_changes_nothing_when_order_is_already_right(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm, _, dvd = await _boot_vm(emulator, tmp_path)
+    before = emulator.round_trips()
+    await firmware.set_boot_order_gen2(emulator, vm, [dvd])
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent["invoke:ModifySystemSettings"]) == (1, 0)
+    assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
+    before = emulator.round_trips()
+    await firmware.set_boot_order_gen2(emulator, vm, [])
+    assert (emulator.round_trips() - before).calls == 0
+
+
+async def test_set_boot_order_gen2_keeps_named_order_when_several_drives_are_given(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm, root, dvd = await _boot_vm(emulator, tmp_path)
+    await firmware.set_boot_order_gen2(emulator, vm, [root, dvd])
+    await firmware.set_boot_order_gen2(emulator, vm, [dvd, root, dvd])
+    assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
+
+
+async def test_set_boot_order_gen2_raises_and_changes_nothing_when_drive_is_another_vms(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm, root, _ = await _boot_vm(emulator, tmp_path)
+    other = await _vm(emulator, "other", generation=2)
+    before = (await _vssd(emulator, vm)).strings("BootSourceOrder")
+    with pytest.raises(HyperVError, match="is not a device of VM other"):
+        await firmware.set_boot_order_gen2(emulator, other, [root])
+    assert (await _vssd(emulator, vm)).strings("BootSourceOrder") == before
+
+
+async def test_set_boot_order_gen2_raises_when_vm_is_generation_1_or_drive_is_missing(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm = await _vm(emulator, "bios")
+    scsi = await build.add_scsi_controller(emulator, vm)
+    disk = await build.attach_disk(emulator, vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    with pytest.raises(HyperVError, match="has no boot source"):
+        await firmware.set_boot_order_gen2(emulator, vm, [disk.drive])
+    gone = ObjectPath.for_keys(RASD, InstanceID=f"Microsoft:{vm.guid}\\NOPE\\0\\D")
+    with pytest.raises(HyperVError, match="reading the boot source"):
+        await firmware.set_boot_order_gen2(emulator, vm, [gone])
+    assert (await _vssd(emulator, vm))["BootSourceOrder"] is None

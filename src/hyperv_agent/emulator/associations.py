@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.emulator import model
+from hyperv_agent.emulator import bootsources, model
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.jobs import is_job
 from hyperv_agent.emulator.services import metrics
@@ -33,6 +33,7 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _affected_jobs(host, txn, source)
     yield from _metric_values(host, txn, source)
     yield from _metric_definitions(host, txn, source)
+    yield from _boot_sources(host, txn, source)
 
 
 def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -139,3 +140,26 @@ def _metric_definitions(host: EmulatedHost, txn: Transaction, source: Record) ->
                     *(r for r in host.records("Msvm_ComputerSystem", txn) if model.is_vm(r))]
         for element in elements:
             yield Link(association, element, "Dependent", "Antecedent")
+
+
+def _boot_sources(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Msvm_LogicalIdentity (drive or NIC setting <-> its boot source) and
+    Msvm_BootSourceComponent (VSSD -> boot sources) of generation 2 VMs."""
+    identity, component = "Msvm_LogicalIdentity", "Msvm_BootSourceComponent"
+    name = source.class_def.name
+    if name == bootsources.BSSD:
+        device = bootsources.device_of(txn, source)
+        if device is not None:
+            yield Link(identity, device, "SameElement", "SystemElement")
+        guid = model.guid_of(source)
+        vssd = txn.get(model.vssd_path(guid)) if guid else None
+        if vssd is not None:
+            yield Link(component, vssd, "PartComponent", "GroupComponent")
+    elif name == "Msvm_VirtualSystemSettingData":
+        guid = model.guid_of(source)
+        for entry in bootsources.sources_of(txn, guid) if guid else ():
+            yield Link(component, entry, "GroupComponent", "PartComponent")
+    elif bootsources.boot_type(source) is not None:
+        boot = bootsources.source_of(txn, source)
+        if boot is not None:
+            yield Link(identity, boot, "SystemElement", "SameElement")

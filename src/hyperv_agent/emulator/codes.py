@@ -41,6 +41,8 @@ KVP_KEY_MISSING = ReturnCode.INVALID_PARAMETER
 KVP_VALUE_TOO_LONG = ReturnCode.INVALID_PARAMETER
 UNKNOWN_SECURE_BOOT_TEMPLATE = ReturnCode.INVALID_PARAMETER
 TEMPLATE_READ_ONLY = ReturnCode.ACCESS_DENIED
+#: BootSourceOrder naming a path that is not one of the VM's own boot sources.
+UNKNOWN_BOOT_SOURCE = ReturnCode.INVALID_PARAMETER
 
 
 class EnabledState(IntEnum):
@@ -89,6 +91,15 @@ class ResourceType(IntEnum):
     DISK_DRIVE = 17
     LOGICAL_DISK = 31
     ETHERNET_CONNECTION = 33
+
+
+class BootSourceType(IntEnum):
+    """Msvm_BootSourceSettingData.BootSourceType."""
+
+    UNKNOWN = 0
+    DRIVE = 1
+    NETWORK = 2
+    FILE = 3
 
 
 class HealthState(IntEnum):

@@ -322,6 +322,13 @@ SecureBootEnabled boolean
 SecureBootTemplateId string
 UserSnapshotType uint16
 """)
+_class("Msvm_BootSourceSettingData", "CIM_SettingData", """
+BootSourceType uint32
+OtherLocation string
+FirmwareDevicePath string
+BootSourceDescription string
+OptionalData uint8[]
+""")
 _class("Msvm_ResourceAllocationSettingData", "CIM_ResourceAllocationSettingData",
        "VirtualSystemIdentifiers string[]")
 _class("Msvm_ProcessorSettingData", "CIM_ResourceAllocationSettingData", """
@@ -657,6 +664,8 @@ _association("Msvm_AffectedJobElement", "CIM_AffectedJobElement", "AffectedEleme
 _association("Msvm_EthernetPortSettingDataComponent", "CIM_Component", "GroupComponent",
              "PartComponent")
 _association("Msvm_MetricForME", "CIM_MetricForME", "Antecedent", "Dependent")
+_association("Msvm_LogicalIdentity", "CIM_LogicalIdentity", "SystemElement", "SameElement")
+_association("Msvm_BootSourceComponent", "CIM_Component", "GroupComponent", "PartComponent")
 _class("Msvm_MetricDefForME", "CIM_MetricDefForME", """
 Antecedent reference key
 Dependent reference key

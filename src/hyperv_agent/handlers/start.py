@@ -40,7 +40,7 @@ from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, jobs, kvp, vms
+from hyperv_agent.hyperv import build, firmware, jobs, kvp, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import (
@@ -63,10 +63,11 @@ STEP_DEFINE = "define"  # the VM with its processors and memory
 STEP_CONTROLLERS = "controllers"  # the SCSI controller added, the IDE controllers read
 STEP_DISK = "disk"  # one per disk or DVD drive
 STEP_NIC = "nic"  # one per NIC
+STEP_BOOT_ORDER = "boot-order"  # generation 2: the boot drive first
 STEP_KVP = "kvp"  # the boot arguments
 STEP_POWER_ON = "power-on"
-STEPS = (STEP_REMOVE, STEP_DEFINE, STEP_CONTROLLERS, STEP_DISK, STEP_NIC, STEP_KVP,
-         STEP_POWER_ON)
+STEPS = (STEP_REMOVE, STEP_DEFINE, STEP_CONTROLLERS, STEP_DISK, STEP_NIC, STEP_BOOT_ORDER,
+         STEP_KVP, STEP_POWER_ON)
 
 StepProbe = Callable[[str], AbstractContextManager[object]]
 
@@ -107,7 +108,10 @@ class StartHandler:
         exactly one (else it starts without; the details say why). A failure once the
         VM is defined removes it again, so nothing half-built remains; the answer names
         the step. Disk files are never deleted. Afterwards (on success) the VM runs with
-        the disks and NICs asked for, spare router NICs disconnected.
+        the disks and NICs asked for, spare router NICs disconnected; it boots from its
+        root disk, or from the ISO when it has no root volume (generation 1 through
+        ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
+        devices are added).
         """
         if not isinstance(command, StartCommand):
             raise AgentError(f"expected a {StartCommand.FQCN}, got a {type(command).FQCN}")
@@ -208,9 +212,9 @@ class StartHandler:
         if not spec.secure_boot:
             return spec
         windows = "windows" in (guest_os or "").lower()
-        name = build.WINDOWS_TEMPLATE if windows else build.UEFI_CA_TEMPLATE
+        name = firmware.WINDOWS_TEMPLATE if windows else firmware.UEFI_CA_TEMPLATE
         try:
-            template_id = await build.secure_boot_template_id(self.cim, name)
+            template_id = await firmware.secure_boot_template_id(self.cim, name)
         except InvalidRequest as error:
             raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
         return dataclasses.replace(spec, secure_boot_template_id=template_id)
@@ -268,12 +272,16 @@ class StartHandler:
     # --- building -----------------------------------------------------------------------
 
     async def _fill_and_start(self, ref: vms.VmRef, plan: start_plan.Plan) -> None:
-        await self._attach_disks(ref, plan.disks)
+        drives = await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
             await self._step(STEP_NIC, f"{where} on {nic.switch!r}", build.add_nic(
                 self.cim, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
+        boot = _boot_drive(drives) if plan.spec.generation == 2 else None
+        if boot is not None:
+            await self._step(STEP_BOOT_ORDER, "setting the boot order",
+                             firmware.set_boot_order_gen2(self.cim, ref, [boot.drive]))
         if plan.kvp:
             await self._step(STEP_KVP, "pushing the boot arguments",
                              kvp.push_kvp_items(self.cim, ref, plan.kvp))
@@ -282,7 +290,11 @@ class StartHandler:
             {"RequestedState": int(RequestedState.ENABLED)},
             accept=(ReturnCode.INVALID_STATE,), policy=self.job_wait))
 
-    async def _attach_disks(self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk]) -> None:
+    async def _attach_disks(
+        self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],
+    ) -> list[tuple[start_plan.PlannedDisk, build.DiskRef | None]]:
+        """Add the controllers and ``disks``; each disk with its drive and medium (None for
+        an empty DVD drive)."""
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
         scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
@@ -292,12 +304,11 @@ class StartHandler:
             ide = (await self._step(STEP_CONTROLLERS, "reading the IDE controllers",
                                     build.controllers(self.cim, ref))).ide
             found = build.Controllers(ide, found.scsi)
-        for disk in disks:
-            await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
-                             self._attach(ref, found, disk))
+        return [(disk, await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
+                                        self._attach(ref, found, disk))) for disk in disks]
 
     async def _attach(self, ref: vms.VmRef, found: build.Controllers,
-                      disk: start_plan.PlannedDisk) -> None:
+                      disk: start_plan.PlannedDisk) -> build.DiskRef | None:
         if disk.bus == "scsi":
             controller = found.scsi[0]
         else:
@@ -307,12 +318,23 @@ class StartHandler:
             controller = found.ide[index]
         if disk.path is None:
             await build.attach_empty_dvd(self.cim, ref, controller, disk.slot)
-        else:
-            await build.attach_disk(self.cim, ref, controller, disk.slot, disk.path,
-                                    dvd=disk.dvd)
+            return None
+        return await build.attach_disk(self.cim, ref, controller, disk.slot, disk.path,
+                                       dvd=disk.dvd)
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _boot_drive(
+    drives: Sequence[tuple[start_plan.PlannedDisk, build.DiskRef | None]],
+) -> build.DiskRef | None:
+    """What a generation 2 VM boots from: the ROOT disk, else the first DVD drive holding
+    an ISO; None when there is neither (Hyper-V's order, the order the devices were
+    added, is kept)."""
+    attached = [(disk, ref) for disk, ref in drives if ref is not None]
+    root = next((ref for disk, ref in attached if disk.kind == "ROOT"), None)
+    return root or next((ref for disk, ref in attached if disk.dvd), None)
 
 
 async def _named(step: str, action: Awaitable[_T]) -> _T:

@@ -1,4 +1,5 @@
-"""Building a VM: define it, add controllers, disks, DVDs and NICs (KVP items: ``kvp``).
+"""Building a VM: define it, add controllers, disks, DVDs and NICs (KVP items: ``kvp``;
+secure boot templates and boot order: ``firmware``).
 
 These are the pieces a StartCommand handler composes. Every method call goes through
 ``jobs.call`` on the Virtual System Management Service (VSMS, ``vms.management_service``).
@@ -10,7 +11,7 @@ up by name once. All of it is cached per ``Cim`` (a ``WeakKeyDictionary``), so t
 below hold once a backend is warm (job polls not counted, W = job waits). Warming costs,
 once per backend: 1 query for the VSMS, 1 query for all templates, 1 spawn per spawned
 class (VSSD, VLAN, bandwidth, KVP item), 1 query per switch name, 2 queries for the
-host's clock speed (``host_cpu_mhz``) and 1 query for the secure boot templates.
+host's clock speed (``host_cpu_mhz``).
 
 ===========================  ==============================================================
 ``define_vm``                3 calls + 2 W (DefineSystem, 1 query, ModifyResourceSettings)
@@ -19,9 +20,7 @@ host's clock speed (``host_cpu_mhz``) and 1 query for the secure boot templates.
 ``attach_empty_dvd``         1 call + 1 W
 ``controllers``              1 query
 ``add_nic``                  3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without
-``kvp.push_kvp_items``       1 call + 1 W for up to 128 items; 2 calls + 2 W when they exist
 ``host_cpu_mhz``             2 queries the first time for a backend, then none
-``secure_boot_template_id``  1 query the first time for a backend, then none
 ===========================  ==============================================================
 
 Requests are checked before anything is created (``InvalidRequest``). A failure of a later
@@ -70,17 +69,6 @@ from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 _T = TypeVar("_T")
 _Undo = Callable[[], Awaitable[object]]
-
-#: The secure boot templates (VSSD ElementName) of 2016+ hosts: Windows guests boot with
-#: MicrosoftWindows, other guests (Linux shim loaders) need the Microsoft UEFI CA.
-WINDOWS_TEMPLATE = "MicrosoftWindows"
-UEFI_CA_TEMPLATE = "MicrosoftUEFICertificateAuthority"
-SECURE_BOOT_TEMPLATES = (WINDOWS_TEMPLATE, UEFI_CA_TEMPLATE)
-#: VirtualSystemType prefixes of a VM's own settings (current, planned, snapshots, replicas):
-#: a VM or snapshot that happens to carry a template's name is never taken for one.
-_VM_SETTING_TYPES = ("microsoft:hyper-v:system:", "microsoft:hyper-v:snapshot:",
-                     "microsoft:hyper-v:replica")
-
 
 # --- requests and results -----------------------------------------------------------------
 
@@ -137,7 +125,6 @@ class _Cache:
     spawned: dict[str, CimInstance] = field(default_factory=dict)  # by class name
     switches: dict[str, ObjectPath] = field(default_factory=dict)  # by ElementName
     cpu_mhz: int | None = None  # the host's clock speed per core
-    boot_templates: dict[str, str | None] = field(default_factory=dict)  # lower-case name
 
 
 _CACHES: weakref.WeakKeyDictionary[Cim, _Cache] = weakref.WeakKeyDictionary()
@@ -181,43 +168,6 @@ async def switch_path(cim: Cim, name: str) -> ObjectPath:
             raise InvalidRequest(f"the host has no virtual switch named {name!r}")
         switches[name] = found[0]
     return switches[name]
-
-
-async def secure_boot_template_id(cim: Cim, name: str) -> str:
-    """The SecureBootTemplateId (a GUID) of the host's secure boot template ``name``.
-
-    Read-only: the first lookup of a backend reads every template in
-    ``SECURE_BOOT_TEMPLATES`` (and ``name``) with 1 query; later lookups of those names
-    cost none (a host's templates do not change while it runs). A host without the
-    template (before Windows Server 2016): InvalidRequest naming it.
-    """
-    found = _cache(cim).boot_templates
-    if name.lower() not in found:
-        names = [n for n in SECURE_BOOT_TEMPLATES if n.lower() not in found]
-        names += [] if name.lower() in (n.lower() for n in names) else [name]
-        found.update(await _read_templates(cim, names))
-    template_id = found[name.lower()]
-    if template_id is None:
-        raise InvalidRequest(f"the host has no secure boot template {name!r} (Hyper-V has "
-                             "them from Windows Server 2016)")
-    return template_id
-
-
-async def _read_templates(cim: Cim, names: Sequence[str]) -> dict[str, str | None]:
-    """The template id of each of ``names`` (lower-cased; None when missing): 1 query."""
-    query = wql.select(Class.VSSD, wql.any_of("ElementName", names),
-                       ("InstanceID", "ElementName", "VirtualSystemType", "SecureBootTemplateId"))
-    ids = {(t.string("ElementName") or "").lower(): str(uuid.UUID(str(t["SecureBootTemplateId"])))
-           for t in reversed(await cim.query(query, NAMESPACE)) if _is_template(t)}
-    return {n.lower(): ids.get(n.lower()) for n in names}
-
-
-def _is_template(instance: CimInstance) -> bool:
-    """A template VSSD: not a VM's own settings, and its SecureBootTemplateId a GUID."""
-    if (instance.string("VirtualSystemType") or "").lower().startswith(_VM_SETTING_TYPES):
-        return False
-    template_id = instance.string("SecureBootTemplateId")
-    return template_id is not None and _is_guid(template_id)
 
 
 def normalize_mac(mac: str) -> str:
@@ -297,13 +247,13 @@ def validate(spec: VmSpec) -> None:
         (spec.secure_boot and spec.generation != 2, "secure boot needs generation 2"),
         (spec.secure_boot_template_id is not None and not spec.secure_boot,
          "secure_boot_template_id needs secure_boot"),
-        (not _is_guid(spec.secure_boot_template_id), "secure_boot_template_id is not a GUID"),
+        (not is_guid(spec.secure_boot_template_id), "secure_boot_template_id is not a GUID"),
     ) if bad]
     if problems:
         raise InvalidRequest(f"invalid VM {spec.name[:VM_NAME_MAX_CHARS]!r}: {problems[0]}")
 
 
-def _is_guid(text: str | None) -> bool:
+def is_guid(text: str | None) -> bool:
     try:
         return text is None or bool(uuid.UUID(text))
     except ValueError:

@@ -16,6 +16,8 @@ CIMV2 = "root\\cimv2"
 class Class:
     COMPUTER_SYSTEM = "Msvm_ComputerSystem"
     VSSD = "Msvm_VirtualSystemSettingData"
+    SETTING_DATA_BASE = "CIM_SettingData"  # every setting data class
+    BOOT_SOURCE = "Msvm_BootSourceSettingData"  # a generation 2 boot entry
     RASD = "Msvm_ResourceAllocationSettingData"
     RASD_BASE = "CIM_ResourceAllocationSettingData"
     PROCESSOR = "Msvm_ProcessorSettingData"

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model, vhd
+from hyperv_agent.emulator import bootsources, codes, model, vhd
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import ResourceType, ReturnCode
 from hyperv_agent.emulator.paths import HostPathError
@@ -114,6 +114,7 @@ def add_one(call: Call, vm: Record, vssd: Record, item: Embedded) -> Record:
     suffix = _checker(item)(call, vm, vssd, item, record)
     record["InstanceID"] = f"Microsoft:{guid}\\{str(uuid.uuid4()).upper()}{suffix}"
     call.txn.put(record)
+    bootsources.add_source(call, vssd, record)
     return record
 
 
@@ -430,4 +431,5 @@ def _remove_tree(call: Call, guid: str, record: Record) -> None:
         _remove_tree(call, guid, child)
     for feature in list(model.feature_records(call.txn, record)):
         call.txn.delete(feature.path)
+    bootsources.remove_source(call, record)
     call.txn.delete(record.path)

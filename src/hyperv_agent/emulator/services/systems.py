@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator import bootsources, codes, model
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode
 from hyperv_agent.emulator.host import cim_datetime
@@ -77,6 +77,7 @@ def _vssd(call: Call, settings: Embedded, guid: str) -> Record:
     )
     _apply_writable(record, settings)
     _check_template(call, record)
+    bootsources.check_order(call, record)
     return record
 
 
@@ -178,6 +179,7 @@ def destroy_system(call: Call) -> Mapping[str, OutValue]:
     if model.is_running(vm):
         raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is running")
     guid = str(vm["Name"])
+    bootsources.remove_all(call, guid)
     for record in [*model.device_records(call.txn, guid), *model.runtime_records(call.txn, guid)]:
         for feature in list(model.feature_records(call.txn, record)):
             call.txn.delete(feature.path)
@@ -204,6 +206,7 @@ def modify_system_settings(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.INVALID_PARAMETER, "the generation of a VM cannot change")
     _apply_writable(vssd, settings)
     _check_template(call, vssd)
+    bootsources.check_order(call, vssd)
     guid = str(vssd["VirtualSystemIdentifier"])
     vm = call.txn.edit(model.vm_path(guid))
     if vm is not None:
