@@ -14,12 +14,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from bench.common import report, verdict
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import RoundTrips
+from hyperv_agent.emulator.instruments import StepRecorder
 from hyperv_agent.handlers import start as start_steps
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.service import Agent, build_agent
@@ -58,26 +56,14 @@ STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
 }
 
 
-class StepCosts:
+class StepCosts(StepRecorder):
     """A StartHandler ``step_probe``: the round trips of every step, by kind."""
-
-    def __init__(self, cim: EmulatorCim) -> None:
-        self.cim = cim
-        self.steps: list[tuple[str, RoundTrips]] = []
-
-    @contextlib.contextmanager
-    def __call__(self, kind: str) -> Iterator[None]:
-        before = self.cim.round_trips()
-        try:
-            yield
-        finally:
-            self.steps.append((kind, self.cim.round_trips() - before))
 
     def rows(self, label: str) -> list[tuple[str, str, str, str]]:
         """One row per kind of step: the worst step of that kind."""
         rows = []
         for kind, (csharp, budget) in STEP_FIGURES.items():
-            spent = [(s.calls, s.waits) for name, s in self.steps if name == kind]
+            spent = self.of(kind)
             if not spent:
                 continue
             calls, waits = max(c for c, _ in spent), max(w for _, w in spent)
@@ -147,7 +133,7 @@ async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, st
     power-off, a system VM; then the stats of every VM on the host in one command."""
     cim = emulator_of(agent)
     await start_one(agent, start_body("v-1-VM", drive_c, system=True))  # warms the KVP cache
-    costs = StepCosts(cim)
+    costs = StepCosts(cim.round_trips)
     start_handler(agent).step_probe = costs
     await start_one(agent, start_body("i-2-2-VM", drive_c))
     (vm,) = [v for v in await cim.query(

@@ -7,9 +7,8 @@ that boots right shows the agent reordered them.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import RoundTrips
+from hyperv_agent.emulator.instruments import RoundTrips, StepRecorder
 from hyperv_agent.handlers.start import STEP_BOOT_ORDER, STEP_NIC, StartHandler, no_probe
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, serving
@@ -115,26 +114,10 @@ async def _boot_devices(cim: EmulatorCim, vm: ObjectPath) -> list[str]:
     return found
 
 
-class _StepCosts:
-    """A ``step_probe`` recording the round trips of each step."""
-
-    def __init__(self, cim: EmulatorCim) -> None:
-        self.cim = cim
-        self.steps: list[tuple[str, RoundTrips]] = []
-
-    @contextlib.contextmanager
-    def __call__(self, kind: str) -> Iterator[None]:
-        before = self.cim.round_trips()
-        try:
-            yield
-        finally:
-            self.steps.append((kind, self.cim.round_trips() - before))
-
-
 async def _measured(running: Running, body: dict[str, Any]) -> list[tuple[str, RoundTrips]]:
     handler = getattr(running.agent.dispatch.handlers[START], "__self__", None)
     assert isinstance(handler, StartHandler)
-    costs = _StepCosts(running.emulator)
+    costs = StepRecorder(running.emulator.round_trips)
     handler.step_probe = costs
     try:
         await _started(running, body)

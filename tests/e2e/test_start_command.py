@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import RoundTrips
+from hyperv_agent.emulator.instruments import StepRecorder
 from hyperv_agent.handlers.start import (
     STEP_CONTROLLERS,
     STEP_DEFINE,
@@ -451,33 +450,13 @@ async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
 # --- round trips per step -----------------------------------------------------------------
 
 
-class _StepCosts:
-    """A ``step_probe`` that records the emulator's round trips of every step."""
-
-    def __init__(self, cim: EmulatorCim) -> None:
-        self.cim = cim
-        self.steps: list[tuple[str, RoundTrips]] = []
-
-    @contextlib.contextmanager
-    def __call__(self, kind: str) -> Iterator[None]:
-        before = self.cim.round_trips()
-        try:
-            yield
-        finally:
-            self.steps.append((kind, self.cim.round_trips() - before))
-
-    def of(self, kind: str) -> list[tuple[int, int]]:
-        """(calls, job waits) of each step of ``kind``, in order."""
-        return [(spent.calls, spent.waits) for name, spent in self.steps if name == kind]
-
-
-async def _measured(running: Running, body: dict[str, Any]) -> _StepCosts:
+async def _measured(running: Running, body: dict[str, Any]) -> StepRecorder:
     """Start ``body`` after a warm-up start (so every cache is filled), recording the
     round trips of each step of the measured start."""
     await _started(running, _body(running, "i-2-90-VM"))
     handler = getattr(running.agent.dispatch.handlers[START], "__self__", None)
     assert isinstance(handler, StartHandler)
-    costs = _StepCosts(running.emulator)
+    costs = StepRecorder(running.emulator.round_trips)
     handler.step_probe = costs
     try:
         await _started(running, body)
