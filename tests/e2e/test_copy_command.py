@@ -552,3 +552,22 @@ async def test_download_reads_template_from_real_samba_share(
         data = await _copied(running, _copy(_template(_nfs(url), path="tmpl/smb-case-a.vhdx"),
                                             _template(_primary())))
         assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()
+
+
+async def test_download_from_samba_fails_clearly_and_leaves_nothing_when_password_is_wrong(
+    tmp_path: Path, samba: Samba
+) -> None:
+    extra = f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}'
+    _disk(samba.share_dir / "tmpl" / "smb-denied.vhdx", 32 * MIB, b"not for you")
+    wrong = "Wr0ng-pass%40word"
+    url = f"cifs://{samba.server}/{samba.share}?user={samba.user}&password={wrong}"
+    async with serving(_config(tmp_path, extra)) as running:
+        pool = _pool(running)
+        before = listing(pool)
+        key, answer = await running.answer(COPY, _copy(
+            _template(_nfs(url), path="tmpl/smb-denied.vhdx"), _template(_primary())))
+        assert (key, answer["result"]) == (COPY_ANSWER, False), answer
+        details = answer["details"]
+        assert samba.server in details and "Wr0ng" not in details, details
+        assert "logon" in details.lower() or "credential" in details.lower(), details
+        assert listing(pool) == before
