@@ -39,8 +39,7 @@ from hyperv_agent.hyperv.schema import (
 )
 from hyperv_agent.hyperv.vms import PowerState
 
-_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
-_IMS: weakref.WeakKeyDictionary[Cim, ObjectPath] = weakref.WeakKeyDictionary()
+_IMS_MISSING = "is Hyper-V installed?"
 _TEMPLATE: weakref.WeakKeyDictionary[Cim, CimInstance] = weakref.WeakKeyDictionary()
 
 
@@ -79,25 +78,14 @@ def disk_format(path: str) -> DiskFormat:
 
 async def image_service(cim: Cim) -> ObjectPath:
     """The IMS path: 1 query on the first call for ``cim``, then cached."""
-    cached = _IMS.get(cim)
-    if cached is not None:
-        return cached
-    found = await cim.query(wql.select(Class.IMAGE_SERVICE, properties=_SERVICE_KEYS),
-                            NAMESPACE)
-    if not found or found[0].path is None:
-        raise HyperVError(f"the host has no {Class.IMAGE_SERVICE}; is Hyper-V installed?")
-    _IMS[cim] = found[0].path
-    return found[0].path
+    return await vms.service_path(cim, Class.IMAGE_SERVICE, _IMS_MISSING)
 
 
 async def _call(cim: Cim, method: str, params: Mapping[str, InValue],
                 policy: jobs.WaitPolicy) -> MethodResult:
     """``jobs.call`` on the IMS; a stale cached path is looked up again, once."""
-    try:
-        return await jobs.call(cim, await image_service(cim), method, params, policy=policy)
-    except CimNotFound:
-        _IMS.pop(cim, None)
-    return await jobs.call(cim, await image_service(cim), method, params, policy=policy)
+    return await vms.call_on_service(cim, Class.IMAGE_SERVICE, _IMS_MISSING, method, params,
+                                     policy)
 
 
 async def _settings_template(cim: Cim) -> CimInstance:
@@ -219,7 +207,7 @@ async def find_attachment(cim: Cim, path: str) -> Attachment | None:
 
 async def _owner(cim: Cim, medium: CimInstance) -> Attachment | None:
     assert medium.path is not None
-    guid = _guid_of(medium.string("InstanceID") or "")
+    guid = vms.owner_guid(medium.string("InstanceID") or "")
     parent = medium.string("Parent")
     if not guid or not parent:
         return None
@@ -230,9 +218,3 @@ async def _owner(cim: Cim, medium: CimInstance) -> Attachment | None:
     return Attachment(guid, vm.string("ElementName") or "",
                       vms.power_state(vm.integer("EnabledState")), medium.path,
                       ObjectPath.parse(parent))
-
-
-def _guid_of(instance_id: str) -> str:
-    """``Microsoft:<GUID>\\...`` -> ``<GUID>``; "" for other forms."""
-    head, _, rest = instance_id.partition(":")
-    return rest.split("\\", 1)[0] if head.lower() == "microsoft" and "\\" in rest else ""

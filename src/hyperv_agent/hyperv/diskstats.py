@@ -93,12 +93,12 @@ async def disk_stats(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo
     media = await _disk_media(cim, by_guid)
     ids = await _disk_metric_ids(cim)
     counters = await _metric_values(cim, media, ids) if ids else {}
-    unmetered = {_owner(key) for key in media if ids and key not in counters}
+    unmetered = {vms.owner_guid(key) for key in media if ids and key not in counters}
     for guid in sorted(unmetered):
         await _try_enable(cim, guid, by_guid[guid])
     disks: dict[str, list[DiskIo]] = {name: [] for name in by_guid.values()}
     for key, medium in media.items():
-        disks[by_guid[_owner(key)]].append(_disk_io(medium.image, counters.get(key)))
+        disks[by_guid[vms.owner_guid(key)]].append(_disk_io(medium.image, counters.get(key)))
     return {name: tuple(found) for name, found in disks.items()}
 
 
@@ -119,8 +119,6 @@ async def enable_disk_metering(cim: Cim, vm: ObjectPath) -> None:
 
 _DISK_METRICS = (DISK_DATA_READ, DISK_DATA_WRITTEN, DISK_IO_COUNT)
 _METRIC_IDS: weakref.WeakKeyDictionary[Cim, dict[str, str]] = weakref.WeakKeyDictionary()
-_METRIC_SERVICE: weakref.WeakKeyDictionary[Cim, ObjectPath] = weakref.WeakKeyDictionary()
-_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ async def _disk_media(cim: Cim, by_guid: Mapping[str, str]) -> dict[str, _Medium
     for medium in await cim.query(query, NAMESPACE):
         key, files = (medium.string("InstanceID") or "").casefold(), medium.strings(
             "HostResource")
-        if _owner(key) in by_guid and files and medium.path is not None:
+        if vms.owner_guid(key) in by_guid and files and medium.path is not None:
             found[key] = _Medium(files[0], medium.path)
     return found
 
@@ -190,22 +188,14 @@ async def _try_enable(cim: Cim, guid: str, name: str) -> None:
         await enable_disk_metering(cim, vms.vm_path(guid))
     except (HyperVError, CimError) as error:
         if isinstance(error, CimNotFound):
-            _METRIC_SERVICE.pop(cim, None)  # a stale service path is looked up again
+            vms.forget_service(cim, Class.METRIC_SERVICE)  # looked up again next time
         log.warning("resource metering of VM %s could not be switched on: %s", name, error)
 
 
 async def _metric_service(cim: Cim) -> ObjectPath:
     """The Msvm_MetricService path: 1 query on the first call for ``cim``, then cached."""
-    cached = _METRIC_SERVICE.get(cim)
-    if cached is not None:
-        return cached
-    found = await cim.query(wql.select(Class.METRIC_SERVICE, properties=_SERVICE_KEYS),
-                            NAMESPACE)
-    if not found or found[0].path is None:
-        raise HyperVError(f"the host has no {Class.METRIC_SERVICE}; resource metering needs "
-                          "Windows Server 2012 or later")
-    _METRIC_SERVICE[cim] = found[0].path
-    return found[0].path
+    return await vms.service_path(cim, Class.METRIC_SERVICE,
+                                  "resource metering needs Windows Server 2012 or later")
 
 
 async def _guids_of(cim: Cim, wanted: Iterable[str]) -> dict[str, str]:
@@ -220,10 +210,3 @@ async def _guids_of(cim: Cim, wanted: Iterable[str]) -> dict[str, str]:
             by_guid[guid.upper()] = name
             names.discard(name)  # the first VM of a name wins
     return by_guid
-
-
-def _owner(instance_id: str) -> str:
-    """The GUID in ``Microsoft:<GUID>\\...`` (upper case); "" for anything else."""
-    head, _, _ = instance_id.partition("\\")
-    prefix, separator, guid = head.partition(":")
-    return guid.upper() if separator and prefix.casefold() == "microsoft" else ""

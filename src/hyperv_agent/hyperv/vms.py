@@ -130,10 +130,54 @@ def vm_path(vm_guid: str) -> ObjectPath:
     )
 
 
-# --- the management service ---------------------------------------------------------------
+def owner_guid(instance_id: str) -> str:
+    """The VM GUID in a VM's or device's InstanceID, ``Microsoft:<GUID>[\\...]`` (upper
+    case); "" for any other form."""
+    head, _, _ = instance_id.partition("\\")
+    prefix, separator, guid = head.partition(":")
+    return guid.upper() if separator and prefix.casefold() == "microsoft" else ""
+
+
+# --- services ------------------------------------------------------------------------------
 
 _SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
-_VSMS: weakref.WeakKeyDictionary[Cim, ObjectPath] = weakref.WeakKeyDictionary()
+_SERVICES: weakref.WeakKeyDictionary[Cim, dict[str, ObjectPath]] = weakref.WeakKeyDictionary()
+
+
+async def service_path(cim: Cim, class_name: str, missing: str) -> ObjectPath:
+    """The path of the host's singleton service ``class_name``: 1 query on the first call
+    for ``cim``, then cached (0 round trips). HyperVError naming the service and
+    ``missing`` (what its absence means) when the host has none."""
+    cached = _SERVICES.setdefault(cim, {})
+    if class_name not in cached:
+        found = await cim.query(wql.select(class_name, properties=_SERVICE_KEYS), NAMESPACE)
+        if not found or found[0].path is None:
+            raise HyperVError(f"the host has no {class_name}; {missing}")
+        cached[class_name] = found[0].path
+    return cached[class_name]
+
+
+def forget_service(cim: Cim, class_name: str) -> None:
+    """Drop a cached service path that turned out stale; the next lookup queries again."""
+    _SERVICES.get(cim, {}).pop(class_name, None)
+
+
+async def call_on_service(
+    cim: Cim, class_name: str, missing: str, method: str, params: Mapping[str, InValue],
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+) -> MethodResult:
+    """``jobs.call`` on the service ``class_name``; a stale cached path is looked up
+    again, once."""
+    try:
+        return await jobs.call(cim, await service_path(cim, class_name, missing), method,
+                               params, policy=policy)
+    except CimNotFound:
+        forget_service(cim, class_name)
+    return await jobs.call(cim, await service_path(cim, class_name, missing), method, params,
+                           policy=policy)
+
+
+_VSMS_MISSING = "is the Hyper-V role installed?"
 
 
 async def management_service(cim: Cim) -> ObjectPath:
@@ -141,14 +185,7 @@ async def management_service(cim: Cim) -> ObjectPath:
 
     Raises HyperVError when the host has no Virtual System Management Service.
     """
-    cached = _VSMS.get(cim)
-    if cached is not None:
-        return cached
-    found = await cim.query(wql.select(Class.VSMS, properties=_SERVICE_KEYS), NAMESPACE)
-    if not found or found[0].path is None:
-        raise HyperVError(f"the host has no {Class.VSMS}; is the Hyper-V role installed?")
-    _VSMS[cim] = found[0].path
-    return found[0].path
+    return await service_path(cim, Class.VSMS, _VSMS_MISSING)
 
 
 async def call_service(
@@ -156,12 +193,7 @@ async def call_service(
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> MethodResult:
     """``jobs.call`` on the VSMS; a stale cached path is looked up again, once."""
-    try:
-        return await jobs.call(cim, await management_service(cim), method, params,
-                               policy=policy)
-    except CimNotFound:
-        _VSMS.pop(cim, None)
-    return await jobs.call(cim, await management_service(cim), method, params, policy=policy)
+    return await call_on_service(cim, Class.VSMS, _VSMS_MISSING, method, params, policy)
 
 
 async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimInstance, ...]:
