@@ -117,7 +117,7 @@ class CopyHandler:
     async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
         fmt = _template_format(dest.format or src.format)
         dest_path = (dest.path or str(uuid.uuid4())).removesuffix(f".{fmt.lower()}")
-        root = await self._existing_root(dest.image_data_store, "destTO")
+        root = await datapaths.existing_root(self.files, dest.image_data_store, "destTO")
         target = datapaths.confined(root, f"{dest_path}.{fmt.lower()}")
         source = await self._template_source(src)
         async with self.file_locks.hold(target):
@@ -175,7 +175,7 @@ class CopyHandler:
             raise InvalidRequest("destTO: the volume has neither path nor uuid")
         target = datapaths.volume_file(dest.model_copy(update={"path": name, "format": fmt}),
                                        "destTO")
-        await self._existing_root(dest.data_store, "destTO")
+        await datapaths.existing_root(self.files, dest.data_store, "destTO")
         linked = _links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
@@ -250,7 +250,7 @@ class CopyHandler:
             new_path = dest.path or dest.uuid or ""
             target = datapaths.volume_file(
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
-            await self._existing_root(dest.data_store, "destTO")
+            await datapaths.existing_root(self.files, dest.data_store, "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
             await transfer(self.files, source, target, decompress=False)
@@ -305,15 +305,6 @@ class CopyHandler:
         except AgentError:
             await self.files.remove(target)
             raise
-
-    # --- shared -------------------------------------------------------------------------
-
-    async def _existing_root(self, store: WrappedTO | None, what: str) -> str:
-        root = datapaths.reach(self.files, store, what)
-        if not await self.files.exists(root):
-            raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
-                                 "be reached from this host")
-        return root
 
 
 # --- pure helpers -------------------------------------------------------------------------

@@ -93,6 +93,15 @@ def reach(files: HostFiles, store: WrappedTO | None, what: str) -> str:
     return location.root
 
 
+async def existing_root(files: HostFiles, store: WrappedTO | None, what: str) -> str:
+    """``reach``, and InvalidRequest when that folder is missing or unreachable."""
+    root = reach(files, store, what)
+    if not await files.exists(root):
+        raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
+                             "be reached from this host")
+    return root
+
+
 def primary_template_file(template: TemplateObjectTO, what: str) -> str:
     """``<pool>\\<path>.<format>`` for a template on a primary pool (§11)."""
     if not isinstance(template.image_data_store, PrimaryDataStoreTO):

@@ -36,7 +36,6 @@ from hyperv_agent.cloudstack.commands_storage import (
 )
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
-from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest, TransferError
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result
@@ -100,7 +99,7 @@ class VolumeHandlers:
         size, fmt = _new_volume_size(volume), _volume_format(volume.format, ImageFormat.VHDX)
         if not volume.uuid:
             raise InvalidRequest("data.uuid is missing")
-        await self._pool_folder(volume.data_store, "data.dataStore")
+        await datapaths.existing_root(self.files, volume.data_store, "data.dataStore")
         path = datapaths.volume_file(volume.model_copy(update={"path": None, "format": fmt}),
                                      "data")
         async with self.file_locks.hold(path):
@@ -124,13 +123,6 @@ class VolumeHandlers:
             await self.files.remove(path)  # whatever a failed job left behind
             raise
         return _sectors(size)
-
-    async def _pool_folder(self, store: WrappedTO | None, what: str) -> str:
-        root = datapaths.reach(self.files, store, what)
-        if not await self.files.exists(root):
-            raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
-                                 "be reached from this host")
-        return root
 
     # --- DeleteCommand ------------------------------------------------------------------
 
