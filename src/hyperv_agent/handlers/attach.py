@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import ntpath
 from dataclasses import dataclass
-from typing import TypeVar
 
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
@@ -49,7 +48,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -59,7 +58,6 @@ from hyperv_agent.hyperv.schema import SCSI_SLOTS
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
 
-C = TypeVar("C", bound=Command)
 
 DATADISK = "DATADISK"
 ISO = "ISO"
@@ -103,7 +101,7 @@ class AttachHandlers:
         changed. VM not on this host: success, nothing done (details say so). A failed
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
         """
-        asked = _expect(command, AttachCommand)
+        asked = expect(command, AttachCommand)
         disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
         if _kind(disk) not in (DATADISK, ISO):
             return AttachAnswer(result=False, disk=echo, details=_invalid_type(
@@ -142,7 +140,7 @@ class AttachHandlers:
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
-        asked = _expect(command, DettachCommand)
+        asked = expect(command, DettachCommand)
         disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
         if _kind(disk) not in (DATADISK, ISO):
             return DettachAnswer(result=False, disk=echo, details=_invalid_type(
@@ -180,7 +178,7 @@ class AttachHandlers:
         A missing ``isoPath`` or ``storeUrl``, or a path outside the store: a failed
         answer, nothing changed. VM not on this host: success, nothing done.
         """
-        asked = _expect(command, AttachIsoCommand)
+        asked = expect(command, AttachIsoCommand)
         try:
             details = await self._attach_iso(asked)
         except AgentError as error:
@@ -220,7 +218,7 @@ class AttachHandlers:
         association lookup per disk, issued together, once metering runs
         (``diskstats.disk_stats``); none when no name is asked for.
         """
-        asked = _expect(command, GetVmDiskStatsCommand)
+        asked = expect(command, GetVmDiskStatsCommand)
         found = await diskstats.disk_stats(self.cim, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()
@@ -244,10 +242,6 @@ class AttachHandlers:
 # --- pure helpers -------------------------------------------------------------------------
 
 
-def _expect(command: Command, kind: type[C]) -> C:
-    if not isinstance(command, kind):
-        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
-    return command
 
 
 def _echo(disk: DiskTO) -> DiskTO:

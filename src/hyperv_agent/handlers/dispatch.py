@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import codec
@@ -30,6 +30,16 @@ log = logging.getLogger("hyperv_agent.command")
 #: (the bare-array VM state report).
 Result: TypeAlias = Answer | Sequence[Answer] | bytes
 Handler = Callable[[Command], Awaitable[Result]]
+
+_C = TypeVar("_C", bound=Command)
+
+
+def expect(command: Command, kind: type[_C]) -> _C:
+    """``command`` as the class its handler serves; AgentError (a failed answer) when the
+    table routed another one to it."""
+    if not isinstance(command, kind):
+        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
+    return command
 RoundTripCounter = Callable[[], AbstractContextManager[list[int]]]
 
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
@@ -33,14 +32,12 @@ from hyperv_agent.cloudstack.commands_vm import (
 )
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import VmStatsEntry
-from hyperv_agent.errors import AgentError
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.hyperv import jobs, power, vms
 from hyperv_agent.hyperv.backend import Backend
 
 log = logging.getLogger("hyperv_agent.handlers.vm")
 
-C = TypeVar("C", bound=Command)
 
 VNC_PORT_RDP = -9  # §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
 
@@ -134,7 +131,7 @@ class VmHandlers:
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
-        stop = _expect(command, StopCommand)
+        stop = expect(command, StopCommand)
         async with self.locks.hold(stop.vm_name):
             vm = await vms.find_vm(self.cim, stop.vm_name)
             if vm is None:
@@ -157,7 +154,7 @@ class VmHandlers:
         VM has restarted with its definition and disks unchanged; a failure changes
         nothing and fails the answer.
         """
-        reboot = _expect(command, RebootCommand)
+        reboot = expect(command, RebootCommand)
         unknown = RebootAnswer(result=False, details=(
             f"{names.REBOOT_COMMAND} requested unknown VM {reboot.vm_name}"))
         async with self.locks.hold(reboot.vm_name):
@@ -172,7 +169,7 @@ class VmHandlers:
 
         Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
         """
-        check = _expect(command, CheckVirtualMachineCommand)
+        check = expect(command, CheckVirtualMachineCommand)
         vm = await vms.find_vm(self.cim, check.vm_name)
         if vm is None:
             return CheckVirtualMachineAnswer(result=False, details=(
@@ -185,7 +182,7 @@ class VmHandlers:
         Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
         repeat, 1 query.
         """
-        vnc = _expect(command, GetVncPortCommand)
+        vnc = expect(command, GetVncPortCommand)
         vm = await vms.find_vm(self.cim, vnc.vm_name)
         if vm is None:
             return GetVncPortAnswer(result=False, port=VNC_PORT_RDP, details=(
@@ -200,7 +197,7 @@ class VmHandlers:
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
         """
-        asked = _expect(command, GetVmStatsCommand)
+        asked = expect(command, GetVmStatsCommand)
         found = await vms.vm_stats(self.cim, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
             name: _stats_entry(name, stats) for name, stats in found.items()})
@@ -216,7 +213,3 @@ def _stats_entry(name: str, stats: vms.VmStats) -> VmStatsEntry:
                         vm_name=name)
 
 
-def _expect(command: Command, kind: type[C]) -> C:
-    if not isinstance(command, kind):
-        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
-    return command

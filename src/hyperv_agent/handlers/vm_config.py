@@ -13,8 +13,6 @@ with a Start, Stop or another change of the same VM.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
     GetVmConfigAnswer,
@@ -31,14 +29,12 @@ from hyperv_agent.cloudstack.commands_vm import (
     ScaleVmCommand,
 )
 from hyperv_agent.cloudstack.objects import NicDetails, NicTO
-from hyperv_agent.errors import AgentError, InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
-
-C = TypeVar("C", bound=Command)
 
 UNTAGGED = -1  # GetVmConfigAnswer.vlanid of a port without a VLAN
 _BYTES_PER_MB = 1024 * 1024
@@ -66,7 +62,7 @@ class VmConfigHandlers:
         ("stop it first"), nothing changed. Safe to repeat; processors and memory change
         together or not at all. 1 query to find the VM + 1 query + 1 call + 1 job wait.
         """
-        asked = _expect(command, ScaleVmCommand)
+        asked = expect(command, ScaleVmCommand)
         name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
@@ -86,7 +82,7 @@ class VmConfigHandlers:
         Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
         safe to repeat; 3 queries whatever the number of NICs.
         """
-        asked = _expect(command, GetVmConfigCommand)
+        asked = expect(command, GetVmConfigCommand)
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.cim, asked.vm_name)
             if vm is None:
@@ -111,7 +107,7 @@ class VmConfigHandlers:
         after connecting, the port stays connected and the answer fails. Warm: 3 queries
         (+1 for a named switch) + at most 2 calls and 2 job waits.
         """
-        asked = _expect(command, ModifyVmNicConfigCommand)
+        asked = expect(command, ModifyVmNicConfigCommand)
         if not asked.mac_address and asked.index < 1:
             return self._nic_failed(asked, "it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
@@ -152,7 +148,7 @@ class VmConfigHandlers:
         nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
         most 3 calls and 3 job waits when warm.
         """
-        asked = _expect(command, PlugNicCommand)
+        asked = expect(command, PlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             return PlugNicAnswer(result=False, details=(
@@ -208,7 +204,7 @@ class VmConfigHandlers:
         a failed answer, nothing changed. Afterwards the NIC carries no traffic. 2 queries
         + 1 call and 1 job wait (up to 2 and 2 on generation 1).
         """
-        asked = _expect(command, UnPlugNicCommand)
+        asked = expect(command, UnPlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             return UnPlugNicAnswer(result=False, details=(
@@ -252,7 +248,3 @@ def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | 
     return found[asked.index] if asked.index < len(found) else None
 
 
-def _expect(command: Command, kind: type[C]) -> C:
-    if not isinstance(command, kind):
-        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
-    return command
