@@ -156,27 +156,29 @@ def disk_suffix(files: HostFiles, path: str) -> str | None:
 
 
 def _temp_name(target: str) -> str:
+    folder, prefix = _aside(target)
+    return f"{folder}{prefix}{secrets.token_hex(6)}"
+
+
+def _aside(target: str) -> tuple[str, str]:
+    """The folder of ``target`` (with its trailing separator) and the name prefix of the
+    aside files a copy to ``target`` writes there."""
     cut = max(target.rfind("\\"), target.rfind("/")) + 1
-    return f"{target[:cut]}{_aside_prefix(target[cut:])}{secrets.token_hex(6)}"
-
-
-def _aside_prefix(name: str) -> str:
-    return f".{name}.partial-"
+    return target[:cut], f".{target[cut:]}.partial-"
 
 
 async def _sweep_stale(files: HostFiles, target: str) -> None:
     """Remove aside files of ``target`` that a killed earlier attempt left; a folder that
     cannot be listed is left to fail the copy itself."""
-    cut = max(target.rfind("\\"), target.rfind("/")) + 1
-    folder, prefix = target[:cut].rstrip("\\/"), _aside_prefix(target[cut:])
+    folder, prefix = _aside(target)
     try:
-        names = await files.list_dir(folder)
+        names = await files.list_dir(folder.rstrip("\\/"))
     except HostFileError:
         return
     for name in names:
         if name.startswith(prefix):
             _LOG.info("removing %s, left by an interrupted copy", name)
-            await files.remove(f"{target[:cut]}{name}")
+            await files.remove(f"{folder}{name}")
 
 
 async def _discard(files: HostFiles, temp: str) -> None:
