@@ -19,6 +19,7 @@ from hyperv_agent.backends import open_backend, seed_secondary
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import AgentError, ConfigError
+from hyperv_agent.winsvc.commands import service_group
 
 _T = TypeVar("_T")
 
@@ -46,6 +47,9 @@ def _fail(error: AgentError) -> None:
 @click.version_option(package_name="hyperv-agent")
 def main() -> None:
     """CloudStack agent for Microsoft Hyper-V."""
+
+
+main.add_command(service_group)
 
 
 @main.group()
