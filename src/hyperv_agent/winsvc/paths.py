@@ -20,7 +20,7 @@ CSHARP_SERVICES = ("CloudStack Hyper-V Agent", "CloudStack ServerResource")
 CSHARP_HEARTBEAT_TASKS = "cloudstack-heartbeat-"  # + pool uuid: its scheduled tasks
 
 AGENT_PORT = 8250  # the management server always connects to 8250
-FIREWALL_RULE = "hyperv-agent (CloudStack, TCP 8250)"
+FIREWALL_RULE = "hyperv-agent-cloudstack-tcp-8250"
 VMMS = "vmms"  # Hyper-V Virtual Machine Management
 
 
