@@ -19,6 +19,7 @@ from hyperv_agent.cim.localchoice import (
 )
 from hyperv_agent.cli import main
 from hyperv_agent.errors import ConfigError
+from tests.conftest import off_windows
 
 
 class Probe:
@@ -67,6 +68,7 @@ def test_auto_is_refused_off_windows_without_probing() -> None:
     assert pymi.calls == winrm.calls == 0
 
 
+@off_windows
 def test_pymi_probe_reports_the_missing_module_off_windows() -> None:
     problem = pymi_problem()
     assert problem is not None and "mi" in problem and "\n" not in problem
@@ -129,6 +131,7 @@ def test_winrm_url_names_the_wsman_path() -> None:
     assert winrm_url("127.0.0.1", 5986) == "http://127.0.0.1:5986/wsman"
 
 
+@off_windows
 def test_configured_auto_backend_stops_the_cli_with_one_line_off_windows(
     tmp_path: Path,
 ) -> None:

@@ -16,6 +16,7 @@ from hyperv_agent.cli import main
 from hyperv_agent.config import load_config
 from hyperv_agent.state import PoolRegistry
 from hyperv_agent.winsvc import tomltext
+from tests.conftest import off_windows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IN_SERVICE = FIXTURES / "AgentShell.exe.config"
@@ -207,6 +208,7 @@ def test_a_namespaced_configuration_is_read(tmp_path: Path) -> None:
     assert load_config(output).agent.dom0_min_memory_mb == 3072
 
 
+@off_windows
 def test_off_windows_the_file_to_write_must_be_named() -> None:
     result = run(str(IN_SERVICE))
     assert result.exit_code == 2

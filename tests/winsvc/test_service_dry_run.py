@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hyperv_agent.cli import main
+from tests.conftest import off_windows
 
 PROGRAM_DATA = "D:\\ProgramData"
 ROOT = "D:\\ProgramData\\hyperv-agent"
@@ -89,6 +90,7 @@ def test_install_as_an_account_names_it_and_never_prints_the_password() -> None:
     assert "S3cr3t!x" not in result.output
 
 
+@off_windows
 def test_install_without_dry_run_off_windows_is_one_line_and_changes_nothing() -> None:
     result = CliRunner().invoke(main, ["service", "install", "--replace-csharp-agent"])
     assert result.exit_code == 2

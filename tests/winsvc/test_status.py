@@ -11,6 +11,7 @@ from hyperv_agent.winsvc import plan
 from hyperv_agent.winsvc.host import RunState, StartType
 from hyperv_agent.winsvc.paths import ServicePaths
 from hyperv_agent.winsvc.status import status
+from tests.conftest import off_windows
 from tests.winsvc.memoryhost import MemoryHost, StepClock
 
 
@@ -36,6 +37,7 @@ def test_a_replaced_host_shows_the_agent_running_and_the_csharp_agent_disabled(
     )
 
 
+@off_windows
 def test_without_a_service_manager_the_configuration_is_still_checked(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[agent]\nlisten = 'nowhere'\n")
@@ -47,6 +49,7 @@ def test_without_a_service_manager_the_configuration_is_still_checked(tmp_path: 
                                "agent.listen: Value error, 'nowhere' is not HOST:PORT")
 
 
+@off_windows
 def test_auto_backend_off_windows_says_why_it_cannot_choose(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[agent]\nbackend = 'auto'\n")
