@@ -3,6 +3,8 @@ printed on any OS."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from click.testing import CliRunner, Result
 
@@ -120,3 +122,12 @@ def test_remove_can_bring_the_csharp_agent_back() -> None:
 def test_start_and_stop_are_one_step_each() -> None:
     assert steps(dry_run("start")) == [START]
     assert commands(dry_run("stop")) == ['sc.exe stop "hyperv-agent"']
+
+
+def test_the_default_configuration_is_written_by_a_command_an_administrator_can_type() -> None:
+    line = next(c for c in commands(dry_run("install")) if "Set-Content" in c)
+    assert line.startswith(f'if (-not (Test-Path "{ROOT}\\agent.toml")) {{ Set-Content -Path '
+                           f'"{ROOT}\\agent.toml" -Value "')
+    value = line.split('-Value "', 1)[1].removesuffix('" }')
+    text = value.replace("`n", "\n").replace('`"', '"')
+    assert tomllib.loads(text) == {"agent": {"backend": "auto", "listen": "0.0.0.0:8250"}}

@@ -97,7 +97,7 @@ def parse(data: bytes, source: str) -> CSharpConfig:
 
 
 def _settings(root: Element, group: str) -> Iterator[tuple[str, str]]:
-    for section in _children(root, group):
+    for section in _named(root, group):
         for section_child in section:
             for setting in _named(section_child, "setting"):
                 name = setting.get("name")
@@ -107,15 +107,11 @@ def _settings(root: Element, group: str) -> Iterator[tuple[str, str]]:
 
 
 def _app_settings(root: Element) -> Iterator[tuple[str, str]]:
-    for section in _children(root, "appSettings"):
+    for section in _named(root, "appSettings"):
         for entry in _named(section, "add"):
             key = entry.get("key")
             if key:
                 yield key, entry.get("value", "")
-
-
-def _children(root: Element, name: str) -> Iterator[Element]:
-    return _named(root, name)
 
 
 def _named(parent: Element, name: str) -> Iterator[Element]:

@@ -220,8 +220,11 @@ class WriteDefaultConfig:
 
     @property
     def command(self) -> str:
+        settings = [line.split("  #")[0].rstrip() for line in self.content.splitlines()
+                    if line.strip() and not line.startswith("#")]
+        value = "`n".join(settings).replace('"', '`"')
         return (f'if (-not (Test-Path "{self.path}")) {{ Set-Content -Path "{self.path}" '
-                "-Value $defaultConfig }")
+                f'-Value "{value}" }}')
 
     def run(self, host: ServiceHost, clock: Clock) -> str:
         if host.file_exists(self.path):

@@ -1,5 +1,6 @@
 """The Windows tools the service's steps run, as argument lists, and how their answers
-read: the one home of every ``netsh``, ``sc.exe`` and ``schtasks`` command line.
+read: the one home of every ``netsh``, ``sc.exe`` and ``schtasks`` command line the agent
+runs (other steps go through pywin32; their dry-run lines are equivalents to type).
 
 Arguments are lists (never a shell string), built only from the agent's own constants;
 the dry run shows them as Windows would see them (:func:`shown`).
