@@ -11,13 +11,13 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
 from hyperv_agent.backends import open_backend, seed_secondary
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
-from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.config import AgentConfig, Backend, load_config
 from hyperv_agent.errors import AgentError, ConfigError
 from hyperv_agent.winsvc.commands import service_group
 
@@ -59,7 +59,7 @@ def cim() -> None:
 
 _config_option = click.option("--config", "config_file", type=click.Path(path_type=Path),
                               help="TOML configuration file.")
-_backend_option = click.option("--backend", type=click.Choice(["emulator", "wmi", "wsman"]),
+_backend_option = click.option("--backend", type=click.Choice(get_args(Backend)),
                                help="CIM backend (default: from the configuration).")
 _state_option = click.option("--state-dir", type=click.Path(path_type=Path),
                              help="State directory (default: from the configuration).")

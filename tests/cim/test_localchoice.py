@@ -132,12 +132,13 @@ def test_winrm_url_names_the_wsman_path() -> None:
 
 
 @off_windows
-def test_configured_auto_backend_stops_the_cli_with_one_line_off_windows(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("how", ["file", "flag"])
+def test_auto_backend_stops_the_cli_with_one_line_off_windows(tmp_path: Path, how: str) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text(f'[agent]\nbackend = "auto"\nstate_dir = "{tmp_path}"\n')
-    result = CliRunner().invoke(main, ["cim", "query", "--config", str(config),
+    config.write_text(f'[agent]\nbackend = "{"auto" if how == "file" else "emulator"}"\n'
+                      f"state_dir = '{tmp_path}'\n")
+    flag = ["--backend", "auto"] if how == "flag" else []
+    result = CliRunner().invoke(main, ["cim", "query", "--config", str(config), *flag,
                                        "SELECT Name FROM Msvm_ComputerSystem"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
