@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from tests.s3server import s3_server  # noqa: F401 - the loopback S3 server, per session
 from tests.samba import Samba, SambaUnavailable, start_samba
+
+off_windows = pytest.mark.skipif(sys.platform == "win32",
+                                 reason="checks what happens on a machine that is not Windows")
 
 
 def requires_tool(name: str) -> pytest.MarkDecorator:

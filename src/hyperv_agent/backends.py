@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperv_agent.cim.api import Cim
+from hyperv_agent.cim.localchoice import choose_for_this_host
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
@@ -40,12 +41,14 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
 
 
 def open_backend(config: AgentConfig) -> Cim:
-    """The CIM backend the configuration names."""
-    if config.agent.backend == "emulator":
+    """The CIM backend the configuration names (``auto``: this Windows host's own)."""
+    backend = config.agent.backend
+    if backend == "auto":
+        backend = choose_for_this_host().backend
+    if backend == "emulator":
         return EmulatorCim.open(emulator_config(config))
     raise ConfigError(
-        f"backend {config.agent.backend!r} is not available in this build; "
-        "use --backend emulator"
+        f"backend {backend!r} is not available in this build; use --backend emulator"
     )
 
 

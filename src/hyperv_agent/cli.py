@@ -11,14 +11,15 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
 from hyperv_agent.backends import open_backend, seed_secondary
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
-from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.config import AgentConfig, Backend, load_config
 from hyperv_agent.errors import AgentError, ConfigError
+from hyperv_agent.winsvc.commands import service_group
 
 _T = TypeVar("_T")
 
@@ -48,6 +49,9 @@ def main() -> None:
     """CloudStack agent for Microsoft Hyper-V."""
 
 
+main.add_command(service_group)
+
+
 @main.group()
 def cim() -> None:
     """Diagnostics against the CIM backend (like Get-CimInstance / Invoke-CimMethod)."""
@@ -55,7 +59,7 @@ def cim() -> None:
 
 _config_option = click.option("--config", "config_file", type=click.Path(path_type=Path),
                               help="TOML configuration file.")
-_backend_option = click.option("--backend", type=click.Choice(["emulator", "wmi", "wsman"]),
+_backend_option = click.option("--backend", type=click.Choice(get_args(Backend)),
                                help="CIM backend (default: from the configuration).")
 _state_option = click.option("--state-dir", type=click.Path(path_type=Path),
                              help="State directory (default: from the configuration).")

@@ -4,7 +4,7 @@ File layout (names other tools rely on)::
 
     [agent]
     state_dir = "/var/lib/hyperv-agent"
-    backend = "emulator"            # emulator | wmi | wsman
+    backend = "emulator"            # emulator | wmi | wsman | auto (a Windows host's own)
     smb_servers = ["10.1.1.2"]      # shares on these servers are reached through smbprotocol
     smb_port = 445
 
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hyperv_agent.errors import ConfigError
 
-Backend = Literal["emulator", "wmi", "wsman"]
+Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
@@ -54,7 +54,8 @@ class _Section(BaseModel):
 
 class AgentSection(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
-    backend: Backend = "emulator" if sys.platform != "win32" else "wmi"
+    # auto: on a Windows host, wmi when PyMI imports, else wsman to WinRM on localhost
+    backend: Backend = "emulator" if sys.platform != "win32" else "auto"
     listen: str = "0.0.0.0:8250"
     admin_listen: str = "127.0.0.1:9250"
     private_ip: str | None = None  # the agent's address on the management network

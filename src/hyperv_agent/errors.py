@@ -131,3 +131,14 @@ class VmNotStopped(HyperVError):
     def __init__(self, vm_name: str) -> None:
         super().__init__(f"VM {vm_name}: a running VM cannot change processors or memory on "
                          "this host; stop it first")
+
+
+# --- the Windows service ------------------------------------------------------------------
+
+
+class ServiceSetupError(AgentError):
+    """A step of installing, starting, stopping or removing the Windows service failed."""
+
+
+class HostNotReady(AgentError):
+    """Hyper-V (vmms or its v2 namespace) did not become ready within the bounded wait."""

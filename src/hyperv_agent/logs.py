@@ -7,11 +7,15 @@ Secrets appear in command bodies as ``password=`` in cifs:// URLs (plain, or esc
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import re
 import sys
 import uuid
+from collections.abc import Iterator
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -52,7 +56,33 @@ def new_request_id() -> str:
 
 def setup(level: str = "INFO") -> None:
     """Log to stderr as ``time level [request] logger: message``, secrets redacted."""
-    handler = logging.StreamHandler(sys.stderr)
+    _use(logging.StreamHandler(sys.stderr), level)
+
+
+LOG_FILE_BYTES = 10 * 1024 * 1024
+LOG_FILE_BACKUPS = 5
+
+
+@contextlib.contextmanager
+def to_file(path: Path, level: str = "INFO", max_bytes: int = LOG_FILE_BYTES,
+            backups: int = LOG_FILE_BACKUPS) -> Iterator[None]:
+    """Log as :func:`setup` does, to ``path`` instead of stderr, rotated at ``max_bytes``
+    into ``path.1`` .. ``path.<backups>``; the previous handlers come back afterwards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups,
+                                  encoding="utf-8")
+    _use(handler, level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        handler.close()
+
+
+def _use(handler: logging.Handler, level: str) -> None:
     handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"))

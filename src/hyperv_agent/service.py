@@ -70,13 +70,17 @@ class Agent:
         return server.make_app(self.dispatch, allow_from=allow,
                                max_body_bytes=self.config.agent.max_request_bytes)
 
+    async def hyperv_problem(self) -> str | None:
+        """None when Hyper-V's v2 namespace answers (one read-only query), else why not."""
+        try:
+            await hyperv_host.switch_names(self.cim)
+        except AgentError as error:
+            return str(error)
+        return None
+
     def admin_app(self) -> web.Application:
         async def healthy() -> bool:
-            try:
-                await hyperv_host.switch_names(self.cim)
-            except AgentError:
-                return False
-            return True
+            return await self.hyperv_problem() is None
 
         return server.make_admin_app(self.metrics, healthy)
 

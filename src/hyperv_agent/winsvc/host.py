@@ -1,0 +1,108 @@
+"""What the service's steps need from a Windows host, as a protocol.
+
+The steps (:mod:`steps`) are written against :class:`ServiceHost` on any OS; the Windows
+implementation (:mod:`windows`) maps each primitive onto the service control manager,
+``netsh advfirewall`` and the task scheduler. Every primitive does one thing and raises
+:class:`~hyperv_agent.errors.ServiceSetupError` (one line) when Windows refuses it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class RunState(enum.Enum):
+    """SERVICE_STATUS.dwCurrentState, by name."""
+
+    STOPPED = 1
+    START_PENDING = 2
+    STOP_PENDING = 3
+    RUNNING = 4
+    CONTINUE_PENDING = 5
+    PAUSE_PENDING = 6
+    PAUSED = 7
+
+
+class StartType(enum.Enum):
+    """How a service starts (``sc.exe config start=``)."""
+
+    AUTO = "auto"
+    DELAYED_AUTO = "delayed-auto"
+    DEMAND = "demand"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the service control manager says of an installed service."""
+
+    run: RunState
+    start: StartType
+    account: str | None = None  # None: LocalSystem
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A Python service hosted by pywin32's pythonservice.exe."""
+
+    name: str
+    display_name: str
+    description: str
+    python_class: str  # module.Class, imported by pythonservice.exe
+    start: StartType
+    account: str | None = None  # DOMAIN\\user; None: LocalSystem
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """An inbound allow rule for one TCP port (a name without spaces: one argument)."""
+
+    name: str
+    port: int
+
+
+class ServiceHost(Protocol):
+    """The host primitives the service's steps use."""
+
+    def service_state(self, name: str) -> ServiceState | None:
+        """None when no service of that name is installed."""
+
+    def request_stop(self, name: str) -> None:
+        """Ask a running service to stop (not an error when it is not running)."""
+
+    def request_start(self, name: str) -> None:
+        """Ask a stopped service to start (not an error when it is running)."""
+
+    def set_start_type(self, name: str, start: StartType) -> None: ...
+
+    def create_service(self, spec: ServiceSpec, password: str | None) -> None: ...
+
+    def update_service(self, spec: ServiceSpec, password: str | None) -> None:
+        """Bring an installed service's configuration to ``spec``."""
+
+    def delete_service(self, name: str) -> None:
+        """Remove the service and its event log source."""
+
+    def restart_on_failure(self, name: str, delay_s: int) -> None: ...
+
+    def register_event_source(self, name: str) -> None: ...
+
+    def firewall_rule_exists(self, name: str) -> bool: ...
+
+    def add_firewall_rule(self, rule: FirewallRule) -> None: ...
+
+    def delete_firewall_rule(self, name: str) -> None: ...
+
+    def scheduled_tasks(self, prefix: str) -> tuple[str, ...]:
+        """Names of the scheduled tasks whose names start with ``prefix``."""
+
+    def delete_scheduled_task(self, name: str) -> None: ...
+
+    def file_exists(self, path: str) -> bool: ...
+
+    def make_directory(self, path: str) -> None:
+        """Create the folder and its parents (not an error when it exists)."""
+
+    def write_file(self, path: str, text: str) -> None: ...

@@ -1,0 +1,150 @@
+"""A Windows host's service manager, firewall, task scheduler and disk, in memory.
+
+It keeps the rules the steps rely on: a start or stop takes a few looks at the state to
+complete, a disabled service refuses to start, creating an existing service fails, and a
+service can be made to hang while stopping or to die right after starting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from hyperv_agent.errors import ServiceSetupError
+from hyperv_agent.winsvc.host import FirewallRule, RunState, ServiceSpec, ServiceState, StartType
+
+TRANSITION_LOOKS = 2  # state reads a start or stop stays pending
+
+
+@dataclass
+class Service:
+    state: ServiceState
+    spec: ServiceSpec | None = None
+    password: str | None = None
+    pending_looks: int = 0
+    target: RunState = RunState.STOPPED
+    hangs_on_stop: bool = False
+    dies_on_start: bool = False
+
+
+@dataclass
+class MemoryHost:
+    services: dict[str, Service] = field(default_factory=dict)
+    firewall: dict[str, FirewallRule] = field(default_factory=dict)
+    tasks: set[str] = field(default_factory=set)
+    files: dict[str, str] = field(default_factory=dict)
+    folders: set[str] = field(default_factory=set)
+    event_sources: set[str] = field(default_factory=set)
+    restart_delays_s: dict[str, int] = field(default_factory=dict)
+
+    def add_service(self, name: str, run: RunState, start: StartType,
+                    account: str | None = None) -> Service:
+        service = Service(ServiceState(run, start, account))
+        self.services[name] = service
+        return service
+
+    def snapshot(self) -> str:
+        return repr((sorted((n, s.state) for n, s in self.services.items()),
+                     sorted(self.firewall), sorted(self.tasks), sorted(self.files),
+                     sorted(self.folders), sorted(self.event_sources),
+                     sorted(self.restart_delays_s.items())))
+
+    def _get(self, name: str) -> Service:
+        if name not in self.services:
+            raise ServiceSetupError(f"service '{name}' does not exist (1060)")
+        return self.services[name]
+
+    # --- ServiceHost ---------------------------------------------------------------------
+
+    def service_state(self, name: str) -> ServiceState | None:
+        service = self.services.get(name)
+        if service is None:
+            return None
+        if service.pending_looks > 0:
+            service.pending_looks -= 1
+            if service.pending_looks == 0:
+                service.state = replace(service.state, run=service.target)
+        return service.state
+
+    def request_stop(self, name: str) -> None:
+        service = self._get(name)
+        if service.state.run is RunState.STOPPED:
+            return
+        service.state = replace(service.state, run=RunState.STOP_PENDING)
+        if not service.hangs_on_stop:
+            service.target, service.pending_looks = RunState.STOPPED, TRANSITION_LOOKS
+
+    def request_start(self, name: str) -> None:
+        service = self._get(name)
+        if service.state.start is StartType.DISABLED:
+            raise ServiceSetupError(f"service '{name}' is disabled (1058)")
+        if service.state.run is RunState.RUNNING:
+            return
+        service.state = replace(service.state, run=RunState.START_PENDING)
+        service.target = RunState.STOPPED if service.dies_on_start else RunState.RUNNING
+        service.pending_looks = TRANSITION_LOOKS
+
+    def set_start_type(self, name: str, start: StartType) -> None:
+        service = self._get(name)
+        service.state = replace(service.state, start=start)
+
+    def create_service(self, spec: ServiceSpec, password: str | None) -> None:
+        if spec.name in self.services:
+            raise ServiceSetupError(f"service '{spec.name}' exists (1073)")
+        service = self.add_service(spec.name, RunState.STOPPED, spec.start, spec.account)
+        service.spec, service.password = spec, password
+
+    def update_service(self, spec: ServiceSpec, password: str | None) -> None:
+        service = self._get(spec.name)
+        service.spec, service.password = spec, password
+        service.state = replace(service.state, start=spec.start, account=spec.account)
+
+    def delete_service(self, name: str) -> None:
+        self._get(name)
+        del self.services[name]
+        self.event_sources.discard(name)
+
+    def restart_on_failure(self, name: str, delay_s: int) -> None:
+        self._get(name)
+        self.restart_delays_s[name] = delay_s
+
+    def register_event_source(self, name: str) -> None:
+        self.event_sources.add(name)
+
+    def firewall_rule_exists(self, name: str) -> bool:
+        return name in self.firewall
+
+    def add_firewall_rule(self, rule: FirewallRule) -> None:
+        if rule.name in self.firewall:  # netsh adds a second rule of the same name
+            raise AssertionError("a rule of that name exists; the step replaces it")
+        self.firewall[rule.name] = rule
+
+    def delete_firewall_rule(self, name: str) -> None:
+        del self.firewall[name]
+
+    def scheduled_tasks(self, prefix: str) -> tuple[str, ...]:
+        return tuple(sorted(t for t in self.tasks if t.lower().startswith(prefix.lower())))
+
+    def delete_scheduled_task(self, name: str) -> None:
+        self.tasks.remove(name)
+
+    def file_exists(self, path: str) -> bool:
+        return path.lower() in self.files or path.lower() in self.folders
+
+    def make_directory(self, path: str) -> None:
+        self.folders.add(path.lower())
+
+    def write_file(self, path: str, text: str) -> None:
+        self.files[path.lower()] = text
+
+
+@dataclass
+class StepClock:
+    """A clock that moves only when the code under test sleeps."""
+
+    now_s: float = 0.0
+
+    def monotonic(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.now_s += seconds

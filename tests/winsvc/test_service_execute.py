@@ -1,0 +1,176 @@
+"""Carrying the service plans out against a host's service manager (kept in memory):
+the state a host is left in, repeats, refusals and bounded waits."""
+
+from __future__ import annotations
+
+from pathlib import Path, PureWindowsPath
+
+import pytest
+
+from hyperv_agent.config import load_config
+from hyperv_agent.errors import ServiceSetupError
+from hyperv_agent.winsvc import plan
+from hyperv_agent.winsvc.host import RunState, StartType
+from hyperv_agent.winsvc.paths import FIREWALL_RULE, SERVICE_NAME, ServicePaths
+from tests.winsvc.memoryhost import MemoryHost, StepClock
+
+WHERE = ServicePaths(PureWindowsPath("C:\\ProgramData\\hyperv-agent"))
+CSHARP = "CloudStack Hyper-V Agent"
+TASKS = {"cloudstack-heartbeat-9c2f3e55-0b1a-3d6e-a0f4-6d2b8e71c4a9",
+         "cloudstack-heartbeat-4b8d1c20-7e63-3f0a-9d45-1a2b3c4d5e6f"}
+
+
+def run(chosen: plan.Plan, host: MemoryHost) -> list[str]:
+    lines: list[str] = []
+    plan.execute(chosen, host, StepClock(), lines.append)
+    return lines
+
+
+def install(host: MemoryHost, **options: object) -> list[str]:
+    return run(plan.install_plan(WHERE, plan.InstallOptions(**options)),  # type: ignore[arg-type]
+               host)
+
+
+def csharp_host(run_state: RunState = RunState.RUNNING,
+                start: StartType = StartType.AUTO) -> MemoryHost:
+    host = MemoryHost()
+    host.add_service(CSHARP, run_state, start, "LAB\\svc-cloudstack")
+    host.tasks |= TASKS | {"GoogleUpdateTaskMachineCore"}
+    return host
+
+
+def running(host: MemoryHost, name: str) -> bool:
+    state = host.service_state(name)
+    return state is not None and state.run is RunState.RUNNING
+
+
+def test_fresh_install_leaves_the_agent_running_behind_an_open_port(tmp_path: Path) -> None:
+    host = MemoryHost()
+    lines = install(host)
+    assert running(host, SERVICE_NAME)
+    service = host.services[SERVICE_NAME]
+    assert service.spec is not None
+    assert service.spec.python_class == "hyperv_agent.winsvc.framework.AgentService"
+    assert service.state.start is StartType.AUTO and service.state.account is None
+    assert host.firewall[FIREWALL_RULE].port == 8250
+    assert host.event_sources == {SERVICE_NAME}
+    assert host.restart_delays_s == {SERVICE_NAME: 60}
+    assert host.file_exists("C:\\ProgramData\\hyperv-agent\\logs")
+    assert lines[-1] == "[9/9] Start service 'hyperv-agent', waiting up to 60 s: running"
+    written = tmp_path / "agent.toml"
+    written.write_text(host.files["c:\\programdata\\hyperv-agent\\agent.toml"])
+    agent = load_config(written).agent
+    assert (agent.backend, agent.listen) == ("auto", "0.0.0.0:8250")
+
+
+def test_a_second_install_updates_in_place_and_keeps_the_configuration() -> None:
+    host = MemoryHost()
+    install(host)
+    host.files["c:\\programdata\\hyperv-agent\\agent.toml"] = "[agent]\nlisten = '10.0.0.5:8250'\n"
+    lines = install(host, account="LAB\\svc", password="pw")
+    assert "configuration updated" in lines[5] and "kept the existing file" in lines[3]
+    assert lines[-1].endswith("already running")
+    assert host.files["c:\\programdata\\hyperv-agent\\agent.toml"].startswith("[agent]\nlisten")
+    assert host.services[SERVICE_NAME].state.account == "LAB\\svc"
+    assert host.services[SERVICE_NAME].password == "pw"
+    assert len(host.firewall) == 1
+
+
+@pytest.mark.parametrize(("run_state", "start", "how"), [
+    (RunState.RUNNING, StartType.AUTO, "running"),
+    (RunState.STOPPED, StartType.DELAYED_AUTO, "set to start"),
+])
+def test_fresh_install_refuses_while_the_csharp_agent_would_hold_the_port_and_changes_nothing(
+    run_state: RunState, start: StartType, how: str,
+) -> None:
+    host = csharp_host(run_state, start)
+    before = host.snapshot()
+    with pytest.raises(ServiceSetupError) as caught:
+        install(host)
+    assert str(caught.value) == (
+        "step 1/9 (Check that the C# agent's service ('CloudStack Hyper-V Agent' or "
+        "'CloudStack ServerResource') is neither running nor set to start automatically: it "
+        f"would hold port 8250) failed: the C# agent's service '{CSHARP}' is {how}: it "
+        "holds port 8250; add --replace-csharp-agent to stop and disable it")
+    assert host.snapshot() == before
+
+
+def test_fresh_install_goes_ahead_beside_a_disabled_csharp_agent() -> None:
+    host = csharp_host(RunState.STOPPED, StartType.DISABLED)
+    install(host)
+    assert running(host, SERVICE_NAME)
+
+
+def test_replacement_stops_and_disables_the_csharp_agent_and_its_heartbeat_tasks() -> None:
+    host = csharp_host()
+    lines = install(host, replace_csharp_agent=True)
+    csharp = host.services[CSHARP].state
+    assert (csharp.run, csharp.start) == (RunState.STOPPED, StartType.DISABLED)
+    assert host.tasks == {"GoogleUpdateTaskMachineCore"}
+    assert running(host, SERVICE_NAME)
+    assert lines[7].endswith("(the C# agent holds port 8250), waiting up to 60 s: stopped")
+    assert lines[9].endswith(": not installed")  # CloudStack ServerResource
+    assert lines[11].endswith(f"deleted 2: {', '.join(sorted(TASKS))}")
+
+
+def test_replacement_on_a_host_without_the_csharp_agent_is_a_fresh_install() -> None:
+    host = MemoryHost()
+    install(host, replace_csharp_agent=True)
+    assert running(host, SERVICE_NAME) and set(host.services) == {SERVICE_NAME}
+
+
+def test_a_csharp_agent_that_does_not_stop_leaves_this_agent_unstarted() -> None:
+    host = csharp_host()
+    host.services[CSHARP].hangs_on_stop = True
+    with pytest.raises(ServiceSetupError, match=(
+            f"step 8/13 .* failed: service '{CSHARP}' did not stop within 60 s")):
+        install(host, replace_csharp_agent=True)
+    assert host.services[SERVICE_NAME].state.run is RunState.STOPPED
+    assert host.services[CSHARP].state.start is StartType.AUTO
+
+
+def test_an_agent_that_dies_at_start_points_to_the_event_log_and_log_file() -> None:
+    host = MemoryHost()
+    install(host)
+    run(plan.stop_plan(), host)
+    host.services[SERVICE_NAME].dies_on_start = True
+    with pytest.raises(ServiceSetupError) as caught:
+        run(plan.start_plan(WHERE), host)
+    assert str(caught.value).endswith(
+        "failed: service 'hyperv-agent' stopped right after starting; see the Application "
+        "event log (source hyperv-agent) and C:\\ProgramData\\hyperv-agent\\logs\\agent.log")
+
+
+def test_stop_then_start_round_trip() -> None:
+    host = MemoryHost()
+    install(host)
+    assert run(plan.stop_plan(), host)[0].endswith(": stopped")
+    assert run(plan.stop_plan(), host)[0].endswith(": already stopped")
+    assert run(plan.start_plan(WHERE), host)[0].endswith(": running")
+
+
+def test_start_of_a_missing_service_says_to_install_it() -> None:
+    with pytest.raises(ServiceSetupError, match="is not installed; run `hyperv-agent "
+                                                "service install`"):
+        run(plan.start_plan(WHERE), MemoryHost())
+
+
+def test_remove_with_restore_brings_the_csharp_agent_back() -> None:
+    host = csharp_host()
+    install(host, replace_csharp_agent=True)
+    run(plan.remove_plan(WHERE, restore_csharp_agent=True), host)
+    assert SERVICE_NAME not in host.services and not host.firewall
+    assert host.event_sources == set()
+    assert running(host, CSHARP) and host.services[CSHARP].state.start is StartType.AUTO
+
+
+def test_remove_twice_is_safe() -> None:
+    host = MemoryHost()
+    install(host)
+    run(plan.remove_plan(WHERE), host)
+    assert run(plan.remove_plan(WHERE), host) == [
+        "[1/3] Stop service 'hyperv-agent' if it is installed, waiting up to 60 s: "
+        "not installed",
+        "[2/3] Delete service 'hyperv-agent' and its event log source, if installed: "
+        "not installed",
+        f"[3/3] Delete the Windows Firewall rule \"{FIREWALL_RULE}\" if present: not present"]

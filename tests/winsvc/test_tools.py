@@ -1,0 +1,51 @@
+"""The Windows tools' command lines and how their answers read."""
+
+from __future__ import annotations
+
+from hyperv_agent.winsvc import tools
+from hyperv_agent.winsvc.host import FirewallRule
+
+# `schtasks /Query /FO CSV /NH` on a host of the C# agent: root-folder tasks first, a task
+# with two triggers listed twice, tasks in sub-folders.
+LISTING = """\
+"\\cloudstack-heartbeat-4b8d1c20-7e63-3f0a-9d45-1a2b3c4d5e6f","11/3/2026 10:41:00 AM","Ready"
+"\\cloudstack-heartbeat-9C2F3E55-0B1A-3D6E-A0F4-6D2B8E71C4A9","11/3/2026 10:41:00 AM","Ready"
+"\\cloudstack-heartbeat-9C2F3E55-0B1A-3D6E-A0F4-6D2B8E71C4A9","N/A","Ready"
+"\\GoogleUpdateTaskMachineCore","11/4/2026 9:12:00 AM","Ready"
+
+"\\Microsoft\\Windows\\Defrag\\ScheduledDefrag","N/A","Ready"
+"\\Microsoft\\Windows\\cloudstack-heartbeat-in-a-folder","N/A","Disabled"
+"""
+
+
+def test_heartbeat_tasks_are_found_once_each_with_their_folder() -> None:
+    assert tools.task_names(LISTING, "cloudstack-heartbeat-") == (
+        "\\cloudstack-heartbeat-4b8d1c20-7e63-3f0a-9d45-1a2b3c4d5e6f",
+        "\\cloudstack-heartbeat-9C2F3E55-0B1A-3D6E-A0F4-6D2B8E71C4A9",
+        "\\Microsoft\\Windows\\cloudstack-heartbeat-in-a-folder",
+    )
+
+
+def test_an_empty_listing_has_no_tasks() -> None:
+    assert tools.task_names("", "cloudstack-heartbeat-") == ()
+
+
+def test_firewall_rule_is_one_argument_per_setting() -> None:
+    rule = FirewallRule("hyperv-agent-cloudstack-tcp-8250", 8250)
+    assert tools.firewall_add(rule) == [
+        "netsh", "advfirewall", "firewall", "add", "rule",
+        "name=hyperv-agent-cloudstack-tcp-8250", "dir=in", "action=allow", "protocol=TCP",
+        "localport=8250"]
+    assert tools.shown(tools.firewall_show(rule.name)) == (
+        "netsh advfirewall firewall show rule name=hyperv-agent-cloudstack-tcp-8250")
+
+
+def test_restart_on_failure_restarts_three_times_and_counts_error_stops() -> None:
+    assert [tools.shown(argv) for argv in tools.restart_on_failure("hyperv-agent", 60)] == [
+        "sc.exe failure hyperv-agent reset= 86400 actions= "
+        "restart/60000/restart/60000/restart/60000",
+        "sc.exe failureflag hyperv-agent 1"]
+
+
+def test_a_task_name_with_spaces_stays_one_argument() -> None:
+    assert tools.shown(tools.task_delete("\\My Task")) == 'schtasks /Delete /TN "\\My Task" /F'
