@@ -45,3 +45,16 @@ def sample_json(name: str) -> Any:
 
 def body(document: object) -> bytes:
     return json.dumps(document).encode()
+
+
+def json_contains(sent: Any, wanted: Any) -> bool:
+    """Whether the JSON value ``sent`` holds everything ``wanted`` holds: the same scalars,
+    lists of the same length holding their counterparts, objects with at least the keys
+    of ``wanted`` (Gson writes every Java primitive, so an echo may carry more keys)."""
+    if isinstance(wanted, dict):
+        return isinstance(sent, dict) and all(
+            key in sent and json_contains(sent[key], value) for key, value in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(sent, list) and len(sent) == len(wanted) and all(
+            json_contains(a, b) for a, b in zip(sent, wanted, strict=True))
+    return bool(sent == wanted)

@@ -130,7 +130,7 @@ def test_undeclared_fields_are_kept_when_the_model_does_not_name_them() -> None:
     assert command.vm.model_extra == {"rebootOnCrash": False}
     store = command.vm.disks[0].data
     assert isinstance(store, VolumeObjectTO) and isinstance(store.data_store, PrimaryDataStoreTO)
-    assert store.data_store.model_extra == {"type": "Filesystem"}
+    assert store.data_store.type == "Filesystem"  # a Java field now, not an extra
 
 
 def test_cifs_url_is_unescaped_when_gson_wrote_html_escapes() -> None:

@@ -494,8 +494,8 @@ async def test_smb_pool_is_measured_on_the_real_share_without_leaking_the_passwo
         caplog.set_level(logging.DEBUG, logger=name)
     key, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, samba.password))
     assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is True, value
-    assert value["localPath"] == share.unc
     info = value["poolInfo"]
+    assert info["localPath"] == share.unc
     local = shutil.disk_usage(share.local)
     assert abs(info["capacityBytes"] - local.total) <= local.total // 100
     assert 0 < info["availableBytes"] <= info["capacityBytes"]
@@ -517,7 +517,8 @@ async def test_smb_pool_with_a_wrong_password_fails_clearly_and_registers_nothin
     _, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, wrong))
     assert value["result"] is False
     details = value["details"]
-    assert details.startswith(f"Failed to add storage pool {POOL_UUID}")
+    assert details.startswith(f"ModifyStoragePoolCommand failed: Failed to add storage pool "
+                              f"{POOL_UUID}")
     assert f"SMB server {samba.server}" in details and "refused the logon" in details
     assert wrong not in details and "Wr0ng%40pass" not in details
     assert wrong not in caplog.text and "Wr0ng%40pass" not in caplog.text

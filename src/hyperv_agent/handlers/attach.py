@@ -28,7 +28,6 @@ import logging
 import ntpath
 from dataclasses import dataclass
 
-from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
     Answer,
@@ -46,7 +45,7 @@ from hyperv_agent.cloudstack.objects import (
     VmDiskStatsEntry,
     VolumeObjectTO,
 )
-from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
+from hyperv_agent.errors import InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
@@ -102,16 +101,11 @@ class AttachHandlers:
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
         """
         asked = expect(command, AttachCommand)
-        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
-            return AttachAnswer(result=False, disk=echo, details=_invalid_type(
-                disk, f"attached to vm {vm_name}"))
-        try:
-            details = await self._attach(disk, vm_name)
-        except AgentError as error:
-            return AttachAnswer(result=False, disk=echo,
-                                details=logs.redact(f"AttachCommand failed: {error}"))
-        return AttachAnswer(result=True, disk=echo, details=details)
+            raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
+        details = await self._attach(disk, vm_name)
+        return AttachAnswer(result=True, disk=disk, details=details)
 
     async def _attach(self, disk: DiskTO, vm_name: str) -> str:
         image = _image(disk)
@@ -141,18 +135,13 @@ class AttachHandlers:
         host: success, nothing done (details say so).
         """
         asked = expect(command, DettachCommand)
-        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
-            return DettachAnswer(result=False, disk=echo, details=_invalid_type(
-                disk, f"dettached from vm {vm_name}"))
-        try:
-            image = _image(disk)
-            _check_vm_name(vm_name)
-            details = await self._detach(image, vm_name)
-        except AgentError as error:
-            return DettachAnswer(result=False, disk=echo,
-                                 details=logs.redact(f"DettachCommand failed: {error}"))
-        return DettachAnswer(result=True, disk=echo, details=details)
+            raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
+        image = _image(disk)
+        _check_vm_name(vm_name)
+        details = await self._detach(image, vm_name)
+        return DettachAnswer(result=True, disk=disk, details=details)
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
@@ -179,12 +168,7 @@ class AttachHandlers:
         answer, nothing changed. VM not on this host: success, nothing done.
         """
         asked = expect(command, AttachIsoCommand)
-        try:
-            details = await self._attach_iso(asked)
-        except AgentError as error:
-            return Answer(result=False,
-                          details=logs.redact(f"AttachIsoCommand failed: {error}"))
-        return Answer(result=True, details=details)
+        return Answer(result=True, details=await self._attach_iso(asked))
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
         _check_vm_name(asked.vm_name)
@@ -240,20 +224,6 @@ class AttachHandlers:
 
 
 # --- pure helpers -------------------------------------------------------------------------
-
-
-
-
-def _echo(disk: DiskTO) -> DiskTO:
-    """``disk`` as the answer echoes it: an image store URL's password is masked (the
-    MS reads nothing from it, and answers carry no secrets)."""
-    data = disk.data
-    if not isinstance(data, TemplateObjectTO) or not isinstance(data.image_data_store, NfsTO):
-        return disk
-    store = data.image_data_store
-    masked = store.model_copy(update={"url": logs.redact(store.url or "") or None})
-    return disk.model_copy(update={"data": data.model_copy(
-        update={"image_data_store": masked})})
 
 
 def _kind(disk: DiskTO) -> str:

@@ -41,7 +41,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers import datapaths
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -85,10 +85,10 @@ class CopyHandler:
         file has the destination's name and ``newData`` is null; a copied file that was
         there before is kept (a linked clone replaces it before Hyper-V creates the new
         one)."""
-        assert isinstance(command, CopyCommand)
-        new_data = await self._run_case(command.src_to, command.dest_to)
+        asked = expect(command, CopyCommand)
+        new_data = await self._run_case(asked.src_to, asked.dest_to)
         if new_data is None:
-            return CopyCmdAnswer(result=False, details=UNSUPPORTED)
+            raise InvalidRequest(UNSUPPORTED)
         return CopyCmdAnswer(result=True, new_data=new_data)
 
     async def _run_case(self, src: TemplateObjectTO | VolumeObjectTO,
@@ -360,7 +360,7 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
         raise InvalidRequest(f"srcTO: the S3 store lacks {', '.join(missing)}")
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
-                    https=bool(store.https_flag), region=store.region or DEFAULT_S3_REGION)
+                    https=bool(store.https_flag), region=DEFAULT_S3_REGION)
 
 
 def _sniff(files: HostFiles, path: str) -> ImageFormat | None:

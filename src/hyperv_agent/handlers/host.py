@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hyperv_agent.cloudstack import codec, names
@@ -24,6 +24,7 @@ from hyperv_agent.cloudstack.answers import (
 )
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_host import (
+    CheckNetworkCommand,
     CheckOnHostCommand,
     GetHostStatsCommand,
     StartupRoutingCommand,
@@ -32,8 +33,8 @@ from hyperv_agent.cloudstack.commands_host import (
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
-from hyperv_agent.errors import AgentError, HyperVError
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -166,7 +167,7 @@ class HostHandlers:
 
     async def ping(self, command: Command) -> Result:
         short = type(command).FQCN.rsplit(".", 1)[-1]
-        return Answer(result=True, details=f"success - NOP for {short}", reconnect=False)
+        return Answer(result=True, details=f"success - NOP for {short}")
 
     async def check_health(self, command: Command) -> Result:
         """Alive when Hyper-V answers a query."""
@@ -175,16 +176,16 @@ class HostHandlers:
 
     async def check_network(self, command: Command) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
-        missing = sorted(set(traffic_labels(command)) - set(await host.switch_names(self.cim)))
+        asked = expect(command, CheckNetworkCommand)
+        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.cim)))
         if missing:
-            return CheckNetworkAnswer(result=False, details=(
-                f"traffic label(s) {', '.join(missing)} name no virtual switch on this host; "
-                "create the vSwitch or change the label"))
+            raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
+                                 "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
 
     async def maintain(self, command: Command) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
-                              will_migrate=True, reconnect=False)
+                              will_migrate=True)
 
     async def host_stats(self, command: Command) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
@@ -270,14 +271,8 @@ def parse_heartbeat(text: str) -> float | None:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def traffic_labels(command: Command) -> Sequence[str]:
+def traffic_labels(command: CheckNetworkCommand) -> Sequence[str]:
     """The vSwitch names of a CheckNetworkCommand's networkInfoList (empty labels skipped)."""
-    extra: Mapping[str, object] = command.model_extra or {}
-    infos = extra.get("networkInfoList")
-    labels: list[str] = []
-    for info in infos if isinstance(infos, list) else []:
-        if isinstance(info, dict):
-            labels += [str(info[key]) for key in ("guestNetworkName", "privateNetworkName",
-                                                  "publicNetworkName", "storageNetworkName")
-                       if info.get(key)]
-    return labels
+    return [label for info in command.network_info_list or ()
+            for label in (info.guest_network_name, info.private_network_name,
+                          info.public_network_name, info.storage_network_name) if label]
