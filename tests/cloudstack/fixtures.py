@@ -10,6 +10,33 @@ from hyperv_agent.cloudstack import names
 
 SAMPLES = Path(__file__).parent / "samples"
 
+VOLUME, TEMPLATE = names.VOLUME_OBJECT_TO, names.TEMPLATE_OBJECT_TO
+# The least each command needs to decode (every other field is optional), and the fields
+# a failed answer echoes from it.
+BASE_BODIES: dict[str, dict[str, Any]] = {
+    names.START_COMMAND: {"vm": {"name": "i-2-5-VM"}},
+    names.MIGRATE_WITH_STORAGE_COMMAND: {"vm": {"name": "i-2-5-VM"}},
+    names.GET_VNC_PORT_COMMAND: {"name": "i-2-5-VM"},
+    names.CHECK_ON_HOST_COMMAND: {"host": {}},
+    names.MODIFY_STORAGE_POOL_COMMAND: {"pool": {}},
+    names.ATTACH_COMMAND: {"vmName": "i-2-5-VM", "disk": {"type": "ISO"}},
+    names.DETTACH_COMMAND: {"vmName": "i-2-5-VM", "disk": {"type": "ISO"}},
+    names.COPY_COMMAND: {"srcTO": {TEMPLATE: {}}, "destTO": {TEMPLATE: {}}},
+    names.CREATE_OBJECT_COMMAND: {"data": {VOLUME: {}}},
+    names.DELETE_COMMAND: {"data": {VOLUME: {}}},
+    names.MIGRATE_VOLUME_COMMAND: {"volumePath": "p", "pool": {}},
+    names.SECURITY_GROUP_RULES_CMD: {"vmId": 8, "seqNum": 3},
+    names.GET_VM_DISK_STATS_COMMAND: {"hostName": "hv-1", "vmNames": ["i-2-5-VM"]},
+    names.CREATE_COMMAND: {"pool": {}, "diskCharacteristics": {}},
+    names.DESTROY_COMMAND: {"volume": {}},
+    names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: {"url": "cifs://10.1.1.2/secondary/t.vhd"},
+    **{fqcn: {"vmName": "i-2-5-VM"} for fqcn in (
+        names.STOP_COMMAND, names.REBOOT_COMMAND, names.CHECK_VIRTUAL_MACHINE_COMMAND,
+        names.GET_VM_CONFIG_COMMAND, names.MODIFY_VM_NIC_CONFIG_COMMAND,
+        names.ATTACH_ISO_COMMAND, names.MIGRATE_COMMAND)},
+}
+
+
 # Every request sample and the action (URL) it is POSTed to.
 REQUESTS: dict[str, str] = {
     "0001_StartupCommand_request.json": names.STARTUP_COMMAND,

@@ -14,6 +14,7 @@ from hyperv_agent.cloudstack.answers import CheckVirtualMachineAnswer, GetStorag
 from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
+from tests.cloudstack.fixtures import BASE_BODIES
 from tests.cloudstack.java_fields import MODELS, TRANSFER_OBJECTS, java_fields, model_names
 
 # Names on one side only, each with its reason. Nothing else may differ.
@@ -29,28 +30,6 @@ JAVA_ONLY: dict[type[BaseModel], set[str]] = {
     HostStatsEntry: {"hostVo"},
 }
 
-VOLUME, TEMPLATE = names.VOLUME_OBJECT_TO, names.TEMPLATE_OBJECT_TO
-# The least each command needs to decode; every other field is optional.
-BASE_BODIES: dict[str, dict[str, Any]] = {
-    names.START_COMMAND: {"vm": {"name": "i-2-5-VM"}},
-    names.MIGRATE_WITH_STORAGE_COMMAND: {"vm": {"name": "i-2-5-VM"}},
-    names.GET_VNC_PORT_COMMAND: {"name": "i-2-5-VM"},
-    names.CHECK_ON_HOST_COMMAND: {"host": {}},
-    names.MODIFY_STORAGE_POOL_COMMAND: {"pool": {}},
-    names.ATTACH_COMMAND: {"vmName": "i-2-5-VM", "disk": {"type": "ISO"}},
-    names.DETTACH_COMMAND: {"vmName": "i-2-5-VM", "disk": {"type": "ISO"}},
-    names.COPY_COMMAND: {"srcTO": {TEMPLATE: {}}, "destTO": {TEMPLATE: {}}},
-    names.CREATE_OBJECT_COMMAND: {"data": {VOLUME: {}}},
-    names.DELETE_COMMAND: {"data": {VOLUME: {}}},
-    names.MIGRATE_VOLUME_COMMAND: {"volumePath": "p", "pool": {}},
-    names.CREATE_COMMAND: {"pool": {}, "diskCharacteristics": {}},
-    names.DESTROY_COMMAND: {"volume": {}},
-    names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: {"url": "cifs://10.1.1.2/secondary/t.vhd"},
-    **{fqcn: {"vmName": "i-2-5-VM"} for fqcn in (
-        names.STOP_COMMAND, names.REBOOT_COMMAND, names.CHECK_VIRTUAL_MACHINE_COMMAND,
-        names.GET_VM_CONFIG_COMMAND, names.MODIFY_VM_NIC_CONFIG_COMMAND,
-        names.ATTACH_ISO_COMMAND, names.MIGRATE_COMMAND)},
-}
 # The least each transfer object needs to validate.
 BASE_OBJECTS: dict[str, dict[str, Any]] = {
     "com.cloud.agent.api.to.VirtualMachineTO": {"name": "i-2-5-VM"},
