@@ -46,7 +46,7 @@ from hyperv_agent.cloudstack.objects import (
     VolumeObjectTO,
 )
 from hyperv_agent.errors import InvalidRequest, PathNotAllowed
-from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
@@ -95,7 +95,9 @@ class AttachHandlers:
         DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
         slot holding something else is refused. ISO: the ISO goes in the DVD drive,
         replacing another ISO; a drive is added when the VM has none and Hyper-V allows
-        it. Already attached there: success, nothing changed. Another disk type, a path
+        it. An ISO disk naming no ISO (a TemplateObjectTO without ``path``) leaves the
+        DVD drive empty: an ISO in it is ejected, a missing drive added empty. Already
+        attached there: success, nothing changed. Another disk type, a path
         outside its store, a missing file or a bad ``diskSeq``: a failed answer, nothing
         changed. VM not on this host: success, nothing done (details say so). A failed
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
@@ -108,6 +110,8 @@ class AttachHandlers:
         return AttachAnswer(result=True, disk=disk, details=details)
 
     async def _attach(self, disk: DiskTO, vm_name: str) -> str:
+        if start_plan.is_empty_dvd(disk):
+            return await self._empty_dvd(vm_name)
         image = _image(disk)
         _check_vm_name(vm_name)
         slot = _slot(disk) if image.kind == DATADISK else 0
@@ -129,8 +133,10 @@ class AttachHandlers:
         """Detach ``disk`` from the VM ``vmName``; the file stays where it is.
 
         DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
-        ejected and the DVD drive stays. The image not attached to the VM: a failed
-        answer, "the disk image is not attached", nothing changed (see the module notes).
+        ejected and the DVD drive stays; an ISO disk naming no ISO empties the DVD drive
+        of whatever it holds (an empty drive: success, nothing changed). The image not
+        attached to the VM: a failed answer, "the disk image is not attached", nothing
+        changed (see the module notes).
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
@@ -138,10 +144,25 @@ class AttachHandlers:
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
+        if start_plan.is_empty_dvd(disk):
+            return DettachAnswer(result=True, disk=disk,
+                                 details=await self._empty_dvd(vm_name))
         image = _image(disk)
         _check_vm_name(vm_name)
         details = await self._detach(image, vm_name)
         return DettachAnswer(result=True, disk=disk, details=details)
+
+    async def _empty_dvd(self, vm_name: str) -> str:
+        """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
+        _check_vm_name(vm_name)
+        async with self.locks.hold(vm_name):
+            vm = await vms.find_vm(self.cim, vm_name)
+            if vm is None:
+                return _absent(vm_name, "nothing was changed")
+            placed = await drives.empty_dvd(self.cim, vm)
+        if not placed.changed:
+            return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
+        return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):

@@ -249,7 +249,7 @@ class StartHandler:
     async def _medium(self, disk: DiskTO) -> str | None:
         """The host path of the disk's image (checked to exist); None for an empty DVD."""
         kind = start_plan.disk_kind(disk)
-        if kind == "ISO" and disk.data is None:
+        if start_plan.is_empty_dvd(disk):
             return None
         path = start_plan.image_path(disk, kind)
         if not await self.files.exists(path):
