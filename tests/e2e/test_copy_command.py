@@ -160,6 +160,7 @@ async def test_download_decompresses_and_checks_checksum_when_template_is_packed
     packed = _pack(raw, packing)
     _secondary(tmp_path, f"t/sys.vhdx.{packing}").write_bytes(packed)
     src = _template(_nfs(), path=f"t/sys.vhdx.{packing}",
+                    origUrl=f"http://download.example.org/sys.vhdx.{packing}",
                     checksum=hashlib.md5(packed).hexdigest())
     data = await _copied(agent, _copy(src, _template(_primary(), path="fixed-name")))
     assert (data["path"], data["format"]) == ("fixed-name", "VHDX")
@@ -218,7 +219,8 @@ async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches
     (pool / "keep.vhdx").write_bytes(b"earlier")
     _disk(_secondary(tmp_path, "t/sys.vhdx"), 16 * MIB)
     before = listing(pool)
-    src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32)
+    src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32,
+                    origUrl="http://download.example.org/sys.vhdx")
     await _refused(agent, _copy(src, _template(_primary(), path="keep")), "checksum")
     assert listing(pool) == before
 
