@@ -35,6 +35,7 @@ from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
@@ -46,12 +47,16 @@ def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
     """File access on the host the backend drives; shares on ``smb_servers`` are reached
     through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
     base: HostFiles = EmulatedFiles(cim.host) if isinstance(cim, EmulatorCim) else LocalFiles()
-    if not config.agent.smb_servers:
+    servers = config.agent.smb_routed_servers
+    if not servers:
         return base
     from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
     from hyperv_agent.hostfs.smb import SmbFiles
 
-    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port), config.agent.smb_servers)
+    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
+                                    password=account.secret())
+                for server, account in config.agent.smb_credentials.items()}
+    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
 
 
 @dataclass
@@ -91,7 +96,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
-                            reservation=reservation, local_pool_path=agent.local_storage_path)
+                            reservation=reservation, local_pool_path=agent.local_storage_path,
+                            hypervisor_version=agent.hypervisor_version)
     files = open_files(config, cim.inner)
     pools = PoolRegistry(agent.state_dir / "pools.json")
     host = HostHandlers(cim, files, settings, pools)

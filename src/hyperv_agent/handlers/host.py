@@ -45,6 +45,8 @@ from hyperv_agent.state import PoolRegistry
 log = logging.getLogger("hyperv_agent.handlers.host")
 
 RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (§8)
+DEFAULT_HYPERVISOR_VERSION = "6.2"
+UEFI_ENABLE = "host.uefi.enable"  # ReadyAnswer.detailsMap key (com.cloud.host.Host)
 CLOUDSTACK_NOTE = "cloudstack"
 CREATING_NOTE = "creating"
 
@@ -57,6 +59,9 @@ class HostSettings:
     dom0_min_memory_mb: int = 2048
     local_pool_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
     reservation: Reservation = field(default_factory=Reservation)
+    # What the management server looks hypervisor_capabilities up by: its only Hyperv row
+    # is 6.2, and a version without a row fails volume attachment there.
+    hypervisor_version: str = DEFAULT_HYPERVISOR_VERSION
 
 
 class HostHandlers:
@@ -105,11 +110,19 @@ class HostHandlers:
             "cpus": facts.cores, "cpu_sockets": facts.sockets, "speed_mhz": facts.cpu_mhz,
             "memory_bytes": facts.memory_bytes,
             "dom0_min_memory_bytes": self.settings.dom0_min_memory_mb * 1024 * 1024,
-            "caps": "hvm", "hypervisor_version": facts.product_version,
-            "host_details": {**command.host_details, "product_version": facts.product_version,
-                             "rdp.server.port": str(RDP_PORT)},
+            "caps": "hvm", "hypervisor_version": self.settings.hypervisor_version,
+            "host_details": {**command.host_details, **self._details(facts)},
         })
         return codec.encode_startup_reply(routing, await self._local_pool(command))
+
+    def _details(self, facts: host.HostFacts) -> dict[str, str]:
+        """The host details the reply adds. ``product_version`` is the version the
+        management server looks hypervisor capabilities up by (before hypervisorVersion,
+        when it counts the data volumes a VM may have), so it is the reported hypervisor
+        version too; the host's real Windows version is in ``os`` and ``os_version``."""
+        return {"product_version": self.settings.hypervisor_version,
+                "os": facts.os_caption or "Windows", "os_version": facts.os_version,
+                "rdp.server.port": str(RDP_PORT)}
 
     async def _first_nic(self) -> host.NicFacts | None:
         nics = await host.all_nics(self.cim)
@@ -160,7 +173,12 @@ class HostHandlers:
     # --- health ---------------------------------------------------------------------------
 
     async def ready(self, command: Command) -> Result:
-        return ReadyAnswer(result=True)
+        """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
+        runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
+        without it the MS never places a UEFI VM here. 2 queries, read-only."""
+        facts = await host.host_facts(self.cim)
+        return ReadyAnswer(result=True, details_map={
+            UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
     async def setup(self, command: Command) -> Result:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
