@@ -85,3 +85,11 @@ def json_contains(sent: Any, wanted: Any) -> bool:
         return isinstance(sent, list) and len(sent) == len(wanted) and all(
             json_contains(a, b) for a, b in zip(sent, wanted, strict=True))
     return bool(sent == wanted)
+
+
+MS_422 = SAMPLES / "ms-4.22"  # bodies as CloudStack 4.22's own classes serialise them
+
+
+def ms422_json(name: str) -> Any:
+    """A request body of ``samples/ms-4.22`` (``10_ModifyStoragePoolCommand.json``)."""
+    return json.loads((MS_422 / name).read_bytes())
