@@ -36,7 +36,8 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         memory_mb=section.memory_mb, switches=section.switches,
         drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
         latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
-        guest_shutdown_s=section.guest_shutdown_s,
+        guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,
+        os_caption=section.os_caption,
     )
 
 

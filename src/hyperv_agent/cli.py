@@ -230,14 +230,17 @@ def template_make(path: Path, size_mb: int) -> None:
                    "writes one).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60.0,
               show_default=True, help="Seconds the whole run may take.")
+@click.option("--hypervisor-version", "versions", multiple=True, default=("6.2",),
+              show_default=True, help="A Hyperv row of the management server's "
+              "hypervisor_capabilities table (repeat for several).")
 def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
-                  template_path: str, timeout_s: float) -> None:
+                  template_path: str, timeout_s: float, versions: tuple[str, ...]) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
     from hyperv_agent import probe
     from hyperv_agent.probe_deploy import DeployPlan
 
     plan = DeployPlan(secondary, template_path) if deploy else None
-    report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan))
+    report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan, versions))
     click.echo(report.table())
     if not report.passed:
         broken = [f.rule for f in report.findings if not f.ok]

@@ -8,6 +8,9 @@ File layout (names other tools rely on)::
     smb_servers = ["10.1.1.2"]      # shares on these servers are reached through smbprotocol
     smb_port = 445
 
+    [agent.smb_credentials]         # for shares whose URL carries none (cifs image stores)
+    "10.1.1.2" = {username = "cloud", password_file = "/etc/hyperv-agent/smb.pw", domain = "LAB"}
+
     [emulator]
     cpus = 16
     cpu_mhz = 2400
@@ -33,7 +36,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hyperv_agent.errors import ConfigError
 
@@ -50,6 +61,43 @@ def default_state_dir() -> Path:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmbCredential(_Section):
+    """An account for the shares of one SMB server. The password is given inline, in a
+    file (its first line), or in an environment variable: exactly one of the three. It
+    never appears in a log line, an error or ``repr``."""
+
+    username: str = Field(min_length=1)
+    domain: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> SmbCredential:
+        given = [self.password is not None, self.password_file is not None,
+                 self.password_env is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of password, password_file and password_env")
+        self.secret()  # a missing file or variable stops the agent at start
+        return self
+
+    def secret(self) -> str:
+        """The password, read from where it is kept (ValueError naming the place)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return value
+        assert self.password_file is not None
+        try:
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise ValueError(f"cannot read {self.password_file}: {error.strerror}") from None
+        return lines[0] if lines else ""
 
 
 class AgentSection(_Section):
@@ -71,7 +119,13 @@ class AgentSection(_Section):
     local_secondary_storage_path: str = "C:\\Secondary"  # legacy nfs:// downloads
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     smb_servers: tuple[str, ...] = ()  # SMB servers reached through smbprotocol, not natively
+    # hypervisorVersion reported at registration; the MS's hypervisor_capabilities has a
+    # Hyperv row for 6.2 only. Another value needs a row added there first.
+    hypervisor_version: str = Field(default="6.2", pattern=r"^[0-9]+(\.[0-9]+)*$")
     smb_port: int = Field(default=445, ge=1, le=65535)
+    # Accounts for SMB servers whose share URLs carry no credentials (the MS strips them
+    # from cifs image stores in CopyCommand); these servers are reached through smbprotocol.
+    smb_credentials: dict[str, SmbCredential] = Field(default_factory=dict)
 
     @field_validator("smb_servers", mode="before")
     @classmethod
@@ -87,6 +141,21 @@ class AgentSection(_Section):
             if not _SMB_SERVER.fullmatch(server):
                 raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
         return servers
+
+    @field_validator("smb_credentials")
+    @classmethod
+    def _credential_servers(cls, accounts: dict[str, SmbCredential]) -> dict[str, SmbCredential]:
+        for server in accounts:
+            if not _SMB_SERVER.fullmatch(server):
+                raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
+        return accounts
+
+    @property
+    def smb_routed_servers(self) -> tuple[str, ...]:
+        """Every server reached through smbprotocol: ``smb_servers`` and the servers of
+        ``smb_credentials``."""
+        known = {server.lower() for server in self.smb_servers}
+        return self.smb_servers + tuple(s for s in self.smb_credentials if s.lower() not in known)
 
     @field_validator("listen", "admin_listen")
     @classmethod
@@ -124,6 +193,10 @@ class EmulatorSection(_Section):
     call_latency_s: float = Field(default=0.0, ge=0)
     job_duration_s: float = Field(default=0.0, ge=0)
     guest_shutdown_s: float = Field(default=0.0, ge=0)
+    # The Windows the emulated host runs (Win32_OperatingSystem): decides, as on a real
+    # host, what it offers (secure boot templates from 10.0, generation 2 VMs from 6.3).
+    os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
+    os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
 
     @field_validator("drives")
     @classmethod

@@ -1,9 +1,11 @@
 """``hyperv-agent probe URL``: play the management server against any Hyper-V agent.
 
 Sends what a management server sends when it adds a host and keeps it Up (Ready, Startup,
-the VM state report, PingRouting, GetHostStats), checks every answer against the rules an
-unmodified management server depends on, and reports what it learned. Works against this
-agent and against the C# agent alike; it reads raw JSON, not this agent's models.
+the VM state report, PingRouting, GetHostStats), and two commands that must fail (an
+unreachable SMB pool, a malformed body), checks every answer against the rules an
+unmodified management server (CloudStack 4.22) depends on, and reports what it learned.
+Works against this agent and against the C# agent alike; it reads raw JSON, not this
+agent's models.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import aiohttp
 
 API = "/api/HypervResource/"
 POWER_STATES = frozenset({"PowerOn", "PowerOff", "PowerUnknown", "PowerReportMissing"})
+# The MS's hypervisor_capabilities has one Hyperv row, 6.2, and no default row.
+DEFAULT_HYPERVISOR_VERSIONS = ("6.2",)
+UEFI_ENABLE = "host.uefi.enable"
+MODIFY_POOL = "com.cloud.agent.api.ModifyStoragePoolCommand"
 JsonObject = dict[str, Any]
 
 if TYPE_CHECKING:
@@ -79,10 +85,12 @@ def startup_request(private_ip: str) -> list[JsonObject]:
 
 
 class Prober:
-    def __init__(self, base_url: str, private_ip: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, base_url: str, private_ip: str, session: aiohttp.ClientSession,
+                 hypervisor_versions: tuple[str, ...] = DEFAULT_HYPERVISOR_VERSIONS) -> None:
         self.base = base_url.rstrip("/")
         self.private_ip = private_ip
         self.session = session
+        self.hypervisor_versions = hypervisor_versions
         self.report = ProbeReport()
 
     async def post(self, fqcn: str, body: object) -> tuple[int, Any]:
@@ -126,7 +134,11 @@ class Prober:
                                    {"contextMap": {}, "wait": 0},
                                    "com.cloud.agent.api.ReadyAnswer")
         require(answer.get("result") is True, "Ready answers result:true", "result is not true")
-        return "result true"
+        uefi = (answer.get("detailsMap") or {}).get(UEFI_ENABLE)
+        require(uefi in ("true", "false"), "ReadyAnswer.detailsMap says host.uefi.enable",
+                 f"detailsMap has {UEFI_ENABLE} {uefi!r}: the MS never places a UEFI VM here")
+        self.report.facts["UEFI guests"] = str(uefi)
+        return f"result true, {UEFI_ENABLE} {uefi}"
 
     async def startup(self) -> str:
         request = startup_request(self.private_ip)
@@ -136,6 +148,7 @@ class Prober:
         routing = wrapped(data[0], "com.cloud.agent.api.StartupRoutingCommand")
         sent = request[0]["com.cloud.agent.api.StartupRoutingCommand"]
         check_startup(sent, routing, self.report.facts)
+        check_version(routing, self.hypervisor_versions)
         if len(data) > 1:
             storage = wrapped(data[1], "com.cloud.agent.api.StartupStorageCommand")
             check_storage(storage, self.report.facts)
@@ -177,12 +190,33 @@ class Prober:
                      f"{name} is {stats.get(name)!r}")
         return f"cpu {stats['cpuUtilization']}%, free {int(stats['freeMemoryKBs']) >> 10} MiB"
 
+    async def failures(self) -> str:
+        """Failures keep their class: the MS casts the answer and reads its fields."""
+        pool = {"add": True, "localPath": f"/mnt//{uuid.uuid4()}", "details": {},
+                "pool": {"id": 99, "uuid": str(uuid.uuid4()), "host": "probe.invalid",
+                         "path": "/probe?user=probe&password=probe&domain=probe",
+                         "port": 445, "type": "SMB"}, "contextMap": {}, "wait": 0}
+        answer = await self.answer(MODIFY_POOL, pool, "com.cloud.agent.api.ModifyStoragePoolAnswer")
+        require(answer.get("result") is False, "an unreachable pool fails",
+                 "ModifyStoragePool of probe.invalid succeeded")
+        require(isinstance(answer.get("datastoreClusterChildren"), list),
+                 "ModifyStoragePoolAnswer.datastoreClusterChildren is a list",
+                 "missing: the MS iterates it")
+        config = await self.answer("com.cloud.agent.api.GetVmConfigCommand",
+                                   {"vmName": "probe-vm", "wait": "soon", "contextMap": {}},
+                                   "com.cloud.agent.api.GetVmConfigAnswer")
+        require(config.get("result") is False and isinstance(config.get("nics"), list),
+                 "a failed GetVmConfigAnswer has its nics list",
+                 "nics is missing: the MS iterates it without checking result")
+        return "ModifyStoragePoolAnswer and GetVmConfigAnswer, result false"
+
     async def run(self) -> ProbeReport:
         await self.step("ReadyCommand", self.ready)
         await self.step("StartupCommand", self.startup)
         await self.step("HostVmStateReport", self.state_report)
         await self.step("PingRoutingCommand", self.ping)
         await self.step("GetHostStatsCommand", self.host_stats)
+        await self.step("failure answers", self.failures)
         return self.report
 
 
@@ -229,6 +263,16 @@ def check_startup(sent: JsonObject, got: JsonObject, facts: dict[str, str]) -> N
                   "private NIC": f"{got.get('privateNetmask')} {mac}"})
 
 
+def check_version(got: JsonObject, versions: tuple[str, ...]) -> None:
+    """hypervisorVersion, and the product_version detail the MS looks up first, must name
+    a hypervisor_capabilities row, or attaching a volume fails on the MS."""
+    details = got.get("hostDetails") or {}
+    for name, value in (("hypervisorVersion", got.get("hypervisorVersion")),
+                        ("hostDetails.product_version", details.get("product_version"))):
+        require(value in versions, "hypervisorVersion has a hypervisor_capabilities row",
+                 f"{name} is {value!r}; the MS has rows for {', '.join(versions)} only")
+
+
 def _check_netmask(mask: object) -> None:
     try:
         ipaddress.IPv4Network(f"0.0.0.0/{mask}")
@@ -249,9 +293,12 @@ def check_storage(storage: JsonObject, facts: dict[str, str]) -> None:
 
 
 async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
-                deploy: DeployPlanLike | None = None) -> ProbeReport:
+                deploy: DeployPlanLike | None = None,
+                hypervisor_versions: tuple[str, ...] = DEFAULT_HYPERVISOR_VERSIONS
+                ) -> ProbeReport:
     """Play registration and health (or, with ``deploy``, a whole deployment) against
-    the agent at ``url``."""
+    the agent at ``url``; ``hypervisor_versions`` are the Hyperv rows of the MS's
+    hypervisor_capabilities table."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the management server trusts any certificate
@@ -259,7 +306,7 @@ async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
     connector = aiohttp.TCPConnector(ssl=context, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if deploy is None:
-            return await Prober(url, private_ip, session).run()
+            return await Prober(url, private_ip, session, hypervisor_versions).run()
         from hyperv_agent.probe_deploy import Deployer
 
-        return await Deployer(url, private_ip, session, plan=deploy).run()
+        return await Deployer(url, private_ip, session, hypervisor_versions, plan=deploy).run()

@@ -10,6 +10,7 @@ the emulator, whose default image store holds a small template for the purpose.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,13 @@ COPY = "org.apache.cloudstack.storage.command.CopyCommand"
 COPY_ANSWER = "org.apache.cloudstack.storage.command.CopyCmdAnswer"
 DEFAULT_TEMPLATE = "template/tmpl/1/1/hyperv-agent-probe.vhdx"
 VM_RAM_BYTES = 256 * 1024 * 1024
+PROBE_VNC_PASSWORD = "probe-vnc-Xk3p9"  # noqa: S105 - a marker, checked not to come back
+# What the MS sends for every VM without an ISO: an ISO disk naming no ISO.
+EMPTY_ISO_DISK = {"data": {"org.apache.cloudstack.storage.to.TemplateObjectTO": {
+    "id": 0, "format": "ISO", "accountId": 0, "hvm": False, "bootable": False}},
+    "diskSeq": 3, "type": "ISO"}
+VM_STATS_FIELDS = ("cpuUtilization", "numCPUs", "diskReadIOs", "diskWriteIOs",
+                   "diskReadKBs", "diskWriteKBs", "memoryKBs")
 
 
 @dataclass
@@ -118,8 +126,9 @@ class Deployer(Prober):
               "minRam": VM_RAM_BYTES, "maxRam": VM_RAM_BYTES, "arch": "x86_64",
               "os": "Other (64-bit)", "bootArgs": "", "limitCpuUse": False,
               "enableHA": False, "rebootOnCrash": False, "params": {},
-              "uuid": str(uuid.uuid4()),
-              "disks": [{"data": {VOLUME_TO: volume}, "diskSeq": 0, "type": "ROOT"}],
+              "uuid": str(uuid.uuid4()), "vncPassword": PROBE_VNC_PASSWORD,
+              "disks": [{"data": {VOLUME_TO: volume}, "diskSeq": 0, "type": "ROOT"},
+                        EMPTY_ISO_DISK],
               "nics": [{"deviceId": 0, "defaultNic": True, "uuid": str(uuid.uuid4()),
                         "ip": "10.1.1.67", "netmask": "255.255.255.0", "gateway": "10.1.1.1",
                         "mac": "02:00:51:2c:90:01", "broadcastType": "Vlan", "type": "Guest",
@@ -130,6 +139,8 @@ class Deployer(Prober):
                                    "com.cloud.agent.api.StartAnswer")
         require(answer.get("result") is True, "StartCommand succeeds",
                  str(answer.get("details")))
+        require(PROBE_VNC_PASSWORD not in json.dumps(answer), "StartAnswer carries no secret",
+                 "the VM's vncPassword came back in the answer")
         return f"{self.plan.vm_name} started"
 
     async def reported(self, expected: str | None) -> str:
@@ -150,6 +161,10 @@ class Deployer(Prober):
         stats = (answer.get("vmStatsMap") or {}).get(self.plan.vm_name)
         require(isinstance(stats, dict), "GetVmStats reports the VM", "no entry")
         assert isinstance(stats, dict)
+        missing = [name for name in VM_STATS_FIELDS if not isinstance(stats.get(name),
+                                                                       int | float)]
+        require(not missing, "VmStatsEntry uses the Java field names",
+                 f"no number for {', '.join(missing)}")
         return f"{stats.get('numCPUs')} vCPU, cpu {stats.get('cpuUtilization')}%"
 
     async def stop_vm(self) -> str:

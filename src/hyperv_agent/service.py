@@ -35,6 +35,7 @@ from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
@@ -46,12 +47,16 @@ def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
     """File access on the host the backend drives; shares on ``smb_servers`` are reached
     through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
     base: HostFiles = EmulatedFiles(cim.host) if isinstance(cim, EmulatorCim) else LocalFiles()
-    if not config.agent.smb_servers:
+    servers = config.agent.smb_routed_servers
+    if not servers:
         return base
     from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
     from hyperv_agent.hostfs.smb import SmbFiles
 
-    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port), config.agent.smb_servers)
+    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
+                                    password=account.secret())
+                for server, account in config.agent.smb_credentials.items()}
+    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
 
 
 @dataclass
@@ -95,7 +100,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
-                            reservation=reservation, local_pool_path=agent.local_storage_path)
+                            reservation=reservation, local_pool_path=agent.local_storage_path,
+                            hypervisor_version=agent.hypervisor_version)
     files = open_files(config, cim.inner)
     pools = PoolRegistry(agent.state_dir / "pools.json")
     host = HostHandlers(cim, files, settings, pools)
@@ -107,7 +113,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= AttachHandlers(cim, files, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     handlers |= VolumeHandlers(cim, files, vm.locks, vm.settings.job_wait,
-                               secondary_storage_path=agent.local_secondary_storage_path).table()
+                               secondary_storage_path=agent.local_secondary_storage_path,
+                               pools=pools).table()
     handlers |= CopyHandler(cim, files, vm.settings.job_wait).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)

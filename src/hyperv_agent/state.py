@@ -2,7 +2,10 @@
 
 Kept as a JSON file in the state directory, replaced atomically on every change, so the
 registry survives a restart and is never half-written. Credentials are never stored: a
-pool is remembered by its root (a local folder or a UNC path) only.
+pool is remembered by its root (a local folder or a UNC path), its type, and its server
+and path without the ``?user=..&password=..`` query. The credentials a pool came with
+live only in memory, with the file access that uses them (``HostFiles.use_credentials``);
+the management server sends ModifyStoragePoolCommand again whenever it reconnects.
 """
 
 from __future__ import annotations
@@ -11,45 +14,94 @@ import json
 import os
 import tempfile
 import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
+
+
+@dataclass(frozen=True)
+class RegisteredPool:
+    """A pool this host was told to use (ModifyStoragePoolCommand with ``add``)."""
+
+    root: str  # the folder request paths are confined to: C:\\pool or \\\\server\\share\\dir
+    pool_type: str = ""  # SMB, NetworkFilesystem or Filesystem ("" when not recorded)
+    host: str = ""  # the pool's server, as the management server names it
+    path: str = ""  # the pool's path on that server, without its query
+
+    @property
+    def shared(self) -> bool:
+        return self.pool_type in SHARED_TYPES or self.root.startswith("\\\\")
+
+
+def without_query(path: str | None) -> str:
+    """A pool path without its ``?user=..&password=..`` query (never a credential)."""
+    return (path or "").split("?", 1)[0]
 
 
 class PoolRegistry:
-    """Pool uuid -> root path of every shared pool this host was told to use."""
+    """Pool uuid -> the pool, for every shared pool this host was told to use: the one
+    place the agent keeps pool roots."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._pools: dict[str, str] = self._read()
+        self._pools: dict[str, RegisteredPool] = self._read()
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> dict[str, RegisteredPool]:
         try:
             data = json.loads(self._path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
         except (OSError, ValueError):
             return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(key): pool for key, value in data.items()
+                if (pool := _pool_of(value)) is not None}
 
-    def get(self, pool_uuid: str) -> str | None:
+    def get(self, pool_uuid: str) -> RegisteredPool | None:
         return self._pools.get(pool_uuid.lower())
 
-    def roots(self) -> tuple[str, ...]:
-        return tuple(self._pools.values())
+    def find(self, path: str, host: str | None = None) -> RegisteredPool | None:
+        """The registered pool with this path (its query ignored, case-insensitive), on
+        ``host`` when given; None when there is none or several match."""
+        wanted = without_query(path).rstrip("/\\").casefold()
+        found = [pool for pool in self._pools.values()
+                 if pool.path.rstrip("/\\").casefold() == wanted
+                 and (host is None or pool.host.casefold() == host.casefold())]
+        return found[0] if len(found) == 1 else None
 
-    def put(self, pool_uuid: str, root: str) -> None:
+    def roots(self) -> tuple[str, ...]:
+        """The roots of the shared pools (where heartbeats are written and read)."""
+        return tuple(pool.root for pool in self._pools.values() if pool.shared)
+
+    def put(self, pool_uuid: str, pool: RegisteredPool) -> None:
         with self._lock:
-            self._pools[pool_uuid.lower()] = root
+            self._pools[pool_uuid.lower()] = pool
             self._write()
 
-    def remove(self, pool_uuid: str) -> None:
+    def remove(self, pool_uuid: str) -> bool:
+        """Forget the pool; False when it was not registered."""
         with self._lock:
-            if self._pools.pop(pool_uuid.lower(), None) is not None:
-                self._write()
+            if self._pools.pop(pool_uuid.lower(), None) is None:
+                return False
+            self._write()
+            return True
 
     def _write(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".pools-")
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(self._pools, out, indent=1, sort_keys=True)
+            json.dump({key: asdict(pool) for key, pool in self._pools.items()}, out, indent=1,
+                      sort_keys=True)
         Path(temporary).replace(self._path)
+
+
+def _pool_of(value: object) -> RegisteredPool | None:
+    """A pool as stored: an object with its fields, or the bare root an older version
+    wrote."""
+    if isinstance(value, str):
+        return RegisteredPool(root=value)
+    if isinstance(value, dict) and isinstance(value.get("root"), str):
+        return RegisteredPool(**{key: str(value.get(key) or "") for key in
+                                 ("root", "pool_type", "host", "path")})
+    return None

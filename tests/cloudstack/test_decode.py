@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hyperv_agent.cloudstack import codec, names
@@ -44,10 +46,12 @@ from hyperv_agent.cloudstack.objects import (
     VolumeObjectTO,
 )
 from tests.cloudstack.fixtures import (
+    MS_422,
     PRIMARY_STORE_FRAGMENT,
     REQUESTS,
     VOLUME_FRAGMENT,
     body,
+    json_contains,
     sample,
     sample_json,
 )
@@ -130,7 +134,7 @@ def test_undeclared_fields_are_kept_when_the_model_does_not_name_them() -> None:
     assert command.vm.model_extra == {"rebootOnCrash": False}
     store = command.vm.disks[0].data
     assert isinstance(store, VolumeObjectTO) and isinstance(store.data_store, PrimaryDataStoreTO)
-    assert store.data_store.model_extra == {"type": "Filesystem"}
+    assert store.data_store.type == "Filesystem"  # a Java field now, not an extra
 
 
 def test_cifs_url_is_unescaped_when_gson_wrote_html_escapes() -> None:
@@ -312,3 +316,44 @@ def test_repr_hides_credentials_when_a_command_is_logged() -> None:
     start = _decode("0005_StartCommand.json")
     assert "1pass%40word1" not in repr(copy)
     assert "31f82f29aff646eb" not in repr(start)
+
+
+MS_422_ACTIONS = {  # every body of samples/ms-4.22 and the action it is POSTed to
+    "02_StartupCommand.json": names.STARTUP_COMMAND,
+    "10_ModifyStoragePoolCommand.json": names.MODIFY_STORAGE_POOL_COMMAND,
+    "12_CopyCommand.json": names.COPY_COMMAND,
+    "13_CopyCommand.json": names.COPY_COMMAND,
+    "14_CreateObjectCommand.json": names.CREATE_OBJECT_COMMAND,
+    "15_StartCommand.json": names.START_COMMAND,
+    "19_GetVmStatsCommand.json": names.GET_VM_STATS_COMMAND,
+    "21_AttachCommand.json": names.ATTACH_COMMAND,
+    "24_StopCommand.json": names.STOP_COMMAND,
+    "25_DeleteCommand.json": names.DELETE_COMMAND,
+    "30_StartCommand_root_on_SMB_pool.json": names.START_COMMAND,
+    "31_ModifyStoragePoolCommand_SMB.json": names.MODIFY_STORAGE_POOL_COMMAND,
+    "40_PrepareForMigrationCommand.json": names.PREPARE_FOR_MIGRATION_COMMAND,
+    "41_MigrateCommand.json": names.MIGRATE_COMMAND,
+    "42_MigrateWithStorageCommand.json": names.MIGRATE_WITH_STORAGE_COMMAND,
+    "43_MigrateVolumeCommand.json": names.MIGRATE_VOLUME_COMMAND,
+    "50_SecurityGroupRulesCmd.json": names.SECURITY_GROUP_RULES_CMD,
+    "51_NetworkRulesVmSecondaryIpCommand.json": "",  # not a command this agent knows
+    "52_NetworkRulesSystemVmCommand.json": names.NETWORK_RULES_SYSTEM_VM_COMMAND,
+    "53_CleanupNetworkRulesCmd.json": names.CLEANUP_NETWORK_RULES_CMD,
+}
+
+
+def test_every_ms_422_body_is_a_sample_here() -> None:
+    assert sorted(p.name for p in MS_422.glob("*.json")) == sorted(MS_422_ACTIONS)
+
+
+@pytest.mark.parametrize(("name", "fqcn"), [(n, f) for n, f in MS_422_ACTIONS.items() if f])
+def test_ms_422_body_decodes_with_every_field_kept_when_sent_as_the_ms_sends_it(
+    name: str, fqcn: str
+) -> None:
+    raw = (MS_422 / name).read_bytes()
+    command = codec.decode_command(fqcn, raw)
+    sent = json.loads(raw)
+    sent = sent[0][names.STARTUP_ROUTING_COMMAND] if isinstance(sent, list) else sent
+    again = json.loads(codec.encode_command(command))
+    assert json_contains(again, sent)  # nothing the MS sent is lost or renamed
+    assert not command.model_extra, command.model_extra  # every field is a declared one

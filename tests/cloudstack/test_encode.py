@@ -49,7 +49,13 @@ from hyperv_agent.cloudstack.objects import (
     VmStatsEntry,
     VolumeObjectTO,
 )
-from tests.cloudstack.fixtures import REQUESTS, STARTUP_REPLY_CSHARP, sample, sample_json
+from tests.cloudstack.fixtures import (
+    REQUESTS,
+    STARTUP_REPLY_CSHARP,
+    json_contains,
+    sample,
+    sample_json,
+)
 
 VHD_DIR = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
 SMB_UNC = "\\\\10.1.1.2\\SMB-Share\\primary"
@@ -77,16 +83,15 @@ def test_setup_answer_says_no_reconnect_when_it_succeeds() -> None:
 
 
 def test_ping_answer_is_the_generic_answer_when_the_command_is_a_ping() -> None:
-    answer = Answer(result=True, details="success - NOP for PingRoutingCommand", reconnect=False)
+    answer = Answer(result=True, details="success - NOP for PingRoutingCommand")
     assert _sent(answer) == [{"com.cloud.agent.api.Answer": {
-        "result": True, "details": "success - NOP for PingRoutingCommand",
-        "_reconnect": False, "contextMap": {}}}]
+        "result": True, "details": "success - NOP for PingRoutingCommand", "contextMap": {}}}]
 
 
 def test_maintain_answer_will_migrate_when_it_succeeds() -> None:
     assert _fields(MaintainAnswer(result=True, details="success - NOP for MaintainCommand")) == {
         "result": True, "willMigrate": True, "details": "success - NOP for MaintainCommand",
-        "_reconnect": False, "contextMap": {}}
+        "contextMap": {}}
 
 
 def test_stop_answer_is_minimal_when_vm_is_none() -> None:
@@ -99,13 +104,15 @@ def test_wait_is_written_when_it_is_not_the_default() -> None:
         "result": True, "contextMap": {}, "wait": 20, "bypassHostMaintenance": True}
 
 
-def test_start_answer_echoes_the_request_vm_exactly_when_it_fails() -> None:
+def test_start_answer_echoes_the_request_vm_without_its_vnc_password_when_it_fails() -> None:
     command = codec.decode_command(names.START_COMMAND, sample("0005_StartCommand.json"))
     assert isinstance(command, StartCommand)
     details = "com.cloud.agent.api.StartCommand fail on exceptioni-2-17-VM: no volume"
-    fields = _fields(StartAnswer(result=False, details=details, vm=command.vm))
-    assert fields == {"result": False, "details": details, "contextMap": {},
-                      "vm": sample_json("0005_StartCommand.json")["vm"]}
+    fields = _fields(StartAnswer.failed(details, command))
+    wanted = sample_json("0005_StartCommand.json")["vm"]
+    assert wanted.pop("vncPassword") and "vncPassword" not in fields["vm"]
+    assert (fields["result"], fields["details"]) == (False, details)
+    assert json_contains(fields["vm"], wanted)
 
 
 def test_check_vm_answer_writes_both_state_names_when_state_is_known() -> None:
@@ -119,7 +126,7 @@ def test_host_stats_answer_matches_section_13_when_stats_are_read() -> None:
                            free_memory_kb=20123456.0)
     assert _fields(GetHostStatsAnswer(result=True, host_stats=stats)) == {
         "result": True, "contextMap": {}, "hostStats": {
-            "hostId": 5, "entityType": "host", "cpuUtilization": 3.0,
+            "hostId": 5, "entityType": "host", "cpuUtilization": 3.0, "averageLoad": 0.0,
             "networkReadKBs": 123456789.0, "networkWriteKBs": 98765432.0,
             "totalMemoryKBs": 33476120.0, "freeMemoryKBs": 20123456.0}}
 
@@ -129,7 +136,9 @@ def test_vm_stats_answer_matches_section_13_when_one_vm_is_running() -> None:
                          num_cpus=1)
     assert _fields(GetVmStatsAnswer(result=True, vm_stats_map={"i-2-17-VM": entry})) == {
         "result": True, "contextMap": {}, "vmStatsMap": {"i-2-17-VM": {
-            "cpuUtilization": 2.0, "networkReadKBs": 1.0, "networkWriteKBs": 1.0,
+            "vmId": 0, "cpuUtilization": 2.0, "networkReadKBs": 1.0, "networkWriteKBs": 1.0,
+            "diskReadIOs": 0.0, "diskWriteIOs": 0.0, "diskReadKBs": 0.0, "diskWriteKBs": 0.0,
+            "memoryKBs": 0.0, "intFreeMemoryKBs": 0.0, "targetMemoryKBs": 0.0,
             "numCPUs": 1, "entityType": "vm"}}}
 
 
@@ -146,10 +155,11 @@ def test_modify_pool_answer_matches_section_13_when_an_smb_pool_is_added() -> No
     pool = StoragePoolInfo(host="10.1.1.2", host_path=host_path, local_path=SMB_UNC,
                            pool_type=StoragePoolType.SMB, capacity_bytes=1099511627776,
                            available_bytes=549755813888)
-    answer = ModifyStoragePoolAnswer(result=True, local_path=SMB_UNC, pool_info=pool)
+    answer = ModifyStoragePoolAnswer(result=True, pool_info=pool)
     assert _fields(answer) == {
-        "result": True, "localPath": SMB_UNC, "templateInfo": {}, "contextMap": {},
-        "poolInfo": {"host": "10.1.1.2", "hostPath": host_path, "localPath": SMB_UNC,
+        "result": True, "templateInfo": {}, "contextMap": {}, "datastoreClusterChildren": [],
+        "poolInfo": {"host": "10.1.1.2", "hostPath": host_path.replace("=b", "=*****"),
+                     "localPath": SMB_UNC,
                      "poolType": "SMB", "capacityBytes": 1099511627776,
                      "availableBytes": 549755813888}}
 
@@ -163,13 +173,13 @@ def test_vnc_port_answer_has_no_context_map_when_like_the_csharp_agent() -> None
 
 def test_vm_config_answer_matches_section_13_when_a_router_has_nics() -> None:
     nics = [NicDetails(mac_address="0200512C000E", state=True),
-            NicDetails(mac_address="06A2C8000018", vlan_id=261, state=True),
+            NicDetails(mac_address="06A2C8000018", vlan_id="261", state=True),
             NicDetails(mac_address="06A2C8000019")]
     assert _fields(GetVmConfigAnswer(result=True, vm_name="r-4-VM", nics=nics)) == {
         "vmName": "r-4-VM", "result": True, "contextMap": {}, "nics": [
-            {"macAddress": "0200512C000E", "vlanid": -1, "state": True},
-            {"macAddress": "06A2C8000018", "vlanid": 261, "state": True},
-            {"macAddress": "06A2C8000019", "vlanid": -1, "state": False}]}
+            {"macAddress": "0200512C000E", "vlanid": "-1", "state": True},
+            {"macAddress": "06A2C8000018", "vlanid": "261", "state": True},
+            {"macAddress": "06A2C8000019", "vlanid": "-1", "state": False}]}
     assert _fields(ModifyVmNicConfigAnswer(result=True, vm_name="r-4-VM")) == {
         "vmName": "r-4-VM", "result": True, "contextMap": {}}
 
@@ -178,9 +188,11 @@ def test_create_object_answer_wraps_the_volume_when_it_is_created() -> None:
     uuid = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
     volume = VolumeObjectTO(uuid=uuid, path=uuid, name="DATA-7", format=ImageFormat.VHDX,
                             size_bytes=5368709120)
-    assert _fields(CreateObjectAnswer(result=True, data=volume)) == {
+    fields = _fields(CreateObjectAnswer(result=True, data=volume))
+    assert list(fields["data"]) == [names.VOLUME_OBJECT_TO]
+    assert json_contains(fields, {
         "result": True, "contextMap": {}, "data": {names.VOLUME_OBJECT_TO: {
-            "uuid": uuid, "path": uuid, "name": "DATA-7", "format": "VHDX", "size": 5368709120}}}
+            "uuid": uuid, "path": uuid, "name": "DATA-7", "format": "VHDX", "size": 5368709120}}})
 
 
 def test_copy_answer_wraps_the_template_and_its_store_when_a_download_succeeds() -> None:
@@ -197,7 +209,8 @@ def test_copy_answer_wraps_the_template_and_its_store_when_a_download_succeeds()
 
 def test_migrate_with_storage_answer_leaves_volumes_plain_when_the_type_is_concrete() -> None:
     answer = MigrateWithStorageAnswer(result=True, volume_tos=[VolumeObjectTO(path="a.vhdx")])
-    assert _fields(answer)["volumeTos"] == [{"path": "a.vhdx"}]
+    (volume,) = _fields(answer)["volumeTos"]
+    assert volume["path"] == "a.vhdx" and names.VOLUME_OBJECT_TO not in volume
 
 
 def test_state_report_is_a_bare_array_when_vms_run() -> None:
@@ -218,8 +231,10 @@ def test_startup_reply_has_every_csharp_member_when_the_request_is_filled_in() -
         ((_, sent_fields),) = sent.items()
         ((_, wanted_fields),) = wanted.items()
         assert _drop_nulls(wanted_fields).items() <= sent_fields.items()
-        assert set(sent_fields) - set(wanted_fields) <= {"contextMap", "wait",
-                                                         "bypassHostMaintenance"}
+        # Java primitives the C# agent's test sample leaves out; Gson writes them.
+        assert set(sent_fields) - set(wanted_fields) <= {
+            "contextMap", "wait", "bypassHostMaintenance", "connectionTransferred",
+            "supportsClonedVolumes", "totalSize"}
 
 
 def _filled_startup(

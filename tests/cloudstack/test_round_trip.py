@@ -68,7 +68,7 @@ def _answers() -> list[Answer]:
                                 sample("0017_CopyCommand_template_to_volume.json"))
     assert isinstance(start, StartCommand) and isinstance(copy, CopyCommand)
     return [
-        Answer(result=True, details="success - NOP for PingCommand", reconnect=False),
+        Answer(result=True, details="success - NOP for PingCommand"),
         SetupAnswer(result=True, details="success - NOP"),
         StartAnswer(result=False, details="no", vm=start.vm),
         CopyCmdAnswer(result=True, new_data=copy.dest_to),

@@ -160,6 +160,7 @@ async def test_download_decompresses_and_checks_checksum_when_template_is_packed
     packed = _pack(raw, packing)
     _secondary(tmp_path, f"t/sys.vhdx.{packing}").write_bytes(packed)
     src = _template(_nfs(), path=f"t/sys.vhdx.{packing}",
+                    origUrl=f"http://download.example.org/sys.vhdx.{packing}",
                     checksum=hashlib.md5(packed).hexdigest())
     data = await _copied(agent, _copy(src, _template(_primary(), path="fixed-name")))
     assert (data["path"], data["format"]) == ("fixed-name", "VHDX")
@@ -218,7 +219,8 @@ async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches
     (pool / "keep.vhdx").write_bytes(b"earlier")
     _disk(_secondary(tmp_path, "t/sys.vhdx"), 16 * MIB)
     before = listing(pool)
-    src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32)
+    src = _template(_nfs(), path="t/sys.vhdx", checksum="0" * 32,
+                    origUrl="http://download.example.org/sys.vhdx")
     await _refused(agent, _copy(src, _template(_primary(), path="keep")), "checksum")
     assert listing(pool) == before
 
@@ -507,7 +509,9 @@ async def test_template_from_volume_writes_file_and_template_properties(
     assert (data["path"], data["format"], data["size"]) == (
         "template/tmpl/2/301/d3c4.vhdx", "VHDX", 2 * GIB)
     assert data["checksum"] == hashlib.md5(source.read_bytes()).hexdigest()
-    assert data["imageDataStore"] == _nfs()
+    # The store comes back as sent, the password of its URL masked: answers carry no secrets.
+    (store,) = data["imageDataStore"].values()
+    assert store["_url"] == "cifs://10.1.1.1/secondary?user=administrator&password=*****"
 
 
 async def test_template_from_volume_fails_and_writes_nothing_when_dest_path_escapes(
@@ -533,7 +537,7 @@ async def test_copy_answers_not_supported_when_stores_do_not_combine(
     pool = _pool(agent)
     key, answer = await agent.answer(COPY, _copy(src, dest))
     assert (key, answer["result"], answer["details"]) == (
-        COPY_ANSWER, False, "Data store combination not supported")
+        COPY_ANSWER, False, "CopyCommand failed: Data store combination not supported")
     assert listing(pool) == {}
 
 

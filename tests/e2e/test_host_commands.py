@@ -43,10 +43,11 @@ async def test_startup_echoes_identity_and_fills_host_facts(running: Running) ->
     assert routing["memory"] == 64 * 1024**3
     assert routing["dom0MinMemory"] == 2048 * 1024**2
     assert routing["caps"] == "hvm"
-    assert routing["hypervisorVersion"] == "10.0"
+    assert routing["hypervisorVersion"] == "6.2"  # the MS's hypervisor_capabilities row
     assert routing["hostDetails"] == {
         "com.cloud.network.Networks.RouterPrivateIpStrategy": "HostLocal",
-        "product_version": "10.0", "rdp.server.port": "2179"}
+        "product_version": "6.2", "rdp.server.port": "2179",
+        "os": "Microsoft Windows Server 2019 Datacenter", "os_version": "10.0.17763"}
     pool = storage["poolInfo"]
     assert storage["resourceType"] == "STORAGE_POOL"
     assert storage["dataCenter"] == "1" and storage["guid"] == pool["uuid"] == sent["guid"]

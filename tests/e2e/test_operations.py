@@ -29,7 +29,8 @@ async def test_probe_passes_when_agent_is_a_drop_in(running: Running) -> None:
     assert report.passed, report.table()
     assert [f.step for f in report.findings] == [
         "ReadyCommand", "StartupCommand", "HostVmStateReport", "PingRoutingCommand",
-        "GetHostStatsCommand"]
+        "GetHostStatsCommand", "failure answers"]
+    assert report.facts["UEFI guests"] == "true"
     assert report.facts["cores / sockets"] == "16 / 2"
     assert report.facts["private NIC"] == "255.255.255.0 00155D0A0B0C"
 

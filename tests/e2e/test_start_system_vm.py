@@ -268,10 +268,10 @@ async def test_start_leaves_spare_router_nics_disconnected_when_router_has_eight
     assert [v.integer("AccessVlanId") for v in vlans] == [300]  # the public NIC only
     _, config = await agent.answer(GET_CONFIG, {"vmName": "r-4-VM", "contextMap": {}})
     spares = [mac.replace(":", "").upper() for mac in SPARE_MACS]
-    assert config["nics"][3:] == [{"macAddress": mac, "vlanid": -1, "state": False}
+    assert config["nics"][3:] == [{"macAddress": mac, "vlanid": "-1", "state": False}
                                   for mac in spares]
     assert [nic["state"] for nic in config["nics"][:3]] == [True] * 3
-    assert config["nics"][2]["vlanid"] == 300
+    assert config["nics"][2]["vlanid"] == "300"
 
 
 async def test_modify_vm_nic_config_wires_a_spare_when_router_was_started_with_spares(
@@ -283,7 +283,7 @@ async def test_modify_vm_nic_config_wires_a_spare_when_router_was_started_with_s
         "switchLableName": "External", "contextMap": {}})
     assert changed["result"] is True, changed
     _, config = await agent.answer(GET_CONFIG, {"vmName": "r-4-VM", "contextMap": {}})
-    assert config["nics"][3] == {"macAddress": "06A2C8000019", "vlanid": 301, "state": True}
+    assert config["nics"][3] == {"macAddress": "06A2C8000019", "vlanid": "301", "state": True}
     assert [nic["state"] for nic in config["nics"][4:]] == [False] * 4
 
 

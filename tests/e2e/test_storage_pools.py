@@ -65,8 +65,7 @@ async def test_local_pool_is_measured_when_its_folder_exists(pools: Running) -> 
                                                     "C:\\pools\\p1", "C:\\pools\\p1"))
     assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is True
     info = value["poolInfo"]
-    assert (value["localPath"], info["localPath"], info["poolType"]) == (
-        "C:\\pools\\p1", "C:\\pools\\p1", "Filesystem")
+    assert (info["localPath"], info["poolType"]) == ("C:\\pools\\p1", "Filesystem")
     assert 0 < info["availableBytes"] <= info["capacityBytes"]
     key, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "Filesystem",
                                             "localPath": "C:\\pools\\p1"})
@@ -83,12 +82,14 @@ async def test_smb_pool_is_registered_measured_and_forgotten(
 ) -> None:
     _, value = await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
     assert value["result"] is True, value
-    assert value["localPath"] == "\\\\10.1.1.2\\SMB-Share\\primary"
+    assert value["poolInfo"]["localPath"] == "\\\\10.1.1.2\\SMB-Share\\primary"
     assert value["poolInfo"]["hostPath"] == "/SMB-Share/primary"  # credentials dropped
     _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
     assert stats["result"] is True and stats["capacityBytes"] > 0
     registry = json.loads((tmp_path / "state" / "pools.json").read_text())
-    assert registry == {POOL_UUID: "\\\\10.1.1.2\\SMB-Share\\primary"}
+    assert registry == {POOL_UUID: {"root": "\\\\10.1.1.2\\SMB-Share\\primary",
+                                    "pool_type": "SMB", "host": "10.1.1.2",
+                                    "path": "/SMB-Share/primary"}}
     assert "s3cret" not in json.dumps(registry)
     _, value = await pools.answer(MODIFY, _modify(False, "SMB", "10.1.1.2", SMB_PATH))
     assert value["result"] is True
@@ -124,8 +125,9 @@ async def test_bad_pool_is_refused_clearly_without_leaking_the_password(
     pools: Running, pool_type: str, host: str, path: str, local: str | None
 ) -> None:
     key, value = await pools.answer(MODIFY, _modify(True, pool_type, host, path, local))
-    assert key == "com.cloud.agent.api.Answer" and value["result"] is False
-    assert value["details"].startswith(f"Failed to add storage pool {POOL_UUID}")
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is False
+    assert value["details"].startswith(f"ModifyStoragePoolCommand failed: Failed to add "
+                                       f"storage pool {POOL_UUID}")
     assert "s3cret" not in value["details"]
     assert not (pools.agent.config.agent.state_dir / "pools.json").exists()
 
@@ -133,7 +135,7 @@ async def test_bad_pool_is_refused_clearly_without_leaking_the_password(
 async def test_create_and_delete_pool_answer_success(pools: Running) -> None:
     _, created = await pools.answer("com.cloud.agent.api.CreateStoragePoolCommand", {})
     _, deleted = await pools.answer("com.cloud.agent.api.DeleteStoragePoolCommand",
-                                    {"pool": {"uuid": POOL_UUID, "type": "SMB"}})
+                                    {"_pool": {"uuid": POOL_UUID, "type": "SMB"}})
     assert created["result"] is True and deleted["result"] is True
 
 

@@ -64,10 +64,10 @@ async def test_get_vm_config_lists_nics_in_order_when_router_has_a_spare_nic(
     assert key == GET_ANSWER
     assert (answer["result"], answer["vmName"], answer.get("details")) == (True, ROUTER, None)
     assert answer["nics"] == [
-        {"macAddress": "0200512C000E", "vlanid": -1, "state": True},
-        {"macAddress": "0E0004000016", "vlanid": -1, "state": True},
-        {"macAddress": "06A2C8000018", "vlanid": 261, "state": True},
-        {"macAddress": "06A2C8000019", "vlanid": -1, "state": False},
+        {"macAddress": "0200512C000E", "vlanid": "-1", "state": True},
+        {"macAddress": "0E0004000016", "vlanid": "-1", "state": True},
+        {"macAddress": "06A2C8000018", "vlanid": "261", "state": True},
+        {"macAddress": "06A2C8000019", "vlanid": "-1", "state": False},
     ]
 
 
@@ -101,7 +101,7 @@ async def test_modify_vm_nic_config_connects_spare_nic_on_vlan_when_plug_nic_pic
     key, answer = await running.answer(MODIFY, _modify(vlan="262", index=3, enable=True,
                                                        switchLableName="External"))
     assert (key, answer["result"], answer["vmName"]) == (MODIFY_ANSWER, True, ROUTER), answer
-    assert (await _nics(running))[3] == {"macAddress": "06A2C8000019", "vlanid": 262,
+    assert (await _nics(running))[3] == {"macAddress": "06A2C8000019", "vlanid": "262",
                                          "state": True}
 
 
@@ -113,7 +113,7 @@ async def test_modify_vm_nic_config_disconnects_and_clears_vlan_when_unplug_nic_
                                                      switchLableName=""))
     assert answer["result"] is True, answer
     nics = await _nics(running)
-    assert nics[2] == {"macAddress": "06A2C8000018", "vlanid": -1, "state": False}
+    assert nics[2] == {"macAddress": "06A2C8000018", "vlanid": "-1", "state": False}
     assert [n["state"] for n in nics[:2]] == [True, True]
 
 
@@ -124,7 +124,7 @@ async def test_modify_vm_nic_config_connects_nic_by_mac_when_mac_has_colons(
     _, answer = await running.answer(MODIFY, _modify(vlan="vlan://263",
                                                      macAddress="06:a2:c8:00:00:19"))
     assert answer["result"] is True, answer
-    assert (await _nics(running))[3] == {"macAddress": "06A2C8000019", "vlanid": 263,
+    assert (await _nics(running))[3] == {"macAddress": "06A2C8000019", "vlanid": "263",
                                          "state": True}
 
 
@@ -134,7 +134,7 @@ async def test_modify_vm_nic_config_removes_vlan_when_vlan_is_untagged(
     await _router(running)
     _, answer = await running.answer(MODIFY, _modify(vlan="untagged", macAddress="06A2C8000018"))
     assert answer["result"] is True, answer
-    assert (await _nics(running))[2] == {"macAddress": "06A2C8000018", "vlanid": -1,
+    assert (await _nics(running))[2] == {"macAddress": "06A2C8000018", "vlanid": "-1",
                                          "state": True}
 
 
@@ -245,7 +245,7 @@ async def test_plug_nic_hot_adds_nic_with_vlan_and_rate_when_generation_2_vm_run
     key, answer = await running.answer(PLUG, _plug("i-2-60-VM"))
     assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
     assert (await _config(running, "i-2-60-VM"))[2] == {
-        "macAddress": "02004A8E0021", "vlanid": 305, "state": True}
+        "macAddress": "02004A8E0021", "vlanid": "305", "state": True}
     (limit,) = await devices(cim, vm.path, "Msvm_EthernetSwitchPortBandwidthSettingData")
     assert limit["Limit"] == 200_000_000
     assert (await cim.get(vm.path))["EnabledState"] == 2
@@ -286,7 +286,7 @@ async def test_plug_nic_connects_the_spare_when_generation_1_vm_runs_and_mac_is_
     _, answer = await running.answer(PLUG, _plug("r-8-VM", mac="06:a2:c8:00:00:19"))
     assert answer["result"] is True, answer
     assert (await _config(running, "r-8-VM"))[1] == {
-        "macAddress": "06A2C8000019", "vlanid": 305, "state": True}
+        "macAddress": "06A2C8000019", "vlanid": "305", "state": True}
 
 
 async def test_unplug_nic_hot_removes_nic_when_generation_2_vm_runs(running: Running) -> None:
@@ -313,7 +313,7 @@ async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
     assert answer["result"] is True, answer
     assert "disconnected" in answer["details"]
     assert (await _config(running, "r-9-VM"))[1] == {
-        "macAddress": "06A2C8000019", "vlanid": -1, "state": False}
+        "macAddress": "06A2C8000019", "vlanid": "-1", "state": False}
 
 
 @pytest.mark.parametrize(("command", "body", "expected"), [

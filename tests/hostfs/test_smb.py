@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -26,6 +27,7 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation, parse_cifs_url
 from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hostfs.smb import SmbFiles
+from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import PRIVATE_IP, Running, serving
 from tests.samba import Samba, free_port
 
@@ -301,7 +303,7 @@ async def test_right_password_works_when_it_follows_a_wrong_one(samba: Samba, sh
 async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
     files = SmbFiles(port=samba.port, connect_timeout_s=3)
     try:
-        with pytest.raises(HostFileError, match="no credentials were given"):
+        with pytest.raises(HostFileError, match=r"no credentials are known for 127\.0\.0\.1"):
             await files.exists(samba.unc)
     finally:
         files.close()
@@ -494,8 +496,8 @@ async def test_smb_pool_is_measured_on_the_real_share_without_leaking_the_passwo
         caplog.set_level(logging.DEBUG, logger=name)
     key, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, samba.password))
     assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is True, value
-    assert value["localPath"] == share.unc
     info = value["poolInfo"]
+    assert info["localPath"] == share.unc
     local = shutil.disk_usage(share.local)
     assert abs(info["capacityBytes"] - local.total) <= local.total // 100
     assert 0 < info["availableBytes"] <= info["capacityBytes"]
@@ -517,8 +519,92 @@ async def test_smb_pool_with_a_wrong_password_fails_clearly_and_registers_nothin
     _, value = await smb_running.answer(MODIFY, _pool(samba, share.local.name, wrong))
     assert value["result"] is False
     details = value["details"]
-    assert details.startswith(f"Failed to add storage pool {POOL_UUID}")
+    assert details.startswith(f"ModifyStoragePoolCommand failed: Failed to add storage pool "
+                              f"{POOL_UUID}")
     assert f"SMB server {samba.server}" in details and "refused the logon" in details
     assert wrong not in details and "Wr0ng%40pass" not in details
     assert wrong not in caplog.text and "Wr0ng%40pass" not in caplog.text
     assert not (smb_running.agent.config.agent.state_dir / "pools.json").exists()
+
+
+# --- the management server's own bodies against the real share ---------------------------
+
+COPY = "org.apache.cloudstack.storage.command.CopyCommand"
+TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
+
+
+def _ms_pool(samba: Samba, folder: str) -> dict[str, Any]:
+    """The 4.22 MS's ModifyStoragePoolCommand (samples/ms-4.22), pointed at the share."""
+    body: dict[str, Any] = ms422_json("10_ModifyStoragePoolCommand.json")
+    body["pool"] |= {"host": samba.server, "uuid": POOL_UUID, "path": (
+        f"/{samba.share}/{folder}?user={samba.user}"
+        f"&password={quote(samba.password, safe='')}&domain={samba.server}")}
+    return body
+
+
+async def test_smb_pool_from_the_ms_body_is_the_share_and_is_measured(
+    smb_running: Running, samba: Samba, share: Share
+) -> None:
+    body = _ms_pool(samba, share.local.name)
+    assert body["localPath"].startswith("/mnt//")  # what the MS always sends
+    key, value = await smb_running.answer(MODIFY, body)
+    assert (key, value["result"]) == ("com.cloud.agent.api.ModifyStoragePoolAnswer", True), value
+    assert value["poolInfo"]["localPath"] == share.unc
+    _, stats = await smb_running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB",
+                                                "localPath": body["pool"]["path"]})
+    assert stats["result"] is True and stats["capacityBytes"] > 0
+    assert samba.password not in json.dumps([value, stats])
+
+
+def _template_copy(samba: Samba, relative: str) -> dict[str, Any]:
+    """The 4.22 MS's CopyCommand (samples/ms-4.22): its cifs image-store URL carries no
+    credentials, as the MS strips them."""
+    body: dict[str, Any] = ms422_json("12_CopyCommand.json")
+    src = body["srcTO"][TEMPLATE_TO]
+    src["path"] = relative
+    src["imageDataStore"]["com.cloud.agent.api.to.NfsTO"]["_url"] = (
+        f"cifs://{samba.server}/{samba.share}")
+    return body
+
+
+async def _copy_template(running: Running, samba: Samba, name: str) -> dict[str, Any]:
+    source = samba.share_dir / "tmpl" / name
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"conectix" + bytes(1024))
+    running.emulator.host.paths.local(
+        "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks").mkdir(parents=True,
+                                                                          exist_ok=True)
+    key, answer = await running.answer(COPY, _template_copy(samba, f"tmpl/{name}"))
+    assert key == "org.apache.cloudstack.storage.command.CopyCmdAnswer"
+    return answer
+
+
+async def test_copy_reaches_the_image_store_with_a_registered_pools_account(
+    smb_running: Running, samba: Samba, share: Share
+) -> None:
+    await smb_running.answer(MODIFY, _ms_pool(samba, share.local.name))
+    answer = await _copy_template(smb_running, samba, "by-pool.vhdx")
+    assert answer["result"] is True, answer
+
+
+async def test_copy_reaches_the_image_store_with_the_configured_account(
+    smb_agent_config: Callable[..., AgentConfig], samba: Samba, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    accounts = {samba.server: {"username": samba.user, "password_env": "HV_TEST_SMB_PASSWORD"}}
+    async with serving(smb_agent_config(smb_credentials=accounts)) as running:
+        answer = await _copy_template(running, samba, "by-config.vhdx")
+    assert answer["result"] is True, answer
+
+
+async def test_copy_fails_naming_the_server_when_no_account_is_known(
+    smb_running: Running, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = await _copy_template(smb_running, samba, "no-account.vhdx")
+    assert answer["result"] is False
+    details = answer["details"]
+    assert f"no credentials are known for {samba.server}" in details, details
+    assert "[agent.smb_credentials]" in details
+    assert samba.password not in details and samba.password not in caplog.text

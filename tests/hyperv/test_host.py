@@ -20,7 +20,9 @@ async def test_facts_match_host_when_config_is_default(emulator: EmulatorCim) ->
     assert facts == host.HostFacts(
         cores=16, sockets=2, cpu_mhz=2400, memory_bytes=64 * GIB, os_version="10.0.17763",
         product_version="10.0", host_name="HYPERV-EMU",
+        os_caption="Microsoft Windows Server 2019 Datacenter",
     )
+    assert facts.runs_generation_2
 
 
 async def test_facts_follow_config_when_host_is_custom(
@@ -111,3 +113,20 @@ async def test_stats_count_vm_memory_as_used_when_a_vm_runs(emulator: EmulatorCi
     await ok(emulator, await request_state(emulator, vm, 2))
     stats = await host.host_stats(emulator)
     assert stats.total_memory_kib - stats.free_memory_kib == 1024 * 1024  # its 1024 MB
+
+
+async def test_facts_come_from_one_processor_per_socket_when_the_host_has_several(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(cpus=24, sockets=4, cpu_mhz=3100,
+                                       os_version="6.2.9200"))
+    try:
+        sockets = await cim.query("SELECT DeviceID, NumberOfCores, MaxClockSpeed, Status "
+                                  "FROM Win32_Processor", "root\\cimv2")
+        facts = await host.host_facts(cim)
+    finally:
+        await cim.close()
+    assert [(s["DeviceID"], s["NumberOfCores"], s["MaxClockSpeed"], s["Status"])
+            for s in sockets] == [(f"CPU{n}", 6, 3100, "OK") for n in range(4)]
+    assert (facts.sockets, facts.cores, facts.cpu_mhz) == (4, 24, 3100)
+    assert not facts.runs_generation_2  # Windows Server 2012 (6.2) has no generation 2

@@ -5,6 +5,15 @@ Every answer has ``result`` and ``details`` and the Command fields it inherits i
 default, which is what the C# agent's answers look like, §13). Every field but
 ``result`` has a default, so any answer class can be built as a plain failure.
 
+The management server casts an answer to the class it expects and reads its fields, also
+when ``result`` is false. ``Answer.failed`` builds the failure of any class: each class
+declares in ``ECHO`` which of its fields it copies from its command (a failed
+StartAnswer still carries the VM, a failed GetVmConfigAnswer the VM's name), and fields
+the MS iterates without checking ``result`` (GetVmConfigAnswer.nics,
+ModifyStoragePoolAnswer.datastoreClusterChildren) default to empty lists, never null.
+Answers never carry secrets: a StartAnswer's VM goes back without its VNC password and
+with the secrets of its boot arguments replaced.
+
 Where the C# agent and the Java classes disagree on a name (§12), the answer writes
 both: GetStorageStatsAnswer ``capacityBytes``/``usedBytes`` and ``capacity``/``used``,
 CheckVirtualMachineAnswer ``state`` and ``powerstate``. Either name is read on input.
@@ -12,20 +21,30 @@ CheckVirtualMachineAnswer ``state`` and ``powerstate``. Either name is read on i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     Field,
-    JsonValue,
     SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import WireModel, wire
+from hyperv_agent.cloudstack.base import (
+    Command,
+    JBool,
+    JEnumName,
+    JInt,
+    JObject,
+    WireModel,
+    wire,
+)
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import (
     DataTO,
@@ -69,14 +88,47 @@ class Answer(WireModel):
     """com.cloud.agent.api.Answer, the base of every answer and a generic answer itself."""
 
     FQCN: ClassVar[str] = names.ANSWER
+    #: The fields a failed answer copies from its command: answer field (Python name) ->
+    #: the command's Java field name.
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
-    result: bool
+    result: JBool
     details: str | None = None
     context_map: dict[str, str] = Field(default_factory=dict)
-    wait_s: Annotated[int, Field(alias="wait", exclude_if=_is_zero)] = 0
-    bypass_host_maintenance: Annotated[bool, Field(exclude_if=_is_false)] = False
-    # Sent by the C# agent on Ping and Setup answers; true makes the MS reconnect the host.
-    reconnect: Annotated[bool | None, wire("_reconnect")] = None
+    wait_s: Annotated[JInt, Field(alias="wait", exclude_if=_is_zero)] = 0
+    bypass_host_maintenance: Annotated[JBool, Field(exclude_if=_is_false)] = False
+    external_details: dict[str, dict[str, str]] | None = None
+
+    @classmethod
+    def failed(cls, details: str, source: Command | Mapping[str, Any] | None = None) -> Self:
+        """A ``result:false`` answer of this class with ``details``, carrying the ``ECHO``
+        fields of ``source``: the decoded command, or the command's JSON object when it
+        did not decode (an echoed value that is itself malformed is left out)."""
+        echoed: dict[str, Any] = {}
+        for field, java_name in cls.ECHO.items():
+            value = _field_of(source, java_name)
+            alias = cls.model_fields[field].alias or field
+            if value is not None and _valid(cls, {alias: value}):
+                echoed[alias] = value
+        return cls.model_validate({"result": False, "details": details, **echoed})
+
+
+def _field_of(source: Command | Mapping[str, Any] | None, java_name: str) -> Any:
+    """The value of the Java field ``java_name`` in a command or its JSON object."""
+    if isinstance(source, Command):
+        for name, info in type(source).model_fields.items():
+            if (info.alias or name) == java_name:
+                return getattr(source, name)
+        return None
+    return source.get(java_name) if source is not None else None
+
+
+def _valid(cls: type[Answer], fields: dict[str, Any]) -> bool:
+    try:
+        cls.model_validate({"result": False, **fields})
+    except ValidationError:
+        return False
+    return True
 
 
 class UnsupportedAnswer(Answer):
@@ -84,13 +136,18 @@ class UnsupportedAnswer(Answer):
 
 
 class ReadyAnswer(Answer):
+    """``detailsMap`` tells the MS what the host can do (``host.uefi.enable``)."""
+
     FQCN: ClassVar[str] = names.READY_ANSWER
+
+    details_map: dict[str, str] | None = None
 
 
 class SetupAnswer(Answer):
     FQCN: ClassVar[str] = names.SETUP_ANSWER
 
-    reconnect: Annotated[bool | None, wire("_reconnect")] = False
+    # True would make the MS reconnect the host.
+    reconnect: Annotated[JBool, wire("_reconnect")] = False
 
 
 class CheckHealthAnswer(Answer):
@@ -100,16 +157,20 @@ class CheckHealthAnswer(Answer):
 class CheckNetworkAnswer(Answer):
     FQCN: ClassVar[str] = names.CHECK_NETWORK_ANSWER
 
+    reconnect: Annotated[JBool, wire("_reconnect")] = False
+
 
 class MaintainAnswer(Answer):
     FQCN: ClassVar[str] = names.MAINTAIN_ANSWER
 
-    will_migrate: bool = True
-    reconnect: Annotated[bool | None, wire("_reconnect")] = False
+    will_migrate: JBool = True
 
 
 class PrepareForMigrationAnswer(Answer):
     FQCN: ClassVar[str] = names.PREPARE_FOR_MIGRATION_ANSWER
+
+    dpdk_interface_mapping: dict[str, JObject] | None = None
+    new_vm_cpu_shares: JInt | None = None
 
 
 class CheckSshAnswer(Answer):
@@ -125,11 +186,16 @@ class UnPlugNicAnswer(Answer):
 
 
 class ModifyStoragePoolAnswer(Answer):
+    """``poolInfo`` is null on failure: every reader in the MS checks ``result`` first.
+    ``datastoreClusterChildren`` is always a list (the MS iterates it)."""
+
     FQCN: ClassVar[str] = names.MODIFY_STORAGE_POOL_ANSWER
 
-    local_path: str | None = None
-    template_info: dict[str, JsonValue] = Field(default_factory=dict)
     pool_info: StoragePoolInfo | None = None
+    template_info: dict[str, JObject] = Field(default_factory=dict)
+    local_datastore_name: str | None = None
+    pool_type: str | None = None
+    datastore_cluster_children: list[ModifyStoragePoolAnswer] = Field(default_factory=list)
 
 
 class GetStorageStatsAnswer(Answer):
@@ -137,11 +203,12 @@ class GetStorageStatsAnswer(Answer):
     before, and the C# agent)."""
 
     FQCN: ClassVar[str] = names.GET_STORAGE_STATS_ANSWER
+    LEGACY_NAMES: ClassVar[tuple[str, ...]] = ("capacity", "used")
 
-    capacity_bytes: int = 0
-    used_bytes: int = 0
-    capacity_iops: int | None = None
-    used_iops: int | None = None
+    used_bytes: JInt = 0
+    capacity_bytes: JInt = 0
+    capacity_iops: JInt | None = None
+    used_iops: JInt | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -170,6 +237,7 @@ class GetVmStatsAnswer(Answer):
 
 class GetVmDiskStatsAnswer(Answer):
     FQCN: ClassVar[str] = names.GET_VM_DISK_STATS_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"host_name": "hostName"})
 
     host_name: str | None = None
     vm_disk_stats_map: dict[str, list[VmDiskStatsEntry]] = Field(default_factory=dict)
@@ -179,9 +247,10 @@ class CheckVirtualMachineAnswer(Answer):
     """Writes the VM's power state as ``state`` (Java) and ``powerstate`` (C# agent)."""
 
     FQCN: ClassVar[str] = names.CHECK_VIRTUAL_MACHINE_ANSWER
+    LEGACY_NAMES: ClassVar[tuple[str, ...]] = ("powerstate",)
 
+    vnc_port: JInt | None = None
     state: PowerState | None = None
-    vnc_port: int | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -205,28 +274,39 @@ class GetVncPortAnswer(Answer):
     context_map: Annotated[dict[str, str], Field(exclude_if=_is_empty)] = Field(
         default_factory=dict)
     address: str | None = None
-    port: int = -9
+    port: JInt = -9
 
 
 class StartAnswer(Answer):
+    """``vm`` is the VM as asked for (the MS reads its NICs and disks back), without its
+    VNC password and with the secrets of its boot arguments replaced."""
+
     FQCN: ClassVar[str] = names.START_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"vm": "vm"})
 
     vm: VirtualMachineTO | None = None
+    host_guid: str | None = None
+    iqn_to_data: Annotated[dict[str, dict[str, str]] | None, wire("_iqnToData")] = None
 
-
-class StopAnswer(Answer):
-    FQCN: ClassVar[str] = names.STOP_ANSWER
-
-    vm: VirtualMachineTO | None = None
-    platform: str | None = None
+    @field_validator("vm")
+    @classmethod
+    def _without_secrets(cls, vm: VirtualMachineTO | None) -> VirtualMachineTO | None:
+        if vm is None:
+            return None
+        return vm.model_copy(update={"vnc_password": None,
+                                     "boot_args": scrub_boot_args(vm.boot_args)})
 
 
 class RebootAnswer(Answer):
     FQCN: ClassVar[str] = names.REBOOT_ANSWER
 
-    bytes_sent: int | None = None
-    bytes_received: int | None = None
-    vnc_port: int | None = None
+    vnc_port: JInt | None = None
+
+
+class StopAnswer(RebootAnswer):
+    FQCN: ClassVar[str] = names.STOP_ANSWER
+
+    platform: str | None = None
 
 
 class ScaleVmAnswer(Answer):
@@ -236,7 +316,7 @@ class ScaleVmAnswer(Answer):
 class MigrateAnswer(Answer):
     FQCN: ClassVar[str] = names.MIGRATE_ANSWER
 
-    vnc_port: int | None = None
+    vnc_port: JInt | None = None
 
 
 class MigrateWithStorageAnswer(Answer):
@@ -247,19 +327,22 @@ class MigrateWithStorageAnswer(Answer):
 
 class MigrateVolumeAnswer(Answer):
     FQCN: ClassVar[str] = names.MIGRATE_VOLUME_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"volume_path": "volumePath"})
 
     volume_path: str | None = None
-    volume_chain_info: str | None = None
+    volume_chain: str | None = None  # the MS reads it as getVolumeChainInfo()
 
 
 class AttachAnswer(Answer):
     FQCN: ClassVar[str] = names.ATTACH_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"disk": "disk"})
 
     disk: DiskTO | None = None
 
 
 class DettachAnswer(Answer):
     FQCN: ClassVar[str] = names.DETTACH_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"disk": "disk"})
 
     disk: DiskTO | None = None
 
@@ -277,7 +360,10 @@ class CopyCmdAnswer(Answer):
 
 
 class GetVmConfigAnswer(Answer):
+    """``nics`` is a list also on failure: the MS iterates it without checking ``result``."""
+
     FQCN: ClassVar[str] = names.GET_VM_CONFIG_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"vm_name": "vmName"})
 
     vm_name: str | None = None
     nics: list[NicDetails] = Field(default_factory=list)
@@ -285,6 +371,7 @@ class GetVmConfigAnswer(Answer):
 
 class ModifyVmNicConfigAnswer(Answer):
     FQCN: ClassVar[str] = names.MODIFY_VM_NIC_CONFIG_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"vm_name": "vmName"})
 
     vm_name: str | None = None
 
@@ -294,34 +381,57 @@ class CheckOnHostAnswer(Answer):
 
     FQCN: ClassVar[str] = names.CHECK_ON_HOST_ANSWER
 
-    determined: bool | None = None
-    alive: bool | None = None
+    determined: JBool = False
+    alive: JBool = False
 
 
 class ResizeVolumeAnswer(Answer):
     FQCN: ClassVar[str] = names.RESIZE_VOLUME_ANSWER
 
-    new_size_bytes: Annotated[int, wire("newSize")] = 0
+    new_size_bytes: Annotated[JInt, wire("newSize")] = 0
 
 
 class CreateAnswer(Answer):
     FQCN: ClassVar[str] = names.CREATE_ANSWER
 
     volume: VolumeTO | None = None
+    request_template_reload: JBool = False
 
 
 class PrimaryStorageDownloadAnswer(Answer):
     FQCN: ClassVar[str] = names.PRIMARY_STORAGE_DOWNLOAD_ANSWER
 
     install_path: str | None = None
-    template_size_bytes: Annotated[int, wire("templateSize")] = 0
+    template_size_bytes: Annotated[JInt, wire("templateSize")] = 0
 
 
 class SecurityGroupRuleAnswer(Answer):
-    FQCN: ClassVar[str] = names.SECURITY_GROUP_RULE_ANSWER
+    """The MS unboxes ``vmId`` and ``logSequenceNumber`` also on failure: they are echoed
+    from the command's ``vmId`` and ``seqNum``, and 0 when those cannot be read."""
 
-    log_sequence_number: int | None = None
-    vm_id: int | None = None
+    FQCN: ClassVar[str] = names.SECURITY_GROUP_RULE_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "log_sequence_number": "seqNum", "vm_id": "vmId"})
+
+    log_sequence_number: JInt = 0
+    vm_id: JInt = 0
+    reason: JEnumName | None = None  # FailureReason: NONE, UNKNOWN, PROGRAMMING_FAILED, ...
+
+
+# --- secrets in the VM an answer echoes -----------------------------------------------------
+
+#: Boot argument keys whose values are secrets (system VM passwords and private keys).
+SECRET_BOOT_ARGS = re.compile(
+    r"(?i)(?<![^\s])((?:[a-z0-9_.]*(?:password|passwd|secret|privatekey|private_key)"
+    r"[a-z0-9_.]*)=)\S*")
+REDACTED = "*****"
+
+
+def scrub_boot_args(boot_args: str | None) -> str | None:
+    """``boot_args`` with the value of every secret ``key=value`` replaced by ``*****``."""
+    if not boot_args:
+        return boot_args
+    return SECRET_BOOT_ARGS.sub(rf"\g<1>{REDACTED}", boot_args)
 
 
 ANSWER_TYPES: Mapping[str, type[Answer]] = MappingProxyType({

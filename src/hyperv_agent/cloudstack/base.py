@@ -13,9 +13,9 @@ changed copy with ``model.model_copy(update={...})``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -50,11 +50,46 @@ def wire(name: str, *, secret: bool = False) -> FieldInfo:
     return info
 
 
+def _number(value: Any) -> Any:
+    """Gson reads no boolean into a Java number (pydantic alone would take it as 0 or 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _boolean(value: Any) -> Any:
+    """Gson reads no number into a Java boolean (pydantic alone would take 0 and 1)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError("expected a boolean, got a number")
+    return value
+
+
+def _name(value: Any) -> Any:
+    """A Java enum constant travels as its name: a string, nothing else."""
+    if not isinstance(value, str):
+        raise ValueError("expected an enum constant name (a string)")
+    return value
+
+
+#: Java ``int``/``long`` (and boxed): a JSON number, or a string holding one, as Gson reads.
+JInt: TypeAlias = Annotated[int, BeforeValidator(_number)]
+#: Java ``double``/``float`` (and boxed).
+JFloat: TypeAlias = Annotated[float, BeforeValidator(_number)]
+#: Java ``boolean`` (and boxed): true/false, or a string holding one.
+JBool: TypeAlias = Annotated[bool, BeforeValidator(_boolean)]
+#: A Java enum this agent does not act on, kept by its constant name.
+JEnumName: TypeAlias = Annotated[str, BeforeValidator(_name)]
+#: A Java object this agent does not act on (a GPU device, DPDK port, OVF data, ...):
+#: checked to be a JSON object, kept as it came.
+JObject: TypeAlias = dict[str, JsonValue]
+
+
 class Command(WireModel):
     """com.cloud.agent.api.Command: the fields every command carries."""
 
     FQCN: ClassVar[str]
 
     context_map: dict[str, str] = Field(default_factory=dict)
-    wait_s: Annotated[int, wire("wait")] = 0
-    bypass_host_maintenance: bool = False
+    wait_s: Annotated[JInt, wire("wait")] = 0
+    bypass_host_maintenance: JBool = False
+    external_details: dict[str, dict[str, str]] | None = None

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, from_json, to_json
 
+from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import ANSWER_TYPES, Answer
 from hyperv_agent.cloudstack.base import Command, WireModel
@@ -49,6 +50,7 @@ _ENVELOPE_ONLY: Final = frozenset({names.STARTUP_ROUTING_COMMAND, names.STARTUP_
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _WRAPPER_HINT: Final = 'expected a one-key object {"<Java class name>": {...}}'
 _MAX_QUOTED: Final = 120
+_SECRET_HINTS: Final = ("pass", "secret")  # a string with neither holds no password=
 
 
 class CodecError(AgentError):
@@ -127,19 +129,41 @@ def _from_array(fqcn: str, items: list[Any]) -> tuple[type[Command], object, Loc
 # --- answers and other replies ------------------------------------------------------------
 
 
-def failed_answer(fqcn: str, details: str) -> Answer:
-    """The answer class of the command ``fqcn`` with ``result`` false and ``details``.
+def answer_class(fqcn: str) -> type[Answer]:
+    """The answer class the management server casts the answer to the command ``fqcn``
+    to. Commands without an answer class of their own (and unknown ones) get the generic
+    ``com.cloud.agent.api.Answer``; so do StartupCommand and the state report, whose
+    replies are not Answer[] (the MS reads an Answer there as "no reply": the host is
+    not added, the ping carries no report)."""
+    return ANSWER_TYPES[names.ANSWER_FOR.get(fqcn, names.ANSWER)]
 
-    Commands without an answer class of their own (and unknown ones) get the generic
-    ``com.cloud.agent.api.Answer``.
-    """
-    answer_class = ANSWER_TYPES[names.ANSWER_FOR.get(fqcn, names.ANSWER)]
-    return answer_class(result=False, details=details)
+
+def failed_answer(fqcn: str, details: str,
+                  source: Command | Mapping[str, Any] | None = None) -> Answer:
+    """The answer class of the command ``fqcn`` with ``result`` false and ``details``,
+    carrying what that class echoes from ``source`` (the decoded command, or the fields
+    of a body that did not decode, see :func:`raw_command`)."""
+    return answer_class(fqcn).failed(details, source)
+
+
+def raw_command(fqcn: str, body: bytes) -> Mapping[str, Any] | None:
+    """The command object of a body that may not decode, as plain JSON: the bare object,
+    or the one command inside an envelope; None when there is no such object."""
+    try:
+        document = _parse_json(body)
+    except CodecError:
+        return None
+    if isinstance(document, list) and len(document) == 1 and isinstance(document[0], dict):
+        document = next(iter(document[0].values()), None) if len(document[0]) == 1 else None
+    elif isinstance(document, dict) and list(document) == [fqcn]:
+        document = document[fqcn]
+    return document if isinstance(document, dict) else None
 
 
 def encode_answers(answers: Sequence[Answer]) -> bytes:
-    """``[{"<answer FQCN>": {...}}, ...]``, null fields left out."""
-    return _dump([_wrapped(answer) for answer in answers])
+    """``[{"<answer FQCN>": {...}}, ...]``, null fields left out, and every password
+    that an echoed storage URL or pool path carried replaced by ``*****``."""
+    return _dump(_without_passwords([_wrapped_json(answer) for answer in answers]))
 
 
 def decode_answers(body: bytes) -> list[Answer]:
@@ -270,6 +294,22 @@ def _quote(text: str) -> str:
 
 def _wrapped(model: Command | Answer) -> dict[str, WireModel]:
     return {type(model).FQCN: model}
+
+
+def _wrapped_json(answer: Answer) -> dict[str, Any]:
+    return {type(answer).FQCN: answer.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def _without_passwords(value: Any) -> Any:
+    """Every string in a JSON document with its ``password=`` values redacted."""
+    if isinstance(value, str):
+        lowered = value.lower()
+        return logs.redact(value) if any(h in lowered for h in _SECRET_HINTS) else value
+    if isinstance(value, list):
+        return [_without_passwords(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_passwords(item) for key, item in value.items()}
+    return value
 
 
 def _dump(document: object) -> bytes:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JObject, wire
 from hyperv_agent.cloudstack.enums import (
     LenientHostType,
     LenientHypervisorType,
+    LenientStoragePoolType,
     LenientStorageResourceType,
 )
-from hyperv_agent.cloudstack.objects import HostTO, HostVmStateReportEntry, StoragePoolInfo
+from hyperv_agent.cloudstack.objects import (
+    HostTO,
+    HostVmStateReportEntry,
+    PhysicalNetworkSetupInfo,
+    StoragePoolInfo,
+)
 
 
 class StartupCommand(Command):
@@ -32,17 +38,27 @@ class StartupCommand(Command):
     cluster: str | None = None
     guid: str | None = None
     name: str | None = None
+    id: JInt | None = None
     version: str | None = None
-    private_ip_address: str | None = None
-    private_netmask: str | None = None
-    private_mac_address: str | None = None
-    storage_ip_address: str | None = None
-    storage_netmask: str | None = None
-    storage_mac_address: str | None = None
+    iqn: str | None = None
     public_ip_address: str | None = None
     public_netmask: str | None = None
     public_mac_address: str | None = None
+    private_ip_address: str | None = None
+    private_mac_address: str | None = None
+    private_netmask: str | None = None
+    storage_ip_address: str | None = None
+    storage_netmask: str | None = None
+    storage_mac_address: str | None = None
+    storage_ip_address_deux: str | None = None
+    storage_mac_address_deux: str | None = None
+    storage_netmask_deux: str | None = None
+    agent_tag: str | None = None
+    resource_name: str | None = None
     gateway_ip_address: str | None = None
+    ms_host_list: str | None = None
+    connection_transferred: JBool = False
+    arch: str | None = None
 
 
 class StartupRoutingCommand(StartupCommand):
@@ -50,18 +66,23 @@ class StartupRoutingCommand(StartupCommand):
 
     FQCN: ClassVar[str] = names.STARTUP_ROUTING_COMMAND
 
-    cpus: int = 0  # physical cores over all sockets
-    cpu_sockets: int | None = None
-    speed_mhz: Annotated[int, wire("speed")] = 0
-    memory_bytes: Annotated[int, wire("memory")] = 0
-    dom0_min_memory_bytes: Annotated[int, wire("dom0MinMemory")] = 0
-    pool_sync: bool = False
+    cpu_sockets: JInt | None = None
+    cpus: JInt = 0  # physical cores over all sockets
+    speed_mhz: Annotated[JInt, wire("speed")] = 0
+    cpu_arch: str | None = None
+    memory_bytes: Annotated[JInt, wire("memory")] = 0
+    dom0_min_memory_bytes: Annotated[JInt, wire("dom0MinMemory")] = 0
+    pool_sync: JBool = False
+    supports_cloned_volumes: JBool = False
     caps: str | None = None
     pool: str | None = None  # the cluster guid
     hypervisor_type: LenientHypervisorType | None = None
-    hypervisor_version: str | None = None
     host_details: dict[str, str] = Field(default_factory=dict)
     host_tags: list[str] | None = None
+    hypervisor_version: str | None = None
+    group_details: dict[str, dict[str, JObject]] | None = None
+    gpu_devices: list[JObject] | None = None
+    host_health_check_result: JBool | None = None
 
 
 class StartupStorageCommand(StartupCommand):
@@ -69,14 +90,14 @@ class StartupStorageCommand(StartupCommand):
 
     FQCN: ClassVar[str] = names.STARTUP_STORAGE_COMMAND
 
+    parent: str | None = None
+    template_info: dict[str, JObject] | None = None
+    total_size_bytes: Annotated[JInt, wire("totalSize")] = 0
     pool_info: StoragePoolInfo | None = None
     resource_type: LenientStorageResourceType | None = None
-    total_size_bytes: Annotated[int | None, wire("totalSize")] = None
-    template_info: dict[str, JsonValue] | None = None
+    fs_type: LenientStoragePoolType | None = None
     host_details: dict[str, str] | None = None
-    fs_type: str | None = None
     nfs_share: str | None = None
-    parent: str | None = None
 
 
 class HostVmStateReportCommand(Command):
@@ -88,23 +109,34 @@ class HostVmStateReportCommand(Command):
 class ReadyCommand(Command):
     FQCN: ClassVar[str] = names.READY_COMMAND
 
-    dc_id: int | None = None
-    host_id: int | None = None
+    details: Annotated[str | None, wire("_details")] = None
+    dc_id: JInt | None = None
+    host_id: JInt | None = None
+    host_uuid: str | None = None
+    host_name: str | None = None
+    ms_host_list: list[str] | None = None
+    avoid_ms_host_list: list[str] | None = None
+    lb_algorithm: str | None = None
+    lb_check_interval: JInt | None = None
+    enable_human_readable_sizes: JBool | None = None
+    arch: str | None = None
 
 
 class SetupCommand(Command):
     FQCN: ClassVar[str] = names.SETUP_COMMAND
 
-    need_setup: bool = False
-    multipath: bool = False
+    env: JObject | None = None
+    multipath: JBool = False
+    need_setup: JBool = False
 
 
 class PingCommand(Command):
     FQCN: ClassVar[str] = names.PING_COMMAND
 
     host_type: LenientHostType | None = None
-    host_id: int = 0
-    out_of_band: bool | None = None
+    host_id: JInt = 0
+    out_of_band: JBool = False
+    command_infos: list[JObject] | None = None
 
 
 class PingRoutingCommand(PingCommand):
@@ -113,8 +145,9 @@ class PingRoutingCommand(PingCommand):
     host_vm_state_report: Annotated[
         dict[str, HostVmStateReportEntry], wire("_hostVmStateReport")
     ] = Field(default_factory=dict)
-    gateway_accessible: Annotated[bool | None, wire("_gatewayAccessible")] = None
-    vnet_accessible: Annotated[bool | None, wire("_vnetAccessible")] = None
+    gateway_accessible: Annotated[JBool, wire("_gatewayAccessible")] = False
+    vnet_accessible: Annotated[JBool, wire("_vnetAccessible")] = False
+    host_health_check_result: JBool | None = None
 
 
 class CheckHealthCommand(Command):
@@ -122,7 +155,11 @@ class CheckHealthCommand(Command):
 
 
 class CheckNetworkCommand(Command):
+    """Do the traffic labels of the zone's physical networks name vSwitches here?"""
+
     FQCN: ClassVar[str] = names.CHECK_NETWORK_COMMAND
+
+    network_info_list: list[PhysicalNetworkSetupInfo] | None = None
 
 
 class MaintainCommand(Command):
@@ -132,9 +169,9 @@ class MaintainCommand(Command):
 class GetHostStatsCommand(Command):
     FQCN: ClassVar[str] = names.GET_HOST_STATS_COMMAND
 
-    host_id: int = 0
     host_guid: str | None = None
     host_name: str | None = None
+    host_id: JInt = 0
 
 
 class CheckOnHostCommand(Command):
@@ -143,6 +180,7 @@ class CheckOnHostCommand(Command):
     FQCN: ClassVar[str] = names.CHECK_ON_HOST_COMMAND
 
     host: HostTO
+    report_check_failure_if_one_storage_is_down: JBool = False
 
 
 HOST_COMMANDS: tuple[type[Command], ...] = (

@@ -3,12 +3,12 @@ answers the ones that still arrive with a fixed reply, and 404s the rest."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, wire
 from hyperv_agent.cloudstack.enums import LenientVirtualMachineType
-from hyperv_agent.cloudstack.objects import NicTO
+from hyperv_agent.cloudstack.objects import IpPortAndProto, NicTO, VirtualMachineTO
 
 
 class PlugNicCommand(Command):
@@ -25,40 +25,46 @@ class UnPlugNicCommand(Command):
 
     nic: NicTO | None = None
     instance_name: str | None = None
+    vlan_to_persistence_map: dict[str, JBool] | None = None
 
 
 class CleanupNetworkRulesCmd(Command):
     FQCN: ClassVar[str] = names.CLEANUP_NETWORK_RULES_CMD
 
-    interval: int | None = None
+    interval: JInt = 0
 
 
 class CheckSshCommand(Command):
     FQCN: ClassVar[str] = names.CHECK_SSH_COMMAND
 
     ip: str | None = None
-    port: int | None = None
-    interval: int | None = None
-    retries: int | None = None
+    port: JInt = 0
+    interval: JInt = 0
+    retries: JInt = 0
     name: str | None = None
 
 
 class SecurityGroupRulesCmd(Command):
     FQCN: ClassVar[str] = names.SECURITY_GROUP_RULES_CMD
 
-    vm_name: str | None = None
-    vm_id: int | None = None
     guest_ip: str | None = None
+    guest_ip6: str | None = None
+    vm_name: str | None = None
     guest_mac: str | None = None
     signature: str | None = None
-    seq_num: int | None = None
+    seq_num: JInt | None = None
+    vm_id: JInt | None = None
+    ms_id: JInt | None = None
+    ingress_rule_set: list[IpPortAndProto] | None = None
+    egress_rule_set: list[IpPortAndProto] | None = None
+    sec_ips: list[str] | None = None
+    vm_to: Annotated[VirtualMachineTO | None, wire("vmTO")] = None
 
 
 class NetworkRulesSystemVmCommand(Command):
     FQCN: ClassVar[str] = names.NETWORK_RULES_SYSTEM_VM_COMMAND
 
     vm_name: str | None = None
-    vm_id: int | None = None
     type: LenientVirtualMachineType | None = None
 
 

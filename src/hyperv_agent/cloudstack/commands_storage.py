@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, wire
 from hyperv_agent.cloudstack.enums import (
     LenientImageFormat,
     LenientStoragePoolType,
@@ -24,28 +24,40 @@ from hyperv_agent.cloudstack.objects import (
 
 
 class ModifyStoragePoolCommand(Command):
-    """Register (``add``) or unregister a primary storage pool on this host (§5.3)."""
+    """Register (``add``) or unregister a primary storage pool on this host (§5.3).
+
+    ``localPath`` is where a Linux host would mount the pool (``/mnt//<uuid>``); a
+    Hyper-V host reaches a shared pool at ``\\<pool.host><pool.path>`` instead.
+    """
 
     FQCN: ClassVar[str] = names.MODIFY_STORAGE_POOL_COMMAND
 
+    add: JBool = False
     pool: StorageFilerTO
-    add: bool = False
     local_path: str | None = None
+    storage_path: str | None = None
+    details: dict[str, str] | None = None
 
 
-class CreateStoragePoolCommand(Command):
+class CreateStoragePoolCommand(ModifyStoragePoolCommand):
+    """In Java a ModifyStoragePoolCommand; the C# agent answers it with a NOP."""
+
     FQCN: ClassVar[str] = names.CREATE_STORAGE_POOL_COMMAND
 
-    pool: StorageFilerTO | None = None
-    add: bool | None = None
-    local_path: str | None = None
+    pool: StorageFilerTO | None = None  # type: ignore[assignment]  # optional here
+    create_datastore: Annotated[JBool, wire("_createDatastore")] = False
+    create_details: Annotated[dict[str, str] | None, wire("_details")] = None
 
 
 class DeleteStoragePoolCommand(Command):
+    """Forget the pool ``_pool`` (Java's field names carry the underscore)."""
+
     FQCN: ClassVar[str] = names.DELETE_STORAGE_POOL_COMMAND
 
-    pool: StorageFilerTO | None = None
-    local_path: str | None = None
+    pool: Annotated[StorageFilerTO | None, wire("_pool")] = None
+    local_path: Annotated[str | None, wire("_localPath")] = None
+    remove_datastore: Annotated[JBool, wire("_removeDatastore")] = False
+    details: Annotated[dict[str, str] | None, wire("_details")] = None
 
 
 class GetStorageStatsCommand(Command):
@@ -53,12 +65,12 @@ class GetStorageStatsCommand(Command):
 
     FQCN: ClassVar[str] = names.GET_STORAGE_STATS_COMMAND
 
-    pool_uuid: Annotated[str | None, wire("id")] = None
-    pool_type: Annotated[LenientStoragePoolType | None, wire("pooltype")] = None
-    local_path: str | None = None
-    store: DataStoreTO | None = None
-    sec_url: Annotated[str | None, wire("secUrl", secret=True)] = None
     nfs_version: str | None = None
+    pool_uuid: Annotated[str | None, wire("id")] = None
+    local_path: str | None = None
+    pool_type: Annotated[LenientStoragePoolType | None, wire("pooltype")] = None
+    sec_url: Annotated[str | None, wire("secUrl", secret=True)] = None
+    store: DataStoreTO | None = None
 
 
 # --- volumes and templates ----------------------------------------------------------------
@@ -71,6 +83,9 @@ class AttachCommand(Command):
 
     disk: DiskTO
     vm_name: str
+    in_seq: JBool = False
+    forced: JBool = False
+    controller_info: dict[str, str] | None = None
 
 
 class DettachCommand(Command):
@@ -80,6 +95,13 @@ class DettachCommand(Command):
 
     disk: DiskTO
     vm_name: str
+    managed: Annotated[JBool, wire("_managed")] = False
+    iscsi_name: Annotated[str | None, wire("_iScsiName")] = None
+    storage_host: Annotated[str | None, wire("_storageHost")] = None
+    storage_port: Annotated[JInt, wire("_storagePort")] = 0
+    params: dict[str, str] | None = None
+    forced: JBool = False
+    wait_detach_device: JInt = 0
 
 
 class CopyCommand(Command):
@@ -90,7 +112,7 @@ class CopyCommand(Command):
     src_to: Annotated[DataTO, wire("srcTO")]
     dest_to: Annotated[DataTO, wire("destTO")]
     cache_to: Annotated[DataTO | None, wire("cacheTO")] = None
-    execute_in_sequence: bool = False
+    execute_in_sequence: JBool = False
     options: dict[str, str] | None = None
     options2: dict[str, str] | None = None
 
@@ -114,11 +136,15 @@ class ResizeVolumeCommand(Command):
 
     path: str | None = None
     pool: StorageFilerTO | None = None
+    current_size_bytes: Annotated[JInt | None, wire("currentSize")] = None
+    new_size_bytes: Annotated[JInt | None, wire("newSize")] = None
+    shrink_ok: JBool = False
     vm_instance: str | None = None
-    current_size_bytes: Annotated[int | None, wire("currentSize")] = None
-    new_size_bytes: Annotated[int | None, wire("newSize")] = None
-    shrink_ok: bool = False
     chain_info: str | None = None
+    managed: JBool = False
+    iscsi_name: Annotated[str | None, wire("iScsiName")] = None
+    passphrase: Annotated[list[JInt] | None, wire("passphrase", secret=True)] = None
+    encrypt_format: str | None = None
 
 
 class MigrateVolumeCommand(Command):
@@ -126,11 +152,18 @@ class MigrateVolumeCommand(Command):
 
     FQCN: ClassVar[str] = names.MIGRATE_VOLUME_COMMAND
 
+    volume_id: JInt = 0
     volume_path: str
+    chain_info: str | None = None
     pool: StorageFilerTO
-    volume_id: int = 0
+    source_pool: StorageFilerTO | None = None
     attached_vm_name: str | None = None
     volume_type: LenientVolumeType | None = None
+    host_guid_in_target_cluster: str | None = None
+    src_data: DataTO | None = None
+    dest_data: DataTO | None = None
+    src_details: dict[str, str] | None = None
+    dest_details: dict[str, str] | None = None
 
 
 # --- legacy (pre-4.2) storage commands ----------------------------------------------------
@@ -141,20 +174,23 @@ class CreateCommand(Command):
 
     FQCN: ClassVar[str] = names.CREATE_COMMAND
 
+    vol_id: JInt = 0
     pool: StorageFilerTO
     disk_characteristics: DiskProfile
-    vol_id: int = 0
     template_url: str | None = None
-    execute_in_sequence: bool = False
+    execute_in_sequence: JBool = False
 
 
 class DestroyCommand(Command):
-    """Legacy: detach (when ``vm_name`` is set) and delete the volume file."""
+    """Legacy: detach (when ``vm_name`` is set) and delete the volume file. The MS also
+    sends it to evict an unused template from a pool (``volume.mountPoint`` is the pool's
+    path, ``storagePoolUuid`` the pool)."""
 
     FQCN: ClassVar[str] = names.DESTROY_COMMAND
 
-    volume: VolumeTO
+    nfs_version: str | None = None
     vm_name: str | None = None
+    volume: VolumeTO
 
 
 class PrimaryStorageDownloadCommand(Command):
@@ -162,13 +198,16 @@ class PrimaryStorageDownloadCommand(Command):
 
     FQCN: ClassVar[str] = names.PRIMARY_STORAGE_DOWNLOAD_COMMAND
 
+    nfs_version: str | None = None
+    sec_url: Annotated[str | None, wire("secUrl", secret=True)] = None
     url: Annotated[str, wire("url", secret=True)]
     format: LenientImageFormat | None = None
+    account_id: JInt = 0
+    name: str | None = None
     local_path: str | None = None
     pool_uuid: str | None = None
-    pool_id: int | None = None
-    name: str | None = None
-    account_id: int | None = None
+    pool_id: JInt = 0
+    primary_pool: StorageFilerTO | None = None
     secondary_storage_url: Annotated[str | None, wire("secondaryStorageUrl", secret=True)] = None
     primary_storage_url: str | None = None
 

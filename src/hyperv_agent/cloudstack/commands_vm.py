@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, wire
-from hyperv_agent.cloudstack.objects import VirtualMachineTO, VolumeFilerPair
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JObject, wire
+from hyperv_agent.cloudstack.objects import NicTO, VirtualMachineTO, VolumeFilerPair
 
 
 class StartCommand(Command):
@@ -18,23 +18,31 @@ class StartCommand(Command):
 
     vm: VirtualMachineTO
     host_ip: str | None = None
-    execute_in_sequence: bool = False
+    execute_in_sequence: JBool = False
     # For system VMs: the zone's image store URI, cifs://...?user=..&password=.. (§9.3).
     secondary_storage: Annotated[str | None, wire("secondaryStorage", secret=True)] = None
 
 
 class StopCommand(Command):
-    """Stop the VM and remove its definition; its disks stay (§5.3)."""
+    """Stop the VM and remove its definition; its disks stay (§5.3). In Java a
+    RebootCommand, whose fields (vmName, vm, executeInSequence) come first here."""
 
     FQCN: ClassVar[str] = names.STOP_COMMAND
 
     vm_name: str
     vm: VirtualMachineTO | None = None
-    check_before_cleanup: bool = False
-    force_stop: bool = False
-    is_proxy: bool = False
-    expunge_vm: Annotated[bool, wire("expungeVM")] = False
-    execute_in_sequence: bool = False
+    execute_in_sequence: JBool = False
+    is_proxy: JBool = False
+    url_port: str | None = None
+    public_console_proxy_ip_address: str | None = None
+    gpu_device: JObject | None = None
+    check_before_cleanup: JBool = False
+    control_ip: str | None = None
+    force_stop: JBool = False
+    dpdk_interface_mapping: dict[str, JObject] | None = None
+    vlan_to_persistence_map: dict[str, JBool] | None = None
+    expunge_vm: Annotated[JBool, wire("expungeVM")] = False
+    volumes_to_disconnect: list[dict[str, str]] | None = None
 
 
 class RebootCommand(Command):
@@ -42,7 +50,7 @@ class RebootCommand(Command):
 
     vm_name: str
     vm: VirtualMachineTO | None = None
-    execute_in_sequence: bool = False
+    execute_in_sequence: JBool = False
 
 
 class CheckVirtualMachineCommand(Command):
@@ -56,8 +64,8 @@ class GetVncPortCommand(Command):
 
     FQCN: ClassVar[str] = names.GET_VNC_PORT_COMMAND
 
+    vm_id: Annotated[JInt, wire("id")] = 0
     vm_name: Annotated[str, wire("name")]
-    vm_id: Annotated[int, wire("id")] = 0
 
 
 class GetVmStatsCommand(Command):
@@ -82,6 +90,7 @@ class GetVmConfigCommand(Command):
     FQCN: ClassVar[str] = names.GET_VM_CONFIG_COMMAND
 
     vm_name: str
+    nics: list[NicTO] | None = None
 
 
 class ModifyVmNicConfigCommand(Command):
@@ -92,60 +101,73 @@ class ModifyVmNicConfigCommand(Command):
     vm_name: str
     vlan: str | None = None  # a VLAN id or "untagged"
     mac_address: str | None = None
-    index: int = 0
-    enable: bool = False
+    index: JInt = 0
+    enable: JBool = False
     switch_label_name: Annotated[str | None, wire("switchLableName")] = None  # sic
 
 
 class ScaleVmCommand(Command):
     FQCN: ClassVar[str] = names.SCALE_VM_COMMAND
 
-    vm_name: str | None = None
     vm: VirtualMachineTO | None = None
-    cpus: int = 0
-    min_speed_mhz: Annotated[int | None, wire("minSpeed")] = None
-    max_speed_mhz: Annotated[int | None, wire("maxSpeed")] = None
-    min_ram_bytes: Annotated[int, wire("minRam")] = 0
-    max_ram_bytes: Annotated[int, wire("maxRam")] = 0
+    vm_name: str | None = None
+    cpus: JInt = 0
+    min_speed_mhz: Annotated[JInt | None, wire("minSpeed")] = None
+    max_speed_mhz: Annotated[JInt | None, wire("maxSpeed")] = None
+    min_ram_bytes: Annotated[JInt, wire("minRam")] = 0
+    max_ram_bytes: Annotated[JInt, wire("maxRam")] = 0
 
 
 class AttachIsoCommand(Command):
     FQCN: ClassVar[str] = names.ATTACH_ISO_COMMAND
 
     vm_name: str
-    iso_path: str | None = None
-    attach: bool = False
     store_url: Annotated[str | None, wire("storeUrl", secret=True)] = None
-    device_key: int | None = None
-    force: bool | None = None
+    iso_path: str | None = None
+    attach: JBool = False
+    device_key: JInt | None = None
+    force: JBool = False
 
 
 class PrepareForMigrationCommand(Command):
     FQCN: ClassVar[str] = names.PREPARE_FOR_MIGRATION_COMMAND
 
     vm: VirtualMachineTO | None = None
+    rollback: JBool = False
 
 
 class MigrateCommand(Command):
-    """Live-migrate the VM (not its disks) to the host ``dest_ip``."""
+    """Live-migrate the VM (not its disks) to the host ``destinationIp``; the KVM-only
+    fields are kept as they came."""
 
     FQCN: ClassVar[str] = names.MIGRATE_COMMAND
 
     vm_name: str
-    dest_ip: str
-    vm: VirtualMachineTO | None = None
-    is_windows: bool | None = None
-    execute_in_sequence: bool = False
+    destination_ip: str | None = None
+    migrate_storage: dict[str, JObject] | None = None
+    migrate_storage_managed: JBool = False
+    migrate_non_shared_inc: JBool = False
+    auto_convergence: JBool = False
+    host_guid: str | None = None
+    windows: JBool = False
+    virtual_machine: VirtualMachineTO | None = None
+    execute_in_sequence: JBool = False
+    migrate_disk_info_list: list[JObject] | None = None
+    dpdk_interface_mapping: dict[str, JObject] | None = None
+    new_vm_cpu_shares: JInt = 0
+    vlan_to_persistence_map: dict[str, JBool] | None = None
 
 
 class MigrateWithStorageCommand(Command):
-    """Live-migrate the VM and its disks; each pair names a volume and its target pool."""
+    """Live-migrate the VM and its disks; each pair names a volume and its target pool.
+    ``volumeToFiler`` (a map keyed by objects) is what older MS versions sent instead."""
 
     FQCN: ClassVar[str] = names.MIGRATE_WITH_STORAGE_COMMAND
 
     vm: VirtualMachineTO
-    tgt_host: str | None = None
+    volume_to_filer: JObject | None = None
     volume_to_filer_as_list: list[VolumeFilerPair] = Field(default_factory=list)
+    tgt_host: str | None = None
 
 
 VM_COMMANDS: tuple[type[Command], ...] = (

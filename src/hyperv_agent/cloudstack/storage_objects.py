@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import WireModel, wire
+from hyperv_agent.cloudstack.base import JBool, JEnumName, JInt, JObject, WireModel, wire
 from hyperv_agent.cloudstack.enums import (
     LenientDataStoreRole,
     LenientHypervisorType,
@@ -92,15 +92,18 @@ class PrimaryDataStoreTO(WrappedTO):
 
     uuid: str | None = None
     name: str | None = None
-    id: int | None = None
+    type: str | None = None  # the store's provider ("PrimaryDataStoreProvider"), not poolType
+    id: JInt = 0
     pool_type: LenientStoragePoolType | None = None
     host: str | None = None
     path: Annotated[str | None, wire("path", secret=True)] = None
-    port: int | None = None
+    port: JInt = 0
     url: Annotated[str | None, wire("url", secret=True)] = None
     details: dict[str, str] | None = None
-    is_managed: bool | None = None
-    full_clone_flag: bool | None = None
+    full_clone_flag: JBool | None = None
+    disk_provisioning_strictness_flag: JBool | None = None
+    is_managed: JBool = False
+    parent_pool_type: LenientStoragePoolType | None = None
 
 
 class NfsTO(WrappedTO):
@@ -119,14 +122,22 @@ class S3TO(WrappedTO):
 
     FQCN: ClassVar[str] = names.S3_TO
 
-    id: int | None = None
+    id: JInt | None = None
     uuid: str | None = None
     access_key: Annotated[str | None, wire("accessKey", secret=True)] = None
     secret_key: Annotated[str | None, wire("secretKey", secret=True)] = None
     end_point: str | None = None
     bucket_name: str | None = None
-    https_flag: bool | None = None
-    region: str | None = None
+    signer: str | None = None
+    https_flag: JBool | None = None
+    use_tcp_keep_alive: Annotated[JBool | None, wire("useTCPKeepAlive")] = None
+    connection_timeout: JInt | None = None
+    max_error_retry: JInt | None = None
+    socket_timeout: JInt | None = None
+    connection_ttl: JInt | None = None
+    created: str | None = None
+    enable_rrs: Annotated[JBool, wire("enableRRS")] = False
+    max_single_upload_size_bytes: Annotated[JInt, wire("maxSingleUploadSizeInBytes")] = 0
 
 
 class SwiftTO(WrappedTO):
@@ -134,13 +145,12 @@ class SwiftTO(WrappedTO):
 
     FQCN: ClassVar[str] = names.SWIFT_TO
 
-    id: int | None = None
+    id: JInt | None = None
     url: str | None = None
     account: str | None = None
     user_name: str | None = None
     key: Annotated[str | None, wire("key", secret=True)] = None
     storage_policy: str | None = None
-    region: str | None = None
 
 
 DataStoreTO = Annotated[
@@ -162,21 +172,46 @@ class VolumeObjectTO(WrappedTO):
     FQCN: ClassVar[str] = names.VOLUME_OBJECT_TO
 
     uuid: str | None = None
-    id: int | None = None
-    volume_id: int | None = None
-    name: str | None = None
-    path: str | None = None
     volume_type: LenientVolumeType | None = None
-    format: LenientImageFormat | None = None
-    size_bytes: Annotated[int | None, wire("size")] = None
     data_store: DataStoreTO | None = None
+    name: str | None = None
+    size_bytes: Annotated[JInt | None, wire("size")] = None
+    usable_size_bytes: Annotated[JInt | None, wire("usableSize")] = None
+    path: str | None = None
+    volume_id: JInt | None = None
     vm_name: str | None = None
-    account_id: int | None = None
-    pool_id: int | None = None
-    device_id: int | None = None
+    account_id: JInt = 0
     chain_info: str | None = None
-    provisioning_type: str | None = None
+    format: LenientImageFormat | None = None
+    provisioning_type: JEnumName | None = None
+    pool_id: JInt | None = None
+    id: JInt = 0
+    device_id: JInt | None = None
+    bytes_read_rate: JInt | None = None
+    bytes_read_rate_max: JInt | None = None
+    bytes_read_rate_max_length: JInt | None = None
+    bytes_write_rate: JInt | None = None
+    bytes_write_rate_max: JInt | None = None
+    bytes_write_rate_max_length: JInt | None = None
+    iops_read_rate: JInt | None = None
+    iops_read_rate_max: JInt | None = None
+    iops_read_rate_max_length: JInt | None = None
+    iops_write_rate: JInt | None = None
+    iops_write_rate_max: JInt | None = None
+    iops_write_rate_max_length: JInt | None = None
+    cache_mode: JEnumName | None = None
     hypervisor_type: LenientHypervisorType | None = None
+    migration_options: JObject | None = None
+    direct_download: JBool = False
+    data_store_uuid: str | None = None
+    deploy_as_is: JBool = False
+    updated_data_store_uuid: Annotated[str | None, wire("updatedDataStoreUUID")] = None
+    vsphere_storage_policy_id: Annotated[str | None, wire("vSphereStoragePolicyId")] = None
+    passphrase: Annotated[list[JInt] | None, wire("passphrase", secret=True)] = None
+    encrypt_format: str | None = None
+    checkpoint_paths: list[str] | None = None
+    checkpoint_image_store_urls: list[str] | None = None
+    follow_redirects: JBool = False
 
 
 class TemplateObjectTO(WrappedTO):
@@ -184,25 +219,27 @@ class TemplateObjectTO(WrappedTO):
 
     FQCN: ClassVar[str] = names.TEMPLATE_OBJECT_TO
 
-    uuid: str | None = None
-    id: int | None = None
-    name: str | None = None
     path: str | None = None
     orig_url: str | None = None
+    uuid: str | None = None
+    id: JInt = 0
     format: LenientImageFormat | None = None
+    account_id: JInt = 0
     checksum: str | None = None
-    hvm: bool | None = None
-    bootable: bool | None = None
+    hvm: JBool = False
     display_text: str | None = None
     image_data_store: DataStoreTO | None = None
-    account_id: int | None = None
+    name: str | None = None
     guest_os_type: str | None = None
-    size_bytes: Annotated[int | None, wire("size")] = None
-    physical_size_bytes: Annotated[int | None, wire("physicalSize")] = None
+    size_bytes: Annotated[JInt | None, wire("size")] = None
+    physical_size_bytes: Annotated[JInt | None, wire("physicalSize")] = None
     hypervisor_type: LenientHypervisorType | None = None
+    bootable: JBool = False
     unique_name: str | None = None
-    direct_download: bool | None = None
-    deploy_as_is: bool | None = None
+    direct_download: JBool = False
+    deploy_as_is: JBool = False
+    deploy_as_is_configuration: str | None = None
+    follow_redirects: JBool = False
 
 
 DataTO = Annotated[
@@ -221,42 +258,59 @@ DATA_STORE_TO_CLASSES: tuple[type[WrappedTO], ...] = (PrimaryDataStoreTO, NfsTO,
 class StorageFilerTO(WireModel):
     """A storage pool as the legacy commands name it (ModifyStoragePool, Create, ...)."""
 
-    id: int | None = None
+    id: JInt = 0
     uuid: str | None = None
     host: str | None = None
     path: Annotated[str | None, wire("path", secret=True)] = None
-    port: int | None = None
-    type: LenientStoragePoolType | None = None
     user_info: Annotated[str | None, wire("userInfo", secret=True)] = None
+    port: JInt = 0
+    type: LenientStoragePoolType | None = None
 
 
 class VolumeTO(WireModel):
     """com.cloud.agent.api.to.VolumeTO: a volume in the legacy (pre-4.2) commands."""
 
-    id: int | None = None
+    id: JInt = 0
     name: str | None = None
-    path: str | None = None
-    type: LenientVolumeType | None = None
     mount_point: str | None = None
+    path: str | None = None
+    size_bytes: Annotated[JInt, wire("size")] = 0
+    type: LenientVolumeType | None = None
     storage_pool_type: LenientStoragePoolType | None = None
     storage_pool_uuid: str | None = None
-    size_bytes: Annotated[int | None, wire("size")] = None
-    device_id: int | None = None
+    device_id: JInt = 0
     chain_info: str | None = None
+    guest_os_type: str | None = None
+    bytes_read_rate: JInt | None = None
+    bytes_write_rate: JInt | None = None
+    iops_read_rate: JInt | None = None
+    iops_write_rate: JInt | None = None
+    cache_mode: str | None = None
+    chain_size_bytes: Annotated[JInt | None, wire("chainSize")] = None
 
 
 class DiskProfile(WireModel):
     """com.cloud.vm.DiskProfile: what the legacy CreateCommand asks for."""
 
-    name: str | None = None
+    size_bytes: Annotated[JInt, wire("size")] = 0
+    tags: list[str | None] | None = None
     type: LenientVolumeType | None = None
-    size_bytes: Annotated[int | None, wire("size")] = None
-    tags: list[str] | None = None
-    use_local_storage: bool | None = None
-    recreatable: bool | None = None
-    disk_offering_id: int | None = None
-    volume_id: int | None = None
-    template_id: int | None = None
+    name: str | None = None
+    use_local_storage: JBool = False
+    recreatable: JBool = False
+    disk_offering_id: JInt = 0
+    template_id: JInt | None = None
+    volume_id: JInt = 0
+    path: str | None = None
+    provisioning_type: JEnumName | None = None
+    bytes_read_rate: JInt | None = None
+    bytes_write_rate: JInt | None = None
+    iops_read_rate: JInt | None = None
+    iops_write_rate: JInt | None = None
+    cache_mode: str | None = None
+    min_iops: JInt | None = None
+    max_iops: JInt | None = None
+    requires_encryption: JBool = False
     hyper_type: LenientHypervisorType | None = None
 
 
@@ -269,6 +323,6 @@ class StoragePoolInfo(WireModel):
     local_path: str | None = None
     host_path: Annotated[str | None, wire("hostPath", secret=True)] = None
     pool_type: LenientStoragePoolType | None = None
-    capacity_bytes: int = 0
-    available_bytes: int = 0
+    capacity_bytes: JInt = 0
+    available_bytes: JInt = 0
     details: dict[str, str] | None = None

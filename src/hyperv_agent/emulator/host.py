@@ -273,14 +273,22 @@ class EmulatedHost:
         )
 
     def _processor_records(self) -> Iterator[Record]:
+        """One Win32_Processor per socket, as Windows lists them (values from Microsoft's
+        Win32_Processor page: Architecture 9 x64, Availability 3 running, CpuStatus 1
+        enabled, Family 2 unknown, ProcessorType 3 central processor)."""
         config = self.config
         per_socket = max(1, config.cpus // max(1, config.sockets))
         for socket in range(config.sockets):
             yield self.new_record(
                 "Win32_Processor", DeviceID=f"CPU{socket}",
-                Name="Emulated x64 Processor", Manufacturer="GenuineIntel", Architecture=9,
+                Name="Emulated x64 Processor", Caption="Intel64 Family 6 Model 85 Stepping 7",
+                Description="Intel64 Family 6 Model 85 Stepping 7", Manufacturer="GenuineIntel",
+                Status="OK", SystemName=self.name, SystemCreationClassName="Win32_ComputerSystem",
+                CreationClassName="Win32_Processor", Role="CPU", Architecture=9,
+                AddressWidth=64, DataWidth=64, Availability=3, CpuStatus=1, Family=2,
                 MaxClockSpeed=config.cpu_mhz, CurrentClockSpeed=config.cpu_mhz,
-                NumberOfCores=per_socket, NumberOfLogicalProcessors=per_socket,
+                NumberOfCores=per_socket, NumberOfEnabledCore=per_socket,
+                NumberOfLogicalProcessors=per_socket, ThreadCount=per_socket,
                 ProcessorType=3, LoadPercentage=0, SocketDesignation=f"CPU{socket}",
             )
 

@@ -687,12 +687,26 @@ FreePhysicalMemory uint64
 _class("Win32_Processor", "CIM_Processor", """
 DeviceID string key
 Name string
+Caption string
+Description string
 Manufacturer string
+Status string
+SystemName string
+SystemCreationClassName string
+CreationClassName string
+Role string
 Architecture uint16
+AddressWidth uint16
+DataWidth uint16
+Availability uint16
+CpuStatus uint16
+Family uint16
 MaxClockSpeed uint32
 CurrentClockSpeed uint32
 NumberOfCores uint32
+NumberOfEnabledCore uint32
 NumberOfLogicalProcessors uint32
+ThreadCount uint32
 ProcessorType uint16
 LoadPercentage uint16
 SocketDesignation string

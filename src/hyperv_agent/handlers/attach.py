@@ -28,7 +28,6 @@ import logging
 import ntpath
 from dataclasses import dataclass
 
-from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
     Answer,
@@ -46,8 +45,8 @@ from hyperv_agent.cloudstack.objects import (
     VmDiskStatsEntry,
     VolumeObjectTO,
 )
-from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
-from hyperv_agent.handlers import datapaths
+from hyperv_agent.errors import InvalidRequest, PathNotAllowed
+from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
@@ -96,24 +95,23 @@ class AttachHandlers:
         DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
         slot holding something else is refused. ISO: the ISO goes in the DVD drive,
         replacing another ISO; a drive is added when the VM has none and Hyper-V allows
-        it. Already attached there: success, nothing changed. Another disk type, a path
+        it. An ISO disk naming no ISO (a TemplateObjectTO without ``path``) leaves the
+        DVD drive empty: an ISO in it is ejected, a missing drive added empty. Already
+        attached there: success, nothing changed. Another disk type, a path
         outside its store, a missing file or a bad ``diskSeq``: a failed answer, nothing
         changed. VM not on this host: success, nothing done (details say so). A failed
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
         """
         asked = expect(command, AttachCommand)
-        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
-            return AttachAnswer(result=False, disk=echo, details=_invalid_type(
-                disk, f"attached to vm {vm_name}"))
-        try:
-            details = await self._attach(disk, vm_name)
-        except AgentError as error:
-            return AttachAnswer(result=False, disk=echo,
-                                details=logs.redact(f"AttachCommand failed: {error}"))
-        return AttachAnswer(result=True, disk=echo, details=details)
+            raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
+        details = await self._attach(disk, vm_name)
+        return AttachAnswer(result=True, disk=disk, details=details)
 
     async def _attach(self, disk: DiskTO, vm_name: str) -> str:
+        if start_plan.is_empty_dvd(disk):
+            return await self._empty_dvd(vm_name)
         image = _image(disk)
         _check_vm_name(vm_name)
         slot = _slot(disk) if image.kind == DATADISK else 0
@@ -135,24 +133,36 @@ class AttachHandlers:
         """Detach ``disk`` from the VM ``vmName``; the file stays where it is.
 
         DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
-        ejected and the DVD drive stays. The image not attached to the VM: a failed
-        answer, "the disk image is not attached", nothing changed (see the module notes).
+        ejected and the DVD drive stays; an ISO disk naming no ISO empties the DVD drive
+        of whatever it holds (an empty drive: success, nothing changed). The image not
+        attached to the VM: a failed answer, "the disk image is not attached", nothing
+        changed (see the module notes).
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
         asked = expect(command, DettachCommand)
-        disk, vm_name, echo = asked.disk, asked.vm_name, _echo(asked.disk)
+        disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
-            return DettachAnswer(result=False, disk=echo, details=_invalid_type(
-                disk, f"dettached from vm {vm_name}"))
-        try:
-            image = _image(disk)
-            _check_vm_name(vm_name)
-            details = await self._detach(image, vm_name)
-        except AgentError as error:
-            return DettachAnswer(result=False, disk=echo,
-                                 details=logs.redact(f"DettachCommand failed: {error}"))
-        return DettachAnswer(result=True, disk=echo, details=details)
+            raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
+        if start_plan.is_empty_dvd(disk):
+            return DettachAnswer(result=True, disk=disk,
+                                 details=await self._empty_dvd(vm_name))
+        image = _image(disk)
+        _check_vm_name(vm_name)
+        details = await self._detach(image, vm_name)
+        return DettachAnswer(result=True, disk=disk, details=details)
+
+    async def _empty_dvd(self, vm_name: str) -> str:
+        """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
+        _check_vm_name(vm_name)
+        async with self.locks.hold(vm_name):
+            vm = await vms.find_vm(self.cim, vm_name)
+            if vm is None:
+                return _absent(vm_name, "nothing was changed")
+            placed = await drives.empty_dvd(self.cim, vm)
+        if not placed.changed:
+            return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
+        return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
@@ -179,12 +189,7 @@ class AttachHandlers:
         answer, nothing changed. VM not on this host: success, nothing done.
         """
         asked = expect(command, AttachIsoCommand)
-        try:
-            details = await self._attach_iso(asked)
-        except AgentError as error:
-            return Answer(result=False,
-                          details=logs.redact(f"AttachIsoCommand failed: {error}"))
-        return Answer(result=True, details=details)
+        return Answer(result=True, details=await self._attach_iso(asked))
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
         _check_vm_name(asked.vm_name)
@@ -240,20 +245,6 @@ class AttachHandlers:
 
 
 # --- pure helpers -------------------------------------------------------------------------
-
-
-
-
-def _echo(disk: DiskTO) -> DiskTO:
-    """``disk`` as the answer echoes it: an image store URL's password is masked (the
-    MS reads nothing from it, and answers carry no secrets)."""
-    data = disk.data
-    if not isinstance(data, TemplateObjectTO) or not isinstance(data.image_data_store, NfsTO):
-        return disk
-    store = data.image_data_store
-    masked = store.model_copy(update={"url": logs.redact(store.url or "") or None})
-    return disk.model_copy(update={"data": data.model_copy(
-        update={"image_data_store": masked})})
 
 
 def _kind(disk: DiskTO) -> str:

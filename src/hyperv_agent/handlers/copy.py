@@ -4,13 +4,22 @@
 case   source -> destination                        what happens
 =====  ===========================================  ======================================
 A      template on a cifs image store or S3         downloaded (decompressed, checksum
-       -> template on a primary pool                checked) to ``<pool>\\<path>.<ext>``
+       -> template on a primary pool                checked where it applies) to
+                                                    ``<pool>\\<path>.<ext>``
 B      template on a primary pool                   a differencing disk whose parent is the
        -> volume on a primary pool                  template (linked clone; the default on
                                                     the same pool), or a full copy
 C      volume -> volume (primary <-> image store)   full copy
 D      volume -> template on a cifs image store     full copy + template.properties
 =====  ===========================================  ======================================
+
+A template's ``checksum`` describes the file as first downloaded from ``origUrl``. On a cifs
+or NFS image store the secondary storage VM has already expanded a ``.bz2``/``.zip``/``.gz``
+download, so the file read here is often not that file: the checksum is verified only
+where the bytes read are provably those it describes (an S3 object, stored as downloaded,
+or a file named like ``origUrl``'s, compression suffix included), over the bytes as read,
+before any decompression; a mismatch there fails the copy and leaves nothing behind.
+Elsewhere one line says it was not applicable and the copy goes on.
 
 Anything else is answered "Data store combination not supported". Every path is resolved
 and confined by ``handlers.datapaths``; copies go through ``hostfs.transfer``, which writes
@@ -25,6 +34,7 @@ import logging
 import ntpath
 import uuid
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import CopyCmdAnswer
@@ -41,7 +51,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers import datapaths
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -85,10 +95,10 @@ class CopyHandler:
         file has the destination's name and ``newData`` is null; a copied file that was
         there before is kept (a linked clone replaces it before Hyper-V creates the new
         one)."""
-        assert isinstance(command, CopyCommand)
-        new_data = await self._run_case(command.src_to, command.dest_to)
+        asked = expect(command, CopyCommand)
+        new_data = await self._run_case(asked.src_to, asked.dest_to)
         if new_data is None:
-            return CopyCmdAnswer(result=False, details=UNSUPPORTED)
+            raise InvalidRequest(UNSUPPORTED)
         return CopyCmdAnswer(result=True, new_data=new_data)
 
     async def _run_case(self, src: TemplateObjectTO | VolumeObjectTO,
@@ -120,8 +130,9 @@ class CopyHandler:
         root = await datapaths.existing_root(self.files, dest.image_data_store, "destTO")
         target = datapaths.confined(root, f"{dest_path}.{fmt.lower()}")
         source = await self._template_source(src)
+        checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, checksum=src.checksum or None)
+            done = await transfer(self.files, source, target, checksum=checksum)
             actual = await self._named_by_content(target, fmt)
         log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
         return dest.model_copy(update={"path": dest_path, "format": actual,
@@ -351,6 +362,27 @@ def _image_suffix(path: str) -> str | None:
     return suffix if suffix in datapaths.IMAGE_SUFFIXES else None
 
 
+def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | None:
+    """``src.checksum`` when it describes the bytes ``source`` holds, else None (with one
+    log line saying why it was not applied)."""
+    if not src.checksum:
+        return None
+    if isinstance(source, S3Object):
+        return src.checksum  # an S3 image store keeps the object as downloaded
+    downloaded = _file_name(urlsplit(src.orig_url or "").path)
+    read = ntpath.basename(source.replace("/", "\\"))
+    if downloaded and read.casefold() == downloaded.casefold():
+        return src.checksum
+    log.info("template %s: checksum not applicable: it describes %s as downloaded from "
+             "origUrl, not %s as the image store keeps it", src.uuid or src.path,
+             downloaded or "a file with no name", read)
+    return None
+
+
+def _file_name(url_path: str) -> str:
+    return url_path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _s3_object(store: S3TO, key: str) -> S3Object:
     missing = [name for name, value in (("endPoint", store.end_point),
                                          ("bucketName", store.bucket_name),
@@ -360,7 +392,7 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
         raise InvalidRequest(f"srcTO: the S3 store lacks {', '.join(missing)}")
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
-                    https=bool(store.https_flag), region=store.region or DEFAULT_S3_REGION)
+                    https=bool(store.https_flag), region=DEFAULT_S3_REGION)
 
 
 def _sniff(files: HostFiles, path: str) -> ImageFormat | None:

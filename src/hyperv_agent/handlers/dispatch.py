@@ -1,10 +1,14 @@
 """The handler table, and the ONE place an exception becomes a failed Answer.
 
-Every command the protocol knows is decoded here; a malformed body becomes the command's
-own answer class with ``result:false`` and the field path in ``details``; a known command
-without a handler answers "not supported by this agent yet"; an ``AgentError`` from a
-handler becomes a failed answer with its message; anything else is logged with its
-traceback and answered with a generic message (never a traceback on the wire).
+Every command the protocol knows is decoded here. Every failure is answered here, with
+the command's own answer class (the management server casts the answer to it and reads
+its fields also when ``result`` is false), built by ``codec.failed_answer`` from the
+decoded command, or from the fields of a body that did not decode: a malformed body
+(``details`` names the field path), a known command without a handler ("not supported
+by this agent yet"), an ``AgentError`` from a handler (its message), and anything else
+(logged with its traceback, answered with a generic message; never a traceback on the
+wire). Handlers answer successes (and the few non-failures with ``result`` false, such as
+CheckOnHost's "host is alive"); they raise ``AgentError`` for everything that failed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import codec
@@ -90,10 +94,11 @@ class Dispatch:
         try:
             command = codec.decode_command(fqcn, body)
         except codec.CodecError as error:
-            return _failed(fqcn, f"{short}: malformed request: {error}")
+            return _failed(fqcn, f"{short}: malformed request: {error}",
+                           codec.raw_command(fqcn, body))
         handler = self._handlers.get(fqcn)
         if handler is None:
-            outcome = _failed(fqcn, f"{short} is not supported by this agent yet")
+            outcome = _failed(fqcn, f"{short} is not supported by this agent yet", command)
         else:
             outcome = await self._run(short, fqcn, handler, command)
         return dataclasses.replace(outcome, vm=vm_of(command))
@@ -102,10 +107,11 @@ class Dispatch:
         try:
             return _encoded(await handler(command))
         except AgentError as error:
-            return _failed(fqcn, f"{short} failed: {error}")
+            return _failed(fqcn, f"{short} failed: {error}", command)
         except Exception as error:
             log.exception("%s failed unexpectedly", short)
-            return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})")
+            return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})",
+                           command)
 
     def _record(self, fqcn: str, outcome: Outcome, elapsed_s: float, round_trips: int) -> None:
         log.info("%s vm=%s result=%s duration_ms=%.1f round_trips=%d%s",
@@ -126,10 +132,12 @@ def vm_of(command: Command) -> str:
     return name if isinstance(name, str) else ""
 
 
-def _failed(fqcn: str, details: str) -> Outcome:
-    """A failed answer; secrets that a malformed body carried never reach the wire."""
+def _failed(fqcn: str, details: str, source: Command | Mapping[str, Any] | None) -> Outcome:
+    """The failed answer of the command ``fqcn``, of its own class, with what that class
+    echoes from ``source``; secrets a malformed body carried never reach the wire."""
     details = logs.redact(details)
-    return Outcome(codec.encode_answers([codec.failed_answer(fqcn, details)]), False, details)
+    answer = codec.failed_answer(fqcn, details, source)
+    return Outcome(codec.encode_answers([answer]), False, details)
 
 
 def _encoded(result: Result) -> Outcome:

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hyperv_agent.cloudstack import codec, names
@@ -24,6 +24,7 @@ from hyperv_agent.cloudstack.answers import (
 )
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_host import (
+    CheckNetworkCommand,
     CheckOnHostCommand,
     GetHostStatsCommand,
     StartupRoutingCommand,
@@ -32,8 +33,8 @@ from hyperv_agent.cloudstack.commands_host import (
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
-from hyperv_agent.errors import AgentError, HyperVError
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -44,6 +45,8 @@ from hyperv_agent.state import PoolRegistry
 log = logging.getLogger("hyperv_agent.handlers.host")
 
 RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (§8)
+DEFAULT_HYPERVISOR_VERSION = "6.2"
+UEFI_ENABLE = "host.uefi.enable"  # ReadyAnswer.detailsMap key (com.cloud.host.Host)
 CLOUDSTACK_NOTE = "cloudstack"
 CREATING_NOTE = "creating"
 
@@ -56,6 +59,9 @@ class HostSettings:
     dom0_min_memory_mb: int = 2048
     local_pool_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
     reservation: Reservation = field(default_factory=Reservation)
+    # What the management server looks hypervisor_capabilities up by: its only Hyperv row
+    # is 6.2, and a version without a row fails volume attachment there.
+    hypervisor_version: str = DEFAULT_HYPERVISOR_VERSION
 
 
 class HostHandlers:
@@ -104,11 +110,19 @@ class HostHandlers:
             "cpus": facts.cores, "cpu_sockets": facts.sockets, "speed_mhz": facts.cpu_mhz,
             "memory_bytes": facts.memory_bytes,
             "dom0_min_memory_bytes": self.settings.dom0_min_memory_mb * 1024 * 1024,
-            "caps": "hvm", "hypervisor_version": facts.product_version,
-            "host_details": {**command.host_details, "product_version": facts.product_version,
-                             "rdp.server.port": str(RDP_PORT)},
+            "caps": "hvm", "hypervisor_version": self.settings.hypervisor_version,
+            "host_details": {**command.host_details, **self._details(facts)},
         })
         return codec.encode_startup_reply(routing, await self._local_pool(command))
+
+    def _details(self, facts: host.HostFacts) -> dict[str, str]:
+        """The host details the reply adds. ``product_version`` is the version the
+        management server looks hypervisor capabilities up by (before hypervisorVersion,
+        when it counts the data volumes a VM may have), so it is the reported hypervisor
+        version too; the host's real Windows version is in ``os`` and ``os_version``."""
+        return {"product_version": self.settings.hypervisor_version,
+                "os": facts.os_caption or "Windows", "os_version": facts.os_version,
+                "rdp.server.port": str(RDP_PORT)}
 
     async def _first_nic(self) -> host.NicFacts | None:
         nics = await host.all_nics(self.cim)
@@ -159,14 +173,19 @@ class HostHandlers:
     # --- health ---------------------------------------------------------------------------
 
     async def ready(self, command: Command) -> Result:
-        return ReadyAnswer(result=True)
+        """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
+        runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
+        without it the MS never places a UEFI VM here. 2 queries, read-only."""
+        facts = await host.host_facts(self.cim)
+        return ReadyAnswer(result=True, details_map={
+            UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
     async def setup(self, command: Command) -> Result:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
 
     async def ping(self, command: Command) -> Result:
         short = type(command).FQCN.rsplit(".", 1)[-1]
-        return Answer(result=True, details=f"success - NOP for {short}", reconnect=False)
+        return Answer(result=True, details=f"success - NOP for {short}")
 
     async def check_health(self, command: Command) -> Result:
         """Alive when Hyper-V answers a query."""
@@ -175,16 +194,16 @@ class HostHandlers:
 
     async def check_network(self, command: Command) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
-        missing = sorted(set(traffic_labels(command)) - set(await host.switch_names(self.cim)))
+        asked = expect(command, CheckNetworkCommand)
+        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.cim)))
         if missing:
-            return CheckNetworkAnswer(result=False, details=(
-                f"traffic label(s) {', '.join(missing)} name no virtual switch on this host; "
-                "create the vSwitch or change the label"))
+            raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
+                                 "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
 
     async def maintain(self, command: Command) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
-                              will_migrate=True, reconnect=False)
+                              will_migrate=True)
 
     async def host_stats(self, command: Command) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
@@ -270,14 +289,8 @@ def parse_heartbeat(text: str) -> float | None:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def traffic_labels(command: Command) -> Sequence[str]:
+def traffic_labels(command: CheckNetworkCommand) -> Sequence[str]:
     """The vSwitch names of a CheckNetworkCommand's networkInfoList (empty labels skipped)."""
-    extra: Mapping[str, object] = command.model_extra or {}
-    infos = extra.get("networkInfoList")
-    labels: list[str] = []
-    for info in infos if isinstance(infos, list) else []:
-        if isinstance(info, dict):
-            labels += [str(info[key]) for key in ("guestNetworkName", "privateNetworkName",
-                                                  "publicNetworkName", "storageNetworkName")
-                       if info.get(key)]
-    return labels
+    return [label for info in command.network_info_list or ()
+            for label in (info.guest_network_name, info.private_network_name,
+                          info.public_network_name, info.storage_network_name) if label]

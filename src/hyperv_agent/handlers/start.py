@@ -36,7 +36,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
 from hyperv_agent.handlers import start_plan
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -113,15 +113,9 @@ class StartHandler:
         ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
         devices are added).
         """
-        if not isinstance(command, StartCommand):
-            raise AgentError(f"expected a {StartCommand.FQCN}, got a {type(command).FQCN}")
-        vm = command.vm
+        vm = expect(command, StartCommand).vm
         async with self.locks.hold(vm.name):
-            try:
-                notes = await self._start(command)
-            except AgentError as error:
-                details = logs.redact(f"StartCommand failed: {error}")
-                return StartAnswer(result=False, vm=vm, details=details)
+            notes = await self._start(expect(command, StartCommand))
         return StartAnswer(result=True, vm=vm,
                            details=logs.redact("; ".join(notes)) if notes else None)
 
@@ -255,7 +249,7 @@ class StartHandler:
     async def _medium(self, disk: DiskTO) -> str | None:
         """The host path of the disk's image (checked to exist); None for an empty DVD."""
         kind = start_plan.disk_kind(disk)
-        if kind == "ISO" and disk.data is None:
+        if start_plan.is_empty_dvd(disk):
             return None
         path = start_plan.image_path(disk, kind)
         if not await self.files.exists(path):

@@ -141,6 +141,15 @@ def with_iso(disks: tuple[PlannedDisk, ...], generation: int,
             f"system VM ISO {path} inserted at {bus.upper()} slot {slot}")
 
 
+def is_empty_dvd(disk: DiskTO) -> bool:
+    """An ISO disk that names no ISO: no ``data``, or a TemplateObjectTO without ``path``
+    (what the MS sends for every VM that has no ISO attached). It means an empty DVD
+    drive, as the C# agent builds it."""
+    if str(disk.type).upper() != "ISO":
+        return False
+    return disk.data is None or (isinstance(disk.data, TemplateObjectTO) and not disk.data.path)
+
+
 def disk_kind(disk: DiskTO) -> str:
     kind = str(disk.type).upper()
     if kind not in ("ROOT", "DATADISK", "ISO"):

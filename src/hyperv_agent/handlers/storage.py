@@ -1,7 +1,12 @@
 """Storage pools: Modify/Create/DeleteStoragePoolCommand and GetStorageStatsCommand (§5.3).
 
-A Filesystem pool is a folder on the host; an SMB pool a share, reached by its UNC path.
-Registering a shared pool records its root so statistics can find it later.
+A Filesystem pool is a folder on the host: ``localPath`` of the command, as the C# agent
+takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``pool.path``
+without its ``?user=..&password=..&domain=..`` query, never ``localPath``, which the
+management server always sends as the Linux mount point ``/mnt//<uuid>``. The credentials
+of the query are handed to the host's file access (in memory) before the share is
+touched. Registering a shared pool records it in the ``PoolRegistry``, where statistics,
+heartbeats, HA checks and template eviction find it later.
 """
 
 from __future__ import annotations
@@ -17,15 +22,14 @@ from hyperv_agent.cloudstack.commands_storage import (
     GetStorageStatsCommand,
     ModifyStoragePoolCommand,
 )
-from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
-from hyperv_agent.errors import AgentError
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
+from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.state import PoolRegistry
+from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool, without_query
 
 log = logging.getLogger("hyperv_agent.handlers.storage")
-SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
 
 
 @dataclass(frozen=True)
@@ -60,80 +64,84 @@ class StorageHandlers:
         }
 
     async def modify_pool(self, command: Command) -> Result:
-        """``add``: check the pool is reachable, measure it and remember a shared one;
-        otherwise forget it. Safe to repeat; the pool's files are never touched."""
-        assert isinstance(command, ModifyStoragePoolCommand)
-        pool = command.pool
-        pool_type = str(pool.type or "")
+        """``add``: reach the pool, measure it and register a shared one; otherwise forget
+        it (without touching it). Safe to repeat; the pool's files are never touched. A
+        pool that cannot be reached: a failed answer naming it, nothing registered."""
+        asked = expect(command, ModifyStoragePoolCommand)
+        pool = asked.pool
         try:
-            root = self._root(pool_type, pool.host or "", command.local_path or pool.path or "")
-            total, free = await self._measure(root)
+            location = self._location(pool, asked.local_path)
+            total, free = await self._measure(location.root) if asked.add else (0, 0)
         except AgentError as error:
-            return Answer(result=False, details=(
-                f"Failed to add storage pool {pool.uuid}, please verify your pool details: "
-                f"{error}"))
-        self._remember(pool.uuid, pool_type, root, command.add)
-        info = StoragePoolInfo(host=pool.host, host_path=_without_query(pool.path),
-                               local_path=root, pool_type=pool_type or None,
+            raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
+                             f"pool details: {error}") from error
+        self._remember(pool, location.root, asked.add)
+        info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
+                               local_path=location.root, pool_type=pool.type or None,
                                capacity_bytes=total, available_bytes=free)
-        return ModifyStoragePoolAnswer(result=True, local_path=root, pool_info=info)
+        return ModifyStoragePoolAnswer(result=True, pool_info=info)
 
-    def _root(self, pool_type: str, host: str, path: str) -> str:
-        """The pool's root; a share's credentials are registered before it is touched."""
+    def _location(self, pool: StorageFilerTO, local_path: str | None) -> locations.PoolLocation:
+        """Where the pool is; a share's credentials are handed over before it is touched."""
+        pool_type = str(pool.type or "")
         if pool_type in SHARED_TYPES:
-            location = locations.from_primary_store(host, path, "SMB")
+            location = locations.from_primary_store(pool.host or "", pool.path or "", "SMB")
         elif pool_type == "Filesystem":
-            location = locations.from_primary_store(host, path, "Filesystem")
+            location = locations.from_primary_store("", local_path or pool.path or "",
+                                                    "Filesystem")
         else:
-            raise AgentError(f"pool type {pool_type or 'none'} is not supported on Hyper-V")
+            raise InvalidRequest(f"pool type {pool_type or 'none'} is not supported on Hyper-V")
         if isinstance(location, locations.ShareLocation):
             self.files.use_credentials(location)
-        return location.root
+        return location
 
     async def _measure(self, root: str) -> tuple[int, int]:
         if not await self.files.exists(root):
-            raise AgentError(f"{root} cannot be reached from this host")
+            raise InvalidRequest(f"{root} cannot be reached from this host")
         return await pool_usage(self.files, root, self.reservation)
 
-    def _remember(self, pool_uuid: str | None, pool_type: str, root: str, add: bool) -> None:
-        if not pool_uuid or pool_type not in SHARED_TYPES:
+    def _remember(self, pool: StorageFilerTO, root: str, add: bool) -> None:
+        pool_type = str(pool.type or "")
+        if not pool.uuid or pool_type not in SHARED_TYPES:
             return
         if add:
-            self.registry.put(pool_uuid, root)
+            self.registry.put(pool.uuid, RegisteredPool(
+                root=root, pool_type=pool_type, host=pool.host or "",
+                path=without_query(pool.path)))
         else:
-            self.registry.remove(pool_uuid)
+            self.registry.remove(pool.uuid)
 
     async def create_pool(self, command: Command) -> Result:
         return Answer(result=True, details="success - NOP")
 
     async def delete_pool(self, command: Command) -> Result:
-        """Forgets a shared pool; its files are never deleted. An unknown pool is fine."""
-        assert isinstance(command, DeleteStoragePoolCommand)
-        if command.pool is not None and command.pool.uuid:
-            self.registry.remove(command.pool.uuid)
-        return Answer(result=True, details="storage pool forgotten; its files are kept")
+        """Forgets the pool ``_pool``: statistics, heartbeats and HA checks no longer use
+        it. Its files are never deleted. An unknown pool is fine (a repeat is safe)."""
+        asked = expect(command, DeleteStoragePoolCommand)
+        pool_uuid = asked.pool.uuid if asked.pool is not None else None
+        if not pool_uuid:
+            raise InvalidRequest("_pool.uuid is missing: no pool to forget")
+        if self.registry.remove(pool_uuid):
+            return Answer(result=True, details=f"storage pool {pool_uuid} forgotten; its files "
+                                               "are kept")
+        return Answer(result=True, details=f"storage pool {pool_uuid} was not registered on "
+                                           "this host; nothing to forget")
 
     async def storage_stats(self, command: Command) -> Result:
         """Capacity and use of a pool: a Filesystem pool by its path, a shared pool by the
         root recorded when it was registered. Read-only."""
-        assert isinstance(command, GetStorageStatsCommand)
-        pool_type = str(command.pool_type or "")
-        root = self._stats_root(pool_type, command)
+        asked = expect(command, GetStorageStatsCommand)
+        pool_type = str(asked.pool_type or "")
+        root = self._stats_root(pool_type, asked)
         if root is None:
-            return GetStorageStatsAnswer(result=False, details=(
-                f"pool {command.pool_uuid} ({pool_type or 'no type'}) is not registered on "
-                "this host; send ModifyStoragePoolCommand first"))
+            raise InvalidRequest(f"pool {asked.pool_uuid} ({pool_type or 'no type'}) is not "
+                                 "registered on this host; ModifyStoragePoolCommand "
+                                 "registers it")
         total, free = await pool_usage(self.files, root, self.reservation)
         return GetStorageStatsAnswer(result=True, capacity_bytes=total, used_bytes=total - free)
 
     def _stats_root(self, pool_type: str, command: GetStorageStatsCommand) -> str | None:
         if pool_type == "Filesystem" and command.local_path:
             return locations.from_primary_store("", command.local_path, "Filesystem").root
-        if pool_type in SHARED_TYPES and command.pool_uuid:
-            return self.registry.get(command.pool_uuid)
-        return None
-
-
-def _without_query(path: str | None) -> str | None:
-    """The pool path without its ``?user=..&password=..`` query."""
-    return path.split("?", 1)[0] if path else path
+        registered = self.registry.get(command.pool_uuid) if command.pool_uuid else None
+        return registered.root if registered is not None else None

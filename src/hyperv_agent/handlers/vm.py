@@ -32,6 +32,7 @@ from hyperv_agent.cloudstack.commands_vm import (
 )
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import VmStatsEntry
+from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.hyperv import jobs, power, vms
 from hyperv_agent.hyperv.backend import Backend
@@ -136,14 +137,14 @@ class VmHandlers:
             vm = await vms.find_vm(self.cim, stop.vm_name)
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
-                return StopAnswer(result=True, vm=stop.vm)
+                return StopAnswer(result=True)
             if stop.check_before_cleanup and vm.power is vms.PowerState.RUNNING:
-                return StopAnswer(result=False, vm=stop.vm, details=(
+                raise InvalidRequest(
                     f"VM {vm.name} is still running on this host; a StopCommand with "
-                    "checkBeforeCleanup leaves a running VM alone"))
+                    "checkBeforeCleanup leaves a running VM alone")
             policy = self.settings.stop_policy(graceful=not stop.force_stop)
             await power.stop_and_remove(self.cim, vm, policy)
-        return StopAnswer(result=True, vm=stop.vm)
+        return StopAnswer(result=True)
 
     async def reboot(self, command: Command) -> Result:
         """Hard reset of the VM (RequestStateChange 11, no guest shutdown).
@@ -155,13 +156,12 @@ class VmHandlers:
         nothing and fails the answer.
         """
         reboot = expect(command, RebootCommand)
-        unknown = RebootAnswer(result=False, details=(
-            f"{names.REBOOT_COMMAND} requested unknown VM {reboot.vm_name}"))
         async with self.locks.hold(reboot.vm_name):
             vm = await vms.find_vm(self.cim, reboot.vm_name)
             if vm is None or not await power.reset(self.cim, vm.guid,
                                                    policy=self.settings.job_wait):
-                return unknown
+                raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
+                                     f"{reboot.vm_name}")
         return RebootAnswer(result=True)
 
     async def check(self, command: Command) -> Result:
@@ -172,8 +172,8 @@ class VmHandlers:
         check = expect(command, CheckVirtualMachineCommand)
         vm = await vms.find_vm(self.cim, check.vm_name)
         if vm is None:
-            return CheckVirtualMachineAnswer(result=False, details=(
-                f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM {check.vm_name}"))
+            raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
+                                 f"{check.vm_name}")
         return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
 
     async def vnc_port(self, command: Command) -> Result:
@@ -185,9 +185,7 @@ class VmHandlers:
         vnc = expect(command, GetVncPortCommand)
         vm = await vms.find_vm(self.cim, vnc.vm_name)
         if vm is None:
-            return GetVncPortAnswer(result=False, port=VNC_PORT_RDP, details=(
-                f"{names.GET_VNC_PORT_ANSWER} failed due to no VM named {vnc.vm_name} "
-                "on this host"))
+            raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
                                 port=VNC_PORT_RDP)
 
@@ -209,7 +207,6 @@ def _stats_entry(name: str, stats: vms.VmStats) -> VmStatsEntry:
     # what the guest has free, so intFreeMemoryKBs and targetMemoryKBs are left out.
     return VmStatsEntry(cpu_utilization_percent=stats.cpu_utilization_percent,
                         num_cpus=stats.cpus, memory_kb=float(stats.memory_mb * 1024),
-                        network_read_kb=0.0, network_write_kb=0.0, entity_type="vm",
-                        vm_name=name)
+                        network_read_kb=0.0, network_write_kb=0.0, entity_type="vm")
 
 

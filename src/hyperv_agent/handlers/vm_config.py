@@ -36,7 +36,7 @@ from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 
-UNTAGGED = -1  # GetVmConfigAnswer.vlanid of a port without a VLAN
+UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
 _BYTES_PER_MB = 1024 * 1024
 
 
@@ -69,8 +69,7 @@ class VmConfigHandlers:
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.cim, name)
             if vm is None:
-                return ScaleVmAnswer(result=False, details=(
-                    f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}"))
+                raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
             await scale.set_processors_and_memory(self.cim, vm, cpus, ram // _BYTES_PER_MB)
         return ScaleVmAnswer(result=True, details=(
             f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
@@ -86,12 +85,13 @@ class VmConfigHandlers:
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.cim, asked.vm_name)
             if vm is None:
-                return GetVmConfigAnswer(result=False, vm_name=asked.vm_name, details=(
-                    f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM {asked.vm_name!r}"))
+                raise InvalidRequest(f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM "
+                                     f"{asked.vm_name!r}")
             found = await nics.list_nics(self.cim, vm.guid)
         return GetVmConfigAnswer(result=True, vm_name=asked.vm_name, nics=[
-            NicDetails(mac_address=nic.mac, vlan_id=UNTAGGED if nic.vlan is None else nic.vlan,
-                       state=nic.connected) for nic in found])
+            NicDetails(mac_address=nic.mac, state=nic.connected,
+                       vlan_id=UNTAGGED if nic.vlan is None else str(nic.vlan))
+            for nic in found])
 
     async def modify_nic(self, command: Command) -> Result:
         """Wire one of the VM's NICs: by ``macAddress``, or else by ``index`` (≥ 1, the
@@ -109,15 +109,15 @@ class VmConfigHandlers:
         """
         asked = expect(command, ModifyVmNicConfigCommand)
         if not asked.mac_address and asked.index < 1:
-            return self._nic_failed(asked, "it names neither a macAddress nor an index >= 1")
+            raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.cim, asked.vm_name)
             if vm is None:
-                return self._nic_failed(asked, f"there is no VM {asked.vm_name!r} on this host")
+                raise _nic_failed(f"there is no VM {asked.vm_name!r} on this host")
             nic = _pick(await nics.list_nics(self.cim, vm.guid), asked)
             if nic is None:
-                return self._nic_failed(asked, f"VM {asked.vm_name} has no NIC with " + (
+                raise _nic_failed(f"VM {asked.vm_name} has no NIC with " + (
                     f"MAC {asked.mac_address}" if asked.mac_address else f"index {asked.index}"))
             await self._wire(nic, asked, vlan)
         return ModifyVmNicConfigAnswer(result=True, vm_name=asked.vm_name)
@@ -130,11 +130,6 @@ class VmConfigHandlers:
         else:
             await nics.set_vlan(self.cim, nic, None)
             await nics.disconnect(self.cim, nic)
-
-    @staticmethod
-    def _nic_failed(asked: ModifyVmNicConfigCommand, why: str) -> ModifyVmNicConfigAnswer:
-        return ModifyVmNicConfigAnswer(result=False, vm_name=asked.vm_name, details=(
-            f"{names.MODIFY_VM_NIC_CONFIG_COMMAND} changed nothing: {why}"))
 
     async def plug_nic(self, command: Command) -> Result:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
@@ -151,16 +146,13 @@ class VmConfigHandlers:
         asked = expect(command, PlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
-            return PlugNicAnswer(result=False, details=(
-                f"{names.PLUG_NIC_COMMAND} changed nothing: it names no "
-                f"{'instanceName' if not name else 'nic'}"))
+            raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
+                                 "nothing changed")
         mac, vlan = build.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.cim, name)
             if vm is None:
-                return PlugNicAnswer(result=False, details=(
-                    f"{names.PLUG_NIC_COMMAND} changed nothing: there is no VM {name!r} "
-                    "on this host"))
+                raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
             found = await nics.list_nics(self.cim, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if present is not None:
@@ -169,8 +161,7 @@ class VmConfigHandlers:
                 return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
             refusal = await self._nics_fixed(vm, found)
             if refusal:
-                return PlugNicAnswer(result=False, details=(
-                    f"{names.PLUG_NIC_COMMAND} changed nothing: {refusal}"))
+                raise InvalidRequest(f"nothing changed: {refusal}")
             await self._add_nic(vm, nic, mac, vlan)
         return PlugNicAnswer(result=True, details=f"NIC {mac} added to VM {name}")
 
@@ -207,19 +198,17 @@ class VmConfigHandlers:
         asked = expect(command, UnPlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
-            return UnPlugNicAnswer(result=False, details=(
-                f"{names.UNPLUG_NIC_COMMAND} changed nothing: it names no "
-                f"{'instanceName' if not name else 'nic'}"))
+            raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
+                                 "nothing changed")
         mac = build.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.cim, name)
             found = [] if vm is None else await nics.list_nics(self.cim, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if vm is None or present is None:
-                return UnPlugNicAnswer(result=False, details=(
-                    f"{names.UNPLUG_NIC_COMMAND} changed nothing: " + (
-                        f"there is no VM {name!r} on this host" if vm is None
-                        else f"VM {name} has no NIC with MAC {mac}")))
+                raise InvalidRequest("nothing changed: " + (
+                    f"there is no VM {name!r} on this host" if vm is None
+                    else f"VM {name} has no NIC with MAC {mac}"))
             if await self._nics_fixed(vm, found) is None:
                 await nics.remove(self.cim, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
@@ -239,6 +228,10 @@ def _vlan(text: str | None) -> int | None:
         raise InvalidRequest(f"vlan {text[:40] if text else text!r} is not a VLAN id or "
                              "'untagged'")
     return int(value)
+
+
+def _nic_failed(why: str) -> InvalidRequest:
+    return InvalidRequest(f"changed nothing: {why}")
 
 
 def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | None:

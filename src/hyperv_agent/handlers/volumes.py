@@ -47,6 +47,7 @@ from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.vms import PowerState, VmRef
+from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool
 
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
@@ -63,12 +64,13 @@ class VolumeHandlers:
 
     def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY, *,
-                 secondary_storage_path: str = "") -> None:
+                 secondary_storage_path: str = "", pools: PoolRegistry | None = None) -> None:
         self.cim = cim
         self.files = files
         self.locks = locks
         self.job_wait = job_wait
         self.secondary_storage_path = secondary_storage_path
+        self.pools = pools
         self.file_locks = VmLocks()  # the same queueing, keyed by host path
 
     def table(self) -> dict[str, Handler]:
@@ -132,9 +134,8 @@ class VolumeHandlers:
         assert isinstance(command, DeleteCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
-            return Answer(result=False, details=(
-                "DeleteCommand: only volumes are deleted by this agent; the template or "
-                "snapshot was kept"))
+            raise InvalidRequest("only volumes are deleted by this agent; the template or "
+                                 "snapshot was kept")
         path = await datapaths.locate_volume(self.files, volume, "data")
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
@@ -229,7 +230,13 @@ class VolumeHandlers:
     async def destroy_legacy(self, command: Command) -> Result:
         """Detach the volume from ``vmName`` (when given and attached there), then delete
         its file. A missing file is success. A file in another VM, or in a running VM
-        that cannot release it (IDE), is refused and kept."""
+        that cannot release it (IDE), is refused and kept.
+
+        The management server also evicts unused templates from a pool with it:
+        ``volume.path`` is the template's install path and ``volume.mountPoint`` the pool's
+        path without its server (for an SMB pool ``/share?user=..&password=..``), so the
+        pool is the registered one ``storagePoolUuid`` names (or, failing that, the one
+        registered with that path). A local pool's mount point is its folder."""
         assert isinstance(command, DestroyCommand)
         path = await self._legacy_file(command.volume)
         if path is None:
@@ -254,20 +261,39 @@ class VolumeHandlers:
                              f"({error}); the file was kept") from error
 
     async def _legacy_file(self, volume: VolumeTO) -> str | None:
-        """The file of a legacy VolumeTO inside its mount point; None when absent."""
+        """The file of a legacy VolumeTO inside its pool; None when absent."""
         if not volume.path:
             raise InvalidRequest("volume.path is required")
+        path = datapaths.confined(self._legacy_root(volume), volume.path)
+        for candidate in _with_suffixes(path):
+            if await self.files.exists(candidate):
+                return candidate
+        return None
+
+    def _legacy_root(self, volume: VolumeTO) -> str:
+        """The root of the pool a legacy VolumeTO is in: the registered pool, or the
+        folder its mount point names."""
+        registered = self._registered(volume)
+        if registered is not None:
+            return registered.root
+        if str(volume.storage_pool_type or "") in SHARED_TYPES:
+            raise InvalidRequest(f"pool {volume.storage_pool_uuid or '(no uuid)'} is not "
+                                 "registered on this host; ModifyStoragePoolCommand "
+                                 "registers it")
         if not volume.mount_point:
             raise InvalidRequest("volume.mountPoint is required to know the pool")
         root = volume.mount_point
         if ntpath.splitext(root)[1].lower() in DISK_SUFFIXES:
             root = ntpath.dirname(root)
-        root = locations.from_primary_store("", root, "Filesystem").root
-        path = datapaths.confined(root, volume.path)
-        for candidate in _with_suffixes(path):
-            if await self.files.exists(candidate):
-                return candidate
-        return None
+        return locations.from_primary_store("", root, "Filesystem").root
+
+    def _registered(self, volume: VolumeTO) -> RegisteredPool | None:
+        if self.pools is None:
+            return None
+        found = self.pools.get(volume.storage_pool_uuid) if volume.storage_pool_uuid else None
+        if found is None and volume.mount_point and not _is_local(volume.mount_point):
+            found = self.pools.find(volume.mount_point)
+        return found
 
     # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
 
@@ -383,6 +409,11 @@ def _volume_format(fmt: object, default: ImageFormat) -> ImageFormat:
     if text not in _VOLUME_FORMATS:
         raise InvalidRequest(f"volume format {text[:20]!r} is not VHD or VHDX")
     return _VOLUME_FORMATS[text]
+
+
+def _is_local(path: str) -> bool:
+    """A drive path (C:\\...) rather than a share's path."""
+    return path[1:2] == ":"
 
 
 def _sectors(size: int) -> int:

@@ -2,7 +2,9 @@
 
 Used where the host cannot reach a share natively: the agent off Windows, and the
 emulator when a share lives on a real SMB server. Each server is reached with the
-credentials last registered for it by ``use_credentials`` (from the share's URL), on the
+credentials last registered for it by ``use_credentials`` (from a share's URL or a
+registered pool's path, so a pool's account also serves an image store on the same
+server), else with the account configured for it (``[agent.smb_credentials]``), on the
 configured port; connections are pooled per instance and reopened when they drop.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
@@ -20,7 +22,7 @@ import io
 import logging
 import stat as stat_mode
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
@@ -102,9 +104,12 @@ class SmbFiles(HostFiles):
     """HostFiles for UNC paths, over SMB 2/3 with smbprotocol."""
 
     def __init__(self, port: int = DEFAULT_PORT,
-                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                 configured: Mapping[str, Credentials] | None = None) -> None:
         self.port = port
         self.connect_timeout_s = connect_timeout_s
+        self._configured = {server.lower(): account
+                            for server, account in (configured or {}).items()}
         self._credentials: dict[str, Credentials] = {}
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
@@ -205,12 +210,19 @@ class SmbFiles(HostFiles):
         several threads ask at the same time, and reopened when the connection dropped."""
         kwargs: dict[str, Any] = {"port": self.port, "connection_timeout": self.connect_timeout_s,
                                   "connection_cache": self._connections}
-        credentials = self._credentials.get(server.lower())
+        credentials = self.credentials_for(server)
         if credentials is not None:
             kwargs.update(username=credentials.qualified_user, password=credentials.password)
         with self._server_lock(server):
             smbclient.register_session(server, **kwargs)
         return kwargs
+
+    def credentials_for(self, server: str) -> Credentials | None:
+        """The account ``server`` is reached with: the last one a URL or pool gave for
+        it, else the configured one; None when there is neither."""
+        with self._lock:
+            given = self._credentials.get(server.lower())
+        return given or self._configured.get(server.lower())
 
     def _server_lock(self, server: str) -> threading.Lock:
         with self._lock:
@@ -238,7 +250,7 @@ class SmbFiles(HostFiles):
         except HostFileError:
             raise
         except (SMBException, OSError, ValueError) as error:
-            credentials = self._credentials.get(target.server.lower())
+            credentials = self.credentials_for(target.server)
             message = _describe(error, action, target, self, credentials)
             if credentials is not None and len(credentials.password) >= 4:  # never echoed
                 message = message.replace(credentials.password, "*****")
@@ -264,7 +276,7 @@ def _describe(error: BaseException, action: str, target: _Target, files: SmbFile
     if status in _NO_SHARE:
         return f"{head}: {where} has no share named {target.share!r}"
     if status in _LOGON or isinstance(error, SMBAuthenticationError):
-        return f"{head}: {where} refused the logon: {_who(credentials)}"
+        return f"{head}: {where} refused the logon: {_who(credentials, target.server)}"
     if status == _ACCESS_DENIED:
         return f"{head}: access denied"
     if unreachable := _unreachable(error, files.connect_timeout_s):
@@ -272,9 +284,11 @@ def _describe(error: BaseException, action: str, target: _Target, files: SmbFile
     return f"{head}: {_reason(error)}"
 
 
-def _who(credentials: Credentials | None) -> str:
+def _who(credentials: Credentials | None, server: str) -> str:
     if credentials is None:
-        return "no credentials were given for it (add ?user=...&password=... to the URL)"
+        return (f"no credentials are known for {server}: register a pool on that server "
+                "(its path carries ?user=..&password=..), give them in the URL, or add "
+                f'"{server}" to [agent.smb_credentials]')
     return f"wrong user name or password for {credentials.qualified_user}"
 
 

@@ -298,6 +298,25 @@ async def eject_iso(cim: Cim, vm: VmRef, image: str) -> Drive | None:
     return drive
 
 
+async def empty_dvd(cim: Cim, vm: VmRef) -> Placed:
+    """The VM's DVD drive (``VmStorage.dvd_drive``) emptied: an ISO in it is taken out,
+    the drive stays. A VM without a DVD drive gets an empty one where Hyper-V allows it
+    (as ``insert_iso``); an empty drive: nothing changes, so a repeat is safe. No ISO
+    file is touched. 1 query, + 1 call when an ISO is ejected or a drive added.
+    """
+    storage = await read_storage(cim, vm)
+    drive = storage.dvd_drive()
+    if drive is None:
+        controller, where, slot = await _new_dvd_place(cim, vm, storage)
+        await build.attach_empty_dvd(cim, vm, controller, slot)
+        return Placed(where, changed=True)
+    if drive.medium is None or drive.medium.path is None:
+        return Placed(drive.where, changed=False)
+    await vms.call_service(cim, "RemoveResourceSettings",
+                           {"ResourceSettings": [drive.medium.path]})
+    return Placed(drive.where, changed=True)
+
+
 async def _new_dvd_place(cim: Cim, vm: VmRef, storage: VmStorage
                          ) -> tuple[ObjectPath, str, int]:
     """Controller, description and slot for a new DVD drive; InvalidRequest if none."""

@@ -27,6 +27,7 @@ from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv.schema import CENTRAL_PROCESSOR, CIMV2, NAMESPACE, PERF_TOTAL, Class
 
 _BYTES_PER_KIB = 1024
+GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
 _ALL_PERCENT = 100.0
 _MAC_SEPARATORS = str.maketrans("", "", ":-.")
 IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -43,6 +44,13 @@ class HostFacts:
     os_version: str  # "10.0.17763"
     product_version: str  # "10.0"
     host_name: str
+    os_caption: str = ""  # "Microsoft Windows Server 2019 Datacenter"
+
+    @property
+    def runs_generation_2(self) -> bool:
+        """Whether Hyper-V here runs generation 2 (UEFI) VMs: Windows Server 2012 R2
+        (6.3) and later do, Windows Server 2012 (6.2) does not."""
+        return _version_tuple(self.product_version) >= GENERATION_2_SINCE
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ async def host_facts(cim: Cim) -> HostFacts:
         os_version=version,
         product_version=".".join(version.split(".")[:2]),
         host_name=system.string("CSName") or "",
+        os_caption=system.string("Caption") or "",
     )
 
 
@@ -152,7 +161,8 @@ async def _processors(cim: Cim) -> list[CimInstance]:
 async def _operating_system(cim: Cim) -> CimInstance:
     query = wql.select(
         Class.OPERATING_SYSTEM,
-        properties=("Version", "CSName", "TotalVisibleMemorySize", "FreePhysicalMemory"),
+        properties=("Version", "Caption", "CSName", "TotalVisibleMemorySize",
+                    "FreePhysicalMemory"),
     )
     found = await cim.query(query, CIMV2)
     if not found:
@@ -169,6 +179,16 @@ async def _idle_percent(cim: Cim) -> float:
     if idle is None:
         raise HyperVError(f"{Class.PROCESSOR_PERF} has no {PERF_TOTAL} idle time")
     return float(idle)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """``"6.3"`` -> (6, 3); the leading numeric parts only, (0,) for none."""
+    parts = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts) or (0,)
 
 
 def _addresses(adapter: CimInstance) -> list[NicFacts]:

@@ -1,0 +1,110 @@
+"""Every failure of every routed command answers the command's own answer class, with the
+fields the management server reads from it when ``result`` is false.
+
+The MS casts the first answer to the class it expects (a bare Answer where it wants a
+ModifyStoragePoolAnswer is a ClassCastException) and some of its code reads fields
+without checking ``result`` first: GetVmConfigAnswer.nics is iterated, a
+SecurityGroupRuleAnswer's vmId and logSequenceNumber are unboxed. Each failure kind is
+driven over the whole route table: a malformed body over real HTTPS on the real agent,
+and an AgentError and an unexpected error raised by the handler through the real
+dispatcher.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cloudstack import codec, names
+from hyperv_agent.cloudstack.answers import Answer
+from hyperv_agent.cloudstack.base import Command
+from hyperv_agent.cloudstack.commands import COMMAND_TYPES
+from hyperv_agent.errors import AgentError
+from hyperv_agent.handlers.dispatch import Dispatch, Result
+from tests.cloudstack.fixtures import BASE_BODIES, json_contains
+from tests.e2e.conftest import Running
+
+ROUTES = sorted(fqcn for fqcn in COMMAND_TYPES if codec.is_known(fqcn))
+# Replies that are not Answer[]: a failure is a generic Answer, which the MS reads as "no
+# reply" (the host is not added; the ping goes out without a report), never as data.
+SPECIAL = {names.STARTUP_COMMAND: names.ANSWER, names.HOST_VM_STATE_REPORT_COMMAND: names.ANSWER}
+# Fields the MS dereferences on a failed answer, with the value they must have.
+READ_ON_FAILURE: dict[str, dict[str, Any]] = {
+    names.GET_VM_CONFIG_ANSWER: {"nics": [], "vmName": "i-2-5-VM"},
+    names.MODIFY_VM_NIC_CONFIG_ANSWER: {"vmName": "i-2-5-VM"},
+    names.MODIFY_STORAGE_POOL_ANSWER: {"datastoreClusterChildren": []},
+    names.SECURITY_GROUP_RULE_ANSWER: {"vmId": 8, "logSequenceNumber": 3},
+    names.GET_VNC_PORT_ANSWER: {"port": -9},
+    names.START_ANSWER: {"vm": {"name": "i-2-5-VM"}},
+    names.ATTACH_ANSWER: {"disk": {"type": "ISO"}},
+    names.DETTACH_ANSWER: {"disk": {"type": "ISO"}},
+    names.MIGRATE_VOLUME_ANSWER: {"volumePath": "p"},
+    names.GET_VM_DISK_STATS_ANSWER: {"hostName": "hv-1"},
+}
+
+
+def _expected_class(fqcn: str) -> str:
+    return SPECIAL.get(fqcn) or names.ANSWER_FOR.get(fqcn, names.ANSWER)
+
+
+def _body(fqcn: str, extra: dict[str, Any]) -> bytes:
+    fields = BASE_BODIES.get(fqcn, {}) | extra
+    if fqcn == names.STARTUP_COMMAND:
+        return json.dumps([{names.STARTUP_ROUTING_COMMAND: fields}]).encode()
+    return json.dumps(fields).encode()
+
+
+def _check(fqcn: str, reply: Any, details: str) -> None:
+    assert isinstance(reply, list) and len(reply) == 1, reply
+    ((key, fields),) = reply[0].items()
+    assert key == _expected_class(fqcn), (fqcn, reply)
+    assert fields["result"] is False and details in fields["details"], fields
+    assert json_contains(fields, READ_ON_FAILURE.get(key, {})), (fqcn, fields)
+    assert codec.decode_answers(json.dumps(reply).encode())  # Gson-readable, class known
+
+
+def test_route_table_is_every_command_the_agent_knows(running: Running) -> None:
+    assert set(running.agent.dispatch.handlers) <= set(ROUTES)
+    assert all(running.agent.dispatch.knows(fqcn) for fqcn in ROUTES)
+
+
+@pytest.mark.parametrize("fqcn", ROUTES)
+async def test_malformed_body_answers_the_commands_own_class_when_any_command_fails(
+    running: Running, fqcn: str
+) -> None:
+    status, reply = await running.post(fqcn, _body(fqcn, {"wait": "soon"}))
+    assert status == 200
+    _check(fqcn, reply, "malformed request: ")
+    assert reply[0][_expected_class(fqcn)]["details"].split("malformed request: ")[1].split(
+        ":")[0].endswith("wait")
+
+
+@pytest.mark.parametrize("raised", [AgentError("the host refused"), KeyError("x")])
+async def test_handler_error_answers_the_commands_own_class_on_every_route(
+    raised: Exception,
+) -> None:
+    async def failing(command: Command) -> Result:
+        raise raised
+
+    dispatch = Dispatch(dict.fromkeys(ROUTES, failing))
+    details = "the host refused" if isinstance(raised, AgentError) else "internal error (KeyError)"
+    for fqcn in ROUTES:
+        reply = json.loads(await dispatch(fqcn, _body(fqcn, {})))
+        _check(fqcn, reply, details)
+
+
+async def test_unhandled_command_answers_its_own_class_when_no_handler_serves_it() -> None:
+    dispatch = Dispatch({})
+    for fqcn in ROUTES:
+        _check(fqcn, json.loads(await dispatch(fqcn, _body(fqcn, {}))), "not supported")
+
+
+def test_failed_answer_has_no_secret_when_the_command_carried_one() -> None:
+    body = {"vm": {"name": "i-2-5-VM", "vncPassword": "Xk3p9QvL2mRt",
+                   "bootArgs": " template=domP vmpassword=s3cret keystore_password=k3y"}}
+    answer = codec.failed_answer(names.START_COMMAND, "failed", body)
+    text = codec.encode_answers([answer]).decode()
+    assert "Xk3p9QvL2mRt" not in text and "s3cret" not in text and "k3y" not in text
+    assert isinstance(answer, Answer) and "template=domP" in text
