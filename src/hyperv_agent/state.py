@@ -33,6 +33,15 @@ class RegisteredPool:
     def shared(self) -> bool:
         return self.pool_type in SHARED_TYPES or self.root.startswith("\\\\")
 
+    @classmethod
+    def from_root(cls, root: str) -> RegisteredPool:
+        """A pool known only by its root: ``\\\\server\\share\\dir`` is an SMB pool on
+        ``server`` with path ``/share/dir``; any other root a local Filesystem pool."""
+        if not root.startswith("\\\\"):
+            return cls(root=root, pool_type="Filesystem")
+        server, _, rest = root[2:].partition("\\")
+        return cls(root=root, pool_type="SMB", host=server, path="/" + rest.replace("\\", "/"))
+
 
 def without_query(path: str | None) -> str:
     """A pool path without its ``?user=..&password=..`` query (never a credential)."""

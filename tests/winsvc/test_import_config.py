@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from hyperv_agent.cli import main
 from hyperv_agent.config import load_config
-from hyperv_agent.state import PoolRegistry
+from hyperv_agent.state import PoolRegistry, RegisteredPool
 from hyperv_agent.winsvc import tomltext
 from tests.conftest import off_windows
 
@@ -58,14 +58,17 @@ def test_settings_the_csharp_agent_used_become_a_valid_agent_toml(tmp_path: Path
 def test_smb_pools_the_csharp_agent_registered_go_to_the_pool_registry(tmp_path: Path) -> None:
     _, result = imported(tmp_path)
     registry = PoolRegistry(tmp_path / "state" / "pools.json")
-    assert registry.get(POOL_1) == "\\\\10.1.1.2\\primary"
-    assert registry.get(POOL_2.upper()) == "\\\\fs2.lab.example\\cloud\\pool2"
+    assert registry.get(POOL_1) == RegisteredPool("\\\\10.1.1.2\\primary", "SMB", "10.1.1.2",
+                                                  "/primary")
+    second = registry.get(POOL_2.upper())
+    assert second is not None and second.root == "\\\\fs2.lab.example\\cloud\\pool2"
+    assert (second.host, second.path) == ("fs2.lab.example", "/cloud/pool2")
     assert f"registered 2 SMB pool(s) in {tmp_path / 'state' / 'pools.json'}" in result.output
 
 
 def test_pools_already_registered_are_kept(tmp_path: Path) -> None:
     PoolRegistry(tmp_path / "state" / "pools.json").put("11111111-2222-3333-4444-555555555555",
-                                                         "\\\\fs9\\old")
+                                                         RegisteredPool.from_root("\\\\fs9\\old"))
     imported(tmp_path)
     data = json.loads((tmp_path / "state" / "pools.json").read_text())
     assert set(data) == {"11111111-2222-3333-4444-555555555555", POOL_1, POOL_2}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
-from hyperv_agent.state import PoolRegistry
+from hyperv_agent.state import PoolRegistry, RegisteredPool
 from hyperv_agent.winsvc import csharp, tomltext
 
 POOLS_FILE = "pools.json"
@@ -102,5 +102,5 @@ def _register_pools(config: AgentConfig, translation: csharp.Translation) -> Pat
     path = config.agent.state_dir / POOLS_FILE
     registry = PoolRegistry(path)
     for pool_uuid, root in translation.pools:
-        registry.put(pool_uuid, root)
+        registry.put(pool_uuid, RegisteredPool.from_root(root))
     return path
