@@ -92,8 +92,7 @@ def decode_command(fqcn: str, body: bytes) -> Command:
     document = _parse_json(body)
     oversized = bounds.first_oversized(document, len(body))
     if oversized is not None:
-        raise CodecError(format_path(oversized.loc), f"a string of {oversized.length} "
-                         f"characters; at most {bounds.MAX_STRING_CHARS} are accepted")
+        raise CodecError(format_path(oversized.loc), oversized.message)
     cls, payload, prefix = _open_envelope(fqcn, document)
     return _validate(cls, payload, prefix)
 
