@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import ssl
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from bench.bench_limits import (
     client_tls,
     closed_by_server,
     idle_connection,
+    ping,
     pings_beyond_cap,
     pings_during_load,
     refused_bombs,
@@ -156,3 +158,46 @@ async def test_10_mb_field_is_refused_at_once_while_pings_keep_answering(
     vms = await served.agent.cim.query(
         "SELECT ElementName FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")
     assert vms == []
+
+
+@pytest.mark.parametrize(("wanted", "file_limit", "cap"), [
+    (256, 1024, 256), (1000, 1024, 768), (256, 256, 192), (256, 100, 36), (256, 10, 1),
+    (5, None, 5)])
+def test_connection_cap_keeps_a_quarter_of_the_file_limit_free(
+    wanted: int, file_limit: int | None, cap: int,
+) -> None:
+    assert connections.connection_cap(wanted, file_limit) == cap
+
+
+async def test_newcomer_is_refused_only_when_every_slot_is_answering(
+    agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = build_agent(agent_config())
+    release = asyncio.Event()
+    ready = agent.dispatch.handlers[READY]
+
+    async def held(command: Command) -> Result:
+        await release.wait()
+        return await ready(command)
+
+    app = server.make_app(Dispatch({**agent.dispatch.handlers, READY: held}))
+    runner = await server.start(app, server.Listener("127.0.0.1", 0), agent.ssl_context(),
+                                connections.Limits(max_connections=2))
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        connector = aiohttp.TCPConnector(ssl=client_tls(), force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            answering = [asyncio.ensure_future(session.post(url + API + READY, data=b"{}"))
+                         for _ in range(2)]
+            await asyncio.sleep(0.3)
+            with pytest.raises((ConnectionError, ssl.SSLError)):  # closed during the handshake
+                await idle_connection(int(runner.addresses[0][1]))
+            assert any("are answering commands" in r.message for r in caplog.records)
+            release.set()
+            for reply in await asyncio.gather(*answering):
+                assert reply.status == 200
+                reply.release()
+            assert await ping(url) < STALL_S
+    finally:
+        await runner.cleanup()
+        await agent.cim.close()
