@@ -35,7 +35,7 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         memory_mb=section.memory_mb, switches=section.switches,
         drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
         latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
-        guest_shutdown_s=section.guest_shutdown_s,
+        guest_shutdown_s=section.guest_shutdown_s, job_retention_s=section.job_retention_s,
     )
 
 
