@@ -216,7 +216,7 @@ class HttpHandler(web.RequestHandler):
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         """A plain ``status`` answer that closes the connection; no traceback anywhere."""
-        phrase = HTTPStatus(status).phrase
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus.__members__.values() else ""
         reason = f"{type(exc).__name__}: {exc}" if exc is not None else (message or phrase)
         self.guard.note(f"answered {status} to a malformed request from {self.slot.peer}: "
                          f"{reason}", f"http:{self.slot.peer}")
