@@ -37,7 +37,7 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
         latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
         guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,
-        os_caption=section.os_caption,
+        os_caption=section.os_caption, job_retention_s=section.job_retention_s,
     )
 
 

@@ -110,8 +110,10 @@ class AgentSection(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA
-    allow_from: tuple[str, ...] = ()  # management-server networks; empty = anyone
+    allow_from: tuple[str, ...] = ()  # management-server networks; empty = loopback only
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # to deliver a whole request
+    max_connections: int = Field(default=256, ge=1)  # lowered below the open-file limit
     dom0_min_memory_mb: int = Field(default=2048, ge=0)  # reserved for the parent partition
     root_device_reserved_bytes: int = Field(default=4 * 1024**3, ge=0)
     root_device_name: str = "c:\\"  # pools on this volume lose root_device_reserved_bytes
@@ -197,6 +199,7 @@ class EmulatorSection(_Section):
     # host, what it offers (secure boot templates from 10.0, generation 2 VMs from 6.3).
     os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
     os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
+    job_retention_s: float = Field(default=300.0, ge=0)  # finished jobs then vanish
 
     @field_validator("drives")
     @classmethod

@@ -4,6 +4,10 @@
 HTTP 200 with a JSON body for a known command (failures are ``result:false`` answers), and
 HTTP 404 for a class the agent does not know. ``GET /api/HypervResource`` answers the
 liveness string the C# agent answered. Requests are served concurrently.
+
+Only clients in ``allow_from`` are served (this host alone when it is empty); others get
+HTTP 403 naming the setting. Compressed bodies are refused (415), never inflated. The
+connections themselves (idle deadlines, the cap) are kept by :mod:`hyperv_agent.connections`.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from hyperv_agent import connections, logs
+from hyperv_agent.connections import Limits
 from hyperv_agent.metrics import Metrics
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Who is served when ``allow_from`` is empty: this host only.
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
+                                 ipaddress.ip_network("::1/128"))
 log = logging.getLogger("hyperv_agent.server")
 
 
@@ -45,18 +56,16 @@ class Listener:
         return cls(host.strip("[]"), int(port))
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 def make_app(
     dispatcher: Dispatcher,
     *,
     allow_from: Sequence[Network] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
-    """The command endpoint; clients outside ``allow_from`` (when given) get HTTP 403."""
+    """The command endpoint; clients outside ``allow_from`` (loopback when it is empty) get
+    HTTP 403, compressed bodies HTTP 415."""
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[_allow_only(tuple(allow_from))] if allow_from else [])
+                          middlewares=[allow_only(tuple(allow_from))])
 
     async def liveness(_: web.Request) -> web.Response:
         return web.Response(text=LIVENESS)
@@ -65,8 +74,19 @@ def make_app(
         fqcn = request.match_info["fqcn"]
         if not dispatcher.knows(fqcn):
             return web.Response(status=404, text=f"unknown command {fqcn}")
-        body = await request.read()
-        answer = await dispatcher(fqcn, body)
+        refusal = _compressed(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except ConnectionError:
+            log.warning("%s (%s)", connections.lost_because(request), fqcn)
+            return web.Response(status=400)  # nobody is left to read it
+        with connections.answering(request):
+            answer = await dispatcher(fqcn, body)
+        if request.transport is None or request.transport.is_closing():
+            log.warning("%s dropped the connection before the answer to %s was sent",
+                        request.remote, fqcn)
         return web.Response(body=answer, content_type="application/json")
 
     app.router.add_get("/api/HypervResource", liveness)
@@ -74,25 +94,70 @@ def make_app(
     return app
 
 
-def _allow_only(networks: tuple[Network, ...]) -> Middleware:
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body, copied once (HTTP 413 past ``max_bytes``): a body of megabytes costs
+    the event loop one join, not a growing buffer and a copy of it."""
+    if (request.content_length or 0) > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes,
+                                            actual_size=request.content_length or 0)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _compressed(request: web.Request) -> web.Response | None:
+    """HTTP 415 for a compressed body: never inflated, so a small body cannot become a
+    huge one (the management server never compresses)."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    return web.Response(status=415, text=f"compressed request bodies (Content-Encoding: "
+                                         f"{encoding[:40]}) are not accepted; send plain JSON")
+
+
+def allowed(peer: str, networks: Sequence[Network]) -> bool:
+    """Whether the client at ``peer`` is served: in ``networks``, or on loopback when
+    ``networks`` is empty. IPv4-mapped IPv6 addresses count as their IPv4 address."""
+    try:
+        address = ipaddress.ip_address(peer.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in (networks or LOOPBACK))
+
+
+def allow_only(networks: tuple[Network, ...]) -> Middleware:
+    """HTTP 403, naming ``allow_from``, for clients :func:`allowed` refuses; refusals are
+    logged at most once a minute per address (and ten lines a minute in all)."""
+    throttle = logs.Throttle()
+    setting = ("allow_from is empty, so only loopback clients are served" if not networks
+               else "it is not in allow_from")
+
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        peer = request.remote or ""
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            address = None
-        if address is None or not any(address in network for network in networks):
-            log.warning("refused a request from %s: not in allow_from", peer or "unknown")
-            return web.Response(status=403, text="forbidden: address not allowed")
-        return await handler(request)
+        peer = request.remote or "unknown"
+        if allowed(peer, networks):
+            return await handler(request)
+        note = throttle.admit(peer)
+        if note is not None:
+            log.warning("refused a request from %s: %s%s", peer, setting, note)
+        return web.Response(status=403, text=f"forbidden: {peer} is not allowed: {setting}; "
+                                             "set [agent] allow_from to the management "
+                                             "servers' networks")
 
     return check
 
 
-def make_admin_app(metrics: Metrics, healthy: Callable[[], Awaitable[bool]]) -> web.Application:
-    """``/healthz`` (200 when the backend answers, 503 otherwise) and Prometheus ``/metrics``."""
-    app = web.Application()
+def make_admin_app(metrics: Metrics, healthy: Callable[[], Awaitable[bool]],
+                   allow_from: Sequence[Network] = ()) -> web.Application:
+    """``/healthz`` (200 when the backend answers, 503 otherwise) and Prometheus ``/metrics``,
+    for the clients ``allow_from`` admits (loopback when it is empty)."""
+    app = web.Application(middlewares=[allow_only(tuple(allow_from))])
 
     async def healthz(_: web.Request) -> web.Response:
         ok = await healthy()
@@ -107,12 +172,13 @@ def make_admin_app(metrics: Metrics, healthy: Callable[[], Awaitable[bool]]) -> 
     return app
 
 
-async def start(app: web.Application, listener: Listener,
-                context: ssl.SSLContext | None) -> web.AppRunner:
-    """Start serving; the caller keeps the runner and calls ``cleanup()`` to stop."""
+async def start(app: web.Application, listener: Listener, context: ssl.SSLContext | None,
+                limits: Limits | None = None, name: str = "CloudStack") -> web.AppRunner:
+    """Start serving, within ``limits``; the caller keeps the runner and calls ``cleanup()``
+    to stop."""
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
     await runner.setup()
-    site = web.TCPSite(runner, listener.host, listener.port, ssl_context=context,
-                       reuse_address=True)
+    site = connections.GuardedSite(runner, listener.host, listener.port, ssl_context=context,
+                                   limits=limits or Limits(), name=name)
     await site.start()
     return runner

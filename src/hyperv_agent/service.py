@@ -21,6 +21,7 @@ from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.connections import Limits, connection_cap, open_file_limit
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
@@ -41,6 +42,8 @@ from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent")
+#: Connections the admin listener (/healthz, /metrics) holds at once.
+ADMIN_MAX_CONNECTIONS = 16
 
 
 def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
@@ -70,9 +73,12 @@ class Agent:
     identity: tls.Identity
     host: HostHandlers
 
+    @property
+    def allow_from(self) -> list[server.Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.config.agent.allow_from]
+
     def app(self) -> web.Application:
-        allow = [ipaddress.ip_network(n, strict=False) for n in self.config.agent.allow_from]
-        return server.make_app(self.dispatch, allow_from=allow,
+        return server.make_app(self.dispatch, allow_from=self.allow_from,
                                max_body_bytes=self.config.agent.max_request_bytes)
 
     async def hyperv_problem(self) -> str | None:
@@ -83,11 +89,22 @@ class Agent:
             return str(error)
         return None
 
+    def limits(self, file_limit: int | None) -> Limits:
+        """The CloudStack listener's limits: ``max_connections`` lowered below the process's
+        open-file limit ``file_limit``, keeping headroom."""
+        return Limits(idle_timeout_s=self.config.agent.idle_timeout_s,
+                      max_connections=connection_cap(self.config.agent.max_connections,
+                                                     file_limit))
+
+    def admin_limits(self) -> Limits:
+        return Limits(idle_timeout_s=self.config.agent.idle_timeout_s,
+                      max_connections=ADMIN_MAX_CONNECTIONS)
+
     def admin_app(self) -> web.Application:
         async def healthy() -> bool:
             return await self.hyperv_problem() is None
 
-        return server.make_admin_app(self.metrics, healthy)
+        return server.make_admin_app(self.metrics, healthy, self.allow_from)
 
     def ssl_context(self) -> ssl.SSLContext:
         return tls.server_context(self.identity, self.config.agent.tls_client_ca)
@@ -132,13 +149,31 @@ async def heartbeats(agent: Agent, interval_s: float = HEARTBEAT_INTERVAL_S) -> 
         await asyncio.sleep(interval_s)
 
 
+def announce_limits(agent: Agent, file_limit: int | None) -> None:
+    """One warning when only loopback clients will be served, one when the connection cap is
+    lowered to fit the open-file limit."""
+    settings = agent.config.agent
+    if not settings.allow_from:
+        log.warning("allow_from is empty: only clients on this host (loopback) are served; "
+                    "set [agent] allow_from to the management servers' networks, "
+                    'e.g. allow_from = ["10.1.0.0/16"]')
+    cap = agent.limits(file_limit).max_connections
+    if cap < settings.max_connections:
+        log.warning("max_connections lowered from %d to %d: the process may open %s files "
+                    "(ulimit -n) and keeps the rest for disks and shares",
+                    settings.max_connections, cap, file_limit)
+
+
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set."""
+    file_limit = open_file_limit()
+    announce_limits(agent, file_limit)
     runners = [
         await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
-                           agent.ssl_context()),
+                           agent.ssl_context(), agent.limits(file_limit)),
         await server.start(agent.admin_app(),
-                           server.Listener.parse(agent.config.agent.admin_listen), None),
+                           server.Listener.parse(agent.config.agent.admin_listen), None,
+                           agent.admin_limits(), name="admin"),
     ]
     log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
              agent.config.agent.listen, agent.config.agent.admin_listen,

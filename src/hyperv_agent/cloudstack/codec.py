@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails, from_json, to_json
 
 from hyperv_agent import logs
-from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack import bounds, names
 from hyperv_agent.cloudstack.answers import ANSWER_TYPES, Answer
 from hyperv_agent.cloudstack.base import Command, WireModel
 from hyperv_agent.cloudstack.commands import (
@@ -91,7 +91,11 @@ def decode_command(fqcn: str, body: bytes) -> Command:
     """
     if not is_known(fqcn):
         raise UnknownCommand(fqcn)
-    cls, payload, prefix = _open_envelope(fqcn, _parse_json(body))
+    document = _parse_json(body)
+    oversized = bounds.first_oversized(document, len(body))
+    if oversized is not None:
+        raise CodecError(format_path(oversized.loc), oversized.message)
+    cls, payload, prefix = _open_envelope(fqcn, document)
     return _validate(cls, payload, prefix)
 
 

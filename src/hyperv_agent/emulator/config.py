@@ -47,6 +47,7 @@ class EmulatorConfig:
     private_mac: str = "00:15:5D:0A:0B:0C"
     persist: bool = True
     guest_shutdown_s: float = 0.0  # how long a cooperative guest takes to shut down
+    job_retention_s: float = 300.0  # a finished job then vanishes (TimeBeforeRemoval)
 
     def drive_root(self, letter: str) -> Path:
         for name, folder in self.drives.items():

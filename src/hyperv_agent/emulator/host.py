@@ -75,6 +75,7 @@ class EmulatedHost:
         self.paths = HostPaths(config)
         self.counters = Counters()
         self.faults = Faults()
+        self.next_job_sweep = float("-inf")  # when finished jobs are next looked for
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.drive_root("C").mkdir(parents=True, exist_ok=True)
         db = config.state_dir / "emulator.sqlite3" if config.persist else None

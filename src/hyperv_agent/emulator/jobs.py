@@ -2,8 +2,10 @@
 
 A job's progress is a function of the clock: it is Running from its start until its end
 time, then Completed or Exception (with ErrorCode and ErrorDescription), and it vanishes
-``JOB_RETENTION_S`` after it ends, as Hyper-V's jobs do. A job that never finishes has
-no end time.
+``job_retention_s`` (by default 300 s, Hyper-V's TimeBeforeRemoval) after it ends: hidden
+from that moment, deleted from the store by the next sweep (:func:`sweep_expired`, run as
+new jobs start, at most every tenth of the retention). A job that never finishes has no
+end time and stays.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.store import Record, Transaction
 
+#: Sweeps for finished jobs are at least this far apart.
+MIN_SWEEP_INTERVAL_S = 1.0
 #: Which job class and JobType a method's job has (default: Msvm_ConcreteJob).
 _JOB_KINDS: Mapping[str, tuple[str, int]] = {
     "definesystem": ("Msvm_ConcreteJob", 1),
@@ -45,22 +49,48 @@ def new_job(
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
-    duration = host.config.latency.job_s
+    sweep_expired(host, txn, now)
+    duration, retention = host.config.latency.job_s, host.config.job_retention_s
     record = host.new_record(
         class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
         Description=f"{method} job", ElementName=method, JobType=job_type,
-        Cancellable=True, DeleteOnCompletion=False,
+        Cancellable=True, DeleteOnCompletion=False, TimeBeforeRemoval=cim_interval(retention),
     )
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
+    end = None if fault is not None and fault.never_finishes else now + duration
     record.meta = {
         "start": now,
-        "end": None if fault is not None and fault.never_finishes else now + duration,
+        "end": end,
+        "remove_at": None if end is None else end + retention,
         "error": list(error) if error else None,
         "affected": str(affected) if affected is not None else None,
     }
     txn.put(record)
     return record.path
+
+
+def sweep_expired(host: EmulatedHost, txn: Transaction, now: float) -> int:
+    """Stage the deletion of every job past its retention; at most every tenth of the
+    retention (and at least a second apart), so a sweep's cost is spread over many jobs.
+    Returns how many were staged."""
+    if now < host.next_job_sweep:
+        return 0
+    host.next_job_sweep = now + max(MIN_SWEEP_INTERVAL_S, host.config.job_retention_s / 10)
+    gone = [job.path for job in host.records("CIM_ConcreteJob", txn) if expired(job, now)]
+    for path in gone:
+        txn.delete(path)
+    return len(gone)
+
+
+def cim_interval(seconds: float) -> str:
+    """A CIM interval (``ddddddddhhmmss.mmmmmm:000``): 300 s is ``00000000000500.000000:000``."""
+    micros = round(seconds * 1_000_000)
+    whole, micros = divmod(micros, 1_000_000)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micros:06d}:000"
 
 
 def job_view(record: Record, now: float) -> dict[str, CimValue]:
@@ -81,8 +111,12 @@ def job_view(record: Record, now: float) -> dict[str, CimValue]:
 
 
 def expired(record: Record, now: float) -> bool:
-    end = record.meta.get("end")
-    return end is not None and now > end + JOB_RETENTION_S
+    """Whether a finished job's retention has passed (it is no longer seen)."""
+    remove_at = record.meta.get("remove_at")
+    if remove_at is None:  # a job stored before removal times were recorded
+        end = record.meta.get("end")
+        remove_at = None if end is None else end + JOB_RETENTION_S
+    return remove_at is not None and now > remove_at
 
 
 def is_job(record: Record) -> bool:

@@ -1,0 +1,26 @@
+"""Start/stop cycles through the agent leave nothing behind: no VM, and a steady number of
+jobs (the deterministic part of bench/bench_cycles.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.bench_cycles import CYCLE_S, cycle, open_agent, stored_jobs, stored_vms
+from bench.bench_vm import emulator_of
+
+
+async def test_jobs_stored_stay_steady_and_no_vm_is_left_when_cycling(tmp_path: Path) -> None:
+    retention_s = 4 * CYCLE_S
+    agent, clock = open_agent(tmp_path, retention_s=retention_s)
+    cim = emulator_of(agent)
+    try:
+        counts = []
+        for _ in range(24):
+            await cycle(agent, clock, "i-2-7-VM")
+            counts.append(stored_jobs(cim))
+        per_cycle = counts[0]
+        assert max(counts) <= per_cycle * (retention_s / CYCLE_S + 2)
+        assert counts[-1] == counts[-7]  # steady: as many jobs expire as start
+        assert stored_vms(cim) == 0
+    finally:
+        await agent.cim.close()

@@ -1,0 +1,114 @@
+"""Finished jobs leave the store after job_retention_s (Hyper-V's TimeBeforeRemoval)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.backends import emulator_config
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.errors import CimNotFound
+from tests.emulator.kit import define_vm, request_state
+from tests.emulator.test_jobs import COMPLETED, RUNNING_JOB, FakeClock
+
+
+def _stored_jobs(cim: EmulatorCim) -> int:
+    return sum(1 for _ in cim.host.records("CIM_ConcreteJob"))
+
+
+async def _cycle(cim: EmulatorCim, clock: FakeClock, rounds: int, step_s: float) -> None:
+    vm = await define_vm(cim, f"vm-{clock.now}")
+    for _ in range(rounds):
+        for state in (2, 3):
+            result = await request_state(cim, vm, state)
+            assert result.return_value == 4096
+        clock.now += step_s
+
+
+async def test_finished_jobs_are_deleted_from_the_store_after_the_retention(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        await _cycle(cim, clock, rounds=10, step_s=1.0)
+        assert _stored_jobs(cim) == 21  # a DefineSystem and 20 state changes, within 300 s
+        first = await request_state(cim, await define_vm(cim, "late"), 2)
+        clock.now += 301
+        await _cycle(cim, clock, rounds=1, step_s=0.0)  # new jobs start a sweep
+        assert _stored_jobs(cim) == 3
+        job = first.path("Job")
+        assert job is not None
+        with pytest.raises(CimNotFound):
+            await cim.get(job)
+    finally:
+        await cim.close()
+    reopened = EmulatorCim.open(make_config(), clock)  # and gone from the database too
+    try:
+        assert _stored_jobs(reopened) == 3
+    finally:
+        await reopened.close()
+
+
+async def test_jobs_stored_stay_bounded_over_many_cycles(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(job_retention_s=60.0), clock)
+    try:
+        counts = []
+        for _ in range(40):
+            await _cycle(cim, clock, rounds=5, step_s=3.0)  # 11 jobs every 15 s
+            counts.append(_stored_jobs(cim))
+        assert max(counts) <= 11 * (60 / 15 + 2)
+        assert counts[-1] == counts[-5]  # steady, not growing
+    finally:
+        await cim.close()
+
+
+async def test_job_is_seen_within_its_retention_and_says_when_it_goes(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(job_retention_s=90.0), clock)
+    try:
+        job = (await request_state(cim, await define_vm(cim), 2)).path("Job")
+        assert job is not None
+        clock.now += 89
+        seen = await cim.get(job)
+        assert seen["JobState"] == COMPLETED
+        assert seen["TimeBeforeRemoval"] == "00000000000130.000000:000"
+        clock.now += 2
+        with pytest.raises(CimNotFound):
+            await cim.get(job)
+    finally:
+        await cim.close()
+
+
+async def test_job_that_never_finishes_is_never_purged(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
+    try:
+        vm = await define_vm(cim)
+        cim.faults.hang_next_job("RequestStateChange")
+        hung = (await request_state(cim, vm, 2)).path("Job")
+        assert hung is not None
+        clock.now += 3600
+        await _cycle(cim, clock, rounds=1, step_s=0.0)
+        assert (await cim.get(hung))["JobState"] == RUNNING_JOB
+    finally:
+        await cim.close()
+
+
+def test_job_retention_comes_from_the_emulator_section(tmp_path: Path) -> None:
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("[emulator]\njob_retention_s = 42.5\n")
+    config = load_config(config_file, state_dir=tmp_path / "state")
+    assert emulator_config(config).job_retention_s == 42.5
+    assert emulator_config(load_config(None, state_dir=tmp_path)).job_retention_s == 300.0
