@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hyperv_agent import server, tls
-from hyperv_agent.backends import open_backend
+from hyperv_agent.backends import open_backend, remote_files
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.counting import CountingCim
@@ -45,13 +45,21 @@ log = logging.getLogger("hyperv_agent")
 def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
     """File access on the host the backend drives; shares on ``smb_servers`` are reached
     through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
-    base: HostFiles = EmulatedFiles(cim.host) if isinstance(cim, EmulatorCim) else LocalFiles()
+    base = _host_files(config, cim)
     if not config.agent.smb_servers:
         return base
     from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
     from hyperv_agent.hostfs.smb import SmbFiles
 
     return RoutedFiles(base, SmbFiles(port=config.agent.smb_port), config.agent.smb_servers)
+
+
+def _host_files(config: AgentConfig, cim: Cim) -> HostFiles:
+    if isinstance(cim, EmulatorCim):
+        return EmulatedFiles(cim.host)
+    if config.agent.backend == "wsman":
+        return remote_files(config)
+    return LocalFiles()
 
 
 @dataclass

@@ -27,7 +27,7 @@ from hyperv_agent.handlers.start import (
     no_probe,
 )
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import devices, ok, request_state, state
 
 START = "com.cloud.agent.api.StartCommand"
@@ -43,6 +43,8 @@ DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
 DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
 GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
+
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
 
 
 # --- helpers ------------------------------------------------------------------------------

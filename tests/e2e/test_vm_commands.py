@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import pytest
 
 from hyperv_agent.cim import wql
@@ -15,8 +14,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
-from hyperv_agent.service import build_agent
-from tests.e2e.conftest import Running, client_context, start
+from tests.e2e.conftest import Running, every_backend, serving
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -32,20 +30,16 @@ STATS_ANSWER = "com.cloud.agent.api.GetVmStatsAnswer"
 SHUTDOWN_WAIT_S = 0.3
 
 
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
+
+
 @pytest.fixture
 async def quick(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
     """The agent with a 0.3 s guest-shutdown wait (instead of 30 s)."""
     settings = VmSettings(shutdown_timeout_s=SHUTDOWN_WAIT_S, shutdown_first_poll_s=0.02,
                           shutdown_max_poll_s=0.05)
-    agent = build_agent(agent_config(), vm_settings=settings)
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session)
-    finally:
-        await runner.cleanup()
-        await agent.cim.close()
+    async with serving(agent_config(), vm_settings=settings) as running:
+        yield running
 
 
 async def _running_vm(cim: EmulatorCim, name: str, cpus: int = 1) -> ObjectPath:

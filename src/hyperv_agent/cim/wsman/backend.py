@@ -110,6 +110,16 @@ class WsmanCim(Cim):
                 self._classes[key] = await self._fetch_class(class_name, namespace)
         return self._classes[key]
 
+    def known_classes(self) -> list[CimClass]:
+        """The class declarations read so far."""
+        return list(self._classes.values())
+
+    def learn_classes(self, declarations: Iterable[CimClass]) -> None:
+        """Take declarations read by another backend of the same host (they do not
+        change while the host runs), saving one class Get each."""
+        for decl in declarations:
+            self._classes[(decl.namespace.lower(), decl.name.lower())] = decl
+
     async def _fetch_class(self, class_name: str, namespace: str) -> CimClass:
         options = OptionSet()
         options.add_option("IncludeInheritanceHierarchy", "true", {"Type": "xs:boolean"})
@@ -129,10 +139,14 @@ class WsmanCim(Cim):
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
         select = _SELECT.match(wql)
-        projected = select is not None and select.group("columns").strip() != "*"
+        columns = select.group("columns").strip() if select is not None else "*"
         from_class = select.group("class") if select is not None else None
         raw = await self._enumerate(wql, namespace)
-        return [await self._typed(item, from_class, projected) for item in raw]
+        if columns != "*":  # a projection: the columns asked for, null when not rendered
+            nulls: dict[str, RawValue] = {c.strip(): None for c in columns.split(",")}
+            raw = [RawInstance(r.class_name, r.namespace, {**nulls, **r.values}, r.path)
+                   for r in raw]
+        return [await self._typed(item, from_class, columns != "*", namespace) for item in raw]
 
     async def _enumerate(self, wql: str, namespace: str) -> list[RawInstance]:
         uri = all_classes_uri(namespace)
@@ -156,12 +170,12 @@ class WsmanCim(Cim):
         with contextlib.suppress(CimError):  # the host drops it on its own after a while
             await self.transport.send(RELEASE, uri, envelope.release_body(context))
 
-    async def _typed(self, raw: RawInstance, from_class: str | None,
-                     projected: bool) -> CimInstance:
+    async def _typed(self, raw: RawInstance, from_class: str | None, projected: bool,
+                     namespace: str) -> CimInstance:
         class_name = raw.class_name or from_class
         if class_name is None:
             raise CimError("a query result names no class")
-        decl = await self.get_class(class_name, raw.namespace)
+        decl = await self.get_class(class_name, raw.namespace if raw.class_name else namespace)
         nested = await self._nested_classes(raw.values.values())
         return typed_instance(decl, raw, complete=not projected, nested=nested)
 

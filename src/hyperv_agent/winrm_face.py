@@ -1,0 +1,76 @@
+"""``hyperv-agent emulator wsman``: an emulated Hyper-V host that speaks WinRM.
+
+The emulator of ``--state-dir`` (and ``--config``'s ``[emulator]`` section) is served on
+``/wsman`` over HTTP (Negotiate/NTLM with message encryption) or, with ``--tls``, HTTPS
+(Negotiate and Basic) with the self-signed certificate of the state directory. An agent
+started with ``serve --backend wsman`` and the same ``--config`` (its own state directory)
+reaches the host's files through the same ``[emulator.drives]``/``[emulator.shares]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from hyperv_agent import tls
+from hyperv_agent.backends import emulator_config, seed_secondary
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.winrm import server
+from hyperv_agent.emulator.winrm.auth import Account, register_account
+from hyperv_agent.emulator.winrm.service import WinrmService
+
+
+@dataclass
+class RunningFace:
+    runner: web.AppRunner
+    url: str
+    emulator: EmulatorCim
+    service: WinrmService
+    fingerprint: str | None
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.emulator.close()
+
+
+async def start_face(config: AgentConfig, host: str, port: int, account: Account,
+                     use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
+    """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
+    cim = emulator or EmulatorCim.open(emulator_config(config))
+    if emulator is None:
+        seed_secondary(config)
+    register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
+    context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
+    service = WinrmService(cim, config.emulator.host_name)
+    face = server.WinrmFace(service, account, certificate_der=certificate)
+    runner, url = await server.start(face, host, port, context)
+    return RunningFace(runner, url, cim, service, fingerprint)
+
+
+def _tls(config: AgentConfig) -> tuple[ssl.SSLContext, bytes, str]:
+    identity = tls.ensure_identity(config.agent.state_dir, config.agent.tls_cert,
+                                   config.agent.tls_key)
+    certificate = x509.load_pem_x509_certificate(identity.cert_path.read_bytes())
+    return (tls.server_context(identity), certificate.public_bytes(Encoding.DER),
+            identity.sha256_fingerprint)
+
+
+async def serve_until_signalled(face: RunningFace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await face.close()
