@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hyperv_agent import tls
-from hyperv_agent.backends import emulator_config, seed_secondary
-from hyperv_agent.config import AgentConfig
+from hyperv_agent.backends import default_shares, emulator_config, seed_secondary
+from hyperv_agent.config import AgentConfig, WsmanSection
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
@@ -61,6 +61,22 @@ def _tls(config: AgentConfig) -> tuple[ssl.SSLContext, bytes, str]:
     certificate = x509.load_pem_x509_certificate(identity.cert_path.read_bytes())
     return (tls.server_context(identity), certificate.public_bytes(Encoding.DER),
             identity.sha256_fingerprint)
+
+
+def agent_config(config: AgentConfig, url: str, account: Account, auth: str,
+                 verify_tls: bool = False) -> AgentConfig:
+    """The configuration of an agent driving, over WinRM at ``url``, the emulated host
+    ``config`` describes: backend wsman with ``account``, and the host's drive C and
+    shares mapped to the folders the emulator keeps them in."""
+    host = emulator_config(config)
+    emulator = config.emulator.model_copy(update={
+        "drives": {"C": host.drive_root("C"), **config.emulator.drives},
+        "shares": dict(config.emulator.shares) or default_shares(config)})
+    wsman = WsmanSection.model_validate({"url": url, "username": account.user,
+                                         "password": account.password, "auth": auth,
+                                         "verify_tls": verify_tls})
+    agent = config.agent.model_copy(update={"backend": "wsman"})
+    return config.model_copy(update={"agent": agent, "emulator": emulator, "wsman": wsman})
 
 
 async def serve_until_signalled(face: RunningFace) -> None:

@@ -22,10 +22,9 @@ import pytest
 from aiohttp import web
 
 from hyperv_agent import server, winrm_face
-from hyperv_agent.backends import default_shares, emulator_config
 from hyperv_agent.cim.classdecl import CimClass
 from hyperv_agent.cim.wsman.backend import WsmanCim
-from hyperv_agent.config import AgentConfig, WsmanSection, load_config
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm.auth import Account
 from hyperv_agent.handlers.vm import VmSettings
@@ -134,7 +133,8 @@ async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
         face = await winrm_face.start_face(config, "127.0.0.1", 0,
                                            Account(WSMAN_USER, WSMAN_PASSWORD),
                                            use_tls=kind.startswith("wsman-https"))
-        config = through_face(config, face.url, "basic" if "basic" in kind else "ntlm")
+        config = winrm_face.agent_config(config, face.url, Account(WSMAN_USER, WSMAN_PASSWORD),
+                                         "basic" if "basic" in kind else "ntlm")
     agent = build_agent(config, vm_settings=vm_settings)
     runner, url = await start(agent)
     connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
@@ -148,19 +148,6 @@ async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
         await agent.cim.close()
         if face is not None:
             await face.close()
-
-
-def through_face(config: AgentConfig, url: str, auth: str) -> AgentConfig:
-    """``config`` as an agent on the wsman backend sees it: the face's URL and account,
-    and the emulated host's drives and shares mapped to the same folders."""
-    host = emulator_config(config)
-    emulator = config.emulator.model_copy(update={
-        "drives": {"C": host.drive_root("C")},
-        "shares": dict(config.emulator.shares) or default_shares(config)})
-    agent = config.agent.model_copy(update={"backend": "wsman"})
-    wsman = WsmanSection(url=url, username=WSMAN_USER, password=WSMAN_PASSWORD,  # type: ignore[arg-type]
-                         auth=auth, verify_tls=False)
-    return config.model_copy(update={"agent": agent, "emulator": emulator, "wsman": wsman})
 
 
 _read_classes: dict[str, list[CimClass]] = {}  # per backend kind, read once per run

@@ -11,6 +11,7 @@ class declaration.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -81,12 +82,6 @@ class CimClass:
                    {p.name.lower(): p for p in properties},
                    {m.name.lower(): m for m in methods})
 
-    @property
-    def keys(self) -> tuple[PropertyDecl, ...]:
-        """Key properties in the order WMI writes them in a path (alphabetical)."""
-        return tuple(sorted((p for p in self.properties.values() if p.key),
-                            key=lambda p: p.name.lower()))
-
     def prop(self, name: str) -> PropertyDecl | None:
         return self.properties.get(name.lower())
 
@@ -102,16 +97,11 @@ class CimClass:
                  for p in self.properties.values()]
         return CimInstance.build(self.name, props, None, self.namespace, self.superclasses)
 
-    def path_of(self, instance: CimInstance, host: str = ".") -> ObjectPath | None:
-        """The instance's path from its key values; None unless every key has a value."""
-        keys = []
-        for key in self.keys:
-            found = instance.properties.get(key.name.lower())
-            value = found.value if found is not None else None
-            if value is None or isinstance(value, tuple):
-                return None
-            keys.append((key.name, values.format_scalar(key.cim_type, value)))
-        return ObjectPath(self.name, tuple(keys), self.namespace, host) if keys else None
+    @functools.cached_property
+    def keys(self) -> tuple[PropertyDecl, ...]:
+        """Key properties in the order WMI writes them in a path (alphabetical)."""
+        return tuple(sorted((p for p in self.properties.values() if p.key),
+                            key=lambda p: p.name.lower()))
 
 
 # --- typing what a transport returned as text ---------------------------------------------
@@ -139,17 +129,42 @@ def typed_instance(decl: CimClass, raw: RawInstance, *, complete: bool = True,
     left out, as null (a full instance); otherwise only the properties given (a projection).
     Properties ``decl`` does not declare are kept as strings. ``nested``: declarations of
     classes of nested instances, by lower-case name."""
-    given = {name.lower(): (name, value) for name, value in raw.values.items()}
-    props: list[CimProperty] = []
-    for key, prop in decl.properties.items():
-        if key in given:
-            props.append(_typed_property(prop, given.pop(key)[1], nested or {}))
-        elif complete:
-            props.append(CimProperty(prop.name, prop.cim_type, prop.is_array, None))
-    for name, value in given.values():
-        props.append(_untyped_property(name, value))
-    path = raw.path or decl.path_of(CimInstance.build(decl.name, props))
-    return CimInstance.build(decl.name, props, path, decl.namespace, decl.superclasses)
+    props: dict[str, CimProperty] = dict(_nulls(decl)) if complete else {}
+    for name, value in raw.values.items():
+        key = name.lower()
+        declared = decl.properties.get(key)
+        if declared is None:
+            props[key] = _untyped_property(name, value)
+        elif type(value) is str and not declared.is_array:  # the common case, made quick
+            props[key] = CimProperty(declared.name, declared.cim_type, False,
+                                     values.parse_scalar(declared.cim_type, value, name))
+        else:
+            props[key] = _typed_property(declared, value, nested or {})
+    path = raw.path or _path_of(decl, props)
+    return CimInstance(decl.name, props, path, decl.namespace, decl.superclasses)
+
+
+_NULLS: dict[int, tuple[CimClass, dict[str, CimProperty]]] = {}
+
+
+def _nulls(decl: CimClass) -> dict[str, CimProperty]:
+    """Every declared property of ``decl``, null (shared: properties are immutable)."""
+    cached = _NULLS.get(id(decl))
+    if cached is None or cached[0] is not decl:
+        cached = (decl, {k: CimProperty(p.name, p.cim_type, p.is_array, None)
+                         for k, p in decl.properties.items()})
+        _NULLS[id(decl)] = cached
+    return cached[1]
+
+
+def _path_of(decl: CimClass, props: Mapping[str, CimProperty]) -> ObjectPath | None:
+    keys = []
+    for key in decl.keys:
+        found = props.get(key.name.lower())
+        if found is None or found.value is None or isinstance(found.value, tuple):
+            return None
+        keys.append((key.name, values.format_scalar(key.cim_type, found.value)))
+    return ObjectPath(decl.name, tuple(keys), decl.namespace) if keys else None
 
 
 def _typed_property(prop: PropertyDecl, value: RawValue,

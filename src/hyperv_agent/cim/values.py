@@ -37,6 +37,8 @@ def parse_scalar(cim_type: str, text: str, name: str = "value") -> CimScalar:
     else (strings, datetimes, reals, char16, references) as text. CimError names ``name``
     when the text is not of that type."""
     if cim_type in INTEGER_TYPES:
+        if text.isdigit():
+            return int(text)
         stripped = text.strip()
         if not _INTEGER.fullmatch(stripped):
             raise CimError(f"{name} is not an integer: {text!r}")

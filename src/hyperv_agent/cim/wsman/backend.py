@@ -89,6 +89,7 @@ class WsmanCim(Cim):
         self.transport = transport or Transport(settings)
         self._classes: dict[tuple[str, str], CimClass] = {}
         self._class_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._batch_sizes: dict[str, int] = {}  # method -> batch size that fits
 
     @property
     def requests(self) -> int:
@@ -229,18 +230,28 @@ class WsmanCim(Cim):
 
     async def _invoke_batched(self, path: ObjectPath, method: MethodDecl,
                               params: dict[str, InValue], batched: Batched) -> MethodResult:
+        """Batches of at most ``batch_size`` items; a batch whose answer overflows the
+        envelope is halved and sent again, and the smaller size kept for this method."""
         items = _argument(params, batched.argument)
-        if items is None or len(items) <= batched.batch_size:
+        size = self._batch_sizes.get(method.name.lower(), batched.batch_size)
+        if items is None or len(items) <= size:
             return await self._invoke_once(path, method, params)
         results: list[CimInstance] = []
-        last = MethodResult.build(0, {})
-        for start in range(0, len(items), batched.batch_size):
+        last, start = MethodResult.build(0, {}), 0
+        while start < len(items):
             chunk = {k: v for k, v in params.items() if k.lower() != batched.argument.lower()}
-            chunk[batched.argument] = list(items[start:start + batched.batch_size])
-            last = await self._invoke_once(path, method, chunk)
+            chunk[batched.argument] = list(items[start:start + size])
+            try:
+                last = await self._invoke_once(path, method, chunk)
+            except CimResponseTooLarge:
+                if size == 1:
+                    raise
+                size = self._batch_sizes[method.name.lower()] = max(1, size // 2)
+                continue
             if last.return_value != 0:
                 return last
             results.extend(last.instances(batched.result))
+            start += size
         out: dict[str, OutValue] = {**last.out, batched.result: tuple(results)}
         return MethodResult.build(0, out)
 
