@@ -84,9 +84,11 @@ BATCHED: Mapping[tuple[str, str], Batched] = {
 class WsmanCim(Cim):
     """One Hyper-V host's CIM namespaces over WinRM."""
 
-    def __init__(self, settings: WsmanSettings, transport: Transport | None = None) -> None:
+    def __init__(self, settings: WsmanSettings, transport: Transport | None = None,
+                 batched: Mapping[tuple[str, str], Batched] = BATCHED) -> None:
         self.settings = settings
         self.transport = transport or Transport(settings)
+        self.batched = batched
         self._classes: dict[tuple[str, str], CimClass] = {}
         self._class_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._batch_sizes: dict[str, int] = {}  # method -> batch size that fits
@@ -212,7 +214,7 @@ class WsmanCim(Cim):
         decl = await self.get_class(path.class_name, path.namespace)
         method_decl = decl.method(method)
         arguments = dict(params or {})
-        batched = BATCHED.get((decl.name.lower(), method_decl.name.lower()))
+        batched = self.batched.get((decl.name.lower(), method_decl.name.lower()))
         if batched is not None:
             return await self._invoke_batched(path, method_decl, arguments, batched)
         return await self._invoke_once(path, method_decl, arguments)
@@ -233,9 +235,9 @@ class WsmanCim(Cim):
         """Batches of at most ``batch_size`` items; a batch whose answer overflows the
         envelope is halved and sent again, and the smaller size kept for this method."""
         items = _argument(params, batched.argument)
-        size = self._batch_sizes.get(method.name.lower(), batched.batch_size)
-        if items is None or len(items) <= size:
+        if items is None:
             return await self._invoke_once(path, method, params)
+        size = min(len(items), self._batch_sizes.get(method.name.lower(), batched.batch_size))
         results: list[CimInstance] = []
         last, start = MethodResult.build(0, {}), 0
         while start < len(items):
