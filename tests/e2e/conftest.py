@@ -73,6 +73,10 @@ class Running:
         assert isinstance(inner, EmulatorCim)
         return inner
 
+    def requests(self) -> int:
+        """WS-Management requests the WinRM face answered so far (0 without a face)."""
+        return self.face.service.requests if self.face is not None else 0
+
     @property
     def emulator_config(self) -> AgentConfig:
         """The configuration the emulated host was opened with."""

@@ -27,6 +27,7 @@ VNC = "com.cloud.agent.api.GetVncPortCommand"
 VNC_ANSWER = "com.cloud.agent.api.GetVncPortAnswer"
 STATS = "com.cloud.agent.api.GetVmStatsCommand"
 STATS_ANSWER = "com.cloud.agent.api.GetVmStatsAnswer"
+REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
 SHUTDOWN_WAIT_S = 0.3
 
 
@@ -347,3 +348,23 @@ async def test_lock_is_released_when_holder_fails() -> None:
     assert len(locks) == 0
     async with asyncio.timeout(1), locks.hold("i-2-71-VM"):
         pass
+
+
+async def test_state_report_is_one_round_trip_whose_answer_fits_a_thousand_vms(
+        running: Running) -> None:
+    cim = running.emulator
+    vsms = await service(cim)
+    template = await cim.spawn("Msvm_VirtualSystemSettingData")
+    for index in range(200):
+        result = await cim.invoke(vsms, "DefineSystem", {"SystemSettings": template.updated(
+            ElementName=f"i-2-{index}-VM", Notes=[f"uuid-{index}"])})
+        assert result.return_value in (0, 4096)
+    await running.post(REPORT, {})  # finds the service
+    before, requests = cim.round_trips(), running.requests()
+    status, report = await running.post(REPORT, {})
+    assert status == 200 and report == []  # none runs
+    assert (cim.round_trips() - before).calls == 1
+    if running.face is not None:
+        assert running.requests() - requests == 1
+        per_vm = running.face.service.last_answer_bytes / 200
+        assert per_vm * 1000 + 2000 < 512_000, per_vm  # 1000 VMs: still one answer

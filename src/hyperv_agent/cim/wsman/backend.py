@@ -264,6 +264,9 @@ class WsmanCim(Cim):
         for name, value in raw.items():
             param = method.parameter(name)
             out[param.name if param else name] = _out_value(param, value, name, nested)
+        for param in method.parameters:  # an empty array is rendered as nothing at all
+            if param.direction == "out" and param.is_array and param.name not in out:
+                out[param.name] = ()
         return out
 
     # --- embedded instances ---------------------------------------------------------------

@@ -66,7 +66,8 @@ class WinrmService:
         self.machine = machine
         self.max_envelope_bytes = max_envelope_kb * 1024
         self.enumerations = Enumerations()
-        self.requests = 0
+        self.requests = 0  # SOAP requests answered
+        self.last_answer_bytes = 0
 
     async def handle(self, data: bytes) -> tuple[int, str]:
         """(HTTP status, answer envelope) for one request envelope."""
@@ -77,7 +78,8 @@ class WinrmService:
             relates_to = request.message_id
             action, body = await self._dispatch(request)
             answer = envelope(action, relates_to, body)
-            if len(answer.encode()) > request.max_envelope_bytes:
+            self.last_answer_bytes = len(answer.encode())
+            if self.last_answer_bytes > request.max_envelope_bytes:
                 raise Fault("w:EncodingLimit", "the answer would exceed the envelope size "
                             "the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize")
             return 200, answer
