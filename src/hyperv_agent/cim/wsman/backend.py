@@ -104,6 +104,7 @@ class WsmanCim(Cim):
     # --- class declarations ---------------------------------------------------------------
 
     async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
+        namespace = namespace.replace("/", "\\")
         key = (namespace.lower(), class_name.lower())
         cached = self._classes.get(key)
         if cached is not None:
@@ -141,6 +142,7 @@ class WsmanCim(Cim):
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        namespace = namespace.replace("/", "\\")
         select = _SELECT.match(wql)
         columns = select.group("columns").strip() if select is not None else "*"
         from_class = select.group("class") if select is not None else None
