@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import (
     CimAccessDenied,
     CimInvalidClass,
@@ -220,3 +221,14 @@ async def test_certificate_is_trusted_with_its_ca_file(emulator: EmulatorCim,
         found = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
         await cim.close()
     assert [s["ElementName"] for s in found] == ["External"]
+
+
+async def test_operation_over_its_timeout_is_a_timed_out_fault(
+        make_config: Callable[..., EmulatorConfig], tmp_path: Path) -> None:
+    slow = EmulatorCim.open(make_config(latency=LatencyModel(call_s=1.5)))
+    async with face(slow, tmp_path / "face") as served:
+        cim = client(served.url, operation_timeout_s=1)
+        with pytest.raises(CimUnavailable, match="OperationTimeout of 1 s"):
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    await slow.close()

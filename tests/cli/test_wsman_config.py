@@ -63,7 +63,7 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path, wsman: str, message: s
 
 
 def test_unknown_auth_is_refused_when_the_file_is_read(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="wsman.auth") as raised:
+    with pytest.raises(ConfigError, match=r"wsman\.auth") as raised:
         load_config(_file(tmp_path, 'url = "http://hv01/wsman"\nauth = "digest"\n'
                                     'password = "Never-Shown-7"'))
     assert "Never-Shown-7" not in str(raised.value)

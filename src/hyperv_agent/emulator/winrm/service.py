@@ -10,6 +10,7 @@ class. Answers larger than the client's MaxEnvelopeSize are refused with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Mapping
@@ -76,7 +77,7 @@ class WinrmService:
         try:
             request = read_request(data, self.max_envelope_bytes)
             relates_to = request.message_id
-            action, body = await self._dispatch(request)
+            action, body = await self._within(request)
             answer = envelope(action, relates_to, body)
             self.last_answer_bytes = len(answer.encode())
             if self.last_answer_bytes > request.max_envelope_bytes:
@@ -88,6 +89,15 @@ class WinrmService:
         except CimError as error:
             refused = provider_fault(error)
             return refused.status, fault_envelope(refused, relates_to, self.machine)
+
+    async def _within(self, request: SoapRequest) -> tuple[str, str]:
+        """The request answered within its OperationTimeout, else ``w:TimedOut``."""
+        try:
+            return await asyncio.wait_for(self._dispatch(request), request.timeout_s)
+        except TimeoutError:
+            raise Fault("w:TimedOut", f"the operation did not finish within its "
+                        f"OperationTimeout of {request.timeout_s:g} s", sender=False,
+                        code=2150858793) from None
 
     async def _dispatch(self, request: SoapRequest) -> tuple[str, str]:
         if request.action == GET:

@@ -38,6 +38,7 @@ from hyperv_agent.errors import (
 )
 
 MIN_ENVELOPE_BYTES = 8192
+MAX_TIMEOUT_S = 60.0  # WinRM's MaxTimeoutms default
 _DURATION_S = re.compile(r"PT(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?")
 ENVELOPE_NS = (f'xmlns:s="{S}" xmlns:a="{WSA}" xmlns:n="{WSEN}" xmlns:w="{WSMAN}" '
                f'xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:xsi="{XSI}"')
@@ -65,6 +66,7 @@ class SoapRequest:
     resource_uri: str
     message_id: str
     max_envelope_bytes: int
+    timeout_s: float
     selector_set: Element | None
     option_set: Element | None
     body: Element
@@ -86,8 +88,10 @@ def read_request(data: bytes, server_max_bytes: int) -> SoapRequest:
     if not action or not message_id:
         raise Fault("a:MessageInformationHeaderRequired", "the request has no Action or "
                     "MessageID header")
+    timeout_s = min(operation_timeout_s(header.findtext(q(WSMAN, "OperationTimeout"))),
+                    MAX_TIMEOUT_S)
     return SoapRequest(action, (header.findtext(q(WSMAN, "ResourceURI")) or "").strip(),
-                       message_id, _max_envelope(header, server_max_bytes),
+                       message_id, _max_envelope(header, server_max_bytes), timeout_s,
                        header.find(q(WSMAN, "SelectorSet")), header.find(q(WSMAN, "OptionSet")),
                        body)
 
@@ -178,8 +182,9 @@ def provider_fault(error: CimError) -> Fault:
     return Fault("w:InternalError", text, sender=False, code=codes[1], wmi=codes)
 
 
-def operation_timeout_s(header_text: str | None, default_s: float = 60.0) -> float:
+def operation_timeout_s(header_text: str | None, default_s: float = MAX_TIMEOUT_S) -> float:
+    """Seconds of an ``OperationTimeout`` (``PT60S``, ``PT1M30.5S``); the default when
+    absent or unreadable."""
     match = _DURATION_S.fullmatch((header_text or "").strip())
-    if match is None:
-        return default_s
-    return int(match.group("m") or 0) * 60 + float(match.group("s") or 0)
+    seconds = (int(match.group("m") or 0) * 60 + float(match.group("s") or 0)) if match else 0
+    return seconds if seconds > 0 else default_s
