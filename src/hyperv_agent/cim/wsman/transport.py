@@ -46,6 +46,14 @@ _T = TypeVar("_T")
 _QUIET = ("pypsrp", "spnego", "requests_credssp", "urllib3")  # they log whole messages at DEBUG
 
 
+class _Answered(Exception):
+    """The host answered a request with a fault or an HTTP error: ``error`` says which."""
+
+    def __init__(self, error: CimError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class PathSelectors(SelectorSet):
     """The selector set of an object path, nested EPRs included."""
 
@@ -94,6 +102,9 @@ class Transport:
         wsman = self._take()
         try:
             envelope = self._guarded(lambda: work(wsman))
+        except _Answered as answered:  # the host answered with a fault: the session is sound
+            self._give(wsman)
+            raise answered.error from None
         except BaseException:
             wsman.close()  # a failed session may hold a broken security context
             raise
@@ -144,9 +155,9 @@ class Transport:
                 f"{where}: the WinRM service refused the credentials ({self.settings.auth} "
                 "authentication); check the user name and password") from None
         except WSManFaultError as error:
-            raise self._fault(error) from None
+            raise _Answered(self._fault(error)) from None
         except WinRMTransportError as error:
-            raise _http_error(where, error) from None
+            raise _Answered(_http_error(where, error)) from None
         except requests.exceptions.SSLError as error:
             raise CimUnavailable(f"{where}: the server's TLS certificate is not trusted "
                                  f"({_reason(error)}); give a CA file or turn verification "
