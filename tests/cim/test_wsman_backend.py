@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
@@ -232,3 +233,30 @@ async def test_operation_over_its_timeout_is_a_timed_out_fault(
             await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
         await cim.close()
     await slow.close()
+
+
+@pytest.mark.parametrize(("status", "error", "words"), [
+    (500, CimUnavailable, "answered HTTP 500"),
+    (403, CimAccessDenied, "denied access (HTTP 403)"),
+])
+async def test_http_errors_without_a_fault_are_one_line_naming_the_host(
+        status: int, error: type[Exception], words: str) -> None:
+    async def refuse(_: web.Request) -> web.Response:
+        return web.Response(status=status, text="<html>proxy error</html>")
+
+    app = web.Application()
+    app.router.add_post("/wsman", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    cim = client(f"http://127.0.0.1:{port}/wsman")
+    try:
+        with pytest.raises(error) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+    message = str(raised.value)
+    assert message == f"127.0.0.1:{port}: the WinRM service {words}"

@@ -178,6 +178,8 @@ class Transport:
             fault = find_fault(fromstring(text)) if text else None
         except (ParseError, DefusedXmlException, ValueError):
             fault = None
+        if fault is None and isinstance(context, WinRMTransportError):
+            return _http_error(self.settings.where, context)  # an answer, but no SOAP fault
         if fault is None:
             return CimError(f"{self.settings.where}: WinRM fault {error.code}: "
                             f"{faults.one_line(str(error.reason or ''))}")
