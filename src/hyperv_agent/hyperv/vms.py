@@ -244,7 +244,9 @@ async def list_vms(cim: Cim) -> list[VmInfo]:
     """Every VM of the host with its power state and notes, in WMI's order.
 
     One GetSummaryInformation call whatever the number of VMs (plus one query the first
-    time a backend is used). Read-only and safe to repeat; an empty host gives [].
+    time a backend is used); where that answer overflows the transport, one query and the
+    call in batches (see the module notes). Read-only and safe to repeat; an empty host
+    gives [].
     """
     return [_vm_info(summary) for summary in await _summaries(cim, _LIST_INFO)]
 

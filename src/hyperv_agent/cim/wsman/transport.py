@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from xml.etree.ElementTree import Element, ParseError
@@ -43,6 +44,10 @@ from hyperv_agent.errors import (
 )
 
 _T = TypeVar("_T")
+#: A session idle this long is closed rather than reused: the host may have dropped its
+#: connection (http.sys keeps idle ones for 120 s), and a security context cannot move to
+#: a new connection, so it is built anew, on a new connection, instead.
+IDLE_SESSION_S = 60.0
 _QUIET = ("pypsrp", "spnego", "requests_credssp", "urllib3")  # they log whole messages at DEBUG
 
 
@@ -80,7 +85,7 @@ class Transport:
     def __init__(self, settings: WsmanSettings) -> None:
         self.settings = settings
         self.requests = 0
-        self._idle: list[WSMan] = []
+        self._idle: list[tuple[WSMan, float]] = []  # session, when it was last used
         self._lock = threading.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
         for name in _QUIET:
@@ -115,14 +120,18 @@ class Transport:
         return body
 
     def _take(self) -> WSMan:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._open()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return self._open()
+                wsman, used = self._idle.pop()
+            if time.monotonic() - used < IDLE_SESSION_S:
+                return wsman
+            wsman.close()
 
     def _give(self, wsman: WSMan) -> None:
         with self._lock:
-            self._idle.append(wsman)
+            self._idle.append((wsman, time.monotonic()))
 
     def _open(self) -> WSMan:
         s = self.settings
@@ -141,7 +150,7 @@ class Transport:
     def close(self) -> None:
         with self._lock:
             sessions, self._idle = self._idle, []
-        for wsman in sessions:
+        for wsman, _ in sessions:
             wsman.close()
 
     # --- errors ---------------------------------------------------------------------------
