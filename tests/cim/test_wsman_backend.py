@@ -3,6 +3,7 @@ directly, typed errors, batching within MaxEnvelopeSize, and one-line transport 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.emulator.winrm import server
 from hyperv_agent.errors import (
     CimAccessDenied,
     CimInvalidClass,
@@ -260,3 +262,15 @@ async def test_http_errors_without_a_fault_are_one_line_naming_the_host(
         await runner.cleanup()
     message = str(raised.value)
     assert message == f"127.0.0.1:{port}: the WinRM service {words}"
+
+
+async def test_session_survives_the_host_dropping_its_idle_connection(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "KEEPALIVE_S", 0.3)  # the face drops idle connections fast
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url)  # http: every message sealed with the connection's context
+        first = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await asyncio.sleep(0.8)
+        again = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    assert [s.path for s in again] == [s.path for s in first]

@@ -104,11 +104,25 @@ class Transport:
                 timeout=self.settings.operation_timeout_s))
 
     def _with_session(self, work: Callable[[WSMan], Element]) -> Element:
-        wsman = self._take()
+        """``work`` on an idle session, or a new one. A reused session the host no longer
+        accepts (it dropped the connection, and pypsrp re-authenticated but sealed the
+        message with the old context: 400 or 401, nothing done) is replaced once."""
+        wsman, reused = self._take()
+        try:
+            return self._run(wsman, work)
+        except CimError as error:
+            if not (reused and getattr(error, "stale_session", False)):
+                raise
+        return self._run(self._open(), work)
+
+    def _run(self, wsman: WSMan, work: Callable[[WSMan], Element]) -> Element:
         try:
             envelope = self._guarded(lambda: work(wsman))
-        except _Answered as answered:  # the host answered with a fault: the session is sound
-            self._give(wsman)
+        except _Answered as answered:  # the host answered: the session is sound, unless
+            if getattr(answered.error, "stale_session", False):  # it could not be read
+                wsman.close()
+            else:
+                self._give(wsman)
             raise answered.error from None
         except BaseException:
             wsman.close()  # a failed session may hold a broken security context
@@ -119,14 +133,15 @@ class Transport:
             raise CimError(f"{self.settings.where}: the WinRM answer has no SOAP body")
         return body
 
-    def _take(self) -> WSMan:
+    def _take(self) -> tuple[WSMan, bool]:
+        """An idle session used within IDLE_SESSION_S (True), else a new one (False)."""
         while True:
             with self._lock:
                 if not self._idle:
-                    return self._open()
+                    return self._open(), False
                 wsman, used = self._idle.pop()
             if time.monotonic() - used < IDLE_SESSION_S:
-                return wsman
+                return wsman, True
             wsman.close()
 
     def _give(self, wsman: WSMan) -> None:
@@ -160,9 +175,9 @@ class Transport:
         try:
             return work()
         except AuthenticationError:
-            raise CimAccessDenied(
+            raise _stale(CimAccessDenied(
                 f"{where}: the WinRM service refused the credentials ({self.settings.auth} "
-                "authentication); check the user name and password") from None
+                "authentication); check the user name and password")) from None
         except WSManFaultError as error:
             raise _Answered(self._fault(error)) from None
         except WinRMTransportError as error:
@@ -195,8 +210,17 @@ class Transport:
         return faults.to_error(read_fault(fault))
 
 
+def _stale(error: CimError) -> CimError:
+    """``error`` marked as one a reused session gets when its context went stale."""
+    error.stale_session = True  # type: ignore[attr-defined]
+    return error
+
+
 def _http_error(where: str, error: WinRMTransportError) -> CimError:
     code = error.code
+    if code == 400:
+        return _stale(CimUnavailable(f"{where}: the WinRM service could not read the "
+                                     "request (HTTP 400)"))
     if code == 413:
         return CimResponseTooLarge(f"{where}: the request is larger than the host accepts "
                                    "(HTTP 413, MaxEnvelopeSizekb)")
