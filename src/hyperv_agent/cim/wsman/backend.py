@@ -36,6 +36,7 @@ from hyperv_agent.cim.api import (
 from hyperv_agent.cim.classdecl import (
     CimClass,
     MethodDecl,
+    ParameterDecl,
     RawInstance,
     RawValue,
     typed_instance,
@@ -54,6 +55,7 @@ from hyperv_agent.cim.wsman.names import (
     class_uri,
     method_action,
 )
+from hyperv_agent.cim.wsman.reading import read_instance
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.cim.wsman.transport import NameSelectors, PathSelectors, Transport
 from hyperv_agent.errors import CimError, CimInvalidParameter, CimResponseTooLarge
@@ -200,8 +202,6 @@ class WsmanCim(Cim):
         element = next(iter(body), None)
         if element is None:
             raise CimError(f"the answer to a Get of {path} holds no instance")
-        from hyperv_agent.cim.wsman.reading import read_instance
-
         raw = read_instance(element)
         if raw.class_name and raw.class_name.lower() != decl.name.lower():
             decl = await self.get_class(raw.class_name, raw.namespace)
@@ -292,11 +292,9 @@ def _argument(params: Mapping[str, InValue], name: str) -> Sequence[InScalar] | 
     return value
 
 
-def _out_value(param: object, value: RawValue, name: str,
+def _out_value(param: ParameterDecl | None, value: RawValue, name: str,
                nested: Mapping[str, CimClass]) -> OutValue:
-    from hyperv_agent.cim.classdecl import ParameterDecl
-
-    if not isinstance(param, ParameterDecl):
+    if param is None:
         return _untyped_out(value)
     if param.cim_type == "reference":
         return _paths(value, param.is_array, name)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Mapping
+from xml.etree.ElementTree import Element
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath, OutValue
 from hyperv_agent.cim.classdecl import (
@@ -36,6 +37,7 @@ from hyperv_agent.cim.wsman.names import (
     WQL_DIALECT,
     WSEN,
     WSMAN,
+    class_uri,
     local_name,
     parse_resource_uri,
     q,
@@ -242,10 +244,7 @@ def _resource(uri: str) -> tuple[str, str | None]:
                     "here", detail="InvalidResourceURI", code=2150858778) from None
 
 
-def _filter(start: object, class_name: str | None) -> str:
-    from xml.etree.ElementTree import Element
-
-    assert isinstance(start, Element)
+def _filter(start: Element, class_name: str | None) -> str:
     found = start.find(q(WSMAN, "Filter"))
     if found is None:
         found = start.find(q(WSEN, "Filter"))
@@ -298,8 +297,6 @@ def _plain(value: RawValue) -> InValue:
 
 
 def _output(decl: CimClass, method: MethodDecl, result: MethodResult) -> str:
-    from hyperv_agent.cim.wsman.names import class_uri
-
     uri = class_uri(decl.namespace, decl.name)
     values: dict[str, tuple[str, OutValue]] = {"ReturnValue": ("uint32", result.return_value)}
     for name, value in result.out.items():
