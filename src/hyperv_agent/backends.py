@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.localchoice import choose_for_this_host
@@ -10,6 +11,10 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hyperv_agent.cim.wsman.settings import WsmanSettings
+    from hyperv_agent.hostfs.api import HostFiles
 
 SECONDARY_SHARE = "secondary"
 PROBE_TEMPLATE = "template/tmpl/1/1/hyperv-agent-probe.vhdx"
@@ -48,9 +53,54 @@ def open_backend(config: AgentConfig) -> Cim:
         backend = choose_for_this_host().backend
     if backend == "emulator":
         return EmulatorCim.open(emulator_config(config))
+    if backend == "wsman":
+        from hyperv_agent.cim.wsman.backend import WsmanCim  # pypsrp: loaded only when used
+
+        return WsmanCim(wsman_settings(config))
     raise ConfigError(
-        f"backend {backend!r} is not available in this build; use --backend emulator"
+        f"backend {backend!r} is not available in this build; "
+        "use --backend emulator or --backend wsman"
     )
+
+
+def wsman_settings(config: AgentConfig) -> WsmanSettings:
+    """The WinRM endpoint of ``[wsman]``; ConfigError when it names none."""
+    from hyperv_agent.cim.wsman.settings import WsmanSettings
+
+    section = config.wsman
+    if not section.url:
+        raise ConfigError("backend wsman needs the host's WinRM URL: [wsman] url or "
+                          "--wsman-url (http(s)://host:port/wsman)")
+    return WsmanSettings(
+        url=section.url, username=section.username, password=section.resolved_password(),
+        auth=section.auth, verify_tls=section.verify_tls, ca_file=section.ca_file,
+        operation_timeout_s=section.operation_timeout_s,
+        max_envelope_bytes=section.max_envelope_bytes,
+        max_concurrent_requests=section.max_concurrent_requests,
+        certificate_pem=section.certificate_pem,
+        certificate_key_pem=section.certificate_key_pem)
+
+
+def remote_files(config: AgentConfig) -> HostFiles:
+    """The files of the host a wsman backend drives. With ``[emulator.drives]`` or
+    ``[emulator.shares]`` (the configuration an emulator's WinRM face was started with),
+    its mapped folders, reached from this process; otherwise the host's administrative
+    shares (``\\\\host\\C$``) over SMB with the WinRM account, as on a real host."""
+    from hyperv_agent.emulator.files import EmulatedFiles
+    from hyperv_agent.emulator.paths import HostPaths
+
+    if config.emulator.drives or config.emulator.shares:
+        return EmulatedFiles(HostPaths(emulator_config(config)))
+    from hyperv_agent.hostfs.adminshares import AdminShareFiles
+    from hyperv_agent.hostfs.locations import Credentials
+    from hyperv_agent.hostfs.smb import SmbFiles
+
+    settings = wsman_settings(config)
+    credentials = None
+    if settings.username:
+        domain, _, user = settings.username.rpartition("\\")
+        credentials = Credentials(user, domain, settings.password or "")
+    return AdminShareFiles(SmbFiles(port=config.agent.smb_port), settings.host, credentials)
 
 
 def seed_secondary(config: AgentConfig) -> Path | None:

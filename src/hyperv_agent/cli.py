@@ -64,10 +64,38 @@ _backend_option = click.option("--backend", type=click.Choice(get_args(Backend))
 _state_option = click.option("--state-dir", type=click.Path(path_type=Path),
                              help="State directory (default: from the configuration).")
 
+_WSMAN_OPTIONS = (
+    click.option("--wsman-url", help="The host's WinRM endpoint, http(s)://host:port/wsman "
+                 "(backend wsman; default: [wsman] url)."),
+    click.option("--wsman-user", help="WinRM account, e.g. HOST\\user."),
+    click.option("--wsman-password", help="WinRM password (better: HYPERV_AGENT_WSMAN_PASSWORD "
+                 "or [wsman] password_file)."),
+    click.option("--wsman-auth", type=click.Choice(
+        ["negotiate", "ntlm", "kerberos", "basic", "certificate"]),
+        help="WinRM authentication (default negotiate)."),
+    click.option("--wsman-no-verify", is_flag=True, default=None,
+                 help="Do not verify the host's TLS certificate."),
+)
 
-def _load(config_file: Path | None, backend: str | None, state_dir: Path | None) -> AgentConfig:
+
+def _wsman_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_WSMAN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _wsman(wsman_url: str | None = None, wsman_user: str | None = None,
+           wsman_password: str | None = None, wsman_auth: str | None = None,
+           wsman_no_verify: bool | None = None) -> dict[str, Any]:
+    """The ``[wsman]`` settings the command line gives (None: from the configuration)."""
+    return {"url": wsman_url, "username": wsman_user, "password": wsman_password,
+            "auth": wsman_auth, "verify_tls": False if wsman_no_verify else None}
+
+
+def _load(config_file: Path | None, backend: str | None, state_dir: Path | None,
+          wsman: dict[str, Any] | None = None) -> AgentConfig:
     try:
-        return load_config(config_file, backend=backend, state_dir=state_dir)
+        return load_config(config_file, backend=backend, state_dir=state_dir, wsman=wsman)
     except ConfigError as error:
         _fail(error)
         raise  # unreachable: _fail exits
@@ -77,12 +105,13 @@ def _load(config_file: Path | None, backend: str | None, state_dir: Path | None)
 @_config_option
 @_backend_option
 @_state_option
+@_wsman_options
 @click.option("--namespace", default=V2_NAMESPACE, show_default=True)
 @click.argument("wql")
 def cim_query(config_file: Path | None, backend: str | None, state_dir: Path | None,
-              namespace: str, wql: str) -> None:
+              namespace: str, wql: str, **wsman: Any) -> None:
     """Print the instances WQL selects as a JSON array."""
-    config = _load(config_file, backend, state_dir)
+    config = _load(config_file, backend, state_dir, _wsman(**wsman))
     try:
         instances = _run(lambda c: c.query(wql, namespace), config)
     except AgentError as error:
@@ -95,13 +124,14 @@ def cim_query(config_file: Path | None, backend: str | None, state_dir: Path | N
 @_config_option
 @_backend_option
 @_state_option
+@_wsman_options
 @click.argument("path")
 @click.argument("method")
 @click.argument("params", nargs=-1)
 def cim_invoke(config_file: Path | None, backend: str | None, state_dir: Path | None,
-               path: str, method: str, params: tuple[str, ...]) -> None:
+               path: str, method: str, params: tuple[str, ...], **wsman: Any) -> None:
     """Call METHOD on the instance at PATH with Name=Value parameters; print out-parameters."""
-    config = _load(config_file, backend, state_dir)
+    config = _load(config_file, backend, state_dir, _wsman(**wsman))
     try:
         target = ObjectPath.parse(path)
         arguments = dict(parse_parameter(text) for text in params)
@@ -166,14 +196,17 @@ def _out_json(value: OutValue) -> Any:
 @click.option("--admin-listen", help="HOST:PORT for /healthz and /metrics (default "
               "127.0.0.1:9250).")
 @click.option("--private-ip", help="This host's address on the management network.")
+@_wsman_options
 def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
-          listen: str | None, admin_listen: str | None, private_ip: str | None) -> None:
+          listen: str | None, admin_listen: str | None, private_ip: str | None,
+          **wsman: Any) -> None:
     """Serve CloudStack's management server over HTTPS."""
     from hyperv_agent import logs, service  # the server stack: loaded only to serve
 
     try:
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
-                             admin_listen=admin_listen, private_ip=private_ip)
+                             admin_listen=admin_listen, private_ip=private_ip,
+                             wsman=_wsman(**wsman))
         logs.setup(config.agent.log_level)
         seed_secondary(config)
         agent = service.build_agent(config)
@@ -246,6 +279,49 @@ def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None
         broken = [f.rule for f in report.findings if not f.ok]
         click.echo(f"not a drop-in: broke {'; '.join(broken)}", err=True)
         sys.exit(1)
+
+
+@main.group("emulator")
+def emulator_group() -> None:
+    """The embedded emulator, served to other programs."""
+
+
+@emulator_group.command("wsman")
+@click.option("--listen", required=True, help="HOST:PORT to serve WinRM on (port 0: any).")
+@click.option("--state-dir", type=click.Path(path_type=Path), required=True,
+              help="The emulated host's state directory.")
+@_config_option
+@click.option("--user", required=True, help="The account clients authenticate as.")
+@click.option("--password", required=True, envvar="HYPERV_AGENT_EMULATOR_PASSWORD",
+              help="Its password (or HYPERV_AGENT_EMULATOR_PASSWORD).")
+@click.option("--tls", "use_tls", is_flag=True,
+              help="HTTPS with the state directory's certificate (Negotiate and Basic); "
+                   "without it, HTTP with Negotiate and message encryption.")
+def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user: str,
+                   password: str, use_tls: bool) -> None:
+    """Serve the emulated Hyper-V host over WS-Management, as a Windows host serves WinRM."""
+    from hyperv_agent import logs, winrm_face
+    from hyperv_agent.emulator.winrm.auth import Account
+
+    async def run() -> None:
+        config = load_config(config_file, backend="emulator", state_dir=state_dir)
+        logs.setup(config.agent.log_level)
+        face = await winrm_face.start_face(config, host, int(port), Account(user, password),
+                                           use_tls)
+        click.echo(json.dumps({"url": face.url, "host": config.emulator.host_name,
+                               "certificate_sha256": face.fingerprint}))
+        await winrm_face.serve_until_signalled(face)
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        _fail(ConfigError(f"--listen {listen!r} is not HOST:PORT"))
+        return
+    try:
+        asyncio.run(run())
+    except AgentError as error:
+        _fail(error)
+    except OSError as error:
+        _fail(ConfigError(f"cannot listen on {listen}: {error.strerror or error}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,8 +21,18 @@ File layout (names other tools rely on)::
     [emulator.shares]
     '\\\\10.1.1.1\\secondary' = "/srv/secondary"
 
+    [wsman]                         # the host's WinRM service, for backend = "wsman"
+    url = "https://hv01.example:5986/wsman"
+    username = "HV01\\cloudstack"
+    password_file = "/etc/hyperv-agent/wsman.password"   # or password = "..."
+    auth = "negotiate"              # negotiate | ntlm | kerberos | basic | certificate
+    verify_tls = true
+    ca_file = "/etc/hyperv-agent/hv01-ca.pem"
+    operation_timeout_s = 60
+
 Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file,
-as do ``HYPERV_AGENT_SMB_SERVERS`` (comma-separated) and ``HYPERV_AGENT_SMB_PORT``.
+as do ``HYPERV_AGENT_SMB_SERVERS`` (comma-separated) and ``HYPERV_AGENT_SMB_PORT``;
+``HYPERV_AGENT_WSMAN_PASSWORD`` gives the WinRM password.
 """
 
 from __future__ import annotations
@@ -226,20 +236,58 @@ class EmulatorSection(_Section):
         return switches
 
 
+class WsmanSection(_Section):
+    """The host's WinRM endpoint (``backend = "wsman"``). The password is never printed."""
+
+    url: str | None = None  # http(s)://host[:port]/wsman
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    auth: Literal["negotiate", "ntlm", "kerberos", "basic", "certificate"] = "negotiate"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    certificate_pem: Path | None = None  # for auth = "certificate"
+    certificate_key_pem: Path | None = None
+    operation_timeout_s: int = Field(default=60, ge=1, le=3600)
+    max_envelope_bytes: int = Field(default=512000, ge=8192)
+    max_concurrent_requests: int = Field(default=4, ge=1, le=32)
+
+    def resolved_password(self) -> str | None:
+        """``password``, else the first line of ``password_file``; ConfigError when the
+        file cannot be read (the message names the file, never its content)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            lines = self.password_file.read_text().splitlines()
+        except OSError as error:
+            raise ConfigError(f"cannot read wsman password_file {self.password_file}: "
+                              f"{error.strerror}") from None
+        return lines[0] if lines else ""
+
+
 class AgentConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     emulator: EmulatorSection = Field(default_factory=EmulatorSection)
+    wsman: WsmanSection = Field(default_factory=WsmanSection)
 
 
-def load_config(path: Path | None = None, **overrides: Any) -> AgentConfig:
+def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = None,
+                **overrides: Any) -> AgentConfig:
     """Read ``path`` (if given), apply the environment, then ``overrides`` (``[agent]``
-    settings such as ``state_dir``, ``backend``, ``listen``; None values are ignored).
-    ConfigError names the file and field at fault."""
+    settings such as ``state_dir``, ``backend``, ``listen``) and ``wsman`` (``[wsman]``
+    settings); None values are ignored. ConfigError names the file and field at fault."""
     data = _read_file(path) if path is not None else {}
     agent = dict(data.get("agent", {}))
     agent.update(_environment())
     agent.update({k: v for k, v in overrides.items() if v is not None})
     data["agent"] = agent
+    remote = dict(data.get("wsman", {}))
+    if os.environ.get("HYPERV_AGENT_WSMAN_PASSWORD"):
+        remote["password"] = os.environ["HYPERV_AGENT_WSMAN_PASSWORD"]
+    remote.update({k: v for k, v in (wsman or {}).items() if v is not None})
+    data["wsman"] = remote
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as error:

@@ -54,6 +54,10 @@ class CimUnavailable(CimError):
     """The namespace or host cannot be reached (RPC server unavailable, WinRM down)."""
 
 
+class CimResponseTooLarge(CimError):
+    """The answer would not fit the transport's envelope limit (WS-Man EncodingLimit)."""
+
+
 # --- Hyper-V operations -------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hyperv_agent import server, tls
-from hyperv_agent.backends import open_backend
+from hyperv_agent.backends import open_backend, remote_files
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.counting import CountingCim
@@ -49,7 +49,7 @@ ADMIN_MAX_CONNECTIONS = 16
 def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
     """File access on the host the backend drives; shares on ``smb_servers`` are reached
     through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
-    base: HostFiles = EmulatedFiles(cim.host) if isinstance(cim, EmulatorCim) else LocalFiles()
+    base = _host_files(config, cim)
     servers = config.agent.smb_routed_servers
     if not servers:
         return base
@@ -60,6 +60,14 @@ def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
                                     password=account.secret())
                 for server, account in config.agent.smb_credentials.items()}
     return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
+
+
+def _host_files(config: AgentConfig, cim: Cim) -> HostFiles:
+    if isinstance(cim, EmulatorCim):
+        return EmulatedFiles(cim.host)
+    if config.agent.backend == "wsman":
+        return remote_files(config)
+    return LocalFiles()
 
 
 @dataclass

@@ -1,4 +1,11 @@
-"""The real agent over real HTTPS on 127.0.0.1, on the emulator, for end-to-end tests."""
+"""The real agent over real HTTPS on 127.0.0.1, on the emulator, for end-to-end tests.
+
+A module runs its tests on every backend kind by defining ``backend_kind`` as
+``every_backend`` does: on the emulator in-process, and through the emulator's WinRM face
+(``--backend wsman``) over HTTP with NTLM and message encryption and over HTTPS with
+Basic. ``serving`` builds whichever the test runs on; ``Running.emulator`` is the emulated
+host either way, so tests arrange and check state, and count its round trips, alike.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +21,40 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hyperv_agent import server
+from hyperv_agent import server, winrm_face
+from hyperv_agent.cim.classdecl import CimClass
+from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.winrm.auth import Account
+from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.service import Agent, build_agent
 
 API = "/api/HypervResource/"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
+
+
+WSMAN_USER = "cloudstack"
+WSMAN_PASSWORD = "Face-Pa55word!"
+#: Backend kinds: the emulator in-process, and its WinRM face over two transports.
+BACKENDS = ("emulator", "wsman-http-ntlm", "wsman-https-basic")
+_active = ["emulator"]  # the kind of the running test (set by the autouse fixture below)
+
+
+@pytest.fixture
+def backend_kind() -> str:
+    """The backend the module's tests run on; modules override it with every_backend."""
+    return "emulator"
+
+
+@pytest.fixture(params=BACKENDS)
+def every_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _active_backend(backend_kind: str) -> None:
+    _active[0] = backend_kind
 
 
 @dataclass
@@ -28,12 +62,25 @@ class Running:
     agent: Agent
     url: str
     session: aiohttp.ClientSession
+    face: winrm_face.RunningFace | None = None
+    host_config: AgentConfig | None = None  # what the emulated host was opened with
 
     @property
     def emulator(self) -> EmulatorCim:
+        if self.face is not None:
+            return self.face.emulator
         inner = getattr(self.agent.cim, "inner", None)
         assert isinstance(inner, EmulatorCim)
         return inner
+
+    def requests(self) -> int:
+        """WS-Management requests the WinRM face answered so far (0 without a face)."""
+        return self.face.service.requests if self.face is not None else 0
+
+    @property
+    def emulator_config(self) -> AgentConfig:
+        """The configuration the emulated host was opened with."""
+        return self.host_config or self.agent.config
 
     async def post(self, fqcn: str, body: object | bytes) -> tuple[int, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -79,17 +126,52 @@ async def start(agent: Agent, context: ssl.SSLContext | None = None,
 
 
 @contextlib.asynccontextmanager
-async def serving(config: AgentConfig) -> AsyncIterator[Running]:
-    """The agent ``config`` describes, serving HTTPS on 127.0.0.1, with a client session."""
-    agent = build_agent(config)
+async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
+                  backend: str | None = None) -> AsyncIterator[Running]:
+    """The agent ``config`` describes (an emulator configuration), serving HTTPS on
+    127.0.0.1, with a client session; on ``backend`` (default: the test's kind), for a
+    wsman kind through a WinRM face serving that emulated host."""
+    kind = backend or _active[0]
+    face, host_config = None, config
+    if kind != "emulator":
+        face = await winrm_face.start_face(config, "127.0.0.1", 0,
+                                           Account(WSMAN_USER, WSMAN_PASSWORD),
+                                           use_tls=kind.startswith("wsman-https"))
+        config = winrm_face.agent_config(config, face.url, Account(WSMAN_USER, WSMAN_PASSWORD),
+                                         "basic" if "basic" in kind else "ntlm")
+    agent = build_agent(config, vm_settings=vm_settings)
     runner, url = await start(agent)
     connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
     try:
+        if face is not None:
+            await warm_class_cache(agent, face.emulator, kind)
         async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session)
+            yield Running(agent, url, session, face, host_config)
     finally:
         await runner.cleanup()
         await agent.cim.close()
+        if face is not None:
+            await face.close()
+
+
+_read_classes: dict[str, list[CimClass]] = {}  # per backend kind, read once per run
+
+
+async def warm_class_cache(agent: Agent, emulator: EmulatorCim, kind: str) -> None:
+    """Know every class declaration, as an agent that has been running does (class
+    metadata is read once per class, not per command): read over WinRM by the first test
+    of a kind, handed to the later ones."""
+    from hyperv_agent.emulator.schema import CLASSES
+
+    cim = getattr(agent.cim, "inner", agent.cim)
+    assert isinstance(cim, WsmanCim)
+    if kind in _read_classes:
+        cim.learn_classes(_read_classes[kind])
+        return
+    for class_def in CLASSES.values():
+        await cim.get_class(class_def.name, class_def.namespace)
+    _read_classes[kind] = cim.known_classes()
+    emulator.host.counters.reset()
 
 
 def config_with_shares(tmp_path: Path, shares: dict[str, Path], agent_toml: str = "",

@@ -21,7 +21,7 @@ from hyperv_agent.hyperv import disks
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
-from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.s3server import S3Server
 from tests.samba import Samba
 
@@ -38,6 +38,8 @@ VOLUME_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
 SECONDARY = "cifs://10.1.1.1/secondary?user=administrator&password=1pass%40word1"
 MIB = 1 << 20
 GIB = 1 << 30
+
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
 
 
 # --- fixture and helpers ------------------------------------------------------------------
@@ -544,6 +546,7 @@ async def test_copy_answers_not_supported_when_stores_do_not_combine(
 # --- A from a real SMB server -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
 async def test_download_reads_template_from_real_samba_share(
     tmp_path: Path, samba: Samba
 ) -> None:
@@ -558,6 +561,7 @@ async def test_download_reads_template_from_real_samba_share(
         assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()
 
 
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
 async def test_download_from_samba_fails_clearly_and_leaves_nothing_when_password_is_wrong(
     tmp_path: Path, samba: Samba
 ) -> None:

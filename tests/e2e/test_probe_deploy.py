@@ -5,7 +5,9 @@ from __future__ import annotations
 from hyperv_agent import backends, probe
 from hyperv_agent.cim import wql
 from hyperv_agent.probe_deploy import DeployPlan
-from tests.e2e.conftest import PRIVATE_IP, Running
+from tests.e2e.conftest import PRIVATE_IP, Running, every_backend
+
+backend_kind = every_backend  # on the emulator and over WinRM, same answers
 
 STEPS = ["register", "copy template", "root volume", "start VM", "state report", "VM stats",
          "stop VM", "VM gone", "delete volume"]
@@ -18,7 +20,7 @@ def _pool_files(running: Running) -> set[str]:
 
 
 async def test_deploy_plays_every_step_on_serves_default_image_store(running: Running) -> None:
-    seeded = backends.seed_secondary(running.agent.config)
+    seeded = backends.seed_secondary(running.emulator_config)
     assert seeded is not None and seeded.is_file()
 
     report = await probe.probe(running.url, PRIVATE_IP, deploy=DeployPlan())

@@ -27,7 +27,7 @@ from hyperv_agent.handlers.start import (
     no_probe,
 )
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import devices, ok, request_state, state
 
 START = "com.cloud.agent.api.StartCommand"
@@ -43,6 +43,8 @@ DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
 DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
 GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
+
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -432,10 +434,12 @@ async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
     cim = running.emulator
     await _started(running, _body(running, "i-2-30-VM"))  # warms every cache
     body = _body(running, "i-2-31-VM", iso=False)
-    before = cim.round_trips()
+    before, requests = cim.round_trips(), running.requests()
     _, answer = await running.answer(START, body)
     spent = cim.round_trips() - before
     assert answer["result"] is True, answer
+    if running.face is not None:  # over WinRM: one request per round trip, job polls too
+        assert running.requests() - requests == spent.calls + spent["job_poll"]
     print(f"\nStartCommand, 1 disk + 1 NIC (warm): {spent.calls} calls, {spent.waits} job "
           f"waits; {spent}")
     # lookups 2 (find_vm, switch names) + define 3+2W + SCSI controller 1+1W (every VM

@@ -7,12 +7,10 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from hyperv_agent.config import load_config
-from hyperv_agent.service import build_agent
-from tests.e2e.conftest import Running, client_context, start
+from tests.e2e.conftest import Running, every_backend, serving
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 STATS = "com.cloud.agent.api.GetStorageStatsCommand"
@@ -35,15 +33,13 @@ private_ip = "192.168.100.10"
     return config
 
 
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
+
+
 @pytest.fixture
 async def pools(tmp_path: Path) -> AsyncIterator[Running]:
-    agent = build_agent(load_config(_config_file(tmp_path)))
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Running(agent, url, session)
-    await runner.cleanup()
-    await agent.cim.close()
+    async with serving(load_config(_config_file(tmp_path))) as running:
+        yield running
 
 
 def _modify(add: bool, pool_type: str, host: str, path: str, local: str | None = None
@@ -100,18 +96,12 @@ async def test_smb_pool_is_registered_measured_and_forgotten(
 async def test_smb_pool_registration_survives_a_restart(tmp_path: Path) -> None:
     config = load_config(_config_file(tmp_path))
     for step in ("register", "after restart"):
-        agent = build_agent(config)
-        runner, url = await start(agent)
-        connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            running = Running(agent, url, session)
+        async with serving(config) as running:
             if step == "register":
                 await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
             else:
                 _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
                 assert stats["result"] is True
-        await runner.cleanup()
-        await agent.cim.close()
 
 
 @pytest.mark.parametrize(("pool_type", "host", "path", "local"), [

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
-import aiohttp
 import pytest
 
 from hyperv_agent.cim import wql
@@ -15,8 +14,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
-from hyperv_agent.service import build_agent
-from tests.e2e.conftest import Running, client_context, start
+from tests.e2e.conftest import Running, every_backend, serving
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -29,7 +27,11 @@ VNC = "com.cloud.agent.api.GetVncPortCommand"
 VNC_ANSWER = "com.cloud.agent.api.GetVncPortAnswer"
 STATS = "com.cloud.agent.api.GetVmStatsCommand"
 STATS_ANSWER = "com.cloud.agent.api.GetVmStatsAnswer"
+REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
 SHUTDOWN_WAIT_S = 0.3
+
+
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
 
 
 @pytest.fixture
@@ -37,15 +39,8 @@ async def quick(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Runni
     """The agent with a 0.3 s guest-shutdown wait (instead of 30 s)."""
     settings = VmSettings(shutdown_timeout_s=SHUTDOWN_WAIT_S, shutdown_first_poll_s=0.02,
                           shutdown_max_poll_s=0.05)
-    agent = build_agent(agent_config(), vm_settings=settings)
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    try:
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session)
-    finally:
-        await runner.cleanup()
-        await agent.cim.close()
+    async with serving(agent_config(), vm_settings=settings) as running:
+        yield running
 
 
 async def _running_vm(cim: EmulatorCim, name: str, cpus: int = 1) -> ObjectPath:
@@ -353,3 +348,23 @@ async def test_lock_is_released_when_holder_fails() -> None:
     assert len(locks) == 0
     async with asyncio.timeout(1), locks.hold("i-2-71-VM"):
         pass
+
+
+async def test_state_report_is_one_round_trip_whose_answer_fits_a_thousand_vms(
+        running: Running) -> None:
+    cim = running.emulator
+    vsms = await service(cim)
+    template = await cim.spawn("Msvm_VirtualSystemSettingData")
+    for index in range(200):
+        result = await cim.invoke(vsms, "DefineSystem", {"SystemSettings": template.updated(
+            ElementName=f"i-2-{index}-VM", Notes=[f"uuid-{index}"])})
+        assert result.return_value in (0, 4096)
+    await running.post(REPORT, {})  # finds the service
+    before, requests = cim.round_trips(), running.requests()
+    status, report = await running.post(REPORT, {})
+    assert status == 200 and report == []  # none runs
+    assert (cim.round_trips() - before).calls == 1
+    if running.face is not None:
+        assert running.requests() - requests == 1
+        per_vm = running.face.service.last_answer_bytes / 200
+        assert per_vm * 1000 + 2000 < 512_000, per_vm  # 1000 VMs: still one answer

@@ -9,17 +9,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.hyperv import build, disks, vms
-from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
-from tests.e2e.conftest import Running, client_context, config_with_shares, serving, start
+from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import ok, request_state
 from tests.hostfs.test_http import FileServer, identity, serve, tls_server_context
 from tests.s3server import free_port
@@ -46,6 +44,8 @@ MIB = 1 << 20
 GIB = 1 << 30
 
 
+backend_kind = every_backend  # every test here runs on the emulator and over WinRM
+
 # --- fixture and helpers ------------------------------------------------------------------
 
 
@@ -62,13 +62,8 @@ private_ip = "192.168.100.10"
 [emulator.shares]
 '\\\\10.1.1.1\\secondary' = "{tmp_path / 'secondary'}"
 """)
-    built = build_agent(load_config(config))
-    runner, url = await start(built)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield Running(built, url, session)
-    await runner.cleanup()
-    await built.cim.close()
+    async with serving(load_config(config)) as running:
+        yield running
 
 
 def _pool(running: Running, name: str = "pool") -> Path:

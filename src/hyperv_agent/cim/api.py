@@ -17,9 +17,12 @@ import abc
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from hyperv_agent.errors import CimError, CimInvalidParameter, CimInvalidProperty
+
+if TYPE_CHECKING:
+    from hyperv_agent.cim.classdecl import CimClass
 
 V2_NAMESPACE = "root\\virtualization\\v2"
 CIMV2_NAMESPACE = "root\\cimv2"
@@ -399,6 +402,12 @@ class Cim(abc.ABC):
     @abc.abstractmethod
     def parse_embedded(self, text: str) -> CimInstance:
         """An instance from CIM-XML ``INSTANCE`` text (an embedded out-parameter)."""
+
+    async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
+        """The declaration of ``class_name``: properties with types, keys and defaults,
+        methods with their parameters. Metadata, not a round trip of an operation;
+        ``CimInvalidClass`` when the namespace has no such class."""
+        raise CimError(f"{type(self).__name__} does not describe classes")
 
     async def associators(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.cim.classdecl import CimClass
 
 _counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "cim_round_trips", default=None)
@@ -54,6 +55,9 @@ class CountingCim(Cim):
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         _add()
         return await self.inner.spawn(class_name, namespace)
+
+    async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
+        return await self.inner.get_class(class_name, namespace)  # metadata: not counted
 
     def to_embedded(self, instance: CimInstance) -> str:
         return self.inner.to_embedded(instance)

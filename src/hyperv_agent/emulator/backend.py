@@ -19,7 +19,8 @@ from hyperv_agent.cim.api import (
     OutValue,
     coerce_value,
 )
-from hyperv_agent.emulator import associations, model, wqlparse
+from hyperv_agent.cim.classdecl import CimClass
+from hyperv_agent.emulator import associations, classes, model, wqlparse
 from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
 from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
@@ -161,6 +162,9 @@ class EmulatorCim(Cim):
         instance = instance_of(record)
         return CimInstance(instance.class_name, instance.properties, None, instance.namespace,
                            instance.superclasses)
+
+    async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
+        return classes.declaration(class_name, namespace)  # metadata: no round trip counted
 
     def to_embedded(self, instance: CimInstance) -> str:
         return cimxml.write_instance(instance)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperv_agent.emulator.host import EmulatedHost
-from hyperv_agent.emulator.paths import HostPathError
+from hyperv_agent.emulator.paths import HostPathError, HostPaths
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.local import LocalFiles
 
@@ -13,8 +13,10 @@ from hyperv_agent.hostfs.local import LocalFiles
 class EmulatedFiles(LocalFiles):
     """Local file access, with the emulated host's drives and shares mapped to folders."""
 
-    def __init__(self, host: EmulatedHost) -> None:
-        self._paths = host.paths
+    def __init__(self, host: EmulatedHost | HostPaths) -> None:
+        """The files of a running emulated host, or of the drive and share mappings alone
+        (an agent reaching an emulated host's files from its own process)."""
+        self._paths = host if isinstance(host, HostPaths) else host.paths
 
     def local(self, path: str) -> Path:
         try:

@@ -758,3 +758,14 @@ def concrete_classes(name: str, namespace: str) -> tuple[ClassDef, ...]:
     return tuple(
         c for c in CLASSES.values() if c.namespace.lower() == namespace.lower() and c.is_a(name)
     )
+
+
+def abstract_class(name: str, namespace: str) -> ClassDef | None:
+    """The abstract base class ``name`` (any case) as declared, when a concrete class of
+    ``namespace`` derives from it; None otherwise. It has no instances of its own."""
+    key = next((k for k in _BASE_PROPS if k.lower() == name.lower()), None)
+    if key is None or not concrete_classes(key, namespace):
+        return None
+    ancestors = _BASE_ANCESTORS[key]
+    props = MappingProxyType({p.name.lower(): p for p in _BASE_PROPS[key]})
+    return ClassDef(key, namespace, ancestors[0] if ancestors else None, ancestors, props)

@@ -3,7 +3,10 @@
 A VM is addressed by its GUID (``Msvm_ComputerSystem.Name``); its object path is built
 from the GUID, never looked up. Listing and statistics use one ``GetSummaryInformation``
 call with a null SettingData (every VM at once), so their cost does not grow with the
-number of VMs.
+number of VMs. Where the answer for every VM would not fit the transport (WinRM's
+MaxEnvelopeSize, about a thousand VMs), the VMs' settings are listed with one query and
+summarised by path, which the backend sends in batches that fit; a backend that
+overflowed once goes that way from then on.
 
 The path of the Virtual System Management Service (VSMS) is cached per ``Cim`` instance
 (a ``WeakKeyDictionary``, so a closed backend takes its entry with it). The first
@@ -32,7 +35,13 @@ from enum import Enum
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
-from hyperv_agent.errors import CimNotFound, HyperVError, JobFailed, MethodFailed
+from hyperv_agent.errors import (
+    CimNotFound,
+    CimResponseTooLarge,
+    HyperVError,
+    JobFailed,
+    MethodFailed,
+)
 from hyperv_agent.hyperv import jobs
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
@@ -41,6 +50,7 @@ from hyperv_agent.hyperv.schema import (
     EnabledState,
     RequestedState,
     ReturnCode,
+    Subtype,
     SummaryInfo,
 )
 
@@ -196,10 +206,27 @@ async def call_service(
     return await call_on_service(cim, Class.VSMS, _VSMS_MISSING, method, params, policy)
 
 
+_BULK_TOO_LARGE: weakref.WeakSet[Cim] = weakref.WeakSet()  # every-VM answers overflow
+
+
 async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimInstance, ...]:
-    params: dict[str, InValue] = {
-        "SettingData": None, "RequestedInformation": [int(item) for item in requested],
-    }
+    """Summaries of every VM: one call; or, where that answer overflowed the transport,
+    one query for the VMs' settings and the call by path (the backend batches it)."""
+    information: list[int] = [int(item) for item in requested]
+    if cim not in _BULK_TOO_LARGE:
+        try:
+            return await _summaries_of(cim, None, information)
+        except CimResponseTooLarge:
+            _BULK_TOO_LARGE.add(cim)
+    query = wql.select(Class.VSSD, wql.eq("VirtualSystemType", Subtype.REALIZED),
+                       ("InstanceID",))
+    paths = [s.path for s in await cim.query(query, NAMESPACE) if s.path is not None]
+    return await _summaries_of(cim, paths, information) if paths else ()
+
+
+async def _summaries_of(cim: Cim, settings: list[ObjectPath] | None,
+                        information: list[int]) -> tuple[CimInstance, ...]:
+    params: dict[str, InValue] = {"SettingData": settings, "RequestedInformation": information}
     result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
 
@@ -217,7 +244,9 @@ async def list_vms(cim: Cim) -> list[VmInfo]:
     """Every VM of the host with its power state and notes, in WMI's order.
 
     One GetSummaryInformation call whatever the number of VMs (plus one query the first
-    time a backend is used). Read-only and safe to repeat; an empty host gives [].
+    time a backend is used); where that answer overflows the transport, one query and the
+    call in batches (see the module notes). Read-only and safe to repeat; an empty host
+    gives [].
     """
     return [_vm_info(summary) for summary in await _summaries(cim, _LIST_INFO)]
 

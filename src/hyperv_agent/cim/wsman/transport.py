@@ -1,0 +1,243 @@
+"""WS-Management requests over pypsrp's HTTP transport, with typed, one-line errors.
+
+pypsrp's ``WSMan`` is synchronous and holds one HTTP session with one security context
+(NTLM/Kerberos sequence numbers make it unsafe to share between concurrent requests), so
+the transport keeps a small pool of them, each used by one request at a time in a worker
+thread, and bounds the requests in flight. Connections are kept alive between requests.
+
+Every failure becomes a ``CimError``: a SOAP fault is parsed again here (pypsrp reads only
+its subcode) so ``MSFT_WmiError`` codes decide the error class; authentication, TLS and
+connection failures name the host and never the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from xml.etree.ElementTree import Element, ParseError
+
+import requests
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+from pypsrp.exceptions import (
+    AuthenticationError,
+    WinRMError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from pypsrp.wsman import OptionSet, SelectorSet, WSMan
+
+from hyperv_agent.cim import faults
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
+from hyperv_agent.cim.wsman.names import S, add_selectors, q
+from hyperv_agent.cim.wsman.settings import WsmanSettings
+from hyperv_agent.errors import (
+    CimAccessDenied,
+    CimError,
+    CimResponseTooLarge,
+    CimUnavailable,
+)
+
+_T = TypeVar("_T")
+#: A session idle this long is closed rather than reused: the host may have dropped its
+#: connection (http.sys keeps idle ones for 120 s), and a security context cannot move to
+#: a new connection, so it is built anew, on a new connection, instead.
+IDLE_SESSION_S = 60.0
+_QUIET = ("pypsrp", "spnego", "requests_credssp", "urllib3")  # they log whole messages at DEBUG
+
+
+class _Answered(Exception):
+    """The host answered a request with a fault or an HTTP error: ``error`` says which."""
+
+    def __init__(self, error: CimError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class PathSelectors(SelectorSet):
+    """The selector set of an object path, nested EPRs included."""
+
+    def __init__(self, path: ObjectPath) -> None:
+        super().__init__()
+        self.path = path
+
+    def pack(self) -> Element:
+        return add_selectors(Element("holder"), self.path)
+
+
+class NameSelectors(SelectorSet):
+    """A selector set from plain (name, value) pairs."""
+
+    def __init__(self, pairs: dict[str, str]) -> None:
+        super().__init__()
+        for name, value in pairs.items():
+            self.add_option(name, value)
+
+
+class Transport:
+    """Requests to one WinRM endpoint; ``requests`` counts the SOAP requests sent."""
+
+    def __init__(self, settings: WsmanSettings) -> None:
+        self.settings = settings
+        self.requests = 0
+        self._idle: list[tuple[WSMan, float]] = []  # session, when it was last used
+        self._lock = threading.Lock()
+        self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        for name in _QUIET:
+            library = logging.getLogger(name)
+            if library.level == logging.NOTSET:
+                library.setLevel(logging.WARNING)
+
+    async def send(self, action: str, resource_uri: str, body: Element | None = None, *,
+                   selectors: SelectorSet | None = None, options: OptionSet | None = None
+                   ) -> Element:
+        """The ``s:Body`` of the answer to one request; CimError on any failure."""
+        async with self._slots:
+            self.requests += 1
+            return await asyncio.to_thread(self._with_session, lambda wsman: wsman.invoke(
+                action, resource_uri, body, option_set=options, selector_set=selectors,
+                timeout=self.settings.operation_timeout_s))
+
+    def _with_session(self, work: Callable[[WSMan], Element]) -> Element:
+        """``work`` on an idle session, or a new one. A reused session the host no longer
+        accepts (it dropped the connection, and pypsrp re-authenticated but sealed the
+        message with the old context: 400 or 401, nothing done) is replaced once."""
+        wsman, reused = self._take()
+        try:
+            return self._run(wsman, work)
+        except CimError as error:
+            if not (reused and getattr(error, "stale_session", False)):
+                raise
+        return self._run(self._open(), work)
+
+    def _run(self, wsman: WSMan, work: Callable[[WSMan], Element]) -> Element:
+        try:
+            envelope = self._guarded(lambda: work(wsman))
+        except _Answered as answered:  # the host answered: the session is sound, unless
+            if getattr(answered.error, "stale_session", False):  # it could not be read
+                wsman.close()
+            else:
+                self._give(wsman)
+            raise answered.error from None
+        except BaseException:
+            wsman.close()  # a failed session may hold a broken security context
+            raise
+        self._give(wsman)
+        body = envelope.find(q(S, "Body"))
+        if body is None:
+            raise CimError(f"{self.settings.where}: the WinRM answer has no SOAP body")
+        return body
+
+    def _take(self) -> tuple[WSMan, bool]:
+        """An idle session used within IDLE_SESSION_S (True), else a new one (False)."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return self._open(), False
+                wsman, used = self._idle.pop()
+            if time.monotonic() - used < IDLE_SESSION_S:
+                return wsman, True
+            wsman.close()
+
+    def _give(self, wsman: WSMan) -> None:
+        with self._lock:
+            self._idle.append((wsman, time.monotonic()))
+
+    def _open(self) -> WSMan:
+        s = self.settings
+        verify: Any = str(s.ca_file) if s.ca_file else s.verify_tls
+        extra: dict[str, Any] = {}
+        if s.auth == "certificate":
+            extra = {"certificate_pem": str(s.certificate_pem),
+                     "certificate_key_pem": str(s.certificate_key_pem)}
+        return WSMan(
+            s.host, max_envelope_size=s.max_envelope_bytes,
+            operation_timeout=s.operation_timeout_s, port=s.port, username=s.username,
+            password=s.password, ssl=s.ssl, path=s.path, auth=s.auth,
+            cert_validation=verify, connection_timeout=int(s.connect_timeout_s),
+            read_timeout=s.operation_timeout_s + 10, no_proxy=True, **extra)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._idle = self._idle, []
+        for wsman, _ in sessions:
+            wsman.close()
+
+    # --- errors ---------------------------------------------------------------------------
+
+    def _guarded(self, work: Callable[[], _T]) -> _T:
+        where = self.settings.where
+        try:
+            return work()
+        except AuthenticationError:
+            raise _stale(CimAccessDenied(
+                f"{where}: the WinRM service refused the credentials ({self.settings.auth} "
+                "authentication); check the user name and password")) from None
+        except WSManFaultError as error:
+            raise _Answered(self._fault(error)) from None
+        except WinRMTransportError as error:
+            raise _Answered(_http_error(where, error)) from None
+        except requests.exceptions.SSLError as error:
+            raise CimUnavailable(f"{where}: the server's TLS certificate is not trusted "
+                                 f"({_reason(error)}); give a CA file or turn verification "
+                                 "off") from None
+        except requests.exceptions.Timeout:
+            raise CimUnavailable(f"{where}: no answer from the WinRM service within "
+                                 f"{self.settings.operation_timeout_s} s") from None
+        except requests.exceptions.RequestException as error:
+            raise CimUnavailable(f"{where}: cannot reach the WinRM service "
+                                 f"({_reason(error)})") from None
+        except WinRMError as error:
+            raise CimError(f"{where}: {faults.one_line(str(error))}") from None
+
+    def _fault(self, error: WSManFaultError) -> CimError:
+        context = error.__context__
+        text = getattr(context, "response_text", "") if context is not None else ""
+        try:
+            fault = find_fault(fromstring(text)) if text else None
+        except (ParseError, DefusedXmlException, ValueError):
+            fault = None
+        if fault is None and isinstance(context, WinRMTransportError):
+            return _http_error(self.settings.where, context)  # an answer, but no SOAP fault
+        if fault is None:
+            return CimError(f"{self.settings.where}: WinRM fault {error.code}: "
+                            f"{faults.one_line(str(error.reason or ''))}")
+        return faults.to_error(read_fault(fault))
+
+
+def _stale(error: CimError) -> CimError:
+    """``error`` marked as one a reused session gets when its context went stale."""
+    error.stale_session = True  # type: ignore[attr-defined]
+    return error
+
+
+def _http_error(where: str, error: WinRMTransportError) -> CimError:
+    code = error.code
+    if code == 400:
+        return _stale(CimUnavailable(f"{where}: the WinRM service could not read the "
+                                     "request (HTTP 400)"))
+    if code == 413:
+        return CimResponseTooLarge(f"{where}: the request is larger than the host accepts "
+                                   "(HTTP 413, MaxEnvelopeSizekb)")
+    if code == 403:
+        return CimAccessDenied(f"{where}: the WinRM service denied access (HTTP 403)")
+    return CimUnavailable(f"{where}: the WinRM service answered HTTP {code}")
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, on one line."""
+    inner: BaseException = error
+    seen = 0
+    while seen < 8:
+        nested = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) \
+            else getattr(inner, "reason", None)
+        if not isinstance(nested, BaseException):
+            break
+        inner, seen = nested, seen + 1
+    text = getattr(inner, "strerror", None) or str(inner)
+    return faults.one_line(str(text))[:200]

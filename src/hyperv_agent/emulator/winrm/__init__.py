@@ -1,0 +1,1 @@
+"""The emulated host served over WS-Management, as a Windows host serves WinRM."""

@@ -1,0 +1,309 @@
+"""The WinRM WMI plugin of the emulated host: SOAP requests answered through the CIM seam.
+
+Get (an instance, or a class's CIM-XML metadata), Enumerate/Pull/Release with a WQL
+filter (optimized enumeration, EnumerationMode), and custom actions (method calls). Each
+request is one seam call, so the emulator counts the same round trips as when the agent
+calls it directly; a class-metadata Get counts as the host's SpawnInstance_ read of the
+class. Answers larger than the client's MaxEnvelopeSize are refused with
+``w:EncodingLimit``, as WinRM does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Mapping
+from xml.etree.ElementTree import Element
+
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath, OutValue
+from hyperv_agent.cim.classdecl import (
+    OBJECT,
+    CimClass,
+    MethodDecl,
+    RawInstance,
+    RawValue,
+    typed_value,
+)
+from hyperv_agent.cim.wsman import writing
+from hyperv_agent.cim.wsman.classxml import write_classes
+from hyperv_agent.cim.wsman.names import (
+    CLASS_METADATA,
+    ENUMERATE,
+    GET,
+    NAMESPACE_SELECTOR,
+    PULL,
+    RELEASE,
+    WQL_DIALECT,
+    WSEN,
+    WSMAN,
+    class_uri,
+    local_name,
+    parse_resource_uri,
+    q,
+    read_selectors,
+)
+from hyperv_agent.cim.wsman.reading import read_values
+from hyperv_agent.emulator.winrm.enumerations import Enumerations
+from hyperv_agent.emulator.winrm.soap import (
+    Fault,
+    SoapRequest,
+    envelope,
+    fault_envelope,
+    option,
+    provider_fault,
+    read_request,
+)
+from hyperv_agent.errors import CimError, CimInvalidClass, CimInvalidParameter
+
+DEFAULT_MAX_ENVELOPE_KB = 500
+_SELECT = re.compile(r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s", re.IGNORECASE | re.DOTALL)
+
+
+class WinrmService:
+    """Answers WS-Management requests for one emulated host."""
+
+    def __init__(self, cim: Cim, machine: str,
+                 max_envelope_kb: int = DEFAULT_MAX_ENVELOPE_KB) -> None:
+        self.cim = cim
+        self.machine = machine
+        self.max_envelope_bytes = max_envelope_kb * 1024
+        self.enumerations = Enumerations()
+        self.requests = 0  # SOAP requests answered
+        self.last_answer_bytes = 0
+
+    async def handle(self, data: bytes) -> tuple[int, str]:
+        """(HTTP status, answer envelope) for one request envelope."""
+        self.requests += 1
+        relates_to = "uuid:00000000-0000-0000-0000-000000000000"
+        try:
+            request = read_request(data, self.max_envelope_bytes)
+            relates_to = request.message_id
+            action, body = await self._within(request)
+            answer = envelope(action, relates_to, body)
+            self.last_answer_bytes = len(answer.encode())
+            if self.last_answer_bytes > request.max_envelope_bytes:
+                raise Fault("w:EncodingLimit", "the answer would exceed the envelope size "
+                            "the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize")
+            return 200, answer
+        except Fault as fault:
+            return fault.status, fault_envelope(fault, relates_to, self.machine)
+        except CimError as error:
+            refused = provider_fault(error)
+            return refused.status, fault_envelope(refused, relates_to, self.machine)
+
+    async def _within(self, request: SoapRequest) -> tuple[str, str]:
+        """The request answered within its OperationTimeout, else ``w:TimedOut``."""
+        try:
+            return await asyncio.wait_for(self._dispatch(request), request.timeout_s)
+        except TimeoutError:
+            raise Fault("w:TimedOut", f"the operation did not finish within its "
+                        f"OperationTimeout of {request.timeout_s:g} s", sender=False,
+                        code=2150858793) from None
+
+    async def _dispatch(self, request: SoapRequest) -> tuple[str, str]:
+        if request.action == GET:
+            return f"{GET}Response", await self._get(request)
+        if request.action == ENUMERATE:
+            return f"{ENUMERATE}Response", await self._enumerate(request)
+        if request.action == PULL:
+            return f"{PULL}Response", self._pull(request)
+        if request.action == RELEASE:
+            return f"{RELEASE}Response", self._release(request)
+        if request.resource_uri and request.action.startswith(request.resource_uri + "/"):
+            method = request.action[len(request.resource_uri) + 1:]
+            return f"{request.action}Response", await self._invoke(request, method)
+        raise Fault("a:ActionNotSupported", f"the action {request.action} is not supported "
+                    "by this resource")
+
+    # --- Get ------------------------------------------------------------------------------
+
+    async def _get(self, request: SoapRequest) -> str:
+        if request.resource_uri == CLASS_METADATA:
+            return await self._get_class(request)
+        path = self._path(request)
+        if not path.keys:
+            raise Fault("w:InvalidSelectors", "a Get needs the selectors of an instance",
+                        detail="InsufficientSelectors")
+        instance = await self.cim.get(path)
+        return writing.instance(instance, instance.path or path)
+
+    async def _get_class(self, request: SoapRequest) -> str:
+        selectors = dict((k.lower(), v) for k, v in _selectors_with_namespace(request))
+        name, namespace = selectors.get("classname"), selectors.get(NAMESPACE_SELECTOR)
+        if not name or not namespace:
+            raise Fault("w:InvalidSelectors", "class metadata needs the __cimnamespace and "
+                        "ClassName selectors", detail="InsufficientSelectors")
+        decl = await self.cim.get_class(name, namespace.replace("/", "\\"))
+        with contextlib.suppress(CimInvalidClass):  # abstract classes have no instances
+            await self.cim.spawn(decl.name, decl.namespace)  # the host reads the class
+        hierarchy = (option(request, "IncludeInheritanceHierarchy") or "").lower() == "true"
+        return write_classes(decl, hierarchy)
+
+    def _path(self, request: SoapRequest) -> ObjectPath:
+        namespace, class_name = _resource(request.resource_uri)
+        if class_name is None:
+            raise Fault("a:DestinationUnreachable", "the resource URI names no class",
+                        detail="InvalidResourceURI", code=2150858778)
+        try:
+            keys = read_selectors(request.selector_set)
+        except CimInvalidParameter as error:
+            raise Fault("w:InvalidSelectors", str(error), detail="InvalidValue") from None
+        return ObjectPath(class_name, keys, namespace, self.machine)
+
+    # --- enumerations ---------------------------------------------------------------------
+
+    async def _enumerate(self, request: SoapRequest) -> str:
+        namespace, class_name = _resource(request.resource_uri)
+        start = request.body.find(q(WSEN, "Enumerate"))
+        if start is None:
+            raise Fault("w:SchemaValidationError", "the body holds no wsen:Enumerate")
+        wql = _filter(start, class_name)
+        mode = (start.findtext(q(WSMAN, "EnumerationMode")) or "").strip()
+        found = await self.cim.query(wql, namespace)
+        context = self.enumerations.start([_item(i, wql, mode) for i in found])
+        if start.find(q(WSMAN, "OptimizeEnumeration")) is None:
+            return f"<n:EnumerateResponse><n:EnumerationContext>{context}" \
+                   "</n:EnumerationContext></n:EnumerateResponse>"
+        max_elements = _count(start.findtext(q(WSMAN, "MaxElements")))
+        return self._batch("n:EnumerateResponse", "w:Items", "w:EndOfSequence", context,
+                           max_elements, request)
+
+    def _pull(self, request: SoapRequest) -> str:
+        pull = request.body.find(q(WSEN, "Pull"))
+        context = (pull.findtext(q(WSEN, "EnumerationContext")) if pull is not None else "")
+        max_elements = _count(pull.findtext(q(WSEN, "MaxElements")) if pull is not None else None)
+        return self._batch("n:PullResponse", "n:Items", "n:EndOfSequence",
+                           (context or "").strip(), max_elements, request)
+
+    def _batch(self, tag: str, items_tag: str, end_tag: str, context: str, max_elements: int,
+               request: SoapRequest) -> str:
+        skeleton = envelope(f"{ENUMERATE}Response", request.message_id,
+                            f"<{tag}><n:EnumerationContext>{context}</n:EnumerationContext>"
+                            f"<{items_tag}></{items_tag}><{end_tag}/></{tag}>")
+        room = request.max_envelope_bytes - len(skeleton.encode()) - 64
+        batch = self.enumerations.take(context, max_elements, room)
+        items = f"<{items_tag}>{''.join(batch.items)}</{items_tag}>"
+        if batch.ended:
+            keep = f"<n:EnumerationContext>{context}</n:EnumerationContext>" \
+                if tag == "n:EnumerateResponse" else ""
+            return f"<{tag}>{keep}{items}<{end_tag}/></{tag}>"
+        return f"<{tag}><n:EnumerationContext>{batch.context}</n:EnumerationContext>" \
+               f"{items}</{tag}>"
+
+    def _release(self, request: SoapRequest) -> str:
+        release = request.body.find(q(WSEN, "Release"))
+        context = release.findtext(q(WSEN, "EnumerationContext")) if release is not None else ""
+        self.enumerations.release((context or "").strip())
+        return ""
+
+    # --- methods --------------------------------------------------------------------------
+
+    async def _invoke(self, request: SoapRequest, method_name: str) -> str:
+        path = self._path(request)
+        path = ObjectPath(path.class_name, path.keys, path.namespace)  # "." when static
+        decl = await self.cim.get_class(path.class_name, path.namespace)
+        method = decl.method(method_name)
+        element = next((c for c in request.body
+                        if local_name(c.tag).lower() == f"{method.name}_input".lower()), None)
+        raw = read_values(element) if element is not None else {}
+        params = await self._arguments(method, raw)
+        result = await self.cim.invoke(path, method.name, params)
+        return _output(decl, method, result)
+
+    async def _arguments(self, method: MethodDecl, raw: Mapping[str, RawValue]
+                         ) -> dict[str, InValue]:
+        params: dict[str, InValue] = {}
+        for name, value in raw.items():
+            decl = method.parameter(name)
+            if decl is None:
+                params[name] = _plain(value)  # the provider names what it does not know
+                continue
+            nested = await self._nested(value)
+            params[decl.name] = _argument(decl.cim_type, decl.is_array, value, name, nested)
+        return params
+
+    async def _nested(self, value: RawValue) -> dict[str, CimClass]:
+        items = value if isinstance(value, tuple) else (value,)
+        return {i.class_name.lower(): await self.cim.get_class(i.class_name, i.namespace)
+                for i in items if isinstance(i, RawInstance) and i.class_name}
+
+
+def _selectors_with_namespace(request: SoapRequest) -> list[tuple[str, str]]:
+    if request.selector_set is None:
+        return []
+    return [(s.get("Name") or "", (s.text or "").strip())
+            for s in request.selector_set.findall(q(WSMAN, "Selector"))]
+
+
+def _resource(uri: str) -> tuple[str, str | None]:
+    try:
+        return parse_resource_uri(uri)
+    except CimInvalidParameter:
+        raise Fault("a:DestinationUnreachable", f"the resource URI {uri!r} is not served "
+                    "here", detail="InvalidResourceURI", code=2150858778) from None
+
+
+def _filter(start: Element, class_name: str | None) -> str:
+    found = start.find(q(WSMAN, "Filter"))
+    if found is None:
+        found = start.find(q(WSEN, "Filter"))
+    if found is None:
+        if class_name is None:
+            raise Fault("n:CannotProcessFilter", "an enumeration of all classes needs a "
+                        "WQL filter")
+        return f"SELECT * FROM {class_name}"  # noqa: S608 - the URI's class name is checked
+    dialect = found.get("Dialect") or WQL_DIALECT
+    if dialect != WQL_DIALECT:
+        raise Fault("n:FilterDialectRequestedUnavailable", f"the filter dialect {dialect} is "
+                    "not supported; use WQL")
+    return (found.text or "").strip()
+
+
+def _count(text: str | None) -> int:
+    stripped = (text or "").strip()
+    return int(stripped) if stripped.isdigit() and int(stripped) > 0 else 1
+
+
+def _item(instance: CimInstance, wql: str, mode: str) -> str:
+    select = _SELECT.match(wql)
+    if select is not None and select.group("columns").strip() != "*":
+        return writing.fragment(instance)
+    rendered = writing.instance(instance, instance.path)
+    if mode == "EnumerateEPR" and instance.path is not None:
+        return f"<a:EndpointReference>{writing.epr(instance.path)}</a:EndpointReference>"
+    if mode == "EnumerateObjectAndEPR" and instance.path is not None:
+        return (f"<w:Item>{rendered}<a:EndpointReference>{writing.epr(instance.path)}"
+                "</a:EndpointReference></w:Item>")
+    return rendered
+
+
+def _argument(cim_type: str, is_array: bool, value: RawValue, name: str,
+              nested: Mapping[str, CimClass]) -> InValue:
+    if cim_type == "reference":
+        items = value if isinstance(value, tuple) else (value,)
+        paths = [i if isinstance(i, ObjectPath) else ObjectPath.parse(str(i))
+                 for i in items if i is not None]
+        return paths if is_array else (paths[0] if paths else None)
+    typed = typed_value("string" if cim_type == OBJECT else cim_type, is_array, value, name,
+                        nested)
+    return list(typed) if isinstance(typed, tuple) else typed
+
+
+def _plain(value: RawValue) -> InValue:
+    if isinstance(value, tuple):
+        return [str(item) for item in value]
+    return None if value is None else str(value)
+
+
+def _output(decl: CimClass, method: MethodDecl, result: MethodResult) -> str:
+    uri = class_uri(decl.namespace, decl.name)
+    values: dict[str, tuple[str, OutValue]] = {"ReturnValue": ("uint32", result.return_value)}
+    for name, value in result.out.items():
+        param = method.parameter(name)
+        values[param.name if param else name] = (param.cim_type if param else "string", value)
+    body = "".join(writing.elements(f"p:{name}", cim_type, value)
+                   for name, (cim_type, value) in sorted(values.items(),
+                                                         key=lambda i: i[0].lower()))
+    tag = f"p:{method.name}_OUTPUT"
+    return f"<{tag} xmlns:p={writing.attr(uri)}>{body}</{tag}>"

@@ -1,0 +1,190 @@
+"""SOAP envelopes on the server side: reading a request's headers, writing answers and faults
+shaped as WinRM writes them (MS-WSMV §4.1, §4.10)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from hyperv_agent.cim.faults import describe, one_line
+from hyperv_agent.cim.wsman import writing
+from hyperv_agent.cim.wsman.names import (
+    ADDRESSING_FAULT,
+    ANONYMOUS,
+    CIMBINDING,
+    FAULT_DETAIL,
+    WMIERROR,
+    WSA,
+    WSEN,
+    WSMAN,
+    WSMAN_FAULT,
+    WSMANFAULT,
+    XSI,
+    S,
+    q,
+)
+from hyperv_agent.errors import (
+    CimAccessDenied,
+    CimError,
+    CimInvalidClass,
+    CimInvalidQuery,
+    CimNotFound,
+    CimResponseTooLarge,
+)
+
+MIN_ENVELOPE_BYTES = 8192
+MAX_TIMEOUT_S = 60.0  # WinRM's MaxTimeoutms default
+_DURATION_S = re.compile(r"PT(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?")
+ENVELOPE_NS = (f'xmlns:s="{S}" xmlns:a="{WSA}" xmlns:n="{WSEN}" xmlns:w="{WSMAN}" '
+               f'xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:xsi="{XSI}"')
+
+
+class Fault(Exception):
+    """A WS-Management fault to answer with (HTTP 500 unless ``status`` says otherwise)."""
+
+    def __init__(self, subcode: str, reason: str, *, sender: bool = True,
+                 detail: str | None = None, code: int = 2150858752,
+                 wmi: tuple[int, int] | None = None, status: int = 500) -> None:
+        super().__init__(reason)
+        self.subcode = subcode  # prefixed: "w:EncodingLimit", "a:ActionNotSupported"
+        self.reason = one_line(reason)
+        self.sender = sender
+        self.detail = detail
+        self.code = code
+        self.wmi = wmi  # (CIM status, HRESULT) for a provider error: MSFT_WmiError
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SoapRequest:
+    action: str
+    resource_uri: str
+    message_id: str
+    max_envelope_bytes: int
+    timeout_s: float
+    selector_set: Element | None
+    option_set: Element | None
+    body: Element
+
+
+def read_request(data: bytes, server_max_bytes: int) -> SoapRequest:
+    """The headers and body of a request; a Fault for malformed or refused ones."""
+    try:
+        root = fromstring(data)
+    except (ParseError, DefusedXmlException, ValueError) as error:
+        raise Fault("w:SchemaValidationError", f"the request is not well-formed XML: {error}",
+                    status=400) from None
+    header, body = root.find(q(S, "Header")), root.find(q(S, "Body"))
+    if root.tag != q(S, "Envelope") or header is None or body is None:
+        raise Fault("w:SchemaValidationError", "the request is not a SOAP 1.2 envelope",
+                    status=400)
+    action = (header.findtext(q(WSA, "Action")) or "").strip()
+    message_id = (header.findtext(q(WSA, "MessageID")) or "").strip()
+    if not action or not message_id:
+        raise Fault("a:MessageInformationHeaderRequired", "the request has no Action or "
+                    "MessageID header")
+    timeout_s = min(operation_timeout_s(header.findtext(q(WSMAN, "OperationTimeout"))),
+                    MAX_TIMEOUT_S)
+    return SoapRequest(action, (header.findtext(q(WSMAN, "ResourceURI")) or "").strip(),
+                       message_id, _max_envelope(header, server_max_bytes), timeout_s,
+                       header.find(q(WSMAN, "SelectorSet")), header.find(q(WSMAN, "OptionSet")),
+                       body)
+
+
+def _max_envelope(header: Element, server_max_bytes: int) -> int:
+    text = (header.findtext(q(WSMAN, "MaxEnvelopeSize")) or "").strip()
+    if not text:
+        return server_max_bytes
+    if not text.isdigit():
+        raise Fault("w:SchemaValidationError", f"MaxEnvelopeSize {text!r} is not a number")
+    requested = int(text)
+    if requested < MIN_ENVELOPE_BYTES:
+        raise Fault("w:EncodingLimit", f"MaxEnvelopeSize {requested} is below the minimum of "
+                    f"{MIN_ENVELOPE_BYTES} octets", detail="MinimumEnvelopeLimit")
+    return min(requested, server_max_bytes)
+
+
+def option(request: SoapRequest, name: str) -> str | None:
+    if request.option_set is None:
+        return None
+    for item in request.option_set.findall(q(WSMAN, "Option")):
+        if (item.get("Name") or "").lower() == name.lower():
+            return (item.text or "").strip()
+    return None
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def envelope(action: str, relates_to: str, body: str) -> str:
+    """A whole answer envelope around ``body`` (already XML text)."""
+    return (f'<s:Envelope xml:lang="en-US" {ENVELOPE_NS}><s:Header>'
+            f'<a:Action>{writing.text(action)}</a:Action>'
+            f"<a:MessageID>uuid:{str(uuid.uuid4()).upper()}</a:MessageID>"
+            f"<a:To>{ANONYMOUS}</a:To><a:RelatesTo>{writing.text(relates_to)}</a:RelatesTo>"
+            f"</s:Header><s:Body>{body}</s:Body></s:Envelope>")
+
+
+def fault_envelope(fault: Fault, relates_to: str, machine: str) -> str:
+    code = "s:Sender" if fault.sender else "s:Receiver"
+    detail = (f"<w:FaultDetail>{FAULT_DETAIL}{fault.detail}</w:FaultDetail>"
+              if fault.detail else "")
+    body = (f"<s:Fault><s:Code><s:Value>{code}</s:Value><s:Subcode><s:Value>{fault.subcode}"
+            f'</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">'
+            f"{writing.text(fault.reason)}</s:Text></s:Reason><s:Detail>{detail}"
+            f"{_wsman_fault(fault, machine)}{_wmi_error(fault)}</s:Detail></s:Fault>")
+    action = ADDRESSING_FAULT if fault.subcode.startswith("a:") else WSMAN_FAULT
+    return envelope(action, relates_to, body)
+
+
+def _wsman_fault(fault: Fault, machine: str) -> str:
+    return (f'<f:WSManFault xmlns:f="{WSMANFAULT}" Code="{fault.code}" '
+            f"Machine={writing.attr(machine)}><f:Message>{writing.text(fault.reason)}"
+            "</f:Message></f:WSManFault>")
+
+
+def _wmi_error(fault: Fault) -> str:
+    if fault.wmi is None:
+        return ""
+    status, hresult = fault.wmi
+    typed = (("CIMStatusCode", "cimUnsignedInt", str(status)),
+             ("Message", "cimString", fault.reason),
+             ("MessageID", "cimString", f"HRESULT 0x{hresult:08x}"),
+             ("OwningEntity", "cimString", "HYPERV-AGENT-EMULATOR"),
+             ("error_Code", "cimUnsignedInt", str(hresult)),
+             ("error_Type", "cimString", "HRESULT"),
+             ("error_WindowsErrorMessage", "cimString", fault.reason))
+    props = "".join(f'<p:{name} xsi:type="cim:{kind}">{writing.text(value)}</p:{name}>'
+                    for name, kind, value in typed)
+    return (f'<p:MSFT_WmiError xmlns:p="{WMIERROR}" xmlns:b="{CIMBINDING}" '
+            f'b:IsCIM_Error="true" xsi:type="p:MSFT_WmiError_Type">{props}</p:MSFT_WmiError>')
+
+
+def provider_fault(error: CimError) -> Fault:
+    """How WinRM reports an error the WMI provider raised: its class picks the subcode,
+    MSFT_WmiError carries the CIM status and HRESULT."""
+    codes = describe(error)
+    text = str(error)
+    if isinstance(error, CimNotFound | CimInvalidClass):
+        return Fault("a:DestinationUnreachable", text, detail="ResourceNotFound",
+                     code=codes[1], wmi=codes)
+    if isinstance(error, CimInvalidQuery):
+        return Fault("n:CannotProcessFilter", text, code=codes[1], wmi=codes)
+    if isinstance(error, CimAccessDenied):
+        return Fault("w:AccessDenied", text, code=5)
+    if isinstance(error, CimResponseTooLarge):
+        return Fault("w:EncodingLimit", text, detail="MaxEnvelopeSize")
+    return Fault("w:InternalError", text, sender=False, code=codes[1], wmi=codes)
+
+
+def operation_timeout_s(header_text: str | None, default_s: float = MAX_TIMEOUT_S) -> float:
+    """Seconds of an ``OperationTimeout`` (``PT60S``, ``PT1M30.5S``); the default when
+    absent or unreadable."""
+    match = _DURATION_S.fullmatch((header_text or "").strip())
+    seconds = (int(match.group("m") or 0) * 60 + float(match.group("s") or 0)) if match else 0
+    return seconds if seconds > 0 else default_s

@@ -1,0 +1,76 @@
+"""A remote Windows host's files over SMB: drive paths through its administrative shares.
+
+The agent off Windows drives a Hyper-V host over WinRM and reaches the host's own files
+as Windows itself would from another machine: ``C:\\dir\\disk.vhdx`` is
+``\\\\host\\C$\\dir\\disk.vhdx``, opened with the WinRM account (a local administrator of
+the host). UNC paths go to their own servers unchanged, with the credentials their
+storage URLs carry.
+"""
+
+from __future__ import annotations
+
+from pathlib import PureWindowsPath
+from typing import BinaryIO
+
+from hyperv_agent.errors import PathNotAllowed
+from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+
+
+class AdminShareFiles(HostFiles):
+    """``inner`` (SMB) reached with drive paths rewritten to ``\\\\host\\X$`` shares."""
+
+    def __init__(self, inner: HostFiles, host: str, credentials: Credentials | None) -> None:
+        self.inner = inner
+        self.host = host
+        if credentials is not None:
+            for letter in "CDEFGHIJKLMNOPQRSTUVWXYZ":
+                inner.use_credentials(ShareLocation(host, f"{letter}$", "", credentials))
+
+    def remote(self, path: str) -> str:
+        """``path`` as the host's SMB clients see it; PathNotAllowed for a relative one."""
+        pure = PureWindowsPath(path)
+        drive = pure.drive
+        if drive.startswith("\\\\"):
+            return str(pure)
+        if len(drive) != 2 or drive[1] != ":":
+            raise PathNotAllowed(f"not an absolute Windows path: {path!r}")
+        rest = "\\".join(pure.parts[1:])
+        share = f"\\\\{self.host}\\{drive[0].upper()}$"
+        return f"{share}\\{rest}" if rest else share
+
+    def use_credentials(self, share: ShareLocation) -> None:
+        self.inner.use_credentials(share)
+
+    async def usage(self, path: str) -> Usage:
+        return await self.inner.usage(self.remote(path))
+
+    async def make_dirs(self, path: str) -> None:
+        await self.inner.make_dirs(self.remote(path))
+
+    async def exists(self, path: str) -> bool:
+        return await self.inner.exists(self.remote(path))
+
+    async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
+        return await self.inner.read_text(self.remote(path), max_bytes)
+
+    async def write_text(self, path: str, text: str) -> None:
+        await self.inner.write_text(self.remote(path), text)
+
+    async def stat(self, path: str) -> FileStat | None:
+        return await self.inner.stat(self.remote(path))
+
+    async def list_dir(self, path: str) -> list[str]:
+        return await self.inner.list_dir(self.remote(path))
+
+    async def remove(self, path: str) -> bool:
+        return await self.inner.remove(self.remote(path))
+
+    async def rename(self, source: str, target: str) -> None:
+        await self.inner.rename(self.remote(source), self.remote(target))
+
+    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
+        return self.inner.open_binary(self.remote(path), mode)
+
+    async def copy_file(self, source: str, target: str) -> int:
+        return await self.inner.copy_file(self.remote(source), self.remote(target))

@@ -1,0 +1,92 @@
+"""``hyperv-agent emulator wsman``: an emulated Hyper-V host that speaks WinRM.
+
+The emulator of ``--state-dir`` (and ``--config``'s ``[emulator]`` section) is served on
+``/wsman`` over HTTP (Negotiate/NTLM with message encryption) or, with ``--tls``, HTTPS
+(Negotiate and Basic) with the self-signed certificate of the state directory. An agent
+started with ``serve --backend wsman`` and the same ``--config`` (its own state directory)
+reaches the host's files through the same ``[emulator.drives]``/``[emulator.shares]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from dataclasses import dataclass
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from hyperv_agent import tls
+from hyperv_agent.backends import default_shares, emulator_config, seed_secondary
+from hyperv_agent.config import AgentConfig, WsmanSection
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.winrm import server
+from hyperv_agent.emulator.winrm.auth import Account, register_account
+from hyperv_agent.emulator.winrm.service import WinrmService
+
+
+@dataclass
+class RunningFace:
+    runner: web.AppRunner
+    url: str
+    emulator: EmulatorCim
+    service: WinrmService
+    fingerprint: str | None
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.emulator.close()
+
+
+async def start_face(config: AgentConfig, host: str, port: int, account: Account,
+                     use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
+    """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
+    cim = emulator or EmulatorCim.open(emulator_config(config))
+    if emulator is None:
+        seed_secondary(config)
+    register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
+    context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
+    service = WinrmService(cim, config.emulator.host_name)
+    face = server.WinrmFace(service, account, certificate_der=certificate)
+    runner, url = await server.start(face, host, port, context)
+    return RunningFace(runner, url, cim, service, fingerprint)
+
+
+def _tls(config: AgentConfig) -> tuple[ssl.SSLContext, bytes, str]:
+    identity = tls.ensure_identity(config.agent.state_dir, config.agent.tls_cert,
+                                   config.agent.tls_key)
+    certificate = x509.load_pem_x509_certificate(identity.cert_path.read_bytes())
+    return (tls.server_context(identity), certificate.public_bytes(Encoding.DER),
+            identity.sha256_fingerprint)
+
+
+def agent_config(config: AgentConfig, url: str, account: Account, auth: str,
+                 verify_tls: bool = False) -> AgentConfig:
+    """The configuration of an agent driving, over WinRM at ``url``, the emulated host
+    ``config`` describes: backend wsman with ``account``, and the host's drive C and
+    shares mapped to the folders the emulator keeps them in."""
+    host = emulator_config(config)
+    emulator = config.emulator.model_copy(update={
+        "drives": {"C": host.drive_root("C"), **config.emulator.drives},
+        "shares": dict(config.emulator.shares) or default_shares(config)})
+    wsman = WsmanSection.model_validate({"url": url, "username": account.user,
+                                         "password": account.password, "auth": auth,
+                                         "verify_tls": verify_tls})
+    agent = config.agent.model_copy(update={"backend": "wsman"})
+    return config.model_copy(update={"agent": agent, "emulator": emulator, "wsman": wsman})
+
+
+async def serve_until_signalled(face: RunningFace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(getattr(signal, name), stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await face.close()

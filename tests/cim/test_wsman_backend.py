@@ -1,0 +1,276 @@
+"""The wsman backend against the emulator's WinRM face: the same answers as the emulator
+directly, typed errors, batching within MaxEnvelopeSize, and one-line transport errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.emulator.winrm import server
+from hyperv_agent.errors import (
+    CimAccessDenied,
+    CimInvalidClass,
+    CimInvalidMethod,
+    CimInvalidQuery,
+    CimNotFound,
+    CimResponseTooLarge,
+    CimUnavailable,
+)
+from hyperv_agent.hyperv import vms
+from tests.emulator.kit import define_vm, devices, service
+from tests.emulator.winrm_kit import PASSWORD, client, face
+
+
+@pytest.fixture(params=["http", "https"])
+async def remote(request: pytest.FixtureRequest, emulator: EmulatorCim, tmp_path: Path
+                 ) -> AsyncIterator[WsmanCim]:
+    async with face(emulator, tmp_path / "face", tls=request.param == "https") as served:
+        cim = client(served.url)
+        yield cim
+        await cim.close()
+
+
+def _values(instance: CimInstance) -> dict[str, object]:
+    return {p.name: p.value for p in instance}
+
+
+async def test_query_answers_as_the_emulator_does(emulator: EmulatorCim, remote: WsmanCim
+                                                  ) -> None:
+    await define_vm(emulator, "i-2-1-VM")
+    query = wql.select("Msvm_ComputerSystem", wql.eq("ElementName", "i-2-1-VM"))
+    (direct,), (over,) = await emulator.query(query), await remote.query(query)
+    assert (over.class_name, over.path) == (direct.class_name, direct.path)
+    assert _values(over) == {k: (v if v != () else None) for k, v in _values(direct).items()}
+    assert over.superclasses == direct.superclasses
+
+
+async def test_root_cimv2_and_projections_type_their_values(emulator: EmulatorCim,
+                                                            remote: WsmanCim) -> None:
+    query = wql.select("Win32_ComputerSystem", properties=("Name", "NumberOfLogicalProcessors"))
+    (over,) = await remote.query(query, "root\\cimv2")
+    assert over.integer("NumberOfLogicalProcessors") == 16
+    assert over.path == (await emulator.query(query, "root\\cimv2"))[0].path  # Name is the key
+
+
+async def test_get_invoke_and_spawn_answer_as_the_emulator_does(
+        emulator: EmulatorCim, remote: WsmanCim) -> None:
+    vm = await define_vm(remote, "i-2-2-VM")  # DefineSystem over WinRM, embedded instance
+    assert _values(await remote.get(vm)) == _values(await emulator.get(vm))
+    result = await remote.invoke(vm, "RequestStateChange", {"RequestedState": 2})
+    assert result.return_value == 4096
+    job = result.path("Job")
+    assert job is not None and job.class_name == "Msvm_ConcreteJob"
+    assert (await remote.get(job)).integer("JobState") in (4, 7)
+    assert _values(await remote.spawn("Msvm_VirtualSystemSettingData")) == _values(
+        await emulator.spawn("Msvm_VirtualSystemSettingData"))
+
+
+async def test_associators_and_references_travel_as_wql(emulator: EmulatorCim,
+                                                         remote: WsmanCim) -> None:
+    vm = await define_vm(emulator, "i-2-3-VM")
+    over = await remote.associators(vm, assoc_class="Msvm_SettingsDefineState",
+                                    result_class="Msvm_VirtualSystemSettingData")
+    direct = await emulator.associators(vm, assoc_class="Msvm_SettingsDefineState",
+                                        result_class="Msvm_VirtualSystemSettingData")
+    assert [i.path for i in over] == [i.path for i in direct] and len(over) == 1
+    links = await remote.references(vm, result_class="Msvm_SettingsDefineState")
+    assert links and all(ObjectPath.parse(str(link["ManagedElement"])) == vm for link in links)
+
+
+async def test_embedded_instances_are_cim_xml_both_ways(emulator: EmulatorCim,
+                                                       remote: WsmanCim) -> None:
+    vm = await define_vm(emulator, "i-2-4-VM")
+    (processor,) = await devices(remote, vm, "Msvm_ProcessorSettingData")
+    result = await remote.invoke(await service(remote), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=4)]})
+    assert result.return_value in (0, 4096)
+    (changed,) = await devices(emulator, vm, "Msvm_ProcessorSettingData")
+    assert changed.integer("VirtualQuantity") == 4
+    text = remote.to_embedded(changed)
+    assert _values(remote.parse_embedded(text)) == _values(emulator.parse_embedded(text))
+
+
+async def test_provider_errors_arrive_as_the_seams_typed_errors(remote: WsmanCim) -> None:
+    with pytest.raises(CimNotFound):
+        await remote.get(ObjectPath.for_keys("Msvm_ComputerSystem",
+                                             CreationClassName="Msvm_ComputerSystem",
+                                             Name="00000000-0000-0000-0000-000000000000"))
+    with pytest.raises(CimInvalidClass):
+        await remote.query("SELECT * FROM Msvm_NoSuchClass")
+    with pytest.raises(CimInvalidQuery):
+        await remote.query("SELECT * FROM Msvm_ComputerSystem WHERE")
+    with pytest.raises(CimInvalidMethod):
+        await remote.invoke(await service(remote), "NoSuchMethod", {})
+
+
+async def test_answer_over_the_envelope_limit_is_response_too_large(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    vm = await define_vm(emulator, "i-2-5-VM")
+    (settings,) = await emulator.associators(vm, result_class="Msvm_VirtualSystemSettingData")
+    await emulator.invoke(await service(emulator), "ModifySystemSettings", {
+        "SystemSettings": settings.updated(Notes=["x" * 10_000])})
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, max_envelope_bytes=8192)
+        with pytest.raises(CimResponseTooLarge, match="MaxEnvelopeSize"):
+            await cim.associators(vm, result_class="Msvm_VirtualSystemSettingData")
+        await cim.close()
+
+
+async def test_vm_summaries_fall_back_to_batches_when_every_vm_overflows(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    for index in range(30):
+        await define_vm(emulator, f"i-2-{index}-VM")
+    direct = await vms.list_vms(emulator)
+    async with face(emulator, tmp_path / "face") as served:
+        warm = client(served.url)
+        for name in ("Msvm_VirtualSystemManagementService", "Msvm_SummaryInformation",
+                     "Msvm_VirtualSystemSettingData"):
+            await warm.get_class(name)  # class metadata alone exceeds 8 KiB
+        await warm.close()
+        cim = client(served.url, max_envelope_bytes=8192)  # ~20 summaries per answer
+        cim.learn_classes(warm.known_classes())
+        # the first listing overflows, then goes by query and batches
+        assert sorted(await vms.list_vms(cim), key=str) == sorted(direct, key=str)
+        before = served.service.requests
+        assert sorted(await vms.list_vms(cim), key=str) == sorted(direct, key=str)
+        spent = served.service.requests - before
+        await cim.close()
+    assert len(direct) == 30
+    assert 2 <= spent <= 1 + 30  # one query, then summaries in batches that fit
+    assert spent < 30 // 2  # ... several VMs per batch, not one request each
+
+
+async def test_long_setting_data_lists_are_sent_in_batches_in_order(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    paths = [await define_vm(emulator, f"i-2-{index}-VM") for index in range(7)]
+    settings = [(await emulator.associators(p, result_class="Msvm_VirtualSystemSettingData"))[0]
+                for p in paths]
+    async with face(emulator, tmp_path / "face") as served:
+        threes = {key: Batched(b.argument, b.result, 3) for key, b in BATCHED.items()}
+        cim = WsmanCim(client(served.url).settings, batched=threes)
+        vsms = await service(cim)
+        await cim.get_class("Msvm_VirtualSystemManagementService")
+        await cim.get_class("Msvm_SummaryInformation")
+        before = served.service.requests
+        result = await cim.invoke(vsms, "GetSummaryInformation", {
+            "SettingData": [s.path for s in settings if s.path], "RequestedInformation": [0, 1]})
+        spent = served.service.requests - before
+        await cim.close()
+    names = [s.string("ElementName") for s in result.instances("SummaryInformation")]
+    assert names == [f"i-2-{index}-VM" for index in range(7)] and spent == 3
+
+
+# --- transport errors: one line, naming the host, never the password ----------------------
+
+
+async def test_wrong_password_is_one_line_naming_the_host(
+        emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, password="Not-The-Password-9")
+        with pytest.raises(CimAccessDenied) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    message = str(raised.value)
+    port = served.url.split(":")[2].split("/")[0]
+    assert f"127.0.0.1:{port}" in message and "\n" not in message
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in ("Not-The-Password-9", PASSWORD):
+        assert secret not in message and secret not in logged
+
+
+async def test_unreachable_host_is_one_line_naming_the_host() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cim = client(f"http://127.0.0.1:{port}/wsman")
+    with pytest.raises(CimUnavailable) as raised:
+        await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    await cim.close()
+    message = str(raised.value)
+    assert message.startswith(f"127.0.0.1:{port}: cannot reach the WinRM service")
+    assert "\n" not in message and PASSWORD not in message
+
+
+async def test_untrusted_certificate_is_one_line_naming_the_host(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face", tls=True) as served:
+        cim = client(served.url, verify_tls=True)
+        with pytest.raises(CimUnavailable) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    message = str(raised.value)
+    assert "127.0.0.1:" in message and "TLS certificate is not trusted" in message
+    assert "\n" not in message and PASSWORD not in message
+
+
+async def test_certificate_is_trusted_with_its_ca_file(emulator: EmulatorCim,
+                                                       tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face", tls=True) as served:
+        certificate = tmp_path / "face" / "tls" / "agent.crt"
+        cim = client(served.url.replace("127.0.0.1", "localhost"), verify_tls=True,
+                     ca_file=certificate)
+        found = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    assert [s["ElementName"] for s in found] == ["External"]
+
+
+async def test_operation_over_its_timeout_is_a_timed_out_fault(
+        make_config: Callable[..., EmulatorConfig], tmp_path: Path) -> None:
+    slow = EmulatorCim.open(make_config(latency=LatencyModel(call_s=1.5)))
+    async with face(slow, tmp_path / "face") as served:
+        cim = client(served.url, operation_timeout_s=1)
+        with pytest.raises(CimUnavailable, match="OperationTimeout of 1 s"):
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    await slow.close()
+
+
+@pytest.mark.parametrize(("status", "error", "words"), [
+    (500, CimUnavailable, "answered HTTP 500"),
+    (403, CimAccessDenied, "denied access (HTTP 403)"),
+])
+async def test_http_errors_without_a_fault_are_one_line_naming_the_host(
+        status: int, error: type[Exception], words: str) -> None:
+    async def refuse(_: web.Request) -> web.Response:
+        return web.Response(status=status, text="<html>proxy error</html>")
+
+    app = web.Application()
+    app.router.add_post("/wsman", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    cim = client(f"http://127.0.0.1:{port}/wsman")
+    try:
+        with pytest.raises(error) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+    message = str(raised.value)
+    assert message == f"127.0.0.1:{port}: the WinRM service {words}"
+
+
+async def test_session_survives_the_host_dropping_its_idle_connection(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "KEEPALIVE_S", 0.3)  # the face drops idle connections fast
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url)  # http: every message sealed with the connection's context
+        first = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await asyncio.sleep(0.8)
+        again = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    assert [s.path for s in again] == [s.path for s in first]

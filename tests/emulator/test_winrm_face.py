@@ -1,0 +1,271 @@
+"""The emulator's WinRM face, driven by an independent client: pypsrp's own WSMan."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import aiohttp
+import pytest
+from defusedxml.ElementTree import fromstring
+from pypsrp.exceptions import AuthenticationError, WSManFaultError
+from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
+from hyperv_agent.emulator.backend import EmulatorCim
+from tests.emulator.kit import define_vm, service
+from tests.emulator.winrm_kit import PASSWORD, USER, face
+
+V2 = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/virtualization/v2"
+WQL = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
+WSEN, WSMAN_NS = NAMESPACES["wsen"], NAMESPACES["wsman"]
+
+
+def _pypsrp(url: str, **kwargs: Any) -> WSMan:
+    host_port = url.split("//")[1].split("/")[0]
+    host, port = host_port.rsplit(":", 1)
+    tls = url.startswith("https")
+    options: dict[str, Any] = {"username": USER, "password": PASSWORD, "ssl": tls,
+                                  "auth": "basic" if tls else "ntlm", "cert_validation": False}
+    options.update(kwargs)
+    return WSMan(host, port=int(port), path="wsman", no_proxy=True, **options)
+
+
+def _enumerate_body(query: str, max_elements: int | None = None) -> ET.Element:
+    body = ET.Element(f"{{{WSEN}}}Enumerate")
+    if max_elements is not None:
+        ET.SubElement(body, f"{{{WSMAN_NS}}}OptimizeEnumeration")
+        ET.SubElement(body, f"{{{WSMAN_NS}}}MaxElements").text = str(max_elements)
+    ET.SubElement(body, f"{{{WSMAN_NS}}}Filter", Dialect=WQL).text = query
+    return body
+
+
+def _pull_body(context: str, max_elements: int) -> ET.Element:
+    body = ET.Element(f"{{{WSEN}}}Pull")
+    ET.SubElement(body, f"{{{WSEN}}}EnumerationContext").text = context
+    ET.SubElement(body, f"{{{WSEN}}}MaxElements").text = str(max_elements)
+    return body
+
+
+def _enumerate_all(wsman: WSMan, query: str) -> list[ET.Element]:
+    """Enumerate (not optimized), then Pull two at a time until EndOfSequence."""
+    answer = wsman.enumerate(f"{V2}/*", resource=_enumerate_body(query))
+    context = answer.findtext("wsen:EnumerateResponse/wsen:EnumerationContext",
+                              namespaces=NAMESPACES)
+    items: list[ET.Element] = []
+    while context:
+        answer = wsman.pull(f"{V2}/*", resource=_pull_body(context, 2))
+        pulled = answer.find("wsen:PullResponse", NAMESPACES)
+        assert pulled is not None
+        items.extend(pulled.find("wsen:Items", NAMESPACES) or [])
+        context = pulled.findtext("wsen:EnumerationContext", namespaces=NAMESPACES)
+        if pulled.find("wsen:EndOfSequence", NAMESPACES) is not None:
+            break
+    return items
+
+
+def _subcode(error: WSManFaultError) -> str | None:
+    """The fault's subcode, read from the answer pypsrp kept (it reports WSManFault@Code)."""
+    fault = find_fault(fromstring(getattr(error.__context__, "response_text", "")))
+    assert fault is not None
+    return read_fault(fault).subcode
+
+
+def _text(item: ET.Element, name: str) -> str | None:
+    uri = item.tag[1:].partition("}")[0]
+    return item.findtext(f"{{{uri}}}{name}")
+
+
+@pytest.fixture(params=["http", "https"])
+def tls(request: pytest.FixtureRequest) -> bool:
+    return str(request.param) == "https"
+
+
+async def _vms(emulator: EmulatorCim, count: int) -> list[str]:
+    for index in range(count):
+        await define_vm(emulator, f"i-2-{index}-VM")
+    found = await emulator.query(wql.select("Msvm_ComputerSystem",
+                                            wql.eq("Caption", "Virtual Machine")))
+    return sorted(str(vm["ElementName"]) for vm in found)
+
+
+async def test_pypsrp_enumerate_and_pull_get_what_the_emulator_holds(
+        emulator: EmulatorCim, tmp_path: Path, tls: bool) -> None:
+    names = await _vms(emulator, 5)
+    async with face(emulator, tmp_path / "face", tls=tls) as served:
+        wsman = _pypsrp(served.url)
+        items = await asyncio.to_thread(_enumerate_all, wsman, "SELECT * FROM "
+                                        "Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")
+        wsman.close()
+    assert sorted(_text(item, "ElementName") or "" for item in items) == names
+    assert {item.tag for item in items} == {f"{{{V2}/Msvm_ComputerSystem}}Msvm_ComputerSystem"}
+    assert all(item.find("{http://schemas.dmtf.org/wbem/wscim/1/common}Location") is not None
+               for item in items)
+
+
+async def test_pypsrp_get_and_invoke_change_the_emulated_host(
+        emulator: EmulatorCim, tmp_path: Path, tls: bool) -> None:
+    path = await define_vm(emulator, "i-2-7-VM")
+    async with face(emulator, tmp_path / "face", tls=tls) as served:
+        wsman = _pypsrp(served.url)
+        selectors = SelectorSet()
+        for name, value in path.keys:
+            selectors.add_option(name, value)
+        uri = f"{V2}/Msvm_ComputerSystem"
+        got = await asyncio.to_thread(wsman.get, uri, selector_set=selectors)
+        body = ET.Element(f"{{{uri}}}RequestStateChange_INPUT")
+        ET.SubElement(body, f"{{{uri}}}RequestedState").text = "2"
+        answer = await asyncio.to_thread(wsman.invoke, f"{uri}/RequestStateChange", uri, body,
+                                         selector_set=selectors)
+        wsman.close()
+    vm = got.find(f"{{{uri}}}Msvm_ComputerSystem")
+    assert vm is not None and vm.findtext(f"{{{uri}}}ElementName") == "i-2-7-VM"
+    output = answer.find(f"s:Body/{{{uri}}}RequestStateChange_OUTPUT", NAMESPACES)
+    assert output is not None
+    assert output.findtext(f"{{{uri}}}ReturnValue") in ("0", "4096")
+    await asyncio.sleep(0.05)
+    assert (await emulator.get(path))["EnabledState"] == 2
+
+
+async def test_pypsrp_invoke_of_summaries_matches_the_emulator_answer(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    names = await _vms(emulator, 3)
+    vsms = await service(emulator)
+    uri = f"{V2}/Msvm_VirtualSystemManagementService"
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        selectors = SelectorSet()
+        for name, value in vsms.keys:
+            selectors.add_option(name, value)
+        body = ET.Element(f"{{{uri}}}GetSummaryInformation_INPUT")
+        for information in ("0", "1", "100"):
+            ET.SubElement(body, f"{{{uri}}}RequestedInformation").text = information
+        answer = await asyncio.to_thread(wsman.invoke, f"{uri}/GetSummaryInformation", uri,
+                                         body, selector_set=selectors)
+        wsman.close()
+    summary_ns = f"{V2}/Msvm_SummaryInformation"
+    output = answer.find(f"s:Body/{{{uri}}}GetSummaryInformation_OUTPUT", NAMESPACES)
+    assert output is not None
+    summaries = output.findall(f"{{{uri}}}SummaryInformation")
+    assert sorted(s.findtext(f"{{{summary_ns}}}ElementName") or "" for s in summaries) == names
+    assert all(s.findtext(f"{{{summary_ns}}}EnabledState") == "3" for s in summaries)
+
+
+async def test_projected_query_answers_unqualified_properties_in_alphabetical_order(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    await _vms(emulator, 1)
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        items = await asyncio.to_thread(
+            _enumerate_all, wsman, "SELECT Name, ElementName, EnabledState FROM "
+            "Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")
+        wsman.close()
+    assert [item.tag for item in items] == [f"{{{WSMAN_NS}}}XmlFragment"]
+    assert [child.tag for child in items[0]] == ["ElementName", "EnabledState", "Name"]
+
+
+async def test_release_ends_an_enumeration_and_a_bad_context_is_a_fault(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        answer = await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+            "SELECT * FROM Msvm_VirtualEthernetSwitch"))
+        context = answer.findtext("wsen:EnumerateResponse/wsen:EnumerationContext",
+                                  namespaces=NAMESPACES)
+        assert context
+        release = ET.Element(f"{{{WSEN}}}Release")
+        ET.SubElement(release, f"{{{WSEN}}}EnumerationContext").text = context
+        await asyncio.to_thread(wsman.invoke, "http://schemas.xmlsoap.org/ws/2004/09/"
+                                "enumeration/Release", f"{V2}/*", release)
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.pull, f"{V2}/*", resource=_pull_body(context, 5))
+        wsman.close()
+    assert _subcode(raised.value) == "InvalidEnumerationContext"
+
+
+async def test_envelope_size_below_8192_is_an_encoding_limit_fault(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url, max_envelope_size=4096)
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+                "SELECT * FROM Msvm_VirtualEthernetSwitch", 10))
+        wsman.close()
+    assert _subcode(raised.value) == "EncodingLimit"
+    assert "8192" in str(raised.value.reason)
+
+
+async def test_answer_larger_than_the_client_accepts_is_an_encoding_limit_fault(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    await _vms(emulator, 12)  # a dozen VMs' settings: more than 8 KiB in one answer
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url, max_envelope_size=8192)
+        answer = await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+            "SELECT * FROM Msvm_VirtualSystemSettingData", 1000))
+        response = answer.find("wsen:EnumerateResponse", NAMESPACES)
+        wsman.close()
+    assert response is not None
+    items = response.find("wsman:Items", NAMESPACES)
+    assert items is not None and 0 < len(items) < 12  # as many as fit, the rest to pull
+    assert response.find("wsman:EndOfSequence", NAMESPACES) is None
+
+
+async def test_request_larger_than_max_envelope_size_is_http_413(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face", tls=True) as served:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        async with aiohttp.ClientSession() as session, session.post(
+                served.url, data=b"<x>" + b"a" * 600_000 + b"</x>", ssl=context,
+                headers={"Authorization": f"Basic {credentials}",
+                         "Content-Type": "application/soap+xml;charset=UTF-8"}) as reply:
+            status = reply.status
+    assert status == 413
+
+
+async def test_http_offers_only_negotiate_and_refuses_basic(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    async with face(emulator, tmp_path / "face") as served, aiohttp.ClientSession(
+            ) as session, session.post(served.url, data=b"<x/>", headers={
+                "Authorization": f"Basic {credentials}"}) as reply:
+        status, offers = reply.status, reply.headers.getall("WWW-Authenticate")
+    assert (status, offers) == (401, ["Negotiate"])
+
+
+async def test_unencrypted_messages_are_refused_over_http(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url, encryption="never")
+        with pytest.raises(AuthenticationError):
+            await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+                "SELECT * FROM Msvm_VirtualEthernetSwitch", 10))
+        wsman.close()
+
+
+@pytest.fixture
+def face_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+async def test_wrong_password_is_refused_and_no_log_line_holds_a_password(
+        emulator: EmulatorCim, tmp_path: Path, tls: bool,
+        face_log: pytest.LogCaptureFixture) -> None:
+    async with face(emulator, tmp_path / "face", tls=tls) as served:
+        wsman = _pypsrp(served.url, password="Wrong-Guess-42")
+        with pytest.raises(AuthenticationError):
+            await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+                "SELECT * FROM Msvm_VirtualEthernetSwitch", 10))
+        wsman.close()
+    text = "\n".join(record.getMessage() for record in face_log.records)
+    assert "failed" in text
+    assert PASSWORD not in text and "Wrong-Guess-42" not in text

@@ -1,0 +1,87 @@
+"""A remote host's drives through its administrative shares (``\\\\host\\C$``), and how the
+wsman backend chooses between those and an emulated host's mapped folders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.backends import remote_files
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import PathNotAllowed
+from hyperv_agent.hostfs.adminshares import AdminShareFiles
+from hyperv_agent.hostfs.locations import Credentials
+from hyperv_agent.hostfs.smb import SmbFiles
+from tests.samba import Samba, SambaUnavailable, start_samba
+
+
+def _files(host: str = "hv01") -> AdminShareFiles:
+    return AdminShareFiles(SmbFiles(), host, None)  # nothing is sent: paths only
+
+
+def test_drive_paths_become_the_hosts_administrative_shares() -> None:
+    files = _files()
+    assert files.remote("C:\\pool\\disk.vhdx") == "\\\\hv01\\C$\\pool\\disk.vhdx"
+    assert files.remote("d:\\") == "\\\\hv01\\D$"
+    assert files.remote("\\\\fs1\\secondary\\t.vhd") == "\\\\fs1\\secondary\\t.vhd"
+
+
+@pytest.mark.parametrize("path", ["pool\\disk.vhdx", "\\pool", ""])
+def test_relative_paths_are_refused(path: str) -> None:
+    with pytest.raises(PathNotAllowed):
+        _files().remote(path)
+
+
+def test_wsman_backend_uses_the_mapped_folders_of_a_shared_configuration(tmp_path: Path) -> None:
+    config_file = tmp_path / "lab.toml"
+    config_file.write_text(f"""[agent]
+backend = "wsman"
+[wsman]
+url = "http://127.0.0.1:5985/wsman"
+[emulator.drives]
+C = "{tmp_path / 'C'}"
+""")
+    files = remote_files(load_config(config_file, state_dir=tmp_path / "agent"))
+    assert isinstance(files, EmulatedFiles)
+    assert files.local("C:\\pool\\a.vhdx") == tmp_path / "C" / "pool" / "a.vhdx"
+
+
+def test_wsman_backend_without_mappings_uses_admin_shares_with_its_account(
+        tmp_path: Path) -> None:
+    config = load_config(None, state_dir=tmp_path, backend="wsman", wsman={
+        "url": "https://hv01.lab:5986/wsman", "username": "LAB\\cloud", "password": "pw"})
+    files = remote_files(config)
+    assert isinstance(files, AdminShareFiles)
+    assert files.remote("C:\\x") == "\\\\hv01.lab\\C$\\x"
+
+
+@pytest.fixture(scope="module")
+def admin_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
+    """A real smbd whose share is called C$, as a Windows host's administrative share."""
+    try:
+        server = start_samba(tmp_path_factory.mktemp("adminshare"), share="C$")
+    except SambaUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
+async def test_files_on_drive_c_are_reached_over_smb(admin_share: Samba) -> None:
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    files = AdminShareFiles(SmbFiles(port=admin_share.port, connect_timeout_s=5),
+                            admin_share.server, credentials)
+    await files.make_dirs("C:\\pool")
+    await files.write_text("C:\\pool\\note.txt", "on the host")
+    assert (admin_share.share_dir / "pool" / "note.txt").read_text() == "on the host"
+    assert await files.read_text("C:\\pool\\note.txt") == "on the host"
+    assert await files.list_dir("C:\\pool") == ["note.txt"]
+    stat = await files.stat("C:\\pool\\note.txt")
+    assert stat is not None and stat.size == len("on the host")
+    assert await files.remove("C:\\pool\\note.txt")
+    assert not (admin_share.share_dir / "pool" / "note.txt").exists()
