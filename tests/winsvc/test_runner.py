@@ -184,10 +184,10 @@ def test_once_vmms_runs_the_backend_is_opened(tmp_path: Path) -> None:
     run = ServiceRun(config(tmp_path, free_port(), backend="wsman"), tmp_path / "agent.log",
                      service_running(host, "vmms"), FAST)
     service = Service(run).start()
-    assert service.finished() == 1  # this build has no wsman backend yet: a fatal event
+    assert service.finished() == 1  # the wsman backend is opened and names what it lacks
     assert service.events.lines[-1] == ("error", (
-        "hyperv-agent stopped on an error: backend 'wsman' is not available in this build; "
-        "use --backend emulator"))
+        "hyperv-agent stopped on an error: backend wsman needs the host's WinRM URL: "
+        "[wsman] url or --wsman-url (http(s)://host:port/wsman)"))
 
 
 def test_hyperv_that_never_comes_is_fatal_after_the_bound(tmp_path: Path) -> None:
