@@ -53,7 +53,7 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs import properties
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
@@ -308,7 +308,7 @@ class CopyHandler:
                                 fmt: ImageFormat, virtual: int, size: int) -> None:
         """template.properties next to the copy; without it the copy is removed again."""
         try:
-            text = locations.template_properties(
+            text = properties.template_properties(
                 template_id=dest.id or 0, name=dest.name or ntpath.basename(target),
                 image_format=fmt.value, virtual_size_bytes=virtual, file_size_bytes=size)
             await self.files.write_text(datapaths.confined(folder, "template.properties"),
