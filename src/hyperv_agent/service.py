@@ -27,6 +27,7 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.start import StartHandler
@@ -120,19 +121,18 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                             reservation=reservation, local_pool_path=agent.local_storage_path,
                             hypervisor_version=agent.hypervisor_version)
     files = open_files(config, cim.inner)
-    pools = PoolRegistry(agent.state_dir / "pools.json")
+    pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
+    paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     host = HostHandlers(cim, files, settings, pools)
     handlers = host.table()
     vm = VmHandlers(cim, vm_settings)
     handlers |= vm.table()
     handlers |= VmConfigHandlers(cim, vm.locks).table()
-    handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
-    handlers |= AttachHandlers(cim, files, vm.locks).table()
+    handlers |= StartHandler(cim, paths, vm.locks, vm.settings.job_wait).table()
+    handlers |= AttachHandlers(cim, paths, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
-    handlers |= VolumeHandlers(cim, files, vm.locks, vm.settings.job_wait,
-                               secondary_storage_path=agent.local_secondary_storage_path,
-                               pools=pools).table()
-    handlers |= CopyHandler(cim, files, vm.settings.job_wait).table()
+    handlers |= VolumeHandlers(cim, paths, vm.locks, vm.settings.job_wait).table()
+    handlers |= CopyHandler(cim, paths, vm.settings.job_wait).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)

@@ -1,6 +1,10 @@
 """The agent's own small persistent state (not the host's): registered storage pools.
 
-Kept as a JSON file in the state directory, replaced atomically on every change, so the
+The registry is the one place the agent keeps pool roots, and a request path is served
+only below one of them (``handlers.datapaths``): the local pool, which the configuration
+names (``local_storage_path``) and which is registered at every start, and the pools the
+management server registered (ModifyStoragePoolCommand, CreateStoragePoolCommand).
+Those are kept as a JSON file in the state directory, replaced atomically on every change, so the
 registry survives a restart and is never half-written. Credentials are never stored: a
 pool is remembered by its root (a local folder or a UNC path), its type, and its server
 and path without the ``?user=..&password=..`` query. The credentials a pool came with
@@ -16,6 +20,8 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from hyperv_agent.hostfs import locations
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
 
@@ -49,13 +55,16 @@ def without_query(path: str | None) -> str:
 
 
 class PoolRegistry:
-    """Pool uuid -> the pool, for every shared pool this host was told to use: the one
-    place the agent keeps pool roots."""
+    """Pool uuid -> the pool, for every pool this host was told to use, and the local pool
+    ``local_root`` (not stored: the configuration names it): the one place the agent keeps
+    pool roots."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, local_root: str | None = None) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._pools: dict[str, RegisteredPool] = self._read()
+        self._local = RegisteredPool(root=local_root, pool_type="Filesystem") \
+            if local_root else None
 
     def _read(self) -> dict[str, RegisteredPool]:
         try:
@@ -78,6 +87,13 @@ class PoolRegistry:
                  if pool.path.rstrip("/\\").casefold() == wanted
                  and (host is None or pool.host.casefold() == host.casefold())]
         return found[0] if len(found) == 1 else None
+
+    def by_root(self, root: str) -> RegisteredPool | None:
+        """The registered pool (the local one included) whose root is the folder ``root``
+        (compared case-insensitively, after separators and ``.``/``..``); None when none is."""
+        pools = [self._local] if self._local is not None else []
+        pools += list(self._pools.values())
+        return next((pool for pool in pools if locations.same_folder(pool.root, root)), None)
 
     def roots(self) -> tuple[str, ...]:
         """The roots of the shared pools (where heartbeats are written and read)."""

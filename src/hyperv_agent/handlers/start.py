@@ -35,10 +35,10 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
-from hyperv_agent.handlers import start_plan
+from hyperv_agent.handlers import datapaths, start_plan
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, firmware, jobs, kvp, vms
 from hyperv_agent.hyperv import host as hyperv_host
@@ -83,11 +83,12 @@ def no_probe(kind: str) -> AbstractContextManager[object]:
 class StartHandler:
     """StartCommand, sharing the per-VM lock table ``locks`` with ``VmHandlers``."""
 
-    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
+    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  step_probe: StepProbe = no_probe) -> None:
         self.cim = cim
-        self.files = files
+        self.paths = paths
+        self.files: HostFiles = paths.files
         self.locks = locks
         self.job_wait = job_wait
         self.step_probe = step_probe
@@ -218,9 +219,8 @@ class StartHandler:
         """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
             return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
-        share = locations.parse_cifs_url(url)
-        self.files.use_credentials(share)
-        folder = locations.confine(share.root, _ISO_FOLDER)
+        share = self.paths.image_store(url, "secondaryStorage")
+        folder = await self.paths.folder_in(share.root, _ISO_FOLDER, "secondaryStorage")
         try:
             found = [name for name in await self.files.list_dir(folder)
                      if name.lower().startswith(_ISO_PREFIX) and name.lower().endswith(
@@ -233,7 +233,9 @@ class StartHandler:
                         len(found), folder, _ISO_PREFIX, _ISO_SUFFIX)
             return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
                            "(one is needed); started without the system VM ISO")
-        return start_plan.with_iso(disks, generation, locations.confine(folder, found[0]))
+        iso = await self.paths.file_in(folder, found[0], "secondaryStorage",
+                                       datapaths.ISO_SUFFIXES)
+        return start_plan.with_iso(disks, generation, iso)
 
     async def _disks(self, disks: Sequence[DiskTO],
                      generation: int) -> tuple[start_plan.PlannedDisk, ...]:
@@ -251,7 +253,7 @@ class StartHandler:
         kind = start_plan.disk_kind(disk)
         if start_plan.is_empty_dvd(disk):
             return None
-        path = start_plan.image_path(disk, kind)
+        path = await self.paths.disk_image(disk, kind)
         if not await self.files.exists(path):
             raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
         return path
