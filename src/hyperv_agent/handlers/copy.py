@@ -57,6 +57,7 @@ from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import properties
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
 from hyperv_agent.hyperv import disks, jobs
@@ -80,10 +81,12 @@ class CopyHandler:
     """CopyCommand on the host's files and Hyper-V's image service."""
 
     def __init__(self, cim: Backend, paths: DataPaths,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 aside: AsideFiles | None = None) -> None:
         self.cim = cim
         self.paths = paths
         self.files: HostFiles = paths.files
+        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
         self.job_wait = job_wait
         self.file_locks = VmLocks()  # queueing per target path
 
@@ -136,7 +139,8 @@ class CopyHandler:
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, checksum=checksum)
+            done = await transfer(self.files, source, target, checksum=checksum,
+                                  aside=self.aside)
             actual = await self._named_by_content(target, fmt)
         log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
         return dest.model_copy(update={"path": dest_path, "format": actual,
@@ -206,7 +210,8 @@ class CopyHandler:
             if linked:
                 await self._linked_clone(target, template)
             else:
-                await transfer(self.files, template, target, decompress=False)
+                await transfer(self.files, template, target, decompress=False,
+                               aside=self.aside)
             if grow:
                 await self._grown(target, size)
         log.info("volume %s made from template %s (%s%s)", target, template,
@@ -285,7 +290,8 @@ class CopyHandler:
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            await transfer(self.files, source, target, decompress=False)
+            await transfer(self.files, source, target, decompress=False,
+                           aside=self.aside)
         return dest.model_copy(update={"path": new_path, "format": fmt})
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
@@ -319,7 +325,7 @@ class CopyHandler:
         virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
             done = await transfer(self.files, source, target, decompress=False,
-                                  digest=TEMPLATE_CHECKSUM)
+                                  digest=TEMPLATE_CHECKSUM, aside=self.aside)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={
             "path": f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}", "format": fmt,

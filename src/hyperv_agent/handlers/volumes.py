@@ -48,6 +48,7 @@ from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.http import HttpObject
 from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
@@ -67,10 +68,12 @@ class VolumeHandlers:
     ``paths`` resolves request paths below registered roots."""
 
     def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 aside: AsideFiles | None = None) -> None:
         self.cim = cim
         self.paths = paths
         self.files: HostFiles = paths.files
+        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
         self.locks = locks
         self.job_wait = job_wait
         self.file_locks = VmLocks()  # the same queueing, keyed by host path
@@ -221,7 +224,7 @@ class VolumeHandlers:
         if not await self.files.exists(source):
             raise InvalidRequest(f"the template file {source} does not exist")
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
-        await transfer(self.files, source, target, decompress=False)
+        await transfer(self.files, source, target, decompress=False, aside=self.aside)
         return target
 
     # --- legacy DestroyCommand ----------------------------------------------------------
@@ -318,7 +321,8 @@ class VolumeHandlers:
         suffix = _template_suffix(name)
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "localPath")
         check = _DiskCheck(self.files, source)
-        done = await transfer(self.files, source, target, verify=check)
+        done = await transfer(self.files, source, target, verify=check,
+                              aside=self.aside)
         if check.suffix is not None and check.suffix != suffix:
             target = await self._renamed(target, check.suffix)
         return PrimaryStorageDownloadAnswer(result=True, install_path=ntpath.basename(target),
