@@ -192,6 +192,8 @@ class AttachHandlers:
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
         _check_vm_name(asked.vm_name)
+        if not asked.store_url:
+            raise InvalidRequest("storeUrl is missing: the ISO's image store must be given")
         store = self.paths.image_store(asked.store_url, "storeUrl")
         relative = _iso_on_store(store, asked.store_url or "", asked.iso_path)
         path = datapaths.confined(store.root, relative)

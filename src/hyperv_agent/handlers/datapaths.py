@@ -146,7 +146,7 @@ class DataPaths:
         and template copies to it); its credentials handed over. A malformed URL or an
         administrative share: refused."""
         if not url:
-            raise InvalidRequest(f"{what} is missing: the image store must be given")
+            raise InvalidRequest(f"{what}: the image store's URL is missing")
         store = locations.parse_cifs_url(url)
         if locations.is_admin_share(store.share):
             raise PathNotAllowed(f"{what}: \\\\{store.server}\\{store.share} is an "
