@@ -36,6 +36,7 @@ from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.storage import Reservation, pool_usage
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
@@ -66,13 +67,14 @@ class HostSettings:
 
 class HostHandlers:
     def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings,
-                 pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
+                 locks: VmLocks | None = None) -> None:
         self.cim = cim
         self.files = files
         self.settings = settings
         self.pools = pools
         self.clock = clock
+        self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
         self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
 
     def table(self) -> dict[str, Handler]:
@@ -149,7 +151,9 @@ class HostHandlers:
     async def state_report(self, command: Command) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
-        VMs exist on the host only while they run. One round trip when nothing is removed."""
+        VMs exist on the host only while they run. A VM a command is starting, stopping,
+        migrating or changing (its lock held or waited for) is never removed. One round
+        trip when nothing is removed."""
         states: dict[str, PowerState] = {}
         for vm in await vms.list_vms(self.cim):
             state = await self._report_one(vm)
@@ -162,12 +166,16 @@ class HostHandlers:
         if vm.power == vms.PowerState.RUNNING or CREATING_NOTE in notes:
             return PowerState.POWER_ON
         if vm.power == vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes:
-            try:
-                await vms.remove_vm(self.cim, vm.guid)
-                log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
-            except HyperVError as error:
-                log.warning("could not remove stopped VM %s: %s", vm.name, error)
-                return PowerState.POWER_OFF
+            async with self.locks.hold_if_free(vm.name) as free:
+                if not free:
+                    log.info("stopped VM %s left alone: a command is working on it", vm.name)
+                    return None
+                try:
+                    await vms.remove_vm(self.cim, vm.guid)
+                    log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+                except HyperVError as error:
+                    log.warning("could not remove stopped VM %s: %s", vm.name, error)
+                    return PowerState.POWER_OFF
         return None
 
     # --- health ---------------------------------------------------------------------------
