@@ -19,7 +19,7 @@ from hyperv_agent.cim.api import (
     OutValue,
     coerce_value,
 )
-from hyperv_agent.emulator import associations, model, wqlparse
+from hyperv_agent.emulator import associations, model, wqlindex, wqlparse
 from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
 from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
@@ -96,7 +96,9 @@ class EmulatorCim(Cim):
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
-        for record in txn.instances_of(classes):
+        candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored))
+        self.host.counters.add("examined", len(candidates))
+        for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):
                 continue
             instance = self._view(txn, record)

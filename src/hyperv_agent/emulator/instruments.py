@@ -3,7 +3,8 @@
 Counters are kept per primitive (``query``, ``associators``, ``get``, ``invoke``, ``spawn``)
 and per method (``invoke:DefineSystem``); ``job_poll`` counts gets of job objects, which
 are not round trips of the operation but of its wait, and ``jobs_started`` counts the
-asynchronous jobs (each one wait for the caller).
+asynchronous jobs (each one wait for the caller). ``examined`` counts the instances a
+SELECT evaluated its WHERE clause on (what its indexes could not rule out).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ class StepRecorder:
 class Counters:
     _counts: Counter[str] = field(default_factory=Counter)
 
-    def add(self, name: str) -> None:
-        self._counts[name] += 1
+    def add(self, name: str, amount: int = 1) -> None:
+        self._counts[name] += amount
 
     def snapshot(self) -> RoundTrips:
         return RoundTrips(dict(self._counts))
