@@ -3,8 +3,10 @@
 Counters are kept per primitive (``query``, ``associators``, ``get``, ``invoke``, ``spawn``)
 and per method (``invoke:DefineSystem``); ``job_poll`` counts gets of job objects, which
 are not round trips of the operation but of its wait, and ``jobs_started`` counts the
-asynchronous jobs (each one wait for the caller). ``examined`` counts the instances a
-SELECT evaluated its WHERE clause on (what its indexes could not rule out).
+asynchronous jobs (each one wait for the caller). ``summarized`` counts the VMs whose
+summaries GetSummaryInformation returned (what a call asked Hyper-V to look at), and
+``examined`` the instances a SELECT evaluated its WHERE clause on (what its indexes
+could not rule out).
 """
 
 from __future__ import annotations
