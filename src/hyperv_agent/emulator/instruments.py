@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,16 +67,22 @@ class StepRecorder:
 
 @dataclass
 class Counters:
+    """Counts kept by the event loop's thread and the emulator's, so behind a lock."""
+
     _counts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, amount: int = 1) -> None:
-        self._counts[name] += amount
+        with self._lock:
+            self._counts[name] += amount
 
     def snapshot(self) -> RoundTrips:
-        return RoundTrips(dict(self._counts))
+        with self._lock:
+            return RoundTrips(dict(self._counts))
 
     def reset(self) -> None:
-        self._counts.clear()
+        with self._lock:
+            self._counts.clear()
 
 
 @dataclass(frozen=True)
