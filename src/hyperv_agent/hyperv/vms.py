@@ -1,9 +1,11 @@
 """Virtual machines: listing, lookup, statistics, power-off and removal.
 
 A VM is addressed by its GUID (``Msvm_ComputerSystem.Name``); its object path is built
-from the GUID, never looked up. Listing and statistics use one ``GetSummaryInformation``
-call with a null SettingData (every VM at once), so their cost does not grow with the
-number of VMs.
+from the GUID, never looked up. Listing uses one ``GetSummaryInformation`` call with a
+null SettingData (every VM at once), so its round trips do not grow with the number of
+VMs. Statistics ask for the named VMs only (SettingData holds their settings' paths)
+when their GUIDs are known: each listing, lookup and VM creation notes the GUID of a
+name, per ``Cim`` instance; a name not known yet makes the call ask for every VM.
 
 The path of the Virtual System Management Service (VSMS) is cached per ``Cim`` instance
 (a ``WeakKeyDictionary``, so a closed backend takes its entry with it). The first
@@ -12,7 +14,8 @@ used. Round trips in the steady state (job polls not counted, W = job waits):
 
 ================  =====================================================================
 ``list_vms``      1 call (GetSummaryInformation)
-``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for
+``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for; 2 when
+                  a known GUID turns out stale (the VM was re-created or renamed)
 ``find_vm``       1 query
 ``turn_off``      1 call + 1 W (0 W when the VM is already off)
 ``destroy``       1 call + 1 W (+1 get when DestroySystem fails, to see if the VM is gone)
@@ -25,8 +28,9 @@ and ISO files stay where they are.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -196,12 +200,69 @@ async def call_service(
     return await call_on_service(cim, Class.VSMS, _VSMS_MISSING, method, params, policy)
 
 
-async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimInstance, ...]:
+def settings_path(vm_guid: str) -> ObjectPath:
+    """The Msvm_VirtualSystemSettingData path of the VM's current settings (no round trip)."""
+    return ObjectPath.for_keys(Class.VSSD, NAMESPACE, InstanceID=f"Microsoft:{vm_guid}")
+
+
+async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
+                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
+    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
+    are left out."""
+    settings = None if vm_guids is None else [settings_path(guid) for guid in vm_guids]
     params: dict[str, InValue] = {
-        "SettingData": None, "RequestedInformation": [int(item) for item in requested],
+        "SettingData": settings, "RequestedInformation": [int(item) for item in requested],
     }
     result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
+
+
+# --- what the agent knows of a backend's VMs ------------------------------------------------
+
+#: Per backend: each VM's GUID by ElementName, as last seen (a listing, a lookup, a VM
+#: defined). A hint only: what it says is checked in the answer it is used for.
+_GUIDS: weakref.WeakKeyDictionary[Cim, dict[str, str]] = weakref.WeakKeyDictionary()
+#: Summaries already read, by instance: a backend that hands out the same (immutable)
+#: instance again for an unchanged VM is not parsed twice.
+_READ: weakref.WeakKeyDictionary[CimInstance, VmInfo] = weakref.WeakKeyDictionary()
+#: How many summaries are read between two turns of the event loop.
+_SLICE = 500
+
+
+def remember(cim: Cim, name: str, vm_guid: str) -> None:
+    """Note that the VM called ``name`` has GUID ``vm_guid`` (no round trip)."""
+    _GUIDS.setdefault(cim, {})[name] = vm_guid
+
+
+def _forget(cim: Cim, vm_guid: str) -> None:
+    known = _GUIDS.get(cim, {})
+    for name in [n for n, guid in known.items() if guid.lower() == vm_guid.lower()]:
+        del known[name]
+
+
+def _learn(cim: Cim, listed: Iterable[tuple[str, str]]) -> None:
+    """Replace what is known with a listing of every VM: (name, GUID), first one wins."""
+    known: dict[str, str] = {}
+    for name, guid in listed:
+        known.setdefault(name, guid)
+    _GUIDS[cim] = known
+
+
+async def _read_all(summaries: Sequence[CimInstance]) -> list[VmInfo]:
+    """``_vm_info`` of each summary, letting the event loop run between slices."""
+    infos: list[VmInfo] = []
+    for start in range(0, len(summaries), _SLICE):
+        if start:
+            await asyncio.sleep(0)
+        infos += [_read(summary) for summary in summaries[start:start + _SLICE]]
+    return infos
+
+
+def _read(summary: CimInstance) -> VmInfo:
+    info = _READ.get(summary)
+    if info is None:
+        info = _READ[summary] = _vm_info(summary)
+    return info
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -219,7 +280,9 @@ async def list_vms(cim: Cim) -> list[VmInfo]:
     One GetSummaryInformation call whatever the number of VMs (plus one query the first
     time a backend is used). Read-only and safe to repeat; an empty host gives [].
     """
-    return [_vm_info(summary) for summary in await _summaries(cim, _LIST_INFO)]
+    listed = await _read_all(await _summaries(cim, _LIST_INFO))
+    _learn(cim, ((vm.name, vm.guid) for vm in listed))
+    return listed
 
 
 async def find_vm(cim: Cim, name: str) -> VmRef | None:
@@ -233,6 +296,7 @@ async def find_vm(cim: Cim, name: str) -> VmRef | None:
     for vm in await cim.query(query, NAMESPACE):
         guid = vm.string("Name")
         if guid:
+            remember(cim, name, guid)
             return VmRef(guid, vm.string("ElementName") or name,
                          power_state(vm.integer("EnabledState")))
     return None
@@ -241,15 +305,29 @@ async def find_vm(cim: Cim, name: str) -> VmRef | None:
 async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
     """Statistics of the VMs named in ``names`` (ElementName), keyed by name.
 
-    One GetSummaryInformation call for all of them (none when ``names`` is empty). Names
-    of no VM are left out of the result; with duplicate names the first VM WMI returns is
-    taken. Read-only and safe to repeat.
+    One GetSummaryInformation call (none when ``names`` is empty). When the GUID of every
+    named VM is known (from a listing, a lookup or the VM's creation), the call asks for
+    those VMs only; otherwise, or when a known GUID turns out stale (one more call), it
+    asks for every VM and learns their GUIDs. Names of no VM are left out of the result;
+    with duplicate names the first VM WMI returns is taken. Read-only and safe to repeat.
     """
     wanted = set(names)
     if not wanted:
         return {}
+    known = _GUIDS.get(cim, {})
+    if wanted <= known.keys():
+        stats = _stats_of(await _summaries(cim, _STATS_INFO, {known[n] for n in wanted}),
+                          wanted)
+        if stats.keys() == wanted:
+            return stats
+    every = await _summaries(cim, _STATS_INFO)
+    _learn(cim, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
+    return _stats_of(every, wanted)
+
+
+def _stats_of(summaries: Iterable[CimInstance], wanted: set[str]) -> dict[str, VmStats]:
     stats: dict[str, VmStats] = {}
-    for summary in await _summaries(cim, _STATS_INFO):
+    for summary in summaries:
         name = summary.string("ElementName")
         if name in wanted and name not in stats:
             stats[name] = _vm_stats(summary)
@@ -323,7 +401,9 @@ async def destroy(
     except (MethodFailed, JobFailed):
         if await _exists(cim, path):
             raise
+        _forget(cim, vm_guid)
         return False
+    _forget(cim, vm_guid)
     return True
 
 
