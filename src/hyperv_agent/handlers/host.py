@@ -3,6 +3,7 @@ network check, maintenance, host statistics and the HA check (protocol §4, §5.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import logging
@@ -135,26 +136,37 @@ class HostHandlers:
     async def state_report(self, command: Command) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
-        VMs exist on the host only while they run. One round trip when nothing is removed."""
+        VMs exist on the host only while they run; one whose removal fails reports
+        PowerOff. Removals run concurrently, at most ``REMOVALS_AT_ONCE`` at a time. One
+        round trip when nothing is removed."""
+        listed = await vms.list_vms(self.cim)
+        failed = await self._remove_stopped([vm for vm in listed if _removable(vm)])
         states: dict[str, PowerState] = {}
-        for vm in await vms.list_vms(self.cim):
-            state = await self._report_one(vm)
-            if state is not None:
-                states[vm.name] = state
+        for vm in listed:
+            if _reported_on(vm):
+                states[vm.name] = PowerState.POWER_ON
+            elif vm.guid in failed:
+                states[vm.name] = PowerState.POWER_OFF
         return codec.encode_state_report(states)
 
-    async def _report_one(self, vm: vms.VmInfo) -> PowerState | None:
-        notes = "\n".join(vm.notes).lower()
-        if vm.power == vms.PowerState.RUNNING or CREATING_NOTE in notes:
-            return PowerState.POWER_ON
-        if vm.power == vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes:
-            try:
-                await vms.remove_vm(self.cim, vm.guid)
-                log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
-            except HyperVError as error:
-                log.warning("could not remove stopped VM %s: %s", vm.name, error)
-                return PowerState.POWER_OFF
-        return None
+    async def _remove_stopped(self, doomed: Sequence[vms.VmInfo]) -> set[str]:
+        """Remove the VMs ``doomed``, ``REMOVALS_AT_ONCE`` at a time; the GUIDs of those
+        whose removal failed."""
+        if not doomed:
+            return set()
+        slots = asyncio.Semaphore(REMOVALS_AT_ONCE)
+
+        async def remove(vm: vms.VmInfo) -> str | None:
+            async with slots:
+                try:
+                    await vms.remove_vm(self.cim, vm.guid)
+                except HyperVError as error:
+                    log.warning("could not remove stopped VM %s: %s", vm.name, error)
+                    return vm.guid
+            log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+            return None
+
+        return {guid for guid in await asyncio.gather(*map(remove, doomed)) if guid}
 
     # --- health ---------------------------------------------------------------------------
 
@@ -241,6 +253,23 @@ class HostHandlers:
 
 
 HEARTBEAT_FRESH_S = 180.0
+#: How many stopped CloudStack VMs a state report removes at once.
+REMOVALS_AT_ONCE = 8
+
+
+def _reported_on(vm: vms.VmInfo) -> bool:
+    """Running, or being created by a StartCommand (its notes say so)."""
+    return vm.power == vms.PowerState.RUNNING or CREATING_NOTE in _notes(vm)
+
+
+def _removable(vm: vms.VmInfo) -> bool:
+    """A stopped VM that CloudStack created (its notes say so), and not being created."""
+    return (vm.power == vms.PowerState.STOPPED and not _reported_on(vm)
+            and CLOUDSTACK_NOTE in _notes(vm))
+
+
+def _notes(vm: vms.VmInfo) -> str:
+    return "\n".join(vm.notes).lower()
 
 
 def _check_ip(ip: str) -> None:
