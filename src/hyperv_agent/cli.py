@@ -2,23 +2,28 @@
 
 ``hyperv-agent cim query`` and ``hyperv-agent cim invoke`` are diagnostics that work
 against any backend, the way Get-CimInstance and Invoke-CimMethod do on a host.
+
+Each command imports what it uses when it runs, so ``--help`` and a diagnostic do not
+pay for the server stack, the backends or the configuration models.
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from hyperv_agent.backends import open_backend, seed_secondary
-from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
-from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.cim.api import V2_NAMESPACE
 from hyperv_agent.errors import AgentError, ConfigError
+
+if TYPE_CHECKING:
+    from hyperv_agent.cim.api import Cim, CimInstance, InValue, OutValue
+    from hyperv_agent.config import AgentConfig
 
 _T = TypeVar("_T")
 
@@ -27,6 +32,10 @@ _T = TypeVar("_T")
 
 
 def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig) -> _T:
+    import asyncio
+
+    from hyperv_agent.backends import open_backend
+
     async def main() -> _T:
         cim = open_backend(config)
         try:
@@ -62,6 +71,8 @@ _state_option = click.option("--state-dir", type=click.Path(path_type=Path),
 
 
 def _load(config_file: Path | None, backend: str | None, state_dir: Path | None) -> AgentConfig:
+    from hyperv_agent.config import load_config
+
     try:
         return load_config(config_file, backend=backend, state_dir=state_dir)
     except ConfigError as error:
@@ -97,6 +108,8 @@ def cim_query(config_file: Path | None, backend: str | None, state_dir: Path | N
 def cim_invoke(config_file: Path | None, backend: str | None, state_dir: Path | None,
                path: str, method: str, params: tuple[str, ...]) -> None:
     """Call METHOD on the instance at PATH with Name=Value parameters; print out-parameters."""
+    from hyperv_agent.cim.api import ObjectPath
+
     config = _load(config_file, backend, state_dir)
     try:
         target = ObjectPath.parse(path)
@@ -145,6 +158,8 @@ def instance_json(instance: CimInstance) -> dict[str, Any]:
 
 
 def _out_json(value: OutValue) -> Any:
+    from hyperv_agent.cim.api import CimInstance, ObjectPath
+
     if isinstance(value, ObjectPath):
         return str(value)
     if isinstance(value, CimInstance):
@@ -165,7 +180,15 @@ def _out_json(value: OutValue) -> Any:
 def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
           listen: str | None, admin_listen: str | None, private_ip: str | None) -> None:
     """Serve CloudStack's management server over HTTPS."""
+    # Start-up builds what lives as long as the process (modules, the emulated host's
+    # records): the cyclic collector has nothing to find there, so it is held off until the
+    # agent is built, and what start-up built is kept out of its later passes.
+    gc.disable()
+    import asyncio
+
     from hyperv_agent import logs, service  # the server stack: loaded only to serve
+    from hyperv_agent.backends import seed_secondary
+    from hyperv_agent.config import load_config
 
     try:
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
@@ -176,6 +199,9 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     except AgentError as error:
         _fail(error)
         return
+    finally:
+        gc.freeze()
+        gc.enable()
     try:
         asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
@@ -229,6 +255,8 @@ def template_make(path: Path, size_mb: int) -> None:
 def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
                   template_path: str, timeout_s: float) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
+    import asyncio
+
     from hyperv_agent import probe
     from hyperv_agent.probe_deploy import DeployPlan
 
