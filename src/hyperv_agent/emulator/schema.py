@@ -60,6 +60,11 @@ class ClassDef:
         """Key properties in the order WMI writes them in a path (alphabetical)."""
         return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
 
+    @functools.cached_property
+    def array_names(self) -> tuple[str, ...]:
+        """The names of the array properties."""
+        return tuple(p.name for p in self.properties.values() if p.is_array)
+
     def prop(self, name: str) -> PropDef | None:
         return self.properties.get(name.lower())
 

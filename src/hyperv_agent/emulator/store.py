@@ -65,10 +65,11 @@ def _encode(record: Record) -> str:
 
 def _decode(class_def: ClassDef, doc: str) -> Record:
     data = json.loads(doc)
-    values = {
-        name: tuple(value) if isinstance(value, list) else value
-        for name, value in data["values"].items()
-    }
+    values = data["values"]
+    for name in class_def.array_names:  # JSON arrays come back as lists
+        value = values.get(name)
+        if isinstance(value, list):
+            values[name] = tuple(value)
     return Record(class_def, values, data["meta"])
 
 
@@ -99,13 +100,12 @@ class Store:
 
     def _load(self) -> None:
         assert self._db is not None
-        for class_name, namespace, doc in self._db.execute(
-            "SELECT class, namespace, doc FROM instances"
+        for key, class_name, namespace, doc in self._db.execute(
+            "SELECT path, class, namespace, doc FROM instances"
         ):
             class_def = lookup(class_name, namespace)
-            if class_def is not None:
-                record = _decode(class_def, doc)
-                self._index(record.path.normalized, record)
+            if class_def is not None:  # the path column is the normalised path
+                self._index(key, _decode(class_def, doc))
 
     def _index(self, key: str, record: Record) -> None:
         name = record.class_def.name.lower()
@@ -188,6 +188,8 @@ class Store:
         return Transaction(self)
 
     def _commit(self, puts: dict[str, Record], deletes: set[str]) -> None:
+        if not puts and not deletes:  # a read-only call: nothing to write
+            return
         if self._db is not None:
             self._write(puts, deletes)
         for key in deletes:
@@ -225,10 +227,13 @@ class Transaction:
         self._deletes: set[str] = set()
 
     def get(self, path: ObjectPath) -> Record | None:
-        key = path.normalized
+        return self.get_key(path.normalized)
+
+    def get_key(self, key: str) -> Record | None:
+        """The record at a normalised path, as staged."""
         if key in self._deletes:
             return None
-        return self._puts.get(key) or self._store.get(path)
+        return self._puts.get(key) or self._store.get_key(key)
 
     def edit(self, path: ObjectPath) -> Record | None:
         """A staged, writable copy of the record at ``path`` (None if absent)."""

@@ -55,14 +55,16 @@ class _Kept:
     replaces a record whenever it changes)."""
 
     vm: Record
+    vm_key: str  # the VM's normalised path
     vssd: Record
     wanted: frozenset[str]
     summary: CimInstance
 
 
-#: Summaries already built, per host and VM GUID (lower case), so a report of thousands of
-#: VMs rebuilds only the summaries of VMs that changed.
-_KEPT: weakref.WeakKeyDictionary[EmulatedHost, dict[str, _Kept]] = weakref.WeakKeyDictionary()
+#: Summaries already built, per host and by the identity of the settings record they were
+#: built from, so a report of thousands of VMs rebuilds only the summaries of VMs that
+#: changed and finds the others without working out whose they are.
+_KEPT: weakref.WeakKeyDictionary[EmulatedHost, dict[int, _Kept]] = weakref.WeakKeyDictionary()
 
 
 @handles("Msvm_VirtualSystemManagementService", "GetSummaryInformation")
@@ -91,36 +93,48 @@ class _Facts:
         self.kept = _KEPT.setdefault(call.host, {}) if wanted <= _KEEPABLE else None
 
     def every_vm(self) -> tuple[CimInstance, ...]:
-        host, txn = self.call.host, self.call.txn
-        vms = {str(vm["Name"]).lower(): vm
-               for vm in host.records("Msvm_ComputerSystem", txn) if model.is_vm(vm)}
-        found = []
-        for vssd in host.records("Msvm_VirtualSystemSettingData", txn):
+        found: list[CimInstance] = []
+        seen: set[int] = set()
+        for vssd in self.call.host.records("Msvm_VirtualSystemSettingData", self.call.txn):
+            seen.add(id(vssd))
+            kept = self._kept(vssd)
+            if kept is not None:
+                found.append(kept.summary)
+                continue
             guid = model.guid_of(vssd) if vssd["VirtualSystemType"] == codes.REALIZED else None
             if guid:
-                found.append(self.summary(vssd, guid, vms.get(guid.lower())))
-        if self.kept is not None:  # forget the summaries of VMs that are gone
-            for gone in self.kept.keys() - vms.keys():
+                found.append(self.summary(vssd, guid, self._vm(guid)))
+        if self.kept is not None:  # settings not seen belong to VMs that are gone
+            for gone in self.kept.keys() - seen:
                 del self.kept[gone]
         return tuple(found)
+
+    def _kept(self, vssd: Record) -> _Kept | None:
+        kept = self.kept.get(id(vssd)) if self.kept is not None else None
+        if kept is None or kept.vssd is not vssd or kept.wanted != self.wanted:
+            return None
+        return kept if self.call.txn.get_key(kept.vm_key) is kept.vm else None
+
+    def _vm(self, guid: str) -> Record | None:
+        vm = self.call.txn.get(model.vm_path(guid))
+        return vm if vm is not None and model.is_vm(vm) else None
 
     def of_path(self, path: ObjectPath) -> CimInstance:
         vssd = self.call.txn.get(path)
         if vssd is None or vssd.class_def.name != "Msvm_VirtualSystemSettingData":
             return self._instance({"Name": ""})
+        kept = self._kept(vssd)
+        if kept is not None:
+            return kept.summary
         guid = model.guid_of(vssd)
-        vm = self.call.txn.get(model.vm_path(guid)) if guid else None
-        return self.summary(vssd, guid or "", vm if vm is not None and model.is_vm(vm) else None)
+        return self.summary(vssd, guid or "", self._vm(guid) if guid else None)
 
     def summary(self, vssd: Record, guid: str, vm: Record | None) -> CimInstance:
         if vm is None:
             return self._instance({"Name": ""})
-        kept = self.kept.get(guid.lower()) if self.kept is not None else None
-        if kept is not None and (kept.vm, kept.vssd, kept.wanted) == (vm, vssd, self.wanted):
-            return kept.summary
         summary = self._instance(self._values(vssd, vm))
         if self.kept is not None:
-            self.kept[guid.lower()] = _Kept(vm, vssd, self.wanted, summary)
+            self.kept[id(vssd)] = _Kept(vm, vm.path.normalized, vssd, self.wanted, summary)
         return summary
 
     def _instance(self, values: Mapping[str, CimValue]) -> CimInstance:
