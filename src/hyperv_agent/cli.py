@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from hyperv_agent.config import AgentConfig
 
 _T = TypeVar("_T")
+SWITCH_INTERVAL_S = 0.0005
 
 
 # --- click plumbing -----------------------------------------------------------------------
@@ -184,6 +185,10 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     # records): the cyclic collector has nothing to find there, so it is held off until the
     # agent is built, and what start-up built is kept out of its later passes.
     gc.disable()
+    # The emulator and the reading of large reports run on threads beside the event loop;
+    # when the loop needs the interpreter, such a thread yields it within this interval
+    # (Python's default is 5 ms), so a ping is not held up behind a report.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     import asyncio
 
     from hyperv_agent import logs, service  # the server stack: loaded only to serve

@@ -117,3 +117,19 @@ def _destroyed_at_once(cim: EmulatorCim) -> int:
             for j in cim.host.records("CIM_ConcreteJob") if j["Caption"] == "DestroySystem"]
     first_end = min(end for _, end in jobs)
     return sum(1 for start, _ in jobs if start < first_end)
+
+
+async def test_vm_stats_asks_for_every_vm_once_when_the_vm_was_stopped_and_made_again(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await _vms(cim, 4)
+    await running.post(REPORT, {})
+    _, answer = await running.answer("com.cloud.agent.api.StopCommand", {
+        "vmName": "i-2-2-VM", "checkBeforeCleanup": False, "forceStop": True,
+        "isProxy": False, "contextMap": {}, "wait": 0})
+    assert answer["result"] is True
+    await ok(cim, await request_state(cim, await define_vm(cim, "i-2-2-VM"), 2))
+    stats, calls, summarized = await _stats(running, ["i-2-2-VM"])
+    assert (list(stats), calls, summarized) == (["i-2-2-VM"], 1, 4)  # forgotten: every VM
+    assert stats["i-2-2-VM"]["memoryKBs"] == 1024 * 1024

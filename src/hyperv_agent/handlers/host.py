@@ -140,14 +140,12 @@ class HostHandlers:
         PowerOff. Removals run concurrently, at most ``REMOVALS_AT_ONCE`` at a time. One
         round trip when nothing is removed."""
         listed = await vms.list_vms(self.cim)
-        failed = await self._remove_stopped([vm for vm in listed if _removable(vm)])
-        states: dict[str, PowerState] = {}
-        for vm in listed:
-            if _reported_on(vm):
-                states[vm.name] = PowerState.POWER_ON
-            elif vm.guid in failed:
-                states[vm.name] = PowerState.POWER_OFF
-        return codec.encode_state_report(states)
+        # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
+        # event loop goes on serving other requests meanwhile.
+        kinds = await asyncio.to_thread(_kinds, listed)
+        failed = await self._remove_stopped(
+            [vm for vm, kind in zip(listed, kinds, strict=True) if kind is _REMOVE])
+        return await asyncio.to_thread(_encoded_report, listed, kinds, failed)
 
     async def _remove_stopped(self, doomed: Sequence[vms.VmInfo]) -> set[str]:
         """Remove the VMs ``doomed``, ``REMOVALS_AT_ONCE`` at a time; the GUIDs of those
@@ -257,15 +255,31 @@ HEARTBEAT_FRESH_S = 180.0
 REMOVALS_AT_ONCE = 8
 
 
-def _reported_on(vm: vms.VmInfo) -> bool:
-    """Running, or being created by a StartCommand (its notes say so)."""
-    return vm.power == vms.PowerState.RUNNING or CREATING_NOTE in _notes(vm)
+_ON, _REMOVE = "on", "remove"
 
 
-def _removable(vm: vms.VmInfo) -> bool:
-    """A stopped VM that CloudStack created (its notes say so), and not being created."""
-    return (vm.power == vms.PowerState.STOPPED and not _reported_on(vm)
-            and CLOUDSTACK_NOTE in _notes(vm))
+def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
+    return [_kind(vm) for vm in listed]
+
+
+def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
+                    failed: set[str]) -> bytes:
+    """PowerOn for the VMs reported on, PowerOff for those whose removal failed."""
+    states = {vm.name: PowerState.POWER_ON if kind is _ON else PowerState.POWER_OFF
+              for vm, kind in zip(listed, kinds, strict=True)
+              if kind is _ON or (kind is _REMOVE and vm.guid in failed)}
+    return codec.encode_state_report(states)
+
+
+def _kind(vm: vms.VmInfo) -> str | None:
+    """_ON for a running VM or one a StartCommand is creating (its notes say so); _REMOVE
+    for a stopped VM that CloudStack created; None for any other."""
+    if vm.power is vms.PowerState.RUNNING:
+        return _ON
+    notes = _notes(vm)
+    if CREATING_NOTE in notes:
+        return _ON
+    return _REMOVE if vm.power is vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes else None
 
 
 def _notes(vm: vms.VmInfo) -> str:

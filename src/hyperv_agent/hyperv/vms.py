@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -205,15 +205,24 @@ def settings_path(vm_guid: str) -> ObjectPath:
     return ObjectPath.for_keys(Class.VSSD, NAMESPACE, InstanceID=f"Microsoft:{vm_guid}")
 
 
-async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
-                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
-    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
-    are left out."""
+async def _summary_call(cim: Cim, requested: Iterable[SummaryInfo],
+                        vm_guids: Collection[str] | None = None) -> MethodResult:
+    """GetSummaryInformation of the VMs ``vm_guids`` (of every VM when None)."""
     settings = None if vm_guids is None else [settings_path(guid) for guid in vm_guids]
     params: dict[str, InValue] = {
         "SettingData": settings, "RequestedInformation": [int(item) for item in requested],
     }
-    result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+    return await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+
+
+async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
+                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
+    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
+    are left out."""
+    return _present(await _summary_call(cim, requested, vm_guids))
+
+
+def _present(result: MethodResult) -> tuple[CimInstance, ...]:
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
 
 
@@ -221,41 +230,66 @@ async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
 
 #: Per backend: each VM's GUID by ElementName, as last seen (a listing, a lookup, a VM
 #: defined). A hint only: what it says is checked in the answer it is used for.
-_GUIDS: weakref.WeakKeyDictionary[Cim, dict[str, str]] = weakref.WeakKeyDictionary()
+_GUIDS: weakref.WeakKeyDictionary[Cim, _Known] = weakref.WeakKeyDictionary()
 #: Summaries already read, by instance: a backend that hands out the same (immutable)
 #: instance again for an unchanged VM is not parsed twice.
 _READ: weakref.WeakKeyDictionary[CimInstance, VmInfo] = weakref.WeakKeyDictionary()
-#: How many summaries are read between two turns of the event loop.
-_SLICE = 500
 
 
 def remember(cim: Cim, name: str, vm_guid: str) -> None:
     """Note that the VM called ``name`` has GUID ``vm_guid`` (no round trip)."""
-    _GUIDS.setdefault(cim, {})[name] = vm_guid
+    _GUIDS.setdefault(cim, _Known()).note(name, vm_guid)
 
 
 def _forget(cim: Cim, vm_guid: str) -> None:
-    known = _GUIDS.get(cim, {})
-    for name in [n for n, guid in known.items() if guid.lower() == vm_guid.lower()]:
-        del known[name]
+    known = _GUIDS.get(cim)
+    if known is not None:
+        known.drop(vm_guid)
 
 
 def _learn(cim: Cim, listed: Iterable[tuple[str, str]]) -> None:
     """Replace what is known with a listing of every VM: (name, GUID), first one wins."""
-    known: dict[str, str] = {}
+    _GUIDS[cim] = _known_from(listed)
+
+
+def _known_from(listed: Iterable[tuple[str, str]]) -> _Known:
+    known = _Known()
     for name, guid in listed:
-        known.setdefault(name, guid)
-    _GUIDS[cim] = known
+        known.guids.setdefault(name, guid)
+    return known
 
 
-async def _read_all(summaries: Sequence[CimInstance]) -> list[VmInfo]:
-    """``_vm_info`` of each summary, letting the event loop run between slices."""
-    infos: list[VmInfo] = []
-    for start in range(0, len(summaries), _SLICE):
-        if start:
-            await asyncio.sleep(0)
-        infos += [_read(summary) for summary in summaries[start:start + _SLICE]]
-    return infos
+class _Known:
+    """GUIDs by VM name; names by GUID (lower case) are worked out when a VM is first
+    forgotten, so a listing of thousands of VMs is learnt in one cheap pass."""
+
+    def __init__(self) -> None:
+        self.guids: dict[str, str] = {}
+        self._names: dict[str, set[str]] | None = None
+
+    def note(self, name: str, vm_guid: str) -> None:
+        old = self.guids.get(name)
+        self.guids[name] = vm_guid
+        if self._names is not None:
+            if old is not None:
+                self._names.get(old.lower(), set()).discard(name)
+            self._names.setdefault(vm_guid.lower(), set()).add(name)
+
+    def drop(self, vm_guid: str) -> None:
+        if self._names is None:
+            self._names = {}
+            for name, guid in self.guids.items():
+                self._names.setdefault(guid.lower(), set()).add(name)
+        for name in self._names.pop(vm_guid.lower(), set()):
+            if self.guids.get(name, "").lower() == vm_guid.lower():
+                del self.guids[name]
+
+
+def _read_listing(result: MethodResult) -> tuple[list[VmInfo], _Known]:
+    """Every VM of a summary of all VMs, and the GUIDs of their names."""
+    summaries = result.instances("SummaryInformation")
+    listed = [vm for vm in map(_read, summaries) if vm.guid]  # no GUID: no such VM
+    return listed, _known_from((vm.name, vm.guid) for vm in listed)
 
 
 def _read(summary: CimInstance) -> VmInfo:
@@ -280,8 +314,11 @@ async def list_vms(cim: Cim) -> list[VmInfo]:
     One GetSummaryInformation call whatever the number of VMs (plus one query the first
     time a backend is used). Read-only and safe to repeat; an empty host gives [].
     """
-    listed = await _read_all(await _summaries(cim, _LIST_INFO))
-    _learn(cim, ((vm.name, vm.guid) for vm in listed))
+    result = await _summary_call(cim, _LIST_INFO)
+    # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
+    # goes on serving other requests meanwhile.
+    listed, known = await asyncio.to_thread(_read_listing, result)
+    _GUIDS[cim] = known
     return listed
 
 
@@ -314,7 +351,7 @@ async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
     wanted = set(names)
     if not wanted:
         return {}
-    known = _GUIDS.get(cim, {})
+    known = _GUIDS[cim].guids if cim in _GUIDS else {}
     if wanted <= known.keys():
         stats = _stats_of(await _summaries(cim, _STATS_INFO, {known[n] for n in wanted}),
                           wanted)
