@@ -119,9 +119,10 @@ class FilledHost:
     async def add_pair(self) -> None:
         index = self.pairs
         cloudstack, own = self.disk(f"i-2-{index}-VM-root"), self.disk(f"ops-{index}")
+        body = json.dumps(start_body(f"i-2-{index}-VM", cloudstack)).encode()
         started = time.perf_counter()
-        timed = await self.command(START, start_body(f"i-2-{index}-VM", cloudstack))
-        assert _answer(timed)["result"] is True, timed.answer
+        answer = json.loads(await self.agent.dispatch(START, body))
+        assert answer[0]["com.cloud.agent.api.StartAnswer"]["result"] is True, answer
         await self.operator_vm(f"ops-{index}", own)
         self.adding_s += time.perf_counter() - started
         self.pairs += 1
