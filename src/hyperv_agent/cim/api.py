@@ -281,8 +281,11 @@ class CimInstance:
 
 
 def _typed(instance: CimInstance, name: str, kind: type[_T]) -> _T | None:
-    value = instance[name]
-    if value is None or (isinstance(value, kind) and (kind is bool) == isinstance(value, bool)):
+    prop = instance.properties.get(name.lower())
+    value = prop.value if prop is not None else instance[name]  # raises for an unknown name
+    if value is None or type(value) is kind:
+        return value
+    if isinstance(value, kind) and (kind is bool) == isinstance(value, bool):
         return value
     raise CimError(f"{instance.class_name}.{name} is {value!r}, not a {kind.__name__}")
 

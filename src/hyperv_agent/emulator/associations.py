@@ -9,12 +9,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath
 from hyperv_agent.emulator import bootsources, model
 from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.indexes import IndexSpec
 from hyperv_agent.emulator.jobs import is_job
+from hyperv_agent.emulator.schema import concrete_classes
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.emulator.store import Record, Transaction
+
+
+def _affected_keys(job: Record) -> tuple[str, ...]:
+    affected = job.meta.get("affected")
+    return (ObjectPath.parse(affected).normalized,) if affected else ()
+
+
+#: Jobs by the (normalised) path of what they affect.
+AFFECTED = IndexSpec("affected", _affected_keys)
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ def _port_features(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
         guid = model.guid_of_instance_id(instance_id)
         if guid is None:
             return
-        for port in host.records("Msvm_EthernetPortAllocationSettingData", txn):
+        ports = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
+        for port in model.owned_records(txn, ports, guid):
             if instance_id.lower().startswith(f"{str(port['InstanceID']).lower()}\\"):
                 yield Link(association, port, "PartComponent", "GroupComponent")
 
@@ -109,11 +121,9 @@ def _affected_jobs(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
             if other is not None:
                 yield Link(association, other, "AffectingElement", "AffectedElement")
     elif model.is_vm(source):
-        wanted = source.path
-        for job in host.records("CIM_ConcreteJob", txn):
-            affected = job.meta.get("affected")
-            if affected and ObjectPath.parse(affected) == wanted:
-                yield Link(association, job, "AffectedElement", "AffectingElement")
+        jobs = concrete_classes("CIM_ConcreteJob", V2_NAMESPACE)
+        for job in txn.lookup(jobs, AFFECTED, source.path.normalized):
+            yield Link(association, job, "AffectedElement", "AffectingElement")
 
 
 def _metric_values(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:

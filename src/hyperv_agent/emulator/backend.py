@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from hyperv_agent.cim import cimxml
 from hyperv_agent.cim.api import (
@@ -20,7 +21,7 @@ from hyperv_agent.cim.api import (
     coerce_value,
 )
 from hyperv_agent.cim.classdecl import CimClass
-from hyperv_agent.emulator import associations, classes, model, wqlparse
+from hyperv_agent.emulator import associations, classes, model, wqlindex, wqlparse
 from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
 from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
@@ -48,10 +49,15 @@ from hyperv_agent.errors import (
 )
 
 _PSEUDO = {"__path", "__class", "__relpath"}
+_T = TypeVar("_T")
 
 
 class EmulatorCim(Cim):
-    """An in-process Hyper-V host behind the CIM seam."""
+    """An in-process Hyper-V host behind the CIM seam.
+
+    Each primitive counts itself, waits out the latency model, then does its work on the
+    emulator's thread (``worker``), so the caller's event loop is never blocked by it.
+    """
 
     def __init__(self, host: EmulatedHost) -> None:
         self.host = host
@@ -68,25 +74,34 @@ class EmulatorCim(Cim):
         return self.host.counters.snapshot()
 
     async def close(self) -> None:
-        self.host.close()
+        await self.host.worker.run(self.host.close)
 
-    async def _primitive(self, name: str) -> None:
-        self.host.counters.add(name)
+    async def _primitive(self, name: str | None) -> None:
+        """Count a round trip (unless the work decides what it is) and wait out its
+        modelled latency."""
+        if name is not None:
+            self.host.counters.add(name)
         delay = self.host.config.latency.call_s
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def _work(self, work: Callable[[], _T]) -> _T:
+        return await self.host.worker.run(work)
 
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
         parsed = wqlparse.parse(wql)
         if isinstance(parsed, wqlparse.SelectQuery):
+            select = parsed
             await self._primitive("query")
-            return self._select(parsed, namespace)
+            return await self._work(lambda: self._select(select, namespace))
         await self._primitive("associators")
         if isinstance(parsed, wqlparse.AssociatorsQuery):
-            return self._associators(parsed)
-        return self._references(parsed)
+            associators = parsed
+            return await self._work(lambda: self._associators(associators))
+        references = parsed
+        return await self._work(lambda: self._references(references))
 
     def _select(self, query: wqlparse.SelectQuery, namespace: str) -> list[CimInstance]:
         classes = self._classes(query.class_name, namespace)
@@ -97,7 +112,9 @@ class EmulatorCim(Cim):
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
-        for record in txn.instances_of(classes):
+        candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored))
+        self.host.counters.add("examined", len(candidates))
+        for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):
                 continue
             instance = self._view(txn, record)
@@ -144,9 +161,13 @@ class EmulatorCim(Cim):
         return txn, record
 
     async def get(self, path: ObjectPath) -> CimInstance:
+        await self._primitive(None)
+        return await self._work(lambda: self._get(path))
+
+    def _get(self, path: ObjectPath) -> CimInstance:
         record = self.host.store.get(path)
         polling = record is not None and is_job(record)
-        await self._primitive("job_poll" if polling else "get")
+        self.host.counters.add("job_poll" if polling else "get")
         if lookup(path.class_name) is None:
             raise CimInvalidClass(f"no class {path.class_name}")
         if record is None or (polling and expired(record, self.host.clock())):
@@ -155,6 +176,9 @@ class EmulatorCim(Cim):
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         await self._primitive("spawn")
+        return await self._work(lambda: self._spawn(class_name, namespace))
+
+    def _spawn(self, class_name: str, namespace: str) -> CimInstance:
         class_def = lookup(class_name)
         if class_def is None or class_def.namespace.lower() != namespace.lower():
             raise CimInvalidClass(f"no class {class_name} in namespace {namespace}")
@@ -183,6 +207,11 @@ class EmulatorCim(Cim):
         self, path: ObjectPath, method: str, params: Mapping[str, InValue] | None = None
     ) -> MethodResult:
         await self._primitive("invoke")
+        return await self._work(lambda: self._invoke(path, method, params))
+
+    def _invoke(
+        self, path: ObjectPath, method: str, params: Mapping[str, InValue] | None
+    ) -> MethodResult:
         class_def, method_def, target = self._resolve(path, method)
         self.host.counters.add(f"invoke:{method_def.name}")
         args = self._convert(method_def, params or {})

@@ -11,6 +11,7 @@ Each property line is ``Name type`` or ``Name type[]``; ``key`` marks key proper
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,10 +55,15 @@ class ClassDef:
     methods: Mapping[str, MethodDef] = field(default_factory=dict)  # keyed lower-case
     association: bool = False
 
-    @property
+    @functools.cached_property
     def keys(self) -> tuple[PropDef, ...]:
         """Key properties in the order WMI writes them in a path (alphabetical)."""
         return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
+
+    @functools.cached_property
+    def array_names(self) -> tuple[str, ...]:
+        """The names of the array properties."""
+        return tuple(p.name for p in self.properties.values() if p.is_array)
 
     def prop(self, name: str) -> PropDef | None:
         return self.properties.get(name.lower())
@@ -743,6 +749,7 @@ PercentIdleTime uint64
 PercentProcessorTime uint64
 """, namespace=CIMV2_NAMESPACE)
 
+@functools.cache
 def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
     """The concrete class ``name`` (case-insensitive) in ``namespace`` if given."""
     for class_def in CLASSES.values():
@@ -753,6 +760,7 @@ def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
     return None
 
 
+@functools.cache
 def concrete_classes(name: str, namespace: str) -> tuple[ClassDef, ...]:
     """Every concrete class that is ``name`` or derives from it, in ``namespace``."""
     return tuple(
