@@ -195,6 +195,7 @@ class FakeMiSession:
         self.emulator, self.loop = emulator, loop
         self.server = emulator.host.name
         self.closed = False
+        self.classes_fetched: list[str] = []  # get_class calls (round trips on a host)
 
     def _run(self, work: Coroutine[Any, Any, _T]) -> _T:
         try:
@@ -214,6 +215,7 @@ class FakeMiSession:
         return self._instance(self._run(self.emulator.get(path)))
 
     def get_class(self, namespace: str, class_name: str) -> MiClass:
+        self.classes_fetched.append(class_name)
         return FakeClass(self._run(self.emulator.get_class(class_name, namespace)), self.server)
 
     def new_instance(self, mi_class: MiClass) -> MiInstance:
