@@ -177,6 +177,20 @@ async def test_classes_and_method_targets_are_fetched_once(
     assert session.classes_fetched.count("Msvm_ComputerSystem") == 1
 
 
+async def test_a_target_gone_since_it_was_read_is_read_again(
+        local: LocalCim, emulator: EmulatorCim) -> None:
+    created = await local.invoke(PROCESS, "Create", {"CommandLine": "cmd.exe"})
+    target = ObjectPath.for_keys("Win32_Process", CIMV2_NAMESPACE,
+                                 Handle=str(created["ProcessId"]))
+    assert (await local.invoke(target, "Terminate", {"Reason": 0})).return_value == 0
+    with pytest.raises(CimNotFound):
+        await local.invoke(target, "Terminate", {"Reason": 0})
+    before = emulator.round_trips()
+    with pytest.raises(CimNotFound):
+        await local.invoke(target, "Terminate", {"Reason": 0})
+    assert (emulator.round_trips() - before)["get"] == 1  # read again, not the kept one
+
+
 async def test_only_the_latest_targets_are_kept(session: FakeMiSession,
                                                 emulator: EmulatorCim) -> None:
     local = LocalCim(session, max_targets=1)

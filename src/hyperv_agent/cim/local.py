@@ -203,7 +203,12 @@ class LocalCim(Cim):
                 raise CimInvalidParameter(f"{method} has no in-parameter {name!r}")
             self._set(inbound, found[0], await self._argument(found[1], value, name))
         target = await self._target(path) if path.keys else mi_class
-        return self._result(await self._call(self.session.invoke, target, method, inbound))
+        try:
+            out = await self._call(self.session.invoke, target, method, inbound)
+        except CimNotFound:
+            self._targets.pop(path, None)  # gone since it was read: read it again next time
+            raise
+        return self._result(out)
 
     async def _target(self, path: ObjectPath) -> MiInstance:
         """The instance a method is called on: fetched once, then kept."""
