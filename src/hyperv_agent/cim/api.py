@@ -1,7 +1,7 @@
 """The CIM seam: the one interface every Hyper-V operation is written against.
 
 Three backends implement it: local WMI through PyMI (``cim/local.py``), CIM over
-WS-Management (``cim/wsman.py``) and the embedded emulator (``emulator/``). The shapes
+WS-Management (``cim/wsman/``) and the embedded emulator (``emulator/``). The shapes
 here are chosen so that each can implement them without guessing:
 
 * instances carry typed properties (CIM type + array flag), so an embedded-instance

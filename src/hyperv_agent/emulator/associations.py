@@ -6,10 +6,10 @@ association class and with which roles (source role, other role).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
-from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import bootsources, model
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.indexes import IndexSpec
@@ -34,6 +34,7 @@ class Link:
     other: Record
     role: str  # the source's role
     result_role: str  # the other end's role
+    values: Mapping[str, CimValue] = field(default_factory=dict)  # its other properties
 
 
 def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -45,6 +46,7 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _metric_values(host, txn, source)
     yield from _metric_definitions(host, txn, source)
     yield from _boot_sources(host, txn, source)
+    yield from _installed_os(host, txn, source)
 
 
 def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -173,3 +175,14 @@ def _boot_sources(host: EmulatedHost, txn: Transaction, source: Record) -> Itera
         boot = bootsources.source_of(txn, source)
         if boot is not None:
             yield Link(identity, boot, "SystemElement", "SameElement")
+
+
+def _installed_os(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Win32_SystemOperatingSystem (root\\cimv2): the computer and its one, primary OS."""
+    association, primary = "Win32_SystemOperatingSystem", {"PrimaryOS": True}
+    if source.class_def.name == "Win32_ComputerSystem":
+        for system in host.records("Win32_OperatingSystem", txn):
+            yield Link(association, system, "GroupComponent", "PartComponent", primary)
+    elif source.class_def.name == "Win32_OperatingSystem":
+        for computer in host.records("Win32_ComputerSystem", txn):
+            yield Link(association, computer, "PartComponent", "GroupComponent", primary)

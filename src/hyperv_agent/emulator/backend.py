@@ -99,9 +99,9 @@ class EmulatorCim(Cim):
         await self._primitive("associators")
         if isinstance(parsed, wqlparse.AssociatorsQuery):
             associators = parsed
-            return await self._work(lambda: self._associators(associators))
+            return await self._work(lambda: self._associators(associators, namespace))
         references = parsed
-        return await self._work(lambda: self._references(references))
+        return await self._work(lambda: self._references(references, namespace))
 
     def _select(self, query: wqlparse.SelectQuery, namespace: str) -> list[CimInstance]:
         classes = self._classes(query.class_name, namespace)
@@ -131,8 +131,9 @@ class EmulatorCim(Cim):
     def _view(self, txn: Transaction, record: Record) -> CimInstance:
         return instance_of(record, model.computed(self.host, txn, record), self.host.name)
 
-    def _associators(self, query: wqlparse.AssociatorsQuery) -> list[CimInstance]:
-        txn, source = self._source(query.path_text)
+    def _associators(self, query: wqlparse.AssociatorsQuery, namespace: str
+                     ) -> list[CimInstance]:
+        txn, source = self._source(query.path_text, namespace)
         found = [
             self._view(txn, link.other)
             for link in associations.links(self.host, txn, source)
@@ -141,19 +142,23 @@ class EmulatorCim(Cim):
         ]
         return found
 
-    def _references(self, query: wqlparse.ReferencesQuery) -> list[CimInstance]:
-        txn, source = self._source(query.path_text)
+    def _references(self, query: wqlparse.ReferencesQuery, namespace: str
+                    ) -> list[CimInstance]:
+        txn, source = self._source(query.path_text, namespace)
         return [
             _association_instance(link, source)
             for link in associations.links(self.host, txn, source)
             if _link_matches(link, query.result_class, query.role, None)
         ]
 
-    def _source(self, path_text: str) -> tuple[Transaction, Record]:
+    def _source(self, path_text: str, namespace: str) -> tuple[Transaction, Record]:
+        """The record a query's path names; a relative path is in the query's namespace."""
         try:
             path = ObjectPath.parse(path_text)
         except CimInvalidParameter as error:
             raise CimInvalidQuery(str(error)) from None
+        if ":" not in path_text.split(".", 1)[0].split("=", 1)[0]:
+            path = dataclasses.replace(path, namespace=namespace)
         txn = self.host.store.transaction()
         record = txn.get(path)
         if record is None:
@@ -348,33 +353,37 @@ def _link_matches(
 
 def _association_instance(link: associations.Link, source: Record) -> CimInstance:
     class_def = CLASSES[link.association]
-    values = {link.role: str(source.path), link.result_role: str(link.other.path)}
-    props = [CimProperty(p.name, "reference", False, values.get(p.name))
+    ends = {link.role: str(source.path), link.result_role: str(link.other.path)}
+    values = {**link.values, **ends}
+    props = [CimProperty(p.name, p.cim_type, p.is_array, values.get(p.name, p.default))
              for p in class_def.properties.values()]
-    path = ObjectPath(class_def.name, tuple((k, v) for k, v in sorted(values.items())))
-    return CimInstance.build(class_def.name, props, path, class_def.namespace)
+    path = ObjectPath(class_def.name, tuple(sorted(ends.items())), class_def.namespace)
+    return CimInstance.build(class_def.name, props, path, class_def.namespace,
+                             class_def.ancestors)
 
 
 def _scalar(backend: EmulatorCim, param: ParamDef, value: object) -> str | int | bool | ObjectPath:
+    converted: str | int | bool | ObjectPath | None = None
     if param.cim_type == "reference":
-        if isinstance(value, ObjectPath):
-            return value
-        if isinstance(value, CimInstance) and value.path is not None:
-            return value.path
-        if isinstance(value, str):
-            return ObjectPath.parse(value)
+        converted = _reference(value)
+    elif isinstance(value, CimInstance) and param.cim_type in ("string", "object"):
+        converted = backend.to_embedded(value)  # an embedded instance (or object) as its text
     elif param.cim_type == "string":
-        if isinstance(value, CimInstance):
-            return backend.to_embedded(value)
-        if isinstance(value, ObjectPath):
-            return str(value)
-        if isinstance(value, str):
-            return value
-    else:
+        converted = str(value) if isinstance(value, str | ObjectPath) else None
+    elif param.cim_type != "object":
         coerced = coerce_value(CimProperty(param.name, param.cim_type, False, None), value)
-        if isinstance(coerced, str | int | bool):
-            return coerced
-    raise CimInvalidParameter(f"{param.name} takes {param.cim_type}, not {value!r}")
+        converted = coerced if isinstance(coerced, str | int | bool) else None
+    if converted is None:
+        raise CimInvalidParameter(f"{param.name} takes {param.cim_type}, not {value!r}")
+    return converted
+
+
+def _reference(value: object) -> ObjectPath | None:
+    if isinstance(value, ObjectPath):
+        return value
+    if isinstance(value, CimInstance):
+        return value.path
+    return ObjectPath.parse(value) if isinstance(value, str) else None
 
 
 def _affected(call: Call) -> ObjectPath | None:
