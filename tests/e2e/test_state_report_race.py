@@ -57,8 +57,12 @@ async def test_state_report_leaves_a_vm_alone_when_a_slow_start_is_building_it(
     while not start.done():
         state = await _vm(slow, VM)
         if state is not None and state[1] != 2:  # not running yet: what the report removes
-            assert {VM: "PowerOn"} not in await _report(slow)
-            reports += 1
+            report = await _report(slow)
+            after = await _vm(slow, VM)
+            assert after is not None and after[0] == building[0]  # never removed
+            if after[1] != 2:  # still not running once the report was made
+                assert {VM: "PowerOn"} not in report
+                reports += 1
         await asyncio.sleep(JOB_S / 2)
     status, answer = start.result()
     assert status == 200 and answer[0][names.START_ANSWER]["result"] is True, answer
