@@ -9,6 +9,7 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``nic_for_ip``     1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
 ``all_nics``       1 (the same query)
 ``switch_names``   1 (Msvm_VirtualEthernetSwitch)
+``host_clock``     1 (Win32_OperatingSystem.LocalDateTime)
 =================  =====================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -17,13 +18,15 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance
-from hyperv_agent.errors import HyperVError
+from hyperv_agent.cim.values import dmtf_to_iso
+from hyperv_agent.errors import CimError, HyperVError
 from hyperv_agent.hyperv.schema import CENTRAL_PROCESSOR, CIMV2, NAMESPACE, PERF_TOTAL, Class
 
 _BYTES_PER_KIB = 1024
@@ -145,6 +148,25 @@ async def switch_names(cim: Cim) -> tuple[str, ...]:
     """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
     switches = await cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
     return tuple(name for s in switches if (name := s.string("ElementName")))
+
+
+async def host_clock(cim: Cim) -> float:
+    """The host's clock now, as seconds since the UNIX epoch (Win32_OperatingSystem's
+    LocalDateTime, with its UTC offset); 1 query, read-only, safe to repeat.
+
+    Raises HyperVError when the host reports no time or one that cannot be read.
+    """
+    query = wql.select(Class.OPERATING_SYSTEM, properties=("Name", "LocalDateTime"))
+    found = await cim.query(query, CIMV2)
+    text = found[0].string("LocalDateTime") if found else None
+    if not text:
+        raise HyperVError(f"{Class.OPERATING_SYSTEM} reports no LocalDateTime")
+    try:
+        moment = datetime.datetime.fromisoformat(dmtf_to_iso(text))
+    except (CimError, ValueError):
+        raise HyperVError(f"{Class.OPERATING_SYSTEM}.LocalDateTime {text!r} is not a "
+                          "time") from None
+    return moment.timestamp()
 
 
 # --- helpers ------------------------------------------------------------------------------
