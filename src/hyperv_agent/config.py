@@ -192,6 +192,22 @@ class AgentSection(_Section):
         return value
 
 
+class LabSection(_Section):
+    """Test and lab knobs of the emulated host (``[emulator.lab]``): it falls short as a
+    real host can, for ``doctor`` and for trying what an operator would see."""
+
+    missing_classes: tuple[str, ...] = ()  # left out of the emulated schema
+    free_bytes: dict[str, int] = Field(default_factory=dict)  # drive letter -> free space
+
+    @field_validator("free_bytes")
+    @classmethod
+    def _drives(cls, free: dict[str, int]) -> dict[str, int]:
+        for letter, value in free.items():
+            if len(letter.rstrip(":")) != 1 or not letter[0].isalpha() or value < 0:
+                raise ValueError(f"{letter!r} = {value}: a drive letter and bytes >= 0")
+        return free
+
+
 class EmulatorSection(_Section):
     host_name: str = Field(default="HYPERV-EMU", min_length=1, max_length=63)
     cpus: int = Field(default=16, ge=1, le=1024)
@@ -210,6 +226,7 @@ class EmulatorSection(_Section):
     os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
     os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
     job_retention_s: float = Field(default=300.0, ge=0)  # finished jobs then vanish
+    lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
 
     @field_validator("drives")
     @classmethod
