@@ -138,6 +138,10 @@ class AgentSection(_Section):
     # Accounts for SMB servers whose share URLs carry no credentials (the MS strips them
     # from cifs image stores in CopyCommand); these servers are reached through smbprotocol.
     smb_credentials: dict[str, SmbCredential] = Field(default_factory=dict)
+    # Agentless mode (backend wsman to another machine): the console proxy connects to this
+    # agent on the RDP port, relayed to the host's VMConnect. "" turns the relay off.
+    console_relay_listen: str = "0.0.0.0:2179"
+    console_relay_target_port: int = Field(default=2179, ge=1, le=65535)  # host's VMConnect
 
     @field_validator("smb_servers", mode="before")
     @classmethod
@@ -176,6 +180,11 @@ class AgentSection(_Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{value!r} is not HOST:PORT")
         return value
+
+    @field_validator("console_relay_listen")
+    @classmethod
+    def _relay_listen(cls, value: str) -> str:
+        return cls._host_port(value) if value else value
 
     @field_validator("allow_from")
     @classmethod
