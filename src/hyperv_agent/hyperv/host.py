@@ -10,6 +10,8 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``all_nics``       1 (the same query)
 ``switch_names``   1 (Msvm_VirtualEthernetSwitch)
 ``host_clock``     1 (Win32_OperatingSystem.LocalDateTime)
+``vm_count``       1 (Msvm_ComputerSystem)
+``services``       1 per service class, sent concurrently
 =================  =====================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -27,7 +30,15 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance
 from hyperv_agent.cim.values import dmtf_to_iso
 from hyperv_agent.errors import CimError, HyperVError
-from hyperv_agent.hyperv.schema import CENTRAL_PROCESSOR, CIMV2, NAMESPACE, PERF_TOTAL, Class
+from hyperv_agent.hyperv.schema import (
+    CAPTION_VM,
+    CENTRAL_PROCESSOR,
+    CIMV2,
+    NAMESPACE,
+    PERF_TOTAL,
+    Class,
+    EnabledState,
+)
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
@@ -167,6 +178,41 @@ async def host_clock(cim: Cim) -> float:
         raise HyperVError(f"{Class.OPERATING_SYSTEM}.LocalDateTime {text!r} is not a "
                           "time") from None
     return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One of Hyper-V's management services: its instance's Name (``vmms``) and whether it
+    runs; ``name`` None when the class has no instance (the service is not there)."""
+
+    class_name: str
+    name: str | None
+    started: bool
+
+
+async def services(cim: Cim, class_names: Sequence[str]) -> tuple[ServiceState, ...]:
+    """The state of each service class in ``class_names``; 1 query each, concurrently,
+    read-only. CimInvalidClass when the host has no such class."""
+    return tuple(await asyncio.gather(*(_service(cim, name) for name in class_names)))
+
+
+async def _service(cim: Cim, class_name: str) -> ServiceState:
+    found = await cim.query(wql.select(class_name, properties=("Name", "Started",
+                                                               "EnabledState")), NAMESPACE)
+    if not found:
+        return ServiceState(class_name, None, False)
+    started = found[0].boolean("Started")
+    if started is None:
+        started = found[0].integer("EnabledState") == EnabledState.ENABLED
+    return ServiceState(class_name, found[0].string("Name"), started)
+
+
+async def vm_count(cim: Cim) -> int:
+    """How many VMs the host has (Msvm_ComputerSystem instances captioned as VMs); 1 query,
+    read-only. What it proves is that root\\virtualization\\v2 answers."""
+    found = await cim.query(wql.select(Class.COMPUTER_SYSTEM, properties=("Name", "Caption")),
+                            NAMESPACE)
+    return sum(1 for system in found if system.string("Caption") == CAPTION_VM)
 
 
 # --- helpers ------------------------------------------------------------------------------

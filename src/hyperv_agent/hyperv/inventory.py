@@ -45,7 +45,8 @@ def _methods(**methods: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
 _RASD = ("InstanceID", "ElementName", "ResourceType", "ResourceSubType", "Address",
          "AddressOnParent", "Parent", "HostResource", "VirtualQuantity", "Reservation",
          "Limit", "Weight")
-_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
+_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName",
+                 "Started", "EnabledState")
 
 USED: tuple[ClassUse, ...] = (
     ClassUse(Class.COMPUTER_SYSTEM, properties=(
