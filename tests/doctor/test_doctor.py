@@ -9,6 +9,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm.auth import Account
 
 ACCOUNT = Account("operator", "Doc-Pa55word!")
+#: Any free space passes but none (the test machine's disk may hold less than the default).
+ROOMY = Options(min_free_bytes=1024 * 1024)
 CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
           "vhd path", "host files", "clock"]
 DEPLOY = ["deploy define", "deploy disk", "deploy attach", "deploy start", "deploy stop",
@@ -63,7 +66,8 @@ async def _nothing_left(emulator: EmulatorCim, config: AgentConfig) -> None:
 async def test_every_check_passes_and_a_vm_lives_and_goes_on_a_healthy_host(
         tmp_path: Path) -> None:
     async with faced(tmp_path) as (config, emulator):
-        report = await diagnose(config, Options(vswitches=("External",)), play_deploy=True)
+        report = await diagnose(config, replace(ROOMY, vswitches=("External",)),
+                                play_deploy=True)
         await _nothing_left(emulator, config)
     assert [c.name for c in report.checks] == CHECKS + DEPLOY
     assert report.passed and all(c.status is Status.OK for c in report.checks), report.text()
@@ -73,11 +77,11 @@ async def test_every_check_passes_and_a_vm_lives_and_goes_on_a_healthy_host(
 
 
 @pytest.mark.parametrize(("lab", "options", "failing", "named", "fix"), [
-    ("", Options(vswitches=("Guest",)), "vswitches", "no vSwitch named Guest",
+    ("", replace(ROOMY, vswitches=("Guest",)), "vswitches", "no vSwitch named Guest",
      "New-VMSwitch"),
-    ('missing_classes = ["Msvm_MetricService"]', Options(), "schema",
+    ('missing_classes = ["Msvm_MetricService"]', ROOMY, "schema",
      "missing on this host: Msvm_MetricService", "Windows Server 2016 or later"),
-    ("free_bytes = {C = 0}", Options(), "vhd path", "0.0 GiB free", "local_storage_path"),
+    ("free_bytes = {C = 0}", ROOMY, "vhd path", "0.0 GiB free", "local_storage_path"),
 ], ids=["missing vSwitch", "missing class", "full disk"])
 async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short(
         tmp_path: Path, lab: str, options: Options, failing: str, named: str,
@@ -95,7 +99,7 @@ async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short
 
 async def test_a_skewed_clock_fails_the_clock_check(tmp_path: Path) -> None:
     async with faced(tmp_path) as (config, _):
-        report = await diagnose(config, Options(), clock=lambda: time.time() - 600)
+        report = await diagnose(config, ROOMY, clock=lambda: time.time() - 600)
     status, line = _check(report, "clock")
     assert status is Status.FAIL and "NTP" in line
     assert re.search(r"clock is (599|600)\.\d s ahead of this machine's", line), line
@@ -104,7 +108,7 @@ async def test_a_skewed_clock_fails_the_clock_check(tmp_path: Path) -> None:
 async def test_a_wrong_password_fails_the_connection_and_skips_the_rest(tmp_path: Path) -> None:
     async with faced(tmp_path) as (config, _):
         wrong = config.wsman.model_copy(update={"password": SecretStr("not-it")})
-        report = await diagnose(config.model_copy(update={"wsman": wrong}), Options())
+        report = await diagnose(config.model_copy(update={"wsman": wrong}), ROOMY)
     status, line = _check(report, "connection")
     assert status is Status.FAIL and "refused the credentials" in line
     assert "Remote Management Users" in line and "not-it" not in report.text()
@@ -121,7 +125,7 @@ async def test_deploy_leaves_nothing_behind_when_a_step_fails(
         tmp_path: Path, method: str, step: str) -> None:
     async with faced(tmp_path) as (config, emulator):
         emulator.faults.fail_next_job(method, 32768, f"{method} failed (injected)")
-        report = await diagnose(config, Options(), play_deploy=True)
+        report = await diagnose(config, ROOMY, play_deploy=True)
         await _nothing_left(emulator, config)
     failed = [c.name for c in report.checks if c.status is Status.FAIL]
     assert failed == [step], report.text()
@@ -133,7 +137,7 @@ async def test_deploy_names_what_is_left_when_even_the_cleanup_fails(tmp_path: P
     async with faced(tmp_path) as (config, emulator):
         for _ in range(2):  # the step, then the cleanup's second try
             emulator.faults.fail_next_job("DestroySystem")
-        report = await diagnose(config, Options(), play_deploy=True)
+        report = await diagnose(config, ROOMY, play_deploy=True)
     status, line = _check(report, "deploy cleanup")
     assert status is Status.FAIL and "left behind: VM hyperv-agent-doctor-" in line
     assert "-> fix: remove by hand: Remove-VM -Name hyperv-agent-doctor-" in line
