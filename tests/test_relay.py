@@ -188,3 +188,11 @@ def test_nothing_is_relayed_on_the_emulator_on_the_host_itself_or_when_turned_of
 def test_a_relay_listen_address_without_a_port_stops_the_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="console_relay_listen"):
         _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen="0.0.0.0")
+
+
+async def test_a_relay_address_in_use_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    async with vmconnect() as stand_in:
+        taken = f"127.0.0.1:{stand_in.port}"
+        config = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen=taken)
+        with pytest.raises(OSError, match=f"console_relay_listen {taken}: .*in use"):
+            await relay.start_for(config, [])

@@ -204,10 +204,15 @@ async def start_for(config: AgentConfig, allow_from: Sequence[Network]
     target = relay_target(config)
     if target is None:
         return None
+    listen = config.agent.console_relay_listen
     relay = ConsoleRelay(target, allow_from, config.agent.max_connections)
-    await relay.start(Listener.parse(config.agent.console_relay_listen))
-    log.info("relaying consoles from %s to VMConnect at %s:%d",
-             config.agent.console_relay_listen, target.host, target.port)
+    try:
+        await relay.start(Listener.parse(listen))
+    except OSError as error:  # named, so the operator knows which listener and setting
+        raise OSError(error.errno, f"console_relay_listen {listen}: "
+                                   f"{error.strerror or error}") from None
+    log.info("relaying consoles from %s to VMConnect at %s:%d", listen, target.host,
+             target.port)
     if not allow_from:
         log.warning("the console relay serves only loopback clients: add the console proxy "
                     "VMs' network to [agent] allow_from")
