@@ -2,9 +2,11 @@
 table, and the check that a host has them all.
 
 ``USED`` is built from ``schema.Class`` and what the modules of this package read, write,
-query and call; ``tests/hyperv/test_inventory.py`` scans the package's source and fails when
-a name used there is missing here, so the table cannot drift from the code. ``doctor``
-checks a host against it (``missing_on``): one class declaration read per class.
+query and call. It cannot drift from the code: ``tests/hyperv/test_inventory.py`` scans the
+package's source and fails when a name used there is missing here, and
+``tests/e2e/test_inventory_use.py`` records what a whole deployment selects, filters on and
+calls, class by class, and fails when a name sits under the wrong class. ``doctor`` checks
+a host against it (``missing_on``): one class declaration read per class.
 
 Properties the code reads only when present (a newer Hyper-V's) are ``optional``: their
 absence is reported, not a failure.
