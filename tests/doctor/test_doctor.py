@@ -25,7 +25,7 @@ from hyperv_agent.doctor.run import diagnose
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm.auth import Account
 
-ACCOUNT = Account("operator", "Doc-Pa55word!")
+ACCOUNT = Account("doctor", "Doc-Pa55word!")
 #: Any free space passes but none (the test machine's disk may hold less than the default).
 ROOMY = Options(min_free_bytes=1024 * 1024)
 CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
