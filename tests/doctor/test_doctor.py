@@ -141,3 +141,15 @@ async def test_deploy_names_what_is_left_when_even_the_cleanup_fails(tmp_path: P
     status, line = _check(report, "deploy cleanup")
     assert status is Status.FAIL and "left behind: VM hyperv-agent-doctor-" in line
     assert "-> fix: remove by hand: Remove-VM -Name hyperv-agent-doctor-" in line
+
+
+async def test_winrm_limits_below_the_agents_settings_warn_with_both_fixes(
+        tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, _):
+        wanting = config.wsman.model_copy(update={"max_envelope_bytes": 1024000,
+                                                  "operation_timeout_s": 120})
+        report = await diagnose(config.model_copy(update={"wsman": wanting}), ROOMY)
+    status, line = _check(report, "winrm limits")
+    assert status is Status.WARN and report.passed
+    assert "[wsman] max_envelope_bytes = 512000" in line
+    assert "[wsman] operation_timeout_s = 60" in line

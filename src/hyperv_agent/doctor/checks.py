@@ -16,6 +16,8 @@ from pathlib import PureWindowsPath
 
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.wsman.backend import WsmanCim
+from hyperv_agent.cim.wsman.config import WinrmLimits
+from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.emulator.files import EmulatedFiles
@@ -108,7 +110,6 @@ async def connection(target: Target, _: Options) -> Check:
 async def limits(target: Target, _: Options) -> Check:
     if not isinstance(target.cim, WsmanCim):
         return Check("winrm limits", Status.SKIP, f"{target.where} is not WinRM")
-    settings = target.cim.settings
     try:
         found = await target.cim.service_limits()
     except CimAccessDenied:
@@ -118,17 +119,23 @@ async def limits(target: Target, _: Options) -> Check:
                      "max_envelope_bytes and operation_timeout_s")
     detail = (f"MaxEnvelopeSizekb {found.max_envelope_kb}, MaxTimeoutms "
               f"{found.max_timeout_ms}, MaxBatchItems {found.max_batch_items}")
-    short = []
-    if found.max_envelope_kb * 1024 < settings.max_envelope_bytes:
-        short.append(f"[wsman] max_envelope_bytes = {found.max_envelope_kb * 1024}, or on the "
-                     f"host: winrm set winrm/config @{{MaxEnvelopeSizekb=\"500\"}}")
-    if found.max_timeout_ms < settings.operation_timeout_s * 1000:
-        short.append(f"[wsman] operation_timeout_s = {found.max_timeout_ms // 1000}, or "
-                     f"winrm set winrm/config @{{MaxTimeoutms=\"60000\"}}")
+    short = _below_settings(found, target.cim.settings)
     if short:
         return Check("winrm limits", Status.WARN, f"{detail}: below the agent's settings",
                      "; ".join(short))
     return Check("winrm limits", Status.OK, detail)
+
+
+def _below_settings(found: WinrmLimits, settings: WsmanSettings) -> list[str]:
+    """How to fix each host limit below what the agent is configured to use."""
+    fixes = []
+    if found.max_envelope_kb * 1024 < settings.max_envelope_bytes:
+        fixes.append(f"[wsman] max_envelope_bytes = {found.max_envelope_kb * 1024}, or on "
+                     "the host: winrm set winrm/config @{MaxEnvelopeSizekb=\"500\"}")
+    if found.max_timeout_ms < settings.operation_timeout_s * 1000:
+        fixes.append(f"[wsman] operation_timeout_s = {found.max_timeout_ms // 1000}, or "
+                     "winrm set winrm/config @{MaxTimeoutms=\"60000\"}")
+    return fixes
 
 
 async def namespace(target: Target, _: Options) -> Check:
