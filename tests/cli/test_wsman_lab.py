@@ -66,7 +66,8 @@ C = "{tmp_path / 'C'}"
     lines = doctor.stdout.splitlines()
     assert len(lines) == DOCTOR_LINES and all(line.startswith(("ok ", "skip ")) for line in lines)
     assert refused.returncode == 1
-    assert refused.stdout.splitlines()[0].startswith("FAIL  connection")
+    first = refused.stdout.splitlines()[0]
+    assert first.startswith("FAIL  connection") and "refused the credentials -> fix:" in first
     assert "not ready: connection" in refused.stderr and "wrong" not in refused.stdout
 
 
