@@ -67,7 +67,8 @@ C = "{tmp_path / 'C'}"
     assert len(lines) == DOCTOR_LINES and all(line.startswith(("ok ", "skip ")) for line in lines)
     assert refused.returncode == 1
     first = refused.stdout.splitlines()[0]
-    assert first.startswith("FAIL  connection") and "refused the credentials -> fix:" in first
+    assert first.startswith("FAIL  connection") and "refused the credentials" in first
+    assert " -> fix: check [wsman] username and password" in first
     assert "not ready: connection" in refused.stderr and "wrong" not in refused.stdout
 
 
