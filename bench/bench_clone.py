@@ -103,7 +103,7 @@ async def main() -> None:
         state = Path(scratch) / "state"
         _templates(state / "emulator" / "drives" / "C" / "pool")
         agent = build_agent(load_config(None, state_dir=state, backend="emulator",
-                                        private_ip="127.0.0.1"))
+                                        private_ip="127.0.0.1", local_storage_path="C:\\pool"))
         runner = await server.start(agent.app(), server.Listener("127.0.0.1", 0),
                                     agent.ssl_context())
         port = runner.addresses[0][1]

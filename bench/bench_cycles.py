@@ -47,7 +47,8 @@ def open_agent(root: Path, retention_s: float | None = None) -> tuple[Agent, Ste
     config_file = root / "agent.toml"
     retention = "" if retention_s is None else f"job_retention_s = {retention_s}\n"
     config_file.write_text(f"[emulator]\nmemory_mb = 262144\n{retention}")
-    agent = build_agent(load_config(config_file, state_dir=root / "state", backend="emulator"))
+    agent = build_agent(load_config(config_file, state_dir=root / "state", backend="emulator",
+                                    local_storage_path="C:\\pool"))
     clock = SteppedClock()
     emulator_of(agent).host.clock = clock
     (root / "state" / "emulator" / "drives" / "C" / "pool").mkdir(parents=True, exist_ok=True)

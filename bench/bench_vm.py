@@ -168,7 +168,7 @@ async def main() -> None:
                                f"[emulator]\ncall_latency_s = {CALL_S}\n"
                                f"job_duration_s = {JOB_S}\nmemory_mb = 262144\n"
                                f"[emulator.shares]\n'{SHARE}' = '{root / 'secondary'}'\n")
-        agent = build_agent(load_config(config_file))
+        agent = build_agent(load_config(config_file, local_storage_path="C:\\pool"))
         drive_c = root / "state" / "emulator" / "drives" / "C"
         (drive_c / "pool").mkdir(parents=True)
         await start_one(agent, start_body("warm-up", drive_c))  # fills the caches

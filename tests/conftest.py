@@ -15,6 +15,13 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from tests.s3server import s3_server  # noqa: F401 - the loopback S3 server, per session
 from tests.samba import Samba, SambaUnavailable, start_samba
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--contract-local", action="store_true", default=False,
+                     help="run tests/contract against this Windows host's own WMI: PyMI and "
+                          "WinRM on localhost (instead of the emulator and its WinRM face)")
+
+
 off_windows = pytest.mark.skipif(sys.platform == "win32",
                                  reason="checks what happens on a machine that is not Windows")
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hyperv_agent.cim.api import Cim
-from hyperv_agent.cim.localchoice import choose_for_this_host
+from hyperv_agent.cim.localchoice import LocalChoice, choose_for_this_host
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hyperv_agent.cim.local import MiSession
     from hyperv_agent.cim.wsman.settings import WsmanSettings
     from hyperv_agent.hostfs.api import HostFiles
 
@@ -48,21 +50,40 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
     )
 
 
-def open_backend(config: AgentConfig) -> Cim:
-    """The CIM backend the configuration names (``auto``: this Windows host's own)."""
+def open_backend(config: AgentConfig,
+                 choose: Callable[[], LocalChoice] = choose_for_this_host,
+                 mi_session: Callable[[], MiSession] | None = None) -> Cim:
+    """The CIM backend the configuration names. ``auto``: this Windows host's own, as
+    ``choose`` finds it: local WMI through PyMI (or the ``mi_session`` given), else
+    WinRM on localhost as the account the agent runs as."""
     backend = config.agent.backend
-    if backend == "auto":
-        backend = choose_for_this_host().backend
+    choice = choose() if backend == "auto" else None
+    if choice is not None:
+        backend = choice.backend
     if backend == "emulator":
         return open_emulator(emulator_config(config))
     if backend == "wsman":
         from hyperv_agent.cim.wsman.backend import WsmanCim  # pypsrp: loaded only when used
 
+        if choice is not None and choice.wsman_url:
+            return WsmanCim(local_wsman_settings(config, choice.wsman_url))
         return WsmanCim(wsman_settings(config))
-    raise ConfigError(
-        f"backend {backend!r} is not available in this build; "
-        "use --backend emulator or --backend wsman"
-    )
+    from hyperv_agent.cim.local import open_local
+
+    return open_local(mi_session() if mi_session is not None else None)
+
+
+def local_wsman_settings(config: AgentConfig, url: str) -> WsmanSettings:
+    """This host's own WinRM listener at ``url``, as the account the agent runs as
+    (Negotiate without a user name: the service account's logon); the limits of
+    ``[wsman]`` still apply."""
+    from hyperv_agent.cim.wsman.settings import WsmanSettings
+
+    section = config.wsman
+    return WsmanSettings(
+        url=url, auth="negotiate", operation_timeout_s=section.operation_timeout_s,
+        max_envelope_bytes=section.max_envelope_bytes,
+        max_concurrent_requests=section.max_concurrent_requests)
 
 
 def wsman_settings(config: AgentConfig) -> WsmanSettings:

@@ -2,33 +2,43 @@
 
 ``hyperv-agent cim query`` and ``hyperv-agent cim invoke`` are diagnostics that work
 against any backend, the way Get-CimInstance and Invoke-CimMethod do on a host.
+
+Each command imports what it uses when it runs, so ``--help`` and a diagnostic do not
+pay for the server stack, the backends or the configuration models.
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from hyperv_agent.backends import open_backend, seed_secondary
-from hyperv_agent.cim.api import V2_NAMESPACE, Cim, CimInstance, InValue, ObjectPath, OutValue
-from hyperv_agent.config import AgentConfig, Backend, load_config
+from hyperv_agent.cim.api import V2_NAMESPACE
 from hyperv_agent.doctor.command import doctor_command
 from hyperv_agent.errors import AgentError, ConfigError
 from hyperv_agent.winsvc.commands import service_group
 
+if TYPE_CHECKING:
+    from hyperv_agent.cim.api import Cim, CimInstance, InValue, OutValue
+    from hyperv_agent.config import AgentConfig
+
 _T = TypeVar("_T")
+SWITCH_INTERVAL_S = 0.0005
 
 
 # --- click plumbing -----------------------------------------------------------------------
 
 
 def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig) -> _T:
+    import asyncio
+
+    from hyperv_agent.backends import open_backend
+
     async def main() -> _T:
         cim = open_backend(config)
         try:
@@ -60,7 +70,9 @@ def cim() -> None:
 
 _config_option = click.option("--config", "config_file", type=click.Path(path_type=Path),
                               help="TOML configuration file.")
-_backend_option = click.option("--backend", type=click.Choice(get_args(Backend)),
+#: The backends ``[agent] backend`` names (config.Backend), without importing the models.
+BACKENDS = ("auto", "emulator", "wmi", "wsman")
+_backend_option = click.option("--backend", type=click.Choice(BACKENDS),
                                help="CIM backend (default: from the configuration).")
 _state_option = click.option("--state-dir", type=click.Path(path_type=Path),
                              help="State directory (default: from the configuration).")
@@ -95,6 +107,8 @@ def _wsman(wsman_url: str | None = None, wsman_user: str | None = None,
 
 def _load(config_file: Path | None, backend: str | None, state_dir: Path | None,
           wsman: dict[str, Any] | None = None) -> AgentConfig:
+    from hyperv_agent.config import load_config
+
     try:
         return load_config(config_file, backend=backend, state_dir=state_dir, wsman=wsman)
     except ConfigError as error:
@@ -132,6 +146,8 @@ def cim_query(config_file: Path | None, backend: str | None, state_dir: Path | N
 def cim_invoke(config_file: Path | None, backend: str | None, state_dir: Path | None,
                path: str, method: str, params: tuple[str, ...], **wsman: Any) -> None:
     """Call METHOD on the instance at PATH with Name=Value parameters; print out-parameters."""
+    from hyperv_agent.cim.api import ObjectPath
+
     config = _load(config_file, backend, state_dir, _wsman(**wsman))
     try:
         target = ObjectPath.parse(path)
@@ -180,6 +196,8 @@ def instance_json(instance: CimInstance) -> dict[str, Any]:
 
 
 def _out_json(value: OutValue) -> Any:
+    from hyperv_agent.cim.api import CimInstance, ObjectPath
+
     if isinstance(value, ObjectPath):
         return str(value)
     if isinstance(value, CimInstance):
@@ -202,7 +220,19 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
           listen: str | None, admin_listen: str | None, private_ip: str | None,
           **wsman: Any) -> None:
     """Serve CloudStack's management server over HTTPS."""
+    # Start-up builds what lives as long as the process (modules, the emulated host's
+    # records): the cyclic collector has nothing to find there, so it is held off until the
+    # agent is built, and what start-up built is kept out of its later passes.
+    gc.disable()
+    # The emulator and the reading of large reports run on threads beside the event loop;
+    # when the loop needs the interpreter, such a thread yields it within this interval
+    # (Python's default is 5 ms), so a ping is not held up behind a report.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    import asyncio
+
     from hyperv_agent import logs, service  # the server stack: loaded only to serve
+    from hyperv_agent.backends import seed_secondary
+    from hyperv_agent.config import load_config
 
     try:
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
@@ -214,6 +244,9 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     except AgentError as error:
         _fail(error)
         return
+    finally:
+        gc.freeze()
+        gc.enable()
     try:
         asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
@@ -274,6 +307,8 @@ def template_make(path: Path, size_mb: int) -> None:
 def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
                   template_path: str, timeout_s: float, versions: tuple[str, ...]) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
+    import asyncio
+
     from hyperv_agent import probe
     from hyperv_agent.probe_deploy import DeployPlan
 
@@ -305,7 +340,10 @@ def emulator_group() -> None:
 def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user: str,
                    password: str, use_tls: bool) -> None:
     """Serve the emulated Hyper-V host over WS-Management, as a Windows host serves WinRM."""
+    import asyncio
+
     from hyperv_agent import logs, winrm_face
+    from hyperv_agent.config import load_config
     from hyperv_agent.emulator.winrm.auth import Account
 
     async def run() -> None:

@@ -46,8 +46,16 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u206
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
+#: Every pattern above needs one of these (in a case fold): text without them is left as
+#: it is without running the patterns, which is most log lines.
+_TRIGGERS = ("pass", "secret", "access", "://")
+
+
 def redact(text: str) -> str:
     """``text`` with every secret replaced by ``*****``."""
+    folded = text.casefold()
+    if not any(trigger in folded for trigger in _TRIGGERS):
+        return text
     text = _PATTERNS[0].sub(rf"\g<1>{REDACTED}", text)
     text = _PATTERNS[1].sub(rf"\g<1>{REDACTED}\g<3>", text)
     return _PATTERNS[2].sub(rf"\g<1>{REDACTED}\g<2>", text)

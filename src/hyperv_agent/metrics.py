@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 ROUND_TRIP_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
+_Series = tuple[Counter, Histogram, Histogram]
 
 
 class Metrics:
@@ -21,11 +22,22 @@ class Metrics:
             "hyperv_agent_command_cim_round_trips", "CIM round trips spent on a command",
             ["command"], buckets=ROUND_TRIP_BUCKETS, registry=self.registry)
 
+        self._series: dict[tuple[str, bool], _Series] = {}
+
     def observe(self, command: str, ok: bool, seconds: float, round_trips: int) -> None:
+        series = self._series.get((command, ok))
+        if series is None:
+            series = self._series[(command, ok)] = self._new_series(command, ok)
+        count, latency, trips = series
+        count.inc()
+        latency.observe(seconds)
+        trips.observe(round_trips)
+
+    def _new_series(self, command: str, ok: bool) -> _Series:
+        """The three series one command and result go to, looked up once (by label)."""
         short = command.rsplit(".", 1)[-1]
-        self.commands.labels(short, "success" if ok else "failure").inc()
-        self.latency.labels(short).observe(seconds)
-        self.round_trips.labels(short).observe(round_trips)
+        return (self.commands.labels(short, "success" if ok else "failure"),
+                self.latency.labels(short), self.round_trips.labels(short))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hyperv_agent import relay, server, tls
+from hyperv_agent import relay, server, state, tls
 from hyperv_agent.backends import open_backend, remote_files
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
@@ -27,6 +27,7 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.start import StartHandler
@@ -35,6 +36,7 @@ from hyperv_agent.handlers.vm import VmHandlers, VmSettings
 from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hyperv import host as hyperv_host
@@ -71,6 +73,32 @@ def _host_files(config: AgentConfig, cim: Cim) -> HostFiles:
 
 
 @dataclass
+class Leftovers:
+    """What an earlier run of the agent may have left when its process was killed: VMs
+    half-built by a StartCommand, and files copies wrote aside in the pools."""
+
+    start: StartHandler
+    files: HostFiles
+    pools: PoolRegistry
+    aside: AsideFiles
+
+    async def clear(self) -> None:
+        """Remove the half-built VMs, then this agent's aside files in every registered
+        pool (a pool that cannot be reached now is swept before its next copy). Failures
+        are logged; the agent serves anyway."""
+        await self.start.remove_half_built()
+        for root in self.pools.all_roots():
+            try:
+                swept = await self.aside.sweep(self.files, root)
+            except AgentError as error:
+                log.warning("partial copies in %s not swept: %s", root, error)
+                continue
+            if swept:
+                log.warning("removed %d partial copies an interrupted run left in %s",
+                            swept, root)
+
+
+@dataclass
 class Agent:
     """A wired agent: backend, dispatcher, metrics and TLS identity."""
 
@@ -80,6 +108,7 @@ class Agent:
     metrics: Metrics
     identity: tls.Identity
     host: HostHandlers
+    leftovers: Leftovers
 
     @property
     def allow_from(self) -> list[server.Network]:
@@ -129,23 +158,27 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                             hypervisor_version=agent.hypervisor_version,
                             console_port=relay.console_port(config))
     files = open_files(config, cim.inner)
-    pools = PoolRegistry(agent.state_dir / "pools.json")
-    host = HostHandlers(cim, files, settings, pools)
-    handlers = host.table()
+    state.sweep_temporaries(agent.state_dir)
+    pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
+    paths = DataPaths(files, pools, agent.local_secondary_storage_path)
+    aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(cim, vm_settings)
+    host = HostHandlers(cim, files, settings, pools, locks=vm.locks)
+    handlers = host.table()
     handlers |= vm.table()
     handlers |= VmConfigHandlers(cim, vm.locks).table()
-    handlers |= StartHandler(cim, files, vm.locks, vm.settings.job_wait).table()
-    handlers |= AttachHandlers(cim, files, vm.locks).table()
+    start = StartHandler(cim, paths, vm.locks, vm.settings.job_wait,
+                         journal=state.BuildJournal(agent.state_dir / "building.json"))
+    handlers |= start.table()
+    handlers |= AttachHandlers(cim, paths, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
-    handlers |= VolumeHandlers(cim, files, vm.locks, vm.settings.job_wait,
-                               secondary_storage_path=agent.local_secondary_storage_path,
-                               pools=pools).table()
-    handlers |= CopyHandler(cim, files, vm.settings.job_wait).table()
+    handlers |= VolumeHandlers(cim, paths, vm.locks, vm.settings.job_wait, aside).table()
+    handlers |= CopyHandler(cim, paths, vm.settings.job_wait, aside).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
-    return Agent(config, cim, dispatch, metrics, identity, host)
+    return Agent(config, cim, dispatch, metrics, identity, host,
+                 Leftovers(start, files, pools, aside))
 
 
 HEARTBEAT_INTERVAL_S = 60.0
@@ -174,9 +207,10 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
 
 
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set."""
+    """Clear what an earlier run left, then serve until ``stop`` is set."""
     file_limit = open_file_limit()
     announce_limits(agent, file_limit)
+    await agent.leftovers.clear()
     runners = [
         await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
                            agent.ssl_context(), agent.limits(file_limit)),

@@ -1,23 +1,38 @@
-"""The agent's own small persistent state (not the host's): registered storage pools.
+"""The agent's own small persistent state (not the host's): registered storage pools, the
+VMs being built, and the agent's name for the files it writes aside.
 
-Kept as a JSON file in the state directory, replaced atomically on every change, so the
+The registry is the one place the agent keeps pool roots, and a request path is served
+only below one of them (``handlers.datapaths``): the local pool, which the configuration
+names (``local_storage_path``) and which is registered at every start, and the pools the
+management server registered (ModifyStoragePoolCommand, CreateStoragePoolCommand).
+Those are kept as a JSON file in the state directory, replaced atomically on every change, so the
 registry survives a restart and is never half-written. Credentials are never stored: a
 pool is remembered by its root (a local folder or a UNC path), its type, and its server
 and path without the ``?user=..&password=..`` query. The credentials a pool came with
 live only in memory, with the file access that uses them (``HostFiles.use_credentials``);
 the management server sends ModifyStoragePoolCommand again whenever it reconnects.
+
+Every file here is written aside (``.<name>-<random>``) and renamed into place;
+``sweep_temporaries`` removes what a killed process left aside.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import secrets
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hyperv_agent.hostfs import locations
+
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
+_TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-")
+
+log = logging.getLogger("hyperv_agent.state")
 
 
 @dataclass(frozen=True)
@@ -49,13 +64,16 @@ def without_query(path: str | None) -> str:
 
 
 class PoolRegistry:
-    """Pool uuid -> the pool, for every shared pool this host was told to use: the one
-    place the agent keeps pool roots."""
+    """Pool uuid -> the pool, for every pool this host was told to use, and the local pool
+    ``local_root`` (not stored: the configuration names it): the one place the agent keeps
+    pool roots."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, local_root: str | None = None) -> None:
         self._path = path
         self._lock = threading.Lock()
         self._pools: dict[str, RegisteredPool] = self._read()
+        self._local = RegisteredPool(root=local_root, pool_type="Filesystem") \
+            if local_root else None
 
     def _read(self) -> dict[str, RegisteredPool]:
         try:
@@ -79,9 +97,21 @@ class PoolRegistry:
                  and (host is None or pool.host.casefold() == host.casefold())]
         return found[0] if len(found) == 1 else None
 
+    def by_root(self, root: str) -> RegisteredPool | None:
+        """The registered pool (the local one included) whose root is the folder ``root``
+        (compared case-insensitively, after separators and ``.``/``..``); None when none is."""
+        pools = [self._local] if self._local is not None else []
+        pools += list(self._pools.values())
+        return next((pool for pool in pools if locations.same_folder(pool.root, root)), None)
+
     def roots(self) -> tuple[str, ...]:
         """The roots of the shared pools (where heartbeats are written and read)."""
         return tuple(pool.root for pool in self._pools.values() if pool.shared)
+
+    def all_roots(self) -> tuple[str, ...]:
+        """The root of every registered pool, the local pool first."""
+        local = (self._local.root,) if self._local is not None else ()
+        return local + tuple(pool.root for pool in self._pools.values())
 
     def put(self, pool_uuid: str, pool: RegisteredPool) -> None:
         with self._lock:
@@ -97,12 +127,88 @@ class PoolRegistry:
             return True
 
     def _write(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".pools-")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump({key: asdict(pool) for key, pool in self._pools.items()}, out, indent=1,
-                      sort_keys=True)
-        Path(temporary).replace(self._path)
+        _replace(self._path, ".pools-",
+                 {key: asdict(pool) for key, pool in self._pools.items()})
+
+
+class BuildJournal:
+    """The VMs a StartCommand is building now (``building.json``): written before the VM is
+    defined, cleared once it runs or was removed again, so a VM that a killed process left
+    half-built is known at the next start."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._names: dict[str, str] = {name.casefold(): name for name in self._read()}
+
+    def _read(self) -> list[str]:
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return [str(name) for name in data] if isinstance(data, list) else []
+
+    def pending(self) -> tuple[str, ...]:
+        """The VMs whose building began and did not end, as named then."""
+        with self._lock:
+            return tuple(self._names.values())
+
+    def begin(self, vm_name: str) -> None:
+        self._change(vm_name, add=True)
+
+    def end(self, vm_name: str) -> None:
+        """The VM runs, or was removed again; a name not pending is fine."""
+        self._change(vm_name, add=False)
+
+    def _change(self, vm_name: str, add: bool) -> None:
+        with self._lock:
+            key = vm_name.casefold()
+            if add == (key in self._names):
+                return
+            if add:
+                self._names[key] = vm_name
+            else:
+                del self._names[key]
+            _replace(self._path, ".building-", sorted(self._names.values()))
+
+
+def agent_id(state_dir: Path) -> str:
+    """This agent's short name (8 hex digits), made once and kept in ``agent-id``: the
+    files it writes aside on shared pools carry it, so it knows its own."""
+    path = state_dir / "agent-id"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        text = ""
+    if len(text) == 8 and all(ch in "0123456789abcdef" for ch in text):
+        return text
+    made = secrets.token_hex(4)
+    _replace(path, ".agent-id-", made)
+    return made
+
+
+def sweep_temporaries(state_dir: Path) -> int:
+    """Remove the files this module wrote aside in ``state_dir`` and never renamed (their
+    process was killed); how many. Call it before anything writes there."""
+    removed = 0
+    for entry in state_dir.glob(".*"):
+        if entry.name.startswith(_TEMPORARY_PREFIXES) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted write", entry)
+            removed += 1
+    return removed
+
+
+def _replace(path: Path, prefix: str, data: object) -> None:
+    """Write ``data`` as JSON (a bare string as text) aside, then rename it to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        if isinstance(data, str):
+            out.write(data)
+        else:
+            json.dump(data, out, indent=1, sort_keys=True)
+    Path(temporary).replace(path)
 
 
 def _pool_of(value: object) -> RegisteredPool | None:

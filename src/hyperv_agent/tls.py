@@ -6,18 +6,16 @@ a drop-in; it replaces the manual HTTP.sys binding the C# agent needed.
 
 from __future__ import annotations
 
+import binascii
 import datetime
+import hashlib
 import ipaddress
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hyperv_agent.errors import ConfigError
 
@@ -45,16 +43,29 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
     return Identity(cert, key, fingerprint(cert), generated)
 
 
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
+
+
 def fingerprint(cert_path: Path) -> str:
+    """SHA-256 of the first certificate in the PEM file, as ``AB:CD:...``."""
     try:
-        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except (OSError, ValueError) as error:
+        found = _PEM_CERTIFICATE.search(cert_path.read_text("ascii"))
+        if found is None:
+            raise ValueError("no PEM certificate in it")
+        der = binascii.a2b_base64(found.group(1).encode("ascii"))
+    except (OSError, ValueError) as error:  # binascii.Error and UnicodeError are ValueErrors
         raise ConfigError(f"cannot read certificate {cert_path}: {error}") from None
-    digest = certificate.fingerprint(hashes.SHA256())
-    return ":".join(f"{byte:02X}" for byte in digest)
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
 
 
 def _generate(cert_path: Path, key_path: Path) -> None:
+    # cryptography is needed to make a certificate, not to serve one: imported only here.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     host = socket.gethostname()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])

@@ -1,24 +1,36 @@
-"""backend = "auto": the choice of a Windows host's own backend, and its probes."""
+"""backend = "auto": the choice of a Windows host's own backend, its probes, and the backend
+open_backend then opens."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from hyperv_agent.backends import open_backend
+from hyperv_agent.cim.api import CIMV2_NAMESPACE
+from hyperv_agent.cim.local import LocalCim
 from hyperv_agent.cim.localchoice import (
     choose_local_backend,
     pymi_problem,
     winrm_problem,
     winrm_url,
 )
+from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.cli import main
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import ConfigError
+from hyperv_agent.hostfs.local import LocalFiles
+from hyperv_agent.service import open_files
+from tests.cim.pymi_fake import FakeMiSession
 from tests.conftest import off_windows
 
 
@@ -144,3 +156,69 @@ def test_auto_backend_stops_the_cli_with_one_line_off_windows(tmp_path: Path, ho
     lines = result.stderr.strip().splitlines()
     assert lines == ["error: backend 'auto' chooses the local backend of a Windows Hyper-V "
                      "host; on this machine name one: --backend emulator or wsman"]
+
+
+# --- open_backend opens what the choice names ---------------------------------------------
+
+
+def _auto(tmp_path: Path) -> AgentConfig:
+    return load_config(None, backend="auto", state_dir=tmp_path / "state",
+                       wsman={"operation_timeout_s": 45, "max_concurrent_requests": 2})
+
+
+async def test_auto_opens_the_pymi_adapter_when_pymi_imports(
+        tmp_path: Path, emulator: EmulatorCim) -> None:
+    loop = asyncio.get_running_loop()
+    sessions: list[FakeMiSession] = []
+
+    def session() -> FakeMiSession:
+        sessions.append(FakeMiSession(emulator, loop))
+        return sessions[-1]
+
+    winrm = Probe("connection refused")
+    cim = open_backend(_auto(tmp_path), lambda: choose_local_backend(True, Probe(None), winrm),
+                       mi_session=session)
+    assert isinstance(cim, LocalCim) and cim.session is sessions[0] and winrm.calls == 0
+    found = await cim.query("SELECT Caption FROM Win32_OperatingSystem", CIMV2_NAMESPACE)
+    assert [i["Caption"] for i in found] == ["Microsoft Windows Server 2019 Datacenter"]
+    await cim.close()
+    assert sessions[0].closed
+
+
+def test_auto_opens_wsman_on_localhost_as_the_service_account_without_pymi(
+        tmp_path: Path) -> None:
+    choice = partial(choose_local_backend, True, Probe("ModuleNotFoundError: No module "
+                                                       "named 'mi'"), Probe(None))
+    cim = open_backend(_auto(tmp_path), choice)
+    assert isinstance(cim, WsmanCim)
+    settings = cim.settings
+    assert (settings.url, settings.auth, settings.username, settings.password) == (
+        "http://127.0.0.1:5985/wsman", "negotiate", None, None)
+    assert (settings.operation_timeout_s, settings.max_concurrent_requests) == (45, 2)
+
+
+def test_auto_stops_with_one_line_when_neither_backend_can_work(tmp_path: Path) -> None:
+    choice = partial(choose_local_backend, True, Probe("ModuleNotFoundError: No module "
+                                                       "named 'mi'"), Probe("timed out"))
+    with pytest.raises(ConfigError) as caught:
+        open_backend(_auto(tmp_path), choice)
+    assert "\n" not in str(caught.value) and "winrm quickconfig" in str(caught.value)
+
+
+@off_windows
+def test_wmi_named_off_windows_is_one_line_naming_pymi(tmp_path: Path) -> None:
+    config = load_config(None, backend="wmi", state_dir=tmp_path / "state")
+    with pytest.raises(ConfigError) as caught:
+        open_backend(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("backend 'wmi' needs PyMI on a Windows host (")
+    assert "No module named 'mi'" in message and 'hyperv-agent[windows]' in message
+
+
+@pytest.mark.parametrize("backend", ["wmi", "auto"])
+async def test_host_files_are_the_hosts_own_for_the_local_backends(
+        tmp_path: Path, emulator: EmulatorCim, backend: str) -> None:
+    config = load_config(None, backend=backend, state_dir=tmp_path / "state")
+    files = open_files(config, LocalCim(FakeMiSession(emulator, asyncio.get_running_loop())))
+    assert type(files) is LocalFiles  # native paths: C:\ and UNC through Windows itself

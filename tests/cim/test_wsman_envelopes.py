@@ -14,6 +14,7 @@ from hyperv_agent.cim.classdecl import (
     MethodDecl,
     ParameterDecl,
     PropertyDecl,
+    RawInstance,
     typed_instance,
 )
 from hyperv_agent.cim.wsman import envelope, writing
@@ -171,6 +172,21 @@ def test_invoke_request_writes_arrays_paths_instances_and_leaves_nulls_out() -> 
     assert "&lt;INSTANCE/&gt;" in text  # the embedded instance as escaped text
     timeout = body[-1].find(q("http://schemas.dmtf.org/wbem/wscim/1/common", "Interval"))
     assert timeout is not None and timeout.text == "P0DT0H0M10S"
+
+
+def test_invoke_request_writes_an_object_parameter_as_a_nested_instance() -> None:
+    method = MethodDecl("Create", (ParameterDecl("ProcessStartupInformation", "object", False,
+                                                 "in"),))
+    startup = CimInstance.build("Win32_ProcessStartup", [
+        CimProperty("ShowWindow", "uint16", False, 0), CimProperty("Title", "string", False, None),
+        CimProperty("EnvironmentVariables", "string", True, ("A=1", "B=2"))], None, "root\\cimv2")
+    body = envelope.input_body("root\\cimv2", "Win32_Process", method,
+                               {"ProcessStartupInformation": startup}, lambda i: "<INSTANCE/>")
+    again = fromstring(tostring(body, encoding="unicode"))  # as the host parses the request
+    raw = read_instance(again).values["ProcessStartupInformation"]
+    assert isinstance(raw, RawInstance)
+    assert (raw.class_name, raw.namespace) == ("Win32_ProcessStartup", "root\\cimv2")
+    assert raw.values == {"ShowWindow": "0", "EnvironmentVariables": ("A=1", "B=2")}
 
 
 def test_invoke_request_refuses_an_unknown_in_parameter() -> None:

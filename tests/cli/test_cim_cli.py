@@ -82,3 +82,12 @@ def test_invoke_calls_method_and_prints_out_parameters(tmp_path: Path) -> None:
     assert out == {"ReturnValue": 0, "SummaryInformation": []}
     bad = _cli("cim", "invoke", "--state-dir", str(tmp_path), VSMS, "NoSuchMethod")
     assert bad.returncode != 0 and "NoSuchMethod" in bad.stderr
+
+
+def test_backend_choices_are_the_backends_the_configuration_knows() -> None:
+    from typing import get_args
+
+    from hyperv_agent import cli
+    from hyperv_agent.config import Backend
+
+    assert sorted(cli.BACKENDS) == sorted(get_args(Backend))

@@ -32,6 +32,7 @@ from hyperv_agent.service import Agent, build_agent
 
 API = "/api/HypervResource/"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
+LOCAL_POOL = "C:\\pool"  # local_storage_path of the agents these tests run: a registered root
 
 
 WSMAN_USER = "cloudstack"
@@ -111,8 +112,9 @@ def client_context() -> ssl.SSLContext:
 @pytest.fixture
 def agent_config(tmp_path: Path) -> Callable[..., AgentConfig]:
     def make(**overrides: Any) -> AgentConfig:
+        values: dict[str, Any] = {"local_storage_path": LOCAL_POOL, **overrides}
         return load_config(None, state_dir=tmp_path / "state", backend="emulator",
-                           private_ip=PRIVATE_IP, **overrides)
+                           private_ip=PRIVATE_IP, **values)
 
     return make
 
@@ -183,6 +185,8 @@ def config_with_shares(tmp_path: Path, shares: dict[str, Path], agent_toml: str 
     config_file.write_text("\n".join(lines) + "\n")
     values: dict[str, Any] = {"state_dir": tmp_path / "state", "backend": "emulator",
                               "private_ip": PRIVATE_IP, **overrides}
+    if "local_storage_path" not in agent_toml:
+        values.setdefault("local_storage_path", LOCAL_POOL)
     return load_config(config_file, **values)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
@@ -261,7 +262,7 @@ async def test_download_fails_and_copies_nothing_when_source_path_is_bad(
 @pytest.mark.parametrize(("src_store", "dest_store", "expected"), [
     (_nfs("cifs://10.9.9.9/nowhere"), _primary(), "10.9.9.9"),  # unreachable share
     (_nfs("nfs://10.1.1.1/secondary"), _primary(), "nfs://"),
-    (_nfs(), _primary("C:\\absent"), "does not exist"),  # unknown pool folder
+    (_nfs(), _primary("C:\\absent"), "pool root C:\\absent is not registered"),
     (_nfs(), _primary("..\\pool"), "not an absolute"),
 ])
 async def test_download_fails_with_clear_details_when_a_store_is_unusable(
@@ -351,7 +352,12 @@ async def test_volume_from_template_is_a_full_copy_when_full_clone_flag_is_set(
 async def test_volume_from_template_is_a_full_copy_when_pools_differ(agent: Running) -> None:
     template = _template_on_pool(agent, folder="gold")
     other = _pool(agent)
-    data = await _copied(agent, _copy(_template(_primary("C:\\gold"), path="tmpl-1"),
+    gold = "0b2ac2a4-7b0c-4a57-9a8e-3f3d1e0c0a11"
+    _, registered = await agent.answer(names.MODIFY_STORAGE_POOL_COMMAND, {"add": True, "pool": {
+        "uuid": gold, "host": "10.1.1.1", "path": "C:\\gold", "type": "Filesystem"},
+        "localPath": "C:\\gold"})
+    assert registered["result"] is True, registered
+    data = await _copied(agent, _copy(_template(_primary("C:\\gold", uuid=gold), path="tmpl-1"),
                                       _volume(_primary())))
     assert (other / f"{data['path']}.vhdx").read_bytes() == template.read_bytes()
 

@@ -120,6 +120,10 @@ async def test_attach_and_dettach_of_a_path_less_iso_empty_the_dvd_drive(ms: Run
     _disk(_local(ms, LOCAL_POOL) / "03164c49-b0a9-4db9-baf2-20e389d54e6a.vhdx")
     iso = _local(ms, "C:\\isos") / "tools.iso"
     iso.write_bytes(b"CD001" * 100)
+    _, registered = await ms.answer(names.MODIFY_STORAGE_POOL_COMMAND, {"add": True, "pool": {
+        "uuid": "c6a3e1f0-0d6e-4b8e-9a43-1f1d2e3c4b5a", "host": "127.0.0.1",
+        "path": "C:\\isos", "type": "Filesystem"}, "localPath": "C:\\isos"})
+    assert registered["result"] is True, registered
     await ms.answer(names.START_COMMAND, body)
     vm, _ = await _vm(ms.emulator, "i-2-5-VM")
     empty_iso = body["vm"]["disks"][1]

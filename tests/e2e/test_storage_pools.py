@@ -129,6 +129,24 @@ async def test_create_and_delete_pool_answer_success(pools: Running) -> None:
     assert created["result"] is True and deleted["result"] is True
 
 
+async def test_create_pool_registers_the_pool_it_carries_and_never_fails_the_ms(
+    pools: Running,
+) -> None:
+    (_drive_c(pools) / "pools" / "p2").mkdir(parents=True)
+    body = _modify(True, "Filesystem", "127.0.0.1", "C:\\pools\\p2", "C:\\pools\\p2")
+    _, created = await pools.answer("com.cloud.agent.api.CreateStoragePoolCommand", body)
+    assert created["result"] is True and "registered at C:\\pools\\p2" in created["details"]
+    _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "Filesystem",
+                                          "localPath": "C:\\pools\\p2"})
+    assert stats["result"] is True, stats
+    absent = _modify(True, "Filesystem", "127.0.0.1", "C:\\pools\\gone", "C:\\pools\\gone")
+    _, created = await pools.answer("com.cloud.agent.api.CreateStoragePoolCommand", absent)
+    assert created["result"] is True and "not registered here" in created["details"]
+    _, stats = await pools.answer(STATS, {"id": "x", "pooltype": "Filesystem",
+                                          "localPath": "C:\\pools\\gone"})
+    assert stats["result"] is False and "not registered" in stats["details"]
+
+
 def _check_on_host(ip: str) -> dict[str, object]:
     return {"host": {"guid": "neighbour", "privateNetwork": {"ip": ip}}, "contextMap": {}}
 

@@ -59,6 +59,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Running]:
 state_dir = "{tmp_path / 'state'}"
 backend = "emulator"
 private_ip = "192.168.100.10"
+local_storage_path = 'C:\\pool'
 [emulator.shares]
 '\\\\10.1.1.1\\secondary' = "{tmp_path / 'secondary'}"
 """)
@@ -156,7 +157,7 @@ async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_si
     ({"uuid": None}, "uuid is missing"),
     ({"size": 0}, "positive"),
     ({"size": "big"}, "size"),
-    ({"dataStore": _store("C:\\absent")}, "does not exist"),
+    ({"dataStore": _store("C:\\absent")}, "pool root C:\\absent is not registered"),
     ({"dataStore": _store("relative\\pool")}, "not an absolute"),
     ({"format": "QCOW2"}, "not VHD or VHDX"),
 ])

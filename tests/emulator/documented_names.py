@@ -923,6 +923,45 @@ _WIN32: Final = (
         ),
         namespace=CIMV2,
     ),
+    # Documented but not tabulated: AttachDebugger, GetAvailableVirtualSize, GetOwner,
+    # GetOwnerSid, SetPriority.
+    _cls(
+        "Win32_Process",
+        "CIM_Process",
+        _props(
+            "string Caption CommandLine CreationClassName CSCreationClassName CSName"
+            " Description ExecutablePath Handle Name OSCreationClassName OSName Status"
+            " WindowsVersion; datetime CreationDate InstallDate TerminationDate;"
+            " uint16 ExecutionState; uint32 HandleCount MaximumWorkingSetSize"
+            " MinimumWorkingSetSize PageFaults PageFileUsage ParentProcessId PeakPageFileUsage"
+            " PeakWorkingSetSize Priority ProcessId QuotaNonPagedPoolUsage QuotaPagedPoolUsage"
+            " QuotaPeakNonPagedPoolUsage QuotaPeakPagedPoolUsage SessionId ThreadCount;"
+            " uint64 KernelModeTime OtherOperationCount OtherTransferCount PeakVirtualSize"
+            " PrivatePageCount ReadOperationCount ReadTransferCount UserModeTime VirtualSize"
+            " WorkingSetSize WriteOperationCount WriteTransferCount",
+        ),
+        (
+            _method("Create", "in string CommandLine CurrentDirectory;"
+                    " in object ProcessStartupInformation; out uint32 ProcessId"),
+            _method("Terminate", "in uint32 Reason"),
+        ),
+        CIMV2,
+    ),
+    # An abstract method-parameter class: the type of Create's ProcessStartupInformation.
+    _cls(
+        "Win32_ProcessStartup",
+        "Win32_MethodParameterClass",
+        _props("uint32 CreateFlags FillAttribute PriorityClass X XCountChars XSize Y"
+               " YCountChars YSize; string[] EnvironmentVariables; uint16 ErrorMode ShowWindow;"
+               " string Title WinstationDesktop"),
+        namespace=CIMV2,
+    ),
+    _cls(
+        "Win32_SystemOperatingSystem",
+        "CIM_InstalledOS",
+        _props("boolean PrimaryOS; reference GroupComponent PartComponent"),
+        namespace=CIMV2,
+    ),
 )
 
 ALL_CLASSES: Final[tuple[DocClass, ...]] = (*_VIRTUALIZATION, *_CIM_BASES, *_WIN32)

@@ -70,3 +70,13 @@ async def test_files_on_drive_c_are_reached_over_smb(admin_share: Samba) -> None
     assert stat is not None and stat.size == len("on the host")
     assert await files.remove("C:\\pool\\note.txt")
     assert not (admin_share.share_dir / "pool" / "note.txt").exists()
+
+
+async def test_links_are_judged_on_the_administrative_share(admin_share: Samba) -> None:
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    files = AdminShareFiles(SmbFiles(port=admin_share.port, connect_timeout_s=5),
+                            admin_share.server, credentials)
+    await files.make_dirs("C:\\walk\\inner")
+    assert await files.link_out("C:\\walk", "C:\\walk\\inner\\disk.vhdx") is None
+    with pytest.raises(PathNotAllowed):
+        await files.link_out("C:\\walk", "walk\\inner")

@@ -1,4 +1,4 @@
-"""hostfs.locations: cifs:// URLs, pool locations, path confinement, template.properties."""
+"""hostfs.locations: cifs:// URLs, pool locations, path confinement."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from hyperv_agent.errors import BadStorageUrl, BadTemplateProperties, PathNotAllowed
+from hyperv_agent.errors import BadStorageUrl, PathNotAllowed
 from hyperv_agent.hostfs.locations import (
     Credentials,
     LocalFolder,
@@ -18,8 +18,6 @@ from hyperv_agent.hostfs.locations import (
     confine_absolute,
     from_primary_store,
     parse_cifs_url,
-    parse_template_properties,
-    template_properties,
 )
 
 SECRET = "1pass@word1"
@@ -439,85 +437,3 @@ def test_absolute_result_stays_inside_root_when_path_is_hostile(root: str, path:
         except PathNotAllowed:
             continue
         assert _inside(root, result)
-
-
-# --- template.properties ---------------------------------------------------------------------
-
-EXPECTED_PROPERTIES = (
-    "id=206\n"
-    "filename=206-2-73592258.vhdx\n"
-    "vhdx.filename=206-2-73592258.vhdx\n"
-    "uniquename=206-2-73592258\n"
-    "vhdx=true\n"
-    "virtualsize=10737418240\n"
-    "vhdx.virtualsize=10737418240\n"
-    "size=4194304\n"
-    "vhdx.size=4194304\n"
-    "public=false\n"
-)
-
-
-def test_properties_follow_documented_order_when_template_is_written() -> None:
-    text = template_properties(template_id=206, name="206-2-73592258", image_format="VHDX",
-                               virtual_size_bytes=10737418240, file_size_bytes=4194304)
-    assert text == EXPECTED_PROPERTIES
-    assert "\r" not in text
-    text.encode("iso-8859-1")
-
-
-def test_properties_round_trip_when_written_then_parsed() -> None:
-    parsed = parse_template_properties(EXPECTED_PROPERTIES)
-    assert list(parsed) == ["id", "filename", "vhdx.filename", "uniquename", "vhdx",
-                            "virtualsize", "vhdx.virtualsize", "size", "vhdx.size", "public"]
-    assert parsed["vhd" + "x.size"] == "4194304" and parsed["vhdx"] == "true"
-
-
-@given(st.text(min_size=1, max_size=30))
-def test_properties_round_trip_when_name_has_special_characters(name: str) -> None:
-    text = template_properties(template_id=1, name=name, image_format="vhd",
-                               virtual_size_bytes=2, file_size_bytes=3)
-    text.encode("iso-8859-1")
-    assert text.count("\n") == 10
-    parsed = parse_template_properties(text)
-    assert parsed["uniquename"] == name and parsed["filename"] == f"{name}.vhd"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("a=1\nb = 2\n", {"a": "1", "b": "2"}),
-        ("a:1\r\nb 2\r\n", {"a": "1", "b": "2"}),
-        ("# comment\n! other\n\n  a=1\n", {"a": "1"}),
-        ("a=one \\\n   two\n", {"a": "one two"}),
-        ("a=\\u0041\\t\\=\\\\\n", {"a": "A\t=\\"}),
-        ("a\\ b=c\n", {"a b": "c"}),
-        ("a=1\na=2\n", {"a": "2"}),
-        ("a\n", {"a": ""}),
-        ("a=#not-comment\n", {"a": "#not-comment"}),
-        ("a=x\\\\\nb=y", {"a": "x\\", "b": "y"}),
-    ],
-    ids=["equals", "colon-space-crlf", "comments", "continuation", "escapes",
-         "escaped-space-key", "last-wins", "key-only", "hash-in-value", "even-backslashes"],
-)
-def test_properties_are_read_when_text_uses_java_syntax(text: str,
-                                                        expected: dict[str, str]) -> None:
-    assert parse_template_properties(text) == expected
-
-
-def test_properties_are_refused_when_unicode_escape_is_malformed() -> None:
-    with pytest.raises(BadTemplateProperties):
-        parse_template_properties("a=\\u12g4\n")
-
-
-@pytest.mark.parametrize(
-    ("image_format", "virtual_size", "file_size", "name"),
-    [("", 1, 1, "n"), ("v/hd", 1, 1, "n"), ("VHD", -1, 1, "n"), ("VHD", 1, -1, "n"),
-     ("VHD", 1, 1, "")],
-    ids=["empty-format", "format-with-slash", "negative-virtual", "negative-file", "no-name"],
-)
-def test_properties_are_refused_when_inputs_are_invalid(
-    image_format: str, virtual_size: int, file_size: int, name: str
-) -> None:
-    with pytest.raises(BadTemplateProperties):
-        template_properties(template_id=1, name=name, image_format=image_format,
-                            virtual_size_bytes=virtual_size, file_size_bytes=file_size)

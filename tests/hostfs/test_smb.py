@@ -27,6 +27,7 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation, parse_cifs_url
 from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hostfs.smb import SmbFiles
+from hyperv_agent.hostfs.smb import redirects as smb_redirects
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import PRIVATE_IP, Running, serving
 from tests.samba import Samba, free_port
@@ -353,6 +354,47 @@ async def test_dot_dot_inside_a_share_resolves_within_it(smb: SmbFiles, share: S
     assert (share.local / "flat.txt").read_text() == "ok"
 
 
+# --- links: not followed out of a pool ------------------------------------------------------
+
+
+async def test_link_out_walks_plain_folders_and_stops_where_nothing_exists_yet(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "a" / "b").mkdir(parents=True)
+    (share.local / "a" / "b" / "f.vhdx").write_bytes(b"disk")
+    assert await smb.link_out(share.unc, share.path("a", "b", "f.vhdx")) is None
+    assert await smb.link_out(share.unc, share.path("a", "new", "g.vhdx")) is None
+    with pytest.raises(PathNotAllowed):
+        await smb.link_out(share.unc, share.path("..", "..", "elsewhere"))
+
+
+async def test_link_out_of_the_share_leads_nowhere_when_samba_serves_it(
+    smb: SmbFiles, share: Share, samba: Samba
+) -> None:
+    """Samba follows its links itself and keeps them inside the share ("wide links = no",
+    its default): one out of it is not there for a client, so nothing beyond is read."""
+    beyond = samba.root / f"beyond-{uuid.uuid4().hex[:6]}"
+    beyond.mkdir()
+    (beyond / "secret.vhdx").write_bytes(b"secret")
+    (share.local / "out").symlink_to(beyond, target_is_directory=True)
+    assert await smb.stat(share.path("out", "secret.vhdx")) is None
+    assert await smb.link_out(share.unc, share.path("out", "secret.vhdx")) is None
+
+
+@pytest.mark.parametrize(("attributes", "tag", "redirects"), [
+    (0x400, 0xA000000C, True),  # IO_REPARSE_TAG_SYMLINK
+    (0x400 | 0x10, 0xA0000003, True),  # IO_REPARSE_TAG_MOUNT_POINT: a junction
+    (0x400, 0x00000000, True),  # a reparse point whose tag the server did not give
+    (0x400, 0x80000013, False),  # IO_REPARSE_TAG_DEDUP: a deduplicated VHDX holds its data
+    (0x400, 0x9000001A, False),  # IO_REPARSE_TAG_CLOUD: placeholders hold their own data too
+    (0x20, 0x00000000, False),  # an ordinary file
+])
+def test_only_name_redirecting_reparse_points_count_as_links(
+    attributes: int, tag: int, redirects: bool
+) -> None:
+    assert smb_redirects(attributes, tag) is redirects
+
+
 async def test_concurrent_calls_share_one_connection_when_they_start_together(
     samba: Samba, share: Share
 ) -> None:
@@ -394,6 +436,13 @@ async def test_routing_sends_configured_servers_to_smb_and_the_rest_to_the_base(
     assert routed.backend("C:\\x") is routed.base
     with pytest.raises(HostFileError, match="no such share"):
         await routed.exists("\\\\10.1.1.2\\x\\y")  # not on Samba: the emulator has no such share
+
+
+async def test_routing_counts_a_path_on_another_backend_than_its_root_as_out(
+    routed: RoutedFiles, share: Share
+) -> None:
+    assert await routed.link_out("C:\\pool", share.path("x.vhdx")) == share.path("x.vhdx")
+    assert await routed.link_out(share.unc, share.path("x.vhdx")) is None
 
 
 async def test_routing_streams_copies_between_the_host_and_a_share(

@@ -30,6 +30,7 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, OpenMode
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import TransferError, parse_checksum, transfer
 
@@ -327,6 +328,30 @@ class _FillingWriter(io.RawIOBase):
         super().close()
 
 
+async def test_copy_sweeps_its_agents_stale_aside_files_but_not_a_running_copys_or_others(
+        tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    mine, theirs, older = (".lost.vhd.partial-aaaa0001-0123456789ab",
+                           ".x.vhd.partial-bbbb0002-0123456789ab", ".y.vhd.partial-0123456789ab")
+    for name in (mine, theirs, older):
+        (pool / name).write_bytes(b"left by a killed copy")
+    big, small = tmp_path / "big.vhd", tmp_path / "small.vhd"
+    big.write_bytes(os.urandom(3 * COPY_CHUNK_BYTES))
+    small.write_bytes(b"small disk")
+    aside, gated = AsideFiles("aaaa0001"), _Gated()
+    running = asyncio.create_task(transfer(gated, str(big), str(pool / "slow.vhd"),
+                                           digest="md5", aside=aside))
+    assert await asyncio.to_thread(gated.started.wait, 10)
+    (writing,) = [n for n in os.listdir(pool) if n.startswith(".slow.vhd.partial-aaaa0001-")]
+    await transfer(LocalFiles(), str(small), str(pool / "new.vhd"), aside=aside)
+    assert sorted(os.listdir(pool)) == sorted(["new.vhd", writing, theirs, older])
+    gated.release.set()
+    await running
+    assert sorted(os.listdir(pool)) == sorted(["new.vhd", "slow.vhd", theirs, older])
+    assert (pool / "slow.vhd").read_bytes() == big.read_bytes()
+
+
 @pytest.mark.parametrize("name", ["t.vhd", "t.vhd.gz"])
 async def test_cancelled_copy_leaves_nothing_when_cancelled_midway(
         tmp_path: Path, name: str) -> None:
@@ -467,6 +492,7 @@ def test_agent_process_stays_small_when_it_copies_a_large_verified_file(
 
 _KILLED_CHILD = """
 import asyncio, sys
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import transfer
 asyncio.run(transfer(LocalFiles(), sys.argv[1], sys.argv[2], digest="sha256"))

@@ -1,7 +1,7 @@
 """The CIM seam: the one interface every Hyper-V operation is written against.
 
 Three backends implement it: local WMI through PyMI (``cim/local.py``), CIM over
-WS-Management (``cim/wsman.py``) and the embedded emulator (``emulator/``). The shapes
+WS-Management (``cim/wsman/``) and the embedded emulator (``emulator/``). The shapes
 here are chosen so that each can implement them without guessing:
 
 * instances carry typed properties (CIM type + array flag), so an embedded-instance
@@ -281,8 +281,11 @@ class CimInstance:
 
 
 def _typed(instance: CimInstance, name: str, kind: type[_T]) -> _T | None:
-    value = instance[name]
-    if value is None or (isinstance(value, kind) and (kind is bool) == isinstance(value, bool)):
+    prop = instance.properties.get(name.lower())
+    value = prop.value if prop is not None else instance[name]  # raises for an unknown name
+    if value is None or type(value) is kind:
+        return value
+    if isinstance(value, kind) and (kind is bool) == isinstance(value, bool):
         return value
     raise CimError(f"{instance.class_name}.{name} is {value!r}, not a {kind.__name__}")
 

@@ -1,12 +1,12 @@
 """Provider and transport failures as the seam's typed errors (backend-neutral).
 
 A WMI failure carries up to three codes: the CIM status (DSP0004 ``CIM_ERR_*``, also
-MSFT_WmiError's ``CIMStatusCode`` and MI's ``MI_Result``), a WMI HRESULT
-(``WBEM_E_*``, 0x8004xxxx) and, over WS-Management, a fault subcode
-(``w:InvalidSelectors``) with a fault detail (``…/faultDetail/ResourceNotFound``).
-``to_error`` picks the ``CimError`` subclass from the most specific code present and
-keeps the provider's message on one line; ``describe`` goes the other way, for a server
-that has to report an error of the seam.
+MSFT_WmiError's ``CIMStatusCode`` and MI's ``MI_Result``, which PyMI reports as
+``mi_result``), a WMI HRESULT (``WBEM_E_*``, 0x8004xxxx; PyMI's ``error_code``) and,
+over WS-Management, a fault subcode (``w:InvalidSelectors``) with a fault detail
+(``…/faultDetail/ResourceNotFound``). ``to_error`` picks the ``CimError`` subclass from
+the most specific code present and keeps the provider's message on one line; ``describe``
+goes the other way, for a server that has to report an error of the seam.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ WBEM_E_INVALID_CLASS = 0x80041010
 WBEM_E_INVALID_QUERY = 0x80041017
 WBEM_E_INVALID_METHOD = 0x8004102E
 WBEM_E_INVALID_METHOD_PARAMETERS = 0x8004102F
+WBEM_S_TIMEDOUT = 0x00040004  # an operation that did not finish in time (PyMI's timeouts)
 
 _BY_STATUS: dict[int, type[CimError]] = {
     CIM_ACCESS_DENIED: CimAccessDenied,
@@ -69,6 +70,7 @@ _BY_HRESULT: dict[int, type[CimError]] = {
     WBEM_E_INVALID_CLASS: CimInvalidClass,
     WBEM_E_INVALID_QUERY: CimInvalidQuery,
     WBEM_E_INVALID_METHOD: CimInvalidMethod,
+    WBEM_S_TIMEDOUT: CimUnavailable,
 }
 # WS-Management subcodes (local names) and fault details (URI suffixes).
 _BY_SUBCODE: dict[str, type[CimError]] = {

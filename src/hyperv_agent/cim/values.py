@@ -5,11 +5,14 @@ Across the seam a ``datetime`` is DMTF text (DSP0004): a point in time
 interval ``ddddddddHHMMSS.mmmmmm:000``. WS-Management carries them as XML Schema values
 (DSP0230): ``cim:Datetime`` holds an ISO 8601 time (``2025-01-10T09:15:02.123456Z``) and
 ``cim:Interval`` an ``xs:duration`` (``P1DT2H3M4.5S``). The converters here are exact in
-both directions for every value the DMTF form can carry to the microsecond.
+both directions for every value the DMTF form can carry to the microsecond. PyMI hands
+datetimes over as Python ``datetime`` (without the UTC offset, which it drops) and
+intervals as ``timedelta``; those convert here too.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -128,3 +131,44 @@ def duration_to_dmtf_interval(duration: str) -> str:
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
     return f"{days:08d}{hours:02d}{minutes:02d}{seconds:02d}.{micros:06d}:000"
+
+
+# --- Python's datetime and timedelta (PyMI) -----------------------------------------------
+
+
+def dmtf_from_python(value: datetime.datetime | datetime.timedelta) -> str:
+    """A ``datetime`` as a DMTF time (``+000`` when it carries no UTC offset) or a
+    ``timedelta`` as a DMTF interval; CimError for a negative interval."""
+    if isinstance(value, datetime.timedelta):
+        return _interval_from_timedelta(value)
+    offset = value.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    return f"{value:%Y%m%d%H%M%S.%f}{sign}{abs(minutes):03d}"
+
+
+def _interval_from_timedelta(value: datetime.timedelta) -> str:
+    if value < datetime.timedelta(0):
+        raise CimError(f"a CIM interval cannot be negative: {value}")
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{value.days:08d}{hours:02d}{minutes:02d}{seconds:02d}.{value.microseconds:06d}:000"
+
+
+def python_from_dmtf(dmtf: str) -> datetime.datetime | datetime.timedelta:
+    """DMTF text as PyMI gives it: an interval as ``timedelta``, a time as a ``datetime``
+    without its UTC offset. CimError for anything else."""
+    interval = _DMTF_INTERVAL.fullmatch(dmtf)
+    if interval is not None:
+        g = interval.groupdict()
+        return datetime.timedelta(days=int(g["days"]), hours=int(g["h"]), minutes=int(g["mi"]),
+                                  seconds=int(g["s"]), microseconds=int(g["us"]))
+    time = _DMTF_TIME.fullmatch(dmtf)
+    if time is None:
+        raise CimError(f"not a DMTF datetime: {dmtf!r}")
+    g = time.groupdict()
+    try:
+        return datetime.datetime(int(g["y"]), int(g["mo"]), int(g["d"]), int(g["h"]),
+                                 int(g["mi"]), int(g["s"]), int(g["us"]))
+    except ValueError as error:
+        raise CimError(f"not a DMTF datetime: {dmtf!r} ({error})") from None

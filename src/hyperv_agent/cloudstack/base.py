@@ -30,6 +30,7 @@ class WireModel(BaseModel):
         serialize_by_alias=True,
         coerce_numbers_to_str=True,  # Gson reads a JSON number into a String field
         frozen=True,
+        defer_build=True,  # validators are built when a class is first used, not at import
     )
 
     @model_validator(mode="before")

@@ -6,14 +6,15 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hyperv_agent.config import AgentConfig
+if TYPE_CHECKING:
+    from hyperv_agent.config import AgentConfig
 
 Option = Callable[[Callable[..., Any]], Callable[..., Any]]
-Loader = Callable[[Path | None, str | None, Path | None, dict[str, Any]], AgentConfig]
+Loader = Callable[[Path | None, str | None, Path | None, dict[str, Any]], "AgentConfig"]
 GIB = 1024**3
 
 

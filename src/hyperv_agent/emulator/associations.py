@@ -6,15 +6,26 @@ association class and with which roles (source role, other role).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import bootsources, model
 from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.indexes import IndexSpec
 from hyperv_agent.emulator.jobs import is_job
+from hyperv_agent.emulator.schema import concrete_classes
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.emulator.store import Record, Transaction
+
+
+def _affected_keys(job: Record) -> tuple[str, ...]:
+    affected = job.meta.get("affected")
+    return (ObjectPath.parse(affected).normalized,) if affected else ()
+
+
+#: Jobs by the (normalised) path of what they affect.
+AFFECTED = IndexSpec("affected", _affected_keys)
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,7 @@ class Link:
     other: Record
     role: str  # the source's role
     result_role: str  # the other end's role
+    values: Mapping[str, CimValue] = field(default_factory=dict)  # its other properties
 
 
 def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -34,6 +46,7 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _metric_values(host, txn, source)
     yield from _metric_definitions(host, txn, source)
     yield from _boot_sources(host, txn, source)
+    yield from _installed_os(host, txn, source)
 
 
 def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -95,7 +108,8 @@ def _port_features(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
         guid = model.guid_of_instance_id(instance_id)
         if guid is None:
             return
-        for port in host.records("Msvm_EthernetPortAllocationSettingData", txn):
+        ports = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
+        for port in model.owned_records(txn, ports, guid):
             if instance_id.lower().startswith(f"{str(port['InstanceID']).lower()}\\"):
                 yield Link(association, port, "PartComponent", "GroupComponent")
 
@@ -109,11 +123,9 @@ def _affected_jobs(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
             if other is not None:
                 yield Link(association, other, "AffectingElement", "AffectedElement")
     elif model.is_vm(source):
-        wanted = source.path
-        for job in host.records("CIM_ConcreteJob", txn):
-            affected = job.meta.get("affected")
-            if affected and ObjectPath.parse(affected) == wanted:
-                yield Link(association, job, "AffectedElement", "AffectingElement")
+        jobs = concrete_classes("CIM_ConcreteJob", V2_NAMESPACE)
+        for job in txn.lookup(jobs, AFFECTED, source.path.normalized):
+            yield Link(association, job, "AffectedElement", "AffectingElement")
 
 
 def _metric_values(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -163,3 +175,14 @@ def _boot_sources(host: EmulatedHost, txn: Transaction, source: Record) -> Itera
         boot = bootsources.source_of(txn, source)
         if boot is not None:
             yield Link(identity, boot, "SystemElement", "SameElement")
+
+
+def _installed_os(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Win32_SystemOperatingSystem (root\\cimv2): the computer and its one, primary OS."""
+    association, primary = "Win32_SystemOperatingSystem", {"PrimaryOS": True}
+    if source.class_def.name == "Win32_ComputerSystem":
+        for system in host.records("Win32_OperatingSystem", txn):
+            yield Link(association, system, "GroupComponent", "PartComponent", primary)
+    elif source.class_def.name == "Win32_OperatingSystem":
+        for computer in host.records("Win32_ComputerSystem", txn):
+            yield Link(association, computer, "PartComponent", "GroupComponent", primary)

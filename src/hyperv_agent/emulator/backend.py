@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from hyperv_agent.cim import cimxml
 from hyperv_agent.cim.api import (
@@ -20,7 +21,7 @@ from hyperv_agent.cim.api import (
     coerce_value,
 )
 from hyperv_agent.cim.classdecl import CimClass
-from hyperv_agent.emulator import associations, classes, model, wqlparse
+from hyperv_agent.emulator import associations, classes, model, wqlindex, wqlparse
 from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
 from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
@@ -48,10 +49,15 @@ from hyperv_agent.errors import (
 )
 
 _PSEUDO = {"__path", "__class", "__relpath"}
+_T = TypeVar("_T")
 
 
 class EmulatorCim(Cim):
-    """An in-process Hyper-V host behind the CIM seam."""
+    """An in-process Hyper-V host behind the CIM seam.
+
+    Each primitive counts itself, waits out the latency model, then does its work on the
+    emulator's thread (``worker``), so the caller's event loop is never blocked by it.
+    """
 
     def __init__(self, host: EmulatedHost) -> None:
         self.host = host
@@ -68,25 +74,34 @@ class EmulatorCim(Cim):
         return self.host.counters.snapshot()
 
     async def close(self) -> None:
-        self.host.close()
+        await self.host.worker.run(self.host.close)
 
-    async def _primitive(self, name: str) -> None:
-        self.host.counters.add(name)
+    async def _primitive(self, name: str | None) -> None:
+        """Count a round trip (unless the work decides what it is) and wait out its
+        modelled latency."""
+        if name is not None:
+            self.host.counters.add(name)
         delay = self.host.config.latency.call_s
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def _work(self, work: Callable[[], _T]) -> _T:
+        return await self.host.worker.run(work)
 
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
         parsed = wqlparse.parse(wql)
         if isinstance(parsed, wqlparse.SelectQuery):
+            select = parsed
             await self._primitive("query")
-            return self._select(parsed, namespace)
+            return await self._work(lambda: self._select(select, namespace))
         await self._primitive("associators")
         if isinstance(parsed, wqlparse.AssociatorsQuery):
-            return self._associators(parsed)
-        return self._references(parsed)
+            associators = parsed
+            return await self._work(lambda: self._associators(associators, namespace))
+        references = parsed
+        return await self._work(lambda: self._references(references, namespace))
 
     def _select(self, query: wqlparse.SelectQuery, namespace: str) -> list[CimInstance]:
         classes = self._classes(query.class_name, namespace)
@@ -97,7 +112,9 @@ class EmulatorCim(Cim):
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
-        for record in txn.instances_of(classes):
+        candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored))
+        self.host.counters.add("examined", len(candidates))
+        for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):
                 continue
             instance = self._view(txn, record)
@@ -114,8 +131,9 @@ class EmulatorCim(Cim):
     def _view(self, txn: Transaction, record: Record) -> CimInstance:
         return instance_of(record, model.computed(self.host, txn, record), self.host.name)
 
-    def _associators(self, query: wqlparse.AssociatorsQuery) -> list[CimInstance]:
-        txn, source = self._source(query.path_text)
+    def _associators(self, query: wqlparse.AssociatorsQuery, namespace: str
+                     ) -> list[CimInstance]:
+        txn, source = self._source(query.path_text, namespace)
         found = [
             self._view(txn, link.other)
             for link in associations.links(self.host, txn, source)
@@ -124,19 +142,23 @@ class EmulatorCim(Cim):
         ]
         return found
 
-    def _references(self, query: wqlparse.ReferencesQuery) -> list[CimInstance]:
-        txn, source = self._source(query.path_text)
+    def _references(self, query: wqlparse.ReferencesQuery, namespace: str
+                    ) -> list[CimInstance]:
+        txn, source = self._source(query.path_text, namespace)
         return [
             _association_instance(link, source)
             for link in associations.links(self.host, txn, source)
             if _link_matches(link, query.result_class, query.role, None)
         ]
 
-    def _source(self, path_text: str) -> tuple[Transaction, Record]:
+    def _source(self, path_text: str, namespace: str) -> tuple[Transaction, Record]:
+        """The record a query's path names; a relative path is in the query's namespace."""
         try:
             path = ObjectPath.parse(path_text)
         except CimInvalidParameter as error:
             raise CimInvalidQuery(str(error)) from None
+        if ":" not in path_text.split(".", 1)[0].split("=", 1)[0]:
+            path = dataclasses.replace(path, namespace=namespace)
         txn = self.host.store.transaction()
         record = txn.get(path)
         if record is None:
@@ -144,9 +166,13 @@ class EmulatorCim(Cim):
         return txn, record
 
     async def get(self, path: ObjectPath) -> CimInstance:
+        await self._primitive(None)
+        return await self._work(lambda: self._get(path))
+
+    def _get(self, path: ObjectPath) -> CimInstance:
         record = self.host.store.get(path)
         polling = record is not None and is_job(record)
-        await self._primitive("job_poll" if polling else "get")
+        self.host.counters.add("job_poll" if polling else "get")
         if lookup(path.class_name) is None:
             raise CimInvalidClass(f"no class {path.class_name}")
         if record is None or (polling and expired(record, self.host.clock())):
@@ -155,6 +181,9 @@ class EmulatorCim(Cim):
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         await self._primitive("spawn")
+        return await self._work(lambda: self._spawn(class_name, namespace))
+
+    def _spawn(self, class_name: str, namespace: str) -> CimInstance:
         class_def = lookup(class_name)
         if class_def is None or class_def.namespace.lower() != namespace.lower():
             raise CimInvalidClass(f"no class {class_name} in namespace {namespace}")
@@ -183,6 +212,11 @@ class EmulatorCim(Cim):
         self, path: ObjectPath, method: str, params: Mapping[str, InValue] | None = None
     ) -> MethodResult:
         await self._primitive("invoke")
+        return await self._work(lambda: self._invoke(path, method, params))
+
+    def _invoke(
+        self, path: ObjectPath, method: str, params: Mapping[str, InValue] | None
+    ) -> MethodResult:
         class_def, method_def, target = self._resolve(path, method)
         self.host.counters.add(f"invoke:{method_def.name}")
         args = self._convert(method_def, params or {})
@@ -319,33 +353,37 @@ def _link_matches(
 
 def _association_instance(link: associations.Link, source: Record) -> CimInstance:
     class_def = CLASSES[link.association]
-    values = {link.role: str(source.path), link.result_role: str(link.other.path)}
-    props = [CimProperty(p.name, "reference", False, values.get(p.name))
+    ends = {link.role: str(source.path), link.result_role: str(link.other.path)}
+    values = {**link.values, **ends}
+    props = [CimProperty(p.name, p.cim_type, p.is_array, values.get(p.name, p.default))
              for p in class_def.properties.values()]
-    path = ObjectPath(class_def.name, tuple((k, v) for k, v in sorted(values.items())))
-    return CimInstance.build(class_def.name, props, path, class_def.namespace)
+    path = ObjectPath(class_def.name, tuple(sorted(ends.items())), class_def.namespace)
+    return CimInstance.build(class_def.name, props, path, class_def.namespace,
+                             class_def.ancestors)
 
 
 def _scalar(backend: EmulatorCim, param: ParamDef, value: object) -> str | int | bool | ObjectPath:
+    converted: str | int | bool | ObjectPath | None = None
     if param.cim_type == "reference":
-        if isinstance(value, ObjectPath):
-            return value
-        if isinstance(value, CimInstance) and value.path is not None:
-            return value.path
-        if isinstance(value, str):
-            return ObjectPath.parse(value)
+        converted = _reference(value)
+    elif isinstance(value, CimInstance) and param.cim_type in ("string", "object"):
+        converted = backend.to_embedded(value)  # an embedded instance (or object) as its text
     elif param.cim_type == "string":
-        if isinstance(value, CimInstance):
-            return backend.to_embedded(value)
-        if isinstance(value, ObjectPath):
-            return str(value)
-        if isinstance(value, str):
-            return value
-    else:
+        converted = str(value) if isinstance(value, str | ObjectPath) else None
+    elif param.cim_type != "object":
         coerced = coerce_value(CimProperty(param.name, param.cim_type, False, None), value)
-        if isinstance(coerced, str | int | bool):
-            return coerced
-    raise CimInvalidParameter(f"{param.name} takes {param.cim_type}, not {value!r}")
+        converted = coerced if isinstance(coerced, str | int | bool) else None
+    if converted is None:
+        raise CimInvalidParameter(f"{param.name} takes {param.cim_type}, not {value!r}")
+    return converted
+
+
+def _reference(value: object) -> ObjectPath | None:
+    if isinstance(value, ObjectPath):
+        return value
+    if isinstance(value, CimInstance):
+        return value.path
+    return ObjectPath.parse(value) if isinstance(value, str) else None
 
 
 def _affected(call: Call) -> ObjectPath | None:

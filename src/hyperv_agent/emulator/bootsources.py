@@ -57,7 +57,7 @@ def boot_type(device: Record) -> BootSourceType | None:
 def sources_of(txn: Transaction, guid: str) -> Iterator[Record]:
     """Every boot source of the VM ``guid``."""
     prefix = f"microsoft:{guid.lower()}\\"
-    for record in txn.instances_of((CLASSES[BSSD],)):
+    for record in model.owned_records(txn, (CLASSES[BSSD],), guid):
         if str(record["InstanceID"]).lower().startswith(prefix):
             yield record
 

@@ -160,3 +160,26 @@ KVP_ITEMS_PER_CALL = 128
 
 #: How long a finished job stays queryable (TimeBeforeRemoval, 5 minutes).
 JOB_RETENTION_S = 300.0
+
+
+class ProcessReturn(IntEnum):
+    """Win32_Process.Create and Terminate return values (Microsoft's method pages)."""
+
+    SUCCESS = 0
+    ACCESS_DENIED = 2
+    INSUFFICIENT_PRIVILEGE = 3
+    UNKNOWN_FAILURE = 8
+    PATH_NOT_FOUND = 9
+    INVALID_PARAMETER = 21
+
+
+#: Programs the emulated host has in C:\Windows\System32 (the emulator's choice: every
+#: Windows Server has these); Create finds a bare program name only among them, and a
+#: full path only when the file exists on the host's drives. It runs nothing: a created
+#: process lives until Terminate.
+SYSTEM32_PROGRAMS = frozenset({
+    "cmd.exe", "ping.exe", "timeout.exe", "powershell.exe", "notepad.exe", "whoami.exe",
+    "hostname.exe", "netsh.exe", "sc.exe",
+})
+SYSTEM32 = "C:\\Windows\\System32"
+FIRST_PROCESS_ID = 1000  # created processes get ids above it, 4 apart as on Windows

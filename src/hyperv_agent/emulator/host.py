@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import time
 import uuid
@@ -17,6 +16,7 @@ from hyperv_agent.emulator.instruments import Counters, Faults
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, concrete_classes
 from hyperv_agent.emulator.store import Record, Store, Transaction
+from hyperv_agent.emulator.worker import Worker, shared
 
 Clock = Callable[[], float]
 
@@ -69,9 +69,11 @@ class EmulatedHost:
 
     registry: ClassVar[dict[str, EmulatedHost]] = {}
 
-    def __init__(self, config: EmulatorConfig, clock: Clock = time.time) -> None:
+    def __init__(self, config: EmulatorConfig, clock: Clock = time.time,
+                 worker: Worker | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.worker = worker or shared()  # where the host's work runs (see ``worker``)
         self.paths = HostPaths(config)
         self.counters = Counters()
         self.faults = Faults()
@@ -89,13 +91,9 @@ class EmulatedHost:
         return self.config.host_name
 
     def later(self, delay_s: float, action: Callable[[], None]) -> None:
-        """Run ``action`` after ``delay_s`` on the running event loop (at once without one)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            action()
-            return
-        loop.call_later(delay_s, action)
+        """Run ``action`` after ``delay_s`` on the emulator's thread (at once without an
+        event loop to time it)."""
+        self.worker.later(delay_s, action)
 
     def close(self) -> None:
         EmulatedHost.registry.pop(self.name.lower(), None)

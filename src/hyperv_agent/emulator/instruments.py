@@ -3,13 +3,17 @@
 Counters are kept per primitive (``query``, ``associators``, ``get``, ``invoke``, ``spawn``)
 and per method (``invoke:DefineSystem``); ``job_poll`` counts gets of job objects, which
 are not round trips of the operation but of its wait, and ``jobs_started`` counts the
-asynchronous jobs (each one wait for the caller).
+asynchronous jobs (each one wait for the caller). ``summarized`` counts the VMs whose
+summaries GetSummaryInformation returned (what a call asked Hyper-V to look at), and
+``examined`` the instances a SELECT evaluated its WHERE clause on (what its indexes
+could not rule out).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,16 +67,22 @@ class StepRecorder:
 
 @dataclass
 class Counters:
-    _counts: Counter[str] = field(default_factory=Counter)
+    """Counts kept by the event loop's thread and the emulator's, so behind a lock."""
 
-    def add(self, name: str) -> None:
-        self._counts[name] += 1
+    _counts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
 
     def snapshot(self) -> RoundTrips:
-        return RoundTrips(dict(self._counts))
+        with self._lock:
+            return RoundTrips(dict(self._counts))
 
     def reset(self) -> None:
-        self._counts.clear()
+        with self._lock:
+            self._counts.clear()
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
+from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
 from hyperv_agent.emulator.jobs import is_job, job_view
-from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.paths import HostPaths
+from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
 
 RASD_BASE = "CIM_ResourceAllocationSettingData"
@@ -35,7 +37,8 @@ def vssd_path(guid: str) -> ObjectPath:
 
 
 def is_vm(record: Record) -> bool:
-    return record.class_def.name == "Msvm_ComputerSystem" and record["Caption"] == codes.CAPTION_VM
+    return (record.class_def.name == "Msvm_ComputerSystem"
+            and record.values.get("Caption") == codes.CAPTION_VM)
 
 
 def guid_of_instance_id(instance_id: str) -> str | None:
@@ -49,27 +52,47 @@ def guid_of_instance_id(instance_id: str) -> str | None:
 
 def guid_of(record: Record) -> str | None:
     """The VM a record belongs to (a VM, its settings, devices or runtime components)."""
+    values = record.values
     if is_vm(record):
-        return str(record["Name"])
-    instance_id = record["InstanceID"]
-    if isinstance(instance_id, str) and "InstanceID" in record.values:
+        return str(values.get("Name"))
+    instance_id = values.get("InstanceID")
+    if isinstance(instance_id, str):
         return guid_of_instance_id(instance_id)
-    system_name = record["SystemName"]
+    system_name = values.get("SystemName")
     return str(system_name) if isinstance(system_name, str) else None
+
+
+def _owner_keys(record: Record) -> tuple[str, ...]:
+    guid = guid_of(record)
+    return (guid.lower(),) if guid else ()
+
+
+#: Records by the VM they belong to (``guid_of``, lower case), so what one VM owns is
+#: found without walking the host.
+OWNER = IndexSpec("owner", _owner_keys)
+
+
+def owned_records(txn: Transaction, classes: tuple[ClassDef, ...], guid: str) -> list[Record]:
+    """The records of ``classes`` that belong to the VM ``guid``."""
+    return txn.lookup(classes, OWNER, guid.lower())
 
 
 def device_records(txn: Transaction, guid: str) -> Iterator[Record]:
     """Every resource setting (processor, memory, controllers, drives, media, NICs, ports)."""
     prefix = f"microsoft:{guid.lower()}\\"
-    for record in txn.instances_of(concrete_classes(RASD_BASE, V2_NAMESPACE)):
+    for record in owned_records(txn, concrete_classes(RASD_BASE, V2_NAMESPACE), guid):
         instance_id = record["InstanceID"]
         if isinstance(instance_id, str) and instance_id.lower().startswith(prefix):
             yield record
 
 
 def feature_records(txn: Transaction, port: Record) -> Iterator[Record]:
+    """The port features under ``port`` (their InstanceIDs extend the port's)."""
     prefix = f"{str(port['InstanceID']).lower()}\\"
-    for record in txn.instances_of(concrete_classes(FEATURE_BASE, V2_NAMESPACE)):
+    classes = concrete_classes(FEATURE_BASE, V2_NAMESPACE)
+    guid = guid_of_instance_id(str(port["InstanceID"]))
+    candidates = txn.instances_of(classes) if guid is None else owned_records(txn, classes, guid)
+    for record in candidates:
         if str(record["InstanceID"]).lower().startswith(prefix):
             yield record
 
@@ -77,13 +100,38 @@ def feature_records(txn: Transaction, port: Record) -> Iterator[Record]:
 def runtime_records(txn: Transaction, guid: str) -> Iterator[Record]:
     """The VM's runtime integration components (present only while it runs)."""
     classes = (CLASSES["Msvm_KvpExchangeComponent"], CLASSES["Msvm_ShutdownComponent"])
-    for record in txn.instances_of(classes):
+    for record in owned_records(txn, classes, guid):
         if str(record["SystemName"]).lower() == guid.lower():
             yield record
 
 
+def _medium_file_keys(record: Record) -> tuple[str, ...]:
+    resources = record["HostResource"]
+    if not isinstance(resources, tuple) or not resources:
+        return ()
+    return (HostPaths.identity(str(resources[0])),)
+
+
+#: Storage settings by the file they hold (``HostPaths.identity`` of HostResource[0]).
+MEDIUM_FILE = IndexSpec("medium-file", _medium_file_keys)
+
+
+def media_of_file(txn: Transaction, path: str) -> list[Record]:
+    """Every Msvm_StorageAllocationSettingData whose HostResource names the file ``path``."""
+    classes = concrete_classes("Msvm_StorageAllocationSettingData", V2_NAMESPACE)
+    return txn.lookup(classes, MEDIUM_FILE, HostPaths.identity(path))
+
+
 def is_running(vm: Record) -> bool:
     return vm["EnabledState"] in (EnabledState.ENABLED, EnabledState.QUIESCE)
+
+
+def _running_memory(record: Record) -> int:
+    return int(record.meta.get("memory_mb", 0)) if is_vm(record) and is_running(record) else 0
+
+
+#: Memory held by running or paused VMs, kept as VMs change rather than summed each time.
+RUNNING_MEMORY = TallySpec("running-memory", _running_memory)
 
 
 def generation(vssd: Record) -> int:
@@ -92,11 +140,21 @@ def generation(vssd: Record) -> int:
 
 def running_memory_mb(host: EmulatedHost, txn: Transaction) -> int:
     """Memory held by VMs that are running or paused."""
-    total = 0
-    for vm in host.records("Msvm_ComputerSystem", txn):
-        if is_vm(vm) and is_running(vm):
-            total += int(vm.meta.get("memory_mb", 0))
-    return total
+    return txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), RUNNING_MEMORY)
+
+
+_COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem")
+
+
+def seen_as_stored(class_def: ClassDef, name: str) -> bool:
+    """Whether a query sees property ``name`` of ``class_def`` as stored, so an index of
+    stored values answers for it: ``computed`` lays nothing over it."""
+    if class_def.name == "Msvm_ConcreteJob" or "CIM_ConcreteJob" in class_def.ancestors:
+        return False
+    if class_def.name in _COMPUTED_CLASSES:
+        return False
+    return not (class_def.name == "Msvm_ComputerSystem"
+                and name.lower() == "ontimeinmilliseconds")
 
 
 def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, CimValue]:

@@ -60,4 +60,9 @@ class HostPaths:
     @staticmethod
     def same(a: str, b: str) -> bool:
         """Whether two Windows paths name the same file (case-insensitive, normalised)."""
-        return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))
+        return HostPaths.identity(a) == HostPaths.identity(b)
+
+    @staticmethod
+    def identity(path: str) -> str:
+        """What two Windows paths naming the same file have in common (see ``same``)."""
+        return ntpath.normcase(ntpath.normpath(path))

@@ -11,6 +11,7 @@ Each property line is ``Name type`` or ``Name type[]``; ``key`` marks key proper
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -54,10 +55,15 @@ class ClassDef:
     methods: Mapping[str, MethodDef] = field(default_factory=dict)  # keyed lower-case
     association: bool = False
 
-    @property
+    @functools.cached_property
     def keys(self) -> tuple[PropDef, ...]:
         """Key properties in the order WMI writes them in a path (alphabetical)."""
         return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
+
+    @functools.cached_property
+    def array_names(self) -> tuple[str, ...]:
+        """The names of the array properties."""
+        return tuple(p.name for p in self.properties.values() if p.is_array)
 
     def prop(self, name: str) -> PropDef | None:
         return self.properties.get(name.lower())
@@ -674,8 +680,9 @@ MetricCollectionEnabled uint16 = 2
 
 # --- root\cimv2 ---------------------------------------------------------------------------
 
+# A singleton, as on Windows: its path is Win32_OperatingSystem=@.
 _class("Win32_OperatingSystem", "CIM_OperatingSystem", """
-Name string key
+Name string
 Caption string
 Version string
 BuildNumber string
@@ -743,7 +750,81 @@ Name string key
 PercentIdleTime uint64
 PercentProcessorTime uint64
 """, namespace=CIMV2_NAMESPACE)
+_class("Win32_Process", "CIM_Process", """
+Handle string key
+Caption string
+CommandLine string
+CreationClassName string
+CreationDate datetime
+CSCreationClassName string
+CSName string
+Description string
+ExecutablePath string
+ExecutionState uint16
+HandleCount uint32
+InstallDate datetime
+KernelModeTime uint64
+MaximumWorkingSetSize uint32
+MinimumWorkingSetSize uint32
+Name string
+OSCreationClassName string
+OSName string
+OtherOperationCount uint64
+OtherTransferCount uint64
+PageFaults uint32
+PageFileUsage uint32
+ParentProcessId uint32
+PeakPageFileUsage uint32
+PeakVirtualSize uint64
+PeakWorkingSetSize uint32
+Priority uint32
+PrivatePageCount uint64
+ProcessId uint32
+QuotaNonPagedPoolUsage uint32
+QuotaPagedPoolUsage uint32
+QuotaPeakNonPagedPoolUsage uint32
+QuotaPeakPagedPoolUsage uint32
+ReadOperationCount uint64
+ReadTransferCount uint64
+SessionId uint32
+Status string
+TerminationDate datetime
+ThreadCount uint32
+UserModeTime uint64
+VirtualSize uint64
+WindowsVersion string
+WorkingSetSize uint64
+WriteOperationCount uint64
+WriteTransferCount uint64
+""", methods=(
+    "Create(in CommandLine string, in CurrentDirectory string, "
+    "in ProcessStartupInformation object, out ProcessId uint32)",
+    "Terminate(in Reason uint32)",
+), namespace=CIMV2_NAMESPACE)
+# Abstract on Windows (a method-parameter class): no instances, only spawned ones.
+_class("Win32_ProcessStartup", "Win32_MethodParameterClass", """
+CreateFlags uint32
+EnvironmentVariables string[]
+ErrorMode uint16 = 1
+FillAttribute uint32
+PriorityClass uint32
+ShowWindow uint16
+Title string
+WinstationDesktop string
+X uint32
+XCountChars uint32
+XSize uint32
+Y uint32
+YCountChars uint32
+YSize uint32
+""", namespace=CIMV2_NAMESPACE)
+_class("Win32_SystemOperatingSystem", "CIM_InstalledOS", """
+GroupComponent reference key
+PartComponent reference key
+PrimaryOS boolean
+""", namespace=CIMV2_NAMESPACE, association=True)
 
+@functools.cache
 def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
     """The concrete class ``name`` (case-insensitive) in ``namespace`` if given."""
     for class_def in CLASSES.values():
@@ -754,6 +835,7 @@ def lookup(name: str, namespace: str | None = None) -> ClassDef | None:
     return None
 
 
+@functools.cache
 def concrete_classes(name: str, namespace: str) -> tuple[ClassDef, ...]:
     """Every concrete class that is ``name`` or derives from it, in ``namespace``."""
     return tuple(

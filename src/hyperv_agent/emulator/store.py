@@ -8,14 +8,16 @@ store as it was. SQLite runs in WAL mode, so a commit survives the process being
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
+from hyperv_agent.emulator.indexes import ClassIndexes, IndexSpec, TallySpec
 from hyperv_agent.emulator.schema import ClassDef, lookup
 
 _SCHEMA = """
@@ -53,21 +55,31 @@ class Record:
         self.values[name] = value
 
 
+#: One index probe: the records an index files under one key.
+Probe = tuple[IndexSpec, Hashable]
+
+
 def _encode(record: Record) -> str:
     return json.dumps({"values": record.values, "meta": record.meta}, separators=(",", ":"))
 
 
 def _decode(class_def: ClassDef, doc: str) -> Record:
     data = json.loads(doc)
-    values = {
-        name: tuple(value) if isinstance(value, list) else value
-        for name, value in data["values"].items()
-    }
+    values = data["values"]
+    for name in class_def.array_names:  # JSON arrays come back as lists
+        value = values.get(name)
+        if isinstance(value, list):
+            values[name] = tuple(value)
     return Record(class_def, values, data["meta"])
 
 
 class Store:
-    """All instances of one emulated host, indexed by normalised path and by class."""
+    """All instances of one emulated host, indexed by normalised path, by class and by the
+    secondary indexes asked of it (``lookup``, ``tally``).
+
+    Lookups list records class by class (in the order the classes are given), each class
+    in the order its records were first stored, as a walk over every instance does.
+    """
 
     def __init__(
         self, db_path: Path | None, before_commit: Callable[[], None] | None = None
@@ -75,6 +87,9 @@ class Store:
         self._before_commit = before_commit or (lambda: None)
         self._by_path: dict[str, Record] = {}
         self._by_class: dict[str, dict[str, Record]] = {}
+        self._order: dict[str, int] = {}  # path key -> when the record was first stored
+        self._counter = itertools.count()
+        self._indexes: dict[str, ClassIndexes] = {}  # lower-case class name -> its indexes
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -85,22 +100,43 @@ class Store:
 
     def _load(self) -> None:
         assert self._db is not None
-        for class_name, namespace, doc in self._db.execute(
-            "SELECT class, namespace, doc FROM instances"
+        for key, class_name, namespace, doc in self._db.execute(
+            "SELECT path, class, namespace, doc FROM instances"
         ):
             class_def = lookup(class_name, namespace)
-            if class_def is not None:
-                self._index(_decode(class_def, doc))
+            if class_def is not None:  # the path column is the normalised path
+                self._index(key, _decode(class_def, doc))
 
-    def _index(self, record: Record) -> None:
-        key = record.path.normalized
+    def _index(self, key: str, record: Record) -> None:
+        name = record.class_def.name.lower()
+        indexes = self._indexes.get(name)
+        old = self._by_path.get(key)
+        if indexes is not None and old is not None:
+            indexes.remove(key, old)
         self._by_path[key] = record
-        self._by_class.setdefault(record.class_def.name.lower(), {})[key] = record
+        self._by_class.setdefault(name, {})[key] = record
+        if key not in self._order:
+            self._order[key] = next(self._counter)
+        if indexes is not None:
+            indexes.add(key, record)
 
     def _unindex(self, key: str) -> None:
         record = self._by_path.pop(key, None)
-        if record is not None:
-            self._by_class.get(record.class_def.name.lower(), {}).pop(key, None)
+        if record is None:
+            return
+        name = record.class_def.name.lower()
+        self._by_class.get(name, {}).pop(key, None)
+        self._order.pop(key, None)
+        indexes = self._indexes.get(name)
+        if indexes is not None:
+            indexes.remove(key, record)
+
+    def _class_indexes(self, class_def: ClassDef) -> tuple[ClassIndexes, dict[str, Record]]:
+        name = class_def.name.lower()
+        indexes = self._indexes.get(name)
+        if indexes is None:
+            indexes = self._indexes[name] = ClassIndexes()
+        return indexes, self._by_class.get(name, {})
 
     @property
     def empty(self) -> bool:
@@ -109,20 +145,57 @@ class Store:
     def get(self, path: ObjectPath) -> Record | None:
         return self._by_path.get(path.normalized)
 
+    def get_key(self, key: str) -> Record | None:
+        """The record at a normalised path."""
+        return self._by_path.get(key)
+
     def instances_of(self, classes: Iterable[ClassDef]) -> Iterator[Record]:
         for class_def in classes:
             yield from self._by_class.get(class_def.name.lower(), {}).values()
+
+    def lookup(self, classes: Sequence[ClassDef],
+               probes: Sequence[Probe]) -> list[tuple[str, Record]]:
+        """(path key, record) of the records of ``classes`` filed under any of ``probes``."""
+        found: list[tuple[str, Record]] = []
+        for class_def in classes:
+            indexes, records = self._class_indexes(class_def)
+            hits: dict[str, Record] = {}
+            for spec, key in probes:
+                hits.update(indexes.index(spec, records).get(key))
+            found.extend(sorted(hits.items(), key=self._position))
+        return found
+
+    def count(self, classes: Sequence[ClassDef], probes: Sequence[Probe]) -> int:
+        """How many records ``lookup`` would go through (at most; without building a list)."""
+        total = 0
+        for class_def in classes:
+            indexes, records = self._class_indexes(class_def)
+            total += sum(len(indexes.index(spec, records).get(key)) for spec, key in probes)
+        return total
+
+    def _position(self, item: tuple[str, Record]) -> int:
+        return self._order[item[0]]
+
+    def tally(self, classes: Sequence[ClassDef], spec: TallySpec) -> int:
+        """The sum ``spec`` keeps over the records of ``classes``."""
+        total = 0
+        for class_def in classes:
+            indexes, records = self._class_indexes(class_def)
+            total += indexes.tally(spec, records).total
+        return total
 
     def transaction(self) -> Transaction:
         return Transaction(self)
 
     def _commit(self, puts: dict[str, Record], deletes: set[str]) -> None:
+        if not puts and not deletes:  # a read-only call: nothing to write
+            return
         if self._db is not None:
             self._write(puts, deletes)
         for key in deletes:
             self._unindex(key)
-        for record in puts.values():
-            self._index(record)
+        for key, record in puts.items():
+            self._index(key, record)
 
     def _write(self, puts: dict[str, Record], deletes: set[str]) -> None:
         assert self._db is not None
@@ -154,10 +227,13 @@ class Transaction:
         self._deletes: set[str] = set()
 
     def get(self, path: ObjectPath) -> Record | None:
-        key = path.normalized
+        return self.get_key(path.normalized)
+
+    def get_key(self, key: str) -> Record | None:
+        """The record at a normalised path, as staged."""
         if key in self._deletes:
             return None
-        return self._puts.get(key) or self._store.get(path)
+        return self._puts.get(key) or self._store.get_key(key)
 
     def edit(self, path: ObjectPath) -> Record | None:
         """A staged, writable copy of the record at ``path`` (None if absent)."""
@@ -193,6 +269,39 @@ class Transaction:
             key = record.path.normalized
             if key not in self._puts and key not in self._deletes:
                 yield record
+
+    def lookup(self, classes: Sequence[ClassDef], spec: IndexSpec,
+               key: Hashable) -> list[Record]:
+        """The records of ``classes`` filed under ``key`` by ``spec``, staged ones first."""
+        return self.lookup_any(classes, ((spec, key),))
+
+    def lookup_any(self, classes: Sequence[ClassDef], probes: Sequence[Probe]) -> list[Record]:
+        """The records of ``classes`` filed under any of ``probes``: staged ones first, then
+        the stored ones in ``instances_of``'s order."""
+        found = self._store.lookup(classes, probes)
+        if not self._puts and not self._deletes:
+            return [record for _, record in found]
+        wanted = {c.name.lower() for c in classes}
+        staged = [r for r in self._puts.values() if r.class_def.name.lower() in wanted
+                  and any(k == key for spec, key in probes for k in spec.keys(r))]
+        return staged + [r for k, r in found if k not in self._puts and k not in self._deletes]
+
+    def count(self, classes: Sequence[ClassDef], probes: Sequence[Probe]) -> int:
+        """At most how many records ``lookup_any`` would return."""
+        return self._store.count(classes, probes) + len(self._puts)
+
+    def tally(self, classes: Sequence[ClassDef], spec: TallySpec) -> int:
+        """The sum ``spec`` keeps over the records of ``classes``, staged changes included."""
+        total = self._store.tally(classes, spec)
+        wanted = {c.name.lower() for c in classes}
+        for key in [*self._puts, *self._deletes]:
+            old = self._store.get_key(key)
+            if old is not None and old.class_def.name.lower() in wanted:
+                total -= spec.value(old)
+        for record in self._puts.values():
+            if record.class_def.name.lower() in wanted:
+                total += spec.value(record)
+        return total
 
     def commit(self) -> None:
         self._store._commit(self._puts, self._deletes)

@@ -16,6 +16,7 @@ in place (the log is not used), ordered so that a crash leaves the old or the ne
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 from dataclasses import astuple, dataclass, replace
@@ -134,11 +135,44 @@ def _crc32c_table() -> tuple[int, ...]:
 _CRC32C_TABLE = _crc32c_table()
 
 
+def _zero_byte(crc: int) -> int:
+    return _CRC32C_TABLE[crc & 0xFF] ^ (crc >> 8)
+
+
+def _apply(operator: tuple[int, ...], crc: int) -> int:
+    """A linear map of the CRC register (the images of its 32 bits) applied to ``crc``."""
+    result, bit = 0, 0
+    while crc:
+        if crc & 1:
+            result ^= operator[bit]
+        crc >>= 1
+        bit += 1
+    return result
+
+
+@functools.cache
+def _zero_run(power: int) -> tuple[int, ...]:
+    """What 2**power zero bytes do to the register."""
+    if power == 0:
+        return tuple(_zero_byte(1 << bit) for bit in range(32))
+    half = _zero_run(power - 1)
+    return tuple(_apply(half, image) for image in half)
+
+
 def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of ``data``. Trailing zero bytes, most of a VHDX header or
+    region table, are applied as one linear map per power of two instead of byte by byte."""
+    body = data.rstrip(b"\0")
     crc = 0xFFFF_FFFF
     table = _CRC32C_TABLE
-    for byte in data:
+    for byte in body:
         crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    zeros, power = len(data) - len(body), 0
+    while zeros:
+        if zeros & 1:
+            crc = _apply(_zero_run(power), crc)
+        zeros >>= 1
+        power += 1
     return crc ^ 0xFFFF_FFFF
 
 

@@ -137,6 +137,53 @@ def _as_text(value: CimScalar) -> str:
     return str(value)
 
 
+# --- index keys: what an index must file a value under for ``=`` and LIKE to find it ---
+
+#: A value as ``=`` compares it: its kind and, for text, its case fold.
+ValueKey = tuple[str, str | int | bool]
+
+
+def value_keys(value: CimValue) -> set[ValueKey]:
+    """The keys under which ``value`` (each element of an array) can equal a literal."""
+    items = value if isinstance(value, tuple) else (value,)
+    return {key for item in items if item is not None for key in _scalar_key(item)}
+
+
+def _scalar_key(value: CimScalar) -> tuple[ValueKey, ...]:
+    if isinstance(value, bool):
+        return (("b", value),)
+    if isinstance(value, int):
+        return (("i", value),)
+    return (("s", _fold(value)),) if isinstance(value, str) else ()
+
+
+def literal_keys(literal: WqlLiteral) -> tuple[ValueKey, ...]:
+    """Every key a value equal to ``literal`` is filed under, whatever the value's type
+    (``literal`` is converted to it, see the module notes)."""
+    keys: list[ValueKey] = [("s", _fold(_as_text(literal)))]
+    as_int, as_bool = _to_int(literal), _to_bool(literal)
+    if as_int is not None:
+        keys.append(("i", as_int))
+    if as_bool is not None:
+        keys.append(("b", as_bool))
+    return tuple(keys)
+
+
+def head_keys(value: CimValue) -> set[str]:
+    """The folded text of ``value`` (each element) up to its first backslash."""
+    items = value if isinstance(value, tuple) else (value,)
+    return {_fold(_as_text(item)).partition("\\")[0] for item in items if item is not None}
+
+
+def like_head(pattern: str) -> str | None:
+    """The head (``head_keys``) every value matching ``pattern`` has; None when the
+    pattern's literal beginning holds no backslash."""
+    folded = _fold(pattern)
+    literal = re.split(r"[%_\[]", folded, maxsplit=1)[0]
+    head, backslash, _ = literal.partition("\\")
+    return head if backslash else None
+
+
 # --- case folding and LIKE patterns -------------------------------------------------------
 
 

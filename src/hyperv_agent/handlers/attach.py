@@ -40,13 +40,11 @@ from hyperv_agent.cloudstack.commands_storage import AttachCommand, DettachComma
 from hyperv_agent.cloudstack.commands_vm import AttachIsoCommand, GetVmDiskStatsCommand
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
-    NfsTO,
-    TemplateObjectTO,
     VmDiskStatsEntry,
-    VolumeObjectTO,
 )
 from hyperv_agent.errors import InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
@@ -73,9 +71,10 @@ class _Image:
 class AttachHandlers:
     """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
 
-    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks) -> None:
+    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks) -> None:
         self.cim = cim
-        self.files = files
+        self.paths = paths
+        self.files: HostFiles = paths.files
         self.locks = locks
 
     def table(self) -> dict[str, Handler]:
@@ -112,10 +111,10 @@ class AttachHandlers:
     async def _attach(self, disk: DiskTO, vm_name: str) -> str:
         if start_plan.is_empty_dvd(disk):
             return await self._empty_dvd(vm_name)
-        image = _image(disk)
+        image = await self._image(disk)
         _check_vm_name(vm_name)
         slot = _slot(disk) if image.kind == DATADISK else 0
-        await self._require_file(disk, image.path)
+        await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
             vm = await vms.find_vm(self.cim, vm_name)
             if vm is None:
@@ -147,7 +146,7 @@ class AttachHandlers:
         if start_plan.is_empty_dvd(disk):
             return DettachAnswer(result=True, disk=disk,
                                  details=await self._empty_dvd(vm_name))
-        image = _image(disk)
+        image = await self._image(disk, check_links=False)  # the file is not opened
         _check_vm_name(vm_name)
         details = await self._detach(image, vm_name)
         return DettachAnswer(result=True, disk=disk, details=details)
@@ -193,10 +192,14 @@ class AttachHandlers:
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
         _check_vm_name(asked.vm_name)
-        store = _store(asked.store_url)
-        path = _iso_on_store(store, asked.store_url or "", asked.iso_path)
+        if not asked.store_url:
+            raise InvalidRequest("storeUrl is missing: the ISO's image store must be given")
+        store = self.paths.image_store(asked.store_url, "storeUrl")
+        relative = _iso_on_store(store, asked.store_url or "", asked.iso_path)
+        path = datapaths.confined(store.root, relative)
         if asked.attach:
-            self.files.use_credentials(store)
+            path = await self.paths.file_in(store.root, relative, "isoPath",
+                                            datapaths.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.cim, asked.vm_name)
@@ -231,13 +234,10 @@ class AttachHandlers:
 
     # --- files --------------------------------------------------------------------------
 
-    async def _require_file(self, disk: DiskTO, path: str) -> None:
-        data = disk.data
-        if isinstance(data, TemplateObjectTO) and isinstance(data.image_data_store, NfsTO):
-            url = data.image_data_store.url
-            if url:
-                self.files.use_credentials(locations.parse_cifs_url(url))
-        await self._require_exists(path)
+    async def _image(self, disk: DiskTO, *, check_links: bool = True) -> _Image:
+        """The host path of the disk's volume or ISO, below its pool or image store."""
+        kind = _kind(disk)
+        return _Image(kind, await self.paths.disk_image(disk, kind, check_links=check_links))
 
     async def _require_exists(self, path: str) -> None:
         if not await self.files.exists(path):
@@ -262,18 +262,6 @@ def _check_vm_name(vm_name: str) -> None:
         raise InvalidRequest("vmName is empty")
 
 
-def _image(disk: DiskTO) -> _Image:
-    """The host path of the disk's volume or ISO, confined to its pool or image store."""
-    kind, data = _kind(disk), disk.data
-    if kind == DATADISK:
-        if not isinstance(data, VolumeObjectTO):
-            raise InvalidRequest("disk DATADISK: data is not a VolumeObjectTO")
-        return _Image(kind, datapaths.volume_file(data, "disk DATADISK"))
-    if not isinstance(data, TemplateObjectTO):
-        raise InvalidRequest("disk ISO: data is not a TemplateObjectTO naming the ISO")
-    return _Image(kind, datapaths.template_file(data, "disk ISO"))
-
-
 def _slot(disk: DiskTO) -> int:
     if disk.disk_seq is None:
         raise InvalidRequest("disk DATADISK: diskSeq is missing; it names the SCSI slot")
@@ -283,16 +271,10 @@ def _slot(disk: DiskTO) -> int:
     return disk.disk_seq
 
 
-def _store(store_url: str | None) -> locations.ShareLocation:
-    if not store_url:
-        raise InvalidRequest("storeUrl is missing: the ISO's image store must be given")
-    return locations.parse_cifs_url(store_url)
-
-
 def _iso_on_store(store: locations.ShareLocation, store_url: str, iso_path: str | None
                   ) -> str:
-    """The host path of ``iso_path``: a path relative to the store, or a URL on it (the
-    MS sends ``<storeUrl>/<path>``); PathNotAllowed for a URL of another share or folder."""
+    """``iso_path`` relative to the store: given so, or as a URL on it (the MS sends
+    ``<storeUrl>/<path>``); PathNotAllowed for a URL of another share or folder."""
     text = (iso_path or "").strip()
     if not text:
         raise InvalidRequest("isoPath is missing")
@@ -300,7 +282,7 @@ def _iso_on_store(store: locations.ShareLocation, store_url: str, iso_path: str 
         text = text[len(store_url.strip()):]
     elif "://" in text:
         text = _relative_to(store, locations.parse_cifs_url(text))
-    return datapaths.confined(store.root, text.lstrip("/\\"))
+    return text.lstrip("/\\")
 
 
 def _relative_to(store: locations.ShareLocation, iso: locations.ShareLocation) -> str:

@@ -22,9 +22,10 @@ before any decompression; a mismatch there fails the copy and leaves nothing beh
 Elsewhere one line says it was not applicable and the copy goes on.
 
 Anything else is answered "Data store combination not supported". Every path is resolved
-and confined by ``handlers.datapaths``; copies go through ``hostfs.transfer``, which writes
-a temporary name and renames it, so no partial file ever has the final name. Copies to
-one target are serialised.
+by ``handlers.datapaths``: pools only through the registry, the image stores the command
+names for reading and for the copies of cases C and D. Copies go through
+``hostfs.transfer``, which writes a temporary name and renames it, so no partial file ever
+has the final name. Copies to one target are serialised.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers import datapaths
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs import properties
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
 from hyperv_agent.hyperv import disks, jobs
@@ -77,10 +80,13 @@ _VHD_FOOTER_BYTES = 512
 class CopyHandler:
     """CopyCommand on the host's files and Hyper-V's image service."""
 
-    def __init__(self, cim: Backend, files: HostFiles,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+    def __init__(self, cim: Backend, paths: DataPaths,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 aside: AsideFiles | None = None) -> None:
         self.cim = cim
-        self.files = files
+        self.paths = paths
+        self.files: HostFiles = paths.files
+        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
         self.job_wait = job_wait
         self.file_locks = VmLocks()  # queueing per target path
 
@@ -127,12 +133,14 @@ class CopyHandler:
     async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
         fmt = _template_format(dest.format or src.format)
         dest_path = (dest.path or str(uuid.uuid4())).removesuffix(f".{fmt.lower()}")
-        root = await datapaths.existing_root(self.files, dest.image_data_store, "destTO")
-        target = datapaths.confined(root, f"{dest_path}.{fmt.lower()}")
+        root = await self.paths.existing(self.paths.pool_root(dest.image_data_store, "destTO"),
+                                         "destTO")
+        target = await self.paths.file_in(root, f"{dest_path}.{fmt.lower()}", "destTO")
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, checksum=checksum)
+            done = await transfer(self.files, source, target, checksum=checksum,
+                                  aside=self.aside)
             actual = await self._named_by_content(target, fmt)
         log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
         return dest.model_copy(update={"path": dest_path, "format": actual,
@@ -145,8 +153,14 @@ class CopyHandler:
             raise InvalidRequest("srcTO: the template has no path")
         if isinstance(store, S3TO):
             return _s3_object(store, src.path)
-        root = datapaths.reach(self.files, store, "srcTO")
-        path = datapaths.confined(root, src.path)
+        if not isinstance(store, NfsTO):
+            raise InvalidRequest("srcTO: the template is not on a cifs image store or S3")
+        root = self.paths.image_store(store.url, "srcTO").root
+        if _image_suffix(src.path) is not None:
+            path = await self.paths.file_in(root, src.path, "srcTO",
+                                            datapaths.TEMPLATE_SOURCE_SUFFIXES)
+        else:
+            path = await self.paths.folder_in(root, src.path, "srcTO")
         if not await self.files.exists(path):
             raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
         if _image_suffix(path) is not None:
@@ -159,7 +173,8 @@ class CopyHandler:
         for wanted in (".vhd", ".iso"):
             for name in found:
                 if wanted in name.lower() and _image_suffix(name) is not None:
-                    return datapaths.confined(folder, name)
+                    return await self.paths.file_in(folder, name, "srcTO",
+                                                    datapaths.TEMPLATE_SOURCE_SUFFIXES)
         raise InvalidRequest(f"srcTO: the template folder {folder} holds no .vhd, .vhdx or "
                              ".iso file")
 
@@ -184,10 +199,10 @@ class CopyHandler:
         name = dest.path or dest.uuid
         if not name:
             raise InvalidRequest("destTO: the volume has neither path nor uuid")
-        target = datapaths.volume_file(dest.model_copy(update={"path": name, "format": fmt}),
-                                       "destTO")
-        await datapaths.existing_root(self.files, dest.data_store, "destTO")
-        linked = _links(src.image_data_store, dest.data_store)
+        await self.paths.existing(self.paths.pool_root(dest.data_store, "destTO"), "destTO")
+        target = await self.paths.volume_file(
+            dest.model_copy(update={"path": name, "format": fmt}), "destTO")
+        linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
         async with self.file_locks.hold(target):
@@ -195,7 +210,8 @@ class CopyHandler:
             if linked:
                 await self._linked_clone(target, template)
             else:
-                await transfer(self.files, template, target, decompress=False)
+                await transfer(self.files, template, target, decompress=False,
+                               aside=self.aside)
             if grow:
                 await self._grown(target, size)
         log.info("volume %s made from template %s (%s%s)", target, template,
@@ -231,12 +247,11 @@ class CopyHandler:
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""
-        path = datapaths.primary_template_file(src, "srcTO")
-        stem = ntpath.splitext(path)[0]
-        for candidate in (path, stem + ".vhdx", stem + ".vhd"):
+        candidates = await self.paths.primary_templates(src, "srcTO")
+        for candidate in candidates:
             if await self.files.exists(candidate):
                 return candidate
-        raise InvalidRequest(f"Local template file missing from {path}")
+        raise InvalidRequest(f"Local template file missing from {candidates[0]}")
 
     async def _refuse_if_running(self, target: str) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
@@ -247,6 +262,16 @@ class CopyHandler:
             raise AgentError(f"{target} exists and is attached to the running VM "
                              f"{attached.vm_name}; it was left as it is")
 
+    def _links(self, template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
+        """Whether a volume is made as a linked clone: the pool does not ask for full clones
+        and the template lies in the same (registered) pool."""
+        if not isinstance(template_store, PrimaryDataStoreTO):
+            return False
+        if not isinstance(volume_store, PrimaryDataStoreTO) or volume_store.full_clone_flag:
+            return False
+        here = self.paths.pool_root(template_store, "srcTO")
+        return here == self.paths.pool_root(volume_store, "destTO")
+
     # --- C: volume to volume ------------------------------------------------------------
 
     async def _volume_to_volume(self, src: VolumeObjectTO,
@@ -255,20 +280,22 @@ class CopyHandler:
         fmt = _disk_format_of(source)
         if isinstance(dest.data_store, NfsTO):
             folder, uid = await self._image_store_folder(dest.data_store, dest.path, dest.uuid)
-            target = datapaths.confined(folder, f"{uid}.{fmt.lower()}")
+            target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
             new_path = f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}"
         else:
             new_path = dest.path or dest.uuid or ""
-            target = datapaths.volume_file(
+            await self.paths.existing(self.paths.pool_root(dest.data_store, "destTO"),
+                                      "destTO")
+            target = await self.paths.volume_file(
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
-            await datapaths.existing_root(self.files, dest.data_store, "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            await transfer(self.files, source, target, decompress=False)
+            await transfer(self.files, source, target, decompress=False,
+                           aside=self.aside)
         return dest.model_copy(update={"path": new_path, "format": fmt})
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
-        path = await datapaths.locate_volume(self.files, volume, "srcTO")
+        path = await self.paths.locate_volume(volume, "srcTO")
         if not await self.files.exists(path):
             raise InvalidRequest(f"srcTO: the volume file {path} does not exist")
         return path
@@ -278,10 +305,10 @@ class CopyHandler:
         """The folder ``path`` on the image store (created) and the file's base name."""
         if not path:
             raise InvalidRequest("destTO: a path on the image store is required")
-        root = datapaths.reach(self.files, store, "destTO")
+        root = self.paths.image_store(store.url, "destTO").root
         if not await self.files.exists(root):
             raise InvalidRequest(f"destTO: the image store {root} cannot be reached")
-        folder = datapaths.confined(root, path)
+        folder = await self.paths.folder_in(root, path, "destTO")
         await self.files.make_dirs(folder)
         return folder, uid or str(uuid.uuid4())
 
@@ -294,11 +321,11 @@ class CopyHandler:
         assert isinstance(dest.image_data_store, NfsTO)
         folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
                                                      dest.uuid)
-        target = datapaths.confined(folder, f"{uid}.{fmt.lower()}")
+        target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
         virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
             done = await transfer(self.files, source, target, decompress=False,
-                                  digest=TEMPLATE_CHECKSUM)
+                                  digest=TEMPLATE_CHECKSUM, aside=self.aside)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={
             "path": f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}", "format": fmt,
@@ -308,11 +335,11 @@ class CopyHandler:
                                 fmt: ImageFormat, virtual: int, size: int) -> None:
         """template.properties next to the copy; without it the copy is removed again."""
         try:
-            text = locations.template_properties(
+            text = properties.template_properties(
                 template_id=dest.id or 0, name=dest.name or ntpath.basename(target),
                 image_format=fmt.value, virtual_size_bytes=virtual, file_size_bytes=size)
-            await self.files.write_text(datapaths.confined(folder, "template.properties"),
-                                        text)
+            await self.files.write_text(await self.paths.file_in(
+                folder, "template.properties", "destTO", (".properties",)), text)
         except AgentError:
             await self.files.remove(target)
             raise
@@ -323,18 +350,6 @@ class CopyHandler:
 
 def _is_file_store(store: WrappedTO | None) -> bool:
     return isinstance(store, PrimaryDataStoreTO) or (isinstance(store, NfsTO) and bool(store.url))
-
-
-def _links(template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
-    """Whether a volume is made as a linked clone: the pool does not ask for full clones
-    and the template lies in the same pool."""
-    if not isinstance(template_store, PrimaryDataStoreTO):
-        return False
-    if not isinstance(volume_store, PrimaryDataStoreTO) or volume_store.full_clone_flag:
-        return False
-    here = datapaths.store_root(template_store, "srcTO")
-    there = datapaths.store_root(volume_store, "destTO")
-    return here.casefold() == there.casefold()
 
 
 def _template_format(fmt: object) -> ImageFormat:

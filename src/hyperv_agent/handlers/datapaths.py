@@ -1,149 +1,303 @@
-"""Where a DataTO's file lives on the host (protocol §11 "FullFileName"), confined to the
-pool or share its data store names.
+"""Where a request's files live on the host (protocol §11 "FullFileName"), and the rule that
+keeps them inside the pools.
 
-Every storage and VM command resolves volume, template and ISO files here, so one set of
-rules decides what a request may touch: a path that leaves its store is
-``PathNotAllowed``; a TO that names no usable store is ``InvalidRequest``.
+A path from a request is served only below a registered root:
+
+* a primary pool: the pool the registry (``state.PoolRegistry``) holds under the TO's
+  uuid, else the registered pool (the local pool included) whose root the TO's
+  host/path/poolType give by the rule of registration. A TO whose root is not
+  registered is ``PathNotAllowed`` naming that root;
+* the cifs image store a command names, for reading templates, ISOs and volumes, and
+  for the volume and template copies CopyCommand writes to it (never an administrative
+  share such as ``C$``);
+* ``local_secondary_storage_path``, for reading nfs:// templates.
+
+Below its root a path is confined lexically (``hostfs.locations``: no ``..`` out, no
+absolute path elsewhere, no other drive or share, no stream or device names), then on
+the host: a symbolic link, junction or reparse point on the way that leads out of the
+root is ``PathNotAllowed`` (``HostFiles.link_out``). A file's extension comes from the
+allow-list of disk and ISO formats (``FORMAT_SUFFIXES``), never from a request's
+``format`` text, and every file a request names ends in one of them.
 """
 
 from __future__ import annotations
 
 import ntpath
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.objects import (
+    DiskTO,
     NfsTO,
     PrimaryDataStoreTO,
+    StorageFilerTO,
     TemplateObjectTO,
     VolumeObjectTO,
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
-from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.state import PoolRegistry
 
-DEFAULT_VOLUME_FORMAT = "vhdx"
-
-
-def store_root(store: WrappedTO | None, what: str) -> str:
-    """The host folder (local or UNC) of a primary pool or a cifs image store."""
-    if isinstance(store, PrimaryDataStoreTO):
-        return locations.from_primary_store(store.host or "", store.path or "",
-                                            str(store.pool_type or "")).root
-    if isinstance(store, NfsTO) and store.url:
-        return locations.parse_cifs_url(store.url).root
-    raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
+FORMAT_SUFFIXES: Mapping[str, str] = {"VHD": ".vhd", "VHDX": ".vhdx", "ISO": ".iso"}
+DEFAULT_VOLUME_FORMAT = "VHDX"
+DISK_SUFFIXES = (".vhdx", ".vhd")
+IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso")
+ISO_SUFFIXES = (".iso",)
+COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
+#: What a template read from an image store may be: a disk or ISO, perhaps compressed.
+TEMPLATE_SOURCE_SUFFIXES = IMAGE_SUFFIXES + tuple(
+    image + packed for image in IMAGE_SUFFIXES for packed in COMPRESSED_SUFFIXES)
 
 
 def extension(fmt: object, default: str = DEFAULT_VOLUME_FORMAT) -> str:
-    """``.vhd`` / ``.vhdx`` / ``.iso`` for a DataTO ``format``."""
-    return "." + str(fmt or default).lower()
-
-
-def volume_file(volume: VolumeObjectTO, what: str) -> str:
-    """``<pool>\\<path or uuid>.<format>`` for a volume on a primary pool."""
-    store = volume.data_store
-    if not isinstance(store, PrimaryDataStoreTO):
-        raise InvalidRequest(f"{what}: the volume is not on a primary data store")
-    root = store_root(store, what)
-    name = volume.path or volume.uuid
-    if not name:
-        raise InvalidRequest(f"{what}: the volume has neither path nor uuid")
-    suffix = extension(volume.format)
-    if not name.lower().endswith(suffix):
-        name += suffix
-    return confined(root, name)
-
-
-def template_file(template: TemplateObjectTO, what: str) -> str:
-    """An ISO or template file on a cifs image store or a primary pool, as named by
-    ``path`` (used as given: image-store paths carry their own extension)."""
-    if not template.path:
-        raise InvalidRequest(f"{what}: the template has no path")
-    return confined(store_root(template.image_data_store, what), template.path)
+    """``.vhd`` / ``.vhdx`` / ``.iso`` for a DataTO ``format``; InvalidRequest for any
+    other format (the request's text never becomes an extension)."""
+    name = str(fmt or default).strip().upper()
+    if name not in FORMAT_SUFFIXES:
+        raise InvalidRequest(f"format {locations.quoted(name, 20)} is not VHD, VHDX or ISO")
+    return FORMAT_SUFFIXES[name]
 
 
 def confined(root: str, path: str) -> str:
-    """``path`` inside ``root``: relative paths are joined, absolute ones must lie inside."""
+    """``path`` inside ``root``: relative paths are joined, absolute ones must lie inside.
+    Lexical only: ``DataPaths.file_in`` also checks suffix and links."""
     text = path.replace("/", "\\")
     if text.startswith("\\") or text[1:2] == ":":
         return locations.confine_absolute(root, path)
     return locations.confine(root, path)
 
 
-# --- stores with credentials, templates on primary, volumes on image stores -------------
+def check_suffix(path: str, suffixes: tuple[str, ...], what: str) -> None:
+    """PathNotAllowed unless the file name ``path`` ends in one of ``suffixes``."""
+    if not path.lower().endswith(suffixes):
+        raise PathNotAllowed(f"{what}: {locations.quoted(ntpath.basename(path))} is not a "
+                             f"{', '.join(suffixes)} file")
 
-IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso")
+
+@dataclass(frozen=True)
+class _PoolFields:
+    """What a TO says about its primary pool."""
+
+    uuid: str
+    host: str
+    path: str
+    pool_type: str
 
 
-def store_location(store: WrappedTO | None, what: str) -> locations.PoolLocation:
-    """The typed location of a primary pool or a cifs image store (credentials kept)."""
+def _pool_fields(store: WrappedTO | StorageFilerTO | None, what: str) -> _PoolFields:
     if isinstance(store, PrimaryDataStoreTO):
-        return locations.from_primary_store(store.host or "", store.path or "",
-                                            str(store.pool_type or ""))
-    if isinstance(store, NfsTO) and store.url:
-        return locations.parse_cifs_url(store.url)
-    raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
+        return _PoolFields(store.uuid or "", store.host or "", store.path or "",
+                           str(store.pool_type or ""))
+    if isinstance(store, StorageFilerTO):
+        return _PoolFields(store.uuid or "", store.host or "", store.path or "",
+                           str(store.type or ""))
+    raise InvalidRequest(f"{what}: not on a primary data store")
 
 
-def reach(files: HostFiles, store: WrappedTO | None, what: str) -> str:
-    """``store_root``, after handing the credentials its URL carries to ``files``."""
-    location = store_location(store, what)
-    if isinstance(location, locations.ShareLocation) and location.credentials is not None:
-        files.use_credentials(location)
-    return location.root
+class DataPaths:
+    """Request paths to host paths, below registered roots only (see the module notes).
 
-
-async def existing_root(files: HostFiles, store: WrappedTO | None, what: str) -> str:
-    """``reach``, and InvalidRequest when that folder is missing or unreachable."""
-    root = reach(files, store, what)
-    if not await files.exists(root):
-        raise InvalidRequest(f"{what}: the pool folder {root} does not exist or cannot "
-                             "be reached from this host")
-    return root
-
-
-def primary_template_file(template: TemplateObjectTO, what: str) -> str:
-    """``<pool>\\<path>.<format>`` for a template on a primary pool (§11)."""
-    if not isinstance(template.image_data_store, PrimaryDataStoreTO):
-        raise InvalidRequest(f"{what}: the template is not on a primary data store")
-    if not template.path:
-        raise InvalidRequest(f"{what}: the template has no path")
-    name = template.path
-    suffix = extension(template.format)
-    if not name.lower().endswith(suffix):
-        name += suffix
-    return confined(store_root(template.image_data_store, what), name)
-
-
-async def locate_volume(files: HostFiles, volume: VolumeObjectTO, what: str) -> str:
-    """The file of a volume on a primary pool (``volume_file``) or a cifs image store.
-
-    On an image store (§11): ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the
-    first does not exist; a name without an extension takes ``.<format>``, or, without a
-    format, the extension of the single ``<uuid>.vhd*`` file found in its folder.
+    ``pools`` holds the pool roots; ``secondary_path`` is ``local_secondary_storage_path``
+    (empty: not configured). Credentials a pool's or image store's URL carries are handed
+    to ``files`` (in memory) when its root is used.
     """
-    if isinstance(volume.data_store, PrimaryDataStoreTO):
-        return volume_file(volume, what)
-    root = reach(files, volume.data_store, what)
-    if not volume.path:
-        raise InvalidRequest(f"{what}: the volume on the image store has no path")
-    candidate = confined(root, volume.path)
-    found = await files.stat(candidate)
-    if (found is None or found.is_dir) and volume.uuid:
-        candidate = confined(root, f"{volume.path}\\{volume.uuid}")
-    if ntpath.splitext(candidate)[1].lower() in IMAGE_SUFFIXES:
-        return candidate
-    if volume.format:
-        return candidate + extension(volume.format)
-    return await _probe(files, candidate, volume.uuid or ntpath.basename(candidate), what)
+
+    def __init__(self, files: HostFiles, pools: PoolRegistry, secondary_path: str = "") -> None:
+        self.files = files
+        self.pools = pools
+        self.secondary_path = secondary_path
+
+    # --- roots --------------------------------------------------------------------------
+
+    def pool_root(self, store: WrappedTO | StorageFilerTO | None, what: str) -> str:
+        """The registered root of the primary pool ``store`` names (see the module notes);
+        PathNotAllowed naming the root when it is not registered."""
+        fields = _pool_fields(store, what)
+        by_uuid = self.pools.get(fields.uuid) if fields.uuid else None
+        try:
+            location = locations.from_primary_store(fields.host, fields.path, fields.pool_type)
+        except AgentError:
+            if by_uuid is None:
+                raise
+            return by_uuid.root
+        registered = by_uuid or self.pools.by_root(location.root)
+        if registered is None:
+            raise PathNotAllowed(f"{what}: the pool root {location.root} is not registered on "
+                                 "this host (the local pool and pools the management server "
+                                 "registered with ModifyStoragePoolCommand are)")
+        if locations.same_folder(registered.root, location.root):
+            self._hand_credentials(location)
+        return registered.root
+
+    def folder_root(self, folder: str, what: str) -> str:
+        """The registered root that the local folder ``folder`` of a request is (a
+        ``localPath`` or ``mountPoint``); PathNotAllowed naming it when it is not one."""
+        root = locations.from_primary_store("", folder, "Filesystem").root
+        registered = self.pools.by_root(root)
+        if registered is None:
+            raise PathNotAllowed(f"{what}: {root} is not the root of a pool registered on "
+                                 "this host")
+        return registered.root
+
+    def image_store(self, url: str | None, what: str) -> locations.ShareLocation:
+        """The cifs image store ``url`` a command names (reading, or CopyCommand's volume
+        and template copies to it); its credentials handed over. A malformed URL or an
+        administrative share: refused."""
+        if not url:
+            raise InvalidRequest(f"{what}: the image store's URL is missing")
+        store = locations.parse_cifs_url(url)
+        if locations.is_admin_share(store.share):
+            raise PathNotAllowed(f"{what}: \\\\{store.server}\\{store.share} is an "
+                                 "administrative share, not an image store")
+        self._hand_credentials(store)
+        return store
+
+    def secondary_root(self) -> str:
+        """``local_secondary_storage_path``; InvalidRequest when it is not configured."""
+        if not self.secondary_path.strip():
+            raise InvalidRequest("nfs:// templates are read from local_secondary_storage_path,"
+                                 " which is not configured; set it to the folder where the "
+                                 "NFS image store is mounted on this host")
+        return locations.from_primary_store("", self.secondary_path, "Filesystem").root
+
+    async def existing(self, root: str, what: str) -> str:
+        """``root``, or InvalidRequest when that folder is missing or unreachable."""
+        if not await self.files.exists(root):
+            raise InvalidRequest(f"{what}: the folder {root} does not exist or cannot be "
+                                 "reached from this host")
+        return root
+
+    def _hand_credentials(self, location: locations.PoolLocation) -> None:
+        if isinstance(location, locations.ShareLocation) and location.credentials is not None:
+            self.files.use_credentials(location)
+
+    # --- files below a root ---------------------------------------------------------------
+
+    async def file_in(self, root: str, path: str, what: str,
+                      suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
+        """The file ``path`` (relative, or absolute inside ``root``) below ``root``: its name
+        ends in one of ``suffixes`` and no link on the way leads out of ``root``."""
+        found = confined(root, path)
+        check_suffix(found, suffixes, what)
+        await self.no_link_out(root, found, what)
+        return found
+
+    async def folder_in(self, root: str, path: str, what: str) -> str:
+        """The folder ``path`` below ``root``, reached without a link out of ``root``."""
+        found = confined(root, path)
+        await self.no_link_out(root, found, what)
+        return found
+
+    async def no_link_out(self, root: str, path: str, what: str) -> None:
+        """PathNotAllowed when a link on the way from ``root`` to ``path`` leads out."""
+        link = await self.files.link_out(root, path)
+        if link is not None:
+            raise PathNotAllowed(f"{what}: {link} is a link leading out of {root}; links are "
+                                 "not followed out of a pool or store")
+
+    # --- the files TOs name -----------------------------------------------------------------
+
+    async def volume_file(self, volume: VolumeObjectTO, what: str, *,
+                          check_links: bool = True) -> str:
+        """``<pool>\\<path or uuid><ext of format>`` for a volume on a primary pool.
+        ``check_links`` False: lexical only (for a file that is never opened)."""
+        if not isinstance(volume.data_store, PrimaryDataStoreTO):
+            raise InvalidRequest(f"{what}: the volume is not on a primary data store")
+        root = self.pool_root(volume.data_store, what)
+        name = volume.path or volume.uuid
+        if not name:
+            raise InvalidRequest(f"{what}: the volume has neither path nor uuid")
+        suffix = extension(volume.format)
+        name = name if name.lower().endswith(suffix) else name + suffix
+        if not check_links:
+            return confined(root, name)
+        return await self.file_in(root, name, what, (suffix,))
+
+    async def iso_file(self, template: TemplateObjectTO, what: str, *,
+                       check_links: bool = True) -> str:
+        """The ISO ``path`` names (used as given) on a cifs image store or a pool."""
+        if not template.path:
+            raise InvalidRequest(f"{what}: the template has no path")
+        root = self._store_root(template.image_data_store, what)
+        if not check_links:
+            found = confined(root, template.path)
+            check_suffix(found, ISO_SUFFIXES, what)
+            return found
+        return await self.file_in(root, template.path, what, ISO_SUFFIXES)
+
+    async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True) -> str:
+        """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO."""
+        data = disk.data
+        if kind == "ISO":
+            if not isinstance(data, TemplateObjectTO):
+                raise InvalidRequest("disk ISO: data is not a TemplateObjectTO naming the ISO")
+            return await self.iso_file(data, "disk ISO", check_links=check_links)
+        if not isinstance(data, VolumeObjectTO):
+            raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
+        return await self.volume_file(data, f"disk {kind}", check_links=check_links)
+
+    async def primary_templates(self, template: TemplateObjectTO, what: str
+                                ) -> tuple[str, ...]:
+        """Where a template on a primary pool may be, in order (§11): ``<pool>\\<path>``
+        with its format's extension, then with ``.vhdx`` and ``.vhd``."""
+        if not isinstance(template.image_data_store, PrimaryDataStoreTO):
+            raise InvalidRequest(f"{what}: the template is not on a primary data store")
+        if not template.path:
+            raise InvalidRequest(f"{what}: the template has no path")
+        root = self.pool_root(template.image_data_store, what)
+        suffix = extension(template.format)
+        name = template.path if template.path.lower().endswith(suffix) \
+            else template.path + suffix
+        stem = ntpath.splitext(name)[0]
+        names = dict.fromkeys((name, stem + ".vhdx", stem + ".vhd"))
+        return tuple([await self.file_in(root, candidate, what, (*DISK_SUFFIXES, suffix))
+                      for candidate in names])
+
+    async def locate_volume(self, volume: VolumeObjectTO, what: str) -> str:
+        """The file of a volume on a primary pool (``volume_file``) or, to be read, on a
+        cifs image store: ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the first is
+        not a file; a name without a disk extension takes its format's, or, without a
+        format, that of the single ``<uuid>.vhd*`` file found in its folder (§11)."""
+        if isinstance(volume.data_store, PrimaryDataStoreTO):
+            return await self.volume_file(volume, what)
+        root = self._store_root(volume.data_store, what)
+        if not volume.path:
+            raise InvalidRequest(f"{what}: the volume on the image store has no path")
+        candidate = confined(root, volume.path)
+        found = await self.files.stat(candidate)
+        if (found is None or found.is_dir) and volume.uuid:
+            candidate = confined(root, f"{volume.path}\\{volume.uuid}")
+        if not candidate.lower().endswith(DISK_SUFFIXES):
+            if volume.format:
+                candidate += _disk_extension(volume.format, what)
+            else:
+                candidate = await self._probe(root, candidate, volume.uuid, what)
+        return await self.file_in(root, candidate, what, DISK_SUFFIXES)
+
+    def _store_root(self, store: WrappedTO | None, what: str) -> str:
+        """A primary pool's registered root, or a cifs image store's root."""
+        if isinstance(store, PrimaryDataStoreTO):
+            return self.pool_root(store, what)
+        if isinstance(store, NfsTO) and store.url:
+            return self.image_store(store.url, what).root
+        raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
+
+    async def _probe(self, root: str, candidate: str, uuid: str | None, what: str) -> str:
+        folder = await self.folder_in(root, ntpath.dirname(candidate), what)
+        stem = (uuid or ntpath.basename(candidate)).lower()
+        names = await self.files.list_dir(folder) if await self.files.exists(folder) else []
+        found = [n for n in names if n.lower().startswith(stem + ".vhd")
+                 and n.lower().endswith(DISK_SUFFIXES)]
+        if len(found) != 1:
+            raise InvalidRequest(f"{what}: the volume has no format and {len(found)} files "
+                                 f"named {stem}.vhd* are in {folder}")
+        return confined(folder, found[0])
 
 
-async def _probe(files: HostFiles, candidate: str, stem: str, what: str) -> str:
-    folder = ntpath.dirname(candidate)
-    names = await files.list_dir(folder) if await files.exists(folder) else []
-    found = [n for n in names if n.lower().startswith(stem.lower() + ".vhd")
-             and ntpath.splitext(n)[1].lower() in (".vhd", ".vhdx")]
-    if len(found) != 1:
-        raise InvalidRequest(f"{what}: the volume has no format and {len(found)} files "
-                             f"named {stem}.vhd* are in {folder}")
-    return confined(folder, found[0])
+def _disk_extension(fmt: object, what: str) -> str:
+    suffix = extension(fmt)
+    if suffix not in DISK_SUFFIXES:
+        raise InvalidRequest(f"{what}: a volume's format is VHD or VHDX, not {fmt}")
+    return suffix

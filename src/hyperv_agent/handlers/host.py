@@ -3,6 +3,7 @@ network check, maintenance, host statistics and the HA check (protocol §4, §5.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import logging
@@ -36,6 +37,7 @@ from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.storage import Reservation, pool_usage
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
@@ -69,13 +71,14 @@ class HostSettings:
 
 class HostHandlers:
     def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings,
-                 pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time
-                 ) -> None:
+                 pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
+                 locks: VmLocks | None = None) -> None:
         self.cim = cim
         self.files = files
         self.settings = settings
         self.pools = pools
         self.clock = clock
+        self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
         self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
 
     def table(self) -> dict[str, Handler]:
@@ -152,26 +155,39 @@ class HostHandlers:
     async def state_report(self, command: Command) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
-        VMs exist on the host only while they run. One round trip when nothing is removed."""
-        states: dict[str, PowerState] = {}
-        for vm in await vms.list_vms(self.cim):
-            state = await self._report_one(vm)
-            if state is not None:
-                states[vm.name] = state
-        return codec.encode_state_report(states)
+        VMs exist on the host only while they run; one whose removal fails reports
+        PowerOff. A VM a command is starting, stopping, migrating or changing (its lock
+        held or waited for) is never removed. Removals run concurrently, at most
+        ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing is removed."""
+        listed = await vms.list_vms(self.cim)
+        # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
+        # event loop goes on serving other requests meanwhile.
+        kinds = await asyncio.to_thread(_kinds, listed)
+        failed = await self._remove_stopped(
+            [vm for vm, kind in zip(listed, kinds, strict=True) if kind is _REMOVE])
+        return await asyncio.to_thread(_encoded_report, listed, kinds, failed)
 
-    async def _report_one(self, vm: vms.VmInfo) -> PowerState | None:
-        notes = "\n".join(vm.notes).lower()
-        if vm.power == vms.PowerState.RUNNING or CREATING_NOTE in notes:
-            return PowerState.POWER_ON
-        if vm.power == vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes:
-            try:
-                await vms.remove_vm(self.cim, vm.guid)
-                log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
-            except HyperVError as error:
-                log.warning("could not remove stopped VM %s: %s", vm.name, error)
-                return PowerState.POWER_OFF
-        return None
+    async def _remove_stopped(self, doomed: Sequence[vms.VmInfo]) -> set[str]:
+        """Remove the VMs ``doomed``, ``REMOVALS_AT_ONCE`` at a time; the GUIDs of those
+        whose removal failed."""
+        if not doomed:
+            return set()
+        slots = asyncio.Semaphore(REMOVALS_AT_ONCE)
+
+        async def remove(vm: vms.VmInfo) -> str | None:
+            async with slots, self.locks.hold_if_free(vm.name) as free:
+                if not free:
+                    log.info("stopped VM %s left alone: a command is working on it", vm.name)
+                    return None
+                try:
+                    await vms.remove_vm(self.cim, vm.guid)
+                except HyperVError as error:
+                    log.warning("could not remove stopped VM %s: %s", vm.name, error)
+                    return vm.guid
+            log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+            return None
+
+        return {guid for guid in await asyncio.gather(*map(remove, doomed)) if guid}
 
     # --- health ---------------------------------------------------------------------------
 
@@ -263,6 +279,39 @@ class HostHandlers:
 
 
 HEARTBEAT_FRESH_S = 180.0
+#: How many stopped CloudStack VMs a state report removes at once.
+REMOVALS_AT_ONCE = 8
+
+
+_ON, _REMOVE = "on", "remove"
+
+
+def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
+    return [_kind(vm) for vm in listed]
+
+
+def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
+                    failed: set[str]) -> bytes:
+    """PowerOn for the VMs reported on, PowerOff for those whose removal failed."""
+    states = {vm.name: PowerState.POWER_ON if kind is _ON else PowerState.POWER_OFF
+              for vm, kind in zip(listed, kinds, strict=True)
+              if kind is _ON or (kind is _REMOVE and vm.guid in failed)}
+    return codec.encode_state_report(states)
+
+
+def _kind(vm: vms.VmInfo) -> str | None:
+    """_ON for a running VM or one a StartCommand is creating (its notes say so); _REMOVE
+    for a stopped VM that CloudStack created; None for any other."""
+    if vm.power is vms.PowerState.RUNNING:
+        return _ON
+    notes = _notes(vm)
+    if CREATING_NOTE in notes:
+        return _ON
+    return _REMOVE if vm.power is vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes else None
+
+
+def _notes(vm: vms.VmInfo) -> str:
+    return "\n".join(vm.notes).lower()
 
 
 def _check_ip(ip: str) -> None:

@@ -12,7 +12,10 @@ defined removes it again (its disk files are never touched) and the answer names
 
 Each step runs inside ``step_probe(kind)`` (one of ``STEPS``), so its cost can be
 measured on its own. The handler holds the VM's lock (shared with ``VmHandlers``) for its
-whole run.
+whole run. From before the VM is defined until it runs (or was removed again) its name is
+in the ``state.BuildJournal``, so a VM that a killed process left half-built is removed at
+the next start (``remove_half_built``), or by the next StartCommand for it, which
+rebuilds any VM of its name that does not run.
 """
 
 from __future__ import annotations
@@ -35,15 +38,16 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
-from hyperv_agent.handlers import start_plan
+from hyperv_agent.handlers import datapaths, start_plan
+from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
+from hyperv_agent.state import BuildJournal
 
 log = logging.getLogger("hyperv_agent.handlers.start")
 
@@ -79,14 +83,46 @@ def no_probe(kind: str) -> AbstractContextManager[object]:
 class StartHandler:
     """StartCommand, sharing the per-VM lock table ``locks`` with ``VmHandlers``."""
 
-    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
+    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 step_probe: StepProbe = no_probe) -> None:
+                 step_probe: StepProbe = no_probe, journal: BuildJournal | None = None
+                 ) -> None:
         self.cim = cim
-        self.files = files
+        self.paths = paths
+        self.files: HostFiles = paths.files
         self.locks = locks
         self.job_wait = job_wait
         self.step_probe = step_probe
+        self.journal = journal  # the VMs being built; None: not recorded
+
+    async def remove_half_built(self) -> list[str]:
+        """Remove every VM the journal says a StartCommand was building when its process
+        ended, if it does not run (a half-built VM is always off); its disks are kept. The
+        names removed. Run it before serving; a VM that cannot be removed stays in the
+        journal (its next StartCommand rebuilds it)."""
+        removed: list[str] = []
+        for name in self.journal.pending() if self.journal else ():
+            try:
+                vm = await vms.find_vm(self.cim, name)
+                if vm is not None and vm.power is vms.PowerState.STOPPED:
+                    await vms.remove_vm(self.cim, vm.guid, policy=self.job_wait)
+                    log.warning("removed VM %s, left half-built by an interrupted start "
+                                "(disks kept)", name)
+                    removed.append(name)
+            except AgentError as error:
+                log.warning("VM %s, left half-built by an interrupted start, could not be "
+                            "removed: %s", name, error)
+                continue
+            self._built(name)
+        return removed
+
+    def _building(self, name: str) -> None:
+        if self.journal is not None:
+            self.journal.begin(name)
+
+    def _built(self, name: str) -> None:
+        if self.journal is not None:
+            self.journal.end(name)
 
     def table(self) -> dict[str, Handler]:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
@@ -126,12 +162,14 @@ class StartHandler:
             log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
             await self._step(STEP_REMOVE, "removing the existing VM", vms.remove_vm(
                 self.cim, existing.guid, policy=self.job_wait))
+        self._building(vm.name)
         ref = await self._step(STEP_DEFINE, "creating the VM",
                                build.define_vm(self.cim, plan.spec))
         try:
             await self._fill_and_start(ref, plan)
         except AgentError as error:
             raise HyperVError(f"{error}{await self._removed(ref)}") from error
+        self._built(vm.name)
         return plan.notes
 
     async def _step(self, kind: str, label: str, action: Awaitable[_T]) -> _T:
@@ -148,6 +186,7 @@ class StartHandler:
             log.error("VM %s (%s) could not be removed after a failed start: %s",
                       ref.name, ref.guid, error)
             return f" (removing the half-built VM {ref.guid} failed too: {error})"
+        self._built(ref.name)
         return ""
 
     # --- validation ---------------------------------------------------------------------
@@ -214,9 +253,8 @@ class StartHandler:
         """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
             return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
-        share = locations.parse_cifs_url(url)
-        self.files.use_credentials(share)
-        folder = locations.confine(share.root, _ISO_FOLDER)
+        share = self.paths.image_store(url, "secondaryStorage")
+        folder = await self.paths.folder_in(share.root, _ISO_FOLDER, "secondaryStorage")
         try:
             found = [name for name in await self.files.list_dir(folder)
                      if name.lower().startswith(_ISO_PREFIX) and name.lower().endswith(
@@ -229,7 +267,9 @@ class StartHandler:
                         len(found), folder, _ISO_PREFIX, _ISO_SUFFIX)
             return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
                            "(one is needed); started without the system VM ISO")
-        return start_plan.with_iso(disks, generation, locations.confine(folder, found[0]))
+        iso = await self.paths.file_in(folder, found[0], "secondaryStorage",
+                                       datapaths.ISO_SUFFIXES)
+        return start_plan.with_iso(disks, generation, iso)
 
     async def _disks(self, disks: Sequence[DiskTO],
                      generation: int) -> tuple[start_plan.PlannedDisk, ...]:
@@ -247,7 +287,7 @@ class StartHandler:
         kind = start_plan.disk_kind(disk)
         if start_plan.is_empty_dvd(disk):
             return None
-        path = start_plan.image_path(disk, kind)
+        path = await self.paths.disk_image(disk, kind)
         if not await self.files.exists(path):
             raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
         return path

@@ -19,10 +19,8 @@ from hyperv_agent.cloudstack.objects import (
     NicTO,
     TemplateObjectTO,
     VirtualMachineTO,
-    VolumeObjectTO,
 )
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers import datapaths
 from hyperv_agent.hyperv import build, kvp
 from hyperv_agent.hyperv.schema import (
     SCSI_SLOTS,
@@ -170,18 +168,6 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
     if not 0 <= slot < SCSI_SLOTS:
         raise InvalidRequest(f"disk {kind}: diskSeq {slot} is outside 0..{SCSI_SLOTS - 1}")
     return PlannedDisk(kind, "scsi", slot, path)
-
-
-def image_path(disk: DiskTO, kind: str) -> str:
-    """The host path of a volume (§11 FullFileName) or an ISO, confined to its store."""
-    data = disk.data
-    if kind == "ISO":
-        if not isinstance(data, TemplateObjectTO):
-            raise InvalidRequest("disk ISO: data is not a TemplateObjectTO")
-        return datapaths.template_file(data, "disk ISO")
-    if not isinstance(data, VolumeObjectTO):
-        raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
-    return datapaths.volume_file(data, f"disk {kind}")
 
 
 def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:

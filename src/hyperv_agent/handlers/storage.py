@@ -5,8 +5,9 @@ takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``p
 without its ``?user=..&password=..&domain=..`` query, never ``localPath``, which the
 management server always sends as the Linux mount point ``/mnt//<uuid>``. The credentials
 of the query are handed to the host's file access (in memory) before the share is
-touched. Registering a shared pool records it in the ``PoolRegistry``, where statistics,
-heartbeats, HA checks and template eviction find it later.
+touched. Registering a pool records it in the ``PoolRegistry`` (without credentials), where
+every later command finds its root (``handlers.datapaths`` serves paths below registered
+roots only), and statistics, heartbeats, HA checks and template eviction find shared ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import Answer, GetStorageStatsAnswer, ModifyStoragePoolAnswer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import (
+    CreateStoragePoolCommand,
     DeleteStoragePoolCommand,
     GetStorageStatsCommand,
     ModifyStoragePoolCommand,
@@ -64,11 +66,20 @@ class StorageHandlers:
         }
 
     async def modify_pool(self, command: Command) -> Result:
-        """``add``: reach the pool, measure it and register a shared one; otherwise forget
-        it (without touching it). Safe to repeat; the pool's files are never touched. A
+        """``add``: reach the pool, measure it and register it; otherwise forget it
+        (without touching it). Safe to repeat; the pool's files are never touched. A
         pool that cannot be reached: a failed answer naming it, nothing registered."""
         asked = expect(command, ModifyStoragePoolCommand)
         pool = asked.pool
+        root, total, free = await self._modify(asked, pool)
+        info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
+                               local_path=root, pool_type=pool.type or None,
+                               capacity_bytes=total, available_bytes=free)
+        return ModifyStoragePoolAnswer(result=True, pool_info=info)
+
+    async def _modify(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
+                      ) -> tuple[str, int, int]:
+        """Register (``add``) or forget the pool: its root, capacity and free bytes."""
         try:
             location = self._location(pool, asked.local_path)
             total, free = await self._measure(location.root) if asked.add else (0, 0)
@@ -76,10 +87,7 @@ class StorageHandlers:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}") from error
         self._remember(pool, location.root, asked.add)
-        info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
-                               local_path=location.root, pool_type=pool.type or None,
-                               capacity_bytes=total, available_bytes=free)
-        return ModifyStoragePoolAnswer(result=True, pool_info=info)
+        return location.root, total, free
 
     def _location(self, pool: StorageFilerTO, local_path: str | None) -> locations.PoolLocation:
         """Where the pool is; a share's credentials are handed over before it is touched."""
@@ -102,7 +110,7 @@ class StorageHandlers:
 
     def _remember(self, pool: StorageFilerTO, root: str, add: bool) -> None:
         pool_type = str(pool.type or "")
-        if not pool.uuid or pool_type not in SHARED_TYPES:
+        if not pool.uuid:
             return
         if add:
             self.registry.put(pool.uuid, RegisteredPool(
@@ -112,7 +120,19 @@ class StorageHandlers:
             self.registry.remove(pool.uuid)
 
     async def create_pool(self, command: Command) -> Result:
-        return Answer(result=True, details="success - NOP")
+        """With a pool to add, registered as ModifyStoragePoolCommand registers it; one that
+        cannot be registered is left to ModifyStoragePoolCommand, which the management server
+        sends to every host of the pool, and the answer is the C# agent's success ("NOP"),
+        which the management server needs to keep the pool."""
+        asked = expect(command, CreateStoragePoolCommand)
+        if asked.pool is None or not asked.add:
+            return Answer(result=True, details="success - NOP")
+        try:
+            root, _, _ = await self._modify(asked, asked.pool)
+        except AgentError as error:
+            return Answer(result=True, details=f"success - NOP; not registered here: {error}")
+        return Answer(result=True, details=f"success - storage pool {asked.pool.uuid} "
+                                           f"registered at {root}")
 
     async def delete_pool(self, command: Command) -> Result:
         """Forgets the pool ``_pool``: statistics, heartbeats and HA checks no longer use
@@ -128,8 +148,9 @@ class StorageHandlers:
                                            "this host; nothing to forget")
 
     async def storage_stats(self, command: Command) -> Result:
-        """Capacity and use of a pool: a Filesystem pool by its path, a shared pool by the
-        root recorded when it was registered. Read-only."""
+        """Capacity and use of a registered pool: a Filesystem pool by its path (the local
+        pool's or a registered one's), a shared pool by the root recorded when it was
+        registered. Read-only."""
         asked = expect(command, GetStorageStatsCommand)
         pool_type = str(asked.pool_type or "")
         root = self._stats_root(pool_type, asked)
@@ -142,6 +163,8 @@ class StorageHandlers:
 
     def _stats_root(self, pool_type: str, command: GetStorageStatsCommand) -> str | None:
         if pool_type == "Filesystem" and command.local_path:
-            return locations.from_primary_store("", command.local_path, "Filesystem").root
+            root = locations.from_primary_store("", command.local_path, "Filesystem").root
+            found = self.registry.by_root(root)
+            return found.root if found is not None else None
         registered = self.registry.get(command.pool_uuid) if command.pool_uuid else None
         return registered.root if registered is not None else None

@@ -106,6 +106,22 @@ class VmLocks:
                 del self._users[key], self._locks[key]
 
 
+    def busy(self, vm_name: str) -> bool:
+        """Whether a command holds or waits for ``vm_name``'s lock now."""
+        return vm_name.casefold() in self._locks
+
+    @contextlib.asynccontextmanager
+    async def hold_if_free(self, vm_name: str) -> AsyncIterator[bool]:
+        """Hold ``vm_name``'s lock for the block only when no command holds or waits for
+        it; yields whether it is held (False: the block must leave the VM alone). Taking a
+        free lock does not yield to the event loop, so no command can slip in between."""
+        if self.busy(vm_name):
+            yield False
+            return
+        async with self.hold(vm_name):
+            yield True
+
+
 class VmHandlers:
     def __init__(self, cim: Backend, settings: VmSettings | None = None) -> None:
         self.cim = cim

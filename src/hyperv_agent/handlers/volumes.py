@@ -1,7 +1,8 @@
 """Volumes on primary storage: CreateObject, Delete and ResizeVolume, and the legacy
 (pre-4.2) Create, Destroy and PrimaryStorageDownload commands (§5.1 rows 30, 34, 36-38).
 
-Every file is resolved and confined by ``handlers.datapaths``; disks are made and grown by
+Every file is resolved by ``handlers.datapaths``, below a registered root only; disks are
+made and grown by
 Hyper-V (``hyperv.disks``); copies go through ``hostfs.transfer``, which writes a
 temporary name and renames it, so a failed copy leaves no file under the final name.
 Commands on one file are serialised; different files proceed concurrently. A volume
@@ -36,41 +37,45 @@ from hyperv_agent.cloudstack.commands_storage import (
 )
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
-from hyperv_agent.errors import AgentError, InvalidRequest, TransferError
-from hyperv_agent.handlers import datapaths
+from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed, TransferError
+from hyperv_agent.handlers.datapaths import (
+    DISK_SUFFIXES,
+    TEMPLATE_SOURCE_SUFFIXES,
+    DataPaths,
+    confined,
+)
 from hyperv_agent.handlers.dispatch import Handler, Result
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.http import HttpObject
 from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
 from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.vms import PowerState, VmRef
-from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool
+from hyperv_agent.state import SHARED_TYPES, RegisteredPool
 
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
 SECTOR_BYTES = 512  # Hyper-V rounds a new disk's size up to whole sectors
-DISK_SUFFIXES = (".vhdx", ".vhd")
 COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
 _VOLUME_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX}
 
 
 class VolumeHandlers:
-    """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers.
-    ``secondary_storage_path`` is the host folder where an NFS image store is mounted
-    (``local_secondary_storage_path``; empty: not configured)."""
+    """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers;
+    ``paths`` resolves request paths below registered roots."""
 
-    def __init__(self, cim: Backend, files: HostFiles, locks: VmLocks,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY, *,
-                 secondary_storage_path: str = "", pools: PoolRegistry | None = None) -> None:
+    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 aside: AsideFiles | None = None) -> None:
         self.cim = cim
-        self.files = files
+        self.paths = paths
+        self.files: HostFiles = paths.files
+        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
         self.locks = locks
         self.job_wait = job_wait
-        self.secondary_storage_path = secondary_storage_path
-        self.pools = pools
         self.file_locks = VmLocks()  # the same queueing, keyed by host path
 
     def table(self) -> dict[str, Handler]:
@@ -101,9 +106,10 @@ class VolumeHandlers:
         size, fmt = _new_volume_size(volume), _volume_format(volume.format, ImageFormat.VHDX)
         if not volume.uuid:
             raise InvalidRequest("data.uuid is missing")
-        await datapaths.existing_root(self.files, volume.data_store, "data.dataStore")
-        path = datapaths.volume_file(volume.model_copy(update={"path": None, "format": fmt}),
-                                     "data")
+        await self.paths.existing(self.paths.pool_root(volume.data_store, "data.dataStore"),
+                                  "data.dataStore")
+        path = await self.paths.volume_file(
+            volume.model_copy(update={"path": None, "format": fmt}), "data")
         async with self.file_locks.hold(path):
             made = await self._dynamic_disk(path, size)
         data = volume.model_copy(update={"path": volume.uuid, "size_bytes": made,
@@ -129,14 +135,15 @@ class VolumeHandlers:
     # --- DeleteCommand ------------------------------------------------------------------
 
     async def delete(self, command: Command) -> Result:
-        """Delete a volume's file. A missing file is success. A file in a running VM is
-        refused and kept; templates and snapshots are never deleted here."""
+        """Delete a volume's file in a registered pool. A missing file is success. A file
+        in a running VM is refused and kept; templates, snapshots and volumes on an image
+        store (the secondary storage VM's) are never deleted here."""
         assert isinstance(command, DeleteCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("only volumes are deleted by this agent; the template or "
                                  "snapshot was kept")
-        path = await datapaths.locate_volume(self.files, volume, "data")
+        path = await self.paths.volume_file(volume, "data")
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
@@ -175,15 +182,12 @@ class VolumeHandlers:
         """The existing disk file ``name`` (extension optional) in a legacy pool."""
         if pool is None or not name:
             raise InvalidRequest("pool and path are required")
-        location = locations.from_primary_store(pool.host or "", pool.path or "",
-                                                str(pool.type or ""))
-        if isinstance(location, locations.ShareLocation) and location.credentials:
-            self.files.use_credentials(location)
-        path = datapaths.confined(location.root, name)
-        for candidate in _with_suffixes(path):
-            if await self.files.exists(candidate):
-                return candidate
-        raise InvalidRequest(f"the volume file {path} does not exist")
+        root = self.paths.pool_root(pool, "pool")
+        for candidate in _disk_names(name):
+            path = await self.paths.file_in(root, candidate, "path", DISK_SUFFIXES)
+            if await self.files.exists(path):
+                return path
+        raise InvalidRequest(f"the volume file {confined(root, name)} does not exist")
 
     # --- legacy CreateCommand -----------------------------------------------------------
 
@@ -197,13 +201,11 @@ class VolumeHandlers:
         if str(pool.type or "") != "Filesystem":
             raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
                                  "CreateCommand; a Filesystem pool is needed")
-        root = locations.from_primary_store("", pool.path or "", "Filesystem").root
-        if not await self.files.exists(root):
-            raise InvalidRequest(f"the pool folder {root} does not exist")
+        root = await self.paths.existing(self.paths.pool_root(pool, "pool"), "pool")
         if command.template_url:
             target = await self._copy_template_file(root, command.template_url)
         else:
-            target = datapaths.confined(root, f"{uuid.uuid4()}.vhdx")
+            target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
             await disks.create_dynamic(self.cim, target, profile.size_bytes or 0,
                                        policy=self.job_wait)
         volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
@@ -218,11 +220,11 @@ class VolumeHandlers:
         suffix = ntpath.splitext(name)[1].lower()
         if suffix not in DISK_SUFFIXES:
             raise InvalidRequest(f"templateUrl {name[:80]!r} is not a .vhd or .vhdx file")
-        source = datapaths.confined(root, name)
+        source = await self.paths.file_in(root, name, "templateUrl", DISK_SUFFIXES)
         if not await self.files.exists(source):
             raise InvalidRequest(f"the template file {source} does not exist")
-        target = datapaths.confined(root, f"{uuid.uuid4()}{suffix}")
-        await transfer(self.files, source, target, decompress=False)
+        target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
+        await transfer(self.files, source, target, decompress=False, aside=self.aside)
         return target
 
     # --- legacy DestroyCommand ----------------------------------------------------------
@@ -264,20 +266,21 @@ class VolumeHandlers:
         """The file of a legacy VolumeTO inside its pool; None when absent."""
         if not volume.path:
             raise InvalidRequest("volume.path is required")
-        path = datapaths.confined(self._legacy_root(volume), volume.path)
-        for candidate in _with_suffixes(path):
-            if await self.files.exists(candidate):
-                return candidate
+        root = self._legacy_root(volume)
+        for candidate in _disk_names(volume.path):
+            path = await self.paths.file_in(root, candidate, "volume.path", DISK_SUFFIXES)
+            if await self.files.exists(path):
+                return path
         return None
 
     def _legacy_root(self, volume: VolumeTO) -> str:
         """The root of the pool a legacy VolumeTO is in: the registered pool, or the
-        folder its mount point names."""
+        registered pool whose root its mount point names."""
         registered = self._registered(volume)
         if registered is not None:
             return registered.root
         if str(volume.storage_pool_type or "") in SHARED_TYPES:
-            raise InvalidRequest(f"pool {volume.storage_pool_uuid or '(no uuid)'} is not "
+            raise PathNotAllowed(f"pool {volume.storage_pool_uuid or '(no uuid)'} is not "
                                  "registered on this host; ModifyStoragePoolCommand "
                                  "registers it")
         if not volume.mount_point:
@@ -285,14 +288,13 @@ class VolumeHandlers:
         root = volume.mount_point
         if ntpath.splitext(root)[1].lower() in DISK_SUFFIXES:
             root = ntpath.dirname(root)
-        return locations.from_primary_store("", root, "Filesystem").root
+        return self.paths.folder_root(root, "volume.mountPoint")
 
     def _registered(self, volume: VolumeTO) -> RegisteredPool | None:
-        if self.pools is None:
-            return None
-        found = self.pools.get(volume.storage_pool_uuid) if volume.storage_pool_uuid else None
+        pools = self.paths.pools
+        found = pools.get(volume.storage_pool_uuid) if volume.storage_pool_uuid else None
         if found is None and volume.mount_point and not _is_local(volume.mount_point):
-            found = self.pools.find(volume.mount_point)
+            found = pools.find(volume.mount_point)
         return found
 
     # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
@@ -313,14 +315,14 @@ class VolumeHandlers:
         assert isinstance(command, PrimaryStorageDownloadCommand)
         if not command.local_path:
             raise InvalidRequest("localPath is required")
-        root = locations.from_primary_store("", command.local_path, "Filesystem").root
-        if not await self.files.exists(root):
-            raise InvalidRequest(f"the pool folder {root} does not exist")
+        root = await self.paths.existing(
+            self.paths.folder_root(command.local_path, "localPath"), "localPath")
         source, name = await self._download_source(command)
         suffix = _template_suffix(name)
-        target = datapaths.confined(root, f"{uuid.uuid4()}{suffix}")
+        target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "localPath")
         check = _DiskCheck(self.files, source)
-        done = await transfer(self.files, source, target, verify=check)
+        done = await transfer(self.files, source, target, verify=check,
+                              aside=self.aside)
         if check.suffix is not None and check.suffix != suffix:
             target = await self._renamed(target, check.suffix)
         return PrimaryStorageDownloadAnswer(result=True, install_path=ntpath.basename(target),
@@ -340,31 +342,29 @@ class VolumeHandlers:
         if scheme not in ("cifs", "smb"):
             raise InvalidRequest(f"template URL scheme {scheme[:20] or 'none'!r} is not "
                                  "supported: use cifs://, http://, https:// or nfs://")
-        location = locations.parse_cifs_url(url)
-        if location.credentials is not None:
-            self.files.use_credentials(location)
+        location = self.paths.image_store(url, "url")
         if not location.folder:
             raise InvalidRequest("the template URL names a share, not a file")
-        if not await self.files.exists(location.unc):
-            raise InvalidRequest(f"the template file {location.unc} does not exist")
-        return location.unc, location.unc
+        _template_suffix(location.unc)
+        share = locations.ShareLocation(location.server, location.share).root
+        path = await self.paths.file_in(share, location.folder, "url",
+                                        TEMPLATE_SOURCE_SUFFIXES)
+        if not await self.files.exists(path):
+            raise InvalidRequest(f"the template file {path} does not exist")
+        return path, path
 
     async def _nfs_file(self, url: str, secondary_url: str | None) -> str:
         """The host file an nfs:// template URL names below local_secondary_storage_path."""
-        if not self.secondary_storage_path.strip():
-            raise InvalidRequest("nfs:// templates are read from local_secondary_storage_path,"
-                                 " which is not configured; set it to the folder where the "
-                                 "NFS image store is mounted on this host")
-        root = locations.from_primary_store("", self.secondary_storage_path,
-                                            "Filesystem").root
+        root = self.paths.secondary_root()
         if not await self.files.exists(root):
             raise InvalidRequest(f"nfs:// templates are read from local_secondary_storage_path "
                                  f"{root}, which does not exist on this host")
-        tried = [datapaths.confined(root, relative)
-                 for relative in _nfs_candidates(url, secondary_url)]
+        candidates = _nfs_candidates(url, secondary_url)
+        _template_suffix(candidates[-1])
+        tried = [confined(root, relative) for relative in candidates]
         for path in tried:
             if await self.files.exists(path):
-                return path
+                return await self.paths.file_in(root, path, "url", TEMPLATE_SOURCE_SUFFIXES)
         raise InvalidRequest(f"the nfs:// template is not in local_secondary_storage_path: "
                              f"{' nor '.join(tried)} exists")
 
@@ -420,11 +420,12 @@ def _sectors(size: int) -> int:
     return -(-size // SECTOR_BYTES) * SECTOR_BYTES
 
 
-def _with_suffixes(path: str) -> tuple[str, ...]:
-    """``path`` itself when it names a disk file, else ``path.vhdx`` and ``path.vhd``."""
-    if ntpath.splitext(path)[1].lower() in DISK_SUFFIXES:
-        return (path,)
-    return (path, *(path + suffix for suffix in DISK_SUFFIXES))
+def _disk_names(name: str) -> tuple[str, ...]:
+    """``name`` itself when it names a disk file, else ``name.vhdx`` and ``name.vhd``:
+    never a file of another kind."""
+    if name.lower().endswith(DISK_SUFFIXES):
+        return (name,)
+    return tuple(name + suffix for suffix in DISK_SUFFIXES)
 
 
 def _nfs_candidates(url: str, secondary_url: str | None) -> list[str]:

@@ -72,5 +72,9 @@ class AdminShareFiles(HostFiles):
     def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
         return self.inner.open_binary(self.remote(path), mode)
 
+    async def link_out(self, root: str, path: str) -> str | None:
+        """Judged on the administrative share, where the host's links are seen as links."""
+        return await self.inner.link_out(self.remote(root), self.remote(path))
+
     async def copy_file(self, source: str, target: str) -> int:
         return await self.inner.copy_file(self.remote(source), self.remote(target))

@@ -76,6 +76,13 @@ class HostFiles(abc.ABC):
         """A binary file object for ``path``. Blocking: call it, and use the file, from a
         worker thread. ``xb`` fails when the file exists."""
 
+    @abc.abstractmethod
+    async def link_out(self, root: str, path: str) -> str | None:
+        """The first place on the way from the folder ``root`` down to ``path`` (below it)
+        where a symbolic link, junction or other name-redirecting reparse point leads out of
+        ``root`` (or, where the target cannot be known, any such link); None when the way
+        stays inside. Parts that do not exist yet are not links. Read-only."""
+
     def use_credentials(self, share: ShareLocation) -> None:
         """Reach ``share`` with the credentials its URL carried, from now on. Hosts that
         reach shares with their own identity ignore this."""

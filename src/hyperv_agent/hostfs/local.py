@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hyperv_agent.errors import HostFileError
+from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 
 
@@ -86,6 +87,20 @@ class LocalFiles(HostFiles):
             await asyncio.to_thread(src.replace, dst)
         except OSError as error:
             raise HostFileError(f"cannot rename {source}: {error.strerror}") from None
+
+    async def link_out(self, root: str, path: str) -> str | None:
+        """Each step below ``root`` is resolved with every link followed (symbolic links,
+        and on Windows junctions and mount points) and must stay inside ``root``, itself
+        resolved the same way."""
+        steps = locations.steps_below(root, path)
+        return await asyncio.to_thread(self._first_out, root, steps)
+
+    def _first_out(self, root: str, steps: tuple[str, ...]) -> str | None:
+        real_root = Path(os.path.realpath(self.local(root)))
+        for step in steps:
+            if not Path(os.path.realpath(self.local(step))).is_relative_to(real_root):
+                return step
+        return None
 
     def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
         local = self.local(path)

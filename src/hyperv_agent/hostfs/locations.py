@@ -3,8 +3,8 @@
 * ``parse_cifs_url`` / ``from_primary_store``: CloudStack's ``cifs://`` URLs and
   PrimaryDataStoreTO ``host``/``path``/``poolType`` as typed locations with a UNC root.
 * ``confine`` / ``confine_absolute``: the Windows path of a request path inside a pool
-  root, or ``PathNotAllowed``.
-* ``template_properties`` / ``parse_template_properties``: CloudStack's template.properties.
+  root, or ``PathNotAllowed``; ``contains``, ``same_folder`` and ``steps_below`` compare
+  and walk such paths; ``is_admin_share`` names Windows' administrative shares.
 
 Everything here is pure string work on Windows paths (no I/O, never ``os.path``).
 Error messages are one line and never contain a password.
@@ -13,14 +13,12 @@ Error messages are one line and never contain a password.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from hyperv_agent.errors import (
     AgentError,
     BadStorageUrl,
-    BadTemplateProperties,
     PathNotAllowed,
 )
 
@@ -34,7 +32,6 @@ _DEVICE_NAMES = frozenset(
 _MAX_SEGMENT_CHARS = 255
 _SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _DRIVE = re.compile(r"[A-Za-z]:")
-_EXTENSION = re.compile(r"[a-z0-9]+")
 
 
 # --- typed locations -----------------------------------------------------------------------
@@ -111,10 +108,10 @@ def _segment_problem(segment: str) -> str | None:
 def _check_segment(segment: str, error: type[AgentError], where: str) -> None:
     problem = _segment_problem(segment)
     if problem is not None:
-        raise error(f"{where}: segment {_quote(segment)} {problem}")
+        raise error(f"{where}: segment {quoted(segment)} {problem}")
 
 
-def _quote(text: str, limit: int = 80) -> str:
+def quoted(text: str, limit: int = 80) -> str:
     """A one-line, bounded rendering of untrusted text for an error message."""
     shown = "".join(ch if ch.isprintable() else f"\\x{{{ord(ch):x}}}" for ch in text[:limit])
     return f"'{shown}...'" if len(text) > limit else f"'{shown}'"
@@ -152,7 +149,7 @@ def _check_scheme(scheme: str) -> None:
             "nfs:// storage cannot be used: Hyper-V reaches storage over SMB, "
             "use a cifs://server/share URL"
         )
-    raise BadStorageUrl(f"storage URL scheme {_quote(scheme, 20)} is not supported: use cifs://")
+    raise BadStorageUrl(f"storage URL scheme {quoted(scheme, 20)} is not supported: use cifs://")
 
 
 def _check_server(netloc: str) -> str:
@@ -166,7 +163,7 @@ def _check_server(netloc: str) -> str:
     if ":" in netloc or "[" in netloc:
         raise BadStorageUrl("storage URL server has a port or an IPv6 literal, not supported")
     if not _SERVER.fullmatch(netloc):
-        raise BadStorageUrl(f"storage URL server {_quote(netloc)} is not a host name or address")
+        raise BadStorageUrl(f"storage URL server {quoted(netloc)} is not a host name or address")
     return netloc
 
 
@@ -180,9 +177,9 @@ def _share_and_folder(path: str) -> tuple[str, str]:
 def _decode_segment(raw: str) -> str:
     segment = _unquote(raw, "a path segment")
     if segment in (".", ".."):
-        raise BadStorageUrl(f"storage URL path has a {_quote(segment)} segment")
+        raise BadStorageUrl(f"storage URL path has a {quoted(segment)} segment")
     if "/" in segment or "\\" in segment:
-        raise BadStorageUrl(f"storage URL path segment {_quote(raw)} hides a separator")
+        raise BadStorageUrl(f"storage URL path segment {quoted(raw)} hides a separator")
     _check_segment(segment, BadStorageUrl, "storage URL path")
     return segment
 
@@ -249,7 +246,7 @@ def from_primary_store(host: str, path: str, pool_type: str) -> PoolLocation:
     if kind == "filesystem":
         return _filesystem_location(path)
     raise BadStorageUrl(
-        f"storage pool type {_quote(pool_type, 40)} is not supported: use SMB or Filesystem"
+        f"storage pool type {quoted(pool_type, 40)} is not supported: use SMB or Filesystem"
     )
 
 
@@ -283,10 +280,10 @@ def confine(root: str, relative: str) -> str:
     if not text.strip():
         raise PathNotAllowed("path is empty")
     if text.startswith("\\") or _DRIVE.match(text):
-        raise PathNotAllowed(f"path {_quote(relative)} is absolute; a pool-relative path is needed")
+        raise PathNotAllowed(f"path {quoted(relative)} is absolute; a pool-relative path is needed")
     parts = _resolve(text.split("\\"), relative)
     if not parts:
-        raise PathNotAllowed(f"path {_quote(relative)} names the pool root itself")
+        raise PathNotAllowed(f"path {quoted(relative)} names the pool root itself")
     return _join(base, parts)
 
 
@@ -299,14 +296,51 @@ def confine_absolute(root: str, path: str) -> str:
     base = _parse_absolute(root, PathNotAllowed, "pool root")
     target = _parse_absolute(path, PathNotAllowed, "path")
     if not _is_within(base, target):
-        raise PathNotAllowed(f"path {_quote(path)} is outside the pool {_quote(root)}")
+        raise PathNotAllowed(f"path {quoted(path)} is outside the pool {quoted(root)}")
     return _join(base, target.parts[len(base.parts) :])
 
 
-def _is_within(base: _AbsolutePath, target: _AbsolutePath) -> bool:
+def contains(root: str, path: str) -> bool:
+    """Whether ``path`` is the folder ``root`` or lies below it (case-insensitive, after
+    separators, ``.`` and ``..`` are normalised); False when either is not a safe
+    absolute path. Pure."""
+    try:
+        base = _parse_absolute(root, PathNotAllowed, "root")
+        target = _parse_absolute(path, PathNotAllowed, "path")
+    except PathNotAllowed:
+        return False
+    return _is_within(base, target, strictly=False)
+
+
+def same_folder(first: str, second: str) -> bool:
+    """Whether two absolute paths name the same folder (as ``contains`` compares)."""
+    return contains(first, second) and contains(second, first)
+
+
+def steps_below(root: str, path: str) -> tuple[str, ...]:
+    """The paths from the first folder below ``root`` down to ``path`` itself, each in
+    ``root``'s spelling (``C:\\p``, ``C:\\p\\a\\b`` -> ``C:\\p\\a``, ``C:\\p\\a\\b``);
+    PathNotAllowed when ``path`` is not below ``root``. Pure."""
+    inside = confine_absolute(root, path)
+    base = _parse_absolute(root, PathNotAllowed, "pool root")
+    parts = _parse_absolute(inside, PathNotAllowed, "path").parts[len(base.parts):]
+    return tuple(_join(base, parts[:count]) for count in range(1, len(parts) + 1))
+
+
+_ADMIN_SHARES = frozenset({"ADMIN$", "IPC$", "PRINT$"})
+
+
+def is_admin_share(share: str) -> bool:
+    """Whether ``share`` is one of Windows' administrative shares (``C$``, ``ADMIN$``,
+    ``IPC$``, ``PRINT$``): the whole drive or the system folder, never an image store."""
+    name = share.upper()
+    return name in _ADMIN_SHARES or (len(name) == 2 and name[0].isalpha() and name[1] == "$")
+
+
+def _is_within(base: _AbsolutePath, target: _AbsolutePath, strictly: bool = True) -> bool:
     if base.anchor.casefold() != target.anchor.casefold():
         return False
-    if len(target.parts) <= len(base.parts):
+    if len(target.parts) < len(base.parts) + (1 if strictly else 0):
         return False
     pairs = zip(base.parts, target.parts, strict=False)
     return all(mine.casefold() == theirs.casefold() for mine, theirs in pairs)
@@ -318,18 +352,18 @@ def _parse_absolute(path: str, error: type[AgentError], what: str) -> _AbsoluteP
         return _parse_unc(text, path, error, what)
     if _DRIVE.match(text) and text[2:3] == "\\":
         return _AbsolutePath(text[:2], _resolve(text[3:].split("\\"), path, error))
-    raise error(f"{what} {_quote(path)} is not an absolute drive (C:\\...) or UNC path")
+    raise error(f"{what} {quoted(path)} is not an absolute drive (C:\\...) or UNC path")
 
 
 def _parse_unc(text: str, original: str, error: type[AgentError], what: str) -> _AbsolutePath:
     pieces = text[2:].split("\\")
     if pieces[0] in ("?", "."):
-        raise error(f"{what} {_quote(original)} uses the \\\\?\\ or \\\\.\\ device namespace")
+        raise error(f"{what} {quoted(original)} uses the \\\\?\\ or \\\\.\\ device namespace")
     if len(pieces) < 2 or not pieces[0] or not pieces[1]:
-        raise error(f"{what} {_quote(original)} lacks a server or share")
+        raise error(f"{what} {quoted(original)} lacks a server or share")
     for name in pieces[:2]:
         if name in (".", ".."):
-            raise error(f"{what} {_quote(original)} has a {_quote(name)} server or share")
+            raise error(f"{what} {quoted(original)} has a {quoted(name)} server or share")
         _check_segment(name, error, what)
     parts = _resolve(pieces[2:], original, error)
     return _AbsolutePath(f"\\\\{pieces[0]}\\{pieces[1]}", parts)
@@ -345,10 +379,10 @@ def _resolve(
             continue
         if segment == "..":
             if not stack:
-                raise error(f"path {_quote(original)} climbs out of its root with '..'")
+                raise error(f"path {quoted(original)} climbs out of its root with '..'")
             stack.pop()
             continue
-        _check_segment(segment, error, f"path {_quote(original)}")
+        _check_segment(segment, error, f"path {quoted(original)}")
         stack.append(segment)
     return tuple(stack)
 
@@ -356,130 +390,3 @@ def _resolve(
 def _join(base: _AbsolutePath, parts: tuple[str, ...]) -> str:
     joined = "\\".join((base.anchor, *base.parts, *parts))
     return joined + "\\" if _DRIVE.fullmatch(joined) else joined
-
-
-# --- template.properties -------------------------------------------------------------------
-
-
-def template_properties(
-    *,
-    template_id: int,
-    name: str,
-    image_format: str,
-    virtual_size_bytes: int,
-    file_size_bytes: int,
-) -> str:
-    """The text of template.properties for a template made from a volume (§11 order).
-
-    ``name`` is the TemplateObjectTO ``name`` (N), ``image_format`` its format (VHD,
-    VHDX). Lines end in ``\\n``; values are escaped as java.util.Properties does, so the
-    text is ISO-8859-1 safe. Raises BadTemplateProperties for a bad format or size.
-    """
-    ext = image_format.strip().lower()
-    if not _EXTENSION.fullmatch(ext):
-        raise BadTemplateProperties(f"image format {_quote(image_format)} is not a file type")
-    if virtual_size_bytes < 0 or file_size_bytes < 0:
-        raise BadTemplateProperties("template sizes must not be negative")
-    if not name:
-        raise BadTemplateProperties("template name is empty")
-    entries = _template_entries(template_id, name, ext, virtual_size_bytes, file_size_bytes)
-    return "".join(f"{_escape(key, True)}={_escape(value, False)}\n" for key, value in entries)
-
-
-def _template_entries(
-    template_id: int, name: str, ext: str, virtual_size_bytes: int, file_size_bytes: int
-) -> tuple[tuple[str, str], ...]:
-    file_name = f"{name}.{ext}"
-    return (
-        ("id", str(template_id)), ("filename", file_name), (f"{ext}.filename", file_name),
-        ("uniquename", name), (ext, "true"),
-        ("virtualsize", str(virtual_size_bytes)), (f"{ext}.virtualsize", str(virtual_size_bytes)),
-        ("size", str(file_size_bytes)), (f"{ext}.size", str(file_size_bytes)),
-        ("public", "false"),
-    )  # fmt: skip
-
-
-_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}
-_UNESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}
-_ESCAPE_SEQUENCE = re.compile(r"\\(u[0-9A-Fa-f]{4}|u|.|$)", re.DOTALL)
-
-
-def _escape(text: str, is_key: bool) -> str:
-    out: list[str] = []
-    for index, ch in enumerate(text):
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif (ch == " " and (is_key or index == 0)) or ch in "=:#!":
-            out.append("\\" + ch)
-        elif not " " <= ch <= "~":
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else _surrogates(ch))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _surrogates(ch: str) -> str:
-    pair = ch.encode("utf-16-be")
-    return "".join(f"\\u{int.from_bytes(pair[i : i + 2], 'big'):04x}" for i in (0, 2))
-
-
-def parse_template_properties(text: str) -> dict[str, str]:
-    """Read java.util.Properties text: comments, ``=``/``:``/space separators, escapes,
-    continuation lines. A repeated key keeps its last value. Raises BadTemplateProperties
-    for a malformed ``\\uXXXX`` escape."""
-    entries: dict[str, str] = {}
-    for line in _logical_lines(text):
-        key, value = _split_entry(line)
-        entries[key] = value
-    return entries
-
-
-def _logical_lines(text: str) -> Iterator[str]:
-    pending: str | None = None
-    for raw in text.splitlines():
-        line = raw.lstrip(" \t\f")
-        if pending is None and (not line or line[0] in "#!"):
-            continue
-        pending = line if pending is None else pending + line
-        if _continues(pending):
-            pending = pending[:-1]
-            continue
-        yield pending
-        pending = None
-    if pending:
-        yield pending
-
-
-def _continues(line: str) -> bool:
-    trailing = len(line) - len(line.rstrip("\\"))
-    return trailing % 2 == 1
-
-
-def _split_entry(line: str) -> tuple[str, str]:
-    index, escaped = 0, False
-    while index < len(line):
-        ch = line[index]
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch in "=: \t\f":
-            break
-        index += 1
-    rest = line[index:].lstrip(" \t\f")
-    if rest[:1] in ("=", ":"):
-        rest = rest[1:].lstrip(" \t\f")
-    return _unescape(line[:index]), _unescape(rest)
-
-
-def _unescape(text: str) -> str:
-    def replace(match: re.Match[str]) -> str:
-        code = match.group(1)
-        if code == "u":
-            raise BadTemplateProperties("template.properties has a malformed \\uXXXX escape")
-        if len(code) == 5:
-            return chr(int(code[1:], 16))
-        return _UNESCAPES.get(code, code)
-
-    decoded = _ESCAPE_SEQUENCE.sub(replace, text)
-    return decoded.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")

@@ -70,6 +70,13 @@ class RoutedFiles(HostFiles):
             raise HostFileError(f"cannot rename {source} to {target}: not on the same share")
         await backend.rename(source, target)
 
+    async def link_out(self, root: str, path: str) -> str | None:
+        """The backend of ``path`` judges; a root on another backend is left at ``path``."""
+        backend = self.backend(path)
+        if self.backend(root) is not backend:
+            return path
+        return await backend.link_out(root, path)
+
     def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
         return self.backend(path).open_binary(path, mode)
 

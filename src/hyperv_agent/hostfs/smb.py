@@ -56,6 +56,8 @@ _LOGON = frozenset({
     0xC000015B,  # LOGON_TYPE_NOT_GRANTED
 })
 _ACCESS_DENIED = 0xC0000022
+FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # MS-FSCC 2.6
+REPARSE_TAG_NAME_SURROGATE = 0x20000000  # MS-FSCC 2.1.2.1: the tag's "N" bit
 _LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
 
 
@@ -186,6 +188,22 @@ class SmbFiles(HostFiles):
             raise HostFileError(f"cannot rename {source} to {target}: not on the same share")
         await self._run("rename", source, smbclient.replace, dst.path)
 
+    async def link_out(self, root: str, path: str) -> str | None:
+        """smbprotocol follows a server's symbolic links by itself, so each step below
+        ``root`` is looked at without following it (FILE_OPEN_REPARSE_POINT): a symbolic
+        link, junction or mount point (a name-surrogate reparse point, MS-FSCC 2.1.2.1) is
+        where the way leaves, whatever its target. Other reparse points (deduplicated or
+        tiered files) hold their own data and pass. A step that does not exist ends the
+        walk. One round trip per step."""
+        for step in locations.steps_below(root, path):
+            try:
+                found = await self._run("read", step, smbclient.lstat)
+            except MissingFile:
+                return None
+            if redirects(int(found.st_file_attributes), int(found.st_reparse_tag)):
+                return step
+        return None
+
     def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
         target = _target(path)
         with self._translated("open", target):
@@ -256,6 +274,15 @@ class SmbFiles(HostFiles):
                 message = message.replace(credentials.password, "*****")
             kind = MissingFile if _status(error) in _MISSING else HostFileError
             raise kind(message) from None
+
+
+def redirects(attributes: int, reparse_tag: int) -> bool:
+    """Whether a file with these FILE_ATTRIBUTE_* flags and reparse tag sends whoever
+    opens it to another name: a reparse point whose tag is a name surrogate (symbolic
+    links, junctions, mount points), or one whose tag the server did not give."""
+    if not attributes & FILE_ATTRIBUTE_REPARSE_POINT:
+        return False
+    return reparse_tag == 0 or bool(reparse_tag & REPARSE_TAG_NAME_SURROGATE)
 
 
 def _status(error: BaseException) -> int | None:

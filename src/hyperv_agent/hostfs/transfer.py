@@ -1,9 +1,10 @@
 """Copying one file onto the host: from a host path, an S3 object or an http(s) URL,
 decompressing and verifying on the way, written aside and renamed into place.
 
-A copy is written to ``.<name>.partial-<hex>`` in the target's folder and renamed to the
-target only when every byte arrived and the checksum matched, so a partial copy never
-appears under the final name and a failed copy leaves the target as it was.
+A copy is written aside to ``.<name>.partial-<agent>-<hex>`` in the target's folder
+(``hostfs.aside``) and renamed to the target only when every byte arrived and the checksum
+matched, so a partial copy never appears under the final name and a failed copy leaves the
+target as it was.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
 
-from hyperv_agent.errors import AgentError, HostFileError, TransferError
+from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
@@ -83,7 +85,8 @@ def parse_checksum(text: str) -> Checksum:
 async def transfer(files: HostFiles, source: Source, target: str, *,
                    checksum: str | None = None, decompress: bool = True,
                    progress_every_s: float = 10.0, digest: str | None = None,
-                   verify: Callable[[str], Awaitable[None]] | None = None) -> Transferred:
+                   verify: Callable[[str], Awaitable[None]] | None = None,
+                   aside: AsideFiles | None = None) -> Transferred:
     """Copy ``source`` (a host path, an S3 object or an http(s) file) to the host path
     ``target``.
 
@@ -97,7 +100,8 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     is awaited with the aside file's path once every byte is in; an error it raises fails
     the copy like any other (the aside file is removed, ``target`` left as it was). Aside
     files an earlier attempt at the same target left behind (its process was killed) are
-    removed first; callers serialise copies to one target.
+    removed first, and with ``aside`` (the agent's) every aside file of the agent in the
+    target's folder that no copy is writing now; callers serialise copies to one target.
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
@@ -105,22 +109,24 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
         raise TransferError(f"unknown digest algorithm {algorithm!r}")
     codec = _codec(source) if decompress else None
     label = source if isinstance(source, str) else source.label
-    temp = _temp_name(target)
+    namer = aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's only
+    temp = namer.name_for(target)
     meter = _Meter(label, target, progress_every_s)
-    await _sweep_stale(files, target)
-    try:
-        hexdigest = None
-        if isinstance(source, str) and codec is None and algorithm is None:
-            read = written = await _native_copy(files, source, temp, meter)
-        else:
-            plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
-            written, read, hexdigest = await _in_worker(plan.run)
-        if verify is not None:
-            await verify(temp)
-        await files.rename(temp, target)
-    except BaseException:
-        await _discard(files, temp)
-        raise
+    await namer.sweep(files, split(target)[0], target)
+    with namer.writing(temp):
+        try:
+            hexdigest = None
+            if isinstance(source, str) and codec is None and algorithm is None:
+                read = written = await _native_copy(files, source, temp, meter)
+            else:
+                plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
+                written, read, hexdigest = await _in_worker(plan.run)
+            if verify is not None:
+                await verify(temp)
+            await files.rename(temp, target)
+        except BaseException:
+            await discard(files, temp)
+            raise
     meter.finished(written, read)
     return Transferred(target, written, read, hexdigest)
 
@@ -153,39 +159,6 @@ def disk_suffix(files: HostFiles, path: str) -> str | None:
             return None
         handle.seek(size - _VHD_FOOTER_BYTES)
         return ".vhd" if handle.read(len(_VHD_COOKIE)) == _VHD_COOKIE else None
-
-
-def _temp_name(target: str) -> str:
-    folder, prefix = _aside(target)
-    return f"{folder}{prefix}{secrets.token_hex(6)}"
-
-
-def _aside(target: str) -> tuple[str, str]:
-    """The folder of ``target`` (with its trailing separator) and the name prefix of the
-    aside files a copy to ``target`` writes there."""
-    cut = max(target.rfind("\\"), target.rfind("/")) + 1
-    return target[:cut], f".{target[cut:]}.partial-"
-
-
-async def _sweep_stale(files: HostFiles, target: str) -> None:
-    """Remove aside files of ``target`` that a killed earlier attempt left; a folder that
-    cannot be listed is left to fail the copy itself."""
-    folder, prefix = _aside(target)
-    try:
-        names = await files.list_dir(folder.rstrip("\\/"))
-    except HostFileError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            _LOG.info("removing %s, left by an interrupted copy", name)
-            await files.remove(f"{folder}{name}")
-
-
-async def _discard(files: HostFiles, temp: str) -> None:
-    try:
-        await asyncio.shield(asyncio.ensure_future(files.remove(temp)))
-    except (AgentError, asyncio.CancelledError):
-        _LOG.warning("could not remove the partial copy %s", temp)
 
 
 async def _native_copy(files: HostFiles, source: str, temp: str, meter: _Meter) -> int:

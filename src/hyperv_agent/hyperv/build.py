@@ -277,6 +277,7 @@ async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
     guid = _vm_guid(result)
     await step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
                 lambda: vms.destroy(cim, guid))
+    vms.remember(cim, spec.name, guid)
     return VmRef(guid, spec.name, PowerState.STOPPED)
 
 

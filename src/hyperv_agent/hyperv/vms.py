@@ -1,12 +1,15 @@
 """Virtual machines: listing, lookup, statistics, power-off and removal.
 
 A VM is addressed by its GUID (``Msvm_ComputerSystem.Name``); its object path is built
-from the GUID, never looked up. Listing and statistics use one ``GetSummaryInformation``
-call with a null SettingData (every VM at once), so their cost does not grow with the
-number of VMs. Where the answer for every VM would not fit the transport (WinRM's
-MaxEnvelopeSize, about a thousand VMs), the VMs' settings are listed with one query and
-summarised by path, which the backend sends in batches that fit; a backend that
-overflowed once goes that way from then on.
+from the GUID, never looked up. Listing uses one ``GetSummaryInformation`` call with a
+null SettingData (every VM at once), so its round trips do not grow with the number of
+VMs. Where the answer for every VM would not fit the transport (WinRM's MaxEnvelopeSize,
+about a thousand VMs), the VMs' settings are listed with one query and summarised by
+path, which the backend sends in batches that fit; a backend that overflowed once goes
+that way from then on. Statistics ask for the named VMs only (SettingData holds their
+settings' paths) when their GUIDs are known: each listing, lookup and VM creation notes
+the GUID of a name, per ``Cim`` instance; a name not known yet makes the call ask for
+every VM.
 
 The path of the Virtual System Management Service (VSMS) is cached per ``Cim`` instance
 (a ``WeakKeyDictionary``, so a closed backend takes its entry with it). The first
@@ -15,7 +18,8 @@ used. Round trips in the steady state (job polls not counted, W = job waits):
 
 ================  =====================================================================
 ``list_vms``      1 call (GetSummaryInformation)
-``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for
+``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for; 2 when
+                  a known GUID turns out stale (the VM was re-created or renamed)
 ``find_vm``       1 query
 ``turn_off``      1 call + 1 W (0 W when the VM is already off)
 ``destroy``       1 call + 1 W (+1 get when DestroySystem fails, to see if the VM is gone)
@@ -28,6 +32,7 @@ and ISO files stay where they are.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -206,13 +211,22 @@ async def call_service(
     return await call_on_service(cim, Class.VSMS, _VSMS_MISSING, method, params, policy)
 
 
+def settings_path(vm_guid: str) -> ObjectPath:
+    """The Msvm_VirtualSystemSettingData path of the VM's current settings (no round trip)."""
+    return ObjectPath.for_keys(Class.VSSD, NAMESPACE, InstanceID=f"Microsoft:{vm_guid}")
+
+
 _BULK_TOO_LARGE: weakref.WeakSet[Cim] = weakref.WeakSet()  # every-VM answers overflow
 
 
-async def _summaries(cim: Cim, requested: Iterable[SummaryInfo]) -> tuple[CimInstance, ...]:
-    """Summaries of every VM: one call; or, where that answer overflowed the transport,
-    one query for the VMs' settings and the call by path (the backend batches it)."""
+async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
+                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
+    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
+    are left out. Every VM: one call; or, where that answer overflowed the transport, one
+    query for the VMs' settings and the call by path (the backend batches it)."""
     information: list[int] = [int(item) for item in requested]
+    if vm_guids is not None:
+        return await _summaries_of(cim, [settings_path(g) for g in vm_guids], information)
     if cim not in _BULK_TOO_LARGE:
         try:
             return await _summaries_of(cim, None, information)
@@ -229,6 +243,78 @@ async def _summaries_of(cim: Cim, settings: list[ObjectPath] | None,
     params: dict[str, InValue] = {"SettingData": settings, "RequestedInformation": information}
     result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
+
+
+# --- what the agent knows of a backend's VMs ------------------------------------------------
+
+#: Per backend: each VM's GUID by ElementName, as last seen (a listing, a lookup, a VM
+#: defined). A hint only: what it says is checked in the answer it is used for.
+_GUIDS: weakref.WeakKeyDictionary[Cim, _Known] = weakref.WeakKeyDictionary()
+#: Summaries already read, by instance: a backend that hands out the same (immutable)
+#: instance again for an unchanged VM is not parsed twice.
+_READ: weakref.WeakKeyDictionary[CimInstance, VmInfo] = weakref.WeakKeyDictionary()
+
+
+def remember(cim: Cim, name: str, vm_guid: str) -> None:
+    """Note that the VM called ``name`` has GUID ``vm_guid`` (no round trip)."""
+    _GUIDS.setdefault(cim, _Known()).note(name, vm_guid)
+
+
+def _forget(cim: Cim, vm_guid: str) -> None:
+    known = _GUIDS.get(cim)
+    if known is not None:
+        known.drop(vm_guid)
+
+
+def _learn(cim: Cim, listed: Iterable[tuple[str, str]]) -> None:
+    """Replace what is known with a listing of every VM: (name, GUID), first one wins."""
+    _GUIDS[cim] = _known_from(listed)
+
+
+def _known_from(listed: Iterable[tuple[str, str]]) -> _Known:
+    known = _Known()
+    for name, guid in listed:
+        known.guids.setdefault(name, guid)
+    return known
+
+
+class _Known:
+    """GUIDs by VM name; names by GUID (lower case) are worked out when a VM is first
+    forgotten, so a listing of thousands of VMs is learnt in one cheap pass."""
+
+    def __init__(self) -> None:
+        self.guids: dict[str, str] = {}
+        self._names: dict[str, set[str]] | None = None
+
+    def note(self, name: str, vm_guid: str) -> None:
+        old = self.guids.get(name)
+        self.guids[name] = vm_guid
+        if self._names is not None:
+            if old is not None:
+                self._names.get(old.lower(), set()).discard(name)
+            self._names.setdefault(vm_guid.lower(), set()).add(name)
+
+    def drop(self, vm_guid: str) -> None:
+        if self._names is None:
+            self._names = {}
+            for name, guid in self.guids.items():
+                self._names.setdefault(guid.lower(), set()).add(name)
+        for name in self._names.pop(vm_guid.lower(), set()):
+            if self.guids.get(name, "").lower() == vm_guid.lower():
+                del self.guids[name]
+
+
+def _read_listing(summaries: Iterable[CimInstance]) -> tuple[list[VmInfo], _Known]:
+    """Every VM of a summary of all VMs, and the GUIDs of their names."""
+    listed = [vm for vm in map(_read, summaries) if vm.guid]  # no GUID: no such VM
+    return listed, _known_from((vm.name, vm.guid) for vm in listed)
+
+
+def _read(summary: CimInstance) -> VmInfo:
+    info = _READ.get(summary)
+    if info is None:
+        info = _READ[summary] = _vm_info(summary)
+    return info
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -248,7 +334,12 @@ async def list_vms(cim: Cim) -> list[VmInfo]:
     call in batches (see the module notes). Read-only and safe to repeat; an empty host
     gives [].
     """
-    return [_vm_info(summary) for summary in await _summaries(cim, _LIST_INFO)]
+    summaries = await _summaries(cim, _LIST_INFO)
+    # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
+    # goes on serving other requests meanwhile.
+    listed, known = await asyncio.to_thread(_read_listing, summaries)
+    _GUIDS[cim] = known
+    return listed
 
 
 async def find_vm(cim: Cim, name: str) -> VmRef | None:
@@ -262,6 +353,7 @@ async def find_vm(cim: Cim, name: str) -> VmRef | None:
     for vm in await cim.query(query, NAMESPACE):
         guid = vm.string("Name")
         if guid:
+            remember(cim, name, guid)
             return VmRef(guid, vm.string("ElementName") or name,
                          power_state(vm.integer("EnabledState")))
     return None
@@ -270,15 +362,29 @@ async def find_vm(cim: Cim, name: str) -> VmRef | None:
 async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
     """Statistics of the VMs named in ``names`` (ElementName), keyed by name.
 
-    One GetSummaryInformation call for all of them (none when ``names`` is empty). Names
-    of no VM are left out of the result; with duplicate names the first VM WMI returns is
-    taken. Read-only and safe to repeat.
+    One GetSummaryInformation call (none when ``names`` is empty). When the GUID of every
+    named VM is known (from a listing, a lookup or the VM's creation), the call asks for
+    those VMs only; otherwise, or when a known GUID turns out stale (one more call), it
+    asks for every VM and learns their GUIDs. Names of no VM are left out of the result;
+    with duplicate names the first VM WMI returns is taken. Read-only and safe to repeat.
     """
     wanted = set(names)
     if not wanted:
         return {}
+    known = _GUIDS[cim].guids if cim in _GUIDS else {}
+    if wanted <= known.keys():
+        stats = _stats_of(await _summaries(cim, _STATS_INFO, {known[n] for n in wanted}),
+                          wanted)
+        if stats.keys() == wanted:
+            return stats
+    every = await _summaries(cim, _STATS_INFO)
+    _learn(cim, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
+    return _stats_of(every, wanted)
+
+
+def _stats_of(summaries: Iterable[CimInstance], wanted: set[str]) -> dict[str, VmStats]:
     stats: dict[str, VmStats] = {}
-    for summary in await _summaries(cim, _STATS_INFO):
+    for summary in summaries:
         name = summary.string("ElementName")
         if name in wanted and name not in stats:
             stats[name] = _vm_stats(summary)
@@ -352,7 +458,9 @@ async def destroy(
     except (MethodFailed, JobFailed):
         if await _exists(cim, path):
             raise
+        _forget(cim, vm_guid)
         return False
+    _forget(cim, vm_guid)
     return True
 
 

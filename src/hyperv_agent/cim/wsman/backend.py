@@ -205,7 +205,7 @@ class WsmanCim(Cim):
     async def get(self, path: ObjectPath) -> CimInstance:
         decl = await self.get_class(path.class_name, path.namespace)
         body = await self.transport.send(GET, class_uri(path.namespace, path.class_name),
-                                         selectors=PathSelectors(path))
+                                         selectors=PathSelectors(path) if path.keys else None)
         element = next(iter(body), None)
         if element is None:
             raise CimError(f"the answer to a Get of {path} holds no instance")

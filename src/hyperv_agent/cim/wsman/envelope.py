@@ -15,8 +15,17 @@ from xml.etree.ElementTree import Element, SubElement
 
 from hyperv_agent.cim import values
 from hyperv_agent.cim.api import CimInstance, InScalar, InValue, ObjectPath
-from hyperv_agent.cim.classdecl import MethodDecl, RawInstance, RawValue
-from hyperv_agent.cim.wsman.names import CIM, WQL_DIALECT, WSEN, WSMAN, add_epr, class_uri, q
+from hyperv_agent.cim.classdecl import OBJECT, MethodDecl, RawInstance, RawValue
+from hyperv_agent.cim.wsman.names import (
+    CIM,
+    WQL_DIALECT,
+    WSEN,
+    WSMAN,
+    XSI,
+    add_epr,
+    class_uri,
+    q,
+)
 from hyperv_agent.cim.wsman.reading import read_instance, read_values
 from hyperv_agent.errors import CimError, CimInvalidParameter
 
@@ -48,7 +57,8 @@ def input_body(namespace: str, class_name: str, method: MethodDecl,
                params: Mapping[str, InValue], to_embedded: Callable[[CimInstance], str]
                ) -> Element:
     """``<p:Method_INPUT>``: nulls left out, arrays repeated, paths as EPRs, instances
-    as CIM-XML text; CimInvalidParameter for a name that is not an in-parameter."""
+    as CIM-XML text (an embedded-instance string) or as nested elements (an object
+    parameter); CimInvalidParameter for a name that is not an in-parameter."""
     uri = class_uri(namespace, class_name)
     body = Element(q(uri, f"{method.name}_INPUT"))
     for name, value in params.items():
@@ -83,6 +93,8 @@ def _add_argument(element: Element, cim_type: str, value: InScalar,
     elif isinstance(value, CimInstance):
         if cim_type == "reference" and value.path is not None:
             add_epr(element, value.path)
+        elif cim_type == OBJECT:
+            _add_object(element, value, to_embedded)
         else:
             element.text = to_embedded(value)
     elif cim_type == "datetime" and isinstance(value, str):
@@ -92,6 +104,21 @@ def _add_argument(element: Element, cim_type: str, value: InScalar,
         SubElement(element, q(CIM, tag)).text = converted
     else:
         element.text = values.format_scalar(cim_type, value)
+
+
+def _add_object(element: Element, instance: CimInstance,
+                to_embedded: Callable[[CimInstance], str]) -> None:
+    """An embedded object (DSP0230): its class in ``xsi:type``, its non-null properties
+    as elements in the class's namespace, as WinRM writes one in an answer."""
+    uri = class_uri(instance.namespace, instance.class_name)
+    element.set("xmlns:c", uri)  # the prefix xsi:type names
+    element.set(q(XSI, "type"), f"c:{instance.class_name}_Type")
+    for prop in instance:
+        value = prop.value
+        items = () if value is None else value if isinstance(value, tuple) else (value,)
+        for item in items:
+            _add_argument(SubElement(element, q(uri, prop.name)), prop.cim_type, item,
+                          to_embedded)
 
 
 # --- answers ------------------------------------------------------------------------------

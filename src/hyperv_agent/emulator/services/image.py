@@ -131,7 +131,7 @@ def _info(local: Path) -> vhd.DiskInfo:
 
 def _attached_running(call: Call, path: str) -> Record | None:
     """The drive holding ``path`` in a running VM, if any."""
-    for medium in call.host.records("Msvm_StorageAllocationSettingData", call.txn):
+    for medium in model.media_of_file(call.txn, path):
         resources = medium["HostResource"]
         guid = model.guid_of(medium)
         if not guid or not isinstance(resources, tuple) or not resources:

@@ -29,11 +29,13 @@ from __future__ import annotations
 import ntpath
 from collections.abc import Iterator, Mapping
 
-from hyperv_agent.cim.api import ObjectPath, OutValue
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath, OutValue
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
+from hyperv_agent.emulator.indexes import IndexSpec
+from hyperv_agent.emulator.schema import concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
 
 DEFINITION = "Msvm_AggregationMetricDefinition"
@@ -131,11 +133,18 @@ def value_path(medium: Record, metric: Record) -> ObjectPath:
     return ObjectPath.for_keys(VALUE, InstanceID=f"{medium['InstanceID']}\\{guid}")
 
 
+def _element_keys(value: Record) -> tuple[str, ...]:
+    return (ObjectPath.parse(str(value.meta.get("element", ""))).normalized,)
+
+
+#: Metric values by the (normalised) path of the medium they are kept for.
+ELEMENT = IndexSpec("metric-element", _element_keys)
+
+
 def values_of(host: EmulatedHost, txn: Transaction, medium: Record) -> Iterator[Record]:
     """The metric values kept for ``medium`` (none while metering is off)."""
-    wanted = medium.path
-    return (v for v in host.records(VALUE, txn)
-            if ObjectPath.parse(str(v.meta.get("element", ""))) == wanted)
+    classes = concrete_classes(VALUE, V2_NAMESPACE)
+    return iter(txn.lookup(classes, ELEMENT, medium.path.normalized))
 
 
 def element_of(txn: Transaction, value: Record) -> Record | None:

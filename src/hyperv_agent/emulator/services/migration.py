@@ -306,9 +306,7 @@ _STEPS: dict[int, Callable[[_Move], None]] = {
 
 def _records_of(txn: Transaction, guid: str) -> list[Record]:
     """The VM, its settings, devices, port features and runtime components."""
-    wanted = guid.lower()
-    return [r for r in txn.instances_of(CLASSES.values())
-            if (model.guid_of(r) or "").lower() == wanted]
+    return model.owned_records(txn, tuple(CLASSES.values()), guid)
 
 
 def _clone(record: Record) -> Record:

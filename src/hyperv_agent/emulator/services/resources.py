@@ -232,7 +232,7 @@ def _check_disk_file(call: Call, path: str, local: Path, exclude: Record | None)
     except vhd.VhdError as error:
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"{path} is not a virtual hard disk: {error}"
                       ) from None
-    for other in call.host.records("Msvm_StorageAllocationSettingData", call.txn):
+    for other in model.media_of_file(call.txn, path):
         resources = other["HostResource"]
         if other is exclude or not isinstance(resources, tuple) or not resources:
             continue

@@ -6,14 +6,24 @@ for a path that names no VM. Name is always filled; properties not asked for are
 
 from __future__ import annotations
 
+import weakref
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from hyperv_agent.cim.api import CimInstance, CimProperty, CimValue, ObjectPath, OutValue
+from hyperv_agent.cim.api import (
+    V2_NAMESPACE,
+    CimInstance,
+    CimProperty,
+    CimValue,
+    ObjectPath,
+    OutValue,
+)
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode
-from hyperv_agent.emulator.schema import CLASSES
+from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.schema import CLASSES, concrete_classes
 from hyperv_agent.emulator.store import Record
 
 #: RequestedInformation id -> Msvm_SummaryInformation property.
@@ -28,9 +38,33 @@ INFORMATION: Mapping[int, str] = {
     132: "OtherEnabledState",
 }
 _SUMMARY = CLASSES["Msvm_SummaryInformation"]
+_PROCESSORS = concrete_classes("Msvm_ProcessorSettingData", V2_NAMESPACE)
 #: Every property null: the answer for what was not asked (shared, instances are immutable).
 _NULLS = {key: CimProperty(p.name, p.cim_type, p.is_array, None)
           for key, p in _SUMMARY.properties.items()}
+
+
+#: What a kept summary may hold: values that change only with the VM's record or its
+#: settings' (not UpTime, which follows the clock, nor NumberOfProcessors, kept elsewhere).
+_KEEPABLE = frozenset(INFORMATION.values()) - {"UpTime", "NumberOfProcessors"}
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A summary built from exactly these records (compared by identity: the store
+    replaces a record whenever it changes)."""
+
+    vm: Record
+    vm_key: str  # the VM's normalised path
+    vssd: Record
+    wanted: frozenset[str]
+    summary: CimInstance
+
+
+#: Summaries already built, per host and by the identity of the settings record they were
+#: built from, so a report of thousands of VMs rebuilds only the summaries of VMs that
+#: changed and finds the others without working out whose they are.
+_KEPT: weakref.WeakKeyDictionary[EmulatedHost, dict[int, _Kept]] = weakref.WeakKeyDictionary()
 
 
 @handles("Msvm_VirtualSystemManagementService", "GetSummaryInformation")
@@ -40,48 +74,80 @@ def get_summary_information(call: Call) -> Mapping[str, OutValue]:
     if unknown:
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"unknown RequestedInformation {unknown}", immediate=True)
-    wanted = {INFORMATION[i] for i in requested} | {"Name"}
-    facts = _Facts(call)
-    paths = call.paths("SettingData") if call.arg("SettingData") is not None else None
-    vssds = facts.all_vssds() if paths is None else [facts.vssd(p) for p in paths]
-    return {"SummaryInformation": tuple(facts.summary(v, wanted) for v in vssds)}
+    facts = _Facts(call, frozenset({INFORMATION[i] for i in requested} | {"Name"}))
+    if call.arg("SettingData") is None:
+        found = facts.every_vm()
+    else:
+        found = tuple(facts.of_path(p) for p in call.paths("SettingData"))
+    call.host.counters.add("summarized", len(found))
+    return {"SummaryInformation": found}
 
 
 class _Facts:
-    """One pass over processors, memory and VMs, so N VMs cost O(N), not O(N²)."""
+    """Summaries of the VMs asked for: each VM and its settings looked up directly, so k
+    VMs cost O(k) whatever the number of VMs on the host; one pass for every VM."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, wanted: frozenset[str]) -> None:
         self.call = call
-        self.cpus: dict[str, int] = {}
-        for record in call.host.records("Msvm_ProcessorSettingData", call.txn):
-            guid = model.guid_of(record)
+        self.wanted = wanted
+        self.kept = _KEPT.setdefault(call.host, {}) if wanted <= _KEEPABLE else None
+
+    def every_vm(self) -> tuple[CimInstance, ...]:
+        found: list[CimInstance] = []
+        seen: set[int] = set()
+        for vssd in self.call.host.records("Msvm_VirtualSystemSettingData", self.call.txn):
+            seen.add(id(vssd))
+            kept = self._kept(vssd)
+            if kept is not None:
+                found.append(kept.summary)
+                continue
+            guid = model.guid_of(vssd) if vssd["VirtualSystemType"] == codes.REALIZED else None
             if guid:
-                self.cpus[guid.lower()] = record.integer("VirtualQuantity")
-        self.vms = {str(vm["Name"]).lower(): vm
-                    for vm in call.host.records("Msvm_ComputerSystem", call.txn)
-                    if model.is_vm(vm)}
+                found.append(self.summary(vssd, guid, self._vm(guid)))
+        if self.kept is not None:  # settings not seen belong to VMs that are gone
+            for gone in self.kept.keys() - seen:
+                del self.kept[gone]
+        return tuple(found)
 
-    def all_vssds(self) -> list[Record | None]:
-        return [
-            v for v in self.call.host.records("Msvm_VirtualSystemSettingData", self.call.txn)
-            if v["VirtualSystemType"] == codes.REALIZED and model.guid_of(v)
-        ]
+    def _kept(self, vssd: Record) -> _Kept | None:
+        kept = self.kept.get(id(vssd)) if self.kept is not None else None
+        if kept is None or kept.vssd is not vssd or kept.wanted != self.wanted:
+            return None
+        return kept if self.call.txn.get_key(kept.vm_key) is kept.vm else None
 
-    def vssd(self, path: ObjectPath) -> Record | None:
-        record = self.call.txn.get(path)
-        ok = record is not None and record.class_def.name == "Msvm_VirtualSystemSettingData"
-        return record if ok else None
+    def _vm(self, guid: str) -> Record | None:
+        vm = self.call.txn.get(model.vm_path(guid))
+        return vm if vm is not None and model.is_vm(vm) else None
 
-    def summary(self, vssd: Record | None, wanted: set[str]) -> CimInstance:
-        guid = model.guid_of(vssd) if vssd is not None else None
-        vm = self.vms.get(guid.lower()) if guid else None
-        values = self._values(vssd, vm) if vssd is not None and vm is not None else {"Name": ""}
+    def of_path(self, path: ObjectPath) -> CimInstance:
+        vssd = self.call.txn.get(path)
+        if vssd is None or vssd.class_def.name != "Msvm_VirtualSystemSettingData":
+            return self._instance({"Name": ""})
+        kept = self._kept(vssd)
+        if kept is not None:
+            return kept.summary
+        guid = model.guid_of(vssd)
+        return self.summary(vssd, guid or "", self._vm(guid) if guid else None)
+
+    def summary(self, vssd: Record, guid: str, vm: Record | None) -> CimInstance:
+        if vm is None:
+            return self._instance({"Name": ""})
+        summary = self._instance(self._values(vssd, vm))
+        if self.kept is not None:
+            self.kept[id(vssd)] = _Kept(vm, vm.path.normalized, vssd, self.wanted, summary)
+        return summary
+
+    def _instance(self, values: Mapping[str, CimValue]) -> CimInstance:
         props = dict(_NULLS)
-        for name in wanted:
+        for name in self.wanted:
             null = props[name.lower()]
             props[name.lower()] = CimProperty(null.name, null.cim_type, null.is_array,
                                               values.get(name))
         return CimInstance(_SUMMARY.name, props, None, _SUMMARY.namespace)
+
+    def cpus(self, guid: str) -> int:
+        found = model.owned_records(self.call.txn, _PROCESSORS, guid)
+        return found[-1].integer("VirtualQuantity") if found else 0
 
     def _values(self, vssd: Record, vm: Record) -> dict[str, CimValue]:
         guid = str(vm["Name"])
@@ -91,7 +157,7 @@ class _Facts:
         return {
             "Name": guid, "ElementName": vm["ElementName"], "CreationTime": vssd["CreationTime"],
             "Notes": "\n".join(str(n) for n in notes) if isinstance(notes, tuple) else None,
-            "NumberOfProcessors": self.cpus.get(guid.lower(), 0),
+            "NumberOfProcessors": self.cpus(guid) if "NumberOfProcessors" in self.wanted else 0,
             "EnabledState": vm["EnabledState"], "HealthState": vm["HealthState"],
             "OperationalStatus": vm["OperationalStatus"], "Version": vssd["Version"],
             "ProcessorLoad": _load(guid) if running else 0,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from hyperv_agent.cim.api import ObjectPath, OutValue
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath, OutValue
 from hyperv_agent.emulator import bootsources, codes, model
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode
 from hyperv_agent.emulator.host import cim_datetime
+from hyperv_agent.emulator.indexes import IndexSpec
+from hyperv_agent.emulator.schema import concrete_classes
 from hyperv_agent.emulator.services import resources
 from hyperv_agent.emulator.store import Record
 
@@ -81,12 +83,20 @@ def _vssd(call: Call, settings: Embedded, guid: str) -> Record:
     return record
 
 
+def _template_keys(record: Record) -> tuple[bool, ...]:
+    return (True,) if record["VirtualSystemType"] == codes.SECURE_BOOT_TEMPLATE else ()
+
+
+#: The secure boot template VSSDs, found without walking every VM's settings.
+_TEMPLATES = IndexSpec("secure-boot-templates", _template_keys)
+
+
 def _templates(call: Call) -> dict[uuid.UUID, Record]:
     """The host's secure boot template VSSDs by their SecureBootTemplateId."""
     found: dict[uuid.UUID, Record] = {}
-    for record in call.host.records("Msvm_VirtualSystemSettingData", call.txn):
-        if record["VirtualSystemType"] == codes.SECURE_BOOT_TEMPLATE:
-            found[uuid.UUID(str(record["SecureBootTemplateId"]))] = record
+    classes = concrete_classes("Msvm_VirtualSystemSettingData", V2_NAMESPACE)
+    for record in call.txn.lookup(classes, _TEMPLATES, True):
+        found[uuid.UUID(str(record["SecureBootTemplateId"]))] = record
     return found
 
 

@@ -135,9 +135,9 @@ class WinrmService:
         if request.resource_uri == CONFIG:
             return write_config(self.limits())
         path = self._path(request)
-        if not path.keys:
+        if not path.keys and (await self.cim.get_class(path.class_name, path.namespace)).keys:
             raise Fault("w:InvalidSelectors", "a Get needs the selectors of an instance",
-                        detail="InsufficientSelectors")
+                        detail="InsufficientSelectors")  # none only for a singleton
         instance = await self.cim.get(path)
         return writing.instance(instance, instance.path or path)
 

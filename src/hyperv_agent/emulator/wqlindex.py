@@ -1,0 +1,85 @@
+"""The records a WHERE clause can match, found through the store's indexes.
+
+``candidates`` returns a superset of the matching records, never missing one, in the
+order a walk over every instance would meet them; the caller still evaluates the whole
+clause on each. A comparison ``prop = literal`` is looked up in an index of ``prop``'s
+values (``wqleval.value_keys``), ``prop LIKE 'text\\...'`` in an index of the values'
+heads up to their first backslash (the InstanceID prefixes Hyper-V's identities use);
+AND takes the smaller of its sides, OR the union of both. Anything else (NOT, IS NULL,
+<, >, pseudo-properties, properties the emulator computes at read time) walks the class.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Sequence
+
+from hyperv_agent.cim.api import CimValue
+from hyperv_agent.emulator import wqleval
+from hyperv_agent.emulator.indexes import IndexSpec
+from hyperv_agent.emulator.schema import ClassDef
+from hyperv_agent.emulator.store import Probe, Record, Transaction
+from hyperv_agent.emulator.wqlast import And, Comparison, Expr, Or, WqlLiteral
+
+#: Whether an index of stored values answers for a class's property (see model).
+Indexable = Callable[[ClassDef, str], bool]
+
+
+def candidates(txn: Transaction, classes: Sequence[ClassDef], where: Expr | None,
+               indexable: Indexable) -> Iterable[Record]:
+    """The records of ``classes`` that may satisfy ``where``, in walk order."""
+    probes = _probes(txn, classes, where, indexable) if where is not None else None
+    if probes is None:
+        return txn.instances_of(classes)
+    return txn.lookup_any(classes, probes)
+
+
+def _probes(txn: Transaction, classes: Sequence[ClassDef], expr: Expr,
+            indexable: Indexable) -> list[Probe] | None:
+    match expr:
+        case And(left, right):
+            sides = [p for p in (_probes(txn, classes, left, indexable),
+                                 _probes(txn, classes, right, indexable)) if p is not None]
+            return min(sides, key=lambda probes: txn.count(classes, probes), default=None)
+        case Or(left, right):
+            either = _probes(txn, classes, left, indexable)
+            other = _probes(txn, classes, right, indexable) if either is not None else None
+            return None if either is None or other is None else either + other
+        case Comparison(prop, op, literal):
+            if not all(_indexable(c, prop, indexable) for c in classes):
+                return None
+            return _comparison(prop, op, literal)
+        case _:
+            return None
+
+
+def _comparison(prop: str, op: str, literal: WqlLiteral) -> list[Probe] | None:
+    name = prop.lower()
+    if op == "=":
+        spec = value_index(name)
+        return [(spec, key) for key in wqleval.literal_keys(literal)]
+    if op == "LIKE" and isinstance(literal, str):
+        head = wqleval.like_head(literal)
+        return None if head is None else [(head_index(name), head)]
+    return None
+
+
+def _indexable(class_def: ClassDef, prop: str, indexable: Indexable) -> bool:
+    return class_def.prop(prop) is not None and indexable(class_def, prop)
+
+
+@functools.cache
+def value_index(name: str) -> IndexSpec:
+    """Records by the values of property ``name`` (lower case), as ``=`` compares them."""
+    return IndexSpec(f"value:{name}", lambda record: wqleval.value_keys(_value(record, name)))
+
+
+@functools.cache
+def head_index(name: str) -> IndexSpec:
+    """Records by the heads of property ``name``'s values (up to the first backslash)."""
+    return IndexSpec(f"head:{name}", lambda record: wqleval.head_keys(_value(record, name)))
+
+
+def _value(record: Record, name: str) -> CimValue:
+    prop = record.class_def.prop(name)
+    return record.values.get(prop.name) if prop is not None else None

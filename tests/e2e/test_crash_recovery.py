@@ -1,0 +1,219 @@
+"""A real ``hyperv-agent serve`` process killed with SIGKILL in the middle of a StartCommand
+and in the middle of a large copy, then started again: no VM is left half-built, no
+partial copy is left aside, and the command, sent again, succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from bench.bench_vm import start_body
+
+from hyperv_agent.backends import emulator_config
+from hyperv_agent.cim import wql
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from tests.e2e.conftest import API, LOCAL_POOL, PRIVATE_IP, client_context
+from tests.s3server import free_port
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+
+VM = "i-2-77-VM"
+SECONDARY = "cifs://10.1.1.1/secondary"
+TEMPLATE = "template/tmpl/2/206/big.vhdx"
+START_TIMEOUT_S = 30.0
+MIB = 1 << 20
+
+
+@contextlib.asynccontextmanager
+async def serve(config_file: Path) -> AsyncIterator[tuple[Agent, subprocess.Popen[bytes]]]:
+    """``hyperv-agent serve`` on free loopback ports, once it answers; killed at the end if
+    the test did not kill it."""
+    port, admin = free_port(), free_port()
+    log = (config_file.parent / f"serve-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hyperv_agent.cli", "serve", "--config", str(config_file),
+         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            agent = Agent(f"https://127.0.0.1:{port}", session)
+            await agent.wait_ready(process)
+            yield agent, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+class Agent:
+    """The agent process as the management server sees it."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url, self.session = url, session
+
+    async def wait_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert process.poll() is None, "serve exited"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.session.get(self.url + API.rstrip("/")) as reply:
+                    if reply.status == 200:
+                        return
+            assert time.monotonic() < deadline, "serve did not answer"
+            await asyncio.sleep(0.1)
+
+    async def answer(self, fqcn: str, body: object) -> dict[str, Any]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.session.post(self.url + API + fqcn, data=data) as reply:
+            assert reply.status == 200
+            ((_, fields),) = (await reply.json(content_type=None))[0].items()
+            assert isinstance(fields, dict)
+            return fields
+
+
+def _config(tmp_path: Path, job_duration_s: float = 0.0) -> Path:
+    (tmp_path / "secondary").mkdir(exist_ok=True)
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""[agent]
+state_dir = '{tmp_path / "state"}'
+backend = "emulator"
+private_ip = "{PRIVATE_IP}"
+local_storage_path = '{LOCAL_POOL}'
+[emulator]
+job_duration_s = {job_duration_s}
+[emulator.shares]
+'\\\\10.1.1.1\\secondary' = '{tmp_path / "secondary"}'
+""")
+    return config
+
+
+def _loaded(config_file: Path) -> AgentConfig:
+    return load_config(config_file)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"{what} did not happen"
+        await asyncio.sleep(0.02)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+async def _vms(config: AgentConfig) -> dict[str, int]:
+    """Every VM of the emulated host by name, with its EnabledState (the agent is down)."""
+    cim = EmulatorCim.open(emulator_config(config))
+    try:
+        found = await cim.query(wql.select("Msvm_ComputerSystem",
+                                           wql.eq("Caption", "Virtual Machine")))
+        return {str(vm["ElementName"]): int(str(vm["EnabledState"])) for vm in found}
+    finally:
+        await cim.close()
+
+
+# --- a StartCommand killed while it builds the VM -------------------------------------------
+
+
+async def test_start_killed_while_building_leaves_no_half_built_vm_and_the_retry_starts_it(
+    tmp_path: Path,
+) -> None:
+    config_file = _config(tmp_path, job_duration_s=0.2)
+    config = _loaded(config_file)
+    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    body = start_body(VM, drive_c)
+    async with serve(config_file) as (agent, process):
+        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
+
+        async def defined() -> bool:
+            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+            return bool(checked["result"])
+
+        await _until(defined, "the VM's definition")
+        _kill(process)
+        with pytest.raises(aiohttp.ClientError):
+            await start
+    assert await _vms(config) == {VM: 3}  # killed half-built: defined, never started
+    async with serve(config_file) as (agent, _):
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert checked["result"] is False  # removed at start, before anything was served
+        started = await agent.answer(names.START_COMMAND, body)
+        assert started["result"] is True, started
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert checked["state"] == "PowerOn"
+    assert await _vms(config) == {VM: 2}
+    assert (config.agent.state_dir / "building.json").read_text().strip() == "[]"
+
+
+# --- a large copy killed midway -------------------------------------------------------------
+
+
+def _template_copy(checksum: str) -> dict[str, Any]:
+    """CopyCommand case A: the image store's template into the local pool, with a checksum
+    that names the file as read, so every byte streams through the agent."""
+    src = {"path": TEMPLATE, "origUrl": "http://example.org/big.vhdx", "checksum": checksum,
+           "uuid": "f0e1d2c3-b4a5-4697-8877-665544332211", "id": 206, "format": "VHDX",
+           "imageDataStore": {names.NFS_TO: {"_url": SECONDARY, "_role": "Image"}}}
+    dest = {"path": "big", "uuid": src["uuid"], "id": 206, "format": "VHDX",
+            "imageDataStore": {names.PRIMARY_DATA_STORE_TO: {
+                "uuid": "local-pool", "poolType": "Filesystem", "host": PRIVATE_IP,
+                "path": LOCAL_POOL}}}
+    return {"srcTO": {names.TEMPLATE_OBJECT_TO: src}, "destTO": {names.TEMPLATE_OBJECT_TO: dest},
+            "wait": 10800}
+
+
+async def test_copy_killed_midway_leaves_no_partial_file_once_restarted_and_the_retry_copies(
+    tmp_path: Path,
+) -> None:
+    config_file = _config(tmp_path)
+    config = _loaded(config_file)
+    pool = config.agent.state_dir / "emulator" / "drives" / "C" / "pool"
+    pool.mkdir(parents=True)
+    (pool / "other.vhdx").write_bytes(b"another volume")
+    source = tmp_path / "secondary" / TEMPLATE
+    source.parent.mkdir(parents=True)
+    with source.open("wb") as sparse:
+        sparse.truncate(8 * 1024**3)  # long enough to be caught mid-stream
+    async with serve(config_file) as (agent, process):
+        copy = asyncio.create_task(agent.answer(names.COPY_COMMAND,
+                                                _template_copy("0" * 32)))
+
+        async def copying() -> bool:
+            return any(p.name.startswith(".big.vhdx.partial-") and p.stat().st_size > 0
+                       for p in pool.iterdir())
+
+        await _until(copying, "the copy")
+        _kill(process)
+        with pytest.raises(aiohttp.ClientError):
+            await copy
+    left = sorted(p.name for p in pool.iterdir())
+    assert len(left) == 2 and left[0].startswith(".big.vhdx.partial-"), left  # killed aside
+    source.unlink()
+    vhd.create(source, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 64 * MIB)
+    digest = hashlib.md5(source.read_bytes()).hexdigest()
+    async with serve(config_file) as (agent, _):
+        assert sorted(p.name for p in pool.iterdir()) == ["other.vhdx"]  # swept at start
+        copied = await agent.answer(names.COPY_COMMAND, _template_copy(digest))
+        assert copied["result"] is True, copied
+    assert sorted(p.name for p in pool.iterdir()) == ["big.vhdx", "other.vhdx"]
+    assert (pool / "big.vhdx").read_bytes() == source.read_bytes()
+    assert (pool / "other.vhdx").read_bytes() == b"another volume"

@@ -1,0 +1,176 @@
+"""The emulator's indexes: a query looks at what it can return, never misses a match, and
+answers in the order a walk over every instance would."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance
+from hyperv_agent.emulator import wqlparse
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from tests.emulator.kit import GEN2, define_vm, devices, service
+
+VM_COUNT = 200
+RASD = "CIM_ResourceAllocationSettingData"
+
+
+async def _host_with_vms(make_config: Callable[..., EmulatorConfig], count: int,
+                         **config: object) -> EmulatorCim:
+    cim = EmulatorCim.open(make_config(async_jobs=False, **config))
+    for index in range(count):
+        await define_vm(cim, f"vm-{index}", GEN2 if index % 3 == 0 else
+                        "Microsoft:Hyper-V:SubType:1")
+    return cim
+
+
+async def test_query_by_name_examines_one_vm_when_host_has_200(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, VM_COUNT)
+    try:
+        before = cim.round_trips()
+        found = await cim.query(wql.select(
+            "Msvm_ComputerSystem", wql.eq("ElementName", "VM-150") & wql.eq(
+                "Caption", "Virtual Machine"), ["Name", "ElementName"]))
+        spent = cim.round_trips() - before
+        assert [vm["ElementName"] for vm in found] == ["vm-150"]
+        assert (spent.calls, spent["examined"]) == (1, 1)
+    finally:
+        await cim.close()
+
+
+async def test_device_query_examines_only_that_vms_devices_when_host_has_200(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, VM_COUNT)
+    try:
+        (vm,) = [v.path for v in await cim.query(wql.select(
+            "Msvm_ComputerSystem", wql.eq("ElementName", "vm-7"))) if v.path]
+        before = cim.round_trips()
+        found = await devices(cim, vm)
+        spent = cim.round_trips() - before
+        assert {d.class_name for d in found} >= {"Msvm_ProcessorSettingData",
+                                                  "Msvm_MemorySettingData"}
+        assert spent["examined"] <= len(found) + 1  # + the VM's own settings, at most
+    finally:
+        await cim.close()
+
+
+async def test_summary_of_one_vm_looks_at_that_vm_only_when_host_has_200(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, VM_COUNT)
+    try:
+        (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData",
+                                             wql.eq("ElementName", "vm-42")))
+        before = cim.round_trips()
+        result = await cim.invoke(await service(cim), "GetSummaryInformation", {
+            "SettingData": [vssd], "RequestedInformation": [0, 1, 4]})
+        spent = cim.round_trips() - before
+        (summary,) = result.instances("SummaryInformation")
+        assert (summary["ElementName"], summary["NumberOfProcessors"]) == ("vm-42", 1)
+        assert spent["summarized"] == 1
+    finally:
+        await cim.close()
+
+
+async def test_query_finds_the_new_name_only_when_a_vm_is_renamed(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, 3)
+    try:
+        (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData",
+                                             wql.eq("ElementName", "vm-1")))
+        result = await cim.invoke(await service(cim), "ModifySystemSettings", {
+            "SystemSettings": vssd.updated(ElementName="renamed")})
+        assert result.return_value == 0
+        by_name = [await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", n)))
+                   for n in ("vm-1", "renamed")]
+        assert [len(found) for found in by_name] == [0, 1]
+    finally:
+        await cim.close()
+
+
+async def test_query_by_name_finds_vms_when_state_is_reopened(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, 5)
+    await cim.close()
+    reopened = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        found = await reopened.query(wql.select("Msvm_ComputerSystem",
+                                                wql.eq("ElementName", "vm-3")))
+        assert [vm["ElementName"] for vm in found] == ["vm-3"]
+    finally:
+        await reopened.close()
+
+
+# --- indexed answers are the answers of a walk ----------------------------------------------
+
+#: Values to compare with: real ones in other cases, numbers as text, near misses.
+_TEXTS = ("vm-1", "VM-1", "vm-10", "Virtual Machine", "virtual machine", "Hosting Computer System",
+          "2", "3", "Microsoft:Hyper-V:Processor", "IDE Controller 0", "", "vm-%", "x")
+_PROPS = {
+    "Msvm_ComputerSystem": ("ElementName", "Caption", "EnabledState", "Name"),
+    RASD: ("InstanceID", "ResourceType", "ResourceSubType", "Address", "ElementName"),
+}
+
+
+def _leaf(rng: random.Random, class_name: str, samples: list[CimInstance]) -> wql.Condition:
+    prop = rng.choice(_PROPS[class_name])
+    seen: list[str | int] = [v for s in samples if isinstance(v := s[prop], str | int)]
+    value: str | int = rng.choice([*_TEXTS, *seen, *seen, 2, 3, 5, 10])
+    text = str(value)
+    kind = rng.randrange(6)
+    if kind == 0:
+        return wql.like(prop, wql.like_literal(text[: rng.randrange(len(text) + 1)]) + "%")
+    if kind == 1:
+        return wql.ne(prop, value)
+    if kind == 2:
+        return wql.Condition(f"{prop} IS NULL")
+    if kind == 3 and isinstance(value, str):
+        return wql.eq(prop, value.upper() if rng.random() < 0.5 else value.lower())
+    return wql.eq(prop, value)
+
+
+def _condition(rng: random.Random, class_name: str, samples: list[CimInstance],
+               depth: int = 0) -> wql.Condition:
+    if depth >= 2 or rng.random() < 0.35:
+        return _leaf(rng, class_name, samples)
+    left = _condition(rng, class_name, samples, depth + 1)
+    right = _condition(rng, class_name, samples, depth + 1)
+    shape = rng.randrange(3)
+    if shape == 2:
+        return wql.Condition(f"NOT {left.text}") & right
+    return left & right if shape == 0 else left | right
+
+
+def _walked(everything: list[CimInstance], text: str) -> list[str]:
+    parsed = wqlparse.parse(text)
+    assert isinstance(parsed, wqlparse.SelectQuery) and parsed.where is not None
+    where = parsed.where
+    return [str(i.path) for i in everything if wqlparse.evaluate(where, i.__getitem__)]
+
+
+async def test_indexed_queries_answer_as_a_walk_when_conditions_are_random(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = await _host_with_vms(make_config, 12)
+    rng = random.Random(16)
+    narrowed = matched = 0
+    try:
+        for class_name in _PROPS:
+            everything = await cim.query(wql.select(class_name))
+            for _ in range(150):
+                text = wql.select(class_name, _condition(rng, class_name, everything))
+                before = cim.round_trips()
+                found = [str(i.path) for i in await cim.query(text)]
+                assert found == _walked(everything, text), text
+                narrowed += (cim.round_trips() - before)["examined"] < len(everything)
+                matched += bool(found)
+    finally:
+        await cim.close()
+    assert narrowed > 50 and matched > 50  # both the indexes and the matches were exercised

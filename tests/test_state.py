@@ -1,0 +1,66 @@
+"""The agent's own state: the pool registry as the one source of roots, the journal of VMs
+being built, the agent's name, and what a killed write leaves in the state directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hyperv_agent.state import (
+    BuildJournal,
+    PoolRegistry,
+    RegisteredPool,
+    agent_id,
+    sweep_temporaries,
+)
+
+LOCAL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
+
+
+def test_roots_are_found_by_any_spelling_when_registered_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "pools.json"
+    registry = PoolRegistry(path, local_root=LOCAL)
+    registry.put("AB-1", RegisteredPool(root="C:\\pools\\p1", pool_type="Filesystem"))
+    registry.put("cd-2", RegisteredPool(root="\\\\fs1\\primary", pool_type="SMB", host="fs1",
+                                        path="/primary"))
+    again = PoolRegistry(path, local_root=LOCAL)
+    assert again.by_root("c:/POOLS/p1/") == RegisteredPool("C:\\pools\\p1", "Filesystem")
+    assert again.by_root("\\\\FS1\\Primary\\sub\\..") is not None
+    assert again.by_root(LOCAL.lower()) == RegisteredPool(LOCAL, "Filesystem")
+    assert again.by_root("C:\\pools") is None and again.by_root("C:\\pools\\p1\\x") is None
+    assert again.all_roots() == (LOCAL, "C:\\pools\\p1", "\\\\fs1\\primary")
+    assert again.roots() == ("\\\\fs1\\primary",)  # heartbeats: shared pools only
+    assert LOCAL not in path.read_text()  # the configuration names the local pool
+
+
+def test_journal_keeps_the_vms_being_built_when_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "building.json"
+    journal = BuildJournal(path)
+    journal.begin("i-2-5-VM")
+    journal.begin("r-7-VM")
+    journal.end("I-2-5-vm")  # Hyper-V matches names without case
+    journal.end("never-begun")
+    assert BuildJournal(path).pending() == ("r-7-VM",)
+    assert json.loads(path.read_text()) == ["r-7-VM"]
+
+
+def test_agent_id_is_made_once_and_kept_when_asked_again(tmp_path: Path) -> None:
+    made = agent_id(tmp_path)
+    assert len(made) == 8 and int(made, 16) >= 0
+    assert agent_id(tmp_path) == made
+    (tmp_path / "agent-id").write_text("not hex!")
+    assert agent_id(tmp_path) not in (made, "not hex!")
+
+
+def test_files_a_killed_write_left_aside_are_swept_and_the_state_is_kept(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pools.json").write_text("{}")
+    for name in (".pools-k2j4", ".building-x9", ".agent-id-q1"):
+        (tmp_path / name).write_text("half")
+    (tmp_path / ".other").write_text("not ours")
+    assert sweep_temporaries(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other", "pools.json"]
+    assert sweep_temporaries(tmp_path / "absent") == 0
