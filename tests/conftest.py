@@ -71,3 +71,18 @@ def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
         pytest.skip(str(error))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
+    """A real smbd on 127.0.0.1 whose share is called C$, as a Windows host's administrative
+    share, and whose second share can hold an image store (skipped when smbd cannot run,
+    except in CI)."""
+    try:
+        server = start_samba(tmp_path_factory.mktemp("adminshare"), share="C$")
+    except SambaUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    yield server
+    server.stop()

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.localchoice import LocalChoice, choose_for_this_host
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
         guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,
         os_caption=section.os_caption, job_retention_s=section.job_retention_s,
+        lab_missing_classes=frozenset(section.lab.missing_classes),
+        lab_free_bytes=dict(section.lab.free_bytes),
     )
 
 
@@ -59,7 +61,7 @@ def open_backend(config: AgentConfig,
     if choice is not None:
         backend = choice.backend
     if backend == "emulator":
-        return EmulatorCim.open(emulator_config(config))
+        return open_emulator(emulator_config(config))
     if backend == "wsman":
         from hyperv_agent.cim.wsman.backend import WsmanCim  # pypsrp: loaded only when used
 

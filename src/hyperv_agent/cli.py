@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from hyperv_agent.cim.api import V2_NAMESPACE
+from hyperv_agent.doctor.command import doctor_command
 from hyperv_agent.errors import AgentError, ConfigError
 from hyperv_agent.winsvc.commands import service_group
 
@@ -250,6 +251,10 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
         asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
         _fail(ConfigError(f"cannot listen: {error.strerror or error}"))
+
+
+main.add_command(doctor_command((_config_option, _backend_option, _state_option, _wsman_options),
+                                lambda f, b, s, w: _load(f, b, s, _wsman(**w))))
 
 
 @main.group("template")

@@ -138,6 +138,10 @@ class AgentSection(_Section):
     # Accounts for SMB servers whose share URLs carry no credentials (the MS strips them
     # from cifs image stores in CopyCommand); these servers are reached through smbprotocol.
     smb_credentials: dict[str, SmbCredential] = Field(default_factory=dict)
+    # Agentless mode (backend wsman to another machine): the console proxy connects to this
+    # agent on the RDP port, relayed to the host's VMConnect. "" turns the relay off.
+    console_relay_listen: str = "0.0.0.0:2179"
+    console_relay_target_port: int = Field(default=2179, ge=1, le=65535)  # host's VMConnect
 
     @field_validator("smb_servers", mode="before")
     @classmethod
@@ -177,6 +181,11 @@ class AgentSection(_Section):
             raise ValueError(f"{value!r} is not HOST:PORT")
         return value
 
+    @field_validator("console_relay_listen")
+    @classmethod
+    def _relay_listen(cls, value: str) -> str:
+        return cls._host_port(value) if value else value
+
     @field_validator("allow_from")
     @classmethod
     def _networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
@@ -190,6 +199,22 @@ class AgentSection(_Section):
         if value is not None:
             ipaddress.ip_address(value)
         return value
+
+
+class LabSection(_Section):
+    """Test and lab knobs of the emulated host (``[emulator.lab]``): it falls short as a
+    real host can, for ``doctor`` and for trying what an operator would see."""
+
+    missing_classes: tuple[str, ...] = ()  # left out of the emulated schema
+    free_bytes: dict[str, int] = Field(default_factory=dict)  # drive letter -> free space
+
+    @field_validator("free_bytes")
+    @classmethod
+    def _drives(cls, free: dict[str, int]) -> dict[str, int]:
+        for letter, value in free.items():
+            if len(letter.rstrip(":")) != 1 or not letter[0].isalpha() or value < 0:
+                raise ValueError(f"{letter!r} = {value}: a drive letter and bytes >= 0")
+        return free
 
 
 class EmulatorSection(_Section):
@@ -210,6 +235,7 @@ class EmulatorSection(_Section):
     os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
     os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
     job_retention_s: float = Field(default=300.0, ge=0)  # finished jobs then vanish
+    lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
 
     @field_validator("drives")
     @classmethod

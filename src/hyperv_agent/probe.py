@@ -252,15 +252,18 @@ def check_startup(sent: JsonObject, got: JsonObject, facts: dict[str, str]) -> N
     require(int(got.get("memory") or 0) > 1 << 30, "memory is in bytes",
              f"memory {got.get('memory')} looks like KiB or MiB")
     details = got.get("hostDetails") or {}
-    require(str(details.get("rdp.server.port")) == "2179", "rdp.server.port is 2179",
-             f"hostDetails has rdp.server.port {details.get('rdp.server.port')!r}")
+    port = str(details.get("rdp.server.port"))
+    require(port.isdigit() and 0 < int(port) < 65536, "rdp.server.port is a TCP port",
+             f"hostDetails has rdp.server.port {details.get('rdp.server.port')!r} "
+             "(2179, VMConnect's, or an agentless agent's console relay port)")
     require(bool(details.get("product_version")), "hostDetails has product_version", "missing")
     require(bool(got.get("hypervisorVersion")), "hypervisorVersion is set", "missing")
     mac = str(got.get("privateMacAddress") or "")
     facts.update({"hypervisorVersion": str(got.get("hypervisorVersion")),
                   "cores / sockets": f"{got.get('cpus')} / {got.get('cpuSockets')}",
                   "speed": f"{got.get('speed')} MHz", "memory": f"{got.get('memory')} bytes",
-                  "private NIC": f"{got.get('privateNetmask')} {mac}"})
+                  "private NIC": f"{got.get('privateNetmask')} {mac}",
+                  "console port": port})
 
 
 def check_version(got: JsonObject, versions: tuple[str, ...]) -> None:

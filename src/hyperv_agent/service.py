@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hyperv_agent import server, state, tls
+from hyperv_agent import relay, server, state, tls
 from hyperv_agent.backends import open_backend, remote_files
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
@@ -155,7 +155,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
                             reservation=reservation, local_pool_path=agent.local_storage_path,
-                            hypervisor_version=agent.hypervisor_version)
+                            hypervisor_version=agent.hypervisor_version,
+                            console_port=relay.console_port(config))
     files = open_files(config, cim.inner)
     state.sweep_temporaries(agent.state_dir)
     pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
@@ -220,11 +221,14 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
              agent.config.agent.listen, agent.config.agent.admin_listen,
              agent.identity.sha256_fingerprint)
+    console = await relay.start_for(agent.config, agent.allow_from)
     beating = asyncio.create_task(heartbeats(agent))
     try:
         await stop.wait()
     finally:
         beating.cancel()
+        if console is not None:
+            await console.close()
         for runner in runners:
             await runner.cleanup()
         await agent.cim.close()

@@ -23,6 +23,7 @@ from hyperv_agent import tls
 from hyperv_agent.backends import default_shares, emulator_config, seed_secondary
 from hyperv_agent.config import AgentConfig, WsmanSection
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
 from hyperv_agent.emulator.winrm.service import WinrmService
@@ -44,7 +45,7 @@ class RunningFace:
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
                      use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
     """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
-    cim = emulator or EmulatorCim.open(emulator_config(config))
+    cim = emulator or open_emulator(emulator_config(config))
     if emulator is None:
         seed_secondary(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)

@@ -274,3 +274,11 @@ async def test_session_survives_the_host_dropping_its_idle_connection(
         again = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
         await cim.close()
     assert [s.path for s in again] == [s.path for s in first]
+
+
+async def test_service_limits_are_read_from_the_winrm_configuration(remote: WsmanCim) -> None:
+    limits = await remote.service_limits()
+    assert (limits.max_envelope_kb, limits.max_timeout_ms, limits.max_batch_items) == (
+        500, 60000, 32000)
+    assert limits.allow_unencrypted is False
+    assert limits.max_concurrent_operations_per_user == 1500

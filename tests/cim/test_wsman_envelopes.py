@@ -18,6 +18,7 @@ from hyperv_agent.cim.classdecl import (
     typed_instance,
 )
 from hyperv_agent.cim.wsman import envelope, writing
+from hyperv_agent.cim.wsman.config import WinrmLimits, read_config, write_config
 from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
 from hyperv_agent.cim.wsman.names import WSEN, WSMAN, S, q
 from hyperv_agent.cim.wsman.reading import read_instance
@@ -251,3 +252,28 @@ def test_written_instance_reads_back_equal_with_awkward_text() -> None:
                  "StatusDescriptions", "TimeOfLastStateChange", "OnTimeInMilliseconds"):
         assert back[name] == vm[name], name
     assert back.path == path
+
+
+# MS-WSMV §4.2 (configuration): the body of a Get on …/wsman/1/config, as a host answers it.
+CONFIG_BODY = """<s:Body xmlns:s="http://www.w3.org/2003/05/soap-envelope">
+<cfg:Config xmlns:cfg="http://schemas.microsoft.com/wbem/wsman/1/config">
+  <cfg:MaxEnvelopeSizekb>150</cfg:MaxEnvelopeSizekb>
+  <cfg:MaxTimeoutms>60000</cfg:MaxTimeoutms>
+  <cfg:MaxBatchItems>20</cfg:MaxBatchItems>
+  <cfg:MaxProviderRequests>25</cfg:MaxProviderRequests>
+  <cfg:Client><cfg:NetworkDelayms>5000</cfg:NetworkDelayms>
+    <cfg:AllowUnencrypted>true</cfg:AllowUnencrypted></cfg:Client>
+  <cfg:Service><cfg:RootSDDL>O:NSG:BAD:P(A;;GA;;;BA)S:P</cfg:RootSDDL>
+    <cfg:MaxConcurrentOperationsPerUser>1500</cfg:MaxConcurrentOperationsPerUser>
+    <cfg:AllowUnencrypted>false</cfg:AllowUnencrypted></cfg:Service>
+</cfg:Config></s:Body>"""
+
+
+def test_service_configuration_limits_are_read_from_the_config_element() -> None:
+    limits = read_config(fromstring(CONFIG_BODY))
+    assert limits == WinrmLimits(max_envelope_kb=150, max_timeout_ms=60000,
+                                 max_batch_items=20, max_provider_requests=25,
+                                 max_concurrent_operations_per_user=1500,
+                                 allow_unencrypted=False)
+    written = f'<s:Body xmlns:s="{S}">{write_config(limits)}</s:Body>'
+    assert read_config(fromstring(written)) == limits

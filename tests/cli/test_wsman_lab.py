@@ -1,87 +1,102 @@
-"""The lab arrangement, as an operator sets it up: ``emulator wsman`` serves an emulated host
-over WinRM, ``serve --backend wsman`` with the same ``--config`` (its own state directory)
-drives it and reaches its files through the file's drive and share mappings, and
-``probe --deploy`` plays a whole deployment against that agent."""
+"""Agentless mode end to end, in processes, as an operator runs it: ``emulator wsman`` serves
+an emulated host over WinRM, ``serve --backend wsman`` drives it from its own state
+directory, and ``probe --deploy`` plays a whole deployment against that agent; ``doctor``
+checks the same host. Two arrangements:
+
+- the lab arrangement: agent and face share one ``--config``, and the agent reaches the
+  host's files through its ``[emulator.drives]``/``[emulator.shares]`` folders;
+- the real way: the agent's configuration maps nothing, so it reaches drive C as a real
+  host's administrative share ``\\\\host\\C$``, served here by a real Samba on loopback
+  whose C$ is the emulated host's drive C, and the image store as another share.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import ssl
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from tests.samba import free_port
+from tests.cli import lab
+from tests.samba import Samba, free_port
 
 USER, PASSWORD = "lab", "Lab-Pa55word!"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
+DOCTOR_LINES = 9 + 8  # the checks, then the throwaway VM's steps and its cleanup
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "hyperv_agent.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def _wsman(url: str, user: str, password: str) -> tuple[str, ...]:
+    return ("--backend", "wsman", "--wsman-url", url, "--wsman-user", user,
+            "--wsman-password", password, "--wsman-auth", "ntlm")
 
 
-def _wait_ready(url: str, process: subprocess.Popen[str]) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            urllib.request.urlopen(url, context=context, timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the agent did not become ready")
+def _doctor(config: Path, state_dir: Path, *wsman: str) -> subprocess.CompletedProcess[str]:
+    return lab.command("doctor", "--config", str(config), "--state-dir", str(state_dir),
+                       "--min-free-gb", "0.001", "--deploy", *wsman)
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
-    process.terminate()
-    _, errors = process.communicate(timeout=30)
-    return errors
-
-
-def test_agent_on_wsman_deploys_through_the_face_with_a_shared_config(tmp_path: Path) -> None:
+def test_agent_on_wsman_deploys_relays_consoles_and_passes_doctor_with_a_shared_config(
+        tmp_path: Path) -> None:
     secondary = tmp_path / "secondary"
-    template = secondary / "template" / "tmpl" / "1" / "1" / "hyperv-agent-probe.vhdx"
-    made = subprocess.run([sys.executable, "-m", "hyperv_agent.cli", "template", "make",
-                           str(template)], capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
+    lab.make_template(secondary)
+    relay_port = free_port()
     config = tmp_path / "lab.toml"
-    config.write_text(f"""[emulator.drives]
+    with lab.vmconnect() as stand_in:
+        config.write_text(f"""[agent]
+console_relay_listen = "127.0.0.1:{relay_port}"
+console_relay_target_port = {stand_in.port}
+[emulator.drives]
 C = "{tmp_path / 'C'}"
 [emulator.shares]
 '\\\\HYPERV-EMU\\secondary' = "{secondary}"
 '\\\\{PRIVATE_IP}\\secondary' = "{secondary}"
 """)
-    face = _start("emulator", "wsman", "--listen", "127.0.0.1:0", "--state-dir",
-                  str(tmp_path / "host"), "--config", str(config), "--user", USER,
-                  "--password", PASSWORD)
-    agent = None
-    try:
-        assert face.stdout is not None
-        url = json.loads(face.stdout.readline())["url"]
-        port = free_port()
-        agent = _start("serve", "--backend", "wsman", "--config", str(config), "--state-dir",
-                       str(tmp_path / "agent"), "--listen", f"127.0.0.1:{port}",
-                       "--admin-listen", f"127.0.0.1:{free_port()}", "--wsman-url", url,
-                       "--wsman-user", USER, "--wsman-password", PASSWORD,
-                       "--wsman-auth", "ntlm")
-        _wait_ready(f"https://127.0.0.1:{port}/api/HypervResource", agent)
-        probe = subprocess.run(
-            [sys.executable, "-m", "hyperv_agent.cli", "probe", f"https://127.0.0.1:{port}",
-             "--deploy", "--private-ip", PRIVATE_IP], capture_output=True, text=True,
-            timeout=120)
-        assert probe.returncode == 0, probe.stdout + probe.stderr
-        assert "copy template" in probe.stdout and "delete volume" in probe.stdout
-    finally:
-        errors = _stop(agent) if agent is not None else ""
-        errors += _stop(face)
-    assert PASSWORD not in errors
-    copied = list((tmp_path / "C").rglob("*.vhdx"))
-    assert copied, "the template copy landed on the emulated host's drive C"
+        with lab.face(config, tmp_path / "host", USER, PASSWORD) as url:
+            wsman = _wsman(url, USER, PASSWORD)
+            with lab.agent("--config", str(config), "--state-dir", str(tmp_path / "agent"),
+                           "--admin-listen", f"127.0.0.1:{free_port()}", *wsman,
+                           port=free_port(), password=PASSWORD) as agent:
+                probe = lab.command("probe", agent, "--deploy", "--private-ip", PRIVATE_IP)
+                assert probe.returncode == 0, probe.stdout + probe.stderr
+                assert "copy template" in probe.stdout and "delete volume" in probe.stdout
+                echoed = lab.console_round_trip(relay_port, stand_in)
+            doctor = _doctor(config, tmp_path / "doctor", *wsman)
+            refused = _doctor(config, tmp_path / "doctor", *_wsman(url, USER, "wrong"))
+    assert echoed == b"RDP-HELLOecho:x"
+    assert list((tmp_path / "C").rglob("*.vhdx")), "the template landed on drive C"
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    lines = doctor.stdout.splitlines()
+    assert len(lines) == DOCTOR_LINES and all(line.startswith(("ok ", "skip ")) for line in lines)
+    assert refused.returncode == 1
+    first = refused.stdout.splitlines()[0]
+    assert first.startswith("FAIL  connection") and "refused the credentials" in first
+    assert " -> fix: check [wsman] username and password" in first
+    assert "not ready: connection" in refused.stderr and "wrong" not in refused.stdout
+
+
+def test_agent_on_wsman_deploys_through_the_hosts_administrative_shares(
+        tmp_path: Path, admin_share: Samba) -> None:
+    lab.make_template(admin_share.other_share_dir)
+    host = tmp_path / "host.toml"  # the emulated host: its drive C is the share's folder
+    host.write_text(f'[emulator.drives]\nC = "{admin_share.share_dir}"\n')
+    agent_config = tmp_path / "agent.toml"  # the agent's: no mapping, admin shares
+    agent_config.write_text(f"""[agent]
+smb_port = {admin_share.port}
+console_relay_listen = ""
+[agent.smb_credentials]
+"{admin_share.server}" = {{username = "{admin_share.user}", password = "{admin_share.password}"}}
+""")
+    user, password = admin_share.user, admin_share.password  # one account, as on a real host
+    with lab.face(host, tmp_path / "host", user, password) as url:
+        wsman = _wsman(url, user, password)
+        with lab.agent("--config", str(agent_config), "--state-dir", str(tmp_path / "agent"),
+                       "--admin-listen", f"127.0.0.1:{free_port()}", *wsman,
+                       port=free_port(), password=password) as agent:
+            probe = lab.command("probe", agent, "--deploy", "--private-ip", "127.0.0.1",
+                                "--secondary", f"cifs://{admin_share.server}/"
+                                               f"{admin_share.other_share}")
+        doctor = _doctor(agent_config, tmp_path / "doctor", *wsman)
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    pool = admin_share.share_dir / "Users" / "Public" / "Documents" / "Hyper-V"
+    assert [p.name for p in pool.rglob("*.vhdx")], "the template copy went through C$"
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert f"\\\\{admin_share.server}\\C$ (administrative share): readable and writable" \
+        in doctor.stdout

@@ -269,3 +269,16 @@ async def test_wrong_password_is_refused_and_no_log_line_holds_a_password(
     text = "\n".join(record.getMessage() for record in face_log.records)
     assert "failed" in text
     assert PASSWORD not in text and "Wrong-Guess-42" not in text
+
+
+async def test_pypsrp_reads_the_service_configuration_and_its_envelope_limit(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        try:
+            config = await asyncio.to_thread(wsman.get_server_config)
+            await asyncio.to_thread(wsman.update_max_payload_size)
+        finally:
+            wsman.close()
+    assert config.findtext("cfg:Config/cfg:MaxTimeoutms", namespaces=NAMESPACES) == "60000"
+    assert wsman.max_envelope_size == 500 * 1024

@@ -3,8 +3,6 @@ wsman backend chooses between those and an emulated host's mapped folders."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from hyperv_agent.errors import PathNotAllowed
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hostfs.smb import SmbFiles
-from tests.samba import Samba, SambaUnavailable, start_samba
+from tests.samba import Samba
 
 
 def _files(host: str = "hv01") -> AdminShareFiles:
@@ -57,19 +55,6 @@ def test_wsman_backend_without_mappings_uses_admin_shares_with_its_account(
     files = remote_files(config)
     assert isinstance(files, AdminShareFiles)
     assert files.remote("C:\\x") == "\\\\hv01.lab\\C$\\x"
-
-
-@pytest.fixture(scope="module")
-def admin_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
-    """A real smbd whose share is called C$, as a Windows host's administrative share."""
-    try:
-        server = start_samba(tmp_path_factory.mktemp("adminshare"), share="C$")
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield server
-    server.stop()
 
 
 async def test_files_on_drive_c_are_reached_over_smb(admin_share: Samba) -> None:

@@ -130,3 +130,17 @@ async def test_facts_come_from_one_processor_per_socket_when_the_host_has_severa
             for s in sockets] == [(f"CPU{n}", 6, 3100, "OK") for n in range(4)]
     assert (facts.sockets, facts.cores, facts.cpu_mhz) == (4, 24, 3100)
     assert not facts.runs_generation_2  # Windows Server 2012 (6.2) has no generation 2
+
+
+async def test_host_clock_reads_the_hosts_own_time_when_it_differs_from_ours(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(), clock=lambda: 1_700_000_000.25)
+    try:
+        before = cim.round_trips()
+        now = await host.host_clock(cim)
+        spent = cim.round_trips() - before
+    finally:
+        await cim.close()
+    assert now == 1_700_000_000.25
+    assert spent.calls == 1

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
-from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
 from hyperv_agent.emulator.jobs import is_job, job_view
 from hyperv_agent.emulator.paths import HostPaths
@@ -173,5 +173,6 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
     if record.class_def.name == "Win32_OperatingSystem":
         used_kb = running_memory_mb(host, txn) * 1024
         total_kb = record.integer("TotalVisibleMemorySize")
-        return {"FreePhysicalMemory": max(0, total_kb - used_kb)}
+        return {"FreePhysicalMemory": max(0, total_kb - used_kb),
+                "LocalDateTime": cim_datetime(now)}
     return {}

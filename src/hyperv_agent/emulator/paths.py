@@ -48,6 +48,15 @@ class HostPaths:
             return self._config.drive_root(drive[0])
         raise HostPathError(f"unsupported path form: {pure}")
 
+    def reported_free_bytes(self, windows_path: str) -> int | None:
+        """The free space the volume of ``windows_path`` reports by the lab knob
+        ``lab_free_bytes``; None when its drive has no such setting (the real figure)."""
+        drive = PureWindowsPath(windows_path).drive
+        if len(drive) != 2 or drive[1] != ":":
+            return None
+        return next((free for letter, free in self._config.lab_free_bytes.items()
+                     if letter.rstrip(":").upper() == drive[0].upper()), None)
+
     @staticmethod
     def same(a: str, b: str) -> bool:
         """Whether two Windows paths name the same file (case-insensitive, normalised)."""

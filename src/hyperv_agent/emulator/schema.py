@@ -688,6 +688,7 @@ Version string
 BuildNumber string
 CSName string
 LastBootUpTime datetime
+LocalDateTime datetime
 TotalVisibleMemorySize uint64
 FreePhysicalMemory uint64
 """, namespace=CIMV2_NAMESPACE)

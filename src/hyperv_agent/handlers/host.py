@@ -64,6 +64,9 @@ class HostSettings:
     # What the management server looks hypervisor_capabilities up by: its only Hyperv row
     # is 6.2, and a version without a row fails volume attachment there.
     hypervisor_version: str = DEFAULT_HYPERVISOR_VERSION
+    # Where the console proxy connects (rdp.server.port): VMConnect's port, or the console
+    # relay's when the agent drives another machine.
+    console_port: int = RDP_PORT
 
 
 class HostHandlers:
@@ -125,7 +128,7 @@ class HostHandlers:
         version too; the host's real Windows version is in ``os`` and ``os_version``."""
         return {"product_version": self.settings.hypervisor_version,
                 "os": facts.os_caption or "Windows", "os_version": facts.os_version,
-                "rdp.server.port": str(RDP_PORT)}
+                "rdp.server.port": str(self.settings.console_port)}
 
     async def _first_nic(self) -> host.NicFacts | None:
         nics = await host.all_nics(self.cim)

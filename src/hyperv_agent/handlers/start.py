@@ -43,14 +43,10 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Handler, Result, expect
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, firmware, jobs, kvp, vms
+from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.backend import Backend
-from hyperv_agent.hyperv.schema import (
-    PROCESSOR_LIMIT_FULL,
-    RequestedState,
-    ReturnCode,
-)
+from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
 from hyperv_agent.state import BuildJournal
 
 log = logging.getLogger("hyperv_agent.handlers.start")
@@ -319,10 +315,8 @@ class StartHandler:
         if plan.kvp:
             await self._step(STEP_KVP, "pushing the boot arguments",
                              kvp.push_kvp_items(self.cim, ref, plan.kvp))
-        await self._step(STEP_POWER_ON, "starting the VM", jobs.call(
-            self.cim, ref.path, "RequestStateChange",
-            {"RequestedState": int(RequestedState.ENABLED)},
-            accept=(ReturnCode.INVALID_STATE,), policy=self.job_wait))
+        await self._step(STEP_POWER_ON, "starting the VM",
+                         power.start(self.cim, ref.guid, policy=self.job_wait))
 
     async def _attach_disks(
         self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],

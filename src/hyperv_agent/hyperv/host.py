@@ -9,6 +9,9 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``nic_for_ip``     1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
 ``all_nics``       1 (the same query)
 ``switch_names``   1 (Msvm_VirtualEthernetSwitch)
+``host_clock``     1 (Win32_OperatingSystem.LocalDateTime)
+``vm_count``       1 (Msvm_ComputerSystem)
+``services``       1 per service class, sent concurrently
 =================  =====================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -17,14 +20,25 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance
-from hyperv_agent.errors import HyperVError
-from hyperv_agent.hyperv.schema import CENTRAL_PROCESSOR, CIMV2, NAMESPACE, PERF_TOTAL, Class
+from hyperv_agent.cim.values import dmtf_to_iso
+from hyperv_agent.errors import CimError, HyperVError
+from hyperv_agent.hyperv.schema import (
+    CAPTION_VM,
+    CENTRAL_PROCESSOR,
+    CIMV2,
+    NAMESPACE,
+    PERF_TOTAL,
+    Class,
+    EnabledState,
+)
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
@@ -145,6 +159,60 @@ async def switch_names(cim: Cim) -> tuple[str, ...]:
     """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
     switches = await cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
     return tuple(name for s in switches if (name := s.string("ElementName")))
+
+
+async def host_clock(cim: Cim) -> float:
+    """The host's clock now, as seconds since the UNIX epoch (Win32_OperatingSystem's
+    LocalDateTime, with its UTC offset); 1 query, read-only, safe to repeat.
+
+    Raises HyperVError when the host reports no time or one that cannot be read.
+    """
+    query = wql.select(Class.OPERATING_SYSTEM, properties=("Name", "LocalDateTime"))
+    found = await cim.query(query, CIMV2)
+    text = found[0].string("LocalDateTime") if found else None
+    if not text:
+        raise HyperVError(f"{Class.OPERATING_SYSTEM} reports no LocalDateTime")
+    try:
+        moment = datetime.datetime.fromisoformat(dmtf_to_iso(text))
+    except (CimError, ValueError):
+        raise HyperVError(f"{Class.OPERATING_SYSTEM}.LocalDateTime {text!r} is not a "
+                          "time") from None
+    return moment.timestamp()
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One of Hyper-V's management services: its instance's Name (``vmms``) and whether it
+    runs; ``name`` None when the class has no instance (the service is not there)."""
+
+    class_name: str
+    name: str | None
+    started: bool
+
+
+async def services(cim: Cim, class_names: Sequence[str]) -> tuple[ServiceState, ...]:
+    """The state of each service class in ``class_names``; 1 query each, concurrently,
+    read-only. CimInvalidClass when the host has no such class."""
+    return tuple(await asyncio.gather(*(_service(cim, name) for name in class_names)))
+
+
+async def _service(cim: Cim, class_name: str) -> ServiceState:
+    found = await cim.query(wql.select(class_name, properties=("Name", "Started",
+                                                               "EnabledState")), NAMESPACE)
+    if not found:
+        return ServiceState(class_name, None, False)
+    started = found[0].boolean("Started")
+    if started is None:
+        started = found[0].integer("EnabledState") == EnabledState.ENABLED
+    return ServiceState(class_name, found[0].string("Name"), started)
+
+
+async def vm_count(cim: Cim) -> int:
+    """How many VMs the host has (Msvm_ComputerSystem instances captioned as VMs); 1 query,
+    read-only. What it proves is that root\\virtualization\\v2 answers."""
+    found = await cim.query(wql.select(Class.COMPUTER_SYSTEM, properties=("Name", "Caption")),
+                            NAMESPACE)
+    return sum(1 for system in found if system.string("Caption") == CAPTION_VM)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ touched. Round trips in the steady state (W = job waits, P = state polls, >= 1):
 ``shutdown_component``          1 query
 ``request_shutdown``            1 query + 1 call (just the query without a component)
 ``wait_until_off``              P gets, bounded by the policy's timeout
-``reset``                       1 call (+ 1 W when Hyper-V runs it as a job)
+``start``, ``reset``              1 call (+ 1 W when Hyper-V runs it as a job)
 ``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
                                 +1 call + 1 W (turn off) when the guest ignores it
 ``stop_and_remove`` forced      2 calls + 2 W (turn off, destroy)
@@ -116,6 +116,21 @@ async def wait_until_off(
             return False
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def start(
+    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> None:
+    """Power the VM on (RequestStateChange 2) and wait for its job.
+
+    A VM that is already running (or in a state that cannot change, return code 32775) is
+    left as it is, so a repeat is safe. A missing VM raises CimNotFound. Afterwards the VM
+    runs with its definition and disks unchanged. On failure (MethodFailed, JobFailed,
+    JobTimeout) Hyper-V has not started it and nothing is cleaned up. 1 call + 1 job wait.
+    """
+    params: dict[str, InValue] = {"RequestedState": int(RequestedState.ENABLED)}
+    await jobs.call(cim, vms.vm_path(vm_guid), "RequestStateChange", params,
+                    accept=(ReturnCode.INVALID_STATE,), policy=policy)
 
 
 async def reset(

@@ -36,6 +36,7 @@ class Class:
     KVP_ITEM = "Msvm_KvpExchangeDataItem"
     SHUTDOWN = "Msvm_ShutdownComponent"
     CONCRETE_JOB = "Msvm_ConcreteJob"
+    SUMMARY = "Msvm_SummaryInformation"  # GetSummaryInformation's SummaryInformation[]
     VHD_SETTINGS = "Msvm_VirtualHardDiskSettingData"
     VSMS = "Msvm_VirtualSystemManagementService"
     IMAGE_SERVICE = "Msvm_ImageManagementService"

@@ -44,8 +44,10 @@ from hyperv_agent.cim.classdecl import (
 )
 from hyperv_agent.cim.wsman import envelope
 from hyperv_agent.cim.wsman.classxml import read_classes
+from hyperv_agent.cim.wsman.config import WinrmLimits, read_config
 from hyperv_agent.cim.wsman.names import (
     CLASS_METADATA,
+    CONFIG,
     ENUMERATE,
     GET,
     NAMESPACE_SELECTOR,
@@ -102,6 +104,11 @@ class WsmanCim(Cim):
 
     async def close(self) -> None:
         await asyncio.to_thread(self.transport.close)
+
+    async def service_limits(self) -> WinrmLimits:
+        """The WinRM service's limits, read from its configuration resource (one Get).
+        CimAccessDenied for an account that is not an administrator of the host."""
+        return read_config(await self.transport.send(GET, CONFIG))
 
     # --- class declarations ---------------------------------------------------------------
 

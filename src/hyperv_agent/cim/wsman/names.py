@@ -43,6 +43,8 @@ DMTF_PREFIX = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
 #: Class metadata in CIM-XML (DSP0227 §15): Get with ``__cimnamespace`` and ``ClassName``.
 CLASS_METADATA = "http://schemas.dmtf.org/wbem/cim-xml/2/cim-schema/2/*"
 NAMESPACE_SELECTOR = "__cimnamespace"
+#: The WinRM service's configuration (MS-WSMV §2.2.4.10): resource URI and XML namespace.
+CONFIG = "http://schemas.microsoft.com/wbem/wsman/1/config"
 
 _CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

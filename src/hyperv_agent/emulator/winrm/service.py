@@ -27,8 +27,10 @@ from hyperv_agent.cim.classdecl import (
 )
 from hyperv_agent.cim.wsman import writing
 from hyperv_agent.cim.wsman.classxml import write_classes
+from hyperv_agent.cim.wsman.config import WinrmLimits, write_config
 from hyperv_agent.cim.wsman.names import (
     CLASS_METADATA,
+    CONFIG,
     ENUMERATE,
     GET,
     NAMESPACE_SELECTOR,
@@ -46,6 +48,7 @@ from hyperv_agent.cim.wsman.names import (
 from hyperv_agent.cim.wsman.reading import read_values
 from hyperv_agent.emulator.winrm.enumerations import Enumerations
 from hyperv_agent.emulator.winrm.soap import (
+    MAX_TIMEOUT_S,
     Fault,
     SoapRequest,
     envelope,
@@ -71,6 +74,14 @@ class WinrmService:
         self.enumerations = Enumerations()
         self.requests = 0  # SOAP requests answered
         self.last_answer_bytes = 0
+
+    def limits(self) -> WinrmLimits:
+        """The service's configuration as WinRM reports it (its defaults, with this face's
+        MaxEnvelopeSizekb)."""
+        return WinrmLimits(max_envelope_kb=self.max_envelope_bytes // 1024,
+                           max_timeout_ms=int(MAX_TIMEOUT_S * 1000), max_batch_items=32000,
+                           max_provider_requests=4294967295,
+                           max_concurrent_operations_per_user=1500, allow_unencrypted=False)
 
     async def handle(self, data: bytes) -> tuple[int, str]:
         """(HTTP status, answer envelope) for one request envelope."""
@@ -121,6 +132,8 @@ class WinrmService:
     async def _get(self, request: SoapRequest) -> str:
         if request.resource_uri == CLASS_METADATA:
             return await self._get_class(request)
+        if request.resource_uri == CONFIG:
+            return write_config(self.limits())
         path = self._path(request)
         if not path.keys and (await self.cim.get_class(path.class_name, path.namespace)).keys:
             raise Fault("w:InvalidSelectors", "a Get needs the selectors of an instance",

@@ -1,0 +1,274 @@
+"""The checks of ``doctor``: each reads the host through the agent's own seams and says
+what it found, one line, with the fix when the host falls short.
+
+Order matters: when the host does not answer at all (``connection``) the rest is skipped.
+Everything here reads, except ``host files``, which writes one small file in the local
+pool's folder and deletes it again (the agent writes disks there).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import PureWindowsPath
+
+from hyperv_agent.cim.api import Cim
+from hyperv_agent.cim.wsman.backend import WsmanCim
+from hyperv_agent.cim.wsman.config import WinrmLimits
+from hyperv_agent.cim.wsman.settings import WsmanSettings
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.doctor.report import Check, Report, Status
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import AgentError, CimAccessDenied, CimError, CimInvalidClass
+from hyperv_agent.handlers.storage import Reservation, pool_usage
+from hyperv_agent.hostfs.adminshares import AdminShareFiles
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.routed import RoutedFiles
+from hyperv_agent.hyperv import host, inventory
+from hyperv_agent.hyperv.schema import NAMESPACE
+
+GIB = 1024**3
+DEFAULT_MIN_FREE_BYTES = 10 * GIB  # a few templates and root volumes
+CLOCK_WARN_S = 30.0
+CLOCK_FAIL_S = 300.0  # Kerberos refuses beyond 5 minutes; heartbeats go stale in 3
+
+ACCOUNT_FIX = ("check [wsman] username and password (or HYPERV_AGENT_WSMAN_PASSWORD); the "
+               "account must be in the host's Administrators or Remote Management Users "
+               "group, the two WinRM's WMI plugin serves")
+LISTENER_FIX = ("on the host: an HTTPS listener (winrm quickconfig -transport:https) and TCP "
+                "5986 (5985 for http) allowed in its firewall; check [wsman] url")
+TLS_FIX = ("give [wsman] ca_file = the CA (or the certificate) of the host's WinRM listener; "
+           "verify_tls = false only in a lab")
+
+
+@dataclass(frozen=True)
+class Options:
+    vswitches: tuple[str, ...] = ()  # traffic labels the zone uses: each must be a vSwitch
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+
+
+@dataclass
+class Target:
+    """The host as the agent would drive it: its backend, its files, our clock."""
+
+    config: AgentConfig
+    cim: Cim
+    files: HostFiles
+    clock: Callable[[], float] = field(default=time.time)
+
+    @property
+    def pool(self) -> str:
+        return self.config.agent.local_storage_path
+
+    @property
+    def where(self) -> str:
+        if isinstance(self.cim, WsmanCim):
+            s = self.cim.settings
+            transport = "https" if s.ssl else "http with message encryption"
+            return f"WinRM at {s.where} ({s.auth}, {transport})"
+        return f"the {self.config.agent.backend} backend"
+
+
+CheckFn = Callable[[Target, Options], Awaitable[Check]]
+
+
+async def run_checks(target: Target, options: Options) -> Report:
+    """Every check, in order; after a failed ``connection`` the others are skipped."""
+    report = Report()
+    if report.add(await connection(target, options)).status is Status.FAIL:
+        for name, _ in LATER:
+            report.add(Check(name, Status.SKIP, "the host did not answer"))
+        return report
+    for name, check in LATER:
+        try:
+            report.add(await check(target, options))
+        except AgentError as error:  # what a check did not foresee is still one line
+            report.add(Check(name, Status.FAIL, str(error), "see the error"))
+    return report
+
+
+# --- the checks ---------------------------------------------------------------------------
+
+
+async def connection(target: Target, _: Options) -> Check:
+    try:
+        facts = await host.host_facts(target.cim)
+    except CimAccessDenied as error:
+        return Check("connection", Status.FAIL, str(error), ACCOUNT_FIX)
+    except CimError as error:
+        text = str(error)
+        fix = TLS_FIX if "certificate" in text else LISTENER_FIX
+        return Check("connection", Status.FAIL, text, fix if _is_wsman(target) else
+                     "see the error")
+    return Check("connection", Status.OK, f"{target.where} answers: {facts.host_name}, "
+                 f"{facts.os_caption} {facts.os_version}, {facts.cores} cores, "
+                 f"{facts.memory_bytes / GIB:.0f} GiB")
+
+
+async def limits(target: Target, _: Options) -> Check:
+    if not isinstance(target.cim, WsmanCim):
+        return Check("winrm limits", Status.SKIP, f"{target.where} is not WinRM")
+    try:
+        found = await target.cim.service_limits()
+    except CimAccessDenied:
+        return Check("winrm limits", Status.WARN, "WinRM's configuration is not readable by "
+                     "this account (Administrators only); its defaults are assumed",
+                     "on the host, compare winrm get winrm/config with [wsman] "
+                     "max_envelope_bytes and operation_timeout_s")
+    detail = (f"MaxEnvelopeSizekb {found.max_envelope_kb}, MaxTimeoutms "
+              f"{found.max_timeout_ms}, MaxBatchItems {found.max_batch_items}")
+    short = _below_settings(found, target.cim.settings)
+    if short:
+        return Check("winrm limits", Status.WARN, f"{detail}: below the agent's settings",
+                     "; ".join(short))
+    return Check("winrm limits", Status.OK, detail)
+
+
+def _below_settings(found: WinrmLimits, settings: WsmanSettings) -> list[str]:
+    """How to fix each host limit below what the agent is configured to use."""
+    fixes = []
+    if found.max_envelope_kb * 1024 < settings.max_envelope_bytes:
+        fixes.append(f"[wsman] max_envelope_bytes = {found.max_envelope_kb * 1024}, or on "
+                     "the host: winrm set winrm/config @{MaxEnvelopeSizekb=\"500\"}")
+    if found.max_timeout_ms < settings.operation_timeout_s * 1000:
+        fixes.append(f"[wsman] operation_timeout_s = {found.max_timeout_ms // 1000}, or "
+                     "winrm set winrm/config @{MaxTimeoutms=\"60000\"}")
+    return fixes
+
+
+async def namespace(target: Target, _: Options) -> Check:
+    try:
+        count = await host.vm_count(target.cim)
+    except CimInvalidClass as error:
+        return Check("namespace", Status.FAIL, f"{NAMESPACE} does not answer: {error}",
+                     "install Hyper-V: Install-WindowsFeature Hyper-V "
+                     "-IncludeManagementTools -Restart")
+    except CimAccessDenied as error:
+        return Check("namespace", Status.FAIL, str(error), "give the account access to "
+                     f"{NAMESPACE}: add it to Hyper-V Administrators (and, for WinRM, to "
+                     "Administrators or Remote Management Users)")
+    return Check("namespace", Status.OK, f"{NAMESPACE} answers: {count} VMs")
+
+
+async def services(target: Target, _: Options) -> Check:
+    wanted = [use.name for use in inventory.services()]
+    try:
+        states = await host.services(target.cim, wanted)
+    except CimInvalidClass as error:
+        return Check("services", Status.FAIL, str(error), SCHEMA_FIX)
+    down = [s.class_name for s in states if s.name is None or not s.started]
+    if down:
+        return Check("services", Status.FAIL, f"not running: {', '.join(down)}",
+                     "start the Hyper-V Virtual Machine Management service: Start-Service "
+                     "vmms (and check Get-Service vmms)")
+    return Check("services", Status.OK, f"{', '.join(s.name or '' for s in states)} started")
+
+
+SCHEMA_FIX = ("this Hyper-V lacks what the agent uses: run Windows Server 2016 or later with "
+              "its updates; if it is, check the WMI repository (winmgmt /verifyrepository) "
+              "and restart vmms")
+
+
+async def schema(target: Target, _: Options) -> Check:
+    shortfall = await inventory.missing_on(target.cim)
+    present = (f"{shortfall.classes_checked} classes, {shortfall.names_checked} names "
+               "(classes, properties, methods, parameters) the agent uses")
+    if shortfall.missing:
+        return Check("schema", Status.FAIL, f"missing on this host: "
+                     f"{', '.join(shortfall.missing)}", SCHEMA_FIX)
+    note = (f"; absent (optional): {', '.join(shortfall.absent_optional)}"
+            if shortfall.absent_optional else "")
+    return Check("schema", Status.OK, f"{present} are present{note}")
+
+
+async def switches(target: Target, options: Options) -> Check:
+    names = await host.switch_names(target.cim)
+    create = "New-VMSwitch -Name <label> -NetAdapterName <NIC>"
+    if not names:
+        return Check("vswitches", Status.FAIL, "the host has no virtual switch",
+                     f"create an external vSwitch named as the zone's traffic label: {create}")
+    missing = [label for label in options.vswitches if label not in names]
+    if missing:
+        return Check("vswitches", Status.FAIL, f"no vSwitch named {', '.join(missing)} "
+                     f"(the host has: {', '.join(names)})",
+                     f"create it ({create}) or set the zone's traffic label to one of "
+                     f"{', '.join(names)}")
+    return Check("vswitches", Status.OK, ", ".join(names))
+
+
+async def vhd_path(target: Target, options: Options) -> Check:
+    pool = target.pool
+    exists = await target.files.exists(pool)
+    measured = pool if exists else PureWindowsPath(pool).anchor
+    reservation = Reservation(target.config.agent.root_device_name,
+                              target.config.agent.root_device_reserved_bytes)
+    total, free = await pool_usage(target.files, measured, reservation)
+    detail = (f"{pool}{'' if exists else ' (made at the first start)'}: "
+              f"{free / GIB:.1f} GiB free of {total / GIB:.1f} GiB")
+    if free < options.min_free_bytes:
+        return Check("vhd path", Status.FAIL, f"{detail}, below {options.min_free_bytes / GIB:g}"
+                     " GiB", "free space on that volume, or set [agent] local_storage_path to "
+                     "a folder on a volume with room")
+    return Check("vhd path", Status.OK, detail)
+
+
+async def files(target: Target, _: Options) -> Check:
+    route = _route(target.files, target.pool)
+    name = "admin shares" if "administrative share" in route else "host files"
+    probe = f"{target.pool}\\.hyperv-agent-doctor-{uuid.uuid4().hex[:8]}"
+    try:
+        await target.files.make_dirs(target.pool)
+        await target.files.write_text(probe, "hyperv-agent doctor")
+        read = await target.files.read_text(probe)
+        await target.files.remove(probe)
+    except AgentError as error:
+        return Check(name, Status.FAIL, f"{route}: {error}", SHARES_FIX if
+                     name == "admin shares" else "see the error")
+    if read != "hyperv-agent doctor":
+        return Check(name, Status.FAIL, f"{route}: a file written could not be read back",
+                     "check the share's permissions")
+    return Check(name, Status.OK, f"{route}: readable and writable")
+
+
+SHARES_FIX = ("on the host: File and Printer Sharing (TCP 445) allowed in its firewall; the "
+              "WinRM account a member of Administrators (a local account other than "
+              "Administrator also needs LocalAccountTokenFilterPolicy = 1)")
+
+
+async def clock(target: Target, _: Options) -> Check:
+    skew = await host.host_clock(target.cim) - target.clock()
+    side = "ahead of" if skew >= 0 else "behind"
+    detail = f"the host's clock is {abs(skew):.1f} s {side} this machine's"
+    fix = "synchronise both with NTP (on the host: w32tm /resync; here: chrony or timesyncd)"
+    if abs(skew) > CLOCK_FAIL_S:
+        return Check("clock", Status.FAIL, detail, fix)
+    if abs(skew) > CLOCK_WARN_S:
+        return Check("clock", Status.WARN, detail, fix)
+    return Check("clock", Status.OK, detail)
+
+
+LATER: tuple[tuple[str, CheckFn], ...] = (
+    ("winrm limits", limits), ("namespace", namespace), ("services", services),
+    ("schema", schema), ("vswitches", switches), ("vhd path", vhd_path),
+    ("host files", files), ("clock", clock),
+)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _is_wsman(target: Target) -> bool:
+    return isinstance(target.cim, WsmanCim)
+
+
+def _route(files: HostFiles, path: str) -> str:
+    """How ``path`` is reached, for the line."""
+    base = files.base if isinstance(files, RoutedFiles) else files
+    anchor = PureWindowsPath(path).anchor
+    if isinstance(base, AdminShareFiles):
+        return f"{base.remote(anchor)} (administrative share)"
+    if isinstance(base, EmulatedFiles):
+        return f"{anchor} mapped to {base.local(anchor)}"
+    return f"{anchor} on this machine"

@@ -1,0 +1,178 @@
+"""Every class, property and method of Hyper-V's WMI that the operation layer uses, in one
+table, and the check that a host has them all.
+
+``USED`` is built from ``schema.Class`` and what the modules of this package read, write,
+query and call. It cannot drift from the code: ``tests/hyperv/test_inventory.py`` scans the
+package's source and fails when a name used there is missing here, and
+``tests/e2e/test_inventory_use.py`` records what a whole deployment selects, filters on and
+calls, class by class, and fails when a name sits under the wrong class. ``doctor`` checks
+a host against it (``missing_on``): one class declaration read per class.
+
+Properties the code reads only when present (a newer Hyper-V's) are ``optional``: their
+absence is reported, not a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from hyperv_agent.cim.api import Cim
+from hyperv_agent.cim.classdecl import CimClass
+from hyperv_agent.errors import CimError, CimInvalidClass
+from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class
+
+_JOB = ("Job",)
+
+
+@dataclass(frozen=True)
+class ClassUse:
+    """What the operation layer uses of one class: properties it reads or writes, and
+    methods with the parameters it passes or reads back."""
+
+    name: str
+    namespace: str = NAMESPACE
+    properties: tuple[str, ...] = ()
+    methods: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
+    optional: tuple[str, ...] = ()  # read only when the host has them
+    service: bool = False  # a singleton service every Hyper-V host runs
+
+
+def _methods(**methods: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType(methods)
+
+
+_RASD = ("InstanceID", "ElementName", "ResourceType", "ResourceSubType", "Address",
+         "AddressOnParent", "Parent", "HostResource", "VirtualQuantity", "Reservation",
+         "Limit", "Weight")
+_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName",
+                 "Started", "EnabledState")
+
+USED: tuple[ClassUse, ...] = (
+    ClassUse(Class.COMPUTER_SYSTEM, properties=(
+        "CreationClassName", "Name", "ElementName", "EnabledState", "Caption"),
+        methods=_methods(RequestStateChange=("RequestedState", *_JOB))),
+    ClassUse(Class.VSSD, properties=(
+        "InstanceID", "ElementName", "Notes", "VirtualSystemType", "VirtualSystemSubType",
+        "BootOrder", "BootSourceOrder", "SecureBootEnabled", "SecureBootTemplateId")),
+    ClassUse(Class.SETTING_DATA_BASE, properties=("InstanceID",)),
+    ClassUse(Class.BOOT_SOURCE, properties=("InstanceID",)),
+    ClassUse(Class.RASD_BASE, properties=_RASD),
+    ClassUse(Class.RASD, properties=(*_RASD, "VirtualSystemIdentifiers")),
+    ClassUse(Class.PROCESSOR, properties=(
+        "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit", "Weight")),
+    ClassUse(Class.MEMORY, properties=(
+        "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit",
+        "DynamicMemoryEnabled")),
+    ClassUse(Class.SASD, properties=(
+        "InstanceID", "ResourceType", "ResourceSubType", "Parent", "HostResource")),
+    ClassUse(Class.SEPSD, properties=(
+        "InstanceID", "ResourceSubType", "ElementName", "Address", "StaticMacAddress",
+        "VirtualSystemIdentifiers")),
+    ClassUse(Class.EPASD, properties=(
+        "InstanceID", "ResourceSubType", "ElementName", "Parent", "HostResource",
+        "EnabledState"), optional=("LastKnownSwitchName",)),
+    ClassUse(Class.VLAN, properties=("InstanceID", "OperationMode", "AccessVlanId")),
+    ClassUse(Class.BANDWIDTH, properties=("InstanceID", "Limit")),
+    ClassUse(Class.SWITCH, properties=("CreationClassName", "Name", "ElementName")),
+    ClassUse(Class.KVP_ITEM, properties=("Name", "Data", "Source")),
+    ClassUse(Class.SHUTDOWN, properties=(
+        "CreationClassName", "DeviceID", "SystemCreationClassName", "SystemName"),
+        methods=_methods(InitiateShutdown=("Force", "Reason"))),
+    ClassUse(Class.CONCRETE_JOB, properties=(
+        "JobState", "PercentComplete", "ErrorCode", "ErrorDescription",
+        "ErrorSummaryDescription")),
+    ClassUse(Class.SUMMARY, properties=(
+        "Name", "ElementName", "EnabledState", "Notes", "ProcessorLoad",
+        "NumberOfProcessors", "MemoryUsage", "UpTime")),
+    ClassUse(Class.VHD_SETTINGS, properties=(
+        "Path", "Type", "Format", "MaxInternalSize", "ParentPath", "BlockSize",
+        "LogicalSectorSize", "PhysicalSectorSize")),
+    ClassUse(Class.VSMS, properties=_SERVICE_KEYS, service=True, methods=_methods(
+        DefineSystem=("SystemSettings", "ResourceSettings", "ResultingSystem", *_JOB),
+        DestroySystem=("AffectedSystem", *_JOB),
+        ModifySystemSettings=("SystemSettings", *_JOB),
+        AddResourceSettings=("AffectedConfiguration", "ResourceSettings",
+                             "ResultingResourceSettings", *_JOB),
+        ModifyResourceSettings=("ResourceSettings", *_JOB),
+        RemoveResourceSettings=("ResourceSettings", *_JOB),
+        AddFeatureSettings=("AffectedConfiguration", "FeatureSettings",
+                            "ResultingFeatureSettings", *_JOB),
+        ModifyFeatureSettings=("FeatureSettings", *_JOB),
+        RemoveFeatureSettings=("FeatureSettings", *_JOB),
+        AddKvpItems=("TargetSystem", "DataItems", *_JOB),
+        ModifyKvpItems=("TargetSystem", "DataItems", *_JOB),
+        GetSummaryInformation=("SettingData", "RequestedInformation",
+                               "SummaryInformation"))),
+    ClassUse(Class.IMAGE_SERVICE, properties=_SERVICE_KEYS, service=True, methods=_methods(
+        CreateVirtualHardDisk=("VirtualDiskSettingData", *_JOB),
+        GetVirtualHardDiskSettingData=("Path", "SettingData", *_JOB),
+        ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB))),
+    ClassUse(Class.METRIC_SERVICE, properties=_SERVICE_KEYS, service=True, methods=_methods(
+        ControlMetrics=("Subject", "Definition", "MetricCollectionEnabled"))),
+    ClassUse(Class.METRIC_DEFINITION_BASE, properties=("Id", "ElementName")),
+    ClassUse(Class.METRIC_VALUE_BASE, properties=("MetricDefinitionId", "MetricValue")),
+    ClassUse(Class.METRIC_FOR_ME),
+    ClassUse(Class.OPERATING_SYSTEM, CIMV2, properties=(
+        "Name", "Version", "Caption", "CSName", "TotalVisibleMemorySize",
+        "FreePhysicalMemory", "LocalDateTime")),
+    ClassUse(Class.PROCESSOR_CIMV2, CIMV2, properties=(
+        "DeviceID", "NumberOfCores", "MaxClockSpeed", "ProcessorType")),
+    ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
+        "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway")),
+    ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime")),
+    ClassUse(Class.NIC_PERF, CIMV2, properties=(
+        "Name", "BytesReceivedPersec", "BytesSentPersec")),
+)
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """What one host lacks of ``USED``: ``missing`` fails the agent's operations there,
+    ``absent_optional`` only switches a refinement off."""
+
+    classes_checked: int
+    names_checked: int
+    missing: tuple[str, ...]
+    absent_optional: tuple[str, ...]
+
+
+async def missing_on(cim: Cim, used: tuple[ClassUse, ...] = USED) -> Shortfall:
+    """Read the declaration of every class in ``used`` (one metadata read each) and list
+    what the host does not declare: ``Class`` for a whole class, ``Class.Property``,
+    ``Class.Method()`` and ``Class.Method(Parameter)``. Read-only, safe to repeat.
+    CimError other than an unknown class (the host unreachable) is raised."""
+    missing: list[str] = []
+    optional: list[str] = []
+    names = 0
+    for use in used:
+        names += 1 + len(use.properties) + sum(1 + len(p) for p in use.methods.values())
+        try:
+            declared = await cim.get_class(use.name, use.namespace)
+        except CimInvalidClass:
+            missing.append(use.name)
+            continue
+        missing += [f"{use.name}.{p}" for p in use.properties if declared.prop(p) is None]
+        optional += [f"{use.name}.{p}" for p in use.optional if declared.prop(p) is None]
+        missing += _missing_methods(use, declared)
+    return Shortfall(len(used), names, tuple(missing), tuple(optional))
+
+
+def _missing_methods(use: ClassUse, declared: CimClass) -> list[str]:
+    missing: list[str] = []
+    for method, parameters in use.methods.items():
+        try:
+            found = declared.method(method)
+        except CimError:
+            missing.append(f"{use.name}.{method}()")
+            continue
+        missing += [f"{use.name}.{method}({p})" for p in parameters
+                    if found.parameter(p) is None]
+    return missing
+
+
+def services() -> tuple[ClassUse, ...]:
+    """The service classes of ``USED``: each must have its one instance on a host."""
+    return tuple(use for use in USED if use.service)

@@ -1,0 +1,219 @@
+"""The console relay of agentless mode: the console proxy reaches VMConnect through the agent.
+
+The management server registers a host under the agent's address and sends its console
+proxy to that address on ``rdp.server.port`` (2179, Hyper-V's VMConnect port). When the
+agent drives another machine over WinRM, nothing listens there; this relay does, on
+``[agent] console_relay_listen`` (default ``0.0.0.0:2179``), and passes every connection,
+byte for byte, to the VMConnect listener of the host named in the WinRM URL (port
+``console_relay_target_port``, 2179). Consoles then work unchanged.
+
+- Only clients ``allow_from`` admits are relayed (loopback alone when it is empty); others
+  are closed at once, logged at most once a minute per address.
+- A relayed connection closes when either side closes or fails; nothing is half-open.
+- At most ``max_connections`` relayed connections at once; a newcomer beyond is closed.
+
+Where it runs: only with ``backend = "wsman"`` to another machine. On the emulator there
+is no VMConnect to reach, so nothing is relayed (GetVncPort still answers as on Hyper-V).
+On the Hyper-V host itself (``wmi``, or ``wsman`` to this Windows machine) VMConnect
+listens on 2179 already and the console proxy reaches it directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from hyperv_agent import logs
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.connections import peer_of
+from hyperv_agent.server import Listener, Network, allowed
+
+log = logging.getLogger("hyperv_agent.relay")
+
+VMCONNECT_PORT = 2179  # Hyper-V's VMConnect (RDP) listener; CloudStack's rdp.server.port
+CONNECT_TIMEOUT_S = 10.0
+CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RelayTarget:
+    """Where relayed connections go: the host's VMConnect listener."""
+
+    host: str
+    port: int = VMCONNECT_PORT
+
+
+def relay_target(config: AgentConfig, on_windows: bool = sys.platform == "win32"
+                 ) -> RelayTarget | None:
+    """The VMConnect listener to relay to; None when this agent relays nothing: a backend
+    other than ``wsman``, a WinRM URL naming this Windows machine (the host itself), or
+    an empty ``console_relay_listen``."""
+    agent = config.agent
+    if agent.backend != "wsman" or not agent.console_relay_listen or not config.wsman.url:
+        return None
+    host = urlsplit(config.wsman.url).hostname or ""
+    if not host or (on_windows and this_machine(host)):
+        return None
+    return RelayTarget(host, agent.console_relay_target_port)
+
+
+def this_machine(host: str) -> bool:
+    """Whether ``host`` names the machine this process runs on."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    names = {"localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+    return host.lower() in names or host.lower().split(".")[0] in names
+
+
+def console_port(config: AgentConfig) -> int:
+    """The port the management server's console proxy is told (``rdp.server.port``): the
+    relay's own when this agent relays, else VMConnect's."""
+    if relay_target(config) is None:
+        return VMCONNECT_PORT
+    return Listener.parse(config.agent.console_relay_listen).port
+
+
+class ConsoleRelay:
+    """A TCP listener relaying each admitted connection to ``target``."""
+
+    def __init__(self, target: RelayTarget, allow_from: Sequence[Network] = (),
+                 max_connections: int = 256,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.target = target
+        self.allow_from = tuple(allow_from)
+        self.max_connections = max_connections
+        self.connect_timeout_s = connect_timeout_s
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()  # client sides of relayed connections
+        self._throttle = logs.Throttle()
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self, listener: Listener) -> None:
+        self._server = await asyncio.start_server(self._accept, listener.host, listener.port,
+                                                  reuse_address=True)
+
+    async def close(self) -> None:
+        """Stop listening and close every relayed connection."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._open):
+            writer.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer.transport)
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            self._note(f"console relay refused {peer}: {refusal}", peer)
+            writer.transport.abort()
+            return
+        self._open.add(writer)
+        try:
+            await self._relay(peer, reader, writer)
+        finally:
+            self._open.discard(writer)
+            writer.transport.abort()
+
+    def _refusal(self, peer: str) -> str | None:
+        if not allowed(peer, self.allow_from):
+            return ("not in allow_from" if self.allow_from else
+                    "allow_from is empty, so only loopback clients are relayed")
+        if len(self._open) >= self.max_connections:
+            return f"all {self.max_connections} relayed connections are in use"
+        return None
+
+    async def _relay(self, peer: str, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        where = f"{self.target.host}:{self.target.port}"
+        try:
+            far_reader, far_writer = await asyncio.wait_for(
+                asyncio.open_connection(self.target.host, self.target.port),
+                self.connect_timeout_s)
+        except (OSError, TimeoutError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            log.warning("console relay: cannot reach VMConnect at %s for %s (%s)", where,
+                        peer, reason)
+            return
+        started = time.monotonic()
+        try:
+            sent, received = await _pipe(reader, writer, far_reader, far_writer)
+        finally:
+            far_writer.transport.abort()
+        log.info("console relay: %s <-> %s closed after %.1f s (%d bytes in, %d out)", peer,
+                 where, time.monotonic() - started, sent, received)
+
+    def _note(self, message: str, key: str) -> None:
+        note = self._throttle.admit(key)
+        if note is not None:
+            log.warning("%s%s", message, note)
+
+
+@dataclass
+class _Flow:
+    bytes: int = 0
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                far_reader: asyncio.StreamReader, far_writer: asyncio.StreamWriter
+                ) -> tuple[int, int]:
+    """Copy both ways until either side closes or fails; bytes (to the host, back)."""
+    outward, inward = _Flow(), _Flow()
+    tasks = (asyncio.create_task(_copy(reader, far_writer, outward)),
+             asyncio.create_task(_copy(far_reader, writer, inward)))
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return outward.bytes, inward.bytes
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                flow: _Flow) -> None:
+    with contextlib.suppress(OSError):
+        while chunk := await reader.read(CHUNK_BYTES):
+            writer.write(chunk)
+            await writer.drain()
+            flow.bytes += len(chunk)
+
+
+async def start_for(config: AgentConfig, allow_from: Sequence[Network]
+                    ) -> ConsoleRelay | None:
+    """The relay ``config`` asks for, listening; None when this agent relays nothing."""
+    target = relay_target(config)
+    if target is None:
+        return None
+    listen = config.agent.console_relay_listen
+    relay = ConsoleRelay(target, allow_from, config.agent.max_connections)
+    try:
+        await relay.start(Listener.parse(listen))
+    except OSError as error:  # named, so the operator knows which listener and setting
+        raise OSError(error.errno, f"console_relay_listen {listen}: "
+                                   f"{error.strerror or error}") from None
+    log.info("relaying consoles from %s to VMConnect at %s:%d", listen, target.host,
+             target.port)
+    if not allow_from:
+        log.warning("the console relay serves only loopback clients: add the console proxy "
+                    "VMs' network to [agent] allow_from")
+    return relay

@@ -1,0 +1,155 @@
+"""``doctor`` against the emulator's WinRM face: a healthy host passes every check; a host
+that falls short (a missing vSwitch, a class the agent needs, a full disk, a skewed clock)
+fails the check that names it, with its fix; ``--deploy`` leaves nothing behind, also when
+a step fails."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from hyperv_agent import winrm_face
+from hyperv_agent.cim import wql
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.doctor.checks import Options
+from hyperv_agent.doctor.deploy import VM_PREFIX
+from hyperv_agent.doctor.report import Report, Status
+from hyperv_agent.doctor.run import diagnose
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.winrm.auth import Account
+
+ACCOUNT = Account("doctor", "Doc-Pa55word!")
+#: Any free space passes but none (the test machine's disk may hold less than the default).
+ROOMY = Options(min_free_bytes=1024 * 1024)
+CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
+          "vhd path", "host files", "clock"]
+DEPLOY = ["deploy define", "deploy disk", "deploy attach", "deploy start", "deploy stop",
+          "deploy destroy", "deploy delete disk", "deploy cleanup"]
+
+
+@contextlib.asynccontextmanager
+async def faced(tmp_path: Path, lab: str = "") -> AsyncIterator[
+        tuple[AgentConfig, EmulatorCim]]:
+    """An emulated host (with ``lab`` knobs) behind its WinRM face over HTTP and NTLM, and
+    the configuration of an agent driving it."""
+    config_file = tmp_path / "host.toml"
+    config_file.write_text(f"[emulator.lab]\n{lab}\n")
+    host = load_config(config_file, state_dir=tmp_path / "host", backend="emulator")
+    face = await winrm_face.start_face(host, "127.0.0.1", 0, ACCOUNT, use_tls=False)
+    try:
+        yield winrm_face.agent_config(host, face.url, ACCOUNT, "ntlm"), face.emulator
+    finally:
+        await face.close()
+
+
+def _check(report: Report, name: str) -> tuple[Status, str]:
+    line = next(c for c in report.checks if c.name == name)
+    return line.status, line.line()
+
+
+async def _nothing_left(emulator: EmulatorCim, config: AgentConfig) -> None:
+    systems = await emulator.query(wql.select("Msvm_ComputerSystem",
+                                              properties=("ElementName",)))
+    assert not [s for s in systems if (s.string("ElementName") or "").startswith(VM_PREFIX)]
+    pool = emulator.host.paths.local(config.agent.local_storage_path)
+    leftovers = [p.name for p in pool.iterdir()] if pool.is_dir() else []
+    assert leftovers == []
+
+
+async def test_every_check_passes_and_a_vm_lives_and_goes_on_a_healthy_host(
+        tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, emulator):
+        report = await diagnose(config, replace(ROOMY, vswitches=("External",)),
+                                play_deploy=True)
+        await _nothing_left(emulator, config)
+    assert [c.name for c in report.checks] == CHECKS + DEPLOY
+    assert report.passed and all(c.status is Status.OK for c in report.checks), report.text()
+    assert "WinRM at 127.0.0.1" in report.checks[0].detail
+    assert "MaxEnvelopeSizekb 500" in report.checks[1].detail
+    assert len(report.text().splitlines()) == len(CHECKS + DEPLOY)
+
+
+@pytest.mark.parametrize(("lab", "options", "failing", "named", "fix"), [
+    ("", replace(ROOMY, vswitches=("Guest",)), "vswitches", "no vSwitch named Guest",
+     "New-VMSwitch"),
+    ('missing_classes = ["Msvm_MetricService"]', ROOMY, "schema",
+     "missing on this host: Msvm_MetricService", "Windows Server 2016 or later"),
+    ("free_bytes = {C = 0}", ROOMY, "vhd path", "0.0 GiB free", "local_storage_path"),
+], ids=["missing vSwitch", "missing class", "full disk"])
+async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short(
+        tmp_path: Path, lab: str, options: Options, failing: str, named: str,
+        fix: str) -> None:
+    async with faced(tmp_path, lab) as (config, emulator):
+        report = await diagnose(config, options, play_deploy=True)
+        await _nothing_left(emulator, config)
+    assert not report.passed
+    status, line = _check(report, failing)
+    found, _, remedy = line.partition(" -> fix: ")
+    assert status is Status.FAIL and named in found and fix in remedy
+    assert report.checks[-1].name == "deploy" and report.checks[-1].status is Status.SKIP
+    assert _check(report, "connection")[0] is Status.OK
+
+
+async def test_a_skewed_clock_fails_the_clock_check(tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, _):
+        report = await diagnose(config, ROOMY, clock=lambda: time.time() - 600)
+    status, line = _check(report, "clock")
+    assert status is Status.FAIL and "NTP" in line
+    assert re.search(r"clock is (599|600)\.\d s ahead of this machine's", line), line
+
+
+async def test_a_wrong_password_fails_the_connection_and_skips_the_rest(tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, _):
+        wrong = config.wsman.model_copy(update={"password": SecretStr("not-it")})
+        report = await diagnose(config.model_copy(update={"wsman": wrong}), ROOMY)
+    status, line = _check(report, "connection")
+    assert status is Status.FAIL and "refused the credentials" in line
+    assert "Remote Management Users" in line and "not-it" not in report.text()
+    assert [c.status for c in report.checks[1:]] == [Status.SKIP] * (len(CHECKS) - 1)
+
+
+@pytest.mark.parametrize(("method", "step"), [
+    ("CreateVirtualHardDisk", "deploy disk"),
+    ("AddResourceSettings", "deploy attach"),
+    ("RequestStateChange", "deploy start"),
+    ("DestroySystem", "deploy destroy"),
+])
+async def test_deploy_leaves_nothing_behind_when_a_step_fails(
+        tmp_path: Path, method: str, step: str) -> None:
+    async with faced(tmp_path) as (config, emulator):
+        emulator.faults.fail_next_job(method, 32768, f"{method} failed (injected)")
+        report = await diagnose(config, ROOMY, play_deploy=True)
+        await _nothing_left(emulator, config)
+    failed = [c.name for c in report.checks if c.status is Status.FAIL]
+    assert failed == [step], report.text()
+    assert "(injected)" in _check(report, step)[1]
+    assert _check(report, "deploy cleanup")[0] is Status.OK
+
+
+async def test_deploy_names_what_is_left_when_even_the_cleanup_fails(tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, emulator):
+        for _ in range(2):  # the step, then the cleanup's second try
+            emulator.faults.fail_next_job("DestroySystem")
+        report = await diagnose(config, ROOMY, play_deploy=True)
+    status, line = _check(report, "deploy cleanup")
+    assert status is Status.FAIL and "left behind: VM hyperv-agent-doctor-" in line
+    assert "-> fix: remove by hand: Remove-VM -Name hyperv-agent-doctor-" in line
+
+
+async def test_winrm_limits_below_the_agents_settings_warn_with_both_fixes(
+        tmp_path: Path) -> None:
+    async with faced(tmp_path) as (config, _):
+        wanting = config.wsman.model_copy(update={"max_envelope_bytes": 1024000,
+                                                  "operation_timeout_s": 120})
+        report = await diagnose(config.model_copy(update={"wsman": wanting}), ROOMY)
+    status, line = _check(report, "winrm limits")
+    assert status is Status.WARN and report.passed
+    assert "[wsman] max_envelope_bytes = 512000" in line
+    assert "[wsman] operation_timeout_s = 60" in line

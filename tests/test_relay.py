@@ -1,0 +1,198 @@
+"""The console relay of agentless mode: a TCP server stands in for the host's VMConnect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent import relay
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.errors import ConfigError
+from hyperv_agent.relay import ConsoleRelay, RelayTarget
+from hyperv_agent.server import Listener
+from tests.samba import free_port
+
+WAIT_S = 5.0
+
+
+@dataclass
+class VmConnect:
+    """A stand-in for VMConnect: greets, echoes what it gets, notes when its client left."""
+
+    server: asyncio.Server
+    clients: int = 0
+    received: bytearray = field(default_factory=bytearray)
+    client_gone: asyncio.Event = field(default_factory=asyncio.Event)
+    hang_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def vmconnect() -> AsyncIterator[VmConnect]:
+    stand_in: VmConnect
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stand_in.clients += 1
+        writer.write(b"RDP-HELLO")
+        hang_up = asyncio.create_task(stand_in.hang_up.wait())
+        while True:
+            read = asyncio.create_task(reader.read(1024))
+            await asyncio.wait((read, hang_up), return_when=asyncio.FIRST_COMPLETED)
+            if hang_up.done():
+                read.cancel()
+                writer.close()
+                return
+            if not read.result():
+                stand_in.client_gone.set()
+                writer.close()
+                return
+            stand_in.received += read.result()
+            writer.write(b"echo:" + read.result())
+
+    stand_in = VmConnect(await asyncio.start_server(serve, "127.0.0.1", 0))
+    try:
+        yield stand_in
+    finally:
+        stand_in.server.close()
+
+
+@contextlib.asynccontextmanager
+async def relaying(target_port: int, allow_from: tuple[str, ...] = (),
+                   max_connections: int = 8) -> AsyncIterator[ConsoleRelay]:
+    networks = [ipaddress.ip_network(n) for n in allow_from]
+    console = ConsoleRelay(RelayTarget("127.0.0.1", target_port), networks, max_connections,
+                           connect_timeout_s=2)
+    await console.start(Listener("127.0.0.1", 0))
+    try:
+        yield console
+    finally:
+        await console.close()
+
+
+async def _read(reader: asyncio.StreamReader, size: int) -> bytes:
+    return await asyncio.wait_for(reader.readexactly(size), WAIT_S)
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), WAIT_S) == b""
+    except ConnectionError:
+        return True
+
+
+async def test_bytes_flow_both_ways_and_vmconnect_sees_the_close_when_the_client_closes(
+) -> None:
+    async with vmconnect() as stand_in, relaying(stand_in.port) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _read(reader, 9) == b"RDP-HELLO"
+        writer.write(b"\x03\x00\x00\x13")
+        assert await _read(reader, 9) == b"echo:\x03\x00\x00\x13"
+        writer.close()
+        await asyncio.wait_for(stand_in.client_gone.wait(), WAIT_S)
+    assert bytes(stand_in.received) == b"\x03\x00\x00\x13"
+
+
+async def test_the_client_is_closed_when_vmconnect_hangs_up() -> None:
+    async with vmconnect() as stand_in, relaying(stand_in.port) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _read(reader, 9) == b"RDP-HELLO"
+        stand_in.hang_up.set()
+        assert await _closed(reader)
+        writer.close()
+        for _ in range(50):
+            if console.open_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert console.open_count == 0
+
+
+async def test_a_client_outside_allow_from_is_closed_without_reaching_vmconnect(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    async with vmconnect() as stand_in, relaying(stand_in.port, ("10.0.0.0/8",)) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(reader)
+        writer.close()
+    assert stand_in.clients == 0
+    assert "refused 127.0.0.1: not in allow_from" in caplog.text
+
+
+async def test_a_client_beyond_the_cap_is_closed_while_the_first_is_relayed() -> None:
+    async with vmconnect() as stand_in, relaying(stand_in.port, max_connections=1) as console:
+        first_reader, first = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _read(first_reader, 9) == b"RDP-HELLO"
+        second_reader, second = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(second_reader)
+        first.write(b"x")
+        assert await _read(first_reader, 6) == b"echo:x"
+        first.close()
+        second.close()
+    assert stand_in.clients == 1
+
+
+async def test_the_client_is_closed_and_the_reason_logged_when_vmconnect_is_unreachable(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    port = free_port()  # nothing listens there
+    async with relaying(port) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(reader)
+        writer.close()
+    assert f"cannot reach VMConnect at 127.0.0.1:{port}" in caplog.text
+
+
+# --- when the agent relays --------------------------------------------------------------
+
+
+def _config(tmp_path: Path, backend: str, url: str | None = None, listen: str | None = None,
+            target_port: int | None = None) -> AgentConfig:
+    agent: dict[str, object] = {"state_dir": tmp_path, "backend": backend}
+    if listen is not None:
+        agent["console_relay_listen"] = listen
+    if target_port is not None:
+        agent["console_relay_target_port"] = target_port
+    return load_config(None, wsman={"url": url} if url else None, **agent)
+
+
+def test_a_remote_wsman_host_is_relayed_to_its_vmconnect_port(tmp_path: Path) -> None:
+    config = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman")
+    assert relay.relay_target(config, on_windows=False) == RelayTarget("hv01.lab", 2179)
+    assert relay.relay_target(config, on_windows=True) == RelayTarget("hv01.lab", 2179)
+    assert relay.console_port(config) == 2179
+    moved = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", "0.0.0.0:3390", 2200)
+    assert relay.relay_target(moved, on_windows=False) == RelayTarget("hv01.lab", 2200)
+    assert relay.console_port(moved) == 3390
+
+
+def test_nothing_is_relayed_on_the_emulator_on_the_host_itself_or_when_turned_off(
+        tmp_path: Path) -> None:
+    assert relay.relay_target(_config(tmp_path, "emulator"), on_windows=False) is None
+    local = _config(tmp_path, "wsman", "http://127.0.0.1:5985/wsman")
+    assert relay.relay_target(local, on_windows=True) is None  # the Hyper-V host itself
+    assert relay.relay_target(local, on_windows=False) == RelayTarget("127.0.0.1", 2179)
+    off = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen="")
+    assert relay.relay_target(off, on_windows=False) is None
+    assert relay.console_port(off) == 2179
+
+
+def test_a_relay_listen_address_without_a_port_stops_the_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="console_relay_listen"):
+        _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen="0.0.0.0")
+
+
+async def test_a_relay_address_in_use_is_an_error_naming_the_setting(tmp_path: Path) -> None:
+    async with vmconnect() as stand_in:
+        taken = f"127.0.0.1:{stand_in.port}"
+        config = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen=taken)
+        with pytest.raises(OSError, match=f"console_relay_listen {taken}: .*in use"):
+            await relay.start_for(config, [])
