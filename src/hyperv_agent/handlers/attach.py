@@ -35,7 +35,6 @@ from hyperv_agent.cloudstack.answers import (
     DettachAnswer,
     GetVmDiskStatsAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import AttachCommand, DettachCommand
 from hyperv_agent.cloudstack.commands_vm import AttachIsoCommand, GetVmDiskStatsCommand
 from hyperv_agent.cloudstack.objects import (
@@ -45,7 +44,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.errors import InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -77,18 +76,18 @@ class AttachHandlers:
         self.files: HostFiles = paths.files
         self.locks = locks
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.ATTACH_COMMAND: self.attach,
-            names.DETTACH_COMMAND: self.dettach,
-            names.ATTACH_ISO_COMMAND: self.attach_iso,
-            names.GET_VM_DISK_STATS_COMMAND: self.disk_stats,
+            names.ATTACH_COMMAND: Route(AttachCommand, self.attach),
+            names.DETTACH_COMMAND: Route(DettachCommand, self.dettach),
+            names.ATTACH_ISO_COMMAND: Route(AttachIsoCommand, self.attach_iso),
+            names.GET_VM_DISK_STATS_COMMAND: Route(GetVmDiskStatsCommand, self.disk_stats),
         }
 
     # --- AttachCommand ------------------------------------------------------------------
 
-    async def attach(self, command: Command) -> Result:
+    async def attach(self, asked: AttachCommand) -> Result:
         """Attach ``disk`` to the VM ``vmName`` (running or stopped).
 
         DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
@@ -101,7 +100,6 @@ class AttachHandlers:
         changed. VM not on this host: success, nothing done (details say so). A failed
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
         """
-        asked = expect(command, AttachCommand)
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
@@ -128,7 +126,7 @@ class AttachHandlers:
 
     # --- DettachCommand -----------------------------------------------------------------
 
-    async def dettach(self, command: Command) -> Result:
+    async def dettach(self, asked: DettachCommand) -> Result:
         """Detach ``disk`` from the VM ``vmName``; the file stays where it is.
 
         DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
@@ -139,7 +137,6 @@ class AttachHandlers:
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
-        asked = expect(command, DettachCommand)
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
@@ -179,7 +176,7 @@ class AttachHandlers:
 
     # --- AttachIsoCommand ---------------------------------------------------------------
 
-    async def attach_iso(self, command: Command) -> Result:
+    async def attach_iso(self, asked: AttachIsoCommand) -> Result:
         """Insert (``attach`` true) or eject (false) the ISO ``isoPath`` of ``storeUrl``.
 
         The same operations as an ISO AttachCommand / DettachCommand, with the ISO named
@@ -187,7 +184,6 @@ class AttachHandlers:
         A missing ``isoPath`` or ``storeUrl``, or a path outside the store: a failed
         answer, nothing changed. VM not on this host: success, nothing done.
         """
-        asked = expect(command, AttachIsoCommand)
         return Answer(result=True, details=await self._attach_iso(asked))
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
@@ -214,7 +210,7 @@ class AttachHandlers:
 
     # --- GetVmDiskStatsCommand ----------------------------------------------------------
 
-    async def disk_stats(self, command: Command) -> Result:
+    async def disk_stats(self, asked: GetVmDiskStatsCommand) -> Result:
         """One entry per virtual hard disk of each VM in ``vmNames``.
 
         ``path`` is the file name without its extension (the volume's uuid, as
@@ -226,7 +222,6 @@ class AttachHandlers:
         association lookup per disk, issued together, once metering runs
         (``diskstats.disk_stats``); none when no name is asked for.
         """
-        asked = expect(command, GetVmDiskStatsCommand)
         found = await diskstats.disk_stats(self.cim, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()

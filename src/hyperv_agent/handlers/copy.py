@@ -39,7 +39,6 @@ from urllib.parse import urlsplit
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import CopyCmdAnswer
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import CopyCommand
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import (
@@ -53,7 +52,7 @@ from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers import datapaths
 from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import properties
 from hyperv_agent.hostfs.api import HostFiles
@@ -90,18 +89,17 @@ class CopyHandler:
         self.job_wait = job_wait
         self.file_locks = VmLocks()  # queueing per target path
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
-        return {names.COPY_COMMAND: self.copy}
+        return {names.COPY_COMMAND: Route(CopyCommand, self.copy)}
 
-    async def copy(self, command: Command) -> Result:
+    async def copy(self, asked: CopyCommand) -> Result:
         """Run the §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
         the destination TO as it now is. A repeat replaces the destination file with a
         fresh copy (a volume in a running VM is never replaced). On failure no partial
         file has the destination's name and ``newData`` is null; a copied file that was
         there before is kept (a linked clone replaces it before Hyper-V creates the new
         one)."""
-        asked = expect(command, CopyCommand)
         new_data = await self._run_case(asked.src_to, asked.dest_to)
         if new_data is None:
             raise InvalidRequest(UNSUPPORTED)

@@ -23,11 +23,17 @@ from hyperv_agent.cloudstack.answers import (
     ReadyAnswer,
     SetupAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_host import (
+    CheckHealthCommand,
     CheckNetworkCommand,
     CheckOnHostCommand,
     GetHostStatsCommand,
+    HostVmStateReportCommand,
+    MaintainCommand,
+    PingCommand,
+    PingRoutingCommand,
+    ReadyCommand,
+    SetupCommand,
     StartupRoutingCommand,
     StartupStorageCommand,
 )
@@ -35,7 +41,7 @@ from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
@@ -81,28 +87,26 @@ class HostHandlers:
         self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
         self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         return {
-            names.STARTUP_COMMAND: self.startup,
-            names.HOST_VM_STATE_REPORT_COMMAND: self.state_report,
-            names.READY_COMMAND: self.ready,
-            names.SETUP_COMMAND: self.setup,
-            names.PING_COMMAND: self.ping,
-            names.PING_ROUTING_COMMAND: self.ping,
-            names.CHECK_HEALTH_COMMAND: self.check_health,
-            names.CHECK_NETWORK_COMMAND: self.check_network,
-            names.MAINTAIN_COMMAND: self.maintain,
-            names.GET_HOST_STATS_COMMAND: self.host_stats,
-            names.CHECK_ON_HOST_COMMAND: self.check_on_host,
+            names.STARTUP_COMMAND: Route(StartupRoutingCommand, self.startup),
+            names.HOST_VM_STATE_REPORT_COMMAND: Route(HostVmStateReportCommand, self.state_report),
+            names.READY_COMMAND: Route(ReadyCommand, self.ready),
+            names.SETUP_COMMAND: Route(SetupCommand, self.setup),
+            names.PING_COMMAND: Route(PingCommand, self.ping),
+            names.PING_ROUTING_COMMAND: Route(PingRoutingCommand, self.ping),
+            names.CHECK_HEALTH_COMMAND: Route(CheckHealthCommand, self.check_health),
+            names.CHECK_NETWORK_COMMAND: Route(CheckNetworkCommand, self.check_network),
+            names.MAINTAIN_COMMAND: Route(MaintainCommand, self.maintain),
+            names.GET_HOST_STATS_COMMAND: Route(GetHostStatsCommand, self.host_stats),
+            names.CHECK_ON_HOST_COMMAND: Route(CheckOnHostCommand, self.check_on_host),
         }
 
     # --- registration ---------------------------------------------------------------------
 
-    async def startup(self, command: Command) -> Result:
+    async def startup(self, command: StartupRoutingCommand) -> Result:
         """Echo the management server's StartupRoutingCommand with the host's facts filled
         in, plus the local storage pool. Read-only; safe to repeat."""
-        if not isinstance(command, StartupRoutingCommand):
-            raise AgentError("StartupCommand must carry a StartupRoutingCommand")
         facts = await host.host_facts(self.cim)
         ip = self.settings.private_ip or command.private_ip_address or ""
         self.private_ip = self.private_ip or ip or None
@@ -152,7 +156,7 @@ class HostHandlers:
 
     # --- the VM state report ------------------------------------------------------------
 
-    async def state_report(self, command: Command) -> Result:
+    async def state_report(self, command: HostVmStateReportCommand) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
@@ -191,7 +195,7 @@ class HostHandlers:
 
     # --- health ---------------------------------------------------------------------------
 
-    async def ready(self, command: Command) -> Result:
+    async def ready(self, command: ReadyCommand) -> Result:
         """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
         runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
         without it the MS never places a UEFI VM here. 2 queries, read-only."""
@@ -199,34 +203,32 @@ class HostHandlers:
         return ReadyAnswer(result=True, details_map={
             UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
-    async def setup(self, command: Command) -> Result:
+    async def setup(self, command: SetupCommand) -> Result:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
 
-    async def ping(self, command: Command) -> Result:
+    async def ping(self, command: PingCommand | PingRoutingCommand) -> Result:
         short = type(command).FQCN.rsplit(".", 1)[-1]
         return Answer(result=True, details=f"success - NOP for {short}")
 
-    async def check_health(self, command: Command) -> Result:
+    async def check_health(self, command: CheckHealthCommand) -> Result:
         """Alive when Hyper-V answers a query."""
         await host.switch_names(self.cim)
         return CheckHealthAnswer(result=True, details="resource is alive")
 
-    async def check_network(self, command: Command) -> Result:
+    async def check_network(self, asked: CheckNetworkCommand) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
-        asked = expect(command, CheckNetworkCommand)
         missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.cim)))
         if missing:
             raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
                                  "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
 
-    async def maintain(self, command: Command) -> Result:
+    async def maintain(self, command: MaintainCommand) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
                               will_migrate=True)
 
-    async def host_stats(self, command: Command) -> Result:
+    async def host_stats(self, command: GetHostStatsCommand) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
-        assert isinstance(command, GetHostStatsCommand)
         stats = await host.host_stats(self.cim)
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
@@ -236,11 +238,10 @@ class HostHandlers:
                                network_write_kb=stats.sent_bytes / 1024)
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
-    async def check_on_host(self, command: Command) -> Result:
+    async def check_on_host(self, command: CheckOnHostCommand) -> Result:
         """§5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
         alive, because one of the shared pools holds a heartbeat of it younger than
         ``HEARTBEAT_FRESH_S``. Read-only."""
-        assert isinstance(command, CheckOnHostCommand)
         network = command.host.private_network
         ip = network.ip if network is not None else None
         roots = self.pools.roots() if self.pools is not None else ()

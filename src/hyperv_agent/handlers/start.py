@@ -30,7 +30,6 @@ from typing import TypeVar
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import StartAnswer
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import StartCommand
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
@@ -40,7 +39,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
@@ -124,11 +123,11 @@ class StartHandler:
         if self.journal is not None:
             self.journal.end(name)
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
-        return {names.START_COMMAND: self.start}
+        return {names.START_COMMAND: Route(StartCommand, self.start)}
 
-    async def start(self, command: Command) -> Result:
+    async def start(self, command: StartCommand) -> Result:
         """Create the VM ``vm`` describes and start it (§9.1).
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
@@ -145,9 +144,9 @@ class StartHandler:
         ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
         devices are added).
         """
-        vm = expect(command, StartCommand).vm
+        vm = command.vm
         async with self.locks.hold(vm.name):
-            notes = await self._start(expect(command, StartCommand))
+            notes = await self._start(command)
         return StartAnswer(result=True, vm=vm,
                            details=logs.redact("; ".join(notes)) if notes else None)
 

@@ -22,7 +22,6 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
     GetVmStatsCommand,
@@ -33,7 +32,7 @@ from hyperv_agent.cloudstack.commands_vm import (
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.hyperv import jobs, power, vms
 from hyperv_agent.hyperv.backend import Backend
 
@@ -128,17 +127,17 @@ class VmHandlers:
         self.settings = settings or VmSettings()
         self.locks = VmLocks()
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.STOP_COMMAND: self.stop,
-            names.REBOOT_COMMAND: self.reboot,
-            names.CHECK_VIRTUAL_MACHINE_COMMAND: self.check,
-            names.GET_VNC_PORT_COMMAND: self.vnc_port,
-            names.GET_VM_STATS_COMMAND: self.stats,
+            names.STOP_COMMAND: Route(StopCommand, self.stop),
+            names.REBOOT_COMMAND: Route(RebootCommand, self.reboot),
+            names.CHECK_VIRTUAL_MACHINE_COMMAND: Route(CheckVirtualMachineCommand, self.check),
+            names.GET_VNC_PORT_COMMAND: Route(GetVncPortCommand, self.vnc_port),
+            names.GET_VM_STATS_COMMAND: Route(GetVmStatsCommand, self.stats),
         }
 
-    async def stop(self, command: Command) -> Result:
+    async def stop(self, stop: StopCommand) -> Result:
         """Shut the VM down and delete its definition; its disk files stay (§5.3).
 
         Unknown VM: success, nothing done, so a repeat (or a retry after a lost answer)
@@ -148,7 +147,6 @@ class VmHandlers:
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
-        stop = expect(command, StopCommand)
         async with self.locks.hold(stop.vm_name):
             vm = await vms.find_vm(self.cim, stop.vm_name)
             if vm is None:
@@ -162,7 +160,7 @@ class VmHandlers:
             await power.stop_and_remove(self.cim, vm, policy)
         return StopAnswer(result=True)
 
-    async def reboot(self, command: Command) -> Result:
+    async def reboot(self, reboot: RebootCommand) -> Result:
         """Hard reset of the VM (RequestStateChange 11, no guest shutdown).
 
         Unknown VM: a failed answer naming it, nothing done. A VM that cannot be reset
@@ -171,7 +169,6 @@ class VmHandlers:
         VM has restarted with its definition and disks unchanged; a failure changes
         nothing and fails the answer.
         """
-        reboot = expect(command, RebootCommand)
         async with self.locks.hold(reboot.vm_name):
             vm = await vms.find_vm(self.cim, reboot.vm_name)
             if vm is None or not await power.reset(self.cim, vm.guid,
@@ -180,38 +177,35 @@ class VmHandlers:
                                      f"{reboot.vm_name}")
         return RebootAnswer(result=True)
 
-    async def check(self, command: Command) -> Result:
+    async def check(self, check: CheckVirtualMachineCommand) -> Result:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).
 
         Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
         """
-        check = expect(command, CheckVirtualMachineCommand)
         vm = await vms.find_vm(self.cim, check.vm_name)
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{check.vm_name}")
         return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
 
-    async def vnc_port(self, command: Command) -> Result:
+    async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
         """Console access (§8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
 
         Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
         repeat, 1 query.
         """
-        vnc = expect(command, GetVncPortCommand)
         vm = await vms.find_vm(self.cim, vnc.vm_name)
         if vm is None:
             raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
                                 port=VNC_PORT_RDP)
 
-    async def stats(self, command: Command) -> Result:
+    async def stats(self, asked: GetVmStatsCommand) -> Result:
         """CPU load, vCPU count and memory of the named VMs, in one call for all of them.
 
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
         """
-        asked = expect(command, GetVmStatsCommand)
         found = await vms.vm_stats(self.cim, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
             name: _stats_entry(name, stats) for name, stats in found.items()})

@@ -21,7 +21,6 @@ from hyperv_agent.cloudstack.answers import (
     ScaleVmAnswer,
     UnPlugNicAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_network import PlugNicCommand, UnPlugNicCommand
 from hyperv_agent.cloudstack.commands_vm import (
     GetVmConfigCommand,
@@ -30,7 +29,7 @@ from hyperv_agent.cloudstack.commands_vm import (
 )
 from hyperv_agent.cloudstack.objects import NicDetails, NicTO
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
@@ -45,24 +44,23 @@ class VmConfigHandlers:
         self.cim = cim
         self.locks = locks
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.SCALE_VM_COMMAND: self.scale,
-            names.GET_VM_CONFIG_COMMAND: self.get_config,
-            names.MODIFY_VM_NIC_CONFIG_COMMAND: self.modify_nic,
-            names.PLUG_NIC_COMMAND: self.plug_nic,
-            names.UNPLUG_NIC_COMMAND: self.unplug_nic,
+            names.SCALE_VM_COMMAND: Route(ScaleVmCommand, self.scale),
+            names.GET_VM_CONFIG_COMMAND: Route(GetVmConfigCommand, self.get_config),
+            names.MODIFY_VM_NIC_CONFIG_COMMAND: Route(ModifyVmNicConfigCommand, self.modify_nic),
+            names.PLUG_NIC_COMMAND: Route(PlugNicCommand, self.plug_nic),
+            names.UNPLUG_NIC_COMMAND: Route(UnPlugNicCommand, self.unplug_nic),
         }
 
-    async def scale(self, command: Command) -> Result:
+    async def scale(self, asked: ScaleVmCommand) -> Result:
         """Set a stopped VM's vCPU count (``cpus``) and static memory (``maxRam`` bytes).
 
         Unknown VM: a failed answer naming it. A VM that is not off: a failed answer
         ("stop it first"), nothing changed. Safe to repeat; processors and memory change
         together or not at all. 1 query to find the VM + 1 query + 1 call + 1 job wait.
         """
-        asked = expect(command, ScaleVmCommand)
         name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
@@ -74,14 +72,13 @@ class VmConfigHandlers:
         return ScaleVmAnswer(result=True, details=(
             f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
 
-    async def get_config(self, command: Command) -> Result:
+    async def get_config(self, asked: GetVmConfigCommand) -> Result:
         """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and
         whether the port is connected.
 
         Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
         safe to repeat; 3 queries whatever the number of NICs.
         """
-        asked = expect(command, GetVmConfigCommand)
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.cim, asked.vm_name)
             if vm is None:
@@ -93,7 +90,7 @@ class VmConfigHandlers:
                        vlan_id=UNTAGGED if nic.vlan is None else str(nic.vlan))
             for nic in found])
 
-    async def modify_nic(self, command: Command) -> Result:
+    async def modify_nic(self, asked: ModifyVmNicConfigCommand) -> Result:
         """Wire one of the VM's NICs: by ``macAddress``, or else by ``index`` (≥ 1, the
         0-based position in GetVmConfig's ``nics``; 0 is the control NIC, never touched).
 
@@ -107,7 +104,6 @@ class VmConfigHandlers:
         after connecting, the port stays connected and the answer fails. Warm: 3 queries
         (+1 for a named switch) + at most 2 calls and 2 job waits.
         """
-        asked = expect(command, ModifyVmNicConfigCommand)
         if not asked.mac_address and asked.index < 1:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
@@ -131,7 +127,7 @@ class VmConfigHandlers:
             await nics.set_vlan(self.cim, nic, None)
             await nics.disconnect(self.cim, nic)
 
-    async def plug_nic(self, command: Command) -> Result:
+    async def plug_nic(self, asked: PlugNicCommand) -> Result:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
         ``broadcastUri``, ``networkRateMbps``).
 
@@ -143,7 +139,6 @@ class VmConfigHandlers:
         nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
         most 3 calls and 3 job waits when warm.
         """
-        asked = expect(command, PlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
@@ -186,7 +181,7 @@ class VmConfigHandlers:
         await build.add_nic(self.cim, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
 
-    async def unplug_nic(self, command: Command) -> Result:
+    async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
 
         A generation 2 VM (running or not) or a stopped VM loses the NIC and its port. A
@@ -195,7 +190,6 @@ class VmConfigHandlers:
         a failed answer, nothing changed. Afterwards the NIC carries no traffic. 2 queries
         + 1 call and 1 job wait (up to 2 and 2 on generation 1).
         """
-        asked = expect(command, UnPlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "

@@ -26,7 +26,6 @@ from hyperv_agent.cloudstack.answers import (
     PrimaryStorageDownloadAnswer,
     ResizeVolumeAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import (
     CreateCommand,
     CreateObjectCommand,
@@ -44,7 +43,7 @@ from hyperv_agent.handlers.datapaths import (
     DataPaths,
     confined,
 )
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
@@ -78,20 +77,21 @@ class VolumeHandlers:
         self.job_wait = job_wait
         self.file_locks = VmLocks()  # the same queueing, keyed by host path
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.CREATE_OBJECT_COMMAND: self.create_object,
-            names.DELETE_COMMAND: self.delete,
-            names.RESIZE_VOLUME_COMMAND: self.resize,
-            names.CREATE_COMMAND: self.create_legacy,
-            names.DESTROY_COMMAND: self.destroy_legacy,
-            names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: self.download_legacy,
+            names.CREATE_OBJECT_COMMAND: Route(CreateObjectCommand, self.create_object),
+            names.DELETE_COMMAND: Route(DeleteCommand, self.delete),
+            names.RESIZE_VOLUME_COMMAND: Route(ResizeVolumeCommand, self.resize),
+            names.CREATE_COMMAND: Route(CreateCommand, self.create_legacy),
+            names.DESTROY_COMMAND: Route(DestroyCommand, self.destroy_legacy),
+            names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: Route(PrimaryStorageDownloadCommand,
+                                                          self.download_legacy),
         }
 
     # --- CreateObjectCommand ------------------------------------------------------------
 
-    async def create_object(self, command: Command) -> Result:
+    async def create_object(self, command: CreateObjectCommand) -> Result:
         """A new, empty dynamic disk ``<pool>\\<uuid>.vhdx`` of ``data.size`` bytes.
 
         A repeat for the same volume and size succeeds without touching the file; a file
@@ -99,7 +99,6 @@ class VolumeHandlers:
         template instead of a volume, no uuid or no size: a failed answer, nothing made.
         The answer's ``data`` is the volume with ``path`` = uuid and the disk's size.
         """
-        assert isinstance(command, CreateObjectCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("CreateObjectCommand creates volumes only, not templates")
@@ -134,11 +133,10 @@ class VolumeHandlers:
 
     # --- DeleteCommand ------------------------------------------------------------------
 
-    async def delete(self, command: Command) -> Result:
+    async def delete(self, command: DeleteCommand) -> Result:
         """Delete a volume's file in a registered pool. A missing file is success. A file
         in a running VM is refused and kept; templates, snapshots and volumes on an image
         store (the secondary storage VM's) are never deleted here."""
-        assert isinstance(command, DeleteCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("only volumes are deleted by this agent; the template or "
@@ -160,11 +158,10 @@ class VolumeHandlers:
 
     # --- ResizeVolumeCommand ------------------------------------------------------------
 
-    async def resize(self, command: Command) -> Result:
+    async def resize(self, command: ResizeVolumeCommand) -> Result:
         """Grow the volume ``path`` in ``pool`` to ``newSize`` bytes (also while its VM runs,
         for a VHDX on SCSI). Shrinking is refused and the file left unchanged; the same
         size is success without a change. The answer's ``newSize`` is the disk's size."""
-        assert isinstance(command, ResizeVolumeCommand)
         new_size = command.new_size_bytes or 0
         if new_size < 1:
             raise InvalidRequest("newSize must be a positive number of bytes")
@@ -191,12 +188,11 @@ class VolumeHandlers:
 
     # --- legacy CreateCommand -----------------------------------------------------------
 
-    async def create_legacy(self, command: Command) -> Result:
+    async def create_legacy(self, command: CreateCommand) -> Result:
         """Copy the template file ``templateUrl`` (a bare name in the pool) to a new
         ``<GUID><ext>``, or without ``templateUrl`` create an empty dynamic VHDX of
         ``diskCharacteristics.size`` bytes. Filesystem pools only. A repeat makes
         another file. A failed copy leaves nothing under the new name."""
-        assert isinstance(command, CreateCommand)
         pool, profile = command.pool, command.disk_characteristics
         if str(pool.type or "") != "Filesystem":
             raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
@@ -229,7 +225,7 @@ class VolumeHandlers:
 
     # --- legacy DestroyCommand ----------------------------------------------------------
 
-    async def destroy_legacy(self, command: Command) -> Result:
+    async def destroy_legacy(self, command: DestroyCommand) -> Result:
         """Detach the volume from ``vmName`` (when given and attached there), then delete
         its file. A missing file is success. A file in another VM, or in a running VM
         that cannot release it (IDE), is refused and kept.
@@ -239,7 +235,6 @@ class VolumeHandlers:
         path without its server (for an SMB pool ``/share?user=..&password=..``), so the
         pool is the registered one ``storagePoolUuid`` names (or, failing that, the one
         registered with that path). A local pool's mount point is its folder."""
-        assert isinstance(command, DestroyCommand)
         path = await self._legacy_file(command.volume)
         if path is None:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
@@ -299,7 +294,7 @@ class VolumeHandlers:
 
     # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
 
-    async def download_legacy(self, command: Command) -> Result:
+    async def download_legacy(self, command: PrimaryStorageDownloadCommand) -> Result:
         """Copy the .vhd/.vhdx template at ``url`` into ``localPath`` as ``<GUID><ext>``.
 
         ``url`` is cifs:// (read from the share), http:// or https:// (a streamed GET,
@@ -312,7 +307,6 @@ class VolumeHandlers:
         gives the new file name (``installPath``, relative to ``localPath``) and its
         size. A repeat makes another file. Any failure leaves nothing in the pool.
         """
-        assert isinstance(command, PrimaryStorageDownloadCommand)
         if not command.local_path:
             raise InvalidRequest("localPath is required")
         root = await self.paths.existing(
