@@ -37,14 +37,14 @@ SWITCH_INTERVAL_S = 0.0005
 def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig) -> _T:
     import asyncio
 
-    from hyperv_agent.backends import open_backend
+    from hyperv_agent.backends import open_host
 
     async def main() -> _T:
-        cim = open_backend(config)
+        opened = open_host(config, leave_no_trace=True)  # a diagnostic creates nothing
         try:
-            return await work(cim)
+            return await work(opened.cim)
         finally:
-            await cim.close()
+            await opened.close()
 
     return asyncio.run(main())
 
@@ -231,7 +231,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     import asyncio
 
     from hyperv_agent import logs, service  # the server stack: loaded only to serve
-    from hyperv_agent.backends import seed_secondary
+    from hyperv_agent.backends import prepare_state
     from hyperv_agent.config import load_config
 
     try:
@@ -239,7 +239,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
                              admin_listen=admin_listen, private_ip=private_ip,
                              wsman=_wsman(**wsman))
         logs.setup(config.agent.log_level)
-        seed_secondary(config)
+        prepare_state(config)
         agent = service.build_agent(config)
     except AgentError as error:
         _fail(error)

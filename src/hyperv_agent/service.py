@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hyperv_agent import relay, server, state, tls
-from hyperv_agent.backends import open_backend, remote_files
+from hyperv_agent.backends import OpenedHost, open_host
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
-from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import Limits, connection_cap, open_file_limit
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
@@ -37,8 +35,6 @@ from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hostfs.local import LocalFiles
-from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
@@ -46,30 +42,6 @@ from hyperv_agent.state import PoolRegistry
 log = logging.getLogger("hyperv_agent")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
-
-
-def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    """File access on the host the backend drives; shares on ``smb_servers`` are reached
-    through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
-    base = _host_files(config, cim)
-    servers = config.agent.smb_routed_servers
-    if not servers:
-        return base
-    from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
-    from hyperv_agent.hostfs.smb import SmbFiles
-
-    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
-                                    password=account.secret())
-                for server, account in config.agent.smb_credentials.items()}
-    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
-
-
-def _host_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    if isinstance(cim, EmulatorCim):
-        return EmulatedFiles(cim.host)
-    if config.agent.backend == "wsman":
-        return remote_files(config)
-    return LocalFiles()
 
 
 @dataclass
@@ -100,15 +72,28 @@ class Leftovers:
 
 @dataclass
 class Agent:
-    """A wired agent: backend, dispatcher, metrics and TLS identity."""
+    """A wired agent: the opened host, dispatcher, metrics and TLS identity."""
 
     config: AgentConfig
-    cim: Cim
+    opened: OpenedHost
     dispatch: Dispatch
     metrics: Metrics
     identity: tls.Identity
     host: HostHandlers
     leftovers: Leftovers
+
+    @property
+    def cim(self) -> Cim:
+        """The backend, its round trips counted."""
+        return self.opened.cim
+
+    @property
+    def emulator(self) -> EmulatorCim | None:
+        """The emulated host, when it runs in this process."""
+        return self.opened.emulator
+
+    async def close(self) -> None:
+        await self.opened.close()
 
     @property
     def allow_from(self) -> list[server.Network]:
@@ -121,7 +106,7 @@ class Agent:
     async def hyperv_problem(self) -> str | None:
         """None when Hyper-V's v2 namespace answers (one read-only query), else why not."""
         try:
-            await hyperv_host.switch_names(self.cim)
+            await hyperv_host.switch_names(self.opened.hyperv)
         except AgentError as error:
             return str(error)
         return None
@@ -150,34 +135,34 @@ class Agent:
 def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> Agent:
     """Everything ``serve`` runs, wired from the configuration."""
     agent = config.agent
-    cim = CountingCim(open_backend(config))
+    opened = open_host(config)
+    hv, files = opened.hyperv, opened.files
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
                             reservation=reservation, local_pool_path=agent.local_storage_path,
                             hypervisor_version=agent.hypervisor_version,
                             console_port=relay.console_port(config))
-    files = open_files(config, cim.inner)
     state.sweep_temporaries(agent.state_dir)
     pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
-    vm = VmHandlers(cim, vm_settings)
-    host = HostHandlers(cim, files, settings, pools, locks=vm.locks)
+    vm = VmHandlers(hv, vm_settings)
+    host = HostHandlers(hv, files, settings, pools, locks=vm.locks)
     handlers = host.table()
     handlers |= vm.table()
-    handlers |= VmConfigHandlers(cim, vm.locks).table()
-    start = StartHandler(cim, paths, vm.locks, vm.settings.job_wait,
+    handlers |= VmConfigHandlers(hv, vm.locks).table()
+    start = StartHandler(hv, paths, vm.locks, vm.settings.job_wait,
                          journal=state.BuildJournal(agent.state_dir / "building.json"))
     handlers |= start.table()
-    handlers |= AttachHandlers(cim, paths, vm.locks).table()
+    handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
-    handlers |= VolumeHandlers(cim, paths, vm.locks, vm.settings.job_wait, aside).table()
-    handlers |= CopyHandler(cim, paths, vm.settings.job_wait, aside).table()
+    handlers |= VolumeHandlers(hv, paths, vm.locks, vm.settings.job_wait, aside).table()
+    handlers |= CopyHandler(hv, paths, vm.settings.job_wait, aside).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
-    return Agent(config, cim, dispatch, metrics, identity, host,
+    return Agent(config, opened, dispatch, metrics, identity, host,
                  Leftovers(start, files, pools, aside))
 
 
@@ -231,7 +216,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
             await console.close()
         for runner in runners:
             await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 async def serve_until_signalled(agent: Agent) -> None:

@@ -20,10 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hyperv_agent import tls
-from hyperv_agent.backends import default_shares, emulator_config, seed_secondary
+from hyperv_agent.backends import open_emulated_host, served_emulator_config
 from hyperv_agent.config import AgentConfig, WsmanSection
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
 from hyperv_agent.emulator.winrm.service import WinrmService
@@ -45,9 +44,7 @@ class RunningFace:
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
                      use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
     """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
-    cim = emulator or open_emulator(emulator_config(config))
-    if emulator is None:
-        seed_secondary(config)
+    cim = emulator or open_emulated_host(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
     context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
     service = WinrmService(cim, config.emulator.host_name)
@@ -69,15 +66,12 @@ def agent_config(config: AgentConfig, url: str, account: Account, auth: str,
     """The configuration of an agent driving, over WinRM at ``url``, the emulated host
     ``config`` describes: backend wsman with ``account``, and the host's drive C and
     shares mapped to the folders the emulator keeps them in."""
-    host = emulator_config(config)
-    emulator = config.emulator.model_copy(update={
-        "drives": {"C": host.drive_root("C"), **config.emulator.drives},
-        "shares": dict(config.emulator.shares) or default_shares(config)})
+    served = served_emulator_config(config)
     wsman = WsmanSection.model_validate({"url": url, "username": account.user,
                                          "password": account.password, "auth": auth,
                                          "verify_tls": verify_tls})
     agent = config.agent.model_copy(update={"backend": "wsman"})
-    return config.model_copy(update={"agent": agent, "emulator": emulator, "wsman": wsman})
+    return served.model_copy(update={"agent": agent, "wsman": wsman})
 
 
 async def serve_until_signalled(face: RunningFace) -> None:

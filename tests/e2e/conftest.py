@@ -70,9 +70,8 @@ class Running:
     def emulator(self) -> EmulatorCim:
         if self.face is not None:
             return self.face.emulator
-        inner = getattr(self.agent.cim, "inner", None)
-        assert isinstance(inner, EmulatorCim)
-        return inner
+        assert self.agent.emulator is not None
+        return self.agent.emulator
 
     def requests(self) -> int:
         """WS-Management requests the WinRM face answered so far (0 without a face)."""

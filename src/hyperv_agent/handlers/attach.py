@@ -49,8 +49,8 @@ from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import diskstats, drives, vms
-from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import SCSI_SLOTS
+from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
 
@@ -70,8 +70,8 @@ class _Image:
 class AttachHandlers:
     """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks) -> None:
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
@@ -114,14 +114,14 @@ class AttachHandlers:
         slot = _slot(disk) if image.kind == DATADISK else 0
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
             if image.kind == DATADISK:
-                placed = await drives.attach_volume(self.cim, vm, slot, image.path)
+                placed = await drives.attach_volume(self.hv, vm, slot, image.path)
             else:
-                placed = await drives.insert_iso(self.cim, vm, image.path)
+                placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
 
     # --- DettachCommand -----------------------------------------------------------------
@@ -152,23 +152,23 @@ class AttachHandlers:
         """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
         _check_vm_name(vm_name)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing was changed")
-            placed = await drives.empty_dvd(self.cim, vm)
+            placed = await drives.empty_dvd(self.hv, vm)
         if not placed.changed:
             return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
         return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
             if image.kind == DATADISK:
-                drive = await drives.detach_volume(self.cim, vm, image.path)
+                drive = await drives.detach_volume(self.hv, vm, image.path)
             else:
-                drive = await drives.eject_iso(self.cim, vm, image.path)
+                drive = await drives.eject_iso(self.hv, vm, image.path)
         if drive is None:
             raise InvalidRequest(_not_attached(image.path, vm_name))
         done = "removed from" if image.kind == DATADISK else "ejected from the DVD drive at"
@@ -198,12 +198,12 @@ class AttachHandlers:
                                             datapaths.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 return _absent(asked.vm_name, "nothing was changed")
             if asked.attach:
-                return _placed(path, vm.name, await drives.insert_iso(self.cim, vm, path))
-            drive = await drives.eject_iso(self.cim, vm, path)
+                return _placed(path, vm.name, await drives.insert_iso(self.hv, vm, path))
+            drive = await drives.eject_iso(self.hv, vm, path)
         if drive is None:
             raise InvalidRequest(_not_attached(path, asked.vm_name))
         return f"{path} ejected from the DVD drive at {drive.where} of VM {asked.vm_name}"
@@ -222,7 +222,7 @@ class AttachHandlers:
         association lookup per disk, issued together, once metering runs
         (``diskstats.disk_stats``); none when no name is asked for.
         """
-        found = await diskstats.disk_stats(self.cim, asked.vm_names)
+        found = await diskstats.disk_stats(self.hv, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()
         })

@@ -60,7 +60,7 @@ from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
 from hyperv_agent.hyperv import disks, jobs
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState
 
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
@@ -79,10 +79,10 @@ _VHD_FOOTER_BYTES = 512
 class CopyHandler:
     """CopyCommand on the host's files and Hyper-V's image service."""
 
-    def __init__(self, cim: Backend, paths: DataPaths,
+    def __init__(self, hv: HyperV, paths: DataPaths,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  aside: AsideFiles | None = None) -> None:
-        self.cim = cim
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
@@ -221,14 +221,14 @@ class CopyHandler:
         a root disk larger than its template (a deployment with a bigger root disk)."""
         if wanted <= 0:
             return 0, False
-        virtual = (await disks.read_settings(self.cim, template,
+        virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes
         return max(wanted, virtual), wanted > virtual
 
     async def _grown(self, target: str, size: int) -> None:
         """Grow the fresh copy at ``target``; on failure it is removed, never left small."""
         try:
-            await disks.resize(self.cim, target, size, policy=self.job_wait)
+            await disks.resize(self.hv, target, size, policy=self.job_wait)
         except AgentError:
             await self.files.remove(target)
             raise
@@ -238,7 +238,7 @@ class CopyHandler:
         creates only new files); whatever a failed job left there is removed."""
         await self.files.remove(target)
         try:
-            await disks.create_differencing(self.cim, target, template, policy=self.job_wait)
+            await disks.create_differencing(self.hv, target, template, policy=self.job_wait)
         except AgentError:
             await self.files.remove(target)
             raise
@@ -255,7 +255,7 @@ class CopyHandler:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
         if not await self.files.exists(target):
             return
-        attached = await disks.find_attachment(self.cim, target)
+        attached = await disks.find_attachment(self.hv, target)
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{target} exists and is attached to the running VM "
                              f"{attached.vm_name}; it was left as it is")
@@ -320,7 +320,7 @@ class CopyHandler:
         folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
                                                      dest.uuid)
         target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
-        virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
+        virtual = (await disks.read_settings(self.hv, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
             done = await transfer(self.files, source, target, decompress=False,
                                   digest=TEMPLATE_CHECKSUM, aside=self.aside)

@@ -47,7 +47,7 @@ from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent.handlers.host")
@@ -76,10 +76,10 @@ class HostSettings:
 
 
 class HostHandlers:
-    def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings,
+    def __init__(self, hv: HyperV, files: HostFiles, settings: HostSettings,
                  pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
                  locks: VmLocks | None = None) -> None:
-        self.cim = cim
+        self.hv = hv
         self.files = files
         self.settings = settings
         self.pools = pools
@@ -107,10 +107,10 @@ class HostHandlers:
     async def startup(self, command: StartupRoutingCommand) -> Result:
         """Echo the management server's StartupRoutingCommand with the host's facts filled
         in, plus the local storage pool. Read-only; safe to repeat."""
-        facts = await host.host_facts(self.cim)
+        facts = await host.host_facts(self.hv)
         ip = self.settings.private_ip or command.private_ip_address or ""
         self.private_ip = self.private_ip or ip or None
-        nic = await host.nic_for_ip(self.cim, ip) or await self._first_nic()
+        nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
         routing = command.model_copy(update={
             "private_netmask": nic.netmask if nic else None,
             "private_mac_address": nic.mac if nic else None,
@@ -135,7 +135,7 @@ class HostHandlers:
                 "rdp.server.port": str(self.settings.console_port)}
 
     async def _first_nic(self) -> host.NicFacts | None:
-        nics = await host.all_nics(self.cim)
+        nics = await host.all_nics(self.hv)
         return nics[0] if nics else None
 
     async def _local_pool(self, command: StartupRoutingCommand) -> StartupStorageCommand | None:
@@ -163,7 +163,7 @@ class HostHandlers:
         PowerOff. A VM a command is starting, stopping, migrating or changing (its lock
         held or waited for) is never removed. Removals run concurrently, at most
         ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing is removed."""
-        listed = await vms.list_vms(self.cim)
+        listed = await vms.list_vms(self.hv)
         # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
         # event loop goes on serving other requests meanwhile.
         kinds = await asyncio.to_thread(_kinds, listed)
@@ -184,7 +184,7 @@ class HostHandlers:
                     log.info("stopped VM %s left alone: a command is working on it", vm.name)
                     return None
                 try:
-                    await vms.remove_vm(self.cim, vm.guid)
+                    await vms.remove_vm(self.hv, vm.guid)
                 except HyperVError as error:
                     log.warning("could not remove stopped VM %s: %s", vm.name, error)
                     return vm.guid
@@ -199,7 +199,7 @@ class HostHandlers:
         """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
         runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
         without it the MS never places a UEFI VM here. 2 queries, read-only."""
-        facts = await host.host_facts(self.cim)
+        facts = await host.host_facts(self.hv)
         return ReadyAnswer(result=True, details_map={
             UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
@@ -212,12 +212,12 @@ class HostHandlers:
 
     async def check_health(self, command: CheckHealthCommand) -> Result:
         """Alive when Hyper-V answers a query."""
-        await host.switch_names(self.cim)
+        await host.switch_names(self.hv)
         return CheckHealthAnswer(result=True, details="resource is alive")
 
     async def check_network(self, asked: CheckNetworkCommand) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
-        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.cim)))
+        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.hv)))
         if missing:
             raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
                                  "switch on this host; create the vSwitch or change the label")
@@ -229,7 +229,7 @@ class HostHandlers:
 
     async def host_stats(self, command: GetHostStatsCommand) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
-        stats = await host.host_stats(self.cim)
+        stats = await host.host_stats(self.hv)
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
                                total_memory_kb=float(stats.total_memory_kib),

@@ -44,8 +44,8 @@ from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.state import BuildJournal
 
 log = logging.getLogger("hyperv_agent.handlers.start")
@@ -82,11 +82,11 @@ def no_probe(kind: str) -> AbstractContextManager[object]:
 class StartHandler:
     """StartCommand, sharing the per-VM lock table ``locks`` with ``VmHandlers``."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  step_probe: StepProbe = no_probe, journal: BuildJournal | None = None
                  ) -> None:
-        self.cim = cim
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
@@ -102,9 +102,9 @@ class StartHandler:
         removed: list[str] = []
         for name in self.journal.pending() if self.journal else ():
             try:
-                vm = await vms.find_vm(self.cim, name)
+                vm = await vms.find_vm(self.hv, name)
                 if vm is not None and vm.power is vms.PowerState.STOPPED:
-                    await vms.remove_vm(self.cim, vm.guid, policy=self.job_wait)
+                    await vms.remove_vm(self.hv, vm.guid, policy=self.job_wait)
                     log.warning("removed VM %s, left half-built by an interrupted start "
                                 "(disks kept)", name)
                     removed.append(name)
@@ -152,7 +152,7 @@ class StartHandler:
 
     async def _start(self, command: StartCommand) -> tuple[str, ...]:
         vm = command.vm
-        existing = await vms.find_vm(self.cim, vm.name)
+        existing = await vms.find_vm(self.hv, vm.name)
         if existing is not None and existing.power is vms.PowerState.RUNNING:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()
@@ -160,10 +160,10 @@ class StartHandler:
         if existing is not None:
             log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
             await self._step(STEP_REMOVE, "removing the existing VM", vms.remove_vm(
-                self.cim, existing.guid, policy=self.job_wait))
+                self.hv, existing.guid, policy=self.job_wait))
         self._building(vm.name)
         ref = await self._step(STEP_DEFINE, "creating the VM",
-                               build.define_vm(self.cim, plan.spec))
+                               build.define_vm(self.hv, plan.spec))
         try:
             await self._fill_and_start(ref, plan)
         except AgentError as error:
@@ -180,7 +180,7 @@ class StartHandler:
     async def _removed(self, ref: vms.VmRef) -> str:
         """Remove the half-built VM; a note for the error message when that fails too."""
         try:
-            await vms.remove_vm(self.cim, ref.guid, policy=self.job_wait)
+            await vms.remove_vm(self.hv, ref.guid, policy=self.job_wait)
         except AgentError as error:
             log.error("VM %s (%s) could not be removed after a failed start: %s",
                       ref.name, ref.guid, error)
@@ -221,7 +221,7 @@ class StartHandler:
                                  f"minSpeed {vm.min_speed_mhz}, maxSpeed {vm.max_speed_mhz}")
         if not any(speeds):
             return spec
-        host_mhz = await build.host_cpu_mhz(self.cim)
+        host_mhz = await build.host_cpu_mhz(self.hv)
         limit_mhz = vm.max_speed_mhz or vm.speed_mhz
         limit = build.core_share(limit_mhz, host_mhz) \
             if vm.limit_cpu_use and limit_mhz else PROCESSOR_LIMIT_FULL
@@ -242,7 +242,7 @@ class StartHandler:
         windows = "windows" in (guest_os or "").lower()
         name = firmware.WINDOWS_TEMPLATE if windows else firmware.UEFI_CA_TEMPLATE
         try:
-            template_id = await firmware.secure_boot_template_id(self.cim, name)
+            template_id = await firmware.secure_boot_template_id(self.hv, name)
         except InvalidRequest as error:
             raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
         return dataclasses.replace(spec, secure_boot_template_id=template_id)
@@ -294,7 +294,7 @@ class StartHandler:
     async def _nics(self, nics: Sequence[NicTO]) -> tuple[start_plan.PlannedNic, ...]:
         if not nics:
             return ()
-        switches = await hyperv_host.switch_names(self.cim)
+        switches = await hyperv_host.switch_names(self.hv)
         ordered = sorted(nics, key=lambda n: n.device_id)
         return tuple(start_plan.planned_nic(nic, switches) for nic in ordered)
 
@@ -305,17 +305,17 @@ class StartHandler:
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
             await self._step(STEP_NIC, f"{where} on {nic.switch!r}", build.add_nic(
-                self.cim, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
+                self.hv, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
         boot = _boot_drive(drives) if plan.spec.generation == 2 else None
         if boot is not None:
             await self._step(STEP_BOOT_ORDER, "setting the boot order",
-                             firmware.set_boot_order_gen2(self.cim, ref, [boot.drive]))
+                             firmware.set_boot_order_gen2(self.hv, ref, [boot.drive]))
         if plan.kvp:
             await self._step(STEP_KVP, "pushing the boot arguments",
-                             kvp.push_kvp_items(self.cim, ref, plan.kvp))
+                             kvp.push_kvp_items(self.hv, ref, plan.kvp))
         await self._step(STEP_POWER_ON, "starting the VM",
-                         power.start(self.cim, ref.guid, policy=self.job_wait))
+                         power.start(self.hv, ref.guid, policy=self.job_wait))
 
     async def _attach_disks(
         self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],
@@ -325,11 +325,11 @@ class StartHandler:
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
         scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
-                                build.add_scsi_controller(self.cim, ref))
+                                build.add_scsi_controller(self.hv, ref))
         found = build.Controllers((), (scsi,))
         if any(disk.bus != "scsi" for disk in disks):
             ide = (await self._step(STEP_CONTROLLERS, "reading the IDE controllers",
-                                    build.controllers(self.cim, ref))).ide
+                                    build.controllers(self.hv, ref))).ide
             found = build.Controllers(ide, found.scsi)
         return [(disk, await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
                                         self._attach(ref, found, disk))) for disk in disks]
@@ -344,9 +344,9 @@ class StartHandler:
                 raise HyperVError(f"the VM has no IDE controller {index}")
             controller = found.ide[index]
         if disk.path is None:
-            await build.attach_empty_dvd(self.cim, ref, controller, disk.slot)
+            await build.attach_empty_dvd(self.hv, ref, controller, disk.slot)
             return None
-        return await build.attach_disk(self.cim, ref, controller, disk.slot, disk.path,
+        return await build.attach_disk(self.hv, ref, controller, disk.slot, disk.path,
                                        dvd=disk.dvd)
 
 

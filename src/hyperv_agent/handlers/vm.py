@@ -34,7 +34,7 @@ from hyperv_agent.cloudstack.objects import VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.hyperv import jobs, power, vms
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.vm")
 
@@ -122,8 +122,8 @@ class VmLocks:
 
 
 class VmHandlers:
-    def __init__(self, cim: Backend, settings: VmSettings | None = None) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, settings: VmSettings | None = None) -> None:
+        self.hv = hv
         self.settings = settings or VmSettings()
         self.locks = VmLocks()
 
@@ -148,7 +148,7 @@ class VmHandlers:
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
         async with self.locks.hold(stop.vm_name):
-            vm = await vms.find_vm(self.cim, stop.vm_name)
+            vm = await vms.find_vm(self.hv, stop.vm_name)
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
                 return StopAnswer(result=True)
@@ -157,7 +157,7 @@ class VmHandlers:
                     f"VM {vm.name} is still running on this host; a StopCommand with "
                     "checkBeforeCleanup leaves a running VM alone")
             policy = self.settings.stop_policy(graceful=not stop.force_stop)
-            await power.stop_and_remove(self.cim, vm, policy)
+            await power.stop_and_remove(self.hv, vm, policy)
         return StopAnswer(result=True)
 
     async def reboot(self, reboot: RebootCommand) -> Result:
@@ -170,8 +170,8 @@ class VmHandlers:
         nothing and fails the answer.
         """
         async with self.locks.hold(reboot.vm_name):
-            vm = await vms.find_vm(self.cim, reboot.vm_name)
-            if vm is None or not await power.reset(self.cim, vm.guid,
+            vm = await vms.find_vm(self.hv, reboot.vm_name)
+            if vm is None or not await power.reset(self.hv, vm.guid,
                                                    policy=self.settings.job_wait):
                 raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
                                      f"{reboot.vm_name}")
@@ -182,7 +182,7 @@ class VmHandlers:
 
         Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
         """
-        vm = await vms.find_vm(self.cim, check.vm_name)
+        vm = await vms.find_vm(self.hv, check.vm_name)
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{check.vm_name}")
@@ -194,7 +194,7 @@ class VmHandlers:
         Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
         repeat, 1 query.
         """
-        vm = await vms.find_vm(self.cim, vnc.vm_name)
+        vm = await vms.find_vm(self.hv, vnc.vm_name)
         if vm is None:
             raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
@@ -206,7 +206,7 @@ class VmHandlers:
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
         """
-        found = await vms.vm_stats(self.cim, asked.vm_names)
+        found = await vms.vm_stats(self.hv, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
             name: _stats_entry(name, stats) for name, stats in found.items()})
 

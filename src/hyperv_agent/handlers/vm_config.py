@@ -33,15 +33,15 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
 _BYTES_PER_MB = 1024 * 1024
 
 
 class VmConfigHandlers:
-    def __init__(self, cim: Backend, locks: VmLocks) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, locks: VmLocks) -> None:
+        self.hv = hv
         self.locks = locks
 
     def table(self) -> Routes:
@@ -65,10 +65,10 @@ class VmConfigHandlers:
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
+            vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
-            await scale.set_processors_and_memory(self.cim, vm, cpus, ram // _BYTES_PER_MB)
+            await scale.set_processors_and_memory(self.hv, vm, cpus, ram // _BYTES_PER_MB)
         return ScaleVmAnswer(result=True, details=(
             f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
 
@@ -80,11 +80,11 @@ class VmConfigHandlers:
         safe to repeat; 3 queries whatever the number of NICs.
         """
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 raise InvalidRequest(f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM "
                                      f"{asked.vm_name!r}")
-            found = await nics.list_nics(self.cim, vm.guid)
+            found = await nics.list_nics(self.hv, vm.guid)
         return GetVmConfigAnswer(result=True, vm_name=asked.vm_name, nics=[
             NicDetails(mac_address=nic.mac, state=nic.connected,
                        vlan_id=UNTAGGED if nic.vlan is None else str(nic.vlan))
@@ -108,10 +108,10 @@ class VmConfigHandlers:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 raise _nic_failed(f"there is no VM {asked.vm_name!r} on this host")
-            nic = _pick(await nics.list_nics(self.cim, vm.guid), asked)
+            nic = _pick(await nics.list_nics(self.hv, vm.guid), asked)
             if nic is None:
                 raise _nic_failed(f"VM {asked.vm_name} has no NIC with " + (
                     f"MAC {asked.mac_address}" if asked.mac_address else f"index {asked.index}"))
@@ -121,11 +121,11 @@ class VmConfigHandlers:
     async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
                     vlan: int | None) -> None:
         if asked.mac_address or asked.enable:
-            connected = await nics.connect(self.cim, nic, asked.switch_label_name or None)
-            await nics.set_vlan(self.cim, connected, vlan)
+            connected = await nics.connect(self.hv, nic, asked.switch_label_name or None)
+            await nics.set_vlan(self.hv, connected, vlan)
         else:
-            await nics.set_vlan(self.cim, nic, None)
-            await nics.disconnect(self.cim, nic)
+            await nics.set_vlan(self.hv, nic, None)
+            await nics.disconnect(self.hv, nic)
 
     async def plug_nic(self, asked: PlugNicCommand) -> Result:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
@@ -145,14 +145,14 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac, vlan = build.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
+            vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
-            found = await nics.list_nics(self.cim, vm.guid)
+            found = await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if present is not None:
-                await nics.set_vlan(self.cim, await nics.connect(
-                    self.cim, present, nic.name or None), vlan)
+                await nics.set_vlan(self.hv, await nics.connect(
+                    self.hv, present, nic.name or None), vlan)
                 return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
             refusal = await self._nics_fixed(vm, found)
             if refusal:
@@ -162,7 +162,7 @@ class VmConfigHandlers:
 
     async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
         """Why the VM cannot gain or lose NICs now; None when it can."""
-        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.cim, vm.guid) == 2:
+        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.hv, vm.guid) == 2:
             return None
         spares = ", ".join(item.mac for item in found if not item.connected) or "none"
         return (f"VM {vm.name} is a {vm.power.value} generation 1 VM: Hyper-V adds network "
@@ -173,12 +173,12 @@ class VmConfigHandlers:
     async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str, vlan: int | None) -> None:
         switch = nic.name
         if not switch:
-            switches = await hyperv_host.switch_names(self.cim)
+            switches = await hyperv_host.switch_names(self.hv)
             if not switches:
                 raise InvalidRequest("the host has no virtual switch for the NIC")
             switch = switches[0]
         rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-        await build.add_nic(self.cim, vm, mac=mac, switch_name=switch, vlan=vlan,
+        await build.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
 
     async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
@@ -196,18 +196,18 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac = build.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
-            found = [] if vm is None else await nics.list_nics(self.cim, vm.guid)
+            vm = await vms.find_vm(self.hv, name)
+            found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if vm is None or present is None:
                 raise InvalidRequest("nothing changed: " + (
                     f"there is no VM {name!r} on this host" if vm is None
                     else f"VM {name} has no NIC with MAC {mac}"))
             if await self._nics_fixed(vm, found) is None:
-                await nics.remove(self.cim, present)
+                await nics.remove(self.hv, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
-            await nics.set_vlan(self.cim, present, None)
-            await nics.disconnect(self.cim, present)
+            await nics.set_vlan(self.hv, present, None)
+            await nics.disconnect(self.hv, present)
         return UnPlugNicAnswer(result=True, details=(
             f"NIC {mac} of running generation 1 VM {name} disconnected (Hyper-V cannot "
             "remove it while the VM runs)"))

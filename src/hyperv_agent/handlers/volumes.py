@@ -51,7 +51,7 @@ from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.http import HttpObject
 from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
 
@@ -66,10 +66,10 @@ class VolumeHandlers:
     """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers;
     ``paths`` resolves request paths below registered roots."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  aside: AsideFiles | None = None) -> None:
-        self.cim = cim
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
@@ -118,14 +118,14 @@ class VolumeHandlers:
     async def _dynamic_disk(self, path: str, size: int) -> int:
         """Create the disk, or accept an existing one of the same size; its size."""
         if await self.files.exists(path):
-            existing = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            existing = await disks.read_settings(self.hv, path, policy=self.job_wait)
             if existing.size_bytes != _sectors(size):
                 raise AgentError(f"{path} already exists with {existing.size_bytes} bytes, "
                                  f"not {size}; it was left as it is")
             log.info("%s exists with the size asked for; nothing to do", path)
             return existing.size_bytes
         try:
-            await disks.create_dynamic(self.cim, path, size, policy=self.job_wait)
+            await disks.create_dynamic(self.hv, path, size, policy=self.job_wait)
         except AgentError:
             await self.files.remove(path)  # whatever a failed job left behind
             raise
@@ -151,7 +151,7 @@ class VolumeHandlers:
         return Answer(result=True, details=f"deleted {path}")
 
     async def _refuse_if_running(self, path: str) -> None:
-        attached = await disks.find_attachment(self.cim, path)
+        attached = await disks.find_attachment(self.hv, path)
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
                              "the VM or detach the volume first (the file was kept)")
@@ -167,12 +167,12 @@ class VolumeHandlers:
             raise InvalidRequest("newSize must be a positive number of bytes")
         path = await self._filer_volume(command.pool, command.path)
         async with self.file_locks.hold(path):
-            current = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            current = await disks.read_settings(self.hv, path, policy=self.job_wait)
             if new_size < current.size_bytes:
                 raise AgentError(f"shrinking {path} from {current.size_bytes} to {new_size} "
                                  "bytes is not supported; the volume is unchanged")
             if new_size > current.size_bytes:
-                await disks.resize(self.cim, path, new_size, policy=self.job_wait)
+                await disks.resize(self.hv, path, new_size, policy=self.job_wait)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
 
     async def _filer_volume(self, pool: StorageFilerTO | None, name: str | None) -> str:
@@ -202,7 +202,7 @@ class VolumeHandlers:
             target = await self._copy_template_file(root, command.template_url)
         else:
             target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
-            await disks.create_dynamic(self.cim, target, profile.size_bytes or 0,
+            await disks.create_dynamic(self.hv, target, profile.size_bytes or 0,
                                        policy=self.job_wait)
         volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
                           storage_pool_type=pool.type, storage_pool_uuid=pool.uuid,
@@ -240,7 +240,7 @@ class VolumeHandlers:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
         async with vm_lock, self.file_locks.hold(path):
-            attached = await disks.find_attachment(self.cim, path)
+            attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
                 await self._release(attached, path, command.vm_name)
             await self.files.remove(path)
@@ -252,7 +252,7 @@ class VolumeHandlers:
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
         vm = VmRef(attached.vm_guid, attached.vm_name, attached.power)
         try:
-            await drives.detach_volume(self.cim, vm, path)
+            await drives.detach_volume(self.hv, vm, path)
         except AgentError as error:
             raise AgentError(f"{path} could not be detached from VM {attached.vm_name} "
                              f"({error}); the file was kept") from error

@@ -5,11 +5,11 @@ These are the pieces a StartCommand handler composes. Every method call goes thr
 ``jobs.call`` on the Virtual System Management Service (VSMS, ``vms.management_service``).
 
 New devices are copies of Hyper-V's template (``…\\Default``) instances. All RASD-derived
-templates are read with ONE query the first time a backend needs one; the VSSD, the port
+templates are read with ONE query the first time a session needs one; the VSSD, the port
 features (VLAN, bandwidth) and the KVP data item are spawned once; switch paths are looked
-up by name once. All of it is cached per ``Cim`` (a ``WeakKeyDictionary``), so the figures
-below hold once a backend is warm (job polls not counted, W = job waits). Warming costs,
-once per backend: 1 query for the VSMS, 1 query for all templates, 1 spawn per spawned
+up by name once. All of it is kept by the host's session (``session.HyperV``), so the
+figures below hold once a session is warm (job polls not counted, W = job waits). Warming
+costs, once per session: 1 query for the VSMS, 1 query for all templates, 1 spawn per spawned
 class (VSSD, VLAN, bandwidth, KVP item), 1 query per switch name, 2 queries for the
 host's clock speed (``host_cpu_mhz``).
 
@@ -20,7 +20,7 @@ host's clock speed (``host_cpu_mhz``).
 ``attach_empty_dvd``         1 call + 1 W
 ``controllers``              1 query
 ``add_nic``                  3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without
-``host_cpu_mhz``             2 queries the first time for a backend, then none
+``host_cpu_mhz``             2 queries the first time for a session, then none
 ===========================  ==============================================================
 
 Requests are checked before anything is created (``InvalidRequest``). A failure of a later
@@ -32,13 +32,12 @@ deletes a file.
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
+from hyperv_agent.cim.api import CimInstance, MethodResult, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.schema import (
@@ -65,6 +64,7 @@ from hyperv_agent.hyperv.schema import (
     Subtype,
     VlanMode,
 )
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 _T = TypeVar("_T")
@@ -116,30 +116,27 @@ class Controllers:
     scsi: tuple[ObjectPath, ...]
 
 
-# --- per-backend cache --------------------------------------------------------------------
+# --- what the session keeps ---------------------------------------------------------------
 
 
 @dataclass
-class _Cache:
+class _Kept:
     templates: dict[tuple[str, str], CimInstance] | None = None  # (class, subtype) lower-case
     spawned: dict[str, CimInstance] = field(default_factory=dict)  # by class name
     switches: dict[str, ObjectPath] = field(default_factory=dict)  # by ElementName
     cpu_mhz: int | None = None  # the host's clock speed per core
 
 
-_CACHES: weakref.WeakKeyDictionary[Cim, _Cache] = weakref.WeakKeyDictionary()
+def _cache(hv: HyperV) -> _Kept:
+    return hv.kept(_Kept)
 
 
-def _cache(cim: Cim) -> _Cache:
-    return _CACHES.setdefault(cim, _Cache())
-
-
-async def default_setting(cim: Cim, class_name: str, subtype: str) -> CimInstance:
+async def default_setting(hv: HyperV, class_name: str, subtype: str) -> CimInstance:
     """The ``…\\Default`` instance of ``class_name`` and ``subtype``: 1 query, then cached."""
-    cache = _cache(cim)
+    cache = _cache(hv)
     if cache.templates is None:
         pattern = wql.like_literal(TEMPLATE_PREFIX) + "%" + wql.like_literal(TEMPLATE_SUFFIX)
-        found = await cim.query(wql.select(Class.RASD_BASE, wql.like("InstanceID", pattern)),
+        found = await hv.cim.query(wql.select(Class.RASD_BASE, wql.like("InstanceID", pattern)),
                                 NAMESPACE)
         cache.templates = {(t.class_name.lower(), (t.string("ResourceSubType") or "").lower()): t
                            for t in reversed(found)}  # the first of duplicates wins
@@ -149,21 +146,21 @@ async def default_setting(cim: Cim, class_name: str, subtype: str) -> CimInstanc
     return template
 
 
-async def spawned(cim: Cim, class_name: str) -> CimInstance:
+async def spawned(hv: HyperV, class_name: str) -> CimInstance:
     """A new instance of ``class_name`` with its defaults: 1 spawn, then cached."""
-    cached = _cache(cim).spawned
+    cached = _cache(hv).spawned
     if class_name not in cached:
-        cached[class_name] = await cim.spawn(class_name, NAMESPACE)
+        cached[class_name] = await hv.cim.spawn(class_name, NAMESPACE)
     return cached[class_name]
 
 
-async def switch_path(cim: Cim, name: str) -> ObjectPath:
+async def switch_path(hv: HyperV, name: str) -> ObjectPath:
     """The path of the vSwitch called ``name``: 1 query, then cached; InvalidRequest if none."""
-    switches = _cache(cim).switches
+    switches = _cache(hv).switches
     if name not in switches:
         query = wql.select(Class.SWITCH, wql.eq("ElementName", name),
                            ("CreationClassName", "Name", "ElementName"))
-        found = [s.path for s in await cim.query(query, NAMESPACE) if s.path is not None]
+        found = [s.path for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
         if not found:
             raise InvalidRequest(f"the host has no virtual switch named {name!r}")
         switches[name] = found[0]
@@ -181,15 +178,15 @@ def normalize_mac(mac: str) -> str:
 # --- shared steps -------------------------------------------------------------------------
 
 
-async def _add(cim: Cim, vm: VmRef, setting: CimInstance) -> ObjectPath:
+async def _add(hv: HyperV, vm: VmRef, setting: CimInstance) -> ObjectPath:
     """AddResourceSettings of one setting; its new path (1 call + 1 W)."""
-    result = await vms.call_service(cim, "AddResourceSettings",
+    result = await vms.call_service(hv, "AddResourceSettings",
                          {"AffectedConfiguration": vm.path, "ResourceSettings": [setting]})
     return _first(result, "ResultingResourceSettings")
 
 
-async def _remove(cim: Cim, paths: Sequence[ObjectPath]) -> None:
-    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": list(paths)})
+async def _remove(hv: HyperV, paths: Sequence[ObjectPath]) -> None:
+    await vms.call_service(hv, "RemoveResourceSettings", {"ResourceSettings": list(paths)})
 
 
 def _first(result: MethodResult, name: str) -> ObjectPath:
@@ -260,7 +257,7 @@ def is_guid(text: str | None) -> bool:
         return False
 
 
-async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
+async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
     """Create a VM (off) with the spec's name, notes, generation, CPUs and static memory.
 
     The spec is checked first (InvalidRequest, nothing created). Not idempotent: Hyper-V
@@ -271,13 +268,13 @@ async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
     3 calls + 2 W when warm.
     """
     validate(spec)
-    settings = (await spawned(cim, Class.VSSD)).updated(_system_settings(spec))
+    settings = (await spawned(hv, Class.VSSD)).updated(_system_settings(spec))
     result = await step("defining the VM", vms.call_service(
-        cim, "DefineSystem", {"SystemSettings": settings, "ResourceSettings": []}))
+        hv, "DefineSystem", {"SystemSettings": settings, "ResourceSettings": []}))
     guid = _vm_guid(result)
-    await step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
-                lambda: vms.destroy(cim, guid))
-    vms.remember(cim, spec.name, guid)
+    await step("setting processors and memory", _set_processors_and_memory(hv, guid, spec),
+                lambda: vms.destroy(hv, guid))
+    vms.remember(hv, spec.name, guid)
     return VmRef(guid, spec.name, PowerState.STOPPED)
 
 
@@ -303,16 +300,16 @@ def _vm_guid(result: MethodResult) -> str:
     return path.key("Name")
 
 
-async def _set_processors_and_memory(cim: Cim, guid: str, spec: VmSpec) -> None:
+async def _set_processors_and_memory(hv: HyperV, guid: str, spec: VmSpec) -> None:
     kinds = wql.any_of("ResourceType", [int(ResourceType.PROCESSOR), int(ResourceType.MEMORY)])
-    found = await cim.query(wql.select(Class.RASD_BASE, _device_prefix(guid) & kinds), NAMESPACE)
+    found = await hv.cim.query(wql.select(Class.RASD_BASE, _device_prefix(guid) & kinds), NAMESPACE)
     processor = _one(found, Class.PROCESSOR).updated(
         VirtualQuantity=spec.cpus, Weight=spec.cpu_weight, Limit=spec.cpu_limit_millipercent,
         Reservation=spec.cpu_reservation_millipercent)
     memory = _one(found, Class.MEMORY).updated(
         DynamicMemoryEnabled=False, VirtualQuantity=spec.memory_mb,
         Reservation=spec.memory_mb, Limit=spec.memory_mb)
-    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
+    await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
 
 
 def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
@@ -325,15 +322,15 @@ def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
 # --- processor shares ---------------------------------------------------------------------
 
 
-async def host_cpu_mhz(cim: Cim) -> int:
+async def host_cpu_mhz(hv: HyperV) -> int:
     """The host's clock speed per core in MHz (0 when WMI does not say).
 
-    Read-only: 2 queries the first time for a backend, then cached (a host's clock
+    Read-only: 2 queries the first time for a session, then kept (a host's clock
     speed does not change while it runs).
     """
-    cache = _cache(cim)
+    cache = _cache(hv)
     if cache.cpu_mhz is None:
-        cache.cpu_mhz = (await host.host_facts(cim)).cpu_mhz
+        cache.cpu_mhz = (await host.host_facts(hv)).cpu_mhz
     return cache.cpu_mhz
 
 
@@ -357,19 +354,19 @@ def speed_weight(mhz: int | None, host_mhz: int) -> int:
 # --- controllers, disks and DVD drives ----------------------------------------------------
 
 
-async def add_scsi_controller(cim: Cim, vm: VmRef) -> ObjectPath:
+async def add_scsi_controller(hv: HyperV, vm: VmRef) -> ObjectPath:
     """Add a synthetic SCSI controller to the VM (which must be off); its path.
 
     Missing VM: HyperVError (Hyper-V refuses the call). Not idempotent: each call adds a
     controller (Hyper-V allows 4). Afterwards the VM has one more, empty, controller. On
     failure nothing was added and nothing needs cleaning up. 1 call + 1 W when warm.
     """
-    template = await default_setting(cim, Class.RASD, Subtype.SCSI_CONTROLLER)
+    template = await default_setting(hv, Class.RASD, Subtype.SCSI_CONTROLLER)
     controller = template.updated(VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])
-    return await step("adding a SCSI controller", _add(cim, vm, controller))
+    return await step("adding a SCSI controller", _add(hv, vm, controller))
 
 
-async def controllers(cim: Cim, vm: VmRef) -> Controllers:
+async def controllers(hv: HyperV, vm: VmRef) -> Controllers:
     """The VM's IDE and SCSI controllers; 1 query, read-only, safe to repeat.
 
     Missing VM or a generation 2 VM without controllers: empty tuples.
@@ -378,7 +375,7 @@ async def controllers(cim: Cim, vm: VmRef) -> Controllers:
                                         int(ResourceType.SCSI_CONTROLLER)])
     query = wql.select(Class.RASD, _device_prefix(vm.guid) & kinds,
                        ("InstanceID", "ResourceType", "Address"))
-    found = [c for c in await cim.query(query, NAMESPACE) if c.path is not None]
+    found = [c for c in await hv.cim.query(query, NAMESPACE) if c.path is not None]
     ide = sorted((c for c in found if c.integer("ResourceType") == ResourceType.IDE_CONTROLLER),
                  key=lambda c: c.string("Address") or "")
     scsi = [c for c in found if c.integer("ResourceType") == ResourceType.SCSI_CONTROLLER]
@@ -391,7 +388,7 @@ def _path(instance: CimInstance) -> ObjectPath:
 
 
 async def attach_disk(
-    cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, path: str, *, dvd: bool = False
+    hv: HyperV, vm: VmRef, controller: ObjectPath, slot: int, path: str, *, dvd: bool = False
 ) -> DiskRef:
     """Add a drive at ``slot`` of ``controller`` and put the image at ``path`` in it.
 
@@ -405,15 +402,15 @@ async def attach_disk(
     _check_slot(slot)
     if not path.strip():
         raise InvalidRequest("the image path is empty")
-    drive = await _new_drive(cim, vm, controller, slot, dvd=dvd)
-    medium = (await default_setting(cim, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
+    drive = await _new_drive(hv, vm, controller, slot, dvd=dvd)
+    medium = (await default_setting(hv, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
         Parent=str(drive), HostResource=[path])
-    attached = await step(f"inserting {path}", _add(cim, vm, medium),
-                           lambda: _remove(cim, [drive]))
+    attached = await step(f"inserting {path}", _add(hv, vm, medium),
+                           lambda: _remove(hv, [drive]))
     return DiskRef(drive, attached)
 
 
-async def attach_empty_dvd(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int) -> ObjectPath:
+async def attach_empty_dvd(hv: HyperV, vm: VmRef, controller: ObjectPath, slot: int) -> ObjectPath:
     """Add an empty DVD drive at ``slot`` of ``controller``; its path.
 
     Generation 1 takes DVD drives on IDE only, generation 2 on SCSI. Missing VM or
@@ -422,20 +419,20 @@ async def attach_empty_dvd(cim: Cim, vm: VmRef, controller: ObjectPath, slot: in
     cleaning up on failure. 1 call + 1 W when warm.
     """
     _check_slot(slot)
-    drive = await _drive(cim, Subtype.DVD_DRIVE, controller, slot)
-    return await step("adding a DVD drive", _add(cim, vm, drive))
+    drive = await _drive(hv, Subtype.DVD_DRIVE, controller, slot)
+    return await step("adding a DVD drive", _add(hv, vm, drive))
 
 
-async def _new_drive(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, *,
+async def _new_drive(hv: HyperV, vm: VmRef, controller: ObjectPath, slot: int, *,
                      dvd: bool) -> ObjectPath:
     if dvd:
-        return await attach_empty_dvd(cim, vm, controller, slot)
-    drive = await _drive(cim, Subtype.DISK_DRIVE, controller, slot)
-    return await step("adding a disk drive", _add(cim, vm, drive))
+        return await attach_empty_dvd(hv, vm, controller, slot)
+    drive = await _drive(hv, Subtype.DISK_DRIVE, controller, slot)
+    return await step("adding a disk drive", _add(hv, vm, drive))
 
 
-async def _drive(cim: Cim, subtype: str, controller: ObjectPath, slot: int) -> CimInstance:
-    return (await default_setting(cim, Class.RASD, subtype)).updated(
+async def _drive(hv: HyperV, subtype: str, controller: ObjectPath, slot: int) -> CimInstance:
+    return (await default_setting(hv, Class.RASD, subtype)).updated(
         Parent=str(controller), AddressOnParent=str(slot))
 
 
@@ -448,7 +445,7 @@ def _check_slot(slot: int) -> None:
 
 
 async def add_nic(
-    cim: Cim, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
+    hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
     rate_mbps: int | None, name: str, connected: bool = True,
 ) -> NicRef:
     """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
@@ -467,17 +464,17 @@ async def add_nic(
     address = _check_nic(mac, vlan, rate_mbps, name)
     if vlan is not None and not connected:
         raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
-    switch = await switch_path(cim, switch_name)
-    template = await default_setting(cim, Class.SEPSD, Subtype.NIC)
-    nic = await step("adding the network adapter", _add(cim, vm, template.updated(
+    switch = await switch_path(hv, switch_name)
+    template = await default_setting(hv, Class.SEPSD, Subtype.NIC)
+    nic = await step("adding the network adapter", _add(hv, vm, template.updated(
         ElementName=name, Address=address, StaticMacAddress=True,
         VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])))
     port = await step(f"connecting the network adapter to {switch_name!r}",
-                       _connect(cim, vm, nic, switch, name, connected), _forget_switch_then(
-                           cim, switch_name, lambda: _remove(cim, [nic])))
+                       _connect(hv, vm, nic, switch, name, connected), _forget_switch_then(
+                           hv, switch_name, lambda: _remove(hv, [nic])))
     features = await step("setting the port's VLAN and bandwidth",
-                           _add_features(cim, port, vlan, rate_mbps),
-                           lambda: _remove(cim, [port, nic]))
+                           _add_features(hv, port, vlan, rate_mbps),
+                           lambda: _remove(hv, [port, nic]))
     return NicRef(nic, port, address, features)
 
 
@@ -493,34 +490,34 @@ def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> 
     return address
 
 
-def _forget_switch_then(cim: Cim, switch_name: str, undo: _Undo) -> _Undo:
+def _forget_switch_then(hv: HyperV, switch_name: str, undo: _Undo) -> _Undo:
     """``undo``, after dropping the cached switch path (it may be stale)."""
     async def forget() -> object:
-        _cache(cim).switches.pop(switch_name, None)
+        _cache(hv).switches.pop(switch_name, None)
         return await undo()
     return forget
 
 
-async def _connect(cim: Cim, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
+async def _connect(hv: HyperV, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
                    name: str, enabled: bool) -> ObjectPath:
-    template = await default_setting(cim, Class.EPASD, Subtype.PORT)
+    template = await default_setting(hv, Class.EPASD, Subtype.PORT)
     state = EnabledState.ENABLED if enabled else EnabledState.DISABLED
     port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name,
                             EnabledState=int(state))
-    return await _add(cim, vm, port)
+    return await _add(hv, vm, port)
 
 
-async def _add_features(cim: Cim, port: ObjectPath, vlan: int | None,
+async def _add_features(hv: HyperV, port: ObjectPath, vlan: int | None,
                         rate_mbps: int | None) -> tuple[ObjectPath, ...]:
     features: list[CimInstance] = []
     if vlan is not None:
-        features.append((await spawned(cim, Class.VLAN)).updated(
+        features.append((await spawned(hv, Class.VLAN)).updated(
             OperationMode=int(VlanMode.ACCESS), AccessVlanId=vlan))
     if rate_mbps is not None:
-        features.append((await spawned(cim, Class.BANDWIDTH)).updated(
+        features.append((await spawned(hv, Class.BANDWIDTH)).updated(
             Limit=rate_mbps * BITS_PER_MEGABIT))
     if not features:
         return ()
-    result = await vms.call_service(cim, "AddFeatureSettings",
+    result = await vms.call_service(hv, "AddFeatureSettings",
                          {"AffectedConfiguration": port, "FeatureSettings": features})
     return result.paths("ResultingFeatureSettings")

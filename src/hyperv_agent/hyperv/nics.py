@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
@@ -44,6 +44,7 @@ from hyperv_agent.hyperv.schema import (
     Subtype,
     VlanMode,
 )
+from hyperv_agent.hyperv.session import HyperV
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Nic:
         return self.setting.path
 
 
-async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
+async def list_nics(hv: HyperV, vm_guid: str) -> list[Nic]:
     """The VM's synthetic NICs in WMI's enumeration order, with MAC, VLAN and connection.
 
     Missing VM (or a VM without NICs): []. Read-only, safe to repeat; 2 queries sent at
@@ -73,8 +74,8 @@ async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
     kinds = wql.any_of("ResourceType", [int(ResourceType.ETHERNET_ADAPTER),
                                         int(ResourceType.ETHERNET_CONNECTION)])
     devices, vlans = await asyncio.gather(
-        cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
-        cim.query(wql.select(Class.VLAN, prefix), NAMESPACE))
+        hv.cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
+        hv.cim.query(wql.select(Class.VLAN, prefix), NAMESPACE))
     ports = [d for d in devices if d.is_a(Class.EPASD)]
     return [_nic(nic, _port_of(nic, ports), vlans) for nic in devices
             if nic.is_a(Class.SEPSD) and nic.path is not None]
@@ -112,7 +113,7 @@ def _access_vlan(setting: CimInstance | None) -> int | None:
 # --- changing a NIC -----------------------------------------------------------------------
 
 
-async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
+async def connect(hv: HyperV, nic: Nic, switch_name: str | None) -> Nic:
     """Connect the NIC's port to the vSwitch ``switch_name`` (or keep its switch); the NIC
     as it is afterwards.
 
@@ -121,25 +122,25 @@ async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
     InvalidRequest, nothing changed. Safe to repeat: afterwards the port is enabled
     (EnabledState 2) on that switch; its VLAN is left as it was. On failure Hyper-V has
     changed nothing. 1 call + 1 W (+1 query for a default switch, and for a named switch
-    or the port template the first time; both are cached per backend by ``build``).
+    or the port template the first time; both are kept by the session for ``build``).
     """
-    switch, name = await _switch_for(cim, nic.port, switch_name)
+    switch, name = await _switch_for(hv, nic.port, switch_name)
     if nic.port is None:
-        return dataclasses.replace(nic, port=await _add_port(cim, nic, switch), connected=True)
+        return dataclasses.replace(nic, port=await _add_port(hv, nic, switch), connected=True)
     changed = nic.port.updated(EnabledState=int(EnabledState.ENABLED),
                                HostResource=[str(switch)])
     if name and "LastKnownSwitchName" in changed:
         changed = changed.updated(LastKnownSwitchName=name)
-    await _modify(cim, changed)
+    await _modify(hv, changed)
     return dataclasses.replace(nic, port=changed, connected=True)
 
 
-async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
-    template = await build.default_setting(cim, Class.EPASD, Subtype.PORT)
+async def _add_port(hv: HyperV, nic: Nic, switch: ObjectPath) -> CimInstance:
+    template = await build.default_setting(hv, Class.EPASD, Subtype.PORT)
     port = template.updated(Parent=str(nic.path), HostResource=[str(switch)],
                             EnabledState=int(EnabledState.ENABLED))
     vm_guid = (nic.setting.string("InstanceID") or "").partition(":")[2].partition("\\")[0]
-    result = await vms.call_service(cim, "AddResourceSettings", {
+    result = await vms.call_service(hv, "AddResourceSettings", {
         "AffectedConfiguration": vms.vm_path(vm_guid), "ResourceSettings": [port]})
     paths = result.paths("ResultingResourceSettings")
     if not paths:
@@ -147,7 +148,7 @@ async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
     return dataclasses.replace(port, path=paths[0])
 
 
-async def disconnect(cim: Cim, nic: Nic) -> None:
+async def disconnect(hv: HyperV, nic: Nic) -> None:
     """Disable the NIC's port (EnabledState 3), so it carries no traffic.
 
     A NIC without a port, or with a disabled one, is left alone (a repeat is safe).
@@ -156,10 +157,10 @@ async def disconnect(cim: Cim, nic: Nic) -> None:
     """
     if nic.port is None or nic.port.integer("EnabledState") == EnabledState.DISABLED:
         return
-    await _modify(cim, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
+    await _modify(hv, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
 
 
-async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
+async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
     """Put the NIC's port in access mode on ``vlan``; with None remove its VLAN setting.
 
     A VLAN outside 1..4094: InvalidRequest, nothing changed. A NIC without a port:
@@ -173,18 +174,18 @@ async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
         return
     if vlan is None:
         assert nic.vlan_setting is not None and nic.vlan_setting.path is not None
-        await vms.call_service(cim, "RemoveFeatureSettings",
+        await vms.call_service(hv, "RemoveFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.path]})
         return
     values = {"OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
     if nic.vlan_setting is not None:
-        await vms.call_service(cim, "ModifyFeatureSettings",
+        await vms.call_service(hv, "ModifyFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.updated(values)]})
         return
     port = _require_port(nic)
     assert port.path is not None
-    setting = (await cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
-    await vms.call_service(cim, "AddFeatureSettings",
+    setting = (await hv.cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
+    await vms.call_service(hv, "AddFeatureSettings",
                            {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
 
 
@@ -194,35 +195,35 @@ def _require_port(nic: Nic) -> CimInstance:
     return nic.port
 
 
-async def _switch_for(cim: Cim, port: CimInstance | None,
+async def _switch_for(hv: HyperV, port: CimInstance | None,
                       name: str | None) -> tuple[ObjectPath, str | None]:
     """The switch to connect to and its name (None when the port keeps its switch)."""
     current = port.strings("HostResource") if port is not None else ()
     if not name and current and current[0]:
         return ObjectPath.parse(current[0]), None
     if name:
-        return await build.switch_path(cim, name), name
+        return await build.switch_path(hv, name), name
     query = wql.select(Class.SWITCH, None, ("CreationClassName", "Name", "ElementName"))
-    found = [s for s in await cim.query(query, NAMESPACE) if s.path is not None]
+    found = [s for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
     if not found or found[0].path is None:
         raise InvalidRequest("the host has no virtual switch to connect the NIC to")
     return found[0].path, found[0].string("ElementName")
 
 
-async def _modify(cim: Cim, setting: CimInstance) -> None:
-    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
+async def _modify(hv: HyperV, setting: CimInstance) -> None:
+    await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [setting]})
 
 
 
 
-async def generation(cim: Cim, vm_guid: str) -> int:
+async def generation(hv: HyperV, vm_guid: str) -> int:
     """The VM's generation (1 or 2); 1 query, read-only.
 
     Missing VM: HyperVError. Hosts older than 2012 R2 name no generation: 1.
     """
     query = wql.select(Class.VSSD, wql.eq("InstanceID", f"Microsoft:{vm_guid}"),
                        ("InstanceID", "VirtualSystemSubType"))
-    found = await cim.query(query, NAMESPACE)
+    found = await hv.cim.query(query, NAMESPACE)
     if not found:
         raise HyperVError(f"there is no VM {vm_guid}")
     subtype = (found[0].string("VirtualSystemSubType") or "").lower()
@@ -230,11 +231,11 @@ async def generation(cim: Cim, vm_guid: str) -> int:
                  if name.lower() == subtype), 1)
 
 
-async def remove(cim: Cim, nic: Nic) -> None:
+async def remove(hv: HyperV, nic: Nic) -> None:
     """Remove the NIC and its switch port (and the port's features) from its VM.
 
     Generation 1 VMs lose NICs only while off; a running one: HyperVError (MethodFailed
     or JobFailed) with nothing changed. A NIC already gone: HyperVError, nothing changed.
     Afterwards the VM no longer has the NIC. 1 call + 1 W.
     """
-    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})
+    await vms.call_service(hv, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})
