@@ -296,8 +296,8 @@ def template_make(path: Path, size_mb: int) -> None:
               help="cifs:// image store holding the template (default: the share "
                    "'secondary' on the host's own name, as `serve` on the emulator offers).")
 @click.option("--template", "template_path", metavar="PATH",
-              default="template/tmpl/1/1/hyperv-agent-probe.vhdx", show_default=True,
-              help="The template's path on the image store (`hyperv-agent template make` "
+              help="The template's path on the image store (default: the one `serve` "
+                   "puts on the emulated host's image store; `hyperv-agent template make` "
                    "writes one).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60.0,
               show_default=True, help="Seconds the whole run may take.")
@@ -305,14 +305,15 @@ def template_make(path: Path, size_mb: int) -> None:
               show_default=True, help="A Hyperv row of the management server's "
               "hypervisor_capabilities table (repeat for several).")
 def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
-                  template_path: str, timeout_s: float, versions: tuple[str, ...]) -> None:
+                  template_path: str | None, timeout_s: float, versions: tuple[str, ...]
+                  ) -> None:
     """Play the management server against the agent at URL and check it is a drop-in."""
     import asyncio
 
     from hyperv_agent import probe
-    from hyperv_agent.probe_deploy import DeployPlan
+    from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE, DeployPlan
 
-    plan = DeployPlan(secondary, template_path) if deploy else None
+    plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE) if deploy else None
     report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan, versions))
     click.echo(report.table())
     if not report.passed:

@@ -56,6 +56,7 @@ from pydantic import (
     model_validator,
 )
 
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import ConfigError
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
@@ -217,24 +218,28 @@ class LabSection(_Section):
         return free
 
 
+#: The emulated host's defaults are the emulator's own.
+_HOST = EmulatorConfig(state_dir=Path())
+
+
 class EmulatorSection(_Section):
-    host_name: str = Field(default="HYPERV-EMU", min_length=1, max_length=63)
-    cpus: int = Field(default=16, ge=1, le=1024)
-    cpu_mhz: int = Field(default=2400, ge=100, le=10000)
-    sockets: int = Field(default=2, ge=1, le=64)
-    memory_mb: int = Field(default=65536, ge=512)
-    switches: tuple[str, ...] = ("External",)
+    host_name: str = Field(default=_HOST.host_name, min_length=1, max_length=63)
+    cpus: int = Field(default=_HOST.cpus, ge=1, le=1024)
+    cpu_mhz: int = Field(default=_HOST.cpu_mhz, ge=100, le=10000)
+    sockets: int = Field(default=_HOST.sockets, ge=1, le=64)
+    memory_mb: int = Field(default=_HOST.memory_mb, ge=512)
+    switches: tuple[str, ...] = _HOST.switches
     drives: dict[str, Path] = Field(default_factory=dict)
     shares: dict[str, Path] = Field(default_factory=dict)
-    async_jobs: bool = True
-    call_latency_s: float = Field(default=0.0, ge=0)
-    job_duration_s: float = Field(default=0.0, ge=0)
-    guest_shutdown_s: float = Field(default=0.0, ge=0)
+    async_jobs: bool = _HOST.async_jobs
+    call_latency_s: float = Field(default=_HOST.latency.call_s, ge=0)
+    job_duration_s: float = Field(default=_HOST.latency.job_s, ge=0)
+    guest_shutdown_s: float = Field(default=_HOST.guest_shutdown_s, ge=0)
     # The Windows the emulated host runs (Win32_OperatingSystem): decides, as on a real
     # host, what it offers (secure boot templates from 10.0, generation 2 VMs from 6.3).
-    os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
-    os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
-    job_retention_s: float = Field(default=300.0, ge=0)  # finished jobs then vanish
+    os_version: str = Field(default=_HOST.os_version, pattern=r"^[0-9]+(\.[0-9]+)+$")
+    os_caption: str = Field(default=_HOST.os_caption, min_length=1)
+    job_retention_s: float = Field(default=_HOST.job_retention_s, ge=0)  # finished jobs vanish
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
 
     @field_validator("drives")
