@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import signal
 import ssl
 from dataclasses import dataclass
 
@@ -28,6 +26,7 @@ from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
@@ -38,6 +37,7 @@ from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
+from hyperv_agent.stopping import stop_on_signals
 
 log = logging.getLogger("hyperv_agent")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
@@ -157,8 +157,10 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= start.table()
     handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
-    handlers |= VolumeHandlers(hv, paths, vm.locks, vm.settings.job_wait, aside).table()
-    handlers |= CopyHandler(hv, paths, vm.settings.job_wait, aside).table()
+    file_locks = FileLocks()  # one table: a copy and a delete of one file never interleave
+    handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
+                               aside).table()
+    handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
@@ -220,10 +222,4 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
 
 
 async def serve_until_signalled(agent: Agent) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(getattr(signal, name), stop.set)
-    await run_agent(agent, stop)
+    await run_agent(agent, stop_on_signals())

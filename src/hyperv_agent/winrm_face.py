@@ -9,9 +9,6 @@ reaches the host's files through the same ``[emulator.drives]``/``[emulator.shar
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import ssl
 from dataclasses import dataclass
 
@@ -26,6 +23,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
 from hyperv_agent.emulator.winrm.service import WinrmService
+from hyperv_agent.stopping import stop_on_signals
 
 
 @dataclass
@@ -75,13 +73,7 @@ def agent_config(config: AgentConfig, url: str, account: Account, auth: str,
 
 
 async def serve_until_signalled(face: RunningFace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(getattr(signal, name), stop.set)
     try:
-        await stop.wait()
+        await stop_on_signals().wait()
     finally:
         await face.close()

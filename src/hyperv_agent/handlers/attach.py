@@ -46,7 +46,7 @@ from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import diskstats, drives, vms
 from hyperv_agent.hyperv.schema import SCSI_SLOTS
@@ -195,7 +195,7 @@ class AttachHandlers:
         path = datapaths.confined(store.root, relative)
         if asked.attach:
             path = await self.paths.file_in(store.root, relative, "isoPath",
-                                            datapaths.ISO_SUFFIXES)
+                                            images.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
             vm = await vms.find_vm(self.hv, asked.vm_name)

@@ -23,18 +23,18 @@ Elsewhere one line says it was not applicable and the copy goes on.
 
 Anything else is answered "Data store combination not supported". Every path is resolved
 by ``handlers.datapaths``: pools only through the registry, the image stores the command
-names for reading and for the copies of cases C and D. Copies go through
+names for reading and for the copies of cases C and D. Case A is ``hostfs.download``'s
+template download (the one PrimaryStorageDownloadCommand uses too); copies go through
 ``hostfs.transfer``, which writes a temporary name and renames it, so no partial file ever
-has the final name. Copies to one target are serialised.
+has the final name. Commands that write or delete one file are serialised
+(``handlers.locks.FileLocks``, shared with the volume commands).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ntpath
 import uuid
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from hyperv_agent.cloudstack import names
@@ -50,17 +50,13 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
-from hyperv_agent.handlers import datapaths
-from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import properties
-from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.hostfs import images, properties
+from hyperv_agent.hostfs.download import download_image
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
-from hyperv_agent.hyperv import disks, jobs
-from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv import disks
 from hyperv_agent.hyperv.vms import PowerState
 
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
@@ -68,26 +64,11 @@ TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a 
 log = logging.getLogger("hyperv_agent.handlers.copy")
 
 UNSUPPORTED = "Data store combination not supported"
-TEMPLATE_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX, "ISO": ImageFormat.ISO}
-COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
 DEFAULT_S3_REGION = "us-east-1"
-_VHDX_SIGNATURE = b"vhdxfile"
-_VHD_COOKIE = b"conectix"
-_VHD_FOOTER_BYTES = 512
 
 
-class CopyHandler:
+class CopyHandler(FileHandlers):
     """CopyCommand on the host's files and Hyper-V's image service."""
-
-    def __init__(self, hv: HyperV, paths: DataPaths,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 aside: AsideFiles | None = None) -> None:
-        self.hv = hv
-        self.paths = paths
-        self.files: HostFiles = paths.files
-        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
-        self.job_wait = job_wait
-        self.file_locks = VmLocks()  # queueing per target path
 
     def table(self) -> Routes:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
@@ -129,19 +110,19 @@ class CopyHandler:
     # --- A: template download to primary -----------------------------------------------
 
     async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
-        fmt = _template_format(dest.format or src.format)
-        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(f".{fmt.lower()}")
+        suffix = images.suffix_of_format(dest.format or src.format, default="")
+        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(suffix)
         root = await self.paths.existing(self.paths.pool_root(dest.image_data_store, "destTO"),
                                          "destTO")
-        target = await self.paths.file_in(root, f"{dest_path}.{fmt.lower()}", "destTO")
+        target = await self.paths.file_in(root, f"{dest_path}{suffix}", "destTO")
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, checksum=checksum,
-                                  aside=self.aside)
-            actual = await self._named_by_content(target, fmt)
-        log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
-        return dest.model_copy(update={"path": dest_path, "format": actual,
+            done = await download_image(self.files, source, target, checksum=checksum,
+                                        aside=self.aside)
+        log.info("template %s downloaded to %s (%d bytes)", src.path, done.path, done.size)
+        return dest.model_copy(update={"path": dest_path,
+                                       "format": ImageFormat(images.format_of(done.suffix)),
                                        "size_bytes": done.size,
                                        "physical_size_bytes": done.size})
 
@@ -154,14 +135,14 @@ class CopyHandler:
         if not isinstance(store, NfsTO):
             raise InvalidRequest("srcTO: the template is not on a cifs image store or S3")
         root = self.paths.image_store(store.url, "srcTO").root
-        if _image_suffix(src.path) is not None:
+        if images.image_suffix(src.path) is not None:
             path = await self.paths.file_in(root, src.path, "srcTO",
-                                            datapaths.TEMPLATE_SOURCE_SUFFIXES)
+                                            images.PACKED_IMAGE_SUFFIXES)
         else:
             path = await self.paths.folder_in(root, src.path, "srcTO")
         if not await self.files.exists(path):
             raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
-        if _image_suffix(path) is not None:
+        if images.image_suffix(path) is not None:
             return path
         return await self._image_in_folder(path)
 
@@ -170,23 +151,11 @@ class CopyHandler:
         found = await self.files.list_dir(folder)
         for wanted in (".vhd", ".iso"):
             for name in found:
-                if wanted in name.lower() and _image_suffix(name) is not None:
+                if wanted in name.lower() and images.image_suffix(name) is not None:
                     return await self.paths.file_in(folder, name, "srcTO",
-                                                    datapaths.TEMPLATE_SOURCE_SUFFIXES)
+                                                    images.PACKED_IMAGE_SUFFIXES)
         raise InvalidRequest(f"srcTO: the template folder {folder} holds no .vhd, .vhdx or "
                              ".iso file")
-
-    async def _named_by_content(self, target: str, fmt: ImageFormat) -> ImageFormat:
-        """The disk format the file really has; a misnamed disk is renamed to match."""
-        if fmt is ImageFormat.ISO:
-            return fmt
-        actual = await asyncio.to_thread(_sniff, self.files, target)
-        if actual is None or actual is fmt:
-            return fmt
-        renamed = ntpath.splitext(target)[0] + "." + actual.lower()
-        log.warning("%s holds a %s disk, not %s; renamed to %s", target, actual, fmt, renamed)
-        await self.files.rename(target, renamed)
-        return actual
 
     # --- B: volume from a template on primary -------------------------------------------
 
@@ -350,29 +319,8 @@ def _is_file_store(store: WrappedTO | None) -> bool:
     return isinstance(store, PrimaryDataStoreTO) or (isinstance(store, NfsTO) and bool(store.url))
 
 
-def _template_format(fmt: object) -> ImageFormat:
-    text = str(fmt or "").upper()
-    if text not in TEMPLATE_FORMATS:
-        raise InvalidRequest(f"template format {text[:20] or 'none'!r} is not VHD, VHDX or ISO")
-    return TEMPLATE_FORMATS[text]
-
-
 def _disk_format_of(path: str) -> ImageFormat:
-    suffix = ntpath.splitext(path)[1].lower()
-    if suffix == ".vhd":
-        return ImageFormat.VHD
-    if suffix == ".vhdx":
-        return ImageFormat.VHDX
-    raise InvalidRequest(f"{path} is not a .vhd or .vhdx disk")
-
-
-def _image_suffix(path: str) -> str | None:
-    """``.vhd``/``.vhdx``/``.iso`` of an image name (after a compression suffix), or None."""
-    name = path.lower()
-    for compressed in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(compressed)
-    suffix = ntpath.splitext(name)[1]
-    return suffix if suffix in datapaths.IMAGE_SUFFIXES else None
+    return ImageFormat(images.format_of(images.disk_suffix_of(path)))
 
 
 def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | None:
@@ -406,22 +354,3 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
                     https=bool(store.https_flag), region=DEFAULT_S3_REGION)
-
-
-def _sniff(files: HostFiles, path: str) -> ImageFormat | None:
-    """VHDX or VHD by the file's signature (header, or a fixed VHD's footer); else None."""
-    with files.open_binary(path, "rb") as handle:
-        head = handle.read(len(_VHDX_SIGNATURE))
-        if head == _VHDX_SIGNATURE:
-            return ImageFormat.VHDX
-        if head == _VHD_COOKIE or _footer(handle).startswith(_VHD_COOKIE):
-            return ImageFormat.VHD
-    return None
-
-
-def _footer(handle: BinaryIO) -> bytes:
-    size = handle.seek(0, 2)
-    if size < _VHD_FOOTER_BYTES:
-        return b""
-    handle.seek(size - _VHD_FOOTER_BYTES)
-    return handle.read(len(_VHD_COOKIE))

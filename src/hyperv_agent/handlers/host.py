@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hyperv_agent.cloudstack import codec, names
+from hyperv_agent.cloudstack import commands_host as wire
 from hyperv_agent.cloudstack.answers import (
     Answer,
     CheckHealthAnswer,
@@ -22,20 +23,6 @@ from hyperv_agent.cloudstack.answers import (
     MaintainAnswer,
     ReadyAnswer,
     SetupAnswer,
-)
-from hyperv_agent.cloudstack.commands_host import (
-    CheckHealthCommand,
-    CheckNetworkCommand,
-    CheckOnHostCommand,
-    GetHostStatsCommand,
-    HostVmStateReportCommand,
-    MaintainCommand,
-    PingCommand,
-    PingRoutingCommand,
-    ReadyCommand,
-    SetupCommand,
-    StartupRoutingCommand,
-    StartupStorageCommand,
 )
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
@@ -89,22 +76,23 @@ class HostHandlers:
 
     def table(self) -> Routes:
         return {
-            names.STARTUP_COMMAND: Route(StartupRoutingCommand, self.startup),
-            names.HOST_VM_STATE_REPORT_COMMAND: Route(HostVmStateReportCommand, self.state_report),
-            names.READY_COMMAND: Route(ReadyCommand, self.ready),
-            names.SETUP_COMMAND: Route(SetupCommand, self.setup),
-            names.PING_COMMAND: Route(PingCommand, self.ping),
-            names.PING_ROUTING_COMMAND: Route(PingRoutingCommand, self.ping),
-            names.CHECK_HEALTH_COMMAND: Route(CheckHealthCommand, self.check_health),
-            names.CHECK_NETWORK_COMMAND: Route(CheckNetworkCommand, self.check_network),
-            names.MAINTAIN_COMMAND: Route(MaintainCommand, self.maintain),
-            names.GET_HOST_STATS_COMMAND: Route(GetHostStatsCommand, self.host_stats),
-            names.CHECK_ON_HOST_COMMAND: Route(CheckOnHostCommand, self.check_on_host),
+            names.STARTUP_COMMAND: Route(wire.StartupRoutingCommand, self.startup),
+            names.HOST_VM_STATE_REPORT_COMMAND: Route(wire.HostVmStateReportCommand,
+                                                      self.state_report),
+            names.READY_COMMAND: Route(wire.ReadyCommand, self.ready),
+            names.SETUP_COMMAND: Route(wire.SetupCommand, self.setup),
+            names.PING_COMMAND: Route(wire.PingCommand, self.ping),
+            names.PING_ROUTING_COMMAND: Route(wire.PingRoutingCommand, self.ping),
+            names.CHECK_HEALTH_COMMAND: Route(wire.CheckHealthCommand, self.check_health),
+            names.CHECK_NETWORK_COMMAND: Route(wire.CheckNetworkCommand, self.check_network),
+            names.MAINTAIN_COMMAND: Route(wire.MaintainCommand, self.maintain),
+            names.GET_HOST_STATS_COMMAND: Route(wire.GetHostStatsCommand, self.host_stats),
+            names.CHECK_ON_HOST_COMMAND: Route(wire.CheckOnHostCommand, self.check_on_host),
         }
 
     # --- registration ---------------------------------------------------------------------
 
-    async def startup(self, command: StartupRoutingCommand) -> Result:
+    async def startup(self, command: wire.StartupRoutingCommand) -> Result:
         """Echo the management server's StartupRoutingCommand with the host's facts filled
         in, plus the local storage pool. Read-only; safe to repeat."""
         facts = await host.host_facts(self.hv)
@@ -138,7 +126,8 @@ class HostHandlers:
         nics = await host.all_nics(self.hv)
         return nics[0] if nics else None
 
-    async def _local_pool(self, command: StartupRoutingCommand) -> StartupStorageCommand | None:
+    async def _local_pool(self, command: wire.StartupRoutingCommand
+                          ) -> wire.StartupStorageCommand | None:
         path = self.settings.local_pool_path
         try:
             await self.files.make_dirs(path)
@@ -150,13 +139,14 @@ class HostHandlers:
         info = StoragePoolInfo(uuid=pool_uuid, host=command.private_ip_address, local_path=path,
                                host_path=path, pool_type="Filesystem", capacity_bytes=total,
                                available_bytes=free)
-        return StartupStorageCommand(pool_info=info, guid=pool_uuid, resource_type="STORAGE_POOL",
-                                     data_center=command.data_center)
+        return wire.StartupStorageCommand(pool_info=info, guid=pool_uuid,
+                                          resource_type="STORAGE_POOL",
+                                          data_center=command.data_center)
 
 
     # --- the VM state report ------------------------------------------------------------
 
-    async def state_report(self, command: HostVmStateReportCommand) -> Result:
+    async def state_report(self, command: wire.HostVmStateReportCommand) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
@@ -195,7 +185,7 @@ class HostHandlers:
 
     # --- health ---------------------------------------------------------------------------
 
-    async def ready(self, command: ReadyCommand) -> Result:
+    async def ready(self, command: wire.ReadyCommand) -> Result:
         """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
         runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
         without it the MS never places a UEFI VM here. 2 queries, read-only."""
@@ -203,19 +193,19 @@ class HostHandlers:
         return ReadyAnswer(result=True, details_map={
             UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
-    async def setup(self, command: SetupCommand) -> Result:
+    async def setup(self, command: wire.SetupCommand) -> Result:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
 
-    async def ping(self, command: PingCommand | PingRoutingCommand) -> Result:
+    async def ping(self, command: wire.PingCommand | wire.PingRoutingCommand) -> Result:
         short = type(command).FQCN.rsplit(".", 1)[-1]
         return Answer(result=True, details=f"success - NOP for {short}")
 
-    async def check_health(self, command: CheckHealthCommand) -> Result:
+    async def check_health(self, command: wire.CheckHealthCommand) -> Result:
         """Alive when Hyper-V answers a query."""
         await host.switch_names(self.hv)
         return CheckHealthAnswer(result=True, details="resource is alive")
 
-    async def check_network(self, asked: CheckNetworkCommand) -> Result:
+    async def check_network(self, asked: wire.CheckNetworkCommand) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
         missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.hv)))
         if missing:
@@ -223,11 +213,11 @@ class HostHandlers:
                                  "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
 
-    async def maintain(self, command: MaintainCommand) -> Result:
+    async def maintain(self, command: wire.MaintainCommand) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
                               will_migrate=True)
 
-    async def host_stats(self, command: GetHostStatsCommand) -> Result:
+    async def host_stats(self, command: wire.GetHostStatsCommand) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
         stats = await host.host_stats(self.hv)
         entry = HostStatsEntry(host_id=command.host_id,
@@ -238,7 +228,7 @@ class HostHandlers:
                                network_write_kb=stats.sent_bytes / 1024)
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
-    async def check_on_host(self, command: CheckOnHostCommand) -> Result:
+    async def check_on_host(self, command: wire.CheckOnHostCommand) -> Result:
         """§5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
         alive, because one of the shared pools holds a heartbeat of it younger than
         ``HEARTBEAT_FRESH_S``. Read-only."""
@@ -342,7 +332,7 @@ def parse_heartbeat(text: str) -> float | None:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def traffic_labels(command: CheckNetworkCommand) -> Sequence[str]:
+def traffic_labels(command: wire.CheckNetworkCommand) -> Sequence[str]:
     """The vSwitch names of a CheckNetworkCommand's networkInfoList (empty labels skipped)."""
     return [label for info in command.network_info_list or ()
             for label in (info.guest_network_name, info.private_network_name,

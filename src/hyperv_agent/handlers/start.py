@@ -37,10 +37,11 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
-from hyperv_agent.handlers import datapaths, start_plan
+from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
@@ -267,7 +268,7 @@ class StartHandler:
             return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
                            "(one is needed); started without the system VM ISO")
         iso = await self.paths.file_in(folder, found[0], "secondaryStorage",
-                                       datapaths.ISO_SUFFIXES)
+                                       images.ISO_SUFFIXES)
         return start_plan.with_iso(disks, generation, iso)
 
     async def _disks(self, disks: Sequence[DiskTO],

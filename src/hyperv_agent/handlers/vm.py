@@ -8,10 +8,8 @@ Read-only commands take no lock.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack import names
@@ -33,6 +31,7 @@ from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.locks import NamedLocks
 from hyperv_agent.hyperv import jobs, power, vms
 from hyperv_agent.hyperv.session import HyperV
 
@@ -71,54 +70,8 @@ class VmSettings:
                                 reason=self.shutdown_reason, job_wait=self.job_wait)
 
 
-class VmLocks:
-    """One asyncio.Lock per VM name (case-insensitive, as Hyper-V matches names).
-
-    A lock exists only while someone holds or waits for it, so the table does not grow
-    with every VM ever named.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        """How many VM names have a lock now (held or waited for)."""
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, vm_name: str) -> AsyncIterator[None]:
-        """Run the block with ``vm_name``'s lock held; callers for one name queue in order.
-
-        The lock is released (and forgotten when no one else waits) however the block
-        ends, so a failed command never blocks the next one for its VM.
-        """
-        key = vm_name.casefold()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
-
-
-    def busy(self, vm_name: str) -> bool:
-        """Whether a command holds or waits for ``vm_name``'s lock now."""
-        return vm_name.casefold() in self._locks
-
-    @contextlib.asynccontextmanager
-    async def hold_if_free(self, vm_name: str) -> AsyncIterator[bool]:
-        """Hold ``vm_name``'s lock for the block only when no command holds or waits for
-        it; yields whether it is held (False: the block must leave the VM alone). Taking a
-        free lock does not yield to the event loop, so no command can slip in between."""
-        if self.busy(vm_name):
-            yield False
-            return
-        async with self.hold(vm_name):
-            yield True
+#: The per-VM lock table: one lock per VM name (case-insensitive, as Hyper-V matches names).
+VmLocks = NamedLocks
 
 
 class VmHandlers:

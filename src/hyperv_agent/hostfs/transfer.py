@@ -27,27 +27,23 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
 
 from hyperv_agent.errors import AgentError, TransferError
+from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
-__all__ = ["IMAGE_SUFFIXES", "Checksum", "Source", "TransferError", "Transferred",
-           "disk_suffix", "parse_checksum", "transfer"]
+__all__ = ["Checksum", "Source", "TransferError", "Transferred", "parse_checksum", "transfer"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso", ".qcow2", ".raw")
 _HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
              "sha-256": "sha256", "sha512": "sha512", "sha-512": "sha512"}
 _PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
-_VHDX_SIGNATURE = b"vhdxfile"  # at offset 0 of every VHDX
-_VHD_COOKIE = b"conectix"  # the VHD footer's cookie; dynamic disks copy it to offset 0
-_VHD_FOOTER_BYTES = 512
 
 Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
 
@@ -90,18 +86,19 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     """Copy ``source`` (a host path, an S3 object or an http(s) file) to the host path
     ``target``.
 
-    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single disk
-    image member is taken) is expanded while it streams. ``checksum`` is checked against
-    the source as stored. The copy is written aside and renamed over ``target`` only on
-    success; on any failure or cancellation the aside file is removed and ``target`` is
-    left as it was, so a repeat is safe. A missing source, a corrupt stream, a checksum
-    mismatch or a full disk raise TransferError or HostFileError with one line. ``digest``
-    (a hashlib name, e.g. "md5") asks for the source's digest in the result. ``verify``
-    is awaited with the aside file's path once every byte is in; an error it raises fails
-    the copy like any other (the aside file is removed, ``target`` left as it was). Aside
-    files an earlier attempt at the same target left behind (its process was killed) are
-    removed first, and with ``aside`` (the agent's) every aside file of the agent in the
-    target's folder that no copy is writing now; callers serialise copies to one target.
+    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single image
+    member, ``images.IMAGE_SUFFIXES``, is taken) is expanded while it streams.
+    ``checksum`` is checked against the source as stored. The copy is written aside and
+    renamed over ``target`` only on success; on any failure or cancellation the aside
+    file is removed and ``target`` is left as it was, so a repeat is safe. A missing
+    source, a corrupt stream, a checksum mismatch or a full disk raise TransferError or
+    HostFileError with one line. ``digest`` (a hashlib name, e.g. "md5") asks for the
+    source's digest in the result. ``verify`` is awaited with the aside file's path once
+    every byte is in; an error it raises fails the copy like any other (the aside file is
+    removed, ``target`` left as it was). Aside files an earlier attempt at the same target
+    left behind (its process was killed) are removed first, and with ``aside`` (the
+    agent's) every aside file of the agent in the target's folder that no copy is writing
+    now; callers serialise copies to one target.
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
@@ -132,8 +129,7 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
 
 
 def _codec(source: Source) -> str | None:
-    name = _source_name(source).lower()
-    return next((codec for codec in ("bz2", "gz", "zip") if name.endswith("." + codec)), None)
+    return images.compression(_source_name(source))
 
 
 def _source_name(source: Source) -> str:
@@ -142,23 +138,6 @@ def _source_name(source: Source) -> str:
     if isinstance(source, HttpObject):
         return source.name  # the URL's path, never its query
     return source
-
-
-def disk_suffix(files: HostFiles, path: str) -> str | None:
-    """``.vhdx`` or ``.vhd`` by the file's signature (a VHDX header, a VHD footer or its
-    copy at the start), None for anything else. Blocking: call it from a worker thread.
-    Read-only; a missing file raises HostFileError."""
-    with files.open_binary(path, "rb") as handle:
-        head = handle.read(len(_VHDX_SIGNATURE))
-        if head == _VHDX_SIGNATURE:
-            return ".vhdx"
-        if head == _VHD_COOKIE:
-            return ".vhd"
-        size = handle.seek(0, io.SEEK_END)
-        if size < _VHD_FOOTER_BYTES:
-            return None
-        handle.seek(size - _VHD_FOOTER_BYTES)
-        return ".vhd" if handle.read(len(_VHD_COOKIE)) == _VHD_COOKIE else None
 
 
 async def _native_copy(files: HostFiles, source: str, temp: str, meter: _Meter) -> int:
@@ -401,7 +380,7 @@ def _zip_image(source: _Source, label: str) -> Iterator[bytes]:
     while (signature := source.read_exactly(4, "the zip archive")) == _LOCAL_HEADER:
         first = False
         member = _read_member_header(source, label)
-        is_image = member.name.lower().endswith(IMAGE_SUFFIXES)
+        is_image = member.name.lower().endswith(images.IMAGE_SUFFIXES)
         if is_image and found is not None:
             raise TransferError(f"{label} holds several disk images ({found}, {member.name});"
                                 " expected one")
@@ -415,7 +394,8 @@ def _zip_image(source: _Source, label: str) -> Iterator[bytes]:
     if first and signature not in (b"PK\x01\x02", b"PK\x05\x06"):
         raise TransferError(f"{label} is not a valid zip archive")
     if found is None:
-        raise TransferError(f"{label} holds no disk image (one of {', '.join(IMAGE_SUFFIXES)})")
+        raise TransferError(f"{label} holds no disk image (one of "
+                            f"{', '.join(images.IMAGE_SUFFIXES)})")
 
 
 def _read_member_header(source: _Source, label: str) -> _Member:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import CimNotFound, HyperVError, InvalidRequest
+from hyperv_agent.hostfs import images
 from hyperv_agent.hyperv import drives, jobs, vms
 from hyperv_agent.hyperv.schema import (
     DISK_EXTENSIONS,
@@ -73,10 +74,9 @@ class Attachment:
 
 def disk_format(path: str) -> DiskFormat:
     """The format a file name implies; InvalidRequest for anything but .vhd / .vhdx."""
-    suffix = ntpath.splitext(path)[1].lower()
-    if suffix not in DISK_EXTENSIONS:
+    if not images.is_disk(path):
         raise InvalidRequest(f"{path} is not a .vhd or .vhdx file")
-    return DISK_EXTENSIONS[suffix]
+    return DISK_EXTENSIONS[ntpath.splitext(path)[1].lower()]
 
 
 # --- the image management service ---------------------------------------------------------

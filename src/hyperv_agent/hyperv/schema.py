@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from hyperv_agent.hostfs import images
+
 NAMESPACE = "root\\virtualization\\v2"
 CIMV2 = "root\\cimv2"
 
@@ -188,8 +190,8 @@ class DiskFormat(IntEnum):
     VHDX = 3
 
 
-#: The disk format Hyper-V requires for a file extension (lower case, with the dot).
-DISK_EXTENSIONS = {".vhd": DiskFormat.VHD, ".vhdx": DiskFormat.VHDX}
+#: The disk format Hyper-V requires for a file extension (``hostfs.images``' suffixes).
+DISK_EXTENSIONS = {images.VHD: DiskFormat.VHD, images.VHDX: DiskFormat.VHDX}
 
 
 class BootDevice(IntEnum):
