@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import start_steps
 from bench.common import report, verdict
+from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import StepRecorder
-from hyperv_agent.handlers import start as start_steps
-from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.service import Agent, build_agent
 
 CALL_S, JOB_S = 0.02, 0.3
@@ -56,8 +55,15 @@ STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
 }
 
 
-class StepCosts(StepRecorder):
-    """A StartHandler ``step_probe``: the round trips of every step, by kind."""
+class StepCosts(start_steps.StartSteps):
+    """The round trips of every step of the starts observed, by kind."""
+
+    async def observed(self, agent: Agent, body: bytes) -> None:
+        """Start ``body``, adding the steps of that start."""
+        assert isinstance(agent.cim, CountingCim)
+        with agent.cim.observe() as trips:
+            await start_one(agent, body)
+        self.steps += start_steps.start_steps(trips).steps
 
     def rows(self, label: str) -> list[tuple[str, str, str, str]]:
         """One row per kind of step: the worst step of that kind."""
@@ -117,15 +123,8 @@ async def start_one(agent: Agent, body: bytes) -> float:
 
 
 def emulator_of(agent: Agent) -> EmulatorCim:
-    inner = getattr(agent.cim, "inner", None)
-    assert isinstance(inner, EmulatorCim)
-    return inner
-
-
-def start_handler(agent: Agent) -> StartHandler:
-    handler = getattr(agent.dispatch.handlers[START], "__self__", None)
-    assert isinstance(handler, StartHandler)
-    return handler
+    assert agent.emulator is not None
+    return agent.emulator
 
 
 async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, str]]:
@@ -133,17 +132,16 @@ async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, st
     power-off, a system VM; then the stats of every VM on the host in one command."""
     cim = emulator_of(agent)
     await start_one(agent, start_body("v-1-VM", drive_c, system=True))  # warms the KVP cache
-    costs = StepCosts(cim.round_trips)
-    start_handler(agent).step_probe = costs
-    await start_one(agent, start_body("i-2-2-VM", drive_c))
+    costs = StepCosts()
+    await costs.observed(agent, start_body("i-2-2-VM", drive_c))
     (vm,) = [v for v in await cim.query(
         "SELECT * FROM Msvm_ComputerSystem WHERE ElementName = 'i-2-2-VM'") if v.path]
     assert vm.path is not None
     await cim.invoke(vm.path, "RequestStateChange", {"RequestedState": 3})
     await asyncio.sleep(JOB_S * 2)
-    await start_one(agent, start_body("i-2-2-VM", drive_c))
-    await start_one(agent, start_body("v-3-VM", drive_c, system=True))
-    await start_one(agent, start_body("i-2-4-VM", drive_c, uefi=True))
+    await costs.observed(agent, start_body("i-2-2-VM", drive_c))
+    await costs.observed(agent, start_body("v-3-VM", drive_c, system=True))
+    await costs.observed(agent, start_body("i-2-4-VM", drive_c, uefi=True))
     rows = costs.rows("StartCommand step")
     names = [str(v["ElementName"]) for v in await cim.query(
         "SELECT * FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")]

@@ -1,8 +1,8 @@
 """StartCommand: create (or re-create) a VM from its VirtualMachineTO and start it
 (protocol §5.1 row 22, §9, §11).
 
-The command is turned into a ``start_plan.Plan`` first: every disk path resolved and confined to
-its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
+The command is turned into a ``start_plan.Plan`` first: every disk path resolved and
+confined to its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
 arguments split into KVP items, processor shares worked out from the speeds, the secure
 boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
 Windows, the Microsoft UEFI CA for any other) and looked up, and for a system VM its ISO
@@ -10,21 +10,19 @@ looked for on the image store. Nothing is created until the whole plan is valid.
 the VM is built from ``hyperv.build`` pieces and started; a failure after the VM was
 defined removes it again (its disk files are never touched) and the answer names the step.
 
-Each step runs inside ``step_probe(kind)`` (one of ``STEPS``), so its cost can be
-measured on its own. The handler holds the VM's lock (shared with ``VmHandlers``) for its
-whole run. From before the VM is defined until it runs (or was removed again) its name is
-in the ``state.BuildJournal``, so a VM that a killed process left half-built is removed at
-the next start (``remove_half_built``), or by the next StartCommand for it, which
-rebuilds any VM of its name that does not run.
+The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run. From
+before the VM is defined until it runs (or was removed again) its name is in the
+``state.BuildJournal``, so a VM that a killed process left half-built is removed at the
+next start (``remove_half_built``), or by the next StartCommand for it, which rebuilds any
+VM of its name that does not run. What each step costs is read from the round trips the
+agent makes (``bench/start_steps.py``), not from the handler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from hyperv_agent import logs
@@ -57,26 +55,6 @@ _ISO_FOLDER = "systemvm"  # §9.3: <image store>\systemvm\systemvm*.iso
 _ISO_PREFIX, _ISO_SUFFIX = "systemvm", ".iso"
 #: Where a generation 1 VM takes the system VM ISO, in order of preference.
 
-#: The steps of a start, as ``step_probe`` names them.
-STEP_REMOVE = "remove"  # removing the existing, stopped definition
-STEP_DEFINE = "define"  # the VM with its processors and memory
-STEP_CONTROLLERS = "controllers"  # the SCSI controller added, the IDE controllers read
-STEP_DISK = "disk"  # one per disk or DVD drive
-STEP_NIC = "nic"  # one per NIC
-STEP_BOOT_ORDER = "boot-order"  # generation 2: the boot drive first
-STEP_KVP = "kvp"  # the boot arguments
-STEP_POWER_ON = "power-on"
-STEPS = (STEP_REMOVE, STEP_DEFINE, STEP_CONTROLLERS, STEP_DISK, STEP_NIC, STEP_BOOT_ORDER,
-         STEP_KVP, STEP_POWER_ON)
-
-StepProbe = Callable[[str], AbstractContextManager[object]]
-
-
-def no_probe(kind: str) -> AbstractContextManager[object]:
-    """The default ``step_probe``: measures nothing."""
-    return contextlib.nullcontext()
-
-
 # --- the handler --------------------------------------------------------------------------
 
 
@@ -85,14 +63,12 @@ class StartHandler:
 
     def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 step_probe: StepProbe = no_probe, journal: BuildJournal | None = None
-                 ) -> None:
+                 journal: BuildJournal | None = None) -> None:
         self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
         self.job_wait = job_wait
-        self.step_probe = step_probe
         self.journal = journal  # the VMs being built; None: not recorded
 
     async def remove_half_built(self) -> list[str]:
@@ -160,10 +136,10 @@ class StartHandler:
         plan = await self._plan(command)
         if existing is not None:
             log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
-            await self._step(STEP_REMOVE, "removing the existing VM", vms.remove_vm(
+            await _named("removing the existing VM", vms.remove_vm(
                 self.hv, existing.guid, policy=self.job_wait))
         self._building(vm.name)
-        ref = await self._step(STEP_DEFINE, "creating the VM",
+        ref = await _named("creating the VM",
                                build.define_vm(self.hv, plan.spec))
         try:
             await self._fill_and_start(ref, plan)
@@ -171,12 +147,6 @@ class StartHandler:
             raise HyperVError(f"{error}{await self._removed(ref)}") from error
         self._built(vm.name)
         return plan.notes
-
-    async def _step(self, kind: str, label: str, action: Awaitable[_T]) -> _T:
-        """Await ``action`` inside ``step_probe(kind)``; an AgentError is re-raised with
-        ``label`` in front of its message."""
-        with self.step_probe(kind):
-            return await _named(label, action)
 
     async def _removed(self, ref: vms.VmRef) -> str:
         """Remove the half-built VM; a note for the error message when that fails too."""
@@ -305,17 +275,17 @@ class StartHandler:
         drives = await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
-            await self._step(STEP_NIC, f"{where} on {nic.switch!r}", build.add_nic(
+            await _named(f"{where} on {nic.switch!r}", build.add_nic(
                 self.hv, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
         boot = _boot_drive(drives) if plan.spec.generation == 2 else None
         if boot is not None:
-            await self._step(STEP_BOOT_ORDER, "setting the boot order",
+            await _named("setting the boot order",
                              firmware.set_boot_order_gen2(self.hv, ref, [boot.drive]))
         if plan.kvp:
-            await self._step(STEP_KVP, "pushing the boot arguments",
+            await _named("pushing the boot arguments",
                              kvp.push_kvp_items(self.hv, ref, plan.kvp))
-        await self._step(STEP_POWER_ON, "starting the VM",
+        await _named("starting the VM",
                          power.start(self.hv, ref.guid, policy=self.job_wait))
 
     async def _attach_disks(
@@ -325,14 +295,14 @@ class StartHandler:
         an empty DVD drive)."""
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
-        scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
+        scsi = await _named("adding the SCSI controller",
                                 build.add_scsi_controller(self.hv, ref))
         found = build.Controllers((), (scsi,))
         if any(disk.bus != "scsi" for disk in disks):
-            ide = (await self._step(STEP_CONTROLLERS, "reading the IDE controllers",
+            ide = (await _named("reading the IDE controllers",
                                     build.controllers(self.hv, ref))).ide
             found = build.Controllers(ide, found.scsi)
-        return [(disk, await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
+        return [(disk, await _named(f"attaching disk {disk.describe()}",
                                         self._attach(ref, found, disk))) for disk in disks]
 
     async def _attach(self, ref: vms.VmRef, found: build.Controllers,
