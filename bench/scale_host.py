@@ -23,7 +23,7 @@ from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import build, devices, vms
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.service import Agent, build_agent
 
@@ -132,8 +132,8 @@ class FilledHost:
         spec = build.VmSpec(name=name, notes=("kept by the operator",), generation=1,
                             cpus=1, memory_mb=512)
         vm = await build.define_vm(hv, spec)
-        controller = await build.add_scsi_controller(hv, vm)
-        await build.attach_disk(hv, vm, controller, 0, disk)
+        controller = await devices.add_scsi_controller(hv, vm)
+        await devices.attach_disk(hv, vm, controller, 0, disk)
 
     async def running_count(self) -> int:
         listed = await vms.list_vms(HyperV(self.emulator))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hyperv_agent.hyperv import build
+from hyperv_agent.hyperv import build, nics
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.e2e.conftest import Running
@@ -34,7 +34,7 @@ async def _router(running: Running, nic_count: int = 4) -> VmRef:
     vm = await build.define_vm(hv(cim), VmSpec(name=ROUTER, notes=(), generation=1, cpus=1,
                                            memory_mb=512))
     for index, (mac, vlan) in enumerate((ROUTER_NICS * 3)[:nic_count]):
-        await build.add_nic(hv(cim), vm, mac=mac if index < 4 else f"06A2C80001{index:02X}",
+        await nics.add_nic(hv(cim), vm, mac=mac if index < 4 else f"06A2C80001{index:02X}",
                             switch_name="External", vlan=vlan, rate_mbps=None,
                             name=f"nic{index}")
     if nic_count >= 4:
@@ -215,9 +215,9 @@ async def _vm(running: Running, name: str, generation: int, *, start: bool = Tru
     cim = running.emulator
     vm = await build.define_vm(hv(cim), VmSpec(name=name, notes=(), generation=generation, cpus=1,
                                            memory_mb=512))
-    await build.add_nic(hv(cim), vm, mac="0200512C000E", switch_name="External", vlan=None,
+    await nics.add_nic(hv(cim), vm, mac="0200512C000E", switch_name="External", vlan=None,
                         rate_mbps=None, name="nic0")
-    await build.add_nic(hv(cim), vm, mac="06A2C8000019", switch_name="External", vlan=None,
+    await nics.add_nic(hv(cim), vm, mac="06A2C8000019", switch_name="External", vlan=None,
                         rate_mbps=None, name="spare", connected=False)
     if start:
         await ok(cim, await request_state(cim, vm.path, 2))

@@ -14,7 +14,7 @@ import pytest
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.hyperv import build, disks, vms
+from hyperv_agent.hyperv import build, devices, disks, vms
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
@@ -99,10 +99,10 @@ async def _vm_with(cim: EmulatorCim, name: str, path: str, *, scsi: bool,
     vm = await build.define_vm(hv(cim), build.VmSpec(name=name, notes=(), generation=1, cpus=1,
                                                  memory_mb=512))
     if scsi:
-        controller = await build.add_scsi_controller(hv(cim), vm)
+        controller = await devices.add_scsi_controller(hv(cim), vm)
     else:
-        controller = (await build.controllers(hv(cim), vm)).ide[0]
-    await build.attach_disk(hv(cim), vm, controller, 0, path)
+        controller = (await devices.controllers(hv(cim), vm)).ide[0]
+    await devices.attach_disk(hv(cim), vm, controller, 0, path)
     if running:
         await ok(cim, await request_state(cim, vm.path, 2))
     return vm

@@ -14,7 +14,8 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, firmware, kvp, vms
+from hyperv_agent.hyperv import build, firmware, kvp, nics, vms
+from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import devices, failure
@@ -75,7 +76,7 @@ async def test_define_vm_sets_cpus_memory_and_notes_when_generation_is_1(
     assert (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"]) == (
         2048, 2048, 2048)
     assert memory["DynamicMemoryEnabled"] is False
-    assert len((await build.controllers(hv(emulator), vm)).ide) == 2
+    assert len((await hv_devices.controllers(hv(emulator), vm)).ide) == 2
 
 
 async def test_define_vm_sets_secure_boot_template_when_generation_is_2(
@@ -89,7 +90,7 @@ async def test_define_vm_sets_secure_boot_template_when_generation_is_2(
             vssd["SecureBootTemplateId"]) == (GEN2, True, TEMPLATE_ID)
     (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
     assert processor["VirtualQuantity"] == 4
-    assert await build.controllers(hv(emulator), vm) == build.Controllers((), ())
+    assert await hv_devices.controllers(hv(emulator), vm) == hv_devices.Controllers((), ())
 
 
 async def test_define_vm_turns_secure_boot_off_when_generation_2_does_not_ask(
@@ -243,31 +244,31 @@ async def test_add_scsi_controller_costs_1_call_and_1_wait_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "scsi")
-    first = await build.add_scsi_controller(hv(emulator), vm)
+    first = await hv_devices.add_scsi_controller(hv(emulator), vm)
     before = emulator.round_trips()
-    second = await build.add_scsi_controller(hv(emulator), vm)
+    second = await hv_devices.add_scsi_controller(hv(emulator), vm)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (1, 1, 1)
-    assert (await build.controllers(hv(emulator), vm)).scsi == (first, second)
+    assert (await hv_devices.controllers(hv(emulator), vm)).scsi == (first, second)
 
 
 async def test_controllers_lists_ide_by_address_in_one_query_when_generation_is_1(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "ide")
-    scsi = await build.add_scsi_controller(hv(emulator), vm)
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
     before = emulator.round_trips()
-    found = await build.controllers(hv(emulator), vm)
+    found = await hv_devices.controllers(hv(emulator), vm)
     assert (emulator.round_trips() - before).calls == 1
     ide = {c["Address"]: c.path for c in await _settings(emulator, vm, RASD)
            if c["ResourceSubType"] == "Microsoft:Hyper-V:Emulated IDE Controller" and c.path}
-    assert found == build.Controllers((ide["0"], ide["1"]), (scsi,))
+    assert found == hv_devices.Controllers((ide["0"], ide["1"]), (scsi,))
 
 
 async def test_add_scsi_controller_names_step_when_vm_is_missing(emulator: EmulatorCim) -> None:
     ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
     with pytest.raises(HyperVError, match="adding a SCSI controller failed"):
-        await build.add_scsi_controller(hv(emulator), ghost)
+        await hv_devices.add_scsi_controller(hv(emulator), ghost)
 
 
 # --- disks and DVD drives -----------------------------------------------------------------
@@ -277,13 +278,13 @@ async def test_attach_disk_puts_vhdx_on_scsi_and_iso_on_ide_when_generation_is_1
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "disks")
-    scsi = await build.add_scsi_controller(hv(emulator), vm)
-    ide = (await build.controllers(hv(emulator), vm)).ide
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     before = emulator.round_trips()
-    disk = await build.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (2, 2, 2)
-    iso = await build.attach_disk(hv(emulator), vm, ide[1], 0, _image(tmp_path, "setup.iso"),
+    iso = await hv_devices.attach_disk(hv(emulator), vm, ide[1], 0, _image(tmp_path, "setup.iso"),
                                   dvd=True)
     drives = {d.path: d for d in await _settings(emulator, vm, RASD)}
     assert ObjectPath.parse(str(drives[disk.drive]["Parent"])) == scsi
@@ -300,9 +301,9 @@ async def test_attach_disk_leaves_no_empty_drive_when_file_is_missing(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "nofile")
-    ide = (await build.controllers(hv(emulator), vm)).ide
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     with pytest.raises(HyperVError, match=r"inserting C:\\images\\none.vhdx failed"):
-        await build.attach_disk(hv(emulator), vm, ide[0], 0, "C:\\images\\none.vhdx")
+        await hv_devices.attach_disk(hv(emulator), vm, ide[0], 0, "C:\\images\\none.vhdx")
     kinds = {d["ResourceSubType"] for d in await _settings(emulator, vm, RASD)}
     assert "Microsoft:Hyper-V:Synthetic Disk Drive" not in kinds
 
@@ -311,10 +312,10 @@ async def test_attach_disk_creates_nothing_when_slot_is_out_of_range(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "slot")
-    ide = (await build.controllers(hv(emulator), vm)).ide
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await build.attach_disk(hv(emulator), vm, ide[0], 64, "C:\\images\\x.vhdx")
+        await hv_devices.attach_disk(hv(emulator), vm, ide[0], 64, "C:\\images\\x.vhdx")
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -322,10 +323,10 @@ async def test_attach_empty_dvd_costs_1_call_and_1_wait_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "dvd")
-    ide = (await build.controllers(hv(emulator), vm)).ide
-    await build.attach_empty_dvd(hv(emulator), vm, ide[1], 0)
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
+    await hv_devices.attach_empty_dvd(hv(emulator), vm, ide[1], 0)
     before = emulator.round_trips()
-    drive = await build.attach_empty_dvd(hv(emulator), vm, ide[1], 1)
+    drive = await hv_devices.attach_empty_dvd(hv(emulator), vm, ide[1], 1)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 1)
     (found,) = [d for d in await _settings(emulator, vm, RASD)
@@ -353,10 +354,10 @@ async def test_add_nic_sets_mac_switch_vlan_and_limit_when_all_are_given(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "net", generation=2)
-    await build.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:01", switch_name="External",
+    await nics.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:01", switch_name="External",
                         vlan=10, rate_mbps=100, name="warm-up")
     before = emulator.round_trips()
-    nic = await build.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:0e", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:0e", switch_name="External",
                               vlan=1234, rate_mbps=200, name="eth1")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (3, 3)
@@ -382,10 +383,10 @@ async def test_add_nic_costs_2_calls_when_no_vlan_and_no_rate_are_given(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "flat", generation=2)
-    await build.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External", vlan=None,
+    await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External", vlan=None,
                         rate_mbps=None, name="eth0")
     before = emulator.round_trips()
-    nic = await build.add_nic(hv(emulator), vm, mac="02-00-51-00-00-02", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="02-00-51-00-00-02", switch_name="External",
                               vlan=None, rate_mbps=None, name="eth1")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 2)
@@ -396,7 +397,7 @@ async def test_add_nic_costs_2_calls_when_no_vlan_and_no_rate_are_given(
 async def test_add_nic_creates_nothing_when_switch_is_unknown(emulator: EmulatorCim) -> None:
     vm = await _vm(emulator, "lost")
     with pytest.raises(InvalidRequest, match="'Nowhere'"):
-        await build.add_nic(hv(emulator), vm, mac="020051000001", switch_name="Nowhere",
+        await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="Nowhere",
                             vlan=None, rate_mbps=None, name="eth0")
     assert await _settings(emulator, vm, SEPSD) == []
 
@@ -411,7 +412,7 @@ async def test_add_nic_creates_nothing_when_arguments_are_invalid(
     vm = await _vm(emulator, "bad")
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await build.add_nic(hv(emulator), vm, mac=mac, switch_name="External", vlan=vlan,
+        await nics.add_nic(hv(emulator), vm, mac=mac, switch_name="External", vlan=vlan,
                             rate_mbps=rate, name="eth0")
     assert (emulator.round_trips() - before).calls == 0
 
@@ -422,7 +423,7 @@ async def test_add_nic_removes_nic_and_names_step_when_features_fail(
     vm = await _vm(emulator, "nofeatures")
     emulator.faults.fail_next_job("AddFeatureSettings")
     with pytest.raises(HyperVError, match="setting the port's VLAN and bandwidth failed"):
-        await build.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External",
+        await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External",
                             vlan=5, rate_mbps=None, name="eth0")
     assert await _settings(emulator, vm, SEPSD) == []
     assert await _settings(emulator, vm, EPASD) == []
@@ -432,7 +433,7 @@ async def test_add_nic_leaves_port_disabled_on_its_switch_when_nic_is_a_spare(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "spare")
-    nic = await build.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
                               vlan=None, rate_mbps=None, name="spare", connected=False)
     (port,) = await _settings(emulator, vm, EPASD)
     assert port.path == nic.port and port["EnabledState"] == 3
@@ -446,7 +447,7 @@ async def test_add_nic_creates_nothing_when_a_spare_asks_for_a_vlan(
 ) -> None:
     vm = await _vm(emulator, "spare-vlan")
     with pytest.raises(InvalidRequest, match="takes no VLAN"):
-        await build.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
+        await nics.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
                             vlan=300, rate_mbps=None, name="spare", connected=False)
     assert await _settings(emulator, vm, SEPSD) == []
 
@@ -609,10 +610,11 @@ async def test_emulator_refuses_a_value_of_1024_utf16_units_when_pushed_around_t
 async def _boot_vm(cim: EmulatorCim, tmp_path: Path) -> tuple[VmRef, ObjectPath, ObjectPath]:
     """A generation 2 VM given an ISO, then a root disk, then a NIC (its default order)."""
     vm = await _vm(cim, "uefi-boot", generation=2)
-    scsi = await build.add_scsi_controller(hv(cim), vm)
-    dvd = await build.attach_disk(hv(cim), vm, scsi, 1, _image(tmp_path, "setup.iso"), dvd=True)
-    root = await build.attach_disk(hv(cim), vm, scsi, 0, _image(tmp_path, "root.vhdx"))
-    await build.add_nic(hv(cim), vm, mac="020051000009", switch_name="External", vlan=None,
+    scsi = await hv_devices.add_scsi_controller(hv(cim), vm)
+    dvd = await hv_devices.attach_disk(hv(cim), vm, scsi, 1, _image(tmp_path, "setup.iso"),
+                                       dvd=True)
+    root = await hv_devices.attach_disk(hv(cim), vm, scsi, 0, _image(tmp_path, "root.vhdx"))
+    await nics.add_nic(hv(cim), vm, mac="020051000009", switch_name="External", vlan=None,
                         rate_mbps=None, name="eth0")
     return vm, root.drive, dvd.drive
 
@@ -679,8 +681,8 @@ async def test_set_boot_order_gen2_raises_when_vm_is_generation_1_or_drive_is_mi
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "bios")
-    scsi = await build.add_scsi_controller(hv(emulator), vm)
-    disk = await build.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
     with pytest.raises(HyperVError, match="has no boot source"):
         await firmware.set_boot_order_gen2(hv(emulator), vm, [disk.drive])
     gone = ObjectPath.for_keys(RASD, InstanceID=f"Microsoft:{vm.guid}\\NOPE\\0\\D")

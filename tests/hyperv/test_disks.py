@@ -9,7 +9,7 @@ import pytest
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
-from hyperv_agent.hyperv import build, disks, vms
+from hyperv_agent.hyperv import build, devices, disks, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from hyperv_agent.hyperv.vms import PowerState
@@ -135,10 +135,10 @@ async def _vm_with_disk(cim: EmulatorCim, tmp_path: Path, *, scsi: bool) -> vms.
     await _warm(cim, tmp_path)
     vm = await build.define_vm(hv(cim), SPEC)
     if scsi:
-        controller = await build.add_scsi_controller(hv(cim), vm)
+        controller = await devices.add_scsi_controller(hv(cim), vm)
     else:
-        controller = (await build.controllers(hv(cim), vm)).ide[0]
-    await build.attach_disk(hv(cim), vm, controller, 0, "C:\\pool\\warm.vhdx")
+        controller = (await devices.controllers(hv(cim), vm)).ide[0]
+    await devices.attach_disk(hv(cim), vm, controller, 0, "C:\\pool\\warm.vhdx")
     return vm
 
 
@@ -177,8 +177,8 @@ async def test_grow_of_running_vm_disk_succeeds_on_scsi_and_is_refused_on_ide(
     other = await build.define_vm(hv(emulator), VmSpec(name="ide-vm", notes=(), generation=1,
                                                    cpus=1, memory_mb=512))
     await disks.create_dynamic(hv(emulator), "C:\\pool\\ide.vhdx", GIB)
-    ide = (await build.controllers(hv(emulator), other)).ide[0]
-    await build.attach_disk(hv(emulator), other, ide, 0, "C:\\pool\\ide.vhdx")
+    ide = (await devices.controllers(hv(emulator), other)).ide[0]
+    await devices.attach_disk(hv(emulator), other, ide, 0, "C:\\pool\\ide.vhdx")
     await ok(emulator, await request_state(emulator, other.path, 2))
     with pytest.raises(HyperVError):
         await disks.resize(hv(emulator), "C:\\pool\\ide.vhdx", 2 * GIB)

@@ -14,6 +14,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, diskstats, drives, vms
+from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.emulator.kit import devices, ok, request_state
@@ -43,7 +44,7 @@ async def _vm(cim: EmulatorCim, name: str, *, generation: int = 1, scsi: bool = 
     vm = await build.define_vm(hv(cim), VmSpec(name=name, notes=(), generation=generation,
                                            cpus=1, memory_mb=512))
     if scsi:
-        await build.add_scsi_controller(hv(cim), vm)
+        await hv_devices.add_scsi_controller(hv(cim), vm)
     if running:
         await ok(cim, await request_state(cim, vm.path, 2))
     found = await vms.find_vm(hv(cim), name)

@@ -32,7 +32,7 @@ async def two_switches(make_config: Callable[..., EmulatorConfig]) -> AsyncItera
 async def _vm(cim: EmulatorCim, vlans: tuple[int | None, ...] = (None, None, 261)) -> VmRef:
     vm = await build.define_vm(hv(cim), SPEC)
     for index, (mac, vlan) in enumerate(zip(MACS, vlans, strict=False)):
-        await build.add_nic(hv(cim), vm, mac=mac, switch_name="External", vlan=vlan, rate_mbps=None,
+        await nics.add_nic(hv(cim), vm, mac=mac, switch_name="External", vlan=vlan, rate_mbps=None,
                             name=f"nic{index}")
     return vm
 
@@ -159,9 +159,9 @@ async def test_set_vlan_refuses_when_vlan_is_out_of_range(emulator: EmulatorCim)
 
 
 def test_normalize_mac_accepts_separators_when_case_is_mixed() -> None:
-    assert build.normalize_mac("06:a2:c8-00:00:18") == "06A2C8000018"
+    assert nics.normalize_mac("06:a2:c8-00:00:18") == "06A2C8000018"
     with pytest.raises(InvalidRequest):
-        build.normalize_mac("06:a2:c8")
+        nics.normalize_mac("06:a2:c8")
 
 
 # --- scale --------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ async def test_remove_takes_nic_and_port_away_when_generation_2_vm_runs(
 ) -> None:
     vm = await build.define_vm(hv(emulator), dataclasses.replace(SPEC, generation=2))
     for index, mac in enumerate(MACS[:2]):
-        await build.add_nic(hv(emulator), vm, mac=mac, switch_name="External", vlan=300 + index,
+        await nics.add_nic(hv(emulator), vm, mac=mac, switch_name="External", vlan=300 + index,
                             rate_mbps=None, name=f"nic{index}")
     await ok(emulator, await request_state(emulator, vm.path, 2))
     (first, second) = await nics.list_nics(hv(emulator), vm.guid)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hyperv_agent.doctor.checks import Target
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.errors import AgentError
-from hyperv_agent.hyperv import build, disks, host, power, vms
+from hyperv_agent.hyperv import build, devices, disks, host, power, vms
 
 VM_PREFIX = "hyperv-agent-doctor-"
 NOTE = "hyperv-agent doctor: a throwaway VM, safe to delete"
@@ -86,8 +86,8 @@ async def _disk(target: Target, vm: Throwaway) -> str:
 
 async def _attach(target: Target, vm: Throwaway) -> str:
     ref = _ref(vm)
-    controller = await build.add_scsi_controller(target.hyperv, ref)
-    await build.attach_disk(target.hyperv, ref, controller, 0, vm.disk)
+    controller = await devices.add_scsi_controller(target.hyperv, ref)
+    await devices.attach_disk(target.hyperv, ref, controller, 0, vm.disk)
     return "disk attached on SCSI 0"
 
 

@@ -7,7 +7,8 @@ arguments split into KVP items, processor shares worked out from the speeds, the
 boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
 Windows, the Microsoft UEFI CA for any other) and looked up, and for a system VM its ISO
 looked for on the image store. Nothing is created until the whole plan is valid. Then
-the VM is built from ``hyperv.build`` pieces and started; a failure after the VM was
+the VM is built from ``hyperv`` pieces (``build``, ``devices``, ``nics``, ``firmware``,
+``kvp``) and started; a failure after the VM was
 defined removes it again (its disk files are never touched) and the answer names the step.
 
 The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run. From
@@ -41,7 +42,7 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
+from hyperv_agent.hyperv import build, devices, firmware, jobs, kvp, nics, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
 from hyperv_agent.hyperv.session import HyperV
@@ -275,7 +276,7 @@ class StartHandler:
         drives = await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
-            await _named(f"{where} on {nic.switch!r}", build.add_nic(
+            await _named(f"{where} on {nic.switch!r}", nics.add_nic(
                 self.hv, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
         boot = _boot_drive(drives) if plan.spec.generation == 2 else None
@@ -290,23 +291,23 @@ class StartHandler:
 
     async def _attach_disks(
         self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],
-    ) -> list[tuple[start_plan.PlannedDisk, build.DiskRef | None]]:
+    ) -> list[tuple[start_plan.PlannedDisk, devices.DiskRef | None]]:
         """Add the controllers and ``disks``; each disk with its drive and medium (None for
         an empty DVD drive)."""
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
         scsi = await _named("adding the SCSI controller",
-                                build.add_scsi_controller(self.hv, ref))
-        found = build.Controllers((), (scsi,))
+                                devices.add_scsi_controller(self.hv, ref))
+        found = devices.Controllers((), (scsi,))
         if any(disk.bus != "scsi" for disk in disks):
             ide = (await _named("reading the IDE controllers",
-                                    build.controllers(self.hv, ref))).ide
-            found = build.Controllers(ide, found.scsi)
+                                    devices.controllers(self.hv, ref))).ide
+            found = devices.Controllers(ide, found.scsi)
         return [(disk, await _named(f"attaching disk {disk.describe()}",
                                         self._attach(ref, found, disk))) for disk in disks]
 
-    async def _attach(self, ref: vms.VmRef, found: build.Controllers,
-                      disk: start_plan.PlannedDisk) -> build.DiskRef | None:
+    async def _attach(self, ref: vms.VmRef, found: devices.Controllers,
+                      disk: start_plan.PlannedDisk) -> devices.DiskRef | None:
         if disk.bus == "scsi":
             controller = found.scsi[0]
         else:
@@ -315,9 +316,9 @@ class StartHandler:
                 raise HyperVError(f"the VM has no IDE controller {index}")
             controller = found.ide[index]
         if disk.path is None:
-            await build.attach_empty_dvd(self.hv, ref, controller, disk.slot)
+            await devices.attach_empty_dvd(self.hv, ref, controller, disk.slot)
             return None
-        return await build.attach_disk(self.hv, ref, controller, disk.slot, disk.path,
+        return await devices.attach_disk(self.hv, ref, controller, disk.slot, disk.path,
                                        dvd=disk.dvd)
 
 
@@ -325,8 +326,8 @@ class StartHandler:
 
 
 def _boot_drive(
-    drives: Sequence[tuple[start_plan.PlannedDisk, build.DiskRef | None]],
-) -> build.DiskRef | None:
+    drives: Sequence[tuple[start_plan.PlannedDisk, devices.DiskRef | None]],
+) -> devices.DiskRef | None:
     """What a generation 2 VM boots from: the ROOT disk, else the first DVD drive holding
     an ISO; None when there is neither (Hyper-V's order, the order the devices were
     added, is kept)."""

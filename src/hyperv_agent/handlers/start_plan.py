@@ -21,7 +21,7 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.hyperv import build, kvp
+from hyperv_agent.hyperv import build, kvp, nics
 from hyperv_agent.hyperv.schema import (
     SCSI_SLOTS,
     VLAN_ID_MAX,
@@ -173,7 +173,7 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
 def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:
     where = f"NIC {nic.device_id}"
     try:
-        digits = build.normalize_mac(nic.mac or "")
+        digits = nics.normalize_mac(nic.mac or "")
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: {error}") from None
     switch = nic.name or (switches[0] if switches else "")

@@ -31,8 +31,8 @@ from hyperv_agent.cloudstack.objects import NicDetails, NicTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
+from hyperv_agent.hyperv import nics, scale, vms
 from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
@@ -143,7 +143,7 @@ class VmConfigHandlers:
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
                                  "nothing changed")
-        mac, vlan = build.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
+        mac, vlan = nics.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.hv, name)
             if vm is None:
@@ -178,7 +178,7 @@ class VmConfigHandlers:
                 raise InvalidRequest("the host has no virtual switch for the NIC")
             switch = switches[0]
         rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-        await build.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
+        await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
 
     async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
@@ -194,7 +194,7 @@ class VmConfigHandlers:
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
                                  "nothing changed")
-        mac = build.normalize_mac(nic.mac or "")
+        mac = nics.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.hv, name)
             found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
@@ -230,7 +230,7 @@ def _nic_failed(why: str) -> InvalidRequest:
 
 def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | None:
     if asked.mac_address:
-        mac = build.normalize_mac(asked.mac_address)
+        mac = nics.normalize_mac(asked.mac_address)
         return next((nic for nic in found if nic.mac == mac), None)
     return found[asked.index] if asked.index < len(found) else None
 

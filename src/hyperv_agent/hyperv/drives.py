@@ -4,8 +4,8 @@
 Everything starts from ``read_storage``: ONE query returns a VM's controllers, drives
 and media (``CIM_ResourceAllocationSettingData`` by InstanceID prefix, which covers the
 ``Msvm_StorageAllocationSettingData`` media too). New drives and media are built by
-``hyperv.build`` from Hyper-V's templates, so the template cache is shared with VM
-creation. Round trips once a session is warm (job polls not counted, W = job waits):
+``hyperv.devices`` from Hyper-V's templates (``settings``), so the kept templates are
+shared with VM creation. Round trips once a session is warm (job polls not counted, W = job waits):
 
 =====================  =================================================================
 ``read_storage``       1 query
@@ -45,7 +45,7 @@ from hyperv_agent.errors import (
     HyperVError,
     InvalidRequest,
 )
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import devices, settings, vms
 from hyperv_agent.hyperv.schema import (
     DVD_IDE_CONTROLLER,
     IDE_SLOTS,
@@ -236,7 +236,7 @@ async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str) -> Placed:
         await _insert(hv, vm, taken.path, image, iso=False)
         return Placed(taken.where, changed=True)
     controller = await _scsi_controller(hv, vm, storage, "attach a volume")
-    await build.attach_disk(hv, vm, controller, slot, image)
+    await devices.attach_disk(hv, vm, controller, slot, image)
     return Placed(f"SCSI 0 slot {slot}", changed=True)
 
 
@@ -281,7 +281,7 @@ async def insert_iso(hv: HyperV, vm: VmRef, image: str) -> Placed:
         await _insert(hv, vm, drive.path, image, iso=True)
         return Placed(drive.where, changed=True)
     controller, where, slot = await _new_dvd_place(hv, vm, storage)
-    await build.attach_disk(hv, vm, controller, slot, image, dvd=True)
+    await devices.attach_disk(hv, vm, controller, slot, image, dvd=True)
     return Placed(where, changed=True)
 
 
@@ -309,7 +309,7 @@ async def empty_dvd(hv: HyperV, vm: VmRef) -> Placed:
     drive = storage.dvd_drive()
     if drive is None:
         controller, where, slot = await _new_dvd_place(hv, vm, storage)
-        await build.attach_empty_dvd(hv, vm, controller, slot)
+        await devices.attach_empty_dvd(hv, vm, controller, slot)
         return Placed(where, changed=True)
     if drive.medium is None or drive.medium.path is None:
         return Placed(drive.where, changed=False)
@@ -355,12 +355,12 @@ async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: s
         raise InvalidRequest(
             f"VM {vm.name} has no SCSI controller to {purpose}, and Hyper-V adds controllers "
             f"to stopped VMs only (the VM is {vm.power.value}); stop the VM and try again")
-    return await build.add_scsi_controller(hv, vm)
+    return await devices.add_scsi_controller(hv, vm)
 
 
 async def _insert(hv: HyperV, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:
     """Put a medium in the empty ``drive``: 1 call + 1 W."""
-    template = await build.default_setting(hv, Class.SASD, Subtype.ISO if iso else Subtype.VHD)
+    template = await settings.default_setting(hv, Class.SASD, Subtype.ISO if iso else Subtype.VHD)
     medium = template.updated(Parent=str(drive), HostResource=[image])
     await vms.call_service(hv, "AddResourceSettings",
                            {"AffectedConfiguration": vm.path, "ResourceSettings": [medium]})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import CimInvalidParameter, HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import build, settings, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
@@ -102,7 +102,7 @@ async def set_boot_order_gen2(hv: HyperV, vm: VmRef, first: Sequence[ObjectPath]
     vssd: CimInstance | None = None
     sources: list[str] = []
     for drive in dict.fromkeys(first):
-        found = await build.step(f"reading the boot source of {drive.relative()}",
+        found = await settings.step(f"reading the boot source of {drive.relative()}",
                                  hv.cim.associators(drive, result_class=Class.SETTING_DATA_BASE))
         vssd = vssd or _settings_of(found, vm, drive)
         sources.append(_boot_source(found, drive))
@@ -112,7 +112,7 @@ async def set_boot_order_gen2(hv: HyperV, vm: VmRef, first: Sequence[ObjectPath]
     order = _boot_order(sources, current)
     if order == list(current):
         return
-    await build.step("setting the boot order", vms.call_service(
+    await settings.step("setting the boot order", vms.call_service(
         hv, "ModifySystemSettings", {"SystemSettings": vssd.updated(BootSourceOrder=order)}))
 
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from hyperv_agent.cim.api import InValue
 from hyperv_agent.errors import InvalidRequest, JobFailed, MethodFailed
 from hyperv_agent.hyperv import vms
-from hyperv_agent.hyperv.build import spawned, step
 from hyperv_agent.hyperv.schema import (
     KVP_GUEST_VALUE_MAX_BYTES,
     KVP_ITEMS_PER_CALL,
@@ -23,6 +22,7 @@ from hyperv_agent.hyperv.schema import (
     KvpSource,
 )
 from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.settings import spawned, step
 from hyperv_agent.hyperv.vms import VmRef
 
 

@@ -236,7 +236,7 @@ CENTRAL_PROCESSOR = 3  # Win32_Processor.ProcessorType of a CPU socket
 PERF_TOTAL = "_Total"  # the all-processors instance of the processor performance counters
 
 
-# --- building a VM (hyperv/build.py) -------------------------------------------------------
+# --- building a VM (hyperv/build.py, devices.py, nics.py) ---------------------------------
 
 GENERATION_SUBTYPES = {1: Subtype.GENERATION_1, 2: Subtype.GENERATION_2}
 VM_NAME_MAX_CHARS = 100  # VSSD.ElementName

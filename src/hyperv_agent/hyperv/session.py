@@ -9,7 +9,7 @@ takes the host's ``HyperV`` session: one per backend, built where the agent is w
 - the paths of the host's singleton services (the Virtual System Management Service, the
   Image Management Service, the Metric Service), looked up once each;
 - what each operation module keeps between calls (``kept``): device templates and
-  spawned settings (``build``), the GUIDs of VM names (``vms``), the secure boot
+  spawned settings (``settings``), the GUIDs of VM names (``vms``), the secure boot
   templates (``firmware``), the disk metric definitions (``diskstats``), ...
 
 Nothing in ``hyperv/`` keeps state of its own, so two sessions (two hosts, or a host
