@@ -18,13 +18,24 @@ import io
 import logging
 import re
 import secrets
-import struct
 import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
+
+from stream_unzip import (
+    NO_ENCRYPTION,
+    EncryptionMechanismNotAllowed,
+    IntegrityError,
+    PasswordError,
+    TruncatedDataError,
+    UnexpectedSignatureError,
+    UnsupportedFeatureError,
+    UnzipError,
+    stream_unzip,
+)
 
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs import images
@@ -212,8 +223,8 @@ class _Meter:
 
 
 class _Source:
-    """The source as stored: counts and hashes every byte read, serves small reads from a
-    chunk-sized buffer, and takes back bytes a zip member's deflate stream over-read."""
+    """The source as stored: counts and hashes every byte read, and serves small reads
+    (the decompressors') from a chunk-sized buffer."""
 
     def __init__(self, raw: BinaryIO, label: str, hasher: _Hasher | None,
                  stop: threading.Event) -> None:
@@ -232,19 +243,6 @@ class _Source:
             self._buffer, self._offset = self._pull(COPY_CHUNK_BYTES), 0
             return self.read(size) if self._buffer else b""
         return self._pull(COPY_CHUNK_BYTES if size < 0 else size)
-
-    def read_exactly(self, size: int, what: str) -> bytes:
-        data = b""
-        while len(data) < size:
-            more = self.read(size - len(data))
-            if not more:
-                raise TransferError(f"{self._label} ends inside {what} (truncated)")
-            data += more
-        return data
-
-    def unread(self, data: bytes) -> None:
-        self._buffer = data + self._buffer[self._offset:]
-        self._offset = 0
 
     def seekable(self) -> bool:
         return False
@@ -352,123 +350,51 @@ def _decompressor(codec: str, source: _Source) -> bz2.BZ2File | gzip.GzipFile:
     return gzip.GzipFile(fileobj=source, mode="rb")
 
 
-# --- zip: the one disk image member, read as the archive streams ---------------------------
-
-_LOCAL_HEADER = b"PK\x03\x04"
-_DESCRIPTOR = b"PK\x07\x08"
-_HEADER = struct.Struct("<HHHHHIIIHH")
-_NO_SIZE = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    flags: int
-    method: int
-    crc: int
-    compressed: int
-    zip64: bool
-
-    @property
-    def described_after(self) -> bool:
-        return bool(self.flags & 0x08)
+# --- zip: the one image member, read as the archive streams ---------------------------------
 
 
 def _zip_image(source: _Source, label: str) -> Iterator[bytes]:
+    """The bytes of the archive's one image member (``images.IMAGE_SUFFIXES``); other
+    members are read past. stream-unzip reads the archive front to back, checking each
+    member's CRC and sizes, as it arrives (no central directory is needed)."""
     found: str | None = None
-    first = True
-    while (signature := source.read_exactly(4, "the zip archive")) == _LOCAL_HEADER:
-        first = False
-        member = _read_member_header(source, label)
-        is_image = member.name.lower().endswith(images.IMAGE_SUFFIXES)
-        if is_image and found is not None:
-            raise TransferError(f"{label} holds several disk images ({found}, {member.name});"
-                                " expected one")
-        chunks = _member_data(source, member, label)
-        if is_image:
-            found = member.name
+    member = ""
+    try:
+        for name, _, chunks in stream_unzip(_chunks(source),
+                                            allowed_encryption_mechanisms=(NO_ENCRYPTION,)):
+            member = name.decode("utf-8", "replace")
+            if not member.lower().endswith(images.IMAGE_SUFFIXES):
+                for _ in chunks:
+                    pass
+                continue
+            if found is not None:
+                raise TransferError(f"{label} holds several disk images ({found}, {member});"
+                                    " expected one")
+            found = member
             yield from chunks
-        else:
-            for _ in chunks:
-                pass
-    if first and signature not in (b"PK\x01\x02", b"PK\x05\x06"):
-        raise TransferError(f"{label} is not a valid zip archive")
+    except UnzipError as error:
+        raise TransferError(_zip_problem(label, member, error)) from None
     if found is None:
         raise TransferError(f"{label} holds no disk image (one of "
                             f"{', '.join(images.IMAGE_SUFFIXES)})")
 
 
-def _read_member_header(source: _Source, label: str) -> _Member:
-    fields = _HEADER.unpack(source.read_exactly(_HEADER.size, "a zip member header"))
-    _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
-    name = source.read_exactly(name_length, "a zip member name").decode("utf-8", "replace")
-    extra = source.read_exactly(extra_length, "a zip member header")
-    if flags & 0x01:
-        raise TransferError(f"{label}: member {name} is encrypted")
-    zip64 = _NO_SIZE in (compressed, size)
-    if zip64:
-        compressed = _zip64_compressed(extra, size, compressed)
-    if method not in (0, 8):
-        raise TransferError(f"{label}: member {name} uses compression method {method}; "
-                            "only stored and deflated members are supported")
-    if method == 0 and flags & 0x08:
-        raise TransferError(f"{label}: stored member {name} does not give its size")
-    return _Member(name, flags, method, crc, compressed, zip64)
-
-
-def _zip64_compressed(extra: bytes, size: int, compressed: int) -> int:
-    offset = 0
-    while offset + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, offset)
-        if tag == 0x0001:
-            values = struct.unpack_from(f"<{length // 8}Q", extra, offset + 4)
-            index = 1 if size == _NO_SIZE else 0
-            return values[index] if compressed == _NO_SIZE else compressed
-        offset += 4 + length
-    return compressed
-
-
-def _member_data(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
-    crc = 0
-    chunks = _stored(source, member) if member.method == 0 else _inflated(source, member, label)
-    for chunk in chunks:
-        crc = zlib.crc32(chunk, crc)
-        yield chunk
-    expected = _descriptor_crc(source, member) if member.described_after else member.crc
-    if crc != expected:
-        raise TransferError(f"{label}: member {member.name} is corrupt (CRC mismatch)")
-
-
-def _stored(source: _Source, member: _Member) -> Iterator[bytes]:
-    remaining = member.compressed
-    while remaining:
-        chunk = source.read_exactly(min(remaining, COPY_CHUNK_BYTES), member.name)
-        remaining -= len(chunk)
+def _chunks(source: _Source) -> Iterator[bytes]:
+    while chunk := source.read(COPY_CHUNK_BYTES):
         yield chunk
 
 
-def _inflated(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
-    inflater = zlib.decompressobj(-15)
-    remaining = None if member.described_after else member.compressed
-    try:
-        while not inflater.eof:
-            size = COPY_CHUNK_BYTES if remaining is None else min(remaining, COPY_CHUNK_BYTES)
-            data = source.read(size) if size else b""
-            if not data:
-                raise TransferError(f"{label} ends inside {member.name} (truncated)")
-            if remaining is not None:
-                remaining -= len(data)
-            while data and not inflater.eof:
-                yield inflater.decompress(data, COPY_CHUNK_BYTES)
-                data = inflater.unconsumed_tail
-    except zlib.error as error:
-        raise TransferError(f"{label}: member {member.name} is corrupt ({error})") from None
-    source.unread(inflater.unused_data)
-
-
-def _descriptor_crc(source: _Source, member: _Member) -> int:
-    start = source.read_exactly(4, "a zip data descriptor")
-    if start == _DESCRIPTOR:
-        start = source.read_exactly(4, "a zip data descriptor")
-    source.read_exactly(16 if member.zip64 else 8, "a zip data descriptor")
-    return int(struct.unpack("<I", start)[0])
+def _zip_problem(label: str, member: str, error: UnzipError) -> str:
+    """One line saying what is wrong with the archive ``label``."""
+    where = f"{label}: member {member}" if member else label
+    if isinstance(error, TruncatedDataError):
+        return f"{label} ends inside {member or 'the zip archive'} (truncated)"
+    if isinstance(error, UnexpectedSignatureError) and not member:
+        return f"{label} is not a valid zip archive"
+    if isinstance(error, IntegrityError):
+        return f"{where} is corrupt ({type(error).__name__.removesuffix('Error')})"
+    if isinstance(error, EncryptionMechanismNotAllowed | PasswordError):
+        return f"{where} is encrypted"
+    if isinstance(error, UnsupportedFeatureError):
+        return f"{where} uses a zip feature this agent does not read ({type(error).__name__})"
+    return f"{where} is corrupt ({type(error).__name__})"
