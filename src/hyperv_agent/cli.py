@@ -211,7 +211,8 @@ def _out_json(value: OutValue) -> Any:
 @_config_option
 @_backend_option
 @_state_option
-@click.option("--listen", help="HOST:PORT for the CloudStack endpoint (default 0.0.0.0:8250).")
+@click.option("--listen", help="HOST:PORT for the CloudStack endpoint (default 0.0.0.0:8250, "
+              "or HYPERV_AGENT_LISTEN).")
 @click.option("--admin-listen", help="HOST:PORT for /healthz and /metrics (default "
               "127.0.0.1:9250).")
 @click.option("--private-ip", help="This host's address on the management network.")
@@ -244,13 +245,17 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     except AgentError as error:
         _fail(error)
         return
+    except OSError as error:  # a file of the state directory or a TLS file
+        _fail(ConfigError(f"cannot start: {error.strerror or error}: {error.filename} "
+                          "(see [agent] state_dir, tls_cert and tls_key)"))
+        return
     finally:
         gc.freeze()
         gc.enable()
     try:
         asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
-        _fail(ConfigError(f"cannot listen: {error.strerror or error}"))
+        _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
 
 
 main.add_command(doctor_command((_config_option, _backend_option, _state_option, _wsman_options),
@@ -286,7 +291,7 @@ def template_make(path: Path, size_mb: int) -> None:
 
 
 @main.command("probe")
-@click.argument("url")
+@click.argument("url", required=False)
 @click.option("--private-ip", default="127.0.0.1", show_default=True,
               help="The address to register the host under (must be one of its NICs).")
 @click.option("--deploy", is_flag=True,
@@ -304,17 +309,21 @@ def template_make(path: Path, size_mb: int) -> None:
 @click.option("--hypervisor-version", "versions", multiple=True, default=("6.2",),
               show_default=True, help="A Hyperv row of the management server's "
               "hypervisor_capabilities table (repeat for several).")
-def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
+def probe_command(url: str | None, private_ip: str, deploy: bool, secondary: str | None,
                   template_path: str | None, timeout_s: float, versions: tuple[str, ...]
                   ) -> None:
-    """Play the management server against the agent at URL and check it is a drop-in."""
+    """Play the management server against the agent at URL (default: the agent on this
+    machine, https://127.0.0.1:8250 or HYPERV_AGENT_LISTEN) and check it is a drop-in.
+    An agent still starting is waited for, within --timeout."""
     import asyncio
 
     from hyperv_agent import probe
+    from hyperv_agent.config import local_agent_url
     from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE, DeployPlan
 
     plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE) if deploy else None
-    report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan, versions))
+    report = asyncio.run(probe.probe(url or local_agent_url(), private_ip, timeout_s, plan,
+                                     versions))
     click.echo(report.table())
     if not report.passed:
         broken = [f.rule for f in report.findings if not f.ok]

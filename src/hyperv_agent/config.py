@@ -30,9 +30,10 @@ File layout (names other tools rely on)::
     ca_file = "/etc/hyperv-agent/hv01-ca.pem"
     operation_timeout_s = 60
 
-Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file,
-as do ``HYPERV_AGENT_SMB_SERVERS`` (comma-separated) and ``HYPERV_AGENT_SMB_PORT``;
-``HYPERV_AGENT_WSMAN_PASSWORD`` gives the WinRM password.
+Environment: ``HYPERV_AGENT_STATE_DIR``, ``HYPERV_AGENT_BACKEND``, ``HYPERV_AGENT_LISTEN``
+and ``HYPERV_AGENT_ADMIN_LISTEN`` override the file, as do ``HYPERV_AGENT_SMB_SERVERS``
+(comma-separated) and ``HYPERV_AGENT_SMB_PORT``; ``HYPERV_AGENT_WSMAN_PASSWORD`` gives the
+WinRM password.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ from hyperv_agent.errors import ConfigError
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+DEFAULT_LISTEN = "0.0.0.0:8250"  # the management server always uses port 8250
+
+
+def local_agent_url() -> str:
+    """The URL of the agent on this machine: ``HYPERV_AGENT_LISTEN``, else the default
+    listener, reached over loopback."""
+    host, _, port = (os.environ.get("HYPERV_AGENT_LISTEN") or DEFAULT_LISTEN).rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 - a listener on every address
+        host = "127.0.0.1"
+    return f"https://{host}:{port}"
 
 
 def default_state_dir() -> Path:
@@ -115,7 +128,7 @@ class AgentSection(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
     # auto: on a Windows host, wmi when PyMI imports, else wsman to WinRM on localhost
     backend: Backend = "emulator" if sys.platform != "win32" else "auto"
-    listen: str = "0.0.0.0:8250"
+    listen: str = DEFAULT_LISTEN
     admin_listen: str = "127.0.0.1:9250"
     private_ip: str | None = None  # the agent's address on the management network
     tls_cert: Path | None = None
@@ -337,6 +350,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _environment() -> Mapping[str, str]:
     names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend",
+             "HYPERV_AGENT_LISTEN": "listen", "HYPERV_AGENT_ADMIN_LISTEN": "admin_listen",
              "HYPERV_AGENT_SMB_SERVERS": "smb_servers", "HYPERV_AGENT_SMB_PORT": "smb_port"}
     return {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
 

@@ -9,7 +9,9 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -40,6 +42,7 @@ from hyperv_agent.state import PoolRegistry
 from hyperv_agent.stopping import stop_on_signals
 
 log = logging.getLogger("hyperv_agent")
+_T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
 
@@ -194,31 +197,51 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
 
 
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
-    """Clear what an earlier run left, then serve until ``stop`` is set."""
+    """Clear what an earlier run left, then serve until ``stop`` is set; one line says
+    the agent stopped. A listener that cannot open raises OSError naming its setting."""
     file_limit = open_file_limit()
     announce_limits(agent, file_limit)
     await agent.leftovers.clear()
-    runners = [
-        await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
-                           agent.ssl_context(), agent.limits(file_limit)),
-        await server.start(agent.admin_app(),
-                           server.Listener.parse(agent.config.agent.admin_listen), None,
-                           agent.admin_limits(), name="admin"),
-    ]
-    log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
-             agent.config.agent.listen, agent.config.agent.admin_listen,
-             agent.identity.sha256_fingerprint)
-    console = await relay.start_for(agent.config, agent.allow_from)
-    beating = asyncio.create_task(heartbeats(agent))
+    settings = agent.config.agent
+    runners: list[web.AppRunner] = []
+    console: relay.ConsoleRelay | None = None
+    beating: asyncio.Task[None] | None = None
     try:
+        runners.append(await _listening("listen", settings.listen, server.start(
+            agent.app(), server.Listener.parse(settings.listen), agent.ssl_context(),
+            agent.limits(file_limit))))
+        runners.append(await _listening("admin_listen", settings.admin_listen, server.start(
+            agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
+            agent.admin_limits(), name="admin")))
+        log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
+                 settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
+        console = await relay.start_for(agent.config, agent.allow_from)
+        beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
     finally:
+        await _stopped(agent, runners, console, beating)
+
+
+async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
+    """``start``; an OSError names the setting whose address could not be listened on."""
+    try:
+        return await start
+    except OSError as error:
+        raise OSError(error.errno, f"{address} ([agent] {setting}): "
+                                   f"{error.strerror or error}") from None
+
+
+async def _stopped(agent: Agent, runners: list[web.AppRunner],
+                   console: relay.ConsoleRelay | None, beating: asyncio.Task[None] | None
+                   ) -> None:
+    if beating is not None:
         beating.cancel()
-        if console is not None:
-            await console.close()
-        for runner in runners:
-            await runner.cleanup()
-        await agent.close()
+    if console is not None:
+        await console.close()
+    for runner in runners:
+        await runner.cleanup()
+    await agent.close()
+    log.info("hyperv-agent stopped: listeners closed, backend closed")
 
 
 async def serve_until_signalled(agent: Agent) -> None:

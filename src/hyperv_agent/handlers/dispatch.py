@@ -30,7 +30,7 @@ from hyperv_agent.cloudstack import codec
 from hyperv_agent.cloudstack.answers import Answer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.errors import AgentError
-from hyperv_agent.metrics import Metrics
+from hyperv_agent.metrics import Metrics, result_word
 
 log = logging.getLogger("hyperv_agent.command")
 
@@ -135,7 +135,7 @@ class Dispatch:
 
     def _record(self, fqcn: str, outcome: Outcome, elapsed_s: float, round_trips: int) -> None:
         log.info("%s vm=%s result=%s duration_ms=%.1f round_trips=%d%s",
-                 fqcn.rsplit(".", 1)[-1], outcome.vm or "-", "ok" if outcome.ok else "failed",
+                 fqcn.rsplit(".", 1)[-1], outcome.vm or "-", result_word(outcome.ok),
                  elapsed_s * 1000, round_trips,
                  f" details={outcome.details}" if outcome.details else "")
         if self._metrics is not None:

@@ -93,8 +93,8 @@ def _serve_logged(config: AgentConfig, run: ServiceRun, stop: StopSignal) -> str
         log.error("fatal: %s", error)
         return str(error)
     except OSError as error:
-        log.error("fatal: cannot listen on %s: %s", config.agent.listen, error)
-        return f"cannot listen on {config.agent.listen}: {error.strerror or error}"
+        log.error("fatal: cannot listen on %s", error.strerror or error)
+        return f"cannot listen on {error.strerror or error}"
     except Exception as error:  # the service must say why it died, whatever it was
         log.exception("fatal: unexpected error")
         return f"unexpected {type(error).__name__}: {error} (see {run.log_file})"
