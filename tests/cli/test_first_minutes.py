@@ -68,7 +68,6 @@ def _commands() -> list[str]:
     return found
 
 
-@pytest.mark.slow
 def test_see_it_work_commands_deploy_a_vm_when_run_as_written_in_a_fresh_clone(
         clone: Path, tmp_path: Path) -> None:
     serve, probe = _commands()
