@@ -1,14 +1,15 @@
 """VM lifecycle budgets under the emulator's latency model (20 ms a call, 300 ms a job).
 
 - the modelled wall time of a StartCommand with 2 disks and 2 NICs, beside the same work
-  priced at the C# agent's round-trip counts (hyperv-wmi-v2.md §5.2, CloudStack column:
-  define + CPU/memory 8 calls + 2 waits and TagVm 3 + 1; each disk ~11 calls + 2 waits;
-  each NIC ≥14 + 2, its VLAN 5 + 1 and bandwidth 4 + 1; start 2 + 1; its job waits poll
-  once a second, so each costs at least 1 s);
+  priced at the C# agent's round-trip counts (docs/architecture.md, "Round trips": define
+  + CPU/memory 8 calls + 2 waits and TagVm 3 + 1; each disk ~11 calls + 2 waits; each NIC
+  ≥14 + 2, its VLAN 5 + 1 and bandwidth 4 + 1; start 2 + 1; its job waits poll once a
+  second, so each costs at least 1 s);
 - 32 concurrent StartCommands for different VMs finish within 3x one StartCommand's time;
-- the round trips of each step of a start (counted while the step runs, caches warm), of
-  re-creating a stopped VM, of a system VM's ISO and boot arguments, and of the stats of
-  every VM, beside the C# agent's counts for the same step (§5.2) and the project's budget.
+- the round trips of each step of a start (told apart by what each round trip does,
+  bench/start_steps.py; caches warm), of re-creating a stopped VM, of a system VM's ISO
+  and boot arguments, and of the stats of every VM, beside the C# agent's counts for the
+  same step (docs/architecture.md, "Round trips") and the project's budget.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CSHARP_POLL_S = 1.0
 STATS = "com.cloud.agent.api.GetVmStatsCommand"
 SHARE = "\\\\10.1.1.2\\secondary"
 SECONDARY = "cifs://10.1.1.2/secondary?user=admin&password=secret"
-#: Per step: the C# agent's count (hyperv-wmi-v2.md §5.2, CloudStack column) and the budget
+#: Per step: the C# agent's count (docs/architecture.md, "Round trips") and the budget
 #: (calls, waits; None: no budget).
 STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
     start_steps.STEP_DEFINE: ("8 / 2 (+ TagVm 3 / 1)", (3, 2)),

@@ -4,6 +4,7 @@ to dispatch (the rest is import-linter's, in pyproject.toml)."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +82,31 @@ def test_no_module_looks_inside_a_backend_when_it_needs_to_know_which_it_is() ->
                 assert "EmulatorCim" not in ast.unparse(node.args[1]), relative
             if isinstance(node, ast.Attribute) and node.attr == "inner":
                 assert relative in ("cim/counting.py", "hostfs/adminshares.py"), relative
+
+
+DOCS = SOURCE.parent.parent / "docs"
+_CITED = re.compile(r"protocol §(\d+(?:\.\d+)?)((?:(?:, |–| and |-)§\d+(?:\.\d+)?)*)")
+
+
+def _protocol_sections() -> set[str]:
+    text = (DOCS / "protocol.md").read_text()
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.M))
+
+
+def test_every_protocol_section_a_comment_cites_is_in_docs_protocol_md() -> None:
+    sections = _protocol_sections()
+    roots = [SOURCE, SOURCE.parent.parent / "tests", SOURCE.parent.parent / "bench"]
+    for module in sorted(p for root in roots for p in root.rglob("*.py")):
+        for first, more in _CITED.findall(module.read_text()):
+            for cited in [first, *re.findall(r"§(\d+(?:\.\d+)?)", more)]:
+                assert cited in sections, f"{module.name} cites protocol §{cited}"
+
+
+def test_no_comment_cites_a_document_that_is_not_in_the_repository() -> None:
+    outside = re.compile(r"hyperv-wmi-v2\.md|cloudstack-protocol\.md|wsman-cim\.md|"
+                         r"python-ecosystem\.md|reference §")
+    roots = [SOURCE, SOURCE.parent.parent / "tests", SOURCE.parent.parent / "bench"]
+    for module in sorted(p for root in roots for p in root.rglob("*.py")):
+        if module.name == "test_layout.py":
+            continue
+        assert not outside.search(module.read_text()), module

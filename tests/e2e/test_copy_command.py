@@ -1,4 +1,4 @@
-"""CopyCommand over real HTTPS, every §5.2 case, checked on disk and in the emulator."""
+"""CopyCommand over real HTTPS, every protocol §5.2 case, checked on disk and in the emulator."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""StartCommand over real HTTPS, building VMs on the emulated host (§9)."""
+"""StartCommand over real HTTPS, building VMs on the emulated host (protocol §9)."""
 
 from __future__ import annotations
 

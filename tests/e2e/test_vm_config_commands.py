@@ -23,7 +23,8 @@ MODIFY_ANSWER = "com.cloud.agent.api.ModifyVmNicConfigAnswer"
 SCALE = "com.cloud.agent.api.ScaleVmCommand"
 SCALE_ANSWER = "com.cloud.agent.api.ScaleVmAnswer"
 ROUTER = "r-4-VM"
-#: The router of protocol §13: control, guest and public NICs, then a spare (disconnected).
+#: The router of protocol §13 (and §9.4): control, guest and public NICs, then a spare
+#: (disconnected).
 ROUTER_NICS = (("0200512C000E", None), ("0E0004000016", None), ("06A2C8000018", 261),
                ("06A2C8000019", None))
 MB = 1024 * 1024

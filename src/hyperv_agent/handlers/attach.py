@@ -1,5 +1,5 @@
 """Attach and detach: AttachCommand / DettachCommand for data volumes and ISOs,
-AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1 rows 28–29, §11).
+AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1, §11).
 
 A data volume (``disk.type`` DATADISK, a VolumeObjectTO on a primary pool) goes on the
 VM's first SCSI controller at ``disk.diskSeq``; an ISO (``disk.type`` ISO, a

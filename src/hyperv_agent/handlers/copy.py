@@ -1,4 +1,4 @@
-"""CopyCommand: templates and volumes between image stores and primary pools (§5.2).
+"""CopyCommand: templates and volumes between image stores and primary pools (protocol §5.2).
 
 =====  ===========================================  ======================================
 case   source -> destination                        what happens
@@ -75,7 +75,7 @@ class CopyHandler(FileHandlers):
         return {names.COPY_COMMAND: Route(CopyCommand, self.copy)}
 
     async def copy(self, asked: CopyCommand) -> Result:
-        """Run the §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
+        """Run the protocol §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
         the destination TO as it now is. A repeat replaces the destination file with a
         fresh copy (a volume in a running VM is never replaced). On failure no partial
         file has the destination's name and ``newData`` is null; a copied file that was

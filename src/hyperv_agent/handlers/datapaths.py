@@ -1,4 +1,4 @@
-"""Where a request's files live on the host (protocol §11 "FullFileName"), and the rule that
+"""Where a request's files live on the host (protocol §11), and the rule that
 keeps them inside the pools.
 
 A path from a request is served only below a registered root:
@@ -220,7 +220,7 @@ class DataPaths:
 
     async def primary_templates(self, template: TemplateObjectTO, what: str
                                 ) -> tuple[str, ...]:
-        """Where a template on a primary pool may be, in order (§11): ``<pool>\\<path>``
+        """Where a template on a primary pool may be, in order (protocol §11): ``<pool>\\<path>``
         with its format's extension, then with ``.vhdx`` and ``.vhd``."""
         if not isinstance(template.image_data_store, PrimaryDataStoreTO):
             raise InvalidRequest(f"{what}: the template is not on a primary data store")
@@ -239,7 +239,7 @@ class DataPaths:
         """The file of a volume on a primary pool (``volume_file``) or, to be read, on a
         cifs image store: ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the first is
         not a file; a name without a disk extension takes its format's, or, without a
-        format, that of the single ``<uuid>.vhd*`` file found in its folder (§11)."""
+        format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
             return await self.volume_file(volume, what)
         root = self._store_root(volume.data_store, what)

@@ -39,7 +39,7 @@ from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent.handlers.host")
 
-RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (§8)
+RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (protocol §8)
 DEFAULT_HYPERVISOR_VERSION = "6.2"
 UEFI_ENABLE = "host.uefi.enable"  # ReadyAnswer.detailsMap key (com.cloud.host.Host)
 CLOUDSTACK_NOTE = "cloudstack"
@@ -229,7 +229,7 @@ class HostHandlers:
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
     async def check_on_host(self, command: wire.CheckOnHostCommand) -> Result:
-        """§5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
+        """protocol §5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
         alive, because one of the shared pools holds a heartbeat of it younger than
         ``HEARTBEAT_FRESH_S``. Read-only."""
         network = command.host.private_network

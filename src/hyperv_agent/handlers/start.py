@@ -1,5 +1,5 @@
 """StartCommand: create (or re-create) a VM from its VirtualMachineTO and start it
-(protocol §5.1 row 22, §9, §11).
+(protocol §9, §11).
 
 The command is turned into a ``start_plan.Plan`` first: every disk path resolved and
 confined to its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
@@ -52,7 +52,7 @@ log = logging.getLogger("hyperv_agent.handlers.start")
 
 _T = TypeVar("_T")
 
-_ISO_FOLDER = "systemvm"  # §9.3: <image store>\systemvm\systemvm*.iso
+_ISO_FOLDER = "systemvm"  # protocol §9.3: <image store>\systemvm\systemvm*.iso
 _ISO_PREFIX, _ISO_SUFFIX = "systemvm", ".iso"
 #: Where a generation 1 VM takes the system VM ISO, in order of preference.
 
@@ -106,7 +106,7 @@ class StartHandler:
         return {names.START_COMMAND: Route(StartCommand, self.start)}
 
     async def start(self, command: StartCommand) -> Result:
-        """Create the VM ``vm`` describes and start it (§9.1).
+        """Create the VM ``vm`` describes and start it (protocol §9.1).
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
         exists but is not running is removed (its disks kept) and built anew. Invalid
@@ -221,7 +221,7 @@ class StartHandler:
 
     async def _system_iso(self, url: str | None, disks: tuple[start_plan.PlannedDisk, ...],
                           generation: int) -> tuple[tuple[start_plan.PlannedDisk, ...], str]:
-        """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
+        """``disks`` with the system VM ISO (protocol §9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
             return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
         share = self.paths.image_store(url, "secondaryStorage")

@@ -1,4 +1,4 @@
-"""Storage pools: Modify/Create/DeleteStoragePoolCommand and GetStorageStatsCommand (§5.3).
+"""Storage pools: Modify/Create/DeleteStoragePoolCommand and GetStorageStatsCommand (protocol §5.3).
 
 A Filesystem pool is a folder on the host: ``localPath`` of the command, as the C# agent
 takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``pool.path``

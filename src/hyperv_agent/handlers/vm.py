@@ -1,5 +1,5 @@
 """VM lifecycle and state: Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats
-(protocol §5.1 rows 19–24, §5.3, §8).
+(protocol §5.1, §5.3, §8).
 
 Commands that change a VM (Stop, Reboot) hold that VM's lock for their whole run, so two
 commands about one VM never interleave; commands about different VMs run concurrently.
@@ -38,9 +38,9 @@ from hyperv_agent.hyperv.session import HyperV
 log = logging.getLogger("hyperv_agent.handlers.vm")
 
 
-VNC_PORT_RDP = -9  # §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
+VNC_PORT_RDP = -9  # protocol §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
 
-#: The CloudStack power state a Hyper-V power state is reported as (§5.3): a paused VM
+#: The CloudStack power state a Hyper-V power state is reported as (protocol §5.3): a paused VM
 #: still holds its host resources, so it counts as on.
 _CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
     vms.PowerState.RUNNING: PowerState.POWER_ON,
@@ -91,7 +91,7 @@ class VmHandlers:
         }
 
     async def stop(self, stop: StopCommand) -> Result:
-        """Shut the VM down and delete its definition; its disk files stay (§5.3).
+        """Shut the VM down and delete its definition; its disk files stay (protocol §5.3).
 
         Unknown VM: success, nothing done, so a repeat (or a retry after a lost answer)
         is safe. Unless ``forceStop``, the guest is asked to shut down and given
@@ -142,7 +142,7 @@ class VmHandlers:
         return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
 
     async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
-        """Console access (§8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
+        """Console access (protocol §8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
 
         Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
         repeat, 1 query.

@@ -1,9 +1,9 @@
 """VM configuration: ScaleVm, GetVmConfig, ModifyVmNicConfig, PlugNic and UnPlugNic
-(protocol §5.1 rows 13, 31–32, §5.3, §6).
+(protocol §5.1, §5.3, §6).
 
 The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and for
 router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
-in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (§9.4). When a
+in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (protocol §9.4). When a
 PlugNic or UnPlugNic does arrive, it is carried out for real: a NIC is added to (removed
 from) a generation 2 VM or a stopped one, and on a running generation 1 VM, which cannot
 gain or lose NICs, an existing NIC with the MAC is connected (disconnected). Every
@@ -97,7 +97,7 @@ class VmConfigHandlers:
         By MAC, or by index with ``enable``: the port is connected to ``switchLableName``
         (or keeps its switch; with none, the host's first; a NIC without a port gets one)
         and put on ``vlan`` ("untagged" or empty: no VLAN). By MAC this happens whatever
-        ``enable`` says, as the MS's router code sends it unset (§5.3). By index without
+        ``enable`` says, as the MS's router code sends it unset (protocol §5.3). By index without
         ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
         an index >= 1, an unknown VM, MAC or index, an invalid VLAN or switch: a failed
         answer saying which, nothing changed. Safe to repeat. If setting the VLAN fails

@@ -1,5 +1,5 @@
 """Volumes on primary storage: CreateObject, Delete and ResizeVolume, and the legacy
-(pre-4.2) Create, Destroy and PrimaryStorageDownload commands (§5.1 rows 30, 34, 36-38).
+(pre-4.2) Create, Destroy and PrimaryStorageDownload commands (protocol §5.1).
 
 Every file is resolved by ``handlers.datapaths``, below a registered root only; disks are
 made and grown by

@@ -1,5 +1,5 @@
-"""Firmware settings of a VM: the secure boot template a guest needs (hyperv-wmi-v2.md
-R14) and the boot order of a generation 2 VM.
+"""Firmware settings of a VM: the secure boot template a guest needs (docs/architecture.md,
+"Hyper-V facts") and the boot order of a generation 2 VM.
 
 =============================  ==========================================================
 ``secure_boot_template_id``    1 query the first time per session, then none

@@ -1,5 +1,5 @@
-"""Host-to-guest key/value pairs (KVP, hyperv-wmi-v2.md R15): how boot arguments reach a
-system VM (protocol §9.2).
+"""Host-to-guest key/value pairs (KVP; docs/architecture.md, "Hyper-V facts"): how boot
+arguments reach a system VM (protocol §9.2).
 
 A value must fit one Msvm_KvpExchangeDataItem (1023 UTF-16 units) and the guest's pool
 record (2047 bytes of UTF-8); ``split_words`` turns a longer value into several items the
