@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import start_steps
-from bench.common import report, verdict
+from bench.common import report, require, verdict
 from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
@@ -123,6 +123,16 @@ async def start_one(agent: Agent, body: bytes) -> float:
     return time.perf_counter() - started
 
 
+async def _require_running(agent: Agent, names: list[str]) -> None:
+    """Every VM of ``names`` runs on the emulated host (each has 2 disks and 2 NICs)."""
+    found = {str(vm["ElementName"]): vm["EnabledState"] for vm in await emulator_of(
+        agent).query("SELECT ElementName, EnabledState FROM Msvm_ComputerSystem "
+                     "WHERE Caption = 'Virtual Machine'")}
+    require(all(found.get(name) == 2 for name in names),
+            f"{len(names)} VMs started and running (running: "
+            f"{sum(found.get(name) == 2 for name in names)})")
+
+
 def emulator_of(agent: Agent) -> EmulatorCim:
     assert agent.emulator is not None
     return agent.emulator
@@ -178,6 +188,7 @@ async def main() -> None:
         started = time.perf_counter()
         await asyncio.gather(*(start_one(agent, body) for body in bodies))
         concurrent = time.perf_counter() - started
+        await _require_running(agent, [f"i-2-{index + 100}-VM" for index in range(32)])
         steps = await step_rows(agent, drive_c)
         await agent.cim.close()
     csharp = CSHARP_CALLS * CALL_S + CSHARP_WAITS * max(JOB_S, CSHARP_POLL_S)

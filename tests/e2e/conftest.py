@@ -164,7 +164,7 @@ async def warm_class_cache(agent: Agent, emulator: EmulatorCim, kind: str) -> No
     of a kind, handed to the later ones."""
     from hyperv_agent.emulator.schema import CLASSES
 
-    cim = getattr(agent.cim, "inner", agent.cim)
+    cim = agent.opened.wsman
     assert isinstance(cim, WsmanCim)
     if kind in _read_classes:
         cim.learn_classes(_read_classes[kind])
