@@ -29,6 +29,7 @@ either order; the agent removes first, which fails closed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -215,22 +216,28 @@ def _unique(specs: Sequence[AclSpec]) -> list[AclSpec]:
 # --- canonical text -------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
 def canonical_address(text: str) -> str:
     """``ANY`` for any/empty; a host address bare; a subnet as ``network/prefix``, both
     compressed. ValueError when the text is no address or does not fit Hyper-V's 40
     characters."""
     if text.strip().upper() in ("", ANY):
         return ANY
-    network = ipaddress.ip_network(text.strip(), strict=False)
+    return network_text(ipaddress.ip_network(text.strip(), strict=False))
+
+
+def network_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """``canonical_address`` of a parsed network."""
     if network.prefixlen == network.max_prefixlen:
         result = str(network.network_address)
     else:
         result = f"{network.network_address.compressed}/{network.prefixlen}"
     if len(result) > ADDRESS_MAX_CHARS:
-        raise ValueError(f"{text!r} takes more than {ADDRESS_MAX_CHARS} characters")
+        raise ValueError(f"{result!r} takes more than {ADDRESS_MAX_CHARS} characters")
     return result
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_ports(text: str) -> str:
     """``ANY`` for any/empty, ``low`` or ``low-high`` otherwise; ValueError if malformed."""
     if text.strip().upper() in ("", ANY):

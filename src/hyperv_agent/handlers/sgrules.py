@@ -46,11 +46,10 @@ from hyperv_agent.handlers.portacls import (
     AclAction,
     AclDirection,
     AclSpec,
-    canonical_address,
+    network_text,
 )
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 IN, OUT = AclDirection.INCOMING, AclDirection.OUTGOING
 ALLOW, DENY = AclAction.ALLOW, AclAction.DENY
@@ -107,12 +106,18 @@ class Translation:
 
 
 @dataclass(frozen=True)
+class _Cidr:
+    version: int
+    text: str  # as an ACL address field holds it
+
+
+@dataclass(frozen=True)
 class _Rule:
     field: str
     direction: AclDirection
     proto: str  # tcp, udp, icmp, all, or a decimal protocol number
     ports: str  # ANY or low[-high]; for icmp, what the type and code said
-    cidrs: tuple[IpNetwork, ...]
+    cidrs: tuple[_Cidr, ...]
 
 
 def nic_addresses(mac: str | None, guest_ip: str | None, guest_ip6: str | None,
@@ -188,13 +193,12 @@ def _ports(proto: str, rule: IpPortAndProto, field: str) -> str:
     return str(start) if start == end else f"{start}-{end}"
 
 
-def _cidr(field: str, text: str) -> IpNetwork:
+def _cidr(field: str, text: str) -> _Cidr:
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
-        canonical_address(str(network))
+        return _Cidr(network.version, network_text(network))
     except ValueError as error:
         raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 CIDR ({error})") from None
-    return network
 
 
 def _address(field: str, text: str) -> IpAddress:
@@ -231,10 +235,10 @@ def _always(nic: NicAddresses) -> Iterator[AclSpec]:
         yield AclSpec("icmpv6", OUT, ALLOW, ICMPV6, own, v6_any)
 
 
-def _rule_acls(rule: _Rule, cidr: IpNetwork, nic: NicAddresses) -> Iterator[AclSpec]:
+def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses) -> Iterator[AclSpec]:
     if rule.proto == "icmp" and cidr.version == 6:
         return  # ICMPv6 is always allowed (see _always)
-    remote, role = canonical_address(str(cidr)), rule.field.split("RuleSet")[0]
+    remote, role = cidr.text, rule.field.split("RuleSet")[0]
     protocols = {"tcp": ("TCP",), "udp": ("UDP",), "all": ("TCP", "UDP", ANY)}.get(
         rule.proto, (_ICMP_OF[cidr.version] if rule.proto == "icmp" else rule.proto,))
     ports = rule.ports if rule.proto in ("tcp", "udp") else ANY
