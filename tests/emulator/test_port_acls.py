@@ -82,6 +82,8 @@ async def test_many_acls_are_added_in_one_call_when_weights_differ(
     ("Direction", 3),
     ("Action", 3),  # Meter exists for the basic ACL class only
     ("Name", "x" * 65),
+    ("Weight", 70000),  # uint16
+    ("IdleSessionTimeout", -1),
 ])
 async def test_acl_is_refused_and_nothing_stored_when_a_field_is_malformed(
     emulator: EmulatorCim, field: str, value: CimValue,
