@@ -74,8 +74,13 @@ class Handover:
         return []
 
     def finish(self) -> None:
-        """After the source's commit: the hand-over is over."""
+        """After the source's commit: the hand-over is over, and so are the earlier ones
+        whose destination stored the VM only when it started again."""
         (self.folder / f"{self.offer.id}{ARRIVED}").unlink(missing_ok=True)
+        for path in sorted(self.folder.glob(f"*{ARRIVED}")):
+            offer = _read_offer(path)
+            if offer is not None and offer.source.lower() == self.host.name.lower():
+                _recover_source(self.host, self.folder, offer, path)
 
 
 def check(host: EmulatedHost, offer: Offer) -> None:
