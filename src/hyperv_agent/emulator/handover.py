@@ -36,7 +36,7 @@ from hyperv_agent.emulator.calls import MethodError
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.offer import ARRIVAL, Offer, record_from_json, record_json
-from hyperv_agent.emulator.peers import Peer, PeerDown, PeerRefused
+from hyperv_agent.emulator.peers import Peer, PeerDown, PeerRefused, why
 from hyperv_agent.emulator.schema import CLASSES
 from hyperv_agent.emulator.store import Transaction
 
@@ -67,7 +67,7 @@ class Handover:
             if _withdraw(self.folder, self.offer.id):
                 raise MethodError(DESTINATION_UNREACHABLE, self.offer.failure(
                     "source", f"Failed to establish a connection with host "
-                    f"'{self.peer.name}': {error}")) from None
+                    f"'{self.peer.name}': {why(error)}")) from None
         log.warning("migration %s: the answer of %s was lost after it took %s; the files "
                     "of disks that moved stay on the source", self.offer.id, self.peer.name,
                     self.offer.vm_name)

@@ -26,6 +26,10 @@ ACCEPT_TIMEOUT_S = 3600.0
 #: How often a waiting worker runs the work other hosts handed in meanwhile.
 POLL_S = 0.01
 MAX_LINE_BYTES = 64 * 1024 * 1024
+# Why a connection to a peer failed, as Windows words it (WSAECONNREFUSED, WSAECONNRESET).
+REFUSED = ("No connection could be made because the target machine actively refused it. "
+           "(0x8007274D)")
+BROKEN = "An existing connection was forcibly closed by the remote host. (0x80072746)"
 
 
 class PeerUnknown(Exception):
@@ -39,6 +43,11 @@ class PeerDown(Exception):
 class PeerLost(PeerDown):
     """The connection broke, or the host did not answer in time, after the request was
     sent: whether it acted on it is not known."""
+
+
+def why(error: PeerDown) -> str:
+    """The reason a migration job gives for ``error``."""
+    return BROKEN if isinstance(error, PeerLost) else REFUSED
 
 
 class PeerRefused(Exception):

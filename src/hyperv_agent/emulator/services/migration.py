@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import arrival, cluster, model
+from hyperv_agent.emulator import arrival, cluster, model, peers
 from hyperv_agent.emulator.arrival import DESTINATION_UNREACHABLE, SWITCH_MISSING, FileCopy
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import CheckResult, EnabledState, ReturnCode
@@ -79,9 +79,7 @@ SAME_HOST = ReturnCode.INVALID_PARAMETER
 STATE_IN_TRANSITION = ReturnCode.INVALID_STATE
 #: Return codes of the checks that say a host or the VM is in no state to move.
 NOT_NOW = (ReturnCode.SYSTEM_NOT_AVAILABLE, ReturnCode.NOT_SUPPORTED, ReturnCode.INVALID_STATE)
-# Connection failures, worded as Hyper-V words them (WSAECONNREFUSED, WSAHOST_NOT_FOUND).
-REFUSED = "No connection could be made because the target machine actively refused it. " \
-          "(0x8007274D)"
+# A name no host has, as Windows words it (WSAHOST_NOT_FOUND).
 NO_SUCH_HOST = "No such host is known. (0x80072AF9)"
 
 
@@ -415,8 +413,8 @@ def _at_destination(move: _Move, offer: Offer, applied: bool) -> None:
 def _ask_peer(move: _Move, peer: cluster.Peer, offer: Offer) -> None:
     try:
         peer.check(offer, between=move.call.host.worker.drain)
-    except cluster.PeerDown:
-        raise _unreachable(peer.name, REFUSED) from None
+    except cluster.PeerDown as error:
+        raise _unreachable(peer.name, peers.why(error)) from None
     except cluster.PeerRefused as refused:
         raise _AtDestination(peer.name, refused) from None
 
