@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -27,6 +29,7 @@ from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.errors import ConfigError
+from hyperv_agent.handlers.host import format_heartbeat
 from tests.cli import lab
 from tests.e2e.conftest import API, client_context
 from tests.emulator.kit import finished, ok, state
@@ -124,9 +127,27 @@ async def _serving(hosts: list[Host]) -> AsyncIterator[aiohttp.ClientSession]:
             yield session
         finally:
             for host in hosts:
-                if host.process is not None and host.process.poll() is None:
-                    errors = lab.stop(host.process)
-                    assert PASSWORD not in errors
+                _stop(host)
+
+
+def _stop(host: Host) -> None:
+    if host.process is not None and host.process.poll() is None:
+        errors = lab.stop(host.process)
+        assert PASSWORD not in errors
+
+
+async def _restart(host: Host, session: aiohttp.ClientSession) -> None:
+    _stop(host)
+    host.process = lab.start("serve", "--config", str(host.config))
+    await _wait_ready(host, session)
+
+
+async def _answer(session: aiohttp.ClientSession, host: Host, fqcn: str,
+                  body: dict[str, Any]) -> dict[str, Any]:
+    async with session.post(host.url + API + fqcn, data=json.dumps(body).encode()) as reply:
+        assert reply.status == 200
+        answers: list[dict[str, dict[str, Any]]] = await reply.json(content_type=None)
+    return next(iter(answers[0].values()))
 
 
 async def _reported(session: aiohttp.ClientSession, host: Host) -> set[str]:
@@ -185,8 +206,7 @@ async def test_vm_moves_between_two_serve_processes_and_a_stopped_one_refuses(
             assert await _where(session, hosts, "i-2-10-VM") == ["HV-B"]
             assert await _where(session, hosts, "i-2-11-VM") == ["HV-A"]
 
-            assert b.process is not None
-            lab.stop(b.process)
+            _stop(b)
             refused = await _failed(on_a, await migrate(on_a, other, "HV-B"))
             assert refused.endswith(f"Failed to establish a connection with host 'HV-B': No "
                                     f"connection could be made because the target machine "
@@ -196,6 +216,37 @@ async def test_vm_moves_between_two_serve_processes_and_a_stopped_one_refuses(
         finally:
             await on_a.close()
             await on_b.close()
+
+
+POOL_BODY = {"add": True, "pool": {"type": "SMB", "host": "127.0.0.1", "port": 445,
+                                   "path": "/pool?user=lab&password=Lab-Pa55word%21",
+                                   "uuid": "5d719485-f8b3-3fc2-b05a-8f63a912e709"}}
+
+
+def _is_alive(address: str) -> dict[str, Any]:
+    return {"host": {"guid": "neighbour", "privateNetwork": {"ip": address}}, "contextMap": {}}
+
+
+async def test_stopped_hosts_heartbeat_goes_stale_in_the_pool_the_hosts_share(
+        tmp_path: Path) -> None:
+    port = _free_everywhere(tuple(ADDRESSES.values()))
+    a, b = _write_config(tmp_path, "HV-A", port), _write_config(tmp_path, "HV-B", port)
+    (tmp_path / "pool").mkdir()
+    async with _serving([a, b]) as session:
+        for host in (a, b):
+            registered = await _answer(session, host, names.MODIFY_STORAGE_POOL_COMMAND,
+                                       POOL_BODY)
+            assert registered["result"] is True, registered
+        await _restart(a, session)  # an agent stamps its heartbeat when it starts
+        beat = tmp_path / "pool" / f"hb-{ADDRESSES['HV-A']}"
+        assert beat.is_file()
+        check = names.CHECK_ON_HOST_COMMAND
+        alive = await _answer(session, b, check, _is_alive(ADDRESSES["HV-A"]))
+        assert (alive["result"], alive["alive"]) == (False, True)
+        _stop(a)
+        beat.write_text(format_heartbeat(time.time() - 4 * 60))  # four minutes later
+        gone = await _answer(session, b, check, _is_alive(ADDRESSES["HV-A"]))
+        assert (gone["result"], gone["determined"], gone["alive"]) == (True, True, False)
 
 
 def test_cluster_settings_reach_the_emulated_host(tmp_path: Path) -> None:

@@ -80,8 +80,9 @@ class Directory:
         path = self.root / "secret"
         if not path.exists():
             made = self.root / f".secret-{os.getpid()}-{secrets.token_hex(4)}"
-            made.write_text(secrets.token_hex(32), encoding="ascii")
-            made.chmod(0o600)
+            handle = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(handle, "w", encoding="ascii") as stream:
+                stream.write(secrets.token_hex(32))
             with contextlib.suppress(FileExistsError):
                 os.link(made, path)  # atomic: only the first one lands
             made.unlink()
