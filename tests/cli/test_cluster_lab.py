@@ -28,6 +28,7 @@ from hyperv_agent.cim.api import Cim, MethodResult, ObjectPath
 from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
+from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.handlers.host import format_heartbeat
 from tests.cli import lab
@@ -269,3 +270,16 @@ def test_bad_cluster_settings_are_one_clear_error(tmp_path: Path, text: str,
     config.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(config)
+
+
+async def test_second_process_for_a_running_host_is_refused_in_one_line(tmp_path: Path) -> None:
+    host = _write_config(tmp_path, "HV-A", 8250)
+    running = open_emulator(emulator_config(load_config(host.config)))
+    try:
+        run = await asyncio.to_thread(lab.command, "cim", "query", "--config", str(host.config),
+                                      "SELECT Name FROM Msvm_ComputerSystem")
+    finally:
+        await running.close()
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.startswith("error: the emulated host HV-A cannot join the cluster")
+    assert "the running host HV-A" in run.stderr and len(run.stderr.splitlines()) == 1

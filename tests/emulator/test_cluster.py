@@ -265,3 +265,17 @@ async def test_stopped_member_is_marked_down_and_takes_its_name_back_at_restart(
     restarted = open_host(B)
     assert restarted.host.cluster is not None
     assert '"up": true' in (tmp_path / "cluster" / "hosts" / "hv-b.json").read_text()
+
+
+async def test_migration_listener_is_the_private_address_also_after_it_changed(
+        open_host: Opener) -> None:
+    await open_host(A).close()
+    moved = open_host(A, private_ip="10.0.0.9")
+    service = (await moved.query(wql.select("Msvm_VirtualSystemMigrationService")))[0]
+    assert service["MigrationServiceListenerIPAddressList"] == ("10.0.0.9",)
+    nic = (await moved.query(wql.select("Win32_NetworkAdapterConfiguration"),
+                             "root\\cimv2"))[0]
+    assert nic["IPAddress"] == ("10.0.0.9",)
+    settings = (await moved.query(wql.select(
+        "Msvm_VirtualSystemMigrationServiceSettingData")))[0]
+    assert settings["EnableVirtualSystemMigration"] is True
