@@ -206,6 +206,17 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
                     settings.max_connections, cap, file_limit)
 
 
+async def _winrm_face(agent: Agent) -> web.AppRunner | None:
+    """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it."""
+    if not agent.config.emulator.winrm:
+        return None
+    from hyperv_agent import winrm_face  # loaded only when the emulated host serves WinRM
+
+    backend = agent.cim.inner if isinstance(agent.cim, CountingCim) else agent.cim
+    face = await winrm_face.start_for(agent.config, backend)
+    return face.runner if face is not None else None
+
+
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     """Clear what an earlier run left, then serve until ``stop`` is set."""
     file_limit = open_file_limit()
@@ -222,11 +233,14 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
              agent.config.agent.listen, agent.config.agent.admin_listen,
              agent.identity.sha256_fingerprint)
     console = await relay.start_for(agent.config, agent.allow_from)
+    face = await _winrm_face(agent)
     beating = asyncio.create_task(heartbeats(agent))
     try:
         await stop.wait()
     finally:
         beating.cancel()
+        if face is not None:
+            await face.cleanup()
         if console is not None:
             await console.close()
         for runner in runners:

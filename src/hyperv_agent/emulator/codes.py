@@ -29,6 +29,18 @@ class ReturnCode(IntEnum):
     SHUTDOWN_IN_PROGRESS = 32782
 
 
+class CheckResult(IntEnum):
+    """ReturnValue of CheckVirtualSystemIsMigratableToHost (CIM's values, not Msvm's)."""
+
+    COMPLETED = 0
+    NOT_SUPPORTED = 1
+    FAILED = 2
+    TIMEOUT = 3
+    INVALID_PARAMETER = 4
+    INVALID_STATE = 5
+    INCOMPATIBLE_PARAMETERS = 6
+
+
 # Refusals without a documented code: the emulator's choices.
 SLOT_IN_USE = ReturnCode.SYSTEM_IN_USE
 IDE_ON_GENERATION_2 = ReturnCode.NOT_SUPPORTED

@@ -592,6 +592,13 @@ ActiveStorageMigrationCount uint32
     "MigrateVirtualSystemToHost(in ComputerSystem reference, in DestinationHost string, "
     "in MigrationSettingData string, in NewSystemSettingData string, "
     "in NewResourceSettingData string[], out Job reference)",
+    "CheckVirtualSystemIsMigratableToHost(in ComputerSystem reference, "
+    "in DestinationHost string, in MigrationSettingData string, "
+    "in NewSystemSettingData string, in NewResourceSettingData string[], "
+    "out IsMigratable boolean)",
+    "CheckVirtualSystemIsMigratable(in ComputerSystem reference, in DestinationHost string, "
+    "in MigrationSettingData string, in NewSystemSettingData string, "
+    "in NewResourceSettingData string[], out Job reference)",
 ))
 _class("Msvm_VirtualSystemMigrationServiceSettingData", "CIM_SettingData", """
 EnableVirtualSystemMigration boolean
