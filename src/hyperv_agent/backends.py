@@ -132,6 +132,9 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         os_caption=section.os_caption, job_retention_s=section.job_retention_s,
         lab_missing_classes=frozenset(section.lab.missing_classes),
         lab_free_bytes=dict(section.lab.free_bytes),
+        lab_failing_jobs=dict(section.lab.failing_jobs),
+        cluster_dir=section.cluster_dir,
+        private_ip=config.agent.private_ip or EmulatorConfig.private_ip,
     )
 
 

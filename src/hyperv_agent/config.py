@@ -221,6 +221,16 @@ class LabSection(_Section):
 
     missing_classes: tuple[str, ...] = ()  # left out of the emulated schema
     free_bytes: dict[str, int] = Field(default_factory=dict)  # drive letter -> free space
+    # method -> how many of its first jobs after start end in Exception
+    failing_jobs: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("failing_jobs")
+    @classmethod
+    def _methods(cls, failing: dict[str, int]) -> dict[str, int]:
+        for method, count in failing.items():
+            if not method.isidentifier() or count < 1:
+                raise ValueError(f"{method!r} = {count}: a method name and a count >= 1")
+        return failing
 
     @field_validator("free_bytes")
     @classmethod
@@ -253,6 +263,10 @@ class EmulatorSection(_Section):
     os_version: str = Field(default=_HOST.os_version, pattern=r"^[0-9]+(\.[0-9]+)+$")
     os_caption: str = Field(default=_HOST.os_caption, min_length=1)
     job_retention_s: float = Field(default=_HOST.job_retention_s, ge=0)  # finished jobs vanish
+    # Emulated hosts of several agents naming the same folder form a cluster (migration).
+    cluster_dir: Path | None = _HOST.cluster_dir
+    # Also serve this emulated host over WinRM, at [wsman] url to [wsman] username/password.
+    winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
 
     @field_validator("drives")
@@ -315,6 +329,14 @@ class AgentConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     emulator: EmulatorSection = Field(default_factory=EmulatorSection)
     wsman: WsmanSection = Field(default_factory=WsmanSection)
+
+    @model_validator(mode="after")
+    def _winrm_face(self) -> AgentConfig:
+        if self.emulator.winrm and not (self.wsman.url and self.wsman.username and (
+                self.wsman.password is not None or self.wsman.password_file is not None)):
+            raise ValueError("[emulator] winrm serves the emulated host at [wsman] url to "
+                             "[wsman] username and password (or password_file): set all three")
+        return self
 
 
 def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = None,

@@ -196,6 +196,16 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
                     settings.max_connections, cap, file_limit)
 
 
+async def _winrm_face(agent: Agent) -> web.AppRunner | None:
+    """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it."""
+    if not agent.config.emulator.winrm or agent.emulator is None:
+        return None
+    from hyperv_agent import winrm_face  # loaded only when the emulated host serves WinRM
+
+    face = await winrm_face.start_for(agent.config, agent.emulator)
+    return face.runner
+
+
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     """Clear what an earlier run left, then serve until ``stop`` is set; one line says
     the agent stopped. A listener that cannot open raises OSError naming its setting."""
@@ -216,6 +226,9 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
         log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
                  settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
         console = await relay.start_for(agent.config, agent.allow_from)
+        face = await _winrm_face(agent)
+        if face is not None:
+            runners.insert(0, face)  # stopped first
         beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
     finally:

@@ -5,6 +5,11 @@ The emulator of ``--state-dir`` (and ``--config``'s ``[emulator]`` section) is s
 (Negotiate and Basic) with the self-signed certificate of the state directory. An agent
 started with ``serve --backend wsman`` and the same ``--config`` (its own state directory)
 reaches the host's files through the same ``[emulator.drives]``/``[emulator.shares]``.
+
+``serve`` on the emulator also serves its own emulated host this way with ``[emulator]
+winrm = true``: at ``[wsman] url`` to ``[wsman] username`` and password, the settings
+``--backend wsman`` reads, so ``cim query``/``cim invoke`` with the same configuration
+reach the running host.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from hyperv_agent import tls
 from hyperv_agent.backends import open_emulated_host, served_emulator_config
+from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig, WsmanSection
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm import server
@@ -37,6 +43,17 @@ class RunningFace:
     async def close(self) -> None:
         await self.runner.cleanup()
         await self.emulator.close()
+
+
+async def start_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
+    """The WinRM face of an agent's own emulated host (``[emulator] winrm``; the
+    configuration checked that ``[wsman]`` names its URL and account); stop it with
+    ``runner.cleanup()``, the agent closes the emulator."""
+    section = config.wsman
+    assert section.url is not None and section.username is not None
+    where = WsmanSettings(url=section.url)
+    account = Account(section.username, section.resolved_password() or "")
+    return await start_face(config, where.host, where.port, account, where.ssl, emulator)
 
 
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,

@@ -608,7 +608,7 @@ _VIRTUALIZATION: Final = (
     ),
     # NOTE: this page types EnabledState as string; CIM_EnabledLogicalElement and every other
     # page say uint16, which is kept here. Documented but not tabulated: AddNetworkSettings,
-    # CheckSystemCompatibilityInfo, CheckVirtualSystemIsMigratable, GetSystemCompatibilityInfo,
+    # CheckSystemCompatibilityInfo, GetSystemCompatibilityInfo,
     # GetSystemCompatibilityVectors, MigrateVirtualSystemToSystem, ModifyNetworkSettings,
     # ModifyServiceSettings, RemoveNetworkSettings, RequestStateChange, StartService, StopService.
     _cls(
@@ -624,6 +624,7 @@ _VIRTUALIZATION: Final = (
             _method(
                 "CheckVirtualSystemIsMigratableToHost", f"{_MIGRATE_IN}; out boolean IsMigratable"
             ),
+            _method("CheckVirtualSystemIsMigratable", f"{_MIGRATE_IN}; out reference Job"),
         ),
     ),
     _cls(

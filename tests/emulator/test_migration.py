@@ -9,31 +9,25 @@ import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, CimValue, MethodResult, ObjectPath
-from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import CimNotFound
-from tests.emulator.kit import (
-    add,
-    define_vm,
-    devices,
-    failure,
-    finished,
-    ok,
-    request_state,
-    service,
-    state,
-    template,
+from tests.emulator.kit import devices, failure, finished, ok, service, state
+from tests.emulator.migration_kit import (
+    LIVE,
+    LIVE_AND_STORAGE,
+    STAGED,
+    STORAGE,
+    build_vm,
+    migrate,
+    moved_disk,
+    new_disk,
 )
 
 SOURCE, DESTINATION = "HV-SOURCE", "HV-DEST"
 SOURCE_IP, DESTINATION_IP = "10.0.0.1", "10.0.0.2"
-LIVE, STORAGE, STAGED, LIVE_AND_STORAGE = 32768, 32769, 32770, 32771
 SHARED_DISK = "S:\\vms\\root.vhdx"
 LOCAL_DISK = "C:\\vms\\root.vhdx"
-SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
-DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
-VHD = "Microsoft:Hyper-V:Virtual Hard Disk"
 #: Classes whose instances make up a host's VMs; compared before and after a refusal.
 WATCHED = ("Msvm_ComputerSystem", "Msvm_PlannedComputerSystem", "Msvm_VirtualSystemSettingData",
            "CIM_ResourceAllocationSettingData", "Msvm_EthernetSwitchPortFeatureSettingData",
@@ -77,45 +71,13 @@ def pair(open_pair: Callable[..., Pair]) -> Pair:
 
 
 def _new_disk(cim: EmulatorCim, windows_path: str) -> Path:
-    local = cim.host.paths.local(windows_path)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    vhd.create(local, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
-    return local
-
-
-async def _attach_disk(cim: EmulatorCim, vm: ObjectPath, windows_path: str) -> None:
-    _new_disk(cim, windows_path)
-    scsi = await template(cim, "Msvm_ResourceAllocationSettingData", SCSI)
-    controller = (await ok(cim, await add(cim, vm, [scsi]))).paths("ResultingResourceSettings")[0]
-    drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(
-        Parent=str(controller), AddressOnParent="0")
-    drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths("ResultingResourceSettings")[0]
-    medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
-        Parent=str(drive_path), HostResource=[windows_path])
-    await ok(cim, await add(cim, vm, [medium]))
-
-
-async def _attach_nic(cim: EmulatorCim, vm: ObjectPath) -> None:
-    nic = await template(cim, "Msvm_SyntheticEthernetPortSettingData")
-    nic_path = (await ok(cim, await add(cim, vm, [nic]))).paths("ResultingResourceSettings")[0]
-    switch = (await cim.query(wql.select("Msvm_VirtualEthernetSwitch")))[0]
-    port = (await template(cim, "Msvm_EthernetPortAllocationSettingData")).updated(
-        Parent=str(nic_path), HostResource=[str(switch.path)])
-    port_path = (await ok(cim, await add(cim, vm, [port]))).paths("ResultingResourceSettings")[0]
-    vlan = (await cim.spawn("Msvm_EthernetSwitchPortVlanSettingData")).updated(
-        OperationMode=1, AccessVlanId=42)
-    await ok(cim, await cim.invoke(await service(cim), "AddFeatureSettings", {
-        "AffectedConfiguration": port_path, "FeatureSettings": [vlan]}))
+    return new_disk(cim.host.paths.local(windows_path))
 
 
 async def _vm(cim: EmulatorCim, disk: str = SHARED_DISK, running: bool = True) -> ObjectPath:
     """A VM with a disk at ``disk`` and a NIC on the "External" switch (with a VLAN)."""
-    vm = await define_vm(cim, "mover")
-    await _attach_disk(cim, vm, disk)
-    await _attach_nic(cim, vm)
-    if running:
-        await ok(cim, await request_state(cim, vm, 2))
-    return vm
+    _new_disk(cim, disk)
+    return await build_vm(cim, disk, running=running)
 
 
 # --- calling and observing ----------------------------------------------------------------
@@ -125,18 +87,11 @@ async def _migrate(
     source: EmulatorCim, vm: ObjectPath, destination: str | None = DESTINATION,
     kind: int = LIVE, resources: Sequence[CimInstance] = (), **settings: object,
 ) -> MethodResult:
-    found = await source.query(wql.select("Msvm_VirtualSystemMigrationSettingData",
-                                          wql.eq("MigrationType", kind)))
-    migration = found[0].updated({"TransportType": 5, **settings})
-    service_path = await service(source, "Msvm_VirtualSystemMigrationService")
-    return await source.invoke(service_path, "MigrateVirtualSystemToHost", {
-        "ComputerSystem": vm, "DestinationHost": destination, "MigrationSettingData": migration,
-        "NewSystemSettingData": None, "NewResourceSettingData": list(resources)})
+    return await migrate(source, vm, destination, kind, resources, **settings)
 
 
 async def _moved_disk(source: EmulatorCim, vm: ObjectPath, new_path: str) -> CimInstance:
-    disk = (await devices(source, vm, "Msvm_StorageAllocationSettingData"))[0]
-    return disk.updated(HostResource=[new_path], PoolID="")
+    return await moved_disk(source, vm, new_path)
 
 
 async def _snapshot(cim: EmulatorCim) -> set[tuple[str, tuple[tuple[str, CimValue], ...]]]:

@@ -275,13 +275,19 @@ class EmulatorCim(Cim):
             return self._failed_job(call, (error.code, error.description))
         out = {name: self._hosted(value) for name, value in out.items()}
         if not asynchronous:
-            call.txn.commit()
+            try:
+                call.txn.commit()
+            except MethodError as error:  # refused at the commit: a migration's hand-over
+                return MethodResult.build(error.code, {})
             return MethodResult.build(ReturnCode.COMPLETED, out)
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:
             return self._failed_job(call, None, fault)
         out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call)))
-        call.txn.commit()
+        try:
+            call.txn.commit()
+        except MethodError as error:
+            return self._failed_job(call, (error.code, error.description))
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, out)
 

@@ -92,7 +92,21 @@ def parse_embedded(text: str, parameter: str) -> Embedded:
             values[definition.name] = coerce_value(prop, prop.value)
         except CimError as error:
             raise _invalid(f"{parameter}: {error}") from None
+        _check_range(parameter, definition.name, definition.cim_type, values[definition.name])
     return Embedded(class_def, values)
+
+
+def _check_range(parameter: str, name: str, cim_type: str, value: CimValue) -> None:
+    """An integer outside its CIM type (uint16 70000, uint8 -1) is no value of it."""
+    bits = cim_type.removeprefix("uint").removeprefix("sint")
+    if bits == cim_type or not bits.isdecimal():
+        return
+    width = int(bits)
+    low, high = (0, 2**width - 1) if cim_type.startswith("u") else (
+        -(2 ** (width - 1)), 2 ** (width - 1) - 1)
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, int) and not isinstance(item, bool) and not low <= item <= high:
+            raise _invalid(f"{parameter}: {name} {item} is outside {cim_type} ({low}..{high})")
 
 
 def _invalid(description: str) -> MethodError:

@@ -29,6 +29,18 @@ class ReturnCode(IntEnum):
     SHUTDOWN_IN_PROGRESS = 32782
 
 
+class CheckResult(IntEnum):
+    """ReturnValue of CheckVirtualSystemIsMigratableToHost (CIM's values, not Msvm's)."""
+
+    COMPLETED = 0
+    NOT_SUPPORTED = 1
+    FAILED = 2
+    TIMEOUT = 3
+    INVALID_PARAMETER = 4
+    INVALID_STATE = 5
+    INCOMPATIBLE_PARAMETERS = 6
+
+
 # Refusals without a documented code: the emulator's choices.
 SLOT_IN_USE = ReturnCode.SYSTEM_IN_USE
 IDE_ON_GENERATION_2 = ReturnCode.NOT_SUPPORTED
@@ -43,6 +55,18 @@ UNKNOWN_SECURE_BOOT_TEMPLATE = ReturnCode.INVALID_PARAMETER
 TEMPLATE_READ_ONLY = ReturnCode.ACCESS_DENIED
 #: BootSourceOrder naming a path that is not one of the VM's own boot sources.
 UNKNOWN_BOOT_SOURCE = ReturnCode.INVALID_PARAMETER
+#: An extended ACL whose Weight another ACL of the port already has in the same Direction
+#: (Remove-VMNetworkAdapterExtendedAcl names an ACL by Weight and Direction, so the pair is
+#: unique per port; Microsoft documents no code for the refusal).
+ACL_WEIGHT_IN_USE = ReturnCode.SYSTEM_IN_USE
+#: An extended ACL whose text fields do not parse (address, port, protocol), whose
+#: Direction or Action is not a documented value, or whose text exceeds its MaxLen.
+ACL_INVALID = ReturnCode.INVALID_PARAMETER
+#: A stateful extended ACL that denies, or whose Protocol is not TCP or UDP. Microsoft
+#: writes that stateful rules "always allow traffic and are not used to block traffic"
+#: and that they track sessions by addresses, protocol and ports; the emulator refuses
+#: the others rather than guess what Hyper-V makes of them.
+ACL_STATEFUL_UNSUPPORTED = ReturnCode.INVALID_PARAMETER
 
 
 class EnabledState(IntEnum):
@@ -78,6 +102,20 @@ class JobState(IntEnum):
     TERMINATED = 8
     KILLED = 9
     EXCEPTION = 10
+
+
+class AclDirection(IntEnum):
+    """Msvm_EthernetSwitchPortExtendedAclSettingData.Direction (from the VM's side)."""
+
+    INCOMING = 1
+    OUTGOING = 2
+
+
+class AclAction(IntEnum):
+    """Msvm_EthernetSwitchPortExtendedAclSettingData.Action."""
+
+    ALLOW = 1
+    DENY = 2
 
 
 class ResourceType(IntEnum):

@@ -48,11 +48,17 @@ class EmulatorConfig:
     persist: bool = True
     guest_shutdown_s: float = 0.0  # how long a cooperative guest takes to shut down
     job_retention_s: float = 300.0  # a finished job then vanishes (TimeBeforeRemoval)
+    # Hosts of several processes whose configurations name the same folder form a
+    # cluster: VMs migrate between them (emulator/cluster.py). None: a host alone.
+    cluster_dir: Path | None = None
     # Test and lab knobs: the emulated host falls short as a real one can. Classes its
     # schema leaves out (as on an older Hyper-V), and the free space a drive's volume
     # reports (by drive letter) instead of the folder's real one.
     lab_missing_classes: frozenset[str] = frozenset()
     lab_free_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # The first jobs of these methods after the host opens end in Exception (method -> how
+    # many), their changes not applied: a migration failing midway, say.
+    lab_failing_jobs: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     def hides(self, class_name: str) -> bool:
         """Whether the lab knob ``lab_missing_classes`` leaves ``class_name`` out."""

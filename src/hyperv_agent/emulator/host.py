@@ -6,7 +6,7 @@ import datetime
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
@@ -17,6 +17,9 @@ from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, concrete_classes
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.emulator.worker import Worker, shared
+
+if TYPE_CHECKING:
+    from hyperv_agent.emulator.cluster import Member
 
 Clock = Callable[[], float]
 
@@ -84,6 +87,16 @@ class EmulatedHost:
         self.store = Store(db, self.faults.before_commit)
         if self.store.empty:
             self._first_boot()
+        self._listen_on(config.private_ip)
+        self.cluster: Member | None = None
+        if config.cluster_dir is not None:
+            from hyperv_agent.emulator.cluster import join  # the cluster needs the VM model
+
+            try:
+                self.cluster = join(self)
+            except BaseException:
+                self.store.close()
+                raise
         EmulatedHost.registry[config.host_name.lower()] = self
 
     @property
@@ -96,8 +109,25 @@ class EmulatedHost:
         self.worker.later(delay_s, action)
 
     def close(self) -> None:
-        EmulatedHost.registry.pop(self.name.lower(), None)
+        if self.cluster is not None:
+            self.cluster.close()
+        if EmulatedHost.registry.get(self.name.lower()) is self:
+            EmulatedHost.registry.pop(self.name.lower(), None)
         self.store.close()
+
+    def _listen_on(self, address: str) -> None:
+        """The migration service listens on the configured private address (also when it
+        changed since the host's first boot), as the host's NIC reports it."""
+        txn = self.store.transaction()
+        for class_name, name in (("Msvm_VirtualSystemMigrationService",
+                                  "MigrationServiceListenerIPAddressList"),
+                                 ("Win32_NetworkAdapterConfiguration", "IPAddress")):
+            for record in self.records(class_name):
+                if record[name] != (address,):
+                    staged = txn.edit(record.path)
+                    assert staged is not None
+                    staged[name] = (address,)
+        txn.commit()
 
     # --- building records -----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ _JOB_KINDS: Mapping[str, tuple[str, int]] = {
     "getvirtualharddisksettingdata": ("Msvm_StorageJob", 0),
     "getvirtualharddiskstate": ("Msvm_StorageJob", 0),
     "migratevirtualsystemtohost": ("Msvm_MigrationJob", 0),
+    "checkvirtualsystemismigratable": ("Msvm_MigrationJob", 0),
 }
 
 

@@ -5,7 +5,8 @@ Hyper-V lacks them: every operation naming one fails as WMI fails for an unknown
 (``CimInvalidClass``, WBEM_E_INVALID_CLASS), and its instances no longer appear in
 queries of a base class or in associations. The host's records are kept, so a knob
 removed again restores them. ``lab_free_bytes`` is applied by the emulated host's files
-(:mod:`hyperv_agent.emulator.files`).
+(:mod:`hyperv_agent.emulator.files`). ``lab_failing_jobs`` makes the first jobs of the
+methods it names end in Exception, as ``Faults.fail_next_job`` does.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from hyperv_agent.errors import CimInvalidClass
 
 def open_emulator(config: EmulatorConfig) -> EmulatorCim:
     """The emulated host ``config`` describes, with its lab knobs when it sets any."""
-    if config.lab_missing_classes:
-        return LabEmulatorCim.open(config)
-    return EmulatorCim.open(config)
+    cim = LabEmulatorCim.open(config) if config.lab_missing_classes else EmulatorCim.open(config)
+    for method, count in config.lab_failing_jobs.items():
+        for _ in range(count):
+            cim.faults.fail_next_job(method)
+    return cim
 
 
 class LabEmulatorCim(EmulatorCim):

@@ -399,19 +399,20 @@ RemoteAddress string
 RemoteAddressPrefixLength uint8
 Name string
 """)
+# Windows Server 2012 R2 and later; text grammar and evaluation in portacl.py.
 _class("Msvm_EthernetSwitchPortExtendedAclSettingData", _FEATURE, """
-Direction uint8
-Action uint8
+Name string = ""
+Direction uint8 = 0
+Action uint8 = 0
 LocalIPAddress string = "ANY"
 RemoteIPAddress string = "ANY"
 LocalPort string = "ANY"
 RemotePort string = "ANY"
 Protocol string = "ANY"
-Weight uint16
+Weight uint16 = 0
 Stateful boolean = FALSE
 IdleSessionTimeout uint16 = 255
 IsolationID uint32 = 0
-Name string
 """)
 _class("Msvm_EthernetSwitchPortBandwidthSettingData", _FEATURE, """
 Limit uint64 = 0
@@ -589,6 +590,13 @@ ActiveVirtualSystemMigrationCount uint32
 ActiveStorageMigrationCount uint32
 """, methods=(
     "MigrateVirtualSystemToHost(in ComputerSystem reference, in DestinationHost string, "
+    "in MigrationSettingData string, in NewSystemSettingData string, "
+    "in NewResourceSettingData string[], out Job reference)",
+    "CheckVirtualSystemIsMigratableToHost(in ComputerSystem reference, "
+    "in DestinationHost string, in MigrationSettingData string, "
+    "in NewSystemSettingData string, in NewResourceSettingData string[], "
+    "out IsMigratable boolean)",
+    "CheckVirtualSystemIsMigratable(in ComputerSystem reference, in DestinationHost string, "
     "in MigrationSettingData string, in NewSystemSettingData string, "
     "in NewResourceSettingData string[], out Job reference)",
 ))

@@ -59,18 +59,27 @@ class Record:
 Probe = tuple[IndexSpec, Hashable]
 
 
-def _encode(record: Record) -> str:
-    return json.dumps({"values": record.values, "meta": record.meta}, separators=(",", ":"))
+def document(record: Record) -> dict[str, Any]:
+    """A record's values and hidden state as JSON-ready data (``from_document`` reads it)."""
+    return {"values": record.values, "meta": record.meta}
 
 
-def _decode(class_def: ClassDef, doc: str) -> Record:
-    data = json.loads(doc)
-    values = data["values"]
+def from_document(class_def: ClassDef, data: dict[str, Any]) -> Record:
+    """The record of ``class_def`` that ``document`` wrote."""
+    values = dict(data["values"])
     for name in class_def.array_names:  # JSON arrays come back as lists
         value = values.get(name)
         if isinstance(value, list):
             values[name] = tuple(value)
-    return Record(class_def, values, data["meta"])
+    return Record(class_def, values, dict(data["meta"]))
+
+
+def _encode(record: Record) -> str:
+    return json.dumps(document(record), separators=(",", ":"))
+
+
+def _decode(class_def: ClassDef, doc: str) -> Record:
+    return from_document(class_def, json.loads(doc))
 
 
 class Store:
@@ -253,7 +262,10 @@ class Transaction:
         self._puts[key] = record
 
     def delete(self, path: ObjectPath) -> None:
-        key = path.normalized
+        self.delete_key(path.normalized)
+
+    def delete_key(self, key: str) -> None:
+        """Stage the deletion of the record at a normalised path."""
         self._puts.pop(key, None)
         self._deletes.add(key)
 
@@ -302,6 +314,10 @@ class Transaction:
             if record.class_def.name.lower() in wanted:
                 total += spec.value(record)
         return total
+
+    def changes(self) -> tuple[list[Record], list[str]]:
+        """What is staged: the records to store, and the normalised paths to delete."""
+        return list(self._puts.values()), sorted(self._deletes)
 
     def commit(self) -> None:
         self._store._commit(self._puts, self._deletes)

@@ -6,6 +6,11 @@ at a time, so the event loop that awaits it stays free to serve other requests; 
 timers the emulator sets (a guest that shuts down a while after being asked) run their
 actions here too. All emulated hosts of a process share the thread, since a migration
 changes two hosts in one call.
+
+Other threads (the listener of a cluster member) hand work in with ``call`` and wait for
+its result. While the worker itself waits on another process (a migration asking its
+destination), it runs such work with ``drain``, so two processes asking each other at the
+same moment both proceed.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import asyncio
 import contextvars
 import functools
 import logging
+import queue
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger("hyperv_agent.emulator")
 
@@ -29,6 +35,8 @@ class Worker:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperv-emulator")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handed_in: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue())
 
     async def run(self, work: Callable[[], _T]) -> _T:
         """Run ``work`` on the worker thread (with the caller's context variables, so
@@ -52,6 +60,34 @@ class Worker:
             loop.call_soon_threadsafe(loop.call_later, delay_s, self._submit, action)
         except RuntimeError:  # the loop is closing: its timers would never fire either
             log.debug("event loop closed; a delayed action of the emulated host is dropped")
+
+    def call(self, work: Callable[[], _T], timeout_s: float) -> _T:
+        """Run ``work`` on the worker thread from another thread and return its result
+        (its exception is raised here); TimeoutError after ``timeout_s``, and then the work
+        is dropped if it has not started."""
+        done: Future[Any] = Future()
+        self._handed_in.put((work, done))
+        self._executor.submit(self.drain)
+        try:
+            result: _T = done.result(timeout_s)
+        except TimeoutError:
+            done.cancel()
+            raise
+        return result
+
+    def drain(self) -> None:
+        """Run the work other threads handed in with ``call`` (on the worker thread)."""
+        while True:
+            try:
+                work, done = self._handed_in.get_nowait()
+            except queue.Empty:
+                return
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                done.set_result(work())
+            except BaseException as error:  # the caller's thread raises it
+                done.set_exception(error)
 
     def _submit(self, action: Callable[[], None]) -> None:
         self._executor.submit(action).add_done_callback(_log_failure)

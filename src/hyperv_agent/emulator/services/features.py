@@ -2,7 +2,8 @@
 
 Features hang under a port (EPASD): their InstanceID starts with the port's. A port takes
 at most one VLAN, one bandwidth and one security setting; extended-ACL weights are unique
-per port and direction.
+per port and direction, and their text must parse as Hyper-V's does (portacl.py). Values are
+checked with the class defaults filled in, as the stored instance will carry them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 
-from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import model
+from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
+from hyperv_agent.emulator import codes, model, portacl
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.store import Record
@@ -36,98 +37,120 @@ def add_feature_settings(call: Call) -> Mapping[str, OutValue]:
     if port.class_def.name != "Msvm_EthernetPortAllocationSettingData":
         raise MethodError(ReturnCode.INVALID_PARAMETER, f"{port.path} is not a switch port",
                           immediate=True)
+    existing = list(model.feature_records(call.txn, port))
     added: list[ObjectPath] = []
     for item in call.embedded_list("FeatureSettings"):
-        _check_feature(item)
-        _check_unique(item, list(model.feature_records(call.txn, port)))
+        _check_kind(item)
         given = {name: value for name, value in item.values.items() if value is not None}
         record = call.host.new_record(item.class_def.name, **given)
+        _check_values(record.class_def.name, record.values)
+        _check_unique(record, existing)
         record["InstanceID"] = f"{port['InstanceID']}\\{str(uuid.uuid4()).upper()}"
         call.txn.put(record)
+        existing.append(record)
         added.append(record.path)
     return {"ResultingFeatureSettings": tuple(added)}
 
 
-def _check_feature(item: Embedded) -> None:
+def _check_kind(item: Embedded) -> None:
     if not item.is_a(model.FEATURE_BASE):
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"{item.class_def.name} is not a port feature", immediate=True)
-    name = item.class_def.name
+
+
+def _check_values(name: str, values: Mapping[str, CimValue]) -> None:
+    """Refuse the property values (defaults included) that Hyper-V refuses."""
     if name == "Msvm_EthernetSwitchPortVlanSettingData":
-        _check_vlan(item)
+        _check_vlan(values)
     elif name == "Msvm_EthernetSwitchPortBandwidthSettingData":
-        _check_bandwidth(item)
-    elif name in ("Msvm_EthernetSwitchPortExtendedAclSettingData",
-                  "Msvm_EthernetSwitchPortAclSettingData"):
-        _check_acl(item)
+        _check_bandwidth(values)
+    elif name == "Msvm_EthernetSwitchPortAclSettingData":
+        _check_acl(values)
+    elif name == portacl.ACL_CLASS:
+        _check_extended_acl(values)
 
 
-def _check_vlan(item: Embedded) -> None:
-    mode = item.integer("OperationMode") or 0
-    if mode == 1 and item.integer("AccessVlanId") not in VLAN_IDS:
-        raise _refuse(f"AccessVlanId {item.get('AccessVlanId')} is outside 1..4094")
+def _number(values: Mapping[str, CimValue], name: str) -> int:
+    value = values.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _check_vlan(values: Mapping[str, CimValue]) -> None:
+    mode = _number(values, "OperationMode")
+    if mode == 1 and _number(values, "AccessVlanId") not in VLAN_IDS:
+        raise _refuse(f"AccessVlanId {values.get('AccessVlanId')} is outside 1..4094")
     if mode == 2:
-        ids = item.get("TrunkVlanIdArray")
+        ids = values.get("TrunkVlanIdArray")
         trunk = ids if isinstance(ids, tuple) else ()
-        if item.integer("NativeVlanId") not in VLAN_IDS or any(v not in VLAN_IDS for v in trunk):
+        if _number(values, "NativeVlanId") not in VLAN_IDS or any(
+                v not in VLAN_IDS for v in trunk):
             raise _refuse("trunk VLAN ids must be within 1..4094")
     if mode not in (0, 1, 2, 3):
         raise _refuse(f"OperationMode {mode} is not 1 (access), 2 (trunk) or 3 (private)")
 
 
-def _check_bandwidth(item: Embedded) -> None:
-    limit = item.integer("Limit") or 0
-    reservation = item.integer("Reservation") or 0
-    burst = item.integer("BurstLimit") or 0
+def _check_bandwidth(values: Mapping[str, CimValue]) -> None:
+    limit = _number(values, "Limit")
+    reservation = _number(values, "Reservation")
+    burst = _number(values, "BurstLimit")
     if limit and reservation > limit:
         raise _refuse("bandwidth Reservation exceeds Limit (0x80070057)")
     if burst and limit and burst < limit:
         raise _refuse("bandwidth BurstLimit is below Limit (0x80070057)")
 
 
-def _check_acl(item: Embedded) -> None:
-    if item.integer("Direction") not in (1, 2):
-        raise _refuse(f"ACL Direction {item.get('Direction')} is not 1 (in) or 2 (out)")
-    if item.integer("Action") not in (1, 2, 3):
-        raise _refuse(f"ACL Action {item.get('Action')} is not 1, 2 or 3")
+def _check_acl(values: Mapping[str, CimValue]) -> None:
+    if values.get("Direction") not in (1, 2):
+        raise _refuse(f"ACL Direction {values.get('Direction')} is not 1 (in) or 2 (out)")
+    if values.get("Action") not in (1, 2, 3):
+        raise _refuse(f"ACL Action {values.get('Action')} is not 1, 2 or 3")
 
 
-def _check_unique(item: Embedded, existing: Iterable[Record]) -> None:
-    name = item.class_def.name
+def _check_extended_acl(values: Mapping[str, CimValue]) -> None:
+    try:
+        portacl.parse_acl(values)
+    except portacl.AclTextError as error:
+        code = codes.ACL_STATEFUL_UNSUPPORTED if error.field == "Stateful" else codes.ACL_INVALID
+        raise _refuse(f"extended ACL {error}", code) from None
+
+
+def _check_unique(record: Record, existing: Iterable[Record]) -> None:
+    name = record.class_def.name
     others = [r for r in existing if r.class_def.name == name]
     if name in SINGLE_PER_PORT and others:
         raise _refuse(f"the port already has a {name}", FEATURE_IN_USE)
-    if name == "Msvm_EthernetSwitchPortExtendedAclSettingData":
-        key = (item.get("Direction"), item.get("Weight"))
+    if name == portacl.ACL_CLASS:
+        key = (record["Direction"], record["Weight"])
         if any((r["Direction"], r["Weight"]) == key for r in others):
-            raise _refuse(f"an ACL with weight {key[1]} exists for direction {key[0]}")
+            raise _refuse(f"an extended ACL with weight {key[1]} exists for direction {key[0]}",
+                          codes.ACL_WEIGHT_IN_USE)
 
 
 @handles(VSMS, "ModifyFeatureSettings")
 def modify_feature_settings(call: Call) -> Mapping[str, OutValue]:
     changed: list[ObjectPath] = []
     for item in call.embedded_list("FeatureSettings"):
-        _check_feature(item)
+        _check_kind(item)
         path = ObjectPath.for_keys(item.class_def.name, InstanceID=item.text("InstanceID") or "")
         record = call.txn.edit(path)
         if record is None:
             raise MethodError(ReturnCode.INVALID_PARAMETER, f"no feature setting {path}",
                               immediate=True)
-        _check_weight_change(call, record, item)
         record.values.update({k: v for k, v in item.values.items() if k != "InstanceID"})
+        _check_values(record.class_def.name, record.values)
+        _check_siblings(call, record)
         changed.append(record.path)
     return {"ResultingFeatureSettings": tuple(changed)}
 
 
-def _check_weight_change(call: Call, record: Record, item: Embedded) -> None:
-    if record.class_def.name != "Msvm_EthernetSwitchPortExtendedAclSettingData":
-        return
+def _check_siblings(call: Call, record: Record) -> None:
+    """A modified feature must still be unique on its port (ACL weights)."""
     port_id = str(record["InstanceID"]).rsplit("\\", 1)[0]
     port = call.txn.get(ObjectPath.for_keys("Msvm_EthernetPortAllocationSettingData",
                                             InstanceID=port_id))
-    if port is not None:
+    if port is not None and record.class_def.name == portacl.ACL_CLASS:
         siblings = [r for r in model.feature_records(call.txn, port) if r.path != record.path]
-        _check_unique(item, siblings)
+        _check_unique(record, siblings)
 
 
 @handles(VSMS, "RemoveFeatureSettings")

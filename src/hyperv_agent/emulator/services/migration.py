@@ -1,18 +1,29 @@
-"""Msvm_VirtualSystemMigrationService.MigrateVirtualSystemToHost between emulated hosts.
+"""Msvm_VirtualSystemMigrationService: moving VMs between emulated hosts.
 
-Hosts find each other through ``EmulatedHost.registry``. The source's changes are staged in
-the call's transaction, the destination's in a transaction on the destination's store, and
-the files to copy or remove are listed; nothing happens until the backend commits the call.
-A refusal or a failed job therefore leaves both hosts, and their files, as they were. On
-commit: files are copied, the destination commits, the source commits, and the source
-files of a storage move are removed.
+MigrateVirtualSystemToHost, and its checks CheckVirtualSystemIsMigratableToHost (a verdict
+at once) and CheckVirtualSystemIsMigratable (a job that ends as the move would, with its
+error). The VM's host plans the move here into an ``Offer``; the destination takes it in
+with ``arrival.receive``. Destinations are found by name or address:
+
+* a host of the cluster (``cluster_dir``), in another process or in this one, when the
+  VM's host is a cluster member: the destination checks the offer during the call and
+  takes the VM at its commit, through the hand-over of :mod:`.handover`;
+* otherwise a host of this process (``EmulatedHost.registry``): the destination's changes
+  are staged in a transaction on its store during the call.
+
+Nothing happens until the backend commits the call's transaction (``_Linked``), which it
+does only when the method succeeded and no job fault was injected: a refusal or a failed
+job leaves both hosts, and their files, as they were. On commit: the destination takes the
+VM (files copied first), the source commits, and the source files of a storage move are
+removed.
 
 Decisions where Hyper-V's documentation is silent:
 
 * A VM moves when running, paused, saved or off (Hyper-V 2012 R2 and later move stopped
   VMs too); only a VM in a transition (starting, shutting down) is refused.
 * A null MigrationSettingData means a live move (32768) with default settings.
-* DestinationHost matches a host name, ignoring case (also by its first DNS label).
+* DestinationHost matches a host name, ignoring case (also by its first DNS label), and in
+  a cluster also a host's private or listener address.
 * A non-empty DestinationIPAddressList must hold one of the destination's listener addresses.
 * NewResourceSettingData is used by 32769 and 32771 only. Disks it does not name stay where
   they are; for a move to another host they must then be on shared storage.
@@ -20,60 +31,77 @@ Decisions where Hyper-V's documentation is silent:
 * A live move takes over the destination's planned VM of the same GUID when
   DestinationPlannedVirtualSystemId names it; any other VM with the GUID blocks the move.
 * Only the named file of a disk moves, not the parents of a differencing disk.
+* A failed job's ErrorDescription reads as Hyper-V's: "Virtual machine migration operation
+  for '<VM>' failed at migration source|destination '<host>'. <reason>".
+* CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
+  would fail on the VM's or the destination's configuration (switch, storage, memory,
+  GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
+  unknown, migration disabled, a transition), 4 for invalid parameters.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator import arrival, cluster, model, peers
+from hyperv_agent.emulator.arrival import DESTINATION_UNREACHABLE, SWITCH_MISSING, FileCopy
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
-from hyperv_agent.emulator.codes import EnabledState, ReturnCode
+from hyperv_agent.emulator.codes import CheckResult, EnabledState, ReturnCode
+from hyperv_agent.emulator.handover import Handover
 from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.offer import (
+    ARRIVAL,
+    LIVE,
+    LIVE_AND_STORAGE,
+    MIGRATION_TYPES,
+    STORAGE,
+    Offer,
+    failure_text,
+)
 from hyperv_agent.emulator.paths import HostPathError
 from hyperv_agent.emulator.schema import CLASSES
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.errors import CimInvalidParameter
 
 SERVICE = "Msvm_VirtualSystemMigrationService"
-LIVE, STORAGE, STAGED, LIVE_AND_STORAGE = 32768, 32769, 32770, 32771
 MOVABLE_STATES = (EnabledState.ENABLED, EnabledState.DISABLED, EnabledState.OFFLINE,
                   EnabledState.QUIESCE)
-DATA_ROOTS = ("ConfigurationDataRoot", "SnapshotDataRoot", "SwapFileDataRoot",
-              "SuspendDataRoot", "LogDataRoot")
-SASD = "Msvm_StorageAllocationSettingData"
-PORT = "Msvm_EthernetPortAllocationSettingData"
-PLANNED_SYSTEM = "Msvm_PlannedComputerSystem"
+SASD = arrival.SASD
+PORT = arrival.PORT
 
 # Refusals without a documented code: the emulator's choices.
-DESTINATION_UNREACHABLE = ReturnCode.SYSTEM_NOT_AVAILABLE
-MIGRATION_DISABLED = ReturnCode.NOT_SUPPORTED
 SAME_HOST = ReturnCode.INVALID_PARAMETER
 STATE_IN_TRANSITION = ReturnCode.INVALID_STATE
-GUID_ON_DESTINATION = ReturnCode.INVALID_PARAMETER
-SWITCH_MISSING = ReturnCode.INVALID_PARAMETER
-TARGET_FILE_EXISTS = ReturnCode.INVALID_PARAMETER
+#: Return codes of the checks that say a host or the VM is in no state to move.
+NOT_NOW = (ReturnCode.SYSTEM_NOT_AVAILABLE, ReturnCode.NOT_SUPPORTED, ReturnCode.INVALID_STATE)
+# A name no host has, as Windows words it (WSAHOST_NOT_FOUND).
+NO_SUCH_HOST = "No such host is known. (0x80072AF9)"
 
 
 class _Linked(Transaction):
     """The call's transaction on the source, carrying what the move does elsewhere.
 
     The backend commits ``call.txn`` only when the method succeeded and no job fault was
-    injected, so the destination's records and the file copies wait for that commit.
+    injected, so the destination's records and the file copies wait for that commit. A
+    hand-over the destination refuses at that moment raises MethodError, with nothing
+    changed on either host.
     """
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
         self.destination: Transaction | None = None
-        self.copies: list[tuple[Path, Path]] = []
+        self.handover: Handover | None = None
+        self.copies: list[FileCopy] = []
         self.removals: list[Path] = []
 
     def commit(self) -> None:
+        if self.handover is not None:
+            self.removals = self._removed(self.handover.complete())
         copied: list[Path] = []
         try:
             _copy_files(self.copies, copied)
@@ -86,9 +114,15 @@ class _Linked(Transaction):
         super().commit()  # failing here leaves the VM on both hosts, never on neither
         for path in self.removals:
             path.unlink(missing_ok=True)
+        if self.handover is not None:
+            self.handover.finish()
+
+    def _removed(self, copied_sources: list[Path]) -> list[Path]:
+        assert self.handover is not None
+        return [] if self.handover.offer.retain_source_files else copied_sources
 
 
-def _copy_files(copies: list[tuple[Path, Path]], copied: list[Path]) -> None:
+def _copy_files(copies: list[FileCopy], copied: list[Path]) -> None:
     for source, target in copies:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -101,8 +135,7 @@ class _Move:
     txn: _Linked  # the source's changes
     vm: Record
     settings: Embedded
-    destination: EmulatedHost
-    target: Transaction  # where the moved records go: the destination's, or txn
+    destination: EmulatedHost | cluster.Peer  # the VM's own host for a storage move
     system: Embedded | None = None
     new_paths: dict[str, str] = field(default_factory=dict)  # SASD InstanceID (lower) -> path
 
@@ -119,23 +152,79 @@ class _Move:
 def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     txn = _Linked(call.host.store)
     call.txn = txn  # read by the backend after this returns: its commit runs the move
-    move = _plan(call, txn)
-    _check(move)
-    _STEPS[move.kind](move)
+    vm = _source_vm(call)
+    with _worded(call.host, vm):
+        _prepare(_plan(call, txn, vm), applied=True)
     return {}
+
+
+@handles(SERVICE, "CheckVirtualSystemIsMigratable")
+def check_virtual_system_is_migratable(call: Call) -> Mapping[str, OutValue]:
+    """Its job ends as the move's would (with the same error); nothing moves."""
+    vm = _source_vm(call)
+    with _worded(call.host, vm):
+        _prepare(_plan(call, _Linked(call.host.store), vm), applied=False)
+    return {}
+
+
+@handles(SERVICE, "CheckVirtualSystemIsMigratableToHost")
+def check_virtual_system_is_migratable_to_host(call: Call) -> Mapping[str, OutValue]:
+    try:
+        _prepare(_plan(call, _Linked(call.host.store), _source_vm(call)), applied=False)
+    except MethodError as error:
+        if error.immediate:
+            raise MethodError(CheckResult.INVALID_PARAMETER, error.description,
+                              immediate=True) from None
+        if error.code in NOT_NOW:
+            raise MethodError(CheckResult.INVALID_STATE, error.description,
+                              immediate=True) from None
+        return {"IsMigratable": False}
+    return {"IsMigratable": True}
+
+
+class _AtDestination(MethodError):
+    """The destination's refusal."""
+
+    def __init__(self, host: str, error: MethodError | cluster.PeerRefused) -> None:
+        super().__init__(error.code, error.description, immediate=error.immediate)
+        self.host = host
+
+
+@contextlib.contextmanager
+def _worded(host: EmulatedHost, vm: Record) -> Iterator[None]:
+    """A refusal that ends the job reads as Hyper-V's job error."""
+    try:
+        yield
+    except MethodError as error:
+        if error.immediate:
+            raise
+        side, where = ("source", host.name)
+        if isinstance(error, _AtDestination):
+            side, where = "destination", error.host
+        raise MethodError(error.code, failure_text(str(vm["ElementName"]), side, where,
+                                                   error.description)) from None
+
+
+def _prepare(move: _Move, *, applied: bool) -> None:
+    """Check the move on both hosts; with ``applied``, stage it for the call's commit."""
+    _check(move)
+    offer = _offer(move)
+    if move.kind == STORAGE:
+        _storage(move, offer)
+        return
+    _at_destination(move, offer, applied)
+    if applied and offer.moves_the_vm:
+        for record in _records_of(move.txn, move.guid):
+            move.txn.delete(record.path)
 
 
 # --- parameters ---------------------------------------------------------------------------
 
 
-def _plan(call: Call, txn: _Linked) -> _Move:
-    vm = _source_vm(call)
+def _plan(call: Call, txn: _Linked, vm: Record) -> _Move:
     settings = _migration_settings(call)
     destination = _destination(call, settings.integer("MigrationType") or LIVE)
-    if destination is not call.host:
-        txn.destination = destination.store.transaction()
-    target = txn.destination or txn
-    move = _Move(call, txn, vm, settings, destination, target, _system_settings(call))
+    move = _Move(call, txn, vm, settings, destination, _system_settings(call))
     move.new_paths = _new_paths(move)
     return move
 
@@ -158,7 +247,7 @@ def _migration_settings(call: Call) -> Embedded:
     if not settings.is_a("CIM_VirtualSystemMigrationSettingData"):
         raise _invalid(f"MigrationSettingData is a {settings.class_def.name}")
     kind = settings.integer("MigrationType")
-    if kind not in (LIVE, STORAGE, STAGED, LIVE_AND_STORAGE):
+    if kind not in MIGRATION_TYPES:
         raise _invalid(f"MigrationType {kind} is not one of 32768, 32769, 32770, 32771")
     return settings
 
@@ -172,21 +261,37 @@ def _system_settings(call: Call) -> Embedded | None:
     return given
 
 
-def _destination(call: Call, kind: int) -> EmulatedHost:
+def _destination(call: Call, kind: int) -> EmulatedHost | cluster.Peer:
     name = call.text("DestinationHost")
     if not name:
         if kind == STORAGE:
             return call.host
         raise _invalid("DestinationHost is required unless MigrationType is 32769 (storage)")
-    registry = EmulatedHost.registry
-    host = registry.get(name.lower()) or registry.get(name.split(".", 1)[0].lower())
-    if host is None:
-        raise MethodError(DESTINATION_UNREACHABLE, f"the destination host {name} cannot be reached")
-    if kind == STORAGE and host is not call.host:
+    found = _find(call.host, name)
+    if kind == STORAGE and found is not call.host:
         raise _invalid(f"a storage move stays on the VM's host {call.host.name}, not {name}")
-    if kind != STORAGE and host is call.host:
+    if kind != STORAGE and found is call.host:
         raise MethodError(SAME_HOST, f"the destination {name} is the VM's own host")
-    return host
+    return found
+
+
+def _find(host: EmulatedHost, name: str) -> EmulatedHost | cluster.Peer:
+    """The host ``name`` names: in the VM's host's cluster, else in this process."""
+    if host.cluster is not None:
+        try:
+            return host if host.cluster.is_me(name) else host.cluster.find(name)
+        except cluster.PeerUnknown:
+            raise _unreachable(name, NO_SUCH_HOST) from None
+    registry = EmulatedHost.registry
+    found = registry.get(name.lower()) or registry.get(name.split(".", 1)[0].lower())
+    if found is None:
+        raise _unreachable(name, NO_SUCH_HOST)
+    return found
+
+
+def _unreachable(name: str, reason: str) -> MethodError:
+    return MethodError(DESTINATION_UNREACHABLE,
+                       f"Failed to establish a connection with host '{name}': {reason}")
 
 
 def _new_paths(move: _Move) -> dict[str, str]:
@@ -209,7 +314,7 @@ def _new_path(move: _Move, item: Embedded) -> tuple[str, str]:
     return instance_id.lower(), paths[0]
 
 
-# --- checks -------------------------------------------------------------------------------
+# --- checks on the source -----------------------------------------------------------------
 
 
 def _check(move: _Move) -> None:
@@ -217,91 +322,11 @@ def _check(move: _Move) -> None:
     if state not in MOVABLE_STATES:
         raise MethodError(STATE_IN_TRANSITION, f"the VM is in transition (state {state}); "
                           "it moves when running, paused, saved or off")
-    if move.kind == STORAGE:
-        return
-    _check_enabled(move.call.host, move.txn, "source")
-    _check_enabled(move.destination, move.target, "destination")
-    _check_listener(move)
-    _clear_destination(move)
-    if move.kind != STAGED:
-        _check_memory(move)
+    if move.kind != STORAGE:
+        arrival.check_enabled(move.call.host, move.txn, "source")
 
 
-def _check_enabled(host: EmulatedHost, txn: Transaction, role: str) -> None:
-    settings = host.records("Msvm_VirtualSystemMigrationServiceSettingData", txn)
-    if not any(s["EnableVirtualSystemMigration"] is True for s in settings):
-        raise MethodError(MIGRATION_DISABLED,
-                          f"the {role} host {host.name} does not allow virtual machine migration")
-
-
-def _check_listener(move: _Move) -> None:
-    wanted = set(move.settings.strings("DestinationIPAddressList"))
-    listening: set[str] = set()
-    for service in move.destination.records(SERVICE, move.target):
-        addresses = service["MigrationServiceListenerIPAddressList"]
-        if isinstance(addresses, tuple):
-            listening.update(str(a) for a in addresses)
-    if wanted and not wanted & listening:
-        raise MethodError(DESTINATION_UNREACHABLE, f"no address of {sorted(wanted)} is a "
-                          f"migration listener of {move.destination.name}")
-
-
-def _clear_destination(move: _Move) -> None:
-    """No VM with the GUID may be on the destination, but a named planned VM is replaced."""
-    planned = move.target.get(_planned_path(move.guid))
-    named = "" if move.kind == STAGED else move.settings.text("DestinationPlannedVirtualSystemId")
-    if named and (planned is None or named.strip("{}").lower() != move.guid.lower()):
-        raise _invalid(f"DestinationPlannedVirtualSystemId {named} is not a planned VM of "
-                       f"{move.destination.name} for this VM")
-    if move.target.get(model.vm_path(move.guid)) is not None or (planned and not named):
-        raise MethodError(GUID_ON_DESTINATION, f"a virtual machine with GUID {move.guid} "
-                          f"already exists on {move.destination.name}")
-    if planned is not None:
-        for record in [planned, *_records_of(move.target, move.guid)]:
-            move.target.delete(record.path)
-
-
-def _check_memory(move: _Move) -> None:
-    if not model.is_running(move.vm):
-        return
-    needed = int(move.vm.meta.get("memory_mb", 0))
-    host = move.destination
-    free = host.config.memory_mb - model.running_memory_mb(host, move.target)
-    if needed > free:
-        raise MethodError(ReturnCode.OUT_OF_MEMORY, f"the destination host {host.name} has "
-                          f"{free} MB free; the running VM needs {needed} MB")
-
-
-# --- the moves ----------------------------------------------------------------------------
-
-
-def _live(move: _Move) -> None:
-    """32768 and 32771: every record of the VM leaves the source for the destination."""
-    for record in _records_of(move.txn, move.guid):
-        move.txn.delete(record.path)
-        move.target.put(_adapted(move, _clone(record)))
-
-
-def _staged(move: _Move) -> None:
-    """32770: a planned VM with the VM's settings on the destination; the source keeps it."""
-    for record in _records_of(move.txn, move.guid):
-        if not (model.is_vm(record) or _is_runtime(record)):
-            move.target.put(_adapted(move, _clone(record)))
-    move.target.put(_planned_system(move))
-
-
-def _storage(move: _Move) -> None:
-    """32769: the disks (and settings' data roots) change; the VM stays on its host."""
-    for record in _records_of(move.txn, move.guid):
-        if record.class_def.name in (SASD, "Msvm_VirtualSystemSettingData"):
-            staged = move.txn.edit(record.path)
-            assert staged is not None
-            _adapted(move, staged)
-
-
-_STEPS: dict[int, Callable[[_Move], None]] = {
-    LIVE: _live, LIVE_AND_STORAGE: _live, STAGED: _staged, STORAGE: _storage,
-}
+# --- the offer ----------------------------------------------------------------------------
 
 
 def _records_of(txn: Transaction, guid: str) -> list[Record]:
@@ -309,62 +334,32 @@ def _records_of(txn: Transaction, guid: str) -> list[Record]:
     return model.owned_records(txn, tuple(CLASSES.values()), guid)
 
 
-def _clone(record: Record) -> Record:
-    return Record(record.class_def, dict(record.values), copy.deepcopy(record.meta))
+def _offer(move: _Move) -> Offer:
+    records = tuple(_records_of(move.txn, move.guid))
+    settings, system = move.settings, move.system
+    roots = {name: system.text(name) or "" for name in arrival.DATA_ROOTS} if system else {}
+    return Offer(
+        kind=move.kind, source=move.call.host.name, destination=move.destination.name,
+        guid=move.guid, vm_name=str(move.vm["ElementName"]), records=records,
+        running=model.is_running(move.vm), memory_mb=int(move.vm.meta.get("memory_mb", 0)),
+        listener_addresses=settings.strings("DestinationIPAddressList"),
+        planned_id=settings.text("DestinationPlannedVirtualSystemId") or "",
+        retain_source_files=settings.get("RetainVhdCopiesOnSource") is True,
+        incarnation=move.vm.meta.get(ARRIVAL),
+        switch_names={} if move.kind == STORAGE else _switch_names(move, records),
+        new_paths=move.new_paths,
+        source_files={iid: str(_source_file(move, iid, records)) for iid in move.new_paths},
+        data_roots={k: v for k, v in roots.items() if v})
 
 
-def _is_runtime(record: Record) -> bool:
-    return "CIM_LogicalDevice" in record.class_def.ancestors
-
-
-def _planned_path(guid: str) -> ObjectPath:
-    return ObjectPath.for_keys(PLANNED_SYSTEM, CreationClassName=PLANNED_SYSTEM, Name=guid)
-
-
-def _planned_system(move: _Move) -> Record:
-    class_def = CLASSES[PLANNED_SYSTEM]
-    values = {k: v for k, v in move.vm.values.items() if class_def.prop(k) is not None}
-    values.update(CreationClassName=PLANNED_SYSTEM, EnabledState=EnabledState.DISABLED,
-                  ProcessID=None, OnTimeInMilliseconds=0,
-                  Description="Microsoft Planned Virtual Machine")
-    return move.destination.new_record(PLANNED_SYSTEM, **values)
-
-
-def _adapted(move: _Move, record: Record) -> Record:
-    name = record.class_def.name
-    if name == PORT and move.kind != STORAGE:
-        _reconnect(move, record)
-    elif name == SASD and move.kind != STAGED:
-        _place_disk(move, record)
-    elif name == "Msvm_VirtualSystemSettingData":
-        _apply_system_settings(move, record)
-    return record
-
-
-def _apply_system_settings(move: _Move, vssd: Record) -> None:
-    if move.kind == STAGED:
-        vssd["VirtualSystemType"] = codes.PLANNED
-    for name in DATA_ROOTS:
-        value = move.system.text(name) if move.system is not None else None
-        if value:
-            vssd[name] = value
-
-
-# --- network ------------------------------------------------------------------------------
-
-
-def _reconnect(move: _Move, port: Record) -> None:
-    """Point the port at the destination's switch of the same name."""
-    paths = port["HostResource"]
-    if not isinstance(paths, tuple) or not paths or not paths[0]:
-        return
-    name = _switch_name(move, str(paths[0]), port)
-    switches = move.destination.records("Msvm_VirtualEthernetSwitch", move.target)
-    switch = next((s for s in switches if str(s["ElementName"]).lower() == name.lower()), None)
-    if switch is None:
-        raise MethodError(SWITCH_MISSING, f"the destination host {move.destination.name} has "
-                          f"no virtual switch named {name!r}")
-    port["HostResource"] = (str(switch.path),)
+def _switch_names(move: _Move, records: tuple[Record, ...]) -> dict[str, str]:
+    """The name of each connected port's switch on the source."""
+    names = {}
+    for port in records:
+        paths = port["HostResource"]
+        if port.class_def.name == PORT and isinstance(paths, tuple) and paths and paths[0]:
+            names[str(port["InstanceID"]).lower()] = _switch_name(move, str(paths[0]), port)
+    return names
 
 
 def _switch_name(move: _Move, path: str, port: Record) -> str:
@@ -378,54 +373,69 @@ def _switch_name(move: _Move, path: str, port: Record) -> str:
     return name
 
 
-# --- storage ------------------------------------------------------------------------------
-
-
-def _place_disk(move: _Move, sasd: Record) -> None:
+def _source_file(move: _Move, instance_id: str, records: tuple[Record, ...]) -> Path:
+    """The local file of the disk ``instance_id`` (lower case), which must exist."""
+    sasd = next(r for r in records if str(r["InstanceID"]).lower() == instance_id)
     paths = sasd["HostResource"]
-    if not isinstance(paths, tuple) or not paths or not paths[0]:
-        return
-    old = str(paths[0])
-    new = move.new_paths.get(str(sasd["InstanceID"]).lower())
-    if new is not None:
-        _relocate(move, old, new)
-        sasd["HostResource"] = (new, *paths[1:])
-    elif move.destination is not move.call.host:
-        _check_shared(move, old)
-
-
-def _check_shared(move: _Move, path: str) -> None:
+    path = str(paths[0]) if isinstance(paths, tuple) and paths else ""
     try:
-        reachable = move.destination.paths.local(path).is_file()
-    except HostPathError:
-        reachable = False
-    if not reachable:
-        raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found from "
-                          f"{move.destination.name}: put it on shared storage or move it too")
-
-
-def _relocate(move: _Move, old: str, new: str) -> None:
-    """Plan the copy of ``old`` (on the source) to ``new`` (on the destination)."""
-    source = _source_file(move, old)
-    try:
-        target = move.destination.paths.local(new)
-    except HostPathError as error:
-        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
-    if target.resolve() == source.resolve():
-        return  # the same file: shared storage, or a path that does not change
-    if target.exists() or target in (t for _, t in move.txn.copies):
-        raise MethodError(TARGET_FILE_EXISTS, f"the file {new} already exists on "
-                          f"{move.destination.name}")
-    move.txn.copies.append((source, target))
-    if move.settings.get("RetainVhdCopiesOnSource") is not True:
-        move.txn.removals.append(source)
-
-
-def _source_file(move: _Move, path: str) -> Path:
-    try:
-        local = move.call.host.paths.local(path)
+        local = move.call.host.paths.local(path) if path else None
     except HostPathError:
         local = None
     if local is None or not local.is_file():
         raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found")
     return local
+
+
+# --- the moves ----------------------------------------------------------------------------
+
+
+def _at_destination(move: _Move, offer: Offer, applied: bool) -> None:
+    """The destination checks the offer; with ``applied`` the call's commit hands it over."""
+    destination = move.destination
+    if isinstance(destination, cluster.Peer):
+        _ask_peer(move, destination, offer)
+        if applied:
+            member = move.call.host.cluster
+            assert member is not None  # a peer is found through the host's cluster
+            move.txn.handover = Handover(member.directory.handovers, move.call.host,
+                                         destination, offer)
+        return
+    target = destination.store.transaction()
+    copies = _at_destination_side(destination,
+                                  lambda: arrival.receive(destination, target, offer))
+    if applied:
+        move.txn.destination, move.txn.copies = target, copies
+        if not offer.retain_source_files:
+            move.txn.removals = [source for source, _ in copies]
+
+
+def _ask_peer(move: _Move, peer: cluster.Peer, offer: Offer) -> None:
+    try:
+        peer.check(offer, between=move.call.host.worker.drain)
+    except cluster.PeerDown as error:
+        raise _unreachable(peer.name, peers.why(error)) from None
+    except cluster.PeerRefused as refused:
+        raise _AtDestination(peer.name, refused) from None
+
+
+def _at_destination_side(host: EmulatedHost,
+                         work: Callable[[], list[FileCopy]]) -> list[FileCopy]:
+    try:
+        return work()
+    except MethodError as error:
+        raise _AtDestination(host.name, error) from None
+
+
+def _storage(move: _Move, offer: Offer) -> None:
+    """32769: the disks (and settings' data roots) change; the VM stays on its host."""
+    copies: list[FileCopy] = []
+    for record in _records_of(move.txn, move.guid):
+        if record.class_def.name in (SASD, arrival.VSSD):
+            staged = move.txn.edit(record.path)
+            assert staged is not None
+            arrival.adapted(move.call.host, offer, staged, copies)
+    move.txn.copies = copies
+    if not offer.retain_source_files:
+        move.txn.removals = [source for source, _ in copies]
+

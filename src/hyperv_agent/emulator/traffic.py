@@ -1,0 +1,146 @@
+"""Would this packet reach (or leave) that VM? The emulated switch port, asked directly.
+
+Tests and labs ask a question of reachability ("can 10.0.0.5 reach TCP 22 of this VM's
+NIC?") instead of reading rule lists. The answer comes from what the host stores: the VM
+(found by name), its network adapter (by MAC), the adapter's switch port, the port's
+security settings and its extended ACLs, evaluated as ``portacl.evaluate`` documents.
+These are not CIM calls: nothing is counted, nothing changes.
+
+In order, a packet is stopped when:
+
+1. the VM is not running or paused, or the port is not connected to a switch (Hyper-V
+   forwards nothing to or from it);
+2. it leaves the VM and the port's Msvm_EthernetSwitchPortSecuritySettingData refuses it:
+   another source MAC while AllowMacSpoofing is off; a DHCP server message (UDP from port
+   67) while EnableDhcpGuard is on; a router advertisement or redirect (ICMPv6 134 or 137,
+   ICMP 9 or 5) while EnableRouterGuard is on. Microsoft documents what the guards drop;
+   that they act before the ACLs is the emulator's choice. A port without that setting
+   data has the class defaults (spoofing refused, guards off);
+3. the extended ACLs refuse it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath
+from hyperv_agent.emulator import model, portacl
+from hyperv_agent.emulator.codes import AclDirection, EnabledState
+from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.portacl import Packet, Verdict
+from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.store import Record, Transaction
+
+SECURITY = "Msvm_EthernetSwitchPortSecuritySettingData"
+DHCP_SERVER_PORT = 67
+#: (protocol, ICMP type) of the messages the router guard drops.
+ROUTER_MESSAGES = frozenset({(portacl.ICMPV6, 134), (portacl.ICMPV6, 137),
+                             (portacl.ICMP, 9), (portacl.ICMP, 5)})
+
+
+@dataclass(frozen=True)
+class PortState:
+    """What decides the traffic of one VM network adapter."""
+
+    mac: str
+    running: bool
+    connected: bool
+    allow_mac_spoofing: bool
+    dhcp_guard: bool
+    router_guard: bool
+    acls: tuple[portacl.Acl, ...]
+
+
+def admits(host: EmulatedHost, vm_name: str, mac: str, packet: Packet) -> Verdict:
+    """Whether ``packet`` passes the switch port of ``vm_name``'s adapter ``mac`` (any
+    spelling of the MAC). LookupError when there is no such VM, adapter or port."""
+    return decide(port_state(host, vm_name, mac), packet)
+
+
+def connects(host: EmulatedHost, vm_name: str, mac: str, packet: Packet) -> bool:
+    """Whether a conversation that ``packet`` opens works: it passes, and so does the first
+    packet of its return traffic."""
+    state = port_state(host, vm_name, mac)
+    return bool(decide(state, packet)) and bool(decide(state, packet.reply_to()))
+
+
+def decide(state: PortState, packet: Packet) -> Verdict:
+    """The verdict of one port on one packet (the steps of the module docstring)."""
+    if not state.running:
+        return Verdict(False, "the VM is not running")
+    if not state.connected:
+        return Verdict(False, "the network adapter is not connected to a switch")
+    guarded = _guard(state, packet)
+    return guarded if guarded is not None else portacl.evaluate(state.acls, packet)
+
+
+def _guard(state: PortState, packet: Packet) -> Verdict | None:
+    if packet.direction != AclDirection.OUTGOING or packet.reply:
+        return None
+    source = normal_mac(packet.source_mac or state.mac)
+    if source != state.mac and not state.allow_mac_spoofing:
+        return Verdict(False, f"MAC spoofing: source {source} is not the adapter's {state.mac}")
+    if (state.dhcp_guard and packet.protocol == portacl.UDP
+            and packet.local_port == DHCP_SERVER_PORT):
+        return Verdict(False, "DHCP guard: the VM may not answer as a DHCP server")
+    if state.router_guard and (packet.protocol, packet.icmp_type) in ROUTER_MESSAGES:
+        return Verdict(False, "router guard: the VM may not advertise or redirect routes")
+    return None
+
+
+def port_state(host: EmulatedHost, vm_name: str, mac: str) -> PortState:
+    """Read the adapter ``mac`` of ``vm_name``, its port and the port's features."""
+    txn = host.store.transaction()
+    vm = _vm(host, txn, vm_name)
+    guid = str(vm["Name"])
+    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
+    port = _port(txn, guid, nic, vm_name)
+    features = list(model.feature_records(txn, port))
+    security = next((r for r in features if r.class_def.name == SECURITY), None)
+    defaults = host.new_record(SECURITY) if security is None else security
+    return PortState(
+        mac=str(nic["Address"]).upper(), running=model.is_running(vm),
+        connected=bool(port["HostResource"]) and port["EnabledState"] != EnabledState.DISABLED,
+        allow_mac_spoofing=defaults["AllowMacSpoofing"] is True,
+        dhcp_guard=defaults["EnableDhcpGuard"] is True,
+        router_guard=defaults["EnableRouterGuard"] is True,
+        acls=tuple(portacl.parse_acl(r.values) for r in features
+                   if r.class_def.name == portacl.ACL_CLASS))
+
+
+def normal_mac(mac: str) -> str:
+    """``02:00:4c:5f:00:08``, ``02-00-…`` and ``02004C5F0008`` as Hyper-V stores them."""
+    return mac.replace(":", "").replace("-", "").upper()
+
+
+def _vm(host: EmulatedHost, txn: Transaction, vm_name: str) -> Record:
+    found = [r for r in host.records("Msvm_ComputerSystem", txn)
+             if model.is_vm(r) and r["ElementName"] == vm_name]
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} VMs are named {vm_name!r}")
+    return found[0]
+
+
+def _adapter(txn: Transaction, guid: str, mac: str, vm_name: str) -> Record:
+    classes = (CLASSES["Msvm_SyntheticEthernetPortSettingData"],)
+    for record in model.owned_records(txn, classes, guid):
+        if str(record["Address"]).upper() == mac and _is_current(record, guid):
+            return record
+    raise LookupError(f"VM {vm_name!r} has no network adapter {mac}")
+
+
+def _port(txn: Transaction, guid: str, nic: Record, vm_name: str) -> Record:
+    classes = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
+    for record in model.owned_records(txn, classes, guid):
+        parent = record["Parent"]
+        if isinstance(parent, str) and parent and ObjectPath.parse(parent) == nic.path:
+            return record
+    raise LookupError(f"the adapter {nic['Address']} of VM {vm_name!r} has no switch port")
+
+
+def _is_current(record: Record, guid: str) -> bool:
+    """A device of the VM's current settings (not of a snapshot)."""
+    return str(record["InstanceID"]).lower().startswith(f"microsoft:{guid.lower()}\\")
+
+
+__all__ = ["Packet", "PortState", "Verdict", "admits", "connects", "decide"]

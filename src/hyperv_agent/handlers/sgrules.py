@@ -1,0 +1,281 @@
+"""CloudStack security-group rules as the extended port ACLs of one VM adapter.
+
+A pure translation, no I/O: the ingress and egress rule sets of a SecurityGroupRulesCmd
+(``IpPortAndProto``: proto, startPort, endPort, allowedCidrs) and the adapter's addresses
+become the ``AclSpec`` list (portacls.py) that gives the VM what a CloudStack KVM host gives
+it:
+
+* Default deny in both directions: one deny-all ACL per direction, of the lowest weights.
+* An ingress rule allows packets from its CIDRs to its ports of the VM (the rule's ports
+  are the ACL's LocalPort); an egress rule allows packets from the VM's own addresses to
+  its CIDRs and ports (RemotePort). TCP and UDP ACLs are stateful, so the return traffic of
+  the sessions they allow passes.
+* No egress rule for an address family: everything the VM sends from its own addresses of
+  that family is allowed (TCP and UDP statefully).
+* Always allowed: DHCP (client and server ports, both directions; the VM may not act as a
+  DHCP server, which the port's DHCP guard enforces), DHCPv6 from the link-local address,
+  DNS (TCP and UDP 53) from the VM's own addresses, and ICMPv6 to the VM and from its own
+  addresses: neighbour discovery needs it, and ACLs cannot tell ICMPv6 types apart (the
+  port's router guard stops the VM's router advertisements).
+* Anti-spoofing: every ACL that lets the VM send carries one of its own addresses as
+  LocalIPAddress (the NIC's address, its secondary addresses, for IPv6 also the link-local
+  address derived from the MAC, and ``::`` for duplicate address detection), so anything
+  else it sends meets the default deny.
+* ``icmp``: ACLs match no ICMP type or code, so a rule allows all ICMP of its CIDR's family,
+  in both directions with those CIDRs (ICMP has no session to carry replies); a rule that
+  named a type or code says so in ``notes``. ``all``: TCP and UDP statefully, every other
+  protocol statelessly, and ICMP both ways as above. A protocol number allows that protocol
+  (1, 6 and 17 as icmp, tcp and udp).
+
+Rules arrive as the management server builds them (SecurityGroupManagerImpl): ``icmp``
+carries its type and code in startPort and endPort (-1 = any), ``all`` and numbers carry
+0 and 0, and a rule naming another group arrives as the /32 addresses of its members.
+Whatever cannot be translated is a ``RuleError`` naming the field, and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from hyperv_agent.cloudstack.objects import IpPortAndProto
+from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers.portacls import (
+    ANY,
+    AclAction,
+    AclDirection,
+    AclSpec,
+    network_text,
+)
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+IN, OUT = AclDirection.INCOMING, AclDirection.OUTGOING
+ALLOW, DENY = AclAction.ALLOW, AclAction.DENY
+ICMP, ICMPV6 = "1", "58"
+_FAMILY_ANY = {4: "0.0.0.0/0", 6: "::/0"}
+_ICMP_OF = {4: ICMP, 6: ICMPV6}
+_NO_ADDRESS = ("", "0")  # how CloudStack writes "no secondary address"
+
+
+class RuleError(InvalidRequest):
+    """A rule or address that cannot become an ACL; ``field`` is its path in the command."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class PortSecurity:
+    """The port's Msvm_EthernetSwitchPortSecuritySettingData a VM gets."""
+
+    allow_mac_spoofing: bool
+    dhcp_guard: bool
+    router_guard: bool
+
+
+#: A user VM may not forge its MAC, answer as a DHCP server or advertise routes.
+USER_VM_SECURITY = PortSecurity(allow_mac_spoofing=False, dhcp_guard=True, router_guard=True)
+#: A system VM (virtual router, console proxy, secondary storage VM) serves DHCP and routes.
+SYSTEM_VM_SECURITY = PortSecurity(allow_mac_spoofing=False, dhcp_guard=False,
+                                  router_guard=False)
+
+
+@dataclass(frozen=True)
+class NicAddresses:
+    """The addresses a VM adapter may send from: IPv4 and IPv6 (global ones and the
+    link-local one of its MAC), primary first."""
+
+    mac: str
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+    link_local: str
+
+    def own(self, version: int) -> tuple[str, ...]:
+        return self.ipv4 if version == 4 else (*self.ipv6, self.link_local)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The ACLs of a rule set, and what could not be said exactly."""
+
+    acls: tuple[AclSpec, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Cidr:
+    version: int
+    text: str  # as an ACL address field holds it
+
+
+@dataclass(frozen=True)
+class _Rule:
+    field: str
+    direction: AclDirection
+    proto: str  # tcp, udp, icmp, all, or a decimal protocol number
+    ports: str  # ANY or low[-high]; for icmp, what the type and code said
+    cidrs: tuple[_Cidr, ...]
+
+
+def nic_addresses(mac: str | None, guest_ip: str | None, guest_ip6: str | None,
+                  sec_ips: Sequence[str] | None) -> NicAddresses:
+    """The adapter's own addresses from a command's guestMac, guestIp, guestIp6 and secIps
+    (secondary addresses of either family); RuleError naming a malformed one."""
+    link_local = _link_local(mac)
+    given = [("guestIp", guest_ip), ("guestIp6", guest_ip6)]
+    given += [(f"secIps[{i}]", ip) for i, ip in enumerate(sec_ips or ())]
+    addresses = [_address(field, text) for field, text in given
+                 if text is not None and text.strip() not in _NO_ADDRESS]
+    v4 = tuple(dict.fromkeys(str(a) for a in addresses if a.version == 4))
+    v6 = tuple(dict.fromkeys(a.compressed for a in addresses if a.version == 6))
+    return NicAddresses(str(mac), v4, tuple(a for a in v6 if a != link_local), link_local)
+
+
+def translate(ingress: Sequence[IpPortAndProto], egress: Sequence[IpPortAndProto],
+              nic: NicAddresses) -> Translation:
+    """The ACLs that give ``nic`` exactly what the rule sets allow (module docstring);
+    RuleError naming the first field that cannot be translated."""
+    rules = [*_rules(ingress, "ingressRuleSet", IN), *_rules(egress, "egressRuleSet", OUT)]
+    acls: list[AclSpec] = [*_always(nic)]
+    notes: list[str] = []
+    for rule in rules:
+        for cidr in rule.cidrs:
+            acls.extend(_rule_acls(rule, cidr, nic))
+        notes.extend(_notes(rule))
+    for version in (4, 6):
+        restricted = any(r.direction == OUT and c.version == version
+                         for r in rules for c in r.cidrs)
+        acls.extend(_dns(version, nic) if restricted else _open_egress(version, nic))
+    acls += [AclSpec("default-deny", IN, DENY), AclSpec("default-deny", OUT, DENY)]
+    return Translation(tuple(dict.fromkeys(acls)), tuple(notes))
+
+
+# --- reading the rules ----------------------------------------------------------------------
+
+
+def _rules(rules: Sequence[IpPortAndProto], name: str, direction: AclDirection
+           ) -> Iterator[_Rule]:
+    for index, rule in enumerate(rules):
+        field = f"{name}[{index}]"
+        proto = _proto(rule.proto, field)
+        cidrs = tuple(_cidr(f"{field}.allowedCidrs[{i}]", text)
+                      for i, text in enumerate(rule.allowed_cidrs or ()))
+        yield _Rule(field, direction, proto, _ports(proto, rule, field), cidrs)
+
+
+def _proto(text: str | None, field: str) -> str:
+    word = (text or "").strip().lower()
+    numbers = {"1": "icmp", "6": "tcp", "17": "udp"}
+    if word in ("tcp", "udp", "icmp", "all"):
+        return word
+    if word.isdecimal() and int(word) <= 255:
+        return numbers.get(str(int(word)), str(int(word)))
+    raise RuleError(f"{field}.proto",
+                    f"{text!r} is not tcp, udp, icmp, all or a protocol number 0..255")
+
+
+def _ports(proto: str, rule: IpPortAndProto, field: str) -> str:
+    start, end = rule.start_port, rule.end_port
+    if proto == "icmp":
+        if not (-1 <= start <= 255 and -1 <= end <= 255):
+            raise RuleError(f"{field}.startPort", f"ICMP type {start} / code {end} is not "
+                                                  "-1 (any) or 0..255")
+        return ANY if start == -1 else f"type {start}" + ("" if end == -1 else f" code {end}")
+    if proto not in ("tcp", "udp") or (start, end) == (0, 0):
+        return ANY
+    if not 0 <= start <= 65535 or not 0 <= end <= 65535:
+        raise RuleError(f"{field}.startPort", f"port range {start}-{end} is outside 0..65535")
+    if start > end:
+        raise RuleError(f"{field}.endPort", f"port range {start}-{end} ends before it starts")
+    return str(start) if start == end else f"{start}-{end}"
+
+
+def _cidr(field: str, text: str) -> _Cidr:
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+        return _Cidr(network.version, network_text(network))
+    except ValueError as error:
+        raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 CIDR ({error})") from None
+
+
+def _address(field: str, text: str) -> IpAddress:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        raise RuleError(field, f"{text!r} carries a zone index")
+    return address
+
+
+def _link_local(mac: str | None) -> str:
+    digits = (mac or "").replace(":", "").replace("-", "")
+    if len(digits) != 12 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise RuleError("guestMac", f"{mac!r} is not a MAC address")
+    octets = bytes.fromhex(digits)
+    eui64 = bytes([octets[0] ^ 0x02, *octets[1:3], 0xFF, 0xFE, *octets[3:]])
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui64))
+
+
+# --- the ACLs -------------------------------------------------------------------------------
+
+
+def _always(nic: NicAddresses) -> Iterator[AclSpec]:
+    """DHCP, DHCPv6 and ICMPv6: what every VM needs whatever its rules say."""
+    v4_any, v6_any = _FAMILY_ANY[4], _FAMILY_ANY[6]
+    yield AclSpec("dhcp", OUT, ALLOW, "UDP", ANY, v4_any, "68", "67")
+    yield AclSpec("dhcp", IN, ALLOW, "UDP", ANY, v4_any, "68", "67")
+    yield AclSpec("dhcpv6", OUT, ALLOW, "UDP", nic.link_local, v6_any, "546", "547")
+    yield AclSpec("dhcpv6", IN, ALLOW, "UDP", ANY, v6_any, "546", "547")
+    yield AclSpec("icmpv6", IN, ALLOW, ICMPV6, ANY, v6_any)
+    for own in (*nic.own(6), "::"):
+        yield AclSpec("icmpv6", OUT, ALLOW, ICMPV6, own, v6_any)
+
+
+def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses) -> Iterator[AclSpec]:
+    if rule.proto == "icmp" and cidr.version == 6:
+        return  # ICMPv6 is always allowed (see _always)
+    remote, role = cidr.text, rule.field.split("RuleSet")[0]
+    protocols = {"tcp": ("TCP",), "udp": ("UDP",), "all": ("TCP", "UDP", ANY)}.get(
+        rule.proto, (_ICMP_OF[cidr.version] if rule.proto == "icmp" else rule.proto,))
+    ports = rule.ports if rule.proto in ("tcp", "udp") else ANY
+    for protocol in protocols:
+        yield from _allow(role, rule.direction, protocol, remote, ports, cidr.version, nic)
+    icmp = _ICMP_OF[cidr.version]
+    if rule.proto in ("icmp", "all") and icmp == ICMP:  # replies: ICMP has no session
+        back = OUT if rule.direction == IN else IN
+        yield from _allow(role, back, icmp, remote, ANY, cidr.version, nic)
+
+
+def _allow(role: str, direction: AclDirection, protocol: str, remote: str, ports: str,
+           version: int, nic: NicAddresses) -> Iterator[AclSpec]:
+    """One allow ACL; leaving the VM, one per own address of the family (anti-spoofing)."""
+    stateful = protocol in ("TCP", "UDP")
+    if direction == IN:
+        yield AclSpec(role, IN, ALLOW, protocol, ANY, remote, ports, ANY, stateful)
+        return
+    for own in nic.own(version):
+        yield AclSpec(role, OUT, ALLOW, protocol, own, remote, ANY, ports, stateful)
+
+
+def _open_egress(version: int, nic: NicAddresses) -> Iterator[AclSpec]:
+    for protocol in ("TCP", "UDP", ANY):
+        yield from _allow("egress-open", OUT, protocol, _FAMILY_ANY[version], ANY, version, nic)
+
+
+def _dns(version: int, nic: NicAddresses) -> Iterator[AclSpec]:
+    """DNS of a family whose egress is restricted (open egress allows it anyway)."""
+    for protocol in ("UDP", "TCP"):
+        yield from _allow("dns", OUT, protocol, _FAMILY_ANY[version], "53", version, nic)
+
+
+def _notes(rule: _Rule) -> Iterator[str]:
+    families = sorted({c.version for c in rule.cidrs})
+    if rule.proto == "icmp" and rule.ports != ANY and 4 in families:
+        yield (f"{rule.field}: ICMP {rule.ports} cannot be told apart by Hyper-V ACLs; "
+               "all ICMP is allowed with its CIDRs")
+    if rule.proto == "icmp" and 6 in families:
+        yield f"{rule.field}: ICMPv6 is always allowed (neighbour discovery needs it)"

@@ -1,0 +1,108 @@
+"""Reading CloudStack rule sets and NIC addresses (handlers/sgrules.py), without a port."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from hyperv_agent.cloudstack.objects import IpPortAndProto
+from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers.portacls import AclDirection, AclSpec
+from hyperv_agent.handlers.sgrules import RuleError, nic_addresses, translate
+from tests.handlers.aclkit import rule
+
+MAC = "02:00:4c:5f:00:08"
+NIC = nic_addresses(MAC, "10.1.1.80", None, None)
+
+
+def _acls(ingress: Sequence[IpPortAndProto] = (), egress: Sequence[IpPortAndProto] = ()
+          ) -> tuple[AclSpec, ...]:
+    return translate(ingress, egress, NIC).acls
+
+
+@pytest.mark.parametrize(("ingress", "egress", "field"), [
+    ([rule("tcp", 22, 22, "10.0.0.0/8", "10.0.0.0/33")], [], "ingressRuleSet[0].allowedCidrs[1]"),
+    ([], [rule("tcp", 22, 22, "10.0.0.0/8"), rule("udp", 1, 2, "any")],
+     "egressRuleSet[1].allowedCidrs[0]"),
+    ([rule("gre", 0, 0, "10.0.0.0/8")], [], "ingressRuleSet[0].proto"),
+    ([rule("256", 0, 0, "10.0.0.0/8")], [], "ingressRuleSet[0].proto"),
+    ([], [rule("", 0, 0, "10.0.0.0/8")], "egressRuleSet[0].proto"),
+    ([rule("tcp", 80, 22, "10.0.0.0/8")], [], "ingressRuleSet[0].endPort"),
+    ([rule("udp", -5, 22, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
+    ([rule("tcp", 1, 70000, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
+    ([rule("icmp", 300, 0, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
+    ([rule("tcp", 1, 2, "2001:db8:1234:5678:9abc:def0:1234:5678/127")], [],
+     "ingressRuleSet[0].allowedCidrs[0]"),
+])
+def test_rule_is_refused_with_its_field_named_when_malformed(
+    ingress: list[IpPortAndProto], egress: list[IpPortAndProto], field: str,
+) -> None:
+    with pytest.raises(RuleError) as caught:
+        translate(ingress, egress, NIC)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field + ": ")
+    assert isinstance(caught.value, InvalidRequest)  # answered as a failed command
+
+
+@pytest.mark.parametrize(("mac", "ip", "ip6", "sec_ips", "field"), [
+    ("02:00:4c:5f:00", "10.1.1.80", None, None, "guestMac"),
+    (None, "10.1.1.80", None, None, "guestMac"),
+    (MAC, "10.1.1", None, None, "guestIp"),
+    (MAC, "10.1.1.80", "fd00::zz", None, "guestIp6"),
+    (MAC, "10.1.1.80", None, ["10.1.1.81", "10.1.1.300"], "secIps[1]"),
+    (MAC, "10.1.1.80", "fe80::1%eth0", None, "guestIp6"),
+])
+def test_nic_address_is_refused_with_its_field_named_when_malformed(
+    mac: str | None, ip: str, ip6: str | None, sec_ips: list[str] | None, field: str,
+) -> None:
+    with pytest.raises(RuleError) as caught:
+        nic_addresses(mac, ip, ip6, sec_ips)
+    assert caught.value.field == field
+
+
+def test_nic_addresses_split_families_and_derive_the_link_local_address() -> None:
+    nic = nic_addresses("02-00-4C-5F-00-08", "10.1.1.80", "2001:DB8::80",
+                        ["0", "10.1.1.81", "2001:db8::81", "10.1.1.81", ""])
+    assert nic.ipv4 == ("10.1.1.80", "10.1.1.81")
+    assert nic.ipv6 == ("2001:db8::80", "2001:db8::81")
+    assert nic.link_local == "fe80::4cff:fe5f:8"  # EUI-64, universal/local bit flipped
+    assert nic.own(6) == ("2001:db8::80", "2001:db8::81", "fe80::4cff:fe5f:8")
+
+
+def test_every_acl_is_the_agents_and_is_stated_once() -> None:
+    acls = _acls([rule("tcp", 22, 22, "10.0.0.0/8"), rule("tcp", 22, 22, "10.0.0.0/8")])
+    assert len(acls) == len(set(acls))
+    assert all(a.name.startswith("cloudstack-sg/") for a in acls)
+    assert sum(1 for a in acls if a.local_port == "22") == 1
+
+
+def test_ingress_port_is_local_and_egress_port_is_remote() -> None:
+    acls = _acls([rule("tcp", 8000, 8080, "10.0.0.0/8")], [rule("udp", 123, 123, "10.0.0.0/8")])
+    ingress = [a for a in acls if a.role == "ingress"]
+    egress = [a for a in acls if a.role == "egress"]
+    assert [(a.direction, a.local_port, a.remote_port) for a in ingress] == [
+        (AclDirection.INCOMING, "8000-8080", "ANY")]
+    assert [(a.direction, a.local_ip, a.remote_port) for a in egress] == [
+        (AclDirection.OUTGOING, "10.1.1.80", "123")]
+
+
+def test_all_ports_of_tcp_rule_need_no_port_range() -> None:
+    acls = _acls([rule("tcp", 0, 0, "10.0.0.0/8"), rule("udp", 0, 65535, "10.0.0.0/8")])
+    assert {(a.protocol, a.local_port) for a in acls if a.role == "ingress"} == {
+        ("TCP", "ANY"), ("UDP", "0-65535")}
+
+
+def test_icmp_type_that_cannot_be_expressed_is_noted() -> None:
+    result = translate([rule("icmp", 8, 0, "10.0.0.0/8"), rule("icmp", -1, -1, "2001:db8::/32")],
+                       [], NIC)
+    assert any("ingressRuleSet[0]" in n and "type 8 code 0" in n for n in result.notes)
+    assert any("ingressRuleSet[1]" in n and "ICMPv6" in n for n in result.notes)
+    assert translate([rule("icmp", -1, -1, "10.0.0.0/8")], [], NIC).notes == ()
+
+
+def test_numbered_protocols_become_their_names_or_numbers() -> None:
+    acls = _acls([rule("1", 0, 0, "10.0.0.0/8"), rule("6", 0, 0, "10.0.0.0/8"),
+                  rule("47", 0, 0, "10.0.0.0/8")])
+    assert {a.protocol for a in acls if a.role == "ingress"
+            and a.direction == AclDirection.INCOMING} == {"1", "TCP", "47"}
