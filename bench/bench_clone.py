@@ -23,11 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import report, verdict
+from bench.common import report, require, verdict
 from hyperv_agent import server
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
-from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.service import Agent, build_agent
 
 COPY = "org.apache.cloudstack.storage.command.CopyCommand"
@@ -67,33 +66,46 @@ def _templates(pool: Path) -> None:
     os.sync()
 
 
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, pool: Path,
+                template: str, linked: bool) -> float:
+    """Seconds of one CopyCommand, checked to have made the kind of volume it names: a
+    differencing disk whose parent is ``template`` (``linked``), else a disk of its own."""
     started = time.perf_counter()
     async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
         answer = await r.json(content_type=None)
     elapsed = time.perf_counter() - started
     ((_, fields),) = answer[0].items()
     assert fields["result"] is True, fields
+    volume = next(iter(fields["newData"].values()))
+    info = vhd.read_info(pool / f"{volume['path']}.vhdx")
+    made = (info.type, info.parent_path) if linked else (info.type is vhd.DiskType.DIFFERENCING,)
+    wanted = ((vhd.DiskType.DIFFERENCING, f"C:\\pool\\{template}.vhdx") if linked
+              else (False,))
+    require(made == wanted, f"a {'linked clone of' if linked else 'full copy of'} {template} "
+            f"(made {made})")
     return elapsed
 
 
-async def _measure(agent: Agent, url: str) -> dict[str, float]:
+async def _measure(agent: Agent, url: str, pool: Path) -> dict[str, float]:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    inner = getattr(agent.cim, "inner", None)
-    assert isinstance(inner, EmulatorCim)
+    emulator = agent.emulator
+    assert emulator is not None
     figures: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
-        await _post(session, url, _body("tmpl-1g", False))  # warm: service and class cached
+        async def copy(name: str, linked: bool) -> float:
+            return await _post(session, url, _body(name, not linked), pool, name, linked)
+
+        await copy("tmpl-1g", True)  # warm: service and class cached
         for name in ("tmpl-1g", "tmpl-8g"):
-            before = inner.round_trips()
-            samples = [await _post(session, url, _body(name, False)) for _ in range(ROUNDS)]
-            spent = inner.round_trips() - before
+            before = emulator.round_trips()
+            samples = [await copy(name, True) for _ in range(ROUNDS)]
+            spent = emulator.round_trips() - before
             figures[f"{name} linked ms"] = statistics.median(samples) * 1000
             figures[f"{name} calls"] = spent.calls / ROUNDS
             figures[f"{name} waits"] = spent.waits / ROUNDS
         for name in ("tmpl-1g", "tmpl-8g"):  # after the clones: their writes load the disk
-            full = [await _post(session, url, _body(name, True)) for _ in range(FULL_ROUNDS)]
+            full = [await copy(name, False) for _ in range(FULL_ROUNDS)]
             figures[f"{name} full ms"] = statistics.median(full) * 1000
     return figures
 
@@ -101,14 +113,16 @@ async def _measure(agent: Agent, url: str) -> dict[str, float]:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         state = Path(scratch) / "state"
-        _templates(state / "emulator" / "drives" / "C" / "pool")
+        pool = state / "emulator" / "drives" / "C" / "pool"
+        _templates(pool)
         agent = build_agent(load_config(None, state_dir=state, backend="emulator",
                                         private_ip="127.0.0.1", local_storage_path="C:\\pool"))
         runner = await server.start(agent.app(), server.Listener("127.0.0.1", 0),
                                     agent.ssl_context())
         port = runner.addresses[0][1]
         try:
-            figures = await _measure(agent, f"https://127.0.0.1:{port}/api/HypervResource/{COPY}")
+            figures = await _measure(agent, f"https://127.0.0.1:{port}/api/HypervResource/{COPY}",
+                                     pool)
         finally:
             await runner.cleanup()
             await agent.cim.close()

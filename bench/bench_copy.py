@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 
-from bench.common import report, verdict
+from bench.common import report, require, verdict
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.files import EmulatedFiles
@@ -148,6 +148,11 @@ def big_copy(root: Path, size: int = BIG_BYTES) -> dict[str, float]:
     return figures
 
 
+def _require_size(path: Path, size: int) -> None:
+    written = path.stat().st_size
+    require(written == size, f"a copy of {size} bytes to {path.name} (it wrote {written})")
+
+
 def rate(size: int, seconds: float) -> str:
     return f"{size / seconds / MB:,.0f} MB/s"
 
@@ -176,14 +181,17 @@ async def main() -> None:
         ours, theirs = await alternate(files, root)
         verified = await timed(transfer(files, f"{SHARE}\\t.vhd", "C:\\pool\\v.vhd",
                                         checksum="{SHA-256}" + digest))
+        _require_size(root / "C" / "pool" / "v.vhd", TEMPLATE_BYTES)
         (root / "C" / "pool" / "v.vhd").unlink()
         threads = await per_chunk_threads(files, f"{SHARE}\\t.vhd", "C:\\pool\\p.vhd")
         (root / "C" / "pool" / "p.vhd").unlink()
         unzipped = await timed(transfer(files, f"{SHARE}\\d.vhd.gz", "C:\\pool\\d.vhd"))
+        _require_size(root / "C" / "pool" / "d.vhd", GZ_BYTES)
         packed = (root / "share" / "d.vhd.gz").stat().st_size
         await cim.close()
     with tempfile.TemporaryDirectory(prefix="bench-copy-") as scratch:
         big = big_copy(Path(scratch))
+    require(big["size"] == BIG_BYTES, f"a copy of {BIG_BYTES} bytes (it wrote {big['size']})")
     ratio = min(theirs) / min(ours)
     peak_mb = big["hwm_kb"] * 1024 / MB
     where = "RAM-backed folders" if folder else "the temporary folder's disk"

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import median_ms, report, timed_async, verdict
+from bench.common import median_ms, report, require, timed_async, verdict
 from hyperv_agent.cim import wql
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
@@ -77,9 +77,11 @@ async def main() -> None:
         await seed(cim, VM_COUNT)
         seed_s = time.perf_counter() - started
         summary, calls, count = await summary_ms(cim)
+        require(count == VM_COUNT, f"a summary of {VM_COUNT} VMs (it had {count})")
         await cim.close()
         opened = open_ms(state_dir)
         cli, found = cli_query_ms(root)
+        require(found == VM_COUNT, f"a query of {VM_COUNT} VMs (it found {found})")
     report("emulator", [
         (f"define {VM_COUNT} VMs (setup)", f"{seed_s:.2f} s", "-", "-"),
         (f"GetSummaryInformation, {count} VMs: calls", str(calls), "1", verdict(calls == 1)),

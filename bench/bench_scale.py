@@ -198,7 +198,7 @@ async def removal_s(agent: Agent, count: int) -> float:
     for index in range(count):
         vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
             ElementName=f"i-2-{index}-VM", Notes=CLOUDSTACK_NOTES)
-        await cim.invoke(await vms.management_service(cim), "DefineSystem",
+        await cim.invoke(await vms.management_service(agent.opened.hyperv), "DefineSystem",
                          {"SystemSettings": vssd})
     await asyncio.sleep(JOB_S)  # let the definitions' jobs end
     started = time.perf_counter()

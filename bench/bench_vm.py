@@ -1,14 +1,15 @@
 """VM lifecycle budgets under the emulator's latency model (20 ms a call, 300 ms a job).
 
 - the modelled wall time of a StartCommand with 2 disks and 2 NICs, beside the same work
-  priced at the C# agent's round-trip counts (hyperv-wmi-v2.md §5.2, CloudStack column:
-  define + CPU/memory 8 calls + 2 waits and TagVm 3 + 1; each disk ~11 calls + 2 waits;
-  each NIC ≥14 + 2, its VLAN 5 + 1 and bandwidth 4 + 1; start 2 + 1; its job waits poll
-  once a second, so each costs at least 1 s);
+  priced at the C# agent's round-trip counts (docs/architecture.md, "Round trips": define
+  + CPU/memory 8 calls + 2 waits and TagVm 3 + 1; each disk ~11 calls + 2 waits; each NIC
+  ≥14 + 2, its VLAN 5 + 1 and bandwidth 4 + 1; start 2 + 1; its job waits poll once a
+  second, so each costs at least 1 s);
 - 32 concurrent StartCommands for different VMs finish within 3x one StartCommand's time;
-- the round trips of each step of a start (counted while the step runs, caches warm), of
-  re-creating a stopped VM, of a system VM's ISO and boot arguments, and of the stats of
-  every VM, beside the C# agent's counts for the same step (§5.2) and the project's budget.
+- the round trips of each step of a start (told apart by what each round trip does,
+  bench/start_steps.py; caches warm), of re-creating a stopped VM, of a system VM's ISO
+  and boot arguments, and of the stats of every VM, beside the C# agent's counts for the
+  same step (docs/architecture.md, "Round trips") and the project's budget.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import report, verdict
+from bench import start_steps
+from bench.common import report, require, verdict
+from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import StepRecorder
-from hyperv_agent.handlers import start as start_steps
-from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.service import Agent, build_agent
 
 CALL_S, JOB_S = 0.02, 0.3
@@ -42,7 +42,7 @@ CSHARP_POLL_S = 1.0
 STATS = "com.cloud.agent.api.GetVmStatsCommand"
 SHARE = "\\\\10.1.1.2\\secondary"
 SECONDARY = "cifs://10.1.1.2/secondary?user=admin&password=secret"
-#: Per step: the C# agent's count (hyperv-wmi-v2.md §5.2, CloudStack column) and the budget
+#: Per step: the C# agent's count (docs/architecture.md, "Round trips") and the budget
 #: (calls, waits; None: no budget).
 STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
     start_steps.STEP_DEFINE: ("8 / 2 (+ TagVm 3 / 1)", (3, 2)),
@@ -56,8 +56,15 @@ STEP_FIGURES: dict[str, tuple[str, tuple[int, int] | None]] = {
 }
 
 
-class StepCosts(StepRecorder):
-    """A StartHandler ``step_probe``: the round trips of every step, by kind."""
+class StepCosts(start_steps.StartSteps):
+    """The round trips of every step of the starts observed, by kind."""
+
+    async def observed(self, agent: Agent, body: bytes) -> None:
+        """Start ``body``, adding the steps of that start."""
+        assert isinstance(agent.cim, CountingCim)
+        with agent.cim.observe() as trips:
+            await start_one(agent, body)
+        self.steps += start_steps.start_steps(trips).steps
 
     def rows(self, label: str) -> list[tuple[str, str, str, str]]:
         """One row per kind of step: the worst step of that kind."""
@@ -116,16 +123,19 @@ async def start_one(agent: Agent, body: bytes) -> float:
     return time.perf_counter() - started
 
 
+async def _require_running(agent: Agent, names: list[str]) -> None:
+    """Every VM of ``names`` runs on the emulated host (each has 2 disks and 2 NICs)."""
+    found = {str(vm["ElementName"]): vm["EnabledState"] for vm in await emulator_of(
+        agent).query("SELECT ElementName, EnabledState FROM Msvm_ComputerSystem "
+                     "WHERE Caption = 'Virtual Machine'")}
+    require(all(found.get(name) == 2 for name in names),
+            f"{len(names)} VMs started and running (running: "
+            f"{sum(found.get(name) == 2 for name in names)})")
+
+
 def emulator_of(agent: Agent) -> EmulatorCim:
-    inner = getattr(agent.cim, "inner", None)
-    assert isinstance(inner, EmulatorCim)
-    return inner
-
-
-def start_handler(agent: Agent) -> StartHandler:
-    handler = getattr(agent.dispatch.handlers[START], "__self__", None)
-    assert isinstance(handler, StartHandler)
-    return handler
+    assert agent.emulator is not None
+    return agent.emulator
 
 
 async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, str]]:
@@ -133,17 +143,16 @@ async def step_rows(agent: Agent, drive_c: Path) -> list[tuple[str, str, str, st
     power-off, a system VM; then the stats of every VM on the host in one command."""
     cim = emulator_of(agent)
     await start_one(agent, start_body("v-1-VM", drive_c, system=True))  # warms the KVP cache
-    costs = StepCosts(cim.round_trips)
-    start_handler(agent).step_probe = costs
-    await start_one(agent, start_body("i-2-2-VM", drive_c))
+    costs = StepCosts()
+    await costs.observed(agent, start_body("i-2-2-VM", drive_c))
     (vm,) = [v for v in await cim.query(
         "SELECT * FROM Msvm_ComputerSystem WHERE ElementName = 'i-2-2-VM'") if v.path]
     assert vm.path is not None
     await cim.invoke(vm.path, "RequestStateChange", {"RequestedState": 3})
     await asyncio.sleep(JOB_S * 2)
-    await start_one(agent, start_body("i-2-2-VM", drive_c))
-    await start_one(agent, start_body("v-3-VM", drive_c, system=True))
-    await start_one(agent, start_body("i-2-4-VM", drive_c, uefi=True))
+    await costs.observed(agent, start_body("i-2-2-VM", drive_c))
+    await costs.observed(agent, start_body("v-3-VM", drive_c, system=True))
+    await costs.observed(agent, start_body("i-2-4-VM", drive_c, uefi=True))
     rows = costs.rows("StartCommand step")
     names = [str(v["ElementName"]) for v in await cim.query(
         "SELECT * FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'")]
@@ -179,6 +188,7 @@ async def main() -> None:
         started = time.perf_counter()
         await asyncio.gather(*(start_one(agent, body) for body in bodies))
         concurrent = time.perf_counter() - started
+        await _require_running(agent, [f"i-2-{index + 100}-VM" for index in range(32)])
         steps = await step_rows(agent, drive_c)
         await agent.cim.close()
     csharp = CSHARP_CALLS * CALL_S + CSHARP_WAITS * max(JOB_S, CSHARP_POLL_S)

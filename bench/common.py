@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,5 +39,23 @@ def report(name: str, rows: Sequence[tuple[str, str, str, str]]) -> None:
         indent=2))
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 no one listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+class NotWhatItNames(AssertionError):
+    """A benchmark measured another state than the one its figures name."""
+
+
+def require(condition: bool, what: str) -> None:
+    """Stop the benchmark, printing no figure, when the state it set up or measured is not
+    the state its figures name (``what``: that state, in words)."""
+    if not condition:
+        raise NotWhatItNames(f"the benchmark did not measure what it names: {what}")

@@ -23,7 +23,8 @@ from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import build, devices, vms
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.service import Agent, build_agent
 
 START = "com.cloud.agent.api.StartCommand"
@@ -89,9 +90,8 @@ class FilledHost:
 
     @property
     def emulator(self) -> EmulatorCim:
-        inner = getattr(self.agent.cim, "inner", None)
-        assert isinstance(inner, EmulatorCim)
-        return inner
+        assert self.agent.emulator is not None
+        return self.agent.emulator
 
     @property
     def vm_count(self) -> int:
@@ -128,15 +128,15 @@ class FilledHost:
         self.pairs += 1
 
     async def operator_vm(self, name: str, disk: str) -> None:
-        cim = self.agent.cim
+        hv = self.agent.opened.hyperv
         spec = build.VmSpec(name=name, notes=("kept by the operator",), generation=1,
                             cpus=1, memory_mb=512)
-        vm = await build.define_vm(cim, spec)
-        controller = await build.add_scsi_controller(cim, vm)
-        await build.attach_disk(cim, vm, controller, 0, disk)
+        vm = await build.define_vm(hv, spec)
+        controller = await devices.add_scsi_controller(hv, vm)
+        await devices.attach_disk(hv, vm, controller, 0, disk)
 
     async def running_count(self) -> int:
-        listed = await vms.list_vms(self.emulator)
+        listed = await vms.list_vms(HyperV(self.emulator))
         return sum(1 for vm in listed if vm.power is vms.PowerState.RUNNING)
 
 

@@ -1,25 +1,141 @@
-"""Opening the CIM backend the configuration names (shared by the CLI and the service)."""
+"""Opening the host the configuration names: the one place the agent is wired to a backend.
+
+Every command that drives a host opens it here: ``serve`` (``service.build_agent``), the
+Windows service (``winsvc.runner``), ``doctor``, the ``cim`` diagnostics and the emulator's
+WinRM face. ``open_host`` returns one bundle, ``OpenedHost``: the Hyper-V session (the
+backend, wrapped last in the round-trip counter), the host's files, and the emulated host
+when it runs in this process, so no caller looks inside a backend to find out which it is.
+The emulated host's settings come from ``[emulator]`` (whose defaults are the emulator's
+own, ``emulator.config.EmulatorConfig``), with the default image store added here.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hyperv_agent.cim.api import Cim
+from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.cim.localchoice import LocalChoice, choose_for_this_host
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hyperv.session import HyperV
 
 if TYPE_CHECKING:
     from hyperv_agent.cim.local import MiSession
+    from hyperv_agent.cim.wsman.backend import WsmanCim
     from hyperv_agent.cim.wsman.settings import WsmanSettings
-    from hyperv_agent.hostfs.api import HostFiles
 
 SECONDARY_SHARE = "secondary"
-PROBE_TEMPLATE = "template/tmpl/1/1/hyperv-agent-probe.vhdx"
+Chooser = Callable[[], LocalChoice]
+
+
+@dataclass
+class OpenedHost:
+    """A host as the configuration names it, opened (see the module notes)."""
+
+    hyperv: HyperV  # the session; its ``cim`` counts round trips
+    files: HostFiles
+    emulator: EmulatorCim | None = None  # the emulated host, when it runs in this process
+    wsman: WsmanCim | None = None  # the WinRM backend, when the host is reached over WinRM
+    scratch: Path | None = None  # a throwaway state directory, removed on close
+
+    @property
+    def cim(self) -> Cim:
+        return self.hyperv.cim
+
+    async def close(self) -> None:
+        try:
+            await self.hyperv.close()
+        finally:
+            if self.scratch is not None:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def open_host(config: AgentConfig, choose: Chooser = choose_for_this_host,
+              mi_session: Callable[[], MiSession] | None = None, *,
+              leave_no_trace: bool = False) -> OpenedHost:
+    """The host ``config`` names, opened (``open_backend`` says which backend). With
+    ``leave_no_trace`` (a diagnostic), an emulated host that does not exist yet is opened
+    as a fresh one in a temporary folder, removed on close, instead of being created in
+    the state directory."""
+    scratch = None
+    if leave_no_trace and _backend_name(config, None) == "emulator" \
+            and not _emulator_exists(config):
+        scratch = Path(tempfile.mkdtemp(prefix="hyperv-agent-"))
+    opened = _open(config, choose, mi_session, scratch)
+    files = host_files(config, opened.emulator)
+    return OpenedHost(HyperV(CountingCim(opened.backend)), files, opened.emulator,
+                      opened.wsman, scratch)
+
+
+def open_backend(config: AgentConfig, choose: Chooser = choose_for_this_host,
+                 mi_session: Callable[[], MiSession] | None = None) -> Cim:
+    """The CIM backend the configuration names, uncounted. ``auto``: this Windows host's
+    own, as ``choose`` finds it: local WMI through PyMI (or the ``mi_session`` given), else
+    WinRM on localhost as the account the agent runs as."""
+    return _open(config, choose, mi_session, None).backend
+
+
+@dataclass(frozen=True)
+class _Opened:
+    backend: Cim
+    emulator: EmulatorCim | None = None
+    wsman: WsmanCim | None = None
+
+
+def _open(config: AgentConfig, choose: Chooser, mi_session: Callable[[], MiSession] | None,
+          scratch: Path | None) -> _Opened:
+    choice = choose() if config.agent.backend == "auto" else None
+    backend = _backend_name(config, choice)
+    if backend == "emulator":
+        host = emulator_config(config)
+        emulator = open_emulator(host if scratch is None else _in_scratch(host, scratch))
+        return _Opened(emulator, emulator=emulator)
+    if backend == "wsman":
+        from hyperv_agent.cim.wsman.backend import WsmanCim  # pypsrp: loaded only when used
+
+        url = choice.wsman_url if choice is not None else None
+        winrm = WsmanCim(local_wsman_settings(config, url) if url else wsman_settings(config))
+        return _Opened(winrm, wsman=winrm)
+    from hyperv_agent.cim.local import open_local
+
+    return _Opened(open_local(mi_session() if mi_session is not None else None))
+
+
+def _backend_name(config: AgentConfig, choice: LocalChoice | None) -> str:
+    return choice.backend if choice is not None else config.agent.backend
+
+
+# --- the emulated host ----------------------------------------------------------------------
+
+
+def emulator_config(config: AgentConfig) -> EmulatorConfig:
+    """The emulated host's settings from the agent configuration."""
+    section = config.emulator
+    shares = dict(section.shares) or default_shares(config)
+    return EmulatorConfig(
+        state_dir=config.agent.state_dir / "emulator",
+        host_name=section.host_name, cpus=section.cpus, cpu_mhz=section.cpu_mhz,
+        sockets=section.sockets, memory_mb=section.memory_mb, switches=section.switches,
+        drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
+        latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
+        guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,
+        os_caption=section.os_caption, job_retention_s=section.job_retention_s,
+        lab_missing_classes=frozenset(section.lab.missing_classes),
+        lab_free_bytes=dict(section.lab.free_bytes),
+        lab_failing_jobs=dict(section.lab.failing_jobs),
+        cluster_dir=section.cluster_dir,
+        private_ip=config.agent.private_ip or EmulatorConfig.private_ip,
+    )
 
 
 def default_shares(config: AgentConfig) -> dict[str, Path]:
@@ -33,47 +149,134 @@ def default_shares(config: AgentConfig) -> dict[str, Path]:
     return {f"\\\\{server}\\{SECONDARY_SHARE}": folder for server in sorted(servers)}
 
 
-def emulator_config(config: AgentConfig) -> EmulatorConfig:
-    """The emulated host's settings from the agent configuration."""
-    section = config.emulator
-    shares = dict(section.shares) or default_shares(config)
-    return EmulatorConfig(
-        state_dir=config.agent.state_dir / "emulator", host_name=section.host_name,
-        cpus=section.cpus, cpu_mhz=section.cpu_mhz, sockets=section.sockets,
-        memory_mb=section.memory_mb, switches=section.switches,
-        drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
-        latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
-        guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,
-        os_caption=section.os_caption, job_retention_s=section.job_retention_s,
-        lab_missing_classes=frozenset(section.lab.missing_classes),
-        lab_free_bytes=dict(section.lab.free_bytes),
-        lab_failing_jobs=dict(section.lab.failing_jobs),
-        cluster_dir=section.cluster_dir,
-        private_ip=config.agent.private_ip or EmulatorConfig.private_ip,
-    )
+def served_emulator_config(config: AgentConfig) -> AgentConfig:
+    """``config`` with the emulated host's drive C and shares written out: what an agent
+    in another process needs to reach that host's files."""
+    host = emulator_config(config)
+    emulator = config.emulator.model_copy(update={
+        "drives": {"C": host.drive_root("C"), **config.emulator.drives},
+        "shares": dict(host.shares)})
+    return config.model_copy(update={"emulator": emulator})
 
 
-def open_backend(config: AgentConfig,
-                 choose: Callable[[], LocalChoice] = choose_for_this_host,
-                 mi_session: Callable[[], MiSession] | None = None) -> Cim:
-    """The CIM backend the configuration names. ``auto``: this Windows host's own, as
-    ``choose`` finds it: local WMI through PyMI (or the ``mi_session`` given), else
-    WinRM on localhost as the account the agent runs as."""
-    backend = config.agent.backend
-    choice = choose() if backend == "auto" else None
-    if choice is not None:
-        backend = choice.backend
-    if backend == "emulator":
-        return open_emulator(emulator_config(config))
-    if backend == "wsman":
-        from hyperv_agent.cim.wsman.backend import WsmanCim  # pypsrp: loaded only when used
+def open_emulated_host(config: AgentConfig) -> EmulatorCim:
+    """The emulated host of ``config``, opened by itself (to be served to others), with
+    the probe template on its default image store."""
+    prepare_state(config)
+    return open_emulator(emulator_config(config))
 
-        if choice is not None and choice.wsman_url:
-            return WsmanCim(local_wsman_settings(config, choice.wsman_url))
-        return WsmanCim(wsman_settings(config))
-    from hyperv_agent.cim.local import open_local
 
-    return open_local(mi_session() if mi_session is not None else None)
+def _in_scratch(host: EmulatorConfig, scratch: Path) -> EmulatorConfig:
+    """``host`` kept in ``scratch``, not persisted: its state, and its drive C unless that
+    folder exists already."""
+    drive_c = host.drive_root("C")
+    drives = dict(host.drives)
+    if not drive_c.is_dir():
+        drives = {letter: folder for letter, folder in drives.items()
+                  if letter.rstrip(":").upper() != "C"}
+    return replace(host, state_dir=scratch, drives=drives, persist=False)
+
+
+def _emulator_exists(config: AgentConfig) -> bool:
+    return (config.agent.state_dir / "emulator" / "emulator.sqlite3").exists()
+
+
+# --- before serving -------------------------------------------------------------------------
+
+
+def prepare_state(config: AgentConfig) -> None:
+    """Make sure the state directory can be written (ConfigError naming ``state_dir``
+    otherwise), then put the probe template on the emulated host's default image store,
+    once (``seed_secondary``)."""
+    check_state_dir(config.agent.state_dir)
+    seed_secondary(config)
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Create ``state_dir`` if needed and check it takes a file; ConfigError naming the
+    setting when it cannot."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=state_dir):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"[agent] state_dir {state_dir} cannot be used: {reason} "
+                          "(set state_dir, --state-dir or HYPERV_AGENT_STATE_DIR to a "
+                          "folder this account can write)") from None
+
+
+def seed_secondary(config: AgentConfig) -> Path | None:
+    """Put the probe template on the emulated host's default image store, once; the path
+    written, or None when shares are configured (the operator's own)."""
+    if config.agent.backend != "emulator" or config.emulator.shares:
+        return None
+    from hyperv_agent.emulator.template import make_template
+    from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE
+
+    folder = next(iter(default_shares(config).values()))
+    target = folder / DEFAULT_TEMPLATE
+    if not target.exists():
+        make_template(target)
+    return target
+
+
+# --- the host's files -----------------------------------------------------------------------
+
+
+def host_files(config: AgentConfig, emulator: EmulatorCim | None = None) -> HostFiles:
+    """File access on the host: the emulated host's mapped folders when it runs here,
+    the remote host's administrative shares (backend wsman), else this host's own; shares
+    on ``smb_servers`` are reached through smbprotocol on ``smb_port``."""
+    base = _base_files(config, emulator)
+    servers = config.agent.smb_routed_servers
+    if not servers:
+        return base
+    from hyperv_agent.hostfs.locations import Credentials
+    from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
+    from hyperv_agent.hostfs.smb import SmbFiles
+
+    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
+                                    password=account.secret())
+                for server, account in config.agent.smb_credentials.items()}
+    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
+
+
+def _base_files(config: AgentConfig, emulator: EmulatorCim | None) -> HostFiles:
+    if emulator is not None:
+        from hyperv_agent.emulator.files import EmulatedFiles
+
+        return EmulatedFiles(emulator.host)
+    if config.agent.backend == "wsman":
+        return remote_files(config)
+    from hyperv_agent.hostfs.local import LocalFiles
+
+    return LocalFiles()
+
+
+def remote_files(config: AgentConfig) -> HostFiles:
+    """The files of the host a wsman backend drives. With ``[emulator.drives]`` or
+    ``[emulator.shares]`` (the configuration an emulator's WinRM face was started with),
+    its mapped folders, reached from this process; otherwise the host's administrative
+    shares (``\\\\host\\C$``) over SMB with the WinRM account, as on a real host."""
+    if config.emulator.drives or config.emulator.shares:
+        from hyperv_agent.emulator.files import EmulatedFiles
+        from hyperv_agent.emulator.paths import HostPaths
+
+        return EmulatedFiles(HostPaths(emulator_config(config)))
+    from hyperv_agent.hostfs.adminshares import AdminShareFiles
+    from hyperv_agent.hostfs.locations import Credentials
+    from hyperv_agent.hostfs.smb import SmbFiles
+
+    settings = wsman_settings(config)
+    credentials = None
+    if settings.username:
+        domain, _, user = settings.username.rpartition("\\")
+        credentials = Credentials(user, domain, settings.password or "")
+    return AdminShareFiles(SmbFiles(port=config.agent.smb_port), settings.host, credentials)
+
+
+# --- WinRM ----------------------------------------------------------------------------------
 
 
 def local_wsman_settings(config: AgentConfig, url: str) -> WsmanSettings:
@@ -106,38 +309,3 @@ def wsman_settings(config: AgentConfig) -> WsmanSettings:
         certificate_pem=section.certificate_pem,
         certificate_key_pem=section.certificate_key_pem)
 
-
-def remote_files(config: AgentConfig) -> HostFiles:
-    """The files of the host a wsman backend drives. With ``[emulator.drives]`` or
-    ``[emulator.shares]`` (the configuration an emulator's WinRM face was started with),
-    its mapped folders, reached from this process; otherwise the host's administrative
-    shares (``\\\\host\\C$``) over SMB with the WinRM account, as on a real host."""
-    from hyperv_agent.emulator.files import EmulatedFiles
-    from hyperv_agent.emulator.paths import HostPaths
-
-    if config.emulator.drives or config.emulator.shares:
-        return EmulatedFiles(HostPaths(emulator_config(config)))
-    from hyperv_agent.hostfs.adminshares import AdminShareFiles
-    from hyperv_agent.hostfs.locations import Credentials
-    from hyperv_agent.hostfs.smb import SmbFiles
-
-    settings = wsman_settings(config)
-    credentials = None
-    if settings.username:
-        domain, _, user = settings.username.rpartition("\\")
-        credentials = Credentials(user, domain, settings.password or "")
-    return AdminShareFiles(SmbFiles(port=config.agent.smb_port), settings.host, credentials)
-
-
-def seed_secondary(config: AgentConfig) -> Path | None:
-    """Put the probe template on the emulated host's default image store, once; the path
-    written, or None when shares are configured (the operator's own)."""
-    if config.agent.backend != "emulator" or config.emulator.shares:
-        return None
-    from hyperv_agent.emulator.template import make_template
-
-    folder = next(iter(default_shares(config).values()))
-    target = folder / PROBE_TEMPLATE
-    if not target.exists():
-        make_template(target)
-    return target

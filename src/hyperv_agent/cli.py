@@ -37,14 +37,14 @@ SWITCH_INTERVAL_S = 0.0005
 def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig) -> _T:
     import asyncio
 
-    from hyperv_agent.backends import open_backend
+    from hyperv_agent.backends import open_host
 
     async def main() -> _T:
-        cim = open_backend(config)
+        opened = open_host(config, leave_no_trace=True)  # a diagnostic creates nothing
         try:
-            return await work(cim)
+            return await work(opened.cim)
         finally:
-            await cim.close()
+            await opened.close()
 
     return asyncio.run(main())
 
@@ -211,7 +211,8 @@ def _out_json(value: OutValue) -> Any:
 @_config_option
 @_backend_option
 @_state_option
-@click.option("--listen", help="HOST:PORT for the CloudStack endpoint (default 0.0.0.0:8250).")
+@click.option("--listen", help="HOST:PORT for the CloudStack endpoint (default 0.0.0.0:8250, "
+              "or HYPERV_AGENT_LISTEN).")
 @click.option("--admin-listen", help="HOST:PORT for /healthz and /metrics (default "
               "127.0.0.1:9250).")
 @click.option("--private-ip", help="This host's address on the management network.")
@@ -231,7 +232,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     import asyncio
 
     from hyperv_agent import logs, service  # the server stack: loaded only to serve
-    from hyperv_agent.backends import seed_secondary
+    from hyperv_agent.backends import prepare_state
     from hyperv_agent.config import load_config
 
     try:
@@ -239,10 +240,14 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
                              admin_listen=admin_listen, private_ip=private_ip,
                              wsman=_wsman(**wsman))
         logs.setup(config.agent.log_level)
-        seed_secondary(config)
+        prepare_state(config)
         agent = service.build_agent(config)
     except AgentError as error:
         _fail(error)
+        return
+    except OSError as error:  # a file of the state directory or a TLS file
+        _fail(ConfigError(f"cannot start: {error.strerror or error}: {error.filename} "
+                          "(see [agent] state_dir, tls_cert and tls_key)"))
         return
     finally:
         gc.freeze()
@@ -250,7 +255,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     try:
         asyncio.run(service.serve_until_signalled(agent))
     except OSError as error:
-        _fail(ConfigError(f"cannot listen: {error.strerror or error}"))
+        _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
 
 
 main.add_command(doctor_command((_config_option, _backend_option, _state_option, _wsman_options),
@@ -286,7 +291,7 @@ def template_make(path: Path, size_mb: int) -> None:
 
 
 @main.command("probe")
-@click.argument("url")
+@click.argument("url", required=False)
 @click.option("--private-ip", default="127.0.0.1", show_default=True,
               help="The address to register the host under (must be one of its NICs).")
 @click.option("--deploy", is_flag=True,
@@ -296,24 +301,29 @@ def template_make(path: Path, size_mb: int) -> None:
               help="cifs:// image store holding the template (default: the share "
                    "'secondary' on the host's own name, as `serve` on the emulator offers).")
 @click.option("--template", "template_path", metavar="PATH",
-              default="template/tmpl/1/1/hyperv-agent-probe.vhdx", show_default=True,
-              help="The template's path on the image store (`hyperv-agent template make` "
+              help="The template's path on the image store (default: the one `serve` "
+                   "puts on the emulated host's image store; `hyperv-agent template make` "
                    "writes one).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1, 3600), default=60.0,
               show_default=True, help="Seconds the whole run may take.")
 @click.option("--hypervisor-version", "versions", multiple=True, default=("6.2",),
               show_default=True, help="A Hyperv row of the management server's "
               "hypervisor_capabilities table (repeat for several).")
-def probe_command(url: str, private_ip: str, deploy: bool, secondary: str | None,
-                  template_path: str, timeout_s: float, versions: tuple[str, ...]) -> None:
-    """Play the management server against the agent at URL and check it is a drop-in."""
+def probe_command(url: str | None, private_ip: str, deploy: bool, secondary: str | None,
+                  template_path: str | None, timeout_s: float, versions: tuple[str, ...]
+                  ) -> None:
+    """Play the management server against the agent at URL (default: the agent on this
+    machine, https://127.0.0.1:8250 or HYPERV_AGENT_LISTEN) and check it is a drop-in.
+    An agent still starting is waited for, within --timeout."""
     import asyncio
 
     from hyperv_agent import probe
-    from hyperv_agent.probe_deploy import DeployPlan
+    from hyperv_agent.config import local_agent_url
+    from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE, DeployPlan
 
-    plan = DeployPlan(secondary, template_path) if deploy else None
-    report = asyncio.run(probe.probe(url, private_ip, timeout_s, plan, versions))
+    plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE) if deploy else None
+    report = asyncio.run(probe.probe(url or local_agent_url(), private_ip, timeout_s, plan,
+                                     versions))
     click.echo(report.table())
     if not report.passed:
         broken = [f.rule for f in report.findings if not f.ok]

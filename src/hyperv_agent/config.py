@@ -30,9 +30,10 @@ File layout (names other tools rely on)::
     ca_file = "/etc/hyperv-agent/hv01-ca.pem"
     operation_timeout_s = 60
 
-Environment: ``HYPERV_AGENT_STATE_DIR`` and ``HYPERV_AGENT_BACKEND`` override the file,
-as do ``HYPERV_AGENT_SMB_SERVERS`` (comma-separated) and ``HYPERV_AGENT_SMB_PORT``;
-``HYPERV_AGENT_WSMAN_PASSWORD`` gives the WinRM password.
+Environment: ``HYPERV_AGENT_STATE_DIR``, ``HYPERV_AGENT_BACKEND``, ``HYPERV_AGENT_LISTEN``
+and ``HYPERV_AGENT_ADMIN_LISTEN`` override the file, as do ``HYPERV_AGENT_SMB_SERVERS``
+(comma-separated) and ``HYPERV_AGENT_SMB_PORT``; ``HYPERV_AGENT_WSMAN_PASSWORD`` gives the
+WinRM password.
 """
 
 from __future__ import annotations
@@ -56,10 +57,23 @@ from pydantic import (
     model_validator,
 )
 
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import ConfigError
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+DEFAULT_LISTEN = "0.0.0.0:8250"  # the management server always uses port 8250
+
+
+def local_agent_url() -> str:
+    """The URL of the agent on this machine: ``HYPERV_AGENT_LISTEN``, else the default
+    listener, reached over loopback."""
+    host, _, port = (os.environ.get("HYPERV_AGENT_LISTEN") or DEFAULT_LISTEN).rpartition(":")
+    if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 - a listener on every address
+        host = "127.0.0.1"
+    return f"https://{host}:{port}"
 
 
 def default_state_dir() -> Path:
@@ -114,7 +128,7 @@ class AgentSection(_Section):
     state_dir: Path = Field(default_factory=default_state_dir)
     # auto: on a Windows host, wmi when PyMI imports, else wsman to WinRM on localhost
     backend: Backend = "emulator" if sys.platform != "win32" else "auto"
-    listen: str = "0.0.0.0:8250"
+    listen: str = DEFAULT_LISTEN
     admin_listen: str = "127.0.0.1:9250"
     private_ip: str | None = None  # the agent's address on the management network
     tls_cert: Path | None = None
@@ -227,26 +241,30 @@ class LabSection(_Section):
         return free
 
 
+#: The emulated host's defaults are the emulator's own.
+_HOST = EmulatorConfig(state_dir=Path())
+
+
 class EmulatorSection(_Section):
-    host_name: str = Field(default="HYPERV-EMU", min_length=1, max_length=63)
-    cpus: int = Field(default=16, ge=1, le=1024)
-    cpu_mhz: int = Field(default=2400, ge=100, le=10000)
-    sockets: int = Field(default=2, ge=1, le=64)
-    memory_mb: int = Field(default=65536, ge=512)
-    switches: tuple[str, ...] = ("External",)
+    host_name: str = Field(default=_HOST.host_name, min_length=1, max_length=63)
+    cpus: int = Field(default=_HOST.cpus, ge=1, le=1024)
+    cpu_mhz: int = Field(default=_HOST.cpu_mhz, ge=100, le=10000)
+    sockets: int = Field(default=_HOST.sockets, ge=1, le=64)
+    memory_mb: int = Field(default=_HOST.memory_mb, ge=512)
+    switches: tuple[str, ...] = _HOST.switches
     drives: dict[str, Path] = Field(default_factory=dict)
     shares: dict[str, Path] = Field(default_factory=dict)
-    async_jobs: bool = True
-    call_latency_s: float = Field(default=0.0, ge=0)
-    job_duration_s: float = Field(default=0.0, ge=0)
-    guest_shutdown_s: float = Field(default=0.0, ge=0)
+    async_jobs: bool = _HOST.async_jobs
+    call_latency_s: float = Field(default=_HOST.latency.call_s, ge=0)
+    job_duration_s: float = Field(default=_HOST.latency.job_s, ge=0)
+    guest_shutdown_s: float = Field(default=_HOST.guest_shutdown_s, ge=0)
     # The Windows the emulated host runs (Win32_OperatingSystem): decides, as on a real
     # host, what it offers (secure boot templates from 10.0, generation 2 VMs from 6.3).
-    os_version: str = Field(default="10.0.17763", pattern=r"^[0-9]+(\.[0-9]+)+$")
-    os_caption: str = Field(default="Microsoft Windows Server 2019 Datacenter", min_length=1)
-    job_retention_s: float = Field(default=300.0, ge=0)  # finished jobs then vanish
+    os_version: str = Field(default=_HOST.os_version, pattern=r"^[0-9]+(\.[0-9]+)+$")
+    os_caption: str = Field(default=_HOST.os_caption, min_length=1)
+    job_retention_s: float = Field(default=_HOST.job_retention_s, ge=0)  # finished jobs vanish
     # Emulated hosts of several agents naming the same folder form a cluster (migration).
-    cluster_dir: Path | None = None
+    cluster_dir: Path | None = _HOST.cluster_dir
     # Also serve this emulated host over WinRM, at [wsman] url to [wsman] username/password.
     winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
@@ -354,6 +372,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _environment() -> Mapping[str, str]:
     names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend",
+             "HYPERV_AGENT_LISTEN": "listen", "HYPERV_AGENT_ADMIN_LISTEN": "admin_listen",
              "HYPERV_AGENT_SMB_SERVERS": "smb_servers", "HYPERV_AGENT_SMB_PORT": "smb_port"}
     return {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
 

@@ -7,6 +7,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 ROUND_TRIP_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 _Series = tuple[Counter, Histogram, Histogram]
+#: How a result is named, in the metrics' ``result`` label and in each command's log line.
+RESULT_OK, RESULT_FAILED = "ok", "failed"
+
+
+def result_word(ok: bool) -> str:
+    return RESULT_OK if ok else RESULT_FAILED
 
 
 class Metrics:
@@ -36,7 +42,7 @@ class Metrics:
     def _new_series(self, command: str, ok: bool) -> _Series:
         """The three series one command and result go to, looked up once (by label)."""
         short = command.rsplit(".", 1)[-1]
-        return (self.commands.labels(short, "success" if ok else "failure"),
+        return (self.commands.labels(short, result_word(ok)),
                 self.latency.labels(short), self.round_trips.labels(short))
 
     def exposition(self) -> bytes:

@@ -10,6 +10,7 @@ agent's models.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import ssl
@@ -26,6 +27,7 @@ POWER_STATES = frozenset({"PowerOn", "PowerOff", "PowerUnknown", "PowerReportMis
 # The MS's hypervisor_capabilities has one Hyperv row, 6.2, and no default row.
 DEFAULT_HYPERVISOR_VERSIONS = ("6.2",)
 UEFI_ENABLE = "host.uefi.enable"
+UP_POLL_S = 0.25  # how often an agent still starting is tried again
 MODIFY_POOL = "com.cloud.agent.api.ModifyStoragePoolCommand"
 JsonObject = dict[str, Any]
 
@@ -301,15 +303,41 @@ async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
                 ) -> ProbeReport:
     """Play registration and health (or, with ``deploy``, a whole deployment) against
     the agent at ``url``; ``hypervisor_versions`` are the Hyperv rows of the MS's
-    hypervisor_capabilities table."""
+    hypervisor_capabilities table. An agent that refuses connections (still starting)
+    is tried again until it answers, within ``timeout_s``."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the management server trusts any certificate
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     connector = aiohttp.TCPConnector(ssl=context, force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        down = await wait_for_agent(session, url, timeout_s)
+        if down is not None:
+            return ProbeReport([Finding("agent", False, down, "HTTPS on 8250")])
         if deploy is None:
             return await Prober(url, private_ip, session, hypervisor_versions).run()
         from hyperv_agent.probe_deploy import Deployer
 
         return await Deployer(url, private_ip, session, hypervisor_versions, plan=deploy).run()
+
+
+async def wait_for_agent(session: aiohttp.ClientSession, url: str, timeout_s: float,
+                         clock: Callable[[], float] = time.monotonic) -> str | None:
+    """None once the agent at ``url`` answers its liveness GET; while it refuses
+    connections (it is still starting) it is tried every ``UP_POLL_S`` until ``timeout_s``
+    has passed. Why not, when it never answers or cannot be reached at all."""
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            async with session.get(url.rstrip("/") + API.rstrip("/")) as reply:
+                await reply.read()
+            return None  # any HTTP answer: it is up
+        except aiohttp.ClientConnectorError as error:
+            if not isinstance(error.os_error, ConnectionRefusedError):
+                return f"{url} cannot be reached: {error}"
+            last = error
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return f"{url} does not answer over HTTPS: {type(error).__name__}: {error}"
+        if clock() >= deadline:
+            return f"no agent answered at {url} within {timeout_s:g} s ({last.os_error})"
+        await asyncio.sleep(min(UP_POLL_S, max(0.0, deadline - clock())))

@@ -6,30 +6,29 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import signal
 import ssl
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiohttp import web
 
 from hyperv_agent import relay, server, state, tls
-from hyperv_agent.backends import open_backend, remote_files
+from hyperv_agent.backends import OpenedHost, open_host
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
-from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import Limits, connection_cap, open_file_limit
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
@@ -37,39 +36,15 @@ from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hostfs.local import LocalFiles
-from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
+from hyperv_agent.stopping import stop_on_signals
 
 log = logging.getLogger("hyperv_agent")
+_T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
-
-
-def open_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    """File access on the host the backend drives; shares on ``smb_servers`` are reached
-    through smbprotocol on ``smb_port`` (by default none: the host's own access)."""
-    base = _host_files(config, cim)
-    servers = config.agent.smb_routed_servers
-    if not servers:
-        return base
-    from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
-    from hyperv_agent.hostfs.smb import SmbFiles
-
-    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
-                                    password=account.secret())
-                for server, account in config.agent.smb_credentials.items()}
-    return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
-
-
-def _host_files(config: AgentConfig, cim: Cim) -> HostFiles:
-    if isinstance(cim, EmulatorCim):
-        return EmulatedFiles(cim.host)
-    if config.agent.backend == "wsman":
-        return remote_files(config)
-    return LocalFiles()
 
 
 @dataclass
@@ -100,15 +75,28 @@ class Leftovers:
 
 @dataclass
 class Agent:
-    """A wired agent: backend, dispatcher, metrics and TLS identity."""
+    """A wired agent: the opened host, dispatcher, metrics and TLS identity."""
 
     config: AgentConfig
-    cim: Cim
+    opened: OpenedHost
     dispatch: Dispatch
     metrics: Metrics
     identity: tls.Identity
     host: HostHandlers
     leftovers: Leftovers
+
+    @property
+    def cim(self) -> Cim:
+        """The backend, its round trips counted."""
+        return self.opened.cim
+
+    @property
+    def emulator(self) -> EmulatorCim | None:
+        """The emulated host, when it runs in this process."""
+        return self.opened.emulator
+
+    async def close(self) -> None:
+        await self.opened.close()
 
     @property
     def allow_from(self) -> list[server.Network]:
@@ -121,7 +109,7 @@ class Agent:
     async def hyperv_problem(self) -> str | None:
         """None when Hyper-V's v2 namespace answers (one read-only query), else why not."""
         try:
-            await hyperv_host.switch_names(self.cim)
+            await hyperv_host.switch_names(self.opened.hyperv)
         except AgentError as error:
             return str(error)
         return None
@@ -150,34 +138,36 @@ class Agent:
 def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> Agent:
     """Everything ``serve`` runs, wired from the configuration."""
     agent = config.agent
-    cim = CountingCim(open_backend(config))
+    opened = open_host(config)
+    hv, files = opened.hyperv, opened.files
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
     settings = HostSettings(private_ip=agent.private_ip,
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
                             reservation=reservation, local_pool_path=agent.local_storage_path,
                             hypervisor_version=agent.hypervisor_version,
                             console_port=relay.console_port(config))
-    files = open_files(config, cim.inner)
     state.sweep_temporaries(agent.state_dir)
     pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
-    vm = VmHandlers(cim, vm_settings)
-    host = HostHandlers(cim, files, settings, pools, locks=vm.locks)
+    vm = VmHandlers(hv, vm_settings)
+    host = HostHandlers(hv, files, settings, pools, locks=vm.locks)
     handlers = host.table()
     handlers |= vm.table()
-    handlers |= VmConfigHandlers(cim, vm.locks).table()
-    start = StartHandler(cim, paths, vm.locks, vm.settings.job_wait,
+    handlers |= VmConfigHandlers(hv, vm.locks).table()
+    start = StartHandler(hv, paths, vm.locks, vm.settings.job_wait,
                          journal=state.BuildJournal(agent.state_dir / "building.json"))
     handlers |= start.table()
-    handlers |= AttachHandlers(cim, paths, vm.locks).table()
+    handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
-    handlers |= VolumeHandlers(cim, paths, vm.locks, vm.settings.job_wait, aside).table()
-    handlers |= CopyHandler(cim, paths, vm.settings.job_wait, aside).table()
+    file_locks = FileLocks()  # one table: a copy and a delete of one file never interleave
+    handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
+                               aside).table()
+    handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
-    return Agent(config, cim, dispatch, metrics, identity, host,
+    return Agent(config, opened, dispatch, metrics, identity, host,
                  Leftovers(start, files, pools, aside))
 
 
@@ -208,51 +198,64 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
 
 async def _winrm_face(agent: Agent) -> web.AppRunner | None:
     """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it."""
-    if not agent.config.emulator.winrm:
+    if not agent.config.emulator.winrm or agent.emulator is None:
         return None
     from hyperv_agent import winrm_face  # loaded only when the emulated host serves WinRM
 
-    backend = agent.cim.inner if isinstance(agent.cim, CountingCim) else agent.cim
-    face = await winrm_face.start_for(agent.config, backend)
-    return face.runner if face is not None else None
+    face = await winrm_face.start_for(agent.config, agent.emulator)
+    return face.runner
 
 
 async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
-    """Clear what an earlier run left, then serve until ``stop`` is set."""
+    """Clear what an earlier run left, then serve until ``stop`` is set; one line says
+    the agent stopped. A listener that cannot open raises OSError naming its setting."""
     file_limit = open_file_limit()
     announce_limits(agent, file_limit)
     await agent.leftovers.clear()
-    runners = [
-        await server.start(agent.app(), server.Listener.parse(agent.config.agent.listen),
-                           agent.ssl_context(), agent.limits(file_limit)),
-        await server.start(agent.admin_app(),
-                           server.Listener.parse(agent.config.agent.admin_listen), None,
-                           agent.admin_limits(), name="admin"),
-    ]
-    log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
-             agent.config.agent.listen, agent.config.agent.admin_listen,
-             agent.identity.sha256_fingerprint)
-    console = await relay.start_for(agent.config, agent.allow_from)
-    face = await _winrm_face(agent)
-    beating = asyncio.create_task(heartbeats(agent))
+    settings = agent.config.agent
+    runners: list[web.AppRunner] = []
+    console: relay.ConsoleRelay | None = None
+    beating: asyncio.Task[None] | None = None
     try:
+        runners.append(await _listening("listen", settings.listen, server.start(
+            agent.app(), server.Listener.parse(settings.listen), agent.ssl_context(),
+            agent.limits(file_limit))))
+        runners.append(await _listening("admin_listen", settings.admin_listen, server.start(
+            agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
+            agent.admin_limits(), name="admin")))
+        log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
+                 settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
+        console = await relay.start_for(agent.config, agent.allow_from)
+        face = await _winrm_face(agent)
+        if face is not None:
+            runners.insert(0, face)  # stopped first
+        beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
     finally:
+        await _stopped(agent, runners, console, beating)
+
+
+async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
+    """``start``; an OSError names the setting whose address could not be listened on."""
+    try:
+        return await start
+    except OSError as error:
+        raise OSError(error.errno, f"{address} ([agent] {setting}): "
+                                   f"{error.strerror or error}") from None
+
+
+async def _stopped(agent: Agent, runners: list[web.AppRunner],
+                   console: relay.ConsoleRelay | None, beating: asyncio.Task[None] | None
+                   ) -> None:
+    if beating is not None:
         beating.cancel()
-        if face is not None:
-            await face.cleanup()
-        if console is not None:
-            await console.close()
-        for runner in runners:
-            await runner.cleanup()
-        await agent.cim.close()
+    if console is not None:
+        await console.close()
+    for runner in runners:
+        await runner.cleanup()
+    await agent.close()
+    log.info("hyperv-agent stopped: listeners closed, backend closed")
 
 
 async def serve_until_signalled(agent: Agent) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(getattr(signal, name), stop.set)
-    await run_agent(agent, stop)
+    await run_agent(agent, stop_on_signals())

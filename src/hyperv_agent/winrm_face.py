@@ -14,9 +14,6 @@ reach the running host.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import ssl
 from dataclasses import dataclass
 
@@ -25,15 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from hyperv_agent import tls
-from hyperv_agent.backends import default_shares, emulator_config, seed_secondary
-from hyperv_agent.cim.api import Cim
+from hyperv_agent.backends import open_emulated_host, served_emulator_config
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig, WsmanSection
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
 from hyperv_agent.emulator.winrm.service import WinrmService
+from hyperv_agent.stopping import stop_on_signals
 
 
 @dataclass
@@ -49,25 +45,21 @@ class RunningFace:
         await self.emulator.close()
 
 
-async def start_for(config: AgentConfig, cim: Cim) -> RunningFace | None:
-    """The WinRM face of an agent's own emulated host, when ``[emulator] winrm`` asks for
-    it (the configuration checked that ``[wsman]`` names its URL and account); stop it
-    with ``runner.cleanup()``, the agent closes the emulator."""
-    if not config.emulator.winrm or not isinstance(cim, EmulatorCim):
-        return None
+async def start_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
+    """The WinRM face of an agent's own emulated host (``[emulator] winrm``; the
+    configuration checked that ``[wsman]`` names its URL and account); stop it with
+    ``runner.cleanup()``, the agent closes the emulator."""
     section = config.wsman
     assert section.url is not None and section.username is not None
     where = WsmanSettings(url=section.url)
     account = Account(section.username, section.resolved_password() or "")
-    return await start_face(config, where.host, where.port, account, where.ssl, cim)
+    return await start_face(config, where.host, where.port, account, where.ssl, emulator)
 
 
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
                      use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
     """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
-    cim = emulator or open_emulator(emulator_config(config))
-    if emulator is None:
-        seed_secondary(config)
+    cim = emulator or open_emulated_host(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
     context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
     service = WinrmService(cim, config.emulator.host_name)
@@ -89,25 +81,16 @@ def agent_config(config: AgentConfig, url: str, account: Account, auth: str,
     """The configuration of an agent driving, over WinRM at ``url``, the emulated host
     ``config`` describes: backend wsman with ``account``, and the host's drive C and
     shares mapped to the folders the emulator keeps them in."""
-    host = emulator_config(config)
-    emulator = config.emulator.model_copy(update={
-        "drives": {"C": host.drive_root("C"), **config.emulator.drives},
-        "shares": dict(config.emulator.shares) or default_shares(config)})
+    served = served_emulator_config(config)
     wsman = WsmanSection.model_validate({"url": url, "username": account.user,
                                          "password": account.password, "auth": auth,
                                          "verify_tls": verify_tls})
     agent = config.agent.model_copy(update={"backend": "wsman"})
-    return config.model_copy(update={"agent": agent, "emulator": emulator, "wsman": wsman})
+    return served.model_copy(update={"agent": agent, "wsman": wsman})
 
 
 async def serve_until_signalled(face: RunningFace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(getattr(signal, name), stop.set)
     try:
-        await stop.wait()
+        await stop_on_signals().wait()
     finally:
         await face.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hyperv_agent.backends import open_backend
+from hyperv_agent.backends import host_files, open_backend
 from hyperv_agent.cim.api import CIMV2_NAMESPACE
 from hyperv_agent.cim.local import LocalCim
 from hyperv_agent.cim.localchoice import (
@@ -29,7 +29,6 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.hostfs.local import LocalFiles
-from hyperv_agent.service import open_files
 from tests.cim.pymi_fake import FakeMiSession
 from tests.conftest import off_windows
 
@@ -220,5 +219,5 @@ def test_wmi_named_off_windows_is_one_line_naming_pymi(tmp_path: Path) -> None:
 async def test_host_files_are_the_hosts_own_for_the_local_backends(
         tmp_path: Path, emulator: EmulatorCim, backend: str) -> None:
     config = load_config(None, backend=backend, state_dir=tmp_path / "state")
-    files = open_files(config, LocalCim(FakeMiSession(emulator, asyncio.get_running_loop())))
+    files = host_files(config)  # no emulator in this process: a local backend's files
     assert type(files) is LocalFiles  # native paths: C:\ and UNC through Windows itself

@@ -30,6 +30,7 @@ from hyperv_agent.errors import (
 from hyperv_agent.hyperv import vms
 from tests.emulator.kit import define_vm, devices, service
 from tests.emulator.winrm_kit import PASSWORD, client, face
+from tests.sessions import hv
 
 
 @pytest.fixture(params=["http", "https"])
@@ -131,7 +132,7 @@ async def test_vm_summaries_fall_back_to_batches_when_every_vm_overflows(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     for index in range(30):
         await define_vm(emulator, f"i-2-{index}-VM")
-    direct = await vms.list_vms(emulator)
+    direct = await vms.list_vms(hv(emulator))
     async with face(emulator, tmp_path / "face") as served:
         warm = client(served.url)
         for name in ("Msvm_VirtualSystemManagementService", "Msvm_SummaryInformation",
@@ -141,9 +142,9 @@ async def test_vm_summaries_fall_back_to_batches_when_every_vm_overflows(
         cim = client(served.url, max_envelope_bytes=8192)  # ~20 summaries per answer
         cim.learn_classes(warm.known_classes())
         # the first listing overflows, then goes by query and batches
-        assert sorted(await vms.list_vms(cim), key=str) == sorted(direct, key=str)
+        assert sorted(await vms.list_vms(hv(cim)), key=str) == sorted(direct, key=str)
         before = served.service.requests
-        assert sorted(await vms.list_vms(cim), key=str) == sorted(direct, key=str)
+        assert sorted(await vms.list_vms(hv(cim)), key=str) == sorted(direct, key=str)
         spent = served.service.requests - before
         await cim.close()
     assert len(direct) == 30

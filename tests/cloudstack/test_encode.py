@@ -1,4 +1,4 @@
-"""Answers leave in the shapes the management server reads (§2.8, §4.3, §4.5, §13)."""
+"""Answers leave in the shapes the management server reads (protocol §2.8, §4.3, §4.5, §13)."""
 
 from __future__ import annotations
 

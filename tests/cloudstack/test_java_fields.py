@@ -20,7 +20,7 @@ from tests.cloudstack.java_fields import MODELS, TRANSFER_OBJECTS, java_fields, 
 # Names on one side only, each with its reason. Nothing else may differ.
 MODEL_ONLY: dict[type[BaseModel], set[str]] = {
     # The C# agent's names, written next to the Java ones for older management servers
-    # (reference §12); Gson ignores members a class does not have.
+    # (protocol §5.3, §12); Gson ignores members a class does not have.
     GetStorageStatsAnswer: {"capacity", "used"},
     CheckVirtualMachineAnswer: {"powerstate"},
 }

@@ -70,9 +70,8 @@ class Running:
     def emulator(self) -> EmulatorCim:
         if self.face is not None:
             return self.face.emulator
-        inner = getattr(self.agent.cim, "inner", None)
-        assert isinstance(inner, EmulatorCim)
-        return inner
+        assert self.agent.emulator is not None
+        return self.agent.emulator
 
     def requests(self) -> int:
         """WS-Management requests the WinRM face answered so far (0 without a face)."""
@@ -165,7 +164,7 @@ async def warm_class_cache(agent: Agent, emulator: EmulatorCim, kind: str) -> No
     of a kind, handed to the later ones."""
     from hyperv_agent.emulator.schema import CLASSES
 
-    cim = getattr(agent.cim, "inner", agent.cim)
+    cim = agent.opened.wsman
     assert isinstance(cim, WsmanCim)
     if kind in _read_classes:
         cim.learn_classes(_read_classes[kind])

@@ -1,5 +1,5 @@
 """Attach, Dettach, AttachIso and GetVmDiskStats over real HTTPS, on the emulated host
-(protocol §5.1 rows 28–29, §11)."""
+(protocol §5.1, §11)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CopyCommand over real HTTPS, every §5.2 case, checked on disk and in the emulator."""
+"""CopyCommand over real HTTPS, every protocol §5.2 case, checked on disk and in the emulator."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.s3server import S3Server
 from tests.samba import Samba
+from tests.sessions import hv
 
 COPY = "org.apache.cloudstack.storage.command.CopyCommand"
 COPY_ANSWER = "org.apache.cloudstack.storage.command.CopyCmdAnswer"
@@ -314,7 +315,7 @@ async def test_volume_from_template_is_a_linked_clone_when_flag_is_absent(
                                       _volume(_primary())))
     assert (data["path"], data["format"]) == (VOLUME_UUID, "VHDX")
     clone = pool / f"{VOLUME_UUID}.vhdx"
-    settings = await disks.read_settings(agent.emulator, f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    settings = await disks.read_settings(hv(agent.emulator), f"C:\\pool\\{VOLUME_UUID}.vhdx")
     assert (settings.format, settings.type, settings.size_bytes, settings.parent_path) == (
         DiskFormat.VHDX, DiskType.DIFFERENCING, GIB, "C:\\pool\\tmpl-1.vhdx")
     assert clone.stat().st_size < 8 * MIB

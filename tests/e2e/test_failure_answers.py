@@ -22,7 +22,7 @@ from hyperv_agent.cloudstack.answers import Answer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.errors import AgentError
-from hyperv_agent.handlers.dispatch import Dispatch, Result
+from hyperv_agent.handlers.dispatch import Dispatch, Result, Route
 from tests.cloudstack.fixtures import BASE_BODIES, json_contains
 from tests.e2e.conftest import Running
 
@@ -93,6 +93,49 @@ async def test_handler_error_answers_the_commands_own_class_on_every_route(
     for fqcn in ROUTES:
         reply = json.loads(await dispatch(fqcn, _body(fqcn, {})))
         _check(fqcn, reply, details)
+
+
+async def test_every_route_takes_the_class_its_command_decodes_to(running: Running) -> None:
+    routes = running.agent.dispatch.routes
+    for fqcn, route in routes.items():
+        decoded = codec.decode_command(fqcn, _body(fqcn, {}))
+        assert isinstance(decoded, route.command), (fqcn, route.command, type(decoded))
+        assert route.command is not Command, fqcn  # each handler names the class it takes
+
+
+@pytest.mark.parametrize("raised", [AgentError("the host refused"), KeyError("x")])
+async def test_handler_error_answers_the_commands_own_class_when_routes_are_the_agents(
+    running: Running, raised: Exception,
+) -> None:
+    async def failing(command: Command) -> Result:
+        raise raised
+
+    routes = {fqcn: Route(route.command, failing)
+              for fqcn, route in running.agent.dispatch.routes.items()}
+    dispatch = Dispatch(routes)
+    details = "the host refused" if isinstance(raised, AgentError) else "internal error (KeyError)"
+    for fqcn in routes:
+        _check(fqcn, json.loads(await dispatch(fqcn, _body(fqcn, {}))), details)
+
+
+class _Elsewhere(Command):
+    """A command class no body decodes to."""
+
+    FQCN = "org.example.Elsewhere"
+
+
+async def test_misrouted_command_answers_its_own_class_and_never_reaches_the_handler() -> None:
+    reached: list[Command] = []
+
+    async def handler(command: _Elsewhere) -> Result:
+        reached.append(command)
+        return Answer(result=True)
+
+    dispatch = Dispatch(dict.fromkeys(ROUTES, Route(_Elsewhere, handler)))
+    for fqcn in ROUTES:
+        _check(fqcn, json.loads(await dispatch(fqcn, _body(fqcn, {}))),
+               "its handler takes a _Elsewhere")
+    assert reached == []
 
 
 async def test_unhandled_command_answers_its_own_class_when_no_handler_serves_it() -> None:

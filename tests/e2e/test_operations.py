@@ -22,6 +22,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
 from hyperv_agent.service import build_agent
 from tests.e2e.conftest import API, PRIVATE_IP, Running, client_context, start
+from tests.samba import free_port
 
 
 async def test_probe_passes_when_agent_is_a_drop_in(running: Running) -> None:
@@ -60,12 +61,35 @@ async def test_probe_names_the_rule_when_agent_breaks_one() -> None:
     assert rules["ReadyCommand"] == "200 with result:false, never another status"
 
 
-def test_probe_command_exits_non_zero_when_nothing_listens() -> None:
+def test_probe_command_exits_non_zero_when_nothing_listens_within_its_timeout() -> None:
+    started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", "hyperv_agent.cli", "probe",
-                          "https://127.0.0.1:9"], capture_output=True, text=True, timeout=60)
+                          "https://127.0.0.1:9", "--timeout", "1"], capture_output=True,
+                         text=True, timeout=60)
     assert run.returncode == 1
     assert "not a drop-in" in run.stderr
-    assert "ReadyCommand" in run.stdout
+    assert "no agent answered at https://127.0.0.1:9 within 1 s" in run.stdout
+    assert time.monotonic() - started < 30
+
+
+async def test_probe_waits_for_an_agent_that_comes_up_after_it_started(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    agent = build_agent(agent_config())
+    port = free_port()
+
+    async def later() -> web.AppRunner:
+        await asyncio.sleep(1.0)  # refused until then
+        return await server.start(agent.app(), server.Listener("127.0.0.1", port),
+                                  agent.ssl_context())
+
+    starting = asyncio.create_task(later())
+    try:
+        report = await probe.probe(f"https://127.0.0.1:{port}", PRIVATE_IP, timeout_s=30)
+    finally:
+        await (await starting).cleanup()
+        await agent.close()
+    assert report.passed, report.table()
 
 
 async def test_admin_endpoints_report_health_and_command_metrics(running: Running) -> None:
@@ -82,8 +106,9 @@ async def test_admin_endpoints_report_health_and_command_metrics(running: Runnin
                 text = await reply.text()
     finally:
         await runner.cleanup()
-    assert 'hyperv_agent_commands_total{command="ReadyCommand",result="success"} 1.0' in text
-    assert ('hyperv_agent_commands_total{command="GetHostStatsCommand",result="failure"} 1.0'
+    # The metrics name a result with the words of the command's log line.
+    assert 'hyperv_agent_commands_total{command="ReadyCommand",result="ok"} 1.0' in text
+    assert ('hyperv_agent_commands_total{command="GetHostStatsCommand",result="failed"} 1.0'
             in text)
     assert "hyperv_agent_command_seconds_bucket" in text
     assert "hyperv_agent_command_cim_round_trips_sum" in text

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.start_steps import STEP_BOOT_ORDER, STEP_NIC, Spent, start_steps
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import RoundTrips, StepRecorder
-from hyperv_agent.handlers.start import STEP_BOOT_ORDER, STEP_NIC, StartHandler, no_probe
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import devices, state
@@ -114,16 +114,11 @@ async def _boot_devices(cim: EmulatorCim, vm: ObjectPath) -> list[str]:
     return found
 
 
-async def _measured(running: Running, body: dict[str, Any]) -> list[tuple[str, RoundTrips]]:
-    handler = getattr(running.agent.dispatch.handlers[START], "__self__", None)
-    assert isinstance(handler, StartHandler)
-    costs = StepRecorder(running.emulator.round_trips)
-    handler.step_probe = costs
-    try:
+async def _measured(running: Running, body: dict[str, Any]) -> list[tuple[str, Spent]]:
+    assert isinstance(running.agent.cim, CountingCim)
+    with running.agent.cim.observe() as trips:
         await _started(running, body)
-    finally:
-        handler.step_probe = no_probe
-    return costs.steps
+    return start_steps(trips).steps
 
 
 async def test_start_boots_generation_2_from_the_root_disk_when_an_iso_is_listed_first(

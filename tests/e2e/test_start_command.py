@@ -1,4 +1,4 @@
-"""StartCommand over real HTTPS, building VMs on the emulated host (§9)."""
+"""StartCommand over real HTTPS, building VMs on the emulated host (protocol §9)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance, ObjectPath
-from hyperv_agent.cloudstack import names
-from hyperv_agent.emulator import vhd
-from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.instruments import StepRecorder
-from hyperv_agent.handlers.start import (
+from bench.start_steps import (
     STEP_CONTROLLERS,
     STEP_DEFINE,
     STEP_DISK,
     STEP_NIC,
     STEP_POWER_ON,
     STEP_REMOVE,
-    StartHandler,
-    no_probe,
+    StartSteps,
+    start_steps,
 )
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.counting import CountingCim
+from hyperv_agent.cloudstack import names
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import devices, ok, request_state, state
@@ -454,19 +454,14 @@ async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
 # --- round trips per step -----------------------------------------------------------------
 
 
-async def _measured(running: Running, body: dict[str, Any]) -> StepRecorder:
-    """Start ``body`` after a warm-up start (so every cache is filled), recording the
-    round trips of each step of the measured start."""
+async def _measured(running: Running, body: dict[str, Any]) -> StartSteps:
+    """Start ``body`` after a warm-up start (so every cache is filled), telling the steps
+    of the measured start apart by the round trips the agent made."""
     await _started(running, _body(running, "i-2-90-VM"))
-    handler = getattr(running.agent.dispatch.handlers[START], "__self__", None)
-    assert isinstance(handler, StartHandler)
-    costs = StepRecorder(running.emulator.round_trips)
-    handler.step_probe = costs
-    try:
+    assert isinstance(running.agent.cim, CountingCim)
+    with running.agent.cim.observe() as trips:
         await _started(running, body)
-    finally:
-        handler.step_probe = no_probe
-    return costs
+    return start_steps(trips)
 
 
 def _two_disks_and_two_nics(running: Running, name: str) -> dict[str, Any]:
@@ -554,7 +549,8 @@ async def test_vm_stats_cost_1_call_when_several_started_vms_are_named(
     assert (spent.calls, spent.waits) == (1, 0)
 
 
-async def test_start_records_every_step_in_order_when_a_probe_is_set(running: Running) -> None:
+async def test_start_takes_every_step_in_order_when_a_vm_has_disks_and_nics(
+        running: Running) -> None:
     costs = await _measured(running, _two_disks_and_two_nics(running, "i-2-99-VM"))
     assert [kind for kind, _ in costs.steps] == [
         STEP_DEFINE, STEP_CONTROLLERS, STEP_CONTROLLERS, STEP_DISK, STEP_DISK, STEP_DISK,

@@ -1,4 +1,4 @@
-"""StartCommand for system VMs over real HTTPS (§9.2–§9.4): the system VM ISO from the
+"""StartCommand for system VMs over real HTTPS (protocol §9.2–§9.4): the system VM ISO from the
 image store, spare router NICs, boot arguments too long for one KVP item, and processor
 limit and weight from the VM's speeds."""
 
@@ -157,7 +157,7 @@ async def _processor(cim: EmulatorCim, vm: ObjectPath) -> tuple[int, int, int]:
             int(processor.integer("Weight") or 0))
 
 
-# --- the system VM ISO (§9.3) -------------------------------------------------------------
+# --- the system VM ISO (protocol §9.3) ----------------------------------------------------
 
 
 async def test_start_inserts_system_vm_iso_on_ide1_when_store_has_exactly_one(
@@ -252,7 +252,7 @@ async def test_start_fails_and_creates_nothing_when_secondary_storage_url_is_bad
     assert await _vm_count(agent.emulator) == 0
 
 
-# --- spare router NICs (§9.4) -------------------------------------------------------------
+# --- spare router NICs (protocol §9.4) ----------------------------------------------------
 
 
 async def test_start_leaves_spare_router_nics_disconnected_when_router_has_eight_nics(
@@ -287,7 +287,7 @@ async def test_modify_vm_nic_config_wires_a_spare_when_router_was_started_with_s
     assert [nic["state"] for nic in config["nics"][4:]] == [False] * 4
 
 
-# --- boot arguments longer than one KVP item (§9.2) ---------------------------------------
+# --- boot arguments longer than one KVP item (protocol §9.2) ------------------------------
 
 
 def _long_args(words: int) -> str:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from hyperv_agent.hyperv import build
+from hyperv_agent.hyperv import build, nics
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.e2e.conftest import Running
 from tests.emulator.kit import devices, ok, request_state
+from tests.sessions import hv
 
 GET = "com.cloud.agent.api.GetVmConfigCommand"
 GET_ANSWER = "com.cloud.agent.api.GetVmConfigAnswer"
@@ -22,7 +23,8 @@ MODIFY_ANSWER = "com.cloud.agent.api.ModifyVmNicConfigAnswer"
 SCALE = "com.cloud.agent.api.ScaleVmCommand"
 SCALE_ANSWER = "com.cloud.agent.api.ScaleVmAnswer"
 ROUTER = "r-4-VM"
-#: The router of protocol §13: control, guest and public NICs, then a spare (disconnected).
+#: The router of protocol §13 (and §9.4): control, guest and public NICs, then a spare
+#: (disconnected).
 ROUTER_NICS = (("0200512C000E", None), ("0E0004000016", None), ("06A2C8000018", 261),
                ("06A2C8000019", None))
 MB = 1024 * 1024
@@ -30,10 +32,10 @@ MB = 1024 * 1024
 
 async def _router(running: Running, nic_count: int = 4) -> VmRef:
     cim = running.emulator
-    vm = await build.define_vm(cim, VmSpec(name=ROUTER, notes=(), generation=1, cpus=1,
+    vm = await build.define_vm(hv(cim), VmSpec(name=ROUTER, notes=(), generation=1, cpus=1,
                                            memory_mb=512))
     for index, (mac, vlan) in enumerate((ROUTER_NICS * 3)[:nic_count]):
-        await build.add_nic(cim, vm, mac=mac if index < 4 else f"06A2C80001{index:02X}",
+        await nics.add_nic(hv(cim), vm, mac=mac if index < 4 else f"06A2C80001{index:02X}",
                             switch_name="External", vlan=vlan, rate_mbps=None,
                             name=f"nic{index}")
     if nic_count >= 4:
@@ -212,11 +214,11 @@ NEW_MAC = "02:00:4a:8e:00:21"
 
 async def _vm(running: Running, name: str, generation: int, *, start: bool = True) -> VmRef:
     cim = running.emulator
-    vm = await build.define_vm(cim, VmSpec(name=name, notes=(), generation=generation, cpus=1,
+    vm = await build.define_vm(hv(cim), VmSpec(name=name, notes=(), generation=generation, cpus=1,
                                            memory_mb=512))
-    await build.add_nic(cim, vm, mac="0200512C000E", switch_name="External", vlan=None,
+    await nics.add_nic(hv(cim), vm, mac="0200512C000E", switch_name="External", vlan=None,
                         rate_mbps=None, name="nic0")
-    await build.add_nic(cim, vm, mac="06A2C8000019", switch_name="External", vlan=None,
+    await nics.add_nic(hv(cim), vm, mac="06A2C8000019", switch_name="External", vlan=None,
                         rate_mbps=None, name="spare", connected=False)
     if start:
         await ok(cim, await request_state(cim, vm.path, 2))

@@ -14,13 +14,14 @@ import pytest
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.hyperv import build, disks, vms
+from hyperv_agent.hyperv import build, devices, disks, vms
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import ok, request_state
 from tests.hostfs.test_http import FileServer, identity, serve, tls_server_context
 from tests.s3server import free_port
+from tests.sessions import hv
 
 CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
 CREATE_OBJECT_ANSWER = "org.apache.cloudstack.storage.command.CreateObjectAnswer"
@@ -95,13 +96,13 @@ def _disk(folder: Path, name: str, size: int = GIB) -> Path:
 
 async def _vm_with(cim: EmulatorCim, name: str, path: str, *, scsi: bool,
                    running: bool) -> vms.VmRef:
-    vm = await build.define_vm(cim, build.VmSpec(name=name, notes=(), generation=1, cpus=1,
+    vm = await build.define_vm(hv(cim), build.VmSpec(name=name, notes=(), generation=1, cpus=1,
                                                  memory_mb=512))
     if scsi:
-        controller = await build.add_scsi_controller(cim, vm)
+        controller = await devices.add_scsi_controller(hv(cim), vm)
     else:
-        controller = (await build.controllers(cim, vm)).ide[0]
-    await build.attach_disk(cim, vm, controller, 0, path)
+        controller = (await devices.controllers(hv(cim), vm)).ide[0]
+    await devices.attach_disk(hv(cim), vm, controller, 0, path)
     if running:
         await ok(cim, await request_state(cim, vm.path, 2))
     return vm
@@ -209,7 +210,7 @@ async def test_delete_refuses_and_keeps_file_when_volume_is_in_running_vm(
     assert answer["result"] is False
     assert "running VM i-2-30-VM" in answer["details"] and "kept" in answer["details"]
     assert (pool / f"{VOLUME_UUID}.vhdx").is_file()
-    attached = await disks.find_attachment(cim, f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    attached = await disks.find_attachment(hv(cim), f"C:\\pool\\{VOLUME_UUID}.vhdx")
     assert attached is not None and attached.vm_guid == vm.guid
 
 
@@ -366,8 +367,8 @@ async def test_destroy_detaches_from_named_vm_then_deletes(agent: Running) -> No
     _, answer = await agent.answer(DESTROY, _destroy("C:\\pool\\data.vhdx", "i-2-32-VM"))
     assert answer["result"] is True, answer
     assert not (pool / "data.vhdx").exists()
-    assert await disks.find_attachment(cim, "C:\\pool\\data.vhdx") is None
-    vm = await vms.find_vm(cim, "i-2-32-VM")
+    assert await disks.find_attachment(hv(cim), "C:\\pool\\data.vhdx") is None
+    vm = await vms.find_vm(hv(cim), "i-2-32-VM")
     assert vm is not None and vm.power is vms.PowerState.RUNNING
 
 
@@ -406,7 +407,7 @@ async def test_stop_keeps_data_disk_file_when_vm_is_removed(agent: Running) -> N
                    running=True)
     _, answer = await agent.answer(STOP, {"vmName": "i-2-34-VM", "forceStop": True})
     assert answer["result"] is True, answer
-    assert await vms.find_vm(agent.emulator, "i-2-34-VM") is None
+    assert await vms.find_vm(hv(agent.emulator), "i-2-34-VM") is None
     assert data.read_bytes() == before
 
 

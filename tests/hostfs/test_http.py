@@ -22,8 +22,9 @@ import pytest
 from hyperv_agent import tls
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
+from hyperv_agent.hostfs.images import disk_suffix
 from hyperv_agent.hostfs.local import LocalFiles
-from hyperv_agent.hostfs.transfer import TransferError, disk_suffix, transfer
+from hyperv_agent.hostfs.transfer import TransferError, transfer
 from tests.s3server import free_port
 
 USER, PASSWORD = "cloud", "p@ss:w0rd/ü"

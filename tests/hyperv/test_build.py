@@ -14,10 +14,12 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, firmware, kvp, vms
+from hyperv_agent.hyperv import build, firmware, kvp, nics, vms
+from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import devices, failure
+from tests.sessions import hv
 
 GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
@@ -52,7 +54,7 @@ def _image(tmp_path: Path, name: str) -> str:
 
 
 async def _vm(cim: EmulatorCim, name: str, generation: int = 1) -> VmRef:
-    return await build.define_vm(cim, dataclasses.replace(SPEC, name=name,
+    return await build.define_vm(hv(cim), dataclasses.replace(SPEC, name=name,
                                                           generation=generation))
 
 
@@ -62,8 +64,8 @@ async def _vm(cim: EmulatorCim, name: str, generation: int = 1) -> VmRef:
 async def test_define_vm_sets_cpus_memory_and_notes_when_generation_is_1(
     emulator: EmulatorCim,
 ) -> None:
-    vm = await build.define_vm(emulator, SPEC)
-    assert vm == await vms.find_vm(emulator, "i-2-7-VM")
+    vm = await build.define_vm(hv(emulator), SPEC)
+    assert vm == await vms.find_vm(hv(emulator), "i-2-7-VM")
     assert vm.power is PowerState.STOPPED
     vssd = await _vssd(emulator, vm)
     assert (vssd["VirtualSystemSubType"], vssd["Notes"]) == (GEN1, SPEC.notes)
@@ -74,7 +76,7 @@ async def test_define_vm_sets_cpus_memory_and_notes_when_generation_is_1(
     assert (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"]) == (
         2048, 2048, 2048)
     assert memory["DynamicMemoryEnabled"] is False
-    assert len((await build.controllers(emulator, vm)).ide) == 2
+    assert len((await hv_devices.controllers(hv(emulator), vm)).ide) == 2
 
 
 async def test_define_vm_sets_secure_boot_template_when_generation_is_2(
@@ -82,13 +84,13 @@ async def test_define_vm_sets_secure_boot_template_when_generation_is_2(
 ) -> None:
     spec = dataclasses.replace(SPEC, generation=2, secure_boot=True,
                                secure_boot_template_id=TEMPLATE_ID.upper(), cpus=4)
-    vm = await build.define_vm(emulator, spec)
+    vm = await build.define_vm(hv(emulator), spec)
     vssd = await _vssd(emulator, vm)
     assert (vssd["VirtualSystemSubType"], vssd["SecureBootEnabled"],
             vssd["SecureBootTemplateId"]) == (GEN2, True, TEMPLATE_ID)
     (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
     assert processor["VirtualQuantity"] == 4
-    assert await build.controllers(emulator, vm) == build.Controllers((), ())
+    assert await hv_devices.controllers(hv(emulator), vm) == hv_devices.Controllers((), ())
 
 
 async def test_define_vm_turns_secure_boot_off_when_generation_2_does_not_ask(
@@ -124,7 +126,7 @@ async def test_define_vm_creates_nothing_when_spec_is_invalid(
     with pytest.raises(InvalidRequest):
         await build.define_vm(emulator, dataclasses.replace(SPEC, **change))  # type: ignore[arg-type]
     assert (emulator.round_trips() - before).calls == 0
-    assert await vms.list_vms(emulator) == []
+    assert await vms.list_vms(hv(emulator)) == []
 
 
 async def test_define_vm_leaves_no_vm_and_names_step_when_modify_resource_settings_fails(
@@ -132,9 +134,9 @@ async def test_define_vm_leaves_no_vm_and_names_step_when_modify_resource_settin
 ) -> None:
     emulator.faults.fail_next_job("ModifyResourceSettings", 32768, "no memory for you")
     with pytest.raises(HyperVError, match="setting processors and memory failed") as raised:
-        await build.define_vm(emulator, SPEC)
+        await build.define_vm(hv(emulator), SPEC)
     assert "no memory for you" in str(raised.value)
-    assert await vms.list_vms(emulator) == []
+    assert await vms.list_vms(hv(emulator)) == []
     processors = await emulator.query(wql.select("Msvm_ProcessorSettingData"))
     assert all("Definition" in str(p["InstanceID"]) for p in processors)  # templates only
 
@@ -142,8 +144,8 @@ async def test_define_vm_leaves_no_vm_and_names_step_when_modify_resource_settin
 async def test_define_vm_names_step_when_define_system_fails(emulator: EmulatorCim) -> None:
     emulator.faults.fail_next_call("DefineSystem", 32768)
     with pytest.raises(HyperVError, match="defining the VM failed"):
-        await build.define_vm(emulator, SPEC)
-    assert await vms.list_vms(emulator) == []
+        await build.define_vm(hv(emulator), SPEC)
+    assert await vms.list_vms(hv(emulator)) == []
 
 
 # --- secure boot templates ----------------------------------------------------------------
@@ -171,12 +173,12 @@ async def test_secure_boot_template_id_costs_1_query_then_none_when_looked_up_ag
 ) -> None:
     held = await _template_ids(emulator)
     before = emulator.round_trips()
-    uefi_ca = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
+    uefi_ca = await firmware.secure_boot_template_id(hv(emulator), firmware.UEFI_CA_TEMPLATE)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"]) == (1, 1)
     before = emulator.round_trips()
-    windows = await firmware.secure_boot_template_id(emulator, firmware.WINDOWS_TEMPLATE)
-    again = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE.upper())
+    windows = await firmware.secure_boot_template_id(hv(emulator), firmware.WINDOWS_TEMPLATE)
+    again = await firmware.secure_boot_template_id(hv(emulator), firmware.UEFI_CA_TEMPLATE.upper())
     assert (emulator.round_trips() - before).calls == 0
     assert (uefi_ca, windows, again) == (held[firmware.UEFI_CA_TEMPLATE],
                                          held[firmware.WINDOWS_TEMPLATE], uefi_ca)
@@ -190,10 +192,10 @@ async def test_secure_boot_template_id_raises_naming_template_when_host_has_none
     try:
         with pytest.raises(InvalidRequest, match="no secure boot template "
                                                  "'MicrosoftUEFICertificateAuthority'"):
-            await firmware.secure_boot_template_id(cim, firmware.UEFI_CA_TEMPLATE)
+            await firmware.secure_boot_template_id(hv(cim), firmware.UEFI_CA_TEMPLATE)
         before = cim.round_trips()
         with pytest.raises(InvalidRequest, match="MicrosoftWindows"):
-            await firmware.secure_boot_template_id(cim, firmware.WINDOWS_TEMPLATE)
+            await firmware.secure_boot_template_id(hv(cim), firmware.WINDOWS_TEMPLATE)
         assert (cim.round_trips() - before).calls == 0  # the first query saw both missing
     finally:
         await cim.close()
@@ -206,18 +208,18 @@ async def test_secure_boot_template_id_ignores_vm_when_vm_carries_template_name(
     impostor = await _vm(emulator, firmware.UEFI_CA_TEMPLATE, generation=2)
     assert (await _vssd(emulator, impostor))["SecureBootTemplateId"] is not None
     with pytest.raises(InvalidRequest, match="no secure boot template"):
-        await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
+        await firmware.secure_boot_template_id(hv(emulator), firmware.UEFI_CA_TEMPLATE)
 
 
 async def test_define_vm_keeps_uefi_ca_template_in_3_calls_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     await _vm(emulator, "warm-up")
-    template_id = await firmware.secure_boot_template_id(emulator, firmware.UEFI_CA_TEMPLATE)
+    template_id = await firmware.secure_boot_template_id(hv(emulator), firmware.UEFI_CA_TEMPLATE)
     spec = dataclasses.replace(SPEC, name="linux", generation=2, secure_boot=True,
                                secure_boot_template_id=template_id)
     before = emulator.round_trips()
-    vm = await build.define_vm(emulator, spec)
+    vm = await build.define_vm(hv(emulator), spec)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (3, 2)
     vssd = await _vssd(emulator, vm)
@@ -231,8 +233,8 @@ async def test_define_vm_leaves_no_vm_when_host_refuses_template_id(
     spec = dataclasses.replace(SPEC, generation=2, secure_boot=True,
                                secure_boot_template_id="00000000-0000-0000-0000-00000000000a")
     with pytest.raises(HyperVError, match="defining the VM failed"):
-        await build.define_vm(emulator, spec)
-    assert await vms.list_vms(emulator) == []
+        await build.define_vm(hv(emulator), spec)
+    assert await vms.list_vms(hv(emulator)) == []
 
 
 # --- controllers --------------------------------------------------------------------------
@@ -242,31 +244,31 @@ async def test_add_scsi_controller_costs_1_call_and_1_wait_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "scsi")
-    first = await build.add_scsi_controller(emulator, vm)
+    first = await hv_devices.add_scsi_controller(hv(emulator), vm)
     before = emulator.round_trips()
-    second = await build.add_scsi_controller(emulator, vm)
+    second = await hv_devices.add_scsi_controller(hv(emulator), vm)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (1, 1, 1)
-    assert (await build.controllers(emulator, vm)).scsi == (first, second)
+    assert (await hv_devices.controllers(hv(emulator), vm)).scsi == (first, second)
 
 
 async def test_controllers_lists_ide_by_address_in_one_query_when_generation_is_1(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "ide")
-    scsi = await build.add_scsi_controller(emulator, vm)
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
     before = emulator.round_trips()
-    found = await build.controllers(emulator, vm)
+    found = await hv_devices.controllers(hv(emulator), vm)
     assert (emulator.round_trips() - before).calls == 1
     ide = {c["Address"]: c.path for c in await _settings(emulator, vm, RASD)
            if c["ResourceSubType"] == "Microsoft:Hyper-V:Emulated IDE Controller" and c.path}
-    assert found == build.Controllers((ide["0"], ide["1"]), (scsi,))
+    assert found == hv_devices.Controllers((ide["0"], ide["1"]), (scsi,))
 
 
 async def test_add_scsi_controller_names_step_when_vm_is_missing(emulator: EmulatorCim) -> None:
     ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
     with pytest.raises(HyperVError, match="adding a SCSI controller failed"):
-        await build.add_scsi_controller(emulator, ghost)
+        await hv_devices.add_scsi_controller(hv(emulator), ghost)
 
 
 # --- disks and DVD drives -----------------------------------------------------------------
@@ -276,13 +278,13 @@ async def test_attach_disk_puts_vhdx_on_scsi_and_iso_on_ide_when_generation_is_1
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "disks")
-    scsi = await build.add_scsi_controller(emulator, vm)
-    ide = (await build.controllers(emulator, vm)).ide
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     before = emulator.round_trips()
-    disk = await build.attach_disk(emulator, vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (2, 2, 2)
-    iso = await build.attach_disk(emulator, vm, ide[1], 0, _image(tmp_path, "setup.iso"),
+    iso = await hv_devices.attach_disk(hv(emulator), vm, ide[1], 0, _image(tmp_path, "setup.iso"),
                                   dvd=True)
     drives = {d.path: d for d in await _settings(emulator, vm, RASD)}
     assert ObjectPath.parse(str(drives[disk.drive]["Parent"])) == scsi
@@ -299,9 +301,9 @@ async def test_attach_disk_leaves_no_empty_drive_when_file_is_missing(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "nofile")
-    ide = (await build.controllers(emulator, vm)).ide
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     with pytest.raises(HyperVError, match=r"inserting C:\\images\\none.vhdx failed"):
-        await build.attach_disk(emulator, vm, ide[0], 0, "C:\\images\\none.vhdx")
+        await hv_devices.attach_disk(hv(emulator), vm, ide[0], 0, "C:\\images\\none.vhdx")
     kinds = {d["ResourceSubType"] for d in await _settings(emulator, vm, RASD)}
     assert "Microsoft:Hyper-V:Synthetic Disk Drive" not in kinds
 
@@ -310,10 +312,10 @@ async def test_attach_disk_creates_nothing_when_slot_is_out_of_range(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "slot")
-    ide = (await build.controllers(emulator, vm)).ide
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await build.attach_disk(emulator, vm, ide[0], 64, "C:\\images\\x.vhdx")
+        await hv_devices.attach_disk(hv(emulator), vm, ide[0], 64, "C:\\images\\x.vhdx")
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -321,10 +323,10 @@ async def test_attach_empty_dvd_costs_1_call_and_1_wait_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "dvd")
-    ide = (await build.controllers(emulator, vm)).ide
-    await build.attach_empty_dvd(emulator, vm, ide[1], 0)
+    ide = (await hv_devices.controllers(hv(emulator), vm)).ide
+    await hv_devices.attach_empty_dvd(hv(emulator), vm, ide[1], 0)
     before = emulator.round_trips()
-    drive = await build.attach_empty_dvd(emulator, vm, ide[1], 1)
+    drive = await hv_devices.attach_empty_dvd(hv(emulator), vm, ide[1], 1)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 1)
     (found,) = [d for d in await _settings(emulator, vm, RASD)
@@ -352,10 +354,10 @@ async def test_add_nic_sets_mac_switch_vlan_and_limit_when_all_are_given(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "net", generation=2)
-    await build.add_nic(emulator, vm, mac="02:00:51:2c:00:01", switch_name="External",
+    await nics.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:01", switch_name="External",
                         vlan=10, rate_mbps=100, name="warm-up")
     before = emulator.round_trips()
-    nic = await build.add_nic(emulator, vm, mac="02:00:51:2c:00:0e", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="02:00:51:2c:00:0e", switch_name="External",
                               vlan=1234, rate_mbps=200, name="eth1")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (3, 3)
@@ -381,10 +383,10 @@ async def test_add_nic_costs_2_calls_when_no_vlan_and_no_rate_are_given(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "flat", generation=2)
-    await build.add_nic(emulator, vm, mac="020051000001", switch_name="External", vlan=None,
+    await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External", vlan=None,
                         rate_mbps=None, name="eth0")
     before = emulator.round_trips()
-    nic = await build.add_nic(emulator, vm, mac="02-00-51-00-00-02", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="02-00-51-00-00-02", switch_name="External",
                               vlan=None, rate_mbps=None, name="eth1")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 2)
@@ -395,7 +397,7 @@ async def test_add_nic_costs_2_calls_when_no_vlan_and_no_rate_are_given(
 async def test_add_nic_creates_nothing_when_switch_is_unknown(emulator: EmulatorCim) -> None:
     vm = await _vm(emulator, "lost")
     with pytest.raises(InvalidRequest, match="'Nowhere'"):
-        await build.add_nic(emulator, vm, mac="020051000001", switch_name="Nowhere",
+        await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="Nowhere",
                             vlan=None, rate_mbps=None, name="eth0")
     assert await _settings(emulator, vm, SEPSD) == []
 
@@ -410,7 +412,7 @@ async def test_add_nic_creates_nothing_when_arguments_are_invalid(
     vm = await _vm(emulator, "bad")
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await build.add_nic(emulator, vm, mac=mac, switch_name="External", vlan=vlan,
+        await nics.add_nic(hv(emulator), vm, mac=mac, switch_name="External", vlan=vlan,
                             rate_mbps=rate, name="eth0")
     assert (emulator.round_trips() - before).calls == 0
 
@@ -421,7 +423,7 @@ async def test_add_nic_removes_nic_and_names_step_when_features_fail(
     vm = await _vm(emulator, "nofeatures")
     emulator.faults.fail_next_job("AddFeatureSettings")
     with pytest.raises(HyperVError, match="setting the port's VLAN and bandwidth failed"):
-        await build.add_nic(emulator, vm, mac="020051000001", switch_name="External",
+        await nics.add_nic(hv(emulator), vm, mac="020051000001", switch_name="External",
                             vlan=5, rate_mbps=None, name="eth0")
     assert await _settings(emulator, vm, SEPSD) == []
     assert await _settings(emulator, vm, EPASD) == []
@@ -431,7 +433,7 @@ async def test_add_nic_leaves_port_disabled_on_its_switch_when_nic_is_a_spare(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "spare")
-    nic = await build.add_nic(emulator, vm, mac="06A2C8000019", switch_name="External",
+    nic = await nics.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
                               vlan=None, rate_mbps=None, name="spare", connected=False)
     (port,) = await _settings(emulator, vm, EPASD)
     assert port.path == nic.port and port["EnabledState"] == 3
@@ -445,7 +447,7 @@ async def test_add_nic_creates_nothing_when_a_spare_asks_for_a_vlan(
 ) -> None:
     vm = await _vm(emulator, "spare-vlan")
     with pytest.raises(InvalidRequest, match="takes no VLAN"):
-        await build.add_nic(emulator, vm, mac="06A2C8000019", switch_name="External",
+        await nics.add_nic(hv(emulator), vm, mac="06A2C8000019", switch_name="External",
                             vlan=300, rate_mbps=None, name="spare", connected=False)
     assert await _settings(emulator, vm, SEPSD) == []
 
@@ -475,8 +477,8 @@ def test_speed_weight_is_proportional_and_bounded_when_speeds_are_given(
 
 async def test_host_cpu_mhz_reads_the_host_once_when_asked_twice(emulator: EmulatorCim) -> None:
     before = emulator.round_trips()
-    assert await build.host_cpu_mhz(emulator) == 2400
-    assert await build.host_cpu_mhz(emulator) == 2400
+    assert await build.host_cpu_mhz(hv(emulator)) == 2400
+    assert await build.host_cpu_mhz(hv(emulator)) == 2400
     assert (emulator.round_trips() - before).calls == 2  # Win32_Processor + OS, once
 
 
@@ -485,7 +487,7 @@ async def test_define_vm_sets_limit_reservation_and_weight_when_spec_has_shares(
 ) -> None:
     spec = dataclasses.replace(SPEC, name="shares", cpu_limit_millipercent=40000,
                                cpu_reservation_millipercent=10000, cpu_weight=7)
-    vm = await build.define_vm(emulator, spec)
+    vm = await build.define_vm(hv(emulator), spec)
     (processor,) = await _settings(emulator, vm, "Msvm_ProcessorSettingData")
     assert (processor["Limit"], processor["Reservation"], processor["Weight"]) == (
         40000, 10000, 7)
@@ -504,13 +506,13 @@ async def test_push_kvp_keeps_one_item_with_second_value_when_pushed_twice(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "kvp")
-    await kvp.push_kvp(emulator, vm, "warm-up", "1")
+    await kvp.push_kvp(hv(emulator), vm, "warm-up", "1")
     before = emulator.round_trips()
-    await kvp.push_kvp(emulator, vm, "cloudstack-vm-userdata", "first")
+    await kvp.push_kvp(hv(emulator), vm, "cloudstack-vm-userdata", "first")
     first = emulator.round_trips() - before
     assert (first.calls, first.waits, first["invoke:AddKvpItems"]) == (1, 1, 1)
     before = emulator.round_trips()
-    await kvp.push_kvp(emulator, vm, "cloudstack-vm-userdata", "second")
+    await kvp.push_kvp(hv(emulator), vm, "cloudstack-vm-userdata", "second")
     second = emulator.round_trips() - before
     assert (second.calls, second["invoke:ModifyKvpItems"]) == (2, 1)
     assert await _kvp_items(emulator, vm) == {"warm-up": "1", "cloudstack-vm-userdata": "second"}
@@ -520,8 +522,8 @@ async def test_push_kvp_replaces_value_when_jobs_are_synchronous(
     sync_emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(sync_emulator, "kvp")
-    await kvp.push_kvp(sync_emulator, vm, "key", "a")
-    await kvp.push_kvp(sync_emulator, vm, "key", "b")
+    await kvp.push_kvp(hv(sync_emulator), vm, "key", "a")
+    await kvp.push_kvp(hv(sync_emulator), vm, "key", "b")
     assert await _kvp_items(sync_emulator, vm) == {"key": "b"}
 
 
@@ -529,16 +531,16 @@ async def test_push_kvp_refuses_value_when_longer_than_1023_characters(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "long")
-    await kvp.push_kvp(emulator, vm, "edge", "x" * 1023)
+    await kvp.push_kvp(hv(emulator), vm, "edge", "x" * 1023)
     with pytest.raises(InvalidRequest, match="1024 characters"):
-        await kvp.push_kvp(emulator, vm, "big", "x" * 1024)
+        await kvp.push_kvp(hv(emulator), vm, "big", "x" * 1024)
     assert await _kvp_items(emulator, vm) == {"edge": "x" * 1023}
 
 
 async def test_push_kvp_names_key_when_vm_is_missing(emulator: EmulatorCim) -> None:
     ghost = VmRef("00000000-0000-0000-0000-000000000000", "ghost", PowerState.STOPPED)
     with pytest.raises(HyperVError, match="pushing KVP item 'key'"):
-        await kvp.push_kvp(emulator, ghost, "key", "value")
+        await kvp.push_kvp(hv(emulator), ghost, "key", "value")
 
 
 # --- long KVP values ----------------------------------------------------------------------
@@ -579,11 +581,11 @@ async def test_push_kvp_items_sends_every_item_in_one_call_when_warm(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "items")
-    await kvp.push_kvp(emulator, vm, "warm-up", "1")
+    await kvp.push_kvp(hv(emulator), vm, "warm-up", "1")
     items = kvp.split_words("args", " ".join(f"a{n}={'v' * 200}" for n in range(12)))
     assert len(items) == 3
     before = emulator.round_trips()
-    await kvp.push_kvp_items(emulator, vm, items)
+    await kvp.push_kvp_items(hv(emulator), vm, items)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddKvpItems"]) == (1, 1, 1)
     assert await _kvp_items(emulator, vm) == {"warm-up": "1", **dict(items)}
@@ -593,7 +595,7 @@ async def test_emulator_refuses_a_value_of_1024_utf16_units_when_pushed_around_t
     emulator: EmulatorCim,
 ) -> None:
     vm = await _vm(emulator, "raw")
-    service = await vms.management_service(emulator)
+    service = await vms.management_service(hv(emulator))
     item = (await emulator.spawn("Msvm_KvpExchangeDataItem")).updated(
         Name="k", Data="\U0001F600" * 512, Source=0)
     result = await emulator.invoke(service, "AddKvpItems",
@@ -608,10 +610,11 @@ async def test_emulator_refuses_a_value_of_1024_utf16_units_when_pushed_around_t
 async def _boot_vm(cim: EmulatorCim, tmp_path: Path) -> tuple[VmRef, ObjectPath, ObjectPath]:
     """A generation 2 VM given an ISO, then a root disk, then a NIC (its default order)."""
     vm = await _vm(cim, "uefi-boot", generation=2)
-    scsi = await build.add_scsi_controller(cim, vm)
-    dvd = await build.attach_disk(cim, vm, scsi, 1, _image(tmp_path, "setup.iso"), dvd=True)
-    root = await build.attach_disk(cim, vm, scsi, 0, _image(tmp_path, "root.vhdx"))
-    await build.add_nic(cim, vm, mac="020051000009", switch_name="External", vlan=None,
+    scsi = await hv_devices.add_scsi_controller(hv(cim), vm)
+    dvd = await hv_devices.attach_disk(hv(cim), vm, scsi, 1, _image(tmp_path, "setup.iso"),
+                                       dvd=True)
+    root = await hv_devices.attach_disk(hv(cim), vm, scsi, 0, _image(tmp_path, "root.vhdx"))
+    await nics.add_nic(hv(cim), vm, mac="020051000009", switch_name="External", vlan=None,
                         rate_mbps=None, name="eth0")
     return vm, root.drive, dvd.drive
 
@@ -632,9 +635,9 @@ async def test_set_boot_order_gen2_puts_root_disk_first_in_2_calls_and_1_wait(
 ) -> None:
     vm, root, _ = await _boot_vm(emulator, tmp_path)
     assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
-    await vms.management_service(emulator)  # warm
+    await vms.management_service(hv(emulator))  # warm
     before = emulator.round_trips()
-    await firmware.set_boot_order_gen2(emulator, vm, [root])
+    await firmware.set_boot_order_gen2(hv(emulator), vm, [root])
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:ModifySystemSettings"]) == (2, 1, 1)
     assert await _boot_kinds(emulator, vm) == ["disk", "dvd", "nic"]
@@ -645,12 +648,12 @@ async def test_set_boot_order_gen2_changes_nothing_when_order_is_already_right(
 ) -> None:
     vm, _, dvd = await _boot_vm(emulator, tmp_path)
     before = emulator.round_trips()
-    await firmware.set_boot_order_gen2(emulator, vm, [dvd])
+    await firmware.set_boot_order_gen2(hv(emulator), vm, [dvd])
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["invoke:ModifySystemSettings"]) == (1, 0)
     assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
     before = emulator.round_trips()
-    await firmware.set_boot_order_gen2(emulator, vm, [])
+    await firmware.set_boot_order_gen2(hv(emulator), vm, [])
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -658,8 +661,8 @@ async def test_set_boot_order_gen2_keeps_named_order_when_several_drives_are_giv
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm, root, dvd = await _boot_vm(emulator, tmp_path)
-    await firmware.set_boot_order_gen2(emulator, vm, [root, dvd])
-    await firmware.set_boot_order_gen2(emulator, vm, [dvd, root, dvd])
+    await firmware.set_boot_order_gen2(hv(emulator), vm, [root, dvd])
+    await firmware.set_boot_order_gen2(hv(emulator), vm, [dvd, root, dvd])
     assert await _boot_kinds(emulator, vm) == ["dvd", "disk", "nic"]
 
 
@@ -670,7 +673,7 @@ async def test_set_boot_order_gen2_raises_and_changes_nothing_when_drive_is_anot
     other = await _vm(emulator, "other", generation=2)
     before = (await _vssd(emulator, vm)).strings("BootSourceOrder")
     with pytest.raises(HyperVError, match="is not a device of VM other"):
-        await firmware.set_boot_order_gen2(emulator, other, [root])
+        await firmware.set_boot_order_gen2(hv(emulator), other, [root])
     assert (await _vssd(emulator, vm)).strings("BootSourceOrder") == before
 
 
@@ -678,11 +681,11 @@ async def test_set_boot_order_gen2_raises_when_vm_is_generation_1_or_drive_is_mi
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "bios")
-    scsi = await build.add_scsi_controller(emulator, vm)
-    disk = await build.attach_disk(emulator, vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
     with pytest.raises(HyperVError, match="has no boot source"):
-        await firmware.set_boot_order_gen2(emulator, vm, [disk.drive])
+        await firmware.set_boot_order_gen2(hv(emulator), vm, [disk.drive])
     gone = ObjectPath.for_keys(RASD, InstanceID=f"Microsoft:{vm.guid}\\NOPE\\0\\D")
     with pytest.raises(HyperVError, match="reading the boot source"):
-        await firmware.set_boot_order_gen2(emulator, vm, [gone])
+        await firmware.set_boot_order_gen2(hv(emulator), vm, [gone])
     assert (await _vssd(emulator, vm))["BootSourceOrder"] is None

@@ -9,11 +9,12 @@ import pytest
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
-from hyperv_agent.hyperv import build, disks, vms
+from hyperv_agent.hyperv import build, devices, disks, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from hyperv_agent.hyperv.vms import PowerState
 from tests.emulator.kit import ok, request_state
+from tests.sessions import hv
 
 GIB = 1 << 30
 SPEC = VmSpec(name="i-2-9-VM", notes=(), generation=1, cpus=1, memory_mb=512)
@@ -28,7 +29,7 @@ def _pool(tmp_path: Path) -> Path:
 async def _warm(cim: EmulatorCim, tmp_path: Path) -> None:
     """Look up the service and spawn the settings class once."""
     _pool(tmp_path)
-    await disks.create_dynamic(cim, "C:\\pool\\warm.vhdx", GIB)
+    await disks.create_dynamic(hv(cim), "C:\\pool\\warm.vhdx", GIB)
 
 
 async def test_create_dynamic_writes_vhdx_in_one_call_and_one_wait_when_warm(
@@ -36,7 +37,7 @@ async def test_create_dynamic_writes_vhdx_in_one_call_and_one_wait_when_warm(
 ) -> None:
     await _warm(emulator, tmp_path)
     before = emulator.round_trips()
-    await disks.create_dynamic(emulator, "C:\\pool\\data.vhdx", 3 * GIB)
+    await disks.create_dynamic(hv(emulator), "C:\\pool\\data.vhdx", 3 * GIB)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:CreateVirtualHardDisk"]) == (1, 1, 1)
     info = vhd.read_info(tmp_path / "C" / "pool" / "data.vhdx")
@@ -48,7 +49,7 @@ async def test_create_dynamic_writes_vhd_when_extension_is_vhd(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:
     _pool(tmp_path)
-    await disks.create_dynamic(emulator, "C:\\pool\\old.vhd", GIB)
+    await disks.create_dynamic(hv(emulator), "C:\\pool\\old.vhd", GIB)
     assert vhd.read_info(tmp_path / "C" / "pool" / "old.vhd").format is vhd.DiskFormat.VHD
 
 
@@ -59,7 +60,7 @@ async def test_create_dynamic_refuses_bad_request_before_any_call_when_name_or_s
     _pool(tmp_path)
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await disks.create_dynamic(emulator, path, size)
+        await disks.create_dynamic(hv(emulator), path, size)
     assert (emulator.round_trips() - before).calls == 0
     assert list((tmp_path / "C" / "pool").iterdir()) == []
 
@@ -70,7 +71,7 @@ async def test_create_dynamic_fails_and_keeps_file_when_it_exists(
     await _warm(emulator, tmp_path)
     before = (tmp_path / "C" / "pool" / "warm.vhdx").read_bytes()
     with pytest.raises(HyperVError):
-        await disks.create_dynamic(emulator, "C:\\pool\\warm.vhdx", 2 * GIB)
+        await disks.create_dynamic(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
     assert (tmp_path / "C" / "pool" / "warm.vhdx").read_bytes() == before
 
 
@@ -82,10 +83,10 @@ async def test_create_differencing_records_parent_in_one_call_when_warm(
     vhd.write_data(parent, 0, b"template data" * 100)
     parent_bytes = parent.read_bytes()
     before = emulator.round_trips()
-    await disks.create_differencing(emulator, "C:\\pool\\clone.vhdx", "C:\\pool\\warm.vhdx")
+    await disks.create_differencing(hv(emulator), "C:\\pool\\clone.vhdx", "C:\\pool\\warm.vhdx")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 1)
-    settings = await disks.read_settings(emulator, "C:\\pool\\clone.vhdx")
+    settings = await disks.read_settings(hv(emulator), "C:\\pool\\clone.vhdx")
     assert (settings.format, settings.type, settings.size_bytes, settings.parent_path) == (
         DiskFormat.VHDX, DiskType.DIFFERENCING, GIB, "C:\\pool\\warm.vhdx")
     assert parent.read_bytes() == parent_bytes
@@ -98,7 +99,7 @@ async def test_create_differencing_refuses_mixed_formats(
 ) -> None:
     await _warm(emulator, tmp_path)
     with pytest.raises(InvalidRequest, match="VHD"):
-        await disks.create_differencing(emulator, "C:\\pool\\c.vhd", "C:\\pool\\warm.vhdx")
+        await disks.create_differencing(hv(emulator), "C:\\pool\\c.vhd", "C:\\pool\\warm.vhdx")
     assert not (tmp_path / "C" / "pool" / "c.vhd").exists()
 
 
@@ -107,12 +108,12 @@ async def test_read_settings_costs_one_call_and_raises_when_file_missing(
 ) -> None:
     await _warm(emulator, tmp_path)
     before = emulator.round_trips()
-    settings = await disks.read_settings(emulator, "C:\\pool\\warm.vhdx")
+    settings = await disks.read_settings(hv(emulator), "C:\\pool\\warm.vhdx")
     assert (emulator.round_trips() - before).calls == 1
     assert (settings.type, settings.size_bytes, settings.parent_path) == (
         DiskType.DYNAMIC, GIB, None)
     with pytest.raises(MethodFailed, match="32779"):
-        await disks.read_settings(emulator, "C:\\pool\\absent.vhdx")
+        await disks.read_settings(hv(emulator), "C:\\pool\\absent.vhdx")
 
 
 async def test_resize_grows_in_one_call_and_one_wait_and_refuses_shrink(
@@ -120,24 +121,24 @@ async def test_resize_grows_in_one_call_and_one_wait_and_refuses_shrink(
 ) -> None:
     await _warm(emulator, tmp_path)
     before = emulator.round_trips()
-    await disks.resize(emulator, "C:\\pool\\warm.vhdx", 2 * GIB)
+    await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 1)
     local = tmp_path / "C" / "pool" / "warm.vhdx"
     assert vhd.read_info(local).virtual_size_bytes == 2 * GIB
     with pytest.raises((JobFailed, MethodFailed)):
-        await disks.resize(emulator, "C:\\pool\\warm.vhdx", GIB)
+        await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", GIB)
     assert vhd.read_info(local).virtual_size_bytes == 2 * GIB
 
 
 async def _vm_with_disk(cim: EmulatorCim, tmp_path: Path, *, scsi: bool) -> vms.VmRef:
     await _warm(cim, tmp_path)
-    vm = await build.define_vm(cim, SPEC)
+    vm = await build.define_vm(hv(cim), SPEC)
     if scsi:
-        controller = await build.add_scsi_controller(cim, vm)
+        controller = await devices.add_scsi_controller(hv(cim), vm)
     else:
-        controller = (await build.controllers(cim, vm)).ide[0]
-    await build.attach_disk(cim, vm, controller, 0, "C:\\pool\\warm.vhdx")
+        controller = (await devices.controllers(hv(cim), vm)).ide[0]
+    await devices.attach_disk(hv(cim), vm, controller, 0, "C:\\pool\\warm.vhdx")
     return vm
 
 
@@ -146,14 +147,14 @@ async def test_find_attachment_reports_vm_and_power_when_file_is_attached(
 ) -> None:
     vm = await _vm_with_disk(emulator, tmp_path, scsi=True)
     before = emulator.round_trips()
-    found = await disks.find_attachment(emulator, "c:/POOL/warm.VHDX")
+    found = await disks.find_attachment(hv(emulator), "c:/POOL/warm.VHDX")
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"], spent["get"]) == (2, 1, 1)
     assert found is not None
     assert (found.vm_guid, found.vm_name, found.power) == (vm.guid, "i-2-9-VM",
                                                           PowerState.STOPPED)
     await ok(emulator, await request_state(emulator, vm.path, 2))
-    found = await disks.find_attachment(emulator, "C:\\pool\\warm.vhdx")
+    found = await disks.find_attachment(hv(emulator), "C:\\pool\\warm.vhdx")
     assert found is not None and found.power is PowerState.RUNNING
 
 
@@ -162,7 +163,7 @@ async def test_find_attachment_costs_one_query_when_file_is_unused(
 ) -> None:
     await _vm_with_disk(emulator, tmp_path, scsi=True)
     before = emulator.round_trips()
-    assert await disks.find_attachment(emulator, "C:\\pool\\other.vhdx") is None
+    assert await disks.find_attachment(hv(emulator), "C:\\pool\\other.vhdx") is None
     assert (emulator.round_trips() - before).calls == 1
 
 
@@ -171,14 +172,14 @@ async def test_grow_of_running_vm_disk_succeeds_on_scsi_and_is_refused_on_ide(
 ) -> None:
     vm = await _vm_with_disk(emulator, tmp_path, scsi=True)
     await ok(emulator, await request_state(emulator, vm.path, 2))
-    await disks.resize(emulator, "C:\\pool\\warm.vhdx", 2 * GIB)
+    await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
     assert vhd.read_info(tmp_path / "C" / "pool" / "warm.vhdx").virtual_size_bytes == 2 * GIB
-    other = await build.define_vm(emulator, VmSpec(name="ide-vm", notes=(), generation=1,
+    other = await build.define_vm(hv(emulator), VmSpec(name="ide-vm", notes=(), generation=1,
                                                    cpus=1, memory_mb=512))
-    await disks.create_dynamic(emulator, "C:\\pool\\ide.vhdx", GIB)
-    ide = (await build.controllers(emulator, other)).ide[0]
-    await build.attach_disk(emulator, other, ide, 0, "C:\\pool\\ide.vhdx")
+    await disks.create_dynamic(hv(emulator), "C:\\pool\\ide.vhdx", GIB)
+    ide = (await devices.controllers(hv(emulator), other)).ide[0]
+    await devices.attach_disk(hv(emulator), other, ide, 0, "C:\\pool\\ide.vhdx")
     await ok(emulator, await request_state(emulator, other.path, 2))
     with pytest.raises(HyperVError):
-        await disks.resize(emulator, "C:\\pool\\ide.vhdx", 2 * GIB)
+        await disks.resize(hv(emulator), "C:\\pool\\ide.vhdx", 2 * GIB)
     assert vhd.read_info(tmp_path / "C" / "pool" / "ide.vhdx").virtual_size_bytes == GIB

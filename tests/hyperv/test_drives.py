@@ -14,9 +14,11 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, diskstats, drives, vms
+from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.emulator.kit import devices, ok, request_state
+from tests.sessions import hv
 
 RASD = "Msvm_ResourceAllocationSettingData"
 SASD = "Msvm_StorageAllocationSettingData"
@@ -39,13 +41,13 @@ def _image(tmp_path: Path, name: str) -> str:
 
 async def _vm(cim: EmulatorCim, name: str, *, generation: int = 1, scsi: bool = True,
               running: bool = False) -> VmRef:
-    vm = await build.define_vm(cim, VmSpec(name=name, notes=(), generation=generation,
+    vm = await build.define_vm(hv(cim), VmSpec(name=name, notes=(), generation=generation,
                                            cpus=1, memory_mb=512))
     if scsi:
-        await build.add_scsi_controller(cim, vm)
+        await hv_devices.add_scsi_controller(hv(cim), vm)
     if running:
         await ok(cim, await request_state(cim, vm.path, 2))
-    found = await vms.find_vm(cim, name)
+    found = await vms.find_vm(hv(cim), name)
     assert found is not None
     return found
 
@@ -72,8 +74,8 @@ async def _layout(cim: EmulatorCim, vm: VmRef) -> dict[tuple[str, int], tuple[st
 async def _warm(cim: EmulatorCim, tmp_path: Path) -> None:
     """Fill the template and service caches (a volume and an ISO, attached once)."""
     vm = await _vm(cim, "warm-up")
-    await drives.attach_volume(cim, vm, 0, _image(tmp_path, "warm.vhdx"))
-    await drives.insert_iso(cim, vm, _image(tmp_path, "warm.iso"))
+    await drives.attach_volume(hv(cim), vm, 0, _image(tmp_path, "warm.vhdx"))
+    await drives.insert_iso(hv(cim), vm, _image(tmp_path, "warm.iso"))
 
 
 # --- data volumes -------------------------------------------------------------------------
@@ -86,7 +88,7 @@ async def test_attach_volume_puts_disk_at_slot_within_budget_when_vm_is_stopped(
     vm = await _vm(emulator, "i-2-1-VM")
     image = _image(tmp_path, "data-1.vhdx")
     before = emulator.round_trips()
-    placed = await drives.attach_volume(emulator, vm, 3, image)
+    placed = await drives.attach_volume(hv(emulator), vm, 3, image)
     spent = emulator.round_trips() - before
     assert placed == drives.Placed("SCSI 0 slot 3", changed=True)
     assert await _layout(emulator, vm) == {("scsi0", 3): ("disk", image)}
@@ -99,7 +101,7 @@ async def test_attach_volume_hot_adds_disk_when_vm_runs(
 ) -> None:
     vm = await _vm(emulator, "i-2-2-VM", running=True)
     image = _image(tmp_path, "data-2.vhdx")
-    await drives.attach_volume(emulator, vm, 1, image)
+    await drives.attach_volume(hv(emulator), vm, 1, image)
     assert await _layout(emulator, vm) == {("scsi0", 1): ("disk", image)}
 
 
@@ -108,9 +110,9 @@ async def test_attach_volume_changes_nothing_when_image_is_already_at_the_slot(
 ) -> None:
     vm = await _vm(emulator, "i-2-3-VM")
     image = _image(tmp_path, "data-3.vhdx")
-    await drives.attach_volume(emulator, vm, 2, image)
+    await drives.attach_volume(hv(emulator), vm, 2, image)
     before = emulator.round_trips()
-    placed = await drives.attach_volume(emulator, vm, 2, image.upper())
+    placed = await drives.attach_volume(hv(emulator), vm, 2, image.upper())
     spent = emulator.round_trips() - before
     assert placed == drives.Placed("SCSI 0 slot 2", changed=False)
     assert (spent.calls, spent.waits) == (1, 0)
@@ -128,10 +130,10 @@ async def test_attach_volume_refuses_and_changes_nothing_when_slot_or_image_is_i
 ) -> None:
     vm = await _vm(emulator, "i-2-4-VM")
     first = _image(tmp_path, "a.vhdx")
-    await drives.attach_volume(emulator, vm, 2, first)
+    await drives.attach_volume(hv(emulator), vm, 2, first)
     other = first if slot == 5 else _image(tmp_path, "b.vhdx")
     with pytest.raises(InvalidRequest, match="^" + re.escape(expected)):
-        await drives.attach_volume(emulator, vm, slot, other)
+        await drives.attach_volume(hv(emulator), vm, slot, other)
     assert await _layout(emulator, vm) == {("scsi0", 2): ("disk", first)}
 
 
@@ -140,7 +142,7 @@ async def test_attach_volume_adds_a_scsi_controller_when_a_stopped_vm_has_none(
 ) -> None:
     vm = await _vm(emulator, "i-2-5-VM", scsi=False)
     image = _image(tmp_path, "data-5.vhdx")
-    await drives.attach_volume(emulator, vm, 0, image)
+    await drives.attach_volume(hv(emulator), vm, 0, image)
     assert await _layout(emulator, vm) == {("scsi0", 0): ("disk", image)}
 
 
@@ -149,7 +151,7 @@ async def test_attach_volume_refuses_when_a_running_vm_has_no_scsi_controller(
 ) -> None:
     vm = await _vm(emulator, "i-2-6-VM", scsi=False, running=True)
     with pytest.raises(InvalidRequest, match=r"no SCSI controller.*stopped VMs only"):
-        await drives.attach_volume(emulator, vm, 0, _image(tmp_path, "data-6.vhdx"))
+        await drives.attach_volume(hv(emulator), vm, 0, _image(tmp_path, "data-6.vhdx"))
     assert await _layout(emulator, vm) == {}
 
 
@@ -159,9 +161,9 @@ async def test_attach_volume_leaves_no_drive_when_hyperv_refuses_the_medium(
     vm = await _vm(emulator, "i-2-7-VM")
     other = await _vm(emulator, "i-2-8-VM")
     image = _image(tmp_path, "shared.vhdx")
-    await drives.attach_volume(emulator, other, 0, image)
+    await drives.attach_volume(hv(emulator), other, 0, image)
     with pytest.raises(HyperVError, match="already attached to a VM"):
-        await drives.attach_volume(emulator, vm, 0, image)
+        await drives.attach_volume(hv(emulator), vm, 0, image)
     assert await _layout(emulator, vm) == {}
 
 
@@ -171,15 +173,15 @@ async def test_detach_volume_removes_drive_and_keeps_file_within_budget(
     await _warm(emulator, tmp_path)
     vm = await _vm(emulator, "i-2-9-VM", running=True)
     image = _image(tmp_path, "data-9.vhdx")
-    await drives.attach_volume(emulator, vm, 4, image)
+    await drives.attach_volume(hv(emulator), vm, 4, image)
     before = emulator.round_trips()
-    drive = await drives.detach_volume(emulator, vm, image)
+    drive = await drives.detach_volume(hv(emulator), vm, image)
     spent = emulator.round_trips() - before
     assert drive is not None and drive.where == "SCSI 0 slot 4"
     assert (spent.calls, spent.waits) == (2, 1)
     assert await _layout(emulator, vm) == {}
     assert (tmp_path / "C" / "images" / "data-9.vhdx").is_file()
-    assert await drives.detach_volume(emulator, vm, image) is None
+    assert await drives.detach_volume(hv(emulator), vm, image) is None
 
 
 async def test_detach_volume_returns_none_when_image_is_only_in_a_dvd_drive(
@@ -187,8 +189,8 @@ async def test_detach_volume_returns_none_when_image_is_only_in_a_dvd_drive(
 ) -> None:
     vm = await _vm(emulator, "i-2-10-VM")
     iso = _image(tmp_path, "tools.iso")
-    await drives.insert_iso(emulator, vm, iso)
-    assert await drives.detach_volume(emulator, vm, iso) is None
+    await drives.insert_iso(hv(emulator), vm, iso)
+    assert await drives.detach_volume(hv(emulator), vm, iso) is None
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
 
 
@@ -200,7 +202,7 @@ async def test_insert_iso_adds_dvd_drive_on_ide1_when_gen1_vm_is_stopped(
 ) -> None:
     vm = await _vm(emulator, "i-3-1-VM", scsi=False)
     iso = _image(tmp_path, "a.iso")
-    placed = await drives.insert_iso(emulator, vm, iso)
+    placed = await drives.insert_iso(hv(emulator), vm, iso)
     assert placed == drives.Placed("IDE 1 slot 0", changed=True)
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
 
@@ -210,7 +212,7 @@ async def test_insert_iso_refuses_when_running_gen1_vm_has_no_dvd_drive(
 ) -> None:
     vm = await _vm(emulator, "i-3-2-VM", running=True)
     with pytest.raises(InvalidRequest, match="cannot add one to a running generation 1 VM"):
-        await drives.insert_iso(emulator, vm, _image(tmp_path, "a.iso"))
+        await drives.insert_iso(hv(emulator), vm, _image(tmp_path, "a.iso"))
     assert await _layout(emulator, vm) == {}
 
 
@@ -220,11 +222,11 @@ async def test_insert_and_eject_iso_stay_within_budget_when_running_vm_has_a_dvd
     await _warm(emulator, tmp_path)
     vm = await _vm(emulator, "i-3-3-VM")
     first, second = _image(tmp_path, "first.iso"), _image(tmp_path, "second.iso")
-    await drives.insert_iso(emulator, vm, first)
+    await drives.insert_iso(hv(emulator), vm, first)
     await ok(emulator, await request_state(emulator, vm.path, 2))
-    steps = [("swap", drives.insert_iso(emulator, vm, second), "invoke:ModifyResourceSettings"),
-             ("eject", drives.eject_iso(emulator, vm, second), "invoke:RemoveResourceSettings"),
-             ("insert", drives.insert_iso(emulator, vm, first), "invoke:AddResourceSettings")]
+    steps = [("swap", drives.insert_iso(hv(emulator), vm, second), "invoke:ModifyResourceSettings"),
+             ("eject", drives.eject_iso(hv(emulator), vm, second), "invoke:RemoveResourceSettings"),
+             ("insert", drives.insert_iso(hv(emulator), vm, first), "invoke:AddResourceSettings")]
     layouts = []
     for name, step, method in steps:
         before = emulator.round_trips()
@@ -242,9 +244,9 @@ async def test_insert_iso_changes_nothing_when_the_iso_is_already_in(
 ) -> None:
     vm = await _vm(emulator, "i-3-4-VM")
     iso = _image(tmp_path, "a.iso")
-    await drives.insert_iso(emulator, vm, iso)
+    await drives.insert_iso(hv(emulator), vm, iso)
     before = emulator.round_trips()
-    assert await drives.insert_iso(emulator, vm, iso) == drives.Placed("IDE 1 slot 0", False)
+    assert await drives.insert_iso(hv(emulator), vm, iso) == drives.Placed("IDE 1 slot 0", False)
     assert (emulator.round_trips() - before).calls == 1
 
 
@@ -253,12 +255,12 @@ async def test_insert_iso_adds_scsi_dvd_drive_at_lowest_free_slot_when_gen2_vm_r
 ) -> None:
     vm = await _vm(emulator, "i-3-5-VM", generation=2)
     root = _image(tmp_path, "root.vhdx")
-    await drives.attach_volume(emulator, vm, 0, root)
+    await drives.attach_volume(hv(emulator), vm, 0, root)
     await ok(emulator, await request_state(emulator, vm.path, 2))
-    vm = await vms.find_vm(emulator, "i-3-5-VM") or vm
+    vm = await vms.find_vm(hv(emulator), "i-3-5-VM") or vm
     iso = _image(tmp_path, "a.iso")
-    assert await drives.insert_iso(emulator, vm, iso) == drives.Placed("SCSI 0 slot 1", True)
-    assert await drives.eject_iso(emulator, vm, iso) is not None
+    assert await drives.insert_iso(hv(emulator), vm, iso) == drives.Placed("SCSI 0 slot 1", True)
+    assert await drives.eject_iso(hv(emulator), vm, iso) is not None
     assert await _layout(emulator, vm) == {("scsi0", 0): ("disk", root),
                                            ("scsi0", 1): ("dvd", "")}
 
@@ -268,8 +270,8 @@ async def test_eject_iso_returns_none_when_another_iso_is_in_the_drive(
 ) -> None:
     vm = await _vm(emulator, "i-3-6-VM")
     iso = _image(tmp_path, "a.iso")
-    await drives.insert_iso(emulator, vm, iso)
-    assert await drives.eject_iso(emulator, vm, _image(tmp_path, "b.iso")) is None
+    await drives.insert_iso(hv(emulator), vm, iso)
+    assert await drives.eject_iso(hv(emulator), vm, _image(tmp_path, "b.iso")) is None
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
 
 
@@ -286,8 +288,8 @@ async def _disks_of_four_vms(cim: EmulatorCim, tmp_path: Path) -> dict[str, list
         vm = await _vm(cim, f"i-4-{index}-VM")
         images[vm.name] = [_image(tmp_path, f"v{index}-{n}.vhdx") for n in range(index)]
         for slot, image in enumerate(images[vm.name]):
-            await drives.attach_volume(cim, vm, slot, image)
-        await drives.insert_iso(cim, vm, _image(tmp_path, f"i{index}.iso"))
+            await drives.attach_volume(hv(cim), vm, slot, image)
+        await drives.insert_iso(hv(cim), vm, _image(tmp_path, f"i{index}.iso"))
         await ok(cim, await request_state(cim, vm.path, 2))
     return images
 
@@ -311,7 +313,7 @@ async def test_disk_stats_switches_metering_on_once_then_reads_counters_per_disk
     asked = ["i-4-0-VM", "i-4-1-VM", "i-4-2-VM", "nope"]
     assert not _io(emulator, "i-4-1-VM", images["i-4-1-VM"][0], 1, 1, 1)  # not metered yet
     before = emulator.round_trips()
-    first = await diskstats.disk_stats(emulator, asked)
+    first = await diskstats.disk_stats(hv(emulator), asked)
     spent = emulator.round_trips() - before
     assert _counters(first) == {"i-4-0-VM": {}, **{
         name: {image: (0, 0, 0, 0, False) for image in images[name]}
@@ -325,7 +327,7 @@ async def test_disk_stats_switches_metering_on_once_then_reads_counters_per_disk
     assert _io(emulator, "i-4-2-VM", two_b, 0, 1, 10)
     assert not _io(emulator, "i-4-3-VM", images["i-4-3-VM"][0], 5, 5, 5)  # never asked for
     before = emulator.round_trips()
-    second = await diskstats.disk_stats(emulator, asked)
+    second = await diskstats.disk_stats(hv(emulator), asked)
     spent = emulator.round_trips() - before
     assert _counters(second) == {"i-4-0-VM": {}, "i-4-1-VM": {
         one: (30 * MB, 10 * MB, 3000, 1000, True)}, "i-4-2-VM": {
@@ -338,18 +340,18 @@ async def test_disk_stats_meters_a_disk_added_later_and_keeps_counting_the_other
 ) -> None:
     vm = await _vm(emulator, "i-5-0-VM", running=True)
     first = _image(tmp_path, "first.vhdx")
-    await drives.attach_volume(emulator, vm, 0, first)
-    await diskstats.disk_stats(emulator, [vm.name])
+    await drives.attach_volume(hv(emulator), vm, 0, first)
+    await diskstats.disk_stats(hv(emulator), [vm.name])
     assert _io(emulator, vm.name, first, 3, 0, 7)
     later = _image(tmp_path, "later.vhdx")
-    await drives.attach_volume(emulator, vm, 1, later)
+    await drives.attach_volume(hv(emulator), vm, 1, later)
     before = emulator.round_trips()
-    found = await diskstats.disk_stats(emulator, [vm.name])
+    found = await diskstats.disk_stats(hv(emulator), [vm.name])
     assert (emulator.round_trips() - before)["invoke:ControlMetrics"] == 1
     assert _counters(found)[vm.name] == {first: (3 * MB, 0, 7, 0, True),
                                          later: (0, 0, 0, 0, False)}
     assert _io(emulator, vm.name, later, 0, 2, 2)
-    assert _counters(await diskstats.disk_stats(emulator, [vm.name]))[vm.name][later] == (
+    assert _counters(await diskstats.disk_stats(hv(emulator), [vm.name]))[vm.name][later] == (
         0, 2 * MB, 0, 2, True)
 
 
@@ -364,7 +366,7 @@ async def test_enable_disk_metering_raises_and_changes_nothing_when_vm_is_missin
     emulator: EmulatorCim,
 ) -> None:
     with pytest.raises(HyperVError, match="ControlMetrics"):
-        await diskstats.enable_disk_metering(emulator, vms.vm_path("0E0E0E0E-0000-0000-0000-00"
+        await diskstats.enable_disk_metering(hv(emulator), vms.vm_path("0E0E0E0E-0000-0000-0000-00"
                                                                 "0000000000"))
     assert await emulator.query("SELECT * FROM Msvm_AggregationMetricValue") == []
 
@@ -373,5 +375,5 @@ async def test_disk_stats_costs_nothing_when_no_name_is_asked_for(
     emulator: EmulatorCim,
 ) -> None:
     before = emulator.round_trips()
-    assert await diskstats.disk_stats(emulator, []) == {}
+    assert await diskstats.disk_stats(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0

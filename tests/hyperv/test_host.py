@@ -8,13 +8,14 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.hyperv import host
 from tests.emulator.kit import define_vm, ok, request_state
+from tests.sessions import hv
 
 GIB = 1 << 30
 
 
 async def test_facts_match_host_when_config_is_default(emulator: EmulatorCim) -> None:
     before = emulator.round_trips()
-    facts = await host.host_facts(emulator)
+    facts = await host.host_facts(hv(emulator))
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"], spent.waits) == (2, 2, 0)
     assert facts == host.HostFacts(
@@ -31,9 +32,9 @@ async def test_facts_follow_config_when_host_is_custom(
     cim = EmulatorCim.open(make_config(cpus=8, memory_mb=8192, switches=("A", "B"),
                                        host_name="SMALL", os_version="6.3.9600"))
     try:
-        facts = await host.host_facts(cim)
+        facts = await host.host_facts(hv(cim))
         before = cim.round_trips()
-        names = await host.switch_names(cim)
+        names = await host.switch_names(hv(cim))
         spent = cim.round_trips() - before
     finally:
         await cim.close()
@@ -49,7 +50,7 @@ async def test_switch_names_list_external_when_config_is_default(
     emulator: EmulatorCim,
 ) -> None:
     before = emulator.round_trips()
-    assert await host.switch_names(emulator) == ("External",)
+    assert await host.switch_names(hv(emulator)) == ("External",)
     assert (emulator.round_trips() - before).calls == 1
 
 
@@ -58,7 +59,7 @@ async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
 ) -> None:
     config = make_config()
     before = emulator.round_trips()
-    nic = await host.nic_for_ip(emulator, config.private_ip)
+    nic = await host.nic_for_ip(hv(emulator), config.private_ip)
     assert (emulator.round_trips() - before).calls == 1
     assert nic is not None
     assert (nic.ip, nic.netmask) == (config.private_ip, config.private_netmask)
@@ -67,8 +68,8 @@ async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
 
 
 async def test_nic_for_ip_is_none_when_no_nic_has_the_ip(emulator: EmulatorCim) -> None:
-    assert await host.nic_for_ip(emulator, "10.9.8.7") is None
-    assert await host.nic_for_ip(emulator, "not-an-ip") is None
+    assert await host.nic_for_ip(hv(emulator), "10.9.8.7") is None
+    assert await host.nic_for_ip(hv(emulator), "not-an-ip") is None
 
 
 async def test_all_nics_lists_every_address_when_host_has_one_nic(
@@ -76,7 +77,7 @@ async def test_all_nics_lists_every_address_when_host_has_one_nic(
 ) -> None:
     config = make_config()
     before = emulator.round_trips()
-    nics = await host.all_nics(emulator)
+    nics = await host.all_nics(hv(emulator))
     assert (emulator.round_trips() - before).calls == 1
     assert [(n.ip, n.netmask, n.mac) for n in nics] == [
         (config.private_ip, config.private_netmask, "00155D0A0B0C")]
@@ -86,7 +87,7 @@ async def test_stats_report_idle_cpu_and_all_memory_free_when_no_vm_runs(
     emulator: EmulatorCim,
 ) -> None:
     before = emulator.round_trips()
-    stats = await host.host_stats(emulator)
+    stats = await host.host_stats(hv(emulator))
     spent = emulator.round_trips() - before
     assert spent.calls == 3 and spent.waits == 0  # CPU, memory, network, sent at once
     assert (stats.cpu_utilization_percent, stats.total_memory_kib, stats.free_memory_kib) == (
@@ -99,9 +100,9 @@ async def test_stats_network_counters_grow_when_time_passes(
     now = [1_700_000_000.0]
     cim = EmulatorCim.open(make_config(), lambda: now[0])
     try:
-        first = await host.host_stats(cim)
+        first = await host.host_stats(hv(cim))
         now[0] += 10
-        second = await host.host_stats(cim)
+        second = await host.host_stats(hv(cim))
         assert second.received_bytes > first.received_bytes >= 0
         assert second.sent_bytes > first.sent_bytes >= 0
     finally:
@@ -111,7 +112,7 @@ async def test_stats_network_counters_grow_when_time_passes(
 async def test_stats_count_vm_memory_as_used_when_a_vm_runs(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator, "runner")
     await ok(emulator, await request_state(emulator, vm, 2))
-    stats = await host.host_stats(emulator)
+    stats = await host.host_stats(hv(emulator))
     assert stats.total_memory_kib - stats.free_memory_kib == 1024 * 1024  # its 1024 MB
 
 
@@ -123,7 +124,7 @@ async def test_facts_come_from_one_processor_per_socket_when_the_host_has_severa
     try:
         sockets = await cim.query("SELECT DeviceID, NumberOfCores, MaxClockSpeed, Status "
                                   "FROM Win32_Processor", "root\\cimv2")
-        facts = await host.host_facts(cim)
+        facts = await host.host_facts(hv(cim))
     finally:
         await cim.close()
     assert [(s["DeviceID"], s["NumberOfCores"], s["MaxClockSpeed"], s["Status"])
@@ -138,7 +139,7 @@ async def test_host_clock_reads_the_hosts_own_time_when_it_differs_from_ours(
     cim = EmulatorCim.open(make_config(), clock=lambda: 1_700_000_000.25)
     try:
         before = cim.round_trips()
-        now = await host.host_clock(cim)
+        now = await host.host_clock(hv(cim))
         spent = cim.round_trips() - before
     finally:
         await cim.close()

@@ -18,6 +18,7 @@ import pytest
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.hyperv import inventory, schema
 from hyperv_agent.hyperv.inventory import USED, ClassUse
+from tests.sessions import hv
 
 PACKAGE = Path(inventory.__file__).parent
 #: Modules that define names rather than use them.
@@ -101,7 +102,7 @@ def test_the_scan_reads_every_module_of_the_package() -> None:
 
 
 async def test_the_emulated_host_has_every_name_in_the_table(emulator: EmulatorCim) -> None:
-    shortfall = await inventory.missing_on(emulator)
+    shortfall = await inventory.missing_on(hv(emulator))
     assert shortfall.missing == () and shortfall.absent_optional == ()
     assert shortfall.classes_checked == len(USED)
     assert shortfall.names_checked > 200
@@ -116,7 +117,7 @@ async def test_missing_names_are_listed_by_class_property_method_and_parameter(
         ClassUse(schema.Class.VSMS, methods=inventory._methods(
             DefineSystem=("SystemSettings", "NoSuchParameter"), NoSuchMethod=())),
     )
-    shortfall = await inventory.missing_on(emulator, wanted)
+    shortfall = await inventory.missing_on(hv(emulator), wanted)
     assert shortfall.missing == (
         "Msvm_NoSuchThing", "Msvm_VirtualSystemSettingData.NoSuchProperty",
         "Msvm_VirtualSystemManagementService.DefineSystem(NoSuchParameter)",

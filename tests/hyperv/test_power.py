@@ -21,6 +21,7 @@ from tests.emulator.kit import (
     request_state,
     state,
 )
+from tests.sessions import hv
 
 FAST = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.02, max_poll_s=0.05)
 JOBS = jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.01, max_poll_s=0.05)
@@ -35,13 +36,13 @@ async def _running(cim: EmulatorCim, name: str) -> VmRef:
 
 
 async def _ref(cim: EmulatorCim, name: str) -> VmRef:
-    vm = await vms.find_vm(cim, name)
+    vm = await vms.find_vm(hv(cim), name)
     assert vm is not None
     return vm
 
 
 async def _gone(cim: EmulatorCim, name: str) -> bool:
-    return await vms.find_vm(cim, name) is None
+    return await vms.find_vm(hv(cim), name) is None
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_stop_removes_definition_and_keeps_vhdx_when_vm_has_a_disk(
     disk = await attach_vhdx(emulator, path, tmp_path / "C")
     await ok(emulator, await request_state(emulator, path, 2))
     size = disk.stat().st_size
-    assert await power.stop_and_remove(emulator, await _ref(emulator, "i-2-30-VM"), GRACEFUL)
+    assert await power.stop_and_remove(hv(emulator), await _ref(emulator, "i-2-30-VM"), GRACEFUL)
     assert await _gone(emulator, "i-2-30-VM")
     assert disk.is_file() and disk.stat().st_size == size
 
@@ -73,9 +74,9 @@ async def test_stop_uses_guest_shutdown_and_no_turn_off_when_guest_cooperates(
     emulator: EmulatorCim,
 ) -> None:
     vm = await _running(emulator, "i-2-31-VM")
-    await vms.management_service(emulator)
+    await vms.management_service(hv(emulator))
     before = emulator.round_trips()
-    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
     spent = emulator.round_trips() - before
     assert await _gone(emulator, "i-2-31-VM")
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
@@ -91,7 +92,7 @@ async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
     emulator.faults.ignore_shutdown("i-2-32-VM")
     before = emulator.round_trips()
     started = time.monotonic()
-    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
     elapsed = time.monotonic() - started
     spent = emulator.round_trips() - before
     assert FAST.timeout_s <= elapsed < FAST.timeout_s + 2.0
@@ -102,9 +103,9 @@ async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
 
 async def test_stop_skips_guest_shutdown_when_forced(emulator: EmulatorCim) -> None:
     vm = await _running(emulator, "i-2-33-VM")
-    await vms.management_service(emulator)
+    await vms.management_service(hv(emulator))
     before = emulator.round_trips()
-    assert await power.stop_and_remove(emulator, vm, FORCED)
+    assert await power.stop_and_remove(hv(emulator), vm, FORCED)
     spent = emulator.round_trips() - before
     assert await _gone(emulator, "i-2-33-VM")
     assert spent["invoke:InitiateShutdown"] == 0 and spent["query"] == 0
@@ -114,9 +115,9 @@ async def test_stop_skips_guest_shutdown_when_forced(emulator: EmulatorCim) -> N
 async def test_stop_only_destroys_when_vm_is_already_off(emulator: EmulatorCim) -> None:
     await define_vm(emulator, "i-2-34-VM")
     vm = await _ref(emulator, "i-2-34-VM")
-    await vms.management_service(emulator)
+    await vms.management_service(hv(emulator))
     before = emulator.round_trips()
-    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
     spent = emulator.round_trips() - before
     assert await _gone(emulator, "i-2-34-VM")
     assert (spent.calls, spent["invoke:DestroySystem"]) == (1, 1)
@@ -129,7 +130,7 @@ async def test_stop_waits_for_slow_guest_when_it_shuts_down_within_the_wait(
     policy = power.StopPolicy(shutdown_wait=jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.02,
                                                             max_poll_s=0.05), job_wait=JOBS)
     before = slow_guests.round_trips()
-    assert await power.stop_and_remove(slow_guests, vm, policy)
+    assert await power.stop_and_remove(hv(slow_guests), vm, policy)
     spent = slow_guests.round_trips() - before
     assert await _gone(slow_guests, "i-2-35-VM")
     assert spent["invoke:RequestStateChange"] == 0  # off by the guest, not turned off
@@ -138,15 +139,15 @@ async def test_stop_waits_for_slow_guest_when_it_shuts_down_within_the_wait(
 
 async def test_stop_returns_false_when_vm_is_already_gone(emulator: EmulatorCim) -> None:
     vm = await _running(emulator, "i-2-36-VM")
-    assert await power.stop_and_remove(emulator, vm, FORCED)
-    assert not await power.stop_and_remove(emulator, vm, GRACEFUL)
-    assert not await power.stop_and_remove(emulator, vm, FORCED)
+    assert await power.stop_and_remove(hv(emulator), vm, FORCED)
+    assert not await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
+    assert not await power.stop_and_remove(hv(emulator), vm, FORCED)
 
 
 async def test_stop_turns_vm_off_when_guest_shutdown_is_refused(emulator: EmulatorCim) -> None:
     vm = await _running(emulator, "i-2-37-VM")
     emulator.faults.fail_next_call("InitiateShutdown", 32768)
-    assert await power.stop_and_remove(emulator, vm, GRACEFUL)
+    assert await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
     assert await _gone(emulator, "i-2-37-VM")
 
 
@@ -156,9 +157,9 @@ async def test_stop_names_step_and_leaves_vm_off_when_destroy_fails(
     vm = await _running(emulator, "i-2-38-VM")
     emulator.faults.fail_next_job("DestroySystem", 32768, "disk busy")
     with pytest.raises(HyperVError, match=r"i-2-38-VM .*remove the definition failed.*disk busy"):
-        await power.stop_and_remove(emulator, vm, FORCED)
+        await power.stop_and_remove(hv(emulator), vm, FORCED)
     assert await state(emulator, vm.path) == 3  # off but still defined
-    assert await power.stop_and_remove(emulator, await _ref(emulator, "i-2-38-VM"), FORCED)
+    assert await power.stop_and_remove(hv(emulator), await _ref(emulator, "i-2-38-VM"), FORCED)
     assert await _gone(emulator, "i-2-38-VM")
 
 
@@ -168,7 +169,7 @@ async def test_stop_names_step_and_leaves_vm_running_when_turn_off_fails(
     vm = await _running(emulator, "i-2-39-VM")
     emulator.faults.fail_next_call("RequestStateChange", 32768)
     with pytest.raises(HyperVError, match="turn off failed"):
-        await power.stop_and_remove(emulator, vm, FORCED)
+        await power.stop_and_remove(hv(emulator), vm, FORCED)
     assert await state(emulator, vm.path) == 2
 
 
@@ -180,16 +181,16 @@ async def test_request_shutdown_returns_false_without_a_call_when_vm_is_off(
 ) -> None:
     path = await define_vm(emulator, "off")
     before = emulator.round_trips()
-    assert not await power.request_shutdown(emulator, path.key("Name"), "test")
+    assert not await power.request_shutdown(hv(emulator), path.key("Name"), "test")
     spent = emulator.round_trips() - before
     assert (spent["query"], spent["invoke"]) == (1, 0)
 
 
 async def test_request_shutdown_asks_guest_when_vm_runs(slow_guests: EmulatorCim) -> None:
     vm = await _running(slow_guests, "up")
-    assert await power.request_shutdown(slow_guests, vm.guid, "test")
+    assert await power.request_shutdown(hv(slow_guests), vm.guid, "test")
     assert await state(slow_guests, vm.path) == 2  # the guest takes its time
-    assert await power.wait_until_off(slow_guests, vm.guid, JOBS)
+    assert await power.wait_until_off(hv(slow_guests), vm.guid, JOBS)
     assert await state(slow_guests, vm.path) == 3
 
 
@@ -198,9 +199,9 @@ async def test_wait_until_off_returns_false_at_deadline_when_guest_ignores_shutd
 ) -> None:
     vm = await _running(emulator, "stubborn")
     emulator.faults.ignore_shutdown(vm.guid)
-    assert await power.request_shutdown(emulator, vm.guid, "test")
+    assert await power.request_shutdown(hv(emulator), vm.guid, "test")
     started = time.monotonic()
-    assert not await power.wait_until_off(emulator, vm.guid, FAST)
+    assert not await power.wait_until_off(hv(emulator), vm.guid, FAST)
     assert time.monotonic() - started >= FAST.timeout_s
     assert await state(emulator, vm.path) == 2
 
@@ -209,14 +210,14 @@ async def test_wait_until_off_returns_true_at_once_when_vm_is_missing(
     emulator: EmulatorCim,
 ) -> None:
     before = emulator.round_trips()
-    assert await power.wait_until_off(emulator, "00000000-0000-0000-0000-000000000000", FAST)
+    assert await power.wait_until_off(hv(emulator), "00000000-0000-0000-0000-000000000000", FAST)
     assert (emulator.round_trips() - before)["get"] == 1
 
 
 async def test_reset_restarts_vm_when_it_runs(emulator: EmulatorCim) -> None:
     vm = await _running(emulator, "resettable")
     before = emulator.round_trips()
-    assert await power.reset(emulator, vm.guid, policy=JOBS)
+    assert await power.reset(hv(emulator), vm.guid, policy=JOBS)
     spent = emulator.round_trips() - before
     assert spent["invoke:RequestStateChange"] == 1 and spent.calls == 1
     assert (await _ref(emulator, "resettable")).power is PowerState.RUNNING
@@ -224,9 +225,9 @@ async def test_reset_restarts_vm_when_it_runs(emulator: EmulatorCim) -> None:
 
 async def test_reset_leaves_vm_off_when_it_is_off(emulator: EmulatorCim) -> None:
     path = await define_vm(emulator, "cold")
-    assert await power.reset(emulator, path.key("Name"), policy=JOBS)
+    assert await power.reset(hv(emulator), path.key("Name"), policy=JOBS)
     assert await state(emulator, path) == 3
 
 
 async def test_reset_returns_false_when_vm_is_missing(emulator: EmulatorCim) -> None:
-    assert not await power.reset(emulator, "00000000-0000-0000-0000-000000000000")
+    assert not await power.reset(hv(emulator), "00000000-0000-0000-0000-000000000000")

@@ -23,6 +23,7 @@ from tests.emulator.kit import (
     service,
     state,
 )
+from tests.sessions import hv
 
 
 async def _define(cim: EmulatorCim, name: str, notes: Sequence[str] = ()) -> ObjectPath:
@@ -63,9 +64,9 @@ async def test_list_vms_is_one_call_when_host_has_50_vms(emulator: EmulatorCim) 
              for i in range(50)]
     for path in paths[::10]:
         await _start(emulator, path)
-    await vms.list_vms(emulator)  # the first call also finds the management service
+    await vms.list_vms(hv(emulator))  # the first call also finds the management service
     before = emulator.round_trips()
-    listed = await vms.list_vms(emulator)
+    listed = await vms.list_vms(hv(emulator))
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["invoke:GetSummaryInformation"], spent.waits) == (1, 1, 0)
     by_name = {vm.name: vm for vm in listed}
@@ -80,13 +81,13 @@ async def test_list_vms_is_one_call_when_host_has_50_vms(emulator: EmulatorCim) 
 async def test_list_vms_costs_one_query_more_when_backend_is_new(emulator: EmulatorCim) -> None:
     await define_vm(emulator, "only")
     before = emulator.round_trips()
-    assert [vm.name for vm in await vms.list_vms(emulator)] == ["only"]
+    assert [vm.name for vm in await vms.list_vms(hv(emulator))] == ["only"]
     first = emulator.round_trips() - before
     assert (first.calls, first["query"]) == (2, 1)
 
 
 async def test_list_vms_is_empty_when_host_has_no_vm(emulator: EmulatorCim) -> None:
-    assert await vms.list_vms(emulator) == []
+    assert await vms.list_vms(hv(emulator)) == []
 
 
 async def test_list_vms_reports_paused_and_saved_when_vms_are_suspended(
@@ -96,7 +97,7 @@ async def test_list_vms_reports_paused_and_saved_when_vms_are_suspended(
     for vm, requested in ((paused, 9), (saved, 6)):
         await _start(emulator, vm)
         await ok(emulator, await request_state(emulator, vm, requested))
-    powers = {vm.name: vm.power for vm in await vms.list_vms(emulator)}
+    powers = {vm.name: vm.power for vm in await vms.list_vms(hv(emulator))}
     assert powers == {"paused": PowerState.PAUSED, "saved": PowerState.SAVED}
 
 
@@ -107,7 +108,7 @@ async def test_find_vm_returns_guid_and_power_when_name_exists(emulator: Emulato
     path = await define_vm(emulator, "web-1")
     await define_vm(emulator, "web-2")
     before = emulator.round_trips()
-    found = await vms.find_vm(emulator, "web-1")
+    found = await vms.find_vm(hv(emulator), "web-1")
     assert (emulator.round_trips() - before).calls == 1
     assert found == vms.VmRef(path.key("Name"), "web-1", PowerState.STOPPED)
     assert found.path == path
@@ -117,9 +118,9 @@ async def test_find_vm_returns_none_when_name_is_unknown_or_the_host(
     emulator: EmulatorCim,
 ) -> None:
     await define_vm(emulator, "web-1")
-    assert await vms.find_vm(emulator, "web-3") is None
-    assert await vms.find_vm(emulator, "HYPERV-EMU") is None  # the host, not a VM
-    assert await vms.find_vm(emulator, "it's") is None  # quoting holds
+    assert await vms.find_vm(hv(emulator), "web-3") is None
+    assert await vms.find_vm(hv(emulator), "HYPERV-EMU") is None  # the host, not a VM
+    assert await vms.find_vm(hv(emulator), "it's") is None  # quoting holds
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -129,9 +130,9 @@ async def test_vm_stats_is_one_call_when_names_are_given(emulator: EmulatorCim) 
     running, _ = await define_vm(emulator, "a"), await define_vm(emulator, "b")
     await define_vm(emulator, "not-asked")
     await _start(emulator, running)
-    await vms.list_vms(emulator)  # warm the management-service cache
+    await vms.list_vms(hv(emulator))  # warm the management-service cache
     before = emulator.round_trips()
-    stats = await vms.vm_stats(emulator, ["a", "b", "ghost"])
+    stats = await vms.vm_stats(hv(emulator), ["a", "b", "ghost"])
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 0)
     assert sorted(stats) == ["a", "b"]  # the unknown name is skipped
@@ -144,7 +145,7 @@ async def test_vm_stats_is_one_call_when_names_are_given(emulator: EmulatorCim) 
 
 async def test_vm_stats_makes_no_call_when_no_name_is_asked(emulator: EmulatorCim) -> None:
     before = emulator.round_trips()
-    assert await vms.vm_stats(emulator, []) == {}
+    assert await vms.vm_stats(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -157,13 +158,13 @@ async def test_remove_vm_keeps_disk_file_when_vm_runs(
     vm = await define_vm(emulator, "doomed")
     disk = await attach_vhdx(emulator, vm, tmp_path / "C")
     await _start(emulator, vm)
-    await vms.list_vms(emulator)  # warm the management-service cache
+    await vms.list_vms(hv(emulator))  # warm the management-service cache
     before = emulator.round_trips()
-    assert await vms.remove_vm(emulator, vm.key("Name")) is True
+    assert await vms.remove_vm(hv(emulator), vm.key("Name")) is True
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 2)
     assert spent["invoke:RequestStateChange"] == spent["invoke:DestroySystem"] == 1
-    assert await vms.find_vm(emulator, "doomed") is None
+    assert await vms.find_vm(hv(emulator), "doomed") is None
     assert await devices(emulator, vm) == []
     assert await emulator.query(wql.select("Msvm_VirtualSystemSettingData",
                                            wql.eq("ElementName", "doomed"))) == []
@@ -172,20 +173,20 @@ async def test_remove_vm_keeps_disk_file_when_vm_runs(
 
 async def test_remove_vm_waits_once_when_vm_is_already_off(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator, "idle")
-    await vms.list_vms(emulator)
+    await vms.list_vms(hv(emulator))
     before = emulator.round_trips()
-    assert await vms.remove_vm(emulator, vm.key("Name")) is True
+    assert await vms.remove_vm(hv(emulator), vm.key("Name")) is True
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 1)
-    assert await vms.list_vms(emulator) == []
+    assert await vms.list_vms(hv(emulator)) == []
 
 
 async def test_remove_vm_succeeds_when_vm_is_missing(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator, "once")
-    assert await vms.remove_vm(emulator, vm.key("Name")) is True
+    assert await vms.remove_vm(hv(emulator), vm.key("Name")) is True
     before = emulator.round_trips()
-    assert await vms.remove_vm(emulator, vm.key("Name")) is False
-    assert await vms.remove_vm(emulator, "00000000-0000-0000-0000-000000000000") is False
+    assert await vms.remove_vm(hv(emulator), vm.key("Name")) is False
+    assert await vms.remove_vm(hv(emulator), "00000000-0000-0000-0000-000000000000") is False
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 0)  # one call each
 
@@ -197,8 +198,8 @@ async def test_remove_vm_leaves_vm_defined_when_turn_off_job_fails(
     await _start(emulator, vm)
     emulator.faults.fail_next_job("RequestStateChange")
     with pytest.raises(JobFailed):
-        await vms.remove_vm(emulator, vm.key("Name"))
-    found = await vms.find_vm(emulator, "stubborn")
+        await vms.remove_vm(hv(emulator), vm.key("Name"))
+    found = await vms.find_vm(hv(emulator), "stubborn")
     assert found is not None and found.power is PowerState.RUNNING
 
 
@@ -207,7 +208,7 @@ async def test_turn_off_raises_job_failed_when_job_fails(emulator: EmulatorCim) 
     await _start(emulator, vm)
     emulator.faults.fail_next_job("RequestStateChange", 32768, "the guest refused")
     with pytest.raises(JobFailed) as raised:
-        await vms.turn_off(emulator, vm.key("Name"))
+        await vms.turn_off(hv(emulator), vm.key("Name"))
     assert (raised.value.method, raised.value.error_code) == ("RequestStateChange", 32768)
     assert await state(emulator, vm) == 2  # nothing changed
 
@@ -215,23 +216,23 @@ async def test_turn_off_raises_job_failed_when_job_fails(emulator: EmulatorCim) 
 async def test_turn_off_is_safe_to_repeat_when_vm_is_already_off(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator, "runner")
     await _start(emulator, vm)
-    assert await vms.turn_off(emulator, vm.key("Name")) is True
+    assert await vms.turn_off(hv(emulator), vm.key("Name")) is True
     before = emulator.round_trips()
-    assert await vms.turn_off(emulator, vm.key("Name")) is True
+    assert await vms.turn_off(hv(emulator), vm.key("Name")) is True
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 0)  # 32775 accepted, no job
     assert await state(emulator, vm) == 3
 
 
 async def test_turn_off_returns_false_when_vm_is_missing(emulator: EmulatorCim) -> None:
-    assert await vms.turn_off(emulator, "00000000-0000-0000-0000-000000000000") is False
+    assert await vms.turn_off(hv(emulator), "00000000-0000-0000-0000-000000000000") is False
 
 
 async def test_destroy_succeeds_when_vm_is_already_gone(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator, "gone")
-    assert await vms.destroy(emulator, vm.key("Name")) is True
+    assert await vms.destroy(hv(emulator), vm.key("Name")) is True
     before = emulator.round_trips()
-    assert await vms.destroy(emulator, vm.key("Name")) is False
+    assert await vms.destroy(hv(emulator), vm.key("Name")) is False
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (2, 0)  # the refused call and the existence check
 
@@ -240,6 +241,6 @@ async def test_destroy_refused_and_vm_kept_when_vm_runs(emulator: EmulatorCim) -
     vm = await define_vm(emulator, "busy")
     await _start(emulator, vm)
     with pytest.raises(HyperVError):
-        await vms.destroy(emulator, vm.key("Name"))
-    found = await vms.find_vm(emulator, "busy")
+        await vms.destroy(hv(emulator), vm.key("Name"))
+    found = await vms.find_vm(hv(emulator), "busy")
     assert found is not None and found.power is PowerState.RUNNING

@@ -2,7 +2,7 @@
 
 Every answer has ``result`` and ``details`` and the Command fields it inherits in Java
 (``contextMap`` always written; ``wait`` and ``bypassHostMaintenance`` only when not the
-default, which is what the C# agent's answers look like, §13). Every field but
+default, which is what the C# agent's answers look like, protocol §13). Every field but
 ``result`` has a default, so any answer class can be built as a plain failure.
 
 The management server casts an answer to the class it expects and reads its fields, also
@@ -14,7 +14,7 @@ ModifyStoragePoolAnswer.datastoreClusterChildren) default to empty lists, never 
 Answers never carry secrets: a StartAnswer's VM goes back without its VNC password and
 with the secrets of its boot arguments replaced.
 
-Where the C# agent and the Java classes disagree on a name (§12), the answer writes
+Where the C# agent and the Java classes disagree on a name (protocol §12), the answer writes
 both: GetStorageStatsAnswer ``capacityBytes``/``usedBytes`` and ``capacity``/``used``,
 CheckVirtualMachineAnswer ``state`` and ``powerstate``. Either name is read on input.
 """
@@ -266,11 +266,11 @@ class CheckVirtualMachineAnswer(Answer):
 
 
 class GetVncPortAnswer(Answer):
-    """``address`` is ``instanceId=<VM GUID>``; port -9 tells the MS to use RDP (§8)."""
+    """``address`` is ``instanceId=<VM GUID>``; port -9 tells the MS to use RDP (protocol §8)."""
 
     FQCN: ClassVar[str] = names.GET_VNC_PORT_ANSWER
 
-    # The C# agent's GetVncPortAnswer is the one answer without contextMap (§2.8).
+    # The C# agent's GetVncPortAnswer is the one answer without contextMap (protocol §2.8).
     context_map: Annotated[dict[str, str], Field(exclude_if=_is_empty)] = Field(
         default_factory=dict)
     address: str | None = None
@@ -377,7 +377,7 @@ class ModifyVmNicConfigAnswer(Answer):
 
 
 class CheckOnHostAnswer(Answer):
-    """Inverted by the C# agent (§5.3): ``result`` false means "the host is alive"."""
+    """Inverted by the C# agent (protocol §5.3): ``result`` false means "the host is alive"."""
 
     FQCN: ClassVar[str] = names.CHECK_ON_HOST_ANSWER
 

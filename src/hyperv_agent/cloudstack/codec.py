@@ -1,11 +1,11 @@
 """JSON bytes <-> typed commands and answers: the only place that knows Gson's envelopes.
 
-Requests (§2.3): every command is POSTed as the bare command object, except
+Requests (protocol §2.3): every command is POSTed as the bare command object, except
 StartupCommand, which arrives as a ``Command[]`` envelope holding one
 StartupRoutingCommand, and the state report, whose body is ``{}``. A one-element envelope
 ``[{"<FQCN>": {...}}]`` (or a bare ``{"<FQCN>": {...}}``) is accepted for any command.
 
-Replies (§2.8, §4.3, §4.5): answers go out as ``[{"<answer FQCN>": {...}}]`` with null
+Replies (protocol §2.8, §4.3, §4.5): answers go out as ``[{"<answer FQCN>": {...}}]`` with null
 fields left out (Gson's default); the startup reply is a ``Command[]``; the state report
 a bare array of ``{"<vm name>": "<PowerState>"}``.
 
@@ -187,7 +187,7 @@ def encode_startup_reply(
 
 
 def encode_state_report(states: Mapping[str, PowerState]) -> bytes:
-    """The state report reply: a bare array ``[{"i-2-17-VM": "PowerOn"}, ...]`` (§4.5)."""
+    """The state report reply: a bare array ``[{"i-2-17-VM": "PowerOn"}, ...]`` (protocol §4.5)."""
     return _dump([{vm_name: PowerState(state).value} for vm_name, state in states.items()])
 
 
@@ -208,7 +208,7 @@ def _parse_json(body: bytes) -> object:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        text = body.decode("latin-1")  # what Java's StringEntity sends (§2.3)
+        text = body.decode("latin-1")  # what Java's StringEntity sends (protocol §2.3)
     try:
         document = from_json(text.removeprefix("\ufeff"), allow_inf_nan=False)
     except ValueError as error:  # also lone surrogates, numbers too long, nesting too deep

@@ -27,7 +27,7 @@ class StartupCommand(Command):
 
     The URL action of registration; the body holds a StartupRoutingCommand, and the
     reply is a StartupRoutingCommand (the request, filled in) plus an optional
-    StartupStorageCommand (§4.3).
+    StartupStorageCommand (protocol §4.3).
     """
 
     FQCN: ClassVar[str] = names.STARTUP_COMMAND
@@ -62,7 +62,8 @@ class StartupCommand(Command):
 
 
 class StartupRoutingCommand(StartupCommand):
-    """The host's inventory: sent by the MS mostly empty, returned filled in (§4.2, §4.3)."""
+    """The host's inventory: sent by the MS mostly empty, returned filled in (protocol §4.2,
+    §4.3)."""
 
     FQCN: ClassVar[str] = names.STARTUP_ROUTING_COMMAND
 
@@ -175,7 +176,7 @@ class GetHostStatsCommand(Command):
 
 
 class CheckOnHostCommand(Command):
-    """Is the host ``host`` (a neighbour of this one) alive? Asked during HA (§5.3)."""
+    """Is the host ``host`` (a neighbour of this one) alive? Asked during HA (protocol §5.3)."""
 
     FQCN: ClassVar[str] = names.CHECK_ON_HOST_COMMAND
 

@@ -1,4 +1,4 @@
-"""Network commands. The MS handles most of them itself for Hyper-V (§6); the C# agent
+"""Network commands. The MS handles most of them itself for Hyper-V (protocol §6); the C# agent
 answers the ones that still arrive with a fixed reply, and 404s the rest."""
 
 from __future__ import annotations

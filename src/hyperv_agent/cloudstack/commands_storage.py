@@ -24,7 +24,7 @@ from hyperv_agent.cloudstack.objects import (
 
 
 class ModifyStoragePoolCommand(Command):
-    """Register (``add``) or unregister a primary storage pool on this host (§5.3).
+    """Register (``add``) or unregister a primary storage pool on this host (protocol §5.3).
 
     ``localPath`` is where a Linux host would mount the pool (``/mnt//<uuid>``); a
     Hyper-V host reaches a shared pool at ``\\<pool.host><pool.path>`` instead.
@@ -61,7 +61,7 @@ class DeleteStoragePoolCommand(Command):
 
 
 class GetStorageStatsCommand(Command):
-    """Capacity and usage of the pool ``pool_uuid`` of type ``pool_type`` (§5.3)."""
+    """Capacity and usage of the pool ``pool_uuid`` of type ``pool_type`` (protocol §5.3)."""
 
     FQCN: ClassVar[str] = names.GET_STORAGE_STATS_COMMAND
 
@@ -105,7 +105,7 @@ class DettachCommand(Command):
 
 
 class CopyCommand(Command):
-    """Copy a template or volume between data stores (§5.2)."""
+    """Copy a template or volume between data stores (protocol §5.2)."""
 
     FQCN: ClassVar[str] = names.COPY_COMMAND
 
@@ -170,7 +170,7 @@ class MigrateVolumeCommand(Command):
 
 
 class CreateCommand(Command):
-    """Legacy: copy the template file ``template_url`` within a Filesystem pool (§5.3)."""
+    """Legacy: copy the template file ``template_url`` within a Filesystem pool (protocol §5.3)."""
 
     FQCN: ClassVar[str] = names.CREATE_COMMAND
 

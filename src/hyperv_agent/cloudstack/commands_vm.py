@@ -12,19 +12,19 @@ from hyperv_agent.cloudstack.objects import NicTO, VirtualMachineTO, VolumeFiler
 
 
 class StartCommand(Command):
-    """Create (or re-create) and start ``vm`` (§9)."""
+    """Create (or re-create) and start ``vm`` (protocol §9)."""
 
     FQCN: ClassVar[str] = names.START_COMMAND
 
     vm: VirtualMachineTO
     host_ip: str | None = None
     execute_in_sequence: JBool = False
-    # For system VMs: the zone's image store URI, cifs://...?user=..&password=.. (§9.3).
+    # For system VMs: the zone's image store URI, cifs://...?user=..&password=.. (protocol §9.3).
     secondary_storage: Annotated[str | None, wire("secondaryStorage", secret=True)] = None
 
 
 class StopCommand(Command):
-    """Stop the VM and remove its definition; its disks stay (§5.3). In Java a
+    """Stop the VM and remove its definition; its disks stay (protocol §5.3). In Java a
     RebootCommand, whose fields (vmName, vm, executeInSequence) come first here."""
 
     FQCN: ClassVar[str] = names.STOP_COMMAND
@@ -60,7 +60,7 @@ class CheckVirtualMachineCommand(Command):
 
 
 class GetVncPortCommand(Command):
-    """Console access: answered with the VM's Hyper-V id and port -9 (RDP) (§8)."""
+    """Console access: answered with the VM's Hyper-V id and port -9 (RDP) (protocol §8)."""
 
     FQCN: ClassVar[str] = names.GET_VNC_PORT_COMMAND
 
@@ -85,7 +85,7 @@ class GetVmDiskStatsCommand(Command):
 
 
 class GetVmConfigCommand(Command):
-    """List the VM's NICs (MAC, VLAN, connected); used by the MS's router code (§6)."""
+    """List the VM's NICs (MAC, VLAN, connected); used by the MS's router code (protocol §6)."""
 
     FQCN: ClassVar[str] = names.GET_VM_CONFIG_COMMAND
 
@@ -94,7 +94,7 @@ class GetVmConfigCommand(Command):
 
 
 class ModifyVmNicConfigCommand(Command):
-    """Connect a NIC (by MAC, or by index) and set its VLAN, or disconnect it (§5.3)."""
+    """Connect a NIC (by MAC, or by index) and set its VLAN, or disconnect it (protocol §5.3)."""
 
     FQCN: ClassVar[str] = names.MODIFY_VM_NIC_CONFIG_COMMAND
 

@@ -24,7 +24,7 @@ _STORAGE_TO: Final = "org.apache.cloudstack.storage.to."
 STARTUP_COMMAND: Final = _API + "StartupCommand"
 STARTUP_ROUTING_COMMAND: Final = _API + "StartupRoutingCommand"
 STARTUP_STORAGE_COMMAND: Final = _API + "StartupStorageCommand"
-# Not a Java class: the URL action of the VM state report that goes with every ping (§4.5).
+# Not a Java class: the URL action of the VM state report that goes with every ping (protocol §4.5).
 HOST_VM_STATE_REPORT_COMMAND: Final = "org.apache.cloudstack.HostVmStateReportCommand"
 READY_COMMAND: Final = _API + "ReadyCommand"
 READY_ANSWER: Final = _API + "ReadyAnswer"
@@ -118,7 +118,7 @@ DESTROY_COMMAND: Final = _STORAGE + "DestroyCommand"
 PRIMARY_STORAGE_DOWNLOAD_COMMAND: Final = _STORAGE + "PrimaryStorageDownloadCommand"
 PRIMARY_STORAGE_DOWNLOAD_ANSWER: Final = _STORAGE + "PrimaryStorageDownloadAnswer"
 
-# --- polymorphic transfer objects (wrapped as {"<FQCN>": {...}} on the wire, §3.3) ---------
+# --- polymorphic transfer objects (wrapped as {"<FQCN>": {...}} on the wire, protocol §3.3)
 VOLUME_OBJECT_TO: Final = _STORAGE_TO + "VolumeObjectTO"
 TEMPLATE_OBJECT_TO: Final = _STORAGE_TO + "TemplateObjectTO"
 PRIMARY_DATA_STORE_TO: Final = _STORAGE_TO + "PrimaryDataStoreTO"
@@ -126,11 +126,11 @@ NFS_TO: Final = _TO + "NfsTO"
 S3_TO: Final = _TO + "S3TO"
 SWIFT_TO: Final = _TO + "SwiftTO"
 
-# Commands whose reply is not an Answer[]: StartupCommand answers a Command[] (§4.3) and
-# the state report a bare array of {"<vm>": "<PowerState>"} (§4.5).
+# Commands whose reply is not an Answer[]: StartupCommand answers a Command[] (protocol §4.3) and
+# the state report a bare array of {"<vm>": "<PowerState>"} (protocol §4.5).
 SPECIAL_REPLIES: Final = frozenset({STARTUP_COMMAND, HOST_VM_STATE_REPORT_COMMAND})
 
-# The answer class of every command with an Answer[] reply (§5.1, and the commands the
+# The answer class of every command with an Answer[] reply (protocol §5.1, and the commands the
 # C# agent leaves to HTTP 404 that a later handler may serve).
 ANSWER_FOR: Final[Mapping[str, str]] = MappingProxyType({
     READY_COMMAND: READY_ANSWER,

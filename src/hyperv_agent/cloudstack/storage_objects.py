@@ -1,7 +1,7 @@
 """Storage transfer objects, and the two polymorphic types that travel wrapped.
 
 Where a Java field is declared with the interface ``DataStoreTO`` or ``DataTO``, Gson
-writes the object inside a one-key object naming its class (§3.3)::
+writes the object inside a one-key object naming its class (protocol §3.3)::
 
     "dataStore": {"org.apache.cloudstack.storage.to.PrimaryDataStoreTO": {"uuid": ...}}
 
@@ -85,7 +85,7 @@ _by_key: Callable[[Any], str] = wrapper_key
 class PrimaryDataStoreTO(WrappedTO):
     """A primary storage pool: ``Filesystem`` (a host directory) or ``SMB`` (a share).
 
-    For SMB, ``path`` is ``/share/dir?user=..&password=..&domain=..`` (§10).
+    For SMB, ``path`` is ``/share/dir?user=..&password=..&domain=..`` (protocol §10).
     """
 
     FQCN: ClassVar[str] = names.PRIMARY_DATA_STORE_TO
@@ -107,7 +107,7 @@ class PrimaryDataStoreTO(WrappedTO):
 
 
 class NfsTO(WrappedTO):
-    """Secondary storage; on Hyper-V ``url`` is ``cifs://host/share/dir?user=..`` (§10)."""
+    """Secondary storage; on Hyper-V ``url`` is ``cifs://host/share/dir?user=..`` (protocol §10)."""
 
     FQCN: ClassVar[str] = names.NFS_TO
 

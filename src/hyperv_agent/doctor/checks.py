@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 
-from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.cim.wsman.config import WinrmLimits
 from hyperv_agent.cim.wsman.settings import WsmanSettings
@@ -28,6 +27,7 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hyperv import host, inventory
 from hyperv_agent.hyperv.schema import NAMESPACE
+from hyperv_agent.hyperv.session import HyperV
 
 GIB = 1024**3
 DEFAULT_MIN_FREE_BYTES = 10 * GIB  # a few templates and root volumes
@@ -54,9 +54,10 @@ class Target:
     """The host as the agent would drive it: its backend, its files, our clock."""
 
     config: AgentConfig
-    cim: Cim
+    hyperv: HyperV
     files: HostFiles
     clock: Callable[[], float] = field(default=time.time)
+    wsman: WsmanCim | None = None  # the WinRM backend, when the host is reached over WinRM
 
     @property
     def pool(self) -> str:
@@ -64,8 +65,8 @@ class Target:
 
     @property
     def where(self) -> str:
-        if isinstance(self.cim, WsmanCim):
-            s = self.cim.settings
+        if self.wsman is not None:
+            s = self.wsman.settings
             transport = "https" if s.ssl else "http with message encryption"
             return f"WinRM at {s.where} ({s.auth}, {transport})"
         return f"the {self.config.agent.backend} backend"
@@ -94,7 +95,7 @@ async def run_checks(target: Target, options: Options) -> Report:
 
 async def connection(target: Target, _: Options) -> Check:
     try:
-        facts = await host.host_facts(target.cim)
+        facts = await host.host_facts(target.hyperv)
     except CimAccessDenied as error:
         return Check("connection", Status.FAIL, str(error), ACCOUNT_FIX)
     except CimError as error:
@@ -108,10 +109,10 @@ async def connection(target: Target, _: Options) -> Check:
 
 
 async def limits(target: Target, _: Options) -> Check:
-    if not isinstance(target.cim, WsmanCim):
+    if target.wsman is None:
         return Check("winrm limits", Status.SKIP, f"{target.where} is not WinRM")
     try:
-        found = await target.cim.service_limits()
+        found = await target.wsman.service_limits()
     except CimAccessDenied:
         return Check("winrm limits", Status.WARN, "WinRM's configuration is not readable by "
                      "this account (Administrators only); its defaults are assumed",
@@ -119,7 +120,7 @@ async def limits(target: Target, _: Options) -> Check:
                      "max_envelope_bytes and operation_timeout_s")
     detail = (f"MaxEnvelopeSizekb {found.max_envelope_kb}, MaxTimeoutms "
               f"{found.max_timeout_ms}, MaxBatchItems {found.max_batch_items}")
-    short = _below_settings(found, target.cim.settings)
+    short = _below_settings(found, target.wsman.settings)
     if short:
         return Check("winrm limits", Status.WARN, f"{detail}: below the agent's settings",
                      "; ".join(short))
@@ -140,7 +141,7 @@ def _below_settings(found: WinrmLimits, settings: WsmanSettings) -> list[str]:
 
 async def namespace(target: Target, _: Options) -> Check:
     try:
-        count = await host.vm_count(target.cim)
+        count = await host.vm_count(target.hyperv)
     except CimInvalidClass as error:
         return Check("namespace", Status.FAIL, f"{NAMESPACE} does not answer: {error}",
                      "install Hyper-V: Install-WindowsFeature Hyper-V "
@@ -155,7 +156,7 @@ async def namespace(target: Target, _: Options) -> Check:
 async def services(target: Target, _: Options) -> Check:
     wanted = [use.name for use in inventory.services()]
     try:
-        states = await host.services(target.cim, wanted)
+        states = await host.services(target.hyperv, wanted)
     except CimInvalidClass as error:
         return Check("services", Status.FAIL, str(error), SCHEMA_FIX)
     down = [s.class_name for s in states if s.name is None or not s.started]
@@ -172,7 +173,7 @@ SCHEMA_FIX = ("this Hyper-V lacks what the agent uses: run Windows Server 2016 o
 
 
 async def schema(target: Target, _: Options) -> Check:
-    shortfall = await inventory.missing_on(target.cim)
+    shortfall = await inventory.missing_on(target.hyperv)
     present = (f"{shortfall.classes_checked} classes, {shortfall.names_checked} names "
                "(classes, properties, methods, parameters) the agent uses")
     if shortfall.missing:
@@ -184,7 +185,7 @@ async def schema(target: Target, _: Options) -> Check:
 
 
 async def switches(target: Target, options: Options) -> Check:
-    names = await host.switch_names(target.cim)
+    names = await host.switch_names(target.hyperv)
     create = "New-VMSwitch -Name <label> -NetAdapterName <NIC>"
     if not names:
         return Check("vswitches", Status.FAIL, "the host has no virtual switch",
@@ -238,7 +239,7 @@ SHARES_FIX = ("on the host: File and Printer Sharing (TCP 445) allowed in its fi
 
 
 async def clock(target: Target, _: Options) -> Check:
-    skew = await host.host_clock(target.cim) - target.clock()
+    skew = await host.host_clock(target.hyperv) - target.clock()
     side = "ahead of" if skew >= 0 else "behind"
     detail = f"the host's clock is {abs(skew):.1f} s {side} this machine's"
     fix = "synchronise both with NTP (on the host: w32tm /resync; here: chrony or timesyncd)"
@@ -260,7 +261,7 @@ LATER: tuple[tuple[str, CheckFn], ...] = (
 
 
 def _is_wsman(target: Target) -> bool:
-    return isinstance(target.cim, WsmanCim)
+    return target.wsman is not None
 
 
 def _route(files: HostFiles, path: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hyperv_agent.doctor.checks import Target
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.errors import AgentError
-from hyperv_agent.hyperv import build, disks, host, power, vms
+from hyperv_agent.hyperv import build, devices, disks, host, power, vms
 
 VM_PREFIX = "hyperv-agent-doctor-"
 NOTE = "hyperv-agent doctor: a throwaway VM, safe to delete"
@@ -70,39 +70,39 @@ async def _step(report: Report, step: str, action: Callable[[], Awaitable[str]])
 
 
 async def _define(target: Target, vm: Throwaway) -> str:
-    generation = 2 if (await host.host_facts(target.cim)).runs_generation_2 else 1
+    generation = 2 if (await host.host_facts(target.hyperv)).runs_generation_2 else 1
     spec = build.VmSpec(name=vm.name, notes=(NOTE,), generation=generation, cpus=1,
                         memory_mb=MEMORY_MB)
-    vm.vm = await build.define_vm(target.cim, spec)
+    vm.vm = await build.define_vm(target.hyperv, spec)
     return f"{vm.name} defined (generation {generation}, 1 vCPU, {MEMORY_MB} MiB)"
 
 
 async def _disk(target: Target, vm: Throwaway) -> str:
     await target.files.make_dirs(target.pool)
     vm.disk_made = True
-    await disks.create_dynamic(target.cim, vm.disk, DISK_BYTES)
+    await disks.create_dynamic(target.hyperv, vm.disk, DISK_BYTES)
     return f"{vm.disk} created ({DISK_BYTES // 1024 // 1024} MiB, dynamic)"
 
 
 async def _attach(target: Target, vm: Throwaway) -> str:
     ref = _ref(vm)
-    controller = await build.add_scsi_controller(target.cim, ref)
-    await build.attach_disk(target.cim, ref, controller, 0, vm.disk)
+    controller = await devices.add_scsi_controller(target.hyperv, ref)
+    await devices.attach_disk(target.hyperv, ref, controller, 0, vm.disk)
     return "disk attached on SCSI 0"
 
 
 async def _start(target: Target, vm: Throwaway) -> str:
-    await power.start(target.cim, _ref(vm).guid)
+    await power.start(target.hyperv, _ref(vm).guid)
     return "running"
 
 
 async def _stop(target: Target, vm: Throwaway) -> str:
-    await vms.turn_off(target.cim, _ref(vm).guid)
+    await vms.turn_off(target.hyperv, _ref(vm).guid)
     return "off"
 
 
 async def _destroy(target: Target, vm: Throwaway) -> str:
-    await vms.destroy(target.cim, _ref(vm).guid)
+    await vms.destroy(target.hyperv, _ref(vm).guid)
     vm.vm_gone = True
     return "definition removed"
 
@@ -123,7 +123,7 @@ async def _cleanup(target: Target, vm: Throwaway) -> Check:
     left: list[tuple[str, str]] = []  # (what is left and why, how to remove it)
     if vm.vm is not None and not vm.vm_gone:
         try:
-            await vms.remove_vm(target.cim, vm.vm.guid)
+            await vms.remove_vm(target.hyperv, vm.vm.guid)
         except AgentError as error:
             left.append((f"VM {vm.name} ({error})", f"Remove-VM -Name {vm.name} -Force"))
     if vm.disk_made and not vm.disk_gone:

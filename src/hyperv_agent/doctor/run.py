@@ -5,22 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from hyperv_agent.backends import open_backend
+from hyperv_agent.backends import open_host
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.doctor import deploy
 from hyperv_agent.doctor.checks import Options, Target, run_checks
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.errors import AgentError
-from hyperv_agent.service import open_files
 
 
 async def diagnose(config: AgentConfig, options: Options, play_deploy: bool = False,
                    clock: Callable[[], float] = time.time) -> Report:
     """The report of every check on the host ``config`` names; with ``play_deploy`` the
     throwaway VM's lines follow, when every check passed."""
-    cim = open_backend(config)
+    opened = open_host(config)
     try:
-        target = Target(config, cim, open_files(config, cim), clock)
+        target = Target(config, opened.hyperv, opened.files, clock, opened.wsman)
         report = await run_checks(target, options)
         if play_deploy and report.passed:
             await deploy.play(target, report)
@@ -29,7 +28,7 @@ async def diagnose(config: AgentConfig, options: Options, play_deploy: bool = Fa
                              "first"))
         return report
     finally:
-        await cim.close()
+        await opened.close()
 
 
 async def diagnose_or_explain(config: AgentConfig, options: Options,

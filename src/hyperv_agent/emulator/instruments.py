@@ -11,11 +11,9 @@ could not rule out).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 CALL_PRIMITIVES = ("query", "associators", "get", "invoke", "spawn")
@@ -42,27 +40,6 @@ class RoundTrips:
     def __sub__(self, other: RoundTrips) -> RoundTrips:
         names = set(self.counts) | set(other.counts)
         return RoundTrips({n: self[n] - other[n] for n in names if self[n] - other[n]})
-
-
-class StepRecorder:
-    """Round trips spent inside each named step: a ``step_probe`` for code that names its
-    steps (``with probe(kind): ...``), reading a counter snapshot before and after."""
-
-    def __init__(self, snapshot: Callable[[], RoundTrips]) -> None:
-        self._snapshot = snapshot
-        self.steps: list[tuple[str, RoundTrips]] = []
-
-    @contextlib.contextmanager
-    def __call__(self, kind: str) -> Iterator[None]:
-        before = self._snapshot()
-        try:
-            yield
-        finally:
-            self.steps.append((kind, self._snapshot() - before))
-
-    def of(self, kind: str) -> list[tuple[int, int]]:
-        """(calls, job waits) of each step of ``kind``, in order."""
-        return [(spent.calls, spent.waits) for name, spent in self.steps if name == kind]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Attach and detach: AttachCommand / DettachCommand for data volumes and ISOs,
-AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1 rows 28–29, §11).
+AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1, §11).
 
 A data volume (``disk.type`` DATADISK, a VolumeObjectTO on a primary pool) goes on the
 VM's first SCSI controller at ``disk.diskSeq``; an ISO (``disk.type`` ISO, a
@@ -35,7 +35,6 @@ from hyperv_agent.cloudstack.answers import (
     DettachAnswer,
     GetVmDiskStatsAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import AttachCommand, DettachCommand
 from hyperv_agent.cloudstack.commands_vm import AttachIsoCommand, GetVmDiskStatsCommand
 from hyperv_agent.cloudstack.objects import (
@@ -45,13 +44,13 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.errors import InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import diskstats, drives, vms
-from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import SCSI_SLOTS
+from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
 
@@ -71,24 +70,24 @@ class _Image:
 class AttachHandlers:
     """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks) -> None:
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.ATTACH_COMMAND: self.attach,
-            names.DETTACH_COMMAND: self.dettach,
-            names.ATTACH_ISO_COMMAND: self.attach_iso,
-            names.GET_VM_DISK_STATS_COMMAND: self.disk_stats,
+            names.ATTACH_COMMAND: Route(AttachCommand, self.attach),
+            names.DETTACH_COMMAND: Route(DettachCommand, self.dettach),
+            names.ATTACH_ISO_COMMAND: Route(AttachIsoCommand, self.attach_iso),
+            names.GET_VM_DISK_STATS_COMMAND: Route(GetVmDiskStatsCommand, self.disk_stats),
         }
 
     # --- AttachCommand ------------------------------------------------------------------
 
-    async def attach(self, command: Command) -> Result:
+    async def attach(self, asked: AttachCommand) -> Result:
         """Attach ``disk`` to the VM ``vmName`` (running or stopped).
 
         DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
@@ -101,7 +100,6 @@ class AttachHandlers:
         changed. VM not on this host: success, nothing done (details say so). A failed
         Hyper-V step leaves the VM as it was (a half-added drive is removed again).
         """
-        asked = expect(command, AttachCommand)
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
@@ -116,19 +114,19 @@ class AttachHandlers:
         slot = _slot(disk) if image.kind == DATADISK else 0
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
             if image.kind == DATADISK:
-                placed = await drives.attach_volume(self.cim, vm, slot, image.path)
+                placed = await drives.attach_volume(self.hv, vm, slot, image.path)
             else:
-                placed = await drives.insert_iso(self.cim, vm, image.path)
+                placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
 
     # --- DettachCommand -----------------------------------------------------------------
 
-    async def dettach(self, command: Command) -> Result:
+    async def dettach(self, asked: DettachCommand) -> Result:
         """Detach ``disk`` from the VM ``vmName``; the file stays where it is.
 
         DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
@@ -139,7 +137,6 @@ class AttachHandlers:
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
-        asked = expect(command, DettachCommand)
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
@@ -155,23 +152,23 @@ class AttachHandlers:
         """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
         _check_vm_name(vm_name)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing was changed")
-            placed = await drives.empty_dvd(self.cim, vm)
+            placed = await drives.empty_dvd(self.hv, vm)
         if not placed.changed:
             return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
         return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.cim, vm_name)
+            vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
             if image.kind == DATADISK:
-                drive = await drives.detach_volume(self.cim, vm, image.path)
+                drive = await drives.detach_volume(self.hv, vm, image.path)
             else:
-                drive = await drives.eject_iso(self.cim, vm, image.path)
+                drive = await drives.eject_iso(self.hv, vm, image.path)
         if drive is None:
             raise InvalidRequest(_not_attached(image.path, vm_name))
         done = "removed from" if image.kind == DATADISK else "ejected from the DVD drive at"
@@ -179,7 +176,7 @@ class AttachHandlers:
 
     # --- AttachIsoCommand ---------------------------------------------------------------
 
-    async def attach_iso(self, command: Command) -> Result:
+    async def attach_iso(self, asked: AttachIsoCommand) -> Result:
         """Insert (``attach`` true) or eject (false) the ISO ``isoPath`` of ``storeUrl``.
 
         The same operations as an ISO AttachCommand / DettachCommand, with the ISO named
@@ -187,7 +184,6 @@ class AttachHandlers:
         A missing ``isoPath`` or ``storeUrl``, or a path outside the store: a failed
         answer, nothing changed. VM not on this host: success, nothing done.
         """
-        asked = expect(command, AttachIsoCommand)
         return Answer(result=True, details=await self._attach_iso(asked))
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
@@ -199,22 +195,22 @@ class AttachHandlers:
         path = datapaths.confined(store.root, relative)
         if asked.attach:
             path = await self.paths.file_in(store.root, relative, "isoPath",
-                                            datapaths.ISO_SUFFIXES)
+                                            images.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 return _absent(asked.vm_name, "nothing was changed")
             if asked.attach:
-                return _placed(path, vm.name, await drives.insert_iso(self.cim, vm, path))
-            drive = await drives.eject_iso(self.cim, vm, path)
+                return _placed(path, vm.name, await drives.insert_iso(self.hv, vm, path))
+            drive = await drives.eject_iso(self.hv, vm, path)
         if drive is None:
             raise InvalidRequest(_not_attached(path, asked.vm_name))
         return f"{path} ejected from the DVD drive at {drive.where} of VM {asked.vm_name}"
 
     # --- GetVmDiskStatsCommand ----------------------------------------------------------
 
-    async def disk_stats(self, command: Command) -> Result:
+    async def disk_stats(self, asked: GetVmDiskStatsCommand) -> Result:
         """One entry per virtual hard disk of each VM in ``vmNames``.
 
         ``path`` is the file name without its extension (the volume's uuid, as
@@ -226,8 +222,7 @@ class AttachHandlers:
         association lookup per disk, issued together, once metering runs
         (``diskstats.disk_stats``); none when no name is asked for.
         """
-        asked = expect(command, GetVmDiskStatsCommand)
-        found = await diskstats.disk_stats(self.cim, asked.vm_names)
+        found = await diskstats.disk_stats(self.hv, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()
         })

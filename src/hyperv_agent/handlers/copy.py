@@ -1,4 +1,4 @@
-"""CopyCommand: templates and volumes between image stores and primary pools (§5.2).
+"""CopyCommand: templates and volumes between image stores and primary pools (protocol §5.2).
 
 =====  ===========================================  ======================================
 case   source -> destination                        what happens
@@ -23,23 +23,22 @@ Elsewhere one line says it was not applicable and the copy goes on.
 
 Anything else is answered "Data store combination not supported". Every path is resolved
 by ``handlers.datapaths``: pools only through the registry, the image stores the command
-names for reading and for the copies of cases C and D. Copies go through
+names for reading and for the copies of cases C and D. Case A is ``hostfs.download``'s
+template download (the one PrimaryStorageDownloadCommand uses too); copies go through
 ``hostfs.transfer``, which writes a temporary name and renames it, so no partial file ever
-has the final name. Copies to one target are serialised.
+has the final name. Commands that write or delete one file are serialised
+(``handlers.locks.FileLocks``, shared with the volume commands).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ntpath
 import uuid
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import CopyCmdAnswer
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import CopyCommand
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import (
@@ -51,17 +50,13 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
-from hyperv_agent.handlers import datapaths
-from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
-from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import properties
-from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.hostfs import images, properties
+from hyperv_agent.hostfs.download import download_image
 from hyperv_agent.hostfs.s3 import S3Object
 from hyperv_agent.hostfs.transfer import transfer
-from hyperv_agent.hyperv import disks, jobs
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv import disks
 from hyperv_agent.hyperv.vms import PowerState
 
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
@@ -69,39 +64,23 @@ TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a 
 log = logging.getLogger("hyperv_agent.handlers.copy")
 
 UNSUPPORTED = "Data store combination not supported"
-TEMPLATE_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX, "ISO": ImageFormat.ISO}
-COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
 DEFAULT_S3_REGION = "us-east-1"
-_VHDX_SIGNATURE = b"vhdxfile"
-_VHD_COOKIE = b"conectix"
-_VHD_FOOTER_BYTES = 512
 
 
-class CopyHandler:
+class CopyHandler(FileHandlers):
     """CopyCommand on the host's files and Hyper-V's image service."""
 
-    def __init__(self, cim: Backend, paths: DataPaths,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 aside: AsideFiles | None = None) -> None:
-        self.cim = cim
-        self.paths = paths
-        self.files: HostFiles = paths.files
-        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
-        self.job_wait = job_wait
-        self.file_locks = VmLocks()  # queueing per target path
-
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
-        return {names.COPY_COMMAND: self.copy}
+        return {names.COPY_COMMAND: Route(CopyCommand, self.copy)}
 
-    async def copy(self, command: Command) -> Result:
-        """Run the §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
+    async def copy(self, asked: CopyCommand) -> Result:
+        """Run the protocol §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
         the destination TO as it now is. A repeat replaces the destination file with a
         fresh copy (a volume in a running VM is never replaced). On failure no partial
         file has the destination's name and ``newData`` is null; a copied file that was
         there before is kept (a linked clone replaces it before Hyper-V creates the new
         one)."""
-        asked = expect(command, CopyCommand)
         new_data = await self._run_case(asked.src_to, asked.dest_to)
         if new_data is None:
             raise InvalidRequest(UNSUPPORTED)
@@ -131,19 +110,19 @@ class CopyHandler:
     # --- A: template download to primary -----------------------------------------------
 
     async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
-        fmt = _template_format(dest.format or src.format)
-        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(f".{fmt.lower()}")
+        suffix = images.suffix_of_format(dest.format or src.format, default="")
+        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(suffix)
         root = await self.paths.existing(self.paths.pool_root(dest.image_data_store, "destTO"),
                                          "destTO")
-        target = await self.paths.file_in(root, f"{dest_path}.{fmt.lower()}", "destTO")
+        target = await self.paths.file_in(root, f"{dest_path}{suffix}", "destTO")
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, checksum=checksum,
-                                  aside=self.aside)
-            actual = await self._named_by_content(target, fmt)
-        log.info("template %s downloaded to %s (%d bytes)", src.path, target, done.size)
-        return dest.model_copy(update={"path": dest_path, "format": actual,
+            done = await download_image(self.files, source, target, checksum=checksum,
+                                        aside=self.aside)
+        log.info("template %s downloaded to %s (%d bytes)", src.path, done.path, done.size)
+        return dest.model_copy(update={"path": dest_path,
+                                       "format": ImageFormat(images.format_of(done.suffix)),
                                        "size_bytes": done.size,
                                        "physical_size_bytes": done.size})
 
@@ -156,14 +135,14 @@ class CopyHandler:
         if not isinstance(store, NfsTO):
             raise InvalidRequest("srcTO: the template is not on a cifs image store or S3")
         root = self.paths.image_store(store.url, "srcTO").root
-        if _image_suffix(src.path) is not None:
+        if images.image_suffix(src.path) is not None:
             path = await self.paths.file_in(root, src.path, "srcTO",
-                                            datapaths.TEMPLATE_SOURCE_SUFFIXES)
+                                            images.PACKED_IMAGE_SUFFIXES)
         else:
             path = await self.paths.folder_in(root, src.path, "srcTO")
         if not await self.files.exists(path):
             raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
-        if _image_suffix(path) is not None:
+        if images.image_suffix(path) is not None:
             return path
         return await self._image_in_folder(path)
 
@@ -172,23 +151,11 @@ class CopyHandler:
         found = await self.files.list_dir(folder)
         for wanted in (".vhd", ".iso"):
             for name in found:
-                if wanted in name.lower() and _image_suffix(name) is not None:
+                if wanted in name.lower() and images.image_suffix(name) is not None:
                     return await self.paths.file_in(folder, name, "srcTO",
-                                                    datapaths.TEMPLATE_SOURCE_SUFFIXES)
+                                                    images.PACKED_IMAGE_SUFFIXES)
         raise InvalidRequest(f"srcTO: the template folder {folder} holds no .vhd, .vhdx or "
                              ".iso file")
-
-    async def _named_by_content(self, target: str, fmt: ImageFormat) -> ImageFormat:
-        """The disk format the file really has; a misnamed disk is renamed to match."""
-        if fmt is ImageFormat.ISO:
-            return fmt
-        actual = await asyncio.to_thread(_sniff, self.files, target)
-        if actual is None or actual is fmt:
-            return fmt
-        renamed = ntpath.splitext(target)[0] + "." + actual.lower()
-        log.warning("%s holds a %s disk, not %s; renamed to %s", target, actual, fmt, renamed)
-        await self.files.rename(target, renamed)
-        return actual
 
     # --- B: volume from a template on primary -------------------------------------------
 
@@ -223,14 +190,14 @@ class CopyHandler:
         a root disk larger than its template (a deployment with a bigger root disk)."""
         if wanted <= 0:
             return 0, False
-        virtual = (await disks.read_settings(self.cim, template,
+        virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes
         return max(wanted, virtual), wanted > virtual
 
     async def _grown(self, target: str, size: int) -> None:
         """Grow the fresh copy at ``target``; on failure it is removed, never left small."""
         try:
-            await disks.resize(self.cim, target, size, policy=self.job_wait)
+            await disks.resize(self.hv, target, size, policy=self.job_wait)
         except AgentError:
             await self.files.remove(target)
             raise
@@ -240,7 +207,7 @@ class CopyHandler:
         creates only new files); whatever a failed job left there is removed."""
         await self.files.remove(target)
         try:
-            await disks.create_differencing(self.cim, target, template, policy=self.job_wait)
+            await disks.create_differencing(self.hv, target, template, policy=self.job_wait)
         except AgentError:
             await self.files.remove(target)
             raise
@@ -257,7 +224,7 @@ class CopyHandler:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
         if not await self.files.exists(target):
             return
-        attached = await disks.find_attachment(self.cim, target)
+        attached = await disks.find_attachment(self.hv, target)
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{target} exists and is attached to the running VM "
                              f"{attached.vm_name}; it was left as it is")
@@ -322,7 +289,7 @@ class CopyHandler:
         folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
                                                      dest.uuid)
         target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
-        virtual = (await disks.read_settings(self.cim, source, policy=self.job_wait)).size_bytes
+        virtual = (await disks.read_settings(self.hv, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
             done = await transfer(self.files, source, target, decompress=False,
                                   digest=TEMPLATE_CHECKSUM, aside=self.aside)
@@ -352,29 +319,8 @@ def _is_file_store(store: WrappedTO | None) -> bool:
     return isinstance(store, PrimaryDataStoreTO) or (isinstance(store, NfsTO) and bool(store.url))
 
 
-def _template_format(fmt: object) -> ImageFormat:
-    text = str(fmt or "").upper()
-    if text not in TEMPLATE_FORMATS:
-        raise InvalidRequest(f"template format {text[:20] or 'none'!r} is not VHD, VHDX or ISO")
-    return TEMPLATE_FORMATS[text]
-
-
 def _disk_format_of(path: str) -> ImageFormat:
-    suffix = ntpath.splitext(path)[1].lower()
-    if suffix == ".vhd":
-        return ImageFormat.VHD
-    if suffix == ".vhdx":
-        return ImageFormat.VHDX
-    raise InvalidRequest(f"{path} is not a .vhd or .vhdx disk")
-
-
-def _image_suffix(path: str) -> str | None:
-    """``.vhd``/``.vhdx``/``.iso`` of an image name (after a compression suffix), or None."""
-    name = path.lower()
-    for compressed in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(compressed)
-    suffix = ntpath.splitext(name)[1]
-    return suffix if suffix in datapaths.IMAGE_SUFFIXES else None
+    return ImageFormat(images.format_of(images.disk_suffix_of(path)))
 
 
 def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | None:
@@ -408,22 +354,3 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
                     https=bool(store.https_flag), region=DEFAULT_S3_REGION)
-
-
-def _sniff(files: HostFiles, path: str) -> ImageFormat | None:
-    """VHDX or VHD by the file's signature (header, or a fixed VHD's footer); else None."""
-    with files.open_binary(path, "rb") as handle:
-        head = handle.read(len(_VHDX_SIGNATURE))
-        if head == _VHDX_SIGNATURE:
-            return ImageFormat.VHDX
-        if head == _VHD_COOKIE or _footer(handle).startswith(_VHD_COOKIE):
-            return ImageFormat.VHD
-    return None
-
-
-def _footer(handle: BinaryIO) -> bytes:
-    size = handle.seek(0, 2)
-    if size < _VHD_FOOTER_BYTES:
-        return b""
-    handle.seek(size - _VHD_FOOTER_BYTES)
-    return handle.read(len(_VHD_COOKIE))

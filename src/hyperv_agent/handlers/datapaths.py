@@ -1,4 +1,4 @@
-"""Where a request's files live on the host (protocol §11 "FullFileName"), and the rule that
+"""Where a request's files live on the host (protocol §11), and the rule that
 keeps them inside the pools.
 
 A path from a request is served only below a registered root:
@@ -16,14 +16,13 @@ Below its root a path is confined lexically (``hostfs.locations``: no ``..`` out
 absolute path elsewhere, no other drive or share, no stream or device names), then on
 the host: a symbolic link, junction or reparse point on the way that leads out of the
 root is ``PathNotAllowed`` (``HostFiles.link_out``). A file's extension comes from the
-allow-list of disk and ISO formats (``FORMAT_SUFFIXES``), never from a request's
+allow-list of disk and ISO formats (``hostfs.images``), never from a request's
 ``format`` text, and every file a request names ends in one of them.
 """
 
 from __future__ import annotations
 
 import ntpath
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.objects import (
@@ -36,28 +35,9 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
-from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import PoolRegistry
-
-FORMAT_SUFFIXES: Mapping[str, str] = {"VHD": ".vhd", "VHDX": ".vhdx", "ISO": ".iso"}
-DEFAULT_VOLUME_FORMAT = "VHDX"
-DISK_SUFFIXES = (".vhdx", ".vhd")
-IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso")
-ISO_SUFFIXES = (".iso",)
-COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
-#: What a template read from an image store may be: a disk or ISO, perhaps compressed.
-TEMPLATE_SOURCE_SUFFIXES = IMAGE_SUFFIXES + tuple(
-    image + packed for image in IMAGE_SUFFIXES for packed in COMPRESSED_SUFFIXES)
-
-
-def extension(fmt: object, default: str = DEFAULT_VOLUME_FORMAT) -> str:
-    """``.vhd`` / ``.vhdx`` / ``.iso`` for a DataTO ``format``; InvalidRequest for any
-    other format (the request's text never becomes an extension)."""
-    name = str(fmt or default).strip().upper()
-    if name not in FORMAT_SUFFIXES:
-        raise InvalidRequest(f"format {locations.quoted(name, 20)} is not VHD, VHDX or ISO")
-    return FORMAT_SUFFIXES[name]
 
 
 def confined(root: str, path: str) -> str:
@@ -176,7 +156,7 @@ class DataPaths:
     # --- files below a root ---------------------------------------------------------------
 
     async def file_in(self, root: str, path: str, what: str,
-                      suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
+                      suffixes: tuple[str, ...] = images.IMAGE_SUFFIXES) -> str:
         """The file ``path`` (relative, or absolute inside ``root``) below ``root``: its name
         ends in one of ``suffixes`` and no link on the way leads out of ``root``."""
         found = confined(root, path)
@@ -209,7 +189,7 @@ class DataPaths:
         name = volume.path or volume.uuid
         if not name:
             raise InvalidRequest(f"{what}: the volume has neither path nor uuid")
-        suffix = extension(volume.format)
+        suffix = images.suffix_of_format(volume.format)
         name = name if name.lower().endswith(suffix) else name + suffix
         if not check_links:
             return confined(root, name)
@@ -223,9 +203,9 @@ class DataPaths:
         root = self._store_root(template.image_data_store, what)
         if not check_links:
             found = confined(root, template.path)
-            check_suffix(found, ISO_SUFFIXES, what)
+            check_suffix(found, images.ISO_SUFFIXES, what)
             return found
-        return await self.file_in(root, template.path, what, ISO_SUFFIXES)
+        return await self.file_in(root, template.path, what, images.ISO_SUFFIXES)
 
     async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True) -> str:
         """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO."""
@@ -240,26 +220,26 @@ class DataPaths:
 
     async def primary_templates(self, template: TemplateObjectTO, what: str
                                 ) -> tuple[str, ...]:
-        """Where a template on a primary pool may be, in order (§11): ``<pool>\\<path>``
+        """Where a template on a primary pool may be, in order (protocol §11): ``<pool>\\<path>``
         with its format's extension, then with ``.vhdx`` and ``.vhd``."""
         if not isinstance(template.image_data_store, PrimaryDataStoreTO):
             raise InvalidRequest(f"{what}: the template is not on a primary data store")
         if not template.path:
             raise InvalidRequest(f"{what}: the template has no path")
         root = self.pool_root(template.image_data_store, what)
-        suffix = extension(template.format)
+        suffix = images.suffix_of_format(template.format)
         name = template.path if template.path.lower().endswith(suffix) \
             else template.path + suffix
         stem = ntpath.splitext(name)[0]
         names = dict.fromkeys((name, stem + ".vhdx", stem + ".vhd"))
-        return tuple([await self.file_in(root, candidate, what, (*DISK_SUFFIXES, suffix))
+        return tuple([await self.file_in(root, candidate, what, (*images.DISK_SUFFIXES, suffix))
                       for candidate in names])
 
     async def locate_volume(self, volume: VolumeObjectTO, what: str) -> str:
         """The file of a volume on a primary pool (``volume_file``) or, to be read, on a
         cifs image store: ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the first is
         not a file; a name without a disk extension takes its format's, or, without a
-        format, that of the single ``<uuid>.vhd*`` file found in its folder (§11)."""
+        format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
             return await self.volume_file(volume, what)
         root = self._store_root(volume.data_store, what)
@@ -269,12 +249,12 @@ class DataPaths:
         found = await self.files.stat(candidate)
         if (found is None or found.is_dir) and volume.uuid:
             candidate = confined(root, f"{volume.path}\\{volume.uuid}")
-        if not candidate.lower().endswith(DISK_SUFFIXES):
+        if not candidate.lower().endswith(images.DISK_SUFFIXES):
             if volume.format:
-                candidate += _disk_extension(volume.format, what)
+                candidate += images.disk_suffix_of_format(volume.format)
             else:
                 candidate = await self._probe(root, candidate, volume.uuid, what)
-        return await self.file_in(root, candidate, what, DISK_SUFFIXES)
+        return await self.file_in(root, candidate, what, images.DISK_SUFFIXES)
 
     def _store_root(self, store: WrappedTO | None, what: str) -> str:
         """A primary pool's registered root, or a cifs image store's root."""
@@ -289,15 +269,8 @@ class DataPaths:
         stem = (uuid or ntpath.basename(candidate)).lower()
         names = await self.files.list_dir(folder) if await self.files.exists(folder) else []
         found = [n for n in names if n.lower().startswith(stem + ".vhd")
-                 and n.lower().endswith(DISK_SUFFIXES)]
+                 and n.lower().endswith(images.DISK_SUFFIXES)]
         if len(found) != 1:
             raise InvalidRequest(f"{what}: the volume has no format and {len(found)} files "
                                  f"named {stem}.vhd* are in {folder}")
         return confined(folder, found[0])
-
-
-def _disk_extension(fmt: object, what: str) -> str:
-    suffix = extension(fmt)
-    if suffix not in DISK_SUFFIXES:
-        raise InvalidRequest(f"{what}: a volume's format is VHD or VHDX, not {fmt}")
-    return suffix

@@ -9,6 +9,10 @@ by this agent yet"), an ``AgentError`` from a handler (its message), and anythin
 (logged with its traceback, answered with a generic message; never a traceback on the
 wire). Handlers answer successes (and the few non-failures with ``result`` false, such as
 CheckOnHost's "host is alive"); they raise ``AgentError`` for everything that failed.
+
+The table holds a ``Route`` per command: the command class its handler takes and the
+handler. Dispatch narrows the decoded command to that class before it calls the handler,
+so handlers receive their command already typed and never check its type themselves.
 """
 
 from __future__ import annotations
@@ -19,31 +23,37 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import codec
 from hyperv_agent.cloudstack.answers import Answer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.errors import AgentError
-from hyperv_agent.metrics import Metrics
+from hyperv_agent.metrics import Metrics, result_word
 
 log = logging.getLogger("hyperv_agent.command")
 
 #: What a handler returns: one answer, several (Startup), or bytes already encoded
 #: (the bare-array VM state report).
 Result: TypeAlias = Answer | Sequence[Answer] | bytes
+#: A handler of any command.
 Handler = Callable[[Command], Awaitable[Result]]
 
 _C = TypeVar("_C", bound=Command)
 
 
-def expect(command: Command, kind: type[_C]) -> _C:
-    """``command`` as the class its handler serves; AgentError (a failed answer) when the
-    table routed another one to it."""
-    if not isinstance(command, kind):
-        raise AgentError(f"expected a {kind.FQCN}, got a {type(command).FQCN}")
-    return command
+@dataclass(frozen=True)
+class Route(Generic[_C]):
+    """A handler and the command class it takes: dispatch calls ``handler`` only with a
+    command of class ``command`` (a subclass included)."""
+
+    command: type[_C]
+    handler: Callable[[_C], Awaitable[Result]]
+
+
+#: The handler table: the route of each command, by the command's Java class name.
+Routes: TypeAlias = dict[str, Route[Any]]
 RoundTripCounter = Callable[[], AbstractContextManager[list[int]]]
 
 
@@ -64,21 +74,27 @@ class Dispatch:
 
     def __init__(
         self,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Route[Any] | Handler],
         metrics: Metrics | None = None,
         round_trips: RoundTripCounter = _no_counter,
     ) -> None:
-        self._handlers = dict(handlers)
+        self._routes: Routes = {fqcn: entry if isinstance(entry, Route) else Route(Command, entry)
+                                for fqcn, entry in handlers.items()}
         self._metrics = metrics
         self._round_trips = round_trips
 
     @property
-    def handlers(self) -> Mapping[str, Handler]:
+    def routes(self) -> Routes:
         """A copy of the handler table."""
-        return dict(self._handlers)
+        return dict(self._routes)
+
+    @property
+    def handlers(self) -> Mapping[str, Callable[..., Awaitable[Result]]]:
+        """The handler of each command, by Java class name."""
+        return {fqcn: route.handler for fqcn, route in self._routes.items()}
 
     def knows(self, fqcn: str) -> bool:
-        return fqcn in self._handlers or codec.is_known(fqcn)
+        return fqcn in self._routes or codec.is_known(fqcn)
 
     async def __call__(self, fqcn: str, body: bytes) -> bytes:
         logs.new_request_id()
@@ -96,16 +112,20 @@ class Dispatch:
         except codec.CodecError as error:
             return _failed(fqcn, f"{short}: malformed request: {error}",
                            codec.raw_command(fqcn, body))
-        handler = self._handlers.get(fqcn)
-        if handler is None:
+        route = self._routes.get(fqcn)
+        if route is None:
             outcome = _failed(fqcn, f"{short} is not supported by this agent yet", command)
+        elif not isinstance(command, route.command):
+            outcome = _failed(fqcn, f"{short} failed: its handler takes a "
+                              f"{route.command.__name__}, not a {type(command).__name__}",
+                              command)
         else:
-            outcome = await self._run(short, fqcn, handler, command)
+            outcome = await self._run(short, fqcn, route, command)
         return dataclasses.replace(outcome, vm=vm_of(command))
 
-    async def _run(self, short: str, fqcn: str, handler: Handler, command: Command) -> Outcome:
+    async def _run(self, short: str, fqcn: str, route: Route[Any], command: Command) -> Outcome:
         try:
-            return _encoded(await handler(command))
+            return _encoded(await route.handler(command))
         except AgentError as error:
             return _failed(fqcn, f"{short} failed: {error}", command)
         except Exception as error:
@@ -115,7 +135,7 @@ class Dispatch:
 
     def _record(self, fqcn: str, outcome: Outcome, elapsed_s: float, round_trips: int) -> None:
         log.info("%s vm=%s result=%s duration_ms=%.1f round_trips=%d%s",
-                 fqcn.rsplit(".", 1)[-1], outcome.vm or "-", "ok" if outcome.ok else "failed",
+                 fqcn.rsplit(".", 1)[-1], outcome.vm or "-", result_word(outcome.ok),
                  elapsed_s * 1000, round_trips,
                  f" details={outcome.details}" if outcome.details else "")
         if self._metrics is not None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from hyperv_agent.cloudstack import codec, names
+from hyperv_agent.cloudstack import commands_host as wire
 from hyperv_agent.cloudstack.answers import (
     Answer,
     CheckHealthAnswer,
@@ -23,30 +24,22 @@ from hyperv_agent.cloudstack.answers import (
     ReadyAnswer,
     SetupAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
-from hyperv_agent.cloudstack.commands_host import (
-    CheckNetworkCommand,
-    CheckOnHostCommand,
-    GetHostStatsCommand,
-    StartupRoutingCommand,
-    StartupStorageCommand,
-)
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.state import PoolRegistry
 
 log = logging.getLogger("hyperv_agent.handlers.host")
 
-RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (§8)
+RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (protocol §8)
 DEFAULT_HYPERVISOR_VERSION = "6.2"
 UEFI_ENABLE = "host.uefi.enable"  # ReadyAnswer.detailsMap key (com.cloud.host.Host)
 CLOUDSTACK_NOTE = "cloudstack"
@@ -70,10 +63,10 @@ class HostSettings:
 
 
 class HostHandlers:
-    def __init__(self, cim: Backend, files: HostFiles, settings: HostSettings,
+    def __init__(self, hv: HyperV, files: HostFiles, settings: HostSettings,
                  pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
                  locks: VmLocks | None = None) -> None:
-        self.cim = cim
+        self.hv = hv
         self.files = files
         self.settings = settings
         self.pools = pools
@@ -81,32 +74,31 @@ class HostHandlers:
         self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
         self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         return {
-            names.STARTUP_COMMAND: self.startup,
-            names.HOST_VM_STATE_REPORT_COMMAND: self.state_report,
-            names.READY_COMMAND: self.ready,
-            names.SETUP_COMMAND: self.setup,
-            names.PING_COMMAND: self.ping,
-            names.PING_ROUTING_COMMAND: self.ping,
-            names.CHECK_HEALTH_COMMAND: self.check_health,
-            names.CHECK_NETWORK_COMMAND: self.check_network,
-            names.MAINTAIN_COMMAND: self.maintain,
-            names.GET_HOST_STATS_COMMAND: self.host_stats,
-            names.CHECK_ON_HOST_COMMAND: self.check_on_host,
+            names.STARTUP_COMMAND: Route(wire.StartupRoutingCommand, self.startup),
+            names.HOST_VM_STATE_REPORT_COMMAND: Route(wire.HostVmStateReportCommand,
+                                                      self.state_report),
+            names.READY_COMMAND: Route(wire.ReadyCommand, self.ready),
+            names.SETUP_COMMAND: Route(wire.SetupCommand, self.setup),
+            names.PING_COMMAND: Route(wire.PingCommand, self.ping),
+            names.PING_ROUTING_COMMAND: Route(wire.PingRoutingCommand, self.ping),
+            names.CHECK_HEALTH_COMMAND: Route(wire.CheckHealthCommand, self.check_health),
+            names.CHECK_NETWORK_COMMAND: Route(wire.CheckNetworkCommand, self.check_network),
+            names.MAINTAIN_COMMAND: Route(wire.MaintainCommand, self.maintain),
+            names.GET_HOST_STATS_COMMAND: Route(wire.GetHostStatsCommand, self.host_stats),
+            names.CHECK_ON_HOST_COMMAND: Route(wire.CheckOnHostCommand, self.check_on_host),
         }
 
     # --- registration ---------------------------------------------------------------------
 
-    async def startup(self, command: Command) -> Result:
+    async def startup(self, command: wire.StartupRoutingCommand) -> Result:
         """Echo the management server's StartupRoutingCommand with the host's facts filled
         in, plus the local storage pool. Read-only; safe to repeat."""
-        if not isinstance(command, StartupRoutingCommand):
-            raise AgentError("StartupCommand must carry a StartupRoutingCommand")
-        facts = await host.host_facts(self.cim)
+        facts = await host.host_facts(self.hv)
         ip = self.settings.private_ip or command.private_ip_address or ""
         self.private_ip = self.private_ip or ip or None
-        nic = await host.nic_for_ip(self.cim, ip) or await self._first_nic()
+        nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
         routing = command.model_copy(update={
             "private_netmask": nic.netmask if nic else None,
             "private_mac_address": nic.mac if nic else None,
@@ -131,10 +123,11 @@ class HostHandlers:
                 "rdp.server.port": str(self.settings.console_port)}
 
     async def _first_nic(self) -> host.NicFacts | None:
-        nics = await host.all_nics(self.cim)
+        nics = await host.all_nics(self.hv)
         return nics[0] if nics else None
 
-    async def _local_pool(self, command: StartupRoutingCommand) -> StartupStorageCommand | None:
+    async def _local_pool(self, command: wire.StartupRoutingCommand
+                          ) -> wire.StartupStorageCommand | None:
         path = self.settings.local_pool_path
         try:
             await self.files.make_dirs(path)
@@ -146,20 +139,21 @@ class HostHandlers:
         info = StoragePoolInfo(uuid=pool_uuid, host=command.private_ip_address, local_path=path,
                                host_path=path, pool_type="Filesystem", capacity_bytes=total,
                                available_bytes=free)
-        return StartupStorageCommand(pool_info=info, guid=pool_uuid, resource_type="STORAGE_POOL",
-                                     data_center=command.data_center)
+        return wire.StartupStorageCommand(pool_info=info, guid=pool_uuid,
+                                          resource_type="STORAGE_POOL",
+                                          data_center=command.data_center)
 
 
     # --- the VM state report ------------------------------------------------------------
 
-    async def state_report(self, command: Command) -> Result:
+    async def state_report(self, command: wire.HostVmStateReportCommand) -> Result:
         """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
         PowerOff. A VM a command is starting, stopping, migrating or changing (its lock
         held or waited for) is never removed. Removals run concurrently, at most
         ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing is removed."""
-        listed = await vms.list_vms(self.cim)
+        listed = await vms.list_vms(self.hv)
         # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
         # event loop goes on serving other requests meanwhile.
         kinds = await asyncio.to_thread(_kinds, listed)
@@ -180,7 +174,7 @@ class HostHandlers:
                     log.info("stopped VM %s left alone: a command is working on it", vm.name)
                     return None
                 try:
-                    await vms.remove_vm(self.cim, vm.guid)
+                    await vms.remove_vm(self.hv, vm.guid)
                 except HyperVError as error:
                     log.warning("could not remove stopped VM %s: %s", vm.name, error)
                     return vm.guid
@@ -191,43 +185,41 @@ class HostHandlers:
 
     # --- health ---------------------------------------------------------------------------
 
-    async def ready(self, command: Command) -> Result:
+    async def ready(self, command: wire.ReadyCommand) -> Result:
         """Healthy, and what the host can run: ``host.uefi.enable`` is true where Hyper-V
         runs generation 2 (UEFI) VMs, as the management server learns it from KVM hosts;
         without it the MS never places a UEFI VM here. 2 queries, read-only."""
-        facts = await host.host_facts(self.cim)
+        facts = await host.host_facts(self.hv)
         return ReadyAnswer(result=True, details_map={
             UEFI_ENABLE: "true" if facts.runs_generation_2 else "false"})
 
-    async def setup(self, command: Command) -> Result:
+    async def setup(self, command: wire.SetupCommand) -> Result:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
 
-    async def ping(self, command: Command) -> Result:
+    async def ping(self, command: wire.PingCommand | wire.PingRoutingCommand) -> Result:
         short = type(command).FQCN.rsplit(".", 1)[-1]
         return Answer(result=True, details=f"success - NOP for {short}")
 
-    async def check_health(self, command: Command) -> Result:
+    async def check_health(self, command: wire.CheckHealthCommand) -> Result:
         """Alive when Hyper-V answers a query."""
-        await host.switch_names(self.cim)
+        await host.switch_names(self.hv)
         return CheckHealthAnswer(result=True, details="resource is alive")
 
-    async def check_network(self, command: Command) -> Result:
+    async def check_network(self, asked: wire.CheckNetworkCommand) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host."""
-        asked = expect(command, CheckNetworkCommand)
-        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.cim)))
+        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.hv)))
         if missing:
             raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
                                  "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
 
-    async def maintain(self, command: Command) -> Result:
+    async def maintain(self, command: wire.MaintainCommand) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
                               will_migrate=True)
 
-    async def host_stats(self, command: Command) -> Result:
+    async def host_stats(self, command: wire.GetHostStatsCommand) -> Result:
         """CPU, memory and network counters (KiB), queried together."""
-        assert isinstance(command, GetHostStatsCommand)
-        stats = await host.host_stats(self.cim)
+        stats = await host.host_stats(self.hv)
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
                                total_memory_kb=float(stats.total_memory_kib),
@@ -236,11 +228,10 @@ class HostHandlers:
                                network_write_kb=stats.sent_bytes / 1024)
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
-    async def check_on_host(self, command: Command) -> Result:
-        """§5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
+    async def check_on_host(self, command: wire.CheckOnHostCommand) -> Result:
+        """protocol §5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
         alive, because one of the shared pools holds a heartbeat of it younger than
         ``HEARTBEAT_FRESH_S``. Read-only."""
-        assert isinstance(command, CheckOnHostCommand)
         network = command.host.private_network
         ip = network.ip if network is not None else None
         roots = self.pools.roots() if self.pools is not None else ()
@@ -341,7 +332,7 @@ def parse_heartbeat(text: str) -> float | None:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-def traffic_labels(command: CheckNetworkCommand) -> Sequence[str]:
+def traffic_labels(command: wire.CheckNetworkCommand) -> Sequence[str]:
     """The vSwitch names of a CheckNetworkCommand's networkInfoList (empty labels skipped)."""
     return [label for info in command.network_info_list or ()
             for label in (info.guest_network_name, info.private_network_name,

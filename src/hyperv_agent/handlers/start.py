@@ -1,36 +1,34 @@
 """StartCommand: create (or re-create) a VM from its VirtualMachineTO and start it
-(protocol §5.1 row 22, §9, §11).
+(protocol §9, §11).
 
-The command is turned into a ``start_plan.Plan`` first: every disk path resolved and confined to
-its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
+The command is turned into a ``start_plan.Plan`` first: every disk path resolved and
+confined to its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
 arguments split into KVP items, processor shares worked out from the speeds, the secure
 boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
 Windows, the Microsoft UEFI CA for any other) and looked up, and for a system VM its ISO
 looked for on the image store. Nothing is created until the whole plan is valid. Then
-the VM is built from ``hyperv.build`` pieces and started; a failure after the VM was
+the VM is built from ``hyperv`` pieces (``build``, ``devices``, ``nics``, ``firmware``,
+``kvp``) and started; a failure after the VM was
 defined removes it again (its disk files are never touched) and the answer names the step.
 
-Each step runs inside ``step_probe(kind)`` (one of ``STEPS``), so its cost can be
-measured on its own. The handler holds the VM's lock (shared with ``VmHandlers``) for its
-whole run. From before the VM is defined until it runs (or was removed again) its name is
-in the ``state.BuildJournal``, so a VM that a killed process left half-built is removed at
-the next start (``remove_half_built``), or by the next StartCommand for it, which
-rebuilds any VM of its name that does not run.
+The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run. From
+before the VM is defined until it runs (or was removed again) its name is in the
+``state.BuildJournal``, so a VM that a killed process left half-built is removed at the
+next start (``remove_half_built``), or by the next StartCommand for it, which rebuilds any
+VM of its name that does not run. What each step costs is read from the round trips the
+agent makes (``bench/start_steps.py``), not from the handler.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import StartAnswer
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import StartCommand
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
@@ -38,44 +36,25 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
-from hyperv_agent.handlers import datapaths, start_plan
+from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, firmware, jobs, kvp, power, vms
+from hyperv_agent.hyperv import build, devices, firmware, jobs, kvp, nics, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv.backend import Backend
 from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.state import BuildJournal
 
 log = logging.getLogger("hyperv_agent.handlers.start")
 
 _T = TypeVar("_T")
 
-_ISO_FOLDER = "systemvm"  # §9.3: <image store>\systemvm\systemvm*.iso
+_ISO_FOLDER = "systemvm"  # protocol §9.3: <image store>\systemvm\systemvm*.iso
 _ISO_PREFIX, _ISO_SUFFIX = "systemvm", ".iso"
 #: Where a generation 1 VM takes the system VM ISO, in order of preference.
-
-#: The steps of a start, as ``step_probe`` names them.
-STEP_REMOVE = "remove"  # removing the existing, stopped definition
-STEP_DEFINE = "define"  # the VM with its processors and memory
-STEP_CONTROLLERS = "controllers"  # the SCSI controller added, the IDE controllers read
-STEP_DISK = "disk"  # one per disk or DVD drive
-STEP_NIC = "nic"  # one per NIC
-STEP_BOOT_ORDER = "boot-order"  # generation 2: the boot drive first
-STEP_KVP = "kvp"  # the boot arguments
-STEP_POWER_ON = "power-on"
-STEPS = (STEP_REMOVE, STEP_DEFINE, STEP_CONTROLLERS, STEP_DISK, STEP_NIC, STEP_BOOT_ORDER,
-         STEP_KVP, STEP_POWER_ON)
-
-StepProbe = Callable[[str], AbstractContextManager[object]]
-
-
-def no_probe(kind: str) -> AbstractContextManager[object]:
-    """The default ``step_probe``: measures nothing."""
-    return contextlib.nullcontext()
-
 
 # --- the handler --------------------------------------------------------------------------
 
@@ -83,16 +62,14 @@ def no_probe(kind: str) -> AbstractContextManager[object]:
 class StartHandler:
     """StartCommand, sharing the per-VM lock table ``locks`` with ``VmHandlers``."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 step_probe: StepProbe = no_probe, journal: BuildJournal | None = None
-                 ) -> None:
-        self.cim = cim
+                 journal: BuildJournal | None = None) -> None:
+        self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
         self.job_wait = job_wait
-        self.step_probe = step_probe
         self.journal = journal  # the VMs being built; None: not recorded
 
     async def remove_half_built(self) -> list[str]:
@@ -103,9 +80,9 @@ class StartHandler:
         removed: list[str] = []
         for name in self.journal.pending() if self.journal else ():
             try:
-                vm = await vms.find_vm(self.cim, name)
+                vm = await vms.find_vm(self.hv, name)
                 if vm is not None and vm.power is vms.PowerState.STOPPED:
-                    await vms.remove_vm(self.cim, vm.guid, policy=self.job_wait)
+                    await vms.remove_vm(self.hv, vm.guid, policy=self.job_wait)
                     log.warning("removed VM %s, left half-built by an interrupted start "
                                 "(disks kept)", name)
                     removed.append(name)
@@ -124,12 +101,12 @@ class StartHandler:
         if self.journal is not None:
             self.journal.end(name)
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handler of this module by command FQCN (for ``Dispatch``)."""
-        return {names.START_COMMAND: self.start}
+        return {names.START_COMMAND: Route(StartCommand, self.start)}
 
-    async def start(self, command: Command) -> Result:
-        """Create the VM ``vm`` describes and start it (§9.1).
+    async def start(self, command: StartCommand) -> Result:
+        """Create the VM ``vm`` describes and start it (protocol §9.1).
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
         exists but is not running is removed (its disks kept) and built anew. Invalid
@@ -145,26 +122,26 @@ class StartHandler:
         ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
         devices are added).
         """
-        vm = expect(command, StartCommand).vm
+        vm = command.vm
         async with self.locks.hold(vm.name):
-            notes = await self._start(expect(command, StartCommand))
+            notes = await self._start(command)
         return StartAnswer(result=True, vm=vm,
                            details=logs.redact("; ".join(notes)) if notes else None)
 
     async def _start(self, command: StartCommand) -> tuple[str, ...]:
         vm = command.vm
-        existing = await vms.find_vm(self.cim, vm.name)
+        existing = await vms.find_vm(self.hv, vm.name)
         if existing is not None and existing.power is vms.PowerState.RUNNING:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()
         plan = await self._plan(command)
         if existing is not None:
             log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
-            await self._step(STEP_REMOVE, "removing the existing VM", vms.remove_vm(
-                self.cim, existing.guid, policy=self.job_wait))
+            await _named("removing the existing VM", vms.remove_vm(
+                self.hv, existing.guid, policy=self.job_wait))
         self._building(vm.name)
-        ref = await self._step(STEP_DEFINE, "creating the VM",
-                               build.define_vm(self.cim, plan.spec))
+        ref = await _named("creating the VM",
+                               build.define_vm(self.hv, plan.spec))
         try:
             await self._fill_and_start(ref, plan)
         except AgentError as error:
@@ -172,16 +149,10 @@ class StartHandler:
         self._built(vm.name)
         return plan.notes
 
-    async def _step(self, kind: str, label: str, action: Awaitable[_T]) -> _T:
-        """Await ``action`` inside ``step_probe(kind)``; an AgentError is re-raised with
-        ``label`` in front of its message."""
-        with self.step_probe(kind):
-            return await _named(label, action)
-
     async def _removed(self, ref: vms.VmRef) -> str:
         """Remove the half-built VM; a note for the error message when that fails too."""
         try:
-            await vms.remove_vm(self.cim, ref.guid, policy=self.job_wait)
+            await vms.remove_vm(self.hv, ref.guid, policy=self.job_wait)
         except AgentError as error:
             log.error("VM %s (%s) could not be removed after a failed start: %s",
                       ref.name, ref.guid, error)
@@ -222,7 +193,7 @@ class StartHandler:
                                  f"minSpeed {vm.min_speed_mhz}, maxSpeed {vm.max_speed_mhz}")
         if not any(speeds):
             return spec
-        host_mhz = await build.host_cpu_mhz(self.cim)
+        host_mhz = await build.host_cpu_mhz(self.hv)
         limit_mhz = vm.max_speed_mhz or vm.speed_mhz
         limit = build.core_share(limit_mhz, host_mhz) \
             if vm.limit_cpu_use and limit_mhz else PROCESSOR_LIMIT_FULL
@@ -243,14 +214,14 @@ class StartHandler:
         windows = "windows" in (guest_os or "").lower()
         name = firmware.WINDOWS_TEMPLATE if windows else firmware.UEFI_CA_TEMPLATE
         try:
-            template_id = await firmware.secure_boot_template_id(self.cim, name)
+            template_id = await firmware.secure_boot_template_id(self.hv, name)
         except InvalidRequest as error:
             raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
         return dataclasses.replace(spec, secure_boot_template_id=template_id)
 
     async def _system_iso(self, url: str | None, disks: tuple[start_plan.PlannedDisk, ...],
                           generation: int) -> tuple[tuple[start_plan.PlannedDisk, ...], str]:
-        """``disks`` with the system VM ISO (§9.3) added, and a note on what was done."""
+        """``disks`` with the system VM ISO (protocol §9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
             return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
         share = self.paths.image_store(url, "secondaryStorage")
@@ -268,7 +239,7 @@ class StartHandler:
             return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
                            "(one is needed); started without the system VM ISO")
         iso = await self.paths.file_in(folder, found[0], "secondaryStorage",
-                                       datapaths.ISO_SUFFIXES)
+                                       images.ISO_SUFFIXES)
         return start_plan.with_iso(disks, generation, iso)
 
     async def _disks(self, disks: Sequence[DiskTO],
@@ -295,7 +266,7 @@ class StartHandler:
     async def _nics(self, nics: Sequence[NicTO]) -> tuple[start_plan.PlannedNic, ...]:
         if not nics:
             return ()
-        switches = await hyperv_host.switch_names(self.cim)
+        switches = await hyperv_host.switch_names(self.hv)
         ordered = sorted(nics, key=lambda n: n.device_id)
         return tuple(start_plan.planned_nic(nic, switches) for nic in ordered)
 
@@ -305,38 +276,38 @@ class StartHandler:
         drives = await self._attach_disks(ref, plan.disks)
         for nic in plan.nics:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
-            await self._step(STEP_NIC, f"{where} on {nic.switch!r}", build.add_nic(
-                self.cim, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
+            await _named(f"{where} on {nic.switch!r}", nics.add_nic(
+                self.hv, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
                 rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
         boot = _boot_drive(drives) if plan.spec.generation == 2 else None
         if boot is not None:
-            await self._step(STEP_BOOT_ORDER, "setting the boot order",
-                             firmware.set_boot_order_gen2(self.cim, ref, [boot.drive]))
+            await _named("setting the boot order",
+                             firmware.set_boot_order_gen2(self.hv, ref, [boot.drive]))
         if plan.kvp:
-            await self._step(STEP_KVP, "pushing the boot arguments",
-                             kvp.push_kvp_items(self.cim, ref, plan.kvp))
-        await self._step(STEP_POWER_ON, "starting the VM",
-                         power.start(self.cim, ref.guid, policy=self.job_wait))
+            await _named("pushing the boot arguments",
+                             kvp.push_kvp_items(self.hv, ref, plan.kvp))
+        await _named("starting the VM",
+                         power.start(self.hv, ref.guid, policy=self.job_wait))
 
     async def _attach_disks(
         self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],
-    ) -> list[tuple[start_plan.PlannedDisk, build.DiskRef | None]]:
+    ) -> list[tuple[start_plan.PlannedDisk, devices.DiskRef | None]]:
         """Add the controllers and ``disks``; each disk with its drive and medium (None for
         an empty DVD drive)."""
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
-        scsi = await self._step(STEP_CONTROLLERS, "adding the SCSI controller",
-                                build.add_scsi_controller(self.cim, ref))
-        found = build.Controllers((), (scsi,))
+        scsi = await _named("adding the SCSI controller",
+                                devices.add_scsi_controller(self.hv, ref))
+        found = devices.Controllers((), (scsi,))
         if any(disk.bus != "scsi" for disk in disks):
-            ide = (await self._step(STEP_CONTROLLERS, "reading the IDE controllers",
-                                    build.controllers(self.cim, ref))).ide
-            found = build.Controllers(ide, found.scsi)
-        return [(disk, await self._step(STEP_DISK, f"attaching disk {disk.describe()}",
+            ide = (await _named("reading the IDE controllers",
+                                    devices.controllers(self.hv, ref))).ide
+            found = devices.Controllers(ide, found.scsi)
+        return [(disk, await _named(f"attaching disk {disk.describe()}",
                                         self._attach(ref, found, disk))) for disk in disks]
 
-    async def _attach(self, ref: vms.VmRef, found: build.Controllers,
-                      disk: start_plan.PlannedDisk) -> build.DiskRef | None:
+    async def _attach(self, ref: vms.VmRef, found: devices.Controllers,
+                      disk: start_plan.PlannedDisk) -> devices.DiskRef | None:
         if disk.bus == "scsi":
             controller = found.scsi[0]
         else:
@@ -345,9 +316,9 @@ class StartHandler:
                 raise HyperVError(f"the VM has no IDE controller {index}")
             controller = found.ide[index]
         if disk.path is None:
-            await build.attach_empty_dvd(self.cim, ref, controller, disk.slot)
+            await devices.attach_empty_dvd(self.hv, ref, controller, disk.slot)
             return None
-        return await build.attach_disk(self.cim, ref, controller, disk.slot, disk.path,
+        return await devices.attach_disk(self.hv, ref, controller, disk.slot, disk.path,
                                        dvd=disk.dvd)
 
 
@@ -355,8 +326,8 @@ class StartHandler:
 
 
 def _boot_drive(
-    drives: Sequence[tuple[start_plan.PlannedDisk, build.DiskRef | None]],
-) -> build.DiskRef | None:
+    drives: Sequence[tuple[start_plan.PlannedDisk, devices.DiskRef | None]],
+) -> devices.DiskRef | None:
     """What a generation 2 VM boots from: the ROOT disk, else the first DVD drive holding
     an ISO; None when there is neither (Hyper-V's order, the order the devices were
     added, is kept)."""

@@ -21,7 +21,7 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.hyperv import build, kvp
+from hyperv_agent.hyperv import build, kvp, nics
 from hyperv_agent.hyperv.schema import (
     SCSI_SLOTS,
     VLAN_ID_MAX,
@@ -31,13 +31,13 @@ from hyperv_agent.hyperv.schema import (
 log = logging.getLogger("hyperv_agent.handlers.start")
 
 _GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
-BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # §9.2
+BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
 _UNTAGGED = "untagged"
 _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
-_SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (§9.4)
+_SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
 _SPARE_NETMASK = "255.255.255.255"
 
 
@@ -67,7 +67,7 @@ class PlannedNic:
     vlan: int | None
     rate_mbps: int | None
     name: str
-    spare: bool  # created disconnected (§9.4)
+    spare: bool  # created disconnected (protocol §9.4)
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def is_system_vm(vm: VirtualMachineTO) -> bool:
 
 
 def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
-    """The boot arguments as KVP items (system VMs only; §9.2): one item when they fit,
+    """The boot arguments as KVP items (system VMs only; protocol §9.2): one item when they fit,
     else split at whitespace into several (``kvp.split_words``); InvalidRequest
     naming the limit when no split can carry them."""
     args = vm.boot_args or ""
@@ -173,7 +173,7 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
 def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:
     where = f"NIC {nic.device_id}"
     try:
-        digits = build.normalize_mac(nic.mac or "")
+        digits = nics.normalize_mac(nic.mac or "")
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: {error}") from None
     switch = nic.name or (switches[0] if switches else "")

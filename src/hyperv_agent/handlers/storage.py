@@ -1,4 +1,4 @@
-"""Storage pools: Modify/Create/DeleteStoragePoolCommand and GetStorageStatsCommand (§5.3).
+"""Storage pools: Modify/Create/DeleteStoragePoolCommand and GetStorageStatsCommand (protocol §5.3).
 
 A Filesystem pool is a folder on the host: ``localPath`` of the command, as the C# agent
 takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``pool.path``
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import Answer, GetStorageStatsAnswer, ModifyStoragePoolAnswer
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import (
     CreateStoragePoolCommand,
     DeleteStoragePoolCommand,
@@ -26,7 +25,7 @@ from hyperv_agent.cloudstack.commands_storage import (
 )
 from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
 from hyperv_agent.errors import AgentError, InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool, without_query
@@ -57,19 +56,18 @@ class StorageHandlers:
         self.registry = registry
         self.reservation = reservation
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         return {
-            names.MODIFY_STORAGE_POOL_COMMAND: self.modify_pool,
-            names.CREATE_STORAGE_POOL_COMMAND: self.create_pool,
-            names.DELETE_STORAGE_POOL_COMMAND: self.delete_pool,
-            names.GET_STORAGE_STATS_COMMAND: self.storage_stats,
+            names.MODIFY_STORAGE_POOL_COMMAND: Route(ModifyStoragePoolCommand, self.modify_pool),
+            names.CREATE_STORAGE_POOL_COMMAND: Route(CreateStoragePoolCommand, self.create_pool),
+            names.DELETE_STORAGE_POOL_COMMAND: Route(DeleteStoragePoolCommand, self.delete_pool),
+            names.GET_STORAGE_STATS_COMMAND: Route(GetStorageStatsCommand, self.storage_stats),
         }
 
-    async def modify_pool(self, command: Command) -> Result:
+    async def modify_pool(self, asked: ModifyStoragePoolCommand) -> Result:
         """``add``: reach the pool, measure it and register it; otherwise forget it
         (without touching it). Safe to repeat; the pool's files are never touched. A
         pool that cannot be reached: a failed answer naming it, nothing registered."""
-        asked = expect(command, ModifyStoragePoolCommand)
         pool = asked.pool
         root, total, free = await self._modify(asked, pool)
         info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
@@ -119,12 +117,11 @@ class StorageHandlers:
         else:
             self.registry.remove(pool.uuid)
 
-    async def create_pool(self, command: Command) -> Result:
+    async def create_pool(self, asked: CreateStoragePoolCommand) -> Result:
         """With a pool to add, registered as ModifyStoragePoolCommand registers it; one that
         cannot be registered is left to ModifyStoragePoolCommand, which the management server
         sends to every host of the pool, and the answer is the C# agent's success ("NOP"),
         which the management server needs to keep the pool."""
-        asked = expect(command, CreateStoragePoolCommand)
         if asked.pool is None or not asked.add:
             return Answer(result=True, details="success - NOP")
         try:
@@ -134,10 +131,9 @@ class StorageHandlers:
         return Answer(result=True, details=f"success - storage pool {asked.pool.uuid} "
                                            f"registered at {root}")
 
-    async def delete_pool(self, command: Command) -> Result:
+    async def delete_pool(self, asked: DeleteStoragePoolCommand) -> Result:
         """Forgets the pool ``_pool``: statistics, heartbeats and HA checks no longer use
         it. Its files are never deleted. An unknown pool is fine (a repeat is safe)."""
-        asked = expect(command, DeleteStoragePoolCommand)
         pool_uuid = asked.pool.uuid if asked.pool is not None else None
         if not pool_uuid:
             raise InvalidRequest("_pool.uuid is missing: no pool to forget")
@@ -147,11 +143,10 @@ class StorageHandlers:
         return Answer(result=True, details=f"storage pool {pool_uuid} was not registered on "
                                            "this host; nothing to forget")
 
-    async def storage_stats(self, command: Command) -> Result:
+    async def storage_stats(self, asked: GetStorageStatsCommand) -> Result:
         """Capacity and use of a registered pool: a Filesystem pool by its path (the local
         pool's or a registered one's), a shared pool by the root recorded when it was
         registered. Read-only."""
-        asked = expect(command, GetStorageStatsCommand)
         pool_type = str(asked.pool_type or "")
         root = self._stats_root(pool_type, asked)
         if root is None:

@@ -1,5 +1,5 @@
 """VM lifecycle and state: Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats
-(protocol §5.1 rows 19–24, §5.3, §8).
+(protocol §5.1, §5.3, §8).
 
 Commands that change a VM (Stop, Reboot) hold that VM's lock for their whole run, so two
 commands about one VM never interleave; commands about different VMs run concurrently.
@@ -8,10 +8,8 @@ Read-only commands take no lock.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack import names
@@ -22,7 +20,6 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
     GetVmStatsCommand,
@@ -33,16 +30,17 @@ from hyperv_agent.cloudstack.commands_vm import (
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.locks import NamedLocks
 from hyperv_agent.hyperv import jobs, power, vms
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.vm")
 
 
-VNC_PORT_RDP = -9  # §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
+VNC_PORT_RDP = -9  # protocol §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
 
-#: The CloudStack power state a Hyper-V power state is reported as (§5.3): a paused VM
+#: The CloudStack power state a Hyper-V power state is reported as (protocol §5.3): a paused VM
 #: still holds its host resources, so it counts as on.
 _CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
     vms.PowerState.RUNNING: PowerState.POWER_ON,
@@ -72,74 +70,28 @@ class VmSettings:
                                 reason=self.shutdown_reason, job_wait=self.job_wait)
 
 
-class VmLocks:
-    """One asyncio.Lock per VM name (case-insensitive, as Hyper-V matches names).
-
-    A lock exists only while someone holds or waits for it, so the table does not grow
-    with every VM ever named.
-    """
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        """How many VM names have a lock now (held or waited for)."""
-        return len(self._locks)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, vm_name: str) -> AsyncIterator[None]:
-        """Run the block with ``vm_name``'s lock held; callers for one name queue in order.
-
-        The lock is released (and forgotten when no one else waits) however the block
-        ends, so a failed command never blocks the next one for its VM.
-        """
-        key = vm_name.casefold()
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
-
-
-    def busy(self, vm_name: str) -> bool:
-        """Whether a command holds or waits for ``vm_name``'s lock now."""
-        return vm_name.casefold() in self._locks
-
-    @contextlib.asynccontextmanager
-    async def hold_if_free(self, vm_name: str) -> AsyncIterator[bool]:
-        """Hold ``vm_name``'s lock for the block only when no command holds or waits for
-        it; yields whether it is held (False: the block must leave the VM alone). Taking a
-        free lock does not yield to the event loop, so no command can slip in between."""
-        if self.busy(vm_name):
-            yield False
-            return
-        async with self.hold(vm_name):
-            yield True
+#: The per-VM lock table: one lock per VM name (case-insensitive, as Hyper-V matches names).
+VmLocks = NamedLocks
 
 
 class VmHandlers:
-    def __init__(self, cim: Backend, settings: VmSettings | None = None) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, settings: VmSettings | None = None) -> None:
+        self.hv = hv
         self.settings = settings or VmSettings()
         self.locks = VmLocks()
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.STOP_COMMAND: self.stop,
-            names.REBOOT_COMMAND: self.reboot,
-            names.CHECK_VIRTUAL_MACHINE_COMMAND: self.check,
-            names.GET_VNC_PORT_COMMAND: self.vnc_port,
-            names.GET_VM_STATS_COMMAND: self.stats,
+            names.STOP_COMMAND: Route(StopCommand, self.stop),
+            names.REBOOT_COMMAND: Route(RebootCommand, self.reboot),
+            names.CHECK_VIRTUAL_MACHINE_COMMAND: Route(CheckVirtualMachineCommand, self.check),
+            names.GET_VNC_PORT_COMMAND: Route(GetVncPortCommand, self.vnc_port),
+            names.GET_VM_STATS_COMMAND: Route(GetVmStatsCommand, self.stats),
         }
 
-    async def stop(self, command: Command) -> Result:
-        """Shut the VM down and delete its definition; its disk files stay (§5.3).
+    async def stop(self, stop: StopCommand) -> Result:
+        """Shut the VM down and delete its definition; its disk files stay (protocol §5.3).
 
         Unknown VM: success, nothing done, so a repeat (or a retry after a lost answer)
         is safe. Unless ``forceStop``, the guest is asked to shut down and given
@@ -148,9 +100,8 @@ class VmHandlers:
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
-        stop = expect(command, StopCommand)
         async with self.locks.hold(stop.vm_name):
-            vm = await vms.find_vm(self.cim, stop.vm_name)
+            vm = await vms.find_vm(self.hv, stop.vm_name)
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
                 return StopAnswer(result=True)
@@ -159,10 +110,10 @@ class VmHandlers:
                     f"VM {vm.name} is still running on this host; a StopCommand with "
                     "checkBeforeCleanup leaves a running VM alone")
             policy = self.settings.stop_policy(graceful=not stop.force_stop)
-            await power.stop_and_remove(self.cim, vm, policy)
+            await power.stop_and_remove(self.hv, vm, policy)
         return StopAnswer(result=True)
 
-    async def reboot(self, command: Command) -> Result:
+    async def reboot(self, reboot: RebootCommand) -> Result:
         """Hard reset of the VM (RequestStateChange 11, no guest shutdown).
 
         Unknown VM: a failed answer naming it, nothing done. A VM that cannot be reset
@@ -171,48 +122,44 @@ class VmHandlers:
         VM has restarted with its definition and disks unchanged; a failure changes
         nothing and fails the answer.
         """
-        reboot = expect(command, RebootCommand)
         async with self.locks.hold(reboot.vm_name):
-            vm = await vms.find_vm(self.cim, reboot.vm_name)
-            if vm is None or not await power.reset(self.cim, vm.guid,
+            vm = await vms.find_vm(self.hv, reboot.vm_name)
+            if vm is None or not await power.reset(self.hv, vm.guid,
                                                    policy=self.settings.job_wait):
                 raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
                                      f"{reboot.vm_name}")
         return RebootAnswer(result=True)
 
-    async def check(self, command: Command) -> Result:
+    async def check(self, check: CheckVirtualMachineCommand) -> Result:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).
 
         Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
         """
-        check = expect(command, CheckVirtualMachineCommand)
-        vm = await vms.find_vm(self.cim, check.vm_name)
+        vm = await vms.find_vm(self.hv, check.vm_name)
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{check.vm_name}")
         return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
 
-    async def vnc_port(self, command: Command) -> Result:
-        """Console access (§8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
+    async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
+        """Console access (protocol §8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
 
         Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
         repeat, 1 query.
         """
-        vnc = expect(command, GetVncPortCommand)
-        vm = await vms.find_vm(self.cim, vnc.vm_name)
+        vm = await vms.find_vm(self.hv, vnc.vm_name)
         if vm is None:
             raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
                                 port=VNC_PORT_RDP)
 
-    async def stats(self, command: Command) -> Result:
+    async def stats(self, asked: GetVmStatsCommand) -> Result:
         """CPU load, vCPU count and memory of the named VMs, in one call for all of them.
 
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
         """
-        asked = expect(command, GetVmStatsCommand)
-        found = await vms.vm_stats(self.cim, asked.vm_names)
+        found = await vms.vm_stats(self.hv, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
             name: _stats_entry(name, stats) for name, stats in found.items()})
 

@@ -1,9 +1,9 @@
 """VM configuration: ScaleVm, GetVmConfig, ModifyVmNicConfig, PlugNic and UnPlugNic
-(protocol §5.1 rows 13, 31–32, §5.3, §6).
+(protocol §5.1, §5.3, §6).
 
 The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and for
 router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
-in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (§9.4). When a
+in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (protocol §9.4). When a
 PlugNic or UnPlugNic does arrive, it is carried out for real: a NIC is added to (removed
 from) a generation 2 VM or a stopped one, and on a running generation 1 VM, which cannot
 gain or lose NICs, an existing NIC with the MAC is connected (disconnected). Every
@@ -21,7 +21,6 @@ from hyperv_agent.cloudstack.answers import (
     ScaleVmAnswer,
     UnPlugNicAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_network import PlugNicCommand, UnPlugNicCommand
 from hyperv_agent.cloudstack.commands_vm import (
     GetVmConfigCommand,
@@ -30,92 +29,89 @@ from hyperv_agent.cloudstack.commands_vm import (
 )
 from hyperv_agent.cloudstack.objects import NicDetails, NicTO
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.dispatch import Handler, Result, expect
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv import nics, scale, vms
+from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
 _BYTES_PER_MB = 1024 * 1024
 
 
 class VmConfigHandlers:
-    def __init__(self, cim: Backend, locks: VmLocks) -> None:
-        self.cim = cim
+    def __init__(self, hv: HyperV, locks: VmLocks) -> None:
+        self.hv = hv
         self.locks = locks
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.SCALE_VM_COMMAND: self.scale,
-            names.GET_VM_CONFIG_COMMAND: self.get_config,
-            names.MODIFY_VM_NIC_CONFIG_COMMAND: self.modify_nic,
-            names.PLUG_NIC_COMMAND: self.plug_nic,
-            names.UNPLUG_NIC_COMMAND: self.unplug_nic,
+            names.SCALE_VM_COMMAND: Route(ScaleVmCommand, self.scale),
+            names.GET_VM_CONFIG_COMMAND: Route(GetVmConfigCommand, self.get_config),
+            names.MODIFY_VM_NIC_CONFIG_COMMAND: Route(ModifyVmNicConfigCommand, self.modify_nic),
+            names.PLUG_NIC_COMMAND: Route(PlugNicCommand, self.plug_nic),
+            names.UNPLUG_NIC_COMMAND: Route(UnPlugNicCommand, self.unplug_nic),
         }
 
-    async def scale(self, command: Command) -> Result:
+    async def scale(self, asked: ScaleVmCommand) -> Result:
         """Set a stopped VM's vCPU count (``cpus``) and static memory (``maxRam`` bytes).
 
         Unknown VM: a failed answer naming it. A VM that is not off: a failed answer
         ("stop it first"), nothing changed. Safe to repeat; processors and memory change
         together or not at all. 1 query to find the VM + 1 query + 1 call + 1 job wait.
         """
-        asked = expect(command, ScaleVmCommand)
         name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
+            vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
-            await scale.set_processors_and_memory(self.cim, vm, cpus, ram // _BYTES_PER_MB)
+            await scale.set_processors_and_memory(self.hv, vm, cpus, ram // _BYTES_PER_MB)
         return ScaleVmAnswer(result=True, details=(
             f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
 
-    async def get_config(self, command: Command) -> Result:
+    async def get_config(self, asked: GetVmConfigCommand) -> Result:
         """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and
         whether the port is connected.
 
         Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
         safe to repeat; 3 queries whatever the number of NICs.
         """
-        asked = expect(command, GetVmConfigCommand)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 raise InvalidRequest(f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM "
                                      f"{asked.vm_name!r}")
-            found = await nics.list_nics(self.cim, vm.guid)
+            found = await nics.list_nics(self.hv, vm.guid)
         return GetVmConfigAnswer(result=True, vm_name=asked.vm_name, nics=[
             NicDetails(mac_address=nic.mac, state=nic.connected,
                        vlan_id=UNTAGGED if nic.vlan is None else str(nic.vlan))
             for nic in found])
 
-    async def modify_nic(self, command: Command) -> Result:
+    async def modify_nic(self, asked: ModifyVmNicConfigCommand) -> Result:
         """Wire one of the VM's NICs: by ``macAddress``, or else by ``index`` (≥ 1, the
         0-based position in GetVmConfig's ``nics``; 0 is the control NIC, never touched).
 
         By MAC, or by index with ``enable``: the port is connected to ``switchLableName``
         (or keeps its switch; with none, the host's first; a NIC without a port gets one)
         and put on ``vlan`` ("untagged" or empty: no VLAN). By MAC this happens whatever
-        ``enable`` says, as the MS's router code sends it unset (§5.3). By index without
+        ``enable`` says, as the MS's router code sends it unset (protocol §5.3). By index without
         ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
         an index >= 1, an unknown VM, MAC or index, an invalid VLAN or switch: a failed
         answer saying which, nothing changed. Safe to repeat. If setting the VLAN fails
         after connecting, the port stays connected and the answer fails. Warm: 3 queries
         (+1 for a named switch) + at most 2 calls and 2 job waits.
         """
-        asked = expect(command, ModifyVmNicConfigCommand)
         if not asked.mac_address and asked.index < 1:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.cim, asked.vm_name)
+            vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 raise _nic_failed(f"there is no VM {asked.vm_name!r} on this host")
-            nic = _pick(await nics.list_nics(self.cim, vm.guid), asked)
+            nic = _pick(await nics.list_nics(self.hv, vm.guid), asked)
             if nic is None:
                 raise _nic_failed(f"VM {asked.vm_name} has no NIC with " + (
                     f"MAC {asked.mac_address}" if asked.mac_address else f"index {asked.index}"))
@@ -125,13 +121,13 @@ class VmConfigHandlers:
     async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
                     vlan: int | None) -> None:
         if asked.mac_address or asked.enable:
-            connected = await nics.connect(self.cim, nic, asked.switch_label_name or None)
-            await nics.set_vlan(self.cim, connected, vlan)
+            connected = await nics.connect(self.hv, nic, asked.switch_label_name or None)
+            await nics.set_vlan(self.hv, connected, vlan)
         else:
-            await nics.set_vlan(self.cim, nic, None)
-            await nics.disconnect(self.cim, nic)
+            await nics.set_vlan(self.hv, nic, None)
+            await nics.disconnect(self.hv, nic)
 
-    async def plug_nic(self, command: Command) -> Result:
+    async def plug_nic(self, asked: PlugNicCommand) -> Result:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
         ``broadcastUri``, ``networkRateMbps``).
 
@@ -143,21 +139,20 @@ class VmConfigHandlers:
         nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
         most 3 calls and 3 job waits when warm.
         """
-        asked = expect(command, PlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
                                  "nothing changed")
-        mac, vlan = build.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
+        mac, vlan = nics.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
+            vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
-            found = await nics.list_nics(self.cim, vm.guid)
+            found = await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if present is not None:
-                await nics.set_vlan(self.cim, await nics.connect(
-                    self.cim, present, nic.name or None), vlan)
+                await nics.set_vlan(self.hv, await nics.connect(
+                    self.hv, present, nic.name or None), vlan)
                 return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
             refusal = await self._nics_fixed(vm, found)
             if refusal:
@@ -167,7 +162,7 @@ class VmConfigHandlers:
 
     async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
         """Why the VM cannot gain or lose NICs now; None when it can."""
-        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.cim, vm.guid) == 2:
+        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.hv, vm.guid) == 2:
             return None
         spares = ", ".join(item.mac for item in found if not item.connected) or "none"
         return (f"VM {vm.name} is a {vm.power.value} generation 1 VM: Hyper-V adds network "
@@ -178,15 +173,15 @@ class VmConfigHandlers:
     async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str, vlan: int | None) -> None:
         switch = nic.name
         if not switch:
-            switches = await hyperv_host.switch_names(self.cim)
+            switches = await hyperv_host.switch_names(self.hv)
             if not switches:
                 raise InvalidRequest("the host has no virtual switch for the NIC")
             switch = switches[0]
         rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-        await build.add_nic(self.cim, vm, mac=mac, switch_name=switch, vlan=vlan,
+        await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
 
-    async def unplug_nic(self, command: Command) -> Result:
+    async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
 
         A generation 2 VM (running or not) or a stopped VM loses the NIC and its port. A
@@ -195,25 +190,24 @@ class VmConfigHandlers:
         a failed answer, nothing changed. Afterwards the NIC carries no traffic. 2 queries
         + 1 call and 1 job wait (up to 2 and 2 on generation 1).
         """
-        asked = expect(command, UnPlugNicCommand)
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
             raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
                                  "nothing changed")
-        mac = build.normalize_mac(nic.mac or "")
+        mac = nics.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.cim, name)
-            found = [] if vm is None else await nics.list_nics(self.cim, vm.guid)
+            vm = await vms.find_vm(self.hv, name)
+            found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if vm is None or present is None:
                 raise InvalidRequest("nothing changed: " + (
                     f"there is no VM {name!r} on this host" if vm is None
                     else f"VM {name} has no NIC with MAC {mac}"))
             if await self._nics_fixed(vm, found) is None:
-                await nics.remove(self.cim, present)
+                await nics.remove(self.hv, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
-            await nics.set_vlan(self.cim, present, None)
-            await nics.disconnect(self.cim, present)
+            await nics.set_vlan(self.hv, present, None)
+            await nics.disconnect(self.hv, present)
         return UnPlugNicAnswer(result=True, details=(
             f"NIC {mac} of running generation 1 VM {name} disconnected (Hyper-V cannot "
             "remove it while the VM runs)"))
@@ -236,7 +230,7 @@ def _nic_failed(why: str) -> InvalidRequest:
 
 def _pick(found: list[nics.Nic], asked: ModifyVmNicConfigCommand) -> nics.Nic | None:
     if asked.mac_address:
-        mac = build.normalize_mac(asked.mac_address)
+        mac = nics.normalize_mac(asked.mac_address)
         return next((nic for nic in found if nic.mac == mac), None)
     return found[asked.index] if asked.index < len(found) else None
 

@@ -1,17 +1,17 @@
 """Volumes on primary storage: CreateObject, Delete and ResizeVolume, and the legacy
-(pre-4.2) Create, Destroy and PrimaryStorageDownload commands (§5.1 rows 30, 34, 36-38).
+(pre-4.2) Create, Destroy and PrimaryStorageDownload commands (protocol §5.1).
 
 Every file is resolved by ``handlers.datapaths``, below a registered root only; disks are
 made and grown by
 Hyper-V (``hyperv.disks``); copies go through ``hostfs.transfer``, which writes a
 temporary name and renames it, so a failed copy leaves no file under the final name.
-Commands on one file are serialised; different files proceed concurrently. A volume
+Commands on one file (these and CopyCommand: ``handlers.locks.FileLocks``) are serialised;
+different files proceed concurrently. A volume
 attached to a running VM is never deleted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ntpath
 import uuid
@@ -26,7 +26,6 @@ from hyperv_agent.cloudstack.answers import (
     PrimaryStorageDownloadAnswer,
     ResizeVolumeAnswer,
 )
-from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.cloudstack.commands_storage import (
     CreateCommand,
     CreateObjectCommand,
@@ -37,61 +36,53 @@ from hyperv_agent.cloudstack.commands_storage import (
 )
 from hyperv_agent.cloudstack.enums import ImageFormat
 from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
-from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed, TransferError
-from hyperv_agent.handlers.datapaths import (
-    DISK_SUFFIXES,
-    TEMPLATE_SOURCE_SUFFIXES,
-    DataPaths,
-    confined,
-)
-from hyperv_agent.handlers.dispatch import Handler, Result
+from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
+from hyperv_agent.handlers.datapaths import DataPaths, confined
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
-from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.download import download_image
 from hyperv_agent.hostfs.http import HttpObject
-from hyperv_agent.hostfs.transfer import Source, disk_suffix, transfer
+from hyperv_agent.hostfs.transfer import Source, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
-from hyperv_agent.hyperv.backend import Backend
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
 
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
 SECTOR_BYTES = 512  # Hyper-V rounds a new disk's size up to whole sectors
-COMPRESSED_SUFFIXES = (".bz2", ".gz", ".zip")
-_VOLUME_FORMATS = {"VHD": ImageFormat.VHD, "VHDX": ImageFormat.VHDX}
+TEMPLATE_NAME = "template (optionally .bz2, .gz or .zip)"
 
 
-class VolumeHandlers:
+class VolumeHandlers(FileHandlers):
     """Volume commands; ``locks`` is the per-VM lock table shared with the VM handlers;
     ``paths`` resolves request paths below registered roots."""
 
-    def __init__(self, cim: Backend, paths: DataPaths, locks: VmLocks,
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks, file_locks: FileLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  aside: AsideFiles | None = None) -> None:
-        self.cim = cim
-        self.paths = paths
-        self.files: HostFiles = paths.files
-        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
+        super().__init__(hv, paths, file_locks, job_wait, aside)
         self.locks = locks
-        self.job_wait = job_wait
-        self.file_locks = VmLocks()  # the same queueing, keyed by host path
 
-    def table(self) -> dict[str, Handler]:
+    def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
         return {
-            names.CREATE_OBJECT_COMMAND: self.create_object,
-            names.DELETE_COMMAND: self.delete,
-            names.RESIZE_VOLUME_COMMAND: self.resize,
-            names.CREATE_COMMAND: self.create_legacy,
-            names.DESTROY_COMMAND: self.destroy_legacy,
-            names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: self.download_legacy,
+            names.CREATE_OBJECT_COMMAND: Route(CreateObjectCommand, self.create_object),
+            names.DELETE_COMMAND: Route(DeleteCommand, self.delete),
+            names.RESIZE_VOLUME_COMMAND: Route(ResizeVolumeCommand, self.resize),
+            names.CREATE_COMMAND: Route(CreateCommand, self.create_legacy),
+            names.DESTROY_COMMAND: Route(DestroyCommand, self.destroy_legacy),
+            names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: Route(PrimaryStorageDownloadCommand,
+                                                          self.download_legacy),
         }
 
     # --- CreateObjectCommand ------------------------------------------------------------
 
-    async def create_object(self, command: Command) -> Result:
+    async def create_object(self, command: CreateObjectCommand) -> Result:
         """A new, empty dynamic disk ``<pool>\\<uuid>.vhdx`` of ``data.size`` bytes.
 
         A repeat for the same volume and size succeeds without touching the file; a file
@@ -99,11 +90,11 @@ class VolumeHandlers:
         template instead of a volume, no uuid or no size: a failed answer, nothing made.
         The answer's ``data`` is the volume with ``path`` = uuid and the disk's size.
         """
-        assert isinstance(command, CreateObjectCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("CreateObjectCommand creates volumes only, not templates")
-        size, fmt = _new_volume_size(volume), _volume_format(volume.format, ImageFormat.VHDX)
+        size = _new_volume_size(volume)
+        fmt = ImageFormat(images.format_of(images.disk_suffix_of_format(volume.format)))
         if not volume.uuid:
             raise InvalidRequest("data.uuid is missing")
         await self.paths.existing(self.paths.pool_root(volume.data_store, "data.dataStore"),
@@ -119,14 +110,14 @@ class VolumeHandlers:
     async def _dynamic_disk(self, path: str, size: int) -> int:
         """Create the disk, or accept an existing one of the same size; its size."""
         if await self.files.exists(path):
-            existing = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            existing = await disks.read_settings(self.hv, path, policy=self.job_wait)
             if existing.size_bytes != _sectors(size):
                 raise AgentError(f"{path} already exists with {existing.size_bytes} bytes, "
                                  f"not {size}; it was left as it is")
             log.info("%s exists with the size asked for; nothing to do", path)
             return existing.size_bytes
         try:
-            await disks.create_dynamic(self.cim, path, size, policy=self.job_wait)
+            await disks.create_dynamic(self.hv, path, size, policy=self.job_wait)
         except AgentError:
             await self.files.remove(path)  # whatever a failed job left behind
             raise
@@ -134,11 +125,10 @@ class VolumeHandlers:
 
     # --- DeleteCommand ------------------------------------------------------------------
 
-    async def delete(self, command: Command) -> Result:
+    async def delete(self, command: DeleteCommand) -> Result:
         """Delete a volume's file in a registered pool. A missing file is success. A file
         in a running VM is refused and kept; templates, snapshots and volumes on an image
         store (the secondary storage VM's) are never deleted here."""
-        assert isinstance(command, DeleteCommand)
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("only volumes are deleted by this agent; the template or "
@@ -153,29 +143,28 @@ class VolumeHandlers:
         return Answer(result=True, details=f"deleted {path}")
 
     async def _refuse_if_running(self, path: str) -> None:
-        attached = await disks.find_attachment(self.cim, path)
+        attached = await disks.find_attachment(self.hv, path)
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
                              "the VM or detach the volume first (the file was kept)")
 
     # --- ResizeVolumeCommand ------------------------------------------------------------
 
-    async def resize(self, command: Command) -> Result:
+    async def resize(self, command: ResizeVolumeCommand) -> Result:
         """Grow the volume ``path`` in ``pool`` to ``newSize`` bytes (also while its VM runs,
         for a VHDX on SCSI). Shrinking is refused and the file left unchanged; the same
         size is success without a change. The answer's ``newSize`` is the disk's size."""
-        assert isinstance(command, ResizeVolumeCommand)
         new_size = command.new_size_bytes or 0
         if new_size < 1:
             raise InvalidRequest("newSize must be a positive number of bytes")
         path = await self._filer_volume(command.pool, command.path)
         async with self.file_locks.hold(path):
-            current = await disks.read_settings(self.cim, path, policy=self.job_wait)
+            current = await disks.read_settings(self.hv, path, policy=self.job_wait)
             if new_size < current.size_bytes:
                 raise AgentError(f"shrinking {path} from {current.size_bytes} to {new_size} "
                                  "bytes is not supported; the volume is unchanged")
             if new_size > current.size_bytes:
-                await disks.resize(self.cim, path, new_size, policy=self.job_wait)
+                await disks.resize(self.hv, path, new_size, policy=self.job_wait)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
 
     async def _filer_volume(self, pool: StorageFilerTO | None, name: str | None) -> str:
@@ -184,19 +173,18 @@ class VolumeHandlers:
             raise InvalidRequest("pool and path are required")
         root = self.paths.pool_root(pool, "pool")
         for candidate in _disk_names(name):
-            path = await self.paths.file_in(root, candidate, "path", DISK_SUFFIXES)
+            path = await self.paths.file_in(root, candidate, "path", images.DISK_SUFFIXES)
             if await self.files.exists(path):
                 return path
         raise InvalidRequest(f"the volume file {confined(root, name)} does not exist")
 
     # --- legacy CreateCommand -----------------------------------------------------------
 
-    async def create_legacy(self, command: Command) -> Result:
+    async def create_legacy(self, command: CreateCommand) -> Result:
         """Copy the template file ``templateUrl`` (a bare name in the pool) to a new
         ``<GUID><ext>``, or without ``templateUrl`` create an empty dynamic VHDX of
         ``diskCharacteristics.size`` bytes. Filesystem pools only. A repeat makes
         another file. A failed copy leaves nothing under the new name."""
-        assert isinstance(command, CreateCommand)
         pool, profile = command.pool, command.disk_characteristics
         if str(pool.type or "") != "Filesystem":
             raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
@@ -206,7 +194,7 @@ class VolumeHandlers:
             target = await self._copy_template_file(root, command.template_url)
         else:
             target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
-            await disks.create_dynamic(self.cim, target, profile.size_bytes or 0,
+            await disks.create_dynamic(self.hv, target, profile.size_bytes or 0,
                                        policy=self.job_wait)
         volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
                           storage_pool_type=pool.type, storage_pool_uuid=pool.uuid,
@@ -218,9 +206,9 @@ class VolumeHandlers:
             raise InvalidRequest(f"templateUrl {name[:80]!r} must be a bare file name in the "
                                  "pool")
         suffix = ntpath.splitext(name)[1].lower()
-        if suffix not in DISK_SUFFIXES:
+        if suffix not in images.DISK_SUFFIXES:
             raise InvalidRequest(f"templateUrl {name[:80]!r} is not a .vhd or .vhdx file")
-        source = await self.paths.file_in(root, name, "templateUrl", DISK_SUFFIXES)
+        source = await self.paths.file_in(root, name, "templateUrl", images.DISK_SUFFIXES)
         if not await self.files.exists(source):
             raise InvalidRequest(f"the template file {source} does not exist")
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
@@ -229,7 +217,7 @@ class VolumeHandlers:
 
     # --- legacy DestroyCommand ----------------------------------------------------------
 
-    async def destroy_legacy(self, command: Command) -> Result:
+    async def destroy_legacy(self, command: DestroyCommand) -> Result:
         """Detach the volume from ``vmName`` (when given and attached there), then delete
         its file. A missing file is success. A file in another VM, or in a running VM
         that cannot release it (IDE), is refused and kept.
@@ -239,13 +227,12 @@ class VolumeHandlers:
         path without its server (for an SMB pool ``/share?user=..&password=..``), so the
         pool is the registered one ``storagePoolUuid`` names (or, failing that, the one
         registered with that path). A local pool's mount point is its folder."""
-        assert isinstance(command, DestroyCommand)
         path = await self._legacy_file(command.volume)
         if path is None:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
         async with vm_lock, self.file_locks.hold(path):
-            attached = await disks.find_attachment(self.cim, path)
+            attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
                 await self._release(attached, path, command.vm_name)
             await self.files.remove(path)
@@ -257,7 +244,7 @@ class VolumeHandlers:
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
         vm = VmRef(attached.vm_guid, attached.vm_name, attached.power)
         try:
-            await drives.detach_volume(self.cim, vm, path)
+            await drives.detach_volume(self.hv, vm, path)
         except AgentError as error:
             raise AgentError(f"{path} could not be detached from VM {attached.vm_name} "
                              f"({error}); the file was kept") from error
@@ -268,7 +255,7 @@ class VolumeHandlers:
             raise InvalidRequest("volume.path is required")
         root = self._legacy_root(volume)
         for candidate in _disk_names(volume.path):
-            path = await self.paths.file_in(root, candidate, "volume.path", DISK_SUFFIXES)
+            path = await self.paths.file_in(root, candidate, "volume.path", images.DISK_SUFFIXES)
             if await self.files.exists(path):
                 return path
         return None
@@ -286,7 +273,7 @@ class VolumeHandlers:
         if not volume.mount_point:
             raise InvalidRequest("volume.mountPoint is required to know the pool")
         root = volume.mount_point
-        if ntpath.splitext(root)[1].lower() in DISK_SUFFIXES:
+        if ntpath.splitext(root)[1].lower() in images.DISK_SUFFIXES:
             root = ntpath.dirname(root)
         return self.paths.folder_root(root, "volume.mountPoint")
 
@@ -299,7 +286,7 @@ class VolumeHandlers:
 
     # --- legacy PrimaryStorageDownloadCommand -------------------------------------------
 
-    async def download_legacy(self, command: Command) -> Result:
+    async def download_legacy(self, command: PrimaryStorageDownloadCommand) -> Result:
         """Copy the .vhd/.vhdx template at ``url`` into ``localPath`` as ``<GUID><ext>``.
 
         ``url`` is cifs:// (read from the share), http:// or https:// (a streamed GET,
@@ -312,20 +299,17 @@ class VolumeHandlers:
         gives the new file name (``installPath``, relative to ``localPath``) and its
         size. A repeat makes another file. Any failure leaves nothing in the pool.
         """
-        assert isinstance(command, PrimaryStorageDownloadCommand)
         if not command.local_path:
             raise InvalidRequest("localPath is required")
         root = await self.paths.existing(
             self.paths.folder_root(command.local_path, "localPath"), "localPath")
         source, name = await self._download_source(command)
-        suffix = _template_suffix(name)
+        suffix = images.disk_suffix_of(name, TEMPLATE_NAME)
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "localPath")
-        check = _DiskCheck(self.files, source)
-        done = await transfer(self.files, source, target, verify=check,
-                              aside=self.aside)
-        if check.suffix is not None and check.suffix != suffix:
-            target = await self._renamed(target, check.suffix)
-        return PrimaryStorageDownloadAnswer(result=True, install_path=ntpath.basename(target),
+        async with self.file_locks.hold(target):
+            done = await download_image(self.files, source, target, aside=self.aside)
+        return PrimaryStorageDownloadAnswer(result=True,
+                                            install_path=ntpath.basename(done.path),
                                             template_size_bytes=done.size)
 
     async def _download_source(self, command: PrimaryStorageDownloadCommand
@@ -345,10 +329,10 @@ class VolumeHandlers:
         location = self.paths.image_store(url, "url")
         if not location.folder:
             raise InvalidRequest("the template URL names a share, not a file")
-        _template_suffix(location.unc)
+        images.disk_suffix_of(location.unc, TEMPLATE_NAME)
         share = locations.ShareLocation(location.server, location.share).root
         path = await self.paths.file_in(share, location.folder, "url",
-                                        TEMPLATE_SOURCE_SUFFIXES)
+                                        images.PACKED_IMAGE_SUFFIXES)
         if not await self.files.exists(path):
             raise InvalidRequest(f"the template file {path} does not exist")
         return path, path
@@ -360,39 +344,13 @@ class VolumeHandlers:
             raise InvalidRequest(f"nfs:// templates are read from local_secondary_storage_path "
                                  f"{root}, which does not exist on this host")
         candidates = _nfs_candidates(url, secondary_url)
-        _template_suffix(candidates[-1])
+        images.disk_suffix_of(candidates[-1], TEMPLATE_NAME)
         tried = [confined(root, relative) for relative in candidates]
         for path in tried:
             if await self.files.exists(path):
-                return await self.paths.file_in(root, path, "url", TEMPLATE_SOURCE_SUFFIXES)
+                return await self.paths.file_in(root, path, "url", images.PACKED_IMAGE_SUFFIXES)
         raise InvalidRequest(f"the nfs:// template is not in local_secondary_storage_path: "
                              f"{' nor '.join(tried)} exists")
-
-    async def _renamed(self, target: str, suffix: str) -> str:
-        renamed = ntpath.splitext(target)[0] + suffix
-        log.warning("%s holds a %s disk; renamed to %s", target, suffix[1:].upper(), renamed)
-        try:
-            await self.files.rename(target, renamed)
-        except AgentError:
-            await self.files.remove(target)
-            raise
-        return renamed
-
-
-class _DiskCheck:
-    """``transfer``'s verify step: the copy must be a VHD or VHDX disk; ``suffix`` is
-    the format its signature shows."""
-
-    def __init__(self, files: HostFiles, source: Source) -> None:
-        self.files = files
-        self.label = source if isinstance(source, str) else source.label
-        self.suffix: str | None = None
-
-    async def __call__(self, copy: str) -> None:
-        self.suffix = await asyncio.to_thread(disk_suffix, self.files, copy)
-        if self.suffix is None:
-            raise TransferError(f"{self.label} is not a VHD or VHDX disk (no disk signature "
-                                "in what it holds); nothing was added to the pool")
 
 
 # --- pure helpers -------------------------------------------------------------------------
@@ -402,13 +360,6 @@ def _new_volume_size(volume: VolumeObjectTO) -> int:
     if volume.size_bytes is None or volume.size_bytes < 1:
         raise InvalidRequest("data.size must be a positive number of bytes")
     return volume.size_bytes
-
-
-def _volume_format(fmt: object, default: ImageFormat) -> ImageFormat:
-    text = str(fmt or default).upper()
-    if text not in _VOLUME_FORMATS:
-        raise InvalidRequest(f"volume format {text[:20]!r} is not VHD or VHDX")
-    return _VOLUME_FORMATS[text]
 
 
 def _is_local(path: str) -> bool:
@@ -423,9 +374,9 @@ def _sectors(size: int) -> int:
 def _disk_names(name: str) -> tuple[str, ...]:
     """``name`` itself when it names a disk file, else ``name.vhdx`` and ``name.vhd``:
     never a file of another kind."""
-    if name.lower().endswith(DISK_SUFFIXES):
+    if name.lower().endswith(images.DISK_SUFFIXES):
         return (name,)
-    return tuple(name + suffix for suffix in DISK_SUFFIXES)
+    return tuple(name + suffix for suffix in images.DISK_SUFFIXES)
 
 
 def _nfs_candidates(url: str, secondary_url: str | None) -> list[str]:
@@ -453,15 +404,3 @@ def _nfs_parts(url: str) -> tuple[str, list[str]]:
     except ValueError:
         raise InvalidRequest("the nfs:// URL is malformed") from None
     return host, [unquote(segment) for segment in parts.path.split("/") if segment]
-
-
-def _template_suffix(source: str) -> str:
-    """``.vhd`` / ``.vhdx`` of a template name, after any compression suffix."""
-    name = ntpath.basename(source).lower()
-    for compressed in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(compressed)
-    suffix = ntpath.splitext(name)[1]
-    if suffix not in DISK_SUFFIXES:
-        raise InvalidRequest(f"{ntpath.basename(source)[:80]!r} is not a .vhd or .vhdx "
-                             "template (optionally .bz2, .gz or .zip)")
-    return suffix

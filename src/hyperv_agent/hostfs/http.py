@@ -1,4 +1,4 @@
-"""One file on a web server, read as a stream: a plain HTTP(S) GET.
+"""One file on a web server, read as a stream: a plain HTTP(S) GET (on aiohttp, ``web``).
 
 Redirects are followed a bounded number of times (never from https down to http); TLS
 certificates are verified unless the source says otherwise; the body is never buffered
@@ -10,17 +10,14 @@ does the query string, which often carries signed tokens.
 from __future__ import annotations
 
 import base64
-import http.client
-import io
 import logging
-import socket
 import ssl
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from hyperv_agent.errors import TransferError
-from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
+from hyperv_agent.hostfs.web import Get, Peer, Response, open_get
 
 __all__ = ["MAX_REDIRECTS", "HttpObject", "open_url"]
 
@@ -122,13 +119,12 @@ def open_url(obj: HttpObject, timeout_s: float = 30.0,
     """
     current = obj
     for _ in range(max_redirects + 1):
-        connection, response = _get(current, timeout_s)
+        response = open_get(_get(current, timeout_s))
         if response.status == 200:
-            return io.BufferedReader(ResponseBody(current.label, connection, response),
-                                     COPY_CHUNK_BYTES)
-        location = response.getheader("Location") if response.status in _REDIRECTS else None
+            return response.body()
+        location = response.headers.get("Location") if response.status in _REDIRECTS else None
         message = None if location else _status_message(current, response)
-        connection.close()
+        response.close()
         if message is not None:
             raise TransferError(message)
         following = current.redirected(location or "")
@@ -138,26 +134,16 @@ def open_url(obj: HttpObject, timeout_s: float = 30.0,
     raise TransferError(f"{obj.label} redirects more than {max_redirects} times; giving up")
 
 
-def _get(obj: HttpObject, timeout_s: float) -> tuple[http.client.HTTPConnection,
-                                                     http.client.HTTPResponse]:
-    connection = _connection(obj, timeout_s)
+def _get(obj: HttpObject, timeout_s: float) -> Get:
     headers = {"Accept-Encoding": "identity", "User-Agent": "hyperv-agent"}
     if obj.credentials is not None:
         token = base64.b64encode(":".join(obj.credentials).encode()).decode()
         headers["Authorization"] = f"Basic {token}"
-    try:
-        connection.request("GET", obj.target, headers=headers)
-        return connection, connection.getresponse()
-    except (OSError, http.client.HTTPException) as error:
-        connection.close()
-        raise TransferError(_connect_message(obj, error, timeout_s)) from None
-
-
-def _connection(obj: HttpObject, timeout_s: float) -> http.client.HTTPConnection:
-    if not obj.https:
-        return http.client.HTTPConnection(obj.host, obj.port, timeout=timeout_s)
-    return http.client.HTTPSConnection(obj.host, obj.port, timeout=timeout_s,
-                                       context=_tls_context(obj))
+    where = f"{obj.address} (for {obj.label})"
+    peer = Peer(where, f"cannot resolve the host {obj.host} (for {obj.label})",
+                "is the host and port right?", "does the server speak https?")
+    return Get(f"{obj.scheme}://{obj.address}{obj.target}", headers,
+               _tls_context(obj) if obj.https else None, obj.label, peer, timeout_s)
 
 
 def _tls_context(obj: HttpObject) -> ssl.SSLContext:
@@ -172,24 +158,7 @@ def _tls_context(obj: HttpObject) -> ssl.SSLContext:
     return context
 
 
-def _connect_message(obj: HttpObject, error: BaseException, timeout_s: float) -> str:
-    where = f"{obj.address} (for {obj.label})"
-    if isinstance(error, ConnectionRefusedError):
-        return f"cannot connect to {where}: connection refused (is the host and port right?)"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host {obj.host} (for {obj.label})"
-    if isinstance(error, TimeoutError):
-        return f"{where} did not answer within {timeout_s:g} s"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"the TLS certificate of {where} is not trusted ({error.verify_message})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS with {where} failed ({error.reason}); does the server speak https?"
-    if isinstance(error, OSError):
-        return f"cannot reach {where}: {error.strerror or type(error).__name__}"
-    return f"{where} sent no valid HTTP answer ({type(error).__name__})"
-
-
-def _status_message(obj: HttpObject, response: http.client.HTTPResponse) -> str:
+def _status_message(obj: HttpObject, response: Response) -> str:
     status = f"HTTP {response.status} {_one_line(response.reason)}".rstrip()
     if response.status in _REDIRECTS:
         return f"{obj.label} redirects ({status}) without saying where to"
@@ -204,49 +173,3 @@ def _status_message(obj: HttpObject, response: http.client.HTTPResponse) -> str:
 
 def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())[:_REASON_CHARS]
-
-
-class ResponseBody(io.RawIOBase):
-    """The response body; a connection that closes before Content-Length is an error."""
-
-    def __init__(self, label: str, connection: http.client.HTTPConnection,
-                 response: http.client.HTTPResponse) -> None:
-        super().__init__()
-        self._label = label
-        self._connection = connection
-        self._response = response
-        self._expected = response.length
-        self._received = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        try:
-            count = self._response.readinto(buffer)
-        except (OSError, http.client.HTTPException) as error:
-            raise TransferError(f"reading {self._label} failed after {self._received} "
-                                f"bytes: {reason(error)}") from None
-        self._received += count
-        if count == 0 and len(buffer) and self._expected is not None \
-                and self._received < self._expected:
-            raise TransferError(f"the server closed the connection after {self._received} "
-                                f"of {self._expected} bytes of {self._label}")
-        return count
-
-    def close(self) -> None:
-        if not self.closed:
-            self._response.close()
-            self._connection.close()
-        super().close()
-
-
-def reason(error: BaseException) -> str:
-    """Why reading a response failed, in a few words."""
-    if isinstance(error, TimeoutError):
-        return "the server stopped sending (timed out)"
-    if isinstance(error, http.client.IncompleteRead):
-        return "the body ended early"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return type(error).__name__

@@ -20,7 +20,7 @@ def template_properties(
     virtual_size_bytes: int,
     file_size_bytes: int,
 ) -> str:
-    """The text of template.properties for a template made from a volume (§11 order).
+    """The text of template.properties for a template made from a volume (protocol §11 order).
 
     ``name`` is the TemplateObjectTO ``name`` (N), ``image_format`` its format (VHD,
     VHDX). Lines end in ``\\n``; values are escaped as java.util.Properties does, so the

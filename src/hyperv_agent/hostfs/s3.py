@@ -1,4 +1,5 @@
-"""One object of an S3-compatible store, read as a stream: a SigV4-signed GET.
+"""One object of an S3-compatible store, read as a stream: a SigV4-signed GET (on aiohttp,
+``web``).
 
 Path-style URLs (``http(s)://endpoint/bucket/key``) work with AWS and with every
 S3-compatible server a CloudStack image store points at. The request is signed with AWS
@@ -11,9 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import http.client
-import io
-import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +21,7 @@ from urllib.parse import quote, urlsplit
 from defusedxml import ElementTree
 
 from hyperv_agent.errors import TransferError
-from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
-from hyperv_agent.hostfs.http import ResponseBody
+from hyperv_agent.hostfs.web import Get, Peer, Response, open_get
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -62,18 +59,19 @@ def open_object(obj: S3Object, timeout_s: float = 30.0) -> BinaryIO:
                              headers={}, payload_hash=UNSIGNED_PAYLOAD,
                              access_key=obj.access_key, secret_key=obj.secret_key,
                              region=obj.region, when=dt.datetime.now(dt.UTC))
-    connection = _connection(obj, host, port, timeout_s)
-    try:
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-    except (OSError, http.client.HTTPException) as error:
-        connection.close()
-        raise TransferError(_connect_message(obj, error, timeout_s)) from None
+    headers["Accept-Encoding"] = "identity"  # unsigned: the body is taken as stored
+    where = f"S3 endpoint {_bare_endpoint(obj.endpoint)}"
+    peer = Peer(where, f"cannot resolve the host of {where}",
+                "is the endpoint and port right?", "is httpsFlag right for this endpoint?")
+    address = f"[{host}]" if ":" in host else host
+    url = f"{'https' if obj.https else 'http'}://{address}{f':{port}' if port else ''}{path}"
+    response = open_get(Get(url, headers, ssl.create_default_context() if obj.https else None,
+                            obj.label, peer, timeout_s))
     if response.status != 200:
         message = _status_message(obj, response)
-        connection.close()
+        response.close()
         raise TransferError(message)
-    return io.BufferedReader(ResponseBody(obj.label, connection, response), COPY_CHUNK_BYTES)
+    return response.body()
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -132,32 +130,7 @@ def _host_and_port(endpoint: str) -> tuple[str, int | None]:
     return parts.hostname, port
 
 
-def _connection(obj: S3Object, host: str, port: int | None,
-                timeout_s: float) -> http.client.HTTPConnection:
-    if obj.https:
-        return http.client.HTTPSConnection(host, port, timeout=timeout_s,
-                                           context=ssl.create_default_context())
-    return http.client.HTTPConnection(host, port, timeout=timeout_s)
-
-
-def _connect_message(obj: S3Object, error: BaseException, timeout_s: float) -> str:
-    where = f"S3 endpoint {_bare_endpoint(obj.endpoint)}"
-    if isinstance(error, ConnectionRefusedError):
-        return f"cannot connect to {where}: connection refused (is the endpoint and port right?)"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host of {where}"
-    if isinstance(error, TimeoutError):
-        return f"{where} did not answer within {timeout_s:g} s"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"the TLS certificate of {where} is not trusted ({error.verify_message})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS with {where} failed ({error.reason}); is httpsFlag right for this endpoint?"
-    if isinstance(error, OSError):
-        return f"cannot reach {where}: {error.strerror or type(error).__name__}"
-    return f"{where} sent no valid HTTP answer ({type(error).__name__})"
-
-
-def _status_message(obj: S3Object, response: http.client.HTTPResponse) -> str:
+def _status_message(obj: S3Object, response: Response) -> str:
     code, detail = _error_fields(response)
     what = f"{obj.bucket}/{obj.key}"
     said = f"; S3 said {code}" if code else ""
@@ -172,11 +145,10 @@ def _status_message(obj: S3Object, response: http.client.HTTPResponse) -> str:
            f"({reason})"
 
 
-def _error_fields(response: http.client.HTTPResponse) -> tuple[str, str]:
+def _error_fields(response: Response) -> tuple[str, str]:
     """The Code and Message of an S3 error body; empty strings when there is none."""
     try:
-        body = response.read(_ERROR_BODY_BYTES)
-        root = ElementTree.fromstring(body)
+        root = ElementTree.fromstring(response.error_text(_ERROR_BODY_BYTES))
     except Exception:  # an unreadable error body only loses detail
         return "", ""
     code = (root.findtext("Code") or "").strip()

@@ -18,7 +18,6 @@ import io
 import logging
 import re
 import secrets
-import struct
 import threading
 import time
 import zlib
@@ -26,28 +25,36 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, TypeVar
 
+from stream_unzip import (
+    NO_ENCRYPTION,
+    EncryptionMechanismNotAllowed,
+    IntegrityError,
+    PasswordError,
+    TruncatedDataError,
+    UnexpectedSignatureError,
+    UnsupportedFeatureError,
+    UnzipError,
+    stream_unzip,
+)
+
 from hyperv_agent.errors import AgentError, TransferError
+from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
-__all__ = ["IMAGE_SUFFIXES", "Checksum", "Source", "TransferError", "Transferred",
-           "disk_suffix", "parse_checksum", "transfer"]
+__all__ = ["Checksum", "Source", "TransferError", "Transferred", "parse_checksum", "transfer"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-IMAGE_SUFFIXES = (".vhd", ".vhdx", ".iso", ".qcow2", ".raw")
 _HEX_LENGTHS = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 _PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
              "sha-256": "sha256", "sha512": "sha512", "sha-512": "sha512"}
 _PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
-_VHDX_SIGNATURE = b"vhdxfile"  # at offset 0 of every VHDX
-_VHD_COOKIE = b"conectix"  # the VHD footer's cookie; dynamic disks copy it to offset 0
-_VHD_FOOTER_BYTES = 512
 
 Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
 
@@ -90,18 +97,19 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     """Copy ``source`` (a host path, an S3 object or an http(s) file) to the host path
     ``target``.
 
-    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single disk
-    image member is taken) is expanded while it streams. ``checksum`` is checked against
-    the source as stored. The copy is written aside and renamed over ``target`` only on
-    success; on any failure or cancellation the aside file is removed and ``target`` is
-    left as it was, so a repeat is safe. A missing source, a corrupt stream, a checksum
-    mismatch or a full disk raise TransferError or HostFileError with one line. ``digest``
-    (a hashlib name, e.g. "md5") asks for the source's digest in the result. ``verify``
-    is awaited with the aside file's path once every byte is in; an error it raises fails
-    the copy like any other (the aside file is removed, ``target`` left as it was). Aside
-    files an earlier attempt at the same target left behind (its process was killed) are
-    removed first, and with ``aside`` (the agent's) every aside file of the agent in the
-    target's folder that no copy is writing now; callers serialise copies to one target.
+    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single image
+    member, ``images.IMAGE_SUFFIXES``, is taken) is expanded while it streams.
+    ``checksum`` is checked against the source as stored. The copy is written aside and
+    renamed over ``target`` only on success; on any failure or cancellation the aside
+    file is removed and ``target`` is left as it was, so a repeat is safe. A missing
+    source, a corrupt stream, a checksum mismatch or a full disk raise TransferError or
+    HostFileError with one line. ``digest`` (a hashlib name, e.g. "md5") asks for the
+    source's digest in the result. ``verify`` is awaited with the aside file's path once
+    every byte is in; an error it raises fails the copy like any other (the aside file is
+    removed, ``target`` left as it was). Aside files an earlier attempt at the same target
+    left behind (its process was killed) are removed first, and with ``aside`` (the
+    agent's) every aside file of the agent in the target's folder that no copy is writing
+    now; callers serialise copies to one target.
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
@@ -132,8 +140,7 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
 
 
 def _codec(source: Source) -> str | None:
-    name = _source_name(source).lower()
-    return next((codec for codec in ("bz2", "gz", "zip") if name.endswith("." + codec)), None)
+    return images.compression(_source_name(source))
 
 
 def _source_name(source: Source) -> str:
@@ -142,23 +149,6 @@ def _source_name(source: Source) -> str:
     if isinstance(source, HttpObject):
         return source.name  # the URL's path, never its query
     return source
-
-
-def disk_suffix(files: HostFiles, path: str) -> str | None:
-    """``.vhdx`` or ``.vhd`` by the file's signature (a VHDX header, a VHD footer or its
-    copy at the start), None for anything else. Blocking: call it from a worker thread.
-    Read-only; a missing file raises HostFileError."""
-    with files.open_binary(path, "rb") as handle:
-        head = handle.read(len(_VHDX_SIGNATURE))
-        if head == _VHDX_SIGNATURE:
-            return ".vhdx"
-        if head == _VHD_COOKIE:
-            return ".vhd"
-        size = handle.seek(0, io.SEEK_END)
-        if size < _VHD_FOOTER_BYTES:
-            return None
-        handle.seek(size - _VHD_FOOTER_BYTES)
-        return ".vhd" if handle.read(len(_VHD_COOKIE)) == _VHD_COOKIE else None
 
 
 async def _native_copy(files: HostFiles, source: str, temp: str, meter: _Meter) -> int:
@@ -233,8 +223,8 @@ class _Meter:
 
 
 class _Source:
-    """The source as stored: counts and hashes every byte read, serves small reads from a
-    chunk-sized buffer, and takes back bytes a zip member's deflate stream over-read."""
+    """The source as stored: counts and hashes every byte read, and serves small reads
+    (the decompressors') from a chunk-sized buffer."""
 
     def __init__(self, raw: BinaryIO, label: str, hasher: _Hasher | None,
                  stop: threading.Event) -> None:
@@ -253,19 +243,6 @@ class _Source:
             self._buffer, self._offset = self._pull(COPY_CHUNK_BYTES), 0
             return self.read(size) if self._buffer else b""
         return self._pull(COPY_CHUNK_BYTES if size < 0 else size)
-
-    def read_exactly(self, size: int, what: str) -> bytes:
-        data = b""
-        while len(data) < size:
-            more = self.read(size - len(data))
-            if not more:
-                raise TransferError(f"{self._label} ends inside {what} (truncated)")
-            data += more
-        return data
-
-    def unread(self, data: bytes) -> None:
-        self._buffer = data + self._buffer[self._offset:]
-        self._offset = 0
 
     def seekable(self) -> bool:
         return False
@@ -373,122 +350,51 @@ def _decompressor(codec: str, source: _Source) -> bz2.BZ2File | gzip.GzipFile:
     return gzip.GzipFile(fileobj=source, mode="rb")
 
 
-# --- zip: the one disk image member, read as the archive streams ---------------------------
-
-_LOCAL_HEADER = b"PK\x03\x04"
-_DESCRIPTOR = b"PK\x07\x08"
-_HEADER = struct.Struct("<HHHHHIIIHH")
-_NO_SIZE = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    flags: int
-    method: int
-    crc: int
-    compressed: int
-    zip64: bool
-
-    @property
-    def described_after(self) -> bool:
-        return bool(self.flags & 0x08)
+# --- zip: the one image member, read as the archive streams ---------------------------------
 
 
 def _zip_image(source: _Source, label: str) -> Iterator[bytes]:
+    """The bytes of the archive's one image member (``images.IMAGE_SUFFIXES``); other
+    members are read past. stream-unzip reads the archive front to back, checking each
+    member's CRC and sizes, as it arrives (no central directory is needed)."""
     found: str | None = None
-    first = True
-    while (signature := source.read_exactly(4, "the zip archive")) == _LOCAL_HEADER:
-        first = False
-        member = _read_member_header(source, label)
-        is_image = member.name.lower().endswith(IMAGE_SUFFIXES)
-        if is_image and found is not None:
-            raise TransferError(f"{label} holds several disk images ({found}, {member.name});"
-                                " expected one")
-        chunks = _member_data(source, member, label)
-        if is_image:
-            found = member.name
-            yield from chunks
-        else:
-            for _ in chunks:
-                pass
-    if first and signature not in (b"PK\x01\x02", b"PK\x05\x06"):
-        raise TransferError(f"{label} is not a valid zip archive")
-    if found is None:
-        raise TransferError(f"{label} holds no disk image (one of {', '.join(IMAGE_SUFFIXES)})")
-
-
-def _read_member_header(source: _Source, label: str) -> _Member:
-    fields = _HEADER.unpack(source.read_exactly(_HEADER.size, "a zip member header"))
-    _, flags, method, _, _, crc, compressed, size, name_length, extra_length = fields
-    name = source.read_exactly(name_length, "a zip member name").decode("utf-8", "replace")
-    extra = source.read_exactly(extra_length, "a zip member header")
-    if flags & 0x01:
-        raise TransferError(f"{label}: member {name} is encrypted")
-    zip64 = _NO_SIZE in (compressed, size)
-    if zip64:
-        compressed = _zip64_compressed(extra, size, compressed)
-    if method not in (0, 8):
-        raise TransferError(f"{label}: member {name} uses compression method {method}; "
-                            "only stored and deflated members are supported")
-    if method == 0 and flags & 0x08:
-        raise TransferError(f"{label}: stored member {name} does not give its size")
-    return _Member(name, flags, method, crc, compressed, zip64)
-
-
-def _zip64_compressed(extra: bytes, size: int, compressed: int) -> int:
-    offset = 0
-    while offset + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, offset)
-        if tag == 0x0001:
-            values = struct.unpack_from(f"<{length // 8}Q", extra, offset + 4)
-            index = 1 if size == _NO_SIZE else 0
-            return values[index] if compressed == _NO_SIZE else compressed
-        offset += 4 + length
-    return compressed
-
-
-def _member_data(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
-    crc = 0
-    chunks = _stored(source, member) if member.method == 0 else _inflated(source, member, label)
-    for chunk in chunks:
-        crc = zlib.crc32(chunk, crc)
-        yield chunk
-    expected = _descriptor_crc(source, member) if member.described_after else member.crc
-    if crc != expected:
-        raise TransferError(f"{label}: member {member.name} is corrupt (CRC mismatch)")
-
-
-def _stored(source: _Source, member: _Member) -> Iterator[bytes]:
-    remaining = member.compressed
-    while remaining:
-        chunk = source.read_exactly(min(remaining, COPY_CHUNK_BYTES), member.name)
-        remaining -= len(chunk)
-        yield chunk
-
-
-def _inflated(source: _Source, member: _Member, label: str) -> Iterator[bytes]:
-    inflater = zlib.decompressobj(-15)
-    remaining = None if member.described_after else member.compressed
+    member = ""
     try:
-        while not inflater.eof:
-            size = COPY_CHUNK_BYTES if remaining is None else min(remaining, COPY_CHUNK_BYTES)
-            data = source.read(size) if size else b""
-            if not data:
-                raise TransferError(f"{label} ends inside {member.name} (truncated)")
-            if remaining is not None:
-                remaining -= len(data)
-            while data and not inflater.eof:
-                yield inflater.decompress(data, COPY_CHUNK_BYTES)
-                data = inflater.unconsumed_tail
-    except zlib.error as error:
-        raise TransferError(f"{label}: member {member.name} is corrupt ({error})") from None
-    source.unread(inflater.unused_data)
+        for name, _, chunks in stream_unzip(_chunks(source),
+                                            allowed_encryption_mechanisms=(NO_ENCRYPTION,)):
+            member = name.decode("utf-8", "replace")
+            if not member.lower().endswith(images.IMAGE_SUFFIXES):
+                for _ in chunks:
+                    pass
+                continue
+            if found is not None:
+                raise TransferError(f"{label} holds several disk images ({found}, {member});"
+                                    " expected one")
+            found = member
+            yield from chunks
+    except UnzipError as error:
+        raise TransferError(_zip_problem(label, member, error)) from None
+    if found is None:
+        raise TransferError(f"{label} holds no disk image (one of "
+                            f"{', '.join(images.IMAGE_SUFFIXES)})")
 
 
-def _descriptor_crc(source: _Source, member: _Member) -> int:
-    start = source.read_exactly(4, "a zip data descriptor")
-    if start == _DESCRIPTOR:
-        start = source.read_exactly(4, "a zip data descriptor")
-    source.read_exactly(16 if member.zip64 else 8, "a zip data descriptor")
-    return int(struct.unpack("<I", start)[0])
+def _chunks(source: _Source) -> Iterator[bytes]:
+    while chunk := source.read(COPY_CHUNK_BYTES):
+        yield chunk
+
+
+def _zip_problem(label: str, member: str, error: UnzipError) -> str:
+    """One line saying what is wrong with the archive ``label``."""
+    where = f"{label}: member {member}" if member else label
+    if isinstance(error, TruncatedDataError):
+        return f"{label} ends inside {member or 'the zip archive'} (truncated)"
+    if isinstance(error, UnexpectedSignatureError) and not member:
+        return f"{label} is not a valid zip archive"
+    if isinstance(error, IntegrityError):
+        return f"{where} is corrupt ({type(error).__name__.removesuffix('Error')})"
+    if isinstance(error, EncryptionMechanismNotAllowed | PasswordError):
+        return f"{where} is encrypted"
+    if isinstance(error, UnsupportedFeatureError):
+        return f"{where} uses a zip feature this agent does not read ({type(error).__name__})"
+    return f"{where} is corrupt ({type(error).__name__})"

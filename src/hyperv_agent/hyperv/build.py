@@ -1,26 +1,15 @@
-"""Building a VM: define it, add controllers, disks, DVDs and NICs (KVP items: ``kvp``;
-secure boot templates and boot order: ``firmware``).
+"""Building a VM: its definition, processors and memory (devices: ``devices``; NICs:
+``nics``; KVP items: ``kvp``; secure boot templates and boot order: ``firmware``).
 
 These are the pieces a StartCommand handler composes. Every method call goes through
 ``jobs.call`` on the Virtual System Management Service (VSMS, ``vms.management_service``).
-
-New devices are copies of Hyper-V's template (``…\\Default``) instances. All RASD-derived
-templates are read with ONE query the first time a backend needs one; the VSSD, the port
-features (VLAN, bandwidth) and the KVP data item are spawned once; switch paths are looked
-up by name once. All of it is cached per ``Cim`` (a ``WeakKeyDictionary``), so the figures
-below hold once a backend is warm (job polls not counted, W = job waits). Warming costs,
-once per backend: 1 query for the VSMS, 1 query for all templates, 1 spawn per spawned
-class (VSSD, VLAN, bandwidth, KVP item), 1 query per switch name, 2 queries for the
+The figures hold once a session is warm (``settings``; job polls not counted, W = job
+waits); warming costs 1 query for the VSMS, 1 spawn for the VSSD, and 2 queries for the
 host's clock speed (``host_cpu_mhz``).
 
 ===========================  ==============================================================
 ``define_vm``                3 calls + 2 W (DefineSystem, 1 query, ModifyResourceSettings)
-``add_scsi_controller``      1 call + 1 W
-``attach_disk``              2 calls + 2 W (drive, then medium)
-``attach_empty_dvd``         1 call + 1 W
-``controllers``              1 query
-``add_nic``                  3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without
-``host_cpu_mhz``             2 queries the first time for a backend, then none
+``host_cpu_mhz``             2 queries the first time for a session, then none
 ===========================  ==============================================================
 
 Requests are checked before anything is created (``InvalidRequest``). A failure of a later
@@ -32,45 +21,29 @@ deletes a file.
 from __future__ import annotations
 
 import uuid
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
+from hyperv_agent.cim.api import CimInstance, MethodResult
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import host, vms
+from hyperv_agent.hyperv import host, settings, vms
 from hyperv_agent.hyperv.schema import (
-    BITS_PER_MEGABIT,
     BOOT_CD_FIRST,
     BOOT_DISK_FIRST,
     GENERATION_SUBTYPES,
-    MAC_HEX_DIGITS,
     MEMORY_MIN_MB,
     NAMESPACE,
     PROCESSOR_LIMIT_FULL,
     PROCESSOR_WEIGHT_DEFAULT,
     PROCESSOR_WEIGHT_MAX,
     PROCESSOR_WEIGHT_MIN,
-    SCSI_SLOTS,
-    TEMPLATE_PREFIX,
-    TEMPLATE_SUFFIX,
-    VLAN_ID_MAX,
-    VLAN_ID_MIN,
     VM_NAME_MAX_CHARS,
     Class,
-    EnabledState,
     ResourceType,
-    Subtype,
-    VlanMode,
 )
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
-
-_T = TypeVar("_T")
-_Undo = Callable[[], Awaitable[object]]
-
-# --- requests and results -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -90,138 +63,11 @@ class VmSpec:
     boot_from_cd: bool = False  # generation 1: the CD before the hard disk
 
 
-@dataclass(frozen=True)
-class DiskRef:
-    """A drive and the medium (VHD, VHDX or ISO) in it."""
-
-    drive: ObjectPath
-    medium: ObjectPath
-
-
-@dataclass(frozen=True)
-class NicRef:
-    """A synthetic NIC, its switch port and the port features added with it."""
-
-    nic: ObjectPath
-    port: ObjectPath
-    mac: str  # 12 upper-case hex digits
-    features: tuple[ObjectPath, ...]
-
-
-@dataclass(frozen=True)
-class Controllers:
-    """A VM's storage controllers: IDE by Address ("0", "1"), SCSI in WMI's order."""
-
-    ide: tuple[ObjectPath, ...]
-    scsi: tuple[ObjectPath, ...]
-
-
-# --- per-backend cache --------------------------------------------------------------------
-
-
 @dataclass
-class _Cache:
-    templates: dict[tuple[str, str], CimInstance] | None = None  # (class, subtype) lower-case
-    spawned: dict[str, CimInstance] = field(default_factory=dict)  # by class name
-    switches: dict[str, ObjectPath] = field(default_factory=dict)  # by ElementName
-    cpu_mhz: int | None = None  # the host's clock speed per core
+class _Kept:
+    """What the session keeps for this module: the host's clock speed per core."""
 
-
-_CACHES: weakref.WeakKeyDictionary[Cim, _Cache] = weakref.WeakKeyDictionary()
-
-
-def _cache(cim: Cim) -> _Cache:
-    return _CACHES.setdefault(cim, _Cache())
-
-
-async def default_setting(cim: Cim, class_name: str, subtype: str) -> CimInstance:
-    """The ``…\\Default`` instance of ``class_name`` and ``subtype``: 1 query, then cached."""
-    cache = _cache(cim)
-    if cache.templates is None:
-        pattern = wql.like_literal(TEMPLATE_PREFIX) + "%" + wql.like_literal(TEMPLATE_SUFFIX)
-        found = await cim.query(wql.select(Class.RASD_BASE, wql.like("InstanceID", pattern)),
-                                NAMESPACE)
-        cache.templates = {(t.class_name.lower(), (t.string("ResourceSubType") or "").lower()): t
-                           for t in reversed(found)}  # the first of duplicates wins
-    template = cache.templates.get((class_name.lower(), subtype.lower()))
-    if template is None:
-        raise HyperVError(f"the host has no {class_name} template for {subtype}")
-    return template
-
-
-async def spawned(cim: Cim, class_name: str) -> CimInstance:
-    """A new instance of ``class_name`` with its defaults: 1 spawn, then cached."""
-    cached = _cache(cim).spawned
-    if class_name not in cached:
-        cached[class_name] = await cim.spawn(class_name, NAMESPACE)
-    return cached[class_name]
-
-
-async def switch_path(cim: Cim, name: str) -> ObjectPath:
-    """The path of the vSwitch called ``name``: 1 query, then cached; InvalidRequest if none."""
-    switches = _cache(cim).switches
-    if name not in switches:
-        query = wql.select(Class.SWITCH, wql.eq("ElementName", name),
-                           ("CreationClassName", "Name", "ElementName"))
-        found = [s.path for s in await cim.query(query, NAMESPACE) if s.path is not None]
-        if not found:
-            raise InvalidRequest(f"the host has no virtual switch named {name!r}")
-        switches[name] = found[0]
-    return switches[name]
-
-
-def normalize_mac(mac: str) -> str:
-    """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
-    digits = mac.replace(":", "").replace("-", "").upper()
-    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
-        raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
-    return digits
-
-
-# --- shared steps -------------------------------------------------------------------------
-
-
-async def _add(cim: Cim, vm: VmRef, setting: CimInstance) -> ObjectPath:
-    """AddResourceSettings of one setting; its new path (1 call + 1 W)."""
-    result = await vms.call_service(cim, "AddResourceSettings",
-                         {"AffectedConfiguration": vm.path, "ResourceSettings": [setting]})
-    return _first(result, "ResultingResourceSettings")
-
-
-async def _remove(cim: Cim, paths: Sequence[ObjectPath]) -> None:
-    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": list(paths)})
-
-
-def _first(result: MethodResult, name: str) -> ObjectPath:
-    paths = result.paths(name)
-    if not paths:
-        raise HyperVError(f"the call returned no {name}")
-    return paths[0]
-
-
-async def step(name: str, action: Awaitable[_T], undo: _Undo | None = None) -> _T:
-    """Await ``action``; on failure run ``undo`` and raise a HyperVError naming the step."""
-    try:
-        return await action
-    except InvalidRequest:
-        raise
-    except Exception as error:
-        raise HyperVError(f"{name} failed: {error}{await _undone(undo)}") from error
-
-
-async def _undone(undo: _Undo | None) -> str:
-    """Run ``undo``; a note for the error message when it fails too."""
-    if undo is None:
-        return ""
-    try:
-        await undo()
-    except Exception as error:
-        return f" (undoing the earlier steps failed too, something may be left: {error})"
-    return ""
-
-
-def _device_prefix(guid: str) -> wql.Condition:
-    return wql.starts_with("InstanceID", f"Microsoft:{guid}\\")
+    cpu_mhz: int | None = None
 
 
 # --- the VM -------------------------------------------------------------------------------
@@ -260,7 +106,7 @@ def is_guid(text: str | None) -> bool:
         return False
 
 
-async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
+async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
     """Create a VM (off) with the spec's name, notes, generation, CPUs and static memory.
 
     The spec is checked first (InvalidRequest, nothing created). Not idempotent: Hyper-V
@@ -271,13 +117,13 @@ async def define_vm(cim: Cim, spec: VmSpec) -> VmRef:
     3 calls + 2 W when warm.
     """
     validate(spec)
-    settings = (await spawned(cim, Class.VSSD)).updated(_system_settings(spec))
-    result = await step("defining the VM", vms.call_service(
-        cim, "DefineSystem", {"SystemSettings": settings, "ResourceSettings": []}))
+    system = (await settings.spawned(hv, Class.VSSD)).updated(_system_settings(spec))
+    result = await settings.step("defining the VM", vms.call_service(
+        hv, "DefineSystem", {"SystemSettings": system, "ResourceSettings": []}))
     guid = _vm_guid(result)
-    await step("setting processors and memory", _set_processors_and_memory(cim, guid, spec),
-                lambda: vms.destroy(cim, guid))
-    vms.remember(cim, spec.name, guid)
+    await settings.step("setting processors and memory", _set_processors_and_memory(hv, guid, spec),
+                lambda: vms.destroy(hv, guid))
+    vms.remember(hv, spec.name, guid)
     return VmRef(guid, spec.name, PowerState.STOPPED)
 
 
@@ -303,16 +149,17 @@ def _vm_guid(result: MethodResult) -> str:
     return path.key("Name")
 
 
-async def _set_processors_and_memory(cim: Cim, guid: str, spec: VmSpec) -> None:
+async def _set_processors_and_memory(hv: HyperV, guid: str, spec: VmSpec) -> None:
     kinds = wql.any_of("ResourceType", [int(ResourceType.PROCESSOR), int(ResourceType.MEMORY)])
-    found = await cim.query(wql.select(Class.RASD_BASE, _device_prefix(guid) & kinds), NAMESPACE)
+    condition = settings.device_prefix(guid) & kinds
+    found = await hv.cim.query(wql.select(Class.RASD_BASE, condition), NAMESPACE)
     processor = _one(found, Class.PROCESSOR).updated(
         VirtualQuantity=spec.cpus, Weight=spec.cpu_weight, Limit=spec.cpu_limit_millipercent,
         Reservation=spec.cpu_reservation_millipercent)
     memory = _one(found, Class.MEMORY).updated(
         DynamicMemoryEnabled=False, VirtualQuantity=spec.memory_mb,
         Reservation=spec.memory_mb, Limit=spec.memory_mb)
-    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
+    await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
 
 
 def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
@@ -325,15 +172,15 @@ def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
 # --- processor shares ---------------------------------------------------------------------
 
 
-async def host_cpu_mhz(cim: Cim) -> int:
+async def host_cpu_mhz(hv: HyperV) -> int:
     """The host's clock speed per core in MHz (0 when WMI does not say).
 
-    Read-only: 2 queries the first time for a backend, then cached (a host's clock
+    Read-only: 2 queries the first time for a session, then kept (a host's clock
     speed does not change while it runs).
     """
-    cache = _cache(cim)
+    cache = hv.kept(_Kept)
     if cache.cpu_mhz is None:
-        cache.cpu_mhz = (await host.host_facts(cim)).cpu_mhz
+        cache.cpu_mhz = (await host.host_facts(hv)).cpu_mhz
     return cache.cpu_mhz
 
 
@@ -352,175 +199,3 @@ def speed_weight(mhz: int | None, host_mhz: int) -> int:
         return PROCESSOR_WEIGHT_DEFAULT
     weight = round(mhz * PROCESSOR_WEIGHT_DEFAULT / host_mhz)
     return max(PROCESSOR_WEIGHT_MIN, min(PROCESSOR_WEIGHT_MAX, weight))
-
-
-# --- controllers, disks and DVD drives ----------------------------------------------------
-
-
-async def add_scsi_controller(cim: Cim, vm: VmRef) -> ObjectPath:
-    """Add a synthetic SCSI controller to the VM (which must be off); its path.
-
-    Missing VM: HyperVError (Hyper-V refuses the call). Not idempotent: each call adds a
-    controller (Hyper-V allows 4). Afterwards the VM has one more, empty, controller. On
-    failure nothing was added and nothing needs cleaning up. 1 call + 1 W when warm.
-    """
-    template = await default_setting(cim, Class.RASD, Subtype.SCSI_CONTROLLER)
-    controller = template.updated(VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])
-    return await step("adding a SCSI controller", _add(cim, vm, controller))
-
-
-async def controllers(cim: Cim, vm: VmRef) -> Controllers:
-    """The VM's IDE and SCSI controllers; 1 query, read-only, safe to repeat.
-
-    Missing VM or a generation 2 VM without controllers: empty tuples.
-    """
-    kinds = wql.any_of("ResourceType", [int(ResourceType.IDE_CONTROLLER),
-                                        int(ResourceType.SCSI_CONTROLLER)])
-    query = wql.select(Class.RASD, _device_prefix(vm.guid) & kinds,
-                       ("InstanceID", "ResourceType", "Address"))
-    found = [c for c in await cim.query(query, NAMESPACE) if c.path is not None]
-    ide = sorted((c for c in found if c.integer("ResourceType") == ResourceType.IDE_CONTROLLER),
-                 key=lambda c: c.string("Address") or "")
-    scsi = [c for c in found if c.integer("ResourceType") == ResourceType.SCSI_CONTROLLER]
-    return Controllers(tuple(_path(c) for c in ide), tuple(_path(c) for c in scsi))
-
-
-def _path(instance: CimInstance) -> ObjectPath:
-    assert instance.path is not None  # filtered by the caller
-    return instance.path
-
-
-async def attach_disk(
-    cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, path: str, *, dvd: bool = False
-) -> DiskRef:
-    """Add a drive at ``slot`` of ``controller`` and put the image at ``path`` in it.
-
-    A hard disk drive with a VHD/VHDX medium, or with ``dvd`` a DVD drive with an ISO.
-    ``path`` is a path on the Hyper-V host. Missing VM, controller or file, a used slot or
-    an image attached elsewhere: HyperVError naming the step. Not idempotent: a repeat
-    finds the slot taken and fails with nothing changed. Afterwards the image is attached.
-    If the medium fails, the new drive is removed again, so nothing is left. The file is
-    never touched. 2 calls + 2 W when warm.
-    """
-    _check_slot(slot)
-    if not path.strip():
-        raise InvalidRequest("the image path is empty")
-    drive = await _new_drive(cim, vm, controller, slot, dvd=dvd)
-    medium = (await default_setting(cim, Class.SASD, Subtype.ISO if dvd else Subtype.VHD)).updated(
-        Parent=str(drive), HostResource=[path])
-    attached = await step(f"inserting {path}", _add(cim, vm, medium),
-                           lambda: _remove(cim, [drive]))
-    return DiskRef(drive, attached)
-
-
-async def attach_empty_dvd(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int) -> ObjectPath:
-    """Add an empty DVD drive at ``slot`` of ``controller``; its path.
-
-    Generation 1 takes DVD drives on IDE only, generation 2 on SCSI. Missing VM or
-    controller, or a used slot: HyperVError, nothing changed. Not idempotent: a repeat
-    finds the slot taken. Afterwards the drive is there without a medium. Nothing needs
-    cleaning up on failure. 1 call + 1 W when warm.
-    """
-    _check_slot(slot)
-    drive = await _drive(cim, Subtype.DVD_DRIVE, controller, slot)
-    return await step("adding a DVD drive", _add(cim, vm, drive))
-
-
-async def _new_drive(cim: Cim, vm: VmRef, controller: ObjectPath, slot: int, *,
-                     dvd: bool) -> ObjectPath:
-    if dvd:
-        return await attach_empty_dvd(cim, vm, controller, slot)
-    drive = await _drive(cim, Subtype.DISK_DRIVE, controller, slot)
-    return await step("adding a disk drive", _add(cim, vm, drive))
-
-
-async def _drive(cim: Cim, subtype: str, controller: ObjectPath, slot: int) -> CimInstance:
-    return (await default_setting(cim, Class.RASD, subtype)).updated(
-        Parent=str(controller), AddressOnParent=str(slot))
-
-
-def _check_slot(slot: int) -> None:
-    if not 0 <= slot < SCSI_SLOTS:
-        raise InvalidRequest(f"slot {slot} is outside 0..{SCSI_SLOTS - 1}")
-
-
-# --- network adapters ---------------------------------------------------------------------
-
-
-async def add_nic(
-    cim: Cim, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
-    rate_mbps: int | None, name: str, connected: bool = True,
-) -> NicRef:
-    """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
-
-    ``mac`` takes 12 hex digits with or without ':'/'-'. With ``vlan`` the port is in
-    access mode on that VLAN; with ``rate_mbps`` its bandwidth Limit is rate × 10^6.
-    Without ``connected`` the port names the switch but is disabled (EnabledState 3), so
-    the NIC carries no traffic until it is connected (a spare NIC); it takes no VLAN.
-    Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
-    An invalid MAC, VLAN or rate or an unknown switch: InvalidRequest, nothing created.
-    Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
-    repeat adds another NIC. Afterwards the NIC has its port and features. If the port or
-    its features fail, the NIC (and its port) is removed again. 3 calls + 3 W when warm
-    (2 + 2 W when no VLAN and no rate are given).
-    """
-    address = _check_nic(mac, vlan, rate_mbps, name)
-    if vlan is not None and not connected:
-        raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
-    switch = await switch_path(cim, switch_name)
-    template = await default_setting(cim, Class.SEPSD, Subtype.NIC)
-    nic = await step("adding the network adapter", _add(cim, vm, template.updated(
-        ElementName=name, Address=address, StaticMacAddress=True,
-        VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])))
-    port = await step(f"connecting the network adapter to {switch_name!r}",
-                       _connect(cim, vm, nic, switch, name, connected), _forget_switch_then(
-                           cim, switch_name, lambda: _remove(cim, [nic])))
-    features = await step("setting the port's VLAN and bandwidth",
-                           _add_features(cim, port, vlan, rate_mbps),
-                           lambda: _remove(cim, [port, nic]))
-    return NicRef(nic, port, address, features)
-
-
-def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
-    """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
-    address = normalize_mac(mac)
-    if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
-        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
-    if rate_mbps is not None and rate_mbps < 1:
-        raise InvalidRequest(f"network rate {rate_mbps} Mbps is not positive")
-    if not name.strip():
-        raise InvalidRequest("the network adapter needs a name")
-    return address
-
-
-def _forget_switch_then(cim: Cim, switch_name: str, undo: _Undo) -> _Undo:
-    """``undo``, after dropping the cached switch path (it may be stale)."""
-    async def forget() -> object:
-        _cache(cim).switches.pop(switch_name, None)
-        return await undo()
-    return forget
-
-
-async def _connect(cim: Cim, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
-                   name: str, enabled: bool) -> ObjectPath:
-    template = await default_setting(cim, Class.EPASD, Subtype.PORT)
-    state = EnabledState.ENABLED if enabled else EnabledState.DISABLED
-    port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name,
-                            EnabledState=int(state))
-    return await _add(cim, vm, port)
-
-
-async def _add_features(cim: Cim, port: ObjectPath, vlan: int | None,
-                        rate_mbps: int | None) -> tuple[ObjectPath, ...]:
-    features: list[CimInstance] = []
-    if vlan is not None:
-        features.append((await spawned(cim, Class.VLAN)).updated(
-            OperationMode=int(VlanMode.ACCESS), AccessVlanId=vlan))
-    if rate_mbps is not None:
-        features.append((await spawned(cim, Class.BANDWIDTH)).updated(
-            Limit=rate_mbps * BITS_PER_MEGABIT))
-    if not features:
-        return ()
-    result = await vms.call_service(cim, "AddFeatureSettings",
-                         {"AffectedConfiguration": port, "FeatureSettings": features})
-    return result.paths("ResultingFeatureSettings")

@@ -1,10 +1,10 @@
 """Virtual hard disks: create, inspect and grow VHD/VHDX files, and find who uses one.
 
 Files are made and changed by Hyper-V's Msvm_ImageManagementService (IMS), never written
-by the agent itself, so the format details stay Hyper-V's. The IMS path is cached per
-``Cim`` (a ``WeakKeyDictionary``) like the management service in ``vms``; the embedded
-Msvm_VirtualHardDiskSettingData instance is spawned once per backend and reused. Round
-trips once a backend is warm (job polls not counted, W = job waits):
+by the agent itself, so the format details stay Hyper-V's. The IMS path is kept by
+the host's session like the management service's; the embedded
+Msvm_VirtualHardDiskSettingData instance is spawned once per session and reused. Round
+trips once a session is warm (job polls not counted, W = job waits):
 
 =======================  ================================================================
 ``create_dynamic``       1 call + 1 W (CreateVirtualHardDisk)
@@ -21,13 +21,13 @@ file follows its extension (``.vhd`` VHD, ``.vhdx`` VHDX), as Hyper-V requires.
 from __future__ import annotations
 
 import ntpath
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import CimNotFound, HyperVError, InvalidRequest
+from hyperv_agent.hostfs import images
 from hyperv_agent.hyperv import drives, jobs, vms
 from hyperv_agent.hyperv.schema import (
     DISK_EXTENSIONS,
@@ -37,10 +37,17 @@ from hyperv_agent.hyperv.schema import (
     DiskType,
     Subtype,
 )
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState
 
 _IMS_MISSING = "is Hyper-V installed?"
-_TEMPLATE: weakref.WeakKeyDictionary[Cim, CimInstance] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Kept:
+    """What the session keeps for this module: the settings instance new disks copy."""
+
+    template: CimInstance | None = None
 
 
 @dataclass(frozen=True)
@@ -67,40 +74,37 @@ class Attachment:
 
 def disk_format(path: str) -> DiskFormat:
     """The format a file name implies; InvalidRequest for anything but .vhd / .vhdx."""
-    suffix = ntpath.splitext(path)[1].lower()
-    if suffix not in DISK_EXTENSIONS:
+    if not images.is_disk(path):
         raise InvalidRequest(f"{path} is not a .vhd or .vhdx file")
-    return DISK_EXTENSIONS[suffix]
+    return DISK_EXTENSIONS[ntpath.splitext(path)[1].lower()]
 
 
 # --- the image management service ---------------------------------------------------------
 
 
-async def image_service(cim: Cim) -> ObjectPath:
-    """The IMS path: 1 query on the first call for ``cim``, then cached."""
-    return await vms.service_path(cim, Class.IMAGE_SERVICE, _IMS_MISSING)
+async def image_service(hv: HyperV) -> ObjectPath:
+    """The IMS path: 1 query on the session's first call, then kept."""
+    return await hv.service_path(Class.IMAGE_SERVICE, _IMS_MISSING)
 
 
-async def _call(cim: Cim, method: str, params: Mapping[str, InValue],
+async def _call(hv: HyperV, method: str, params: Mapping[str, InValue],
                 policy: jobs.WaitPolicy) -> MethodResult:
-    """``jobs.call`` on the IMS; a stale cached path is looked up again, once."""
-    return await vms.call_on_service(cim, Class.IMAGE_SERVICE, _IMS_MISSING, method, params,
-                                     policy)
+    """``jobs.call`` on the IMS; a stale kept path is looked up again, once."""
+    return await hv.call_service(Class.IMAGE_SERVICE, _IMS_MISSING, method, params, policy)
 
 
-async def _settings_template(cim: Cim) -> CimInstance:
-    template = _TEMPLATE.get(cim)
-    if template is None:
-        template = await cim.spawn(Class.VHD_SETTINGS, NAMESPACE)
-        _TEMPLATE[cim] = template
-    return template
+async def _settings_template(hv: HyperV) -> CimInstance:
+    kept = hv.kept(_Kept)
+    if kept.template is None:
+        kept.template = await hv.cim.spawn(Class.VHD_SETTINGS, NAMESPACE)
+    return kept.template
 
 
 # --- creating -----------------------------------------------------------------------------
 
 
 async def create_dynamic(
-    cim: Cim, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> None:
     """Create a dynamically expanding disk of ``size_bytes`` at ``path`` (.vhd or .vhdx).
 
@@ -112,15 +116,15 @@ async def create_dynamic(
     if size_bytes < 1:
         raise InvalidRequest(f"a disk needs a positive size, not {size_bytes} bytes")
     fmt = disk_format(path)
-    settings = (await _settings_template(cim)).updated(
+    settings = (await _settings_template(hv)).updated(
         Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt),
         MaxInternalSize=size_bytes, ParentPath=None, BlockSize=0, LogicalSectorSize=0,
         PhysicalSectorSize=0)
-    await _call(cim, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
 
 
 async def create_differencing(
-    cim: Cim, path: str, parent: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, parent: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> None:
     """Create a differencing disk at ``path`` whose parent is ``parent`` (a linked clone).
 
@@ -133,28 +137,28 @@ async def create_differencing(
     fmt = disk_format(path)
     if disk_format(parent) is not fmt:
         raise InvalidRequest(f"{path} and its parent {parent} must both be {fmt.name}")
-    settings = (await _settings_template(cim)).updated(
+    settings = (await _settings_template(hv)).updated(
         Path=path, Type=int(DiskType.DIFFERENCING), Format=int(fmt), ParentPath=parent,
         MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
-    await _call(cim, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
 
 
 # --- reading and growing ------------------------------------------------------------------
 
 
 async def read_settings(
-    cim: Cim, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> DiskSettings:
     """Format, type, virtual size and parent of the disk at ``path``. Read-only.
 
     A missing or unreadable file: MethodFailed (Hyper-V's return code, e.g. 32779 file
     not found). 1 call.
     """
-    result = await _call(cim, "GetVirtualHardDiskSettingData", {"Path": path}, policy)
+    result = await _call(hv, "GetVirtualHardDiskSettingData", {"Path": path}, policy)
     text = result.text("SettingData")
     if not text:
         raise HyperVError(f"GetVirtualHardDiskSettingData returned no settings for {path}")
-    return _disk_settings(cim.parse_embedded(text), path)
+    return _disk_settings(hv.cim.parse_embedded(text), path)
 
 
 def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
@@ -169,7 +173,7 @@ def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
 
 
 async def resize(
-    cim: Cim, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> None:
     """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only).
 
@@ -177,14 +181,14 @@ async def resize(
     disk in use other than a VHDX on SCSI of a running VM. On any refusal the file is
     unchanged. Safe to repeat with the same size. 1 call + 1 W.
     """
-    await _call(cim, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
+    await _call(hv, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
                 policy)
 
 
 # --- who uses a file ----------------------------------------------------------------------
 
 
-async def find_attachment(cim: Cim, path: str) -> Attachment | None:
+async def find_attachment(hv: HyperV, path: str) -> Attachment | None:
     """The VM drive holding the disk file ``path``; None when no VM uses it. Read-only.
     (``drives.detach_volume`` takes it out of that VM.)
 
@@ -194,25 +198,25 @@ async def find_attachment(cim: Cim, path: str) -> Attachment | None:
     """
     query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
                        ("InstanceID", "HostResource", "Parent"))
-    for medium in await cim.query(query, NAMESPACE):
+    for medium in await hv.cim.query(query, NAMESPACE):
         resources = medium.strings("HostResource")
         if (medium.path is None or not resources
                 or drives.same_file_key(resources[0]) != drives.same_file_key(path)):
             continue
-        found = await _owner(cim, medium)
+        found = await _owner(hv, medium)
         if found is not None:
             return found
     return None
 
 
-async def _owner(cim: Cim, medium: CimInstance) -> Attachment | None:
+async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:
     assert medium.path is not None
     guid = vms.owner_guid(medium.string("InstanceID") or "")
     parent = medium.string("Parent")
     if not guid or not parent:
         return None
     try:
-        vm = await cim.get(vms.vm_path(guid))
+        vm = await hv.cim.get(vms.vm_path(guid))
     except CimNotFound:
         return None
     return Attachment(guid, vm.string("ElementName") or "",

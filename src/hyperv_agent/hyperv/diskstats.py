@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, ObjectPath
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.errors import CimError, CimNotFound, HyperVError
 from hyperv_agent.hyperv import jobs, vms
 from hyperv_agent.hyperv.schema import (
@@ -31,6 +30,7 @@ from hyperv_agent.hyperv.schema import (
     MetricCollection,
     Subtype,
 )
+from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.hyperv.diskstats")
 
@@ -66,7 +66,7 @@ class DiskIo:
 
 
 
-async def disk_stats(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo, ...]]:
+async def disk_stats(hv: HyperV, names: Collection[str]) -> dict[str, tuple[DiskIo, ...]]:
     """The virtual hard disks (VHD/VHDX media, not ISOs) of the VMs named in ``names``,
     with their I/O counters.
 
@@ -75,7 +75,7 @@ async def disk_stats(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo
     every VM's name and every hard-disk medium on the host (2 queries), then the metric
     values Msvm_MetricForME links to each disk of the named VMs (1 ASSOCIATORS OF per
     disk, all issued at once, so one round trip of latency), plus 1 query for the metric
-    definitions on the first call for ``cim``; none when ``names`` is empty.
+    definitions on the session's first call; none when ``names`` is empty.
 
     Metering is switched on lazily: a named VM with a disk that has no metric values
     gets ``enable_disk_metering`` (1 call, +1 query for the service on first use), and
@@ -87,38 +87,44 @@ async def disk_stats(cim: Cim, names: Collection[str]) -> dict[str, tuple[DiskIo
     wanted = set(names)
     if not wanted:
         return {}
-    by_guid = await _guids_of(cim, wanted)
+    by_guid = await _guids_of(hv, wanted)
     if not by_guid:
         return {}
-    media = await _disk_media(cim, by_guid)
-    ids = await _disk_metric_ids(cim)
-    counters = await _metric_values(cim, media, ids) if ids else {}
+    media = await _disk_media(hv, by_guid)
+    ids = await _disk_metric_ids(hv)
+    counters = await _metric_values(hv, media, ids) if ids else {}
     unmetered = {vms.owner_guid(key) for key in media if ids and key not in counters}
     for guid in sorted(unmetered):
-        await _try_enable(cim, guid, by_guid[guid])
+        await _try_enable(hv, guid, by_guid[guid])
     disks: dict[str, list[DiskIo]] = {name: [] for name in by_guid.values()}
     for key, medium in media.items():
         disks[by_guid[vms.owner_guid(key)]].append(_disk_io(medium.image, counters.get(key)))
     return {name: tuple(found) for name, found in disks.items()}
 
 
-async def enable_disk_metering(cim: Cim, vm: ObjectPath) -> None:
+async def enable_disk_metering(hv: HyperV, vm: ObjectPath) -> None:
     """Switch on Hyper-V resource metering for the VM at ``vm`` and its disks:
     ``ControlMetrics(Subject=vm, Definition=null, Enable)``, 1 call (+1 query for the
-    metric service the first time for ``cim``).
+    metric service the session's first time).
 
     Safe to repeat: metering that is on stays on and keeps its values. Counting starts
     at 0 and goes on while the VM runs. A missing VM or a refusal raises HyperVError
     (MethodFailed) or CimError; nothing changes then. Call it when a VM is built to
     count from its first boot; ``disk_stats`` calls it for VMs not yet metered.
     """
-    await jobs.call(cim, await _metric_service(cim), "ControlMetrics", {
+    await jobs.call(hv.cim, await _metric_service(hv), "ControlMetrics", {
         "Subject": vm, "Definition": None,
         "MetricCollectionEnabled": int(MetricCollection.ENABLE)})
 
 
 _DISK_METRICS = (DISK_DATA_READ, DISK_DATA_WRITTEN, DISK_IO_COUNT)
-_METRIC_IDS: weakref.WeakKeyDictionary[Cim, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Kept:
+    """What the session keeps for this module: the disk metric definitions' ids."""
+
+    metric_ids: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,13 @@ class _Medium:
     path: ObjectPath
 
 
-async def _disk_media(cim: Cim, by_guid: Mapping[str, str]) -> dict[str, _Medium]:
+async def _disk_media(hv: HyperV, by_guid: Mapping[str, str]) -> dict[str, _Medium]:
     """Medium InstanceID (case folded) -> file and path, for the VHD media of the VMs
     ``by_guid``; 1 query."""
     query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
                        ("InstanceID", "HostResource"))
     found: dict[str, _Medium] = {}
-    for medium in await cim.query(query, NAMESPACE):
+    for medium in await hv.cim.query(query, NAMESPACE):
         key, files = (medium.string("InstanceID") or "").casefold(), medium.strings(
             "HostResource")
         if vms.owner_guid(key) in by_guid and files and medium.path is not None:
@@ -141,29 +147,29 @@ async def _disk_media(cim: Cim, by_guid: Mapping[str, str]) -> dict[str, _Medium
     return found
 
 
-async def _disk_metric_ids(cim: Cim) -> dict[str, str]:
+async def _disk_metric_ids(hv: HyperV) -> dict[str, str]:
     """Metric definition Id -> name, for the disk metrics the host defines; 1 query on
-    the first call for ``cim``, then cached (an empty answer is not cached)."""
-    cached = _METRIC_IDS.get(cim)
-    if cached is not None:
-        return cached
+    the session's first call, then kept (an empty answer is not cached)."""
+    kept = hv.kept(_Kept)
+    if kept.metric_ids is not None:
+        return kept.metric_ids
     query = wql.select(Class.METRIC_DEFINITION_BASE, wql.any_of("ElementName", _DISK_METRICS),
                        ("Id", "ElementName"))
     ids = {d.string("Id") or "": d.string("ElementName") or ""
-           for d in await cim.query(query, NAMESPACE)}
+           for d in await hv.cim.query(query, NAMESPACE)}
     ids.pop("", None)
     if ids:
-        _METRIC_IDS[cim] = ids
+        kept.metric_ids = ids
     return ids
 
 
-async def _metric_values(cim: Cim, media: Mapping[str, _Medium],
+async def _metric_values(hv: HyperV, media: Mapping[str, _Medium],
                          ids: Mapping[str, str]) -> dict[str, dict[str, int]]:
     """Medium key -> {metric name: value}, for the media with disk metric values: the
     values Msvm_MetricForME links to each medium, 1 ASSOCIATORS OF per medium, at once."""
     keys = list(media)
     answers = await asyncio.gather(*(
-        cim.associators(media[key].path, assoc_class=Class.METRIC_FOR_ME,
+        hv.cim.associators(media[key].path, assoc_class=Class.METRIC_FOR_ME,
                         result_class=Class.METRIC_VALUE_BASE) for key in keys))
     found: dict[str, dict[str, int]] = {}
     for key, values in zip(keys, answers, strict=True):
@@ -183,28 +189,28 @@ def _disk_io(image: str, counters: Mapping[str, int] | None) -> DiskIo:
                   counters.get(DISK_IO_COUNT, 0), metered=True)
 
 
-async def _try_enable(cim: Cim, guid: str, name: str) -> None:
+async def _try_enable(hv: HyperV, guid: str, name: str) -> None:
     try:
-        await enable_disk_metering(cim, vms.vm_path(guid))
+        await enable_disk_metering(hv, vms.vm_path(guid))
     except (HyperVError, CimError) as error:
         if isinstance(error, CimNotFound):
-            vms.forget_service(cim, Class.METRIC_SERVICE)  # looked up again next time
+            hv.forget_service(Class.METRIC_SERVICE)  # looked up again next time
         log.warning("resource metering of VM %s could not be switched on: %s", name, error)
 
 
-async def _metric_service(cim: Cim) -> ObjectPath:
-    """The Msvm_MetricService path: 1 query on the first call for ``cim``, then cached."""
-    return await vms.service_path(cim, Class.METRIC_SERVICE,
-                                  "resource metering needs Windows Server 2012 or later")
+async def _metric_service(hv: HyperV) -> ObjectPath:
+    """The Msvm_MetricService path: 1 query on the session's first call, then kept."""
+    return await hv.service_path(Class.METRIC_SERVICE,
+                                 "resource metering needs Windows Server 2012 or later")
 
 
-async def _guids_of(cim: Cim, wanted: Iterable[str]) -> dict[str, str]:
+async def _guids_of(hv: HyperV, wanted: Iterable[str]) -> dict[str, str]:
     """VM GUID (upper case) -> name, for the VMs named in ``wanted``; 1 query."""
     names = set(wanted)
     query = wql.select(Class.COMPUTER_SYSTEM, wql.eq("Caption", CAPTION_VM),
                        ("Name", "ElementName"))
     by_guid: dict[str, str] = {}
-    for vm in await cim.query(query, NAMESPACE):
+    for vm in await hv.cim.query(query, NAMESPACE):
         name, guid = vm.string("ElementName"), vm.string("Name")
         if name is not None and name in names and guid:
             by_guid[guid.upper()] = name

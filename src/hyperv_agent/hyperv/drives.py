@@ -4,8 +4,8 @@
 Everything starts from ``read_storage``: ONE query returns a VM's controllers, drives
 and media (``CIM_ResourceAllocationSettingData`` by InstanceID prefix, which covers the
 ``Msvm_StorageAllocationSettingData`` media too). New drives and media are built by
-``hyperv.build`` from Hyper-V's templates, so the template cache is shared with VM
-creation. Round trips once a backend is warm (job polls not counted, W = job waits):
+``hyperv.devices`` from Hyper-V's templates (``settings``), so the kept templates are
+shared with VM creation. Round trips once a session is warm (job polls not counted, W = job waits):
 
 =====================  =================================================================
 ``read_storage``       1 query
@@ -39,13 +39,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import (
     CimInvalidParameter,
     HyperVError,
     InvalidRequest,
 )
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import devices, settings, vms
 from hyperv_agent.hyperv.schema import (
     DVD_IDE_CONTROLLER,
     IDE_SLOTS,
@@ -55,6 +55,7 @@ from hyperv_agent.hyperv.schema import (
     ResourceType,
     Subtype,
 )
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 log = logging.getLogger("hyperv_agent.hyperv.drives")
@@ -148,7 +149,7 @@ def same_file_key(path: str) -> str:
     return ntpath.normcase(ntpath.normpath(path.replace("/", "\\")))
 
 
-async def read_storage(cim: Cim, vm: VmRef) -> VmStorage:
+async def read_storage(hv: HyperV, vm: VmRef) -> VmStorage:
     """The VM's controllers, drives and media; 1 query, read-only, safe to repeat.
 
     Missing VM: empty (no controllers, no drives). Drives whose Parent is not one of the
@@ -156,7 +157,7 @@ async def read_storage(cim: Cim, vm: VmRef) -> VmStorage:
     """
     condition = (wql.starts_with("InstanceID", f"Microsoft:{vm.guid}\\")
                  & wql.any_of("ResourceType", [int(kind) for kind in _STORAGE_KINDS]))
-    found = [i for i in await cim.query(wql.select(Class.RASD_BASE, condition), NAMESPACE)
+    found = [i for i in await hv.cim.query(wql.select(Class.RASD_BASE, condition), NAMESPACE)
              if i.path is not None]
     return _storage(found)
 
@@ -207,7 +208,7 @@ def _slot(item: CimInstance) -> int:
 # --- data volumes -------------------------------------------------------------------------
 
 
-async def attach_volume(cim: Cim, vm: VmRef, slot: int, image: str) -> Placed:
+async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str) -> Placed:
     """Attach the VHD/VHDX ``image`` to the VM's first SCSI controller at ``slot``.
 
     Works on a running VM (SCSI hot add) and on a stopped one. Safe to repeat: when the
@@ -219,7 +220,7 @@ async def attach_volume(cim: Cim, vm: VmRef, slot: int, image: str) -> Placed:
     HyperVError; a failed medium removes the new drive again. The file is never changed.
     """
     _check_slot(slot)
-    storage = await read_storage(cim, vm)
+    storage = await read_storage(hv, vm)
     present = storage.holding(image)
     if present is not None:
         if (present.bus, present.controller, present.slot, present.dvd) == (SCSI, 0, slot,
@@ -232,14 +233,14 @@ async def attach_volume(cim: Cim, vm: VmRef, slot: int, image: str) -> Placed:
         raise InvalidRequest(f"SCSI 0 slot {slot} of VM {vm.name} is taken by "
                              f"{taken.describe()}")
     if taken is not None:  # an empty disk drive: fill it
-        await _insert(cim, vm, taken.path, image, iso=False)
+        await _insert(hv, vm, taken.path, image, iso=False)
         return Placed(taken.where, changed=True)
-    controller = await _scsi_controller(cim, vm, storage, "attach a volume")
-    await build.attach_disk(cim, vm, controller, slot, image)
+    controller = await _scsi_controller(hv, vm, storage, "attach a volume")
+    await devices.attach_disk(hv, vm, controller, slot, image)
     return Placed(f"SCSI 0 slot {slot}", changed=True)
 
 
-async def detach_volume(cim: Cim, vm: VmRef, image: str) -> Drive | None:
+async def detach_volume(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
     """Remove the disk drive holding ``image`` from the VM, medium and drive together.
 
     Returns the drive as it was; None when no disk drive of the VM holds the image
@@ -247,10 +248,10 @@ async def detach_volume(cim: Cim, vm: VmRef, image: str) -> Drive | None:
     Afterwards the slot is free; the file stays on disk. Hyper-V refuses to remove an
     IDE drive of a running VM (HyperVError, nothing changed).
     """
-    drive = (await read_storage(cim, vm)).holding(image)
+    drive = (await read_storage(hv, vm)).holding(image)
     if drive is None or drive.dvd or drive.medium is None or drive.medium.path is None:
         return None
-    await vms.call_service(cim, "RemoveResourceSettings",
+    await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path, drive.path]})
     return drive
 
@@ -258,7 +259,7 @@ async def detach_volume(cim: Cim, vm: VmRef, image: str) -> Drive | None:
 # --- ISOs ---------------------------------------------------------------------------------
 
 
-async def insert_iso(cim: Cim, vm: VmRef, image: str) -> Placed:
+async def insert_iso(hv: HyperV, vm: VmRef, image: str) -> Placed:
     """Put the ISO ``image`` in the VM's DVD drive (``VmStorage.dvd_drive``).
 
     An empty drive gets the medium; a drive holding another ISO has it swapped (the
@@ -267,57 +268,57 @@ async def insert_iso(cim: Cim, vm: VmRef, image: str) -> Placed:
     or on a running generation 2 VM (SCSI); a running generation 1 VM cannot take a new
     IDE drive (InvalidRequest, nothing changed). The ISO file is never changed.
     """
-    storage = await read_storage(cim, vm)
+    storage = await read_storage(hv, vm)
     present = storage.holding(image)
     if present is not None and present.dvd:
         return Placed(present.where, changed=False)
     drive = storage.dvd_drive()
     if drive is not None and drive.medium is not None:
         swapped = drive.medium.updated(HostResource=[image])
-        await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [swapped]})
+        await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [swapped]})
         return Placed(drive.where, changed=True)
     if drive is not None:
-        await _insert(cim, vm, drive.path, image, iso=True)
+        await _insert(hv, vm, drive.path, image, iso=True)
         return Placed(drive.where, changed=True)
-    controller, where, slot = await _new_dvd_place(cim, vm, storage)
-    await build.attach_disk(cim, vm, controller, slot, image, dvd=True)
+    controller, where, slot = await _new_dvd_place(hv, vm, storage)
+    await devices.attach_disk(hv, vm, controller, slot, image, dvd=True)
     return Placed(where, changed=True)
 
 
-async def eject_iso(cim: Cim, vm: VmRef, image: str) -> Drive | None:
+async def eject_iso(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
     """Take the ISO ``image`` out of the VM's DVD drive; the drive stays.
 
     Returns the drive as it was; None when no DVD drive holds that ISO (nothing
     changed), so a repeat returns None. Works on running VMs of both generations.
     """
-    drive = (await read_storage(cim, vm)).holding(image)
+    drive = (await read_storage(hv, vm)).holding(image)
     if drive is None or not drive.dvd or drive.medium is None or drive.medium.path is None:
         return None
-    await vms.call_service(cim, "RemoveResourceSettings",
+    await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path]})
     return drive
 
 
-async def empty_dvd(cim: Cim, vm: VmRef) -> Placed:
+async def empty_dvd(hv: HyperV, vm: VmRef) -> Placed:
     """The VM's DVD drive (``VmStorage.dvd_drive``) emptied: an ISO in it is taken out,
     the drive stays. A VM without a DVD drive gets an empty one where Hyper-V allows it
     (as ``insert_iso``); an empty drive: nothing changes, so a repeat is safe. No ISO
     file is touched. 1 query, + 1 call when an ISO is ejected or a drive added.
     """
-    storage = await read_storage(cim, vm)
+    storage = await read_storage(hv, vm)
     drive = storage.dvd_drive()
     if drive is None:
-        controller, where, slot = await _new_dvd_place(cim, vm, storage)
-        await build.attach_empty_dvd(cim, vm, controller, slot)
+        controller, where, slot = await _new_dvd_place(hv, vm, storage)
+        await devices.attach_empty_dvd(hv, vm, controller, slot)
         return Placed(where, changed=True)
     if drive.medium is None or drive.medium.path is None:
         return Placed(drive.where, changed=False)
-    await vms.call_service(cim, "RemoveResourceSettings",
+    await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path]})
     return Placed(drive.where, changed=True)
 
 
-async def _new_dvd_place(cim: Cim, vm: VmRef, storage: VmStorage
+async def _new_dvd_place(hv: HyperV, vm: VmRef, storage: VmStorage
                          ) -> tuple[ObjectPath, str, int]:
     """Controller, description and slot for a new DVD drive; InvalidRequest if none."""
     if storage.generation == 1:
@@ -330,7 +331,7 @@ async def _new_dvd_place(cim: Cim, vm: VmRef, storage: VmStorage
             raise HyperVError(f"VM {vm.name} has no IDE controller {DVD_IDE_CONTROLLER}")
         return (storage.ide[DVD_IDE_CONTROLLER],
                 *_free(storage, IDE, DVD_IDE_CONTROLLER, vm.name))
-    controller = await _scsi_controller(cim, vm, storage, "add a DVD drive")
+    controller = await _scsi_controller(hv, vm, storage, "add a DVD drive")
     return (controller, *_free(storage, SCSI, 0, vm.name))
 
 
@@ -345,7 +346,7 @@ def _free(storage: VmStorage, bus: str, controller: int, vm_name: str) -> tuple[
 # --- shared steps -------------------------------------------------------------------------
 
 
-async def _scsi_controller(cim: Cim, vm: VmRef, storage: VmStorage, purpose: str
+async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: str
                            ) -> ObjectPath:
     """The VM's first SCSI controller, added first when the VM is off and has none."""
     if storage.scsi:
@@ -354,14 +355,14 @@ async def _scsi_controller(cim: Cim, vm: VmRef, storage: VmStorage, purpose: str
         raise InvalidRequest(
             f"VM {vm.name} has no SCSI controller to {purpose}, and Hyper-V adds controllers "
             f"to stopped VMs only (the VM is {vm.power.value}); stop the VM and try again")
-    return await build.add_scsi_controller(cim, vm)
+    return await devices.add_scsi_controller(hv, vm)
 
 
-async def _insert(cim: Cim, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:
+async def _insert(hv: HyperV, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:
     """Put a medium in the empty ``drive``: 1 call + 1 W."""
-    template = await build.default_setting(cim, Class.SASD, Subtype.ISO if iso else Subtype.VHD)
+    template = await settings.default_setting(hv, Class.SASD, Subtype.ISO if iso else Subtype.VHD)
     medium = template.updated(Parent=str(drive), HostResource=[image])
-    await vms.call_service(cim, "AddResourceSettings",
+    await vms.call_service(hv, "AddResourceSettings",
                            {"AffectedConfiguration": vm.path, "ResourceSettings": [medium]})
 
 

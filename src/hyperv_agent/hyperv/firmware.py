@@ -1,8 +1,8 @@
-"""Firmware settings of a VM: the secure boot template a guest needs (hyperv-wmi-v2.md
-R14) and the boot order of a generation 2 VM.
+"""Firmware settings of a VM: the secure boot template a guest needs (docs/architecture.md,
+"Hyper-V facts") and the boot order of a generation 2 VM.
 
 =============================  ==========================================================
-``secure_boot_template_id``    1 query the first time per backend, then none
+``secure_boot_template_id``    1 query the first time per session, then none
 ``set_boot_order_gen2``        2 calls + 1 W for one drive (1 + n calls + 1 W for n)
 =============================  ==========================================================
 """
@@ -10,14 +10,15 @@ R14) and the boot order of a generation 2 VM.
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import CimInvalidParameter, HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import build, settings, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
 
 #: The secure boot templates (VSSD ElementName) of 2016+ hosts: Windows guests boot with
@@ -31,26 +32,30 @@ _VM_SETTING_TYPES = ("microsoft:hyper-v:system:", "microsoft:hyper-v:snapshot:",
                      "microsoft:hyper-v:replica")
 
 
-_BOOT_TEMPLATES: weakref.WeakKeyDictionary[Cim, dict[str, str | None]] = (
-    weakref.WeakKeyDictionary())  # template id by lower-case name, per backend
+@dataclass
+class _Kept:
+    """What the session keeps for this module: template ids by lower-case name (None:
+    the host has no such template)."""
+
+    templates: dict[str, str | None] = field(default_factory=dict)
 
 
 # --- secure boot --------------------------------------------------------------------------
 
 
-async def secure_boot_template_id(cim: Cim, name: str) -> str:
+async def secure_boot_template_id(hv: HyperV, name: str) -> str:
     """The SecureBootTemplateId (a GUID) of the host's secure boot template ``name``.
 
-    Read-only: the first lookup of a backend reads every template in
+    Read-only: the session's first lookup reads every template in
     ``SECURE_BOOT_TEMPLATES`` (and ``name``) with 1 query; later lookups of those names
     cost none (a host's templates do not change while it runs). A host without the
     template (before Windows Server 2016): InvalidRequest naming it.
     """
-    found = _BOOT_TEMPLATES.setdefault(cim, {})
+    found = hv.kept(_Kept).templates
     if name.lower() not in found:
         names = [n for n in SECURE_BOOT_TEMPLATES if n.lower() not in found]
         names += [] if name.lower() in (n.lower() for n in names) else [name]
-        found.update(await _read_templates(cim, names))
+        found.update(await _read_templates(hv, names))
     template_id = found[name.lower()]
     if template_id is None:
         raise InvalidRequest(f"the host has no secure boot template {name!r} (Hyper-V has "
@@ -58,12 +63,12 @@ async def secure_boot_template_id(cim: Cim, name: str) -> str:
     return template_id
 
 
-async def _read_templates(cim: Cim, names: Sequence[str]) -> dict[str, str | None]:
+async def _read_templates(hv: HyperV, names: Sequence[str]) -> dict[str, str | None]:
     """The template id of each of ``names`` (lower-cased; None when missing): 1 query."""
     query = wql.select(Class.VSSD, wql.any_of("ElementName", names),
                        ("InstanceID", "ElementName", "VirtualSystemType", "SecureBootTemplateId"))
     ids = {(t.string("ElementName") or "").lower(): str(uuid.UUID(str(t["SecureBootTemplateId"])))
-           for t in reversed(await cim.query(query, NAMESPACE)) if _is_template(t)}
+           for t in reversed(await hv.cim.query(query, NAMESPACE)) if _is_template(t)}
     return {n.lower(): ids.get(n.lower()) for n in names}
 
 
@@ -78,7 +83,7 @@ def _is_template(instance: CimInstance) -> bool:
 # --- boot order (generation 2) ------------------------------------------------------------
 
 
-async def set_boot_order_gen2(cim: Cim, vm: VmRef, first: Sequence[ObjectPath]) -> None:
+async def set_boot_order_gen2(hv: HyperV, vm: VmRef, first: Sequence[ObjectPath]) -> None:
     """Make a generation 2 VM boot from the drives ``first`` (drive RASD paths, in that
     order); every other boot source (other drives, network boot) keeps its current order
     after them.
@@ -97,8 +102,8 @@ async def set_boot_order_gen2(cim: Cim, vm: VmRef, first: Sequence[ObjectPath]) 
     vssd: CimInstance | None = None
     sources: list[str] = []
     for drive in dict.fromkeys(first):
-        found = await build.step(f"reading the boot source of {drive.relative()}", cim.associators(
-            drive, result_class=Class.SETTING_DATA_BASE))
+        found = await settings.step(f"reading the boot source of {drive.relative()}",
+                                 hv.cim.associators(drive, result_class=Class.SETTING_DATA_BASE))
         vssd = vssd or _settings_of(found, vm, drive)
         sources.append(_boot_source(found, drive))
     if vssd is None:
@@ -107,8 +112,8 @@ async def set_boot_order_gen2(cim: Cim, vm: VmRef, first: Sequence[ObjectPath]) 
     order = _boot_order(sources, current)
     if order == list(current):
         return
-    await build.step("setting the boot order", vms.call_service(
-        cim, "ModifySystemSettings", {"SystemSettings": vssd.updated(BootSourceOrder=order)}))
+    await settings.step("setting the boot order", vms.call_service(
+        hv, "ModifySystemSettings", {"SystemSettings": vssd.updated(BootSourceOrder=order)}))
 
 
 def _settings_of(found: Sequence[CimInstance], vm: VmRef, drive: ObjectPath) -> CimInstance:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cim.values import dmtf_to_iso
 from hyperv_agent.errors import CimError, HyperVError
 from hyperv_agent.hyperv.schema import (
@@ -39,6 +39,7 @@ from hyperv_agent.hyperv.schema import (
     Class,
     EnabledState,
 )
+from hyperv_agent.hyperv.session import HyperV
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
@@ -88,12 +89,12 @@ class NicFacts:
     gateway: str | None  # the NIC's first default gateway of the address's IP version
 
 
-async def host_facts(cim: Cim) -> HostFacts:
+async def host_facts(hv: HyperV) -> HostFacts:
     """CPU, memory and OS facts of the host; 2 queries, read-only, safe to repeat.
 
     Raises HyperVError when WMI returns no Win32_OperatingSystem instance.
     """
-    processors, system = await asyncio.gather(_processors(cim), _operating_system(cim))
+    processors, system = await asyncio.gather(_processors(hv), _operating_system(hv))
     version = system.string("Version") or ""
     return HostFacts(
         cores=sum(p.integer("NumberOfCores") or 0 for p in processors),
@@ -107,7 +108,7 @@ async def host_facts(cim: Cim) -> HostFacts:
     )
 
 
-async def host_stats(cim: Cim) -> HostStats:
+async def host_stats(hv: HyperV) -> HostStats:
     """Host CPU utilisation (100 − idle % of ``_Total``), memory and the network byte
     counters of every interface; 3 queries sent at once (one round trip of latency),
     read-only.
@@ -116,7 +117,7 @@ async def host_stats(cim: Cim) -> HostStats:
     missing (performance counters disabled on the host, for example).
     """
     idle, system, (received, sent) = await asyncio.gather(
-        _idle_percent(cim), _operating_system(cim), _network_bytes(cim))
+        _idle_percent(hv), _operating_system(hv), _network_bytes(hv))
     return HostStats(
         cpu_utilization_percent=min(_ALL_PERCENT, max(0.0, _ALL_PERCENT - idle)),
         total_memory_kib=system.integer("TotalVisibleMemorySize") or 0,
@@ -125,50 +126,50 @@ async def host_stats(cim: Cim) -> HostStats:
     )
 
 
-async def _network_bytes(cim: Cim) -> tuple[int, int]:
+async def _network_bytes(hv: HyperV) -> tuple[int, int]:
     """Bytes received and sent over all interfaces (0, 0 when the counters are absent)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",
                                                    "BytesSentPersec"))
-    interfaces = await cim.query(query, CIMV2)
+    interfaces = await hv.cim.query(query, CIMV2)
     return (sum(i.integer("BytesReceivedPersec") or 0 for i in interfaces),
             sum(i.integer("BytesSentPersec") or 0 for i in interfaces))
 
 
-async def nic_for_ip(cim: Cim, ip: str) -> NicFacts | None:
+async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:
     """The host NIC address equal to ``ip``; None when no IP-enabled NIC has it (or ``ip``
     is not an IP address). 1 query, read-only, safe to repeat."""
     try:
         wanted = ipaddress.ip_address(ip.strip())
     except ValueError:
         return None
-    return next((nic for nic in await all_nics(cim) if _same_ip(nic.ip, wanted)), None)
+    return next((nic for nic in await all_nics(hv) if _same_ip(nic.ip, wanted)), None)
 
 
-async def all_nics(cim: Cim) -> tuple[NicFacts, ...]:
+async def all_nics(hv: HyperV) -> tuple[NicFacts, ...]:
     """One entry per address of every IP-enabled host NIC, in WMI's order; 1 query,
     read-only, safe to repeat; empty when no NIC is IP-enabled."""
     query = wql.select(
         Class.NIC_CONFIGURATION, wql.eq("IPEnabled", True),
         ("IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway"),
     )
-    adapters = await cim.query(query, CIMV2)
+    adapters = await hv.cim.query(query, CIMV2)
     return tuple(nic for adapter in adapters for nic in _addresses(adapter))
 
 
-async def switch_names(cim: Cim) -> tuple[str, ...]:
+async def switch_names(hv: HyperV) -> tuple[str, ...]:
     """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
-    switches = await cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
+    switches = await hv.cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
     return tuple(name for s in switches if (name := s.string("ElementName")))
 
 
-async def host_clock(cim: Cim) -> float:
+async def host_clock(hv: HyperV) -> float:
     """The host's clock now, as seconds since the UNIX epoch (Win32_OperatingSystem's
     LocalDateTime, with its UTC offset); 1 query, read-only, safe to repeat.
 
     Raises HyperVError when the host reports no time or one that cannot be read.
     """
     query = wql.select(Class.OPERATING_SYSTEM, properties=("Name", "LocalDateTime"))
-    found = await cim.query(query, CIMV2)
+    found = await hv.cim.query(query, CIMV2)
     text = found[0].string("LocalDateTime") if found else None
     if not text:
         raise HyperVError(f"{Class.OPERATING_SYSTEM} reports no LocalDateTime")
@@ -190,14 +191,14 @@ class ServiceState:
     started: bool
 
 
-async def services(cim: Cim, class_names: Sequence[str]) -> tuple[ServiceState, ...]:
+async def services(hv: HyperV, class_names: Sequence[str]) -> tuple[ServiceState, ...]:
     """The state of each service class in ``class_names``; 1 query each, concurrently,
     read-only. CimInvalidClass when the host has no such class."""
-    return tuple(await asyncio.gather(*(_service(cim, name) for name in class_names)))
+    return tuple(await asyncio.gather(*(_service(hv, name) for name in class_names)))
 
 
-async def _service(cim: Cim, class_name: str) -> ServiceState:
-    found = await cim.query(wql.select(class_name, properties=("Name", "Started",
+async def _service(hv: HyperV, class_name: str) -> ServiceState:
+    found = await hv.cim.query(wql.select(class_name, properties=("Name", "Started",
                                                                "EnabledState")), NAMESPACE)
     if not found:
         return ServiceState(class_name, None, False)
@@ -207,10 +208,10 @@ async def _service(cim: Cim, class_name: str) -> ServiceState:
     return ServiceState(class_name, found[0].string("Name"), started)
 
 
-async def vm_count(cim: Cim) -> int:
+async def vm_count(hv: HyperV) -> int:
     """How many VMs the host has (Msvm_ComputerSystem instances captioned as VMs); 1 query,
     read-only. What it proves is that root\\virtualization\\v2 answers."""
-    found = await cim.query(wql.select(Class.COMPUTER_SYSTEM, properties=("Name", "Caption")),
+    found = await hv.cim.query(wql.select(Class.COMPUTER_SYSTEM, properties=("Name", "Caption")),
                             NAMESPACE)
     return sum(1 for system in found if system.string("Caption") == CAPTION_VM)
 
@@ -218,31 +219,31 @@ async def vm_count(cim: Cim) -> int:
 # --- helpers ------------------------------------------------------------------------------
 
 
-async def _processors(cim: Cim) -> list[CimInstance]:
+async def _processors(hv: HyperV) -> list[CimInstance]:
     query = wql.select(
         Class.PROCESSOR_CIMV2, wql.eq("ProcessorType", CENTRAL_PROCESSOR),
         ("DeviceID", "NumberOfCores", "MaxClockSpeed"),
     )
-    return await cim.query(query, CIMV2)
+    return await hv.cim.query(query, CIMV2)
 
 
-async def _operating_system(cim: Cim) -> CimInstance:
+async def _operating_system(hv: HyperV) -> CimInstance:
     query = wql.select(
         Class.OPERATING_SYSTEM,
         properties=("Version", "Caption", "CSName", "TotalVisibleMemorySize",
                     "FreePhysicalMemory"),
     )
-    found = await cim.query(query, CIMV2)
+    found = await hv.cim.query(query, CIMV2)
     if not found:
         raise HyperVError(f"{Class.OPERATING_SYSTEM} returned no instance")
     return found[0]
 
 
-async def _idle_percent(cim: Cim) -> float:
+async def _idle_percent(hv: HyperV) -> float:
     query = wql.select(
         Class.PROCESSOR_PERF, wql.eq("Name", PERF_TOTAL), ("Name", "PercentIdleTime")
     )
-    found = await cim.query(query, CIMV2)
+    found = await hv.cim.query(query, CIMV2)
     idle = found[0].integer("PercentIdleTime") if found else None
     if idle is None:
         raise HyperVError(f"{Class.PROCESSOR_PERF} has no {PERF_TOTAL} idle time")

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from hyperv_agent.cim.api import Cim
 from hyperv_agent.cim.classdecl import CimClass
 from hyperv_agent.errors import CimError, CimInvalidClass
 from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class
+from hyperv_agent.hyperv.session import HyperV
 
 _JOB = ("Job",)
 
@@ -139,7 +139,7 @@ class Shortfall:
     absent_optional: tuple[str, ...]
 
 
-async def missing_on(cim: Cim, used: tuple[ClassUse, ...] = USED) -> Shortfall:
+async def missing_on(hv: HyperV, used: tuple[ClassUse, ...] = USED) -> Shortfall:
     """Read the declaration of every class in ``used`` (one metadata read each) and list
     what the host does not declare: ``Class`` for a whole class, ``Class.Property``,
     ``Class.Method()`` and ``Class.Method(Parameter)``. Read-only, safe to repeat.
@@ -150,7 +150,7 @@ async def missing_on(cim: Cim, used: tuple[ClassUse, ...] = USED) -> Shortfall:
     for use in used:
         names += 1 + len(use.properties) + sum(1 + len(p) for p in use.methods.values())
         try:
-            declared = await cim.get_class(use.name, use.namespace)
+            declared = await hv.cim.get_class(use.name, use.namespace)
         except CimInvalidClass:
             missing.append(use.name)
             continue

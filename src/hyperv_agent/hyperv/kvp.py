@@ -1,5 +1,5 @@
-"""Host-to-guest key/value pairs (KVP, hyperv-wmi-v2.md R15): how boot arguments reach a
-system VM (protocol §9.2).
+"""Host-to-guest key/value pairs (KVP; docs/architecture.md, "Hyper-V facts"): how boot
+arguments reach a system VM (protocol §9.2).
 
 A value must fit one Msvm_KvpExchangeDataItem (1023 UTF-16 units) and the guest's pool
 record (2047 bytes of UTF-8); ``split_words`` turns a longer value into several items the
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hyperv_agent.cim.api import Cim, InValue
+from hyperv_agent.cim.api import InValue
 from hyperv_agent.errors import InvalidRequest, JobFailed, MethodFailed
 from hyperv_agent.hyperv import vms
-from hyperv_agent.hyperv.build import spawned, step
 from hyperv_agent.hyperv.schema import (
     KVP_GUEST_VALUE_MAX_BYTES,
     KVP_ITEMS_PER_CALL,
@@ -22,6 +21,8 @@ from hyperv_agent.hyperv.schema import (
     Class,
     KvpSource,
 )
+from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.settings import spawned, step
 from hyperv_agent.hyperv.vms import VmRef
 
 
@@ -65,13 +66,13 @@ def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     return tuple((key if n == 1 else f"{key}-{n}", part) for n, part in enumerate(parts, 1))
 
 
-async def push_kvp(cim: Cim, vm: VmRef, key: str, value: str) -> None:
+async def push_kvp(hv: HyperV, vm: VmRef, key: str, value: str) -> None:
     """Set the host-to-guest KVP item ``key`` of the VM to ``value`` (``push_kvp_items``
     with one item)."""
-    await push_kvp_items(cim, vm, ((key, value),))
+    await push_kvp_items(hv, vm, ((key, value),))
 
 
-async def push_kvp_items(cim: Cim, vm: VmRef, items: Sequence[tuple[str, str]]) -> None:
+async def push_kvp_items(hv: HyperV, vm: VmRef, items: Sequence[tuple[str, str]]) -> None:
     """Set host-to-guest KVP items (key, value) of the VM, all in one call.
 
     A value that does not fit one item (``fits_kvp_value``; ``split_words`` splits long
@@ -92,13 +93,13 @@ async def push_kvp_items(cim: Cim, vm: VmRef, items: Sequence[tuple[str, str]]) 
             raise InvalidRequest(
                 f"KVP value of {key!r} has {len(value)} characters, more than one item holds "
                 f"({KVP_VALUE_MAX_CHARS} characters, {KVP_GUEST_VALUE_MAX_BYTES} bytes of UTF-8)")
-    item = await spawned(cim, Class.KVP_ITEM)
+    item = await spawned(hv, Class.KVP_ITEM)
     data = [item.updated(Name=key, Data=value, Source=int(KvpSource.HOST))
             for key, value in items]
     params: dict[str, InValue] = {"TargetSystem": vm.path, "DataItems": list(data)}
     names = ", ".join(repr(key) for key, _ in items)
     try:
-        await vms.call_service(cim, "AddKvpItems", params)
+        await vms.call_service(hv, "AddKvpItems", params)
     except (MethodFailed, JobFailed) as added:
         await step(f"pushing KVP item {names}: adding it failed ({added}), then replacing it",
-                    vms.call_service(cim, "ModifyKvpItems", params))
+                    vms.call_service(hv, "ModifyKvpItems", params))

@@ -1,4 +1,5 @@
-"""A VM's synthetic NICs: listing them, (dis)connecting their ports, setting port VLANs.
+"""A VM's synthetic NICs: adding one, listing them, (dis)connecting their ports, setting
+port VLANs.
 
 A NIC is a ``Msvm_SyntheticEthernetPortSettingData``; its switch port is the
 ``Msvm_EthernetPortAllocationSettingData`` whose Parent is the NIC; the port's VLAN is
@@ -7,6 +8,8 @@ Everything is found by the VM's InstanceID prefix (``Microsoft:<guid>\\``), neve
 association walks. Round trips (W = job waits):
 
 ================  =====================================================================
+``add_nic``       3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without (warm:
+                  see ``settings``)
 ``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
 ``generation``    1 query (the VM's settings)
 ``remove``        1 call + 1 W
@@ -17,7 +20,7 @@ association walks. Round trips (W = job waits):
                   when the VLAN is already as asked
 ================  =====================================================================
 
-NICs are added by ``build.add_nic``. Hyper-V cannot add or remove NICs of a running
+Hyper-V cannot add or remove NICs of a running
 generation 1 VM, so CloudStack wires pre-created spare ones there (protocol §9.4);
 generation 2 VMs take and lose NICs while running.
 """
@@ -26,15 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, vms
+from hyperv_agent.hyperv import settings, vms
 from hyperv_agent.hyperv.schema import (
+    BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
+    MAC_HEX_DIGITS,
     NAMESPACE,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -44,6 +50,8 @@ from hyperv_agent.hyperv.schema import (
     Subtype,
     VlanMode,
 )
+from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.vms import VmRef
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class Nic:
         return self.setting.path
 
 
-async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
+async def list_nics(hv: HyperV, vm_guid: str) -> list[Nic]:
     """The VM's synthetic NICs in WMI's enumeration order, with MAC, VLAN and connection.
 
     Missing VM (or a VM without NICs): []. Read-only, safe to repeat; 2 queries sent at
@@ -73,8 +81,8 @@ async def list_nics(cim: Cim, vm_guid: str) -> list[Nic]:
     kinds = wql.any_of("ResourceType", [int(ResourceType.ETHERNET_ADAPTER),
                                         int(ResourceType.ETHERNET_CONNECTION)])
     devices, vlans = await asyncio.gather(
-        cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
-        cim.query(wql.select(Class.VLAN, prefix), NAMESPACE))
+        hv.cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
+        hv.cim.query(wql.select(Class.VLAN, prefix), NAMESPACE))
     ports = [d for d in devices if d.is_a(Class.EPASD)]
     return [_nic(nic, _port_of(nic, ports), vlans) for nic in devices
             if nic.is_a(Class.SEPSD) and nic.path is not None]
@@ -109,10 +117,111 @@ def _access_vlan(setting: CimInstance | None) -> int | None:
     return vlan if vlan >= VLAN_ID_MIN else None
 
 
+# --- adding a NIC --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NicRef:
+    """A synthetic NIC, its switch port and the port features added with it."""
+
+    nic: ObjectPath
+    port: ObjectPath
+    mac: str  # 12 upper-case hex digits
+    features: tuple[ObjectPath, ...]
+
+
+def normalize_mac(mac: str) -> str:
+    """``mac`` as 12 upper-case hex digits (':' and '-' dropped); InvalidRequest if not."""
+    digits = mac.replace(":", "").replace("-", "").upper()
+    if len(digits) != MAC_HEX_DIGITS or any(c not in "0123456789ABCDEF" for c in digits):
+        raise InvalidRequest(f"MAC address {mac[:40]!r} is not {MAC_HEX_DIGITS} hex digits")
+    return digits
+
+
+async def add_nic(
+    hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
+    rate_mbps: int | None, name: str, connected: bool = True,
+) -> NicRef:
+    """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
+
+    ``mac`` takes 12 hex digits with or without ':'/'-'. With ``vlan`` the port is in
+    access mode on that VLAN; with ``rate_mbps`` its bandwidth Limit is rate × 10^6.
+    Without ``connected`` the port names the switch but is disabled (EnabledState 3), so
+    the NIC carries no traffic until it is connected (a spare NIC); it takes no VLAN.
+    Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
+    An invalid MAC, VLAN or rate or an unknown switch: InvalidRequest, nothing created.
+    Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
+    repeat adds another NIC. Afterwards the NIC has its port and features. If the port or
+    its features fail, the NIC (and its port) is removed again. 3 calls + 3 W when warm
+    (2 + 2 W when no VLAN and no rate are given).
+    """
+    address = _check_nic(mac, vlan, rate_mbps, name)
+    if vlan is not None and not connected:
+        raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
+    switch = await settings.switch_path(hv, switch_name)
+    template = await settings.default_setting(hv, Class.SEPSD, Subtype.NIC)
+    setting = template.updated(ElementName=name, Address=address, StaticMacAddress=True,
+                               VirtualSystemIdentifiers=[f"{{{uuid.uuid4()}}}"])
+    nic = await settings.step("adding the network adapter",
+                              settings.add_setting(hv, vm, setting))
+    port = await settings.step(f"connecting the network adapter to {switch_name!r}",
+                       _connect(hv, vm, nic, switch, name, connected), _forget_switch_then(
+                           hv, switch_name, lambda: settings.remove_settings(hv, [nic])))
+    features = await settings.step("setting the port's VLAN and bandwidth",
+                           _add_features(hv, port, vlan, rate_mbps),
+                           lambda: settings.remove_settings(hv, [port, nic]))
+    return NicRef(nic, port, address, features)
+
+
+def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
+    """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
+    address = normalize_mac(mac)
+    if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
+        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    if rate_mbps is not None and rate_mbps < 1:
+        raise InvalidRequest(f"network rate {rate_mbps} Mbps is not positive")
+    if not name.strip():
+        raise InvalidRequest("the network adapter needs a name")
+    return address
+
+
+def _forget_switch_then(hv: HyperV, switch_name: str, undo: settings.Undo) -> settings.Undo:
+    """``undo``, after dropping the cached switch path (it may be stale)."""
+    async def forget() -> object:
+        settings.forget_switch(hv, switch_name)
+        return await undo()
+    return forget
+
+
+async def _connect(hv: HyperV, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
+                   name: str, enabled: bool) -> ObjectPath:
+    template = await settings.default_setting(hv, Class.EPASD, Subtype.PORT)
+    state = EnabledState.ENABLED if enabled else EnabledState.DISABLED
+    port = template.updated(Parent=str(nic), HostResource=[str(switch)], ElementName=name,
+                            EnabledState=int(state))
+    return await settings.add_setting(hv, vm, port)
+
+
+async def _add_features(hv: HyperV, port: ObjectPath, vlan: int | None,
+                        rate_mbps: int | None) -> tuple[ObjectPath, ...]:
+    features: list[CimInstance] = []
+    if vlan is not None:
+        features.append((await settings.spawned(hv, Class.VLAN)).updated(
+            OperationMode=int(VlanMode.ACCESS), AccessVlanId=vlan))
+    if rate_mbps is not None:
+        features.append((await settings.spawned(hv, Class.BANDWIDTH)).updated(
+            Limit=rate_mbps * BITS_PER_MEGABIT))
+    if not features:
+        return ()
+    result = await vms.call_service(hv, "AddFeatureSettings",
+                         {"AffectedConfiguration": port, "FeatureSettings": features})
+    return result.paths("ResultingFeatureSettings")
+
+
 # --- changing a NIC -----------------------------------------------------------------------
 
 
-async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
+async def connect(hv: HyperV, nic: Nic, switch_name: str | None) -> Nic:
     """Connect the NIC's port to the vSwitch ``switch_name`` (or keep its switch); the NIC
     as it is afterwards.
 
@@ -121,25 +230,25 @@ async def connect(cim: Cim, nic: Nic, switch_name: str | None) -> Nic:
     InvalidRequest, nothing changed. Safe to repeat: afterwards the port is enabled
     (EnabledState 2) on that switch; its VLAN is left as it was. On failure Hyper-V has
     changed nothing. 1 call + 1 W (+1 query for a default switch, and for a named switch
-    or the port template the first time; both are cached per backend by ``build``).
+    or the port template the first time; both are kept by the session for ``settings``).
     """
-    switch, name = await _switch_for(cim, nic.port, switch_name)
+    switch, name = await _switch_for(hv, nic.port, switch_name)
     if nic.port is None:
-        return dataclasses.replace(nic, port=await _add_port(cim, nic, switch), connected=True)
+        return dataclasses.replace(nic, port=await _add_port(hv, nic, switch), connected=True)
     changed = nic.port.updated(EnabledState=int(EnabledState.ENABLED),
                                HostResource=[str(switch)])
     if name and "LastKnownSwitchName" in changed:
         changed = changed.updated(LastKnownSwitchName=name)
-    await _modify(cim, changed)
+    await _modify(hv, changed)
     return dataclasses.replace(nic, port=changed, connected=True)
 
 
-async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
-    template = await build.default_setting(cim, Class.EPASD, Subtype.PORT)
+async def _add_port(hv: HyperV, nic: Nic, switch: ObjectPath) -> CimInstance:
+    template = await settings.default_setting(hv, Class.EPASD, Subtype.PORT)
     port = template.updated(Parent=str(nic.path), HostResource=[str(switch)],
                             EnabledState=int(EnabledState.ENABLED))
     vm_guid = (nic.setting.string("InstanceID") or "").partition(":")[2].partition("\\")[0]
-    result = await vms.call_service(cim, "AddResourceSettings", {
+    result = await vms.call_service(hv, "AddResourceSettings", {
         "AffectedConfiguration": vms.vm_path(vm_guid), "ResourceSettings": [port]})
     paths = result.paths("ResultingResourceSettings")
     if not paths:
@@ -147,7 +256,7 @@ async def _add_port(cim: Cim, nic: Nic, switch: ObjectPath) -> CimInstance:
     return dataclasses.replace(port, path=paths[0])
 
 
-async def disconnect(cim: Cim, nic: Nic) -> None:
+async def disconnect(hv: HyperV, nic: Nic) -> None:
     """Disable the NIC's port (EnabledState 3), so it carries no traffic.
 
     A NIC without a port, or with a disabled one, is left alone (a repeat is safe).
@@ -156,10 +265,10 @@ async def disconnect(cim: Cim, nic: Nic) -> None:
     """
     if nic.port is None or nic.port.integer("EnabledState") == EnabledState.DISABLED:
         return
-    await _modify(cim, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
+    await _modify(hv, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
 
 
-async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
+async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
     """Put the NIC's port in access mode on ``vlan``; with None remove its VLAN setting.
 
     A VLAN outside 1..4094: InvalidRequest, nothing changed. A NIC without a port:
@@ -173,18 +282,18 @@ async def set_vlan(cim: Cim, nic: Nic, vlan: int | None) -> None:
         return
     if vlan is None:
         assert nic.vlan_setting is not None and nic.vlan_setting.path is not None
-        await vms.call_service(cim, "RemoveFeatureSettings",
+        await vms.call_service(hv, "RemoveFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.path]})
         return
     values = {"OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
     if nic.vlan_setting is not None:
-        await vms.call_service(cim, "ModifyFeatureSettings",
+        await vms.call_service(hv, "ModifyFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.updated(values)]})
         return
     port = _require_port(nic)
     assert port.path is not None
-    setting = (await cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
-    await vms.call_service(cim, "AddFeatureSettings",
+    setting = (await hv.cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
+    await vms.call_service(hv, "AddFeatureSettings",
                            {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
 
 
@@ -194,35 +303,35 @@ def _require_port(nic: Nic) -> CimInstance:
     return nic.port
 
 
-async def _switch_for(cim: Cim, port: CimInstance | None,
+async def _switch_for(hv: HyperV, port: CimInstance | None,
                       name: str | None) -> tuple[ObjectPath, str | None]:
     """The switch to connect to and its name (None when the port keeps its switch)."""
     current = port.strings("HostResource") if port is not None else ()
     if not name and current and current[0]:
         return ObjectPath.parse(current[0]), None
     if name:
-        return await build.switch_path(cim, name), name
+        return await settings.switch_path(hv, name), name
     query = wql.select(Class.SWITCH, None, ("CreationClassName", "Name", "ElementName"))
-    found = [s for s in await cim.query(query, NAMESPACE) if s.path is not None]
+    found = [s for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
     if not found or found[0].path is None:
         raise InvalidRequest("the host has no virtual switch to connect the NIC to")
     return found[0].path, found[0].string("ElementName")
 
 
-async def _modify(cim: Cim, setting: CimInstance) -> None:
-    await vms.call_service(cim, "ModifyResourceSettings", {"ResourceSettings": [setting]})
+async def _modify(hv: HyperV, setting: CimInstance) -> None:
+    await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [setting]})
 
 
 
 
-async def generation(cim: Cim, vm_guid: str) -> int:
+async def generation(hv: HyperV, vm_guid: str) -> int:
     """The VM's generation (1 or 2); 1 query, read-only.
 
     Missing VM: HyperVError. Hosts older than 2012 R2 name no generation: 1.
     """
     query = wql.select(Class.VSSD, wql.eq("InstanceID", f"Microsoft:{vm_guid}"),
                        ("InstanceID", "VirtualSystemSubType"))
-    found = await cim.query(query, NAMESPACE)
+    found = await hv.cim.query(query, NAMESPACE)
     if not found:
         raise HyperVError(f"there is no VM {vm_guid}")
     subtype = (found[0].string("VirtualSystemSubType") or "").lower()
@@ -230,11 +339,11 @@ async def generation(cim: Cim, vm_guid: str) -> int:
                  if name.lower() == subtype), 1)
 
 
-async def remove(cim: Cim, nic: Nic) -> None:
+async def remove(hv: HyperV, nic: Nic) -> None:
     """Remove the NIC and its switch port (and the port's features) from its VM.
 
     Generation 1 VMs lose NICs only while off; a running one: HyperVError (MethodFailed
     or JobFailed) with nothing changed. A NIC already gone: HyperVError, nothing changed.
     Afterwards the VM no longer has the NIC. 1 call + 1 W.
     """
-    await vms.call_service(cim, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})
+    await vms.call_service(hv, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, InValue, ObjectPath
+from hyperv_agent.cim.api import InValue, ObjectPath
 from hyperv_agent.errors import AgentError, CimNotFound, HyperVError
 from hyperv_agent.hyperv import jobs, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class, RequestedState, ReturnCode
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 log = logging.getLogger("hyperv_agent.hyperv.power")
@@ -55,19 +56,19 @@ class StopPolicy:
     job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 
 
-async def shutdown_component(cim: Cim, vm_guid: str) -> ObjectPath | None:
+async def shutdown_component(hv: HyperV, vm_guid: str) -> ObjectPath | None:
     """The path of the VM's Msvm_ShutdownComponent; None when it has none. 1 query.
 
     A VM that is off, missing, or whose guest lacks the shutdown integration service has
     no component. Read-only and safe to repeat.
     """
     query = wql.select(Class.SHUTDOWN, wql.eq("SystemName", vm_guid), _COMPONENT_KEYS)
-    found = await cim.query(query, NAMESPACE)
+    found = await hv.cim.query(query, NAMESPACE)
     return found[0].path if found else None
 
 
 async def request_shutdown(
-    cim: Cim, vm_guid: str, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> bool:
     """Ask the guest OS to shut down (InitiateShutdown, Force=True); True if it was asked.
 
@@ -78,13 +79,13 @@ async def request_shutdown(
     asked again or reported in progress). Other refusals raise MethodFailed or JobFailed;
     nothing is cleaned up. 1 query + 1 call.
     """
-    component = await shutdown_component(cim, vm_guid)
+    component = await shutdown_component(hv, vm_guid)
     if component is None:
         return False
     params: dict[str, InValue] = {"Force": True, "Reason": reason}
     accepted = (*_NOT_ASKED, ReturnCode.SHUTDOWN_IN_PROGRESS)
     try:
-        result = await jobs.call(cim, component, "InitiateShutdown", params, accept=accepted,
+        result = await jobs.call(hv.cim, component, "InitiateShutdown", params, accept=accepted,
                                  policy=policy)
     except CimNotFound:  # the VM went off (and its component with it) meanwhile
         return False
@@ -92,7 +93,7 @@ async def request_shutdown(
 
 
 async def wait_until_off(
-    cim: Cim,
+    hv: HyperV,
     vm_guid: str,
     policy: jobs.WaitPolicy,
     clock: Callable[[], float] = time.monotonic,
@@ -107,7 +108,7 @@ async def wait_until_off(
     interval = policy.first_poll_s
     while True:
         try:
-            vm = await cim.get(vms.vm_path(vm_guid))
+            vm = await hv.cim.get(vms.vm_path(vm_guid))
         except CimNotFound:
             return True
         if vms.power_state(vm.integer("EnabledState")) is PowerState.STOPPED:
@@ -119,7 +120,7 @@ async def wait_until_off(
 
 
 async def start(
-    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> None:
     """Power the VM on (RequestStateChange 2) and wait for its job.
 
@@ -129,12 +130,12 @@ async def start(
     JobTimeout) Hyper-V has not started it and nothing is cleaned up. 1 call + 1 job wait.
     """
     params: dict[str, InValue] = {"RequestedState": int(RequestedState.ENABLED)}
-    await jobs.call(cim, vms.vm_path(vm_guid), "RequestStateChange", params,
+    await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
                     accept=(ReturnCode.INVALID_STATE,), policy=policy)
 
 
 async def reset(
-    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> bool:
     """Hard reset (RequestStateChange 11, no guest shutdown); True if the VM exists.
 
@@ -146,14 +147,14 @@ async def reset(
     """
     params: dict[str, InValue] = {"RequestedState": int(RequestedState.RESET)}
     try:
-        await jobs.call(cim, vms.vm_path(vm_guid), "RequestStateChange", params,
+        await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
                         accept=(ReturnCode.INVALID_STATE,), policy=policy)
     except CimNotFound:
         return False
     return True
 
 
-async def stop_and_remove(cim: Cim, vm: VmRef, policy: StopPolicy = StopPolicy()) -> bool:
+async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy()) -> bool:
     """Shut the VM down (gracefully when ``policy.graceful``), then delete its definition.
 
     A running VM is asked to shut down (no shutdown component: straight to the next
@@ -167,19 +168,19 @@ async def stop_and_remove(cim: Cim, vm: VmRef, policy: StopPolicy = StopPolicy()
     """
     off = vm.power is PowerState.STOPPED
     if policy.graceful and vm.power is PowerState.RUNNING:
-        off = await _graceful(cim, vm, policy)
+        off = await _graceful(hv, vm, policy)
     if not off:
-        turned_off = vms.turn_off(cim, vm.guid, policy=policy.job_wait)
+        turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait)
         if not await _step("turn off", vm, turned_off):
             return False
     return await _step("remove the definition", vm,
-                       vms.destroy(cim, vm.guid, policy=policy.job_wait))
+                       vms.destroy(hv, vm.guid, policy=policy.job_wait))
 
 
-async def _graceful(cim: Cim, vm: VmRef, policy: StopPolicy) -> bool:
+async def _graceful(hv: HyperV, vm: VmRef, policy: StopPolicy) -> bool:
     """True when the guest shut down within the wait; False means "turn it off"."""
     try:
-        asked = await request_shutdown(cim, vm.guid, policy.reason, policy=policy.job_wait)
+        asked = await request_shutdown(hv, vm.guid, policy.reason, policy=policy.job_wait)
     except AgentError as error:
         log.warning("guest shutdown of VM %s refused (%s); turning it off", vm.name, error)
         return False
@@ -187,7 +188,7 @@ async def _graceful(cim: Cim, vm: VmRef, policy: StopPolicy) -> bool:
         log.info("VM %s cannot be shut down by its guest; turning it off", vm.name)
         return False
     if await _step("wait for guest shutdown", vm,
-                   wait_until_off(cim, vm.guid, policy.shutdown_wait)):
+                   wait_until_off(hv, vm.guid, policy.shutdown_wait)):
         return True
     log.warning("VM %s still running %g s after the shutdown request; turning it off",
                 vm.name, policy.shutdown_wait.timeout_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed, VmNotStopped
 from hyperv_agent.hyperv import vms
 from hyperv_agent.hyperv.schema import (
@@ -20,10 +20,11 @@ from hyperv_agent.hyperv.schema import (
     ResourceType,
     ReturnCode,
 )
+from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 
-async def set_processors_and_memory(cim: Cim, vm: VmRef, cpus: int, memory_mb: int) -> None:
+async def set_processors_and_memory(hv: HyperV, vm: VmRef, cpus: int, memory_mb: int) -> None:
     """Give the stopped VM ``cpus`` virtual processors and ``memory_mb`` of static memory.
 
     ``cpus`` < 1 or ``memory_mb`` < 32: InvalidRequest, nothing changed. A VM that is not
@@ -38,13 +39,13 @@ async def set_processors_and_memory(cim: Cim, vm: VmRef, cpus: int, memory_mb: i
         raise InvalidRequest(f"memory must be at least {MEMORY_MIN_MB} MB, not {memory_mb} MB")
     if vm.power is not PowerState.STOPPED:
         raise VmNotStopped(vm.name)
-    found = await _settings(cim, vm.guid)
+    found = await _settings(hv, vm.guid)
     processor = _one(found, Class.PROCESSOR).updated(VirtualQuantity=cpus)
     memory = _one(found, Class.MEMORY).updated(
         DynamicMemoryEnabled=False, VirtualQuantity=memory_mb, Reservation=memory_mb,
         Limit=memory_mb)
     try:
-        await vms.call_service(cim, "ModifyResourceSettings",
+        await vms.call_service(hv, "ModifyResourceSettings",
                                {"ResourceSettings": [processor, memory]})
     except (MethodFailed, JobFailed) as error:
         if _invalid_state(error):
@@ -52,10 +53,10 @@ async def set_processors_and_memory(cim: Cim, vm: VmRef, cpus: int, memory_mb: i
         raise
 
 
-async def _settings(cim: Cim, vm_guid: str) -> list[CimInstance]:
+async def _settings(hv: HyperV, vm_guid: str) -> list[CimInstance]:
     kinds = wql.any_of("ResourceType", [int(ResourceType.PROCESSOR), int(ResourceType.MEMORY)])
     prefix = wql.starts_with("InstanceID", f"Microsoft:{vm_guid}\\")
-    return await cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE)
+    return await hv.cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE)
 
 
 def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from hyperv_agent.hostfs import images
+
 NAMESPACE = "root\\virtualization\\v2"
 CIMV2 = "root\\cimv2"
 
@@ -188,8 +190,8 @@ class DiskFormat(IntEnum):
     VHDX = 3
 
 
-#: The disk format Hyper-V requires for a file extension (lower case, with the dot).
-DISK_EXTENSIONS = {".vhd": DiskFormat.VHD, ".vhdx": DiskFormat.VHDX}
+#: The disk format Hyper-V requires for a file extension (``hostfs.images``' suffixes).
+DISK_EXTENSIONS = {images.VHD: DiskFormat.VHD, images.VHDX: DiskFormat.VHDX}
 
 
 class BootDevice(IntEnum):
@@ -234,7 +236,7 @@ CENTRAL_PROCESSOR = 3  # Win32_Processor.ProcessorType of a CPU socket
 PERF_TOTAL = "_Total"  # the all-processors instance of the processor performance counters
 
 
-# --- building a VM (hyperv/build.py) -------------------------------------------------------
+# --- building a VM (hyperv/build.py, devices.py, nics.py) ---------------------------------
 
 GENERATION_SUBTYPES = {1: Subtype.GENERATION_1, 2: Subtype.GENERATION_2}
 VM_NAME_MAX_CHARS = 100  # VSSD.ElementName

@@ -5,16 +5,15 @@ from the GUID, never looked up. Listing uses one ``GetSummaryInformation`` call 
 null SettingData (every VM at once), so its round trips do not grow with the number of
 VMs. Where the answer for every VM would not fit the transport (WinRM's MaxEnvelopeSize,
 about a thousand VMs), the VMs' settings are listed with one query and summarised by
-path, which the backend sends in batches that fit; a backend that overflowed once goes
+path, which the backend sends in batches that fit; a session that overflowed once goes
 that way from then on. Statistics ask for the named VMs only (SettingData holds their
 settings' paths) when their GUIDs are known: each listing, lookup and VM creation notes
-the GUID of a name, per ``Cim`` instance; a name not known yet makes the call ask for
-every VM.
+the GUID of a name, on the host's session (``session.HyperV``); a name not known yet
+makes the call ask for every VM.
 
-The path of the Virtual System Management Service (VSMS) is cached per ``Cim`` instance
-(a ``WeakKeyDictionary``, so a closed backend takes its entry with it). The first
-VSMS-based call on a backend costs one extra query to find it; after that the cache is
-used. Round trips in the steady state (job polls not counted, W = job waits):
+The path of the Virtual System Management Service (VSMS) is kept by the session: the
+first VSMS-based call of a session costs one extra query to find it; after that the kept
+path is used. Round trips in the steady state (job polls not counted, W = job waits):
 
 ================  =====================================================================
 ``list_vms``      1 call (GetSummaryInformation)
@@ -33,17 +32,15 @@ and ISO files stay where they are.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
+from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import (
     CimNotFound,
     CimResponseTooLarge,
-    HyperVError,
     JobFailed,
     MethodFailed,
 )
@@ -58,6 +55,7 @@ from hyperv_agent.hyperv.schema import (
     Subtype,
     SummaryInfo,
 )
+from hyperv_agent.hyperv.session import HyperV, InstanceMemo
 
 # --- power states -------------------------------------------------------------------------
 
@@ -155,60 +153,23 @@ def owner_guid(instance_id: str) -> str:
 
 # --- services ------------------------------------------------------------------------------
 
-_SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName")
-_SERVICES: weakref.WeakKeyDictionary[Cim, dict[str, ObjectPath]] = weakref.WeakKeyDictionary()
-
-
-async def service_path(cim: Cim, class_name: str, missing: str) -> ObjectPath:
-    """The path of the host's singleton service ``class_name``: 1 query on the first call
-    for ``cim``, then cached (0 round trips). HyperVError naming the service and
-    ``missing`` (what its absence means) when the host has none."""
-    cached = _SERVICES.setdefault(cim, {})
-    if class_name not in cached:
-        found = await cim.query(wql.select(class_name, properties=_SERVICE_KEYS), NAMESPACE)
-        if not found or found[0].path is None:
-            raise HyperVError(f"the host has no {class_name}; {missing}")
-        cached[class_name] = found[0].path
-    return cached[class_name]
-
-
-def forget_service(cim: Cim, class_name: str) -> None:
-    """Drop a cached service path that turned out stale; the next lookup queries again."""
-    _SERVICES.get(cim, {}).pop(class_name, None)
-
-
-async def call_on_service(
-    cim: Cim, class_name: str, missing: str, method: str, params: Mapping[str, InValue],
-    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-) -> MethodResult:
-    """``jobs.call`` on the service ``class_name``; a stale cached path is looked up
-    again, once."""
-    try:
-        return await jobs.call(cim, await service_path(cim, class_name, missing), method,
-                               params, policy=policy)
-    except CimNotFound:
-        forget_service(cim, class_name)
-    return await jobs.call(cim, await service_path(cim, class_name, missing), method, params,
-                           policy=policy)
-
-
 _VSMS_MISSING = "is the Hyper-V role installed?"
 
 
-async def management_service(cim: Cim) -> ObjectPath:
-    """The VSMS path: 1 query on the first call for ``cim``, then cached (0 round trips).
+async def management_service(hv: HyperV) -> ObjectPath:
+    """The VSMS path: 1 query on the session's first call, then kept (0 round trips).
 
     Raises HyperVError when the host has no Virtual System Management Service.
     """
-    return await service_path(cim, Class.VSMS, _VSMS_MISSING)
+    return await hv.service_path(Class.VSMS, _VSMS_MISSING)
 
 
 async def call_service(
-    cim: Cim, method: str, params: Mapping[str, InValue],
+    hv: HyperV, method: str, params: Mapping[str, InValue],
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> MethodResult:
     """``jobs.call`` on the VSMS; a stale cached path is looked up again, once."""
-    return await call_on_service(cim, Class.VSMS, _VSMS_MISSING, method, params, policy)
+    return await hv.call_service(Class.VSMS, _VSMS_MISSING, method, params, policy)
 
 
 def settings_path(vm_guid: str) -> ObjectPath:
@@ -216,59 +177,48 @@ def settings_path(vm_guid: str) -> ObjectPath:
     return ObjectPath.for_keys(Class.VSSD, NAMESPACE, InstanceID=f"Microsoft:{vm_guid}")
 
 
-_BULK_TOO_LARGE: weakref.WeakSet[Cim] = weakref.WeakSet()  # every-VM answers overflow
-
-
-async def _summaries(cim: Cim, requested: Iterable[SummaryInfo],
+async def _summaries(hv: HyperV, requested: Iterable[SummaryInfo],
                      vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
     """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
     are left out. Every VM: one call; or, where that answer overflowed the transport, one
     query for the VMs' settings and the call by path (the backend batches it)."""
     information: list[int] = [int(item) for item in requested]
     if vm_guids is not None:
-        return await _summaries_of(cim, [settings_path(g) for g in vm_guids], information)
-    if cim not in _BULK_TOO_LARGE:
+        return await _summaries_of(hv, [settings_path(g) for g in vm_guids], information)
+    kept = hv.kept(_Kept)
+    if not kept.bulk_too_large:
         try:
-            return await _summaries_of(cim, None, information)
+            return await _summaries_of(hv, None, information)
         except CimResponseTooLarge:
-            _BULK_TOO_LARGE.add(cim)
+            kept.bulk_too_large = True
     query = wql.select(Class.VSSD, wql.eq("VirtualSystemType", Subtype.REALIZED),
                        ("InstanceID",))
-    paths = [s.path for s in await cim.query(query, NAMESPACE) if s.path is not None]
-    return await _summaries_of(cim, paths, information) if paths else ()
+    paths = [s.path for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
+    return await _summaries_of(hv, paths, information) if paths else ()
 
 
-async def _summaries_of(cim: Cim, settings: list[ObjectPath] | None,
+async def _summaries_of(hv: HyperV, settings: list[ObjectPath] | None,
                         information: list[int]) -> tuple[CimInstance, ...]:
     params: dict[str, InValue] = {"SettingData": settings, "RequestedInformation": information}
-    result = await call_service(cim, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+    result = await call_service(hv, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
     return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
 
 
-# --- what the agent knows of a backend's VMs ------------------------------------------------
-
-#: Per backend: each VM's GUID by ElementName, as last seen (a listing, a lookup, a VM
-#: defined). A hint only: what it says is checked in the answer it is used for.
-_GUIDS: weakref.WeakKeyDictionary[Cim, _Known] = weakref.WeakKeyDictionary()
-#: Summaries already read, by instance: a backend that hands out the same (immutable)
-#: instance again for an unchanged VM is not parsed twice.
-_READ: weakref.WeakKeyDictionary[CimInstance, VmInfo] = weakref.WeakKeyDictionary()
+# --- what the session knows of the host's VMs ----------------------------------------------
 
 
-def remember(cim: Cim, name: str, vm_guid: str) -> None:
+def remember(hv: HyperV, name: str, vm_guid: str) -> None:
     """Note that the VM called ``name`` has GUID ``vm_guid`` (no round trip)."""
-    _GUIDS.setdefault(cim, _Known()).note(name, vm_guid)
+    hv.kept(_Kept).known.note(name, vm_guid)
 
 
-def _forget(cim: Cim, vm_guid: str) -> None:
-    known = _GUIDS.get(cim)
-    if known is not None:
-        known.drop(vm_guid)
+def _forget(hv: HyperV, vm_guid: str) -> None:
+    hv.kept(_Kept).known.drop(vm_guid)
 
 
-def _learn(cim: Cim, listed: Iterable[tuple[str, str]]) -> None:
+def _learn(hv: HyperV, listed: Iterable[tuple[str, str]]) -> None:
     """Replace what is known with a listing of every VM: (name, GUID), first one wins."""
-    _GUIDS[cim] = _known_from(listed)
+    hv.kept(_Kept).known = _known_from(listed)
 
 
 def _known_from(listed: Iterable[tuple[str, str]]) -> _Known:
@@ -304,16 +254,33 @@ class _Known:
                 del self.guids[name]
 
 
-def _read_listing(summaries: Iterable[CimInstance]) -> tuple[list[VmInfo], _Known]:
-    """Every VM of a summary of all VMs, and the GUIDs of their names."""
-    listed = [vm for vm in map(_read, summaries) if vm.guid]  # no GUID: no such VM
+@dataclass
+class _Kept:
+    """What the session keeps for this module."""
+
+    #: Each VM's GUID by ElementName, as last seen (a listing, a lookup, a VM defined). A
+    #: hint only: what it says is checked in the answer it is used for.
+    known: _Known = field(default_factory=_Known)
+    #: Whether an answer for every VM overflowed the transport once.
+    bulk_too_large: bool = False
+    #: Summaries already read, by instance: a backend that hands out the same (immutable)
+    #: instance again for an unchanged VM is not parsed twice.
+    read: InstanceMemo[VmInfo] = field(default_factory=InstanceMemo)
+
+
+def _read_listing(summaries: Iterable[CimInstance], read: InstanceMemo[VmInfo]
+                  ) -> tuple[list[VmInfo], _Known]:
+    """Every VM of a summary of all VMs, and the GUIDs of their names; summaries read
+    before are taken from ``read``, the others added to it."""
+    listed = [vm for vm in (_read(summary, read) for summary in summaries)
+              if vm.guid]  # no GUID: no such VM
     return listed, _known_from((vm.name, vm.guid) for vm in listed)
 
 
-def _read(summary: CimInstance) -> VmInfo:
-    info = _READ.get(summary)
+def _read(summary: CimInstance, read: InstanceMemo[VmInfo]) -> VmInfo:
+    info = read.get(summary)
     if info is None:
-        info = _READ[summary] = _vm_info(summary)
+        info = read[summary] = _vm_info(summary)
     return info
 
 
@@ -326,23 +293,23 @@ _STATS_INFO = (SummaryInfo.NAME, SummaryInfo.ELEMENT_NAME, SummaryInfo.NUMBER_OF
                SummaryInfo.UP_TIME)
 
 
-async def list_vms(cim: Cim) -> list[VmInfo]:
+async def list_vms(hv: HyperV) -> list[VmInfo]:
     """Every VM of the host with its power state and notes, in WMI's order.
 
     One GetSummaryInformation call whatever the number of VMs (plus one query the first
-    time a backend is used); where that answer overflows the transport, one query and the
+    time a session is used); where that answer overflows the transport, one query and the
     call in batches (see the module notes). Read-only and safe to repeat; an empty host
     gives [].
     """
-    summaries = await _summaries(cim, _LIST_INFO)
+    summaries = await _summaries(hv, _LIST_INFO)
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
-    listed, known = await asyncio.to_thread(_read_listing, summaries)
-    _GUIDS[cim] = known
+    kept = hv.kept(_Kept)
+    listed, kept.known = await asyncio.to_thread(_read_listing, summaries, kept.read)
     return listed
 
 
-async def find_vm(cim: Cim, name: str) -> VmRef | None:
+async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     """The VM whose ElementName is ``name``; None when there is none. 1 query, read-only.
 
     Hyper-V does not keep ElementNames unique: with duplicates, the first VM WMI returns
@@ -350,16 +317,16 @@ async def find_vm(cim: Cim, name: str) -> VmRef | None:
     """
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
     query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
-    for vm in await cim.query(query, NAMESPACE):
+    for vm in await hv.cim.query(query, NAMESPACE):
         guid = vm.string("Name")
         if guid:
-            remember(cim, name, guid)
+            remember(hv, name, guid)
             return VmRef(guid, vm.string("ElementName") or name,
                          power_state(vm.integer("EnabledState")))
     return None
 
 
-async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
+async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
     """Statistics of the VMs named in ``names`` (ElementName), keyed by name.
 
     One GetSummaryInformation call (none when ``names`` is empty). When the GUID of every
@@ -371,14 +338,14 @@ async def vm_stats(cim: Cim, names: Collection[str]) -> dict[str, VmStats]:
     wanted = set(names)
     if not wanted:
         return {}
-    known = _GUIDS[cim].guids if cim in _GUIDS else {}
+    known = hv.kept(_Kept).known.guids
     if wanted <= known.keys():
-        stats = _stats_of(await _summaries(cim, _STATS_INFO, {known[n] for n in wanted}),
+        stats = _stats_of(await _summaries(hv, _STATS_INFO, {known[n] for n in wanted}),
                           wanted)
         if stats.keys() == wanted:
             return stats
-    every = await _summaries(cim, _STATS_INFO)
-    _learn(cim, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
+    every = await _summaries(hv, _STATS_INFO)
+    _learn(hv, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
     return _stats_of(every, wanted)
 
 
@@ -421,7 +388,7 @@ def _vm_stats(summary: CimInstance) -> VmStats:
 
 
 async def turn_off(
-    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> bool:
     """Hard power-off (RequestStateChange 3, no guest shutdown); True if the VM exists.
 
@@ -433,7 +400,7 @@ async def turn_off(
     """
     params: dict[str, InValue] = {"RequestedState": int(RequestedState.DISABLED)}
     try:
-        await jobs.call(cim, vm_path(vm_guid), "RequestStateChange", params,
+        await jobs.call(hv.cim, vm_path(vm_guid), "RequestStateChange", params,
                         accept=(ReturnCode.INVALID_STATE,), policy=policy)
     except CimNotFound:
         return False
@@ -441,7 +408,7 @@ async def turn_off(
 
 
 async def destroy(
-    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> bool:
     """Delete the VM's definition (DestroySystem); True if this call removed it.
 
@@ -454,18 +421,18 @@ async def destroy(
     """
     path = vm_path(vm_guid)
     try:
-        await call_service(cim, "DestroySystem", {"AffectedSystem": path}, policy)
+        await call_service(hv, "DestroySystem", {"AffectedSystem": path}, policy)
     except (MethodFailed, JobFailed):
-        if await _exists(cim, path):
+        if await _exists(hv, path):
             raise
-        _forget(cim, vm_guid)
+        _forget(hv, vm_guid)
         return False
-    _forget(cim, vm_guid)
+    _forget(hv, vm_guid)
     return True
 
 
 async def remove_vm(
-    cim: Cim, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> bool:
     """Turn the VM off, then destroy its definition; True if a VM was removed.
 
@@ -474,14 +441,14 @@ async def remove_vm(
     If the power-off fails, the VM is unchanged; if DestroySystem fails, the VM is left
     off but defined and a repeat finishes the job. At most 2 calls + 2 job waits.
     """
-    if not await turn_off(cim, vm_guid, policy=policy):
+    if not await turn_off(hv, vm_guid, policy=policy):
         return False
-    return await destroy(cim, vm_guid, policy=policy)
+    return await destroy(hv, vm_guid, policy=policy)
 
 
-async def _exists(cim: Cim, path: ObjectPath) -> bool:
+async def _exists(hv: HyperV, path: ObjectPath) -> bool:
     try:
-        await cim.get(path)
+        await hv.cim.get(path)
     except CimNotFound:
         return False
     return True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hyperv_agent import logs, service
-from hyperv_agent.backends import seed_secondary
+from hyperv_agent.backends import prepare_state
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import AgentError
 from hyperv_agent.winsvc.readiness import AsyncProbe, Backoff, wait_until_ready
@@ -93,8 +93,8 @@ def _serve_logged(config: AgentConfig, run: ServiceRun, stop: StopSignal) -> str
         log.error("fatal: %s", error)
         return str(error)
     except OSError as error:
-        log.error("fatal: cannot listen on %s: %s", config.agent.listen, error)
-        return f"cannot listen on {config.agent.listen}: {error.strerror or error}"
+        log.error("fatal: cannot listen on %s", error.strerror or error)
+        return f"cannot listen on {error.strerror or error}"
     except Exception as error:  # the service must say why it died, whatever it was
         log.exception("fatal: unexpected error")
         return f"unexpected {type(error).__name__}: {error} (see {run.log_file})"
@@ -112,15 +112,15 @@ async def _serve(config: AgentConfig, run: ServiceRun, stop_signal: StopSignal) 
     stop = stop_signal.bind()
     if not await _hyperv_service_ready(config, run, stop):
         return
-    seed_secondary(config)
+    prepare_state(config)
     agent = service.build_agent(config)
     try:
         ready = await wait_until_ready("Hyper-V's v2 namespace", agent.hyperv_problem, stop,
                                        run.backoff)
     except BaseException:
-        await agent.cim.close()
+        await agent.close()
         raise
     if not ready:
-        await agent.cim.close()
+        await agent.close()
         return
     await service.run_agent(agent, stop)

@@ -1,0 +1,27 @@
+"""What the handlers of commands that write or delete files on the host share (volumes,
+copies): the host's session, request paths below registered roots, the one file lock
+table, how long Hyper-V's jobs are waited for, and the agent's aside files."""
+
+from __future__ import annotations
+
+from hyperv_agent.handlers.datapaths import DataPaths
+from hyperv_agent.handlers.locks import FileLocks
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hyperv import jobs
+from hyperv_agent.hyperv.session import HyperV
+
+
+class FileHandlers:
+    """The base of ``CopyHandler`` and ``VolumeHandlers``. ``file_locks`` is the agent's one
+    file lock table: a command holds a file's lock while it writes or deletes it."""
+
+    def __init__(self, hv: HyperV, paths: DataPaths, file_locks: FileLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 aside: AsideFiles | None = None) -> None:
+        self.hv = hv
+        self.paths = paths
+        self.files: HostFiles = paths.files
+        self.file_locks = file_locks
+        self.job_wait = job_wait
+        self.aside = aside  # the agent's aside files; None: each copy sweeps its target's

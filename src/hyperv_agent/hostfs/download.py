@@ -1,0 +1,61 @@
+"""Downloading a template image onto the host: the one flow that CopyCommand (a template to
+a primary pool) and the legacy PrimaryStorageDownloadCommand share.
+
+The image streams from a host path, an S3 object or an http(s) URL (``transfer``), is
+expanded when its name says it is compressed, and is checked on the way in: a disk must
+carry a VHD or VHDX signature, and one whose name says the other format is renamed to
+match its content (``images``). An ISO is copied as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hyperv_agent.errors import TransferError
+from hyperv_agent.hostfs import images
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.transfer import Source, transfer
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: str  # where the image is now: the target, or its name matched to the content
+    size: int  # bytes written (after decompression)
+    suffix: str  # .vhd, .vhdx or .iso: what the file is
+
+
+async def download_image(files: HostFiles, source: Source, target: str, *,
+                         checksum: str | None = None,
+                         aside: AsideFiles | None = None) -> Downloaded:
+    """Copy the image ``source`` to the host path ``target`` (a disk or ISO name).
+
+    ``checksum`` is checked against the source as stored (before decompression). A disk
+    without a VHD or VHDX signature fails the copy (TransferError). On any failure
+    nothing is left under ``target`` or the renamed name, and an earlier file at
+    ``target`` is left as it was; a repeat replaces the file with a fresh copy. Callers
+    serialise downloads to one target.
+    """
+    check = _DiskCheck(files, source) if images.is_disk(target) else None
+    done = await transfer(files, source, target, checksum=checksum, verify=check,
+                          aside=aside)
+    if check is None or check.suffix is None:
+        return Downloaded(target, done.size, images.ISO)
+    path = await images.matched_to_content(files, target, check.suffix)
+    return Downloaded(path, done.size, check.suffix)
+
+
+class _DiskCheck:
+    """``transfer``'s verify step: the copy must be a VHD or VHDX disk; ``suffix`` is
+    the format its signature shows."""
+
+    def __init__(self, files: HostFiles, source: Source) -> None:
+        self.files = files
+        self.label = source if isinstance(source, str) else source.label
+        self.suffix: str | None = None
+
+    async def __call__(self, copy: str) -> None:
+        self.suffix = await images.content_suffix(self.files, copy)
+        if self.suffix is None:
+            raise TransferError(f"{self.label} is not a VHD or VHDX disk (no disk signature "
+                                "in what it holds); nothing was added to the pool")

@@ -1,0 +1,218 @@
+"""A streamed HTTP GET on aiohttp, read with blocking reads: the transport of ``http`` (a
+file on a web server) and ``s3`` (an object of an S3-compatible store).
+
+A copy reads its source on a worker thread (``transfer``). Each GET therefore runs its
+own event loop on a thread of its own: aiohttp receives the body there, and the worker
+reads it as a plain binary stream; closing the stream closes the connection and ends the
+loop. Redirects are not followed here (the caller decides where to go next); the body is
+never decoded or buffered whole. Every failure is a TransferError of one line, naming the
+server as the caller describes it (``Peer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import ssl
+import threading
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from hyperv_agent.errors import TransferError
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
+
+_T = TypeVar("_T")
+_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """How messages name the server and what to suggest when it cannot be reached."""
+
+    where: str  # "127.0.0.1:8080 (for http://...)", "S3 endpoint s3.lab:9000"
+    unresolved: str  # "cannot resolve the host ..."
+    refused_hint: str  # "is the host and port right?"
+    tls_hint: str  # "does the server speak https?"
+
+
+@dataclass(frozen=True)
+class Get:
+    """One GET: ``url`` as sent (already encoded), its headers and TLS context (None for
+    plain http), how messages name the file (``label``) and its server."""
+
+    url: str
+    headers: Mapping[str, str]
+    tls: ssl.SSLContext | None
+    label: str
+    peer: Peer
+    timeout_s: float
+
+
+class Response:
+    """A response whose body has not been read: its status, headers, and the body as a
+    blocking stream (``body``) or a bounded error text (``error_text``). ``close`` ends
+    the connection and its loop, unless the body stream took them over."""
+
+    def __init__(self, loop: _Loop, session: aiohttp.ClientSession,
+                 response: aiohttp.ClientResponse, get: Get) -> None:
+        self._loop, self._session, self._response, self._get = loop, session, response, get
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.headers: Mapping[str, str] = response.headers
+
+    def body(self) -> BinaryIO:
+        """The body as a stream (the stream owns the connection from now on)."""
+        raw = _Body(self._loop, self._session, self._response, self._get.label)
+        return io.BufferedReader(raw, COPY_CHUNK_BYTES)
+
+    def error_text(self, limit_bytes: int) -> bytes:
+        """Up to ``limit_bytes`` of the body (an error document); b"" when unreadable."""
+        try:
+            return self._loop.run(self._response.content.read(limit_bytes))
+        except _ERRORS:
+            return b""
+
+    def close(self) -> None:
+        self._loop.close(self._session)
+
+
+def open_get(get: Get) -> Response:
+    """Send ``get`` and wait for the response's head. Blocking: call it from a worker
+    thread (or any thread without a running event loop). A refused connection, an
+    unknown host, a timeout, an untrusted certificate or a failed TLS handshake raise
+    TransferError with one line; nothing is left open then."""
+    loop = _Loop()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=get.timeout_s,
+                                    sock_read=get.timeout_s)
+    session = loop.run(_session(timeout))
+    try:
+        response = loop.run(_send(session, get))
+    except _ERRORS as error:
+        loop.close(session)
+        raise TransferError(connect_problem(get.peer, error, get.timeout_s)) from None
+    except BaseException:
+        loop.close(session)
+        raise
+    return Response(loop, session, response, get)
+
+
+async def _session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+                                 skip_auto_headers=("User-Agent",))
+
+
+async def _send(session: aiohttp.ClientSession, get: Get) -> aiohttp.ClientResponse:
+    return await session.get(URL(get.url, encoded=True), headers=dict(get.headers),
+                             ssl=get.tls if get.tls is not None else False,
+                             allow_redirects=False)
+
+
+def connect_problem(peer: Peer, error: BaseException, timeout_s: float) -> str:
+    """Why the server could not be reached or asked, in one line."""
+    cause = _cause(error)
+    if isinstance(cause, ConnectionRefusedError):
+        return f"cannot connect to {peer.where}: connection refused ({peer.refused_hint})"
+    if isinstance(cause, socket.gaierror):
+        return peer.unresolved
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        return (f"the TLS certificate of {peer.where} is not trusted "
+                f"({_verify_message(error.certificate_error)})")
+    if isinstance(cause, ssl.SSLError) or isinstance(error, aiohttp.ClientSSLError):
+        reason = getattr(cause, "reason", None) or type(cause).__name__
+        return f"TLS with {peer.where} failed ({reason}); {peer.tls_hint}"
+    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return f"{peer.where} did not answer within {timeout_s:g} s"
+    if isinstance(cause, OSError) and not isinstance(error, aiohttp.ServerDisconnectedError):
+        return f"cannot reach {peer.where}: {cause.strerror or type(cause).__name__}"
+    return f"{peer.where} sent no valid HTTP answer ({type(error).__name__})"
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The OS or TLS error behind an aiohttp connection error, else ``error`` itself."""
+    found = getattr(error, "os_error", None) or error.__cause__
+    return found if isinstance(found, BaseException) else error
+
+
+def _verify_message(error: BaseException) -> str:
+    return str(getattr(error, "verify_message", None) or error)
+
+
+def reason(error: BaseException) -> str:
+    """Why reading a response failed, in a few words."""
+    if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "the server stopped sending (timed out)"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the body ended early"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return type(error).__name__
+
+
+class _Body(io.RawIOBase):
+    """The response body; a connection that closes before Content-Length is an error."""
+
+    def __init__(self, loop: _Loop, session: aiohttp.ClientSession,
+                 response: aiohttp.ClientResponse, label: str) -> None:
+        super().__init__()
+        self._loop, self._session, self._response = loop, session, response
+        self._label = label
+        self._expected = response.content_length
+        self._received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._loop.run(self._response.content.read(len(buffer)))
+        except aiohttp.ClientPayloadError:
+            raise self._cut_short() from None
+        except _ERRORS as error:
+            raise TransferError(f"reading {self._label} failed after {self._received} "
+                                f"bytes: {reason(error)}") from None
+        if not data and len(buffer) and self._expected is not None \
+                and self._received < self._expected:
+            raise self._cut_short()
+        buffer[:len(data)] = data
+        self._received += len(data)
+        return len(data)
+
+    def _cut_short(self) -> TransferError:
+        arrived = max(self._received, self._response.content.total_bytes)
+        return TransferError(f"the server closed the connection after {arrived} of "
+                             f"{self._expected} bytes of {self._label}")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._loop.close(self._session)
+        super().close()
+
+
+class _Loop:
+    """An event loop on a daemon thread of its own, for one GET."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="hyperv-agent-get")
+        self._thread.start()
+
+    def run(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``work`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def close(self, session: aiohttp.ClientSession) -> None:
+        """Close ``session`` (and its connection), then end the loop and its thread."""
+        if self._loop.is_closed():
+            return
+        try:
+            self.run(session.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()

@@ -1,0 +1,173 @@
+"""The first five minutes, as a new user meets them: the README's "see it work" commands run
+as written in a fresh clone, its sample configuration starts as written, diagnostics leave
+nothing behind, and every start-up problem is one line naming the setting."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import lab
+from tests.samba import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+
+
+def _blocks(section: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the README section headed ``section``."""
+    text = README.read_text()
+    start = text.index(f"\n{section}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(rf"```{language}\n(.*?)```", text[start:end if end > 0 else None], re.S)
+
+
+def _environment(tmp_path: Path, **more: str) -> dict[str, str]:
+    """A fresh default state directory and free listeners (the defaults, 8250 and 9250,
+    may be taken on a shared machine), as an operator sets them in the environment."""
+    return {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state-home"),
+            "HYPERV_AGENT_LISTEN": f"127.0.0.1:{free_port()}",
+            "HYPERV_AGENT_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+            "PYTHONUNBUFFERED": "1", **more}
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A fresh clone of this repository, its ``.venv`` provisioned from this one's packages
+    (no download: the clone's own code, this machine's installed dependencies)."""
+    target = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(target)], check=True, timeout=60)
+    venv = target / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=60)
+    site = Path(sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"])
+    site.mkdir(parents=True, exist_ok=True)
+    here = sysconfig.get_paths()["purelib"]
+    (site / "hyperv_agent_clone.pth").write_text(f"{target / 'src'}\n{here}\n")
+    script = venv / "bin" / "hyperv-agent"
+    script.write_text(f"#!{venv / 'bin' / 'python'}\nfrom hyperv_agent.cli import main\n"
+                      "main()\n")
+    script.chmod(0o755)
+    (venv / ".installed").touch()  # newer than the clone's pyproject.toml: no reinstall
+    return target
+
+
+def _commands() -> list[str]:
+    found = [line.strip() for block in _blocks("## See it work", "sh")
+             for line in block.splitlines() if line.strip()]
+    assert found == ["./dev serve", "./dev probe --deploy"], found
+    return found
+
+
+def test_see_it_work_commands_deploy_a_vm_when_run_as_written_in_a_fresh_clone(
+        clone: Path, tmp_path: Path) -> None:
+    serve, probe = _commands()
+    environment = _environment(tmp_path)
+    agent = subprocess.Popen(["bash", "-c", serve], cwd=clone, env=environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:  # the probe is started at once: it waits for the agent to come up
+        run = subprocess.run(["bash", "-c", probe], cwd=clone, env=environment,
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        os.killpg(agent.pid, signal.SIGTERM)
+        _, errors = agent.communicate(timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr + errors
+    assert "start VM" in run.stdout and "delete volume" in run.stdout, run.stdout
+    assert agent.returncode == 0, errors
+    assert errors.strip().splitlines()[-1].endswith("hyperv-agent stopped: listeners closed, "
+                                                    "backend closed"), errors
+    state = tmp_path / "state-home" / "hyperv-agent"  # the README's default state directory
+    assert (state / "tls" / "agent.crt").is_file() and (state / "emulator").is_dir()
+
+
+def test_sample_configuration_starts_as_written_and_says_when_it_stopped(
+        tmp_path: Path) -> None:
+    (sample,) = _blocks("## Configuration", "toml")
+    config = tmp_path / "agent.toml"
+    config.write_text(sample)
+    process = subprocess.Popen([sys.executable, "-m", "hyperv_agent.cli", "serve", "--config",
+                                str(config)], env=_environment(tmp_path),
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines = _lines_until(process, "serving CloudStack on")
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, "".join(lines) + rest
+    assert rest.strip().splitlines()[-1].endswith("hyperv-agent stopped: listeners closed, "
+                                                  "backend closed"), rest
+
+
+def _lines_until(process: subprocess.Popen[str], wanted: str) -> list[str]:
+    assert process.stderr is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        assert line, "".join(seen) + process.stderr.read()
+        seen.append(line)
+        if wanted in line:
+            return seen
+    raise AssertionError("".join(seen))
+
+
+def test_cim_query_creates_no_folder_when_the_emulated_host_does_not_exist(
+        tmp_path: Path) -> None:
+    named = tmp_path / "absent"
+    run = lab.command("cim", "query", "--state-dir", str(named),
+                      "SELECT ElementName FROM Msvm_VirtualEthernetSwitch")
+    assert run.returncode == 0, run.stderr
+    assert "External" in run.stdout
+    defaulted = subprocess.run([sys.executable, "-m", "hyperv_agent.cli", "cim", "query",
+                                "SELECT Name FROM Msvm_ComputerSystem"],
+                               env=_environment(tmp_path), capture_output=True, text=True,
+                               timeout=60)
+    assert defaulted.returncode == 0, defaulted.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        yield int(holder.getsockname()[1])
+
+
+def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hyperv_agent.cli", "serve",
+                           "--admin-listen", f"127.0.0.1:{free_port()}", *args],
+                          env=_environment(tmp_path), capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_start_up_problems_are_one_line_naming_the_setting(
+        tmp_path: Path, taken_port: int) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    cases = [
+        (("--state-dir", str(a_file / "state")), "[agent] state_dir"),
+        (("--state-dir", str(a_file)), "[agent] state_dir"),
+        (("--state-dir", str(tmp_path / "s"), "--listen", f"127.0.0.1:{taken_port}"),
+         f"127.0.0.1:{taken_port} ([agent] listen)"),
+        (("--state-dir", str(tmp_path / "s"), "--listen", "nowhere"), "listen"),
+        (("--state-dir", str(tmp_path / "s"), "--backend", "wsman"), "[wsman] url"),
+    ]
+    for args, setting in cases:
+        run = _serve(tmp_path, *args)
+        assert run.returncode == 2, (args, run.stderr)
+        # Log lines of what went before may precede it; the problem is one line.
+        (problem,) = [line for line in run.stderr.splitlines()
+                      if not re.match(r"^\S+ \S+ (INFO|WARNING) \[", line)]
+        assert problem.startswith("error: ") and setting in problem, (args, run.stderr)

@@ -1,0 +1,89 @@
+"""Commands that write or delete the same file queue behind one lock table, whichever
+handler serves them; commands on different files run side by side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
+from tests.e2e.conftest import PRIVATE_IP, Running, serving
+
+PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+VOLUME = "0d1f6a4e-2b3c-4d5e-8f90-a1b2c3d4e5f6"
+OTHER = "9e8d7c6b-5a49-4382-b1a0-f0e1d2c3b4a5"
+CALL_S, JOB_S = 0.2, 0.3  # a linked clone then takes about half a second
+
+
+def _store() -> dict[str, Any]:
+    return {PRIMARY_TO: {"uuid": "5fe2bad3-d785-394e-9949-89786b8a63d2", "id": 201,
+                         "host": "10.1.1.1", "poolType": "Filesystem", "path": "C:\\pool",
+                         "port": 0}}
+
+
+def _volume(uuid: str) -> dict[str, Any]:
+    return {VOLUME_TO: {"uuid": uuid, "volumeType": "ROOT", "dataStore": _store(),
+                        "format": "VHDX", "name": "ROOT-5", "id": 10}}
+
+
+def _clone(uuid: str) -> dict[str, Any]:
+    template = {TEMPLATE_TO: {"path": "tmpl-1", "format": "VHDX", "imageDataStore": _store(),
+                              "uuid": "7e4ca941-cb1b-4113-ab9e-043960d0fb10", "id": 206}}
+    return {"srcTO": template, "destTO": _volume(uuid), "executeInSequence": False,
+            "wait": 10800}
+
+
+@pytest.fixture
+async def slow(tmp_path: Path) -> AsyncIterator[tuple[Running, Path]]:
+    """An agent whose emulated host takes CALL_S a round trip and JOB_S a job, with a
+    template in its local pool."""
+    toml = tmp_path / "agent.toml"
+    toml.write_text(f"[emulator]\ncall_latency_s = {CALL_S}\njob_duration_s = {JOB_S}\n")
+    config = load_config(toml, state_dir=tmp_path / "state", backend="emulator",
+                         private_ip=PRIVATE_IP, local_storage_path="C:\\pool")
+    async with serving(config, backend="emulator") as running:
+        pool = config.agent.state_dir / "emulator" / "drives" / "C" / "pool"
+        pool.mkdir(parents=True)
+        vhd.create(pool / "tmpl-1.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 16 << 20)
+        yield running, pool
+
+
+async def _answered(running: Running, fqcn: str, body: dict[str, Any]) -> dict[str, Any]:
+    _, answer = await running.answer(fqcn, body)
+    assert answer["result"] is True, answer
+    return answer
+
+
+async def test_delete_waits_for_the_copy_of_its_file_when_both_arrive_together(
+    slow: tuple[Running, Path],
+) -> None:
+    running, pool = slow
+    copying = asyncio.create_task(_answered(running, names.COPY_COMMAND, _clone(VOLUME)))
+    await asyncio.sleep(CALL_S / 2)  # the copy holds the file's lock, its clone under way
+    deleted = await _answered(running, names.DELETE_COMMAND, {"data": _volume(VOLUME)})
+    await copying
+    # The delete found the file: it ran once the copy had made it (without the shared
+    # lock it would have found nothing yet, and the copy's file would remain).
+    assert deleted["details"] == f"deleted C:\\pool\\{VOLUME}.vhdx"
+    assert sorted(p.name for p in pool.iterdir()) == ["tmpl-1.vhdx"]
+
+
+async def test_delete_of_another_file_does_not_wait_for_a_copy_when_both_arrive_together(
+    slow: tuple[Running, Path],
+) -> None:
+    running, pool = slow
+    copying = asyncio.create_task(_answered(running, names.COPY_COMMAND, _clone(VOLUME)))
+    await asyncio.sleep(CALL_S / 2)
+    deleted = await _answered(running, names.DELETE_COMMAND, {"data": _volume(OTHER)})
+    assert not copying.done()
+    assert "does not exist" in deleted["details"]
+    await copying
+    assert sorted(p.name for p in pool.iterdir()) == [f"{VOLUME}.vhdx", "tmpl-1.vhdx"]

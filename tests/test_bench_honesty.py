@@ -1,0 +1,22 @@
+"""Benchmarks check that the state they measure is the state their figures name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bench.bench_agent import seeded
+from bench.common import NotWhatItNames
+
+SMALL_HOST = "[emulator]\nmemory_mb = 8192\ncpus = 4\n"  # runs only a few VMs at once
+
+
+async def test_state_report_benchmark_refuses_a_host_that_runs_fewer_vms_than_it_names(
+        tmp_path: Path) -> None:
+    with pytest.raises(NotWhatItNames, match="60 VMs, 30 running"):
+        await seeded(tmp_path / "small", count=60, running=30, host=SMALL_HOST)
+
+
+async def test_state_report_benchmark_seeds_what_it_names_when_the_host_has_room(
+        tmp_path: Path) -> None:
+    await seeded(tmp_path / "roomy", count=60, running=30)  # the benchmark's own host
