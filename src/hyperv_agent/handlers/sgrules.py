@@ -41,13 +41,8 @@ from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.portacls import (
-    ANY,
-    AclAction,
-    AclDirection,
-    AclSpec,
-    network_text,
-)
+from hyperv_agent.hyperv.portacls import ANY, AclSpec, PortSecurity, network_text
+from hyperv_agent.hyperv.schema import AclAction, AclDirection
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -65,15 +60,6 @@ class RuleError(InvalidRequest):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
-
-
-@dataclass(frozen=True)
-class PortSecurity:
-    """The port's Msvm_EthernetSwitchPortSecuritySettingData a VM gets."""
-
-    allow_mac_spoofing: bool
-    dhcp_guard: bool
-    router_guard: bool
 
 
 #: A user VM may not forge its MAC, answer as a DHCP server or advertise routes.
