@@ -6,9 +6,11 @@ through (emulator/traffic.py), not by rule lists; re-sends counted in round trip
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+from bench import bench_secgroups
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator.portacl import Packet
@@ -337,3 +339,16 @@ async def test_rules_of_a_vm_not_started_on_sgs_apply_when_sent(running: Running
     await send(running, rules_body())
     assert reaches(running, ssh("192.168.1.10"))
     assert not reaches(running, ssh("192.168.2.10"))
+
+
+# --- the benchmark's budget -----------------------------------------------------------------
+
+
+async def test_fifty_rules_by_four_cidrs_cost_two_calls_and_resends_none(tmp_path: Path) -> None:
+    figures = await bench_secgroups.measure(tmp_path, call_s=0.0, job_s=0.0, resends=3)
+    for spent in (figures.applied, figures.changed):
+        assert (spent.calls, spent.waits) == (2, 2), spent
+        assert (spent["invoke:RemoveFeatureSettings"], spent["invoke:AddFeatureSettings"]) == (
+            1, 1), spent
+    assert figures.resent.counts == {}
+    assert len(figures.resend_ms) == 3
