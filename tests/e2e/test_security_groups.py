@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from bench import bench_secgroups
 
+from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator.portacl import Packet
 from hyperv_agent.hyperv import build, nics, power
@@ -215,6 +216,9 @@ async def test_resend_of_the_same_rules_costs_no_round_trip(running: Running) ->
     answer = await send(running, rules_body(seq=3))
     assert answer["result"] is True
     assert (cim.round_trips() - before).counts == {}
+    answer = await send(running, rules_body(seq=4))  # a new seqNum, the same rules
+    assert answer["result"] is True and "already" in answer["details"], answer
+    assert (cim.round_trips() - before).counts == {}
     assert reaches(running, ssh("192.168.1.10"))
 
 
@@ -285,6 +289,28 @@ async def test_cleanup_answers_true_and_leaves_live_vms_alone(running: Running) 
     assert (key, answer["result"]) == (names.ANSWER, True), answer
     assert await acl_state(running.emulator) == before
     assert reaches(running, ssh("192.168.1.10"))
+
+
+async def test_cleanup_removes_the_agents_acls_left_without_their_port(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body())
+    port = await port_of(cim)
+    admin = await acl(cim, Name="admin-block", Direction=1, Action=2,
+                      RemoteIPAddress="192.168.1.66", Weight=60000)
+    await ok(cim, await add_features(cim, port, [admin]))
+    owned = len(await acls_of(cim)) - 1
+    txn = cim.host.store.transaction()  # the port gone, its features left behind:
+    txn.delete(port)  # a state no method of the seam reaches
+    txn.commit()
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    _, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert answer["result"] is True and f"{owned} ACLs" in answer["details"], answer
+    left = await cim.query(wql.select("Msvm_EthernetSwitchPortExtendedAclSettingData",
+                                      wql.starts_with("InstanceID", port.key("InstanceID"))))
+    assert [str(a["Name"]) for a in left] == ["admin-block"]
 
 
 # --- bad input ----------------------------------------------------------------------------
