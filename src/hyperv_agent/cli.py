@@ -297,6 +297,9 @@ def template_make(path: Path, size_mb: int) -> None:
 @click.option("--deploy", is_flag=True,
               help="Play a whole deployment: copy a template, make a root volume, start, "
                    "report, stop and delete, one timed line per step.")
+@click.option("--security-groups", is_flag=True,
+              help="With --deploy: start the VM on a security-group network and program "
+                   "its rules (applied, re-sent, a malformed one refused).")
 @click.option("--secondary", metavar="URL",
               help="cifs:// image store holding the template (default: the share "
                    "'secondary' on the host's own name, as `serve` on the emulator offers).")
@@ -309,9 +312,9 @@ def template_make(path: Path, size_mb: int) -> None:
 @click.option("--hypervisor-version", "versions", multiple=True, default=("6.2",),
               show_default=True, help="A Hyperv row of the management server's "
               "hypervisor_capabilities table (repeat for several).")
-def probe_command(url: str | None, private_ip: str, deploy: bool, secondary: str | None,
-                  template_path: str | None, timeout_s: float, versions: tuple[str, ...]
-                  ) -> None:
+def probe_command(url: str | None, private_ip: str, deploy: bool, security_groups: bool,
+                  secondary: str | None, template_path: str | None, timeout_s: float,
+                  versions: tuple[str, ...]) -> None:
     """Play the management server against the agent at URL (default: the agent on this
     machine, https://127.0.0.1:8250 or HYPERV_AGENT_LISTEN) and check it is a drop-in.
     An agent still starting is waited for, within --timeout."""
@@ -321,7 +324,11 @@ def probe_command(url: str | None, private_ip: str, deploy: bool, secondary: str
     from hyperv_agent.config import local_agent_url
     from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE, DeployPlan
 
-    plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE) if deploy else None
+    if security_groups and not deploy:
+        _fail(ConfigError("--security-groups is a step of --deploy: give both"))
+        return
+    plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE,
+                      security_groups=security_groups) if deploy else None
     report = asyncio.run(probe.probe(url or local_agent_url(), private_ip, timeout_s, plan,
                                      versions))
     click.echo(report.table())

@@ -6,9 +6,17 @@ can turn it into a failed Answer with a message a human can act on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
 
 class AgentError(Exception):
     """Base of every error the agent raises deliberately."""
+
+    #: Fields of the failed answer this error says besides ``details`` (Java field names,
+    #: for the answer classes that have them: a SecurityGroupRuleAnswer's ``reason``).
+    answer_fields: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
 
 class ConfigError(AgentError):

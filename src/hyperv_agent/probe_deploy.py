@@ -3,9 +3,12 @@ plays it, one timed line per step.
 
 Register the host, copy a template from a cifs image store to the host's local pool, make
 a root volume from it, start a VM on it, see the VM in the state report and the VM
-statistics, stop it, delete the volume. Bodies are raw JSON in the management server's
-shapes, so the run works against any Hyper-V agent. Out of the box it targets ``serve`` on
-the emulator, whose default image store holds a small template for the purpose.
+statistics, stop it, delete the volume. With ``security_groups`` the VM's NIC is on a
+security-group network and, once it runs, gets rules as the MS programs them: applied,
+re-sent, and a malformed rule refused with the reason the MS reads. Bodies are raw JSON in
+the management server's shapes, so the run works against any Hyper-V agent. Out of the box
+it targets ``serve`` on the emulator, whose default image store holds a small template for
+the purpose.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ PROBE_VNC_PASSWORD = "probe-vnc-Xk3p9"  # noqa: S105 - a marker, checked not to 
 EMPTY_ISO_DISK = {"data": {"org.apache.cloudstack.storage.to.TemplateObjectTO": {
     "id": 0, "format": "ISO", "accountId": 0, "hvm": False, "bootable": False}},
     "diskSeq": 3, "type": "ISO"}
+VM_IP, VM_MAC = "10.1.1.67", "02:00:51:2c:90:01"
+SG_RULES = "com.cloud.agent.api.SecurityGroupRulesCmd"
+SG_ANSWER = "com.cloud.agent.api.SecurityGroupRuleAnswer"
 VM_STATS_FIELDS = ("cpuUtilization", "numCPUs", "diskReadIOs", "diskWriteIOs",
                    "diskReadKBs", "diskWriteKBs", "memoryKBs")
 
@@ -48,6 +54,7 @@ class DeployPlan:
     secondary_url: str | None = None  # default: cifs://<host name>/secondary
     template_path: str = DEFAULT_TEMPLATE
     vm_name: str = "i-2-9001-VM"
+    security_groups: bool = False  # the NIC on a security-group network, rules programmed
 
 
 class Deployer(Prober):
@@ -129,11 +136,7 @@ class Deployer(Prober):
               "uuid": str(uuid.uuid4()), "vncPassword": PROBE_VNC_PASSWORD,
               "disks": [{"data": {VOLUME_TO: volume}, "diskSeq": 0, "type": "ROOT"},
                         EMPTY_ISO_DISK],
-              "nics": [{"deviceId": 0, "defaultNic": True, "uuid": str(uuid.uuid4()),
-                        "ip": "10.1.1.67", "netmask": "255.255.255.0", "gateway": "10.1.1.1",
-                        "mac": "02:00:51:2c:90:01", "broadcastType": "Vlan", "type": "Guest",
-                        "broadcastUri": "vlan://261", "isolationUri": "vlan://261",
-                        "networkRateMbps": 100}]}
+              "nics": [self._nic()]}
         answer = await self.answer("com.cloud.agent.api.StartCommand",
                                    {"vm": vm, "contextMap": {}, "wait": 0},
                                    "com.cloud.agent.api.StartAnswer")
@@ -142,6 +145,42 @@ class Deployer(Prober):
         require(PROBE_VNC_PASSWORD not in json.dumps(answer), "StartAnswer carries no secret",
                  "the VM's vncPassword came back in the answer")
         return f"{self.plan.vm_name} started"
+
+    def _nic(self) -> JsonObject:
+        nic: JsonObject = {
+            "deviceId": 0, "defaultNic": True, "uuid": str(uuid.uuid4()), "ip": VM_IP,
+            "netmask": "255.255.255.0", "gateway": "10.1.1.1", "mac": VM_MAC,
+            "broadcastType": "Vlan", "type": "Guest", "broadcastUri": "vlan://261",
+            "isolationUri": "vlan://261", "networkRateMbps": 100}
+        if self.plan.security_groups:  # a basic zone's guest network
+            nic.update(broadcastType="Native", broadcastUri="vlan://untagged",
+                       isolationUri="ec2://untagged", securityGroupEnabled=True)
+        return nic
+
+    async def security_groups(self) -> str:
+        """Rules as SecurityGroupManagerImpl sends them: applied, re-sent unchanged, and a
+        malformed CIDR refused with PROGRAMMING_FAILED (the MS retries it)."""
+        rules = [{"proto": "tcp", "startPort": 22, "endPort": 22,
+                  "allowedCidrs": ["192.168.1.0/24"]}]
+        body = {"guestIp": VM_IP, "vmName": self.plan.vm_name, "guestMac": VM_MAC,
+                "signature": "0c2f41a4dbbe5bd3fc3b5a3b5c0c8a5e", "seqNum": 1, "vmId": 9001,
+                "msId": 1, "ingressRuleSet": rules, "egressRuleSet": [], "contextMap": {},
+                "wait": 0}
+        for what in ("applied", "re-sent"):
+            answer = await self.answer(SG_RULES, body, SG_ANSWER)
+            require(answer.get("result") is True, f"SecurityGroupRulesCmd {what}",
+                    str(answer.get("details")))
+            require((answer.get("logSequenceNumber"), answer.get("vmId")) == (1, 9001),
+                    "SecurityGroupRuleAnswer echoes seqNum and vmId",
+                    f"{answer.get('logSequenceNumber')}, {answer.get('vmId')}")
+        bad = {**body, "seqNum": 2, "ingressRuleSet": [{**rules[0],
+                                                       "allowedCidrs": ["192.168.1.0/33"]}]}
+        answer = await self.answer(SG_RULES, bad, SG_ANSWER)
+        require(answer.get("result") is False
+                and answer.get("reason") == "PROGRAMMING_FAILED",
+                "a malformed rule fails with PROGRAMMING_FAILED",
+                f"result {answer.get('result')}, reason {answer.get('reason')}")
+        return "ssh from 192.168.1.0/24 applied, re-sent; a bad CIDR refused"
 
     async def reported(self, expected: str | None) -> str:
         status, data = await self.post("org.apache.cloudstack.HostVmStateReportCommand", {})
@@ -188,6 +227,8 @@ class Deployer(Prober):
     async def run(self) -> ProbeReport:
         steps = [("register", self.register), ("copy template", self.copy_template),
                  ("root volume", self.root_volume), ("start VM", self.start_vm),
+                 *([("security groups", self.security_groups)]
+                   if self.plan.security_groups else []),
                  ("state report", lambda: self.reported("PowerOn")),
                  ("VM stats", self.vm_stats), ("stop VM", self.stop_vm),
                  ("VM gone", lambda: self.reported(None)),

@@ -29,6 +29,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.locks import FileLocks
+from hyperv_agent.handlers.secgroups import SecurityGroupHandlers
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
 from hyperv_agent.handlers.vm import VmHandlers, VmSettings
@@ -159,6 +160,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                          journal=state.BuildJournal(agent.state_dir / "building.json"))
     handlers |= start.table()
     handlers |= AttachHandlers(hv, paths, vm.locks).table()
+    handlers |= SecurityGroupHandlers(hv, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation).table()
     file_locks = FileLocks()  # one table: a copy and a delete of one file never interleave
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,

@@ -336,7 +336,7 @@ MS_422_ACTIONS = {  # every body of samples/ms-4.22 and the action it is POSTed 
     "42_MigrateWithStorageCommand.json": names.MIGRATE_WITH_STORAGE_COMMAND,
     "43_MigrateVolumeCommand.json": names.MIGRATE_VOLUME_COMMAND,
     "50_SecurityGroupRulesCmd.json": names.SECURITY_GROUP_RULES_CMD,
-    "51_NetworkRulesVmSecondaryIpCommand.json": "",  # not a command this agent knows
+    "51_NetworkRulesVmSecondaryIpCommand.json": names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND,
     "52_NetworkRulesSystemVmCommand.json": names.NETWORK_RULES_SYSTEM_VM_COMMAND,
     "53_CleanupNetworkRulesCmd.json": names.CLEANUP_NETWORK_RULES_CMD,
 }

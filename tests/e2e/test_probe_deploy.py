@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from click.testing import CliRunner
+
 from hyperv_agent import backends, probe
 from hyperv_agent.cim import wql
+from hyperv_agent.cli import main
 from hyperv_agent.probe_deploy import DeployPlan
 from tests.e2e.conftest import PRIVATE_IP, Running, every_backend
 
@@ -49,3 +52,21 @@ async def test_deploy_stops_at_the_copy_and_names_it_when_the_template_is_missin
     failed = report.findings[-1]
     assert not failed.ok and "absent.vhdx" in failed.detail
     assert failed.rule == "CopyCommand succeeds"
+
+
+async def test_deploy_programs_security_groups_when_asked(running: Running) -> None:
+    backends.seed_secondary(running.emulator_config)
+
+    report = await probe.probe(running.url, PRIVATE_IP,
+                               deploy=DeployPlan(security_groups=True))
+
+    assert [f.step for f in report.findings] == [*STEPS[:4], "security groups", *STEPS[4:]]
+    assert report.passed, report.table()
+    detail = next(f for f in report.findings if f.step == "security groups").detail
+    assert "applied" in detail and "refused" in detail
+
+
+def test_security_groups_flag_is_refused_without_deploy() -> None:
+    result = CliRunner().invoke(main, ["probe", "https://127.0.0.1:1", "--security-groups"])
+    assert result.exit_code == 2
+    assert "--security-groups is a step of --deploy" in result.output

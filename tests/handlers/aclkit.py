@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.handlers import portacls, sgrules
-from hyperv_agent.handlers.portacls import AclChange, PlacedAcl, PortAcl
+from hyperv_agent.handlers import sgrules
+from hyperv_agent.hyperv import portacls
+from hyperv_agent.hyperv.portacls import AclChange, PlacedAcl, PortAcl
 from tests.emulator.kit import ok
 from tests.emulator.portkit import ACL, SECURITY, Nic, add_features, port_features, remove_features
 
@@ -56,7 +57,7 @@ async def apply(cim: EmulatorCim, nic: Nic, change: AclChange) -> None:
             cim, nic.port, [await instance(cim, placed) for placed in change.add]))
 
 
-async def secure(cim: EmulatorCim, nic: Nic, security: sgrules.PortSecurity) -> None:
+async def secure(cim: EmulatorCim, nic: Nic, security: portacls.PortSecurity) -> None:
     setting = (await cim.spawn(SECURITY)).updated(
         AllowMacSpoofing=security.allow_mac_spoofing, EnableDhcpGuard=security.dhcp_guard,
         EnableRouterGuard=security.router_guard)

@@ -8,8 +8,9 @@ import pytest
 
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.portacls import AclDirection, AclSpec
 from hyperv_agent.handlers.sgrules import RuleError, nic_addresses, translate
+from hyperv_agent.hyperv.portacls import AclSpec
+from hyperv_agent.hyperv.schema import AclDirection
 from tests.handlers.aclkit import rule
 
 MAC = "02:00:4c:5f:00:08"

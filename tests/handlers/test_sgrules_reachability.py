@@ -11,7 +11,8 @@ from dataclasses import replace
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.portacl import Packet
-from hyperv_agent.handlers import portacls, sgrules
+from hyperv_agent.handlers import sgrules
+from hyperv_agent.hyperv import portacls
 from tests.emulator.kit import ok
 from tests.emulator.portkit import Nic, acl, add_features, vm_with_nic
 from tests.handlers.aclkit import program, read_acls, rule, secure

@@ -30,6 +30,8 @@ NOT_NAMES = {
     "Backend": "__all__ of hyperv/backend.py",
     "MicrosoftWindows": "a secure boot template's ElementName (a value)",
     "MicrosoftUEFICertificateAuthority": "a secure boot template's ElementName (a value)",
+    "TCP": "a value of an extended ACL's Protocol",
+    "UDP": "a value of an extended ACL's Protocol",
 }
 
 

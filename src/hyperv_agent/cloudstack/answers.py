@@ -59,6 +59,11 @@ from hyperv_agent.cloudstack.objects import (
     VolumeTO,
 )
 
+#: SecurityGroupRuleAnswer.FailureReason names.
+FAILURE_NONE = "NONE"
+FAILURE_PROGRAMMING_FAILED = "PROGRAMMING_FAILED"
+FAILURE_CANNOT_BRIDGE_FIREWALL = "CANNOT_BRIDGE_FIREWALL"
+
 
 def _is_zero(value: int) -> bool:
     return value == 0
@@ -99,18 +104,28 @@ class Answer(WireModel):
     bypass_host_maintenance: Annotated[JBool, Field(exclude_if=_is_false)] = False
     external_details: dict[str, dict[str, str]] | None = None
 
+    #: What a failed answer of this class says besides ``details`` (Java field names),
+    #: unless the failure says otherwise (``fields`` of ``failed``).
+    ON_FAILURE: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
     @classmethod
-    def failed(cls, details: str, source: Command | Mapping[str, Any] | None = None) -> Self:
+    def failed(cls, details: str, source: Command | Mapping[str, Any] | None = None,
+               fields: Mapping[str, Any] | None = None) -> Self:
         """A ``result:false`` answer of this class with ``details``, carrying the ``ECHO``
         fields of ``source``: the decoded command, or the command's JSON object when it
-        did not decode (an echoed value that is itself malformed is left out)."""
+        did not decode (an echoed value that is itself malformed is left out); and
+        ``ON_FAILURE`` with ``fields`` over it (Java names; those the class does not have,
+        or whose value it would not take, are left out)."""
         echoed: dict[str, Any] = {}
         for field, java_name in cls.ECHO.items():
             value = _field_of(source, java_name)
             alias = cls.model_fields[field].alias or field
             if value is not None and _valid(cls, {alias: value}):
                 echoed[alias] = value
-        return cls.model_validate({"result": False, "details": details, **echoed})
+        names = {info.alias or name for name, info in cls.model_fields.items()}
+        said = {name: value for name, value in {**cls.ON_FAILURE, **(fields or {})}.items()
+                if name in names and _valid(cls, {name: value})}
+        return cls.model_validate({"result": False, "details": details, **said, **echoed})
 
 
 def _field_of(source: Command | Mapping[str, Any] | None, java_name: str) -> Any:
@@ -407,11 +422,15 @@ class PrimaryStorageDownloadAnswer(Answer):
 
 class SecurityGroupRuleAnswer(Answer):
     """The MS unboxes ``vmId`` and ``logSequenceNumber`` also on failure: they are echoed
-    from the command's ``vmId`` and ``seqNum``, and 0 when those cannot be read."""
+    from the command's ``vmId`` and ``seqNum``, and 0 when those cannot be read. ``reason``
+    tells the MS what to do about a failure (SecurityGroupListener): PROGRAMMING_FAILED,
+    the default here, is retried (three times); CANNOT_BRIDGE_FIREWALL is not."""
 
     FQCN: ClassVar[str] = names.SECURITY_GROUP_RULE_ANSWER
     ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({
         "log_sequence_number": "seqNum", "vm_id": "vmId"})
+    ON_FAILURE: ClassVar[Mapping[str, Any]] = MappingProxyType({
+        "reason": FAILURE_PROGRAMMING_FAILED})
 
     log_sequence_number: JInt = 0
     vm_id: JInt = 0

@@ -143,11 +143,13 @@ def answer_class(fqcn: str) -> type[Answer]:
 
 
 def failed_answer(fqcn: str, details: str,
-                  source: Command | Mapping[str, Any] | None = None) -> Answer:
+                  source: Command | Mapping[str, Any] | None = None,
+                  fields: Mapping[str, Any] | None = None) -> Answer:
     """The answer class of the command ``fqcn`` with ``result`` false and ``details``,
     carrying what that class echoes from ``source`` (the decoded command, or the fields
-    of a body that did not decode, see :func:`raw_command`)."""
-    return answer_class(fqcn).failed(details, source)
+    of a body that did not decode, see :func:`raw_command`) and the ``fields`` the
+    failure names (``Answer.failed``)."""
+    return answer_class(fqcn).failed(details, source, fields)
 
 
 def raw_command(fqcn: str, body: bytes) -> Mapping[str, Any] | None:

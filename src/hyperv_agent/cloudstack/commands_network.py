@@ -1,5 +1,7 @@
 """Network commands. The MS handles most of them itself for Hyper-V (protocol §6); the C# agent
-answers the ones that still arrive with a fixed reply, and 404s the rest."""
+answers the ones that still arrive with a fixed reply, and 404s the rest. The security-group
+commands (SecurityGroupRulesCmd, NetworkRulesVmSecondaryIpCommand, NetworkRulesSystemVmCommand,
+CleanupNetworkRulesCmd) reach the agent on zones with security groups (protocol §14)."""
 
 from __future__ import annotations
 
@@ -68,6 +70,19 @@ class NetworkRulesSystemVmCommand(Command):
     type: LenientVirtualMachineType | None = None
 
 
+class NetworkRulesVmSecondaryIpCommand(Command):
+    """Add (``action`` "-A") or remove ("-D") the secondary address ``vmSecIp`` of the
+    adapter ``vmMac`` from what the VM may send from."""
+
+    FQCN: ClassVar[str] = names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND
+
+    vm_name: str | None = None
+    type: LenientVirtualMachineType | None = None
+    vm_sec_ip: str | None = None
+    vm_mac: str | None = None
+    action: str | None = None
+
+
 NETWORK_COMMANDS: tuple[type[Command], ...] = (
     PlugNicCommand,
     UnPlugNicCommand,
@@ -75,4 +90,5 @@ NETWORK_COMMANDS: tuple[type[Command], ...] = (
     CheckSshCommand,
     SecurityGroupRulesCmd,
     NetworkRulesSystemVmCommand,
+    NetworkRulesVmSecondaryIpCommand,
 )

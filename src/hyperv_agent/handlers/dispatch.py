@@ -127,7 +127,7 @@ class Dispatch:
         try:
             return _encoded(await route.handler(command))
         except AgentError as error:
-            return _failed(fqcn, f"{short} failed: {error}", command)
+            return _failed(fqcn, f"{short} failed: {error}", command, error.answer_fields)
         except Exception as error:
             log.exception("%s failed unexpectedly", short)
             return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})",
@@ -152,11 +152,13 @@ def vm_of(command: Command) -> str:
     return name if isinstance(name, str) else ""
 
 
-def _failed(fqcn: str, details: str, source: Command | Mapping[str, Any] | None) -> Outcome:
+def _failed(fqcn: str, details: str, source: Command | Mapping[str, Any] | None,
+            fields: Mapping[str, str] | None = None) -> Outcome:
     """The failed answer of the command ``fqcn``, of its own class, with what that class
-    echoes from ``source``; secrets a malformed body carried never reach the wire."""
+    echoes from ``source`` and the ``fields`` the failure names; secrets a malformed body
+    carried never reach the wire."""
     details = logs.redact(details)
-    answer = codec.failed_answer(fqcn, details, source)
+    answer = codec.failed_answer(fqcn, details, source, fields)
     return Outcome(codec.encode_answers([answer]), False, details)
 
 

@@ -27,6 +27,10 @@ it:
   protocol statelessly, and ICMP both ways as above. A protocol number allows that protocol
   (1, 6 and 17 as icmp, tcp and udp).
 
+A secondary address added later (NetworkRulesVmSecondaryIpCommand) gets what the
+adapter's other addresses of its family get (``with_address``), and loses it again
+(``without_address``); the rest of the ACLs stays as it is.
+
 Rules arrive as the management server builds them (SecurityGroupManagerImpl): ``icmp``
 carries its type and code in startPort and endPort (-1 = any), ``all`` and numbers carry
 0 and 0, and a rule naming another group arrives as the /32 addresses of its members.
@@ -35,19 +39,15 @@ Whatever cannot be translated is a ``RuleError`` naming the field, and nothing i
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.portacls import (
-    ANY,
-    AclAction,
-    AclDirection,
-    AclSpec,
-    network_text,
-)
+from hyperv_agent.hyperv.portacls import ANY, AclSpec, PortSecurity, network_text
+from hyperv_agent.hyperv.schema import AclAction, AclDirection
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -57,6 +57,9 @@ ICMP, ICMPV6 = "1", "58"
 _FAMILY_ANY = {4: "0.0.0.0/0", 6: "::/0"}
 _ICMP_OF = {4: ICMP, 6: ICMPV6}
 _NO_ADDRESS = ("", "0")  # how CloudStack writes "no secondary address"
+#: The roles every own address of a family sends under: one of the two always exists.
+_PER_ADDRESS = ("egress-open", "dns")
+_DAD_SOURCE = "::"  # the unspecified address of duplicate address detection
 
 
 class RuleError(InvalidRequest):
@@ -65,15 +68,6 @@ class RuleError(InvalidRequest):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
-
-
-@dataclass(frozen=True)
-class PortSecurity:
-    """The port's Msvm_EthernetSwitchPortSecuritySettingData a VM gets."""
-
-    allow_mac_spoofing: bool
-    dhcp_guard: bool
-    router_guard: bool
 
 
 #: A user VM may not forge its MAC, answer as a DHCP server or advertise routes.
@@ -279,3 +273,44 @@ def _notes(rule: _Rule) -> Iterator[str]:
                "all ICMP is allowed with its CIDRs")
     if rule.proto == "icmp" and 6 in families:
         yield f"{rule.field}: ICMPv6 is always allowed (neighbour discovery needs it)"
+
+
+# --- a secondary address added or removed later ---------------------------------------------
+
+
+def own_address(field: str, text: str | None) -> str:
+    """``text`` as the ACLs write an address of the adapter (RuleError naming ``field``)."""
+    address = _address(field, text or "")
+    return str(address) if address.version == 4 else address.compressed
+
+
+def with_address(current: Sequence[AclSpec], address: str) -> tuple[AclSpec, ...]:
+    """``current`` (the agent's ACLs of a port) letting the adapter also send from
+    ``address`` (``own_address``'s text): every ACL another address of its family sends
+    under is repeated for it. RuleError when the port lets no address of that family send
+    yet (the rules have not reached it): nothing to repeat."""
+    version = ipaddress.ip_address(address).version
+    template = _template(current, version)
+    if template is None:
+        raise RuleError("vmSecIp", f"no IPv{version} address of the adapter has rules to "
+                                   f"extend to {address} yet")
+    copies = [dataclasses.replace(spec, local_ip=address) for spec in current
+              if spec.direction == OUT and spec.local_ip == template and spec.role != "dhcpv6"]
+    return tuple(dict.fromkeys([*current, *copies]))
+
+
+def without_address(current: Sequence[AclSpec], address: str) -> tuple[AclSpec, ...]:
+    """``current`` without what lets the adapter send from ``address``."""
+    return tuple(spec for spec in current
+                 if not (spec.direction == OUT and spec.local_ip == address))
+
+
+def _template(current: Sequence[AclSpec], version: int) -> str | None:
+    """An address of ``version`` the ACLs let the adapter send from: a global one first,
+    an IPv6 link-local one when there is no other."""
+    own = {spec.local_ip for spec in current
+           if spec.direction == OUT and spec.role in _PER_ADDRESS
+           and spec.local_ip not in (ANY, _DAD_SOURCE)
+           and ipaddress.ip_address(spec.local_ip).version == version}
+    ranked = sorted(own, key=lambda a: (ipaddress.ip_address(a).is_link_local, a))
+    return ranked[0] if ranked else None

@@ -168,7 +168,7 @@ class StartHandler:
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         disks = await self._disks(vm.disks, spec.generation)
-        nics = await self._nics(vm.nics)
+        nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
         if not start_plan.is_system_vm(vm):
             return start_plan.Plan(spec, disks, nics, kvp)
@@ -263,12 +263,13 @@ class StartHandler:
             raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
         return path
 
-    async def _nics(self, nics: Sequence[NicTO]) -> tuple[start_plan.PlannedNic, ...]:
+    async def _nics(self, nics: Sequence[NicTO], user_vm: bool
+                    ) -> tuple[start_plan.PlannedNic, ...]:
         if not nics:
             return ()
         switches = await hyperv_host.switch_names(self.hv)
         ordered = sorted(nics, key=lambda n: n.device_id)
-        return tuple(start_plan.planned_nic(nic, switches) for nic in ordered)
+        return tuple(start_plan.planned_nic(nic, switches, user_vm) for nic in ordered)
 
     # --- building -----------------------------------------------------------------------
 
@@ -278,7 +279,8 @@ class StartHandler:
             where = f"adding {'spare ' if nic.spare else ''}NIC {nic.device_id} ({nic.mac})"
             await _named(f"{where} on {nic.switch!r}", nics.add_nic(
                 self.hv, ref, mac=nic.mac, switch_name=nic.switch, vlan=nic.vlan,
-                rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare))
+                rate_mbps=nic.rate_mbps, name=nic.name, connected=not nic.spare,
+                guard=nic.guard))
         boot = _boot_drive(drives) if plan.spec.generation == 2 else None
         if boot is not None:
             await _named("setting the boot order",

@@ -21,7 +21,9 @@ from hyperv_agent.cloudstack.objects import (
     VirtualMachineTO,
 )
 from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers import sgrules
 from hyperv_agent.hyperv import build, kvp, nics
+from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
     SCSI_SLOTS,
     VLAN_ID_MAX,
@@ -68,6 +70,7 @@ class PlannedNic:
     rate_mbps: int | None
     name: str
     spare: bool  # created disconnected (protocol §9.4)
+    guard: Guard | None = None  # the ACLs the port has from the start (security groups)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,9 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
     return PlannedDisk(kind, "scsi", slot, path)
 
 
-def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:
+def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> PlannedNic:
+    """What to build for ``nic``; a NIC of a user VM with ``securityGroupEnabled`` gets
+    the default security-group ACLs with its port (``sg_guard``)."""
     where = f"NIC {nic.device_id}"
     try:
         digits = nics.normalize_mac(nic.mac or "")
@@ -183,8 +188,22 @@ def planned_nic(nic: NicTO, switches: Sequence[str]) -> PlannedNic:
     rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
     spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)
+    guard = sg_guard(nic, where) if nic.security_group_enabled and user_vm and not spare else None
     return PlannedNic(nic.device_id, nic.mac or digits, switch, vlan, rate,
-                nic.uuid or f"Network Adapter {nic.device_id}", spare)
+                nic.uuid or f"Network Adapter {nic.device_id}", spare, guard)
+
+
+def sg_guard(nic: NicTO, where: str) -> Guard:
+    """The port of a user VM's NIC on a security-group network, before any rule arrives:
+    what a VM with no ingress and no egress rule gets (nothing in but DHCP, DNS replies
+    and ICMPv6; everything out from its own addresses), MAC spoofing off, DHCP and
+    router guards on. The VM is never up without it: the first SecurityGroupRulesCmd
+    changes it in one diff. A malformed address: InvalidRequest naming it."""
+    try:
+        addresses = sgrules.nic_addresses(nic.mac, nic.ip, nic.ip6_address, nic.nic_sec_ips)
+    except sgrules.RuleError as error:
+        raise InvalidRequest(f"{where}: {error}") from None
+    return Guard(sgrules.translate((), (), addresses).acls, sgrules.USER_VM_SECURITY)
 
 
 def vlan_of(uri: str | None, where: str) -> int | None:

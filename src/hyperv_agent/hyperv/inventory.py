@@ -76,6 +76,13 @@ USED: tuple[ClassUse, ...] = (
         "EnabledState"), optional=("LastKnownSwitchName",)),
     ClassUse(Class.VLAN, properties=("InstanceID", "OperationMode", "AccessVlanId")),
     ClassUse(Class.BANDWIDTH, properties=("InstanceID", "Limit")),
+    ClassUse(Class.PORT_FEATURE_BASE, properties=("InstanceID",)),
+    ClassUse(Class.EXTENDED_ACL, properties=(
+        "InstanceID", "Name", "Direction", "Action", "Weight", "Protocol", "LocalIPAddress",
+        "RemoteIPAddress", "LocalPort", "RemotePort", "Stateful", "IdleSessionTimeout"),
+        optional=("IsolationID",)),
+    ClassUse(Class.PORT_SECURITY, properties=(
+        "InstanceID", "AllowMacSpoofing", "EnableDhcpGuard", "EnableRouterGuard")),
     ClassUse(Class.SWITCH, properties=("CreationClassName", "Name", "ElementName")),
     ClassUse(Class.KVP_ITEM, properties=("Name", "Data", "Source")),
     ClassUse(Class.SHUTDOWN, properties=(

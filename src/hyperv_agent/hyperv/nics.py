@@ -8,8 +8,9 @@ Everything is found by the VM's InstanceID prefix (``Microsoft:<guid>\\``), neve
 association walks. Round trips (W = job waits):
 
 ================  =====================================================================
-``add_nic``       3 calls + 3 W with a VLAN or a bandwidth limit; 2 + 2 W without (warm:
-                  see ``settings``)
+``add_nic``       3 calls + 3 W with a VLAN, a bandwidth limit or port ACLs (one
+                  AddFeatureSettings for all of them); 2 + 2 W without (warm: see
+                  ``settings``)
 ``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
 ``generation``    1 query (the VM's settings)
 ``remove``        1 call + 1 W
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import settings, vms
+from hyperv_agent.hyperv import acls, settings, vms
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
@@ -140,7 +141,7 @@ def normalize_mac(mac: str) -> str:
 
 async def add_nic(
     hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
-    rate_mbps: int | None, name: str, connected: bool = True,
+    rate_mbps: int | None, name: str, connected: bool = True, guard: acls.Guard | None = None,
 ) -> NicRef:
     """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
 
@@ -148,16 +149,21 @@ async def add_nic(
     access mode on that VLAN; with ``rate_mbps`` its bandwidth Limit is rate × 10^6.
     Without ``connected`` the port names the switch but is disabled (EnabledState 3), so
     the NIC carries no traffic until it is connected (a spare NIC); it takes no VLAN.
+    With ``guard`` the port gets its extended ACLs and security setting in the same call as
+    its VLAN and bandwidth, so the NIC never carries traffic without them (the session
+    keeps the port, ``acls``); a host without extended ACLs: PortUnavailable, nothing
+    created.
     Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
     An invalid MAC, VLAN or rate or an unknown switch: InvalidRequest, nothing created.
     Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
     repeat adds another NIC. Afterwards the NIC has its port and features. If the port or
     its features fail, the NIC (and its port) is removed again. 3 calls + 3 W when warm
-    (2 + 2 W when no VLAN and no rate are given).
+    (2 + 2 W when no VLAN, no rate and no guard are given).
     """
     address = _check_nic(mac, vlan, rate_mbps, name)
     if vlan is not None and not connected:
         raise InvalidRequest("a disconnected (spare) network adapter takes no VLAN")
+    guarded = await acls.new_port(hv, guard) if guard is not None else None
     switch = await settings.switch_path(hv, switch_name)
     template = await settings.default_setting(hv, Class.SEPSD, Subtype.NIC)
     setting = template.updated(ElementName=name, Address=address, StaticMacAddress=True,
@@ -167,9 +173,13 @@ async def add_nic(
     port = await settings.step(f"connecting the network adapter to {switch_name!r}",
                        _connect(hv, vm, nic, switch, name, connected), _forget_switch_then(
                            hv, switch_name, lambda: settings.remove_settings(hv, [nic])))
-    features = await settings.step("setting the port's VLAN and bandwidth",
-                           _add_features(hv, port, vlan, rate_mbps),
+    what = "VLAN and bandwidth" if guarded is None else "VLAN, bandwidth and ACLs"
+    features = await settings.step(f"setting the port's {what}",
+                           _add_features(hv, port, vlan, rate_mbps, guarded),
                            lambda: settings.remove_settings(hv, [port, nic]))
+    if guarded is not None:
+        acls.added_to_port(hv, vm, address, port, guarded,
+                           features[len(features) - len(guarded.instances):])
     return NicRef(nic, port, address, features)
 
 
@@ -203,7 +213,10 @@ async def _connect(hv: HyperV, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
 
 
 async def _add_features(hv: HyperV, port: ObjectPath, vlan: int | None,
-                        rate_mbps: int | None) -> tuple[ObjectPath, ...]:
+                        rate_mbps: int | None, guarded: acls.NewPort | None
+                        ) -> tuple[ObjectPath, ...]:
+    """One AddFeatureSettings: the VLAN, the bandwidth, then the guard's ACLs and
+    security setting (the order ``acls.added_to_port`` reads the resulting paths in)."""
     features: list[CimInstance] = []
     if vlan is not None:
         features.append((await settings.spawned(hv, Class.VLAN)).updated(
@@ -211,6 +224,7 @@ async def _add_features(hv: HyperV, port: ObjectPath, vlan: int | None,
     if rate_mbps is not None:
         features.append((await settings.spawned(hv, Class.BANDWIDTH)).updated(
             Limit=rate_mbps * BITS_PER_MEGABIT))
+    features += guarded.instances if guarded is not None else ()
     if not features:
         return ()
     result = await vms.call_service(hv, "AddFeatureSettings",

@@ -31,6 +31,8 @@ class Class:
     BANDWIDTH = "Msvm_EthernetSwitchPortBandwidthSettingData"
     ACL = "Msvm_EthernetSwitchPortAclSettingData"
     EXTENDED_ACL = "Msvm_EthernetSwitchPortExtendedAclSettingData"
+    PORT_FEATURE_BASE = "Msvm_EthernetSwitchPortFeatureSettingData"  # every port feature
+    PORT_SECURITY = "Msvm_EthernetSwitchPortSecuritySettingData"
     SWITCH = "Msvm_VirtualEthernetSwitch"
     EXTERNAL_PORT = "Msvm_ExternalEthernetPort"
     KVP_COMPONENT = "Msvm_KvpExchangeComponent"
@@ -282,3 +284,26 @@ class MetricCollection(IntEnum):
     ENABLE = 2
     DISABLE = 3
     RESET = 4
+
+
+# --- switch-port ACLs (hyperv/portacls.py, hyperv/acls.py) ---------------------------------
+
+
+class AclDirection(IntEnum):
+    """Msvm_EthernetSwitchPortExtendedAclSettingData.Direction, seen from the VM: Incoming
+    packets go to it, Outgoing ones leave it."""
+
+    INCOMING = 1
+    OUTGOING = 2
+
+
+class AclAction(IntEnum):
+    """Msvm_EthernetSwitchPortExtendedAclSettingData.Action."""
+
+    ALLOW = 1
+    DENY = 2
+
+
+ACL_ANY = "ANY"  # any address, port or protocol in an extended ACL's text fields
+ACL_ADDRESS_MAX_CHARS = 40  # MaxLen of LocalIPAddress and RemoteIPAddress
+ACL_DEFAULT_IDLE_TIMEOUT_S = 255  # IdleSessionTimeout's class default

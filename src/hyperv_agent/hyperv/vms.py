@@ -212,6 +212,11 @@ def remember(hv: HyperV, name: str, vm_guid: str) -> None:
     hv.kept(_Kept).known.note(name, vm_guid)
 
 
+def known_guid(hv: HyperV, name: str) -> str | None:
+    """The GUID the session last saw for the VM called ``name`` (a hint); no round trip."""
+    return hv.kept(_Kept).known.guids.get(name)
+
+
 def _forget(hv: HyperV, vm_guid: str) -> None:
     hv.kept(_Kept).known.drop(vm_guid)
 

@@ -1,4 +1,4 @@
-"""Planning the change of a port's agent-owned ACLs (handlers/portacls.py)."""
+"""Planning the change of a port's agent-owned ACLs (hyperv/portacls.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from hyperv_agent.handlers.portacls import (
-    AclAction,
+from hyperv_agent.hyperv.portacls import (
     AclChange,
-    AclDirection,
     AclSpec,
     Band,
     PortAcl,
@@ -20,6 +18,7 @@ from hyperv_agent.handlers.portacls import (
     canonical_protocol,
     plan_change,
 )
+from hyperv_agent.hyperv.schema import AclAction, AclDirection
 
 IN, OUT = AclDirection.INCOMING, AclDirection.OUTGOING
 SSH = AclSpec("ingress", IN, AclAction.ALLOW, "TCP", remote_ip="192.168.1.0/24",

@@ -4,7 +4,8 @@ Pure data and functions, no I/O: an ``AclSpec`` is one
 ``Msvm_EthernetSwitchPortExtendedAclSettingData`` the agent wants, without a weight; a
 ``PortAcl`` is one found on a port (any owner); ``plan_change`` compares the two and says
 which ACLs to remove (one RemoveFeatureSettings) and which to add, with which weights (one
-AddFeatureSettings).
+AddFeatureSettings). ``PortSecurity`` is what the port's security setting says of its VM.
+The operations that read and write ports are ``acls``.
 
 Ownership is written in ``Name``: every ACL the agent writes is named ``cloudstack-sg/...``.
 Any other ACL of the port belongs to an administrator: it is never removed and its weight is
@@ -29,36 +30,45 @@ either order; the agent removes first, which fails closed.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import Enum
 
 from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.hyperv.schema import (
+    ACL_ADDRESS_MAX_CHARS,
+    ACL_ANY,
+    ACL_DEFAULT_IDLE_TIMEOUT_S,
+    AclAction,
+    AclDirection,
+)
 
 NAME_PREFIX = "cloudstack-sg"
-ANY = "ANY"
+ANY = ACL_ANY
 #: Idle timeout of the agent's stateful ACLs: an hour, the value of Microsoft's own example.
 SESSION_IDLE_TIMEOUT_S = 3600
 #: IdleSessionTimeout of stateless ACLs: the class default, which they do not use.
-DEFAULT_IDLE_TIMEOUT_S = 255
-#: MaxLen of the address fields on Microsoft's class page.
-ADDRESS_MAX_CHARS = 40
-_PROTOCOL_NAMES = {"6": "TCP", "17": "UDP", "TCP": "TCP", "UDP": "UDP"}
+DEFAULT_IDLE_TIMEOUT_S = ACL_DEFAULT_IDLE_TIMEOUT_S
+_TCP, _UDP = "TCP", "UDP"
+_PROTOCOL_NAMES = {"6": _TCP, "17": _UDP, _TCP: _TCP, _UDP: _UDP}
 
 
-class AclDirection(IntEnum):
-    """Direction, from the VM: Incoming packets go to it, Outgoing ones leave it."""
+@dataclass(frozen=True)
+class PortSecurity:
+    """What a port's Msvm_EthernetSwitchPortSecuritySettingData says of its VM: may it send
+    from another MAC, answer as a DHCP server, advertise routes. A port without that
+    setting has the class defaults (``CLASS_DEFAULT_SECURITY``)."""
 
-    INCOMING = 1
-    OUTGOING = 2
+    allow_mac_spoofing: bool
+    dhcp_guard: bool
+    router_guard: bool
 
 
-class AclAction(IntEnum):
-    ALLOW = 1
-    DENY = 2
+#: The class defaults: MAC spoofing refused, both guards off.
+CLASS_DEFAULT_SECURITY = PortSecurity(allow_mac_spoofing=False, dhcp_guard=False,
+                                      router_guard=False)
 
 
 class Band(Enum):
@@ -216,7 +226,6 @@ def _unique(specs: Sequence[AclSpec]) -> list[AclSpec]:
 # --- canonical text -------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8192)
 def canonical_address(text: str) -> str:
     """``ANY`` for any/empty; a host address bare; a subnet as ``network/prefix``, both
     compressed. ValueError when the text is no address or does not fit Hyper-V's 40
@@ -232,12 +241,11 @@ def network_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
         result = str(network.network_address)
     else:
         result = f"{network.network_address.compressed}/{network.prefixlen}"
-    if len(result) > ADDRESS_MAX_CHARS:
-        raise ValueError(f"{result!r} takes more than {ADDRESS_MAX_CHARS} characters")
+    if len(result) > ACL_ADDRESS_MAX_CHARS:
+        raise ValueError(f"{result!r} takes more than {ACL_ADDRESS_MAX_CHARS} characters")
     return result
 
 
-@functools.lru_cache(maxsize=1024)
 def canonical_ports(text: str) -> str:
     """``ANY`` for any/empty, ``low`` or ``low-high`` otherwise; ValueError if malformed."""
     if text.strip().upper() in ("", ANY):

@@ -1,0 +1,380 @@
+"""Security groups over real HTTPS: a user VM started on a security-group network, then
+SecurityGroupRulesCmd, NetworkRulesVmSecondaryIpCommand, NetworkRulesSystemVmCommand and
+CleanupNetworkRulesCmd as the MS writes them, judged by what the emulated switch lets
+through (emulator/traffic.py), not by rule lists; re-sends counted in round trips."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import bench_secgroups
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cloudstack import names
+from hyperv_agent.emulator.portacl import Packet
+from hyperv_agent.hyperv import build, nics, power
+from hyperv_agent.hyperv.acls import Guard
+from hyperv_agent.hyperv.build import VmSpec
+from hyperv_agent.hyperv.portacls import AclSpec, PortSecurity
+from hyperv_agent.hyperv.schema import AclAction, AclDirection
+from tests.cloudstack.fixtures import ms422_json
+from tests.e2e.conftest import Running
+from tests.e2e.sgkit import (
+    MAC,
+    STOP,
+    VM_IP,
+    VM_IP6,
+    VM_NAME,
+    acl_state,
+    acls_of,
+    https_to,
+    port_of,
+    reaches,
+    rule,
+    rules_body,
+    send,
+    ssh,
+    start_body,
+    started,
+)
+from tests.emulator.kit import ok
+from tests.emulator.portkit import acl, add_features
+from tests.sessions import hv
+
+DNS = Packet.outbound("udp", VM_IP, "8.8.8.8", remote_port=53)
+DHCP = Packet.outbound("udp", "0.0.0.0", "255.255.255.255", remote_port=67,
+                       local_port=68)
+PING_FROM = "10.2.3.4"
+
+
+def _ping(remote: str, local: str = VM_IP) -> Packet:
+    return Packet.inbound("icmp", remote, local)
+
+
+# --- starting -----------------------------------------------------------------------------
+
+
+async def test_vm_starts_closed_to_ingress_and_open_to_egress_when_its_nic_has_sgs(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    before = cim.round_trips()
+    await started(running)
+    spent = cim.round_trips() - before
+    # The ACLs went onto the port with the NIC's other features, in the one feature call
+    # made before the single power-on: the VM never ran without them.
+    assert (spent["invoke:AddFeatureSettings"], spent["invoke:RequestStateChange"]) == (1, 1)
+    assert not reaches(running, ssh("192.168.1.10"))
+    assert not reaches(running, _ping(PING_FROM))
+    assert reaches(running, https_to("8.8.8.8")) and reaches(running, DNS)
+    assert reaches(running, DHCP)
+    assert not reaches(running, https_to("8.8.8.8", local="10.1.1.99"))  # spoofed source
+
+
+async def test_vm_starts_open_when_its_nic_has_no_sgs(running: Running) -> None:
+    await started(running, start_body(running, security_groups=False))
+    assert await acls_of(running.emulator) == []
+    assert reaches(running, ssh("192.168.1.10"))
+
+
+# --- SecurityGroupRulesCmd ----------------------------------------------------------------
+
+
+async def test_ssh_reaches_the_vm_only_from_its_cidr_when_sample_rules_are_sent(
+    running: Running,
+) -> None:
+    await started(running)
+    answer = await send(running, rules_body())
+    assert (answer["result"], answer["reason"]) == (True, "NONE"), answer
+    assert reaches(running, ssh("192.168.1.10"))
+    assert not reaches(running, ssh("192.168.2.10"))
+    assert not reaches(running, Packet.inbound("tcp", "192.168.1.10", VM_IP, local_port=80))
+
+
+async def test_icmp_rule_lets_its_cidr_ping_and_says_types_are_not_told_apart(
+    running: Running,
+) -> None:
+    await started(running)
+    answer = await send(running, rules_body(ingress=[rule("icmp", 8, 0, "10.0.0.0/8")]))
+    assert answer["result"] is True and "ICMP" in answer["details"], answer
+    assert reaches(running, _ping(PING_FROM))
+    assert not reaches(running, _ping("192.0.2.1"))
+    assert not reaches(running, ssh(PING_FROM))
+
+
+async def test_egress_rule_limits_the_vm_to_its_cidr_and_keeps_dns_and_dhcp(
+    running: Running,
+) -> None:
+    await started(running)
+    await send(running, rules_body())  # egress: tcp 443 to 10.0.0.0/8 only
+    assert reaches(running, https_to("10.0.0.5"))
+    assert not reaches(running, https_to("8.8.8.8"))
+    assert not reaches(running, Packet.outbound("tcp", VM_IP, "10.0.0.5", remote_port=80))
+    assert reaches(running, DNS) and reaches(running, DHCP)
+
+
+async def test_all_egress_passes_when_no_egress_rule_is_sent(running: Running) -> None:
+    await started(running)
+    await send(running, rules_body(egress=[]))
+    assert reaches(running, https_to("8.8.8.8"))
+    assert reaches(running, Packet.outbound("udp", VM_IP, "198.51.100.7", remote_port=5000))
+    assert not reaches(running, ssh("192.168.2.10"))
+
+
+async def test_ipv6_rules_reach_the_vms_ipv6_address(running: Running) -> None:
+    await started(running, start_body(running, ip6=VM_IP6))
+    body = rules_body(ingress=[rule("tcp", 22, 22, "2001:db8:2::/64")],
+                      egress=[rule("tcp", 443, 443, "2001:db8:3::/64")], guestIp6=VM_IP6)
+    assert (await send(running, body))["result"] is True
+    assert reaches(running, ssh("2001:db8:2::7", local=VM_IP6))
+    assert not reaches(running, ssh("2001:db8:9::7", local=VM_IP6))
+    assert reaches(running, https_to("2001:db8:3::1", local=VM_IP6))
+    assert not reaches(running, https_to("2001:db8:4::1", local=VM_IP6))
+    assert reaches(running, https_to("8.8.8.8"))  # no IPv4 egress rule: IPv4 egress open
+
+
+async def test_group_rule_admits_only_the_members_it_arrives_as(running: Running) -> None:
+    await started(running)
+    members = rule("tcp", 80, 80, "10.1.1.81/32", "10.1.1.82/32")
+    await send(running, rules_body(ingress=[members]))
+    web = [Packet.inbound("tcp", ip, VM_IP, local_port=80)
+           for ip in ("10.1.1.81", "10.1.1.82", "10.1.1.83")]
+    assert [reaches(running, packet) for packet in web] == [True, True, False]
+
+
+# --- secondary addresses ------------------------------------------------------------------
+
+
+async def test_vm_sends_from_its_secondary_ips_only_while_it_has_them(running: Running) -> None:
+    await started(running)
+    await send(running, rules_body(secIps=["10.1.1.90"]))
+    assert reaches(running, https_to("10.0.0.5", local="10.1.1.90"))
+    added = ms422_json("51_NetworkRulesVmSecondaryIpCommand.json")  # -A 10.1.1.81
+    assert not reaches(running, https_to("10.0.0.5", local="10.1.1.81"))
+    key, answer = await running.answer(names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND, added)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert reaches(running, https_to("10.0.0.5", local="10.1.1.81"))
+    assert reaches(running, Packet.outbound("udp", "10.1.1.81", "8.8.8.8", remote_port=53))
+    removed = {**added, "action": "-D"}
+    _, answer = await running.answer(names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND, removed)
+    assert answer["result"] is True, answer
+    assert not reaches(running, https_to("10.0.0.5", local="10.1.1.81"))
+    assert reaches(running, https_to("10.0.0.5"))
+
+
+async def test_secondary_ip_command_fails_naming_the_field_when_address_is_malformed(
+    running: Running,
+) -> None:
+    await started(running)
+    await send(running, rules_body())
+    before = await acl_state(running.emulator)
+    body = {**ms422_json("51_NetworkRulesVmSecondaryIpCommand.json"), "vmSecIp": "10.1.1"}
+    key, answer = await running.answer(names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND, body)
+    assert (key, answer["result"]) == (names.ANSWER, False)
+    assert "vmSecIp" in answer["details"], answer
+    assert await acl_state(running.emulator) == before
+
+
+# --- system VMs ---------------------------------------------------------------------------
+
+
+async def test_system_vm_gets_all_traffic_when_system_vm_command_is_sent(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    session = hv(cim)  # a system VM whose port was closed by the agent's ACLs before
+    vm = await build.define_vm(session, VmSpec(name="v-3-VM", notes=(), generation=1, cpus=1,
+                                               memory_mb=512))
+    closed = Guard((AclSpec("default-deny", AclDirection.INCOMING, AclAction.DENY),
+                    AclSpec("default-deny", AclDirection.OUTGOING, AclAction.DENY)),
+                   PortSecurity(allow_mac_spoofing=False, dhcp_guard=True,
+                                router_guard=True))
+    await nics.add_nic(session, vm, mac=MAC, switch_name="External", vlan=None,
+                       rate_mbps=None, name="eth0", guard=closed)
+    await power.start(session, vm.guid)
+    assert not reaches(running, ssh("192.168.1.10"), vm="v-3-VM")
+    body = ms422_json("52_NetworkRulesSystemVmCommand.json")
+    key, answer = await running.answer(names.NETWORK_RULES_SYSTEM_VM_COMMAND, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert reaches(running, ssh("192.168.1.10"), vm="v-3-VM")
+    dhcp_server = Packet.outbound("udp", VM_IP, "10.1.1.99", remote_port=68, local_port=67)
+    assert reaches(running, dhcp_server, vm="v-3-VM")  # a router answers DHCP
+    assert await acls_of(cim, "v-3-VM") == []
+
+
+# --- re-sends and changes -----------------------------------------------------------------
+
+
+async def test_resend_of_the_same_rules_costs_no_round_trip(running: Running) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body(seq=3))
+    before = cim.round_trips()
+    answer = await send(running, rules_body(seq=3))
+    assert answer["result"] is True
+    assert (cim.round_trips() - before).counts == {}
+    answer = await send(running, rules_body(seq=4))  # a new seqNum, the same rules
+    assert answer["result"] is True and "already" in answer["details"], answer
+    assert (cim.round_trips() - before).counts == {}
+    assert reaches(running, ssh("192.168.1.10"))
+
+
+async def test_changed_rules_cost_at_most_two_calls_and_two_waits(running: Running) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body(seq=1))
+    before = cim.round_trips()
+    changed = rules_body(seq=2, ingress=[rule("tcp", 22, 22, "192.168.2.0/24")])
+    assert (await send(running, changed))["result"] is True
+    spent = cim.round_trips() - before
+    assert spent.calls <= 2 and spent.waits <= 2, spent
+    assert spent["query"] == 0, spent  # the port is known from the StartCommand on
+    assert reaches(running, ssh("192.168.2.10"))
+    assert not reaches(running, ssh("192.168.1.10"))
+
+
+async def test_older_seqnum_is_answered_with_success_and_ignored(running: Running) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body(seq=5))
+    before = cim.round_trips()
+    older = rules_body(seq=4, ingress=[rule("tcp", 22, 22, "192.168.2.0/24")])
+    answer = await send(running, older)
+    assert answer["result"] is True and "older" in answer["details"], answer
+    assert (cim.round_trips() - before).calls == 0
+    assert reaches(running, ssh("192.168.1.10"))
+    assert not reaches(running, ssh("192.168.2.10"))
+
+
+async def test_stopped_and_started_vm_keeps_no_stale_acls(running: Running) -> None:
+    await started(running)
+    await send(running, rules_body(seq=1))
+    assert reaches(running, ssh("192.168.1.10"))
+    key, answer = await running.answer(STOP, {"vmName": VM_NAME, "forceStop": True})
+    assert (key, answer["result"]) == (names.STOP_ANSWER, True), answer
+    await started(running)
+    assert not reaches(running, ssh("192.168.1.10"))  # the defaults only
+    names_after = {str(a["Name"]) for a in await acls_of(running.emulator)}
+    assert not any("ingress" in name for name in names_after), names_after
+    await send(running, rules_body(seq=1))  # the MS programs the new port again
+    assert reaches(running, ssh("192.168.1.10"))
+
+
+async def test_administrators_acls_survive_a_rule_change(running: Running) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body(seq=1))
+    admin = await acl(cim, Name="admin-block", Direction=1, Action=2,
+                      RemoteIPAddress="192.168.1.66", Weight=60000)
+    await ok(cim, await add_features(cim, await port_of(cim), [admin]))
+    changed = rules_body(seq=2, ingress=[rule("tcp", 22, 22, "192.168.0.0/16")])
+    assert (await send(running, changed))["result"] is True
+    assert "admin-block" in {str(a["Name"]) for a in await acls_of(cim)}
+    assert reaches(running, ssh("192.168.7.10"))
+    assert not reaches(running, ssh("192.168.1.66"))  # the administrator's deny still wins
+
+
+# --- cleanup ------------------------------------------------------------------------------
+
+
+async def test_cleanup_answers_true_and_leaves_live_vms_alone(running: Running) -> None:
+    await started(running)
+    await send(running, rules_body())
+    before = await acl_state(running.emulator)
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert await acl_state(running.emulator) == before
+    assert reaches(running, ssh("192.168.1.10"))
+
+
+async def test_cleanup_removes_the_agents_acls_left_without_their_port(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await started(running)
+    await send(running, rules_body())
+    port = await port_of(cim)
+    admin = await acl(cim, Name="admin-block", Direction=1, Action=2,
+                      RemoteIPAddress="192.168.1.66", Weight=60000)
+    await ok(cim, await add_features(cim, port, [admin]))
+    owned = len(await acls_of(cim)) - 1
+    txn = cim.host.store.transaction()  # the port gone, its features left behind:
+    txn.delete(port)  # a state no method of the seam reaches
+    txn.commit()
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    _, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert answer["result"] is True and f"{owned} ACLs" in answer["details"], answer
+    left = await cim.query(wql.select("Msvm_EthernetSwitchPortExtendedAclSettingData",
+                                      wql.starts_with("InstanceID", port.key("InstanceID"))))
+    assert [str(a["Name"]) for a in left] == ["admin-block"]
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fields", [{"vmName": "i-9-99-VM"}, {"guestMac": "02:00:4c:5f:00:99"}])
+async def test_unknown_vm_or_mac_fails_with_cannot_bridge_firewall(
+    running: Running, fields: dict[str, Any],
+) -> None:
+    await started(running)
+    before = await acl_state(running.emulator)
+    answer = await send(running, rules_body(**fields))
+    assert (answer["result"], answer["reason"]) == (False, "CANNOT_BRIDGE_FIREWALL"), answer
+    assert await acl_state(running.emulator) == before
+
+
+def _bad_cidr(body: dict[str, Any]) -> str:
+    body["ingressRuleSet"][1]["allowedCidrs"] = ["192.168.1.300/24"]
+    return "ingressRuleSet[1].allowedCidrs[0]"
+
+
+def _bad_ports(body: dict[str, Any]) -> str:
+    body["egressRuleSet"][0].update(startPort=443, endPort=80)
+    return "egressRuleSet[0].endPort"
+
+
+def _bad_protocol(body: dict[str, Any]) -> str:
+    body["ingressRuleSet"][0]["proto"] = "sctp-ish"
+    return "ingressRuleSet[0].proto"
+
+
+@pytest.mark.parametrize("spoil", [_bad_cidr, _bad_ports, _bad_protocol])
+async def test_malformed_rule_fails_naming_its_field_and_leaves_the_port(
+    running: Running, spoil: Any,
+) -> None:
+    await started(running)
+    await send(running, rules_body(seq=1))
+    before = await acl_state(running.emulator)
+    body = copy.deepcopy(rules_body(seq=2, ingress=[rule("tcp", 80, 80, "0.0.0.0/0"),
+                                                    rule("tcp", 22, 22, "192.168.1.0/24")]))
+    field = spoil(body)
+    answer = await send(running, body)
+    assert (answer["result"], answer["reason"]) == (False, "PROGRAMMING_FAILED"), answer
+    assert field in answer["details"], answer
+    assert await acl_state(running.emulator) == before
+    assert reaches(running, ssh("192.168.1.10"))
+    assert not reaches(running, Packet.inbound("tcp", "203.0.113.5", VM_IP, local_port=80))
+
+
+async def test_rules_of_a_vm_not_started_on_sgs_apply_when_sent(running: Running) -> None:
+    await started(running, start_body(running, security_groups=False))
+    await send(running, rules_body())
+    assert reaches(running, ssh("192.168.1.10"))
+    assert not reaches(running, ssh("192.168.2.10"))
+
+
+# --- the benchmark's budget -----------------------------------------------------------------
+
+
+async def test_fifty_rules_by_four_cidrs_cost_two_calls_and_resends_none(tmp_path: Path) -> None:
+    figures = await bench_secgroups.measure(tmp_path, call_s=0.0, job_s=0.0, resends=3)
+    for spent in (figures.applied, figures.changed):
+        assert (spent.calls, spent.waits) == (2, 2), spent
+        assert (spent["invoke:RemoveFeatureSettings"], spent["invoke:AddFeatureSettings"]) == (
+            1, 1), spent
+    assert figures.resent.counts == {}
+    assert len(figures.resend_ms) == 3
