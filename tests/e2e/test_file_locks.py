@@ -56,6 +56,18 @@ async def slow(tmp_path: Path) -> AsyncIterator[tuple[Running, Path]]:
         yield running, pool
 
 
+async def _copy_under_way(running: Running) -> asyncio.Task[dict[str, Any]]:
+    """Send the clone and return once it has reached the emulated host: its first round
+    trip comes after it took the file's lock (a fixed sleep races on a loaded machine)."""
+    before = running.emulator.round_trips().calls
+    copying = asyncio.create_task(_answered(running, names.COPY_COMMAND, _clone(VOLUME)))
+    for _ in range(500):
+        if running.emulator.round_trips().calls > before:
+            return copying
+        await asyncio.sleep(0.01)
+    raise AssertionError("the copy never reached the emulated host")
+
+
 async def _answered(running: Running, fqcn: str, body: dict[str, Any]) -> dict[str, Any]:
     _, answer = await running.answer(fqcn, body)
     assert answer["result"] is True, answer
@@ -66,8 +78,7 @@ async def test_delete_waits_for_the_copy_of_its_file_when_both_arrive_together(
     slow: tuple[Running, Path],
 ) -> None:
     running, pool = slow
-    copying = asyncio.create_task(_answered(running, names.COPY_COMMAND, _clone(VOLUME)))
-    await asyncio.sleep(CALL_S / 2)  # the copy holds the file's lock, its clone under way
+    copying = await _copy_under_way(running)  # the copy holds the file's lock, its clone under way
     deleted = await _answered(running, names.DELETE_COMMAND, {"data": _volume(VOLUME)})
     await copying
     # The delete found the file: it ran once the copy had made it (without the shared
@@ -80,8 +91,7 @@ async def test_delete_of_another_file_does_not_wait_for_a_copy_when_both_arrive_
     slow: tuple[Running, Path],
 ) -> None:
     running, pool = slow
-    copying = asyncio.create_task(_answered(running, names.COPY_COMMAND, _clone(VOLUME)))
-    await asyncio.sleep(CALL_S / 2)
+    copying = await _copy_under_way(running)
     deleted = await _answered(running, names.DELETE_COMMAND, {"data": _volume(OTHER)})
     assert not copying.done()
     assert "does not exist" in deleted["details"]
