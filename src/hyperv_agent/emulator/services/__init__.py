@@ -3,6 +3,7 @@
 from hyperv_agent.emulator.services import (  # noqa: F401 - each module registers handlers
     features,
     image,
+    jobstate,
     kvp,
     metrics,
     migration,
