@@ -127,7 +127,7 @@ class Dispatch:
         try:
             return _encoded(await route.handler(command))
         except AgentError as error:
-            return _failed(fqcn, f"{short} failed: {error}", command)
+            return _failed(fqcn, f"{short} failed{error.joined_by}{error}", command)
         except Exception as error:
             log.exception("%s failed unexpectedly", short)
             return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})",
