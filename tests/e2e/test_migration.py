@@ -6,6 +6,7 @@ CheckVirtualMachine to the destination; the state reports of both hosts after ea
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
+from tests.diskfiles import qemu_info
 from tests.e2e.migration_kit import (
     ADDRESSES,
+    ONLY_ON_A,
     ROOT_UUID,
     Cluster,
     Member,
@@ -24,12 +27,16 @@ from tests.e2e.migration_kit import (
     cluster,
     disk_file,
     free_port,
+    local_pool_of,
     member,
     migrate_body,
     prepare_body,
+    smb_pool,
     start_body,
     vm_to,
+    volume_body,
     with_second_nic,
+    with_storage_body,
 )
 from tests.emulator.kit import ok, service
 from tests.emulator.migration_kit import kvp_item, portrait
@@ -53,7 +60,7 @@ async def _started(run: Cluster, host: Member, vm: dict[str, Any]) -> None:
 async def _vm_path(host: Member, name: str) -> ObjectPath:
     found = await host.cim().query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName",
                                                                              name)))
-    assert len(found) == 1
+    assert len(found) == 1 and found[0].path is not None
     return found[0].path
 
 
@@ -104,3 +111,101 @@ async def test_a_running_vm_moves_there_and_back_keeping_its_devices(tmp_path: P
         assert await run.where(hosts, "i-2-7-VM") == ["HV-A"]
         assert await _power(run, a, "i-2-7-VM") == "PowerOn"
         assert await portrait(on_a, path) == before
+
+
+async def _refused(run: Cluster, source: Member, vm: dict[str, Any], address: str) -> str:
+    """MigrateCommand that must fail: its details; the VM still runs on ``source`` alone."""
+    kind, answer = await run.ask(source, names.MIGRATE_COMMAND, migrate_body(vm, address))
+    assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
+    details = str(answer["details"])
+    assert details.startswith("MigrateCommand failed"), details
+    assert vm["name"] in await run.on(source)
+    assert await _power(run, source, vm["name"]) == "PowerOn"
+    return details
+
+
+async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    plain, switched, local = "i-2-20-VM", "i-2-21-VM", "i-2-22-VM"
+    for volume in (plain, switched):
+        disk_file(tmp_path / "pool", volume)
+    disk_file(a.local_pool(tmp_path), local)
+    vms = {plain: vm_to(plain, plain), switched: with_second_nic(vm_to(switched, switched),
+                                                                   ONLY_ON_A),
+           local: vm_to(local, local, local_root=True)}
+    async with cluster(hosts) as run:
+        for vm in vms.values():
+            await _started(run, a, vm)
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[switched]))
+        assert ready["result"] is False and ONLY_ON_A in ready["details"], ready
+        assert ONLY_ON_A in await _refused(run, a, vms[switched], b.address)
+
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[local]))
+        assert ready["result"] is False and "local pool" in ready["details"], ready
+        assert "local pool" in await _refused(run, a, vms[local], b.address)
+
+        unknown = await _refused(run, a, vms[plain], "127.0.0.9")
+        assert "127.0.0.9" in unknown
+        assert await run.where(hosts, plain) == ["HV-A"]
+
+        Cluster.stop(b)
+        down = await _refused(run, a, vms[plain], b.address)
+        assert "0x8007274D" in down, down
+        assert await run.on(a) == set(vms)
+
+
+async def test_maintenance_moves_every_vm_away_one_after_another(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    names_ = [f"i-2-{n}-VM" for n in (30, 31, 32)]
+    for name in names_:
+        disk_file(tmp_path / "pool", name)
+    async with cluster(hosts) as run:
+        for name in names_:
+            await _started(run, a, vm_to(name, name))
+        assert await run.on(a) == set(names_)
+        for name in sorted(await run.on(a)):
+            moved = await _move(run, a, b, vm_to(name, name))
+            assert moved["result"] is True, moved["details"]
+            assert await _power(run, b, name) == "PowerOn"
+        assert (await run.on(a), await run.on(b)) == (set(), set(names_))
+
+
+def _checked(path: Path) -> dict[str, Any]:
+    """``qemu-img check`` passes on the VHDX at ``path``; what ``qemu-img info`` reads."""
+    subprocess.run(["qemu-img", "check", "-f", "vhdx", str(path)], check=True,
+                   capture_output=True)
+    return qemu_info(path)
+
+
+async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    name, spare = "i-2-40-VM", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+    disk_file(a.local_pool(tmp_path), name)
+    disk_file(tmp_path / "pool", spare)
+    vm = vm_to(name, name, local_root=True)
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        target = local_pool_of("ab416c39-d509-372c-9a0a-7451a45bc65e", b.address)
+        kind, moved = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
+                                    with_storage_body(vm, b.address, target))
+        assert (kind, moved["result"]) == (names.MIGRATE_WITH_STORAGE_ANSWER, True), moved
+        assert [(v["id"], v["path"]) for v in moved["volumeTos"]] == [(31, name)]
+        assert await run.where(hosts, name) == ["HV-B"]
+        assert not (a.local_pool(tmp_path) / f"{name}.vhdx").exists()
+        assert _checked(b.local_pool(tmp_path) / f"{name}.vhdx")["virtual-size"] == 64 << 20
+
+        kind, answer = await run.ask(b, names.MIGRATE_VOLUME_COMMAND,
+                                     volume_body(name, name, smb_pool()))
+        assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), answer
+        assert answer["volumePath"] == name
+        assert not (b.local_pool(tmp_path) / f"{name}.vhdx").exists()
+        assert _checked(tmp_path / "pool" / f"{name}.vhdx")["format"] == "vhdx"
+        assert await _power(run, b, name) == "PowerOn"
+
+        _, alone = await run.ask(b, names.MIGRATE_VOLUME_COMMAND, volume_body(
+            spare, None, local_pool_of("ab416c39", b.address), source_pool=smb_pool()))
+        assert alone["result"] is True, alone
+        assert not (tmp_path / "pool" / f"{spare}.vhdx").exists()
+        assert _checked(b.local_pool(tmp_path) / f"{spare}.vhdx")["virtual-size"] == 64 << 20
