@@ -115,8 +115,7 @@ USED: tuple[ClassUse, ...] = (
         CreateVirtualHardDisk=("VirtualDiskSettingData", *_JOB),
         GetVirtualHardDiskSettingData=("Path", "SettingData", *_JOB),
         ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB))),
-    ClassUse(Class.MIGRATION_SERVICE, properties=(
-        *_SERVICE_KEYS, "MigrationServiceListenerIPAddressList"), service=True,
+    ClassUse(Class.MIGRATION_SERVICE, properties=_SERVICE_KEYS, service=True,
         methods=_methods(
             MigrateVirtualSystemToHost=_MIGRATION_PARAMETERS + _JOB,
             CheckVirtualSystemIsMigratableToHost=(*_MIGRATION_PARAMETERS, "IsMigratable"),

@@ -13,8 +13,10 @@ always says where the VM is.
 
 The destination is named as Hyper-V needs it: ``DestinationHost`` a host name (Kerberos
 constrained delegation needs one; CredSSP also takes an address) and, when given,
-``DestinationIPAddressList`` addresses of the destination's migration listener
-(``MigrationServiceListenerIPAddressList`` there). The settings of each kind of move are
+``DestinationIPAddressList`` addresses its migration listener takes moves on
+(``MigrationServiceListenerIPAddressList`` there). The source cannot read that list (it is
+the destination's), so the caller names the address it knows, as the C# agent does; an
+empty list leaves the choice to Hyper-V. The settings of each kind of move are
 the host's own ``Msvm_VirtualSystemMigrationSettingData`` of that MigrationType, read once
 and kept by the session.
 
@@ -25,7 +27,6 @@ query more for the service's path and one for the settings of its kind:
 ``check``          1 call; 2 calls + 1 W when the move would fail (the reason)
 ``migrate``        1 call + 1 W; +1 call and a second bounded wait when the first ends
 ``host_settings``  1 query
-``listeners``      1 query
 =================  ====================================================================
 
 Nothing here touches a file: Hyper-V copies the disks of a storage move and removes the
@@ -40,7 +41,6 @@ from dataclasses import dataclass, field
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.errors import (
-    CimNotFound,
     HyperVError,
     JobFailed,
     JobTimeout,
@@ -200,19 +200,6 @@ async def host_settings(hv: HyperV) -> HostSettings:
                         authentication=found[0].integer("AuthenticationType"),
                         simultaneous=found[0].integer("MaximumActiveVirtualSystemMigration")
                         or 0)
-
-
-async def listeners(hv: HyperV) -> tuple[str, ...]:
-    """The addresses the host's migration service listens on for incoming moves; 1 query,
-    read-only (empty when it has none)."""
-    query = wql.select(Class.MIGRATION_SERVICE, properties=(
-        "CreationClassName", "Name", "SystemCreationClassName", "SystemName",
-        "MigrationServiceListenerIPAddressList"))
-    try:
-        found = await hv.cim.query(query, NAMESPACE)
-    except CimNotFound:
-        return ()
-    return found[0].strings("MigrationServiceListenerIPAddressList") if found else ()
 
 
 def disk_of(storage: VmStorage, volume_path: str) -> CimInstance | None:
