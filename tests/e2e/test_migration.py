@@ -66,14 +66,22 @@ async def _vm_path(host: Member, name: str) -> ObjectPath:
 
 async def _move(run: Cluster, source: Member, destination: Member, vm: dict[str, Any]
                 ) -> dict[str, Any]:
-    """Prepare on ``destination``, Migrate on ``source``: the MigrateAnswer's fields."""
-    _, prepared = await run.ask(destination, names.PREPARE_FOR_MIGRATION_COMMAND,
-                                prepare_body(vm))
-    assert prepared["result"] is True, prepared["details"]
+    """Prepare on ``destination`` (twice: a repeat is safe), Migrate on ``source``: the
+    MigrateAnswer's fields."""
+    for _ in range(2):
+        kind, prepared = await run.ask(destination, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                       prepare_body(vm))
+        assert (kind, prepared["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, True), \
+            prepared["details"]
     kind, moved = await run.ask(source, names.MIGRATE_COMMAND,
                                 migrate_body(vm, destination.address))
     assert kind == names.MIGRATE_ANSWER
     return moved
+
+
+def stop_body(name: str) -> dict[str, Any]:
+    return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False,
+            "contextMap": {}, "wait": 0}
 
 
 async def _power(run: Cluster, host: Member, name: str) -> str:
@@ -148,6 +156,8 @@ async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Pat
 
         unknown = await _refused(run, a, vms[plain], "127.0.0.9")
         assert "127.0.0.9" in unknown
+        _, cleanup = await run.ask(b, names.STOP_COMMAND, stop_body(plain))  # the MS's
+        assert cleanup["result"] is True, cleanup
         assert await run.where(hosts, plain) == ["HV-A"]
 
         Cluster.stop(b)

@@ -117,3 +117,21 @@ async def test_the_vm_lock_is_held_across_the_move(source: Running, tmp_path: Pa
     assert done == [names.MIGRATE_COMMAND, names.STOP_COMMAND]
     assert stopped["result"] is True, stopped
     assert name not in await _on(source)
+
+
+async def test_a_malformed_or_impossible_move_is_a_failed_migrate_answer(
+        source: Running, tmp_path: Path) -> None:
+    name = "i-2-52-VM"
+    await _running_vm(source, tmp_path, name)
+    body = migrate_body(vm_to(name, name), DESTINATION_IP)
+    cases = {
+        "is not an IP address": body | {"destinationIp": "hv-b.lab; rm -rf /"},
+        "destinationIp is missing": {k: v for k, v in body.items() if k != "destinationIp"},
+        "no VM named i-2-99-VM on this host": body | {"vmName": "i-2-99-VM"},
+        "destinationIp": body | {"destinationIp": 12},
+    }
+    for expected, sent in cases.items():
+        kind, answer = await source.answer(names.MIGRATE_COMMAND, sent)
+        assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
+        assert expected in answer["details"], answer["details"]
+    assert name in await _on(source)
