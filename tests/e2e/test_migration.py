@@ -197,6 +197,11 @@ async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
     vm = vm_to(name, name, local_root=True)
     async with cluster(hosts) as run:
         await _started(run, a, vm)
+        outside = local_pool_of("ab416c39", b.address) | {"path": "C:\\Windows\\System32"}
+        _, refused = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
+                                   with_storage_body(vm, b.address, outside))
+        assert refused["result"] is False and "not registered" in refused["details"], refused
+        assert await run.where(hosts, name) == ["HV-A"]
         target = local_pool_of("ab416c39-d509-372c-9a0a-7451a45bc65e", b.address)
         kind, moved = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
                                     with_storage_body(vm, b.address, target))

@@ -204,14 +204,14 @@ class MigrationHandlers(FileHandlers):
             _moved_volume(volume) for volume, _ in folders])
 
     def _target_folder(self, pool: StorageFilerTO) -> str:
-        """A volume's new folder: a shared pool's registered root, or the folder a local
-        pool of the destination names (on that host, so not registered here)."""
-        if str(pool.type or "") in SHARED_TYPES:
-            return self.paths.pool_root(pool, f"pool {pool.uuid}")
-        if str(pool.type or "") != "Filesystem":
+        """A volume's new folder: a shared pool's registered root, or a local pool of the
+        destination, which this host cannot see: accepted only where this host has its own
+        registered pool (a cluster's hosts keep local disks in the same folder), so no
+        move writes outside the pools."""
+        if str(pool.type or "") not in (*SHARED_TYPES, "Filesystem"):
             raise InvalidRequest(f"pool {pool.uuid}: type {pool.type} is not one Hyper-V "
                                  "keeps disks on")
-        return locations.from_primary_store("", pool.path or "", "Filesystem").root
+        return self.paths.pool_root(pool, f"pool {pool.uuid}")
 
     # --- one disk -------------------------------------------------------------------------
 
