@@ -44,6 +44,7 @@ from tests.emulator.migration_kit import kvp_item, portrait
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
 
+MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
 FAILED_MIDWAY = "failing_jobs = {MigrateVirtualSystemToHost = 1}"
 
 
@@ -132,6 +133,15 @@ async def _refused(run: Cluster, source: Member, vm: dict[str, Any], address: st
     return details
 
 
+async def _allow_migration(host: Member, enabled: bool) -> None:
+    """Enable-VMMigration or Disable-VMMigration on ``host``, over its WinRM face."""
+    cim = host.cim()
+    (settings,) = await cim.query(wql.select("Msvm_VirtualSystemMigrationServiceSettingData"))
+    await ok(cim, await cim.invoke(await service(cim, MIGRATION_SERVICE), "ModifyServiceSettings",
+                                   {"ServiceSettingData": settings.updated(
+                                       EnableVirtualSystemMigration=enabled)}))
+
+
 async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Path) -> None:
     a, b = hosts = _pair(tmp_path)
     plain, switched, local = "i-2-20-VM", "i-2-21-VM", "i-2-22-VM"
@@ -163,6 +173,16 @@ async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Pat
         _, cleanup = await run.ask(b, names.STOP_COMMAND, stop_body(plain))  # the MS's
         assert cleanup["result"] is True, cleanup
         assert await run.where(hosts, plain) == ["HV-A"]
+
+        await _allow_migration(b, False)  # Disable-VMMigration on the destination
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[plain]))
+        assert ready["result"] is False and "not enabled" in ready["details"], ready
+        assert "does not allow" in await _refused(run, a, vms[plain], b.address)
+        await _allow_migration(b, True)
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[plain]))
+        assert ready["result"] is True, ready
 
         Cluster.stop(b)
         down = await _refused(run, a, vms[plain], b.address)

@@ -7,6 +7,7 @@ from hyperv_agent.emulator.services import (  # noqa: F401 - each module registe
     kvp,
     metrics,
     migration,
+    migration_settings,
     power,
     processes,
     resources,
