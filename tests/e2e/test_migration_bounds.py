@@ -6,6 +6,7 @@ is still running on the source; the VM's lock is held across the move."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,8 +40,8 @@ MIGRATE = "MigrateVirtualSystemToHost"
 TERMINATED = 8
 
 
-@pytest.fixture
-async def source(tmp_path: Path) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def _cluster(tmp_path: Path) -> AsyncIterator[Running]:
     """The source's agent, and (opened first) the destination host HV-B."""
     (tmp_path / "pool").mkdir()
     config_file = tmp_path / "agent.toml"
@@ -58,6 +59,12 @@ async def source(tmp_path: Path) -> AsyncIterator[Running]:
             yield agent
     finally:
         await destination.close()
+
+
+@pytest.fixture
+async def source(tmp_path: Path) -> AsyncIterator[Running]:
+    async with _cluster(tmp_path) as agent:
+        yield agent
 
 
 async def _running_vm(agent: Running, tmp_path: Path, name: str) -> None:
@@ -135,3 +142,20 @@ async def test_a_malformed_or_impossible_move_is_a_failed_migrate_answer(
         assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
         assert expected in answer["details"], answer["details"]
     assert name in await _on(source)
+
+
+async def test_a_move_past_the_point_of_no_return_is_the_success_it_is(tmp_path: Path) -> None:
+    """A job still running at the bound that can no longer be stopped (4097) and then
+    completes within the grace: the VM has moved, and the answer says so."""
+    name = "i-2-53-VM"
+    async with _cluster(tmp_path) as agent:
+        await _running_vm(agent, tmp_path, name)
+        agent.emulator.faults.slow_next_job(MIGRATE, 1.7)
+        before = agent.emulator.round_trips()
+        _, moved = await agent.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(name, name), DESTINATION_IP, wait_s=2))  # 1.5 s, then 0.5 s of grace
+        assert moved["result"] is True, moved["details"]
+        assert (agent.emulator.round_trips() - before)["invoke:RequestStateChange"] == 1
+        jobs = await agent.emulator.query(wql.select("Msvm_MigrationJob"))
+        assert [job["JobState"] for job in jobs] == [7]
+        assert name not in await _on(agent)

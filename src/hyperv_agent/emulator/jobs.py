@@ -48,12 +48,15 @@ def new_job(
     affected: ObjectPath | None,
     fault: JobFault | None = None,
     error: tuple[int, str] | None = None,
+    duration_s: float | None = None,
 ) -> ObjectPath:
-    """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so."""
+    """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
+    after ``duration_s`` (default: the latency model's job time)."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, txn, now)
-    duration, retention = host.config.latency.job_s, host.config.job_retention_s
+    duration = host.config.latency.job_s if duration_s is None else duration_s
+    retention = host.config.job_retention_s
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
     end = None if fault is not None and fault.never_finishes else now + duration
