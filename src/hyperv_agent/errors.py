@@ -12,7 +12,11 @@ from typing import ClassVar
 
 
 class AgentError(Exception):
-    """Base of every error the agent raises deliberately."""
+    """Base of every error the agent raises deliberately.
+
+    A failed answer's ``details`` read ``<Command> failed<joined_by><message>``."""
+
+    joined_by: ClassVar[str] = ": "
 
     #: Fields of the failed answer this error says besides ``details`` (Java field names,
     #: for the answer classes that have them: a SecurityGroupRuleAnswer's ``reason``).
@@ -108,6 +112,13 @@ class JobTimeout(HyperVError):
             f"{method} job did not finish within {timeout_s:g} s "
             f"({percent_complete}% complete when the wait ended)"
         )
+
+
+class MigrationFailed(HyperVError):
+    """A VM, or its storage, did not move; the message is why, in Hyper-V's words where
+    Hyper-V said it. Answered as the C# agent words it: ``<Command> failed due to <why>``."""
+
+    joined_by: ClassVar[str] = " due to "
 
 
 class HostFileError(AgentError):

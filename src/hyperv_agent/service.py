@@ -29,6 +29,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.locks import FileLocks
+from hyperv_agent.handlers.migration import MigrationHandlers
 from hyperv_agent.handlers.secgroups import SecurityGroupHandlers
 from hyperv_agent.handlers.start import StartHandler
 from hyperv_agent.handlers.storage import Reservation, StorageHandlers
@@ -166,6 +167,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
     handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
+    handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)

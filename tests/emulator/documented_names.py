@@ -610,7 +610,7 @@ _VIRTUALIZATION: Final = (
     # page say uint16, which is kept here. Documented but not tabulated: AddNetworkSettings,
     # CheckSystemCompatibilityInfo, GetSystemCompatibilityInfo,
     # GetSystemCompatibilityVectors, MigrateVirtualSystemToSystem, ModifyNetworkSettings,
-    # ModifyServiceSettings, RemoveNetworkSettings, RequestStateChange, StartService, StopService.
+    # RemoveNetworkSettings, RequestStateChange, StartService, StopService.
     _cls(
         "Msvm_VirtualSystemMigrationService",
         "CIM_VirtualSystemMigrationService",
@@ -625,6 +625,7 @@ _VIRTUALIZATION: Final = (
                 "CheckVirtualSystemIsMigratableToHost", f"{_MIGRATE_IN}; out boolean IsMigratable"
             ),
             _method("CheckVirtualSystemIsMigratable", f"{_MIGRATE_IN}; out reference Job"),
+            _method("ModifyServiceSettings", "in string ServiceSettingData; out reference Job"),
         ),
     ),
     _cls(

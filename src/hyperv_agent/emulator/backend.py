@@ -283,7 +283,9 @@ class EmulatorCim(Cim):
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:
             return self._failed_job(call, None, fault)
-        out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call)))
+        duration_s = self.host.faults.take_job_duration(call.method.name)
+        out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call),
+                                          duration_s=duration_s))
         try:
             call.txn.commit()
         except MethodError as error:

@@ -104,6 +104,37 @@ class JobState(IntEnum):
     EXCEPTION = 10
 
 
+class JobRequest(IntEnum):
+    """A job's RequestStateChange RequestedState (CIM_ConcreteJob)."""
+
+    START = 2
+    SUSPEND = 3
+    TERMINATE = 4
+    KILL = 5
+    SERVICE = 6
+
+
+class JobStateChange(IntEnum):
+    """ReturnValue of a job's RequestStateChange (CIM_ConcreteJob's values, which
+    Msvm_ConcreteJob's v2 page repeats)."""
+
+    COMPLETED = 0
+    NOT_SUPPORTED = 1
+    INVALID_PARAMETER = 5
+    INVALID_STATE_TRANSITION = 4097
+
+
+#: A job's work is done when the emulator starts it (its progress is only a function of
+#: the clock), so only a job whose work never started (a job that never finishes) can be
+#: stopped: it is the one ``Cancellable`` job. Terminating any other job, or a job that
+#: has ended, is refused with 4097 (Invalid State Transition); Microsoft documents no code
+#: for "past the point of no return".
+JOB_NOT_CANCELLABLE = JobStateChange.INVALID_STATE_TRANSITION
+#: How a terminated (or killed) job reports its end: ErrorCode 32768 and Windows'
+#: ERROR_CANCELLED text. Microsoft documents neither for a cancelled job.
+JOB_CANCELLED_ERROR = (32768, "The operation was canceled by the user. (0x800704C7)")
+
+
 class AclDirection(IntEnum):
     """Msvm_EthernetSwitchPortExtendedAclSettingData.Direction (from the VM's side)."""
 

@@ -77,6 +77,7 @@ class Faults:
 
     _return_codes: dict[str, list[int]] = field(default_factory=dict)
     _jobs: dict[str, list[JobFault | None]] = field(default_factory=dict)
+    _durations: dict[str, list[float]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
     _die_at_commit: bool = False
 
@@ -112,6 +113,16 @@ class Faults:
     def hang_next_job(self, method: str) -> None:
         """The next job of ``method`` stays Running for ever; its changes are not applied."""
         self._jobs.setdefault(method.lower(), []).append(JobFault(never_finishes=True))
+
+    def slow_next_job(self, method: str, duration_s: float) -> None:
+        """The next job of ``method`` that succeeds takes ``duration_s`` instead of the
+        latency model's job time (a long migration, say); its work is done when it starts,
+        so it cannot be stopped."""
+        self._durations.setdefault(method.lower(), []).append(duration_s)
+
+    def take_job_duration(self, method: str) -> float | None:
+        queue = self._durations.get(method.lower())
+        return queue.pop(0) if queue else None
 
     def take_return_code(self, method: str) -> int | None:
         queue = self._return_codes.get(method.lower())

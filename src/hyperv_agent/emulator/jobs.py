@@ -5,7 +5,9 @@ time, then Completed or Exception (with ErrorCode and ErrorDescription), and it 
 ``job_retention_s`` (by default 300 s, Hyper-V's TimeBeforeRemoval) after it ends: hidden
 from that moment, deleted from the store by the next sweep (:func:`sweep_expired`, run as
 new jobs start, at most every tenth of the retention). A job that never finishes has no
-end time and stays.
+end time and stays, until its RequestStateChange terminates or kills it (:func:`stop`):
+it is the only ``Cancellable`` job, since every other job's work was done when it started
+(``codes.JOB_NOT_CANCELLABLE``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
-from hyperv_agent.emulator.codes import JOB_RETENTION_S, JobState
+from hyperv_agent.emulator.codes import JOB_CANCELLED_ERROR, JOB_RETENTION_S, JobState
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.store import Record, Transaction
@@ -46,20 +48,24 @@ def new_job(
     affected: ObjectPath | None,
     fault: JobFault | None = None,
     error: tuple[int, str] | None = None,
+    duration_s: float | None = None,
 ) -> ObjectPath:
-    """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so."""
+    """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
+    after ``duration_s`` (default: the latency model's job time)."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, txn, now)
-    duration, retention = host.config.latency.job_s, host.config.job_retention_s
-    record = host.new_record(
-        class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
-        Description=f"{method} job", ElementName=method, JobType=job_type,
-        Cancellable=True, DeleteOnCompletion=False, TimeBeforeRemoval=cim_interval(retention),
-    )
+    duration = host.config.latency.job_s if duration_s is None else duration_s
+    retention = host.config.job_retention_s
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
     end = None if fault is not None and fault.never_finishes else now + duration
+    record = host.new_record(
+        class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
+        Description=f"{method} job", ElementName=method, JobType=job_type,
+        Cancellable=end is None, DeleteOnCompletion=False,
+        TimeBeforeRemoval=cim_interval(retention),
+    )
     record.meta = {
         "start": now,
         "end": end,
@@ -69,6 +75,22 @@ def new_job(
     }
     txn.put(record)
     return record.path
+
+
+def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
+    """End the running, cancellable ``job`` (staged, from ``Transaction.edit``) now, in
+    ``state`` (Terminated or Killed), with the cancellation's error; its work never
+    happens."""
+    now = host.clock()
+    job.meta.update(end=now, remove_at=now + host.config.job_retention_s,
+                    error=list(JOB_CANCELLED_ERROR), stopped=int(state))
+    job["Cancellable"] = False
+
+
+def running(record: Record, now: float) -> bool:
+    """Whether the job has not ended at ``now``."""
+    end = record.meta.get("end")
+    return end is None or now < end
 
 
 def sweep_expired(host: EmulatedHost, txn: Transaction, now: float) -> int:
@@ -103,10 +125,11 @@ def job_view(record: Record, now: float) -> dict[str, CimValue]:
         return {"JobState": JobState.RUNNING, "PercentComplete": min(percent, 99),
                 "ErrorCode": 0, "JobStatus": "Job is running"}
     if error:
-        return {"JobState": JobState.EXCEPTION, "PercentComplete": 100,
+        stopped = record.meta.get("stopped")
+        return {"JobState": stopped or JobState.EXCEPTION, "PercentComplete": 100,
                 "ErrorCode": error[0], "ErrorDescription": error[1],
                 "ErrorSummaryDescription": error[1],
-                "JobStatus": "Job is completed with error"}
+                "JobStatus": "Job was cancelled" if stopped else "Job is completed with error"}
     return {"JobState": JobState.COMPLETED, "PercentComplete": 100, "ErrorCode": 0,
             "JobStatus": "Job is completed"}
 

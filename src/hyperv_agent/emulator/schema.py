@@ -599,6 +599,7 @@ ActiveStorageMigrationCount uint32
     "CheckVirtualSystemIsMigratable(in ComputerSystem reference, in DestinationHost string, "
     "in MigrationSettingData string, in NewSystemSettingData string, "
     "in NewResourceSettingData string[], out Job reference)",
+    "ModifyServiceSettings(in ServiceSettingData string, out Job reference)",
 ))
 _class("Msvm_VirtualSystemMigrationServiceSettingData", "CIM_SettingData", """
 EnableVirtualSystemMigration boolean

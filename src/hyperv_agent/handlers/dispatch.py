@@ -127,7 +127,8 @@ class Dispatch:
         try:
             return _encoded(await route.handler(command))
         except AgentError as error:
-            return _failed(fqcn, f"{short} failed: {error}", command, error.answer_fields)
+            return _failed(fqcn, f"{short} failed{error.joined_by}{error}", command,
+                           error.answer_fields)
         except Exception as error:
             log.exception("%s failed unexpectedly", short)
             return _failed(fqcn, f"{short} failed: internal error ({type(error).__name__})",

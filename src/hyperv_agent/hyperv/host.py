@@ -126,6 +126,16 @@ async def host_stats(hv: HyperV) -> HostStats:
     )
 
 
+async def free_memory_kib(hv: HyperV) -> int:
+    """The host's free physical memory (Win32_OperatingSystem.FreePhysicalMemory, KiB);
+    1 query, read-only. HyperVError when the class has no instance."""
+    query = wql.select(Class.OPERATING_SYSTEM, properties=("Name", "FreePhysicalMemory"))
+    found = await hv.cim.query(query, CIMV2)
+    if not found:
+        raise HyperVError(f"{Class.OPERATING_SYSTEM} returned no instance")
+    return found[0].integer("FreePhysicalMemory") or 0
+
+
 async def _network_bytes(hv: HyperV) -> tuple[int, int]:
     """Bytes received and sent over all interfaces (0, 0 when the counters are absent)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",

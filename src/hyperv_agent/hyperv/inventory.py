@@ -49,6 +49,8 @@ _RASD = ("InstanceID", "ElementName", "ResourceType", "ResourceSubType", "Addres
          "Limit", "Weight")
 _SERVICE_KEYS = ("CreationClassName", "Name", "SystemCreationClassName", "SystemName",
                  "Started", "EnabledState")
+_MIGRATION_PARAMETERS = ("ComputerSystem", "DestinationHost", "MigrationSettingData",
+                         "NewSystemSettingData", "NewResourceSettingData")
 
 USED: tuple[ClassUse, ...] = (
     ClassUse(Class.COMPUTER_SYSTEM, properties=(
@@ -67,7 +69,7 @@ USED: tuple[ClassUse, ...] = (
         "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit",
         "DynamicMemoryEnabled")),
     ClassUse(Class.SASD, properties=(
-        "InstanceID", "ResourceType", "ResourceSubType", "Parent", "HostResource")),
+        "InstanceID", "ResourceType", "ResourceSubType", "Parent", "HostResource", "PoolID")),
     ClassUse(Class.SEPSD, properties=(
         "InstanceID", "ResourceSubType", "ElementName", "Address", "StaticMacAddress",
         "VirtualSystemIdentifiers")),
@@ -90,7 +92,10 @@ USED: tuple[ClassUse, ...] = (
         methods=_methods(InitiateShutdown=("Force", "Reason"))),
     ClassUse(Class.CONCRETE_JOB, properties=(
         "JobState", "PercentComplete", "ErrorCode", "ErrorDescription",
-        "ErrorSummaryDescription")),
+        "ErrorSummaryDescription"), methods=_methods(RequestStateChange=("RequestedState",))),
+    ClassUse(Class.MIGRATION_JOB, properties=(
+        "JobState", "PercentComplete", "ErrorCode", "ErrorDescription"),
+        methods=_methods(RequestStateChange=("RequestedState",))),
     ClassUse(Class.SUMMARY, properties=(
         "Name", "ElementName", "EnabledState", "Notes", "ProcessorLoad",
         "NumberOfProcessors", "MemoryUsage", "UpTime")),
@@ -117,6 +122,16 @@ USED: tuple[ClassUse, ...] = (
         CreateVirtualHardDisk=("VirtualDiskSettingData", *_JOB),
         GetVirtualHardDiskSettingData=("Path", "SettingData", *_JOB),
         ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB))),
+    ClassUse(Class.MIGRATION_SERVICE, properties=_SERVICE_KEYS, service=True,
+        methods=_methods(
+            MigrateVirtualSystemToHost=_MIGRATION_PARAMETERS + _JOB,
+            CheckVirtualSystemIsMigratableToHost=(*_MIGRATION_PARAMETERS, "IsMigratable"),
+            CheckVirtualSystemIsMigratable=_MIGRATION_PARAMETERS + _JOB)),
+    ClassUse(Class.MIGRATION_SETTINGS, properties=(
+        "MigrationType", "TransportType", "DestinationIPAddressList")),
+    ClassUse(Class.MIGRATION_SERVICE_SETTINGS, properties=(
+        "InstanceID", "EnableVirtualSystemMigration", "AuthenticationType",
+        "MaximumActiveVirtualSystemMigration")),
     ClassUse(Class.METRIC_SERVICE, properties=_SERVICE_KEYS, service=True, methods=_methods(
         ControlMetrics=("Subject", "Definition", "MetricCollectionEnabled"))),
     ClassUse(Class.METRIC_DEFINITION_BASE, properties=("Id", "ElementName")),

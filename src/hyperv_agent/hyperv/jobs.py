@@ -4,7 +4,8 @@ Every Hyper-V method call in the project goes through ``call``: a ReturnValue of
 done, 4096 starts a job that is polled (with a growing interval) until it finishes or the
 deadline passes, anything else is a ``MethodFailed``. A job that ends in any state but
 Completed raises ``JobFailed`` with its ErrorCode and ErrorDescription; a job still
-running at the deadline raises ``JobTimeout``.
+running at the deadline raises ``JobTimeout``. A caller that must not leave a job running
+past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from dataclasses import dataclass
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import CimNotFound, HyperVError, JobFailed, JobTimeout, MethodFailed
-from hyperv_agent.hyperv.schema import JOB_FINISHED, JOB_SUCCEEDED, ReturnCode
+from hyperv_agent.hyperv.schema import (
+    JOB_FINISHED,
+    JOB_SUCCEEDED,
+    JobRequest,
+    JobStateChange,
+    ReturnCode,
+)
 
 
 @dataclass(frozen=True)
@@ -46,17 +53,50 @@ async def call(
 
     Raises MethodFailed, JobFailed or JobTimeout; nothing is retried.
     """
+    result, job = await start(cim, path, method, params, accept=accept)
+    if job is not None:
+        await wait(cim, job, method, policy)
+    return result
+
+
+async def start(
+    cim: Cim,
+    path: ObjectPath,
+    method: str,
+    params: Mapping[str, InValue] | None = None,
+    *,
+    accept: Collection[int] = (),
+) -> tuple[MethodResult, ObjectPath | None]:
+    """Call ``method``: its result, and the path of the job it started (None when it was
+    done at once). MethodFailed for any other return code. 1 call."""
     result = await cim.invoke(path, method, params)
     code = result.return_value
     if code == ReturnCode.COMPLETED or code in accept:
-        return result
+        return result, None
     if code in _STARTED:
         job = result.path("Job")
         if job is None:
             raise HyperVError(f"{method} started a job but returned no Job reference")
-        await wait(cim, job, method, policy)
-        return result
+        return result, job
     raise MethodFailed(method, code, ReturnCode.describe(code))
+
+
+async def terminate(cim: Cim, job_path: ObjectPath) -> bool:
+    """Ask the job at ``job_path`` to stop cleanly (RequestStateChange Terminate): True when
+    the job took the request, False when it cannot stop (it has ended, or is past the point
+    where it can be stopped). A job that is gone counts as ended. 1 call; the caller waits
+    for the job to end."""
+    try:
+        result = await cim.invoke(job_path, "RequestStateChange",
+                                  {"RequestedState": int(JobRequest.TERMINATE)})
+    except CimNotFound:
+        return False
+    code = result.return_value
+    if code in (JobStateChange.COMPLETED, JobStateChange.TRANSITION_STARTED):
+        return True
+    if code == JobStateChange.INVALID_STATE_TRANSITION:
+        return False
+    raise MethodFailed("RequestStateChange", code, "the job was not asked to stop")
 
 
 async def wait(

@@ -46,6 +46,9 @@ class Class:
     IMAGE_SERVICE = "Msvm_ImageManagementService"
     SWITCH_SERVICE = "Msvm_VirtualEthernetSwitchManagementService"
     MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
+    MIGRATION_SETTINGS = "Msvm_VirtualSystemMigrationSettingData"  # how one move is made
+    MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"  # the host's
+    MIGRATION_JOB = "Msvm_MigrationJob"
     METRIC_SERVICE = "Msvm_MetricService"
     METRIC_DEFINITION_BASE = "CIM_BaseMetricDefinition"  # every metric definition
     METRIC_VALUE_BASE = "CIM_BaseMetricValue"  # every metric value
@@ -123,6 +126,21 @@ JOB_FINISHED = frozenset(
      JobState.COMPLETED_WITH_WARNINGS}
 )
 JOB_SUCCEEDED = frozenset({JobState.COMPLETED, JobState.COMPLETED_WITH_WARNINGS})
+
+
+class JobRequest(IntEnum):
+    """A job's RequestStateChange RequestedState (CIM_ConcreteJob)."""
+
+    TERMINATE = 4  # stop cleanly: a migration stops and the VM stays on its source
+    KILL = 5
+
+
+class JobStateChange(IntEnum):
+    """ReturnValue of a job's RequestStateChange (CIM_ConcreteJob)."""
+
+    COMPLETED = 0
+    TRANSITION_STARTED = 4096
+    INVALID_STATE_TRANSITION = 4097  # the job has ended, or can no longer be stopped
 
 
 class EnabledState(IntEnum):
@@ -260,6 +278,39 @@ KVP_ITEMS_PER_CALL = 128  # AddKvpItems / ModifyKvpItems take at most 128 DataIt
 PROCESSOR_LIMIT_FULL = 100000  # Limit / Reservation of a whole vCPU (100 %, percent / 1000)
 PROCESSOR_WEIGHT_DEFAULT = 100  # Msvm_ProcessorSettingData.Weight when nothing is asked
 PROCESSOR_WEIGHT_MIN = 1
+
+
+# --- migration (hyperv/migration.py) --------------------------------------------------------
+
+
+class MigrationType(IntEnum):
+    """Msvm_VirtualSystemMigrationSettingData.MigrationType."""
+
+    VIRTUAL_SYSTEM = 32768  # live: the VM moves, its disks stay (on shared storage)
+    STORAGE = 32769  # the VM's disks move; the VM stays on its host
+    STAGED = 32770
+    VIRTUAL_SYSTEM_AND_STORAGE = 32771  # shared nothing: the VM and its disks move
+
+
+class MigrationTransport(IntEnum):
+    """Msvm_VirtualSystemMigrationSettingData.TransportType."""
+
+    TCP = 5
+
+
+class MigrationCheck(IntEnum):
+    """ReturnValue of CheckVirtualSystemIsMigratableToHost (CIM's values)."""
+
+    COMPLETED = 0
+    INVALID_PARAMETER = 4
+    INVALID_STATE = 5  # a host or the VM cannot take part in a move now
+
+
+class MigrationAuthentication(IntEnum):
+    """Msvm_VirtualSystemMigrationServiceSettingData.AuthenticationType."""
+
+    CREDSSP = 0
+    KERBEROS = 1
 
 
 class VlanMode(IntEnum):

@@ -1,0 +1,349 @@
+"""Migration: PrepareForMigration on the destination, Migrate (a live migration) and
+MigrateWithStorage (the VM with its disks) on the source, and MigrateVolume (one disk to
+another pool) on the VM's host (protocol §5.4).
+
+The management server moves a running VM in this order: PrepareForMigrationCommand to the
+destination, MigrateCommand to the source, CheckVirtualMachineCommand to the destination.
+When a step fails it sends the destination a StopCommand for the VM as its clean-up. So a
+failed answer always means the VM is still where it was: Hyper-V hands a VM over in one
+step, a refusal changes nothing, and a move that outlasts its bound is stopped (or, when it
+completed all the same, answered as the success it is).
+
+Each move holds the VM's lock (the one StartCommand, StopCommand, the VM commands and the
+state report take) from the first look at the VM to the job's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ntpath
+import socket
+from dataclasses import dataclass
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.cloudstack.answers import (
+    MigrateAnswer,
+    MigrateVolumeAnswer,
+    MigrateWithStorageAnswer,
+    PrepareForMigrationAnswer,
+)
+from hyperv_agent.cloudstack.commands_storage import MigrateVolumeCommand
+from hyperv_agent.cloudstack.commands_vm import (
+    MigrateCommand,
+    MigrateWithStorageCommand,
+    PrepareForMigrationCommand,
+)
+from hyperv_agent.cloudstack.objects import (
+    DiskTO,
+    PrimaryDataStoreTO,
+    StorageFilerTO,
+    VirtualMachineTO,
+    VolumeObjectTO,
+    VolumeTO,
+)
+from hyperv_agent.errors import AgentError, InvalidRequest, MigrationFailed
+from hyperv_agent.handlers import start_plan
+from hyperv_agent.handlers.datapaths import DataPaths
+from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.handlers.locks import FileLocks, NamedLocks
+from hyperv_agent.hostfs import images, locations
+from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.transfer import transfer
+from hyperv_agent.hyperv import drives, host, jobs, migration, vms
+from hyperv_agent.hyperv.schema import MigrationType
+from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.vms import VmRef
+from hyperv_agent.state import SHARED_TYPES
+
+log = logging.getLogger("hyperv_agent.handlers.migration")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """How long a move may take, and how its destination is named."""
+
+    default_wait_s: float = 1800.0  # a command's bound when its ``wait`` is 0 (the MS's own)
+    cancel_grace_s: float = 30.0  # kept back from the bound to stop an overdue move
+    name_lookup_s: float = 2.0  # reverse DNS of the destination's address
+
+    def bounds(self, wait_s: int) -> tuple[jobs.WaitPolicy, jobs.WaitPolicy]:
+        """The wait for a move's job, and the wait after asking it to stop: together
+        ``wait_s`` (``default_wait_s`` for 0), so the answer comes before the MS gives up."""
+        total = float(wait_s) if wait_s > 0 else self.default_wait_s
+        grace = min(self.cancel_grace_s, total / 4)
+        return (jobs.WaitPolicy(timeout_s=total - grace, max_poll_s=0.5),
+                jobs.WaitPolicy(timeout_s=grace, max_poll_s=0.5))
+
+
+class MigrationHandlers(FileHandlers):
+    """``vm_locks`` is the agent's VM lock table; ``file_locks`` (of ``FileHandlers``) its
+    file lock table, held while a disk that belongs to no VM is moved."""
+
+    def __init__(self, hv: HyperV, paths: DataPaths, vm_locks: NamedLocks,
+                 file_locks: FileLocks, aside: AsideFiles | None = None,
+                 settings: MigrationSettings | None = None) -> None:
+        super().__init__(hv, paths, file_locks, aside=aside)
+        self.vm_locks = vm_locks
+        self.settings = settings or MigrationSettings()
+
+    def table(self) -> Routes:
+        return {
+            names.PREPARE_FOR_MIGRATION_COMMAND: Route(PrepareForMigrationCommand, self.prepare),
+            names.MIGRATE_COMMAND: Route(MigrateCommand, self.migrate),
+            names.MIGRATE_WITH_STORAGE_COMMAND: Route(MigrateWithStorageCommand,
+                                                      self.migrate_with_storage),
+            names.MIGRATE_VOLUME_COMMAND: Route(MigrateVolumeCommand, self.migrate_volume),
+        }
+
+    # --- on the destination ---------------------------------------------------------------
+
+    async def prepare(self, prepare: PrepareForMigrationCommand) -> Result:
+        """Whether ``vm`` can arrive here: a vSwitch for each NIC's traffic label, each
+        disk on a shared pool registered here and its file reachable, memory for the VM,
+        and live migration enabled. ``result`` true only when all hold; every shortfall is
+        named. Read-only and safe to repeat; ``rollback`` has nothing to undo. 3 queries,
+        sent at once."""
+        vm = prepare.vm
+        if prepare.rollback:
+            return PrepareForMigrationAnswer(result=True, details="nothing was prepared")
+        if vm is None:
+            raise InvalidRequest("vm is missing: no VM to prepare for")
+        problems = [problem for found in await asyncio.gather(
+            self._switches(vm), self._memory(vm), self._enabled(), self._disks(vm))
+            for problem in found]
+        if problems:
+            raise InvalidRequest(f"VM {vm.name} cannot move to this host: "
+                                 + "; ".join(problems))
+        return PrepareForMigrationAnswer(result=True, details=f"ready for {vm.name}")
+
+    async def _switches(self, vm: VirtualMachineTO) -> list[str]:
+        switches = await host.switch_names(self.hv)
+        problems = []
+        for nic in vm.nics:
+            try:
+                start_plan.planned_nic(nic, switches)
+            except InvalidRequest as error:
+                problems.append(str(error))
+        return problems
+
+    async def _memory(self, vm: VirtualMachineTO) -> list[str]:
+        needed_mb = -(-vm.max_ram_bytes // MIB)
+        free_mb = await host.free_memory_kib(self.hv) // 1024
+        if needed_mb > free_mb:
+            return [f"it needs {needed_mb} MB of memory and the host has {free_mb} MB free"]
+        return []
+
+    async def _enabled(self) -> list[str]:
+        if (await migration.host_settings(self.hv)).enabled:
+            return []
+        return ["live migration is not enabled on this host (Enable-VMMigration)"]
+
+    async def _disks(self, vm: VirtualMachineTO) -> list[str]:
+        problems = []
+        for disk in vm.disks:
+            if str(disk.type).upper() in ("ROOT", "DATADISK"):
+                problem = await self._reachable(disk)
+                if problem:
+                    problems.append(problem)
+        return problems
+
+    async def _reachable(self, disk: DiskTO) -> str | None:
+        kind = str(disk.type).upper()
+        local = local_volume(disk)
+        if local is not None:
+            return local
+        try:
+            path = await self.paths.disk_image(disk, kind)
+        except AgentError as error:
+            return str(error)
+        if not await self.files.exists(path):
+            return f"disk {kind}: {path} cannot be reached from this host"
+        return None
+
+    # --- on the source --------------------------------------------------------------------
+
+    async def migrate(self, command: MigrateCommand) -> Result:
+        """Live-migrate the VM to the host at ``destinationIp``; its disks stay where they
+        are, so each must be on storage both hosts reach. Refusals (a disk on a local pool,
+        an unknown or stopped destination, a missing switch there) answer at once with
+        Hyper-V's reason, the VM running here as before. The destination's name is looked
+        up once the VM is found here, so a request for another host's VM costs no lookup.
+        Warm: 3 calls + 1 job wait (find the VM, Hyper-V's check, the move); the reason of
+        a refusal costs 1 call + 1 wait."""
+        address = destination_address(command.destination_ip, "destinationIp")
+        if command.virtual_machine is not None:
+            shared_disks_only(command.virtual_machine)
+        async with self.vm_locks.hold(command.vm_name):
+            vm = await self._vm_here(command.vm_name)
+            destination = await host_name_of(address, self.settings.name_lookup_s)
+            await self._move(migration.Move(vm, destination=destination,
+                                            addresses=(address,)), command.wait_s)
+        log.info("VM %s moved to %s (%s)", vm.name, destination, address)
+        return MigrateAnswer(result=True, details=f"{vm.name} moved to {destination}")
+
+    async def migrate_with_storage(self, command: MigrateWithStorageCommand) -> Result:
+        """Move the VM and the disks ``volumeToFilerAsList`` names to the host at
+        ``tgtHost`` (shared nothing): each file goes into its pool's folder there under its
+        own name; disks not named stay where they are. ``volumeTos`` gives each moved
+        volume's ``id`` and ``path``. 4 calls + 1 job wait once warm."""
+        address = destination_address(command.tgt_host, "tgtHost")
+        if not command.volume_to_filer_as_list:
+            raise InvalidRequest("volumeToFilerAsList is empty: no volume to move")
+        folders = [(pair.t, self._target_folder(pair.u)) for pair in
+                   command.volume_to_filer_as_list]
+        async with self.vm_locks.hold(command.vm.name):
+            vm = await self._vm_here(command.vm.name)
+            storage = await drives.read_storage(self.hv, vm)
+            disks = tuple(_disk_move(storage, volume, folder) for volume, folder in folders)
+            destination = await host_name_of(address, self.settings.name_lookup_s)
+            await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
+                                            destination, (address,), disks), command.wait_s)
+        return MigrateWithStorageAnswer(result=True, volume_tos=[
+            _moved_volume(volume) for volume, _ in folders])
+
+    def _target_folder(self, pool: StorageFilerTO) -> str:
+        """A volume's new folder: a shared pool's registered root, or a local pool of the
+        destination, which this host cannot see: accepted only where this host has its own
+        registered pool (a cluster's hosts keep local disks in the same folder), so no
+        move writes outside the pools."""
+        if str(pool.type or "") not in (*SHARED_TYPES, "Filesystem"):
+            raise InvalidRequest(f"pool {pool.uuid}: type {pool.type} is not one Hyper-V "
+                                 "keeps disks on")
+        return self.paths.pool_root(pool, f"pool {pool.uuid}")
+
+    # --- one disk -------------------------------------------------------------------------
+
+    async def migrate_volume(self, command: MigrateVolumeCommand) -> Result:
+        """Move the volume ``volumePath`` into ``pool`` (registered on this host). A disk of
+        the running VM ``attachedVmName`` moves with Hyper-V's storage migration while the
+        VM runs; a volume no VM here uses is copied into the pool (written aside, renamed)
+        and its old file removed. The answer's ``volumePath`` is the volume's path, which a
+        move keeps. A file already in the target pool under the name is never replaced."""
+        folder = self.paths.pool_root(command.pool, "pool")
+        if command.attached_vm_name:
+            async with self.vm_locks.hold(command.attached_vm_name):
+                moved = await self._move_attached(command, folder)
+            if moved:
+                return MigrateVolumeAnswer(result=True, volume_path=command.volume_path)
+        await self._move_detached(command, folder)
+        return MigrateVolumeAnswer(result=True, volume_path=command.volume_path)
+
+    async def _move_attached(self, command: MigrateVolumeCommand, folder: str) -> bool:
+        """Storage-migrate the disk of a VM on this host; False when the VM is not here or
+        the volume is not one of its disks."""
+        vm = await vms.find_vm(self.hv, command.attached_vm_name or "")
+        if vm is None:
+            return False
+        storage = await drives.read_storage(self.hv, vm)
+        if migration.disk_of(storage, command.volume_path) is None:
+            return False
+        volume = VolumeTO(path=command.volume_path, id=command.volume_id)
+        disk = _disk_move(storage, volume, folder)
+        if await self.files.exists(disk.target):
+            raise InvalidRequest(f"{disk.target} already exists; it is not replaced")
+        await self._move(migration.Move(vm, MigrationType.STORAGE, disks=(disk,)),
+                         command.wait_s)
+        return True
+
+    async def _move_detached(self, command: MigrateVolumeCommand, folder: str) -> None:
+        if command.source_pool is None:
+            raise InvalidRequest(f"volume {command.volume_path} is not a disk of a VM on this "
+                                 "host, and the command names no sourcePool to find it in")
+        source = await self._volume_in(self.paths.pool_root(command.source_pool, "sourcePool"),
+                                       command.volume_path)
+        target = locations.confine(folder, ntpath.basename(source))
+        async with self.file_locks.hold(source), self.file_locks.hold(target):
+            if await self.files.exists(target):
+                raise InvalidRequest(f"{target} already exists; it is not replaced")
+            await transfer(self.files, source, target, decompress=False, aside=self.aside)
+            await self.files.remove(source)
+
+    async def _volume_in(self, root: str, volume_path: str) -> str:
+        """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
+        named = volume_path.lower().endswith(images.DISK_SUFFIXES)
+        for candidate in [volume_path] if named else [
+                volume_path + suffix for suffix in images.DISK_SUFFIXES]:
+            found = await self.paths.file_in(root, candidate, f"volume {volume_path}",
+                                             images.DISK_SUFFIXES)
+            if await self.files.exists(found):
+                return found
+        raise InvalidRequest(f"volume {volume_path} is not in {root}")
+
+    # --- shared ---------------------------------------------------------------------------
+
+    async def _vm_here(self, name: str) -> VmRef:
+        vm = await vms.find_vm(self.hv, name)
+        if vm is None:
+            raise InvalidRequest(f"no VM named {name} on this host")
+        return vm
+
+    async def _move(self, move: migration.Move, wait_s: int) -> None:
+        """Hyper-V's check, then the move within the bound ``wait_s`` gives."""
+        reason = await migration.check(self.hv, move)
+        if reason is not None:
+            raise MigrationFailed(reason)
+        policy, grace = self.settings.bounds(wait_s)
+        await migration.migrate(self.hv, move, policy, grace)
+
+
+def destination_address(text: str | None, field: str) -> str:
+    """The destination host's address from ``field``; InvalidRequest when it is not one."""
+    if not text:
+        raise InvalidRequest(f"{field} is missing: no destination host")
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise InvalidRequest(f"{field} {text[:60]!r} is not an IP address") from None
+
+
+async def host_name_of(address: str, timeout_s: float) -> str:
+    """What Hyper-V is told the destination is called: the name reverse DNS gives its
+    ``address`` (Kerberos needs a name), else the address itself (no PTR record, a lookup
+    slower than ``timeout_s``, or a loopback name such as ``localhost``, which would name
+    the source itself)."""
+    loop = asyncio.get_running_loop()
+    try:
+        name, _ = await asyncio.wait_for(
+            loop.getnameinfo((address, 0), socket.NI_NAMEREQD), timeout_s)
+    except (OSError, TimeoutError):
+        return address
+    if not name or name.split(".", 1)[0].lower() == "localhost":
+        return address
+    return name
+
+
+def local_volume(disk: DiskTO) -> str | None:
+    """Why a disk cannot stay where it is while its VM moves: it is on a local pool of this
+    host; None for a disk on shared storage (or one whose pool is not said)."""
+    data = disk.data
+    store = data.data_store if isinstance(data, VolumeObjectTO) else None
+    if not isinstance(store, PrimaryDataStoreTO) or str(store.pool_type or "") in SHARED_TYPES:
+        return None
+    assert isinstance(data, VolumeObjectTO)
+    return (f"volume {data.name or data.path} is on the local pool {store.name or store.uuid} "
+            f"({store.pool_type}), which no other host reaches: a live migration moves no "
+            "disk; migrate the VM with its volumes (storage motion)")
+
+
+def shared_disks_only(vm: VirtualMachineTO) -> None:
+    """InvalidRequest naming every disk of ``vm`` on a local pool."""
+    problems = [p for p in map(local_volume, vm.disks) if p is not None]
+    if problems:
+        raise InvalidRequest(f"VM {vm.name} cannot move live: " + "; ".join(problems))
+
+
+def _disk_move(storage: drives.VmStorage, volume: VolumeTO, folder: str) -> migration.DiskMove:
+    medium = migration.disk_of(storage, volume.path or "")
+    if medium is None:
+        raise InvalidRequest(f"volume {volume.name or volume.path} is not a disk of the VM")
+    files = medium.strings("HostResource")
+    return migration.DiskMove(medium, locations.confine(folder, ntpath.basename(files[0])))
+
+
+def _moved_volume(volume: VolumeTO) -> VolumeObjectTO:
+    return VolumeObjectTO(id=volume.id, name=volume.name, path=volume.path,
+                          size_bytes=volume.size_bytes)

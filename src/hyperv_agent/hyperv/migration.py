@@ -1,0 +1,217 @@
+"""Moving VMs with Hyper-V's Virtual System Migration Service: a live migration to another
+host (the disks stay where they are, on storage both hosts reach), the same with the
+disks (shared nothing), and the disks of a VM on its own host (storage migration).
+
+A move is asked of Hyper-V in two steps. ``check`` asks CheckVirtualSystemIsMigratableToHost,
+which answers at once but gives no reason; when it says no, CheckVirtualSystemIsMigratable
+runs the same checks as a job that ends with the move's own error, and that error is the
+reason. ``migrate`` calls MigrateVirtualSystemToHost and waits for its Msvm_MigrationJob
+within a bound; a job still running at the bound is asked to stop (Terminate) and waited
+for a little longer: Hyper-V leaves a stopped migration's VM on its source. A job that
+completes anyway (it was past the point where it could stop) is a success, so the answer
+always says where the VM is.
+
+The destination is named as Hyper-V needs it: ``DestinationHost`` a host name (Kerberos
+constrained delegation needs one; CredSSP also takes an address) and, when given,
+``DestinationIPAddressList`` addresses its migration listener takes moves on
+(``MigrationServiceListenerIPAddressList`` there). The source cannot read that list (it is
+the destination's), so the caller names the address it knows, as the C# agent does; an
+empty list leaves the choice to Hyper-V. The settings of each kind of move are
+the host's own ``Msvm_VirtualSystemMigrationSettingData`` of that MigrationType, read once
+and kept by the session.
+
+Round trips once the session is warm (W = job waits); a session's first move costs one
+query more for the service's path and one for the settings of its kind:
+
+=================  ====================================================================
+``check``          1 call; 2 calls + 1 W when the move would fail (the reason)
+``migrate``        1 call + 1 W; +1 call and a second bounded wait when the first ends
+``host_settings``  1 query
+=================  ====================================================================
+
+Nothing here touches a file: Hyper-V copies the disks of a storage move and removes the
+files it moved from.
+"""
+
+from __future__ import annotations
+
+import ntpath
+from dataclasses import dataclass, field
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
+from hyperv_agent.errors import (
+    HyperVError,
+    JobFailed,
+    JobTimeout,
+    MethodFailed,
+    MigrationFailed,
+)
+from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv.drives import VmStorage
+from hyperv_agent.hyperv.schema import (
+    NAMESPACE,
+    Class,
+    MigrationCheck,
+    MigrationTransport,
+    MigrationType,
+)
+from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.vms import VmRef
+
+MIGRATE = "MigrateVirtualSystemToHost"
+CHECK_TO_HOST = "CheckVirtualSystemIsMigratableToHost"
+CHECK = "CheckVirtualSystemIsMigratable"
+_MISSING = "is the Hyper-V role installed?"
+#: How long CheckVirtualSystemIsMigratable's job may take to give its reason.
+REASON_WAIT = jobs.WaitPolicy(timeout_s=60.0)
+
+
+@dataclass(frozen=True)
+class DiskMove:
+    """A disk of the VM and where its file goes."""
+
+    medium: CimInstance  # the VM's Msvm_StorageAllocationSettingData of the disk
+    target: str  # the file's new host path
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move of a VM, or of its disks."""
+
+    vm: VmRef
+    kind: MigrationType = MigrationType.VIRTUAL_SYSTEM
+    destination: str | None = None  # DestinationHost; None for a storage move
+    addresses: tuple[str, ...] = ()  # DestinationIPAddressList; () leaves it to Hyper-V
+    disks: tuple[DiskMove, ...] = ()  # NewResourceSettingData; the others stay
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """The host's migration service settings (Msvm_VirtualSystemMigrationServiceSettingData)."""
+
+    enabled: bool  # EnableVirtualSystemMigration: incoming and outgoing live migrations
+    authentication: int | None  # AuthenticationType: 0 CredSSP, 1 Kerberos
+    simultaneous: int  # MaximumActiveVirtualSystemMigration
+
+
+@dataclass
+class _Kept:
+    """What the session keeps for this module: the host's settings of each kind of move."""
+
+    settings: dict[int, CimInstance] = field(default_factory=dict)
+
+
+async def check(hv: HyperV, move: Move) -> str | None:
+    """None when Hyper-V would make ``move`` now; otherwise why not, in Hyper-V's words.
+    Read-only and safe to repeat: 1 call, 2 calls + 1 W when the answer is no."""
+    params = await _params(hv, move)
+    service = await hv.service_path(Class.MIGRATION_SERVICE, _MISSING)
+    result = await hv.cim.invoke(service, CHECK_TO_HOST, params)
+    if result.return_value == MigrationCheck.COMPLETED and result["IsMigratable"] is True:
+        return None
+    return await _reason(hv, params)
+
+
+async def _reason(hv: HyperV, params: dict[str, InValue]) -> str:
+    try:
+        await hv.call_service(Class.MIGRATION_SERVICE, _MISSING, CHECK, params, REASON_WAIT)
+    except JobFailed as failed:
+        return failed.description or str(failed)
+    except (MethodFailed, JobTimeout) as error:
+        return str(error)
+    return "Hyper-V found the move impossible now and gave no reason"
+
+
+async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
+                  grace: jobs.WaitPolicy) -> None:
+    """Make ``move``; MigrationFailed, with the VM (and its disks) where they were, when it
+    did not happen. Its job is waited on for ``policy.timeout_s``, then asked to stop and
+    waited on for ``grace.timeout_s``: a job that completes meanwhile is a success; one
+    that cannot be stopped and is still running is a failure that says so. Not safe to
+    repeat blindly: a repeat after a success finds the VM gone. 1 call + 1 W (+1 call and
+    the grace wait when the first wait ends)."""
+    params = await _params(hv, move)
+    try:
+        _, job = await jobs.start(hv.cim, await hv.service_path(Class.MIGRATION_SERVICE,
+                                                                _MISSING), MIGRATE, params)
+    except MethodFailed as refused:
+        raise MigrationFailed(f"Hyper-V refused the move: {refused}") from None
+    if job is not None:
+        await _bounded(hv, job, policy, grace)
+
+
+async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
+                   grace: jobs.WaitPolicy) -> None:
+    try:
+        await jobs.wait(hv.cim, job, MIGRATE, policy)
+        return
+    except JobFailed as failed:
+        raise MigrationFailed(failed.description or str(failed)) from None
+    except JobTimeout:
+        stopping = await jobs.terminate(hv.cim, job)
+    late = f"the move did not finish within {policy.timeout_s:g} s"
+    try:
+        await jobs.wait(hv.cim, job, MIGRATE, grace)
+    except JobFailed as failed:
+        raise MigrationFailed(f"{late} and was cancelled; the VM stays where it was "
+                              f"({failed.description or failed})") from None
+    except JobTimeout:
+        asked = "was asked to stop" if stopping else "could not be stopped"
+        raise MigrationFailed(f"{late}, {asked} and was still running "
+                              f"{grace.timeout_s:g} s later; see where the VM is before "
+                              "trying again") from None
+
+
+async def _params(hv: HyperV, move: Move) -> dict[str, InValue]:
+    settings = (await _settings(hv, move.kind)).updated(
+        TransportType=int(MigrationTransport.TCP),
+        DestinationIPAddressList=list(move.addresses) or None)
+    resources = [disk.medium.updated(HostResource=[disk.target], PoolID="")
+                 for disk in move.disks]
+    return {"ComputerSystem": vms.vm_path(move.vm.guid), "DestinationHost": move.destination,
+            "MigrationSettingData": settings, "NewSystemSettingData": None,
+            "NewResourceSettingData": resources or None}
+
+
+async def _settings(hv: HyperV, kind: MigrationType) -> CimInstance:
+    """The host's migration settings of ``kind``: 1 query, then kept."""
+    kept = hv.kept(_Kept).settings
+    if kind not in kept:
+        query = wql.select(Class.MIGRATION_SETTINGS, wql.eq("MigrationType", int(kind)))
+        found = await hv.cim.query(query, NAMESPACE)
+        if not found:
+            raise HyperVError(f"the host has no {Class.MIGRATION_SETTINGS} of MigrationType "
+                              f"{int(kind)}; {_MISSING}")
+        kept[kind] = found[0]
+    return kept[kind]
+
+
+async def host_settings(hv: HyperV) -> HostSettings:
+    """Whether the host takes part in live migrations, and how they authenticate; 1 query,
+    read-only. HyperVError when the host has no such settings (no Hyper-V)."""
+    query = wql.select(Class.MIGRATION_SERVICE_SETTINGS, properties=(
+        "InstanceID", "EnableVirtualSystemMigration", "AuthenticationType",
+        "MaximumActiveVirtualSystemMigration"))
+    found = await hv.cim.query(query, NAMESPACE)
+    if not found:
+        raise HyperVError(f"the host has no {Class.MIGRATION_SERVICE_SETTINGS}; {_MISSING}")
+    return HostSettings(enabled=found[0].boolean("EnableVirtualSystemMigration") is True,
+                        authentication=found[0].integer("AuthenticationType"),
+                        simultaneous=found[0].integer("MaximumActiveVirtualSystemMigration")
+                        or 0)
+
+
+def disk_of(storage: VmStorage, volume_path: str) -> CimInstance | None:
+    """The medium (Msvm_StorageAllocationSettingData) of the VM's disk whose file is the
+    volume ``volume_path`` names: its file name, or that name without its extension (a
+    CloudStack volume path is the file's uuid). Case is ignored, as Windows ignores it."""
+    wanted = ntpath.basename(volume_path.replace("/", "\\")).casefold()
+    for drive in storage.drives:
+        image = drive.image
+        if drive.dvd or image is None or drive.medium is None:
+            continue
+        name = ntpath.basename(image).casefold()
+        if wanted in (name, ntpath.splitext(name)[0]):
+            return drive.medium
+    return None

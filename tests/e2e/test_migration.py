@@ -1,0 +1,250 @@
+"""Migration between two agents, each a ``serve`` process on its own loopback address
+(127.0.0.2 and 127.0.0.3, one port) over an emulated host; the hosts share a
+``cluster_dir`` and map the SMB pool's share to one folder. The management server's own
+bodies, in its order: PrepareForMigration to the destination, Migrate to the source,
+CheckVirtualMachine to the destination; the state reports of both hosts after each step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cloudstack import names
+from tests.diskfiles import qemu_info
+from tests.e2e.migration_kit import (
+    ADDRESSES,
+    ONLY_ON_A,
+    ROOT_UUID,
+    Cluster,
+    Member,
+    check_body,
+    cluster,
+    disk_file,
+    free_port,
+    local_pool_of,
+    member,
+    migrate_body,
+    prepare_body,
+    smb_pool,
+    start_body,
+    vm_to,
+    volume_body,
+    with_second_nic,
+    with_storage_body,
+)
+from tests.emulator.kit import ok, service
+from tests.emulator.migration_kit import kvp_item, portrait
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux",
+                                reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
+
+MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
+FAILED_MIDWAY = "failing_jobs = {MigrateVirtualSystemToHost = 1}"
+
+
+def _pair(tmp_path: Path, lab_a: str = "") -> list[Member]:
+    port = free_port(tuple(ADDRESSES.values()))  # both agents listen on one port
+    return [member(tmp_path, "HV-A", port, lab_a), member(tmp_path, "HV-B", port)]
+
+
+async def _started(run: Cluster, host: Member, vm: dict[str, Any]) -> None:
+    _, started = await run.ask(host, names.START_COMMAND, start_body(vm))
+    assert started["result"] is True, started["details"]
+
+
+async def _vm_path(host: Member, name: str) -> ObjectPath:
+    found = await host.cim().query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName",
+                                                                             name)))
+    assert len(found) == 1 and found[0].path is not None
+    return found[0].path
+
+
+async def _move(run: Cluster, source: Member, destination: Member, vm: dict[str, Any]
+                ) -> dict[str, Any]:
+    """Prepare on ``destination`` (twice: a repeat is safe), Migrate on ``source``: the
+    MigrateAnswer's fields."""
+    for _ in range(2):
+        kind, prepared = await run.ask(destination, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                       prepare_body(vm))
+        assert (kind, prepared["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, True), \
+            prepared["details"]
+    kind, moved = await run.ask(source, names.MIGRATE_COMMAND,
+                                migrate_body(vm, destination.address))
+    assert kind == names.MIGRATE_ANSWER
+    return moved
+
+
+def stop_body(name: str) -> dict[str, Any]:
+    return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False,
+            "contextMap": {}, "wait": 0}
+
+
+async def _power(run: Cluster, host: Member, name: str) -> str:
+    _, checked = await run.ask(host, names.CHECK_VIRTUAL_MACHINE_COMMAND, check_body(name))
+    return str(checked["state"])
+
+
+async def test_a_running_vm_moves_there_and_back_keeping_its_devices(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path, FAILED_MIDWAY)
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = with_second_nic(vm_to("i-2-7-VM"))
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-7-VM")
+        on_a = a.cim()
+        await ok(on_a, await on_a.invoke(await service(on_a), "AddKvpItems", {
+            "TargetSystem": path, "DataItems": [kvp_item("cloudstack-vm-userdata", "hi")]}))
+        before = await portrait(on_a, path)
+
+        midway = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
+        assert midway[1]["result"] is False
+        assert midway[1]["details"].startswith("MigrateCommand failed due to ")
+        assert "injected fault" in midway[1]["details"]
+        assert await run.where(hosts, "i-2-7-VM") == ["HV-A"]
+
+        moved = await _move(run, a, b, vm)
+        assert moved["result"] is True, moved["details"]
+        assert await run.where(hosts, "i-2-7-VM") == ["HV-B"]
+        assert await _power(run, b, "i-2-7-VM") == "PowerOn"
+        after = await portrait(b.cim(), path)
+        assert after == before and len(after["vlans"]) == 2
+
+        back = await _move(run, b, a, vm)
+        assert back["result"] is True, back["details"]
+        assert await run.where(hosts, "i-2-7-VM") == ["HV-A"]
+        assert await _power(run, a, "i-2-7-VM") == "PowerOn"
+        assert await portrait(on_a, path) == before
+
+
+async def _refused(run: Cluster, source: Member, vm: dict[str, Any], address: str) -> str:
+    """MigrateCommand that must fail: its details; the VM still runs on ``source`` alone."""
+    kind, answer = await run.ask(source, names.MIGRATE_COMMAND, migrate_body(vm, address))
+    assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
+    details = str(answer["details"])
+    assert details.startswith("MigrateCommand failed"), details
+    assert vm["name"] in await run.on(source)
+    assert await _power(run, source, vm["name"]) == "PowerOn"
+    return details
+
+
+async def _allow_migration(host: Member, enabled: bool) -> None:
+    """Enable-VMMigration or Disable-VMMigration on ``host``, over its WinRM face."""
+    cim = host.cim()
+    (settings,) = await cim.query(wql.select("Msvm_VirtualSystemMigrationServiceSettingData"))
+    await ok(cim, await cim.invoke(await service(cim, MIGRATION_SERVICE), "ModifyServiceSettings",
+                                   {"ServiceSettingData": settings.updated(
+                                       EnableVirtualSystemMigration=enabled)}))
+
+
+async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    plain, switched, local = "i-2-20-VM", "i-2-21-VM", "i-2-22-VM"
+    for volume in (plain, switched):
+        disk_file(tmp_path / "pool", volume)
+    disk_file(a.local_pool(tmp_path), local)
+    vms = {plain: vm_to(plain, plain), switched: with_second_nic(vm_to(switched, switched),
+                                                                   ONLY_ON_A),
+           local: vm_to(local, local, local_root=True)}
+    async with cluster(hosts) as run:
+        for vm in vms.values():
+            await _started(run, a, vm)
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[switched]))
+        assert ready["result"] is False and ONLY_ON_A in ready["details"], ready
+        assert ONLY_ON_A in await _refused(run, a, vms[switched], b.address)
+
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[local]))
+        assert ready["result"] is False and "local pool" in ready["details"], ready
+        assert "local pool" in await _refused(run, a, vms[local], b.address)
+
+        huge = vm_to(plain, plain, memory_mb=64 << 20)  # 64 TiB
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(huge))
+        assert ready["result"] is False and "MB free" in ready["details"], ready
+
+        unknown = await _refused(run, a, vms[plain], "127.0.0.9")
+        assert "127.0.0.9" in unknown
+        _, cleanup = await run.ask(b, names.STOP_COMMAND, stop_body(plain))  # the MS's
+        assert cleanup["result"] is True, cleanup
+        assert await run.where(hosts, plain) == ["HV-A"]
+
+        await _allow_migration(b, False)  # Disable-VMMigration on the destination
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[plain]))
+        assert ready["result"] is False and "not enabled" in ready["details"], ready
+        assert "does not allow" in await _refused(run, a, vms[plain], b.address)
+        await _allow_migration(b, True)
+        _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                 prepare_body(vms[plain]))
+        assert ready["result"] is True, ready
+
+        Cluster.stop(b)
+        down = await _refused(run, a, vms[plain], b.address)
+        assert "0x8007274D" in down, down
+        assert await run.on(a) == set(vms)
+
+
+async def test_maintenance_moves_every_vm_away_one_after_another(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    names_ = [f"i-2-{n}-VM" for n in (30, 31, 32)]
+    for name in names_:
+        disk_file(tmp_path / "pool", name)
+    async with cluster(hosts) as run:
+        for name in names_:
+            await _started(run, a, vm_to(name, name))
+        assert await run.on(a) == set(names_)
+        for name in sorted(await run.on(a)):
+            moved = await _move(run, a, b, vm_to(name, name))
+            assert moved["result"] is True, moved["details"]
+            assert await _power(run, b, name) == "PowerOn"
+        assert (await run.on(a), await run.on(b)) == (set(), set(names_))
+
+
+def _checked(path: Path) -> dict[str, Any]:
+    """``qemu-img check`` passes on the VHDX at ``path``; what ``qemu-img info`` reads."""
+    subprocess.run(["qemu-img", "check", "-f", "vhdx", str(path)], check=True,
+                   capture_output=True)
+    return qemu_info(path)
+
+
+async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
+    a, b = hosts = _pair(tmp_path)
+    name, spare = "i-2-40-VM", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+    disk_file(a.local_pool(tmp_path), name)
+    disk_file(tmp_path / "pool", spare)
+    vm = vm_to(name, name, local_root=True)
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        outside = local_pool_of("ab416c39", b.address) | {"path": "C:\\Windows\\System32"}
+        _, refused = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
+                                   with_storage_body(vm, b.address, outside))
+        assert refused["result"] is False and "not registered" in refused["details"], refused
+        assert await run.where(hosts, name) == ["HV-A"]
+        target = local_pool_of("ab416c39-d509-372c-9a0a-7451a45bc65e", b.address)
+        kind, moved = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
+                                    with_storage_body(vm, b.address, target))
+        assert (kind, moved["result"]) == (names.MIGRATE_WITH_STORAGE_ANSWER, True), moved
+        assert [(v["id"], v["path"]) for v in moved["volumeTos"]] == [(31, name)]
+        assert await run.where(hosts, name) == ["HV-B"]
+        assert not (a.local_pool(tmp_path) / f"{name}.vhdx").exists()
+        assert _checked(b.local_pool(tmp_path) / f"{name}.vhdx")["virtual-size"] == 64 << 20
+
+        kind, answer = await run.ask(b, names.MIGRATE_VOLUME_COMMAND,
+                                     volume_body(name, name, smb_pool()))
+        assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), answer
+        assert answer["volumePath"] == name
+        assert not (b.local_pool(tmp_path) / f"{name}.vhdx").exists()
+        assert _checked(tmp_path / "pool" / f"{name}.vhdx")["format"] == "vhdx"
+        assert await _power(run, b, name) == "PowerOn"
+
+        _, alone = await run.ask(b, names.MIGRATE_VOLUME_COMMAND, volume_body(
+            spare, None, local_pool_of("ab416c39", b.address), source_pool=smb_pool()))
+        assert alone["result"] is True, alone
+        assert not (tmp_path / "pool" / f"{spare}.vhdx").exists()
+        assert _checked(b.local_pool(tmp_path) / f"{spare}.vhdx")["virtual-size"] == 64 << 20

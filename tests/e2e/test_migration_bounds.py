@@ -1,0 +1,161 @@
+"""A move that outlasts its bound, with the source's agent in this process (so its
+emulated host's faults can be set) and the destination an emulated host of the same
+cluster: the job is waited on within the command's ``wait``, then terminated, and the VM
+is still running on the source; the VM's lock is held across the move."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from tests.e2e.conftest import Running, serving
+from tests.e2e.migration_kit import (
+    LOCAL_POOL,
+    SHARE,
+    SWITCH,
+    disk_file,
+    emulator_toml,
+    migrate_body,
+    pool_body,
+    powered_on,
+    start_body,
+    vm_to,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux",
+                                reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
+
+SOURCE_IP, DESTINATION_IP = "127.0.0.2", "127.0.0.3"
+MIGRATE = "MigrateVirtualSystemToHost"
+TERMINATED = 8
+
+
+@contextlib.asynccontextmanager
+async def _cluster(tmp_path: Path) -> AsyncIterator[Running]:
+    """The source's agent, and (opened first) the destination host HV-B."""
+    (tmp_path / "pool").mkdir()
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(emulator_toml("HV-A", tmp_path / "cluster", tmp_path / "pool"))
+    config = load_config(config_file, state_dir=tmp_path / "a", backend="emulator",
+                         private_ip=SOURCE_IP, local_storage_path=LOCAL_POOL)
+    destination = EmulatorCim.open(EmulatorConfig(
+        state_dir=tmp_path / "b", host_name="HV-B", private_ip=DESTINATION_IP,
+        cluster_dir=tmp_path / "cluster", switches=(SWITCH,),
+        shares={SHARE: tmp_path / "pool"}))
+    try:
+        async with serving(config, backend="emulator") as agent:
+            _, pool = await agent.answer(names.MODIFY_STORAGE_POOL_COMMAND, pool_body())
+            assert pool["result"] is True, pool
+            yield agent
+    finally:
+        await destination.close()
+
+
+@pytest.fixture
+async def source(tmp_path: Path) -> AsyncIterator[Running]:
+    async with _cluster(tmp_path) as agent:
+        yield agent
+
+
+async def _running_vm(agent: Running, tmp_path: Path, name: str) -> None:
+    disk_file(tmp_path / "pool", name)
+    _, started = await agent.answer(names.START_COMMAND, start_body(vm_to(name, name)))
+    assert started["result"] is True, started["details"]
+
+
+async def _on(agent: Running) -> set[str]:
+    status, report = await agent.post(names.HOST_VM_STATE_REPORT_COMMAND, {})
+    assert status == 200
+    return powered_on(report)
+
+
+async def test_an_overdue_move_is_cancelled_and_the_vm_stays(source: Running,
+                                                             tmp_path: Path) -> None:
+    name = "i-2-50-VM"
+    await _running_vm(source, tmp_path, name)
+    source.emulator.faults.hang_next_job(MIGRATE)
+    began = asyncio.get_running_loop().time()
+    _, late = await source.answer(names.MIGRATE_COMMAND,
+                                  migrate_body(vm_to(name, name), DESTINATION_IP, wait_s=2))
+    took_s = asyncio.get_running_loop().time() - began
+    assert late["result"] is False
+    assert late["details"].startswith("MigrateCommand failed due to the move did not finish "
+                                      "within 1.5 s and was cancelled"), late["details"]
+    assert took_s < 2.5  # answered within the command's wait
+    jobs = await source.emulator.query(wql.select("Msvm_MigrationJob"))
+    assert [job["JobState"] for job in jobs] == [TERMINATED]
+    assert name in await _on(source)
+
+    _, moved = await source.answer(names.MIGRATE_COMMAND,
+                                   migrate_body(vm_to(name, name), DESTINATION_IP))
+    assert moved["result"] is True, moved["details"]
+    assert name not in await _on(source)
+
+
+async def test_the_vm_lock_is_held_across_the_move(source: Running, tmp_path: Path) -> None:
+    """A StopCommand sent while the VM moves waits for the move's end, then finds the VM
+    where the move left it."""
+    name = "i-2-51-VM"
+    await _running_vm(source, tmp_path, name)
+    source.emulator.faults.hang_next_job(MIGRATE)
+    done: list[str] = []
+
+    async def ask(fqcn: str, body: dict[str, object]) -> dict[str, object]:
+        _, answer = await source.answer(fqcn, body)
+        done.append(fqcn)
+        return answer
+
+    move = asyncio.create_task(ask(names.MIGRATE_COMMAND, migrate_body(
+        vm_to(name, name), DESTINATION_IP, wait_s=2)))
+    await asyncio.sleep(0.3)
+    stop = {"vmName": name, "checkBeforeCleanup": False, "contextMap": {}, "wait": 0}
+    stopped = await ask(names.STOP_COMMAND, stop)
+    assert (await move)["result"] is False
+    assert done == [names.MIGRATE_COMMAND, names.STOP_COMMAND]
+    assert stopped["result"] is True, stopped
+    assert name not in await _on(source)
+
+
+async def test_a_malformed_or_impossible_move_is_a_failed_migrate_answer(
+        source: Running, tmp_path: Path) -> None:
+    name = "i-2-52-VM"
+    await _running_vm(source, tmp_path, name)
+    body = migrate_body(vm_to(name, name), DESTINATION_IP)
+    cases = {
+        "is not an IP address": body | {"destinationIp": "hv-b.lab; rm -rf /"},
+        "destinationIp is missing": {k: v for k, v in body.items() if k != "destinationIp"},
+        "no VM named i-2-99-VM on this host": body | {"vmName": "i-2-99-VM"},
+        "destinationIp": body | {"destinationIp": 12},
+    }
+    for expected, sent in cases.items():
+        kind, answer = await source.answer(names.MIGRATE_COMMAND, sent)
+        assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
+        assert expected in answer["details"], answer["details"]
+    assert name in await _on(source)
+
+
+async def test_a_move_past_the_point_of_no_return_is_the_success_it_is(tmp_path: Path) -> None:
+    """A job still running at the bound that can no longer be stopped (4097) and then
+    completes within the grace: the VM has moved, and the answer says so."""
+    name = "i-2-53-VM"
+    async with _cluster(tmp_path) as agent:
+        await _running_vm(agent, tmp_path, name)
+        agent.emulator.faults.slow_next_job(MIGRATE, 1.7)
+        before = agent.emulator.round_trips()
+        _, moved = await agent.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(name, name), DESTINATION_IP, wait_s=2))  # 1.5 s, then 0.5 s of grace
+        assert moved["result"] is True, moved["details"]
+        assert (agent.emulator.round_trips() - before)["invoke:RequestStateChange"] == 1
+        jobs = await agent.emulator.query(wql.select("Msvm_MigrationJob"))
+        assert [job["JobState"] for job in jobs] == [7]
+        assert name not in await _on(agent)
