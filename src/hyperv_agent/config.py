@@ -258,6 +258,27 @@ class LabSection(_Section):
 _HOST = EmulatorConfig(state_dir=Path())
 
 
+class MigrationSection(_Section):
+    """The emulated host's live-migration settings (``[emulator.migration]``), as Hyper-V
+    Settings > Live Migrations holds them on a real host."""
+
+    enabled: bool = _HOST.migration.enabled
+    authentication: Literal["Kerberos", "CredSSP"] = (
+        "Kerberos" if _HOST.migration.kerberos else "CredSSP")
+    simultaneous: int = Field(default=_HOST.migration.simultaneous, ge=1, le=1000)
+    networks: tuple[str, ...] | None = None  # default: the subnet of [agent] private_ip
+
+    @field_validator("networks")
+    @classmethod
+    def _subnets(cls, networks: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for subnet in networks or ():
+            try:
+                ipaddress.ip_network(subnet, strict=False)
+            except ValueError:
+                raise ValueError(f"{subnet!r} is not a subnet such as 10.1.2.0/24") from None
+        return networks
+
+
 class EmulatorSection(_Section):
     host_name: str = Field(default=_HOST.host_name, min_length=1, max_length=63)
     cpus: int = Field(default=_HOST.cpus, ge=1, le=1024)
@@ -281,6 +302,7 @@ class EmulatorSection(_Section):
     # Also serve this emulated host over WinRM, at [wsman] url to [wsman] username/password.
     winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
+    migration: MigrationSection = Field(default_factory=MigrationSection)
 
     @field_validator("drives")
     @classmethod

@@ -638,6 +638,12 @@ _VIRTUALIZATION: Final = (
         ),
     ),
     _cls(
+        "Msvm_VirtualSystemMigrationNetworkSettingData",
+        "CIM_SettingData",
+        _props(_MANAGED, "string SubnetNumber; uint8 PrefixLength; uint32 Metric;"
+               " string[] Tags"),
+    ),
+    _cls(
         "Msvm_VirtualSystemMigrationSettingData",
         "CIM_VirtualSystemMigrationSettingData",
         _props(
@@ -686,6 +692,8 @@ _VIRTUALIZATION: Final = (
         _props("reference SameElement SystemElement"),
     ),
     _cls("Msvm_BootSourceComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
+    _cls("Msvm_VirtualSystemMigrationServiceSettingDataComponent", "CIM_Component",
+         _props(_COMPONENT_ASSOCIATION)),
     _cls(
         "Msvm_BootSourceSettingData",
         "CIM_SettingData",

@@ -24,6 +24,9 @@ from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class
 from hyperv_agent.hyperv.session import HyperV
 
 _JOB = ("Job",)
+#: What doctor reads of a host's live-migration set-up.
+MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"
+MIGRATION_NETWORKS = "Msvm_VirtualSystemMigrationNetworkSettingData"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,11 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.METRIC_DEFINITION_BASE, properties=("Id", "ElementName")),
     ClassUse(Class.METRIC_VALUE_BASE, properties=("MetricDefinitionId", "MetricValue")),
     ClassUse(Class.METRIC_FOR_ME),
+    ClassUse(MIGRATION_SERVICE_SETTINGS, properties=(
+        "InstanceID", "EnableVirtualSystemMigration", "AuthenticationType",
+        "MaximumActiveVirtualSystemMigration")),
+    ClassUse(MIGRATION_NETWORKS, properties=(
+        "InstanceID", "SubnetNumber", "PrefixLength", "Metric")),
     ClassUse(Class.OPERATING_SYSTEM, CIMV2, properties=(
         "Name", "Version", "Caption", "CSName", "TotalVisibleMemorySize",
         "FreePhysicalMemory", "LocalDateTime")),
