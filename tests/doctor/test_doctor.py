@@ -178,3 +178,13 @@ async def test_winrm_limits_below_the_agents_settings_warn_with_both_fixes(
     assert status is Status.WARN and report.passed
     assert "[wsman] max_envelope_bytes = 512000" in line
     assert "[wsman] operation_timeout_s = 60" in line
+
+
+async def test_credssp_passes_when_the_agent_starts_moves_on_the_host_itself(
+        tmp_path: Path) -> None:
+    config_file = tmp_path / "host.toml"
+    config_file.write_text('[emulator.migration]\nauthentication = "CredSSP"\n')
+    config = load_config(config_file, state_dir=tmp_path / "host", backend="emulator")
+    report = await diagnose(config, ROOMY)
+    status, line = _check(report, "live migration")
+    assert status is Status.OK and "CredSSP (moves are started on the source host" in line

@@ -267,12 +267,15 @@ async def live_migration(target: Target, _: Options) -> Check:
                      "can neither move VMs to or from this host nor evacuate it for "
                      "maintenance", ENABLE_FIX)
     detail = f"enabled, {found.simultaneous} at once"
-    if not found.kerberos:
+    if found.kerberos:
+        return Check("live migration", Status.OK, f"{detail}, Kerberos")
+    if _is_wsman(target):  # the agent starts moves from another machine
         return Check("live migration", Status.WARN, f"{detail}, CredSSP: it authenticates "
-                     "only moves started in a session signed in on the source host; those "
-                     "the agent starts fail with 'no suitable credentials available' "
-                     "(0x8009030E)", KERBEROS_FIX)
-    return Check("live migration", Status.OK, f"{detail}, Kerberos")
+                     "only moves started on the source host itself; those this agent starts "
+                     "over WinRM fail with 'no suitable credentials available' (0x8009030E)",
+                     KERBEROS_FIX)
+    return Check("live migration", Status.OK, f"{detail}, CredSSP (moves are started on the "
+                 "source host itself, as this agent does)")
 
 
 async def migration_networks(target: Target, _: Options) -> Check:
