@@ -23,7 +23,7 @@ from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.cim.localchoice import LocalChoice, choose_for_this_host
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel, MigrationSettings
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.hostfs.api import HostFiles
@@ -134,6 +134,10 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         lab_free_bytes=dict(section.lab.free_bytes),
         lab_failing_jobs=dict(section.lab.failing_jobs),
         cluster_dir=section.cluster_dir,
+        migration=MigrationSettings(
+            enabled=section.migration.enabled,
+            kerberos=section.migration.authentication == "Kerberos",
+            simultaneous=section.migration.simultaneous, networks=section.migration.networks),
         private_ip=config.agent.private_ip or EmulatorConfig.private_ip,
     )
 

@@ -10,6 +10,7 @@ pay for the server stack, the backends or the configuration models.
 from __future__ import annotations
 
 import gc
+import ipaddress
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -290,6 +291,16 @@ def template_make(path: Path, size_mb: int) -> None:
                            "file_size_bytes": path.stat().st_size}))
 
 
+def _addresses(context: click.Context, parameter: click.Parameter,
+               values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an IP address") from None
+    return values
+
+
 @main.command("probe")
 @click.argument("url", required=False)
 @click.option("--private-ip", default="127.0.0.1", show_default=True,
@@ -312,9 +323,18 @@ def template_make(path: Path, size_mb: int) -> None:
 @click.option("--hypervisor-version", "versions", multiple=True, default=("6.2",),
               show_default=True, help="A Hyperv row of the management server's "
               "hypervisor_capabilities table (repeat for several).")
+@click.option("--ha-pool", metavar="URL",
+              help="Register this shared primary pool (cifs://server/share?user=..&password=..)"
+                   " as the management server does on every host of a cluster; the agent "
+                   "stamps its HA heartbeat there.")
+@click.option("--check-on-host", "suspects", metavar="IP", multiple=True,
+              callback=_addresses,
+              help="Ask the agent, as CloudStack's HA investigator does, whether the "
+                   "neighbour at this private address is Up or Down (repeat for several).")
 def probe_command(url: str | None, private_ip: str, deploy: bool, security_groups: bool,
                   secondary: str | None, template_path: str | None, timeout_s: float,
-                  versions: tuple[str, ...]) -> None:
+                  versions: tuple[str, ...], ha_pool: str | None,
+                  suspects: tuple[str, ...]) -> None:
     """Play the management server against the agent at URL (default: the agent on this
     machine, https://127.0.0.1:8250 or HYPERV_AGENT_LISTEN) and check it is a drop-in.
     An agent still starting is waited for, within --timeout."""
@@ -323,14 +343,18 @@ def probe_command(url: str | None, private_ip: str, deploy: bool, security_group
     from hyperv_agent import probe
     from hyperv_agent.config import local_agent_url
     from hyperv_agent.probe_deploy import DEFAULT_TEMPLATE, DeployPlan
+    from hyperv_agent.probe_ha import HaPlan
 
     if security_groups and not deploy:
         _fail(ConfigError("--security-groups is a step of --deploy: give both"))
         return
+    if deploy and (ha_pool or suspects):
+        raise click.UsageError("--deploy and --ha-pool/--check-on-host are separate runs")
     plan = DeployPlan(secondary, template_path or DEFAULT_TEMPLATE,
                       security_groups=security_groups) if deploy else None
+    ha = HaPlan(ha_pool, suspects) if ha_pool or suspects else None
     report = asyncio.run(probe.probe(url or local_agent_url(), private_ip, timeout_s, plan,
-                                     versions))
+                                     versions, ha))
     click.echo(report.table())
     if not report.passed:
         broken = [f.rule for f in report.findings if not f.ok]

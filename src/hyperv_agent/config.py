@@ -59,6 +59,7 @@ from pydantic import (
 
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import ConfigError
+from hyperv_agent.handlers.heartbeat import DEFAULT_INTERVAL_S, DEFAULT_STALE_S
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
@@ -156,6 +157,10 @@ class AgentSection(_Section):
     # agent on the RDP port, relayed to the host's VMConnect. "" turns the relay off.
     console_relay_listen: str = "0.0.0.0:2179"
     console_relay_target_port: int = Field(default=2179, ge=1, le=65535)  # host's VMConnect
+    # HA (protocol §5.3): this host's heartbeat in every shared pool every interval; a
+    # neighbour's older than heartbeat_stale_s is down. Production: 60 and 180 seconds.
+    heartbeat_interval_s: float = Field(default=DEFAULT_INTERVAL_S, ge=0.5, le=3600)
+    heartbeat_stale_s: float = Field(default=DEFAULT_STALE_S, ge=2, le=86400)
 
     @field_validator("smb_servers", mode="before")
     @classmethod
@@ -179,6 +184,14 @@ class AgentSection(_Section):
             if not _SMB_SERVER.fullmatch(server):
                 raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
         return accounts
+
+    @model_validator(mode="after")
+    def _stale_after_missed_beats(self) -> AgentSection:
+        if self.heartbeat_stale_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(f"heartbeat_stale_s ({self.heartbeat_stale_s:g}) must be at least "
+                             f"twice heartbeat_interval_s ({self.heartbeat_interval_s:g}), "
+                             "or a host that is up could be called down")
+        return self
 
     @property
     def smb_routed_servers(self) -> tuple[str, ...]:
@@ -245,6 +258,27 @@ class LabSection(_Section):
 _HOST = EmulatorConfig(state_dir=Path())
 
 
+class MigrationSection(_Section):
+    """The emulated host's live-migration settings (``[emulator.migration]``), as Hyper-V
+    Settings > Live Migrations holds them on a real host."""
+
+    enabled: bool = _HOST.migration.enabled
+    authentication: Literal["Kerberos", "CredSSP"] = (
+        "Kerberos" if _HOST.migration.kerberos else "CredSSP")
+    simultaneous: int = Field(default=_HOST.migration.simultaneous, ge=1, le=1000)
+    networks: tuple[str, ...] | None = None  # default: the subnet of [agent] private_ip
+
+    @field_validator("networks")
+    @classmethod
+    def _subnets(cls, networks: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for subnet in networks or ():
+            try:
+                ipaddress.ip_network(subnet, strict=False)
+            except ValueError:
+                raise ValueError(f"{subnet!r} is not a subnet such as 10.1.2.0/24") from None
+        return networks
+
+
 class EmulatorSection(_Section):
     host_name: str = Field(default=_HOST.host_name, min_length=1, max_length=63)
     cpus: int = Field(default=_HOST.cpus, ge=1, le=1024)
@@ -268,6 +302,7 @@ class EmulatorSection(_Section):
     # Also serve this emulated host over WinRM, at [wsman] url to [wsman] username/password.
     winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
+    migration: MigrationSection = Field(default_factory=MigrationSection)
 
     @field_validator("drives")
     @classmethod

@@ -33,6 +33,7 @@ JsonObject = dict[str, Any]
 
 if TYPE_CHECKING:
     from hyperv_agent.probe_deploy import DeployPlan as DeployPlanLike
+    from hyperv_agent.probe_ha import HaPlan
 
 
 @dataclass
@@ -299,12 +300,13 @@ def check_storage(storage: JsonObject, facts: dict[str, str]) -> None:
 
 async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
                 deploy: DeployPlanLike | None = None,
-                hypervisor_versions: tuple[str, ...] = DEFAULT_HYPERVISOR_VERSIONS
-                ) -> ProbeReport:
-    """Play registration and health (or, with ``deploy``, a whole deployment) against
-    the agent at ``url``; ``hypervisor_versions`` are the Hyperv rows of the MS's
-    hypervisor_capabilities table. An agent that refuses connections (still starting)
-    is tried again until it answers, within ``timeout_s``."""
+                hypervisor_versions: tuple[str, ...] = DEFAULT_HYPERVISOR_VERSIONS,
+                ha: HaPlan | None = None) -> ProbeReport:
+    """Play registration and health (or, with ``deploy``, a whole deployment; with ``ha``,
+    the management server's part in HA) against the agent at ``url``;
+    ``hypervisor_versions`` are the Hyperv rows of the MS's hypervisor_capabilities table.
+    An agent that refuses connections (still starting) is tried again until it answers,
+    within ``timeout_s``."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the management server trusts any certificate
@@ -314,6 +316,10 @@ async def probe(url: str, private_ip: str, timeout_s: float = 60.0,
         down = await wait_for_agent(session, url, timeout_s)
         if down is not None:
             return ProbeReport([Finding("agent", False, down, "HTTPS on 8250")])
+        if ha is not None:
+            from hyperv_agent.probe_ha import HaProber
+
+            return await HaProber(url, private_ip, session, hypervisor_versions, plan=ha).run()
         if deploy is None:
             return await Prober(url, private_ip, session, hypervisor_versions).run()
         from hyperv_agent.probe_deploy import Deployer

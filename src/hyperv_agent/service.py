@@ -27,6 +27,7 @@ from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
+from hyperv_agent.handlers.heartbeat import HeartbeatTiming
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.migration import MigrationHandlers
@@ -147,7 +148,9 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                             dom0_min_memory_mb=agent.dom0_min_memory_mb,
                             reservation=reservation, local_pool_path=agent.local_storage_path,
                             hypervisor_version=agent.hypervisor_version,
-                            console_port=relay.console_port(config))
+                            console_port=relay.console_port(config),
+                            heartbeat=HeartbeatTiming(agent.heartbeat_interval_s,
+                                                      agent.heartbeat_stale_s))
     state.sweep_temporaries(agent.state_dir)
     pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
@@ -162,7 +165,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     handlers |= start.table()
     handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= SecurityGroupHandlers(hv, vm.locks).table()
-    handlers |= StorageHandlers(files, pools, reservation).table()
+    handlers |= StorageHandlers(files, pools, reservation, host.heartbeats).table()
     file_locks = FileLocks()  # one table: a copy and a delete of one file never interleave
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
@@ -175,14 +178,12 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
                  Leftovers(start, files, pools, aside))
 
 
-HEARTBEAT_INTERVAL_S = 60.0
-
-
-async def heartbeats(agent: Agent, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
-    """Stamp this host's heartbeat in every shared pool, every ``interval_s``, for ever."""
+async def heartbeats(agent: Agent) -> None:
+    """Stamp this host's heartbeat in every shared pool at once, then every
+    ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered)."""
     while True:
         await agent.host.write_heartbeats()
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(agent.host.heartbeats.timing.interval_s)
 
 
 def announce_limits(agent: Agent, file_limit: int | None) -> None:

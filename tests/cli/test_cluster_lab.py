@@ -30,7 +30,6 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
-from hyperv_agent.handlers.host import format_heartbeat
 from tests.cli import lab
 from tests.e2e.conftest import API, client_context
 from tests.emulator.kit import finished, ok, state
@@ -39,7 +38,7 @@ from tests.emulator.migration_kit import build_vm, migrate, new_disk, portrait
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
 
-ADDRESSES = {"HV-A": "127.0.0.2", "HV-B": "127.0.0.3"}
+ADDRESSES = {"HV-A": "127.0.0.2", "HV-B": "127.0.0.3", "HV-C": "127.0.0.4"}
 USER, PASSWORD = "lab", "Lab-Pa55word!"
 POOL = "\\\\127.0.0.1\\pool"
 REFUSED = "(0x8007274D)"
@@ -76,7 +75,8 @@ def _free(address: str, port: int) -> bool:
     return True
 
 
-def _write_config(tmp_path: Path, name: str, port: int, lab_knobs: str = "") -> Host:
+def _write_config(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
+                  agent_settings: str = "") -> Host:
     address = ADDRESSES[name]
     winrm = _free_everywhere((address,))
     config = tmp_path / f"{name}.toml"
@@ -86,6 +86,7 @@ private_ip = "{address}"
 listen = "{address}:{port}"
 admin_listen = "{address}:{_free_everywhere((address,))}"
 console_relay_listen = ""
+{agent_settings}
 [emulator]
 host_name = "{name}"
 cluster_dir = "{tmp_path / 'cluster'}"
@@ -228,26 +229,46 @@ def _is_alive(address: str) -> dict[str, Any]:
     return {"host": {"guid": "neighbour", "privateNetwork": {"ip": address}}, "contextMap": {}}
 
 
-async def test_stopped_hosts_heartbeat_goes_stale_in_the_pool_the_hosts_share(
+STALE_S = 4
+HA_TIMING = f"heartbeat_interval_s = 1\nheartbeat_stale_s = {STALE_S}"  # production: 60, 180
+
+
+async def _check_on(session: aiohttp.ClientSession, asked: Host, suspect: str
+                    ) -> tuple[bool, bool, bool]:
+    """CheckOnHost sent to ``asked`` about ``suspect``: (result, determined, alive); the MS's
+    HypervInvestigator reads ``result`` true as Down, false as Up."""
+    answer = await _answer(session, asked, names.CHECK_ON_HOST_COMMAND,
+                           _is_alive(ADDRESSES[suspect]))
+    return answer["result"], answer["determined"], answer["alive"]
+
+
+UP, DOWN = (False, True, True), (True, True, False)
+
+
+async def test_stopped_hosts_heartbeat_goes_stale_where_its_neighbours_read_it(
         tmp_path: Path) -> None:
     port = _free_everywhere(tuple(ADDRESSES.values()))
-    a, b = _write_config(tmp_path, "HV-A", port), _write_config(tmp_path, "HV-B", port)
+    a, b, c = (_write_config(tmp_path, name, port, agent_settings=HA_TIMING)
+               for name in ADDRESSES)
     (tmp_path / "pool").mkdir()
-    async with _serving([a, b]) as session:
-        for host in (a, b):
+    async with _serving([a, b, c]) as session:
+        for host in (a, b, c):
             registered = await _answer(session, host, names.MODIFY_STORAGE_POOL_COMMAND,
                                        POOL_BODY)
             assert registered["result"] is True, registered
-        await _restart(a, session)  # an agent stamps its heartbeat when it starts
-        beat = tmp_path / "pool" / f"hb-{ADDRESSES['HV-A']}"
-        assert beat.is_file()
-        check = names.CHECK_ON_HOST_COMMAND
-        alive = await _answer(session, b, check, _is_alive(ADDRESSES["HV-A"]))
-        assert (alive["result"], alive["alive"]) == (False, True)
+            assert (tmp_path / "pool" / f"hb-{ADDRESSES[host.name]}").is_file()
+        assert await _check_on(session, b, "HV-A") == await _check_on(session, c, "HV-A") == UP
         _stop(a)
-        beat.write_text(format_heartbeat(time.time() - 4 * 60))  # four minutes later
-        gone = await _answer(session, b, check, _is_alive(ADDRESSES["HV-A"]))
-        assert (gone["result"], gone["determined"], gone["alive"]) == (True, True, False)
+        stopped = time.monotonic()
+        while await _check_on(session, b, "HV-A") == UP:
+            assert time.monotonic() - stopped < STALE_S + 3, "HV-A still alive"
+            await asyncio.sleep(0.2)
+        assert time.monotonic() - stopped > 0.5  # not before the heartbeat aged
+        assert await _check_on(session, b, "HV-A") == await _check_on(session, c, "HV-A") == DOWN
+        # The running hosts keep stamping: each is alive for the other, long after registration.
+        assert await _check_on(session, b, "HV-C") == await _check_on(session, c, "HV-B") == UP
+        await _restart(a, session)  # a host that is back stamps its pools at once
+        assert await _check_on(session, b, "HV-A") == UP
 
 
 def test_cluster_settings_reach_the_emulated_host(tmp_path: Path) -> None:
@@ -263,6 +284,8 @@ def test_cluster_settings_reach_the_emulated_host(tmp_path: Path) -> None:
     ("[emulator]\nwinrm = true\n", "[emulator] winrm serves the emulated host at [wsman] url"),
     ("[emulator.lab]\nfailing_jobs = {MigrateVirtualSystemToHost = 0}\n", "a count >= 1"),
     ('[emulator.lab]\nfailing_jobs = {"not a method" = 1}\n', "a method name"),
+    ("[agent]\nheartbeat_interval_s = 60\nheartbeat_stale_s = 90\n",
+     "heartbeat_stale_s (90) must be at least twice heartbeat_interval_s (60)"),
 ])
 def test_bad_cluster_settings_are_one_clear_error(tmp_path: Path, text: str,
                                                   message: str) -> None:

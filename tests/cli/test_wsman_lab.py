@@ -20,7 +20,7 @@ from tests.samba import Samba, free_port
 
 USER, PASSWORD = "lab", "Lab-Pa55word!"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
-DOCTOR_LINES = 9 + 8  # the checks, then the throwaway VM's steps and its cleanup
+DOCTOR_LINES = 11 + 8  # the checks, then the throwaway VM's steps and its cleanup
 
 
 def _wsman(url: str, user: str, password: str) -> tuple[str, ...]:

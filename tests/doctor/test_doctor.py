@@ -29,7 +29,7 @@ ACCOUNT = Account("doctor", "Doc-Pa55word!")
 #: Any free space passes but none (the test machine's disk may hold less than the default).
 ROOMY = Options(min_free_bytes=1024 * 1024)
 CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
-          "vhd path", "host files", "clock"]
+          "vhd path", "host files", "clock", "live migration", "migration networks"]
 DEPLOY = ["deploy define", "deploy disk", "deploy attach", "deploy start", "deploy stop",
           "deploy destroy", "deploy delete disk", "deploy cleanup"]
 
@@ -82,7 +82,9 @@ async def test_every_check_passes_and_a_vm_lives_and_goes_on_a_healthy_host(
     ('missing_classes = ["Msvm_MetricService"]', ROOMY, "schema",
      "missing on this host: Msvm_MetricService", "Windows Server 2016 or later"),
     ("free_bytes = {C = 0}", ROOMY, "vhd path", "0.0 GiB free", "local_storage_path"),
-], ids=["missing vSwitch", "missing class", "full disk"])
+    ("[emulator.migration]\nenabled = false", ROOMY, "live migration",
+     "live migration is disabled", "Enable-VMMigration"),
+], ids=["missing vSwitch", "missing class", "full disk", "migration disabled"])
 async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short(
         tmp_path: Path, lab: str, options: Options, failing: str, named: str,
         fix: str) -> None:
@@ -95,6 +97,29 @@ async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short
     assert status is Status.FAIL and named in found and fix in remedy
     assert report.checks[-1].name == "deploy" and report.checks[-1].status is Status.SKIP
     assert _check(report, "connection")[0] is Status.OK
+
+
+async def test_credssp_and_a_missing_migration_network_warn_with_their_fixes(
+        tmp_path: Path) -> None:
+    lab = '[emulator.migration]\nauthentication = "CredSSP"\nnetworks = []'
+    async with faced(tmp_path, lab) as (config, _):
+        report = await diagnose(config, ROOMY)
+    assert report.passed, report.text()  # warnings: doctor still exits 0
+    status, line = _check(report, "live migration")
+    assert status is Status.WARN and "CredSSP" in line and "0x8009030E" in line
+    assert "Kerberos" in line and "Microsoft Virtual System Migration Service" in line
+    status, line = _check(report, "migration networks")
+    assert status is Status.WARN and "Add-VMMigrationNetwork" in line and "6600" in line
+
+
+async def test_migration_networks_warn_when_none_holds_the_private_address(
+        tmp_path: Path) -> None:
+    async with faced(tmp_path, '[emulator.migration]\nnetworks = ["10.9.0.0/16"]') as (
+            config, _):
+        agent = config.agent.model_copy(update={"private_ip": "192.168.100.10"})
+        report = await diagnose(config.model_copy(update={"agent": agent}), ROOMY)
+    status, line = _check(report, "migration networks")
+    assert status is Status.WARN and "none holds the private address 192.168.100.10" in line
 
 
 async def test_a_skewed_clock_fails_the_clock_check(tmp_path: Path) -> None:
@@ -153,3 +178,13 @@ async def test_winrm_limits_below_the_agents_settings_warn_with_both_fixes(
     assert status is Status.WARN and report.passed
     assert "[wsman] max_envelope_bytes = 512000" in line
     assert "[wsman] operation_timeout_s = 60" in line
+
+
+async def test_credssp_passes_when_the_agent_starts_moves_on_the_host_itself(
+        tmp_path: Path) -> None:
+    config_file = tmp_path / "host.toml"
+    config_file.write_text('[emulator.migration]\nauthentication = "CredSSP"\n')
+    config = load_config(config_file, state_dir=tmp_path / "host", backend="emulator")
+    report = await diagnose(config, ROOMY)
+    status, line = _check(report, "live migration")
+    assert status is Status.OK and "CredSSP (moves are started on the source host" in line

@@ -202,8 +202,10 @@ async def test_delete_storage_pool_forgets_the_pool_when_the_ms_removes_it(
                                {"id": SMB_POOL_UUID, "pooltype": "SMB"})
     assert stats["result"] is False and "not registered" in stats["details"]
     assert json.loads((ms.agent.config.agent.state_dir / "pools.json").read_text()) == {}
+    beat = tmp_path / "primary" / f"hb-{PRIVATE_IP}"  # stamped when the pool was registered
+    beat.write_text("2024-5-7@3:4:9")
     await ms.agent.host.write_heartbeats()
-    assert not (tmp_path / "primary" / f"hb-{PRIVATE_IP}").exists()
+    assert beat.read_text() == "2024-5-7@3:4:9"  # a forgotten pool is stamped no more
     assert (tmp_path / "primary").is_dir()  # the pool's files are kept
 
 

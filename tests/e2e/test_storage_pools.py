@@ -176,3 +176,18 @@ async def test_check_on_host_reports_not_alive_when_the_heartbeat_is_stale(
     _, bad = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
                                 _check_on_host("..\\..\\x"))
     assert bad["result"] is False and "not an IP address" in bad["details"]
+
+
+async def test_pool_registration_stamps_the_heartbeat_and_a_lost_pool_tells_nothing(
+    pools: Running, tmp_path: Path
+) -> None:
+    pools.agent.host.private_ip = "192.168.100.10"
+    share = tmp_path / "smb-share" / "primary"
+    await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+    assert (share / "hb-192.168.100.10").read_text().count("@") == 1  # at registration
+    (share / "hb-10.0.0.7").write_text("2024-5-7@3:4:9")
+    share.rename(tmp_path / "smb-share" / "gone")  # the share itself is lost
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host("10.0.0.7"))
+    assert (value["result"], value["determined"]) == (False, False), value
+    assert "cannot tell" in value["details"]

@@ -639,6 +639,12 @@ _VIRTUALIZATION: Final = (
         ),
     ),
     _cls(
+        "Msvm_VirtualSystemMigrationNetworkSettingData",
+        "CIM_SettingData",
+        _props(_MANAGED, "string SubnetNumber; uint8 PrefixLength; uint32 Metric;"
+               " string[] Tags"),
+    ),
+    _cls(
         "Msvm_VirtualSystemMigrationSettingData",
         "CIM_VirtualSystemMigrationSettingData",
         _props(
@@ -687,6 +693,8 @@ _VIRTUALIZATION: Final = (
         _props("reference SameElement SystemElement"),
     ),
     _cls("Msvm_BootSourceComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
+    _cls("Msvm_VirtualSystemMigrationServiceSettingDataComponent", "CIM_Component",
+         _props(_COMPONENT_ASSOCIATION)),
     _cls(
         "Msvm_BootSourceSettingData",
         "CIM_SettingData",

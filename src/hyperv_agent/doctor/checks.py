@@ -8,6 +8,7 @@ pool's folder and deletes it again (the agent writes disks there).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -250,14 +251,66 @@ async def clock(target: Target, _: Options) -> Check:
     return Check("clock", Status.OK, detail)
 
 
+PREREQUISITES = "docs/host-prerequisites.md"
+ENABLE_FIX = ("on the host: Enable-VMMigration; Set-VMHost "
+              "-VirtualMachineMigrationAuthenticationType Kerberos "
+              f"-MaximumVirtualMachineMigrations 2 (see {PREREQUISITES})")
+KERBEROS_FIX = ("Set-VMHost -VirtualMachineMigrationAuthenticationType Kerberos, and in Active "
+                "Directory let this host delegate cifs and Microsoft Virtual System Migration "
+                f"Service to every other host, any authentication protocol (see {PREREQUISITES})")
+
+
+async def live_migration(target: Target, _: Options) -> Check:
+    found = await host.migration(target.hyperv)
+    if not found.enabled:
+        return Check("live migration", Status.FAIL, "live migration is disabled: CloudStack "
+                     "can neither move VMs to or from this host nor evacuate it for "
+                     "maintenance", ENABLE_FIX)
+    detail = f"enabled, {found.simultaneous} at once"
+    if found.kerberos:
+        return Check("live migration", Status.OK, f"{detail}, Kerberos")
+    if _is_wsman(target):  # the agent starts moves from another machine
+        return Check("live migration", Status.WARN, f"{detail}, CredSSP: it authenticates "
+                     "only moves started on the source host itself; those this agent starts "
+                     "over WinRM fail with 'no suitable credentials available' (0x8009030E)",
+                     KERBEROS_FIX)
+    return Check("live migration", Status.OK, f"{detail}, CredSSP (moves are started on the "
+                 "source host itself, as this agent does)")
+
+
+async def migration_networks(target: Target, _: Options) -> Check:
+    found = await host.migration(target.hyperv)
+    if not found.networks:
+        return Check("migration networks", Status.WARN, "no migration network: incoming "
+                     "moves are accepted only if the host uses any network for migration",
+                     "on the host: Add-VMMigrationNetwork <subnet of the hosts' private "
+                     "network>, and allow TCP 6600 from the other hosts in its firewall")
+    private = target.config.agent.private_ip
+    if private and not any(_within(private, subnet) for subnet in found.networks):
+        return Check("migration networks", Status.WARN, f"{', '.join(found.networks)}: "
+                     f"none holds the private address {private}",
+                     f"Add-VMMigrationNetwork for the subnet of {private}, or check [agent] "
+                     "private_ip")
+    return Check("migration networks", Status.OK, f"{', '.join(found.networks)} (TCP 6600 "
+                 "from the other hosts must be allowed)")
+
+
 LATER: tuple[tuple[str, CheckFn], ...] = (
     ("winrm limits", limits), ("namespace", namespace), ("services", services),
     ("schema", schema), ("vswitches", switches), ("vhd path", vhd_path),
-    ("host files", files), ("clock", clock),
+    ("host files", files), ("clock", clock), ("live migration", live_migration),
+    ("migration networks", migration_networks),
 )
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _within(address: str, subnet: str) -> bool:
+    try:
+        return ipaddress.ip_address(address) in ipaddress.ip_network(subnet, strict=False)
+    except ValueError:
+        return False
 
 
 def _is_wsman(target: Target) -> bool:

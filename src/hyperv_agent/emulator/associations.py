@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 
 from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import bootsources, model
-from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.host import (
+    MIGRATION_NETWORK_SETTINGS,
+    MIGRATION_SERVICE_SETTINGS,
+    EmulatedHost,
+)
 from hyperv_agent.emulator.indexes import IndexSpec
 from hyperv_agent.emulator.jobs import is_job
 from hyperv_agent.emulator.schema import concrete_classes
@@ -47,6 +51,7 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _metric_definitions(host, txn, source)
     yield from _boot_sources(host, txn, source)
     yield from _installed_os(host, txn, source)
+    yield from _migration_networks(host, txn, source)
 
 
 def _settings_define_state(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
@@ -186,3 +191,15 @@ def _installed_os(host: EmulatedHost, txn: Transaction, source: Record) -> Itera
     elif source.class_def.name == "Win32_OperatingSystem":
         for computer in host.records("Win32_ComputerSystem", txn):
             yield Link(association, computer, "PartComponent", "GroupComponent", primary)
+
+
+def _migration_networks(host: EmulatedHost, txn: Transaction, source: Record
+                        ) -> Iterator[Link]:
+    """The migration service's settings and the networks it listens on."""
+    association = "Msvm_VirtualSystemMigrationServiceSettingDataComponent"
+    if source.class_def.name == MIGRATION_SERVICE_SETTINGS:
+        for network in host.records(MIGRATION_NETWORK_SETTINGS, txn):
+            yield Link(association, network, "GroupComponent", "PartComponent")
+    elif source.class_def.name == MIGRATION_NETWORK_SETTINGS:
+        for settings in host.records(MIGRATION_SERVICE_SETTINGS, txn):
+            yield Link(association, settings, "PartComponent", "GroupComponent")

@@ -21,6 +21,21 @@ class LatencyModel:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """The host's live-migration settings (Hyper-V Settings > Live Migrations), kept in
+    Msvm_VirtualSystemMigrationServiceSettingData and one
+    Msvm_VirtualSystemMigrationNetworkSettingData per network. The defaults are those of a
+    host prepared for CloudStack (docs/host-prerequisites.md): migration enabled, Kerberos,
+    two at once, the private address's subnet (``networks`` None) as the migration network.
+    A fresh Windows install has migration disabled and CredSSP."""
+
+    enabled: bool = True
+    kerberos: bool = True  # AuthenticationType 1 (Kerberos), else 0 (CredSSP)
+    simultaneous: int = 2  # MaximumActiveVirtualSystemMigration
+    networks: tuple[str, ...] | None = None  # subnets such as "10.1.2.0/24"; None: private
+
+
+@dataclass(frozen=True)
 class EmulatorConfig:
     """What the emulated host looks like and how it behaves.
 
@@ -51,6 +66,7 @@ class EmulatorConfig:
     # Hosts of several processes whose configurations name the same folder form a
     # cluster: VMs migrate between them (emulator/cluster.py). None: a host alone.
     cluster_dir: Path | None = None
+    migration: MigrationSettings = MigrationSettings()
     # Test and lab knobs: the emulated host falls short as a real one can. Classes its
     # schema leaves out (as on an older Hyper-V), and the free space a drive's volume
     # reports (by drive letter) instead of the folder's real one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ SERVICES = {
     "Msvm_VirtualSystemMigrationService": "migrationwmi",
     "Msvm_MetricService": "metricsvc",
 }
+MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"
+MIGRATION_NETWORK_SETTINGS = "Msvm_VirtualSystemMigrationNetworkSettingData"
 #: Resource-metering definitions of disk I/O (Msvm_AggregationMetricDefinition):
 #: ElementName, Units, ProgrammaticUnits. Their Ids are the emulator's own.
 DISK_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -88,6 +91,7 @@ class EmulatedHost:
         if self.store.empty:
             self._first_boot()
         self._listen_on(config.private_ip)
+        self._migration_settings()
         self.cluster: Member | None = None
         if config.cluster_dir is not None:
             from hyperv_agent.emulator.cluster import join  # the cluster needs the VM model
@@ -128,6 +132,34 @@ class EmulatedHost:
                     assert staged is not None
                     staged[name] = (address,)
         txn.commit()
+
+    def _migration_settings(self) -> None:
+        """The live-migration settings and networks of the configuration (also when they
+        changed since the host's first boot), as ModifyServiceSettings and
+        Add/RemoveNetworkSettings leave them on a real host."""
+        wanted = self.config.migration
+        txn = self.store.transaction()
+        for record in self.records(MIGRATION_SERVICE_SETTINGS):
+            staged = txn.edit(record.path)
+            assert staged is not None
+            staged["EnableVirtualSystemMigration"] = wanted.enabled
+            staged["AuthenticationType"] = 1 if wanted.kerberos else 0
+            staged["MaximumActiveVirtualSystemMigration"] = wanted.simultaneous
+        for record in self.records(MIGRATION_NETWORK_SETTINGS):
+            txn.delete(record.path)
+        for metric, subnet in enumerate(self._migration_networks()):
+            txn.put(self.new_record(
+                MIGRATION_NETWORK_SETTINGS, InstanceID=f"Microsoft:{self.name}\\{subnet}",
+                ElementName=str(subnet), SubnetNumber=str(subnet.network_address),
+                PrefixLength=subnet.prefixlen, Metric=metric, Tags=()))
+        txn.commit()
+
+    def _migration_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        named = self.config.migration.networks
+        if named is None:
+            mask = self.config.private_netmask
+            return [ipaddress.ip_network(f"{self.config.private_ip}/{mask}", strict=False)]
+        return [ipaddress.ip_network(subnet, strict=False) for subnet in named]
 
     # --- building records -----------------------------------------------------------------
 
@@ -194,10 +226,10 @@ class EmulatedHost:
                 record["MigrationServiceListenerIPAddressList"] = (self.config.private_ip,)
             yield record
         yield self.new_record(
-            "Msvm_VirtualSystemMigrationServiceSettingData",
+            MIGRATION_SERVICE_SETTINGS,
             InstanceID=f"Microsoft:{self.name}", EnableVirtualSystemMigration=True,
             MaximumActiveVirtualSystemMigration=2, MaximumActiveStorageMigration=2,
-            AuthenticationType=0, EnableCompression=True, EnableSmbTransport=False,
+            AuthenticationType=1, EnableCompression=True, EnableSmbTransport=False,
         )
         for migration_type in (32768, 32769, 32770, 32771):
             yield self.new_record(

@@ -609,6 +609,12 @@ AuthenticationType uint32
 EnableCompression boolean
 EnableSmbTransport boolean
 """)
+_class("Msvm_VirtualSystemMigrationNetworkSettingData", "CIM_SettingData", """
+SubnetNumber string
+PrefixLength uint8
+Metric uint32
+Tags string[]
+""")
 _class("Msvm_VirtualSystemMigrationSettingData", "CIM_VirtualSystemMigrationSettingData", """
 MigrationType uint16
 TransportType uint16
@@ -681,6 +687,8 @@ _association("Msvm_EthernetPortSettingDataComponent", "CIM_Component", "GroupCom
 _association("Msvm_MetricForME", "CIM_MetricForME", "Antecedent", "Dependent")
 _association("Msvm_LogicalIdentity", "CIM_LogicalIdentity", "SystemElement", "SameElement")
 _association("Msvm_BootSourceComponent", "CIM_Component", "GroupComponent", "PartComponent")
+_association("Msvm_VirtualSystemMigrationServiceSettingDataComponent", "CIM_Component",
+             "GroupComponent", "PartComponent")
 _class("Msvm_MetricDefForME", "CIM_MetricDefForME", """
 Antecedent reference key
 Dependent reference key

@@ -4,7 +4,6 @@ network check, maintenance, host statistics and the HA check (protocol §4, §5.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import logging
 import time
@@ -29,9 +28,9 @@ from hyperv_agent.cloudstack.objects import HostStatsEntry
 from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming, Liveness
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.session import HyperV
@@ -60,19 +59,30 @@ class HostSettings:
     # Where the console proxy connects (rdp.server.port): VMConnect's port, or the console
     # relay's when the agent drives another machine.
     console_port: int = RDP_PORT
+    heartbeat: HeartbeatTiming = field(default_factory=HeartbeatTiming)
 
 
 class HostHandlers:
     def __init__(self, hv: HyperV, files: HostFiles, settings: HostSettings,
                  pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
-                 locks: VmLocks | None = None) -> None:
+                 locks: VmLocks | None = None, heartbeats: Heartbeats | None = None) -> None:
         self.hv = hv
         self.files = files
         self.settings = settings
         self.pools = pools
         self.clock = clock
         self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
-        self.private_ip = settings.private_ip  # learnt from the StartupCommand when unset
+        self.heartbeats = heartbeats if heartbeats is not None else Heartbeats(
+            files, pools, settings.heartbeat, clock, settings.private_ip)
+
+    @property
+    def private_ip(self) -> str | None:
+        """Configured, or learnt from the StartupCommand."""
+        return self.heartbeats.private_ip
+
+    @private_ip.setter
+    def private_ip(self, ip: str | None) -> None:
+        self.heartbeats.private_ip = ip
 
     def table(self) -> Routes:
         return {
@@ -229,47 +239,32 @@ class HostHandlers:
         return GetHostStatsAnswer(result=True, host_stats=entry)
 
     async def check_on_host(self, command: wire.CheckOnHostCommand) -> Result:
-        """protocol §5.3, inverted as the C# agent answers: ``result`` false means the neighbour is
-        alive, because one of the shared pools holds a heartbeat of it younger than
-        ``HEARTBEAT_FRESH_S``. Read-only."""
+        """protocol §5.3, inverted as the management server's HypervInvestigator reads it:
+        ``result`` true means the neighbour is down (its VMs are restarted elsewhere), so it
+        is true only when a shared pool was read and holds no fresh heartbeat of it. A
+        fresh heartbeat, or no shared pool to read, answers ``result`` false (the host is
+        kept Up, ``determined`` false in the second case). Read-only."""
         network = command.host.private_network
         ip = network.ip if network is not None else None
-        roots = self.pools.roots() if self.pools is not None else ()
         if ip:
             _check_ip(ip)
-        if not ip or not roots:
-            return CheckOnHostAnswer(result=True, details="host is not alive", determined=False,
-                                     alive=False)
-        for root in roots:
-            beat = await self._heartbeat(root, ip)
-            if beat is not None and self.clock() - beat <= HEARTBEAT_FRESH_S:
-                return CheckOnHostAnswer(result=False, details="host is alive",
-                                         determined=True, alive=True)
-        return CheckOnHostAnswer(result=True, details="host is not alive", determined=True,
+        seen = await self.heartbeats.liveness(ip) if ip else Liveness.UNKNOWN
+        if seen is Liveness.ALIVE:
+            return CheckOnHostAnswer(result=False, details="host is alive", determined=True,
+                                     alive=True)
+        if seen is Liveness.DEAD:
+            return CheckOnHostAnswer(result=True, details="host is not alive",
+                                     determined=True, alive=False)
+        return CheckOnHostAnswer(result=False, details=_UNDETERMINED, determined=False,
                                  alive=False)
 
-    async def _heartbeat(self, root: str, ip: str) -> float | None:
-        try:
-            text = await self.files.read_text(heartbeat_path(root, ip))
-        except AgentError as error:
-            log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
-            return None
-        return parse_heartbeat(text) if text is not None else None
-
     async def write_heartbeats(self) -> None:
-        """Stamp ``hb-<private ip>`` in every registered shared pool (what neighbours read
-        during HA). A pool that cannot be written is logged and skipped."""
-        if not self.private_ip or self.pools is None:
-            return
-        stamp = format_heartbeat(self.clock())
-        for root in self.pools.roots():
-            try:
-                await self.files.write_text(heartbeat_path(root, self.private_ip), stamp)
-            except AgentError as error:
-                log.warning("cannot write the heartbeat in %s: %s", root, error)
+        """Stamp this host's heartbeat in every registered shared pool."""
+        await self.heartbeats.stamp_all()
 
 
-HEARTBEAT_FRESH_S = 180.0
+_UNDETERMINED = ("cannot tell whether the host is alive: no shared storage pool is "
+                 "registered or readable here to hold its heartbeat")
 #: How many stopped CloudStack VMs a state report removes at once.
 REMOVALS_AT_ONCE = 8
 
@@ -310,26 +305,6 @@ def _check_ip(ip: str) -> None:
         ipaddress.ip_address(ip)
     except ValueError:
         raise AgentError(f"host.privateNetwork.ip {ip!r} is not an IP address") from None
-
-
-def heartbeat_path(root: str, ip: str) -> str:
-    """``<pool root>\\hb-<ip>``; the address is checked, so it cannot leave the pool."""
-    return locations.confine(root, f"hb-{ipaddress.ip_address(ip)}")
-
-
-def format_heartbeat(epoch: float) -> str:
-    """``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's heartbeat task writes."""
-    t = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    return f"{t.year}-{t.month}-{t.day}@{t.hour}:{t.minute}:{t.second}"
-
-
-def parse_heartbeat(text: str) -> float | None:
-    """The moment a heartbeat file records; None when it is not in the expected format."""
-    try:
-        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d@%H:%M:%S")
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def traffic_labels(command: wire.CheckNetworkCommand) -> Sequence[str]:

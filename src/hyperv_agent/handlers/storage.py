@@ -26,6 +26,7 @@ from hyperv_agent.cloudstack.commands_storage import (
 from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.heartbeat import Heartbeats
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool, without_query
@@ -51,10 +52,12 @@ async def pool_usage(files: HostFiles, path: str, reservation: Reservation) -> t
 
 
 class StorageHandlers:
-    def __init__(self, files: HostFiles, registry: PoolRegistry, reservation: Reservation) -> None:
+    def __init__(self, files: HostFiles, registry: PoolRegistry, reservation: Reservation,
+                 heartbeats: Heartbeats | None = None) -> None:
         self.files = files
         self.registry = registry
         self.reservation = reservation
+        self.heartbeats = heartbeats  # a shared pool is stamped as soon as it is registered
 
     def table(self) -> Routes:
         return {
@@ -85,6 +88,8 @@ class StorageHandlers:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}") from error
         self._remember(pool, location.root, asked.add)
+        if asked.add and self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
+            await self.heartbeats.stamp(location.root)
         return location.root, total, free
 
     def _location(self, pool: StorageFilerTO, local_path: str | None) -> locations.PoolLocation:

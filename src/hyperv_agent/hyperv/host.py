@@ -12,6 +12,7 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``host_clock``     1 (Win32_OperatingSystem.LocalDateTime)
 ``vm_count``       1 (Msvm_ComputerSystem)
 ``services``       1 per service class, sent concurrently
+``migration``      2 (the migration service's settings and its networks, concurrently)
 =================  =====================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -224,6 +225,38 @@ async def vm_count(hv: HyperV) -> int:
     found = await hv.cim.query(wql.select(Class.COMPUTER_SYSTEM, properties=("Name", "Caption")),
                             NAMESPACE)
     return sum(1 for system in found if system.string("Caption") == CAPTION_VM)
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """The host's live-migration settings (Msvm_VirtualSystemMigrationServiceSettingData)
+    and the subnets it accepts migrations on, by priority (Metric, lowest first)."""
+
+    enabled: bool
+    kerberos: bool  # AuthenticationType 1; 0 is CredSSP
+    simultaneous: int  # MaximumActiveVirtualSystemMigration
+    networks: tuple[str, ...]  # "10.1.2.0/24"
+
+
+async def migration(hv: HyperV) -> MigrationSettings:
+    """The host's live-migration settings; 2 queries, concurrently, read-only.
+    HyperVError when the host has no settings instance."""
+    settings, networks = await asyncio.gather(
+        hv.cim.query(wql.select(Class.MIGRATION_SERVICE_SETTINGS, properties=(
+            "InstanceID", "EnableVirtualSystemMigration", "AuthenticationType",
+            "MaximumActiveVirtualSystemMigration")), NAMESPACE),
+        hv.cim.query(wql.select(Class.MIGRATION_NETWORKS, properties=(
+            "InstanceID", "SubnetNumber", "PrefixLength", "Metric")), NAMESPACE))
+    if not settings:
+        raise HyperVError(f"the host has no {Class.MIGRATION_SERVICE_SETTINGS} instance")
+    found = settings[0]
+    ordered = sorted(networks, key=lambda n: n.integer("Metric") or 0)
+    return MigrationSettings(
+        enabled=found.boolean("EnableVirtualSystemMigration") is True,
+        kerberos=found.integer("AuthenticationType") == 1,
+        simultaneous=found.integer("MaximumActiveVirtualSystemMigration") or 0,
+        networks=tuple(f"{n.string('SubnetNumber')}/{n.integer('PrefixLength')}"
+                       for n in ordered))
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -137,6 +137,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.METRIC_DEFINITION_BASE, properties=("Id", "ElementName")),
     ClassUse(Class.METRIC_VALUE_BASE, properties=("MetricDefinitionId", "MetricValue")),
     ClassUse(Class.METRIC_FOR_ME),
+    ClassUse(Class.MIGRATION_NETWORKS, properties=(
+        "InstanceID", "SubnetNumber", "PrefixLength", "Metric")),
     ClassUse(Class.OPERATING_SYSTEM, CIMV2, properties=(
         "Name", "Version", "Caption", "CSName", "TotalVisibleMemorySize",
         "FreePhysicalMemory", "LocalDateTime")),

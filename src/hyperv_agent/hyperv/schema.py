@@ -48,6 +48,7 @@ class Class:
     MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
     MIGRATION_SETTINGS = "Msvm_VirtualSystemMigrationSettingData"  # how one move is made
     MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"  # the host's
+    MIGRATION_NETWORKS = "Msvm_VirtualSystemMigrationNetworkSettingData"  # where it listens
     MIGRATION_JOB = "Msvm_MigrationJob"
     METRIC_SERVICE = "Msvm_MetricService"
     METRIC_DEFINITION_BASE = "CIM_BaseMetricDefinition"  # every metric definition

@@ -1,0 +1,121 @@
+"""The HA heartbeat (protocol §5.3): this host stamps ``hb-<its private IP>`` in the root of
+every registered shared pool, once when the pool is registered and then every
+``interval_s``; a neighbour asked CheckOnHost reads the suspect's stamp there, and calls it
+alive while the stamp is at most ``stale_s`` old.
+
+The stamp is one line ``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's
+heartbeat task writes it, so this agent and the C# agent read each other's stamps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hyperv_agent.errors import AgentError
+from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.state import PoolRegistry
+
+log = logging.getLogger("hyperv_agent.handlers.heartbeat")
+
+#: Production timing. The management server investigates a host after missing its pings
+#: for about 150 s (ping.interval 60 s x ping.timeout 2.5); a host is called down only
+#: once three stamps in a row are missing.
+DEFAULT_INTERVAL_S = 60.0
+DEFAULT_STALE_S = 180.0
+
+
+@dataclass(frozen=True)
+class HeartbeatTiming:
+    """How often this host stamps, and how old a neighbour's stamp may be while alive."""
+
+    interval_s: float = DEFAULT_INTERVAL_S
+    stale_s: float = DEFAULT_STALE_S
+
+
+class Liveness(enum.Enum):
+    ALIVE = "alive"  # a stamp at most stale_s old in one of the shared pools
+    DEAD = "dead"  # a pool was read and no stamp in any of them is fresh
+    UNKNOWN = "unknown"  # no shared pool registered, or none could be read
+
+
+class Heartbeats:
+    """Writes this host's stamps and reads its neighbours'. ``private_ip`` is the address
+    stamps are written under: configured, or learnt from the StartupCommand."""
+
+    def __init__(self, files: HostFiles, pools: PoolRegistry | None,
+                 timing: HeartbeatTiming = HeartbeatTiming(),
+                 clock: Callable[[], float] = time.time, private_ip: str | None = None) -> None:
+        self.files = files
+        self.pools = pools
+        self.timing = timing
+        self.clock = clock
+        self.private_ip = private_ip
+
+    async def stamp_all(self) -> None:
+        """Stamp every registered shared pool; a pool that cannot be written is logged
+        and skipped."""
+        for root in self.pools.roots() if self.pools is not None else ():
+            await self.stamp(root)
+
+    async def stamp(self, root: str) -> None:
+        """Stamp the pool at ``root`` (nothing before the private address is known)."""
+        if not self.private_ip:
+            return
+        try:
+            await self.files.write_text(heartbeat_path(root, self.private_ip),
+                                        format_heartbeat(self.clock()))
+        except AgentError as error:
+            log.warning("cannot write the heartbeat in %s: %s", root, error)
+
+    async def liveness(self, ip: str) -> Liveness:
+        """What the shared pools say of the host at ``ip``. Read-only."""
+        read_any = False
+        for root in self.pools.roots() if self.pools is not None else ():
+            try:
+                text = await self.files.read_text(heartbeat_path(root, ip))
+            except AgentError as error:
+                log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
+                continue
+            if text is None and not await self._reachable(root):
+                continue
+            read_any = True
+            beat = parse_heartbeat(text) if text is not None else None
+            if beat is not None and self.clock() - beat <= self.timing.stale_s:
+                return Liveness.ALIVE
+        return Liveness.DEAD if read_any else Liveness.UNKNOWN
+
+    async def _reachable(self, root: str) -> bool:
+        """Whether the pool itself is there: a missing stamp in a pool that cannot be
+        reached says nothing of the neighbour."""
+        try:
+            return await self.files.exists(root)
+        except AgentError as error:
+            log.warning("shared pool %s unreachable: %s", root, error)
+            return False
+
+
+def heartbeat_path(root: str, ip: str) -> str:
+    """``<pool root>\\hb-<ip>``; the address is checked, so it cannot leave the pool."""
+    return locations.confine(root, f"hb-{ipaddress.ip_address(ip)}")
+
+
+def format_heartbeat(epoch: float) -> str:
+    """``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's heartbeat task writes."""
+    t = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
+    return f"{t.year}-{t.month}-{t.day}@{t.hour}:{t.minute}:{t.second}"
+
+
+def parse_heartbeat(text: str) -> float | None:
+    """The moment a heartbeat file records; None when it is not in the expected format."""
+    try:
+        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d@%H:%M:%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
