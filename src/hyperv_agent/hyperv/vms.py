@@ -178,30 +178,38 @@ def settings_path(vm_guid: str) -> ObjectPath:
 
 
 async def _summaries(hv: HyperV, requested: Iterable[SummaryInfo],
-                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
-    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
-    are left out. Every VM: one call; or, where that answer overflowed the transport, one
-    query for the VMs' settings and the call by path (the backend batches it)."""
+                     vm_guids: Collection[str] | None = None) -> tuple[MethodResult, ...]:
+    """The answers summarising the VMs ``vm_guids`` (every VM when None), to be read
+    with ``_named``. Every VM: one call; or, where that answer overflowed the transport,
+    one query for the VMs' settings and the call by path (the backend batches it)."""
     information: list[int] = [int(item) for item in requested]
     if vm_guids is not None:
-        return await _summaries_of(hv, [settings_path(g) for g in vm_guids], information)
+        return (await _summaries_of(hv, [settings_path(g) for g in vm_guids], information),)
     kept = hv.kept(_Kept)
     if not kept.bulk_too_large:
         try:
-            return await _summaries_of(hv, None, information)
+            return (await _summaries_of(hv, None, information),)
         except CimResponseTooLarge:
             kept.bulk_too_large = True
     query = wql.select(Class.VSSD, wql.eq("VirtualSystemType", Subtype.REALIZED),
                        ("InstanceID",))
     paths = [s.path for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
-    return await _summaries_of(hv, paths, information) if paths else ()
+    return (await _summaries_of(hv, paths, information),) if paths else ()
 
 
 async def _summaries_of(hv: HyperV, settings: list[ObjectPath] | None,
-                        information: list[int]) -> tuple[CimInstance, ...]:
+                        information: list[int]) -> MethodResult:
     params: dict[str, InValue] = {"SettingData": settings, "RequestedInformation": information}
-    result = await call_service(hv, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
-    return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
+    return await call_service(hv, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+
+
+def _named(answers: Iterable[MethodResult]) -> tuple[CimInstance, ...]:
+    """The summaries in GetSummaryInformation answers, without those of paths that name
+    no VM (their Name is empty). One pass over every summary: for thousands of VMs, call
+    it on a thread."""
+    return tuple(summary for answer in answers
+                 for summary in answer.instances("SummaryInformation")
+                 if summary.string("Name"))
 
 
 # --- what the session knows of the host's VMs ----------------------------------------------
@@ -268,12 +276,11 @@ class _Kept:
     read: InstanceMemo[VmInfo] = field(default_factory=InstanceMemo)
 
 
-def _read_listing(summaries: Iterable[CimInstance], read: InstanceMemo[VmInfo]
+def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
                   ) -> tuple[list[VmInfo], _Known]:
     """Every VM of a summary of all VMs, and the GUIDs of their names; summaries read
     before are taken from ``read``, the others added to it."""
-    listed = [vm for vm in (_read(summary, read) for summary in summaries)
-              if vm.guid]  # no GUID: no such VM
+    listed = [_read(summary, read) for summary in _named(answers)]
     return listed, _known_from((vm.name, vm.guid) for vm in listed)
 
 
@@ -301,11 +308,11 @@ async def list_vms(hv: HyperV) -> list[VmInfo]:
     call in batches (see the module notes). Read-only and safe to repeat; an empty host
     gives [].
     """
-    summaries = await _summaries(hv, _LIST_INFO)
+    answers = await _summaries(hv, _LIST_INFO)
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
     kept = hv.kept(_Kept)
-    listed, kept.known = await asyncio.to_thread(_read_listing, summaries, kept.read)
+    listed, kept.known = await asyncio.to_thread(_read_listing, answers, kept.read)
     return listed
 
 
@@ -340,11 +347,11 @@ async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
         return {}
     known = hv.kept(_Kept).known.guids
     if wanted <= known.keys():
-        stats = _stats_of(await _summaries(hv, _STATS_INFO, {known[n] for n in wanted}),
-                          wanted)
+        stats = _stats_of(_named(await _summaries(hv, _STATS_INFO,
+                                                  {known[n] for n in wanted})), wanted)
         if stats.keys() == wanted:
             return stats
-    every = await _summaries(hv, _STATS_INFO)
+    every = _named(await _summaries(hv, _STATS_INFO))
     _learn(hv, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
     return _stats_of(every, wanted)
 
