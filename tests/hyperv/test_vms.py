@@ -140,7 +140,8 @@ async def test_vm_stats_is_one_call_when_names_are_given(emulator: EmulatorCim) 
     assert (a.running, a.cpus, a.memory_mb) == (True, 1, 1024)
     assert 0 < a.cpu_utilization_percent <= 100 and a.uptime_ms >= 0
     assert b == vms.VmStats(cpu_utilization_percent=0.0, cpus=1, memory_mb=0, uptime_ms=0,
-                            running=False)
+                            running=False, guid=b.guid)
+    assert a.guid and b.guid and a.guid != b.guid
 
 
 async def test_vm_stats_makes_no_call_when_no_name_is_asked(emulator: EmulatorCim) -> None:

@@ -134,6 +134,7 @@ class VmStats:
     memory_mb: int
     uptime_ms: int
     running: bool
+    guid: str = ""  # the VM's GUID (Msvm_ComputerSystem.Name)
 
 
 def vm_path(vm_guid: str) -> ObjectPath:
@@ -388,6 +389,7 @@ def _vm_stats(summary: CimInstance) -> VmStats:
         memory_mb=summary.integer("MemoryUsage") or 0,
         uptime_ms=summary.integer("UpTime") or 0,
         running=power_state(summary.integer("EnabledState")) is PowerState.RUNNING,
+        guid=(summary.string("Name") or "").upper(),
     )
 
 
