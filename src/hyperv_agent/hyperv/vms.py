@@ -275,13 +275,17 @@ class _Kept:
     #: Summaries already read, by instance: a backend that hands out the same (immutable)
     #: instance again for an unchanged VM is not parsed twice.
     read: InstanceMemo[VmInfo] = field(default_factory=InstanceMemo)
+    #: The last listing of every VM and the summary array it was read from.
+    last_listing: tuple[object, tuple[VmInfo, ...]] | None = None
 
 
 def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
                   ) -> tuple[list[VmInfo], _Known]:
     """Every VM of a summary of all VMs, and the GUIDs of their names; summaries read
     before are taken from ``read``, the others added to it."""
-    listed = [_read(summary, read) for summary in _named(answers)]
+    listed = [vm for answer in answers for vm in (
+        _read(summary, read) for summary in answer.instances("SummaryInformation"))
+        if vm.guid]  # no Name: no such VM
     return listed, _known_from((vm.name, vm.guid) for vm in listed)
 
 
@@ -310,11 +314,22 @@ async def list_vms(hv: HyperV) -> list[VmInfo]:
     gives [].
     """
     answers = await _summaries(hv, _LIST_INFO)
+    kept = hv.kept(_Kept)
+    last = kept.last_listing
+    if last is not None and len(answers) == 1 and _summary_tuple(answers[0]) is last[0]:
+        kept.known = _known_from((vm.name, vm.guid) for vm in last[1])  # nothing changed
+        return list(last[1])
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
-    kept = hv.kept(_Kept)
     listed, kept.known = await asyncio.to_thread(_read_listing, answers, kept.read)
+    kept.last_listing = (_summary_tuple(answers[0]), tuple(listed)) if len(answers) == 1 else None
     return listed
+
+
+def _summary_tuple(answer: MethodResult) -> object:
+    """The answer's SummaryInformation array, as the backend handed it out: the same
+    object again means the same summaries (a backend that keeps its answers)."""
+    return answer["SummaryInformation"]
 
 
 async def find_vm(hv: HyperV, name: str) -> VmRef | None:
