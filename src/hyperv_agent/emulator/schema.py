@@ -760,8 +760,8 @@ _class("Win32_PerfRawData_Counters_HyperVVirtualStorageDevice", "Win32_PerfRawDa
 Name string key
 ReadBytesPersec uint64
 WriteBytesPersec uint64
-ReadOperationsPerSec uint64
-WriteOperationsPerSec uint64
+ReadOperationsPerSec uint32
+WriteOperationsPerSec uint32
 ErrorCount uint32
 FlushCount uint32
 QueueLength uint64

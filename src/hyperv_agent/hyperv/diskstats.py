@@ -247,7 +247,8 @@ class IoTotals:
 
     def since(self, before: IoTotals) -> IoTotals:
         """The I/O done since ``before`` was read. A counter below its earlier value was
-        opened again (the VM started again), so all it holds is new."""
+        opened again (the VM started again) or wrapped (the operation counts are 32-bit),
+        so all it holds is new."""
         return IoTotals(*(now - then if now >= then else now for now, then in zip(
             self._figures(), before._figures(), strict=True)))
 
