@@ -245,6 +245,12 @@ class _Known:
         self.guids: dict[str, str] = {}
         self._names: dict[str, set[str]] | None = None
 
+    def copy(self) -> _Known:
+        """An independent copy (one dict copy, however many VMs)."""
+        twin = _Known()
+        twin.guids = dict(self.guids)
+        return twin
+
     def note(self, name: str, vm_guid: str) -> None:
         old = self.guids.get(name)
         self.guids[name] = vm_guid
@@ -275,8 +281,9 @@ class _Kept:
     #: Summaries already read, by instance: a backend that hands out the same (immutable)
     #: instance again for an unchanged VM is not parsed twice.
     read: InstanceMemo[VmInfo] = field(default_factory=InstanceMemo)
-    #: The last listing of every VM and the summary array it was read from.
-    last_listing: tuple[object, tuple[VmInfo, ...]] | None = None
+    #: The last listing of every VM, the summary array it was read from and the GUIDs of
+    #: its names.
+    last_listing: tuple[object, tuple[VmInfo, ...], _Known] | None = None
 
 
 def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
@@ -317,12 +324,14 @@ async def list_vms(hv: HyperV) -> list[VmInfo]:
     kept = hv.kept(_Kept)
     last = kept.last_listing
     if last is not None and len(answers) == 1 and _summary_tuple(answers[0]) is last[0]:
-        kept.known = _known_from((vm.name, vm.guid) for vm in last[1])  # nothing changed
+        kept.known = last[2].copy()  # nothing changed since
         return list(last[1])
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
-    listed, kept.known = await asyncio.to_thread(_read_listing, answers, kept.read)
-    kept.last_listing = (_summary_tuple(answers[0]), tuple(listed)) if len(answers) == 1 else None
+    listed, known = await asyncio.to_thread(_read_listing, answers, kept.read)
+    kept.known = known.copy()
+    kept.last_listing = ((_summary_tuple(answers[0]), tuple(listed), known)
+                         if len(answers) == 1 else None)
     return listed
 
 
