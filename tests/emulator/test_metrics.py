@@ -190,3 +190,13 @@ async def test_device_counters_count_io_of_a_running_vm_without_metering(
     disk_io(emulator.host, "vm1", ROOT, written_bytes=MB, writes=4)
     assert await _device(emulator) == {"ReadBytesPersec": 0, "WriteBytesPersec": MB,
                                        "ReadOperationsPerSec": 0, "WriteOperationsPerSec": 4}
+
+
+async def test_device_counters_are_named_after_the_disk_file_and_wrap_at_32_bits(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    await _vm(emulator, tmp_path)
+    disk_io(emulator.host, "vm1", "c:\\DISKS\\Root.vhdx", reads=(1 << 32) - 1)  # any case
+    disk_io(emulator.host, "vm1", ROOT, reads=3, read_bytes=1 << 40)
+    counters = await _device(emulator)  # named after C:\disks\root.vhdx, as attached
+    assert (counters["ReadOperationsPerSec"], counters["ReadBytesPersec"]) == (2, 1 << 40)

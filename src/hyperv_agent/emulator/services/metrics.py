@@ -185,7 +185,9 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
     vm, medium = _find_disk(host, txn, vm_name, image)
     if vm["EnabledState"] != EnabledState.ENABLED:
         return False
-    _count_device(host, txn, vm, image, (read_bytes, written_bytes, reads, writes))
+    files = medium["HostResource"]
+    assert isinstance(files, tuple) and files  # _find_disk matched the medium by its file
+    _count_device(host, txn, vm, str(files[0]), (read_bytes, written_bytes, reads, writes))
     values = list(values_of(host, txn, medium))
     if not values:
         txn.commit()
@@ -201,8 +203,9 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
 
 
 DEVICE_COUNTERS = "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice"
-_DEVICE_TOTALS = ("ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
-                  "WriteOperationsPerSec")
+#: Each counter and where it wraps: bytes are 64-bit counters, operations 32-bit.
+_DEVICE_TOTALS = (("ReadBytesPersec", 1 << 64), ("WriteBytesPersec", 1 << 64),
+                  ("ReadOperationsPerSec", 1 << 32), ("WriteOperationsPerSec", 1 << 32))
 
 
 def counter_name(image: str) -> str:
@@ -213,19 +216,20 @@ def counter_name(image: str) -> str:
 
 def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, image: str,
                   amounts: tuple[int, int, int, int]) -> None:
-    """Add ``amounts`` (bytes read and written, read and write operations) to the disk's
-    counters; counters left from an earlier run of the VM start again from 0."""
+    """Add ``amounts`` (bytes read and written, read and write operations) to the disk
+    file ``image``'s counters; counters left from an earlier run of the VM start again
+    from 0."""
     path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=counter_name(image))
     run = vm.meta.get("started_at")
     record = txn.edit(path)
     if record is None or record.meta.get("run") != run:
         record = host.new_record(DEVICE_COUNTERS, Name=counter_name(image), ErrorCount=0,
                                  FlushCount=0, QueueLength=0,
-                                 **dict.fromkeys(_DEVICE_TOTALS, 0))
+                                 **{name: 0 for name, _ in _DEVICE_TOTALS})
         record.meta["run"] = run
         txn.put(record)
-    for name, amount in zip(_DEVICE_TOTALS, amounts, strict=True):
-        record[name] = record.integer(name) + amount
+    for (name, wrap), amount in zip(_DEVICE_TOTALS, amounts, strict=True):
+        record[name] = (record.integer(name) + amount) % wrap
 
 
 def _find_disk(host: EmulatedHost, txn: Transaction, vm_name: str, image: str
