@@ -79,6 +79,7 @@ class FilledHost:
         self.root = root
         config = root / "agent.toml"
         config.write_text(f'[agent]\nstate_dir = "{root / "state"}"\nbackend = "emulator"\n'
+                          f"local_storage_path = '{POOL}'\n"
                           "[emulator]\nmemory_mb = 16777216\ncpus = 1024\n")
         self.agent: Agent = build_agent(load_config(config))
         self.pool = root / "state" / "emulator" / "drives" / "C" / "pool"

@@ -219,6 +219,14 @@ def test_state_report_is_a_bare_array_when_vms_run() -> None:
     assert codec.encode_state_report({}) == b"[]"
 
 
+def test_state_report_escapes_vm_names_as_json_strings() -> None:
+    names_ = ['q"uote\\back', "tab\tnew\nline", "caf\u00e9 \u2603"]
+    report = {name: PowerState.POWER_OFF for name in names_}
+    body = codec.encode_state_report(report)
+    assert body.isascii()
+    assert json.loads(body) == [{name: "PowerOff"} for name in names_]
+
+
 def test_startup_reply_has_every_csharp_member_when_the_request_is_filled_in() -> None:
     request = codec.decode_command(names.STARTUP_COMMAND,
                                    sample("0001_StartupCommand_request.json"))

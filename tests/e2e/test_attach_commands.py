@@ -21,7 +21,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.services import metrics
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, serving
-from tests.emulator.kit import define_vm, devices
+from tests.emulator.kit import define_vm, devices, ok, request_state
 
 ATTACH = names.ATTACH_COMMAND
 DETTACH = names.DETTACH_COMMAND
@@ -467,6 +467,65 @@ async def test_disk_stats_answers_empty_map_without_a_call_when_no_vm_is_named(
     answer = await _ok(agent, DISK_STATS, {"vmNames": []})
     assert answer["vmDiskStatsMap"] == {}
     assert (agent.emulator.round_trips() - before).calls == 0
+
+
+# --- disk I/O in GetVmStats ---------------------------------------------------------------
+
+VM_STATS = names.GET_VM_STATS_COMMAND
+
+
+def _disk_io(entry: dict[str, Any]) -> tuple[float, float, float, float]:
+    return (entry["diskReadIOs"], entry["diskWriteIOs"], entry["diskReadKBs"],
+            entry["diskWriteKBs"])
+
+
+async def _vm_stats(running: Running, vm_names: list[str]) -> tuple[dict[str, Any], int]:
+    """The vmStatsMap of a GetVmStatsCommand and the queries it made."""
+    before = running.emulator.round_trips()
+    answer = await _ok(running, VM_STATS, {"vmNames": vm_names})
+    spent = running.emulator.round_trips() - before
+    assert spent.calls == spent["query"] + spent["invoke:GetSummaryInformation"]
+    return answer["vmStatsMap"], spent["query"]
+
+
+async def test_vm_stats_report_each_running_vms_disk_io_since_the_previous_report(
+    agent: Running,
+) -> None:
+    await _start(agent, "i-2-40-VM", data_seq=1)
+    await _start(agent, "i-2-41-VM")
+    host = agent.emulator.host
+    both = ["i-2-40-VM", "i-2-41-VM"]
+    first, queries = await _vm_stats(agent, both)  # the baseline: nothing reported yet
+    assert {name: _disk_io(e) for name, e in first.items()} == dict.fromkeys(both, (0, 0, 0, 0))
+    assert queries == 2  # the VMs' disk files, then their counters
+    metrics.disk_io(host, "i-2-40-VM", _file("i-2-40-VM-root"), read_bytes=8 * MB, reads=100,
+                    written_bytes=MB, writes=10)
+    metrics.disk_io(host, "i-2-40-VM", _file("i-2-40-VM-data"), read_bytes=2 * MB, reads=20)
+    metrics.disk_io(host, "i-2-41-VM", _file("i-2-41-VM-root"), written_bytes=512, writes=1)
+    second, queries = await _vm_stats(agent, both)
+    assert _disk_io(second["i-2-40-VM"]) == (120, 10, 10 * 1024, 1024)  # both disks summed
+    assert _disk_io(second["i-2-41-VM"]) == (0, 1, 0, 0.5)
+    assert queries == 2
+    metrics.disk_io(host, "i-2-41-VM", _file("i-2-41-VM-root"), read_bytes=MB, reads=3)
+    third, queries = await _vm_stats(agent, ["i-2-41-VM"])
+    assert (list(third), _disk_io(third["i-2-41-VM"]), queries) == (
+        ["i-2-41-VM"], (3, 0, 1024, 0), 2)
+    fourth, _ = await _vm_stats(agent, both)
+    assert {name: _disk_io(e) for name, e in fourth.items()} == dict.fromkeys(both, (0, 0, 0, 0))
+
+
+async def test_vm_stats_count_a_restarted_vms_io_from_its_new_start(agent: Running) -> None:
+    vm = await _start(agent, "i-2-42-VM")
+    host, root = agent.emulator.host, _file("i-2-42-VM-root")
+    metrics.disk_io(host, "i-2-42-VM", root, read_bytes=4 * MB, reads=40)
+    await _vm_stats(agent, ["i-2-42-VM"])  # baseline: 40 reads
+    await ok(agent.emulator, await request_state(agent.emulator, vm, 3))
+    stopped, queries = await _vm_stats(agent, ["i-2-42-VM"])
+    assert (_disk_io(stopped["i-2-42-VM"]), queries) == ((0, 0, 0, 0), 0)  # not running
+    await ok(agent.emulator, await request_state(agent.emulator, vm, 2))
+    metrics.disk_io(host, "i-2-42-VM", root, read_bytes=MB, reads=5)
+    restarted, _ = await _vm_stats(agent, ["i-2-42-VM"])
+    assert _disk_io(restarted["i-2-42-VM"]) == (5, 0, 1024, 0)  # below the baseline: all new
 
 
 # --- budgets and locks --------------------------------------------------------------------

@@ -916,6 +916,16 @@ _WIN32: Final = (
                " CurrentBandwidth"),
         namespace=CIMV2,
     ),
+    # NOTE: the "Hyper-V Virtual Storage Device" counter set; no reference page is in the
+    # sources. Names and types as Microsoft's generated bindings of root\cimv2 list them
+    # (microsoft/wmi); only the properties the emulator defines are tabulated.
+    _cls(
+        "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice",
+        "Win32_PerfRawData",
+        _props("string Name; uint64 ReadBytesPersec WriteBytesPersec QueueLength;"
+               " uint32 ReadOperationsPerSec WriteOperationsPerSec ErrorCount FlushCount"),
+        namespace=CIMV2,
+    ),
     # Documented but not tabulated: Chkdsk, ExcludeFromAutochk, ScheduleAutoChk.
     _cls(
         "Win32_LogicalDisk",

@@ -160,3 +160,43 @@ async def test_disk_io_refuses_when_vm_or_disk_is_unknown(
         disk_io(emulator.host, "vm1", "C:\\disks\\other.vhdx", read_bytes=1)
     with pytest.raises(ValueError, match="negative"):
         disk_io(emulator.host, "vm1", ROOT, read_bytes=-1)
+
+
+# --- the disk's performance counters (root\cimv2) -----------------------------------------
+
+DEVICE = "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice"
+CIMV2 = "root\\cimv2"
+
+
+async def _device(cim: EmulatorCim) -> dict[str, int]:
+    (counters,) = await cim.query(wql.select(DEVICE, wql.eq("Name", "C:-disks-root.vhdx")),
+                                  CIMV2)
+    return {name: counters.integer(name) or 0 for name in (
+        "ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec", "WriteOperationsPerSec")}
+
+
+async def test_device_counters_count_io_of_a_running_vm_without_metering(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    vm = await _vm(emulator, tmp_path)
+    assert not disk_io(emulator.host, "vm1", ROOT, read_bytes=3 * MB, written_bytes=5,
+                       reads=7, writes=1)  # no metric value counted it: not metered
+    disk_io(emulator.host, "vm1", ROOT, read_bytes=MB, reads=2)
+    assert await _device(emulator) == {"ReadBytesPersec": 4 * MB, "WriteBytesPersec": 5,
+                                       "ReadOperationsPerSec": 9, "WriteOperationsPerSec": 1}
+    await ok(emulator, await request_state(emulator, vm, 3))
+    assert not disk_io(emulator.host, "vm1", ROOT, read_bytes=MB, reads=1)  # off: no I/O
+    await ok(emulator, await request_state(emulator, vm, 2))
+    disk_io(emulator.host, "vm1", ROOT, written_bytes=MB, writes=4)
+    assert await _device(emulator) == {"ReadBytesPersec": 0, "WriteBytesPersec": MB,
+                                       "ReadOperationsPerSec": 0, "WriteOperationsPerSec": 4}
+
+
+async def test_device_counters_are_named_after_the_disk_file_and_wrap_at_32_bits(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    await _vm(emulator, tmp_path)
+    disk_io(emulator.host, "vm1", "c:\\DISKS\\Root.vhdx", reads=(1 << 32) - 1)  # any case
+    disk_io(emulator.host, "vm1", ROOT, reads=3, read_bytes=1 << 40)
+    counters = await _device(emulator)  # named after C:\disks\root.vhdx, as attached
+    assert (counters["ReadOperationsPerSec"], counters["ReadBytesPersec"]) == (2, 1 << 40)

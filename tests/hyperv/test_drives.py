@@ -377,3 +377,52 @@ async def test_disk_stats_costs_nothing_when_no_name_is_asked_for(
     before = emulator.round_trips()
     assert await diskstats.disk_stats(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0
+
+
+# --- disk I/O totals of many VMs: a fixed number of queries --------------------------------
+
+
+async def _vms_with_a_disk(cim: EmulatorCim, tmp_path: Path, count: int) -> dict[str, str]:
+    """``count`` running VMs i-5-<n>-VM with one volume each, v5-<n>.vhdx; name -> GUID."""
+    guids: dict[str, str] = {}
+    for index in range(count):
+        vm = await _vm(cim, f"i-5-{index}-VM")
+        await drives.attach_volume(hv(cim), vm, 0, _image(tmp_path, f"v5-{index}.vhdx"))
+        await ok(cim, await request_state(cim, vm.path, 2))
+        guids[vm.name] = vm.guid
+    return guids
+
+
+@pytest.mark.parametrize("count", [1, 3, diskstats.NAMED_AT_MOST + 8])
+async def test_disk_totals_take_two_queries_whatever_the_number_of_vms(
+    emulator: EmulatorCim, tmp_path: Path, count: int,
+) -> None:
+    guids = await _vms_with_a_disk(emulator, tmp_path, count)
+    for index in range(count):
+        assert metrics.disk_io(emulator.host, f"i-5-{index}-VM", f"C:\\images\\v5-{index}.vhdx",
+                               read_bytes=index * MB, reads=index, writes=1) is False
+    before = emulator.round_trips()
+    totals = await diskstats.disk_totals(hv(emulator), list(guids.values()))
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent["query"]) == (2, 2)
+    assert {guid: (t.read_bytes, t.reads, t.writes) for guid, t in totals.items()} == {
+        guid.upper(): (index * MB, index, 1) for index, guid in enumerate(guids.values())}
+
+
+async def test_disk_totals_leave_out_vms_without_counters_and_make_no_call_for_none(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    guids = await _vms_with_a_disk(emulator, tmp_path, 2)
+    assert metrics.disk_io(emulator.host, "i-5-1-VM", "C:\\images\\v5-1.vhdx",
+                           written_bytes=3 * MB, writes=6) is False  # counted, not metered
+    totals = await diskstats.disk_totals(hv(emulator), list(guids.values()))
+    assert totals == {guids["i-5-1-VM"].upper(): diskstats.IoTotals(0, 3 * MB, 0, 6)}
+    before = emulator.round_trips()
+    assert await diskstats.disk_totals(hv(emulator), []) == {}
+    assert (emulator.round_trips() - before).calls == 0
+
+
+def test_counter_names_are_disk_paths_with_dashes_for_backslashes() -> None:
+    assert diskstats.counter_name("C:\\ClusterStorage\\Volume1\\VM01.vhdx") == (
+        "c:-clusterstorage-volume1-vm01.vhdx")
+    assert metrics.counter_name("C:\\pool\\A.vhdx") == "C:-pool-A.vhdx"

@@ -86,6 +86,22 @@ async def test_list_vms_costs_one_query_more_when_backend_is_new(emulator: Emula
     assert (first.calls, first["query"]) == (2, 1)
 
 
+async def test_list_vms_sees_every_change_when_listings_repeat(emulator: EmulatorCim) -> None:
+    first = await _define(emulator, "first")
+    session = hv(emulator)
+    assert [(vm.name, vm.power) for vm in await vms.list_vms(session)] == [
+        ("first", PowerState.STOPPED)]
+    again = await vms.list_vms(session)  # nothing changed: the same listing, one call
+    assert [vm.name for vm in again] == ["first"]
+    again.clear()  # the caller's copy: the next listing is whole
+    await _start(emulator, first)
+    await _define(emulator, "second")
+    listed = await vms.list_vms(session)
+    assert [(vm.name, vm.power) for vm in listed] == [
+        ("first", PowerState.RUNNING), ("second", PowerState.STOPPED)]
+    assert [vm.name for vm in await vms.list_vms(session)] == ["first", "second"]
+
+
 async def test_list_vms_is_empty_when_host_has_no_vm(emulator: EmulatorCim) -> None:
     assert await vms.list_vms(hv(emulator)) == []
 
@@ -140,7 +156,8 @@ async def test_vm_stats_is_one_call_when_names_are_given(emulator: EmulatorCim) 
     assert (a.running, a.cpus, a.memory_mb) == (True, 1, 1024)
     assert 0 < a.cpu_utilization_percent <= 100 and a.uptime_ms >= 0
     assert b == vms.VmStats(cpu_utilization_percent=0.0, cpus=1, memory_mb=0, uptime_ms=0,
-                            running=False)
+                            running=False, guid=b.guid)
+    assert a.guid and b.guid and a.guid != b.guid
 
 
 async def test_vm_stats_makes_no_call_when_no_name_is_asked(emulator: EmulatorCim) -> None:

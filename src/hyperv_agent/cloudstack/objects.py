@@ -224,7 +224,7 @@ class HostStatsEntry(WireModel):
     host_id: JInt = 0
     entity_type: str = "host"
     cpu_utilization_percent: Annotated[JFloat, wire("cpuUtilization")] = 0.0
-    average_load: JFloat = 0.0  # the processor queue length, as an average load reads
+    average_load: JFloat = 0.0  # a Unix load average on KVM; Windows keeps none: always 0
     network_read_kb: Annotated[JFloat, wire("networkReadKBs")] = 0.0
     network_write_kb: Annotated[JFloat, wire("networkWriteKBs")] = 0.0
     total_memory_kb: Annotated[JFloat, wire("totalMemoryKBs")] = 0.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,8 @@ def doctor_command(shared: Sequence[Option], load: Loader) -> click.Command:
                **wsman: Any) -> None:
         """Check that a Hyper-V host is ready for the agent: one line per check with its
         fix; exit status 1 when a check failed."""
+        import asyncio
+
         from hyperv_agent.doctor.checks import Options
         from hyperv_agent.doctor.run import diagnose_or_explain
 

@@ -762,6 +762,19 @@ BytesSentPersec uint64
 BytesTotalPersec uint64
 CurrentBandwidth uint64
 """, namespace=CIMV2_NAMESPACE)
+# The "Hyper-V Virtual Storage Device" counter set: one instance per virtual hard disk a
+# running VM has open, named after its file (each backslash of the path written as "-").
+# Raw values: the "...Persec" counters hold totals since the disk was opened.
+_class("Win32_PerfRawData_Counters_HyperVVirtualStorageDevice", "Win32_PerfRawData", """
+Name string key
+ReadBytesPersec uint64
+WriteBytesPersec uint64
+ReadOperationsPerSec uint32
+WriteOperationsPerSec uint32
+ErrorCount uint32
+FlushCount uint32
+QueueLength uint64
+""", namespace=CIMV2_NAMESPACE)
 _class("Win32_PerfFormattedData_Counters_ProcessorInformation", None, """
 Name string key
 PercentIdleTime uint64

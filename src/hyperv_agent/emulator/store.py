@@ -98,6 +98,8 @@ class Store:
         self._by_class: dict[str, dict[str, Record]] = {}
         self._order: dict[str, int] = {}  # path key -> when the record was first stored
         self._counter = itertools.count()
+        #: How many commits have changed the store: equal revisions, equal contents.
+        self.revision = 0
         self._indexes: dict[str, ClassIndexes] = {}  # lower-case class name -> its indexes
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
@@ -199,6 +201,7 @@ class Store:
     def _commit(self, puts: dict[str, Record], deletes: set[str]) -> None:
         if not puts and not deletes:  # a read-only call: nothing to write
             return
+        self.revision += 1
         if self._db is not None:
             self._write(puts, deletes)
         for key in deletes:
@@ -314,6 +317,11 @@ class Transaction:
             if record.class_def.name.lower() in wanted:
                 total += spec.value(record)
         return total
+
+    @property
+    def staged(self) -> bool:
+        """Whether anything is staged (reads then differ from the store's)."""
+        return bool(self._puts or self._deletes)
 
     def changes(self) -> tuple[list[Record], list[str]]:
         """What is staged: the records to store, and the normalised paths to delete."""

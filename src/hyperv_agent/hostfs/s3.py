@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
-from defusedxml import ElementTree
-
 from hyperv_agent.errors import TransferError
 from hyperv_agent.hostfs.web import Get, Peer, Response, open_get
 
@@ -147,6 +145,8 @@ def _status_message(obj: S3Object, response: Response) -> str:
 
 def _error_fields(response: Response) -> tuple[str, str]:
     """The Code and Message of an S3 error body; empty strings when there is none."""
+    from defusedxml import ElementTree  # loaded by the first S3 error, not at start-up
+
     try:
         root = ElementTree.fromstring(response.error_text(_ERROR_BODY_BYTES))
     except Exception:  # an unreadable error body only loses detail

@@ -149,6 +149,9 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime")),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
         "Name", "BytesReceivedPersec", "BytesSentPersec")),
+    ClassUse(Class.DISK_PERF, CIMV2, properties=(
+        "Name", "ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
+        "WriteOperationsPerSec")),
 )
 
 

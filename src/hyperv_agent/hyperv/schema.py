@@ -60,6 +60,9 @@ class Class:
     NIC_CONFIGURATION = "Win32_NetworkAdapterConfiguration"
     PROCESSOR_PERF = "Win32_PerfFormattedData_Counters_ProcessorInformation"
     NIC_PERF = "Win32_PerfRawData_Tcpip_NetworkInterface"
+    #: "Hyper-V Virtual Storage Device" counters: one per virtual hard disk a running VM
+    #: has open, named after its file; raw "...Persec" values are totals since it opened
+    DISK_PERF = "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice"
 
 
 class Subtype:

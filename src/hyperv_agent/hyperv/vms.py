@@ -134,6 +134,7 @@ class VmStats:
     memory_mb: int
     uptime_ms: int
     running: bool
+    guid: str = ""  # the VM's GUID (Msvm_ComputerSystem.Name)
 
 
 def vm_path(vm_guid: str) -> ObjectPath:
@@ -178,30 +179,38 @@ def settings_path(vm_guid: str) -> ObjectPath:
 
 
 async def _summaries(hv: HyperV, requested: Iterable[SummaryInfo],
-                     vm_guids: Collection[str] | None = None) -> tuple[CimInstance, ...]:
-    """Summaries of the VMs ``vm_guids`` (of every VM when None); VMs that do not exist
-    are left out. Every VM: one call; or, where that answer overflowed the transport, one
-    query for the VMs' settings and the call by path (the backend batches it)."""
+                     vm_guids: Collection[str] | None = None) -> tuple[MethodResult, ...]:
+    """The answers summarising the VMs ``vm_guids`` (every VM when None), to be read
+    with ``_named``. Every VM: one call; or, where that answer overflowed the transport,
+    one query for the VMs' settings and the call by path (the backend batches it)."""
     information: list[int] = [int(item) for item in requested]
     if vm_guids is not None:
-        return await _summaries_of(hv, [settings_path(g) for g in vm_guids], information)
+        return (await _summaries_of(hv, [settings_path(g) for g in vm_guids], information),)
     kept = hv.kept(_Kept)
     if not kept.bulk_too_large:
         try:
-            return await _summaries_of(hv, None, information)
+            return (await _summaries_of(hv, None, information),)
         except CimResponseTooLarge:
             kept.bulk_too_large = True
     query = wql.select(Class.VSSD, wql.eq("VirtualSystemType", Subtype.REALIZED),
                        ("InstanceID",))
     paths = [s.path for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
-    return await _summaries_of(hv, paths, information) if paths else ()
+    return (await _summaries_of(hv, paths, information),) if paths else ()
 
 
 async def _summaries_of(hv: HyperV, settings: list[ObjectPath] | None,
-                        information: list[int]) -> tuple[CimInstance, ...]:
+                        information: list[int]) -> MethodResult:
     params: dict[str, InValue] = {"SettingData": settings, "RequestedInformation": information}
-    result = await call_service(hv, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
-    return tuple(s for s in result.instances("SummaryInformation") if s.string("Name"))
+    return await call_service(hv, "GetSummaryInformation", params, jobs.DEFAULT_POLICY)
+
+
+def _named(answers: Iterable[MethodResult]) -> tuple[CimInstance, ...]:
+    """The summaries in GetSummaryInformation answers, without those of paths that name
+    no VM (their Name is empty). One pass over every summary: for thousands of VMs, call
+    it on a thread."""
+    return tuple(summary for answer in answers
+                 for summary in answer.instances("SummaryInformation")
+                 if summary.string("Name"))
 
 
 # --- what the session knows of the host's VMs ----------------------------------------------
@@ -241,6 +250,12 @@ class _Known:
         self.guids: dict[str, str] = {}
         self._names: dict[str, set[str]] | None = None
 
+    def copy(self) -> _Known:
+        """An independent copy (one dict copy, however many VMs)."""
+        twin = _Known()
+        twin.guids = dict(self.guids)
+        return twin
+
     def note(self, name: str, vm_guid: str) -> None:
         old = self.guids.get(name)
         self.guids[name] = vm_guid
@@ -271,14 +286,18 @@ class _Kept:
     #: Summaries already read, by instance: a backend that hands out the same (immutable)
     #: instance again for an unchanged VM is not parsed twice.
     read: InstanceMemo[VmInfo] = field(default_factory=InstanceMemo)
+    #: The last listing of every VM, the summary array it was read from and the GUIDs of
+    #: its names.
+    last_listing: tuple[object, tuple[VmInfo, ...], _Known] | None = None
 
 
-def _read_listing(summaries: Iterable[CimInstance], read: InstanceMemo[VmInfo]
+def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
                   ) -> tuple[list[VmInfo], _Known]:
     """Every VM of a summary of all VMs, and the GUIDs of their names; summaries read
     before are taken from ``read``, the others added to it."""
-    listed = [vm for vm in (_read(summary, read) for summary in summaries)
-              if vm.guid]  # no GUID: no such VM
+    listed = [vm for answer in answers for vm in (
+        _read(summary, read) for summary in answer.instances("SummaryInformation"))
+        if vm.guid]  # no Name: no such VM
     return listed, _known_from((vm.name, vm.guid) for vm in listed)
 
 
@@ -306,12 +325,25 @@ async def list_vms(hv: HyperV) -> list[VmInfo]:
     call in batches (see the module notes). Read-only and safe to repeat; an empty host
     gives [].
     """
-    summaries = await _summaries(hv, _LIST_INFO)
+    answers = await _summaries(hv, _LIST_INFO)
+    kept = hv.kept(_Kept)
+    last = kept.last_listing
+    if last is not None and len(answers) == 1 and _summary_tuple(answers[0]) is last[0]:
+        kept.known = last[2].copy()  # nothing changed since
+        return list(last[1])
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
-    kept = hv.kept(_Kept)
-    listed, kept.known = await asyncio.to_thread(_read_listing, summaries, kept.read)
+    listed, known = await asyncio.to_thread(_read_listing, answers, kept.read)
+    kept.known = known.copy()
+    kept.last_listing = ((_summary_tuple(answers[0]), tuple(listed), known)
+                         if len(answers) == 1 else None)
     return listed
+
+
+def _summary_tuple(answer: MethodResult) -> object:
+    """The answer's SummaryInformation array, as the backend handed it out: the same
+    object again means the same summaries (a backend that keeps its answers)."""
+    return answer["SummaryInformation"]
 
 
 async def find_vm(hv: HyperV, name: str) -> VmRef | None:
@@ -345,11 +377,11 @@ async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
         return {}
     known = hv.kept(_Kept).known.guids
     if wanted <= known.keys():
-        stats = _stats_of(await _summaries(hv, _STATS_INFO, {known[n] for n in wanted}),
-                          wanted)
+        stats = _stats_of(_named(await _summaries(hv, _STATS_INFO,
+                                                  {known[n] for n in wanted})), wanted)
         if stats.keys() == wanted:
             return stats
-    every = await _summaries(hv, _STATS_INFO)
+    every = _named(await _summaries(hv, _STATS_INFO))
     _learn(hv, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
     return _stats_of(every, wanted)
 
@@ -386,6 +418,7 @@ def _vm_stats(summary: CimInstance) -> VmStats:
         memory_mb=summary.integer("MemoryUsage") or 0,
         uptime_ms=summary.integer("UpTime") or 0,
         running=power_state(summary.integer("EnabledState")) is PowerState.RUNNING,
+        guid=(summary.string("Name") or "").upper(),
     )
 
 

@@ -3,21 +3,24 @@
 ``install``, ``remove``, ``start`` and ``stop`` compute a plan of steps on any OS; with
 ``--dry-run`` they print it, otherwise they carry it out on the Windows host (off Windows
 without ``--dry-run`` they stop with one line). ``status`` reports what it can see, and
-``import-config`` works anywhere.
+``import-config`` works anywhere. What a command does is imported when it runs, so the
+agent's other commands (and ``--help``) do not load the configuration models for it.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hyperv_agent.errors import AgentError
-from hyperv_agent.winsvc import importing, plan, status, tomltext
 from hyperv_agent.winsvc.host import ServiceHost, StartType
 from hyperv_agent.winsvc.paths import ServicePaths, on_windows
-from hyperv_agent.winsvc.steps import SystemClock
+
+if TYPE_CHECKING:
+    from hyperv_agent.winsvc import importing, plan
 
 
 def _fail(error: AgentError | str) -> None:
@@ -38,6 +41,9 @@ def windows_host() -> ServiceHost:
 
 
 def _carry_out(chosen: plan.Plan, dry_run: bool) -> None:
+    from hyperv_agent.winsvc import plan
+    from hyperv_agent.winsvc.steps import SystemClock
+
     if dry_run:
         click.echo("\n".join(chosen.lines()))
         return
@@ -72,6 +78,8 @@ _dry_run = click.option("--dry-run", is_flag=True,
 def install(replace_csharp_agent: bool, account: str | None, password: str | None,
             delayed_start: bool, dry_run: bool) -> None:
     """Install the agent as a Windows service, open port 8250 and start it."""
+    from hyperv_agent.winsvc import plan
+
     if account and password is None and not dry_run:
         password = click.prompt(f"password of {account}", hide_input=True)
     options = plan.InstallOptions(
@@ -86,6 +94,8 @@ def install(replace_csharp_agent: bool, account: str | None, password: str | Non
 @_dry_run
 def remove(restore_csharp_agent: bool, dry_run: bool) -> None:
     """Stop and delete the service and its firewall rule (configuration and logs stay)."""
+    from hyperv_agent.winsvc import plan
+
     _carry_out(plan.remove_plan(ServicePaths.on_this_host(), restore_csharp_agent), dry_run)
 
 
@@ -93,6 +103,8 @@ def remove(restore_csharp_agent: bool, dry_run: bool) -> None:
 @_dry_run
 def start(dry_run: bool) -> None:
     """Start the service and wait until it runs."""
+    from hyperv_agent.winsvc import plan
+
     _carry_out(plan.start_plan(ServicePaths.on_this_host()), dry_run)
 
 
@@ -100,6 +112,8 @@ def start(dry_run: bool) -> None:
 @_dry_run
 def stop(dry_run: bool) -> None:
     """Stop the service and wait until it has stopped."""
+    from hyperv_agent.winsvc import plan
+
     _carry_out(plan.stop_plan(), dry_run)
 
 
@@ -109,6 +123,8 @@ def stop(dry_run: bool) -> None:
 def status_command(config_file: Path | None) -> None:
     """Show the service, the C# agent, the firewall rule, the configuration and backend.
     Exit status: 0 when the service runs, 3 when it does not (or is not installed)."""
+    from hyperv_agent.winsvc import status
+
     target = config_file or Path(str(ServicePaths.on_this_host().config_file))
     try:
         found = status.status(windows_host() if on_windows() else None, target)
@@ -131,6 +147,8 @@ def status_command(config_file: Path | None) -> None:
 def import_config(source: Path, output: Path | None, state_dir: str | None,
                   force: bool) -> None:
     """Write agent.toml from the C# agent's AgentShell.exe.config (SOURCE)."""
+    from hyperv_agent.winsvc import importing
+
     if output is None and not on_windows():
         _fail("name the file to write with --output (on the Hyper-V host the default is "
               f"the service's {ServicePaths.on_this_host().config_file})")
@@ -150,6 +168,8 @@ def import_config(source: Path, output: Path | None, state_dir: str | None,
 
 
 def _report_import(result: importing.Imported) -> None:
+    from hyperv_agent.winsvc import tomltext
+
     click.echo(f"wrote {result.config_file}")
     for carried in result.translation.agent:
         click.echo(f"  {tomltext.line(carried.key, carried.value)}  (from {carried.source})")

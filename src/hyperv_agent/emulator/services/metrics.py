@@ -16,6 +16,14 @@ I/O happens only when a test says so (``disk_io``); values grow only while meter
 enabled for the medium and the VM runs (not when it is off, saved or paused). A value's
 InstanceID is its medium's InstanceID followed by ``\\`` and the definition's GUID.
 
+The same I/O moves the disk's performance counters in root\\cimv2
+(Win32_PerfRawData_Counters_HyperVVirtualStorageDevice, "Hyper-V Virtual Storage
+Device"), which Windows keeps without metering: bytes and operations read and written,
+totals since the VM began running (a VM started again counts from 0). The instance is
+named after the disk's file, each backslash written as "-" (``counter_name``), and made
+at the disk's first I/O; it stays, with its last values, after the VM stops (Windows
+drops it then).
+
 What is not modelled: CPU, memory and network metrics, the non-aggregated
 Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
 (ControlSampleTimes) and the other methods of the service. Values of a medium removed
@@ -29,7 +37,7 @@ from __future__ import annotations
 import ntpath
 from collections.abc import Iterator, Mapping
 
-from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath, OutValue
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, ObjectPath, OutValue
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState
@@ -162,20 +170,27 @@ def _drop_orphans(host: EmulatedHost, txn: Transaction) -> None:
 
 
 def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0,
-            written_bytes: int = 0, ios: int = 0) -> bool:
+            written_bytes: int = 0, ios: int = 0, reads: int = 0, writes: int = 0) -> bool:
     """The guest of ``vm_name`` reads ``read_bytes`` from and writes ``written_bytes`` to
-    the virtual hard disk whose file is ``image``, in ``ios`` normalized (8 KB) I/Os.
+    the virtual hard disk whose file is ``image``, in ``ios`` normalized (8 KB) I/Os, or
+    ``reads`` read and ``writes`` write operations as the disk's counters see them.
 
     Returns whether the metric values counted it: False when the VM is not running or
-    the medium is not metered (nothing changes then). LookupError when the VM or the
-    disk does not exist, ValueError for a negative amount.
+    the medium is not metered. The performance counters count it whenever the VM runs.
+    LookupError when the VM or the disk does not exist, ValueError for a negative amount.
     """
-    if min(read_bytes, written_bytes, ios) < 0:
+    if min(read_bytes, written_bytes, ios, reads, writes) < 0:
         raise ValueError("I/O amounts cannot be negative")
     txn = host.store.transaction()
     vm, medium = _find_disk(host, txn, vm_name, image)
+    if vm["EnabledState"] != EnabledState.ENABLED:
+        return False
+    files = medium["HostResource"]
+    assert isinstance(files, tuple) and files  # _find_disk matched the medium by its file
+    _count_device(host, txn, vm, str(files[0]), (read_bytes, written_bytes, reads, writes))
     values = list(values_of(host, txn, medium))
-    if vm["EnabledState"] != EnabledState.ENABLED or not values:
+    if not values:
+        txn.commit()
         return False
     amounts = {READ: read_bytes, WRITTEN: written_bytes, IO_COUNT: ios}
     for value in values:
@@ -185,6 +200,36 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
     _drop_orphans(host, txn)
     txn.commit()
     return True
+
+
+DEVICE_COUNTERS = "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice"
+#: Each counter and where it wraps: bytes are 64-bit counters, operations 32-bit.
+_DEVICE_TOTALS = (("ReadBytesPersec", 1 << 64), ("WriteBytesPersec", 1 << 64),
+                  ("ReadOperationsPerSec", 1 << 32), ("WriteOperationsPerSec", 1 << 32))
+
+
+def counter_name(image: str) -> str:
+    """The counter instance of the disk whose file is ``image``: its path with each
+    backslash written as "-", as Windows names the instances of this counter set."""
+    return image.replace("\\", "-")
+
+
+def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, image: str,
+                  amounts: tuple[int, int, int, int]) -> None:
+    """Add ``amounts`` (bytes read and written, read and write operations) to the disk
+    file ``image``'s counters; counters left from an earlier run of the VM start again
+    from 0."""
+    path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=counter_name(image))
+    run = vm.meta.get("started_at")
+    record = txn.edit(path)
+    if record is None or record.meta.get("run") != run:
+        record = host.new_record(DEVICE_COUNTERS, Name=counter_name(image), ErrorCount=0,
+                                 FlushCount=0, QueueLength=0,
+                                 **{name: 0 for name, _ in _DEVICE_TOTALS})
+        record.meta["run"] = run
+        txn.put(record)
+    for (name, wrap), amount in zip(_DEVICE_TOTALS, amounts, strict=True):
+        record[name] = (record.integer(name) + amount) % wrap
 
 
 def _find_disk(host: EmulatedHost, txn: Transaction, vm_name: str, image: str

@@ -67,6 +67,20 @@ class _Kept:
 _KEPT: weakref.WeakKeyDictionary[EmulatedHost, dict[int, _Kept]] = weakref.WeakKeyDictionary()
 
 
+@dataclass(frozen=True)
+class _Every:
+    """The summaries of every VM, as built at a revision of the host's store."""
+
+    revision: int
+    wanted: frozenset[str]
+    found: tuple[CimInstance, ...]
+
+
+#: The last answer for every VM, per host: asked again with nothing changed on the host
+#: (the state report, sent back to back), it is handed out again rather than rebuilt.
+_EVERY: weakref.WeakKeyDictionary[EmulatedHost, _Every] = weakref.WeakKeyDictionary()
+
+
 @handles("Msvm_VirtualSystemManagementService", "GetSummaryInformation")
 def get_summary_information(call: Call) -> Mapping[str, OutValue]:
     requested = call.integers("RequestedInformation") or (0,)
@@ -76,11 +90,24 @@ def get_summary_information(call: Call) -> Mapping[str, OutValue]:
                           f"unknown RequestedInformation {unknown}", immediate=True)
     facts = _Facts(call, frozenset({INFORMATION[i] for i in requested} | {"Name"}))
     if call.arg("SettingData") is None:
-        found = facts.every_vm()
+        found = _every_vm(call, facts)
     else:
         found = tuple(facts.of_path(p) for p in call.paths("SettingData"))
     call.host.counters.add("summarized", len(found))
     return {"SummaryInformation": found}
+
+
+def _every_vm(call: Call, facts: _Facts) -> tuple[CimInstance, ...]:
+    """Every VM's summary; the last answer again when the host has not changed since."""
+    if facts.kept is None or call.txn.staged:
+        return facts.every_vm()
+    revision = call.host.store.revision
+    last = _EVERY.get(call.host)
+    if last is not None and (last.revision, last.wanted) == (revision, facts.wanted):
+        return last.found
+    found = facts.every_vm()
+    _EVERY[call.host] = _Every(revision, facts.wanted, found)
+    return found
 
 
 class _Facts:
