@@ -46,6 +46,17 @@ def test_journal_keeps_the_vms_being_built_when_reopened(tmp_path: Path) -> None
     assert json.loads(path.read_text()) == ["r-7-VM"]
 
 
+def test_journal_with_nothing_pending_is_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "building.json"
+    journal = BuildJournal(path)
+    journal.begin("i-2-5-VM")
+    journal.end("i-2-5-VM")
+    assert not path.exists()
+    assert BuildJournal(path).pending() == ()
+    journal.begin("i-2-6-VM")
+    assert BuildJournal(path).pending() == ("i-2-6-VM",)
+
+
 def test_agent_id_is_made_once_and_kept_when_asked_again(tmp_path: Path) -> None:
     made = agent_id(tmp_path)
     assert len(made) == 8 and int(made, 16) >= 0

@@ -134,7 +134,9 @@ class PoolRegistry:
 class BuildJournal:
     """The VMs a StartCommand is building now (``building.json``): written before the VM is
     defined, cleared once it runs or was removed again, so a VM that a killed process left
-    half-built is known at the next start."""
+    half-built is known at the next start. With nothing pending there is no file, so a
+    start that builds alone creates it and removes it and never renames over a file
+    (which on ext4 waits for the disk's write-back of other data)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -169,7 +171,10 @@ class BuildJournal:
                 self._names[key] = vm_name
             else:
                 del self._names[key]
-            _replace(self._path, ".building-", sorted(self._names.values()))
+            if self._names:
+                _replace(self._path, ".building-", sorted(self._names.values()))
+            else:  # nothing pending: no file (and the next write renames over none)
+                self._path.unlink(missing_ok=True)
 
 
 def agent_id(state_dir: Path) -> str:

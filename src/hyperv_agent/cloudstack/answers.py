@@ -19,8 +19,6 @@ both: GetStorageStatsAnswer ``capacityBytes``/``usedBytes`` and ``capacity``/``u
 CheckVirtualMachineAnswer ``state`` and ``powerstate``. Either name is read on input.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -210,7 +208,7 @@ class ModifyStoragePoolAnswer(Answer):
     template_info: dict[str, JObject] = Field(default_factory=dict)
     local_datastore_name: str | None = None
     pool_type: str | None = None
-    datastore_cluster_children: list[ModifyStoragePoolAnswer] = Field(default_factory=list)
+    datastore_cluster_children: list["ModifyStoragePoolAnswer"] = Field(default_factory=list)
 
 
 class GetStorageStatsAnswer(Answer):

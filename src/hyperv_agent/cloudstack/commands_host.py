@@ -1,7 +1,5 @@
 """Commands about the host itself: registration, pings, health, statistics, HA checks."""
 
-from __future__ import annotations
-
 from typing import Annotated, ClassVar
 
 from pydantic import Field

@@ -3,8 +3,6 @@ answers the ones that still arrive with a fixed reply, and 404s the rest. The se
 commands (SecurityGroupRulesCmd, NetworkRulesVmSecondaryIpCommand, NetworkRulesSystemVmCommand,
 CleanupNetworkRulesCmd) reach the agent on zones with security groups (protocol §14)."""
 
-from __future__ import annotations
-
 from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names

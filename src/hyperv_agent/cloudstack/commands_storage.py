@@ -1,7 +1,5 @@
 """Storage commands: pools, volumes, templates, and the pre-4.2 legacy commands."""
 
-from __future__ import annotations
-
 from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names

@@ -1,7 +1,5 @@
 """Commands about virtual machines: lifecycle, state, console, statistics, NICs, migration."""
 
-from __future__ import annotations
-
 from typing import Annotated, ClassVar
 
 from pydantic import Field

@@ -8,8 +8,6 @@ Fields are optional unless the agent cannot act without them; a Java primitive t
 always writes has the Java default (0, false) when absent, as Gson would leave it.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from pydantic import Field

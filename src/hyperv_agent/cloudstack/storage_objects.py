@@ -12,8 +12,6 @@ again under its class name. The same classes appear unwrapped where Java declare
 concrete type (MigrateWithStorageAnswer.volumeTos).
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar
 

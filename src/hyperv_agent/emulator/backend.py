@@ -21,9 +21,8 @@ from hyperv_agent.cim.api import (
     coerce_value,
 )
 from hyperv_agent.cim.classdecl import CimClass
-from hyperv_agent.emulator import associations, classes, model, wqlindex, wqlparse
-from hyperv_agent.emulator import services as _services  # noqa: F401 - registers handlers
-from hyperv_agent.emulator.calls import HANDLERS, Arg, Call, MethodError, instance_of
+from hyperv_agent.emulator import associations, classes, model, services, wqlindex, wqlparse
+from hyperv_agent.emulator.calls import Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import Clock, EmulatedHost
@@ -223,7 +222,7 @@ class EmulatorCim(Cim):
         injected = self.host.faults.take_return_code(method_def.name)
         if injected is not None:
             return MethodResult.build(injected, {})
-        handler = HANDLERS.get((class_def.name.lower(), method_def.name.lower()))
+        handler = services.handler(class_def.name, method_def.name)
         if handler is None:
             return MethodResult.build(ReturnCode.NOT_SUPPORTED, {})
         return self._run(Call(self.host, self.host.store.transaction(), method_def, target, args),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import ntpath
 import uuid
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from hyperv_agent.cloudstack import names
@@ -53,11 +54,11 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
-from hyperv_agent.hostfs.download import download_image
-from hyperv_agent.hostfs.s3 import S3Object
-from hyperv_agent.hostfs.transfer import transfer
 from hyperv_agent.hyperv import disks
 from hyperv_agent.hyperv.vms import PowerState
+
+if TYPE_CHECKING:
+    from hyperv_agent.hostfs.s3 import S3Object
 
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
 
@@ -118,8 +119,7 @@ class CopyHandler(FileHandlers):
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
-            done = await download_image(self.files, source, target, checksum=checksum,
-                                        aside=self.aside)
+            done = await self.download(source, target, checksum)
         log.info("template %s downloaded to %s (%d bytes)", src.path, done.path, done.size)
         return dest.model_copy(update={"path": dest_path,
                                        "format": ImageFormat(images.format_of(done.suffix)),
@@ -177,8 +177,7 @@ class CopyHandler(FileHandlers):
             if linked:
                 await self._linked_clone(target, template)
             else:
-                await transfer(self.files, template, target, decompress=False,
-                               aside=self.aside)
+                await self.copy_file(template, target)
             if grow:
                 await self._grown(target, size)
         log.info("volume %s made from template %s (%s%s)", target, template,
@@ -257,8 +256,7 @@ class CopyHandler(FileHandlers):
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            await transfer(self.files, source, target, decompress=False,
-                           aside=self.aside)
+            await self.copy_file(source, target)
         return dest.model_copy(update={"path": new_path, "format": fmt})
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
@@ -291,8 +289,7 @@ class CopyHandler(FileHandlers):
         target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
         virtual = (await disks.read_settings(self.hv, source, policy=self.job_wait)).size_bytes
         async with self.file_locks.hold(target):
-            done = await transfer(self.files, source, target, decompress=False,
-                                  digest=TEMPLATE_CHECKSUM, aside=self.aside)
+            done = await self.copy_file(source, target, TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={
             "path": f"{(dest.path or '').strip('/')}/{uid}.{fmt.lower()}", "format": fmt,
@@ -328,7 +325,7 @@ def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | 
     log line saying why it was not applied)."""
     if not src.checksum:
         return None
-    if isinstance(source, S3Object):
+    if not isinstance(source, str):  # an S3 object
         return src.checksum  # an S3 image store keeps the object as downloaded
     downloaded = _file_name(urlsplit(src.orig_url or "").path)
     read = ntpath.basename(source.replace("/", "\\"))
@@ -351,6 +348,8 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
                                          ("secretKey", store.secret_key)) if not value]
     if missing:
         raise InvalidRequest(f"srcTO: the S3 store lacks {', '.join(missing)}")
+    from hyperv_agent.hostfs.s3 import S3Object  # loaded by the first S3 template
+
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
                     https=bool(store.https_flag), region=DEFAULT_S3_REGION)

@@ -1,8 +1,14 @@
 """What the handlers of commands that write or delete files on the host share (volumes,
 copies): the host's session, request paths below registered roots, the one file lock
-table, how long Hyper-V's jobs are waited for, and the agent's aside files."""
+table, how long Hyper-V's jobs are waited for, and the agent's aside files.
+
+The copying itself (``hostfs.transfer`` with its http, S3 and decompressing readers, and
+``hostfs.download``) is loaded by the first copy, not when the agent starts.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
@@ -10,6 +16,10 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import jobs
 from hyperv_agent.hyperv.session import HyperV
+
+if TYPE_CHECKING:
+    from hyperv_agent.hostfs.download import Downloaded
+    from hyperv_agent.hostfs.transfer import Source, Transferred
 
 
 class FileHandlers:
@@ -25,3 +35,19 @@ class FileHandlers:
         self.file_locks = file_locks
         self.job_wait = job_wait
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
+
+    async def copy_file(self, source: Source, target: str,
+                        digest: str | None = None) -> Transferred:
+        """Copy ``source`` as stored (nothing expanded) to the host path ``target``."""
+        from hyperv_agent.hostfs.transfer import transfer
+
+        return await transfer(self.files, source, target, decompress=False, digest=digest,
+                              aside=self.aside)
+
+    async def download(self, source: Source, target: str,
+                       checksum: str | None = None) -> Downloaded:
+        """Copy the image ``source`` to ``target`` as ``hostfs.download`` does."""
+        from hyperv_agent.hostfs.download import download_image
+
+        return await download_image(self.files, source, target, checksum=checksum,
+                                    aside=self.aside)

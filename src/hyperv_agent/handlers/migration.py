@@ -51,7 +51,6 @@ from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hostfs.transfer import transfer
 from hyperv_agent.hyperv import drives, host, jobs, migration, vms
 from hyperv_agent.hyperv.schema import MigrationType
 from hyperv_agent.hyperv.session import HyperV
@@ -259,7 +258,7 @@ class MigrationHandlers(FileHandlers):
         async with self.file_locks.hold(source), self.file_locks.hold(target):
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
-            await transfer(self.files, source, target, decompress=False, aside=self.aside)
+            await self.copy_file(source, target)
             await self.files.remove(source)
 
     async def _volume_in(self, root: str, volume_path: str) -> str:

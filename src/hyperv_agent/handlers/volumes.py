@@ -16,6 +16,7 @@ import logging
 import ntpath
 import uuid
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from hyperv_agent.cloudstack import names
@@ -44,13 +45,13 @@ from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hostfs.download import download_image
-from hyperv_agent.hostfs.http import HttpObject
-from hyperv_agent.hostfs.transfer import Source, transfer
 from hyperv_agent.hyperv import disks, drives, jobs
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
+
+if TYPE_CHECKING:
+    from hyperv_agent.hostfs.transfer import Source
 
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
@@ -212,7 +213,7 @@ class VolumeHandlers(FileHandlers):
         if not await self.files.exists(source):
             raise InvalidRequest(f"the template file {source} does not exist")
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
-        await transfer(self.files, source, target, decompress=False, aside=self.aside)
+        await self.copy_file(source, target)
         return target
 
     # --- legacy DestroyCommand ----------------------------------------------------------
@@ -307,7 +308,7 @@ class VolumeHandlers(FileHandlers):
         suffix = images.disk_suffix_of(name, TEMPLATE_NAME)
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "localPath")
         async with self.file_locks.hold(target):
-            done = await download_image(self.files, source, target, aside=self.aside)
+            done = await self.download(source, target)
         return PrimaryStorageDownloadAnswer(result=True,
                                             install_path=ntpath.basename(done.path),
                                             template_size_bytes=done.size)
@@ -318,6 +319,8 @@ class VolumeHandlers(FileHandlers):
         url = command.url.strip()
         scheme = url.partition("://")[0].lower() if "://" in url else ""
         if scheme in ("http", "https"):
+            from hyperv_agent.hostfs.http import HttpObject  # loaded by the first http URL
+
             remote = HttpObject.from_url(url)
             return remote, remote.name
         if scheme == "nfs":
