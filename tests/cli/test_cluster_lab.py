@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from tests.cli import lab
 from tests.e2e.conftest import API, client_context
+from tests.e2e.migration_kit import free_port
 from tests.emulator.kit import finished, ok, state
 from tests.emulator.migration_kit import build_vm, migrate, new_disk, portrait
 
@@ -55,36 +55,16 @@ class Host:
         return WsmanCim(wsman_settings(load_config(self.config)))
 
 
-def _free_everywhere(addresses: tuple[str, ...]) -> int:
-    """A port free on every address given."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((addresses[0], 0))
-            port = int(probe.getsockname()[1])
-        if all(_free(address, port) for address in addresses):
-            return port
-    raise AssertionError("no port free on every address")
-
-
-def _free(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
 def _write_config(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
                   agent_settings: str = "") -> Host:
     address = ADDRESSES[name]
-    winrm = _free_everywhere((address,))
+    winrm = free_port((address,))
     config = tmp_path / f"{name}.toml"
     config.write_text(f"""[agent]
 state_dir = "{tmp_path / name}"
 private_ip = "{address}"
 listen = "{address}:{port}"
-admin_listen = "{address}:{_free_everywhere((address,))}"
+admin_listen = "{address}:{free_port((address,))}"
 console_relay_listen = ""
 {agent_settings}
 [emulator]
@@ -178,7 +158,7 @@ async def _moved(source: Cim, vm: ObjectPath, destination: str) -> None:
 
 async def test_vm_moves_between_two_serve_processes_and_a_stopped_one_refuses(
         tmp_path: Path) -> None:
-    port = _free_everywhere(tuple(ADDRESSES.values()))  # both agents listen on one port
+    port = free_port(tuple(ADDRESSES.values()))  # both agents listen on one port
     a = _write_config(tmp_path, "HV-A", port, "failing_jobs = {MigrateVirtualSystemToHost = 1}")
     b = _write_config(tmp_path, "HV-B", port)
     for disk in ("mover", "other"):
@@ -247,7 +227,7 @@ UP, DOWN = (False, True, True), (True, True, False)
 
 async def test_stopped_hosts_heartbeat_goes_stale_where_its_neighbours_read_it(
         tmp_path: Path) -> None:
-    port = _free_everywhere(tuple(ADDRESSES.values()))
+    port = free_port(tuple(ADDRESSES.values()))
     a, b, c = (_write_config(tmp_path, name, port, agent_settings=HA_TIMING)
                for name in ADDRESSES)
     (tmp_path / "pool").mkdir()
