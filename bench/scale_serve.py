@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import importlib.util
 import json
 import multiprocessing
 import socket
@@ -78,6 +79,18 @@ def serve(state_dir: Path, timeout_s: float = 120.0) -> Served:
             time.sleep(0.002)
     process.kill()
     raise RuntimeError(f"serve did not become ready within {timeout_s} s")
+
+
+def compiled() -> bool:
+    """Whether every module of the agent has bytecode no older than its source, as an
+    installed agent has (``./dev`` compiles the checkout at set-up)."""
+    spec = importlib.util.find_spec("hyperv_agent")
+    assert spec is not None and spec.origin is not None
+    for source in Path(spec.origin).parent.rglob("*.py"):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            return False
+    return True
 
 
 def ready_s(state_dir: Path, rounds: int) -> float:
