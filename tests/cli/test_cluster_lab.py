@@ -31,7 +31,7 @@ from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from tests.cli import lab
 from tests.e2e.conftest import API, client_context
-from tests.e2e.migration_kit import free_port
+from tests.e2e.migration_kit import free_port, member_toml
 from tests.emulator.kit import finished, ok, state
 from tests.emulator.migration_kit import build_vm, migrate, new_disk, portrait
 
@@ -58,29 +58,9 @@ class Host:
 def _write_config(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
                   agent_settings: str = "") -> Host:
     address = ADDRESSES[name]
-    winrm = free_port((address,))
     config = tmp_path / f"{name}.toml"
-    config.write_text(f"""[agent]
-state_dir = "{tmp_path / name}"
-private_ip = "{address}"
-listen = "{address}:{port}"
-admin_listen = "{address}:{free_port((address,))}"
-console_relay_listen = ""
-{agent_settings}
-[emulator]
-host_name = "{name}"
-cluster_dir = "{tmp_path / 'cluster'}"
-winrm = true
-[emulator.shares]
-'{POOL}' = "{tmp_path / 'pool'}"
-[emulator.lab]
-{lab_knobs}
-[wsman]
-url = "http://{address}:{winrm}/wsman"
-username = "{USER}"
-password = "{PASSWORD}"
-auth = "ntlm"
-""")
+    config.write_text(member_toml(tmp_path, name, address, port, POOL, agent=agent_settings,
+                                  lab_knobs=lab_knobs))
     return Host(name, config, f"https://{address}:{port}")
 
 

@@ -200,26 +200,26 @@ def _free(address: str, port: int) -> bool:
     return True
 
 
-def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "") -> Member:
-    """The configuration of cluster member ``name`` listening on ``port`` of its address;
-    both members map the SMB pool's share to one folder, ``tmp_path/pool``."""
-    address = ADDRESSES[name]
-    switches = [SWITCH, ONLY_ON_A] if name == "HV-A" else [SWITCH]
-    config = tmp_path / f"{name}.toml"
-    config.write_text(f"""[agent]
+def member_toml(tmp_path: Path, name: str, address: str, port: int, share: str, *,
+                agent: str = "", emulator: str = "", lab_knobs: str = "") -> str:
+    """The configuration of cluster member ``name``: its agent on ``port`` of ``address``,
+    its emulated host in ``tmp_path/cluster`` with the SMB share ``share`` mapped to
+    ``tmp_path/pool`` (one folder for every member) and a WinRM face of its own; ``agent``,
+    ``emulator`` and ``lab_knobs`` are more lines of those sections."""
+    return f"""[agent]
 state_dir = "{tmp_path / name}"
 private_ip = "{address}"
 listen = "{address}:{port}"
 admin_listen = "{address}:{free_port((address,))}"
 console_relay_listen = ""
-local_storage_path = '{LOCAL_POOL}'
+{agent}
 [emulator]
 host_name = "{name}"
 cluster_dir = "{tmp_path / 'cluster'}"
-switches = {json.dumps(switches)}
 winrm = true
+{emulator}
 [emulator.shares]
-'{SHARE}' = '{tmp_path / "pool"}'
+'{share}' = '{tmp_path / "pool"}'
 [emulator.lab]
 {lab_knobs}
 [wsman]
@@ -227,7 +227,19 @@ url = "http://{address}:{free_port((address,))}/wsman"
 username = "{USER}"
 password = "{PASSWORD}"
 auth = "ntlm"
-""")
+"""
+
+
+def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "") -> Member:
+    """The configuration of cluster member ``name`` listening on ``port`` of its address;
+    both members map the SMB pool's share to one folder, ``tmp_path/pool``."""
+    address = ADDRESSES[name]
+    switches = [SWITCH, ONLY_ON_A] if name == "HV-A" else [SWITCH]
+    config = tmp_path / f"{name}.toml"
+    config.write_text(member_toml(tmp_path, name, address, port, SHARE,
+                                  agent=f"local_storage_path = '{LOCAL_POOL}'",
+                                  emulator=f"switches = {json.dumps(switches)}",
+                                  lab_knobs=lab_knobs))
     return Member(name, config, f"https://{address}:{port}")
 
 
