@@ -88,6 +88,7 @@ class FilledHost:
         vhd.create(self.template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, DISK_BYTES)
         self.pairs = 0
         self.adding_s = 0.0  # time spent adding VMs (commands only, not file copies)
+        self.pair_s: list[float] = []  # the time each pair took to add, in order
 
     @property
     def emulator(self) -> EmulatorCim:
@@ -128,7 +129,9 @@ class FilledHost:
         answer = json.loads(await self.agent.dispatch(START, body))
         assert answer[0]["com.cloud.agent.api.StartAnswer"]["result"] is True, answer
         await self.operator_vm(f"ops-{index}", own)
-        self.adding_s += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        self.adding_s += spent
+        self.pair_s.append(spent)
         self.pairs += 1
 
     async def operator_vm(self, name: str, disk: str) -> None:
