@@ -134,6 +134,7 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         lab_free_bytes=dict(section.lab.free_bytes),
         lab_failing_jobs=dict(section.lab.failing_jobs),
         cluster_dir=section.cluster_dir,
+        disk_counter_names=section.disk_counter_names,
         migration=MigrationSettings(
             enabled=section.migration.enabled,
             kerberos=section.migration.authentication == "Kerberos",

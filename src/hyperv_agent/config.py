@@ -299,6 +299,9 @@ class EmulatorSection(_Section):
     job_retention_s: float = Field(default=_HOST.job_retention_s, ge=0)  # finished jobs vanish
     # Emulated hosts of several agents naming the same folder form a cluster (migration).
     cluster_dir: Path | None = _HOST.cluster_dir
+    # How the host names its disk counter instances: the path with "-" for each backslash
+    # ("plain", C:-pool-a.vhdx) or the same of its \\?\ form ("verbatim", --?-C:-pool-a.vhdx).
+    disk_counter_names: Literal["plain", "verbatim"] = "plain"
     # Also serve this emulated host over WinRM, at [wsman] url to [wsman] username/password.
     winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs

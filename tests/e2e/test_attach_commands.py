@@ -514,6 +514,25 @@ async def test_vm_stats_report_each_running_vms_disk_io_since_the_previous_repor
     assert {name: _disk_io(e) for name, e in fourth.items()} == dict.fromkeys(both, (0, 0, 0, 0))
 
 
+async def test_vm_stats_read_counters_named_after_the_verbatim_form_of_the_disks_path(
+    tmp_path: Path,
+) -> None:
+    # a host that names its counter instances --?-C:-pool-... (the \\?\ form of the path)
+    toml = '[emulator]\ndisk_counter_names = "verbatim"'
+    async with serving(config_with_shares(tmp_path, {}, agent_toml=toml)) as running:
+        await _start(running, "i-2-43-VM", data_seq=1, iso=False)
+        first, _ = await _vm_stats(running, ["i-2-43-VM"])
+        assert _disk_io(first["i-2-43-VM"]) == (0, 0, 0, 0)
+        host = running.emulator.host
+        metrics.disk_io(host, "i-2-43-VM", _file("i-2-43-VM-root"), read_bytes=4 * MB, reads=40)
+        metrics.disk_io(host, "i-2-43-VM", _file("i-2-43-VM-data"), written_bytes=MB, writes=8)
+        listed = {str(i["Name"]) for i in await running.emulator.query(
+            f"SELECT Name FROM {metrics.DEVICE_COUNTERS}", "root\\cimv2")}
+        assert listed == {"--?-C:-pool-i-2-43-VM-root.vhdx", "--?-C:-pool-i-2-43-VM-data.vhdx"}
+        second, queries = await _vm_stats(running, ["i-2-43-VM"])
+        assert (_disk_io(second["i-2-43-VM"]), queries) == ((40, 8, 4 * 1024, 1024), 2)
+
+
 async def test_vm_stats_count_a_restarted_vms_io_from_its_new_start(agent: Running) -> None:
     vm = await _start(agent, "i-2-42-VM")
     host, root = agent.emulator.host, _file("i-2-42-VM-root")

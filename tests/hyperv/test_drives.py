@@ -4,6 +4,7 @@ of many VMs at once, on the emulated host."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import build, diskstats, drives, vms
@@ -426,3 +428,46 @@ def test_counter_names_are_disk_paths_with_dashes_for_backslashes() -> None:
     assert diskstats.counter_name("C:\\ClusterStorage\\Volume1\\VM01.vhdx") == (
         "c:-clusterstorage-volume1-vm01.vhdx")
     assert metrics.counter_name("C:\\pool\\A.vhdx") == "C:-pool-A.vhdx"
+
+
+def test_counter_names_of_the_verbatim_form_are_the_same_disk_as_the_plain_ones() -> None:
+    # Windows names an instance after the disk's path, or after its \\?\ form
+    for path in ("C:\\ClusterStorage\\Volume1\\VM01.vhdx", "\\\\fs1\\primary\\R-7.vhdx"):
+        plain, verbatim = metrics.counter_name(path), metrics.counter_name(path, verbatim=True)
+        assert verbatim != plain
+        assert diskstats.counter_key(plain) == diskstats.counter_key(verbatim) == (
+            diskstats.counter_name(path))
+        assert set(diskstats.instance_names(diskstats.counter_name(path))) == {
+            plain.casefold(), verbatim.casefold()}
+    assert metrics.counter_name("C:\\pool\\A.vhdx", verbatim=True) == "--?-C:-pool-A.vhdx"
+    assert metrics.counter_name("\\\\fs1\\primary\\R-7.vhdx", verbatim=True) == (
+        "--?-UNC-fs1-primary-R-7.vhdx")
+    assert diskstats.counter_name("\\\\fs1\\primary\\R-7.vhdx") == "--fs1-primary-r-7.vhdx"
+
+
+@pytest.mark.parametrize("names", ["plain", "verbatim"])
+async def test_disk_totals_read_the_counters_whichever_name_the_host_gives_them(
+    make_config: Callable[..., EmulatorConfig], tmp_path: Path, names: str,
+) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    cim = EmulatorCim.open(make_config(disk_counter_names=names,
+                                       shares={"\\\\fs1\\primary": share}))
+    try:
+        vm = await _vm(cim, "i-6-1-VM")
+        vhd.create(share / "R-7.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+        local, remote = _image(tmp_path, "v6.vhdx"), "\\\\fs1\\primary\\R-7.vhdx"
+        await drives.attach_volume(hv(cim), vm, 0, local)
+        await drives.attach_volume(hv(cim), vm, 1, remote)
+        await ok(cim, await request_state(cim, vm.path, 2))
+        metrics.disk_io(cim.host, "i-6-1-VM", local, read_bytes=2 * MB, reads=4)
+        metrics.disk_io(cim.host, "i-6-1-VM", remote, written_bytes=3 * MB, writes=5)
+        listed = {str(i["Name"]) for i in await cim.query(
+            f"SELECT Name FROM {metrics.DEVICE_COUNTERS}", "root\\cimv2")}
+        assert all(name.startswith("--?-") == (names == "verbatim") for name in listed), listed
+        before = cim.round_trips()
+        totals = await diskstats.disk_totals(hv(cim), [vm.guid])
+        assert (cim.round_trips() - before).calls == 2
+        assert totals == {vm.guid.upper(): diskstats.IoTotals(2 * MB, 3 * MB, 4, 5)}
+    finally:
+        await cim.close()

@@ -67,6 +67,10 @@ class EmulatorConfig:
     # cluster: VMs migrate between them (emulator/cluster.py). None: a host alone.
     cluster_dir: Path | None = None
     migration: MigrationSettings = MigrationSettings()
+    # How the host names the instances of its "Hyper-V Virtual Storage Device" counters:
+    # the disk's path with each backslash written as "-" ("plain": C:-pool-a.vhdx), or the
+    # same of its \\?\ form ("verbatim": --?-C:-pool-a.vhdx). Windows uses both.
+    disk_counter_names: str = "plain"
     # Test and lab knobs: the emulated host falls short as a real one can. Classes its
     # schema leaves out (as on an older Hyper-V), and the free space a drive's volume
     # reports (by drive letter) instead of the folder's real one.

@@ -301,10 +301,35 @@ async def disk_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoTota
 
 
 def counter_name(image: str) -> str:
-    """The counter instance of a disk file, case folded: Windows names the instances of
-    the "Hyper-V Virtual Storage Device" set after the file's path with each backslash
-    written as "-" (a counter path cannot hold one)."""
-    return image.replace("\\", "-").casefold()
+    """The counter instance of a disk file, as ``counter_key`` compares them: Windows
+    names the instances of the "Hyper-V Virtual Storage Device" set after the file's path
+    with each backslash written as "-" (a counter path cannot hold one)."""
+    return counter_key(image.replace("\\", "-"))
+
+
+#: The \\?\ form of a path, as a counter instance name writes it, for a file on a share
+#: and for any other file: Windows names some instances after that form of the path.
+_VERBATIM_UNC, _VERBATIM = "--?-unc-", "--?-"
+
+
+def counter_key(instance: str) -> str:
+    """A counter instance name as compared with a disk's: case folded, and named after
+    the plain path when Windows named it after the path's \\\\?\\ form (``--?-C:-...``,
+    ``--?-UNC-server-share-...``)."""
+    key = instance.casefold()
+    if key.startswith(_VERBATIM_UNC):
+        return "--" + key[len(_VERBATIM_UNC):]
+    if key.startswith(_VERBATIM):
+        return key[len(_VERBATIM):]
+    return key
+
+
+def instance_names(key: str) -> tuple[str, str]:
+    """The two names Windows may give the counter instance of a disk (``counter_key``
+    of it: ``key``): after the path, and after its \\\\?\\ form."""
+    if key.startswith("--"):
+        return key, _VERBATIM_UNC + key[2:]
+    return key, _VERBATIM + key
 
 
 async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]:
@@ -328,18 +353,23 @@ async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]
 
 
 async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
-    """Counter instance name (case folded) -> its totals, for the instances ``names``;
-    1 query (every instance when they are many). A host without the counter set gives
-    {} and one warning."""
-    where = wql.any_of("Name", sorted(names)) if len(names) <= NAMED_AT_MOST else None
+    """Counter instance (``counter_key``) -> its totals, for the instances ``names``, each
+    asked for under both names Windows may give it; 1 query (every instance when they
+    are many). A host without the counter set gives {} and one warning."""
+    named = sorted({name for key in names for name in instance_names(key)})
+    where = wql.any_of("Name", named) if len(names) <= NAMED_AT_MOST else None
     query = wql.select(Class.DISK_PERF, where, ("Name", *_COUNTERS))
     try:
         devices = await hv.cim.query(query, CIMV2)
     except CimError as error:
         log.warning("disk I/O counters cannot be read (%s): VM disk statistics read 0", error)
         return {}
-    return {(d.string("Name") or "").casefold(): IoTotals(*(d.integer(c) or 0 for c in _COUNTERS))
-            for d in devices if (d.string("Name") or "").casefold() in names}
+    found: dict[str, IoTotals] = {}
+    for device in devices:
+        key = counter_key(device.string("Name") or "")
+        if key in names:  # an open disk has one instance, under one of its names
+            found.setdefault(key, IoTotals(*(device.integer(c) or 0 for c in _COUNTERS)))
+    return found
 
 
 def _any(conditions: Iterable[wql.Condition]) -> wql.Condition:

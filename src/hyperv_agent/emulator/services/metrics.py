@@ -20,9 +20,11 @@ The same I/O moves the disk's performance counters in root\\cimv2
 (Win32_PerfRawData_Counters_HyperVVirtualStorageDevice, "Hyper-V Virtual Storage
 Device"), which Windows keeps without metering: bytes and operations read and written,
 totals since the VM began running (a VM started again counts from 0). The instance is
-named after the disk's file, each backslash written as "-" (``counter_name``), and made
-at the disk's first I/O; it stays, with its last values, after the VM stops (Windows
-drops it then).
+named after the disk's file, each backslash written as "-" (``counter_name``): the path
+itself, or its ``\\\\?\\`` form as ``[emulator] disk_counter_names = "verbatim"`` asks
+(``--?-C:-...``; ``--?-UNC-server-share-...`` for a file on a share), both of which Windows
+uses. It is made at the disk's first I/O and stays, with its last values, after the VM
+stops (Windows drops it then).
 
 What is not modelled: CPU, memory and network metrics, the non-aggregated
 Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
@@ -208,9 +210,13 @@ _DEVICE_TOTALS = (("ReadBytesPersec", 1 << 64), ("WriteBytesPersec", 1 << 64),
                   ("ReadOperationsPerSec", 1 << 32), ("WriteOperationsPerSec", 1 << 32))
 
 
-def counter_name(image: str) -> str:
+def counter_name(image: str, verbatim: bool = False) -> str:
     """The counter instance of the disk whose file is ``image``: its path with each
-    backslash written as "-", as Windows names the instances of this counter set."""
+    backslash written as "-", as Windows names the instances of this counter set; with
+    ``verbatim``, the same of the path's ``\\\\?\\`` form (``\\\\?\\UNC\\`` for a share)."""
+    if verbatim and not image.startswith("\\\\?\\"):
+        image = ("\\\\?\\UNC\\" + image[2:] if image.startswith("\\\\")
+                 else "\\\\?\\" + image)
     return image.replace("\\", "-")
 
 
@@ -219,11 +225,12 @@ def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, image: str,
     """Add ``amounts`` (bytes read and written, read and write operations) to the disk
     file ``image``'s counters; counters left from an earlier run of the VM start again
     from 0."""
-    path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=counter_name(image))
+    name = counter_name(image, verbatim=host.config.disk_counter_names == "verbatim")
+    path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=name)
     run = vm.meta.get("started_at")
     record = txn.edit(path)
     if record is None or record.meta.get("run") != run:
-        record = host.new_record(DEVICE_COUNTERS, Name=counter_name(image), ErrorCount=0,
+        record = host.new_record(DEVICE_COUNTERS, Name=name, ErrorCount=0,
                                  FlushCount=0, QueueLength=0,
                                  **{name: 0 for name, _ in _DEVICE_TOTALS})
         record.meta["run"] = run
