@@ -34,15 +34,18 @@ class TallySpec:
 
 
 class Index:
-    """One class's records by key: key -> {path key: record}."""
+    """One class's records by key: key -> the path keys of the records filed under it
+    (insertion-ordered, as a dict of path key -> None). Buckets hold path keys rather
+    than records: a dict of strings is not walked by the cyclic garbage collector, and a
+    full host has a bucket or more per VM and index."""
 
     def __init__(self, spec: IndexSpec) -> None:
         self.spec = spec
-        self.buckets: dict[Hashable, dict[str, Record]] = {}
+        self.buckets: dict[Hashable, dict[str, None]] = {}
 
     def add(self, path_key: str, record: Record) -> None:
         for key in self.spec.keys(record):
-            self.buckets.setdefault(key, {})[path_key] = record
+            self.buckets.setdefault(key, {})[path_key] = None
 
     def remove(self, path_key: str, record: Record) -> None:
         for key in self.spec.keys(record):
@@ -52,7 +55,8 @@ class Index:
                 if not bucket:
                     del self.buckets[key]
 
-    def get(self, key: Hashable) -> dict[str, Record]:
+    def get(self, key: Hashable) -> dict[str, None]:
+        """The path keys of the records filed under ``key``."""
         return self.buckets.get(key, {})
 
 

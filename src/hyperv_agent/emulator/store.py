@@ -18,6 +18,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ CREATE TABLE IF NOT EXISTS instances (
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One stored instance: its class, property values and the emulator's hidden state."""
 
@@ -77,6 +78,15 @@ def from_document(class_def: ClassDef, data: dict[str, Any]) -> Record:
         if isinstance(value, list):
             values[name] = tuple(value)
     return Record(class_def, values, dict(data["meta"]))
+
+
+def _plain(values: dict[str, CimValue]) -> None:
+    """Enum members among ``values`` (an IntEnum state, say) stored as the numbers they
+    stand for, as a reload from the database gives them back: a record of numbers and
+    strings is one the cyclic garbage collector does not walk."""
+    for name, value in values.items():
+        if isinstance(value, Enum):
+            values[name] = value.value
 
 
 def _encode(record: Record) -> str:
@@ -177,7 +187,8 @@ class Store:
             indexes, records = self._class_indexes(class_def)
             hits: dict[str, Record] = {}
             for spec, key in probes:
-                hits.update(indexes.index(spec, records).get(key))
+                hits.update((path_key, records[path_key])
+                            for path_key in indexes.index(spec, records).get(key))
             found.extend(sorted(hits.items(), key=self._position))
         return found
 
@@ -207,6 +218,8 @@ class Store:
         if not puts and not deletes:  # a read-only call: nothing to write
             return
         self.revision += 1
+        for record in puts.values():
+            _plain(record.values)
         if self._db is not None:
             self._write(puts, deletes)
         for key in deletes:
