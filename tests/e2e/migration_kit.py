@@ -243,6 +243,13 @@ def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "") -> Member:
     return Member(name, config, f"https://{address}:{port}")
 
 
+def pair(tmp_path: Path, lab_knobs_a: str = "") -> list[Member]:
+    """HV-A and HV-B, both listening on one port free on both addresses; ``lab_knobs_a``
+    are more [emulator.lab] lines of HV-A."""
+    port = free_port(tuple(ADDRESSES.values()))
+    return [member(tmp_path, "HV-A", port, lab_knobs_a), member(tmp_path, "HV-B", port)]
+
+
 class Cluster:
     """Talks to the members' agents as the management server does."""
 

@@ -18,7 +18,6 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from tests.diskfiles import qemu_info
 from tests.e2e.migration_kit import (
-    ADDRESSES,
     ONLY_ON_A,
     ROOT_UUID,
     Cluster,
@@ -26,10 +25,9 @@ from tests.e2e.migration_kit import (
     check_body,
     cluster,
     disk_file,
-    free_port,
     local_pool_of,
-    member,
     migrate_body,
+    pair,
     prepare_body,
     smb_pool,
     start_body,
@@ -46,11 +44,6 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux",
 
 MIGRATION_SERVICE = "Msvm_VirtualSystemMigrationService"
 FAILED_MIDWAY = "failing_jobs = {MigrateVirtualSystemToHost = 1}"
-
-
-def _pair(tmp_path: Path, lab_a: str = "") -> list[Member]:
-    port = free_port(tuple(ADDRESSES.values()))  # both agents listen on one port
-    return [member(tmp_path, "HV-A", port, lab_a), member(tmp_path, "HV-B", port)]
 
 
 async def _started(run: Cluster, host: Member, vm: dict[str, Any]) -> None:
@@ -91,7 +84,7 @@ async def _power(run: Cluster, host: Member, name: str) -> str:
 
 
 async def test_a_running_vm_moves_there_and_back_keeping_its_devices(tmp_path: Path) -> None:
-    a, b = hosts = _pair(tmp_path, FAILED_MIDWAY)
+    a, b = hosts = pair(tmp_path, FAILED_MIDWAY)
     disk_file(tmp_path / "pool", ROOT_UUID)
     vm = with_second_nic(vm_to("i-2-7-VM"))
     async with cluster(hosts) as run:
@@ -143,7 +136,7 @@ async def _allow_migration(host: Member, enabled: bool) -> None:
 
 
 async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Path) -> None:
-    a, b = hosts = _pair(tmp_path)
+    a, b = hosts = pair(tmp_path)
     plain, switched, local = "i-2-20-VM", "i-2-21-VM", "i-2-22-VM"
     for volume in (plain, switched):
         disk_file(tmp_path / "pool", volume)
@@ -191,7 +184,7 @@ async def test_moves_that_cannot_work_are_refused_and_the_vm_stays(tmp_path: Pat
 
 
 async def test_maintenance_moves_every_vm_away_one_after_another(tmp_path: Path) -> None:
-    a, b = hosts = _pair(tmp_path)
+    a, b = hosts = pair(tmp_path)
     names_ = [f"i-2-{n}-VM" for n in (30, 31, 32)]
     for name in names_:
         disk_file(tmp_path / "pool", name)
@@ -214,7 +207,7 @@ def _checked(path: Path) -> dict[str, Any]:
 
 
 async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
-    a, b = hosts = _pair(tmp_path)
+    a, b = hosts = pair(tmp_path)
     name, spare = "i-2-40-VM", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
     disk_file(a.local_pool(tmp_path), name)
     disk_file(tmp_path / "pool", spare)

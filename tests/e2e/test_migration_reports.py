@@ -20,15 +20,13 @@ import pytest
 
 from hyperv_agent.cloudstack import names
 from tests.e2e.migration_kit import (
-    ADDRESSES,
     ROOT_UUID,
     Cluster,
     Member,
     cluster,
     disk_file,
-    free_port,
-    member,
     migrate_body,
+    pair,
     prepare_body,
     start_body,
     vm_to,
@@ -85,8 +83,7 @@ def _contradictions(seen: list[Seen], source: str, destination: str) -> list[str
 
 async def test_no_two_state_reports_show_the_vm_on_both_hosts_or_on_neither(
         tmp_path: Path) -> None:
-    port = free_port(tuple(ADDRESSES.values()))
-    a, b = hosts = [member(tmp_path, "HV-A", port), member(tmp_path, "HV-B", port)]
+    a, b = hosts = pair(tmp_path)
     disk_file(tmp_path / "pool", ROOT_UUID)
     async with cluster(hosts) as run:
         _, started = await run.ask(a, names.START_COMMAND, start_body(vm_to(VM)))
