@@ -252,16 +252,18 @@ async def fill_and_measure(root: Path) -> list[Row]:
     host = FilledHost(root)
     steps: list[FillStep] = []
     clock = ReferenceClock()
-    await fill_watching(host, SMALL, clock, steps)
-    gc.collect()  # what filling left to collect is not collected while a command is timed
-    small = await per_vm_commands(host)
-    await fill_watching(host, MIDDLE, clock, steps)
-    first_s = host.adding_s
-    gc.collect()
-    middle = await state_reports(host)
-    await fill_watching(host, LARGE, clock, steps)
-    all_s = host.adding_s
-    clock.close()
+    try:
+        await fill_watching(host, SMALL, clock, steps)
+        gc.collect()  # what filling left to collect is not collected while a command is timed
+        small = await per_vm_commands(host)
+        await fill_watching(host, MIDDLE, clock, steps)
+        first_s = host.adding_s
+        gc.collect()
+        middle = await state_reports(host)
+        await fill_watching(host, LARGE, clock, steps)
+        all_s = host.adding_s
+    finally:
+        clock.close()
     gc.collect()
     assert await host.running_count() == LARGE // 2
     large = await per_vm_commands(host)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class EmulatorConfig:
     # How the host names the instances of its "Hyper-V Virtual Storage Device" counters:
     # the disk's path with each backslash written as "-" ("plain": C:-pool-a.vhdx), or the
     # same of its \\?\ form ("verbatim": --?-C:-pool-a.vhdx). Windows uses both.
-    disk_counter_names: str = "plain"
+    disk_counter_names: Literal["plain", "verbatim"] = "plain"
     # Test and lab knobs: the emulated host falls short as a real one can. Classes its
     # schema leaves out (as on an older Hyper-V), and the free space a drive's volume
     # reports (by drive letter) instead of the folder's real one.
