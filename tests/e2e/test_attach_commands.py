@@ -16,7 +16,7 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
-from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator import traffic, vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.services import metrics
 from tests.cloudstack.fixtures import sample_json
@@ -469,14 +469,19 @@ async def test_disk_stats_answers_empty_map_without_a_call_when_no_vm_is_named(
     assert (agent.emulator.round_trips() - before).calls == 0
 
 
-# --- disk I/O in GetVmStats ---------------------------------------------------------------
+# --- disk and network I/O in GetVmStats ---------------------------------------------------
 
 VM_STATS = names.GET_VM_STATS_COMMAND
+MAC = "02:00:51:2c:00:0e"  # the NIC of the StartCommand sample
 
 
 def _disk_io(entry: dict[str, Any]) -> tuple[float, float, float, float]:
     return (entry["diskReadIOs"], entry["diskWriteIOs"], entry["diskReadKBs"],
             entry["diskWriteKBs"])
+
+
+def _network_kb(entry: dict[str, Any]) -> tuple[float, float]:
+    return entry["networkReadKBs"], entry["networkWriteKBs"]
 
 
 async def _vm_stats(running: Running, vm_names: list[str]) -> tuple[dict[str, Any], int]:
@@ -495,23 +500,31 @@ async def test_vm_stats_report_each_running_vms_disk_io_since_the_previous_repor
     await _start(agent, "i-2-41-VM")
     host = agent.emulator.host
     both = ["i-2-40-VM", "i-2-41-VM"]
+    assert traffic.network_io(host, "i-2-40-VM", MAC, received_bytes=MB)  # before the baseline
     first, queries = await _vm_stats(agent, both)  # the baseline: nothing reported yet
     assert {name: _disk_io(e) for name, e in first.items()} == dict.fromkeys(both, (0, 0, 0, 0))
-    assert queries == 2  # the VMs' disk files, then their counters
+    assert {name: _network_kb(e) for name, e in first.items()} == dict.fromkeys(both, (0, 0))
+    assert queries == 3  # the VMs' disk files and adapter counters, then their disk counters
     metrics.disk_io(host, "i-2-40-VM", _file("i-2-40-VM-root"), read_bytes=8 * MB, reads=100,
                     written_bytes=MB, writes=10)
     metrics.disk_io(host, "i-2-40-VM", _file("i-2-40-VM-data"), read_bytes=2 * MB, reads=20)
     metrics.disk_io(host, "i-2-41-VM", _file("i-2-41-VM-root"), written_bytes=512, writes=1)
+    assert traffic.network_io(host, "i-2-40-VM", MAC, received_bytes=3 * MB, sent_bytes=2048)
+    assert traffic.network_io(host, "i-2-41-VM", MAC.upper(), sent_bytes=512)
     second, queries = await _vm_stats(agent, both)
     assert _disk_io(second["i-2-40-VM"]) == (120, 10, 10 * 1024, 1024)  # both disks summed
     assert _disk_io(second["i-2-41-VM"]) == (0, 1, 0, 0.5)
-    assert queries == 2
+    assert _network_kb(second["i-2-40-VM"]) == (3 * 1024, 2)  # read: what the VM received
+    assert _network_kb(second["i-2-41-VM"]) == (0, 0.5)
+    assert queries == 3
     metrics.disk_io(host, "i-2-41-VM", _file("i-2-41-VM-root"), read_bytes=MB, reads=3)
+    assert traffic.network_io(host, "i-2-41-VM", MAC, received_bytes=4096)
     third, queries = await _vm_stats(agent, ["i-2-41-VM"])
-    assert (list(third), _disk_io(third["i-2-41-VM"]), queries) == (
-        ["i-2-41-VM"], (3, 0, 1024, 0), 2)
+    assert (list(third), _disk_io(third["i-2-41-VM"]), _network_kb(third["i-2-41-VM"]),
+            queries) == (["i-2-41-VM"], (3, 0, 1024, 0), (4, 0), 3)
     fourth, _ = await _vm_stats(agent, both)
     assert {name: _disk_io(e) for name, e in fourth.items()} == dict.fromkeys(both, (0, 0, 0, 0))
+    assert {name: _network_kb(e) for name, e in fourth.items()} == dict.fromkeys(both, (0, 0))
 
 
 async def test_vm_stats_read_counters_named_after_the_verbatim_form_of_the_disks_path(
@@ -530,21 +543,26 @@ async def test_vm_stats_read_counters_named_after_the_verbatim_form_of_the_disks
             f"SELECT Name FROM {metrics.DEVICE_COUNTERS}", "root\\cimv2")}
         assert listed == {"--?-C:-pool-i-2-43-VM-root.vhdx", "--?-C:-pool-i-2-43-VM-data.vhdx"}
         second, queries = await _vm_stats(running, ["i-2-43-VM"])
-        assert (_disk_io(second["i-2-43-VM"]), queries) == ((40, 8, 4 * 1024, 1024), 2)
+        assert (_disk_io(second["i-2-43-VM"]), queries) == ((40, 8, 4 * 1024, 1024), 3)
 
 
 async def test_vm_stats_count_a_restarted_vms_io_from_its_new_start(agent: Running) -> None:
     vm = await _start(agent, "i-2-42-VM")
     host, root = agent.emulator.host, _file("i-2-42-VM-root")
     metrics.disk_io(host, "i-2-42-VM", root, read_bytes=4 * MB, reads=40)
-    await _vm_stats(agent, ["i-2-42-VM"])  # baseline: 40 reads
+    assert traffic.network_io(host, "i-2-42-VM", MAC, received_bytes=8 * MB)
+    await _vm_stats(agent, ["i-2-42-VM"])  # baseline: 40 reads, 8 MB received
     await ok(agent.emulator, await request_state(agent.emulator, vm, 3))
+    assert not traffic.network_io(host, "i-2-42-VM", MAC, received_bytes=MB)  # off: no traffic
     stopped, queries = await _vm_stats(agent, ["i-2-42-VM"])
-    assert (_disk_io(stopped["i-2-42-VM"]), queries) == ((0, 0, 0, 0), 0)  # not running
+    assert (_disk_io(stopped["i-2-42-VM"]), _network_kb(stopped["i-2-42-VM"]), queries) == (
+        (0, 0, 0, 0), (0, 0), 0)  # not running
     await ok(agent.emulator, await request_state(agent.emulator, vm, 2))
     metrics.disk_io(host, "i-2-42-VM", root, read_bytes=MB, reads=5)
+    assert traffic.network_io(host, "i-2-42-VM", MAC, received_bytes=2 * MB, sent_bytes=1024)
     restarted, _ = await _vm_stats(agent, ["i-2-42-VM"])
     assert _disk_io(restarted["i-2-42-VM"]) == (5, 0, 1024, 0)  # below the baseline: all new
+    assert _network_kb(restarted["i-2-42-VM"]) == (2 * 1024, 1)
 
 
 # --- budgets and locks --------------------------------------------------------------------

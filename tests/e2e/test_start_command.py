@@ -533,7 +533,7 @@ async def test_remove_step_costs_at_most_2_calls_and_2_waits_when_stopped_vm_is_
     assert await _vm_names(cim) == {"i-2-90-VM", "i-2-95-VM"}
 
 
-async def test_vm_stats_cost_1_call_and_2_queries_when_several_started_vms_are_named(
+async def test_vm_stats_cost_1_call_and_3_queries_when_several_started_vms_are_named(
     running: Running,
 ) -> None:
     cim = running.emulator
@@ -546,9 +546,10 @@ async def test_vm_stats_cost_1_call_and_2_queries_when_several_started_vms_are_n
     spent = cim.round_trips() - before
     assert key == "com.cloud.agent.api.GetVmStatsAnswer" and answer["result"] is True
     assert sorted(answer["vmStatsMap"]) == names_
-    # the summaries of the named VMs; their disk files and those disks' I/O counters
-    assert (spent["invoke:GetSummaryInformation"], spent["query"]) == (1, 2)
-    assert (spent.calls, spent.waits) == (3, 0)
+    # the summaries of the named VMs; their disk files and adapter counters, then their
+    # disks' I/O counters
+    assert (spent["invoke:GetSummaryInformation"], spent["query"]) == (1, 3)
+    assert (spent.calls, spent.waits) == (4, 0)
 
 
 async def test_start_takes_every_step_in_order_when_a_vm_has_disks_and_nics(

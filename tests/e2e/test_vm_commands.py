@@ -293,9 +293,9 @@ async def test_vm_stats_is_one_summary_call_when_three_vms_are_named(running: Ru
                                                            "i-9-99-VM"]})
     spent = cim.round_trips() - before
     assert (key, answer["result"]) == (STATS_ANSWER, True), answer
-    # 1 call for the summaries, 1 query for the disk files of the two running VMs (they
-    # have none, so their I/O counters are not asked for)
-    assert (spent.calls, spent["invoke:GetSummaryInformation"], spent["query"]) == (2, 1, 1)
+    # 1 call for the summaries; for the two running VMs, 1 query for their disk files
+    # (they have none, so no disk counters are asked for) and 1 for their adapters' counters
+    assert (spent.calls, spent["invoke:GetSummaryInformation"], spent["query"]) == (3, 1, 2)
     stats = answer["vmStatsMap"]
     assert sorted(stats) == ["i-2-60-VM", "i-2-61-VM"]
     for name, cpus in (("i-2-60-VM", 2), ("i-2-61-VM", 4)):

@@ -926,6 +926,18 @@ _WIN32: Final = (
                " uint32 ReadOperationsPerSec WriteOperationsPerSec ErrorCount FlushCount"),
         namespace=CIMV2,
     ),
+    # NOTE: the "Hyper-V Virtual Network Adapter" counter set; no reference page is in the
+    # sources. Names and types as Microsoft's generated bindings of root\cimv2 list them
+    # for the formatted class (microsoft/wmi; every counter uint64), which the raw class
+    # mirrors; only the properties the emulator defines are tabulated.
+    _cls(
+        "Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter",
+        "Win32_PerfRawData",
+        _props("string Name; uint64 BytesPersec BytesReceivedPersec BytesSentPersec"
+               " PacketsPersec PacketsReceivedPersec PacketsSentPersec"
+               " DroppedPacketsIncomingPersec DroppedPacketsOutgoingPersec"),
+        namespace=CIMV2,
+    ),
     # Documented but not tabulated: Chkdsk, ExcludeFromAutochk, ScheduleAutoChk.
     _cls(
         "Win32_LogicalDisk",

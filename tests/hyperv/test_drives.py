@@ -15,7 +15,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import build, diskstats, drives, vms
+from hyperv_agent.hyperv import build, diskstats, drives, vmio, vms
 from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
@@ -395,7 +395,7 @@ async def _vms_with_a_disk(cim: EmulatorCim, tmp_path: Path, count: int) -> dict
     return guids
 
 
-@pytest.mark.parametrize("count", [1, 3, diskstats.NAMED_AT_MOST + 8])
+@pytest.mark.parametrize("count", [1, 3, vmio.NAMED_AT_MOST + 8])
 async def test_disk_totals_take_two_queries_whatever_the_number_of_vms(
     emulator: EmulatorCim, tmp_path: Path, count: int,
 ) -> None:
@@ -404,7 +404,7 @@ async def test_disk_totals_take_two_queries_whatever_the_number_of_vms(
         assert metrics.disk_io(emulator.host, f"i-5-{index}-VM", f"C:\\images\\v5-{index}.vhdx",
                                read_bytes=index * MB, reads=index, writes=1) is False
     before = emulator.round_trips()
-    totals = await diskstats.disk_totals(hv(emulator), list(guids.values()))
+    totals = await vmio.disk_totals(hv(emulator), list(guids.values()))
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"]) == (2, 2)
     assert {guid: (t.read_bytes, t.reads, t.writes) for guid, t in totals.items()} == {
@@ -417,15 +417,15 @@ async def test_disk_totals_leave_out_vms_without_counters_and_make_no_call_for_n
     guids = await _vms_with_a_disk(emulator, tmp_path, 2)
     assert metrics.disk_io(emulator.host, "i-5-1-VM", "C:\\images\\v5-1.vhdx",
                            written_bytes=3 * MB, writes=6) is False  # counted, not metered
-    totals = await diskstats.disk_totals(hv(emulator), list(guids.values()))
-    assert totals == {guids["i-5-1-VM"].upper(): diskstats.IoTotals(0, 3 * MB, 0, 6)}
+    totals = await vmio.disk_totals(hv(emulator), list(guids.values()))
+    assert totals == {guids["i-5-1-VM"].upper(): vmio.IoTotals(0, 3 * MB, 0, 6)}
     before = emulator.round_trips()
-    assert await diskstats.disk_totals(hv(emulator), []) == {}
+    assert await vmio.disk_totals(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0
 
 
 def test_counter_names_are_disk_paths_with_dashes_for_backslashes() -> None:
-    assert diskstats.counter_name("C:\\ClusterStorage\\Volume1\\VM01.vhdx") == (
+    assert vmio.counter_name("C:\\ClusterStorage\\Volume1\\VM01.vhdx") == (
         "c:-clusterstorage-volume1-vm01.vhdx")
     assert metrics.counter_name("C:\\pool\\A.vhdx") == "C:-pool-A.vhdx"
 
@@ -435,14 +435,14 @@ def test_counter_names_of_the_verbatim_form_are_the_same_disk_as_the_plain_ones(
     for path in ("C:\\ClusterStorage\\Volume1\\VM01.vhdx", "\\\\fs1\\primary\\R-7.vhdx"):
         plain, verbatim = metrics.counter_name(path), metrics.counter_name(path, verbatim=True)
         assert verbatim != plain
-        assert diskstats.counter_key(plain) == diskstats.counter_key(verbatim) == (
-            diskstats.counter_name(path))
-        assert set(diskstats.instance_names(diskstats.counter_name(path))) == {
+        assert vmio.counter_key(plain) == vmio.counter_key(verbatim) == (
+            vmio.counter_name(path))
+        assert set(vmio.instance_names(vmio.counter_name(path))) == {
             plain.casefold(), verbatim.casefold()}
     assert metrics.counter_name("C:\\pool\\A.vhdx", verbatim=True) == "--?-C:-pool-A.vhdx"
     assert metrics.counter_name("\\\\fs1\\primary\\R-7.vhdx", verbatim=True) == (
         "--?-UNC-fs1-primary-R-7.vhdx")
-    assert diskstats.counter_name("\\\\fs1\\primary\\R-7.vhdx") == "--fs1-primary-r-7.vhdx"
+    assert vmio.counter_name("\\\\fs1\\primary\\R-7.vhdx") == "--fs1-primary-r-7.vhdx"
 
 
 @pytest.mark.parametrize("names", ["plain", "verbatim"])
@@ -466,8 +466,8 @@ async def test_disk_totals_read_the_counters_whichever_name_the_host_gives_them(
             f"SELECT Name FROM {metrics.DEVICE_COUNTERS}", "root\\cimv2")}
         assert all(name.startswith("--?-") == (names == "verbatim") for name in listed), listed
         before = cim.round_trips()
-        totals = await diskstats.disk_totals(hv(cim), [vm.guid])
+        totals = await vmio.disk_totals(hv(cim), [vm.guid])
         assert (cim.round_trips() - before).calls == 2
-        assert totals == {vm.guid.upper(): diskstats.IoTotals(2 * MB, 3 * MB, 4, 5)}
+        assert totals == {vm.guid.upper(): vmio.IoTotals(2 * MB, 3 * MB, 4, 5)}
     finally:
         await cim.close()

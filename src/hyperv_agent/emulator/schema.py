@@ -775,6 +775,20 @@ ErrorCount uint32
 FlushCount uint32
 QueueLength uint64
 """, namespace=CIMV2_NAMESPACE)
+# The "Hyper-V Virtual Network Adapter" counter set: one instance per network adapter of
+# a running VM, named "<VM name>_<adapter name>_<VM GUID>--<adapter GUID>". Raw values:
+# the "...Persec" counters hold totals since the VM started.
+_class("Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter", "Win32_PerfRawData", """
+Name string key
+BytesPersec uint64
+BytesReceivedPersec uint64
+BytesSentPersec uint64
+PacketsPersec uint64
+PacketsReceivedPersec uint64
+PacketsSentPersec uint64
+DroppedPacketsIncomingPersec uint64
+DroppedPacketsOutgoingPersec uint64
+""", namespace=CIMV2_NAMESPACE)
 _class("Win32_PerfFormattedData_Counters_ProcessorInformation", None, """
 Name string key
 PercentIdleTime uint64

@@ -4,7 +4,7 @@ Tests and labs ask a question of reachability ("can 10.0.0.5 reach TCP 22 of thi
 NIC?") instead of reading rule lists. The answer comes from what the host stores: the VM
 (found by name), its network adapter (by MAC), the adapter's switch port, the port's
 security settings and its extended ACLs, evaluated as ``portacl.evaluate`` documents.
-These are not CIM calls: nothing is counted, nothing changes.
+These are not CIM calls: no round trip is counted, and asking changes nothing.
 
 In order, a packet is stopped when:
 
@@ -17,13 +17,22 @@ In order, a packet is stopped when:
    that they act before the ACLs is the emulator's choice. A port without that setting
    data has the class defaults (spoofing refused, guards off);
 3. the extended ACLs refuse it.
+
+Traffic happens only when a test says so (``network_io``: amounts, not packets judged
+one by one), and only while the VM runs with its port connected. It moves the adapter's
+performance counters, the "Hyper-V Virtual Network Adapter" set of root\\cimv2: one
+instance per adapter, named ``<VM name>_<adapter name>_<VM GUID>--<adapter GUID>`` (the
+form public scripts reading this set build or match; Microsoft documents none), holding
+bytes and packets received and sent since the VM started; received is what reached the
+VM. The instance is made at the adapter's first traffic and keeps its last values after
+the VM stops (Windows drops it then); a VM started again counts from 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, ObjectPath
 from hyperv_agent.emulator import model, portacl
 from hyperv_agent.emulator.codes import AclDirection, EnabledState
 from hyperv_agent.emulator.host import EmulatedHost
@@ -108,6 +117,54 @@ def port_state(host: EmulatedHost, vm_name: str, mac: str) -> PortState:
                    if r.class_def.name == portacl.ACL_CLASS))
 
 
+ADAPTER_COUNTERS = "Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter"
+_ADAPTER_TOTALS = ("BytesReceivedPersec", "BytesSentPersec", "PacketsReceivedPersec",
+                   "PacketsSentPersec")
+_WRAP = 1 << 64
+
+
+def network_io(host: EmulatedHost, vm_name: str, mac: str, *, received_bytes: int = 0,
+               sent_bytes: int = 0, received_packets: int = 0, sent_packets: int = 0) -> bool:
+    """Traffic through the adapter ``mac`` (any spelling) of ``vm_name``: what reached the
+    VM and what it sent. Returns whether it flowed and was counted: False when the VM is
+    not running or the adapter's port is not connected to a switch. LookupError when
+    there is no such VM, adapter or port; ValueError for a negative amount."""
+    amounts = (received_bytes, sent_bytes, received_packets, sent_packets)
+    if min(amounts) < 0:
+        raise ValueError("traffic amounts cannot be negative")
+    txn = host.store.transaction()
+    vm = _vm(host, txn, vm_name)
+    guid = str(vm["Name"])
+    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
+    port = _port(txn, guid, nic, vm_name)
+    if vm["EnabledState"] != EnabledState.ENABLED or not port["HostResource"] or (
+            port["EnabledState"] == EnabledState.DISABLED):
+        return False
+    name = adapter_counter_name(vm, nic)
+    run = vm.meta.get("started_at")
+    record = txn.edit(ObjectPath.for_keys(ADAPTER_COUNTERS, CIMV2_NAMESPACE, Name=name))
+    if record is None or record.meta.get("run") != run:
+        record = host.new_record(ADAPTER_COUNTERS, Name=name, BytesPersec=0, PacketsPersec=0,
+                                 DroppedPacketsIncomingPersec=0,
+                                 DroppedPacketsOutgoingPersec=0,
+                                 **{counter: 0 for counter in _ADAPTER_TOTALS})
+        record.meta["run"] = run
+        txn.put(record)
+    for counter, amount in zip(_ADAPTER_TOTALS, amounts, strict=True):
+        record[counter] = (record.integer(counter) + amount) % _WRAP
+    record["BytesPersec"] = (received_bytes + sent_bytes + record.integer("BytesPersec")) % _WRAP
+    record["PacketsPersec"] = (received_packets + sent_packets
+                               + record.integer("PacketsPersec")) % _WRAP
+    txn.commit()
+    return True
+
+
+def adapter_counter_name(vm: Record, nic: Record) -> str:
+    """The counter instance of the adapter ``nic`` of ``vm``."""
+    adapter = str(nic["InstanceID"]).rpartition("\\")[2]
+    return f"{vm['ElementName']}_{nic['ElementName']}_{vm['Name']}--{adapter}"
+
+
 def normal_mac(mac: str) -> str:
     """``02:00:4c:5f:00:08``, ``02-00-…`` and ``02004C5F0008`` as Hyper-V stores them."""
     return mac.replace(":", "").replace("-", "").upper()
@@ -143,4 +200,4 @@ def _is_current(record: Record, guid: str) -> bool:
     return str(record["InstanceID"]).lower().startswith(f"microsoft:{guid.lower()}\\")
 
 
-__all__ = ["Packet", "PortState", "Verdict", "admits", "connects", "decide"]
+__all__ = ["Packet", "PortState", "Verdict", "admits", "connects", "decide", "network_io"]

@@ -32,7 +32,7 @@ from hyperv_agent.cloudstack.objects import VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import NamedLocks
-from hyperv_agent.hyperv import diskstats, jobs, power, vms
+from hyperv_agent.hyperv import jobs, power, vmio, vms
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.vm")
@@ -155,8 +155,8 @@ class VmHandlers:
 
     async def stats(self, asked: GetVmStatsCommand) -> Result:
         """CPU load, vCPU count and memory of the named VMs, in one call for all of them,
-        and the disk I/O of the running ones since the previous GetVmStatsCommand (2
-        queries whatever their number; ``diskstats.io_since_last``).
+        and the disk and network I/O of the running ones since the previous
+        GetVmStatsCommand (3 queries whatever their number; ``vmio.io_since_last``).
 
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
@@ -164,19 +164,20 @@ class VmHandlers:
         found = await vms.vm_stats(self.hv, asked.vm_names)
         running = {stats.guid: stats.uptime_ms for stats in found.values()
                    if stats.running and stats.guid}
-        io = await diskstats.io_since_last(self.hv, running) if running else {}
+        io = await vmio.io_since_last(self.hv, running) if running else {}
         return GetVmStatsAnswer(result=True, vm_stats_map={
-            name: _stats_entry(stats, io.get(stats.guid, diskstats.IoTotals()))
+            name: _stats_entry(stats, io.get(stats.guid, vmio.IoTotals()))
             for name, stats in found.items()})
 
 
-def _stats_entry(stats: vms.VmStats, io: diskstats.IoTotals) -> VmStatsEntry:
-    # Network counters are not measured (the C# agent sends a constant); 0 says "nothing
-    # known" without inventing traffic. Only the memory assigned to the VM is known, not
-    # what the guest has free, so intFreeMemoryKBs and targetMemoryKBs are left out.
+def _stats_entry(stats: vms.VmStats, io: vmio.IoTotals) -> VmStatsEntry:
+    # Only the memory assigned to the VM is known, not what the guest has free, so
+    # intFreeMemoryKBs and targetMemoryKBs are left out. Network "read" is what the VM
+    # received, "write" what it sent.
     return VmStatsEntry(cpu_utilization_percent=stats.cpu_utilization_percent,
                         num_cpus=stats.cpus, memory_kb=float(stats.memory_mb * 1024),
-                        network_read_kb=0.0, network_write_kb=0.0, entity_type="vm",
+                        network_read_kb=io.received_bytes / KIB,
+                        network_write_kb=io.sent_bytes / KIB, entity_type="vm",
                         disk_read_ios=float(io.reads), disk_write_ios=float(io.writes),
                         disk_read_kb=io.read_bytes / KIB, disk_write_kb=io.write_bytes / KIB)
 

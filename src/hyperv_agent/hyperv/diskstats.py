@@ -1,17 +1,12 @@
-"""Disk I/O of many VMs at once.
-
-Per disk, for GetVmDiskStatsCommand: Hyper-V resource metering (Msvm_MetricService,
-Msvm_AggregationMetricValue through Msvm_MetricForME). Per VM, for GetVmStatsCommand: the
-"Hyper-V Virtual Storage Device" performance counters of root\\cimv2, which Windows keeps
-for every virtual hard disk a running VM has open, metering or not: bytes and operations
-read and written since the disk was opened (``io_since_last``).
+"""Disk I/O of many VMs at once, per disk, for GetVmDiskStatsCommand: Hyper-V resource
+metering (Msvm_MetricService, Msvm_AggregationMetricValue through Msvm_MetricForME). The
+I/O of each VM as a whole, for GetVmStatsCommand, comes from the performance counters
+Windows keeps without metering (``vmio``).
 
 =========================  =============================================================
 ``disk_stats``             2 queries + 1 ASSOCIATORS OF per disk, issued together (+1
                            query for the metric definitions on first use)
 ``enable_disk_metering``   1 call (+1 query for the metric service on first use)
-``io_since_last``          2 queries whatever the number of VMs (0 for no VM, 1 when
-                           they have no virtual hard disk)
 =========================  =============================================================
 """
 
@@ -20,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
@@ -29,7 +24,6 @@ from hyperv_agent.hyperv import jobs, vms
 from hyperv_agent.hyperv.schema import (
     BYTES_PER_MB,
     CAPTION_VM,
-    CIMV2,
     DISK_DATA_READ,
     DISK_DATA_WRITTEN,
     DISK_IO_COUNT,
@@ -130,11 +124,9 @@ _DISK_METRICS = (DISK_DATA_READ, DISK_DATA_WRITTEN, DISK_IO_COUNT)
 
 @dataclass
 class _Kept:
-    """What the session keeps for this module: the disk metric definitions' ids, and the
-    I/O totals and uptime of each VM (by GUID) as ``io_since_last`` last read them."""
+    """What the session keeps for this module: the disk metric definitions' ids."""
 
     metric_ids: dict[str, str] | None = None
-    io_seen: dict[str, tuple[IoTotals, int]] = field(default_factory=dict)  # and uptime, ms
 
 
 @dataclass(frozen=True)
@@ -226,155 +218,3 @@ async def _guids_of(hv: HyperV, wanted: Iterable[str]) -> dict[str, str]:
             by_guid[guid.upper()] = name
             names.discard(name)  # the first VM of a name wins
     return by_guid
-
-
-# --- per VM: the virtual storage devices' performance counters ------------------------------
-
-
-@dataclass(frozen=True)
-class IoTotals:
-    """Disk I/O of a VM, summed over its virtual hard disks: bytes and operations read
-    and written."""
-
-    read_bytes: int = 0
-    write_bytes: int = 0
-    reads: int = 0
-    writes: int = 0
-
-    def __add__(self, other: IoTotals) -> IoTotals:
-        return IoTotals(self.read_bytes + other.read_bytes, self.write_bytes + other.write_bytes,
-                        self.reads + other.reads, self.writes + other.writes)
-
-    def since(self, before: IoTotals) -> IoTotals:
-        """The I/O done since ``before`` was read. A counter below its earlier value was
-        opened again (the VM started again) or wrapped (the operation counts are 32-bit),
-        so all it holds is new."""
-        return IoTotals(*(now - then if now >= then else now for now, then in zip(
-            self._figures(), before._figures(), strict=True)))
-
-    def _figures(self) -> tuple[int, int, int, int]:
-        return self.read_bytes, self.write_bytes, self.reads, self.writes
-
-
-#: Up to this many VMs (or disks) a query names them; beyond, it reads the whole host once.
-NAMED_AT_MOST = 32
-_COUNTERS = ("ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
-             "WriteOperationsPerSec")
-
-
-async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, IoTotals]:
-    """The disk I/O of each running VM since the previous call for it, by GUID (upper
-    case), as CloudStack's agents report VM statistics: the interval's I/O, which the
-    management server adds up. ``uptimes_ms`` holds the VMs' GUIDs and how long each has
-    run: a VM seen for the first time reads 0 (its totals become the baseline); one that
-    ran for less time than when last seen started again, so all its counters hold is
-    new. 2 queries whatever the number of VMs (``disk_totals``); read-only on the host."""
-    totals = await disk_totals(hv, list(uptimes_ms))
-    seen = hv.kept(_Kept).io_seen
-    found: dict[str, IoTotals] = {}
-    for guid, uptime_ms in uptimes_ms.items():
-        now, before = totals.get(guid.upper(), IoTotals()), seen.get(guid.upper())
-        if before is None:
-            found[guid.upper()] = IoTotals()
-        else:
-            found[guid.upper()] = now if uptime_ms < before[1] else now.since(before[0])
-        seen[guid.upper()] = (now, uptime_ms)
-    return found
-
-
-async def disk_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoTotals]:
-    """The I/O counters of the virtual hard disks of the VMs ``vm_guids``, summed per VM
-    (GUID, upper case), totals since each disk was opened. 1 query for the VMs' disk
-    files, 1 for their counters; a VM whose disks have no counters (not running, or a
-    host without the counter set, which is logged) is left out."""
-    images = await _disk_files(hv, {g.upper() for g in vm_guids})
-    if not images:
-        return {}
-    counters = await _device_counters(hv, {counter_name(f) for fs in images.values()
-                                          for f in fs})
-    totals: dict[str, IoTotals] = {}
-    for guid, files in images.items():
-        found = [counters[counter_name(f)] for f in files if counter_name(f) in counters]
-        if found:
-            totals[guid] = sum(found, IoTotals())
-    return totals
-
-
-def counter_name(image: str) -> str:
-    """The counter instance of a disk file, as ``counter_key`` compares them: Windows
-    names the instances of the "Hyper-V Virtual Storage Device" set after the file's path
-    with each backslash written as "-" (a counter path cannot hold one)."""
-    return counter_key(image.replace("\\", "-"))
-
-
-#: The \\?\ form of a path, as a counter instance name writes it, for a file on a share
-#: and for any other file: Windows names some instances after that form of the path.
-_VERBATIM_UNC, _VERBATIM = "--?-unc-", "--?-"
-
-
-def counter_key(instance: str) -> str:
-    """A counter instance name as compared with a disk's: case folded, and named after
-    the plain path when Windows named it after the path's \\\\?\\ form (``--?-C:-...``,
-    ``--?-UNC-server-share-...``)."""
-    key = instance.casefold()
-    if key.startswith(_VERBATIM_UNC):
-        return "--" + key[len(_VERBATIM_UNC):]
-    if key.startswith(_VERBATIM):
-        return key[len(_VERBATIM):]
-    return key
-
-
-def instance_names(key: str) -> tuple[str, str]:
-    """The two names Windows may give the counter instance of a disk (``counter_key``
-    of it: ``key``): after the path, and after its \\\\?\\ form."""
-    if key.startswith("--"):
-        return key, _VERBATIM_UNC + key[2:]
-    return key, _VERBATIM + key
-
-
-async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]:
-    """GUID -> the virtual hard disk files of that VM, for the VMs ``guids``; 1 query
-    naming the VMs (by their devices' InstanceID prefix), or over every disk of the host
-    when they are many."""
-    if not guids:
-        return {}
-    where = wql.eq("ResourceSubType", Subtype.VHD)
-    if len(guids) <= NAMED_AT_MOST:
-        where = where & _any(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
-                             for g in sorted(guids))
-    found: dict[str, list[str]] = {}
-    for medium in await hv.cim.query(wql.select(Class.SASD, where,
-                                                ("InstanceID", "HostResource")), NAMESPACE):
-        guid = vms.owner_guid(medium.string("InstanceID") or "")
-        files = medium.strings("HostResource")
-        if guid in guids and files:
-            found.setdefault(guid, []).append(files[0])
-    return {guid: tuple(files) for guid, files in found.items()}
-
-
-async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
-    """Counter instance (``counter_key``) -> its totals, for the instances ``names``, each
-    asked for under both names Windows may give it; 1 query (every instance when they
-    are many). A host without the counter set gives {} and one warning."""
-    named = sorted({name for key in names for name in instance_names(key)})
-    where = wql.any_of("Name", named) if len(names) <= NAMED_AT_MOST else None
-    query = wql.select(Class.DISK_PERF, where, ("Name", *_COUNTERS))
-    try:
-        devices = await hv.cim.query(query, CIMV2)
-    except CimError as error:
-        log.warning("disk I/O counters cannot be read (%s): VM disk statistics read 0", error)
-        return {}
-    found: dict[str, IoTotals] = {}
-    for device in devices:
-        key = counter_key(device.string("Name") or "")
-        if key in names:  # an open disk has one instance, under one of its names
-            found.setdefault(key, IoTotals(*(device.integer(c) or 0 for c in _COUNTERS)))
-    return found
-
-
-def _any(conditions: Iterable[wql.Condition]) -> wql.Condition:
-    """Any of ``conditions`` (at least one)."""
-    first, *rest = conditions
-    for condition in rest:
-        first = first | condition
-    return first

@@ -152,6 +152,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.DISK_PERF, CIMV2, properties=(
         "Name", "ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
         "WriteOperationsPerSec")),
+    ClassUse(Class.VNIC_PERF, CIMV2, properties=(
+        "Name", "BytesReceivedPersec", "BytesSentPersec")),
 )
 
 

@@ -63,6 +63,10 @@ class Class:
     #: "Hyper-V Virtual Storage Device" counters: one per virtual hard disk a running VM
     #: has open, named after its file; raw "...Persec" values are totals since it opened
     DISK_PERF = "Win32_PerfRawData_Counters_HyperVVirtualStorageDevice"
+    #: "Hyper-V Virtual Network Adapter" counters: one per network adapter of a running
+    #: VM, named ``<VM name>_<adapter name>_<VM GUID>--<adapter GUID>``; raw "...Persec"
+    #: values are totals since the VM started
+    VNIC_PERF = "Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter"
 
 
 class Subtype:
