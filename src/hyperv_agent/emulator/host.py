@@ -70,6 +70,16 @@ def cim_datetime(epoch: float) -> str:
     return moment.strftime("%Y%m%d%H%M%S.%f") + "+000"
 
 
+def cim_interval(seconds: float) -> str:
+    """A CIM interval (``ddddddddhhmmss.mmmmmm:000``): 300 s is ``00000000000500.000000:000``."""
+    micros = round(seconds * 1_000_000)
+    whole, micros = divmod(micros, 1_000_000)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micros:06d}:000"
+
+
 class EmulatedHost:
     """State and identity of one emulated host. Several can live in one process."""
 

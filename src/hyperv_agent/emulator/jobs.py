@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.codes import JOB_CANCELLED_ERROR, JOB_RETENTION_S, JobState
-from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.store import Record, Transaction
 
@@ -104,16 +104,6 @@ def sweep_expired(host: EmulatedHost, txn: Transaction, now: float) -> int:
     for path in gone:
         txn.delete(path)
     return len(gone)
-
-
-def cim_interval(seconds: float) -> str:
-    """A CIM interval (``ddddddddhhmmss.mmmmmm:000``): 300 s is ``00000000000500.000000:000``."""
-    micros = round(seconds * 1_000_000)
-    whole, micros = divmod(micros, 1_000_000)
-    minutes, secs = divmod(whole, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micros:06d}:000"
 
 
 def job_view(record: Record, now: float) -> dict[str, CimValue]:

@@ -43,7 +43,7 @@ from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, ObjectPath, OutV
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState
-from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
+from hyperv_agent.emulator.host import EmulatedHost, cim_datetime, cim_interval
 from hyperv_agent.emulator.indexes import IndexSpec
 from hyperv_agent.emulator.schema import concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
@@ -260,15 +260,5 @@ def _count(host: EmulatedHost, value: Record, amount: int) -> None:
     megabytes = str(value["ElementName"]) in (READ, WRITTEN)
     value["MetricValue"] = str(total // BYTES_PER_MB if megabytes else total)
     value["TimeStamp"] = value["AggregationTimeStamp"] = cim_datetime(now)
-    value["AggregationDuration"] = value["Duration"] = _interval(
+    value["AggregationDuration"] = value["Duration"] = cim_interval(
         now - float(value.meta.get("since", now)))
-
-
-def _interval(seconds: float) -> str:
-    """A CIM interval datetime: ``ddddddddHHMMSS.mmmmmm:000``."""
-    micros = int(seconds * 1_000_000)
-    days, rest = divmod(micros, 86_400_000_000)
-    hours, rest = divmod(rest, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    secs, micro = divmod(rest, 1_000_000)
-    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micro:06d}:000"
