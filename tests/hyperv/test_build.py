@@ -10,7 +10,6 @@ import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
-from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError, InvalidRequest
@@ -19,6 +18,7 @@ from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import devices, failure
+from tests.hyperv.kit import image_file
 from tests.sessions import hv
 
 GEN1 = "Microsoft:Hyper-V:SubType:1"
@@ -40,17 +40,6 @@ async def _vssd(cim: EmulatorCim, vm: VmRef) -> CimInstance:
                                        wql.eq("InstanceID", f"Microsoft:{vm.guid}")))
     assert len(found) == 1
     return found[0]
-
-
-def _image(tmp_path: Path, name: str) -> str:
-    """A real image file under the emulated C: drive; returns its host path."""
-    folder = tmp_path / "C" / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".iso"):
-        (folder / name).write_bytes(b"\0" * 2048)
-    else:
-        vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
-    return f"C:\\images\\{name}"
 
 
 async def _vm(cim: EmulatorCim, name: str, generation: int = 1) -> VmRef:
@@ -281,11 +270,12 @@ async def test_attach_disk_puts_vhdx_on_scsi_and_iso_on_ide_when_generation_is_1
     scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
     ide = (await hv_devices.controllers(hv(emulator), vm)).ide
     before = emulator.round_trips()
-    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    data = image_file(tmp_path, "data.vhdx")
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, data)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:AddResourceSettings"]) == (2, 2, 2)
-    iso = await hv_devices.attach_disk(hv(emulator), vm, ide[1], 0, _image(tmp_path, "setup.iso"),
-                                  dvd=True)
+    setup = image_file(tmp_path, "setup.iso")
+    iso = await hv_devices.attach_disk(hv(emulator), vm, ide[1], 0, setup, dvd=True)
     drives = {d.path: d for d in await _settings(emulator, vm, RASD)}
     assert ObjectPath.parse(str(drives[disk.drive]["Parent"])) == scsi
     assert drives[disk.drive]["AddressOnParent"] == "0"
@@ -611,9 +601,9 @@ async def _boot_vm(cim: EmulatorCim, tmp_path: Path) -> tuple[VmRef, ObjectPath,
     """A generation 2 VM given an ISO, then a root disk, then a NIC (its default order)."""
     vm = await _vm(cim, "uefi-boot", generation=2)
     scsi = await hv_devices.add_scsi_controller(hv(cim), vm)
-    dvd = await hv_devices.attach_disk(hv(cim), vm, scsi, 1, _image(tmp_path, "setup.iso"),
+    dvd = await hv_devices.attach_disk(hv(cim), vm, scsi, 1, image_file(tmp_path, "setup.iso"),
                                        dvd=True)
-    root = await hv_devices.attach_disk(hv(cim), vm, scsi, 0, _image(tmp_path, "root.vhdx"))
+    root = await hv_devices.attach_disk(hv(cim), vm, scsi, 0, image_file(tmp_path, "root.vhdx"))
     await nics.add_nic(hv(cim), vm, mac="020051000009", switch_name="External", vlan=None,
                         rate_mbps=None, name="eth0")
     return vm, root.drive, dvd.drive
@@ -682,7 +672,8 @@ async def test_set_boot_order_gen2_raises_when_vm_is_generation_1_or_drive_is_mi
 ) -> None:
     vm = await _vm(emulator, "bios")
     scsi = await hv_devices.add_scsi_controller(hv(emulator), vm)
-    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, _image(tmp_path, "data.vhdx"))
+    data = image_file(tmp_path, "data.vhdx")
+    disk = await hv_devices.attach_disk(hv(emulator), vm, scsi, 0, data)
     with pytest.raises(HyperVError, match="has no boot source"):
         await firmware.set_boot_order_gen2(hv(emulator), vm, [disk.drive])
     gone = ObjectPath.for_keys(RASD, InstanceID=f"Microsoft:{vm.guid}\\NOPE\\0\\D")

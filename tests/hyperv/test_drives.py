@@ -20,6 +20,7 @@ from hyperv_agent.hyperv import devices as hv_devices
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.emulator.kit import devices, ok, request_state
+from tests.hyperv.kit import image_file
 from tests.sessions import hv
 
 RASD = "Msvm_ResourceAllocationSettingData"
@@ -28,17 +29,6 @@ SCSI = "Microsoft:Hyper-V:Synthetic SCSI Controller"
 IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
 DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
 DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
-
-
-def _image(tmp_path: Path, name: str) -> str:
-    """A real image file in C:\\images; returns its host path."""
-    folder = tmp_path / "C" / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".iso"):
-        (folder / name).write_bytes(b"\0" * 2048)
-    else:
-        vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
-    return f"C:\\images\\{name}"
 
 
 async def _vm(cim: EmulatorCim, name: str, *, generation: int = 1, scsi: bool = True,
@@ -76,8 +66,8 @@ async def _layout(cim: EmulatorCim, vm: VmRef) -> dict[tuple[str, int], tuple[st
 async def _warm(cim: EmulatorCim, tmp_path: Path) -> None:
     """Fill the template and service caches (a volume and an ISO, attached once)."""
     vm = await _vm(cim, "warm-up")
-    await drives.attach_volume(hv(cim), vm, 0, _image(tmp_path, "warm.vhdx"))
-    await drives.insert_iso(hv(cim), vm, _image(tmp_path, "warm.iso"))
+    await drives.attach_volume(hv(cim), vm, 0, image_file(tmp_path, "warm.vhdx"))
+    await drives.insert_iso(hv(cim), vm, image_file(tmp_path, "warm.iso"))
 
 
 # --- data volumes -------------------------------------------------------------------------
@@ -88,7 +78,7 @@ async def test_attach_volume_puts_disk_at_slot_within_budget_when_vm_is_stopped(
 ) -> None:
     await _warm(emulator, tmp_path)
     vm = await _vm(emulator, "i-2-1-VM")
-    image = _image(tmp_path, "data-1.vhdx")
+    image = image_file(tmp_path, "data-1.vhdx")
     before = emulator.round_trips()
     placed = await drives.attach_volume(hv(emulator), vm, 3, image)
     spent = emulator.round_trips() - before
@@ -102,7 +92,7 @@ async def test_attach_volume_hot_adds_disk_when_vm_runs(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-2-2-VM", running=True)
-    image = _image(tmp_path, "data-2.vhdx")
+    image = image_file(tmp_path, "data-2.vhdx")
     await drives.attach_volume(hv(emulator), vm, 1, image)
     assert await _layout(emulator, vm) == {("scsi0", 1): ("disk", image)}
 
@@ -111,7 +101,7 @@ async def test_attach_volume_changes_nothing_when_image_is_already_at_the_slot(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-2-3-VM")
-    image = _image(tmp_path, "data-3.vhdx")
+    image = image_file(tmp_path, "data-3.vhdx")
     await drives.attach_volume(hv(emulator), vm, 2, image)
     before = emulator.round_trips()
     placed = await drives.attach_volume(hv(emulator), vm, 2, image.upper())
@@ -131,9 +121,9 @@ async def test_attach_volume_refuses_and_changes_nothing_when_slot_or_image_is_i
     emulator: EmulatorCim, tmp_path: Path, slot: int, expected: str,
 ) -> None:
     vm = await _vm(emulator, "i-2-4-VM")
-    first = _image(tmp_path, "a.vhdx")
+    first = image_file(tmp_path, "a.vhdx")
     await drives.attach_volume(hv(emulator), vm, 2, first)
-    other = first if slot == 5 else _image(tmp_path, "b.vhdx")
+    other = first if slot == 5 else image_file(tmp_path, "b.vhdx")
     with pytest.raises(InvalidRequest, match="^" + re.escape(expected)):
         await drives.attach_volume(hv(emulator), vm, slot, other)
     assert await _layout(emulator, vm) == {("scsi0", 2): ("disk", first)}
@@ -143,7 +133,7 @@ async def test_attach_volume_adds_a_scsi_controller_when_a_stopped_vm_has_none(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-2-5-VM", scsi=False)
-    image = _image(tmp_path, "data-5.vhdx")
+    image = image_file(tmp_path, "data-5.vhdx")
     await drives.attach_volume(hv(emulator), vm, 0, image)
     assert await _layout(emulator, vm) == {("scsi0", 0): ("disk", image)}
 
@@ -153,7 +143,7 @@ async def test_attach_volume_refuses_when_a_running_vm_has_no_scsi_controller(
 ) -> None:
     vm = await _vm(emulator, "i-2-6-VM", scsi=False, running=True)
     with pytest.raises(InvalidRequest, match=r"no SCSI controller.*stopped VMs only"):
-        await drives.attach_volume(hv(emulator), vm, 0, _image(tmp_path, "data-6.vhdx"))
+        await drives.attach_volume(hv(emulator), vm, 0, image_file(tmp_path, "data-6.vhdx"))
     assert await _layout(emulator, vm) == {}
 
 
@@ -162,7 +152,7 @@ async def test_attach_volume_leaves_no_drive_when_hyperv_refuses_the_medium(
 ) -> None:
     vm = await _vm(emulator, "i-2-7-VM")
     other = await _vm(emulator, "i-2-8-VM")
-    image = _image(tmp_path, "shared.vhdx")
+    image = image_file(tmp_path, "shared.vhdx")
     await drives.attach_volume(hv(emulator), other, 0, image)
     with pytest.raises(HyperVError, match="already attached to a VM"):
         await drives.attach_volume(hv(emulator), vm, 0, image)
@@ -174,7 +164,7 @@ async def test_detach_volume_removes_drive_and_keeps_file_within_budget(
 ) -> None:
     await _warm(emulator, tmp_path)
     vm = await _vm(emulator, "i-2-9-VM", running=True)
-    image = _image(tmp_path, "data-9.vhdx")
+    image = image_file(tmp_path, "data-9.vhdx")
     await drives.attach_volume(hv(emulator), vm, 4, image)
     before = emulator.round_trips()
     drive = await drives.detach_volume(hv(emulator), vm, image)
@@ -190,7 +180,7 @@ async def test_detach_volume_returns_none_when_image_is_only_in_a_dvd_drive(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-2-10-VM")
-    iso = _image(tmp_path, "tools.iso")
+    iso = image_file(tmp_path, "tools.iso")
     await drives.insert_iso(hv(emulator), vm, iso)
     assert await drives.detach_volume(hv(emulator), vm, iso) is None
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
@@ -203,7 +193,7 @@ async def test_insert_iso_adds_dvd_drive_on_ide1_when_gen1_vm_is_stopped(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-3-1-VM", scsi=False)
-    iso = _image(tmp_path, "a.iso")
+    iso = image_file(tmp_path, "a.iso")
     placed = await drives.insert_iso(hv(emulator), vm, iso)
     assert placed == drives.Placed("IDE 1 slot 0", changed=True)
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
@@ -214,7 +204,7 @@ async def test_insert_iso_refuses_when_running_gen1_vm_has_no_dvd_drive(
 ) -> None:
     vm = await _vm(emulator, "i-3-2-VM", running=True)
     with pytest.raises(InvalidRequest, match="cannot add one to a running generation 1 VM"):
-        await drives.insert_iso(hv(emulator), vm, _image(tmp_path, "a.iso"))
+        await drives.insert_iso(hv(emulator), vm, image_file(tmp_path, "a.iso"))
     assert await _layout(emulator, vm) == {}
 
 
@@ -223,7 +213,7 @@ async def test_insert_and_eject_iso_stay_within_budget_when_running_vm_has_a_dvd
 ) -> None:
     await _warm(emulator, tmp_path)
     vm = await _vm(emulator, "i-3-3-VM")
-    first, second = _image(tmp_path, "first.iso"), _image(tmp_path, "second.iso")
+    first, second = image_file(tmp_path, "first.iso"), image_file(tmp_path, "second.iso")
     await drives.insert_iso(hv(emulator), vm, first)
     await ok(emulator, await request_state(emulator, vm.path, 2))
     steps = [("swap", drives.insert_iso(hv(emulator), vm, second), "invoke:ModifyResourceSettings"),
@@ -245,7 +235,7 @@ async def test_insert_iso_changes_nothing_when_the_iso_is_already_in(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-3-4-VM")
-    iso = _image(tmp_path, "a.iso")
+    iso = image_file(tmp_path, "a.iso")
     await drives.insert_iso(hv(emulator), vm, iso)
     before = emulator.round_trips()
     assert await drives.insert_iso(hv(emulator), vm, iso) == drives.Placed("IDE 1 slot 0", False)
@@ -256,11 +246,11 @@ async def test_insert_iso_adds_scsi_dvd_drive_at_lowest_free_slot_when_gen2_vm_r
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-3-5-VM", generation=2)
-    root = _image(tmp_path, "root.vhdx")
+    root = image_file(tmp_path, "root.vhdx")
     await drives.attach_volume(hv(emulator), vm, 0, root)
     await ok(emulator, await request_state(emulator, vm.path, 2))
     vm = await vms.find_vm(hv(emulator), "i-3-5-VM") or vm
-    iso = _image(tmp_path, "a.iso")
+    iso = image_file(tmp_path, "a.iso")
     assert await drives.insert_iso(hv(emulator), vm, iso) == drives.Placed("SCSI 0 slot 1", True)
     assert await drives.eject_iso(hv(emulator), vm, iso) is not None
     assert await _layout(emulator, vm) == {("scsi0", 0): ("disk", root),
@@ -271,9 +261,9 @@ async def test_eject_iso_returns_none_when_another_iso_is_in_the_drive(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-3-6-VM")
-    iso = _image(tmp_path, "a.iso")
+    iso = image_file(tmp_path, "a.iso")
     await drives.insert_iso(hv(emulator), vm, iso)
-    assert await drives.eject_iso(hv(emulator), vm, _image(tmp_path, "b.iso")) is None
+    assert await drives.eject_iso(hv(emulator), vm, image_file(tmp_path, "b.iso")) is None
     assert await _layout(emulator, vm) == {("ide1", 0): ("dvd", iso)}
 
 
@@ -288,10 +278,10 @@ async def _disks_of_four_vms(cim: EmulatorCim, tmp_path: Path) -> dict[str, list
     images: dict[str, list[str]] = {}
     for index in range(4):
         vm = await _vm(cim, f"i-4-{index}-VM")
-        images[vm.name] = [_image(tmp_path, f"v{index}-{n}.vhdx") for n in range(index)]
+        images[vm.name] = [image_file(tmp_path, f"v{index}-{n}.vhdx") for n in range(index)]
         for slot, image in enumerate(images[vm.name]):
             await drives.attach_volume(hv(cim), vm, slot, image)
-        await drives.insert_iso(hv(cim), vm, _image(tmp_path, f"i{index}.iso"))
+        await drives.insert_iso(hv(cim), vm, image_file(tmp_path, f"i{index}.iso"))
         await ok(cim, await request_state(cim, vm.path, 2))
     return images
 
@@ -341,11 +331,11 @@ async def test_disk_stats_meters_a_disk_added_later_and_keeps_counting_the_other
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     vm = await _vm(emulator, "i-5-0-VM", running=True)
-    first = _image(tmp_path, "first.vhdx")
+    first = image_file(tmp_path, "first.vhdx")
     await drives.attach_volume(hv(emulator), vm, 0, first)
     await diskstats.disk_stats(hv(emulator), [vm.name])
     assert _io(emulator, vm.name, first, 3, 0, 7)
-    later = _image(tmp_path, "later.vhdx")
+    later = image_file(tmp_path, "later.vhdx")
     await drives.attach_volume(hv(emulator), vm, 1, later)
     before = emulator.round_trips()
     found = await diskstats.disk_stats(hv(emulator), [vm.name])
@@ -389,7 +379,7 @@ async def _vms_with_a_disk(cim: EmulatorCim, tmp_path: Path, count: int) -> dict
     guids: dict[str, str] = {}
     for index in range(count):
         vm = await _vm(cim, f"i-5-{index}-VM")
-        await drives.attach_volume(hv(cim), vm, 0, _image(tmp_path, f"v5-{index}.vhdx"))
+        await drives.attach_volume(hv(cim), vm, 0, image_file(tmp_path, f"v5-{index}.vhdx"))
         await ok(cim, await request_state(cim, vm.path, 2))
         guids[vm.name] = vm.guid
     return guids
@@ -456,7 +446,7 @@ async def test_disk_totals_read_the_counters_whichever_name_the_host_gives_them(
     try:
         vm = await _vm(cim, "i-6-1-VM")
         vhd.create(share / "R-7.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
-        local, remote = _image(tmp_path, "v6.vhdx"), "\\\\fs1\\primary\\R-7.vhdx"
+        local, remote = image_file(tmp_path, "v6.vhdx"), "\\\\fs1\\primary\\R-7.vhdx"
         await drives.attach_volume(hv(cim), vm, 0, local)
         await drives.attach_volume(hv(cim), vm, 1, remote)
         await ok(cim, await request_state(cim, vm.path, 2))

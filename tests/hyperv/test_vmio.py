@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent.emulator import traffic, vhd
+from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.lab import open_emulator
@@ -18,6 +18,7 @@ from hyperv_agent.hyperv import build, devices, drives, nics, vmio, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
 from tests.emulator.kit import ok, request_state
+from tests.hyperv.kit import image_file
 from tests.sessions import hv
 
 MB = 1 << 20
@@ -105,11 +106,8 @@ async def test_adapter_totals_sum_a_vms_adapters_and_leave_out_vms_not_asked_for
 async def _vm_with_disk(cim: EmulatorCim, tmp_path: Path, name: str) -> VmRef:
     """A running VM with one NIC and one virtual hard disk, C:\\images\\r.vhdx."""
     vm = await _vm(cim, name, running=False)
-    (tmp_path / "C" / "images").mkdir(parents=True)
-    vhd.create(tmp_path / "C" / "images" / "r.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC,
-               1 << 26)
     await devices.add_scsi_controller(hv(cim), vm)
-    await drives.attach_volume(hv(cim), vm, 0, "C:\\images\\r.vhdx")
+    await drives.attach_volume(hv(cim), vm, 0, image_file(tmp_path, "r.vhdx"))
     await ok(cim, await request_state(cim, vm.path, 2))
     return vm
 
