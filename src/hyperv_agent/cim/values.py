@@ -125,12 +125,7 @@ def duration_to_dmtf_interval(duration: str) -> str:
             int(g["h"] or 0) + 24 * int(g["days"] or 0)))
     except InvalidOperation:
         raise CimError(f"not a day-time duration: {duration!r}") from None
-    micros_total = int(total * 1_000_000)
-    seconds, micros = divmod(micros_total, 1_000_000)
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:08d}{hours:02d}{minutes:02d}{seconds:02d}.{micros:06d}:000"
+    return _interval_from_timedelta(datetime.timedelta(microseconds=int(total * 1_000_000)))
 
 
 # --- Python's datetime and timedelta (PyMI) -----------------------------------------------

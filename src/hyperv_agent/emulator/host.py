@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
+from hyperv_agent.cim.values import dmtf_from_python
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.config import EmulatorConfig
@@ -72,12 +73,7 @@ def cim_datetime(epoch: float) -> str:
 
 def cim_interval(seconds: float) -> str:
     """A CIM interval (``ddddddddhhmmss.mmmmmm:000``): 300 s is ``00000000000500.000000:000``."""
-    micros = round(seconds * 1_000_000)
-    whole, micros = divmod(micros, 1_000_000)
-    minutes, secs = divmod(whole, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:08d}{hours:02d}{minutes:02d}{secs:02d}.{micros:06d}:000"
+    return dmtf_from_python(datetime.timedelta(seconds=seconds))
 
 
 class EmulatedHost:
