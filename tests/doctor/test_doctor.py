@@ -81,10 +81,14 @@ async def test_every_check_passes_and_a_vm_lives_and_goes_on_a_healthy_host(
      "New-VMSwitch"),
     ('missing_classes = ["Msvm_MetricService"]', ROOMY, "schema",
      "missing on this host: Msvm_MetricService", "Windows Server 2016 or later"),
+    ('missing_classes = ["Win32_PerfFormattedData_Counters_ProcessorInformation"]', ROOMY,
+     "schema", "missing on this host: Win32_PerfFormattedData_Counters_ProcessorInformation",
+     "lodctr /R, then winmgmt /resyncperf"),
     ("free_bytes = {C = 0}", ROOMY, "vhd path", "0.0 GiB free", "local_storage_path"),
     ("[emulator.migration]\nenabled = false", ROOMY, "live migration",
      "live migration is disabled", "Enable-VMMigration"),
-], ids=["missing vSwitch", "missing class", "full disk", "migration disabled"])
+], ids=["missing vSwitch", "missing class", "missing counters", "full disk",
+        "migration disabled"])
 async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short(
         tmp_path: Path, lab: str, options: Options, failing: str, named: str,
         fix: str) -> None:
@@ -97,6 +101,20 @@ async def test_the_failing_check_is_named_with_its_fix_when_the_host_falls_short
     assert status is Status.FAIL and named in found and fix in remedy
     assert report.checks[-1].name == "deploy" and report.checks[-1].status is Status.SKIP
     assert _check(report, "connection")[0] is Status.OK
+
+
+async def test_missing_vm_counter_sets_warn_with_what_they_cost_and_how_to_rebuild_them(
+        tmp_path: Path) -> None:
+    lab = ('missing_classes = ["Win32_PerfRawData_Counters_HyperVVirtualStorageDevice", '
+           '"Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter"]')
+    async with faced(tmp_path, lab) as (config, _):
+        report = await diagnose(config, ROOMY)
+    assert report.passed, report.text()  # the agent works on: doctor still exits 0
+    status, line = _check(report, "schema")
+    assert status is Status.WARN, line
+    assert "HyperVVirtualStorageDevice (VM disk statistics read 0)" in line
+    assert "HyperVVirtualNetworkAdapter (VM network statistics read 0)" in line
+    assert "lodctr /R" in line and "Windows Server 2016" not in line
 
 
 async def test_credssp_and_a_missing_migration_network_warn_with_their_fixes(

@@ -105,7 +105,8 @@ def test_the_scan_reads_every_module_of_the_package() -> None:
 
 async def test_the_emulated_host_has_every_name_in_the_table(emulator: EmulatorCim) -> None:
     shortfall = await inventory.missing_on(hv(emulator))
-    assert shortfall.missing == () and shortfall.absent_optional == ()
+    assert shortfall.missing == () and shortfall.absent_optional == () and shortfall.spared == ()
+    assert not shortfall.counters_only()
     assert shortfall.classes_checked == len(USED)
     assert shortfall.names_checked > 200
 
@@ -125,3 +126,27 @@ async def test_missing_names_are_listed_by_class_property_method_and_parameter(
         "Msvm_VirtualSystemManagementService.DefineSystem(NoSuchParameter)",
         "Msvm_VirtualSystemManagementService.NoSuchMethod()")
     assert shortfall.absent_optional == ("Msvm_VirtualSystemSettingData.NoSuchOption",)
+
+
+async def test_a_missing_class_the_agent_goes_without_is_listed_with_what_it_costs(
+        emulator: EmulatorCim) -> None:
+    wanted = (ClassUse("Win32_PerfRawData_NoSuchCounters", "root\\cimv2", counters=True,
+                       spared="some statistic reads 0"),
+              ClassUse(schema.Class.VSSD, properties=("ElementName",)))
+    shortfall = await inventory.missing_on(hv(emulator), wanted)
+    assert shortfall.missing == ()
+    assert shortfall.spared == (("Win32_PerfRawData_NoSuchCounters", "some statistic reads 0"),)
+
+
+def test_the_performance_counter_sets_are_the_win32_perf_classes_the_agent_reads() -> None:
+    perf = {use.name for use in USED if use.name.startswith("Win32_Perf")}
+    assert len(perf) == 4 and perf == inventory.COUNTER_SETS
+    # the agent goes without the VM statistics' counter sets, not the host's
+    assert {use.name for use in USED if use.spared} == {
+        schema.Class.DISK_PERF, schema.Class.VNIC_PERF}
+    counters = inventory.Shortfall(1, 1, (f"{schema.Class.NIC_PERF}.BytesSentPersec",), (),
+                                   ((schema.Class.DISK_PERF, "VM disk statistics read 0"),))
+    assert counters.counters_only()
+    mixed = inventory.Shortfall(1, 1, (schema.Class.VSSD,), (),
+                                ((schema.Class.DISK_PERF, "VM disk statistics read 0"),))
+    assert not mixed.counters_only()

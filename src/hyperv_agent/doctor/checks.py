@@ -173,15 +173,28 @@ SCHEMA_FIX = ("this Hyper-V lacks what the agent uses: run Windows Server 2016 o
               "and restart vmms")
 
 
+#: Performance counter classes come with Windows, not with Hyper-V: when they are missing,
+#: the counter registrations are damaged (Microsoft's "Manually rebuild performance counter
+#: library values"), and rebuilding them brings the classes back into WMI.
+COUNTERS_FIX = ("rebuild the host's performance counters, as Administrator: lodctr /R, "
+                "then winmgmt /resyncperf, then Restart-Service winmgmt -Force")
+
+
 async def schema(target: Target, _: Options) -> Check:
     shortfall = await inventory.missing_on(target.hyperv)
     present = (f"{shortfall.classes_checked} classes, {shortfall.names_checked} names "
                "(classes, properties, methods, parameters) the agent uses")
+    fix = COUNTERS_FIX if shortfall.counters_only() else SCHEMA_FIX
+    spared = ", ".join(f"{name} ({lost})" for name, lost in shortfall.spared)
     if shortfall.missing:
         return Check("schema", Status.FAIL, f"missing on this host: "
-                     f"{', '.join(shortfall.missing)}", SCHEMA_FIX)
+                     f"{', '.join(shortfall.missing)}{'; also ' + spared if spared else ''}",
+                     fix)
     note = (f"; absent (optional): {', '.join(shortfall.absent_optional)}"
             if shortfall.absent_optional else "")
+    if spared:
+        return Check("schema", Status.WARN, f"missing on this host: {spared}; the rest of "
+                     f"the {present} is present{note}", fix)
     return Check("schema", Status.OK, f"{present} are present{note}")
 
 

@@ -9,7 +9,10 @@ calls, class by class, and fails when a name sits under the wrong class. ``docto
 a host against it (``missing_on``): one class declaration read per class.
 
 Properties the code reads only when present (a newer Hyper-V's) are ``optional``: their
-absence is reported, not a failure.
+absence is reported, not a failure. Performance counter sets (``counters``) come from
+Windows' performance counters through WMI, whatever the Hyper-V version: they go missing
+when the host's counter registrations are damaged. Some of them the agent can go without
+(``spared``: what it loses then).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class ClassUse:
         default_factory=lambda: MappingProxyType({}))
     optional: tuple[str, ...] = ()  # read only when the host has them
     service: bool = False  # a singleton service every Hyper-V host runs
+    counters: bool = False  # a performance counter set (Win32_PerfRawData_*)
+    spared: str = ""  # what the agent goes without when the class is missing; "": it fails
 
 
 def _methods(**methods: tuple[str, ...]) -> Mapping[str, tuple[str, ...]]:
@@ -146,26 +151,39 @@ USED: tuple[ClassUse, ...] = (
         "DeviceID", "NumberOfCores", "MaxClockSpeed", "ProcessorType")),
     ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
         "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway")),
-    ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime")),
+    ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime"),
+             counters=True),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
-        "Name", "BytesReceivedPersec", "BytesSentPersec")),
+        "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True),
     ClassUse(Class.DISK_PERF, CIMV2, properties=(
         "Name", "ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
-        "WriteOperationsPerSec")),
+        "WriteOperationsPerSec"), counters=True, spared="VM disk statistics read 0"),
     ClassUse(Class.VNIC_PERF, CIMV2, properties=(
-        "Name", "BytesReceivedPersec", "BytesSentPersec")),
+        "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True,
+             spared="VM network statistics read 0"),
 )
+
+#: The performance counter sets among ``USED``.
+COUNTER_SETS = frozenset(use.name for use in USED if use.counters)
 
 
 @dataclass(frozen=True)
 class Shortfall:
     """What one host lacks of ``USED``: ``missing`` fails the agent's operations there,
+    ``spared`` are missing classes it goes without, each with what that costs,
     ``absent_optional`` only switches a refinement off."""
 
     classes_checked: int
     names_checked: int
     missing: tuple[str, ...]
     absent_optional: tuple[str, ...]
+    spared: tuple[tuple[str, str], ...] = ()  # (class, what is lost)
+
+    def counters_only(self) -> bool:
+        """Whether all that is missing or spared belongs to performance counter sets."""
+        lacking = [*(name.partition(".")[0] for name in self.missing),
+                   *(name for name, _ in self.spared)]
+        return bool(lacking) and all(name in COUNTER_SETS for name in lacking)
 
 
 async def missing_on(hv: HyperV, used: tuple[ClassUse, ...] = USED) -> Shortfall:
@@ -175,18 +193,22 @@ async def missing_on(hv: HyperV, used: tuple[ClassUse, ...] = USED) -> Shortfall
     CimError other than an unknown class (the host unreachable) is raised."""
     missing: list[str] = []
     optional: list[str] = []
+    spared: list[tuple[str, str]] = []
     names = 0
     for use in used:
         names += 1 + len(use.properties) + sum(1 + len(p) for p in use.methods.values())
         try:
             declared = await hv.cim.get_class(use.name, use.namespace)
         except CimInvalidClass:
-            missing.append(use.name)
+            if use.spared:
+                spared.append((use.name, use.spared))
+            else:
+                missing.append(use.name)
             continue
         missing += [f"{use.name}.{p}" for p in use.properties if declared.prop(p) is None]
         optional += [f"{use.name}.{p}" for p in use.optional if declared.prop(p) is None]
         missing += _missing_methods(use, declared)
-    return Shortfall(len(used), names, tuple(missing), tuple(optional))
+    return Shortfall(len(used), names, tuple(missing), tuple(optional), tuple(spared))
 
 
 def _missing_methods(use: ClassUse, declared: CimClass) -> list[str]:
