@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.hyperv import host
+from hyperv_agent.hyperv.schema import Class
 from tests.emulator.kit import define_vm, ok, request_state
 from tests.sessions import hv
 
@@ -107,6 +111,19 @@ async def test_stats_network_counters_grow_when_time_passes(
         assert second.sent_bytes > first.sent_bytes >= 0
     finally:
         await cim.close()
+
+
+async def test_stats_read_no_network_traffic_and_say_so_when_the_counters_are_missing(
+    make_config: Callable[..., EmulatorConfig], caplog: pytest.LogCaptureFixture,
+) -> None:
+    cim = open_emulator(make_config(lab_missing_classes=frozenset({Class.NIC_PERF})))
+    try:
+        stats = await host.host_stats(hv(cim))
+    finally:
+        await cim.close()
+    assert (stats.received_bytes, stats.sent_bytes) == (0, 0)
+    assert stats.total_memory_kib == 64 * 1024 * 1024
+    assert "host network statistics read 0" in caplog.text
 
 
 async def test_stats_count_vm_memory_as_used_when_a_vm_runs(emulator: EmulatorCim) -> None:

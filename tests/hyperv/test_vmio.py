@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.services import metrics
+from hyperv_agent.errors import CimError
 from hyperv_agent.hyperv import build, devices, drives, nics, vmio, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
@@ -148,6 +150,44 @@ async def test_io_since_last_reads_the_adapters_beside_the_disk_files(
         assert slow.round_trips().calls == 3
     finally:
         await slow.close()
+
+
+class _CountersFailOnce(EmulatorCim):
+    """The emulated host, whose network adapter counters cannot be read once (a timeout)."""
+
+    failing = True
+
+    async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        if self.failing and traffic.ADAPTER_COUNTERS in wql:
+            self.failing = False
+            raise CimError("the operation timed out")
+        return await super().query(wql, namespace)
+
+
+async def test_a_report_that_cannot_read_the_counters_counts_nothing_and_loses_nothing(
+    make_config: Callable[..., EmulatorConfig], tmp_path: Path,
+) -> None:
+    cim = _CountersFailOnce.open(make_config())
+    assert isinstance(cim, _CountersFailOnce)
+    cim.failing = False
+    try:
+        vm = await _vm_with_disk(cim, tmp_path, "i-7-32-VM")
+        session, uptime = hv(cim), {vm.guid: 1000}
+        assert traffic.network_io(cim.host, vm.name, MACS[0], received_bytes=5 * MB)
+        await vmio.io_since_last(session, uptime)  # the baseline: 5 MB received
+        metrics.disk_io(cim.host, vm.name, "C:\\images\\r.vhdx", read_bytes=MB, reads=3)
+        assert traffic.network_io(cim.host, vm.name, MACS[0], received_bytes=2 * MB)
+        cim.failing = True
+        assert await vmio.io_since_last(session, {vm.guid: 2000}) == {
+            vm.guid.upper(): vmio.IoTotals()}  # this report: none
+        metrics.disk_io(cim.host, vm.name, "C:\\images\\r.vhdx", read_bytes=MB, reads=1)
+        assert await vmio.io_since_last(session, {vm.guid: 3000}) == {
+            vm.guid.upper(): vmio.IoTotals(read_bytes=2 * MB, reads=4,
+                                           received_bytes=2 * MB)}  # both intervals, once
+        assert await vmio.io_since_last(session, {vm.guid: 4000}) == {
+            vm.guid.upper(): vmio.IoTotals()}
+    finally:
+        await cim.close()
 
 
 async def test_a_host_without_the_adapter_counters_reads_no_traffic_and_says_so(

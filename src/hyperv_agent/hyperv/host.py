@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -30,7 +31,7 @@ from typing import TypeAlias
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cim.values import dmtf_to_iso
-from hyperv_agent.errors import CimError, HyperVError
+from hyperv_agent.errors import CimError, CimInvalidClass, HyperVError
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
     CENTRAL_PROCESSOR,
@@ -41,6 +42,8 @@ from hyperv_agent.hyperv.schema import (
     EnabledState,
 )
 from hyperv_agent.hyperv.session import HyperV
+
+log = logging.getLogger("hyperv_agent.hyperv.host")
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
@@ -115,7 +118,8 @@ async def host_stats(hv: HyperV) -> HostStats:
     read-only.
 
     Raises HyperVError when the processor performance counter or Win32_OperatingSystem is
-    missing (performance counters disabled on the host, for example).
+    missing (performance counters disabled on the host, for example); without the network
+    interface counters the network figures read 0.
     """
     idle, system, (received, sent) = await asyncio.gather(
         _idle_percent(hv), _operating_system(hv), _network_bytes(hv))
@@ -138,10 +142,16 @@ async def free_memory_kib(hv: HyperV) -> int:
 
 
 async def _network_bytes(hv: HyperV) -> tuple[int, int]:
-    """Bytes received and sent over all interfaces (0, 0 when the counters are absent)."""
+    """Bytes received and sent over all interfaces; (0, 0) when the counters are absent
+    (a host whose performance counters are damaged has no such class: logged)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",
                                                    "BytesSentPersec"))
-    interfaces = await hv.cim.query(query, CIMV2)
+    try:
+        interfaces = await hv.cim.query(query, CIMV2)
+    except CimInvalidClass as error:
+        log.warning("network interface counters cannot be read (%s): host network "
+                    "statistics read 0", error)
+        return 0, 0
     return (sum(i.integer("BytesReceivedPersec") or 0 for i in interfaces),
             sum(i.integer("BytesSentPersec") or 0 for i in interfaces))
 

@@ -154,7 +154,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime"),
              counters=True),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
-        "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True),
+        "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True,
+             spared="host network statistics read 0"),
     ClassUse(Class.DISK_PERF, CIMV2, properties=(
         "Name", "ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
         "WriteOperationsPerSec"), counters=True, spared="VM disk statistics read 0"),

@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hyperv_agent.cim import wql
-from hyperv_agent.errors import CimError
+from hyperv_agent.errors import CimError, CimInvalidClass
 from hyperv_agent.hyperv import vms
 from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class, Subtype
 from hyperv_agent.hyperv.session import HyperV
@@ -86,11 +86,22 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
     each has run: a VM seen for the first time reads 0 (its totals become the baseline);
     one that ran for less time than when last seen started again, so all its counters
     hold is new. 3 queries whatever the number of VMs (``disk_totals`` and, beside it,
-    ``adapter_totals``); read-only on the host."""
+    ``adapter_totals``); read-only on the host.
+
+    When the counters cannot be read this time (a CimError other than a host without the
+    counter set), every VM reads 0 and the previous totals stay the baseline, so the next
+    call counts both intervals: nothing is lost, and nothing is counted twice.
+    """
     if not uptimes_ms:
         return {}
     guids = list(uptimes_ms)
-    disks, adapters = await asyncio.gather(disk_totals(hv, guids), adapter_totals(hv, guids))
+    try:
+        disks, adapters = await asyncio.gather(disk_totals(hv, guids),
+                                               adapter_totals(hv, guids))
+    except CimError as error:
+        log.warning("VM I/O counters cannot be read now (%s): this report counts no I/O, "
+                    "the next one counts it", error)
+        return {guid.upper(): IoTotals() for guid in uptimes_ms}
     totals = {guid: disks.get(guid, IoTotals()) + adapters.get(guid, IoTotals())
               for guid in disks.keys() | adapters.keys()}
     seen = hv.kept(_Kept).seen
@@ -178,13 +189,14 @@ async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]
 async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
     """Counter instance (``counter_key``) -> its totals, for the instances ``names``, each
     asked for under both names Windows may give it; 1 query (every instance when they
-    are many). A host without the counter set gives {} and one warning."""
+    are many). A host without the counter set gives {} and one warning; any other CimError
+    is raised."""
     named = sorted({name for key in names for name in instance_names(key)})
     where = wql.any_of("Name", named) if len(names) <= NAMED_AT_MOST else None
     query = wql.select(Class.DISK_PERF, where, ("Name", *_COUNTERS))
     try:
         devices = await hv.cim.query(query, CIMV2)
-    except CimError as error:
+    except CimInvalidClass as error:
         log.warning("disk I/O counters cannot be read (%s): VM disk statistics read 0", error)
         return {}
     found: dict[str, IoTotals] = {}
@@ -200,7 +212,7 @@ async def adapter_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoT
     summed per VM (GUID, upper case), totals since each VM started. 1 query naming the
     VMs, or over every adapter of the host when they are many; a VM without counters
     (not running, no adapter, or a host without the counter set, which is logged) is
-    left out."""
+    left out. Any other CimError is raised."""
     guids = {guid.upper() for guid in vm_guids}
     if not guids:
         return {}
@@ -209,7 +221,7 @@ async def adapter_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoT
     query = wql.select(Class.VNIC_PERF, where, ("Name", *_ADAPTER_COUNTERS))
     try:
         adapters = await hv.cim.query(query, CIMV2)
-    except CimError as error:
+    except CimInvalidClass as error:
         log.warning("network adapter counters cannot be read (%s): VM network statistics "
                     "read 0", error)
         return {}
