@@ -41,7 +41,7 @@ class ClassUse:
         default_factory=lambda: MappingProxyType({}))
     optional: tuple[str, ...] = ()  # read only when the host has them
     service: bool = False  # a singleton service every Hyper-V host runs
-    counters: bool = False  # a performance counter set (Win32_PerfRawData_*)
+    counters: bool = False  # a performance counter set (Win32_PerfRawData_*, _PerfFormattedData_*)
     spared: str = ""  # what the agent goes without when the class is missing; "": it fails
 
 
