@@ -527,6 +527,21 @@ async def test_vm_stats_report_each_running_vms_disk_io_since_the_previous_repor
     assert {name: _network_kb(e) for name, e in fourth.items()} == dict.fromkeys(both, (0, 0))
 
 
+async def test_vm_stats_after_a_volume_is_detached_count_the_other_disks_interval_only(
+    agent: Running,
+) -> None:
+    await _start(agent, "i-2-44-VM", data_seq=1)
+    host = agent.emulator.host
+    metrics.disk_io(host, "i-2-44-VM", _file("i-2-44-VM-root"), read_bytes=8 * MB, reads=80)
+    metrics.disk_io(host, "i-2-44-VM", _file("i-2-44-VM-data"), read_bytes=2 * MB, reads=20)
+    await _vm_stats(agent, ["i-2-44-VM"])  # the baseline: both disks' totals
+    metrics.disk_io(host, "i-2-44-VM", _file("i-2-44-VM-root"), read_bytes=MB, reads=10)
+    await _ok(agent, DETTACH, {"vmName": "i-2-44-VM",
+                               "disk": _data_disk("i-2-44-VM-data", 1)})
+    stats, _ = await _vm_stats(agent, ["i-2-44-VM"])
+    assert _disk_io(stats["i-2-44-VM"]) == (10, 0, 1024, 0)  # not the root disk's 9 MB
+
+
 async def test_vm_stats_read_counters_named_after_the_verbatim_form_of_the_disks_path(
     tmp_path: Path,
 ) -> None:

@@ -185,6 +185,7 @@ async def test_device_counters_count_io_of_a_running_vm_without_metering(
     assert await _device(emulator) == {"ReadBytesPersec": 4 * MB, "WriteBytesPersec": 5,
                                        "ReadOperationsPerSec": 9, "WriteOperationsPerSec": 1}
     await ok(emulator, await request_state(emulator, vm, 3))
+    assert await emulator.query(wql.select(DEVICE), CIMV2) == []  # gone with the run
     assert not disk_io(emulator.host, "vm1", ROOT, read_bytes=MB, reads=1)  # off: no I/O
     await ok(emulator, await request_state(emulator, vm, 2))
     disk_io(emulator.host, "vm1", ROOT, written_bytes=MB, writes=4)

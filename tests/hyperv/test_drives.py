@@ -386,7 +386,7 @@ async def _vms_with_a_disk(cim: EmulatorCim, tmp_path: Path, count: int) -> dict
 
 
 @pytest.mark.parametrize("count", [1, 3, vmio.NAMED_AT_MOST + 8])
-async def test_disk_totals_take_two_queries_whatever_the_number_of_vms(
+async def test_disk_counters_take_two_queries_whatever_the_number_of_vms(
     emulator: EmulatorCim, tmp_path: Path, count: int,
 ) -> None:
     guids = await _vms_with_a_disk(emulator, tmp_path, count)
@@ -394,23 +394,25 @@ async def test_disk_totals_take_two_queries_whatever_the_number_of_vms(
         assert metrics.disk_io(emulator.host, f"i-5-{index}-VM", f"C:\\images\\v5-{index}.vhdx",
                                read_bytes=index * MB, reads=index, writes=1) is False
     before = emulator.round_trips()
-    totals = await vmio.disk_totals(hv(emulator), list(guids.values()))
+    totals = {guid: vmio.total(disks) for guid, disks in (
+        await vmio.disk_counters(hv(emulator), list(guids.values()))).items()}
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"]) == (2, 2)
     assert {guid: (t.read_bytes, t.reads, t.writes) for guid, t in totals.items()} == {
         guid.upper(): (index * MB, index, 1) for index, guid in enumerate(guids.values())}
 
 
-async def test_disk_totals_leave_out_vms_without_counters_and_make_no_call_for_none(
+async def test_disk_counters_leave_out_vms_without_them_and_make_no_call_for_none(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
     guids = await _vms_with_a_disk(emulator, tmp_path, 2)
     assert metrics.disk_io(emulator.host, "i-5-1-VM", "C:\\images\\v5-1.vhdx",
                            written_bytes=3 * MB, writes=6) is False  # counted, not metered
-    totals = await vmio.disk_totals(hv(emulator), list(guids.values()))
-    assert totals == {guids["i-5-1-VM"].upper(): vmio.IoTotals(0, 3 * MB, 0, 6)}
+    counters = await vmio.disk_counters(hv(emulator), list(guids.values()))
+    assert counters == {guids["i-5-1-VM"].upper(): {
+        "disk:c:-images-v5-1.vhdx": vmio.IoTotals(0, 3 * MB, 0, 6)}}
     before = emulator.round_trips()
-    assert await vmio.disk_totals(hv(emulator), []) == {}
+    assert await vmio.disk_counters(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -436,7 +438,7 @@ def test_counter_names_of_the_verbatim_form_are_the_same_disk_as_the_plain_ones(
 
 
 @pytest.mark.parametrize("names", ["plain", "verbatim"])
-async def test_disk_totals_read_the_counters_whichever_name_the_host_gives_them(
+async def test_disk_counters_are_read_whichever_name_the_host_gives_them(
     make_config: Callable[..., EmulatorConfig], tmp_path: Path, names: str,
 ) -> None:
     share = tmp_path / "share"
@@ -456,8 +458,10 @@ async def test_disk_totals_read_the_counters_whichever_name_the_host_gives_them(
             f"SELECT Name FROM {metrics.DEVICE_COUNTERS}", "root\\cimv2")}
         assert all(name.startswith("--?-") == (names == "verbatim") for name in listed), listed
         before = cim.round_trips()
-        totals = await vmio.disk_totals(hv(cim), [vm.guid])
+        counters = await vmio.disk_counters(hv(cim), [vm.guid])
         assert (cim.round_trips() - before).calls == 2
-        assert totals == {vm.guid.upper(): vmio.IoTotals(2 * MB, 3 * MB, 4, 5)}
+        assert {guid: vmio.total(disks) for guid, disks in counters.items()} == {
+            vm.guid.upper(): vmio.IoTotals(2 * MB, 3 * MB, 4, 5)}
+        assert len(counters[vm.guid.upper()]) == 2  # one instance a disk
     finally:
         await cim.close()

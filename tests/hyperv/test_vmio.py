@@ -1,5 +1,5 @@
 """The network traffic of running VMs from the "Hyper-V Virtual Network Adapter" counters
-(``vmio.adapter_totals``), on the emulator, and the emulator's counters themselves."""
+(``vmio.adapter_counters``), on the emulator, and the emulator's counters themselves."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance
+from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance, ObjectPath
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.services import metrics
-from hyperv_agent.errors import CimError
+from hyperv_agent.errors import CimError, CimNotFound
 from hyperv_agent.hyperv import build, devices, drives, nics, vmio, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
@@ -67,11 +67,11 @@ def test_an_instance_of_another_form_counts_for_no_vm(instance: str) -> None:
     assert vmio.adapter_vm_guid(instance) is None
 
 
-# --- adapter_totals over the emulator --------------------------------------------------------
+# --- adapter_counters over the emulator ------------------------------------------------------
 
 
 @pytest.mark.parametrize("count", [1, 3, vmio.NAMED_AT_MOST + 4])
-async def test_adapter_totals_take_one_query_whatever_the_number_of_vms(
+async def test_adapter_counters_take_one_query_whatever_the_number_of_vms(
     emulator: EmulatorCim, count: int,
 ) -> None:
     guids = {}
@@ -81,14 +81,15 @@ async def test_adapter_totals_take_one_query_whatever_the_number_of_vms(
         assert traffic.network_io(emulator.host, vm.name, MACS[0], received_bytes=index * MB,
                                   sent_bytes=index)
     before = emulator.round_trips()
-    totals = await vmio.adapter_totals(hv(emulator), list(guids.values()))
+    totals = {guid: vmio.total(nics) for guid, nics in (
+        await vmio.adapter_counters(hv(emulator), list(guids.values()))).items()}
     spent = emulator.round_trips() - before
     assert (spent.calls, spent["query"]) == (1, 1)
     assert {guid: (t.received_bytes, t.sent_bytes) for guid, t in totals.items()} == {
         guid.upper(): (index * MB, index) for index, guid in enumerate(guids.values())}
 
 
-async def test_adapter_totals_sum_a_vms_adapters_and_leave_out_vms_not_asked_for(
+async def test_adapter_counters_read_each_adapter_and_leave_out_vms_not_asked_for(
     emulator: EmulatorCim,
 ) -> None:
     two = await _vm(emulator, "i-7-20-VM", MACS)
@@ -98,10 +99,12 @@ async def test_adapter_totals_sum_a_vms_adapters_and_leave_out_vms_not_asked_for
     assert traffic.network_io(host, two.name, MACS[0], received_bytes=MB, sent_bytes=10)
     assert traffic.network_io(host, two.name, "02-00-51-2c-00-02", received_bytes=2 * MB)
     assert traffic.network_io(host, other.name, MACS[0], sent_bytes=7)
-    totals = await vmio.adapter_totals(hv(emulator), [two.guid.lower(), quiet.guid])
-    assert totals == {two.guid.upper(): vmio.IoTotals(received_bytes=3 * MB, sent_bytes=10)}
+    counters = await vmio.adapter_counters(hv(emulator), [two.guid.lower(), quiet.guid])
+    assert list(counters) == [two.guid.upper()] and len(counters[two.guid.upper()]) == 2
+    assert sorted(counters[two.guid.upper()].values(), key=lambda t: t.sent_bytes) == [
+        vmio.IoTotals(received_bytes=2 * MB), vmio.IoTotals(received_bytes=MB, sent_bytes=10)]
     before = emulator.round_trips()
-    assert await vmio.adapter_totals(hv(emulator), []) == {}
+    assert await vmio.adapter_counters(hv(emulator), []) == {}
     assert (emulator.round_trips() - before).calls == 0
 
 
@@ -164,6 +167,26 @@ class _CountersFailOnce(EmulatorCim):
         return await super().query(wql, namespace)
 
 
+async def test_removing_an_adapter_never_makes_the_others_count_their_history_again(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "i-7-33-VM", MACS)  # generation 2: adapters come and go running
+    host, session = emulator.host, hv(emulator)
+    assert traffic.network_io(host, vm.name, MACS[0], received_bytes=5 * MB)
+    assert traffic.network_io(host, vm.name, MACS[1], received_bytes=3 * MB)
+    await vmio.io_since_last(session, {vm.guid: 1000})  # the baseline: 8 MB received
+    assert traffic.network_io(host, vm.name, MACS[0], received_bytes=MB)
+    (_, second) = await nics.list_nics(session, vm.guid)
+    await nics.remove(session, second)
+    assert await vmio.io_since_last(session, {vm.guid: 2000}) == {
+        vm.guid.upper(): vmio.IoTotals(received_bytes=MB)}  # not the first adapter's 6 MB
+    await nics.add_nic(session, vm, mac=MACS[1], switch_name="External", vlan=None,
+                       rate_mbps=None, name="nic1")
+    assert traffic.network_io(host, vm.name, MACS[1], sent_bytes=512)
+    assert await vmio.io_since_last(session, {vm.guid: 3000}) == {
+        vm.guid.upper(): vmio.IoTotals(sent_bytes=512)}  # a new adapter: all it holds
+
+
 async def test_a_report_that_cannot_read_the_counters_counts_nothing_and_loses_nothing(
     make_config: Callable[..., EmulatorConfig], tmp_path: Path,
 ) -> None:
@@ -196,7 +219,7 @@ async def test_a_host_without_the_adapter_counters_reads_no_traffic_and_says_so(
     cim = open_emulator(make_config(lab_missing_classes=frozenset({traffic.ADAPTER_COUNTERS})))
     try:
         vm = await _vm(cim, "i-7-40-VM")
-        assert await vmio.adapter_totals(hv(cim), [vm.guid]) == {}
+        assert await vmio.adapter_counters(hv(cim), [vm.guid]) == {}
         assert "network adapter counters cannot be read" in caplog.text
     finally:
         await cim.close()
@@ -229,6 +252,28 @@ async def test_emulated_counters_are_named_after_vm_adapter_and_guids_and_restar
     assert traffic.network_io(host, vm.name, MACS[0], sent_bytes=9)
     (counter,) = await emulator.query(f"SELECT * FROM {traffic.ADAPTER_COUNTERS}", CIMV2)
     assert (counter["BytesReceivedPersec"], counter["BytesSentPersec"]) == (0, 9)
+
+
+async def test_emulated_counters_are_gone_when_the_vm_stops_or_the_adapter_is_removed(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _vm(emulator, "i-7-55-VM", MACS)
+    host, session = emulator.host, hv(emulator)
+    for mac in MACS:
+        assert traffic.network_io(host, vm.name, mac, received_bytes=100)
+    names = [str(c["Name"]) for c in await emulator.query(
+        f"SELECT Name FROM {traffic.ADAPTER_COUNTERS}", CIMV2)]
+    assert len(names) == 2
+    (_, second) = await nics.list_nics(session, vm.guid)
+    await nics.remove(session, second)
+    left = await emulator.query(f"SELECT Name FROM {traffic.ADAPTER_COUNTERS}", CIMV2)
+    assert len(left) == 1 and left[0]["Name"] in names
+    gone = ObjectPath.for_keys(traffic.ADAPTER_COUNTERS, CIMV2,
+                               Name=next(n for n in names if n != left[0]["Name"]))
+    with pytest.raises(CimNotFound):
+        await emulator.get(gone)
+    await ok(emulator, await request_state(emulator, vm.path, 3))
+    assert await emulator.query(f"SELECT Name FROM {traffic.ADAPTER_COUNTERS}", CIMV2) == []
 
 
 async def test_emulated_traffic_needs_a_connected_port_and_refuses_bad_input(

@@ -116,6 +116,8 @@ class EmulatorCim(Cim):
         for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):
                 continue
+            if not model.present(txn, record):
+                continue
             instance = self._view(txn, record)
             if query.where is None or wqlparse.evaluate(query.where, _lookup(instance)):
                 results.append(_project(instance, wanted))
@@ -174,9 +176,11 @@ class EmulatorCim(Cim):
         self.host.counters.add("job_poll" if polling else "get")
         if lookup(path.class_name) is None:
             raise CimInvalidClass(f"no class {path.class_name}")
-        if record is None or (polling and expired(record, self.host.clock())):
+        txn = self.host.store.transaction()
+        if record is None or (polling and expired(record, self.host.clock())) or (
+                not model.present(txn, record)):
             raise CimNotFound(f"no instance at {path}")
-        return self._view(self.host.store.transaction(), record)
+        return self._view(txn, record)
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         await self._primitive("spawn")

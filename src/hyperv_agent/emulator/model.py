@@ -143,6 +143,27 @@ def running_memory_mb(host: EmulatedHost, txn: Transaction) -> int:
     return txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), RUNNING_MEMORY)
 
 
+def counts_for(record: Record, vm: Record, device: Record) -> None:
+    """Make ``record``, a performance counter instance, count for ``device`` (a disk
+    medium or a network adapter) of ``vm`` in its current run: ``present`` shows it while
+    both last."""
+    record.meta.update(vm=str(vm["Name"]), run=vm.meta.get("started_at"),
+                       device=str(device.path))
+
+
+def present(txn: Transaction, record: Record) -> bool:
+    """Whether a performance counter instance made by ``counts_for`` is there: Windows
+    keeps the instance of a VM's disk or network adapter while the VM runs (or is paused)
+    with the device attached, and drops it when the VM stops or the device is removed.
+    Any other record is there."""
+    device = record.meta.get("device")
+    if not isinstance(device, str):
+        return True
+    vm = txn.get(vm_path(str(record.meta.get("vm"))))
+    return (vm is not None and is_running(vm) and vm.meta.get("started_at") == record.meta.get(
+        "run") and txn.get(ObjectPath.parse(device)) is not None)
+
+
 _COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem")
 
 

@@ -24,8 +24,10 @@ performance counters, the "Hyper-V Virtual Network Adapter" set of root\\cimv2: 
 instance per adapter, named ``<VM name>_<adapter name>_<VM GUID>--<adapter GUID>`` (the
 form public scripts reading this set build or match; Microsoft documents none), holding
 bytes and packets received and sent since the VM started; received is what reached the
-VM. The instance is made at the adapter's first traffic and keeps its last values after
-the VM stops (Windows drops it then); a VM started again counts from 0.
+VM. The instance is made at the adapter's first traffic and is there, as on Windows,
+while the VM runs (or is paused) with the adapter attached: it is gone when the VM stops
+or the adapter is removed, and the next traffic starts a new one from 0
+(``model.present``).
 """
 
 from __future__ import annotations
@@ -141,15 +143,14 @@ def network_io(host: EmulatedHost, vm_name: str, mac: str, *, received_bytes: in
             port["EnabledState"] == EnabledState.DISABLED):
         return False
     name = adapter_counter_name(vm, nic)
-    run = vm.meta.get("started_at")
     record = txn.edit(ObjectPath.for_keys(ADAPTER_COUNTERS, CIMV2_NAMESPACE, Name=name))
-    if record is None or record.meta.get("run") != run:
+    if record is None or not model.present(txn, record):
         record = host.new_record(ADAPTER_COUNTERS, Name=name, BytesPersec=0, PacketsPersec=0,
                                  DroppedPacketsIncomingPersec=0,
                                  DroppedPacketsOutgoingPersec=0,
                                  **{counter: 0 for counter in _ADAPTER_TOTALS})
-        record.meta["run"] = run
         txn.put(record)
+    model.counts_for(record, vm, nic)
     for counter, amount in zip(_ADAPTER_TOTALS, amounts, strict=True):
         record[counter] = (record.integer(counter) + amount) % _WRAP
     record["BytesPersec"] = (received_bytes + sent_bytes + record.integer("BytesPersec")) % _WRAP

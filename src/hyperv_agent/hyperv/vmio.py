@@ -38,10 +38,10 @@ log = logging.getLogger("hyperv_agent.hyperv.vmio")
 
 @dataclass
 class _Kept:
-    """What the session keeps for this module: the I/O totals and uptime of each VM (by
+    """What the session keeps for this module: the counters and uptime of each VM (by
     GUID) as ``io_since_last`` last read them."""
 
-    seen: dict[str, tuple[IoTotals, int]] = field(default_factory=dict)  # and uptime, ms
+    seen: dict[str, tuple[dict[str, IoTotals], int]] = field(default_factory=dict)  # uptime ms
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,15 @@ class IoTotals:
                 self.received_bytes, self.sent_bytes)
 
 
+#: VM GUID (upper case) -> each counter instance of the VM -> its totals.
+Counters = dict[str, dict[str, IoTotals]]
+
+
+def total(instances: Mapping[str, IoTotals]) -> IoTotals:
+    """The sum of a VM's counter instances."""
+    return sum(instances.values(), IoTotals())
+
+
 #: Up to this many VMs (or disks) a query names them; beyond, it reads the whole host once.
 NAMED_AT_MOST = 32
 _COUNTERS = ("ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
@@ -83,10 +92,14 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
     """The disk and network I/O of each running VM since the previous call for it, by
     GUID (upper case), as CloudStack's agents report VM statistics: the interval's I/O,
     which the management server adds up. ``uptimes_ms`` holds the VMs' GUIDs and how long
-    each has run: a VM seen for the first time reads 0 (its totals become the baseline);
+    each has run: a VM seen for the first time reads 0 (its counters become the baseline);
     one that ran for less time than when last seen started again, so all its counters
-    hold is new. 3 queries whatever the number of VMs (``disk_totals`` and, beside it,
-    ``adapter_totals``); read-only on the host.
+    hold is new. Otherwise each counter instance (a disk, a network adapter) counts what
+    it moved since the previous call: an instance that appeared since (a disk attached, an
+    adapter added) counts all it holds, one that is gone (removed) counts nothing, so
+    removing a device never makes the others count their history again. 3 queries
+    whatever the number of VMs (``disk_counters`` and, beside it, ``adapter_counters``);
+    read-only on the host.
 
     When the counters cannot be read this time (a CimError other than a host without the
     counter set), every VM reads 0 and the previous totals stay the baseline, so the next
@@ -96,42 +109,45 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
         return {}
     guids = list(uptimes_ms)
     try:
-        disks, adapters = await asyncio.gather(disk_totals(hv, guids),
-                                               adapter_totals(hv, guids))
+        disks, adapters = await asyncio.gather(disk_counters(hv, guids),
+                                               adapter_counters(hv, guids))
     except CimError as error:
         log.warning("VM I/O counters cannot be read now (%s): this report counts no I/O, "
                     "the next one counts it", error)
         return {guid.upper(): IoTotals() for guid in uptimes_ms}
-    totals = {guid: disks.get(guid, IoTotals()) + adapters.get(guid, IoTotals())
-              for guid in disks.keys() | adapters.keys()}
     seen = hv.kept(_Kept).seen
     found: dict[str, IoTotals] = {}
     for guid, uptime_ms in uptimes_ms.items():
-        now, before = totals.get(guid.upper(), IoTotals()), seen.get(guid.upper())
+        key = guid.upper()
+        now, before = {**disks.get(key, {}), **adapters.get(key, {})}, seen.get(key)
         if before is None:
-            found[guid.upper()] = IoTotals()
+            found[key] = IoTotals()
+        elif uptime_ms < before[1]:
+            found[key] = total(now)
         else:
-            found[guid.upper()] = now if uptime_ms < before[1] else now.since(before[0])
-        seen[guid.upper()] = (now, uptime_ms)
+            found[key] = sum((moved.since(before[0][name]) if name in before[0] else moved
+                              for name, moved in now.items()), IoTotals())
+        seen[key] = (now, uptime_ms)
     return found
 
 
-async def disk_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoTotals]:
-    """The I/O counters of the virtual hard disks of the VMs ``vm_guids``, summed per VM
-    (GUID, upper case), totals since each disk was opened. 1 query for the VMs' disk
-    files, 1 for their counters; a VM whose disks have no counters (not running, or a
-    host without the counter set, which is logged) is left out."""
+async def disk_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
+    """The I/O counters of each virtual hard disk of the VMs ``vm_guids`` (by VM GUID,
+    upper case, then ``disk:<counter_key>``), totals since the disk was opened. 1 query
+    for the VMs' disk files, 1 for their counters; a VM whose disks have no counters (not
+    running, or a host without the counter set, which is logged) is left out."""
     images = await _disk_files(hv, {g.upper() for g in vm_guids})
     if not images:
         return {}
     counters = await _device_counters(hv, {counter_name(f) for fs in images.values()
                                           for f in fs})
-    totals: dict[str, IoTotals] = {}
+    found: Counters = {}
     for guid, files in images.items():
-        found = [counters[counter_name(f)] for f in files if counter_name(f) in counters]
-        if found:
-            totals[guid] = sum(found, IoTotals())
-    return totals
+        mine = {f"disk:{counter_name(f)}": counters[counter_name(f)] for f in files
+                if counter_name(f) in counters}
+        if mine:
+            found[guid] = mine
+    return found
 
 
 def counter_name(image: str) -> str:
@@ -207,9 +223,10 @@ async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
     return found
 
 
-async def adapter_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoTotals]:
-    """The bytes received and sent by the network adapters of the VMs ``vm_guids``,
-    summed per VM (GUID, upper case), totals since each VM started. 1 query naming the
+async def adapter_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
+    """The bytes received and sent by each network adapter of the VMs ``vm_guids`` (by VM
+    GUID, upper case, then ``nic:<instance name>``), totals since the VM started or the
+    adapter was added. 1 query naming the
     VMs, or over every adapter of the host when they are many; a VM without counters
     (not running, no adapter, or a host without the counter set, which is logged) is
     left out. Any other CimError is raised."""
@@ -225,14 +242,15 @@ async def adapter_totals(hv: HyperV, vm_guids: Collection[str]) -> dict[str, IoT
         log.warning("network adapter counters cannot be read (%s): VM network statistics "
                     "read 0", error)
         return {}
-    totals: dict[str, IoTotals] = {}
+    found: Counters = {}
     for adapter in adapters:
-        guid = adapter_vm_guid(adapter.string("Name") or "")
+        name = adapter.string("Name") or ""
+        guid = adapter_vm_guid(name)
         if guid in guids:
-            traffic = IoTotals(received_bytes=adapter.integer("BytesReceivedPersec") or 0,
-                               sent_bytes=adapter.integer("BytesSentPersec") or 0)
-            totals[guid] = totals.get(guid, IoTotals()) + traffic
-    return totals
+            found.setdefault(guid, {})[f"nic:{name.casefold()}"] = IoTotals(
+                received_bytes=adapter.integer("BytesReceivedPersec") or 0,
+                sent_bytes=adapter.integer("BytesSentPersec") or 0)
+    return found
 
 
 _GUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

@@ -23,8 +23,9 @@ totals since the VM began running (a VM started again counts from 0). The instan
 named after the disk's file, each backslash written as "-" (``counter_name``): the path
 itself, or its ``\\\\?\\`` form as ``[emulator] disk_counter_names = "verbatim"`` asks
 (``--?-C:-...``; ``--?-UNC-server-share-...`` for a file on a share), both of which Windows
-uses. It is made at the disk's first I/O and stays, with its last values, after the VM
-stops (Windows drops it then).
+uses. It is made at the disk's first I/O and is there, as on Windows, while the VM runs
+(or is paused) with the disk attached: it is gone when the VM stops or the disk is
+removed, and the next I/O starts a new one from 0 (``model.present``).
 
 What is not modelled: CPU, memory and network metrics, the non-aggregated
 Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
@@ -189,7 +190,7 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
         return False
     files = medium["HostResource"]
     assert isinstance(files, tuple) and files  # _find_disk matched the medium by its file
-    _count_device(host, txn, vm, str(files[0]), (read_bytes, written_bytes, reads, writes))
+    _count_device(host, txn, vm, medium, (read_bytes, written_bytes, reads, writes))
     values = list(values_of(host, txn, medium))
     if not values:
         txn.commit()
@@ -220,21 +221,22 @@ def counter_name(image: str, verbatim: bool = False) -> str:
     return image.replace("\\", "-")
 
 
-def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, image: str,
+def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, medium: Record,
                   amounts: tuple[int, int, int, int]) -> None:
-    """Add ``amounts`` (bytes read and written, read and write operations) to the disk
-    file ``image``'s counters; counters left from an earlier run of the VM start again
-    from 0."""
-    name = counter_name(image, verbatim=host.config.disk_counter_names == "verbatim")
+    """Add ``amounts`` (bytes read and written, read and write operations) to the
+    counters of the disk ``medium``; counters no longer there (the VM stopped, or the disk
+    was removed, since they counted) start again from 0."""
+    files = medium["HostResource"]
+    assert isinstance(files, tuple) and files
+    name = counter_name(str(files[0]), verbatim=host.config.disk_counter_names == "verbatim")
     path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=name)
-    run = vm.meta.get("started_at")
     record = txn.edit(path)
-    if record is None or record.meta.get("run") != run:
+    if record is None or not model.present(txn, record):
         record = host.new_record(DEVICE_COUNTERS, Name=name, ErrorCount=0,
                                  FlushCount=0, QueueLength=0,
                                  **{name: 0 for name, _ in _DEVICE_TOTALS})
-        record.meta["run"] = run
         txn.put(record)
+    model.counts_for(record, vm, medium)
     for (name, wrap), amount in zip(_DEVICE_TOTALS, amounts, strict=True):
         record[name] = (record.integer(name) + amount) % wrap
 
