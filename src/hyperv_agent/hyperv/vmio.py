@@ -119,16 +119,23 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
     found: dict[str, IoTotals] = {}
     for guid, uptime_ms in uptimes_ms.items():
         key = guid.upper()
-        now, before = {**disks.get(key, {}), **adapters.get(key, {})}, seen.get(key)
-        if before is None:
-            found[key] = IoTotals()
-        elif uptime_ms < before[1]:
-            found[key] = total(now)
-        else:
-            found[key] = sum((moved.since(before[0][name]) if name in before[0] else moved
-                              for name, moved in now.items()), IoTotals())
+        now = {**disks.get(key, {}), **adapters.get(key, {})}
+        found[key] = _interval(now, uptime_ms, seen.get(key))
         seen[key] = (now, uptime_ms)
     return found
+
+
+def _interval(now: Mapping[str, IoTotals], uptime_ms: int,
+              before: tuple[Mapping[str, IoTotals], int] | None) -> IoTotals:
+    """What a VM's counter instances ``now`` moved since ``before`` (its instances and
+    uptime when last read), as ``io_since_last`` says."""
+    if before is None:
+        return IoTotals()
+    counted, uptime_before_ms = before
+    if uptime_ms < uptime_before_ms:
+        return total(now)
+    return sum((moved.since(counted[name]) if name in counted else moved
+                for name, moved in now.items()), IoTotals())
 
 
 async def disk_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
