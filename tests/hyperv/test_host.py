@@ -8,6 +8,12 @@ import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.host import (
+    NIC_RECEIVE_BPS,
+    NIC_SEND_BPS,
+    UPLINK_RECEIVE_BPS,
+    UPLINK_SEND_BPS,
+)
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.schema import Class
@@ -111,6 +117,39 @@ async def test_stats_network_counters_grow_when_time_passes(
         assert second.sent_bytes > first.sent_bytes >= 0
     finally:
         await cim.close()
+
+
+async def test_stats_count_the_management_nics_traffic_not_every_interface(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    now = [1_700_000_000.0]
+    cim = EmulatorCim.open(make_config(), lambda: now[0])
+    private_ip = cim.host.config.private_ip
+    try:
+        session = hv(cim)
+        before = cim.round_trips()
+        await host.host_stats(session, private_ip)
+        assert (cim.round_trips() - before).calls == 4  # finding the NIC, beside the rest
+        now[0] += 10
+        before = cim.round_trips()
+        mine = await host.host_stats(session, private_ip)
+        assert (cim.round_trips() - before).calls == 3  # the NIC's counters kept
+        every = await host.host_stats(session)  # no address: every interface
+        unknown = await host.host_stats(session, "192.0.2.77")  # on no NIC: every interface
+    finally:
+        await cim.close()
+    assert (mine.received_bytes, mine.sent_bytes) == (10 * NIC_RECEIVE_BPS, 10 * NIC_SEND_BPS)
+    both = (10 * (NIC_RECEIVE_BPS + UPLINK_RECEIVE_BPS), 10 * (NIC_SEND_BPS + UPLINK_SEND_BPS))
+    assert (every.received_bytes, every.sent_bytes) == both
+    assert (unknown.received_bytes, unknown.sent_bytes) == both
+
+
+def test_an_interface_counter_is_named_after_its_adapter_with_windows_replacements() -> None:
+    assert host.interface_counter_name("Intel(R) Ethernet Connection #2") == (
+        "Intel[R] Ethernet Connection _2")
+    assert host.interface_counter_name("a/b\\c") == "a_b_c"
+    assert host.interface_counter_name("Hyper-V Virtual Ethernet Adapter") == (
+        "Hyper-V Virtual Ethernet Adapter")
 
 
 async def test_stats_read_no_network_traffic_and_say_so_when_the_counters_are_missing(

@@ -65,6 +65,22 @@ TEMPLATES: tuple[tuple[str, int | None, str | None, str], ...] = (
 )
 
 
+#: The host's network adapters: the management OS's vEthernet adapter on the external
+#: vSwitch (it holds the private address), and the physical NIC under that switch. Their
+#: "Network Interface" counter instances are named after their Description, with the
+#: characters an instance name cannot hold replaced as Windows does ("#" becomes "_").
+MANAGEMENT_ADAPTER = "Hyper-V Virtual Ethernet Adapter #2"
+UPLINK_ADAPTER = "Emulated Ethernet Adapter #1"  # the first external switch's port
+#: Steady traffic on the emulated host's network interfaces, so their counters move like a
+#: real host's: bytes a second received and sent by the management OS (its vEthernet
+#: adapter, which holds the private address), and by the physical NIC under the external
+#: vSwitch, which carries the management OS's traffic and the VMs' besides.
+NIC_RECEIVE_BPS = 125_000
+NIC_SEND_BPS = 50_000
+UPLINK_RECEIVE_BPS = 2_125_000
+UPLINK_SEND_BPS = 1_050_000
+
+
 def cim_datetime(epoch: float) -> str:
     """A CIM datetime (``yyyymmddHHMMSS.mmmmmm+000``) in UTC."""
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
@@ -325,19 +341,28 @@ class EmulatedHost:
             TotalPhysicalMemory=config.memory_mb * 1024 * 1024,
         )
         yield self.new_record(
-            "Win32_NetworkAdapterConfiguration", Index=1, Description="Emulated Ethernet",
+            "Win32_NetworkAdapterConfiguration", Index=1, Description=MANAGEMENT_ADAPTER,
             IPEnabled=True, IPAddress=(config.private_ip,), IPSubnet=(config.private_netmask,),
             DefaultIPGateway=(), MACAddress=config.private_mac,
         )
-        counters = self.new_record(
-            "Win32_PerfRawData_Tcpip_NetworkInterface", Name="Emulated Ethernet Adapter",
-            CurrentBandwidth=10_000_000_000)
-        counters.meta["since"] = self.clock()
-        yield counters
+        yield from self._interface_counters()
         yield self.new_record(
             "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
             PercentIdleTime=100, PercentProcessorTime=0,
         )
+
+    def _interface_counters(self) -> Iterator[Record]:
+        """The "Network Interface" counters of the two adapters, moving at their steady
+        rates from now (``model.computed``)."""
+        for description, receive_bps, send_bps in (
+                (MANAGEMENT_ADAPTER, NIC_RECEIVE_BPS, NIC_SEND_BPS),
+                (UPLINK_ADAPTER, UPLINK_RECEIVE_BPS, UPLINK_SEND_BPS)):
+            counters = self.new_record(
+                "Win32_PerfRawData_Tcpip_NetworkInterface",
+                Name=description.replace("#", "_"), CurrentBandwidth=10_000_000_000)
+            counters.meta.update(since=self.clock(), receive_bps=receive_bps,
+                                 send_bps=send_bps)
+            yield counters
 
     def _processor_records(self) -> Iterator[Record]:
         """One Win32_Processor per socket, as Windows lists them (values from Microsoft's

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
-from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
+from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS, EmulatedHost, cim_datetime
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
 from hyperv_agent.emulator.jobs import is_job, job_view
 from hyperv_agent.emulator.paths import HostPaths
@@ -20,9 +20,6 @@ from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
 
 RASD_BASE = "CIM_ResourceAllocationSettingData"
-#: Steady traffic on the emulated host's NIC, so its counters move like a real host's.
-NIC_RECEIVE_BPS = 125_000
-NIC_SEND_BPS = 50_000
 FEATURE_BASE = "Msvm_EthernetSwitchPortFeatureSettingData"
 
 
@@ -188,7 +185,8 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         return {"OnTimeInMilliseconds": int((now - started) * 1000)}
     if record.class_def.name == "Win32_PerfRawData_Tcpip_NetworkInterface":
         seconds = max(0.0, now - float(record.meta.get("since", now)))
-        received, sent = int(seconds * NIC_RECEIVE_BPS), int(seconds * NIC_SEND_BPS)
+        received = int(seconds * float(record.meta.get("receive_bps", NIC_RECEIVE_BPS)))
+        sent = int(seconds * float(record.meta.get("send_bps", NIC_SEND_BPS)))
         return {"BytesReceivedPersec": received, "BytesSentPersec": sent,
                 "BytesTotalPersec": received + sent}
     if record.class_def.name == "Win32_OperatingSystem":

@@ -228,8 +228,8 @@ class HostHandlers:
                               will_migrate=True)
 
     async def host_stats(self, command: wire.GetHostStatsCommand) -> Result:
-        """CPU, memory and network counters (KiB), queried together."""
-        stats = await host.host_stats(self.hv)
+        """CPU, memory and the management NIC's network counters (KiB), queried together."""
+        stats = await host.host_stats(self.hv, self.private_ip)
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
                                total_memory_kb=float(stats.total_memory_kib),

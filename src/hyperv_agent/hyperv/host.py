@@ -25,7 +25,7 @@ import datetime
 import ipaddress
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from hyperv_agent.cim import wql
@@ -91,6 +91,7 @@ class NicFacts:
     netmask: str  # IPSubnet entry at the address's index ("255.255.255.0"; "64" for IPv6)
     mac: str  # 12 upper-case hex digits, no separators
     gateway: str | None  # the NIC's first default gateway of the address's IP version
+    description: str = ""  # the adapter's Description, which names its counters
 
 
 async def host_facts(hv: HyperV) -> HostFacts:
@@ -112,17 +113,18 @@ async def host_facts(hv: HyperV) -> HostFacts:
     )
 
 
-async def host_stats(hv: HyperV) -> HostStats:
+async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
     """Host CPU utilisation (100 − idle % of ``_Total``), memory and the network byte
-    counters of every interface; 3 queries sent at once (one round trip of latency),
-    read-only.
+    counters of the management NIC, the one holding ``private_ip`` (``_network_bytes``);
+    3 queries sent at once (one round trip of latency; +1 beside them the session's first
+    time, to find that NIC), read-only.
 
     Raises HyperVError when the processor performance counter or Win32_OperatingSystem is
     missing (performance counters disabled on the host, for example); without the network
     interface counters the network figures read 0.
     """
     idle, system, (received, sent) = await asyncio.gather(
-        _idle_percent(hv), _operating_system(hv), _network_bytes(hv))
+        _idle_percent(hv), _operating_system(hv), _network_bytes(hv, private_ip))
     return HostStats(
         cpu_utilization_percent=min(_ALL_PERCENT, max(0.0, _ALL_PERCENT - idle)),
         total_memory_kib=system.integer("TotalVisibleMemorySize") or 0,
@@ -141,19 +143,62 @@ async def free_memory_kib(hv: HyperV) -> int:
     return found[0].integer("FreePhysicalMemory") or 0
 
 
-async def _network_bytes(hv: HyperV) -> tuple[int, int]:
-    """Bytes received and sent over all interfaces; (0, 0) when the counters are absent
-    (a host whose performance counters are damaged has no such class: logged)."""
+async def _network_bytes(hv: HyperV, private_ip: str | None) -> tuple[int, int]:
+    """Bytes received and sent by the management NIC (the adapter holding ``private_ip``),
+    as the C# agent reported them and KVM agents report their management bridge's: the
+    host's own traffic. Summing every interface would count it twice on a Hyper-V host,
+    once on the management OS's vEthernet adapter and again on the physical NIC under the
+    vSwitch (with the VMs' traffic). Over every interface when the address is not given
+    or its adapter has no counter instance; (0, 0) when the counters are absent (a host
+    whose performance counters are damaged has no such class: logged)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",
                                                    "BytesSentPersec"))
     try:
-        interfaces = await hv.cim.query(query, CIMV2)
+        interfaces, name = await asyncio.gather(hv.cim.query(query, CIMV2),
+                                                _management_interface(hv, private_ip))
     except CimInvalidClass as error:
         log.warning("network interface counters cannot be read (%s): host network "
                     "statistics read 0", error)
         return 0, 0
-    return (sum(i.integer("BytesReceivedPersec") or 0 for i in interfaces),
-            sum(i.integer("BytesSentPersec") or 0 for i in interfaces))
+    mine = [i for i in interfaces if name is not None and i.string("Name") == name]
+    if name is not None and not mine:
+        hv.kept(_Kept).interfaces.pop(private_ip or "", None)  # found again next time
+    counted = mine or interfaces
+    return (sum(i.integer("BytesReceivedPersec") or 0 for i in counted),
+            sum(i.integer("BytesSentPersec") or 0 for i in counted))
+
+
+async def _management_interface(hv: HyperV, private_ip: str | None) -> str | None:
+    """The "Network Interface" counter instance of the adapter holding ``private_ip``
+    (``interface_counter_name`` of its Description); None when there is none. 1 query the
+    first time for an address, then kept on the session."""
+    if not private_ip:
+        return None
+    kept = hv.kept(_Kept).interfaces
+    if private_ip not in kept:
+        nic = await nic_for_ip(hv, private_ip)
+        if nic is None or not nic.description:
+            return None
+        kept[private_ip] = interface_counter_name(nic.description)
+    return kept[private_ip]
+
+
+def interface_counter_name(description: str) -> str:
+    """The "Network Interface" counter instance of an adapter: its Description, with the
+    characters an instance name cannot hold replaced as Windows does ("(" "[", ")" "]",
+    "#", "\\" and "/" "_"; the table of .NET's PerformanceCounter.InstanceName)."""
+    return description.translate(_INSTANCE_NAME_CHARACTERS)
+
+
+_INSTANCE_NAME_CHARACTERS = str.maketrans("()#\\/", "[]___")
+
+
+@dataclass
+class _Kept:
+    """What the session keeps for this module: the counter instance of the management
+    NIC, by the address it holds."""
+
+    interfaces: dict[str, str] = field(default_factory=dict)
 
 
 async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:
@@ -171,7 +216,7 @@ async def all_nics(hv: HyperV) -> tuple[NicFacts, ...]:
     read-only, safe to repeat; empty when no NIC is IP-enabled."""
     query = wql.select(
         Class.NIC_CONFIGURATION, wql.eq("IPEnabled", True),
-        ("IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway"),
+        ("IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway", "Description"),
     )
     adapters = await hv.cim.query(query, CIMV2)
     return tuple(nic for adapter in adapters for nic in _addresses(adapter))
@@ -317,8 +362,10 @@ def _addresses(adapter: CimInstance) -> list[NicFacts]:
     masks = adapter.strings("IPSubnet")
     gateways = adapter.strings("DefaultIPGateway")
     mac = (adapter.string("MACAddress") or "").translate(_MAC_SEPARATORS).upper()
+    description = adapter.string("Description") or ""
     return [
-        NicFacts(ip, masks[index] if index < len(masks) else "", mac, _gateway(ip, gateways))
+        NicFacts(ip, masks[index] if index < len(masks) else "", mac, _gateway(ip, gateways),
+                 description)
         for index, ip in enumerate(adapter.strings("IPAddress"))
     ]
 

@@ -150,7 +150,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.PROCESSOR_CIMV2, CIMV2, properties=(
         "DeviceID", "NumberOfCores", "MaxClockSpeed", "ProcessorType")),
     ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
-        "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway")),
+        "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway",
+        "Description")),
     ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime"),
              counters=True),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
