@@ -157,8 +157,9 @@ def present(txn: Transaction, record: Record) -> bool:
     if not isinstance(device, str):
         return True
     vm = txn.get(vm_path(str(record.meta.get("vm"))))
-    return (vm is not None and is_running(vm) and vm.meta.get("started_at") == record.meta.get(
-        "run") and txn.get(ObjectPath.parse(device)) is not None)
+    if vm is None or not is_running(vm) or vm.meta.get("started_at") != record.meta.get("run"):
+        return False
+    return txn.get(ObjectPath.parse(device)) is not None
 
 
 _COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem")
