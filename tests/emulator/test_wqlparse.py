@@ -431,6 +431,21 @@ def test_any_of_matches_exactly_listed_values_when_built_by_wql_builder(
     assert evaluate(expr, lookup_in({"Name": values[-1].upper()}))
 
 
+@given(st.lists(TRICKY, min_size=1, max_size=4), TRICKY)
+def test_either_matches_when_any_of_its_conditions_does_when_built_by_wql_builder(
+    prefixes: list[str], candidate: str
+) -> None:
+    expr = where_of(wql.select("Msvm_X", wql.either(wql.starts_with("Name", prefix)
+                                                    for prefix in prefixes)))
+    expected = any(candidate.lower().startswith(prefix.lower()) for prefix in prefixes)
+    assert evaluate(expr, lookup_in({"Name": candidate})) is expected
+
+
+def test_either_of_no_condition_is_refused() -> None:
+    with pytest.raises(CimInvalidQuery, match="at least one"):
+        wql.either([])
+
+
 @given(st.integers(min_value=-(2**63), max_value=2**64), st.integers(-(2**63), 2**64))
 def test_integer_conditions_compare_numerically_when_built_by_wql_builder(
     literal: int, value: int

@@ -9,7 +9,7 @@ the shape of a query.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import ObjectPath
@@ -82,10 +82,16 @@ def any_of(prop: str, values: Sequence[str | int]) -> Condition:
     """``prop`` equal to one of ``values`` (at least one)."""
     if not values:
         raise CimInvalidQuery(f"any_of({prop!r}) needs at least one value")
-    conditions = [eq(prop, value) for value in values]
-    result = conditions[0]
-    for condition in conditions[1:]:
-        result = result | condition
+    return either(eq(prop, value) for value in values)
+
+
+def either(conditions: Iterable[Condition]) -> Condition:
+    """Any of ``conditions`` (at least one; CimInvalidQuery for none)."""
+    result: Condition | None = None
+    for condition in conditions:
+        result = condition if result is None else result | condition
+    if result is None:
+        raise CimInvalidQuery("either() needs at least one condition")
     return result
 
 

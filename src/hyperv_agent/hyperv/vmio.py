@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from hyperv_agent.cim import wql
@@ -197,7 +197,7 @@ async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]
         return {}
     where = wql.eq("ResourceSubType", Subtype.VHD)
     if len(guids) <= NAMED_AT_MOST:
-        where = where & _any(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
+        where = where & wql.either(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
                              for g in sorted(guids))
     found: dict[str, list[str]] = {}
     for medium in await hv.cim.query(wql.select(Class.SASD, where,
@@ -240,7 +240,8 @@ async def adapter_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
     guids = {guid.upper() for guid in vm_guids}
     if not guids:
         return {}
-    where = (_any(wql.like("Name", f"%{wql.like_literal(guid)}--%") for guid in sorted(guids))
+    where = (wql.either(wql.like("Name", f"%{wql.like_literal(guid)}--%")
+                        for guid in sorted(guids))
              if len(guids) <= NAMED_AT_MOST else None)
     query = wql.select(Class.VNIC_PERF, where, ("Name", *_ADAPTER_COUNTERS))
     try:
@@ -270,11 +271,3 @@ def adapter_vm_guid(instance: str) -> str | None:
     None for an instance of another form (the host's own adapters)."""
     found = _VM_GUID_OF_ADAPTER.findall(instance)
     return found[-1].upper() if found else None
-
-
-def _any(conditions: Iterable[wql.Condition]) -> wql.Condition:
-    """Any of ``conditions`` (at least one)."""
-    first, *rest = conditions
-    for condition in rest:
-        first = first | condition
-    return first
