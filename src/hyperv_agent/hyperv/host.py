@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -31,7 +30,8 @@ from typing import TypeAlias
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cim.values import dmtf_to_iso
-from hyperv_agent.errors import CimError, CimInvalidClass, HyperVError
+from hyperv_agent.errors import CimError, HyperVError
+from hyperv_agent.hyperv import inventory
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
     CENTRAL_PROCESSOR,
@@ -42,8 +42,6 @@ from hyperv_agent.hyperv.schema import (
     EnabledState,
 )
 from hyperv_agent.hyperv.session import HyperV
-
-log = logging.getLogger("hyperv_agent.hyperv.host")
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
@@ -153,12 +151,10 @@ async def _network_bytes(hv: HyperV, private_ip: str | None) -> tuple[int, int]:
     whose performance counters are damaged has no such class: logged)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",
                                                    "BytesSentPersec"))
-    try:
-        interfaces, name = await asyncio.gather(hv.cim.query(query, CIMV2),
-                                                _management_interface(hv, private_ip))
-    except CimInvalidClass as error:
-        log.warning("network interface counters cannot be read (%s): host network "
-                    "statistics read 0", error)
+    interfaces, name = await asyncio.gather(
+        inventory.read_spared(hv, Class.NIC_PERF, query, "network interface counters"),
+        _management_interface(hv, private_ip))
+    if not interfaces:
         return 0, 0
     mine = [i for i in interfaces if name is not None and i.string("Name") == name]
     if name is not None and not mine:

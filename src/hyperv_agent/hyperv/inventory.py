@@ -17,14 +17,18 @@ when the host's counter registrations are damaged. Some of them the agent can go
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cim.classdecl import CimClass
 from hyperv_agent.errors import CimError, CimInvalidClass
 from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class
 from hyperv_agent.hyperv.session import HyperV
+
+log = logging.getLogger("hyperv_agent.hyperv.inventory")
 
 _JOB = ("Job",)
 
@@ -167,6 +171,21 @@ USED: tuple[ClassUse, ...] = (
 
 #: The performance counter sets among ``USED``.
 COUNTER_SETS = frozenset(use.name for use in USED if use.counters)
+#: The classes the agent goes without, by name.
+_SPARED = MappingProxyType({use.name: use for use in USED if use.spared})
+
+
+async def read_spared(hv: HyperV, class_name: str, query: str, what: str
+                      ) -> list[CimInstance]:
+    """What ``query`` of ``class_name``, a class the agent goes without (``spared``),
+    returns: [] on a host without the class, with one warning that ``what`` cannot be read
+    and what that costs. Any other CimError is raised."""
+    use = _SPARED[class_name]
+    try:
+        return await hv.cim.query(query, use.namespace)
+    except CimInvalidClass as error:
+        log.warning("%s cannot be read (%s): %s", what, error, use.spared)
+        return []
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from hyperv_agent.cim import wql
-from hyperv_agent.errors import CimError, CimInvalidClass
-from hyperv_agent.hyperv import vms
-from hyperv_agent.hyperv.schema import CIMV2, NAMESPACE, Class, Subtype
+from hyperv_agent.errors import CimError
+from hyperv_agent.hyperv import inventory, vms
+from hyperv_agent.hyperv.schema import NAMESPACE, Class, Subtype
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.hyperv.vmio")
@@ -217,11 +217,7 @@ async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
     named = sorted({name for key in names for name in instance_names(key)})
     where = wql.any_of("Name", named) if len(names) <= NAMED_AT_MOST else None
     query = wql.select(Class.DISK_PERF, where, ("Name", *_COUNTERS))
-    try:
-        devices = await hv.cim.query(query, CIMV2)
-    except CimInvalidClass as error:
-        log.warning("disk I/O counters cannot be read (%s): VM disk statistics read 0", error)
-        return {}
+    devices = await inventory.read_spared(hv, Class.DISK_PERF, query, "disk I/O counters")
     found: dict[str, IoTotals] = {}
     for device in devices:
         key = counter_key(device.string("Name") or "")
@@ -244,12 +240,8 @@ async def adapter_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
                         for guid in sorted(guids))
              if len(guids) <= NAMED_AT_MOST else None)
     query = wql.select(Class.VNIC_PERF, where, ("Name", *_ADAPTER_COUNTERS))
-    try:
-        adapters = await hv.cim.query(query, CIMV2)
-    except CimInvalidClass as error:
-        log.warning("network adapter counters cannot be read (%s): VM network statistics "
-                    "read 0", error)
-        return {}
+    adapters = await inventory.read_spared(hv, Class.VNIC_PERF, query,
+                                           "network adapter counters")
     found: Counters = {}
     for adapter in adapters:
         name = adapter.string("Name") or ""
