@@ -146,12 +146,11 @@ async def disk_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
     images = await _disk_files(hv, {g.upper() for g in vm_guids})
     if not images:
         return {}
-    counters = await _device_counters(hv, {counter_name(f) for fs in images.values()
-                                          for f in fs})
+    names = {guid: [counter_name(f) for f in files] for guid, files in images.items()}
+    counters = await _device_counters(hv, {name for keys in names.values() for name in keys})
     found: Counters = {}
-    for guid, files in images.items():
-        mine = {f"disk:{counter_name(f)}": counters[counter_name(f)] for f in files
-                if counter_name(f) in counters}
+    for guid, keys in names.items():
+        mine = {f"disk:{key}": counters[key] for key in keys if key in counters}
         if mine:
             found[guid] = mine
     return found
@@ -229,10 +228,9 @@ async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
 async def adapter_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
     """The bytes received and sent by each network adapter of the VMs ``vm_guids`` (by VM
     GUID, upper case, then ``nic:<instance name>``), totals since the VM started or the
-    adapter was added. 1 query naming the
-    VMs, or over every adapter of the host when they are many; a VM without counters
-    (not running, no adapter, or a host without the counter set, which is logged) is
-    left out. Any other CimError is raised."""
+    adapter was added. 1 query naming the VMs, or over every adapter of the host when
+    they are many; a VM without counters (not running, no adapter, or a host without the
+    counter set, which is logged) is left out. Any other CimError is raised."""
     guids = {guid.upper() for guid in vm_guids}
     if not guids:
         return {}
