@@ -7,9 +7,9 @@ InstanceID starts with ``Microsoft:<GUID>\\``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from hyperv_agent.cim.api import V2_NAMESPACE, CimValue, ObjectPath
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS, EmulatedHost, cim_datetime
@@ -140,16 +140,23 @@ def running_memory_mb(host: EmulatedHost, txn: Transaction) -> int:
     return txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), RUNNING_MEMORY)
 
 
-def counts_for(record: Record, vm: Record, device: Record) -> None:
-    """Make ``record``, a performance counter instance, count for ``device`` (a disk
-    medium or a network adapter) of ``vm`` in its current run: ``present`` shows it while
-    both last."""
+def counter_instance(host: EmulatedHost, txn: Transaction, class_name: str, name: str,
+                     vm: Record, device: Record, zeros: Iterable[str]) -> Record:
+    """The performance counter instance ``name`` of ``class_name`` (in root\\cimv2) that
+    counts for ``device`` (a disk medium or a network adapter) of ``vm`` in its current
+    run, staged in ``txn`` for the caller to add to: the one there (``present``), or a new
+    one with the counters ``zeros`` at 0."""
+    record = txn.edit(ObjectPath.for_keys(class_name, CIMV2_NAMESPACE, Name=name))
+    if record is None or not present(txn, record):
+        record = host.new_record(class_name, Name=name, **dict.fromkeys(zeros, 0))
+        txn.put(record)
     record.meta.update(vm=str(vm["Name"]), run=vm.meta.get("started_at"),
                        device=str(device.path))
+    return record
 
 
 def present(txn: Transaction, record: Record) -> bool:
-    """Whether a performance counter instance made by ``counts_for`` is there: Windows
+    """Whether a performance counter instance made by ``counter_instance`` is there: Windows
     keeps the instance of a VM's disk or network adapter while the VM runs (or is paused)
     with the device attached, and drops it when the VM stops or the device is removed.
     Any other record is there."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath
 from hyperv_agent.emulator import model, portacl
 from hyperv_agent.emulator.codes import AclDirection, EnabledState
 from hyperv_agent.emulator.host import EmulatedHost
@@ -120,8 +120,7 @@ def port_state(host: EmulatedHost, vm_name: str, mac: str) -> PortState:
 
 
 ADAPTER_COUNTERS = "Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter"
-_ADAPTER_TOTALS = ("BytesReceivedPersec", "BytesSentPersec", "PacketsReceivedPersec",
-                   "PacketsSentPersec")
+_DROPPED = ("DroppedPacketsIncomingPersec", "DroppedPacketsOutgoingPersec")
 _WRAP = 1 << 64
 
 
@@ -131,8 +130,11 @@ def network_io(host: EmulatedHost, vm_name: str, mac: str, *, received_bytes: in
     VM and what it sent. Returns whether it flowed and was counted: False when the VM is
     not running or the adapter's port is not connected to a switch. LookupError when
     there is no such VM, adapter or port; ValueError for a negative amount."""
-    amounts = (received_bytes, sent_bytes, received_packets, sent_packets)
-    if min(amounts) < 0:
+    amounts = {"BytesReceivedPersec": received_bytes, "BytesSentPersec": sent_bytes,
+               "BytesPersec": received_bytes + sent_bytes,
+               "PacketsReceivedPersec": received_packets, "PacketsSentPersec": sent_packets,
+               "PacketsPersec": received_packets + sent_packets}
+    if min(amounts.values()) < 0:
         raise ValueError("traffic amounts cannot be negative")
     txn = host.store.transaction()
     vm = _vm(host, txn, vm_name)
@@ -142,20 +144,10 @@ def network_io(host: EmulatedHost, vm_name: str, mac: str, *, received_bytes: in
     if vm["EnabledState"] != EnabledState.ENABLED or not port["HostResource"] or (
             port["EnabledState"] == EnabledState.DISABLED):
         return False
-    name = adapter_counter_name(vm, nic)
-    record = txn.edit(ObjectPath.for_keys(ADAPTER_COUNTERS, CIMV2_NAMESPACE, Name=name))
-    if record is None or not model.present(txn, record):
-        record = host.new_record(ADAPTER_COUNTERS, Name=name, BytesPersec=0, PacketsPersec=0,
-                                 DroppedPacketsIncomingPersec=0,
-                                 DroppedPacketsOutgoingPersec=0,
-                                 **{counter: 0 for counter in _ADAPTER_TOTALS})
-        txn.put(record)
-    model.counts_for(record, vm, nic)
-    for counter, amount in zip(_ADAPTER_TOTALS, amounts, strict=True):
+    record = model.counter_instance(host, txn, ADAPTER_COUNTERS, adapter_counter_name(vm, nic),
+                                    vm, nic, zeros=(*amounts, *_DROPPED))
+    for counter, amount in amounts.items():
         record[counter] = (record.integer(counter) + amount) % _WRAP
-    record["BytesPersec"] = (received_bytes + sent_bytes + record.integer("BytesPersec")) % _WRAP
-    record["PacketsPersec"] = (received_packets + sent_packets
-                               + record.integer("PacketsPersec")) % _WRAP
     txn.commit()
     return True
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import ntpath
 from collections.abc import Iterator, Mapping
 
-from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, ObjectPath, OutValue
+from hyperv_agent.cim.api import V2_NAMESPACE, ObjectPath, OutValue
 from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState
@@ -229,14 +229,9 @@ def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, medium: Reco
     files = medium["HostResource"]
     assert isinstance(files, tuple) and files
     name = counter_name(str(files[0]), verbatim=host.config.disk_counter_names == "verbatim")
-    path = ObjectPath.for_keys(DEVICE_COUNTERS, CIMV2_NAMESPACE, Name=name)
-    record = txn.edit(path)
-    if record is None or not model.present(txn, record):
-        record = host.new_record(DEVICE_COUNTERS, Name=name, ErrorCount=0,
-                                 FlushCount=0, QueueLength=0,
-                                 **{name: 0 for name, _ in _DEVICE_TOTALS})
-        txn.put(record)
-    model.counts_for(record, vm, medium)
+    record = model.counter_instance(
+        host, txn, DEVICE_COUNTERS, name, vm, medium,
+        zeros=("ErrorCount", "FlushCount", "QueueLength", *(n for n, _ in _DEVICE_TOTALS)))
     for (name, wrap), amount in zip(_DEVICE_TOTALS, amounts, strict=True):
         record[name] = (record.integer(name) + amount) % wrap
 
