@@ -86,8 +86,6 @@ class FilledHost:
         self.pool.mkdir(parents=True)
         self.template = root / "template.vhdx"
         vhd.create(self.template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, DISK_BYTES)
-        self.pairs = 0
-        self.adding_s = 0.0  # time spent adding VMs (commands only, not file copies)
         self.pair_s: list[float] = []  # the time each pair took to add, in order
 
     @property
@@ -96,8 +94,17 @@ class FilledHost:
         return self.agent.emulator
 
     @property
+    def pairs(self) -> int:
+        return len(self.pair_s)
+
+    @property
     def vm_count(self) -> int:
         return 2 * self.pairs
+
+    @property
+    def adding_s(self) -> float:
+        """Time spent adding VMs (commands only, not file copies)."""
+        return sum(self.pair_s)
 
     def disk(self, name: str) -> str:
         """A disk file of its own name in the pool, its host path: a hard link of the
@@ -129,10 +136,7 @@ class FilledHost:
         answer = json.loads(await self.agent.dispatch(START, body))
         assert answer[0]["com.cloud.agent.api.StartAnswer"]["result"] is True, answer
         await self.operator_vm(f"ops-{index}", own)
-        spent = time.perf_counter() - started
-        self.adding_s += spent
-        self.pair_s.append(spent)
-        self.pairs += 1
+        self.pair_s.append(time.perf_counter() - started)
 
     async def operator_vm(self, name: str, disk: str) -> None:
         hv = self.agent.opened.hyperv
