@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance, ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
@@ -209,6 +210,60 @@ async def test_a_report_that_cannot_read_the_counters_counts_nothing_and_loses_n
                                            received_bytes=2 * MB)}  # both intervals, once
         assert await vmio.io_since_last(session, {vm.guid: 4000}) == {
             vm.guid.upper(): vmio.IoTotals()}
+    finally:
+        await cim.close()
+
+
+async def test_a_vm_gone_from_the_host_is_forgotten_after_a_listing_and_the_rest_go_on(
+    emulator: EmulatorCim,
+) -> None:
+    gone, stays = await _vm(emulator, "i-7-34-VM"), await _vm(emulator, "i-7-35-VM", MACS[1:])
+    session, host = hv(emulator), emulator.host
+    assert traffic.network_io(host, stays.name, MACS[1], received_bytes=5 * MB)
+    await vmio.io_since_last(session, {gone.guid: 1000, stays.guid: 1000})  # baselines
+    assert await vms.remove_vm(session, gone.guid)
+    await vmio.io_since_last(session, {stays.guid: 2000})
+    kept = session.kept(vmio._Kept).seen
+    assert gone.guid.upper() in kept  # no listing of every VM since it went: kept
+    await vms.list_vms(session)  # a state report lists every VM
+    assert traffic.network_io(host, stays.name, MACS[1], received_bytes=MB)
+    assert await vmio.io_since_last(session, {stays.guid: 3000}) == {
+        stays.guid.upper(): vmio.IoTotals(received_bytes=MB)}  # its interval, not a new start
+    assert set(kept) == {stays.guid.upper()}
+
+
+class _ListingHeld(EmulatorCim):
+    """The emulated host, whose answer to a summary of every VM is held back until
+    ``release`` is set: the listing is taken, then reaches the agent later."""
+
+    release: asyncio.Event | None = None
+
+    async def invoke(self, path: ObjectPath, method: str,
+                     params: Mapping[str, InValue] | None = None) -> MethodResult:
+        answer = await super().invoke(path, method, params)
+        if (method == "GetSummaryInformation" and params is not None
+                and params.get("SettingData") is None and self.release is not None):
+            await self.release.wait()
+        return answer
+
+
+async def test_a_vm_read_after_a_listing_was_asked_for_is_kept_though_the_listing_lacks_it(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = _ListingHeld.open(make_config())
+    assert isinstance(cim, _ListingHeld)
+    try:
+        session, cim.release = hv(cim), asyncio.Event()
+        listing = asyncio.create_task(vms.list_vms(session))  # an empty host, held back
+        await asyncio.sleep(0.05)
+        vm = await _vm(cim, "i-7-36-VM")
+        assert traffic.network_io(cim.host, vm.name, MACS[0], received_bytes=2 * MB)
+        await vmio.io_since_last(session, {vm.guid: 1000})  # the baseline: 2 MB received
+        cim.release.set()
+        assert await listing == []
+        assert traffic.network_io(cim.host, vm.name, MACS[0], received_bytes=MB)
+        assert await vmio.io_since_last(session, {vm.guid: 2000}) == {
+            vm.guid.upper(): vmio.IoTotals(received_bytes=MB)}  # not a new baseline
     finally:
         await cim.close()
 

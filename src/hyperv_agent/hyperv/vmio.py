@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hyperv_agent.cim import wql
 from hyperv_agent.errors import CimError
@@ -36,12 +38,23 @@ from hyperv_agent.hyperv.session import HyperV
 log = logging.getLogger("hyperv_agent.hyperv.vmio")
 
 
+class _Seen(NamedTuple):
+    """A VM's counter instances and uptime as ``io_since_last`` last read them, and when
+    (``time.monotonic()``)."""
+
+    counters: dict[str, IoTotals]
+    uptime_ms: int
+    read_at: float
+
+
 @dataclass
 class _Kept:
-    """What the session keeps for this module: the counters and uptime of each VM (by
-    GUID) as ``io_since_last`` last read them."""
+    """What the session keeps for this module: what ``io_since_last`` last read of each
+    VM (by GUID, upper case), and the listing of every VM those records were last checked
+    against (``_forget_gone``)."""
 
-    seen: dict[str, tuple[dict[str, IoTotals], int]] = field(default_factory=dict)  # uptime ms
+    seen: dict[str, _Seen] = field(default_factory=dict)
+    checked_at: float = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,8 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
     hold is new. Otherwise each counter instance (a disk, a network adapter) counts what
     it moved since the previous call: an instance that appeared since (a disk attached, an
     adapter added) counts all it holds, one that is gone (removed) counts nothing, so
-    removing a device never makes the others count their history again. 3 queries
+    removing a device never makes the others count their history again. What is kept of
+    a VM goes once a listing of every VM no longer finds it (``_forget_gone``). 3 queries
     whatever the number of VMs (``disk_counters`` and, beside it, ``adapter_counters``);
     read-only on the host.
 
@@ -115,27 +129,43 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
         log.warning("VM I/O counters cannot be read now (%s): this report counts no I/O, "
                     "the next one counts it", error)
         return {guid.upper(): IoTotals() for guid in uptimes_ms}
-    seen = hv.kept(_Kept).seen
+    kept = hv.kept(_Kept)
+    _forget_gone(hv, kept)
+    read_at = time.monotonic()
     found: dict[str, IoTotals] = {}
     for guid, uptime_ms in uptimes_ms.items():
         key = guid.upper()
         now = {**disks.get(key, {}), **adapters.get(key, {})}
-        found[key] = _interval(now, uptime_ms, seen.get(key))
-        seen[key] = (now, uptime_ms)
+        found[key] = _interval(now, uptime_ms, kept.seen.get(key))
+        kept.seen[key] = _Seen(now, uptime_ms, read_at)
     return found
 
 
-def _interval(now: Mapping[str, IoTotals], uptime_ms: int,
-              before: tuple[Mapping[str, IoTotals], int] | None) -> IoTotals:
-    """What a VM's counter instances ``now`` moved since ``before`` (its instances and
-    uptime when last read), as ``io_since_last`` says."""
+def _interval(now: Mapping[str, IoTotals], uptime_ms: int, before: _Seen | None) -> IoTotals:
+    """What a VM's counter instances ``now`` moved since ``before`` (what was last read
+    of it), as ``io_since_last`` says."""
     if before is None:
         return IoTotals()
-    counted, uptime_before_ms = before
-    if uptime_ms < uptime_before_ms:
+    if uptime_ms < before.uptime_ms:
         return total(now)
-    return sum((moved.since(counted[name]) if name in counted else moved
+    return sum((moved.since(before.counters[name]) if name in before.counters else moved
                 for name, moved in now.items()), IoTotals())
+
+
+def _forget_gone(hv: HyperV, kept: _Kept) -> None:
+    """Drop the records of VMs that the session's last listing of every VM
+    (``vms.list_vms``, which each state report makes) no longer found: destroyed, or gone
+    to another host, so a long-running agent does not keep a record of every VM it ever
+    read. Once per listing. A record read after the listing was asked for stays, as its
+    VM may be newer than the listing; a VM that comes back starts from a new baseline,
+    as its counters do."""
+    listed = vms.last_listed(hv)
+    if listed is None or listed.asked_at <= kept.checked_at:
+        return
+    kept.checked_at = listed.asked_at
+    for guid in [guid for guid, record in kept.seen.items()
+                 if record.read_at < listed.asked_at and guid not in listed.guids]:
+        del kept.seen[guid]
 
 
 async def disk_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:

@@ -32,6 +32,7 @@ and ISO files stay where they are.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -289,16 +290,35 @@ class _Kept:
     #: The last listing of every VM, the summary array it was read from and the GUIDs of
     #: its names.
     last_listing: tuple[object, tuple[VmInfo, ...], _Known] | None = None
+    #: The GUIDs the last listing of every VM found, and when it was asked for.
+    listed: Listed | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The VMs the last listing of every VM found: their GUIDs (upper case), and when it
+    was asked for (``time.monotonic()``). A VM a module keeps a record of that is not
+    among them was gone by then, unless the record was made after that time."""
+
+    asked_at: float
+    guids: frozenset[str]
+
+
+def last_listed(hv: HyperV) -> Listed | None:
+    """What the session's last ``list_vms`` found; None before the first. No round
+    trip."""
+    return hv.kept(_Kept).listed
 
 
 def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
-                  ) -> tuple[list[VmInfo], _Known]:
-    """Every VM of a summary of all VMs, and the GUIDs of their names; summaries read
-    before are taken from ``read``, the others added to it."""
+                  ) -> tuple[list[VmInfo], _Known, frozenset[str]]:
+    """Every VM of a summary of all VMs, the GUIDs of their names, and their GUIDs
+    (upper case); summaries read before are taken from ``read``, the others added to it."""
     listed = [vm for answer in answers for vm in (
         _read(summary, read) for summary in answer.instances("SummaryInformation"))
         if vm.guid]  # no Name: no such VM
-    return listed, _known_from((vm.name, vm.guid) for vm in listed)
+    return (listed, _known_from((vm.name, vm.guid) for vm in listed),
+            frozenset(vm.guid.upper() for vm in listed))
 
 
 def _read(summary: CimInstance, read: InstanceMemo[VmInfo]) -> VmInfo:
@@ -325,16 +345,20 @@ async def list_vms(hv: HyperV) -> list[VmInfo]:
     call in batches (see the module notes). Read-only and safe to repeat; an empty host
     gives [].
     """
+    asked_at = time.monotonic()
     answers = await _summaries(hv, _LIST_INFO)
     kept = hv.kept(_Kept)
     last = kept.last_listing
     if last is not None and len(answers) == 1 and _summary_tuple(answers[0]) is last[0]:
         kept.known = last[2].copy()  # nothing changed since
+        if kept.listed is not None:  # made with last_listing, of the same VMs
+            kept.listed = Listed(asked_at, kept.listed.guids)
         return list(last[1])
     # Reading thousands of summaries takes milliseconds: done on a thread, the event loop
     # goes on serving other requests meanwhile.
-    listed, known = await asyncio.to_thread(_read_listing, answers, kept.read)
+    listed, known, guids = await asyncio.to_thread(_read_listing, answers, kept.read)
     kept.known = known.copy()
+    kept.listed = Listed(asked_at, guids)
     kept.last_listing = ((_summary_tuple(answers[0]), tuple(listed), known)
                          if len(answers) == 1 else None)
     return listed
