@@ -291,6 +291,26 @@ async def test_cleanup_answers_true_and_leaves_live_vms_alone(running: Running) 
     assert reaches(running, ssh("192.168.1.10"))
 
 
+async def test_cleanup_forgets_a_vm_that_left_the_host_so_its_next_stay_takes_its_rules(
+    running: Running,
+) -> None:
+    await started(running)
+    await send(running, rules_body(seq=5))
+    key, answer = await running.answer(STOP, {"vmName": VM_NAME, "forceStop": True})
+    assert (key, answer["result"]) == (names.STOP_ANSWER, True), answer
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    _, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert answer["result"] is True and "1 VMs no longer here" in answer["details"], answer
+    _, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert "0 VMs no longer here" in answer["details"], answer  # nothing left of it
+    await started(running)
+    answer = await send(running, rules_body(seq=2, ingress=[rule("tcp", 22, 22,
+                                                                 "192.168.2.0/24")]))
+    assert answer["result"] is True and "older" not in answer["details"], answer
+    assert reaches(running, ssh("192.168.2.10"))
+    assert not reaches(running, ssh("192.168.1.10"))
+
+
 async def test_cleanup_removes_the_agents_acls_left_without_their_port(
     running: Running,
 ) -> None:

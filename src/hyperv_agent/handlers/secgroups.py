@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
@@ -190,19 +191,33 @@ class SecurityGroupHandlers:
     # --- CleanupNetworkRulesCmd ----------------------------------------------------------
 
     async def cleanup(self, command: CleanupNetworkRulesCmd) -> Result:
-        """Forget what is known of VMs that are no longer on the host, and remove the
-        agent's ACLs whose port no longer exists. Always answers true when the host
-        answers; safe to repeat."""
+        """Forget what is known of VMs that are no longer on the host (their ports, the
+        rules and the seqNum last applied: the MS's seqNums of a VM only grow, so one
+        that comes back takes what it is sent), and remove the agent's ACLs whose port
+        no longer exists. Always answers true when the host answers; safe to repeat."""
         present = {vm.name for vm in await vms.list_vms(self.hv)}
         forgotten = acls.forget_absent(self.hv, present)
-        for key in [key for key in self._applied if key[0] not in present]:
-            del self._applied[key]
+        forgotten |= _forget_absent(self._applied, present)
+        forgotten |= _forget_absent(self._newest, present)
         removed = await acls.sweep(self.hv)
         return Answer(result=True, details=f"{removed} ACLs of ports that no longer exist "
-                                           f"removed; {forgotten} VMs no longer here forgotten")
+                                           f"removed; {len(forgotten)} VMs no longer here "
+                                           "forgotten")
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+_VmKey = TypeVar("_VmKey", bound=tuple[str, object])
+
+
+def _forget_absent(kept: dict[_VmKey, Any], present: set[str]) -> set[str]:
+    """Drop the entries of ``kept`` (by VM name first) of VMs not in ``present``; their
+    names."""
+    gone = {key for key in kept if key[0] not in present}
+    for key in gone:
+        del kept[key]
+    return {key[0] for key in gone}
 
 
 def _required(value: str | None, field: str) -> str:

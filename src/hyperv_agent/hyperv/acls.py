@@ -130,12 +130,12 @@ def forget_vm(hv: HyperV, vm_name: str) -> None:
         del kept[key]
 
 
-def forget_absent(hv: HyperV, present: set[str]) -> int:
-    """Drop the kept ports of VMs whose names are not in ``present``; how many VMs."""
+def forget_absent(hv: HyperV, present: set[str]) -> set[str]:
+    """Drop the kept ports of VMs whose names are not in ``present``; those VMs' names."""
     gone = {name for name, _ in hv.kept(_Kept).ports} - present
     for name in gone:
         forget_vm(hv, name)
-    return len(gone)
+    return gone
 
 
 # --- reading ------------------------------------------------------------------------------
