@@ -1,8 +1,10 @@
 """Memory over VM start/stop cycles: RSS after 2,000 cycles within 10 MB of RSS after 100.
 
-Each cycle is a StartCommand (2 disks, 2 NICs) and a StopCommand (which removes the VM's
-definition, its disks kept) for the same VM, through the agent's dispatcher, on the
-emulator with its default job retention (300 s). The emulated host's clock advances 15 s a
+Each cycle is a StartCommand (2 disks, 2 NICs), a GetVmStatsCommand, a StopCommand (which
+removes the VM's definition, its disks kept) and a HostVmStateReportCommand for the same VM
+name, a new VM each time, through the agent's dispatcher, as a management server keeps
+asking for statistics and state reports; on the emulator with its default job retention
+(300 s). The emulated host's clock advances 15 s a
 cycle (a start and a stop take at least that on a real host), so jobs reach their
 retention as they would there. Printed beside RSS: the jobs still stored.
 """
@@ -24,6 +26,8 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.service import Agent, build_agent
 
 STOP = "com.cloud.agent.api.StopCommand"
+STATS = "com.cloud.agent.api.GetVmStatsCommand"
+REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
 CYCLE_S = 15.0  # emulated time a start and a stop take
 WARM_CYCLES, CYCLES = 100, 2000
 RSS_BUDGET_MB = 10.0
@@ -56,13 +60,19 @@ def open_agent(root: Path, retention_s: float | None = None) -> tuple[Agent, Ste
 
 
 async def cycle(agent: Agent, clock: SteppedClock, name: str) -> None:
-    """Start ``name``, stop it, and let CYCLE_S pass on the host."""
+    """Start ``name``, read its statistics, stop it, report the host's VMs, and let
+    CYCLE_S pass on the host."""
     drive_c = emulator_of(agent).host.config.drive_root("C")
     started = json.loads(await agent.dispatch(START, start_body(name, drive_c)))
     assert started[0]["com.cloud.agent.api.StartAnswer"]["result"] is True, started
+    stats = json.dumps({"vmNames": [name], "hostName": "hv", "contextMap": {}, "wait": 0})
+    read = json.loads(await agent.dispatch(STATS, stats.encode()))
+    assert name in read[0]["com.cloud.agent.api.GetVmStatsAnswer"]["vmStatsMap"], read
     stop = json.dumps({"vmName": name, "contextMap": {}, "wait": 0}).encode()
     stopped = json.loads(await agent.dispatch(STOP, stop))
     assert stopped[0]["com.cloud.agent.api.StopAnswer"]["result"] is True, stopped
+    reported = json.loads(await agent.dispatch(REPORT, b"{}"))
+    assert reported == [], reported  # no VM is left on the host
     clock.advance(CYCLE_S)
 
 
