@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent.backends import emulator_config
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.store import Record
 from hyperv_agent.errors import CimNotFound
 from tests.emulator.kit import define_vm, request_state
 from tests.emulator.test_jobs import COMPLETED, RUNNING_JOB, FakeClock
@@ -68,6 +70,48 @@ async def test_jobs_stored_stay_bounded_over_many_cycles(
         assert counts[-1] == counts[-5]  # steady, not growing
     finally:
         await cim.close()
+
+
+async def _paths_worked_out_by_a_sweeping_call(
+    make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
+    stored_jobs: int,
+) -> int:
+    """How many times a state change that starts a job sweep (its staged job beside the
+    stored ones) works out a record's path, on a host holding ``stored_jobs`` jobs."""
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        vm = await define_vm(cim)  # a job: DefineSystem
+        states = [2, 3] * stored_jobs
+        for state in states[:stored_jobs - 1]:  # started and turned off, a job each
+            await request_state(cim, vm, state)
+        stored = _stored_jobs(cim)
+        assert stored >= stored_jobs
+        clock.now += 31  # the next job sweeps; none has reached its retention
+        worked_out = 0
+        path = Record.path
+
+        def counted(record: Record) -> ObjectPath:
+            nonlocal worked_out
+            worked_out += 1
+            return path.fget(record)  # type: ignore[attr-defined,no-any-return]
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Record, "path", property(counted))
+            result = await request_state(cim, vm, states[stored_jobs - 1])
+            assert result.return_value == 4096
+        assert _stored_jobs(cim) == stored + 1  # none swept: the sweep read them all
+        return worked_out
+    finally:
+        await cim.close()
+
+
+async def test_a_sweep_costs_no_path_per_stored_job(
+    make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    few = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, 10)
+    many = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, 200)
+    assert many == few
 
 
 async def test_job_is_seen_within_its_retention_and_says_when_it_goes(

@@ -179,6 +179,12 @@ class Store:
         for class_def in classes:
             yield from self._by_class.get(class_def.name.lower(), {}).values()
 
+    def keyed_instances_of(self, classes: Iterable[ClassDef]) -> Iterator[tuple[str, Record]]:
+        """``instances_of`` with each record's normalised path, as stored (not worked out
+        again from its key properties)."""
+        for class_def in classes:
+            yield from self._by_class.get(class_def.name.lower(), {}).items()
+
     def lookup(self, classes: Sequence[ClassDef],
                probes: Sequence[Probe]) -> list[tuple[str, Record]]:
         """(path key, record) of the records of ``classes`` filed under any of ``probes``."""
@@ -298,8 +304,7 @@ class Transaction:
         for record in self._puts.values():
             if record.class_def.name.lower() in wanted:
                 yield record
-        for record in self._store.instances_of(classes):
-            key = record.path.normalized
+        for key, record in self._store.keyed_instances_of(classes):
             if key not in self._puts and key not in self._deletes:
                 yield record
 
