@@ -7,9 +7,10 @@ All figures come from one run:
 - HostVmStateReport at 5000 VMs (2500 running) in < 60 ms, at 1000 VMs in < 12 ms;
 - adding 5000 VMs takes at most 5x as long as adding the first 1000 (printed beside it,
   to tell a per-VM cost that grows from the machine's drift over the minute the fill takes:
-  the median time to add one pair at the start and at the end, a fixed piece of work timed
-  in a process of its own every 100 VMs, and the ratio with each 100 VMs' time divided by
-  that work's time; a cost that does not grow puts the ratio at 5x on a steady machine);
+  the median time to add one pair at the start and at the end, and the same ratio from
+  two more hosts, one filled to 1000 VMs and one to 5000 in turns, each in a process of
+  its own, so both see the machine at the same speed (``scale_fill``); a cost that does
+  not grow puts both ratios at 5x);
 - no command stalls the event loop for more than 20 ms (the longest stall a 1 ms timer
   saw while each command ran, at 5000 VMs; in this process, with Python's default 5 ms
   thread switch interval, not the 0.5 ms serve sets);
@@ -37,8 +38,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from bench import scale_serve
 from bench.common import report, require, verdict
+from bench.scale_fill import InterleavedFill, interleaved_fill
 from bench.scale_host import (
     CHECK,
     REPORT,
@@ -159,118 +159,49 @@ def report_rows(middle: Sample, large: Sample) -> list[Row]:
     ]
 
 
-#: VMs added between two runs of the reference work that tracks the machine's speed.
-DRIFT_STEP = 100
-
-
-#: A fixed piece of Python work (building, encoding and decoding a table of 5000 small
-#: records), run by a process of its own each time it reads a line: the fastest of 3 runs,
-#: in ms. In its own process it measures how fast this machine runs Python at the moment,
-#: not the heap of the host being filled.
-REFERENCE_WORK = """
-import json, sys, time
-for _ in sys.stdin:
-    best = 1e9
-    for _ in range(3):
-        started = time.perf_counter()
-        table = {f"vm-{i}": {"id": i, "name": f"i-2-{i}-VM", "disks": [i, i + 1]}
-                 for i in range(5000)}
-        json.loads(json.dumps(table))
-        best = min(best, time.perf_counter() - started)
-    print(best * 1000, flush=True)
-"""
-
-
-class ReferenceClock:
-    """The reference work in a process of its own, run on demand while this one waits."""
-
-    def __init__(self) -> None:
-        self._child = subprocess.Popen([sys.executable, "-c", REFERENCE_WORK], text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-
-    def ms(self) -> float:
-        assert self._child.stdin is not None and self._child.stdout is not None
-        self._child.stdin.write("run\n")
-        self._child.stdin.flush()
-        return float(self._child.stdout.readline())
-
-    def close(self) -> None:
-        assert self._child.stdin is not None
-        self._child.stdin.close()
-        self._child.wait(timeout=10)
-
-
-@dataclass
-class FillStep:
-    vm_count: int  # VMs on the host after the step
-    adding_s: float  # time spent adding the step's VMs
-    reference_ms: float  # the reference work, run right after the step
-
-
-async def fill_watching(host: FilledHost, vm_count: int, clock: ReferenceClock,
-                        steps: list[FillStep]) -> None:
-    """Fill the host to ``vm_count`` VMs, DRIFT_STEP at a time, timing the reference work
-    after each step (outside the time spent adding)."""
-    while host.vm_count < vm_count:
-        before = host.adding_s
-        await host.fill_to(min(vm_count, host.vm_count + DRIFT_STEP))
-        steps.append(FillStep(host.vm_count, host.adding_s - before, clock.ms()))
-
-
 def adding_rows(first_s: float, all_s: float, pair_s: list[float],
-                steps: list[FillStep]) -> list[Row]:
-    """The fill's ratio, with what tells a per-VM cost that grows from the machine's drift
-    over the run: the median time to add one pair (a running and a stopped VM) at the start
-    and at the end of the fill, the reference work's time during the first MIDDLE VMs and
-    during the rest, and the ratio with each step's time divided by the reference's time
-    after it. A cost that does not grow puts the ratio at 5x on a machine of steady speed;
-    the verdict is on the measured ratio, as it stands."""
+                turns: InterleavedFill) -> list[Row]:
+    """The fill's ratio, the verdict on it as it stands, and beside it what tells a per-VM
+    cost that grows from the machine's drift over the minute the fill takes: the median
+    time to add one pair (a running and a stopped VM) at the start and at the end of the
+    fill, and the same ratio from two hosts filled in turns (``scale_fill``), which see
+    the same machine. A cost that does not grow puts both at 5x."""
     ratio = all_s / first_s
     window = MIDDLE // 2  # pairs
     require(len(pair_s) == LARGE // 2, f"{LARGE // 2} pairs added (added {len(pair_s)})")
-    require(sum(step.vm_count <= MIDDLE for step in steps) == MIDDLE // DRIFT_STEP
-            and steps[-1].vm_count == LARGE, f"the fill timed every {DRIFT_STEP} VMs")
+    require((turns.small_vms, turns.large_vms) == (MIDDLE, LARGE),
+            f"the hosts filled in turns hold {MIDDLE} and {LARGE} VMs "
+            f"({turns.small_vms}, {turns.large_vms})")
     early = statistics.median(pair_s[:window]) * 1000
     late = statistics.median(pair_s[-window:]) * 1000
-    first = [step for step in steps if step.vm_count <= MIDDLE]
-    rest = steps[len(first):]
-    ref_first = statistics.median(step.reference_ms for step in first)
-    ref_rest = statistics.median(step.reference_ms for step in rest)
-    scaled_first = sum(step.adding_s / step.reference_ms for step in first)
-    scaled_all = sum(step.adding_s / step.reference_ms for step in steps)
     return [(f"adding {LARGE} VMs / adding the first {MIDDLE}",
              f"{all_s:.1f} s / {first_s:.1f} s ({ratio:.2f}x)", "<= 5x", verdict(ratio <= 5)),
             (f"adding one pair: first {MIDDLE} / last {MIDDLE} VMs (median)",
              f"{early:.1f} / {late:.1f} ms ({late / early:.2f}x)", "-", "-"),
-            (f"reference work during the first {MIDDLE} VMs / the rest (machine speed)",
-             f"{ref_first:.1f} / {ref_rest:.1f} ms ({ref_rest / ref_first:.2f}x)", "-", "-"),
-            (f"adding {LARGE} / the first {MIDDLE}, each {DRIFT_STEP} VMs' time over the "
-             "reference's", f"{scaled_all / scaled_first:.2f}x", "-", "-")]
+            (f"the same, {LARGE} VMs to one host and {MIDDLE} to another in turns "
+             f"({turns.rounds} rounds)",
+             f"{turns.large_s:.1f} s / {turns.small_s:.1f} s ({turns.ratio:.2f}x)", "-", "-")]
 
 
 async def fill_and_measure(root: Path) -> list[Row]:
     host = FilledHost(root)
-    steps: list[FillStep] = []
-    clock = ReferenceClock()
-    try:
-        await fill_watching(host, SMALL, clock, steps)
-        gc.collect()  # what filling left to collect is not collected while a command is timed
-        small = await per_vm_commands(host)
-        await fill_watching(host, MIDDLE, clock, steps)
-        first_s = host.adding_s
-        gc.collect()
-        middle = await state_reports(host)
-        await fill_watching(host, LARGE, clock, steps)
-        all_s = host.adding_s
-    finally:
-        clock.close()
+    await host.fill_to(SMALL)
+    gc.collect()  # what filling left to collect is not collected while a command is timed
+    small = await per_vm_commands(host)
+    await host.fill_to(MIDDLE)
+    first_s = host.adding_s
+    gc.collect()
+    middle = await state_reports(host)
+    await host.fill_to(LARGE)
+    all_s = host.adding_s
     gc.collect()
     assert await host.running_count() == LARGE // 2
     large = await per_vm_commands(host)
     reports = await state_reports(host)
     await host.agent.cim.close()
+    turns = await asyncio.to_thread(interleaved_fill, MIDDLE, LARGE)
     return [*command_rows(small, large), *report_rows(middle, reports),
-            *adding_rows(first_s, all_s, host.pair_s, steps)]
+            *adding_rows(first_s, all_s, host.pair_s, turns)]
 
 
 # --- removals under the latency model, and the cost of the per-command log line ---------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from bench.bench_agent import seeded
 from bench.common import NotWhatItNames
+from bench.scale_fill import interleaved_fill
 
 SMALL_HOST = "[emulator]\nmemory_mb = 8192\ncpus = 4\n"  # runs only a few VMs at once
 
@@ -20,3 +21,9 @@ async def test_state_report_benchmark_refuses_a_host_that_runs_fewer_vms_than_it
 async def test_state_report_benchmark_seeds_what_it_names_when_the_host_has_room(
         tmp_path: Path) -> None:
     await seeded(tmp_path / "roomy", count=60, running=30)  # the benchmark's own host
+
+
+def test_hosts_filled_in_turns_end_with_the_vms_they_name_and_time_each_host() -> None:
+    turns = interleaved_fill(4, 12)  # 2 rounds: 1 pair to the small host, 3 to the large
+    assert (turns.small_vms, turns.large_vms, turns.rounds) == (4, 12, 2)
+    assert turns.small_s > 0 and turns.large_s > 0

@@ -1,0 +1,86 @@
+"""Adding the first 1000 VMs to one host and 5000 to another in the same minutes: each host
+in a process of its own (the agent in-process on its emulator, as ``scale_host`` fills
+it), the two adding pairs in turn, one process at a time.
+
+Filling one host, its first 1000 VMs and the 4000 after them are added a minute apart,
+and over a minute this machine's speed drifts by more than the budget can tell apart (the
+reference work ran 15% slower after the first 1000 VMs than during them in one run, 20%
+faster in another). Taken in turns, 1 pair to the small host and then 5 to the large one
+(the order swapped every round), both see the same machine, so their ratio is the cost of
+a VM on a host filling up against its cost on a host with up to 1000 VMs. Each process
+holds one host, as a filled host would: neither one's heap slows the other down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import tempfile
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from bench.scale_host import FilledHost
+
+
+@dataclass(frozen=True)
+class InterleavedFill:
+    small_vms: int  # VMs the small host ended with
+    large_vms: int
+    small_s: float  # time spent adding the small host's VMs
+    large_s: float
+    rounds: int
+
+    @property
+    def ratio(self) -> float:
+        return self.large_s / self.small_s
+
+
+def _host(root: str, orders: Connection) -> None:
+    """A host of its own, adding the pairs it is asked for: each order is a number of
+    pairs, answered with the time spent adding them; None closes it, answered with how
+    many VMs it holds."""
+    Path(root).mkdir()
+    loop = asyncio.new_event_loop()
+    host = FilledHost(Path(root))
+    try:
+        while (pairs := orders.recv()) is not None:
+            before = host.adding_s
+            loop.run_until_complete(host.fill_to(host.vm_count + 2 * pairs))
+            orders.send(host.adding_s - before)
+        orders.send(host.vm_count)
+    finally:
+        loop.run_until_complete(host.agent.cim.close())
+        loop.close()
+
+
+def interleaved_fill(small_vms: int, large_vms: int) -> InterleavedFill:
+    """Fill a host to ``small_vms`` and another to ``large_vms`` (a multiple of it), in
+    turns: ``small_vms // 2`` rounds, each 1 pair to the small host and
+    ``large_vms // small_vms`` pairs to the large one."""
+    assert large_vms % small_vms == 0 and small_vms % 2 == 0
+    per_round = large_vms // small_vms
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as scratch:
+        links, processes = [], []
+        for name in ("small", "large"):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_host, args=(str(Path(scratch) / name), theirs))
+            process.start()
+            links.append(ours)
+            processes.append(process)
+        small, large = links
+        spent = {id(small): 0.0, id(large): 0.0}
+        rounds = small_vms // 2
+        for index in range(rounds):
+            turns = [(small, 1), (large, per_round)]
+            for link, pairs in turns if index % 2 == 0 else reversed(turns):
+                link.send(pairs)
+                spent[id(link)] += link.recv()
+        counts = []
+        for link in links:
+            link.send(None)
+            counts.append(link.recv())
+        for process in processes:
+            process.join(timeout=60)
+    return InterleavedFill(counts[0], counts[1], spent[id(small)], spent[id(large)], rounds)
