@@ -72,15 +72,20 @@ def interleaved_fill(small_vms: int, large_vms: int) -> InterleavedFill:
         small, large = links
         spent = {id(small): 0.0, id(large): 0.0}
         rounds = small_vms // 2
-        for index in range(rounds):
-            turns = [(small, 1), (large, per_round)]
-            for link, pairs in turns if index % 2 == 0 else reversed(turns):
-                link.send(pairs)
-                spent[id(link)] += link.recv()
-        counts = []
-        for link in links:
-            link.send(None)
-            counts.append(link.recv())
+        try:
+            for index in range(rounds):
+                turns = [(small, 1), (large, per_round)]
+                for link, pairs in turns if index % 2 == 0 else reversed(turns):
+                    link.send(pairs)
+                    spent[id(link)] += link.recv()
+            counts = []
+            for link in links:
+                link.send(None)
+                counts.append(link.recv())
+        except BaseException:  # a host failed: the other would wait for orders for ever
+            for process in processes:
+                process.kill()
+            raise
         for process in processes:
             process.join(timeout=60)
     return InterleavedFill(counts[0], counts[1], spent[id(small)], spent[id(large)], rounds)
