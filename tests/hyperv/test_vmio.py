@@ -234,15 +234,18 @@ async def test_a_vm_gone_from_the_host_is_forgotten_after_a_listing_and_the_rest
 
 class _ListingHeld(EmulatorCim):
     """The emulated host, whose answer to a summary of every VM is held back until
-    ``release`` is set: the listing is taken, then reaches the agent later."""
+    ``release`` is set: the listing is taken (``taken`` is set), then reaches the agent
+    later."""
 
-    release: asyncio.Event | None = None
+    taken: asyncio.Event
+    release: asyncio.Event
 
     async def invoke(self, path: ObjectPath, method: str,
                      params: Mapping[str, InValue] | None = None) -> MethodResult:
         answer = await super().invoke(path, method, params)
         if (method == "GetSummaryInformation" and params is not None
-                and params.get("SettingData") is None and self.release is not None):
+                and params.get("SettingData") is None):
+            self.taken.set()
             await self.release.wait()
         return answer
 
@@ -253,9 +256,9 @@ async def test_a_vm_read_after_a_listing_was_asked_for_is_kept_though_the_listin
     cim = _ListingHeld.open(make_config())
     assert isinstance(cim, _ListingHeld)
     try:
-        session, cim.release = hv(cim), asyncio.Event()
+        session, cim.taken, cim.release = hv(cim), asyncio.Event(), asyncio.Event()
         listing = asyncio.create_task(vms.list_vms(session))  # an empty host, held back
-        await asyncio.sleep(0.05)
+        await cim.taken.wait()
         vm = await _vm(cim, "i-7-36-VM")
         assert traffic.network_io(cim.host, vm.name, MACS[0], received_bytes=2 * MB)
         await vmio.io_since_last(session, {vm.guid: 1000})  # the baseline: 2 MB received
