@@ -74,19 +74,19 @@ async def test_jobs_stored_stay_bounded_over_many_cycles(
 
 async def _paths_worked_out_by_a_sweeping_call(
     make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
-    stored_jobs: int,
+    tmp_path: Path, stored_jobs: int,
 ) -> int:
     """How many times a state change that starts a job sweep (its staged job beside the
     stored ones) works out a record's path, on a host holding ``stored_jobs`` jobs."""
     clock = FakeClock()
-    cim = EmulatorCim.open(make_config(), clock)
+    cim = EmulatorCim.open(make_config(state_dir=tmp_path / f"host-{stored_jobs}"), clock)
     try:
         vm = await define_vm(cim)  # a job: DefineSystem
         states = [2, 3] * stored_jobs
         for state in states[:stored_jobs - 1]:  # started and turned off, a job each
             await request_state(cim, vm, state)
         stored = _stored_jobs(cim)
-        assert stored >= stored_jobs
+        assert stored == stored_jobs
         clock.now += 31  # the next job sweeps; none has reached its retention
         worked_out = 0
         path = Record.path
@@ -108,9 +108,10 @@ async def _paths_worked_out_by_a_sweeping_call(
 
 async def test_a_sweep_costs_no_path_per_stored_job(
     make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    few = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, 10)
-    many = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, 200)
+    few = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, tmp_path, 10)
+    many = await _paths_worked_out_by_a_sweeping_call(make_config, monkeypatch, tmp_path, 200)
     assert many == few
 
 
