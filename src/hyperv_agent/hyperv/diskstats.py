@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.errors import CimError, CimNotFound, HyperVError
-from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv import jobs, vmio, vms
 from hyperv_agent.hyperv.schema import (
     BYTES_PER_MB,
     CAPTION_VM,
@@ -30,7 +30,6 @@ from hyperv_agent.hyperv.schema import (
     NAMESPACE,
     Class,
     MetricCollection,
-    Subtype,
 )
 from hyperv_agent.hyperv.session import HyperV
 
@@ -74,7 +73,7 @@ async def disk_stats(hv: HyperV, names: Collection[str]) -> dict[str, tuple[Disk
 
     Keyed by VM name; names of no VM are left out, a VM without disks maps to (). With
     duplicate names the first VM WMI returns is taken (as ``vms.find_vm`` does). Calls:
-    every VM's name and every hard-disk medium on the host (2 queries), then the metric
+    every VM's name, then the named VMs' hard-disk media (2 queries), then the metric
     values Msvm_MetricForME links to each disk of the named VMs (1 ASSOCIATORS OF per
     disk, all issued at once, so one round trip of latency), plus 1 query for the metric
     definitions on the session's first call; none when ``names`` is empty.
@@ -137,16 +136,11 @@ class _Medium:
 
 async def _disk_media(hv: HyperV, by_guid: Mapping[str, str]) -> dict[str, _Medium]:
     """Medium InstanceID (case folded) -> file and path, for the VHD media of the VMs
-    ``by_guid``; 1 query."""
-    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
-                       ("InstanceID", "HostResource"))
-    found: dict[str, _Medium] = {}
-    for medium in await hv.cim.query(query, NAMESPACE):
-        key, files = (medium.string("InstanceID") or "").casefold(), medium.strings(
-            "HostResource")
-        if vms.owner_guid(key) in by_guid and files and medium.path is not None:
-            found[key] = _Medium(files[0], medium.path)
-    return found
+    ``by_guid``; 1 query (``vmio.hard_disk_media``)."""
+    return {(medium.string("InstanceID") or "").casefold(): _Medium(
+                medium.strings("HostResource")[0], medium.path)
+            for media in (await vmio.hard_disk_media(hv, by_guid)).values()
+            for medium in media if medium.path is not None}
 
 
 async def _disk_metric_ids(hv: HyperV) -> dict[str, str]:

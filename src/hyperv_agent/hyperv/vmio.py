@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.errors import CimError
 from hyperv_agent.hyperv import inventory, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class, Subtype
@@ -173,10 +174,11 @@ async def disk_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
     upper case, then ``disk:<counter_key>``), totals since the disk was opened. 1 query
     for the VMs' disk files, 1 for their counters; a VM whose disks have no counters (not
     running, or a host without the counter set, which is logged) is left out."""
-    images = await _disk_files(hv, {g.upper() for g in vm_guids})
-    if not images:
+    media = await hard_disk_media(hv, vm_guids)
+    if not media:
         return {}
-    names = {guid: [counter_name(f) for f in files] for guid, files in images.items()}
+    names = {guid: [counter_name(m.strings("HostResource")[0]) for m in found]
+             for guid, found in media.items()}
     counters = await _device_counters(hv, {name for keys in names.values() for name in keys})
     found: Counters = {}
     for guid, keys in names.items():
@@ -218,24 +220,26 @@ def instance_names(key: str) -> tuple[str, str]:
     return key, _VERBATIM + key
 
 
-async def _disk_files(hv: HyperV, guids: set[str]) -> dict[str, tuple[str, ...]]:
-    """GUID -> the virtual hard disk files of that VM, for the VMs ``guids``; 1 query
-    naming the VMs (by their devices' InstanceID prefix), or over every disk of the host
-    when they are many."""
+async def hard_disk_media(hv: HyperV, vm_guids: Collection[str]
+                          ) -> dict[str, list[CimInstance]]:
+    """The virtual hard disk media (VHD and VHDX, each with its file) of the VMs
+    ``vm_guids``, by VM GUID (upper case); 1 query naming the VMs (by their devices'
+    InstanceID prefix), or over every medium of the host when they are more than
+    NAMED_AT_MOST; no query for no VM."""
+    guids = {guid.upper() for guid in vm_guids}
     if not guids:
         return {}
     where = wql.eq("ResourceSubType", Subtype.VHD)
     if len(guids) <= NAMED_AT_MOST:
         where = where & wql.either(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
-                             for g in sorted(guids))
-    found: dict[str, list[str]] = {}
+                                   for g in sorted(guids))
+    found: dict[str, list[CimInstance]] = {}
     for medium in await hv.cim.query(wql.select(Class.SASD, where,
                                                 ("InstanceID", "HostResource")), NAMESPACE):
         guid = vms.owner_guid(medium.string("InstanceID") or "")
-        files = medium.strings("HostResource")
-        if guid in guids and files:
-            found.setdefault(guid, []).append(files[0])
-    return {guid: tuple(files) for guid, files in found.items()}
+        if guid in guids and medium.strings("HostResource"):
+            found.setdefault(guid, []).append(medium)
+    return found
 
 
 async def _device_counters(hv: HyperV, names: set[str]) -> dict[str, IoTotals]:
