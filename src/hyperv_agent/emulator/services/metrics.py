@@ -188,8 +188,6 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
     vm, medium = _find_disk(host, txn, vm_name, image)
     if vm["EnabledState"] != EnabledState.ENABLED:
         return False
-    files = medium["HostResource"]
-    assert isinstance(files, tuple) and files  # _find_disk matched the medium by its file
     _count_device(host, txn, vm, medium, (read_bytes, written_bytes, reads, writes))
     values = list(values_of(host, txn, medium))
     if not values:
@@ -227,7 +225,7 @@ def _count_device(host: EmulatedHost, txn: Transaction, vm: Record, medium: Reco
     counters of the disk ``medium``; counters no longer there (the VM stopped, or the disk
     was removed, since they counted) start again from 0."""
     files = medium["HostResource"]
-    assert isinstance(files, tuple) and files
+    assert isinstance(files, tuple) and files  # _find_disk matched the medium by its file
     name = counter_name(str(files[0]), verbatim=host.config.disk_counter_names == "verbatim")
     record = model.counter_instance(
         host, txn, DEVICE_COUNTERS, name, vm, medium,
