@@ -45,9 +45,9 @@ def _host(root: str, orders: Connection) -> None:
     host = FilledHost(Path(root))
     try:
         while (pairs := orders.recv()) is not None:
-            before = host.adding_s
+            before = host.pairs
             loop.run_until_complete(host.fill_to(host.vm_count + 2 * pairs))
-            orders.send(host.adding_s - before)
+            orders.send(sum(host.pair_s[before:]))
         orders.send(host.vm_count)
     finally:
         loop.run_until_complete(host.agent.cim.close())
