@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from tests.emulator.kit import define_vm, devices, ok, request_state, service, state
@@ -33,6 +35,83 @@ async def test_vm_survives_restart_when_state_dir_is_reused(
         assert sorted(str(d.path) for d in await devices(again, vm)) == before
     finally:
         await again.close()
+
+
+def _rows(config: EmulatorConfig) -> dict[str, int]:
+    """Each stored record's row number, by its path."""
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        return dict(db.execute("SELECT path, id FROM records"))
+
+
+async def test_a_changed_vm_is_rewritten_in_its_own_rows(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Rows are numbered in the order records were first stored: starting the first of
+    three VMs rewrites its rows where they are (no row moves to the end of the file), and a
+    restart lists the VMs in the order they were defined."""
+    config = make_config()
+    cim = EmulatorCim.open(config)
+    first, second, _ = [await define_vm(cim, name) for name in ("first", "second", "third")]
+    before = _rows(config)
+
+    def of(vm: ObjectPath) -> dict[str, int]:
+        guid = str(vm.key("Name")).lower()
+        return {path: row for path, row in before.items() if guid in path.lower()}
+
+    first_rows = of(first)
+    assert first_rows and max(first_rows.values()) < min(of(second).values())
+    await ok(cim, await request_state(cim, first, 2))
+    await cim.close()
+
+    after = _rows(config)
+    assert {path: after[path] for path in first_rows} == first_rows
+    new_rows = set(after) - set(before)  # the start's job, say
+    assert min(after[path] for path in new_rows) > max(before.values())
+    again = EmulatorCim.open(config)
+    try:
+        assert [v["ElementName"] for v in await again.query(VMS)] == ["first", "second", "third"]
+        assert await state(again, first) == 2
+    finally:
+        await again.close()
+
+
+async def test_a_state_dir_of_the_path_keyed_layout_is_read_and_moved(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A state directory whose records are in the earlier table keyed by path (rows in the
+    order they were last written) is read as it was and moved to the numbered table."""
+    config = make_config()
+    cim = EmulatorCim.open(config)
+    vm = await define_vm(cim, "older")
+    await ok(cim, await request_state(cim, vm, 2))
+    expected = sorted(str(d.path) for d in await devices(cim, vm))
+    await cim.close()
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        db.execute("CREATE TABLE instances (path TEXT PRIMARY KEY, class TEXT NOT NULL, "
+                   "namespace TEXT NOT NULL, doc TEXT NOT NULL)")
+        db.execute("INSERT INTO instances SELECT path, class, namespace, doc FROM records "
+                   "ORDER BY id DESC")
+        db.execute("DROP TABLE records")
+    stored = len(_old_rows(config))
+
+    again = EmulatorCim.open(config)
+    try:
+        assert [v["ElementName"] for v in await again.query(VMS)] == ["older"]
+        assert await state(again, vm) == 2
+        assert sorted(str(d.path) for d in await devices(again, vm)) == expected
+        await define_vm(again, "newer")
+    finally:
+        await again.close()
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master "
+                                                 "WHERE type = 'table'")]
+    assert tables == ["records"]
+    assert len(_rows(config)) > stored
+
+
+def _old_rows(config: EmulatorConfig) -> list[str]:
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        return [path for (path,) in db.execute("SELECT path FROM instances")]
 
 
 async def test_failed_call_leaves_nothing_when_a_later_setting_is_refused(

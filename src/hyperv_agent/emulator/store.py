@@ -12,6 +12,7 @@ model for tests and labs, not a host whose VMs live on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -26,9 +27,16 @@ from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.indexes import ClassIndexes, IndexSpec, TallySpec
 from hyperv_agent.emulator.schema import ClassDef, lookup
 
+#: One row a record, numbered in the order the records were first stored: a VM's records,
+#: made together, sit together, so a call that changes a VM writes a few neighbouring
+#: pages however large the host has grown, and new records go at the end. (Keyed by path,
+#: a VM's records would be spread over the whole file and the pages a call writes would
+#: leave SQLite's cache ever more often as the host grows.) The path is only read back:
+#: every lookup is answered from memory.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    path TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
     class TEXT NOT NULL,
     namespace TEXT NOT NULL,
     doc TEXT NOT NULL
@@ -111,7 +119,8 @@ class Store:
         self._before_commit = before_commit or (lambda: None)
         self._by_path: dict[str, Record] = {}
         self._by_class: dict[str, dict[str, Record]] = {}
-        self._order: dict[str, int] = {}  # path key -> when the record was first stored
+        #: path key -> when the record was first stored (its row in the database)
+        self._order: dict[str, int] = {}
         self._counter = itertools.count()
         #: How many commits have changed the store: equal revisions, equal contents.
         self.revision = 0
@@ -122,16 +131,46 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=OFF")
             self._db.execute(_SCHEMA)
+            self._move_old_table()
             self._load()
+
+    def _move_old_table(self) -> None:
+        """Rows of the table earlier versions kept, ``instances`` (keyed by path), moved
+        into ``records`` in the order that table holds them, in one transaction."""
+        assert self._db is not None
+        if self._db.execute("SELECT 1 FROM sqlite_master "
+                            "WHERE type = 'table' AND name = 'instances'").fetchone() is None:
+            return
+        with self._writing() as db:
+            db.execute("INSERT INTO records (path, class, namespace, doc) "
+                       "SELECT path, class, namespace, doc FROM instances ORDER BY rowid")
+            db.execute("DROP TABLE instances")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """The database inside one write transaction: committed when the block ends,
+        rolled back when it raises."""
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _load(self) -> None:
         assert self._db is not None
-        for key, class_name, namespace, doc in self._db.execute(
-            "SELECT path, class, namespace, doc FROM instances"
+        last = -1
+        for row_id, key, class_name, namespace, doc in self._db.execute(
+            "SELECT id, path, class, namespace, doc FROM records ORDER BY id"
         ):
+            last = row_id
             class_def = lookup(class_name, namespace)
             if class_def is not None:  # the path column is the normalised path
+                self._order[key] = row_id
                 self._index(key, _decode(class_def, doc))
+        self._counter = itertools.count(last + 1)
 
     def _index(self, key: str, record: Record) -> None:
         name = record.class_def.name.lower()
@@ -141,8 +180,6 @@ class Store:
             indexes.remove(key, old)
         self._by_path[key] = record
         self._by_class.setdefault(name, {})[key] = record
-        if key not in self._order:
-            self._order[key] = next(self._counter)
         if indexes is not None:
             indexes.add(key, record)
 
@@ -226,27 +263,31 @@ class Store:
         self.revision += 1
         for record in puts.values():
             _plain(record.values)
+        new = [key for key in puts if key not in self._order]
+        for key in new:
+            self._order[key] = next(self._counter)
         if self._db is not None:
-            self._write(puts, deletes)
+            try:
+                self._write(puts, deletes)
+            except BaseException:
+                for key in new:
+                    del self._order[key]
+                raise
         for key in deletes:
             self._unindex(key)
         for key, record in puts.items():
             self._index(key, record)
 
     def _write(self, puts: dict[str, Record], deletes: set[str]) -> None:
-        assert self._db is not None
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany("DELETE FROM instances WHERE path = ?", [(k,) for k in deletes])
-            self._db.executemany(
-                "INSERT OR REPLACE INTO instances VALUES (?, ?, ?, ?)",
-                [(k, r.class_def.name, r.class_def.namespace, _encode(r)) for k, r in puts.items()],
+        with self._writing() as db:
+            db.executemany("DELETE FROM records WHERE id = ?",
+                           [(self._order[k],) for k in deletes if k in self._order])
+            db.executemany(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
+                [(self._order[k], k, r.class_def.name, r.class_def.namespace, _encode(r))
+                 for k, r in puts.items()],
             )
             self._before_commit()
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def close(self) -> None:
         if self._db is not None:
