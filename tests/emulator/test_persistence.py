@@ -65,8 +65,8 @@ async def test_a_changed_vm_is_rewritten_in_its_own_rows(
 
     after = _rows(config)
     assert {path: after[path] for path in first_rows} == first_rows
-    new_rows = set(after) - set(before)  # the start's job, say
-    assert min(after[path] for path in new_rows) > max(before.values())
+    new_rows = set(after) - set(before)  # the start's job
+    assert new_rows and min(after[path] for path in new_rows) > max(before.values())
     again = EmulatorCim.open(config)
     try:
         assert [v["ElementName"] for v in await again.query(VMS)] == ["first", "second", "third"]
