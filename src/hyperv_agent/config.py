@@ -204,8 +204,11 @@ class AgentSection(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isdigit():
             raise ValueError(f"{value!r} is not HOST:PORT")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r}: the port must be from 1 to 65535 (the management "
+                             "server is told where to connect, so no port is picked at random)")
         return value
 
     @field_validator("console_relay_listen")
