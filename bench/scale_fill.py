@@ -3,12 +3,13 @@ in a process of its own (the agent in-process on its emulator, as ``scale_host``
 it), the two adding pairs in turn, one process at a time.
 
 Filling one host, its first 1000 VMs and the 4000 after them are added a minute apart,
-and over a minute this machine's speed drifts by more than the budget can tell apart (the
-reference work ran 15% slower after the first 1000 VMs than during them in one run, 20%
-faster in another). Taken in turns, 1 pair to the small host and then 5 to the large one
-(the order swapped every round), both see the same machine, so their ratio is the cost of
-a VM on a host filling up against its cost on a host with up to 1000 VMs. Each process
-holds one host, as a filled host would: neither one's heap slows the other down.
+and over a minute this machine's speed drifts by more than the budget can tell apart (a
+fixed piece of Python work, timed every 100 VMs of a fill, ran 15% slower after the first
+1000 VMs than during them in one run, 20% faster in another). Taken in turns, 1 pair to
+the small host and then 5 to the large one (the order swapped every round), both see the
+same machine, so their ratio is the cost of a VM on a host filling up against its cost on
+a host with up to 1000 VMs. Each process holds one host, as a filled host would: neither
+one's heap slows the other down.
 """
 
 from __future__ import annotations
@@ -69,15 +70,14 @@ def interleaved_fill(small_vms: int, large_vms: int) -> InterleavedFill:
             process.start()
             links.append(ours)
             processes.append(process)
-        small, large = links
-        spent = {id(small): 0.0, id(large): 0.0}
+        spent = [0.0, 0.0]  # by host: small, large
         rounds = small_vms // 2
         try:
             for index in range(rounds):
-                turns = [(small, 1), (large, per_round)]
-                for link, pairs in turns if index % 2 == 0 else reversed(turns):
-                    link.send(pairs)
-                    spent[id(link)] += link.recv()
+                turns = [(0, 1), (1, per_round)]
+                for host, pairs in turns if index % 2 == 0 else reversed(turns):
+                    links[host].send(pairs)
+                    spent[host] += links[host].recv()
             counts = []
             for link in links:
                 link.send(None)
@@ -88,4 +88,4 @@ def interleaved_fill(small_vms: int, large_vms: int) -> InterleavedFill:
             raise
         for process in processes:
             process.join(timeout=60)
-    return InterleavedFill(counts[0], counts[1], spent[id(small)], spent[id(large)], rounds)
+    return InterleavedFill(counts[0], counts[1], spent[0], spent[1], rounds)
