@@ -179,7 +179,14 @@ def test_nothing_is_relayed_on_the_emulator_on_the_host_itself_or_when_turned_of
     assert relay.relay_target(_config(tmp_path, "emulator"), on_windows=False) is None
     local = _config(tmp_path, "wsman", "http://127.0.0.1:5985/wsman")
     assert relay.relay_target(local, on_windows=True) is None  # the Hyper-V host itself
-    assert relay.relay_target(local, on_windows=False) == RelayTarget("127.0.0.1", 2179)
+    # off Windows: this machine's WinRM is a tunnel or the emulator's face; relayed unless
+    # the relay would listen on the very port it relays to
+    tunnel = _config(tmp_path, "wsman", "http://127.0.0.1:5985/wsman", target_port=12179)
+    assert relay.relay_target(tunnel, on_windows=False) == RelayTarget("127.0.0.1", 12179)
+    assert relay.relay_target(local, on_windows=False) is None
+    assert relay.relays_to_itself(local, on_windows=False)
+    assert not relay.relays_to_itself(tunnel, on_windows=False)
+    assert not relay.relays_to_itself(local, on_windows=True)
     off = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen="")
     assert relay.relay_target(off, on_windows=False) is None
     assert relay.console_port(off) == 2179
@@ -196,3 +203,35 @@ async def test_a_relay_address_in_use_is_an_error_naming_the_setting(tmp_path: P
         config = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen=taken)
         with pytest.raises(OSError, match=f"console_relay_listen {taken}: .*in use"):
             await relay.start_for(config, [])
+
+
+async def test_a_relay_to_this_machine_on_its_own_port_is_not_started(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    port = free_port()
+    config = _config(tmp_path, "wsman", "http://localhost:5985/wsman",
+                     listen=f"127.0.0.1:{port}", target_port=port)
+    assert await relay.start_for(config, []) is None
+    assert relay.console_port(config) == 2179
+    assert f"no console relay: the WinRM URL names this machine and console_relay_listen " \
+           f"127.0.0.1:{port}" in caplog.text
+    with pytest.raises(OSError):  # nothing listens there
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_connection_that_comes_back_to_the_relay_is_closed_not_relayed_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "hyperv_agent.relay")
+    async with relaying(0, max_connections=8) as console:
+        port = console.port
+        console.target = RelayTarget("127.0.0.1", port)  # an address naming itself
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(reader)
+        writer.close()
+        for _ in range(50):
+            if console.open_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert console.open_count == 0
+    assert f"127.0.0.1:{port} is this relay's own listener" in caplog.text
+    assert "<->" not in caplog.text  # no connection was relayed

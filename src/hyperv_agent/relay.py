@@ -15,7 +15,10 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
 Where it runs: only with ``backend = "wsman"`` to another machine. On the emulator there
 is no VMConnect to reach, so nothing is relayed (GetVncPort still answers as on Hyper-V).
 On the Hyper-V host itself (``wmi``, or ``wsman`` to this Windows machine) VMConnect
-listens on 2179 already and the console proxy reaches it directly.
+listens on 2179 already and the console proxy reaches it directly. A relay never passes
+connections to itself: a WinRM URL naming this machine (the emulator's WinRM face, a tunnel)
+with the relay listening on the target port starts no relay, and a relayed connection that
+arrives back at the relay (an address the names above did not tell) is closed at once.
 """
 
 from __future__ import annotations
@@ -54,15 +57,32 @@ class RelayTarget:
 def relay_target(config: AgentConfig, on_windows: bool = sys.platform == "win32"
                  ) -> RelayTarget | None:
     """The VMConnect listener to relay to; None when this agent relays nothing: a backend
-    other than ``wsman``, a WinRM URL naming this Windows machine (the host itself), or
-    an empty ``console_relay_listen``."""
+    other than ``wsman``, a WinRM URL naming this Windows machine (the host itself), an
+    empty ``console_relay_listen``, or a target that is the relay's own listener."""
+    host = _wsman_host(config)
+    if not host or (on_windows and this_machine(host)) or relays_to_itself(config, on_windows):
+        return None
+    return RelayTarget(host, config.agent.console_relay_target_port)
+
+
+def relays_to_itself(config: AgentConfig, on_windows: bool = sys.platform == "win32") -> bool:
+    """Whether a relay would pass every connection back to itself: off Windows, the WinRM
+    URL names this machine (the emulator's WinRM face, a tunnel) and the relay listens on
+    the port it would relay to."""
+    host = _wsman_host(config)
+    agent = config.agent
+    return (bool(host) and not on_windows and this_machine(host)
+            and Listener.parse(agent.console_relay_listen).port
+            == agent.console_relay_target_port)
+
+
+def _wsman_host(config: AgentConfig) -> str:
+    """The host the WinRM URL names when a relay is asked for (``wsman``, a non-empty
+    ``console_relay_listen``); "" otherwise."""
     agent = config.agent
     if agent.backend != "wsman" or not agent.console_relay_listen or not config.wsman.url:
-        return None
-    host = urlsplit(config.wsman.url).hostname or ""
-    if not host or (on_windows and this_machine(host)):
-        return None
-    return RelayTarget(host, agent.console_relay_target_port)
+        return ""
+    return urlsplit(config.wsman.url).hostname or ""
 
 
 def this_machine(host: str) -> bool:
@@ -145,6 +165,11 @@ class ConsoleRelay:
     async def _relay(self, peer: str, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         where = f"{self.target.host}:{self.target.port}"
+        if await self._is_itself():
+            self._note(f"console relay: {where} is this relay's own listener, not VMConnect; "
+                       "nothing is relayed (set console_relay_target_port to the host's "
+                       "VMConnect port, or console_relay_listen to another port)", "itself")
+            return
         try:
             far_reader, far_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.target.host, self.target.port),
@@ -162,10 +187,43 @@ class ConsoleRelay:
         log.info("console relay: %s <-> %s closed after %.1f s (%d bytes in, %d out)", peer,
                  where, time.monotonic() - started, sent, received)
 
+    async def _is_itself(self) -> bool:
+        """Whether the target is this relay's own listener: an address of this machine, on
+        a port the relay listens on (at that address or all)."""
+        listening = [sock.getsockname()[:2] for sock in
+                     (self._server.sockets if self._server is not None else ())]
+        if all(port != self.target.port for _, port in listening):
+            return False
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                self.target.host, self.target.port, type=socket.SOCK_STREAM)
+        except OSError:
+            return False  # the connection that follows fails and says so
+        for family, _, _, _, address in found:
+            ip = str(address[0])
+            if any(port == self.target.port
+                   and (host == ip or (ipaddress.ip_address(host).is_unspecified
+                                       and _local_address(family, ip)))
+                   for host, port in listening):
+                return True
+        return False
+
     def _note(self, message: str, key: str) -> None:
         note = self._throttle.admit(key)
         if note is not None:
             log.warning("%s%s", message, note)
+
+
+def _local_address(family: int, ip: str) -> bool:
+    """Whether ``ip`` is an address of this machine (one a socket can be bound to)."""
+    if ipaddress.ip_address(ip).is_loopback:
+        return True
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -203,6 +261,10 @@ async def start_for(config: AgentConfig, allow_from: Sequence[Network]
     """The relay ``config`` asks for, listening; None when this agent relays nothing."""
     target = relay_target(config)
     if target is None:
+        if relays_to_itself(config):
+            log.warning("no console relay: the WinRM URL names this machine and "
+                        "console_relay_listen %s is the port it would relay to",
+                        config.agent.console_relay_listen)
         return None
     listen = config.agent.console_relay_listen
     relay = ConsoleRelay(target, allow_from, config.agent.max_connections)
