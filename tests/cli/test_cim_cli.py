@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hyperv_agent.cli", *args],
@@ -29,8 +31,10 @@ def test_query_prints_instances_as_json_with_class_and_path(tmp_path: Path) -> N
     assert found[0]["ElementName"] == "External"
 
 
-def test_query_reads_root_cimv2_when_namespace_given(tmp_path: Path) -> None:
-    run = _cli("cim", "query", "--state-dir", str(tmp_path), "--namespace", "root\\cimv2",
+@pytest.mark.parametrize("namespace", ["root\\cimv2", "root/cimv2", "ROOT/CIMV2"])
+def test_query_reads_root_cimv2_when_namespace_given(tmp_path: Path, namespace: str) -> None:
+    """WMI takes either separator in a namespace, and so does every backend."""
+    run = _cli("cim", "query", "--state-dir", str(tmp_path), "--namespace", namespace,
                "SELECT NumberOfLogicalProcessors FROM Win32_ComputerSystem")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)[0]["NumberOfLogicalProcessors"] == 16

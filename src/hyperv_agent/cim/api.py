@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 V2_NAMESPACE = "root\\virtualization\\v2"
 CIMV2_NAMESPACE = "root\\cimv2"
 
+
+def namespace_name(namespace: str) -> str:
+    """A namespace as WMI spells it: WMI takes ``/`` or ``\\`` between the parts
+    (``root/cimv2`` is ``root\\cimv2``); the backends write backslashes."""
+    return namespace.replace("/", "\\")
+
 CimScalar: TypeAlias = str | int | bool
 CimValue: TypeAlias = CimScalar | tuple[CimScalar, ...] | None
 

@@ -48,6 +48,7 @@ from hyperv_agent.cim.api import (
     ObjectPath,
     OutValue,
     coerce_value,
+    namespace_name,
 )
 from hyperv_agent.cim.classdecl import OBJECT
 from hyperv_agent.errors import CimError, CimInvalidParameter, CimNotFound, ConfigError
@@ -167,25 +168,25 @@ class LocalCim(Cim):
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
-        namespace = _namespace(namespace)
+        namespace = namespace_name(namespace)
         found = await self._call(self.session.query, namespace, wql)
         return [self._instance(item, namespace) for item in found]
 
     async def get(self, path: ObjectPath) -> CimInstance:
         found = await self._fetch(path)
-        instance = self._instance(found, _namespace(path.namespace))
+        instance = self._instance(found, namespace_name(path.namespace))
         return instance if instance.path is not None else dataclasses.replace(instance,
                                                                                path=path)
 
     async def _fetch(self, path: ObjectPath) -> MiInstance:
         key = await self._key_instance(path)
-        found = await self._call(self.session.get_instance, _namespace(path.namespace), key)
+        found = await self._call(self.session.get_instance, namespace_name(path.namespace), key)
         if found is None:
             raise CimNotFound(f"no instance at {path}")
         return found
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
-        namespace = _namespace(namespace)
+        namespace = namespace_name(namespace)
         fresh = self._local(self.session.new_instance, await self._class(namespace,
                                                                           class_name))
         return dataclasses.replace(self._instance(fresh, namespace), path=None)
@@ -194,7 +195,7 @@ class LocalCim(Cim):
 
     async def invoke(self, path: ObjectPath, method: str,
                      params: Mapping[str, InValue] | None = None) -> MethodResult:
-        mi_class = await self._class(_namespace(path.namespace), path.class_name)
+        mi_class = await self._class(namespace_name(path.namespace), path.class_name)
         inbound = self._local(self.session.method_params, mi_class, method)
         declared = _elements(inbound)
         for name, value in (params or {}).items():
@@ -250,7 +251,7 @@ class LocalCim(Cim):
 
     def _instance(self, item: MiInstance, namespace: str) -> CimInstance:
         props = [self._property(*item.get_element(i)) for i in range(len(item))]
-        own = _namespace(item.get_namespace() or namespace)
+        own = namespace_name(item.get_namespace() or namespace)
         return CimInstance.build(item.get_class_name(), props, self._path(item), own)
 
     def _nested(self, item: object) -> CimInstance:
@@ -262,7 +263,7 @@ class LocalCim(Cim):
         except self.session.error as failure:  # PyMI cannot write this class's paths
             if NO_KEYS not in _message(failure):
                 return None
-            namespace = _namespace(item.get_namespace())
+            namespace = namespace_name(item.get_namespace())
             return ObjectPath(item.get_class_name(), (), namespace, item.get_server_name())
         return ObjectPath.parse(text) if text else None
 
@@ -332,7 +333,7 @@ class LocalCim(Cim):
     async def _key_instance(self, path: ObjectPath) -> MiInstance:
         """A new instance of the path's class holding its keys: what PyMI gets by."""
         key = self._local(self.session.new_instance, await self._class(
-            _namespace(path.namespace), path.class_name))
+            namespace_name(path.namespace), path.class_name))
         declared = _elements(key)
         for name, text in path.keys:
             found = declared.get(name.lower())
@@ -344,7 +345,7 @@ class LocalCim(Cim):
     async def _object(self, instance: CimInstance) -> MiInstance:
         """An MI instance of the instance's class with its non-null properties."""
         made = self._local(self.session.new_instance, await self._class(
-            _namespace(instance.namespace), instance.class_name))
+            namespace_name(instance.namespace), instance.class_name))
         declared = _elements(made)
         for prop in instance:
             if prop.value is None:
@@ -357,10 +358,6 @@ class LocalCim(Cim):
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _namespace(namespace: str) -> str:
-    return namespace.replace("/", "\\")
 
 
 def _elements(item: MiInstance) -> dict[str, tuple[str, int]]:

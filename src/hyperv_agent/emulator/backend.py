@@ -19,6 +19,7 @@ from hyperv_agent.cim.api import (
     ObjectPath,
     OutValue,
     coerce_value,
+    namespace_name,
 )
 from hyperv_agent.cim.classdecl import CimClass
 from hyperv_agent.emulator import associations, classes, model, services, wqlindex, wqlparse
@@ -90,6 +91,7 @@ class EmulatorCim(Cim):
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        namespace = namespace_name(namespace)
         parsed = wqlparse.parse(wql)
         if isinstance(parsed, wqlparse.SelectQuery):
             select = parsed
@@ -184,7 +186,7 @@ class EmulatorCim(Cim):
 
     async def spawn(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimInstance:
         await self._primitive("spawn")
-        return await self._work(lambda: self._spawn(class_name, namespace))
+        return await self._work(lambda: self._spawn(class_name, namespace_name(namespace)))
 
     def _spawn(self, class_name: str, namespace: str) -> CimInstance:
         class_def = lookup(class_name)
@@ -196,7 +198,8 @@ class EmulatorCim(Cim):
                            instance.superclasses)
 
     async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
-        return classes.declaration(class_name, namespace)  # metadata: no round trip counted
+        # metadata: no round trip counted
+        return classes.declaration(class_name, namespace_name(namespace))
 
     def to_embedded(self, instance: CimInstance) -> str:
         return cimxml.write_instance(instance)

@@ -32,6 +32,7 @@ from hyperv_agent.cim.api import (
     MethodResult,
     ObjectPath,
     OutValue,
+    namespace_name,
 )
 from hyperv_agent.cim.classdecl import (
     CimClass,
@@ -113,7 +114,7 @@ class WsmanCim(Cim):
     # --- class declarations ---------------------------------------------------------------
 
     async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
-        namespace = namespace.replace("/", "\\")
+        namespace = namespace_name(namespace)
         key = (namespace.lower(), class_name.lower())
         cached = self._classes.get(key)
         if cached is not None:
@@ -151,7 +152,7 @@ class WsmanCim(Cim):
     # --- reads ----------------------------------------------------------------------------
 
     async def query(self, wql: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
-        namespace = namespace.replace("/", "\\")
+        namespace = namespace_name(namespace)
         select = _SELECT.match(wql)
         columns = select.group("columns").strip() if select is not None else "*"
         from_class = select.group("class") if select is not None else None
