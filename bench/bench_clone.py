@@ -125,7 +125,7 @@ async def main() -> None:
                                      pool)
         finally:
             await runner.cleanup()
-            await agent.cim.close()
+            await agent.close()
     small, big = figures["tmpl-1g linked ms"], figures["tmpl-8g linked ms"]
     ratio = big / small
     report("clone", [

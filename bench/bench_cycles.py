@@ -104,7 +104,7 @@ async def main() -> None:
                 warm_rss, warm_jobs = rss_mb(), stored_jobs(cim)
         elapsed = time.perf_counter() - started
         final_rss, final_jobs, vms = rss_mb(), stored_jobs(cim), stored_vms(cim)
-        await agent.cim.close()
+        await agent.close()
     growth = final_rss - warm_rss
     report("cycles", [
         (f"RSS after {WARM_CYCLES} start/stop cycles", f"{warm_rss:.1f} MB", "-", "-"),

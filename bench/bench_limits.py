@@ -231,7 +231,7 @@ async def main() -> None:
             idle = await pings_beyond_cap(served, 5 * CAP, 50)
             bomb = await pings_during_load(served.port, "bomb", LOAD_S)
             field = await pings_during_load(served.port, "field", LOAD_S)
-        await agent.cim.close()
+        await agent.close()
     budget = f"< {PING_BUDGET_MS:.0f} ms each"
     report("limits", [
         (f"pings beside {5 * CAP} idle TLS connections (cap {CAP})", ping_figures(idle.ping_s),

@@ -152,7 +152,7 @@ async def measure(root: Path, call_s: float = CALL_S, job_s: float = JOB_S) -> F
         return figures
     finally:
         for agent in (source, destination):
-            await agent.cim.close()
+            await agent.close()
 
 
 async def main() -> None:

@@ -198,7 +198,7 @@ async def fill_and_measure(root: Path) -> list[Row]:
     assert await host.running_count() == LARGE // 2
     large = await per_vm_commands(host)
     reports = await state_reports(host)
-    await host.agent.cim.close()
+    await host.agent.close()
     turns = await asyncio.to_thread(interleaved_fill, MIDDLE, LARGE)
     return [*command_rows(small, large), *report_rows(middle, reports),
             *adding_rows(first_s, all_s, host.pair_s, turns)]
@@ -241,7 +241,7 @@ async def removal_rows(root: Path) -> list[Row]:
     await agent.dispatch(REPORT, b"{}")  # finds the service
     one = await removal_s(agent, 1)
     ten = await removal_s(agent, 10)
-    await agent.cim.close()
+    await agent.close()
     ratio = ten / (10 * one)
     return [(f"state report removing 10 stopped VMs ({CALL_S * 1000:.0f} ms a call, "
              f"{JOB_S * 1000:.0f} ms a job)",
@@ -275,7 +275,7 @@ async def log_line_us(root: Path) -> float:
                 samples.append((time.perf_counter() - started) / 500)
         command.disabled = False
         logging.getLogger().handlers = []
-        await agent.cim.close()
+        await agent.close()
     return (min(full) - min(without)) * 1e6
 
 

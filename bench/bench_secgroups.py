@@ -134,7 +134,7 @@ async def measure(root: Path, call_s: float = CALL_S, job_s: float = JOB_S,
         await send(agent, rules_body(2, first_port=1001))  # one port more, one less
         changed = cim.round_trips() - before
     finally:
-        await agent.cim.close()
+        await agent.close()
     return Figures(applied, applied_s, changed, resent, times)
 
 

@@ -198,7 +198,7 @@ async def main() -> None:
         concurrent = time.perf_counter() - started
         await _require_running(agent, [f"i-2-{index + 100}-VM" for index in range(32)])
         steps = await step_rows(agent, drive_c)
-        await agent.cim.close()
+        await agent.close()
     csharp = CSHARP_CALLS * CALL_S + CSHARP_WAITS * max(JOB_S, CSHARP_POLL_S)
     report("vm", [
         ("StartCommand (2 disks, 2 NICs): calls / waits", f"{spent.calls} / {spent.waits}",

@@ -79,7 +79,10 @@ async def face_rows(config: AgentConfig, emulator: EmulatorCim, drive_c: Path, l
                     use_tls: bool, auth: str, direct_start: int, vm_count: int
                     ) -> list[tuple[str, str, str, str]]:
     face = await winrm_face.start_face(config, "127.0.0.1", 0, ACCOUNT, use_tls, emulator)
-    agent = build_agent(winrm_face.agent_config(config, face.url, ACCOUNT, auth))
+    over_winrm = winrm_face.agent_config(config, face.url, ACCOUNT, auth)
+    own = config.agent.state_dir.with_name(f"state-{label}")  # one agent a state directory
+    agent = build_agent(over_winrm.model_copy(update={
+        "agent": over_winrm.agent.model_copy(update={"state_dir": own})}))
     try:
         served = face.service
         before = served.requests
@@ -96,7 +99,7 @@ async def face_rows(config: AgentConfig, emulator: EmulatorCim, drive_c: Path, l
         host_trips = primitives(emulator.round_trips() - trips)
         assert isinstance(agent.opened.wsman, WsmanCim)  # the agent drove the host over WinRM
     finally:
-        await agent.cim.close()
+        await agent.close()
         await face.runner.cleanup()
     same = requests == host_trips == direct_start
     return [

@@ -51,7 +51,7 @@ def _host(root: str, orders: Connection) -> None:
             orders.send(sum(host.pair_s[before:]))
         orders.send(host.vm_count)
     finally:
-        loop.run_until_complete(host.agent.cim.close())
+        loop.run_until_complete(host.agent.close())
         loop.close()
 
 

@@ -62,16 +62,17 @@ class OpenedHost:
 
 def open_host(config: AgentConfig, choose: Chooser = choose_for_this_host,
               mi_session: Callable[[], MiSession] | None = None, *,
-              leave_no_trace: bool = False) -> OpenedHost:
+              leave_no_trace: bool = False, read_if_held: bool = False) -> OpenedHost:
     """The host ``config`` names, opened (``open_backend`` says which backend). With
     ``leave_no_trace`` (a diagnostic), an emulated host that does not exist yet is opened
     as a fresh one in a temporary folder, removed on close, instead of being created in
-    the state directory."""
+    the state directory. With ``read_if_held``, an emulated host another process holds
+    is read as it stored it, and changed in memory only (``EmulatorConfig.read_if_held``)."""
     scratch = None
     if leave_no_trace and _backend_name(config, None) == "emulator" \
             and not _emulator_exists(config):
         scratch = Path(tempfile.mkdtemp(prefix="hyperv-agent-"))
-    opened = _open(config, choose, mi_session, scratch)
+    opened = _open(config, choose, mi_session, scratch, read_if_held)
     files = host_files(config, opened.emulator)
     return OpenedHost(HyperV(CountingCim(opened.backend)), files, opened.emulator,
                       opened.wsman, scratch)
@@ -93,11 +94,11 @@ class _Opened:
 
 
 def _open(config: AgentConfig, choose: Chooser, mi_session: Callable[[], MiSession] | None,
-          scratch: Path | None) -> _Opened:
+          scratch: Path | None, read_if_held: bool = False) -> _Opened:
     choice = choose() if config.agent.backend == "auto" else None
     backend = _backend_name(config, choice)
     if backend == "emulator":
-        host = emulator_config(config)
+        host = replace(emulator_config(config), read_if_held=read_if_held)
         emulator = open_emulator(host if scratch is None else _in_scratch(host, scratch))
         return _Opened(emulator, emulator=emulator)
     if backend == "wsman":

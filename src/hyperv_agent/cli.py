@@ -35,13 +35,20 @@ SWITCH_INTERVAL_S = 0.0005
 # --- click plumbing -----------------------------------------------------------------------
 
 
-def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig) -> _T:
+def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig, *,
+         reads_only: bool = False) -> _T:
+    """``work`` on the configured host. ``reads_only``: an emulated host another process
+    holds (a running agent) is read as that process stored it, and a note says so."""
     import asyncio
 
     from hyperv_agent.backends import open_host
 
     async def main() -> _T:
-        opened = open_host(config, leave_no_trace=True)  # a diagnostic creates nothing
+        # a diagnostic creates nothing
+        opened = open_host(config, leave_no_trace=True, read_if_held=reads_only)
+        held = opened.emulator.host.held_elsewhere if opened.emulator is not None else None
+        if held is not None:
+            click.echo(f"note: {held}: read as that process has stored it", err=True)
         try:
             return await work(opened.cim)
         finally:
@@ -129,7 +136,7 @@ def cim_query(config_file: Path | None, backend: str | None, state_dir: Path | N
     """Print the instances WQL selects as a JSON array."""
     config = _load(config_file, backend, state_dir, _wsman(**wsman))
     try:
-        instances = _run(lambda c: c.query(wql, namespace), config)
+        instances = _run(lambda c: c.query(wql, namespace), config, reads_only=True)
     except AgentError as error:
         _fail(error)
         return

@@ -27,6 +27,15 @@ class ConfigError(AgentError):
     """The configuration file, a flag or an environment variable is invalid."""
 
 
+class DirectoryInUse(AgentError):
+    """A state directory is held by another process (``dirlock``). ``fact`` says only
+    that; the message adds what to do."""
+
+    def __init__(self, fact: str, message: str = "") -> None:
+        super().__init__(message or fact)
+        self.fact = fact
+
+
 # --- the CIM seam -------------------------------------------------------------------------
 
 

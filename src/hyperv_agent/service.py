@@ -21,6 +21,7 @@ from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import Limits, connection_cap, open_file_limit
+from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
@@ -48,6 +49,7 @@ log = logging.getLogger("hyperv_agent")
 _T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
+LOCK_FILE = "agent.lock"  # in the state directory: held by the agent that serves from it
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Agent:
     identity: tls.Identity
     host: HostHandlers
     leftovers: Leftovers
+    lock: DirectoryLock  # the state directory, held while the agent is open
 
     @property
     def cim(self) -> Cim:
@@ -99,7 +102,10 @@ class Agent:
         return self.opened.emulator
 
     async def close(self) -> None:
-        await self.opened.close()
+        try:
+            await self.opened.close()
+        finally:
+            self.lock.release()
 
     @property
     def allow_from(self) -> list[server.Network]:
@@ -139,7 +145,20 @@ class Agent:
 
 
 def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> Agent:
-    """Everything ``serve`` runs, wired from the configuration."""
+    """Everything ``serve`` runs, wired from the configuration; the state directory is
+    held from here until the agent closes (DirectoryInUse when another process holds it,
+    before anything in it is read or changed)."""
+    lock = DirectoryLock.take(config.agent.state_dir, LOCK_FILE, "the agent's state directory",
+                              "one agent serves from a state directory; give this one its "
+                              "own ([agent] state_dir, --state-dir)")
+    try:
+        return _wired(config, vm_settings, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryLock) -> Agent:
     agent = config.agent
     opened = open_host(config)
     hv, files = opened.hyperv, opened.files
@@ -175,7 +194,7 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
     return Agent(config, opened, dispatch, metrics, identity, host,
-                 Leftovers(start, files, pools, aside))
+                 Leftovers(start, files, pools, aside), lock)
 
 
 async def heartbeats(agent: Agent) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from hyperv_agent.backends import emulator_config
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator.backend import EmulatorCim
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,3 +100,26 @@ def test_backend_choices_are_the_backends_the_configuration_knows() -> None:
     from hyperv_agent.config import Backend
 
     assert sorted(cli.BACKENDS) == sorted(get_args(Backend))
+
+
+async def test_a_held_emulated_host_is_read_with_a_note_and_not_changed(tmp_path: Path) -> None:
+    """While a running agent holds the emulated host, ``cim query`` reads what it stored
+    (one note on stderr says so) and ``cim invoke`` is refused: its change would be lost."""
+    config = emulator_config(load_config(None, state_dir=tmp_path, backend="emulator"))
+    holder = EmulatorCim.open(config)
+    try:
+        run = _cli("cim", "query", "--state-dir", str(tmp_path),
+                   "SELECT ElementName FROM Msvm_VirtualEthernetSwitch")
+        assert run.returncode == 0, run.stderr
+        assert [i["ElementName"] for i in json.loads(run.stdout)] == ["External"]
+        assert run.stderr == (f"note: the emulated host's state directory {config.state_dir} "
+                              f"is in use by another process (PID {os.getpid()}): read as "
+                              "that process has stored it\n")
+        run = _cli("cim", "invoke", "--state-dir", str(tmp_path), VSMS, "DefineSystem")
+        assert run.returncode == 2
+        assert run.stderr.startswith(f"error: the emulated host's state directory "
+                                     f"{config.state_dir} is in use by another process "
+                                     f"(PID {os.getpid()})")
+        assert run.stdout == ""
+    finally:
+        await holder.close()

@@ -255,14 +255,32 @@ def test_bad_cluster_settings_are_one_clear_error(tmp_path: Path, text: str,
         load_config(config)
 
 
+VSMS = ('Msvm_VirtualSystemManagementService.CreationClassName='
+        '"Msvm_VirtualSystemManagementService",Name="vmms",'
+        'SystemCreationClassName="Msvm_ComputerSystem",SystemName="HV-A"')
+
+
 async def test_second_process_for_a_running_host_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Another process of a running cluster host: on its state directory, it may read
+    (a diagnostic query) but not change it; on another state directory under the same
+    name, it cannot join the cluster."""
     host = _write_config(tmp_path, "HV-A", 8250)
     running = open_emulator(emulator_config(load_config(host.config)))
+    query = ("cim", "query", "--config", str(host.config), "SELECT Name FROM Msvm_ComputerSystem")
     try:
-        run = await asyncio.to_thread(lab.command, "cim", "query", "--config", str(host.config),
-                                      "SELECT Name FROM Msvm_ComputerSystem")
+        read = await asyncio.to_thread(lab.command, *query)
+        changed = await asyncio.to_thread(lab.command, "cim", "invoke", "--config",
+                                          str(host.config), VSMS, "DefineSystem")
+        elsewhere = await asyncio.to_thread(lab.command, *query, "--state-dir",
+                                            str(tmp_path / "elsewhere"))
     finally:
         await running.close()
-    assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.startswith("error: the emulated host HV-A cannot join the cluster")
-    assert "the running host HV-A" in run.stderr and len(run.stderr.splitlines()) == 1
+    assert read.returncode == 0, read.stderr
+    assert read.stderr.startswith("note: the emulated host's state directory")
+    assert changed.returncode == 2 and changed.stdout == ""
+    assert changed.stderr.startswith("error: the emulated host's state directory")
+    assert len(changed.stderr.splitlines()) == 1
+    assert elsewhere.returncode == 2 and elsewhere.stdout == ""
+    assert elsewhere.stderr.startswith("error: the emulated host HV-A cannot join the cluster")
+    assert "the running host HV-A" in elsewhere.stderr
+    assert len(elsewhere.stderr.splitlines()) == 1

@@ -150,7 +150,7 @@ async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
             yield Running(agent, url, session, face, host_config)
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
         if face is not None:
             await face.close()
 

@@ -73,7 +73,7 @@ async def test_default_serves_loopback_and_refuses_others_with_403_naming_allow_
             status, text = await _get(f"http://{address}:{port}/metrics")
             assert status == 403 and "allow_from" in text
     finally:
-        await agent.cim.close()
+        await agent.close()
 
 
 @pytest.mark.parametrize(("networks", "expected"), [(("10.9.0.0/16",), 403),
@@ -90,7 +90,7 @@ async def test_admin_listener_serves_only_allow_from_when_it_is_set(
                 if expected == 403:
                     assert "127.0.0.1 is not allowed: it is not in allow_from" in text
     finally:
-        await agent.cim.close()
+        await agent.close()
 
 
 def test_loopback_in_every_spelling_is_served_and_nothing_else_when_allow_from_is_empty() -> None:
@@ -116,7 +116,7 @@ async def test_refused_client_is_one_log_line_however_often_it_asks(
         assert "it is not in allow_from" in refused[0].message
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 def _free_port() -> int:

@@ -217,3 +217,46 @@ async def test_copy_killed_midway_leaves_no_partial_file_once_restarted_and_the_
     assert sorted(p.name for p in pool.iterdir()) == ["big.vhdx", "other.vhdx"]
     assert (pool / "big.vhdx").read_bytes() == source.read_bytes()
     assert (pool / "other.vhdx").read_bytes() == b"another volume"
+
+
+# --- a second agent on the same state directory ---------------------------------------------
+
+
+async def test_a_second_agent_on_the_state_directory_stops_at_once_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    """A second ``serve`` of one state directory, while the first builds a VM, exits with
+    one line naming the directory and the first agent's PID, before reading or changing
+    anything: the VM being built is not taken for a leftover, and the first agent's start
+    completes."""
+    config_file = _config(tmp_path, job_duration_s=0.2)
+    config = _loaded(config_file)
+    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    body = start_body(VM, drive_c)
+    async with serve(config_file) as (agent, process):
+        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
+
+        async def defined() -> bool:
+            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+            return bool(checked["result"])
+
+        await _until(defined, "the VM's definition")
+        journal = (config.agent.state_dir / "building.json").read_text()
+        second = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "hyperv_agent.cli", "serve", "--config",
+                             str(config_file), "--listen", f"127.0.0.1:{free_port()}",
+                             "--admin-listen", f"127.0.0.1:{free_port()}"],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert second.stderr.strip() == (
+            f"error: the agent's state directory {config.agent.state_dir} is in use by "
+            f"another process (PID {process.pid}): one agent serves from a state directory; "
+            "give this one its own ([agent] state_dir, --state-dir)")
+        assert VM in journal
+        assert (config.agent.state_dir / "building.json").read_text() == journal
+        started = await start
+        assert started["result"] is True, started
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert checked["state"] == "PowerOn"
+    assert await _vms(config) == {VM: 2}

@@ -188,4 +188,4 @@ async def test_startup_reports_the_configured_pool_less_the_root_reservation(
         assert abs(pool["availableBytes"] - (usage.free - reserved)) < 64 << 20
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()

@@ -50,7 +50,7 @@ async def served(agent_config: Callable[..., AgentConfig],
     agent = build_agent(agent_config(**getattr(request, "param", {})))
     async with serving(agent) as running:
         yield running
-    await agent.cim.close()
+    await agent.close()
 
 
 def _check_pings(times: list[float]) -> None:
@@ -131,7 +131,7 @@ async def test_command_longer_than_idle_timeout_is_still_answered(
             assert (await reply.json())[0]["com.cloud.agent.api.ReadyAnswer"]["result"] is True
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 def _peak_rss_mb() -> float:
@@ -200,4 +200,4 @@ async def test_newcomer_is_refused_only_when_every_slot_is_answering(
             assert await ping(url) < STALL_S
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()

@@ -154,7 +154,7 @@ async def test_slow_command_never_delays_a_ping(
             (await slow_call).release()
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 async def test_state_report_of_1000_vms_is_one_round_trip(running: Running) -> None:

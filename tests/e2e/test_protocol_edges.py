@@ -83,7 +83,7 @@ async def test_oversized_body_is_refused_without_a_server_error(
                 assert reply.status == 200
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 @pytest.mark.parametrize(("networks", "expected"), [(("10.9.0.0/16",), 403),
@@ -101,7 +101,7 @@ async def test_allow_from_refuses_other_networks_and_serves_listed_ones(
             assert reply.status == expected
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 async def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
@@ -125,7 +125,7 @@ async def test_mutual_tls_refuses_clients_without_a_certificate_from_the_ca(
         assert await _post_ready(url, trusted) == 200
     finally:
         await runner.cleanup()
-        await agent.cim.close()
+        await agent.close()
 
 
 async def _post_ready(url: str, context: ssl.SSLContext) -> int:
@@ -170,7 +170,7 @@ def threaded_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
     loop.run_until_complete(runner.cleanup())
-    loop.run_until_complete(agent.cim.close())
+    loop.run_until_complete(agent.close())
     loop.close()
 
 

@@ -29,4 +29,4 @@ async def test_jobs_stored_stay_steady_and_no_vm_is_left_when_cycling(tmp_path: 
         # next listing of every VM, that of the others went with the listing after each.
         assert len(agent.opened.hyperv.kept(vmio._Kept).seen) == 1
     finally:
-        await agent.cim.close()
+        await agent.close()

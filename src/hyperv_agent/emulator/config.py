@@ -62,6 +62,10 @@ class EmulatorConfig:
     private_netmask: str = "255.255.255.0"
     private_mac: str = "00:15:5D:0A:0B:0C"
     persist: bool = True
+    # The state directory is held by the process that opened the host (``dirlock``); a
+    # second process is refused, or, with this, reads what the holder has stored (a
+    # diagnostic's query): its changes then stay in memory and are never written.
+    read_if_held: bool = False
     guest_shutdown_s: float = 0.0  # how long a cooperative guest takes to shut down
     job_retention_s: float = 300.0  # a finished job then vanishes (TimeBeforeRemoval)
     # Hosts of several processes whose configurations name the same folder form a

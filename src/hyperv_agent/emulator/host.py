@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.cim.values import dmtf_from_python
+from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.config import EmulatorConfig
@@ -19,12 +20,14 @@ from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, concrete_classes
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.emulator.worker import Worker, shared
+from hyperv_agent.errors import DirectoryInUse
 
 if TYPE_CHECKING:
     from hyperv_agent.emulator.cluster import Member
 
 Clock = Callable[[], float]
 
+LOCK_FILE = "emulator.lock"  # in the state directory: held by the process that opened it
 SERVICES = {
     "Msvm_VirtualSystemManagementService": "vmms",
     "Msvm_ImageManagementService": "vhdsvc",
@@ -108,22 +111,50 @@ class EmulatedHost:
         self.next_job_sweep = float("-inf")  # when finished jobs are next looked for
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.drive_root("C").mkdir(parents=True, exist_ok=True)
+        self.lock: DirectoryLock | None = None
+        #: Why this host only reads its state directory (another process holds it).
+        self.held_elsewhere: str | None = None
         db = config.state_dir / "emulator.sqlite3" if config.persist else None
-        self.store = Store(db, self.faults.before_commit)
+        if db is not None:
+            self._hold(config)
+        try:
+            self.store = Store(db, self.faults.before_commit,
+                               read_only=self.held_elsewhere is not None)
+        except BaseException:
+            self._let_go()
+            raise
         if self.store.empty:
             self._first_boot()
         self._listen_on(config.private_ip)
         self._migration_settings()
         self.cluster: Member | None = None
-        if config.cluster_dir is not None:
+        if config.cluster_dir is not None and self.held_elsewhere is None:
             from hyperv_agent.emulator.cluster import join  # the cluster needs the VM model
 
             try:
                 self.cluster = join(self)
             except BaseException:
                 self.store.close()
+                self._let_go()
                 raise
         EmulatedHost.registry[config.host_name.lower()] = self
+
+    def _hold(self, config: EmulatorConfig) -> None:
+        """Hold the state directory; when another process holds it, refuse, or read it
+        (``read_if_held``)."""
+        try:
+            self.lock = DirectoryLock.take(
+                config.state_dir, LOCK_FILE, "the emulated host's state directory",
+                "the emulated host lives in that process; others reach it through its WinRM "
+                "face ([emulator] winrm, then --backend wsman)")
+        except DirectoryInUse as error:
+            if not config.read_if_held:
+                raise
+            self.held_elsewhere = error.fact
+
+    def _let_go(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def name(self) -> str:
@@ -140,6 +171,7 @@ class EmulatedHost:
         if EmulatedHost.registry.get(self.name.lower()) is self:
             EmulatedHost.registry.pop(self.name.lower(), None)
         self.store.close()
+        self._let_go()
 
     def _listen_on(self, address: str) -> None:
         """The migration service listens on the configured private address (also when it

@@ -114,8 +114,11 @@ class Store:
     """
 
     def __init__(
-        self, db_path: Path | None, before_commit: Callable[[], None] | None = None
+        self, db_path: Path | None, before_commit: Callable[[], None] | None = None,
+        read_only: bool = False,
     ) -> None:
+        """The records of ``db_path`` (none: in memory only). ``read_only``: read what
+        the database holds, then keep every change in memory only."""
         self._before_commit = before_commit or (lambda: None)
         self._by_path: dict[str, Record] = {}
         self._by_class: dict[str, dict[str, Record]] = {}
@@ -126,7 +129,14 @@ class Store:
         self.revision = 0
         self._indexes: dict[str, ClassIndexes] = {}  # lower-case class name -> its indexes
         self._db: sqlite3.Connection | None = None
-        if db_path is not None:
+        if db_path is not None and read_only:
+            self._db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                self._load()
+            finally:
+                self._db.close()
+                self._db = None
+        elif db_path is not None:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=OFF")
