@@ -164,3 +164,47 @@ def test_killed_process_leaves_no_half_defined_vm(tmp_path: Path) -> None:
     import asyncio
 
     asyncio.run(check())
+
+
+def test_a_disk_being_made_when_the_process_is_killed_is_removed_when_the_host_opens(
+        tmp_path: Path) -> None:
+    """The temporary file of a disk being made when the process dies (here: at the flush
+    before it is published) is removed when the host next opens; the disk can be made
+    again under its name."""
+    script = textwrap.dedent(f"""
+        import asyncio, os, pathlib
+        from hyperv_agent.emulator.backend import EmulatorCim
+        from hyperv_agent.emulator.config import EmulatorConfig
+        from tests.emulator.test_image_service import _create, _settings
+
+        async def main():
+            cim = EmulatorCim.open(EmulatorConfig(state_dir=pathlib.Path({str(tmp_path)!r})))
+            (pathlib.Path({str(tmp_path)!r}) / "drives" / "C" / "pool").mkdir()
+            os.fsync = lambda fd: os._exit(70)  # killed once the disk's bytes are written
+            await _create(cim, await _settings(cim, "C:\\\\pool\\\\d.vhdx", 3, 2))
+
+        asyncio.run(main())
+    """)
+    run = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 70, run.stderr
+    pool = tmp_path / "drives" / "C" / "pool"
+    (left,) = pool.iterdir()
+    assert left.name.startswith(".d.vhdx.") and left.name.endswith(".partial")
+
+    async def reopened() -> None:
+        from tests.emulator.test_image_service import _create, _settings
+
+        cim = EmulatorCim.open(EmulatorConfig(state_dir=tmp_path))
+        try:
+            assert list(pool.iterdir()) == []
+            assert list((tmp_path / "staging").iterdir()) == []
+            assert await _create(cim, await _settings(cim, "C:\\pool\\d.vhdx", 3, 2)) == 0
+            assert [p.name for p in pool.iterdir()] == ["d.vhdx"]
+            assert list((tmp_path / "staging").iterdir()) == []  # the note went with it
+        finally:
+            await cim.close()
+
+    import asyncio
+
+    asyncio.run(reopened())

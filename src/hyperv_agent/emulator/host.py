@@ -18,6 +18,7 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.instruments import Counters, Faults
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.staging import Staging
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.emulator.worker import Worker, shared
 from hyperv_agent.errors import DirectoryInUse
@@ -123,6 +124,10 @@ class EmulatedHost:
         except BaseException:
             self._let_go()
             raise
+        # disks being made are noted where a later opening finds them (not by a reader)
+        self.staging = Staging(config.state_dir / "staging" if self.lock is not None
+                               else None)
+        self.staging.sweep()
         if self.store.empty:
             self._first_boot()
         self._listen_on(config.private_ip)

@@ -21,12 +21,13 @@ import secrets
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "DiskFormat",
     "DiskInfo",
     "DiskType",
+    "Note",
     "VhdError",
     "convert",
     "create",
@@ -36,6 +37,9 @@ __all__ = [
     "resize",
     "write_data",
 ]
+
+#: Holds a temporary file's name while the file exists (``emulator.staging``).
+Note: TypeAlias = Callable[[pathlib.Path], contextlib.AbstractContextManager[None]]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -193,8 +197,10 @@ def create(
     block_size_bytes: int = 0,
     logical_sector_size: int = 0,
     physical_sector_size: int = 0,
+    note: Note | None = None,
 ) -> DiskInfo:
-    """Create a new disk file; it appears under ``path`` only once it is complete."""
+    """Create a new disk file; it appears under ``path`` only once it is complete (its
+    temporary name held by ``note`` meanwhile)."""
     fmt, disk_type = _enum(DiskFormat, fmt, path), _enum(DiskType, disk_type, path)
     _require_new_file(path, fmt)
     request = CreateRequest(
@@ -205,7 +211,7 @@ def create(
         request = _with_parent(path, fmt, request)
     elif parent is not None or parent_locator is not None:
         raise VhdError(f"{path}: only a differencing disk can have a parent")
-    with _staged(path) as file:
+    with _staged(path, note) as file:
         _backend(fmt).create(file, request)
     return read_info(path)
 
@@ -232,7 +238,8 @@ def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
 
 
 def convert(
-    source: pathlib.Path, destination: pathlib.Path, fmt: DiskFormat, disk_type: DiskType
+    source: pathlib.Path, destination: pathlib.Path, fmt: DiskFormat, disk_type: DiskType,
+    note: Note | None = None,
 ) -> DiskInfo:
     """Copy a fixed or dynamic disk's guest data into a new file of another format/type."""
     fmt, disk_type = _enum(DiskFormat, fmt, destination), _enum(DiskType, disk_type, destination)
@@ -244,7 +251,7 @@ def convert(
         _require_not_differencing(info, source, "convert")
         logical, physical = _sector_sizes_to_keep(info, fmt)
         request = CreateRequest(disk_type, info.virtual_size_bytes, 0, logical, physical)
-        with _staged(destination) as file:
+        with _staged(destination, note) as file:
             backend = _backend(fmt)
             backend.create(file, request)
             _copy_data(src, backend.open_image(file))
@@ -360,19 +367,21 @@ def _relative_locator(child: pathlib.Path, parent: pathlib.Path) -> str:
 
 
 @contextlib.contextmanager
-def _staged(path: pathlib.Path) -> Iterator[DiskFile]:
-    """A new file under a temporary name, published under ``path`` only if all went well."""
+def _staged(path: pathlib.Path, note: Note | None) -> Iterator[DiskFile]:
+    """A new file under a temporary name, published under ``path`` only if all went well;
+    ``note`` holds the temporary name from before it exists until it is gone."""
     staging = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
-    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
-    try:
+    with note(staging) if note is not None else contextlib.nullcontext():
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
         try:
-            yield DiskFile(fd, path)  # messages name the file being made, not the temporary
-            os.fsync(fd)
+            try:
+                yield DiskFile(fd, path)  # messages name the file being made
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _publish(staging, path)
         finally:
-            os.close(fd)
-        _publish(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
 
 
 def _publish(staging: pathlib.Path, path: pathlib.Path) -> None:

@@ -72,6 +72,7 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         block_size_bytes=settings.integer("BlockSize") or 0,
         logical_sector_size=settings.integer("LogicalSectorSize") or 0,
         physical_sector_size=settings.integer("PhysicalSectorSize") or 0,
+        note=call.host.staging.noted,
     ))
     return {}
 
@@ -176,5 +177,6 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     fmt, disk_type = _kind(settings, path)
     if destination.exists():
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
-    _write(lambda: vhd.convert(source, destination, fmt, disk_type))
+    _write(lambda: vhd.convert(source, destination, fmt, disk_type,
+                               note=call.host.staging.noted))
     return {}
