@@ -151,3 +151,22 @@ def test_failed_answer_has_no_secret_when_the_command_carried_one() -> None:
     text = codec.encode_answers([answer]).decode()
     assert "Xk3p9QvL2mRt" not in text and "s3cret" not in text and "k3y" not in text
     assert isinstance(answer, Answer) and "template=domP" in text
+
+
+async def test_snapshots_are_refused_as_the_readme_says(running: Running) -> None:
+    """A snapshot as a command's data answers the command's own class, naming the class;
+    VM snapshot commands, which CloudStack does not send to Hyper-V, are unknown (404);
+    a command decoded but not served says so."""
+    snapshot = "org.apache.cloudstack.storage.to.SnapshotObjectTO"
+    fqcn = names.CREATE_OBJECT_COMMAND
+    status, reply = await running.post(fqcn, _body(fqcn, {"data": {snapshot: {"path": "s"}}}))
+    assert status == 200
+    _check(fqcn, reply, f"unknown class '{snapshot}'")
+    assert "VolumeObjectTO" in reply[0][_expected_class(fqcn)]["details"]
+    status, text = await running.post("com.cloud.agent.api.CreateVMSnapshotCommand", {})
+    assert status == 404
+    assert text == "unknown command com.cloud.agent.api.CreateVMSnapshotCommand"
+    ssh = names.CHECK_SSH_COMMAND
+    status, reply = await running.post(ssh, _body(ssh, {}))
+    assert status == 200
+    _check(ssh, reply, "CheckSshCommand is not supported by this agent yet")
