@@ -31,6 +31,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: How long a stopping listener waits for a request still being handled, twice over
+#: (aiohttp waits, cancels, waits again), before it closes the connection.
+CUT_SHORT_S = 0.5
 #: Who is served when ``allow_from`` is empty: this host only.
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),
                                  ipaddress.ip_network("::1/128"))
@@ -176,7 +179,10 @@ async def start(app: web.Application, listener: Listener, context: ssl.SSLContex
                 limits: Limits | None = None, name: str = "CloudStack") -> web.AppRunner:
     """Start serving, within ``limits``; the caller keeps the runner and calls ``cleanup()``
     to stop."""
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    # the agent waits for commands in flight itself (service.STOP_GRACE_S) before cleaning
+    # up: what is still running then is cut short at once
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
+                           shutdown_timeout=CUT_SHORT_S)
     await runner.setup()
     site = connections.GuardedSite(runner, listener.host, listener.port, ssl_context=context,
                                    limits=limits or Limits(), name=name)

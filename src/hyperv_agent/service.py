@@ -50,6 +50,10 @@ _T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
 LOCK_FILE = "agent.lock"  # in the state directory: held by the agent that serves from it
+#: How long a stopping agent waits for the commands in flight to be answered; what is left
+#: then is cut short (a StartCommand's half-built VM is cleared at the next start, a copy
+#: leaves only its aside file).
+STOP_GRACE_S = 30.0
 
 
 @dataclass
@@ -230,9 +234,12 @@ async def _winrm_face(agent: Agent) -> web.AppRunner | None:
     return face.runner
 
 
-async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
-    """Clear what an earlier run left, then serve until ``stop`` is set; one line says
-    the agent stopped. A listener that cannot open raises OSError naming its setting."""
+async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | None = None
+                    ) -> None:
+    """Clear what an earlier run left, then serve until ``stop`` is set; then take no new
+    command and give those in flight up to ``STOP_GRACE_S`` to be answered (none once
+    ``at_once`` is set); one line says the agent stopped. A listener that cannot open
+    raises OSError naming its setting."""
     file_limit = open_file_limit()
     announce_limits(agent, file_limit)
     await agent.leftovers.clear()
@@ -255,8 +262,32 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
             runners.insert(0, face)  # stopped first
         beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
+        await _finish_commands(agent, runners, at_once or asyncio.Event())
     finally:
         await _stopped(agent, runners, console, beating)
+
+
+async def _finish_commands(agent: Agent, runners: list[web.AppRunner],
+                           at_once: asyncio.Event) -> None:
+    """Stop accepting connections, then wait for the commands in flight, up to
+    ``STOP_GRACE_S`` or until ``at_once`` is set; each wait and what it left is logged."""
+    for runner in runners:
+        for site in list(runner.sites):
+            await site.stop()
+    busy = agent.dispatch.in_flight
+    if not busy:
+        return
+    log.info("stopping: taking no new commands; waiting up to %.0f s for %d in flight "
+             "(a second Ctrl-C or SIGTERM stops at once)", STOP_GRACE_S, busy)
+    finished = asyncio.create_task(agent.dispatch.finished(STOP_GRACE_S))
+    signalled = asyncio.create_task(at_once.wait())
+    await asyncio.wait((finished, signalled), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    finished.cancel()
+    left = agent.dispatch.in_flight
+    if left:
+        log.warning("stopping with %d command(s) unanswered; whatever they left half-done "
+                    "is cleared at the next start", left)
 
 
 async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
@@ -282,4 +313,5 @@ async def _stopped(agent: Agent, runners: list[web.AppRunner],
 
 
 async def serve_until_signalled(agent: Agent) -> None:
-    await run_agent(agent, stop_on_signals())
+    at_once = asyncio.Event()
+    await run_agent(agent, stop_on_signals(at_once), at_once)

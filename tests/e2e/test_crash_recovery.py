@@ -260,3 +260,72 @@ async def test_a_second_agent_on_the_state_directory_stops_at_once_and_touches_n
         checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
         assert checked["state"] == "PowerOn"
     assert await _vms(config) == {VM: 2}
+
+
+# --- stopping while a command runs ----------------------------------------------------------
+
+
+async def _start_in_flight(tmp_path: Path) -> tuple[Path, AgentConfig, dict[str, Any]]:
+    config_file = _config(tmp_path, job_duration_s=0.3)
+    config = _loaded(config_file)
+    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    return config_file, config, start_body(VM, drive_c)
+
+
+def _log_of(config_file: Path) -> str:
+    return "".join(p.read_text() for p in config_file.parent.glob("serve-*.log"))
+
+
+async def test_sigterm_lets_the_command_in_flight_finish_and_says_it_waits(
+    tmp_path: Path,
+) -> None:
+    config_file, config, body = await _start_in_flight(tmp_path)
+    async with serve(config_file) as (agent, process):
+        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
+
+        async def defined() -> bool:
+            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+            return bool(checked["result"])
+
+        await _until(defined, "the VM's definition")
+        process.send_signal(signal.SIGTERM)
+        started = await start
+        assert started["result"] is True, started
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    log = _log_of(config_file)
+    assert "stopping: taking no new commands; waiting up to 30 s for 1 in flight" in log
+    assert "unanswered" not in log and "hyperv-agent stopped" in log
+    assert await _vms(config) == {VM: 2}
+
+
+async def test_a_second_signal_stops_at_once_and_the_next_start_clears_what_was_cut_short(
+    tmp_path: Path,
+) -> None:
+    config_file, config, body = await _start_in_flight(tmp_path)
+    async with serve(config_file) as (agent, process):
+        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
+
+        async def defined() -> bool:
+            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+            return bool(checked["result"])
+
+        await _until(defined, "the VM's definition")
+        process.send_signal(signal.SIGTERM)
+        await _until(lambda: _said(config_file, "waiting up to"), "the first signal's line")
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert time.monotonic() - signalled < 5  # not the 30 s grace, nor aiohttp's 2 x 60 s
+        with pytest.raises(aiohttp.ClientError):
+            await start
+    assert "stopping with 1 command(s) unanswered" in _log_of(config_file)
+    async with serve(config_file) as (agent, _):
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert checked["result"] is False  # the half-built VM was removed at start
+        started = await agent.answer(names.START_COMMAND, body)
+        assert started["result"] is True, started
+
+
+async def _said(config_file: Path, text: str) -> bool:
+    return text in _log_of(config_file)

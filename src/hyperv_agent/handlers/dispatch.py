@@ -17,6 +17,8 @@ so handlers receive their command already typed and never check its type themsel
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -82,6 +84,21 @@ class Dispatch:
                                 for fqcn, entry in handlers.items()}
         self._metrics = metrics
         self._round_trips = round_trips
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands being answered now."""
+        return self._in_flight
+
+    async def finished(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` until no command is being answered; how many still
+        are."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self._in_flight
 
     @property
     def routes(self) -> Routes:
@@ -99,8 +116,15 @@ class Dispatch:
     async def __call__(self, fqcn: str, body: bytes) -> bytes:
         logs.new_request_id()
         started = time.perf_counter()
-        with self._round_trips() as spent:
-            outcome = await self._answer(fqcn, body)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            with self._round_trips() as spent:
+                outcome = await self._answer(fqcn, body)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         elapsed = time.perf_counter() - started
         self._record(fqcn, outcome, elapsed, spent[0])
         return outcome.body
