@@ -13,7 +13,12 @@ from hyperv_agent.config import load_config
 from tests.e2e.conftest import Running, every_backend, serving
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
+CREATE_POOL = "com.cloud.agent.api.CreateStoragePoolCommand"
 STATS = "com.cloud.agent.api.GetStorageStatsCommand"
+CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
+VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
+PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
+VOLUME_UUID = "13131313-1313-1313-1313-131313131313"
 POOL_UUID = "3c2e0b0a-5f1e-4c6b-9a52-0d9b8f6f2b11"
 SMB_PATH = "/SMB-Share/primary?user=admin&password=s3cret%40pw&domain=LAB"
 
@@ -109,6 +114,8 @@ async def test_smb_pool_registration_survives_a_restart(tmp_path: Path) -> None:
     ("Filesystem", "127.0.0.1", "C:\\pools\\absent", "C:\\pools\\absent"),  # missing folder
     ("Filesystem", "127.0.0.1", "C:\\pools\\..\\..\\x", "C:\\pools\\..\\..\\x"),  # escape
     ("Filesystem", "127.0.0.1", ".\\Dummy", ".\\Dummy"),  # relative
+    ("SMB", "10.1.1.2", "/SMB-Share/primary/../other?user=a&password=s3cret%40pw", None),
+    ("SMB", "10.1.1.2", "\\SMB-Share\\primary\\..\\other", None),  # climbs, not resolved
     ("RBD", "10.1.1.2", "/rbd", None),  # a type Hyper-V cannot use
 ])
 async def test_bad_pool_is_refused_clearly_without_leaking_the_password(
@@ -191,3 +198,81 @@ async def test_pool_registration_stamps_the_heartbeat_and_a_lost_pool_tells_noth
                                   _check_on_host("10.0.0.7"))
     assert (value["result"], value["determined"]) == (False, False), value
     assert "cannot tell" in value["details"]
+
+
+# --- what a pool root may be ----------------------------------------------------------------
+
+
+def _refused_everywhere(details: str, said: str) -> None:
+    assert details.startswith(f"ModifyStoragePoolCommand failed: Failed to add storage pool "
+                              f"{POOL_UUID}, please verify your pool details: "), details
+    assert said in details, details
+
+
+def _create_volume(pool_uuid: str, path: str) -> dict[str, object]:
+    store = {PRIMARY_TO: {"uuid": pool_uuid, "id": 201, "host": "127.0.0.1",
+                          "poolType": "Filesystem", "path": path, "port": 0}}
+    return {"data": {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK", "size": 1 << 26,
+                                 "dataStore": store, "name": "DATA-10", "id": 10}}, "wait": 0}
+
+
+def _files_below(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(("pool_type", "host", "path", "local"), [
+    ("Filesystem", "127.0.0.1", "C:\\pool\\..\\Windows", "C:\\pool\\..\\Windows"),
+    ("Filesystem", "127.0.0.1", "C:/pool/../Windows", "C:/pool/../Windows"),
+    ("Filesystem", "127.0.0.1", "C:\\Windows\\.", "C:\\Windows\\."),
+    ("Filesystem", "", "\\\\10.1.1.2\\SMB-Share\\primary\\..\\other",
+     "\\\\10.1.1.2\\SMB-Share\\primary\\..\\other"),
+])
+async def test_root_with_dot_segments_is_refused_and_nothing_is_registered_or_made(
+    pools: Running, tmp_path: Path, pool_type: str, host: str, path: str, local: str | None
+) -> None:
+    windows = _drive_c(pools) / "Windows"
+    (windows / "System32").mkdir(parents=True)
+    (tmp_path / "smb-share" / "other").mkdir()
+    state = pools.agent.config.agent.state_dir
+    body = _modify(True, pool_type, host, path, local)
+    key, value = await pools.answer(MODIFY, body)
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is False
+    _refused_everywhere(value["details"], "'..'" if ".." in path else "'.'")
+    assert "s3cret" not in value["details"]
+    _, created = await pools.answer(CREATE_POOL, body)  # the same rule: not registered
+    assert created["result"] is True and "not registered here" in created["details"], created
+    assert not (state / "pools.json").exists()
+    key, volume = await pools.answer(CREATE_OBJECT, _create_volume(POOL_UUID, path))
+    assert key == "org.apache.cloudstack.storage.command.CreateObjectAnswer"
+    assert volume["result"] is False, volume
+    assert _files_below(windows) == ["System32"]
+    assert _files_below(tmp_path / "smb-share") == ["other", "primary"]
+    _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": pool_type,
+                                          "localPath": local})
+    assert stats["result"] is False and "not registered" in stats["details"]
+
+
+@pytest.mark.parametrize(("pool_type", "host", "path", "local"), [
+    ("Filesystem", "127.0.0.1", "C:\\Windows\\System32\\kernel32.dll",
+     "C:\\Windows\\System32\\kernel32.dll"),
+    ("Filesystem", "", "\\\\10.1.1.2\\SMB-Share\\primary\\notes.txt",
+     "\\\\10.1.1.2\\SMB-Share\\primary\\notes.txt"),
+    ("SMB", "10.1.1.2", "/SMB-Share/primary/notes.txt?user=a&password=s3cret%40pw", None),
+])
+async def test_root_that_is_a_file_is_refused_and_nothing_is_registered(
+    pools: Running, tmp_path: Path, pool_type: str, host: str, path: str, local: str | None
+) -> None:
+    (_drive_c(pools) / "Windows" / "System32").mkdir(parents=True)
+    dll = _drive_c(pools) / "Windows" / "System32" / "kernel32.dll"
+    dll.write_bytes(b"MZ")
+    (tmp_path / "smb-share" / "primary" / "notes.txt").write_text("notes")
+    body = _modify(True, pool_type, host, path, local)
+    key, value = await pools.answer(MODIFY, body)
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is False
+    _refused_everywhere(value["details"], "is a file, not a folder")
+    assert "s3cret" not in value["details"] and "poolInfo" not in value
+    _, created = await pools.answer(CREATE_POOL, body)
+    assert created["result"] is True and "not registered here" in created["details"], created
+    assert not (pools.agent.config.agent.state_dir / "pools.json").exists()
+    assert dll.read_bytes() == b"MZ"
+    assert (tmp_path / "smb-share" / "primary" / "notes.txt").read_text() == "notes"

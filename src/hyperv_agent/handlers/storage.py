@@ -8,6 +8,10 @@ of the query are handed to the host's file access (in memory) before the share i
 touched. Registering a pool records it in the ``PoolRegistry`` (without credentials), where
 every later command finds its root (``handlers.datapaths`` serves paths below registered
 roots only), and statistics, heartbeats, HA checks and template eviction find shared ones.
+
+A root is registered as its path names it: a path with a ``.`` or ``..`` segment is refused,
+not resolved (``locations.root_to_register``), and so is a path that names a file, not a
+folder. Any other folder or share the management server names is its to register.
 """
 
 from __future__ import annotations
@@ -96,10 +100,10 @@ class StorageHandlers:
         """Where the pool is; a share's credentials are handed over before it is touched."""
         pool_type = str(pool.type or "")
         if pool_type in SHARED_TYPES:
-            location = locations.from_primary_store(pool.host or "", pool.path or "", "SMB")
+            location = locations.root_to_register(pool.host or "", pool.path or "", "SMB")
         elif pool_type == "Filesystem":
-            location = locations.from_primary_store("", local_path or pool.path or "",
-                                                    "Filesystem")
+            location = locations.root_to_register("", local_path or pool.path or "",
+                                                  "Filesystem")
         else:
             raise InvalidRequest(f"pool type {pool_type or 'none'} is not supported on Hyper-V")
         if isinstance(location, locations.ShareLocation):
@@ -107,8 +111,11 @@ class StorageHandlers:
         return location
 
     async def _measure(self, root: str) -> tuple[int, int]:
-        if not await self.files.exists(root):
+        found = await self.files.stat(root)
+        if found is None:
             raise InvalidRequest(f"{root} cannot be reached from this host")
+        if not found.is_dir:
+            raise InvalidRequest(f"{root} is a file, not a folder: a pool's root is a folder")
         return await pool_usage(self.files, root, self.reservation)
 
     def _remember(self, pool: StorageFilerTO, root: str, add: bool) -> None:

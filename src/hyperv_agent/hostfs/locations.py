@@ -1,7 +1,9 @@
 """Where storage lives on the Hyper-V host, and keeping request paths inside it.
 
 * ``parse_cifs_url`` / ``from_primary_store``: CloudStack's ``cifs://`` URLs and
-  PrimaryDataStoreTO ``host``/``path``/``poolType`` as typed locations with a UNC root.
+  PrimaryDataStoreTO ``host``/``path``/``poolType`` as typed locations with a UNC root;
+  ``root_to_register``: the same for a pool being registered, whose path is taken as
+  written (no ``.`` or ``..``).
 * ``confine`` / ``confine_absolute``: the Windows path of a request path inside a pool
   root, or ``PathNotAllowed``; ``contains``, ``same_folder`` and ``steps_below`` compare
   and walk such paths; ``is_admin_share`` names Windows' administrative shares.
@@ -248,6 +250,24 @@ def from_primary_store(host: str, path: str, pool_type: str) -> PoolLocation:
     raise BadStorageUrl(
         f"storage pool type {quoted(pool_type, 40)} is not supported: use SMB or Filesystem"
     )
+
+
+def root_to_register(host: str, path: str, pool_type: str) -> PoolLocation:
+    """The location of a pool being registered: ``from_primary_store``, except that a path
+    with a ``.`` or ``..`` segment is refused (BadStorageUrl) instead of resolved. A root is
+    registered as the folder its path names as written, never one the path reaches by
+    climbing (``C:\\pool\\..\\Windows`` is not ``C:\\Windows``). An SMB path is held to this
+    by ``parse_cifs_url``, which refuses such segments in any URL; paths below a root keep
+    being resolved by ``confine`` and ``confine_absolute``, which keep them inside it.
+    """
+    location = from_primary_store(host, path, pool_type)
+    if pool_type.strip().lower() == "filesystem":
+        for segment in path.replace("/", "\\").split("\\"):
+            if segment in (".", ".."):
+                raise BadStorageUrl(
+                    f"Filesystem pool path {quoted(path)} has a {quoted(segment)} segment: a "
+                    "pool root is named as it is, without '.' or '..'")
+    return location
 
 
 def _filesystem_location(path: str) -> PoolLocation:
