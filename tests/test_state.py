@@ -4,7 +4,10 @@ being built, the agent's name, and what a killed write leaves in the state direc
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from hyperv_agent.state import (
     BuildJournal,
@@ -33,6 +36,29 @@ def test_roots_are_found_by_any_spelling_when_registered_and_survive_a_restart(
     assert again.all_roots() == (LOCAL, "C:\\pools\\p1", "\\\\fs1\\primary")
     assert again.roots() == ("\\\\fs1\\primary",)  # heartbeats: shared pools only
     assert LOCAL not in path.read_text()  # the configuration names the local pool
+
+
+def test_stored_root_that_registration_refuses_is_left_out_with_a_warning_when_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "pools.json"
+    kept = {"root": "C:\\Windows", "pool_type": "Filesystem", "host": "", "path": ""}
+    path.write_text(json.dumps({
+        "aa-1": {"root": "C:\\pool\\..\\Windows", "pool_type": "Filesystem"},
+        "bb-2": "\\\\fs1\\share\\a\\..\\b",  # a bare root, as older versions wrote
+        "cc-3": {"root": "pool", "pool_type": "Filesystem"},  # relative
+        "dd-4": kept,  # a folder the MS may register, however it was reached
+    }))
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry = PoolRegistry(path, local_root=LOCAL)
+    assert registry.all_roots() == (LOCAL, "C:\\Windows")
+    assert registry.get("aa-1") is None and registry.get("dd-4") == RegisteredPool(**kept)
+    warned = " ".join(record.getMessage() for record in caplog.records)
+    assert all(f"storage pool {key} in {path} left out" in warned for key in ("aa-1", "bb-2",
+                                                                               "cc-3"))
+    assert "'..' segment" in warned and "dd-4" not in warned
+    registry.put("ee-5", RegisteredPool("C:\\pools\\p5", "Filesystem"))
+    assert set(json.loads(path.read_text())) == {"dd-4", "ee-5"}  # gone at the next change
 
 
 def test_journal_keeps_the_vms_being_built_when_reopened(tmp_path: Path) -> None:

@@ -12,6 +12,12 @@ and path without the ``?user=..&password=..`` query. The credentials a pool came
 live only in memory, with the file access that uses them (``HostFiles.use_credentials``);
 the management server sends ModifyStoragePoolCommand again whenever it reconnects.
 
+A stored pool whose root registration would refuse (not an absolute drive or UNC path, a
+``.`` or ``..`` segment, a name Windows misreads) is left out when the file is read, with a
+warning, and is gone from the file at its next change: such a root was never the folder its
+path names. A root already stored that is a file is kept (reading does no I/O); nothing can
+be made below a file, and registering it again is refused.
+
 Every file here is written aside (``.<name>-<random>``) and renamed into place;
 ``sweep_temporaries`` removes what a killed process left aside.
 """
@@ -27,6 +33,7 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
@@ -76,14 +83,25 @@ class PoolRegistry:
             if local_root else None
 
     def _read(self) -> dict[str, RegisteredPool]:
+        """The stored pools; a root that registration would refuse left out, with a
+        warning."""
         try:
             data = json.loads(self._path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         if not isinstance(data, dict):
             return {}
-        return {str(key): pool for key, value in data.items()
-                if (pool := _pool_of(value)) is not None}
+        pools: dict[str, RegisteredPool] = {}
+        for key, value in data.items():
+            if (pool := _pool_of(value)) is None:
+                continue
+            problem = _root_problem(pool.root)
+            if problem is None:
+                pools[str(key)] = pool
+            else:
+                log.warning("storage pool %s in %s left out: %s; it is not served until the "
+                            "management server registers it again", key, self._path, problem)
+        return pools
 
     def get(self, pool_uuid: str) -> RegisteredPool | None:
         return self._pools.get(pool_uuid.lower())
@@ -214,6 +232,15 @@ def _replace(path: Path, prefix: str, data: object) -> None:
         else:
             json.dump(data, out, indent=1, sort_keys=True)
     Path(temporary).replace(path)
+
+
+def _root_problem(root: str) -> str | None:
+    """Why registration would refuse the stored ``root``, or None when it would take it."""
+    try:
+        locations.root_to_register("", root, "Filesystem")
+    except AgentError as error:
+        return str(error)
+    return None
 
 
 def _pool_of(value: object) -> RegisteredPool | None:
