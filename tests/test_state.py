@@ -61,6 +61,26 @@ def test_stored_root_that_registration_refuses_is_left_out_with_a_warning_when_r
     assert set(json.loads(path.read_text())) == {"dd-4", "ee-5"}  # gone at the next change
 
 
+def test_local_pool_uuid_takes_no_other_root_and_is_kept_across_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "pools.json"
+    registry = PoolRegistry(path, local_root=LOCAL)
+    registry.put("Host-Guid", RegisteredPool("D:\\data", "Filesystem"))  # before it was known
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry.name_local("host-guid")
+    assert "D:\\data registered under its uuid is forgotten" in caplog.text
+    assert registry.get("host-guid") is None and registry.by_root("D:\\data") is None
+    assert json.loads(path.read_text()) == {"host-guid": {"local": True}}
+    again = PoolRegistry(path, local_root=LOCAL)
+    assert again.is_local("HOST-GUID") and not again.is_local("other")
+    with pytest.raises(ValueError, match="local pool's uuid"):
+        again.put("host-guid", RegisteredPool("D:\\data", "Filesystem"))
+    again.put("host-guid", RegisteredPool(LOCAL.upper(), "Filesystem"))  # itself: nothing stored
+    assert json.loads(path.read_text()) == {"host-guid": {"local": True}}
+    assert again.all_roots() == (LOCAL,) and LOCAL not in path.read_text()
+
+
 def test_journal_keeps_the_vms_being_built_when_reopened(tmp_path: Path) -> None:
     path = tmp_path / "building.json"
     journal = BuildJournal(path)

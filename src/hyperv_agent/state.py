@@ -12,11 +12,14 @@ and path without the ``?user=..&password=..`` query. The credentials a pool came
 live only in memory, with the file access that uses them (``HostFiles.use_credentials``);
 the management server sends ModifyStoragePoolCommand again whenever it reconnects.
 
-A stored pool whose root registration would refuse (not an absolute drive or UNC path, a
-``.`` or ``..`` segment, a name Windows misreads) is left out when the file is read, with a
-warning, and is gone from the file at its next change: such a root was never the folder its
-path names. A root already stored that is a file is kept (reading does no I/O); nothing can
-be made below a file, and registering it again is refused.
+The local pool's uuid (the host's guid, which the startup reply reports) is kept there too,
+as ``{"<uuid>": {"local": true}}`` without a root (the configuration names the root), so that
+no command can register another root under it, also after a restart. A stored pool whose
+root registration would refuse (not an absolute drive or UNC path, a ``.`` or ``..``
+segment, a name Windows misreads) is left out when the file is read, with a warning, and is
+gone from the file at its next change: such a root was never the folder its path names. A
+root already stored that is a file is kept (reading does no I/O); nothing can be made below
+a file, and registering it again is refused.
 
 Every file here is written aside (``.<name>-<random>``) and renamed into place;
 ``sweep_temporaries`` removes what a killed process left aside.
@@ -38,6 +41,7 @@ from hyperv_agent.hostfs import locations
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
 _TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-")
+_LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
 
 log = logging.getLogger("hyperv_agent.state")
 
@@ -78,13 +82,14 @@ class PoolRegistry:
     def __init__(self, path: Path, local_root: str | None = None) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._pools: dict[str, RegisteredPool] = self._read()
         self._local = RegisteredPool(root=local_root, pool_type="Filesystem") \
             if local_root else None
+        self._local_uuid: str | None = None
+        self._pools: dict[str, RegisteredPool] = self._read()
 
     def _read(self) -> dict[str, RegisteredPool]:
-        """The stored pools; a root that registration would refuse left out, with a
-        warning."""
+        """The stored pools; the local pool's uuid noted; a root that registration would
+        refuse left out, with a warning."""
         try:
             data = json.loads(self._path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -93,15 +98,48 @@ class PoolRegistry:
             return {}
         pools: dict[str, RegisteredPool] = {}
         for key, value in data.items():
-            if (pool := _pool_of(value)) is None:
-                continue
-            problem = _root_problem(pool.root)
-            if problem is None:
-                pools[str(key)] = pool
-            else:
-                log.warning("storage pool %s in %s left out: %s; it is not served until the "
-                            "management server registers it again", key, self._path, problem)
+            if isinstance(value, dict) and value.get(_LOCAL_MARK) is True:
+                self._local_uuid = str(key).lower()
+            elif (pool := _pool_of(value)) is not None:
+                problem = _root_problem(pool.root)
+                if problem is None:
+                    pools[str(key)] = pool
+                else:
+                    log.warning("storage pool %s in %s left out: %s; it is not served until "
+                                "the management server registers it again", key, self._path,
+                                problem)
+        stale = pools.pop(self._local_uuid, None) if self._local_uuid else None
+        if stale is not None:
+            self._warn_local_taken(self._local_uuid or "", stale)
         return pools
+
+    @property
+    def local(self) -> RegisteredPool | None:
+        """The local pool (``local_storage_path``), when the configuration names one."""
+        return self._local
+
+    def is_local(self, pool_uuid: str) -> bool:
+        """Whether ``pool_uuid`` is the local pool's uuid, as the startup reply reported it."""
+        return self._local_uuid is not None and pool_uuid.lower() == self._local_uuid
+
+    def name_local(self, pool_uuid: str) -> None:
+        """Keep ``pool_uuid`` as the local pool's uuid (the startup reply reports it): a
+        pool registered under it before is forgotten, with a warning, and none can be
+        registered under it later at another root (``put``)."""
+        key = pool_uuid.lower()
+        with self._lock:
+            stale = self._pools.pop(key, None)
+            if stale is not None:
+                self._warn_local_taken(key, stale)
+            elif key == self._local_uuid:
+                return
+            self._local_uuid = key
+            self._write()
+
+    def _warn_local_taken(self, pool_uuid: str, stale: RegisteredPool) -> None:
+        local = self._local.root if self._local is not None else "local_storage_path"
+        log.warning("storage pool %s is this host's local pool (%s): the root %s registered "
+                    "under its uuid is forgotten", pool_uuid, local, stale.root)
 
     def get(self, pool_uuid: str) -> RegisteredPool | None:
         return self._pools.get(pool_uuid.lower())
@@ -132,7 +170,16 @@ class PoolRegistry:
         return local + tuple(pool.root for pool in self._pools.values())
 
     def put(self, pool_uuid: str, pool: RegisteredPool) -> None:
+        """Register ``pool`` under ``pool_uuid``. Under the local pool's uuid only the local
+        pool's own root is accepted (and not stored: the configuration names it); another
+        root is a ValueError (``StorageHandlers`` refuses it first, with its reason)."""
         with self._lock:
+            if self.is_local(pool_uuid):
+                if self._local is None or not locations.same_folder(self._local.root,
+                                                                     pool.root):
+                    raise ValueError(f"{pool_uuid} is the local pool's uuid; {pool.root} "
+                                     "cannot be registered under it")
+                return
             self._pools[pool_uuid.lower()] = pool
             self._write()
 
@@ -145,8 +192,10 @@ class PoolRegistry:
             return True
 
     def _write(self) -> None:
-        _replace(self._path, ".pools-",
-                 {key: asdict(pool) for key, pool in self._pools.items()})
+        stored: dict[str, object] = {key: asdict(pool) for key, pool in self._pools.items()}
+        if self._local_uuid is not None:
+            stored[self._local_uuid] = {_LOCAL_MARK: True}
+        _replace(self._path, ".pools-", stored)
 
 
 class BuildJournal:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent.config import load_config
-from tests.e2e.conftest import Running, every_backend, serving
+from tests.e2e.conftest import STARTUP_REQUEST, Running, every_backend, serving
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 CREATE_POOL = "com.cloud.agent.api.CreateStoragePoolCommand"
@@ -276,3 +276,44 @@ async def test_root_that_is_a_file_is_refused_and_nothing_is_registered(
     assert not (pools.agent.config.agent.state_dir / "pools.json").exists()
     assert dll.read_bytes() == b"MZ"
     assert (tmp_path / "smb-share" / "primary" / "notes.txt").read_text() == "notes"
+
+
+async def _local_pool_uuid(running: Running) -> tuple[str, str]:
+    status, data = await running.post("com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
+    assert status == 200
+    info = data[1]["com.cloud.agent.api.StartupStorageCommand"]["poolInfo"]
+    return info["uuid"], info["localPath"]
+
+
+async def test_local_pool_is_not_moved_by_a_command_carrying_its_uuid(tmp_path: Path) -> None:
+    config = load_config(_config_file(tmp_path))
+    registry = tmp_path / "state" / "pools.json"
+    data = tmp_path / "state" / "emulator" / "drives" / "D" / "data"
+    data.mkdir(parents=True)
+    async with serving(config) as running:
+        local_uuid, local_path = await _local_pool_uuid(running)
+        stored = registry.read_text()
+
+        def modify(path: str) -> dict[str, object]:
+            return {"add": True, "localPath": path, "pool": {
+                "uuid": local_uuid, "type": "Filesystem", "host": "127.0.0.1", "path": path}}
+
+        moved = modify("D:\\data")
+        key, value = await running.answer(MODIFY, moved)
+        assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is False
+        assert f"Failed to add storage pool {local_uuid}" in value["details"]
+        assert "this host's local pool" in value["details"]
+        assert local_path in value["details"] and "D:\\data" in value["details"]
+        _, created = await running.answer(CREATE_POOL, moved)
+        assert created["result"] is True and "not registered here" in created["details"]
+        assert registry.read_text() == stored
+        _, value = await running.answer(MODIFY, modify(local_path))  # as it is: fine
+        assert value["result"] is True and value["poolInfo"]["localPath"] == local_path
+        assert registry.read_text() == stored
+    async with serving(config) as running:  # restarted, before any StartupCommand
+        _, value = await running.answer(MODIFY, moved)
+        assert value["result"] is False and "this host's local pool" in value["details"]
+        _, volume = await running.answer(CREATE_OBJECT, _create_volume(local_uuid, local_path))
+        assert volume["result"] is True, volume
+    assert registry.read_text() == stored
+    assert _files_below(data) == []

@@ -146,6 +146,8 @@ class HostHandlers:
             log.warning("local storage pool %s left out of the startup reply: %s", path, error)
             return None
         pool_uuid = command.guid or str(uuid.uuid4())
+        if self.pools is not None:  # no command may register another root under it
+            self.pools.name_local(pool_uuid)
         info = StoragePoolInfo(uuid=pool_uuid, host=command.private_ip_address, local_path=path,
                                host_path=path, pool_type="Filesystem", capacity_bytes=total,
                                available_bytes=free)

@@ -11,7 +11,9 @@ roots only), and statistics, heartbeats, HA checks and template eviction find sh
 
 A root is registered as its path names it: a path with a ``.`` or ``..`` segment is refused,
 not resolved (``locations.root_to_register``), and so is a path that names a file, not a
-folder. Any other folder or share the management server names is its to register.
+folder. The local pool (``local_storage_path``) is the configuration's: under its uuid (the
+one the startup reply reports) no other root is registered. Any other folder or share the
+management server names is its to register.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class StorageHandlers:
         """Register (``add``) or forget the pool: its root, capacity and free bytes."""
         try:
             location = self._location(pool, asked.local_path)
+            if asked.add:
+                self._refuse_moving_the_local_pool(pool, location.root)
             total, free = await self._measure(location.root) if asked.add else (0, 0)
         except AgentError as error:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
@@ -109,6 +113,18 @@ class StorageHandlers:
         if isinstance(location, locations.ShareLocation):
             self.files.use_credentials(location)
         return location
+
+    def _refuse_moving_the_local_pool(self, pool: StorageFilerTO, root: str) -> None:
+        """The local pool's uuid names the configured folder only."""
+        if not pool.uuid or not self.registry.is_local(pool.uuid):
+            return
+        local = self.registry.local
+        if local is not None and locations.same_folder(local.root, root):
+            return
+        where = local.root if local is not None else "not configured"
+        raise InvalidRequest(f"it is this host's local pool, whose folder is "
+                             f"local_storage_path in the agent's configuration ({where}); "
+                             f"it is not moved to {root}")
 
     async def _measure(self, root: str) -> tuple[int, int]:
         found = await self.files.stat(root)
