@@ -13,6 +13,7 @@ dispatcher.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.dispatch import Dispatch, Result, Route
 from tests.cloudstack.fixtures import BASE_BODIES, json_contains
-from tests.e2e.conftest import Running
+from tests.e2e.conftest import API, Running
 
 ROUTES = sorted(fqcn for fqcn in COMMAND_TYPES if codec.is_known(fqcn))
 # Replies that are not Answer[]: a failure is a generic Answer, which the MS reads as "no
@@ -170,3 +171,113 @@ async def test_snapshots_are_refused_as_the_readme_says(running: Running) -> Non
     status, reply = await running.post(ssh, _body(ssh, {}))
     assert status == 200
     _check(ssh, reply, "CheckSshCommand is not supported by this agent yet")
+
+
+# --- failed answers stay small ----------------------------------------------------------------
+
+MIB = 1024 * 1024
+SMALL_ANSWER_BYTES = 16 * 1024  # an echoed string is cut to 4096 characters, details to 8192
+
+
+def _marker(length: int) -> str:
+    return f" ...[cut: the value had {length} characters]"
+
+
+def _at(fields: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = fields
+    for key in path:
+        value = value[key]
+    return value
+
+
+_DISK = {"type": "DATADISK", "diskSeq": 1, "path": "f" * MIB}
+_KEPT_DISK = {"disk": {"type": "DATADISK", "diskSeq": 1}}
+# Each command, a body with one oversized field, where its answer echoes that field, and
+# what the answer echoes whole beside it.
+OVERSIZED: list[tuple[str, dict[str, Any], tuple[str, ...], dict[str, Any]]] = [
+    (names.GET_VM_CONFIG_COMMAND, {"vmName": "x" * MIB}, ("vmName",), {"nics": []}),
+    (names.START_COMMAND, {"vm": {"name": "i-2-5-VM", "bootArgs": "a " * (15 * MIB // 2)}},
+     ("vm", "bootArgs"), {"vm": {"name": "i-2-5-VM"}}),
+    (names.ATTACH_COMMAND, {"vmName": "i-2-5-VM", "disk": _DISK}, ("disk", "path"), _KEPT_DISK),
+    (names.DETTACH_COMMAND, {"vmName": "i-2-5-VM", "disk": _DISK}, ("disk", "path"),
+     _KEPT_DISK),
+    (names.MODIFY_VM_NIC_CONFIG_COMMAND, {"vmName": "r" * MIB}, ("vmName",), {}),
+    (names.GET_VM_DISK_STATS_COMMAND, {"hostName": "h" * MIB, "vmNames": ["i-2-5-VM"]},
+     ("hostName",), {}),
+    (names.MIGRATE_VOLUME_COMMAND, {"volumePath": "p" * MIB, "pool": {}}, ("volumePath",), {}),
+]
+
+
+@pytest.mark.parametrize(("fqcn", "body", "echoed", "kept"), OVERSIZED,
+                         ids=[case[0].rsplit(".", 1)[1] for case in OVERSIZED])
+async def test_failed_answer_stays_small_when_the_command_carried_an_oversized_field(
+    running: Running, fqcn: str, body: dict[str, Any], echoed: tuple[str, ...],
+    kept: dict[str, Any],
+) -> None:
+    sent = _at(body, echoed)
+    async with running.session.post(running.url + API + fqcn, json=body) as reply:
+        assert reply.status == 200
+        text = await reply.read()
+    assert len(text) < SMALL_ANSWER_BYTES, len(text)
+    ((key, fields),) = json.loads(text)[0].items()
+    assert key == _expected_class(fqcn) and fields["result"] is False
+    assert f"malformed request: {'.'.join(echoed)}: a " in fields["details"], fields["details"]
+    assert f" of {len(sent)} characters" in fields["details"]
+    assert _at(fields, echoed) == sent[:4096] + _marker(len(sent))
+    assert json_contains(fields, kept), fields
+    _, ready = await running.answer("com.cloud.agent.api.ReadyCommand", {"hostId": 1})
+    assert ready["result"] is True  # the agent keeps serving
+
+
+async def test_failed_answer_cuts_a_long_echoed_field_of_a_command_that_decoded(
+    running: Running,
+) -> None:
+    boot_args = "template=domP name=r-4-VM " + "x" * 200_000 + " vmpassword=s3cret"
+    disk = {"type": "ROOT", "diskSeq": 0, "path": "C:\\pool\\absent.vhdx",
+            "data": {names.VOLUME_OBJECT_TO: {"uuid": "v1", "path": "absent",
+                                              "dataStore": {names.PRIMARY_DATA_STORE_TO: {
+                                                  "uuid": "nowhere", "poolType": "Filesystem",
+                                                  "path": "C:\\nowhere"}}}}}
+    body = {"vm": {"name": "r-4-VM", "type": "DomainRouter", "cpus": 1, "speed": 500,
+                   "minRam": 256 * MIB, "maxRam": 256 * MIB, "bootArgs": boot_args,
+                   "disks": [disk], "nics": []}}
+    async with running.session.post(running.url + API + names.START_COMMAND,
+                                    json=body) as reply:
+        text = await reply.read()
+    assert len(text) < SMALL_ANSWER_BYTES, len(text)
+    ((key, fields),) = json.loads(text)[0].items()
+    assert key == names.START_ANSWER and fields["result"] is False
+    assert "malformed" not in fields["details"]  # it decoded; the start itself failed
+    vm = fields["vm"]
+    assert vm["name"] == "r-4-VM" and vm["disks"][0]["path"] == "C:\\pool\\absent.vhdx"
+    assert vm["bootArgs"] == boot_args[:4096] + _marker(len(boot_args))
+    assert "s3cret" not in text.decode()
+    assert await running.emulator.query(
+        "SELECT ElementName FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'") == []
+
+
+async def test_failed_answer_cuts_long_details_after_redacting_them() -> None:
+    secret_at_the_cut = "x" * 8180 + '{"password": "s3cret-tail"}'
+
+    async def failing(command: Command) -> Result:
+        raise AgentError("the host said: " + secret_at_the_cut + "y" * MIB)
+
+    dispatch = Dispatch({names.STOP_COMMAND: failing})
+    text = await dispatch(names.STOP_COMMAND, _body(names.STOP_COMMAND, {}))
+    assert len(text) < SMALL_ANSWER_BYTES, len(text)
+    fields = json.loads(text)[0][names.STOP_ANSWER]
+    details = fields["details"]
+    assert details.startswith("StopCommand failed: the host said: xxx")
+    assert re.fullmatch(r"[^\n]{8192} \.\.\.\[cut: the value had 10[0-9]{5} characters\]",
+                        details), details[-100:]
+    assert "s3c" not in details
+
+
+def test_failed_answer_echo_leaves_no_part_of_a_secret_where_a_string_is_cut() -> None:
+    for start in range(4080, 4100):  # the cut falls before, inside and after the secret
+        text = "d" * start + '{"vncPassword":"Xk3p9QvL2mRt"} password=s3cret9 ' + "e" * 20000
+        answer = codec.failed_answer(names.MIGRATE_VOLUME_COMMAND, "failed",
+                                     {"volumePath": text, "pool": {}})
+        encoded = codec.encode_answers([answer]).decode()
+        assert "Xk3p" not in encoded and "s3cr" not in encoded, start
+        assert len(encoded) < SMALL_ANSWER_BYTES

@@ -12,7 +12,10 @@ StartAnswer still carries the VM, a failed GetVmConfigAnswer the VM's name), and
 the MS iterates without checking ``result`` (GetVmConfigAnswer.nics,
 ModifyStoragePoolAnswer.datastoreClusterChildren) default to empty lists, never null.
 Answers never carry secrets: a StartAnswer's VM goes back without its VNC password and
-with the secrets of its boot arguments replaced.
+with the secrets of its boot arguments replaced. A failed answer stays small whatever its
+command carried: a string it echoes longer than ``ECHO_MAX_CHARS`` (any name or path of a
+valid command is shorter) and ``details`` longer than ``DETAILS_MAX_CHARS`` are cut, with a
+marker saying how long they were (``cut``); the MS reads no such field of a failed answer.
 
 Where the C# agent and the Java classes disagree on a name (protocol §12), the answer writes
 both: GetStorageStatsAnswer ``capacityBytes``/``usedBytes`` and ``capacity``/``used``,
@@ -22,9 +25,10 @@ CheckVirtualMachineAnswer ``state`` and ``powerstate``. Either name is read on i
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Final, Self
 
 from pydantic import (
+    BaseModel,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -33,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.base import (
     Command,
@@ -56,6 +61,13 @@ from hyperv_agent.cloudstack.objects import (
     VolumeObjectTO,
     VolumeTO,
 )
+
+#: The longest string a failed answer echoes from its command (or says in a field its
+#: failure names): four times the longest name a command may carry (``bounds``), longer than
+#: any path and than a system VM's usual boot arguments. Longer ones are cut (``cut``).
+ECHO_MAX_CHARS: Final = 4096
+#: The longest ``details`` of a failed answer; longer ones are cut (``cut``).
+DETAILS_MAX_CHARS: Final = 8192
 
 #: SecurityGroupRuleAnswer.FailureReason names.
 FAILURE_NONE = "NONE"
@@ -113,17 +125,45 @@ class Answer(WireModel):
         fields of ``source``: the decoded command, or the command's JSON object when it
         did not decode (an echoed value that is itself malformed is left out); and
         ``ON_FAILURE`` with ``fields`` over it (Java names; those the class does not have,
-        or whose value it would not take, are left out)."""
+        or whose value it would not take, are left out). Every string echoed or said is
+        cut to ``ECHO_MAX_CHARS``, ``details`` to ``DETAILS_MAX_CHARS``."""
         echoed: dict[str, Any] = {}
         for field, java_name in cls.ECHO.items():
-            value = _field_of(source, java_name)
+            value = _bounded(_field_of(source, java_name))
             alias = cls.model_fields[field].alias or field
             if value is not None and _valid(cls, {alias: value}):
                 echoed[alias] = value
         names = {info.alias or name for name, info in cls.model_fields.items()}
-        said = {name: value for name, value in {**cls.ON_FAILURE, **(fields or {})}.items()
-                if name in names and _valid(cls, {name: value})}
-        return cls.model_validate({"result": False, "details": details, **said, **echoed})
+        said = {name: _bounded(value)
+                for name, value in {**cls.ON_FAILURE, **(fields or {})}.items()
+                if name in names}
+        said = {name: value for name, value in said.items() if _valid(cls, {name: value})}
+        return cls.model_validate({"result": False, "details": cut(details, DETAILS_MAX_CHARS),
+                                   **said, **echoed})
+
+
+def cut(text: str, limit: int) -> str:
+    """``text``, or when it is longer than ``limit`` characters its first ``limit`` with a
+    marker saying how long it was. The secrets of the whole text are redacted first, so a
+    cut never leaves part of one behind; the marker starts with a space, so a secret's value
+    cut short still ends where the redaction of the answer looks for its end."""
+    if len(text) <= limit:
+        return text
+    return f"{logs.redact(text)[:limit]} ...[cut: the value had {len(text)} characters]"
+
+
+def _bounded(value: Any) -> Any:
+    """``value`` (a plain JSON value or a model) as plain JSON with every string, member
+    names included, cut to ``ECHO_MAX_CHARS``."""
+    if isinstance(value, str):
+        return cut(value, ECHO_MAX_CHARS)
+    if isinstance(value, BaseModel):
+        return _bounded(value.model_dump(mode="json", by_alias=True, exclude_none=True))
+    if isinstance(value, Mapping):
+        return {_bounded(key): _bounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded(item) for item in value]
+    return value
 
 
 def _field_of(source: Command | Mapping[str, Any] | None, java_name: str) -> Any:
