@@ -55,7 +55,6 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
 from hyperv_agent.hyperv import disks
-from hyperv_agent.hyperv.vms import PowerState
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.s3 import S3Object
@@ -221,12 +220,8 @@ class CopyHandler(FileHandlers):
 
     async def _refuse_if_running(self, target: str) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
-        if not await self.files.exists(target):
-            return
-        attached = await disks.find_attachment(self.hv, target)
-        if attached is not None and attached.power is PowerState.RUNNING:
-            raise AgentError(f"{target} exists and is attached to the running VM "
-                             f"{attached.vm_name}; it was left as it is")
+        if await self.files.exists(target):
+            await self.refuse_if_running(target, "it was left as it is")
 
     def _links(self, template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
         """Whether a volume is made as a linked clone: the pool does not ask for full clones

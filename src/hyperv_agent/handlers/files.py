@@ -1,6 +1,7 @@
 """What the handlers of commands that write or delete files on the host share (volumes,
-copies): the host's session, request paths below registered roots, the one file lock
-table, how long Hyper-V's jobs are waited for, and the agent's aside files.
+copies, volume moves): the host's session, request paths below registered roots, the one
+file lock table, how long Hyper-V's jobs are waited for, the agent's aside files, and the
+rule that a disk a running VM uses is never replaced, moved or deleted.
 
 The copying itself (``hostfs.transfer`` with its http, S3 and decompressing readers, and
 ``hostfs.download``) is loaded by the first copy, not when the agent starts.
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hyperv import jobs
+from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.vms import PowerState
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.download import Downloaded
@@ -35,6 +38,16 @@ class FileHandlers:
         self.file_locks = file_locks
         self.job_wait = job_wait
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
+
+    async def refuse_if_running(self, path: str, kept: str = "the file was kept") -> None:
+        """AgentError naming the VM when a running VM has the disk file ``path`` in one of
+        its drives; ``kept`` says what became of the file. A stopped VM's disk is not in
+        use: the management server starts the VM again from its volumes' paths. 1 query
+        (+ 1 get when a VM has the file)."""
+        attached = await disks.find_attachment(self.hv, path)
+        if attached is not None and attached.power is PowerState.RUNNING:
+            raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
+                             f"the VM or detach the volume first ({kept})")
 
     async def copy_file(self, source: Source, target: str,
                         digest: str | None = None) -> Transferred:

@@ -47,7 +47,7 @@ from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import disks, drives, jobs
 from hyperv_agent.hyperv.session import HyperV
-from hyperv_agent.hyperv.vms import PowerState, VmRef
+from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
 
 if TYPE_CHECKING:
@@ -138,16 +138,10 @@ class VolumeHandlers(FileHandlers):
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
-            await self._refuse_if_running(path)
+            await self.refuse_if_running(path)
             await self.files.remove(path)
         log.info("deleted volume file %s", path)
         return Answer(result=True, details=f"deleted {path}")
-
-    async def _refuse_if_running(self, path: str) -> None:
-        attached = await disks.find_attachment(self.hv, path)
-        if attached is not None and attached.power is PowerState.RUNNING:
-            raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
-                             "the VM or detach the volume first (the file was kept)")
 
     # --- ResizeVolumeCommand ------------------------------------------------------------
 
