@@ -219,9 +219,12 @@ class MigrationHandlers(FileHandlers):
     async def migrate_volume(self, command: MigrateVolumeCommand) -> Result:
         """Move the volume ``volumePath`` into ``pool`` (registered on this host). A disk of
         the running VM ``attachedVmName`` moves with Hyper-V's storage migration while the
-        VM runs; a volume no VM here uses is copied into the pool (written aside, renamed)
-        and its old file removed. The answer's ``volumePath`` is the volume's path, which a
-        move keeps. A file already in the target pool under the name is never replaced."""
+        VM runs; a volume no running VM uses is copied into the pool (written aside,
+        renamed) and its old file removed. The answer's ``volumePath`` is the volume's path,
+        which a move keeps. Refused, nothing touched: a file already in the target pool
+        under the name (never replaced), and a disk of a running VM that ``attachedVmName``
+        does not name (absent, empty or another VM's): only Hyper-V moves a disk in use, as
+        DeleteCommand never deletes one."""
         folder = self.paths.pool_root(command.pool, "pool")
         if command.attached_vm_name:
             async with self.vm_locks.hold(command.attached_vm_name):
@@ -256,6 +259,7 @@ class MigrationHandlers(FileHandlers):
                                        command.volume_path)
         target = locations.confine(folder, ntpath.basename(source))
         async with self.file_locks.hold(source), self.file_locks.hold(target):
+            await self.refuse_if_running(source, "the volume was not moved; the file was kept")
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
             await self.copy_file(source, target)

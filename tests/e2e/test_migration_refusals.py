@@ -1,0 +1,159 @@
+"""Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
+the management server's own bodies (``samples/ms-4.22`` 43): MigrateVolume of a disk a
+running VM uses. Each refusal is a failed answer of the command's own class; the files,
+the VM and the agent are as before."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
+from tests.e2e.conftest import Running, serving
+from tests.e2e.migration_kit import (
+    LOCAL_POOL,
+    SHARE,
+    SWITCH,
+    check_body,
+    disk_file,
+    local_pool_of,
+    pool_body,
+    start_body,
+    vm_to,
+    volume_body,
+)
+
+VM = "i-2-100-VM"
+ROOT = "3f0c9a52-6d1e-4b7a-9c2d-1e5f8a7b6c40"
+DATA = "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+SPARE = "c4d5e6f7-0819-4a2b-9c3d-4e5f60718293"
+HOST_GUID = "ab416c39-d509-372c-9a0a-7451a45bc65e"
+OTHER_POOL = "D:\\pool2"
+OTHER_POOL_UUID = "6e2f1d0c-3b4a-4c5d-8e9f-0a1b2c3d4e5f"
+PROMPT_S = 10.0  # far above what any of these answers takes; a hang fails the test
+
+
+@pytest.fixture
+async def host(tmp_path: Path) -> AsyncIterator[Running]:
+    """An agent whose local pool is ``LOCAL_POOL``, with a second local pool ``D:\\pool2``
+    registered and the SMB pool of sample 31 registered."""
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+local_storage_path = '{LOCAL_POOL}'
+[emulator]
+switches = ["{SWITCH}"]
+[emulator.shares]
+'{SHARE}' = '{tmp_path / "share"}'
+""")
+    (tmp_path / "share").mkdir()
+    async with serving(load_config(config), backend="emulator") as running:
+        _drive(running, "D", "pool2").mkdir(parents=True)
+        _local_pool(running).mkdir(parents=True)
+        for body in (pool_body(), {"add": True, "localPath": OTHER_POOL,
+                                   "pool": _other_pool()}):
+            _, added = await running.answer(names.MODIFY_STORAGE_POOL_COMMAND, body)
+            assert added["result"] is True, added
+        yield running
+
+
+def _drive(running: Running, letter: str, *folders: str) -> Path:
+    return running.agent.config.agent.state_dir.joinpath("emulator", "drives", letter,
+                                                         *folders)
+
+
+def _local_pool(running: Running) -> Path:
+    return _drive(running, "C", *LOCAL_POOL.split("\\")[1:])
+
+
+def _other_pool() -> dict[str, Any]:
+    return {"id": 2, "uuid": OTHER_POOL_UUID, "host": "127.0.0.1", "path": OTHER_POOL,
+            "port": 0, "type": "Filesystem"}
+
+
+def _local_store() -> dict[str, Any]:
+    return local_pool_of(HOST_GUID, "127.0.0.1")
+
+
+def _vm_with_data_disk() -> dict[str, Any]:
+    """VM ``VM``: its root volume ``ROOT`` and the data volume ``DATA`` on the local pool."""
+    vm = vm_to(VM, ROOT, local_root=True)
+    data = copy.deepcopy(vm["disks"][0])
+    data["data"][names.VOLUME_OBJECT_TO] |= {"uuid": DATA, "path": DATA, "volumeType":
+                                              "DATADISK", "name": "DATA-100", "id": 32}
+    vm["disks"].insert(1, data | {"type": "DATADISK", "diskSeq": 1, "path": DATA})
+    return vm
+
+
+async def _started(running: Running) -> dict[str, Any]:
+    for volume in (ROOT, DATA):
+        disk_file(_local_pool(running), volume)
+    vm = _vm_with_data_disk()
+    _, started = await running.answer(names.START_COMMAND, start_body(vm))
+    assert started["result"] is True, started
+    return vm
+
+
+async def _power(running: Running) -> str:
+    _, checked = await running.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, check_body(VM))
+    return str(checked["state"])
+
+
+async def _asked(running: Running, fqcn: str, body: dict[str, Any]
+                 ) -> tuple[str, dict[str, Any]]:
+    """The answer of ``fqcn``, which must come within ``PROMPT_S``."""
+    return await asyncio.wait_for(running.answer(fqcn, body), PROMPT_S)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+# --- MigrateVolumeCommand: a disk a running VM uses -------------------------------------------
+
+
+@pytest.mark.parametrize("attached", [None, "", "i-2-999-VM"],
+                         ids=["no attachedVmName", "empty attachedVmName", "another VM"])
+async def test_a_disk_of_a_running_vm_is_not_moved_without_its_vm(
+    host: Running, attached: str | None
+) -> None:
+    await _started(host)
+    before = (_files(_local_pool(host)), (_local_pool(host) / f"{ROOT}.vhdx").read_bytes())
+    for volume in (ROOT, DATA):
+        body = volume_body(volume, attached, _other_pool(), source_pool=_local_store())
+        kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+        assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+        details = str(answer["details"])
+        assert f"{volume}.vhdx is attached to the running VM {VM}" in details, details
+        assert "the file was kept" in details, details
+    assert (_files(_local_pool(host)), (_local_pool(host) / f"{ROOT}.vhdx").read_bytes()) \
+        == before
+    assert _files(_drive(host, "D", "pool2")) == []
+    assert await _power(host) == "PowerOn"
+
+
+async def test_a_disk_of_a_stopped_vm_moves_as_its_file_may_be_deleted(host: Running) -> None:
+    """The rule DeleteCommand and CopyCommand follow: a running VM's disk is left alone; a
+    stopped VM's is not in use, and the VM is rebuilt from its volumes' new paths."""
+    await _started(host)
+    body = volume_body(DATA, None, _other_pool(), source_pool=_local_store())
+    _, refused = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert refused["result"] is False and "running VM" in refused["details"], refused
+    _, stopped = await host.answer(names.STOP_COMMAND, {
+        "vmName": VM, "checkBeforeCleanup": False, "forceStop": False, "contextMap": {},
+        "wait": 0})
+    assert stopped["result"] is True, stopped
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    assert moved["volumePath"] == DATA
+    assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
+    assert _files(_local_pool(host)) == [f"{ROOT}.vhdx"]
