@@ -1,7 +1,7 @@
 """Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
 the management server's own bodies (``samples/ms-4.22`` 43): MigrateVolume of a disk a
-running VM uses. Each refusal is a failed answer of the command's own class; the files,
-the VM and the agent are as before."""
+running VM uses, and MigrateVolume into the pool the volume is already in. Each refusal is
+a failed answer of the command's own class; the files, the VM and the agent are as before."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
-from tests.e2e.conftest import Running, serving
+from tests.e2e.conftest import API, Running, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
     SHARE,
@@ -157,3 +157,49 @@ async def test_a_disk_of_a_stopped_vm_moves_as_its_file_may_be_deleted(host: Run
     assert moved["volumePath"] == DATA
     assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
     assert _files(_local_pool(host)) == [f"{ROOT}.vhdx"]
+
+
+# --- MigrateVolumeCommand: into the pool the volume is in -------------------------------------
+
+
+@pytest.mark.parametrize("same", [
+    _local_store(),
+    _local_store() | {"uuid": "", "path": LOCAL_POOL.upper() + "\\"},
+], ids=["same pool", "same folder spelled otherwise"])
+async def test_a_volume_moved_into_its_own_pool_is_refused_at_once_and_stays_usable(
+    host: Running, same: dict[str, Any]
+) -> None:
+    disk_file(_local_pool(host), SPARE)
+    before = (_local_pool(host) / f"{SPARE}.vhdx").read_bytes()
+    kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND,
+                                volume_body(SPARE, None, same, source_pool=_local_store()))
+    assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+    assert f"volume {SPARE} is already in the pool {LOCAL_POOL}" in answer["details"], answer
+    assert _files(_local_pool(host)) == [f"{SPARE}.vhdx"]
+    assert (_local_pool(host) / f"{SPARE}.vhdx").read_bytes() == before
+
+    # The volume's file is free: later commands on it answer at once.
+    async with host.session.get(host.url + API.rstrip("/")) as ping:
+        assert ping.status == 200
+    _, resized = await _asked(host, names.RESIZE_VOLUME_COMMAND, {
+        "path": SPARE, "pool": _local_store(), "newSize": 128 << 20, "currentSize": 64 << 20,
+        "shrinkOk": False, "contextMap": {}, "wait": 0})
+    assert resized["result"] is True, resized
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        SPARE, None, _other_pool(), source_pool=_local_store()))
+    assert moved["result"] is True, moved
+    assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
+    assert _files(_local_pool(host)) == []
+
+
+async def test_a_running_vms_disk_moved_into_its_own_pool_is_refused_at_once(
+    host: Running,
+) -> None:
+    await _started(host)
+    before = _files(_local_pool(host))
+    kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND,
+                                volume_body(DATA, VM, _local_store()))
+    assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+    assert f"volume {DATA} is already in the pool {LOCAL_POOL}" in answer["details"], answer
+    assert _files(_local_pool(host)) == before
+    assert await _power(host) == "PowerOn"

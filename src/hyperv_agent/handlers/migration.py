@@ -222,9 +222,9 @@ class MigrationHandlers(FileHandlers):
         VM runs; a volume no running VM uses is copied into the pool (written aside,
         renamed) and its old file removed. The answer's ``volumePath`` is the volume's path,
         which a move keeps. Refused, nothing touched: a file already in the target pool
-        under the name (never replaced), and a disk of a running VM that ``attachedVmName``
-        does not name (absent, empty or another VM's): only Hyper-V moves a disk in use, as
-        DeleteCommand never deletes one."""
+        under the name (never replaced), a volume already in ``pool``, and a disk of a
+        running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
+        only Hyper-V moves a disk in use, as DeleteCommand never deletes one."""
         folder = self.paths.pool_root(command.pool, "pool")
         if command.attached_vm_name:
             async with self.vm_locks.hold(command.attached_vm_name):
@@ -245,6 +245,9 @@ class MigrationHandlers(FileHandlers):
             return False
         volume = VolumeTO(path=command.volume_path, id=command.volume_id)
         disk = _disk_move(storage, volume, folder)
+        if drives.same_file_key(disk.medium.strings("HostResource")[0]) \
+                == drives.same_file_key(disk.target):
+            raise InvalidRequest(_already_in(command.volume_path, folder))
         if await self.files.exists(disk.target):
             raise InvalidRequest(f"{disk.target} already exists; it is not replaced")
         await self._move(migration.Move(vm, MigrationType.STORAGE, disks=(disk,)),
@@ -255,10 +258,12 @@ class MigrationHandlers(FileHandlers):
         if command.source_pool is None:
             raise InvalidRequest(f"volume {command.volume_path} is not a disk of a VM on this "
                                  "host, and the command names no sourcePool to find it in")
-        source = await self._volume_in(self.paths.pool_root(command.source_pool, "sourcePool"),
-                                       command.volume_path)
+        root = self.paths.pool_root(command.source_pool, "sourcePool")
+        source = await self._volume_in(root, command.volume_path)
+        if locations.same_folder(root, folder):
+            raise InvalidRequest(_already_in(command.volume_path, folder))
         target = locations.confine(folder, ntpath.basename(source))
-        async with self.file_locks.hold(source), self.file_locks.hold(target):
+        async with self.file_locks.hold_all(source, target):
             await self.refuse_if_running(source, "the volume was not moved; the file was kept")
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
@@ -317,6 +322,12 @@ async def host_name_of(address: str, timeout_s: float) -> str:
     if not name or name.split(".", 1)[0].lower() == "localhost":
         return address
     return name
+
+
+def _already_in(volume_path: str, folder: str) -> str:
+    """Why a volume is not moved into the pool ``folder``: it is there."""
+    return (f"volume {volume_path} is already in the pool {folder}; there is nothing to "
+            "move (the file was kept)")
 
 
 def local_volume(disk: DiskTO) -> str | None:
