@@ -1,6 +1,7 @@
 """Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
-the management server's own bodies (``samples/ms-4.22`` 43): MigrateVolume of a disk a
-running VM uses, and MigrateVolume into the pool the volume is already in. Each refusal is
+the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
+a running VM uses, MigrateVolume into the pool the volume is already in, and
+PrepareForMigration of a VM with a disk of a type CloudStack does not have. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tests.e2e.migration_kit import (
     disk_file,
     local_pool_of,
     pool_body,
+    prepare_body,
     start_body,
     vm_to,
     volume_body,
@@ -203,3 +205,25 @@ async def test_a_running_vms_disk_moved_into_its_own_pool_is_refused_at_once(
     assert f"volume {DATA} is already in the pool {LOCAL_POOL}" in answer["details"], answer
     assert _files(_local_pool(host)) == before
     assert await _power(host) == "PowerOn"
+
+
+# --- PrepareForMigrationCommand: a disk of an unknown type ------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["../../../etc/passwd", "SWAP", "UNKNOWN", ""])
+async def test_prepare_refuses_a_disk_of_a_type_cloudstack_does_not_send(
+    host: Running, tmp_path: Path, kind: str
+) -> None:
+    root = disk_file(tmp_path / "share", ROOT)
+    vm = vm_to(VM, ROOT)
+    _, ready = await _asked(host, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+    assert ready["result"] is True, ready  # the body as the management server sends it
+    before = (_files(tmp_path / "share"), root.read_bytes())
+
+    for odd in (vm, vm_to(VM, ROOT, local_root=True)):
+        odd["disks"][0]["type"] = kind
+        key, refused = await _asked(host, names.PREPARE_FOR_MIGRATION_COMMAND,
+                                    prepare_body(odd))
+        assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
+        assert f"unknown disk type {kind!r}" in refused["details"], refused
+    assert (_files(tmp_path / "share"), root.read_bytes()) == before

@@ -142,16 +142,23 @@ class MigrationHandlers(FileHandlers):
         return ["live migration is not enabled on this host (Enable-VMMigration)"]
 
     async def _disks(self, vm: VirtualMachineTO) -> list[str]:
+        """Each volume (ROOT, DATADISK) reachable from here; ISOs are not looked at. A
+        disk of any other type is a problem, as StartCommand refuses it: CloudStack's
+        VMs have no other disks, and a disk of an unknown type is not skipped unchecked."""
         problems = []
         for disk in vm.disks:
-            if str(disk.type).upper() in ("ROOT", "DATADISK"):
-                problem = await self._reachable(disk)
+            try:
+                kind = start_plan.disk_kind(disk)
+            except InvalidRequest as error:
+                problems.append(str(error))
+                continue
+            if kind != "ISO":
+                problem = await self._reachable(disk, kind)
                 if problem:
                     problems.append(problem)
         return problems
 
-    async def _reachable(self, disk: DiskTO) -> str | None:
-        kind = str(disk.type).upper()
+    async def _reachable(self, disk: DiskTO, kind: str) -> str | None:
         local = local_volume(disk)
         if local is not None:
             return local
