@@ -265,7 +265,7 @@ async def test_a_second_agent_on_the_state_directory_stops_at_once_and_touches_n
 # --- stopping while a command runs ----------------------------------------------------------
 
 
-async def _start_in_flight(tmp_path: Path) -> tuple[Path, AgentConfig, dict[str, Any]]:
+async def _start_in_flight(tmp_path: Path) -> tuple[Path, AgentConfig, bytes]:
     config_file = _config(tmp_path, job_duration_s=0.3)
     config = _loaded(config_file)
     drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
@@ -302,7 +302,7 @@ async def test_sigterm_lets_the_command_in_flight_finish_and_says_it_waits(
 async def test_a_second_signal_stops_at_once_and_the_next_start_clears_what_was_cut_short(
     tmp_path: Path,
 ) -> None:
-    config_file, config, body = await _start_in_flight(tmp_path)
+    config_file, _, body = await _start_in_flight(tmp_path)
     async with serve(config_file) as (agent, process):
         start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
 
