@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,27 @@ def test_files_a_killed_write_left_aside_are_swept_and_the_state_is_kept(
     assert sweep_temporaries(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other", "pools.json"]
     assert sweep_temporaries(tmp_path / "absent") == 0
+
+
+def test_a_state_file_reaches_the_disk_before_it_takes_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a power loss a state file holds its old content or its new one, never an
+    empty file: its bytes are flushed to the disk (fsync) before the rename."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, Path.replace
+
+    def fsync(fd: int) -> None:
+        events.append(f"fsync {os.fstat(fd).st_size}")
+        real_fsync(fd)
+
+    def replace(self: Path, target: str | os.PathLike[str]) -> Path:
+        events.append(f"rename to {Path(target).name}")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    journal = BuildJournal(tmp_path / "building.json")
+    journal.begin("i-2-5-VM")
+    size = (tmp_path / "building.json").stat().st_size
+    assert events == [f"fsync {size}", "rename to building.json"]

@@ -272,7 +272,9 @@ def sweep_temporaries(state_dir: Path) -> int:
 
 
 def _replace(path: Path, prefix: str, data: object) -> None:
-    """Write ``data`` as JSON (a bare string as text) aside, then rename it to ``path``."""
+    """Write ``data`` as JSON (a bare string as text) aside, flushed to the disk, then
+    rename it to ``path``: after a power loss, ``path`` holds the old content or the new,
+    never an empty file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -280,6 +282,8 @@ def _replace(path: Path, prefix: str, data: object) -> None:
             out.write(data)
         else:
             json.dump(data, out, indent=1, sort_keys=True)
+        out.flush()
+        os.fsync(out.fileno())
     Path(temporary).replace(path)
 
 
