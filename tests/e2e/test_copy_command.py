@@ -461,6 +461,46 @@ async def test_volume_from_template_refuses_to_replace_disk_of_running_vm(
     assert listing(pool) == before
 
 
+def _earlier_volume(running: Running, suffix: str = ".vhdx") -> Path:
+    """A volume file of the destination's name, with data, from an earlier copy."""
+    return _disk(_pool(running) / f"{VOLUME_UUID}{suffix}", 16 * MIB, b"earlier volume data")
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    (1 << 62, f"at most {64 << 40} (64 TiB)"),
+    ((64 << 40) + 1, f"at most {64 << 40} (64 TiB), not {(64 << 40) + 1}"),
+    (-5, "destTO.size must be a positive number of bytes"),
+])
+async def test_volume_from_template_fails_and_keeps_earlier_volume_when_size_is_not_a_vhdx_size(
+    agent: Running, size: int, expected: str,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=64 * MIB)
+    _earlier_volume(agent)
+    before = listing(pool)
+    spent = agent.emulator.round_trips()
+    details = await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                          _volume(_primary(), size=size)), expected)
+    assert "destTO.size" in details
+    assert listing(pool) == before
+    assert vhd.read_data(pool / f"{VOLUME_UUID}.vhdx", 0, 19) == b"earlier volume data"
+    spent = agent.emulator.round_trips() - spent
+    assert spent["invoke:CreateVirtualHardDisk"] == spent["invoke:ResizeVirtualHardDisk"] == 0
+
+
+async def test_volume_from_vhd_template_fails_and_keeps_earlier_volume_when_size_is_over_2040_gib(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, suffix=".vhd", size=64 * MIB)
+    _earlier_volume(agent, ".vhd")
+    before = listing(pool)
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1", format="VHD"),
+                                _volume(_primary(), size=(2040 << 30) + 512)),
+                   f"a VHD holds, at most {2040 << 30} (2040 GiB)")
+    assert listing(pool) == before
+
+
 # --- C: volume to volume ------------------------------------------------------------------
 
 

@@ -158,6 +158,9 @@ async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_si
     ({"uuid": None}, "uuid is missing"),
     ({"size": 0}, "positive"),
     ({"size": "big"}, "size"),
+    ({"size": 1 << 62}, f"data.size must be a positive number of bytes that a VHDX holds, "
+                        f"at most {64 << 40} (64 TiB), not {1 << 62}"),
+    ({"size": (2040 << 30) + 1, "format": "VHD"}, f"a VHD holds, at most {2040 << 30} (2040 GiB)"),
     ({"dataStore": _store("C:\\absent")}, "pool root C:\\absent is not registered"),
     ({"dataStore": _store("relative\\pool")}, "not an absolute"),
     ({"format": "QCOW2"}, "not VHD or VHDX"),
@@ -278,6 +281,26 @@ async def test_resize_refuses_shrink_and_leaves_file_unchanged(agent: Running) -
     assert listing(pool) == before
 
 
+@pytest.mark.parametrize(("name", "size", "expected"), [
+    (f"{VOLUME_UUID}.vhdx", 1 << 62, f"newSize must be a positive number of bytes that a VHDX "
+                                     f"holds, at most {64 << 40} (64 TiB), not {1 << 62}"),
+    (f"{VOLUME_UUID}.vhd", (2040 << 30) + 512, f"a VHD holds, at most {2040 << 30} (2040 GiB)"),
+])
+async def test_resize_fails_and_leaves_file_unchanged_when_new_size_is_more_than_format_holds(
+    agent: Running, name: str, size: int, expected: str,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool, name)
+    before = listing(pool)
+    spent = agent.emulator.round_trips()
+    key, answer = await agent.answer(RESIZE, _resize(name, size))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+    assert expected in answer["details"], answer["details"]
+    assert (agent.emulator.round_trips() - spent)["invoke:ResizeVirtualHardDisk"] == 0
+    assert listing(pool) == before
+    assert vhd.read_info(pool / name).virtual_size_bytes == GIB
+
+
 async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Running) -> None:
     _pool(agent)
     for path, expected in (("absent", "does not exist"), ("..\\x", "climbs out")):
@@ -339,6 +362,19 @@ async def test_legacy_create_fails_and_creates_nothing_when_input_is_bad(
     _, answer = await agent.answer(CREATE, _legacy_create(**change))
     assert answer["result"] is False and expected in answer["details"], answer
     assert listing(pool.parent) == before
+
+
+async def test_legacy_create_fails_and_creates_nothing_when_size_is_more_than_a_vhdx_holds(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    body = _legacy_create(templateUrl=None)
+    body["diskCharacteristics"]["size"] = 1 << 62
+    _, answer = await agent.answer(CREATE, body)
+    assert answer["result"] is False, answer
+    assert (f"diskCharacteristics.size must be a positive number of bytes that a VHDX holds, "
+            f"at most {64 << 40} (64 TiB)") in answer["details"], answer["details"]
+    assert listing(pool) == {}
 
 
 # --- legacy DestroyCommand ----------------------------------------------------------------

@@ -53,7 +53,10 @@ async def test_create_dynamic_writes_vhd_when_extension_is_vhd(
     assert vhd.read_info(tmp_path / "C" / "pool" / "old.vhd").format is vhd.DiskFormat.VHD
 
 
-@pytest.mark.parametrize(("path", "size"), [("C:\\pool\\x.raw", GIB), ("C:\\pool\\x.vhdx", 0)])
+@pytest.mark.parametrize(("path", "size"), [
+    ("C:\\pool\\x.raw", GIB), ("C:\\pool\\x.vhdx", 0), ("C:\\pool\\x.vhdx", -GIB),
+    ("C:\\pool\\x.vhdx", (64 << 40) + 1), ("C:\\pool\\x.vhd", (2040 << 30) + 1),
+])
 async def test_create_dynamic_refuses_bad_request_before_any_call_when_name_or_size_bad(
     emulator: EmulatorCim, tmp_path: Path, path: str, size: int
 ) -> None:
@@ -129,6 +132,18 @@ async def test_resize_grows_in_one_call_and_one_wait_and_refuses_shrink(
     with pytest.raises((JobFailed, MethodFailed)):
         await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", GIB)
     assert vhd.read_info(local).virtual_size_bytes == 2 * GIB
+
+
+@pytest.mark.parametrize(("name", "size"), [("warm.vhdx", (64 << 40) + 1), ("warm.vhdx", -1)])
+async def test_resize_refuses_size_the_format_cannot_hold_before_any_call(
+    emulator: EmulatorCim, tmp_path: Path, name: str, size: int
+) -> None:
+    await _warm(emulator, tmp_path)
+    before = emulator.round_trips()
+    with pytest.raises(InvalidRequest, match="at most 70368744177664 \\(64 TiB\\)"):
+        await disks.resize(hv(emulator), f"C:\\pool\\{name}", size)
+    assert (emulator.round_trips() - before).calls == 0
+    assert vhd.read_info(tmp_path / "C" / "pool" / name).virtual_size_bytes == GIB
 
 
 async def _vm_with_disk(cim: EmulatorCim, tmp_path: Path, *, scsi: bool) -> vms.VmRef:

@@ -168,6 +168,8 @@ class CopyHandler(FileHandlers):
         await self.paths.existing(self.paths.pool_root(dest.data_store, "destTO"), "destTO")
         target = await self.paths.volume_file(
             dest.model_copy(update={"path": name, "format": fmt}), "destTO")
+        if dest.size_bytes:  # null or 0: no size asked for, the template's is kept
+            disks.checked_size(target, dest.size_bytes, "destTO.size")
         linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size

@@ -88,13 +88,13 @@ class VolumeHandlers(FileHandlers):
 
         A repeat for the same volume and size succeeds without touching the file; a file
         of that name with another size fails and is kept. A missing pool folder, a
-        template instead of a volume, no uuid or no size: a failed answer, nothing made.
+        template instead of a volume, no uuid, or no size or one the disk format cannot
+        hold (``disks.checked_size``): a failed answer, nothing made.
         The answer's ``data`` is the volume with ``path`` = uuid and the disk's size.
         """
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("CreateObjectCommand creates volumes only, not templates")
-        size = _new_volume_size(volume)
         fmt = ImageFormat(images.format_of(images.disk_suffix_of_format(volume.format)))
         if not volume.uuid:
             raise InvalidRequest("data.uuid is missing")
@@ -102,6 +102,7 @@ class VolumeHandlers(FileHandlers):
                                   "data.dataStore")
         path = await self.paths.volume_file(
             volume.model_copy(update={"path": None, "format": fmt}), "data")
+        size = disks.checked_size(path, volume.size_bytes or 0, "data.size")
         async with self.file_locks.hold(path):
             made = await self._dynamic_disk(path, size)
         data = volume.model_copy(update={"path": volume.uuid, "size_bytes": made,
@@ -147,12 +148,11 @@ class VolumeHandlers(FileHandlers):
 
     async def resize(self, command: ResizeVolumeCommand) -> Result:
         """Grow the volume ``path`` in ``pool`` to ``newSize`` bytes (also while its VM runs,
-        for a VHDX on SCSI). Shrinking is refused and the file left unchanged; the same
-        size is success without a change. The answer's ``newSize`` is the disk's size."""
-        new_size = command.new_size_bytes or 0
-        if new_size < 1:
-            raise InvalidRequest("newSize must be a positive number of bytes")
+        for a VHDX on SCSI). Shrinking, and a size the disk's format cannot hold
+        (``disks.checked_size``), are refused and the file left unchanged; the same size is
+        success without a change. The answer's ``newSize`` is the disk's size."""
         path = await self._filer_volume(command.pool, command.path)
+        new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
         async with self.file_locks.hold(path):
             current = await disks.read_settings(self.hv, path, policy=self.job_wait)
             if new_size < current.size_bytes:
@@ -189,8 +189,9 @@ class VolumeHandlers(FileHandlers):
             target = await self._copy_template_file(root, command.template_url)
         else:
             target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
-            await disks.create_dynamic(self.hv, target, profile.size_bytes or 0,
-                                       policy=self.job_wait)
+            size = disks.checked_size(target, profile.size_bytes or 0,
+                                      "diskCharacteristics.size")
+            await disks.create_dynamic(self.hv, target, size, policy=self.job_wait)
         volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
                           storage_pool_type=pool.type, storage_pool_uuid=pool.uuid,
                           mount_point=target, path=target, size_bytes=profile.size_bytes)
@@ -351,12 +352,6 @@ class VolumeHandlers(FileHandlers):
 
 
 # --- pure helpers -------------------------------------------------------------------------
-
-
-def _new_volume_size(volume: VolumeObjectTO) -> int:
-    if volume.size_bytes is None or volume.size_bytes < 1:
-        raise InvalidRequest("data.size must be a positive number of bytes")
-    return volume.size_bytes
 
 
 def _is_local(path: str) -> bool:

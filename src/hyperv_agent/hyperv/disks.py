@@ -31,6 +31,7 @@ from hyperv_agent.hostfs import images
 from hyperv_agent.hyperv import drives, jobs, vms
 from hyperv_agent.hyperv.schema import (
     DISK_EXTENSIONS,
+    DISK_MAX_BYTES,
     NAMESPACE,
     Class,
     DiskFormat,
@@ -79,6 +80,24 @@ def disk_format(path: str) -> DiskFormat:
     return DISK_EXTENSIONS[ntpath.splitext(path)[1].lower()]
 
 
+def checked_size(path: str, size_bytes: int, what: str = "the size") -> int:
+    """``size_bytes`` when a disk of ``path``'s format can have that virtual size: 1 byte
+    up to Hyper-V's limit for the format (``DISK_MAX_BYTES``: a VHD 2040 GiB, a VHDX
+    64 TiB). Otherwise InvalidRequest naming ``what`` (the request's field), so a size
+    Hyper-V would refuse is refused before anything is written. No round trip."""
+    fmt = disk_format(path)
+    limit = DISK_MAX_BYTES[fmt]
+    if not 1 <= size_bytes <= limit:
+        raise InvalidRequest(f"{what} must be a positive number of bytes that a {fmt.name} "
+                             f"holds, at most {limit} ({_units(limit)}), not {size_bytes}")
+    return size_bytes
+
+
+def _units(size: int) -> str:
+    """A limit of ``DISK_MAX_BYTES`` (whole GiB) in TiB or GiB."""
+    return f"{size >> 40} TiB" if size % (1 << 40) == 0 else f"{size >> 30} GiB"
+
+
 # --- the image management service ---------------------------------------------------------
 
 
@@ -108,14 +127,14 @@ async def create_dynamic(
 ) -> None:
     """Create a dynamically expanding disk of ``size_bytes`` at ``path`` (.vhd or .vhdx).
 
-    A size below 1 or a bad extension: InvalidRequest, nothing done. An existing file or
-    a missing folder: Hyper-V refuses (MethodFailed/JobFailed) and nothing is written,
-    so a repeat fails; check first. Afterwards the file exists, empty, with that virtual
-    size. Hyper-V writes the file whole or not at all. 1 call + 1 W when warm.
+    A size the format cannot hold (``checked_size``) or a bad extension: InvalidRequest,
+    nothing done. An existing file or a missing folder: Hyper-V refuses
+    (MethodFailed/JobFailed) and nothing is written, so a repeat fails; check first.
+    Afterwards the file exists, empty, with that virtual size. Hyper-V writes the file
+    whole or not at all. 1 call + 1 W when warm.
     """
-    if size_bytes < 1:
-        raise InvalidRequest(f"a disk needs a positive size, not {size_bytes} bytes")
     fmt = disk_format(path)
+    checked_size(path, size_bytes)
     settings = (await _settings_template(hv)).updated(
         Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt),
         MaxInternalSize=size_bytes, ParentPath=None, BlockSize=0, LogicalSectorSize=0,
@@ -177,10 +196,12 @@ async def resize(
 ) -> None:
     """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only).
 
-    The caller refuses shrinking; Hyper-V refuses it too (32773), as it refuses growing a
-    disk in use other than a VHDX on SCSI of a running VM. On any refusal the file is
-    unchanged. Safe to repeat with the same size. 1 call + 1 W.
+    A size the format cannot hold (``checked_size``): InvalidRequest, no call. The caller
+    refuses shrinking; Hyper-V refuses it too (32773), as it refuses growing a disk in use
+    other than a VHDX on SCSI of a running VM. On any refusal the file is unchanged. Safe
+    to repeat with the same size. 1 call + 1 W.
     """
+    checked_size(path, size_bytes)
     await _call(hv, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
                 policy)
 

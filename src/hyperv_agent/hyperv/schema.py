@@ -221,6 +221,11 @@ class DiskFormat(IntEnum):
 #: The disk format Hyper-V requires for a file extension (``hostfs.images``' suffixes).
 DISK_EXTENSIONS = {images.VHD: DiskFormat.VHD, images.VHDX: DiskFormat.VHDX}
 
+#: The largest virtual size (MaxInternalSize) Hyper-V gives a disk of each format: 2,040 GB
+#: for a VHD, 64 TB for a VHDX ("Plan for Hyper-V scalability in Windows Server", the same
+#: from Windows Server 2016 to 2025; binary units, as the formats count them).
+DISK_MAX_BYTES = {DiskFormat.VHD: 2040 << 30, DiskFormat.VHDX: 64 << 40}
+
 
 class BootDevice(IntEnum):
     """Msvm_VirtualSystemSettingData.BootOrder entries (generation 1 BIOS)."""
