@@ -389,6 +389,8 @@ async def test_volume_larger_than_its_template_is_a_grown_full_copy(agent: Runni
         vhd.DiskType.DYNAMIC, GIB, None)
     assert vhd.read_data(pool / f"{data['path']}.vhdx", 0, 11) == b"template os"
     assert vhd.read_info(template).virtual_size_bytes == 64 * MIB
+    assert sorted(p.name for p in pool.iterdir()) == sorted([template.name,
+                                                             f"{data['path']}.vhdx"])
 
 
 async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
@@ -499,6 +501,24 @@ async def test_volume_from_vhd_template_fails_and_keeps_earlier_volume_when_size
                                 _volume(_primary(), size=(2040 << 30) + 512)),
                    f"a VHD holds, at most {2040 << 30} (2040 GiB)")
     assert listing(pool) == before
+
+
+@pytest.mark.parametrize(("size", "failing"), [
+    (GIB, "ResizeVirtualHardDisk"),  # a full copy, then grown: the growing fails
+    (None, "CreateVirtualHardDisk"),  # a linked clone: creating it fails
+])
+async def test_volume_from_template_fails_and_keeps_earlier_volume_when_a_hyperv_job_fails(
+    agent: Running, size: int | None, failing: str,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=64 * MIB)
+    earlier = _earlier_volume(agent)
+    before = listing(pool)
+    agent.emulator.faults.fail_next_job(failing)
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                _volume(_primary(), size=size)), "injected fault")
+    assert listing(pool) == before  # the earlier volume as it was, no aside file left
+    assert vhd.read_info(earlier).virtual_size_bytes == 16 * MIB
 
 
 # --- C: volume to volume ------------------------------------------------------------------

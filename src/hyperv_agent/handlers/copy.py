@@ -8,7 +8,8 @@ A      template on a cifs image store or S3         downloaded (decompressed, ch
                                                     ``<pool>\\<path>.<ext>``
 B      template on a primary pool                   a differencing disk whose parent is the
        -> volume on a primary pool                  template (linked clone; the default on
-                                                    the same pool), or a full copy
+                                                    the same pool), or a full copy, grown
+                                                    to ``destTO.size`` when that is larger
 C      volume -> volume (primary <-> image store)   full copy
 D      volume -> template on a cifs image store     full copy + template.properties
 =====  ===========================================  ======================================
@@ -26,15 +27,20 @@ by ``handlers.datapaths``: pools only through the registry, the image stores the
 names for reading and for the copies of cases C and D. Case A is ``hostfs.download``'s
 template download (the one PrimaryStorageDownloadCommand uses too); copies go through
 ``hostfs.transfer``, which writes a temporary name and renames it, so no partial file ever
-has the final name. Commands that write or delete one file are serialised
-(``handlers.locks.FileLocks``, shared with the volume commands).
+has the final name. A volume of case B is made whole (cloned or copied, then grown) under
+an aside name with the disk's extension and renamed into place last, so a failure at any
+step leaves an earlier file of the volume's name as it was. Commands that write or delete
+one file are serialised (``handlers.locks.FileLocks``, shared with the volume commands).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ntpath
+import secrets
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -54,6 +60,7 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
+from hyperv_agent.hostfs.aside import AsideFiles, discard
 from hyperv_agent.hyperv import disks
 
 if TYPE_CHECKING:
@@ -78,9 +85,8 @@ class CopyHandler(FileHandlers):
         """Run the protocol §5.2 case that ``srcTO``/``destTO`` select; the answer's ``newData`` is
         the destination TO as it now is. A repeat replaces the destination file with a
         fresh copy (a volume in a running VM is never replaced). On failure no partial
-        file has the destination's name and ``newData`` is null; a copied file that was
-        there before is kept (a linked clone replaces it before Hyper-V creates the new
-        one)."""
+        file has the destination's name and ``newData`` is null; a file that was there
+        before is left as it was."""
         new_data = await self._run_case(asked.src_to, asked.dest_to)
         if new_data is None:
             raise InvalidRequest(UNSUPPORTED)
@@ -175,12 +181,14 @@ class CopyHandler(FileHandlers):
         linked = linked and not grow  # a differencing disk keeps its parent's size
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            if linked:
-                await self._linked_clone(target, template)
-            else:
-                await self.copy_file(template, target)
-            if grow:
-                await self._grown(target, size)
+            async with self._staged(target) as staged:
+                if linked:
+                    await disks.create_differencing(self.hv, staged, template,
+                                                    policy=self.job_wait)
+                else:
+                    await self.copy_file(template, staged)
+                if grow:
+                    await disks.resize(self.hv, staged, size, policy=self.job_wait)
         log.info("volume %s made from template %s (%s%s)", target, template,
                  "linked clone" if linked else "full copy", f", grown to {size}" if grow else "")
         return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size or None})
@@ -194,23 +202,23 @@ class CopyHandler(FileHandlers):
                                              policy=self.job_wait)).size_bytes
         return max(wanted, virtual), wanted > virtual
 
-    async def _grown(self, target: str, size: int) -> None:
-        """Grow the fresh copy at ``target``; on failure it is removed, never left small."""
-        try:
-            await disks.resize(self.hv, target, size, policy=self.job_wait)
-        except AgentError:
-            await self.files.remove(target)
-            raise
-
-    async def _linked_clone(self, target: str, template: str) -> None:
-        """A differencing disk at ``target`` (an earlier file there is replaced: Hyper-V
-        creates only new files); whatever a failed job left there is removed."""
-        await self.files.remove(target)
-        try:
-            await disks.create_differencing(self.hv, target, template, policy=self.job_wait)
-        except AgentError:
-            await self.files.remove(target)
-            raise
+    @contextlib.asynccontextmanager
+    async def _staged(self, target: str) -> AsyncIterator[str]:
+        """A fresh path next to ``target`` to make the new disk at, renamed over ``target``
+        when the block succeeds and removed (with whatever a failed job left) when it
+        fails, so ``target`` is either the finished disk or as it was before. The name is
+        an aside file's in the target's folder (``hostfs.aside``: swept when a killed
+        process left it, never while in use) followed by the disk's extension, from which
+        Hyper-V takes the format."""
+        aside = self.aside or AsideFiles(secrets.token_hex(4))
+        staged = aside.name_for(target) + ntpath.splitext(target)[1]
+        with aside.writing(staged):
+            try:
+                yield staged
+                await self.files.rename(staged, target)
+            except BaseException:
+                await discard(self.files, staged)
+                raise
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""
