@@ -336,9 +336,30 @@ def _no_memory(body: dict[str, Any]) -> None:
     body["vm"]["maxRam"] = 0
 
 
+def _negative_min_ram(body: dict[str, Any]) -> None:
+    body["vm"]["minRam"] = -1
+
+
+def _more_memory_than_generation_1_takes(body: dict[str, Any]) -> None:
+    body["vm"].update(minRam=(1 << 40) + (2 << 20), maxRam=(1 << 40) + (2 << 20))
+
+
+def _speed_of_a_million_cores(body: dict[str, Any]) -> None:
+    body["vm"]["speed"] = 1 << 40  # the emulated host's cores run at 2400 MHz
+
+
+def _max_speed_of_a_million_cores(body: dict[str, Any]) -> None:
+    body["vm"].update(maxSpeed=1 << 40, limitCpuUse=True)
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (_negative_cpus, "cpus must be at least 1"),
     (_no_memory, "maxRam"),
+    (_negative_min_ram, "vm.minRam -1 bytes is not a memory size"),
+    (_more_memory_than_generation_1_takes, "vm.maxRam 1099513724928 bytes is not a memory "
+                                           "size Hyper-V gives a generation 1 VM"),
+    (_speed_of_a_million_cores, "vm.speed 1099511627776 MHz is more than 100 cores"),
+    (_max_speed_of_a_million_cores, "vm.maxSpeed 1099511627776 MHz is more than 100 cores"),
     (_unknown_switch, "'Nowhere'"),
     (_escaping, "climbs out"),
     (_missing_file, "not-there.vhdx does not exist"),

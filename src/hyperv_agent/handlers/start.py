@@ -185,15 +185,13 @@ class StartHandler:
         With ``limitCpuUse`` the limit is ``maxSpeed`` (or ``speed``) and the reservation
         ``minSpeed`` as shares of a host core; without, every vCPU may use a whole core
         and nothing is reserved (reservations would stop over-committed hosts starting
-        VMs). No speed: the defaults, and no round trip.
+        VMs). No speed: the defaults, and no round trip. A speed out of bounds
+        (``start_plan.check_speeds``): InvalidRequest.
         """
-        speeds = (vm.speed_mhz, vm.min_speed_mhz, vm.max_speed_mhz)
-        if any(speed is not None and speed < 0 for speed in speeds):
-            raise InvalidRequest(f"vm speeds must not be negative: speed {vm.speed_mhz}, "
-                                 f"minSpeed {vm.min_speed_mhz}, maxSpeed {vm.max_speed_mhz}")
-        if not any(speeds):
+        if not any((vm.speed_mhz, vm.min_speed_mhz, vm.max_speed_mhz)):
             return spec
         host_mhz = await build.host_cpu_mhz(self.hv)
+        start_plan.check_speeds(vm, host_mhz)
         limit_mhz = vm.max_speed_mhz or vm.speed_mhz
         limit = build.core_share(limit_mhz, host_mhz) \
             if vm.limit_cpu_use and limit_mhz else PROCESSOR_LIMIT_FULL

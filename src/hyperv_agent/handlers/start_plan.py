@@ -25,6 +25,9 @@ from hyperv_agent.handlers import sgrules
 from hyperv_agent.hyperv import build, kvp, nics
 from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
+    MEMORY_MAX_MB,
+    PROCESSOR_WEIGHT_DEFAULT,
+    PROCESSOR_WEIGHT_MAX,
     SCSI_SLOTS,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -41,6 +44,10 @@ _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INS
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
 _SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
 _SPARE_NETMASK = "255.255.255.255"
+#: A speed (MHz) is at most this many host cores: ``speed`` (or ``maxSpeed`` without it)
+#: sets the processor Weight, Hyper-V's default (100) per host core, and Hyper-V takes a
+#: Weight of at most PROCESSOR_WEIGHT_MAX (10000); a faster one would be cut down to it.
+SPEED_MAX_HOST_CORES = PROCESSOR_WEIGHT_MAX // PROCESSOR_WEIGHT_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -87,17 +94,48 @@ def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
     secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
-    memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
-    if memory_mb <= 0:
-        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
+    generation = 2 if uefi else 1
+    memory_mb = _memory_mb(vm, generation)
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
     # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
     # install from ISO starts), or the CD first when there is no root volume at all.
     # Generation 2 keeps Hyper-V's own firmware boot order.
     no_root = not any(str(disk.type).upper() == "ROOT" for disk in vm.disks)
-    return build.VmSpec(name=vm.name, notes=notes, generation=2 if uefi else 1,
+    return build.VmSpec(name=vm.name, notes=notes, generation=generation,
                         cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure,
                         boot_from_cd=no_root)
+
+
+def _memory_mb(vm: VirtualMachineTO, generation: int) -> int:
+    """The VM's static memory in MB (``maxRam``), within what Hyper-V gives a VM of its
+    generation (``MEMORY_MAX_MB``). ``minRam`` is not used (the memory is static) but
+    must be a memory size too: not negative, and not more than that limit."""
+    most = MEMORY_MAX_MB[generation]
+    memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
+    if memory_mb <= 0:
+        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
+    for field, value in (("maxRam", vm.max_ram_bytes), ("minRam", vm.min_ram_bytes)):
+        if value < 0 or value // _BYTES_PER_MB > most:
+            raise InvalidRequest(f"vm.{field} {value} bytes is not a memory size Hyper-V "
+                                 f"gives a generation {generation} VM: 0 to {most} MB")
+    return memory_mb
+
+
+def check_speeds(vm: VirtualMachineTO, host_mhz: int) -> None:
+    """Refuse a per-vCPU speed (MHz) that is negative or, on a host whose core speed
+    ``host_mhz`` is known, more than ``SPEED_MAX_HOST_CORES`` host cores: the processor
+    Weight it sets would lie beyond Hyper-V's range. ``minSpeed`` and ``maxSpeed`` are
+    speeds of the same vCPU and have the same bounds. InvalidRequest names the field."""
+    most = host_mhz * SPEED_MAX_HOST_CORES
+    for field, mhz in (("speed", vm.speed_mhz), ("minSpeed", vm.min_speed_mhz),
+                       ("maxSpeed", vm.max_speed_mhz)):
+        if mhz is not None and mhz < 0:
+            raise InvalidRequest(f"vm speeds must not be negative: vm.{field} is {mhz} MHz")
+        if mhz is not None and host_mhz > 0 and mhz > most:
+            raise InvalidRequest(
+                f"vm.{field} {mhz} MHz is more than {SPEED_MAX_HOST_CORES} cores of this "
+                f"host ({host_mhz} MHz each), the fastest vCPU Hyper-V's processor weight "
+                f"(at most {PROCESSOR_WEIGHT_MAX}) expresses: at most {most} MHz")
 
 
 def is_system_vm(vm: VirtualMachineTO) -> bool:

@@ -277,6 +277,9 @@ TEMPLATE_PREFIX = "Microsoft:Definition\\"  # InstanceID of a template (…\Defa
 TEMPLATE_SUFFIX = "\\Default"
 PROCESSOR_WEIGHT_MAX = 10000
 MEMORY_MIN_MB = 32
+#: The most memory Hyper-V gives a VM, by generation: 1 TB for generation 1, 240 TB for
+#: generation 2 (Windows Server 2022 and 2025; 12 TB before), in MB as VirtualQuantity.
+MEMORY_MAX_MB = {1: 1 << 20, 2: 240 << 20}
 SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
 IDE_SLOTS = 2  # AddressOnParent 0..1 of an IDE controller
 DVD_IDE_CONTROLLER = 1  # generation 1: the DVD drive sits on IDE controller 1 (Address "1")
