@@ -344,6 +344,18 @@ def _more_memory_than_generation_1_takes(body: dict[str, Any]) -> None:
     body["vm"].update(minRam=(1 << 40) + (2 << 20), maxRam=(1 << 40) + (2 << 20))
 
 
+def _negative_device_id(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["deviceId"] = -4
+
+
+def _broadcast_mac(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["mac"] = "ff:ff:ff:ff:ff:ff"
+
+
+def _multicast_mac(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["mac"] = "01:00:5e:00:00:fb"
+
+
 def _speed_of_a_million_cores(body: dict[str, Any]) -> None:
     body["vm"]["speed"] = 1 << 40  # the emulated host's cores run at 2400 MHz
 
@@ -352,14 +364,23 @@ def _max_speed_of_a_million_cores(body: dict[str, Any]) -> None:
     body["vm"].update(maxSpeed=1 << 40, limitCpuUse=True)
 
 
+def _rate_beyond_a_java_integer(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["networkRateMbps"] = 1 << 40
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (_negative_cpus, "cpus must be at least 1"),
     (_no_memory, "maxRam"),
     (_negative_min_ram, "vm.minRam -1 bytes is not a memory size"),
     (_more_memory_than_generation_1_takes, "vm.maxRam 1099513724928 bytes is not a memory "
                                            "size Hyper-V gives a generation 1 VM"),
+    (_negative_device_id, "NIC -4: deviceId must not be negative"),
+    (_broadcast_mac, "NIC 0: mac: MAC address 'ff:ff:ff:ff:ff:ff' is a multicast"),
+    (_multicast_mac, "'01:00:5e:00:00:fb' is a multicast"),
     (_speed_of_a_million_cores, "vm.speed 1099511627776 MHz is more than 100 cores"),
     (_max_speed_of_a_million_cores, "vm.maxSpeed 1099511627776 MHz is more than 100 cores"),
+    (_rate_beyond_a_java_integer, "NIC 0: networkRateMbps 1099511627776 is more than "
+                                  "2147483647"),
     (_unknown_switch, "'Nowhere'"),
     (_escaping, "climbs out"),
     (_missing_file, "not-there.vhdx does not exist"),

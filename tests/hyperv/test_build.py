@@ -395,6 +395,7 @@ async def test_add_nic_creates_nothing_when_switch_is_unknown(emulator: Emulator
 @pytest.mark.parametrize(("mac", "vlan", "rate"), [
     ("02:00:51:2c:00", None, None), ("02:00:51:2c:00:zz", None, None),
     ("020051000001", 0, None), ("020051000001", 4095, None), ("020051000001", None, 0),
+    ("ff:ff:ff:ff:ff:ff", None, None), ("01:00:5e:00:00:fb", None, None),  # group MACs
 ])
 async def test_add_nic_creates_nothing_when_arguments_are_invalid(
     emulator: EmulatorCim, mac: str, vlan: int | None, rate: int | None,

@@ -44,6 +44,11 @@ _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INS
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
 _SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
 _SPARE_NETMASK = "255.255.255.255"
+#: The largest networkRateMbps: NicTO declares it a Java Integer, so no management server
+#: sends more. It is used only for the port's bandwidth Limit (rate × BITS_PER_MEGABIT bits
+#: per second, a uint64 in Msvm_EthernetSwitchPortBandwidthSettingData), which holds it:
+#: Hyper-V documents no smaller bound.
+NETWORK_RATE_MAX_MBPS = 2**31 - 1
 #: A speed (MHz) is at most this many host cores: ``speed`` (or ``maxSpeed`` without it)
 #: sets the processor Weight, Hyper-V's default (100) per host core, and Hyper-V takes a
 #: Weight of at most PROCESSOR_WEIGHT_MAX (10000); a faster one would be cut down to it.
@@ -213,17 +218,24 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
 
 def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> PlannedNic:
     """What to build for ``nic``; a NIC of a user VM with ``securityGroupEnabled`` gets
-    the default security-group ACLs with its port (``sg_guard``)."""
+    the default security-group ACLs with its port (``sg_guard``). A negative
+    ``deviceId``, a MAC that is not a unicast address, or a ``networkRateMbps`` above
+    ``NETWORK_RATE_MAX_MBPS``: InvalidRequest naming the field."""
     where = f"NIC {nic.device_id}"
+    if nic.device_id < 0:
+        raise InvalidRequest(f"{where}: deviceId must not be negative")
     try:
-        digits = nics.normalize_mac(nic.mac or "")
+        digits = nics.static_mac(nic.mac or "")
     except InvalidRequest as error:
-        raise InvalidRequest(f"{where}: {error}") from None
+        raise InvalidRequest(f"{where}: mac: {error}") from None
     switch = nic.name or (switches[0] if switches else "")
     if switch not in switches:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
                              if switch else f"{where}: the host has no virtual switch")
     rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
+    if rate is not None and rate > NETWORK_RATE_MAX_MBPS:
+        raise InvalidRequest(f"{where}: networkRateMbps {rate} is more than "
+                             f"{NETWORK_RATE_MAX_MBPS}, the most a management server sends")
     spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)
     guard = sg_guard(nic, where) if nic.security_group_enabled and user_vm and not spare else None

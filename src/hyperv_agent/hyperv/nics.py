@@ -139,6 +139,17 @@ def normalize_mac(mac: str) -> str:
     return digits
 
 
+def static_mac(mac: str) -> str:
+    """``mac`` as ``normalize_mac`` gives it, when a NIC can have it as its static MAC: a
+    unicast address. A group address (the low bit of the first octet set: multicast,
+    broadcast ff:ff:ff:ff:ff:ff), which Hyper-V refuses as a static MAC: InvalidRequest."""
+    digits = normalize_mac(mac)
+    if int(digits[:2], 16) & 1:
+        raise InvalidRequest(f"MAC address {mac[:40]!r} is a multicast (group) address; a "
+                             "network adapter takes only a unicast MAC")
+    return digits
+
+
 async def add_nic(
     hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
     rate_mbps: int | None, name: str, connected: bool = True, guard: acls.Guard | None = None,
@@ -154,7 +165,8 @@ async def add_nic(
     keeps the port, ``acls``); a host without extended ACLs: PortUnavailable, nothing
     created.
     Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
-    An invalid MAC, VLAN or rate or an unknown switch: InvalidRequest, nothing created.
+    An invalid or multicast MAC, VLAN or rate or an unknown switch: InvalidRequest,
+    nothing created.
     Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
     repeat adds another NIC. Afterwards the NIC has its port and features. If the port or
     its features fail, the NIC (and its port) is removed again. 3 calls + 3 W when warm
@@ -185,7 +197,7 @@ async def add_nic(
 
 def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
     """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
-    address = normalize_mac(mac)
+    address = static_mac(mac)
     if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
         raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
     if rate_mbps is not None and rate_mbps < 1:
