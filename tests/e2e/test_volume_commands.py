@@ -155,6 +155,7 @@ async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_si
     ({"uuid": "..\\..\\escape"}, "climbs out"),
     ({"uuid": "vol:stream"}, "stream"),
     ({"uuid": "CON"}, "device name"),
+    ({"uuid": "\u202evm"}, "invisible control or formatting character"),
     ({"uuid": None}, "uuid is missing"),
     ({"size": 0}, "positive"),
     ({"size": "big"}, "size"),

@@ -297,6 +297,9 @@ REFUSED_RELATIVE = [
     ("a\x00b", "control"),
     ("a\x1fb", "control"),
     ("a\nb", "control"),
+    ("\u202evm.vhdx", "invisible control or formatting"),  # right-to-left override
+    ("a\u200bb.vhdx", "invisible control or formatting"),  # zero-width space
+    ("a\x85b", "invisible control or formatting"),  # a C1 control
     ("x" * 256, "longer than"),
 ]
 

@@ -15,6 +15,7 @@ Error messages are one line and never contain a password.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -94,6 +95,10 @@ def _segment_problem(segment: str) -> str | None:
     """Why Windows would misread ``segment`` as a single plain name, or None if it is fine."""
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in segment):
         return "contains a control character"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in segment):
+        # Windows takes them, but a name that reads other than it is (a right-to-left
+        # override, a zero-width space) is never one CloudStack makes
+        return "contains an invisible control or formatting character"
     if ":" in segment:
         return "uses NTFS stream or drive syntax (':')"
     if any(ch in _FORBIDDEN_CHARS for ch in segment):
