@@ -83,6 +83,15 @@ async def _read(reader: asyncio.StreamReader, size: int) -> bytes:
     return await asyncio.wait_for(reader.readexactly(size), WAIT_S)
 
 
+async def _none_open(console: ConsoleRelay) -> bool:
+    """Whether the relay holds no connection within a second."""
+    for _ in range(50):
+        if console.open_count == 0:
+            return True
+        await asyncio.sleep(0.02)
+    return console.open_count == 0
+
+
 async def _closed(reader: asyncio.StreamReader) -> bool:
     try:
         return await asyncio.wait_for(reader.read(1), WAIT_S) == b""
@@ -109,11 +118,7 @@ async def test_the_client_is_closed_when_vmconnect_hangs_up() -> None:
         stand_in.hang_up.set()
         assert await _closed(reader)
         writer.close()
-        for _ in range(50):
-            if console.open_count == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert console.open_count == 0
+        assert await _none_open(console)
 
 
 async def test_a_client_outside_allow_from_is_closed_without_reaching_vmconnect(
@@ -228,10 +233,6 @@ async def test_a_connection_that_comes_back_to_the_relay_is_closed_not_relayed_a
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await _closed(reader)
         writer.close()
-        for _ in range(50):
-            if console.open_count == 0:
-                break
-            await asyncio.sleep(0.02)
-        assert console.open_count == 0
+        assert await _none_open(console)
     assert f"127.0.0.1:{port} is this relay's own listener" in caplog.text
     assert "<->" not in caplog.text  # no connection was relayed

@@ -130,25 +130,37 @@ async def _vms(config: AgentConfig) -> dict[str, int]:
         await cim.close()
 
 
+def _start_prepared(tmp_path: Path, job_duration_s: float) -> tuple[Path, AgentConfig, bytes]:
+    """An agent's configuration (jobs taking ``job_duration_s``), and a StartCommand of
+    ``VM`` for its local pool."""
+    config_file = _config(tmp_path, job_duration_s=job_duration_s)
+    config = _loaded(config_file)
+    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    return config_file, config, start_body(VM, drive_c)
+
+
+async def _building(agent: Agent, body: bytes) -> asyncio.Task[dict[str, Any]]:
+    """The StartCommand ``body`` sent, once its VM is defined: the agent is building it."""
+    start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
+
+    async def defined() -> bool:
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        return bool(checked["result"])
+
+    await _until(defined, "the VM's definition")
+    return start
+
+
 # --- a StartCommand killed while it builds the VM -------------------------------------------
 
 
 async def test_start_killed_while_building_leaves_no_half_built_vm_and_the_retry_starts_it(
     tmp_path: Path,
 ) -> None:
-    config_file = _config(tmp_path, job_duration_s=0.2)
-    config = _loaded(config_file)
-    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
-    (drive_c / "pool").mkdir(parents=True)
-    body = start_body(VM, drive_c)
+    config_file, config, body = _start_prepared(tmp_path, job_duration_s=0.2)
     async with serve(config_file) as (agent, process):
-        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
-
-        async def defined() -> bool:
-            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
-            return bool(checked["result"])
-
-        await _until(defined, "the VM's definition")
+        start = await _building(agent, body)
         _kill(process)
         with pytest.raises(aiohttp.ClientError):
             await start
@@ -229,19 +241,9 @@ async def test_a_second_agent_on_the_state_directory_stops_at_once_and_touches_n
     one line naming the directory and the first agent's PID, before reading or changing
     anything: the VM being built is not taken for a leftover, and the first agent's start
     completes."""
-    config_file = _config(tmp_path, job_duration_s=0.2)
-    config = _loaded(config_file)
-    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
-    (drive_c / "pool").mkdir(parents=True)
-    body = start_body(VM, drive_c)
+    config_file, config, body = _start_prepared(tmp_path, job_duration_s=0.2)
     async with serve(config_file) as (agent, process):
-        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
-
-        async def defined() -> bool:
-            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
-            return bool(checked["result"])
-
-        await _until(defined, "the VM's definition")
+        start = await _building(agent, body)
         journal = (config.agent.state_dir / "building.json").read_text()
         second = await asyncio.to_thread(
             subprocess.run, [sys.executable, "-m", "hyperv_agent.cli", "serve", "--config",
@@ -265,14 +267,6 @@ async def test_a_second_agent_on_the_state_directory_stops_at_once_and_touches_n
 # --- stopping while a command runs ----------------------------------------------------------
 
 
-async def _start_in_flight(tmp_path: Path) -> tuple[Path, AgentConfig, bytes]:
-    config_file = _config(tmp_path, job_duration_s=0.3)
-    config = _loaded(config_file)
-    drive_c = config.agent.state_dir / "emulator" / "drives" / "C"
-    (drive_c / "pool").mkdir(parents=True)
-    return config_file, config, start_body(VM, drive_c)
-
-
 def _log_of(config_file: Path) -> str:
     return "".join(p.read_text() for p in config_file.parent.glob("serve-*.log"))
 
@@ -280,15 +274,9 @@ def _log_of(config_file: Path) -> str:
 async def test_sigterm_lets_the_command_in_flight_finish_and_says_it_waits(
     tmp_path: Path,
 ) -> None:
-    config_file, config, body = await _start_in_flight(tmp_path)
+    config_file, config, body = _start_prepared(tmp_path, job_duration_s=0.3)
     async with serve(config_file) as (agent, process):
-        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
-
-        async def defined() -> bool:
-            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
-            return bool(checked["result"])
-
-        await _until(defined, "the VM's definition")
+        start = await _building(agent, body)
         process.send_signal(signal.SIGTERM)
         started = await start
         assert started["result"] is True, started
@@ -302,15 +290,9 @@ async def test_sigterm_lets_the_command_in_flight_finish_and_says_it_waits(
 async def test_a_second_signal_stops_at_once_and_the_next_start_clears_what_was_cut_short(
     tmp_path: Path,
 ) -> None:
-    config_file, _, body = await _start_in_flight(tmp_path)
+    config_file, _, body = _start_prepared(tmp_path, job_duration_s=0.3)
     async with serve(config_file) as (agent, process):
-        start = asyncio.create_task(agent.answer(names.START_COMMAND, body))
-
-        async def defined() -> bool:
-            checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
-            return bool(checked["result"])
-
-        await _until(defined, "the VM's definition")
+        start = await _building(agent, body)
         process.send_signal(signal.SIGTERM)
         await _until(lambda: _said(config_file, "waiting up to"), "the first signal's line")
         signalled = time.monotonic()
