@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent.config import load_config
+from hyperv_agent.handlers.storage import StorageHandlers
 from tests.e2e.conftest import STARTUP_REQUEST, Running, every_backend, serving
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
@@ -317,3 +319,40 @@ async def test_local_pool_is_not_moved_by_a_command_carrying_its_uuid(tmp_path: 
         assert volume["result"] is True, volume
     assert registry.read_text() == stored
     assert _files_below(data) == []
+
+
+@pytest.mark.parametrize("remove", ["modify", "delete"])
+async def test_a_remove_sent_while_an_add_reaches_its_share_is_applied_after_it(
+    pools: Running, remove: str
+) -> None:
+    """Commands on one pool run in the order they came: a remove that arrives while the
+    add is still reaching the share waits for it, so the pool ends up unregistered (it
+    stayed registered when the remove overtook the add)."""
+    storage = getattr(pools.agent.dispatch.routes[MODIFY].handler, "__self__", None)
+    assert isinstance(storage, StorageHandlers)
+    reached, release = asyncio.Event(), asyncio.Event()
+    measure = storage._measure
+
+    async def slow_measure(root: str) -> tuple[int, int]:
+        reached.set()  # the add is at its share, as over a slow SMB logon
+        await release.wait()
+        return await measure(root)
+
+    setattr(storage, "_measure", slow_measure)  # noqa: B010 - an instance's method
+    adding = asyncio.create_task(pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2",
+                                                              SMB_PATH)))
+    await asyncio.wait_for(reached.wait(), 10)
+    removing = asyncio.create_task(
+        pools.answer(MODIFY, _modify(False, "SMB", "10.1.1.2", SMB_PATH)) if remove == "modify"
+        else pools.answer("com.cloud.agent.api.DeleteStoragePoolCommand",
+                          {"_pool": {"uuid": POOL_UUID, "type": "SMB"}}))
+    await asyncio.sleep(0.2)
+    assert not removing.done()  # it waits for the add
+    release.set()
+    (_, added), (_, removed) = await adding, await removing
+    assert added["result"] is True and removed["result"] is True
+    assert "not registered" not in str(removed.get("details"))
+    _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is False
+    stored = json.loads((pools.agent.config.agent.state_dir / "pools.json").read_text())
+    assert POOL_UUID not in stored

@@ -33,6 +33,7 @@ from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolI
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats
+from hyperv_agent.handlers.locks import NamedLocks
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import SHARED_TYPES, PoolRegistry, RegisteredPool, without_query
@@ -64,6 +65,9 @@ class StorageHandlers:
         self.registry = registry
         self.reservation = reservation
         self.heartbeats = heartbeats  # a shared pool is stamped as soon as it is registered
+        # commands on one pool (by uuid) run in the order they came: an add still reaching
+        # its share is never overtaken by a later remove, which it would then undo
+        self.pool_locks = NamedLocks()
 
     def table(self) -> Routes:
         return {
@@ -87,6 +91,11 @@ class StorageHandlers:
     async def _modify(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
                       ) -> tuple[str, int, int]:
         """Register (``add``) or forget the pool: its root, capacity and free bytes."""
+        async with self.pool_locks.hold(pool.uuid or ""):
+            return await self._modify_held(asked, pool)
+
+    async def _modify_held(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
+                           ) -> tuple[str, int, int]:
         try:
             location = self._location(pool, asked.local_path)
             if asked.add:
@@ -165,7 +174,9 @@ class StorageHandlers:
         pool_uuid = asked.pool.uuid if asked.pool is not None else None
         if not pool_uuid:
             raise InvalidRequest("_pool.uuid is missing: no pool to forget")
-        if self.registry.remove(pool_uuid):
+        async with self.pool_locks.hold(pool_uuid):
+            forgotten = self.registry.remove(pool_uuid)
+        if forgotten:
             return Answer(result=True, details=f"storage pool {pool_uuid} forgotten; its files "
                                                "are kept")
         return Answer(result=True, details=f"storage pool {pool_uuid} was not registered on "
