@@ -183,13 +183,15 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     handlers = host.table()
     handlers |= vm.table()
     handlers |= VmConfigHandlers(hv, vm.locks).table()
+    # one table: a copy, a delete and a VM being built on one file never interleave
+    file_locks = FileLocks()
     start = StartHandler(hv, paths, vm.locks, vm.settings.job_wait,
-                         journal=state.BuildJournal(agent.state_dir / "building.json"))
+                         journal=state.BuildJournal(agent.state_dir / "building.json"),
+                         file_locks=file_locks)
     handlers |= start.table()
     handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= SecurityGroupHandlers(hv, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation, host.heartbeats).table()
-    file_locks = FileLocks()  # one table: a copy and a delete of one file never interleave
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
     handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()

@@ -4,11 +4,13 @@ handler serves them; commands on different files run side by side."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.bench_vm import start_body
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
@@ -97,3 +99,30 @@ async def test_delete_of_another_file_does_not_wait_for_a_copy_when_both_arrive_
     assert "does not exist" in deleted["details"]
     await copying
     assert sorted(p.name for p in pool.iterdir()) == [f"{VOLUME}.vhdx", "tmpl-1.vhdx"]
+
+
+async def test_delete_of_a_volume_waits_for_the_vm_being_built_on_it_then_keeps_it(
+    slow: tuple[Running, Path],
+) -> None:
+    """A StartCommand holds its volumes' files while it builds the VM: a DeleteCommand of
+    the root volume, sent once the VM is defined, waits, then finds the VM running and
+    keeps the file; the start succeeds (without the shared lock the file was deleted under
+    the VM being built, and the start failed at RequestStateChange)."""
+    running, pool = slow
+    drive_c = pool.parent
+    vm = "i-2-31-VM"
+    starting = asyncio.create_task(running.answer(names.START_COMMAND,
+                                                  json.loads(start_body(vm, drive_c))))
+    for _ in range(500):  # until the VM is defined: the build is under way
+        _, checked = await running.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": vm})
+        if checked["result"]:
+            break
+        await asyncio.sleep(0.05)
+    assert not starting.done()
+    root = {VOLUME_TO: {**_volume(f"{vm}-root")[VOLUME_TO], "path": f"{vm}-root"}}
+    _, deleted = await running.answer(names.DELETE_COMMAND, {"data": root})
+    _, started = await starting
+    assert started["result"] is True, started
+    assert deleted["result"] is False
+    assert "is attached to the running VM i-2-31-VM" in deleted["details"]
+    assert (pool / f"{vm}-root.vhdx").is_file()

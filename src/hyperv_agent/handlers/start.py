@@ -39,6 +39,7 @@ from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidR
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
@@ -64,11 +65,15 @@ class StartHandler:
 
     def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-                 journal: BuildJournal | None = None) -> None:
+                 journal: BuildJournal | None = None,
+                 file_locks: FileLocks | None = None) -> None:
         self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
+        # the volumes' files are held while the VM is built, so a DeleteCommand (or another
+        # writer) of one waits, and then finds the VM running (``FileHandlers``)
+        self.file_locks = file_locks if file_locks is not None else FileLocks()
         self.job_wait = job_wait
         self.journal = journal  # the VMs being built; None: not recorded
 
@@ -135,18 +140,20 @@ class StartHandler:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()
         plan = await self._plan(command)
-        if existing is not None:
-            log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
-            await _named("removing the existing VM", vms.remove_vm(
-                self.hv, existing.guid, policy=self.job_wait))
-        self._building(vm.name)
-        ref = await _named("creating the VM",
+        volumes = (disk.path for disk in plan.disks if disk.path and not disk.dvd)
+        async with self.file_locks.hold_all(*volumes):
+            if existing is not None:
+                log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
+                await _named("removing the existing VM", vms.remove_vm(
+                    self.hv, existing.guid, policy=self.job_wait))
+            self._building(vm.name)
+            ref = await _named("creating the VM",
                                build.define_vm(self.hv, plan.spec))
-        try:
-            await self._fill_and_start(ref, plan)
-        except AgentError as error:
-            raise HyperVError(f"{error}{await self._removed(ref)}") from error
-        self._built(vm.name)
+            try:
+                await self._fill_and_start(ref, plan)
+            except AgentError as error:
+                raise HyperVError(f"{error}{await self._removed(ref)}") from error
+            self._built(vm.name)
         return plan.notes
 
     async def _removed(self, ref: vms.VmRef) -> str:
