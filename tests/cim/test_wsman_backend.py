@@ -4,22 +4,28 @@ directly, typed errors, batching within MaxEnvelopeSize, and one-line transport 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from hyperv_agent import tls
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.wsman import backend, transport
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.errors import (
     CimAccessDenied,
+    CimError,
     CimInvalidClass,
     CimInvalidMethod,
     CimInvalidQuery,
@@ -243,9 +249,10 @@ async def test_operation_over_its_timeout_is_a_timed_out_fault(
     (403, CimAccessDenied, "denied access (HTTP 403)"),
 ])
 async def test_http_errors_without_a_fault_are_one_line_naming_the_host(
-        status: int, error: type[Exception], words: str) -> None:
+        status: int, error: type[Exception], words: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     async def refuse(_: web.Request) -> web.Response:
-        return web.Response(status=status, text="<html>proxy error</html>")
+        return web.Response(status=status, text="proxy error: <b>upstream unreachable")
 
     app = web.Application()
     app.router.add_post("/wsman", refuse)
@@ -263,6 +270,9 @@ async def test_http_errors_without_a_fault_are_one_line_naming_the_host(
         await runner.cleanup()
     message = str(raised.value)
     assert message == f"127.0.0.1:{port}: the WinRM service {words}"
+    # said once, by the transport: pypsrp's own ERROR line and traceback are not logged
+    # (it logs one when the error page is not XML)
+    assert [r for r in caplog.records if r.name.startswith("pypsrp")] == []
 
 
 async def test_session_survives_the_host_dropping_its_idle_connection(
@@ -283,3 +293,90 @@ async def test_service_limits_are_read_from_the_winrm_configuration(remote: Wsma
         500, 60000, 32000)
     assert limits.allow_unencrypted is False
     assert limits.max_concurrent_operations_per_user == 1500
+
+
+# --- a host whose answers never complete or never end --------------------------------------
+
+
+async def _stand_in(handler: Callable[[web.Request], Any], tls_dir: Path
+                    ) -> tuple[web.AppRunner, int]:
+    """A WinRM endpoint over https that answers every request with ``handler``."""
+    app = web.Application()
+    app.router.add_post("/wsman", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0,
+                       ssl_context=tls.server_context(tls.ensure_identity(tls_dir)))
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def test_an_answer_that_trickles_in_fails_at_its_deadline_and_frees_its_slot(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A host that sends its answer a byte at a time, each within the socket's read
+    timeout, fails the request once operation_timeout_s + ANSWER_GRACE_S have passed;
+    more such requests than the transport has slots all fail by their deadlines too."""
+    monkeypatch.setattr(transport, "ANSWER_GRACE_S", 1.0)
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        reply = web.StreamResponse(headers={"Content-Type": "application/soap+xml"})
+        reply.content_length = 1 << 20
+        await reply.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(60):
+                await reply.write(b" ")
+                await asyncio.sleep(0.25)
+        return reply
+
+    runner, port = await _stand_in(trickle, tmp_path)
+    cim = client(f"https://127.0.0.1:{port}/wsman", operation_timeout_s=1,
+                 max_concurrent_requests=2)
+    started = time.monotonic()
+    try:
+        outcomes = await asyncio.gather(
+            *(cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch") for _ in range(5)),
+            return_exceptions=True)
+    finally:
+        elapsed = time.monotonic() - started
+        await cim.close()
+        await runner.cleanup()
+    assert all(isinstance(o, CimUnavailable) for o in outcomes), outcomes
+    assert str(outcomes[0]) == (f"127.0.0.1:{port}: the WinRM service did not complete its "
+                                "answer within 2 s; the connection is dropped")
+    assert elapsed < 3 * 2 + 2  # three rounds of two slots, each at its 2 s deadline
+
+
+async def test_an_answer_that_is_not_well_formed_xml_is_one_line_naming_the_host(
+        tmp_path: Path) -> None:
+    async def truncated(_: web.Request) -> web.Response:
+        return web.Response(text="<s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envel",
+                            content_type="application/soap+xml")
+
+    runner, port = await _stand_in(truncated, tmp_path)
+    cim = client(f"https://127.0.0.1:{port}/wsman")
+    try:
+        with pytest.raises(CimUnavailable) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+    assert str(raised.value).startswith(f"127.0.0.1:{port}: the WinRM service's answer is "
+                                        "not well-formed XML (")
+    assert "\n" not in str(raised.value)
+
+
+async def test_an_enumeration_that_does_not_end_is_refused_and_its_context_released(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_PULLS the enumeration is refused, naming the query, and the host's
+    context is released rather than left to its timeout (here: a small envelope makes
+    the face answer the VMs' settings over several pulls, and one pull is allowed)."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    monkeypatch.setattr(backend, "MAX_PULLS", 1)
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, max_envelope_bytes=8192)
+        with pytest.raises(CimError, match=r"did not end after 1 pulls"):
+            await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        await cim.close()
+        assert served.service.enumerations.open_count == 0

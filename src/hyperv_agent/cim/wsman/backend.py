@@ -66,6 +66,10 @@ from hyperv_agent.errors import CimError, CimInvalidParameter, CimResponseTooLar
 _SELECT = re.compile(r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+(?P<class>[A-Za-z_]\w*)",
                      re.IGNORECASE | re.DOTALL)
 MAX_ELEMENTS = 32000  # WinRM's MaxBatchItems; the envelope size bounds a batch first
+# An enumeration that does not end within these is refused (a host or a proxy that never
+# sends EndOfSequence): far beyond a Hyper-V host's 1,024 VMs with all their settings.
+MAX_PULLS = 10_000
+MAX_ENUMERATED = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -169,14 +173,20 @@ class WsmanCim(Cim):
                                                                                  MAX_ELEMENTS))
         batch = envelope.read_batch(body)
         items = list(batch.items)
+        pulls = 0
         try:
             while not batch.ended and batch.context is not None:
+                if pulls >= MAX_PULLS or len(items) >= MAX_ENUMERATED:
+                    raise CimError(f"{self.transport.settings.where}: the enumeration of "
+                                   f"{wql!r} did not end after {pulls} pulls and {len(items)} "
+                                   "instances; its answer is not used")
                 body = await self.transport.send(PULL, uri, envelope.pull_body(batch.context,
                                                                                MAX_ELEMENTS))
+                pulls += 1
                 batch = envelope.read_batch(body)
                 items.extend(batch.items)
-        except CimResponseTooLarge:
-            if batch.context is not None:
+        except CimError:  # the host's context is let go at once, not left to its timeout
+            if not batch.ended and batch.context is not None:
                 await self._release(uri, batch.context)
             raise
         return items

@@ -13,6 +13,9 @@ connection failures name the host and never the password.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -48,7 +51,20 @@ _T = TypeVar("_T")
 #: connection (http.sys keeps idle ones for 120 s), and a security context cannot move to
 #: a new connection, so it is built anew, on a new connection, instead.
 IDLE_SESSION_S = 60.0
-_QUIET = ("pypsrp", "spnego", "requests_credssp", "urllib3")  # they log whole messages at DEBUG
+#: A request's whole answer must have arrived this long after the operation timeout: a
+#: host sending it a few bytes at a time never trips the socket's per-read timeout.
+ANSWER_GRACE_S = 10.0
+# They log whole messages at DEBUG; pypsrp logs each failure it raises at ERROR, with its
+# traceback, and the transport says each one again, in one line naming the host.
+_QUIET = {"pypsrp": logging.CRITICAL, "spnego": logging.WARNING,
+          "requests_credssp": logging.WARNING, "urllib3": logging.WARNING}
+
+
+class _Call:
+    """One request's fate: ``abandoned`` once its answer took too long (its session is
+    then closed when the worker thread is done with it, never reused)."""
+
+    abandoned = False
 
 
 class _Answered(Exception):
@@ -88,46 +104,68 @@ class Transport:
         self._idle: list[tuple[WSMan, float]] = []  # session, when it was last used
         self._lock = threading.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
-        for name in _QUIET:
+        # Worker threads of their own: a request whose answer never completes holds its
+        # thread until the socket gives up, and must not hold up other work of the process
+        # (twice the slots, so requests abandoned by their deadline leave room for new ones).
+        self._workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * settings.max_concurrent_requests, thread_name_prefix="winrm")
+        for name, level in _QUIET.items():
             library = logging.getLogger(name)
             if library.level == logging.NOTSET:
-                library.setLevel(logging.WARNING)
+                library.setLevel(level)
+
+    @property
+    def deadline_s(self) -> float:
+        """How long a request may take, its whole answer read."""
+        return self.settings.operation_timeout_s + ANSWER_GRACE_S
 
     async def send(self, action: str, resource_uri: str, body: Element | None = None, *,
                    selectors: SelectorSet | None = None, options: OptionSet | None = None
                    ) -> Element:
-        """The ``s:Body`` of the answer to one request; CimError on any failure."""
+        """The ``s:Body`` of the answer to one request; CimError on any failure, and
+        CimUnavailable when the whole answer has not arrived by ``deadline_s``."""
         async with self._slots:
             self.requests += 1
-            return await asyncio.to_thread(self._with_session, lambda wsman: wsman.invoke(
+            call = _Call()
+            work = functools.partial(self._with_session, lambda wsman: wsman.invoke(
                 action, resource_uri, body, option_set=options, selector_set=selectors,
-                timeout=self.settings.operation_timeout_s))
+                timeout=self.settings.operation_timeout_s), call)
+            running = asyncio.get_running_loop().run_in_executor(
+                self._workers, functools.partial(contextvars.copy_context().run, work))
+            try:
+                return await asyncio.wait_for(asyncio.shield(running), self.deadline_s)
+            except TimeoutError:
+                call.abandoned = True
+                running.add_done_callback(_forget)
+                raise CimUnavailable(f"{self.settings.where}: the WinRM service did not "
+                                     f"complete its answer within {self.deadline_s:.0f} s; "
+                                     "the connection is dropped") from None
 
-    def _with_session(self, work: Callable[[WSMan], Element]) -> Element:
+    def _with_session(self, work: Callable[[WSMan], Element], call: _Call) -> Element:
         """``work`` on an idle session, or a new one. A reused session the host no longer
         accepts (it dropped the connection, and pypsrp re-authenticated but sealed the
         message with the old context: 400 or 401, nothing done) is replaced once."""
         wsman, reused = self._take()
         try:
-            return self._run(wsman, work)
+            return self._run(wsman, work, call)
         except CimError as error:
-            if not (reused and getattr(error, "stale_session", False)):
+            if not (reused and getattr(error, "stale_session", False)) or call.abandoned:
                 raise
-        return self._run(self._open(), work)
+        return self._run(self._open(), work, call)
 
-    def _run(self, wsman: WSMan, work: Callable[[WSMan], Element]) -> Element:
+    def _run(self, wsman: WSMan, work: Callable[[WSMan], Element], call: _Call) -> Element:
         try:
             envelope = self._guarded(lambda: work(wsman))
         except _Answered as answered:  # the host answered: the session is sound, unless
             if getattr(answered.error, "stale_session", False):  # it could not be read
                 wsman.close()
             else:
-                self._give(wsman)
+                self._kept(wsman, call)
             raise answered.error from None
         except BaseException:
             wsman.close()  # a failed session may hold a broken security context
             raise
-        self._give(wsman)
+        self._kept(wsman, call)
         body = envelope.find(q(S, "Body"))
         if body is None:
             raise CimError(f"{self.settings.where}: the WinRM answer has no SOAP body")
@@ -144,7 +182,11 @@ class Transport:
                 return wsman, True
             wsman.close()
 
-    def _give(self, wsman: WSMan) -> None:
+    def _kept(self, wsman: WSMan, call: _Call) -> None:
+        """A session back among the idle ones; closed when its request was abandoned."""
+        if call.abandoned:
+            wsman.close()
+            return
         with self._lock:
             self._idle.append((wsman, time.monotonic()))
 
@@ -167,6 +209,7 @@ class Transport:
             sessions, self._idle = self._idle, []
         for wsman, _ in sessions:
             wsman.close()
+        self._workers.shutdown(wait=False, cancel_futures=True)
 
     # --- errors ---------------------------------------------------------------------------
 
@@ -194,6 +237,9 @@ class Transport:
                                  f"({_reason(error)})") from None
         except WinRMError as error:
             raise CimError(f"{where}: {faults.one_line(str(error))}") from None
+        except (ParseError, DefusedXmlException) as error:  # pypsrp reads every answer
+            raise CimUnavailable(f"{where}: the WinRM service's answer is not well-formed "
+                                 f"XML ({faults.one_line(str(error))[:200]})") from None
 
     def _fault(self, error: WSManFaultError) -> CimError:
         context = error.__context__
@@ -208,6 +254,12 @@ class Transport:
             return CimError(f"{self.settings.where}: WinRM fault {error.code}: "
                             f"{faults.one_line(str(error.reason or ''))}")
         return faults.to_error(read_fault(fault))
+
+
+def _forget(done: asyncio.Future[Element]) -> None:
+    """Take the outcome of a request its caller no longer waits for."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _stale(error: CimError) -> CimError:

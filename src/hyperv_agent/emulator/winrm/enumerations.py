@@ -62,6 +62,11 @@ class Enumerations:
             return Batch(batch, None)
         return Batch(batch, context)
 
+    @property
+    def open_count(self) -> int:
+        """Enumeration contexts open now (not ended, released or expired)."""
+        return len(self._open)
+
     def release(self, context: str) -> None:
         if self._open.pop(context, None) is None:
             raise Fault("n:InvalidEnumerationContext", "the enumeration context is not valid")
