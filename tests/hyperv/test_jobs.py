@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 
+from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.errors import JobFailed, JobTimeout, MethodFailed
+from hyperv_agent.errors import CimUnavailable, JobFailed, JobTimeout, MethodFailed
 from hyperv_agent.hyperv import jobs
 from tests.emulator.kit import define_vm, state
 
@@ -70,3 +72,55 @@ async def test_failure_code_raises_method_failed_unless_accepted(emulator: Emula
     result = await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 3},
                              accept=(32775,))
     assert result.return_value == 32775
+
+
+class _OutOfReach:
+    """The emulated host, its next ``outages`` reads of a job failing as an unreachable
+    WinRM service fails them."""
+
+    def __init__(self, cim: EmulatorCim, outages: int) -> None:
+        self.cim, self.outages = cim, outages
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cim, name)
+
+    async def get(self, path: ObjectPath) -> CimInstance:
+        if path.class_name == "Msvm_ConcreteJob" and self.outages:
+            self.outages -= 1
+            raise CimUnavailable("hv01:5986: cannot reach the WinRM service (refused)")
+        return await self.cim.get(path)
+
+
+async def test_a_job_is_polled_through_a_short_outage_of_its_host(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The job runs on while the host cannot be reached for a moment; its outcome is
+    what the call returns, not the outage."""
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=0.1)))
+    try:
+        vm = await define_vm(cim)
+        flaky = _OutOfReach(cim, outages=3)
+        await jobs.call(cast(Cim, flaky), vm, "RequestStateChange", {"RequestedState": 2},
+                        policy=jobs.WaitPolicy(timeout_s=5, first_poll_s=0.01, max_poll_s=0.02))
+        assert flaky.outages == 0
+        assert await state(cim, vm) == 2
+    finally:
+        await cim.close()
+
+
+async def test_a_host_out_of_reach_longer_than_the_grace_fails_the_wait(
+    make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "UNREACHABLE_GRACE_S", 0.2)
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=5)))
+    try:
+        vm = await define_vm(cim)
+        started = time.monotonic()
+        with pytest.raises(CimUnavailable, match="cannot reach the WinRM service"):
+            await jobs.call(cast(Cim, _OutOfReach(cim, outages=10_000)), vm,
+                            "RequestStateChange", {"RequestedState": 2},
+                            policy=jobs.WaitPolicy(timeout_s=5, first_poll_s=0.01,
+                                                   max_poll_s=0.02))
+        assert time.monotonic() - started < 1.5
+    finally:
+        await cim.close()

@@ -16,7 +16,14 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
-from hyperv_agent.errors import CimNotFound, HyperVError, JobFailed, JobTimeout, MethodFailed
+from hyperv_agent.errors import (
+    CimNotFound,
+    CimUnavailable,
+    HyperVError,
+    JobFailed,
+    JobTimeout,
+    MethodFailed,
+)
 from hyperv_agent.hyperv.schema import (
     JOB_FINISHED,
     JOB_SUCCEEDED,
@@ -37,6 +44,10 @@ class WaitPolicy:
 
 
 DEFAULT_POLICY = WaitPolicy()
+#: How long a job is polled through its host being out of reach (a dropped WinRM
+#: connection, the service restarting): the job runs on meanwhile, and its outcome is
+#: what the command answers.
+UNREACHABLE_GRACE_S = 30.0
 _STARTED = (ReturnCode.JOB_STARTED, ReturnCode.CIM_RUNNING)
 
 
@@ -110,7 +121,7 @@ async def wait(
     deadline = clock() + policy.timeout_s
     interval = policy.first_poll_s
     while True:
-        job = await _poll(cim, job_path, method)
+        job = await _poll_through_outages(cim, job_path, method, policy, clock, deadline)
         state = job.integer("JobState") or 0
         if state in JOB_FINISHED:
             return _outcome(job, method, state)
@@ -118,6 +129,23 @@ async def wait(
             raise JobTimeout(method, policy.timeout_s, job.integer("PercentComplete") or 0)
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def _poll_through_outages(cim: Cim, job_path: ObjectPath, method: str,
+                                policy: WaitPolicy, clock: Callable[[], float],
+                                deadline: float) -> CimInstance:
+    """The job, read again every ``max_poll_s`` while the host cannot be reached, for up
+    to ``UNREACHABLE_GRACE_S`` (and never past ``deadline``); then CimUnavailable."""
+    out_since: float | None = None
+    while True:
+        try:
+            return await _poll(cim, job_path, method)
+        except CimUnavailable:
+            now = clock()
+            out_since = now if out_since is None else out_since
+            if now - out_since >= UNREACHABLE_GRACE_S or now >= deadline:
+                raise
+            await asyncio.sleep(min(policy.max_poll_s, deadline - now))
 
 
 async def _poll(cim: Cim, job_path: ObjectPath, method: str) -> CimInstance:
