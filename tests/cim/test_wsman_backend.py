@@ -113,8 +113,10 @@ async def test_provider_errors_arrive_as_the_seams_typed_errors(remote: WsmanCim
         await remote.get(ObjectPath.for_keys("Msvm_ComputerSystem",
                                              CreationClassName="Msvm_ComputerSystem",
                                              Name="00000000-0000-0000-0000-000000000000"))
-    with pytest.raises(CimInvalidClass):
+    with pytest.raises(CimInvalidClass) as raised:
         await remote.query("SELECT * FROM Msvm_NoSuchClass")
+    # a fault names the host that sent it: not the agent, not a share
+    assert str(raised.value).startswith(f"{remote.transport.settings.where}: ")
     with pytest.raises(CimInvalidQuery):
         await remote.query("SELECT * FROM Msvm_ComputerSystem WHERE")
     with pytest.raises(CimInvalidMethod):
@@ -380,3 +382,26 @@ async def test_an_enumeration_that_does_not_end_is_refused_and_its_context_relea
             await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
         await cim.close()
         assert served.service.enumerations.open_count == 0
+
+
+async def test_an_answer_cut_off_midway_says_so_naming_the_host(tmp_path: Path) -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        reply = web.StreamResponse(headers={"Content-Type": "application/soap+xml"})
+        reply.content_length = 984
+        await reply.prepare(request)
+        await reply.write(b"<s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envelope'>")
+        assert request.transport is not None
+        request.transport.close()
+        return reply
+
+    runner, port = await _stand_in(cut, tmp_path)
+    cim = client(f"https://127.0.0.1:{port}/wsman")
+    try:
+        with pytest.raises(CimUnavailable) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+    assert str(raised.value) == (f"127.0.0.1:{port}: the connection broke during the WinRM "
+                                 "service's answer")

@@ -229,6 +229,9 @@ class Transport:
             raise CimUnavailable(f"{where}: the server's TLS certificate is not trusted "
                                  f"({_reason(error)}); give a CA file or turn verification "
                                  "off") from None
+        except requests.exceptions.ChunkedEncodingError:
+            raise CimUnavailable(f"{where}: the connection broke during the WinRM service's "
+                                 "answer") from None
         except requests.exceptions.Timeout:
             raise CimUnavailable(f"{where}: no answer from the WinRM service within "
                                  f"{self.settings.operation_timeout_s} s") from None
@@ -253,7 +256,7 @@ class Transport:
         if fault is None:
             return CimError(f"{self.settings.where}: WinRM fault {error.code}: "
                             f"{faults.one_line(str(error.reason or ''))}")
-        return faults.to_error(read_fault(fault))
+        return faults.to_error(read_fault(fault), f"{self.settings.where}: ")
 
 
 def _forget(done: asyncio.Future[Element]) -> None:
