@@ -239,7 +239,9 @@ class BuildJournal:
             else:
                 del self._names[key]
             if self._names:
-                _replace(self._path, ".building-", sorted(self._names.values()))
+                # not flushed to the disk: written twice by every StartCommand, and after
+                # a power loss a VM it no longer names is rebuilt by its next StartCommand
+                _replace(self._path, ".building-", sorted(self._names.values()), flush=False)
             else:  # nothing pending: no file (and the next write renames over none)
                 self._path.unlink(missing_ok=True)
 
@@ -271,10 +273,10 @@ def sweep_temporaries(state_dir: Path) -> int:
     return removed
 
 
-def _replace(path: Path, prefix: str, data: object) -> None:
-    """Write ``data`` as JSON (a bare string as text) aside, flushed to the disk, then
-    rename it to ``path``: after a power loss, ``path`` holds the old content or the new,
-    never an empty file."""
+def _replace(path: Path, prefix: str, data: object, flush: bool = True) -> None:
+    """Write ``data`` as JSON (a bare string as text) aside, flushed to the disk (unless
+    ``flush`` is False), then rename it to ``path``: after a power loss, ``path`` holds the
+    old content or the new, never an empty file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -282,8 +284,9 @@ def _replace(path: Path, prefix: str, data: object) -> None:
             out.write(data)
         else:
             json.dump(data, out, indent=1, sort_keys=True)
-        out.flush()
-        os.fsync(out.fileno())
+        if flush:
+            out.flush()
+            os.fsync(out.fileno())
     Path(temporary).replace(path)
 
 
