@@ -646,3 +646,24 @@ async def test_download_from_samba_fails_clearly_and_leaves_nothing_when_passwor
         assert samba.server in details and "Wr0ng" not in details, details
         assert "logon" in details.lower() or "credential" in details.lower(), details
         assert listing(pool) == before
+
+
+async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_and_keeps_it(
+    agent: Running, tmp_path: Path
+) -> None:
+    """A template that a running VM's linked clone has open as its parent is not replaced
+    by a repeated download: Windows refuses the rename, and the copy fails with its
+    reason, the running VM's disk chain intact and no aside file left."""
+    from tests.e2e.test_volume_commands import _vm_with
+
+    pool = _pool(agent)
+    _template_on_pool(agent)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    await _vm_with(agent.emulator, "i-3-6-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                   running=True)
+    before = listing(pool)
+    _disk(_secondary(tmp_path, "t/new.vhdx"), 16 * MIB)
+    await _refused(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
+                                _template(_primary(), path="tmpl-1")),
+                   "being used by another process")
+    assert listing(pool) == before  # the template's bytes and the clone's, as they were

@@ -88,11 +88,18 @@ async def request_state(cim: Cim, vm: ObjectPath, requested: int) -> MethodResul
     return await cim.invoke(vm, "RequestStateChange", {"RequestedState": requested})
 
 
-async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path) -> Path:
-    """A real dynamic VHDX (C:\\disks\\root.vhdx) on IDE 0, slot 0; returns the local file."""
+async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | None = None
+                      ) -> Path:
+    """A real dynamic VHDX (C:\\disks\\root.vhdx) on IDE 0, slot 0, or a differencing one
+    of the disk ``parent`` (a path on drive C); returns the local file."""
     folder = drive_c / "disks"
     folder.mkdir(parents=True, exist_ok=True)
-    vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    if parent is None:
+        vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    else:
+        vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+                   parent=drive_c / parent.removeprefix("C:\\").replace("\\", "/"),
+                   parent_locator=parent)
     ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
     controller = next(d.path for d in ide if d["Address"] == "0")
     drive = (await template(cim, "Msvm_ResourceAllocationSettingData", DISK)).updated(

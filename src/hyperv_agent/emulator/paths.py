@@ -27,6 +27,11 @@ class HostPaths:
         parts = PureWindowsPath(unc).drive
         return parts.rstrip("\\").lower()
 
+    @property
+    def host_name(self) -> str:
+        """The name of the emulated host these paths are of."""
+        return self._config.host_name
+
     def local(self, windows_path: str) -> Path:
         """The local file behind ``windows_path``; HostPathError if it cannot map."""
         pure = PureWindowsPath(windows_path)
