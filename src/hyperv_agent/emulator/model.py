@@ -119,6 +119,26 @@ def media_of_file(txn: Transaction, path: str) -> list[Record]:
     return txn.lookup(classes, MEDIUM_FILE, HostPaths.identity(path))
 
 
+#: Hidden state of a disk medium: the identities of its disk's parents (a differencing
+#: disk's chain), read from the file's headers when the medium was set.
+MEDIUM_PARENTS = "parents"
+
+
+def _medium_parent_keys(record: Record) -> tuple[str, ...]:
+    return tuple(record.meta.get(MEDIUM_PARENTS, ()))
+
+
+#: Storage settings by the parents of the disk they hold.
+MEDIUM_PARENT = IndexSpec("medium-parent", _medium_parent_keys)
+
+
+def media_over_file(txn: Transaction, path: str) -> list[Record]:
+    """Every Msvm_StorageAllocationSettingData whose disk has the file ``path`` among its
+    parents."""
+    classes = concrete_classes("Msvm_StorageAllocationSettingData", V2_NAMESPACE)
+    return txn.lookup(classes, MEDIUM_PARENT, HostPaths.identity(path))
+
+
 def is_running(vm: Record) -> bool:
     return vm["EnabledState"] in (EnabledState.ENABLED, EnabledState.QUIESCE)
 

@@ -19,27 +19,37 @@ from hyperv_agent.emulator.store import Record
 if TYPE_CHECKING:
     from hyperv_agent.emulator.host import EmulatedHost
 
-_DISK_SUFFIXES = (".vhd", ".vhdx", ".avhd", ".avhdx")
 _MAX_CHAIN = 16  # parents followed from one disk; deeper chains are not Hyper-V's
 
 
 def held_by(host: EmulatedHost, path: str) -> str | None:
-    """The name of a VM that holds the file ``path`` open, or None. Its drives are looked
-    up by file (an index); a disk file is then looked for among the parents of every
-    running VM's differencing disks (their headers read)."""
+    """The name of a VM that holds the file ``path`` open, or None: a running or paused
+    VM with it in a drive, or with a disk whose parents include it (both looked up by file
+    in the host's indexes: no file is read)."""
     txn = host.store.transaction()
-    for medium in model.media_of_file(txn, path):
-        vm = _running_owner(host, medium)
-        if vm is not None:
-            return vm
-    if not path.lower().endswith(_DISK_SUFFIXES):
-        return None
-    wanted = HostPaths.identity(path)
-    for medium in host.records("Msvm_StorageAllocationSettingData", txn):
+    for medium in (*model.media_of_file(txn, path), *model.media_over_file(txn, path)):
         owner = _running_owner(host, medium)
-        if owner is not None and wanted in _parents(host, _file_of(medium)):
+        if owner is not None:
             return owner
     return None
+
+
+def parent_chain(host: EmulatedHost, path: str) -> tuple[str, ...]:
+    """The identities of the parents of the disk ``path``, nearest first, read from the
+    headers (none when it is not a differencing disk or cannot be read); kept on a
+    medium as ``model.MEDIUM_PARENTS`` when it is set."""
+    found: list[str] = []
+    current: str | None = path
+    while current and len(found) < _MAX_CHAIN:
+        try:
+            parent = vhd.read_info(host.paths.local(current)).parent_path
+        except (HostPathError, vhd.VhdError, OSError):
+            break
+        if not parent or HostPaths.identity(parent) in found:
+            break
+        found.append(HostPaths.identity(parent))
+        current = parent
+    return tuple(found)
 
 
 def _running_owner(host: EmulatedHost, medium: Record) -> str | None:
@@ -48,24 +58,3 @@ def _running_owner(host: EmulatedHost, medium: Record) -> str | None:
     if vm is None or not model.is_running(vm):
         return None
     return str(vm["ElementName"])
-
-
-def _file_of(medium: Record) -> str | None:
-    resources = medium["HostResource"]
-    return str(resources[0]) if isinstance(resources, tuple) and resources else None
-
-
-def _parents(host: EmulatedHost, path: str | None) -> set[str]:
-    """The identities of the parents of the disk ``path`` (none when it is not a
-    differencing disk or cannot be read)."""
-    found: set[str] = set()
-    while path and len(found) < _MAX_CHAIN:
-        try:
-            parent = vhd.read_info(host.paths.local(path)).parent_path
-        except (HostPathError, vhd.VhdError, OSError):
-            return found
-        if not parent:
-            return found
-        found.add(HostPaths.identity(parent))
-        path = parent
-    return found

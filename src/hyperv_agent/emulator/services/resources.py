@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
-from hyperv_agent.emulator import bootsources, codes, model, vhd
+from hyperv_agent.emulator import bootsources, codes, model, openfiles, vhd
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import ResourceType, ReturnCode
 from hyperv_agent.emulator.paths import HostPathError
@@ -206,8 +206,16 @@ def _check_medium(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Rec
     if any(True for _ in _children(call, guid, drive)):
         raise _refuse(codes.SLOT_IN_USE, "the drive already holds a medium")
     check_medium_file(call, item.strings("HostResource"), iso, exclude=None)
+    _note_parents(call, rec, item.strings("HostResource"), iso)
     rec["Parent"] = str(drive.path)
     return f"\\{drive['AddressOnParent']}\\L"
+
+
+def _note_parents(call: Call, medium: Record, host_resource: tuple[str, ...],
+                  iso: bool) -> None:
+    """Keep the parents of the medium's disk on it: a running VM holds them open too."""
+    chain = () if iso else openfiles.parent_chain(call.host, host_resource[0])
+    medium.meta[model.MEDIUM_PARENTS] = list(chain)
 
 
 def check_medium_file(call: Call, host_resource: tuple[str, ...], iso: bool,
@@ -375,6 +383,7 @@ def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> No
     if record.class_def.name == "Msvm_StorageAllocationSettingData" and "HostResource" in values:
         iso = record["ResourceSubType"] == codes.SUBTYPE_ISO
         check_medium_file(call, item.strings("HostResource"), iso, exclude=record)
+        _note_parents(call, record, item.strings("HostResource"), iso)
     if record.class_def.name == "Msvm_EthernetPortAllocationSettingData" and (
         "HostResource" in values
     ):
