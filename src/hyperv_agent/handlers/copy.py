@@ -40,7 +40,6 @@ import logging
 import ntpath
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -60,7 +59,7 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
-from hyperv_agent.hostfs.aside import AsideFiles, discard
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import disks
 
 if TYPE_CHECKING:
@@ -202,8 +201,7 @@ class CopyHandler(FileHandlers):
                                              policy=self.job_wait)).size_bytes
         return max(wanted, virtual), wanted > virtual
 
-    @contextlib.asynccontextmanager
-    async def _staged(self, target: str) -> AsyncIterator[str]:
+    def _staged(self, target: str) -> contextlib.AbstractAsyncContextManager[str]:
         """A fresh path next to ``target`` to make the new disk at, renamed over ``target``
         when the block succeeds and removed (with whatever a failed job left) when it
         fails, so ``target`` is either the finished disk or as it was before. The name is
@@ -211,14 +209,7 @@ class CopyHandler(FileHandlers):
         process left it, never while in use) followed by the disk's extension, from which
         Hyper-V takes the format."""
         aside = self.aside or AsideFiles(secrets.token_hex(4))
-        staged = aside.name_for(target) + ntpath.splitext(target)[1]
-        with aside.writing(staged):
-            try:
-                yield staged
-                await self.files.rename(staged, target)
-            except BaseException:
-                await discard(self.files, staged)
-                raise
+        return aside.replacing(self.files, target, ntpath.splitext(target)[1])
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""

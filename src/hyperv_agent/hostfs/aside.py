@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from hyperv_agent.errors import AgentError, HostFileError
 from hyperv_agent.hostfs.api import HostFiles
@@ -63,6 +63,22 @@ class AsideFiles:
             yield
         finally:
             self._writing.discard(key)
+
+    @contextlib.asynccontextmanager
+    async def replacing(self, files: HostFiles, target: str, suffix: str = ""
+                        ) -> AsyncIterator[str]:
+        """A fresh aside path for ``target`` (ending in ``suffix``) to make the new file
+        at, marked as being written: renamed over ``target`` when the block succeeds,
+        removed when it (or the rename) fails or is cancelled, so ``target`` is either the
+        new file or as it was."""
+        temp = self.name_for(target) + suffix
+        with self.writing(temp):
+            try:
+                yield temp
+                await files.rename(temp, target)
+            except BaseException:
+                await discard(files, temp)
+                raise
 
     async def sweep(self, files: HostFiles, folder: str, target: str | None = None) -> int:
         """Remove from ``folder`` this agent's aside files that no copy is writing now,

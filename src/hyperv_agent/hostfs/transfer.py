@@ -28,7 +28,7 @@ from typing import BinaryIO, Protocol, TypeVar
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
-from hyperv_agent.hostfs.aside import AsideFiles, discard, split
+from hyperv_agent.hostfs.aside import AsideFiles, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
@@ -106,23 +106,17 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     codec = _codec(source) if decompress else None
     label = source if isinstance(source, str) else source.label
     namer = aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's only
-    temp = namer.name_for(target)
     meter = _Meter(label, target, progress_every_s)
     await namer.sweep(files, split(target)[0], target)
-    with namer.writing(temp):
-        try:
-            hexdigest = None
-            if isinstance(source, str) and codec is None and algorithm is None:
-                read = written = await _native_copy(files, source, temp, meter)
-            else:
-                plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
-                written, read, hexdigest = await _in_worker(plan.run)
-            if verify is not None:
-                await verify(temp)
-            await files.rename(temp, target)
-        except BaseException:
-            await discard(files, temp)
-            raise
+    async with namer.replacing(files, target) as temp:
+        hexdigest = None
+        if isinstance(source, str) and codec is None and algorithm is None:
+            read = written = await _native_copy(files, source, temp, meter)
+        else:
+            plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
+            written, read, hexdigest = await _in_worker(plan.run)
+        if verify is not None:
+            await verify(temp)
     meter.finished(written, read)
     return Transferred(target, written, read, hexdigest)
 
