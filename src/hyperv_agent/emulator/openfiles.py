@@ -34,21 +34,18 @@ def held_by(host: EmulatedHost, path: str) -> str | None:
     return None
 
 
-def parent_chain(host: EmulatedHost, path: str) -> tuple[str, ...]:
-    """The identities of the parents of the disk ``path``, nearest first, read from the
-    headers (none when it is not a differencing disk or cannot be read); kept on a
-    medium as ``model.MEDIUM_PARENTS`` when it is set."""
+def parent_chain(host: EmulatedHost, parent: str | None) -> tuple[str, ...]:
+    """The identities of a disk's parents, nearest first: ``parent`` (the disk's own
+    ``parent_path``; None when it is not a differencing disk) and the parents its headers
+    name in turn, as far as they can be read; kept on a medium as ``model.MEDIUM_PARENTS``
+    when it is set."""
     found: list[str] = []
-    current: str | None = path
-    while current and len(found) < _MAX_CHAIN:
+    while parent and len(found) < _MAX_CHAIN and HostPaths.identity(parent) not in found:
+        found.append(HostPaths.identity(parent))
         try:
-            parent = vhd.read_info(host.paths.local(current)).parent_path
+            parent = vhd.read_info(host.paths.local(parent)).parent_path
         except (HostPathError, vhd.VhdError, OSError):
             break
-        if not parent or HostPaths.identity(parent) in found:
-            break
-        found.append(HostPaths.identity(parent))
-        current = parent
     return tuple(found)
 
 

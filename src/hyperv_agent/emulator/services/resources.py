@@ -205,22 +205,23 @@ def _check_medium(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Rec
                       "ISO media go in DVD drives and hard disk images in disk drives")
     if any(True for _ in _children(call, guid, drive)):
         raise _refuse(codes.SLOT_IN_USE, "the drive already holds a medium")
-    check_medium_file(call, item.strings("HostResource"), iso, exclude=None)
-    _note_parents(call, rec, item.strings("HostResource"), iso)
+    disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=None)
+    _note_parents(call, rec, disk)
     rec["Parent"] = str(drive.path)
     return f"\\{drive['AddressOnParent']}\\L"
 
 
-def _note_parents(call: Call, medium: Record, host_resource: tuple[str, ...],
-                  iso: bool) -> None:
-    """Keep the parents of the medium's disk on it: a running VM holds them open too."""
-    chain = () if iso else openfiles.parent_chain(call.host, host_resource[0])
+def _note_parents(call: Call, medium: Record, disk: vhd.DiskInfo | None) -> None:
+    """Keep the parents of the medium's disk (none for an ISO) on it: a running VM holds
+    them open too."""
+    chain = openfiles.parent_chain(call.host, disk.parent_path) if disk is not None else ()
     medium.meta[model.MEDIUM_PARENTS] = list(chain)
 
 
 def check_medium_file(call: Call, host_resource: tuple[str, ...], iso: bool,
-                      exclude: Record | None) -> None:
-    """The file must exist (and be a VHD/VHDX) and not already be attached elsewhere."""
+                      exclude: Record | None) -> vhd.DiskInfo | None:
+    """The file must exist (and be a VHD/VHDX) and not already be attached elsewhere;
+    the disk as its headers describe it (None for an ISO)."""
     if not host_resource or not host_resource[0]:
         raise _refuse(ReturnCode.INVALID_PARAMETER, "HostResource must name the image file")
     path = host_resource[0]
@@ -230,13 +231,13 @@ def check_medium_file(call: Call, host_resource: tuple[str, ...], iso: bool,
         raise _refuse(ReturnCode.INVALID_PARAMETER, str(error)) from None
     if not local.is_file():
         raise _refuse(ReturnCode.FILE_NOT_FOUND, f"the file {path} does not exist")
-    if not iso:
-        _check_disk_file(call, path, local, exclude)
+    return None if iso else _check_disk_file(call, path, local, exclude)
 
 
-def _check_disk_file(call: Call, path: str, local: Path, exclude: Record | None) -> None:
+def _check_disk_file(call: Call, path: str, local: Path, exclude: Record | None
+                     ) -> vhd.DiskInfo:
     try:
-        vhd.read_info(local)
+        disk = vhd.read_info(local)
     except vhd.VhdError as error:
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"{path} is not a virtual hard disk: {error}"
                       ) from None
@@ -246,6 +247,7 @@ def _check_disk_file(call: Call, path: str, local: Path, exclude: Record | None)
             continue
         if model.guid_of(other) and call.host.paths.same(str(resources[0]), path):
             raise _refuse(ReturnCode.SYSTEM_IN_USE, f"{path} is already attached to a VM")
+    return disk
 
 
 def _check_nic(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Record) -> str:
@@ -382,8 +384,8 @@ def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> No
     kind = _kind(record)
     if record.class_def.name == "Msvm_StorageAllocationSettingData" and "HostResource" in values:
         iso = record["ResourceSubType"] == codes.SUBTYPE_ISO
-        check_medium_file(call, item.strings("HostResource"), iso, exclude=record)
-        _note_parents(call, record, item.strings("HostResource"), iso)
+        disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=record)
+        _note_parents(call, record, disk)
     if record.class_def.name == "Msvm_EthernetPortAllocationSettingData" and (
         "HostResource" in values
     ):
