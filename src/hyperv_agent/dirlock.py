@@ -27,9 +27,8 @@ _WINDOWS_LOCK_OFFSET = 1 << 20  # the byte locked on Windows: past anything writ
 class DirectoryLock:
     """An exclusive lock on ``directory / name``, held until ``release``."""
 
-    def __init__(self, fd: int, path: Path) -> None:
+    def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
-        self.path = path
 
     @classmethod
     def take(cls, directory: Path, name: str, what: str, hint: str = "") -> DirectoryLock:
@@ -50,11 +49,7 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode())
-        return cls(fd, path)
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
+        return cls(fd)
 
     def release(self) -> None:
         """Let the directory go (the file stays: removing it could let two processes
