@@ -113,14 +113,20 @@ class PoolRegistry:
             self._warn_local_taken(self._local_uuid or "", stale)
         return pools
 
-    @property
-    def local(self) -> RegisteredPool | None:
-        """The local pool (``local_storage_path``), when the configuration names one."""
-        return self._local
-
     def is_local(self, pool_uuid: str) -> bool:
         """Whether ``pool_uuid`` is the local pool's uuid, as the startup reply reported it."""
         return self._local_uuid is not None and pool_uuid.lower() == self._local_uuid
+
+    def local_refusal(self, pool_uuid: str, root: str) -> str | None:
+        """Why ``root`` cannot be registered under ``pool_uuid``: the uuid is the local
+        pool's, which names the configured folder only; None when it may be."""
+        if not self.is_local(pool_uuid):
+            return None
+        if self._local is not None and locations.same_folder(self._local.root, root):
+            return None
+        where = self._local.root if self._local is not None else "not configured"
+        return (f"it is this host's local pool, whose folder is local_storage_path in the "
+                f"agent's configuration ({where}); it is not moved to {root}")
 
     def name_local(self, pool_uuid: str) -> None:
         """Keep ``pool_uuid`` as the local pool's uuid (the startup reply reports it): a
@@ -175,8 +181,7 @@ class PoolRegistry:
         root is a ValueError (``StorageHandlers`` refuses it first, with its reason)."""
         with self._lock:
             if self.is_local(pool_uuid):
-                if self._local is None or not locations.same_folder(self._local.root,
-                                                                     pool.root):
+                if self.local_refusal(pool_uuid, pool.root) is not None:
                     raise ValueError(f"{pool_uuid} is the local pool's uuid; {pool.root} "
                                      "cannot be registered under it")
                 return

@@ -125,15 +125,9 @@ class StorageHandlers:
 
     def _refuse_moving_the_local_pool(self, pool: StorageFilerTO, root: str) -> None:
         """The local pool's uuid names the configured folder only."""
-        if not pool.uuid or not self.registry.is_local(pool.uuid):
-            return
-        local = self.registry.local
-        if local is not None and locations.same_folder(local.root, root):
-            return
-        where = local.root if local is not None else "not configured"
-        raise InvalidRequest(f"it is this host's local pool, whose folder is "
-                             f"local_storage_path in the agent's configuration ({where}); "
-                             f"it is not moved to {root}")
+        refusal = self.registry.local_refusal(pool.uuid, root) if pool.uuid else None
+        if refusal is not None:
+            raise InvalidRequest(refusal)
 
     async def _measure(self, root: str) -> tuple[int, int]:
         found = await self.files.stat(root)
