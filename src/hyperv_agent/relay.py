@@ -17,8 +17,9 @@ is no VMConnect to reach, so nothing is relayed (GetVncPort still answers as on 
 On the Hyper-V host itself (``wmi``, or ``wsman`` to this Windows machine) VMConnect
 listens on 2179 already and the console proxy reaches it directly. A relay never passes
 connections to itself: a WinRM URL naming this machine (the emulator's WinRM face, a tunnel)
-with the relay listening on the target port starts no relay, and a relayed connection that
-arrives back at the relay (an address the names above did not tell) is closed at once.
+with the relay listening on the target port starts no relay, and a target address that
+turns out to be the relay's own listener (one the names above did not tell) is refused for
+each connection, before any is made to it.
 """
 
 from __future__ import annotations
