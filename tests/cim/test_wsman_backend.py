@@ -313,6 +313,21 @@ async def _stand_in(handler: Callable[[web.Request], Any], tls_dir: Path
     return runner, runner.addresses[0][1]
 
 
+async def _unavailable(handler: Callable[[web.Request], Any], tmp_path: Path
+                       ) -> tuple[int, str]:
+    """The port of a stand-in answering with ``handler``, and the message of the
+    CimUnavailable a query of it raises."""
+    runner, port = await _stand_in(handler, tmp_path)
+    cim = client(f"https://127.0.0.1:{port}/wsman")
+    try:
+        with pytest.raises(CimUnavailable) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+    return port, str(raised.value)
+
+
 async def test_an_answer_that_trickles_in_fails_at_its_deadline_and_frees_its_slot(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A host that sends its answer a byte at a time, each within the socket's read
@@ -355,17 +370,10 @@ async def test_an_answer_that_is_not_well_formed_xml_is_one_line_naming_the_host
         return web.Response(text="<s:Envelope xmlns:s='http://www.w3.org/2003/05/soap-envel",
                             content_type="application/soap+xml")
 
-    runner, port = await _stand_in(truncated, tmp_path)
-    cim = client(f"https://127.0.0.1:{port}/wsman")
-    try:
-        with pytest.raises(CimUnavailable) as raised:
-            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
-    finally:
-        await cim.close()
-        await runner.cleanup()
-    assert str(raised.value).startswith(f"127.0.0.1:{port}: the WinRM service's answer is "
-                                        "not well-formed XML (")
-    assert "\n" not in str(raised.value)
+    port, message = await _unavailable(truncated, tmp_path)
+    assert message.startswith(f"127.0.0.1:{port}: the WinRM service's answer is not "
+                              "well-formed XML (")
+    assert "\n" not in message
 
 
 async def test_an_enumeration_that_does_not_end_is_refused_and_its_context_released(
@@ -395,13 +403,5 @@ async def test_an_answer_cut_off_midway_says_so_naming_the_host(tmp_path: Path) 
         request.transport.close()
         return reply
 
-    runner, port = await _stand_in(cut, tmp_path)
-    cim = client(f"https://127.0.0.1:{port}/wsman")
-    try:
-        with pytest.raises(CimUnavailable) as raised:
-            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
-    finally:
-        await cim.close()
-        await runner.cleanup()
-    assert str(raised.value) == (f"127.0.0.1:{port}: the connection broke during the WinRM "
-                                 "service's answer")
+    port, message = await _unavailable(cut, tmp_path)
+    assert message == f"127.0.0.1:{port}: the connection broke during the WinRM service's answer"
