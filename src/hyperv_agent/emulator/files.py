@@ -32,7 +32,8 @@ class EmulatedFiles(LocalFiles):
         return await super().remove(path)
 
     async def rename(self, source: str, target: str) -> None:
-        if await self._held(source) or (await self.exists(target) and await self._held(target)):
+        # a file no VM holds (a target not there yet among them) is not looked at further
+        if await self._held(source) or await self._held(target):
             raise HostFileError(f"cannot rename {source}: {IN_USE}")
         await super().rename(source, target)
 
