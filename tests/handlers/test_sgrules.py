@@ -107,3 +107,13 @@ def test_numbered_protocols_become_their_names_or_numbers() -> None:
                   rule("47", 0, 0, "10.0.0.0/8")])
     assert {a.protocol for a in acls if a.role == "ingress"
             and a.direction == AclDirection.INCOMING} == {"1", "TCP", "47"}
+
+
+def test_no_egress_rule_allows_what_an_egress_all_rule_to_everywhere_allows() -> None:
+    def allowed(acls: tuple[AclSpec, ...]) -> set[tuple[object, ...]]:
+        return {(a.direction, a.protocol, a.local_ip, a.remote_ip, a.local_port,
+                 a.remote_port, a.stateful) for a in acls if a.role != "dns"}
+
+    ssh = [rule("tcp", 22, 22, "192.168.1.0/24")]
+    everywhere = [rule("all", 0, 0, "0.0.0.0/0", "::/0")]
+    assert allowed(_acls(ssh)) == allowed(_acls(ssh, everywhere))

@@ -85,6 +85,18 @@ async def test_vm_may_reach_everything_when_no_egress_rule_exists_but_not_be_rea
                               Packet.inbound("udp", "192.0.2.9", VM, local_port=5000))
 
 
+async def test_vm_without_egress_rules_gets_its_ping_replies_and_path_mtu_errors(
+    emulator: EmulatorCim,
+) -> None:
+    nic = await vm_with_nic(emulator)
+    await program(emulator, nic, [rule("tcp", 22, 22, "192.168.1.0/24")], [])
+    assert reaches(emulator, nic, Packet.outbound("icmp", VM, "8.8.8.8"))
+    too_big = replace(Packet.inbound("icmp", "198.51.100.1", VM), icmp_type=3)
+    assert traffic.admits(emulator.host, nic.vm_name, nic.mac, too_big)
+    spoofed_ping = Packet.outbound("icmp", "10.1.1.99", "8.8.8.8")
+    assert not traffic.admits(emulator.host, nic.vm_name, nic.mac, spoofed_ping)
+
+
 async def test_ipv6_rules_and_addresses_are_enforced_like_ipv4(emulator: EmulatorCim) -> None:
     nic = await vm_with_nic(emulator)
     await program(emulator, nic, [rule("tcp", 22, 22, "2001:db8:ff::/48")],

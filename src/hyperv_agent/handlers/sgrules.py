@@ -11,7 +11,10 @@ it:
   its CIDRs and ports (RemotePort). TCP and UDP ACLs are stateful, so the return traffic of
   the sessions they allow passes.
 * No egress rule for an address family: everything the VM sends from its own addresses of
-  that family is allowed (TCP and UDP statefully).
+  that family is allowed (TCP and UDP statefully), as by an egress rule ``all`` to every
+  address of the family. That includes ICMP both ways: a ping's reply and the errors of
+  path MTU discovery come back (KVM's connection tracking lets them in), which on Hyper-V,
+  whose ACLs keep no ICMP session, means any ICMP of the family reaches the VM.
 * Always allowed: DHCP (client and server ports, both directions; the VM may not act as a
   DHCP server, which the port's DHCP guard enforces), DHCPv6 from the link-local address,
   DNS (TCP and UDP 53) from the VM's own addresses, and ICMPv6 to the VM and from its own
@@ -256,8 +259,13 @@ def _allow(role: str, direction: AclDirection, protocol: str, remote: str, ports
 
 
 def _open_egress(version: int, nic: NicAddresses) -> Iterator[AclSpec]:
+    """What an egress rule ``all`` to every address of the family allows, which is what
+    CloudStack means by no egress rule: ICMP included, replies and errors back."""
+    everywhere = _FAMILY_ANY[version]
     for protocol in ("TCP", "UDP", ANY):
-        yield from _allow("egress-open", OUT, protocol, _FAMILY_ANY[version], ANY, version, nic)
+        yield from _allow("egress-open", OUT, protocol, everywhere, ANY, version, nic)
+    if version == 4:  # ICMPv6 is always allowed (see _always)
+        yield from _allow("egress-open", IN, ICMP, everywhere, ANY, version, nic)
 
 
 def _dns(version: int, nic: NicAddresses) -> Iterator[AclSpec]:
