@@ -256,6 +256,25 @@ async def test_failed_answer_cuts_a_long_echoed_field_of_a_command_that_decoded(
         "SELECT ElementName FROM Msvm_ComputerSystem WHERE Caption = 'Virtual Machine'") == []
 
 
+async def test_failed_answer_leaves_out_an_echoed_field_of_very_many_short_strings(
+    running: Running,
+) -> None:
+    details = {f"k{i}": "v" for i in range(200_000)}  # 2.6 MB of short strings
+    body = {"vm": {"name": "i-2-5-VM", "type": "User", "cpus": 0, "minRam": 256 * MIB,
+                   "maxRam": 256 * MIB, "details": details, "disks": [], "nics": []}}
+    async with running.session.post(running.url + API + names.START_COMMAND,
+                                    json=body) as reply:
+        text = await reply.read()
+    assert len(text) < SMALL_ANSWER_BYTES, len(text)
+    ((key, fields),) = json.loads(text)[0].items()
+    assert key == names.START_ANSWER and fields["result"] is False
+    assert "vm" not in fields and "cpus must be at least 1" in fields["details"]
+    assert fields["details"].endswith("(the command's vm is not echoed: it holds more than "
+                                      "65536 characters and items)"), fields["details"]
+    _, ready = await running.answer("com.cloud.agent.api.ReadyCommand", {"hostId": 1})
+    assert ready["result"] is True
+
+
 async def test_failed_answer_cuts_long_details_after_redacting_them() -> None:
     secret_at_the_cut = "x" * 8180 + '{"password": "s3cret-tail"}'
 

@@ -15,7 +15,9 @@ Answers never carry secrets: a StartAnswer's VM goes back without its VNC passwo
 with the secrets of its boot arguments replaced. A failed answer stays small whatever its
 command carried: a string it echoes longer than ``ECHO_MAX_CHARS`` (any name or path of a
 valid command is shorter) and ``details`` longer than ``DETAILS_MAX_CHARS`` are cut, with a
-marker saying how long they were (``cut``); the MS reads no such field of a failed answer.
+marker saying how long they were (``cut``), and a field that is still larger than
+``ECHO_FIELD_MAX_CHARS`` (very many short strings) is not echoed; the MS reads no such field
+of a failed answer.
 
 Where the C# agent and the Java classes disagree on a name (protocol §12), the answer writes
 both: GetStorageStatsAnswer ``capacityBytes``/``usedBytes`` and ``capacity``/``used``,
@@ -68,6 +70,11 @@ from hyperv_agent.cloudstack.objects import (
 ECHO_MAX_CHARS: Final = 4096
 #: The longest ``details`` of a failed answer; longer ones are cut (``cut``).
 DETAILS_MAX_CHARS: Final = 8192
+#: The most a failed answer echoes of one field, in characters of its strings and items
+#: of its lists and maps once its strings are cut: a VM of a valid command, boot arguments
+#: cut, is a few thousand. A larger value (a command with a hundred thousand NICs or VM
+#: details) is not echoed, and ``details`` says so.
+ECHO_FIELD_MAX_CHARS: Final = 65536
 
 #: SecurityGroupRuleAnswer.FailureReason names.
 FAILURE_NONE = "NONE"
@@ -126,11 +133,17 @@ class Answer(WireModel):
         did not decode (an echoed value that is itself malformed is left out); and
         ``ON_FAILURE`` with ``fields`` over it (Java names; those the class does not have,
         or whose value it would not take, are left out). Every string echoed or said is
-        cut to ``ECHO_MAX_CHARS``, ``details`` to ``DETAILS_MAX_CHARS``."""
+        cut to ``ECHO_MAX_CHARS``, ``details`` to ``DETAILS_MAX_CHARS``; a field larger
+        than ``ECHO_FIELD_MAX_CHARS`` is not echoed (``details`` says so)."""
         echoed: dict[str, Any] = {}
         for field, java_name in cls.ECHO.items():
-            value = _bounded(_field_of(source, java_name))
+            value = _plain(_field_of(source, java_name))
             alias = cls.model_fields[field].alias or field
+            if value is not None and _over(value, ECHO_FIELD_MAX_CHARS):
+                details += (f" (the command's {java_name} is not echoed: it holds more than "
+                            f"{ECHO_FIELD_MAX_CHARS} characters and items)")
+                continue
+            value = _bounded(value)
             if value is not None and _valid(cls, {alias: value}):
                 echoed[alias] = value
         names = {info.alias or name for name, info in cls.model_fields.items()}
@@ -158,12 +171,42 @@ def _bounded(value: Any) -> Any:
     if isinstance(value, str):
         return cut(value, ECHO_MAX_CHARS)
     if isinstance(value, BaseModel):
-        return _bounded(value.model_dump(mode="json", by_alias=True, exclude_none=True))
+        return _bounded(_plain(value))
     if isinstance(value, Mapping):
         return {_bounded(key): _bounded(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_bounded(item) for item in value]
     return value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON: a model dumped as the answer would write it."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return value
+
+
+def _over(value: Any, most: int) -> bool:
+    """Whether plain JSON ``value`` holds more than ``most`` characters of strings, as
+    ``_bounded`` cuts them (member names included), and items of lists and maps; it stops
+    counting there."""
+    pending, total = [value], 0
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += min(len(item), ECHO_MAX_CHARS)
+        elif isinstance(item, dict):
+            total += len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            total += len(item)
+            pending.extend(item)
+        else:
+            total += 1
+        if total > most:
+            return True
+    return False
 
 
 def _field_of(source: Command | Mapping[str, Any] | None, java_name: str) -> Any:
