@@ -368,6 +368,17 @@ def _rate_beyond_a_java_integer(body: dict[str, Any]) -> None:
     body["vm"]["nics"][0]["networkRateMbps"] = 1 << 40
 
 
+def _more_nics_than_a_vm_takes(body: dict[str, Any]) -> None:
+    nic = body["vm"]["nics"][0]
+    body["vm"]["nics"] = [{**nic, "deviceId": i, "mac": f"02:00:00:00:00:{i:02x}"}
+                          for i in range(65)]
+
+
+def _more_disks_than_slots(body: dict[str, Any]) -> None:
+    data = {**body["vm"]["disks"][0], "type": "DATADISK"}
+    body["vm"]["disks"] += [{**data, "diskSeq": i} for i in range(68)]
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     (_negative_cpus, "cpus must be at least 1"),
     (_no_memory, "maxRam"),
@@ -381,6 +392,8 @@ def _rate_beyond_a_java_integer(body: dict[str, Any]) -> None:
     (_max_speed_of_a_million_cores, "vm.maxSpeed 1099511627776 MHz is more than 100 cores"),
     (_rate_beyond_a_java_integer, "NIC 0: networkRateMbps 1099511627776 is more than "
                                   "2147483647"),
+    (_more_nics_than_a_vm_takes, "vm.nics has 65 entries; a VM takes at most 64"),
+    (_more_disks_than_slots, "vm.disks has 70 entries; a VM takes at most 68"),
     (_unknown_switch, "'Nowhere'"),
     (_escaping, "climbs out"),
     (_missing_file, "not-there.vhdx does not exist"),

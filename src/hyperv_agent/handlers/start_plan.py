@@ -25,6 +25,7 @@ from hyperv_agent.handlers import sgrules
 from hyperv_agent.hyperv import build, kvp, nics
 from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
+    IDE_SLOTS,
     MEMORY_MAX_MB,
     PROCESSOR_WEIGHT_DEFAULT,
     PROCESSOR_WEIGHT_MAX,
@@ -53,6 +54,14 @@ NETWORK_RATE_MAX_MBPS = 2**31 - 1
 #: sets the processor Weight, Hyper-V's default (100) per host core, and Hyper-V takes a
 #: Weight of at most PROCESSOR_WEIGHT_MAX (10000); a faster one would be cut down to it.
 SPEED_MAX_HOST_CORES = PROCESSOR_WEIGHT_MAX // PROCESSOR_WEIGHT_DEFAULT
+#: The most disks a StartCommand can place: every IDE slot and every SCSI slot (two disks
+#: for one slot are refused anyway). Counted before any disk's file is looked at, so the
+#: checks of a command stay in proportion to what a VM can have.
+DISKS_MAX = 2 * IDE_SLOTS + SCSI_SLOTS  # two IDE controllers, the SCSI one the agent fills
+#: The most NICs a StartCommand may carry: far above what CloudStack gives a VM, so that a
+#: command with thousands is refused before each is planned; Hyper-V refuses the adapters
+#: beyond its own limit when they are added.
+NICS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,10 @@ def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
     secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
+    for field, items, most in (("disks", vm.disks, DISKS_MAX), ("nics", vm.nics, NICS_MAX)):
+        if len(items) > most:
+            raise InvalidRequest(f"vm.{field} has {len(items)} entries; a VM takes at most "
+                                 f"{most}")
     generation = 2 if uefi else 1
     memory_mb = _memory_mb(vm, generation)
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
