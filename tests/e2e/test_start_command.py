@@ -356,6 +356,10 @@ def _multicast_mac(body: dict[str, Any]) -> None:
     body["vm"]["nics"][0]["mac"] = "01:00:5e:00:00:fb"
 
 
+def _zero_mac(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["mac"] = "00:00:00:00:00:00"
+
+
 def _speed_of_a_million_cores(body: dict[str, Any]) -> None:
     body["vm"]["speed"] = 1 << 40  # the emulated host's cores run at 2400 MHz
 
@@ -388,6 +392,7 @@ def _more_disks_than_slots(body: dict[str, Any]) -> None:
     (_negative_device_id, "NIC -4: deviceId must not be negative"),
     (_broadcast_mac, "NIC 0: mac: MAC address 'ff:ff:ff:ff:ff:ff' is a multicast"),
     (_multicast_mac, "'01:00:5e:00:00:fb' is a multicast"),
+    (_zero_mac, "NIC 0: mac: MAC address '00:00:00:00:00:00' is all zeros"),
     (_speed_of_a_million_cores, "vm.speed 1099511627776 MHz is more than 100 cores"),
     (_max_speed_of_a_million_cores, "vm.maxSpeed 1099511627776 MHz is more than 100 cores"),
     (_rate_beyond_a_java_integer, "NIC 0: networkRateMbps 1099511627776 is more than "

@@ -229,6 +229,16 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
     return PlannedDisk(kind, "scsi", slot, path)
 
 
+def nic_rate(nic: NicTO, where: str) -> int | None:
+    """The NIC's ``networkRateMbps`` when it limits the port (positive; None otherwise);
+    above ``NETWORK_RATE_MAX_MBPS``: InvalidRequest, ``where`` naming the NIC."""
+    rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
+    if rate is not None and rate > NETWORK_RATE_MAX_MBPS:
+        raise InvalidRequest(f"{where}: networkRateMbps {rate} is more than "
+                             f"{NETWORK_RATE_MAX_MBPS}, the most a management server sends")
+    return rate
+
+
 def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> PlannedNic:
     """What to build for ``nic``; a NIC of a user VM with ``securityGroupEnabled`` gets
     the default security-group ACLs with its port (``sg_guard``). A negative
@@ -245,10 +255,7 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> Pl
     if switch not in switches:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
                              if switch else f"{where}: the host has no virtual switch")
-    rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-    if rate is not None and rate > NETWORK_RATE_MAX_MBPS:
-        raise InvalidRequest(f"{where}: networkRateMbps {rate} is more than "
-                             f"{NETWORK_RATE_MAX_MBPS}, the most a management server sends")
+    rate = nic_rate(nic, where)
     spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)
     guard = sg_guard(nic, where) if nic.security_group_enabled and user_vm and not spare else None

@@ -29,6 +29,7 @@ from hyperv_agent.cloudstack.commands_vm import (
 )
 from hyperv_agent.cloudstack.objects import NicDetails, NicTO
 from hyperv_agent.errors import InvalidRequest
+from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import host as hyperv_host
@@ -177,7 +178,7 @@ class VmConfigHandlers:
             if not switches:
                 raise InvalidRequest("the host has no virtual switch for the NIC")
             switch = switches[0]
-        rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
+        rate = start_plan.nic_rate(nic, f"NIC {mac}")
         await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
 

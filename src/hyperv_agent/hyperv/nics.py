@@ -142,11 +142,15 @@ def normalize_mac(mac: str) -> str:
 def static_mac(mac: str) -> str:
     """``mac`` as ``normalize_mac`` gives it, when a NIC can have it as its static MAC: a
     unicast address. A group address (the low bit of the first octet set: multicast,
-    broadcast ff:ff:ff:ff:ff:ff), which Hyper-V refuses as a static MAC: InvalidRequest."""
+    broadcast ff:ff:ff:ff:ff:ff), which Hyper-V refuses as a static MAC, or all zeros:
+    InvalidRequest."""
     digits = normalize_mac(mac)
     if int(digits[:2], 16) & 1:
         raise InvalidRequest(f"MAC address {mac[:40]!r} is a multicast (group) address; a "
                              "network adapter takes only a unicast MAC")
+    if not int(digits, 16):
+        raise InvalidRequest(f"MAC address {mac[:40]!r} is all zeros, the address of no "
+                             "network adapter")
     return digits
 
 
