@@ -101,7 +101,7 @@ class PoolRegistry:
             if isinstance(value, dict) and value.get(_LOCAL_MARK) is True:
                 self._local_uuid = str(key).lower()
             elif (pool := _pool_of(value)) is not None:
-                problem = _root_problem(pool.root)
+                problem = root_problem(pool.root)
                 if problem is None:
                     pools[str(key)] = pool
                 else:
@@ -295,7 +295,7 @@ def _replace(path: Path, prefix: str, data: object, flush: bool = True) -> None:
     Path(temporary).replace(path)
 
 
-def _root_problem(root: str) -> str | None:
+def root_problem(root: str) -> str | None:
     """Why registration would refuse the stored ``root``, or None when it would take it."""
     try:
         locations.root_to_register("", root, "Filesystem")

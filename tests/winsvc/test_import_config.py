@@ -223,3 +223,20 @@ def test_off_windows_the_file_to_write_must_be_named() -> None:
 @given(st.text())
 def test_any_text_written_as_a_toml_string_reads_back_the_same(text: str) -> None:
     assert tomllib.loads(tomltext.line("k", text))["k"] == text
+
+
+def test_pool_the_agent_would_drop_when_reading_it_is_named_and_not_registered(
+    tmp_path: Path,
+) -> None:
+    climbing = "5d6e7f80-1a2b-3c4d-8e9f-a0b1c2d3e4f5"
+    source = tmp_path / "AgentShell.exe.config"
+    source.write_text(IN_SERVICE.read_text().replace(
+        "</appSettings>",
+        f'<add key="primary_storage_{climbing}" value="\\\\fs1\\share\\..\\other" />'
+        "</appSettings>"))
+    _, result = imported(tmp_path, source)
+    assert f"appSettings primary_storage_{climbing}" in result.output
+    registry = PoolRegistry(tmp_path / "state" / "pools.json")
+    assert registry.get(climbing) is None and registry.get(POOL_1) is not None
+    stored = json.loads((tmp_path / "state" / "pools.json").read_text())
+    assert climbing not in stored

@@ -22,6 +22,7 @@ from xml.etree.ElementTree import Element, ParseError
 import defusedxml.ElementTree as SafeXml
 from defusedxml import DefusedXmlException
 
+from hyperv_agent import state
 from hyperv_agent.errors import ConfigError
 
 SETTINGS_GROUPS = ("applicationSettings", "userSettings")
@@ -232,7 +233,8 @@ def _pool_problem(pool_uuid: str, root: str) -> str | None:
         (lambda: PureWindowsPath(root).is_absolute(),
          f"{root!r} is not a UNC path or an absolute Windows path"),
     )
-    return next((problem for ok, problem in checks if not ok()), None)
+    problem = next((problem for ok, problem in checks if not ok()), None)
+    return problem or state.root_problem(root)  # what the agent would drop when reading it
 
 
 def _is_uuid(text: str) -> bool:
