@@ -199,6 +199,34 @@ async def test_wrong_password_is_one_line_naming_the_host(
         assert secret not in message and secret not in logged
 
 
+async def test_refused_credentials_are_not_tried_again_for_a_minute(
+        emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def failed_logons() -> int:
+        return sum("WinRM authentication from" in record.getMessage()
+                   for record in caplog.records)
+
+    caplog.set_level(logging.WARNING)
+    query = "SELECT * FROM Msvm_VirtualEthernetSwitch"
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, password="Not-The-Password-9")
+        with pytest.raises(CimAccessDenied, match="refused the credentials"):
+            await cim.query(query)
+        first = failed_logons()
+        assert first >= 1
+        for _ in range(5):  # what the management server sends meanwhile
+            with pytest.raises(CimAccessDenied, match="not tried again for 60 s") as again:
+                await cim.query(query)
+        assert failed_logons() == first  # the host was not asked
+        assert "refused the credentials" in str(again.value)
+        later = time.monotonic() + transport.CREDENTIALS_RETRY_S
+        monkeypatch.setattr(transport.time, "monotonic", lambda: later)
+        with pytest.raises(CimAccessDenied, match=r"check the user name and password$"):
+            await cim.query(query)
+        assert failed_logons() > first  # a minute on, it logs on again
+        await cim.close()
+
+
 async def test_unreachable_host_is_one_line_naming_the_host() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

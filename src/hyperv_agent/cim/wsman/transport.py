@@ -54,6 +54,10 @@ IDLE_SESSION_S = 60.0
 #: A request's whole answer must have arrived this long after the operation timeout: a
 #: host sending it a few bytes at a time never trips the socket's per-read timeout.
 ANSWER_GRACE_S = 10.0
+#: After the host refused the credentials on a new session, requests fail at once for this
+#: long instead of each trying to log on again: every failed logon counts towards the
+#: account's lockout threshold, and the management server sends commands all the time.
+CREDENTIALS_RETRY_S = 60.0
 # They log whole messages at DEBUG; pypsrp logs each failure it raises at ERROR, with its
 # traceback, and the transport says each one again, in one line naming the host.
 _QUIET = {"pypsrp": logging.CRITICAL, "spnego": logging.WARNING,
@@ -104,6 +108,7 @@ class Transport:
         self._idle: list[tuple[WSMan, float]] = []  # session, when it was last used
         self._lock = threading.Lock()
         self._slots = asyncio.Semaphore(settings.max_concurrent_requests)
+        self._refused: tuple[float, str] | None = None  # when, and what the host said
         # Worker threads of their own: a request whose answer never completes holds its
         # thread until the socket gives up, and must not hold up other work of the process
         # (twice the slots, so requests abandoned by their deadline leave room for new ones).
@@ -123,7 +128,10 @@ class Transport:
                    selectors: SelectorSet | None = None, options: OptionSet | None = None
                    ) -> Element:
         """The ``s:Body`` of the answer to one request; CimError on any failure, and
-        CimUnavailable when the whole answer has not arrived by ``deadline_s``."""
+        CimUnavailable when the whole answer has not arrived by ``deadline_s``; within
+        ``CREDENTIALS_RETRY_S`` of the host refusing the credentials, CimAccessDenied
+        without a request."""
+        self._check_refusal()
         async with self._slots:
             self.requests += 1
             call = _Call()
@@ -141,17 +149,44 @@ class Transport:
                                      f"complete its answer within {self.deadline_s:.0f} s; "
                                      "the connection is dropped") from None
 
+    def _check_refusal(self) -> None:
+        refused = self._refused
+        if refused is None:
+            return
+        since, said = refused
+        left = CREDENTIALS_RETRY_S - (time.monotonic() - since)
+        if left > 0:
+            raise CimAccessDenied(f"{said} ({CREDENTIALS_RETRY_S - left:.0f} s ago; not "
+                                  f"tried again for {left:.0f} s, so that failed logons do "
+                                  "not lock the account out)")
+
     def _with_session(self, work: Callable[[WSMan], Element], call: _Call) -> Element:
         """``work`` on an idle session, or a new one. A reused session the host no longer
         accepts (it dropped the connection, and pypsrp re-authenticated but sealed the
-        message with the old context: 400 or 401, nothing done) is replaced once."""
+        message with the old context: 400 or 401, nothing done) is replaced once. A new
+        session's credentials refused are remembered (``_check_refusal``); any answer
+        forgets them."""
         wsman, reused = self._take()
         try:
-            return self._run(wsman, work, call)
+            return self._answered(self._run(wsman, work, call))
         except CimError as error:
+            if not reused:
+                self._note_refusal(error)
             if not (reused and getattr(error, "stale_session", False)) or call.abandoned:
                 raise
-        return self._run(self._open(), work, call)
+        try:
+            return self._answered(self._run(self._open(), work, call))
+        except CimError as error:
+            self._note_refusal(error)
+            raise
+
+    def _note_refusal(self, error: CimError) -> None:
+        if isinstance(error, CimAccessDenied) and getattr(error, "stale_session", False):
+            self._refused = (time.monotonic(), str(error))
+
+    def _answered(self, body: Element) -> Element:
+        self._refused = None
+        return body
 
     def _run(self, wsman: WSMan, work: Callable[[WSMan], Element], call: _Call) -> Element:
         try:
