@@ -36,6 +36,7 @@ from tests.e2e.migration_kit import (
     with_second_nic,
     with_storage_body,
 )
+from tests.e2e.sgkit import rule, rules_body
 from tests.emulator.kit import ok, service
 from tests.emulator.migration_kit import kvp_item, portrait
 
@@ -241,3 +242,45 @@ async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
         assert alone["result"] is True, alone
         assert not (tmp_path / "pool" / f"{spare}.vhdx").exists()
         assert _checked(b.local_pool(tmp_path) / f"{spare}.vhdx")["virtual-size"] == 64 << 20
+
+
+async def _rules(run: Cluster, host: Member, seq: int, *ingress: dict[str, Any]) -> None:
+    """SecurityGroupRulesCmd of sample 50 for i-2-8-VM with the ingress rules ``ingress``."""
+    _, answer = await run.ask(host, names.SECURITY_GROUP_RULES_CMD,
+                              rules_body(seq, ingress=list(ingress), egress=[]))
+    assert answer["result"] is True, answer
+
+
+async def _ingress_sources(host: Member) -> list[str]:
+    """The remote address of each ingress ACL of the host's ports (its one VM's)."""
+    found = await host.cim().query(wql.select("Msvm_EthernetSwitchPortExtendedAclSettingData",
+                                              wql.eq("Direction", 1)))
+    return sorted(str(acl["RemoteIPAddress"]) for acl in found)
+
+
+async def test_rules_changed_while_the_vm_was_away_are_kept_exactly_when_it_is_back(
+        tmp_path: Path) -> None:
+    """The port's ACLs move with the VM and change on the host it runs on; back on its
+    first host, a rule the user revoked there no longer lets traffic in."""
+    a, b = hosts = pair(tmp_path)
+    name = "i-2-8-VM"  # the VM of sample 50
+    disk_file(tmp_path / "pool", name)
+    vm = vm_to(name, name)
+    vm["nics"][0] |= {"mac": "02:00:4c:5f:00:08", "ip": "10.1.1.80", "broadcastType": "Native",
+                      "broadcastUri": "vlan://untagged", "isolationUri": "ec2://untagged",
+                      "securityGroupEnabled": True}
+    ssh, web, tls = (rule("tcp", 22, 22, "192.168.1.0/24"), rule("tcp", 80, 80, "10.9.0.0/16"),
+                     rule("tcp", 443, 443, "10.8.0.0/16"))
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        await _rules(run, a, 1, ssh)
+        assert (await _move(run, a, b, vm))["result"] is True
+        await _rules(run, b, 2, ssh)  # the MS's re-send after a move
+        await _rules(run, b, 3, ssh, tls)
+        await _rules(run, b, 4, ssh, tls, web)
+        await _rules(run, b, 5, ssh, web)
+        assert (await _move(run, b, a, vm))["result"] is True
+        await _rules(run, a, 6, ssh, web)
+        assert (await _ingress_sources(a)).count("10.9.0.0/16") == 1
+        await _rules(run, a, 7, ssh)
+        assert "10.9.0.0/16" not in await _ingress_sources(a)

@@ -30,7 +30,8 @@ query more for the service's path and one for the settings of its kind:
 =================  ====================================================================
 
 Nothing here touches a file: Hyper-V copies the disks of a storage move and removes the
-files it moved from.
+files it moved from. A move to another host makes the session forget the VM's ports
+(``acls.forget_vm``): their ACLs travel with the VM and may be changed where it runs.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from hyperv_agent.errors import (
     MethodFailed,
     MigrationFailed,
 )
-from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.hyperv import acls, jobs, vms
 from hyperv_agent.hyperv.drives import VmStorage
 from hyperv_agent.hyperv.schema import (
     NAMESPACE,
@@ -137,8 +138,15 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
                                                                 _MISSING), MIGRATE, params)
     except MethodFailed as refused:
         raise MigrationFailed(f"Hyper-V refused the move: {refused}") from None
-    if job is not None:
-        await _bounded(hv, job, policy, grace)
+    try:
+        if job is not None:
+            await _bounded(hv, job, policy, grace)
+    finally:
+        if move.kind != MigrationType.STORAGE:
+            # The ports' ACLs go with the VM and may change on the other host; when it
+            # comes back (with its GUID) its ports are read again, never planned from
+            # what this session knew before it left. A move that failed costs one read.
+            acls.forget_vm(hv, move.vm.name)
 
 
 async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
