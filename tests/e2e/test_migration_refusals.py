@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +227,32 @@ async def test_prepare_refuses_a_disk_of_a_type_cloudstack_does_not_send(
         assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
         assert f"unknown disk type {kind!r}" in refused["details"], refused
     assert (_files(tmp_path / "share"), root.read_bytes()) == before
+
+
+# --- PrepareForMigrationCommand: more disks or NICs than a VM takes ---------------------------
+
+
+def _disks_beyond_the_slots(vm: dict[str, Any]) -> None:
+    data = {**vm["disks"][0], "type": "DATADISK"}
+    vm["disks"] += [{**data, "diskSeq": i} for i in range(1, 3000)]
+
+
+def _nics_beyond_a_vm(vm: dict[str, Any]) -> None:
+    vm["nics"] = [{**vm["nics"][0], "deviceId": i} for i in range(3000)]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_disks_beyond_the_slots, "vm.disks has 3001 entries; a VM takes at most 68"),
+    (_nics_beyond_a_vm, "vm.nics has 3000 entries; a VM takes at most 64"),
+], ids=["disks", "nics"])
+async def test_prepare_refuses_more_devices_than_a_vm_takes_before_looking_at_any(
+    host: Running, tmp_path: Path, change: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    """No VM that could move here has them: not "ready", and no file is looked up per
+    disk (StartCommand refuses the same VM)."""
+    disk_file(tmp_path / "share", ROOT)
+    vm = vm_to(VM, ROOT)
+    change(vm)
+    key, refused = await _asked(host, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+    assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
+    assert refused["details"].endswith(expected), refused["details"]

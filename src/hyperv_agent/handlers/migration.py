@@ -104,13 +104,15 @@ class MigrationHandlers(FileHandlers):
         """Whether ``vm`` can arrive here: a vSwitch for each NIC's traffic label, each
         disk on a shared pool registered here and its file reachable, memory for the VM,
         and live migration enabled. ``result`` true only when all hold; every shortfall is
-        named. Read-only and safe to repeat; ``rollback`` has nothing to undo. 3 queries,
-        sent at once."""
+        named. More disks or NICs than a VM takes (StartCommand's bounds) are refused
+        before any is looked at. Read-only and safe to repeat; ``rollback`` has nothing to
+        undo. 3 queries, sent at once."""
         vm = prepare.vm
         if prepare.rollback:
             return PrepareForMigrationAnswer(result=True, details="nothing was prepared")
         if vm is None:
             raise InvalidRequest("vm is missing: no VM to prepare for")
+        start_plan.device_counts(vm)  # no VM has more: refused before any is looked at
         problems = [problem for found in await asyncio.gather(
             self._switches(vm), self._memory(vm), self._enabled(), self._disks(vm))
             for problem in found]

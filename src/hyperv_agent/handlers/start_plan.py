@@ -103,15 +103,21 @@ class Plan:
     notes: tuple[str, ...] = ()  # what the answer's details tell
 
 
+def device_counts(vm: VirtualMachineTO) -> None:
+    """InvalidRequest when ``vm`` has more disks (``DISKS_MAX``) or NICs (``NICS_MAX``)
+    than a VM takes: checked before any of them is looked at."""
+    for field, items, most in (("disks", vm.disks, DISKS_MAX), ("nics", vm.nics, NICS_MAX)):
+        if len(items) > most:
+            raise InvalidRequest(f"vm.{field} has {len(items)} entries; a VM takes at most "
+                                 f"{most}")
+
+
 def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
     uefi = (vm.boot_type or "").strip().upper() == "UEFI"
     secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
-    for field, items, most in (("disks", vm.disks, DISKS_MAX), ("nics", vm.nics, NICS_MAX)):
-        if len(items) > most:
-            raise InvalidRequest(f"vm.{field} has {len(items)} entries; a VM takes at most "
-                                 f"{most}")
+    device_counts(vm)
     generation = 2 if uefi else 1
     memory_mb = _memory_mb(vm, generation)
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
