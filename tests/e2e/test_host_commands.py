@@ -9,6 +9,7 @@ from collections.abc import Callable
 import aiohttp
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS
 from hyperv_agent.service import build_agent
@@ -83,12 +84,35 @@ async def test_state_report_lists_running_vms_and_removes_stopped_cloudstack_vms
     assert names == {"i-2-17-VM", "i-2-19-VM", "not-ours"}
 
 
-async def _vm_with_notes(running: Running, name: str, notes: list[str]) -> object:
+async def test_state_report_lists_a_paused_vm_as_powered_on_and_keeps_it(
+    running: Running,
+) -> None:
+    """A VM Hyper-V paused (Paused-Critical when its volume fills up, or an operator in
+    Hyper-V Manager) still holds its memory and disks. Left out of the report, the MS reads
+    it as PowerReportMissing, syncs it to Stopped and releases its resources while it is
+    still on this host; CheckVirtualMachine already calls it PowerOn."""
+    cim = running.emulator
+    paused = await _vm_with_notes(running, "i-2-20-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, paused, 2))
+    await ok(cim, await request_state(cim, paused, 9))
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and report == [{"i-2-20-VM": "PowerOn"}]
+    _, checked = await running.answer("com.cloud.agent.api.CheckVirtualMachineCommand",
+                                      {"vmName": "i-2-20-VM", "contextMap": {}, "wait": 0})
+    assert checked["state"] == "PowerOn"
+    names = {v["ElementName"] for v in await cim.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine")))}
+    assert names == {"i-2-20-VM"}
+
+
+async def _vm_with_notes(running: Running, name: str, notes: list[str]) -> ObjectPath:
     cim = running.emulator
     vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
         ElementName=name, Notes=notes)
     result = await cim.invoke(await service(cim), "DefineSystem", {"SystemSettings": vssd})
-    return result.path("ResultingSystem")
+    path = result.path("ResultingSystem")
+    assert path is not None
+    return path
 
 
 async def test_state_report_of_many_vms_is_one_round_trip(running: Running) -> None:

@@ -159,7 +159,9 @@ class HostHandlers:
     # --- the VM state report ------------------------------------------------------------
 
     async def state_report(self, command: wire.HostVmStateReportCommand) -> Result:
-        """Running VMs report PowerOn. A stopped VM created by CloudStack is removed from
+        """Running and paused VMs report PowerOn (a paused VM still holds its memory and
+        disks; left out, the MS would sync it to Stopped and release its resources). A
+        stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
         PowerOff. A VM a command is starting, stopping, migrating or changing (its lock
@@ -272,6 +274,9 @@ REMOVALS_AT_ONCE = 8
 
 
 _ON, _REMOVE = "on", "remove"
+#: What the report calls PowerOn: a paused VM (Paused-Critical when its volume is full, or
+#: paused by an operator) is on this host, its memory and disks held, as KVM reports it.
+_POWERED_ON = frozenset({vms.PowerState.RUNNING, vms.PowerState.PAUSED})
 
 
 def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
@@ -288,9 +293,10 @@ def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
 
 
 def _kind(vm: vms.VmInfo) -> str | None:
-    """_ON for a running VM or one a StartCommand is creating (its notes say so); _REMOVE
-    for a stopped VM that CloudStack created; None for any other."""
-    if vm.power is vms.PowerState.RUNNING:
+    """_ON for a running or paused VM (as CheckVirtualMachine reads it) or one a
+    StartCommand is creating (its notes say so); _REMOVE for a stopped VM that CloudStack
+    created; None for any other."""
+    if vm.power in _POWERED_ON:
         return _ON
     notes = _notes(vm)
     if CREATING_NOTE in notes:
