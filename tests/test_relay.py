@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,39 @@ async def test_the_client_is_closed_and_the_reason_logged_when_vmconnect_is_unre
         assert await _closed(reader)
         writer.close()
     assert f"cannot reach VMConnect at 127.0.0.1:{port}" in caplog.text
+
+
+async def test_both_sides_of_a_relayed_connection_probe_a_peer_that_vanished(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A console proxy VM that is destroyed or loses its network leaves its connections
+    half-open: no FIN ever comes. With a console whose screen does not change nothing is
+    sent either way, so without TCP keepalive such a connection holds its relay slot and
+    two descriptors for good, and enough of them lock every console out."""
+    opened: list[asyncio.StreamWriter] = []
+    real_open = asyncio.open_connection
+
+    async def noting(*args: object, **kwargs: object
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        opened.append(writer)
+        return reader, writer
+
+    monkeypatch.setattr(asyncio, "open_connection", noting)
+    async with vmconnect() as stand_in, relaying(stand_in.port) as console:
+        reader, writer = await real_open("127.0.0.1", console.port)
+        assert await _read(reader, 9) == b"RDP-HELLO"
+        (client_side,) = list(console._open)
+        (far_side,) = [w for w in opened if w.get_extra_info("peername")[1] == stand_in.port]
+        for side in (client_side, far_side):
+            sock = side.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+                probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+                assert idle + interval * probes <= 300  # a dead peer is let go within minutes
+        writer.close()
+        assert await _none_open(console)
 
 
 # --- when the agent relays --------------------------------------------------------------

@@ -10,6 +10,9 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
 - Only clients ``allow_from`` admits are relayed (loopback alone when it is empty); others
   are closed at once, logged at most once a minute per address.
 - A relayed connection closes when either side closes or fails; nothing is half-open.
+  Both sides probe their peer with TCP keepalive (``KEEPALIVE_IDLE_S``): a console proxy
+  VM that vanished without closing (destroyed, its network gone) is noticed within about
+  two minutes, even while nothing is sent, and its connection closed.
 - At most ``max_connections`` relayed connections at once; a newcomer beyond is closed.
 
 Where it runs: only with ``backend = "wsman"`` to another machine. On the emulator there
@@ -45,6 +48,12 @@ log = logging.getLogger("hyperv_agent.relay")
 VMCONNECT_PORT = 2179  # Hyper-V's VMConnect (RDP) listener; CloudStack's rdp.server.port
 CONNECT_TIMEOUT_S = 10.0
 CHUNK_BYTES = 64 * 1024
+#: TCP keepalive of both sides of a relayed connection: the first probe after this much
+#: silence, then one every ``KEEPALIVE_INTERVAL_S``; ``KEEPALIVE_PROBES`` unanswered ones
+#: and the connection fails, so the relay closes it.
+KEEPALIVE_IDLE_S = 60
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 6
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,7 @@ class ConsoleRelay:
             return
         self._open.add(writer)
         try:
+            _keep_alive(writer)
             await self._relay(peer, reader, writer)
         finally:
             self._open.discard(writer)
@@ -180,6 +190,7 @@ class ConsoleRelay:
             log.warning("console relay: cannot reach VMConnect at %s for %s (%s)", where,
                         peer, reason)
             return
+        _keep_alive(far_writer)
         started = time.monotonic()
         try:
             sent, received = await _pipe(reader, writer, far_reader, far_writer)
@@ -213,6 +224,21 @@ class ConsoleRelay:
         note = self._throttle.admit(key)
         if note is not None:
             log.warning("%s%s", message, note)
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    """Turn TCP keepalive on for the connection of ``writer``, with the relay's timing
+    where the platform lets it be set per socket (Linux, Windows 10 1709 and later)."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+                              ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                              ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _local_address(family: int, ip: str) -> bool:
