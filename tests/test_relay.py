@@ -18,6 +18,7 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.relay import ConsoleRelay, RelayTarget
 from hyperv_agent.server import Listener
+from hyperv_agent.service import build_agent
 from tests.samba import free_port
 
 WAIT_S = 5.0
@@ -270,3 +271,24 @@ async def test_a_connection_that_comes_back_to_the_relay_is_closed_not_relayed_a
         assert await _none_open(console)
     assert f"127.0.0.1:{port} is this relay's own listener" in caplog.text
     assert "<->" not in caplog.text  # no connection was relayed
+
+
+async def test_the_relay_and_the_cloudstack_listener_share_the_open_file_limit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    config = load_config(None, wsman={"url": "https://hv01.lab:5986/wsman", "username": "u",
+                                      "password": "p"},
+                         state_dir=tmp_path, backend="wsman", max_connections=1000,
+                         console_relay_listen=f"127.0.0.1:{free_port()}")
+    agent = build_agent(config)
+    started = await relay.start_for(config, [], file_limit=1024)
+    assert started is not None
+    try:
+        listener = agent.limits(1024).max_connections
+        sockets = listener + 2 * started.max_connections  # a console holds two
+        assert sockets <= 1024 - 1024 // 4, (listener, started.max_connections)
+        assert (listener, started.max_connections) == (256, 256)
+        assert "console relay: max_connections lowered from 1000 to 256" in caplog.text
+    finally:
+        await started.close()
+        await agent.close()

@@ -46,13 +46,19 @@ class Limits:
     max_connections: int = 256
 
 
-def connection_cap(wanted: int, file_limit: int | None) -> int:
-    """``wanted``, lowered to leave a quarter of ``file_limit`` (at least
-    :data:`MIN_FILE_HEADROOM` descriptors) free; ``wanted`` when there is no limit."""
+#: With a console relay, the descriptors for connections are shared in this many parts: one
+#: for the CloudStack listener's connections, two for the relay's (each holds two sockets).
+RELAY_SHARED_PARTS = 3
+
+
+def connection_cap(wanted: int, file_limit: int | None, parts: int = 1) -> int:
+    """``wanted``, lowered to ``1/parts`` of what is left of ``file_limit`` once a quarter
+    of it (at least :data:`MIN_FILE_HEADROOM` descriptors) is kept free; ``wanted`` when
+    there is no limit."""
     if file_limit is None:
         return wanted
     headroom = max(MIN_FILE_HEADROOM, file_limit // 4)
-    return max(1, min(wanted, file_limit - headroom))
+    return max(1, min(wanted, (file_limit - headroom) // parts))
 
 
 def open_file_limit() -> int | None:

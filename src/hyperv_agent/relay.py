@@ -13,7 +13,8 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
   Both sides probe their peer with TCP keepalive (``KEEPALIVE_IDLE_S``): a console proxy
   VM that vanished without closing (destroyed, its network gone) is noticed within about
   two minutes, even while nothing is sent, and its connection closed.
-- At most ``max_connections`` relayed connections at once; a newcomer beyond is closed.
+- At most ``max_connections`` relayed connections at once, lowered to the relay's share of the
+  open-file limit (each holds two sockets); a newcomer beyond is closed.
 
 Where it runs: only with ``backend = "wsman"`` to another machine. On the emulator there
 is no VMConnect to reach, so nothing is relayed (GetVncPort still answers as on Hyper-V).
@@ -40,7 +41,7 @@ from urllib.parse import urlsplit
 
 from hyperv_agent import logs
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.connections import peer_of
+from hyperv_agent.connections import RELAY_SHARED_PARTS, connection_cap, peer_of
 from hyperv_agent.server import Listener, Network, allowed
 
 log = logging.getLogger("hyperv_agent.relay")
@@ -283,9 +284,11 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             flow.bytes += len(chunk)
 
 
-async def start_for(config: AgentConfig, allow_from: Sequence[Network]
-                    ) -> ConsoleRelay | None:
-    """The relay ``config`` asks for, listening; None when this agent relays nothing."""
+async def start_for(config: AgentConfig, allow_from: Sequence[Network],
+                    file_limit: int | None = None) -> ConsoleRelay | None:
+    """The relay ``config`` asks for, listening; None when this agent relays nothing. It
+    holds at most ``max_connections`` consoles, lowered to its share of the open-file limit
+    ``file_limit`` (``connections.connection_cap``): each console holds two sockets."""
     target = relay_target(config)
     if target is None:
         if relays_to_itself(config):
@@ -294,7 +297,13 @@ async def start_for(config: AgentConfig, allow_from: Sequence[Network]
                         config.agent.console_relay_listen)
         return None
     listen = config.agent.console_relay_listen
-    relay = ConsoleRelay(target, allow_from, config.agent.max_connections)
+    wanted = config.agent.max_connections
+    cap = connection_cap(wanted, file_limit, RELAY_SHARED_PARTS)
+    if cap < wanted:
+        log.warning("console relay: max_connections lowered from %d to %d consoles: each "
+                    "holds two sockets, and the process may open %s files (ulimit -n)",
+                    wanted, cap, file_limit)
+    relay = ConsoleRelay(target, allow_from, cap)
     try:
         await relay.start(Listener.parse(listen))
     except OSError as error:  # named, so the operator knows which listener and setting

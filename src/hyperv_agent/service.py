@@ -20,7 +20,12 @@ from hyperv_agent.backends import OpenedHost, open_host
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.connections import Limits, connection_cap, open_file_limit
+from hyperv_agent.connections import (
+    RELAY_SHARED_PARTS,
+    Limits,
+    connection_cap,
+    open_file_limit,
+)
 from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import AgentError
@@ -129,10 +134,13 @@ class Agent:
 
     def limits(self, file_limit: int | None) -> Limits:
         """The CloudStack listener's limits: ``max_connections`` lowered below the process's
-        open-file limit ``file_limit``, keeping headroom."""
+        open-file limit ``file_limit``, keeping headroom, and leaving the console relay its
+        share when there is one (``relay.start_for``)."""
+        relaying = relay.relay_target(self.config) is not None
+        parts = RELAY_SHARED_PARTS if relaying else 1
         return Limits(idle_timeout_s=self.config.agent.idle_timeout_s,
                       max_connections=connection_cap(self.config.agent.max_connections,
-                                                     file_limit))
+                                                     file_limit, parts))
 
     def admin_limits(self) -> Limits:
         return Limits(idle_timeout_s=self.config.agent.idle_timeout_s,
@@ -258,7 +266,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
             agent.admin_limits(), name="admin")))
         log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
                  settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
-        console = await relay.start_for(agent.config, agent.allow_from)
+        console = await relay.start_for(agent.config, agent.allow_from, file_limit)
         face = await _winrm_face(agent)
         if face is not None:
             runners.insert(0, face)  # stopped first

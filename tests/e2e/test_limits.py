@@ -169,6 +169,12 @@ def test_connection_cap_keeps_a_quarter_of_the_file_limit_free(
     assert connections.connection_cap(wanted, file_limit) == cap
 
 
+def test_connection_cap_of_a_shared_budget_is_its_part_of_what_is_left() -> None:
+    assert connections.connection_cap(1000, 1024, parts=3) == 256  # 768 // 3
+    assert connections.connection_cap(100, 1024, parts=3) == 100
+    assert connections.connection_cap(1000, None, parts=3) == 1000
+
+
 async def test_newcomer_is_refused_only_when_every_slot_is_answering(
     agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
 ) -> None:
