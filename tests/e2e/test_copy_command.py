@@ -592,6 +592,39 @@ async def test_template_from_volume_fails_and_writes_nothing_when_dest_path_esca
     assert listing(tmp_path / "secondary") == {}
 
 
+# --- C and D from a linked clone ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dest", ["volume", "template"])
+async def test_linked_clone_copied_off_its_pool_stands_alone_and_the_pool_is_kept(
+    agent: Running, tmp_path: Path, dest: str,
+) -> None:
+    """A root volume made as a linked clone (case B's default) is a differencing disk whose
+    parent is the template in its pool. Copied to secondary storage (a volume backup or
+    move, case C) or made into a template (case D), the copy must hold the whole disk on
+    its own: a differencing file there would point back at the pool's template, and break
+    once that template is evicted or on any other pool."""
+    pool = _pool(agent)
+    _template_on_pool(agent)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    before = listing(pool)
+    target = (_volume(_nfs(), path="volumes/3/10", uuid="new-uuid") if dest == "volume" else
+              _template(_nfs(), path="template/tmpl/2/301", uuid="new-uuid", id=301,
+                        name="301-2-abc", format=None))
+    data = await _copied(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                      target))
+    copied = tmp_path / "secondary" / data["path"]
+    info = vhd.read_info(copied)
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+        vhd.DiskType.DYNAMIC, None, GIB)
+    assert vhd.read_data(copied, 0, 11) == b"template os"
+    assert listing(pool) == before  # the clone and its template as they were, nothing aside
+    if dest == "template":
+        assert data["checksum"] == hashlib.md5(copied.read_bytes()).hexdigest()
+        properties = (copied.parent / "template.properties").read_text()
+        assert f"size={copied.stat().st_size}\n" in properties
+
+
 # --- other combinations -------------------------------------------------------------------
 
 

@@ -545,6 +545,31 @@ def test_convert_fails_when_source_is_differencing(tmp_path: pathlib.Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.vhdx", "child.vhdx"]
 
 
+@pytest.mark.parametrize("fmt", [DiskFormat.VHD, DiskFormat.VHDX], ids=enum_id)
+def test_differencing_chain_is_merged_into_a_standalone_disk_when_converted(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    parent = new_disk(tmp_path, fmt, DiskType.DYNAMIC, 8 * MIB, "base")
+    vhd.write_data(parent, 4096, pattern(1000, 5))
+    child = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "child", parent=parent)
+    grandchild = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "leaf", parent=child)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    located: list[str] = []
+
+    def parent_of(locator: str) -> pathlib.Path:
+        located.append(locator)
+        return {str(parent): parent, str(child): child}[locator]
+
+    merged = tmp_path / ("merged" + SUFFIX[fmt])
+    info = vhd.convert(grandchild, merged, fmt, DiskType.DYNAMIC, parent_of=parent_of)
+
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+        DiskType.DYNAMIC, None, 8 * MIB)
+    assert vhd.read_data(merged, 4096, 1000) == pattern(1000, 5)
+    assert located == [str(child), str(parent)]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p != merged} == before
+
+
 def test_convert_fails_when_destination_exists(tmp_path: pathlib.Path) -> None:
     source = new_disk(tmp_path, DiskFormat.VHD, DiskType.DYNAMIC, 8 * MIB, "source")
     existing = new_disk(tmp_path, DiskFormat.VHDX, DiskType.DYNAMIC, 8 * MIB, "existing")

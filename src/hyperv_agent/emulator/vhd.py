@@ -239,23 +239,54 @@ def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
 
 def convert(
     source: pathlib.Path, destination: pathlib.Path, fmt: DiskFormat, disk_type: DiskType,
-    note: Note | None = None,
+    note: Note | None = None, parent_of: Callable[[str], pathlib.Path] | None = None,
 ) -> DiskInfo:
-    """Copy a fixed or dynamic disk's guest data into a new file of another format/type."""
+    """Copy a disk's guest data into a new fixed or dynamic file of another format/type.
+
+    A differencing source is merged with its parents into the new file, as Hyper-V does;
+    ``parent_of`` finds the local file a parent locator names. Only chains whose
+    differencing disks hold no data of their own (all the emulator makes) are merged:
+    their guest data is their base disk's. The source and its parents are not changed.
+    """
     fmt, disk_type = _enum(DiskFormat, fmt, destination), _enum(DiskType, disk_type, destination)
     if disk_type not in (DiskType.FIXED, DiskType.DYNAMIC):
         raise VhdError(f"{destination}: can only convert to a fixed or dynamic disk")
     _require_new_file(destination, fmt)
     with _opened(source, writable=False) as src:
         info = src.info()
-        _require_not_differencing(info, source, "convert")
+    base = _base_of_chain(source, info, parent_of)
+    with _opened(base, writable=False) as data:
         logical, physical = _sector_sizes_to_keep(info, fmt)
         request = CreateRequest(disk_type, info.virtual_size_bytes, 0, logical, physical)
         with _staged(destination, note) as file:
             backend = _backend(fmt)
             backend.create(file, request)
-            _copy_data(src, backend.open_image(file))
+            _copy_data(data, backend.open_image(file))
     return read_info(destination)
+
+
+def _base_of_chain(path: pathlib.Path, info: DiskInfo,
+                   parent_of: Callable[[str], pathlib.Path] | None) -> pathlib.Path:
+    """The fixed or dynamic disk whose guest data the disk ``path`` shows: itself, or the
+    end of its chain of parents; VhdError when a differencing disk on the way holds data
+    of its own, or a parent cannot be found."""
+    seen = {path.resolve()}
+    while info.type is DiskType.DIFFERENCING:
+        if parent_of is None:
+            raise VhdError(f"{path}: cannot convert a differencing disk without its parents")
+        with _opened(path, writable=False) as image:
+            if image.data_extents():
+                raise VhdError(f"{path}: guest data of a differencing disk is not readable "
+                               "here (the emulator merges differencing disks without data "
+                               "of their own only)")
+        if not info.parent_path:
+            raise VhdError(f"{path}: the differencing disk names no parent")
+        path = parent_of(info.parent_path)
+        if path.resolve() in seen:
+            raise VhdError(f"{path}: the chain of parents loops")
+        seen.add(path.resolve())
+        info = read_info(path)
+    return path
 
 
 def read_data(path: pathlib.Path, offset: int, length: int) -> bytes:

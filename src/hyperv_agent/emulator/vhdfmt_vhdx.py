@@ -483,7 +483,10 @@ class VhdxImage:
         block = self._meta.block_size
         for number in range(self._layout.data_blocks):
             entry = self._bat[self._layout.bat_index(number)]
-            if entry & STATE_MASK == PAYLOAD_FULLY_PRESENT:
+            if entry & STATE_MASK == PAYLOAD_PARTIALLY_PRESENT:  # a differencing disk's
+                extents.append((number * block,
+                                min(block, self._meta.virtual_size - number * block)))
+            elif entry & STATE_MASK == PAYLOAD_FULLY_PRESENT:
                 start, length = number * block, min(block, self._meta.virtual_size - number * block)
                 base = (entry & OFFSET_MASK) - start
                 ranges = self._file.data_ranges(base + start, base + start + length)

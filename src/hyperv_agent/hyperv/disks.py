@@ -9,6 +9,7 @@ trips once a session is warm (job polls not counted, W = job waits):
 =======================  ================================================================
 ``create_dynamic``       1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
+``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk)
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
@@ -160,6 +161,26 @@ async def create_differencing(
         Path=path, Type=int(DiskType.DIFFERENCING), Format=int(fmt), ParentPath=parent,
         MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
     await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+
+
+async def merged_copy(
+    hv: HyperV, source: str, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> None:
+    """Write at ``path`` a new dynamic disk holding what the disk ``source`` shows: a
+    differencing disk is merged with its chain of parents into it, so the new disk
+    stands alone (ConvertVirtualHardDisk). ``source`` and its parents are not changed.
+    Both files must have the same format (extension): InvalidRequest otherwise. An
+    existing ``path``, a missing parent or folder: Hyper-V refuses. Hyper-V writes the
+    file whole or not at all. 1 call + 1 W when warm.
+    """
+    fmt = disk_format(path)
+    if disk_format(source) is not fmt:
+        raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
+    settings = (await _settings_template(hv)).updated(
+        Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt), ParentPath=None,
+        MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+    await _call(hv, "ConvertVirtualHardDisk",
+                {"SourcePath": source, "VirtualDiskSettingData": settings}, policy)
 
 
 # --- reading and growing ------------------------------------------------------------------

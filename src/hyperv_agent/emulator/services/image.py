@@ -178,5 +178,6 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     if destination.exists():
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
     _write(lambda: vhd.convert(source, destination, fmt, disk_type,
-                               note=call.host.staging.noted))
+                               note=call.host.staging.noted,
+                               parent_of=lambda parent: _local(call, parent, must_exist=True)))
     return {}
