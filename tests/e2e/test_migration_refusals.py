@@ -16,6 +16,7 @@ import pytest
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
+from hyperv_agent.emulator import vhd
 from tests.e2e.conftest import API, Running, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
@@ -159,6 +160,32 @@ async def test_a_disk_of_a_stopped_vm_moves_as_its_file_may_be_deleted(host: Run
     assert moved["volumePath"] == DATA
     assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
     assert _files(_local_pool(host)) == [f"{ROOT}.vhdx"]
+
+
+async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template(
+    host: Running,
+) -> None:
+    """A root volume made as a linked clone names the template in its pool as its parent.
+    Moved to another pool as it is, it would still stand on that template, which the
+    management server may evict from the old pool once no volume there uses it: the moved
+    volume is merged with its template, and the template is left as it was."""
+    pool = _local_pool(host)
+    template = disk_file(pool, "tmpl-1")
+    vhd.write_data(template, 0, b"template os")
+    clone = pool / f"{SPARE}.vhdx"
+    vhd.create(clone, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=template,
+               parent_locator=f"{LOCAL_POOL}\\tmpl-1.vhdx")
+    kept = template.read_bytes()
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        SPARE, None, _other_pool(), source_pool=_local_store()))
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    arrived = _drive(host, "D", "pool2") / f"{SPARE}.vhdx"
+    info = vhd.read_info(arrived)
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+        vhd.DiskType.DYNAMIC, None, 64 << 20)
+    assert vhd.read_data(arrived, 0, 11) == b"template os"
+    assert _files(pool) == ["tmpl-1.vhdx"] and template.read_bytes() == kept
+    assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
 
 
 # --- MigrateVolumeCommand: into the pool the volume is in -------------------------------------

@@ -42,7 +42,6 @@ import logging
 import ntpath
 import secrets
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -62,9 +61,8 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
-from hyperv_agent.hostfs.aside import AsideFiles, discard
+from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import disks
-from hyperv_agent.hyperv.schema import DiskType
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.s3 import S3Object
@@ -256,34 +254,12 @@ class CopyHandler(FileHandlers):
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            async with self._standalone(src, source) as whole:
-                await self.copy_file(whole, target)
+            # a volume in a pool may be a linked clone; one on an image store is not read
+            whole = (self.standalone(source) if isinstance(src.data_store, PrimaryDataStoreTO)
+                     else contextlib.nullcontext(source))
+            async with whole as copied:
+                await self.copy_file(copied, target)
         return dest.model_copy(update={"path": new_path, "format": fmt})
-
-    @contextlib.asynccontextmanager
-    async def _standalone(self, volume: VolumeObjectTO, path: str,
-                          settings: disks.DiskSettings | None = None) -> AsyncIterator[str]:
-        """The file to copy for the volume ``path`` so that the copy stands alone: the file
-        itself, or, for a differencing disk in a pool (a linked clone), a disk Hyper-V
-        merges with its parents beside it, removed again after the block. A differencing
-        file copied as it is would still name its parent, the template in this pool.
-        ``settings``: the volume's, when already read (1 call otherwise; none for a
-        volume on an image store, which Hyper-V is not asked to read)."""
-        if settings is None and isinstance(volume.data_store, PrimaryDataStoreTO):
-            settings = await disks.read_settings(self.hv, path, policy=self.job_wait)
-        if settings is None or settings.type is not DiskType.DIFFERENCING:
-            yield path
-            return
-        aside = self.aside or AsideFiles(secrets.token_hex(4))
-        merged = aside.name_for(path) + ntpath.splitext(path)[1]
-        with aside.writing(merged):
-            try:
-                await disks.merged_copy(self.hv, path, merged, policy=self.job_wait)
-                log.info("%s is a differencing disk (parent %s); copying it merged", path,
-                         settings.parent_path)
-                yield merged
-            finally:
-                await discard(self.files, merged)
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
         path = await self.paths.locate_volume(volume, "srcTO")
@@ -316,7 +292,7 @@ class CopyHandler(FileHandlers):
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         virtual = settings.size_bytes
         async with self.file_locks.hold(target):
-            async with self._standalone(src, source, settings) as whole:
+            async with self.standalone(source, settings) as whole:
                 done = await self.copy_file(whole, target, TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={

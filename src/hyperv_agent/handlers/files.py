@@ -1,7 +1,8 @@
 """What the handlers of commands that write or delete files on the host share (volumes,
 copies, volume moves): the host's session, request paths below registered roots, the one
-file lock table, how long Hyper-V's jobs are waited for, the agent's aside files, and the
-rule that a disk a running VM uses is never replaced, moved or deleted.
+file lock table, how long Hyper-V's jobs are waited for, the agent's aside files, the
+rule that a disk a running VM uses is never replaced, moved or deleted, and the rule that
+a disk copied out of its pool stands alone (a linked clone is merged first).
 
 The copying itself (``hostfs.transfer`` with its http, S3 and decompressing readers, and
 ``hostfs.download``) is loaded by the first copy, not when the agent starts.
@@ -9,20 +10,28 @@ The copying itself (``hostfs.transfer`` with its http, S3 and decompressing read
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import ntpath
+import secrets
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.aside import AsideFiles, discard
 from hyperv_agent.hyperv import disks, jobs
+from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.download import Downloaded
     from hyperv_agent.hostfs.transfer import Source, Transferred
+
+log = logging.getLogger("hyperv_agent.handlers.files")
 
 
 class FileHandlers:
@@ -48,6 +57,31 @@ class FileHandlers:
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
                              f"the VM or detach the volume first ({kept})")
+
+    @contextlib.asynccontextmanager
+    async def standalone(self, path: str, settings: disks.DiskSettings | None = None
+                         ) -> AsyncIterator[str]:
+        """The file to copy for the disk ``path`` so that the copy stands alone: the file
+        itself, or, for a differencing disk (a linked clone), a disk Hyper-V merges with
+        its parents beside it, removed again after the block. A differencing file copied
+        as it is would still name its parent, the template in the pool it came from.
+        ``settings``: the disk's, when already read (1 call otherwise; + 1 call and 1 W
+        for the merge)."""
+        if settings is None:
+            settings = await disks.read_settings(self.hv, path, policy=self.job_wait)
+        if settings.type is not DiskType.DIFFERENCING:
+            yield path
+            return
+        aside = self.aside or AsideFiles(secrets.token_hex(4))
+        merged = aside.name_for(path) + ntpath.splitext(path)[1]
+        with aside.writing(merged):
+            try:
+                await disks.merged_copy(self.hv, path, merged, policy=self.job_wait)
+                log.info("%s is a differencing disk (parent %s); copying it merged", path,
+                         settings.parent_path)
+                yield merged
+            finally:
+                await discard(self.files, merged)
 
     async def copy_file(self, source: Source, target: str,
                         digest: str | None = None) -> Transferred:

@@ -276,7 +276,8 @@ class MigrationHandlers(FileHandlers):
             await self.refuse_if_running(source, "the volume was not moved; the file was kept")
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
-            await self.copy_file(source, target)
+            async with self.standalone(source) as whole:
+                await self.copy_file(whole, target)
             await self.files.remove(source)
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
