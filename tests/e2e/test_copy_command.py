@@ -229,6 +229,28 @@ async def test_download_fails_and_leaves_pool_as_it_was_when_checksum_mismatches
     assert listing(pool) == before
 
 
+@pytest.mark.parametrize("suffix", [".vhd", ".vhdx"])
+async def test_download_refuses_a_differencing_template_and_keeps_the_earlier_one(
+    agent: Running, tmp_path: Path, suffix: str
+) -> None:
+    """A template registered from a differencing disk names its parent by path (here the
+    pool's other template); made the pool's template, every volume cloned from it would
+    read that file. The download fails and the pool's earlier template stays."""
+    pool = _pool(agent)
+    other = _disk(pool / f"other{suffix}", 16 * MIB, b"someone else's data")
+    _disk(pool / f"mine{suffix}", 16 * MIB, b"earlier template")
+    before = listing(pool)
+    fmt = vhd.DiskFormat.VHD if suffix == ".vhd" else vhd.DiskFormat.VHDX
+    child = _secondary(tmp_path, f"template/tmpl/2/9/child{suffix}")
+    vhd.create(child, fmt, vhd.DiskType.DIFFERENCING, 0, parent=other,
+               parent_locator=f"C:\\pool\\other{suffix}")
+    await _refused(agent, _copy(_template(_nfs(), path=f"template/tmpl/2/9/child{suffix}",
+                                          format=fmt.name),
+                                _template(_primary(), path="mine", format=fmt.name)),
+                   "is a differencing disk")
+    assert listing(pool) == before
+
+
 async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
     agent: Running, tmp_path: Path
 ) -> None:

@@ -645,6 +645,49 @@ async def test_download_fails_and_leaves_pool_empty_when_http_source_is_bad(
     assert listing(pool) == before
 
 
+@pytest.mark.parametrize("suffix", [".vhd", ".vhdx"])
+async def test_download_refuses_a_disk_cut_short_when_the_body_had_no_length(
+    agent: Running, web: FileServer, tmp_path: Path, suffix: str
+) -> None:
+    """A body without Content-Length ends when the connection does, so a dropped
+    connection looks like the end of the file: the disk itself must be whole (a VHD ends
+    with its footer, a VHDX holds every region it lists) before it becomes a template."""
+    pool = _pool(agent)
+    disk = _disk(tmp_path, f"cut{suffix}", 64 * MIB)
+    vhd.write_data(disk, 0, b"boot" * 1024)
+    vhd.write_data(disk, 64 * MIB - 4096, b"last" * 1024)
+    raw = disk.read_bytes()
+    _published(web, f"t/cut{suffix}", raw)
+    _, answer = await agent.answer(DOWNLOAD, _download(
+        web.url(f"/unsized/{len(raw) - 4096}/t/cut{suffix}")))
+    assert answer["result"] is False and "is cut short" in answer["details"], answer
+    assert listing(pool) == {}
+    _, whole = await agent.answer(DOWNLOAD, _download(
+        web.url(f"/unsized/{len(raw)}/t/cut{suffix}")))
+    assert whole["result"] is True, whole
+    assert (pool / whole["installPath"]).read_bytes() == raw
+
+
+@pytest.mark.parametrize("suffix", [".vhd", ".vhdx"])
+async def test_download_refuses_a_differencing_disk_whose_parent_lies_elsewhere(
+    agent: Running, web: FileServer, tmp_path: Path, suffix: str
+) -> None:
+    """A differencing disk names its parent by path: a template downloaded as one, and every
+    volume cloned from it, would read whatever file the server chose on the host (another
+    volume of the pool, say) or fail once deployed when there is none."""
+    pool = _pool(agent)
+    victim = _disk(pool, f"other-tenant{suffix}", 64 * MIB)
+    before = listing(pool)
+    fmt = vhd.DiskFormat.VHD if suffix == ".vhd" else vhd.DiskFormat.VHDX
+    child = tmp_path / f"child{suffix}"
+    vhd.create(child, fmt, vhd.DiskType.DIFFERENCING, 0, parent=victim,
+               parent_locator=f"C:\\pool\\other-tenant{suffix}")
+    url = _published(web, f"t/evil{suffix}", child.read_bytes())
+    _, answer = await agent.answer(DOWNLOAD, _download(url))
+    assert answer["result"] is False and "is a differencing disk" in answer["details"], answer
+    assert listing(pool) == before
+
+
 async def test_download_fails_with_clear_details_when_server_is_unreachable(
     agent: Running,
 ) -> None:

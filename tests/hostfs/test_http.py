@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import tracemalloc
@@ -22,9 +23,10 @@ import pytest
 from hyperv_agent import tls
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
-from hyperv_agent.hostfs.images import disk_suffix
+from hyperv_agent.hostfs.images import disk_suffix, not_standalone, sniff
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import TransferError, transfer
+from tests.conftest import requires_tool
 from tests.s3server import free_port
 
 USER, PASSWORD = "cloud", "p@ss:w0rd/ü"
@@ -35,7 +37,8 @@ class FileServer(ThreadingHTTPServer):
     """Files under ``root`` at ``/files/<path>``, plus routes that misbehave on purpose:
     ``/redirect/<n>/<path>`` (n hops, then the file), ``/goto?<url>``,
     ``/status/<code>[/<name>]``, ``/auth/<path>`` (Basic authentication), ``/cut[/<name>]``
-    (body shorter than announced),
+    (body shorter than announced), ``/unsized/<n>/<path>`` (the file's first n bytes,
+    without Content-Length, then the connection closes),
     ``/silent`` (answers after 3 s), ``/nowhere`` (a redirect without Location)."""
 
     daemon_threads = True
@@ -117,6 +120,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "100000")
         self.end_headers()
         self.wfile.write(b"x" * 10)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _unsized(self, rest: str) -> None:
+        count, _, name = rest.partition("/")
+        data = (self.server.root / name).read_bytes()[:int(count)]
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
         self.wfile.flush()
         self.close_connection = True
 
@@ -348,6 +361,26 @@ def test_disk_suffix_follows_the_signature_when_files_are_disks_or_not(tmp_path:
     found = {name: disk_suffix(LocalFiles(), str(tmp_path / name)) for name in samples}
     assert found == {"x.vhdx": ".vhdx", "dyn.vhd": ".vhd", "fixed.vhd": ".vhd",
                      "text.vhd": None, "zeros.vhd": None}
+
+
+@requires_tool("qemu-img")
+@pytest.mark.parametrize("kind", ["vhdx dynamic", "vhdx fixed", "vpc dynamic", "vpc fixed"])
+def test_disk_made_by_qemu_stands_alone_until_its_tail_is_cut(tmp_path: Path,
+                                                               kind: str) -> None:
+    """Another maker's disks (qemu-img's) are whole and of their own; the same files cut
+    to half their length are not."""
+    fmt, subformat = kind.split()
+    (tmp_path / "r.raw").write_bytes(os.urandom(3 << 20))
+    disk = tmp_path / "d.img"
+    subprocess.run(["qemu-img", "convert", "-O", fmt, "-o",
+                    f"subformat={subformat}" + (",force_size=on" if fmt == "vpc" else ""),
+                    str(tmp_path / "r.raw"), str(disk)], check=True, capture_output=True)
+    with disk.open("rb") as handle:
+        suffix = sniff(handle)
+        assert suffix is not None and not_standalone(handle, suffix) is None
+    with disk.open("r+b") as handle:
+        handle.truncate(disk.stat().st_size // 2)
+        assert "is cut short" in (not_standalone(handle, suffix) or "")
 
 
 @pytest.fixture(scope="module")

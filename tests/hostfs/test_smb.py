@@ -20,6 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import ConfigError, HostFileError, PathNotAllowed
@@ -619,7 +620,8 @@ def _template_copy(samba: Samba, relative: str) -> dict[str, Any]:
 async def _copy_template(running: Running, samba: Samba, name: str) -> dict[str, Any]:
     source = samba.share_dir / "tmpl" / name
     source.parent.mkdir(parents=True, exist_ok=True)
-    source.write_bytes(b"conectix" + bytes(1024))
+    source.unlink(missing_ok=True)
+    vhd.create(source, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 16 << 20)
     running.emulator.host.paths.local(
         "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks").mkdir(parents=True,
                                                                           exist_ok=True)

@@ -3,8 +3,9 @@ a primary pool) and the legacy PrimaryStorageDownloadCommand share.
 
 The image streams from a host path, an S3 object or an http(s) URL (``transfer``), is
 expanded when its name says it is compressed, and is checked on the way in: a disk must
-carry a VHD or VHDX signature, and one whose name says the other format is renamed to
-match its content (``images``). An ISO is copied as it is.
+carry a VHD or VHDX signature and be whole and of its own (not cut short, not a
+differencing disk naming a parent file), and one whose name says the other format is
+renamed to match its content (``images``). An ISO is copied as it is.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ async def download_image(files: HostFiles, source: Source, target: str, *,
     """Copy the image ``source`` to the host path ``target`` (a disk or ISO name).
 
     ``checksum`` is checked against the source as stored (before decompression). A disk
-    without a VHD or VHDX signature fails the copy (TransferError). On any failure
+    without a VHD or VHDX signature, cut short, or differencing (its parent a file
+    elsewhere) fails the copy (TransferError). On any failure
     nothing is left under ``target`` or the renamed name, and an earlier file at
     ``target`` is left as it was; a repeat replaces the file with a fresh copy. Callers
     serialise downloads to one target.
@@ -59,3 +61,7 @@ class _DiskCheck:
         if self.suffix is None:
             raise TransferError(f"{self.label} is not a VHD or VHDX disk (no disk signature "
                                 "in what it holds); nothing was added to the pool")
+        problem = await images.content_problem(self.files, copy, self.suffix)
+        if problem is not None:
+            raise TransferError(f"{self.label} {problem}; a template must be a whole disk of "
+                                "its own, and nothing was added to the pool")

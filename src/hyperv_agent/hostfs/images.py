@@ -10,7 +10,12 @@ The one home of
 - a disk's format from its content: a VHDX begins with ``vhdxfile``; a VHD ends with a
   512-byte footer beginning with ``conectix``, which dynamic and differencing VHDs also
   copy to offset 0 (the VHD and VHDX specifications);
-- renaming a disk whose name says the other format to match its content.
+- whether a disk stands alone and whole, as a template must: a VHD ends with its footer
+  (whose disk type is not 4, differencing); a VHDX's region table is there and every
+  region and block it lists lies inside the file, and its file parameters do not say
+  ``HasParent``. A differencing disk names a parent file somewhere on the host (the
+  specifications' parent locators), which a template must never do; a disk cut short
+  (a body without Content-Length whose connection dropped) cannot be opened.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import asyncio
 import io
 import logging
 import ntpath
+import struct
+import uuid
 from collections.abc import Mapping
 from typing import BinaryIO
 
@@ -43,6 +50,24 @@ DEFAULT_VOLUME_FORMAT = "VHDX"
 _VHDX_SIGNATURE = b"vhdxfile"  # at offset 0 of every VHDX
 _VHD_COOKIE = b"conectix"  # the VHD footer's cookie
 _VHD_FOOTER_BYTES = 512
+_VHD_DISK_TYPE = struct.Struct(">I")  # at offset 60 of the footer
+_VHD_DIFFERENCING = 4
+_VHDX_REGION_TABLES = (192 * 1024, 256 * 1024)  # the region table and its copy
+_VHDX_REGION_HEADER = struct.Struct("<4sIII")  # "regi", checksum, entry count, reserved
+_VHDX_REGION_ENTRY = struct.Struct("<16sQII")  # GUID, file offset, length, required
+_VHDX_MAX_REGIONS = 2047
+_VHDX_METADATA_REGION = uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E").bytes_le
+_VHDX_METADATA_HEADER = struct.Struct("<8sHH20x")  # "metadata", reserved, entry count
+_VHDX_METADATA_ENTRY = struct.Struct("<16sIIII")  # item GUID, offset, length, flags, -
+_VHDX_MAX_ITEMS = 2047
+_VHDX_BAT_REGION = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08").bytes_le
+_VHDX_FILE_PARAMETERS = uuid.UUID("CAA16737-FA36-4D43-B3B6-33F0AA44E76B").bytes_le
+_VHDX_VIRTUAL_SIZE = uuid.UUID("2FA54224-CD1B-4876-B211-5DBED83BF4B8").bytes_le
+_VHDX_LOGICAL_SECTOR = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F").bytes_le
+_VHDX_NEEDED_ITEMS = {_VHDX_FILE_PARAMETERS: 8, _VHDX_VIRTUAL_SIZE: 8,
+                      _VHDX_LOGICAL_SECTOR: 4}  # the items read, and their lengths
+_VHDX_HAS_PARENT = 2  # in the file parameters' flags
+_VHDX_PRESENT = frozenset({6, 7})  # block states whose offset is in the file
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -123,6 +148,127 @@ def sniff(handle: BinaryIO) -> str | None:
     return VHD if handle.read(len(_VHD_COOKIE)) == _VHD_COOKIE else None
 
 
+def not_standalone(handle: BinaryIO, suffix: str) -> str | None:
+    """Why the disk in the open, seekable ``handle`` (of the format ``suffix`` shows) is
+    not a whole disk of its own, in a few words ("is a differencing disk ..."); None when
+    it is one."""
+    size = handle.seek(0, io.SEEK_END)
+    if suffix == VHD:
+        if size < _VHD_FOOTER_BYTES:
+            return "is cut short: it ends before its VHD footer"
+        handle.seek(size - _VHD_FOOTER_BYTES)
+        footer = handle.read(_VHD_FOOTER_BYTES)
+        if footer[:len(_VHD_COOKIE)] != _VHD_COOKIE:
+            return "is cut short: it does not end with the VHD footer"
+        if _VHD_DISK_TYPE.unpack_from(footer, 60)[0] == _VHD_DIFFERENCING:
+            return _DIFFERENCING
+        return None
+    return _vhdx_not_standalone(handle, size)
+
+
+_DIFFERENCING = ("is a differencing disk: it names a parent disk file instead of holding "
+                 "the whole disk")
+
+
+def _vhdx_not_standalone(handle: BinaryIO, size: int) -> str | None:
+    regions = next((found for at in _VHDX_REGION_TABLES
+                    if (found := _vhdx_regions(handle, at)) is not None), None)
+    if regions is None:
+        return "is cut short or damaged: it has no VHDX region table"
+    if any(offset + length > size for offset, length in regions.values()):
+        return "is cut short: a VHDX region it lists ends past the end of the file"
+    metadata, bat = regions.get(_VHDX_METADATA_REGION), regions.get(_VHDX_BAT_REGION)
+    items = _vhdx_items(handle, *metadata) if metadata is not None else None
+    if bat is None or items is None or items.keys() != _VHDX_NEEDED_ITEMS.keys():
+        return "is damaged: its VHDX metadata or block table is missing"
+    block, flags = struct.unpack("<II", items[_VHDX_FILE_PARAMETERS][:8])
+    (virtual,) = struct.unpack("<Q", items[_VHDX_VIRTUAL_SIZE][:8])
+    (sector,) = struct.unpack("<I", items[_VHDX_LOGICAL_SECTOR][:4])
+    if flags & _VHDX_HAS_PARENT:
+        return _DIFFERENCING
+    if block == 0 or sector == 0:
+        return "is damaged: its VHDX block or sector size is 0"
+    if _vhdx_block_past_end(handle, *bat, block, virtual, sector, size):
+        return "is cut short: a VHDX data block it lists ends past the end of the file"
+    return None
+
+
+def _vhdx_regions(handle: BinaryIO, at: int) -> dict[bytes, tuple[int, int]] | None:
+    """The regions (GUID -> offset, length) of the VHDX region table at ``at``; None when
+    no region table is there."""
+    handle.seek(at)
+    raw = handle.read(_VHDX_REGION_HEADER.size + _VHDX_MAX_REGIONS * _VHDX_REGION_ENTRY.size)
+    if len(raw) < _VHDX_REGION_HEADER.size:
+        return None
+    signature, _, count, _ = _VHDX_REGION_HEADER.unpack_from(raw)
+    if signature != b"regi" or count > _VHDX_MAX_REGIONS \
+            or len(raw) < _VHDX_REGION_HEADER.size + count * _VHDX_REGION_ENTRY.size:
+        return None
+    entries = (_VHDX_REGION_ENTRY.unpack_from(raw, _VHDX_REGION_HEADER.size + i
+                                              * _VHDX_REGION_ENTRY.size) for i in range(count))
+    return {guid: (offset, length) for guid, offset, length, _ in entries}
+
+
+def _vhdx_items(handle: BinaryIO, offset: int, length: int) -> dict[bytes, bytes] | None:
+    """The items of ``_VHDX_NEEDED_ITEMS`` (GUID -> bytes) in the VHDX metadata region at
+    ``offset``; None when its table is not there."""
+    handle.seek(offset)
+    raw = handle.read(min(length, _VHDX_METADATA_HEADER.size
+                          + _VHDX_MAX_ITEMS * _VHDX_METADATA_ENTRY.size))
+    if len(raw) < _VHDX_METADATA_HEADER.size:
+        return None
+    signature, _, count = _VHDX_METADATA_HEADER.unpack_from(raw)
+    if signature != b"metadata":
+        return None
+    items: dict[bytes, bytes] = {}
+    for index in range(min(count, _VHDX_MAX_ITEMS)):
+        at = _VHDX_METADATA_HEADER.size + index * _VHDX_METADATA_ENTRY.size
+        if at + _VHDX_METADATA_ENTRY.size > len(raw):
+            return None
+        guid, item_offset, item_length, _, _ = _VHDX_METADATA_ENTRY.unpack_from(raw, at)
+        wanted = _VHDX_NEEDED_ITEMS.get(guid)
+        if wanted is not None and item_length >= wanted \
+                and item_offset + wanted <= length:
+            handle.seek(offset + item_offset)
+            items[guid] = handle.read(wanted)
+    return items if all(len(value) == _VHDX_NEEDED_ITEMS[guid]
+                        for guid, value in items.items()) else None
+
+
+def _vhdx_block_past_end(handle: BinaryIO, offset: int, length: int, block: int,
+                         virtual: int, sector: int, size: int) -> bool:
+    """Whether a block the VHDX block table (at ``offset``) says is in the file ends past
+    its end ``size``. The table holds a sector bitmap entry (1 MiB) after each chunk of
+    payload entries (a payload block is ``block`` bytes, the last one as much of it as
+    the disk's ``virtual`` size holds)."""
+    chunk = (1 << 23) * sector // block  # payload blocks per sector bitmap block
+    blocks = -(-virtual // block)
+    handle.seek(offset)
+    table = handle.read(length)
+    for index in range(len(table) // 8):
+        (entry,) = struct.unpack_from("<Q", table, index * 8)
+        if entry & 7 not in _VHDX_PRESENT:
+            continue
+        start = (entry >> 20) << 20
+        if (index + 1) % (chunk + 1) == 0:
+            end = start + (1 << 20)  # a sector bitmap block
+        else:
+            number = index - index // (chunk + 1)
+            if number >= blocks:
+                continue
+            end = start + min(block, virtual - number * block)
+        if end > size:
+            return True
+    return False
+
+
+def disk_problem(files: HostFiles, path: str, suffix: str) -> str | None:
+    """``not_standalone`` of the host file ``path``. Blocking: call it from a worker
+    thread. Read-only."""
+    with files.open_binary(path, "rb") as handle:
+        return not_standalone(handle, suffix)
+
+
 def disk_suffix(files: HostFiles, path: str) -> str | None:
     """``sniff`` of the host file ``path``. Blocking: call it from a worker thread.
     Read-only; a missing file raises HostFileError."""
@@ -149,3 +295,8 @@ async def matched_to_content(files: HostFiles, path: str, content: str) -> str:
 async def content_suffix(files: HostFiles, path: str) -> str | None:
     """``disk_suffix`` on a worker thread."""
     return await asyncio.to_thread(disk_suffix, files, path)
+
+
+async def content_problem(files: HostFiles, path: str, suffix: str) -> str | None:
+    """``disk_problem`` on a worker thread."""
+    return await asyncio.to_thread(disk_problem, files, path, suffix)
