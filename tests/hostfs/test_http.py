@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import threading
 import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent import tls
+from hyperv_agent.emulator import vhd
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
 from hyperv_agent.hostfs.images import disk_suffix, not_standalone, sniff
@@ -420,3 +423,36 @@ def test_silent_listener_is_cut_off_when_it_never_answers() -> None:
         with pytest.raises(TransferError) as caught:
             _read(HttpObject.from_url(f"http://127.0.0.1:{port}/t.vhd"), timeout_s=0.3)
     assert "did not answer within 0.3 s" in _one_line(caught)
+
+
+def test_standalone_check_reads_only_the_block_table_the_disk_needs(tmp_path: Path) -> None:
+    """A VHDX whose region table gives its block table the rest of a large file is checked
+    by reading the entries its size needs, not the region it claims."""
+    disk = tmp_path / "d.vhdx"
+    vhd.create(disk, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 8 << 20)
+    with disk.open("r+b") as handle:
+        claimed = 64 << 20
+        handle.truncate(claimed * 2)
+        for table in (192 << 10, 256 << 10):  # the region table and its copy
+            handle.seek(table)
+            header = handle.read(16)
+            count = int.from_bytes(header[8:12], "little")
+            for index in range(count):
+                at = table + 16 + index * 32
+                handle.seek(at)
+                guid = handle.read(16)
+                if guid == uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08").bytes_le:
+                    handle.seek(at + 24)
+                    handle.write(claimed.to_bytes(4, "little"))
+    read = 0
+
+    class Counting(io.FileIO):
+        def read(self, size: int | None = -1) -> bytes:
+            nonlocal read
+            data = super().read(size)
+            read += len(data)
+            return data
+
+    with Counting(disk, "rb") as counted:
+        assert not_standalone(counted, ".vhdx") is None  # a whole disk, with room to spare
+    assert read < 2 << 20, read

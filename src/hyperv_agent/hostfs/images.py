@@ -68,6 +68,7 @@ _VHDX_NEEDED_ITEMS = {_VHDX_FILE_PARAMETERS: 8, _VHDX_VIRTUAL_SIZE: 8,
                       _VHDX_LOGICAL_SECTOR: 4}  # the items read, and their lengths
 _VHDX_HAS_PARENT = 2  # in the file parameters' flags
 _VHDX_PRESENT = frozenset({6, 7})  # block states whose offset is in the file
+_BAT_SLICE_ENTRIES = 1 << 17  # block table entries read at a time (1 MiB)
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -240,25 +241,29 @@ def _vhdx_block_past_end(handle: BinaryIO, offset: int, length: int, block: int,
     """Whether a block the VHDX block table (at ``offset``) says is in the file ends past
     its end ``size``. The table holds a sector bitmap entry (1 MiB) after each chunk of
     payload entries (a payload block is ``block`` bytes, the last one as much of it as
-    the disk's ``virtual`` size holds)."""
+    the disk's ``virtual`` size holds). Only the entries the disk's size needs are read,
+    a slice at a time, whatever length the region claims."""
     chunk = (1 << 23) * sector // block  # payload blocks per sector bitmap block
     blocks = -(-virtual // block)
+    needed = blocks + -(-blocks // chunk)  # payload entries and their bitmap entries
     handle.seek(offset)
-    table = handle.read(length)
-    for index in range(len(table) // 8):
-        (entry,) = struct.unpack_from("<Q", table, index * 8)
-        if entry & 7 not in _VHDX_PRESENT:
-            continue
-        start = (entry >> 20) << 20
-        if (index + 1) % (chunk + 1) == 0:
-            end = start + (1 << 20)  # a sector bitmap block
-        else:
-            number = index - index // (chunk + 1)
-            if number >= blocks:
-                continue
-            end = start + min(block, virtual - number * block)
-        if end > size:
-            return True
+    index = 0
+    while index < min(needed, length // 8):
+        table = handle.read(min(_BAT_SLICE_ENTRIES, needed - index) * 8)
+        if len(table) < 8:
+            return True  # the table itself is cut short
+        for (entry,) in struct.iter_unpack("<Q", table[:len(table) // 8 * 8]):
+            if entry & 7 in _VHDX_PRESENT:
+                start = (entry >> 20) << 20
+                if (index + 1) % (chunk + 1) == 0:
+                    end = start + (1 << 20)  # a sector bitmap block
+                else:
+                    number = index - index // (chunk + 1)
+                    end = start + min(block, virtual - number * block) \
+                        if number < blocks else start
+                if end > size:
+                    return True
+            index += 1
     return False
 
 
