@@ -128,6 +128,7 @@ USED: tuple[ClassUse, ...] = (
         GetSummaryInformation=("SettingData", "RequestedInformation",
                                "SummaryInformation"))),
     ClassUse(Class.IMAGE_SERVICE, properties=_SERVICE_KEYS, service=True, methods=_methods(
+        ConvertVirtualHardDisk=("SourcePath", "VirtualDiskSettingData", *_JOB),
         CreateVirtualHardDisk=("VirtualDiskSettingData", *_JOB),
         GetVirtualHardDiskSettingData=("Path", "SettingData", *_JOB),
         ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB))),
