@@ -907,6 +907,17 @@ _WIN32: Final = (
         _props("string Name; uint64 PercentIdleTime PercentProcessorTime"),
         namespace=CIMV2,
     ),
+    # NOTE: the "Hyper-V Hypervisor Logical Processor" counter set; no reference page is
+    # in the sources. Names and types as Microsoft's generated bindings of root\cimv2 list
+    # them (microsoft/wmi, server2019: every counter uint64, under Win32_PerfFormattedData);
+    # only the properties the emulator defines are tabulated.
+    _cls(
+        "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor",
+        "Win32_PerfFormattedData",
+        _props("string Name; uint64 PercentTotalRunTime PercentGuestRunTime"
+               " PercentHypervisorRunTime PercentIdleTime"),
+        namespace=CIMV2,
+    ),
     # NOTE: a formatted/raw performance class (Tcpip "Network Interface" counters); the
     # counters are 64-bit raw values, typed uint64 as the other raw counters are.
     _cls(

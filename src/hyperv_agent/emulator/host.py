@@ -387,6 +387,13 @@ class EmulatedHost:
             "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
             PercentIdleTime=100, PercentProcessorTime=0,
         )
+        # the hypervisor's counters of every logical processor; the run times follow the
+        # running VMs when read (``model.computed``)
+        yield self.new_record(
+            "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor", Name="_Total",
+            PercentTotalRunTime=0, PercentGuestRunTime=0, PercentHypervisorRunTime=0,
+            PercentIdleTime=100,
+        )
 
     def _interface_counters(self) -> Iterator[Record]:
         """The "Network Interface" counters of the two adapters, moving at their steady

@@ -7,6 +7,7 @@ InstanceID starts with ``Microsoft:<GUID>\\``.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
@@ -151,6 +152,45 @@ def _running_memory(record: Record) -> int:
 RUNNING_MEMORY = TallySpec("running-memory", _running_memory)
 
 
+def processor_load(guid: str) -> int:
+    """The steady CPU load (1..30 %) of the running VM ``guid`` over its virtual
+    processors: its ProcessorLoad in GetSummaryInformation."""
+    return 1 + zlib.crc32(guid.encode()) % 30
+
+
+def virtual_processors(txn: Transaction, guid: str) -> int:
+    """The VM's virtual processor count (its Msvm_ProcessorSettingData.VirtualQuantity)."""
+    found = owned_records(txn, concrete_classes("Msvm_ProcessorSettingData", V2_NAMESPACE),
+                          guid)
+    return found[-1].integer("VirtualQuantity") if found else 0
+
+
+#: Hidden state of a running VM: the virtual processors it started with (Hyper-V fixes
+#: the count while the VM runs).
+RUNNING_CPUS = "cpus"
+
+
+def _busy_processors(record: Record) -> int:
+    """Hundredths of a logical processor a VM keeps busy: its load times its virtual
+    processors while it runs (a paused VM runs no code)."""
+    if not is_vm(record) or record["EnabledState"] != EnabledState.ENABLED:
+        return 0
+    return processor_load(str(record["Name"])) * int(record.meta.get(RUNNING_CPUS, 0))
+
+
+#: Hundredths of logical processors running VMs keep busy, kept as VMs change.
+BUSY_PROCESSORS = TallySpec("busy-processors", _busy_processors)
+
+
+def hypervisor_run_time(host: EmulatedHost, txn: Transaction) -> int:
+    """The hypervisor's "% Total Run Time" of all the host's logical processors (the
+    ``_Total`` instance of "Hyper-V Hypervisor Logical Processor"): the share of them
+    the running VMs keep busy, in whole percent, at most 100. The management OS is idle
+    (its own processor counters read 100 % idle)."""
+    busy = txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), BUSY_PROCESSORS)
+    return min(100, round(busy / max(1, host.config.cpus)))
+
+
 def generation(vssd: Record) -> int:
     return 2 if vssd["VirtualSystemSubType"] == codes.GENERATION_2 else 1
 
@@ -189,7 +229,9 @@ def present(txn: Transaction, record: Record) -> bool:
     return txn.get(ObjectPath.parse(device)) is not None
 
 
-_COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem")
+HYPERVISOR_LP_COUNTERS = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
+_COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem",
+                     HYPERVISOR_LP_COUNTERS)
 
 
 def seen_as_stored(class_def: ClassDef, name: str) -> bool:
@@ -222,4 +264,8 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         total_kb = record.integer("TotalVisibleMemorySize")
         return {"FreePhysicalMemory": max(0, total_kb - used_kb),
                 "LocalDateTime": cim_datetime(now)}
+    if record.class_def.name == HYPERVISOR_LP_COUNTERS:
+        run = hypervisor_run_time(host, txn)
+        return {"PercentTotalRunTime": run, "PercentGuestRunTime": run,
+                "PercentHypervisorRunTime": 0, "PercentIdleTime": 100 - run}
     return {}

@@ -794,6 +794,18 @@ Name string key
 PercentIdleTime uint64
 PercentProcessorTime uint64
 """, namespace=CIMV2_NAMESPACE)
+# The "Hyper-V Hypervisor Logical Processor" counter set: the hypervisor's view of every
+# logical processor of the host, whichever partition runs on it (the management OS's own
+# Processor counters see only its virtual processors). "_Total" averages them all;
+# % Total Run Time is % Guest Run Time + % Hypervisor Run Time.
+_class("Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor",
+       "Win32_PerfFormattedData", """
+Name string key
+PercentTotalRunTime uint64
+PercentGuestRunTime uint64
+PercentHypervisorRunTime uint64
+PercentIdleTime uint64
+""", namespace=CIMV2_NAMESPACE)
 _class("Win32_Process", "CIM_Process", """
 Handle string key
 Caption string

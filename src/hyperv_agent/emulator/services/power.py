@@ -49,7 +49,7 @@ def _start(call: Call, vm: Record) -> None:
         raise MethodError(ReturnCode.OUT_OF_MEMORY,
                           f"not enough memory to start: {memory_mb} MB asked, {free_mb} MB free")
     _check_media(call, guid)
-    _power_on(call.host, call.txn, vm, memory_mb)
+    _power_on(call.host, call.txn, vm, memory_mb, model.virtual_processors(call.txn, guid))
 
 
 def _memory_mb(txn: Transaction, guid: str) -> int:
@@ -73,11 +73,13 @@ def _check_media(call: Call, guid: str) -> None:
             raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found")
 
 
-def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int) -> None:
+def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
+              cpus: int) -> None:
     guid = str(vm["Name"])
     vm["EnabledState"] = E.ENABLED
     vm["ProcessID"] = random.randint(1000, 60000)  # noqa: S311 - not security relevant
-    vm.meta.update(started_at=host.clock(), memory_mb=memory_mb)
+    vm.meta.update({"started_at": host.clock(), "memory_mb": memory_mb,
+                    model.RUNNING_CPUS: cpus})
     for class_name, suffix in (("Msvm_ShutdownComponent", "shutdown"),
                                ("Msvm_KvpExchangeComponent", "kvp")):
         txn.put(host.new_record(
@@ -93,6 +95,7 @@ def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.D
     vm["ProcessID"] = None
     vm.meta.pop("started_at", None)
     vm.meta["memory_mb"] = 0
+    vm.meta.pop(model.RUNNING_CPUS, None)
     for record in list(model.runtime_records(txn, str(vm["Name"]))):
         txn.delete(record.path)
 

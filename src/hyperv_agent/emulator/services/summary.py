@@ -7,12 +7,10 @@ for a path that names no VM. Name is always filled; properties not asked for are
 from __future__ import annotations
 
 import weakref
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import (
-    V2_NAMESPACE,
     CimInstance,
     CimProperty,
     CimValue,
@@ -23,7 +21,7 @@ from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost
-from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.schema import CLASSES
 from hyperv_agent.emulator.store import Record
 
 #: RequestedInformation id -> Msvm_SummaryInformation property.
@@ -38,7 +36,6 @@ INFORMATION: Mapping[int, str] = {
     132: "OtherEnabledState",
 }
 _SUMMARY = CLASSES["Msvm_SummaryInformation"]
-_PROCESSORS = concrete_classes("Msvm_ProcessorSettingData", V2_NAMESPACE)
 #: Every property null: the answer for what was not asked (shared, instances are immutable).
 _NULLS = {key: CimProperty(p.name, p.cim_type, p.is_array, None)
           for key, p in _SUMMARY.properties.items()}
@@ -173,8 +170,7 @@ class _Facts:
         return CimInstance(_SUMMARY.name, props, None, _SUMMARY.namespace)
 
     def cpus(self, guid: str) -> int:
-        found = model.owned_records(self.call.txn, _PROCESSORS, guid)
-        return found[-1].integer("VirtualQuantity") if found else 0
+        return model.virtual_processors(self.call.txn, guid)
 
     def _values(self, vssd: Record, vm: Record) -> dict[str, CimValue]:
         guid = str(vm["Name"])
@@ -187,8 +183,8 @@ class _Facts:
             "NumberOfProcessors": self.cpus(guid) if "NumberOfProcessors" in self.wanted else 0,
             "EnabledState": vm["EnabledState"], "HealthState": vm["HealthState"],
             "OperationalStatus": vm["OperationalStatus"], "Version": vssd["Version"],
-            "ProcessorLoad": _load(guid) if running else 0,
-            "ProcessorLoadHistory": (_load(guid),) * 10 if running else (),
+            "ProcessorLoad": model.processor_load(guid) if running else 0,
+            "ProcessorLoadHistory": (model.processor_load(guid),) * 10 if running else (),
             "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if running else 0,
             "Heartbeat": codes.Heartbeat.OK if running else None,
             "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if running else 0,
@@ -196,8 +192,3 @@ class _Facts:
             "Shielded": False,
             "VirtualSystemSubType": vssd["VirtualSystemSubType"], "SwapFilesInUse": False,
         }
-
-
-def _load(guid: str) -> int:
-    """A steady, VM-specific CPU load for running VMs (1..30 %)."""
-    return 1 + zlib.crc32(guid.encode()) % 30

@@ -1,0 +1,105 @@
+"""The host's processor counters in root\\cimv2: the hypervisor's "Hyper-V Hypervisor
+Logical Processor" counters follow what the running VMs keep busy; the management OS's
+own "Processor Information" counters do not see them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, ObjectPath
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from tests.emulator.kit import define_vm, devices, ok, request_state, service
+
+HYPERVISOR = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
+ROOT = "Win32_PerfFormattedData_Counters_ProcessorInformation"
+
+
+async def _total(cim: EmulatorCim, class_name: str = HYPERVISOR) -> CimInstance:
+    found = await cim.query(wql.select(class_name, wql.eq("Name", "_Total")), CIMV2_NAMESPACE)
+    assert len(found) == 1
+    return found[0]
+
+
+async def _vm(cim: EmulatorCim, name: str, cpus: int, state: int = 2) -> ObjectPath:
+    path = await define_vm(cim, name)
+    processor = (await devices(cim, path, "Msvm_ProcessorSettingData"))[0]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
+    await ok(cim, await request_state(cim, path, 2))
+    if state != 2:
+        await ok(cim, await request_state(cim, path, state))
+    return path
+
+
+async def _busy_hundredths(cim: EmulatorCim) -> int:
+    """What the VMs' own summaries say they keep busy: ProcessorLoad (percent of the
+    VM's virtual processors) times NumberOfProcessors, summed."""
+    result = await cim.invoke(await service(cim), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [4, 101]})
+    return sum((s.integer("ProcessorLoad") or 0) * (s.integer("NumberOfProcessors") or 0)
+               for s in result.instances("SummaryInformation"))
+
+
+def _run_time(total: CimInstance) -> int:
+    value = total.integer("PercentTotalRunTime")
+    assert value is not None
+    return value
+
+
+async def test_total_run_time_is_0_and_idle_100_when_no_vm_runs(emulator: EmulatorCim) -> None:
+    await define_vm(emulator, "off")
+    total = await _total(emulator)
+    assert (total["PercentTotalRunTime"], total["PercentGuestRunTime"],
+            total["PercentHypervisorRunTime"], total["PercentIdleTime"]) == (0, 0, 0, 100)
+
+
+async def test_total_run_time_is_what_running_vms_keep_busy_over_every_logical_processor(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(cpus=4))
+    try:
+        await _vm(cim, "two", cpus=2)
+        await _vm(cim, "four", cpus=4)
+        busy = await _busy_hundredths(cim)
+        total = await _total(cim)
+        root = await _total(cim, ROOT)
+    finally:
+        await cim.close()
+    assert busy > 0
+    assert _run_time(total) == min(100, round(busy / 4)) > 0
+    assert total["PercentGuestRunTime"] == _run_time(total)
+    assert total["PercentIdleTime"] == 100 - _run_time(total)
+    # the management OS sees only its own virtual processors, which are idle
+    assert (root["PercentIdleTime"], root["PercentProcessorTime"]) == (100, 0)
+
+
+async def test_total_run_time_falls_back_when_vms_stop_or_pause(emulator: EmulatorCim) -> None:
+    running = await _vm(emulator, "running", cpus=8)
+    paused = await _vm(emulator, "paused", cpus=8, state=9)
+    busy = await _busy_hundredths(emulator)  # the paused VM's load reads 0
+    assert _run_time(await _total(emulator)) == round(busy / 16) > 0
+    await ok(emulator, await request_state(emulator, running, 3))
+    assert _run_time(await _total(emulator)) == 0
+    await ok(emulator, await request_state(emulator, paused, 2))
+    assert _run_time(await _total(emulator)) == round(
+        await _busy_hundredths(emulator) / 16) > 0
+
+
+async def test_total_run_time_survives_a_restart_of_the_emulated_host(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    config = make_config()
+    cim = EmulatorCim.open(config)
+    try:
+        await _vm(cim, "busy", cpus=16)
+        before = _run_time(await _total(cim))
+    finally:
+        await cim.close()
+    cim = EmulatorCim.open(config)
+    try:
+        after = _run_time(await _total(cim))
+    finally:
+        await cim.close()
+    assert after == before > 0
