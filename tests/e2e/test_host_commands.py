@@ -11,13 +11,17 @@ import aiohttp
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS
 from hyperv_agent.service import build_agent
 from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running, client_context, start
-from tests.emulator.kit import define_vm, ok, request_state, service
+from tests.emulator.kit import define_vm, devices, ok, request_state, service
 
 ROUTING = "com.cloud.agent.api.StartupRoutingCommand"
 STORAGE = "com.cloud.agent.api.StartupStorageCommand"
+#: GetHostStatsCommand as the management server sends it
+HOST_STATS = {"hostGuid": "B4AE5970-FCBF-4780-9F8A-2D2E04FECC34-HypervResource",
+              "hostName": "CC-SVR11", "hostId": 5, "contextMap": {}, "wait": 0}
 
 
 async def test_liveness_route_answers_the_controller_string(running: Running) -> None:
@@ -165,9 +169,7 @@ async def test_host_stats_report_cpu_and_memory_in_kib(running: Running) -> None
     cim = running.emulator
     vm = await define_vm(cim)
     await ok(cim, await request_state(cim, vm, 2))
-    key, value = await running.answer("com.cloud.agent.api.GetHostStatsCommand", {
-        "hostGuid": "B4AE5970-FCBF-4780-9F8A-2D2E04FECC34-HypervResource",
-        "hostName": "CC-SVR11", "hostId": 5, "contextMap": {}, "wait": 0})
+    key, value = await running.answer("com.cloud.agent.api.GetHostStatsCommand", HOST_STATS)
     assert key == "com.cloud.agent.api.GetHostStatsAnswer" and value["result"] is True
     stats = value["hostStats"]
     assert stats["hostId"] == 5 and stats["entityType"] == "host"
@@ -179,6 +181,40 @@ async def test_host_stats_report_cpu_and_memory_in_kib(running: Running) -> None
     assert stats["networkReadKBs"] > 0
     assert abs(stats["networkWriteKBs"] / stats["networkReadKBs"] - NIC_SEND_BPS / NIC_RECEIVE_BPS
                ) < 0.01
+
+
+async def _cpu_utilization(running: Running) -> float:
+    key, value = await running.answer("com.cloud.agent.api.GetHostStatsCommand", HOST_STATS)
+    assert key == "com.cloud.agent.api.GetHostStatsAnswer" and value["result"] is True, value
+    return float(value["hostStats"]["cpuUtilization"])
+
+
+async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> ObjectPath:
+    vm = await define_vm(cim, name)
+    processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
+    await ok(cim, await request_state(cim, vm, 2))
+    return vm
+
+
+async def test_host_cpu_utilization_rises_with_busy_vms_and_falls_when_they_stop(
+    running: Running,
+) -> None:
+    """The host's figure is the hypervisor's, over all 16 logical processors: what the
+    VMs keep busy (each VM's own cpuUtilization times its vCPUs) counts, though the
+    management OS's processors stay idle."""
+    cim = running.emulator
+    assert await _cpu_utilization(running) == 0.0
+    vms = [await _busy_vm(cim, "i-2-80-VM", cpus=8), await _busy_vm(cim, "i-2-81-VM", cpus=16)]
+    _, answer = await running.answer("com.cloud.agent.api.GetVmStatsCommand",
+                                     {"vmNames": ["i-2-80-VM", "i-2-81-VM"]})
+    busy = sum(entry["cpuUtilization"] * entry["numCPUs"]
+               for entry in answer["vmStatsMap"].values())
+    assert await _cpu_utilization(running) == min(100, round(busy / 16)) > 0
+    for vm in vms:
+        await ok(cim, await request_state(cim, vm, 3))
+    assert await _cpu_utilization(running) == 0.0
 
 
 async def test_check_on_host_without_a_shared_pool_does_not_call_the_host_down(

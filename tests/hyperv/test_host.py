@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import (
@@ -15,9 +17,10 @@ from hyperv_agent.emulator.host import (
     UPLINK_SEND_BPS,
 )
 from hyperv_agent.emulator.lab import open_emulator
+from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv import host
-from hyperv_agent.hyperv.schema import Class
-from tests.emulator.kit import define_vm, ok, request_state
+from hyperv_agent.hyperv.schema import CIMV2, Class
+from tests.emulator.kit import define_vm, devices, ok, request_state, service
 from tests.sessions import hv
 
 GIB = 1 << 30
@@ -163,6 +166,70 @@ async def test_stats_read_no_network_traffic_and_say_so_when_the_counters_are_mi
     assert (stats.received_bytes, stats.sent_bytes) == (0, 0)
     assert stats.total_memory_kib == 64 * 1024 * 1024
     assert "host network statistics read 0" in caplog.text
+
+
+async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> None:
+    vm = await define_vm(cim, name)
+    processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
+    await ok(cim, await request_state(cim, vm, 2))
+
+
+async def _counter(cim: EmulatorCim, class_name: str, name: str) -> int:
+    found = await cim.query(wql.select(class_name, wql.eq("Name", "_Total")), CIMV2)
+    value = found[0].integer(name)
+    assert value is not None
+    return value
+
+
+async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(cpus=4))
+    try:
+        idle = await host.host_stats(hv(cim))
+        await _busy_vm(cim, "two", cpus=2)
+        await _busy_vm(cim, "four", cpus=4)
+        before = cim.round_trips()
+        busy = await host.host_stats(hv(cim))
+        spent = cim.round_trips() - before
+        run_time = await _counter(cim, Class.HYPERVISOR_LP_PERF, "PercentTotalRunTime")
+        root_idle = await _counter(cim, "Win32_PerfFormattedData_Counters_ProcessorInformation",
+                                   "PercentIdleTime")
+    finally:
+        await cim.close()
+    assert idle.cpu_utilization_percent == 0.0
+    assert busy.cpu_utilization_percent == float(run_time) > 0
+    assert spent.calls == 3 and spent.waits == 0  # still CPU, memory, network, at once
+    # the management OS's own processors are idle: that counter would have read 0 %
+    assert root_idle == 100
+
+
+async def test_cpu_run_time_is_clamped_when_the_counter_passes_100(
+    emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    query = emulator.query
+
+    async def over(text: str, namespace: str = CIMV2) -> list[CimInstance]:
+        return [i.updated(PercentTotalRunTime=101) for i in await query(text, namespace)]
+
+    monkeypatch.setattr(emulator, "query", over)
+    assert await host.cpu_run_time_percent(hv(emulator)) == 100.0
+
+
+async def test_stats_fail_naming_the_class_when_the_hypervisor_counters_are_missing(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = open_emulator(make_config(
+        lab_missing_classes=frozenset({Class.HYPERVISOR_LP_PERF})))
+    try:
+        with pytest.raises(HyperVError) as raised:
+            await host.host_stats(hv(cim))
+    finally:
+        await cim.close()
+    assert Class.HYPERVISOR_LP_PERF in str(raised.value)
+    assert "lodctr /R" in str(raised.value)
 
 
 async def test_stats_count_vm_memory_as_used_when_a_vm_runs(emulator: EmulatorCim) -> None:

@@ -3,17 +3,19 @@
 Every function here only reads; none changes the host, so every call is safe to repeat
 and nothing needs cleaning up when one fails. Round trips (queries) per call:
 
-=================  =====================================================================
-``host_facts``     2 (Win32_Processor and Win32_OperatingSystem, sent concurrently)
-``host_stats``     2 (processor performance counter and Win32_OperatingSystem, concurrently)
-``nic_for_ip``     1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
-``all_nics``       1 (the same query)
-``switch_names``   1 (Msvm_VirtualEthernetSwitch)
-``host_clock``     1 (Win32_OperatingSystem.LocalDateTime)
-``vm_count``       1 (Msvm_ComputerSystem)
-``services``       1 per service class, sent concurrently
-``migration``      2 (the migration service's settings and its networks, concurrently)
-=================  =====================================================================
+========================  ===================================================================
+``host_facts``            2 (Win32_Processor and Win32_OperatingSystem, sent concurrently)
+``host_stats``            3 (hypervisor processor counters, Win32_OperatingSystem, network
+                          interface counters, concurrently; +1 beside them the first time)
+``cpu_run_time_percent``  1 (the hypervisor's logical processor counters, ``_Total``)
+``nic_for_ip``            1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
+``all_nics``              1 (the same query)
+``switch_names``          1 (Msvm_VirtualEthernetSwitch)
+``host_clock``            1 (Win32_OperatingSystem.LocalDateTime)
+``vm_count``              1 (Msvm_ComputerSystem)
+``services``              1 per service class, sent concurrently
+``migration``             2 (the migration service's settings and its networks, concurrently)
+========================  ===================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
 """
@@ -30,7 +32,7 @@ from typing import TypeAlias
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cim.values import dmtf_to_iso
-from hyperv_agent.errors import CimError, HyperVError
+from hyperv_agent.errors import CimError, CimInvalidClass, HyperVError
 from hyperv_agent.hyperv import inventory
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
@@ -112,19 +114,19 @@ async def host_facts(hv: HyperV) -> HostFacts:
 
 
 async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
-    """Host CPU utilisation (100 − idle % of ``_Total``), memory and the network byte
+    """Host CPU utilisation (``cpu_run_time_percent``), memory and the network byte
     counters of the management NIC, the one holding ``private_ip`` (``_network_bytes``);
     3 queries sent at once (one round trip of latency; +1 beside them the session's first
     time, to find that NIC), read-only.
 
-    Raises HyperVError when the processor performance counter or Win32_OperatingSystem is
-    missing (performance counters disabled on the host, for example); without the network
-    interface counters the network figures read 0.
+    Raises HyperVError when the hypervisor's logical processor counters or
+    Win32_OperatingSystem are missing; without the network interface counters the
+    network figures read 0.
     """
-    idle, system, (received, sent) = await asyncio.gather(
-        _idle_percent(hv), _operating_system(hv), _network_bytes(hv, private_ip))
+    run_time, system, (received, sent) = await asyncio.gather(
+        cpu_run_time_percent(hv), _operating_system(hv), _network_bytes(hv, private_ip))
     return HostStats(
-        cpu_utilization_percent=min(_ALL_PERCENT, max(0.0, _ALL_PERCENT - idle)),
+        cpu_utilization_percent=run_time,
         total_memory_kib=system.integer("TotalVisibleMemorySize") or 0,
         free_memory_kib=system.integer("FreePhysicalMemory") or 0,
         received_bytes=received, sent_bytes=sent,
@@ -333,15 +335,38 @@ async def _operating_system(hv: HyperV) -> CimInstance:
     return found[0]
 
 
-async def _idle_percent(hv: HyperV) -> float:
-    query = wql.select(
-        Class.PROCESSOR_PERF, wql.eq("Name", PERF_TOTAL), ("Name", "PercentIdleTime")
-    )
-    found = await hv.cim.query(query, CIMV2)
-    idle = found[0].integer("PercentIdleTime") if found else None
-    if idle is None:
-        raise HyperVError(f"{Class.PROCESSOR_PERF} has no {PERF_TOTAL} idle time")
-    return float(idle)
+async def cpu_run_time_percent(hv: HyperV) -> float:
+    """How busy the host's logical processors are, 0..100: the hypervisor's
+    "Hyper-V Hypervisor Logical Processor(_Total)\\% Total Run Time" (guest plus
+    hypervisor run time, averaged over every logical processor); 1 query, read-only.
+
+    It is read from the hypervisor because on a Hyper-V host the management OS is itself
+    a partition: its Processor and Processor Information counters see only its own
+    virtual processors, so a host whose VMs keep every core busy reads nearly idle there.
+    The counter can pass 100 by a hair (it is sampled between two clock reads); the figure
+    is clamped to 0..100.
+
+    Raises HyperVError naming the class when the host has no such counters (no hypervisor
+    running, or its performance counters damaged: ``doctor`` names both and the counter
+    rebuild) or no ``_Total`` instance. It does not fall back to the management OS's
+    processor counters: that figure is the one that misses the VMs, and an operator
+    reading a plausible but wrong utilisation on the management server would have no sign
+    of it, where a failed GetHostStatsCommand names what to fix.
+    """
+    query = wql.select(Class.HYPERVISOR_LP_PERF, wql.eq("Name", PERF_TOTAL),
+                       ("Name", "PercentTotalRunTime"))
+    try:
+        found = await hv.cim.query(query, CIMV2)
+    except CimInvalidClass:
+        raise HyperVError(
+            f"{Class.HYPERVISOR_LP_PERF} (the \"Hyper-V Hypervisor Logical Processor\" "
+            "counters) is missing on this host: is the hypervisor running? If it is, "
+            "rebuild the performance counters (lodctr /R, then winmgmt /resyncperf)"
+        ) from None
+    run_time = found[0].integer("PercentTotalRunTime") if found else None
+    if run_time is None:
+        raise HyperVError(f"{Class.HYPERVISOR_LP_PERF} has no {PERF_TOTAL} total run time")
+    return min(_ALL_PERCENT, max(0.0, float(run_time)))
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -157,7 +157,7 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
         "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway",
         "Description")),
-    ClassUse(Class.PROCESSOR_PERF, CIMV2, properties=("Name", "PercentIdleTime"),
+    ClassUse(Class.HYPERVISOR_LP_PERF, CIMV2, properties=("Name", "PercentTotalRunTime"),
              counters=True),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
         "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True,

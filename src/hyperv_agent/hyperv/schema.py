@@ -58,7 +58,11 @@ class Class:
     PROCESSOR_CIMV2 = "Win32_Processor"
     COMPUTER_SYSTEM_CIMV2 = "Win32_ComputerSystem"
     NIC_CONFIGURATION = "Win32_NetworkAdapterConfiguration"
-    PROCESSOR_PERF = "Win32_PerfFormattedData_Counters_ProcessorInformation"
+    #: "Hyper-V Hypervisor Logical Processor" counters: the hypervisor's view of every
+    #: logical processor, whichever partition (a VM or the management OS) runs on it; the
+    #: management OS's own Processor / Processor Information counters see only its
+    #: virtual processors, so they read idle on a host whose VMs are busy
+    HYPERVISOR_LP_PERF = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
     NIC_PERF = "Win32_PerfRawData_Tcpip_NetworkInterface"
     #: "Hyper-V Virtual Storage Device" counters: one per virtual hard disk a running VM
     #: has open, named after its file; raw "...Persec" values are totals since it opened
@@ -266,7 +270,7 @@ class SummaryInfo(IntEnum):
 
 CAPTION_VM = "Virtual Machine"  # Msvm_ComputerSystem.Caption of a VM (the host's differs)
 CENTRAL_PROCESSOR = 3  # Win32_Processor.ProcessorType of a CPU socket
-PERF_TOTAL = "_Total"  # the all-processors instance of the processor performance counters
+PERF_TOTAL = "_Total"  # the all-processors instance of a processor counter set
 
 
 # --- building a VM (hyperv/build.py, devices.py, nics.py) ---------------------------------
