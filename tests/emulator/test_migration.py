@@ -12,7 +12,7 @@ from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, CimValue, MethodR
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import CimNotFound
-from tests.emulator.kit import devices, failure, finished, ok, service, state
+from tests.emulator.kit import devices, failure, finished, ok, request_state, service, state
 from tests.emulator.migration_kit import (
     LIVE,
     LIVE_AND_STORAGE,
@@ -168,6 +168,29 @@ async def test_running_vm_keeps_its_uptime_and_memory_when_it_moves(pair: Pair) 
     free = (await destination.query(wql.select("Win32_OperatingSystem"), CIMV2_NAMESPACE))[0]
     assert free["FreePhysicalMemory"] == (65536 - 1024) * 1024
     assert (await destination.get(vm)).integer("OnTimeInMilliseconds") is not None
+
+
+async def test_running_vm_takes_its_processor_load_to_the_destination(pair: Pair) -> None:
+    source, destination = pair
+    vm = await _vm(source, running=False)
+    processor = (await devices(source, vm, "Msvm_ProcessorSettingData"))[0]
+    await ok(source, await source.invoke(await service(source), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=16)]}))
+    await ok(source, await request_state(source, vm, 2))
+    before = await _run_time(source)
+    await ok(source, await _migrate(source, vm))
+    assert (await _run_time(source), await _run_time(destination)) == (0, before)
+    assert before > 0
+
+
+async def _run_time(cim: EmulatorCim) -> int:
+    """The hypervisor's % Total Run Time of all the host's logical processors."""
+    found = await cim.query(wql.select(
+        "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor",
+        wql.eq("Name", "_Total")), CIMV2_NAMESPACE)
+    value = found[0].integer("PercentTotalRunTime")
+    assert value is not None
+    return value
 
 
 async def test_stopped_vm_moves_when_it_is_off(pair: Pair) -> None:
