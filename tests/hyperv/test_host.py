@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Callable
 
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import (
@@ -17,6 +19,7 @@ from hyperv_agent.emulator.host import (
     UPLINK_SEND_BPS,
 )
 from hyperv_agent.emulator.lab import open_emulator
+from hyperv_agent.emulator.model import RUNNING_CPUS
 from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.schema import CIMV2, Class
@@ -168,12 +171,13 @@ async def test_stats_read_no_network_traffic_and_say_so_when_the_counters_are_mi
     assert "host network statistics read 0" in caplog.text
 
 
-async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> None:
+async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> ObjectPath:
     vm = await define_vm(cim, name)
     processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
     await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
         "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
     await ok(cim, await request_state(cim, vm, 2))
+    return vm
 
 
 async def _counter(cim: EmulatorCim, class_name: str, name: str) -> int:
@@ -204,6 +208,48 @@ async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy
     assert spent.calls == 3 and spent.waits == 0  # still CPU, memory, network, at once
     # the management OS's own processors are idle: that counter would have read 0 %
     assert root_idle == 100
+
+
+def _as_before_the_hypervisor_counters(config: EmulatorConfig) -> None:
+    """The state directory as versions before the hypervisor's processor counters left
+    it: no instance of that counter set, and no VM record keeping the virtual processors
+    its VM started with."""
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        assert db.execute("DELETE FROM records WHERE class = ?",
+                          (Class.HYPERVISOR_LP_PERF,)).rowcount == 1
+        rows = db.execute("SELECT id, doc FROM records WHERE class = 'Msvm_ComputerSystem'")
+        for row_id, doc in rows.fetchall():
+            data = json.loads(doc)
+            data["meta"].pop(RUNNING_CPUS, None)
+            db.execute("UPDATE records SET doc = ? WHERE id = ?", (json.dumps(data), row_id))
+
+
+async def test_stats_of_a_state_dir_made_before_the_hypervisor_counters_count_its_vms(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A host whose state directory an earlier version made, with VMs running and paused
+    in it, reports their run time from its first GetHostStats after the upgrade, and a
+    paused VM counts again once resumed."""
+    config = make_config(cpus=2)
+    cim = EmulatorCim.open(config)
+    try:
+        await _busy_vm(cim, "running", cpus=2)
+        paused = await _busy_vm(cim, "paused", cpus=2)
+        both = (await host.host_stats(hv(cim))).cpu_utilization_percent
+        await ok(cim, await request_state(cim, paused, 9))
+        one = (await host.host_stats(hv(cim))).cpu_utilization_percent
+    finally:
+        await cim.close()
+    assert both > one > 0
+    _as_before_the_hypervisor_counters(config)
+
+    cim = EmulatorCim.open(config)
+    try:
+        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == one
+        await ok(cim, await request_state(cim, paused, 2))
+        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == both
+    finally:
+        await cim.close()
 
 
 async def test_cpu_run_time_is_clamped_when_the_counter_passes_100(

@@ -38,6 +38,8 @@ SERVICES = {
 }
 MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"
 MIGRATION_NETWORK_SETTINGS = "Msvm_VirtualSystemMigrationNetworkSettingData"
+#: The "Hyper-V Hypervisor Logical Processor" counter set.
+HYPERVISOR_LP_COUNTERS = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
 #: Resource-metering definitions of disk I/O (Msvm_AggregationMetricDefinition):
 #: ElementName, Units, ProgrammaticUnits. Their Ids are the emulator's own.
 DISK_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -130,6 +132,7 @@ class EmulatedHost:
         self.staging.sweep()
         if self.store.empty:
             self._first_boot()
+        self._fill_in_what_earlier_versions_left_out()
         self._listen_on(config.private_ip)
         self._migration_settings()
         self.cluster: Member | None = None
@@ -177,6 +180,23 @@ class EmulatedHost:
             EmulatedHost.registry.pop(self.name.lower(), None)
         self.store.close()
         self._let_go()
+
+    def _fill_in_what_earlier_versions_left_out(self) -> None:
+        """A state directory an earlier version made, brought up to what this version
+        keeps, in one transaction, so the host reads from its first call as one made now:
+
+        - the hypervisor's logical processor counters (``_Total``), which its first boot
+          did not make;
+        - the virtual processors a running or paused VM started with, which its record
+          did not keep (``model.remember_running_cpus``).
+        """
+        from hyperv_agent.emulator import model  # the VM model imports this module
+
+        txn = self.store.transaction()
+        if next(self.records(HYPERVISOR_LP_COUNTERS), None) is None:
+            txn.put(self._hypervisor_counters())
+        model.remember_running_cpus(txn)
+        txn.commit()
 
     def _listen_on(self, address: str) -> None:
         """The migration service listens on the configured private address (also when it
@@ -387,12 +407,14 @@ class EmulatedHost:
             "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
             PercentIdleTime=100, PercentProcessorTime=0,
         )
-        # the hypervisor's counters of every logical processor; the run times follow the
-        # running VMs when read (``model.computed``)
-        yield self.new_record(
-            "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor", Name="_Total",
-            PercentTotalRunTime=0, PercentGuestRunTime=0, PercentHypervisorRunTime=0,
-            PercentIdleTime=100,
+        yield self._hypervisor_counters()
+
+    def _hypervisor_counters(self) -> Record:
+        """The hypervisor's counters of every logical processor (``_Total``); the run
+        times follow the running VMs when read (``model.computed``)."""
+        return self.new_record(
+            HYPERVISOR_LP_COUNTERS, Name="_Total", PercentTotalRunTime=0,
+            PercentGuestRunTime=0, PercentHypervisorRunTime=0, PercentIdleTime=100,
         )
 
     def _interface_counters(self) -> Iterator[Record]:

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Iterator
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
-from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS, EmulatedHost, cim_datetime
+from hyperv_agent.emulator.host import (
+    HYPERVISOR_LP_COUNTERS,
+    NIC_RECEIVE_BPS,
+    NIC_SEND_BPS,
+    EmulatedHost,
+    cim_datetime,
+)
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
 from hyperv_agent.emulator.jobs import is_job, job_view
 from hyperv_agent.emulator.paths import HostPaths
@@ -170,6 +176,18 @@ def virtual_processors(txn: Transaction, guid: str) -> int:
 RUNNING_CPUS = "cpus"
 
 
+def remember_running_cpus(txn: Transaction) -> None:
+    """Stage, for each running or paused VM whose record does not keep the virtual
+    processors it started with (one stored by an earlier version), its current count:
+    Hyper-V does not let the count change while the VM runs, so it is the one the VM
+    started with."""
+    for vm in list(txn.instances_of(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE))):
+        if is_vm(vm) and is_running(vm) and RUNNING_CPUS not in vm.meta:
+            staged = txn.edit(vm.path)
+            assert staged is not None
+            staged.meta[RUNNING_CPUS] = virtual_processors(txn, str(vm["Name"]))
+
+
 def _busy_processors(record: Record) -> int:
     """Hundredths of a logical processor a VM keeps busy: its load times its virtual
     processors while it runs (a paused VM runs no code)."""
@@ -229,7 +247,6 @@ def present(txn: Transaction, record: Record) -> bool:
     return txn.get(ObjectPath.parse(device)) is not None
 
 
-HYPERVISOR_LP_COUNTERS = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
 _COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem",
                      HYPERVISOR_LP_COUNTERS)
 
