@@ -27,6 +27,7 @@ from hyperv_agent.errors import (
     CimInvalidQuery,
     CimNotFound,
     CimResponseTooLarge,
+    CimUnavailable,
 )
 from tests.cim import wsmv_examples as ex
 
@@ -220,6 +221,18 @@ def test_msft_wmi_error_gives_cim_status_and_hresult() -> None:
 def test_encoding_limit_fault_is_response_too_large() -> None:
     error = faults.to_error(_fault(ex.ENCODING_LIMIT_FAULT))
     assert isinstance(error, CimResponseTooLarge) and "maximum envelope size" in str(error)
+
+
+def test_quota_exceeded_as_windows_reports_it_is_unavailable_not_a_failure() -> None:
+    fault = _fault(ex.QUOTA_FAULT)
+    assert (fault.cim_status, fault.hresult, fault.subcode) == (27, 0x803381A6,
+                                                                "InternalError")
+    error = faults.to_error(fault)
+    assert isinstance(error, CimUnavailable) and "1500 concurrent operations" in str(error)
+    # the same quota named only by the WSManFault code (no MSFT_WmiError)
+    bare = faults.to_error(faults.CimFault("quota", hresult=0x803381A6,
+                                           subcode="InternalError"))
+    assert isinstance(bare, CimUnavailable)
 
 
 def test_cannot_process_filter_is_an_invalid_query() -> None:

@@ -130,3 +130,30 @@ ENCODING_LIMIT_FAULT = envelope(
     "http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/MaxEnvelopeSize"
     "</wsman:FaultDetail></s:Detail></s:Fault>",
     "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault")
+
+# MaxConcurrentOperationsPerUser exceeded: WinRM answers w:InternalError and an
+# MSFT_WmiError whose CIMStatusCode is 27 (CIM_ERR_SERVER_LIMITS_EXCEEDED) and whose
+# error_Code is ERROR_WSMAN_QUOTA_MAX_OPERATIONS (0x803381A6), its unset fields nil
+QUOTA_FAULT = envelope(
+    "<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:InternalError"
+    '</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">The WS-Management '
+    "service cannot process the request. This user is allowed a maximum number of 1500 "
+    "concurrent operations, which has been exceeded. Close existing operations for this "
+    "user, or raise the quota for this user. </s:Text></s:Reason><s:Detail>"
+    '<p:MSFT_WmiError xmlns:p="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/'
+    'MSFT_WmiError" xmlns:b="http://schemas.dmtf.org/wbem/wsman/1/cimbinding.xsd" '
+    'b:IsCIM_Error="true" xsi:type="p:MSFT_WmiError_Type">'
+    '<p:CIMStatusCode xsi:type="cim:cimUnsignedInt">27</p:CIMStatusCode>'
+    '<p:CIMStatusCodeDescription xsi:type="cim:cimString" xsi:nil="true"/>'
+    '<p:ErrorSource xsi:type="cim:cimString" xsi:nil="true"/>'
+    '<p:Message xsi:type="cim:cimString">The WS-Management service cannot process the '
+    "request. This user is allowed a maximum number of 1500 concurrent operations, which "
+    "has been exceeded. Close existing operations for this user, or raise the quota for "
+    "this user. </p:Message>"
+    '<p:MessageID xsi:type="cim:cimString">HRESULT 0x803381a6</p:MessageID>'
+    '<p:OwningEntity xsi:type="cim:cimString" xsi:nil="true"/>'
+    '<p:error_Category xsi:type="cim:cimUnsignedInt">30</p:error_Category>'
+    '<p:error_Code xsi:type="cim:cimUnsignedInt">2150859174</p:error_Code>'
+    '<p:error_Type xsi:type="cim:cimString">HRESULT</p:error_Type>'
+    "</p:MSFT_WmiError></s:Detail></s:Fault>",
+    "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault")

@@ -37,6 +37,7 @@ CIM_NOT_SUPPORTED = 7
 CIM_NO_SUCH_PROPERTY = 12
 CIM_INVALID_QUERY = 15
 CIM_METHOD_NOT_FOUND = 17
+CIM_SERVER_LIMITS_EXCEEDED = 27  # WinRM's quotas (MaxConcurrentOperationsPerUser, ...)
 
 # WMI HRESULTs (WBEMSTATUS).
 WBEM_E_FAILED = 0x80041001
@@ -50,6 +51,10 @@ WBEM_E_INVALID_QUERY = 0x80041017
 WBEM_E_INVALID_METHOD = 0x8004102E
 WBEM_E_INVALID_METHOD_PARAMETERS = 0x8004102F
 WBEM_S_TIMEDOUT = 0x00040004  # an operation that did not finish in time (PyMI's timeouts)
+# WinRM's quota errors (wsmerror.h ERROR_WSMAN_QUOTA_*): the request was refused while too
+# many others were in flight; it may be sent again once some have ended.
+WSMAN_QUOTA_ERRORS = (0x803381A5, 0x803381A6, 0x803381A7, 0x803381A8, 0x803381AB,
+                      *range(0x803381E4, 0x803381EB))
 
 _BY_STATUS: dict[int, type[CimError]] = {
     CIM_ACCESS_DENIED: CimAccessDenied,
@@ -60,6 +65,7 @@ _BY_STATUS: dict[int, type[CimError]] = {
     CIM_NO_SUCH_PROPERTY: CimInvalidProperty,
     CIM_INVALID_QUERY: CimInvalidQuery,
     CIM_METHOD_NOT_FOUND: CimInvalidMethod,
+    CIM_SERVER_LIMITS_EXCEEDED: CimUnavailable,
 }
 _BY_HRESULT: dict[int, type[CimError]] = {
     WBEM_E_NOT_FOUND: CimNotFound,
@@ -71,6 +77,7 @@ _BY_HRESULT: dict[int, type[CimError]] = {
     WBEM_E_INVALID_QUERY: CimInvalidQuery,
     WBEM_E_INVALID_METHOD: CimInvalidMethod,
     WBEM_S_TIMEDOUT: CimUnavailable,
+    **dict.fromkeys(WSMAN_QUOTA_ERRORS, CimUnavailable),
 }
 # WS-Management subcodes (local names) and fault details (URI suffixes).
 _BY_SUBCODE: dict[str, type[CimError]] = {
