@@ -102,6 +102,13 @@ def test_pull_responses_carry_items_until_end_of_sequence() -> None:
     assert [typed_instance(MYCLASS, i)["Data1"] for i in last.items] == ['"Hello again"']
 
 
+def test_enumeration_ended_at_once_with_an_empty_context_is_not_pulled() -> None:
+    batch = envelope.read_batch(_body(ex.ENDED_AT_ONCE_RESPONSE))
+    assert (len(batch.items), batch.context, batch.ended) == (1, None, True)
+    assert typed_instance(MYCLASS, batch.items[0]).path == ObjectPath(
+        "myclass", (("id", "1"),), "root\\mynamespace")
+
+
 def test_pull_request_sends_the_latest_context() -> None:
     body = envelope.pull_body("uuid:2504CA0D", 32)
     assert body.findtext(q(WSEN, "EnumerationContext")) == "uuid:2504CA0D"

@@ -157,3 +157,12 @@ QUOTA_FAULT = envelope(
     '<p:error_Type xsi:type="cim:cimString">HRESULT</p:error_Type>'
     "</p:MSFT_WmiError></s:Detail></s:Fault>",
     "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault")
+
+# An optimized Enumerate whose items all came at once, as Windows answers it: the
+# EnumerationContext element present but empty, then Items and EndOfSequence
+ENDED_AT_ONCE_RESPONSE = envelope(
+    "<wsen:EnumerateResponse><wsen:EnumerationContext></wsen:EnumerationContext>"
+    f'<wsman:Items><p:myclass xmlns:p="{MYCLASS}" xsi:type="p:myclass_Type">'
+    "<p:Data1>Hello World</p:Data1><p:id>1</p:id></p:myclass></wsman:Items>"
+    "<wsman:EndOfSequence/></wsen:EnumerateResponse>",
+    "http://schemas.xmlsoap.org/ws/2004/09/enumeration/EnumerateResponse")

@@ -190,6 +190,25 @@ async def test_release_ends_an_enumeration_and_a_bad_context_is_a_fault(
     assert _subcode(raised.value) == "InvalidEnumerationContext"
 
 
+async def test_optimized_enumeration_ended_at_once_has_an_empty_context(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """As Windows answers one whose items all fit: the EnumerationContext element is
+    there but empty (it names no enumeration left to pull or release), then
+    EndOfSequence."""
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        answer = await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+            "SELECT * FROM Msvm_VirtualSystemManagementService", 32000))
+        wsman.close()
+    response = answer.find("wsen:EnumerateResponse", NAMESPACES)
+    assert response is not None
+    assert [child.tag.rpartition("}")[2] for child in response] == [
+        "EnumerationContext", "Items", "EndOfSequence"]
+    assert not response.findtext("wsen:EnumerationContext", namespaces=NAMESPACES)
+    assert len(response.find("wsman:Items", NAMESPACES) or []) == 1
+    assert served.service.enumerations.open_count == 0
+
+
 async def test_envelope_size_below_8192_is_an_encoding_limit_fault(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     async with face(emulator, tmp_path / "face") as served:

@@ -197,8 +197,8 @@ class WinrmService:
         room = request.max_envelope_bytes - len(skeleton.encode()) - 64
         batch = self.enumerations.take(context, max_elements, room)
         items = f"<{items_tag}>{''.join(batch.items)}</{items_tag}>"
-        if batch.ended:
-            keep = f"<n:EnumerationContext>{context}</n:EnumerationContext>" \
+        if batch.ended:  # an optimized answer keeps the element, empty, as Windows does
+            keep = "<n:EnumerationContext></n:EnumerationContext>" \
                 if tag == "n:EnumerateResponse" else ""
             return f"<{tag}>{keep}{items}<{end_tag}/></{tag}>"
         return f"<{tag}><n:EnumerationContext>{batch.context}</n:EnumerationContext>" \
