@@ -249,8 +249,8 @@ class StartHandler:
 
     async def _disks(self, disks: Sequence[DiskTO],
                      generation: int) -> tuple[start_plan.PlannedDisk, ...]:
-        placed = tuple([start_plan.place(disk, index, generation, await self._medium(disk))
-                        for index, disk in enumerate(disks)])
+        placed = start_plan.place_all([(disk, await self._medium(disk)) for disk in disks],
+                                      generation)
         seen: set[tuple[str, int]] = set()
         for disk in placed:
             if (disk.bus, disk.slot) in seen:
@@ -335,12 +335,14 @@ class StartHandler:
 def _boot_drive(
     drives: Sequence[tuple[start_plan.PlannedDisk, devices.DiskRef | None]],
 ) -> devices.DiskRef | None:
-    """What a generation 2 VM boots from: the ROOT disk, else the first DVD drive holding
-    an ISO; None when there is neither (Hyper-V's order, the order the devices were
-    added, is kept)."""
+    """What a generation 2 VM boots from: the ROOT disk, else the CD holding an ISO, else
+    the first other DVD drive holding one; None when there is none of these (Hyper-V's
+    order, the order the devices were added, is kept). A config drive is never chosen
+    over the CD."""
     attached = [(disk, ref) for disk, ref in drives if ref is not None]
     root = next((ref for disk, ref in attached if disk.kind == "ROOT"), None)
-    return root or next((ref for disk, ref in attached if disk.dvd), None)
+    dvds = sorted((not disk.cd, index) for index, (disk, _) in enumerate(attached) if disk.dvd)
+    return root or (attached[dvds[0][1]][1] if dvds else None)
 
 
 async def _named(step: str, action: Awaitable[_T]) -> _T:

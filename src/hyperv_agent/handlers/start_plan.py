@@ -37,6 +37,9 @@ from hyperv_agent.hyperv.schema import (
 log = logging.getLogger("hyperv_agent.handlers.start")
 
 _GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
+#: The device number CloudStack gives a VM's CD-ROM (no data volume gets it): the ISO disk
+#: with this ``diskSeq`` is the VM's CD, the drive ISO attach and detach are about.
+CD_SEQ = 3
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
@@ -72,6 +75,7 @@ class PlannedDisk:
     bus: str  # "ide0", "ide1" or "scsi"
     slot: int
     path: str | None  # a host path; None for an empty DVD drive
+    cd: bool = False  # the VM's CD (``cd_index``), not another ISO such as a config drive
 
     @property
     def dvd(self) -> bool:
@@ -233,6 +237,42 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
     if not 0 <= slot < SCSI_SLOTS:
         raise InvalidRequest(f"disk {kind}: diskSeq {slot} is outside 0..{SCSI_SLOTS - 1}")
     return PlannedDisk(kind, "scsi", slot, path)
+
+
+def place_all(disks: Sequence[tuple[DiskTO, str | None]],
+              generation: int) -> tuple[PlannedDisk, ...]:
+    """Every disk of ``vm.disks`` (with its medium) placed as ``place`` places it, in the
+    order given, except the ISO disks other than the VM's CD (``cd_index``): the config
+    drive of CloudStack's ConfigDrive provider (``diskSeq`` 4, listed before the
+    volumes). Such an ISO takes, on generation 1, the next free DVD slot (IDE 1 slot 1,
+    then IDE 0 slot 1), and on generation 2 the highest free SCSI slot, which CloudStack
+    (numbering data volumes from 1 up) gives a data volume only when the VM has 61
+    others: so the CD stays the drive ISO attach and detach work on, and the slots of
+    data volumes attached later stay free. No free slot: InvalidRequest."""
+    cd = cd_index([disk for disk, _ in disks])
+    placed = [None if disk_kind(disk) == "ISO" and index != cd
+              else dataclasses.replace(place(disk, index, generation, path), cd=index == cd)
+              for index, (disk, path) in enumerate(disks)]
+    used = {(item.bus, item.slot) for item in placed if item is not None}
+    free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
+        ("scsi", slot) for slot in reversed(range(SCSI_SLOTS)) if ("scsi", slot) not in used]
+    result: list[PlannedDisk] = []
+    for item, (_, path) in zip(placed, disks, strict=True):
+        if item is None:
+            if not free:
+                raise InvalidRequest("no free drive slot for another ISO disk")
+            bus, slot = free.pop(0)
+            item = PlannedDisk("ISO", bus, slot, path)
+        result.append(item)
+    return tuple(result)
+
+
+def cd_index(disks: Sequence[DiskTO]) -> int | None:
+    """The position in ``disks`` of the VM's CD: the ISO disk at CloudStack's CD-ROM
+    device number (``diskSeq`` 3), else the first ISO disk; None without ISO disks."""
+    isos = [index for index, disk in enumerate(disks) if str(disk.type).upper() == "ISO"]
+    return next((index for index in isos if disks[index].disk_seq == CD_SEQ),
+                isos[0] if isos else None)
 
 
 def nic_rate(nic: NicTO, where: str) -> int | None:

@@ -127,13 +127,15 @@ class VmStorage:
         return next((slot for slot in range(slots) if slot not in used), None)
 
     def dvd_drive(self) -> Drive | None:
-        """The DVD drive ISOs go in: on generation 1 the one at IDE 1 slot 0 if there is
-        one, else the first DVD drive found."""
-        dvds = [d for d in self.drives if d.dvd]
+        """The DVD drive ISOs go in, the VM's CD as StartCommand places it: on generation 1
+        the one at IDE 1 slot 0 if there is one, else the DVD drive at the lowest place
+        (IDE before SCSI, then controller and slot), never the one in WMI's order. A
+        second DVD drive, such as a config drive, sits at a higher place."""
         preferred = self.at(IDE, DVD_IDE_CONTROLLER, 0)
         if preferred is not None and preferred.dvd:
             return preferred
-        return dvds[0] if dvds else None
+        dvds = [d for d in self.drives if d.dvd]
+        return min(dvds, key=lambda d: (d.bus != IDE, d.controller, d.slot), default=None)
 
 
 @dataclass(frozen=True)
