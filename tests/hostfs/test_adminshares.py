@@ -12,7 +12,7 @@ from hyperv_agent.config import load_config
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import PathNotAllowed
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
-from hyperv_agent.hostfs.locations import Credentials
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.hostfs.smb import SmbFiles
 from tests.samba import Samba
 
@@ -80,3 +80,16 @@ async def test_links_are_judged_on_the_administrative_share(admin_share: Samba) 
     assert await files.link_out("C:\\walk", "C:\\walk\\inner\\disk.vhdx") is None
     with pytest.raises(PathNotAllowed):
         await files.link_out("C:\\walk", "walk\\inner")
+
+
+async def test_an_account_given_for_another_share_of_the_host_leaves_its_drives_alone(
+        admin_share: Samba) -> None:
+    """A pool on a share of the Hyper-V host itself comes with its own account: the drives
+    are still reached with the WinRM account (the pool's took them over)."""
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    files = AdminShareFiles(SmbFiles(port=admin_share.port, connect_timeout_s=5),
+                            admin_share.server, credentials)
+    files.use_credentials(ShareLocation(admin_share.server, admin_share.other_share,
+                                        credentials=Credentials("pool-only", "CSTEST", "x")))
+    await files.make_dirs("C:\\after-pool")
+    assert (admin_share.share_dir / "after-pool").is_dir()

@@ -577,6 +577,30 @@ async def test_smb_pool_with_a_wrong_password_fails_clearly_and_registers_nothin
     assert not (smb_running.agent.config.agent.state_dir / "pools.json").exists()
 
 
+@pytest.mark.parametrize("where", ["other share", "same share"])
+async def test_a_second_pool_that_cannot_log_on_leaves_the_first_pools_account_alone(
+    smb_running: Running, samba: Samba, share: Share, where: str
+) -> None:
+    """Two pools on one server: the MS adds a second one whose account is mistyped. Its
+    registration fails, and the first pool is still reached with its own account (it was
+    reached with the mistyped one, so its statistics and heartbeats failed)."""
+    _, first = await smb_running.answer(MODIFY, _pool(samba, share.local.name, samba.password))
+    assert first["result"] is True, first
+    second = f"t-{uuid.uuid4().hex[:10]}"
+    (samba.other_share_dir if where == "other share" else samba.share_dir).joinpath(
+        second).mkdir()
+    other = samba.other_share if where == "other share" else samba.share
+    typo = {"add": True, "pool": {
+        "type": "SMB", "host": samba.server, "port": 445, "uuid": str(uuid.uuid4()),
+        "path": f"/{other}/{second}?user=nobody-here&password=Wr0ng%40pass&domain=CSTEST"}}
+    _, refused = await smb_running.answer(MODIFY, typo)
+    assert refused["result"] is False and "refused the logon" in refused["details"], refused
+    _, stats = await smb_running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is True, stats
+    await smb_running.agent.host.write_heartbeats()
+    assert (share.local / f"hb-{PRIVATE_IP}").read_text().count("@") == 1
+
+
 # --- the management server's own bodies against the real share ---------------------------
 
 COPY = "org.apache.cloudstack.storage.command.CopyCommand"

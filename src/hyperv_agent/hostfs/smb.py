@@ -1,11 +1,15 @@
 """Files on SMB shares reached through smbprotocol (``\\\\server\\share\\...`` paths).
 
 Used where the host cannot reach a share natively: the agent off Windows, and the
-emulator when a share lives on a real SMB server. Each server is reached with the
-credentials last registered for it by ``use_credentials`` (from a share's URL or a
-registered pool's path, so a pool's account also serves an image store on the same
-server), else with the account configured for it (``[agent.smb_credentials]``), on the
-configured port; connections are pooled per instance and reopened when they drop.
+emulator when a share lives on a real SMB server. Each share is reached with the
+credentials registered for it by ``use_credentials`` (from a share's URL or a registered
+pool's path); a share given none with the last account its server accepted for another
+share (so a pool's account also serves an image store whose URL the MS stripped), else
+with the account configured for the server (``[agent.smb_credentials]``), on the
+configured port. Credentials the server refuses at logon are dropped again: the share
+goes back to the account it had, so a mistyped second pool on a server never takes the
+first pool's share from it. Connections are pooled per instance and reopened when they
+drop.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
 ``open_binary``, which is itself called from a worker thread. Every failure becomes a
@@ -112,7 +116,9 @@ class SmbFiles(HostFiles):
         self.connect_timeout_s = connect_timeout_s
         self._configured = {server.lower(): account
                             for server, account in (configured or {}).items()}
-        self._credentials: dict[str, Credentials] = {}
+        self._offered: dict[tuple[str, str], Credentials] = {}  # not yet logged on with
+        self._accepted: dict[tuple[str, str], Credentials] = {}  # (server, share) -> account
+        self._server_accounts: dict[str, Credentials] = {}  # the last accepted per server
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
         self._connect_locks: dict[str, threading.Lock] = {}
@@ -122,11 +128,17 @@ class SmbFiles(HostFiles):
                 library.setLevel(logging.WARNING)
 
     def use_credentials(self, share: ShareLocation) -> None:
-        """Use ``share``'s credentials for its server from now on (the last given win;
-        sessions already open stay). A location without credentials changes nothing."""
+        """Reach ``share`` with its credentials from now on, once its server accepts them
+        (the next logon tries them; refused, they are dropped and the share's earlier
+        account stays). Sessions already open stay. A location without credentials
+        changes nothing."""
         if share.credentials is not None:
+            key = _share_key(share.server, share.share)
             with self._lock:
-                self._credentials[share.server.lower()] = share.credentials
+                if self._accepted.get(key) == share.credentials:
+                    self._offered.pop(key, None)
+                else:
+                    self._offered[key] = share.credentials
 
     def close(self) -> None:
         """Log off and disconnect every pooled connection; later calls reconnect."""
@@ -208,7 +220,7 @@ class SmbFiles(HostFiles):
         target = _target(path)
         with self._translated("open", target):
             raw = smbclient.open_file(target.path, mode, share_access="r",
-                                      **self._session(target.server))
+                                      **self._session(target))
         return _TranslatingFile(raw, lambda: self._translated("access", target)).as_binary()
 
     async def copy_file(self, source: str, target: str) -> int:
@@ -223,23 +235,49 @@ class SmbFiles(HostFiles):
 
     # --- plumbing ----------------------------------------------------------------------
 
-    def _session(self, server: str) -> dict[str, Any]:
-        """smbclient's arguments for ``server``, with its session open: opened once even when
-        several threads ask at the same time, and reopened when the connection dropped."""
+    def _session(self, target: _Target) -> dict[str, Any]:
+        """smbclient's arguments for ``target``'s share, with its session open: opened once
+        even when several threads ask at the same time, and reopened when the connection
+        dropped. Offered credentials become the share's once the logon takes them; the
+        server refusing them drops them (``_Refused``)."""
+        server = target.server
         kwargs: dict[str, Any] = {"port": self.port, "connection_timeout": self.connect_timeout_s,
                                   "connection_cache": self._connections}
-        credentials = self.credentials_for(server)
+        key = _share_key(server, target.share)
+        with self._lock:
+            offered = self._offered.get(key)
+        credentials = offered or self.credentials_for(server, target.share)
         if credentials is not None:
             kwargs.update(username=credentials.qualified_user, password=credentials.password)
-        with self._server_lock(server):
-            smbclient.register_session(server, **kwargs)
+        try:
+            with self._server_lock(server):
+                smbclient.register_session(server, **kwargs)
+        except (SMBException, OSError, ValueError) as error:
+            if offered is not None and _logon_refused(error):
+                self._settle(key, offered, accepted=False)
+                raise _Refused(error, offered) from error
+            raise
+        if offered is not None:
+            self._settle(key, offered, accepted=True)
         return kwargs
 
-    def credentials_for(self, server: str) -> Credentials | None:
-        """The account ``server`` is reached with: the last one a URL or pool gave for
-        it, else the configured one; None when there is neither."""
+    def _settle(self, key: tuple[str, str], offered: Credentials, accepted: bool) -> None:
+        """The logon with ``offered`` for the share ``key`` succeeded or was refused."""
         with self._lock:
-            given = self._credentials.get(server.lower())
+            if self._offered.get(key) == offered:  # not replaced by a newer offer meanwhile
+                del self._offered[key]
+            if accepted:
+                self._accepted[key] = offered
+                self._server_accounts[key[0]] = offered
+
+    def credentials_for(self, server: str, share: str | None = None) -> Credentials | None:
+        """The account ``share`` on ``server`` is reached with: the one its server accepted
+        for it, else the last one the server accepted for another share, else the
+        configured one; None when there is none. Credentials offered and not yet logged
+        on with are not counted."""
+        with self._lock:
+            own = self._accepted.get(_share_key(server, share)) if share else None
+            given = own or self._server_accounts.get(server.lower())
         return given or self._configured.get(server.lower())
 
     def _server_lock(self, server: str) -> threading.Lock:
@@ -257,7 +295,7 @@ class SmbFiles(HostFiles):
 
         def work() -> _T:
             with self._translated(action, target):
-                return call(target.path, *args, **kwargs, **self._session(target.server))
+                return call(target.path, *args, **kwargs, **self._session(target))
 
         return await asyncio.to_thread(work)
 
@@ -267,13 +305,32 @@ class SmbFiles(HostFiles):
             yield
         except HostFileError:
             raise
-        except (SMBException, OSError, ValueError) as error:
-            credentials = self.credentials_for(target.server)
+        except (_Refused, SMBException, OSError, ValueError) as failure:
+            error, credentials = (failure.error, failure.credentials) \
+                if isinstance(failure, _Refused) else \
+                (failure, self.credentials_for(target.server, target.share))
             message = _describe(error, action, target, self, credentials)
             if credentials is not None and len(credentials.password) >= 4:  # never echoed
                 message = message.replace(credentials.password, "*****")
             kind = MissingFile if _status(error) in _MISSING else HostFileError
             raise kind(message) from None
+
+
+class _Refused(Exception):
+    """The server refused the logon with credentials offered for a share (now dropped)."""
+
+    def __init__(self, error: BaseException, credentials: Credentials) -> None:
+        super().__init__("logon refused")
+        self.error = error
+        self.credentials = credentials
+
+
+def _share_key(server: str, share: str) -> tuple[str, str]:
+    return server.lower(), share.lower()
+
+
+def _logon_refused(error: BaseException) -> bool:
+    return isinstance(error, SMBAuthenticationError) or _status(error) in _LOGON
 
 
 def redirects(attributes: int, reparse_tag: int) -> bool:
