@@ -206,3 +206,37 @@ async def test_vlan_feature_is_unique_per_port(emulator: EmulatorCim) -> None:
     assert str((await emulator.get(feature))["InstanceID"]).startswith(
         str((await emulator.get(port_path))["InstanceID"]) + "\\")
     assert await failure(emulator, await emulator.invoke(vsms, "AddFeatureSettings", args)) == 32774
+
+
+@pytest.mark.parametrize(("os_version", "hot"), [("10.0.17763", True), ("6.3.9600", False)])
+async def test_running_generation_2_vm_gains_and_loses_nics_only_when_host_is_2016_or_later(
+    make_config: object, os_version: str, hot: bool
+) -> None:
+    # Microsoft, "What's new in Hyper-V on Windows Server 2016": hot add and remove of
+    # network adapters (generation 2 VMs) is new in 2016; a 2012 R2 host refuses both.
+    from collections.abc import Callable
+
+    from hyperv_agent.emulator.config import EmulatorConfig
+
+    assert callable(make_config)
+    factory: Callable[..., EmulatorConfig] = make_config
+    cim = EmulatorCim.open(factory(os_version=os_version))
+    try:
+        vm = await define_vm(cim, subtype=GEN2)
+        nic = (await template(cim, "Msvm_SyntheticEthernetPortSettingData")).updated(
+            ElementName="eth0")
+        present = (await ok(cim, await add(cim, vm, [nic]))).paths(
+            "ResultingResourceSettings")[0]
+        await ok(cim, await request_state(cim, vm, 2))
+        added = await add(cim, vm, [nic])
+        removed = await cim.invoke(await service(cim), "RemoveResourceSettings",
+                                   {"ResourceSettings": [present]})
+        if hot:
+            await ok(cim, added)
+            await ok(cim, removed)
+        else:
+            assert await failure(cim, added) == 32775
+            assert await failure(cim, removed) == 32775
+            assert len(await devices(cim, vm, "Msvm_SyntheticEthernetPortSettingData")) == 1
+    finally:
+        await cim.close()

@@ -211,6 +211,10 @@ SECURE_BOOT_TEMPLATES: tuple[tuple[str, str], ...] = (
 DEFAULT_SECURE_BOOT_TEMPLATE = "MicrosoftWindows"
 #: Secure boot templates (SecureBootTemplateId) exist from Windows Server 2016 (10.0).
 SECURE_BOOT_TEMPLATES_SINCE_MAJOR = 10
+#: A running generation 2 VM gains and loses network adapters from Windows Server 2016
+#: (10.0) on ("What's new in Hyper-V on Windows Server 2016": hot add and remove of
+#: network adapters is new there); an older host refuses, as for generation 1.
+HOT_ADD_NICS_SINCE_MAJOR = 10
 GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
 GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
 

@@ -173,6 +173,12 @@ class EmulatedHost:
         event loop to time it)."""
         self.worker.later(delay_s, action)
 
+    @property
+    def os_major(self) -> int:
+        """The major version of the host's Windows (10 for 10.0.17763; 0 if unreadable)."""
+        major = self.config.os_version.partition(".")[0]
+        return int(major) if major.isdigit() else 0
+
     def close(self) -> None:
         if self.cluster is not None:
             self.cluster.close()
@@ -342,8 +348,7 @@ class EmulatedHost:
 
     def _secure_boot_templates(self) -> Iterator[Record]:
         """The secure boot template VSSDs (2016+ only): no VM, no devices, read-only."""
-        major = self.config.os_version.partition(".")[0]
-        if not major.isdigit() or int(major) < codes.SECURE_BOOT_TEMPLATES_SINCE_MAJOR:
+        if self.os_major < codes.SECURE_BOOT_TEMPLATES_SINCE_MAJOR:
             return
         for name, template_id in codes.SECURE_BOOT_TEMPLATES:
             yield self.new_record(

@@ -2,7 +2,9 @@
 
 Checks what Hyper-V checks: a drive's Parent must be a controller of the same VM, a
 medium's Parent a drive of the right kind, slots in range and free, IDE only on
-generation 1, no processor or memory change and no IDE change while the VM runs.
+generation 1, no processor or memory change and no IDE change while the VM runs, and
+network adapters added to or removed from a running VM only on generation 2 and only
+from Windows Server 2016 on (``hot_nics``).
 """
 
 from __future__ import annotations
@@ -252,15 +254,22 @@ def _check_disk_file(call: Call, path: str, local: Path, exclude: Record | None
 
 def _check_nic(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Record) -> str:
     guid = str(vm["Name"])
-    if model.is_running(vm) and model.generation(vssd) == 1:
-        raise _refuse(codes.CHANGE_WHILE_RUNNING,
-                      "network adapters can be added to a running VM of generation 2 only")
+    if model.is_running(vm) and not hot_nics(call, vssd):
+        raise _refuse(codes.CHANGE_WHILE_RUNNING, "network adapters can be added to a running "
+                      "VM of generation 2 only, on Windows Server 2016 or later")
     if _count(call, guid, ResourceType.ETHERNET_ADAPTER) >= MAX_NICS:
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"a VM has at most {MAX_NICS} adapters")
     _set_mac(rec, item)
     if not item.strings("VirtualSystemIdentifiers"):
         rec["VirtualSystemIdentifiers"] = (f"{{{uuid.uuid4()}}}",)
     return ""
+
+
+def hot_nics(call: Call, vssd: Record | None) -> bool:
+    """Whether the VM gains and loses network adapters while it runs: generation 2 on a
+    host of Windows Server 2016 or later."""
+    return vssd is not None and model.generation(vssd) == 2 and (
+        call.host.os_major >= codes.HOT_ADD_NICS_SINCE_MAJOR)
 
 
 def _set_mac(rec: Record, item: Embedded) -> None:
@@ -425,8 +434,8 @@ def _check_removal(call: Call, vm: Record, record: Record) -> None:
     if not model.is_running(vm):
         return
     vssd = call.txn.get(model.vssd_path(str(vm["Name"])))
-    if kind in _CONTROLLERS or (kind == ResourceType.ETHERNET_ADAPTER and vssd is not None
-                                and model.generation(vssd) == 1):
+    if kind in _CONTROLLERS or (kind == ResourceType.ETHERNET_ADAPTER
+                                and not hot_nics(call, vssd)):
         raise _refuse(codes.CHANGE_WHILE_RUNNING, f"{name} cannot be removed while the VM runs")
     if kind in _DRIVES and _on_ide(call, record):
         raise _refuse(codes.CHANGE_WHILE_RUNNING, "IDE drives cannot change while the VM runs")
