@@ -5,14 +5,16 @@ and PlugNic/UnPlugNic themselves, hot-plugging where Hyper-V allows it."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hyperv_agent.config import load_config
 from hyperv_agent.hyperv import build, nics
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.vms import VmRef
-from tests.e2e.conftest import Running
+from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, serving
 from tests.emulator.kit import devices, ok, request_state
 from tests.sessions import hv
 
@@ -343,3 +345,29 @@ async def test_plug_and_unplug_fail_and_change_nothing_when_input_is_bad(
     assert answer["result"] is False
     assert expected in answer["details"], answer
     assert await _config(running, "i-2-64-VM") == before
+
+
+async def test_plug_and_unplug_nic_keep_the_nics_when_generation_2_vm_runs_on_2012_r2(
+    tmp_path: Path,
+) -> None:
+    # Hot add and remove of network adapters is new in Windows Server 2016 ("What's new
+    # in Hyper-V on Windows Server 2016"): on 2012 R2 a running generation 2 VM is wired
+    # through its spares, as a running generation 1 VM is.
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[emulator]\nos_version = "6.3.9600"\n')
+    config = load_config(toml, state_dir=tmp_path / "state", backend="emulator",
+                         private_ip=PRIVATE_IP, local_storage_path=LOCAL_POOL)
+    async with serving(config) as on_2012_r2:
+        await _vm(on_2012_r2, "i-2-65-VM", generation=2)
+        before = await _config(on_2012_r2, "i-2-65-VM")
+        _, answer = await on_2012_r2.answer(PLUG, _plug("i-2-65-VM"))
+        assert answer["result"] is False, answer
+        assert "06A2C8000019" in answer["details"] and "2016" in answer["details"]
+        assert await _config(on_2012_r2, "i-2-65-VM") == before
+        _, answer = await on_2012_r2.answer(UNPLUG, {"instanceName": "i-2-65-VM",
+                                                     "nic": {"mac": "02:00:51:2C:00:0E"},
+                                                     "contextMap": {}})
+        assert answer["result"] is True, answer
+        assert "disconnected" in answer["details"]
+        assert (await _config(on_2012_r2, "i-2-65-VM"))[0] == {
+            "macAddress": "0200512C000E", "vlanid": "-1", "state": False}

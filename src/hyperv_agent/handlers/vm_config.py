@@ -5,8 +5,9 @@ The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and 
 router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
 in GetVmConfig's ``nics``) or by MAC, and wires that pre-created NIC (protocol §9.4). When a
 PlugNic or UnPlugNic does arrive, it is carried out for real: a NIC is added to (removed
-from) a generation 2 VM or a stopped one, and on a running generation 1 VM, which cannot
-gain or lose NICs, an existing NIC with the MAC is connected (disconnected). Every
+from) a stopped VM or a generation 2 one on Windows Server 2016 or later, and on a running
+VM that cannot gain or lose NICs (generation 1, or any on an older host) an existing NIC
+with the MAC is connected (disconnected). Every
 command holds the VM's lock (shared with the other VM handlers), so it never interleaves
 with a Start, Stop or another change of the same VM.
 """
@@ -132,8 +133,9 @@ class VmConfigHandlers:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
         ``broadcastUri``, ``networkRateMbps``).
 
-        A generation 2 VM (running or not) or a stopped VM gets a new synthetic NIC. A
-        running generation 1 VM cannot take one, and Hyper-V cannot change the MAC of its
+        A generation 2 VM (running or not, on Windows Server 2016 or later) or a stopped VM
+        gets a new synthetic NIC. Another running VM (generation 1, or on an older host)
+        cannot take one, and Hyper-V cannot change the MAC of its
         spare NICs: the answer fails naming the spares, nothing changed. A NIC with that
         MAC already there is connected to the switch and VLAN instead (a repeat is safe).
         No VM name or NIC, an unknown VM, a bad MAC, VLAN or switch: a failed answer,
@@ -163,11 +165,12 @@ class VmConfigHandlers:
 
     async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
         """Why the VM cannot gain or lose NICs now; None when it can."""
-        if vm.power is vms.PowerState.STOPPED or await nics.generation(self.hv, vm.guid) == 2:
+        if vm.power is vms.PowerState.STOPPED or await nics.hot_pluggable(self.hv, vm.guid):
             return None
         spares = ", ".join(item.mac for item in found if not item.connected) or "none"
-        return (f"VM {vm.name} is a {vm.power.value} generation 1 VM: Hyper-V adds network "
-                "adapters to it only while it is off and cannot change the MAC address of "
+        return (f"VM {vm.name} is {vm.power.value} and Hyper-V adds network adapters to it "
+                "only while it is off (generation 1, or a host older than Windows Server "
+                "2016), and it cannot change the MAC address of "
                 f"its spare (disconnected) adapters ({spares}); wire a spare with "
                 f"{names.MODIFY_VM_NIC_CONFIG_COMMAND.rsplit('.', 1)[-1]} instead")
 
@@ -185,11 +188,12 @@ class VmConfigHandlers:
     async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
 
-        A generation 2 VM (running or not) or a stopped VM loses the NIC and its port. A
-        running generation 1 VM cannot lose a NIC: its port is disconnected and its VLAN
-        removed instead, so it becomes a spare. No VM name or NIC, an unknown VM or MAC:
-        a failed answer, nothing changed. Afterwards the NIC carries no traffic. 2 queries
-        + 1 call and 1 job wait (up to 2 and 2 on generation 1).
+        A generation 2 VM (running or not, on Windows Server 2016 or later) or a stopped VM
+        loses the NIC and its port. Another running VM cannot lose a NIC: its port is
+        disconnected and its VLAN removed instead, so it becomes a spare. No VM name or
+        NIC, an unknown VM or MAC: a failed answer, nothing changed. Afterwards the NIC
+        carries no traffic. 2 queries (+1 the first time) + 1 call and 1 job wait (up to 2
+        and 2 when the NIC cannot be removed).
         """
         name, nic = asked.instance_name or "", asked.nic
         if not name or nic is None:
@@ -210,7 +214,7 @@ class VmConfigHandlers:
             await nics.set_vlan(self.hv, present, None)
             await nics.disconnect(self.hv, present)
         return UnPlugNicAnswer(result=True, details=(
-            f"NIC {mac} of running generation 1 VM {name} disconnected (Hyper-V cannot "
+            f"NIC {mac} of running VM {name} disconnected (Hyper-V cannot "
             "remove it while the VM runs)"))
 
 

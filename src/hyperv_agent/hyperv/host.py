@@ -15,6 +15,7 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``vm_count``              1 (Msvm_ComputerSystem)
 ``services``              1 per service class, sent concurrently
 ``migration``             2 (the migration service's settings and its networks, concurrently)
+``hot_adds_nics``         1 (Win32_OperatingSystem) the first time for a session, then 0
 ========================  ===================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -47,6 +48,9 @@ from hyperv_agent.hyperv.session import HyperV
 
 _BYTES_PER_KIB = 1024
 GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with generation 2
+#: Windows Server 2016: the first Hyper-V that adds and removes network adapters of a
+#: running (generation 2) VM ("What's new in Hyper-V on Windows Server 2016").
+HOT_ADD_NICS_SINCE = (10, 0)
 _ALL_PERCENT = 100.0
 _MAC_SEPARATORS = str.maketrans("", "", ":-.")
 IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -70,6 +74,12 @@ class HostFacts:
         """Whether Hyper-V here runs generation 2 (UEFI) VMs: Windows Server 2012 R2
         (6.3) and later do, Windows Server 2012 (6.2) does not."""
         return _version_tuple(self.product_version) >= GENERATION_2_SINCE
+
+    @property
+    def hot_adds_nics(self) -> bool:
+        """Whether Hyper-V here adds and removes network adapters of a running generation
+        2 VM: Windows Server 2016 (10.0) and later do, 2012 R2 (6.3) does not."""
+        return _version_tuple(self.product_version) >= HOT_ADD_NICS_SINCE
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,16 @@ async def host_facts(hv: HyperV) -> HostFacts:
         host_name=system.string("CSName") or "",
         os_caption=system.string("Caption") or "",
     )
+
+
+async def hot_adds_nics(hv: HyperV) -> bool:
+    """Whether Hyper-V here adds and removes network adapters of a running generation 2
+    VM (``HostFacts.hot_adds_nics``). Read-only: 1 query the first time for a session,
+    then kept (a host's Windows version does not change while it runs)."""
+    kept = hv.kept(_Kept)
+    if kept.version is None:
+        kept.version = _version_tuple((await _operating_system(hv)).string("Version") or "")
+    return kept.version >= HOT_ADD_NICS_SINCE
 
 
 async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
@@ -194,9 +214,10 @@ _INSTANCE_NAME_CHARACTERS = str.maketrans("()#\\/", "[]___")
 @dataclass
 class _Kept:
     """What the session keeps for this module: the counter instance of the management
-    NIC, by the address it holds."""
+    NIC, by the address it holds, and the host's Windows version."""
 
     interfaces: dict[str, str] = field(default_factory=dict)
+    version: tuple[int, ...] | None = None
 
 
 async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:

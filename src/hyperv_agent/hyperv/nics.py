@@ -13,6 +13,7 @@ association walks. Round trips (W = job waits):
                   ``settings``)
 ``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
 ``generation``    1 query (the VM's settings)
+``hot_pluggable`` 1 query (the VM's settings), +1 the first time for a session
 ``remove``        1 call + 1 W
 ``connect``       1 call + 1 W; +1 query when a switch is named or the port has none;
                   +1 query when the NIC has no port yet
@@ -23,7 +24,8 @@ association walks. Round trips (W = job waits):
 
 Hyper-V cannot add or remove NICs of a running
 generation 1 VM, so CloudStack wires pre-created spare ones there (protocol §9.4);
-generation 2 VMs take and lose NICs while running.
+generation 2 VMs take and lose NICs while running from Windows Server 2016 on (a 2012 R2
+host refuses, as for generation 1): ``hot_pluggable`` says which a VM is.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import acls, settings, vms
+from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
@@ -168,7 +171,8 @@ async def add_nic(
     its VLAN and bandwidth, so the NIC never carries traffic without them (the session
     keeps the port, ``acls``); a host without extended ACLs: PortUnavailable, nothing
     created.
-    Generation 1 VMs take new NICs only while off; generation 2 VMs also while running.
+    Generation 1 VMs take new NICs only while off; generation 2 VMs also while running,
+    on Windows Server 2016 and later (``hot_pluggable``).
     An invalid or multicast MAC, VLAN or rate or an unknown switch: InvalidRequest,
     nothing created.
     Missing VM, or a running VM that cannot take the NIC: HyperVError. Not idempotent: a
@@ -369,11 +373,21 @@ async def generation(hv: HyperV, vm_guid: str) -> int:
                  if name.lower() == subtype), 1)
 
 
+async def hot_pluggable(hv: HyperV, vm_guid: str) -> bool:
+    """Whether the VM takes and loses NICs while it runs: generation 2 on a host of
+    Windows Server 2016 or later. Read-only; 1 query (+1 the first time for a session).
+
+    Missing VM: HyperVError.
+    """
+    return await generation(hv, vm_guid) == 2 and await hyperv_host.hot_adds_nics(hv)
+
+
 async def remove(hv: HyperV, nic: Nic) -> None:
     """Remove the NIC and its switch port (and the port's features) from its VM.
 
-    Generation 1 VMs lose NICs only while off; a running one: HyperVError (MethodFailed
-    or JobFailed) with nothing changed. A NIC already gone: HyperVError, nothing changed.
+    Generation 1 VMs (and all VMs of a host older than Windows Server 2016) lose NICs only
+    while off; a running one: HyperVError (MethodFailed or JobFailed) with nothing
+    changed. A NIC already gone: HyperVError, nothing changed.
     Afterwards the VM no longer has the NIC. 1 call + 1 W.
     """
     await vms.call_service(hv, "RemoveResourceSettings", {"ResourceSettings": [nic.path]})
