@@ -229,6 +229,19 @@ async def test_failed_answer_stays_small_when_the_command_carried_an_oversized_f
     assert ready["result"] is True  # the agent keeps serving
 
 
+async def _failed_small_start(running: Running, body: dict[str, Any]
+                              ) -> tuple[bytes, dict[str, Any]]:
+    """The raw answer to a StartCommand ``body`` and its fields: a failed StartAnswer that
+    stays small."""
+    async with running.session.post(running.url + API + names.START_COMMAND,
+                                    json=body) as reply:
+        text = await reply.read()
+    assert len(text) < SMALL_ANSWER_BYTES, len(text)
+    ((key, fields),) = json.loads(text)[0].items()
+    assert key == names.START_ANSWER and fields["result"] is False
+    return text, fields
+
+
 async def test_failed_answer_cuts_a_long_echoed_field_of_a_command_that_decoded(
     running: Running,
 ) -> None:
@@ -241,12 +254,7 @@ async def test_failed_answer_cuts_a_long_echoed_field_of_a_command_that_decoded(
     body = {"vm": {"name": "r-4-VM", "type": "DomainRouter", "cpus": 1, "speed": 500,
                    "minRam": 256 * MIB, "maxRam": 256 * MIB, "bootArgs": boot_args,
                    "disks": [disk], "nics": []}}
-    async with running.session.post(running.url + API + names.START_COMMAND,
-                                    json=body) as reply:
-        text = await reply.read()
-    assert len(text) < SMALL_ANSWER_BYTES, len(text)
-    ((key, fields),) = json.loads(text)[0].items()
-    assert key == names.START_ANSWER and fields["result"] is False
+    text, fields = await _failed_small_start(running, body)
     assert "malformed" not in fields["details"]  # it decoded; the start itself failed
     vm = fields["vm"]
     assert vm["name"] == "r-4-VM" and vm["disks"][0]["path"] == "C:\\pool\\absent.vhdx"
@@ -262,12 +270,7 @@ async def test_failed_answer_leaves_out_an_echoed_field_of_very_many_short_strin
     details = {f"k{i}": "v" for i in range(200_000)}  # 2.6 MB of short strings
     body = {"vm": {"name": "i-2-5-VM", "type": "User", "cpus": 0, "minRam": 256 * MIB,
                    "maxRam": 256 * MIB, "details": details, "disks": [], "nics": []}}
-    async with running.session.post(running.url + API + names.START_COMMAND,
-                                    json=body) as reply:
-        text = await reply.read()
-    assert len(text) < SMALL_ANSWER_BYTES, len(text)
-    ((key, fields),) = json.loads(text)[0].items()
-    assert key == names.START_ANSWER and fields["result"] is False
+    _, fields = await _failed_small_start(running, body)
     assert "vm" not in fields and "cpus must be at least 1" in fields["details"]
     assert fields["details"].endswith("(the command's vm is not echoed: it holds more than "
                                       "65536 characters and items)"), fields["details"]

@@ -11,11 +11,16 @@ import aiohttp
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS
 from hyperv_agent.service import build_agent
 from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running, client_context, start
-from tests.emulator.kit import define_vm, devices, ok, request_state, service
+from tests.emulator.kit import (
+    define_vm,
+    ok,
+    request_state,
+    running_vm_with_cpus,
+    service,
+)
 
 ROUTING = "com.cloud.agent.api.StartupRoutingCommand"
 STORAGE = "com.cloud.agent.api.StartupStorageCommand"
@@ -189,14 +194,6 @@ async def _cpu_utilization(running: Running) -> float:
     return float(value["hostStats"]["cpuUtilization"])
 
 
-async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> ObjectPath:
-    vm = await define_vm(cim, name)
-    processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
-    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
-        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
-    await ok(cim, await request_state(cim, vm, 2))
-    return vm
-
 
 async def test_host_cpu_utilization_rises_with_busy_vms_and_falls_when_they_stop(
     running: Running,
@@ -206,7 +203,8 @@ async def test_host_cpu_utilization_rises_with_busy_vms_and_falls_when_they_stop
     management OS's processors stay idle."""
     cim = running.emulator
     assert await _cpu_utilization(running) == 0.0
-    vms = [await _busy_vm(cim, "i-2-80-VM", cpus=8), await _busy_vm(cim, "i-2-81-VM", cpus=16)]
+    vms = [await running_vm_with_cpus(cim, "i-2-80-VM", cpus=8),
+           await running_vm_with_cpus(cim, "i-2-81-VM", cpus=16)]
     _, answer = await running.answer("com.cloud.agent.api.GetVmStatsCommand",
                                      {"vmNames": ["i-2-80-VM", "i-2-81-VM"]})
     busy = sum(entry["cpuUtilization"] * entry["numCPUs"]

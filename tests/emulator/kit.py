@@ -88,6 +88,16 @@ async def request_state(cim: Cim, vm: ObjectPath, requested: int) -> MethodResul
     return await cim.invoke(vm, "RequestStateChange", {"RequestedState": requested})
 
 
+async def running_vm_with_cpus(cim: Cim, name: str, cpus: int) -> ObjectPath:
+    """A VM of ``cpus`` virtual processors, started (its processor load is the emulator's)."""
+    vm = await define_vm(cim, name)
+    processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
+    await ok(cim, await request_state(cim, vm, 2))
+    return vm
+
+
 async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | None = None
                       ) -> Path:
     """A real dynamic VHDX (C:\\disks\\root.vhdx) on IDE 0, slot 0, or a differencing one

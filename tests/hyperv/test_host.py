@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import (
@@ -23,7 +23,12 @@ from hyperv_agent.emulator.model import RUNNING_CPUS
 from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.schema import CIMV2, Class
-from tests.emulator.kit import define_vm, devices, ok, request_state, service
+from tests.emulator.kit import (
+    define_vm,
+    ok,
+    request_state,
+    running_vm_with_cpus,
+)
 from tests.sessions import hv
 
 GIB = 1 << 30
@@ -171,14 +176,6 @@ async def test_stats_read_no_network_traffic_and_say_so_when_the_counters_are_mi
     assert "host network statistics read 0" in caplog.text
 
 
-async def _busy_vm(cim: EmulatorCim, name: str, cpus: int) -> ObjectPath:
-    vm = await define_vm(cim, name)
-    processor = (await devices(cim, vm, "Msvm_ProcessorSettingData"))[0]
-    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
-        "ResourceSettings": [processor.updated(VirtualQuantity=cpus)]}))
-    await ok(cim, await request_state(cim, vm, 2))
-    return vm
-
 
 async def _counter(cim: EmulatorCim, class_name: str, name: str) -> int:
     found = await cim.query(wql.select(class_name, wql.eq("Name", "_Total")), CIMV2)
@@ -193,8 +190,8 @@ async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy
     cim = EmulatorCim.open(make_config(cpus=4))
     try:
         idle = await host.host_stats(hv(cim))
-        await _busy_vm(cim, "two", cpus=2)
-        await _busy_vm(cim, "four", cpus=4)
+        await running_vm_with_cpus(cim, "two", cpus=2)
+        await running_vm_with_cpus(cim, "four", cpus=4)
         before = cim.round_trips()
         busy = await host.host_stats(hv(cim))
         spent = cim.round_trips() - before
@@ -233,8 +230,8 @@ async def test_stats_of_a_state_dir_made_before_the_hypervisor_counters_count_it
     config = make_config(cpus=2)
     cim = EmulatorCim.open(config)
     try:
-        await _busy_vm(cim, "running", cpus=2)
-        paused = await _busy_vm(cim, "paused", cpus=2)
+        await running_vm_with_cpus(cim, "running", cpus=2)
+        paused = await running_vm_with_cpus(cim, "paused", cpus=2)
         both = (await host.host_stats(hv(cim))).cpu_utilization_percent
         await ok(cim, await request_state(cim, paused, 9))
         one = (await host.host_stats(hv(cim))).cpu_utilization_percent

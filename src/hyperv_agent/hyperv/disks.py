@@ -120,6 +120,15 @@ async def _settings_template(hv: HyperV) -> CimInstance:
     return kept.template
 
 
+async def _new_disk_settings(hv: HyperV, path: str, disk_type: DiskType, *,
+                             size_bytes: int = 0, parent: str | None = None) -> CimInstance:
+    """The settings of a new disk at ``path``, of its extension's format; block and sector
+    sizes left to Hyper-V."""
+    return (await _settings_template(hv)).updated(
+        Path=path, Type=int(disk_type), Format=int(disk_format(path)), ParentPath=parent,
+        MaxInternalSize=size_bytes, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+
+
 # --- creating -----------------------------------------------------------------------------
 
 
@@ -134,12 +143,8 @@ async def create_dynamic(
     Afterwards the file exists, empty, with that virtual size. Hyper-V writes the file
     whole or not at all. 1 call + 1 W when warm.
     """
-    fmt = disk_format(path)
     checked_size(path, size_bytes)
-    settings = (await _settings_template(hv)).updated(
-        Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt),
-        MaxInternalSize=size_bytes, ParentPath=None, BlockSize=0, LogicalSectorSize=0,
-        PhysicalSectorSize=0)
+    settings = await _new_disk_settings(hv, path, DiskType.DYNAMIC, size_bytes=size_bytes)
     await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
 
 
@@ -157,9 +162,7 @@ async def create_differencing(
     fmt = disk_format(path)
     if disk_format(parent) is not fmt:
         raise InvalidRequest(f"{path} and its parent {parent} must both be {fmt.name}")
-    settings = (await _settings_template(hv)).updated(
-        Path=path, Type=int(DiskType.DIFFERENCING), Format=int(fmt), ParentPath=parent,
-        MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+    settings = await _new_disk_settings(hv, path, DiskType.DIFFERENCING, parent=parent)
     await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
 
 
@@ -176,9 +179,7 @@ async def merged_copy(
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
         raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
-    settings = (await _settings_template(hv)).updated(
-        Path=path, Type=int(DiskType.DYNAMIC), Format=int(fmt), ParentPath=None,
-        MaxInternalSize=0, BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+    settings = await _new_disk_settings(hv, path, DiskType.DYNAMIC)
     await _call(hv, "ConvertVirtualHardDisk",
                 {"SourcePath": source, "VirtualDiskSettingData": settings}, policy)
 
