@@ -307,8 +307,9 @@ def _type_number(body: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("change", "expected"), [
     (_escaping, "climbs out"),
     (_missing_file, "the file C:\\pool\\not-there.vhdx does not exist"),
-    (_seq(-1), "diskSeq -1 is outside 0..63"),
-    (_seq(64), "diskSeq 64 is outside 0..63"),
+    (_seq(-1), "diskSeq -1 is outside 0..65"),
+    (_seq(66), "diskSeq 66 is outside 0..65, the device numbers CloudStack gives a "
+               "Hyper-V VM's disks (up to 64 data volumes besides the root disk and the CD)"),
     (_seq("three"), "disk.diskSeq"),
     (_no_seq, "diskSeq is missing"),
     (_no_vm_name, "vmName: required field is missing"),
@@ -328,6 +329,116 @@ async def test_attach_fails_and_changes_nothing_when_input_is_bad(
     assert (key, answer["result"]) == (names.ATTACH_ANSWER, False), answer
     assert expected in answer["details"], answer["details"]
     assert await _layout(agent.emulator, vm) == before
+
+
+# --- data volumes beyond the first SCSI controller ----------------------------------------
+# CloudStack gives a Hyper-V VM up to 64 data volumes, numbered from 1 and skipping the
+# CD's 3, so diskSeq reaches 65: 64 and 65 are slots 0 and 1 of a second SCSI controller.
+
+
+async def _start_with_volumes(running: Running, name: str, seqs: list[int]) -> ObjectPath:
+    """Start a generation 1 VM with StartCommand: ROOT, the empty DVD drive, and a data
+    volume ``<name>-<seq>`` at each of ``seqs``."""
+    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
+    body["vm"].update(name=name, cpus=1)
+    _volume_file(running, f"{name}-root")
+    body["vm"]["disks"][0] = {"type": "ROOT", "diskSeq": 0,
+                              "data": _volume(f"{name}-root", "ROOT")}
+    for seq in seqs:
+        _volume_file(running, f"{name}-{seq}")
+        body["vm"]["disks"].append(_data_disk(f"{name}-{seq}", seq))
+    await _ok(running, names.START_COMMAND, body)
+    return await _vm_path(running.emulator, name)
+
+
+async def _scsi_layout(cim: EmulatorCim, vm: ObjectPath) -> dict[tuple[int, int], str]:
+    """Every disk drive on a SCSI controller by (controller, slot), the controllers
+    numbered in the order the host lists them (the order they were added): its file."""
+    rasd = await devices(cim, vm, RASD)
+    media = {ObjectPath.parse(str(m["Parent"])): str(m.strings("HostResource")[0])
+             for m in await devices(cim, vm, SASD)}
+    scsi = {c.path: index for index, c in
+            enumerate(c for c in rasd if c["ResourceSubType"] == SCSI)}
+    return {(scsi[parent], int(str(d["AddressOnParent"]))): media.get(d.path, "")
+            for d in rasd if d["ResourceSubType"] == DISK and d.path is not None
+            and (parent := ObjectPath.parse(str(d["Parent"]))) in scsi}
+
+
+async def _scsi_controllers(cim: EmulatorCim, vm: ObjectPath) -> int:
+    return sum(1 for c in await devices(cim, vm, RASD) if c["ResourceSubType"] == SCSI)
+
+
+async def test_start_puts_disk_seq_64_and_65_on_a_second_scsi_controller(
+    agent: Running,
+) -> None:
+    vm = await _start_with_volumes(agent, "i-2-40-VM", [63, 64, 65])
+    assert await _scsi_layout(agent.emulator, vm) == {
+        (0, 63): _file("i-2-40-VM-63"), (1, 0): _file("i-2-40-VM-64"),
+        (1, 1): _file("i-2-40-VM-65")}
+    assert await _scsi_controllers(agent.emulator, vm) == 2
+    assert (await agent.emulator.get(vm))["EnabledState"] == 2
+
+
+async def test_start_adds_no_second_scsi_controller_when_no_disk_needs_it(
+    agent: Running,
+) -> None:
+    vm = await _start_with_volumes(agent, "i-2-41-VM", [1, 63])
+    assert await _scsi_controllers(agent.emulator, vm) == 1
+
+
+async def test_attach_and_dettach_disk_seq_64_on_the_second_controller_of_a_running_vm(
+    agent: Running,
+) -> None:
+    vm = await _start_with_volumes(agent, "i-2-42-VM", [63, 65])
+    _volume_file(agent, "vol-64")
+    body = {"vmName": "i-2-42-VM", "disk": _data_disk("vol-64", 64)}
+    answer = await _ok(agent, ATTACH, body)
+    assert answer["details"] == f"{_file('vol-64')} attached to VM i-2-42-VM at SCSI 1 slot 0"
+    assert answer["disk"]["diskSeq"] == 64
+    assert await _scsi_layout(agent.emulator, vm) == {
+        (0, 63): _file("i-2-42-VM-63"), (1, 0): _file("vol-64"), (1, 1): _file("i-2-42-VM-65")}
+    again = await _ok(agent, ATTACH, body)
+    assert again["details"] == (f"{_file('vol-64')} was already attached to VM i-2-42-VM at "
+                                "SCSI 1 slot 0; nothing changed")
+    answer = await _ok(agent, DETTACH, body)
+    assert answer["details"] == (f"{_file('vol-64')} removed from SCSI 1 slot 0 of VM "
+                                 "i-2-42-VM; the file is kept")
+    assert (1, 0) not in await _scsi_layout(agent.emulator, vm)
+    assert (_pool(agent) / "vol-64.vhdx").is_file()
+
+
+async def test_attach_and_dettach_disk_seq_64_when_vm_is_stopped(agent: Running) -> None:
+    vm = await define_vm(agent.emulator, "i-2-43-VM")  # off, no SCSI controller
+    _volume_file(agent, "vol-64")
+    body = {"vmName": "i-2-43-VM", "disk": _data_disk("vol-64", 64)}
+    answer = await _ok(agent, ATTACH, body)
+    assert answer["details"] == f"{_file('vol-64')} attached to VM i-2-43-VM at SCSI 1 slot 0"
+    assert await _scsi_layout(agent.emulator, vm) == {(1, 0): _file("vol-64")}
+    assert await _scsi_controllers(agent.emulator, vm) == 2
+    _volume_file(agent, "vol-1")
+    await _ok(agent, ATTACH, {"vmName": "i-2-43-VM", "disk": _data_disk("vol-1", 1)})
+    assert await _scsi_controllers(agent.emulator, vm) == 2
+    answer = await _ok(agent, DETTACH, body)
+    assert "removed from SCSI 1 slot 0 of VM i-2-43-VM" in answer["details"]
+    assert await _scsi_layout(agent.emulator, vm) == {(0, 1): _file("vol-1")}
+
+
+async def test_attach_of_disk_seq_64_fails_clearly_when_running_vm_has_one_scsi_controller(
+    agent: Running,
+) -> None:
+    vm = await _start_with_volumes(agent, "i-2-44-VM", [1])
+    before = await _layout(agent.emulator, vm)
+    _volume_file(agent, "vol-64")
+    _, answer = await agent.answer(ATTACH, {"vmName": "i-2-44-VM",
+                                            "disk": _data_disk("vol-64", 64)})
+    assert answer["result"] is False
+    assert answer["details"] == (
+        "AttachCommand failed: VM i-2-44-VM has no SCSI controller 1 (it has 1) to attach a "
+        "volume at SCSI 1 slot 0, and Hyper-V adds controllers to stopped VMs only (the VM "
+        "is running); attach the volume while the VM is stopped: the VM's next start adds "
+        "the controller with it")
+    assert await _layout(agent.emulator, vm) == before
+    assert await _scsi_controllers(agent.emulator, vm) == 1
 
 
 # --- ISOs ---------------------------------------------------------------------------------

@@ -378,9 +378,13 @@ def _more_nics_than_a_vm_takes(body: dict[str, Any]) -> None:
                           for i in range(65)]
 
 
+def _disk_seq_past_cloudstacks_numbers(body: dict[str, Any]) -> None:
+    body["vm"]["disks"].append({**body["vm"]["disks"][0], "type": "DATADISK", "diskSeq": 66})
+
+
 def _more_disks_than_slots(body: dict[str, Any]) -> None:
     data = {**body["vm"]["disks"][0], "type": "DATADISK"}
-    body["vm"]["disks"] += [{**data, "diskSeq": i} for i in range(68)]
+    body["vm"]["disks"] += [{**data, "diskSeq": i} for i in range(70)]
 
 
 @pytest.mark.parametrize(("change", "expected"), [
@@ -398,7 +402,9 @@ def _more_disks_than_slots(body: dict[str, Any]) -> None:
     (_rate_beyond_a_java_integer, "NIC 0: networkRateMbps 1099511627776 is more than "
                                   "2147483647"),
     (_more_nics_than_a_vm_takes, "vm.nics has 65 entries; a VM takes at most 64"),
-    (_more_disks_than_slots, "vm.disks has 70 entries; a VM takes at most 68"),
+    (_more_disks_than_slots, "vm.disks has 72 entries; a VM takes at most 70"),
+    (_disk_seq_past_cloudstacks_numbers, "disk DATADISK: diskSeq 66 is outside 0..65, the "
+                                         "device numbers CloudStack gives a Hyper-V VM's disks"),
     (_unknown_switch, "'Nowhere'"),
     (_escaping, "climbs out"),
     (_missing_file, "not-there.vhdx does not exist"),

@@ -2,11 +2,13 @@
 AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1, §11).
 
 A data volume (``disk.type`` DATADISK, a VolumeObjectTO on a primary pool) goes on the
-VM's first SCSI controller at ``disk.diskSeq``; an ISO (``disk.type`` ISO, a
-TemplateObjectTO on a cifs image store) goes in the VM's DVD drive. Every path is
-resolved and confined to its pool or share by ``handlers.datapaths`` before the VM is
-looked at, and a file to attach must exist; bad input fails the answer with nothing
-changed. Each command holds the VM's lock (shared with the other VM handlers).
+SCSI controller and slot its ``disk.diskSeq`` maps to (``start_plan.scsi_place``, as
+StartCommand places it: 0..63 on the first controller, 64 and 65 on the second); an ISO
+(``disk.type`` ISO, a TemplateObjectTO on a cifs image store) goes in the VM's DVD
+drive. Every path is resolved and confined to its pool or share by
+``handlers.datapaths`` before the VM is looked at, and a file to attach must exist; bad
+input fails the answer with nothing changed. Each command holds the VM's lock (shared
+with the other VM handlers).
 
 Choices, and why:
 
@@ -49,7 +51,6 @@ from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import diskstats, drives, vms
-from hyperv_agent.hyperv.schema import SCSI_SLOTS
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
@@ -90,15 +91,18 @@ class AttachHandlers:
     async def attach(self, asked: AttachCommand) -> Result:
         """Attach ``disk`` to the VM ``vmName`` (running or stopped).
 
-        DATADISK: the volume file goes on SCSI controller 0 at ``diskSeq`` (0..63); a
-        slot holding something else is refused. ISO: the ISO goes in the DVD drive,
-        replacing another ISO; a drive is added when the VM has none and Hyper-V allows
-        it. An ISO disk naming no ISO (a TemplateObjectTO without ``path``) leaves the
-        DVD drive empty: an ISO in it is ejected, a missing drive added empty. Already
-        attached there: success, nothing changed. Another disk type, a path
-        outside its store, a missing file or a bad ``diskSeq``: a failed answer, nothing
-        changed. VM not on this host: success, nothing done (details say so). A failed
-        Hyper-V step leaves the VM as it was (a half-added drive is removed again).
+        DATADISK: the volume file goes where ``diskSeq`` (0..65) maps to: SCSI controller
+        0 at slot ``diskSeq``, or for 64 and 65 controller 1 at slot ``diskSeq - 64``; a
+        slot holding something else is refused, and so is a controller a running VM does
+        not have (Hyper-V adds controllers to stopped VMs only; the answer says so).
+        ISO: the ISO goes in the DVD drive, replacing another ISO; a drive is added when
+        the VM has none and Hyper-V allows it. An ISO disk naming no ISO (a
+        TemplateObjectTO without ``path``) leaves the DVD drive empty: an ISO in it is
+        ejected, a missing drive added empty. Already attached there: success, nothing
+        changed. Another disk type, a path outside its store, a missing file or a bad
+        ``diskSeq``: a failed answer, nothing changed. VM not on this host: success,
+        nothing done (details say so). A failed Hyper-V step leaves the VM as it was (a
+        half-added drive is removed again).
         """
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
@@ -111,7 +115,7 @@ class AttachHandlers:
             return await self._empty_dvd(vm_name)
         image = await self._image(disk)
         _check_vm_name(vm_name)
-        slot = _slot(disk) if image.kind == DATADISK else 0
+        controller, slot = _scsi_place(disk) if image.kind == DATADISK else (0, 0)
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
             vm = await vms.find_vm(self.hv, vm_name)
@@ -119,7 +123,8 @@ class AttachHandlers:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
             if image.kind == DATADISK:
-                placed = await drives.attach_volume(self.hv, vm, slot, image.path)
+                placed = await drives.attach_volume(self.hv, vm, slot, image.path,
+                                                    controller=controller)
             else:
                 placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
@@ -257,13 +262,11 @@ def _check_vm_name(vm_name: str) -> None:
         raise InvalidRequest("vmName is empty")
 
 
-def _slot(disk: DiskTO) -> int:
+def _scsi_place(disk: DiskTO) -> tuple[int, int]:
+    """The SCSI controller and slot of a data volume, as StartCommand places it."""
     if disk.disk_seq is None:
         raise InvalidRequest("disk DATADISK: diskSeq is missing; it names the SCSI slot")
-    if not 0 <= disk.disk_seq < SCSI_SLOTS:
-        raise InvalidRequest(f"disk DATADISK: diskSeq {disk.disk_seq} is outside "
-                             f"0..{SCSI_SLOTS - 1}")
-    return disk.disk_seq
+    return start_plan.scsi_place(DATADISK, disk.disk_seq)
 
 
 def _iso_on_store(store: locations.ShareLocation, store_url: str, iso_path: str | None

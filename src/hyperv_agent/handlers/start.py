@@ -251,11 +251,11 @@ class StartHandler:
                      generation: int) -> tuple[start_plan.PlannedDisk, ...]:
         placed = start_plan.place_all([(disk, await self._medium(disk)) for disk in disks],
                                       generation)
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         for disk in placed:
-            if (disk.bus, disk.slot) in seen:
-                raise InvalidRequest(f"two disks want {disk.bus.upper()} slot {disk.slot}")
-            seen.add((disk.bus, disk.slot))
+            if disk.place in seen:
+                raise InvalidRequest(f"two disks want {disk.where}")
+            seen.add(disk.place)
         return placed
 
     async def _medium(self, disk: DiskTO) -> str | None:
@@ -303,9 +303,16 @@ class StartHandler:
         an empty DVD drive)."""
         # Every VM gets its SCSI controller now, even without a SCSI disk: Hyper-V adds
         # controllers only to stopped VMs, and data volumes are hot-added on SCSI later.
-        scsi = await _named("adding the SCSI controller",
-                                devices.add_scsi_controller(self.hv, ref))
-        found = devices.Controllers((), (scsi,))
+        # A second one comes only with a disk on it (diskSeq 64 or 65): a running VM
+        # without it takes no volume there (AttachCommand says so), but the 64 slots of the
+        # first are what every VM but one with 62 data volumes needs, and the guest of
+        # every other VM is not given an empty controller.
+        count = 1 + max((disk.controller for disk in disks if disk.bus == "scsi"), default=0)
+        scsi = tuple([await _named("adding the SCSI controller" if index == 0 else
+                                   f"adding SCSI controller {index}",
+                                   devices.add_scsi_controller(self.hv, ref))
+                      for index in range(count)])
+        found = devices.Controllers((), scsi)
         if any(disk.bus != "scsi" for disk in disks):
             ide = (await _named("reading the IDE controllers",
                                     devices.controllers(self.hv, ref))).ide
@@ -316,7 +323,7 @@ class StartHandler:
     async def _attach(self, ref: vms.VmRef, found: devices.Controllers,
                       disk: start_plan.PlannedDisk) -> devices.DiskRef | None:
         if disk.bus == "scsi":
-            controller = found.scsi[0]
+            controller = found.scsi[disk.controller]
         else:
             index = int(disk.bus.removeprefix("ide"))
             if index >= len(found.ide):

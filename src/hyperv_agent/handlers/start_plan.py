@@ -29,6 +29,7 @@ from hyperv_agent.hyperv.schema import (
     MEMORY_MAX_MB,
     PROCESSOR_WEIGHT_DEFAULT,
     PROCESSOR_WEIGHT_MAX,
+    SCSI_CONTROLLERS_MAX,
     SCSI_SLOTS,
     VLAN_ID_MAX,
     VLAN_ID_MIN,
@@ -40,6 +41,12 @@ _GEN1_ISO_SLOTS = (("ide1", 0), ("ide1", 1), ("ide0", 1))
 #: The device number CloudStack gives a VM's CD-ROM (no data volume gets it): the ISO disk
 #: with this ``diskSeq`` is the VM's CD, the drive ISO attach and detach are about.
 CD_SEQ = 3
+#: The highest device number (``diskSeq``) CloudStack gives a Hyper-V VM's disk: its
+#: hypervisor_capabilities allow 64 data volumes (the Hyperv 6.2 row), and
+#: VolumeApiServiceImpl.getDeviceId numbers them from 1 up to that limit + 1, skipping the
+#: CD's 3. A disk goes on SCSI controller ``diskSeq // SCSI_SLOTS`` at slot ``diskSeq %
+#: SCSI_SLOTS`` (``scsi_place``), so 64 and 65 are slots 0 and 1 of a second controller.
+DISK_SEQ_MAX = 65
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
@@ -57,10 +64,11 @@ NETWORK_RATE_MAX_MBPS = 2**31 - 1
 #: sets the processor Weight, Hyper-V's default (100) per host core, and Hyper-V takes a
 #: Weight of at most PROCESSOR_WEIGHT_MAX (10000); a faster one would be cut down to it.
 SPEED_MAX_HOST_CORES = PROCESSOR_WEIGHT_MAX // PROCESSOR_WEIGHT_DEFAULT
-#: The most disks a StartCommand can place: every IDE slot and every SCSI slot (two disks
-#: for one slot are refused anyway). Counted before any disk's file is looked at, so the
-#: checks of a command stay in proportion to what a VM can have.
-DISKS_MAX = 2 * IDE_SLOTS + SCSI_SLOTS  # two IDE controllers, the SCSI one the agent fills
+#: The most disks a StartCommand can place: every IDE slot and every SCSI place a
+#: ``diskSeq`` names (two disks for one slot are refused anyway). Counted before any
+#: disk's file is looked at, so the checks of a command stay in proportion to what a VM
+#: can have.
+DISKS_MAX = 2 * IDE_SLOTS + DISK_SEQ_MAX + 1
 #: The most NICs a StartCommand may carry: far above what CloudStack gives a VM, so that a
 #: command with thousands is refused before each is planned; Hyper-V refuses the adapters
 #: beyond its own limit when they are added.
@@ -69,21 +77,34 @@ NICS_MAX = 64
 
 @dataclass(frozen=True)
 class PlannedDisk:
-    """One drive to add: where (IDE controller index or SCSI), which slot, what medium."""
+    """One drive to add: where (IDE controller index or SCSI and its controller), which
+    slot, what medium."""
 
     kind: str  # ROOT, DATADISK, ISO
     bus: str  # "ide0", "ide1" or "scsi"
     slot: int
     path: str | None  # a host path; None for an empty DVD drive
     cd: bool = False  # the VM's CD (``cd_index``), not another ISO such as a config drive
+    controller: int = 0  # on "scsi": which SCSI controller, in the order they are added
 
     @property
     def dvd(self) -> bool:
         return self.kind == "ISO"
 
+    @property
+    def place(self) -> tuple[str, int, int]:
+        """(bus, controller, slot): two disks at one place are refused."""
+        return self.bus, self.controller, self.slot
+
+    @property
+    def where(self) -> str:
+        """``SCSI 1 slot 0`` / ``IDE0 slot 0``."""
+        if self.bus == "scsi":
+            return f"SCSI {self.controller} slot {self.slot}"
+        return f"{self.bus.upper()} slot {self.slot}"
+
     def describe(self) -> str:
-        where = f"{self.bus.upper()} slot {self.slot}"
-        return f"{self.kind} {self.path or '(empty)'} at {where}"
+        return f"{self.kind} {self.path or '(empty)'} at {self.where}"
 
 
 @dataclass(frozen=True)
@@ -197,7 +218,7 @@ def with_iso(disks: tuple[PlannedDisk, ...], generation: int,
             placed = dataclasses.replace(disk, path=path)
             return ((*disks[:index], placed, *disks[index + 1:]),
                     f"system VM ISO {path} inserted at {disk.bus.upper()} slot {disk.slot}")
-    used = {(disk.bus, disk.slot) for disk in disks}
+    used = {(disk.bus, disk.slot) for disk in disks if disk.controller == 0}
     free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
         ("scsi", slot) for slot in range(SCSI_SLOTS) if ("scsi", slot) not in used]
     if not free:
@@ -224,19 +245,34 @@ def disk_kind(disk: DiskTO) -> str:
     return kind
 
 
+def scsi_place(kind: str, seq: int) -> tuple[int, int]:
+    """The SCSI controller and slot of the disk at device number ``seq`` (``diskSeq``):
+    controller ``seq // SCSI_SLOTS``, slot ``seq % SCSI_SLOTS``, so 0..63 fill the first
+    controller and CloudStack's 64 and 65 take slots 0 and 1 of the second. The one
+    mapping StartCommand, AttachCommand and DettachCommand share. Outside
+    0..``DISK_SEQ_MAX``: InvalidRequest naming ``kind`` and the bound."""
+    if not 0 <= seq <= DISK_SEQ_MAX:
+        raise InvalidRequest(
+            f"disk {kind}: diskSeq {seq} is outside 0..{DISK_SEQ_MAX}, the device numbers "
+            f"CloudStack gives a Hyper-V VM's disks (up to {DISK_SEQ_MAX - 1} data volumes "
+            "besides the root disk and the CD)")
+    controller, slot = divmod(seq, SCSI_SLOTS)
+    assert controller < SCSI_CONTROLLERS_MAX  # DISK_SEQ_MAX fits Hyper-V's controllers
+    return controller, slot
+
+
 def place(disk: DiskTO, index: int, generation: int, path: str | None) -> PlannedDisk:
     """Where the disk goes: gen 1 ROOT on IDE 0 slot 0, ISO on IDE 1, DATADISK on SCSI at
-    ``diskSeq``; gen 2 everything on SCSI at ``diskSeq`` (ROOT defaults to 0)."""
+    ``diskSeq``; gen 2 everything on SCSI at ``diskSeq`` (ROOT defaults to 0). The SCSI
+    controller and slot of a ``diskSeq`` are ``scsi_place``'s."""
     kind = disk_kind(disk)
     seq = disk.disk_seq if disk.disk_seq is not None else index
     if generation == 1 and kind == "ROOT":
         return PlannedDisk(kind, "ide0", 0, path)
     if generation == 1 and kind == "ISO":
         return PlannedDisk(kind, "ide1", 0, path)
-    slot = 0 if kind == "ROOT" and disk.disk_seq is None else seq
-    if not 0 <= slot < SCSI_SLOTS:
-        raise InvalidRequest(f"disk {kind}: diskSeq {slot} is outside 0..{SCSI_SLOTS - 1}")
-    return PlannedDisk(kind, "scsi", slot, path)
+    controller, slot = scsi_place(kind, 0 if kind == "ROOT" and disk.disk_seq is None else seq)
+    return PlannedDisk(kind, "scsi", slot, path, controller=controller)
 
 
 def place_all(disks: Sequence[tuple[DiskTO, str | None]],
@@ -253,7 +289,7 @@ def place_all(disks: Sequence[tuple[DiskTO, str | None]],
     placed = [None if disk_kind(disk) == "ISO" and index != cd
               else dataclasses.replace(place(disk, index, generation, path), cd=index == cd)
               for index, (disk, path) in enumerate(disks)]
-    used = {(item.bus, item.slot) for item in placed if item is not None}
+    used = {(item.bus, item.slot) for item in placed if item is not None and item.controller == 0}
     free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
         ("scsi", slot) for slot in reversed(range(SCSI_SLOTS)) if ("scsi", slot) not in used]
     result: list[PlannedDisk] = []

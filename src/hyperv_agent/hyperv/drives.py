@@ -10,7 +10,7 @@ shared with VM creation. Round trips once a session is warm (job polls not count
 =====================  =================================================================
 ``read_storage``       1 query
 ``attach_volume``      3 calls + 2 W (query, drive, medium); 1 query when already there;
-                       +1 call + 1 W on a stopped VM that has no SCSI controller yet
+                       +1 call + 1 W for each SCSI controller a stopped VM lacks
 ``detach_volume``      2 calls + 1 W (query, one RemoveResourceSettings for medium and
                        drive); 1 query when the image is not attached
 ``insert_iso``         2 calls + 1 W with a DVD drive (query, insert or swap the medium);
@@ -18,8 +18,9 @@ shared with VM creation. Round trips once a session is warm (job polls not count
 ``eject_iso``          2 calls + 1 W; 1 query when the ISO is not in a drive
 =====================  =================================================================
 
-Where things go (as StartCommand places them): a data volume on the VM's first SCSI
-controller at the slot CloudStack names (``diskSeq``); an ISO in the VM's DVD drive,
+Where things go (as StartCommand places them): a data volume on the SCSI controller and
+slot its ``diskSeq`` maps to (``handlers.start_plan.scsi_place``: the first controller for
+0..63, the second for 64 and 65); an ISO in the VM's DVD drive,
 which on generation 1 sits on IDE controller 1 (slot 0 when it has to be added) and on
 generation 2 on the first SCSI controller (lowest free slot when it has to be added).
 Generation 1 VMs have IDE controllers and generation 2 VMs have none, so the storage
@@ -50,6 +51,7 @@ from hyperv_agent.hyperv.schema import (
     DVD_IDE_CONTROLLER,
     IDE_SLOTS,
     NAMESPACE,
+    SCSI_CONTROLLERS_MAX,
     SCSI_SLOTS,
     Class,
     ResourceType,
@@ -210,36 +212,44 @@ def _slot(item: CimInstance) -> int:
 # --- data volumes -------------------------------------------------------------------------
 
 
-async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str) -> Placed:
-    """Attach the VHD/VHDX ``image`` to the VM's first SCSI controller at ``slot``.
+async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str, *,
+                        controller: int = 0) -> Placed:
+    """Attach the VHD/VHDX ``image`` to the VM's SCSI controller ``controller`` (its
+    position in WMI's order, the order controllers were added; the first by default) at
+    ``slot``.
 
     Works on a running VM (SCSI hot add) and on a stopped one. Safe to repeat: when the
-    image already sits at that slot nothing changes (``changed`` False). A slot outside
-    0..63, a slot holding anything else, or the image attached elsewhere on this VM:
-    InvalidRequest, nothing changed. A VM without a SCSI controller gets one when it is
-    off; when it is not off: InvalidRequest (Hyper-V adds controllers to stopped VMs
-    only). Hyper-V's own refusals (file missing or attached to another VM) raise
-    HyperVError; a failed medium removes the new drive again. The file is never changed.
+    image already sits at that place nothing changes (``changed`` False). A slot outside
+    0..63, a controller beyond Hyper-V's four, a place holding anything else, or the
+    image attached elsewhere on this VM: InvalidRequest, nothing changed. A VM without
+    that SCSI controller gets it (and any before it) when it is off; when it is not off:
+    InvalidRequest naming the controller (Hyper-V adds controllers to stopped VMs only).
+    Hyper-V's own refusals (file missing or attached to another VM) raise HyperVError; a
+    failed medium removes the new drive again. The file is never changed.
     """
     _check_slot(slot)
+    if not 0 <= controller < SCSI_CONTROLLERS_MAX:
+        raise InvalidRequest(f"SCSI controller {controller} is outside "
+                             f"0..{SCSI_CONTROLLERS_MAX - 1}")
+    where = f"SCSI {controller} slot {slot}"
     storage = await read_storage(hv, vm)
     present = storage.holding(image)
     if present is not None:
-        if (present.bus, present.controller, present.slot, present.dvd) == (SCSI, 0, slot,
-                                                                             False):
+        if (present.bus, present.controller, present.slot, present.dvd) == (
+                SCSI, controller, slot, False):
             return Placed(present.where, changed=False)
         raise InvalidRequest(f"{image} is already attached to VM {vm.name} at "
-                             f"{present.where}, not at SCSI 0 slot {slot}")
-    taken = storage.at(SCSI, 0, slot)
+                             f"{present.where}, not at {where}")
+    taken = storage.at(SCSI, controller, slot)
     if taken is not None and (taken.dvd or taken.medium is not None):
-        raise InvalidRequest(f"SCSI 0 slot {slot} of VM {vm.name} is taken by "
-                             f"{taken.describe()}")
+        raise InvalidRequest(f"{where} of VM {vm.name} is taken by {taken.describe()}")
     if taken is not None:  # an empty disk drive: fill it
         await _insert(hv, vm, taken.path, image, iso=False)
         return Placed(taken.where, changed=True)
-    controller = await _scsi_controller(hv, vm, storage, "attach a volume")
-    await devices.attach_disk(hv, vm, controller, slot, image)
-    return Placed(f"SCSI 0 slot {slot}", changed=True)
+    purpose = "attach a volume" if controller == 0 else f"attach a volume at {where}"
+    path = await _scsi_controller(hv, vm, storage, purpose, controller)
+    await devices.attach_disk(hv, vm, path, slot, image)
+    return Placed(where, changed=True)
 
 
 async def detach_volume(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
@@ -348,16 +358,26 @@ def _free(storage: VmStorage, bus: str, controller: int, vm_name: str) -> tuple[
 # --- shared steps -------------------------------------------------------------------------
 
 
-async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: str
-                           ) -> ObjectPath:
-    """The VM's first SCSI controller, added first when the VM is off and has none."""
-    if storage.scsi:
-        return storage.scsi[0]
+async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: str,
+                           index: int = 0) -> ObjectPath:
+    """The VM's SCSI controller ``index`` (in WMI's order), added first, with any missing
+    before it, when the VM is off and has too few; InvalidRequest when it is not off."""
+    if index < len(storage.scsi):
+        return storage.scsi[index]
     if vm.power is not PowerState.STOPPED:
+        if not storage.scsi:
+            raise InvalidRequest(
+                f"VM {vm.name} has no SCSI controller to {purpose}, and Hyper-V adds "
+                f"controllers to stopped VMs only (the VM is {vm.power.value}); stop the VM "
+                "and try again")
         raise InvalidRequest(
-            f"VM {vm.name} has no SCSI controller to {purpose}, and Hyper-V adds controllers "
-            f"to stopped VMs only (the VM is {vm.power.value}); stop the VM and try again")
-    return await devices.add_scsi_controller(hv, vm)
+            f"VM {vm.name} has no SCSI controller {index} (it has {len(storage.scsi)}) to "
+            f"{purpose}, and Hyper-V adds controllers to stopped VMs only (the VM is "
+            f"{vm.power.value}); attach the volume while the VM is stopped: the VM's next "
+            "start adds the controller with it")
+    added = [await devices.add_scsi_controller(hv, vm)
+             for _ in range(index + 1 - len(storage.scsi))]
+    return added[-1]
 
 
 async def _insert(hv: HyperV, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:

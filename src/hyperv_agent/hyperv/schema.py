@@ -285,6 +285,7 @@ MEMORY_MIN_MB = 32
 #: generation 2 (Windows Server 2022 and 2025; 12 TB before), in MB as VirtualQuantity.
 MEMORY_MAX_MB = {1: 1 << 20, 2: 240 << 20}
 SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
+SCSI_CONTROLLERS_MAX = 4  # synthetic SCSI controllers a VM takes ("Plan for Hyper-V scalability")
 IDE_SLOTS = 2  # AddressOnParent 0..1 of an IDE controller
 DVD_IDE_CONTROLLER = 1  # generation 1: the DVD drive sits on IDE controller 1 (Address "1")
 MAC_HEX_DIGITS = 12  # SEPSD.Address: 12 hex digits, no separators
