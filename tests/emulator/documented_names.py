@@ -471,6 +471,7 @@ _VIRTUALIZATION: Final = (
         _props(_LOGICAL_DEVICE),
         (
             _method("InitiateShutdown", "in boolean Force; in string Reason"),
+            # Minimum supported server: Windows Server 2016; older hosts lack it.
             _method("InitiateReboot", "in boolean Force; in string Reason"),
         ),
     ),

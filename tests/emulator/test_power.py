@@ -1,11 +1,18 @@
-"""The v2 state machine of Msvm_ComputerSystem.RequestStateChange."""
+"""The v2 state machine of Msvm_ComputerSystem.RequestStateChange, and the guest asked
+through Msvm_ShutdownComponent."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.errors import CimInvalidMethod, CimNotFound
 from tests.emulator.kit import define_vm, failure, ok, request_state, state
 
 RUNNING, OFF, SAVED, PAUSED = 2, 3, 6, 9
@@ -82,14 +89,99 @@ async def test_graceful_shutdown_is_ignored_when_guest_ignores_it(emulator: Emul
     assert await state(emulator, vm) == RUNNING
 
 
-async def test_start_fails_when_host_memory_is_exhausted(make_config: object) -> None:
-    from collections.abc import Callable
+async def _shutdown_component(emulator: EmulatorCim, vm: ObjectPath) -> ObjectPath:
+    found = await emulator.query(wql.select("Msvm_ShutdownComponent",
+                                            wql.eq("SystemName", vm.key("Name"))))
+    assert len(found) == 1 and found[0].path is not None
+    return found[0].path
 
-    from hyperv_agent.emulator.config import EmulatorConfig
 
-    assert callable(make_config)
-    factory: Callable[..., EmulatorConfig] = make_config
-    cim = EmulatorCim.open(factory(memory_mb=1536))
+async def _on_time_ms(emulator: EmulatorCim, vm: ObjectPath) -> int:
+    return (await emulator.get(vm)).integer("OnTimeInMilliseconds") or 0
+
+
+async def test_guest_reboot_keeps_vm_running_and_restarts_its_run_when_guest_cooperates(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator)
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    await asyncio.sleep(0.05)
+    assert await _on_time_ms(emulator, vm) >= 50
+    result = await emulator.invoke(await _shutdown_component(emulator, vm), "InitiateReboot",
+                                   {"Force": True, "Reason": "test"})
+    # Hyper-V starts no job for it: the guest restarts itself.
+    assert (result.return_value, result.path("Job")) == (0, None)
+    assert await state(emulator, vm) == RUNNING
+    assert await _on_time_ms(emulator, vm) < 50
+
+
+async def test_guest_reboot_changes_nothing_when_guest_ignores_it(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator, "stubborn")
+    emulator.faults.ignore_shutdown("stubborn")
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    await asyncio.sleep(0.05)
+    result = await emulator.invoke(await _shutdown_component(emulator, vm), "InitiateReboot",
+                                   {"Force": False, "Reason": "test"})
+    assert result.return_value == 0
+    assert await state(emulator, vm) == RUNNING and await _on_time_ms(emulator, vm) >= 50
+
+
+async def test_guest_reboot_returns_32780_when_vm_is_paused(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator)
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    await ok(emulator, await request_state(emulator, vm, PAUSED))
+    result = await emulator.invoke(await _shutdown_component(emulator, vm), "InitiateReboot",
+                                   {"Force": True, "Reason": "test"})
+    assert (result.return_value, result.path("Job")) == (32780, None)
+    assert await state(emulator, vm) == PAUSED
+
+
+async def test_guest_reboot_finds_no_component_when_vm_is_off(emulator: EmulatorCim) -> None:
+    # The shutdown component lives only while the VM runs: the path of a stopped VM's
+    # names no instance.
+    vm = await define_vm(emulator)
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    component = await _shutdown_component(emulator, vm)
+    await ok(emulator, await request_state(emulator, vm, OFF))
+    with pytest.raises(CimNotFound):
+        await emulator.invoke(component, "InitiateReboot", {"Force": True, "Reason": "test"})
+    assert await state(emulator, vm) == OFF
+
+
+async def test_guest_reboot_is_no_method_when_host_is_2012_r2(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    # InitiateReboot is new in Windows Server 2016 ("Minimum supported server").
+    cim = EmulatorCim.open(make_config(os_version="6.3.9600"))
+    try:
+        vm = await define_vm(cim)
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        component = await _shutdown_component(cim, vm)
+        with pytest.raises(CimInvalidMethod):
+            await cim.invoke(component, "InitiateReboot", {"Force": True, "Reason": "test"})
+        declared = await cim.get_class("Msvm_ShutdownComponent")
+        assert declared.method("InitiateShutdown").name == "InitiateShutdown"
+        with pytest.raises(CimInvalidMethod):
+            declared.method("InitiateReboot")
+        assert cim.round_trips()["invoke:InitiateReboot"] == 0
+        assert await state(cim, vm) == RUNNING
+    finally:
+        await cim.close()
+
+
+async def test_guest_reboot_is_declared_when_host_is_2016_or_later(
+    emulator: EmulatorCim,
+) -> None:
+    declared = await emulator.get_class("Msvm_ShutdownComponent")
+    parameters = declared.method("InitiateReboot").parameters
+    assert [(p.name, p.cim_type, p.direction) for p in parameters] == [
+        ("Force", "boolean", "in"), ("Reason", "string", "in")]
+
+
+async def test_start_fails_when_host_memory_is_exhausted(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(memory_mb=1536))
     try:
         first, second = await define_vm(cim, "a"), await define_vm(cim, "b")
         await ok(cim, await request_state(cim, first, 2))

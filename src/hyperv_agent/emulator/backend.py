@@ -199,7 +199,13 @@ class EmulatorCim(Cim):
 
     async def get_class(self, class_name: str, namespace: str = V2_NAMESPACE) -> CimClass:
         # metadata: no round trip counted
-        return classes.declaration(class_name, namespace_name(namespace))
+        declared = classes.declaration(class_name, namespace_name(namespace))
+        absent = [key for key in declared.methods
+                  if not self.host.has_method(declared.name, key)]
+        if not absent:
+            return declared
+        return dataclasses.replace(declared, methods={
+            key: method for key, method in declared.methods.items() if key not in absent})
 
     def to_embedded(self, instance: CimInstance) -> str:
         return cimxml.write_instance(instance)
@@ -240,7 +246,7 @@ class EmulatorCim(Cim):
         if class_def is None:
             raise CimInvalidClass(f"no class {path.class_name}")
         method_def = class_def.method(method)
-        if method_def is None:
+        if method_def is None or not self.host.has_method(class_def.name, method):
             raise CimInvalidMethod(f"{class_def.name} has no method {method!r}")
         target = self.host.store.get(path) if path.keys else None
         if path.keys and target is None:

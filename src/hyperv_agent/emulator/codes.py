@@ -6,7 +6,9 @@ changing a running VM's processors), the emulator's choice is named here, once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
+from types import MappingProxyType
 
 
 class ReturnCode(IntEnum):
@@ -215,6 +217,13 @@ SECURE_BOOT_TEMPLATES_SINCE_MAJOR = 10
 #: (10.0) on ("What's new in Hyper-V on Windows Server 2016": hot add and remove of
 #: network adapters is new there); an older host refuses, as for generation 1.
 HOT_ADD_NICS_SINCE_MAJOR = 10
+#: Methods a host has only from a Windows version on: (class, method), lower-case, ->
+#: the first major version with it. Msvm_ShutdownComponent.InitiateReboot is new in
+#: Windows Server 2016 (10.0; its reference page's "Minimum supported server"); an
+#: older host answers a call of it, and its class declaration, as for no such method.
+METHODS_SINCE_MAJOR: Mapping[tuple[str, str], int] = MappingProxyType({
+    ("msvm_shutdowncomponent", "initiatereboot"): 10,
+})
 GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
 GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
 

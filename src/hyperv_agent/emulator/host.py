@@ -179,6 +179,12 @@ class EmulatedHost:
         major = self.config.os_version.partition(".")[0]
         return int(major) if major.isdigit() else 0
 
+    def has_method(self, class_name: str, method: str) -> bool:
+        """Whether this host's Windows has ``method`` of ``class_name`` (declared in the
+        schema): False for one newer than it (``codes.METHODS_SINCE_MAJOR``)."""
+        since = codes.METHODS_SINCE_MAJOR.get((class_name.lower(), method.lower()), 0)
+        return self.os_major >= since
+
     def close(self) -> None:
         if self.cluster is not None:
             self.cluster.close()

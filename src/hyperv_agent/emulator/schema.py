@@ -454,6 +454,7 @@ GuestIntrinsicExchangeItems string[]
 """)
 _class("Msvm_ShutdownComponent", "CIM_LogicalDevice", methods=(
     "InitiateShutdown(in Force boolean, in Reason string)",
+    "InitiateReboot(in Force boolean, in Reason string)",  # 2016+: codes.METHODS_SINCE_MAJOR
 ))
 _class("Msvm_KvpExchangeDataItem", "CIM_ManagedElement", """
 Caption string

@@ -1,8 +1,16 @@
-"""Power: Msvm_ComputerSystem.RequestStateChange and Msvm_ShutdownComponent.InitiateShutdown.
+"""Power: Msvm_ComputerSystem.RequestStateChange and Msvm_ShutdownComponent's
+InitiateShutdown and InitiateReboot.
 
 The v2 state machine: 3 -> 2 start, 2 -> 3 turn off, 2 -> 9 -> 2 pause and resume,
 2 -> 6 -> 2 save and restore, 6 -> 3 discard the saved state, 2 -> 11 reset, 10 reboot.
 Anything else, including asking for the current state, returns 32775.
+
+The guest asked through its shutdown component (a VM that is not running: 32780, not
+ready) shuts down, or restarts, after ``guest_shutdown_s``; a guest that ignores shutdown
+requests (``Faults.ignore_shutdown``) ignores both. A guest restart keeps the VM running:
+its run starts again (OnTimeInMilliseconds, UpTime and the run's counter instances), as
+after a reset, but Hyper-V starts no job for it and the VM's state never leaves 2.
+InitiateReboot exists from Windows Server 2016 on (``codes.METHODS_SINCE_MAJOR``).
 """
 
 from __future__ import annotations
@@ -143,6 +151,23 @@ _TRANSITIONS: dict[tuple[int, int], Transition] = {
 @handles("Msvm_ShutdownComponent", "InitiateShutdown")
 def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
     """Asks the guest to shut down; a cooperative guest is off after ``guest_shutdown_s``."""
+    return _ask_guest(call, power_off)
+
+
+@handles("Msvm_ShutdownComponent", "InitiateReboot")
+def initiate_reboot(call: Call) -> Mapping[str, OutValue]:
+    """Asks the guest to restart; a cooperative guest has after ``guest_shutdown_s``."""
+    return _ask_guest(call, _guest_restarted)
+
+
+def _guest_restarted(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
+    vm.meta["started_at"] = host.clock()
+
+
+GuestAction = Callable[[EmulatedHost, Transaction, Record], None]
+
+
+def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
     component = call.target
     assert component is not None
     guid = str(component["SystemName"])
@@ -155,15 +180,15 @@ def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
     if delay <= 0:
         staged = call.txn.edit(vm.path)
         assert staged is not None
-        power_off(call.host, call.txn, staged)
+        action(call.host, call.txn, staged)
     else:
-        call.host.later(delay, lambda: _guest_off(call.host, vm.path))
+        call.host.later(delay, lambda: _guest_acts(call.host, vm.path, action))
     return {}
 
 
-def _guest_off(host: EmulatedHost, path: ObjectPath) -> None:
+def _guest_acts(host: EmulatedHost, path: ObjectPath, action: GuestAction) -> None:
     txn = host.store.transaction()
     vm = txn.edit(path)
     if vm is not None and vm["EnabledState"] == E.ENABLED:
-        power_off(host, txn, vm)
+        action(host, txn, vm)
         txn.commit()
