@@ -57,7 +57,7 @@ def _table() -> set[tuple[str, str]]:
     for use in USED:
         known.add((use.name, ""))
         known |= {(use.name, name) for name in (*use.properties, *use.optional)}
-        for method, parameters in use.methods.items():
+        for method, parameters in (*use.methods.items(), *use.optional_methods.items()):
             known.add((use.name, f"{method}()"))
             known |= {(use.name, f"{method}({name})") for name in parameters}
     return {(cls.lower(), name.lower()) for cls, name in known}

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.hyperv import inventory, schema
 from hyperv_agent.hyperv.inventory import USED, ClassUse
 from tests.sessions import hv
@@ -66,7 +67,9 @@ def _known(used: tuple[ClassUse, ...]) -> tuple[set[str], set[str]]:
     names = set(classes)
     for use in used:
         names |= set(use.properties) | set(use.optional) | set(use.methods)
-        names |= {p for parameters in use.methods.values() for p in parameters}
+        names |= set(use.optional_methods)
+        names |= {p for methods in (use.methods, use.optional_methods)
+                  for parameters in methods.values() for p in parameters}
     return classes, names
 
 
@@ -126,6 +129,19 @@ async def test_missing_names_are_listed_by_class_property_method_and_parameter(
         "Msvm_VirtualSystemManagementService.DefineSystem(NoSuchParameter)",
         "Msvm_VirtualSystemManagementService.NoSuchMethod()")
     assert shortfall.absent_optional == ("Msvm_VirtualSystemSettingData.NoSuchOption",)
+
+
+async def test_a_method_only_newer_hosts_have_is_reported_absent_when_host_is_2012_r2(
+        make_config: Callable[..., EmulatorConfig]) -> None:
+    # Msvm_ShutdownComponent.InitiateReboot is new in Windows Server 2016: an older host
+    # lacks it, and the agent resets the VM instead, so doctor does not fail for it.
+    cim = EmulatorCim.open(make_config(os_version="6.3.9600"))
+    try:
+        shortfall = await inventory.missing_on(hv(cim))
+    finally:
+        await cim.close()
+    assert shortfall.missing == ()
+    assert shortfall.absent_optional == ("Msvm_ShutdownComponent.InitiateReboot()",)
 
 
 async def test_a_missing_class_the_agent_goes_without_is_listed_with_what_it_costs(

@@ -8,7 +8,8 @@ package's source and fails when a name used there is missing here, and
 calls, class by class, and fails when a name sits under the wrong class. ``doctor`` checks
 a host against it (``missing_on``): one class declaration read per class.
 
-Properties the code reads only when present (a newer Hyper-V's) are ``optional``: their
+Properties the code reads only when present (a newer Hyper-V's) are ``optional``, and
+methods it calls only on a host new enough to have them are ``optional_methods``: their
 absence is reported, not a failure. Performance counter sets (``counters``) come from
 Windows' performance counters through WMI, whatever the Hyper-V version: they go missing
 when the host's counter registrations are damaged. Some of them the agent can go without
@@ -44,6 +45,10 @@ class ClassUse:
     methods: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: MappingProxyType({}))
     optional: tuple[str, ...] = ()  # read only when the host has them
+    #: Methods called only on a host that has them (a newer Windows'); the agent does
+    #: without them elsewhere.
+    optional_methods: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
     service: bool = False  # a singleton service every Hyper-V host runs
     counters: bool = False  # a performance counter set (Win32_PerfRawData_*, _PerfFormattedData_*)
     spared: str = ""  # what the agent goes without when the class is missing; "": it fails
@@ -98,7 +103,9 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.KVP_ITEM, properties=("Name", "Data", "Source")),
     ClassUse(Class.SHUTDOWN, properties=(
         "CreationClassName", "DeviceID", "SystemCreationClassName", "SystemName"),
-        methods=_methods(InitiateShutdown=("Force", "Reason"))),
+        methods=_methods(InitiateShutdown=("Force", "Reason")),
+        # Windows Server 2016 and later; RebootCommand resets the VM without it.
+        optional_methods=_methods(InitiateReboot=("Force", "Reason"))),
     ClassUse(Class.CONCRETE_JOB, properties=(
         "JobState", "PercentComplete", "ErrorCode", "ErrorDescription",
         "ErrorSummaryDescription"), methods=_methods(RequestStateChange=("RequestedState",))),
@@ -219,6 +226,7 @@ async def missing_on(hv: HyperV, used: tuple[ClassUse, ...] = USED) -> Shortfall
     names = 0
     for use in used:
         names += 1 + len(use.properties) + sum(1 + len(p) for p in use.methods.values())
+        names += sum(1 + len(p) for p in use.optional_methods.values())
         try:
             declared = await hv.cim.get_class(use.name, use.namespace)
         except CimInvalidClass:
@@ -229,19 +237,21 @@ async def missing_on(hv: HyperV, used: tuple[ClassUse, ...] = USED) -> Shortfall
             continue
         missing += [f"{use.name}.{p}" for p in use.properties if declared.prop(p) is None]
         optional += [f"{use.name}.{p}" for p in use.optional if declared.prop(p) is None]
-        missing += _missing_methods(use, declared)
+        missing += _missing_methods(use.name, use.methods, declared)
+        optional += _missing_methods(use.name, use.optional_methods, declared)
     return Shortfall(len(used), names, tuple(missing), tuple(optional), tuple(spared))
 
 
-def _missing_methods(use: ClassUse, declared: CimClass) -> list[str]:
+def _missing_methods(class_name: str, methods: Mapping[str, tuple[str, ...]],
+                     declared: CimClass) -> list[str]:
     missing: list[str] = []
-    for method, parameters in use.methods.items():
+    for method, parameters in methods.items():
         try:
             found = declared.method(method)
         except CimError:
-            missing.append(f"{use.name}.{method}()")
+            missing.append(f"{class_name}.{method}()")
             continue
-        missing += [f"{use.name}.{method}({p})" for p in parameters
+        missing += [f"{class_name}.{method}({p})" for p in parameters
                     if found.parameter(p) is None]
     return missing
 
