@@ -15,7 +15,9 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``vm_count``              1 (Msvm_ComputerSystem)
 ``services``              1 per service class, sent concurrently
 ``migration``             2 (the migration service's settings and its networks, concurrently)
-``hot_adds_nics``         1 (Win32_OperatingSystem) the first time for a session, then 0
+``windows_version``       1 (Win32_OperatingSystem) the first time for a session, then 0
+``hot_adds_nics``         ``windows_version``'s
+``reboots_guests``        ``windows_version``'s
 ========================  ===================================================================
 
 ``Win32_Processor.LoadPercentage`` is never selected: WMI averages it over a second.
@@ -51,6 +53,9 @@ GENERATION_2_SINCE = (6, 3)  # Windows Server 2012 R2: the first Hyper-V with ge
 #: Windows Server 2016: the first Hyper-V that adds and removes network adapters of a
 #: running (generation 2) VM ("What's new in Hyper-V on Windows Server 2016").
 HOT_ADD_NICS_SINCE = (10, 0)
+#: Windows Server 2016: the first Hyper-V whose shutdown integration component restarts
+#: the guest OS (Msvm_ShutdownComponent.InitiateReboot, "Minimum supported server").
+GUEST_REBOOT_SINCE = (10, 0)
 _ALL_PERCENT = 100.0
 _MAC_SEPARATORS = str.maketrans("", "", ":-.")
 IpAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -123,14 +128,27 @@ async def host_facts(hv: HyperV) -> HostFacts:
     )
 
 
-async def hot_adds_nics(hv: HyperV) -> bool:
-    """Whether Hyper-V here adds and removes network adapters of a running generation 2
-    VM (``HostFacts.hot_adds_nics``). Read-only: 1 query the first time for a session,
-    then kept (a host's Windows version does not change while it runs)."""
+async def windows_version(hv: HyperV) -> tuple[int, ...]:
+    """The host's Windows version as numbers, (10, 0, 17763). Read-only: 1 query the
+    first time for a session, then kept (a host's Windows version does not change while
+    it runs)."""
     kept = hv.kept(_Kept)
     if kept.version is None:
         kept.version = _version_tuple((await _operating_system(hv)).string("Version") or "")
-    return kept.version >= HOT_ADD_NICS_SINCE
+    return kept.version
+
+
+async def hot_adds_nics(hv: HyperV) -> bool:
+    """Whether Hyper-V here adds and removes network adapters of a running generation 2
+    VM (``HostFacts.hot_adds_nics``); ``windows_version``'s round trips."""
+    return await windows_version(hv) >= HOT_ADD_NICS_SINCE
+
+
+async def reboots_guests(hv: HyperV) -> bool:
+    """Whether Hyper-V here asks a guest OS to restart through its shutdown component
+    (InitiateReboot): Windows Server 2016 (10.0) and later do, 2012 R2 (6.3) does not;
+    ``windows_version``'s round trips."""
+    return await windows_version(hv) >= GUEST_REBOOT_SINCE
 
 
 async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
