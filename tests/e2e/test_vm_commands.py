@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.config import AgentConfig
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
-from tests.e2e.conftest import Running, every_backend, serving
+from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -213,15 +214,100 @@ async def test_stops_run_concurrently_when_they_name_different_vms(quick: Runnin
 # --- RebootCommand ------------------------------------------------------------------------
 
 
-async def test_reboot_resets_vm_when_vm_runs(running: Running) -> None:
+def _reboot(name: str) -> dict[str, object]:
+    """A RebootCommand as the MS sends it (RebootCommand's and Command's fields)."""
+    return {"vmName": name, "executeInSequence": False, "contextMap": {}, "wait": 0}
+
+
+async def _on_time_ms(cim: EmulatorCim, path: ObjectPath) -> int:
+    return (await cim.get(path)).integer("OnTimeInMilliseconds") or 0
+
+
+async def test_reboot_asks_the_guest_to_restart_when_host_is_2016_or_later(
+    running: Running,
+) -> None:
+    # CloudStack's KVM reboots a guest cleanly (virsh reboot: the guest OS restarts
+    # itself); a reset (RequestStateChange 11) can lose what the guest has not written.
     cim = running.emulator
     path = await _running_vm(cim, "i-2-30-VM")
+    await asyncio.sleep(0.05)
     before = cim.round_trips()
-    key, answer = await running.answer(REBOOT, {"vmName": "i-2-30-VM"})
+    key, answer = await running.answer(REBOOT, _reboot("i-2-30-VM"))
     spent = cim.round_trips() - before
     assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
-    assert (spent["query"], spent["invoke:RequestStateChange"], spent.calls) == (1, 1, 2)
+    assert answer["details"].startswith("guest reboot"), answer
+    assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (1, 0)
+    # find + the host's version (once a session) + component query + InitiateReboot; no job
+    assert (spent.calls, spent.waits) == (4, 0)
     assert (await cim.get(path))["EnabledState"] == 2
+    assert await _on_time_ms(cim, path) < 50  # the guest restarted
+
+    before = cim.round_trips()
+    _, again = await running.answer(REBOOT, _reboot("i-2-30-VM"))
+    spent = cim.round_trips() - before
+    assert again["result"] is True and again["details"].startswith("guest reboot"), again
+    assert (spent.calls, spent["invoke:InitiateReboot"]) == (3, 1)  # the version is kept
+
+
+@pytest.mark.parametrize("code", [32780, 32775, 32782])  # not ready, invalid state, shutting down
+async def test_reboot_resets_vm_when_guest_cannot_be_asked(running: Running, code: int) -> None:
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-31-VM")
+    cim.faults.fail_next_call("InitiateReboot", code)
+    key, answer = await running.answer(REBOOT, _reboot("i-2-31-VM"))
+    assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
+    assert answer["details"].startswith("reset"), answer
+    assert cim.round_trips()["invoke:RequestStateChange"] == 2  # start, then reset
+    assert (await cim.get(path))["EnabledState"] == 2
+
+
+async def test_reboot_resets_vm_when_guest_has_no_integration_services(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-32-VM")
+    txn = cim.host.store.transaction()  # a guest without integration services: no component
+    for component in await cim.query(wql.select(
+            "Msvm_ShutdownComponent", wql.eq("SystemName", path.key("Name")))):
+        assert component.path is not None
+        txn.delete(component.path)
+    txn.commit()
+    before = cim.round_trips()
+    _, answer = await running.answer(REBOOT, _reboot("i-2-32-VM"))
+    spent = cim.round_trips() - before
+    assert answer["result"] is True and answer["details"].startswith("reset"), answer
+    assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (0, 1)
+    assert (await cim.get(path))["EnabledState"] == 2
+
+
+async def test_reboot_resets_vm_when_host_is_2012_r2(tmp_path: Path) -> None:
+    # Msvm_ShutdownComponent.InitiateReboot is new in Windows Server 2016: on 2012 R2 the
+    # agent resets the VM, as it always did there, without trying the method.
+    toml = tmp_path / "agent.toml"
+    toml.write_text('[emulator]\nos_version = "6.3.9600"\n')
+    config = load_config(toml, state_dir=tmp_path / "state", backend="emulator",
+                         private_ip=PRIVATE_IP, local_storage_path=LOCAL_POOL)
+    async with serving(config) as on_2012_r2:
+        cim = on_2012_r2.emulator
+        path = await _running_vm(cim, "i-2-33-VM")
+        before = cim.round_trips()
+        key, answer = await on_2012_r2.answer(REBOOT, _reboot("i-2-33-VM"))
+        spent = cim.round_trips() - before
+        assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
+        assert answer["details"].startswith("reset"), answer
+        assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (0, 1)
+        # find + the host's version (once a session) + the reset
+        assert (spent["query"], spent.calls) == (2, 3)
+        assert (await cim.get(path))["EnabledState"] == 2
+
+
+async def test_reboot_leaves_vm_alone_when_vm_is_off(running: Running) -> None:
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-34-VM")
+    _, answer = await running.answer(REBOOT, _reboot("i-2-34-VM"))
+    assert answer["result"] is True and "not running" in answer["details"], answer
+    assert cim.round_trips()["invoke:InitiateReboot"] == 0
+    assert (await cim.get(path))["EnabledState"] == 3
 
 
 async def test_reboot_fails_naming_vm_when_vm_is_unknown(running: Running) -> None:

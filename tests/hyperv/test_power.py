@@ -12,7 +12,7 @@ import pytest
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError
-from hyperv_agent.hyperv import jobs, power, vms
+from hyperv_agent.hyperv import host, jobs, power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import (
     attach_vhdx,
@@ -231,3 +231,48 @@ async def test_reset_leaves_vm_off_when_it_is_off(emulator: EmulatorCim) -> None
 
 async def test_reset_returns_false_when_vm_is_missing(emulator: EmulatorCim) -> None:
     assert not await power.reset(hv(emulator), "00000000-0000-0000-0000-000000000000")
+
+
+# --- reboot -------------------------------------------------------------------------------
+
+
+async def test_reboot_asks_the_guest_and_starts_no_job_when_guest_can_be_asked(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await _running(emulator, "polite")
+    before = emulator.round_trips()
+    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.GUEST
+    spent = emulator.round_trips() - before
+    assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (1, 0)
+    # the host's version (once a session), the component, InitiateReboot: no job
+    assert (spent.calls, spent.waits) == (3, 0)
+    assert (await _ref(emulator, "polite")).power is PowerState.RUNNING
+
+
+async def test_reboot_resets_when_host_lacks_initiate_reboot_though_its_version_has_it(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    # A host whose version reads 2016 but whose WMI answers that the method does not
+    # exist: the reset follows, as on any host before 2016.
+    cim = EmulatorCim.open(make_config(os_version="6.3.9600"))
+    try:
+        vm = await _running(cim, "old")
+        hv(cim).kept(host._Kept).version = host.GUEST_REBOOT_SINCE
+        assert await power.reboot(hv(cim), vm, "test", policy=JOBS) is power.Rebooted.RESET
+        assert cim.round_trips()["invoke:RequestStateChange"] == 2  # start, reset
+    finally:
+        await cim.close()
+
+
+async def test_reboot_resets_when_guest_request_fails(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "failing")
+    emulator.faults.fail_next_call("InitiateReboot", 32768)
+    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.RESET
+    assert (await _ref(emulator, "failing")).power is PowerState.RUNNING
+
+
+async def test_reboot_reports_missing_when_vm_is_gone(emulator: EmulatorCim) -> None:
+    vm = await _running(emulator, "gone")
+    await ok(emulator, await request_state(emulator, vms.vm_path(vm.guid), 3))
+    await vms.destroy(hv(emulator), vm.guid, policy=JOBS)
+    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.MISSING

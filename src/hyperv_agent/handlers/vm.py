@@ -59,6 +59,7 @@ class VmSettings:
     shutdown_first_poll_s: float = 0.1  # the state poll interval grows from this ...
     shutdown_max_poll_s: float = 1.0  # ... to this
     shutdown_reason: str = "Stopped by CloudStack"
+    reboot_reason: str = "Rebooted by CloudStack"
     job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 
     def stop_policy(self, graceful: bool) -> power.StopPolicy:
@@ -68,6 +69,14 @@ class VmSettings:
                                max_poll_s=self.shutdown_max_poll_s)
         return power.StopPolicy(graceful=graceful, shutdown_wait=wait,
                                 reason=self.shutdown_reason, job_wait=self.job_wait)
+
+
+#: RebootAnswer ``details`` by what ``power.reboot`` did.
+_REBOOTED: Mapping[power.Rebooted, str] = {
+    power.Rebooted.GUEST: "guest reboot: the guest OS of VM {vm} was asked to restart",
+    power.Rebooted.RESET: "reset: VM {vm} was reset, its guest could not be asked to restart",
+    power.Rebooted.NOT_RUNNING: "VM {vm} is not running; it was left as it is",
+}
 
 
 #: The per-VM lock table: one lock per VM name (case-insensitive, as Hyper-V matches names).
@@ -114,21 +123,27 @@ class VmHandlers:
         return StopAnswer(result=True)
 
     async def reboot(self, reboot: RebootCommand) -> Result:
-        """Hard reset of the VM (RequestStateChange 11, no guest shutdown).
+        """Restart a running VM cleanly: its guest OS is asked to restart itself
+        (InitiateReboot, Windows Server 2016 and later), as KVM's ``virsh reboot`` asks;
+        a guest that cannot be asked (no integration services, an older host, not ready)
+        is reset hard (RequestStateChange 11) instead. ``details`` say which was done.
 
-        Unknown VM: a failed answer naming it, nothing done. A VM that cannot be reset
-        (off or saved) is left as it is and the answer is a success, as Hyper-V's
-        "invalid state" is accepted. Repeating resets the VM again. Afterwards a running
-        VM has restarted with its definition and disks unchanged; a failure changes
-        nothing and fails the answer.
+        Unknown VM: a failed answer naming it, nothing done. The guest of a VM that is
+        not running is not asked; one Hyper-V cannot reset (off, saved: "invalid state")
+        is left as it is and the answer is a success. An accepted
+        guest request is success without waiting for the guest to be back: Hyper-V
+        reports nothing when it is (``power.reboot``). Repeating reboots the VM again.
+        Definition and disks are unchanged; a failed reset changes nothing and fails the
+        answer.
         """
         async with self.locks.hold(reboot.vm_name):
             vm = await vms.find_vm(self.hv, reboot.vm_name)
-            if vm is None or not await power.reset(self.hv, vm.guid,
-                                                   policy=self.settings.job_wait):
-                raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
-                                     f"{reboot.vm_name}")
-        return RebootAnswer(result=True)
+            done = power.Rebooted.MISSING if vm is None else await power.reboot(
+                self.hv, vm, self.settings.reboot_reason, policy=self.settings.job_wait)
+        if vm is None or done is power.Rebooted.MISSING:
+            raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
+                                 f"{reboot.vm_name}")
+        return RebootAnswer(result=True, details=_REBOOTED[done].format(vm=vm.name))
 
     async def check(self, check: CheckVirtualMachineCommand) -> Result:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).

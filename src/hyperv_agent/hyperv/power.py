@@ -1,13 +1,22 @@
-"""Graceful shutdown, reset, and the whole stop sequence of a VM.
+"""Graceful shutdown, guest reboot, reset, and the whole stop sequence of a VM.
 
 ``stop_and_remove`` is what CloudStack's StopCommand means on Hyper-V: ask the guest to
 shut down through its shutdown integration component, wait (bounded) for the VM to be
 off, turn it off hard if it is not, then delete its definition. Disk files are never
-touched. Round trips in the steady state (W = job waits, P = state polls, >= 1):
+touched. ``reboot`` is CloudStack's RebootCommand: the guest OS is asked to restart
+itself, as KVM's ``virsh reboot`` asks it, and the VM is reset only when the guest cannot
+be asked. Round trips in the steady state (W = job waits, P = state polls, >= 1; the
+host's Windows version is read once a session, ``host.windows_version``):
 
 ==============================  ===================================================
 ``shutdown_component``          1 query
 ``request_shutdown``            1 query + 1 call (just the query without a component)
+``request_reboot``              1 query + 1 call (just the query without a component;
+                                nothing on a host before Windows Server 2016)
+``reboot`` guest asked          1 query + 1 call (InitiateReboot: Hyper-V starts no job)
+``reboot`` reset                1 call + 1 W; before it, 1 query without a component,
+                                1 query + 1 call when the guest cannot be asked, nothing
+                                on a host before 2016 or for a VM that is not running
 ``wait_until_off``              P gets, bounded by the policy's timeout
 ``start``, ``reset``              1 call (+ 1 W when Hyper-V runs it as a job)
 ``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
@@ -24,12 +33,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import InValue, ObjectPath
-from hyperv_agent.errors import AgentError, CimNotFound, HyperVError
-from hyperv_agent.hyperv import jobs, vms
+from hyperv_agent.errors import AgentError, CimInvalidMethod, CimNotFound, HyperVError
+from hyperv_agent.hyperv import host, jobs, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class, RequestedState, ReturnCode
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
@@ -42,6 +52,9 @@ _COMPONENT_KEYS = ("CreationClassName", "DeviceID", "SystemCreationClassName", "
 #: InitiateShutdown return codes that mean "the guest cannot be asked now" (VM not running,
 #: integration service not ready): the caller goes on to a hard power-off.
 _NOT_ASKED = (ReturnCode.NOT_READY, ReturnCode.INVALID_STATE)
+#: InitiateReboot return codes after which the guest will not restart: those, and a
+#: shutdown already in progress (the guest is going off, not restarting).
+_NOT_REBOOTING = (*_NOT_ASKED, ReturnCode.SHUTDOWN_IN_PROGRESS)
 #: How long a guest gets to shut down, and how often its state is read meanwhile.
 SHUTDOWN_WAIT = jobs.WaitPolicy(timeout_s=30.0, first_poll_s=0.1, max_poll_s=1.0)
 
@@ -90,6 +103,72 @@ async def request_shutdown(
     except CimNotFound:  # the VM went off (and its component with it) meanwhile
         return False
     return result.return_value not in _NOT_ASKED
+
+
+async def request_reboot(
+    hv: HyperV, vm_guid: str, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Ask the guest OS to restart (InitiateReboot, Force=True); True if it was asked.
+
+    False, with nothing changed, when the host predates Windows Server 2016 (it has no
+    InitiateReboot: ``host.reboots_guests``, or WMI answering that the method does not
+    exist), the VM is missing or has no shutdown component, or Hyper-V answers that the
+    guest cannot be asked now (not ready, invalid state) or is already shutting down. The
+    request returns before the guest has restarted; Hyper-V reports nothing when it has.
+    A repeat asks again. Other refusals raise MethodFailed or JobFailed; nothing is
+    cleaned up. 1 query + 1 call (nothing before 2016).
+    """
+    if not await host.reboots_guests(hv):
+        return False
+    component = await shutdown_component(hv, vm_guid)
+    if component is None:
+        return False
+    params: dict[str, InValue] = {"Force": True, "Reason": reason}
+    try:
+        result = await jobs.call(hv.cim, component, "InitiateReboot", params,
+                                 accept=_NOT_REBOOTING, policy=policy)
+    except CimNotFound:  # the VM went off (and its component with it) meanwhile
+        return False
+    except CimInvalidMethod:  # a host that says 2016 but lacks the method
+        log.warning("the host has no InitiateReboot; VM %s is reset instead", vm_guid)
+        return False
+    return result.return_value not in _NOT_REBOOTING
+
+
+class Rebooted(Enum):
+    """What ``reboot`` did."""
+
+    GUEST = "guest"  # the guest OS was asked to restart and accepted
+    RESET = "reset"  # the VM was reset hard (RequestStateChange 11)
+    NOT_RUNNING = "not running"  # off, saved or paused: left as it is
+    MISSING = "missing"  # no such VM
+
+
+async def reboot(
+    hv: HyperV, vm: VmRef, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> Rebooted:
+    """Restart a running VM: ask its guest OS to (``request_reboot``), else reset it.
+
+    A guest that accepts the request restarts itself, as after KVM's ``virsh reboot``;
+    whether it does is not confirmed: Hyper-V starts no job for it and says nothing when
+    the guest is back, and a request the guest accepted is as far as a clean reboot can
+    be followed. A guest that cannot be asked (no integration services, a host before
+    Windows Server 2016, not ready, shutting down) or whose request fails is reset hard,
+    as the agent always did. A VM that is not running is left as it is. A repeat reboots
+    again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
+    nothing. Round trips: the module's table.
+    """
+    if vm.power is PowerState.RUNNING:
+        try:
+            if await request_reboot(hv, vm.guid, reason, policy=policy):
+                return Rebooted.GUEST
+            log.info("the guest of VM %s cannot be asked to restart; resetting it", vm.name)
+        except AgentError as error:
+            log.warning("guest reboot of VM %s refused (%s); resetting it", vm.name, error)
+    code = await _reset(hv, vm.guid, policy)
+    if code is None:
+        return Rebooted.MISSING
+    return Rebooted.NOT_RUNNING if code == ReturnCode.INVALID_STATE else Rebooted.RESET
 
 
 async def wait_until_off(
@@ -145,13 +224,18 @@ async def reset(
     it again. On failure (MethodFailed, JobFailed, JobTimeout) nothing is cleaned up.
     1 call (+ 1 job wait).
     """
+    return await _reset(hv, vm_guid, policy) is not None
+
+
+async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy) -> int | None:
+    """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM."""
     params: dict[str, InValue] = {"RequestedState": int(RequestedState.RESET)}
     try:
-        await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
-                        accept=(ReturnCode.INVALID_STATE,), policy=policy)
+        result = await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
+                                 accept=(ReturnCode.INVALID_STATE,), policy=policy)
     except CimNotFound:
-        return False
-    return True
+        return None
+    return result.return_value
 
 
 async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy()) -> bool:
