@@ -456,3 +456,34 @@ def test_standalone_check_reads_only_the_block_table_the_disk_needs(tmp_path: Pa
     with Counting(disk, "rb") as counted:
         assert not_standalone(counted, ".vhdx") is None  # a whole disk, with room to spare
     assert read < 2 << 20, read
+
+
+@pytest.mark.parametrize(("item", "value"), [("sector", 1), ("sector", 0), ("block", 3 << 20),
+                                             ("block", 512 << 20)])
+def test_standalone_check_names_block_and_sector_sizes_the_format_does_not_allow(
+        tmp_path: Path, item: str, value: int) -> None:
+    """A VHDX's block and logical sector sizes come from the file: one the format does not
+    allow (a sector of 1 byte, a block not a power of two) makes the disk damaged, not the
+    check fail on the arithmetic of its block table."""
+    disk = tmp_path / "d.vhdx"
+    vhd.create(disk, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 64 << 20)
+    wanted = {"block": "CAA16737-FA36-4D43-B3B6-33F0AA44E76B",  # file parameters
+              "sector": "8141BF1D-A96F-4709-BA47-F233A8FAAB5F"}[item]
+    with disk.open("r+b") as handle:
+        handle.seek(192 << 10)
+        count = int.from_bytes(handle.read(16)[8:12], "little")
+        regions = {}
+        for _ in range(count):
+            entry = handle.read(32)
+            regions[entry[:16]] = int.from_bytes(entry[16:24], "little")
+        metadata = regions[uuid.UUID("8B7CA206-4790-4B9A-B8FE-575F050F886E").bytes_le]
+        handle.seek(metadata)
+        count = int.from_bytes(handle.read(32)[10:12], "little")
+        items = {}
+        for _ in range(count):
+            entry = handle.read(32)
+            items[entry[:16]] = int.from_bytes(entry[16:20], "little")
+        handle.seek(metadata + items[uuid.UUID(wanted).bytes_le])
+        handle.write(value.to_bytes(4, "little"))
+    with disk.open("rb") as handle:
+        assert "is damaged" in (not_standalone(handle, ".vhdx") or "")

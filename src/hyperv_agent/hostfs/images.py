@@ -12,10 +12,11 @@ The one home of
   copy to offset 0 (the VHD and VHDX specifications);
 - whether a disk stands alone and whole, as a template must: a VHD ends with its footer
   (whose disk type is not 4, differencing); a VHDX's region table is there and every
-  region and block it lists lies inside the file, and its file parameters do not say
-  ``HasParent``. A differencing disk names a parent file somewhere on the host (the
-  specifications' parent locators), which a template must never do; a disk cut short
-  (a body without Content-Length whose connection dropped) cannot be opened.
+  region and block it lists lies inside the file, its block and logical sector sizes are
+  ones the format allows, and its file parameters do not say ``HasParent``. A
+  differencing disk names a parent file somewhere on the host (the specifications'
+  parent locators), which a template must never do; a disk cut short (a body without
+  Content-Length whose connection dropped) cannot be opened.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ _VHDX_NEEDED_ITEMS = {_VHDX_FILE_PARAMETERS: 8, _VHDX_VIRTUAL_SIZE: 8,
                       _VHDX_LOGICAL_SECTOR: 4}  # the items read, and their lengths
 _VHDX_HAS_PARENT = 2  # in the file parameters' flags
 _VHDX_PRESENT = frozenset({6, 7})  # block states whose offset is in the file
+_VHDX_BLOCK_SIZES = range(20, 29)  # log2 of the block sizes allowed: 1 MiB to 256 MiB
+_VHDX_SECTOR_SIZES = (512, 4096)  # the logical sector sizes allowed
 _BAT_SLICE_ENTRIES = 1 << 17  # block table entries read at a time (1 MiB)
 
 
@@ -187,8 +190,10 @@ def _vhdx_not_standalone(handle: BinaryIO, size: int) -> str | None:
     (sector,) = struct.unpack("<I", items[_VHDX_LOGICAL_SECTOR][:4])
     if flags & _VHDX_HAS_PARENT:
         return _DIFFERENCING
-    if block == 0 or sector == 0:
-        return "is damaged: its VHDX block or sector size is 0"
+    if block & (block - 1) or block.bit_length() - 1 not in _VHDX_BLOCK_SIZES \
+            or sector not in _VHDX_SECTOR_SIZES:
+        return (f"is damaged: its VHDX block size ({block}) or logical sector size "
+                f"({sector}) is not one the format allows")
     if _vhdx_block_past_end(handle, *bat, block, virtual, sector, size):
         return "is cut short: a VHDX data block it lists ends past the end of the file"
     return None
