@@ -348,7 +348,8 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> Pl
 def sg_guard(nic: NicTO, where: str) -> Guard:
     """The port of a user VM's NIC on a security-group network, before any rule arrives:
     what a VM with no ingress and no egress rule gets (nothing in but DHCP, DNS replies
-    and ICMPv6; everything out from its own addresses), MAC spoofing off, DHCP and
+    and ICMP, which open egress lets back; everything out from its own addresses), MAC
+    spoofing off, DHCP and
     router guards on. The VM is never up without it: the first SecurityGroupRulesCmd
     changes it in one diff. A malformed address: InvalidRequest naming it."""
     try:
