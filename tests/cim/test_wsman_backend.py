@@ -227,6 +227,21 @@ async def test_refused_credentials_are_not_tried_again_for_a_minute(
         await cim.close()
 
 
+async def test_requests_waiting_for_a_slot_when_credentials_are_refused_do_not_log_on(
+        emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, password="Not-The-Password-9", max_concurrent_requests=1)
+        outcomes = await asyncio.gather(
+            *(cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch") for _ in range(4)),
+            return_exceptions=True)
+        await cim.close()
+    assert all(isinstance(outcome, CimAccessDenied) for outcome in outcomes), outcomes
+    assert sum("not tried again" in str(outcome) for outcome in outcomes) == 3
+    logons = [r for r in caplog.records if "WinRM authentication from" in r.getMessage()]
+    assert len(logons) == 1, [r.getMessage() for r in logons]  # the first request's only
+
+
 async def test_unreachable_host_is_one_line_naming_the_host() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

@@ -133,6 +133,7 @@ class Transport:
         without a request."""
         self._check_refusal()
         async with self._slots:
+            self._check_refusal()  # noted while this request waited for its slot
             self.requests += 1
             call = _Call()
             work = functools.partial(self._with_session, lambda wsman: wsman.invoke(
