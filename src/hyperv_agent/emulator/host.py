@@ -132,7 +132,7 @@ class EmulatedHost:
         self.staging.sweep()
         if self.store.empty:
             self._first_boot()
-        self._fill_in_what_earlier_versions_left_out()
+        self._complete_stored_host()
         self._listen_on(config.private_ip)
         self._migration_settings()
         self.cluster: Member | None = None
@@ -193,7 +193,7 @@ class EmulatedHost:
         self.store.close()
         self._let_go()
 
-    def _fill_in_what_earlier_versions_left_out(self) -> None:
+    def _complete_stored_host(self) -> None:
         """A state directory an earlier version made, brought up to what this version
         keeps, in one transaction, so the host reads from its first call as one made now:
 
