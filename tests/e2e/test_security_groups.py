@@ -70,6 +70,7 @@ async def test_vm_starts_closed_to_ingress_and_open_to_egress_when_its_nic_has_s
     assert not reaches(running, ssh("192.168.1.10"))
     assert reaches(running, https_to("8.8.8.8")) and reaches(running, DNS)
     assert reaches(running, Packet.outbound("icmp", VM_IP, "8.8.8.8"))  # and its reply
+    assert reaches(running, _ping(PING_FROM))  # ACLs keep no ICMP session (README)
     assert reaches(running, DHCP)
     assert not reaches(running, https_to("8.8.8.8", local="10.1.1.99"))  # spoofed source
 
