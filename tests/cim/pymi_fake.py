@@ -14,6 +14,10 @@ instances; datetimes are ``datetime`` without their UTC offset and intervals
   real, char16 and string elements, strings for string and integer elements, instances
   for reference and instance elements, tuples or lists for arrays; anything else (a
   datetime, a float) is a TypeError, as PyMI cannot pass it;
+* an int is read as Windows' C reads it, through a long or unsigned long (32 bits) or
+  their 64-bit forms, and cast to the element's width with no range check: a value too
+  wide for the element wraps (70000 for a uint16 is 4464); one the read itself cannot
+  hold leaves Python's OverflowError pending, which surfaces as a SystemError;
 * failures are ``FakeMiError({"mi_result", "error_code", "message"})``, the codes those
   WMI reports for the emulator's error (``faults.describe``).
 """
@@ -152,9 +156,27 @@ def _converted(mi_type: int, value: object) -> object:
     raise TypeError(f"PyMI cannot convert {type(value).__name__} to MI type {mi_type}")
 
 
+#: How Py2MI reads an int for each type: (the C read's bounds, the element's bits, signed).
+_LONG, _ULONG = (-2**31, 2**31 - 1), (0, 2**32 - 1)
+_C_READS = {
+    mi_type_of(name, False): (read, bits, signed) for name, read, bits, signed in (
+        ("boolean", _LONG, 0, False), ("char16", _LONG, 16, False),
+        ("uint8", _ULONG, 8, False), ("sint8", _LONG, 8, True),
+        ("uint16", _ULONG, 16, False), ("sint16", _LONG, 16, True),
+        ("uint32", _ULONG, 32, False), ("sint32", _LONG, 32, True),
+        ("uint64", (0, 2**64 - 1), 64, False), ("sint64", (-2**63, 2**63 - 1), 64, True))}
+
+
 def _from_int(mi_type: int, value: int) -> object:
-    if mi_type in _INTEGERS or mi_type in (_CHAR16, _BOOLEAN):
-        return bool(value) if mi_type == _BOOLEAN else value
+    if mi_type in _C_READS:
+        (low, high), bits, signed = _C_READS[mi_type]
+        if not low <= value <= high:
+            raise SystemError(f"PyMI left an OverflowError pending: {value} for MI type "
+                              f"{mi_type}")
+        if mi_type == _BOOLEAN:
+            return value != 0
+        wrapped = value % 2**bits
+        return wrapped - 2**bits if signed and wrapped >= 2**(bits - 1) else wrapped
     if mi_type in _REALS:
         return float(value)
     if mi_type == _STRING:
@@ -170,7 +192,7 @@ def _from_str(mi_type: int, value: str) -> object:
             number = int(value)
         except ValueError:
             raise TypeError(f"{value!r} is not an integer") from None
-        return float(number) if mi_type in _REALS else number
+        return _from_int(mi_type, number)  # PyMI reads the text as an int, then as one
     raise TypeError(f"a string for MI type {mi_type}")
 
 

@@ -25,6 +25,7 @@ from hyperv_agent.cim.local import (
     MI_ARRAY,
     LocalCim,
     MiInstance,
+    _plain,
     cim_type_of,
     mi_type_of,
 )
@@ -248,3 +249,45 @@ async def test_out_parameters_keep_references_and_arrays(
     system, job = result.path("ResultingSystem"), result.path("Job")
     assert system is not None and system.class_name == "Msvm_ComputerSystem"
     assert job is not None and (await local.get(job)).integer("JobState") == 7
+
+
+def test_the_fake_reads_ints_as_pymi_does_without_a_range_check() -> None:
+    item = FakeInstance("Test_Widths", "root/cimv2", "", [
+        Element(name, mi_type_of(name, False), None)
+        for name in ("uint8", "sint16", "uint16", "char16", "uint32", "boolean")])
+    item["uint16"], item["sint16"], item["uint8"] = 70000, 40000, "300"
+    item["char16"], item["boolean"] = 0x1F600, 2
+    assert [item.get_element(i)[2] for i in range(5)] == [44, -25536, 4464, 0xF600, None]
+    assert item.get_element("boolean")[2] is True
+    for wide in (-1, 2**32):  # beyond what the C read holds: an error PyMI leaves pending
+        with pytest.raises(SystemError):
+            item["uint32"] = wide
+
+
+@pytest.mark.parametrize(("method", "params", "message"), [
+    ("RequestStateChange", {"RequestedState": 65538}, "65538 is out of the range of uint16"),
+    ("RequestStateChange", {"RequestedState": "-1"}, "-1 is out of the range of uint16"),
+])
+async def test_integers_out_of_their_types_range_are_refused_not_truncated(
+        local: LocalCim, emulator: EmulatorCim, method: str, params: dict[str, object],
+        message: str) -> None:
+    vm = await define_vm(emulator)
+    before = emulator.round_trips()
+    with pytest.raises(CimInvalidParameter, match=f"RequestedState: {message}"):
+        await local.invoke(vm, method, params)  # type: ignore[arg-type]  # 65538 is 2 to PyMI
+    assert (emulator.round_trips() - before)["invoke"] == 0
+
+
+async def test_a_process_is_not_terminated_by_a_reason_pymi_cannot_read(
+        local: LocalCim) -> None:
+    process = await local.invoke(PROCESS, "Create", {"CommandLine": "cmd.exe"})
+    target = ObjectPath.for_keys("Win32_Process", CIMV2_NAMESPACE,
+                                 Handle=str(process["ProcessId"]))
+    for reason in (2**32, -1):
+        with pytest.raises(CimInvalidParameter, match="out of the range of uint32"):
+            await local.invoke(target, "Terminate", {"Reason": reason})
+    assert (await local.get(target)).class_name == "Win32_Process"
+    with pytest.raises(CimInvalidParameter, match="out of the range of char16"):
+        _plain("char16", "\U0001F600", "Letter")
+    assert _plain("char16", "Z", "Letter") == ord("Z")
+    assert _plain("sint64", -2**63, "Low") == -2**63

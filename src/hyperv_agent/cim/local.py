@@ -19,7 +19,8 @@ emulated host. What is shared with the other backends is reused, not repeated:
   ``error_code`` (the WMI HRESULT), become the seam's typed errors (``faults``).
 
 Limits PyMI sets, named here: it drops the UTC offset of datetimes (they read as
-``+000``); it cannot pass datetime or non-integral real arguments (CimInvalidParameter);
+``+000``); it cannot pass datetime or non-integral real arguments (CimInvalidParameter); it checks
+no integer's range (it truncates, so one out of its type's range is refused here);
 it writes no path for an instance whose class has reference keys (an association: path
 None) nor for a singleton (written here as ``Class=@``); it names no superclasses
 (``is_a`` knows an instance's own class only). An instance-method call needs the target
@@ -64,6 +65,13 @@ MI_TYPES = ("boolean", "uint8", "sint8", "uint16", "sint16", "uint32", "sint32",
 MI_ARRAY = 16
 #: PyMI's message when it cannot write the path of an instance of a keyless class.
 NO_KEYS = "without key elements"
+#: The values each integer type (and char16) holds. PyMI checks no range: it casts what a
+#: C long, unsigned long (32 bits on Windows) or their 64-bit forms read to the element's
+#: width, so a value out of range must be refused here before it reaches PyMI.
+MI_RANGES = {"uint8": (0, 2**8 - 1), "sint8": (-2**7, 2**7 - 1),
+             "uint16": (0, 2**16 - 1), "sint16": (-2**15, 2**15 - 1),
+             "uint32": (0, 2**32 - 1), "sint32": (-2**31, 2**31 - 1),
+             "uint64": (0, 2**64 - 1), "sint64": (-2**63, 2**63 - 1), "char16": (0, 2**16 - 1)}
 
 
 class MiInstance(Protocol):
@@ -420,11 +428,20 @@ def _plain(cim_type: str, value: InScalar, name: str) -> int | bool:
     if cim_type == "datetime":
         raise CimInvalidParameter(f"{name}: PyMI cannot pass a datetime argument")
     if cim_type == "char16" and isinstance(value, str) and len(value) == 1:
-        return ord(value)
+        return _in_range(cim_type, ord(value), name)
     numeric = "sint64" if cim_type.startswith("real") else cim_type
     coerced = coerce_value(CimProperty(name, numeric, False, None), value)
     if isinstance(coerced, int):  # bool included
-        return coerced
+        return _in_range(cim_type, coerced, name) if cim_type in MI_RANGES else coerced
     raise CimInvalidParameter(f"{name} takes {cim_type}, not {value!r}"
                               + ("; PyMI passes whole numbers only" if numeric != cim_type
                                  else ""))
+
+
+def _in_range(cim_type: str, value: int, name: str) -> int:
+    """``value`` when ``cim_type`` holds it: PyMI would truncate it, or leave Python with a
+    pending OverflowError, instead of refusing it."""
+    low, high = MI_RANGES[cim_type]
+    if not low <= value <= high:
+        raise CimInvalidParameter(f"{name}: {value} is out of the range of {cim_type}")
+    return value
