@@ -287,6 +287,48 @@ async def test_modify_vm_nic_config_wires_a_spare_when_router_was_started_with_s
     assert [nic["state"] for nic in config["nics"][4:]] == [False] * 4
 
 
+# --- a secondary storage VM's NICs as an advanced zone gives them -------------------------
+
+
+def _ssvm_nics(storage_uri: str | None) -> list[dict[str, Any]]:
+    """The NICs of s-1-VM as 4.22 builds them: public (PublicNetworkGuru), control
+    (link-local, no URI), management (PodBasedNetworkGuru: Native, ``vlan://`` of the pod's
+    VLAN) and storage (StorageNetworkGuru: ``storage://<vlan>``, no isolationUri)."""
+    def nic(device_id: int, mac: str, kind: str, broadcast: str, uri: str | None,
+            ip: str) -> dict[str, Any]:
+        body = {"deviceId": device_id, "mac": mac, "type": kind, "broadcastType": broadcast,
+                "ip": ip, "netmask": "255.255.255.0", "name": "External",
+                "defaultNic": device_id == 0}
+        if uri is not None:
+            body["broadcastUri"] = uri
+        return body
+    public = nic(0, "1e:00:3f:00:00:07", "Public", "Vlan", "vlan://50", "172.16.0.7")
+    public["isolationUri"] = "vlan://50"
+    return [public,
+            nic(1, "0e:00:a9:fe:02:11", "Control", "LinkLocal", None, "169.254.2.17"),
+            nic(2, "1e:00:d1:00:00:2a", "Management", "Native", "vlan://20", "10.1.1.42"),
+            nic(3, "1e:00:e5:00:00:09", "Storage", "Storage", storage_uri, "10.2.2.9")]
+
+
+async def test_start_tags_the_storage_nic_with_its_vlan_when_storage_network_has_one(
+    agent: Running,
+) -> None:
+    answer = await _answer(agent, _body(agent, nics=_ssvm_nics("storage://120")))
+    assert answer["result"] is True, answer
+    _, config = await agent.answer(GET_CONFIG, {"vmName": "s-1-VM", "contextMap": {}})
+    assert [(nic["vlanid"], nic["state"]) for nic in config["nics"]] == [
+        ("50", True), ("-1", True), ("20", True), ("120", True)]
+
+
+async def test_start_leaves_the_storage_nic_untagged_when_storage_network_has_no_vlan(
+    agent: Running,
+) -> None:
+    answer = await _answer(agent, _body(agent, nics=_ssvm_nics(None)))
+    assert answer["result"] is True, answer
+    _, config = await agent.answer(GET_CONFIG, {"vmName": "s-1-VM", "contextMap": {}})
+    assert [nic["vlanid"] for nic in config["nics"]] == ["50", "-1", "20", "-1"]
+
+
 # --- boot arguments longer than one KVP item (protocol §9.2) ------------------------------
 
 

@@ -51,6 +51,7 @@ BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
 _UNTAGGED = "untagged"
+_VLAN_SCHEMES = ("vlan", "storage")  # broadcastUri schemes that carry an access VLAN
 _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
 _SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
@@ -360,15 +361,17 @@ def sg_guard(nic: NicTO, where: str) -> Guard:
 
 
 def vlan_of(uri: str | None, where: str) -> int | None:
-    """The VLAN of ``vlan://N``; None for no URI or ``vlan://untagged``; else refused."""
+    """The VLAN of ``vlan://N`` or ``storage://N`` (the storage NIC of a secondary storage
+    VM on a storage network with a VLAN: StorageNetworkGuru's URI); None for no URI or
+    ``vlan://untagged``; else refused."""
     if not uri:
         return None
     scheme, separator, value = uri.strip().partition("://")
     if separator and scheme.lower() == "vlan" and value.lower() == _UNTAGGED:
         return None
-    if not separator or scheme.lower() != "vlan" or not value.isdigit():
-        raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id> "
-                             "or vlan://untagged")
+    if not separator or scheme.lower() not in _VLAN_SCHEMES or not value.isdigit():
+        raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id>, "
+                             "vlan://untagged or storage://<id>")
     if not VLAN_ID_MIN <= int(value) <= VLAN_ID_MAX:
         raise InvalidRequest(f"{where}: VLAN {value} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
     return int(value)
