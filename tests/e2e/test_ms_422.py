@@ -101,6 +101,18 @@ async def test_user_vm_starts_with_an_empty_dvd_drive_when_its_iso_disk_has_no_p
     assert json_contains(answer["vm"], wanted)  # NICs and disks as the MS reads them back
 
 
+async def test_network_adapter_is_named_after_the_nic_not_its_network(ms: Running) -> None:
+    body = ms422_json("15_StartCommand.json")
+    (nic,) = body["vm"]["nics"]
+    assert nic["nicUuid"] != nic["uuid"]  # the NIC's own uuid, and its network's
+    _disk(_local(ms, LOCAL_POOL) / "03164c49-b0a9-4db9-baf2-20e389d54e6a.vhdx")
+    _, answer = await ms.answer(names.START_COMMAND, body)
+    assert answer["result"] is True, answer
+    vm, _ = await _vm(ms.emulator, "i-2-5-VM")
+    (adapter,) = await devices(ms.emulator, vm, "Msvm_SyntheticEthernetPortSettingData")
+    assert adapter["ElementName"] == nic["nicUuid"]
+
+
 async def test_start_answer_replaces_boot_argument_secrets_when_a_system_vm_starts(
     ms: Running,
 ) -> None:

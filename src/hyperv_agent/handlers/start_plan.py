@@ -343,7 +343,14 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> Pl
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)
     guard = sg_guard(nic, where) if nic.security_group_enabled and user_vm and not spare else None
     return PlannedNic(nic.device_id, nic.mac or digits, switch, vlan, rate,
-                nic.uuid or f"Network Adapter {nic.device_id}", spare, guard)
+                      adapter_name(nic), spare, guard)
+
+
+def adapter_name(nic: NicTO) -> str:
+    """The network adapter's name: the NIC's own uuid (``nicUuid``; a NicTO's ``uuid`` is
+    its network's, shared by every NIC on that network), else ``Network Adapter
+    <deviceId>`` (a router's spare NICs have none)."""
+    return nic.nic_uuid or f"Network Adapter {nic.device_id}"
 
 
 def sg_guard(nic: NicTO, where: str) -> Guard:

@@ -183,7 +183,7 @@ class VmConfigHandlers:
             switch = switches[0]
         rate = start_plan.nic_rate(nic, f"NIC {mac}")
         await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
-                            rate_mbps=rate, name=nic.uuid or f"Network Adapter {nic.device_id}")
+                            rate_mbps=rate, name=start_plan.adapter_name(nic))
 
     async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
