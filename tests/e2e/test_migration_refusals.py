@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,40 @@ def _files(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
 
+def _linked_clone(running: Running) -> tuple[Path, bytes]:
+    """``SPARE`` made in the local pool as a linked clone of ``tmpl-1`` there; the
+    template's file and its bytes."""
+    pool = _local_pool(running)
+    template = disk_file(pool, "tmpl-1")
+    vhd.write_data(template, 0, b"template os")
+    vhd.create(pool / f"{SPARE}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator=f"{LOCAL_POOL}\\tmpl-1.vhdx")
+    return template, template.read_bytes()
+
+
+def _hyperv_writes(monkeypatch: pytest.MonkeyPatch, full: Path, *,
+                   fails_when_done: bool = False) -> list[Path]:
+    """The files Hyper-V's ConvertVirtualHardDisk writes, in order. In ``full`` it can
+    write none, as on a full volume; with ``fails_when_done`` it writes each file whole
+    and then fails, as a volume that fills at the last block leaves it."""
+    written: list[Path] = []
+    convert = vhd.convert
+
+    def converting(source: Path, destination: Path, *args: Any, **kwargs: Any) -> Any:
+        written.append(destination)
+        if destination.parent == full:
+            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
+                          str(destination))
+        done = convert(source, destination, *args, **kwargs)
+        if fails_when_done:
+            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
+                          str(destination))
+        return done
+
+    monkeypatch.setattr(vhd, "convert", converting)
+    return written
+
+
 # --- MigrateVolumeCommand: a disk a running VM uses -------------------------------------------
 
 
@@ -170,12 +205,7 @@ async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template
     management server may evict from the old pool once no volume there uses it: the moved
     volume is merged with its template, and the template is left as it was."""
     pool = _local_pool(host)
-    template = disk_file(pool, "tmpl-1")
-    vhd.write_data(template, 0, b"template os")
-    clone = pool / f"{SPARE}.vhdx"
-    vhd.create(clone, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=template,
-               parent_locator=f"{LOCAL_POOL}\\tmpl-1.vhdx")
-    kept = template.read_bytes()
+    template, kept = _linked_clone(host)
     kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
         SPARE, None, _other_pool(), source_pool=_local_store()))
     assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
@@ -186,6 +216,52 @@ async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template
     assert vhd.read_data(arrived, 0, 11) == b"template os"
     assert _files(pool) == ["tmpl-1.vhdx"] and template.read_bytes() == kept
     assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
+
+
+async def test_a_linked_clone_moves_out_of_a_pool_too_full_for_a_merged_copy(
+    host: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A nearly full pool is often why its volumes are moved: Hyper-V merges the linked
+    clone straight into the target pool, at an aside name renamed when complete, and
+    writes nothing in the source pool."""
+    template, kept = _linked_clone(host)
+    written = _hyperv_writes(monkeypatch, _local_pool(host))
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        SPARE, None, _other_pool(), source_pool=_local_store()))
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    target = _drive(host, "D", "pool2")
+    assert [(path.parent, path.name.startswith(f".{SPARE}.vhdx.partial-"), path.suffix)
+            for path in written] == [(target, True, ".vhdx")], written
+    info = vhd.read_info(target / f"{SPARE}.vhdx")
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+        vhd.DiskType.DYNAMIC, None, 64 << 20)
+    assert vhd.read_data(target / f"{SPARE}.vhdx", 0, 11) == b"template os"
+    assert _files(target) == [f"{SPARE}.vhdx"]
+    assert _files(_local_pool(host)) == ["tmpl-1.vhdx"] and template.read_bytes() == kept
+
+
+async def test_a_linked_clone_whose_merge_fails_midway_leaves_nothing_in_the_target(
+    host: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hyper-V wrote the merged disk in the target pool and then failed: the aside file is
+    removed, the volume stays where it was, and a later move of it succeeds."""
+    template, kept = _linked_clone(host)
+    clone = (_local_pool(host) / f"{SPARE}.vhdx").read_bytes()
+    written = _hyperv_writes(monkeypatch, _local_pool(host), fails_when_done=True)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+    kind, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, failed["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), failed
+    assert len(written) == 1 and written[0].parent == _drive(host, "D", "pool2"), written
+    assert _files(_drive(host, "D", "pool2")) == []
+    assert _files(_local_pool(host)) == sorted([f"{SPARE}.vhdx", "tmpl-1.vhdx"])
+    assert (_local_pool(host) / f"{SPARE}.vhdx").read_bytes() == clone
+    assert template.read_bytes() == kept
+
+    monkeypatch.undo()
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert moved["result"] is True, moved
+    assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
+    assert _files(_local_pool(host)) == ["tmpl-1.vhdx"]
 
 
 # --- MigrateVolumeCommand: into the pool the volume is in -------------------------------------

@@ -21,7 +21,7 @@ from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.aside import AsideFiles, discard
+from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
@@ -65,6 +65,8 @@ class FileHandlers:
         itself, or, for a differencing disk (a linked clone), a disk Hyper-V merges with
         its parents beside it, removed again after the block. A differencing file copied
         as it is would still name its parent, the template in the pool it came from.
+        For copies to an image store, whose share Hyper-V may not be able to write; a copy
+        into another pool uses ``copy_standalone``, which merges into the target's folder.
         ``settings``: the disk's, when already read (1 call otherwise; + 1 call and 1 W
         for the merge)."""
         if settings is None:
@@ -82,6 +84,28 @@ class FileHandlers:
                 yield merged
             finally:
                 await discard(self.files, merged)
+
+    async def copy_standalone(self, source: str, target: str) -> None:
+        """Copy the disk ``source`` to ``target`` in another folder the host's Hyper-V keeps
+        disks in (a primary pool), so that the copy stands alone. A differencing disk (a
+        linked clone) is merged by Hyper-V straight into an aside file beside ``target``,
+        renamed to ``target`` once Hyper-V wrote it whole and removed on any failure or
+        cancellation (``AsideFiles.replacing``): nothing is written in the source's folder,
+        which may be too full to take a merged copy, and the data is written once. A job
+        Hyper-V still runs after a cancellation may write the aside file after it was
+        removed; it keeps the agent's aside mark, so the next sweep of the folder removes
+        it. Any other disk is copied as it is stored (``copy_file``). 1 call (+ 1 call and 1
+        W for the merge)."""
+        settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
+        if settings.type is not DiskType.DIFFERENCING:
+            await self.copy_file(source, target)
+            return
+        aside = self.aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's
+        await aside.sweep(self.files, split(target)[0], target)
+        log.info("%s is a differencing disk (parent %s); Hyper-V writes it merged to %s",
+                 source, settings.parent_path, target)
+        async with aside.replacing(self.files, target, ntpath.splitext(target)[1]) as merged:
+            await disks.merged_copy(self.hv, source, merged, policy=self.job_wait)
 
     async def copy_file(self, source: Source, target: str,
                         digest: str | None = None) -> Transferred:

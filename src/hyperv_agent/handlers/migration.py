@@ -229,7 +229,8 @@ class MigrationHandlers(FileHandlers):
         """Move the volume ``volumePath`` into ``pool`` (registered on this host). A disk of
         the running VM ``attachedVmName`` moves with Hyper-V's storage migration while the
         VM runs; a volume no running VM uses is copied into the pool (written aside,
-        renamed) and its old file removed. The answer's ``volumePath`` is the volume's path,
+        renamed; a linked clone merged by Hyper-V straight into the pool, never beside its
+        source) and its old file removed. The answer's ``volumePath`` is the volume's path,
         which a move keeps. Refused, nothing touched: a file already in the target pool
         under the name (never replaced), a volume already in ``pool``, and a disk of a
         running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
@@ -276,8 +277,7 @@ class MigrationHandlers(FileHandlers):
             await self.refuse_if_running(source, "the volume was not moved; the file was kept")
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
-            async with self.standalone(source) as whole:
-                await self.copy_file(whole, target)
+            await self.copy_standalone(source, target)
             await self.files.remove(source)
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
