@@ -254,7 +254,9 @@ class CopyHandler(FileHandlers):
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            # a volume in a pool may be a linked clone; one on an image store is not read
+            # a volume in a pool may be a linked clone; one on an image store is not read.
+            # Merged beside the source, not into the target's folder: Hyper-V may not be
+            # able to write to an image store's share.
             whole = (self.standalone(source) if isinstance(src.data_store, PrimaryDataStoreTO)
                      else contextlib.nullcontext(source))
             async with whole as copied:
@@ -292,6 +294,8 @@ class CopyHandler(FileHandlers):
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         virtual = settings.size_bytes
         async with self.file_locks.hold(target):
+            # merged beside the source: Hyper-V may not be able to write to the image
+            # store's share
             async with self.standalone(source, settings) as whole:
                 done = await self.copy_file(whole, target, TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
