@@ -256,7 +256,8 @@ class CopyHandler(FileHandlers):
             await self._refuse_if_running(target)
             # a volume in a pool may be a linked clone; one on an image store is not read.
             # Merged beside the source, not into the target's folder: Hyper-V may not be
-            # able to write to an image store's share.
+            # able to write to an image store's share (a copy into a pool could merge
+            # there, as MigrateVolume does with copy_standalone; it does not yet).
             whole = (self.standalone(source) if isinstance(src.data_store, PrimaryDataStoreTO)
                      else contextlib.nullcontext(source))
             async with whole as copied:
