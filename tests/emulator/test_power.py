@@ -13,7 +13,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import CimInvalidMethod, CimNotFound
-from tests.emulator.kit import define_vm, failure, ok, request_state, state
+from tests.emulator.kit import define_vm, failure, ok, request_state, service, state
 
 RUNNING, OFF, SAVED, PAUSED = 2, 3, 6, 9
 
@@ -189,3 +189,38 @@ async def test_start_fails_when_host_memory_is_exhausted(
         assert await state(cim, second) == OFF
     finally:
         await cim.close()
+
+
+async def test_guest_cannot_be_asked_when_it_lacks_integration_services(
+    emulator: EmulatorCim,
+) -> None:
+    # Hyper-V keeps the components of a running VM, but a guest without the services
+    # answers nothing: No Contact, 32780 (not ready), no heartbeat.
+    vm = await define_vm(emulator, "bare")
+    emulator.faults.lack_integration_services("bare")
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    guid = vm.key("Name")
+    for class_name in ("Msvm_ShutdownComponent", "Msvm_KvpExchangeComponent"):
+        (component,) = await emulator.query(wql.select(class_name, wql.eq("SystemName", guid)))
+        assert (component["OperationalStatus"], component["StatusDescriptions"]) == (
+            (12,), ("No Contact",)), class_name
+    component_path = await _shutdown_component(emulator, vm)
+    for method in ("InitiateShutdown", "InitiateReboot"):
+        result = await emulator.invoke(component_path, method, {"Force": True, "Reason": "t"})
+        assert (result.return_value, result.path("Job")) == (32780, None), method
+    assert await state(emulator, vm) == RUNNING
+    summary = (await emulator.invoke(await service(emulator), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [104]})).instances("SummaryInformation")
+    assert [s["Heartbeat"] for s in summary] == [12]
+
+
+async def test_guest_answers_when_it_has_integration_services(emulator: EmulatorCim) -> None:
+    vm = await define_vm(emulator, "equipped")
+    emulator.faults.lack_integration_services("another-vm")
+    await ok(emulator, await request_state(emulator, vm, RUNNING))
+    (component,) = await emulator.query(wql.select(
+        "Msvm_ShutdownComponent", wql.eq("SystemName", vm.key("Name"))))
+    assert (component["OperationalStatus"], component["StatusDescriptions"]) == ((2,), ("OK",))
+    summary = (await emulator.invoke(await service(emulator), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [104]})).instances("SummaryInformation")
+    assert [s["Heartbeat"] for s in summary] == [2]

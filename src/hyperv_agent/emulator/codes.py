@@ -182,6 +182,13 @@ class Heartbeat(IntEnum):
     NO_CONTACT = 12
 
 
+class OperationalStatus(IntEnum):
+    """CIM_ManagedSystemElement.OperationalStatus values an integration component shows."""
+
+    OK = 2
+    NO_CONTACT = 12
+
+
 SUBTYPE_PROCESSOR = "Microsoft:Hyper-V:Processor"
 SUBTYPE_MEMORY = "Microsoft:Hyper-V:Memory"
 SUBTYPE_IDE = "Microsoft:Hyper-V:Emulated IDE Controller"

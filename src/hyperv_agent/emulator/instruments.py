@@ -79,6 +79,7 @@ class Faults:
     _jobs: dict[str, list[JobFault | None]] = field(default_factory=dict)
     _durations: dict[str, list[float]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
+    _without_services: set[str] = field(default_factory=set)
     _die_at_commit: bool = False
 
     def die_during_next_commit(self) -> None:
@@ -96,6 +97,16 @@ class Faults:
 
     def ignores_shutdown(self, guid: str, name: str) -> bool:
         return bool({guid.lower(), name.lower()} & self._ignoring_shutdown)
+
+    def lack_integration_services(self, vm: str) -> None:
+        """The guest of ``vm`` (name or GUID) runs without Hyper-V's integration services
+        (no hv_utils, no Integration Services installed): from its next start its shutdown
+        and KVP components show No Contact, InitiateShutdown and InitiateReboot answer
+        32780 (not ready) and its summary's Heartbeat is No Contact."""
+        self._without_services.add(vm.lower())
+
+    def lacks_integration_services(self, guid: str, name: str) -> bool:
+        return bool({guid.lower(), name.lower()} & self._without_services)
 
     def fail_next_call(self, method: str, return_code: int) -> None:
         """The next call of ``method`` returns ``return_code`` and changes nothing."""
@@ -136,3 +147,4 @@ class Faults:
         self._return_codes.clear()
         self._jobs.clear()
         self._ignoring_shutdown.clear()
+        self._without_services.clear()

@@ -174,6 +174,9 @@ def virtual_processors(txn: Transaction, guid: str) -> int:
 #: Hidden state of a running VM: the virtual processors it started with (Hyper-V fixes
 #: the count while the VM runs).
 RUNNING_CPUS = "cpus"
+#: Hidden state of a running VM: set when its guest runs without integration services
+#: (``Faults.lack_integration_services`` when it started).
+NO_GUEST_SERVICES = "no-guest-services"
 
 
 def remember_running_cpus(txn: Transaction) -> None:

@@ -7,9 +7,18 @@ Anything else, including asking for the current state, returns 32775.
 
 The guest asked through its shutdown component (a VM that is not running: 32780, not
 ready) shuts down, or restarts, after ``guest_shutdown_s``; a guest that ignores shutdown
-requests (``Faults.ignore_shutdown``) ignores both. A guest restart keeps the VM running:
-its run starts again (OnTimeInMilliseconds, UpTime and the run's counter instances), as
-after a reset, but Hyper-V starts no job for it and the VM's state never leaves 2.
+requests (``Faults.ignore_shutdown``) ignores both. A guest without integration services
+(``Faults.lack_integration_services``, read when the VM starts) still has its shutdown and
+KVP components (the host side of the services lives while the VM runs), but they show
+OperationalStatus No Contact (12) and both methods answer 32780, the VM's summary Heartbeat
+No Contact too. Microsoft documents the component, its OperationalStatus values and 32780
+("the system is not ready") but not what a guest without the services shows; keeping the
+component is the emulator's choice, matching the "No Contact" PowerShell's
+Get-VMIntegrationService reports for such a guest (not checked against a real host here).
+The agent handles both shapes (no component, or 32780) the same way. A guest restart
+keeps the VM running: its run starts again (OnTimeInMilliseconds, UpTime and the run's
+counter instances), as after a reset, but Hyper-V starts no job for it and the VM's state
+never leaves 2.
 InitiateReboot exists from Windows Server 2016 on (``codes.METHODS_SINCE_MAJOR``).
 """
 
@@ -88,14 +97,23 @@ def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
     vm["ProcessID"] = random.randint(1000, 60000)  # noqa: S311 - not security relevant
     vm.meta.update({"started_at": host.clock(), "memory_mb": memory_mb,
                     model.RUNNING_CPUS: cpus})
+    status = codes.OperationalStatus.OK
+    if host.faults.lacks_integration_services(guid, str(vm["ElementName"])):
+        vm.meta[model.NO_GUEST_SERVICES] = True
+        status = codes.OperationalStatus.NO_CONTACT
     for class_name, suffix in (("Msvm_ShutdownComponent", "shutdown"),
                                ("Msvm_KvpExchangeComponent", "kvp")):
         txn.put(host.new_record(
             class_name, CreationClassName=class_name, DeviceID=f"Microsoft:{guid}\\{suffix}",
             SystemCreationClassName="Msvm_ComputerSystem", SystemName=guid,
-            EnabledState=E.ENABLED, HealthState=codes.HealthState.OK, OperationalStatus=(2,),
+            EnabledState=E.ENABLED, HealthState=codes.HealthState.OK,
+            OperationalStatus=(int(status),), StatusDescriptions=(_STATUS_TEXT[status],),
             ElementName=class_name.removeprefix("Msvm_"),
         ))
+
+
+_STATUS_TEXT = {codes.OperationalStatus.OK: "OK",
+                codes.OperationalStatus.NO_CONTACT: "No Contact"}
 
 
 def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.DISABLED) -> None:
@@ -104,6 +122,7 @@ def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.D
     vm.meta.pop("started_at", None)
     vm.meta["memory_mb"] = 0
     vm.meta.pop(model.RUNNING_CPUS, None)
+    vm.meta.pop(model.NO_GUEST_SERVICES, None)
     for record in list(model.runtime_records(txn, str(vm["Name"]))):
         txn.delete(record.path)
 
@@ -174,6 +193,9 @@ def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
     vm = call.txn.get(model.vm_path(guid))
     if vm is None or vm["EnabledState"] != E.ENABLED:
         raise MethodError(ReturnCode.NOT_READY, "the VM is not running", immediate=True)
+    if component["OperationalStatus"] != (codes.OperationalStatus.OK,):
+        raise MethodError(ReturnCode.NOT_READY, "the guest's shutdown service is not running",
+                          immediate=True)
     if call.host.faults.ignores_shutdown(guid, str(vm["ElementName"])):
         return {}
     delay = call.host.config.guest_shutdown_s

@@ -172,6 +172,13 @@ class _Facts:
     def cpus(self, guid: str) -> int:
         return model.virtual_processors(self.call.txn, guid)
 
+    @staticmethod
+    def _heartbeat(vm: Record) -> int:
+        """No Contact from a guest without integration services, else OK."""
+        if vm.meta.get(model.NO_GUEST_SERVICES):
+            return codes.Heartbeat.NO_CONTACT
+        return codes.Heartbeat.OK
+
     def _values(self, vssd: Record, vm: Record) -> dict[str, CimValue]:
         guid = str(vm["Name"])
         running = vm["EnabledState"] == EnabledState.ENABLED
@@ -186,7 +193,7 @@ class _Facts:
             "ProcessorLoad": model.processor_load(guid) if running else 0,
             "ProcessorLoadHistory": (model.processor_load(guid),) * 10 if running else (),
             "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if running else 0,
-            "Heartbeat": codes.Heartbeat.OK if running else None,
+            "Heartbeat": self._heartbeat(vm) if running else None,
             "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if running else 0,
             "GuestOperatingSystem": "Linux" if running else None, "ThumbnailImage": (),
             "Shielded": False,
