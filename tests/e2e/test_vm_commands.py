@@ -113,6 +113,25 @@ async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
     assert "i-2-19-VM" not in await _names(cim)
 
 
+async def test_stop_turns_vm_off_without_waiting_when_guest_has_no_integration_services(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    cim.faults.lack_integration_services("i-2-28-VM")
+    await _running_vm(cim, "i-2-28-VM")
+    before = cim.round_trips()
+    started = time.monotonic()
+    _, answer = await running.answer(STOP, _stop("i-2-28-VM"))
+    elapsed = time.monotonic() - started
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    # InitiateShutdown answers 32780 (not ready): no wait for the guest, straight to off
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (1, 1, 1)
+    assert spent["get"] == 0 and elapsed < SHUTDOWN_WAIT_S
+    assert "i-2-28-VM" not in await _names(cim)
+
+
 async def test_stop_skips_guest_shutdown_when_force_stop_is_set(running: Running) -> None:
     cim = running.emulator
     await _running_vm(cim, "i-2-20-VM")
@@ -265,18 +284,14 @@ async def test_reboot_resets_vm_when_guest_has_no_integration_services(
     running: Running,
 ) -> None:
     cim = running.emulator
+    cim.faults.lack_integration_services("i-2-32-VM")
     path = await _running_vm(cim, "i-2-32-VM")
-    txn = cim.host.store.transaction()  # a guest without integration services: no component
-    for component in await cim.query(wql.select(
-            "Msvm_ShutdownComponent", wql.eq("SystemName", path.key("Name")))):
-        assert component.path is not None
-        txn.delete(component.path)
-    txn.commit()
     before = cim.round_trips()
     _, answer = await running.answer(REBOOT, _reboot("i-2-32-VM"))
     spent = cim.round_trips() - before
     assert answer["result"] is True and answer["details"].startswith("reset"), answer
-    assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (0, 1)
+    # the guest answers 32780 (not ready), so the VM is reset
+    assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (1, 1)
     assert (await cim.get(path))["EnabledState"] == 2
 
 
