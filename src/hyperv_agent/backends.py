@@ -127,6 +127,7 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
         state_dir=config.agent.state_dir / "emulator",
         host_name=section.host_name, cpus=section.cpus, cpu_mhz=section.cpu_mhz,
         sockets=section.sockets, memory_mb=section.memory_mb, switches=section.switches,
+        switch_types=dict(section.switch_types),
         drives=dict(section.drives), shares=shares, async_jobs=section.async_jobs,
         latency=LatencyModel(call_s=section.call_latency_s, job_s=section.job_duration_s),
         guest_shutdown_s=section.guest_shutdown_s, os_version=section.os_version,

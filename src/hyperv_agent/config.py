@@ -15,7 +15,8 @@ File layout (names other tools rely on)::
     cpus = 16
     cpu_mhz = 2400
     memory_mb = 65536
-    switches = ["External"]
+    switches = ["External"]         # External unless [emulator.switch_types] says
+    [emulator.switch_types]         # Internal | Private
     [emulator.drives]
     C = "/srv/hv/C"
     [emulator.shares]
@@ -57,7 +58,7 @@ from pydantic import (
     model_validator,
 )
 
-from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.config import EmulatorConfig, SwitchType
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.handlers.heartbeat import DEFAULT_INTERVAL_S, DEFAULT_STALE_S
 
@@ -289,6 +290,9 @@ class EmulatorSection(_Section):
     sockets: int = Field(default=_HOST.sockets, ge=1, le=64)
     memory_mb: int = Field(default=_HOST.memory_mb, ge=512)
     switches: tuple[str, ...] = _HOST.switches
+    # A switch's kind by name (Hyper-V's SwitchType): "Internal" or "Private"; one not
+    # named here is External (bound to a physical adapter).
+    switch_types: dict[str, SwitchType] = Field(default_factory=dict)
     drives: dict[str, Path] = Field(default_factory=dict)
     shares: dict[str, Path] = Field(default_factory=dict)
     async_jobs: bool = _HOST.async_jobs
@@ -333,6 +337,13 @@ class EmulatorSection(_Section):
         if not switches or any(not name.strip() for name in switches):
             raise ValueError("at least one vSwitch, each with a name")
         return switches
+
+    @model_validator(mode="after")
+    def _typed_switches(self) -> EmulatorSection:
+        unknown = sorted(set(self.switch_types) - set(self.switches))
+        if unknown:
+            raise ValueError(f"switch_types names switches not in switches: {unknown}")
+        return self
 
 
 class WsmanSection(_Section):

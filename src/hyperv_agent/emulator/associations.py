@@ -77,8 +77,13 @@ def _settings_components(host: EmulatedHost, txn: Transaction, source: Record) -
     if source.class_def.name == "Msvm_VirtualSystemSettingData":
         for device in model.device_records(txn, guid):
             yield Link(association, device, "GroupComponent", "PartComponent")
+    elif source.class_def.name == "Msvm_VirtualEthernetSwitchSettingData":
+        ports = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
+        for port in model.owned_records(txn, ports, guid):
+            yield Link(association, port, "GroupComponent", "PartComponent")
     elif model.RASD_BASE in source.class_def.ancestors:
-        vssd = txn.get(model.vssd_path(guid))
+        vssd = txn.get(model.vssd_path(guid)) or txn.get(ObjectPath.for_keys(
+            "Msvm_VirtualEthernetSwitchSettingData", InstanceID=f"Microsoft:{guid}"))
         if vssd is not None:
             yield Link(association, vssd, "PartComponent", "GroupComponent")
 

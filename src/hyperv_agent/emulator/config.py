@@ -8,6 +8,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+#: A vSwitch's kind, as Hyper-V names it (Get-VMSwitch's SwitchType).
+SwitchType = Literal["External", "Internal", "Private"]
+
 
 @dataclass(frozen=True)
 class LatencyModel:
@@ -52,6 +55,12 @@ class EmulatorConfig:
     sockets: int = 2
     memory_mb: int = 65536
     switches: tuple[str, ...] = ("External",)
+    # The kind of a switch of ``switches``, by name, as Hyper-V's SwitchType: "Internal"
+    # (a port to the management OS, none to a physical adapter) or "Private" (neither).
+    # A switch not named here is External: bound to a physical adapter of its own, and
+    # shared with the management OS.
+    switch_types: Mapping[str, SwitchType] = field(
+        default_factory=lambda: MappingProxyType({}))
     drives: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
     shares: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
     async_jobs: bool = True
@@ -84,6 +93,11 @@ class EmulatorConfig:
     # The first jobs of these methods after the host opens end in Exception (method -> how
     # many), their changes not applied: a migration failing midway, say.
     lab_failing_jobs: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def switch_type(self, name: str) -> SwitchType:
+        """The kind of the switch ``name`` (``switch_types``; External when not named)."""
+        return next((kind for switch, kind in self.switch_types.items()
+                     if switch.lower() == name.lower()), "External")
 
     def hides(self, class_name: str) -> bool:
         """Whether the lab knob ``lab_missing_classes`` leaves ``class_name`` out."""

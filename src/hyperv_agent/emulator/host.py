@@ -200,13 +200,22 @@ class EmulatedHost:
         - the hypervisor's logical processor counters (``_Total``), which its first boot
           did not make;
         - the virtual processors a running or paused VM started with, which its record
-          did not keep (``model.remember_running_cpus``).
+          did not keep (``model.remember_running_cpus``);
+        - the ports of its switches (``_switch_ports``), which its first boot did not make.
         """
         from hyperv_agent.emulator import model  # the VM model imports this module
 
         txn = self.store.transaction()
         if next(self.records(HYPERVISOR_LP_COUNTERS), None) is None:
             txn.put(self._hypervisor_counters())
+        ports = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
+        bare = frozenset(guid for s in self.records("Msvm_VirtualEthernetSwitch")
+                         if not model.owned_records(txn, ports, guid := str(s["Name"])))
+        if bare:
+            stale = {str(p["DeviceID"]).lower() for p in self.records("Msvm_ExternalEthernetPort")}
+            for record in self._switch_ports(bare):
+                if str(record["DeviceID"] or "").lower() not in stale:
+                    txn.put(record)
         model.remember_running_cpus(txn)
         txn.commit()
 
@@ -366,8 +375,8 @@ class EmulatedHost:
             )
 
     def _switch_records(self) -> Iterator[Record]:
-        for index, switch_name in enumerate(self.config.switches):
-            guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/switch/{switch_name}"))
+        for switch_name in self.config.switches:
+            guid = self._switch_guid(switch_name)
             yield self.new_record(
                 "Msvm_VirtualEthernetSwitch", CreationClassName="Msvm_VirtualEthernetSwitch",
                 Name=guid, ElementName=switch_name, EnabledState=EnabledState.ENABLED,
@@ -378,15 +387,52 @@ class EmulatedHost:
                 VirtualSystemIdentifier=guid, ElementName=switch_name,
                 BandwidthReservationMode=2, IOVPreferred=False,
             )
-            yield self._external_port(index, guid)
+        yield from self._switch_ports()
 
-    def _external_port(self, index: int, switch_guid: str) -> Record:
-        mac = f"00155D{0x0A0000 + index:06X}"
+    def _switch_guid(self, switch_name: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/switch/{switch_name}"))
+
+    def _switch_ports(self, only: frozenset[str] | None = None) -> Iterator[Record]:
+        """The switches' own ports (of ``only`` when given, by GUID), as Hyper-V keeps
+        them: each a Msvm_EthernetPortAllocationSettingData of the switch's settings
+        (InstanceID ``Microsoft:<switch>\\<port>``) whose HostResource is what the port
+        connects the switch to. An External switch has one to its Msvm_ExternalEthernetPort
+        and one to the management OS (the host's Msvm_ComputerSystem); an Internal switch
+        only the latter; a Private switch none. External adapters are numbered in the
+        order of their switches."""
+        externals = 0
+        for switch_name in self.config.switches:
+            guid, kind = self._switch_guid(switch_name), self.config.switch_type(switch_name)
+            if kind == "External":
+                externals += 1
+            if only is not None and guid not in only:
+                continue
+            if kind == "External":
+                adapter = self._external_port(externals, guid)
+                yield adapter
+                yield self._switch_port(guid, f"{switch_name}/external", adapter.path,
+                                        str(adapter["ElementName"]))
+            if kind in ("External", "Internal"):
+                yield self._switch_port(guid, f"{switch_name}/internal", self.host_path(),
+                                        switch_name)
+
+    def _switch_port(self, switch_guid: str, key: str, connects: ObjectPath,
+                     name: str) -> Record:
+        port = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.name}/switch-port/{key}")).upper()
+        return self.new_record(
+            "Msvm_EthernetPortAllocationSettingData",
+            InstanceID=f"Microsoft:{switch_guid}\\{port}", ElementName=name,
+            ResourceType=33, ResourceSubType=codes.SUBTYPE_PORT,
+            HostResource=(str(connects),), EnabledState=EnabledState.ENABLED,
+        )
+
+    def _external_port(self, number: int, switch_guid: str) -> Record:
+        mac = f"00155D{0x0A0000 + number - 1:06X}"
         return self.new_record(
             "Msvm_ExternalEthernetPort", CreationClassName="Msvm_ExternalEthernetPort",
             DeviceID=f"Microsoft:{switch_guid}", SystemCreationClassName="Msvm_ComputerSystem",
-            SystemName=self.name, ElementName=f"Emulated Ethernet Adapter #{index + 1}",
-            Name=f"Emulated Ethernet Adapter #{index + 1}", PermanentAddress=mac,
+            SystemName=self.name, ElementName=f"Emulated Ethernet Adapter #{number}",
+            Name=f"Emulated Ethernet Adapter #{number}", PermanentAddress=mac,
             IsBound=True, EnabledState=EnabledState.ENABLED, Speed=10_000_000_000,
             MaxSpeed=10_000_000_000,
         )
