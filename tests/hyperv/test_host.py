@@ -20,7 +20,7 @@ from hyperv_agent.emulator.host import (
 )
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.emulator.model import RUNNING_CPUS
-from hyperv_agent.errors import HyperVError
+from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.schema import CIMV2, Class
 from tests.emulator.kit import (
@@ -73,6 +73,40 @@ async def test_switch_names_list_external_when_config_is_default(
     before = emulator.round_trips()
     assert await host.switch_names(hv(emulator)) == ("External",)
     assert (emulator.round_trips() - before).calls == 1
+
+
+async def test_external_switch_is_the_first_external_when_internal_and_private_come_first(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(
+        switches=("Host only", "Isolated", "Uplink", "Uplink 2"),
+        switch_types={"Host only": "Internal", "Isolated": "Private"}))
+    session = hv(cim)
+    try:
+        before = cim.round_trips()
+        assert await host.external_switch(session) == "Uplink"
+        cold = cim.round_trips() - before
+        assert await host.nic_switches(session, unlabelled=True) == (
+            ("Host only", "Isolated", "Uplink", "Uplink 2"), "Uplink")
+        warm = cim.round_trips() - before - cold
+    finally:
+        await cim.close()
+    assert cold.calls == 5  # the switches, then each one's ports (ASSOCIATORS OF)
+    assert warm.calls == warm["query"] == 1  # their kinds are kept by the session
+
+
+async def test_external_switch_refuses_naming_switches_when_none_is_external(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    cim = EmulatorCim.open(make_config(
+        switches=("Host only", "Isolated"),
+        switch_types={"Host only": "Internal", "Isolated": "Private"}))
+    try:
+        with pytest.raises(InvalidRequest, match="no External virtual switch") as refused:
+            await host.external_switch(hv(cim))
+    finally:
+        await cim.close()
+    assert "'Host only', 'Isolated'" in str(refused.value)
 
 
 async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
@@ -247,6 +281,28 @@ async def test_stats_of_a_state_dir_made_before_the_hypervisor_counters_count_it
         assert (await host.host_stats(hv(cim))).cpu_utilization_percent == both
     finally:
         await cim.close()
+
+
+async def test_external_switch_is_found_when_the_state_dir_predates_switch_ports(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Earlier versions made switches without their ports' settings; opening such a state
+    directory adds them (and no second physical adapter)."""
+    config = make_config(switches=("Host only", "Uplink"), switch_types={"Host only": "Internal"})
+    await EmulatorCim.open(config).close()
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        rows = db.execute("SELECT id, doc FROM records WHERE class = ?", (Class.EPASD,))
+        ports = [row_id for row_id, doc in rows.fetchall() if "Definition" not in doc]
+        assert len(ports) == 3  # Uplink's two (adapter, management OS), Host only's one
+        db.executemany("DELETE FROM records WHERE id = ?", [(i,) for i in ports])
+    cim = EmulatorCim.open(config)
+    try:
+        chosen = await host.external_switch(hv(cim))
+        adapters = await cim.query(wql.select(Class.EXTERNAL_PORT))
+    finally:
+        await cim.close()
+    assert chosen == "Uplink"
+    assert len(adapters) == 1
 
 
 async def test_cpu_run_time_is_clamped_when_the_counter_passes_100(

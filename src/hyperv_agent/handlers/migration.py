@@ -122,11 +122,15 @@ class MigrationHandlers(FileHandlers):
         return PrepareForMigrationAnswer(result=True, details=f"ready for {vm.name}")
 
     async def _switches(self, vm: VirtualMachineTO) -> list[str]:
-        switches = await host.switch_names(self.hv)
+        try:
+            switches, unlabelled = await host.nic_switches(
+                self.hv, unlabelled=any(not nic.name for nic in vm.nics))
+        except InvalidRequest as error:
+            return [str(error)]
         problems = []
         for nic in vm.nics:
             try:
-                start_plan.planned_nic(nic, switches)
+                start_plan.planned_nic(nic, switches, unlabelled=unlabelled)
             except InvalidRequest as error:
                 problems.append(str(error))
         return problems

@@ -272,9 +272,11 @@ class StartHandler:
                     ) -> tuple[start_plan.PlannedNic, ...]:
         if not nics:
             return ()
-        switches = await hyperv_host.switch_names(self.hv)
+        switches, unlabelled = await hyperv_host.nic_switches(
+            self.hv, unlabelled=any(not nic.name for nic in nics))
         ordered = sorted(nics, key=lambda n: n.device_id)
-        return tuple(start_plan.planned_nic(nic, switches, user_vm) for nic in ordered)
+        return tuple(start_plan.planned_nic(nic, switches, user_vm, unlabelled=unlabelled)
+                     for nic in ordered)
 
     # --- building -----------------------------------------------------------------------
 

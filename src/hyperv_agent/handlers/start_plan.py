@@ -322,9 +322,13 @@ def nic_rate(nic: NicTO, where: str) -> int | None:
     return rate
 
 
-def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> PlannedNic:
+def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
+                unlabelled: str = "") -> PlannedNic:
     """What to build for ``nic``; a NIC of a user VM with ``securityGroupEnabled`` gets
-    the default security-group ACLs with its port (``sg_guard``). A negative
+    the default security-group ACLs with its port (``sg_guard``). Its switch is the one
+    its ``name`` (traffic label) names, of whatever kind, or without one ``unlabelled``
+    (the host's External switch, ``host.external_switch``); either must be among
+    ``switches``, or InvalidRequest. A negative
     ``deviceId``, a MAC that is not a unicast address, or a ``networkRateMbps`` above
     ``NETWORK_RATE_MAX_MBPS``: InvalidRequest naming the field."""
     where = f"NIC {nic.device_id}"
@@ -334,7 +338,7 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True) -> Pl
         digits = nics.static_mac(nic.mac or "")
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: mac: {error}") from None
-    switch = nic.name or (switches[0] if switches else "")
+    switch = nic.name or unlabelled
     if switch not in switches:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
                              if switch else f"{where}: the host has no virtual switch")

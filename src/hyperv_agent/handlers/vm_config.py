@@ -97,7 +97,8 @@ class VmConfigHandlers:
         0-based position in GetVmConfig's ``nics``; 0 is the control NIC, never touched).
 
         By MAC, or by index with ``enable``: the port is connected to ``switchLableName``
-        (or keeps its switch; with none, the host's first; a NIC without a port gets one)
+        (or keeps its switch; with none, the host's External one, ``host.external_switch``;
+        a NIC without a port gets one)
         and put on ``vlan`` ("untagged" or empty: no VLAN). By MAC this happens whatever
         ``enable`` says, as the MS's router code sends it unset (protocol §5.3). By index without
         ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
@@ -175,12 +176,7 @@ class VmConfigHandlers:
                 f"{names.MODIFY_VM_NIC_CONFIG_COMMAND.rsplit('.', 1)[-1]} instead")
 
     async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str, vlan: int | None) -> None:
-        switch = nic.name
-        if not switch:
-            switches = await hyperv_host.switch_names(self.hv)
-            if not switches:
-                raise InvalidRequest("the host has no virtual switch for the NIC")
-            switch = switches[0]
+        switch = nic.name or await hyperv_host.external_switch(self.hv)
         rate = start_plan.nic_rate(nic, f"NIC {mac}")
         await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=start_plan.adapter_name(nic))

@@ -11,6 +11,9 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``nic_for_ip``            1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
 ``all_nics``              1 (the same query)
 ``switch_names``          1 (Msvm_VirtualEthernetSwitch)
+``external_switch``       1 (Msvm_VirtualEthernetSwitch), +1 per switch not seen before
+                          in the session, sent concurrently (its ports' settings)
+``nic_switches``          ``switch_names``'s, or ``external_switch``'s: never both
 ``host_clock``            1 (Win32_OperatingSystem.LocalDateTime)
 ``vm_count``              1 (Msvm_ComputerSystem)
 ``services``              1 per service class, sent concurrently
@@ -33,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance
+from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.values import dmtf_to_iso
-from hyperv_agent.errors import CimError, CimInvalidClass, HyperVError
+from hyperv_agent.errors import CimError, CimInvalidClass, HyperVError, InvalidRequest
 from hyperv_agent.hyperv import inventory
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
@@ -232,10 +235,12 @@ _INSTANCE_NAME_CHARACTERS = str.maketrans("()#\\/", "[]___")
 @dataclass
 class _Kept:
     """What the session keeps for this module: the counter instance of the management
-    NIC, by the address it holds, and the host's Windows version."""
+    NIC, by the address it holds, the host's Windows version, and which switches are
+    External."""
 
     interfaces: dict[str, str] = field(default_factory=dict)
     version: tuple[int, ...] | None = None
+    external: dict[str, bool] = field(default_factory=dict)  # switch GUID (lower case)
 
 
 async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:
@@ -263,6 +268,57 @@ async def switch_names(hv: HyperV) -> tuple[str, ...]:
     """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
     switches = await hv.cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
     return tuple(name for s in switches if (name := s.string("ElementName")))
+
+
+async def external_switch(hv: HyperV) -> str:
+    """The ElementName of the vSwitch for a NIC without a traffic label: the first, in the
+    order WMI lists the host's switches, that is External, i.e. connects the VMs on it
+    to a physical network adapter (one of its ports' settings, associated with the
+    switch's Msvm_VirtualEthernetSwitchSettingData, has an Msvm_ExternalEthernetPort as
+    HostResource). Internal and Private switches reach nothing outside the host.
+
+    None External: InvalidRequest naming the switches there are. Read-only, safe to
+    repeat. 1 query, +1 per switch not seen before in this session (concurrently): a
+    switch's kind is kept by its GUID for the session.
+    """
+    return (await nic_switches(hv, unlabelled=True))[1]
+
+
+async def nic_switches(hv: HyperV, *, unlabelled: bool) -> tuple[tuple[str, ...], str]:
+    """``switch_names`` and, when ``unlabelled``, ``external_switch`` ("" otherwise), from
+    one query of the switches (+``external_switch``'s for switches not seen before)."""
+    query = wql.select(Class.SWITCH, properties=("Name", "ElementName"))
+    found = [(guid, name) for s in await hv.cim.query(query, NAMESPACE)
+             if (guid := (s.string("Name") or "").lower()) and (name := s.string("ElementName"))]
+    names = tuple(name for _, name in found)
+    if not unlabelled:
+        return names, ""
+    kinds = hv.kept(_Kept).external
+    fresh = [guid for guid, _ in found if guid not in kinds]
+    answers = await asyncio.gather(*(_has_external_port(hv, guid) for guid in fresh))
+    kinds.update(zip(fresh, answers, strict=True))
+    chosen = next((name for guid, name in found if kinds[guid]), None)
+    if chosen is None:
+        there = ", ".join(repr(name) for _, name in found) or "none"
+        raise InvalidRequest("the NIC names no switch (traffic label) and the host has no "
+                             "External virtual switch (one bound to a physical network "
+                             f"adapter) to put it on; its switches: {there}")
+    return names, chosen
+
+
+async def _has_external_port(hv: HyperV, guid: str) -> bool:
+    """Whether the switch ``guid`` has a port to a physical adapter; 1 query."""
+    settings = ObjectPath.for_keys(Class.SWITCH_SETTINGS, NAMESPACE, InstanceID=f"Microsoft:{guid}")
+    ports = await hv.cim.associators(settings, result_class=Class.EPASD)
+    return any(_names_class(resource, Class.EXTERNAL_PORT)
+               for port in ports for resource in port.strings("HostResource"))
+
+
+def _names_class(path: str, class_name: str) -> bool:
+    try:
+        return ObjectPath.parse(path).class_name.lower() == class_name.lower()
+    except CimError:  # not a path: no class
+        return False
 
 
 async def host_clock(hv: HyperV) -> float:

@@ -100,6 +100,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.PORT_SECURITY, properties=(
         "InstanceID", "AllowMacSpoofing", "EnableDhcpGuard", "EnableRouterGuard")),
     ClassUse(Class.SWITCH, properties=("CreationClassName", "Name", "ElementName")),
+    ClassUse(Class.SWITCH_SETTINGS, properties=("InstanceID",)),
+    ClassUse(Class.EXTERNAL_PORT),
     ClassUse(Class.KVP_ITEM, properties=("Name", "Data", "Source")),
     ClassUse(Class.SHUTDOWN, properties=(
         "CreationClassName", "DeviceID", "SystemCreationClassName", "SystemName"),

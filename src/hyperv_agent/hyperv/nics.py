@@ -260,11 +260,13 @@ async def connect(hv: HyperV, nic: Nic, switch_name: str | None) -> Nic:
     as it is afterwards.
 
     With no name the port keeps the switch it points at, or, when it points at none, the
-    host's first switch is taken. A NIC without a port gets one. An unknown switch:
+    host's External switch is taken (``host.external_switch``; none: InvalidRequest). A
+    NIC without a port gets one. An unknown switch:
     InvalidRequest, nothing changed. Safe to repeat: afterwards the port is enabled
     (EnabledState 2) on that switch; its VLAN is left as it was. On failure Hyper-V has
-    changed nothing. 1 call + 1 W (+1 query for a default switch, and for a named switch
-    or the port template the first time; both are kept by the session for ``settings``).
+    changed nothing. 1 call + 1 W (+``external_switch``'s queries for a default switch,
+    +1 query for a named or default switch or the port template the first time; both
+    are kept by the session for ``settings``).
     """
     switch, name = await _switch_for(hv, nic.port, switch_name)
     if nic.port is None:
@@ -345,11 +347,8 @@ async def _switch_for(hv: HyperV, port: CimInstance | None,
         return ObjectPath.parse(current[0]), None
     if name:
         return await settings.switch_path(hv, name), name
-    query = wql.select(Class.SWITCH, None, ("CreationClassName", "Name", "ElementName"))
-    found = [s for s in await hv.cim.query(query, NAMESPACE) if s.path is not None]
-    if not found or found[0].path is None:
-        raise InvalidRequest("the host has no virtual switch to connect the NIC to")
-    return found[0].path, found[0].string("ElementName")
+    chosen = await hyperv_host.external_switch(hv)
+    return await settings.switch_path(hv, chosen), chosen
 
 
 async def _modify(hv: HyperV, setting: CimInstance) -> None:

@@ -34,6 +34,7 @@ class Class:
     PORT_FEATURE_BASE = "Msvm_EthernetSwitchPortFeatureSettingData"  # every port feature
     PORT_SECURITY = "Msvm_EthernetSwitchPortSecuritySettingData"
     SWITCH = "Msvm_VirtualEthernetSwitch"
+    SWITCH_SETTINGS = "Msvm_VirtualEthernetSwitchSettingData"  # its ports' settings hang here
     EXTERNAL_PORT = "Msvm_ExternalEthernetPort"
     KVP_COMPONENT = "Msvm_KvpExchangeComponent"
     KVP_SETTINGS = "Msvm_KvpExchangeComponentSettingData"

@@ -1,0 +1,87 @@
+"""StartCommand over real HTTPS: which vSwitch a NIC lands on (protocol §9).
+
+A NIC without a traffic label (NicTO ``name`` null) goes to the host's External switch,
+never to an Internal or Private one that WMI happens to list first; a named switch is
+taken whatever its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.config import AgentConfig, load_config
+from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
+from tests.e2e.test_start_command import START, START_ANSWER, _body, _nics, _started, _vm_names
+
+backend_kind = every_backend  # on the emulator and over WinRM
+
+
+def _host(tmp_path: Path, switches: list[str], types: dict[str, str]) -> AgentConfig:
+    """An emulated host with ``switches`` in that order, of the kinds ``types`` says."""
+    lines = ["[emulator]", "switches = [" + ", ".join(f'"{s}"' for s in switches) + "]",
+             "[emulator.switch_types]", *(f'"{name}" = "{kind}"' for name, kind in types.items())]
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("\n".join(lines) + "\n")
+    return load_config(config_file, state_dir=tmp_path / "state", backend="emulator",
+                       private_ip=PRIVATE_IP, local_storage_path=LOCAL_POOL)
+
+
+@pytest.fixture
+async def internal_first(tmp_path: Path) -> AsyncIterator[Running]:
+    """A host whose first switches are Internal and Private, then two External ones."""
+    config = _host(tmp_path, ["Host only", "Isolated", "Uplink", "Uplink 2"],
+                   {"Host only": "Internal", "Isolated": "Private"})
+    async with serving(config) as running:
+        yield running
+
+
+@pytest.fixture
+async def no_external(tmp_path: Path) -> AsyncIterator[Running]:
+    config = _host(tmp_path, ["Host only", "Isolated"],
+                   {"Host only": "Internal", "Isolated": "Private"})
+    async with serving(config) as running:
+        yield running
+
+
+def _unlabelled(body: dict[str, Any]) -> dict[str, Any]:
+    body["vm"]["nics"][0]["name"] = None
+    return body
+
+
+async def test_start_puts_unlabelled_nic_on_first_external_switch_when_internal_is_first(
+    internal_first: Running,
+) -> None:
+    running = internal_first
+    path = await _started(running, _unlabelled(_body(running)))
+    assert await _nics(running.emulator, path) == [("0200512C000E", "Uplink", 261)]
+
+
+async def test_start_puts_labelled_nic_on_its_switch_when_that_switch_is_internal(
+    internal_first: Running,
+) -> None:
+    running = internal_first
+    body = _body(running)
+    body["vm"]["nics"][0]["name"] = "Host only"
+    path = await _started(running, body)
+    assert await _nics(running.emulator, path) == [("0200512C000E", "Host only", 261)]
+
+
+async def test_start_fails_naming_switches_and_creates_nothing_when_no_switch_is_external(
+    no_external: Running,
+) -> None:
+    running = no_external
+    cim = running.emulator
+    before = cim.round_trips()
+    key, answer = await running.answer(START, _unlabelled(_body(running)))
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    details = answer["details"]
+    assert details.startswith("StartCommand failed: "), details
+    assert "no External virtual switch" in details, details
+    assert "'Host only'" in details and "'Isolated'" in details, details
+    assert spent["invoke:DefineSystem"] == 0
+    assert await _vm_names(cim) == set()
