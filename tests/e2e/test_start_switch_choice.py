@@ -1,4 +1,4 @@
-"""StartCommand over real HTTPS: which vSwitch a NIC lands on (protocol §9).
+"""StartCommand and PlugNic over real HTTPS: which vSwitch a NIC lands on (protocol §9.5).
 
 A NIC without a traffic label (NicTO ``name`` null) goes to the host's External switch,
 never to an Internal or Private one that WMI happens to list first; a named switch is
@@ -14,8 +14,12 @@ from typing import Any
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.hyperv import build
+from hyperv_agent.hyperv.build import VmSpec
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
 from tests.e2e.test_start_command import START, START_ANSWER, _body, _nics, _started, _vm_names
+from tests.e2e.test_vm_config_commands import PLUG, PLUG_ANSWER, _plug
+from tests.sessions import hv
 
 backend_kind = every_backend  # on the emulator and over WinRM
 
@@ -85,3 +89,14 @@ async def test_start_fails_naming_switches_and_creates_nothing_when_no_switch_is
     assert "'Host only'" in details and "'Isolated'" in details, details
     assert spent["invoke:DefineSystem"] == 0
     assert await _vm_names(cim) == set()
+
+
+async def test_plug_nic_puts_unlabelled_nic_on_first_external_switch_when_internal_is_first(
+    internal_first: Running,
+) -> None:
+    running = internal_first
+    vm = await build.define_vm(hv(running.emulator), VmSpec(
+        name="i-2-62-VM", notes=(), generation=1, cpus=1, memory_mb=512))
+    key, answer = await running.answer(PLUG, _plug("i-2-62-VM", name=None))
+    assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
+    assert await _nics(running.emulator, vm.path) == [("02004A8E0021", "Uplink", 305)]
