@@ -14,6 +14,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
@@ -95,18 +96,24 @@ async def test_stop_uses_guest_shutdown_when_guest_cooperates(running: Running) 
     assert (spent.calls, spent.waits) == (5, 1)
 
 
+
+async def _timed_stop(running: Running, name: str) -> tuple[float, RoundTrips]:
+    """Stop ``name``; the seconds it took and the round trips it spent (it succeeded)."""
+    cim = running.emulator
+    before = cim.round_trips()
+    started = time.monotonic()
+    _, answer = await running.answer(STOP, _stop(name))
+    elapsed = time.monotonic() - started
+    assert answer["result"] is True, answer
+    return elapsed, cim.round_trips() - before
+
 async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
     quick: Running,
 ) -> None:
     cim = quick.emulator
     await _running_vm(cim, "i-2-19-VM")
     cim.faults.ignore_shutdown("i-2-19-VM")
-    before = cim.round_trips()
-    started = time.monotonic()
-    _, answer = await quick.answer(STOP, _stop("i-2-19-VM"))
-    elapsed = time.monotonic() - started
-    spent = cim.round_trips() - before
-    assert answer["result"] is True, answer
+    elapsed, spent = await _timed_stop(quick, "i-2-19-VM")
     assert SHUTDOWN_WAIT_S <= elapsed < SHUTDOWN_WAIT_S + 2.0
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (1, 1, 1)
@@ -119,12 +126,7 @@ async def test_stop_turns_vm_off_without_waiting_when_guest_has_no_integration_s
     cim = running.emulator
     cim.faults.lack_integration_services("i-2-28-VM")
     await _running_vm(cim, "i-2-28-VM")
-    before = cim.round_trips()
-    started = time.monotonic()
-    _, answer = await running.answer(STOP, _stop("i-2-28-VM"))
-    elapsed = time.monotonic() - started
-    spent = cim.round_trips() - before
-    assert answer["result"] is True, answer
+    elapsed, spent = await _timed_stop(running, "i-2-28-VM")
     # InitiateShutdown answers 32780 (not ready): no wait for the guest, straight to off
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (1, 1, 1)

@@ -54,17 +54,13 @@ async def test_switches_have_the_ports_of_their_kind(tmp_path: Path) -> None:
     assert [a["ElementName"] for a in adapters] == ["Emulated Ethernet Adapter #1"]
 
 
-def test_switch_types_naming_an_unknown_switch_is_one_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("entry", "named"), [
+    ('Nowhere = "Internal"', "Nowhere"),  # a switch the host does not have
+    ('Uplink = "Bridged"', "Uplink"),  # a kind Hyper-V does not have
+])
+def test_switch_types_entry_that_cannot_be_is_one_clear_error(tmp_path: Path, entry: str,
+                                                              named: str) -> None:
     path = tmp_path / "host.toml"
-    path.write_text('[emulator]\nswitches = ["Uplink"]\n[emulator.switch_types]\n'
-                    'Nowhere = "Internal"\n')
-    with pytest.raises(ConfigError, match="Nowhere"):
-        load_config(path)
-
-
-def test_switch_types_of_an_unknown_kind_is_one_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "host.toml"
-    path.write_text('[emulator]\nswitches = ["Uplink"]\n[emulator.switch_types]\n'
-                    'Uplink = "Bridged"\n')
-    with pytest.raises(ConfigError, match="Uplink"):
+    path.write_text(f'[emulator]\nswitches = ["Uplink"]\n[emulator.switch_types]\n{entry}\n')
+    with pytest.raises(ConfigError, match=named):
         load_config(path)
