@@ -8,7 +8,8 @@ controllers; adding a drive; adding a NIC; reading a drive's boot source; pushin
 items; RequestStateChange to start, or to turn off before a re-creation) and takes the
 round trips that follow until the next step begins. A job poll is no round trip of the
 step but part of its wait; an invoke that started a job is one wait. Round trips before
-the first step (the VM's lookup, the switch names) belong to no step.
+the first step (the VM's lookup, the switch names and, the first time, which switches are
+External) belong to no step.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def start_steps(trips: Sequence[RoundTrip]) -> StartSteps:
 def _begins(trip: RoundTrip, current: str | None) -> str | None:
     """The step ``trip`` begins, or None when it goes on with ``current``."""
     if trip.primitive == "query":
-        if trip.target.upper().startswith("ASSOCIATORS OF"):
-            return None if current == STEP_BOOT_ORDER else STEP_BOOT_ORDER
+        if trip.target.upper().startswith("ASSOCIATORS OF"):  # a drive's boot source
+            return None if current in (None, STEP_BOOT_ORDER) else STEP_BOOT_ORDER
         return STEP_CONTROLLERS if current == STEP_CONTROLLERS else None
     if trip.primitive != "invoke":
         return None
