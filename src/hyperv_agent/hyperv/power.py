@@ -92,17 +92,9 @@ async def request_shutdown(
     asked again or reported in progress). Other refusals raise MethodFailed or JobFailed;
     nothing is cleaned up. 1 query + 1 call.
     """
-    component = await shutdown_component(hv, vm_guid)
-    if component is None:
-        return False
-    params: dict[str, InValue] = {"Force": True, "Reason": reason}
-    accepted = (*_NOT_ASKED, ReturnCode.SHUTDOWN_IN_PROGRESS)
-    try:
-        result = await jobs.call(hv.cim, component, "InitiateShutdown", params, accept=accepted,
-                                 policy=policy)
-    except CimNotFound:  # the VM went off (and its component with it) meanwhile
-        return False
-    return result.return_value not in _NOT_ASKED
+    return await _ask_guest(hv, vm_guid, "InitiateShutdown", reason, policy,
+                            accept=(*_NOT_ASKED, ReturnCode.SHUTDOWN_IN_PROGRESS),
+                            declined=_NOT_ASKED)
 
 
 async def request_reboot(
@@ -120,19 +112,31 @@ async def request_reboot(
     """
     if not await host.reboots_guests(hv):
         return False
+    try:
+        return await _ask_guest(hv, vm_guid, "InitiateReboot", reason, policy,
+                                accept=_NOT_REBOOTING, declined=_NOT_REBOOTING)
+    except CimInvalidMethod:  # a host that says 2016 but lacks the method
+        log.warning("the host has no InitiateReboot; VM %s is reset instead", vm_guid)
+        return False
+
+
+async def _ask_guest(hv: HyperV, vm_guid: str, method: str, reason: str,
+                     policy: jobs.WaitPolicy, *, accept: tuple[int, ...],
+                     declined: tuple[int, ...]) -> bool:
+    """Call ``method`` (Force, ``reason``) of the VM's shutdown component; True unless the
+    VM or its component is missing (or went away meanwhile) or Hyper-V answered one of
+    ``declined`` (``accept``: the codes other than 0 that are no failure). 1 query +
+    1 call (just the query without a component)."""
     component = await shutdown_component(hv, vm_guid)
     if component is None:
         return False
     params: dict[str, InValue] = {"Force": True, "Reason": reason}
     try:
-        result = await jobs.call(hv.cim, component, "InitiateReboot", params,
-                                 accept=_NOT_REBOOTING, policy=policy)
+        result = await jobs.call(hv.cim, component, method, params, accept=accept,
+                                 policy=policy)
     except CimNotFound:  # the VM went off (and its component with it) meanwhile
         return False
-    except CimInvalidMethod:  # a host that says 2016 but lacks the method
-        log.warning("the host has no InitiateReboot; VM %s is reset instead", vm_guid)
-        return False
-    return result.return_value not in _NOT_REBOOTING
+    return result.return_value not in declined
 
 
 class Rebooted(Enum):
