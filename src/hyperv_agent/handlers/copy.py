@@ -40,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import ntpath
-import secrets
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -61,7 +60,6 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
-from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import disks
 
 if TYPE_CHECKING:
@@ -182,7 +180,7 @@ class CopyHandler(FileHandlers):
         linked = linked and not grow  # a differencing disk keeps its parent's size
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            async with self._staged(target) as staged:
+            async with self.staged(target) as staged:
                 if linked:
                     await disks.create_differencing(self.hv, staged, template,
                                                     policy=self.job_wait)
@@ -202,16 +200,6 @@ class CopyHandler(FileHandlers):
         virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes
         return max(wanted, virtual), wanted > virtual
-
-    def _staged(self, target: str) -> contextlib.AbstractAsyncContextManager[str]:
-        """A fresh path next to ``target`` to make the new disk at, renamed over ``target``
-        when the block succeeds and removed (with whatever a failed job left) when it
-        fails, so ``target`` is either the finished disk or as it was before. The name is
-        an aside file's in the target's folder (``hostfs.aside``: swept when a killed
-        process left it, never while in use) followed by the disk's extension, from which
-        Hyper-V takes the format."""
-        aside = self.aside or AsideFiles(secrets.token_hex(4))
-        return aside.replacing(self.files, target, ntpath.splitext(target)[1])
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""

@@ -74,7 +74,7 @@ class FileHandlers:
         if settings.type is not DiskType.DIFFERENCING:
             yield path
             return
-        aside = self.aside or AsideFiles(secrets.token_hex(4))
+        aside = self.aside_files
         merged = aside.name_for(path) + ntpath.splitext(path)[1]
         with aside.writing(merged):
             try:
@@ -100,12 +100,26 @@ class FileHandlers:
         if settings.type is not DiskType.DIFFERENCING:
             await self.copy_file(source, target)
             return
-        aside = self.aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's
-        await aside.sweep(self.files, split(target)[0], target)
+        await self.aside_files.sweep(self.files, split(target)[0], target)
         log.info("%s is a differencing disk (parent %s); Hyper-V writes it merged to %s",
                  source, settings.parent_path, target)
-        async with aside.replacing(self.files, target, ntpath.splitext(target)[1]) as merged:
+        async with self.staged(target) as merged:
             await disks.merged_copy(self.hv, source, merged, policy=self.job_wait)
+
+    @property
+    def aside_files(self) -> AsideFiles:
+        """The agent's aside files; without them, a namer of this copy alone (which sweeps
+        only its own target's, as ``hostfs.transfer`` does)."""
+        return self.aside or AsideFiles(secrets.token_hex(4))
+
+    def staged(self, target: str) -> contextlib.AbstractAsyncContextManager[str]:
+        """A fresh path next to ``target`` to make a new disk at, renamed over ``target``
+        when the block succeeds and removed (with whatever a failed job left) when it
+        fails, so ``target`` is either the finished disk or as it was before. The name is
+        an aside file's in the target's folder (``hostfs.aside``: swept when a killed
+        process left it, never while in use) followed by the disk's extension, from which
+        Hyper-V takes the format."""
+        return self.aside_files.replacing(self.files, target, ntpath.splitext(target)[1])
 
     async def copy_file(self, source: Source, target: str,
                         digest: str | None = None) -> Transferred:
