@@ -83,12 +83,6 @@ class HostFacts:
         (6.3) and later do, Windows Server 2012 (6.2) does not."""
         return _version_tuple(self.product_version) >= GENERATION_2_SINCE
 
-    @property
-    def hot_adds_nics(self) -> bool:
-        """Whether Hyper-V here adds and removes network adapters of a running generation
-        2 VM: Windows Server 2016 (10.0) and later do, 2012 R2 (6.3) does not."""
-        return _version_tuple(self.product_version) >= HOT_ADD_NICS_SINCE
-
 
 @dataclass(frozen=True)
 class HostStats:
@@ -143,7 +137,8 @@ async def windows_version(hv: HyperV) -> tuple[int, ...]:
 
 async def hot_adds_nics(hv: HyperV) -> bool:
     """Whether Hyper-V here adds and removes network adapters of a running generation 2
-    VM (``HostFacts.hot_adds_nics``); ``windows_version``'s round trips."""
+    VM: Windows Server 2016 (10.0) and later do, 2012 R2 (6.3) does not;
+    ``windows_version``'s round trips."""
     return await windows_version(hv) >= HOT_ADD_NICS_SINCE
 
 
@@ -266,8 +261,7 @@ async def all_nics(hv: HyperV) -> tuple[NicFacts, ...]:
 
 async def switch_names(hv: HyperV) -> tuple[str, ...]:
     """ElementNames of the host's virtual switches; 1 query, read-only, safe to repeat."""
-    switches = await hv.cim.query(wql.select(Class.SWITCH, properties=("ElementName",)), NAMESPACE)
-    return tuple(name for s in switches if (name := s.string("ElementName")))
+    return (await nic_switches(hv, unlabelled=False))[0]
 
 
 async def external_switch(hv: HyperV) -> str:

@@ -175,7 +175,7 @@ def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
 
 @handles("Msvm_ShutdownComponent", "InitiateReboot")
 def initiate_reboot(call: Call) -> Mapping[str, OutValue]:
-    """Asks the guest to restart; a cooperative guest has after ``guest_shutdown_s``."""
+    """Asks the guest to restart; a cooperative guest restarts after ``guest_shutdown_s``."""
     return _ask_guest(call, _guest_restarted)
 
 
