@@ -114,6 +114,35 @@ async def test_state_report_lists_a_paused_vm_as_powered_on_and_keeps_it(
     assert names == {"i-2-20-VM"}
 
 
+async def test_state_report_lists_a_saved_cloudstack_vm_as_powered_off_for_the_ms_to_stop(
+    running: Running,
+) -> None:
+    """A VM Hyper-V saved (its automatic stop action when the host shuts down, or an
+    operator) is not running. Left out of the report, the MS synced it to Stopped while
+    its definition stayed here, saved, referring to disks its next start (maybe on
+    another host) uses too. Reported PowerOff, as CheckVirtualMachine calls it, the MS
+    sends a StopCommand with checkBeforeCleanup, which removes it (disks kept)."""
+    cim = running.emulator
+    saved = await _vm_with_notes(running, "i-2-21-VM", ["Created by CloudStack"])
+    theirs = await _vm_with_notes(running, "not-ours", [])
+    for path in (saved, theirs):
+        await ok(cim, await request_state(cim, path, 2))
+        await ok(cim, await request_state(cim, path, 6))
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and report == [{"i-2-21-VM": "PowerOff"}]
+    assert (await cim.get(saved))["EnabledState"] == 6  # the report itself discards nothing
+    _, checked = await running.answer("com.cloud.agent.api.CheckVirtualMachineCommand",
+                                      {"vmName": "i-2-21-VM", "contextMap": {}, "wait": 0})
+    assert checked["state"] == "PowerOff"
+    key, stopped = await running.answer("com.cloud.agent.api.StopCommand", {
+        "vmName": "i-2-21-VM", "checkBeforeCleanup": True, "forceStop": False,
+        "isProxy": False, "executeInSequence": False, "contextMap": {}, "wait": 0})
+    assert (key, stopped["result"]) == ("com.cloud.agent.api.StopAnswer", True), stopped
+    names = {v["ElementName"] for v in await cim.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine")))}
+    assert names == {"not-ours"}
+
+
 async def _vm_with_notes(running: Running, name: str, notes: list[str]) -> ObjectPath:
     cim = running.emulator
     vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(

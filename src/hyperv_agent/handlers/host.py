@@ -30,7 +30,7 @@ from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming, Liveness
 from hyperv_agent.handlers.storage import Reservation, pool_usage
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, cloudstack_power
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import host, vms
 from hyperv_agent.hyperv.session import HyperV
@@ -164,9 +164,10 @@ class HostHandlers:
         stopped VM created by CloudStack is removed from
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
-        PowerOff. A VM a command is starting, stopping, migrating or changing (its lock
-        held or waited for) is never removed. Removals run concurrently, at most
-        ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing is removed."""
+        PowerOff, as does a saved one (``_kind``). A VM a command is starting, stopping,
+        migrating or changing (its lock held or waited for) is never removed. Removals run
+        concurrently, at most ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing
+        is removed."""
         listed = await vms.list_vms(self.hv)
         # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
         # event loop goes on serving other requests meanwhile.
@@ -273,10 +274,7 @@ _UNDETERMINED = ("cannot tell whether the host is alive: no shared storage pool 
 REMOVALS_AT_ONCE = 8
 
 
-_ON, _REMOVE = "on", "remove"
-#: What the report calls PowerOn: a paused VM (Paused-Critical when its volume is full, or
-#: paused by an operator) is on this host, its memory and disks held, as KVM reports it.
-_POWERED_ON = frozenset({vms.PowerState.RUNNING, vms.PowerState.PAUSED})
+_ON, _OFF, _REMOVE = "on", "off", "remove"
 
 
 def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
@@ -285,23 +283,34 @@ def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
 
 def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
                     failed: set[str]) -> bytes:
-    """PowerOn for the VMs reported on, PowerOff for those whose removal failed."""
+    """PowerOn for the VMs reported on, PowerOff for the saved ones and those whose
+    removal failed."""
     states = {vm.name: PowerState.POWER_ON if kind is _ON else PowerState.POWER_OFF
               for vm, kind in zip(listed, kinds, strict=True)
-              if kind is _ON or (kind is _REMOVE and vm.guid in failed)}
+              if kind in (_ON, _OFF) or (kind is _REMOVE and vm.guid in failed)}
     return codec.encode_state_report(states)
 
 
 def _kind(vm: vms.VmInfo) -> str | None:
-    """_ON for a running or paused VM (as CheckVirtualMachine reads it) or one a
-    StartCommand is creating (its notes say so); _REMOVE for a stopped VM that CloudStack
-    created; None for any other."""
-    if vm.power in _POWERED_ON:
+    """_ON for a VM CheckVirtualMachine calls PowerOn (running or paused) or one a
+    StartCommand is creating (its notes say so); for a VM CloudStack created, _REMOVE when
+    it is stopped and _OFF when it is saved; None for any other.
+
+    A saved VM is not removed here (that would discard its memory without the MS having
+    a say) but reported PowerOff, as CheckVirtualMachine calls it: the MS then stops it
+    with a StopCommand (checkBeforeCleanup), which removes it, its disks kept. Left out,
+    it was synced to Stopped after the MS's grace period while its definition stayed on
+    this host, referring to disks the VM's next start (maybe on another host) uses too,
+    and restored later by Hyper-V's automatic start action or an operator."""
+    power = cloudstack_power(vm.power)
+    if power is PowerState.POWER_ON:
         return _ON
     notes = _notes(vm)
     if CREATING_NOTE in notes:
         return _ON
-    return _REMOVE if vm.power is vms.PowerState.STOPPED and CLOUDSTACK_NOTE in notes else None
+    if CLOUDSTACK_NOTE not in notes or power is not PowerState.POWER_OFF:
+        return None
+    return _REMOVE if vm.power is vms.PowerState.STOPPED else _OFF
 
 
 def _notes(vm: vms.VmInfo) -> str:

@@ -51,6 +51,12 @@ _CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
 }
 
 
+def cloudstack_power(power: vms.PowerState) -> PowerState:
+    """The CloudStack power state of a Hyper-V one, as CheckVirtualMachine and the VM
+    state report both send it."""
+    return _CLOUDSTACK_POWER[power]
+
+
 @dataclass(frozen=True)
 class VmSettings:
     """What the VM handlers need from the configuration."""
@@ -154,7 +160,7 @@ class VmHandlers:
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{check.vm_name}")
-        return CheckVirtualMachineAnswer(result=True, state=_CLOUDSTACK_POWER[vm.power])
+        return CheckVirtualMachineAnswer(result=True, state=cloudstack_power(vm.power))
 
     async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
         """Console access (protocol §8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
