@@ -318,13 +318,24 @@ async def test_reboot_resets_vm_when_host_is_2012_r2(tmp_path: Path) -> None:
         assert (await cim.get(path))["EnabledState"] == 2
 
 
-async def test_reboot_leaves_vm_alone_when_vm_is_off(running: Running) -> None:
+@pytest.mark.parametrize(("states", "seen", "word"), [
+    ((), 3, "stopped"), ((2, 6), 6, "saved"), ((2, 9), 9, "paused")])
+async def test_reboot_fails_and_leaves_vm_alone_when_vm_is_not_running(
+    running: Running, states: tuple[int, ...], seen: int, word: str,
+) -> None:
+    """The MS reboots only a VM it believes runs; a VM that is down here was not
+    rebooted, and a success would tell the operator it was."""
     cim = running.emulator
     path = await define_vm(cim, "i-2-34-VM")
-    _, answer = await running.answer(REBOOT, _reboot("i-2-34-VM"))
-    assert answer["result"] is True and "not running" in answer["details"], answer
+    for state in states:
+        await ok(cim, await request_state(cim, path, state))
+    key, answer = await running.answer(REBOOT, _reboot("i-2-34-VM"))
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False), answer
+    assert answer["details"] == (
+        f"RebootCommand failed: VM i-2-34-VM is {word} on this host, not running; "
+        "it was not rebooted and was left as it is")
     assert cim.round_trips()["invoke:InitiateReboot"] == 0
-    assert (await cim.get(path))["EnabledState"] == 3
+    assert (await cim.get(path))["EnabledState"] == seen
 
 
 async def test_reboot_fails_naming_vm_when_vm_is_unknown(running: Running) -> None:

@@ -81,7 +81,6 @@ class VmSettings:
 _REBOOTED: Mapping[power.Rebooted, str] = {
     power.Rebooted.GUEST: "guest reboot: the guest OS of VM {vm} was asked to restart",
     power.Rebooted.RESET: "reset: VM {vm} was reset, its guest could not be asked to restart",
-    power.Rebooted.NOT_RUNNING: "VM {vm} is not running; it was left as it is",
 }
 
 
@@ -135,8 +134,11 @@ class VmHandlers:
         is reset hard (RequestStateChange 11) instead. ``details`` say which was done.
 
         Unknown VM: a failed answer naming it, nothing done. The guest of a VM that is
-        not running is not asked; one Hyper-V cannot reset (off, saved: "invalid state")
-        is left as it is and the answer is a success. An accepted
+        not running is not asked; one Hyper-V cannot reset (off, saved, paused: "invalid
+        state") is left as it is and the answer is a failure saying so: the MS reboots
+        only VMs it believes run, and a success would tell the operator a VM that is
+        down was rebooted (KVM fails the reboot of a domain that is not running too).
+        An accepted
         guest request is success without waiting for the guest to be back: Hyper-V
         reports nothing when it is (``power.reboot``). Repeating reboots the VM again.
         Definition and disks are unchanged; a failed reset changes nothing and fails the
@@ -149,6 +151,9 @@ class VmHandlers:
         if vm is None or done is power.Rebooted.MISSING:
             raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
                                  f"{reboot.vm_name}")
+        if done is power.Rebooted.NOT_RUNNING:
+            raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host, not "
+                                 "running; it was not rebooted and was left as it is")
         return RebootAnswer(result=True, details=_REBOOTED[done].format(vm=vm.name))
 
     async def check(self, check: CheckVirtualMachineCommand) -> Result:
