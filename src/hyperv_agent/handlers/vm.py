@@ -138,11 +138,10 @@ class VmHandlers:
         state") is left as it is and the answer is a failure saying so: the MS reboots
         only VMs it believes run, and a success would tell the operator a VM that is
         down was rebooted (KVM fails the reboot of a domain that is not running too).
-        An accepted
-        guest request is success without waiting for the guest to be back: Hyper-V
-        reports nothing when it is (``power.reboot``). Repeating reboots the VM again.
-        Definition and disks are unchanged; a failed reset changes nothing and fails the
-        answer.
+        An accepted guest request is success without waiting for the guest to be back:
+        Hyper-V reports nothing when it is (``power.reboot``). Repeating reboots the VM
+        again. Definition and disks are unchanged; a failed reset changes nothing and
+        fails the answer.
         """
         async with self.locks.hold(reboot.vm_name):
             vm = await vms.find_vm(self.hv, reboot.vm_name)
