@@ -18,6 +18,7 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.hyperv import jobs as hyperv_jobs
 from tests.e2e.conftest import Running, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
@@ -28,8 +29,10 @@ from tests.e2e.migration_kit import (
     migrate_body,
     pool_body,
     powered_on,
+    smb_pool,
     start_body,
     vm_to,
+    with_storage_body,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
@@ -159,3 +162,47 @@ async def test_a_move_past_the_point_of_no_return_is_the_success_it_is(tmp_path:
         jobs = await agent.emulator.query(wql.select("Msvm_MigrationJob"))
         assert [job["JobState"] for job in jobs] == [7]
         assert name not in await _on(agent)
+
+
+async def _defined(agent: Running, name: str) -> list[int]:
+    """The EnabledState of each VM named ``name`` on the agent's host."""
+    found = await agent.emulator.query(wql.select("Msvm_ComputerSystem",
+                                                  wql.eq("ElementName", name)))
+    return [vm.integer("EnabledState") or 0 for vm in found]
+
+
+async def test_a_vm_that_is_off_or_saved_is_not_moved_live(source: Running,
+                                                           tmp_path: Path) -> None:
+    """The MS moves a VM it believes running and then asks the destination's
+    CheckVirtualMachine; an off or saved VM would arrive there PowerOff. Refused at once,
+    the VM kept as it is; a paused VM (PowerOn) moves."""
+    name = "i-2-54-VM"
+    await _running_vm(source, tmp_path, name)
+    (vm,) = await source.emulator.query(wql.select("Msvm_ComputerSystem",
+                                                   wql.eq("ElementName", name)))
+    assert vm.path is not None
+    vm_to_ = vm_to(name, name)
+    for state, word in ((3, "stopped"), (6, "saved")):
+        if state == 6:
+            await hyperv_jobs.call(source.emulator, vm.path, "RequestStateChange",
+                                   {"RequestedState": 2})
+        await hyperv_jobs.call(source.emulator, vm.path, "RequestStateChange",
+                               {"RequestedState": state})
+        for fqcn, body, answer_class in (
+                (names.MIGRATE_COMMAND, migrate_body(vm_to_, DESTINATION_IP),
+                 names.MIGRATE_ANSWER),
+                (names.MIGRATE_WITH_STORAGE_COMMAND,
+                 with_storage_body(vm_to_, DESTINATION_IP, smb_pool()),
+                 names.MIGRATE_WITH_STORAGE_ANSWER)):
+            kind, refused = await source.answer(fqcn, body)
+            assert (kind, refused["result"]) == (answer_class, False), refused
+            assert f"VM {name} is {word} on this host, not running" in refused["details"]
+            assert await _defined(source, name) == [state]
+
+    await hyperv_jobs.call(source.emulator, vm.path, "RequestStateChange",
+                           {"RequestedState": 2})
+    await hyperv_jobs.call(source.emulator, vm.path, "RequestStateChange",
+                           {"RequestedState": 9})  # paused
+    _, moved = await source.answer(names.MIGRATE_COMMAND, migrate_body(vm_to_, DESTINATION_IP))
+    assert moved["result"] is True, moved["details"]
+    assert await _defined(source, name) == []

@@ -35,6 +35,7 @@ from hyperv_agent.cloudstack.commands_vm import (
     MigrateWithStorageCommand,
     PrepareForMigrationCommand,
 )
+from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
     PrimaryDataStoreTO,
@@ -49,6 +50,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
+from hyperv_agent.handlers.vm import cloudstack_power
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hyperv import drives, host, jobs, migration, vms
@@ -180,17 +182,18 @@ class MigrationHandlers(FileHandlers):
 
     async def migrate(self, command: MigrateCommand) -> Result:
         """Live-migrate the VM to the host at ``destinationIp``; its disks stay where they
-        are, so each must be on storage both hosts reach. Refusals (a disk on a local pool,
-        an unknown or stopped destination, a missing switch there) answer at once with
-        Hyper-V's reason, the VM running here as before. The destination's name is looked
-        up once the VM is found here, so a request for another host's VM costs no lookup.
+        are, so each must be on storage both hosts reach. Refusals (a VM that is not on, a
+        disk on a local pool, an unknown or stopped destination, a missing switch there)
+        answer at once with Hyper-V's reason, the VM here as before. The destination's
+        name is looked up once the VM is found here, so a request for another host's VM
+        costs no lookup.
         Warm: 3 calls + 1 job wait (find the VM, Hyper-V's check, the move); the reason of
         a refusal costs 1 call + 1 wait."""
         address = destination_address(command.destination_ip, "destinationIp")
         if command.virtual_machine is not None:
             shared_disks_only(command.virtual_machine)
         async with self.vm_locks.hold(command.vm_name):
-            vm = await self._vm_here(command.vm_name)
+            vm = await self._running_here(command.vm_name)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, destination=destination,
                                             addresses=(address,)), command.wait_s)
@@ -208,7 +211,7 @@ class MigrationHandlers(FileHandlers):
         folders = [(pair.t, self._target_folder(pair.u)) for pair in
                    command.volume_to_filer_as_list]
         async with self.vm_locks.hold(command.vm.name):
-            vm = await self._vm_here(command.vm.name)
+            vm = await self._running_here(command.vm.name)
             storage = await drives.read_storage(self.hv, vm)
             disks = tuple(_disk_move(storage, volume, folder) for volume, folder in folders)
             destination = await host_name_of(address, self.settings.name_lookup_s)
@@ -297,10 +300,19 @@ class MigrationHandlers(FileHandlers):
 
     # --- shared ---------------------------------------------------------------------------
 
-    async def _vm_here(self, name: str) -> VmRef:
+    async def _running_here(self, name: str) -> VmRef:
+        """The VM ``name`` of this host, which Migrate and MigrateWithStorage move only while
+        CheckVirtualMachine reports it on (running or paused): the MS sends them for a
+        VM it believes running and then asks the destination's CheckVirtualMachine, where a
+        VM that arrived off reads PowerOff, so the MS fails the move and stops the VM on the
+        source, leaving its definition (a saved one with its memory) on the destination.
+        Hyper-V would move it; KVM and XenServer refuse, and so does this."""
         vm = await vms.find_vm(self.hv, name)
         if vm is None:
             raise InvalidRequest(f"no VM named {name} on this host")
+        if cloudstack_power(vm.power) is not PowerState.POWER_ON:
+            raise InvalidRequest(f"VM {name} is {vm.power.value} on this host, not running: "
+                                 "a live migration moves a running VM; it was not moved")
         return vm
 
     async def _move(self, move: migration.Move, wait_s: int) -> None:
