@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent import relay
+from hyperv_agent import relay, service
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.relay import ConsoleRelay, RelayTarget
@@ -292,3 +292,67 @@ async def test_the_relay_and_the_cloudstack_listener_share_the_open_file_limit(
     finally:
         await started.close()
         await agent.close()
+
+
+# --- when the agent stops -----------------------------------------------------------------
+
+
+async def test_a_stopping_agent_relays_no_new_console_but_the_open_ones_go_on_in_the_grace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """From the stop signal on, a console proxy reaching the relay is refused, like a new
+    command; a console relayed before keeps flowing while a command in flight is answered,
+    and closes when the agent has stopped."""
+    caplog.set_level(logging.INFO)
+    config = load_config(None, state_dir=tmp_path, backend="emulator",
+                         listen=f"127.0.0.1:{free_port()}",
+                         admin_listen=f"127.0.0.1:{free_port()}")
+    agent = build_agent(config)
+    release = asyncio.Event()
+
+    async def held(fqcn: str, body: bytes) -> object:
+        await release.wait()
+        return await answer(fqcn, body)
+
+    answer = agent.dispatch._answer
+    monkeypatch.setattr(agent.dispatch, "_answer", held)
+    async with vmconnect() as stand_in:
+        started: list[ConsoleRelay] = []
+
+        async def relay_for(*_: object, **__: object) -> ConsoleRelay:
+            console = ConsoleRelay(RelayTarget("127.0.0.1", stand_in.port), [], 8, 2)
+            await console.start(Listener("127.0.0.1", 0))
+            started.append(console)
+            return console
+
+        monkeypatch.setattr(relay, "start_for", relay_for)
+        stop = asyncio.Event()
+        running = asyncio.create_task(service.run_agent(agent, stop))
+        for _ in range(200):
+            if started and any("serving CloudStack" in r.message for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        (console,) = started
+        port = console.port
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await _read(reader, 9) == b"RDP-HELLO"
+        in_flight = asyncio.create_task(
+            agent.dispatch("com.cloud.agent.api.ReadyCommand", b'[{"com.cloud.agent.api.'
+                           b'ReadyCommand": {"dcId": 1, "hostId": 1, "wait": 0}}]'))
+        await asyncio.sleep(0.05)
+        stop.set()
+        for _ in range(200):
+            if any("waiting up to" in r.message for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+        with pytest.raises(OSError):  # a new console is refused at once
+            await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"still")
+        assert await _read(reader, 10) == b"echo:still"  # the open one goes on
+        assert not running.done()
+        release.set()
+        assert b"ReadyAnswer" in await in_flight
+        await asyncio.wait_for(running, WAIT_S)
+        assert await _closed(reader)  # closed once the agent stopped
+        writer.close()
+    assert stand_in.clients == 1

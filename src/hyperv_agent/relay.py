@@ -13,6 +13,8 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
   Both sides probe their peer with TCP keepalive (``KEEPALIVE_IDLE_S``): a console proxy
   VM that vanished without closing (destroyed, its network gone) is noticed within about
   two minutes, even while nothing is sent, and its connection closed.
+- A stopping agent relays no new console from the moment it is told to stop; those open
+  then go on while the commands in flight are answered, and close when the agent stops.
 - At most ``max_connections`` relayed connections at once, lowered to the relay's share of the
   open-file limit (each holds two sockets); a newcomer beyond is closed.
 
@@ -141,6 +143,13 @@ class ConsoleRelay:
     async def start(self, listener: Listener) -> None:
         self._server = await asyncio.start_server(self._accept, listener.host, listener.port,
                                                   reuse_address=True)
+
+    def stop_accepting(self) -> None:
+        """Stop listening: no new console is relayed (a client is refused by the system),
+        while the relayed ones go on until they end or ``close``. A stopping agent calls
+        this at once, then lets open consoles run through its grace period."""
+        if self._server is not None:
+            self._server.close()  # closes the listening sockets only, not the relayed ones
 
     async def close(self) -> None:
         """Stop listening and close every relayed connection."""

@@ -272,15 +272,18 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
             runners.insert(0, face)  # stopped first
         beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
-        await _finish_commands(agent, runners, at_once or asyncio.Event())
+        await _finish_commands(agent, runners, console, at_once or asyncio.Event())
     finally:
         await _stopped(agent, runners, console, beating)
 
 
 async def _finish_commands(agent: Agent, runners: list[web.AppRunner],
-                           at_once: asyncio.Event) -> None:
-    """Stop accepting connections, then wait for the commands in flight, up to
-    ``STOP_GRACE_S`` or until ``at_once`` is set; each wait and what it left is logged."""
+                           console: relay.ConsoleRelay | None, at_once: asyncio.Event) -> None:
+    """Stop accepting connections (commands and consoles to relay), then wait for the
+    commands in flight, up to ``STOP_GRACE_S`` or until ``at_once`` is set; each wait and
+    what it left is logged. Consoles already relayed go on meanwhile."""
+    if console is not None:
+        console.stop_accepting()
     for runner in runners:
         for site in list(runner.sites):
             await site.stop()
