@@ -36,7 +36,7 @@ os_caption = "Microsoft Windows Server 2022 Datacenter"
     assert status == 200
     routing = data[0][ROUTING]
     assert (routing["cpus"], routing["cpuSockets"], routing["speed"]) == (6, 1, 3100)
-    assert routing["memory"] == 24576 * 1024 * 1024
+    assert routing["memory"] == (24576 - 2048) * 1024 * 1024  # less the parent partition's
     assert (routing["privateNetmask"], routing["privateMacAddress"]) == (
         "255.255.255.0", "00155D0A0B0C")  # the host's own NIC
     assert routing["privateIpAddress"] == AGENT_IP  # the address the MS reaches the agent at

@@ -51,7 +51,7 @@ async def test_startup_echoes_identity_and_fills_host_facts(running: Running) ->
     assert (routing["privateNetmask"], routing["privateMacAddress"]) == (
         "255.255.255.0", "00155D0A0B0C")
     assert (routing["cpus"], routing["cpuSockets"], routing["speed"]) == (16, 2, 2400)
-    assert routing["memory"] == 64 * 1024**3
+    assert routing["memory"] == 64 * 1024**3 - 2048 * 1024**2  # the parent's left out
     assert routing["dom0MinMemory"] == 2048 * 1024**2
     assert routing["caps"] == "hvm"
     assert routing["hypervisorVersion"] == "6.2"  # the MS's hypervisor_capabilities row
@@ -276,3 +276,25 @@ async def test_startup_reports_the_configured_pool_less_the_root_reservation(
     finally:
         await runner.cleanup()
         await agent.close()
+
+
+async def test_startup_leaves_the_parent_partitions_memory_out_of_what_vms_may_have(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    """The management server counts ``memory`` as the host's capacity for VMs and never
+    reads dom0MinMemory: the memory the parent partition keeps must not be in it."""
+    for reserved_mb, expected in ((6144, 58 * 1024**3), (70 * 1024, 0)):
+        agent = build_agent(agent_config(dom0_min_memory_mb=reserved_mb))
+        runner, url = await start(agent)
+        try:
+            connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                status, data = await Running(agent, url, session).post(
+                    "com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
+        finally:
+            await runner.cleanup()
+            await agent.close()
+        routing = data[0][ROUTING]
+        assert status == 200  # a host of 64 GiB
+        assert (routing["memory"], routing["dom0MinMemory"]) == (expected,
+                                                                 reserved_mb * 1024**2)

@@ -104,11 +104,14 @@ class HostHandlers:
 
     async def startup(self, command: wire.StartupRoutingCommand) -> Result:
         """Echo the management server's StartupRoutingCommand with the host's facts filled
-        in, plus the local storage pool. Read-only; safe to repeat."""
+        in, plus the local storage pool. ``memory`` is what VMs may have: the host's
+        memory less ``dom0_min_memory_mb``, the parent partition's. Read-only; safe to
+        repeat."""
         facts = await host.host_facts(self.hv)
         ip = self.settings.private_ip or command.private_ip_address or ""
         self.private_ip = self.private_ip or ip or None
         nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
+        reserved = self.settings.dom0_min_memory_mb * 1024 * 1024
         routing = command.model_copy(update={
             "private_netmask": nic.netmask if nic else None,
             "private_mac_address": nic.mac if nic else None,
@@ -116,8 +119,12 @@ class HostHandlers:
             "storage_mac_address": nic.mac if nic else None,
             "gateway_ip_address": nic.gateway if nic else None,
             "cpus": facts.cores, "cpu_sockets": facts.sockets, "speed_mhz": facts.cpu_mhz,
-            "memory_bytes": facts.memory_bytes,
-            "dom0_min_memory_bytes": self.settings.dom0_min_memory_mb * 1024 * 1024,
+            # The management server takes ``memory`` as the host's memory capacity and
+            # never reads dom0MinMemory (only the hypervisor resources subtract their own
+            # reservation, as KVM's does): the parent partition's share is left out here,
+            # or VMs are placed in the memory it uses and Hyper-V refuses to start them.
+            "memory_bytes": max(0, facts.memory_bytes - reserved),
+            "dom0_min_memory_bytes": reserved,
             "caps": "hvm", "hypervisor_version": self.settings.hypervisor_version,
             "host_details": {**command.host_details, **self._details(facts)},
         })
