@@ -15,6 +15,8 @@ from hyperv_agent.state import (
     PoolRegistry,
     RegisteredPool,
     agent_id,
+    keep_private_ip,
+    kept_private_ip,
     sweep_temporaries,
 )
 
@@ -112,14 +114,26 @@ def test_agent_id_is_made_once_and_kept_when_asked_again(tmp_path: Path) -> None
     assert agent_id(tmp_path) not in (made, "not hex!")
 
 
+def test_the_registered_address_is_kept_and_anything_else_in_its_file_is_none(
+    tmp_path: Path,
+) -> None:
+    assert kept_private_ip(tmp_path) is None
+    keep_private_ip(tmp_path, "10.1.1.7")
+    assert kept_private_ip(tmp_path) == "10.1.1.7"
+    keep_private_ip(tmp_path, "fd00::7")
+    assert kept_private_ip(tmp_path) == "fd00::7"
+    (tmp_path / "private-ip").write_text("..\\..\\x")
+    assert kept_private_ip(tmp_path) is None
+
+
 def test_files_a_killed_write_left_aside_are_swept_and_the_state_is_kept(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "pools.json").write_text("{}")
-    for name in (".pools-k2j4", ".building-x9", ".agent-id-q1"):
+    for name in (".pools-k2j4", ".building-x9", ".agent-id-q1", ".private-ip-z7"):
         (tmp_path / name).write_text("half")
     (tmp_path / ".other").write_text("not ours")
-    assert sweep_temporaries(tmp_path) == 3
+    assert sweep_temporaries(tmp_path) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other", "pools.json"]
     assert sweep_temporaries(tmp_path / "absent") == 0
 

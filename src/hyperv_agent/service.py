@@ -33,7 +33,7 @@ from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
-from hyperv_agent.handlers.heartbeat import HeartbeatTiming
+from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.migration import MigrationHandlers
@@ -187,7 +187,9 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(hv, vm_settings)
-    host = HostHandlers(hv, files, settings, pools, locks=vm.locks)
+    beats = Heartbeats(files, pools, settings.heartbeat, private_ip=settings.private_ip,
+                       state_dir=agent.state_dir)
+    host = HostHandlers(hv, files, settings, pools, locks=vm.locks, heartbeats=beats)
     handlers = host.table()
     handlers |= vm.table()
     handlers |= VmConfigHandlers(hv, vm.locks).table()

@@ -1,5 +1,6 @@
 """The agent's own small persistent state (not the host's): registered storage pools, the
-VMs being built, and the agent's name for the files it writes aside.
+VMs being built, the agent's name for the files it writes aside, and the address the
+management server registered the host under.
 
 The registry is the one place the agent keeps pool roots, and a request path is served
 only below one of them (``handlers.datapaths``): the local pool, which the configuration
@@ -27,6 +28,7 @@ Every file here is written aside (``.<name>-<random>``) and renamed into place;
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -40,7 +42,7 @@ from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
-_TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-")
+_TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-")
 _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
 
 log = logging.getLogger("hyperv_agent.state")
@@ -264,6 +266,22 @@ def agent_id(state_dir: Path) -> str:
     made = secrets.token_hex(4)
     _replace(path, ".agent-id-", made)
     return made
+
+
+def kept_private_ip(state_dir: Path) -> str | None:
+    """The address the management server last registered this host under, as
+    ``keep_private_ip`` kept it in ``private-ip``; None when none was kept or the file
+    holds no IP address."""
+    try:
+        text = (state_dir / "private-ip").read_text(encoding="ascii").strip()
+        return str(ipaddress.ip_address(text))
+    except (OSError, ValueError):
+        return None
+
+
+def keep_private_ip(state_dir: Path, ip: str) -> None:
+    """Keep ``ip`` (an IP address) in ``private-ip`` for ``kept_private_ip``."""
+    _replace(state_dir / "private-ip", ".private-ip-", str(ipaddress.ip_address(ip)))
 
 
 def sweep_temporaries(state_dir: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -200,6 +201,35 @@ async def test_pool_registration_stamps_the_heartbeat_and_a_lost_pool_tells_noth
                                   _check_on_host("10.0.0.7"))
     assert (value["result"], value["determined"]) == (False, False), value
     assert "cannot tell" in value["details"]
+
+
+async def test_an_agent_restarted_between_pings_goes_on_stamping_its_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """Without [agent] private_ip, stamps are written under the address the management
+    server registered the host under. An agent restarted between two pings gets no
+    StartupCommand (the MS saw nothing): it stamps under the address it learnt before,
+    so a neighbour asked CheckOnHost does not call the live host down."""
+    config_file = _config_file(tmp_path)
+    config_file.write_text(config_file.read_text().replace('private_ip = "192.168.100.10"\n',
+                                                           ""))
+    config = load_config(config_file)
+    assert config.agent.private_ip is None
+    share = tmp_path / "smb-share" / "primary"
+    registered = copy.deepcopy(STARTUP_REQUEST)
+    registered[0]["com.cloud.agent.api.StartupRoutingCommand"]["privateIpAddress"] = "10.1.1.7"
+    async with serving(config) as running:
+        status, _ = await running.post("com.cloud.agent.api.StartupCommand", registered)
+        assert status == 200
+        await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+        assert (share / "hb-10.1.1.7").read_text().count("@") == 1
+    (share / "hb-10.1.1.7").write_text("2024-5-7@3:4:9")  # the restart took a while
+    async with serving(config) as running:  # pings go on; no StartupCommand comes
+        await running.agent.host.write_heartbeats()
+        _, value = await running.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                        _check_on_host("10.1.1.7"))
+    assert (value["result"], value["alive"]) == (False, True), value
+    assert sorted(p.name for p in share.glob("hb-*")) == ["hb-10.1.1.7"]
 
 
 # --- what a pool root may be ----------------------------------------------------------------

@@ -16,11 +16,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.state import PoolRegistry
+from hyperv_agent.state import PoolRegistry, keep_private_ip, kept_private_ip
 
 log = logging.getLogger("hyperv_agent.handlers.heartbeat")
 
@@ -47,16 +48,44 @@ class Liveness(enum.Enum):
 
 class Heartbeats:
     """Writes this host's stamps and reads its neighbours'. ``private_ip`` is the address
-    stamps are written under: configured, or learnt from the StartupCommand."""
+    stamps are written under: configured, or learnt from the StartupCommand (``learn``).
+    With a ``state_dir`` a learnt address is kept there and read back at the next start:
+    an agent restarted between two of the management server's pings gets no
+    StartupCommand (the MS noticed nothing), and must go on stamping all the same, or a
+    neighbour asked CheckOnHost later finds its stamp stale and calls a live host down."""
 
     def __init__(self, files: HostFiles, pools: PoolRegistry | None,
                  timing: HeartbeatTiming = HeartbeatTiming(),
-                 clock: Callable[[], float] = time.time, private_ip: str | None = None) -> None:
+                 clock: Callable[[], float] = time.time, private_ip: str | None = None,
+                 state_dir: Path | None = None) -> None:
         self.files = files
         self.pools = pools
         self.timing = timing
         self.clock = clock
-        self.private_ip = private_ip
+        self.state_dir = state_dir
+        kept = kept_private_ip(state_dir) if state_dir is not None else None
+        self.private_ip = private_ip or kept
+
+    def learn(self, ip: str) -> None:
+        """Stamp under ``ip`` from now on, the address the management server registered
+        this host under (what it asks neighbours about), and keep it in the state
+        directory. Anything but an IP address is logged and ignored."""
+        try:
+            ip = str(ipaddress.ip_address(ip.strip()))
+        except ValueError:
+            log.warning("heartbeat: privateIpAddress %r is not an IP address; stamps stay "
+                        "under %s", ip, self.private_ip or "no address")
+            return
+        if ip == self.private_ip:
+            return
+        self.private_ip = ip
+        if self.state_dir is not None:
+            try:
+                keep_private_ip(self.state_dir, ip)
+            except OSError as error:
+                log.warning("heartbeat: cannot keep the private address %s in %s (%s): "
+                            "after a restart, stamps wait for the next StartupCommand",
+                            ip, self.state_dir, error.strerror or error)
 
     async def stamp_all(self) -> None:
         """Stamp every registered shared pool; a pool that cannot be written is logged

@@ -109,7 +109,8 @@ class HostHandlers:
         repeat."""
         facts = await host.host_facts(self.hv)
         ip = self.settings.private_ip or command.private_ip_address or ""
-        self.private_ip = self.private_ip or ip or None
+        if not self.settings.private_ip and command.private_ip_address:
+            self.heartbeats.learn(command.private_ip_address)
         nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
         reserved = self.settings.dom0_min_memory_mb * 1024 * 1024
         routing = command.model_copy(update={
