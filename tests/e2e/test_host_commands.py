@@ -199,6 +199,16 @@ async def test_check_network_fails_when_a_label_names_no_vswitch(running: Runnin
     assert "Public-Switch" in value["details"]
 
 
+async def test_check_network_passes_when_a_label_names_a_vswitch_in_other_case(
+    running: Running,
+) -> None:
+    # Hyper-V finds a switch by name without regard to case, as StartCommand then does.
+    labels = {"networkInfoList": [{"physicalNetworkId": 200, "guestNetworkName": "external",
+                                   "publicNetworkName": "EXTERNAL"}]}
+    key, value = await running.answer("com.cloud.agent.api.CheckNetworkCommand", labels)
+    assert (key, value["result"]) == ("com.cloud.agent.api.CheckNetworkAnswer", True), value
+
+
 async def test_host_stats_report_cpu_and_memory_in_kib(running: Running) -> None:
     cim = running.emulator
     vm = await define_vm(cim)

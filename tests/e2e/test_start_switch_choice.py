@@ -100,3 +100,15 @@ async def test_plug_nic_puts_unlabelled_nic_on_first_external_switch_when_intern
     key, answer = await running.answer(PLUG, _plug("i-2-62-VM", name=None))
     assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
     assert await _nics(running.emulator, vm.path) == [("02004A8E0021", "Uplink", 305)]
+
+
+async def test_start_puts_nic_on_its_switch_when_its_traffic_label_differs_in_case(
+    internal_first: Running,
+) -> None:
+    # Hyper-V matches switch names without regard to case (WQL's ``=``, Get-VMSwitch
+    # -Name), and so did the C# agent: a label typed "uplink 2" is the switch "Uplink 2".
+    running = internal_first
+    body = _body(running)
+    body["vm"]["nics"][0]["name"] = "uplink 2"
+    path = await _started(running, body)
+    assert await _nics(running.emulator, path) == [("0200512C000E", "Uplink 2", 261)]

@@ -204,7 +204,7 @@ async def switches(target: Target, options: Options) -> Check:
     if not names:
         return Check("vswitches", Status.FAIL, "the host has no virtual switch",
                      f"create an external vSwitch named as the zone's traffic label: {create}")
-    missing = [label for label in options.vswitches if label not in names]
+    missing = [label for label in options.vswitches if host.switch_named(names, label) is None]
     if missing:
         return Check("vswitches", Status.FAIL, f"no vSwitch named {', '.join(missing)} "
                      f"(the host has: {', '.join(names)})",

@@ -229,8 +229,11 @@ class HostHandlers:
         return CheckHealthAnswer(result=True, details="resource is alive")
 
     async def check_network(self, asked: wire.CheckNetworkCommand) -> Result:
-        """Every traffic label the management server names must be a vSwitch on this host."""
-        missing = sorted(set(traffic_labels(asked)) - set(await host.switch_names(self.hv)))
+        """Every traffic label the management server names must be a vSwitch on this host
+        (``host.switch_named``: without regard to case, as Hyper-V names switches)."""
+        names = await host.switch_names(self.hv)
+        missing = sorted({label for label in traffic_labels(asked)
+                          if host.switch_named(names, label) is None})
         if missing:
             raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
                                  "switch on this host; create the vSwitch or change the label")

@@ -23,6 +23,7 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import sgrules
 from hyperv_agent.hyperv import build, kvp, nics
+from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
     IDE_SLOTS,
@@ -328,7 +329,8 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
     the default security-group ACLs with its port (``sg_guard``). Its switch is the one
     its ``name`` (traffic label) names, of whatever kind, or without one ``unlabelled``
     (the host's External switch, ``host.external_switch``); either must be among
-    ``switches``, or InvalidRequest. A negative
+    ``switches`` (``host.switch_named``: without regard to case; the plan holds the
+    host's spelling), or InvalidRequest. A negative
     ``deviceId``, a MAC that is not a unicast address, or a ``networkRateMbps`` above
     ``NETWORK_RATE_MAX_MBPS``: InvalidRequest naming the field."""
     where = f"NIC {nic.device_id}"
@@ -338,10 +340,11 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
         digits = nics.static_mac(nic.mac or "")
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: mac: {error}") from None
-    switch = nic.name or unlabelled
-    if switch not in switches:
-        raise InvalidRequest(f"{where}: the host has no virtual switch named {switch!r}"
-                             if switch else f"{where}: the host has no virtual switch")
+    label = nic.name or unlabelled
+    switch = hyperv_host.switch_named(switches, label)
+    if switch is None:
+        raise InvalidRequest(f"{where}: the host has no virtual switch named {label!r}"
+                             if label else f"{where}: the host has no virtual switch")
     rate = nic_rate(nic, where)
     spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)

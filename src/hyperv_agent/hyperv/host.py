@@ -264,6 +264,18 @@ async def switch_names(hv: HyperV) -> tuple[str, ...]:
     return (await nic_switches(hv, unlabelled=False))[0]
 
 
+def switch_named(names: Sequence[str], label: str) -> str | None:
+    """The switch of ``names`` (``switch_names``) that ``label`` (a traffic label) names,
+    as the host spells it; None when none does. Hyper-V matches a switch's name without
+    regard to case (a WQL ``=`` on ElementName, ``Get-VMSwitch -Name``), as the C# agent
+    found the switch of a label, so a label typed "vswitch0" is the switch "vSwitch0";
+    a name spelt exactly as the label is preferred when the host has several."""
+    if label in names:
+        return label
+    folded = label.casefold()
+    return next((name for name in names if name.casefold() == folded), None)
+
+
 async def external_switch(hv: HyperV) -> str:
     """The ElementName of the vSwitch for a NIC without a traffic label: the first, in the
     order WMI lists the host's switches, that is External, i.e. connects the VMs on it
