@@ -162,6 +162,9 @@ async def test_modify_vm_nic_config_fails_and_changes_nothing_when_target_is_unk
         ({"vmName": "r-99-VM", "index": 3, "enable": True}, "r-99-VM"),
         ({"index": 3, "enable": True, "switchLableName": "Nowhere"}, "Nowhere"),
         ({"index": 3, "enable": True, "vlan": "two"}, "two"),
+        ({"index": 3, "enable": True, "vlan": "4095"}, "4095"),
+        ({"index": 3, "enable": True, "vlan": "0"}, "VLAN 0"),
+        ({"macAddress": "06A2C8000019", "vlan": "vlan://5000"}, "5000"),
     ):
         _, answer = await running.answer(MODIFY, _modify(**fields))
         assert answer["result"] is False, fields

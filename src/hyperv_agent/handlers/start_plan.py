@@ -32,8 +32,6 @@ from hyperv_agent.hyperv.schema import (
     PROCESSOR_WEIGHT_MAX,
     SCSI_CONTROLLERS_MAX,
     SCSI_SLOTS,
-    VLAN_ID_MAX,
-    VLAN_ID_MIN,
 )
 
 log = logging.getLogger("hyperv_agent.handlers.start")
@@ -386,6 +384,7 @@ def vlan_of(uri: str | None, where: str) -> int | None:
     if not separator or scheme.lower() not in _VLAN_SCHEMES or not value.isdigit():
         raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id>, "
                              "vlan://untagged or storage://<id>")
-    if not VLAN_ID_MIN <= int(value) <= VLAN_ID_MAX:
-        raise InvalidRequest(f"{where}: VLAN {value} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
-    return int(value)
+    try:
+        return nics.check_vlan(int(value))
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{where}: {error}") from None

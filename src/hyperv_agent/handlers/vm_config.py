@@ -215,14 +215,16 @@ class VmConfigHandlers:
 
 
 def _vlan(text: str | None) -> int | None:
-    """The VLAN id of ``vlan`` ("261", "vlan://261"); None for untagged or empty."""
+    """The VLAN id of ``vlan`` ("261", "vlan://261"); None for untagged or empty. Not a
+    number, or outside 1..4094 (``nics.check_vlan``): InvalidRequest, checked before
+    the NIC is touched, so a refused VLAN never leaves a spare connected untagged."""
     value = (text or "").strip().lower().removeprefix("vlan://")
     if value in ("", "untagged", "-1"):
         return None
     if not value.isdigit():
         raise InvalidRequest(f"vlan {text[:40] if text else text!r} is not a VLAN id or "
                              "'untagged'")
-    return int(value)
+    return nics.check_vlan(int(value))
 
 
 def _nic_failed(why: str) -> InvalidRequest:

@@ -203,11 +203,20 @@ async def add_nic(
     return NicRef(nic, port, address, features)
 
 
+def check_vlan(vlan: int) -> int:
+    """``vlan`` when a port can be in access mode on it (``VLAN_ID_MIN``..``VLAN_ID_MAX``;
+    0 means no VLAN to Hyper-V, which refuses it as an AccessVlanId); else
+    InvalidRequest naming it."""
+    if not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
+        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    return vlan
+
+
 def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
     """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
     address = static_mac(mac)
-    if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
-        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    if vlan is not None:
+        check_vlan(vlan)
     if rate_mbps is not None and rate_mbps < 1:
         raise InvalidRequest(f"network rate {rate_mbps} Mbps is not positive")
     if not name.strip():
@@ -312,8 +321,8 @@ async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
     left alone. On failure Hyper-V has changed nothing. 1 call + 1 W (+1 spawn when the
     port had no VLAN setting).
     """
-    if vlan is not None and not VLAN_ID_MIN <= vlan <= VLAN_ID_MAX:
-        raise InvalidRequest(f"VLAN {vlan} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    if vlan is not None:
+        check_vlan(vlan)
     if vlan == nic.vlan and (vlan is not None or nic.vlan_setting is None):
         return
     if vlan is None:
