@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
-from hyperv_agent.hyperv import build
+from hyperv_agent.hyperv import build, nics
 from hyperv_agent.hyperv.build import VmSpec
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
 from tests.e2e.test_start_command import START, START_ANSWER, _body, _nics, _started, _vm_names
-from tests.e2e.test_vm_config_commands import PLUG, PLUG_ANSWER, _plug
+from tests.e2e.test_vm_config_commands import MODIFY, MODIFY_ANSWER, PLUG, PLUG_ANSWER, _plug
 from tests.sessions import hv
 
 backend_kind = every_backend  # on the emulator and over WinRM
@@ -112,3 +112,25 @@ async def test_start_puts_nic_on_its_switch_when_its_traffic_label_differs_in_ca
     body["vm"]["nics"][0]["name"] = "uplink 2"
     path = await _started(running, body)
     assert await _nics(running.emulator, path) == [("0200512C000E", "Uplink 2", 261)]
+
+
+async def test_modify_vm_nic_config_puts_plugged_nic_on_first_external_switch_when_unlabelled(
+    internal_first: Running,
+) -> None:
+    # A router's spare NICs are made on the public network's switch ("Uplink 2"). PlugNic
+    # of a network without a traffic label wires a spare by index with no switchLableName:
+    # the NIC goes where StartCommand puts that network's NICs, the first External switch.
+    running = internal_first
+    cim = running.emulator
+    vm = await build.define_vm(hv(cim), VmSpec(name="r-7-VM", notes=(), generation=1,
+                                               cpus=1, memory_mb=512))
+    await nics.add_nic(hv(cim), vm, mac="0E0004000016", switch_name="Uplink", vlan=None,
+                       rate_mbps=None, name="control")
+    await nics.add_nic(hv(cim), vm, mac="06A2C8000019", switch_name="Uplink 2", vlan=None,
+                       rate_mbps=None, name="spare", connected=False)
+    key, answer = await running.answer(MODIFY, {
+        "vmName": "r-7-VM", "vlan": "300", "index": 1, "enable": True, "contextMap": {},
+        "wait": 0})
+    assert (key, answer["result"]) == (MODIFY_ANSWER, True), answer
+    assert await _nics(cim, vm.path) == [("0E0004000016", "Uplink", None),
+                                         ("06A2C8000019", "Uplink", 300)]

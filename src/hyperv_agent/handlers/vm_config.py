@@ -97,15 +97,19 @@ class VmConfigHandlers:
         0-based position in GetVmConfig's ``nics``; 0 is the control NIC, never touched).
 
         By MAC, or by index with ``enable``: the port is connected to ``switchLableName``
-        (or keeps its switch; with none, the host's External one, ``host.external_switch``;
-        a NIC without a port gets one)
+        (without one: by MAC the port keeps its switch, the public network's a spare was
+        made on, or takes the host's External one when it has none; by index, the MS's
+        PlugNic of a network without a traffic label, the External one,
+        ``host.external_switch``, where StartCommand puts such a network's NICs; a NIC
+        without a port gets one)
         and put on ``vlan`` ("untagged" or empty: no VLAN). By MAC this happens whatever
         ``enable`` says, as the MS's router code sends it unset (protocol §5.3). By index without
         ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
         an index >= 1, an unknown VM, MAC or index, an invalid VLAN or switch: a failed
         answer saying which, nothing changed. Safe to repeat. If setting the VLAN fails
         after connecting, the port stays connected and the answer fails. Warm: 3 queries
-        (+1 for a named switch) + at most 2 calls and 2 job waits.
+        (+1 for a named switch, +``external_switch``'s for an index without one) + at
+        most 2 calls and 2 job waits.
         """
         if not asked.mac_address and asked.index < 1:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
@@ -124,7 +128,13 @@ class VmConfigHandlers:
     async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
                     vlan: int | None) -> None:
         if asked.mac_address or asked.enable:
-            connected = await nics.connect(self.hv, nic, asked.switch_label_name or None)
+            switch = asked.switch_label_name or None
+            if switch is None and not asked.mac_address:
+                # By index (the MS's PlugNic) the label is the plugged network's, absent
+                # when it has none: its NICs belong on the External switch, as StartCommand
+                # puts them, not on the switch of the network the spare was made for.
+                switch = await hyperv_host.external_switch(self.hv)
+            connected = await nics.connect(self.hv, nic, switch)
             await nics.set_vlan(self.hv, connected, vlan)
         else:
             await nics.set_vlan(self.hv, nic, None)
