@@ -121,6 +121,34 @@ async def test_modify_vm_nic_config_disconnects_and_clears_vlan_when_unplug_nic_
     assert [n["state"] for n in nics[:2]] == [True, True]
 
 
+async def test_modify_vm_nic_config_leaves_nic_on_its_vlan_when_disconnecting_it_fails(
+    running: Running,
+) -> None:
+    # UnPlugNic: the port is disconnected before its VLAN goes, so a failure never leaves
+    # the router's NIC (still holding its tier's address) on the untagged network.
+    await _router(running)
+    running.emulator.faults.fail_next_job("ModifyResourceSettings", 32768, "port busy")
+    _, answer = await running.answer(MODIFY, _modify(vlan="2", index=2, enable=False,
+                                                     switchLableName=""))
+    assert answer["result"] is False and "port busy" in answer["details"], answer
+    assert (await _nics(running))[2] == {"macAddress": "06A2C8000018", "vlanid": "261",
+                                         "state": True}
+
+
+async def test_modify_vm_nic_config_leaves_spare_disconnected_when_setting_its_vlan_fails(
+    running: Running,
+) -> None:
+    # PlugNic: the spare takes its VLAN before it is connected, so a failure never leaves
+    # it connected on the untagged network.
+    await _router(running)
+    running.emulator.faults.fail_next_job("AddFeatureSettings", 32768, "no vlan today")
+    _, answer = await running.answer(MODIFY, _modify(vlan="262", index=3, enable=True,
+                                                     switchLableName="External"))
+    assert answer["result"] is False and "no vlan today" in answer["details"], answer
+    assert (await _nics(running))[3] == {"macAddress": "06A2C8000019", "vlanid": "-1",
+                                         "state": False}
+
+
 async def test_modify_vm_nic_config_connects_nic_by_mac_when_mac_has_colons(
     running: Running,
 ) -> None:

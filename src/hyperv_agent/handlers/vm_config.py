@@ -106,8 +106,9 @@ class VmConfigHandlers:
         ``enable`` says, as the MS's router code sends it unset (protocol §5.3). By index without
         ``enable``: the VLAN setting is removed and the port disabled. Neither a MAC nor
         an index >= 1, an unknown VM, MAC or index, an invalid VLAN or switch: a failed
-        answer saying which, nothing changed. Safe to repeat. If setting the VLAN fails
-        after connecting, the port stays connected and the answer fails. Warm: 3 queries
+        answer saying which, nothing changed. Safe to repeat. The VLAN is set before the
+        port is connected and removed after it is disconnected (``nics.wire``,
+        ``nics.unwire``), so a failure never leaves it connected untagged. Warm: 3 queries
         (+1 for a named switch, +``external_switch``'s for an index without one) + at
         most 2 calls and 2 job waits.
         """
@@ -134,11 +135,9 @@ class VmConfigHandlers:
                 # when it has none: its NICs belong on the External switch, as StartCommand
                 # puts them, not on the switch of the network the spare was made for.
                 switch = await hyperv_host.external_switch(self.hv)
-            connected = await nics.connect(self.hv, nic, switch)
-            await nics.set_vlan(self.hv, connected, vlan)
+            await nics.wire(self.hv, nic, switch, vlan)
         else:
-            await nics.set_vlan(self.hv, nic, None)
-            await nics.disconnect(self.hv, nic)
+            await nics.unwire(self.hv, nic)
 
     async def plug_nic(self, asked: PlugNicCommand) -> Result:
         """Give ``instanceName`` the NIC ``nic`` (MAC, switch ``nic.name``, VLAN from
@@ -165,8 +164,7 @@ class VmConfigHandlers:
             found = await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if present is not None:
-                await nics.set_vlan(self.hv, await nics.connect(
-                    self.hv, present, nic.name or None), vlan)
+                await nics.wire(self.hv, present, nic.name or None, vlan)
                 return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
             refusal = await self._nics_fixed(vm, found)
             if refusal:
@@ -217,8 +215,7 @@ class VmConfigHandlers:
             if await self._nics_fixed(vm, found) is None:
                 await nics.remove(self.hv, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
-            await nics.set_vlan(self.hv, present, None)
-            await nics.disconnect(self.hv, present)
+            await nics.unwire(self.hv, present)
         return UnPlugNicAnswer(result=True, details=(
             f"NIC {mac} of running VM {name} disconnected (Hyper-V cannot "
             "remove it while the VM runs)"))

@@ -20,6 +20,8 @@ association walks. Round trips (W = job waits):
 ``disconnect``    1 call + 1 W; nothing when the port is already disconnected
 ``set_vlan``      1 call + 1 W (+1 spawn when the port had no VLAN setting); nothing
                   when the VLAN is already as asked
+``wire``          ``set_vlan`` then ``connect``
+``unwire``        ``disconnect`` then ``set_vlan``
 ================  =====================================================================
 
 Hyper-V cannot add or remove NICs of a running
@@ -340,6 +342,28 @@ async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
     setting = (await hv.cim.spawn(Class.VLAN, NAMESPACE)).updated(values)
     await vms.call_service(hv, "AddFeatureSettings",
                            {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
+
+
+async def wire(hv: HyperV, nic: Nic, switch_name: str | None, vlan: int | None) -> None:
+    """Put the NIC's port on ``vlan`` (None: untagged) and connect it to ``switch_name``
+    (``connect`` chooses the switch), the VLAN first: the port never carries traffic on
+    the untagged network or its former VLAN, and when connecting fails it is left
+    disconnected on the new VLAN. A NIC without a port is connected first, then given
+    its VLAN. Safe to repeat. ``set_vlan``'s round trips, then ``connect``'s.
+    """
+    if nic.port is None:
+        await set_vlan(hv, await connect(hv, nic, switch_name), vlan)
+        return
+    await set_vlan(hv, nic, vlan)
+    await connect(hv, nic, switch_name)
+
+
+async def unwire(hv: HyperV, nic: Nic) -> None:
+    """Disconnect the NIC's port, then remove its VLAN: the port never carries traffic
+    untagged, and when disconnecting fails it keeps its VLAN. Safe to repeat.
+    ``disconnect``'s round trips, then ``set_vlan``'s."""
+    await disconnect(hv, nic)
+    await set_vlan(hv, nic, None)
 
 
 def _require_port(nic: Nic) -> CimInstance:
