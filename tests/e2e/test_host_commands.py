@@ -143,6 +143,29 @@ async def test_state_report_lists_a_saved_cloudstack_vm_as_powered_off_for_the_m
     assert names == {"not-ours"}
 
 
+async def test_of_two_vms_of_one_name_the_one_that_is_on_is_the_vm(running: Running) -> None:
+    """Hyper-V tells VMs apart by GUID, so a definition can be left beside a VM of the
+    same name (a host that failed while the VM was started elsewhere, then migrated
+    back). The VM that is on is the one CloudStack means: the report and
+    CheckVirtualMachine (which the MS asks after a move) read it whichever WMI lists
+    first, and the state report still removes the stopped one."""
+    cim = running.emulator
+    check = {"vmName": "i-2-22-VM", "contextMap": {}, "wait": 0}
+    leftover = await _vm_with_notes(running, "i-2-22-VM", ["Created by CloudStack"])
+    live = await _vm_with_notes(running, "i-2-22-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, live, 2))
+    _, checked = await running.answer("com.cloud.agent.api.CheckVirtualMachineCommand", check)
+    assert checked["state"] == "PowerOn"
+    saved = await _vm_with_notes(running, "i-2-22-VM", ["Created by CloudStack"])
+    for state in (2, 6):
+        await ok(cim, await request_state(cim, saved, state))
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and report == [{"i-2-22-VM": "PowerOn"}]
+    left = {str(v["Name"]): v["EnabledState"] for v in await cim.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("ElementName", "i-2-22-VM")))}
+    assert left == {live.key("Name"): 2, saved.key("Name"): 6}, leftover  # stopped one gone
+
+
 async def _vm_with_notes(running: Running, name: str, notes: list[str]) -> ObjectPath:
     cim = running.emulator
     vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(

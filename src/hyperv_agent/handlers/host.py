@@ -295,10 +295,15 @@ def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
 def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
                     failed: set[str]) -> bytes:
     """PowerOn for the VMs reported on, PowerOff for the saved ones and those whose
-    removal failed."""
-    states = {vm.name: PowerState.POWER_ON if kind is _ON else PowerState.POWER_OFF
-              for vm, kind in zip(listed, kinds, strict=True)
-              if kind in (_ON, _OFF) or (kind is _REMOVE and vm.guid in failed)}
+    removal failed. Of VMs sharing a name, one that is on is the one reported (as
+    ``vms.find_vm`` takes it): a definition left beside the running VM must not have the
+    MS stop it."""
+    states: dict[str, PowerState] = {}
+    for vm, kind in zip(listed, kinds, strict=True):
+        if kind is _ON:
+            states[vm.name] = PowerState.POWER_ON
+        elif kind is _OFF or (kind is _REMOVE and vm.guid in failed):
+            states.setdefault(vm.name, PowerState.POWER_OFF)
     return codec.encode_state_report(states)
 
 

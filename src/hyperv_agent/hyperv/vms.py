@@ -373,18 +373,29 @@ def _summary_tuple(answer: MethodResult) -> object:
 async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     """The VM whose ElementName is ``name``; None when there is none. 1 query, read-only.
 
-    Hyper-V does not keep ElementNames unique: with duplicates, the first VM WMI returns
-    is taken (as the C# agent does), which is not a stable choice between calls.
+    Hyper-V does not keep ElementNames unique (it tells VMs apart by GUID): with
+    duplicates, the one that is on is taken — running, else paused, else saved, else
+    any; the first WMI returns among equals. CloudStack runs one VM of a name, so a
+    definition left beside it (by a host that failed while the VM was started
+    elsewhere and then migrated back) is not the VM its commands mean: after a move,
+    the MS asks the destination's CheckVirtualMachine, and reading the leftover's
+    PowerOff would have it fail the move and stop the VM that just arrived.
     """
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
     query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
-    for vm in await hv.cim.query(query, NAMESPACE):
-        guid = vm.string("Name")
-        if guid:
-            remember(hv, name, guid)
-            return VmRef(guid, vm.string("ElementName") or name,
-                         power_state(vm.integer("EnabledState")))
-    return None
+    found = [VmRef(guid, vm.string("ElementName") or name,
+                   power_state(vm.integer("EnabledState")))
+             for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
+    if not found:
+        return None
+    chosen = min(found, key=lambda ref: _NAME_PREFERENCE.get(ref.power, len(_NAME_PREFERENCE)))
+    remember(hv, name, chosen.guid)
+    return chosen
+
+
+#: Which of several VMs of one name ``find_vm`` takes: the first listed that is on.
+_NAME_PREFERENCE: Mapping[PowerState, int] = {
+    PowerState.RUNNING: 0, PowerState.PAUSED: 1, PowerState.SAVED: 2}
 
 
 async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
