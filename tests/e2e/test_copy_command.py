@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 import hashlib
 import io
@@ -645,6 +646,95 @@ async def test_linked_clone_copied_off_its_pool_stands_alone_and_the_pool_is_kep
         assert data["checksum"] == hashlib.md5(copied.read_bytes()).hexdigest()
         properties = (copied.parent / "template.properties").read_text()
         assert f"size={copied.stat().st_size}\n" in properties
+
+
+OTHER_POOL_UUID = "0b2ac2a4-7b0c-4a57-9a8e-3f3d1e0c0a12"
+
+
+async def _linked_clone_and_other_pool(running: Running) -> tuple[Path, Path]:
+    """A root volume made as a linked clone of ``tmpl-1`` in C:\\pool (case B's default), and
+    the folder of a second local pool C:\\pool2, registered as the management server does."""
+    pool = _pool(running)
+    _template_on_pool(running)
+    await _copied(running, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    other = _pool(running, "pool2")
+    _, registered = await running.answer(names.MODIFY_STORAGE_POOL_COMMAND, {
+        "add": True, "localPath": "C:\\pool2", "pool": {
+            "uuid": OTHER_POOL_UUID, "host": "10.1.1.1", "path": "C:\\pool2",
+            "type": "Filesystem"}})
+    assert registered["result"] is True, registered
+    return pool, other
+
+
+def _pool_to_pool() -> dict[str, Any]:
+    """The management server's direct copy between two Filesystem pools (a volume copied
+    across pools without a staging image store): a new volume in C:\\pool2."""
+    return _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                 _volume(_primary("C:\\pool2", uuid=OTHER_POOL_UUID), uuid="copied-uuid",
+                         id=11, volumeId=11))
+
+
+def _hyperv_writes(monkeypatch: pytest.MonkeyPatch, *, fails_when_done: bool = False
+                   ) -> list[Path]:
+    """The files Hyper-V's ConvertVirtualHardDisk writes, in order; with
+    ``fails_when_done`` it writes each whole and then fails, as a volume that fills at the
+    last block leaves it."""
+    written: list[Path] = []
+    convert = vhd.convert
+
+    def converting(source: Path, destination: Path, *args: Any, **kwargs: Any) -> Any:
+        written.append(destination)
+        done = convert(source, destination, *args, **kwargs)
+        if fails_when_done:
+            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
+                          str(destination))
+        return done
+
+    monkeypatch.setattr(vhd, "convert", converting)
+    return written
+
+
+async def test_linked_clone_copied_to_another_pool_is_merged_there_and_stands_alone(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A linked clone copied between pools is merged with its template by Hyper-V straight
+    into the target pool, at an aside name renamed when whole: nothing is written in the
+    source pool (often one being emptied, too full for a merged copy), the data is written
+    once, and the copy no longer stands on the source pool's template."""
+    pool, other = await _linked_clone_and_other_pool(agent)
+    before = listing(pool)
+    written = _hyperv_writes(monkeypatch)
+    data = await _copied(agent, _pool_to_pool())
+    assert (data["path"], data["format"]) == ("copied-uuid", "VHDX")
+    assert [(path.parent, path.name.startswith(".copied-uuid.vhdx.partial-"), path.suffix)
+            for path in written] == [(other, True, ".vhdx")], written
+    copied = other / "copied-uuid.vhdx"
+    info = vhd.read_info(copied)
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+        vhd.DiskType.DYNAMIC, None, GIB)
+    assert vhd.read_data(copied, 0, 11) == b"template os"
+    assert sorted(listing(other)) == ["copied-uuid.vhdx"]
+    assert listing(pool) == before  # the clone and its template as they were, nothing aside
+
+
+async def test_linked_clone_whose_merge_into_another_pool_fails_leaves_nothing_there(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hyper-V wrote the merged disk in the target pool and then failed: the copy fails with
+    the reason, its aside file is removed, the source pool is as it was, and a repeat
+    succeeds."""
+    pool, other = await _linked_clone_and_other_pool(agent)
+    before = listing(pool)
+    written = _hyperv_writes(monkeypatch, fails_when_done=True)
+    await _refused(agent, _pool_to_pool(), "not enough space")
+    assert [path.parent for path in written] == [other], written
+    assert listing(other) == {}
+    assert listing(pool) == before
+
+    monkeypatch.undo()
+    await _copied(agent, _pool_to_pool())
+    assert sorted(listing(other)) == ["copied-uuid.vhdx"]
+    assert listing(pool) == before
 
 
 # --- other combinations -------------------------------------------------------------------

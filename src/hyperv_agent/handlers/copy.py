@@ -10,8 +10,9 @@ B      template on a primary pool                   a differencing disk whose pa
        -> volume on a primary pool                  template (linked clone; the default on
                                                     the same pool), or a full copy, grown
                                                     to ``destTO.size`` when that is larger
-C      volume -> volume (primary <-> image store)   full copy (a linked clone merged with
-                                                    its template first)
+C      volume -> volume (primary <-> image store,   full copy (a linked clone merged with
+       or primary -> primary)                       its template: by Hyper-V straight into
+                                                    a target pool, else beside the source)
 D      volume -> template on a cifs image store     full copy (merged, as C) +
                                                     template.properties
 =====  ===========================================  ======================================
@@ -37,7 +38,6 @@ one file are serialised (``handlers.locks.FileLocks``, shared with the volume co
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ntpath
 import uuid
@@ -242,14 +242,17 @@ class CopyHandler(FileHandlers):
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
-            # a volume in a pool may be a linked clone; one on an image store is not read.
-            # Merged beside the source, not into the target's folder: Hyper-V may not be
-            # able to write to an image store's share (a copy into a pool could merge
-            # there, as MigrateVolume does with copy_standalone; it does not yet).
-            whole = (self.standalone(source) if isinstance(src.data_store, PrimaryDataStoreTO)
-                     else contextlib.nullcontext(source))
-            async with whole as copied:
-                await self.copy_file(copied, target)
+            if not isinstance(src.data_store, PrimaryDataStoreTO):
+                await self.copy_file(source, target)  # not in a pool: never a linked clone
+            elif isinstance(dest.data_store, PrimaryDataStoreTO):
+                # pool -> pool (a cold move between local pools): a linked clone is merged
+                # by Hyper-V straight into the target pool, as MigrateVolume does
+                await self.copy_standalone(source, target)
+            else:
+                # to an image store, whose share Hyper-V may not be able to write: a linked
+                # clone is merged beside the source and that copied
+                async with self.standalone(source) as copied:
+                    await self.copy_file(copied, target)
         return dest.model_copy(update={"path": new_path, "format": fmt})
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
