@@ -18,8 +18,9 @@ import pytest
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
+from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
-from hyperv_agent.hyperv import disks
+from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
@@ -735,6 +736,32 @@ async def test_linked_clone_whose_merge_into_another_pool_fails_leaves_nothing_t
     await _copied(agent, _pool_to_pool())
     assert sorted(listing(other)) == ["copied-uuid.vhdx"]
     assert listing(pool) == before
+
+
+@pytest.mark.parametrize("dest", ["another pool", "template"])
+async def test_merge_of_a_linked_clone_runs_as_long_as_the_management_server_waits(
+    tmp_path: Path, dest: str,
+) -> None:
+    """Merging a large linked clone takes Hyper-V longer than the agent's bound for disk
+    jobs that touch only metadata; the copy's own ``wait`` (``copy.volume.wait``, 3 hours)
+    bounds it, so the copy succeeds instead of failing while Hyper-V still writes."""
+    settings = VmSettings(job_wait=jobs.WaitPolicy(timeout_s=0.3, max_poll_s=0.05))
+    async with serving(_config(tmp_path), vm_settings=settings) as running:
+        pool, other = await _linked_clone_and_other_pool(running)
+        before = listing(pool)
+        body = (_pool_to_pool() if dest == "another pool" else _copy(
+            _volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+            _template(_nfs(), path="template/tmpl/2/301", uuid="new-uuid", id=301,
+                      name="301-2-abc", format=None)))
+        assert body["wait"] == 10800
+        running.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 1.0)
+        data = await _copied(running, body)
+        copied = (other / f"{data['path']}.vhdx" if dest == "another pool"
+                  else tmp_path / "secondary" / data["path"])
+        info = vhd.read_info(copied)
+        assert (info.type, info.parent_path) == (vhd.DiskType.DYNAMIC, None)
+        assert vhd.read_data(copied, 0, 11) == b"template os"
+        assert listing(pool) == before
 
 
 # --- other combinations -------------------------------------------------------------------

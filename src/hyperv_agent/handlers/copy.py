@@ -34,6 +34,8 @@ has the final name. A volume of case B is made whole (cloned or copied, then gro
 an aside name with the disk's extension and renamed into place last, so a failure at any
 step leaves an earlier file of the volume's name as it was. Commands that write or delete
 one file are serialised (``handlers.locks.FileLocks``, shared with the volume commands).
+Hyper-V's merge of a linked clone (cases C and D) may run as long as the command's
+``wait`` (``FileHandlers.disk_job_wait``); its other jobs touch only metadata.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.hostfs import images, properties
-from hyperv_agent.hyperv import disks
+from hyperv_agent.hyperv import disks, jobs
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.s3 import S3Object
@@ -86,13 +88,14 @@ class CopyHandler(FileHandlers):
         fresh copy (a volume in a running VM is never replaced). On failure no partial
         file has the destination's name and ``newData`` is null; a file that was there
         before is left as it was."""
-        new_data = await self._run_case(asked.src_to, asked.dest_to)
+        merge_wait = self.disk_job_wait(asked.wait_s)
+        new_data = await self._run_case(asked.src_to, asked.dest_to, merge_wait)
         if new_data is None:
             raise InvalidRequest(UNSUPPORTED)
         return CopyCmdAnswer(result=True, new_data=new_data)
 
     async def _run_case(self, src: TemplateObjectTO | VolumeObjectTO,
-                        dest: TemplateObjectTO | VolumeObjectTO,
+                        dest: TemplateObjectTO | VolumeObjectTO, merge_wait: jobs.WaitPolicy,
                         ) -> TemplateObjectTO | VolumeObjectTO | None:
         if isinstance(src, TemplateObjectTO):
             if (isinstance(dest, TemplateObjectTO)
@@ -106,10 +109,10 @@ class CopyHandler(FileHandlers):
             return None
         if isinstance(dest, VolumeObjectTO):
             if _is_file_store(src.data_store) and _is_file_store(dest.data_store):
-                return await self._volume_to_volume(src, dest)
+                return await self._volume_to_volume(src, dest, merge_wait)
             return None
         if isinstance(dest.image_data_store, NfsTO):
-            return await self._template_from_volume(src, dest)
+            return await self._template_from_volume(src, dest, merge_wait)
         return None
 
     # --- A: template download to primary -----------------------------------------------
@@ -226,8 +229,8 @@ class CopyHandler(FileHandlers):
 
     # --- C: volume to volume ------------------------------------------------------------
 
-    async def _volume_to_volume(self, src: VolumeObjectTO,
-                                dest: VolumeObjectTO) -> VolumeObjectTO:
+    async def _volume_to_volume(self, src: VolumeObjectTO, dest: VolumeObjectTO,
+                                merge_wait: jobs.WaitPolicy) -> VolumeObjectTO:
         source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         if isinstance(dest.data_store, NfsTO):
@@ -247,11 +250,11 @@ class CopyHandler(FileHandlers):
             elif isinstance(dest.data_store, PrimaryDataStoreTO):
                 # pool -> pool (a cold move between local pools): a linked clone is merged
                 # by Hyper-V straight into the target pool, as MigrateVolume does
-                await self.copy_standalone(source, target)
+                await self.copy_standalone(source, target, merge_wait)
             else:
                 # to an image store, whose share Hyper-V may not be able to write: a linked
                 # clone is merged beside the source and that copied
-                async with self.standalone(source) as copied:
+                async with self.standalone(source, policy=merge_wait) as copied:
                     await self.copy_file(copied, target)
         return dest.model_copy(update={"path": new_path, "format": fmt})
 
@@ -275,8 +278,8 @@ class CopyHandler(FileHandlers):
 
     # --- D: template from a volume ------------------------------------------------------
 
-    async def _template_from_volume(self, src: VolumeObjectTO,
-                                    dest: TemplateObjectTO) -> TemplateObjectTO:
+    async def _template_from_volume(self, src: VolumeObjectTO, dest: TemplateObjectTO,
+                                    merge_wait: jobs.WaitPolicy) -> TemplateObjectTO:
         source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         assert isinstance(dest.image_data_store, NfsTO)
@@ -288,7 +291,7 @@ class CopyHandler(FileHandlers):
         async with self.file_locks.hold(target):
             # merged beside the source: Hyper-V may not be able to write to the image
             # store's share
-            async with self.standalone(source, settings) as whole:
+            async with self.standalone(source, settings, merge_wait) as whole:
                 done = await self.copy_file(whole, target, TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={

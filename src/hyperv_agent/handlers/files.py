@@ -11,6 +11,7 @@ The copying itself (``hostfs.transfer`` with its http, S3 and decompressing read
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import ntpath
 import secrets
@@ -58,9 +59,19 @@ class FileHandlers:
             raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
                              f"the VM or detach the volume first ({kept})")
 
+    def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
+        """The bound of a Hyper-V job that reads and writes a whole disk (a merge) for a
+        command the management server waits ``wait_s`` seconds for (its ``wait``: a
+        CopyCommand's is ``copy.volume.wait``, 3 hours by default): that long, and never
+        shorter than ``job_wait``, which bounds the jobs that only touch metadata. A
+        merge of a large disk takes longer than ``job_wait``; cut off there, the command
+        would fail while the management server still waits and Hyper-V still writes."""
+        return dataclasses.replace(self.job_wait,
+                                   timeout_s=max(self.job_wait.timeout_s, float(wait_s)))
+
     @contextlib.asynccontextmanager
-    async def standalone(self, path: str, settings: disks.DiskSettings | None = None
-                         ) -> AsyncIterator[str]:
+    async def standalone(self, path: str, settings: disks.DiskSettings | None = None,
+                         policy: jobs.WaitPolicy | None = None) -> AsyncIterator[str]:
         """The file to copy for the disk ``path`` so that the copy stands alone: the file
         itself, or, for a differencing disk (a linked clone), a disk Hyper-V merges with
         its parents beside it, removed again after the block. A differencing file copied
@@ -68,7 +79,7 @@ class FileHandlers:
         For copies to an image store, whose share Hyper-V may not be able to write; a copy
         into another pool uses ``copy_standalone``, which merges into the target's folder.
         ``settings``: the disk's, when already read (1 call otherwise; + 1 call and 1 W
-        for the merge)."""
+        for the merge, bounded by ``policy``, default ``job_wait``)."""
         if settings is None:
             settings = await disks.read_settings(self.hv, path, policy=self.job_wait)
         if settings.type is not DiskType.DIFFERENCING:
@@ -78,14 +89,16 @@ class FileHandlers:
         merged = aside.name_for(path) + ntpath.splitext(path)[1]
         with aside.writing(merged):
             try:
-                await disks.merged_copy(self.hv, path, merged, policy=self.job_wait)
+                await disks.merged_copy(self.hv, path, merged,
+                                        policy=policy or self.job_wait)
                 log.info("%s is a differencing disk (parent %s); copying it merged", path,
                          settings.parent_path)
                 yield merged
             finally:
                 await discard(self.files, merged)
 
-    async def copy_standalone(self, source: str, target: str) -> None:
+    async def copy_standalone(self, source: str, target: str,
+                              policy: jobs.WaitPolicy | None = None) -> None:
         """Copy the disk ``source`` to ``target`` in another folder the host's Hyper-V keeps
         disks in (a primary pool), so that the copy stands alone. A differencing disk (a
         linked clone) is merged by Hyper-V straight into an aside file beside ``target``,
@@ -95,7 +108,7 @@ class FileHandlers:
         Hyper-V still runs after a cancellation may write the aside file after it was
         removed; it keeps the agent's aside mark, so the next sweep of the folder removes
         it. Any other disk is copied as it is stored (``copy_file``). 1 call (+ 1 call and 1
-        W for the merge)."""
+        W for the merge, bounded by ``policy``, default ``job_wait``)."""
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         if settings.type is not DiskType.DIFFERENCING:
             await self.copy_file(source, target)
@@ -104,7 +117,7 @@ class FileHandlers:
         log.info("%s is a differencing disk (parent %s); Hyper-V writes it merged to %s",
                  source, settings.parent_path, target)
         async with self.staged(target) as merged:
-            await disks.merged_copy(self.hv, source, merged, policy=self.job_wait)
+            await disks.merged_copy(self.hv, source, merged, policy=policy or self.job_wait)
 
     @property
     def aside_files(self) -> AsideFiles:
