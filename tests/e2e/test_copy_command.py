@@ -580,6 +580,44 @@ async def test_volume_copy_fails_and_writes_nothing_when_source_is_missing(
     assert listing(tmp_path / "secondary") == {}
 
 
+async def test_volume_from_secondary_that_names_a_parent_disk_is_refused_and_not_copied(
+    agent: Running, tmp_path: Path
+) -> None:
+    """A volume on the image store may be one a user uploaded. A differencing disk copied
+    into the pool as it is would make Hyper-V open the parent it names (here another
+    volume in the pool; it could as well be a share of any server) once a VM uses it: the
+    copy is refused, as a downloaded template of that kind is, and nothing reaches the
+    pool."""
+    pool = _pool(agent)
+    victim = _disk(pool / "other-tenant.vhdx", 64 * MIB, b"someone else's data")
+    uploaded = _secondary(tmp_path, "volumes/3/10/abc.vhdx")
+    vhd.create(uploaded, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=victim,
+               parent_locator="C:\\pool\\other-tenant.vhdx")
+    before = listing(pool)
+    details = await _refused(agent, _copy(
+        _volume(_nfs(), path="volumes/3/10/abc.vhdx", format="VHDX"),
+        _volume(_primary(), path="restored", uuid="restored")), "is a differencing disk")
+    assert "a volume must be a whole disk of its own" in details, details
+    assert listing(pool) == before
+
+
+async def test_volume_from_secondary_holding_the_other_format_is_named_by_its_content(
+    agent: Running, tmp_path: Path
+) -> None:
+    """Hyper-V takes a disk's format from its extension: a VHDX uploaded as a .vhd volume
+    arrives in the pool as .vhdx, and the answer's format says so."""
+    pool = _pool(agent)
+    _disk(_pool(agent, "scratch") / "made.vhdx", 64 * MIB, b"vhdx inside")
+    uploaded = _secondary(tmp_path, "volumes/3/10/abc.vhd")
+    uploaded.write_bytes((_pool(agent, "scratch") / "made.vhdx").read_bytes())
+    data = await _copied(agent, _copy(
+        _volume(_nfs(), path="volumes/3/10/abc.vhd", format="VHD"),
+        _volume(_primary(), path="restored", uuid="restored", format="VHD")))
+    assert (data["path"], data["format"]) == ("restored", "VHDX")
+    assert sorted(listing(pool)) == ["restored.vhdx"]
+    assert (pool / "restored.vhdx").read_bytes() == uploaded.read_bytes()
+
+
 # --- D: template from a volume ------------------------------------------------------------
 
 

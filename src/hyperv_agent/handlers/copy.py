@@ -12,7 +12,8 @@ B      template on a primary pool                   a differencing disk whose pa
                                                     to ``destTO.size`` when that is larger
 C      volume -> volume (primary <-> image store,   full copy (a linked clone merged with
        or primary -> primary)                       its template: by Hyper-V straight into
-                                                    a target pool, else beside the source)
+                                                    a target pool, else beside the source);
+                                                    from an image store, checked as in A
 D      volume -> template on a cifs image store     full copy (merged, as C) +
                                                     template.properties
 =====  ===========================================  ======================================
@@ -246,7 +247,13 @@ class CopyHandler(FileHandlers):
         async with self.file_locks.hold(target):
             await self._refuse_if_running(target)
             if not isinstance(src.data_store, PrimaryDataStoreTO):
-                await self.copy_file(source, target)  # not in a pool: never a linked clone
+                # from an image store, where a user may have uploaded it: checked as a
+                # downloaded template is. A differencing disk would make Hyper-V open the
+                # parent it names (any path on the host, or a share of any server) when a
+                # VM uses the volume; a disk cut short is not one; one whose content is
+                # the other format is renamed to match, as Hyper-V goes by the extension
+                target = (await self.download(source, target, kind="volume")).path
+                fmt, new_path = _disk_format_of(target), _named_as(new_path, target)
             elif isinstance(dest.data_store, PrimaryDataStoreTO):
                 # pool -> pool (a cold move between local pools): a linked clone is merged
                 # by Hyper-V straight into the target pool, as MigrateVolume does
@@ -321,6 +328,13 @@ def _is_file_store(store: WrappedTO | None) -> bool:
 
 def _disk_format_of(path: str) -> ImageFormat:
     return ImageFormat(images.format_of(images.disk_suffix_of(path)))
+
+
+def _named_as(path: str, disk: str) -> str:
+    """``path``, its disk extension (if it has one) replaced by that of the file ``disk``."""
+    if not path.lower().endswith(images.DISK_SUFFIXES):
+        return path
+    return ntpath.splitext(path)[0] + ntpath.splitext(disk)[1].lower()
 
 
 def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | None:

@@ -142,10 +142,11 @@ class FileHandlers:
         return await transfer(self.files, source, target, decompress=False, digest=digest,
                               aside=self.aside)
 
-    async def download(self, source: Source, target: str,
-                       checksum: str | None = None) -> Downloaded:
-        """Copy the image ``source`` to ``target`` as ``hostfs.download`` does."""
+    async def download(self, source: Source, target: str, checksum: str | None = None,
+                       kind: str = "template") -> Downloaded:
+        """Copy the image ``source`` to ``target`` as ``hostfs.download`` does: a disk must
+        be a whole disk of its own (``kind`` names it in the refusal)."""
         from hyperv_agent.hostfs.download import download_image
 
         return await download_image(self.files, source, target, checksum=checksum,
-                                    aside=self.aside)
+                                    aside=self.aside, kind=kind)

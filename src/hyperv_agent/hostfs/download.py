@@ -27,18 +27,18 @@ class Downloaded:
 
 
 async def download_image(files: HostFiles, source: Source, target: str, *,
-                         checksum: str | None = None,
-                         aside: AsideFiles | None = None) -> Downloaded:
+                         checksum: str | None = None, aside: AsideFiles | None = None,
+                         kind: str = "template") -> Downloaded:
     """Copy the image ``source`` to the host path ``target`` (a disk or ISO name).
 
     ``checksum`` is checked against the source as stored (before decompression). A disk
     without a VHD or VHDX signature, cut short, or differencing (its parent a file
-    elsewhere) fails the copy (TransferError). On any failure
-    nothing is left under ``target`` or the renamed name, and an earlier file at
-    ``target`` is left as it was; a repeat replaces the file with a fresh copy. Callers
+    elsewhere) fails the copy (TransferError; its details say what a ``kind`` must be). On
+    any failure nothing is left under ``target`` or the renamed name, and an earlier file
+    at ``target`` is left as it was; a repeat replaces the file with a fresh copy. Callers
     serialise downloads to one target.
     """
-    check = _DiskCheck(files, source) if images.is_disk(target) else None
+    check = _DiskCheck(files, source, kind) if images.is_disk(target) else None
     done = await transfer(files, source, target, checksum=checksum, verify=check,
                           aside=aside)
     if check is None or check.suffix is None:
@@ -51,8 +51,9 @@ class _DiskCheck:
     """``transfer``'s verify step: the copy must be a VHD or VHDX disk; ``suffix`` is
     the format its signature shows."""
 
-    def __init__(self, files: HostFiles, source: Source) -> None:
+    def __init__(self, files: HostFiles, source: Source, kind: str) -> None:
         self.files = files
+        self.kind = kind
         self.label = source if isinstance(source, str) else source.label
         self.suffix: str | None = None
 
@@ -60,8 +61,8 @@ class _DiskCheck:
         self.suffix = await images.content_suffix(self.files, copy)
         if self.suffix is None:
             raise TransferError(f"{self.label} is not a VHD or VHDX disk (no disk signature "
-                                "in what it holds); nothing was added to the pool")
+                                "in what it holds); nothing was copied")
         problem = await images.content_problem(self.files, copy, self.suffix)
         if problem is not None:
-            raise TransferError(f"{self.label} {problem}; a template must be a whole disk of "
-                                "its own, and nothing was added to the pool")
+            raise TransferError(f"{self.label} {problem}; a {self.kind} must be a whole disk "
+                                "of its own, and nothing was copied")
