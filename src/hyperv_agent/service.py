@@ -205,7 +205,8 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
     handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
-    handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside).table()
+    handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside,
+                                  job_wait=vm.settings.job_wait).table()
     metrics = Metrics()
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)

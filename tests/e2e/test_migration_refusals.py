@@ -7,6 +7,7 @@ a failed answer of the command's own class; the files, the VM and the agent are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import errno
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,8 @@ import pytest
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
+from hyperv_agent.handlers.vm import VmSettings
+from hyperv_agent.hyperv import jobs
 from tests.e2e.conftest import API, Running, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
@@ -47,6 +50,13 @@ PROMPT_S = 10.0  # far above what any of these answers takes; a hang fails the t
 async def host(tmp_path: Path) -> AsyncIterator[Running]:
     """An agent whose local pool is ``LOCAL_POOL``, with a second local pool ``D:\\pool2``
     registered and the SMB pool of sample 31 registered."""
+    async with _host(tmp_path) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _host(tmp_path: Path, vm_settings: VmSettings | None = None
+                ) -> AsyncIterator[Running]:
     config = tmp_path / "agent.toml"
     config.write_text(f"""
 [agent]
@@ -60,7 +70,7 @@ switches = ["{SWITCH}"]
 '{SHARE}' = '{tmp_path / "share"}'
 """)
     (tmp_path / "share").mkdir()
-    async with serving(load_config(config), backend="emulator") as running:
+    async with serving(load_config(config), vm_settings, backend="emulator") as running:
         _drive(running, "D", "pool2").mkdir(parents=True)
         _local_pool(running).mkdir(parents=True)
         for body in (pool_body(), {"add": True, "localPath": OTHER_POOL,
@@ -216,6 +226,25 @@ async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template
     assert vhd.read_data(arrived, 0, 11) == b"template os"
     assert _files(pool) == ["tmpl-1.vhdx"] and template.read_bytes() == kept
     assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
+
+
+async def test_the_merge_of_a_linked_clone_runs_as_long_as_the_ms_waits_for_the_move(
+    tmp_path: Path,
+) -> None:
+    """Merging a large linked clone takes Hyper-V longer than the agent's bound for jobs
+    that touch only metadata; the command's own ``wait`` bounds it, so the move succeeds
+    instead of failing while Hyper-V still writes."""
+    settings = VmSettings(job_wait=jobs.WaitPolicy(timeout_s=0.3, max_poll_s=0.05))
+    async with _host(tmp_path, settings) as running:
+        _linked_clone(running)
+        body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+        assert body["wait"] == 3600
+        running.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 1.0)
+        kind, moved = await _asked(running, names.MIGRATE_VOLUME_COMMAND, body)
+        assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+        arrived = _drive(running, "D", "pool2") / f"{SPARE}.vhdx"
+        assert vhd.read_info(arrived).parent_path is None
+        assert _files(_local_pool(running)) == ["tmpl-1.vhdx"]
 
 
 async def test_a_linked_clone_moves_out_of_a_pool_too_full_for_a_merged_copy(

@@ -86,8 +86,9 @@ class MigrationHandlers(FileHandlers):
 
     def __init__(self, hv: HyperV, paths: DataPaths, vm_locks: NamedLocks,
                  file_locks: FileLocks, aside: AsideFiles | None = None,
-                 settings: MigrationSettings | None = None) -> None:
-        super().__init__(hv, paths, file_locks, aside=aside)
+                 settings: MigrationSettings | None = None,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+        super().__init__(hv, paths, file_locks, job_wait, aside=aside)
         self.vm_locks = vm_locks
         self.settings = settings or MigrationSettings()
 
@@ -284,7 +285,8 @@ class MigrationHandlers(FileHandlers):
             await self.refuse_if_running(source, "the volume was not moved; the file was kept")
             if await self.files.exists(target):
                 raise InvalidRequest(f"{target} already exists; it is not replaced")
-            await self.copy_standalone(source, target)
+            # A merge of a large linked clone runs as long as the MS waits for the move.
+            await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s))
             await self.files.remove(source)
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
