@@ -12,6 +12,7 @@ import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.hyperv import host
 from tests.s3server import s3_server  # noqa: F401 - the loopback S3 server, per session
 from tests.samba import Samba, SambaUnavailable, start_samba
 
@@ -30,6 +31,14 @@ def requires_tool(name: str) -> pytest.MarkDecorator:
     """Skip when a test oracle is missing, except in CI, where its absence is a failure."""
     missing = shutil.which(name) is None and os.environ.get("CI") != "true"
     return pytest.mark.skipif(missing, reason=f"{name} is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _quick_processor_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session's first host CPU figure reads the hypervisor's run time twice, a second
+    apart (``host.RUN_TIME_SAMPLE_S``); in-process tests wait 20 ms (the emulated
+    processors are as busy over any interval; the tests of the interval set their own)."""
+    monkeypatch.setattr(host, "RUN_TIME_SAMPLE_S", 0.02)
 
 
 @pytest.fixture

@@ -919,6 +919,17 @@ _WIN32: Final = (
                " PercentHypervisorRunTime PercentIdleTime"),
         namespace=CIMV2,
     ),
+    # NOTE: the same counter set raw, as the formatted one above (microsoft/wmi lists both
+    # classes); Timestamp_Sys100NS and Frequency_Sys100NS are Win32_PerfRawData's own
+    # (uint64, its reference page), which every raw counter class inherits.
+    _cls(
+        "Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor",
+        "Win32_PerfRawData",
+        _props("string Name; uint64 PercentTotalRunTime PercentGuestRunTime"
+               " PercentHypervisorRunTime PercentIdleTime Timestamp_Sys100NS"
+               " Frequency_Sys100NS"),
+        namespace=CIMV2,
+    ),
     # NOTE: a formatted/raw performance class (Tcpip "Network Interface" counters); the
     # counters are 64-bit raw values, typed uint64 as the other raw counters are.
     _cls(

@@ -103,3 +103,33 @@ async def test_total_run_time_survives_a_restart_of_the_emulated_host(
     finally:
         await cim.close()
     assert after == before > 0
+
+
+RAW = "Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor"
+
+
+async def test_raw_run_time_grows_by_the_share_the_running_vms_keep_busy(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The raw counter is a PERF_100NSEC_TIMER: run time in 100 ns units, with the
+    time it was read (Timestamp_Sys100NS, 100 ns since 1601); formatted as Perfmon does
+    (100 x its change / the timestamp's), it reads what the formatted class reads."""
+    now = [1_700_000_000.0]
+    cim = EmulatorCim.open(make_config(cpus=8), lambda: now[0])
+    try:
+        await _vm(cim, "busy", cpus=4)
+        first = await _total(cim, RAW)
+        now[0] += 10
+        second = await _total(cim, RAW)
+        formatted = _run_time(await _total(cim))
+    finally:
+        await cim.close()
+    elapsed = (second.integer("Timestamp_Sys100NS") or 0) - (first.integer("Timestamp_Sys100NS")
+                                                              or 0)
+    run = _run_time(second) - _run_time(first)
+    idle = (second.integer("PercentIdleTime") or 0) - (first.integer("PercentIdleTime") or 0)
+    assert elapsed == 10 * 10_000_000
+    assert first.integer("Timestamp_Sys100NS") == (1_700_000_000 + 11_644_473_600) * 10**7
+    assert 100 * run // elapsed == formatted > 0
+    assert run + idle == elapsed
+    assert second.integer("Frequency_Sys100NS") == 10_000_000

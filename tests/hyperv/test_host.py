@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.host import (
+    HYPERVISOR_LP_COUNTERS,
     NIC_RECEIVE_BPS,
     NIC_SEND_BPS,
     UPLINK_RECEIVE_BPS,
@@ -144,7 +146,8 @@ async def test_stats_report_idle_cpu_and_all_memory_free_when_no_vm_runs(
     before = emulator.round_trips()
     stats = await host.host_stats(hv(emulator))
     spent = emulator.round_trips() - before
-    assert spent.calls == 3 and spent.waits == 0  # CPU, memory, network, sent at once
+    # CPU, memory, network, sent at once; the CPU counter read again: a session's first
+    assert spent.calls == 4 and spent.waits == 0
     assert (stats.cpu_utilization_percent, stats.total_memory_kib, stats.free_memory_kib) == (
         0.0, 64 * 1024 * 1024, 64 * 1024 * 1024)
 
@@ -174,7 +177,8 @@ async def test_stats_count_the_management_nics_traffic_not_every_interface(
         session = hv(cim)
         before = cim.round_trips()
         await host.host_stats(session, private_ip)
-        assert (cim.round_trips() - before).calls == 4  # finding the NIC, beside the rest
+        # finding the NIC beside the rest, and the CPU counter's second reading
+        assert (cim.round_trips() - before).calls == 5
         now[0] += 10
         before = cim.round_trips()
         mine = await host.host_stats(session, private_ip)
@@ -229,7 +233,7 @@ async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy
         before = cim.round_trips()
         busy = await host.host_stats(hv(cim))
         spent = cim.round_trips() - before
-        run_time = await _counter(cim, Class.HYPERVISOR_LP_PERF, "PercentTotalRunTime")
+        run_time = await _counter(cim, HYPERVISOR_LP_COUNTERS, "PercentTotalRunTime")
         root_idle = await _counter(cim, "Win32_PerfFormattedData_Counters_ProcessorInformation",
                                    "PercentIdleTime")
     finally:
@@ -305,16 +309,62 @@ async def test_external_switch_is_found_when_the_state_dir_predates_switch_ports
     assert len(adapters) == 1
 
 
+SECOND = 10_000_000  # 100 ns units
+
+
+def _readings(emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+              readings: list[tuple[int, int]]) -> list[int]:
+    """The emulated host's raw run time counter reads ``readings`` (run time, timestamp)
+    in turn; the list returned grows by one per reading."""
+    query = emulator.query
+    taken: list[int] = []
+
+    async def reading(text: str, namespace: str = CIMV2) -> list[CimInstance]:
+        found = await query(text, namespace)
+        if Class.HYPERVISOR_LP_PERF not in text:
+            return found
+        run, at = readings[len(taken)]
+        taken.append(at)
+        return [i.updated(PercentTotalRunTime=run, Timestamp_Sys100NS=at) for i in found]
+
+    monkeypatch.setattr(emulator, "query", reading)
+    return taken
+
+
+async def test_cpu_figure_is_the_run_time_since_the_previous_reading(
+    emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counter is a rate: one reading says nothing, so the session's first figure
+    reads it twice and later ones from the previous reading on; a counter that went back
+    (the host restarted) or a reading older than the window starts a new pair."""
+    late = 5 * SECOND + host.RUN_TIME_WINDOW_100NS + 1
+    taken = _readings(emulator, monkeypatch, [
+        (0, 0), (SECOND // 4, SECOND),  # the first figure: two readings, 25 %
+        (SECOND // 4 + 6 * SECOND // 5, 3 * SECOND),  # 1.2 s run in 2 s: 60 %
+        (SECOND // 10, 4 * SECOND), (SECOND // 10 + SECOND // 2, 5 * SECOND),  # went back
+        (SECOND, late), (SECOND + SECOND // 10, late + SECOND),  # after the window
+    ])
+    figures = [await host.cpu_run_time_percent(hv(emulator), sample_s=0) for _ in range(4)]
+    assert figures == [25.0, 60.0, 50.0, 10.0]
+    assert len(taken) == 7
+
+
 async def test_cpu_run_time_is_clamped_when_the_counter_passes_100(
     emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    query = emulator.query
+    _readings(emulator, monkeypatch, [(0, 0), (SECOND + 1, SECOND)])
+    assert await host.cpu_run_time_percent(hv(emulator), sample_s=0) == 100.0
 
-    async def over(text: str, namespace: str = CIMV2) -> list[CimInstance]:
-        return [i.updated(PercentTotalRunTime=101) for i in await query(text, namespace)]
 
-    monkeypatch.setattr(emulator, "query", over)
-    assert await host.cpu_run_time_percent(hv(emulator)) == 100.0
+async def test_first_cpu_figure_waits_between_its_two_readings(emulator: EmulatorCim) -> None:
+    """Read twice with no time between, the counter would give no figure; the session's
+    first one waits ``sample_s`` between the readings, later ones do not wait."""
+    started = time.monotonic()
+    await host.cpu_run_time_percent(hv(emulator), sample_s=0.3)
+    first_s = time.monotonic() - started
+    started = time.monotonic()
+    await host.cpu_run_time_percent(hv(emulator), sample_s=0.3)
+    assert first_s >= 0.3 > time.monotonic() - started
 
 
 async def test_stats_fail_naming_the_class_when_the_hypervisor_counters_are_missing(

@@ -40,6 +40,9 @@ MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"
 MIGRATION_NETWORK_SETTINGS = "Msvm_VirtualSystemMigrationNetworkSettingData"
 #: The "Hyper-V Hypervisor Logical Processor" counter set.
 HYPERVISOR_LP_COUNTERS = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
+HYPERVISOR_LP_RAW = "Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor"
+SYS_100NS_PER_S = 10_000_000  # Frequency_Sys100NS
+FILETIME_EPOCH_S = 11_644_473_600  # 1601-01-01 to 1970-01-01: Timestamp_Sys100NS's origin
 #: Resource-metering definitions of disk I/O (Msvm_AggregationMetricDefinition):
 #: ElementName, Units, ProgrammaticUnits. Their Ids are the emulator's own.
 DISK_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -107,6 +110,11 @@ class EmulatedHost:
                  worker: Worker | None = None) -> None:
         self.config = config
         self.clock = clock
+        # The processors' run and idle times (in hundredths of 100 ns) and when they were
+        # last read (in 100 ns), integers so that figures formatted from them are exact:
+        # see ``run_time_100ns``.
+        self._run_time, self._idle_time = 0, 0
+        self._run_time_at = round(clock() * SYS_100NS_PER_S)
         self.worker = worker or shared()  # where the host's work runs (see ``worker``)
         self.paths = HostPaths(config)
         self.counters = Counters()
@@ -197,8 +205,8 @@ class EmulatedHost:
         """A state directory an earlier version made, brought up to what this version
         keeps, in one transaction, so the host reads from its first call as one made now:
 
-        - the hypervisor's logical processor counters (``_Total``), which its first boot
-          did not make;
+        - the hypervisor's logical processor counters (``_Total``, formatted and raw),
+          which its first boot did not make;
         - the virtual processors a running or paused VM started with, which its record
           did not keep (``model.remember_running_cpus``);
         - the ports of its switches (``_switch_ports``), which its first boot did not make.
@@ -206,8 +214,9 @@ class EmulatedHost:
         from hyperv_agent.emulator import model  # the VM model imports this module
 
         txn = self.store.transaction()
-        if next(self.records(HYPERVISOR_LP_COUNTERS), None) is None:
-            txn.put(self._hypervisor_counters())
+        for counters in self._hypervisor_counters(
+                lambda name: next(self.records(name), None) is None):
+            txn.put(counters)
         ports = concrete_classes("Msvm_EthernetPortAllocationSettingData", V2_NAMESPACE)
         bare = frozenset(guid for s in self.records("Msvm_VirtualEthernetSwitch")
                          if not model.owned_records(txn, ports, guid := str(s["Name"])))
@@ -464,15 +473,38 @@ class EmulatedHost:
             "Win32_PerfFormattedData_Counters_ProcessorInformation", Name="_Total",
             PercentIdleTime=100, PercentProcessorTime=0,
         )
-        yield self._hypervisor_counters()
+        yield from self._hypervisor_counters()
 
-    def _hypervisor_counters(self) -> Record:
-        """The hypervisor's counters of every logical processor (``_Total``); the run
-        times follow the running VMs when read (``model.computed``)."""
-        return self.new_record(
-            HYPERVISOR_LP_COUNTERS, Name="_Total", PercentTotalRunTime=0,
-            PercentGuestRunTime=0, PercentHypervisorRunTime=0, PercentIdleTime=100,
-        )
+    def _hypervisor_counters(self, missing: Callable[[str], bool] = lambda _: True
+                             ) -> Iterator[Record]:
+        """The hypervisor's counters of every logical processor (``_Total``), formatted
+        and raw, those of the classes ``missing`` names; the run times follow the running
+        VMs when read (``model.computed``)."""
+        if missing(HYPERVISOR_LP_COUNTERS):
+            yield self.new_record(
+                HYPERVISOR_LP_COUNTERS, Name="_Total", PercentTotalRunTime=0,
+                PercentGuestRunTime=0, PercentHypervisorRunTime=0, PercentIdleTime=100)
+        if missing(HYPERVISOR_LP_RAW):
+            yield self.new_record(
+                HYPERVISOR_LP_RAW, Name="_Total", PercentTotalRunTime=0,
+                PercentGuestRunTime=0, PercentHypervisorRunTime=0, PercentIdleTime=0,
+                Timestamp_Sys100NS=0, Frequency_Sys100NS=SYS_100NS_PER_S)
+
+    def run_time_100ns(self, percent: int) -> tuple[int, int, int]:
+        """The raw "_Total" run and idle times of the logical processors and their
+        timestamp, in 100 ns units, the processors having been ``percent`` busy since the
+        previous reading. The emulated host keeps no clock of its guests' work between readings:
+        the run time grows at the rate seen when it is read (where Windows integrates
+        continuously), so a VM started or stopped between two readings counts from the
+        second one. Kept in memory: a restarted emulator starts its count again, as a
+        rebooted host does."""
+        now = round(self.clock() * SYS_100NS_PER_S)
+        elapsed = max(0, now - self._run_time_at)
+        self._run_time += elapsed * percent  # in hundredths, so no reading rounds it
+        self._idle_time += elapsed * (100 - percent)
+        self._run_time_at = max(now, self._run_time_at)
+        return (self._run_time // 100, self._idle_time // 100,
+                self._run_time_at + FILETIME_EPOCH_S * SYS_100NS_PER_S)
 
     def _interface_counters(self) -> Iterator[Record]:
         """The "Network Interface" counters of the two adapters, moving at their steady

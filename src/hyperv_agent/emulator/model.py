@@ -15,6 +15,7 @@ from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.host import (
     HYPERVISOR_LP_COUNTERS,
+    HYPERVISOR_LP_RAW,
     NIC_RECEIVE_BPS,
     NIC_SEND_BPS,
     EmulatedHost,
@@ -251,7 +252,7 @@ def present(txn: Transaction, record: Record) -> bool:
 
 
 _COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem",
-                     HYPERVISOR_LP_COUNTERS)
+                     HYPERVISOR_LP_COUNTERS, HYPERVISOR_LP_RAW)
 
 
 def seen_as_stored(class_def: ClassDef, name: str) -> bool:
@@ -288,4 +289,9 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         run = hypervisor_run_time(host, txn)
         return {"PercentTotalRunTime": run, "PercentGuestRunTime": run,
                 "PercentHypervisorRunTime": 0, "PercentIdleTime": 100 - run}
+    if record.class_def.name == HYPERVISOR_LP_RAW:
+        run_100ns, idle_100ns, at_100ns = host.run_time_100ns(hypervisor_run_time(host, txn))
+        return {"PercentTotalRunTime": run_100ns, "PercentGuestRunTime": run_100ns,
+                "PercentHypervisorRunTime": 0, "PercentIdleTime": idle_100ns,
+                "Timestamp_Sys100NS": at_100ns}
     return {}

@@ -807,6 +807,18 @@ PercentGuestRunTime uint64
 PercentHypervisorRunTime uint64
 PercentIdleTime uint64
 """, namespace=CIMV2_NAMESPACE)
+# The same counters raw, as a refresher reads them before formatting: the run times are
+# PERF_100NSEC_TIMER counters (100 ns of run time, averaged over the logical processors
+# for "_Total"), formatted as 100 x their change / the change of Timestamp_Sys100NS.
+_class("Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor", "Win32_PerfRawData", """
+Name string key
+PercentTotalRunTime uint64
+PercentGuestRunTime uint64
+PercentHypervisorRunTime uint64
+PercentIdleTime uint64
+Timestamp_Sys100NS uint64
+Frequency_Sys100NS uint64
+""", namespace=CIMV2_NAMESPACE)
 _class("Win32_Process", "CIM_Process", """
 Handle string key
 Caption string

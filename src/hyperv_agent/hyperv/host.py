@@ -6,8 +6,10 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ========================  ===================================================================
 ``host_facts``            2 (Win32_Processor and Win32_OperatingSystem, sent concurrently)
 ``host_stats``            3 (hypervisor processor counters, Win32_OperatingSystem, network
-                          interface counters, concurrently; +1 beside them the first time)
-``cpu_run_time_percent``  1 (the hypervisor's logical processor counters, ``_Total``)
+                          interface counters, concurrently; the first time +1 beside them
+                          and +1 after them)
+``cpu_run_time_percent``  1 (the hypervisor's logical processor counters, ``_Total``, raw);
+                          2, a second apart, the session's first time
 ``nic_for_ip``            1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
 ``all_nics``              1 (the same query)
 ``switch_names``          1 (Msvm_VirtualEthernetSwitch)
@@ -152,8 +154,8 @@ async def reboots_guests(hv: HyperV) -> bool:
 async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
     """Host CPU utilisation (``cpu_run_time_percent``), memory and the network byte
     counters of the management NIC, the one holding ``private_ip`` (``_network_bytes``);
-    3 queries sent at once (one round trip of latency; +1 beside them the session's first
-    time, to find that NIC), read-only.
+    3 queries sent at once (one round trip of latency; the session's first time +1 beside
+    them, to find that NIC, and +1 after them, the CPU counter's second reading), read-only.
 
     Raises HyperVError when the hypervisor's logical processor counters or
     Win32_OperatingSystem are missing; without the network interface counters the
@@ -436,16 +438,60 @@ async def _operating_system(hv: HyperV) -> CimInstance:
     return found[0]
 
 
-async def cpu_run_time_percent(hv: HyperV) -> float:
+@dataclass(frozen=True)
+class RunTimeSample:
+    """One reading of the hypervisor's ``_Total`` % Total Run Time counter, raw: run time
+    and the time it was read, both in 100 ns units (a PERF_100NSEC_TIMER counter)."""
+
+    run_100ns: int
+    at_100ns: int
+
+    def percent_since(self, earlier: RunTimeSample) -> float | None:
+        """The counter's value over the time from ``earlier`` to this reading, as Perfmon
+        formats it (100 x run time / elapsed time); None when the two cannot be
+        compared (the same instant, or the counter went back: the host restarted)."""
+        elapsed = self.at_100ns - earlier.at_100ns
+        run = self.run_100ns - earlier.run_100ns
+        if elapsed <= 0 or run < 0:
+            return None
+        return 100.0 * run / elapsed
+
+
+@dataclass
+class _RunTimeKept:
+    """The session's last reading of the run time counter."""
+
+    last: RunTimeSample | None = None
+
+
+#: A reading kept longer than this does not start the next interval: its figure would
+#: average over a time the management server did not ask about.
+RUN_TIME_WINDOW_100NS = 600 * 10_000_000
+#: The interval between two readings taken for one figure (the first of a session, or
+#: after a gap longer than the window): Perfmon's own sample interval.
+RUN_TIME_SAMPLE_S = 1.0
+
+
+async def cpu_run_time_percent(hv: HyperV, sample_s: float | None = None) -> float:
     """How busy the host's logical processors are, 0..100: the hypervisor's
     "Hyper-V Hypervisor Logical Processor(_Total)\\% Total Run Time" (guest plus
-    hypervisor run time, averaged over every logical processor); 1 query, read-only.
+    hypervisor run time, averaged over every logical processor) since the session's
+    previous reading, as KVM's agent reports the host's CPU since its previous report;
+    1 query, read-only. The session's first call (and one after a gap longer than
+    ``RUN_TIME_WINDOW_100NS``, or when the counter went back) reads twice, ``sample_s``
+    (default ``RUN_TIME_SAMPLE_S``) apart: 2 queries.
 
     It is read from the hypervisor because on a Hyper-V host the management OS is itself
     a partition: its Processor and Processor Information counters see only its own
     virtual processors, so a host whose VMs keep every core busy reads nearly idle there.
-    The counter can pass 100 by a hair (it is sampled between two clock reads); the figure
-    is clamped to 0..100.
+    The raw counter class is read and the figure computed from two readings: a rate
+    counter needs two samples, and the formatted class (Win32_PerfFormattedData_*) read
+    once without a refresher — as one WMI query reads it — has only one ("classes derived
+    from Win32_PerfRawData and from Win32_PerfFormattedData must be used with a refresher
+    object", Monitoring Performance Data). The figure can pass 100 by a hair (the counter
+    and the clock are read one after the other); it is clamped to 0..100 and given to
+    hundredths of a percent, as the management server shows it (digits beyond are the
+    noise of reading the two one after the other).
 
     Raises HyperVError naming the class when the host has no such counters (no hypervisor
     running, or its performance counters damaged: ``doctor`` names both and the counter
@@ -454,8 +500,23 @@ async def cpu_run_time_percent(hv: HyperV) -> float:
     reading a plausible but wrong utilisation on the management server would have no sign
     of it, where a failed GetHostStatsCommand names what to fix.
     """
+    kept = hv.kept(_RunTimeKept)
+    earlier = kept.last
+    now = await _run_time_sample(hv)
+    percent = None
+    if earlier is not None and now.at_100ns - earlier.at_100ns <= RUN_TIME_WINDOW_100NS:
+        percent = now.percent_since(earlier)
+    if percent is None:
+        await asyncio.sleep(RUN_TIME_SAMPLE_S if sample_s is None else sample_s)
+        earlier, now = now, await _run_time_sample(hv)
+        percent = now.percent_since(earlier)
+    kept.last = now
+    return round(min(_ALL_PERCENT, max(0.0, percent or 0.0)), 2)
+
+
+async def _run_time_sample(hv: HyperV) -> RunTimeSample:
     query = wql.select(Class.HYPERVISOR_LP_PERF, wql.eq("Name", PERF_TOTAL),
-                       ("Name", "PercentTotalRunTime"))
+                       ("Name", "PercentTotalRunTime", "Timestamp_Sys100NS"))
     try:
         found = await hv.cim.query(query, CIMV2)
     except CimInvalidClass:
@@ -464,10 +525,11 @@ async def cpu_run_time_percent(hv: HyperV) -> float:
             "counters) is missing on this host: is the hypervisor running? If it is, "
             "rebuild the performance counters (lodctr /R, then winmgmt /resyncperf)"
         ) from None
-    run_time = found[0].integer("PercentTotalRunTime") if found else None
-    if run_time is None:
+    run = found[0].integer("PercentTotalRunTime") if found else None
+    at = found[0].integer("Timestamp_Sys100NS") if found else None
+    if run is None or at is None:
         raise HyperVError(f"{Class.HYPERVISOR_LP_PERF} has no {PERF_TOTAL} total run time")
-    return min(_ALL_PERCENT, max(0.0, float(run_time)))
+    return RunTimeSample(run, at)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -166,7 +166,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
         "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway",
         "Description")),
-    ClassUse(Class.HYPERVISOR_LP_PERF, CIMV2, properties=("Name", "PercentTotalRunTime"),
+    ClassUse(Class.HYPERVISOR_LP_PERF, CIMV2,
+             properties=("Name", "PercentTotalRunTime", "Timestamp_Sys100NS"),
              counters=True),
     ClassUse(Class.NIC_PERF, CIMV2, properties=(
         "Name", "BytesReceivedPersec", "BytesSentPersec"), counters=True,

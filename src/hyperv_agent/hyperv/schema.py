@@ -63,7 +63,7 @@ class Class:
     #: logical processor, whichever partition (a VM or the management OS) runs on it; the
     #: management OS's own Processor / Processor Information counters see only its
     #: virtual processors, so they read idle on a host whose VMs are busy
-    HYPERVISOR_LP_PERF = "Win32_PerfFormattedData_HvStats_HyperVHypervisorLogicalProcessor"
+    HYPERVISOR_LP_PERF = "Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor"
     NIC_PERF = "Win32_PerfRawData_Tcpip_NetworkInterface"
     #: "Hyper-V Virtual Storage Device" counters: one per virtual hard disk a running VM
     #: has open, named after its file; raw "...Persec" values are totals since it opened
