@@ -255,6 +255,28 @@ async def test_unreachable_host_is_one_line_naming_the_host() -> None:
     assert "\n" not in message and PASSWORD not in message
 
 
+async def test_a_host_that_never_accepts_the_connection_fails_at_the_connect_timeout(
+        ) -> None:
+    """A host that drops the connection attempt (powered off, a firewall dropping
+    packets) fails after connect_timeout_s, not after the operation timeout: a
+    listener whose backlog is full answers no further SYN."""
+    with socket.socket() as listener, socket.socket() as held:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        held.connect(("127.0.0.1", port))  # fills the backlog; nothing is accepted
+        cim = client(f"http://127.0.0.1:{port}/wsman", connect_timeout_s=1,
+                     operation_timeout_s=20)
+        started = time.monotonic()
+        with pytest.raises(CimUnavailable) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        elapsed = time.monotonic() - started
+        await cim.close()
+    assert elapsed < 5
+    assert str(raised.value) == (f"127.0.0.1:{port}: cannot reach the WinRM service (no "
+                                 "connection within 1 s)")
+
+
 async def test_untrusted_certificate_is_one_line_naming_the_host(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     async with face(emulator, tmp_path / "face", tls=True) as served:

@@ -136,9 +136,12 @@ class Transport:
             self._check_refusal()  # noted while this request waited for its slot
             self.requests += 1
             call = _Call()
+            # No per-call ``timeout``: pypsrp would then use timeout + 2 s as both the
+            # connect and the read timeout of the HTTP request, in place of the session's
+            # (connect_timeout_s, operation timeout + ANSWER_GRACE_S); the OperationTimeout
+            # header is the session's operation_timeout either way.
             work = functools.partial(self._with_session, lambda wsman: wsman.invoke(
-                action, resource_uri, body, option_set=options, selector_set=selectors,
-                timeout=self.settings.operation_timeout_s), call)
+                action, resource_uri, body, option_set=options, selector_set=selectors), call)
             running = asyncio.get_running_loop().run_in_executor(
                 self._workers, functools.partial(contextvars.copy_context().run, work))
             try:
@@ -238,7 +241,7 @@ class Transport:
             operation_timeout=s.operation_timeout_s, port=s.port, username=s.username,
             password=s.password, ssl=s.ssl, path=s.path, auth=s.auth,
             cert_validation=verify, connection_timeout=int(s.connect_timeout_s),
-            read_timeout=s.operation_timeout_s + 10, no_proxy=True, **extra)
+            read_timeout=int(s.operation_timeout_s + ANSWER_GRACE_S), no_proxy=True, **extra)
 
     def close(self) -> None:
         with self._lock:
@@ -268,9 +271,8 @@ class Transport:
         except requests.exceptions.ChunkedEncodingError:
             raise CimUnavailable(f"{where}: the connection broke during the WinRM service's "
                                  "answer") from None
-        except requests.exceptions.Timeout:
-            raise CimUnavailable(f"{where}: no answer from the WinRM service within "
-                                 f"{self.settings.operation_timeout_s} s") from None
+        except requests.exceptions.Timeout as error:
+            raise self._timed_out(error) from None
         except requests.exceptions.RequestException as error:
             raise CimUnavailable(f"{where}: cannot reach the WinRM service "
                                  f"({_reason(error)})") from None
@@ -279,6 +281,14 @@ class Transport:
         except (ParseError, DefusedXmlException) as error:  # pypsrp reads every answer
             raise CimUnavailable(f"{where}: the WinRM service's answer is not well-formed "
                                  f"XML ({faults.one_line(str(error))[:200]})") from None
+
+    def _timed_out(self, error: requests.exceptions.Timeout) -> CimUnavailable:
+        where = self.settings.where
+        if isinstance(error, requests.exceptions.ConnectTimeout):
+            return CimUnavailable(f"{where}: cannot reach the WinRM service (no connection "
+                                  f"within {self.settings.connect_timeout_s:g} s)")
+        return CimUnavailable(f"{where}: no answer from the WinRM service within "
+                              f"{self.settings.operation_timeout_s} s")
 
     def _fault(self, error: WSManFaultError) -> CimError:
         context = error.__context__
