@@ -75,6 +75,11 @@ class CimUnavailable(CimError):
     """The namespace or host cannot be reached (RPC server unavailable, WinRM down)."""
 
 
+class CimTimedOut(CimUnavailable):
+    """The host did not finish the operation within its timeout (WS-Man ``TimedOut``): a
+    Pull may be sent again, its enumeration context still valid."""
+
+
 class CimResponseTooLarge(CimError):
     """The answer would not fit the transport's envelope limit (WS-Man EncodingLimit)."""
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -20,9 +21,10 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.wsman import backend, transport
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
+from hyperv_agent.cim.wsman.names import PULL
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.emulator.winrm import server
+from hyperv_agent.emulator.winrm import server, soap
 from hyperv_agent.errors import (
     CimAccessDenied,
     CimError,
@@ -31,6 +33,7 @@ from hyperv_agent.errors import (
     CimInvalidQuery,
     CimNotFound,
     CimResponseTooLarge,
+    CimTimedOut,
     CimUnavailable,
 )
 from hyperv_agent.hyperv import vms
@@ -470,3 +473,74 @@ async def test_an_answer_cut_off_midway_says_so_naming_the_host(tmp_path: Path) 
 
     port, message = await _unavailable(cut, tmp_path)
     assert message == f"127.0.0.1:{port}: the connection broke during the WinRM service's answer"
+
+
+# --- a host whose provider is slow to produce the next items ----------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _slow_pulls(url: str, tls_dir: Path, timed_out: int) -> AsyncIterator[str]:
+    """A stand-in in front of the face at ``url`` (https, Basic) that answers the first
+    ``timed_out`` Pulls with the w:TimedOut fault WinRM sends when no items were ready
+    within the OperationTimeout, and forwards every other request."""
+    pulls = 0
+
+    async def forward(request: web.Request) -> web.Response:
+        nonlocal pulls
+        data = await request.read()
+        asked = soap.read_request(data, 512000)
+        if asked.action == PULL and pulls < timed_out:
+            pulls += 1
+            fault = soap.Fault("w:TimedOut", "The WS-Management service cannot complete the "
+                               "operation within the time specified in OperationTimeout.",
+                               sender=False, code=2150858793)
+            return web.Response(status=500, content_type="application/soap+xml",
+                                charset="utf-8",
+                                text=soap.fault_envelope(fault, asked.message_id, "HV01"))
+        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=data, headers=headers, ssl=False) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                headers={"Content-Type": answer.headers["Content-Type"]})
+
+    runner, port = await _stand_in(forward, tls_dir)
+    try:
+        yield f"https://127.0.0.1:{port}/wsman"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_pull_that_timed_out_is_sent_again(emulator: EmulatorCim, tmp_path: Path
+                                                   ) -> None:
+    """w:TimedOut on a Pull leaves the enumeration context valid: the same Pull is sent
+    again and the query answers every instance (a small envelope makes the face answer
+    the VMs' settings over several pulls)."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    direct = await emulator.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _slow_pulls(served.url, tmp_path / "stand-in", timed_out=2) as url:
+        cim = client(url, max_envelope_bytes=8192)
+        try:
+            found = await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        finally:
+            await cim.close()
+        assert served.service.enumerations.open_count == 0
+    assert sorted(str(i["InstanceID"]) for i in found) == sorted(
+        str(i["InstanceID"]) for i in direct)
+    assert len(direct) >= 12
+
+
+async def test_pulls_that_keep_timing_out_fail_and_release_the_context(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _slow_pulls(served.url, tmp_path / "stand-in", timed_out=100) as url:
+        cim = client(url, max_envelope_bytes=8192)
+        try:
+            with pytest.raises(CimTimedOut, match="OperationTimeout"):
+                await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        finally:
+            await cim.close()
+        assert served.service.enumerations.open_count == 0

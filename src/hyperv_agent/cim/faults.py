@@ -23,6 +23,7 @@ from hyperv_agent.errors import (
     CimInvalidQuery,
     CimNotFound,
     CimResponseTooLarge,
+    CimTimedOut,
     CimUnavailable,
 )
 
@@ -84,7 +85,7 @@ _BY_SUBCODE: dict[str, type[CimError]] = {
     "AccessDenied": CimAccessDenied,
     "CannotProcessFilter": CimInvalidQuery,
     "EncodingLimit": CimResponseTooLarge,
-    "TimedOut": CimUnavailable,
+    "TimedOut": CimTimedOut,
     "QuotaLimit": CimUnavailable,
     "InvalidSelectors": CimNotFound,
 }

@@ -19,6 +19,7 @@ import contextlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from xml.etree.ElementTree import Element
 
 from pypsrp.wsman import OptionSet
 
@@ -61,7 +62,12 @@ from hyperv_agent.cim.wsman.names import (
 from hyperv_agent.cim.wsman.reading import read_instance
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.cim.wsman.transport import NameSelectors, PathSelectors, Transport
-from hyperv_agent.errors import CimError, CimInvalidParameter, CimResponseTooLarge
+from hyperv_agent.errors import (
+    CimError,
+    CimInvalidParameter,
+    CimResponseTooLarge,
+    CimTimedOut,
+)
 
 _SELECT = re.compile(r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+(?P<class>[A-Za-z_]\w*)",
                      re.IGNORECASE | re.DOTALL)
@@ -70,6 +76,9 @@ MAX_ELEMENTS = 32000  # WinRM's MaxBatchItems; the envelope size bounds a batch 
 # sends EndOfSequence): far beyond a Hyper-V host's 1,024 VMs with all their settings.
 MAX_PULLS = 10_000
 MAX_ENUMERATED = 2_000_000
+# Pulls in a row answered w:TimedOut before the enumeration is given up (our choice: the
+# provider produced nothing for this many OperationTimeouts).
+PULL_TIMEOUTS = 4
 
 
 @dataclass(frozen=True)
@@ -180,8 +189,7 @@ class WsmanCim(Cim):
                     raise CimError(f"{self.transport.settings.where}: the enumeration of "
                                    f"{wql!r} did not end after {pulls} pulls and {len(items)} "
                                    "instances; its answer is not used")
-                body = await self.transport.send(PULL, uri, envelope.pull_body(batch.context,
-                                                                               MAX_ELEMENTS))
+                body = await self._pull(uri, batch.context)
                 pulls += 1
                 batch = envelope.read_batch(body)
                 items.extend(batch.items)
@@ -190,6 +198,21 @@ class WsmanCim(Cim):
                 await self._release(uri, batch.context)
             raise
         return items
+
+    async def _pull(self, uri: str, context: str) -> Element:
+        """The answer to a Pull. A ``w:TimedOut`` fault (no items ready within the
+        OperationTimeout: a slow provider) leaves the enumeration context valid
+        (WS-Enumeration, Pull), so the same Pull is sent again, up to PULL_TIMEOUTS times
+        in a row."""
+        timeouts = 0
+        while True:
+            try:
+                return await self.transport.send(PULL, uri, envelope.pull_body(context,
+                                                                               MAX_ELEMENTS))
+            except CimTimedOut:
+                timeouts += 1
+                if timeouts >= PULL_TIMEOUTS:
+                    raise
 
     async def _release(self, uri: str, context: str) -> None:
         with contextlib.suppress(CimError):  # the host drops it on its own after a while
