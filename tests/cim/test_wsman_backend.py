@@ -22,6 +22,7 @@ from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.wsman import backend, transport
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
 from hyperv_agent.cim.wsman.names import PULL
+from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.winrm import server, soap
@@ -35,6 +36,7 @@ from hyperv_agent.errors import (
     CimResponseTooLarge,
     CimTimedOut,
     CimUnavailable,
+    ConfigError,
 )
 from hyperv_agent.hyperv import vms
 from tests.emulator.kit import define_vm, devices, service
@@ -544,3 +546,13 @@ async def test_pulls_that_keep_timing_out_fail_and_release_the_context(
         finally:
             await cim.close()
         assert served.service.enumerations.open_count == 0
+
+
+def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path: Path
+                                                                       ) -> None:
+    """WinRM takes client certificates over HTTPS only; over http the session would have
+    to seal every message, which certificate authentication cannot."""
+    with pytest.raises(ConfigError, match="certificate authentication needs https"):
+        WsmanSettings(url="http://hv01.example:5985/wsman", auth="certificate",
+                      certificate_pem=tmp_path / "cert.pem",
+                      certificate_key_pem=tmp_path / "key.pem")

@@ -46,6 +46,11 @@ class WsmanSettings:
         if self.auth == "certificate" and (self.certificate_pem is None
                                            or self.certificate_key_pem is None):
             raise ConfigError("certificate authentication needs a certificate and its key")
+        if self.auth == "certificate" and parts.scheme == "http":
+            # WinRM takes client certificates only in the TLS handshake, and over http a
+            # message is sealed with the Negotiate/Kerberos session, which it has none of
+            raise ConfigError("certificate authentication needs https (WinRM's HTTPS "
+                              "listener, port 5986)")
 
     @property
     def ssl(self) -> bool:
