@@ -80,6 +80,11 @@ class CimTimedOut(CimUnavailable):
     Pull may be sent again, its enumeration context still valid."""
 
 
+class CimEnumerationExpired(CimError):
+    """The host no longer knows an enumeration context (WS-Enumeration
+    ``InvalidEnumerationContext``): it expired, was released, or the service restarted."""
+
+
 class CimResponseTooLarge(CimError):
     """The answer would not fit the transport's envelope limit (WS-Man EncodingLimit)."""
 

@@ -480,11 +480,17 @@ async def test_an_answer_cut_off_midway_says_so_naming_the_host(tmp_path: Path) 
 # --- a host whose provider is slow to produce the next items ----------------------------------
 
 
+TIMED_OUT = soap.Fault("w:TimedOut", "The WS-Management service cannot complete the "
+                       "operation within the time specified in OperationTimeout.",
+                       sender=False, code=2150858793)
+
+
 @contextlib.asynccontextmanager
-async def _slow_pulls(url: str, tls_dir: Path, timed_out: int) -> AsyncIterator[str]:
+async def _slow_pulls(url: str, tls_dir: Path, timed_out: int,
+                      fault: soap.Fault = TIMED_OUT) -> AsyncIterator[str]:
     """A stand-in in front of the face at ``url`` (https, Basic) that answers the first
-    ``timed_out`` Pulls with the w:TimedOut fault WinRM sends when no items were ready
-    within the OperationTimeout, and forwards every other request."""
+    ``timed_out`` Pulls with ``fault`` (by default the w:TimedOut WinRM sends when no
+    items were ready within the OperationTimeout), and forwards every other request."""
     pulls = 0
 
     async def forward(request: web.Request) -> web.Response:
@@ -493,9 +499,6 @@ async def _slow_pulls(url: str, tls_dir: Path, timed_out: int) -> AsyncIterator[
         asked = soap.read_request(data, 512000)
         if asked.action == PULL and pulls < timed_out:
             pulls += 1
-            fault = soap.Fault("w:TimedOut", "The WS-Management service cannot complete the "
-                               "operation within the time specified in OperationTimeout.",
-                               sender=False, code=2150858793)
             return web.Response(status=500, content_type="application/soap+xml",
                                 charset="utf-8",
                                 text=soap.fault_envelope(fault, asked.message_id, "HV01"))
@@ -556,3 +559,23 @@ def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path:
         WsmanSettings(url="http://hv01.example:5985/wsman", auth="certificate",
                       certificate_pem=tmp_path / "cert.pem",
                       certificate_key_pem=tmp_path / "key.pem")
+
+
+async def test_an_enumeration_the_host_forgot_is_read_again_from_its_start(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A Pull answered wsen:InvalidEnumerationContext (the host dropped the context 60 s
+    after its last answer, or its service restarted) starts the query again, once."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    direct = await emulator.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+    forgot = soap.Fault("n:InvalidEnumerationContext", "The enumeration context supplied "
+                        "in the message is not valid.")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _slow_pulls(served.url, tmp_path / "stand-in", 1, forgot) as url:
+        cim = client(url, max_envelope_bytes=8192)
+        try:
+            found = await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        finally:
+            await cim.close()
+    assert sorted(str(i["InstanceID"]) for i in found) == sorted(
+        str(i["InstanceID"]) for i in direct)

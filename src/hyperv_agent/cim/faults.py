@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hyperv_agent.errors import (
     CimAccessDenied,
+    CimEnumerationExpired,
     CimError,
     CimInvalidClass,
     CimInvalidMethod,
@@ -88,6 +89,7 @@ _BY_SUBCODE: dict[str, type[CimError]] = {
     "TimedOut": CimTimedOut,
     "QuotaLimit": CimUnavailable,
     "InvalidSelectors": CimNotFound,
+    "InvalidEnumerationContext": CimEnumerationExpired,
 }
 _BY_DETAIL: dict[str, type[CimError]] = {
     "ResourceNotFound": CimNotFound,

@@ -63,6 +63,7 @@ from hyperv_agent.cim.wsman.reading import read_instance
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.cim.wsman.transport import NameSelectors, PathSelectors, Transport
 from hyperv_agent.errors import (
+    CimEnumerationExpired,
     CimError,
     CimInvalidParameter,
     CimResponseTooLarge,
@@ -177,6 +178,16 @@ class WsmanCim(Cim):
         return [await self._typed(item, from_class, columns != "*", namespace) for item in raw]
 
     async def _enumerate(self, wql: str, namespace: str) -> list[RawInstance]:
+        """The query's instances. When the host no longer knows the enumeration between
+        two pulls (it drops a context EnumerationTimeoutms, 60 s, after its last answer:
+        a Pull that waited that long for a free request slot, or a restart of the
+        service), the query is read again from its start, once: it changes nothing."""
+        try:
+            return await self._enumerate_once(wql, namespace)
+        except CimEnumerationExpired:
+            return await self._enumerate_once(wql, namespace)
+
+    async def _enumerate_once(self, wql: str, namespace: str) -> list[RawInstance]:
         uri = all_classes_uri(namespace)
         body = await self.transport.send(ENUMERATE, uri, envelope.enumerate_body(wql,
                                                                                  MAX_ELEMENTS))
@@ -193,8 +204,10 @@ class WsmanCim(Cim):
                 pulls += 1
                 batch = envelope.read_batch(body)
                 items.extend(batch.items)
-        except CimError:  # the host's context is let go at once, not left to its timeout
-            if not batch.ended and batch.context is not None:
+        except CimError as error:  # the host's context is let go at once, not left to its
+            # timeout (unless the host said it no longer has it)
+            if not (batch.ended or batch.context is None
+                    or isinstance(error, CimEnumerationExpired)):
                 await self._release(uri, batch.context)
             raise
         return items
