@@ -457,9 +457,42 @@ async def test_iso_is_inserted_swapped_and_ejected_when_running_vm_has_a_dvd_dri
         assert answer["disk"]["data"][names.TEMPLATE_OBJECT_TO]["path"] == f"iso/2/205/{name}"
         states.append((await _layout(agent.emulator, vm))[("ide1", 0)])
     assert states == [("dvd", _iso("tools.iso")), ("dvd", _iso("other.iso")), ("dvd", "")]
-    _, answer = await agent.answer(DETTACH, {"vmName": "i-2-20-VM",
-                                             "disk": _iso_disk("iso/2/205/other.iso")})
-    assert answer["result"] is False and "not attached" in answer["details"]
+
+
+async def test_iso_dettach_repeated_succeeds_without_change_when_dvd_drive_is_empty(
+    agent: Running,
+) -> None:
+    # The MS keeps a VM's ISO in its records until a detach succeeds: a retry after a lost
+    # answer finds the drive already empty and must not fail, or the ISO cannot be
+    # detached again while the VM runs.
+    vm = await _start(agent, "i-2-25-VM")
+    body = {"vmName": "i-2-25-VM", "disk": _iso_disk("iso/2/205/tools.iso")}
+    await _ok(agent, ATTACH, body)
+    first = await _ok(agent, DETTACH, body)
+    assert "ejected from the DVD drive at IDE 1 slot 0" in first["details"]
+    key, again = await agent.answer(DETTACH, body)
+    assert (key, again["result"]) == (names.DETTACH_ANSWER, True), again
+    assert again["details"] == (f"{_iso('tools.iso')} is not in VM i-2-25-VM: its DVD drive "
+                                "at IDE 1 slot 0 is empty; nothing changed")
+    assert (await _layout(agent.emulator, vm))[("ide1", 0)] == ("dvd", "")
+    legacy = {"vmName": "i-2-25-VM", "attach": False, "isoPath": "iso/2/205/tools.iso",
+              "storeUrl": STORE_URL}
+    assert "is empty; nothing changed" in (await _ok(agent, ATTACH_ISO, legacy))["details"]
+
+
+async def test_iso_dettach_fails_and_ejects_nothing_when_dvd_drive_holds_another_iso(
+    agent: Running,
+) -> None:
+    vm = await _start(agent, "i-2-26-VM")
+    await _ok(agent, ATTACH, {"vmName": "i-2-26-VM", "disk": _iso_disk("iso/2/205/other.iso")})
+    key, answer = await agent.answer(DETTACH, {"vmName": "i-2-26-VM",
+                                               "disk": _iso_disk("iso/2/205/tools.iso")})
+    assert (key, answer["result"]) == (names.DETTACH_ANSWER, False), answer
+    assert answer["details"] == (
+        "DettachCommand failed: the disk image is not attached: VM i-2-26-VM does not hold "
+        f"{_iso('tools.iso')}; its DVD drive at IDE 1 slot 0 holds {_iso('other.iso')}; "
+        "nothing was changed")
+    assert (await _layout(agent.emulator, vm))[("ide1", 0)] == ("dvd", _iso("other.iso"))
 
 
 async def test_attach_iso_refuses_clearly_when_running_gen1_vm_has_no_dvd_drive(

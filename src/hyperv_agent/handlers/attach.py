@@ -15,11 +15,17 @@ Choices, and why:
 - VM not on this host: success, with ``details`` saying so. The MS attaches and
   detaches volumes of a stopped VM in its database and passes them in the next
   StartCommand, so there is nothing to do here (the C# agent answers the same, silently).
-- Detaching an image the VM does not hold: a failure, "the disk image is not attached"
-  (the C# agent's answer). A success would tell the MS the VM changed when it did not,
-  and hide a mismatch between the MS's records and the host (for example, a volume
-  attached under another file name); the failure names the file and the VM. The way out
-  for an operator is to detach while the VM is stopped, which needs no host.
+- Detaching a volume the VM does not hold: a failure, "the disk image is not attached"
+  (the C# agent's answer, and KVM's). A success would tell the MS the VM changed when it
+  did not, and hide a mismatch between the MS's records and the host (for example, a
+  volume attached under another file name); the failure names the file and the VM. The
+  way out for an operator is to detach while the VM is stopped, which needs no host.
+- Detaching an ISO the VM does not hold: success, nothing changed, when the VM's DVD drive
+  is empty (or it has none), which is what the MS asks for; so a retry after a lost
+  answer succeeds, as XenServer's resource answers it. Without that, the MS, which keeps
+  the VM's ISO in its records after a failed detach, could not detach it again while the
+  VM runs. A DVD drive holding another ISO is a mismatch: a failure naming both, nothing
+  ejected (that ISO may be one the MS does not know of).
 - Attaching what is already attached at that place: success, nothing changed, so a
   retry after a lost answer is safe.
 """
@@ -136,9 +142,10 @@ class AttachHandlers:
 
         DATADISK: the drive and its medium are removed from the VM. ISO: the ISO is
         ejected and the DVD drive stays; an ISO disk naming no ISO empties the DVD drive
-        of whatever it holds (an empty drive: success, nothing changed). The image not
-        attached to the VM: a failed answer, "the disk image is not attached", nothing
-        changed (see the module notes).
+        of whatever it holds (an empty drive: success, nothing changed). A volume not
+        attached to the VM, or an ISO not in it while its DVD drive holds another: a
+        failed answer, "the disk image is not attached", nothing changed; an ISO not in
+        it while the drive is empty: success, nothing changed (see the module notes).
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
@@ -170,14 +177,28 @@ class AttachHandlers:
             vm = await vms.find_vm(self.hv, vm_name)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
-            if image.kind == DATADISK:
-                drive = await drives.detach_volume(self.hv, vm, image.path)
-            else:
-                drive = await drives.eject_iso(self.hv, vm, image.path)
+            if image.kind == ISO:
+                return await self._eject(vm, image.path)
+            drive = await drives.detach_volume(self.hv, vm, image.path)
         if drive is None:
             raise InvalidRequest(_not_attached(image.path, vm_name))
-        done = "removed from" if image.kind == DATADISK else "ejected from the DVD drive at"
-        return f"{image.path} {done} {drive.where} of VM {vm_name}; the file is kept"
+        return f"{image.path} removed from {drive.where} of VM {vm_name}; the file is kept"
+
+    async def _eject(self, vm: vms.VmRef, path: str) -> str:
+        """The ISO ``path`` taken out of the VM's DVD drive; held by the caller's VM lock.
+        Not in a drive: success when the DVD drive is empty or missing, else
+        InvalidRequest naming what the drive holds (see the module notes)."""
+        drive = await drives.eject_iso(self.hv, vm, path)
+        if drive is not None:
+            return (f"{path} ejected from the DVD drive at {drive.where} of VM {vm.name}; "
+                    "the file is kept")
+        cd = (await drives.read_storage(self.hv, vm)).dvd_drive()
+        if cd is not None and cd.image is not None:
+            raise InvalidRequest(f"the disk image is not attached: VM {vm.name} does not hold "
+                                 f"{path}; its DVD drive at {cd.where} holds {cd.image}; "
+                                 "nothing was changed")
+        where = f"its DVD drive at {cd.where} is empty" if cd else "it has no DVD drive"
+        return f"{path} is not in VM {vm.name}: {where}; nothing changed"
 
     # --- AttachIsoCommand ---------------------------------------------------------------
 
@@ -208,10 +229,7 @@ class AttachHandlers:
                 return _absent(asked.vm_name, "nothing was changed")
             if asked.attach:
                 return _placed(path, vm.name, await drives.insert_iso(self.hv, vm, path))
-            drive = await drives.eject_iso(self.hv, vm, path)
-        if drive is None:
-            raise InvalidRequest(_not_attached(path, asked.vm_name))
-        return f"{path} ejected from the DVD drive at {drive.where} of VM {asked.vm_name}"
+            return await self._eject(vm, path)
 
     # --- GetVmDiskStatsCommand ----------------------------------------------------------
 
