@@ -198,6 +198,25 @@ async def test_attach_refuses_when_slot_holds_another_volume(agent: Running) -> 
     assert await _layout(agent.emulator, vm) == before
 
 
+async def test_attach_fails_naming_the_other_vm_when_it_holds_the_volume(
+    agent: Running,
+) -> None:
+    await _start(agent, "i-2-27-VM", data_seq=1)
+    vm = await _start(agent, "i-2-28-VM")
+    before = await _layout(agent.emulator, vm)
+    key, answer = await agent.answer(ATTACH, {"vmName": "i-2-28-VM",
+                                              "disk": _data_disk("i-2-27-VM-data", 1)})
+    assert (key, answer["result"]) == (names.ATTACH_ANSWER, False), answer
+    assert answer["details"] == (
+        f"AttachCommand failed: {_file('i-2-27-VM-data')} is attached to VM i-2-27-VM "
+        "(running), so Hyper-V cannot attach it to VM i-2-28-VM; detach it from i-2-27-VM "
+        "first")
+    assert await _layout(agent.emulator, vm) == before  # no drive left behind
+    _, retry = await agent.answer(ATTACH, {"vmName": "i-2-28-VM",
+                                           "disk": _data_disk("i-2-27-VM-data", 1)})
+    assert retry["details"] == answer["details"]  # the agent keeps serving, the same way
+
+
 async def test_attach_hot_adds_to_a_vm_started_without_data_disks(agent: Running) -> None:
     vm = await _start(agent, "i-2-14-VM")  # ROOT and DVD only; StartCommand adds SCSI
     before = await _layout(agent.emulator, vm)

@@ -49,14 +49,14 @@ from hyperv_agent.cloudstack.objects import (
     DiskTO,
     VmDiskStatsEntry,
 )
-from hyperv_agent.errors import InvalidRequest, PathNotAllowed
+from hyperv_agent.errors import HyperVError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import diskstats, drives, vms
+from hyperv_agent.hyperv import disks, diskstats, drives, vms
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
@@ -106,7 +106,8 @@ class AttachHandlers:
         TemplateObjectTO without ``path``) leaves the DVD drive empty: an ISO in it is
         ejected, a missing drive added empty. Already attached there: success, nothing
         changed. Another disk type, a path outside its store, a missing file or a bad
-        ``diskSeq``: a failed answer, nothing changed. VM not on this host: success,
+        ``diskSeq``: a failed answer, nothing changed; so is a volume in a drive of
+        another VM (Hyper-V refuses it; the answer names that VM). VM not on this host: success,
         nothing done (details say so). A failed Hyper-V step leaves the VM as it was (a
         half-added drive is removed again).
         """
@@ -129,11 +130,26 @@ class AttachHandlers:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
             if image.kind == DATADISK:
-                placed = await drives.attach_volume(self.hv, vm, slot, image.path,
-                                                    controller=controller)
+                placed = await self._attach_volume(vm, slot, image.path, controller)
             else:
                 placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
+
+    async def _attach_volume(self, vm: vms.VmRef, slot: int, path: str, controller: int
+                             ) -> drives.Placed:
+        """``drives.attach_volume``; when Hyper-V refuses because another VM holds the file,
+        InvalidRequest naming that VM (Hyper-V's own answer names no VM; looked up, 1
+        query + 1 get, only after a refusal)."""
+        try:
+            return await drives.attach_volume(self.hv, vm, slot, path, controller=controller)
+        except HyperVError:
+            other = await disks.find_attachment(self.hv, path)
+            if other is None or other.vm_guid == vm.guid:
+                raise
+            raise InvalidRequest(
+                f"{path} is attached to VM {other.vm_name} ({other.power.value}), so Hyper-V "
+                f"cannot attach it to VM {vm.name}; detach it from {other.vm_name} first"
+            ) from None
 
     # --- DettachCommand -----------------------------------------------------------------
 
