@@ -146,6 +146,27 @@ async def test_group_rule_admits_only_the_members_it_arrives_as(running: Running
     assert [reaches(running, packet) for packet in web] == [True, True, False]
 
 
+async def test_numbered_protocol_rules_let_their_replies_back_when_egress_is_restricted(
+    running: Running,
+) -> None:
+    # An IPsec peer (ESP, 50) may reach the VM, the VM may open GRE (47) tunnels to its
+    # peers; egress otherwise limited to tcp 443. KVM's connection tracking lets the
+    # replies of both back; Hyper-V's ACLs keep no session for them.
+    await started(running)
+    body = rules_body(ingress=[rule("50", 0, 0, "203.0.113.0/24")],
+                      egress=[rule("tcp", 443, 443, "10.0.0.0/8"),
+                              rule("47", 0, 0, "198.51.100.0/24")])
+    answer = await send(running, body)
+    assert answer["result"] is True, answer
+    assert reaches(running, Packet.inbound(50, "203.0.113.9", VM_IP))
+    assert reaches(running, Packet.outbound(47, VM_IP, "198.51.100.7"))
+    assert not reaches(running, Packet.inbound(50, "192.0.2.9", VM_IP))
+    assert not reaches(running, Packet.outbound(47, VM_IP, "192.0.2.9"))
+    assert not reaches(running, Packet.outbound(50, VM_IP, "192.0.2.9"))
+    assert not reaches(running, ssh("203.0.113.9"))  # only ESP comes from the ESP peer
+    assert not reaches(running, Packet.outbound(47, "10.1.1.99", "198.51.100.7"))  # spoofed
+
+
 # --- secondary addresses ------------------------------------------------------------------
 
 

@@ -28,7 +28,9 @@ it:
   in both directions with those CIDRs (ICMP has no session to carry replies); a rule that
   named a type or code says so in ``notes``. ``all``: TCP and UDP statefully, every other
   protocol statelessly, and ICMP both ways as above. A protocol number allows that protocol
-  (1, 6 and 17 as icmp, tcp and udp).
+  (1, 6 and 17 as icmp, tcp and udp); other than TCP and UDP it has no session either, so,
+  as ICMP, it is allowed in both directions with the rule's CIDRs (a GRE or ESP peer's
+  replies come back, as KVM's connection tracking lets them).
 
 A secondary address added later (NetworkRulesVmSecondaryIpCommand) gets what the
 adapter's other addresses of its family get (``with_address``), and loses it again
@@ -241,10 +243,14 @@ def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses) -> Iterator[AclSpec]
     ports = rule.ports if rule.proto in ("tcp", "udp") else ANY
     for protocol in protocols:
         yield from _allow(role, rule.direction, protocol, remote, ports, cidr.version, nic)
-    icmp = _ICMP_OF[cidr.version]
-    if rule.proto in ("icmp", "all") and icmp == ICMP:  # replies: ICMP has no session
-        back = OUT if rule.direction == IN else IN
-        yield from _allow(role, back, icmp, remote, ANY, cidr.version, nic)
+    # Replies: only TCP and UDP ACLs keep a session, so the protocol of an icmp or
+    # numbered rule (GRE, ESP, ...) is allowed back with the same CIDRs, as KVM's
+    # connection tracking lets its replies back; for ``all``, ICMP (see the docstring).
+    back = OUT if rule.direction == IN else IN
+    if rule.proto not in ("tcp", "udp", "all") and protocols[0] != ICMPV6:
+        yield from _allow(role, back, protocols[0], remote, ANY, cidr.version, nic)
+    elif rule.proto == "all" and cidr.version == 4:
+        yield from _allow(role, back, ICMP, remote, ANY, cidr.version, nic)
 
 
 def _allow(role: str, direction: AclDirection, protocol: str, remote: str, ports: str,
