@@ -6,6 +6,8 @@ through (emulator/traffic.py), not by rule lists; re-sends counted in round trip
 from __future__ import annotations
 
 import copy
+import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from bench import bench_secgroups
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
+from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.portacl import Packet
 from hyperv_agent.hyperv import build, nics, power
 from hyperv_agent.hyperv.acls import Guard
@@ -21,7 +24,7 @@ from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.portacls import AclSpec, PortSecurity
 from hyperv_agent.hyperv.schema import AclAction, AclDirection
 from tests.cloudstack.fixtures import ms422_json
-from tests.e2e.conftest import Running
+from tests.e2e.conftest import Running, serving
 from tests.e2e.sgkit import (
     MAC,
     STOP,
@@ -407,6 +410,26 @@ async def test_rules_of_a_vm_not_started_on_sgs_apply_when_sent(running: Running
     await send(running, rules_body())
     assert reaches(running, ssh("192.168.1.10"))
     assert not reaches(running, ssh("192.168.2.10"))
+
+
+async def test_thousands_of_cidrs_go_through_winrms_default_envelope_in_batches(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    # A group rule whose group has ~2000 running members arrives as 2000 /32 CIDRs: more
+    # ACLs than one WinRM request of the default MaxEnvelopeSizekb (500) holds.
+    members = [str(ipaddress.ip_address("10.8.0.0") + i) + "/32" for i in range(2000)]
+    async with serving(agent_config(), backend="wsman-http-ntlm") as running:
+        await started(running)
+        answer = await send(running, rules_body(seq=2, ingress=[rule("tcp", 22, 22, *members)]))
+        assert (answer["result"], answer["reason"]) == (True, "NONE"), answer
+        assert reaches(running, ssh("10.8.7.207"))  # the last member
+        assert not reaches(running, ssh("10.8.7.208"))
+        assert len(await acls_of(running.emulator)) > 2000
+        answer = await send(running, rules_body(seq=3))  # the group emptied: all removed
+        assert answer["result"] is True, answer
+        assert not reaches(running, ssh("10.8.0.1"))
+        assert reaches(running, ssh("192.168.1.10"))
+        assert len(await acls_of(running.emulator)) < 40
 
 
 # --- the benchmark's budget -----------------------------------------------------------------

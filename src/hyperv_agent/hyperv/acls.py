@@ -20,6 +20,12 @@ is planned again from a fresh read, once. ``AddFeatureSettings`` is taken to ret
 paths of ``ResultingFeatureSettings`` in the order of ``FeatureSettings`` (Microsoft does
 not say otherwise); when the counts differ, the port is not kept.
 
+A rule set of thousands of CIDRs is thousands of ACLs, more than one WinRM request holds
+(MaxEnvelopeSizekb, 500 KB by default). A remove or add the host refuses as too large
+(``CimResponseTooLarge``: nothing was done) is sent again in halves, and the batch size
+that fitted is kept by the session for that method, so only the first large change
+learns it. Each batch is one call and one job wait.
+
 Round trips (W = job waits; the extended ACL and security classes are spawned once per
 session):
 
@@ -28,7 +34,8 @@ session):
                     at once
 ``bring_to``        known port: at most 2 calls + 2 W (remove, add), none when nothing
                     changes, +1 call + 1 W when an existing security setting differs;
-                    unknown port: + the 3 queries of ``read_ports``
+                    unknown port: + the 3 queries of ``read_ports``; a remove or add
+                    larger than a request holds: 1 call + 1 W per batch
 ``sweep``           2 queries at once (+1 call + 1 W when there is something to remove)
 ==================  ===================================================================
 """
@@ -38,12 +45,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
-from hyperv_agent.errors import AgentError, CimInvalidClass, HyperVError, InvalidRequest
+from hyperv_agent.errors import (
+    AgentError,
+    CimInvalidClass,
+    CimResponseTooLarge,
+    HyperVError,
+    InvalidRequest,
+)
 from hyperv_agent.hyperv import settings, vms
 from hyperv_agent.hyperv.portacls import (
     CLASS_DEFAULT_SECURITY,
@@ -100,9 +114,11 @@ class Applied:
 
 @dataclass
 class _Kept:
-    """What the session keeps for this module: ports by (VM name, MAC)."""
+    """What the session keeps for this module: ports by (VM name, MAC), and the number of
+    features a remove or add call fitted in one request, by method, once one did not."""
 
     ports: dict[tuple[str, str], Port] = field(default_factory=dict)
+    batch_sizes: dict[str, int] = field(default_factory=dict)
 
 
 # --- what the session knows ---------------------------------------------------------------
@@ -260,8 +276,7 @@ async def apply(hv: HyperV, port: Port, wanted: Sequence[AclSpec],
     try:
         added = await _instances(hv, change.add, security, port)
         if change.remove:
-            await _call(hv, "RemoveFeatureSettings", {"FeatureSettings": [
-                _acl_path(instance_id) for instance_id in change.remove]})
+            await _remove(hv, change.remove)
         paths = await _add(hv, port.path, added) if added else ()
         modified = await _modify_security(hv, port, security)
     except AgentError:
@@ -281,9 +296,49 @@ async def _call(hv: HyperV, method: str, params: dict[str, InValue]) -> None:
 
 async def _add(hv: HyperV, port: ObjectPath, features: Sequence[CimInstance]
                ) -> tuple[ObjectPath, ...]:
-    result = await vms.call_service(hv, "AddFeatureSettings", {
-        "AffectedConfiguration": port, "FeatureSettings": list(features)})
-    return result.paths("ResultingFeatureSettings")
+    async def add(batch: Sequence[CimInstance]) -> tuple[ObjectPath, ...]:
+        result = await vms.call_service(hv, "AddFeatureSettings", {
+            "AffectedConfiguration": port, "FeatureSettings": list(batch)})
+        return result.paths("ResultingFeatureSettings")
+
+    return tuple(await _batched(hv, "AddFeatureSettings", features, add))
+
+
+async def _remove(hv: HyperV, instance_ids: Sequence[str]) -> None:
+    async def remove(batch: Sequence[str]) -> tuple[()]:
+        await _call(hv, "RemoveFeatureSettings",
+                    {"FeatureSettings": [_acl_path(i) for i in batch]})
+        return ()
+
+    await _batched(hv, "RemoveFeatureSettings", instance_ids, remove)
+
+
+_Item = TypeVar("_Item")
+_Out = TypeVar("_Out")
+
+
+async def _batched(hv: HyperV, method: str, items: Sequence[_Item],
+                   send: Callable[[Sequence[_Item]], Awaitable[Sequence[_Out]]]
+                   ) -> list[_Out]:
+    """``send`` the items in order, all at once or in the batch size the session learnt
+    for ``method``; a batch the host refuses as too large is sent again in halves (the
+    size kept). What each batch returned, concatenated in order."""
+    sizes = hv.kept(_Kept).batch_sizes
+    out: list[_Out] = []
+    start = 0
+    while start < len(items):
+        batch = items[start:start + sizes.get(method, len(items))]
+        try:
+            out.extend(await send(batch))
+        except CimResponseTooLarge:
+            if len(batch) == 1:
+                raise
+            sizes[method] = len(batch) // 2
+            log.info("%s of %d features is larger than a request holds; sending %d at a "
+                     "time", method, len(batch), sizes[method])
+            continue
+        start += len(batch)
+    return out
 
 
 async def _instances(hv: HyperV, placed: Sequence[PlacedAcl], security: PortSecurity,
@@ -425,8 +480,7 @@ async def sweep(hv: HyperV) -> int:
     orphans = [found for found in (acl.string("InstanceID") or "" for acl in owned)
                if not _under_any(found.lower(), live)]
     if orphans:
-        await _call(hv, "RemoveFeatureSettings",
-                    {"FeatureSettings": [_acl_path(i) for i in orphans]})
+        await _remove(hv, orphans)
     return len(orphans)
 
 
