@@ -110,3 +110,29 @@ async def test_resize_grows_and_refuses_shrink(emulator: EmulatorCim, tmp_path: 
     state = await emulator.invoke(ims, "GetVirtualHardDiskState", {"Path": "C:\\vols\\r.vhdx"})
     text = state.text("State")
     assert text is not None and emulator.parse_embedded(text)["MinInternalSize"] == 2 * GIB
+
+
+async def test_resize_grows_a_differencing_vhdx_but_not_a_differencing_vhd(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    """Microsoft's ResizeVirtualHardDisk page: a differencing VHDX grows, a differencing
+    VHD does not (a linked clone's root disk grows when its format is VHDX)."""
+    (tmp_path / "C" / "pool").mkdir(parents=True)
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    for ext, fmt, expected in ((".vhdx", 3, None), (".vhd", 2, 32773)):
+        base, child = f"C:\\pool\\base{ext}", f"C:\\pool\\child{ext}"
+        assert await _create(emulator, await _settings(emulator, base, fmt, 3)) == 0
+        settings = await _settings(emulator, child, fmt, 4, 0, base)
+        assert await _create(emulator, settings) == 0
+        grow: dict[str, InValue] = {"Path": child, "MaxInternalSize": 2 * GIB}
+        result = await emulator.invoke(ims, "ResizeVirtualHardDisk", grow)
+        if expected is None:
+            await ok(emulator, result)
+        else:
+            assert await failure(emulator, result) == expected
+        read = await emulator.invoke(ims, "GetVirtualHardDiskSettingData", {"Path": child})
+        text = read.text("SettingData")
+        assert text is not None
+        disk = emulator.parse_embedded(text)
+        size = 2 * GIB if expected is None else GIB
+        assert (disk["Type"], disk["MaxInternalSize"], disk["ParentPath"]) == (4, size, base)

@@ -399,8 +399,35 @@ def test_data_access_and_resize_fail_when_disk_is_differencing(
         vhd.read_data(child, 0, 512)
     with pytest.raises(VhdError, match="differencing"):
         vhd.write_data(child, 0, b"x")
+
+
+def test_differencing_vhd_does_not_grow(tmp_path: pathlib.Path) -> None:
+    parent = new_disk(tmp_path, DiskFormat.VHD, DiskType.DYNAMIC, 8 * MIB, "base")
+    child = new_disk(tmp_path, DiskFormat.VHD, DiskType.DIFFERENCING, 0, "child", parent=parent)
+
     with pytest.raises(VhdError, match="differencing"):
         vhd.resize(child, 16 * MIB)
+    assert vhd.read_info(child).virtual_size_bytes == 8 * MIB
+
+
+def test_differencing_vhdx_grows_and_keeps_its_parent(tmp_path: pathlib.Path) -> None:
+    """Hyper-V grows a differencing VHDX (Microsoft's ResizeVirtualHardDisk page)."""
+    parent = new_disk(tmp_path, DiskFormat.VHDX, DiskType.DYNAMIC, 8 * MIB, "base")
+    vhd.write_data(parent, 0, b"guest data")
+    child = new_disk(tmp_path, DiskFormat.VHDX, DiskType.DIFFERENCING, 0, "child",
+                     parent=parent)
+
+    info = vhd.resize(child, 300 * MIB)
+
+    assert (info.type, info.virtual_size_bytes) == (DiskType.DIFFERENCING, 300 * MIB)
+    again = vhd.read_info(child)
+    assert (again.virtual_size_bytes, again.parent_path) == (300 * MIB, info.parent_path)
+    merged = tmp_path / "merged.vhdx"
+    vhd.convert(child, merged, DiskFormat.VHDX, DiskType.DYNAMIC,
+                parent_of=lambda _: parent)
+    assert vhd.read_info(merged).virtual_size_bytes == 300 * MIB
+    assert vhd.read_data(merged, 0, 10) == b"guest data"
+    assert vhd.read_data(merged, 299 * MIB, 512) == bytes(512)
 
 
 # --- resize -------------------------------------------------------------------------------

@@ -223,17 +223,21 @@ def read_info(path: pathlib.Path) -> DiskInfo:
 
 
 def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
-    """Grow a fixed or dynamic disk; the guest data already there is kept."""
+    """Grow a fixed or dynamic disk, or a differencing VHDX; the guest data already there
+    is kept. A differencing VHD does not grow: Microsoft's ResizeVirtualHardDisk page
+    lists fixed and dynamic VHD and VHDX and differencing VHDX as the disks that grow."""
     with _opened(path, writable=True) as image:
         before = image.info()
-        _require_not_differencing(before, path, "resize")
+        if before.format is DiskFormat.VHD:
+            _require_not_differencing(before, path, "resize")
         if new_size_bytes < before.virtual_size_bytes:
             raise VhdError(
                 f"{path}: cannot shrink a disk ({before.virtual_size_bytes} bytes) "
                 f"to {new_size_bytes} bytes"
             )
         image.grow(new_size_bytes)
-        _zero_tail(image, before)
+        if before.type is not DiskType.DIFFERENCING:  # a differencing disk's tail is its
+            _zero_tail(image, before)  # parent's: past the parent's end, zeros
         return image.info()
 
 
