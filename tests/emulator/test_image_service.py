@@ -6,10 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from hyperv_agent.cim.api import CimInstance, InValue
+from hyperv_agent.cim.api import CimInstance, InValue, MethodResult
 from hyperv_agent.emulator.backend import EmulatorCim
 from tests.conftest import requires_tool
-from tests.emulator.kit import failure, ok, service
+from tests.emulator.kit import attach_vhdx, define_vm, failure, ok, request_state, service
 
 GIB = 1 << 30
 
@@ -136,3 +136,31 @@ async def test_resize_grows_a_differencing_vhdx_but_not_a_differencing_vhd(
         disk = emulator.parse_embedded(text)
         size = 2 * GIB if expected is None else GIB
         assert (disk["Type"], disk["MaxInternalSize"], disk["ParentPath"]) == (4, size, base)
+
+
+async def test_convert_refuses_the_disk_of_a_running_vm_but_not_its_parent(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    """Conversion is an offline operation (Microsoft's Convert-VHD page): the disk of a
+    running VM does not convert until the VM is off; the parent it stands on, which the
+    VM holds read-only, converts while it runs."""
+    drive_c = tmp_path / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, "C:\\pool\\base.vhdx", 3, 3)) == 0
+    vm = await define_vm(emulator)
+    await attach_vhdx(emulator, vm, drive_c, parent="C:\\pool\\base.vhdx")
+    await ok(emulator, await request_state(emulator, vm, 2))
+    ims = await service(emulator, "Msvm_ImageManagementService")
+
+    async def convert(source: str, target: str) -> MethodResult:
+        settings = await _settings(emulator, target, 3, 3, 0)
+        return await emulator.invoke(ims, "ConvertVirtualHardDisk",
+                                     {"SourcePath": source, "VirtualDiskSettingData": settings})
+
+    running = await convert("C:\\disks\\root.vhdx", "C:\\pool\\copy.vhdx")
+    assert await failure(emulator, running) == 32774
+    assert not (drive_c / "pool" / "copy.vhdx").exists()
+    await ok(emulator, await convert("C:\\pool\\base.vhdx", "C:\\pool\\base-copy.vhdx"))
+    await ok(emulator, await request_state(emulator, vm, 3))
+    await ok(emulator, await convert("C:\\disks\\root.vhdx", "C:\\pool\\copy.vhdx"))
+    assert (drive_c / "pool" / "copy.vhdx").is_file()

@@ -171,6 +171,13 @@ def _on_ide(call: Call, drive: Record) -> bool:
 def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     source_path = call.text("SourcePath") or ""
     source = _local(call, source_path, must_exist=True)
+    if _attached_running(call, source_path) is not None:
+        # "Conversion is an offline operation; the virtual hard disk must not be attached"
+        # (Microsoft's Convert-VHD page): a running VM holds its disk open. The parents of
+        # its disk it holds read-only, and those convert. The code is the emulator's
+        # choice: "System is in use", the one Hyper-V gives for a file another holds.
+        raise MethodError(ReturnCode.SYSTEM_IN_USE,
+                          f"{source_path} is attached to a running virtual machine")
     settings = _settings(call, "VirtualDiskSettingData")
     path = settings.text("Path") or ""
     destination = _local(call, path, must_exist=False)
