@@ -705,6 +705,29 @@ async def _linked_clone_and_other_pool(running: Running) -> tuple[Path, Path]:
     return pool, other
 
 
+@pytest.mark.parametrize("dest", ["another pool", "image store", "template"])
+async def test_a_volume_a_running_vm_uses_is_not_copied_and_its_vm_is_named(
+    agent: Running, dest: str,
+) -> None:
+    """A running VM's worker process holds its disks open: Windows refuses to read one
+    and Hyper-V to merge it. The copy fails naming the VM, and nothing is written."""
+    from tests.e2e.test_volume_commands import _vm_with
+
+    pool, other = await _linked_clone_and_other_pool(agent)
+    await _vm_with(agent.emulator, "i-3-6-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                   running=True)
+    before = (listing(pool), listing(other))
+    source = _volume(_primary(), path=VOLUME_UUID, format="VHDX")
+    body = {"another pool": _pool_to_pool(),
+            "image store": _copy(source, _volume(_nfs(), path="volumes/3", uuid="out-uuid")),
+            "template": _copy(source, _template(_nfs(), path="template/tmpl/2/302",
+                                                uuid="new-uuid", id=302, name="302-2-abc",
+                                                format=None))}[dest]
+    details = await _refused(agent, body, "is attached to the running VM i-3-6-VM")
+    assert "it was not copied" in details
+    assert (listing(pool), listing(other)) == before
+
+
 def _pool_to_pool() -> dict[str, Any]:
     """The management server's direct copy between two Filesystem pools (a volume copied
     across pools without a staging image store): a new volume in C:\\pool2."""

@@ -232,7 +232,8 @@ class CopyHandler(FileHandlers):
 
     async def _volume_to_volume(self, src: VolumeObjectTO, dest: VolumeObjectTO,
                                 merge_wait: jobs.WaitPolicy) -> VolumeObjectTO:
-        source = await self._existing_volume(src)
+        source = await (self._idle_volume(src) if isinstance(src.data_store, PrimaryDataStoreTO)
+                        else self._existing_volume(src))
         fmt = _disk_format_of(source)
         if isinstance(dest.data_store, NfsTO):
             folder, uid = await self._image_store_folder(dest.data_store, dest.path, dest.uuid)
@@ -271,6 +272,14 @@ class CopyHandler(FileHandlers):
             raise InvalidRequest(f"srcTO: the volume file {path} does not exist")
         return path
 
+    async def _idle_volume(self, volume: VolumeObjectTO) -> str:
+        """The file of the pool volume ``volume``, which no running VM may have open: its
+        worker process holds it, so Windows refuses to read it (a sharing violation) and
+        Hyper-V to merge it (in use); the answer names the VM instead."""
+        path = await self._existing_volume(volume)
+        await self.refuse_if_running(path, "it was not copied")
+        return path
+
     async def _image_store_folder(self, store: NfsTO, path: str | None,
                                   uid: str | None) -> tuple[str, str]:
         """The folder ``path`` on the image store (created) and the file's base name."""
@@ -287,7 +296,7 @@ class CopyHandler(FileHandlers):
 
     async def _template_from_volume(self, src: VolumeObjectTO, dest: TemplateObjectTO,
                                     merge_wait: jobs.WaitPolicy) -> TemplateObjectTO:
-        source = await self._existing_volume(src)
+        source = await self._idle_volume(src)
         fmt = _disk_format_of(source)
         assert isinstance(dest.image_data_store, NfsTO)
         folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
