@@ -134,3 +134,31 @@ async def test_start_creates_nothing_when_host_lacks_the_template(
     vms = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
                                                                    "Virtual Machine")))
     assert vms == []
+
+
+@pytest.mark.parametrize(("mode", "secure", "template"), [
+    ("SECURE", True, UEFI_CA), ("LEGACY", False, None),
+])
+async def test_start_boots_uefi_from_the_vm_detail_when_boot_type_is_not_sent(
+    running: Running, mode: str, secure: bool, template: str | None,
+) -> None:
+    # An HA restart (or any start without the API's boot parameters) sends no bootType
+    # or bootMode: the VM's UEFI setting is only its "UEFI" detail.
+    ids = await _template_ids(running.emulator)
+    body = _body(running, "i-2-47-VM", "Ubuntu 22.04 LTS")
+    for field in ("bootType", "bootMode"):
+        del body["vm"][field]
+    body["vm"]["details"] = {"UEFI": mode, "Message.ReservedCapacityFreed.Flag": "false"}
+    vssd = await _start(running, body)
+    assert (vssd["VirtualSystemSubType"], vssd["SecureBootEnabled"]) == (GEN2, secure)
+    if template is not None:
+        assert vssd["SecureBootTemplateId"] == ids[template]
+
+
+async def test_start_keeps_bios_when_boot_type_says_so_despite_a_uefi_detail(
+    running: Running,
+) -> None:
+    body = _body(running, "i-2-48-VM", "Ubuntu 22.04 LTS")
+    body["vm"].update(bootType="BIOS", bootMode="LEGACY", details={"UEFI": "SECURE"})
+    vssd = await _start(running, body)
+    assert vssd["VirtualSystemSubType"] == "Microsoft:Hyper-V:SubType:1"

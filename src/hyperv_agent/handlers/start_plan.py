@@ -47,6 +47,10 @@ CD_SEQ = 3
 #: SCSI_SLOTS`` (``scsi_place``), so 64 and 65 are slots 0 and 1 of a second controller.
 DISK_SEQ_MAX = 65
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
+UEFI = "UEFI"  # a bootType (ApiConstants.BootType.UEFI; the other is BIOS)
+#: The VM detail that holds a UEFI VM's boot mode (ApiConstants.BootType.UEFI's name).
+UEFI_DETAIL = "UEFI"
+SECURE_BOOT_MODE = "SECURE"  # a bootMode (ApiConstants.BootMode; the other is LEGACY)
 NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
 _UNTAGGED = "untagged"
@@ -137,9 +141,25 @@ def device_counts(vm: VirtualMachineTO) -> None:
                                  f"{most}")
 
 
+def boot_firmware(vm: VirtualMachineTO) -> tuple[bool, bool]:
+    """(UEFI, secure boot) of ``vm``: its ``bootType`` and ``bootMode``, else its
+    ``details`` entry ``UEFI`` (``LEGACY`` or ``SECURE``).
+
+    The management server fills ``bootType``/``bootMode`` only on the start paths that
+    pass the boot options as parameters (deploy, start and reboot from the API); an HA
+    restart, or a start by the orchestrator itself, sends them blank, and the VM's UEFI
+    setting is then only its ``UEFI`` detail, the one the KVM, VMware and XenServer
+    resources read. Without it such a VM would come back as generation 1, from which a
+    UEFI disk does not boot."""
+    detail = (vm.details or {}).get(UEFI_DETAIL)
+    boot_type = (vm.boot_type or "").strip().upper() or (UEFI if detail is not None else "")
+    boot_mode = (vm.boot_mode or "").strip().upper() or (detail or "").strip().upper()
+    uefi = boot_type == UEFI
+    return uefi, uefi and boot_mode == SECURE_BOOT_MODE
+
+
 def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
-    uefi = (vm.boot_type or "").strip().upper() == "UEFI"
-    secure = uefi and (vm.boot_mode or "").strip().upper() == "SECURE"
+    uefi, secure = boot_firmware(vm)
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
     device_counts(vm)
