@@ -185,6 +185,23 @@ async def test_start_runs_gen1_vm_with_disk_dvd_and_nic_when_sample_body_is_sent
     assert disk.stat().st_size >= size
 
 
+async def test_start_rounds_memory_up_to_2_mb_when_offering_has_an_odd_number_of_mb(
+    running: Running,
+) -> None:
+    # Hyper-V refuses memory that is not a multiple of 2 MB; a custom offering may ask
+    # for 1025 MB.
+    body = _body(running)
+    body["vm"].update(minRam=1025 << 20, maxRam=1025 << 20)
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert "memory rounded up from 1025 MB to 1026 MB" in answer["details"]
+    vm = await _vm(running.emulator, "i-2-17-VM")
+    assert vm is not None and vm.path is not None and vm["EnabledState"] == 2
+    (memory,) = await devices(running.emulator, vm.path, "Msvm_MemorySettingData")
+    assert (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"],
+            memory["DynamicMemoryEnabled"]) == (1026, 1026, 1026, False)
+
+
 async def test_start_changes_nothing_when_vm_already_runs(running: Running) -> None:
     cim = running.emulator
     path = await _started(running, _body(running))

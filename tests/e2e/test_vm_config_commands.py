@@ -218,6 +218,18 @@ async def test_scale_vm_changes_cpus_and_memory_when_vm_is_stopped(running: Runn
     assert (processor["VirtualQuantity"], memory["VirtualQuantity"]) == (4, 2048)
 
 
+async def test_scale_vm_rounds_memory_up_to_2_mb_when_offering_has_an_odd_number_of_mb(
+    running: Running,
+) -> None:
+    vm = await _router(running, nic_count=1)
+    key, answer = await running.answer(SCALE, _scale(ROUTER, 2, 2049))
+    assert (key, answer["result"]) == (SCALE_ANSWER, True), answer
+    assert "2050 MB of memory" in answer["details"]
+    (memory,) = await devices(running.emulator, vm.path, "Msvm_MemorySettingData")
+    assert (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"]) == (
+        2050, 2050, 2050)
+
+
 async def test_scale_vm_refuses_and_changes_nothing_when_vm_runs(running: Running) -> None:
     vm = await _router(running, nic_count=1)
     cim = running.emulator

@@ -150,6 +150,24 @@ async def test_processor_change_refused_when_vm_runs(emulator: EmulatorCim) -> N
     assert (await devices(emulator, vm, "Msvm_ProcessorSettingData"))[0]["VirtualQuantity"] == 4
 
 
+@pytest.mark.parametrize("field", ["VirtualQuantity", "Reservation", "Limit"])
+async def test_memory_refused_when_it_is_not_a_multiple_of_2_mb(
+    emulator: EmulatorCim, field: str,
+) -> None:
+    vm = await define_vm(emulator)
+    memory = (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]
+    vsms = await service(emulator)
+    static: dict[str, object] = {"DynamicMemoryEnabled": False, "VirtualQuantity": 1026,
+                                 "Reservation": 1026, "Limit": 1026}
+    result = await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated({**static, field: 1025})]})
+    assert await failure(emulator, result) == 32773  # invalid parameter
+    assert (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]["VirtualQuantity"] == 1024
+    await ok(emulator, await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated(static)]}))
+    assert (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]["VirtualQuantity"] == 1026
+
+
 async def test_removing_a_drive_takes_its_medium_but_keeps_the_file(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:

@@ -177,12 +177,13 @@ class StartHandler:
         disks = await self._disks(vm.disks, spec.generation)
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
+        memory = start_plan.memory_note(vm, spec)
         if not start_plan.is_system_vm(vm):
-            return start_plan.Plan(spec, disks, nics, kvp)
+            return start_plan.Plan(spec, disks, nics, kvp, memory)
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
         notes = (note,) if len(kvp) < 2 else (
             note, f"the boot arguments went as {len(kvp)} KVP items")
-        return start_plan.Plan(spec, disks, nics, kvp, notes)
+        return start_plan.Plan(spec, disks, nics, kvp, (*notes, *memory))
 
     async def _with_processor_shares(self, spec: build.VmSpec,
                                      vm: VirtualMachineTO) -> build.VmSpec:

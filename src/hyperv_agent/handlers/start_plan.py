@@ -177,8 +177,10 @@ def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
 
 def _memory_mb(vm: VirtualMachineTO, generation: int) -> int:
     """The VM's static memory in MB (``maxRam``), within what Hyper-V gives a VM of its
-    generation (``MEMORY_MAX_MB``). ``minRam`` is not used (the memory is static) but
-    must be a memory size too: not negative, and not more than that limit."""
+    generation (``MEMORY_MAX_MB``), rounded up to the 2 MB units Hyper-V takes
+    (``build.aligned_memory_mb``: an offering of 1025 MB gets 1026 MB, where Hyper-V
+    would refuse 1025). ``minRam`` is not used (the memory is static) but must be a
+    memory size too: not negative, and not more than that limit."""
     most = MEMORY_MAX_MB[generation]
     memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
     if memory_mb <= 0:
@@ -187,7 +189,17 @@ def _memory_mb(vm: VirtualMachineTO, generation: int) -> int:
         if value < 0 or value // _BYTES_PER_MB > most:
             raise InvalidRequest(f"vm.{field} {value} bytes is not a memory size Hyper-V "
                                  f"gives a generation {generation} VM: 0 to {most} MB")
-    return memory_mb
+    return build.aligned_memory_mb(memory_mb)
+
+
+def memory_note(vm: VirtualMachineTO, spec: build.VmSpec) -> tuple[str, ...]:
+    """What the answer tells when the VM got more memory than ``maxRam`` (rounded up to
+    Hyper-V's 2 MB units); nothing otherwise."""
+    asked = vm.max_ram_bytes // _BYTES_PER_MB
+    if spec.memory_mb == asked:
+        return ()
+    return (f"memory rounded up from {asked} MB to {spec.memory_mb} MB: Hyper-V takes "
+            "memory in whole 2 MB units",)
 
 
 def check_speeds(vm: VirtualMachineTO, host_mhz: int) -> None:

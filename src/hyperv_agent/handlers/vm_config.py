@@ -33,8 +33,8 @@ from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv import nics, scale, vms
 from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
@@ -70,9 +70,11 @@ class VmConfigHandlers:
             vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
-            await scale.set_processors_and_memory(self.hv, vm, cpus, ram // _BYTES_PER_MB)
+            # in the 2 MB units Hyper-V takes, as StartCommand gives it (start_plan)
+            memory_mb = build.aligned_memory_mb(ram // _BYTES_PER_MB)
+            await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb)
         return ScaleVmAnswer(result=True, details=(
-            f"VM {name} now has {cpus} processors and {ram // _BYTES_PER_MB} MB of memory"))
+            f"VM {name} now has {cpus} processors and {memory_mb} MB of memory"))
 
     async def get_config(self, asked: GetVmConfigCommand) -> Result:
         """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and

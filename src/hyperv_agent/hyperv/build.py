@@ -32,6 +32,7 @@ from hyperv_agent.hyperv.schema import (
     BOOT_CD_FIRST,
     BOOT_DISK_FIRST,
     GENERATION_SUBTYPES,
+    MEMORY_ALIGN_MB,
     MEMORY_MIN_MB,
     NAMESPACE,
     PROCESSOR_LIMIT_FULL,
@@ -54,7 +55,7 @@ class VmSpec:
     notes: tuple[str, ...]
     generation: int  # 1 or 2
     cpus: int
-    memory_mb: int  # static memory (startup = minimum = maximum)
+    memory_mb: int  # static memory (startup = minimum = maximum), a multiple of 2
     cpu_limit_millipercent: int = PROCESSOR_LIMIT_FULL  # 0..100000 (100 %) of each vCPU
     cpu_reservation_millipercent: int = 0  # 0..cpu_limit_millipercent of each vCPU
     cpu_weight: int = PROCESSOR_WEIGHT_DEFAULT  # 0..10000
@@ -82,6 +83,8 @@ def validate(spec: VmSpec) -> None:
         (spec.cpus < 1, f"cpus must be at least 1, not {spec.cpus}"),
         (spec.memory_mb < MEMORY_MIN_MB, f"memory_mb must be at least {MEMORY_MIN_MB}, "
                                          f"not {spec.memory_mb}"),
+        (spec.memory_mb % MEMORY_ALIGN_MB != 0,
+         f"memory_mb {spec.memory_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
         (not 0 <= spec.cpu_limit_millipercent <= PROCESSOR_LIMIT_FULL,
          f"cpu_limit_millipercent {spec.cpu_limit_millipercent} is outside "
          f"0..{PROCESSOR_LIMIT_FULL}"),
@@ -97,6 +100,12 @@ def validate(spec: VmSpec) -> None:
     ) if bad]
     if problems:
         raise InvalidRequest(f"invalid VM {spec.name[:VM_NAME_MAX_CHARS]!r}: {problems[0]}")
+
+
+def aligned_memory_mb(memory_mb: int) -> int:
+    """``memory_mb`` rounded up to the 2 MB units Hyper-V takes (``MEMORY_ALIGN_MB``): a
+    VM asked for an odd number of MB gets 1 MB more rather than being refused."""
+    return -(-memory_mb // MEMORY_ALIGN_MB) * MEMORY_ALIGN_MB
 
 
 def is_guid(text: str | None) -> bool:

@@ -285,6 +285,10 @@ MEMORY_MIN_MB = 32
 #: The most memory Hyper-V gives a VM, by generation: 1 TB for generation 1, 240 TB for
 #: generation 2 (Windows Server 2022 and 2025; 12 TB before), in MB as VirtualQuantity.
 MEMORY_MAX_MB = {1: 1 << 20, 2: 240 << 20}
+#: Hyper-V takes a VM's memory (VirtualQuantity, Reservation, Limit) only in whole 2 MB
+#: units: "The memory value assigned ('4019' MB) is not properly aligned". Microsoft's WMI
+#: documentation does not say so; its hcsshim rounds memory up to 2 MB for this reason.
+MEMORY_ALIGN_MB = 2
 SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
 SCSI_CONTROLLERS_MAX = 4  # synthetic SCSI controllers a VM takes ("Plan for Hyper-V scalability")
 IDE_SLOTS = 2  # AddressOnParent 0..1 of an IDE controller

@@ -24,6 +24,7 @@ from hyperv_agent.errors import CimInvalidParameter
 VSMS = "Msvm_VirtualSystemManagementService"
 MAX_SCSI_CONTROLLERS = 4
 MAX_NICS = 12
+MEMORY_ALIGN_MB = 2  # memory settings are whole multiples of 2 MB (``_check_memory``)
 _DRIVES = (ResourceType.DISK_DRIVE, ResourceType.DVD_DRIVE)
 _CONTROLLERS = (ResourceType.IDE_CONTROLLER, ResourceType.SCSI_CONTROLLER)
 
@@ -382,9 +383,16 @@ def _check_memory(vm: Record, current: Record, item: Embedded) -> None:
     size = item.integer("VirtualQuantity")
     if size is not None and size < 32:
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"VirtualQuantity {size} MB is below 32 MB")
-    reservation = item.integer("Reservation")
-    if item.get("DynamicMemoryEnabled") is True and reservation is not None and reservation % 2:
-        raise _refuse(ReturnCode.INVALID_PARAMETER, "dynamic memory minimum must be even")
+    # Hyper-V takes memory sizes in whole 2 MB units only, static or dynamic: New-VM with
+    # 4019 MB fails with "The memory value assigned ('4019' MB) is not properly aligned",
+    # and Microsoft's hcsshim rounds a utility VM's memory up to 2 MB for that reason.
+    # Microsoft's WMI documentation does not state it.
+    for name in ("VirtualQuantity", "Reservation", "Limit"):
+        value = item.integer(name)
+        if value is not None and value % MEMORY_ALIGN_MB:
+            raise _refuse(ReturnCode.INVALID_PARAMETER,
+                          f"Invalid memory value assigned: {name} ('{value}' MB) is not "
+                          f"properly aligned (a multiple of {MEMORY_ALIGN_MB} MB)")
 
 
 def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> None:
