@@ -185,6 +185,16 @@ async def test_start_runs_gen1_vm_with_disk_dvd_and_nic_when_sample_body_is_sent
     assert disk.stat().st_size >= size
 
 
+async def test_start_leaves_starting_and_stopping_the_vm_to_cloudstack_when_the_host_restarts(
+    running: Running,
+) -> None:
+    # Hyper-V's defaults would restart the VM when the host boots (CloudStack's HA may
+    # have started it elsewhere meanwhile) and save its memory when the host shuts down.
+    path = await _started(running, _body(running))
+    vssd = await _vssd(running.emulator, path)
+    assert (vssd["AutomaticStartupAction"], vssd["AutomaticShutdownAction"]) == (2, 4)
+
+
 async def test_start_rounds_memory_up_to_2_mb_when_offering_has_an_odd_number_of_mb(
     running: Running,
 ) -> None:

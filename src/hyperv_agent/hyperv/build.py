@@ -42,6 +42,8 @@ from hyperv_agent.hyperv.schema import (
     VM_NAME_MAX_CHARS,
     Class,
     ResourceType,
+    ShutdownAction,
+    StartupAction,
 )
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
@@ -137,9 +139,15 @@ async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
 
 
 def _system_settings(spec: VmSpec) -> dict[str, object]:
+    # CloudStack alone decides where and when a VM runs: after a host's restart its VMs
+    # stay off (Hyper-V's default restarts those that ran, which CloudStack's HA may have
+    # started on another host meanwhile, on the same volumes), and a host that shuts down
+    # shuts their guests down rather than saving their memory, as the C# agent had it.
     values: dict[str, object] = {
         "ElementName": spec.name, "Notes": list(spec.notes),
         "VirtualSystemSubType": GENERATION_SUBTYPES[spec.generation],
+        "AutomaticStartupAction": int(StartupAction.NONE),
+        "AutomaticShutdownAction": int(ShutdownAction.SHUT_DOWN),
     }
     if spec.generation == 2:
         values["SecureBootEnabled"] = spec.secure_boot

@@ -72,7 +72,8 @@ USED: tuple[ClassUse, ...] = (
         methods=_methods(RequestStateChange=("RequestedState", *_JOB))),
     ClassUse(Class.VSSD, properties=(
         "InstanceID", "ElementName", "Notes", "VirtualSystemType", "VirtualSystemSubType",
-        "BootOrder", "BootSourceOrder", "SecureBootEnabled", "SecureBootTemplateId")),
+        "BootOrder", "BootSourceOrder", "SecureBootEnabled", "SecureBootTemplateId",
+        "AutomaticStartupAction", "AutomaticShutdownAction")),
     ClassUse(Class.SETTING_DATA_BASE, properties=("InstanceID",)),
     ClassUse(Class.BOOT_SOURCE, properties=("InstanceID",)),
     ClassUse(Class.RASD_BASE, properties=_RASD),

@@ -247,6 +247,24 @@ BOOT_DISK_FIRST = (BootDevice.IDE, BootDevice.CD, BootDevice.NETWORK, BootDevice
 BOOT_CD_FIRST = (BootDevice.CD, BootDevice.IDE, BootDevice.NETWORK, BootDevice.FLOPPY)
 
 
+class StartupAction(IntEnum):
+    """Msvm_VirtualSystemSettingData.AutomaticStartupAction: what the host does with the
+    VM when it boots. Hyper-V's default for a new VM is RESTART_IF_ACTIVE."""
+
+    NONE = 2
+    RESTART_IF_ACTIVE = 3
+    ALWAYS = 4
+
+
+class ShutdownAction(IntEnum):
+    """Msvm_VirtualSystemSettingData.AutomaticShutdownAction: what the host does with the
+    VM when it shuts down. Hyper-V's default for a new VM is SAVE."""
+
+    TURN_OFF = 2
+    SAVE = 3
+    SHUT_DOWN = 4
+
+
 class KvpSource(IntEnum):
     HOST = 0
     HOST_ONLY = 4
