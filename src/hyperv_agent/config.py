@@ -397,6 +397,11 @@ def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = N
     settings such as ``state_dir``, ``backend``, ``listen``) and ``wsman`` (``[wsman]``
     settings); None values are ignored. ConfigError names the file and field at fault."""
     data = _read_file(path) if path is not None else {}
+    for section in ("agent", "wsman"):  # merged with the environment and flags below
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"invalid config file {path}: {section}: a table is expected "
+                              f"([{section}] on a line of its own, its settings below it), "
+                              f"not a value of type {type(data[section]).__name__}")
     agent = dict(data.get("agent", {}))
     agent.update(_environment())
     agent.update({k: v for k, v in overrides.items() if v is not None})
