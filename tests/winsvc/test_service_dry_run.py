@@ -131,3 +131,25 @@ def test_the_default_configuration_is_written_by_a_command_an_administrator_can_
     value = line.split('-Value "', 1)[1].removesuffix('" }')
     text = value.replace("`n", "\n").replace('`"', '"')
     assert tomllib.loads(text) == {"agent": {"backend": "auto", "listen": "0.0.0.0:8250"}}
+
+
+@pytest.mark.parametrize("args, problem", [
+    (("--password", "S3cr3t!x"),
+     "error: --password is the password of the --user account: without --user the service "
+     "runs as LocalSystem, which takes none\n"),
+    (("--user", "svc-cloudstack"),
+     "error: --user 'svc-cloudstack': name the account as DOMAIN\\USER, or .\\svc-cloudstack "
+     "for a local account of this host (Windows refuses a bare user name for a service)\n"),
+])
+def test_install_refuses_an_account_windows_would_not_run_it_as(
+        args: tuple[str, ...], problem: str) -> None:
+    for dry in ((), ("--dry-run",)):
+        result = CliRunner().invoke(main, ["service", "install", *args, *dry])
+        assert (result.exit_code, result.stderr) == (2, problem), result.output
+        assert "S3cr3t!x" not in result.output
+
+
+def test_install_takes_a_local_account_and_an_account_by_its_principal_name() -> None:
+    for account in (".\\cloudstack", "svc-cloudstack@lab.example"):
+        result = dry_run("install", "--user", account, "--password", "S3cr3t!x")
+        assert f"running as {account}," in result.output

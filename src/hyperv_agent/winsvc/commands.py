@@ -80,6 +80,14 @@ def install(replace_csharp_agent: bool, account: str | None, password: str | Non
     """Install the agent as a Windows service, open port 8250 and start it."""
     from hyperv_agent.winsvc import plan
 
+    if password is not None and not account:
+        _fail("--password is the password of the --user account: without --user the "
+              "service runs as LocalSystem, which takes none")
+        return
+    if account and "\\" not in account and "@" not in account:
+        _fail(f"--user {account!r}: name the account as DOMAIN\\USER, or .\\{account} for "
+              "a local account of this host (Windows refuses a bare user name for a service)")
+        return
     if account and password is None and not dry_run:
         password = click.prompt(f"password of {account}", hide_input=True)
     options = plan.InstallOptions(
