@@ -29,6 +29,53 @@ def test_a_section_written_as_a_value_is_one_error_naming_it(
     assert kind in message and "\n" not in message
 
 
+# --- password files ------------------------------------------------------------------------
+
+#: One password as Windows and Linux tools save it: LF, CRLF, Notepad's UTF-8 with a BOM,
+#: PowerShell 5.1's ``"..." > file`` (UTF-16 with a BOM and CRLF).
+PASSWORD_FILES = {
+    "lf": "Pa55-w\u00f6rd\n".encode(),
+    "crlf": "Pa55-w\u00f6rd\r\n".encode(),
+    "utf-8 bom": "\ufeffPa55-w\u00f6rd\r\n".encode(),
+    "utf-16 bom": "\ufeffPa55-w\u00f6rd\r\n".encode("utf-16-le"),
+}
+
+
+def _password_settings(tmp_path: Path, data: bytes) -> Path:
+    secret = tmp_path / "password"
+    secret.write_bytes(data)
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[agent.smb_credentials]\n"fs1" = {{username = "cloud", password_file = '
+                    f'"{secret}"}}\n[wsman]\nurl = "https://hv01:5986/wsman"\n'
+                    f'username = "HV01\\\\cloudstack"\npassword_file = "{secret}"\n')
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(PASSWORD_FILES))
+def test_a_password_file_gives_its_first_line_however_it_was_saved(
+        tmp_path: Path, kind: str) -> None:
+    config = load_config(_password_settings(tmp_path, PASSWORD_FILES[kind]))
+    assert config.wsman.resolved_password() == "Pa55-w\u00f6rd"
+    assert config.agent.smb_credentials["fs1"].secret() == "Pa55-w\u00f6rd"
+
+
+def test_a_password_file_that_is_not_text_is_one_error_naming_it_not_its_content(
+        tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    path = _password_settings(tmp_path, b"\xe9t\xe9-Secret\n")  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"invalid config file {path}: agent.smb_credentials.fs1: Value error, {secret} is "
+        "not UTF-8 text (save it as UTF-8)")
+    path.write_text(f'[wsman]\nurl = "https://hv01:5986/wsman"\npassword_file = "{secret}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path).wsman.resolved_password()
+    assert str(raised.value) == (f"wsman password_file: {secret} is not UTF-8 text "
+                                 "(save it as UTF-8)")
+    assert "Secret" not in str(raised.value)
+
+
 # --- the documents' configuration samples --------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

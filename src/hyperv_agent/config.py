@@ -85,6 +85,30 @@ def default_state_dir() -> Path:
     return Path(base) / "hyperv-agent"
 
 
+#: Byte-order marks Windows editors and shells write (PowerShell 5.1's ``>`` and Out-File
+#: write UTF-16), with the encoding they announce; a file without one is UTF-8.
+_MARKED_ENCODINGS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"),
+                     (b"\xfe\xff", "utf-16"))
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of the password file ``path``, without its line end (LF or CRLF) or
+    byte-order mark. ValueError naming the file, never its content, when it cannot be read
+    or is not text."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)),
+                    "utf-8")
+    try:
+        lines = data.decode(encoding).splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not {encoding.upper().removesuffix('-SIG')} text "
+                         "(save it as UTF-8)") from None
+    return lines[0] if lines else ""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -119,11 +143,7 @@ class SmbCredential(_Section):
                 raise ValueError(f"environment variable {self.password_env} is not set")
             return value
         assert self.password_file is not None
-        try:
-            lines = self.password_file.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise ValueError(f"cannot read {self.password_file}: {error.strerror}") from None
-        return lines[0] if lines else ""
+        return read_password_file(self.password_file)
 
 
 class AgentSection(_Section):
@@ -370,11 +390,9 @@ class WsmanSection(_Section):
         if self.password_file is None:
             return None
         try:
-            lines = self.password_file.read_text().splitlines()
-        except OSError as error:
-            raise ConfigError(f"cannot read wsman password_file {self.password_file}: "
-                              f"{error.strerror}") from None
-        return lines[0] if lines else ""
+            return read_password_file(self.password_file)
+        except ValueError as error:
+            raise ConfigError(f"wsman password_file: {error}") from None
 
 
 class AgentConfig(_Section):
