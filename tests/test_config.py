@@ -29,6 +29,42 @@ def test_a_section_written_as_a_value_is_one_error_naming_it(
     assert kind in message and "\n" not in message
 
 
+# --- relative paths ------------------------------------------------------------------------
+
+
+def test_relative_paths_in_a_file_are_taken_from_its_folder_wherever_the_command_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "smb.pw").write_text("secret\n")
+    path = folder / "agent.toml"
+    path.write_text('[agent]\nstate_dir = "state"\ntls_cert = "tls/agent.crt"\n'
+                    'tls_key = "../keys/agent.key"\n'
+                    '[agent.smb_credentials]\n"fs1" = {username = "u", password_file = "smb.pw"}\n'
+                    '[wsman]\nca_file = "hv01.pem"\npassword_file = "~/wsman.pw"\n'
+                    '[emulator]\ncluster_dir = "cluster"\n'
+                    '[emulator.drives]\nC = "drives/C"\n[emulator.shares]\n'
+                    "'\\\\fs1\\secondary' = \"/srv/secondary\"\n")
+    elsewhere = tmp_path / "elsewhere"  # as a service runs, in a folder of its own
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(path)
+    assert config.agent.state_dir == folder / "state"
+    assert config.agent.tls_cert == folder / "tls" / "agent.crt"
+    assert config.agent.tls_key == folder / ".." / "keys" / "agent.key"
+    assert config.agent.smb_credentials["fs1"].secret() == "secret"
+    assert config.wsman.ca_file == folder / "hv01.pem"
+    assert config.wsman.password_file == tmp_path / "home" / "wsman.pw"
+    assert config.emulator.cluster_dir == folder / "cluster"
+    assert config.emulator.drives == {"C": folder / "drives" / "C"}
+    assert config.emulator.shares == {"\\\\fs1\\secondary": Path("/srv/secondary")}
+    # A flag or the environment names a folder from where the command runs.
+    assert load_config(path, state_dir=Path("here")).agent.state_dir == Path("here")
+    monkeypatch.setenv("HYPERV_AGENT_STATE_DIR", "there")
+    assert load_config(path).agent.state_dir == Path("there")
+
+
 # --- password files ------------------------------------------------------------------------
 
 #: One password as Windows and Linux tools save it: LF, CRLF, Notepad's UTF-8 with a BOM,

@@ -34,7 +34,8 @@ File layout (names other tools rely on)::
 Environment: ``HYPERV_AGENT_STATE_DIR``, ``HYPERV_AGENT_BACKEND``, ``HYPERV_AGENT_LISTEN``
 and ``HYPERV_AGENT_ADMIN_LISTEN`` override the file, as do ``HYPERV_AGENT_SMB_SERVERS``
 (comma-separated) and ``HYPERV_AGENT_SMB_PORT``; ``HYPERV_AGENT_WSMAN_PASSWORD`` gives the
-WinRM password.
+WinRM password. Relative paths in the file are taken from the file's folder; those of the
+environment and flags from the current folder.
 """
 
 from __future__ import annotations
@@ -420,6 +421,8 @@ def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = N
             raise ConfigError(f"invalid config file {path}: {section}: a table is expected "
                               f"([{section}] on a line of its own, its settings below it), "
                               f"not a value of type {type(data[section]).__name__}")
+    if path is not None:
+        _anchor_paths(data, path.absolute().parent)
     agent = dict(data.get("agent", {}))
     agent.update(_environment())
     agent.update({k: v for k, v in overrides.items() if v is not None})
@@ -433,6 +436,42 @@ def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = N
         return AgentConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, path)) from None
+
+
+#: The settings that name files and folders: (section, key), or (section, table) for a
+#: table of them (``*``), or of inline tables holding one (``smb_credentials``).
+_PATH_SETTINGS = (("agent", "state_dir"), ("agent", "tls_cert"), ("agent", "tls_key"),
+                  ("agent", "tls_client_ca"), ("wsman", "password_file"), ("wsman", "ca_file"),
+                  ("wsman", "certificate_pem"), ("wsman", "certificate_key_pem"),
+                  ("emulator", "cluster_dir"))
+_PATH_TABLES = (("emulator", "drives"), ("emulator", "shares"))
+
+
+def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
+    """Relative paths of the file taken from the file's own folder, wherever the command
+    runs (a Windows service in System32, a systemd unit in /), and ``~`` expanded; those of
+    the environment and flags stay relative to the current folder."""
+    def anchored(value: object) -> object:
+        if not isinstance(value, str) or not value:
+            return value  # the model refuses what is not a path
+        named = Path(value).expanduser()
+        return str(named if named.is_absolute() else folder / named)
+
+    def section(name: str) -> dict[str, Any]:
+        table = data.get(name)
+        return table if isinstance(table, dict) else {}
+
+    for name, key in _PATH_SETTINGS:
+        if key in section(name):
+            section(name)[key] = anchored(section(name)[key])
+    for name, key in _PATH_TABLES:
+        table = section(name).get(key)
+        if isinstance(table, dict):
+            section(name)[key] = {k: anchored(v) for k, v in table.items()}
+    accounts = section("agent").get("smb_credentials")
+    for account in accounts.values() if isinstance(accounts, dict) else ():
+        if isinstance(account, dict) and "password_file" in account:
+            account["password_file"] = anchored(account["password_file"])
 
 
 def _read_file(path: Path) -> dict[str, Any]:
