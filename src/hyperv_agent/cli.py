@@ -407,6 +407,9 @@ def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user:
     if not sep or not host or not port.isdigit():
         _fail(ConfigError(f"--listen {listen!r} is not HOST:PORT"))
         return
+    if int(port) > 65535:
+        _fail(ConfigError(f"--listen {listen!r}: the port must be from 0 (any) to 65535"))
+        return
     try:
         asyncio.run(run())
     except AgentError as error:

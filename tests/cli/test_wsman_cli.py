@@ -118,3 +118,18 @@ def test_wsman_backend_needs_a_url_and_refuses_basic_over_http(tmp_path: Path) -
                "SELECT * FROM Msvm_ComputerSystem")
     assert run.returncode == 2 and "password in clear" in run.stderr
     assert PASSWORD not in run.stderr
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:65536", "127.0.0.1:99999"])
+def test_face_on_a_port_out_of_range_is_one_line_and_makes_nothing(
+        tmp_path: Path, listen: str) -> None:
+    from click.testing import CliRunner
+
+    from hyperv_agent.cli import main
+
+    state = tmp_path / "state"
+    result = CliRunner().invoke(main, ["emulator", "wsman", "--listen", listen, "--state-dir",
+                                       str(state), "--user", USER, "--password", PASSWORD])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: --listen {listen!r}: the port must be from 0 (any) to 65535\n"), result
+    assert not state.exists()
