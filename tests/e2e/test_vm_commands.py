@@ -416,7 +416,9 @@ async def test_vm_stats_is_one_summary_call_when_three_vms_are_named(running: Ru
         entry = stats[name]
         assert entry["numCPUs"] == cpus
         assert entry["cpuUtilization"] == loads[name] > 0
-        assert entry["memoryKBs"] == 1024 * 1024  # 1024 MB assigned
+        assert entry["memoryKBs"] == entry["targetMemoryKBs"] == 1024 * 1024  # 1024 MB
+        # the guest's free memory is not known: -1, not 0 (which reads as all of it used)
+        assert entry["intFreeMemoryKBs"] == -1
         assert (entry["networkReadKBs"], entry["networkWriteKBs"]) == (0, 0)
         assert entry["entityType"] == "vm"
 

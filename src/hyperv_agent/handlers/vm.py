@@ -196,11 +196,17 @@ class VmHandlers:
 
 
 def _stats_entry(stats: vms.VmStats, io: vmio.IoTotals) -> VmStatsEntry:
-    # Only the memory assigned to the VM is known, not what the guest has free, so
-    # intFreeMemoryKBs and targetMemoryKBs are left out. Network "read" is what the VM
-    # received, "write" what it sent.
+    # Only the memory assigned to the VM is known. Hyper-V tells how much of it a guest
+    # has free (MemoryAvailable) under dynamic memory only, which CloudStack's VMs never
+    # have: intFreeMemoryKBs is -1, the management server's "unknown" (as CloudStack's KVM
+    # agent reports it without a balloon driver). 0 would read as "no memory free": every
+    # VM 100 % used, and an AutoScale policy on memory scaling up for ever. With static
+    # memory the target is the memory assigned. Network "read" is what the VM received,
+    # "write" what it sent.
+    memory_kb = float(stats.memory_mb * KIB)
     return VmStatsEntry(cpu_utilization_percent=stats.cpu_utilization_percent,
-                        num_cpus=stats.cpus, memory_kb=float(stats.memory_mb * 1024),
+                        num_cpus=stats.cpus, memory_kb=memory_kb,
+                        int_free_memory_kb=FREE_MEMORY_UNKNOWN, target_memory_kb=memory_kb,
                         network_read_kb=io.received_bytes / KIB,
                         network_write_kb=io.sent_bytes / KIB, entity_type="vm",
                         disk_read_ios=float(io.reads), disk_write_ios=float(io.writes),
@@ -208,5 +214,8 @@ def _stats_entry(stats: vms.VmStats, io: vmio.IoTotals) -> VmStatsEntry:
 
 
 KIB = 1024
+#: intFreeMemoryKBs when the guest's free memory is not known (the MS's metrics API and
+#: AutoScale read a negative value so).
+FREE_MEMORY_UNKNOWN = -1.0
 
 
