@@ -743,6 +743,51 @@ async def test_vm_stats_count_a_restarted_vms_io_from_its_new_start(agent: Runni
     assert _network_kb(restarted["i-2-42-VM"]) == (2 * 1024, 1)
 
 
+NETWORK_STATS = "com.cloud.agent.api.GetVmNetworkStatsCommand"
+SECOND_MAC = "02:00:51:2c:00:1f"
+
+
+async def test_network_stats_report_each_nics_totals_by_the_mac_cloudstack_stores(
+    agent: Running,
+) -> None:
+    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
+    body["vm"].update(name="i-2-45-VM", cpus=1)
+    _volume_file(agent, "i-2-45-VM-root")
+    body["vm"]["disks"][0] = {"type": "ROOT", "diskSeq": 0,
+                              "data": _volume("i-2-45-VM-root", "ROOT")}
+    body["vm"]["nics"].append({**body["vm"]["nics"][0], "deviceId": 1, "defaultNic": False,
+                               "mac": SECOND_MAC.upper(), "ip": "10.1.1.68"})
+    await _ok(agent, names.START_COMMAND, body)
+    await _start(agent, "i-2-46-VM")
+    host = agent.emulator.host
+    assert traffic.network_io(host, "i-2-45-VM", MAC, received_bytes=3 * MB, sent_bytes=2048)
+    assert traffic.network_io(host, "i-2-45-VM", SECOND_MAC, received_bytes=512)
+    before = agent.emulator.round_trips()
+    key, answer = await agent.answer(NETWORK_STATS, {
+        "vmNames": ["i-2-45-VM", "i-2-46-VM", "i-9-99-VM"], "hostGuid": "g",
+        "hostName": "hv-1"})
+    spent = agent.emulator.round_trips() - before
+    assert (key, answer["result"], answer["hostName"]) == (
+        "com.cloud.agent.api.GetVmNetworkStatsAnswer", True, "hv-1"), answer
+    stats = answer["vmNetworkStatsMap"]
+    assert sorted(stats) == ["i-2-45-VM", "i-2-46-VM"]  # a VM of no name is left out
+    by_mac = {e["macAddress"]: (e["vmName"], e["bytesSent"], e["bytesReceived"])
+              for e in stats["i-2-45-VM"]}
+    assert by_mac == {MAC: ("i-2-45-VM", 2048, 3 * MB),  # sent: what the VM sent
+                      SECOND_MAC: ("i-2-45-VM", 0, 512)}
+    assert stats["i-2-46-VM"] == [{"vmName": "i-2-46-VM", "macAddress": MAC,
+                                   "bytesSent": 0, "bytesReceived": 0}]  # no traffic yet
+    assert (spent.calls, spent["invoke:GetSummaryInformation"], spent["query"]) == (3, 1, 2)
+    assert traffic.network_io(host, "i-2-45-VM", MAC, received_bytes=MB)
+    _, answer = await agent.answer(NETWORK_STATS, {"vmNames": ["i-2-45-VM"]})
+    (again,) = [e for e in answer["vmNetworkStatsMap"]["i-2-45-VM"] if e["macAddress"] == MAC]
+    assert (again["bytesSent"], again["bytesReceived"]) == (2048, 4 * MB)  # totals
+    await ok(agent.emulator, await request_state(agent.emulator, await _vm_path(
+        agent.emulator, "i-2-46-VM"), 3))
+    _, answer = await agent.answer(NETWORK_STATS, {"vmNames": ["i-2-46-VM"]})
+    assert answer["vmNetworkStatsMap"] == {"i-2-46-VM": []}  # off: no counters
+
+
 # --- budgets and locks --------------------------------------------------------------------
 
 

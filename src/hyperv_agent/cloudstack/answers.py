@@ -59,6 +59,7 @@ from hyperv_agent.cloudstack.objects import (
     StoragePoolInfo,
     VirtualMachineTO,
     VmDiskStatsEntry,
+    VmNetworkStatsEntry,
     VmStatsEntry,
     VolumeObjectTO,
     VolumeTO,
@@ -339,6 +340,14 @@ class GetVmDiskStatsAnswer(Answer):
     vm_disk_stats_map: dict[str, list[VmDiskStatsEntry]] = Field(default_factory=dict)
 
 
+class GetVmNetworkStatsAnswer(Answer):
+    FQCN: ClassVar[str] = names.GET_VM_NETWORK_STATS_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"host_name": "hostName"})
+
+    host_name: str | None = None
+    vm_network_stats_map: dict[str, list[VmNetworkStatsEntry]] = Field(default_factory=dict)
+
+
 class CheckVirtualMachineAnswer(Answer):
     """Writes the VM's power state as ``state`` (Java) and ``powerstate`` (C# agent)."""
 
@@ -539,7 +548,8 @@ ANSWER_TYPES: Mapping[str, type[Answer]] = MappingProxyType({
         Answer, UnsupportedAnswer, ReadyAnswer, SetupAnswer, CheckHealthAnswer,
         CheckNetworkAnswer, MaintainAnswer, PrepareForMigrationAnswer, CheckSshAnswer,
         PlugNicAnswer, UnPlugNicAnswer, ModifyStoragePoolAnswer, GetStorageStatsAnswer,
-        GetHostStatsAnswer, GetVmStatsAnswer, GetVmDiskStatsAnswer, CheckVirtualMachineAnswer,
+        GetHostStatsAnswer, GetVmStatsAnswer, GetVmDiskStatsAnswer, GetVmNetworkStatsAnswer,
+        CheckVirtualMachineAnswer,
         GetVncPortAnswer, StartAnswer, StopAnswer, RebootAnswer, ScaleVmAnswer, MigrateAnswer,
         MigrateWithStorageAnswer, MigrateVolumeAnswer, AttachAnswer, DettachAnswer,
         CreateObjectAnswer, CopyCmdAnswer, GetVmConfigAnswer, ModifyVmNicConfigAnswer,

@@ -82,6 +82,14 @@ class GetVmDiskStatsCommand(Command):
     host_name: str | None = None
 
 
+class GetVmNetworkStatsCommand(Command):
+    FQCN: ClassVar[str] = names.GET_VM_NETWORK_STATS_COMMAND
+
+    vm_names: list[str] = Field(default_factory=list)
+    host_guid: str | None = None
+    host_name: str | None = None
+
+
 class GetVmConfigCommand(Command):
     """List the VM's NICs (MAC, VLAN, connected); used by the MS's router code (protocol §6)."""
 
@@ -176,6 +184,7 @@ VM_COMMANDS: tuple[type[Command], ...] = (
     GetVncPortCommand,
     GetVmStatsCommand,
     GetVmDiskStatsCommand,
+    GetVmNetworkStatsCommand,
     GetVmConfigCommand,
     ModifyVmNicConfigCommand,
     ScaleVmCommand,

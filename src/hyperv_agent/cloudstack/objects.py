@@ -267,6 +267,17 @@ class VmDiskStatsEntry(WireModel):
     delta_bytes_write: JInt = 0
 
 
+class VmNetworkStatsEntry(WireModel):
+    """One network adapter of GetVmNetworkStatsAnswer.vmNetworkStatsMap: bytes sent and
+    received since the VM started. ``macAddress`` is written as CloudStack stores a NIC's
+    (``02:00:4c:5f:00:08``), which the management server looks the NIC up by."""
+
+    vm_name: str | None = None
+    mac_address: str | None = None
+    bytes_sent: JInt = 0
+    bytes_received: JInt = 0
+
+
 class NicDetails(WireModel):
     """One NIC of GetVmConfigAnswer.nics (Hyper-V enumeration order)."""
 

@@ -1,6 +1,7 @@
-"""The disk and network traffic of running VMs, many at once, for GetVmStatsCommand: from
-the performance counters Windows keeps in root\\cimv2 for every running VM, with or
-without resource metering. Their raw "...Persec" values are totals.
+"""The disk and network traffic of running VMs, many at once, for GetVmStatsCommand and
+GetVmNetworkStatsCommand: from the performance counters Windows keeps in root\\cimv2 for
+every running VM, with or without resource metering. Their raw "...Persec" values are
+totals.
 
 - "Hyper-V Virtual Storage Device": one instance per virtual hard disk a running VM has
   open, named after the disk's file (``counter_name``): bytes and operations read and
@@ -12,11 +13,12 @@ without resource metering. Their raw "...Persec" values are totals.
   Microsoft documents no naming for either set; public scripts that read this one build
   or match that form. Not checked against a Windows host here.
 
-=================  =============================================================
-``io_since_last``  3 queries whatever the number of VMs, in 2 round trips of
-                   latency (the adapters' counters are read beside the VMs' disk
-                   files); 0 for no VM
-=================  =============================================================
+===================  ===========================================================
+``io_since_last``    3 queries whatever the number of VMs, in 2 round trips of
+                     latency (the adapters' counters are read beside the VMs' disk
+                     files); 0 for no VM
+``adapter_traffic``  2 queries sent at once whatever the number of VMs; 0 for no VM
+===================  ===========================================================
 """
 
 from __future__ import annotations
@@ -285,8 +287,62 @@ async def adapter_counters(hv: HyperV, vm_guids: Collection[str]) -> Counters:
     return found
 
 
+@dataclass(frozen=True)
+class AdapterTraffic:
+    """A synthetic network adapter of a running VM, by its MAC (12 upper-case hex
+    digits), with the bytes it received and sent since the VM started: 0 before its
+    first traffic, when Windows has no counter instance for it yet."""
+
+    mac: str
+    received_bytes: int = 0
+    sent_bytes: int = 0
+
+
+async def adapter_traffic(hv: HyperV, vm_guids: Collection[str]
+                          ) -> dict[str, list[AdapterTraffic]]:
+    """The synthetic network adapters of the running VMs ``vm_guids`` (by VM GUID, upper
+    case; WMI's order), each with its totals, for GetVmNetworkStatsCommand. An adapter
+    is matched to its counter instance by its own GUID (the end of its settings'
+    InstanceID, ``Microsoft:<VM GUID>\\<adapter GUID>``, which the instance name ends
+    with). 2 queries sent at once whatever the number of VMs (their adapters' settings,
+    naming the VMs or over the whole host as ``hard_disk_media`` does, and
+    ``adapter_counters``); none for no VM. Read-only; a CimError is raised."""
+    guids = {guid.upper() for guid in vm_guids}
+    if not guids:
+        return {}
+    where = (wql.either(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
+                        for g in sorted(guids))
+             if len(guids) <= NAMED_AT_MOST else None)
+    query = wql.select(Class.SEPSD, where, ("InstanceID", "Address"))
+    settings, counters = await asyncio.gather(hv.cim.query(query, NAMESPACE),
+                                              adapter_counters(hv, guids))
+    moved = {(guid, adapter): totals for guid, instances in counters.items()
+             for name, totals in instances.items()
+             if (adapter := _adapter_guid(name)) is not None}
+    found: dict[str, list[AdapterTraffic]] = {}
+    for setting in settings:
+        instance_id = setting.string("InstanceID") or ""
+        guid = vms.owner_guid(instance_id)
+        if guid not in guids:
+            continue
+        adapter = instance_id.rpartition("\\")[2].strip("{}").upper()
+        totals = moved.get((guid, adapter), IoTotals())
+        found.setdefault(guid, []).append(AdapterTraffic(
+            (setting.string("Address") or "").upper(), totals.received_bytes,
+            totals.sent_bytes))
+    return found
+
+
 _GUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _VM_GUID_OF_ADAPTER = re.compile(f"({_GUID})--{{?{_GUID}", re.IGNORECASE)
+_ADAPTER_GUID = re.compile(f"{_GUID}--{{?({_GUID})}}?$", re.IGNORECASE)
+
+
+def _adapter_guid(instance: str) -> str | None:
+    """The GUID (upper case) of the adapter itself in a "Hyper-V Virtual Network
+    Adapter" instance name (the one after ``--``); None for another form."""
+    found = _ADAPTER_GUID.search(instance)
+    return found.group(1).upper() if found else None
 
 
 def adapter_vm_guid(instance: str) -> str | None:
