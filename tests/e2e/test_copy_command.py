@@ -7,6 +7,7 @@ import errno
 import gzip
 import hashlib
 import io
+import os
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
+from hyperv_agent.hostfs.transfer import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
@@ -263,6 +265,26 @@ async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(
                                           _template(_primary())), "")
     assert details
     assert listing(pool) == {}
+
+
+async def test_download_too_large_for_the_pools_free_space_fails_and_leaves_the_pool(
+    tmp_path: Path,
+) -> None:
+    free = KEEP_FREE_BYTES + 8 * MIB  # the pool's drive reports room for 8 MiB
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    raw = _disk(tmp_path / "raw" / "big.vhdx", 256 * MIB, os.urandom(12 * MIB))
+    _secondary(tmp_path, "t/big.vhdx").write_bytes(raw.read_bytes())
+    _secondary(tmp_path, "t/bomb.vhdx.gz").write_bytes(gzip.compress(raw.read_bytes(), 1))
+    async with serving(_config(tmp_path, lab)) as agent:
+        pool = _pool(agent)
+        _disk(pool / "kept.vhdx", 16 * MIB)
+        before = listing(pool)
+        for path in ("t/big.vhdx", "t/bomb.vhdx.gz"):
+            details = await _refused(agent, _copy(_template(_nfs(), path=path),
+                                                  _template(_primary(), path="mine")),
+                                     "not enough free space")
+            assert f"only {8 * MIB} may be written" in details, details
+            assert listing(pool) == before
 
 
 @pytest.mark.parametrize(("path", "expected"), [

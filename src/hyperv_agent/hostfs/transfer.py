@@ -5,6 +5,12 @@ A copy is written aside to ``.<name>.partial-<agent>-<hex>`` in the target's fol
 (``hostfs.aside``) and renamed to the target only when every byte arrived and the checksum
 matched, so a partial copy never appears under the final name and a failed copy leaves the
 target as it was.
+
+A copy never fills the volume it writes to: it may write no more than the volume's free
+space at its start less ``KEEP_FREE_BYTES``. A pool that fills up stops every VM whose
+dynamic disks grow on it, and a compressed template may expand to any size (a ``.gz``
+of zeros), so a source known to be too large is refused before a byte is written and a
+stream that grows past the room is stopped there.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from hyperv_agent.hostfs.aside import AsideFiles, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 
-__all__ = ["Checksum", "Source", "TransferError", "Transferred", "parse_checksum", "transfer"]
+__all__ = ["KEEP_FREE_BYTES", "Checksum", "Source", "TransferError", "Transferred",
+           "parse_checksum", "transfer"]
 
 _LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -43,6 +50,8 @@ _PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
 _PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
+#: What a copy leaves free on the volume it writes to, for the disks already there.
+KEEP_FREE_BYTES = 256 * 1024 * 1024
 
 Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
 
@@ -97,7 +106,10 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     removed, ``target`` left as it was). Aside files an earlier attempt at the same target
     left behind (its process was killed) are removed first, and with ``aside`` (the
     agent's) every aside file of the agent in the target's folder that no copy is writing
-    now; callers serialise copies to one target.
+    now; callers serialise copies to one target. A copy that would leave less than
+    ``KEEP_FREE_BYTES`` free on the target's volume fails with TransferError: up front
+    when the source is a host file that large, else when the bytes written reach the room
+    (a file ``target`` replaces counts as taken until the copy is done).
     """
     expected = parse_checksum(checksum) if checksum is not None else None
     algorithm = expected.algorithm if expected else digest
@@ -108,17 +120,57 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     namer = aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's only
     meter = _Meter(label, target, progress_every_s)
     await namer.sweep(files, split(target)[0], target)
+    room = await _Room.measure(files, target)
+    if room is not None and isinstance(source, str):
+        await room.check_source(files, source, label)
     async with namer.replacing(files, target) as temp:
         hexdigest = None
         if isinstance(source, str) and codec is None and algorithm is None:
             read = written = await _native_copy(files, source, temp, meter)
         else:
-            plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm)
+            plan = _Plan(files, source, label, temp, codec, expected, meter, algorithm, room)
             written, read, hexdigest = await _in_worker(plan.run)
         if verify is not None:
             await verify(temp)
     meter.finished(written, read)
     return Transferred(target, written, read, hexdigest)
+
+
+@dataclass(frozen=True)
+class _Room:
+    """How much a copy to ``target`` may write: the free space of its volume at the start
+    less ``KEEP_FREE_BYTES``."""
+
+    target: str
+    free_bytes: int
+
+    @classmethod
+    async def measure(cls, files: HostFiles, target: str) -> _Room | None:
+        """The room at ``target``; None when its volume cannot be measured (the copy then
+        goes on unbounded, as a write to an unreachable folder fails anyway)."""
+        try:
+            usage = await files.usage(split(target)[0] or target)
+        except AgentError as error:
+            _LOG.debug("free space at %s unknown (%s); the copy is not bounded", target, error)
+            return None
+        return cls(target, usage.free_bytes)
+
+    @property
+    def bytes(self) -> int:
+        return max(0, self.free_bytes - KEEP_FREE_BYTES)
+
+    async def check_source(self, files: HostFiles, source: str, label: str) -> None:
+        """Refuse a host file that alone (still compressed, if it is) would not fit."""
+        stat = await files.stat(source)
+        if stat is not None and not stat.is_dir and stat.size > self.bytes:
+            raise self.refusal(label, f"it holds {stat.size} bytes")
+
+    def refusal(self, label: str, needs: str) -> TransferError:
+        return TransferError(
+            f"not enough free space for {label} at {self.target}: {needs}, and only "
+            f"{self.bytes} may be written there ({self.free_bytes} bytes free, "
+            f"{KEEP_FREE_BYTES} kept free for the disks already on that volume); "
+            "nothing was copied")
 
 
 def _codec(source: Source) -> str | None:
@@ -266,6 +318,7 @@ class _Plan:
     expected: Checksum | None
     meter: _Meter
     algorithm: str | None = None  # the digest to compute: the checksum's, or one asked for
+    room: _Room | None = None  # how much may be written; None: unbounded
 
     def run(self, stop: threading.Event) -> tuple[int, int, str | None]:
         hasher = hashlib.new(self.algorithm) if self.algorithm else None
@@ -297,6 +350,10 @@ class _Plan:
             for chunk in _decoded(source, self.codec, self.label):
                 if stop.is_set():
                     raise _Stopped
+                if self.room is not None and written + len(chunk) > self.room.bytes:
+                    grows = "expands to" if self.codec else "holds"
+                    raise self.room.refusal(self.label,
+                                            f"it {grows} more than {self.room.bytes} bytes")
                 try:
                     writer.write(chunk)
                 except OSError as error:
