@@ -13,7 +13,9 @@ import socket
 import threading
 import tracemalloc
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import boto3  # type: ignore[import-untyped]
 import pytest
@@ -28,6 +30,7 @@ from hyperv_agent.hostfs.s3 import (
     S3Object,
     object_path,
     open_object,
+    region_of,
     signed_headers,
 )
 from hyperv_agent.hostfs.transfer import TransferError, transfer
@@ -113,6 +116,84 @@ def test_unreachable_endpoint_fails_with_a_clear_line_when_nothing_answers(
     with pytest.raises(TransferError, match=re.escape(message)) as caught:
         _read(obj)
     assert "top-secret" not in repr(obj) and "pass-in-url" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("endpoint", "region"), [
+    ("s3.eu-west-1.amazonaws.com", "eu-west-1"),
+    ("s3-ap-southeast-2.amazonaws.com", "ap-southeast-2"),
+    ("https://s3.dualstack.ca-central-1.amazonaws.com/", "ca-central-1"),
+    ("S3.US-GOV-WEST-1.AMAZONAWS.COM:443", "us-gov-west-1"),
+    ("s3.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+    ("s3.amazonaws.com", "us-east-1"),
+    ("s3-external-1.amazonaws.com", "us-east-1"),
+    ("minio.lab:9000", "us-east-1"),
+    ("s3.eu-west-1.example.net", "us-east-1"),
+])
+def test_region_is_the_one_an_aws_endpoint_names_else_us_east_1(
+        endpoint: str, region: str) -> None:
+    assert region_of(endpoint) == region
+
+
+class _RegionalStore(BaseHTTPRequestHandler):
+    """An S3 store in ``eu-central-1`` that refuses requests signed for another region
+    as AWS does (HTTP 400 AuthorizationHeaderMalformed naming its region), or, with
+    ``names_region`` false, without naming it."""
+
+    region = "eu-central-1"
+    names_region = True
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        scope = re.search(r"Credential=[^/]+/\d{8}/([^/]+)/s3/aws4_request",
+                          self.headers.get("Authorization", ""))
+        signed = scope[1] if scope else ""
+        self.seen.append(signed)
+        if signed == self.region:
+            self._answer(200, b"the template")
+            return
+        where = f"<Region>{self.region}</Region>" if self.names_region else ""
+        self._answer(400, (
+            "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AuthorizationHeaderMalformed"
+            f"</Code><Message>The authorization header is malformed; the region '{signed}' "
+            f"is wrong; expecting '{self.region}'</Message>{where}</Error>").encode())
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+@pytest.fixture
+def regional() -> Iterator[tuple[str, list[str]]]:
+    _RegionalStore.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RegionalStore)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}", _RegionalStore.seen
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_object_arrives_when_the_store_names_its_own_region_in_a_refusal(
+        regional: tuple[str, list[str]]) -> None:
+    endpoint, seen = regional
+    assert _read(S3Object(endpoint, "b", "k.vhd", "AKIA", "secret", https=False)) \
+        == b"the template"
+    assert seen == ["us-east-1", "eu-central-1"]
+
+
+def test_refusal_that_names_no_region_fails_after_one_request(
+        regional: tuple[str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint, seen = regional
+    monkeypatch.setattr(_RegionalStore, "names_region", False)
+    with pytest.raises(TransferError, match=r"HTTP 400 \(AuthorizationHeaderMalformed"):
+        _read(S3Object(endpoint, "b", "k.vhd", "AKIA", "secret", https=False))
+    assert seen == ["us-east-1"]
 
 
 def _cut_short_server(port: int, ready: threading.Event) -> None:

@@ -73,7 +73,6 @@ TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a 
 log = logging.getLogger("hyperv_agent.handlers.copy")
 
 UNSUPPORTED = "Data store combination not supported"
-DEFAULT_S3_REGION = "us-east-1"
 
 
 class CopyHandler(FileHandlers):
@@ -378,4 +377,4 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
 
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
-                    https=bool(store.https_flag), region=DEFAULT_S3_REGION)
+                    https=bool(store.https_flag))

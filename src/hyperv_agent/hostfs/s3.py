@@ -3,8 +3,12 @@
 
 Path-style URLs (``http(s)://endpoint/bucket/key``) work with AWS and with every
 S3-compatible server a CloudStack image store points at. The request is signed with AWS
-Signature Version 4; the body is never buffered whole. Secret keys never appear in a
-message, a log line or a ``repr``.
+Signature Version 4 for a region: the one an AWS endpoint's host name carries
+(``s3.eu-west-1.amazonaws.com``), else ``us-east-1``, as the AWS SDK that CloudStack's
+own S3 client uses picks it; a store that names another region in its refusal
+(``AuthorizationHeaderMalformed`` with a ``Region``: a bucket elsewhere, a MinIO or Ceph
+server set to its own region) is asked once more, signed for that one. The body is never
+buffered whole. Secret keys never appear in a message, a log line or a ``repr``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,9 +27,16 @@ from urllib.parse import quote, urlsplit
 from hyperv_agent.errors import TransferError
 from hyperv_agent.hostfs.web import Get, Peer, Response, open_get
 
+_LOG = logging.getLogger(__name__)
+
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+DEFAULT_REGION = "us-east-1"
 EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
 _ERROR_BODY_BYTES = 64 * 1024
+_WRONG_REGION = "AuthorizationHeaderMalformed"
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")  # eu-west-1, us-gov-west-1, ...
+_AWS_HOST = re.compile(r"(?:[^.]+\.)*s3[.-](?:dualstack\.)?(?P<region>[a-z0-9-]+)"
+                       r"\.amazonaws\.com(?:\.cn)?")
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class S3Object:
     access_key: str
     secret_key: str = field(repr=False)
     https: bool = True
-    region: str = "us-east-1"
+    region: str | None = None  # None: the endpoint's (``region_of``)
 
     @property
     def label(self) -> str:
@@ -51,25 +64,49 @@ def open_object(obj: S3Object, timeout_s: float = 30.0) -> BinaryIO:
     raise TransferError with one line a human can act on. Nothing is written anywhere; a
     repeat is a new GET. Closing the stream closes the connection.
     """
+    region = obj.region or region_of(obj.endpoint)
+    response = _get(obj, region, timeout_s)
+    if response.status == 200:
+        return response.body()
+    error = _error_fields(response)
+    response.close()
+    other = error.region if error.code == _WRONG_REGION else ""
+    if other and other != region:
+        _LOG.info("%s is in region %s, not %s; asking again", obj.label, other, region)
+        response = _get(obj, other, timeout_s)
+        if response.status == 200:
+            return response.body()
+        error = _error_fields(response)
+        response.close()
+    raise TransferError(_status_message(obj, response, error))
+
+
+def region_of(endpoint: str) -> str:
+    """The region requests to ``endpoint`` are signed for: the one an AWS S3 host name
+    carries (``s3.eu-west-1.amazonaws.com``, ``s3-eu-west-1.amazonaws.com``), else
+    ``us-east-1`` (AWS's global endpoint, and what other S3 servers take by default)."""
+    host = _bare_endpoint(endpoint).lower().rpartition("@")[2].partition(":")[0]
+    found = _AWS_HOST.fullmatch(host)
+    if found and _REGION.fullmatch(found["region"]):
+        return found["region"]
+    return DEFAULT_REGION
+
+
+def _get(obj: S3Object, region: str, timeout_s: float) -> Response:
     host, port = _host_and_port(obj.endpoint)
     path = object_path(obj.bucket, obj.key)
     headers = signed_headers(method="GET", host=_bare_endpoint(obj.endpoint), path=path,
                              headers={}, payload_hash=UNSIGNED_PAYLOAD,
                              access_key=obj.access_key, secret_key=obj.secret_key,
-                             region=obj.region, when=dt.datetime.now(dt.UTC))
+                             region=region, when=dt.datetime.now(dt.UTC))
     headers["Accept-Encoding"] = "identity"  # unsigned: the body is taken as stored
     where = f"S3 endpoint {_bare_endpoint(obj.endpoint)}"
     peer = Peer(where, f"cannot resolve the host of {where}",
                 "is the endpoint and port right?", "is httpsFlag right for this endpoint?")
     address = f"[{host}]" if ":" in host else host
     url = f"{'https' if obj.https else 'http'}://{address}{f':{port}' if port else ''}{path}"
-    response = open_get(Get(url, headers, ssl.create_default_context() if obj.https else None,
-                            obj.label, peer, timeout_s))
-    if response.status != 200:
-        message = _status_message(obj, response)
-        response.close()
-        raise TransferError(message)
-    return response.body()
+    return open_get(Get(url, headers, ssl.create_default_context() if obj.https else None,
+                        obj.label, peer, timeout_s))
 
 
 def object_path(bucket: str, key: str) -> str:
@@ -128,8 +165,17 @@ def _host_and_port(endpoint: str) -> tuple[str, int | None]:
     return parts.hostname, port
 
 
-def _status_message(obj: S3Object, response: Response) -> str:
-    code, detail = _error_fields(response)
+@dataclass(frozen=True)
+class _Refusal:
+    """What an S3 error body says: its Code, Message and Region ("" where absent)."""
+
+    code: str = ""
+    detail: str = ""
+    region: str = ""
+
+
+def _status_message(obj: S3Object, response: Response, error: _Refusal) -> str:
+    code, detail = error.code, error.detail
     what = f"{obj.bucket}/{obj.key}"
     said = f"; S3 said {code}" if code else ""
     if response.status == 403:
@@ -143,14 +189,16 @@ def _status_message(obj: S3Object, response: Response) -> str:
            f"({reason})"
 
 
-def _error_fields(response: Response) -> tuple[str, str]:
-    """The Code and Message of an S3 error body; empty strings when there is none."""
+def _error_fields(response: Response) -> _Refusal:
+    """The Code, Message and Region of an S3 error body; empty strings when there is none
+    (a Region only when it looks like one)."""
     from defusedxml import ElementTree  # loaded by the first S3 error, not at start-up
 
     try:
         root = ElementTree.fromstring(response.error_text(_ERROR_BODY_BYTES))
     except Exception:  # an unreadable error body only loses detail
-        return "", ""
+        return _Refusal()
     code = (root.findtext("Code") or "").strip()
     message = " ".join((root.findtext("Message") or "").split())
-    return code[:80], message[:200]
+    region = (root.findtext("Region") or "").strip()
+    return _Refusal(code[:80], message[:200], region if _REGION.fullmatch(region) else "")
