@@ -118,6 +118,15 @@ def test_unreachable_endpoint_fails_with_a_clear_line_when_nothing_answers(
     assert "top-secret" not in repr(obj) and "pass-in-url" not in str(caught.value)
 
 
+@pytest.mark.parametrize("https", [True, False])
+def test_scheme_in_the_endpoint_wins_over_the_https_flag_when_given(
+        stored: S3Server, https: bool) -> None:
+    assert _read(stored.object(KEY, endpoint=f"http://{stored.endpoint}/",
+                               https=https)) == DATA
+    with pytest.raises(TransferError, match="TLS with S3 endpoint"):
+        _read(stored.object(KEY, endpoint=f"HTTPS://{stored.endpoint}", https=https))
+
+
 @pytest.mark.parametrize(("endpoint", "region"), [
     ("s3.eu-west-1.amazonaws.com", "eu-west-1"),
     ("s3-ap-southeast-2.amazonaws.com", "ap-southeast-2"),

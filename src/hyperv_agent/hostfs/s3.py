@@ -43,12 +43,12 @@ _AWS_HOST = re.compile(r"(?:[^.]+\.)*s3[.-](?:dualstack\.)?(?P<region>[a-z0-9-]+
 class S3Object:
     """Where one object lives and the keys that may read it (``S3TO`` plus a key)."""
 
-    endpoint: str  # host[:port], as S3TO.endPoint gives it
+    endpoint: str  # [scheme://]host[:port], as S3TO.endPoint gives it
     bucket: str
     key: str
     access_key: str
     secret_key: str = field(repr=False)
-    https: bool = True
+    https: bool = True  # S3TO.httpsFlag; a scheme in ``endpoint`` wins over it
     region: str | None = None  # None: the endpoint's (``region_of``)
 
     @property
@@ -104,9 +104,21 @@ def _get(obj: S3Object, region: str, timeout_s: float) -> Response:
     peer = Peer(where, f"cannot resolve the host of {where}",
                 "is the endpoint and port right?", "is httpsFlag right for this endpoint?")
     address = f"[{host}]" if ":" in host else host
-    url = f"{'https' if obj.https else 'http'}://{address}{f':{port}' if port else ''}{path}"
-    return open_get(Get(url, headers, ssl.create_default_context() if obj.https else None,
+    https = _uses_https(obj)
+    url = f"{'https' if https else 'http'}://{address}{f':{port}' if port else ''}{path}"
+    return open_get(Get(url, headers, ssl.create_default_context() if https else None,
                         obj.label, peer, timeout_s))
+
+
+def _uses_https(obj: S3Object) -> bool:
+    """Whether ``obj`` is read over https: as the endpoint's scheme says when it has one
+    (``http://minio.lab:9000``; CloudStack's S3 client takes it over the https flag),
+    else as ``https`` says."""
+    text = obj.endpoint.strip().lower()
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            return scheme == "https://"
+    return obj.https
 
 
 def object_path(bucket: str, key: str) -> str:
