@@ -76,8 +76,9 @@ async def test_total_run_time_is_what_running_vms_keep_busy_over_every_logical_p
 
 
 async def test_total_run_time_falls_back_when_vms_stop_or_pause(emulator: EmulatorCim) -> None:
-    running = await _vm(emulator, "running", cpus=8)
-    paused = await _vm(emulator, "paused", cpus=8, state=9)
+    # 16 virtual processors on the 16 logical ones: a load of 1 % shows (8 would read 0.5)
+    running = await _vm(emulator, "running", cpus=16)
+    paused = await _vm(emulator, "paused", cpus=16, state=9)
     busy = await _busy_hundredths(emulator)  # the paused VM's load reads 0
     assert _run_time(await _total(emulator)) == round(busy / 16) > 0
     await ok(emulator, await request_state(emulator, running, 3))

@@ -280,9 +280,12 @@ async def test_stats_of_a_state_dir_made_before_the_hypervisor_counters_count_it
 
     cim = EmulatorCim.open(config)
     try:
-        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == one
+        # over a few milliseconds, the counter's 100 ns steps show in the second decimal
+        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == pytest.approx(
+            one, abs=0.05)
         await ok(cim, await request_state(cim, paused, 2))
-        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == both
+        assert (await host.host_stats(hv(cim))).cpu_utilization_percent == pytest.approx(
+            both, abs=0.05)
     finally:
         await cim.close()
 
