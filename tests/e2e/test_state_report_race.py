@@ -14,11 +14,14 @@ from bench.bench_vm import start_body
 from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
+from hyperv_agent.handlers.host import REMOVALS_AT_ONCE
 from hyperv_agent.hyperv import jobs
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, serving
+from tests.emulator.kit import service
 
 JOB_S = 0.1  # each Hyper-V job of the emulated host runs this long
 VM = "i-2-44-VM"
+REMOVAL_S = 4.0  # how long a removal the report makes holds its slot, when slowed
 
 
 @pytest.fixture
@@ -84,3 +87,36 @@ async def test_state_report_removes_the_stopped_vm_when_no_command_works_on_it(
     await jobs.call(slow.emulator, vm.path, "RequestStateChange", {"RequestedState": 3})
     assert await _report(slow) == []
     assert await _vm(slow, VM) is None  # removed, as the C# agent does
+
+
+async def test_state_report_leaves_a_vm_running_when_its_start_ends_after_the_listing(
+    slow: Running,
+) -> None:
+    """The report lists the VM while a StartCommand builds it (off, its lock held), then
+    waits for a removal slot behind as many stopped VMs as it removes at once; the start
+    ends meanwhile and frees the lock. What the listing said is stale by then: the VM
+    runs, and the report must not turn it off and remove it."""
+    cim = slow.emulator
+    drive_c = cim.host.config.drive_root("C")
+    (drive_c / "pool").mkdir(parents=True, exist_ok=True)
+    stopped = [f"i-2-{index}-VM" for index in range(REMOVALS_AT_ONCE)]
+    for name in stopped:
+        vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
+            ElementName=name, Notes=["Created by CloudStack, do not edit."])
+        await jobs.call(cim, await service(cim), "DefineSystem", {"SystemSettings": vssd})
+        cim.faults.slow_next_job("DestroySystem", REMOVAL_S)  # each holds its slot a while
+    start = asyncio.create_task(slow.post(names.START_COMMAND, start_body(VM, drive_c)))
+    while (building := await _vm(slow, VM)) is None:
+        assert not start.done(), start.result()
+        await asyncio.sleep(0.01)
+    report = asyncio.create_task(_report(slow))
+    while [name for name in stopped if await _vm(slow, name) is not None]:
+        await asyncio.sleep(0.01)  # listed: the removals hold every slot
+    listed = await _vm(slow, VM)
+    assert listed is not None and listed[1] != 2  # still off now, so off when listed
+    status, answer = await start
+    assert status == 200 and answer[0][names.START_ANSWER]["result"] is True, answer
+    assert not report.done()  # the report still waits to remove the VM it listed off
+    await report
+    assert await _vm(slow, VM) == (building[0], 2)  # the same VM, still running
+    assert await _report(slow) == [{VM: "PowerOn"}]

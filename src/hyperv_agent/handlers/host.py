@@ -173,7 +173,8 @@ class HostHandlers:
         Hyper-V (its disks stay) and left out, so CloudStack sees it as stopped: CloudStack
         VMs exist on the host only while they run; one whose removal fails reports
         PowerOff, as does a saved one (``_kind``). A VM a command is starting, stopping,
-        migrating or changing (its lock held or waited for) is never removed. Removals run
+        migrating or changing (its lock held or waited for) is never removed, nor is one no
+        longer off when its removal comes (the listing is stale by then). Removals run
         concurrently, at most ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing
         is removed."""
         listed = await vms.list_vms(self.hv)
@@ -197,11 +198,16 @@ class HostHandlers:
                     log.info("stopped VM %s left alone: a command is working on it", vm.name)
                     return None
                 try:
-                    await vms.remove_vm(self.hv, vm.guid)
+                    # the listing may be stale by now: a command that held the lock since
+                    # (a StartCommand finishing the VM) may have started it
+                    removed = await vms.remove_if_off(self.hv, vm.guid)
                 except HyperVError as error:
                     log.warning("could not remove stopped VM %s: %s", vm.name, error)
                     return vm.guid
-            log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+            if removed:
+                log.info("removed stopped CloudStack VM %s (disks kept)", vm.name)
+            else:
+                log.info("VM %s left alone: it is no longer off", vm.name)
             return None
 
         return {guid for guid in await asyncio.gather(*map(remove, doomed)) if guid}

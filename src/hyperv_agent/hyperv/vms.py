@@ -519,6 +519,26 @@ async def remove_vm(
     return await destroy(hv, vm_guid, policy=policy)
 
 
+async def remove_if_off(
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+) -> bool:
+    """Destroy the definition of the VM if it is off now; True if this call removed it.
+
+    For a caller that saw the VM off a while ago (a listing): one started since, or
+    saved, paused or gone, is left as it is and False returned, so a stale look never
+    turns a running VM off. Its disk files are never touched. If DestroySystem fails the
+    VM is left off but defined (the error is raised). 1 get (+ 1 call and 1 job wait
+    when it is off).
+    """
+    try:
+        vm = await hv.cim.get(vm_path(vm_guid))
+    except CimNotFound:
+        return False
+    if power_state(vm.integer("EnabledState")) is not PowerState.STOPPED:
+        return False
+    return await destroy(hv, vm_guid, policy=policy)
+
+
 async def _exists(hv: HyperV, path: ObjectPath) -> bool:
     try:
         await hv.cim.get(path)
