@@ -388,3 +388,24 @@ async def test_prepare_refuses_more_devices_than_a_vm_takes_before_looking_at_an
     key, refused = await _asked(host, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
     assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
     assert refused["details"].endswith(expected), refused["details"]
+
+
+async def test_a_volume_copy_that_outlasts_the_ms_wait_is_stopped_and_its_source_kept(
+    host: Running,
+) -> None:
+    """The MS waits ``wait`` seconds for the move, then fails it and keeps the volume in its
+    old pool. A copy still running then must not finish and remove the source: the volume
+    the MS knows would be gone. It is stopped, what it wrote removed, the source kept, and
+    the failure answered before the MS gives up."""
+    pool = _local_pool(host)
+    _linked_clone(host)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+    body["wait"] = 2
+    host.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 3 * body["wait"])
+    started = asyncio.get_running_loop().time()
+    kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert asyncio.get_running_loop().time() - started < body["wait"]
+    assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+    assert f"{SPARE}.vhdx was kept" in answer["details"], answer
+    assert _files(pool) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
+    assert _files(_drive(host, "D", "pool2")) == []

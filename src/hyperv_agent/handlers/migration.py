@@ -242,7 +242,9 @@ class MigrationHandlers(FileHandlers):
         which a move keeps. Refused, nothing touched: a file already in the target pool
         under the name (never replaced), a volume already in ``pool``, and a disk of a
         running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
-        only Hyper-V moves a disk in use, as DeleteCommand never deletes one."""
+        only Hyper-V moves a disk in use, as DeleteCommand never deletes one. A copy not
+        done within the command's ``wait`` (less ``cancel_grace_s``) is stopped and
+        removed, its source kept, and the answer fails before the MS gives up."""
         folder = self.paths.pool_root(command.pool, "pool")
         if command.attached_vm_name:
             async with self.vm_locks.hold(command.attached_vm_name):
@@ -281,13 +283,27 @@ class MigrationHandlers(FileHandlers):
         if locations.same_folder(root, folder):
             raise InvalidRequest(_already_in(command.volume_path, folder))
         target = locations.confine(folder, ntpath.basename(source))
-        async with self.file_locks.hold_all(source, target):
-            await self.refuse_if_running(source, "the volume was not moved; the file was kept")
-            if await self.files.exists(target):
-                raise InvalidRequest(f"{target} already exists; it is not replaced")
-            # A merge of a large linked clone runs as long as the MS waits for the move.
-            await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s))
-            await self.files.remove(source)
+        # The MS gives up after its wait and keeps the volume in the old pool: a copy that
+        # outlasts it is stopped (and removed) with the source kept, never finished with
+        # the source removed behind the MS's back.
+        bound, _ = self.settings.bounds(command.wait_s)
+        limit = asyncio.timeout(bound.timeout_s)
+        try:
+            async with limit, self.file_locks.hold_all(source, target):
+                await self.refuse_if_running(source,
+                                             "the volume was not moved; the file was kept")
+                if await self.files.exists(target):
+                    raise InvalidRequest(f"{target} already exists; it is not replaced")
+                await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s))
+                limit.reschedule(None)  # copied whole: the move is finished whatever the time
+                await self.files.remove(source)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise AgentError(f"volume {command.volume_path} was not moved within "
+                             f"{bound.timeout_s:g} s, before the management server stops "
+                             f"waiting for it: the copy was stopped and removed; {source} "
+                             "was kept") from None
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
         """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
