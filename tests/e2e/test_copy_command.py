@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import bz2
 import errno
 import gzip
 import hashlib
 import io
+import json
 import os
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -922,3 +924,35 @@ async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_a
                                 _template(_primary(), path="tmpl-1")),
                    "being used by another process")
     assert listing(pool) == before  # the template's bytes and the clone's, as they were
+
+
+async def test_a_vm_whose_root_volume_is_being_copied_starts_once_the_copy_is_done(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """A template made from a stopped VM's root volume (case D) reads the volume for as
+    long as the copy takes; the MS may start the VM meanwhile. Started then, its guest
+    would write the disk while it is read and the template would be torn: the start
+    waits for the copy, and both succeed."""
+    from bench.bench_vm import start_body
+
+    vm = "i-3-7-VM"
+    pool = _pool(agent)
+    template = _disk(pool / "tmpl-1.vhdx", GIB, b"template os")
+    vhd.create(pool / f"{vm}-root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator="C:\\pool\\tmpl-1.vhdx")
+    agent.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 2.0)  # the merge
+    copying = asyncio.create_task(agent.answer(COPY, _copy(
+        _volume(_primary(), path=f"{vm}-root", format="VHDX"),
+        _template(_nfs(), path="template/tmpl/2/303", uuid="t-uuid", id=303,
+                  name="303-2-abc", format=None))))
+    while len(list(pool.iterdir())) < 3:  # the merged copy is being written beside it
+        assert not copying.done(), copying.result()
+        await asyncio.sleep(0.01)
+    starting = asyncio.create_task(agent.answer(
+        names.START_COMMAND, json.loads(start_body(vm, _drive_c(agent)))))
+    done, _ = await asyncio.wait({copying, starting}, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {copying}, starting.result()  # the VM did not start during the copy
+    assert (await copying)[1]["result"] is True
+    assert (await starting)[1]["result"] is True
+    copied = tmp_path / "secondary" / "template" / "tmpl" / "2" / "303" / "t-uuid.vhdx"
+    assert vhd.read_data(copied, 0, 11) == b"template os"

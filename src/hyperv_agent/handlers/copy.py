@@ -231,8 +231,7 @@ class CopyHandler(FileHandlers):
 
     async def _volume_to_volume(self, src: VolumeObjectTO, dest: VolumeObjectTO,
                                 merge_wait: jobs.WaitPolicy) -> VolumeObjectTO:
-        source = await (self._idle_volume(src) if isinstance(src.data_store, PrimaryDataStoreTO)
-                        else self._existing_volume(src))
+        source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         if isinstance(dest.data_store, NfsTO):
             folder, uid = await self._image_store_folder(dest.data_store, dest.path, dest.uuid)
@@ -244,7 +243,13 @@ class CopyHandler(FileHandlers):
                                       "destTO")
             target = await self.paths.volume_file(
                 dest.model_copy(update={"path": new_path, "format": fmt}), "destTO")
-        async with self.file_locks.hold(target):
+        # A pool volume is read under its lock, so a StartCommand of its VM waits meanwhile;
+        # a running VM's worker holds its disks open (Windows refuses to read one, Hyper-V
+        # to merge it), so the answer names the VM instead.
+        held = (source, target) if isinstance(src.data_store, PrimaryDataStoreTO) else (target,)
+        async with self.file_locks.hold_all(*held):
+            if len(held) == 2:
+                await self.refuse_if_running(source, "it was not copied")
             await self._refuse_if_running(target)
             if not isinstance(src.data_store, PrimaryDataStoreTO):
                 # from an image store, where a user may have uploaded it: checked as a
@@ -271,14 +276,6 @@ class CopyHandler(FileHandlers):
             raise InvalidRequest(f"srcTO: the volume file {path} does not exist")
         return path
 
-    async def _idle_volume(self, volume: VolumeObjectTO) -> str:
-        """The file of the pool volume ``volume``, which no running VM may have open: its
-        worker process holds it, so Windows refuses to read it (a sharing violation) and
-        Hyper-V to merge it (in use); the answer names the VM instead."""
-        path = await self._existing_volume(volume)
-        await self.refuse_if_running(path, "it was not copied")
-        return path
-
     async def _image_store_folder(self, store: NfsTO, path: str | None,
                                   uid: str | None) -> tuple[str, str]:
         """The folder ``path`` on the image store (created) and the file's base name."""
@@ -295,7 +292,7 @@ class CopyHandler(FileHandlers):
 
     async def _template_from_volume(self, src: VolumeObjectTO, dest: TemplateObjectTO,
                                     merge_wait: jobs.WaitPolicy) -> TemplateObjectTO:
-        source = await self._idle_volume(src)
+        source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         assert isinstance(dest.image_data_store, NfsTO)
         folder, uid = await self._image_store_folder(dest.image_data_store, dest.path,
@@ -303,7 +300,8 @@ class CopyHandler(FileHandlers):
         target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         virtual = settings.size_bytes
-        async with self.file_locks.hold(target):
+        async with self.file_locks.hold_all(source, target):  # a start of its VM waits
+            await self.refuse_if_running(source, "it was not copied")
             # merged beside the source: Hyper-V may not be able to write to the image
             # store's share
             async with self.standalone(source, settings, merge_wait) as whole:
