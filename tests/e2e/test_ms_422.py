@@ -127,6 +127,28 @@ async def test_start_answer_replaces_boot_argument_secrets_when_a_system_vm_star
                                         "keystore_password=***** authorized_key=c3NoLXJzYQ")
 
 
+async def test_start_answer_carries_no_guest_password_from_vm_data_or_details(
+    ms: Running,
+) -> None:
+    """A VM on a network whose provider sets passwords: the MS puts the guest's password in
+    ``vm.vmData`` (``["password", "vm_password", <clear text>]``) and, encrypted, in
+    ``vm.details["password"]``; it never reads them back from the StartAnswer, but logs that
+    answer (its cleaner misses the vmData array)."""
+    body = ms422_json("15_StartCommand.json")
+    body["vm"]["vmData"] = [["userdata", "user_data", "I2Nsb3VkLWNvbmZpZw=="],
+                            ["password", "vm_password", "Gu3stPw-7731"]]
+    body["vm"]["details"] |= {"password": "EncGu3stPw-7731", "Encrypted.Password": "RSAblob"}
+    _disk(_local(ms, LOCAL_POOL) / "03164c49-b0a9-4db9-baf2-20e389d54e6a.vhdx")
+    status, reply = await ms.post(names.START_COMMAND, body)
+    assert status == 200
+    answer = reply[0][names.START_ANSWER]
+    assert answer["result"] is True, answer
+    text = json.dumps(reply)
+    assert "Gu3stPw-7731" not in text and "RSAblob" not in text
+    assert "vmData" not in answer["vm"] and "I2Nsb3VkLWNvbmZpZw" not in text
+    assert answer["vm"]["details"] == {"Message.ReservedCapacityFreed.Flag": "false"}
+
+
 async def test_attach_and_dettach_of_a_path_less_iso_empty_the_dvd_drive(ms: Running) -> None:
     body = ms422_json("15_StartCommand.json")
     _disk(_local(ms, LOCAL_POOL) / "03164c49-b0a9-4db9-baf2-20e389d54e6a.vhdx")

@@ -384,7 +384,9 @@ class GetVncPortAnswer(Answer):
 
 class StartAnswer(Answer):
     """``vm`` is the VM as asked for (the MS reads its NICs and disks back), without its
-    VNC password and with the secrets of its boot arguments replaced."""
+    VNC password, its ``vmData`` (the guest's password, user data and keys, which the MS
+    never reads back but logs) and the secret entries of its ``details``, and with the
+    secrets of its boot arguments replaced."""
 
     FQCN: ClassVar[str] = names.START_ANSWER
     ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"vm": "vm"})
@@ -398,7 +400,8 @@ class StartAnswer(Answer):
     def _without_secrets(cls, vm: VirtualMachineTO | None) -> VirtualMachineTO | None:
         if vm is None:
             return None
-        return vm.model_copy(update={"vnc_password": None,
+        return vm.model_copy(update={"vnc_password": None, "vm_data": None,
+                                     "details": without_secret_entries(vm.details),
                                      "boot_args": scrub_boot_args(vm.boot_args)})
 
 
@@ -533,7 +536,17 @@ class SecurityGroupRuleAnswer(Answer):
 SECRET_BOOT_ARGS = re.compile(
     r"(?i)(?<![^\s])((?:[a-z0-9_.]*(?:password|passwd|secret|privatekey|private_key)"
     r"[a-z0-9_.]*)=)\S*")
+#: Detail keys whose values are secrets: ``password`` (the guest password the MS keeps
+#: encrypted while a VM starts), ``Encrypted.Password``, ``kvm.vnc.password``, ...
+SECRET_DETAIL_KEY = re.compile(r"(?i)password|passwd|secret|privatekey|private_key")
 REDACTED = "*****"
+
+
+def without_secret_entries(details: dict[str, str] | None) -> dict[str, str] | None:
+    """``details`` without the entries whose key names a secret."""
+    if not details:
+        return details
+    return {key: value for key, value in details.items() if not SECRET_DETAIL_KEY.search(key)}
 
 
 def scrub_boot_args(boot_args: str | None) -> str | None:
