@@ -54,6 +54,19 @@ def test_secrets_are_redacted_before_the_line_is_cut(capsys: pytest.CaptureFixtu
     assert "s3cr3t" not in line and "p4ss" not in line and logs.REDACTED in line
 
 
+def test_a_password_with_punctuation_is_redacted_whole_also_as_gson_escapes_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.setup("INFO")
+    typed = "/primary?user=admin&password=Pa;sZ,w0'qK\\x&domain=LAB"
+    gson = '{"path":"/primary?user\\u003dadmin\\u0026password\\u003dPa;sZ,w0\\u0027q\\"K'
+    logging.getLogger("hyperv_agent.test").info("pool %s body %s\\u0026domain\\u003dLAB\"}",
+                                                typed, gson)
+    (line,) = _lines(capsys)
+    assert not any(part in line for part in ("Pa;", "sZ,", "w0", "qK", '\\"K'))
+    assert "password=*****&domain=LAB" in line and "password\\u003d*****\\u0026domain" in line
+
+
 def test_traceback_lines_follow_their_record_marked_and_escaped(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

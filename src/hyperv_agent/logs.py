@@ -30,8 +30,12 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 
 _SECRET_FIELDS = r"(?:password|passwd|secretKey|secret_key|accessKey|access_key|vncPassword)"  # noqa: S105 - names, not values
 _PATTERNS = (
-    # password=... in URLs and query strings (also Gson's \u003d for '=')
-    re.compile(r"(?i)((?:password|passwd|secret)(?:=|\\u003d|%3D))[^&\s\"',;\\]*"),
+    # password=... in URLs and query strings (also Gson's \u003d for '='). The management
+    # server writes an SMB password into a pool path as typed, so the value runs to the
+    # next '&' (or Gson's \u0026), blank or unescaped quote: ',', ';', "'" and escaped
+    # characters are part of it.
+    re.compile(r"(?i)((?:password|passwd|secret)(?:=|\\u003d|%3D))"
+               r"(?:(?!\\u0026)\\.|[^&\s\"\\])*"),
     # "password": "..." in JSON
     re.compile(rf'(?i)("{_SECRET_FIELDS}"\s*:\s*")((?:[^"\\]|\\.)*)(")'),
     # user:password@host in URLs

@@ -29,6 +29,7 @@ LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
 SMB_POOL_UUID = "9a3f1c2e-5b7d-3e8f-a1b2-c3d4e5f60718"
 SMB_ROOT = "\\\\10.1.1.1\\primary"
 TEMPLATE_TO, PRIMARY_TO = names.TEMPLATE_OBJECT_TO, names.PRIMARY_DATA_STORE_TO
+VOLUME_TO = names.VOLUME_OBJECT_TO
 DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
 MIB = 1 << 20
 
@@ -255,6 +256,29 @@ async def test_root_volume_on_an_smb_pool_is_found_when_the_ms_starts_the_vm(
     assert "Passw0rd" not in json.dumps(answer)
     _, enabled = await _vm(ms.emulator, "i-2-7-VM")
     assert enabled == 2
+
+
+async def test_start_answer_hides_all_of_an_smb_password_holding_punctuation(
+    ms: Running, tmp_path: Path
+) -> None:
+    """The MS writes the pool's password into its path as typed, not percent-encoded: a
+    password with ',', ';' or "'" (which Windows password rules invite) is echoed in the
+    StartAnswer's disk with nothing of it left."""
+    password = "Pa;ss,w0'rd"
+    def typed(name: str) -> Any:
+        return json.loads(json.dumps(ms422_json(name)).replace("Passw0rd", password))
+    _, registered = await ms.answer(names.MODIFY_STORAGE_POOL_COMMAND,
+                                    typed("31_ModifyStoragePoolCommand_SMB.json"))
+    assert registered["result"] is True, registered
+    _disk(tmp_path / "primary" / "8c93b28e-9a5e-4e24-988b-fdee9591ab94.vhdx")
+    key, answer = await ms.answer(names.START_COMMAND,
+                                  typed("30_StartCommand_root_on_SMB_pool.json"))
+    assert (key, answer["result"]) == (names.START_ANSWER, True), answer
+    store = answer["vm"]["disks"][0]["data"][VOLUME_TO]["dataStore"][PRIMARY_TO]
+    assert store["path"] == "/primary?user=administrator&password=*****&domain=WORKGROUP"
+    assert store["url"].startswith("SMB://10.1.1.1/primary?user=administrator&password=*****"
+                                   "&domain=WORKGROUP/?ROLE=Primary")
+    assert not any(part in json.dumps(answer) for part in ("Pa;", "ss,", "w0'rd"))
 
 
 # --- 2: template checksums ------------------------------------------------------------------
