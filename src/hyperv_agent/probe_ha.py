@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from hyperv_agent import logs
 from hyperv_agent.probe import MODIFY_POOL, JsonObject, ProbeError, Prober, ProbeReport, require
 
 CHECK_ON_HOST = "com.cloud.agent.api.CheckOnHostCommand"
@@ -32,10 +33,11 @@ class HaPlan:
 
 def pool_command(url: str) -> JsonObject:
     """The ModifyStoragePoolCommand the management server sends for a cifs:// primary pool;
-    ValueError when ``url`` is not one."""
+    ValueError when ``url`` is not one (quoting it without its password)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "cifs" or not parts.hostname or not parts.path.strip("/"):
-        raise ValueError(f"{url!r} is not cifs://server/share[?user=..&password=..]")
+        raise ValueError(f"{logs.redact(url)!r} is not cifs://server/share"
+                         "[?user=..&password=..]")
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     pool_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cifs://{parts.hostname}{parts.path}"))
     return {"add": True, "localPath": f"/mnt//{pool_uuid}", "details": {},

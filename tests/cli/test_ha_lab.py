@@ -106,6 +106,16 @@ def test_ha_pool_is_registered_with_the_body_the_ms_sends() -> None:
         pool_command("smb://10.1.1.1/primary")
 
 
+def test_ha_pool_url_that_is_not_cifs_is_quoted_without_its_password() -> None:
+    """The probe prints the refusal in its table: a mistyped scheme must not put the
+    pool's password on the terminal (or in the CI log that keeps it)."""
+    for url in ("smb://10.1.1.1/primary?user=administrator&password=Zq9Kw7pw&domain=W",
+                "cifs://administrator:Zq9Kw7pw@10.1.1.1/"):
+        with pytest.raises(ValueError, match="is not cifs://server/share") as refused:
+            pool_command(url)
+        assert "Zq9Kw7pw" not in str(refused.value) and "10.1.1.1" in str(refused.value)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--check-on-host", "HV-A"), "'HV-A' is not an IP address"),
     (("--deploy", "--check-on-host", "127.0.0.2"), "--deploy and --ha-pool/--check-on-host"),
