@@ -38,8 +38,9 @@ _PATTERNS = (
                r"(?:(?!\\u0026)\\.|[^&\s\"\\])*"),
     # "password": "..." in JSON
     re.compile(rf'(?i)("{_SECRET_FIELDS}"\s*:\s*")((?:[^"\\]|\\.)*)(")'),
-    # user:password@host in URLs
-    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+(@)"),
+    # user:password@host in URLs (up to the authority's last '@': urlsplit, and so the
+    # agent, takes a password holding '@' whole)
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^\s/\"]+(@)"),
 )
 REDACTED = "*****"
 #: The longest line written, in UTF-8 bytes.

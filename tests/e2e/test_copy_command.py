@@ -160,6 +160,24 @@ async def test_download_names_file_by_content_when_sample_declares_vhd_as_vhdx(
     assert sorted(p.name for p in pool.iterdir()) == [installed.name]
 
 
+async def test_copy_answer_hides_the_password_of_a_template_url_on_an_authenticated_server(
+    agent: Running, tmp_path: Path
+) -> None:
+    """A template registered from a web server that asks for a login keeps its URL, with
+    ``user:password@``, as origUrl; the MS sends it in both TOs and the answer's newData
+    echoes it: without the password (urlsplit, and so a download, takes one holding '@')."""
+    _pool(agent)
+    relative = "template/tmpl/2/206/t.vhdx"
+    _disk(_secondary(tmp_path, relative), 32 * MIB)
+    url = "http://mirror:Zq9@Kw7pw@files.lab/t.vhdx"
+    key, answer = await agent.answer(COPY, _copy(
+        _template(_nfs(), path=relative, origUrl=url),
+        _template(_primary(), origUrl=url)))
+    assert (key, answer["result"]) == (COPY_ANSWER, True), answer
+    assert answer["newData"][TEMPLATE_TO]["origUrl"] == "http://mirror:*****@files.lab/t.vhdx"
+    assert "Zq9" not in json.dumps(answer) and "Kw7pw" not in json.dumps(answer)
+
+
 @requires_tool("qemu-img")
 @pytest.mark.parametrize("packing", ["bz2", "gz", "zip"])
 async def test_download_decompresses_and_checks_checksum_when_template_is_packed(

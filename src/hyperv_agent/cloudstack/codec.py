@@ -51,7 +51,9 @@ _ENVELOPE_ONLY: Final = frozenset({names.STARTUP_ROUTING_COMMAND, names.STARTUP_
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _WRAPPER_HINT: Final = 'expected a one-key object {"<Java class name>": {...}}'
 _MAX_QUOTED: Final = 120
-_SECRET_HINTS: Final = ("pass", "secret")  # a string with neither holds no password=
+#: A string with none of these holds no password= and no user:password@ (a template's
+#: origUrl on an authenticated web server, which CopyCmdAnswer's newData echoes).
+_SECRET_HINTS: Final = ("pass", "secret", "@")
 
 
 class CodecError(AgentError):
@@ -317,7 +319,8 @@ def _wrapped_json(answer: Answer) -> dict[str, Any]:
 
 
 def _without_passwords(value: Any) -> Any:
-    """Every string in a JSON document with its ``password=`` values redacted."""
+    """Every string in a JSON document with its ``password=`` values and the passwords of
+    its ``user:password@`` URLs redacted."""
     if isinstance(value, str):
         lowered = value.lower()
         return logs.redact(value) if any(h in lowered for h in _SECRET_HINTS) else value
