@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
@@ -171,6 +172,37 @@ async def test_find_attachment_reports_vm_and_power_when_file_is_attached(
     await ok(emulator, await request_state(emulator, vm.path, 2))
     found = await disks.find_attachment(hv(emulator), "C:\\pool\\warm.vhdx")
     assert found is not None and found.power is PowerState.RUNNING
+
+
+async def test_find_attachment_takes_the_running_vm_of_two_holding_the_file(
+    emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped VM's definition left beside the running VM (a failed host's, the VM then
+    migrated back) names the same files: the running VM is the one using the file, whichever
+    medium WMI lists first, or a caller refusing a running VM's disk would touch it."""
+    leftover = await _vm_with_disk(emulator, tmp_path, scsi=True)
+    live = await build.define_vm(hv(emulator), VmSpec(
+        name="i-2-9-VM", notes=(), generation=1, cpus=1, memory_mb=512))
+    await disks.create_dynamic(hv(emulator), "C:\\pool\\live.vhdx", GIB)
+    controller = await devices.add_scsi_controller(hv(emulator), live)
+    await devices.attach_disk(hv(emulator), live, controller, 0, "C:\\pool\\live.vhdx")
+    await ok(emulator, await request_state(emulator, live.path, 2))
+    query = emulator.query
+
+    async def one_file(text: str, namespace: str = "root\\virtualization\\v2"
+                       ) -> list[CimInstance]:
+        # the running VM's medium names the leftover's file (the emulator refuses to
+        # attach it twice), and the leftover's is listed first
+        found = [medium.updated(HostResource=["C:\\pool\\warm.vhdx"])
+                 if live.guid in (medium.string("InstanceID") or "") else medium
+                 for medium in await query(text, namespace)]
+        return sorted(found, key=lambda medium: leftover.guid not in str(medium.string(
+            "InstanceID")))
+
+    monkeypatch.setattr(emulator, "query", one_file)
+    found = await disks.find_attachment(hv(emulator), "C:\\pool\\warm.vhdx")
+    assert found is not None
+    assert (found.vm_guid, found.power) == (live.guid, PowerState.RUNNING)
 
 
 async def test_find_attachment_costs_one_query_when_file_is_unused(

@@ -235,21 +235,31 @@ async def find_attachment(hv: HyperV, path: str) -> Attachment | None:
     """The VM drive holding the disk file ``path``; None when no VM uses it. Read-only.
     (``drives.detach_volume`` takes it out of that VM.)
 
+    Hyper-V does not stop a stopped VM's definition from naming a file another VM uses
+    (one left behind by a host that failed while the VM was started elsewhere, and then
+    migrated back), so of several VMs holding the file the one that is on is taken
+    (``vms.on_first``), as ``vms.find_vm`` takes it of several of one name: a caller
+    refusing to touch a running VM's disk must see that VM, not the leftover.
+
     One query over every virtual hard disk medium of the host (WMI cannot filter on the
     array HostResource, so the match is made here, ignoring case), then one get for the
-    owning VM's name and power state. Media of snapshots are not VMs and are skipped.
+    owning VM's name and power state (one per VM holding the file until a running one).
+    Media of snapshots are not VMs and are skipped.
     """
     query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
                        ("InstanceID", "HostResource", "Parent"))
+    found: list[Attachment] = []
     for medium in await hv.cim.query(query, NAMESPACE):
         resources = medium.strings("HostResource")
         if (medium.path is None or not resources
                 or drives.same_file_key(resources[0]) != drives.same_file_key(path)):
             continue
-        found = await _owner(hv, medium)
-        if found is not None:
-            return found
-    return None
+        owner = await _owner(hv, medium)
+        if owner is not None:
+            if owner.power is PowerState.RUNNING:
+                return owner
+            found.append(owner)
+    return min(found, key=lambda owner: vms.on_first(owner.power), default=None)
 
 
 async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:

@@ -388,14 +388,21 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
-    chosen = min(found, key=lambda ref: _NAME_PREFERENCE.get(ref.power, len(_NAME_PREFERENCE)))
+    chosen = min(found, key=lambda ref: on_first(ref.power))
     remember(hv, name, chosen.guid)
     return chosen
 
 
-#: Which of several VMs of one name ``find_vm`` takes: the first listed that is on.
-_NAME_PREFERENCE: Mapping[PowerState, int] = {
+#: Which of several VMs that may be meant is taken (``on_first``): the one that is on.
+_ON_FIRST: Mapping[PowerState, int] = {
     PowerState.RUNNING: 0, PowerState.PAUSED: 1, PowerState.SAVED: 2}
+
+
+def on_first(power: PowerState) -> int:
+    """The sort key that puts, of several VMs sharing a name or a disk file, the one that
+    is on first: running, else paused, else saved, else any (``find_vm``,
+    ``disks.find_attachment``)."""
+    return _ON_FIRST.get(power, len(_ON_FIRST))
 
 
 async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
