@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 
 import pytest
@@ -359,15 +359,25 @@ async def test_cpu_run_time_is_clamped_when_the_counter_passes_100(
     assert await host.cpu_run_time_percent(hv(emulator), sample_s=0) == 100.0
 
 
-async def test_first_cpu_figure_waits_between_its_two_readings(emulator: EmulatorCim) -> None:
+async def test_first_cpu_figure_waits_between_its_two_readings(
+    emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Read twice with no time between, the counter would give no figure; the session's
-    first one waits ``sample_s`` between the readings, later ones do not wait."""
-    started = time.monotonic()
-    await host.cpu_run_time_percent(hv(emulator), sample_s=0.3)
-    first_s = time.monotonic() - started
-    started = time.monotonic()
-    await host.cpu_run_time_percent(hv(emulator), sample_s=0.3)
-    assert first_s >= 0.3 > time.monotonic() - started
+    first one waits ``sample_s`` between the readings, later ones do not wait. (The waits
+    asked for are recorded, not timed: a loaded machine must not fail the test.)"""
+    sleep = asyncio.sleep
+    waits: list[float] = []
+
+    async def recorded(delay: float) -> None:
+        waits.append(delay)
+        await sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recorded)
+    _readings(emulator, monkeypatch, [(0, 0), (SECOND // 2, SECOND), (SECOND, 2 * SECOND)])
+    assert await host.cpu_run_time_percent(hv(emulator), sample_s=0.3) == 50.0
+    assert waits == [0.3]
+    assert await host.cpu_run_time_percent(hv(emulator), sample_s=0.3) == 50.0
+    assert waits == [0.3]
 
 
 async def test_stats_fail_naming_the_class_when_the_hypervisor_counters_are_missing(
