@@ -1,13 +1,19 @@
-"""Checking files the agent wrote: ``qemu-img info`` as an independent reader, and folder
-listings with content digests to show that nothing changed."""
+"""Checking files the agent wrote: ``qemu-img info`` as an independent reader, folder
+listings with content digests to show that nothing changed, and the files the emulated
+Hyper-V writes when it converts (merges) a disk."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from hyperv_agent.emulator import vhd
 
 
 def qemu_info(path: Path) -> dict[str, Any]:
@@ -22,3 +28,27 @@ def listing(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with a digest of its bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hyperv_writes(monkeypatch: pytest.MonkeyPatch, full: Path | None = None, *,
+                  fails_when_done: bool = False) -> list[Path]:
+    """The files Hyper-V's ConvertVirtualHardDisk writes, in order. In ``full`` it can
+    write none, as on a full volume; with ``fails_when_done`` it writes each file whole
+    and then fails, as a volume that fills at the last block leaves it."""
+    written: list[Path] = []
+    convert = vhd.convert
+
+    def no_space(destination: Path) -> OSError:
+        return OSError(errno.ENOSPC, "There is not enough space on the disk", str(destination))
+
+    def converting(source: Path, destination: Path, *args: Any, **kwargs: Any) -> Any:
+        written.append(destination)
+        if full is not None and destination.parent == full:
+            raise no_space(destination)
+        done = convert(source, destination, *args, **kwargs)
+        if fails_when_done:
+            raise no_space(destination)
+        return done
+
+    monkeypatch.setattr(vhd, "convert", converting)
+    return written

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import bz2
-import errno
 import gzip
 import hashlib
 import io
@@ -27,7 +26,7 @@ from hyperv_agent.hostfs.transfer import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
-from tests.diskfiles import listing, qemu_info
+from tests.diskfiles import hyperv_writes, listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.s3server import S3Server
 from tests.samba import Samba
@@ -778,25 +777,6 @@ def _pool_to_pool() -> dict[str, Any]:
                          id=11, volumeId=11))
 
 
-def _hyperv_writes(monkeypatch: pytest.MonkeyPatch, *, fails_when_done: bool = False
-                   ) -> list[Path]:
-    """The files Hyper-V's ConvertVirtualHardDisk writes, in order; with
-    ``fails_when_done`` it writes each whole and then fails, as a volume that fills at the
-    last block leaves it."""
-    written: list[Path] = []
-    convert = vhd.convert
-
-    def converting(source: Path, destination: Path, *args: Any, **kwargs: Any) -> Any:
-        written.append(destination)
-        done = convert(source, destination, *args, **kwargs)
-        if fails_when_done:
-            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
-                          str(destination))
-        return done
-
-    monkeypatch.setattr(vhd, "convert", converting)
-    return written
-
 
 async def test_linked_clone_copied_to_another_pool_is_merged_there_and_stands_alone(
     agent: Running, monkeypatch: pytest.MonkeyPatch,
@@ -807,7 +787,7 @@ async def test_linked_clone_copied_to_another_pool_is_merged_there_and_stands_al
     once, and the copy no longer stands on the source pool's template."""
     pool, other = await _linked_clone_and_other_pool(agent)
     before = listing(pool)
-    written = _hyperv_writes(monkeypatch)
+    written = hyperv_writes(monkeypatch)
     data = await _copied(agent, _pool_to_pool())
     assert (data["path"], data["format"]) == ("copied-uuid", "VHDX")
     assert [(path.parent, path.name.startswith(".copied-uuid.vhdx.partial-"), path.suffix)
@@ -829,7 +809,7 @@ async def test_linked_clone_whose_merge_into_another_pool_fails_leaves_nothing_t
     succeeds."""
     pool, other = await _linked_clone_and_other_pool(agent)
     before = listing(pool)
-    written = _hyperv_writes(monkeypatch, fails_when_done=True)
+    written = hyperv_writes(monkeypatch, fails_when_done=True)
     await _refused(agent, _pool_to_pool(), "not enough space")
     assert [path.parent for path in written] == [other], written
     assert listing(other) == {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import errno
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
+from tests.diskfiles import hyperv_writes
 from tests.e2e.conftest import API, Running, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
@@ -143,28 +143,6 @@ def _linked_clone(running: Running) -> tuple[Path, bytes]:
     return template, template.read_bytes()
 
 
-def _hyperv_writes(monkeypatch: pytest.MonkeyPatch, full: Path, *,
-                   fails_when_done: bool = False) -> list[Path]:
-    """The files Hyper-V's ConvertVirtualHardDisk writes, in order. In ``full`` it can
-    write none, as on a full volume; with ``fails_when_done`` it writes each file whole
-    and then fails, as a volume that fills at the last block leaves it."""
-    written: list[Path] = []
-    convert = vhd.convert
-
-    def converting(source: Path, destination: Path, *args: Any, **kwargs: Any) -> Any:
-        written.append(destination)
-        if destination.parent == full:
-            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
-                          str(destination))
-        done = convert(source, destination, *args, **kwargs)
-        if fails_when_done:
-            raise OSError(errno.ENOSPC, "There is not enough space on the disk",
-                          str(destination))
-        return done
-
-    monkeypatch.setattr(vhd, "convert", converting)
-    return written
-
 
 # --- MigrateVolumeCommand: a disk a running VM uses -------------------------------------------
 
@@ -254,7 +232,7 @@ async def test_a_linked_clone_moves_out_of_a_pool_too_full_for_a_merged_copy(
     clone straight into the target pool, at an aside name renamed when complete, and
     writes nothing in the source pool."""
     template, kept = _linked_clone(host)
-    written = _hyperv_writes(monkeypatch, _local_pool(host))
+    written = hyperv_writes(monkeypatch, _local_pool(host))
     kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
         SPARE, None, _other_pool(), source_pool=_local_store()))
     assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
@@ -276,7 +254,7 @@ async def test_a_linked_clone_whose_merge_fails_midway_leaves_nothing_in_the_tar
     removed, the volume stays where it was, and a later move of it succeeds."""
     template, kept = _linked_clone(host)
     clone = (_local_pool(host) / f"{SPARE}.vhdx").read_bytes()
-    written = _hyperv_writes(monkeypatch, _local_pool(host), fails_when_done=True)
+    written = hyperv_writes(monkeypatch, _local_pool(host), fails_when_done=True)
     body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
     kind, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
     assert (kind, failed["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), failed
