@@ -160,6 +160,24 @@ async def test_vm_stats_is_one_call_when_names_are_given(emulator: EmulatorCim) 
     assert a.guid and b.guid and a.guid != b.guid
 
 
+async def test_vm_stats_of_two_vms_of_one_name_are_those_of_the_one_that_is_on(
+    emulator: EmulatorCim,
+) -> None:
+    """A stopped definition left beside the running VM of its name is not the VM
+    CloudStack asks about, as ``find_vm`` and the state report take it: its stats (and
+    GUID, which GetVmNetworkStats reads the NICs of) are the running one's, whether the
+    GUIDs were learnt by a listing or by the stats' own call."""
+    leftover, live = await define_vm(emulator, "i-2-7-VM"), await define_vm(emulator, "i-2-7-VM")
+    await _start(emulator, live)
+    session = hv(emulator)
+    first = await vms.vm_stats(session, ["i-2-7-VM"])  # no GUID known: every VM asked
+    await vms.list_vms(session)
+    learnt = await vms.vm_stats(session, ["i-2-7-VM"])  # the GUID the listing learnt
+    for stats in (first, learnt):
+        assert stats["i-2-7-VM"].running, leftover
+        assert stats["i-2-7-VM"].guid == live.key("Name").upper()
+
+
 async def test_vm_stats_makes_no_call_when_no_name_is_asked(emulator: EmulatorCim) -> None:
     before = emulator.round_trips()
     assert await vms.vm_stats(hv(emulator), []) == {}

@@ -231,15 +231,20 @@ def _forget(hv: HyperV, vm_guid: str) -> None:
     hv.kept(_Kept).known.drop(vm_guid)
 
 
-def _learn(hv: HyperV, listed: Iterable[tuple[str, str]]) -> None:
-    """Replace what is known with a listing of every VM: (name, GUID), first one wins."""
+def _learn(hv: HyperV, listed: Iterable[tuple[str, str, PowerState]]) -> None:
+    """Replace what is known with a listing of every VM: (name, GUID, power state)."""
     hv.kept(_Kept).known = _known_from(listed)
 
 
-def _known_from(listed: Iterable[tuple[str, str]]) -> _Known:
+def _known_from(listed: Iterable[tuple[str, str, PowerState]]) -> _Known:
+    """The GUID of each name: of several VMs of one name, the one ``find_vm`` takes (the
+    one that is on, ``on_first``; the first listed among equals)."""
     known = _Known()
-    for name, guid in listed:
-        known.guids.setdefault(name, guid)
+    ranks: dict[str, int] = {}
+    for name, guid, power in listed:
+        rank = on_first(power)
+        if rank < ranks.get(name, len(_ON_FIRST) + 1):
+            known.guids[name], ranks[name] = guid, rank
     return known
 
 
@@ -317,7 +322,7 @@ def _read_listing(answers: Iterable[MethodResult], read: InstanceMemo[VmInfo]
     listed = [vm for answer in answers for vm in (
         _read(summary, read) for summary in answer.instances("SummaryInformation"))
         if vm.guid]  # no Name: no such VM
-    return (listed, _known_from((vm.name, vm.guid) for vm in listed),
+    return (listed, _known_from((vm.name, vm.guid, vm.power) for vm in listed),
             frozenset(vm.guid.upper() for vm in listed))
 
 
@@ -412,7 +417,8 @@ async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
     named VM is known (from a listing, a lookup or the VM's creation), the call asks for
     those VMs only; otherwise, or when a known GUID turns out stale (one more call), it
     asks for every VM and learns their GUIDs. Names of no VM are left out of the result;
-    with duplicate names the first VM WMI returns is taken. Read-only and safe to repeat.
+    with duplicate names the one that is on is taken, as ``find_vm`` takes it. Read-only
+    and safe to repeat.
     """
     wanted = set(names)
     if not wanted:
@@ -424,16 +430,23 @@ async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
         if stats.keys() == wanted:
             return stats
     every = _named(await _summaries(hv, _STATS_INFO))
-    _learn(hv, ((s.string("ElementName") or "", s.string("Name") or "") for s in every))
+    _learn(hv, ((s.string("ElementName") or "", s.string("Name") or "",
+                 power_state(s.integer("EnabledState"))) for s in every))
     return _stats_of(every, wanted)
 
 
 def _stats_of(summaries: Iterable[CimInstance], wanted: set[str]) -> dict[str, VmStats]:
+    """The stats of the VMs ``wanted`` names; of several of one name, those of the one
+    ``find_vm`` takes (``on_first``)."""
     stats: dict[str, VmStats] = {}
+    ranks: dict[str, int] = {}
     for summary in summaries:
         name = summary.string("ElementName")
-        if name in wanted and name not in stats:
-            stats[name] = _vm_stats(summary)
+        if name not in wanted:
+            continue
+        rank = on_first(power_state(summary.integer("EnabledState")))
+        if rank < ranks.get(name, len(_ON_FIRST) + 1):
+            stats[name], ranks[name] = _vm_stats(summary), rank
     return stats
 
 
