@@ -279,9 +279,17 @@ async def test_start_pushes_boot_args_to_kvp_when_vm_is_a_system_vm(running: Run
     assert await _kvp_items(running.emulator, path) == {"cloudstack-vm-userdata": args}
 
 
-async def test_start_pushes_no_boot_args_when_vm_is_a_user_vm(running: Running) -> None:
-    path = await _started(running, _body(running, "i-2-20-VM", bootArgs="x=1"))
+async def test_start_pushes_no_boot_args_when_vm_has_none(running: Running) -> None:
+    path = await _started(running, _body(running, "i-2-20-VM", bootArgs=""))
     assert await _kvp_items(running.emulator, path) == {}
+
+
+async def test_start_pushes_boot_args_when_user_vm_is_a_cks_node(running: Running) -> None:
+    # The MS gives boot arguments to the User VMs it builds from the system VM template
+    # (CKS nodes, Shared FS VMs); their init.sh reads them from the KVP pool.
+    args = " template=domP name=k8s-node-1 type=cksnode eth0ip=10.0.0.31"
+    path = await _started(running, _body(running, "i-2-21-VM", type="User", bootArgs=args))
+    assert await _kvp_items(running.emulator, path) == {"cloudstack-vm-userdata": args}
 
 
 @pytest.fixture

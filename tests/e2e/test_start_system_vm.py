@@ -4,6 +4,7 @@ limit and weight from the VM's speeds."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -16,6 +17,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from tests.e2e import systemvm_guest as guest
 from tests.e2e.conftest import Running, config_with_shares, serving
 from tests.emulator.kit import devices, ok, request_state
 
@@ -198,7 +200,7 @@ async def test_start_finds_system_vm_by_name_when_type_is_missing(agent: Running
 
 
 async def test_start_adds_no_iso_when_vm_is_a_user_vm(agent: Running) -> None:
-    answer = await _answer(agent, _body(agent, "i-2-3-VM", kind="User"))
+    answer = await _answer(agent, _body(agent, "i-2-3-VM", kind="User", bootArgs=""))
     assert (answer["result"], answer.get("details")) == (True, None)
     vm = await _vm(agent.emulator, "i-2-3-VM")
     assert await _dvds(agent.emulator, vm) == {}
@@ -387,6 +389,75 @@ async def test_start_fails_naming_the_limit_and_creates_nothing_when_boot_args_c
     assert "vm.bootArgs" in answer["details"] and expected in answer["details"], answer
     assert (agent.emulator.round_trips() - before)["invoke:DefineSystem"] == 0
     assert await _vm_count(agent.emulator) == 0
+
+
+# --- what the system VM template makes of the items (protocol §9.2) ----------------------
+
+# An OpenSSH RSA 4096 public key, base64-encoded as the MS passes ``ssh.publickey``.
+_MS_KEY = base64.b64encode(b"ssh-rsa " + base64.b64encode(bytes(range(256)) * 3)[:716]
+                           + b" cloud@ms1").decode()
+_SSVM_ARGS = (
+    " template=domP type=secstorage host=10.1.1.5 port=8250 name=s-1-VM zone=1 pod=1"
+    " guid=s-1-VM workers=5 authorized_key=" + _MS_KEY +
+    " resource=com.cloud.storage.resource.PremiumSecondaryStorageResource"
+    " instance=SecStorage sslcopy=false role=templateProcessor mtu=1500"
+    " eth2ip=192.0.2.20 eth2mask=255.255.255.0 gateway=192.0.2.1"
+    " public.network.device=eth2 eth0ip=169.254.3.4 eth0mask=255.255.0.0"
+    " eth1ip=10.1.1.67 eth1mask=255.255.255.0 mgmtcidr=10.1.1.0/24 localgw=10.1.1.1"
+    " private.network.device=eth1 internaldns1=10.1.1.2 dns1=8.8.8.8 dns2=8.8.4.4"
+    " nfsVersion=null keystore_password=Zm9vYmFyYmF6cXV4")
+_CPVM_ARGS = (
+    " template=domP type=consoleproxy host=10.1.1.5 port=8250 name=v-2-VM zone=1 pod=1"
+    " guid=Proxy.2 proxy_vm=2 disable_rp_filter=true eth0ip=169.254.0.9"
+    " eth0mask=255.255.0.0 dns1=8.8.8.8 keystore_password=cXV4cXV1eA")
+_ROUTER_ARGS = (
+    " template=domP name=r-4-VM authorized_key=" + _MS_KEY +
+    " eth0ip=10.0.0.1 eth0mask=255.255.255.0 privateMtu=1500 eth1ip=169.254.1.91"
+    " eth1mask=255.255.0.0 mgmtcidr=10.1.1.0/24 localgw=10.1.1.1 eth2ip=192.0.2.30"
+    " eth2mask=255.255.255.0 gateway=192.0.2.1 publicMtu=1500 has_public_network=true"
+    " type=router disable_rp_filter=true dns1=8.8.8.8 dns2=8.8.4.4 domain=cs1cloud.internal"
+    " dhcprange=10.0.0.1 extra_pubnics=5")
+_CKS_ARGS = (
+    " template=domP name=k8s-node-1 type=cksnode eth0ip=10.0.0.31 eth0mask=255.255.255.0"
+    " gateway=10.0.0.1 internaldns1=10.1.1.2 dns1=8.8.8.8")
+
+
+@pytest.mark.parametrize(("name", "kind", "args", "role"), [
+    ("s-1-VM", "SecondaryStorageVm", _SSVM_ARGS, "secstorage"),
+    ("v-2-VM", "ConsoleProxy", _CPVM_ARGS, "consoleproxy"),
+    ("r-4-VM", "DomainRouter", _ROUTER_ARGS, "router"),
+    ("i-2-30-VM", "User", _CKS_ARGS, "cksnode"),
+])
+async def test_start_pushes_boot_args_the_system_vm_template_reads_whatever_the_item_order(
+    agent: Running, name: str, kind: str, args: str, role: str,
+) -> None:
+    body = _router_body(agent, args) if kind == "DomainRouter" else _body(
+        agent, name, kind=kind, bootArgs=args)
+    meant = body["vm"]["bootArgs"]
+    assert (await _answer(agent, body))["result"] is True
+    items = await _kvp(agent.emulator, await _vm(agent.emulator, name))
+    assert items and all(len(key.encode()) < guest.KEY_BYTES
+                         and len(value.encode()) < guest.VALUE_BYTES
+                         for key, value in items.items())
+    expected = guest.parse_cmd_line(meant)
+    assert not set(items) & set(expected)
+    for order in guest.orders(list(items.items())):
+        text = guest.cmdline_text(guest.pool_file(order))
+        settings = guest.parse_cmd_line(text)
+        # The item keys are words of their own, without "=": no setting of the MS's.
+        assert {key: settings.pop(key) for key in items} == {key: key for key in items}
+        assert settings == expected
+        assert settings["type"] == role
+        if role == "router":
+            assert guest.dnsmasq_dns1(text) == "8.8.8.8"
+    if len(meant) > 1023:
+        assert len(items) > 1
+
+
+async def test_start_pushes_no_items_when_user_vm_has_no_boot_args(agent: Running) -> None:
+    assert (await _answer(agent, _body(agent, "i-2-31-VM", kind="User", bootArgs=" ")))[
+        "result"] is True
+    assert await _kvp(agent.emulator, await _vm(agent.emulator, "i-2-31-VM")) == {}
 
 
 # --- processor limit, reservation and weight from the speeds ------------------------------

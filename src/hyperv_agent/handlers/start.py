@@ -177,13 +177,12 @@ class StartHandler:
         disks = await self._disks(vm.disks, spec.generation)
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
+        split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
         memory = start_plan.memory_note(vm, spec)
         if not start_plan.is_system_vm(vm):
-            return start_plan.Plan(spec, disks, nics, kvp, memory)
+            return start_plan.Plan(spec, disks, nics, kvp, (*split, *memory))
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
-        notes = (note,) if len(kvp) < 2 else (
-            note, f"the boot arguments went as {len(kvp)} KVP items")
-        return start_plan.Plan(spec, disks, nics, kvp, (*notes, *memory))
+        return start_plan.Plan(spec, disks, nics, kvp, (note, *split, *memory))
 
     async def _with_processor_shares(self, spec: build.VmSpec,
                                      vm: VirtualMachineTO) -> build.VmSpec:

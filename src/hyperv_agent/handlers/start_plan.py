@@ -227,11 +227,15 @@ def is_system_vm(vm: VirtualMachineTO) -> bool:
 
 
 def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
-    """The boot arguments as KVP items (system VMs only; protocol §9.2): one item when they fit,
-    else split at whitespace into several (``kvp.split_words``); InvalidRequest
-    naming the limit when no split can carry them."""
+    """The boot arguments as KVP items (protocol §9.2): one item when they fit, else split
+    at whitespace into several (``kvp.split_words``); InvalidRequest naming the limit when
+    no split can carry them. None when ``bootArgs`` is blank.
+
+    Whatever the VM's type: the MS gives boot arguments to system VMs and to the User VMs
+    it builds from the system VM template (CKS nodes, Shared FS VMs), which read them
+    from the same KVP pool, and to no other VM."""
     args = vm.boot_args or ""
-    if not args.strip() or not is_system_vm(vm):
+    if not args.strip():
         return ()
     try:
         return kvp.split_words(BOOT_ARGS_KEY, args)
