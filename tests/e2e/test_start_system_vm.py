@@ -454,6 +454,17 @@ async def test_start_pushes_boot_args_the_system_vm_template_reads_whatever_the_
         assert len(items) > 1
 
 
+async def test_start_keeps_first_boot_arg_apart_from_the_key_when_args_lack_a_space(
+    agent: Running,
+) -> None:
+    args = "type=secstorage template=domP name=s-1-VM"
+    assert (await _answer(agent, _body(agent, bootArgs=args)))["result"] is True
+    items = await _kvp(agent.emulator, await _vm(agent.emulator, "s-1-VM"))
+    settings = guest.parse_cmd_line(guest.cmdline_text(guest.pool_file(items.items())))
+    assert settings == {"cloudstack-vm-userdata": "cloudstack-vm-userdata",
+                        "type": "secstorage", "template": "domP", "name": "s-1-VM"}
+
+
 async def test_start_pushes_no_items_when_user_vm_has_no_boot_args(agent: Running) -> None:
     assert (await _answer(agent, _body(agent, "i-2-31-VM", kind="User", bootArgs=" ")))[
         "result"] is True

@@ -233,10 +233,17 @@ def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
 
     Whatever the VM's type: the MS gives boot arguments to system VMs and to the User VMs
     it builds from the system VM template (CKS nodes, Shared FS VMs), which read them
-    from the same KVP pool, and to no other VM."""
+    from the same KVP pool, and to no other VM.
+
+    The guest reads the pool file whole, each record's key right before its value, NULs
+    dropped: a value must start with whitespace or its first word runs into the key
+    (``cloudstack-vm-userdatatemplate=domP``). Every MS builder starts its arguments with
+    a space; arguments that do not get one."""
     args = vm.boot_args or ""
     if not args.strip():
         return ()
+    if not args[0].isspace():
+        args = f" {args}"
     try:
         return kvp.split_words(BOOT_ARGS_KEY, args)
     except InvalidRequest as error:
