@@ -168,6 +168,61 @@ async def test_memory_refused_when_it_is_not_a_multiple_of_2_mb(
     assert (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]["VirtualQuantity"] == 1026
 
 
+_DYNAMIC: dict[str, object] = {"DynamicMemoryEnabled": True, "Reservation": 512,
+                               "VirtualQuantity": 512, "Limit": 2048}
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"Reservation": 16, "VirtualQuantity": 16}, "below 32 MB"),
+    ({"VirtualQuantity": 256}, "between the minimum"),
+    ({"VirtualQuantity": 4096}, "between the minimum"),
+    ({"Limit": 256}, "between the minimum"),
+])
+async def test_dynamic_memory_refused_when_startup_is_outside_minimum_and_maximum(
+    emulator: EmulatorCim, change: dict[str, object], why: str,
+) -> None:
+    vm = await define_vm(emulator)
+    memory = (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]
+    vsms = await service(emulator)
+    result = await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated({**_DYNAMIC, **change})]})
+    assert await failure(emulator, result) == 32773  # invalid parameter
+    (after,) = await devices(emulator, vm, "Msvm_MemorySettingData")
+    assert (after["DynamicMemoryEnabled"], after["VirtualQuantity"]) == (False, 1024)
+    await ok(emulator, await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated(_DYNAMIC)]}))
+    (after,) = await devices(emulator, vm, "Msvm_MemorySettingData")
+    assert (after["DynamicMemoryEnabled"], after["Reservation"], after["VirtualQuantity"],
+            after["Limit"]) == (True, 512, 512, 2048)
+
+
+async def test_running_dynamic_vm_holds_its_startup_memory_and_only_widens_its_range(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator)
+    vsms = await service(emulator)
+    memory = (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]
+    await ok(emulator, await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated(_DYNAMIC)]}))
+    (os,) = await emulator.query("SELECT * FROM Win32_OperatingSystem", "root\\cimv2")
+    free_kb = os.integer("FreePhysicalMemory")
+    await ok(emulator, await request_state(emulator, vm, 2))
+    (os,) = await emulator.query("SELECT * FROM Win32_OperatingSystem", "root\\cimv2")
+    assert free_kb == (os.integer("FreePhysicalMemory") or 0) + 512 * 1024  # startup memory
+    memory = (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]
+    await ok(emulator, await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated(Reservation=256, Limit=4096)]}))
+    memory = (await devices(emulator, vm, "Msvm_MemorySettingData"))[0]
+    for refused in ({"VirtualQuantity": 1024},  # the startup memory is fixed
+                    {"Reservation": 384}, {"Limit": 3072},  # the range narrowed
+                    {"DynamicMemoryEnabled": False}):
+        result = await emulator.invoke(vsms, "ModifyResourceSettings", {
+            "ResourceSettings": [memory.updated(refused)]})
+        assert await failure(emulator, result) == 32775, refused  # invalid state
+    (after,) = await devices(emulator, vm, "Msvm_MemorySettingData")
+    assert (after["Reservation"], after["VirtualQuantity"], after["Limit"]) == (256, 512, 4096)
+
+
 async def test_removing_a_drive_takes_its_medium_but_keeps_the_file(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:

@@ -152,6 +152,10 @@ def is_running(vm: Record) -> bool:
 
 
 def _running_memory(record: Record) -> int:
+    # A running VM holds the memory it started with (its VirtualQuantity, the startup
+    # memory), static or dynamic: the emulator models no guest whose demand would make
+    # Hyper-V add memory to a dynamic VM up to its Limit or take it back down to its
+    # Reservation, so a dynamic VM keeps its startup memory for the whole run.
     return int(record.meta.get("memory_mb", 0)) if is_vm(record) and is_running(record) else 0
 
 
@@ -163,6 +167,18 @@ def processor_load(guid: str) -> int:
     """The steady CPU load (1..30 %) of the running VM ``guid`` over its virtual
     processors: its ProcessorLoad in GetSummaryInformation."""
     return 1 + zlib.crc32(guid.encode()) % 30
+
+
+def memory_available(guid: str) -> int:
+    """The steady share (20..59 %) of its memory the guest of the running VM ``guid``
+    has free: its MemoryAvailable in GetSummaryInformation under dynamic memory."""
+    return 20 + zlib.crc32(f"memory:{guid}".encode()) % 40
+
+
+def dynamic_memory(txn: Transaction, guid: str) -> bool:
+    """Whether the VM has dynamic memory (its Msvm_MemorySettingData.DynamicMemoryEnabled)."""
+    found = owned_records(txn, concrete_classes("Msvm_MemorySettingData", V2_NAMESPACE), guid)
+    return bool(found[-1]["DynamicMemoryEnabled"]) if found else False
 
 
 def virtual_processors(txn: Transaction, guid: str) -> int:

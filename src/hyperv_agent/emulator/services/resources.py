@@ -25,6 +25,7 @@ VSMS = "Msvm_VirtualSystemManagementService"
 MAX_SCSI_CONTROLLERS = 4
 MAX_NICS = 12
 MEMORY_ALIGN_MB = 2  # memory settings are whole multiples of 2 MB (``_check_memory``)
+MEMORY_MIN_MB = 32  # the least memory of a VM, and the least minimum under dynamic memory
 _DRIVES = (ResourceType.DISK_DRIVE, ResourceType.DVD_DRIVE)
 _CONTROLLERS = (ResourceType.IDE_CONTROLLER, ResourceType.SCSI_CONTROLLER)
 
@@ -381,8 +382,9 @@ def _check_memory(vm: Record, current: Record, item: Embedded) -> None:
     ):
         raise _refuse(codes.CHANGE_WHILE_RUNNING, "the memory of a running VM is fixed")
     size = item.integer("VirtualQuantity")
-    if size is not None and size < 32:
-        raise _refuse(ReturnCode.INVALID_PARAMETER, f"VirtualQuantity {size} MB is below 32 MB")
+    if size is not None and size < MEMORY_MIN_MB:
+        raise _refuse(ReturnCode.INVALID_PARAMETER,
+                      f"VirtualQuantity {size} MB is below {MEMORY_MIN_MB} MB")
     # Hyper-V takes memory sizes in whole 2 MB units only, static or dynamic: New-VM with
     # 4019 MB fails with "The memory value assigned ('4019' MB) is not properly aligned",
     # and Microsoft's hcsshim rounds a utility VM's memory up to 2 MB for that reason.
@@ -393,6 +395,34 @@ def _check_memory(vm: Record, current: Record, item: Embedded) -> None:
             raise _refuse(ReturnCode.INVALID_PARAMETER,
                           f"Invalid memory value assigned: {name} ('{value}' MB) is not "
                           f"properly aligned (a multiple of {MEMORY_ALIGN_MB} MB)")
+    _check_dynamic_memory(vm, current, item)
+
+
+def _check_dynamic_memory(vm: Record, current: Record, item: Embedded) -> None:
+    """The sizes of a VM with dynamic memory, as they stand after the change: the minimum
+    (Reservation) at least 32 MB, the startup memory (VirtualQuantity) between it and the
+    maximum (Limit), as Hyper-V Manager and Set-VMMemory demand. While the VM runs the
+    maximum may only grow and the minimum only shrink (Windows Server 2012 R2 on). With
+    static memory Hyper-V uses VirtualQuantity alone; the emulator does not check the
+    other two then, where Microsoft does not say whether Hyper-V does."""
+    def after(name: str) -> CimValue:
+        return item.values[name] if name in item.values else current[name]
+
+    if not after("DynamicMemoryEnabled"):
+        return
+    sizes = {name: after(name) for name in ("Reservation", "VirtualQuantity", "Limit")}
+    least, startup, most = (int(v) if isinstance(v, int) else 0 for v in sizes.values())
+    if least < MEMORY_MIN_MB:
+        raise _refuse(ReturnCode.INVALID_PARAMETER, f"Invalid minimum memory: Reservation "
+                      f"('{least}' MB) is below {MEMORY_MIN_MB} MB")
+    if not least <= startup <= most:
+        raise _refuse(ReturnCode.INVALID_PARAMETER,
+                      f"Invalid dynamic memory: the startup memory ('{startup}' MB) must lie "
+                      f"between the minimum ('{least}' MB) and the maximum ('{most}' MB)")
+    if model.is_running(vm) and (least > current.integer("Reservation")
+                                 or most < current.integer("Limit")):
+        raise _refuse(codes.CHANGE_WHILE_RUNNING, "the minimum memory of a running VM can "
+                      "only shrink and its maximum only grow")
 
 
 def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> None:

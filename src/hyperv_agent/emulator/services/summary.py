@@ -42,8 +42,10 @@ _NULLS = {key: CimProperty(p.name, p.cim_type, p.is_array, None)
 
 
 #: What a kept summary may hold: values that change only with the VM's record or its
-#: settings' (not UpTime, which follows the clock, nor NumberOfProcessors, kept elsewhere).
-_KEEPABLE = frozenset(INFORMATION.values()) - {"UpTime", "NumberOfProcessors"}
+#: settings' (not UpTime, which follows the clock, nor NumberOfProcessors and the memory
+#: demand, read from the processor and memory settings a kept summary is not compared with).
+_KEEPABLE = frozenset(INFORMATION.values()) - {"UpTime", "NumberOfProcessors",
+                                               "MemoryAvailable", "AvailableMemoryBuffer"}
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,19 @@ class _Facts:
     def cpus(self, guid: str) -> int:
         return model.virtual_processors(self.call.txn, guid)
 
+    def _memory_demand(self, guid: str, running: bool) -> dict[str, CimValue]:
+        """MemoryAvailable and AvailableMemoryBuffer (percent) of a running VM with
+        dynamic memory: the guest's steady free share of its memory
+        (``model.memory_available``), and that free memory as a share of what the guest
+        uses. Null otherwise: Microsoft documents them for dynamic memory only, and the
+        emulator leaves them null without it."""
+        wanted = {"MemoryAvailable", "AvailableMemoryBuffer"} & set(self.wanted)
+        if not wanted or not running or not model.dynamic_memory(self.call.txn, guid):
+            return {}
+        available = model.memory_available(guid)
+        return {"MemoryAvailable": available,
+                "AvailableMemoryBuffer": available * 100 // (100 - available)}
+
     @staticmethod
     def _heartbeat(vm: Record) -> int:
         """No Contact from a guest without integration services, else OK."""
@@ -193,6 +208,7 @@ class _Facts:
             "ProcessorLoad": model.processor_load(guid) if running else 0,
             "ProcessorLoadHistory": (model.processor_load(guid),) * 10 if running else (),
             "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if running else 0,
+            **self._memory_demand(guid, running),
             "Heartbeat": self._heartbeat(vm) if running else None,
             "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if running else 0,
             "GuestOperatingSystem": "Linux" if running else None, "ThumbnailImage": (),
