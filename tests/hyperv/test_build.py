@@ -103,6 +103,7 @@ async def test_define_vm_costs_3_calls_and_2_waits_when_caches_are_warm(
 
 @pytest.mark.parametrize("change", [
     {"cpus": 0}, {"name": "x" * 101}, {"name": "  "}, {"generation": 3}, {"memory_mb": 0},
+    {"memory_max_mb": 1024}, {"memory_max_mb": 4097},
     {"cpu_limit_millipercent": 100001}, {"cpu_reservation_millipercent": 50001},
     {"cpu_weight": 10001}, {"secure_boot": True},
     {"generation": 2, "secure_boot_template_id": TEMPLATE_ID},

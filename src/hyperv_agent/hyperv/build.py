@@ -57,7 +57,11 @@ class VmSpec:
     notes: tuple[str, ...]
     generation: int  # 1 or 2
     cpus: int
-    memory_mb: int  # static memory (startup = minimum = maximum), a multiple of 2
+    memory_mb: int  # startup and minimum memory, a multiple of 2
+    #: The maximum memory, a multiple of 2: above ``memory_mb``, dynamic memory (Hyper-V
+    #: starts the VM with ``memory_mb`` and gives it more up to this on demand); None or
+    #: ``memory_mb``: static memory (startup = minimum = maximum).
+    memory_max_mb: int | None = None
     cpu_limit_millipercent: int = PROCESSOR_LIMIT_FULL  # 0..100000 (100 %) of each vCPU
     cpu_reservation_millipercent: int = 0  # 0..cpu_limit_millipercent of each vCPU
     cpu_weight: int = PROCESSOR_WEIGHT_DEFAULT  # 0..10000
@@ -87,6 +91,10 @@ def validate(spec: VmSpec) -> None:
                                          f"not {spec.memory_mb}"),
         (spec.memory_mb % MEMORY_ALIGN_MB != 0,
          f"memory_mb {spec.memory_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
+        (spec.memory_max_mb is not None and spec.memory_max_mb < spec.memory_mb,
+         f"memory_max_mb {spec.memory_max_mb} is less than memory_mb {spec.memory_mb}"),
+        ((spec.memory_max_mb or 0) % MEMORY_ALIGN_MB != 0,
+         f"memory_max_mb {spec.memory_max_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
         (not 0 <= spec.cpu_limit_millipercent <= PROCESSOR_LIMIT_FULL,
          f"cpu_limit_millipercent {spec.cpu_limit_millipercent} is outside "
          f"0..{PROCESSOR_LIMIT_FULL}"),
@@ -110,6 +118,17 @@ def aligned_memory_mb(memory_mb: int) -> int:
     return -(-memory_mb // MEMORY_ALIGN_MB) * MEMORY_ALIGN_MB
 
 
+def memory_values(memory_mb: int, memory_max_mb: int | None = None) -> dict[str, object]:
+    """The Msvm_MemorySettingData values of a VM with ``memory_mb`` of startup and minimum
+    memory and at most ``memory_max_mb``: dynamic memory when that is more (Reservation,
+    the minimum, and VirtualQuantity, the startup memory, ``memory_mb``; Limit, the
+    maximum, ``memory_max_mb``), else static memory of ``memory_mb`` (all three equal).
+    The sizes are checked by the caller (``validate``)."""
+    most = max(memory_mb, memory_max_mb or 0)
+    return {"DynamicMemoryEnabled": most > memory_mb, "VirtualQuantity": memory_mb,
+            "Reservation": memory_mb, "Limit": most}
+
+
 def is_guid(text: str | None) -> bool:
     try:
         return text is None or bool(uuid.UUID(text))
@@ -118,7 +137,8 @@ def is_guid(text: str | None) -> bool:
 
 
 async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
-    """Create a VM (off) with the spec's name, notes, generation, CPUs and static memory.
+    """Create a VM (off) with the spec's name, notes, generation, CPUs and memory (static,
+    or dynamic when ``memory_max_mb`` is more than ``memory_mb``: ``memory_values``).
 
     The spec is checked first (InvalidRequest, nothing created). Not idempotent: Hyper-V
     allows duplicate names, so a repeat creates a second VM; look the name up first
@@ -174,8 +194,7 @@ async def _set_processors_and_memory(hv: HyperV, guid: str, spec: VmSpec) -> Non
         VirtualQuantity=spec.cpus, Weight=spec.cpu_weight, Limit=spec.cpu_limit_millipercent,
         Reservation=spec.cpu_reservation_millipercent)
     memory = _one(found, Class.MEMORY).updated(
-        DynamicMemoryEnabled=False, VirtualQuantity=spec.memory_mb,
-        Reservation=spec.memory_mb, Limit=spec.memory_mb)
+        memory_values(spec.memory_mb, spec.memory_max_mb))
     await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})
 
 

@@ -1,4 +1,4 @@
-"""Changing a stopped VM's processor count and (static) memory.
+"""Changing a stopped VM's processor count and memory (static or dynamic).
 
 Hyper-V refuses to change either while the VM runs (return code 32775, invalid state),
 so a VM that is not off is refused up front with ``VmNotStopped``. Round trips: 1 query
@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed, VmNotStopped
-from hyperv_agent.hyperv import vms
+from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
+    MEMORY_ALIGN_MB,
     MEMORY_MIN_MB,
     NAMESPACE,
     Class,
@@ -24,26 +25,34 @@ from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 
 
-async def set_processors_and_memory(hv: HyperV, vm: VmRef, cpus: int, memory_mb: int) -> None:
-    """Give the stopped VM ``cpus`` virtual processors and ``memory_mb`` of static memory.
+async def set_processors_and_memory(hv: HyperV, vm: VmRef, cpus: int, memory_mb: int,
+                                    memory_max_mb: int | None = None) -> None:
+    """Give the stopped VM ``cpus`` virtual processors and ``memory_mb`` of memory: static,
+    or dynamic up to ``memory_max_mb`` when that is more (``build.memory_values``: the VM
+    then starts with ``memory_mb`` and has at least that).
 
-    ``cpus`` < 1 or ``memory_mb`` < 32: InvalidRequest, nothing changed. A VM that is not
+    ``cpus`` < 1, ``memory_mb`` < 32, ``memory_max_mb`` below ``memory_mb``, or a size
+    that is not a multiple of 2 MB: InvalidRequest, nothing changed. A VM that is not
     off (as ``vm.power`` says, or as Hyper-V finds it): VmNotStopped, nothing changed.
     Missing VM: HyperVError. Safe to repeat: afterwards the VM has exactly that many
-    processors and that much memory (dynamic memory off), both in one
-    ModifyResourceSettings, so a failure changes neither. 1 query + 1 call + 1 W.
+    processors and that memory, both in one ModifyResourceSettings, so a failure changes
+    neither. 1 query + 1 call + 1 W.
     """
     if cpus < 1:
         raise InvalidRequest(f"cpus must be at least 1, not {cpus}")
     if memory_mb < MEMORY_MIN_MB:
         raise InvalidRequest(f"memory must be at least {MEMORY_MIN_MB} MB, not {memory_mb} MB")
+    for size in (memory_mb, memory_max_mb or 0):
+        if size % MEMORY_ALIGN_MB:
+            raise InvalidRequest(f"memory {size} MB is not a multiple of {MEMORY_ALIGN_MB} MB")
+    if memory_max_mb is not None and memory_max_mb < memory_mb:
+        raise InvalidRequest(f"the most memory ({memory_max_mb} MB) is less than the "
+                             f"least ({memory_mb} MB)")
     if vm.power is not PowerState.STOPPED:
         raise VmNotStopped(vm.name)
     found = await _settings(hv, vm.guid)
     processor = _one(found, Class.PROCESSOR).updated(VirtualQuantity=cpus)
-    memory = _one(found, Class.MEMORY).updated(
-        DynamicMemoryEnabled=False, VirtualQuantity=memory_mb, Reservation=memory_mb,
-        Limit=memory_mb)
+    memory = _one(found, Class.MEMORY).updated(build.memory_values(memory_mb, memory_max_mb))
     try:
         await vms.call_service(hv, "ModifyResourceSettings",
                                {"ResourceSettings": [processor, memory]})
