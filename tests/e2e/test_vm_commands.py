@@ -423,6 +423,27 @@ async def test_vm_stats_is_one_summary_call_when_three_vms_are_named(running: Ru
         assert entry["entityType"] == "vm"
 
 
+async def test_vm_stats_tell_the_guests_free_memory_when_the_vm_has_dynamic_memory(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-62-VM")
+    memory = (await devices(cim, path, "Msvm_MemorySettingData"))[0]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [memory.updated(DynamicMemoryEnabled=True, Reservation=512,
+                                            VirtualQuantity=512, Limit=2048)]}))
+    await ok(cim, await request_state(cim, path, 2))
+    await _running_vm(cim, "i-2-63-VM")  # static memory
+    before = cim.round_trips()
+    _, answer = await running.answer(STATS, {"vmNames": ["i-2-62-VM", "i-2-63-VM"]})
+    assert (cim.round_trips() - before)["invoke:GetSummaryInformation"] == 1
+    dynamic, static = (answer["vmStatsMap"][name] for name in ("i-2-62-VM", "i-2-63-VM"))
+    # what the dynamic VM holds now (its startup memory), and its guest's free share of it
+    assert dynamic["memoryKBs"] == dynamic["targetMemoryKBs"] == 512 * 1024
+    assert 512 * 1024 * 20 // 100 <= dynamic["intFreeMemoryKBs"] < 512 * 1024 * 60 // 100
+    assert static["intFreeMemoryKBs"] == -1
+
+
 async def test_vm_stats_is_an_empty_map_without_a_call_when_no_vm_is_named(
     running: Running,
 ) -> None:

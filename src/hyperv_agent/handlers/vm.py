@@ -229,21 +229,32 @@ def _cloudstack_mac(mac: str) -> str:
 
 
 def _stats_entry(stats: vms.VmStats, io: vmio.IoTotals) -> VmStatsEntry:
-    # Only the memory assigned to the VM is known. Hyper-V tells how much of it a guest
-    # has free (MemoryAvailable) under dynamic memory only, which CloudStack's VMs never
-    # have: intFreeMemoryKBs is -1, the management server's "unknown" (as CloudStack's KVM
-    # agent reports it without a balloon driver). 0 would read as "no memory free": every
-    # VM 100 % used, and an AutoScale policy on memory scaling up for ever. With static
-    # memory the target is the memory assigned. Network "read" is what the VM received,
-    # "write" what it sent.
+    # memoryKBs and targetMemoryKBs are the memory the VM holds now: static memory, or
+    # what Hyper-V has given a VM with dynamic memory (at least its minRam, at most its
+    # maxRam). Network "read" is what the VM received, "write" what it sent.
     memory_kb = float(stats.memory_mb * KIB)
     return VmStatsEntry(cpu_utilization_percent=stats.cpu_utilization_percent,
                         num_cpus=stats.cpus, memory_kb=memory_kb,
-                        int_free_memory_kb=FREE_MEMORY_UNKNOWN, target_memory_kb=memory_kb,
+                        int_free_memory_kb=_free_memory_kb(stats), target_memory_kb=memory_kb,
                         network_read_kb=io.received_bytes / KIB,
                         network_write_kb=io.sent_bytes / KIB, entity_type="vm",
                         disk_read_ios=float(io.reads), disk_write_ios=float(io.writes),
                         disk_read_kb=io.read_bytes / KIB, disk_write_kb=io.write_bytes / KIB)
+
+
+def _free_memory_kb(stats: vms.VmStats) -> float:
+    """intFreeMemoryKBs: the share of its memory the guest has free (MemoryAvailable),
+    which Hyper-V reports under dynamic memory only. Without it (static memory, a VM
+    that is not running) -1, the management server's "unknown", as CloudStack's KVM
+    agent reports it without a balloon driver: 0 would read as "no memory free" (every
+    VM 100 % used, and an AutoScale policy on memory scaling up for ever). A share of 0
+    or less (a guest that wants more than it has) is reported as unknown too: Microsoft
+    does not say what a VM with static memory reports, and 0 from one must not read as
+    nothing free."""
+    percent = stats.memory_available_percent
+    if not stats.running or percent is None or percent <= 0:
+        return FREE_MEMORY_UNKNOWN
+    return float(stats.memory_mb * KIB * min(percent, 100) // 100)
 
 
 KIB = 1024

@@ -117,7 +117,7 @@ USED: tuple[ClassUse, ...] = (
         methods=_methods(RequestStateChange=("RequestedState",))),
     ClassUse(Class.SUMMARY, properties=(
         "Name", "ElementName", "EnabledState", "Notes", "ProcessorLoad",
-        "NumberOfProcessors", "MemoryUsage", "UpTime")),
+        "NumberOfProcessors", "MemoryUsage", "UpTime", "MemoryAvailable")),
     ClassUse(Class.VHD_SETTINGS, properties=(
         "Path", "Type", "Format", "MaxInternalSize", "ParentPath", "BlockSize",
         "LogicalSectorSize", "PhysicalSectorSize")),

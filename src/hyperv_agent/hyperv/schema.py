@@ -283,6 +283,7 @@ class SummaryInfo(IntEnum):
     MEMORY_USAGE = 103
     HEARTBEAT = 104
     UP_TIME = 105
+    MEMORY_AVAILABLE = 112  # under dynamic memory: the share (%) of its memory a guest has free
 
 
 # --- identities and host statistics (root\cimv2) -------------------------------------------

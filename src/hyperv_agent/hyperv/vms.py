@@ -132,10 +132,13 @@ class VmStats:
 
     cpu_utilization_percent: float
     cpus: int
-    memory_mb: int
+    memory_mb: int  # the memory the VM holds now (MemoryUsage)
     uptime_ms: int
     running: bool
     guid: str = ""  # the VM's GUID (Msvm_ComputerSystem.Name)
+    #: The share (%) of ``memory_mb`` its guest has free (MemoryAvailable): reported for a
+    #: running VM with dynamic memory only; None when Hyper-V leaves it null.
+    memory_available_percent: int | None = None
 
 
 def vm_path(vm_guid: str) -> ObjectPath:
@@ -339,7 +342,7 @@ _LIST_INFO = (SummaryInfo.NAME, SummaryInfo.ELEMENT_NAME, SummaryInfo.NOTES,
               SummaryInfo.ENABLED_STATE)
 _STATS_INFO = (SummaryInfo.NAME, SummaryInfo.ELEMENT_NAME, SummaryInfo.NUMBER_OF_PROCESSORS,
                SummaryInfo.ENABLED_STATE, SummaryInfo.PROCESSOR_LOAD, SummaryInfo.MEMORY_USAGE,
-               SummaryInfo.UP_TIME)
+               SummaryInfo.UP_TIME, SummaryInfo.MEMORY_AVAILABLE)
 
 
 async def list_vms(hv: HyperV) -> list[VmInfo]:
@@ -473,6 +476,7 @@ def _vm_stats(summary: CimInstance) -> VmStats:
         memory_mb=summary.integer("MemoryUsage") or 0,
         uptime_ms=summary.integer("UpTime") or 0,
         running=power_state(summary.integer("EnabledState")) is PowerState.RUNNING,
+        memory_available_percent=summary.integer("MemoryAvailable"),
         guid=(summary.string("Name") or "").upper(),
     )
 
