@@ -24,10 +24,18 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
+from tests.e2e.conftest import (
+    LOCAL_POOL,
+    PRIVATE_IP,
+    Running,
+    config_with_shares,
+    every_backend,
+    serving,
+)
 from tests.emulator.kit import devices, ok, request_state, state
 
 START = "com.cloud.agent.api.StartCommand"
@@ -212,6 +220,64 @@ async def test_start_rounds_memory_up_to_2_mb_when_offering_has_an_odd_number_of
             memory["DynamicMemoryEnabled"]) == (1026, 1026, 1026, False)
 
 
+async def test_start_gives_dynamic_memory_from_min_ram_to_max_ram_when_min_ram_is_less(
+    running: Running,
+) -> None:
+    # A cluster with mem.overprovisioning.factor 4: the management server sends
+    # minRam = maxRam / 4 and counts the VM for that much of the host's memory.
+    body = _body(running, minRam=256 << 20, maxRam=1024 << 20)
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert answer["details"] == "dynamic memory: 256 MB at start and at least, up to 1024 MB"
+    vm = await _vm(running.emulator, "i-2-17-VM")
+    assert vm is not None and vm.path is not None and vm["EnabledState"] == 2
+    (memory,) = await devices(running.emulator, vm.path, "Msvm_MemorySettingData")
+    assert (memory["DynamicMemoryEnabled"], memory["Reservation"], memory["VirtualQuantity"],
+            memory["Limit"]) == (True, 256, 256, 1024)
+    _, stats = await running.answer(names.GET_VM_STATS_COMMAND, {
+        "vmNames": ["i-2-17-VM"], "hostGuid": "h", "hostName": "h", "contextMap": {}})
+    entry = stats["vmStatsMap"]["i-2-17-VM"]
+    # what the VM holds now (its startup memory), and what its guest has free of it
+    assert entry["memoryKBs"] == entry["targetMemoryKBs"] == 256 * 1024
+    assert 0 < entry["intFreeMemoryKBs"] < entry["memoryKBs"]
+
+
+async def test_start_runs_every_vm_placed_by_their_min_ram_when_memory_is_overprovisioned(
+    tmp_path: Path,
+) -> None:
+    # The management server counts a host of 1536 MB as 3072 MB at factor 2, and places
+    # three VMs of 1024 MB there, each sent with minRam 512 MB: with static memory of
+    # maxRam the second would not start.
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text("[emulator]\nmemory_mb = 1536\n")
+    config = load_config(config_file, state_dir=tmp_path / "state", backend="emulator",
+                         private_ip=PRIVATE_IP, local_storage_path=LOCAL_POOL)
+    async with serving(config) as agent:
+        for n in (40, 41, 42):
+            await _started(agent, _body(agent, f"i-2-{n}-VM", iso=False,
+                                        minRam=512 << 20, maxRam=1024 << 20))
+        _, host = await agent.answer(names.GET_HOST_STATS_COMMAND, {
+            "hostGuid": "h", "hostName": "h", "hostId": 1, "contextMap": {}})
+        assert host["hostStats"]["freeMemoryKBs"] == 0
+        key, answer = await agent.answer(START, _body(agent, "i-2-43-VM", iso=False,
+                                                     minRam=512 << 20, maxRam=1024 << 20))
+        assert (key, answer["result"]) == (START_ANSWER, False), answer
+        assert await _vm_names(agent.emulator) == {"i-2-40-VM", "i-2-41-VM", "i-2-42-VM"}
+
+
+async def test_start_keeps_memory_static_when_a_system_vm_has_min_ram_below_max_ram(
+    running: Running,
+) -> None:
+    # As CloudStack's KVM agent gives a system VM maxRam whatever minRam is.
+    body = _body(running, "r-7-VM", minRam=256 << 20, maxRam=512 << 20)
+    await _started(running, body)
+    vm = await _vm(running.emulator, "r-7-VM")
+    assert vm is not None and vm.path is not None
+    (memory,) = await devices(running.emulator, vm.path, "Msvm_MemorySettingData")
+    assert (memory["DynamicMemoryEnabled"], memory["Reservation"], memory["VirtualQuantity"],
+            memory["Limit"]) == (False, 512, 512, 512)
+
+
 async def test_start_changes_nothing_when_vm_already_runs(running: Running) -> None:
     cim = running.emulator
     path = await _started(running, _body(running))
@@ -375,6 +441,14 @@ def _negative_min_ram(body: dict[str, Any]) -> None:
     body["vm"]["minRam"] = -1
 
 
+def _min_ram_above_max_ram(body: dict[str, Any]) -> None:
+    body["vm"].update(minRam=1024 << 20, maxRam=512 << 20)
+
+
+def _min_ram_below_32_mb(body: dict[str, Any]) -> None:
+    body["vm"].update(minRam=16 << 20, maxRam=512 << 20)
+
+
 def _more_memory_than_generation_1_takes(body: dict[str, Any]) -> None:
     body["vm"].update(minRam=(1 << 40) + (2 << 20), maxRam=(1 << 40) + (2 << 20))
 
@@ -426,6 +500,10 @@ def _more_disks_than_slots(body: dict[str, Any]) -> None:
     (_negative_cpus, "cpus must be at least 1"),
     (_no_memory, "maxRam"),
     (_negative_min_ram, "vm.minRam -1 bytes is not a memory size"),
+    (_min_ram_above_max_ram, "vm.minRam 1073741824 bytes is more than vm.maxRam 536870912 "
+                             "bytes"),
+    (_min_ram_below_32_mb, "vm.minRam 16777216 bytes is less than 32 MB, the least memory "
+                           "Hyper-V gives a VM"),
     (_more_memory_than_generation_1_takes, "vm.maxRam 1099513724928 bytes is not a memory "
                                            "size Hyper-V gives a generation 1 VM"),
     (_negative_device_id, "NIC -4: deviceId must not be negative"),
@@ -550,6 +628,22 @@ async def test_start_stays_within_budget_when_vm_has_one_disk_and_one_nic(
     assert (spent["query"], spent["invoke:AddResourceSettings"],
             spent["invoke:AddFeatureSettings"], spent["invoke:RequestStateChange"]) == (
         4, 5, 1, 1)
+
+
+async def test_start_costs_no_more_round_trips_when_the_vm_gets_dynamic_memory(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await _started(running, _body(running, "i-2-30-VM"))  # warms every cache
+    spent = []
+    for name, min_ram in (("i-2-31-VM", 512 << 20), ("i-2-32-VM", 256 << 20)):
+        body = _body(running, name, iso=False, minRam=min_ram)
+        before = cim.round_trips()
+        _, answer = await running.answer(START, body)
+        spent.append(cim.round_trips() - before)
+        assert answer["result"] is True, answer
+    static, dynamic = spent
+    assert (dynamic.calls, dynamic.waits) == (static.calls, static.waits) == (13, 9)
 
 
 # --- round trips per step -----------------------------------------------------------------

@@ -230,6 +230,31 @@ async def test_scale_vm_rounds_memory_up_to_2_mb_when_offering_has_an_odd_number
         2050, 2050, 2050)
 
 
+async def test_scale_vm_gives_dynamic_memory_when_min_ram_is_less_than_max_ram(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    vm = await build.define_vm(hv(cim), VmSpec(name="i-2-70-VM", notes=(), generation=1,
+                                                cpus=1, memory_mb=512))
+    overprovisioned = {**_scale("i-2-70-VM", 2, 2048), "minRam": 512 * MB}
+    key, answer = await running.answer(SCALE, overprovisioned)
+    assert (key, answer["result"]) == (SCALE_ANSWER, True), answer
+    assert answer["details"] == ("VM i-2-70-VM now has 2 processors and 512 MB to 2048 MB "
+                                 "of dynamic memory")
+    (memory,) = await devices(cim, vm.path, "Msvm_MemorySettingData")
+    assert (memory["DynamicMemoryEnabled"], memory["Reservation"], memory["VirtualQuantity"],
+            memory["Limit"]) == (True, 512, 512, 2048)
+    _, answer = await running.answer(SCALE, {**overprovisioned, "minRam": 4096 * MB})
+    assert answer["result"] is False
+    assert "vm.minRam 4294967296 bytes is more than vm.maxRam 2147483648 bytes" in (
+        answer["details"])
+    _, answer = await running.answer(SCALE, _scale("i-2-70-VM", 2, 1024))  # factor 1 again
+    assert answer["result"] is True, answer
+    (memory,) = await devices(cim, vm.path, "Msvm_MemorySettingData")
+    assert (memory["DynamicMemoryEnabled"], memory["Reservation"], memory["VirtualQuantity"],
+            memory["Limit"]) == (False, 1024, 1024, 1024)
+
+
 async def test_scale_vm_refuses_and_changes_nothing_when_vm_runs(running: Running) -> None:
     vm = await _router(running, nic_count=1)
     cim = running.emulator

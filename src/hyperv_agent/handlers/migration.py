@@ -60,7 +60,6 @@ from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES
 
 log = logging.getLogger("hyperv_agent.handlers.migration")
-MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,15 @@ class MigrationHandlers(FileHandlers):
         return problems
 
     async def _memory(self, vm: VirtualMachineTO) -> list[str]:
-        needed_mb = -(-vm.max_ram_bytes // MIB)
+        # What the VM has as StartCommand would build it (start_plan.memory_sizes): its
+        # static memory, or with dynamic memory its minimum, the least it can arrive with
+        # and what the management server counted it for. One that has grown beyond it
+        # meanwhile may still find too little here; Hyper-V then refuses the migration.
+        try:
+            needed_mb, _ = start_plan.memory_sizes(vm, 2 if start_plan.boot_firmware(vm)[0]
+                                                   else 1)
+        except InvalidRequest as error:
+            return [str(error)]
         free_mb = await host.free_memory_kib(self.hv) // 1024
         if needed_mb > free_mb:
             return [f"it needs {needed_mb} MB of memory and the host has {free_mb} MB free"]

@@ -28,6 +28,7 @@ from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
     IDE_SLOTS,
     MEMORY_MAX_MB,
+    MEMORY_MIN_MB,
     PROCESSOR_WEIGHT_DEFAULT,
     PROCESSOR_WEIGHT_MAX,
     SCSI_CONTROLLERS_MAX,
@@ -164,23 +165,36 @@ def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
     device_counts(vm)
     generation = 2 if uefi else 1
-    memory_mb = _memory_mb(vm, generation)
+    memory_mb, memory_max_mb = memory_sizes(vm, generation)
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
     # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
     # install from ISO starts), or the CD first when there is no root volume at all.
     # Generation 2 keeps Hyper-V's own firmware boot order.
     no_root = not any(str(disk.type).upper() == "ROOT" for disk in vm.disks)
     return build.VmSpec(name=vm.name, notes=notes, generation=generation,
-                        cpus=vm.cpus, memory_mb=memory_mb, secure_boot=secure,
+                        cpus=vm.cpus, memory_mb=memory_mb, memory_max_mb=memory_max_mb,
+                        secure_boot=secure,
                         boot_from_cd=no_root)
 
 
-def _memory_mb(vm: VirtualMachineTO, generation: int) -> int:
-    """The VM's static memory in MB (``maxRam``), within what Hyper-V gives a VM of its
-    generation (``MEMORY_MAX_MB``), rounded up to the 2 MB units Hyper-V takes
+def memory_sizes(vm: VirtualMachineTO, generation: int) -> tuple[int, int | None]:
+    """The VM's memory in MB: (startup and minimum, maximum or None for static memory).
+
+    A management server on a cluster whose ``mem.overprovisioning.factor`` is above 1
+    sends ``minRam`` = ``maxRam`` / factor (HypervisorGuruBase.toVirtualMachineTO) and
+    counts the VM against the host's memory times the factor: it places VMs by their
+    ``minRam``. Such a VM gets dynamic memory: at least ``minRam``, at most ``maxRam``,
+    and it starts with ``minRam`` (as os-win starts a dynamic VM with its minimum, and
+    CloudStack's KVM agent gives a user VM ``maxRam`` as maximum and ``minRam`` as its
+    current memory), so every VM the management server placed here can start; Hyper-V
+    gives it more on demand. ``minRam`` equal to ``maxRam`` (factor 1) is static memory of
+    ``maxRam``, and so is a system VM's (the KVM agent gives routers and the other system
+    VMs ``maxRam`` whatever ``minRam`` is), and a ``minRam`` of 0, the value of a body
+    without the field. Both sizes are rounded up to the 2 MB units Hyper-V takes
     (``build.aligned_memory_mb``: an offering of 1025 MB gets 1026 MB, where Hyper-V
-    would refuse 1025). ``minRam`` is not used (the memory is static) but must be a
-    memory size too: not negative, and not more than that limit."""
+    would refuse 1025) and must lie within what Hyper-V gives a VM of its generation
+    (``MEMORY_MAX_MB``). ``minRam`` above ``maxRam``, or below Hyper-V's 32 MB
+    (``MEMORY_MIN_MB``): InvalidRequest naming the fields."""
     most = MEMORY_MAX_MB[generation]
     memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
     if memory_mb <= 0:
@@ -189,17 +203,31 @@ def _memory_mb(vm: VirtualMachineTO, generation: int) -> int:
         if value < 0 or value // _BYTES_PER_MB > most:
             raise InvalidRequest(f"vm.{field} {value} bytes is not a memory size Hyper-V "
                                  f"gives a generation {generation} VM: 0 to {most} MB")
-    return build.aligned_memory_mb(memory_mb)
+    if vm.min_ram_bytes > vm.max_ram_bytes:
+        raise InvalidRequest(f"vm.minRam {vm.min_ram_bytes} bytes is more than vm.maxRam "
+                             f"{vm.max_ram_bytes} bytes")
+    if 0 < vm.min_ram_bytes < MEMORY_MIN_MB * _BYTES_PER_MB:
+        raise InvalidRequest(f"vm.minRam {vm.min_ram_bytes} bytes is less than "
+                             f"{MEMORY_MIN_MB} MB, the least memory Hyper-V gives a VM")
+    maximum = build.aligned_memory_mb(memory_mb)
+    if vm.min_ram_bytes == 0 or is_system_vm(vm):
+        return maximum, None
+    minimum = build.aligned_memory_mb(-(-vm.min_ram_bytes // _BYTES_PER_MB))
+    return (minimum, maximum) if minimum < maximum else (maximum, None)
 
 
 def memory_note(vm: VirtualMachineTO, spec: build.VmSpec) -> tuple[str, ...]:
-    """What the answer tells when the VM got more memory than ``maxRam`` (rounded up to
-    Hyper-V's 2 MB units); nothing otherwise."""
+    """What the answer tells of the VM's memory: that it is dynamic (``memory_sizes``),
+    and when the VM got more memory than ``maxRam`` (rounded up to Hyper-V's 2 MB
+    units); nothing for static memory of exactly ``maxRam``."""
     asked = vm.max_ram_bytes // _BYTES_PER_MB
-    if spec.memory_mb == asked:
-        return ()
-    return (f"memory rounded up from {asked} MB to {spec.memory_mb} MB: Hyper-V takes "
-            "memory in whole 2 MB units",)
+    most = spec.memory_max_mb or spec.memory_mb
+    notes = () if spec.memory_max_mb is None else (
+        f"dynamic memory: {spec.memory_mb} MB at start and at least, up to {most} MB",)
+    if most == asked:
+        return notes
+    return (*notes, f"memory rounded up from {asked} MB to {most} MB: Hyper-V takes "
+            "memory in whole 2 MB units")
 
 
 def check_speeds(vm: VirtualMachineTO, host_mhz: int) -> None:

@@ -28,17 +28,16 @@ from hyperv_agent.cloudstack.commands_vm import (
     ModifyVmNicConfigCommand,
     ScaleVmCommand,
 )
-from hyperv_agent.cloudstack.objects import NicDetails, NicTO
+from hyperv_agent.cloudstack.objects import NicDetails, NicTO, VirtualMachineTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hyperv import build, nics, scale, vms
 from hyperv_agent.hyperv import host as hyperv_host
+from hyperv_agent.hyperv import nics, scale, vms
 from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
-_BYTES_PER_MB = 1024 * 1024
 
 
 class VmConfigHandlers:
@@ -57,24 +56,35 @@ class VmConfigHandlers:
         }
 
     async def scale(self, asked: ScaleVmCommand) -> Result:
-        """Set a stopped VM's vCPU count (``cpus``) and static memory (``maxRam`` bytes).
+        """Set a stopped VM's vCPU count (``cpus``) and memory (``minRam`` and ``maxRam``
+        bytes), as StartCommand gives them (``start_plan.memory_sizes``): static memory
+        of ``maxRam``, or dynamic memory from ``minRam`` up to ``maxRam`` on a cluster
+        whose memory is overprovisioned.
 
-        Unknown VM: a failed answer naming it. A VM that is not off: a failed answer
-        ("stop it first"), nothing changed. Safe to repeat; processors and memory change
-        together or not at all. 1 query to find the VM + 1 query + 1 call + 1 job wait.
+        Unknown VM: a failed answer naming it. Memory StartCommand would refuse (say
+        ``minRam`` above ``maxRam``): a failed answer naming the field, nothing changed.
+        A VM that is not off: a failed answer ("stop it first"), nothing changed. Safe to
+        repeat; processors and memory change together or not at all. 1 query to find the
+        VM + 1 query + 1 call + 1 job wait.
         """
         name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
+        least = asked.min_ram_bytes or (asked.vm.min_ram_bytes if asked.vm is not None else 0)
+        wanted = VirtualMachineTO(name=name, type=asked.vm.type if asked.vm else None,
+                                  min_ram_bytes=least, max_ram_bytes=ram)
+        # The VM's generation is not looked up: the bound of generation 2, the larger, is
+        # checked here, and Hyper-V refuses more than a generation 1 VM takes.
+        memory_mb, memory_max_mb = start_plan.memory_sizes(wanted, 2)
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.hv, name)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
-            # in the 2 MB units Hyper-V takes, as StartCommand gives it (start_plan)
-            memory_mb = build.aligned_memory_mb(ram // _BYTES_PER_MB)
-            await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb)
+            await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb, memory_max_mb)
+        memory = (f"{memory_mb} MB of memory" if memory_max_mb is None else
+                  f"{memory_mb} MB to {memory_max_mb} MB of dynamic memory")
         return ScaleVmAnswer(result=True, details=(
-            f"VM {name} now has {cpus} processors and {memory_mb} MB of memory"))
+            f"VM {name} now has {cpus} processors and {memory}"))
 
     async def get_config(self, asked: GetVmConfigCommand) -> Result:
         """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and
