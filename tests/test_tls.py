@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes
 
 from hyperv_agent import tls
 from hyperv_agent.errors import ConfigError
+from tests import pywin32_fake
 
 
 def _expected(cert_path: Path) -> str:
@@ -43,3 +44,39 @@ def test_fingerprint_fails_with_a_config_error_when_the_file_holds_no_certificat
     for path in (bogus, tmp_path / "missing.pem"):
         with pytest.raises(ConfigError, match="cannot read certificate"):
             tls.fingerprint(path)
+
+
+def test_the_generated_key_on_windows_is_kept_from_other_local_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    security = pywin32_fake.Security()
+    pywin32_fake.install(monkeypatch, security)
+    monkeypatch.setattr(tls, "_WINDOWS", True)
+    identity = tls.ensure_identity(tmp_path)
+    owners = [pywin32_fake.SYSTEM, pywin32_fake.ADMINISTRATORS, security.account]
+    protected = (pywin32_fake.DACL_SECURITY_INFORMATION
+                 | pywin32_fake.PROTECTED_DACL_SECURITY_INFORMATION)
+    inherited = pywin32_fake.OBJECT_INHERIT_ACE | pywin32_fake.CONTAINER_INHERIT_ACE
+    folder, key = str(identity.key_path.parent), str(identity.key_path)
+    assert security.dacls[folder] == (protected, pywin32_fake.Acl(
+        [(inherited, pywin32_fake.FILE_ALL_ACCESS, sid) for sid in owners]))
+    assert security.dacls[key] == (protected, pywin32_fake.Acl(
+        [(0, pywin32_fake.FILE_ALL_ACCESS, sid) for sid in owners]))
+    assert identity.key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    security.dacls.clear()  # a key made before its access list was set gets it at start
+    assert not tls.ensure_identity(tmp_path).generated
+    assert set(security.dacls) == {folder, key}
+
+
+def test_a_key_windows_would_not_protect_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    security = pywin32_fake.Security()
+    pywin32_fake.install(monkeypatch, security)
+    monkeypatch.setattr(tls, "_WINDOWS", True)
+    security.refuse = ("agent.key", pywin32_fake.Error(5, "SetNamedSecurityInfo",
+                                                       "Access is denied.  "))
+    with pytest.raises(ConfigError, match=r"cannot restrict access to .*agent\.key: Access is "
+                       r"denied\. \(SetNamedSecurityInfo, 5\)$"):
+        tls.ensure_identity(tmp_path)
+    assert not (tmp_path / "tls" / "agent.key").exists()

@@ -14,12 +14,15 @@ import os
 import re
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from hyperv_agent.errors import ConfigError
 
 VALID_DAYS = 3650
+#: Windows ignores a file's POSIX mode: there the key is kept private by its access list.
+_WINDOWS = sys.platform == "win32"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
         if not cert.is_file() or not key.is_file():
             _generate(cert, key)
             generated = True
+        elif _WINDOWS:  # made before its access list was set: set it now
+            from hyperv_agent import winacl
+
+            winacl.restrict(key.parent, inherit=True)
+            winacl.restrict(key)
     return Identity(cert, key, fingerprint(cert), generated)
 
 
@@ -88,7 +96,22 @@ def _generate(cert_path: Path, key_path: Path) -> None:
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """The private key, readable by this account only. On Windows the mode is ignored and
+    ``%ProgramData%`` lets every local user read what is made in it, so the key's folder
+    and the file itself get access lists of their own (SYSTEM, Administrators, this
+    account) before a byte of the key is written; a failure leaves no key behind."""
+    if _WINDOWS:
+        from hyperv_agent import winacl
+
+        winacl.restrict(path.parent, inherit=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if _WINDOWS:
+        try:
+            winacl.restrict(path)
+        except ConfigError:
+            os.close(descriptor)
+            path.unlink(missing_ok=True)
+            raise
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
 
