@@ -18,9 +18,18 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent import logs
+from hyperv_agent.service import STOP_GRACE_S
 from hyperv_agent.winsvc.host import RunState, StartType
+from hyperv_agent.winsvc.plan import SHUTDOWN_TIMEOUT_S, InstallOptions, service_spec
 from hyperv_agent.winsvc.readiness import Backoff, service_running
-from hyperv_agent.winsvc.runner import ServiceRun, StopSignal, run_service
+from hyperv_agent.winsvc.runner import (
+    STOP_REPORT_EVERY_S,
+    STOP_WAIT_HINT_MS,
+    ServiceRun,
+    StopProgress,
+    StopSignal,
+    run_service,
+)
 from tests.winsvc.memoryhost import MemoryHost
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
@@ -213,3 +222,42 @@ def test_the_log_file_rotates_and_never_holds_a_secret(tmp_path: Path) -> None:
     text = "".join(p.read_text() for p in path.parent.iterdir())
     assert "hunter2" not in text and "password=*****" in text
     assert "copy 99 from" in path.read_text()
+
+
+def test_a_stopping_service_keeps_telling_the_manager_until_the_run_ends() -> None:
+    stop, reports = StopSignal(), list[int]()
+    with StopProgress(stop, reports.append, every_s=0.01, wait_hint_ms=1500):
+        time.sleep(0.1)
+        assert reports == []  # nothing is reported while the agent serves
+        stop.request()
+        deadline = time.monotonic() + 5
+        while len(reports) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    after = len(reports)
+    time.sleep(0.1)
+    assert after >= 3 and reports == [1500] * after  # and nothing once the run has ended
+
+
+def test_a_status_the_manager_refuses_does_not_end_the_reports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop, reports = StopSignal(), list[int]()
+
+    def refused_once(hint_ms: int) -> None:
+        reports.append(hint_ms)
+        if len(reports) == 1:
+            raise OSError("SetServiceStatus: The handle is invalid.")
+
+    stop.request()
+    with StopProgress(stop, refused_once, every_s=0.01):
+        deadline = time.monotonic() + 5
+        while len(reports) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(reports) >= 2 and "cannot report the service as stopping" in caplog.text
+
+
+def test_the_hints_and_the_shutdown_timeout_cover_the_agents_stop() -> None:
+    # a checkpoint moves well within each hint; the host waits for the whole grace
+    assert STOP_REPORT_EVERY_S * 1000 * 2 <= STOP_WAIT_HINT_MS
+    assert SHUTDOWN_TIMEOUT_S >= STOP_GRACE_S + 15
+    assert service_spec(InstallOptions()).shutdown_timeout_s == SHUTDOWN_TIMEOUT_S

@@ -45,7 +45,8 @@ PREPARE = [
     "Register 'hyperv-agent' as a source of the Application event log",
     "Install service 'hyperv-agent' (\"CloudStack Hyper-V Agent (hyperv-agent)\"): "
     "pywin32's pythonservice.exe hosting hyperv_agent.winsvc.framework.AgentService, "
-    "running as LocalSystem, starting auto; update it if installed",
+    "running as LocalSystem, starting auto, given 60 s to stop when the host shuts down; "
+    "update it if installed",
     "Make Windows restart 'hyperv-agent' 60 s after it fails (also when it stops with an "
     "error)",
     f"Allow inbound TCP 8250 in Windows Firewall (rule \"{RULE}\", replaced if present)",

@@ -53,6 +53,9 @@ class ServiceSpec:
     python_class: str  # module.Class, imported by pythonservice.exe
     start: StartType
     account: str | None = None  # DOMAIN\\user; None: LocalSystem
+    #: How long Windows waits for the service to stop when the host shuts down (its
+    #: preshutdown timeout; Windows' default since build 15063 is 10 s).
+    shutdown_timeout_s: int = 10
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from hyperv_agent.winsvc.paths import ServicePaths
 from hyperv_agent.winsvc.steps import Clock, Step
 
 RESTART_DELAY_S = 60
+#: The preshutdown timeout: the agent's stop (``service.STOP_GRACE_S``, 30 s, for the
+#: commands in flight, then closing its backend) with room to spare.
+SHUTDOWN_TIMEOUT_S = 60
 
 DEFAULT_CONFIG = """\
 # hyperv-agent on this Hyper-V host; the Windows service reads this file at start.
@@ -55,7 +58,8 @@ class Plan:
 def service_spec(options: InstallOptions) -> ServiceSpec:
     return ServiceSpec(name=paths.SERVICE_NAME, display_name=paths.DISPLAY_NAME,
                        description=paths.DESCRIPTION, python_class=paths.PYTHON_CLASS,
-                       start=options.start, account=options.account)
+                       start=options.start, account=options.account,
+                       shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)
 
 
 def install_plan(where: ServicePaths, options: InstallOptions) -> Plan:

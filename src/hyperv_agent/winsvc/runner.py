@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,11 @@ class StopSignal:
                 loop, event = self._bound
                 loop.call_soon_threadsafe(event.set)
 
+    @property
+    def requested(self) -> bool:
+        with self._lock:
+            return self._requested
+
     def bind(self) -> asyncio.Event:
         """The event the running loop waits on (call inside the loop)."""
         event = asyncio.Event()
@@ -57,6 +63,51 @@ class StopSignal:
             if self._requested:
                 event.set()
         return event
+
+
+#: How often a stopping service tells the service manager it is still stopping, and the
+#: wait hint it gives: the manager may take a service whose checkpoint has not moved within
+#: its wait hint for hung, and the agent's stop (up to ``service.STOP_GRACE_S`` for the
+#: commands in flight, then closing the backend) takes longer than one hint.
+STOP_REPORT_EVERY_S = 5.0
+STOP_WAIT_HINT_MS = 15_000
+
+
+class StopProgress:
+    """While the agent stops, ``report(wait_hint_ms)`` every ``every_s`` (the service's
+    SERVICE_STOP_PENDING, pywin32 moving its checkpoint on), from a thread of its own that
+    looks every ``every_s`` for a stop request, until :meth:`finish`; use it as a context
+    manager around the run."""
+
+    def __init__(self, stop: StopSignal, report: Callable[[int], None],
+                 every_s: float = STOP_REPORT_EVERY_S, wait_hint_ms: int = STOP_WAIT_HINT_MS
+                 ) -> None:
+        self._stop, self._report = stop, report
+        self._every_s, self._wait_hint_ms = every_s, wait_hint_ms
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stop-progress", daemon=True)
+
+    def __enter__(self) -> StopProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Stop reporting (before the service reports anything else)."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every_s):
+            if not self._stop.requested:
+                continue
+            try:
+                self._report(self._wait_hint_ms)
+            except Exception:  # the manager refused a status: the stop goes on regardless
+                log.exception("cannot report the service as stopping")
 
 
 @dataclass(frozen=True)

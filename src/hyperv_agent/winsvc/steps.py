@@ -262,7 +262,9 @@ class InstallService:
         account = self.spec.account or "LocalSystem"
         return (f"Install service '{self.spec.name}' (\"{self.spec.display_name}\"): "
                 f"pywin32's pythonservice.exe hosting {self.spec.python_class}, running as "
-                f"{account}, starting {self.spec.start.value}; update it if installed")
+                f"{account}, starting {self.spec.start.value}, given "
+                f"{self.spec.shutdown_timeout_s} s to stop when the host shuts down; update "
+                "it if installed")
 
     @property
     def command(self) -> str:

@@ -128,6 +128,7 @@ class WindowsServiceHost:
                 delayedstart=spec.start is StartType.DELAYED_AUTO)
         except pywintypes.error as error:
             raise _refused(f"installing service '{spec.name}'", error) from None
+        self._set_shutdown_timeout(spec)
 
     def update_service(self, spec: ServiceSpec, password: str | None) -> None:
         try:
@@ -139,6 +140,16 @@ class WindowsServiceHost:
                 delayedstart=spec.start is StartType.DELAYED_AUTO)
         except pywintypes.error as error:
             raise _refused(f"updating service '{spec.name}'", error) from None
+        self._set_shutdown_timeout(spec)
+
+    def _set_shutdown_timeout(self, spec: ServiceSpec) -> None:
+        try:  # SERVICE_PRESHUTDOWN_INFO.dwPreshutdownTimeout, in milliseconds
+            with _service(spec.name, win32service.SERVICE_CHANGE_CONFIG) as handle:
+                win32service.ChangeServiceConfig2(
+                    handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO,
+                    spec.shutdown_timeout_s * 1000)
+        except pywintypes.error as error:
+            raise _refused(f"service '{spec.name}' preshutdown timeout", error) from None
 
     def delete_service(self, name: str) -> None:
         try:
