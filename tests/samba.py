@@ -51,6 +51,15 @@ class Samba:
     def log_text(self) -> str:
         return (self.root / "smbd.out").read_text(errors="replace")
 
+    def set_user_enabled(self, enabled: bool) -> None:
+        """Enable or disable the account (a logon with it is then refused as
+        STATUS_ACCOUNT_DISABLED, as a Windows account disabled or locked out for a while)."""
+        smbpasswd = shutil.which("smbpasswd")
+        assert smbpasswd is not None  # start_samba needed it
+        subprocess.run([smbpasswd, "-c", str(self.root / "smb.conf"),
+                        "-e" if enabled else "-d", self.user],
+                       capture_output=True, timeout=30, check=True)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

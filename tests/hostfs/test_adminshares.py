@@ -10,7 +10,7 @@ import pytest
 from hyperv_agent.backends import remote_files
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator.files import EmulatedFiles
-from hyperv_agent.errors import PathNotAllowed
+from hyperv_agent.errors import HostFileError, PathNotAllowed
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.hostfs.smb import SmbFiles
@@ -93,3 +93,35 @@ async def test_an_account_given_for_another_share_of_the_host_leaves_its_drives_
                                         credentials=Credentials("pool-only", "CSTEST", "x")))
     await files.make_dirs("C:\\after-pool")
     assert (admin_share.share_dir / "after-pool").is_dir()
+
+
+async def test_the_winrm_account_is_tried_again_after_the_host_refused_a_logon_with_it(
+        admin_share: Samba) -> None:
+    """An account disabled or locked out for a while: each call meanwhile names it, and the
+    drives are reached again once the host takes it, without restarting the agent."""
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    files = AdminShareFiles(SmbFiles(port=admin_share.port, connect_timeout_s=5),
+                            admin_share.server, credentials)
+    admin_share.set_user_enabled(False)
+    try:
+        for _ in range(2):
+            with pytest.raises(HostFileError,
+                               match=f"wrong user name or password for {admin_share.user}$"):
+                await files.make_dirs("C:\\refused")
+    finally:
+        admin_share.set_user_enabled(True)
+    await files.make_dirs("C:\\refused")
+    assert (admin_share.share_dir / "refused").is_dir()
+
+
+async def test_a_pool_account_the_host_refuses_for_a_drive_leaves_it_to_the_winrm_account(
+        admin_share: Samba) -> None:
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    files = AdminShareFiles(SmbFiles(port=admin_share.port, connect_timeout_s=5),
+                            admin_share.server, credentials)
+    files.use_credentials(ShareLocation(admin_share.server, "C$",
+                                        credentials=Credentials("nobody", "CSTEST", "x")))
+    with pytest.raises(HostFileError, match="wrong user name or password for CSTEST\\\\nobody"):
+        await files.make_dirs("C:\\first")
+    await files.make_dirs("C:\\first")
+    assert (admin_share.share_dir / "first").is_dir()

@@ -9,23 +9,28 @@ storage URLs carry.
 
 from __future__ import annotations
 
+import string
 from pathlib import PureWindowsPath
 from typing import BinaryIO
 
 from hyperv_agent.errors import PathNotAllowed
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+from hyperv_agent.hostfs.smb import SmbFiles
 
 
 class AdminShareFiles(HostFiles):
-    """``inner`` (SMB) reached with drive paths rewritten to ``\\\\host\\X$`` shares."""
+    """``inner`` (SMB) reached with drive paths rewritten to ``\\\\host\\X$`` shares.
 
-    def __init__(self, inner: HostFiles, host: str, credentials: Credentials | None) -> None:
+    ``credentials`` (the WinRM account) stay each drive share's own account: a logon they
+    fail is tried again at the next call, never given up for the rest of the process."""
+
+    def __init__(self, inner: SmbFiles, host: str, credentials: Credentials | None) -> None:
         self.inner = inner
         self.host = host
         if credentials is not None:
-            for letter in "CDEFGHIJKLMNOPQRSTUVWXYZ":
-                inner.use_credentials(ShareLocation(host, f"{letter}$", "", credentials))
+            for letter in string.ascii_uppercase:
+                inner.keep_credentials(ShareLocation(host, f"{letter}$", "", credentials))
 
     def remote(self, path: str) -> str:
         """``path`` as the host's SMB clients see it; PathNotAllowed for a relative one."""

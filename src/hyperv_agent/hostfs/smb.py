@@ -8,8 +8,9 @@ share (so a pool's account also serves an image store whose URL the MS stripped)
 with the account configured for the server (``[agent.smb_credentials]``), on the
 configured port. Credentials the server refuses at logon are dropped again: the share
 goes back to the account it had, so a mistyped second pool on a server never takes the
-first pool's share from it. Connections are pooled per instance and reopened when they
-drop.
+first pool's share from it; an account kept as a share's own (``keep_credentials``: the
+WinRM account for the host's administrative shares) is never dropped, only tried again.
+Connections are pooled per instance and reopened when they drop.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
 ``open_binary``, which is itself called from a worker thread. Every failure becomes a
@@ -119,6 +120,7 @@ class SmbFiles(HostFiles):
         self._offered: dict[tuple[str, str], Credentials] = {}  # not yet logged on with
         self._accepted: dict[tuple[str, str], Credentials] = {}  # (server, share) -> account
         self._server_accounts: dict[str, Credentials] = {}  # the last accepted per server
+        self._kept: dict[tuple[str, str], Credentials] = {}  # offered again when refused
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
         self._connect_locks: dict[str, threading.Lock] = {}
@@ -139,6 +141,18 @@ class SmbFiles(HostFiles):
                     self._offered.pop(key, None)
                 else:
                     self._offered[key] = share.credentials
+
+    def keep_credentials(self, share: ShareLocation) -> None:
+        """``use_credentials`` for an account that stays ``share``'s own whatever a logon
+        with it meets: refused (an account locked out or disabled for a while, a domain
+        controller that did not answer), it is kept and tried again at the next call, and
+        the refusal names it. Credentials offered later for the share are tried before it
+        and, refused, leave the share to it again."""
+        if share.credentials is not None:
+            key = _share_key(share.server, share.share)
+            with self._lock:
+                self._kept[key] = share.credentials
+            self.use_credentials(share)
 
     def close(self) -> None:
         """Log off and disconnect every pooled connection; later calls reconnect."""
@@ -266,6 +280,9 @@ class SmbFiles(HostFiles):
         with self._lock:
             if self._offered.get(key) == offered:  # not replaced by a newer offer meanwhile
                 del self._offered[key]
+                kept = self._kept.get(key)
+                if not accepted and kept is not None and key not in self._accepted:
+                    self._offered[key] = kept  # the share's own account, tried again
             if accepted:
                 self._accepted[key] = offered
                 self._server_accounts[key[0]] = offered
@@ -274,9 +291,11 @@ class SmbFiles(HostFiles):
         """The account ``share`` on ``server`` is reached with: the one its server accepted
         for it, else the last one the server accepted for another share, else the
         configured one; None when there is none. Credentials offered and not yet logged
-        on with are not counted."""
+        on with are not counted, except those kept as the share's own account
+        (``keep_credentials``)."""
         with self._lock:
-            own = self._accepted.get(_share_key(server, share)) if share else None
+            key = _share_key(server, share) if share else None
+            own = (self._accepted.get(key) or self._kept.get(key)) if key else None
             given = own or self._server_accounts.get(server.lower())
         return given or self._configured.get(server.lower())
 
