@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import smbclient  # type: ignore[import-untyped]
 
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
@@ -156,6 +157,51 @@ async def test_remove_refuses_a_folder_and_keeps_it_when_asked_to_delete_one(
     with pytest.raises(HostFileError, match="cannot delete"):
         await smb.remove(share.path("keep"))
     assert (share.local / "keep").is_dir()
+
+
+async def test_remove_of_a_file_open_elsewhere_names_the_sharing_violation_and_keeps_it(
+    smb: SmbFiles, share: Share, samba: Samba
+) -> None:
+    (share.local / "busy.vhdx").write_bytes(b"in use")
+    other = SmbFiles(port=samba.port, connect_timeout_s=3)  # another host's connection
+    other.use_credentials(_location(samba))
+    try:
+        handle = await asyncio.to_thread(other.open_binary, share.path("busy.vhdx"), "rb")
+        try:
+            with pytest.raises(HostFileError, match=r"open elsewhere .*\(sharing violation\)$"):
+                await smb.remove(share.path("busy.vhdx"))
+        finally:
+            await asyncio.to_thread(handle.close)
+    finally:
+        other.close()
+    assert (share.local / "busy.vhdx").read_bytes() == b"in use"
+
+
+async def test_a_file_deleted_while_open_elsewhere_counts_as_gone_and_its_name_as_taken(
+    smb: SmbFiles, share: Share, samba: Samba
+) -> None:
+    """Another client holds the file open with delete sharing: the delete is pending until
+    it closes the file. Nothing can open the file meanwhile; a repeated delete succeeds and
+    writing that name again fails saying why."""
+    (share.local / "doomed.vhdx").write_bytes(b"old")
+    connections: dict[str, Any] = {}
+    holder = smbclient.open_file(share.path("doomed.vhdx"), "rb", share_access="rwd",
+                                 username=samba.user, password=samba.password,
+                                 port=samba.port, connection_cache=connections)
+    try:
+        assert await smb.remove(share.path("doomed.vhdx")) is True
+        assert await smb.stat(share.path("doomed.vhdx")) is None
+        assert not await smb.exists(share.path("doomed.vhdx"))
+        assert await smb.read_text(share.path("doomed.vhdx")) is None
+        assert await smb.remove(share.path("doomed.vhdx")) is False
+        with pytest.raises(HostFileError, match="being deleted but is still open elsewhere"):
+            await smb.write_text(share.path("doomed.vhdx"), "new")
+    finally:
+        holder.close()
+        smbclient.reset_connection_cache(connection_cache=connections)
+    assert not (share.local / "doomed.vhdx").exists()
+    await smb.write_text(share.path("doomed.vhdx"), "new")
+    assert (share.local / "doomed.vhdx").read_text() == "new"
 
 
 async def test_rename_replaces_the_target_when_it_exists(smb: SmbFiles, share: Share) -> None:

@@ -61,13 +61,18 @@ _LOGON = frozenset({
     0xC000015B,  # LOGON_TYPE_NOT_GRANTED
 })
 _ACCESS_DENIED = 0xC0000022
+_SHARING_VIOLATION = 0xC0000043
+# A file deleted while another client holds it open (sharing delete): it cannot be opened
+# any more and goes when that client closes it, but its name stays taken until then.
+_DELETE_PENDING = 0xC0000056
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # MS-FSCC 2.6
 REPARSE_TAG_NAME_SURROGATE = 0x20000000  # MS-FSCC 2.1.2.1: the tag's "N" bit
 _LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
 
 
 class MissingFile(HostFileError):
-    """Nothing exists at the path (the share and server were reached)."""
+    """Nothing exists at the path (the share and server were reached), or only the name
+    of a file being deleted, which nothing can open any more (STATUS_DELETE_PENDING)."""
 
 
 @dataclass(frozen=True)
@@ -331,7 +336,8 @@ class SmbFiles(HostFiles):
             message = _describe(error, action, target, self, credentials)
             if credentials is not None and len(credentials.password) >= 4:  # never echoed
                 message = message.replace(credentials.password, "*****")
-            kind = MissingFile if _status(error) in _MISSING else HostFileError
+            kind = MissingFile if _status(error) in (*_MISSING, _DELETE_PENDING) \
+                else HostFileError
             raise kind(message) from None
 
 
@@ -382,6 +388,12 @@ def _describe(error: BaseException, action: str, target: _Target, files: SmbFile
         return f"{head}: {where} refused the logon: {_who(credentials, target.server)}"
     if status == _ACCESS_DENIED:
         return f"{head}: access denied"
+    if status == _SHARING_VIOLATION:
+        return (f"{head}: it is open elsewhere (a running VM, another host or another "
+                "program) without sharing that access (sharing violation)")
+    if status == _DELETE_PENDING:
+        return (f"{head}: the file is being deleted but is still open elsewhere (another "
+                "host or program); its name stays taken until it is closed there")
     if unreachable := _unreachable(error, files.connect_timeout_s):
         return f"{head}: {where} cannot be reached: {unreachable}"
     return f"{head}: {_reason(error)}"
