@@ -28,7 +28,7 @@ def test_drive_paths_become_the_hosts_administrative_shares() -> None:
     assert files.remote("\\\\fs1\\secondary\\t.vhd") == "\\\\fs1\\secondary\\t.vhd"
 
 
-@pytest.mark.parametrize("path", ["pool\\disk.vhdx", "\\pool", ""])
+@pytest.mark.parametrize("path", ["pool\\disk.vhdx", "\\pool", "", "C:pool\\disk.vhdx", "C:"])
 def test_relative_paths_are_refused(path: str) -> None:
     with pytest.raises(PathNotAllowed):
         _files().remote(path)

@@ -33,12 +33,14 @@ class AdminShareFiles(HostFiles):
                 inner.keep_credentials(ShareLocation(host, f"{letter}$", "", credentials))
 
     def remote(self, path: str) -> str:
-        """``path`` as the host's SMB clients see it; PathNotAllowed for a relative one."""
+        """``path`` as the host's SMB clients see it; PathNotAllowed for a relative one,
+        drive-relative ones (``C:pool``, which Windows reads from the current folder of
+        drive C:) included."""
         pure = PureWindowsPath(path)
         drive = pure.drive
         if drive.startswith("\\\\"):
             return str(pure)
-        if len(drive) != 2 or drive[1] != ":":
+        if len(drive) != 2 or drive[1] != ":" or not pure.root:
             raise PathNotAllowed(f"not an absolute Windows path: {path!r}")
         rest = "\\".join(pure.parts[1:])
         share = f"\\\\{self.host}\\{drive[0].upper()}$"
