@@ -18,6 +18,7 @@ from hyperv_agent.hostfs.locations import (
     confine_absolute,
     from_primary_store,
     parse_cifs_url,
+    same_folder,
 )
 
 SECRET = "1pass@word1"
@@ -329,6 +330,16 @@ def test_path_is_refused_when_root_is_not_absolute_and_safe(root: str) -> None:
 
 
 # --- confine_absolute ------------------------------------------------------------------------
+
+
+def test_names_are_compared_as_windows_compares_them_not_by_casefold() -> None:
+    """Windows upper-cases each character by itself: STRAßE is Straße, STRASSE is another
+    folder (casefold would call it the same)."""
+    assert confine_absolute("C:\\Straße", "c:\\STRAßE\\a.vhd") == "C:\\Straße\\a.vhd"
+    with pytest.raises(PathNotAllowed, match="outside"):
+        confine_absolute("C:\\Straße", "C:\\STRASSE\\a.vhd")
+    assert not same_folder("C:\\Straße", "C:\\strasse")
+    assert same_folder("\\\\srv\\Σχολή", "\\\\SRV\\σχολή")
 
 
 @pytest.mark.parametrize(

@@ -315,7 +315,8 @@ def confine(root: str, relative: str) -> str:
 def confine_absolute(root: str, path: str) -> str:
     """``path`` (absolute) rebuilt inside ``root``, or PathNotAllowed if it lies outside.
 
-    Comparison is case-insensitive after normalising separators, ``.`` and ``..``; the
+    Comparison is case-insensitive as Windows compares names (``_upcase``) after
+    normalising separators, ``.`` and ``..``; the
     result keeps ``root``'s spelling. The same refusals as ``confine`` apply.
     """
     base = _parse_absolute(root, PathNotAllowed, "pool root")
@@ -363,12 +364,20 @@ def is_admin_share(share: str) -> bool:
 
 
 def _is_within(base: _AbsolutePath, target: _AbsolutePath, strictly: bool = True) -> bool:
-    if base.anchor.casefold() != target.anchor.casefold():
+    if _upcase(base.anchor) != _upcase(target.anchor):
         return False
     if len(target.parts) < len(base.parts) + (1 if strictly else 0):
         return False
     pairs = zip(base.parts, target.parts, strict=False)
-    return all(mine.casefold() == theirs.casefold() for mine, theirs in pairs)
+    return all(_upcase(mine) == _upcase(theirs) for mine, theirs in pairs)
+
+
+def _upcase(name: str) -> str:
+    """``name`` as NTFS and SMB servers compare names: each UTF-16 unit upper-cased by
+    itself (the volume's upcase table, Unicode's simple mapping), so ``Straße`` and
+    ``STRASSE`` (equal to ``casefold``) stay two names, and ``ß`` stays itself."""
+    return "".join(upper if ord(ch) < 0x10000 and len(upper := ch.upper()) == 1 else ch
+                   for ch in name)
 
 
 def _parse_absolute(path: str, error: type[AgentError], what: str) -> _AbsolutePath:
