@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from hyperv_agent.cloudstack import codec, names
-from hyperv_agent.cloudstack.bounds import MAX_NAME_CHARS, MAX_STRING_CHARS
+from hyperv_agent.cloudstack import bounds, codec, names
+from hyperv_agent.cloudstack.bounds import MAX_MEMBERS, MAX_NAME_CHARS, MAX_STRING_CHARS
 from hyperv_agent.cloudstack.commands_vm import StopCommand
 from tests.cloudstack.fixtures import body, sample_json
 
@@ -66,3 +66,48 @@ def test_escaped_characters_count_as_characters_not_bytes() -> None:
     assert len(raw) > MAX_NAME_CHARS  # six bytes a character on the wire
     command = codec.decode_command(names.STOP_COMMAND, raw)
     assert isinstance(command, StopCommand) and command.vm_name == "\u00e9" * MAX_NAME_CHARS
+
+
+# --- how many members a body holds --------------------------------------------------------
+
+SIXTEEN_MB_OF_MEMBERS = [
+    b'{"vmName": "i-2-3-VM", "type": [' + b"{}, " * 4_000_000 + b"{}]}",
+    b'{"vmName": "i-2-3-VM", "type": [' + b"0," * 8_000_000 + b"0]}",
+    b'{"vmName": "i-2-3-VM", "type": [' + b'"a",' * 4_000_000 + b'"a"]}',
+    b'{"vmName": "i-2-3-VM", "contextMap": {' + b'"k": 1, ' * 2_000_000 + b'"z": 1}}',
+]
+
+
+@pytest.mark.parametrize("raw", SIXTEEN_MB_OF_MEMBERS,
+                         ids=["empty-objects", "numbers", "strings", "object-members"])
+def test_body_of_millions_of_members_is_refused_before_it_is_parsed(raw: bytes) -> None:
+    started = time.perf_counter()
+    with pytest.raises(codec.CodecError) as caught:
+        codec.decode_command(names.STOP_COMMAND, raw)
+    assert codec.raw_command(names.STOP_COMMAND, raw) is None  # nothing echoed, not parsed
+    assert time.perf_counter() - started < 4.0  # parsing it took a minute
+    assert caught.value.field_path == ""
+    assert caught.value.message.startswith(f"more than {MAX_MEMBERS} array elements")
+
+
+def test_body_of_exactly_the_most_members_is_accepted() -> None:
+    items = b"{}," * (MAX_MEMBERS - 3) + b"{}"  # with vmName and type: MAX_MEMBERS
+    raw = b'{"vmName": "i-2-3-VM", "type": [' + items + b"]}"
+    assert bounds.members(raw) == MAX_MEMBERS
+    assert isinstance(codec.decode_command(names.STOP_COMMAND, raw), StopCommand)
+    with pytest.raises(codec.CodecError, match="more than"):
+        codec.decode_command(names.STOP_COMMAND, raw.replace(b"[{}", b"[{},{}"))
+
+
+@pytest.mark.parametrize(("raw", "count"), [
+    (b"{}", 0), (b"[]", 0), (b"[ ]", 0), (b"[1]", 1), (b'{"a": [1, {}], "b": {"c": ""}}', 5),
+    (b'{"a": "x,[{y", "b\\",[": "\\\\"}', 2), (b'["unterminated, [{', 0),
+])
+def test_members_are_counted_outside_strings(raw: bytes, count: int) -> None:
+    assert bounds.members(raw) == count
+
+
+def test_commas_and_brackets_inside_strings_do_not_count() -> None:
+    text = ",[{" * (MAX_STRING_CHARS // 3)
+    raw = body({"vmName": "i-2-3-VM", "a": text, "b": text, "c": text, "contextMap": {}})
+    assert isinstance(codec.decode_command(names.STOP_COMMAND, raw), StopCommand)

@@ -37,7 +37,7 @@ from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
 from hyperv_agent.service import build_agent
-from tests.e2e.conftest import API
+from tests.e2e.conftest import API, Running
 
 READY = "com.cloud.agent.api.ReadyCommand"
 STALL_S = 0.5
@@ -207,3 +207,17 @@ async def test_newcomer_is_refused_only_when_every_slot_is_answering(
     finally:
         await runner.cleanup()
         await agent.close()
+
+
+async def test_16_mb_body_of_millions_of_members_is_refused_at_once(running: Running) -> None:
+    crowded = b'{"vmName": "i-2-3-VM", "contextMap": {}, "x": [' + b"{}," * 5_000_000 + b"0]}"
+    started = time.perf_counter()
+    status, reply = await running.post("com.cloud.agent.api.StopCommand", crowded)
+    assert time.perf_counter() - started < 4.0  # it held the event loop for about a minute
+    assert status == 200
+    ((key, fields),) = reply[0].items()
+    assert key == "com.cloud.agent.api.StopAnswer" and fields["result"] is False
+    assert fields["details"].startswith("StopCommand: malformed request: body: more than "
+                                        "100000 array elements and object members")
+    key, fields = await running.answer(READY, {"contextMap": {}})
+    assert fields["result"] is True

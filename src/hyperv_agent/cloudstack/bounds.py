@@ -6,15 +6,22 @@ of 1023 characters). A name (the value of a member whose name ends in ``name`` o
 ``vmName``, ``vmNames``, ``name``) is at most :data:`MAX_NAME_CHARS`; CloudStack keeps names
 in columns of 255 characters. A 10 MB VM name is refused at once instead of travelling down
 to a WQL query that takes seconds to parse.
+
+No body holds more than :data:`MAX_MEMBERS` array elements and object members, counted in
+its bytes before it is parsed: a 16 MB body of four million empty objects would hold the
+event loop (every other command, every ping) for tens of seconds while it is parsed,
+walked and validated. The largest body CloudStack sends holds a few hundred.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
 MAX_STRING_CHARS: Final = 256 * 1024
 MAX_NAME_CHARS: Final = 1024
+MAX_MEMBERS: Final = 100_000
 _KEY_SHOWN: Final = 40  # characters of an oversized member name shown in its path
 
 Loc = tuple[str | int, ...]
@@ -32,6 +39,40 @@ class Oversized:
     def message(self) -> str:
         kind = "a name" if self.limit == MAX_NAME_CHARS else "a string"
         return f"{kind} of {self.length} characters; at most {self.limit} are accepted"
+
+
+#: A JSON string, its quotes included; an unterminated one runs to the end (possessive: the
+#: scan is linear whatever the bytes).
+_STRING: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+"?', re.DOTALL)
+#: The opening bracket of a non-empty array or object.
+_OPENS_NONEMPTY: Final = re.compile(rb"[\[{](?=\s*+[^\s\]}])")
+
+
+def members(body: bytes) -> int:
+    """How many array elements and object members the JSON ``body`` holds (for a body that
+    is not JSON, a count of the same kind: its separators and non-empty brackets outside
+    strings)."""
+    outside = _STRING.sub(b"", body)
+    return outside.count(b",") + _OPENS_NONEMPTY.subn(b"", outside)[1]
+
+
+def too_many_members(body: bytes) -> bool:
+    """Whether ``body`` holds more than :data:`MAX_MEMBERS` array elements and object
+    members. Counted from the cheapest end: a body with fewer separators and brackets than
+    that (strings included) cannot; one with more than twice as many strings (every string
+    is a member's key or value, an element, or the whole document) must; only the bodies in
+    between have their strings taken out and the rest counted."""
+    upper = body.count(b",") + body.count(b"[") + body.count(b"{")
+    if upper <= MAX_MEMBERS:
+        return False
+    strings_at_least = (body.count(b'"') - body.count(b'\\"')) // 2
+    if strings_at_least > 2 * MAX_MEMBERS + 1:
+        return True
+    outside = _STRING.sub(b"", body)
+    separators = outside.count(b",")
+    if separators > MAX_MEMBERS:
+        return True
+    return separators + _OPENS_NONEMPTY.subn(b"", outside)[1] > MAX_MEMBERS
 
 
 def first_oversized(document: object, body_bytes: int) -> Oversized | None:

@@ -94,6 +94,9 @@ def decode_command(fqcn: str, body: bytes) -> Command:
     """
     if not is_known(fqcn):
         raise UnknownCommand(fqcn)
+    if bounds.too_many_members(body):
+        raise CodecError("", f"more than {bounds.MAX_MEMBERS} array elements and object "
+                         "members; a command holds no more")
     document = _parse_json(body)
     oversized = bounds.first_oversized(document, len(body))
     if oversized is not None:
@@ -157,7 +160,10 @@ def failed_answer(fqcn: str, details: str,
 
 def raw_command(fqcn: str, body: bytes) -> Mapping[str, Any] | None:
     """The command object of a body that may not decode, as plain JSON: the bare object,
-    or the one command inside an envelope; None when there is no such object."""
+    or the one command inside an envelope; None when there is no such object, or when the
+    body holds more members than a command may (it is not parsed)."""
+    if bounds.too_many_members(body):
+        return None
     try:
         document = _parse_json(body)
     except CodecError:
