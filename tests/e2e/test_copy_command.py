@@ -907,8 +907,9 @@ async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_a
     agent: Running, tmp_path: Path
 ) -> None:
     """A template that a running VM's linked clone has open as its parent is not replaced
-    by a repeated download: Windows refuses the rename, and the copy fails with its
-    reason, the running VM's disk chain intact and no aside file left."""
+    by a repeated download: the clone names it as its parent, so the copy fails before
+    anything is written (as it does for a stopped VM's clone, which Windows would let go),
+    the running VM's disk chain intact and no aside file left."""
     from tests.e2e.test_volume_commands import _vm_with
 
     pool = _pool(agent)
@@ -920,7 +921,7 @@ async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_a
     _disk(_secondary(tmp_path, "t/new.vhdx"), 16 * MIB)
     await _refused(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
                                 _template(_primary(), path="tmpl-1")),
-                   "being used by another process")
+                   "is the parent of 1 differencing disk(s)")
     assert listing(pool) == before  # the template's bytes and the clone's, as they were
 
 

@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hyperv_agent.errors import BadStorageUrl, PathNotAllowed
+from hyperv_agent.hostfs.images import ParentLocator
 from hyperv_agent.hostfs.locations import (
     Credentials,
     LocalFolder,
@@ -451,3 +452,26 @@ def test_absolute_result_stays_inside_root_when_path_is_hostile(root: str, path:
         except PathNotAllowed:
             continue
         assert _inside(root, result)
+
+
+@pytest.mark.parametrize(("locator", "child", "named"), [
+    (ParentLocator(absolute="C:\\Pool\\T.VHDX"), "C:\\pool\\c.vhdx", True),
+    (ParentLocator(absolute="\\\\?\\c:\\pool\\.\\t.vhdx"), "C:\\pool\\c.vhdx", True),
+    (ParentLocator(absolute="C:\\pool\\t2.vhdx"), "C:\\pool\\c.vhdx", False),
+    (ParentLocator(relative=".\\t.vhdx"), "C:\\pool\\c.vhdx", True),
+    (ParentLocator(relative="..\\pool\\T.vhdx"), "C:\\pool\\c.vhdx", True),
+    (ParentLocator(relative=".\\t.vhdx"), "C:\\other\\c.vhdx", False),
+    (ParentLocator(volume="\\\\?\\Volume{1b2c}\\pool\\t.vhdx"), "C:\\pool\\c.vhdx", True),
+    (ParentLocator(volume="\\\\?\\Volume{1b2c}\\other\\t.vhdx"), "C:\\pool\\c.vhdx", False),
+    (ParentLocator(), "C:\\pool\\c.vhdx", False),
+])
+def test_a_parent_locator_names_a_file_as_windows_resolves_it(
+    locator: ParentLocator, child: str, named: bool
+) -> None:
+    assert locator.names(child, "C:\\pool\\t.vhdx") is named
+
+
+def test_a_parent_locator_names_a_file_on_a_share_by_its_long_form() -> None:
+    locator = ParentLocator(absolute="\\\\?\\UNC\\10.1.1.1\\Primary\\t.vhdx")
+    assert locator.names("\\\\10.1.1.1\\primary\\c.vhdx", "\\\\10.1.1.1\\primary\\t.vhdx")
+    assert not locator.names("\\\\10.1.1.1\\primary\\c.vhdx", "\\\\10.1.1.2\\primary\\t.vhdx")

@@ -126,6 +126,10 @@ class CopyHandler(FileHandlers):
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
+            if await self.files.exists(target):
+                # a download over an earlier copy replaces it: not under linked clones,
+                # which name it (and its content) as their parent
+                await self.refuse_if_parent(target, "the earlier template was kept")
             done = await self.download(source, target, checksum)
         log.info("template %s downloaded to %s (%d bytes)", src.path, done.path, done.size)
         return dest.model_copy(update={"path": dest_path,
@@ -181,7 +185,10 @@ class CopyHandler(FileHandlers):
         linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
-        async with self.file_locks.hold(target):
+        # a linked clone is made under its template's lock too, so a DestroyCommand that
+        # evicts the template (``refuse_if_parent``) sees every clone made before it
+        held = (template, target) if linked else (target,)
+        async with self.file_locks.hold_all(*held):
             await self._refuse_if_running(target)
             async with self.staged(target) as staged:
                 if linked:

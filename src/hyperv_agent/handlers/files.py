@@ -23,6 +23,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
+from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
@@ -48,6 +49,7 @@ class FileHandlers:
         self.file_locks = file_locks
         self.job_wait = job_wait
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
+        self.parent_budget_s = DEFAULT_BUDGET_S  # bounds ``refuse_if_parent``'s reading
 
     async def refuse_if_running(self, path: str, kept: str = "the file was kept") -> None:
         """AgentError naming the VM when a running VM has the disk file ``path`` in one of
@@ -58,6 +60,30 @@ class FileHandlers:
         if attached is not None and attached.power is PowerState.RUNNING:
             raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
                              f"the VM or detach the volume first ({kept})")
+
+    async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:
+        """AgentError naming a disk file, and how many there are, when a disk file in the
+        folder of ``path`` (a template in a pool, where the linked clones made from it
+        lie) names ``path`` as its parent; also when not every disk file there could be
+        read in ``children.DEFAULT_BUDGET_S`` seconds (``parent_budget_s``). Deleting or
+        replacing the parent would break its children, whose VMs then never start again:
+        Windows refuses it only while a running VM holds the chain open. ``kept`` says
+        what became of the file. Otherwise what was checked, for the answer. Reads only
+        the headers of the disk files (``hostfs.children``)."""
+        found = await children_of(self.files, path, (ntpath.dirname(path),),
+                                  self.parent_budget_s)
+        if found.children:
+            more = "" if found.complete else " at least"
+            raise AgentError(
+                f"{path} is the parent of{more} {len(found.children)} differencing disk(s) "
+                f"(linked clones), e.g. {found.children[0]}; they would be lost with it "
+                f"({kept}; {found.summary()})")
+        if not found.complete:
+            raise AgentError(f"whether a disk file names {path} as its parent could not be "
+                             f"told in {self.parent_budget_s:g} s ({kept}; "
+                             f"{found.summary()})")
+        log.info("no disk file names %s as its parent: %s", path, found.summary())
+        return found.summary()
 
     def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
         """The bound of a Hyper-V job that reads and writes a whole disk (a merge) for a

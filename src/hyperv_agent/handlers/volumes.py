@@ -7,7 +7,8 @@ Hyper-V (``hyperv.disks``); copies go through ``hostfs.transfer``, which writes 
 temporary name and renames it, so a failed copy leaves no file under the final name.
 Commands on one file (these and CopyCommand: ``handlers.locks.FileLocks``) are serialised;
 different files proceed concurrently. A volume
-attached to a running VM is never deleted.
+attached to a running VM is never deleted, nor a template (or any disk) that a
+differencing disk beside it names as its parent.
 """
 
 from __future__ import annotations
@@ -216,7 +217,10 @@ class VolumeHandlers(FileHandlers):
     async def destroy_legacy(self, command: DestroyCommand) -> Result:
         """Detach the volume from ``vmName`` (when given and attached there), then delete
         its file. A missing file is success. A file in another VM, or in a running VM
-        that cannot release it (IDE), is refused and kept.
+        that cannot release it (IDE), is refused and kept; so is a file that a disk file in
+        its folder names as its parent (``refuse_if_parent``): a template with linked
+        clones, which the management server evicts when no volume row of its own
+        records the template in the pool, although a clone made from it may be there.
 
         The management server also evicts unused templates from a pool with it:
         ``volume.path`` is the template's install path and ``volume.mountPoint`` the pool's
@@ -228,11 +232,12 @@ class VolumeHandlers(FileHandlers):
             return Answer(result=True, details="the volume file does not exist; nothing to do")
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
         async with vm_lock, self.file_locks.hold(path):
+            checked = await self.refuse_if_parent(path)
             attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
                 await self._release(attached, path, command.vm_name)
             await self.files.remove(path)
-        return Answer(result=True, details=f"deleted {path}")
+        return Answer(result=True, details=f"deleted {path}; {checked}")
 
     async def _release(self, attached: disks.Attachment, path: str, vm_name: str | None) -> None:
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():

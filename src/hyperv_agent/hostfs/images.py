@@ -28,11 +28,12 @@ import ntpath
 import struct
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hostfs.locations import quoted
+from hyperv_agent.hostfs.locations import quoted, same_path
 
 log = logging.getLogger(__name__)
 
@@ -201,37 +202,49 @@ def _vhdx_not_standalone(handle: BinaryIO, size: int) -> str | None:
 
 def _vhdx_regions(handle: BinaryIO, at: int) -> dict[bytes, tuple[int, int]] | None:
     """The regions (GUID -> offset, length) of the VHDX region table at ``at``; None when
-    no region table is there."""
+    no region table is there. Reads the header, then only the entries it counts."""
     handle.seek(at)
-    raw = handle.read(_VHDX_REGION_HEADER.size + _VHDX_MAX_REGIONS * _VHDX_REGION_ENTRY.size)
-    if len(raw) < _VHDX_REGION_HEADER.size:
+    head = handle.read(_VHDX_REGION_HEADER.size)
+    if len(head) < _VHDX_REGION_HEADER.size:
         return None
-    signature, _, count, _ = _VHDX_REGION_HEADER.unpack_from(raw)
-    if signature != b"regi" or count > _VHDX_MAX_REGIONS \
-            or len(raw) < _VHDX_REGION_HEADER.size + count * _VHDX_REGION_ENTRY.size:
+    signature, _, count, _ = _VHDX_REGION_HEADER.unpack_from(head)
+    if signature != b"regi" or count > _VHDX_MAX_REGIONS:
         return None
-    entries = (_VHDX_REGION_ENTRY.unpack_from(raw, _VHDX_REGION_HEADER.size + i
-                                              * _VHDX_REGION_ENTRY.size) for i in range(count))
+    raw = handle.read(count * _VHDX_REGION_ENTRY.size)
+    if len(raw) < count * _VHDX_REGION_ENTRY.size:
+        return None
+    entries = _VHDX_REGION_ENTRY.iter_unpack(raw)
     return {guid: (offset, length) for guid, offset, length, _ in entries}
+
+
+def _vhdx_item_table(handle: BinaryIO, offset: int, length: int
+                     ) -> dict[bytes, tuple[int, int]] | None:
+    """The items (GUID -> offset in the region, length) of the table of the VHDX metadata
+    region at ``offset``; None when its table is not there. Reads the header, then only
+    the entries it counts."""
+    handle.seek(offset)
+    head = handle.read(min(length, _VHDX_METADATA_HEADER.size))
+    if len(head) < _VHDX_METADATA_HEADER.size:
+        return None
+    signature, _, count = _VHDX_METADATA_HEADER.unpack_from(head)
+    if signature != b"metadata" or count > _VHDX_MAX_ITEMS \
+            or _VHDX_METADATA_HEADER.size + count * _VHDX_METADATA_ENTRY.size > length:
+        return None
+    raw = handle.read(count * _VHDX_METADATA_ENTRY.size)
+    if len(raw) < count * _VHDX_METADATA_ENTRY.size:
+        return None
+    return {guid: (item_offset, item_length)
+            for guid, item_offset, item_length, _, _ in _VHDX_METADATA_ENTRY.iter_unpack(raw)}
 
 
 def _vhdx_items(handle: BinaryIO, offset: int, length: int) -> dict[bytes, bytes] | None:
     """The items of ``_VHDX_NEEDED_ITEMS`` (GUID -> bytes) in the VHDX metadata region at
     ``offset``; None when its table is not there."""
-    handle.seek(offset)
-    raw = handle.read(min(length, _VHDX_METADATA_HEADER.size
-                          + _VHDX_MAX_ITEMS * _VHDX_METADATA_ENTRY.size))
-    if len(raw) < _VHDX_METADATA_HEADER.size:
-        return None
-    signature, _, count = _VHDX_METADATA_HEADER.unpack_from(raw)
-    if signature != b"metadata":
+    table = _vhdx_item_table(handle, offset, length)
+    if table is None:
         return None
     items: dict[bytes, bytes] = {}
-    for index in range(min(count, _VHDX_MAX_ITEMS)):
-        at = _VHDX_METADATA_HEADER.size + index * _VHDX_METADATA_ENTRY.size
-        if at + _VHDX_METADATA_ENTRY.size > len(raw):
-            return None
-        guid, item_offset, item_length, _, _ = _VHDX_METADATA_ENTRY.unpack_from(raw, at)
+    for guid, (item_offset, item_length) in table.items():
         wanted = _VHDX_NEEDED_ITEMS.get(guid)
         if wanted is not None and item_length >= wanted \
                 and item_offset + wanted <= length:
@@ -270,6 +283,139 @@ def _vhdx_block_past_end(handle: BinaryIO, offset: int, length: int, block: int,
                     return True
             index += 1
     return False
+
+
+# --- parents --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParentLocator:
+    """The paths a differencing disk names its parent by (the specifications' parent
+    locators): ``absolute`` (``C:\\pool\\t.vhdx``, ``\\\\srv\\share\\t.vhdx``),
+    ``relative`` to the disk's own folder (``.\\t.vhdx``) and ``volume``
+    (``\\\\?\\Volume{guid}\\pool\\t.vhdx``); each None when the disk does not give it."""
+
+    absolute: str | None = None
+    relative: str | None = None
+    volume: str | None = None
+
+    def names(self, child: str, parent: str) -> bool:
+        """Whether any of these paths, read for the disk file ``child``, is the file
+        ``parent`` (``locations.same_path``: case-insensitive, as Windows compares). A
+        relative path is read from ``child``'s folder; a volume path's path below its
+        volume is compared with ``parent``'s below its drive, as the volume's drive
+        letter is not known here (the same folders on another volume would match too:
+        a disk kept that could have been deleted, never the reverse)."""
+        if self.absolute and same_path(self.absolute, parent):
+            return True
+        if self.relative and same_path(ntpath.join(ntpath.dirname(child), self.relative),
+                                       parent):
+            return True
+        drive = ntpath.splitdrive(parent)[0]
+        if not self.volume or len(drive) != 2:
+            return False
+        volume_parts = self.volume.replace("/", "\\").split("\\")
+        return len(volume_parts) > 4 and volume_parts[3].lower().startswith("volume{") \
+            and same_path(drive + "\\" + "\\".join(volume_parts[4:]), parent)
+
+
+class DiskHeaderError(ValueError):
+    """A disk's headers cannot be read as a VHD's or VHDX's."""
+
+
+_VHD_DATA_OFFSET = struct.Struct(">Q")  # at offset 16 of the footer: the dynamic header
+_VHD_DYNAMIC_HEADER_BYTES = 1024
+_VHD_LOCATOR_ENTRY = struct.Struct(">4sIII Q")  # code, space, length, reserved, offset
+_VHD_LOCATORS_AT = 576  # in the dynamic header: eight entries
+_VHD_LOCATOR_CODES = {b"W2ku": "absolute", b"W2ru": "relative"}  # UTF-16 LE paths
+_VHD_OLD_LOCATOR_CODES = {b"Wi2k": "absolute", b"Wi2r": "relative"}  # deprecated, bytes
+_VHDX_PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C").bytes_le
+_VHDX_LOCATOR_HEADER = struct.Struct("<16sHH")  # locator type, reserved, key-value count
+_VHDX_LOCATOR_ENTRY = struct.Struct("<IIHH")  # key offset, value offset, key/value lengths
+_VHDX_LOCATOR_KEYS = {"absolute_win32_path": "absolute", "relative_path": "relative",
+                      "volume_path": "volume"}
+_LOCATOR_MAX_BYTES = 64 * 1024  # a parent locator item is at most this long (VHDX spec)
+
+
+def parent_locator(handle: BinaryIO) -> ParentLocator | None:
+    """The parent locator of the disk in the open, seekable ``handle`` when it is a
+    differencing disk; None for any other disk or file. Reads only headers: a VHDX's
+    region table, metadata table, file parameters and parent locator item; a VHD's
+    footer copy at offset 0 (a fixed VHD has none and is never differencing), then its
+    dynamic header and locator entries. DiskHeaderError when a disk's headers that say
+    it is differencing cannot be read."""
+    head = handle.read(_VHD_FOOTER_BYTES)
+    if head[:len(_VHDX_SIGNATURE)] == _VHDX_SIGNATURE:
+        return _vhdx_parent(handle)
+    if head[:len(_VHD_COOKIE)] != _VHD_COOKIE or len(head) < _VHD_FOOTER_BYTES \
+            or _VHD_DISK_TYPE.unpack_from(head, 60)[0] != _VHD_DIFFERENCING:
+        return None
+    (at,) = _VHD_DATA_OFFSET.unpack_from(head, 16)
+    handle.seek(at)
+    dynamic = handle.read(_VHD_DYNAMIC_HEADER_BYTES)
+    if len(dynamic) < _VHD_DYNAMIC_HEADER_BYTES or dynamic[:8] != b"cxsparse":
+        raise DiskHeaderError("a differencing VHD without its dynamic header")
+    found: dict[str, str] = {}
+    for index in range(8):
+        code, _, length, _, offset = _VHD_LOCATOR_ENTRY.unpack_from(
+            dynamic, _VHD_LOCATORS_AT + index * _VHD_LOCATOR_ENTRY.size)
+        kind = _VHD_LOCATOR_CODES.get(code) or _VHD_OLD_LOCATOR_CODES.get(code)
+        if kind is None or not length or kind in found:
+            continue
+        handle.seek(offset)
+        raw = handle.read(min(length, _LOCATOR_MAX_BYTES))
+        text = raw.decode("utf-16-le" if code in _VHD_LOCATOR_CODES else "latin-1",
+                          errors="replace")
+        found[kind] = text.rstrip("\x00")
+    return ParentLocator(**found)
+
+
+def _vhdx_parent(handle: BinaryIO) -> ParentLocator | None:
+    regions = next((found for at in _VHDX_REGION_TABLES
+                    if (found := _vhdx_regions(handle, at)) is not None), None)
+    metadata = regions.get(_VHDX_METADATA_REGION) if regions is not None else None
+    table = _vhdx_item_table(handle, *metadata) if metadata is not None else None
+    parameters = table.get(_VHDX_FILE_PARAMETERS) if table is not None else None
+    if metadata is None or table is None or parameters is None:
+        raise DiskHeaderError("a VHDX without its metadata table or file parameters")
+    handle.seek(metadata[0] + parameters[0])
+    raw = handle.read(8)
+    if len(raw) < 8:
+        raise DiskHeaderError("a VHDX whose file parameters are cut short")
+    if not struct.unpack_from("<I", raw, 4)[0] & _VHDX_HAS_PARENT:
+        return None
+    item = table.get(_VHDX_PARENT_LOCATOR)
+    if item is None:
+        raise DiskHeaderError("a differencing VHDX without its parent locator")
+    handle.seek(metadata[0] + item[0])
+    return _vhdx_locator_keys(handle.read(min(item[1], _LOCATOR_MAX_BYTES)))
+
+
+def _vhdx_locator_keys(raw: bytes) -> ParentLocator:
+    """The paths of a VHDX parent locator item: UTF-16 LE keys and values at offsets from
+    the item's start."""
+    if len(raw) < _VHDX_LOCATOR_HEADER.size:
+        raise DiskHeaderError("a VHDX parent locator cut short")
+    _, _, count = _VHDX_LOCATOR_HEADER.unpack_from(raw)
+    found: dict[str, str] = {}
+    for index in range(count):
+        at = _VHDX_LOCATOR_HEADER.size + index * _VHDX_LOCATOR_ENTRY.size
+        if at + _VHDX_LOCATOR_ENTRY.size > len(raw):
+            raise DiskHeaderError("a VHDX parent locator cut short")
+        key_at, value_at, key_length, value_length = _VHDX_LOCATOR_ENTRY.unpack_from(raw, at)
+        key = raw[key_at:key_at + key_length].decode("utf-16-le", errors="replace")
+        kind = _VHDX_LOCATOR_KEYS.get(key)
+        if kind is not None:
+            found[kind] = raw[value_at:value_at + value_length].decode("utf-16-le",
+                                                                       errors="replace")
+    return ParentLocator(**found)
+
+
+def disk_parent(files: HostFiles, path: str) -> ParentLocator | None:
+    """``parent_locator`` of the host file ``path``. Blocking: call it from a worker
+    thread. Read-only."""
+    with files.open_binary(path, "rb") as handle:
+        return parent_locator(handle)
 
 
 def disk_problem(files: HostFiles, path: str, suffix: str) -> str | None:

@@ -343,6 +343,25 @@ def same_folder(first: str, second: str) -> bool:
     return contains(first, second) and contains(second, first)
 
 
+def same_path(first: str, second: str) -> bool:
+    """Whether two absolute paths name the same file or folder as Windows resolves them:
+    case-insensitive, after separators, ``.`` and ``..`` are normalised, and with the
+    ``\\\\?\\C:\\...`` and ``\\\\?\\UNC\\srv\\share`` long forms read as their plain
+    ones. False when either is not a safe absolute path. Pure."""
+    plain_first, plain_second = _plain(first), _plain(second)
+    return contains(plain_first, plain_second) and contains(plain_second, plain_first)
+
+
+def _plain(path: str) -> str:
+    """A path without its ``\\\\?\\`` (or ``\\\\.\\``) long-path prefix."""
+    text = path.replace("/", "\\")
+    if text[:8].upper() == "\\\\?\\UNC\\":
+        return "\\\\" + text[8:]
+    if text[:4] in ("\\\\?\\", "\\\\.\\") and _DRIVE.match(text[4:]):
+        return text[4:]
+    return text
+
+
 def steps_below(root: str, path: str) -> tuple[str, ...]:
     """The paths from the first folder below ``root`` down to ``path`` itself, each in
     ``root``'s spelling (``C:\\p``, ``C:\\p\\a\\b`` -> ``C:\\p\\a``, ``C:\\p\\a\\b``);

@@ -1,0 +1,232 @@
+"""A template in a primary pool outlives the linked clones made from it: the legacy
+DestroyCommand (the management server's eviction of a template it deems unused in a pool)
+and a repeated template download refuse while a disk file beside the template names it as
+its parent, whatever VM (stopped, or none) uses that disk. Checked over real HTTPS on an
+emulated host, on a local pool and on an SMB pool, on the answers and on the files."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cloudstack import names
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.hostfs.children import children_of
+from tests.diskfiles import listing
+from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.test_volume_commands import _vm_with
+
+POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
+SMB_POOL_UUID = "5d719485-f8b3-3fc2-b05a-8f63a912e709"  # 31_ModifyStoragePoolCommand_SMB
+SMB_PATH = "/primary?user=administrator&password=Passw0rd&domain=WORKGROUP"
+TEMPLATE_TO, VOLUME_TO = names.TEMPLATE_OBJECT_TO, names.VOLUME_OBJECT_TO
+PRIMARY_TO = names.PRIMARY_DATA_STORE_TO
+MIB = 1 << 20
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent on an emulated host with a local pool C:\\pool and an SMB pool share
+    \\\\10.1.1.1\\primary, and an image store share \\\\10.1.1.1\\secondary."""
+    for name in ("primary", "secondary"):
+        (tmp_path / name).mkdir()
+    config = config_with_shares(tmp_path, {"\\\\10.1.1.1\\primary": tmp_path / "primary",
+                                           "\\\\10.1.1.1\\secondary": tmp_path / "secondary"},
+                                "local_storage_path = 'C:\\pool'")
+    async with serving(config) as running:
+        yield running
+
+
+def _pool(running: Running) -> Path:
+    folder = running.agent.config.agent.state_dir / "emulator" / "drives" / "C" / "pool"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _local_store() -> dict[str, Any]:
+    return {PRIMARY_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
+                         "type": "Filesystem", "poolType": "Filesystem", "path": "C:\\pool",
+                         "port": 0}}
+
+
+def _smb_store() -> dict[str, Any]:
+    return {PRIMARY_TO: {"uuid": SMB_POOL_UUID, "id": 2, "host": "10.1.1.1", "poolType": "SMB",
+                         "path": SMB_PATH, "port": 445, "isManaged": False}}
+
+
+def _disk(path: Path, size: int = 64 * MIB) -> Path:
+    fmt = vhd.DiskFormat.VHD if path.suffix == ".vhd" else vhd.DiskFormat.VHDX
+    vhd.create(path, fmt, vhd.DiskType.DYNAMIC, size)
+    return path
+
+
+async def _clone(running: Running, store: dict[str, Any], template: str, volume: str,
+                 fmt: str = "VHDX") -> None:
+    """A root volume made from the template as the management server has it made: a
+    CopyCommand, which the agent answers with a linked clone in the same pool."""
+    body = {"srcTO": {TEMPLATE_TO: {"path": template, "uuid": template, "id": 206,
+                                    "format": fmt, "imageDataStore": store,
+                                    "hypervisorType": "Hyperv", "name": template}},
+            "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
+                                   "name": "ROOT-5", "format": fmt, "volumeId": 10,
+                                   "id": 10}},
+            "wait": 10800}
+    key, answer = await running.answer(names.COPY_COMMAND, body)
+    assert (key, answer["result"]) == (names.COPY_CMD_ANSWER, True), answer
+
+
+def _evict(path: str, pool_type: str = "Filesystem", pool_uuid: str = POOL_UUID,
+           mount_point: str = "C:\\pool") -> dict[str, Any]:
+    """The DestroyCommand TemplateManagerImpl.evictTemplateFromStoragePool sends: the
+    template_spool_ref's install path, the pool's type, uuid and path."""
+    return {"volume": {"id": 9, "storagePoolType": pool_type, "storagePoolUuid": pool_uuid,
+                       "mountPoint": mount_point, "path": path, "size": 1073741824},
+            "contextMap": {}, "wait": 0}
+
+
+async def _refused(running: Running, body: dict[str, Any], *expected: str) -> str:
+    key, answer = await running.answer(names.DESTROY_COMMAND, body)
+    assert (key, answer["result"]) == (names.ANSWER, False), answer
+    for text in expected:
+        assert text in answer["details"], answer["details"]
+    return str(answer["details"])
+
+
+async def test_template_is_kept_while_a_stopped_vms_linked_clone_names_it(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool / "tmpl-1.vhdx")
+    await _clone(agent, _local_store(), "tmpl-1", "root-a")
+    await _vm_with(agent.emulator, "i-2-5-VM", "C:\\pool\\root-a.vhdx", scsi=False,
+                   running=False)
+    before = listing(pool)
+    await _refused(agent, _evict("tmpl-1"), "C:\\pool\\tmpl-1.vhdx is the parent of 1 ",
+                   "C:\\pool\\root-a.vhdx", "the file was kept")
+    assert listing(pool) == before
+    assert vhd.read_info(pool / "root-a.vhdx").parent_path == "C:\\pool\\tmpl-1.vhdx"
+
+
+async def test_vhd_template_is_kept_while_detached_clones_name_it_and_evicted_after(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool / "tmpl-2.vhd")
+    for volume in ("data-a", "data-b"):
+        await _clone(agent, _local_store(), "tmpl-2", volume, fmt="VHD")
+    before = listing(pool)
+    await _refused(agent, _evict("C:\\pool\\tmpl-2.vhd"), "is the parent of 2 ",
+                   "read the headers of 2 of 2 other disk files in C:\\pool (2 differencing)")
+    assert listing(pool) == before
+    for volume in ("data-a", "data-b"):
+        (pool / f"{volume}.vhd").unlink()  # the volumes are expunged
+    key, answer = await agent.answer(names.DESTROY_COMMAND, _evict("tmpl-2"))
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert not (pool / "tmpl-2.vhd").exists()
+
+
+async def test_unrelated_disks_and_clones_of_another_template_do_not_keep_a_template(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _disk(pool / "tmpl-1.vhdx")
+    _disk(pool / "tmpl-2.vhdx")
+    await _clone(agent, _local_store(), "tmpl-2", "root-of-2")
+    _disk(pool / "data.vhdx")
+    _disk(pool / "old.vhd")
+    (pool / "notes.txt").write_text("tmpl-1.vhdx")
+    key, answer = await agent.answer(names.DESTROY_COMMAND, _evict("tmpl-1"))
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert "read the headers of 4 of 4 other disk files in C:\\pool (1 differencing)" \
+        in answer["details"], answer["details"]
+    assert not (pool / "tmpl-1.vhdx").exists()
+    assert {"tmpl-2.vhdx", "root-of-2.vhdx", "data.vhdx", "old.vhd", "notes.txt"} \
+        <= set(listing(pool))
+
+
+async def test_a_clone_naming_the_template_by_either_locator_alone_keeps_it(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """Hyper-V finds a parent by its relative path from the child's folder, or by its
+    absolute path, compared without regard to case: either alone keeps the template."""
+    pool = _pool(agent)
+    template = _disk(pool / "tmpl-1.vhdx")
+    # the absolute path alone (long form, other case); the relative one leads elsewhere
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(template, elsewhere / "copy.vhdx")
+    vhd.create(elsewhere / "abs.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=elsewhere / "copy.vhdx", parent_locator="\\\\?\\C:\\POOL\\Tmpl-1.VHDX")
+    shutil.move(elsewhere / "abs.vhdx", pool / "abs.vhdx")
+    await _refused(agent, _evict("tmpl-1"), "is the parent of 1 ", "C:\\pool\\abs.vhdx")
+    (pool / "abs.vhdx").unlink()
+    # the relative path alone: the absolute one names the share by another server name
+    vhd.create(pool / "rel.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator="\\\\hv-store.example\\pool\\tmpl-1.vhdx")
+    await _refused(agent, _evict("tmpl-1"), "is the parent of 1 ", "C:\\pool\\rel.vhdx")
+    assert template.is_file()
+
+
+async def test_template_on_an_smb_pool_is_kept_while_a_clone_names_it(
+    agent: Running, tmp_path: Path,
+) -> None:
+    key, answer = await agent.answer(names.MODIFY_STORAGE_POOL_COMMAND, {
+        "add": True, "pool": {"id": 2, "uuid": SMB_POOL_UUID, "host": "10.1.1.1",
+                              "path": SMB_PATH, "port": 445, "type": "SMB"},
+        "localPath": f"/mnt//{SMB_POOL_UUID}", "details": {}, "wait": 300})
+    assert answer["result"] is True, answer
+    share = tmp_path / "primary"
+    _disk(share / "tmpl-3.vhdx")
+    await _clone(agent, _smb_store(), "tmpl-3", "root-smb")
+    evict = _evict("tmpl-3", "SMB", SMB_POOL_UUID, SMB_PATH)
+    details = await _refused(agent, evict, "\\\\10.1.1.1\\primary\\tmpl-3.vhdx is the parent "
+                             "of 1 ", "\\\\10.1.1.1\\primary\\root-smb.vhdx")
+    assert "Passw0rd" not in details
+    assert (share / "tmpl-3.vhdx").is_file()
+    (share / "root-smb.vhdx").unlink()
+    key, answer = await agent.answer(names.DESTROY_COMMAND, evict)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert not (share / "tmpl-3.vhdx").exists()
+
+
+async def test_download_over_a_template_a_stopped_vms_clone_names_fails_and_keeps_it(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """A repeated download to a template's path would replace the parent of a stopped
+    VM's root disk (Windows refuses only while the VM runs): refused, both kept."""
+    pool = _pool(agent)
+    _disk(pool / "tmpl-1.vhdx")
+    await _clone(agent, _local_store(), "tmpl-1", "root-a")
+    _disk(tmp_path / "secondary" / "new.vhdx", 16 * MIB)
+    before = listing(pool)
+    body = {"srcTO": {TEMPLATE_TO: {"path": "new.vhdx", "id": 206, "format": "VHDX",
+                                    "imageDataStore": {"com.cloud.agent.api.to.NfsTO": {
+                                        "_url": "cifs://10.1.1.1/secondary", "_role": "Image"}},
+                                    "hypervisorType": "Hyperv"}},
+            "destTO": {TEMPLATE_TO: {"path": "tmpl-1", "id": 206, "format": "VHDX",
+                                     "imageDataStore": _local_store(),
+                                     "hypervisorType": "Hyperv"}},
+            "wait": 10800}
+    key, answer = await agent.answer(names.COPY_COMMAND, body)
+    assert (key, answer["result"]) == (names.COPY_CMD_ANSWER, False), answer
+    assert "is the parent of 1 " in answer["details"], answer["details"]
+    assert "the earlier template was kept" in answer["details"]
+    assert listing(pool) == before
+
+
+async def test_a_search_out_of_time_is_incomplete(agent: Running) -> None:
+    pool = _pool(agent)
+    template = _disk(pool / "tmpl-1.vhdx")
+    _disk(pool / "data.vhdx")
+    files = EmulatedFiles(agent.emulator.host)
+    found = await children_of(files, "C:\\pool\\tmpl-1.vhdx", ("C:\\pool",), budget_s=-1)
+    assert (found.complete, found.checked, found.disks) == (False, 0, 1)
+    assert "read the headers of 0 of 1 other disk files" in found.summary()
+    found = await children_of(files, "C:\\pool\\tmpl-1.vhdx", ("C:\\pool",))
+    assert (found.complete, found.children) == (True, ())
+    assert template.is_file()
