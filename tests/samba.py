@@ -180,3 +180,25 @@ def _wait_listening(samba: Samba) -> None:
     samba.stop()
     raise SambaUnavailable(f"smbd did not listen on port {samba.port} "
                            f"within {START_TIMEOUT_S:.0f} s")
+
+
+def serving_pid(samba: Samba, client_port: int) -> int:
+    """The smbd process serving the TCP connection from ``client_port`` on 127.0.0.1 (smbd
+    forks one per connection): the holder of the server side's socket, by its inode in
+    /proc/net/tcp."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+        if (local, remote) == (samba.port, client_port):
+            inode = fields[9]
+    if inode is None:
+        raise LookupError(f"no connection from port {client_port} to smbd port {samba.port}")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            links = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:
+            continue  # gone, or not ours to read
+        if f"socket:[{inode}]" in links:
+            return int(fd_dir.parent.name)
+    raise LookupError(f"no process holds the socket of the connection from port {client_port}")

@@ -13,7 +13,12 @@ WinRM account for the host's administrative shares) is never dropped, only tried
 Connections are pooled per instance and reopened when they drop.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
-``open_binary``, which is itself called from a worker thread. Every failure becomes a
+``open_binary``, which is itself called from a worker thread. smbprotocol waits for each
+response without a bound, so a server that goes silent without closing TCP would hold
+calls for many minutes: a call that has waited ``probe_after_s`` has its server asked for
+an SMB2 ECHO, and a server that does not answer it within ``echo_answer_s`` loses its
+connection (``hostfs/smbwatch.py``); the calls waiting on it fail saying so, and the next
+call reconnects. Every failure becomes a
 ``HostFileError`` with a one-line message naming the path and, for connection and logon
 failures, the server; a password never appears in one. Paths that leave their share
 (``..``) or are not UNC paths raise ``PathNotAllowed`` before anything is sent.
@@ -30,7 +35,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import smbclient  # type: ignore[import-untyped]
 import smbclient.shutil  # type: ignore[import-untyped]
@@ -46,9 +51,14 @@ from hyperv_agent.errors import HostFileError, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+from hyperv_agent.hostfs.smbwatch import Watchdog
 
 DEFAULT_PORT = 445
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# A call that waits this long on a server has the server asked for an SMB2 ECHO, which it
+# must answer within ECHO_ANSWER_S or lose its connection (hostfs/smbwatch.py).
+PROBE_AFTER_S = 10.0
+ECHO_ANSWER_S = 10.0
 
 _T = TypeVar("_T")
 
@@ -67,6 +77,7 @@ _SHARING_VIOLATION = 0xC0000043
 _DELETE_PENDING = 0xC0000056
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # MS-FSCC 2.6
 REPARSE_TAG_NAME_SURROGATE = 0x20000000  # MS-FSCC 2.1.2.1: the tag's "N" bit
+_READS = frozenset({"read", "list", "measure"})  # a silent server changed nothing for these
 _LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
 
 
@@ -117,7 +128,9 @@ class SmbFiles(HostFiles):
 
     def __init__(self, port: int = DEFAULT_PORT,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
-                 configured: Mapping[str, Credentials] | None = None) -> None:
+                 configured: Mapping[str, Credentials] | None = None,
+                 probe_after_s: float = PROBE_AFTER_S,
+                 echo_answer_s: float = ECHO_ANSWER_S) -> None:
         self.port = port
         self.connect_timeout_s = connect_timeout_s
         self._configured = {server.lower(): account
@@ -129,6 +142,7 @@ class SmbFiles(HostFiles):
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
         self._connect_locks: dict[str, threading.Lock] = {}
+        self._watchdog = Watchdog(probe_after_s, echo_answer_s, self._pooled, self._unpool)
         for name in _LIBRARY_LOGGERS:  # quiet unless the logging setup chose a level
             library = logging.getLogger(name)
             if library.level == logging.NOTSET:
@@ -308,6 +322,24 @@ class SmbFiles(HostFiles):
         with self._lock:
             return self._connect_locks.setdefault(server.lower(), threading.Lock())
 
+    def _pooled(self, server: str) -> Any | None:
+        """The pooled connection to ``server``, if any (smbclient keys it server:port)."""
+        with self._lock:
+            return self._connections.get(f"{server.lower()}:{self.port}")
+
+    def _unpool(self, server: str, connection: Any) -> None:
+        """Forget ``connection`` to ``server`` (unless replaced): the next call reconnects."""
+        with self._lock:
+            key = f"{server.lower()}:{self.port}"
+            if self._connections.get(key) is connection:
+                del self._connections[key]
+
+    @property
+    def silence_bound_s(self) -> tuple[float, float]:
+        """How long a call waits before its server is asked for an echo, and how long the
+        server then has to answer it before its connection is dropped."""
+        return self._watchdog.probe_after_s, self._watchdog.answer_within_s
+
     @property
     def open_connections(self) -> int:
         """How many server connections are pooled (one per server and port)."""
@@ -325,20 +357,27 @@ class SmbFiles(HostFiles):
 
     @contextmanager
     def _translated(self, action: str, target: _Target) -> Iterator[None]:
-        try:
-            yield
-        except HostFileError:
-            raise
-        except (_Refused, SMBException, OSError, ValueError) as failure:
-            error, credentials = (failure.error, failure.credentials) \
-                if isinstance(failure, _Refused) else \
-                (failure, self.credentials_for(target.server, target.share))
-            message = _describe(error, action, target, self, credentials)
-            if credentials is not None and len(credentials.password) >= 4:  # never echoed
-                message = message.replace(credentials.password, "*****")
-            kind = MissingFile if _status(error) in (*_MISSING, _DELETE_PENDING) \
-                else HostFileError
-            raise kind(message) from None
+        with self._watchdog.watching(target.server) as call:
+            try:
+                yield
+            except HostFileError:
+                raise
+            except (_Refused, SMBException, OSError, ValueError) as failure:
+                if call.dropped:
+                    raise HostFileError(_silent(action, target, self)) from None
+                self._raise_translated(failure, action, target)
+
+    def _raise_translated(self, failure: BaseException, action: str, target: _Target
+                          ) -> NoReturn:
+        error, credentials = (failure.error, failure.credentials) \
+            if isinstance(failure, _Refused) else \
+            (failure, self.credentials_for(target.server, target.share))
+        message = _describe(error, action, target, self, credentials)
+        if credentials is not None and len(credentials.password) >= 4:  # never echoed
+            message = message.replace(credentials.password, "*****")
+        kind = MissingFile if _status(error) in (*_MISSING, _DELETE_PENDING) \
+            else HostFileError
+        raise kind(message) from None
 
 
 class _Refused(Exception):
@@ -397,6 +436,15 @@ def _describe(error: BaseException, action: str, target: _Target, files: SmbFile
     if unreachable := _unreachable(error, files.connect_timeout_s):
         return f"{head}: {where} cannot be reached: {unreachable}"
     return f"{head}: {_reason(error)}"
+
+
+def _silent(action: str, target: _Target, files: SmbFiles) -> str:
+    probe_after_s, answer_s = files.silence_bound_s
+    note = "" if action in _READS else "; what it was changing may be left partial"
+    return (f"cannot {action} {target.path}: SMB server {target.server} port {files.port} "
+            f"stopped answering (a request waited {probe_after_s:g} s, then an echo "
+            f"{answer_s:g} s more); its connection was closed and the next call "
+            f"reconnects{note}")
 
 
 def _who(credentials: Credentials | None, server: str) -> str:

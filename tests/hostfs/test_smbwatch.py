@@ -1,0 +1,160 @@
+"""A silent SMB server: the watchdog's echo, and SmbFiles against a frozen Samba process
+(SIGSTOP keeps its TCP connection open and acknowledged by the kernel, as a hung server or
+a host whose packets still flow but whose SMB server no longer answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.errors import HostFileError
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+from hyperv_agent.hostfs.smb import SmbFiles
+from hyperv_agent.hostfs.smbwatch import Watchdog, connection_socket
+from tests.samba import Samba, serving_pid
+
+PROBE_S, ANSWER_S = 0.5, 1.0
+BOUND_S = PROBE_S + ANSWER_S + 2.5  # the watchdog's ticks and the wake-up, with room
+
+
+class _FakeConnection:
+    """Answers echoes at once, or never (until released) when silent."""
+
+    def __init__(self, silent: bool) -> None:
+        self.silent = silent
+        self.echoes = 0
+        self.released = threading.Event()
+
+    def echo(self, sid: int = 0, timeout: float = 60) -> int:
+        self.echoes += 1
+        if self.silent:
+            self.released.wait(timeout)
+        return 1
+
+    def disconnect(self, close: bool = True) -> None:
+        self.released.set()
+
+
+def _watchdog(connection: _FakeConnection, dropped: list[Any]) -> Watchdog:
+    return Watchdog(0.1, 0.3, lambda server: connection,
+                    lambda server, conn: dropped.append((server, conn)))
+
+
+def test_a_slow_call_on_a_server_that_answers_echoes_is_left_alone() -> None:
+    connection, dropped = _FakeConnection(silent=False), list[Any]()
+    watchdog = _watchdog(connection, dropped)
+    with watchdog.watching("FS1") as call:
+        time.sleep(1.0)
+    assert not call.dropped and dropped == []
+    assert connection.echoes >= 2  # asked again while the call kept waiting
+
+
+def test_a_call_on_a_server_that_does_not_answer_an_echo_has_its_connection_dropped() -> None:
+    connection, dropped = _FakeConnection(silent=True), list[Any]()
+    watchdog = _watchdog(connection, dropped)
+    try:
+        with watchdog.watching("FS1") as call:
+            deadline = time.monotonic() + 3
+            while not call.dropped and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert call.dropped
+        assert dropped == [("fs1", connection)]
+    finally:
+        connection.released.set()
+
+
+def _location(samba: Samba) -> ShareLocation:
+    return ShareLocation(samba.server, samba.share, credentials=Credentials(
+        user=samba.user, domain=samba.server, password=samba.password))
+
+
+@pytest.fixture
+def watched(samba: Samba) -> Iterator[SmbFiles]:
+    files = SmbFiles(port=samba.port, connect_timeout_s=3, probe_after_s=PROBE_S,
+                     echo_answer_s=ANSWER_S)
+    files.use_credentials(_location(samba))
+    yield files
+    files.close()
+
+
+@pytest.fixture
+def folder(samba: Samba) -> tuple[str, Path]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    (samba.share_dir / name).mkdir()
+    return f"{samba.unc}\\{name}", samba.share_dir / name
+
+
+def _socket_of(files: SmbFiles, server: str) -> socket.socket:
+    connection = files._pooled(server)
+    assert connection is not None
+    sock = connection_socket(connection)
+    assert sock is not None, "smbprotocol no longer keeps its socket in Tcp._sock"
+    return sock
+
+
+async def test_the_socket_of_a_pooled_connection_is_reached(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path]
+) -> None:
+    await watched.stat(folder[0])
+    sock = _socket_of(watched, samba.server)
+    assert sock.getpeername()[1] == samba.port
+
+
+@contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_calls_on_a_frozen_server_fail_within_the_bound_and_the_next_call_reconnects(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path]
+) -> None:
+    unc, local = folder
+    (local / "hb").write_text("before")
+    assert await watched.read_text(f"{unc}\\hb") == "before"
+    pid = serving_pid(samba, _socket_of(watched, samba.server).getsockname()[1])
+    with _frozen(pid):
+        started = time.monotonic()
+        with pytest.raises(HostFileError) as failure:
+            await watched.stat(f"{unc}\\hb")
+        assert time.monotonic() - started < BOUND_S
+        assert f"SMB server {samba.server} port {samba.port} stopped answering" \
+            in str(failure.value)
+        assert "next call reconnects" in str(failure.value)
+        assert watched.open_connections == 0  # dropped from the pool
+    # Samba hands a new connection from the same client to the process already serving it,
+    # so the next call waits for the frozen process to run again.
+    await watched.write_text(f"{unc}\\hb", "after")
+    assert (local / "hb").read_text() == "after"
+    assert await watched.read_text(f"{unc}\\hb") == "after"
+
+
+async def test_a_write_cut_off_by_a_frozen_server_says_it_may_be_partial(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path]
+) -> None:
+    unc, local = folder
+    (local / "hb").write_text("before")
+    await watched.stat(unc)
+    pid = serving_pid(samba, _socket_of(watched, samba.server).getsockname()[1])
+    with _frozen(pid):
+        started = time.monotonic()
+        with pytest.raises(HostFileError, match=r"stopped answering.*may be left partial"):
+            await watched.write_text(f"{unc}\\hb", "after")
+        assert time.monotonic() - started < BOUND_S
+    assert (local / "hb").read_text() == "before"  # never renamed over the old file
+    await asyncio.sleep(0)
+    assert await watched.read_text(f"{unc}\\hb") == "before"
