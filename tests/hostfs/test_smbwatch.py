@@ -5,6 +5,7 @@ a host whose packets still flow but whose SMB server no longer answers)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -109,6 +110,36 @@ async def test_the_socket_of_a_pooled_connection_is_reached(
     await watched.stat(folder[0])
     sock = _socket_of(watched, samba.server)
     assert sock.getpeername()[1] == samba.port
+
+
+async def test_a_pooled_connection_has_the_kernel_notice_a_peer_that_is_gone(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path]
+) -> None:
+    await watched.stat(folder[0])
+    sock = _socket_of(watched, samba.server)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    tcp = {name: sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+           for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")}
+    assert tcp == {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3,
+                   "TCP_USER_TIMEOUT": 25_000}
+
+
+async def test_a_connection_the_kernel_closed_fails_naming_the_server_and_reconnects(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path]
+) -> None:
+    """What smbprotocol's receive thread meets when keepalive or TCP_USER_TIMEOUT gives
+    up on the peer: recv() fails with ETIMEDOUT, which the next call is given."""
+    unc, local = folder
+    (local / "f").write_text("x")
+    await watched.stat(unc)
+    connection = watched._pooled(samba.server)
+    assert connection is not None
+    connection._t_exc = TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+    with pytest.raises(HostFileError) as failure:
+        await watched.stat(f"{unc}\\f")
+    assert str(failure.value).endswith(
+        f"SMB server {samba.server} port {samba.port} cannot be reached: connection timed out")
+    assert await watched.read_text(f"{unc}\\f") == "x"
 
 
 @contextmanager

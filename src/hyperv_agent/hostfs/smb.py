@@ -51,7 +51,7 @@ from hyperv_agent.errors import HostFileError, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
-from hyperv_agent.hostfs.smbwatch import Watchdog
+from hyperv_agent.hostfs.smbwatch import Watchdog, keep_alive
 
 DEFAULT_PORT = 445
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -77,6 +77,9 @@ _SHARING_VIOLATION = 0xC0000043
 _DELETE_PENDING = 0xC0000056
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # MS-FSCC 2.6
 REPARSE_TAG_NAME_SURROGATE = 0x20000000  # MS-FSCC 2.1.2.1: the tag's "N" bit
+# How a connection whose peer went away fails (the receive thread's error, re-raised).
+_GONE = frozenset({errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
+                   errno.EHOSTUNREACH, errno.ENETUNREACH})
 _READS = frozenset({"read", "list", "measure"})  # a silent server changed nothing for these
 _LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
 
@@ -292,6 +295,8 @@ class SmbFiles(HostFiles):
             raise
         if offered is not None:
             self._settle(key, offered, accepted=True)
+        if connection := self._pooled(server):
+            keep_alive(connection)
         return kwargs
 
     def _settle(self, key: tuple[str, str], offered: Credentials, accepted: bool) -> None:
@@ -459,6 +464,9 @@ def _unreachable(error: BaseException, timeout_s: float) -> str | None:
     cause = error.__cause__
     if isinstance(error, ValueError) and isinstance(cause, OSError):
         return (cause.strerror or str(cause)).lower()
+    if isinstance(error, OSError) and not isinstance(error, SMBOSError) \
+            and error.errno in _GONE:  # the kernel gave up on the peer
+        return (error.strerror or str(error)).lower()
     if isinstance(error, (TimeoutError, SMBConnectionClosed)):
         return "the connection closed or timed out"
     if isinstance(error, SMBException) and "timeout" in str(error).lower():

@@ -14,6 +14,10 @@ connection is dropped: taken out of the pool, so the next call reconnects, and i
 shut down, which wakes every call waiting on it with an error. Those calls are marked
 (``Call.dropped``) so their error can say why.
 
+The kernel is asked to notice a peer that is gone altogether (``keep_alive``): an idle
+connection to a host that was powered off or cut off is closed within ~25 s, so the next
+call reconnects at once instead of waiting for the echo.
+
 One daemon thread watches while calls are in progress and ends when none are; each echo
 is sent from a thread of its own, since sending can itself block on a silent server.
 """
@@ -34,6 +38,8 @@ from smbprotocol.exceptions import SMBResponseException  # type: ignore[import-u
 
 log = logging.getLogger(__name__)
 
+KEEPIDLE_S, KEEPINTVL_S, KEEPCNT = 10, 5, 3  # a dead idle peer is noticed in ~25 s
+USER_TIMEOUT_MS = 25_000  # unacknowledged data for this long closes the connection
 _ECHO_GRACE_S = 5  # the echo's own wait outlives the watchdog's, which decides
 
 
@@ -149,6 +155,28 @@ def connection_socket(connection: Any) -> socket.socket | None:
     here; tests/hostfs/test_smbwatch.py fails if the library moves it."""
     sock = getattr(getattr(connection, "transport", None), "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def keep_alive(connection: Any) -> None:
+    """Have the kernel notice a peer that is gone: TCP keepalive on an idle connection
+    (first probe after KEEPIDLE_S, then every KEEPINTVL_S, KEEPCNT unanswered probes close
+    it) and TCP_USER_TIMEOUT on data the peer does not acknowledge, instead of Linux's ~15
+    minutes of retransmissions. smbprotocol's receive thread then fails with ETIMEDOUT,
+    the transport counts as closed and the next call reconnects. Set once per connection
+    (a socket with SO_KEEPALIVE on is left as it is); a platform without these options
+    keeps its defaults."""
+    sock = connection_socket(connection)
+    if sock is None or sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE):
+        return
+    options = [(socket.SOL_SOCKET, "SO_KEEPALIVE", 1),
+               (socket.IPPROTO_TCP, "TCP_KEEPIDLE", KEEPIDLE_S),
+               (socket.IPPROTO_TCP, "TCP_KEEPINTVL", KEEPINTVL_S),
+               (socket.IPPROTO_TCP, "TCP_KEEPCNT", KEEPCNT),
+               (socket.IPPROTO_TCP, "TCP_USER_TIMEOUT", USER_TIMEOUT_MS)]
+    with contextlib.suppress(OSError):  # a socket closed meanwhile fails its next call
+        for level, name, value in options:
+            if hasattr(socket, name):
+                sock.setsockopt(level, getattr(socket, name), value)
 
 
 def shut_down(connection: Any) -> None:
