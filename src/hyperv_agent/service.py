@@ -9,6 +9,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -51,6 +52,9 @@ from hyperv_agent.state import PoolRegistry
 from hyperv_agent.stopping import stop_on_signals
 
 log = logging.getLogger("hyperv_agent")
+#: On Windows the state folder's access list is checked at start (``%ProgramData%`` lets
+#: every local user read what is made in it).
+_WINDOWS = sys.platform == "win32"
 _T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
@@ -224,8 +228,15 @@ async def heartbeats(agent: Agent) -> None:
 
 def announce_limits(agent: Agent, file_limit: int | None) -> None:
     """One warning when only loopback clients will be served, one when the connection cap is
-    lowered to fit the open-file limit."""
+    lowered to fit the open-file limit, and on Windows one when every local user may read
+    the state folder (its agent.toml may hold SMB passwords)."""
     settings = agent.config.agent
+    if _WINDOWS:
+        from hyperv_agent import winacl
+
+        exposed = winacl.exposure(settings.state_dir)
+        if exposed:
+            log.warning("%s", exposed)
     if not settings.allow_from:
         log.warning("allow_from is empty: only clients on this host (loopback) are served; "
                     "set [agent] allow_from to the management servers' networks, "

@@ -1,4 +1,5 @@
-"""A Windows host's service manager, firewall, task scheduler and disk, in memory.
+"""A Windows host's service manager, firewall, task scheduler, disk, access lists, account
+rights and local groups, in memory.
 
 It keeps the rules the steps rely on: a start or stop takes a few looks at the state to
 complete, a disabled service refuses to start, creating an existing service fails, and a
@@ -35,6 +36,13 @@ class MemoryHost:
     folders: set[str] = field(default_factory=set)
     event_sources: set[str] = field(default_factory=set)
     restart_delays_s: dict[str, int] = field(default_factory=dict)
+    #: Accounts by name (lower case) to SID; the others are unknown (1332).
+    accounts: dict[str, str] = field(default_factory=lambda: {
+        "lab\\svc": "S-1-5-21-7-8-9-1105", "lab\\svc-cloudstack": "S-1-5-21-7-8-9-1106",
+        "nt service\\hyperv-agent": "S-1-5-80-1-2-3-4-5"})
+    restricted: dict[str, str] = field(default_factory=dict)  # folder: the account's SID
+    rights: dict[str, set[str]] = field(default_factory=dict)  # SID: rights of its own
+    groups: dict[str, set[str]] = field(default_factory=lambda: {"S-1-5-32-578": set()})
 
     def add_service(self, name: str, run: RunState, start: StartType,
                     account: str | None = None) -> Service:
@@ -46,7 +54,9 @@ class MemoryHost:
         return repr((sorted((n, s.state) for n, s in self.services.items()),
                      sorted(self.firewall), sorted(self.tasks), sorted(self.files),
                      sorted(self.folders), sorted(self.event_sources),
-                     sorted(self.restart_delays_s.items())))
+                     sorted(self.restart_delays_s.items()), sorted(self.restricted.items()),
+                     sorted((k, sorted(v)) for k, v in self.rights.items()),
+                     sorted((k, sorted(v)) for k, v in self.groups.items())))
 
     def _get(self, name: str) -> Service:
         if name not in self.services:
@@ -135,6 +145,46 @@ class MemoryHost:
 
     def write_file(self, path: str, text: str) -> None:
         self.files[path.lower()] = text
+
+    def read_file(self, path: str) -> str | None:
+        return self.files.get(path.lower())
+
+    def delete_file(self, path: str) -> None:
+        self.files.pop(path.lower(), None)
+
+    def account_sid(self, account: str) -> str:
+        if account.lower() not in self.accounts:
+            raise ServiceSetupError(f"no account {account!r}: No mapping between account "
+                                    "names and security IDs was done. (LookupAccountName, "
+                                    "1332)")
+        return self.accounts[account.lower()]
+
+    def restrict_folder(self, path: str, account_sid: str) -> None:
+        if path.lower() not in self.folders:
+            raise ServiceSetupError(f"cannot restrict access to {path}: The system cannot "
+                                    "find the file specified. (SetNamedSecurityInfo, 2)")
+        self.restricted[path.lower()] = account_sid
+
+    def account_rights(self, sid: str) -> tuple[str, ...]:
+        return tuple(sorted(self.rights.get(sid, ())))
+
+    def add_account_right(self, sid: str, right: str) -> None:
+        self.rights.setdefault(sid, set()).add(right)
+
+    def remove_account_right(self, sid: str, right: str) -> None:
+        self.rights[sid].remove(right)  # LSA refuses a right the account lacks
+
+    def add_group_member(self, group_sid: str, sid: str) -> bool:
+        members = self.groups[group_sid]
+        added = sid not in members
+        members.add(sid)
+        return added
+
+    def remove_group_member(self, group_sid: str, sid: str) -> bool:
+        members = self.groups[group_sid]
+        removed = sid in members
+        members.discard(sid)
+        return removed
 
 
 @dataclass

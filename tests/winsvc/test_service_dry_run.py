@@ -41,6 +41,8 @@ def commands(result: Result) -> list[str]:
 PREPARE = [
     f"Create folder {ROOT}",
     f"Create folder {ROOT}\\logs",
+    f"Let only SYSTEM, Administrators and LocalSystem open {ROOT} and what it holds (a "
+    "protected access list, inherited; %ProgramData% lets every local user read)",
     f"Write {ROOT}\\agent.toml (backend auto, listening on 0.0.0.0:8250) unless it exists",
     "Register 'hyperv-agent' as a source of the Application event log",
     "Install service 'hyperv-agent' (\"CloudStack Hyper-V Agent (hyperv-agent)\"): "
@@ -56,7 +58,7 @@ START = "Start service 'hyperv-agent', waiting up to 60 s"
 
 def test_fresh_install_checks_the_csharp_agent_prepares_and_starts() -> None:
     result = dry_run("install")
-    assert result.output.startswith("service install: 9 steps (dry run: nothing is changed)")
+    assert result.output.startswith("service install: 10 steps (dry run: nothing is changed)")
     assert steps(result) == [
         f"Check that the C# agent's service ('{CSHARP}' or '{CSHARP_OLD}') is neither "
         "running nor set to start automatically: it would hold port 8250",
@@ -69,7 +71,7 @@ def test_fresh_install_checks_the_csharp_agent_prepares_and_starts() -> None:
 
 def test_replacement_prepares_first_then_retires_the_csharp_agent_then_starts() -> None:
     result = dry_run("install", "--replace-csharp-agent")
-    assert result.output.startswith("service install --replace-csharp-agent: 13 steps")
+    assert result.output.startswith("service install --replace-csharp-agent: 14 steps")
     assert steps(result) == [
         *PREPARE,
         f"Stop service '{CSHARP}' if it is installed (the C# agent holds port 8250), "
@@ -93,6 +95,27 @@ def test_install_as_an_account_names_it_and_never_prints_the_password() -> None:
     assert "S3cr3t!x" not in result.output
 
 
+def test_install_as_an_account_grants_it_what_the_services_console_would() -> None:
+    result = dry_run("install", "--user", "LAB\\svc-cloudstack", "--password", "S3cr3t!x")
+    assert result.output.startswith("service install: 12 steps")
+    listed, typed = steps(result), commands(result)
+    assert listed[3] == (f"Let only SYSTEM, Administrators and LAB\\svc-cloudstack open {ROOT} "
+                         "and what it holds (a protected access list, inherited; %ProgramData% "
+                         "lets every local user read)")
+    assert typed[3] == (f'icacls "{ROOT}" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" '
+                        '"*S-1-5-32-544:(OI)(CI)F" "LAB\\svc-cloudstack:(OI)(CI)F"')
+    assert listed[6:8] == [
+        "Grant LAB\\svc-cloudstack the right to log on as a service (SeServiceLogonRight) "
+        "unless it holds it or is a built-in or virtual service account; recorded in "
+        f"{ROOT}\\granted.json for `service remove`",
+        "Add LAB\\svc-cloudstack to the local group Hyper-V Administrators (S-1-5-32-578), "
+        "which Hyper-V's WMI v2 namespace requires, unless it is a member; recorded in "
+        f"{ROOT}\\granted.json for `service remove`"]
+    assert "LsaAddAccountRights" in typed[6] and "r'LAB\\svc-cloudstack'" in typed[6]
+    assert typed[7] == 'Add-LocalGroupMember -SID S-1-5-32-578 -Member "LAB\\svc-cloudstack"'
+    assert listed[8].startswith("Install service 'hyperv-agent'")
+
+
 @off_windows
 def test_install_without_dry_run_off_windows_is_one_line_and_changes_nothing() -> None:
     result = CliRunner().invoke(main, ["service", "install", "--replace-csharp-agent"])
@@ -106,14 +129,17 @@ def test_remove_stops_deletes_and_keeps_the_data() -> None:
     assert steps(result) == [
         "Stop service 'hyperv-agent' if it is installed, waiting up to 60 s",
         "Delete service 'hyperv-agent' and its event log source, if installed",
-        f"Delete the Windows Firewall rule \"{RULE}\" if present"]
+        f"Delete the Windows Firewall rule \"{RULE}\" if present",
+        "Take back from the service's account what `service install` granted and recorded "
+        f"in {ROOT}\\granted.json (the right to log on as a service, membership of Hyper-V "
+        "Administrators), if anything"]
     assert (f"note: kept: {ROOT} (configuration, state and logs); delete it by hand to "
             "remove everything") in result.output
 
 
 def test_remove_can_bring_the_csharp_agent_back() -> None:
     result = dry_run("remove", "--restore-csharp-agent")
-    assert steps(result)[3:] == [
+    assert steps(result)[4:] == [
         f"Set service '{CSHARP}' to start type auto, if installed",
         f"Start service '{CSHARP}' if it is installed, waiting up to 60 s",
         f"Set service '{CSHARP_OLD}' to start type auto, if installed",

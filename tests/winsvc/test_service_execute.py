@@ -3,6 +3,7 @@ the state a host is left in, repeats, refusals and bounded waits."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path, PureWindowsPath
 
 import pytest
@@ -56,7 +57,9 @@ def test_fresh_install_leaves_the_agent_running_behind_an_open_port(tmp_path: Pa
     assert host.event_sources == {SERVICE_NAME}
     assert host.restart_delays_s == {SERVICE_NAME: 60}
     assert host.file_exists("C:\\ProgramData\\hyperv-agent\\logs")
-    assert lines[-1] == "[9/9] Start service 'hyperv-agent', waiting up to 60 s: running"
+    assert host.restricted == {"c:\\programdata\\hyperv-agent": "S-1-5-18"}  # LocalSystem
+    assert lines[3].endswith("inherited; %ProgramData% lets every local user read): restricted")
+    assert lines[-1] == "[10/10] Start service 'hyperv-agent', waiting up to 60 s: running"
     written = tmp_path / "agent.toml"
     written.write_text(host.files["c:\\programdata\\hyperv-agent\\agent.toml"])
     agent = load_config(written).agent
@@ -68,7 +71,7 @@ def test_a_second_install_updates_in_place_and_keeps_the_configuration() -> None
     install(host)
     host.files["c:\\programdata\\hyperv-agent\\agent.toml"] = "[agent]\nlisten = '10.0.0.5:8250'\n"
     lines = install(host, account="LAB\\svc", password="pw")
-    assert "configuration updated" in lines[5] and "kept the existing file" in lines[3]
+    assert "configuration updated" in lines[8] and "kept the existing file" in lines[4]
     assert lines[-1].endswith("already running")
     assert host.files["c:\\programdata\\hyperv-agent\\agent.toml"].startswith("[agent]\nlisten")
     assert host.services[SERVICE_NAME].state.account == "LAB\\svc"
@@ -88,7 +91,7 @@ def test_fresh_install_refuses_while_the_csharp_agent_would_hold_the_port_and_ch
     with pytest.raises(ServiceSetupError) as caught:
         install(host)
     assert str(caught.value) == (
-        "step 1/9 (Check that the C# agent's service ('CloudStack Hyper-V Agent' or "
+        "step 1/10 (Check that the C# agent's service ('CloudStack Hyper-V Agent' or "
         "'CloudStack ServerResource') is neither running nor set to start automatically: it "
         f"would hold port 8250) failed: the C# agent's service '{CSHARP}' is {how}: it "
         "holds port 8250; add --replace-csharp-agent to stop and disable it")
@@ -108,9 +111,9 @@ def test_replacement_stops_and_disables_the_csharp_agent_and_its_heartbeat_tasks
     assert (csharp.run, csharp.start) == (RunState.STOPPED, StartType.DISABLED)
     assert host.tasks == {"GoogleUpdateTaskMachineCore"}
     assert running(host, SERVICE_NAME)
-    assert lines[7].endswith("(the C# agent holds port 8250), waiting up to 60 s: stopped")
-    assert lines[9].endswith(": not installed")  # CloudStack ServerResource
-    assert lines[11].endswith(f"deleted 2: {', '.join(sorted(TASKS))}")
+    assert lines[8].endswith("(the C# agent holds port 8250), waiting up to 60 s: stopped")
+    assert lines[10].endswith(": not installed")  # CloudStack ServerResource
+    assert lines[12].endswith(f"deleted 2: {', '.join(sorted(TASKS))}")
 
 
 def test_replacement_on_a_host_without_the_csharp_agent_is_a_fresh_install() -> None:
@@ -123,7 +126,7 @@ def test_a_csharp_agent_that_does_not_stop_leaves_this_agent_unstarted() -> None
     host = csharp_host()
     host.services[CSHARP].hangs_on_stop = True
     with pytest.raises(ServiceSetupError, match=(
-            f"step 8/13 .* failed: service '{CSHARP}' did not stop within 60 s")):
+            f"step 9/14 .* failed: service '{CSHARP}' did not stop within 60 s")):
         install(host, replace_csharp_agent=True)
     assert host.services[SERVICE_NAME].state.run is RunState.STOPPED
     assert host.services[CSHARP].state.start is StartType.AUTO
@@ -169,8 +172,69 @@ def test_remove_twice_is_safe() -> None:
     install(host)
     run(plan.remove_plan(WHERE), host)
     assert run(plan.remove_plan(WHERE), host) == [
-        "[1/3] Stop service 'hyperv-agent' if it is installed, waiting up to 60 s: "
+        "[1/4] Stop service 'hyperv-agent' if it is installed, waiting up to 60 s: "
         "not installed",
-        "[2/3] Delete service 'hyperv-agent' and its event log source, if installed: "
+        "[2/4] Delete service 'hyperv-agent' and its event log source, if installed: "
         "not installed",
-        f"[3/3] Delete the Windows Firewall rule \"{FIREWALL_RULE}\" if present: not present"]
+        f"[3/4] Delete the Windows Firewall rule \"{FIREWALL_RULE}\" if present: not present",
+        "[4/4] Take back from the service's account what `service install` granted and "
+        f"recorded in {WHERE.grants_file} (the right to log on as a service, membership of "
+        "Hyper-V Administrators), if anything: nothing recorded"]
+
+
+SVC_SID = "S-1-5-21-7-8-9-1106"  # LAB\\svc-cloudstack in MemoryHost
+GRANTS = "c:\\programdata\\hyperv-agent\\granted.json"
+
+
+def test_an_account_gets_the_logon_right_and_group_it_lacks_and_remove_takes_them_back(
+) -> None:
+    host = MemoryHost()
+    host.rights[SVC_SID] = {"SeBatchLogonRight"}
+    lines = install(host, account="LAB\\svc-cloudstack", password="pw")
+    assert lines[3].endswith(": restricted")
+    assert host.restricted == {"c:\\programdata\\hyperv-agent": SVC_SID}
+    assert lines[6].endswith("for `service remove`: granted")
+    assert lines[7].endswith("for `service remove`: added")
+    assert host.rights[SVC_SID] == {"SeBatchLogonRight", "SeServiceLogonRight"}
+    assert host.groups["S-1-5-32-578"] == {SVC_SID}
+    again = install(host, account="LAB\\svc-cloudstack", password="pw")
+    assert again[6].endswith(": already held") and again[7].endswith(": already a member")
+    assert json.loads(host.files[GRANTS]) == {"granted": [
+        {"account": "LAB\\svc-cloudstack", "sid": SVC_SID, "right": "SeServiceLogonRight"},
+        {"account": "LAB\\svc-cloudstack", "sid": SVC_SID, "group": "S-1-5-32-578"}]}
+    removed = run(plan.remove_plan(WHERE), host)
+    assert removed[-1].endswith("if anything: took back SeServiceLogonRight of "
+                                "LAB\\svc-cloudstack, LAB\\svc-cloudstack from group "
+                                "S-1-5-32-578")
+    assert host.rights[SVC_SID] == {"SeBatchLogonRight"}  # its other rights stay
+    assert host.groups["S-1-5-32-578"] == set() and GRANTS not in host.files
+
+
+def test_what_the_account_had_before_the_install_stays_after_remove() -> None:
+    host = csharp_host()  # the C# agent's account: given the right by the Services console
+    host.rights[SVC_SID] = {"SeServiceLogonRight"}
+    host.groups["S-1-5-32-578"].add(SVC_SID)
+    lines = install(host, replace_csharp_agent=True, account="LAB\\svc-cloudstack",
+                    password="pw")
+    assert lines[5].endswith(": already held") and lines[6].endswith(": already a member")
+    assert GRANTS not in host.files
+    assert run(plan.remove_plan(WHERE, restore_csharp_agent=True), host)[3].endswith(
+        ": nothing recorded")
+    assert host.rights[SVC_SID] == {"SeServiceLogonRight"}
+    assert host.groups["S-1-5-32-578"] == {SVC_SID}
+
+
+def test_a_virtual_account_needs_no_logon_right() -> None:
+    host = MemoryHost()
+    lines = install(host, account="NT SERVICE\\hyperv-agent")
+    assert lines[6].endswith(": not needed: a built-in or virtual service account")
+    assert host.rights == {}
+
+
+def test_an_unknown_account_stops_the_install_before_the_service_is_created() -> None:
+    host = MemoryHost()
+    with pytest.raises(ServiceSetupError, match=r"^step 4/12 \(Let only SYSTEM, Administrators "
+                       r"and LAB\\nobody open .*\) failed: no account 'LAB\\\\nobody': No "
+                       r"mapping"):
+        install(host, account="LAB\\nobody", password="pw")
+    assert SERVICE_NAME not in host.services and host.rights == {}

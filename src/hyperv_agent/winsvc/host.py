@@ -2,7 +2,8 @@
 
 The steps (:mod:`steps`) are written against :class:`ServiceHost` on any OS; the Windows
 implementation (:mod:`windows`) maps each primitive onto the service control manager,
-``netsh advfirewall`` and the task scheduler. Every primitive does one thing and raises
+``netsh advfirewall``, the task scheduler, and (through :mod:`hyperv_agent.winacl`) access
+lists, account rights and local groups. Every primitive does one thing and raises
 :class:`~hyperv_agent.errors.ServiceSetupError` (one line) when Windows refuses it.
 """
 
@@ -109,3 +110,29 @@ class ServiceHost(Protocol):
         """Create the folder and its parents (not an error when it exists)."""
 
     def write_file(self, path: str, text: str) -> None: ...
+
+    def read_file(self, path: str) -> str | None:
+        """The file's text; None when there is no such file."""
+
+    def delete_file(self, path: str) -> None:
+        """Not an error when the file is gone already."""
+
+    def account_sid(self, account: str) -> str:
+        """The SID (``S-1-5-...``) of ``DOMAIN\\user``; an error when there is none."""
+
+    def restrict_folder(self, path: str, account_sid: str) -> None:
+        """Give the folder a protected access list, inherited by what it holds: full control
+        for SYSTEM, Administrators and the account, nothing for anyone else."""
+
+    def account_rights(self, sid: str) -> tuple[str, ...]:
+        """The rights (``SeServiceLogonRight``...) assigned to the account itself."""
+
+    def add_account_right(self, sid: str, right: str) -> None: ...
+
+    def remove_account_right(self, sid: str, right: str) -> None: ...
+
+    def add_group_member(self, group_sid: str, sid: str) -> bool:
+        """Add the account to the local group; False when it was a member already."""
+
+    def remove_group_member(self, group_sid: str, sid: str) -> bool:
+        """Take the account out of the local group; False when it was not in it."""

@@ -40,6 +40,12 @@ class ServicePaths:
         return self.root / "agent.toml"
 
     @property
+    def grants_file(self) -> PureWindowsPath:
+        """What ``service install`` granted the service's account, for ``service remove``
+        to take back (and nothing else)."""
+        return self.root / "granted.json"
+
+    @property
     def logs_dir(self) -> PureWindowsPath:
         return self.root / "logs"
 

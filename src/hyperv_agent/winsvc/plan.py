@@ -78,13 +78,23 @@ def install_plan(where: ServicePaths, options: InstallOptions) -> Plan:
 
 
 def _prepare(where: ServicePaths, options: InstallOptions) -> tuple[Step, ...]:
+    """The folder, restricted before agent.toml is written into it (and inherited by what
+    is there already); a ``--user`` account's logon right and group before the service
+    is created, so a mistyped account stops the install before anything of the service."""
     rule = FirewallRule(paths.FIREWALL_RULE, paths.AGENT_PORT)
+    account: tuple[Step, ...] = ()
+    if options.account:
+        record = str(where.grants_file)
+        account = (steps.GrantServiceLogon(options.account, record),
+                   steps.JoinHyperVAdministrators(options.account, record))
     return (
         steps.MakeDirectory(str(where.root)),
         steps.MakeDirectory(str(where.logs_dir)),
+        steps.RestrictFolder(str(where.root), options.account),
         steps.WriteDefaultConfig(str(where.config_file), DEFAULT_CONFIG,
                                  "backend auto, listening on 0.0.0.0:8250"),
         steps.RegisterEventSource(paths.SERVICE_NAME),
+        *account,
         steps.InstallService(service_spec(options), options.password),
         steps.RestartOnFailure(paths.SERVICE_NAME, RESTART_DELAY_S),
         steps.AddFirewallRule(rule),
@@ -108,11 +118,13 @@ def _install_notes(where: ServicePaths) -> tuple[str, ...]:
 
 
 def remove_plan(where: ServicePaths, restore_csharp_agent: bool = False) -> Plan:
-    """Stop and delete the service and its firewall rule; with ``restore_csharp_agent``,
-    set the C# agent to start automatically and start it."""
+    """Stop and delete the service and its firewall rule, take back what the install
+    granted its account; with ``restore_csharp_agent``, set the C# agent to start
+    automatically and start it."""
     removal: list[Step] = [steps.StopService(paths.SERVICE_NAME),
                            steps.DeleteService(paths.SERVICE_NAME),
-                           steps.DeleteFirewallRule(paths.FIREWALL_RULE)]
+                           steps.DeleteFirewallRule(paths.FIREWALL_RULE),
+                           steps.RevokeGrants(str(where.grants_file))]
     notes = [f"kept: {where.root} (configuration, state and logs); delete it by hand to "
              "remove everything"]
     title = "service remove"

@@ -9,10 +9,12 @@ end in :class:`~hyperv_agent.errors.ServiceSetupError`.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from hyperv_agent import winacl
 from hyperv_agent.errors import ServiceSetupError
 from hyperv_agent.winsvc import tools
 from hyperv_agent.winsvc.host import (
@@ -405,3 +407,149 @@ class DeleteService:
         host.delete_service(self.name)
         return "deleted"
 
+
+
+@dataclass(frozen=True)
+class RestrictFolder:
+    """Keep the service's folder (agent.toml, which may hold SMB passwords, the pool
+    registry, state, logs) from the local users ``%ProgramData%`` lets read what it holds."""
+
+    path: str
+    account: str | None  # DOMAIN\\user; None: LocalSystem
+
+    @property
+    def text(self) -> str:
+        return (f"Let only SYSTEM, Administrators and {self.account or 'LocalSystem'} open "
+                f"{self.path} and what it holds (a protected access list, inherited; "
+                "%ProgramData% lets every local user read)")
+
+    @property
+    def command(self) -> str:
+        grants = [f'"*{winacl.LOCAL_SYSTEM}:(OI)(CI)F"', f'"*{winacl.ADMINISTRATORS}:(OI)(CI)F"']
+        if self.account:
+            grants.append(f'"{self.account}:(OI)(CI)F"')
+        return f'icacls "{self.path}" /inheritance:r /grant:r {" ".join(grants)}'
+
+    def run(self, host: ServiceHost, clock: Clock) -> str:
+        sid = winacl.LOCAL_SYSTEM if self.account is None else host.account_sid(self.account)
+        host.restrict_folder(self.path, sid)
+        return "restricted"
+
+
+def _grants(host: ServiceHost, record: str) -> list[dict[str, str]]:
+    text = host.read_file(record)
+    if text is None:
+        return []
+    try:
+        grants = json.loads(text)["granted"]
+        if isinstance(grants, list) and all(isinstance(g, dict) for g in grants):
+            return grants
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ServiceSetupError(f"{record} is not what `service install` writes; delete it once "
+                            "you have checked the account's rights by hand")
+
+
+def _record(host: ServiceHost, record: str, grant: dict[str, str]) -> None:
+    grants = _grants(host, record)
+    if grant not in grants:
+        host.write_file(record, json.dumps({"granted": [*grants, grant]}, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class GrantServiceLogon:
+    """Give the service's account the right to log on as a service: Windows grants it when
+    an account is set in the Services console, not when it is set through the service
+    control manager's API, and a service whose account lacks it does not start (1069)."""
+
+    account: str
+    record: str
+
+    @property
+    def text(self) -> str:
+        return (f"Grant {self.account} the right to log on as a service "
+                f"({winacl.SERVICE_LOGON_RIGHT}) unless it holds it or is a built-in or "
+                f"virtual service account; recorded in {self.record} for `service remove`")
+
+    @property
+    def command(self) -> str:
+        return ("python -c \"import win32security as s; s.LsaAddAccountRights(s.LsaOpenPolicy("
+                "None, s.POLICY_LOOKUP_NAMES | s.POLICY_CREATE_ACCOUNT), s.LookupAccountName("
+                f"None, r'{self.account}')[0], ['{winacl.SERVICE_LOGON_RIGHT}'])\"")
+
+    def run(self, host: ServiceHost, clock: Clock) -> str:
+        sid = host.account_sid(self.account)
+        if not winacl.needs_logon_right(sid):
+            return "not needed: a built-in or virtual service account"
+        if winacl.SERVICE_LOGON_RIGHT in host.account_rights(sid):
+            return "already held"
+        host.add_account_right(sid, winacl.SERVICE_LOGON_RIGHT)
+        _record(host, self.record, {"account": self.account, "sid": sid,
+                                    "right": winacl.SERVICE_LOGON_RIGHT})
+        return "granted"
+
+
+@dataclass(frozen=True)
+class JoinHyperVAdministrators:
+    """Put the service's account in *Hyper-V Administrators*: Hyper-V's WMI v2 namespace
+    refuses an account in neither it nor Administrators."""
+
+    account: str
+    record: str
+
+    @property
+    def text(self) -> str:
+        return (f"Add {self.account} to the local group Hyper-V Administrators "
+                f"({winacl.HYPERV_ADMINISTRATORS}), which Hyper-V's WMI v2 namespace requires, "
+                f"unless it is a member; recorded in {self.record} for `service remove`")
+
+    @property
+    def command(self) -> str:
+        return (f"Add-LocalGroupMember -SID {winacl.HYPERV_ADMINISTRATORS} "
+                f"-Member \"{self.account}\"")
+
+    def run(self, host: ServiceHost, clock: Clock) -> str:
+        sid = host.account_sid(self.account)
+        if sid == winacl.LOCAL_SYSTEM:
+            return "not needed: LocalSystem"
+        if not host.add_group_member(winacl.HYPERV_ADMINISTRATORS, sid):
+            return "already a member"
+        _record(host, self.record, {"account": self.account, "sid": sid,
+                                    "group": winacl.HYPERV_ADMINISTRATORS})
+        return "added"
+
+
+@dataclass(frozen=True)
+class RevokeGrants:
+    """Take back what ``service install`` granted (:class:`GrantServiceLogon`,
+    :class:`JoinHyperVAdministrators`) and nothing else: a right or membership the account
+    had before the install is not in the record."""
+
+    record: str
+
+    @property
+    def text(self) -> str:
+        return (f"Take back from the service's account what `service install` granted and "
+                f"recorded in {self.record} (the right to log on as a service, membership "
+                "of Hyper-V Administrators), if anything")
+
+    @property
+    def command(self) -> str:
+        return (f'Get-Content "{self.record}"; for each account there: Remove-LocalGroupMember '
+                f"-SID {winacl.HYPERV_ADMINISTRATORS} -Member ACCOUNT, and secpol.msc, User "
+                "Rights Assignment, Log on as a service: remove ACCOUNT")
+
+    def run(self, host: ServiceHost, clock: Clock) -> str:
+        grants = _grants(host, self.record)
+        if not grants:
+            return "nothing recorded"
+        done = []
+        for grant in grants:
+            sid, account = grant.get("sid", ""), grant.get("account", "?")
+            if "right" in grant and grant["right"] in host.account_rights(sid):
+                host.remove_account_right(sid, grant["right"])
+                done.append(f"{grant['right']} of {account}")
+            elif "group" in grant and host.remove_group_member(grant["group"], sid):
+                done.append(f"{account} from group {grant['group']}")
+        host.delete_file(self.record)
+        return "took back " + ", ".join(done) if done else "nothing left to take back"

@@ -3,8 +3,10 @@
 :class:`WindowsServiceHost` implements :class:`~hyperv_agent.winsvc.host.ServiceHost`:
 services through pywin32 (win32service, win32serviceutil), the event log source through
 win32evtlogutil, the firewall, recovery actions and scheduled tasks through the command
-lines of :mod:`tools`. Every Windows refusal becomes one ServiceSetupError line.
-Verified only by the Windows workflow (.github/workflows/windows.yml).
+lines of :mod:`tools`; access lists, account rights and local groups through
+:mod:`hyperv_agent.winacl` (whose calls are tested against fakes of pywin32). Every
+Windows refusal becomes one ServiceSetupError line. Verified only by the Windows workflow
+(.github/workflows/windows.yml).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pywintypes
 import servicemanager
@@ -22,7 +24,8 @@ import win32service
 import win32serviceutil
 import winerror
 
-from hyperv_agent.errors import ServiceSetupError
+from hyperv_agent import winacl
+from hyperv_agent.errors import ConfigError, ServiceSetupError
 from hyperv_agent.winsvc import tools
 from hyperv_agent.winsvc.host import FirewallRule, RunState, ServiceSpec, ServiceState, StartType
 
@@ -35,6 +38,7 @@ _START_CODES = {StartType.AUTO: win32service.SERVICE_AUTO_START,
                 StartType.DISABLED: win32service.SERVICE_DISABLED}
 _QUERY = win32service.SERVICE_QUERY_STATUS | win32service.SERVICE_QUERY_CONFIG
 _TOOL_TIMEOUT_S = 60.0
+_T = TypeVar("_T")
 LOCAL_SYSTEM = "LocalSystem"
 
 
@@ -61,6 +65,14 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
                               timeout=_TOOL_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise ServiceSetupError(f"{tools.shown(argv)}: {error}") from None
+
+
+def _acl(call: Callable[[], _T]) -> _T:
+    """A :mod:`winacl` call, its refusal as the one line a step reports."""
+    try:
+        return call()
+    except ConfigError as error:
+        raise ServiceSetupError(str(error)) from None
 
 
 def _checked(argv: list[str]) -> str:
@@ -196,6 +208,41 @@ class WindowsServiceHost:
             Path(path).write_text(text, encoding="utf-8")
         except OSError as error:
             raise ServiceSetupError(f"cannot write {path}: {error.strerror}") from None
+
+    def read_file(self, path: str) -> str | None:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ServiceSetupError(f"cannot read {path}: {error.strerror}") from None
+
+    def delete_file(self, path: str) -> None:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError as error:
+            raise ServiceSetupError(f"cannot delete {path}: {error.strerror}") from None
+
+    def account_sid(self, account: str) -> str:
+        return _acl(lambda: winacl.account_sid(account))
+
+    def restrict_folder(self, path: str, account_sid: str) -> None:
+        _acl(lambda: winacl.restrict(Path(path), inherit=True, account=account_sid))
+
+    def account_rights(self, sid: str) -> tuple[str, ...]:
+        return _acl(lambda: winacl.account_rights(sid))
+
+    def add_account_right(self, sid: str, right: str) -> None:
+        _acl(lambda: winacl.add_account_right(sid, right))
+
+    def remove_account_right(self, sid: str, right: str) -> None:
+        _acl(lambda: winacl.remove_account_right(sid, right))
+
+    def add_group_member(self, group_sid: str, sid: str) -> bool:
+        return _acl(lambda: winacl.add_group_member(group_sid, sid))
+
+    def remove_group_member(self, group_sid: str, sid: str) -> bool:
+        return _acl(lambda: winacl.remove_group_member(group_sid, sid))
 
 
 def _start_type(code: int, delayed: bool) -> StartType:
