@@ -185,10 +185,12 @@ class CopyHandler(FileHandlers):
         linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
-        # a linked clone is made under its template's lock too, so a DestroyCommand that
-        # evicts the template (``refuse_if_parent``) sees every clone made before it
-        held = (template, target) if linked else (target,)
-        async with self.file_locks.hold_all(*held):
+        # a linked clone is made holding its template's lock shared: clones of one
+        # template are made side by side, and a DestroyCommand that evicts the template
+        # or a download that replaces it (``refuse_if_parent``, holding it alone) waits
+        # for them, so it sees every clone made before it
+        shared = (template,) if linked else ()
+        async with self.file_locks.hold_all(target, shared=shared):
             await self._refuse_if_running(target)
             async with self.staged(target) as staged:
                 if linked:

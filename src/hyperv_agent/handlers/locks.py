@@ -9,6 +9,12 @@ A command that needs several locks of one table takes them together with ``hold_
 each name once, in one order for every command, so no command waits for a lock it holds
 itself and no two commands wait for each other. A name the running command already holds
 is held again at once (the locks are reentrant per asyncio task).
+
+A name can also be held shared (``hold_shared``, or ``hold_all``'s ``shared``): any number
+of commands hold it shared together, and a command that holds it (exclusively, as
+``hold``) waits until none does, while those that come after it wait for it. Linked
+clones of one template are made side by side, each holding the template shared, and the
+template's eviction or replacement, holding it, waits for every clone under way.
 """
 
 from __future__ import annotations
@@ -16,66 +22,120 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One name's lock: ``gate`` is held by its exclusive holder for its whole block and
+    by a shared holder only while it joins ``sharers``; ``users`` counts everyone who
+    holds or waits for it."""
+
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    owner: asyncio.Task[object] | None = None  # the exclusive holder
+    sharers: dict[asyncio.Task[object] | None, int] = field(default_factory=dict)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # set: no sharers
 
 
 class NamedLocks:
-    """One asyncio.Lock per name (case-insensitive: VM names as Hyper-V matches them,
-    Windows paths as the host does).
+    """One lock per name (case-insensitive: VM names as Hyper-V matches them, Windows
+    paths as the host does), held exclusively (``hold``) or shared (``hold_shared``).
 
     A lock exists only while someone holds or waits for it, so the table does not grow
     with every name ever used.
     """
 
     def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: dict[str, int] = {}
-        self._owners: dict[str, asyncio.Task[object] | None] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def __len__(self) -> int:
         """How many names have a lock now (held or waited for)."""
-        return len(self._locks)
+        return len(self._entries)
+
+    @contextlib.asynccontextmanager
+    async def _using(self, key: str) -> AsyncIterator[_Entry]:
+        """``key``'s entry for the block, forgotten after it when no one else uses it."""
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+            entry.drained.set()
+        entry.users += 1
+        try:
+            yield entry
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._entries[key]
 
     @contextlib.asynccontextmanager
     async def hold(self, name: str) -> AsyncIterator[None]:
-        """Run the block with ``name``'s lock held; callers for one name queue in order.
+        """Run the block with ``name``'s lock held alone; callers for one name queue in
+        order, and a caller waits for those who hold it shared.
 
         The lock is released (and forgotten when no one else waits) however the block
         ends, so a failed command never blocks the next one for its name. Within a block
         that holds it already (the same asyncio task), ``name`` is held at once: a command
-        never waits for itself.
+        never waits for itself. (A task that holds a name shared must not ask for it
+        alone: it would wait for itself.)
         """
         key = name.casefold()
         task = asyncio.current_task()
-        if task is not None and self._owners.get(key) is task:
+        held = self._entries.get(key)
+        if task is not None and held is not None and held.owner is task:
             yield
             return
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] = self._users.get(key, 0) + 1
-        try:
-            async with lock:
-                self._owners[key] = task
-                try:
-                    yield
-                finally:
-                    del self._owners[key]
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
+        async with self._using(key) as entry, entry.gate:
+            await entry.drained.wait()  # those sharing it finish; later ones wait on gate
+            entry.owner = task
+            try:
+                yield
+            finally:
+                entry.owner = None
 
     @contextlib.asynccontextmanager
-    async def hold_all(self, *names: str) -> AsyncIterator[None]:
-        """Run the block with the locks of all ``names`` held: each name once (compared as
-        ``hold`` compares them, ignoring case), taken in sorted order, so two commands that
-        need overlapping names never each hold one the other waits for."""
+    async def hold_shared(self, name: str) -> AsyncIterator[None]:
+        """Run the block with ``name``'s lock held shared: alongside other shared
+        holders, after an exclusive holder that came first, and before one that comes
+        later (which waits for the block to end). Held already by the same task (either
+        way), it is held at once."""
+        key = name.casefold()
+        task = asyncio.current_task()
+        held = self._entries.get(key)
+        if task is not None and held is not None \
+                and (held.owner is task or task in held.sharers):
+            yield
+            return
+        async with self._using(key) as entry:
+            async with entry.gate:  # after the exclusive holders queued before this
+                entry.sharers[task] = entry.sharers.get(task, 0) + 1
+                entry.drained.clear()
+            try:
+                yield
+            finally:
+                entry.sharers[task] -= 1
+                if not entry.sharers[task]:
+                    del entry.sharers[task]
+                if not entry.sharers:
+                    entry.drained.set()
+
+    @contextlib.asynccontextmanager
+    async def hold_all(self, *names: str, shared: tuple[str, ...] = ()) -> AsyncIterator[None]:
+        """Run the block with the locks of all ``names`` held, and those of ``shared``
+        held shared (a name in both is held alone): each name once (compared as ``hold``
+        compares them, ignoring case), taken in sorted order, so two commands that need
+        overlapping names never each hold one the other waits for."""
+        alone = {name.casefold() for name in names}
+        together = {name.casefold() for name in shared} - alone
         async with contextlib.AsyncExitStack() as stack:
-            for key in sorted({name.casefold() for name in names}):
-                await stack.enter_async_context(self.hold(key))
+            for key in sorted(alone | together):
+                held = self.hold_shared(key) if key in together else self.hold(key)
+                await stack.enter_async_context(held)
             yield
 
     def busy(self, name: str) -> bool:
         """Whether a command holds or waits for ``name``'s lock now."""
-        return name.casefold() in self._locks
+        return name.casefold() in self._entries
 
     @contextlib.asynccontextmanager
     async def hold_if_free(self, name: str) -> AsyncIterator[bool]:
