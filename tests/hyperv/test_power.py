@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hyperv_agent.cim.api import CimInstance, MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import HyperVError
@@ -276,3 +278,47 @@ async def test_reboot_reports_missing_when_vm_is_gone(emulator: EmulatorCim) -> 
     await ok(emulator, await request_state(emulator, vms.vm_path(vm.guid), 3))
     await vms.destroy(hv(emulator), vm.guid, policy=JOBS)
     assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.MISSING
+
+
+async def test_a_vm_hyper_v_is_still_shutting_down_is_removed_once_it_is_off(
+    emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Shutting Down (4) reads as stopped, but Hyper-V is still tearing the VM down: the
+    stop waits until the VM reads Disabled (3) before removing it, and the wait does not
+    take 4 for off."""
+    path = await define_vm(emulator, "i-2-31-VM")
+    seen: list[str] = []
+    query, get, invoke = emulator.query, emulator.get, emulator.invoke
+    going = [2]  # readings of the VM as still shutting down
+
+    async def reading(text: str, *args: Any) -> list[CimInstance]:
+        found = await query(text, *args)
+        return [i.updated(EnabledState=4) if "Msvm_ComputerSystem" in text else i
+                for i in found]
+
+    async def getting(target: ObjectPath, *args: Any) -> CimInstance:
+        found = await get(target, *args)
+        if target.class_name != "Msvm_ComputerSystem":
+            return found
+        if going[0]:
+            going[0] -= 1
+            seen.append("get 4")
+            return found.updated(EnabledState=4)
+        seen.append(f"get {found['EnabledState']}")
+        return found
+
+    async def invoking(target: ObjectPath, method: str, *args: Any) -> MethodResult:
+        seen.append(method)
+        return await invoke(target, method, *args)
+
+    monkeypatch.setattr(emulator, "query", reading)
+    vm = await _ref(emulator, "i-2-31-VM")
+    assert (vm.power, vm.stopping) == (PowerState.STOPPED, True)
+    monkeypatch.setattr(emulator, "get", getting)
+    monkeypatch.setattr(emulator, "invoke", invoking)
+    assert await power.stop_and_remove(hv(emulator), vm, GRACEFUL)
+    assert seen[:3] == ["get 4", "get 4", "get 3"]
+    assert "DestroySystem" in seen[3:]
+    monkeypatch.undo()
+    assert await _gone(emulator, "i-2-31-VM")
+    assert path is not None

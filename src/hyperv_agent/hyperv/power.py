@@ -22,7 +22,8 @@ host's Windows version is read once a session, ``host.windows_version``):
 ``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
                                 +1 call + 1 W (turn off) when the guest ignores it
 ``stop_and_remove`` forced      2 calls + 2 W (turn off, destroy)
-``stop_and_remove`` VM off      1 call + 1 W (destroy)
+``stop_and_remove`` VM off      1 call + 1 W (destroy); P gets before it while Hyper-V
+                                still shuts the VM down (Shutting Down, Stopping)
 ==============================  ===================================================
 """
 
@@ -181,7 +182,9 @@ async def wait_until_off(
     policy: jobs.WaitPolicy,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
-    """Poll the VM's EnabledState until it is off; True if off (or gone) in time.
+    """Poll the VM's EnabledState until it is off; True if off (or gone) in time. A VM
+    Hyper-V is still shutting down (Shutting Down, Stopping) is not off yet: removing it
+    then could be refused while it is torn down.
 
     Read-only: the VM is left in whatever state it is in when the wait ends, and False
     is returned when it is still not off at ``policy.timeout_s``. A missing VM counts
@@ -194,7 +197,8 @@ async def wait_until_off(
             vm = await hv.cim.get(vms.vm_path(vm_guid))
         except CimNotFound:
             return True
-        if vms.power_state(vm.integer("EnabledState")) is PowerState.STOPPED:
+        state = vm.integer("EnabledState")
+        if vms.power_state(state) is PowerState.STOPPED and not vms.is_stopping(state):
             return True
         if clock() >= deadline:
             return False
@@ -254,9 +258,12 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     fatal (the hard power-off follows). If turning off fails the VM is unchanged; if
     the destroy fails it is left off but defined, and a repeat finishes the job.
     """
-    off = vm.power is PowerState.STOPPED
+    off = vm.power is PowerState.STOPPED and not vm.stopping
     if policy.graceful and vm.power is PowerState.RUNNING:
         off = await _graceful(hv, vm, policy)
+    elif vm.stopping:  # on its way off already: let Hyper-V finish before removing it
+        off = await _step("wait for the VM to be off", vm,
+                          wait_until_off(hv, vm.guid, policy.shutdown_wait))
     if not off:
         turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait)
         if not await _step("turn off", vm, turned_off):

@@ -100,16 +100,28 @@ def power_state(enabled_state: int | None) -> PowerState:
     return _POWER.get(enabled_state, PowerState.UNKNOWN)
 
 
+#: The states of a VM on its way off: they read as STOPPED (os-win's reading), but Hyper-V
+#: is still tearing the VM down; it is off once it reads Disabled (or Off-Critical).
+_STOPPING: frozenset[int] = frozenset({_E.SHUTTING_DOWN, _E.V1_STOPPING, _E.STOPPING_CRITICAL})
+
+
+def is_stopping(enabled_state: int | None) -> bool:
+    """Whether ``enabled_state`` is a VM on its way off, not off yet."""
+    return enabled_state in _STOPPING
+
+
 # --- results ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class VmRef:
-    """A VM found by name."""
+    """A VM found by name; ``stopping`` when Hyper-V says it is on its way off (Shutting
+    Down, Stopping): its power reads STOPPED, but it is not off yet."""
 
     guid: str
     name: str
     power: PowerState
+    stopping: bool = False
 
     @property
     def path(self) -> ObjectPath:
@@ -392,7 +404,8 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
     query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
     found = [VmRef(guid, vm.string("ElementName") or name,
-                   power_state(vm.integer("EnabledState")))
+                   power_state(vm.integer("EnabledState")),
+                   stopping=is_stopping(vm.integer("EnabledState")))
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
