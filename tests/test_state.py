@@ -3,9 +3,11 @@ being built, the agent's name, and what a killed write leaves in the state direc
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -147,20 +149,148 @@ def test_a_state_file_reaches_the_disk_before_it_takes_its_name(
     events: list[str] = []
     real_fsync, real_replace = os.fsync, Path.replace
 
-    def fsync(fd: int) -> None:
-        events.append(f"fsync {os.fstat(fd).st_size}")
-        real_fsync(fd)
-
     def replace(self: Path, target: str | os.PathLike[str]) -> Path:
         events.append(f"rename to {Path(target).name}")
         return real_replace(self, target)
+
+    def fsync_of(fd: int) -> str:
+        status = os.fstat(fd)
+        return "fsync folder" if stat.S_ISDIR(status.st_mode) else f"fsync {status.st_size}"
+
+    def fsync(fd: int) -> None:
+        events.append(fsync_of(fd))
+        real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(Path, "replace", replace)
     registry = PoolRegistry(tmp_path / "pools.json", local_root=LOCAL)
     registry.put("ab-1", RegisteredPool(root="C:\\pools\\p1", pool_type="Filesystem"))
     size = (tmp_path / "pools.json").stat().st_size
-    assert events == [f"fsync {size}", "rename to pools.json"]
+    # the rename is itself flushed (the folder's entries): else a power loss can undo it
+    assert events == [f"fsync {size}", "rename to pools.json", "fsync folder"]
     events.clear()
     BuildJournal(tmp_path / "building.json").begin("i-2-5-VM")  # rebuilt by a StartCommand
     assert events == ["rename to building.json"]
+
+
+@pytest.mark.parametrize("content", [
+    b'{"ab-1": {"root": "C:\\\\pools\\\\p1", "pool_t',  # cut short
+    b"\x00\x00\x00\x00",  # a power loss: blocks never written
+    b'["C:\\\\pools\\\\p1"]',  # not the shape this version writes
+    b"",
+])
+def test_a_pools_file_that_cannot_be_read_is_named_kept_aside_and_not_written_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes,
+) -> None:
+    """The agent starts with no pools, says so naming the file, and keeps a copy of what
+    it held for the operator: the next registration writes pools.json anew."""
+    path = tmp_path / "pools.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry = PoolRegistry(path, local_root=LOCAL)
+    assert registry.all_roots() == (LOCAL,)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"{path} cannot be read: ")
+    assert "no storage pool is registered until the management server registers" in warning
+    registry.put("cd-2", RegisteredPool("C:\\pools\\p2", "Filesystem"))
+    assert set(json.loads(path.read_text())) == {"cd-2"}
+    kept = [entry for entry in tmp_path.iterdir() if ".unreadable-" in entry.name]
+    if content:
+        assert [entry.read_bytes() for entry in kept] == [content]
+        assert f"kept as {kept[0].name}" in warning
+    else:
+        assert kept == [] and "it is empty" in warning
+
+
+def test_a_stored_pool_of_no_known_shape_is_left_out_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "pools.json"
+    path.write_text(json.dumps({"aa-1": {"root": 7}, "bb-2": ["x"],
+                                "cc-3": {"root": "C:\\pools\\p3"}}))
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry = PoolRegistry(path)
+    assert registry.all_roots() == ("C:\\pools\\p3",)
+    assert f"storage pool aa-1 in {path} left out: {{'root': 7}} is not a pool" in caplog.text
+    assert f"storage pool bb-2 in {path} left out: ['x'] is not a pool" in caplog.text
+
+
+def test_a_journal_that_cannot_be_read_is_named_and_kept_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "building.json"
+    path.write_bytes(b'["i-2-5-VM", "r-7')
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        journal = BuildJournal(path)
+    assert journal.pending() == ()
+    assert f"{path} cannot be read: it is not JSON" in caplog.text
+    assert "is not removed at this start" in caplog.text
+    (kept,) = tmp_path.glob("building.json.unreadable-*")
+    assert kept.read_bytes() == b'["i-2-5-VM", "r-7'
+
+
+def test_an_agent_id_file_without_an_id_is_named_when_a_new_id_is_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "agent-id"
+    for content in (b"", b"\xff\xfe12"):
+        path.write_bytes(content)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+            made = agent_id(tmp_path)
+        assert path.read_text() == made
+        assert f"{path} holds no agent id" in caplog.text
+        assert f"this agent is now {made}" in caplog.text
+    caplog.clear()
+    assert agent_id(tmp_path) == made and caplog.text == ""  # kept: nothing to say
+
+
+def test_a_private_ip_file_without_an_address_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "private-ip").write_bytes(b"10.1.")
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        assert kept_private_ip(tmp_path) is None
+    assert f"{tmp_path / 'private-ip'} holds no IP address ('10.1.')" in caplog.text
+
+
+def test_a_full_disk_keeps_the_old_pools_file_leaves_nothing_aside_and_serves_the_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A registration while the state folder's disk is full: the command is served (the
+    pool is in memory), the warning says the change is not kept, the old file is intact,
+    no temporary is left taking space, and the next write records every pool."""
+    path = tmp_path / "pools.json"
+    registry = PoolRegistry(path)
+    registry.put("ab-1", RegisteredPool("C:\\pools\\p1", "Filesystem"))
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry.put("cd-2", RegisteredPool("C:\\pools\\p2", "Filesystem"))
+        BuildJournal(tmp_path / "building.json").begin("i-2-5-VM")  # not flushed: written
+    assert registry.get("cd-2") is not None
+    assert path.read_bytes() == before
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["building.json",
+                                                                  "pools.json"]
+    assert f"cannot record the storage pools in {path} (No space left on device)" \
+        in caplog.text
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    registry.remove("ab-1")
+    assert set(json.loads(path.read_text())) == {"cd-2"}
+
+
+def test_a_journal_that_cannot_be_written_does_not_stop_the_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "state"
+    journal = BuildJournal(folder / "building.json")
+    folder.write_text("not a folder")  # any OSError the write meets
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        journal.begin("i-2-5-VM")
+    assert journal.pending() == ("i-2-5-VM",)
+    assert f"cannot record the VMs being built in {folder / 'building.json'}" in caplog.text

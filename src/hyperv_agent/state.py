@@ -22,8 +22,14 @@ gone from the file at its next change: such a root was never the folder its path
 root already stored that is a file is kept (reading does no I/O); nothing can be made below
 a file, and registering it again is refused.
 
-Every file here is written aside (``.<name>-<random>``) and renamed into place;
-``sweep_temporaries`` removes what a killed process left aside.
+Every file here is written aside (``.<name>-<random>``), flushed to the disk, and renamed
+into place (on POSIX the folder is flushed too, so the rename itself survives a power
+loss); a write that fails (a full disk) leaves the old file as it was and nothing aside.
+``sweep_temporaries`` removes what a killed process left aside. A state file that cannot
+be parsed (cut short, hand-edited, not the shape this version writes) is never silently
+taken for an empty one: a warning names it and what the agent does instead, and a file
+with content is first kept aside as ``<name>.unreadable-<time>`` for the operator, since
+the next change would write over it.
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ import json
 import logging
 import os
 import secrets
+import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
@@ -46,6 +55,7 @@ _TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-")
 _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
 
 log = logging.getLogger("hyperv_agent.state")
+_Shape = TypeVar("_Shape", dict[str, Any], list[Any])  # what a state file holds
 
 
 @dataclass(frozen=True)
@@ -92,17 +102,20 @@ class PoolRegistry:
     def _read(self) -> dict[str, RegisteredPool]:
         """The stored pools; the local pool's uuid noted; a root that registration would
         refuse left out, with a warning."""
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
+        data = _read_json(self._path, dict, "no storage pool is registered until the "
+                          "management server registers its pools again")
+        if data is None:
             return {}
         pools: dict[str, RegisteredPool] = {}
         for key, value in data.items():
             if isinstance(value, dict) and value.get(_LOCAL_MARK) is True:
                 self._local_uuid = str(key).lower()
-            elif (pool := _pool_of(value)) is not None:
+            elif (pool := _pool_of(value)) is None:
+                log.warning("storage pool %s in %s left out: %s is not a pool as this "
+                            "agent stores one; it is not served until the management "
+                            "server registers it again", key, self._path,
+                            _shown(value))
+            else:
                 problem = root_problem(pool.root)
                 if problem is None:
                     pools[str(key)] = pool
@@ -202,7 +215,12 @@ class PoolRegistry:
         stored: dict[str, object] = {key: asdict(pool) for key, pool in self._pools.items()}
         if self._local_uuid is not None:
             stored[self._local_uuid] = {_LOCAL_MARK: True}
-        _replace(self._path, ".pools-", stored)
+        try:
+            _replace(self._path, ".pools-", stored)
+        except OSError as error:  # a full disk, a read-only folder: served from memory
+            log.warning("cannot record the storage pools in %s (%s): the change is served "
+                        "now but not kept across a restart; the next change writes them "
+                        "all again", self._path, error.strerror or error)
 
 
 class BuildJournal:
@@ -218,11 +236,9 @@ class BuildJournal:
         self._names: dict[str, str] = {name.casefold(): name for name in self._read()}
 
     def _read(self) -> list[str]:
-        try:
-            data = json.loads(self._path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return []
-        return [str(name) for name in data] if isinstance(data, list) else []
+        data = _read_json(self._path, list, "a VM a killed start left half-built is not "
+                          "removed at this start; its next StartCommand builds it again")
+        return [str(name) for name in data] if data is not None else []
 
     def pending(self) -> tuple[str, ...]:
         """The VMs whose building began and did not end, as named then."""
@@ -245,12 +261,18 @@ class BuildJournal:
                 self._names[key] = vm_name
             else:
                 del self._names[key]
-            if self._names:
-                # not flushed to the disk: written twice by every StartCommand, and after
-                # a power loss a VM it no longer names is rebuilt by its next StartCommand
-                _replace(self._path, ".building-", sorted(self._names.values()), flush=False)
-            else:  # nothing pending: no file (and the next write renames over none)
-                self._path.unlink(missing_ok=True)
+            try:
+                if self._names:
+                    # not flushed to the disk: written twice by every StartCommand, and after
+                    # a power loss a VM it no longer names is rebuilt by its next StartCommand
+                    _replace(self._path, ".building-", sorted(self._names.values()),
+                             flush=False)
+                else:  # nothing pending: no file (and the next write renames over none)
+                    self._path.unlink(missing_ok=True)
+            except OSError as error:  # a full disk: the VM is built all the same
+                log.warning("cannot record the VMs being built in %s (%s): a VM a killed "
+                            "start leaves half-built is rebuilt by its next StartCommand",
+                            self._path, error.strerror or error)
 
 
 def agent_id(state_dir: Path) -> str:
@@ -258,12 +280,18 @@ def agent_id(state_dir: Path) -> str:
     files it writes aside on shared pools carry it, so it knows its own."""
     path = state_dir / "agent-id"
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, ValueError):
-        text = ""
-    if len(text) == 8 and all(ch in "0123456789abcdef" for ch in text):
+        text = path.read_bytes().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        text = None
+    if text is not None and len(text) == 8 and all(ch in "0123456789abcdef" for ch in text):
         return text
     made = secrets.token_hex(4)
+    if text is not None:
+        aside = _keep_aside(path) if text else None
+        log.warning("%s holds no agent id (%s)%s: this agent is now %s, and files an "
+                    "interrupted copy left aside on shared pools under the old id are no "
+                    "longer known as its own", path, _shown(text) if text else "it is empty",
+                    f"; kept as {aside.name}" if aside else "", made)
     _replace(path, ".agent-id-", made)
     return made
 
@@ -272,10 +300,20 @@ def kept_private_ip(state_dir: Path) -> str | None:
     """The address the management server last registered this host under, as
     ``keep_private_ip`` kept it in ``private-ip``; None when none was kept or the file
     holds no IP address."""
+    path = state_dir / "private-ip"
     try:
-        text = (state_dir / "private-ip").read_text(encoding="ascii").strip()
+        text = path.read_bytes().decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        log.warning("cannot read %s (%s): heartbeats wait for the next StartupCommand",
+                    path, error.strerror or error)
+        return None
+    try:
         return str(ipaddress.ip_address(text))
-    except (OSError, ValueError):
+    except ValueError:
+        log.warning("%s holds no IP address (%s): heartbeats wait for the next "
+                    "StartupCommand", path, _shown(text) if text else "it is empty")
         return None
 
 
@@ -302,15 +340,75 @@ def _replace(path: Path, prefix: str, data: object, flush: bool = True) -> None:
     old content or the new, never an empty file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        if isinstance(data, str):
-            out.write(data)
-        else:
-            json.dump(data, out, indent=1, sort_keys=True)
-        if flush:
-            out.flush()
-            os.fsync(out.fileno())
-    Path(temporary).replace(path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            if isinstance(data, str):
+                out.write(data)
+            else:
+                json.dump(data, out, indent=1, sort_keys=True)
+            if flush:
+                out.flush()
+                os.fsync(out.fileno())
+        Path(temporary).replace(path)
+    except BaseException:  # a full disk: the old file stays, and nothing is left aside
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    if flush:
+        _flush_folder(path.parent)
+
+
+def _flush_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries (the rename just made) to the disk. On Windows a folder
+    cannot be opened for this, and NTFS journals the rename (MoveFileEx) itself."""
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:  # a file system that cannot flush a folder: the rename is made anyway
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _read_json(path: Path, shape: type[_Shape], instead: str) -> _Shape | None:
+    """``path``'s JSON when it has the ``shape`` this version writes; None when there is no
+    such file, or, with a warning naming the file and ``instead`` (what the agent does
+    without it), when its content is no such JSON (the content kept aside first). A file
+    that cannot be read (access denied) is an OSError: starting without it would write
+    over it."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        if isinstance(data, shape):
+            return data
+        problem = f"it holds a JSON {type(data).__name__}, not a {shape.__name__}"
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = "it is empty" if not raw.strip() else f"it is not JSON ({error})"
+    aside = _keep_aside(path) if raw.strip() else None
+    log.warning("%s cannot be read: %s%s; %s", path, problem,
+                f"; kept as {aside.name}" if aside else "", instead)
+    return None
+
+
+def _keep_aside(path: Path) -> Path | None:
+    """Copy ``path`` to ``<name>.unreadable-<time>`` beside it, for the operator; None when
+    the copy cannot be made (the agent starts all the same)."""
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        aside.write_bytes(path.read_bytes())
+    except OSError:
+        return None
+    return aside
+
+
+def _shown(value: object) -> str:
+    """``value`` for a log line, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def root_problem(root: str) -> str | None:
