@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,46 @@ def test_a_key_windows_would_not_protect_is_not_left_behind(
                        r"denied\. \(SetNamedSecurityInfo, 5\)$"):
         tls.ensure_identity(tmp_path)
     assert not (tmp_path / "tls" / "agent.key").exists()
+
+
+@pytest.mark.parametrize("damage", ["empty key", "empty pair", "garbage certificate",
+                                    "another key"])
+def test_a_generated_pair_a_power_loss_cut_short_is_set_aside_and_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str,
+) -> None:
+    """Key and certificate written when a host lost power are at the next start empty or
+    half there: the agent makes a new pair, says so, and serves; it refused to start."""
+    first = tls.ensure_identity(tmp_path)
+    cert, key = first.cert_path, first.key_path
+    if damage == "empty key":
+        key.write_bytes(b"")
+    elif damage == "empty pair":
+        key.write_bytes(b"")
+        cert.write_bytes(b"")
+    elif damage == "garbage certificate":
+        cert.write_bytes(b"\0" * 512)
+    else:
+        key.write_bytes(tls.ensure_identity(tmp_path / "other").key_path.read_bytes())
+    damaged = cert.read_bytes(), key.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.tls"):
+        again = tls.ensure_identity(tmp_path)
+    assert again.generated and again.sha256_fingerprint != first.sha256_fingerprint
+    tls.server_context(again)  # it serves
+    assert f"generated TLS certificate {cert} and key {key} cannot be used (" in caplog.text
+    (kept_cert,) = cert.parent.glob("agent.crt.unusable-*")
+    (kept_key,) = cert.parent.glob("agent.key.unusable-*")
+    assert (kept_cert.read_bytes(), kept_key.read_bytes()) == damaged
+    if damage.startswith("empty"):
+        assert "agent.key" in caplog.text and " empty)" in caplog.text
+
+
+def test_an_operators_pair_that_does_not_load_is_refused_never_replaced(
+    tmp_path: Path,
+) -> None:
+    made = tls.ensure_identity(tmp_path / "made")
+    made.key_path.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cannot load TLS material"):
+        tls.server_context(tls.ensure_identity(tmp_path, made.cert_path, made.key_path))
+    assert made.key_path.read_bytes() == b""
+    assert sorted(path.name for path in made.cert_path.parent.iterdir()) == ["agent.crt",
+                                                                             "agent.key"]

@@ -1,7 +1,10 @@
 """The agent's TLS identity: an operator's PEM pair, or a self-signed one made on first start.
 
 The management server trusts any certificate, so a self-signed certificate is enough for
-a drop-in; it replaces the manual HTTP.sys binding the C# agent needed.
+a drop-in; it replaces the manual HTTP.sys binding the C# agent needed. The generated pair
+is flushed to the disk once written; a generated pair that does not load at start (a power
+loss cut its writing short, or a hand edit) is renamed aside with a warning and made
+again, since nobody but the agent chose it. An operator's pair is never replaced.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import binascii
 import datetime
 import hashlib
 import ipaddress
+import logging
 import os
 import re
 import socket
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,8 @@ from hyperv_agent.errors import ConfigError
 VALID_DAYS = 3650
 #: Windows ignores a file's POSIX mode: there the key is kept private by its access list.
 _WINDOWS = sys.platform == "win32"
+
+log = logging.getLogger("hyperv_agent.tls")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,13 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
     generated = False
     if cert is None or key is None:
         cert, key = state_dir / "tls" / "agent.crt", state_dir / "tls" / "agent.key"
+        if cert.is_file() and key.is_file() and (problem := _unusable(cert, key)):
+            suffix = f".unusable-{time.strftime('%Y%m%d-%H%M%S')}"
+            for made in (cert, key):
+                made.replace(made.with_name(made.name + suffix))
+            log.warning("the agent's generated TLS certificate %s and key %s cannot be "
+                        "used (%s): renamed to *%s, and a new pair is made", cert, key,
+                        problem, suffix)
         if not cert.is_file() or not key.is_file():
             _generate(cert, key)
             generated = True
@@ -49,6 +63,19 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
             winacl.restrict(key.parent, inherit=True)
             winacl.restrict(key)
     return Identity(cert, key, fingerprint(cert), generated)
+
+
+def _unusable(cert: Path, key: Path) -> str | None:
+    """Why the pair cannot serve TLS (an empty or damaged file); None when it can."""
+    empty = [path.name for path in (cert, key) if path.stat().st_size == 0]
+    if empty:
+        return " and ".join(empty) + (" is" if len(empty) == 1 else " are") + " empty"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        fingerprint(cert)
+    except (OSError, ssl.SSLError, ConfigError) as error:
+        return str(error) or type(error).__name__
+    return None
 
 
 _PEM_CERTIFICATE = re.compile(
@@ -92,7 +119,10 @@ def _generate(cert_path: Path, key_path: Path) -> None:
     _write_private(key_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    with cert_path.open("wb") as handle:
+        handle.write(certificate.public_bytes(serialization.Encoding.PEM))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -114,6 +144,8 @@ def _write_private(path: Path, data: bytes) -> None:
             raise
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSLContext:

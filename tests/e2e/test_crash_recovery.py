@@ -311,3 +311,38 @@ async def test_a_second_signal_stops_at_once_and_the_next_start_clears_what_was_
 
 async def _said(config_file: Path, text: str) -> bool:
     return text in _log_of(config_file)
+
+
+# --- the state files a power loss cut short -------------------------------------------------
+
+
+async def test_state_files_a_power_loss_cut_short_are_named_at_start_and_the_agent_serves(
+    tmp_path: Path,
+) -> None:
+    """A host that lost power while the agent wrote its state: the pools file cut short,
+    the journal and the agent id never written, the generated TLS key empty. The agent
+    starts, names each file and what it did, keeps what the files held aside, and serves
+    (an empty key stopped it at every start until an operator deleted the pair)."""
+    config_file = _config(tmp_path)
+    state = _loaded(config_file).agent.state_dir
+    async with serve(config_file) as (_, process):
+        _kill(process)
+    pools = b'{"ab-1": {"host": "", "path": "", "pool_type": "Filesystem", "root": "C:\\\\po'
+    (state / "pools.json").write_bytes(pools)
+    (state / "building.json").write_bytes(b"\0" * 16)
+    (state / "agent-id").write_bytes(b"")
+    (state / "tls" / "agent.key").write_bytes(b"")
+    async with serve(config_file) as (agent, process):
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert checked["result"] is False  # served
+    (log,) = [path.read_text() for path in tmp_path.glob("serve-*.log")
+              if "cannot be read" in path.read_text()]
+    assert "Traceback" not in log
+    assert f"{state / 'pools.json'} cannot be read: it is not JSON" in log
+    assert "no storage pool is registered until the management server" in log
+    assert f"{state / 'building.json'} cannot be read" in log
+    assert f"{state / 'agent-id'} holds no agent id (it is empty)" in log
+    assert f"generated TLS certificate {state / 'tls' / 'agent.crt'}" in log
+    assert "agent.key is empty" in log
+    (kept,) = state.glob("pools.json.unreadable-*")
+    assert kept.read_bytes() == pools
