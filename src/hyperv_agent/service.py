@@ -58,7 +58,6 @@ _WINDOWS = sys.platform == "win32"
 _T = TypeVar("_T")
 #: Connections the admin listener (/healthz, /metrics) holds at once.
 ADMIN_MAX_CONNECTIONS = 16
-LOCK_FILE = "agent.lock"  # in the state directory: held by the agent that serves from it
 #: How long a stopping agent waits for the commands in flight to be answered; what is left
 #: then is cut short (a StartCommand's half-built VM is cleared at the next start, a copy
 #: leaves only its aside file).
@@ -164,9 +163,8 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     """Everything ``serve`` runs, wired from the configuration; the state directory is
     held from here until the agent closes (DirectoryInUse when another process holds it,
     before anything in it is read or changed)."""
-    lock = DirectoryLock.take(config.agent.state_dir, LOCK_FILE, "the agent's state directory",
-                              "one agent serves from a state directory; give this one its "
-                              "own ([agent] state_dir, --state-dir)")
+    lock = state.hold(config.agent.state_dir, "one agent serves from a state directory; give "
+                      "this one its own ([agent] state_dir, --state-dir)")
     try:
         return _wired(config, vm_settings, lock)
     except BaseException:

@@ -47,10 +47,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
+LOCK_FILE = "agent.lock"  # in the state directory: held by the process that writes it
 _TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-")
 _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
 
@@ -273,6 +275,13 @@ class BuildJournal:
                 log.warning("cannot record the VMs being built in %s (%s): a VM a killed "
                             "start leaves half-built is rebuilt by its next StartCommand",
                             self._path, error.strerror or error)
+
+
+def hold(state_dir: Path, hint: str) -> DirectoryLock:
+    """Hold ``state_dir`` for this process (its files are written from what the holder
+    keeps in memory, so a second writer's changes would be lost); DirectoryInUse naming
+    the holder and ``hint`` (what to do) when another process holds it."""
+    return DirectoryLock.take(state_dir, LOCK_FILE, "the agent's state directory", hint)
 
 
 def agent_id(state_dir: Path) -> str:

@@ -4,6 +4,7 @@ agent.toml and pool registry, and every setting left behind is named."""
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from hyperv_agent.cli import main
 from hyperv_agent.config import load_config
+from hyperv_agent.service import build_agent
 from hyperv_agent.state import PoolRegistry, RegisteredPool
 from hyperv_agent.winsvc import tomltext
 from tests.conftest import off_windows
@@ -240,3 +242,30 @@ def test_pool_the_agent_would_drop_when_reading_it_is_named_and_not_registered(
     assert registry.get(climbing) is None and registry.get(POOL_1) is not None
     stored = json.loads((tmp_path / "state" / "pools.json").read_text())
     assert climbing not in stored
+
+
+async def test_pools_are_not_imported_under_a_running_agent_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """An agent serving from the state directory writes pools.json from what it holds in
+    memory: pools imported under it were lost at its next change (a pool registered or
+    removed by the management server). The import is refused, naming what to do, and
+    writes nothing; with the agent stopped it goes through."""
+    agent = build_agent(load_config(None, state_dir=tmp_path / "state", backend="emulator"))
+    try:
+        before = (tmp_path / "state" / "pools.json").read_bytes() \
+            if (tmp_path / "state" / "pools.json").exists() else None
+        output = tmp_path / "agent.toml"
+        result = run(str(IN_SERVICE), "--output", str(output), "--state-dir",
+                     str(tmp_path / "state"))
+        assert result.exit_code != 0
+        assert f"the agent's state directory {tmp_path / 'state'} is in use by another " \
+               f"process (PID {os.getpid()})" in result.output
+        assert "hyperv-agent service stop" in result.output
+        assert not output.exists()
+        assert ((tmp_path / "state" / "pools.json").read_bytes()
+                if (tmp_path / "state" / "pools.json").exists() else None) == before
+    finally:
+        await agent.close()
+    imported(tmp_path)
+    assert set(json.loads((tmp_path / "state" / "pools.json").read_text())) == {POOL_1, POOL_2}

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperv_agent import state
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.state import PoolRegistry, RegisteredPool
@@ -67,8 +68,16 @@ def import_config(source: Path, output: Path | None, state_dir: str | None = Non
     config = _validated(text, output.parent if output else None, source)
     if output is None:
         return Imported(None, text, config, None, translation)
-    _replace(output, text)
-    pools_file = _register_pools(config, translation) if translation.pools else None
+    # a running agent writes pools.json from what it holds in memory: the pools would be
+    # lost at its next change, so the state directory is held first, or nothing is written
+    lock = state.hold(config.agent.state_dir, "stop the agent (hyperv-agent service stop) "
+                      "and import again") if translation.pools else None
+    try:
+        _replace(output, text)
+        pools_file = _register_pools(config, translation) if translation.pools else None
+    finally:
+        if lock is not None:
+            lock.release()
     return Imported(output, text, config, pools_file, translation)
 
 
