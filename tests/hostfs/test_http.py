@@ -30,6 +30,7 @@ from hyperv_agent.hostfs.images import disk_suffix, not_standalone, sniff
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import TransferError, transfer
 from tests.conftest import requires_tool
+from tests.cramped import Cramped
 from tests.s3server import free_port
 
 USER, PASSWORD = "cloud", "p@ss:w0rd/ü"
@@ -166,6 +167,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
     (root / "t").mkdir()
     (root / "t" / "disk.vhd").write_bytes(DATA)
     (root / "t" / "disk.vhd.gz").write_bytes(gzip.compress(DATA))
+    (root / "t" / "zeros.vhd.gz").write_bytes(gzip.compress(bytes(8 * COPY_CHUNK_BYTES)))
     (root / "t" / "bad.vhd.bz2").write_bytes(b"BZh91AY&SY" + b"\0" * 4096)
     yield from serve(root)
 
@@ -353,6 +355,29 @@ async def test_verify_step_refuses_the_copy_and_leaves_nothing_when_it_raises(
         await transfer(files, HttpObject.from_url(site.url("/files/t/disk.vhd")),
                        str(tmp_path / "t.vhd"), verify=must_be_disk)
     assert seen == [None] and os.listdir(tmp_path) == []
+
+
+async def test_download_announcing_more_than_the_room_is_refused_before_a_byte_is_written(
+        site: FileServer, tmp_path: Path) -> None:
+    (tmp_path / "t.vhd").write_bytes(b"old")
+    files = Cramped(len(DATA) - 1)
+    source = HttpObject.from_url(site.url("/files/t/disk.vhd"))
+    with pytest.raises(TransferError, match=f"not enough free space .* holds {len(DATA)} "
+                                            f"bytes.* only {len(DATA) - 1} may be written"):
+        await transfer(files, source, str(tmp_path / "t.vhd"))
+    assert files.writes == 0
+    assert os.listdir(tmp_path) == ["t.vhd"] and (tmp_path / "t.vhd").read_bytes() == b"old"
+    done = await transfer(Cramped(len(DATA)), source, str(tmp_path / "t.vhd"))
+    assert done.size == len(DATA) and (tmp_path / "t.vhd").read_bytes() == DATA
+
+
+async def test_compressed_download_is_judged_by_what_it_expands_to_not_its_length(
+        site: FileServer, tmp_path: Path) -> None:
+    room = 3 * COPY_CHUNK_BYTES  # far more than the .gz holds, less than it expands to
+    source = HttpObject.from_url(site.url("/files/t/zeros.vhd.gz"))
+    with pytest.raises(TransferError, match=f"expands to more than {room} bytes"):
+        await transfer(Cramped(room), source, str(tmp_path / "t.vhd"))
+    assert os.listdir(tmp_path) == []
 
 
 def test_disk_suffix_follows_the_signature_when_files_are_disks_or_not(tmp_path: Path) -> None:

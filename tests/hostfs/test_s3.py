@@ -34,6 +34,7 @@ from hyperv_agent.hostfs.s3 import (
     signed_headers,
 )
 from hyperv_agent.hostfs.transfer import TransferError, transfer
+from tests.cramped import Cramped
 from tests.s3server import S3Server, free_port, s3_process
 
 KEY = "template/tmpl/2/201/Win 2019+SP1=ü~(x).vhd"
@@ -249,6 +250,15 @@ async def test_refused_object_leaves_the_target_when_the_secret_is_wrong(
                        str(tmp_path / "t.vhd"))
     assert os.listdir(tmp_path) == ["t.vhd"] and (tmp_path / "t.vhd").read_bytes() == b"old"
     assert "wrong/secret" not in caplog.text
+
+
+async def test_object_larger_than_the_room_is_refused_before_a_byte_is_written(
+        stored: S3Server, tmp_path: Path) -> None:
+    files = Cramped(len(DATA) - 1)
+    with pytest.raises(TransferError, match=f"not enough free space .* holds {len(DATA)} "
+                                            f"bytes.* only {len(DATA) - 1} may be written"):
+        await transfer(files, stored.object(KEY), str(tmp_path / "t.vhd"))
+    assert files.writes == 0 and os.listdir(tmp_path) == []
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,15 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import HostFileError
-from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, OpenMode, Usage
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, OpenMode
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import (
-    KEEP_FREE_BYTES,
     TransferError,
     parse_checksum,
     transfer,
 )
+from tests.cramped import Cramped
 
 DISK = os.urandom(700_000) + bytes(2_300_000) + b"end of disk"
 OLD = b"the target as it was"
@@ -418,39 +418,20 @@ class _Filling(LocalFiles):
         return handle
 
 
-class _Cramped(LocalFiles):
-    """A host whose volumes report ``room`` bytes free above what a copy must leave."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-        self.writes = 0
-
-    async def usage(self, path: str) -> Usage:
-        return Usage(1 << 40, KEEP_FREE_BYTES + self.room)
-
-    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
-        self.writes += mode == "xb"
-        return super().open_binary(path, mode)
-
-    async def copy_file(self, source: str, target: str) -> int:
-        self.writes += 1
-        return await super().copy_file(source, target)
-
-
 @pytest.mark.parametrize("name", ["t.vhd", "t.vhd.bz2"])
 async def test_source_larger_than_the_free_space_is_refused_before_anything_is_written(
         tmp_path: Path, name: str) -> None:
     data = bz2.compress(DISK) if name.endswith(".bz2") else DISK
     source = _store(tmp_path / "src", name, data)
     (tmp_path / "t.vhd").write_bytes(OLD)
-    files = _Cramped(len(data) - 1)
+    files = Cramped(len(data) - 1)
     with pytest.raises(TransferError, match=f"not enough free space .* holds {len(data)} "
                                             f"bytes.* only {len(data) - 1} may be written"):
         await transfer(files, source, str(tmp_path / "t.vhd"))
     assert files.writes == 0
     assert sorted(os.listdir(tmp_path)) == ["src", "t.vhd"]
     assert (tmp_path / "t.vhd").read_bytes() == OLD
-    done = await transfer(_Cramped(len(DISK)), source, str(tmp_path / "t.vhd"))
+    done = await transfer(Cramped(len(DISK)), source, str(tmp_path / "t.vhd"))
     assert (tmp_path / "t.vhd").read_bytes() == DISK and done.size == len(DISK)
 
 
@@ -460,7 +441,7 @@ async def test_compressed_source_that_expands_past_the_free_space_is_stopped_the
     source = _store(tmp_path / "src", "t.vhd.gz", bomb)
     room = 3 * COPY_CHUNK_BYTES
     with pytest.raises(TransferError, match=f"expands to more than {room} bytes"):
-        await transfer(_Cramped(room), source, str(tmp_path / "t.vhd"))
+        await transfer(Cramped(room), source, str(tmp_path / "t.vhd"))
     assert sorted(os.listdir(tmp_path)) == ["src"]
 
 

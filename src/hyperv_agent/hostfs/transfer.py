@@ -10,7 +10,9 @@ A copy never fills the volume it writes to: it may write no more than the volume
 space at its start less ``KEEP_FREE_BYTES``. A pool that fills up stops every VM whose
 dynamic disks grow on it, and a compressed template may expand to any size (a ``.gz``
 of zeros), so a source known to be too large is refused before a byte is written and a
-stream that grows past the room is stopped there.
+stream that grows past the room is stopped there. A host file's size and a download's
+announced size (Content-Length, an S3 object's size) are judged up front; a compressed
+source's size says nothing of what it expands to, so it is judged as it streams.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
+from hyperv_agent.hostfs.web import announced_length
 
 __all__ = ["KEEP_FREE_BYTES", "Checksum", "Source", "TransferError", "Transferred",
            "parse_checksum", "transfer"]
@@ -108,7 +111,8 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     agent's) every aside file of the agent in the target's folder that no copy is writing
     now; callers serialise copies to one target. A copy that would leave less than
     ``KEEP_FREE_BYTES`` free on the target's volume fails with TransferError: up front
-    when the source is a host file that large, else when the bytes written reach the room
+    when the source is a host file that large or a download that announces as much (an
+    uncompressed one), else when the bytes written reach the room
     (a file ``target`` replaces counts as taken until the copy is done).
     """
     expected = parse_checksum(checksum) if checksum is not None else None
@@ -324,6 +328,7 @@ class _Plan:
         hasher = hashlib.new(self.algorithm) if self.algorithm else None
         try:
             with self._open_source() as raw:
+                self._check_length(announced_length(raw))
                 source = _Source(raw, self.label, hasher, stop)
                 written = self._write(source, stop)
                 source.drain()
@@ -343,6 +348,14 @@ class _Plan:
         if isinstance(self.source, HttpObject):
             return open_url(self.source)
         return self.files.open_binary(self.source, "rb")
+
+    def _check_length(self, length: int | None) -> None:
+        """Refuse a download whose announced size (an http Content-Length, an S3 object's
+        size) alone would not fit, before a byte is written. A compressed one may expand
+        to any size whatever its length: the stream is stopped when it reaches the room."""
+        if self.room is not None and self.codec is None and length is not None \
+                and length > self.room.bytes:
+            raise self.room.refusal(self.label, f"it holds {length} bytes")
 
     def _write(self, source: _Source, stop: threading.Event) -> int:
         written = 0

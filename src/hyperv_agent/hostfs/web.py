@@ -18,7 +18,7 @@ import ssl
 import threading
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -65,10 +65,10 @@ class Response:
         self.reason = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
 
-    def body(self) -> BinaryIO:
+    def body(self) -> Body:
         """The body as a stream (the stream owns the connection from now on)."""
         raw = _Body(self._loop, self._session, self._response, self._get.label)
-        return io.BufferedReader(raw, COPY_CHUNK_BYTES)
+        return Body(raw, self._response.content_length)
 
     def error_text(self, limit_bytes: int) -> bytes:
         """Up to ``limit_bytes`` of the body (an error document); b"" when unreadable."""
@@ -79,6 +79,22 @@ class Response:
 
     def close(self) -> None:
         self._loop.close(self._session)
+
+
+class Body(io.BufferedReader):
+    """A response body as a blocking stream; ``length`` is the byte count its
+    Content-Length announced (None when the server did not say)."""
+
+    def __init__(self, raw: io.RawIOBase, length: int | None) -> None:
+        super().__init__(raw, COPY_CHUNK_BYTES)
+        self.length = length
+
+
+def announced_length(stream: object) -> int | None:
+    """The size a source stream announced before its first byte (a web body's
+    Content-Length), else None."""
+    length = getattr(stream, "length", None)
+    return length if isinstance(length, int) else None
 
 
 def open_get(get: Get) -> Response:
