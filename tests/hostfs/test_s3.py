@@ -124,8 +124,17 @@ def test_scheme_in_the_endpoint_wins_over_the_https_flag_when_given(
         stored: S3Server, https: bool) -> None:
     assert _read(stored.object(KEY, endpoint=f"http://{stored.endpoint}/",
                                https=https)) == DATA
-    with pytest.raises(TransferError, match="TLS with S3 endpoint"):
+    with pytest.raises(TransferError, match="TLS with S3 endpoint") as caught:
         _read(stored.object(KEY, endpoint=f"HTTPS://{stored.endpoint}", https=https))
+    assert "the endpoint names https:// (it overrides httpsFlag)" in str(caught.value)
+    assert "is httpsFlag right" not in str(caught.value)
+
+
+def test_tls_failure_asks_about_the_https_flag_when_the_endpoint_names_no_scheme(
+        stored: S3Server) -> None:
+    with pytest.raises(TransferError, match="TLS with S3 endpoint") as caught:
+        _read(stored.object(KEY, https=True))
+    assert str(caught.value).endswith("; is httpsFlag right for this endpoint?")
 
 
 @pytest.mark.parametrize(("endpoint", "region"), [

@@ -101,10 +101,10 @@ def _get(obj: S3Object, region: str, timeout_s: float) -> Response:
                              region=region, when=dt.datetime.now(dt.UTC))
     headers["Accept-Encoding"] = "identity"  # unsigned: the body is taken as stored
     where = f"S3 endpoint {_bare_endpoint(obj.endpoint)}"
-    peer = Peer(where, f"cannot resolve the host of {where}",
-                "is the endpoint and port right?", "is httpsFlag right for this endpoint?")
-    address = f"[{host}]" if ":" in host else host
     https = _uses_https(obj)
+    peer = Peer(where, f"cannot resolve the host of {where}",
+                "is the endpoint and port right?", _tls_hint(obj, https))
+    address = f"[{host}]" if ":" in host else host
     url = f"{'https' if https else 'http'}://{address}{f':{port}' if port else ''}{path}"
     return open_get(Get(url, headers, ssl.create_default_context() if https else None,
                         obj.label, peer, timeout_s))
@@ -114,11 +114,28 @@ def _uses_https(obj: S3Object) -> bool:
     """Whether ``obj`` is read over https: as the endpoint's scheme says when it has one
     (``http://minio.lab:9000``; CloudStack's S3 client takes it over the https flag),
     else as ``https`` says."""
-    text = obj.endpoint.strip().lower()
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            return scheme == "https://"
-    return obj.https
+    scheme = _scheme(obj.endpoint)
+    return obj.https if scheme is None else scheme == "https"
+
+
+def _tls_hint(obj: S3Object, https: bool) -> str:
+    """What to check when TLS fails: the setting https came from (the endpoint's scheme
+    or httpsFlag)."""
+    scheme = _scheme(obj.endpoint)
+    if scheme is None:
+        return "is httpsFlag right for this endpoint?"
+    other = "http" if https else "https"
+    return (f"the endpoint names {scheme}:// (it overrides httpsFlag); does the server "
+            f"speak {scheme}, or should the endpoint say {other}://?")
+
+
+def _scheme(endpoint: str) -> str | None:
+    """The scheme ``endpoint`` starts with (http or https), else None."""
+    text = endpoint.strip().lower()
+    for scheme in ("https", "http"):
+        if text.startswith(f"{scheme}://"):
+            return scheme
+    return None
 
 
 def object_path(bucket: str, key: str) -> str:
