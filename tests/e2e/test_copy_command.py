@@ -28,7 +28,7 @@ from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
 from tests.diskfiles import hyperv_writes, listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
-from tests.s3server import S3Server
+from tests.s3server import S3Server, free_port
 from tests.samba import Samba
 from tests.sessions import hv
 
@@ -360,6 +360,24 @@ async def test_download_reads_template_from_s3(
     details = await _refused(agent, _copy(src, _template(_primary(), path="denied")), "")
     assert s3.secret_key not in details and "wrong" not in details
     assert not (pool / "denied.vhdx").exists()
+
+
+async def test_s3_store_client_settings_bound_the_download_as_cloudstack_sets_them(
+    agent: Running,
+) -> None:
+    _pool(agent)
+    nothing_listens = f"127.0.0.1:{free_port()}"
+    store = {S3_TO: {"id": 1, "accessKey": "AKIA", "secretKey": "s", "endPoint": nothing_listens,
+                     "bucketName": "b", "httpsFlag": False, "maxErrorRetry": 1,
+                     "connectionTimeout": 2000, "socketTimeout": 2000,
+                     "useTCPKeepAlive": True}}
+    details = await _refused(agent, _copy(_template(store, path="t/x.vhdx"),
+                                          _template(_primary())), "connection refused")
+    assert "gave up after 1 retry" in details
+    store[S3_TO]["maxErrorRetry"] = 0
+    details = await _refused(agent, _copy(_template(store, path="t/x.vhdx"),
+                                          _template(_primary())), "connection refused")
+    assert "gave up" not in details
 
 
 # --- B: volume from a template on primary -------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +24,7 @@ from botocore.auth import S3SigV4Auth  # type: ignore[import-untyped]
 from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
+from hyperv_agent.hostfs import s3, web
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.s3 import (
@@ -34,6 +36,7 @@ from hyperv_agent.hostfs.s3 import (
     signed_headers,
 )
 from hyperv_agent.hostfs.transfer import TransferError, transfer
+from hyperv_agent.hostfs.web import Get, Response
 from tests.cramped import Cramped
 from tests.s3server import S3Server, free_port, s3_process
 
@@ -48,7 +51,7 @@ def stored(s3_server: S3Server) -> S3Server:
 
 
 def _read(obj: S3Object) -> bytes:
-    with open_object(obj, timeout_s=10) as body:
+    with open_object(obj) as body:
         return body.read()
 
 
@@ -232,8 +235,158 @@ def test_body_cut_short_fails_when_the_connection_closes_early() -> None:
     server.start()
     assert ready.wait(5)
     with pytest.raises(TransferError, match="after 10 of 100000 bytes"):
-        _read(S3Object(f"127.0.0.1:{port}", "b", "k.vhd", "AKIA", "secret", https=False))
+        _read(S3Object(f"127.0.0.1:{port}", "b", "k.vhd", "AKIA", "secret", https=False,
+                       max_error_retry=0))
     server.join(5)
+
+
+class _FlakyStore(BaseHTTPRequestHandler):
+    """An S3 store that misbehaves on purpose (signatures unchecked): ``/b/cut.vhd`` breaks
+    off its first body halfway and honours a Range for the same ETag, ``/b/busy.vhd``
+    answers 503 SlowDown ``busy`` times before the object, ``/b/stall.vhd`` sends its head
+    and then nothing. ``seen`` holds (path, Range, If-Match) per request."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[tuple[str, str | None, str | None]]] = []
+    busy: ClassVar[list[int]] = [0]
+    data = DATA
+    etag = '"e-1"'
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        ranged, match = self.headers.get("Range"), self.headers.get("If-Match")
+        self.seen.append((self.path, ranged, match))
+        if self.path == "/b/cut.vhd" and ranged is None:
+            self._head(200, len(self.data))
+            self.wfile.write(self.data[:len(self.data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif self.path == "/b/cut.vhd":
+            start = int((ranged or "").removeprefix("bytes=").rstrip("-"))
+            if match != self.etag:
+                self._head(412, 0)
+                return
+            self._head(206, len(self.data) - start,
+                       f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
+            self.wfile.write(self.data[start:])
+        elif self.path == "/b/busy.vhd" and self.busy[0] > 0:
+            self.busy[0] -= 1
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+            self._head(503, len(body))
+            self.wfile.write(body)
+        elif self.path == "/b/stall.vhd":
+            self._head(200, len(self.data))
+            self.wfile.flush()
+            threading.Event().wait(3)
+            self.close_connection = True
+        else:
+            self._head(200, len(self.data))
+            self.wfile.write(self.data)
+
+    def _head(self, status: int, length: int, content_range: str | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        self.send_header("ETag", self.etag)
+        if content_range:
+            self.send_header("Content-Range", content_range)
+        self.end_headers()
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    _FlakyStore.seen.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyStore)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _flaky(endpoint: str, key: str, **settings: int | None) -> S3Object:
+    return S3Object(endpoint, "b", key, "AKIA", "secret", https=False,
+                    **settings)  # type: ignore[arg-type]
+
+
+def test_body_cut_short_is_resumed_where_it_stopped_when_retries_are_allowed(
+        flaky: str) -> None:
+    assert _read(_flaky(flaky, "cut.vhd")) == DATA
+    first, again = _FlakyStore.seen
+    assert first == ("/b/cut.vhd", None, None)
+    resumed_at = int((again[1] or "").removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= len(DATA) // 2 and again[2] == '"e-1"'
+
+
+async def test_resumed_object_lands_whole_and_verified_when_transferred(
+        flaky: str, tmp_path: Path) -> None:
+    done = await transfer(LocalFiles(), _flaky(flaky, "cut.vhd"), str(tmp_path / "t.vhd"),
+                          checksum=hashlib.sha256(DATA).hexdigest())
+    assert (done.size, done.source_bytes) == (len(DATA), len(DATA))
+    assert (tmp_path / "t.vhd").read_bytes() == DATA
+
+
+@pytest.mark.parametrize(("retries", "busy", "outcome"), [
+    (2, 2, None), (None, 3, None), (1, 2, "gave up after 1 retry"),
+    (0, 1, r"HTTP 503 \(SlowDown: Reduce your rate\)$"),
+])
+def test_busy_store_is_asked_again_as_often_as_max_error_retry_allows(
+        flaky: str, monkeypatch: pytest.MonkeyPatch, retries: int | None, busy: int,
+        outcome: str | None) -> None:
+    monkeypatch.setattr(_FlakyStore, "busy", [busy])
+    obj = _flaky(flaky, "busy.vhd", max_error_retry=retries)
+    if outcome is None:
+        assert _read(obj) == DATA
+        assert len(_FlakyStore.seen) == busy + 1
+        return
+    with pytest.raises(TransferError, match=outcome):
+        _read(obj)
+    assert len(_FlakyStore.seen) == (retries or 0) + 1
+
+
+def test_stalled_body_fails_within_the_socket_timeout_in_milliseconds(flaky: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TransferError, match=r"failed after 0 bytes: the server stopped "
+                                            r"sending \(timed out\)"):
+        _read(_flaky(flaky, "stall.vhd", socket_timeout_ms=300, max_error_retry=0))
+    assert time.monotonic() - started < 2
+
+
+def test_timeouts_and_retries_are_the_aws_sdk_defaults_when_the_store_leaves_them_null(
+        flaky: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Get] = []
+    real = web.open_get
+
+    def recording(get: Get) -> Response:
+        sent.append(get)
+        return real(get)
+
+    monkeypatch.setattr(s3, "open_get", recording)
+    _read(_flaky(flaky, "plain.vhd"))
+    _read(_flaky(flaky, "plain.vhd", connect_timeout_ms=0, socket_timeout_ms=1500))
+    assert [(get.connect_timeout_s, get.timeout_s, get.keepalive) for get in sent] == [
+        (10.0, 50.0, False), (None, 1.5, False)]
+
+
+def test_tcp_keepalive_is_set_on_the_connection_when_the_store_asks(
+        flaky: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[int] = []
+    real = web._keepalive_socket
+
+    def recording(address: tuple[object, ...]) -> socket.socket:
+        sock = real(address)
+        made.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+        return sock
+
+    monkeypatch.setattr(web, "_keepalive_socket", recording)
+    _read(_flaky(flaky, "plain.vhd"))
+    assert made == []
+    with open_object(S3Object(flaky, "b", "plain.vhd", "AKIA", "secret", https=False,
+                              tcp_keepalive=True)) as body:
+        assert body.read() == DATA
+    assert made == [1]
 
 
 async def test_compressed_object_lands_expanded_and_verified_when_transferred(

@@ -384,4 +384,7 @@ def _s3_object(store: S3TO, key: str) -> S3Object:
 
     return S3Object(endpoint=store.end_point or "", bucket=store.bucket_name or "", key=key,
                     access_key=store.access_key or "", secret_key=store.secret_key or "",
-                    https=bool(store.https_flag))
+                    https=bool(store.https_flag), connect_timeout_ms=store.connection_timeout,
+                    socket_timeout_ms=store.socket_timeout,
+                    max_error_retry=store.max_error_retry,
+                    tcp_keepalive=bool(store.use_tcp_keep_alive))

@@ -143,7 +143,8 @@ def _get(obj: HttpObject, timeout_s: float) -> Get:
     peer = Peer(where, f"cannot resolve the host {obj.host} (for {obj.label})",
                 "is the host and port right?", "does the server speak https?")
     return Get(f"{obj.scheme}://{obj.address}{obj.target}", headers,
-               _tls_context(obj) if obj.https else None, obj.label, peer, timeout_s)
+               _tls_context(obj) if obj.https else None, obj.label, peer, timeout_s,
+               connect_timeout_s=timeout_s)
 
 
 def _tls_context(obj: HttpObject) -> ssl.SSLContext:

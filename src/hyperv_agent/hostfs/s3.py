@@ -9,6 +9,14 @@ own S3 client uses picks it; a store that names another region in its refusal
 (``AuthorizationHeaderMalformed`` with a ``Region``: a bucket elsewhere, a MinIO or Ceph
 server set to its own region) is asked once more, signed for that one. The body is never
 buffered whole. Secret keys never appear in a message, a log line or a ``repr``.
+
+The store's client settings (S3TO) are honoured as CloudStack's own S3 client (the AWS
+SDK's ClientConfiguration) honours them: ``connectionTimeout`` and ``socketTimeout`` in
+milliseconds (10 s and 50 s when not given, 0 for no limit), ``maxErrorRetry`` retries (3
+when not given) of a request that could not be sent, timed out or met a 5xx, and
+``useTCPKeepAlive``. A body that breaks off midway is resumed where it stopped (a Range
+request for the same ETag), within the same retries; the count starts afresh once bytes
+flow again.
 """
 
 from __future__ import annotations
@@ -16,22 +24,32 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import io
 import logging
 import re
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
 from hyperv_agent.errors import TransferError
-from hyperv_agent.hostfs.web import Get, Peer, Response, open_get
+from hyperv_agent.hostfs.web import Body, Get, Peer, Response, Transient, open_get
 
 _LOG = logging.getLogger(__name__)
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 DEFAULT_REGION = "us-east-1"
 EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
+#: The AWS SDK's defaults, which CloudStack's S3 client keeps when S3TO leaves them null.
+DEFAULT_CONNECT_TIMEOUT_MS = 10_000
+DEFAULT_SOCKET_TIMEOUT_MS = 50_000
+DEFAULT_MAX_ERROR_RETRY = 3
+_BACKOFF_FIRST_S = 0.1  # doubled after each failure in a row
+_BACKOFF_MAX_S = 5.0  # short: a cancelled copy waits out the pause it is in
+_RETRY_STATUSES = frozenset({500, 502, 503, 504})
+_RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"})
 _ERROR_BODY_BYTES = 64 * 1024
 _WRONG_REGION = "AuthorizationHeaderMalformed"
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z0-9]+)+-\d{1,2}")  # eu-west-1, us-gov-west-1, ...
@@ -50,6 +68,10 @@ class S3Object:
     secret_key: str = field(repr=False)
     https: bool = True  # S3TO.httpsFlag; a scheme in ``endpoint`` wins over it
     region: str | None = None  # None: the endpoint's (``region_of``)
+    connect_timeout_ms: int | None = None  # S3TO.connectionTimeout; None: 10 s; 0: no limit
+    socket_timeout_ms: int | None = None  # S3TO.socketTimeout; None: 50 s; 0: no limit
+    max_error_retry: int | None = None  # S3TO.maxErrorRetry; None (or < 0): 3
+    tcp_keepalive: bool = False  # S3TO.useTCPKeepAlive
 
     @property
     def label(self) -> str:
@@ -57,28 +79,144 @@ class S3Object:
         return f"s3://{self.endpoint}/{self.bucket}/{self.key}"
 
 
-def open_object(obj: S3Object, timeout_s: float = 30.0) -> BinaryIO:
+def open_object(obj: S3Object) -> BinaryIO:
     """The body of ``obj`` as a stream. Blocking: call it, and read it, from a worker thread.
 
     A missing bucket or object, refused keys, an unreachable endpoint or a stream cut short
-    raise TransferError with one line a human can act on. Nothing is written anywhere; a
-    repeat is a new GET. Closing the stream closes the connection.
+    (each after the retries ``obj`` allows, where a repeat may help) raise TransferError
+    with one line a human can act on. Nothing is written anywhere; a repeat is a new GET.
+    Closing the stream closes the connection. The stream's ``length`` is the object's size.
     """
-    region = obj.region or region_of(obj.endpoint)
-    response = _get(obj, region, timeout_s)
-    if response.status == 200:
-        return response.body()
-    error = _error_fields(response)
-    response.close()
-    other = error.region if error.code == _WRONG_REGION else ""
-    if other and other != region:
-        _LOG.info("%s is in region %s, not %s; asking again", obj.label, other, region)
-        response = _get(obj, other, timeout_s)
-        if response.status == 200:
-            return response.body()
+    fetcher = _Fetcher(obj)
+    response = fetcher.open()
+    return Body(_Resuming(fetcher, response), _length(response))
+
+
+def _length(response: Response) -> int | None:
+    text = response.headers.get("Content-Length")
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _seconds(ms: int | None, default_ms: int) -> float | None:
+    """A timeout as S3TO gives it (ms; None: the default; 0: none) in seconds."""
+    if ms is None or ms < 0:
+        ms = default_ms
+    return ms / 1000 if ms else None
+
+
+class _Fetcher:
+    """GETs of one object, retried as ``maxErrorRetry`` allows; ``failures`` counts the
+    failures in a row (a reader resets it once bytes flow again)."""
+
+    def __init__(self, obj: S3Object) -> None:
+        self.obj = obj
+        self.region = obj.region or region_of(obj.endpoint)
+        retries = obj.max_error_retry
+        self.retries = DEFAULT_MAX_ERROR_RETRY if retries is None or retries < 0 else retries
+        self.failures = 0
+        self._asked_region = False
+
+    def open(self, offset: int = 0, etag: str | None = None) -> Response:
+        """A response carrying the object from ``offset`` (200, or 206 for a Range)."""
+        while True:
+            try:
+                return self._open_once(offset, etag)
+            except Transient as error:
+                self.failed(error)
+
+    def failed(self, error: Transient) -> None:
+        """Raise ``error`` when the retries are spent, else pause before the repeat."""
+        if self.failures >= self.retries:
+            if self.failures:
+                raise TransferError(f"{error} (gave up after {self.failures} "
+                                    f"{'retry' if self.failures == 1 else 'retries'})"
+                                    ) from None
+            raise error
+        self.failures += 1
+        pause = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        _LOG.warning("%s; trying again in %.1f s (retry %d of %d)", error, pause,
+                     self.failures, self.retries)
+        time.sleep(pause)
+
+    def _open_once(self, offset: int, etag: str | None) -> Response:
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if etag:
+                headers["If-Match"] = etag
+        response = _get(self.obj, self.region, headers)
+        if response.status == 200 or (offset and response.status == 206):
+            return response
         error = _error_fields(response)
         response.close()
-    raise TransferError(_status_message(obj, response, error))
+        other = error.region if error.code == _WRONG_REGION else ""
+        if other and other != self.region and not self._asked_region:
+            _LOG.info("%s is in region %s, not %s; asking again", self.obj.label, other,
+                      self.region)
+            self.region, self._asked_region = other, True
+            return self._open_once(offset, etag)
+        if response.status == 412:
+            raise TransferError(f"{self.obj.label} changed while it was being read; "
+                                "nothing was copied")
+        message = _status_message(self.obj, response, error)
+        if response.status in _RETRY_STATUSES or error.code in _RETRY_CODES:
+            raise Transient(message)
+        raise TransferError(message)
+
+
+class _Resuming(io.RawIOBase):
+    """The object's bytes in order; a body that breaks off is asked for again from where
+    it stopped (Range, If-Match its ETag), as the fetcher's retries allow."""
+
+    def __init__(self, fetcher: _Fetcher, response: Response) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+        self._etag = response.headers.get("ETag")
+        self._body: Body = response.body()
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while True:
+            try:
+                count = self._body.readinto(buffer)
+            except Transient as error:
+                self._body.close()
+                self._fetcher.failed(error)
+                self._body = self._reopen()
+                continue
+            if count:
+                self._offset += count
+                self._fetcher.failures = 0
+            return count
+
+    def _reopen(self) -> Body:
+        label = self._fetcher.obj.label
+        _LOG.info("resuming %s at byte %d", label, self._offset)
+        response = self._fetcher.open(self._offset, self._etag)
+        if response.status == 206:
+            return response.body()
+        # the store sent the whole object again (it ignored Range): skip what is in
+        if self._etag and response.headers.get("ETag") not in (None, self._etag):
+            response.close()
+            raise TransferError(f"{label} changed while it was being read; nothing was "
+                                "copied")
+        body = response.body()
+        left = self._offset
+        while left:
+            skipped = len(body.read(min(left, 1 << 20)))
+            if not skipped:
+                body.close()
+                raise Transient(f"the store sent {label} shorter than before")
+            left -= skipped
+        return body
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 def region_of(endpoint: str) -> str:
@@ -92,11 +230,11 @@ def region_of(endpoint: str) -> str:
     return DEFAULT_REGION
 
 
-def _get(obj: S3Object, region: str, timeout_s: float) -> Response:
+def _get(obj: S3Object, region: str, extra: Mapping[str, str]) -> Response:
     host, port = _host_and_port(obj.endpoint)
     path = object_path(obj.bucket, obj.key)
     headers = signed_headers(method="GET", host=_bare_endpoint(obj.endpoint), path=path,
-                             headers={}, payload_hash=UNSIGNED_PAYLOAD,
+                             headers=extra, payload_hash=UNSIGNED_PAYLOAD,
                              access_key=obj.access_key, secret_key=obj.secret_key,
                              region=region, when=dt.datetime.now(dt.UTC))
     headers["Accept-Encoding"] = "identity"  # unsigned: the body is taken as stored
@@ -107,7 +245,10 @@ def _get(obj: S3Object, region: str, timeout_s: float) -> Response:
     address = f"[{host}]" if ":" in host else host
     url = f"{'https' if https else 'http'}://{address}{f':{port}' if port else ''}{path}"
     return open_get(Get(url, headers, ssl.create_default_context() if https else None,
-                        obj.label, peer, timeout_s))
+                        obj.label, peer,
+                        _seconds(obj.socket_timeout_ms, DEFAULT_SOCKET_TIMEOUT_MS),
+                        _seconds(obj.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
+                        keepalive=obj.tcp_keepalive))
 
 
 def _uses_https(obj: S3Object) -> bool:

@@ -6,7 +6,8 @@ own event loop on a thread of its own: aiohttp receives the body there, and the 
 reads it as a plain binary stream; closing the stream closes the connection and ends the
 loop. Redirects are not followed here (the caller decides where to go next); the body is
 never decoded or buffered whole. Every failure is a TransferError of one line, naming the
-server as the caller describes it (``Peer``).
+server as the caller describes it (``Peer``); one a repeat may not meet (the server could
+not be reached or stopped sending) is a ``Transient``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ class Get:
     tls: ssl.SSLContext | None
     label: str
     peer: Peer
-    timeout_s: float
+    timeout_s: float | None  # the longest wait for a byte; None: no limit
+    connect_timeout_s: float | None = None  # for the connection; None: no limit
+    keepalive: bool = False  # TCP keepalive probes on the connection
+
+
+class Transient(TransferError):
+    """The server could not be reached or asked, or stopped sending midway: a repeat of
+    the request may succeed."""
 
 
 class Response:
@@ -103,23 +111,33 @@ def open_get(get: Get) -> Response:
     unknown host, a timeout, an untrusted certificate or a failed TLS handshake raise
     TransferError with one line; nothing is left open then."""
     loop = _Loop()
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=get.timeout_s,
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=get.connect_timeout_s,
                                     sock_read=get.timeout_s)
-    session = loop.run(_session(timeout))
+    session = loop.run(_session(timeout, get.keepalive))
     try:
         response = loop.run(_send(session, get))
     except _ERRORS as error:
         loop.close(session)
-        raise TransferError(connect_problem(get.peer, error, get.timeout_s)) from None
+        kind = TransferError if _tls_failure(error) else Transient  # TLS: settings, not luck
+        raise kind(connect_problem(get.peer, error, get)) from None
     except BaseException:
         loop.close(session)
         raise
     return Response(loop, session, response, get)
 
 
-async def _session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False,
+async def _session(timeout: aiohttp.ClientTimeout, keepalive: bool) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(socket_factory=_keepalive_socket) if keepalive else None
+    return aiohttp.ClientSession(timeout=timeout, auto_decompress=False, connector=connector,
                                  skip_auto_headers=("User-Agent",))
+
+
+def _keepalive_socket(address: tuple[Any, ...]) -> socket.socket:
+    """A socket for ``address`` (a getaddrinfo entry) that sends TCP keepalive probes."""
+    family, kind, proto = address[0], address[1], address[2]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
 
 
 async def _send(session: aiohttp.ClientSession, get: Get) -> aiohttp.ClientResponse:
@@ -128,7 +146,7 @@ async def _send(session: aiohttp.ClientSession, get: Get) -> aiohttp.ClientRespo
                              allow_redirects=False)
 
 
-def connect_problem(peer: Peer, error: BaseException, timeout_s: float) -> str:
+def connect_problem(peer: Peer, error: BaseException, get: Get) -> str:
     """Why the server could not be reached or asked, in one line."""
     cause = _cause(error)
     if isinstance(cause, ConnectionRefusedError):
@@ -141,11 +159,17 @@ def connect_problem(peer: Peer, error: BaseException, timeout_s: float) -> str:
     if isinstance(cause, ssl.SSLError) or isinstance(error, aiohttp.ClientSSLError):
         reason = getattr(cause, "reason", None) or type(cause).__name__
         return f"TLS with {peer.where} failed ({reason}); {peer.tls_hint}"
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return f"{peer.where} did not accept a connection within {get.connect_timeout_s:g} s"
     if isinstance(error, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return f"{peer.where} did not answer within {timeout_s:g} s"
+        return f"{peer.where} did not answer within {get.timeout_s:g} s"
     if isinstance(cause, OSError) and not isinstance(error, aiohttp.ServerDisconnectedError):
         return f"cannot reach {peer.where}: {cause.strerror or type(cause).__name__}"
     return f"{peer.where} sent no valid HTTP answer ({type(error).__name__})"
+
+
+def _tls_failure(error: BaseException) -> bool:
+    return isinstance(error, aiohttp.ClientSSLError) or isinstance(_cause(error), ssl.SSLError)
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -189,8 +213,8 @@ class _Body(io.RawIOBase):
         except aiohttp.ClientPayloadError:
             raise self._cut_short() from None
         except _ERRORS as error:
-            raise TransferError(f"reading {self._label} failed after {self._received} "
-                                f"bytes: {reason(error)}") from None
+            raise Transient(f"reading {self._label} failed after {self._received} "
+                            f"bytes: {reason(error)}") from None
         if not data and len(buffer) and self._expected is not None \
                 and self._received < self._expected:
             raise self._cut_short()
@@ -198,9 +222,9 @@ class _Body(io.RawIOBase):
         self._received += len(data)
         return len(data)
 
-    def _cut_short(self) -> TransferError:
+    def _cut_short(self) -> Transient:
         arrived = max(self._received, self._response.content.total_bytes)
-        return TransferError(f"the server closed the connection after {arrived} of "
+        return Transient(f"the server closed the connection after {arrived} of "
                              f"{self._expected} bytes of {self._label}")
 
     def close(self) -> None:
