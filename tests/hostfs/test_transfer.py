@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import logging
+import lzma
 import os
 import re
 import signal
@@ -134,6 +135,8 @@ async def test_digest_is_returned_when_asked_for_and_refused_when_unknown(
     ("t.vhd.gz", gzip.compress),
     ("t.vhd.bz2", lambda data: bz2.compress(data[:1000]) + bz2.compress(data[1000:])),
     ("t.vhd.gz", lambda data: gzip.compress(data[:1000]) + gzip.compress(data[1000:])),
+    ("t.vhd.xz", lzma.compress),
+    ("t.vhd.XZ", lambda data: lzma.compress(data[:1000]) + lzma.compress(data[1000:])),
 ])
 async def test_compressed_source_is_expanded_when_its_name_says_so(
         files: LocalFiles, tmp_path: Path, name: str, pack: Callable[[bytes], bytes]) -> None:
@@ -183,6 +186,9 @@ async def test_zip_source_is_refused_when_it_does_not_hold_exactly_one_image(
     ("t.vhd.gz", gzip.compress(DISK)[:200_000], "is truncated: the gzip stream ends early"),
     ("t.vhd.bz2", bz2.compress(DISK)[:-40], "is truncated: the bzip2 stream ends early"),
     ("t.vhd.gz", b"", "is empty"),
+    ("t.vhd.xz", b"", "is empty"),
+    ("t.vhd.xz", lzma.compress(DISK)[:-40], "is truncated: the xz stream ends early"),
+    ("t.vhd.xz", bz2.compress(DISK), "is not a valid xz stream"),
     ("t.zip", b"PK\x03\x04 cut short", "truncated"),
     ("t.zip", b"this is no zip archive at all", "is not a valid zip archive"),
     ("t.zip", _zip({"t.vhd": DISK})[:-5000], "truncated"),
@@ -435,10 +441,12 @@ async def test_source_larger_than_the_free_space_is_refused_before_anything_is_w
     assert (tmp_path / "t.vhd").read_bytes() == DISK and done.size == len(DISK)
 
 
+@pytest.mark.parametrize(("name", "pack"), [("t.vhd.gz", gzip.compress),
+                                           ("t.vhd.xz", lzma.compress)])
 async def test_compressed_source_that_expands_past_the_free_space_is_stopped_there(
-        tmp_path: Path) -> None:
-    bomb = gzip.compress(bytes(64 * COPY_CHUNK_BYTES))  # 64 MiB of zeros in 64 KiB
-    source = _store(tmp_path / "src", "t.vhd.gz", bomb)
+        tmp_path: Path, name: str, pack: Callable[[bytes], bytes]) -> None:
+    bomb = pack(bytes(64 * COPY_CHUNK_BYTES))  # 64 MiB of zeros in a few KiB
+    source = _store(tmp_path / "src", name, bomb)
     room = 3 * COPY_CHUNK_BYTES
     with pytest.raises(TransferError, match=f"expands to more than {room} bytes"):
         await transfer(Cramped(room), source, str(tmp_path / "t.vhd"))

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
 SECTOR_BYTES = 512  # Hyper-V rounds a new disk's size up to whole sectors
-TEMPLATE_NAME = "template (optionally .bz2, .gz or .zip)"
+TEMPLATE_NAME = "template (optionally .bz2, .gz, .xz or .zip)"
 
 
 class VolumeHandlers(FileHandlers):
@@ -294,7 +294,7 @@ class VolumeHandlers(FileHandlers):
         redirects followed a bounded number of times, TLS certificates verified) or
         nfs:// (read from ``local_secondary_storage_path``, where the NFS image store is
         mounted on this host: at the template's path below ``secondaryStorageUrl``, else
-        by its file name alone, where the C# agent looks). A .bz2/.gz/.zip source is
+        by its file name alone, where the C# agent looks). A .bz2/.gz/.xz/.zip source is
         expanded as it streams. The copy must carry a VHD or VHDX signature; a disk
         whose name gives the other format is renamed to match its content. The answer
         gives the new file name (``installPath``, relative to ``localPath``) and its

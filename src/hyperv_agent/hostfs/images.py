@@ -4,7 +4,8 @@ content say it is.
 The one home of
 
 - the suffixes of each kind: disks (``.vhdx``, ``.vhd``) and ISOs (``.iso``), and the
-  compression suffixes a downloaded template may carry (``.bz2``, ``.gz``, ``.zip``);
+  compression suffixes a downloaded template may carry (``.bz2``, ``.gz``, ``.xz``,
+  ``.zip``: the ones CloudStack accepts in a template URL);
 - a kind from a name (after its compression suffix) and the suffix of a DataTO
   ``format`` (the request's text never becomes a suffix);
 - a disk's format from its content: a VHDX begins with ``vhdxfile``; a VHD ends with a
@@ -41,7 +42,7 @@ VHD, VHDX, ISO = ".vhd", ".vhdx", ".iso"
 DISK_SUFFIXES = (VHDX, VHD)
 ISO_SUFFIXES = (ISO,)
 IMAGE_SUFFIXES = (VHD, VHDX, ISO)
-COMPRESSION_SUFFIXES = (".bz2", ".gz", ".zip")
+COMPRESSION_SUFFIXES = (".bz2", ".gz", ".xz", ".zip")
 #: What a template read from an image store may be called: an image, perhaps compressed.
 PACKED_IMAGE_SUFFIXES = IMAGE_SUFFIXES + tuple(
     image + packed for image in IMAGE_SUFFIXES for packed in COMPRESSION_SUFFIXES)
@@ -79,7 +80,8 @@ _BAT_SLICE_ENTRIES = 1 << 17  # block table entries read at a time (1 MiB)
 
 
 def compression(name: str) -> str | None:
-    """``bz2``, ``gz`` or ``zip`` when ``name`` ends in that compression suffix, else None."""
+    """``bz2``, ``gz``, ``xz`` or ``zip`` when ``name`` ends in that compression suffix,
+    else None."""
     lowered = name.lower()
     return next((suffix[1:] for suffix in COMPRESSION_SUFFIXES if lowered.endswith(suffix)),
                 None)

@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import io
 import logging
+import lzma
 import re
 import secrets
 import threading
@@ -31,7 +32,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs import images
@@ -56,6 +57,7 @@ _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more o
 #: What a copy leaves free on the volume it writes to, for the disks already there.
 KEEP_FREE_BYTES = 256 * 1024 * 1024
 
+_STREAMS = {"bz2": "bzip2", "gz": "gzip", "xz": "xz"}  # codec: what its stream is called
 Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
 
 
@@ -97,8 +99,8 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     """Copy ``source`` (a host path, an S3 object or an http(s) file) to the host path
     ``target``.
 
-    With ``decompress``, a source named ``.bz2``, ``.gz`` or ``.zip`` (whose single image
-    member, ``images.IMAGE_SUFFIXES``, is taken) is expanded while it streams.
+    With ``decompress``, a source named ``.bz2``, ``.gz``, ``.xz`` or ``.zip`` (whose single
+    image member, ``images.IMAGE_SUFFIXES``, is taken) is expanded while it streams.
     ``checksum`` is checked against the source as stored. The copy is written aside and
     renamed over ``target`` only on success; on any failure or cancellation the aside
     file is removed and ``target`` is left as it was, so a repeat is safe. A missing
@@ -334,7 +336,7 @@ class _Plan:
                 source.drain()
         except _Stopped:
             return 0, 0, None  # the awaiting side raises CancelledError
-        if self.codec in ("bz2", "gz") and source.count == 0:
+        if self.codec in _STREAMS and source.count == 0:
             raise TransferError(f"{self.label} is empty, not a compressed file")
         if self.expected and hasher and hasher.hexdigest() != self.expected.hex:
             raise TransferError(f"checksum mismatch for {self.label}: expected "
@@ -388,18 +390,23 @@ def _decoded(source: _Source, codec: str | None, label: str) -> Iterator[bytes]:
         while chunk := source.read(COPY_CHUNK_BYTES):
             yield chunk
         return
-    kind = "bzip2" if codec == "bz2" else "gzip"
+    kind = _STREAMS[codec]
     try:
         with _decompressor(codec, source) as stream:
             while chunk := stream.read(COPY_CHUNK_BYTES):
                 yield chunk
     except EOFError:
+        if source.count == 0:
+            raise TransferError(f"{label} is empty, not a compressed file") from None
         raise TransferError(f"{label} is truncated: the {kind} stream ends early") from None
-    except (OSError, zlib.error) as error:
+    except (OSError, zlib.error, lzma.LZMAError) as error:
         raise TransferError(f"{label} is not a valid {kind} stream ({error})") from None
 
 
-def _decompressor(codec: str, source: _Source) -> bz2.BZ2File | gzip.GzipFile:
+def _decompressor(codec: str,
+                  source: _Source) -> bz2.BZ2File | gzip.GzipFile | lzma.LZMAFile:
     if codec == "bz2":
         return bz2.BZ2File(source)
+    if codec == "xz":
+        return lzma.LZMAFile(cast(BinaryIO, source), format=lzma.FORMAT_XZ)  # reads only
     return gzip.GzipFile(fileobj=source, mode="rb")
