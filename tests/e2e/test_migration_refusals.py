@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
@@ -387,3 +388,23 @@ async def test_a_volume_copy_that_outlasts_the_ms_wait_is_stopped_and_its_source
     assert f"{SPARE}.vhdx was kept" in answer["details"], answer
     assert _files(pool) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
     assert _files(_drive(host, "D", "pool2")) == []
+
+
+async def test_a_merge_that_outlasts_the_ms_wait_is_stopped_before_its_file_is_removed(
+    host: Running,
+) -> None:
+    """The merge of a linked clone into the target pool is Hyper-V's job, which writes the
+    aside file until it ends: past the bound it is stopped (as an overdue migration is),
+    and then its file removed, so once the failure is answered no job is still writing in
+    the target pool and nothing is left there for a later sweep."""
+    _linked_clone(host)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+    body["wait"] = 2
+    host.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 3 * body["wait"],
+                                       cancellable=True)
+    kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+    merges = await host.emulator.query(wql.select("Msvm_StorageJob"))
+    assert [(job["JobType"], job["JobState"]) for job in merges] == [(6, 8)]  # Terminated
+    assert _files(_drive(host, "D", "pool2")) == []
+    assert _files(_local_pool(host)) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]

@@ -295,9 +295,10 @@ class EmulatorCim(Cim):
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:
             return self._failed_job(call, None, fault)
-        duration_s = self.host.faults.take_job_duration(call.method.name)
+        slow = self.host.faults.take_slow_job(call.method.name)
         out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call),
-                                          duration_s=duration_s))
+                                          duration_s=slow[0] if slow else None,
+                                          cancellable=bool(slow and slow[1])))
         try:
             call.txn.commit()
         except MethodError as error:

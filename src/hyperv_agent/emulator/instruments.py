@@ -77,7 +77,7 @@ class Faults:
 
     _return_codes: dict[str, list[int]] = field(default_factory=dict)
     _jobs: dict[str, list[JobFault | None]] = field(default_factory=dict)
-    _durations: dict[str, list[float]] = field(default_factory=dict)
+    _durations: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
     _without_services: set[str] = field(default_factory=set)
     _die_at_commit: bool = False
@@ -125,13 +125,17 @@ class Faults:
         """The next job of ``method`` stays Running for ever; its changes are not applied."""
         self._jobs.setdefault(method.lower(), []).append(JobFault(never_finishes=True))
 
-    def slow_next_job(self, method: str, duration_s: float) -> None:
+    def slow_next_job(self, method: str, duration_s: float, *,
+                      cancellable: bool = False) -> None:
         """The next job of ``method`` that succeeds takes ``duration_s`` instead of the
         latency model's job time (a long migration, say); its work is done when it starts,
-        so it cannot be stopped."""
-        self._durations.setdefault(method.lower(), []).append(duration_s)
+        so it cannot be stopped. With ``cancellable``, it can be (a long merge, which
+        Hyper-V stops midway): Terminate ends it at once, and what it wrote stays, as a
+        disk written partly would."""
+        self._durations.setdefault(method.lower(), []).append((duration_s, cancellable))
 
-    def take_job_duration(self, method: str) -> float | None:
+    def take_slow_job(self, method: str) -> tuple[float, bool] | None:
+        """The duration of the next job of ``method``, and whether it can be stopped."""
         queue = self._durations.get(method.lower())
         return queue.pop(0) if queue else None
 

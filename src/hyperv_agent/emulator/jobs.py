@@ -7,7 +7,8 @@ from that moment, deleted from the store by the next sweep (:func:`sweep_expired
 new jobs start, at most every tenth of the retention). A job that never finishes has no
 end time and stays, until its RequestStateChange terminates or kills it (:func:`stop`):
 it is the only ``Cancellable`` job, since every other job's work was done when it started
-(``codes.JOB_NOT_CANCELLABLE``).
+(``codes.JOB_NOT_CANCELLABLE``), but for a slow job a test makes cancellable
+(``Faults.slow_next_job``), which stands for one Hyper-V stops midway.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def new_job(
     fault: JobFault | None = None,
     error: tuple[int, str] | None = None,
     duration_s: float | None = None,
+    cancellable: bool = False,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
-    after ``duration_s`` (default: the latency model's job time)."""
+    after ``duration_s`` (default: the latency model's job time). A job that never finishes
+    is ``Cancellable``, and so is one made ``cancellable``."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, txn, now)
@@ -63,7 +66,7 @@ def new_job(
     record = host.new_record(
         class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
         Description=f"{method} job", ElementName=method, JobType=job_type,
-        Cancellable=end is None, DeleteOnCompletion=False,
+        Cancellable=end is None or cancellable, DeleteOnCompletion=False,
         TimeBeforeRemoval=cim_interval(retention),
     )
     record.meta = {

@@ -124,17 +124,21 @@ class FileHandlers:
                 await discard(self.files, merged)
 
     async def copy_standalone(self, source: str, target: str,
-                              policy: jobs.WaitPolicy | None = None) -> None:
+                              policy: jobs.WaitPolicy | None = None,
+                              grace: jobs.WaitPolicy | None = None) -> None:
         """Copy the disk ``source`` to ``target`` in another folder the host's Hyper-V keeps
         disks in (a primary pool), so that the copy stands alone. A differencing disk (a
         linked clone) is merged by Hyper-V straight into an aside file beside ``target``,
         renamed to ``target`` once Hyper-V wrote it whole and removed on any failure or
         cancellation (``AsideFiles.replacing``): nothing is written in the source's folder,
-        which may be too full to take a merged copy, and the data is written once. A job
-        Hyper-V still runs after a cancellation may write the aside file after it was
-        removed; it keeps the agent's aside mark, so the next sweep of the folder removes
-        it. Any other disk is copied as it is stored (``copy_file``). 1 call (+ 1 call and 1
-        W for the merge, bounded by ``policy``, default ``job_wait``)."""
+        which may be too full to take a merged copy, and the data is written once. With
+        ``grace``, a merge still running when its wait ends (``policy`` ran out, or the
+        copy was cancelled) is stopped, and waited on for up to ``grace.timeout_s``, before
+        the aside file is removed; without it, or when Hyper-V cannot stop it in that time,
+        the job may write the aside file after it was removed; it keeps the agent's aside
+        mark, so the next sweep of the folder removes it. Any other disk is copied as it is
+        stored (``copy_file``). 1 call (+ 1 call and 1 W for the merge, bounded by
+        ``policy``, default ``job_wait``)."""
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         if settings.type is not DiskType.DIFFERENCING:
             await self.copy_file(source, target)
@@ -143,7 +147,8 @@ class FileHandlers:
         log.info("%s is a differencing disk (parent %s); Hyper-V writes it merged to %s",
                  source, settings.parent_path, target)
         async with self.staged(target) as merged:
-            await disks.merged_copy(self.hv, source, merged, policy=policy or self.job_wait)
+            await disks.merged_copy(self.hv, source, merged, policy=policy or self.job_wait,
+                                    grace=grace)
 
     @property
     def aside_files(self) -> AsideFiles:

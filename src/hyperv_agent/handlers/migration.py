@@ -293,7 +293,7 @@ class MigrationHandlers(FileHandlers):
         # The MS gives up after its wait and keeps the volume in the old pool: a copy that
         # outlasts it is stopped (and removed) with the source kept, never finished with
         # the source removed behind the MS's back.
-        bound, _ = self.settings.bounds(command.wait_s)
+        bound, grace = self.settings.bounds(command.wait_s)
         limit = asyncio.timeout(bound.timeout_s)
         try:
             async with limit, self.file_locks.hold_all(source, target):
@@ -301,7 +301,8 @@ class MigrationHandlers(FileHandlers):
                                              "the volume was not moved; the file was kept")
                 if await self.files.exists(target):
                     raise InvalidRequest(f"{target} already exists; it is not replaced")
-                await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s))
+                await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s),
+                                           grace)
                 limit.reschedule(None)  # copied whole: the move is finished whatever the time
                 await self.files.remove(source)
         except TimeoutError:

@@ -108,9 +108,10 @@ async def image_service(hv: HyperV) -> ObjectPath:
 
 
 async def _call(hv: HyperV, method: str, params: Mapping[str, InValue],
-                policy: jobs.WaitPolicy) -> MethodResult:
+                policy: jobs.WaitPolicy, grace: jobs.WaitPolicy | None = None) -> MethodResult:
     """``jobs.call`` on the IMS; a stale kept path is looked up again, once."""
-    return await hv.call_service(Class.IMAGE_SERVICE, _IMS_MISSING, method, params, policy)
+    return await hv.call_service(Class.IMAGE_SERVICE, _IMS_MISSING, method, params, policy,
+                                 grace)
 
 
 async def _settings_template(hv: HyperV) -> CimInstance:
@@ -167,21 +168,24 @@ async def create_differencing(
 
 
 async def merged_copy(
-    hv: HyperV, source: str, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, source: str, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    grace: jobs.WaitPolicy | None = None,
 ) -> None:
     """Write at ``path`` a new dynamic disk holding what the disk ``source`` shows: a
     differencing disk is merged with its chain of parents into it, so the new disk
     stands alone (ConvertVirtualHardDisk). ``source`` and its parents are not changed.
     Both files must have the same format (extension): InvalidRequest otherwise. An
     existing ``path``, a missing parent or folder: Hyper-V refuses. Hyper-V writes the
-    file whole or not at all. 1 call + 1 W when warm.
+    file whole or not at all. With ``grace``, a job still writing when its wait ends
+    (``policy`` ran out, or the caller was cancelled) is stopped first
+    (``jobs.wait_or_stop``), so the caller can remove ``path``. 1 call + 1 W when warm.
     """
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
         raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
     settings = await _new_disk_settings(hv, path, DiskType.DYNAMIC)
     await _call(hv, "ConvertVirtualHardDisk",
-                {"SourcePath": source, "VirtualDiskSettingData": settings}, policy)
+                {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
 
 
 # --- reading and growing ------------------------------------------------------------------

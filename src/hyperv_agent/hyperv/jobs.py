@@ -5,18 +5,22 @@ done, 4096 starts a job that is polled (with a growing interval) until it finish
 deadline passes, anything else is a ``MethodFailed``. A job that ends in any state but
 Completed raises ``JobFailed`` with its ErrorCode and ErrorDescription; a job still
 running at the deadline raises ``JobTimeout``. A caller that must not leave a job running
-past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``.
+past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``,
+or gives ``call`` a ``grace``: a job whose wait ends early is then stopped before ``call``
+gives up on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import (
+    CimError,
     CimNotFound,
     CimUnavailable,
     HyperVError,
@@ -31,6 +35,8 @@ from hyperv_agent.hyperv.schema import (
     JobStateChange,
     ReturnCode,
 )
+
+_LOG = logging.getLogger("hyperv_agent.hyperv.jobs")
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,20 @@ async def call(
     *,
     accept: Collection[int] = (),
     policy: WaitPolicy = DEFAULT_POLICY,
+    grace: WaitPolicy | None = None,
 ) -> MethodResult:
     """Call ``method`` and wait for its job; ``accept`` lists extra return codes taken as done.
+    With ``grace``, a job still running when its wait ends (``policy`` ran out, or the
+    caller was cancelled) is stopped first (``wait_or_stop``).
 
     Raises MethodFailed, JobFailed or JobTimeout; nothing is retried.
     """
     result, job = await start(cim, path, method, params, accept=accept)
     if job is not None:
-        await wait(cim, job, method, policy)
+        if grace is None:
+            await wait(cim, job, method, policy)
+        else:
+            await wait_or_stop(cim, job, method, policy, grace)
     return result
 
 
@@ -108,6 +120,42 @@ async def terminate(cim: Cim, job_path: ObjectPath) -> bool:
     if code == JobStateChange.INVALID_STATE_TRANSITION:
         return False
     raise MethodFailed("RequestStateChange", code, "the job was not asked to stop")
+
+
+async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy,
+                       grace: WaitPolicy) -> CimInstance:
+    """``wait``; when the wait ends with the job still running (JobTimeout, or the caller
+    cancelled, as a bound on a whole command does), the job is asked to stop
+    (``terminate``) and, when it took the request, waited on for up to
+    ``grace.timeout_s`` before the JobTimeout or the cancellation goes on. So a job that
+    writes a file (a merge) is over when its caller removes what it wrote, unless Hyper-V
+    cannot stop it or it outlasts ``grace``. The stop is shielded from a second
+    cancellation."""
+    try:
+        return await wait(cim, job_path, method, policy)
+    except (JobTimeout, asyncio.CancelledError):
+        await asyncio.shield(_stop(cim, job_path, method, grace))
+        raise
+
+
+async def _stop(cim: Cim, job_path: ObjectPath, method: str, grace: WaitPolicy) -> None:
+    """Ask the job to stop and, when it took the request, wait for its end, for up to
+    ``grace.timeout_s`` (a job that cannot be stopped has ended, or runs on however long
+    the caller waits); how it ends is not the caller's answer (that is already a
+    failure), so it is only logged."""
+    try:
+        if not await terminate(cim, job_path):
+            _LOG.warning("the %s job has ended or could not be stopped", method)
+            return
+        await wait(cim, job_path, method, grace)
+        _LOG.info("the %s job completed after all while it was being stopped", method)
+    except JobFailed:
+        _LOG.info("the %s job was stopped", method)
+    except JobTimeout:
+        _LOG.warning("the %s job was asked to stop and still ran %g s later", method,
+                     grace.timeout_s)
+    except (HyperVError, CimError) as error:
+        _LOG.warning("the %s job could not be stopped: %s", method, error)
 
 
 async def wait(
