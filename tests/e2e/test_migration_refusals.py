@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
 from tests.diskfiles import hyperv_writes
@@ -408,3 +411,60 @@ async def test_a_merge_that_outlasts_the_ms_wait_is_stopped_before_its_file_is_r
     assert [(job["JobType"], job["JobState"]) for job in merges] == [(6, 8)]  # Terminated
     assert _files(_drive(host, "D", "pool2")) == []
     assert _files(_local_pool(host)) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
+
+
+async def test_a_move_interrupted_after_its_copy_is_finished_by_the_retry(
+    host: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent is stopped (here: the source's removal fails) after the merged copy was
+    renamed into the target pool and before the source was removed: both files are there
+    and the MS keeps the volume in its old pool. Its retry finishes the move, removing the
+    source, instead of refusing the copy as a file that is not replaced."""
+    pool, target = _local_pool(host), _drive(host, "D", "pool2")
+    _linked_clone(host)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+    remove = EmulatedFiles.remove
+    interrupted: list[str] = []
+
+    async def interrupting(files: EmulatedFiles, path: str) -> bool:
+        if path.casefold() == f"{LOCAL_POOL}\\{SPARE}.vhdx".casefold() and not interrupted:
+            interrupted.append(path)
+            raise HostFileError(f"cannot delete {path}: the agent stopped")
+        return await remove(files, path)
+
+    monkeypatch.setattr(EmulatedFiles, "remove", interrupting)
+    _, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert failed["result"] is False and interrupted, failed
+    assert _files(target) == [f".{SPARE}.vhdx.moving", f"{SPARE}.vhdx"]
+    assert _files(pool) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
+
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert moved["result"] is True, moved
+    assert _files(target) == [f"{SPARE}.vhdx"]
+    assert _files(pool) == ["tmpl-1.vhdx"]
+    assert vhd.read_data(target / f"{SPARE}.vhdx", 0, 11) == b"template os"
+
+
+async def test_a_copy_left_by_an_interrupted_move_is_not_kept_for_a_changed_source(
+    host: Running,
+) -> None:
+    """After the failed move the MS keeps the volume in its old pool, where a VM may write
+    to it before the retry: the copy the interrupted move left is then stale, and is made
+    again. A file in the target pool with no marker of a move of this source is refused,
+    as before."""
+    pool, target = _local_pool(host), _drive(host, "D", "pool2")
+    body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
+    disk_file(pool, SPARE)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / f"{SPARE}.vhdx").write_bytes(b"not this volume")
+    _, refused = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert refused["result"] is False
+    assert "already exists; it is not replaced" in refused["details"], refused
+
+    source = f"{LOCAL_POOL}\\{SPARE}.vhdx"
+    (target / f".{SPARE}.vhdx.moving").write_text(json.dumps(
+        {"source": source, "size": 1, "modified_ns": 1}))
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert moved["result"] is True, moved
+    assert _files(target) == [f"{SPARE}.vhdx"] and _files(pool) == []
+    assert vhd.read_info(target / f"{SPARE}.vhdx").virtual_size_bytes > 0

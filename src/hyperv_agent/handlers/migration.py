@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import ntpath
 import socket
@@ -52,7 +53,8 @@ from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
 from hyperv_agent.handlers.vm import cloudstack_power
 from hyperv_agent.hostfs import images, locations
-from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.api import FileStat
+from hyperv_agent.hostfs.aside import AsideFiles, discard
 from hyperv_agent.hyperv import drives, host, jobs, migration, vms
 from hyperv_agent.hyperv.schema import MigrationType
 from hyperv_agent.hyperv.session import HyperV
@@ -60,6 +62,7 @@ from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES
 
 log = logging.getLogger("hyperv_agent.handlers.migration")
+MOVE_MARK = ".moving"  # ends the name of a volume move's marker beside its target
 
 
 @dataclass(frozen=True)
@@ -246,8 +249,11 @@ class MigrationHandlers(FileHandlers):
         VM runs; a volume no running VM uses is copied into the pool (written aside,
         renamed; a linked clone merged by Hyper-V straight into the pool, never beside its
         source) and its old file removed. The answer's ``volumePath`` is the volume's path,
-        which a move keeps. Refused, nothing touched: a file already in the target pool
-        under the name (never replaced), a volume already in ``pool``, and a disk of a
+        which a move keeps. A move interrupted (the agent killed) after its copy was
+        renamed into place is finished by a retry, which removes the source: the copy's
+        marker (``move_marker``) says it is this volume's, copied from the file as it still
+        is. Refused, nothing touched: any other file already in the target pool under the
+        name (never replaced), a volume already in ``pool``, and a disk of a
         running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
         only Hyper-V moves a disk in use, as DeleteCommand never deletes one. A copy not
         done within the command's ``wait`` (less ``cancel_grace_s``) is stopped and
@@ -286,10 +292,17 @@ class MigrationHandlers(FileHandlers):
             raise InvalidRequest(f"volume {command.volume_path} is not a disk of a VM on this "
                                  "host, and the command names no sourcePool to find it in")
         root = self.paths.pool_root(command.source_pool, "sourcePool")
-        source = await self._volume_in(root, command.volume_path)
+        try:
+            source = await self._volume_in(root, command.volume_path)
+        except InvalidRequest:
+            if locations.same_folder(root, folder) or not await self._source_removed(
+                    root, folder, command.volume_path):
+                raise
+            return
         if locations.same_folder(root, folder):
             raise InvalidRequest(_already_in(command.volume_path, folder))
         target = locations.confine(folder, ntpath.basename(source))
+        marker = move_marker(target)
         # The MS gives up after its wait and keeps the volume in the old pool: a copy that
         # outlasts it is stopped (and removed) with the source kept, never finished with
         # the source removed behind the MS's back.
@@ -299,12 +312,20 @@ class MigrationHandlers(FileHandlers):
             async with limit, self.file_locks.hold_all(source, target):
                 await self.refuse_if_running(source,
                                              "the volume was not moved; the file was kept")
-                if await self.files.exists(target):
-                    raise InvalidRequest(f"{target} already exists; it is not replaced")
-                await self.copy_standalone(source, target, self.disk_job_wait(command.wait_s),
-                                           grace)
+                record = _move_record(source, await self.files.stat(source))
+                if not await self._copied_before(target, marker, record):
+                    # Written before the copy is renamed into place and removed after the
+                    # source: a retry after a kill in between knows the copy for its own.
+                    await self.files.write_text(marker, record)
+                    try:
+                        await self.copy_standalone(
+                            source, target, self.disk_job_wait(command.wait_s), grace)
+                    except BaseException:
+                        await discard(self.files, marker)
+                        raise
                 limit.reschedule(None)  # copied whole: the move is finished whatever the time
                 await self.files.remove(source)
+                await discard(self.files, marker)  # moved: a marker left is only logged
         except TimeoutError:
             if not limit.expired():
                 raise
@@ -312,6 +333,56 @@ class MigrationHandlers(FileHandlers):
                              f"{bound.timeout_s:g} s, before the management server stops "
                              f"waiting for it: the copy was stopped and removed; {source} "
                              "was kept") from None
+
+    async def _copied_before(self, target: str, marker: str, record: str) -> bool:
+        """Whether ``target`` is the complete copy an interrupted move of the same source
+        made (its marker, beside it, records the source as it is now): the move is then
+        finished by removing the source. A ``target`` with no such marker is not replaced
+        (InvalidRequest); one the marker says was copied from the source as it was before
+        a change (the MS kept the volume in its old pool, and a VM wrote to it since) is
+        removed, to be copied again. False when there is no ``target``."""
+        if not await self.files.exists(target):
+            return False
+        recorded = _read_record(await self.files.read_text(marker))
+        current = _read_record(record)
+        if recorded is None or current is None or drives.same_file_key(recorded[0]) \
+                != drives.same_file_key(current[0]):
+            raise InvalidRequest(f"{target} already exists; it is not replaced")
+        if recorded[1:] == current[1:]:
+            log.info("%s is the complete copy of %s an interrupted move made; the move is "
+                     "finished by removing the source", target, current[0])
+            return True
+        log.info("%s was copied by an interrupted move of %s, which changed since; it is "
+                 "copied again", target, current[0])
+        await self.files.remove(target)
+        return False
+
+    async def _source_removed(self, root: str, folder: str, volume_path: str) -> bool:
+        """Whether an interrupted move of ``volume_path`` from ``root`` into ``folder`` had
+        removed the source and not yet its marker: the move is finished (the marker
+        removed)."""
+        named = volume_path.lower().endswith(images.DISK_SUFFIXES)
+        for name in [volume_path] if named else [
+                volume_path + suffix for suffix in images.DISK_SUFFIXES]:
+            try:
+                target = locations.confine(folder, name)
+            except AgentError:
+                return False
+            marker = move_marker(target)
+            async with self.file_locks.hold_all(target):
+                recorded = _read_record(await self.files.read_text(marker))
+                if recorded is None or not await self.files.exists(target):
+                    continue
+                source = recorded[0]
+                if not locations.same_folder(ntpath.dirname(source), root) or \
+                        ntpath.basename(source).casefold() != name.casefold() or \
+                        await self.files.exists(source):
+                    continue
+                log.info("%s was moved to %s by an interrupted move; it is finished", source,
+                         target)
+                await self.files.remove(marker)
+                return True
+        return False
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
         """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
@@ -374,6 +445,32 @@ async def host_name_of(address: str, timeout_s: float) -> str:
     if not name or name.split(".", 1)[0].lower() == "localhost":
         return address
     return name
+
+
+def move_marker(target: str) -> str:
+    """The marker of a move of a volume into ``target``: a hidden file beside it naming
+    the source, there from before the copy is renamed into place until the source is
+    removed (not an aside file: no sweep removes it)."""
+    folder, name = ntpath.split(target)
+    return ntpath.join(folder, f".{name}{MOVE_MARK}")
+
+
+def _move_record(source: str, stat: FileStat | None) -> str:
+    """What a move's marker records: the source's path, size and last write."""
+    return json.dumps({"source": source, "size": stat.size if stat else None,
+                       "modified_ns": stat.modified_ns if stat else None})
+
+
+def _read_record(text: str | None) -> tuple[str, object, object] | None:
+    """A marker's source, size and last write; None when there is no marker or it is not
+    one."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+        return None
+    return (data["source"], data.get("size"), data.get("modified_ns"))
 
 
 def _already_in(volume_path: str, folder: str) -> str:

@@ -32,6 +32,7 @@ class Usage:
 class FileStat:
     size: int
     is_dir: bool
+    modified_ns: int | None = None  # last written, in ns since the epoch; None: not known
 
 
 class HostFiles(abc.ABC):

@@ -62,7 +62,8 @@ class LocalFiles(HostFiles):
             return None
         except OSError as error:
             raise HostFileError(f"cannot read {path}: {error.strerror}") from None
-        return FileStat(size=result.st_size, is_dir=local.is_dir())
+        return FileStat(size=result.st_size, is_dir=local.is_dir(),
+                        modified_ns=result.st_mtime_ns)
 
     async def list_dir(self, path: str) -> list[str]:
         local = self.local(path)

@@ -217,7 +217,9 @@ class SmbFiles(HostFiles):
             result = await self._run("read", path, smbclient.stat)
         except MissingFile:
             return None
-        return FileStat(size=int(result.st_size), is_dir=stat_mode.S_ISDIR(result.st_mode))
+        modified = getattr(result, "st_mtime_ns", None)
+        return FileStat(size=int(result.st_size), is_dir=stat_mode.S_ISDIR(result.st_mode),
+                        modified_ns=int(modified) if modified is not None else None)
 
     async def list_dir(self, path: str) -> list[str]:
         names: list[str] = await self._run("list", path, smbclient.listdir)
