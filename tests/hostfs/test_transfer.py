@@ -19,6 +19,7 @@ import threading
 import time
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -180,6 +181,17 @@ async def test_zip_source_is_refused_when_it_does_not_hold_exactly_one_image(
     assert sorted(os.listdir(tmp_path)) == ["t.zip"]
 
 
+def _xz_asking_for(dictionary_property: int) -> bytes:
+    """An xz file of ``DISK`` whose block header asks the decoder for the LZMA2 dictionary
+    that property byte names (36: 1 GiB), its header checksum made right again."""
+    data = bytearray(lzma.compress(DISK))
+    header = 12  # the stream header; the block header follows: size, flags, filter 0x21
+    assert data[header:header + 4] == bytes([0x02, 0x00, 0x21, 0x01])
+    data[header + 4] = dictionary_property
+    data[header + 8:header + 12] = zlib.crc32(data[header:header + 8]).to_bytes(4, "little")
+    return bytes(data)
+
+
 @pytest.mark.parametrize(("name", "data", "message"), [
     ("t.vhd.bz2", b"BZh91AY&SY" + b"\x00" * 100, "is not a valid bzip2 stream"),
     ("t.vhd.bz2", b"this is plain text, not bzip2", "is not a valid bzip2 stream"),
@@ -189,6 +201,7 @@ async def test_zip_source_is_refused_when_it_does_not_hold_exactly_one_image(
     ("t.vhd.xz", b"", "is empty"),
     ("t.vhd.xz", lzma.compress(DISK)[:-40], "is truncated: the xz stream ends early"),
     ("t.vhd.xz", bz2.compress(DISK), "is not a valid xz stream"),
+    ("t.vhd.xz", _xz_asking_for(36), "is not a valid xz stream .Memory usage limit"),
     ("t.zip", b"PK\x03\x04 cut short", "truncated"),
     ("t.zip", b"this is no zip archive at all", "is not a valid zip archive"),
     ("t.zip", _zip({"t.vhd": DISK})[:-5000], "truncated"),

@@ -32,7 +32,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeVar, cast
+from typing import BinaryIO, Protocol, TypeVar
 
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs import images
@@ -392,6 +392,9 @@ def _decoded(source: _Source, codec: str | None, label: str) -> Iterator[bytes]:
         return
     kind = _STREAMS[codec]
     try:
+        if codec == "xz":
+            yield from _xz_chunks(source)
+            return
         with _decompressor(codec, source) as stream:
             while chunk := stream.read(COPY_CHUNK_BYTES):
                 yield chunk
@@ -403,10 +406,43 @@ def _decoded(source: _Source, codec: str | None, label: str) -> Iterator[bytes]:
         raise TransferError(f"{label} is not a valid {kind} stream ({error})") from None
 
 
-def _decompressor(codec: str,
-                  source: _Source) -> bz2.BZ2File | gzip.GzipFile | lzma.LZMAFile:
+def _decompressor(codec: str, source: _Source) -> bz2.BZ2File | gzip.GzipFile:
     if codec == "bz2":
         return bz2.BZ2File(source)
-    if codec == "xz":
-        return lzma.LZMAFile(cast(BinaryIO, source), format=lzma.FORMAT_XZ)  # reads only
     return gzip.GzipFile(fileobj=source, mode="rb")
+
+
+#: The memory an xz stream may make its decoder take. Its header names a dictionary of up
+#: to 1.5 GiB, which the decoder allocates; xz's own presets need at most 65 MiB (-9) to
+#: decode. A stream asking for more fails as not valid ("Memory usage limit reached").
+XZ_MEMORY_LIMIT_BYTES = 256 << 20
+
+
+def _xz_chunks(source: _Source) -> Iterator[bytes]:
+    """The bytes of the xz file ``source``, ``COPY_CHUNK_BYTES`` at most at a time, its
+    streams one after another (xz writes several when asked; null padding may follow
+    each), each decoded within ``XZ_MEMORY_LIMIT_BYTES`` (``lzma.LZMAFile`` sets no
+    limit). EOFError when the file ends inside a stream (or holds none)."""
+    decoder = _xz_decoder()
+    pending = b""
+    while True:
+        if decoder.eof:
+            pending = decoder.unused_data.lstrip(b"\0")
+            while not pending:
+                more = source.read(COPY_CHUNK_BYTES)
+                if not more:
+                    return
+                pending = more.lstrip(b"\0")
+            decoder = _xz_decoder()
+        if decoder.needs_input and not pending:
+            pending = source.read(COPY_CHUNK_BYTES)
+            if not pending:
+                raise EOFError("the xz stream ends early")
+        chunk = decoder.decompress(pending, max_length=COPY_CHUNK_BYTES)
+        pending = b""
+        if chunk:
+            yield chunk
+
+
+def _xz_decoder() -> lzma.LZMADecompressor:
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT_BYTES)
