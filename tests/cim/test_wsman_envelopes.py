@@ -218,6 +218,17 @@ def test_wsman_fault_detail_resource_not_found_is_not_found_on_one_line() -> Non
     assert "cannot find the resource" in str(error) and "\n" not in str(error)
 
 
+def test_windows_answer_to_a_get_of_a_missing_instance_is_not_found() -> None:
+    """Its fault detail says InvalidResourceURI, yet the class exists: the WSManFault code
+    (ERROR_WSMAN_RESOURCE_NOT_FOUND) is what says the instance is missing."""
+    fault = _fault(ex.MISSING_INSTANCE_FAULT)
+    assert (fault.subcode, fault.detail, fault.hresult) == (
+        "DestinationUnreachable", "InvalidResourceURI", 0x80338000)
+    error = faults.to_error(fault)
+    assert isinstance(error, CimNotFound)
+    assert "cannot find the resource identified" in str(error)
+
+
 def test_msft_wmi_error_gives_cim_status_and_hresult() -> None:
     fault = _fault(ex.WMI_ERROR_FAULT)
     assert (fault.cim_status, fault.hresult, fault.message) == (6, 0x80041002, "Not found")

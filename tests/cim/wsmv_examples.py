@@ -106,6 +106,32 @@ WSMAN_FAULT = envelope(
     "</f:Message></f:WSManFault></f:ProviderFault></f:Message></f:WSManFault></s:Detail>"
     "</s:Fault>", "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
 
+# How Windows Server 2012 R2 answers a Get of a Win32_Process that does not exist: WinRM's
+# ERROR_WSMAN_RESOURCE_NOT_FOUND (2150858752) from the WMI plugin, a fault detail of
+# InvalidResourceURI (though the URI is right), no MSFT_WmiError; the WMI status is only in
+# an __ExtendedStatus inside the ProviderFault
+MISSING_INSTANCE_FAULT = envelope(
+    "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>"
+    "a:DestinationUnreachable</s:Value></s:Subcode></s:Code><s:Reason>"
+    '<s:Text xml:lang="en-US">The WS-Management service cannot process the request. The '
+    "service cannot find the resource identified by the resource URI and selectors. "
+    "</s:Text></s:Reason><s:Detail><wsman:FaultDetail>http://schemas.dmtf.org/wbem/wsman/1/"
+    "wsman/faultDetail/InvalidResourceURI</wsman:FaultDetail>"
+    '<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
+    'Code="2150858752" Machine="hv01"><f:Message><f:ProviderFault provider="WMI Provider" '
+    'path="C:\\Windows\\system32\\WsmWmiPl.dll"><f:WSManFault '
+    'xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="2150858752" '
+    'Machine="hv01.example.test"><f:Message>The WS-Management service cannot process the '
+    "request. The service cannot find the resource identified by the resource URI and "
+    "selectors. </f:Message></f:WSManFault><f:ExtendedError><p:__ExtendedStatus "
+    'xmlns:p="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/__ExtendedStatus" '
+    'xsi:type="p:__ExtendedStatus_Type"><p:Operation xsi:type="cim:cimString">GetObject'
+    '</p:Operation><p:ParameterInfo xsi:type="cim:cimString">Win32_Process.Handle=&quot;'
+    '4242&quot;</p:ParameterInfo><p:ProviderName xsi:type="cim:cimString">CIMWin32'
+    "</p:ProviderName></p:__ExtendedStatus></f:ExtendedError></f:ProviderFault></f:Message>"
+    "</f:WSManFault></s:Detail></s:Fault>",
+    "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
+
 # A fault the WMI provider raised: MSFT_WmiError with its CIM status and HRESULT
 WMI_ERROR_FAULT = envelope(
     "<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:InternalError"

@@ -26,6 +26,8 @@ from tests.emulator.winrm_kit import PASSWORD, USER, face
 V2 = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/virtualization/v2"
 WQL = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
 WSEN, WSMAN_NS = NAMESPACES["wsen"], NAMESPACES["wsman"]
+WSMANFAULT = "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 
 def _pypsrp(url: str, **kwargs: Any) -> WSMan:
@@ -132,6 +134,46 @@ async def test_pypsrp_get_and_invoke_change_the_emulated_host(
     assert output.findtext(f"{{{uri}}}ReturnValue") in ("0", "4096")
     await asyncio.sleep(0.05)
     assert (await emulator.get(path))["EnabledState"] == 2
+
+
+async def test_get_of_a_missing_instance_is_answered_as_windows_answers_it(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """HTTP 500, the addressing fault action, s:Sender / a:DestinationUnreachable, a fault
+    detail of InvalidResourceURI and WinRM's ERROR_WSMAN_RESOURCE_NOT_FOUND (2150858752)
+    with the WMI plugin's fault nested in f:ProviderFault, and no MSFT_WmiError (as
+    Windows Server 2012 R2 answers a Get of a process that does not exist)."""
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        selectors = SelectorSet()
+        selectors.add_option("CreationClassName", "Msvm_ComputerSystem")
+        selectors.add_option("Name", "00000000-0000-0000-0000-000000000000")
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.get, f"{V2}/Msvm_ComputerSystem",
+                                    selector_set=selectors)
+        wsman.close()
+    context = raised.value.__context__
+    assert getattr(context, "code", None) == 500  # the HTTP status
+    root = fromstring(getattr(context, "response_text", ""))
+    assert root.findtext("s:Header/wsa:Action", namespaces=NAMESPACES) == (
+        "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
+    fault = find_fault(root)
+    assert fault is not None
+    read = read_fault(fault)
+    assert (read.subcode, read.detail, read.hresult, read.cim_status) == (
+        "DestinationUnreachable", "InvalidResourceURI", 0x80338000, None)
+    assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Sender"
+    reason = fault.find("s:Reason/s:Text", NAMESPACES)
+    assert reason is not None and reason.get(f"{{{XML_NS}}}lang") == "en-US"
+    assert reason.text == ("The WS-Management service cannot process the request. The "
+                           "service cannot find the resource identified by the resource "
+                           "URI and selectors.")
+    outer = fault.find(f"s:Detail/{{{WSMANFAULT}}}WSManFault", NAMESPACES)
+    assert outer is not None and outer.get("Code") == "2150858752"
+    provider = outer.find(f"{{{WSMANFAULT}}}Message/{{{WSMANFAULT}}}ProviderFault")
+    assert provider is not None and provider.get("provider") == "WMI Provider"
+    inner = provider.find(f"{{{WSMANFAULT}}}WSManFault")
+    assert inner is not None and inner.get("Code") == "2150858752"
+    assert raised.value.code == 2150858752
 
 
 async def test_pypsrp_invoke_of_summaries_matches_the_emulator_answer(

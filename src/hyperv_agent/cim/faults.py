@@ -55,6 +55,10 @@ WBEM_E_INVALID_METHOD_PARAMETERS = 0x8004102F
 WBEM_S_TIMEDOUT = 0x00040004  # an operation that did not finish in time (PyMI's timeouts)
 # WinRM's quota errors (wsmerror.h ERROR_WSMAN_QUOTA_*): the request was refused while too
 # many others were in flight; it may be sent again once some have ended.
+# WinRM's ERROR_WSMAN_RESOURCE_NOT_FOUND: how Windows answers a Get or Invoke whose selectors
+# name no instance (a:DestinationUnreachable whose fault detail says InvalidResourceURI, with
+# no MSFT_WmiError), so this code, not the detail, tells that the instance is missing.
+WSMAN_RESOURCE_NOT_FOUND = 0x80338000
 WSMAN_QUOTA_ERRORS = (0x803381A5, 0x803381A6, 0x803381A7, 0x803381A8, 0x803381AB,
                       *range(0x803381E4, 0x803381EB))
 
@@ -79,6 +83,7 @@ _BY_HRESULT: dict[int, type[CimError]] = {
     WBEM_E_INVALID_QUERY: CimInvalidQuery,
     WBEM_E_INVALID_METHOD: CimInvalidMethod,
     WBEM_S_TIMEDOUT: CimUnavailable,
+    WSMAN_RESOURCE_NOT_FOUND: CimNotFound,
     **dict.fromkeys(WSMAN_QUOTA_ERRORS, CimUnavailable),
 }
 # WS-Management subcodes (local names) and fault details (URI suffixes).

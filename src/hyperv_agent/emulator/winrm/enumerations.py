@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hyperv_agent.emulator.winrm.soap import Fault
+from hyperv_agent.emulator.winrm.soap import MAX_ENVELOPE_SIZE_EXCEEDED, Fault
 
 MAX_BATCH_ITEMS = 32000
 
@@ -86,7 +86,8 @@ def _fill(current: _Open, max_elements: int, room_bytes: int) -> list[str]:
         if used + size > room_bytes:
             if not batch:
                 raise Fault("w:EncodingLimit", "the next item does not fit the envelope "
-                            "size the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize")
+                            "size the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize",
+                            code=MAX_ENVELOPE_SIZE_EXCEEDED)
             break
         batch.append(item)
         used += size

@@ -48,6 +48,8 @@ from hyperv_agent.cim.wsman.names import (
 from hyperv_agent.cim.wsman.reading import read_values
 from hyperv_agent.emulator.winrm.enumerations import Enumerations
 from hyperv_agent.emulator.winrm.soap import (
+    INSUFFICIENT_SELECTORS,
+    MAX_ENVELOPE_SIZE_EXCEEDED,
     MAX_TIMEOUT_S,
     Fault,
     SoapRequest,
@@ -95,7 +97,8 @@ class WinrmService:
             self.last_answer_bytes = len(answer.encode())
             if self.last_answer_bytes > request.max_envelope_bytes:
                 raise Fault("w:EncodingLimit", "the answer would exceed the envelope size "
-                            "the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize")
+                            "the client accepts (MaxEnvelopeSize)", detail="MaxEnvelopeSize",
+                            code=MAX_ENVELOPE_SIZE_EXCEEDED)
             return 200, answer
         except Fault as fault:
             return fault.status, fault_envelope(fault, relates_to, self.machine)
@@ -109,8 +112,7 @@ class WinrmService:
             return await asyncio.wait_for(self._dispatch(request), request.timeout_s)
         except TimeoutError:
             raise Fault("w:TimedOut", f"the operation did not finish within its "
-                        f"OperationTimeout of {request.timeout_s:g} s", sender=False,
-                        code=2150858793) from None
+                        f"OperationTimeout of {request.timeout_s:g} s", sender=False) from None
 
     async def _dispatch(self, request: SoapRequest) -> tuple[str, str]:
         if request.action == GET:
@@ -137,7 +139,8 @@ class WinrmService:
         path = self._path(request)
         if not path.keys and (await self.cim.get_class(path.class_name, path.namespace)).keys:
             raise Fault("w:InvalidSelectors", "a Get needs the selectors of an instance",
-                        detail="InsufficientSelectors")  # none only for a singleton
+                        detail="InsufficientSelectors",
+                        code=INSUFFICIENT_SELECTORS)  # none only for a singleton
         instance = await self.cim.get(path)
         return writing.instance(instance, instance.path or path)
 
@@ -146,7 +149,8 @@ class WinrmService:
         name, namespace = selectors.get("classname"), selectors.get(NAMESPACE_SELECTOR)
         if not name or not namespace:
             raise Fault("w:InvalidSelectors", "class metadata needs the __cimnamespace and "
-                        "ClassName selectors", detail="InsufficientSelectors")
+                        "ClassName selectors", detail="InsufficientSelectors",
+                        code=INSUFFICIENT_SELECTORS)
         decl = await self.cim.get_class(name, namespace.replace("/", "\\"))
         with contextlib.suppress(CimInvalidClass):  # abstract classes have no instances
             await self.cim.spawn(decl.name, decl.namespace)  # the host reads the class
@@ -157,7 +161,7 @@ class WinrmService:
         namespace, class_name = _resource(request.resource_uri)
         if class_name is None:
             raise Fault("a:DestinationUnreachable", "the resource URI names no class",
-                        detail="InvalidResourceURI", code=2150858778)
+                        detail="InvalidResourceURI")
         try:
             keys = read_selectors(request.selector_set)
         except CimInvalidParameter as error:
@@ -254,7 +258,7 @@ def _resource(uri: str) -> tuple[str, str | None]:
         return parse_resource_uri(uri)
     except CimInvalidParameter:
         raise Fault("a:DestinationUnreachable", f"the resource URI {uri!r} is not served "
-                    "here", detail="InvalidResourceURI", code=2150858778) from None
+                    "here", detail="InvalidResourceURI") from None
 
 
 def _filter(start: Element, class_name: str | None) -> str:

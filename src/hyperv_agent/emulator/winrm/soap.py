@@ -38,6 +38,36 @@ from hyperv_agent.errors import (
 )
 
 MIN_ENVELOPE_BYTES = 8192
+# wsmerror.h ERROR_WSMAN_RESOURCE_NOT_FOUND (0x80338000), with its message text
+RESOURCE_NOT_FOUND = 2150858752
+RESOURCE_NOT_FOUND_TEXT = ("The WS-Management service cannot process the request. The service "
+                           "cannot find the resource identified by the resource URI and "
+                           "selectors.")
+# f:WSManFault@Code of each subcode the face answers with, WinRM's own error codes
+# (wsmerror.h): ERROR_WSMAN_MESSAGE_INFORMATION_HEADER_REQUIRED, ..._ACTION_NOT_SUPPORTED,
+# ..._INVALID_RESOURCE_URI, ..._ENUMERATE_FILTER_DIALECT_REQUESTED_UNAVAILABLE,
+# ..._ENUMERATE_CANNOT_PROCESS_FILTER, ..._ENUMERATE_INVALID_ENUMERATION_CONTEXT,
+# ..._OPERATION_TIMEDOUT, ..._ENCODING_LIMIT, ..._INVALID_SELECTORS, ..._SCHEMA_VALIDATION_ERROR.
+# A fault whose cause has a more precise code (a provider's HRESULT, too few selectors, an
+# answer over MaxEnvelopeSize) names that one instead.
+WSMAN_CODES = {
+    "a:MessageInformationHeaderRequired": 0x80338011,
+    "a:ActionNotSupported": 0x80338013,
+    "a:DestinationUnreachable": 0x8033803B,
+    "n:FilterDialectRequestedUnavailable": 0x80338019,
+    "n:CannotProcessFilter": 0x8033801A,
+    "n:InvalidEnumerationContext": 0x8033801B,
+    "w:TimedOut": 0x80338029,
+    "w:EncodingLimit": 0x80338035,
+    "w:InvalidSelectors": 0x8033803D,
+    "w:SchemaValidationError": 0x80338041,
+}
+INSUFFICIENT_SELECTORS = 0x8033805A
+MAX_ENVELOPE_SIZE_EXCEEDED = 0x80338048
+# Where Microsoft names no code for a fault: ERROR_WSMAN_PROVIDER_FAILURE, the plugin failed
+PROVIDER_FAILURE = 0x80338003
+# The WMI plugin's registration, as WinRM names it in f:ProviderFault
+WMI_PROVIDER = ("WMI Provider", "C:\\Windows\\system32\\WsmWmiPl.dll")
 MAX_TIMEOUT_S = 60.0  # WinRM's MaxTimeoutms default
 _DURATION_S = re.compile(r"PT(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?")
 ENVELOPE_NS = (f'xmlns:s="{S}" xmlns:a="{WSA}" xmlns:n="{WSEN}" xmlns:w="{WSMAN}" '
@@ -48,16 +78,18 @@ class Fault(Exception):
     """A WS-Management fault to answer with (HTTP 500 unless ``status`` says otherwise)."""
 
     def __init__(self, subcode: str, reason: str, *, sender: bool = True,
-                 detail: str | None = None, code: int = 2150858752,
-                 wmi: tuple[int, int] | None = None, status: int = 500) -> None:
+                 detail: str | None = None, code: int | None = None,
+                 wmi: tuple[int, int] | None = None, status: int = 500,
+                 provider: bool = False) -> None:
         super().__init__(reason)
         self.subcode = subcode  # prefixed: "w:EncodingLimit", "a:ActionNotSupported"
         self.reason = one_line(reason)
         self.sender = sender
         self.detail = detail
-        self.code = code
+        self.code = WSMAN_CODES.get(subcode, PROVIDER_FAILURE) if code is None else code
         self.wmi = wmi  # (CIM status, HRESULT) for a provider error: MSFT_WmiError
         self.status = status
+        self.provider = provider  # the WMI plugin's fault: its message in f:ProviderFault
 
 
 @dataclass(frozen=True)
@@ -143,9 +175,15 @@ def fault_envelope(fault: Fault, relates_to: str, machine: str) -> str:
 
 
 def _wsman_fault(fault: Fault, machine: str) -> str:
+    message = writing.text(fault.reason)
+    if fault.provider:  # as WinRM wraps what its WMI plugin reported
+        name, path = WMI_PROVIDER
+        message = (f"<f:ProviderFault provider={writing.attr(name)} path={writing.attr(path)}>"
+                   f'<f:WSManFault xmlns:f="{WSMANFAULT}" Code="{fault.code}" '
+                   f"Machine={writing.attr(machine)}><f:Message>{message}</f:Message>"
+                   "</f:WSManFault></f:ProviderFault>")
     return (f'<f:WSManFault xmlns:f="{WSMANFAULT}" Code="{fault.code}" '
-            f"Machine={writing.attr(machine)}><f:Message>{writing.text(fault.reason)}"
-            "</f:Message></f:WSManFault>")
+            f"Machine={writing.attr(machine)}><f:Message>{message}</f:Message></f:WSManFault>")
 
 
 def _wmi_error(fault: Fault) -> str:
@@ -170,9 +208,16 @@ def provider_fault(error: CimError) -> Fault:
     MSFT_WmiError carries the CIM status and HRESULT."""
     codes = describe(error)
     text = str(error)
-    if isinstance(error, CimNotFound | CimInvalidClass):
+    if isinstance(error, CimInvalidClass):
         return Fault("a:DestinationUnreachable", text, detail="ResourceNotFound",
                      code=codes[1], wmi=codes)
+    if isinstance(error, CimNotFound):
+        # Windows answers a Get or Invoke naming no instance with the WMI plugin's
+        # ERROR_WSMAN_RESOURCE_NOT_FOUND: no MSFT_WmiError, and the fault detail says
+        # InvalidResourceURI although the URI is right (a Windows Server 2012 R2 answer to
+        # a Get of Win32_Process.Handle="29", kept in microsoft/omi's parser tests).
+        return Fault("a:DestinationUnreachable", RESOURCE_NOT_FOUND_TEXT,
+                     detail="InvalidResourceURI", code=RESOURCE_NOT_FOUND, provider=True)
     if isinstance(error, CimInvalidQuery):
         return Fault("n:CannotProcessFilter", text, code=codes[1], wmi=codes)
     if isinstance(error, CimAccessDenied):
