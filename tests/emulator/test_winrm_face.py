@@ -176,6 +176,41 @@ async def test_get_of_a_missing_instance_is_answered_as_windows_answers_it(
     assert raised.value.code == 2150858752
 
 
+async def test_a_cimnamespace_selector_must_name_the_resource_uris_namespace(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """Windows takes a __cimnamespace selector that repeats the WMI URI's namespace and
+    answers w:InternalError (s:Receiver) to one naming another namespace."""
+    path = await define_vm(emulator, "i-2-8-VM")
+    uri = f"{V2}/Msvm_ComputerSystem"
+
+    def selectors(namespace: str) -> SelectorSet:
+        chosen = SelectorSet()
+        for name, value in path.keys:
+            chosen.add_option(name, value)
+        chosen.add_option("__cimnamespace", namespace)
+        return chosen
+
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        got = await asyncio.to_thread(wsman.get, uri,
+                                      selector_set=selectors("root/virtualization/v2"))
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.get, uri, selector_set=selectors("root/cimv2"))
+        with pytest.raises(WSManFaultError) as listed:
+            await asyncio.to_thread(
+                wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+                    "SELECT * FROM Msvm_ComputerSystem"), selector_set=selectors("root/cimv2"))
+        wsman.close()
+    assert got.find(f"{{{uri}}}Msvm_ComputerSystem") is not None
+    for error in (raised.value, listed.value):
+        fault = find_fault(fromstring(getattr(error.__context__, "response_text", "")))
+        assert fault is not None
+        assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Receiver"
+        assert read_fault(fault).subcode == "InternalError"
+        assert "__cimnamespace selector attempted to use different namespaces" in str(
+            error.reason)
+
+
 async def test_pypsrp_invoke_of_summaries_matches_the_emulator_answer(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     names = await _vms(emulator, 3)

@@ -31,7 +31,9 @@ from hyperv_agent.emulator.winrm.service import WinrmService
 
 log = logging.getLogger("hyperv_agent.emulator.winrm")
 SOAP_TYPE = "application/soap+xml;charset=UTF-8"
-KEEPALIVE_S = 300.0
+# http.sys, which serves WinRM's listeners, closes an idle connection after its
+# IdleConnectionTimeout of 120 s by default
+KEEPALIVE_S = 120.0
 
 
 @dataclass

@@ -159,6 +159,7 @@ class WinrmService:
 
     def _path(self, request: SoapRequest) -> ObjectPath:
         namespace, class_name = _resource(request.resource_uri)
+        _same_namespace(request, namespace)
         if class_name is None:
             raise Fault("a:DestinationUnreachable", "the resource URI names no class",
                         detail="InvalidResourceURI")
@@ -172,6 +173,7 @@ class WinrmService:
 
     async def _enumerate(self, request: SoapRequest) -> str:
         namespace, class_name = _resource(request.resource_uri)
+        _same_namespace(request, namespace)
         start = request.body.find(q(WSEN, "Enumerate"))
         if start is None:
             raise Fault("w:SchemaValidationError", "the body holds no wsen:Enumerate")
@@ -251,6 +253,22 @@ def _selectors_with_namespace(request: SoapRequest) -> list[tuple[str, str]]:
         return []
     return [(s.get("Name") or "", (s.text or "").strip())
             for s in request.selector_set.findall(q(WSMAN, "Selector"))]
+
+
+def _same_namespace(request: SoapRequest, namespace: str) -> None:
+    """A ``__cimnamespace`` selector beside a WMI resource URI must name the URI's own
+    namespace: Windows refuses any other with ``w:InternalError`` (MS-WSMV; a Windows
+    Server 2016 answer to omicli, microsoft/omi#398, holds this reason). The code number
+    is not known; ERROR_WSMAN_PROVIDER_FAILURE stands for it."""
+    for name, value in _selectors_with_namespace(request):
+        if name.lower() == NAMESPACE_SELECTOR and \
+                value.replace("/", "\\").strip("\\").lower() != namespace.lower():
+            raise Fault("w:InternalError", "The WS-Management service cannot process the "
+                        "request. The resource URI and __cimnamespace selector attempted to "
+                        "use different namespaces. Try removing the __cimnamespace selector "
+                        "or using a DMTF resource URI. If a non-DMTF resource URI is used "
+                        "with a __cimnamespace selector, the namespaces must match.",
+                        sender=False)
 
 
 def _resource(uri: str) -> tuple[str, str | None]:
