@@ -265,6 +265,9 @@ async def test_release_ends_an_enumeration_and_a_bad_context_is_a_fault(
             await asyncio.to_thread(wsman.pull, f"{V2}/*", resource=_pull_body(context, 5))
         wsman.close()
     assert _subcode(raised.value) == "InvalidEnumerationContext"
+    fault = find_fault(fromstring(getattr(raised.value.__context__, "response_text", "")))
+    assert fault is not None  # a Receiver fault, as Windows sends it
+    assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Receiver"
 
 
 async def test_optimized_enumeration_ended_at_once_has_an_empty_context(

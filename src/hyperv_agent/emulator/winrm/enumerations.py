@@ -54,7 +54,7 @@ class Enumerations:
         current = self._open.get(context)
         if current is None:
             raise Fault("n:InvalidEnumerationContext", "the enumeration context is not "
-                        "valid: it ended, was released or expired")
+                        "valid: it ended, was released or expired", sender=False)
         current.touched = self.clock()
         batch = _fill(current, max(1, min(max_elements, MAX_BATCH_ITEMS)), room_bytes)
         if current.position >= len(current.items):
@@ -69,7 +69,9 @@ class Enumerations:
 
     def release(self, context: str) -> None:
         if self._open.pop(context, None) is None:
-            raise Fault("n:InvalidEnumerationContext", "the enumeration context is not valid")
+            # s:Receiver, as wsmerror.h and DSP0226 give this subcode
+            raise Fault("n:InvalidEnumerationContext", "the enumeration context is not valid",
+                        sender=False)
 
     def _expire(self) -> None:
         now = self.clock()
