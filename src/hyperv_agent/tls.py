@@ -26,6 +26,13 @@ from pathlib import Path
 from hyperv_agent.errors import ConfigError
 
 VALID_DAYS = 3650
+#: The TLS 1.2 suites served, in order: the ECDHE ones of Mozilla's "intermediate"
+#: configuration (its DHE ones need DH parameters the agent does not set), all of which
+#: Java 8u161 and later offer, for an EC (the generated) or an RSA key.
+TLS12_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"])
 #: Windows ignores a file's POSIX mode: there the key is kept private by its access list.
 _WINDOWS = sys.platform == "win32"
 
@@ -149,9 +156,19 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSLContext:
-    """TLS 1.2 or later; with ``client_ca``, clients must present a certificate it signed."""
+    """TLS 1.2 or later; with ``client_ca``, clients must present a certificate it signed.
+
+    No compression (CRIME) and no renegotiation: a client asking for a new handshake on an
+    open connection gets an alert. OpenSSL 3 refuses a client's renegotiation by default;
+    OpenSSL 1.1.1, which some Python builds link, carried it out, so one connection could
+    have the agent compute handshake after handshake. The option says it whatever the
+    library. TLS 1.2 offers
+    :data:`TLS12_CIPHERS` (forward secret, AEAD: Python's default added CBC suites); TLS
+    1.3 its three suites."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    context.set_ciphers(TLS12_CIPHERS)
     try:
         context.load_cert_chain(identity.cert_path, identity.key_path)
         if client_ca is not None:

@@ -1,0 +1,218 @@
+"""The listener's TLS and HTTP as the management server's client meets them, over real TLS
+on 127.0.0.1: ``openssl s_client`` offers what Java 11 and 17 offer, asks to renegotiate;
+raw requests carry exactly what Apache HttpClient 4.5 (``HypervDirectConnectResource.
+postHttpRequest``) sends, and what HTTP/1.1 lets it send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+import trustme
+
+from hyperv_agent import tls
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.service import build_agent
+from tests.conftest import requires_tool
+from tests.e2e.conftest import API, Running, client_context, start
+
+READY = API + "com.cloud.agent.api.ReadyCommand"
+ANSWER = b'"com.cloud.agent.api.ReadyAnswer":{"result":true'
+#: Java 17's default TLS 1.2 suites, in its order, by their OpenSSL names (Java 11's are
+#: these without ChaCha20): AEAD first, then CBC, then static RSA.
+JAVA_TLS12 = ":".join([
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305", "ECDHE-RSA-AES128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA256",
+    "ECDHE-RSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "AES256-GCM-SHA384",
+    "AES128-GCM-SHA256", "AES256-SHA256", "AES128-SHA256", "AES256-SHA", "AES128-SHA"])
+JAVA_TLS13 = "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
+JAVA_GROUPS = "X25519:P-256:P-384:P-521:X448"
+
+
+def _port(url: str) -> int:
+    return int(url.rpartition(":")[2])
+
+
+async def _s_client(port: int, *options: str, say: Sequence[bytes] = ()) -> tuple[str, str]:
+    """``openssl s_client``'s output and errors once it has said ``say``, a piece every
+    0.4 s, and its input ended."""
+    process = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", f"127.0.0.1:{port}", *options,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert process.stdin is not None
+    for piece in [*say, b""]:
+        await asyncio.sleep(0.4)
+        if piece and process.returncode is None:
+            with contextlib.suppress(ConnectionError):  # it gave up on the connection
+                process.stdin.write(piece)
+                await process.stdin.drain()
+    process.stdin.close()
+    out, err = await asyncio.wait_for(process.communicate(), 10)
+    return out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _negotiated(out: str) -> tuple[str, str]:
+    """(protocol, cipher) from s_client's summary line ``New, TLSv1.2, Cipher is X``."""
+    line = next(line for line in out.splitlines() if line.startswith("New, "))
+    _, protocol, cipher = line.split(", ")
+    return protocol, cipher.removeprefix("Cipher is ")
+
+
+@pytest.fixture(params=["generated EC P-256", "operator's RSA"])
+async def keyed(agent_config: Callable[..., AgentConfig], tmp_path: Path,
+                request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
+    """An agent serving its generated pair or an operator's RSA pair: (URL, key kind)."""
+    overrides = {}
+    if request.param.endswith("RSA"):
+        leaf = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+            "127.0.0.1", key_type=trustme.KeyType.RSA)
+        leaf.private_key_pem.write_to_path(str(tmp_path / "agent.key"))
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "agent.crt"))
+        overrides = {"tls_cert": tmp_path / "agent.crt", "tls_key": tmp_path / "agent.key"}
+    agent = build_agent(agent_config(**overrides))
+    runner, url = await start(agent)
+    try:
+        yield url, "RSA" if overrides else "ECDSA"
+    finally:
+        await runner.cleanup()
+        await agent.close()
+
+
+@requires_tool("openssl")
+async def test_the_suites_java_offers_are_served_with_forward_secrecy_and_aead(
+    keyed: tuple[str, str],
+) -> None:
+    url, kind = keyed
+    out, err = await _s_client(_port(url), "-tls1_2", "-cipher", JAVA_TLS12,
+                               "-groups", JAVA_GROUPS)
+    # the agent's order decides: its first suite the key signs
+    assert _negotiated(out) == ("TLSv1.2", f"ECDHE-{kind}-AES128-GCM-SHA256"), err
+    assert "Compression: NONE" in out
+    for cbc in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256", "AES128-GCM-SHA256"):
+        out, _ = await _s_client(_port(url), "-tls1_2", "-cipher", cbc)
+        assert _negotiated(out)[1] == "(NONE)", cbc  # no CBC, no static RSA key exchange
+    out, err = await _s_client(_port(url), "-tls1_3", "-ciphersuites", JAVA_TLS13,
+                               "-groups", JAVA_GROUPS)
+    assert _negotiated(out) == ("TLSv1.3", "TLS_AES_256_GCM_SHA384"), err
+
+
+@requires_tool("openssl")
+async def test_a_client_asking_to_renegotiate_is_refused(running: Running) -> None:
+    request = f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+    out, _ = await _s_client(_port(running.url), "-tls1_2", say=[request])
+    assert "HTTP/1.1 200 OK" in out  # the connection serves
+    out, err = await _s_client(_port(running.url), "-tls1_2", say=[b"R\n", request])
+    assert "RENEGOTIATING" in out + err and "no renegotiation" in err
+    assert "HTTP/1.1 200" not in out
+
+
+def test_the_context_says_no_renegotiation_no_compression_whatever_openssl_defaults(
+    tmp_path: Path,
+) -> None:
+    context = tls.server_context(tls.ensure_identity(tmp_path))
+    assert context.options & ssl.OP_NO_RENEGOTIATION
+    assert context.options & ssl.OP_NO_COMPRESSION
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    suites = {cipher["name"]: cipher for cipher in context.get_ciphers()}
+    assert all(cipher["aead"] for cipher in suites.values()), sorted(suites)
+    assert all(name.startswith(("TLS_", "ECDHE-")) for name in suites), sorted(suites)
+
+
+async def _tls_stream(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", _port(url), ssl=client_context())
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """(status line, body) of one response of known length."""
+    status = await reader.readline()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return status, await reader.readexactly(length)
+
+
+async def test_what_apache_httpclient_sends_is_answered_on_one_kept_alive_connection(
+    running: Running,
+) -> None:
+    """Its headers as 4.5 writes them, then an Expect: 100-continue handshake, a chunked
+    body with no Content-Length and a query string: each answered, one connection."""
+    reader, writer = await _tls_stream(running.url)
+    try:
+        writer.write(f"POST {READY} HTTP/1.1\r\ncontent-type: application/json\r\n"
+                     "Content-Length: 2\r\nHost: 127.0.0.1:8250\r\n"
+                     "Connection: Keep-Alive\r\n"
+                     "User-Agent: Apache-HttpClient/4.5.14 (Java/17.0.9)\r\n\r\n{}".encode())
+        status, body = await _answer(reader)
+        assert status == b"HTTP/1.1 200 OK\r\n" and ANSWER in body
+
+        writer.write(f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        status, body = await _answer(reader)
+        assert status == b"HTTP/1.1 200 OK\r\n" and ANSWER in body
+
+        writer.write(f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n1\r\n}\r\n0\r\n\r\n".encode())
+        status, body = await _answer(reader)
+        assert status == b"HTTP/1.1 200 OK\r\n" and ANSWER in body
+
+        writer.write(f"POST {READY}?timeout=30&x HTTP/1.1\r\nHost: a\r\n"
+                     "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+        status, body = await _answer(reader)
+        assert status == b"HTTP/1.1 200 OK\r\n" and ANSWER in body
+        assert await reader.read() == b""  # closed as asked
+    finally:
+        writer.close()
+
+
+async def test_a_client_certificate_from_another_ca_is_refused_like_none_at_all(
+    agent_config: Callable[..., AgentConfig], tmp_path: Path,
+) -> None:
+    ca, stranger = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "agent.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "agent.crt"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    agent = build_agent(agent_config(tls_cert=tmp_path / "agent.crt",
+                                     tls_key=tmp_path / "agent.key",
+                                     tls_client_ca=tmp_path / "ca.pem"))
+    runner, url = await start(agent)
+    try:
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            for issuer in (None, stranger, ca):
+                context = client_context()
+                context.maximum_version = version
+                if issuer is not None:
+                    issuer.issue_cert("management-server").configure_cert(context)
+                refused = await _refused(url, context)
+                assert refused is (issuer is not ca), (version, issuer is stranger)
+    finally:
+        await runner.cleanup()
+        await agent.close()
+
+
+async def _refused(url: str, context: ssl.SSLContext) -> bool:
+    """Whether the agent ends the connection at the handshake instead of answering (TLS 1.3
+    clients learn it at their first read)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(url), ssl=context)
+    except (ssl.SSLError, ConnectionError):
+        return True
+    try:
+        writer.write(f"GET {API.rstrip('/')} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        return not (await reader.readline()).startswith(b"HTTP/1.1 200")
+    except (ssl.SSLError, ConnectionError):
+        return True
+    finally:
+        writer.close()
