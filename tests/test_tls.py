@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
+import socket
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from hyperv_agent import tls
 from hyperv_agent.errors import ConfigError
@@ -124,3 +128,23 @@ def test_an_operators_pair_that_does_not_load_is_refused_never_replaced(
     assert made.key_path.read_bytes() == b""
     assert sorted(path.name for path in made.cert_path.parent.iterdir()) == ["agent.crt",
                                                                              "agent.key"]
+
+
+def test_the_generated_certificate_is_p256_sha256_ten_years_named_for_this_host(
+    tmp_path: Path,
+) -> None:
+    """What a strict client would check (the management server checks none of it: it trusts
+    any certificate and any name)."""
+    certificate = x509.load_pem_x509_certificate(
+        tls.ensure_identity(tmp_path).cert_path.read_bytes())
+    key = certificate.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+    assert isinstance(certificate.signature_hash_algorithm, hashes.SHA256)
+    now = datetime.datetime.now(datetime.UTC)
+    assert certificate.not_valid_before_utc <= now
+    lifetime = certificate.not_valid_after_utc - now
+    assert datetime.timedelta(days=tls.VALID_DAYS - 1) < lifetime <= datetime.timedelta(
+        days=tls.VALID_DAYS)
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {socket.gethostname(), "localhost"}
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]

@@ -81,6 +81,24 @@ async def test_idle_connection_is_closed_when_idle_timeout_passes(served: Served
 
 
 @pytest.mark.parametrize("served", [{"idle_timeout_s": 0.5}], indirect=True)
+async def test_a_client_that_never_sends_its_client_hello_is_closed_at_the_deadline(
+    served: Served,
+) -> None:
+    """TCP accepted, then silence (or the first bytes of a ClientHello): the slot is held
+    until idle_timeout_s, not for ever."""
+    for sent in (b"", b"\x16\x03\x01"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(sent)
+        await asyncio.sleep(0.1)
+        assert served.guard.open_count == 1
+        started = time.perf_counter()
+        assert await closed_by_server(reader, 3.0)
+        assert time.perf_counter() - started < 1.5
+        writer.close()
+        assert served.guard.open_count == 0
+
+
+@pytest.mark.parametrize("served", [{"idle_timeout_s": 0.5}], indirect=True)
 async def test_slow_headers_and_slow_bodies_are_cut_off_at_the_deadline(served: Served) -> None:
     head = f"POST {API}{READY} HTTP/1.1\r\nHost: agent\r\nContent-Length: 100\r\n\r\n".encode()
     for sent in (head[:20], head + b"{"):  # half the headers; the headers and a byte of body
