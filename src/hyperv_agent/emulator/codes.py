@@ -231,6 +231,27 @@ HOT_ADD_NICS_SINCE_MAJOR = 10
 METHODS_SINCE_MAJOR: Mapping[tuple[str, str], int] = MappingProxyType({
     ("msvm_shutdowncomponent", "initiatereboot"): 10,
 })
+_TB_MB = 1 << 20
+#: The most virtual processors and memory (MB) Hyper-V gives one VM, by the host's Windows
+#: version and the VM's generation: (first version of the row, its release, {generation:
+#: (vCPUs, memory MB)}), oldest first; a host takes the last row its version reaches.
+#: Microsoft's "Plan for Hyper-V scalability in Windows Server", Maximums for virtual
+#: machines: 2016 (10.0.14393) 240 vCPUs and 12 TB for generation 2; 2019 (10.0.17763)
+#: 250 and 12 TB; 2022 (10.0.20348) 1,024 and 240 TB; 2025 (10.0.26100) 2,048 and 240 TB;
+#: generation 1, 64 and 1 TB on each. "Hyper-V scalability in Windows Server 2012 and
+#: Windows Server 2012 R2": 64 and 1 TB for any VM. A build between releases is held to
+#: the release before it (the emulator's choice; Microsoft lists releases only).
+VM_MAXIMUMS: tuple[tuple[tuple[int, ...], str, Mapping[int, tuple[int, int]]], ...] = (
+    ((0,), "Windows Server 2012 R2", MappingProxyType({1: (64, _TB_MB), 2: (64, _TB_MB)})),
+    ((10, 0), "Windows Server 2016",
+     MappingProxyType({1: (64, _TB_MB), 2: (240, 12 * _TB_MB)})),
+    ((10, 0, 17763), "Windows Server 2019",
+     MappingProxyType({1: (64, _TB_MB), 2: (250, 12 * _TB_MB)})),
+    ((10, 0, 20348), "Windows Server 2022",
+     MappingProxyType({1: (64, _TB_MB), 2: (1024, 240 * _TB_MB)})),
+    ((10, 0, 26100), "Windows Server 2025",
+     MappingProxyType({1: (64, _TB_MB), 2: (2048, 240 * _TB_MB)})),
+)
 GENERATION_1 = "Microsoft:Hyper-V:SubType:1"
 GENERATION_2 = "Microsoft:Hyper-V:SubType:2"
 

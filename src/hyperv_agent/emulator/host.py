@@ -187,6 +187,25 @@ class EmulatedHost:
         major = self.config.os_version.partition(".")[0]
         return int(major) if major.isdigit() else 0
 
+    @property
+    def os_release(self) -> tuple[int, ...]:
+        """The host's Windows version as numbers, (10, 0, 17763): its leading numeric
+        parts; (0,) when unreadable."""
+        parts: list[int] = []
+        for part in self.config.os_version.split("."):
+            if not part.isdigit():
+                break
+            parts.append(int(part))
+        return tuple(parts) or (0,)
+
+    def vm_maximums(self, generation: int) -> tuple[int, int, str]:
+        """(vCPUs, memory MB, release): the most Hyper-V on this host gives one VM of
+        ``generation`` (``codes.VM_MAXIMUMS``)."""
+        version = self.os_release
+        _, release, by_generation = [r for r in codes.VM_MAXIMUMS if version >= r[0]][-1]
+        cpus, memory_mb = by_generation[generation]
+        return cpus, memory_mb, release
+
     def has_method(self, class_name: str, method: str) -> bool:
         """Whether this host's Windows has ``method`` of ``class_name`` (declared in the
         schema): False for one newer than it (``codes.METHODS_SINCE_MAJOR``)."""

@@ -350,7 +350,7 @@ def _modify(call: Call, vm: Record, current: Record, item: Embedded) -> Record:
     if name == "Msvm_ProcessorSettingData":
         _check_processor(call, vm, current, item)
     elif name == "Msvm_MemorySettingData":
-        _check_memory(vm, current, item)
+        _check_memory(call, vm, current, item)
     record = call.txn.edit(current.path)
     assert record is not None
     _apply_changes(call, vm, record, item)
@@ -367,7 +367,14 @@ def _check_processor(call: Call, vm: Record, current: Record, item: Embedded) ->
     count = item.integer("VirtualQuantity")
     if count is not None and not 1 <= count <= call.host.config.cpus:
         raise _refuse(ReturnCode.INVALID_PARAMETER,
-                      f"VirtualQuantity {count} is outside 1..{call.host.config.cpus}")
+                      f"VirtualQuantity {count} is outside 1..{call.host.config.cpus}, the "
+                      "host's logical processors")
+    generation = _generation(call, vm)
+    most, _, release = call.host.vm_maximums(generation)
+    if count is not None and count > most:
+        raise _refuse(ReturnCode.INVALID_PARAMETER,
+                      f"VirtualQuantity {count} is more than the {most} virtual processors "
+                      f"{release} gives a generation {generation} virtual machine")
     limit = item.integer("Limit")
     if limit is not None and not 0 <= limit <= 100000:
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"Limit {limit} is outside 0..100000")
@@ -376,7 +383,12 @@ def _check_processor(call: Call, vm: Record, current: Record, item: Embedded) ->
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"Weight {weight} is outside 0..10000")
 
 
-def _check_memory(vm: Record, current: Record, item: Embedded) -> None:
+def _generation(call: Call, vm: Record) -> int:
+    vssd = call.txn.get(model.vssd_path(str(vm["Name"])))
+    return model.generation(vssd) if vssd is not None else 1
+
+
+def _check_memory(call: Call, vm: Record, current: Record, item: Embedded) -> None:
     if model.is_running(vm) and any(
         _changes(current, item, n) for n in ("VirtualQuantity", "DynamicMemoryEnabled")
     ):
@@ -395,7 +407,28 @@ def _check_memory(vm: Record, current: Record, item: Embedded) -> None:
             raise _refuse(ReturnCode.INVALID_PARAMETER,
                           f"Invalid memory value assigned: {name} ('{value}' MB) is not "
                           f"properly aligned (a multiple of {MEMORY_ALIGN_MB} MB)")
+    _check_memory_maximum(call, vm, current, item)
     _check_dynamic_memory(vm, current, item)
+
+
+def _check_memory_maximum(call: Call, vm: Record, current: Record, item: Embedded) -> None:
+    """The startup memory, and with dynamic memory the maximum (Limit), as they stand
+    after the change, within what the host's release gives a VM of its generation
+    (``codes.VM_MAXIMUMS``). With static memory Hyper-V uses VirtualQuantity alone, so
+    Limit is not held to it then (the emulator's choice, as in ``_check_dynamic_memory``)."""
+    def after(name: str) -> int:
+        value = item.values[name] if name in item.values else current[name]
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    generation = _generation(call, vm)
+    _, most, release = call.host.vm_maximums(generation)
+    dynamic = item.values.get("DynamicMemoryEnabled", current["DynamicMemoryEnabled"])
+    for name in ("VirtualQuantity", "Limit") if dynamic else ("VirtualQuantity",):
+        if after(name) > most:
+            raise _refuse(ReturnCode.INVALID_PARAMETER,
+                          f"Invalid memory value assigned: {name} ('{after(name)}' MB) is more "
+                          f"than the {most} MB {release} gives a generation {generation} "
+                          "virtual machine")
 
 
 def _check_dynamic_memory(vm: Record, current: Record, item: Embedded) -> None:
