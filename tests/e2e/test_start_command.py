@@ -543,6 +543,68 @@ async def test_start_fails_and_creates_nothing_when_input_is_invalid(
     assert await _vm_names(cim) == set()
 
 
+_TB = 1 << 40
+
+
+@pytest.mark.parametrize(("host", "vm", "expected"), [
+    # more vCPUs than the host's logical processors (16): Hyper-V refuses the count
+    ("", {"cpus": 17}, "vm.cpus 17 is more than this host's 16 logical processors"),
+    ("cpus = 512\n", {"cpus": 65},
+     "vm.cpus 65 is more than Hyper-V gives a generation 1 VM on Windows Server 2019: at most "
+     "64 virtual processors"),
+    ("cpus = 512\n", {"cpus": 251, "bootType": "UEFI"},
+     "generation 2 VM on Windows Server 2019: at most 250 virtual processors"),
+    ('cpus = 512\nos_version = "10.0.14393"\n', {"cpus": 241, "bootType": "UEFI"},
+     "generation 2 VM on Windows Server 2016: at most 240 virtual processors"),
+    ('cpus = 512\nos_version = "6.3.9600"\n', {"cpus": 65, "bootType": "UEFI"},
+     "generation 2 VM on Windows Server 2012 R2: at most 64 virtual processors"),
+    ('os_version = "10.0.14393"\n', {"maxRam": 12 * _TB + (2 << 20), "bootType": "UEFI"},
+     "generation 2 VM on Windows Server 2016: 0 to 12582912 MB (12 TB"),
+    ("", {"maxRam": 12 * _TB + (2 << 20), "minRam": 1 << 30, "bootType": "UEFI"},
+     "vm.maxRam 13194141630464 bytes is not a memory size Hyper-V gives a generation 2 VM "
+     "on Windows Server 2019"),
+    ('os_version = "10.0.20348"\n', {"maxRam": _TB + (2 << 20)},
+     "generation 1 VM on Windows Server 2022: 0 to 1048576 MB (1 TB"),
+], ids=["logical-processors", "gen1-vcpus", "gen2-vcpus-2019", "gen2-vcpus-2016",
+        "gen2-vcpus-2012r2", "gen2-memory-2016", "gen2-dynamic-memory-2019",
+        "gen1-memory-2022"])
+async def test_start_refuses_before_defining_a_vm_hyperv_cannot_run_on_this_host(
+    tmp_path: Path, host: str, vm: dict[str, Any], expected: str,
+) -> None:
+    """vCPUs or memory beyond what Hyper-V gives a VM of its generation on the host's
+    release ("Plan for Hyper-V scalability"), or more vCPUs than the host has logical
+    processors: a failed answer naming the field and the limit, and no VM was made
+    (Hyper-V would refuse it only after DefineSystem)."""
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f"[emulator]\n{host}")
+    config = load_config(config_file, state_dir=tmp_path / "state", backend="emulator",
+                         private_ip=PRIVATE_IP, local_storage_path=LOCAL_POOL)
+    async with serving(config) as agent:
+        cim = agent.emulator
+        before = cim.round_trips()
+        key, answer = await agent.answer(START, _body(agent, iso=False, **vm))
+        spent = cim.round_trips() - before
+        assert (key, answer["result"]) == (START_ANSWER, False), answer
+        assert expected in answer["details"], answer["details"]
+        assert (spent["invoke:DefineSystem"], spent.waits) == (0, 0)
+        assert await _vm_names(cim) == set()
+
+
+async def test_start_reads_no_host_facts_when_ready_command_has_read_them(
+    running: Running,
+) -> None:
+    """The host's release and logical processors, which bound a VM's size, are kept from
+    the ReadyCommand the management server sends on connecting: the first StartCommand
+    queries neither again."""
+    _, ready = await running.answer("com.cloud.agent.api.ReadyCommand", {"hostId": 1})
+    assert ready["result"] is True, ready
+    assert isinstance(running.agent.cim, CountingCim)
+    with running.agent.cim.observe() as trips:
+        await _started(running, _body(running, "i-2-50-VM", iso=False))
+    facts = [trip for trip in trips if "Win32_" in trip.target]
+    assert facts == []
+
+
 async def test_start_fails_naming_vm_when_vm_is_missing(running: Running) -> None:
     body = _body(running)
     del body["vm"]

@@ -255,6 +255,27 @@ async def test_scale_vm_gives_dynamic_memory_when_min_ram_is_less_than_max_ram(
             memory["Limit"]) == (False, 1024, 1024, 1024)
 
 
+@pytest.mark.parametrize(("cpus", "ram_mb", "expected"), [
+    (17, 2048, "cpus 17 is more than this host's 16 logical processors"),
+    (2, 12 * 1024 * 1024 + 2, "a generation 2 VM on Windows Server 2019: 0 to 12582912 MB"),
+], ids=["logical-processors", "memory-2019"])
+async def test_scale_vm_refuses_before_any_call_what_hyperv_cannot_run_on_this_host(
+    running: Running, cpus: int, ram_mb: int, expected: str,
+) -> None:
+    vm = await _router(running, nic_count=1)
+    cim = running.emulator
+    kinds = ("Msvm_ProcessorSettingData", "Msvm_MemorySettingData")
+    sizes = [(await devices(cim, vm.path, kind))[0]["VirtualQuantity"] for kind in kinds]
+    before = cim.round_trips()
+    key, answer = await running.answer(SCALE, _scale(ROUTER, cpus, ram_mb))
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (SCALE_ANSWER, False), answer
+    assert expected in answer["details"], answer["details"]
+    assert spent["invoke:ModifyResourceSettings"] == 0
+    assert [(await devices(cim, vm.path, kind))[0]["VirtualQuantity"]
+            for kind in kinds] == sizes
+
+
 async def test_scale_vm_refuses_and_changes_nothing_when_vm_runs(running: Running) -> None:
     vm = await _router(running, nic_count=1)
     cim = running.emulator

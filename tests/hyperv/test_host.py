@@ -44,7 +44,7 @@ async def test_facts_match_host_when_config_is_default(emulator: EmulatorCim) ->
     assert facts == host.HostFacts(
         cores=16, sockets=2, cpu_mhz=2400, memory_bytes=64 * GIB, os_version="10.0.17763",
         product_version="10.0", host_name="HYPERV-EMU",
-        os_caption="Microsoft Windows Server 2019 Datacenter",
+        os_caption="Microsoft Windows Server 2019 Datacenter", logical_processors=16,
     )
     assert facts.runs_generation_2
 

@@ -1,7 +1,10 @@
 """StartCommand: create (or re-create) a VM from its VirtualMachineTO and start it
 (protocol §9, §11).
 
-The command is turned into a ``start_plan.Plan`` first: every disk path resolved and
+The command is turned into a ``start_plan.Plan`` first: the vCPUs and memory checked
+against what Hyper-V gives a VM of the generation on the host's release and against the
+host's logical processors (``host.vm_maximums``, facts kept for the session), every disk
+path resolved and
 confined to its pool and checked to exist, every NIC's switch, VLAN and MAC checked, the boot
 arguments split into KVP items, processor shares worked out from the speeds, the secure
 boot template of a UEFI secure boot VM chosen from its guest OS (MicrosoftWindows for
@@ -171,7 +174,8 @@ class StartHandler:
 
     async def _plan(self, command: StartCommand) -> start_plan.Plan:
         vm = command.vm
-        spec = await self._with_processor_shares(start_plan.vm_spec(vm), vm)
+        most = await hyperv_host.vm_maximums(self.hv, start_plan.generation_of(vm))
+        spec = await self._with_processor_shares(start_plan.vm_spec(vm, most), vm)
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         disks = await self._disks(vm.disks, spec.generation)

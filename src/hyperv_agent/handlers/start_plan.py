@@ -159,13 +159,23 @@ def boot_firmware(vm: VirtualMachineTO) -> tuple[bool, bool]:
     return uefi, uefi and boot_mode == SECURE_BOOT_MODE
 
 
-def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
+def generation_of(vm: VirtualMachineTO) -> int:
+    """2 for a UEFI VM (``boot_firmware``), else 1."""
+    return 2 if boot_firmware(vm)[0] else 1
+
+
+def vm_spec(vm: VirtualMachineTO, most: hyperv_host.VmMaximums) -> build.VmSpec:
+    """The VM to define: InvalidRequest naming the field when ``vm`` is more than
+    Hyper-V on this host runs (``most``, its maximums for the VM's generation), so that
+    such a VM is refused before anything is made rather than by Hyper-V after
+    DefineSystem."""
     uefi, secure = boot_firmware(vm)
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
     device_counts(vm)
     generation = 2 if uefi else 1
-    memory_mb, memory_max_mb = memory_sizes(vm, generation)
+    check_cpus(vm.cpus, most, "vm.cpus")
+    memory_mb, memory_max_mb = memory_sizes(vm, generation, most)
     notes = (NOTES_HEADER, vm.uuid) if vm.uuid else (NOTES_HEADER,)
     # Generation 1 boots the root disk first (a blank one falls through to the CD, so an
     # install from ISO starts), or the CD first when there is no root volume at all.
@@ -177,7 +187,26 @@ def vm_spec(vm: VirtualMachineTO) -> build.VmSpec:
                         boot_from_cd=no_root)
 
 
-def memory_sizes(vm: VirtualMachineTO, generation: int) -> tuple[int, int | None]:
+def check_cpus(cpus: int, most: hyperv_host.VmMaximums, field: str) -> None:
+    """InvalidRequest naming ``field`` when ``cpus`` vCPUs are more than Hyper-V gives a
+    VM of ``most.generation`` on this host's release (``VM_MAXIMUMS``, Microsoft's "Plan
+    for Hyper-V scalability") or more than the host has logical processors: Hyper-V
+    runs no VM with more virtual processors than the host has logical ones, and refuses
+    such a processor count when it is set."""
+    if cpus > most.cpus:
+        raise InvalidRequest(
+            f"{field} {cpus} is more than Hyper-V gives a generation {most.generation} VM on "
+            f"{most.release}: at most {most.cpus} virtual processors (Microsoft's Hyper-V "
+            "scalability maximums)")
+    if 0 < most.logical_processors < cpus:
+        raise InvalidRequest(
+            f"{field} {cpus} is more than this host's {most.logical_processors} logical "
+            "processors: Hyper-V gives no VM more virtual processors than its host has "
+            "logical processors")
+
+
+def memory_sizes(vm: VirtualMachineTO, generation: int,
+                 host_most: hyperv_host.VmMaximums | None = None) -> tuple[int, int | None]:
     """The VM's memory in MB: (startup and minimum, maximum or None for static memory).
 
     A management server on a cluster whose ``mem.overprovisioning.factor`` is above 1
@@ -192,17 +221,20 @@ def memory_sizes(vm: VirtualMachineTO, generation: int) -> tuple[int, int | None
     VMs ``maxRam`` whatever ``minRam`` is), and a ``minRam`` of 0, the value of a body
     without the field. Both sizes are rounded up to the 2 MB units Hyper-V takes
     (``build.aligned_memory_mb``: an offering of 1025 MB gets 1026 MB, where Hyper-V
-    would refuse 1025) and must lie within what Hyper-V gives a VM of its generation
+    would refuse 1025) and must lie within what Hyper-V gives a VM of its generation:
+    on this host's release (``host_most``, ``VM_MAXIMUMS``), or without it on any release
     (``MEMORY_MAX_MB``). ``minRam`` above ``maxRam``, or below Hyper-V's 32 MB
     (``MEMORY_MIN_MB``): InvalidRequest naming the fields."""
-    most = MEMORY_MAX_MB[generation]
+    most = host_most.memory_mb if host_most is not None else MEMORY_MAX_MB[generation]
+    where = f" on {host_most.release}" if host_most is not None else ""
     memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
     if memory_mb <= 0:
         raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
     for field, value in (("maxRam", vm.max_ram_bytes), ("minRam", vm.min_ram_bytes)):
         if value < 0 or value // _BYTES_PER_MB > most:
             raise InvalidRequest(f"vm.{field} {value} bytes is not a memory size Hyper-V "
-                                 f"gives a generation {generation} VM: 0 to {most} MB")
+                                 f"gives a generation {generation} VM{where}: 0 to {most} MB "
+                                 f"({_size(most)}, Microsoft's Hyper-V scalability maximums)")
     if vm.min_ram_bytes > vm.max_ram_bytes:
         raise InvalidRequest(f"vm.minRam {vm.min_ram_bytes} bytes is more than vm.maxRam "
                              f"{vm.max_ram_bytes} bytes")
@@ -214,6 +246,11 @@ def memory_sizes(vm: VirtualMachineTO, generation: int) -> tuple[int, int | None
         return maximum, None
     minimum = build.aligned_memory_mb(-(-vm.min_ram_bytes // _BYTES_PER_MB))
     return (minimum, maximum) if minimum < maximum else (maximum, None)
+
+
+def _size(mb: int) -> str:
+    """``mb`` in TB when whole (12 TB), else in MB."""
+    return f"{mb >> 20} TB" if mb % (1 << 20) == 0 else f"{mb} MB"
 
 
 def memory_note(vm: VirtualMachineTO, spec: build.VmSpec) -> tuple[str, ...]:

@@ -62,10 +62,13 @@ class VmConfigHandlers:
         whose memory is overprovisioned.
 
         Unknown VM: a failed answer naming it. Memory StartCommand would refuse (say
-        ``minRam`` above ``maxRam``): a failed answer naming the field, nothing changed.
+        ``minRam`` above ``maxRam``), or more vCPUs or memory than Hyper-V gives a
+        generation 2 VM on the host's release, or more vCPUs than the host has logical
+        processors: a failed answer naming the field, nothing changed.
         A VM that is not off: a failed answer ("stop it first"), nothing changed. Safe to
         repeat; processors and memory change together or not at all. 1 query to find the
-        VM + 1 query + 1 call + 1 job wait.
+        VM + 1 query + 1 call + 1 job wait (+ ``host.vm_maximums``'s the first time in a
+        session without a StartupRoutingCommand or ReadyCommand).
         """
         name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
@@ -73,9 +76,12 @@ class VmConfigHandlers:
         least = asked.min_ram_bytes or (asked.vm.min_ram_bytes if asked.vm is not None else 0)
         wanted = VirtualMachineTO(name=name, type=asked.vm.type if asked.vm else None,
                                   min_ram_bytes=least, max_ram_bytes=ram)
-        # The VM's generation is not looked up: the bound of generation 2, the larger, is
-        # checked here, and Hyper-V refuses more than a generation 1 VM takes.
-        memory_mb, memory_max_mb = start_plan.memory_sizes(wanted, 2)
+        # The VM's generation is not looked up: the bounds of generation 2, the larger, on
+        # this host's release and its logical processors (host facts kept for the
+        # session) are checked here, and Hyper-V refuses more than a generation 1 VM takes.
+        most = await hyperv_host.vm_maximums(self.hv, 2)
+        start_plan.check_cpus(cpus, most, "cpus")
+        memory_mb, memory_max_mb = start_plan.memory_sizes(wanted, 2, most)
         async with self.locks.hold(name):
             vm = await vms.find_vm(self.hv, name)
             if vm is None:

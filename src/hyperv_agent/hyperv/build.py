@@ -70,13 +70,6 @@ class VmSpec:
     boot_from_cd: bool = False  # generation 1: the CD before the hard disk
 
 
-@dataclass
-class _Kept:
-    """What the session keeps for this module: the host's clock speed per core."""
-
-    cpu_mhz: int | None = None
-
-
 # --- the VM -------------------------------------------------------------------------------
 
 
@@ -211,13 +204,10 @@ def _one(found: Sequence[CimInstance], class_name: str) -> CimInstance:
 async def host_cpu_mhz(hv: HyperV) -> int:
     """The host's clock speed per core in MHz (0 when WMI does not say).
 
-    Read-only: 2 queries the first time for a session, then kept (a host's clock
-    speed does not change while it runs).
+    Read-only: ``host.fixed_facts``'s round trips, none once the session read the host's
+    facts (a host's clock speed does not change while it runs).
     """
-    cache = hv.kept(_Kept)
-    if cache.cpu_mhz is None:
-        cache.cpu_mhz = (await host.host_facts(hv)).cpu_mhz
-    return cache.cpu_mhz
+    return (await host.fixed_facts(hv)).cpu_mhz
 
 
 def core_share(mhz: int, host_mhz: int) -> int:

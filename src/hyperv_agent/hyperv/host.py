@@ -21,6 +21,9 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``services``              1 per service class, sent concurrently
 ``migration``             2 (the migration service's settings and its networks, concurrently)
 ``windows_version``       1 (Win32_OperatingSystem) the first time for a session, then 0
+``fixed_facts``           0 once ``host_facts`` ran in the session (StartupRoutingCommand
+                          and ReadyCommand run it), else ``host_facts``'s, once
+``vm_maximums``           ``fixed_facts``'s
 ``hot_adds_nics``         ``windows_version``'s
 ``reboots_guests``        ``windows_version``'s
 ========================  ===================================================================
@@ -48,6 +51,7 @@ from hyperv_agent.hyperv.schema import (
     CIMV2,
     NAMESPACE,
     PERF_TOTAL,
+    VM_MAXIMUMS,
     Class,
     EnabledState,
 )
@@ -78,6 +82,7 @@ class HostFacts:
     product_version: str  # "10.0"
     host_name: str
     os_caption: str = ""  # "Microsoft Windows Server 2019 Datacenter"
+    logical_processors: int = 0  # NumberOfLogicalProcessors over all sockets
 
     @property
     def runs_generation_2(self) -> bool:
@@ -115,7 +120,7 @@ async def host_facts(hv: HyperV) -> HostFacts:
     """
     processors, system = await asyncio.gather(_processors(hv), _operating_system(hv))
     version = system.string("Version") or ""
-    return HostFacts(
+    facts = HostFacts(
         cores=sum(p.integer("NumberOfCores") or 0 for p in processors),
         sockets=len(processors),
         cpu_mhz=max((p.integer("MaxClockSpeed") or 0 for p in processors), default=0),
@@ -124,7 +129,20 @@ async def host_facts(hv: HyperV) -> HostFacts:
         product_version=".".join(version.split(".")[:2]),
         host_name=system.string("CSName") or "",
         os_caption=system.string("Caption") or "",
+        logical_processors=sum(p.integer("NumberOfLogicalProcessors") or 0 for p in processors),
     )
+    kept = hv.kept(_Kept)
+    kept.facts, kept.version = facts, _version_tuple(version)
+    return facts
+
+
+async def fixed_facts(hv: HyperV) -> HostFacts:
+    """The host's facts as ``host_facts`` last read them in this session, for those that
+    do not change while the host runs (processors, clock speed, Windows version; not its
+    memory): no round trip once read, which StartupRoutingCommand and ReadyCommand do on
+    every connection of the management server; else ``host_facts`` once."""
+    kept = hv.kept(_Kept).facts
+    return kept if kept is not None else await host_facts(hv)
 
 
 async def windows_version(hv: HyperV) -> tuple[int, ...]:
@@ -135,6 +153,34 @@ async def windows_version(hv: HyperV) -> tuple[int, ...]:
     if kept.version is None:
         kept.version = _version_tuple((await _operating_system(hv)).string("Version") or "")
     return kept.version
+
+
+@dataclass(frozen=True)
+class VmMaximums:
+    """The most vCPUs and memory Hyper-V gives one VM of ``generation`` on this host."""
+
+    generation: int
+    cpus: int  # the release's maximum per VM (``VM_MAXIMUMS``)
+    memory_mb: int  # the release's maximum per VM
+    release: str  # whose maximums these are: "Windows Server 2019"
+    logical_processors: int  # the host's; 0 when WMI does not say (then not a bound)
+
+
+def maximums_of(version: tuple[int, ...], generation: int,
+                logical_processors: int) -> VmMaximums:
+    """``VM_MAXIMUMS``'s row for a host of Windows ``version``; no round trip."""
+    _, release, by_generation = [row for row in VM_MAXIMUMS if version >= row[0]][-1]
+    cpus, memory_mb = by_generation[generation]
+    return VmMaximums(generation, cpus, memory_mb, release, logical_processors)
+
+
+async def vm_maximums(hv: HyperV, generation: int) -> VmMaximums:
+    """The most vCPUs and memory a VM of ``generation`` gets on this host: its release's
+    per-VM maximums, and its logical processors, which no VM's vCPUs may outnumber.
+    Read-only; ``fixed_facts``'s round trips (none once the session read them)."""
+    facts = await fixed_facts(hv)
+    return maximums_of(_version_tuple(facts.os_version), generation,
+                       facts.logical_processors)
 
 
 async def hot_adds_nics(hv: HyperV) -> bool:
@@ -232,11 +278,12 @@ _INSTANCE_NAME_CHARACTERS = str.maketrans("()#\\/", "[]___")
 @dataclass
 class _Kept:
     """What the session keeps for this module: the counter instance of the management
-    NIC, by the address it holds, the host's Windows version, and which switches are
-    External."""
+    NIC, by the address it holds, the host's facts and Windows version, and which switches
+    are External."""
 
     interfaces: dict[str, str] = field(default_factory=dict)
     version: tuple[int, ...] | None = None
+    facts: HostFacts | None = None  # as ``host_facts`` last read them
     external: dict[str, bool] = field(default_factory=dict)  # switch GUID (lower case)
 
 
@@ -421,7 +468,7 @@ async def migration(hv: HyperV) -> MigrationSettings:
 async def _processors(hv: HyperV) -> list[CimInstance]:
     query = wql.select(
         Class.PROCESSOR_CIMV2, wql.eq("ProcessorType", CENTRAL_PROCESSOR),
-        ("DeviceID", "NumberOfCores", "MaxClockSpeed"),
+        ("DeviceID", "NumberOfCores", "NumberOfLogicalProcessors", "MaxClockSpeed"),
     )
     return await hv.cim.query(query, CIMV2)
 

@@ -163,7 +163,8 @@ USED: tuple[ClassUse, ...] = (
         "Name", "Version", "Caption", "CSName", "TotalVisibleMemorySize",
         "FreePhysicalMemory", "LocalDateTime")),
     ClassUse(Class.PROCESSOR_CIMV2, CIMV2, properties=(
-        "DeviceID", "NumberOfCores", "MaxClockSpeed", "ProcessorType")),
+        "DeviceID", "NumberOfCores", "NumberOfLogicalProcessors", "MaxClockSpeed",
+        "ProcessorType")),
     ClassUse(Class.NIC_CONFIGURATION, CIMV2, properties=(
         "IPEnabled", "IPAddress", "IPSubnet", "MACAddress", "DefaultIPGateway",
         "Description")),

@@ -301,9 +301,28 @@ TEMPLATE_PREFIX = "Microsoft:Definition\\"  # InstanceID of a template (…\Defa
 TEMPLATE_SUFFIX = "\\Default"
 PROCESSOR_WEIGHT_MAX = 10000
 MEMORY_MIN_MB = 32
-#: The most memory Hyper-V gives a VM, by generation: 1 TB for generation 1, 240 TB for
-#: generation 2 (Windows Server 2022 and 2025; 12 TB before), in MB as VirtualQuantity.
+#: The most memory any Hyper-V release gives a VM, by generation, in MB as VirtualQuantity:
+#: 1 TB for generation 1, 240 TB for generation 2 (Windows Server 2022 and 2025). What the
+#: host's own release allows is ``VM_MAXIMUMS``; this bound serves where it is not known.
 MEMORY_MAX_MB = {1: 1 << 20, 2: 240 << 20}
+_TB_MB = 1 << 20
+#: The most vCPUs and memory (MB) Hyper-V gives one VM, by host release and generation:
+#: (first Windows version of the row, the release's name, {generation: (vCPUs, memory
+#: MB)}), oldest first; a host takes the last row its version reaches. Microsoft's "Plan for
+#: Hyper-V scalability in Windows Server" (Maximums for virtual machines): 2016, 240 vCPUs
+#: and 12 TB for generation 2; 2019, 250 and 12 TB (an earlier revision of the page, for
+#: 2016 and 2019 together, said 240); 2022, 1,024 and 240 TB; 2025, 2,048 and 240 TB; 64
+#: vCPUs and 1 TB for generation 1 on each. "Hyper-V scalability in Windows Server 2012
+#: and Windows Server 2012 R2": 64 vCPUs and 1 TB, of either generation. Builds between
+#: the releases (semi-annual channel) take the row of the release before them; a version
+#: that cannot be read, the oldest row.
+VM_MAXIMUMS: tuple[tuple[tuple[int, ...], str, dict[int, tuple[int, int]]], ...] = (
+    ((0,), "Windows Server 2012 R2", {1: (64, _TB_MB), 2: (64, _TB_MB)}),
+    ((10, 0), "Windows Server 2016", {1: (64, _TB_MB), 2: (240, 12 * _TB_MB)}),
+    ((10, 0, 17763), "Windows Server 2019", {1: (64, _TB_MB), 2: (250, 12 * _TB_MB)}),
+    ((10, 0, 20348), "Windows Server 2022", {1: (64, _TB_MB), 2: (1024, 240 * _TB_MB)}),
+    ((10, 0, 26100), "Windows Server 2025", {1: (64, _TB_MB), 2: (2048, 240 * _TB_MB)}),
+)
 #: Hyper-V takes a VM's memory (VirtualQuantity, Reservation, Limit) only in whole 2 MB
 #: units: "The memory value assigned ('4019' MB) is not properly aligned". Microsoft's WMI
 #: documentation does not say so; its hcsshim rounds memory up to 2 MB for this reason.
