@@ -190,3 +190,36 @@ async def test_a_write_cut_off_by_a_frozen_server_says_it_may_be_partial(
     assert (local / "hb").read_text() == "before"  # never renamed over the old file
     await asyncio.sleep(0)
     assert await watched.read_text(f"{unc}\\hb") == "before"
+
+
+async def test_close_cuts_the_connection_of_a_frozen_server_after_its_grace(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """smbprotocol waits for the logoff's answer without a bound: a frozen server would
+    hold the agent's shutdown for as long as it stays frozen."""
+    unc, local = folder
+    (local / "hb").write_text("before")
+    assert await watched.read_text(f"{unc}\\hb") == "before"
+    pid = serving_pid(samba, _socket_of(watched, samba.server).getsockname()[1])
+    grace_s = 1.0
+    with _frozen(pid):
+        started = time.monotonic()
+        await asyncio.wait_for(asyncio.to_thread(watched.close, grace_s), timeout=30)
+        took = time.monotonic() - started
+        assert grace_s <= took < grace_s + 1.5
+        assert watched.open_connections == 0
+    assert f"SMB server {samba.server} did not answer the logoff within 1 s" in caplog.text
+    assert await watched.read_text(f"{unc}\\hb") == "before"  # reconnects
+
+
+async def test_close_logs_off_a_server_that_answers_without_waiting_for_the_grace(
+    watched: SmbFiles, samba: Samba, folder: tuple[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await watched.stat(folder[0])
+    started = time.monotonic()
+    await asyncio.to_thread(watched.close, 10.0)
+    assert time.monotonic() - started < 5
+    assert watched.open_connections == 0
+    assert "did not answer the logoff" not in caplog.text

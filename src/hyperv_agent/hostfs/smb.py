@@ -10,7 +10,8 @@ configured port. Credentials the server refuses at logon are dropped again: the 
 goes back to the account it had, so a mistyped second pool on a server never takes the
 first pool's share from it; an account kept as a share's own (``keep_credentials``: the
 WinRM account for the host's administrative shares) is never dropped, only tried again.
-Connections are pooled per instance and reopened when they drop.
+Connections are pooled per instance and reopened when they drop; ``close`` logs them off,
+and cuts those whose server does not answer within a few seconds.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
 ``open_binary``, which is itself called from a worker thread. smbprotocol waits for each
@@ -27,11 +28,13 @@ failures, the server; a password never appears in one. Paths that leave their sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import io
 import logging
 import stat as stat_mode
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,7 +54,7 @@ from hyperv_agent.errors import HostFileError, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
-from hyperv_agent.hostfs.smbwatch import Watchdog, keep_alive
+from hyperv_agent.hostfs.smbwatch import Watchdog, keep_alive, shut_down
 
 DEFAULT_PORT = 445
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -59,6 +62,10 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # must answer within ECHO_ANSWER_S or lose its connection (hostfs/smbwatch.py).
 PROBE_AFTER_S = 10.0
 ECHO_ANSWER_S = 10.0
+# How long close() waits for servers to answer the logoff before it shuts their sockets
+# down, and how long it then waits for the logoffs to end (they fail at once).
+CLOSE_GRACE_S = 3.0
+_SHUT_DOWN_WAKE_S = 1.0
 
 _T = TypeVar("_T")
 
@@ -82,6 +89,8 @@ _GONE = frozenset({errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.
                    errno.EHOSTUNREACH, errno.ENETUNREACH})
 _READS = frozenset({"read", "list", "measure"})  # a silent server changed nothing for these
 _LIBRARY_LOGGERS = ("smbprotocol", "smbclient")  # a dozen INFO lines per connection
+
+log = logging.getLogger(__name__)
 
 
 class MissingFile(HostFileError):
@@ -176,15 +185,34 @@ class SmbFiles(HostFiles):
                 self._kept[key] = share.credentials
             self.use_credentials(share)
 
-    def close(self) -> None:
-        """Log off and disconnect every pooled connection; later calls reconnect."""
+    def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Log off and disconnect every pooled connection; later calls reconnect.
+
+        smbprotocol waits for the answers to the logoff without a bound, so a server that
+        has gone silent would hold the agent's shutdown: the connections are closed side
+        by side, and those whose server has not answered within ``grace_s`` have their
+        socket shut down (as the watchdog drops a silent server), which ends their logoff
+        at once. Returns within about ``grace_s`` whatever the servers do."""
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}
+        closing = []
         for connection in connections:
-            try:
-                connection.disconnect(True)
-            except (SMBException, OSError, ValueError):
-                continue
+            closer = threading.Thread(target=_disconnect, args=(connection,),
+                                      name="smb-close", daemon=True)
+            closer.start()
+            closing.append((connection, closer))
+        deadline = time.monotonic() + grace_s
+        for _connection, closer in closing:
+            closer.join(max(0.0, deadline - time.monotonic()))
+        silent = [(connection, closer) for connection, closer in closing if closer.is_alive()]
+        for connection, _closer in silent:
+            log.warning("SMB server %s did not answer the logoff within %g s; closing its "
+                        "connection without it", getattr(connection, "server_name", "?"),
+                        grace_s)
+            shut_down(connection)
+        deadline = time.monotonic() + _SHUT_DOWN_WAKE_S
+        for _connection, closer in silent:  # daemon threads: not waited for beyond this
+            closer.join(max(0.0, deadline - time.monotonic()))
 
     # --- HostFiles ---------------------------------------------------------------------
 
@@ -394,6 +422,12 @@ class _Refused(Exception):
         super().__init__("logon refused")
         self.error = error
         self.credentials = credentials
+
+
+def _disconnect(connection: Any) -> None:
+    # a connection that fails while closing is closed enough
+    with contextlib.suppress(SMBException, OSError, ValueError):
+        connection.disconnect(True)
 
 
 def _share_key(server: str, share: str) -> tuple[str, str]:
