@@ -17,8 +17,11 @@ from pathlib import Path
 
 import pytest
 import win32evtlog
+import win32service
 
 from hyperv_agent.winsvc.paths import SERVICE_NAME, ServicePaths
+from hyperv_agent.winsvc.plan import SHUTDOWN_TIMEOUT_S
+from hyperv_agent.winsvc.runner import STOP_WAIT_HINT_MS
 from hyperv_agent.winsvc.windows import WindowsServiceHost
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
@@ -117,3 +120,38 @@ def test_install_again_updates_in_place(agent_port: int) -> None:
     assert "already installed: configuration updated" in again.stdout
     assert "already running" in again.stdout
     assert "(start delayed-auto)" in cli("status").stdout
+
+
+def test_the_service_accepts_preshutdown_and_reports_itself_stopping(agent_port: int) -> None:
+    """What `service install` sets and the service answers beyond pywin32's defaults: a
+    60 s preshutdown timeout, the preshutdown control accepted, and SERVICE_STOP_PENDING
+    with the agent's wait hint while it stops."""
+    assert cli("install").returncode == 0
+    assert wait_serving(agent_port) == LIVENESS
+    manager = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_CONNECT)
+    try:
+        handle = win32service.OpenService(
+            manager, SERVICE_NAME, win32service.SERVICE_QUERY_CONFIG
+            | win32service.SERVICE_QUERY_STATUS | win32service.SERVICE_STOP)
+        try:
+            timeout_ms = win32service.QueryServiceConfig2(
+                handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO)
+            assert timeout_ms == SHUTDOWN_TIMEOUT_S * 1000
+            accepted = win32service.QueryServiceStatus(handle)[2]
+            assert accepted & win32service.SERVICE_ACCEPT_PRESHUTDOWN
+            assert accepted & win32service.SERVICE_ACCEPT_STOP
+
+            stopping = win32service.ControlService(handle, win32service.SERVICE_CONTROL_STOP)
+            deadline = time.monotonic() + 60
+            while stopping[1] != win32service.SERVICE_STOPPED:
+                assert stopping[1] == win32service.SERVICE_STOP_PENDING, stopping
+                assert stopping[6] == STOP_WAIT_HINT_MS, stopping  # dwWaitHint
+                assert time.monotonic() < deadline, "still stopping after 60 s"
+                time.sleep(0.2)
+                stopping = win32service.QueryServiceStatus(handle)
+        finally:
+            win32service.CloseServiceHandle(handle)
+    finally:
+        win32service.CloseServiceHandle(manager)
+    with pytest.raises(urllib.error.URLError):
+        get(agent_port)
