@@ -148,6 +148,19 @@ async def test_a_skewed_clock_fails_the_clock_check(tmp_path: Path) -> None:
     status, line = _check(report, "clock")
     assert status is Status.FAIL and "NTP" in line
     assert re.search(r"clock is (599|600)\.\d s ahead of this machine's", line), line
+    assert "Kerberos" in line
+
+
+async def test_a_skew_heartbeats_cannot_absorb_fails_below_kerberos_five_minutes(
+        tmp_path: Path) -> None:
+    """Stamps are read up to 60 s after they are written and are stale after 180 s: a
+    writer 150 s behind makes a live host look dead to its neighbours."""
+    async with faced(tmp_path) as (config, _):
+        report = await diagnose(config, ROOMY, clock=lambda: time.time() + 150)
+    status, line = _check(report, "clock")
+    assert status is Status.FAIL and "beyond 120 s HA heartbeats" in line, line
+    assert "Kerberos" not in line
+    assert "behind this machine's" in line and "w32tm /resync" in line
 
 
 async def test_a_wrong_password_fails_the_connection_and_skips_the_rest(tmp_path: Path) -> None:

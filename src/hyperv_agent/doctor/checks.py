@@ -33,7 +33,7 @@ from hyperv_agent.hyperv.session import HyperV
 GIB = 1024**3
 DEFAULT_MIN_FREE_BYTES = 10 * GIB  # a few templates and root volumes
 CLOCK_WARN_S = 30.0
-CLOCK_FAIL_S = 300.0  # Kerberos refuses beyond 5 minutes; heartbeats go stale in 3
+CLOCK_FAIL_S = 300.0  # Kerberos refuses beyond 5 minutes (its default maximum skew)
 
 ACCOUNT_FIX = ("check [wsman] username and password (or HYPERV_AGENT_WSMAN_PASSWORD); the "
                "account must be in the host's Administrators or Remote Management Users "
@@ -257,11 +257,36 @@ async def clock(target: Target, _: Options) -> Check:
     side = "ahead of" if skew >= 0 else "behind"
     detail = f"the host's clock is {abs(skew):.1f} s {side} this machine's"
     fix = "synchronise both with NTP (on the host: w32tm /resync; here: chrony or timesyncd)"
-    if abs(skew) > CLOCK_FAIL_S:
-        return Check("clock", Status.FAIL, detail, fix)
+    broken = clock_breaks(target.config, abs(skew))
+    if broken:
+        return Check("clock", Status.FAIL, f"{detail}: {'; '.join(broken)}", fix)
     if abs(skew) > CLOCK_WARN_S:
         return Check("clock", Status.WARN, detail, fix)
     return Check("clock", Status.OK, detail)
+
+
+def clock_breaks(config: AgentConfig, skew_s: float) -> list[str]:
+    """What a skew of ``skew_s`` seconds between this machine and the host breaks.
+
+    A neighbour reads a heartbeat stamp at most ``heartbeat_interval_s`` after it was
+    written and calls its host down when it is older than ``heartbeat_stale_s``; stamps are
+    written with the writer's clock (this machine's in agentless mode, the host's for an
+    agent running on its host) and read with the reader's. A writer behind the reader by
+    more than the difference makes a live host look dead, and HA restarts its VMs
+    elsewhere while they still run: with the defaults (60 s, 180 s) that is 120 s, below
+    Kerberos's 5 minutes."""
+    agent = config.agent
+    margin = agent.heartbeat_stale_s - agent.heartbeat_interval_s
+    broken = []
+    if skew_s > margin:
+        broken.append(f"beyond {margin:g} s HA heartbeats (stale after "
+                      f"{agent.heartbeat_stale_s:g} s, written every "
+                      f"{agent.heartbeat_interval_s:g} s) may look stale, so a neighbour calls "
+                      "this live host down and restarts its VMs elsewhere")
+    if skew_s > CLOCK_FAIL_S:
+        broken.append(f"beyond {CLOCK_FAIL_S:g} s Kerberos (WinRM, live migration, SMB) "
+                      "refuses to authenticate")
+    return broken
 
 
 PREREQUISITES = "docs/host-prerequisites.md"
