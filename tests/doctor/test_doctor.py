@@ -39,12 +39,20 @@ async def faced(tmp_path: Path, lab: str = "") -> AsyncIterator[
         tuple[AgentConfig, EmulatorCim]]:
     """An emulated host (with ``lab`` knobs) behind its WinRM face over HTTP and NTLM, and
     the configuration of an agent driving it."""
+    async with serving(tmp_path, lab) as (config, face):
+        yield config, face.emulator
+
+
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, lab: str = "") -> AsyncIterator[
+        tuple[AgentConfig, winrm_face.RunningFace]]:
+    """``faced``, with the WinRM face itself (its service's settings can be changed)."""
     config_file = tmp_path / "host.toml"
     config_file.write_text(f"[emulator.lab]\n{lab}\n")
     host = load_config(config_file, state_dir=tmp_path / "host", backend="emulator")
     face = await winrm_face.start_face(host, "127.0.0.1", 0, ACCOUNT, use_tls=False)
     try:
-        yield winrm_face.agent_config(host, face.url, ACCOUNT, "ntlm"), face.emulator
+        yield winrm_face.agent_config(host, face.url, ACCOUNT, "ntlm"), face
     finally:
         await face.close()
 
@@ -221,3 +229,26 @@ async def test_credssp_passes_when_the_agent_starts_moves_on_the_host_itself(
     report = await diagnose(config, ROOMY)
     status, line = _check(report, "live migration")
     assert status is Status.OK and "CredSSP (moves are started on the source host" in line
+
+
+async def test_a_winrm_quota_below_the_agents_concurrent_requests_warns_with_its_fix(
+        tmp_path: Path) -> None:
+    async with serving(tmp_path) as (config, face):
+        face.service.max_concurrent_operations_per_user = 2
+        report = await diagnose(config, ROOMY)
+    status, line = _check(report, "winrm limits")
+    assert status is Status.WARN and report.passed, line
+    assert "MaxConcurrentOperationsPerUser 2" in line
+    assert "[wsman] max_concurrent_requests = 2" in line
+    assert "MaxConcurrentOperationsPerUser=\"1500\"" in line
+
+
+async def test_an_account_that_may_not_read_winrms_configuration_is_no_administrator(
+        tmp_path: Path) -> None:
+    async with serving(tmp_path) as (config, face):
+        face.service.administrator = False
+        report = await diagnose(config, ROOMY)
+    status, line = _check(report, "winrm limits")
+    assert status is Status.WARN, line
+    assert "no administrator of the host" in line and "(C$)" in line
+    assert "add the account to the host's Administrators group" in line

@@ -116,11 +116,15 @@ async def limits(target: Target, _: Options) -> Check:
         found = await target.wsman.service_limits()
     except CimAccessDenied:
         return Check("winrm limits", Status.WARN, "WinRM's configuration is not readable by "
-                     "this account (Administrators only); its defaults are assumed",
-                     "on the host, compare winrm get winrm/config with [wsman] "
-                     "max_envelope_bytes and operation_timeout_s")
+                     "this account, so it is no administrator of the host: its defaults are "
+                     "assumed, and the administrative shares (C$) the agent reaches the "
+                     "host's files through will refuse it", "add the account to the host's "
+                     "Administrators group; or compare winrm get winrm/config with [wsman] "
+                     "max_envelope_bytes, operation_timeout_s and max_concurrent_requests")
     detail = (f"MaxEnvelopeSizekb {found.max_envelope_kb}, MaxTimeoutms "
               f"{found.max_timeout_ms}, MaxBatchItems {found.max_batch_items}")
+    if found.max_concurrent_operations_per_user is not None:
+        detail += f", MaxConcurrentOperationsPerUser {found.max_concurrent_operations_per_user}"
     short = _below_settings(found, target.wsman.settings)
     if short:
         return Check("winrm limits", Status.WARN, f"{detail}: below the agent's settings",
@@ -137,6 +141,13 @@ def _below_settings(found: WinrmLimits, settings: WsmanSettings) -> list[str]:
     if found.max_timeout_ms < settings.operation_timeout_s * 1000:
         fixes.append(f"[wsman] operation_timeout_s = {found.max_timeout_ms // 1000}, or "
                      "winrm set winrm/config @{MaxTimeoutms=\"60000\"}")
+    quota = found.max_concurrent_operations_per_user
+    if quota is not None and quota < settings.max_concurrent_requests:
+        # Past the quota WinRM refuses a request (ERROR_WSMAN_QUOTA_MAX_OPERATIONS) and the
+        # command that sent it fails: the agent sends up to max_concurrent_requests at once.
+        fixes.append(f"[wsman] max_concurrent_requests = {max(quota, 1)}, or on the host: "
+                     "winrm set winrm/config/service "
+                     "@{MaxConcurrentOperationsPerUser=\"1500\"}")
     return fixes
 
 

@@ -73,6 +73,10 @@ class WinrmService:
         self.cim = cim
         self.machine = machine
         self.max_envelope_bytes = max_envelope_kb * 1024
+        self.max_concurrent_operations_per_user = 1500  # WinRM's default quota
+        # False: the account is in Remote Management Users only, which WinRM's
+        # configuration refuses (it is served to Administrators)
+        self.administrator = True
         self.enumerations = Enumerations()
         self.requests = 0  # SOAP requests answered
         self.last_answer_bytes = 0
@@ -83,7 +87,8 @@ class WinrmService:
         return WinrmLimits(max_envelope_kb=self.max_envelope_bytes // 1024,
                            max_timeout_ms=int(MAX_TIMEOUT_S * 1000), max_batch_items=32000,
                            max_provider_requests=4294967295,
-                           max_concurrent_operations_per_user=1500, allow_unencrypted=False)
+                           max_concurrent_operations_per_user=self.max_concurrent_operations_per_user,
+                           allow_unencrypted=False)
 
     async def handle(self, data: bytes) -> tuple[int, str]:
         """(HTTP status, answer envelope) for one request envelope."""
@@ -135,6 +140,8 @@ class WinrmService:
         if request.resource_uri == CLASS_METADATA:
             return await self._get_class(request)
         if request.resource_uri == CONFIG:
+            if not self.administrator:
+                raise Fault("w:AccessDenied", "Access is denied.", code=5)
             return write_config(self.limits())
         path = self._path(request)
         if not path.keys and (await self.cim.get_class(path.class_name, path.namespace)).keys:
