@@ -5,8 +5,10 @@ a step fails."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,7 +31,8 @@ ACCOUNT = Account("doctor", "Doc-Pa55word!")
 #: Any free space passes but none (the test machine's disk may hold less than the default).
 ROOMY = Options(min_free_bytes=1024 * 1024)
 CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
-          "vhd path", "host files", "clock", "live migration", "migration networks"]
+          "vhd path", "host files", "clock", "live migration", "migration networks",
+          "console relay"]
 DEPLOY = ["deploy define", "deploy disk", "deploy attach", "deploy start", "deploy stop",
           "deploy destroy", "deploy delete disk", "deploy cleanup"]
 
@@ -252,3 +255,37 @@ async def test_an_account_that_may_not_read_winrms_configuration_is_no_administr
     assert status is Status.WARN, line
     assert "no administrator of the host" in line and "(C$)" in line
     assert "add the account to the host's Administrators group" in line
+
+
+def _relaying_to(config: AgentConfig, port: int) -> AgentConfig:
+    """``config`` with its console relay passing connections to ``port`` of the WinRM
+    face's address (listening elsewhere, so it does not relay to itself)."""
+    agent = config.agent.model_copy(update={"console_relay_listen": "127.0.0.1:1",
+                                            "console_relay_target_port": port})
+    return config.model_copy(update={"agent": agent})
+
+
+async def test_the_console_relay_reaches_vmconnect_on_the_host(tmp_path: Path) -> None:
+    vmconnect = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = vmconnect.sockets[0].getsockname()[1]
+    try:
+        async with faced(tmp_path) as (config, _):
+            report = await diagnose(_relaying_to(config, port), ROOMY)
+    finally:
+        vmconnect.close()
+        await vmconnect.wait_closed()
+    status, line = _check(report, "console relay")
+    assert status is Status.OK and f"VMConnect at 127.0.0.1:{port} accepts" in line, line
+
+
+async def test_an_unreachable_vmconnect_fails_the_console_relay_with_its_fix(
+        tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    async with faced(tmp_path) as (config, _):
+        report = await diagnose(_relaying_to(config, port), ROOMY)
+    assert not report.passed
+    status, line = _check(report, "console relay")
+    assert status is Status.FAIL and f"VMConnect at 127.0.0.1:{port} cannot be reached" in line
+    assert f"allow TCP {port} from this machine" in line

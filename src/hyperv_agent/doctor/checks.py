@@ -8,6 +8,8 @@ pool's folder and deletes it again (the agent writes disks there).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import time
 import uuid
@@ -29,11 +31,13 @@ from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hyperv import host, inventory
 from hyperv_agent.hyperv.schema import NAMESPACE
 from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.relay import relay_target
 
 GIB = 1024**3
 DEFAULT_MIN_FREE_BYTES = 10 * GIB  # a few templates and root volumes
 CLOCK_WARN_S = 30.0
 CLOCK_FAIL_S = 300.0  # Kerberos refuses beyond 5 minutes (its default maximum skew)
+CONNECT_PROBE_S = 5.0  # a TCP connection attempt of a reachability check
 
 ACCOUNT_FIX = ("check [wsman] username and password (or HYPERV_AGENT_WSMAN_PASSWORD); the "
                "account must be in the host's Administrators or Remote Management Users "
@@ -344,11 +348,40 @@ async def migration_networks(target: Target, _: Options) -> Check:
                  "from the other hosts must be allowed)")
 
 
+async def console_relay(target: Target, _: Options) -> Check:
+    """Whether the console relay of agentless mode can reach the host's VMConnect: one TCP
+    connection opened and closed at once, nothing sent."""
+    relayed = relay_target(target.config)
+    if relayed is None:
+        return Check("console relay", Status.OK, "no relay: the console proxy reaches "
+                     "VMConnect (TCP 2179) on the host itself")
+    where = f"{relayed.host}:{relayed.port}"
+    try:
+        writer = (await asyncio.wait_for(asyncio.open_connection(relayed.host, relayed.port),
+                                            CONNECT_PROBE_S))[1]
+    except TimeoutError:
+        reason = f"no answer within {CONNECT_PROBE_S:g} s (dropped by a firewall?)"
+    except OSError as error:
+        reason = error.strerror or str(error)
+    else:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return Check("console relay", Status.OK, f"VMConnect at {where} accepts connections "
+                     f"from this machine; the relay listens on "
+                     f"{target.config.agent.console_relay_listen}")
+    return Check("console relay", Status.FAIL, f"VMConnect at {where} cannot be reached from "
+                 f"this machine: {reason}; every VM console CloudStack opens fails",
+                 f"on the host: allow TCP {relayed.port} from this machine in its firewall "
+                 f"(check with Test-NetConnection {relayed.host} -Port {relayed.port} from "
+                 "another machine); check [agent] console_relay_target_port")
+
+
 LATER: tuple[tuple[str, CheckFn], ...] = (
     ("winrm limits", limits), ("namespace", namespace), ("services", services),
     ("schema", schema), ("vswitches", switches), ("vhd path", vhd_path),
     ("host files", files), ("clock", clock), ("live migration", live_migration),
-    ("migration networks", migration_networks),
+    ("migration networks", migration_networks), ("console relay", console_relay),
 )
 
 
