@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from hyperv_agent import winrm_face
 from hyperv_agent.cim import wql
 from hyperv_agent.config import AgentConfig, load_config
-from hyperv_agent.doctor.checks import Options
+from hyperv_agent.doctor.checks import Options, shares_fix
 from hyperv_agent.doctor.deploy import VM_PREFIX
 from hyperv_agent.doctor.report import Report, Status
 from hyperv_agent.doctor.run import diagnose
@@ -289,3 +289,23 @@ async def test_an_unreachable_vmconnect_fails_the_console_relay_with_its_fix(
     status, line = _check(report, "console relay")
     assert status is Status.FAIL and f"VMConnect at 127.0.0.1:{port} cannot be reached" in line
     assert f"allow TCP {port} from this machine" in line
+
+
+@pytest.mark.parametrize(("username", "named", "not_named"), [
+    ("svc-cloud", "LocalAccountTokenFilterPolicy -Value 1", "Add-LocalGroupMember"),
+    (".\\svc-cloud", "LocalAccountTokenFilterPolicy -Value 1", "Add-LocalGroupMember"),
+    ("HV01\\svc-cloud", "LocalAccountTokenFilterPolicy -Value 1", "Add-LocalGroupMember"),
+    ("Administrator", "not filtered by remote UAC", "LocalAccountTokenFilterPolicy"),
+    ("LAB\\svc-cloud", "Add-LocalGroupMember -Group Administrators -Member LAB\\svc-cloud",
+     "LocalAccountTokenFilterPolicy"),
+    ("svc-cloud@lab.example", "-Member svc-cloud@lab.example", "LocalAccountTokenFilterPolicy"),
+], ids=["local", "dot local", "host local", "built-in administrator", "domain", "upn"])
+def test_the_admin_shares_fix_names_remote_uac_for_local_accounts_only(
+        username: str, named: str, not_named: str) -> None:
+    fix = shares_fix(username, "hv01.lab.example")
+    assert named in fix and not_named not in fix and "TCP 445" in fix
+
+
+def test_an_account_of_a_host_named_by_address_gets_both_fixes() -> None:
+    fix = shares_fix("HV01\\svc-cloud", "10.1.1.11")
+    assert "Administrators" in fix and "LocalAccountTokenFilterPolicy" in fix

@@ -254,7 +254,7 @@ async def files(target: Target, _: Options) -> Check:
         read = await target.files.read_text(probe)
         await target.files.remove(probe)
     except AgentError as error:
-        return Check(name, Status.FAIL, f"{route}: {error}", SHARES_FIX if
+        return Check(name, Status.FAIL, f"{route}: {error}", _shares_fix(target) if
                      name == "admin shares" else "see the error")
     if read != "hyperv-agent doctor":
         return Check(name, Status.FAIL, f"{route}: a file written could not be read back",
@@ -265,6 +265,34 @@ async def files(target: Target, _: Options) -> Check:
 SHARES_FIX = ("on the host: File and Printer Sharing (TCP 445) allowed in its firewall; the "
               "WinRM account a member of Administrators (a local account other than "
               "Administrator also needs LocalAccountTokenFilterPolicy = 1)")
+UAC_REMOTE_FIX = ("New-ItemProperty -Path HKLM:\\SOFTWARE\\Microsoft\\Windows\\"
+                    "CurrentVersion\\Policies\\System -Name LocalAccountTokenFilterPolicy "
+                    "-Value 1 -PropertyType DWord -Force")
+
+
+def shares_fix(username: str | None, host_name: str) -> str:
+    """How to open the host's administrative shares to the WinRM account ``username``.
+
+    Remote UAC gives a local account (``user``, ``.\\user``, ``HOST\\user``) other than
+    the built-in Administrator a filtered token over the network, without its
+    administrator rights, so ``C$`` refuses it even in Administrators until
+    LocalAccountTokenFilterPolicy is 1; a domain account in Administrators is not filtered.
+    """
+    firewall = "on the host: File and Printer Sharing (TCP 445) allowed in its firewall"
+    if not username:
+        return SHARES_FIX
+    domain, _, user = username.rpartition("\\")
+    if domain not in ("", ".") and _is_address(host_name):  # HV01\\user or a domain's?
+        return SHARES_FIX
+    if "@" in user or (domain and domain != "." and
+                       domain.lower() != host_name.split(".")[0].lower()):
+        return (f"{firewall}; {username} a member of the host's Administrators group "
+                f"(Add-LocalGroupMember -Group Administrators -Member {username})")
+    member = f"{firewall}; the local account {user} a member of Administrators"
+    if user.lower() == "administrator":
+        return f"{member} (the built-in Administrator is not filtered by remote UAC)"
+    return (f"{member}, and remote UAC told to give local administrators their rights over "
+            f"the network: {UAC_REMOTE_FIX}")
 
 
 async def clock(target: Target, _: Options) -> Check:
@@ -388,11 +416,24 @@ LATER: tuple[tuple[str, CheckFn], ...] = (
 # --- helpers ------------------------------------------------------------------------------
 
 
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _within(address: str, subnet: str) -> bool:
     try:
         return ipaddress.ip_address(address) in ipaddress.ip_network(subnet, strict=False)
     except ValueError:
         return False
+
+
+def _shares_fix(target: Target) -> str:
+    host_name = target.wsman.settings.host if target.wsman is not None else ""
+    return shares_fix(target.config.wsman.username, host_name)
 
 
 def _is_wsman(target: Target) -> bool:
