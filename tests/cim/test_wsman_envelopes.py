@@ -23,6 +23,7 @@ from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
 from hyperv_agent.cim.wsman.names import WSEN, WSMAN, S, q
 from hyperv_agent.cim.wsman.reading import read_instance
 from hyperv_agent.errors import (
+    CimInvalidClass,
     CimInvalidParameter,
     CimInvalidQuery,
     CimNotFound,
@@ -256,6 +257,16 @@ def test_quota_exceeded_as_windows_reports_it_is_unavailable_not_a_failure() -> 
 def test_cannot_process_filter_is_an_invalid_query() -> None:
     text = ex.ENCODING_LIMIT_FAULT.replace("w:EncodingLimit", "wsen:CannotProcessFilter")
     assert isinstance(faults.to_error(_fault(text)), CimInvalidQuery)
+
+
+def test_windows_answer_to_a_query_of_an_unknown_class_is_an_invalid_class() -> None:
+    """WinRM says so only in the WMI plugin's nested message: the subcode and both codes
+    are those of a filter it could not process."""
+    fault = _fault(ex.UNKNOWN_CLASS_QUERY_FAULT)
+    assert (fault.subcode, fault.hresult) == ("CannotProcessFilter", 0x8033801A)
+    error = faults.to_error(fault)
+    assert isinstance(error, CimInvalidClass)
+    assert "does not exist in the given namespace" in str(error) and "\n" not in str(error)
 
 
 # --- what the face writes reads back the same -------------------------------------------

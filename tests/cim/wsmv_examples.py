@@ -132,6 +132,30 @@ MISSING_INSTANCE_FAULT = envelope(
     "</f:WSManFault></s:Detail></s:Fault>",
     "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
 
+# An Enumerate whose WQL names a class the namespace lacks: n:CannotProcessFilter with
+# ERROR_WSMAN_ENUMERATE_CANNOT_PROCESS_FILTER (2150858778) outside and in the WMI plugin's
+# nested fault, whose message alone says the class does not exist; no MSFT_WmiError, and
+# WMI's ExecQuery status carries no code
+UNKNOWN_CLASS_QUERY_FAULT = envelope(
+    "<s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>"
+    "wsen:CannotProcessFilter</s:Value></s:Subcode></s:Code><s:Reason>"
+    '<s:Text xml:lang="en-US">The data source could not process the filter. The filter '
+    "might be missing or it might be invalid. Change the filter and try the request again. "
+    " </s:Text></s:Reason><s:Detail>"
+    '<f:WSManFault xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" '
+    'Code="2150858778" Machine="hv01"><f:Message><f:ProviderFault provider="WMI Provider" '
+    'path="%systemroot%\\system32\\WsmWmiPl.dll"><f:WSManFault '
+    'xmlns:f="http://schemas.microsoft.com/wbem/wsman/1/wsmanfault" Code="2150858778" '
+    'Machine="hv01.example.test"><f:Message>The specified class\n  does not exist in the '
+    "given namespace. </f:Message></f:WSManFault><f:ExtendedError><p:__ExtendedStatus "
+    'xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wmi/root/virtualization/v2/'
+    '__ExtendedStatus" xsi:type="p:__ExtendedStatus_Type"><p:Operation>ExecQuery'
+    "</p:Operation><p:ParameterInfo>SELECT * FROM Msvm_Nothing</p:ParameterInfo>"
+    '<p:ProviderName>WinMgmt</p:ProviderName><p:StatusCode xsi:nil="true"/>'
+    "</p:__ExtendedStatus></f:ExtendedError></f:ProviderFault></f:Message></f:WSManFault>"
+    "</s:Detail></s:Fault>",
+    "http://schemas.xmlsoap.org/ws/2004/09/enumeration/fault")
+
 # A fault the WMI provider raised: MSFT_WmiError with its CIM status and HRESULT
 WMI_ERROR_FAULT = envelope(
     "<s:Fault><s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:InternalError"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from xml.etree.ElementTree import Element
 
-from hyperv_agent.cim.faults import CimFault
+from hyperv_agent.cim.faults import CIM_INVALID_CLASS, CimFault
 from hyperv_agent.cim.wsman.names import WMIERROR, WSMAN, WSMANFAULT, S, q
 
 
@@ -24,6 +24,14 @@ def find_fault(root: Element) -> Element | None:
     return body.find(q(S, "Fault")) if body is not None else None
 
 
+# WinRM's WMI plugin answers a WQL query over a class the namespace does not have with
+# n:CannotProcessFilter, as it answers a query it cannot parse, and no WMI error code; only
+# its nested message tells the two apart: "The specified class does not exist in the given
+# namespace." (a Windows Server 2008 R2 answer kept in WinRb/WinRM's soap_fault_v2.xml). The
+# message is in the request's Locale, which pypsrp sends as en-US.
+_NO_SUCH_CLASS = "class does not exist"
+
+
 def read_fault(fault: Element) -> CimFault:
     """What the fault says, as the seam's neutral fault description."""
     detail = fault.find(q(S, "Detail"))
@@ -31,11 +39,16 @@ def read_fault(fault: Element) -> CimFault:
     wmi_error = detail.find(q(WMIERROR, "MSFT_WmiError")) if detail is not None else None
     message = (_wmi_text(wmi_error, "Message") or _wsman_message(wsman_fault)
                or fault.findtext(f"{q(S, 'Reason')}/{q(S, 'Text')}") or "")
+    subcode = _subcode(fault)
+    status = _integer(_wmi_text(wmi_error, "CIMStatusCode"))
+    if status is None and subcode == "CannotProcessFilter" and \
+            _NO_SUCH_CLASS in " ".join(message.lower().split()):
+        status = CIM_INVALID_CLASS
     return CimFault(
         message=message.strip(),
-        cim_status=_integer(_wmi_text(wmi_error, "CIMStatusCode")),
+        cim_status=status,
         hresult=_integer(_wmi_text(wmi_error, "error_Code")) or _hresult(wsman_fault),
-        subcode=_subcode(fault),
+        subcode=subcode,
         detail=_detail(detail),
     )
 
