@@ -310,7 +310,8 @@ async def test_operation_over_its_timeout_is_a_timed_out_fault(
     slow = EmulatorCim.open(make_config(latency=LatencyModel(call_s=1.5)))
     async with face(slow, tmp_path / "face") as served:
         cim = client(served.url, operation_timeout_s=1)
-        with pytest.raises(CimUnavailable, match="OperationTimeout of 1 s"):
+        with pytest.raises(CimUnavailable,
+                           match="within the time specified in OperationTimeout"):
             await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
         await cim.close()
     await slow.close()

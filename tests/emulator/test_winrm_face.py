@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -20,6 +20,7 @@ from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.emulator.kit import define_vm, service
 from tests.emulator.winrm_kit import PASSWORD, USER, face
 
@@ -174,6 +175,73 @@ async def test_get_of_a_missing_instance_is_answered_as_windows_answers_it(
     inner = provider.find(f"{{{WSMANFAULT}}}WSManFault")
     assert inner is not None and inner.get("Code") == "2150858752"
     assert raised.value.code == 2150858752
+
+
+async def test_query_of_an_unknown_class_is_answered_as_windows_answers_it(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """The enumeration fault action, s:Sender / n:CannotProcessFilter, and
+    ERROR_WSMAN_ENUMERATE_CANNOT_PROCESS_FILTER (2150858778) outside and in the WMI plugin's
+    nested fault, whose message says the class does not exist, beside WMI's ExecQuery
+    status; no MSFT_WmiError (as Windows Server 2008 R2 answers a query of a misspelt
+    class)."""
+    query = "SELECT * FROM Msvm_NoSuchClass"
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.enumerate, f"{V2}/*",
+                                    resource=_enumerate_body(query, 32))
+        wsman.close()
+    root = fromstring(getattr(raised.value.__context__, "response_text", ""))
+    assert root.findtext("s:Header/wsa:Action", namespaces=NAMESPACES) == (
+        "http://schemas.xmlsoap.org/ws/2004/09/enumeration/fault")
+    fault = find_fault(root)
+    assert fault is not None
+    assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Sender"
+    assert fault.findtext("s:Reason/s:Text", namespaces=NAMESPACES) == (
+        "The data source could not process the filter. The filter might be missing or it "
+        "might be invalid. Change the filter and try the request again.")
+    read = read_fault(fault)
+    assert (read.subcode, read.hresult, read.detail) == (
+        "CannotProcessFilter", 0x8033801A, None)
+    assert fault.find("s:Detail/{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
+                      "MSFT_WmiError}MSFT_WmiError", NAMESPACES) is None
+    provider = fault.find(f"s:Detail/{{{WSMANFAULT}}}WSManFault/{{{WSMANFAULT}}}Message/"
+                          f"{{{WSMANFAULT}}}ProviderFault", NAMESPACES)
+    assert provider is not None
+    inner = provider.find(f"{{{WSMANFAULT}}}WSManFault")
+    assert inner is not None and inner.get("Code") == "2150858778"
+    assert inner.findtext(f"{{{WSMANFAULT}}}Message") == (
+        "The specified class does not exist in the given namespace.")
+    status = "{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/__ExtendedStatus}"
+    extended = provider.find(f"{{{WSMANFAULT}}}ExtendedError/{status}__ExtendedStatus")
+    assert extended is not None
+    assert [extended.findtext(f"{status}{name}") for name in (
+        "Operation", "ParameterInfo", "ProviderName")] == ["ExecQuery", query, "WinMgmt"]
+    assert raised.value.code == 2150858778
+
+
+async def test_an_operation_over_its_timeout_is_answered_as_windows_answers_it(
+        make_config: Callable[..., EmulatorConfig], tmp_path: Path) -> None:
+    """s:Receiver / w:TimedOut with ERROR_WSMAN_OPERATION_TIMEDOUT (2150858793) and WinRM's
+    own reason, as Windows answers a request its OperationTimeout ran out on."""
+    slow = EmulatorCim.open(make_config(latency=LatencyModel(call_s=3.0)))
+    try:
+        async with face(slow, tmp_path / "face") as served:
+            wsman = _pypsrp(served.url, operation_timeout=1, read_timeout=10)
+            with pytest.raises(WSManFaultError) as raised:
+                await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+                    "SELECT * FROM Msvm_ComputerSystem"))
+            wsman.close()
+    finally:
+        await slow.close()
+    fault = find_fault(fromstring(getattr(raised.value.__context__, "response_text", "")))
+    assert fault is not None
+    assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Receiver"
+    assert read_fault(fault).subcode == "TimedOut"
+    assert fault.findtext("s:Reason/s:Text", namespaces=NAMESPACES) == (
+        "The WS-Management service cannot complete the operation within the time specified "
+        "in OperationTimeout.")
+    assert raised.value.code == 2150858793
 
 
 async def test_a_cimnamespace_selector_must_name_the_resource_uris_namespace(

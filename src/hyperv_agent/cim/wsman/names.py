@@ -37,6 +37,7 @@ PULL = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Pull"
 RELEASE = "http://schemas.xmlsoap.org/ws/2004/09/enumeration/Release"
 ADDRESSING_FAULT = "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault"
 WSMAN_FAULT = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
+ENUMERATION_FAULT = f"{WSEN}/fault"
 
 WMI_PREFIX = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
 DMTF_PREFIX = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"

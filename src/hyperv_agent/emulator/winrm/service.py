@@ -51,6 +51,7 @@ from hyperv_agent.emulator.winrm.soap import (
     INSUFFICIENT_SELECTORS,
     MAX_ENVELOPE_SIZE_EXCEEDED,
     MAX_TIMEOUT_S,
+    TIMED_OUT_TEXT,
     Fault,
     SoapRequest,
     envelope,
@@ -58,6 +59,7 @@ from hyperv_agent.emulator.winrm.soap import (
     option,
     provider_fault,
     read_request,
+    unknown_class_in_query,
 )
 from hyperv_agent.errors import CimError, CimInvalidClass, CimInvalidParameter
 
@@ -116,8 +118,7 @@ class WinrmService:
         try:
             return await asyncio.wait_for(self._dispatch(request), request.timeout_s)
         except TimeoutError:
-            raise Fault("w:TimedOut", f"the operation did not finish within its "
-                        f"OperationTimeout of {request.timeout_s:g} s", sender=False) from None
+            raise Fault("w:TimedOut", TIMED_OUT_TEXT, sender=False) from None
 
     async def _dispatch(self, request: SoapRequest) -> tuple[str, str]:
         if request.action == GET:
@@ -186,7 +187,10 @@ class WinrmService:
             raise Fault("w:SchemaValidationError", "the body holds no wsen:Enumerate")
         wql = _filter(start, class_name)
         mode = (start.findtext(q(WSMAN, "EnumerationMode")) or "").strip()
-        found = await self.cim.query(wql, namespace)
+        try:
+            found = await self.cim.query(wql, namespace)
+        except CimInvalidClass:
+            raise unknown_class_in_query(wql) from None
         context = self.enumerations.start([_item(i, wql, mode) for i in found])
         if start.find(q(WSMAN, "OptimizeEnumeration")) is None:
             return f"<n:EnumerateResponse><n:EnumerationContext>{context}" \

@@ -17,6 +17,7 @@ from hyperv_agent.cim.wsman.names import (
     ADDRESSING_FAULT,
     ANONYMOUS,
     CIMBINDING,
+    ENUMERATION_FAULT,
     FAULT_DETAIL,
     WMIERROR,
     WSA,
@@ -64,6 +65,19 @@ WSMAN_CODES = {
 }
 INSUFFICIENT_SELECTORS = 0x8033805A
 MAX_ENVELOPE_SIZE_EXCEEDED = 0x80338048
+# How the WMI plugin answers a WQL query over a class the namespace does not have: the
+# reason WinRM gives for n:CannotProcessFilter and the plugin's own message, nested in
+# f:ProviderFault (a Windows Server 2008 R2 answer to an Enumerate filtered by
+# "Select * from Win32_Processa ...", kept in WinRb/WinRM's test stubs soap_fault_v2.xml).
+CANNOT_PROCESS_FILTER_TEXT = ("The data source could not process the filter. The filter "
+                              "might be missing or it might be invalid. Change the filter and "
+                              "try the request again.")
+NO_SUCH_CLASS_TEXT = "The specified class does not exist in the given namespace."
+# w:TimedOut's reason as WinRM words it (a Windows answer kept in microsoft/omi's parser
+# tests, TestTimeoutResponse)
+TIMED_OUT_TEXT = ("The WS-Management service cannot complete the operation within the time "
+                  "specified in OperationTimeout.")
+EXTENDED_STATUS = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/__ExtendedStatus"
 # Where Microsoft names no code for a fault: ERROR_WSMAN_PROVIDER_FAILURE, the plugin failed
 PROVIDER_FAILURE = 0x80338003
 # The WMI plugin's registration, as WinRM names it in f:ProviderFault
@@ -80,7 +94,8 @@ class Fault(Exception):
     def __init__(self, subcode: str, reason: str, *, sender: bool = True,
                  detail: str | None = None, code: int | None = None,
                  wmi: tuple[int, int] | None = None, status: int = 500,
-                 provider: bool = False) -> None:
+                 provider: str | None = None,
+                 extended: tuple[str, str, str] | None = None) -> None:
         super().__init__(reason)
         self.subcode = subcode  # prefixed: "w:EncodingLimit", "a:ActionNotSupported"
         self.reason = one_line(reason)
@@ -89,7 +104,10 @@ class Fault(Exception):
         self.code = WSMAN_CODES.get(subcode, PROVIDER_FAILURE) if code is None else code
         self.wmi = wmi  # (CIM status, HRESULT) for a provider error: MSFT_WmiError
         self.status = status
-        self.provider = provider  # the WMI plugin's fault: its message in f:ProviderFault
+        # the WMI plugin's fault: its message, nested in f:ProviderFault
+        self.provider = one_line(provider) if provider is not None else None
+        # WMI's __ExtendedStatus beside it: (Operation, ParameterInfo, ProviderName)
+        self.extended = extended
 
 
 @dataclass(frozen=True)
@@ -170,20 +188,39 @@ def fault_envelope(fault: Fault, relates_to: str, machine: str) -> str:
             f'</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">'
             f"{writing.text(fault.reason)}</s:Text></s:Reason><s:Detail>{detail}"
             f"{_wsman_fault(fault, machine)}{_wmi_error(fault)}</s:Detail></s:Fault>")
-    action = ADDRESSING_FAULT if fault.subcode.startswith("a:") else WSMAN_FAULT
+    # WS-Enumeration's faults carry its own fault action, as WinRM sends n:CannotProcessFilter
+    # (the WinRb/WinRM stubs soap_fault_v1.xml and soap_fault_v2.xml)
+    action = {"a:": ADDRESSING_FAULT, "n:": ENUMERATION_FAULT}.get(fault.subcode[:2],
+                                                                  WSMAN_FAULT)
     return envelope(action, relates_to, body)
 
 
 def _wsman_fault(fault: Fault, machine: str) -> str:
     message = writing.text(fault.reason)
-    if fault.provider:  # as WinRM wraps what its WMI plugin reported
+    if fault.provider is not None:  # as WinRM wraps what its WMI plugin reported
         name, path = WMI_PROVIDER
         message = (f"<f:ProviderFault provider={writing.attr(name)} path={writing.attr(path)}>"
                    f'<f:WSManFault xmlns:f="{WSMANFAULT}" Code="{fault.code}" '
-                   f"Machine={writing.attr(machine)}><f:Message>{message}</f:Message>"
-                   "</f:WSManFault></f:ProviderFault>")
+                   f"Machine={writing.attr(machine)}><f:Message>"
+                   f"{writing.text(fault.provider)}</f:Message></f:WSManFault>"
+                   f"{_extended_status(fault)}</f:ProviderFault>")
     return (f'<f:WSManFault xmlns:f="{WSMANFAULT}" Code="{fault.code}" '
             f"Machine={writing.attr(machine)}><f:Message>{message}</f:Message></f:WSManFault>")
+
+
+def _extended_status(fault: Fault) -> str:
+    """WMI's __ExtendedStatus in f:ExtendedError, typed as Windows Server 2012 R2 writes it
+    (microsoft/omi's parser tests); Description and StatusCode are nil there."""
+    if fault.extended is None:
+        return ""
+    operation, parameter, provider = fault.extended
+    props = "".join(f'<p:{name} xsi:type="cim:cimString">{writing.text(value)}</p:{name}>'
+                    for name, value in (("Operation", operation), ("ParameterInfo", parameter),
+                                        ("ProviderName", provider)))
+    return (f'<f:ExtendedError><p:__ExtendedStatus xmlns:p="{EXTENDED_STATUS}" '
+            'xsi:type="p:__ExtendedStatus_Type"><p:Description xsi:nil="true" '
+            f'xsi:type="cim:cimString"/>{props}<p:StatusCode xsi:nil="true" '
+            'xsi:type="cim:cimUnsignedInt"/></p:__ExtendedStatus></f:ExtendedError>')
 
 
 def _wmi_error(fault: Fault) -> str:
@@ -217,7 +254,8 @@ def provider_fault(error: CimError) -> Fault:
         # InvalidResourceURI although the URI is right (a Windows Server 2012 R2 answer to
         # a Get of Win32_Process.Handle="29", kept in microsoft/omi's parser tests).
         return Fault("a:DestinationUnreachable", RESOURCE_NOT_FOUND_TEXT,
-                     detail="InvalidResourceURI", code=RESOURCE_NOT_FOUND, provider=True)
+                     detail="InvalidResourceURI", code=RESOURCE_NOT_FOUND,
+                     provider=RESOURCE_NOT_FOUND_TEXT)
     if isinstance(error, CimInvalidQuery):
         return Fault("n:CannotProcessFilter", text, code=codes[1], wmi=codes)
     if isinstance(error, CimAccessDenied):
@@ -225,6 +263,17 @@ def provider_fault(error: CimError) -> Fault:
     if isinstance(error, CimResponseTooLarge):
         return Fault("w:EncodingLimit", text, detail="MaxEnvelopeSize")
     return Fault("w:InternalError", text, sender=False, code=codes[1], wmi=codes)
+
+
+def unknown_class_in_query(wql: str) -> Fault:
+    """How WinRM answers an Enumerate whose WQL names a class the namespace lacks: not the
+    WMI provider's invalid class (no MSFT_WmiError, no WBEM_E_INVALID_CLASS anywhere) but
+    n:CannotProcessFilter with ERROR_WSMAN_ENUMERATE_CANNOT_PROCESS_FILTER, outside and in
+    the plugin's nested fault, whose message alone says that the class does not exist, and
+    WMI's ExecQuery status beside it (the WinRb/WinRM stub soap_fault_v2.xml). An unknown
+    namespace is answered alike: no recording of that answer is known."""
+    return Fault("n:CannotProcessFilter", CANNOT_PROCESS_FILTER_TEXT,
+                 provider=NO_SUCH_CLASS_TEXT, extended=("ExecQuery", wql, "WinMgmt"))
 
 
 def operation_timeout_s(header_text: str | None, default_s: float = MAX_TIMEOUT_S) -> float:
