@@ -7,6 +7,7 @@ import base64
 import logging
 import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -18,9 +19,11 @@ from pypsrp.exceptions import AuthenticationError, WSManFaultError
 from pypsrp.wsman import NAMESPACES, SelectorSet, WSMan
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.faults import to_error
 from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.errors import CimNotFound
 from tests.emulator.kit import define_vm, service
 from tests.emulator.winrm_kit import PASSWORD, USER, face
 
@@ -137,6 +140,28 @@ async def test_pypsrp_get_and_invoke_change_the_emulated_host(
     assert (await emulator.get(path))["EnabledState"] == 2
 
 
+async def test_a_method_that_fails_answers_its_return_value_not_a_fault(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A method that runs and fails is a RequestStateChange_OUTPUT carrying its ReturnValue
+    (32775 for the state the VM is already in), as WMI returns it; WinRM faults only when
+    the call itself fails."""
+    path = await define_vm(emulator, "i-2-8-VM")
+    uri = f"{V2}/Msvm_ComputerSystem"
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        selectors = SelectorSet()
+        for name, value in path.keys:
+            selectors.add_option(name, value)
+        body = ET.Element(f"{{{uri}}}RequestStateChange_INPUT")
+        ET.SubElement(body, f"{{{uri}}}RequestedState").text = "3"  # off, as it is
+        answer = await asyncio.to_thread(wsman.invoke, f"{uri}/RequestStateChange", uri, body,
+                                         selector_set=selectors)
+        wsman.close()
+    assert find_fault(answer) is None
+    output = answer.find(f"s:Body/{{{uri}}}RequestStateChange_OUTPUT", NAMESPACES)
+    assert output is not None and output.findtext(f"{{{uri}}}ReturnValue") == "32775"
+
+
 async def test_get_of_a_missing_instance_is_answered_as_windows_answers_it(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     """HTTP 500, the addressing fault action, s:Sender / a:DestinationUnreachable, a fault
@@ -175,6 +200,38 @@ async def test_get_of_a_missing_instance_is_answered_as_windows_answers_it(
     inner = provider.find(f"{{{WSMANFAULT}}}WSManFault")
     assert inner is not None and inner.get("Code") == "2150858752"
     assert raised.value.code == 2150858752
+
+
+async def test_get_without_keys_of_a_keyed_class_is_answered_as_windows_answers_it(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """WinRM's ERROR_WSMAN_INVALID_URI_WMI_SINGLETON (2150859002) outside and in the WMI
+    plugin's nested fault, with its message (the WSManFault Microsoft's Session.Error
+    reference shows for a Get of Win32_QuotaSetting without keys); the seam reads it as not
+    found, as the emulator answers a path that names no instance."""
+    message = ("The WinRM client cannot process the request. The resource URI is not valid: "
+               "it does not contain keys, but the class selected is not a singleton. To "
+               "access an instance which is not a singleton, keys must be provided. Use the "
+               "following command to get more information in how to construct a resource "
+               'URI: "winrm help uris".')
+    async with face(emulator, tmp_path / "face") as served:
+        wsman = _pypsrp(served.url)
+        with pytest.raises(WSManFaultError) as raised:
+            await asyncio.to_thread(wsman.get, f"{V2}/Msvm_ComputerSystem")
+        wsman.close()
+    fault = find_fault(fromstring(getattr(raised.value.__context__, "response_text", "")))
+    assert fault is not None
+    assert fault.findtext("s:Reason/s:Text", namespaces=NAMESPACES) == message
+    outer = fault.find(f"s:Detail/{{{WSMANFAULT}}}WSManFault", NAMESPACES)
+    assert outer is not None and outer.get("Code") == "2150859002"
+    provider = outer.find(f"{{{WSMANFAULT}}}Message/{{{WSMANFAULT}}}ProviderFault")
+    assert provider is not None
+    inner = provider.find(f"{{{WSMANFAULT}}}WSManFault")
+    assert inner is not None and inner.get("Code") == "2150859002"
+    assert inner.findtext(f"{{{WSMANFAULT}}}Message") == message
+    read = read_fault(fault)
+    assert read.hresult == 0x803380FA
+    assert isinstance(to_error(replace(read, subcode=None, detail=None)), CimNotFound)
+    assert raised.value.code == 2150859002
 
 
 async def test_query_of_an_unknown_class_is_answered_as_windows_answers_it(

@@ -59,6 +59,9 @@ WBEM_S_TIMEDOUT = 0x00040004  # an operation that did not finish in time (PyMI's
 # name no instance (a:DestinationUnreachable whose fault detail says InvalidResourceURI, with
 # no MSFT_WmiError), so this code, not the detail, tells that the instance is missing.
 WSMAN_RESOURCE_NOT_FOUND = 0x80338000
+# ERROR_WSMAN_INVALID_URI_WMI_SINGLETON: the WMI plugin's answer to a Get without keys of a
+# class that is not a singleton; such a path names no instance (as the emulator says).
+WSMAN_INVALID_URI_WMI_SINGLETON = 0x803380FA
 WSMAN_QUOTA_ERRORS = (0x803381A5, 0x803381A6, 0x803381A7, 0x803381A8, 0x803381AB,
                       *range(0x803381E4, 0x803381EB))
 
@@ -84,6 +87,7 @@ _BY_HRESULT: dict[int, type[CimError]] = {
     WBEM_E_INVALID_METHOD: CimInvalidMethod,
     WBEM_S_TIMEDOUT: CimUnavailable,
     WSMAN_RESOURCE_NOT_FOUND: CimNotFound,
+    WSMAN_INVALID_URI_WMI_SINGLETON: CimNotFound,
     **dict.fromkeys(WSMAN_QUOTA_ERRORS, CimUnavailable),
 }
 # WS-Management subcodes (local names) and fault details (URI suffixes).

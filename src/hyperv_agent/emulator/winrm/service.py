@@ -49,6 +49,8 @@ from hyperv_agent.cim.wsman.reading import read_values
 from hyperv_agent.emulator.winrm.enumerations import Enumerations
 from hyperv_agent.emulator.winrm.soap import (
     INSUFFICIENT_SELECTORS,
+    INVALID_URI_WMI_SINGLETON,
+    INVALID_URI_WMI_SINGLETON_TEXT,
     MAX_ENVELOPE_SIZE_EXCEEDED,
     MAX_TIMEOUT_S,
     TIMED_OUT_TEXT,
@@ -146,9 +148,10 @@ class WinrmService:
             return write_config(self.limits())
         path = self._path(request)
         if not path.keys and (await self.cim.get_class(path.class_name, path.namespace)).keys:
-            raise Fault("w:InvalidSelectors", "a Get needs the selectors of an instance",
-                        detail="InsufficientSelectors",
-                        code=INSUFFICIENT_SELECTORS)  # none only for a singleton
+            # none only for a singleton; the subcode and detail are the face's own
+            raise Fault("w:InvalidSelectors", INVALID_URI_WMI_SINGLETON_TEXT,
+                        detail="InsufficientSelectors", code=INVALID_URI_WMI_SINGLETON,
+                        provider=INVALID_URI_WMI_SINGLETON_TEXT)
         instance = await self.cim.get(path)
         return writing.instance(instance, instance.path or path)
 

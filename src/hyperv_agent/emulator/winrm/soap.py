@@ -64,6 +64,16 @@ WSMAN_CODES = {
     "w:SchemaValidationError": 0x80338041,
 }
 INSUFFICIENT_SELECTORS = 0x8033805A
+# How the WMI plugin refuses a Get without keys of a class that is not a singleton: wsmerror.h
+# ERROR_WSMAN_INVALID_URI_WMI_SINGLETON (2150859002), outside and in its nested ProviderFault
+# with this message (the WSManFault Microsoft's Session.Error reference shows for a Get of
+# Win32_QuotaSetting without VolumePath). The s:Fault's subcode and detail are not recorded.
+INVALID_URI_WMI_SINGLETON = 0x803380FA
+INVALID_URI_WMI_SINGLETON_TEXT = (
+    "The WinRM client cannot process the request. The resource URI is not valid: it does not "
+    "contain keys, but the class selected is not a singleton. To access an instance which is "
+    "not a singleton, keys must be provided. Use the following command to get more "
+    'information in how to construct a resource URI: "winrm help uris".')
 MAX_ENVELOPE_SIZE_EXCEEDED = 0x80338048
 # How the WMI plugin answers a WQL query over a class the namespace does not have: the
 # reason WinRM gives for n:CannotProcessFilter and the plugin's own message, nested in
