@@ -26,6 +26,7 @@ from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.config import load_config
 from hyperv_agent.service import Agent, build_agent
 from tests.cloudstack.fixtures import BASE_BODIES, MS_422, REQUESTS, sample_json
+from tests.cloudstack.test_fuzz import _paths
 from tests.e2e.conftest import PRIVATE_IP
 
 ROUTES = sorted(fqcn for fqcn in COMMAND_TYPES if codec.is_known(fqcn))
@@ -72,17 +73,6 @@ def _nested(depth: int) -> Any:
     for level in range(depth):
         value = [value] if level % 2 else {"a": value}
     return value
-
-
-def _paths(value: Any, here: Path_ = ()) -> list[Path_]:
-    found = [here]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*here, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*here, index))
-    return found
 
 
 _DROP = object()  # in place of a member's new value: the member is dropped
