@@ -10,6 +10,7 @@ connections.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -180,6 +181,17 @@ def _wait_listening(samba: Samba) -> None:
     samba.stop()
     raise SambaUnavailable(f"smbd did not listen on port {samba.port} "
                            f"within {START_TIMEOUT_S:.0f} s")
+
+
+def session_ports(samba: Samba) -> set[int] | None:
+    """The client ports of the sessions ``samba`` holds, as ``smbstatus -b`` lists them
+    ("127.0.0.1 (ipv4:127.0.0.1:PORT)"); None when smbstatus is not installed."""
+    smbstatus = shutil.which("smbstatus")
+    if smbstatus is None:
+        return None
+    listed = subprocess.run([smbstatus, "-s", str(samba.root / "smb.conf"), "-b"],
+                            capture_output=True, text=True, timeout=30, check=True).stdout
+    return {int(found) for found in re.findall(r"\(ipv4:[0-9.]+:([0-9]+)\)", listed)}
 
 
 def serving_pid(samba: Samba, client_port: int) -> int:

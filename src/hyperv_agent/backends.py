@@ -11,6 +11,7 @@ own, ``emulator.config.EmulatorConfig``), with the default image store added her
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -53,11 +54,18 @@ class OpenedHost:
         return self.hyperv.cim
 
     async def close(self) -> None:
+        """Close the Hyper-V session, then log off the file layer's SMB sessions (in a
+        worker thread: a server that does not answer the logoff is cut off after
+        ``hostfs.smb.CLOSE_GRACE_S``), so the servers do not keep them until their own
+        timeout."""
         try:
             await self.hyperv.close()
         finally:
-            if self.scratch is not None:
-                shutil.rmtree(self.scratch, ignore_errors=True)
+            try:
+                await asyncio.to_thread(self.files.close)
+            finally:
+                if self.scratch is not None:
+                    shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def open_host(config: AgentConfig, choose: Chooser = choose_for_this_host,

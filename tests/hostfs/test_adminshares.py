@@ -3,6 +3,7 @@ wsman backend chooses between those and an emulated host's mapped folders."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,20 @@ async def test_files_on_drive_c_are_reached_over_smb(admin_share: Samba) -> None
     assert stat is not None and stat.size == len("on the host")
     assert await files.remove("C:\\pool\\note.txt")
     assert not (admin_share.share_dir / "pool" / "note.txt").exists()
+
+
+async def test_closing_logs_the_administrative_shares_off(admin_share: Samba) -> None:
+    """What a stopping agentless agent does (``OpenedHost.close``); the next call logs on
+    again."""
+    credentials = Credentials(admin_share.user, "", admin_share.password)
+    smb = SmbFiles(port=admin_share.port, connect_timeout_s=5)
+    files = AdminShareFiles(smb, admin_share.server, credentials)
+    await files.make_dirs("C:\\closing")
+    assert smb.open_connections == 1
+    await asyncio.to_thread(files.close)
+    assert smb.open_connections == 0
+    assert await files.list_dir("C:\\closing") == []
+    files.close()
 
 
 async def test_links_are_judged_on_the_administrative_share(admin_share: Samba) -> None:

@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 
+from hyperv_agent.config import load_config
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
-from hyperv_agent.hostfs.smb import SmbFiles
+from hyperv_agent.hostfs.routed import RoutedFiles
+from hyperv_agent.hostfs.smb import CLOSE_GRACE_S, SmbFiles
 from hyperv_agent.hostfs.smbwatch import Watchdog, connection_socket
-from tests.samba import Samba, serving_pid
+from hyperv_agent.service import Agent, build_agent, run_agent
+from tests.samba import Samba, free_port, serving_pid, session_ports
 
 PROBE_S, ANSWER_S = 0.5, 1.0
 BOUND_S = PROBE_S + ANSWER_S + 2.5  # the watchdog's ticks and the wake-up, with room
@@ -223,3 +226,65 @@ async def test_close_logs_off_a_server_that_answers_without_waiting_for_the_grac
     assert time.monotonic() - started < 5
     assert watched.open_connections == 0
     assert "did not answer the logoff" not in caplog.text
+
+
+# --- the agent's shutdown -----------------------------------------------------------------
+
+
+def _agent_on(samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Agent:
+    """An agent (emulated host) reaching the Samba server with a configured account."""
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    accounts = {samba.server: {"username": samba.user, "password_env": "HV_TEST_SMB_PASSWORD"}}
+    return build_agent(load_config(
+        None, state_dir=tmp_path / "state", backend="emulator",
+        listen=f"127.0.0.1:{free_port()}", admin_listen=f"127.0.0.1:{free_port()}",
+        smb_port=samba.port, smb_credentials=accounts))
+
+
+def _smb_of(agent: Agent) -> SmbFiles:
+    files = agent.opened.files
+    assert isinstance(files, RoutedFiles) and isinstance(files.smb, SmbFiles)
+    return files.smb
+
+
+async def _stopped_agent(agent: Agent) -> float:
+    """Run ``agent`` and stop it at once; the seconds the run took."""
+    stop = asyncio.Event()
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(run_agent(agent, stop), timeout=60)
+    return time.monotonic() - started
+
+
+async def test_a_stopping_agent_logs_its_smb_sessions_off(
+    samba: Samba, folder: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without it the server keeps the agent's sessions until its own timeout."""
+    agent = _agent_on(samba, tmp_path, monkeypatch)
+    smb = _smb_of(agent)
+    assert await agent.opened.files.stat(folder[0]) is not None
+    client_port = _socket_of(smb, samba.server).getsockname()[1]
+    held = session_ports(samba)
+    assert held is None or client_port in held
+    await _stopped_agent(agent)
+    assert smb.open_connections == 0
+    deadline = time.monotonic() + 5
+    while (held := session_ports(samba)) and client_port in held \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert held is None or client_port not in held
+
+
+async def test_a_frozen_smb_server_holds_the_agents_stop_no_longer_than_the_grace(
+    samba: Samba, folder: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agent = _agent_on(samba, tmp_path, monkeypatch)
+    smb = _smb_of(agent)
+    assert await agent.opened.files.stat(folder[0]) is not None
+    pid = serving_pid(samba, _socket_of(smb, samba.server).getsockname()[1])
+    with _frozen(pid):
+        took = await _stopped_agent(agent)
+        assert took < CLOSE_GRACE_S + 2.5
+        assert smb.open_connections == 0
+    assert f"SMB server {samba.server} did not answer the logoff" in caplog.text

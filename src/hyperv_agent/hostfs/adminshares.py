@@ -49,6 +49,10 @@ class AdminShareFiles(HostFiles):
     def use_credentials(self, share: ShareLocation) -> None:
         self.inner.use_credentials(share)
 
+    def close(self) -> None:
+        """Logs off the host's administrative shares and every other share reached."""
+        self.inner.close()
+
     async def usage(self, path: str) -> Usage:
         return await self.inner.usage(self.remote(path))
 

@@ -89,6 +89,11 @@ class HostFiles(abc.ABC):
         reach shares with their own identity ignore this."""
         return None
 
+    def close(self) -> None:  # noqa: B027 - optional for backends that hold no sessions
+        """End the sessions this backend holds open (SMB logons); later calls open them
+        again. Blocking and bounded (a server that does not answer is cut off after a
+        few seconds): call it from a worker thread. Backends without sessions do nothing."""
+
     async def copy_file(self, source: str, target: str) -> int:
         """Copy ``source`` to ``target`` (created or replaced) and return the bytes copied.
         Streams in bounded chunks; backends override it with a faster native copy."""

@@ -38,6 +38,13 @@ class RoutedFiles(HostFiles):
         """Forwarded to the backend that reaches ``share``'s server."""
         self._for_server(share.server).use_credentials(share)
 
+    def close(self) -> None:
+        """Both backends' sessions, the SMB backend's even when the base one fails."""
+        try:
+            self.smb.close()
+        finally:
+            self.base.close()
+
     async def usage(self, path: str) -> Usage:
         return await self.backend(path).usage(path)
 
