@@ -403,6 +403,28 @@ def _read_json(path: Path, shape: type[_Shape], instead: str) -> _Shape | None:
     return None
 
 
+def stored_pools(path: Path) -> dict[str, RegisteredPool]:
+    """The pools the registry file ``path`` holds, read only (a diagnostic's view: nothing
+    kept aside, nothing rewritten), without the local pool's mark and the roots
+    registration would refuse; empty when there is no file. AgentError naming the file
+    when it cannot be read or is not the JSON object this version writes."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise AgentError(f"{path} cannot be read: {error.strerror or error}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as error:
+        raise AgentError(f"{path} cannot be read: it is not JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise AgentError(f"{path} cannot be read: it holds a JSON {type(data).__name__}, "
+                         "not a dict")
+    return {str(key): pool for key, value in data.items()
+            if (pool := _pool_of(value)) is not None and root_problem(pool.root) is None}
+
+
 def _keep_aside(path: Path) -> Path | None:
     """Copy ``path`` to ``<name>.unreadable-<time>`` beside it, for the operator; None when
     the copy cannot be made (the agent starts all the same)."""

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import PureWindowsPath
 
+from hyperv_agent import state
 from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.cim.wsman.config import WinrmLimits
 from hyperv_agent.cim.wsman.settings import WsmanSettings
@@ -28,6 +29,7 @@ from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.routed import RoutedFiles
+from hyperv_agent.hostfs.smb import SmbFiles
 from hyperv_agent.hyperv import host, inventory
 from hyperv_agent.hyperv.schema import NAMESPACE
 from hyperv_agent.hyperv.session import HyperV
@@ -405,11 +407,107 @@ async def console_relay(target: Target, _: Options) -> Check:
                  "another machine); check [agent] console_relay_target_port")
 
 
+NO_ACCOUNT = ("no account in [agent.smb_credentials]: credentials arrive when the "
+              "management server reconnects (ModifyStoragePoolCommand)")
+
+
+async def smb_pools(target: Target, _: Options) -> Check:
+    """Read only: each shared pool in ``pools.json`` (stored without credentials) listed at
+    its root, and each server of ``smb_servers`` and ``[agent.smb_credentials]`` without
+    such a pool logged on to, with the account the agent would use; one reached through
+    smbprotocol with no configured account is not tried (its pools' credentials come with
+    the management server's next ModifyStoragePoolCommand)."""
+    try:
+        stored = state.stored_pools(target.config.agent.state_dir / "pools.json")
+    except AgentError as error:
+        return Check("smb pools", Status.WARN, str(error), "the agent starts without the "
+                     "pools it cannot read; the management server registers them again "
+                     "when it reconnects")
+    roots = sorted({pool.root for pool in stored.values()
+                    if pool.shared and pool.root.startswith("\\")}, key=str.casefold)
+    pooled = {_server_of(root).casefold() for root in roots}
+    servers = [server for server in target.config.agent.smb_routed_servers
+               if server.casefold() not in pooled]
+    if not roots and not servers:
+        return Check("smb pools", Status.OK, "none registered yet (the management server "
+                     "registers its pools when the host connects)")
+    reached: list[str] = []
+    waiting: list[str] = []
+    failed: list[tuple[str, str]] = []  # (what failed, fix)
+    for root in roots:
+        await _reach(target, root, _server_of(root), reached, waiting, failed)
+    for server in servers:
+        await _reach(target, None, server, reached, waiting, failed)
+    parts = [what for what, _ in failed]
+    if reached:
+        parts.append(f"reached {', '.join(reached)}")
+    if waiting:
+        parts.append(f"not tried {', '.join(waiting)}: {NO_ACCOUNT}")
+    fixes = list(dict.fromkeys(fix for _, fix in failed))
+    return Check("smb pools", Status.FAIL if failed else Status.OK, "; ".join(parts),
+                 "; ".join(fixes))
+
+
+async def _reach(target: Target, root: str | None, server: str, reached: list[str],
+                 waiting: list[str], failed: list[tuple[str, str]]) -> None:
+    """List ``root`` (a pool's), else log on to ``server``; the outcome added to a list."""
+    smb = _smb_for(target.files, server)
+    what = root or f"SMB server {server}"
+    if smb is not None and smb.credentials_for(server) is None:
+        waiting.append(what)
+        return
+    try:
+        if root is not None:
+            await target.files.list_dir(root)
+        elif smb is not None:
+            await smb.log_on(server)
+        else:  # reached natively, with the host's own identity: nothing to log on to
+            waiting.append(what)
+            return
+    except AgentError as error:
+        failed.append((str(error), _smb_fix(str(error), server, target)))
+        return
+    account = smb.credentials_for(server) if smb is not None else None
+    reached.append(f"{what} as {account.qualified_user}" if account is not None else what)
+
+
+def _smb_for(files: HostFiles, server: str) -> SmbFiles | None:
+    """The SMB backend that reaches ``server``'s shares; None when they are reached natively
+    (the host's own file access, or the emulator's mapped folders)."""
+    if isinstance(files, RoutedFiles):
+        files = files.backend(f"\\\\{server}\\share")
+    if isinstance(files, AdminShareFiles):
+        files = files.inner
+    return files if isinstance(files, SmbFiles) else None
+
+
+def _server_of(root: str) -> str:
+    return root[2:].split("\\", 1)[0]
+
+
+def _smb_fix(error: str, server: str, target: Target) -> str:
+    port = target.config.agent.smb_port
+    if "refused the logon" in error:
+        return (f'check the account for "{server}" in [agent.smb_credentials] (or the '
+                "pool's user and password in CloudStack's storage pool URL)")
+    if "cannot be reached" in error or "stopped answering" in error:
+        return (f"allow TCP {port} from this machine to {server} (Test-NetConnection "
+                f"{server} -Port {port}); check [agent] smb_port")
+    if "has no share named" in error:
+        return f"create the share on {server}, or fix the pool's path in CloudStack"
+    if "no such file or folder" in error:
+        return "create the pool's folder on the share, or fix the pool's path in CloudStack"
+    if "access denied" in error:
+        return "give the account Full Control on the share and the pool's folder"
+    return "see the error"
+
+
 LATER: tuple[tuple[str, CheckFn], ...] = (
     ("winrm limits", limits), ("namespace", namespace), ("services", services),
     ("schema", schema), ("vswitches", switches), ("vhd path", vhd_path),
-    ("host files", files), ("clock", clock), ("live migration", live_migration),
-    ("migration networks", migration_networks), ("console relay", console_relay),
+    ("host files", files), ("smb pools", smb_pools), ("clock", clock),
+    ("live migration", live_migration), ("migration networks", migration_networks),
+    ("console relay", console_relay),
 )
 
 

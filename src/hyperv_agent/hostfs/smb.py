@@ -214,6 +214,19 @@ class SmbFiles(HostFiles):
         for _connection, closer in silent:  # daemon threads: not waited for beyond this
             closer.join(max(0.0, deadline - time.monotonic()))
 
+    async def log_on(self, server: str) -> None:
+        """Open a session on ``server`` with the account its shares would be reached with
+        (``credentials_for``), no share connected: whether the server can be reached and
+        takes the account. HostFileError naming the server and the reason otherwise."""
+        checked = _target(f"\\\\{server}\\IPC$")  # the server's name checked, not sent
+        target = _Target(f"\\\\{checked.server}", checked.server, "")
+
+        def work() -> None:
+            with self._translated("log on to", target):
+                self._session(target)
+
+        await asyncio.to_thread(work)
+
     # --- HostFiles ---------------------------------------------------------------------
 
     async def usage(self, path: str) -> Usage:

@@ -1,0 +1,126 @@
+"""``doctor``'s ``smb pools`` check against a real Samba server: each shared pool the
+registry holds listed at its root, each configured server logged on to, with the account
+the agent would use; what cannot be reached named with its reason and fix."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.doctor.checks import Options
+from hyperv_agent.doctor.report import Status
+from hyperv_agent.doctor.run import diagnose
+from tests.samba import Samba, free_port
+
+ROOMY = Options(min_free_bytes=1024 * 1024)
+
+
+def _config(tmp_path: Path, **overrides: Any) -> AgentConfig:
+    return load_config(None, state_dir=tmp_path / "state", backend="emulator", **overrides)
+
+
+def _accounts(samba: Samba, monkeypatch: pytest.MonkeyPatch, password: str | None = None
+              ) -> dict[str, dict[str, str]]:
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password if password is None
+                       else password)
+    return {samba.server: {"username": samba.user, "password_env": "HV_TEST_SMB_PASSWORD"}}
+
+
+def _register(tmp_path: Path, *roots: str) -> None:
+    """pools.json as the agent stores it: roots, no credentials."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    pools = {str(uuid.uuid4()): {"root": root, "pool_type": "SMB",
+                                 "host": root[2:].split("\\")[0],
+                                 "path": "/" + "/".join(root[2:].split("\\")[1:])}
+             for root in roots}
+    (state_dir / "pools.json").write_text(json.dumps(pools))
+
+
+def _pool(samba: Samba) -> str:
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    (samba.share_dir / name).mkdir()
+    return f"{samba.unc}\\{name}"
+
+
+async def _smb_line(config: AgentConfig) -> tuple[Status, str]:
+    report = await diagnose(config, ROOMY)
+    check = next(c for c in report.checks if c.name == "smb pools")
+    return check.status, check.line()
+
+
+async def test_a_fresh_install_has_none_registered_yet(tmp_path: Path) -> None:
+    status, line = await _smb_line(_config(tmp_path))
+    assert status is Status.OK
+    assert "none registered yet" in line
+
+
+async def test_each_pool_is_listed_with_the_configured_account_and_a_missing_one_named(
+        samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    present, missing = _pool(samba), f"{samba.unc}\\no-such-pool"
+    _register(tmp_path, present, missing)
+    config = _config(tmp_path, smb_port=samba.port,
+                     smb_credentials=_accounts(samba, monkeypatch))
+    status, line = await _smb_line(config)
+    assert status is Status.FAIL, line
+    assert f"reached {present} as " in line and samba.user in line
+    assert f"cannot list {missing}: no such file or folder" in line
+    assert "fix: create the pool's folder on the share" in line
+    assert samba.password not in line
+
+
+async def test_a_refused_account_is_named_with_its_fix(
+        samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _register(tmp_path, _pool(samba))
+    config = _config(tmp_path, smb_port=samba.port,
+                     smb_credentials=_accounts(samba, monkeypatch, "Wr0ng-password!"))
+    status, line = await _smb_line(config)
+    assert status is Status.FAIL, line
+    assert "refused the logon: wrong user name or password" in line
+    assert f'check the account for "{samba.server}" in [agent.smb_credentials]' in line
+    assert "Wr0ng-password!" not in line
+
+
+async def test_a_pool_without_a_configured_account_waits_for_the_management_server(
+        samba: Samba, tmp_path: Path) -> None:
+    pool = _pool(samba)
+    _register(tmp_path, pool)
+    status, line = await _smb_line(_config(tmp_path, smb_port=samba.port,
+                                           smb_servers=[samba.server]))
+    assert status is Status.OK, line
+    assert f"not tried {pool}" in line
+    assert "credentials arrive when the management server reconnects" in line
+
+
+async def test_a_configured_server_without_a_pool_is_logged_on_to(
+        samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _config(tmp_path, smb_port=samba.port,
+                     smb_credentials=_accounts(samba, monkeypatch))
+    status, line = await _smb_line(config)
+    assert status is Status.OK, line
+    assert f"reached SMB server {samba.server} as " in line
+
+
+async def test_an_unreachable_server_is_named_with_the_port_to_open(
+        samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()  # nothing listens there
+    config = _config(tmp_path, smb_port=port, smb_credentials=_accounts(samba, monkeypatch))
+    status, line = await _smb_line(config)
+    assert status is Status.FAIL, line
+    assert f"SMB server {samba.server} port {port} cannot be reached" in line
+    assert f"allow TCP {port} from this machine to {samba.server}" in line
+
+
+async def test_an_unreadable_registry_warns_and_is_left_as_it_was(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / "pools.json").write_text("{cut short")
+    status, line = await _smb_line(_config(tmp_path))
+    assert status is Status.WARN, line
+    assert "pools.json cannot be read: it is not JSON" in line
+    assert sorted(p.name for p in state_dir.iterdir() if "pools" in p.name) == ["pools.json"]
