@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -17,6 +18,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,17 +26,21 @@ import pytest
 
 from hyperv_agent import tls
 from hyperv_agent.emulator import vhd
+from hyperv_agent.hostfs import web
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
 from hyperv_agent.hostfs.images import disk_suffix, not_standalone, sniff
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import TransferError, transfer
+from hyperv_agent.hostfs.web import StartOver
 from tests.conftest import requires_tool
 from tests.cramped import Cramped
 from tests.s3server import free_port
 
 USER, PASSWORD = "cloud", "p@ss:w0rd/ü"
 DATA = os.urandom(2 * COPY_CHUNK_BYTES + 4321)
+CHANGED = DATA[::-1] + b"more"  # what a /flaky file changes to
+_DATED = "Wed, 21 Oct 2026 07:28:00 GMT"
 
 
 class FileServer(ThreadingHTTPServer):
@@ -43,7 +49,17 @@ class FileServer(ThreadingHTTPServer):
     ``/status/<code>[/<name>]``, ``/auth/<path>`` (Basic authentication), ``/cut[/<name>]``
     (body shorter than announced), ``/unsized/<n>/<path>`` (the file's first n bytes,
     without Content-Length, then the connection closes),
-    ``/silent`` (answers after 3 s), ``/nowhere`` (a redirect without Location)."""
+    ``/silent`` (answers after 3 s), ``/nowhere`` (a redirect without Location), and
+    ``/flaky/<how>/<key>`` (``DATA``, with a strong ETag; ``how`` says how it misbehaves,
+    ``key`` keeps a test's requests apart from another's): ``once`` breaks its first body
+    off halfway and honours a Range whose If-Range names the ETag; ``dated`` is ``once``
+    with a Last-Modified instead of the ETag; ``twice`` breaks off its first body too, and
+    its first Range answer before any byte; ``ignores`` breaks off its first body and
+    answers every Range with the whole file; ``norange`` is ``ignores`` saying
+    ``Accept-Ranges: none``; ``changed`` breaks off its first body, then holds another file
+    (``CHANGED``, another ETag) and answers a Range for the old one with all of it;
+    ``sloppy`` is ``changed`` but answers the Range with a part of the new file; ``busy``
+    answers 503 once; ``down`` answers 503 always."""
 
     daemon_threads = True
 
@@ -51,6 +67,7 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.root = root
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization) per request
+        self.ranges: list[tuple[str, str | None, str | None]] = []  # (path, Range, If-Range)
         if context is not None:
             self.socket = context.wrap_socket(self.socket, server_side=True)
         self.scheme = "https" if context is not None else "http"
@@ -137,6 +154,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
+    def _flaky(self, rest: str) -> None:
+        how = rest.partition("/")[0]
+        ranged, validator = self.headers.get("Range"), self.headers.get("If-Range")
+        self.server.ranges.append((self.path, ranged, validator))
+        asked = sum(1 for path, _, _ in self.server.ranges if path == self.path)
+        if how == "down" or (how == "busy" and asked == 1):
+            self.send_error(503)
+            return
+        data, tag = (CHANGED, '"v2"') if how in ("changed", "sloppy") and asked > 1 \
+            else (DATA, '"v1"')
+        start = int(ranged.removeprefix("bytes=").rstrip("-")) if ranged else 0
+        honoured = how in ("once", "dated", "twice") and validator == (
+            _DATED if how == "dated" else tag)
+        partial = honoured or (how == "sloppy" and ranged is not None)
+        start = start if partial else 0
+        self.send_response(206 if partial else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        if how == "dated":
+            self.send_header("Last-Modified", _DATED)
+        else:
+            self.send_header("ETag", tag)
+        if how == "norange":
+            self.send_header("Accept-Ranges", "none")
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if asked == 1 or (how == "twice" and asked == 2):
+            self.wfile.write(data[:len(data) // 2] if asked == 1 else b"")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(data[start:])
+
     def _silent(self, rest: str) -> None:
         time.sleep(3)
         self.send_error(500)
@@ -183,8 +233,14 @@ def secure_site(tmp_path_factory: pytest.TempPathFactory
 
 
 def _read(obj: HttpObject, timeout_s: float = 10.0) -> bytes:
-    with open_url(obj, timeout_s=timeout_s) as body:
-        return body.read()
+    """The file, read as ``transfer`` reads it: from its first byte again on StartOver."""
+    stream = open_url(obj, timeout_s=timeout_s)
+    while True:
+        try:
+            with stream:
+                return stream.read()
+        except StartOver as again:
+            stream = again.stream
 
 
 def _one_line(error: pytest.ExceptionInfo[TransferError]) -> str:
@@ -255,7 +311,7 @@ def test_silent_server_fails_within_the_timeout_when_it_does_not_answer(
         site: FileServer) -> None:
     started = time.monotonic()
     with pytest.raises(TransferError) as caught:
-        _read(HttpObject.from_url(site.url("/silent")), timeout_s=0.5)
+        _read(replace(HttpObject.from_url(site.url("/silent")), retries=0), timeout_s=0.5)
     assert "did not answer within 0.5 s" in _one_line(caught)
     assert time.monotonic() - started < 2.5
 
@@ -446,8 +502,112 @@ def test_silent_listener_is_cut_off_when_it_never_answers() -> None:
         listener.listen(1)
         port = listener.getsockname()[1]
         with pytest.raises(TransferError) as caught:
-            _read(HttpObject.from_url(f"http://127.0.0.1:{port}/t.vhd"), timeout_s=0.3)
+            _read(replace(HttpObject.from_url(f"http://127.0.0.1:{port}/t.vhd"), retries=0),
+                  timeout_s=0.3)
     assert "did not answer within 0.3 s" in _one_line(caught)
+
+
+# --- retries and resumption --------------------------------------------------------------
+
+
+def _flaky(site: FileServer, how: str, retries: int = 3) -> tuple[HttpObject, str]:
+    path = f"/flaky/{how}/{uuid.uuid4().hex}"
+    return replace(HttpObject.from_url(site.url(path)), retries=retries), path
+
+
+def _asked(site: FileServer, path: str) -> list[tuple[str | None, str | None]]:
+    """(Range, If-Range) of each request for ``path``."""
+    return [(ranged, validator) for seen, ranged, validator in site.ranges if seen == path]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(("how", "validator"), [("once", '"v1"'), ("dated", _DATED)])
+async def test_broken_body_is_resumed_where_it_stopped_and_verified_whole(
+        site: FileServer, tmp_path: Path, how: str, validator: str) -> None:
+    source, path = _flaky(site, how)
+    done = await transfer(LocalFiles(), source, str(tmp_path / "t.vhd"),
+                          checksum=_sha256(DATA))
+    assert (tmp_path / "t.vhd").read_bytes() == DATA and done.source_bytes == len(DATA)
+    first, again = _asked(site, path)
+    assert first == (None, None) and again[1] == validator
+    resumed_at = int((again[0] or "").removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_at <= len(DATA) // 2
+    assert os.listdir(tmp_path) == ["t.vhd"]
+
+
+async def test_body_broken_more_often_than_the_retries_allow_fails_and_leaves_nothing(
+        site: FileServer, tmp_path: Path) -> None:
+    (tmp_path / "t.vhd").write_bytes(b"old")
+    source, path = _flaky(site, "twice", retries=1)
+    with pytest.raises(TransferError, match=r"closed the connection after 0 of \d+ bytes .*"
+                                            r"\(gave up after 1 retry\)$"):
+        await transfer(LocalFiles(), source, str(tmp_path / "t.vhd"), checksum=_sha256(DATA))
+    assert len(_asked(site, path)) == 2
+    assert os.listdir(tmp_path) == ["t.vhd"] and (tmp_path / "t.vhd").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(("how", "asked_range"), [("ignores", True), ("norange", False)])
+async def test_download_starts_over_when_the_server_cannot_resume_it(
+        site: FileServer, tmp_path: Path, how: str, asked_range: bool) -> None:
+    source, path = _flaky(site, how)
+    done = await transfer(LocalFiles(), source, str(tmp_path / "t.vhd.gz"),
+                          checksum=_sha256(DATA), decompress=False)
+    assert (tmp_path / "t.vhd.gz").read_bytes() == DATA and done.size == len(DATA)
+    assert done.source_bytes == len(DATA)  # what the first attempt read is not counted
+    assert [ranged is not None for ranged, _ in _asked(site, path)] == [False, asked_range]
+    assert os.listdir(tmp_path) == ["t.vhd.gz"]
+
+
+@pytest.mark.parametrize(("how", "requests"), [("changed", 2), ("sloppy", 3)])
+async def test_download_starts_over_when_the_file_changed_between_attempts(
+        site: FileServer, tmp_path: Path, how: str, requests: int) -> None:
+    source, path = _flaky(site, how)
+    done = await transfer(LocalFiles(), source, str(tmp_path / "t.vhd"),
+                          checksum=_sha256(CHANGED))
+    assert (tmp_path / "t.vhd").read_bytes() == CHANGED and done.size == len(CHANGED)
+    asked = _asked(site, path)
+    assert len(asked) == requests and asked[1][1] == '"v1"'
+    assert asked[2:] == [(None, None)] * (requests - 2)  # a part of the new file: asked anew
+
+
+async def test_file_grown_past_the_room_is_refused_when_the_download_starts_over(
+        site: FileServer, tmp_path: Path) -> None:
+    source, _ = _flaky(site, "changed")
+    with pytest.raises(TransferError, match=f"not enough free space .* holds {len(CHANGED)} "
+                                            "bytes"):
+        await transfer(Cramped(len(DATA)), source, str(tmp_path / "t.vhd"))
+    assert os.listdir(tmp_path) == []
+
+
+async def test_busy_server_is_asked_again_when_it_answers_503(
+        site: FileServer, tmp_path: Path) -> None:
+    source, path = _flaky(site, "busy")
+    await transfer(LocalFiles(), source, str(tmp_path / "t.vhd"), checksum=_sha256(DATA))
+    assert (tmp_path / "t.vhd").read_bytes() == DATA and len(_asked(site, path)) == 2
+    source, path = _flaky(site, "down", retries=2)
+    with pytest.raises(TransferError, match=r"HTTP 503 .*\(gave up after 2 retries\)$"):
+        await transfer(LocalFiles(), source, str(tmp_path / "u.vhd"))
+    assert len(_asked(site, path)) == 3 and os.listdir(tmp_path) == ["t.vhd"]
+
+
+async def test_cancelled_download_stops_during_a_pause_before_a_retry(
+        site: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web, "_BACKOFF_FIRST_S", 60.0)
+    monkeypatch.setattr(web, "_BACKOFF_MAX_S", 60.0)
+    source, path = _flaky(site, "down")
+    copy = asyncio.ensure_future(transfer(LocalFiles(), source, str(tmp_path / "t.vhd")))
+    while not _asked(site, path):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # in the pause now
+    started = time.monotonic()
+    copy.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await copy
+    assert time.monotonic() - started < 2 and len(_asked(site, path)) == 1
+    assert os.listdir(tmp_path) == []
 
 
 def test_standalone_check_reads_only_the_block_table_the_disk_needs(tmp_path: Path) -> None:

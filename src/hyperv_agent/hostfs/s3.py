@@ -28,14 +28,23 @@ import io
 import logging
 import re
 import ssl
-import time
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
 
 from hyperv_agent.errors import TransferError
-from hyperv_agent.hostfs.web import Body, Get, Peer, Response, Transient, open_get
+from hyperv_agent.hostfs.web import (
+    Body,
+    Get,
+    Peer,
+    Response,
+    Resuming,
+    Retries,
+    Transient,
+    open_get,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,8 +55,6 @@ EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
 DEFAULT_CONNECT_TIMEOUT_MS = 10_000
 DEFAULT_SOCKET_TIMEOUT_MS = 50_000
 DEFAULT_MAX_ERROR_RETRY = 3
-_BACKOFF_FIRST_S = 0.1  # doubled after each failure in a row
-_BACKOFF_MAX_S = 5.0  # short: a cancelled copy waits out the pause it is in
 _RETRY_STATUSES = frozenset({500, 502, 503, 504})
 _RETRY_CODES = frozenset({"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"})
 _ERROR_BODY_BYTES = 64 * 1024
@@ -79,17 +86,23 @@ class S3Object:
         return f"s3://{self.endpoint}/{self.bucket}/{self.key}"
 
 
-def open_object(obj: S3Object) -> BinaryIO:
+def open_object(obj: S3Object, stop: threading.Event | None = None) -> BinaryIO:
     """The body of ``obj`` as a stream. Blocking: call it, and read it, from a worker thread.
 
     A missing bucket or object, refused keys, an unreachable endpoint or a stream cut short
     (each after the retries ``obj`` allows, where a repeat may help) raise TransferError
-    with one line a human can act on. Nothing is written anywhere; a repeat is a new GET.
-    Closing the stream closes the connection. The stream's ``length`` is the object's size.
+    with one line a human can act on; ``stop`` set during a pause before a retry raises
+    Stopped. Nothing is written anywhere; a repeat is a new GET. Closing the stream closes
+    the connection. The stream's ``length`` is the object's size.
     """
-    fetcher = _Fetcher(obj)
+    retries = obj.max_error_retry
+    fetcher = _Fetcher(obj, Retries(DEFAULT_MAX_ERROR_RETRY if retries is None or retries < 0
+                                    else retries, stop))
     response = fetcher.open()
-    return Body(_Resuming(fetcher, response), _length(response))
+    etag = response.headers.get("ETag")
+    return Body(Resuming(fetcher.retries, response.raw_body(),
+                         lambda offset, _error: fetcher.reopen(offset, etag)),
+                _length(response))
 
 
 def _length(response: Response) -> int | None:
@@ -105,38 +118,40 @@ def _seconds(ms: int | None, default_ms: int) -> float | None:
 
 
 class _Fetcher:
-    """GETs of one object, retried as ``maxErrorRetry`` allows; ``failures`` counts the
-    failures in a row (a reader resets it once bytes flow again)."""
+    """GETs of one object, retried as ``maxErrorRetry`` allows (``retries``)."""
 
-    def __init__(self, obj: S3Object) -> None:
+    def __init__(self, obj: S3Object, retries: Retries) -> None:
         self.obj = obj
+        self.retries = retries
         self.region = obj.region or region_of(obj.endpoint)
-        retries = obj.max_error_retry
-        self.retries = DEFAULT_MAX_ERROR_RETRY if retries is None or retries < 0 else retries
-        self.failures = 0
         self._asked_region = False
 
     def open(self, offset: int = 0, etag: str | None = None) -> Response:
         """A response carrying the object from ``offset`` (200, or 206 for a Range)."""
-        while True:
-            try:
-                return self._open_once(offset, etag)
-            except Transient as error:
-                self.failed(error)
+        return self.retries.attempt(lambda: self._open_once(offset, etag))
 
-    def failed(self, error: Transient) -> None:
-        """Raise ``error`` when the retries are spent, else pause before the repeat."""
-        if self.failures >= self.retries:
-            if self.failures:
-                raise TransferError(f"{error} (gave up after {self.failures} "
-                                    f"{'retry' if self.failures == 1 else 'retries'})"
-                                    ) from None
-            raise error
-        self.failures += 1
-        pause = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
-        _LOG.warning("%s; trying again in %.1f s (retry %d of %d)", error, pause,
-                     self.failures, self.retries)
-        time.sleep(pause)
+    def reopen(self, offset: int, etag: str | None) -> io.RawIOBase:
+        """The object's body from ``offset`` on (Range, If-Match ``etag``); a store that
+        ignores the Range sends the whole object again, and the part already read is
+        skipped."""
+        label = self.obj.label
+        _LOG.info("resuming %s at byte %d", label, offset)
+        response = self._open_once(offset, etag)
+        if response.status == 206:
+            return response.raw_body()
+        if etag and response.headers.get("ETag") not in (None, etag):
+            response.close()
+            raise TransferError(f"{label} changed while it was being read; nothing was "
+                                "copied")
+        body = response.raw_body()
+        left = offset
+        while left:
+            skipped = len(body.read(min(left, 1 << 20)))
+            if not skipped:
+                body.close()
+                raise Transient(f"the store sent {label} shorter than before")
+            left -= skipped
+        return body
 
     def _open_once(self, offset: int, etag: str | None) -> Response:
         headers = {}
@@ -162,61 +177,6 @@ class _Fetcher:
         if response.status in _RETRY_STATUSES or error.code in _RETRY_CODES:
             raise Transient(message)
         raise TransferError(message)
-
-
-class _Resuming(io.RawIOBase):
-    """The object's bytes in order; a body that breaks off is asked for again from where
-    it stopped (Range, If-Match its ETag), as the fetcher's retries allow."""
-
-    def __init__(self, fetcher: _Fetcher, response: Response) -> None:
-        super().__init__()
-        self._fetcher = fetcher
-        self._etag = response.headers.get("ETag")
-        self._body: Body = response.body()
-        self._offset = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while True:
-            try:
-                count = self._body.readinto(buffer)
-            except Transient as error:
-                self._body.close()
-                self._fetcher.failed(error)
-                self._body = self._reopen()
-                continue
-            if count:
-                self._offset += count
-                self._fetcher.failures = 0
-            return count
-
-    def _reopen(self) -> Body:
-        label = self._fetcher.obj.label
-        _LOG.info("resuming %s at byte %d", label, self._offset)
-        response = self._fetcher.open(self._offset, self._etag)
-        if response.status == 206:
-            return response.body()
-        # the store sent the whole object again (it ignored Range): skip what is in
-        if self._etag and response.headers.get("ETag") not in (None, self._etag):
-            response.close()
-            raise TransferError(f"{label} changed while it was being read; nothing was "
-                                "copied")
-        body = response.body()
-        left = self._offset
-        while left:
-            skipped = len(body.read(min(left, 1 << 20)))
-            if not skipped:
-                body.close()
-                raise Transient(f"the store sent {label} shorter than before")
-            left -= skipped
-        return body
-
-    def close(self) -> None:
-        if not self.closed:
-            self._body.close()
-        super().close()
 
 
 def region_of(endpoint: str) -> str:

@@ -36,11 +36,11 @@ from typing import BinaryIO, Protocol, TypeVar
 
 from hyperv_agent.errors import AgentError, TransferError
 from hyperv_agent.hostfs import images
-from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles
+from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles, OpenMode
 from hyperv_agent.hostfs.aside import AsideFiles, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
 from hyperv_agent.hostfs.s3 import S3Object, open_object
-from hyperv_agent.hostfs.web import announced_length
+from hyperv_agent.hostfs.web import StartOver, Stopped, announced_length
 
 __all__ = ["KEEP_FREE_BYTES", "Checksum", "Source", "TransferError", "Transferred",
            "parse_checksum", "transfer"]
@@ -296,7 +296,7 @@ class _Source:
 
     def _pull(self, size: int) -> bytes:
         if self._stop.is_set():
-            raise _Stopped
+            raise Stopped
         try:
             data = self._raw.read(size)
         except OSError as error:
@@ -306,10 +306,6 @@ class _Source:
             self._hasher.update(data)
         self.count += len(data)
         return data
-
-
-class _Stopped(Exception):
-    """The awaiting task was cancelled; the worker stops at the next chunk."""
 
 
 @dataclass
@@ -327,14 +323,24 @@ class _Plan:
     room: _Room | None = None  # how much may be written; None: unbounded
 
     def run(self, stop: threading.Event) -> tuple[int, int, str | None]:
-        hasher = hashlib.new(self.algorithm) if self.algorithm else None
+        """The copy; a download that must start over (StartOver: it could not be resumed
+        where it broke off) is written again from its first byte, hashed and bounded
+        afresh."""
+        mode: OpenMode = "xb"
         try:
-            with self._open_source() as raw:
-                self._check_length(announced_length(raw))
-                source = _Source(raw, self.label, hasher, stop)
-                written = self._write(source, stop)
-                source.drain()
-        except _Stopped:
+            raw = self._open_source(stop)
+            while True:
+                hasher = hashlib.new(self.algorithm) if self.algorithm else None
+                try:
+                    with raw:
+                        self._check_length(announced_length(raw))
+                        source = _Source(raw, self.label, hasher, stop)
+                        written = self._write(source, stop, mode)
+                        source.drain()
+                    break
+                except StartOver as again:
+                    raw, mode = again.stream, "wb"  # "wb": what was written goes
+        except Stopped:
             return 0, 0, None  # the awaiting side raises CancelledError
         if self.codec in _STREAMS and source.count == 0:
             raise TransferError(f"{self.label} is empty, not a compressed file")
@@ -344,11 +350,11 @@ class _Plan:
                                 f"{hasher.hexdigest()}")
         return written, source.count, hasher.hexdigest() if hasher else None
 
-    def _open_source(self) -> BinaryIO:
+    def _open_source(self, stop: threading.Event) -> BinaryIO:
         if isinstance(self.source, S3Object):
-            return open_object(self.source)
+            return open_object(self.source, stop)
         if isinstance(self.source, HttpObject):
-            return open_url(self.source)
+            return open_url(self.source, stop=stop)
         return self.files.open_binary(self.source, "rb")
 
     def _check_length(self, length: int | None) -> None:
@@ -359,12 +365,12 @@ class _Plan:
                 and length > self.room.bytes:
             raise self.room.refusal(self.label, f"it holds {length} bytes")
 
-    def _write(self, source: _Source, stop: threading.Event) -> int:
+    def _write(self, source: _Source, stop: threading.Event, mode: OpenMode) -> int:
         written = 0
-        with self.files.open_binary(self.temp, "xb") as writer:
+        with self.files.open_binary(self.temp, mode) as writer:
             for chunk in _decoded(source, self.codec, self.label):
                 if stop.is_set():
-                    raise _Stopped
+                    raise Stopped
                 if self.room is not None and written + len(chunk) > self.room.bytes:
                     grows = "expands to" if self.codec else "holds"
                     raise self.room.refusal(self.label,

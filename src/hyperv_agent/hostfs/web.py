@@ -8,18 +8,27 @@ loop. Redirects are not followed here (the caller decides where to go next); the
 never decoded or buffered whole. Every failure is a TransferError of one line, naming the
 server as the caller describes it (``Peer``); one a repeat may not meet (the server could
 not be reached or stopped sending) is a ``Transient``.
+
+A download is read across connections by ``Resuming``: a request that meets a Transient is
+repeated as its ``Retries`` allow (a short doubling pause between, cut short by the copy's
+cancellation), and a body that breaks off is asked for again from the byte it stopped at;
+where that cannot be done safely the caller's ``resume`` raises ``StartOver`` with the
+whole body anew, and the reader throws away what it read and starts again (at most as many
+times as there are retries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import socket
 import ssl
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -27,8 +36,11 @@ from yarl import URL
 from hyperv_agent.errors import TransferError
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
 
+_LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_BACKOFF_FIRST_S = 0.1  # doubled after each failure in a row
+_BACKOFF_MAX_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,105 @@ class Transient(TransferError):
     the request may succeed."""
 
 
+class Stopped(Exception):
+    """The copy reading a download was cancelled (noticed during a pause before a retry)."""
+
+
+class StartOver(Exception):
+    """What was read of a download must be thrown away: it is read again from its first
+    byte from ``stream`` (the whole body, already asked for), as ``why`` says."""
+
+    def __init__(self, why: str, stream: BinaryIO) -> None:
+        super().__init__(why)
+        self.why, self.stream = why, stream
+
+
+class Retries:
+    """The repeats one download may make: ``budget`` failures in a row (the count starts
+    afresh once bytes arrive, ``flowing``), each after a pause that doubles from 0.1 s up
+    to 5 s and ends early when ``stop`` is set (``Stopped``); and ``budget`` fresh starts
+    in all (``restart``), which never start afresh."""
+
+    def __init__(self, budget: int, stop: threading.Event | None = None) -> None:
+        self.budget = max(0, budget)
+        self.failures = 0
+        self.restarts = 0
+        self._stop = stop if stop is not None else threading.Event()
+
+    def attempt(self, request: Callable[[], _T]) -> _T:
+        """``request()``, repeated after each Transient as the budget allows."""
+        while True:
+            try:
+                return request()
+            except Transient as error:
+                self.failed(error)
+
+    def failed(self, error: Transient) -> None:
+        """Raise ``error`` when the retries are spent, else pause before the repeat."""
+        if self.failures >= self.budget:
+            if self.failures:
+                raise TransferError(f"{error} (gave up after {self.failures} "
+                                    f"{'retry' if self.failures == 1 else 'retries'})"
+                                    ) from None
+            raise error
+        self.failures += 1
+        pause = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        _LOG.warning("%s; trying again in %.1f s (retry %d of %d)", error, pause,
+                     self.failures, self.budget)
+        if self._stop.wait(pause):
+            raise Stopped
+
+    def flowing(self) -> None:
+        self.failures = 0
+
+    def restart(self, error: TransferError, why: str) -> None:
+        """Count one fresh start of the download after ``error`` (``why``: why it cannot
+        go on where it stopped); TransferError when none is left."""
+        if self.restarts >= self.budget:
+            raise TransferError(f"{error}; {why}, and it was started over "
+                                f"{self.restarts} {'time' if self.restarts == 1 else 'times'}"
+                                " already") from None
+        self.restarts += 1
+        _LOG.warning("%s; %s: starting over (%d of %d)", error, why, self.restarts,
+                     self.budget)
+
+
+class Resuming(io.RawIOBase):
+    """A download's bytes in order across connections: a body that breaks off (a
+    Transient) is closed and ``resume(offset, error)`` asked for the rest from ``offset``
+    (the bytes read so far), as ``retries`` allow. ``resume`` may raise StartOver, which
+    reaches the reader. The bodies are raw (``Response.raw_body``): a buffered one drops
+    what it holds when a read fails, so the offset would not be where the body broke."""
+
+    def __init__(self, retries: Retries, body: io.RawIOBase,
+                 resume: Callable[[int, Transient], io.RawIOBase]) -> None:
+        super().__init__()
+        self._retries, self._body, self._resume = retries, body, resume
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while True:
+            try:
+                count = self._body.readinto(buffer)
+            except Transient as error:
+                self._body.close()
+                self._retries.failed(error)
+                self._body = self._retries.attempt(partial(self._resume, self._offset, error))
+                continue
+            if count:
+                self._offset += count
+                self._retries.flowing()
+            return count
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
 class Response:
     """A response whose body has not been read: its status, headers, and the body as a
     blocking stream (``body``) or a bounded error text (``error_text``). ``close`` ends
@@ -75,8 +186,11 @@ class Response:
 
     def body(self) -> Body:
         """The body as a stream (the stream owns the connection from now on)."""
-        raw = _Body(self._loop, self._session, self._response, self._get.label)
-        return Body(raw, self._response.content_length)
+        return Body(self.raw_body(), self._response.content_length)
+
+    def raw_body(self) -> io.RawIOBase:
+        """The body as an unbuffered stream (which owns the connection from now on)."""
+        return _Body(self._loop, self._session, self._response, self._get.label)
 
     def error_text(self, limit_bytes: int) -> bytes:
         """Up to ``limit_bytes`` of the body (an error document); b"" when unreadable."""
