@@ -927,7 +927,8 @@ async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_a
     """A template that a running VM's linked clone has open as its parent is not replaced
     by a repeated download: the clone names it as its parent, so the copy fails before
     anything is written (as it does for a stopped VM's clone, which Windows would let go),
-    the running VM's disk chain intact and no aside file left."""
+    naming the VM, the running VM's disk chain intact and no aside file left. Windows
+    would refuse only the final rename, after the whole download, naming the aside file."""
     from tests.e2e.test_volume_commands import _vm_with
 
     pool = _pool(agent)
@@ -937,9 +938,12 @@ async def test_download_over_a_template_a_running_linked_clone_stands_on_fails_a
                    running=True)
     before = listing(pool)
     _disk(_secondary(tmp_path, "t/new.vhdx"), 16 * MIB)
-    await _refused(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
-                                _template(_primary(), path="tmpl-1")),
-                   "is the parent of 1 differencing disk(s)")
+    details = await _refused(agent, _copy(_template(_nfs(), path="t/new.vhdx"),
+                                          _template(_primary(), path="tmpl-1")),
+                             "is the parent of 1 differencing disk(s)")
+    # the clone's headers cannot be read while its VM runs (its worker shares no access):
+    # Hyper-V tells its parent, and the answer names the VM
+    assert f"{VOLUME_UUID}.vhdx, held open by the running VM i-3-6-VM" in details, details
     assert listing(pool) == before  # the template's bytes and the clone's, as they were
 
 

@@ -112,6 +112,33 @@ async def test_template_is_kept_while_a_stopped_vms_linked_clone_names_it(
     assert vhd.read_info(pool / "root-a.vhdx").parent_path == "C:\\pool\\tmpl-1.vhdx"
 
 
+async def test_a_running_vms_clone_unreadable_to_the_agent_keeps_its_template_by_name(
+    agent: Running,
+) -> None:
+    """A running VM's worker shares no access to its disk, so the clone's headers cannot
+    be read: Hyper-V is asked for its parent instead, and the refusal names the clone and
+    its VM (Windows would refuse the delete too, naming neither). An unreadable disk that
+    Hyper-V reports as standing on another template does not keep this one."""
+    pool = _pool(agent)
+    _disk(pool / "tmpl-1.vhdx")
+    _disk(pool / "tmpl-2.vhdx")
+    await _clone(agent, _local_store(), "tmpl-1", "root-a")
+    await _vm_with(agent.emulator, "i-2-5-VM", "C:\\pool\\root-a.vhdx", scsi=False,
+                   running=True)
+    before = listing(pool)
+    await _refused(agent, _evict("tmpl-1"), "C:\\pool\\tmpl-1.vhdx is the parent of 1 ",
+                   "C:\\pool\\root-a.vhdx, held open by the running VM i-2-5-VM",
+                   "1 could not be read", "the file was kept")
+    assert listing(pool) == before
+
+    key, answer = await agent.answer(names.DESTROY_COMMAND, _evict("tmpl-2"))
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert "1 could not be read" in answer["details"], answer["details"]
+    assert "e.g. C:\\pool\\root-a.vhdx" in answer["details"], answer["details"]
+    assert not (pool / "tmpl-2.vhdx").exists()
+    assert (pool / "tmpl-1.vhdx").exists()
+
+
 async def test_vhd_template_is_kept_while_detached_clones_name_it_and_evicted_after(
     agent: Running,
 ) -> None:

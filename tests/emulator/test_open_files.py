@@ -3,15 +3,19 @@ deleted nor replaced on the emulated host, as on Windows."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import IN_USE, EmulatedFiles
 from hyperv_agent.errors import HostFileError
+from hyperv_agent.hostfs.api import OpenMode
 from tests.emulator.kit import attach_vhdx, define_vm, finished, request_state, state
 
 BASE = "C:\\disks\\base.vhdx"
+WRITES: tuple[OpenMode, ...] = ("r+b", "wb")
 
 
 async def test_a_running_vms_disk_and_its_parent_are_neither_deleted_nor_replaced(
@@ -40,3 +44,43 @@ async def test_a_running_vms_disk_and_its_parent_are_neither_deleted_nor_replace
     await files.rename("C:\\disks\\other.vhdx", BASE)
     assert base.read_bytes() == b"a newer template"
     assert await files.remove("C:\\disks\\root.vhdx")
+
+
+async def test_a_running_vms_disk_is_not_read_and_its_parent_is_read_but_not_written(
+        emulator: EmulatorCim) -> None:
+    drive_c = emulator.host.config.drive_root("C")
+    (drive_c / "disks").mkdir(parents=True)
+    vhd.create(drive_c / "disks" / "base.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC,
+               1 << 30)
+    vm = await define_vm(emulator, "linked")
+    await attach_vhdx(emulator, vm, drive_c, parent=BASE)
+    files = EmulatedFiles(emulator.host)
+    top = "C:\\disks\\root.vhdx"
+    await finished(emulator, await request_state(emulator, vm, 2))
+
+    # the disk in the drive: the worker shares neither reading nor writing
+    for mode in ("rb", *WRITES):
+        with pytest.raises(HostFileError, match=f"cannot open .*root.vhdx: {IN_USE}"):
+            await asyncio.to_thread(files.open_binary, top, mode)
+    with pytest.raises(HostFileError, match=f"cannot read .*: {IN_USE}"):
+        await files.read_text(top)
+    with pytest.raises(HostFileError, match=f"cannot copy .*root.vhdx to .*: {IN_USE}"):
+        await files.copy_file(top, "C:\\disks\\copy.vhdx")
+    assert (await files.stat(top)) is not None  # its attributes are read without opening it
+
+    # its parent: read-only, shared for reading
+    with await asyncio.to_thread(files.open_binary, BASE, "rb") as handle:
+        assert handle.read(8) == b"vhdxfile"
+    assert await files.copy_file(BASE, "C:\\disks\\copy.vhdx") > 0
+    for mode in WRITES:
+        with pytest.raises(HostFileError, match=f"cannot open .*base.vhdx: {IN_USE}"):
+            await asyncio.to_thread(files.open_binary, BASE, mode)
+    with pytest.raises(HostFileError, match=f"cannot copy .*copy.vhdx to .*: {IN_USE}"):
+        await files.copy_file("C:\\disks\\copy.vhdx", BASE)
+    with pytest.raises(HostFileError, match=f"cannot write .*: {IN_USE}"):
+        await files.write_text(BASE, "over it")
+
+    await finished(emulator, await request_state(emulator, vm, 3))  # stopped: nothing held
+    with await asyncio.to_thread(files.open_binary, top, "r+b") as handle:
+        assert handle.read(8) == b"vhdxfile"
+    await files.copy_file(top, "C:\\disks\\copy.vhdx")

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from hyperv_agent.emulator import openfiles
 from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.emulator.paths import HostPathError, HostPaths
 from hyperv_agent.errors import HostFileError
-from hyperv_agent.hostfs.api import Usage
+from hyperv_agent.hostfs.api import OpenMode, Usage
 from hyperv_agent.hostfs.local import LocalFiles
 
-#: What Windows says when a file another process holds open is deleted or replaced.
+#: What Windows says when a file another process holds open is deleted or replaced, or
+#: opened for an access that process does not share (ERROR_SHARING_VIOLATION, 32).
 IN_USE = "The process cannot access the file because it is being used by another process"
+
+_HOLD_LOOKUP_S = 60.0  # how long a file's opener waits for the emulator's worker to answer
 
 
 class EmulatedFiles(LocalFiles):
     """Local file access, with the emulated host's drives and shares mapped to folders;
-    on a running emulated host, a file its VMs hold open is neither deleted nor replaced
-    (``openfiles``), as on Windows."""
+    on a running emulated host, a file its VMs hold open is neither deleted nor replaced,
+    nor opened for an access its VM does not share (``openfiles``), as on Windows."""
 
     def __init__(self, host: EmulatedHost | HostPaths) -> None:
         """The files of a running emulated host, or of the drive and share mappings alone
@@ -37,13 +41,51 @@ class EmulatedFiles(LocalFiles):
             raise HostFileError(f"cannot rename {source}: {IN_USE}")
         await super().rename(source, target)
 
-    async def _held(self, path: str) -> bool:
-        """Whether a VM of the emulated host holds ``path`` open; known when the host runs
-        in this process (reached through its WinRM face, it may run in another)."""
-        host = self._host or EmulatedHost.registry.get(self._paths.host_name.lower())
+    async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
+        if await self._held(path, reading=True):
+            raise HostFileError(f"cannot read {path}: {IN_USE}")
+        return await super().read_text(path, max_bytes)
+
+    async def write_text(self, path: str, text: str) -> None:
+        if await self._held(path):
+            raise HostFileError(f"cannot write {path}: {IN_USE}")
+        await super().write_text(path, text)
+
+    async def copy_file(self, source: str, target: str) -> int:
+        if await self._held(source, reading=True) or await self._held(target):
+            raise HostFileError(f"cannot copy {source} to {target}: {IN_USE}")
+        return await super().copy_file(source, target)
+
+    def open_binary(self, path: str, mode: OpenMode) -> BinaryIO:
+        # "xb" creates a new file: one a VM holds exists, and is refused as existing
+        if mode != "xb" and self._held_now(path, reading=mode == "rb"):
+            raise HostFileError(f"cannot open {path}: {IN_USE}")
+        return super().open_binary(path, mode)
+
+    def _holder(self) -> EmulatedHost | None:
+        """The emulated host, when it runs in this process (reached through its WinRM
+        face, it may run in another, whose holds are not known here)."""
+        return self._host or EmulatedHost.registry.get(self._paths.host_name.lower())
+
+    async def _held(self, path: str, reading: bool = False) -> bool:
+        """Whether a VM of the emulated host holds ``path`` open against this access:
+        against any write, delete or rename; against reading only as its writable disk."""
+        host = self._holder()
         if host is None:
             return False
-        return await host.worker.run(lambda: openfiles.held_by(host, path)) is not None
+        hold = await host.worker.run(lambda: openfiles.held_by(host, path))
+        return _refuses(hold, reading)
+
+    def _held_now(self, path: str, reading: bool) -> bool:
+        """``_held`` from a thread that may block (``open_binary``'s)."""
+        host = self._holder()
+        if host is None:
+            return False
+        if host.worker.on_thread():
+            hold = openfiles.held_by(host, path)
+        else:
+            hold = host.worker.call(lambda: openfiles.held_by(host, path), _HOLD_LOOKUP_S)
+        return _refuses(hold, reading)
 
     def local(self, path: str) -> Path:
         try:
@@ -59,3 +101,7 @@ class EmulatedFiles(LocalFiles):
         if free is None:
             return usage
         return Usage(usage.total_bytes, max(0, min(free, usage.total_bytes)))
+
+
+def _refuses(hold: openfiles.Hold | None, reading: bool) -> bool:
+    return hold is not None and (hold.writable or not reading)

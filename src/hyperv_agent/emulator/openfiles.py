@@ -1,18 +1,35 @@
 """Which files the emulated host's VMs hold open, as Windows holds them.
 
-A running or paused VM has each disk of its drives open, and with a differencing disk
-every parent of its chain, read-only; Windows then refuses to delete such a file or to
-replace it by a rename ("the process cannot access the file because it is being used by
-another process"), whoever asks. The emulated host's files refuse the same
-(``EmulatedFiles``): a template a running VM's linked clone stands on is not replaced
-under it. A saved or stopped VM holds nothing open.
+A running or paused VM's worker process (vmwp.exe) has each disk of its drives open, and
+with a differencing disk every parent of its chain, read-only; Windows then refuses to
+delete such a file or to replace it by a rename ("the process cannot access the file
+because it is being used by another process", ERROR_SHARING_VIOLATION, 32), whoever asks.
+What else another process may do follows from the share mode the worker opened the file
+with (CreateFile's dwShareMode: a later open asking for read, write or delete access fails
+with a sharing violation unless every open handle shares that access). Microsoft does not
+document the worker's share modes; the emulator takes them from what is observed on
+Windows and what Hyper-V itself must allow:
+
+- the disk in a drive (the top of its chain) is opened for read and write and shares
+  nothing: copying a running VM's VHD/VHDX fails with the sharing violation (which is why
+  backups of running VMs go through VSS checkpoints instead), so neither reading nor
+  writing it is allowed (``Hold.writable``);
+- a parent of the chain, and an ISO image in a DVD drive, is opened read-only sharing
+  read: several VMs' differencing disks stand on one parent, and one ISO is inserted in
+  several VMs at once, which only works if each worker lets the others read it; so it
+  may be read, but not opened for writing.
+
+The emulated host's files refuse the same (``EmulatedFiles``): a template a running VM's
+linked clone stands on is not replaced under it, and a running VM's volume is not read.
+A saved or stopped VM holds nothing open.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hyperv_agent.emulator import model, vhd
+from hyperv_agent.emulator import codes, model, vhd
 from hyperv_agent.emulator.paths import HostPathError, HostPaths
 from hyperv_agent.emulator.store import Record
 
@@ -22,16 +39,33 @@ if TYPE_CHECKING:
 _MAX_CHAIN = 16  # parents followed from one disk; deeper chains are not Hyper-V's
 
 
-def held_by(host: EmulatedHost, path: str) -> str | None:
-    """The name of a VM that holds the file ``path`` open, or None: a running or paused
-    VM with it in a drive, or with a disk whose parents include it (both looked up by file
-    in the host's indexes: no file is read)."""
+@dataclass(frozen=True)
+class Hold:
+    """How a running VM holds a file open: ``writable``, the disk in one of its drives
+    (read and write, shared with no one), else a parent of one or an ISO image (read-only,
+    shared for reading)."""
+
+    vm: str
+    writable: bool
+
+
+def held_by(host: EmulatedHost, path: str) -> Hold | None:
+    """How a VM holds the file ``path`` open, or None: a running or paused VM with it in
+    a drive, or with a disk whose parents include it (both looked up by file in the host's
+    indexes: no file is read). A writable hold comes first when there are several."""
     txn = host.store.transaction()
-    for medium in (*model.media_of_file(txn, path), *model.media_over_file(txn, path)):
+    found: Hold | None = None
+    for medium in model.media_of_file(txn, path):
         owner = _running_owner(host, medium)
         if owner is not None:
-            return owner
-    return None
+            if medium["ResourceSubType"] != codes.SUBTYPE_ISO:
+                return Hold(owner, writable=True)
+            found = found or Hold(owner, writable=False)
+    for medium in model.media_over_file(txn, path):
+        owner = _running_owner(host, medium)
+        if owner is not None:
+            return found or Hold(owner, writable=False)
+    return found
 
 
 def parent_chain(host: EmulatedHost, parent: str | None) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import contextvars
 import functools
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -28,12 +29,14 @@ log = logging.getLogger("hyperv_agent.emulator")
 
 _T = TypeVar("_T")
 
+_THREAD_NAME = "hyperv-emulator"
+
 
 class Worker:
     """A single thread running the emulator's work in the order it is handed in."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperv-emulator")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handed_in: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue())
@@ -60,6 +63,12 @@ class Worker:
             loop.call_soon_threadsafe(loop.call_later, delay_s, self._submit, action)
         except RuntimeError:  # the loop is closing: its timers would never fire either
             log.debug("event loop closed; a delayed action of the emulated host is dropped")
+
+    @staticmethod
+    def on_thread() -> bool:
+        """Whether the caller runs on a worker's thread (where ``call`` would wait for
+        itself)."""
+        return threading.current_thread().name.startswith(_THREAD_NAME)
 
     def call(self, work: Callable[[], _T], timeout_s: float) -> _T:
         """Run ``work`` on the worker thread from another thread and return its result

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import ntpath
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
+from hyperv_agent.hostfs.locations import same_path
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
@@ -69,21 +71,53 @@ class FileHandlers:
         replacing the parent would break its children, whose VMs then never start again:
         Windows refuses it only while a running VM holds the chain open. ``kept`` says
         what became of the file. Otherwise what was checked, for the answer. Reads only
-        the headers of the disk files (``hostfs.children``)."""
+        the headers of the disk files (``hostfs.children``); one Windows refuses to read
+        (a running VM's worker holds its disk open, sharing no access) is asked of Hyper-V
+        instead (``_held_children``), so a running VM's linked clone is refused by name
+        before a download over its template copies a byte, not by Windows' bare sharing
+        violation on the final rename."""
+        deadline = time.monotonic() + self.parent_budget_s
         found = await children_of(self.files, path, (ntpath.dirname(path),),
                                   self.parent_budget_s)
-        if found.children:
-            more = "" if found.complete else " at least"
+        held, asked = await self._held_children(path, found.unreadable, deadline)
+        if found.children or held:
+            more = "" if found.complete and asked == len(found.unreadable) else " at least"
+            example = f"{held[0][0]}, held open by {held[0][1]}" if held else found.children[0]
             raise AgentError(
-                f"{path} is the parent of{more} {len(found.children)} differencing disk(s) "
-                f"(linked clones), e.g. {found.children[0]}; they would be lost with it "
-                f"({kept}; {found.summary()})")
-        if not found.complete:
+                f"{path} is the parent of{more} {len(found.children) + len(held)} "
+                f"differencing disk(s) (linked clones), e.g. {example}; they would be lost "
+                f"with it ({kept}; {found.summary()})")
+        if not found.complete or asked < len(found.unreadable):
             raise AgentError(f"whether a disk file names {path} as its parent could not be "
                              f"told in {self.parent_budget_s:g} s ({kept}; "
                              f"{found.summary()})")
         log.info("no disk file names %s as its parent: %s", path, found.summary())
         return found.summary()
+
+    async def _held_children(self, parent: str, unreadable: tuple[str, ...], deadline: float
+                             ) -> tuple[list[tuple[str, str]], int]:
+        """Of the disk files whose headers could not be read, those Hyper-V reports as
+        differencing disks of ``parent`` and a running VM has in a drive, with that VM's
+        name; and how many were asked before ``deadline``. A file Hyper-V cannot read
+        either is left as unreadable (it is no disk a VM could start from). 1 call a file
+        (+ 1 query and gets for each child, to name its VM)."""
+        held: list[tuple[str, str]] = []
+        asked = 0
+        for disk in unreadable:
+            if time.monotonic() > deadline:
+                break
+            asked += 1
+            try:
+                settings = await disks.read_settings(self.hv, disk, policy=self.job_wait)
+            except AgentError as error:
+                log.info("Hyper-V could not read %s either: %s", disk, error)
+                continue
+            if settings.parent_path is None or not same_path(settings.parent_path, parent):
+                continue
+            attached = await disks.find_attachment(self.hv, disk)
+            held.append((disk, f"the running VM {attached.vm_name}" if attached is not None
+                         else "a process other than a VM"))
+        return held, asked
 
     def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
         """The bound of a Hyper-V job that reads and writes a whole disk (a merge) for a
