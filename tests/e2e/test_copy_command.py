@@ -28,6 +28,7 @@ from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
 from tests.diskfiles import hyperv_writes, listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
+from tests.emulator.kit import ok, request_state
 from tests.s3server import S3Server, free_port
 from tests.samba import Samba
 from tests.sessions import hv
@@ -783,6 +784,30 @@ async def test_a_volume_a_running_vm_uses_is_not_copied_and_its_vm_is_named(
                                                 uuid="new-uuid", id=302, name="302-2-abc",
                                                 format=None))}[dest]
     details = await _refused(agent, body, "is attached to the running VM i-3-6-VM")
+    assert "it was not copied" in details
+    assert (listing(pool), listing(other)) == before
+
+
+@pytest.mark.parametrize("dest", ["another pool", "image store", "template"])
+async def test_a_volume_a_paused_vm_uses_is_not_copied_and_its_vm_is_named(
+    agent: Running, dest: str,
+) -> None:
+    """A paused VM keeps its worker process, and its disks open: the copy fails naming the
+    VM as for a running one, not with Windows' bare sharing violation on the file."""
+    from tests.e2e.test_volume_commands import _vm_with
+
+    pool, other = await _linked_clone_and_other_pool(agent)
+    vm = await _vm_with(agent.emulator, "i-3-6-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx",
+                        scsi=True, running=True)
+    await ok(agent.emulator, await request_state(agent.emulator, vm.path, 9))  # paused
+    before = (listing(pool), listing(other))
+    source = _volume(_primary(), path=VOLUME_UUID, format="VHDX")
+    body = {"another pool": _pool_to_pool(),
+            "image store": _copy(source, _volume(_nfs(), path="volumes/3", uuid="out-uuid")),
+            "template": _copy(source, _template(_nfs(), path="template/tmpl/2/302",
+                                                uuid="new-uuid", id=302, name="302-2-abc",
+                                                format=None))}[dest]
+    details = await _refused(agent, body, "is attached to the paused VM i-3-6-VM")
     assert "it was not copied" in details
     assert (listing(pool), listing(other)) == before
 

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hyperv_agent.handlers.files")
 
+#: The power states in which a VM's worker process holds its disks open.
+_HOLDING = frozenset({PowerState.RUNNING, PowerState.PAUSED})
+
 
 class FileHandlers:
     """The base of ``CopyHandler`` and ``VolumeHandlers``. ``file_locks`` is the agent's one
@@ -54,14 +57,17 @@ class FileHandlers:
         self.parent_budget_s = DEFAULT_BUDGET_S  # bounds ``refuse_if_parent``'s reading
 
     async def refuse_if_running(self, path: str, kept: str = "the file was kept") -> None:
-        """AgentError naming the VM when a running VM has the disk file ``path`` in one of
-        its drives; ``kept`` says what became of the file. A stopped VM's disk is not in
-        use: the management server starts the VM again from its volumes' paths. 1 query
-        (+ 1 get when a VM has the file)."""
+        """AgentError naming the VM when a running or paused VM has the disk file ``path``
+        in one of its drives; ``kept`` says what became of the file. A paused VM keeps its
+        worker process, which holds its disks open as while it runs (Windows refuses to
+        read, replace or delete them, Hyper-V to merge them). A stopped VM's disk is not
+        in use: the management server starts the VM again from its volumes' paths; nor
+        is a saved one's (its worker is gone). 1 query (+ 1 get when a VM has the file)."""
         attached = await disks.find_attachment(self.hv, path)
-        if attached is not None and attached.power is PowerState.RUNNING:
-            raise AgentError(f"{path} is attached to the running VM {attached.vm_name}; stop "
-                             f"the VM or detach the volume first ({kept})")
+        if attached is not None and attached.power in _HOLDING:
+            raise AgentError(f"{path} is attached to the {attached.power.value} VM "
+                             f"{attached.vm_name}; stop the VM or detach the volume first "
+                             f"({kept})")
 
     async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:
         """AgentError naming a disk file, and how many there are, when a disk file in the
@@ -115,8 +121,8 @@ class FileHandlers:
             if settings.parent_path is None or not same_path(settings.parent_path, parent):
                 continue
             attached = await disks.find_attachment(self.hv, disk)
-            held.append((disk, f"the running VM {attached.vm_name}" if attached is not None
-                         else "a process other than a VM"))
+            held.append((disk, f"the {attached.power.value} VM {attached.vm_name}"
+                         if attached is not None else "a process other than a VM"))
         return held, asked
 
     def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
