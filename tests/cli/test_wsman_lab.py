@@ -16,11 +16,12 @@ import subprocess
 from pathlib import Path
 
 from tests.cli import lab
+from tests.doctor.test_doctor import CHECKS, DEPLOY
 from tests.samba import Samba, free_port
 
 USER, PASSWORD = "lab", "Lab-Pa55word!"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC
-DOCTOR_LINES = 11 + 8  # the checks, then the throwaway VM's steps and its cleanup
+DOCTOR_LINES = len(CHECKS) + len(DEPLOY)  # the checks, then the throwaway VM's steps
 
 
 def _wsman(url: str, user: str, password: str) -> tuple[str, ...]:

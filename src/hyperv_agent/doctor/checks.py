@@ -29,7 +29,6 @@ from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.routed import RoutedFiles
-from hyperv_agent.hostfs.smb import SmbFiles
 from hyperv_agent.hyperv import host, inventory
 from hyperv_agent.hyperv.schema import NAMESPACE
 from hyperv_agent.hyperv.session import HyperV
@@ -451,7 +450,7 @@ async def smb_pools(target: Target, _: Options) -> Check:
 async def _reach(target: Target, root: str | None, server: str, reached: list[str],
                  waiting: list[str], failed: list[tuple[str, str]]) -> None:
     """List ``root`` (a pool's), else log on to ``server``; the outcome added to a list."""
-    smb = _smb_for(target.files, server)
+    smb = target.files.smb_for(server)
     what = root or f"SMB server {server}"
     if smb is not None and smb.credentials_for(server) is None:
         waiting.append(what)
@@ -471,14 +470,6 @@ async def _reach(target: Target, root: str | None, server: str, reached: list[st
     reached.append(f"{what} as {account.qualified_user}" if account is not None else what)
 
 
-def _smb_for(files: HostFiles, server: str) -> SmbFiles | None:
-    """The SMB backend that reaches ``server``'s shares; None when they are reached natively
-    (the host's own file access, or the emulator's mapped folders)."""
-    if isinstance(files, RoutedFiles):
-        files = files.backend(f"\\\\{server}\\share")
-    if isinstance(files, AdminShareFiles):
-        files = files.inner
-    return files if isinstance(files, SmbFiles) else None
 
 
 def _server_of(root: str) -> str:

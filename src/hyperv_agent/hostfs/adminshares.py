@@ -49,6 +49,9 @@ class AdminShareFiles(HostFiles):
     def use_credentials(self, share: ShareLocation) -> None:
         self.inner.use_credentials(share)
 
+    def smb_for(self, server: str) -> SmbFiles | None:
+        return self.inner
+
     def close(self) -> None:
         """Logs off the host's administrative shares and every other share reached."""
         self.inner.close()

@@ -13,9 +13,12 @@ from __future__ import annotations
 import abc
 import asyncio
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 from hyperv_agent.hostfs.locations import ShareLocation
+
+if TYPE_CHECKING:
+    from hyperv_agent.hostfs.smb import SmbFiles
 
 COPY_CHUNK_BYTES = 1024 * 1024
 
@@ -87,6 +90,12 @@ class HostFiles(abc.ABC):
     def use_credentials(self, share: ShareLocation) -> None:
         """Reach ``share`` with the credentials its URL carried, from now on. Hosts that
         reach shares with their own identity ignore this."""
+        return None
+
+    def smb_for(self, server: str) -> SmbFiles | None:
+        """The SMB backend that reaches ``server``'s shares (its accounts, its logons);
+        None when this backend reaches them natively (the host's own file access, or the
+        emulator's mapped folders)."""
         return None
 
     def close(self) -> None:  # noqa: B027 - optional for backends that hold no sessions

@@ -13,7 +13,7 @@ from typing import BinaryIO
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import ShareLocation
-from hyperv_agent.hostfs.smb import unc_server
+from hyperv_agent.hostfs.smb import SmbFiles, unc_server
 
 
 class RoutedFiles(HostFiles):
@@ -37,6 +37,9 @@ class RoutedFiles(HostFiles):
     def use_credentials(self, share: ShareLocation) -> None:
         """Forwarded to the backend that reaches ``share``'s server."""
         self._for_server(share.server).use_credentials(share)
+
+    def smb_for(self, server: str) -> SmbFiles | None:
+        return self._for_server(server).smb_for(server)
 
     def close(self) -> None:
         """Both backends' sessions, the SMB backend's even when the base one fails."""

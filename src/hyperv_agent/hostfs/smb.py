@@ -138,6 +138,9 @@ def _target(path: str) -> _Target:
 class SmbFiles(HostFiles):
     """HostFiles for UNC paths, over SMB 2/3 with smbprotocol."""
 
+    def smb_for(self, server: str) -> SmbFiles | None:
+        return self
+
     def __init__(self, port: int = DEFAULT_PORT,
                  connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
                  configured: Mapping[str, Credentials] | None = None,
