@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -28,7 +29,7 @@ from hyperv_agent import tls
 from hyperv_agent.emulator import vhd
 from hyperv_agent.hostfs import web
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES
-from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, open_url
+from hyperv_agent.hostfs.http import MAX_REDIRECTS, HttpObject, _get, open_url
 from hyperv_agent.hostfs.images import disk_suffix, not_standalone, sniff
 from hyperv_agent.hostfs.local import LocalFiles
 from hyperv_agent.hostfs.transfer import TransferError, transfer
@@ -505,6 +506,34 @@ def test_silent_listener_is_cut_off_when_it_never_answers() -> None:
             _read(replace(HttpObject.from_url(f"http://127.0.0.1:{port}/t.vhd"), retries=0),
                   timeout_s=0.3)
     assert "did not answer within 0.3 s" in _one_line(caught)
+
+
+_LEFT_OPEN = """
+import sys
+from hyperv_agent.hostfs.http import HttpObject, open_url
+stream = open_url(HttpObject.from_url(sys.argv[1]))
+stream.read(10)
+stream.keep = stream  # a cycle: the collector finalises it while the interpreter ends
+"""
+
+
+def test_stream_left_open_does_not_hold_the_process_when_it_exits(site: FileServer) -> None:
+    """A body nobody closed (a StartOver's stream, say) is closed by its finaliser while
+    the interpreter ends, when the loop's daemon thread can no longer answer."""
+    done = subprocess.run([sys.executable, "-c", _LEFT_OPEN, site.url("/files/t/disk.vhd")],
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+
+
+def test_stream_closed_on_its_own_loop_thread_ends_the_loop(site: FileServer) -> None:
+    """The garbage collector may finalise a body on the thread of the loop it reads from;
+    its close cannot wait for that loop there, and leaves the loop to end itself."""
+    get = web.open_get(_get(HttpObject.from_url(site.url("/files/t/disk.vhd")), 10.0, {}))
+    body = get.raw_body()
+    loop = body._loop  # type: ignore[attr-defined]
+    loop._loop.call_soon_threadsafe(body.close)
+    loop._thread.join(60)
+    assert not loop._thread.is_alive() and loop._loop.is_closed()
 
 
 # --- retries and resumption --------------------------------------------------------------

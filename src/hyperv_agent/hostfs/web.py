@@ -20,10 +20,13 @@ times as there are retries).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import io
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ _T = TypeVar("_T")
 _ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _BACKOFF_FIRST_S = 0.1  # doubled after each failure in a row
 _BACKOFF_MAX_S = 5.0
+_CLOSE_WAIT_S = 10.0  # the longest a close waits for the loop, at each step
 
 
 @dataclass(frozen=True)
@@ -352,21 +356,56 @@ class _Loop:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+        self._ending = False
+        self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name="hyperv-agent-get")
         self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def run(self, work: Coroutine[Any, Any, _T]) -> _T:
         """Run ``work`` on the loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     def close(self, session: aiohttp.ClientSession) -> None:
-        """Close ``session`` (and its connection), then end the loop and its thread."""
-        if self._loop.is_closed():
+        """Close ``session`` (and its connection), then end the loop and its thread.
+
+        Safe from any thread at any time, a finaliser's included: it waits at most
+        ``_CLOSE_WAIT_S`` for each step, and not at all where the loop cannot answer: on
+        the loop's own thread (a finaliser the garbage collector ran there) it leaves the
+        work to the loop, and at interpreter exit (the daemon thread is frozen or gone)
+        it leaves the connection to the operating system."""
+        if self._ending:
+            return
+        self._ending = True
+        if threading.current_thread() is self._thread:
+            with contextlib.suppress(RuntimeError):  # the loop has ended already
+                self._loop.create_task(self._end_here(session))
+            return
+        if sys.is_finalizing() or not self._thread.is_alive():
             return
         try:
-            self.run(session.close())
+            future = asyncio.run_coroutine_threadsafe(session.close(), self._loop)
+            try:
+                future.result(_CLOSE_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                _LOG.warning("a download's connection did not close within %g s; "
+                             "left to the operating system", _CLOSE_WAIT_S)
         finally:
+            self._stop()
+            self._thread.join(_CLOSE_WAIT_S)
+
+    async def _end_here(self, session: aiohttp.ClientSession) -> None:
+        try:
+            await session.close()
+        finally:
+            self._loop.stop()
+
+    def _stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already closed: the thread has ended
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
