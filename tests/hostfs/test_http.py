@@ -635,7 +635,7 @@ async def test_cancelled_download_stops_during_a_pause_before_a_retry(
     copy.cancel()
     with pytest.raises(asyncio.CancelledError):
         await copy
-    assert time.monotonic() - started < 2 and len(_asked(site, path)) == 1
+    assert time.monotonic() - started < 20 and len(_asked(site, path)) == 1  # not the 60 s
     assert os.listdir(tmp_path) == []
 
 

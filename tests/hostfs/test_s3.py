@@ -351,7 +351,7 @@ def test_stalled_body_fails_within_the_socket_timeout_in_milliseconds(flaky: str
     with pytest.raises(TransferError, match=r"failed after 0 bytes: the server stopped "
                                             r"sending \(timed out\)"):
         _read(_flaky(flaky, "stall.vhd", socket_timeout_ms=300, max_error_retry=0))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # not the default 50 s
 
 
 def test_timeouts_and_retries_are_the_aws_sdk_defaults_when_the_store_leaves_them_null(
