@@ -244,7 +244,9 @@ class _FlakyStore(BaseHTTPRequestHandler):
     """An S3 store that misbehaves on purpose (signatures unchecked): ``/b/cut.vhd`` breaks
     off its first body halfway and honours a Range for the same ETag, ``/b/busy.vhd``
     answers 503 SlowDown ``busy`` times before the object, ``/b/stall.vhd`` sends its head
-    and then nothing. ``seen`` holds (path, Range, If-Match) per request."""
+    and then nothing; ``/b/deaf.vhd`` breaks off its first body halfway and answers a
+    Range with the whole object's head and no byte of it. ``seen`` holds (path, Range,
+    If-Match) per request."""
 
     protocol_version = "HTTP/1.1"
     seen: ClassVar[list[tuple[str, str | None, str | None]]] = []
@@ -271,6 +273,11 @@ class _FlakyStore(BaseHTTPRequestHandler):
             self._head(206, len(self.data) - start,
                        f"bytes {start}-{len(self.data) - 1}/{len(self.data)}")
             self.wfile.write(self.data[start:])
+        elif self.path == "/b/deaf.vhd":
+            self._head(200, len(self.data))
+            self.wfile.write(self.data[:len(self.data) // 2] if ranged is None else b"")
+            self.wfile.flush()
+            self.close_connection = True
         elif self.path == "/b/busy.vhd" and self.busy[0] > 0:
             self.busy[0] -= 1
             body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
@@ -318,6 +325,17 @@ def test_body_cut_short_is_resumed_where_it_stopped_when_retries_are_allowed(
     assert first == ("/b/cut.vhd", None, None)
     resumed_at = int((again[1] or "").removeprefix("bytes=").rstrip("-"))
     assert 0 < resumed_at <= len(DATA) // 2 and again[2] == '"e-1"'
+
+
+def test_body_broken_off_while_its_read_part_is_skipped_has_its_connection_closed(
+        flaky: str) -> None:
+    """A store that ignores Ranges sends the object from its start again, and the part read
+    already is skipped; a body that breaks off there is closed with its loop thread, not
+    left to its finaliser."""
+    with pytest.raises(TransferError, match=r"gave up after 2 retries") as caught:
+        _read(_flaky(flaky, "deaf.vhd", max_error_retry=2))
+    loops = [thread for thread in threading.enumerate() if thread.name == "hyperv-agent-get"]
+    assert caught.value.__context__ is not None and not loops
 
 
 async def test_resumed_object_lands_whole_and_verified_when_transferred(

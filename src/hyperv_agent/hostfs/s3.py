@@ -145,12 +145,15 @@ class _Fetcher:
                                 "copied")
         body = response.raw_body()
         left = offset
-        while left:
-            skipped = len(body.read(min(left, 1 << 20)))
-            if not skipped:
-                body.close()
-                raise Transient(f"the store sent {label} shorter than before")
-            left -= skipped
+        try:
+            while left:
+                skipped = len(body.read(min(left, 1 << 20)))
+                if not skipped:
+                    raise Transient(f"the store sent {label} shorter than before")
+                left -= skipped
+        except BaseException:  # broken off again while skipping: its connection goes too
+            body.close()
+            raise
         return body
 
     def _open_once(self, offset: int, etag: str | None) -> Response:
