@@ -165,8 +165,7 @@ class _Fetch:
         """A stream of the file ``response`` (200) carries, resumed when it breaks off."""
         validator = _validator(response)
         ranges = response.headers.get("Accept-Ranges", "").strip().lower() != "none"
-        length = response.headers.get("Content-Length")
-        size = int(length) if length is not None and length.isdigit() else None
+        size = response.length
         body = response.raw_body()
 
         def resume(offset: int, error: Transient) -> io.RawIOBase:

@@ -102,12 +102,7 @@ def open_object(obj: S3Object, stop: threading.Event | None = None) -> BinaryIO:
     etag = response.headers.get("ETag")
     return Body(Resuming(fetcher.retries, response.raw_body(),
                          lambda offset, _error: fetcher.reopen(offset, etag)),
-                _length(response))
-
-
-def _length(response: Response) -> int | None:
-    text = response.headers.get("Content-Length")
-    return int(text) if text is not None and text.isdigit() else None
+                response.length)
 
 
 def _seconds(ms: int | None, default_ms: int) -> float | None:

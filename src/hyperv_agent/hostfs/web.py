@@ -188,9 +188,14 @@ class Response:
         self.reason = response.reason or ""
         self.headers: Mapping[str, str] = response.headers
 
+    @property
+    def length(self) -> int | None:
+        """The byte count the response's Content-Length announces; None when it says none."""
+        return self._response.content_length
+
     def body(self) -> Body:
         """The body as a stream (the stream owns the connection from now on)."""
-        return Body(self.raw_body(), self._response.content_length)
+        return Body(self.raw_body(), self.length)
 
     def raw_body(self) -> io.RawIOBase:
         """The body as an unbuffered stream (which owns the connection from now on)."""
