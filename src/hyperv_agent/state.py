@@ -390,17 +390,26 @@ def _read_json(path: Path, shape: type[_Shape], instead: str) -> _Shape | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-        if isinstance(data, shape):
-            return data
-        problem = f"it holds a JSON {type(data).__name__}, not a {shape.__name__}"
-    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        problem = "it is empty" if not raw.strip() else f"it is not JSON ({error})"
+    data = _json_of(raw, shape)
+    if not isinstance(data, str):
+        return data
+    problem = data
     aside = _keep_aside(path) if raw.strip() else None
     log.warning("%s cannot be read: %s%s; %s", path, problem,
                 f"; kept as {aside.name}" if aside else "", instead)
     return None
+
+
+def _json_of(raw: bytes, shape: type[_Shape]) -> _Shape | str:
+    """The JSON of a state file's bytes when it has the ``shape`` this version writes,
+    else what is wrong with it (a text for "... cannot be read: <text>")."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return "it is empty" if not raw.strip() else f"it is not JSON ({error})"
+    if isinstance(data, shape):
+        return data
+    return f"it holds a JSON {type(data).__name__}, not a {shape.__name__}"
 
 
 def stored_pools(path: Path) -> dict[str, RegisteredPool]:
@@ -414,13 +423,9 @@ def stored_pools(path: Path) -> dict[str, RegisteredPool]:
         return {}
     except OSError as error:
         raise AgentError(f"{path} cannot be read: {error.strerror or error}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError as error:
-        raise AgentError(f"{path} cannot be read: it is not JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise AgentError(f"{path} cannot be read: it holds a JSON {type(data).__name__}, "
-                         "not a dict")
+    data = _json_of(raw, dict)
+    if isinstance(data, str):
+        raise AgentError(f"{path} cannot be read: {data}")
     return {str(key): pool for key, value in data.items()
             if (pool := _pool_of(value)) is not None and root_problem(pool.root) is None}
 
