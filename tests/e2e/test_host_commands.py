@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -12,7 +13,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.host import NIC_RECEIVE_BPS, NIC_SEND_BPS
-from hyperv_agent.service import build_agent
+from hyperv_agent.service import Agent, build_agent
 from tests.e2e.conftest import PRIVATE_IP, STARTUP_REQUEST, Running, client_context, start
 from tests.emulator.kit import (
     define_vm,
@@ -294,18 +295,23 @@ async def test_startup_reports_the_configured_pool_less_the_root_reservation(
     reserved = 1 << 30
     agent = build_agent(agent_config(local_storage_path="C:\\pools\\local",
                                      root_device_reserved_bytes=reserved))
+    status, data = await _started_up(agent)
+    pool = data[1][STORAGE]["poolInfo"]
+    assert status == 200 and pool["localPath"] == "C:\\pools\\local"
+    root = agent.config.agent.state_dir / "emulator" / "drives" / "C"
+    usage = shutil.disk_usage(root / "pools" / "local")
+    assert pool["capacityBytes"] == usage.total - reserved
+    assert abs(pool["availableBytes"] - (usage.free - reserved)) < 64 << 20
+
+
+async def _started_up(agent: Agent) -> tuple[int, Any]:
+    """The answer to StartupCommand of ``agent``, served over HTTPS and stopped after."""
     runner, url = await start(agent)
     try:
         connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
-            status, data = await Running(agent, url, session).post(
+            return await Running(agent, url, session).post(
                 "com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
-        pool = data[1][STORAGE]["poolInfo"]
-        assert status == 200 and pool["localPath"] == "C:\\pools\\local"
-        root = agent.config.agent.state_dir / "emulator" / "drives" / "C"
-        usage = shutil.disk_usage(root / "pools" / "local")
-        assert pool["capacityBytes"] == usage.total - reserved
-        assert abs(pool["availableBytes"] - (usage.free - reserved)) < 64 << 20
     finally:
         await runner.cleanup()
         await agent.close()
@@ -317,16 +323,8 @@ async def test_startup_leaves_the_parent_partitions_memory_out_of_what_vms_may_h
     """The management server counts ``memory`` as the host's capacity for VMs and never
     reads dom0MinMemory: the memory the parent partition keeps must not be in it."""
     for reserved_mb, expected in ((6144, 58 * 1024**3), (70 * 1024, 0)):
-        agent = build_agent(agent_config(dom0_min_memory_mb=reserved_mb))
-        runner, url = await start(agent)
-        try:
-            connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
-            async with aiohttp.ClientSession(connector=connector) as session:
-                status, data = await Running(agent, url, session).post(
-                    "com.cloud.agent.api.StartupCommand", STARTUP_REQUEST)
-        finally:
-            await runner.cleanup()
-            await agent.close()
+        status, data = await _started_up(build_agent(agent_config(
+            dom0_min_memory_mb=reserved_mb)))
         routing = data[0][ROUTING]
         assert status == 200  # a host of 64 GiB
         assert (routing["memory"], routing["dom0MinMemory"]) == (expected,
