@@ -79,15 +79,7 @@ def validate(spec: VmSpec) -> None:
         (not spec.name.strip() or len(spec.name) > VM_NAME_MAX_CHARS,
          f"name must have 1..{VM_NAME_MAX_CHARS} characters and not be blank"),
         (spec.generation not in GENERATION_SUBTYPES, f"generation {spec.generation} is not 1 or 2"),
-        (spec.cpus < 1, f"cpus must be at least 1, not {spec.cpus}"),
-        (spec.memory_mb < MEMORY_MIN_MB, f"memory_mb must be at least {MEMORY_MIN_MB}, "
-                                         f"not {spec.memory_mb}"),
-        (spec.memory_mb % MEMORY_ALIGN_MB != 0,
-         f"memory_mb {spec.memory_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
-        (spec.memory_max_mb is not None and spec.memory_max_mb < spec.memory_mb,
-         f"memory_max_mb {spec.memory_max_mb} is less than memory_mb {spec.memory_mb}"),
-        ((spec.memory_max_mb or 0) % MEMORY_ALIGN_MB != 0,
-         f"memory_max_mb {spec.memory_max_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
+        *_size_problems(spec.cpus, spec.memory_mb, spec.memory_max_mb),
         (not 0 <= spec.cpu_limit_millipercent <= PROCESSOR_LIMIT_FULL,
          f"cpu_limit_millipercent {spec.cpu_limit_millipercent} is outside "
          f"0..{PROCESSOR_LIMIT_FULL}"),
@@ -109,6 +101,28 @@ def aligned_memory_mb(memory_mb: int) -> int:
     """``memory_mb`` rounded up to the 2 MB units Hyper-V takes (``MEMORY_ALIGN_MB``): a
     VM asked for an odd number of MB gets 1 MB more rather than being refused."""
     return -(-memory_mb // MEMORY_ALIGN_MB) * MEMORY_ALIGN_MB
+
+
+def size_problem(cpus: int, memory_mb: int, memory_max_mb: int | None = None) -> str | None:
+    """What is wrong with giving a VM ``cpus`` virtual processors and ``memory_mb`` of
+    memory, dynamic up to ``memory_max_mb``; None when nothing. No round trip."""
+    return next((text for bad, text in _size_problems(cpus, memory_mb, memory_max_mb)
+                 if bad), None)
+
+
+def _size_problems(cpus: int, memory_mb: int,
+                   memory_max_mb: int | None) -> tuple[tuple[bool, str], ...]:
+    return (
+        (cpus < 1, f"cpus must be at least 1, not {cpus}"),
+        (memory_mb < MEMORY_MIN_MB, f"memory_mb must be at least {MEMORY_MIN_MB}, "
+                                    f"not {memory_mb}"),
+        (memory_mb % MEMORY_ALIGN_MB != 0,
+         f"memory_mb {memory_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
+        (memory_max_mb is not None and memory_max_mb < memory_mb,
+         f"memory_max_mb {memory_max_mb} is less than memory_mb {memory_mb}"),
+        ((memory_max_mb or 0) % MEMORY_ALIGN_MB != 0,
+         f"memory_max_mb {memory_max_mb} is not a multiple of {MEMORY_ALIGN_MB}"),
+    )
 
 
 def memory_values(memory_mb: int, memory_max_mb: int | None = None) -> dict[str, object]:

@@ -14,8 +14,6 @@ from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed, VmNotStopped
 from hyperv_agent.hyperv import build, vms
 from hyperv_agent.hyperv.schema import (
-    MEMORY_ALIGN_MB,
-    MEMORY_MIN_MB,
     NAMESPACE,
     Class,
     ResourceType,
@@ -38,16 +36,9 @@ async def set_processors_and_memory(hv: HyperV, vm: VmRef, cpus: int, memory_mb:
     processors and that memory, both in one ModifyResourceSettings, so a failure changes
     neither. 1 query + 1 call + 1 W.
     """
-    if cpus < 1:
-        raise InvalidRequest(f"cpus must be at least 1, not {cpus}")
-    if memory_mb < MEMORY_MIN_MB:
-        raise InvalidRequest(f"memory must be at least {MEMORY_MIN_MB} MB, not {memory_mb} MB")
-    for size in (memory_mb, memory_max_mb or 0):
-        if size % MEMORY_ALIGN_MB:
-            raise InvalidRequest(f"memory {size} MB is not a multiple of {MEMORY_ALIGN_MB} MB")
-    if memory_max_mb is not None and memory_max_mb < memory_mb:
-        raise InvalidRequest(f"the most memory ({memory_max_mb} MB) is less than the "
-                             f"least ({memory_mb} MB)")
+    problem = build.size_problem(cpus, memory_mb, memory_max_mb)
+    if problem:
+        raise InvalidRequest(problem)
     if vm.power is not PowerState.STOPPED:
         raise VmNotStopped(vm.name)
     found = await _settings(hv, vm.guid)
