@@ -137,6 +137,49 @@ async def test_medium_refused_when_file_is_missing(emulator: EmulatorCim) -> Non
     assert await failure(emulator, await add(emulator, vm, [medium])) == 32779
 
 
+async def test_ide_disks_change_only_while_vm_is_off_and_dvd_media_change_any_time(
+    emulator: EmulatorCim, tmp_path: Path
+) -> None:
+    vm = await define_vm(emulator)
+    ide0, ide1 = sorted((d for d in await devices(emulator, vm) if d["ResourceSubType"] == IDE),
+                        key=lambda d: str(d["Address"]))
+    assert ide0.path is not None and ide1.path is not None
+    disk_drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, ide0.path, "0")]))).paths("ResultingResourceSettings")[0]
+    empty_drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, ide0.path, "1")]))).paths("ResultingResourceSettings")[0]
+    dvd = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, ide1.path, "0", DVD)]))).paths("ResultingResourceSettings")[0]
+    vhd_medium = await template(emulator, "Msvm_StorageAllocationSettingData", VHD)
+    root = (await ok(emulator, await add(emulator, vm, [vhd_medium.updated(
+        Parent=str(disk_drive), HostResource=[_disk(tmp_path)])]))).paths(
+        "ResultingResourceSettings")[0]
+    await ok(emulator, await request_state(emulator, vm, 2))
+    refused = [
+        add(emulator, vm, [await _drive(emulator, vm, ide1.path, "1")]),  # hot-add
+        add(emulator, vm, [vhd_medium.updated(Parent=str(empty_drive),
+                                              HostResource=[_disk(tmp_path, "data.vhdx")])]),
+        emulator.invoke(await service(emulator), "RemoveResourceSettings",
+                        {"ResourceSettings": [root]}),
+        emulator.invoke(await service(emulator), "ModifyResourceSettings", {
+            "ResourceSettings": [(await emulator.get(root)).updated(
+                HostResource=["C:\\disks\\data.vhdx"])]}),
+    ]
+    for call in refused:
+        assert await failure(emulator, await call) == 32775
+    media = await devices(emulator, vm, "Msvm_StorageAllocationSettingData")
+    assert [m["HostResource"] for m in media] == [("C:\\disks\\root.vhdx",)]
+    iso = tmp_path / "C" / "disks" / "tools.iso"
+    iso.write_bytes(b"CD001" * 100)
+    iso_medium = await template(emulator, "Msvm_StorageAllocationSettingData",
+                                "Microsoft:Hyper-V:Virtual CD/DVD Disk")
+    inserted = (await ok(emulator, await add(emulator, vm, [iso_medium.updated(
+        Parent=str(dvd), HostResource=["C:\\disks\\tools.iso"])]))).paths(
+        "ResultingResourceSettings")[0]
+    await ok(emulator, await emulator.invoke(await service(emulator), "RemoveResourceSettings",
+                                             {"ResourceSettings": [inserted]}))
+
+
 async def test_processor_change_refused_when_vm_runs(emulator: EmulatorCim) -> None:
     vm = await define_vm(emulator)
     processor = (await devices(emulator, vm, "Msvm_ProcessorSettingData"))[0]

@@ -2,7 +2,8 @@
 
 Checks what Hyper-V checks: a drive's Parent must be a controller of the same VM, a
 medium's Parent a drive of the right kind, slots in range and free, IDE only on
-generation 1, no processor or memory change and no IDE change while the VM runs, and
+generation 1, no processor or memory change and no IDE change (a drive, or the virtual
+hard disk in one; DVD media do change) while the VM runs, and
 network adapters added to or removed from a running VM only on generation 2 and only
 from Windows Server 2016 on (``hot_nics``).
 """
@@ -209,10 +210,31 @@ def _check_medium(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Rec
                       "ISO media go in DVD drives and hard disk images in disk drives")
     if any(True for _ in _children(call, guid, drive)):
         raise _refuse(codes.SLOT_IN_USE, "the drive already holds a medium")
+    _check_ide_disk_still(call, vm, drive)
     disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=None)
     _note_parents(call, rec, disk)
     rec["Parent"] = str(drive.path)
     return f"\\{drive['AddressOnParent']}\\L"
+
+
+def _drive_of(call: Call, medium: Record) -> Record | None:
+    """The drive a medium sits in; None when its Parent names none."""
+    try:
+        return call.txn.get(ObjectPath.parse(str(medium["Parent"] or "")))
+    except CimInvalidParameter:
+        return None
+
+
+def _check_ide_disk_still(call: Call, vm: Record, drive: Record | None) -> None:
+    """Refuse a change of the virtual hard disk in a disk drive on IDE while the VM runs.
+    Hyper-V changes a VM's IDE disks only while it is off (Hyper-V Manager offers no
+    change to them on a running VM; DVD media on IDE do change); Microsoft's WMI
+    documentation names no code for it, so the emulator answers as for every other IDE
+    change of a running VM (``codes.CHANGE_WHILE_RUNNING``)."""
+    if (drive is not None and model.is_running(vm) and _kind(drive) == ResourceType.DISK_DRIVE
+            and _on_ide(call, drive)):
+        raise _refuse(codes.CHANGE_WHILE_RUNNING,
+                      "the virtual hard disk of an IDE drive cannot change while the VM runs")
 
 
 def _note_parents(call: Call, medium: Record, disk: vhd.DiskInfo | None) -> None:
@@ -464,6 +486,7 @@ def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> No
     kind = _kind(record)
     if record.class_def.name == "Msvm_StorageAllocationSettingData" and "HostResource" in values:
         iso = record["ResourceSubType"] == codes.SUBTYPE_ISO
+        _check_ide_disk_still(call, vm, _drive_of(call, record))
         disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=record)
         _note_parents(call, record, disk)
     if record.class_def.name == "Msvm_EthernetPortAllocationSettingData" and (
@@ -510,6 +533,8 @@ def _check_removal(call: Call, vm: Record, record: Record) -> None:
         raise _refuse(codes.CHANGE_WHILE_RUNNING, f"{name} cannot be removed while the VM runs")
     if kind in _DRIVES and _on_ide(call, record):
         raise _refuse(codes.CHANGE_WHILE_RUNNING, "IDE drives cannot change while the VM runs")
+    if record.class_def.name == "Msvm_StorageAllocationSettingData":
+        _check_ide_disk_still(call, vm, _drive_of(call, record))
 
 
 def _on_ide(call: Call, drive: Record) -> bool:
