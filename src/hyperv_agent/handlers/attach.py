@@ -3,7 +3,10 @@ AttachIsoCommand, and GetVmDiskStatsCommand (protocol §5.1, §11).
 
 A data volume (``disk.type`` DATADISK, a VolumeObjectTO on a primary pool) goes on the
 SCSI controller and slot its ``disk.diskSeq`` maps to (``start_plan.scsi_place``, as
-StartCommand places it: 0..63 on the first controller, 64 and 65 on the second); an ISO
+StartCommand places it: 0..63 on the first controller, 64 and 65 on the second), or,
+when the VM's ``dataDiskController`` (``controllerInfo``) is ``ide`` and the VM is
+generation 1, on the first free IDE place beside its root disk and CD (Hyper-V adds IDE
+drives to stopped VMs only, so a running VM's answer fails saying so); an ISO
 (``disk.type`` ISO, a TemplateObjectTO on a cifs image store) goes in the VM's DVD
 drive. Every path is resolved and confined to its pool or share by
 ``handlers.datapaths`` before the VM is looked at, and a file to attach must exist; bad
@@ -101,6 +104,11 @@ class AttachHandlers:
         0 at slot ``diskSeq``, or for 64 and 65 controller 1 at slot ``diskSeq - 64``; a
         slot holding something else is refused, and so is a controller a running VM does
         not have (Hyper-V adds controllers to stopped VMs only; the answer says so).
+        With ``controllerInfo`` ``dataDiskController`` ``ide`` a generation 1 VM takes the
+        volume on IDE instead (``drives.attach_volume``): only while it is stopped, and
+        while an IDE place is free, or the failed answer says which; a generation 2 VM, which
+        has no IDE, takes it at its SCSI place, the details saying so. A value naming no
+        controller: a failed answer (``start_plan.disk_controllers``).
         ISO: the ISO goes in the DVD drive, replacing another ISO; a drive is added when
         the VM has none and Hyper-V allows it. An ISO disk naming no ISO (a
         TemplateObjectTO without ``path``) leaves the DVD drive empty: an ISO in it is
@@ -114,15 +122,18 @@ class AttachHandlers:
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
-        details = await self._attach(disk, vm_name)
+        details = await self._attach(disk, vm_name, asked.controller_info)
         return AttachAnswer(result=True, disk=disk, details=details)
 
-    async def _attach(self, disk: DiskTO, vm_name: str) -> str:
+    async def _attach(self, disk: DiskTO, vm_name: str,
+                      controller_info: dict[str, str] | None) -> str:
         if start_plan.is_empty_dvd(disk):
             return await self._empty_dvd(vm_name)
         image = await self._image(disk)
         _check_vm_name(vm_name)
         controller, slot = _scsi_place(disk) if image.kind == DATADISK else (0, 0)
+        ide = image.kind == DATADISK and start_plan.data_disk_controller(
+            controller_info, "controllerInfo") == start_plan.IDE
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
             vm = await vms.find_vm(self.hv, vm_name)
@@ -130,18 +141,27 @@ class AttachHandlers:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
             if image.kind == DATADISK:
-                placed = await self._attach_volume(vm, slot, image.path, controller)
+                placed = await self._attach_volume(vm, slot, image.path, controller, ide)
             else:
                 placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
 
-    async def _attach_volume(self, vm: vms.VmRef, slot: int, path: str, controller: int
-                             ) -> drives.Placed:
-        """``drives.attach_volume``; when Hyper-V refuses because another VM holds the file,
+    async def _attach_volume(self, vm: vms.VmRef, slot: int, path: str, controller: int,
+                             ide: bool) -> drives.Placed:
+        """``drives.attach_volume`` (on IDE with ``ide``, the VM's ``dataDiskController``;
+        a refusal then says so); when Hyper-V refuses because another VM holds the file,
         InvalidRequest naming that VM (Hyper-V's own answer names no VM; looked up, 1
         query + 1 get, only after a refusal)."""
         try:
-            return await drives.attach_volume(self.hv, vm, slot, path, controller=controller)
+            return await drives.attach_volume(self.hv, vm, slot, path, controller=controller,
+                                              ide=ide)
+        except InvalidRequest as error:
+            if not ide:
+                raise
+            raise InvalidRequest(
+                f"{error} (the VM's {start_plan.DATA_DISK_CONTROLLER} is {start_plan.IDE}; "
+                f"with {start_plan.SCSI} its volumes go on SCSI, where Hyper-V adds them to "
+                "a running VM too)") from None
         except HyperVError:
             other = await disks.find_attachment(self.hv, path)
             if other is None or other.vm_guid == vm.guid:
@@ -338,9 +358,12 @@ def _not_attached(path: str, vm_name: str) -> str:
 
 
 def _placed(path: str, vm_name: str, placed: drives.Placed) -> str:
+    note = (f"; {start_plan.DATA_DISK_CONTROLLER} {start_plan.IDE} not followed: "
+            f"{placed.note}") if placed.note else ""
     if not placed.changed:
-        return f"{path} was already attached to VM {vm_name} at {placed.where}; nothing changed"
-    return f"{path} attached to VM {vm_name} at {placed.where}"
+        return (f"{path} was already attached to VM {vm_name} at {placed.where}; nothing "
+                f"changed{note}")
+    return f"{path} attached to VM {vm_name} at {placed.where}{note}"
 
 
 def _stats_entry(vm_name: str, disk: diskstats.DiskIo) -> VmDiskStatsEntry:

@@ -178,15 +178,16 @@ class StartHandler:
         spec = await self._with_processor_shares(start_plan.vm_spec(vm, most), vm)
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
-        disks = await self._disks(vm.disks, spec.generation)
+        controllers = start_plan.disk_controllers(vm.details, spec.generation)
+        disks = await self._disks(vm.disks, spec.generation, controllers.data_ide)
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
         split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
-        memory = start_plan.memory_note(vm, spec)
+        notes = (*controllers.notes, *split, *start_plan.memory_note(vm, spec))
         if not start_plan.is_system_vm(vm):
-            return start_plan.Plan(spec, disks, nics, kvp, (*split, *memory))
+            return start_plan.Plan(spec, disks, nics, kvp, notes)
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
-        return start_plan.Plan(spec, disks, nics, kvp, (note, *split, *memory))
+        return start_plan.Plan(spec, disks, nics, kvp, (note, *notes))
 
     async def _with_processor_shares(self, spec: build.VmSpec,
                                      vm: VirtualMachineTO) -> build.VmSpec:
@@ -251,10 +252,10 @@ class StartHandler:
                                        images.ISO_SUFFIXES)
         return start_plan.with_iso(disks, generation, iso)
 
-    async def _disks(self, disks: Sequence[DiskTO],
-                     generation: int) -> tuple[start_plan.PlannedDisk, ...]:
+    async def _disks(self, disks: Sequence[DiskTO], generation: int,
+                     data_ide: bool) -> tuple[start_plan.PlannedDisk, ...]:
         placed = start_plan.place_all([(disk, await self._medium(disk)) for disk in disks],
-                                      generation)
+                                      generation, data_ide)
         seen: set[tuple[str, int, int]] = set()
         for disk in placed:
             if disk.place in seen:

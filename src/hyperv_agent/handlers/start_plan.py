@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.enums import VirtualMachineType
@@ -26,6 +26,8 @@ from hyperv_agent.hyperv import build, kvp, nics
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.schema import (
+    IDE_CONTROLLERS,
+    IDE_DATA_PLACES,
     IDE_SLOTS,
     MEMORY_MAX_MB,
     MEMORY_MIN_MB,
@@ -47,6 +49,16 @@ CD_SEQ = 3
 #: CD's 3. A disk goes on SCSI controller ``diskSeq // SCSI_SLOTS`` at slot ``diskSeq %
 #: SCSI_SLOTS`` (``scsi_place``), so 64 and 65 are slots 0 and 1 of a second controller.
 DISK_SEQ_MAX = 65
+#: The VM details (VmDetailConstants) naming the controller of a VM's root disk and of its
+#: data volumes. The MS sends them in ``vm.details`` of a StartCommand and in
+#: ``controllerInfo`` of an AttachCommand (VolumeApiServiceImpl), as the VM has them.
+ROOT_DISK_CONTROLLER = "rootDiskController"
+DATA_DISK_CONTROLLER = "dataDiskController"
+IDE, SCSI, OS_DEFAULT = "ide", "scsi", "osdefault"
+#: The other values CloudStack offers for these details (QueryManagerImpl's options for
+#: KVM and VMware): SCSI and paravirtual controllers, which on Hyper-V can only mean its
+#: synthetic SCSI controller.
+_SCSI_LIKE = ("lsilogic", "lsisas1068", "buslogic", "pvscsi", "virtio", "virtio-blk")
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 UEFI = "UEFI"  # a bootType (ApiConstants.BootType.UEFI; the other is BIOS)
 #: The VM detail that holds a UEFI VM's boot mode (ApiConstants.BootType.UEFI's name).
@@ -110,6 +122,16 @@ class PlannedDisk:
 
     def describe(self) -> str:
         return f"{self.kind} {self.path or '(empty)'} at {self.where}"
+
+
+@dataclass(frozen=True)
+class DiskControllers:
+    """Where a VM's data volumes go by its controller details: on IDE (``data_ide``,
+    generation 1 only) or on SCSI; and what the answer tells of a detail that could not
+    be followed as written."""
+
+    data_ide: bool = False
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -291,6 +313,69 @@ def is_system_vm(vm: VirtualMachineTO) -> bool:
     return vm.type is not None and str(vm.type).lower() not in _USER_TYPES
 
 
+def disk_controllers(details: Mapping[str, str | None] | None, generation: int,
+                     field: str = "vm.details") -> DiskControllers:
+    """The placement ``rootDiskController`` and ``dataDiskController`` in ``details`` (the
+    map ``field`` names) ask for on a VM of ``generation``. Absent, blank or ``osdefault``:
+    the default, the root disk on IDE 0 slot 0 on generation 1 (on SCSI on generation 2)
+    and data volumes on SCSI. ``dataDiskController`` ``ide`` puts a generation 1 VM's data
+    volumes on IDE, for guests without Hyper-V's synthetic storage driver (which see no
+    SCSI disk). What Hyper-V cannot do is not done, and a note says so: a generation 1 VM
+    boots only from IDE, so ``rootDiskController`` ``scsi`` leaves its root disk on IDE
+    (refusing it would keep the VM from starting for a placement that cannot work); a
+    generation 2 VM has no IDE controller, so ``ide`` leaves its disks on SCSI, which
+    every generation 2 guest reads (it boots from it). The SCSI and paravirtual
+    controllers of other hypervisors (``lsilogic``, ``pvscsi``, ``virtio``...) mean
+    Hyper-V's synthetic SCSI controller, with a note. Any other value: InvalidRequest
+    naming the detail and the values taken. Case and surrounding blanks are ignored."""
+    root, data = (_controller(details, key, field)
+                  for key in (ROOT_DISK_CONTROLLER, DATA_DISK_CONTROLLER))
+    root_bus = IDE if generation == 1 else SCSI
+    data_bus = IDE if data == IDE and generation == 1 else SCSI
+    notes = tuple(note for note in (
+        _controller_note(ROOT_DISK_CONTROLLER, root, root_bus, "the root disk"),
+        _controller_note(DATA_DISK_CONTROLLER, data, data_bus, "data volumes"),
+    ) if note)
+    for note in notes:
+        log.warning("%s", note)
+    return DiskControllers(data_ide=data_bus == IDE, notes=notes)
+
+
+def data_disk_controller(details: Mapping[str, str | None] | None,
+                         field: str = "vm.details") -> str | None:
+    """The controller ``dataDiskController`` in ``details`` names (lower case: ``ide``,
+    ``scsi`` or one taken as it); None for the default. A value naming no controller:
+    InvalidRequest, as ``disk_controllers``."""
+    return _controller(details, DATA_DISK_CONTROLLER, field)
+
+
+def _controller(details: Mapping[str, str | None] | None, key: str, field: str) -> str | None:
+    """The controller ``details`` name under ``key``, lower case; None for the default."""
+    value = (details or {}).get(key)
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in ("", OS_DEFAULT):
+        return None
+    if text not in (IDE, SCSI, *_SCSI_LIKE):
+        raise InvalidRequest(
+            f"{field} {key} {str(value)[:40]!r} names no disk controller Hyper-V has: it "
+            f"takes {IDE} (generation 1 only), {SCSI} or {OS_DEFAULT} (the root disk on IDE "
+            "for generation 1, on SCSI for generation 2; data volumes on SCSI), and "
+            f"{', '.join(_SCSI_LIKE)} as {SCSI}")
+    return text
+
+
+def _controller_note(key: str, asked: str | None, bus: str, what: str) -> str:
+    """What the answer says when ``asked`` is not the ``bus`` ``what`` went on; "" if it is."""
+    if asked is None or asked == bus:
+        return ""
+    if bus == SCSI and asked != IDE:
+        return (f"{key} {asked} taken as {SCSI}: Hyper-V's one kind of SCSI controller is "
+                f"its synthetic one, and {what} went on it")
+    why = ("a generation 2 VM has no IDE controller" if bus == SCSI
+           else "a generation 1 VM boots only from IDE")
+    return f"{key} {asked} not followed: {why}, so {what} went on {bus.upper()}"
+
+
 def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     """The boot arguments as KVP items (protocol §9.2): one item when they fit, else split
     at whitespace into several (``kvp.split_words``); InvalidRequest naming the limit when
@@ -383,8 +468,8 @@ def place(disk: DiskTO, index: int, generation: int, path: str | None) -> Planne
     return PlannedDisk(kind, "scsi", slot, path, controller=controller)
 
 
-def place_all(disks: Sequence[tuple[DiskTO, str | None]],
-              generation: int) -> tuple[PlannedDisk, ...]:
+def place_all(disks: Sequence[tuple[DiskTO, str | None]], generation: int,
+              data_ide: bool = False) -> tuple[PlannedDisk, ...]:
     """Every disk of ``vm.disks`` (with its medium) placed as ``place`` places it, in the
     order given, except the ISO disks other than the VM's CD (``cd_index``): the config
     drive of CloudStack's ConfigDrive provider (``diskSeq`` 4, listed before the
@@ -392,23 +477,44 @@ def place_all(disks: Sequence[tuple[DiskTO, str | None]],
     then IDE 0 slot 1), and on generation 2 the highest free SCSI slot, which CloudStack
     (numbering data volumes from 1 up) gives a data volume only when the VM has 61
     others: so the CD stays the drive ISO attach and detach work on, and the slots of
-    data volumes attached later stay free. No free slot: InvalidRequest."""
+    data volumes attached later stay free. No free slot: InvalidRequest.
+
+    With ``data_ide`` (generation 1, ``disk_controllers``) the data volumes, in
+    ``diskSeq`` order, take the IDE places the root disk, the CD and the other ISOs leave
+    (``IDE_DATA_PLACES``); more of them than places: InvalidRequest naming the limit."""
     cd = cd_index([disk for disk, _ in disks])
-    placed = [None if disk_kind(disk) == "ISO" and index != cd
-              else dataclasses.replace(place(disk, index, generation, path), cd=index == cd)
-              for index, (disk, path) in enumerate(disks)]
+    kinds = [disk_kind(disk) for disk, _ in disks]
+    later = [(kind == "ISO" and index != cd) or (kind == "DATADISK" and data_ide)
+             for index, kind in enumerate(kinds)]
+    placed: list[PlannedDisk | None] = [
+        None if later[index] else dataclasses.replace(place(disk, index, generation, path),
+                                                      cd=index == cd)
+        for index, (disk, path) in enumerate(disks)]
     used = {(item.bus, item.slot) for item in placed if item is not None and item.controller == 0}
     free = [slot for slot in _GEN1_ISO_SLOTS if slot not in used] if generation == 1 else [
         ("scsi", slot) for slot in reversed(range(SCSI_SLOTS)) if ("scsi", slot) not in used]
-    result: list[PlannedDisk] = []
-    for item, (_, path) in zip(placed, disks, strict=True):
-        if item is None:
+    for index, (_, path) in enumerate(disks):
+        if later[index] and kinds[index] == "ISO":
             if not free:
                 raise InvalidRequest("no free drive slot for another ISO disk")
             bus, slot = free.pop(0)
-            item = PlannedDisk("ISO", bus, slot, path)
-        result.append(item)
-    return tuple(result)
+            placed[index] = PlannedDisk("ISO", bus, slot, path)
+            used.add((bus, slot))
+    data = sorted((index for index, kind in enumerate(kinds) if later[index] and kind != "ISO"),
+                  key=lambda index: (disks[index][0].disk_seq is None,
+                                     disks[index][0].disk_seq or 0, index))
+    ide_free = [(f"ide{controller}", slot) for controller, slot in IDE_DATA_PLACES
+                if (f"ide{controller}", slot) not in used]
+    if len(data) > len(ide_free):
+        raise InvalidRequest(
+            f"{DATA_DISK_CONTROLLER} is {IDE}, and the VM's {len(data)} data volumes do not "
+            f"fit on IDE: a generation 1 VM has {IDE_CONTROLLERS} IDE "
+            f"controllers of {IDE_SLOTS} places each, and its root disk and DVD drives "
+            f"leave {len(ide_free)}; detach data volumes, or set {DATA_DISK_CONTROLLER} to "
+            f"{SCSI} (which takes up to {DISK_SEQ_MAX - 1})")
+    for index, (bus, slot) in zip(data, ide_free, strict=False):
+        placed[index] = PlannedDisk("DATADISK", bus, slot, disks[index][1])
+    return tuple(item for item in placed if item is not None)
 
 
 def cd_index(disks: Sequence[DiskTO]) -> int | None:

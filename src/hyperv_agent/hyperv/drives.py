@@ -10,7 +10,8 @@ shared with VM creation. Round trips once a session is warm (job polls not count
 =====================  =================================================================
 ``read_storage``       1 query
 ``attach_volume``      3 calls + 2 W (query, drive, medium); 1 query when already there;
-                       +1 call + 1 W for each SCSI controller a stopped VM lacks
+                       +1 call + 1 W for each SCSI controller a stopped VM lacks (none
+                       on IDE)
 ``detach_volume``      2 calls + 1 W (query, one RemoveResourceSettings for medium and
                        drive); 1 query when the image is not attached
 ``insert_iso``         2 calls + 1 W with a DVD drive (query, insert or swap the medium);
@@ -25,6 +26,9 @@ which on generation 1 sits on IDE controller 1 (slot 0 when it has to be added) 
 generation 2 on the first SCSI controller (lowest free slot when it has to be added).
 Generation 1 VMs have IDE controllers and generation 2 VMs have none, so the storage
 query also tells the generation.
+
+A generation 1 VM whose data volumes are to be on IDE (``attach_volume``'s ``ide``) takes
+them at the first free place of ``IDE_DATA_PLACES``, beside its root disk and CD.
 
 Hyper-V changes the SCSI bus of a running VM (hot add and remove) but not its IDE bus
 and not its controllers: those refusals are raised as ``InvalidRequest`` before any call.
@@ -49,6 +53,8 @@ from hyperv_agent.errors import (
 from hyperv_agent.hyperv import devices, settings, vms
 from hyperv_agent.hyperv.schema import (
     DVD_IDE_CONTROLLER,
+    IDE_CONTROLLERS,
+    IDE_DATA_PLACES,
     IDE_SLOTS,
     NAMESPACE,
     SCSI_CONTROLLERS_MAX,
@@ -146,6 +152,7 @@ class Placed:
 
     where: str
     changed: bool
+    note: str = ""  # why it is not where the caller asked (``attach_volume``'s ``ide``)
 
 
 def same_file_key(path: str) -> str:
@@ -213,10 +220,12 @@ def _slot(item: CimInstance) -> int:
 
 
 async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str, *,
-                        controller: int = 0) -> Placed:
+                        controller: int = 0, ide: bool = False) -> Placed:
     """Attach the VHD/VHDX ``image`` to the VM's SCSI controller ``controller`` (its
     position in WMI's order, the order controllers were added; the first by default) at
-    ``slot``.
+    ``slot``; with ``ide``, on a generation 1 VM, to its IDE bus instead
+    (``_attach_on_ide``), and on a generation 2 VM, which has no IDE controller, at that
+    SCSI place, the ``note`` saying so.
 
     Works on a running VM (SCSI hot add) and on a stopped one. Safe to repeat: when the
     image already sits at that place nothing changes (``changed`` False). A slot outside
@@ -233,11 +242,14 @@ async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str, *,
                              f"0..{SCSI_CONTROLLERS_MAX - 1}")
     where = f"SCSI {controller} slot {slot}"
     storage = await read_storage(hv, vm)
+    if ide and storage.generation == 1:
+        return await _attach_on_ide(hv, vm, storage, image)
+    note = "the VM is generation 2, which has no IDE controller" if ide else ""
     present = storage.holding(image)
     if present is not None:
         if (present.bus, present.controller, present.slot, present.dvd) == (
                 SCSI, controller, slot, False):
-            return Placed(present.where, changed=False)
+            return Placed(present.where, changed=False, note=note)
         raise InvalidRequest(f"{image} is already attached to VM {vm.name} at "
                              f"{present.where}, not at {where}")
     taken = storage.at(SCSI, controller, slot)
@@ -245,11 +257,43 @@ async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str, *,
         raise InvalidRequest(f"{where} of VM {vm.name} is taken by {taken.describe()}")
     if taken is not None:  # an empty disk drive: fill it
         await _insert(hv, vm, taken.path, image, iso=False)
-        return Placed(taken.where, changed=True)
+        return Placed(taken.where, changed=True, note=note)
     purpose = "attach a volume" if controller == 0 else f"attach a volume at {where}"
     path = await _scsi_controller(hv, vm, storage, purpose, controller)
     await devices.attach_disk(hv, vm, path, slot, image)
-    return Placed(where, changed=True)
+    return Placed(where, changed=True, note=note)
+
+
+async def _attach_on_ide(hv: HyperV, vm: VmRef, storage: VmStorage, image: str) -> Placed:
+    """Attach ``image`` to the first free place of the generation 1 VM's IDE bus in
+    ``IDE_DATA_PLACES`` order (beside the root disk and the CD), as StartCommand places
+    data volumes on IDE. Already on an IDE disk drive: nothing changes. Hyper-V adds no
+    drive to the IDE bus of a VM that is not off, and IDE takes 4 devices in all (2
+    controllers of 2 places): InvalidRequest saying so, nothing changed; so is the image
+    attached elsewhere on the VM."""
+    present = storage.holding(image)
+    if present is not None and present.bus == IDE and not present.dvd:
+        return Placed(present.where, changed=False)
+    if present is not None:
+        raise InvalidRequest(f"{image} is already attached to VM {vm.name} at "
+                             f"{present.where}, not on IDE")
+    if not _off(vm):
+        raise InvalidRequest(
+            f"VM {vm.name} is {_state(vm)}, and Hyper-V adds disks to the IDE bus of a "
+            "generation 1 VM only while it is off; attach the volume while the VM is "
+            "stopped")
+    free = [(index, slot) for index, slot in IDE_DATA_PLACES
+            if index < len(storage.ide) and storage.at(IDE, index, slot) is None]
+    if not free:
+        held = "; ".join(f"{d.where}: {d.describe()}" for d in sorted(
+            (d for d in storage.drives if d.bus == IDE), key=lambda d: (d.controller, d.slot)))
+        raise InvalidRequest(
+            f"VM {vm.name} has no free IDE place for {image}: a generation 1 VM has "
+            f"{IDE_CONTROLLERS} IDE controllers of {IDE_SLOTS} places each, and they hold "
+            f"{held}")
+    index, slot = free[0]
+    await devices.attach_disk(hv, vm, storage.ide[index], slot, image)
+    return Placed(f"{IDE.upper()} {index} slot {slot}", changed=True)
 
 
 async def detach_volume(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
@@ -257,12 +301,17 @@ async def detach_volume(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
 
     Returns the drive as it was; None when no disk drive of the VM holds the image
     (nothing changed, 1 query). A repeat therefore finds nothing and returns None.
-    Afterwards the slot is free; the file stays on disk. Hyper-V refuses to remove an
-    IDE drive of a running VM (HyperVError, nothing changed).
+    Afterwards the slot is free; the file stays on disk. Hyper-V removes no IDE drive
+    from a VM that is not off: InvalidRequest saying so, before any call, nothing changed.
     """
     drive = (await read_storage(hv, vm)).holding(image)
     if drive is None or drive.dvd or drive.medium is None or drive.medium.path is None:
         return None
+    if drive.bus == IDE and not _off(vm):
+        raise InvalidRequest(
+            f"{image} is at {drive.where} of VM {vm.name}, which is {_state(vm)}, and "
+            "Hyper-V removes disks from the IDE bus of a generation 1 VM only while it is "
+            "off; detach the volume while the VM is stopped")
     await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path, drive.path]})
     return drive
@@ -378,6 +427,15 @@ async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: s
     added = [await devices.add_scsi_controller(hv, vm)
              for _ in range(index + 1 - len(storage.scsi))]
     return added[-1]
+
+
+def _off(vm: VmRef) -> bool:
+    """The VM is off, not on its way there: Hyper-V changes its IDE bus."""
+    return vm.power is PowerState.STOPPED and not vm.stopping
+
+
+def _state(vm: VmRef) -> str:
+    return "stopping" if vm.stopping else vm.power.value
 
 
 async def _insert(hv: HyperV, vm: VmRef, drive: ObjectPath, image: str, *, iso: bool) -> None:

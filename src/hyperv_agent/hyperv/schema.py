@@ -331,6 +331,12 @@ SCSI_SLOTS = 64  # AddressOnParent 0..63 (IDE: 0..1)
 SCSI_CONTROLLERS_MAX = 4  # synthetic SCSI controllers a VM takes ("Plan for Hyper-V scalability")
 IDE_SLOTS = 2  # AddressOnParent 0..1 of an IDE controller
 DVD_IDE_CONTROLLER = 1  # generation 1: the DVD drive sits on IDE controller 1 (Address "1")
+IDE_CONTROLLERS = 2  # a generation 1 VM's IDE controllers (Address "0", "1"); generation 2: none
+#: Where a generation 1 VM's data volumes go when they are to be on IDE (the VM detail
+#: ``dataDiskController`` ``ide``), as (IDE controller, slot) in order of preference: beside
+#: the root disk (IDE 0 slot 0) and the CD (IDE 1 slot 0) first, their own places only when
+#: the VM has no root disk or no CD.
+IDE_DATA_PLACES = ((0, 1), (1, 1), (0, 0), (1, 0))
 MAC_HEX_DIGITS = 12  # SEPSD.Address: 12 hex digits, no separators
 VLAN_ID_MIN = 1
 VLAN_ID_MAX = 4094
