@@ -8,17 +8,20 @@ import json
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from hyperv_agent.state import (
+    KEPT_ASIDE,
     BuildJournal,
     PoolRegistry,
     RegisteredPool,
     agent_id,
     keep_private_ip,
     kept_private_ip,
+    set_aside_copies,
     sweep_temporaries,
 )
 
@@ -200,6 +203,70 @@ def test_a_pools_file_that_cannot_be_read_is_named_kept_aside_and_not_written_ov
         assert f"kept as {kept[0].name}" in warning
     else:
         assert kept == [] and "it is empty" in warning
+
+
+def test_an_unreadable_file_is_set_aside_and_warned_about_once_not_at_every_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An agent restarting again and again before the management server registers its
+    pools (a service restarted by Windows while the MS is down) finds the damaged
+    pools.json once: one warning, one copy; it copied the same bytes at every start."""
+    path = tmp_path / "pools.json"
+    path.write_bytes(b'{"ab-1": {"ro')
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        for _ in range(3):
+            assert PoolRegistry(path, local_root=LOCAL).all_roots() == (LOCAL,)
+    assert len([r for r in caplog.records if "cannot be read" in r.getMessage()]) == 1
+    (kept,) = tmp_path.glob("pools.json.unreadable-*")
+    assert kept.read_bytes() == b'{"ab-1": {"ro' and not path.exists()
+
+
+def test_a_blank_file_is_removed_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "building.json"
+    path.write_bytes(b" \n")
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        for _ in range(2):
+            assert BuildJournal(path).pending() == ()
+    assert len([r for r in caplog.records if "it is empty" in r.getMessage()]) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_the_newest_copies_of_a_file_damaged_again_and_again_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A disk that damages pools.json at every start: the copies stop at KEPT_ASIDE, the
+    oldest removed (and named), and doctor's listing holds exactly those kept."""
+    path = tmp_path / "pools.json"
+    older = [tmp_path / f"pools.json.unreadable-20240101-00000{n}" for n in range(KEPT_ASIDE)]
+    for n, copy in enumerate(older):
+        copy.write_bytes(f"old {n}".encode())
+    (tmp_path / "pools.json.unreadable-notes.txt").write_text("an operator's")  # not a copy
+    path.write_bytes(b"\0\0\0")
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        PoolRegistry(path)
+    kept = sorted(tmp_path.glob("pools.json.unreadable-2*"))
+    assert len(kept) == KEPT_ASIDE
+    assert older[0] not in kept and kept[-1].read_bytes() == b"\0\0\0"
+    assert f"1 older copies removed: {older[0].name}; the newest {KEPT_ASIDE} are kept" \
+        in caplog.text
+    assert (tmp_path / "pools.json.unreadable-notes.txt").exists()
+    assert set_aside_copies(tmp_path) == kept
+
+
+def test_two_files_set_aside_in_one_second_are_both_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "strftime", lambda _: "20250101-120000")
+    path = tmp_path / "building.json"
+    for content in (b"[1", b"[2"):
+        path.write_bytes(content)
+        BuildJournal(path)
+    kept = set_aside_copies(tmp_path)
+    assert [copy.name for copy in kept] == ["building.json.unreadable-20250101-120000",
+                                            "building.json.unreadable-20250101-120000-2"]
+    assert [copy.read_bytes() for copy in kept] == [b"[1", b"[2"]
 
 
 def test_a_stored_pool_of_no_known_shape_is_left_out_with_a_warning(

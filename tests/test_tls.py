@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hyperv_agent import tls
+from hyperv_agent import state, tls
 from hyperv_agent.errors import ConfigError
 from tests import pywin32_fake
 
@@ -116,6 +116,27 @@ def test_a_generated_pair_a_power_loss_cut_short_is_set_aside_and_made_again(
     assert (kept_cert.read_bytes(), kept_key.read_bytes()) == damaged
     if damage.startswith("empty"):
         assert "agent.key" in caplog.text and " empty)" in caplog.text
+
+
+def test_only_the_newest_generated_pairs_set_aside_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A host whose generated pair is damaged at start after start keeps the newest
+    KEPT_ASIDE pairs set aside, not one more pair at every start."""
+    folder = tls.ensure_identity(tmp_path).cert_path.parent
+    for n in range(state.KEPT_ASIDE):
+        for name in ("agent.crt", "agent.key"):
+            (folder / f"{name}.unusable-20240101-00000{n}").write_text("old")
+    (folder / "agent.key").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.tls"):
+        tls.ensure_identity(tmp_path)
+    for name in ("agent.crt", "agent.key"):
+        kept = sorted(folder.glob(f"{name}.unusable-*"))
+        assert len(kept) == state.KEPT_ASIDE
+        assert kept[0].name == f"{name}.unusable-20240101-000001"
+    assert ("older pairs removed: agent.crt.unusable-20240101-000000, "
+            "agent.key.unusable-20240101-000000") in caplog.text
+    assert len(state.set_aside_copies(tmp_path)) == 2 * state.KEPT_ASIDE
 
 
 def test_an_operators_pair_that_does_not_load_is_refused_never_replaced(

@@ -28,12 +28,19 @@ loss); a write that fails (a full disk) leaves the old file as it was and nothin
 ``sweep_temporaries`` removes what a killed process left aside. A state file that cannot
 be parsed (cut short, hand-edited, not the shape this version writes) is never silently
 taken for an empty one: a warning names it and what the agent does instead, and a file
-with content is first kept aside as ``<name>.unreadable-<time>`` for the operator, since
-the next change would write over it.
+with content is first moved aside to ``<name>.unreadable-<time>`` for the operator, since
+the next change would write over it (a blank one is removed: it holds nothing). Moving it,
+not copying it, makes the warning one warning: a later start finds no file, instead of
+warning and copying the same bytes again at every restart before the next change (a
+service restarting in a loop while the management server is away); and a rename needs no
+free space, where a copy on a full disk would fail. Of one file's copies the newest
+``KEPT_ASIDE`` are kept, the warning naming those it removed, so a file damaged again and
+again does not fill the folder; ``set_aside_copies`` lists them for ``doctor``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -55,6 +62,12 @@ SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
 LOCK_FILE = "agent.lock"  # in the state directory: held by the process that writes it
 _TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-")
 _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
+#: How many set-aside copies of one state file are kept (``<name>.<why>-<time>``), the
+#: newest: enough to compare the last damage with the one before, bounded so that a file
+#: damaged at every start (a disk failing) cannot fill the state directory.
+KEPT_ASIDE = 3
+UNREADABLE = "unreadable"  # a state file that could not be parsed: <name>.unreadable-<time>
+UNUSABLE = "unusable"  # a generated TLS pair that does not load (``tls``)
 
 log = logging.getLogger("hyperv_agent.state")
 _Shape = TypeVar("_Shape", dict[str, Any], list[Any])  # what a state file holds
@@ -296,11 +309,11 @@ def agent_id(state_dir: Path) -> str:
         return text
     made = secrets.token_hex(4)
     if text is not None:
-        aside = _keep_aside(path) if text else None
+        aside = _aside_note(path, set_aside(path, UNREADABLE)) if text else ""
         log.warning("%s holds no agent id (%s)%s: this agent is now %s, and files an "
                     "interrupted copy left aside on shared pools under the old id are no "
                     "longer known as its own", path, _shown(text) if text else "it is empty",
-                    f"; kept as {aside.name}" if aside else "", made)
+                    aside, made)
     _replace(path, ".agent-id-", made)
     return made
 
@@ -394,9 +407,13 @@ def _read_json(path: Path, shape: type[_Shape], instead: str) -> _Shape | None:
     if not isinstance(data, str):
         return data
     problem = data
-    aside = _keep_aside(path) if raw.strip() else None
-    log.warning("%s cannot be read: %s%s; %s", path, problem,
-                f"; kept as {aside.name}" if aside else "", instead)
+    if raw.strip():
+        aside = _aside_note(path, set_aside(path, UNREADABLE))
+    else:  # blank: nothing to keep, and no warning again at the next start
+        aside = ""
+        with contextlib.suppress(OSError):
+            path.unlink()
+    log.warning("%s cannot be read: %s%s; %s", path, problem, aside, instead)
     return None
 
 
@@ -430,15 +447,84 @@ def stored_pools(path: Path) -> dict[str, RegisteredPool]:
             if (pool := _pool_of(value)) is not None and root_problem(pool.root) is None}
 
 
-def _keep_aside(path: Path) -> Path | None:
-    """Copy ``path`` to ``<name>.unreadable-<time>`` beside it, for the operator; None when
-    the copy cannot be made (the agent starts all the same)."""
-    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+@dataclass(frozen=True)
+class SetAside:
+    """What ``set_aside`` did: the copy made (None when the file could not be moved), and
+    the older copies of the same file it removed to keep ``KEPT_ASIDE``."""
+
+    copy: Path | None
+    removed: tuple[Path, ...] = ()
+
+
+def set_aside(path: Path, why: str) -> SetAside:
+    """Move ``path`` to ``<name>.<why>-<time>`` beside it, for the operator, then remove
+    that file's older copies of any reason beyond the newest ``KEPT_ASIDE``. A file that
+    cannot be moved (access denied) stays where it is: the agent starts all the same."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.{why}-{stamp}")
+    count = 1
+    while aside.exists():  # set aside twice in one second
+        count += 1
+        aside = path.with_name(f"{path.name}.{why}-{stamp}-{count}")
     try:
-        aside.write_bytes(path.read_bytes())
+        path.rename(aside)
     except OSError:
-        return None
-    return aside
+        return SetAside(None)
+    removed = []
+    for older in _copies_of(path)[KEPT_ASIDE:]:
+        try:
+            older.unlink()
+        except OSError:
+            continue
+        removed.append(older)
+    return SetAside(aside, tuple(removed))
+
+
+def _copies_of(path: Path) -> list[Path]:
+    """The set-aside copies of ``path``, newest first (their names end in the time, local
+    and to the second, and a count when two fell in one second)."""
+    copies = [entry for entry in path.parent.glob(f"{path.name}.*-*")
+              if _why_of(entry.name[len(path.name) + 1:]) is not None and entry.is_file()]
+    return sorted(copies, key=lambda entry: _stamp_of(entry.name), reverse=True)
+
+
+def _why_of(suffix: str) -> str | None:
+    """The reason of a copy's name suffix (``unreadable-20250101-120000``), or None when it
+    is no set-aside copy's."""
+    why, _, stamp = suffix.partition("-")
+    date, _, rest = stamp.partition("-")
+    clock, _, count = rest.partition("-")
+    if (why in (UNREADABLE, UNUSABLE) and len(date) == 8 and len(clock) == 6
+            and (date + clock + count).isdigit()):
+        return why
+    return None
+
+
+def _stamp_of(name: str) -> tuple[str, int]:
+    """A copy's time and count, to order copies by (whatever the reason in the name)."""
+    parts = name.rsplit(".", 1)[-1].split("-")
+    return parts[1] + parts[2], int(parts[3]) if len(parts) > 3 else 1
+
+
+def set_aside_copies(state_dir: Path) -> list[Path]:
+    """The copies ``set_aside`` keeps in ``state_dir`` and its ``tls`` folder, by name."""
+    found = []
+    for folder in (state_dir, state_dir / "tls"):
+        if folder.is_dir():
+            found += [entry for entry in folder.iterdir() if entry.is_file()
+                      and "." in entry.name
+                      and _why_of(entry.name.rsplit(".", 1)[-1]) is not None]
+    return sorted(found)
+
+
+def _aside_note(path: Path, done: SetAside) -> str:
+    """"; kept as <copy>[, N older copies removed]" for a warning; "" when none was made."""
+    if done.copy is None:
+        return f"; it could not be moved aside, and stays as {path.name}"
+    removed = (f" ({len(done.removed)} older copies removed: "
+               f"{', '.join(older.name for older in done.removed)}; the newest {KEPT_ASIDE} "
+               "are kept)") if done.removed else ""
+    return f"; kept as {done.copy.name}{removed}"
 
 
 def _shown(value: object) -> str:

@@ -3,8 +3,9 @@
 The management server trusts any certificate, so a self-signed certificate is enough for
 a drop-in; it replaces the manual HTTP.sys binding the C# agent needed. The generated pair
 is flushed to the disk once written; a generated pair that does not load at start (a power
-loss cut its writing short, or a hand edit) is renamed aside with a warning and made
-again, since nobody but the agent chose it. An operator's pair is never replaced.
+loss cut its writing short, or a hand edit) is moved aside (``state.set_aside``: the
+newest few pairs are kept) with a warning and made again, since nobody but the agent chose
+it. An operator's pair is never replaced.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import re
 import socket
 import ssl
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hyperv_agent import state
 from hyperv_agent.errors import ConfigError
 
 VALID_DAYS = 3650
@@ -55,12 +56,16 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
     if cert is None or key is None:
         cert, key = state_dir / "tls" / "agent.crt", state_dir / "tls" / "agent.key"
         if cert.is_file() and key.is_file() and (problem := _unusable(cert, key)):
-            suffix = f".unusable-{time.strftime('%Y%m%d-%H%M%S')}"
-            for made in (cert, key):
-                made.replace(made.with_name(made.name + suffix))
+            moved = [state.set_aside(made, state.UNUSABLE) for made in (cert, key)]
+            removed = [older.name for done in moved for older in done.removed]
             log.warning("the agent's generated TLS certificate %s and key %s cannot be "
-                        "used (%s): renamed to *%s, and a new pair is made", cert, key,
-                        problem, suffix)
+                        "used (%s): kept as %s, and a new pair is made%s", cert, key,
+                        problem, " and ".join(done.copy.name if done.copy else
+                                              f"{made.name} (it could not be moved)"
+                                              for made, done in zip((cert, key), moved,
+                                                                    strict=True)),
+                        f" (older pairs removed: {', '.join(removed)}; the newest "
+                        f"{state.KEPT_ASIDE} are kept)" if removed else "")
         if not cert.is_file() or not key.is_file():
             _generate(cert, key)
             generated = True
