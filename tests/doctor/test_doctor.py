@@ -31,7 +31,7 @@ ACCOUNT = Account("doctor", "Doc-Pa55word!")
 #: Any free space passes but none (the test machine's disk may hold less than the default).
 ROOMY = Options(min_free_bytes=1024 * 1024)
 CHECKS = ["connection", "winrm limits", "namespace", "services", "schema", "vswitches",
-          "vhd path", "host files", "smb pools", "clock", "live migration",
+          "vhd path", "host files", "smb pools", "state files", "clock", "live migration",
           "migration networks", "console relay"]
 DEPLOY = ["deploy define", "deploy disk", "deploy attach", "deploy start", "deploy stop",
           "deploy destroy", "deploy delete disk", "deploy cleanup"]

@@ -447,6 +447,22 @@ async def smb_pools(target: Target, _: Options) -> Check:
                  "; ".join(fixes))
 
 
+async def state_files(target: Target, _: Options) -> Check:
+    """Read only: the copies of the agent's own state files (``pools.json``,
+    ``building.json``, ``agent-id``, the generated TLS pair) it could not read or use and
+    set aside beside them (``state.set_aside``), for the operator to look at."""
+    state_dir = target.config.agent.state_dir
+    copies = state.set_aside_copies(state_dir)
+    if not copies:
+        return Check("state files", Status.OK, f"none set aside in {state_dir}")
+    shown = ", ".join(str(copy.relative_to(state_dir)) for copy in copies)
+    return Check("state files", Status.WARN,
+                 f"{len(copies)} set aside in {state_dir} (the agent could not read or use "
+                 f"them, went on without them and said so in its log): {shown}",
+                 "read what they held, then delete them; the agent keeps only the newest "
+                 f"{state.KEPT_ASIDE} copies of each file")
+
+
 async def _reach(target: Target, root: str | None, server: str, reached: list[str],
                  waiting: list[str], failed: list[tuple[str, str]]) -> None:
     """List ``root`` (a pool's), else log on to ``server``; the outcome added to a list."""
@@ -496,7 +512,8 @@ def _smb_fix(error: str, server: str, target: Target) -> str:
 LATER: tuple[tuple[str, CheckFn], ...] = (
     ("winrm limits", limits), ("namespace", namespace), ("services", services),
     ("schema", schema), ("vswitches", switches), ("vhd path", vhd_path),
-    ("host files", files), ("smb pools", smb_pools), ("clock", clock),
+    ("host files", files), ("smb pools", smb_pools), ("state files", state_files),
+    ("clock", clock),
     ("live migration", live_migration), ("migration networks", migration_networks),
     ("console relay", console_relay),
 )
