@@ -16,6 +16,21 @@ ignored (it was overtaken). Anything else (an agent restart, a VM migrated here,
 and started, a secondary address added) is planned against the port as it is, and costs
 no call when the port already holds the rules.
 
+The newest sequence number is kept in memory only, on purpose. It is the MS's per-VM
+ruleset log sequence (``op_vm_ruleset_log``), read from its database together with the
+rules, under the VM's lock, for every send (``SecurityGroupManagerImpl``); the rules a
+command carries are those of its number. ``HypervDirectConnectResource`` POSTs the bare
+command (no request envelope, no sequence header) and never re-sends: a connection an agent
+restart breaks reads as no answer on the MS's side and is not repeated. So a command can
+only be overtaken by another in flight with it, and a restart ends those. What is left is
+a command the MS queued before the restart and posted after it, behind a newer one applied
+before it: it applies rules one change old until the MS's next re-send of the VM's rules
+(every minute or two) puts the newest back. Kept on disk, the number would outlive what it
+guards: after the MS's database is restored from a backup its sequence numbers start
+lower, and every command for that VM would be answered "success, ignored" (the MS then
+marks the work done) while the port keeps the old rules, until a CleanupNetworkRulesCmd
+found the VM gone, which for a running VM never happens.
+
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
 ``PROGRAMMING_FAILED`` for anything else (the MS retries three times).
