@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import subprocess
@@ -49,6 +50,37 @@ def test_a_directory_held_by_another_process_is_refused_with_its_pid(tmp_path: P
     held.release()
     again = DirectoryLock.take(tmp_path, "x.lock", "the test directory")
     again.release()
+
+
+def _full_disk_for_pids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing this process's PID fails as on a full disk (ENOSPC); other writes work."""
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        if data == f"{os.getpid()}\n".encode():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+async def test_an_agent_restarted_on_a_full_disk_holds_its_directory_and_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose disk filled up while the agent ran: at its next start the lock file's
+    PID cannot be written. The agent starts (its state is there; later writes that fail
+    are served from memory), and a second one is still refused, without a PID."""
+    config = load_config(None, state_dir=tmp_path / "state", backend="emulator")
+    await build_agent(config).close()  # the state directory, as a first start left it
+    _full_disk_for_pids(monkeypatch)
+    agent = build_agent(config)
+    try:
+        with pytest.raises(DirectoryInUse) as refused:
+            DirectoryLock.take(config.agent.state_dir, "agent.lock", "the agent's state "
+                               "directory")
+        assert str(refused.value) == (f"the agent's state directory {config.agent.state_dir} "
+                                      "is in use by another process")
+    finally:
+        await agent.close()
 
 
 async def test_an_agent_holds_its_state_directory_until_it_closes(tmp_path: Path) -> None:

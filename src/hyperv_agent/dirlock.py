@@ -6,7 +6,9 @@ that holds them, from what it keeps in memory: a second process working on the s
 directory would undo the first one's work (and clear "leftovers" the first is still
 writing). So each is held, from opening to closing, through an operating-system lock on
 a file in it; the lock goes with the process, however it ends. The file also says which
-process holds it (its PID), for the message a second process gets.
+process holds it (its PID), for the message a second process gets; on a full disk the PID
+cannot be written, and the directory is held without it (an agent restarted on a host
+whose disk filled up serves, as it does when a later state write fails).
 
 On POSIX the lock is ``flock`` (whole file); on Windows ``msvcrt.locking`` on one byte
 far past the PID, so the PID stays readable.
@@ -46,9 +48,12 @@ class DirectoryLock:
             raise DirectoryInUse(f"{what} {directory} is in use by {by}",
                                  f"{what} {directory} is in use by {by}: {hint}" if hint
                                  else "") from None
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # a full disk: held all the same; another process is told no PID
+            pass
         return cls(fd)
 
     def release(self) -> None:
