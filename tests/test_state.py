@@ -351,6 +351,24 @@ def test_a_full_disk_keeps_the_old_pools_file_leaves_nothing_aside_and_serves_th
     assert set(json.loads(path.read_text())) == {"cd-2"}
 
 
+def test_an_agent_id_that_cannot_be_kept_on_a_full_disk_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An agent started on a full disk without its id (an upgrade from a version that
+    kept none): it runs under a new id, says it is not kept, and leaves nothing aside;
+    the agent stopped with 'No space left on device'."""
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        made = agent_id(tmp_path)
+    assert len(made) == 8
+    assert f"cannot keep this agent's id in {tmp_path / 'agent-id'} (No space left on " \
+           f"device): it is {made} until it stops" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_journal_that_cannot_be_written_does_not_stop_the_build(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

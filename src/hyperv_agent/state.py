@@ -314,7 +314,13 @@ def agent_id(state_dir: Path) -> str:
                     "interrupted copy left aside on shared pools under the old id are no "
                     "longer known as its own", path, _shown(text) if text else "it is empty",
                     aside, made)
-    _replace(path, ".agent-id-", made)
+    try:
+        _replace(path, ".agent-id-", made)
+    except OSError as error:  # a full disk: this run has its name all the same
+        log.warning("cannot keep this agent's id in %s (%s): it is %s until it stops, and "
+                    "files an interrupted copy of this run leaves aside on shared pools are "
+                    "not known as its own at the next start", path, error.strerror or error,
+                    made)
     return made
 
 
