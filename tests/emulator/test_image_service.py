@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from tests.conftest import requires_tool
 from tests.emulator.kit import attach_vhdx, define_vm, failure, ok, request_state, service
 
@@ -164,3 +166,41 @@ async def test_convert_refuses_the_disk_of_a_running_vm_but_not_its_parent(
     await ok(emulator, await request_state(emulator, vm, 3))
     await ok(emulator, await convert("C:\\disks\\root.vhdx", "C:\\pool\\copy.vhdx"))
     assert (drive_c / "pool" / "copy.vhdx").is_file()
+
+
+async def test_a_fixed_disk_is_refused_where_its_volume_cannot_hold_it_and_grows_fixed(
+    make_config: Callable[..., EmulatorConfig], tmp_path: Path
+) -> None:
+    """Hyper-V allocates a fixed disk's whole file while its job runs: made, converted to
+    or grown past the volume's free space, the job fails and no file is left; a dynamic
+    disk of any size is made, and a fixed one that fits stays fixed when it grows."""
+    pool = tmp_path / "C" / "pool"
+    pool.mkdir(parents=True)
+    cim = EmulatorCim.open(make_config(lab_free_bytes={"C": 3 * GIB}))
+    try:
+        ims = await service(cim, "Msvm_ImageManagementService")
+        assert await _create(cim, await _settings(cim, "C:\\pool\\big.vhdx", 3, 2, 4 * GIB)) \
+            == 32768
+        assert await _create(cim, await _settings(cim, "C:\\pool\\thin.vhdx", 3, 3, 4 * GIB)) \
+            == 0
+        assert await _create(cim, await _settings(cim, "C:\\pool\\fat.vhdx", 3, 2, 2 * GIB)) \
+            == 0
+        target = await _settings(cim, "C:\\pool\\conv.vhdx", 3, 2, 0)
+        convert: dict[str, InValue] = {"SourcePath": "C:\\pool\\thin.vhdx",
+                                       "VirtualDiskSettingData": target}
+        assert await failure(cim, await cim.invoke(ims, "ConvertVirtualHardDisk", convert)) \
+            == 32768
+        too_far: dict[str, InValue] = {"Path": "C:\\pool\\fat.vhdx", "MaxInternalSize": 6 * GIB}
+        assert await failure(cim, await cim.invoke(ims, "ResizeVirtualHardDisk", too_far)) \
+            == 32768
+        grow: dict[str, InValue] = {"Path": "C:\\pool\\fat.vhdx", "MaxInternalSize": 4 * GIB}
+        await ok(cim, await cim.invoke(ims, "ResizeVirtualHardDisk", grow))
+        read = await cim.invoke(ims, "GetVirtualHardDiskSettingData",
+                                {"Path": "C:\\pool\\fat.vhdx"})
+        text = read.text("SettingData")
+        assert text is not None
+        disk = cim.parse_embedded(text)
+        assert (disk["Type"], disk["MaxInternalSize"]) == (2, 4 * GIB)
+    finally:
+        await cim.close()
+    assert sorted(p.name for p in pool.iterdir()) == ["fat.vhdx", "thin.vhdx"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
     if not local.parent.is_dir():
         raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the folder of {path} does not exist")
+    if disk_type == vhd.DiskType.FIXED:
+        _room_for(call, path, local, settings.integer("MaxInternalSize") or 0)
     _write(lambda: vhd.create(
         local, fmt, disk_type, settings.integer("MaxInternalSize") or 0, parent=parent,
         parent_locator=settings.text("ParentPath"),
@@ -85,6 +88,24 @@ def _parent(call: Call, settings: Embedded, disk_type: vhd.DiskType) -> Path | N
         raise MethodError(ReturnCode.INVALID_PARAMETER, "a differencing disk needs ParentPath",
                           immediate=True)
     return _local(call, parent_path, must_exist=True)
+
+
+def _room_for(call: Call, path: str, local: Path, needs: int) -> None:
+    """Hyper-V allocates a fixed disk's whole file while its job runs (when it is made,
+    converted to, or grown), and the job fails when the volume cannot hold it: the
+    volume's free space is what the lab knob ``lab_free_bytes`` reports for the drive,
+    else the folder's real one (the emulator's own files are sparse, so they do not use
+    it). The wording is the emulator's choice, after Windows' ERROR_DISK_FULL text."""
+    free = call.host.paths.reported_free_bytes(path)
+    if free is None:
+        try:
+            free = shutil.disk_usage(local.parent).free
+        except OSError:
+            return  # no such folder: the write itself fails, as it does on Hyper-V
+    if needs > free:
+        raise MethodError(ReturnCode.FAILED,
+                          f"{path}: There is not enough space on the disk. (0x80070070) "
+                          f"({needs} bytes needed, {free} free)")
 
 
 def _write(action: Callable[[], object]) -> None:
@@ -158,6 +179,8 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     if drive is not None and (info.format != vhd.DiskFormat.VHDX or _on_ide(call, drive)):
         raise MethodError(ReturnCode.SYSTEM_IN_USE,
                           f"{path} is in use; only a VHDX on SCSI grows while its VM runs")
+    if info.type == vhd.DiskType.FIXED:  # it stays fixed: its file grows by the difference
+        _room_for(call, path, local, size - info.virtual_size_bytes)
     _write(lambda: vhd.resize(local, size))
     return {}
 
@@ -184,6 +207,8 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     fmt, disk_type = _kind(settings, path)
     if destination.exists():
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
+    if disk_type == vhd.DiskType.FIXED:
+        _room_for(call, path, destination, _info(source).virtual_size_bytes)
     _write(lambda: vhd.convert(source, destination, fmt, disk_type,
                                note=call.host.staging.noted,
                                parent_of=lambda parent: _local(call, parent, must_exist=True)))
