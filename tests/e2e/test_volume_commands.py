@@ -14,6 +14,7 @@ import pytest
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.hostfs.room import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import build, devices, disks, vms
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
@@ -127,6 +128,76 @@ async def test_create_object_makes_dynamic_vhdx_named_by_uuid_when_volume_is_new
     assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").type is vhd.DiskType.DYNAMIC
 
 
+@pytest.mark.parametrize(("provisioning", "kind"), [
+    (None, vhd.DiskType.DYNAMIC), ("THIN", vhd.DiskType.DYNAMIC),
+    ("SPARSE", vhd.DiskType.DYNAMIC), ("FAT", vhd.DiskType.FIXED),
+])
+async def test_create_object_makes_a_fixed_disk_for_a_fat_offering_and_a_dynamic_one_else(
+    agent: Running, provisioning: str | None, kind: vhd.DiskType,
+) -> None:
+    """A FAT disk offering reserves its volumes' space when they are made: a fixed VHDX
+    of the volume's size, which no later write can find the pool too full for."""
+    pool = _pool(agent)
+    body = _volume(provisioningType=provisioning) if provisioning else _volume()
+    _, answer = await agent.answer(CREATE_OBJECT, {"data": body, "wait": 0})
+    assert answer["result"] is True, answer
+    data = answer["data"][VOLUME_TO]
+    assert (data["path"], data["size"]) == (VOLUME_UUID, 50 * MIB)
+    assert data.get("provisioningType") == provisioning
+    info = vhd.read_info(pool / f"{VOLUME_UUID}.vhdx")
+    assert (info.format, info.type, info.virtual_size_bytes) == (
+        vhd.DiskFormat.VHDX, kind, 50 * MIB)
+    if kind is vhd.DiskType.FIXED:
+        assert info.file_size_bytes > 50 * MIB
+
+
+async def test_create_object_for_a_fat_offering_fails_and_keeps_a_dynamic_disk_of_its_name(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    await agent.answer(CREATE_OBJECT, {"data": _volume()})
+    before = listing(pool)
+    key, answer = await agent.answer(CREATE_OBJECT, {"data": _volume(provisioningType="FAT")})
+    assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
+    assert "already exists as a dynamic disk" in answer["details"], answer["details"]
+    assert "not a fixed one" in answer["details"], answer["details"]
+    assert listing(pool) == before
+
+
+async def test_create_object_for_a_fat_offering_is_refused_when_the_pool_cannot_hold_it(
+    tmp_path: Path,
+) -> None:
+    """A fixed disk takes its whole size at once: one that would leave the pool's volume
+    less than KEEP_FREE_BYTES free is refused before Hyper-V is asked, naming the room
+    there is; a dynamic disk of the same size is still made."""
+    free = KEEP_FREE_BYTES + 40 * MIB  # room for 40 MiB
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+local_storage_path = 'C:\\pool'
+[emulator.lab]
+free_bytes = {{C = {free}}}
+""")
+    async with serving(load_config(config)) as running:
+        pool = _pool(running)
+        spent = running.emulator.round_trips()
+        key, answer = await running.answer(
+            CREATE_OBJECT, {"data": _volume(provisioningType="FAT")})
+        assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
+        details = answer["details"]
+        assert "not enough free space for a fixed disk (FAT)" in details, details
+        assert f"it takes {50 * MIB} bytes, and only {40 * MIB} may be written" in details
+        assert "nothing was made" in details, details
+        spent = running.emulator.round_trips() - spent
+        assert spent["invoke:CreateVirtualHardDisk"] == 0
+        assert listing(pool) == {}
+        _, thin = await running.answer(CREATE_OBJECT, {"data": _volume(provisioningType="THIN")})
+        assert thin["result"] is True, thin
+
+
 async def test_create_object_succeeds_unchanged_when_repeated_with_same_size(
     agent: Running,
 ) -> None:
@@ -165,6 +236,8 @@ async def test_create_object_fails_and_keeps_file_when_name_exists_with_other_si
     ({"dataStore": _store("C:\\absent")}, "pool root C:\\absent is not registered"),
     ({"dataStore": _store("relative\\pool")}, "not an absolute"),
     ({"format": "QCOW2"}, "not VHD or VHDX"),
+    ({"provisioningType": "THICK"}, "data.provisioningType 'THICK' is not a provisioning type "
+                                    "this host knows: THIN, SPARSE or FAT"),
 ])
 async def test_create_object_fails_and_creates_nothing_when_input_is_bad(
     agent: Running, change: dict[str, Any], expected: str
@@ -344,7 +417,18 @@ async def test_legacy_create_makes_empty_disk_when_no_template_is_named(agent: R
     _, answer = await agent.answer(CREATE, body)
     assert answer["result"] is True, answer
     info = vhd.read_info(pool / answer["volume"]["name"])
-    assert (info.format, info.virtual_size_bytes) == (vhd.DiskFormat.VHDX, 64 * MIB)
+    assert (info.format, info.type, info.virtual_size_bytes) == (
+        vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 64 * MIB)
+
+
+async def test_legacy_create_makes_a_fixed_disk_when_the_offering_is_fat(agent: Running) -> None:
+    pool = _pool(agent)
+    body = _legacy_create(templateUrl=None)
+    body["diskCharacteristics"].update(size=64 * MIB, provisioningType="FAT")
+    _, answer = await agent.answer(CREATE, body)
+    assert answer["result"] is True, answer
+    info = vhd.read_info(pool / answer["volume"]["name"])
+    assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.FIXED, 64 * MIB)
 
 
 @pytest.mark.parametrize(("change", "expected"), [

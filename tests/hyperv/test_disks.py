@@ -30,7 +30,7 @@ def _pool(tmp_path: Path) -> Path:
 async def _warm(cim: EmulatorCim, tmp_path: Path) -> None:
     """Look up the service and spawn the settings class once."""
     _pool(tmp_path)
-    await disks.create_dynamic(hv(cim), "C:\\pool\\warm.vhdx", GIB)
+    await disks.create_blank(hv(cim), "C:\\pool\\warm.vhdx", GIB)
 
 
 async def test_create_dynamic_writes_vhdx_in_one_call_and_one_wait_when_warm(
@@ -38,7 +38,7 @@ async def test_create_dynamic_writes_vhdx_in_one_call_and_one_wait_when_warm(
 ) -> None:
     await _warm(emulator, tmp_path)
     before = emulator.round_trips()
-    await disks.create_dynamic(hv(emulator), "C:\\pool\\data.vhdx", 3 * GIB)
+    await disks.create_blank(hv(emulator), "C:\\pool\\data.vhdx", 3 * GIB)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits, spent["invoke:CreateVirtualHardDisk"]) == (1, 1, 1)
     info = vhd.read_info(tmp_path / "C" / "pool" / "data.vhdx")
@@ -50,7 +50,7 @@ async def test_create_dynamic_writes_vhd_when_extension_is_vhd(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:
     _pool(tmp_path)
-    await disks.create_dynamic(hv(emulator), "C:\\pool\\old.vhd", GIB)
+    await disks.create_blank(hv(emulator), "C:\\pool\\old.vhd", GIB)
     assert vhd.read_info(tmp_path / "C" / "pool" / "old.vhd").format is vhd.DiskFormat.VHD
 
 
@@ -64,7 +64,7 @@ async def test_create_dynamic_refuses_bad_request_before_any_call_when_name_or_s
     _pool(tmp_path)
     before = emulator.round_trips()
     with pytest.raises(InvalidRequest):
-        await disks.create_dynamic(hv(emulator), path, size)
+        await disks.create_blank(hv(emulator), path, size)
     assert (emulator.round_trips() - before).calls == 0
     assert list((tmp_path / "C" / "pool").iterdir()) == []
 
@@ -75,7 +75,7 @@ async def test_create_dynamic_fails_and_keeps_file_when_it_exists(
     await _warm(emulator, tmp_path)
     before = (tmp_path / "C" / "pool" / "warm.vhdx").read_bytes()
     with pytest.raises(HyperVError):
-        await disks.create_dynamic(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
+        await disks.create_blank(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
     assert (tmp_path / "C" / "pool" / "warm.vhdx").read_bytes() == before
 
 
@@ -183,7 +183,7 @@ async def test_find_attachment_takes_the_running_vm_of_two_holding_the_file(
     leftover = await _vm_with_disk(emulator, tmp_path, scsi=True)
     live = await build.define_vm(hv(emulator), VmSpec(
         name="i-2-9-VM", notes=(), generation=1, cpus=1, memory_mb=512))
-    await disks.create_dynamic(hv(emulator), "C:\\pool\\live.vhdx", GIB)
+    await disks.create_blank(hv(emulator), "C:\\pool\\live.vhdx", GIB)
     controller = await devices.add_scsi_controller(hv(emulator), live)
     await devices.attach_disk(hv(emulator), live, controller, 0, "C:\\pool\\live.vhdx")
     await ok(emulator, await request_state(emulator, live.path, 2))
@@ -223,7 +223,7 @@ async def test_grow_of_running_vm_disk_succeeds_on_scsi_and_is_refused_on_ide(
     assert vhd.read_info(tmp_path / "C" / "pool" / "warm.vhdx").virtual_size_bytes == 2 * GIB
     other = await build.define_vm(hv(emulator), VmSpec(name="ide-vm", notes=(), generation=1,
                                                    cpus=1, memory_mb=512))
-    await disks.create_dynamic(hv(emulator), "C:\\pool\\ide.vhdx", GIB)
+    await disks.create_blank(hv(emulator), "C:\\pool\\ide.vhdx", GIB)
     ide = (await devices.controllers(hv(emulator), other)).ide[0]
     await devices.attach_disk(hv(emulator), other, ide, 0, "C:\\pool\\ide.vhdx")
     await ok(emulator, await request_state(emulator, other.path, 2))

@@ -96,6 +96,15 @@ class ImageFormat(StrEnum):
     BAREMETAL = "BAREMETAL"
 
 
+class ProvisioningType(StrEnum):
+    """com.cloud.storage.Storage.ProvisioningType: how a disk offering's volumes take space
+    (VolumeObjectTO.provisioningType, DiskProfile.provisioningType)."""
+
+    THIN = "THIN"
+    SPARSE = "SPARSE"
+    FAT = "FAT"
+
+
 class DataStoreRole(StrEnum):
     """com.cloud.storage.DataStoreRole (NfsTO._role)."""
 
@@ -180,6 +189,9 @@ LenientStorageResourceType = Annotated[
 ]
 LenientVolumeType = Annotated[VolumeType | str, PlainValidator(_lenient(VolumeType))]
 LenientImageFormat = Annotated[ImageFormat | str, PlainValidator(_lenient(ImageFormat))]
+LenientProvisioningType = Annotated[
+    ProvisioningType | str, PlainValidator(_lenient(ProvisioningType))
+]
 LenientDataStoreRole = Annotated[DataStoreRole | str, PlainValidator(_lenient(DataStoreRole))]
 LenientTrafficType = Annotated[TrafficType | str, PlainValidator(_lenient(TrafficType))]
 LenientBroadcastDomainType = Annotated[

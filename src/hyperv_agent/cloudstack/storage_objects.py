@@ -29,6 +29,7 @@ from hyperv_agent.cloudstack.enums import (
     LenientDataStoreRole,
     LenientHypervisorType,
     LenientImageFormat,
+    LenientProvisioningType,
     LenientStoragePoolType,
     LenientVolumeType,
 )
@@ -181,7 +182,7 @@ class VolumeObjectTO(WrappedTO):
     account_id: JInt = 0
     chain_info: str | None = None
     format: LenientImageFormat | None = None
-    provisioning_type: JEnumName | None = None
+    provisioning_type: LenientProvisioningType | None = None
     pool_id: JInt | None = None
     id: JInt = 0
     device_id: JInt | None = None
@@ -300,7 +301,7 @@ class DiskProfile(WireModel):
     template_id: JInt | None = None
     volume_id: JInt = 0
     path: str | None = None
-    provisioning_type: JEnumName | None = None
+    provisioning_type: LenientProvisioningType | None = None
     bytes_read_rate: JInt | None = None
     bytes_write_rate: JInt | None = None
     iops_read_rate: JInt | None = None

@@ -80,7 +80,7 @@ async def _define(target: Target, vm: Throwaway) -> str:
 async def _disk(target: Target, vm: Throwaway) -> str:
     await target.files.make_dirs(target.pool)
     vm.disk_made = True
-    await disks.create_dynamic(target.hyperv, vm.disk, DISK_BYTES)
+    await disks.create_blank(target.hyperv, vm.disk, DISK_BYTES)
     return f"{vm.disk} created ({DISK_BYTES // 1024 // 1024} MiB, dynamic)"
 
 

@@ -1,8 +1,9 @@
 """What the handlers of commands that write or delete files on the host share (volumes,
 copies, volume moves): the host's session, request paths below registered roots, the one
 file lock table, how long Hyper-V's jobs are waited for, the agent's aside files, the
-rule that a disk a running VM uses is never replaced, moved or deleted, and the rule that
-a disk copied out of its pool stands alone (a linked clone is merged first).
+rule that a disk a running VM uses is never replaced, moved or deleted, the rule that
+a disk copied out of its pool stands alone (a linked clone is merged first), and what
+kind of disk a volume's provisioning type makes (``is_fixed``).
 
 The copying itself (``hostfs.transfer`` with its http, S3 and decompressing readers, and
 ``hostfs.download``) is loaded by the first copy, not when the agent starts.
@@ -19,7 +20,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from hyperv_agent.errors import AgentError
+from hyperv_agent.cloudstack.enums import ProvisioningType
+from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
@@ -39,6 +41,24 @@ log = logging.getLogger("hyperv_agent.handlers.files")
 
 #: The power states in which a VM's worker process holds its disks open.
 _HOLDING = frozenset({PowerState.RUNNING, PowerState.PAUSED})
+
+
+def is_fixed(provisioning: ProvisioningType | str | None, what: str) -> bool:
+    """Whether a volume of the disk offering's ``provisioning`` type is a fixed disk.
+
+    FAT reserves the volume's whole size when it is made (KVM preallocates its file in
+    full, and makes it a full copy of its template, never one on a backing file): on
+    Hyper-V a fixed VHD(X), so a pool is never overcommitted by it. THIN and SPARSE (KVM:
+    no or metadata-only preallocation) are dynamic disks here, or linked clones of their
+    template; so is a volume whose type is not given.
+    Any other name: InvalidRequest naming ``what`` (the request's field), as a disk of an
+    unknown kind would be made wrongly."""
+    if provisioning is None or provisioning in (ProvisioningType.THIN, ProvisioningType.SPARSE):
+        return False
+    if provisioning == ProvisioningType.FAT:
+        return True
+    raise InvalidRequest(f"{what} {str(provisioning)[:40]!r} is not a provisioning type this "
+                         "host knows: THIN, SPARSE or FAT")
 
 
 class FileHandlers:

@@ -41,12 +41,14 @@ from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, Volu
 from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.handlers.files import FileHandlers, is_fixed
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, drives, jobs
+from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
@@ -85,12 +87,16 @@ class VolumeHandlers(FileHandlers):
     # --- CreateObjectCommand ------------------------------------------------------------
 
     async def create_object(self, command: CreateObjectCommand) -> Result:
-        """A new, empty dynamic disk ``<pool>\\<uuid>.vhdx`` of ``data.size`` bytes.
+        """A new, empty disk ``<pool>\\<uuid>.vhdx`` of ``data.size`` bytes: dynamic, or
+        fixed when ``data.provisioningType`` is FAT (``files.is_fixed``), its whole size
+        then taken at once; a fixed disk that would leave the pool's volume less than
+        ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked.
 
-        A repeat for the same volume and size succeeds without touching the file; a file
-        of that name with another size fails and is kept. A missing pool folder, a
-        template instead of a volume, no uuid, or no size or one the disk format cannot
-        hold (``disks.checked_size``): a failed answer, nothing made.
+        A repeat for the same volume, size and kind succeeds without touching the file; a
+        file of that name with another size or kind fails and is kept. A missing pool
+        folder, a template instead of a volume, no uuid, an unknown provisioning type, or
+        no size or one the disk format cannot hold (``disks.checked_size``): a failed
+        answer, nothing made.
         The answer's ``data`` is the volume with ``path`` = uuid and the disk's size.
         """
         volume = command.data
@@ -99,28 +105,39 @@ class VolumeHandlers(FileHandlers):
         fmt = ImageFormat(images.format_of(images.disk_suffix_of_format(volume.format)))
         if not volume.uuid:
             raise InvalidRequest("data.uuid is missing")
+        fixed = is_fixed(volume.provisioning_type, "data.provisioningType")
         await self.paths.existing(self.paths.pool_root(volume.data_store, "data.dataStore"),
                                   "data.dataStore")
         path = await self.paths.volume_file(
             volume.model_copy(update={"path": None, "format": fmt}), "data")
         size = disks.checked_size(path, volume.size_bytes or 0, "data.size")
         async with self.file_locks.hold(path):
-            made = await self._dynamic_disk(path, size)
+            made = await self._blank_disk(path, size, fixed,
+                                          self.disk_job_wait(command.wait_s))
         data = volume.model_copy(update={"path": volume.uuid, "size_bytes": made,
                                          "format": fmt})
         return CreateObjectAnswer(result=True, data=data)
 
-    async def _dynamic_disk(self, path: str, size: int) -> int:
-        """Create the disk, or accept an existing one of the same size; its size."""
+    async def _blank_disk(self, path: str, size: int, fixed: bool,
+                          fill_wait: jobs.WaitPolicy) -> int:
+        """Create the disk, or accept an existing one of the same size and kind; its size.
+        A fixed disk is written whole by Hyper-V, so its job is waited for as long as the
+        command (``fill_wait``)."""
+        kind = DiskType.FIXED if fixed else DiskType.DYNAMIC
         if await self.files.exists(path):
             existing = await disks.read_settings(self.hv, path, policy=self.job_wait)
-            if existing.size_bytes != _sectors(size):
-                raise AgentError(f"{path} already exists with {existing.size_bytes} bytes, "
-                                 f"not {size}; it was left as it is")
-            log.info("%s exists with the size asked for; nothing to do", path)
+            if existing.size_bytes != _sectors(size) or existing.type is not kind:
+                raise AgentError(f"{path} already exists as a {existing.type.name.lower()} "
+                                 f"disk of {existing.size_bytes} bytes, not a "
+                                 f"{kind.name.lower()} one of {size}; it was left as it is")
+            log.info("%s exists with the size and kind asked for; nothing to do", path)
             return existing.size_bytes
+        if fixed:
+            await require_room(self.files, path, _sectors(size), "a fixed disk (FAT)",
+                               "nothing was made")
         try:
-            await disks.create_dynamic(self.hv, path, size, policy=self.job_wait)
+            await disks.create_blank(self.hv, path, size, fixed=fixed,
+                                     policy=fill_wait if fixed else self.job_wait)
         except AgentError:
             await self.files.remove(path)  # whatever a failed job left behind
             raise
@@ -179,8 +196,9 @@ class VolumeHandlers(FileHandlers):
     async def create_legacy(self, command: CreateCommand) -> Result:
         """Copy the template file ``templateUrl`` (a bare name in the pool) to a new
         ``<GUID><ext>``, or without ``templateUrl`` create an empty dynamic VHDX of
-        ``diskCharacteristics.size`` bytes. Filesystem pools only. A repeat makes
-        another file. A failed copy leaves nothing under the new name."""
+        ``diskCharacteristics.size`` bytes, fixed when its ``provisioningType`` is FAT (as
+        CreateObjectCommand makes it). Filesystem pools only. A repeat makes another
+        file. A failed copy leaves nothing under the new name."""
         pool, profile = command.pool, command.disk_characteristics
         if str(pool.type or "") != "Filesystem":
             raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
@@ -189,10 +207,11 @@ class VolumeHandlers(FileHandlers):
         if command.template_url:
             target = await self._copy_template_file(root, command.template_url)
         else:
+            fixed = is_fixed(profile.provisioning_type, "diskCharacteristics.provisioningType")
             target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
             size = disks.checked_size(target, profile.size_bytes or 0,
                                       "diskCharacteristics.size")
-            await disks.create_dynamic(self.hv, target, size, policy=self.job_wait)
+            await self._blank_disk(target, size, fixed, self.disk_job_wait(command.wait_s))
         volume = VolumeTO(id=command.vol_id, name=ntpath.basename(target), type=profile.type,
                           storage_pool_type=pool.type, storage_pool_uuid=pool.uuid,
                           mount_point=target, path=target, size_bytes=profile.size_bytes)

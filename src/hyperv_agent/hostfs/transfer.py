@@ -7,9 +7,9 @@ matched, so a partial copy never appears under the final name and a failed copy 
 target as it was.
 
 A copy never fills the volume it writes to: it may write no more than the volume's free
-space at its start less ``KEEP_FREE_BYTES``. A pool that fills up stops every VM whose
-dynamic disks grow on it, and a compressed template may expand to any size (a ``.gz``
-of zeros), so a source known to be too large is refused before a byte is written and a
+space at its start less ``KEEP_FREE_BYTES`` (``hostfs.room``). A pool that fills up stops
+every VM whose dynamic disks grow on it, and a compressed template may expand to any size
+(a ``.gz`` of zeros), so a source known to be too large is refused before a byte is written and a
 stream that grows past the room is stopped there. A host file's size and a download's
 announced size (Content-Length, an S3 object's size) are judged up front; a compressed
 source's size says nothing of what it expands to, so it is judged as it streams.
@@ -39,6 +39,7 @@ from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import COPY_CHUNK_BYTES, HostFiles, OpenMode
 from hyperv_agent.hostfs.aside import AsideFiles, split
 from hyperv_agent.hostfs.http import HttpObject, open_url
+from hyperv_agent.hostfs.room import KEEP_FREE_BYTES, Room
 from hyperv_agent.hostfs.s3 import S3Object, open_object
 from hyperv_agent.hostfs.web import StartOver, Stopped, announced_length
 
@@ -54,8 +55,6 @@ _PREFIXES = {"md5": "md5", "sha1": "sha1", "sha-1": "sha1", "sha256": "sha256",
 _PREFIXED = re.compile(r"\{([A-Za-z0-9-]+)\}([0-9A-Fa-f]+)")
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 _WATCH_MIN_S = 0.5  # a native copy's progress comes from stat calls: not more often
-#: What a copy leaves free on the volume it writes to, for the disks already there.
-KEEP_FREE_BYTES = 256 * 1024 * 1024
 
 _STREAMS = {"bz2": "bzip2", "gz": "gzip", "xz": "xz"}  # codec: what its stream is called
 Source = str | S3Object | HttpObject  # a host path, an S3 object or a file on a web server
@@ -126,7 +125,7 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
     namer = aside or AsideFiles(secrets.token_hex(4))  # alone: sweeps the target's only
     meter = _Meter(label, target, progress_every_s)
     await namer.sweep(files, split(target)[0], target)
-    room = await _Room.measure(files, target)
+    room = await Room.measure(files, target)
     if room is not None and isinstance(source, str):
         await room.check_source(files, source, label)
     async with namer.replacing(files, target) as temp:
@@ -140,43 +139,6 @@ async def transfer(files: HostFiles, source: Source, target: str, *,
             await verify(temp)
     meter.finished(written, read)
     return Transferred(target, written, read, hexdigest)
-
-
-@dataclass(frozen=True)
-class _Room:
-    """How much a copy to ``target`` may write: the free space of its volume at the start
-    less ``KEEP_FREE_BYTES``."""
-
-    target: str
-    free_bytes: int
-
-    @classmethod
-    async def measure(cls, files: HostFiles, target: str) -> _Room | None:
-        """The room at ``target``; None when its volume cannot be measured (the copy then
-        goes on unbounded, as a write to an unreachable folder fails anyway)."""
-        try:
-            usage = await files.usage(split(target)[0] or target)
-        except AgentError as error:
-            _LOG.debug("free space at %s unknown (%s); the copy is not bounded", target, error)
-            return None
-        return cls(target, usage.free_bytes)
-
-    @property
-    def bytes(self) -> int:
-        return max(0, self.free_bytes - KEEP_FREE_BYTES)
-
-    async def check_source(self, files: HostFiles, source: str, label: str) -> None:
-        """Refuse a host file that alone (still compressed, if it is) would not fit."""
-        stat = await files.stat(source)
-        if stat is not None and not stat.is_dir and stat.size > self.bytes:
-            raise self.refusal(label, f"it holds {stat.size} bytes")
-
-    def refusal(self, label: str, needs: str) -> TransferError:
-        return TransferError(
-            f"not enough free space for {label} at {self.target}: {needs}, and only "
-            f"{self.bytes} may be written there ({self.free_bytes} bytes free, "
-            f"{KEEP_FREE_BYTES} kept free for the disks already on that volume); "
-            "nothing was copied")
 
 
 def _codec(source: Source) -> str | None:
@@ -320,7 +282,7 @@ class _Plan:
     expected: Checksum | None
     meter: _Meter
     algorithm: str | None = None  # the digest to compute: the checksum's, or one asked for
-    room: _Room | None = None  # how much may be written; None: unbounded
+    room: Room | None = None  # how much may be written; None: unbounded
 
     def run(self, stop: threading.Event) -> tuple[int, int, str | None]:
         """The copy; a download that must start over (StartOver: it could not be resumed

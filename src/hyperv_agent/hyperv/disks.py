@@ -7,7 +7,7 @@ Msvm_VirtualHardDiskSettingData instance is spawned once per session and reused.
 trips once a session is warm (job polls not counted, W = job waits):
 
 =======================  ================================================================
-``create_dynamic``       1 call + 1 W (CreateVirtualHardDisk)
+``create_blank``         1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
 ``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
@@ -133,10 +133,13 @@ async def _new_disk_settings(hv: HyperV, path: str, disk_type: DiskType, *,
 # --- creating -----------------------------------------------------------------------------
 
 
-async def create_dynamic(
-    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+async def create_blank(
+    hv: HyperV, path: str, size_bytes: int, *, fixed: bool = False,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> None:
-    """Create a dynamically expanding disk of ``size_bytes`` at ``path`` (.vhd or .vhdx).
+    """Create an empty disk of ``size_bytes`` at ``path`` (.vhd or .vhdx): dynamically
+    expanding, or with ``fixed`` a fixed disk, whose file takes the whole size at once
+    (Hyper-V allocates it while the job runs, and fails it when the volume lacks room).
 
     A size the format cannot hold (``checked_size``) or a bad extension: InvalidRequest,
     nothing done. An existing file or a missing folder: Hyper-V refuses
@@ -145,7 +148,8 @@ async def create_dynamic(
     whole or not at all. 1 call + 1 W when warm.
     """
     checked_size(path, size_bytes)
-    settings = await _new_disk_settings(hv, path, DiskType.DYNAMIC, size_bytes=size_bytes)
+    kind = DiskType.FIXED if fixed else DiskType.DYNAMIC
+    settings = await _new_disk_settings(hv, path, kind, size_bytes=size_bytes)
     await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
 
 
@@ -168,12 +172,13 @@ async def create_differencing(
 
 
 async def merged_copy(
-    hv: HyperV, source: str, path: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-    grace: jobs.WaitPolicy | None = None,
+    hv: HyperV, source: str, path: str, *, fixed: bool = False,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy | None = None,
 ) -> None:
-    """Write at ``path`` a new dynamic disk holding what the disk ``source`` shows: a
-    differencing disk is merged with its chain of parents into it, so the new disk
-    stands alone (ConvertVirtualHardDisk). ``source`` and its parents are not changed.
+    """Write at ``path`` a new dynamic disk (with ``fixed``, a fixed one, its file the
+    whole virtual size) holding what the disk ``source`` shows: a differencing disk is
+    merged with its chain of parents into it, so the new disk stands alone
+    (ConvertVirtualHardDisk). ``source`` and its parents are not changed.
     Both files must have the same format (extension): InvalidRequest otherwise. An
     existing ``path``, a missing parent or folder: Hyper-V refuses. Hyper-V writes the
     file whole or not at all. With ``grace``, a job still writing when its wait ends
@@ -183,7 +188,7 @@ async def merged_copy(
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
         raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
-    settings = await _new_disk_settings(hv, path, DiskType.DYNAMIC)
+    settings = await _new_disk_settings(hv, path, DiskType.FIXED if fixed else DiskType.DYNAMIC)
     await _call(hv, "ConvertVirtualHardDisk",
                 {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
 
@@ -220,7 +225,8 @@ def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
 async def resize(
     hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
 ) -> None:
-    """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only).
+    """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only). The disk
+    keeps its type: a fixed disk's file grows by the difference while the job runs.
 
     A size the format cannot hold (``checked_size``): InvalidRequest, no call. The caller
     refuses shrinking; Hyper-V refuses it too (32773), as it refuses growing a disk in use
