@@ -488,6 +488,107 @@ async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
     assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.DIFFERENCING, GIB)
 
 
+@pytest.mark.parametrize(("provisioning", "kind"), [
+    ("THIN", DiskType.DIFFERENCING), ("SPARSE", DiskType.DIFFERENCING),
+    ("FAT", DiskType.FIXED),
+])
+async def test_volume_of_a_fat_offering_is_a_fixed_full_copy_of_its_template(
+    agent: Running, provisioning: str, kind: DiskType,
+) -> None:
+    """A FAT offering's root volume takes its whole size when it is made: a fixed disk
+    holding the template's data, standing alone (KVM too makes a full preallocated copy
+    for FAT, never a clone on a backing file). THIN and SPARSE stay linked clones."""
+    pool = _pool(agent)
+    template = _template_on_pool(agent, size=64 * MIB)
+    before = template.read_bytes()
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(), size=None,
+                                              provisioningType=provisioning)))
+    assert (data["path"], data["format"], data["provisioningType"]) == (
+        VOLUME_UUID, "VHDX", provisioning)
+    path = f"C:\\pool\\{VOLUME_UUID}.vhdx"
+    settings = await disks.read_settings(hv(agent.emulator), path)
+    assert (settings.type, settings.size_bytes) == (kind, 64 * MIB)
+    if kind is DiskType.FIXED:
+        assert settings.parent_path is None
+        assert data["size"] == 64 * MIB
+        assert vhd.read_data(pool / f"{VOLUME_UUID}.vhdx", 0, 11) == b"template os"
+        assert (pool / f"{VOLUME_UUID}.vhdx").stat().st_size > 64 * MIB
+    assert template.read_bytes() == before
+    assert sorted(p.name for p in pool.iterdir()) == sorted([template.name,
+                                                             f"{VOLUME_UUID}.vhdx"])
+
+
+async def test_volume_of_a_fat_offering_larger_than_its_template_is_a_grown_fixed_copy(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=64 * MIB)
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(), size=96 * MIB,
+                                              provisioningType="FAT")))
+    assert data["size"] == 96 * MIB
+    info = vhd.read_info(pool / f"{VOLUME_UUID}.vhdx")
+    assert (info.type, info.virtual_size_bytes, info.parent_path) == (
+        vhd.DiskType.FIXED, 96 * MIB, None)
+    assert vhd.read_data(pool / f"{VOLUME_UUID}.vhdx", 0, 11) == b"template os"
+
+
+async def test_volume_of_a_fat_offering_is_refused_when_its_pool_cannot_hold_it(
+    tmp_path: Path,
+) -> None:
+    """The whole size of a fixed volume is counted against the pool's free space before
+    Hyper-V writes a byte (a linked clone takes next to nothing, and is still made)."""
+    free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB: not for a 64 MiB fixed copy
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    async with serving(_config(tmp_path, lab)) as agent:
+        pool = _pool(agent)
+        _template_on_pool(agent, size=64 * MIB)
+        earlier = _earlier_volume(agent)
+        before = listing(pool)
+        spent = agent.emulator.round_trips()
+        details = await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                              _volume(_primary(), provisioningType="FAT")),
+                                 "not enough free space for a fixed copy (FAT) of "
+                                 "C:\\pool\\tmpl-1.vhdx")
+        assert f"it takes {64 * MIB} bytes, and only {48 * MIB} may be written" in details
+        assert "nothing was written" in details, details
+        assert (agent.emulator.round_trips() - spent)["invoke:ConvertVirtualHardDisk"] == 0
+        assert listing(pool) == before
+        assert vhd.read_data(earlier, 0, 19) == b"earlier volume data"
+        await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                   _volume(_primary(), provisioningType="THIN")))
+
+
+@pytest.mark.parametrize("failing", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
+async def test_volume_of_a_fat_offering_whose_job_fails_keeps_the_earlier_volume(
+    agent: Running, failing: str,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=64 * MIB)
+    earlier = _earlier_volume(agent)
+    before = listing(pool)
+    agent.emulator.faults.fail_next_job(failing)
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                _volume(_primary(), size=96 * MIB, provisioningType="FAT")),
+                   "injected fault")
+    assert listing(pool) == before
+    assert vhd.read_info(earlier).type is vhd.DiskType.DYNAMIC
+
+
+async def test_volume_of_an_unknown_provisioning_type_is_refused_and_nothing_made(
+    agent: Running,
+) -> None:
+    pool = _pool(agent)
+    _template_on_pool(agent, size=64 * MIB)
+    before = listing(pool)
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                _volume(_primary(), provisioningType="THICK")),
+                   "destTO.provisioningType 'THICK' is not a provisioning type this host "
+                   "knows: THIN, SPARSE or FAT")
+    assert listing(pool) == before
+
+
 def _count_opens(running: Running) -> list[str]:
     """Record every file the copy handler opens or copies through its file layer."""
     handler = getattr(running.agent.dispatch.handlers[COPY], "__self__", None)

@@ -8,8 +8,9 @@ A      template on a cifs image store or S3         downloaded (decompressed, ch
                                                     ``<pool>\\<path>.<ext>``
 B      template on a primary pool                   a differencing disk whose parent is the
        -> volume on a primary pool                  template (linked clone; the default on
-                                                    the same pool), or a full copy, grown
-                                                    to ``destTO.size`` when that is larger
+                                                    the same pool), or a full copy (a fixed
+                                                    one for a FAT offering), grown to
+                                                    ``destTO.size`` when that is larger
 C      volume -> volume (primary <-> image store,   full copy (a linked clone merged with
        or primary -> primary)                       its template: by Hyper-V straight into
                                                     a target pool, else beside the source);
@@ -61,8 +62,9 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.files import FileHandlers
+from hyperv_agent.handlers.files import FileHandlers, is_fixed
 from hyperv_agent.hostfs import images, properties
+from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, jobs
 
 if TYPE_CHECKING:
@@ -105,7 +107,7 @@ class CopyHandler(FileHandlers):
             if (isinstance(dest, VolumeObjectTO)
                     and isinstance(src.image_data_store, PrimaryDataStoreTO)
                     and isinstance(dest.data_store, PrimaryDataStoreTO)):
-                return await self._volume_from_template(src, dest)
+                return await self._volume_from_template(src, dest, merge_wait)
             return None
         if isinstance(dest, VolumeObjectTO):
             if _is_file_store(src.data_store) and _is_file_store(dest.data_store):
@@ -170,18 +172,21 @@ class CopyHandler(FileHandlers):
 
     # --- B: volume from a template on primary -------------------------------------------
 
-    async def _volume_from_template(self, src: TemplateObjectTO,
-                                    dest: VolumeObjectTO) -> VolumeObjectTO:
+    async def _volume_from_template(self, src: TemplateObjectTO, dest: VolumeObjectTO,
+                                    fill_wait: jobs.WaitPolicy) -> VolumeObjectTO:
         template = await self._template_on_primary(src)
         fmt = _disk_format_of(template)
         name = dest.path or dest.uuid
         if not name:
             raise InvalidRequest("destTO: the volume has neither path nor uuid")
+        fixed = is_fixed(dest.provisioning_type, "destTO.provisioningType")
         await self.paths.existing(self.paths.pool_root(dest.data_store, "destTO"), "destTO")
         target = await self.paths.volume_file(
             dest.model_copy(update={"path": name, "format": fmt}), "destTO")
         if dest.size_bytes:  # null or 0: no size asked for, the template's is kept
             disks.checked_size(target, dest.size_bytes, "destTO.size")
+        if fixed:
+            return await self._fixed_volume(template, target, dest, name, fmt, fill_wait)
         linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
@@ -203,6 +208,30 @@ class CopyHandler(FileHandlers):
         log.info("volume %s made from template %s (%s%s)", target, template,
                  "linked clone" if linked else "full copy", f", grown to {size}" if grow else "")
         return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size or None})
+
+    async def _fixed_volume(self, template: str, target: str, dest: VolumeObjectTO, name: str,
+                            fmt: ImageFormat, fill_wait: jobs.WaitPolicy) -> VolumeObjectTO:
+        """A volume of a FAT offering: a fixed disk Hyper-V writes whole from the template
+        (ConvertVirtualHardDisk; KVM too makes a full preallocated copy, never a clone on a
+        backing file), grown to ``destTO.size`` when that is larger, and refused before
+        anything is written when its size would leave its volume less than
+        ``room.KEEP_FREE_BYTES`` free. Both jobs write the whole disk, so they are waited
+        for as long as the command (``fill_wait``)."""
+        virtual = (await disks.read_settings(self.hv, template,
+                                             policy=self.job_wait)).size_bytes
+        size = max(dest.size_bytes or 0, virtual)
+        async with self.file_locks.hold(target):
+            await self._refuse_if_running(target)
+            await require_room(self.files, target, size, f"a fixed copy (FAT) of {template}",
+                               "nothing was written")
+            async with self.staged(target) as staged:
+                await disks.merged_copy(self.hv, template, staged, fixed=True,
+                                        policy=fill_wait)
+                if size > virtual:
+                    await disks.resize(self.hv, staged, size, policy=fill_wait)
+        log.info("volume %s made from template %s (fixed copy of %d bytes)", target, template,
+                 size)
+        return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size})
 
     async def _volume_size(self, template: str, wanted: int) -> tuple[int, bool]:
         """The new volume's virtual size, and whether it must grow past the template's:
