@@ -345,6 +345,48 @@ async def test_resize_grows_disk_of_running_vm_when_vhdx_is_on_scsi(agent: Runni
     assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
 
 
+async def test_resize_keeps_a_fixed_disk_fixed_and_counts_its_growth_against_the_pool(
+    tmp_path: Path,
+) -> None:
+    """A FAT volume's file grows by the difference when it is resized: growth that would
+    leave the pool's volume less than KEEP_FREE_BYTES free is refused before Hyper-V is
+    asked and the disk left as it was; growth that fits keeps it fixed. A dynamic disk
+    grows however little room there is, taking none yet."""
+    free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+local_storage_path = 'C:\\pool'
+[emulator.lab]
+free_bytes = {{C = {free}}}
+""")
+    async with serving(load_config(config)) as running:
+        pool = _pool(running)
+        fixed = pool / f"{VOLUME_UUID}.vhdx"
+        vhd.create(fixed, vhd.DiskFormat.VHDX, vhd.DiskType.FIXED, 64 * MIB)
+        _disk(pool, "thin.vhdx", 64 * MIB)
+        spent = running.emulator.round_trips()
+        key, answer = await running.answer(RESIZE, _resize(VOLUME_UUID, 128 * MIB, 64 * MIB))
+        assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+        details = answer["details"]
+        assert f"not enough free space for growing the fixed disk C:\\pool\\{VOLUME_UUID}" \
+            f".vhdx" in details, details
+        assert f"it takes {64 * MIB} bytes, and only {48 * MIB} may be written" in details
+        assert "the volume is unchanged" in details, details
+        assert (running.emulator.round_trips() - spent)["invoke:ResizeVirtualHardDisk"] == 0
+        assert vhd.read_info(fixed).virtual_size_bytes == 64 * MIB
+
+        _, grown = await running.answer(RESIZE, _resize(VOLUME_UUID, 96 * MIB, 64 * MIB))
+        assert (grown["result"], grown["newSize"]) == (True, 96 * MIB), grown
+        info = vhd.read_info(fixed)
+        assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.FIXED, 96 * MIB)
+        _, thin = await running.answer(RESIZE, _resize("thin", 128 * MIB, 64 * MIB))
+        assert thin["result"] is True, thin
+
+
 async def test_resize_refuses_shrink_and_leaves_file_unchanged(agent: Running) -> None:
     pool = _pool(agent)
     _disk(pool, f"{VOLUME_UUID}.vhdx", 2 * GIB)

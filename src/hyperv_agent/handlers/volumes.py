@@ -168,7 +168,11 @@ class VolumeHandlers(FileHandlers):
         """Grow the volume ``path`` in ``pool`` to ``newSize`` bytes (also while its VM runs,
         for a VHDX on SCSI). Shrinking, and a size the disk's format cannot hold
         (``disks.checked_size``), are refused and the file left unchanged; the same size is
-        success without a change. The answer's ``newSize`` is the disk's size."""
+        success without a change. A fixed disk (a FAT offering's) stays fixed, its file
+        growing by the difference: growth that would leave its volume less than
+        ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked, and the job, which
+        writes the new part whole, is waited for as long as the command. The answer's
+        ``newSize`` is the disk's size."""
         path = await self._filer_volume(command.pool, command.path)
         new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
         async with self.file_locks.hold(path):
@@ -177,8 +181,17 @@ class VolumeHandlers(FileHandlers):
                 raise AgentError(f"shrinking {path} from {current.size_bytes} to {new_size} "
                                  "bytes is not supported; the volume is unchanged")
             if new_size > current.size_bytes:
-                await disks.resize(self.hv, path, new_size, policy=self.job_wait)
+                await self._grow(path, current, new_size, command.wait_s)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
+
+    async def _grow(self, path: str, current: disks.DiskSettings, new_size: int,
+                    wait_s: int) -> None:
+        if current.type is not DiskType.FIXED:
+            await disks.resize(self.hv, path, new_size, policy=self.job_wait)
+            return
+        await require_room(self.files, path, new_size - current.size_bytes,
+                           f"growing the fixed disk {path}", "the volume is unchanged")
+        await disks.resize(self.hv, path, new_size, policy=self.disk_job_wait(wait_s))
 
     async def _filer_volume(self, pool: StorageFilerTO | None, name: str | None) -> str:
         """The existing disk file ``name`` (extension optional) in a legacy pool."""
