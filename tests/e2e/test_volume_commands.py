@@ -14,8 +14,9 @@ import pytest
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.room import KEEP_FREE_BYTES
-from hyperv_agent.hyperv import build, devices, disks, vms
+from hyperv_agent.hyperv import build, devices, disks, jobs, vms
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
@@ -196,6 +197,32 @@ free_bytes = {{C = {free}}}
         assert listing(pool) == {}
         _, thin = await running.answer(CREATE_OBJECT, {"data": _volume(provisioningType="THIN")})
         assert thin["result"] is True, thin
+
+
+async def test_a_fixed_disk_is_written_for_as_long_as_the_management_server_waits(
+    tmp_path: Path,
+) -> None:
+    """Hyper-V writes a fixed disk whole, which for a large volume takes longer than the
+    agent's bound for jobs that touch only metadata. A CreateObjectCommand comes with
+    ``wait`` 0, for which the management server waits its own ``wait`` setting (1800 s):
+    the job is waited for that long, not cut off at the metadata bound while Hyper-V still
+    writes and the management server still waits."""
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+local_storage_path = 'C:\\pool'
+""")
+    settings = VmSettings(job_wait=jobs.WaitPolicy(timeout_s=0.3, max_poll_s=0.05))
+    async with serving(load_config(config), vm_settings=settings) as running:
+        pool = _pool(running)
+        running.emulator.faults.slow_next_job("CreateVirtualHardDisk", 1.0)
+        _, answer = await running.answer(
+            CREATE_OBJECT, {"data": _volume(provisioningType="FAT"), "wait": 0})
+        assert answer["result"] is True, answer
+        info = vhd.read_info(pool / f"{VOLUME_UUID}.vhdx")
+        assert info.type is vhd.DiskType.FIXED
 
 
 async def test_create_object_succeeds_unchanged_when_repeated_with_same_size(

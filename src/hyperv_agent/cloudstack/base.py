@@ -87,6 +87,11 @@ JEnumName: TypeAlias = Annotated[str, BeforeValidator(_name)]
 JObject: TypeAlias = dict[str, JsonValue]
 
 
+#: How long the management server waits for a command whose ``wait`` is 0: its ``wait``
+#: setting, 1800 s by default (AgentManager.Wait, AgentManagerImpl.getTimeout).
+MS_DEFAULT_WAIT_S = 1800
+
+
 class Command(WireModel):
     """com.cloud.agent.api.Command: the fields every command carries."""
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
 from hyperv_agent.cloudstack.enums import ProvisioningType
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.datapaths import DataPaths
@@ -148,12 +149,14 @@ class FileHandlers:
     def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
         """The bound of a Hyper-V job that reads and writes a whole disk (a merge) for a
         command the management server waits ``wait_s`` seconds for (its ``wait``: a
-        CopyCommand's is ``copy.volume.wait``, 3 hours by default): that long, and never
+        CopyCommand's is ``copy.volume.wait``, 3 hours by default; 0, as a CreateObjectCommand's,
+        is the management server's own ``MS_DEFAULT_WAIT_S``): that long, and never
         shorter than ``job_wait``, which bounds the jobs that only touch metadata. A
-        merge of a large disk takes longer than ``job_wait``; cut off there, the command
-        would fail while the management server still waits and Hyper-V still writes."""
-        return dataclasses.replace(self.job_wait,
-                                   timeout_s=max(self.job_wait.timeout_s, float(wait_s)))
+        merge of a large disk, or a large fixed disk written whole, takes longer than
+        ``job_wait``; cut off there, the command would fail while the management server
+        still waits and Hyper-V still writes."""
+        asked = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
+        return dataclasses.replace(self.job_wait, timeout_s=max(self.job_wait.timeout_s, asked))
 
     @contextlib.asynccontextmanager
     async def standalone(self, path: str, settings: disks.DiskSettings | None = None,

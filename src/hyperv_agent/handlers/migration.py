@@ -30,6 +30,7 @@ from hyperv_agent.cloudstack.answers import (
     MigrateWithStorageAnswer,
     PrepareForMigrationAnswer,
 )
+from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
 from hyperv_agent.cloudstack.commands_storage import MigrateVolumeCommand
 from hyperv_agent.cloudstack.commands_vm import (
     MigrateCommand,
@@ -69,7 +70,7 @@ MOVE_MARK = ".moving"  # ends the name of a volume move's marker beside its targ
 class MigrationSettings:
     """How long a move may take, and how its destination is named."""
 
-    default_wait_s: float = 1800.0  # a command's bound when its ``wait`` is 0 (the MS's own)
+    default_wait_s: float = MS_DEFAULT_WAIT_S  # a command's bound when its ``wait`` is 0
     cancel_grace_s: float = 30.0  # kept back from the bound to stop an overdue move
     name_lookup_s: float = 2.0  # reverse DNS of the destination's address
 
