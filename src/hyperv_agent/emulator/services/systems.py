@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import uuid
 from collections.abc import Mapping
 
@@ -23,8 +25,28 @@ WRITABLE = (
     "AutomaticRecoveryAction", "ConfigurationDataRoot", "SnapshotDataRoot", "SuspendDataRoot",
     "SwapFileDataRoot", "LogDataRoot", "BootOrder", "BootSourceOrder", "SecureBootEnabled",
     "SecureBootTemplateId", "VirtualNumaEnabled", "BIOSNumLock", "UserSnapshotType",
-    "ChassisAssetTag", "BIOSSerialNumber",
 )
+#: The VM's SMBIOS identity, which its guest reads: BIOSGUID is the system UUID (SMBIOS
+#: type 1; ``dmidecode -s system-uuid``, Win32_ComputerSystemProduct.UUID), the others
+#: Win32_BIOS.SerialNumber, Win32_BaseBoard.SerialNumber, Win32_SystemEnclosure's
+#: SerialNumber and SMBIOSAssetTag. Writable at DefineSystem; ModifySystemSettings
+#: changes them only while the VM is off ("set when a virtual machine is turned off",
+#: Microsoft's Hyper-V team; Virtual PC's same properties refuse a running or saved VM).
+#: A value equal to the current one is no change, so the whole VSSD read back from a
+#: running VM can be sent again.
+SMBIOS = ("BIOSGUID", "BIOSSerialNumber", "BaseBoardSerialNumber", "ChassisSerialNumber",
+          "ChassisAssetTag")
+#: The longest serial number or asset tag. The v2 pages give no limit; Virtual PC's
+#: properties of the same names refuse more than 32 characters or an empty string, and
+#: Hyper-V's own values ("XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XX") have 32: the emulator refuses
+#: what Virtual PC refused.
+SMBIOS_TEXT_MAX_CHARS = 32
+#: A BIOSGUID as given: the 8-4-4-4-12 hex digits, in braces or not. Hyper-V reports it
+#: in braces, upper case, and that is how the emulator stores it; Microsoft documents
+#: neither the forms it takes nor a refusal, so the emulator refuses anything else (a
+#: GUID without its hyphens, an empty string) as not a GUID.
+_HEX_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_BIOS_GUID = re.compile(rf"\{{({_HEX_GUID})\}}|({_HEX_GUID})", re.IGNORECASE)
 _PROCESSOR_ID = "B637F346-6A0E-4DEC-AF52-BD70CB80A21D"
 _MEMORY_ID = "4764334D-E001-4176-82EE-5594EC9B530E"
 _IDE_ID = "83F8638B-8DCA-4152-9EDA-2CA8B33039B4"
@@ -76,8 +98,10 @@ def _vssd(call: Call, settings: Embedded, guid: str) -> Record:
         BootOrder=None if generation_2 else (1, 2, 3, 0), SecureBootEnabled=generation_2,
         BootSourceOrder=() if generation_2 else None, VirtualNumaEnabled=True, IsSaved=False,
         SecureBootTemplateId=_default_template(call) if generation_2 else None,
+        **_new_identity(),
     )
     _apply_writable(record, settings)
+    _apply_identity(record, settings, off=True)
     _check_template(call, record)
     bootsources.check_order(call, record)
     return record
@@ -138,6 +162,54 @@ def _apply_writable(record: Record, settings: Embedded) -> None:
     if record["SecureBootEnabled"] and record["VirtualSystemSubType"] != codes.GENERATION_2:
         raise MethodError(ReturnCode.NOT_SUPPORTED,
                           "secure boot needs a generation 2 virtual machine")
+
+
+def _new_identity() -> dict[str, str]:
+    """A new VM's SMBIOS identity, as Hyper-V makes it: a random BIOSGUID, a random
+    numeric BIOSSerialNumber that the base board and chassis serial numbers repeat, and
+    another for the asset tag (Microsoft's Hyper-V team: "XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XX",
+    randomly generated)."""
+    serial = _random_serial()
+    return {"BIOSGUID": f"{{{str(uuid.uuid4()).upper()}}}", "BIOSSerialNumber": serial,
+            "BaseBoardSerialNumber": serial, "ChassisSerialNumber": serial,
+            "ChassisAssetTag": _random_serial()}
+
+
+def _random_serial() -> str:
+    digits = "".join(str(secrets.randbelow(10)) for _ in range(26))
+    return "-".join(digits[start:start + 4] for start in range(0, 26, 4))
+
+
+def _apply_identity(record: Record, settings: Embedded, *, off: bool) -> None:
+    """The SMBIOS values ``settings`` gives (``SMBIOS``), each checked; a change while
+    the VM is not ``off``: refused, nothing changed."""
+    for name in SMBIOS:
+        given = settings.values.get(name)
+        if given is None:
+            continue
+        value = _bios_guid(given) if name == "BIOSGUID" else _smbios_text(name, given)
+        if value == record[name]:
+            continue
+        if not off:
+            raise MethodError(codes.CHANGE_WHILE_RUNNING,
+                              f"{name} changes only while the virtual machine is off")
+        record[name] = value
+
+
+def _bios_guid(given: object) -> str:
+    match = _BIOS_GUID.fullmatch(given) if isinstance(given, str) else None
+    if match is None:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"BIOSGUID {str(given)[:50]!r} is not a GUID", immediate=True)
+    return f"{{{(match.group(1) or match.group(2)).upper()}}}"
+
+
+def _smbios_text(name: str, given: object) -> str:
+    if not isinstance(given, str) or not 0 < len(given) <= SMBIOS_TEXT_MAX_CHARS:
+        raise MethodError(ReturnCode.INVALID_PARAMETER,
+                          f"{name} must have 1..{SMBIOS_TEXT_MAX_CHARS} characters",
+                          immediate=True)
+    return given
 
 
 def _computer_system(call: Call, guid: str, element_name: str) -> Record:
@@ -214,11 +286,12 @@ def modify_system_settings(call: Call) -> Mapping[str, OutValue]:
     subtype = settings.text("VirtualSystemSubType")
     if subtype is not None and subtype != vssd["VirtualSystemSubType"]:
         raise MethodError(ReturnCode.INVALID_PARAMETER, "the generation of a VM cannot change")
-    _apply_writable(vssd, settings)
-    _check_template(call, vssd)
-    bootsources.check_order(call, vssd)
     guid = str(vssd["VirtualSystemIdentifier"])
     vm = call.txn.edit(model.vm_path(guid))
+    _apply_writable(vssd, settings)
+    _apply_identity(vssd, settings, off=vm is None or vm["EnabledState"] == EnabledState.DISABLED)
+    _check_template(call, vssd)
+    bootsources.check_order(call, vssd)
     if vm is not None:
         vm["ElementName"] = vssd["ElementName"]
     return {}
