@@ -108,6 +108,7 @@ async def test_a_running_vm_moves_there_and_back_keeping_its_devices(tmp_path: P
         assert await _power(run, b, "i-2-7-VM") == "PowerOn"
         after = await portrait(b.cim(), path)
         assert after == before and len(after["vlans"]) == 2
+        assert after["bios_guid"] == f"{{{vm['uuid'].upper()}}}"  # the guest's identity
 
         back = await _move(run, b, a, vm)
         assert back["result"] is True, back["details"]

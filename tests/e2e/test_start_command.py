@@ -309,6 +309,74 @@ async def test_start_recreates_vm_and_keeps_its_disk_when_vm_exists_stopped(
     assert await _vm_names(cim) == {"i-2-17-VM"}
 
 
+# --- the guest's SMBIOS identity ----------------------------------------------------------
+
+SAMPLE_UUID = "8b030b6a-0243-440a-8cc5-45d08815ca11"  # sample 0005's vm.uuid
+
+
+def _braced(guid: str) -> str:
+    return f"{{{guid.upper()}}}"
+
+
+@pytest.mark.parametrize(("name", "vm"), [
+    ("i-2-17-VM", {}), ("r-7-VM", {"type": "DomainRouter"}),
+    ("i-2-18-VM", {"bootType": "UEFI"}),
+], ids=["user-vm", "router", "generation-2"])
+async def test_start_gives_the_guest_the_vm_uuid_as_its_smbios_system_uuid(
+    running: Running, name: str, vm: dict[str, Any],
+) -> None:
+    # As on KVM, whose domain UUID is the VM's uuid: cloud-init, the Kubernetes provider
+    # and inventory tools read it in the guest (dmidecode -s system-uuid).
+    key, answer = await running.answer(START, _body(running, name, **vm))
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert "uuid" not in (answer.get("details") or "")
+    found = await _vm(running.emulator, name)
+    assert found is not None and found.path is not None
+    assert (await _vssd(running.emulator, found.path))["BIOSGUID"] == _braced(SAMPLE_UUID)
+
+
+@pytest.mark.parametrize("again", [SAMPLE_UUID, None, "", "i-2-17-VM"],
+                         ids=["same-uuid", "no-uuid", "blank-uuid", "uuid-no-guid"])
+async def test_start_keeps_the_guest_smbios_uuid_when_a_stopped_vm_is_recreated(
+    running: Running, again: str | None,
+) -> None:
+    cim = running.emulator
+    old = await _started(running, _body(running))
+    await ok(cim, await request_state(cim, old, 3))
+    body = _body(running, make_disk=False)
+    if again is None:
+        del body["vm"]["uuid"]
+    else:
+        body["vm"]["uuid"] = again
+    new = await _started(running, body)
+    assert new.key("Name") != old.key("Name")
+    assert (await _vssd(cim, new))["BIOSGUID"] == _braced(SAMPLE_UUID)
+
+
+@pytest.mark.parametrize(("uuid", "told"), [
+    (None, "vm.uuid is missing"), ("", "vm.uuid is missing"),
+    ("12345", "vm.uuid '12345' is not a GUID"),
+    (SAMPLE_UUID.replace("-", ""), "is not a GUID"),
+], ids=["missing", "blank", "number", "no-hyphens"])
+async def test_start_lets_hyperv_make_the_smbios_uuid_when_vm_uuid_is_no_guid(
+    running: Running, uuid: str | None, told: str,
+) -> None:
+    # The management server always sends the uuid; a body without one still starts its
+    # VM, as CloudStack's KVM agent then takes a random UUID, and the answer says so.
+    body = _body(running)
+    if uuid is None:
+        del body["vm"]["uuid"]
+    else:
+        body["vm"]["uuid"] = uuid
+    key, answer = await running.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert told in answer["details"], answer["details"]
+    found = await _vm(running.emulator, "i-2-17-VM")
+    assert found is not None and found.path is not None
+    made = str((await _vssd(running.emulator, found.path))["BIOSGUID"])
+    assert made.startswith("{") and made != _braced(SAMPLE_UUID)
+
+
 async def test_start_puts_root_disk_on_scsi_when_boot_type_is_uefi(running: Running) -> None:
     cim = running.emulator
     body = _body(running, "i-2-18-VM", bootType="UEFI")

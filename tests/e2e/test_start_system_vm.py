@@ -84,7 +84,8 @@ def _nic(device_id: int, mac: str, *, vlan: str = "vlan://untagged", spare: bool
 def _body(running: Running, name: str = "s-1-VM", *, kind: str = "SecondaryStorageVm",
           secondary: str | None = SECONDARY, **vm: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "vm": {"id": 1, "name": name, "type": kind, "cpus": 1, "speed": 500,
+        "vm": {"id": 1, "name": name, "uuid": "3f6d1a2e-7c1b-4d3e-9a8f-0b1c2d3e4f50",
+               "type": kind, "cpus": 1, "speed": 500,
                "minRam": 256 * MB, "maxRam": 256 * MB, "limitCpuUse": False,
                "bootArgs": f" template=domP type=secstorage name={name}",
                "disks": [_volume(running, f"root-{name}")],

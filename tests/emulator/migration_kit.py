@@ -107,16 +107,19 @@ async def moved_disk(cim: Cim, vm: ObjectPath, new_path: str) -> CimInstance:
 
 
 async def portrait(cim: Cim, vm: ObjectPath) -> dict[str, Any]:
-    """What must survive a move: power state, devices, the switch by name, port features,
-    KVP items, disk paths."""
+    """What must survive a move: power state, the SMBIOS system UUID its guest reads,
+    devices, the switch by name, port features, KVP items, disk paths."""
     system = await cim.get(vm)
     settings = await devices(cim, vm)
     port = (await devices(cim, vm, "Msvm_EthernetPortAllocationSettingData"))[0]
     switch = await cim.get(ObjectPath.parse(port.strings("HostResource")[0]))
     kvp = await cim.query(wql.select("Msvm_KvpExchangeComponentSettingData", wql.starts_with(
         "InstanceID", f"Microsoft:{vm.key('Name')}\\")))
+    (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData", wql.eq(
+        "InstanceID", f"Microsoft:{vm.key('Name')}")))
     return {
         "state": system["EnabledState"], "name": system["ElementName"],
+        "bios_guid": vssd["BIOSGUID"],
         "devices": sorted(str(d["InstanceID"]) for d in settings),
         "switch": switch["ElementName"],
         "vlans": [v["AccessVlanId"] for v in await devices(

@@ -89,6 +89,18 @@ async def test_define_vm_turns_secure_boot_off_when_generation_2_does_not_ask(
     assert (await _vssd(emulator, vm))["SecureBootEnabled"] is False
 
 
+async def test_define_vm_sets_the_bios_guid_and_reads_it_back_when_spec_names_one(
+    emulator: EmulatorCim,
+) -> None:
+    guid = "a68c5325-84be-4f8b-ace1-0b33ee004759"
+    vm = await build.define_vm(hv(emulator), dataclasses.replace(SPEC, bios_guid=guid.upper()))
+    assert (await _vssd(emulator, vm))["BIOSGUID"] == f"{{{guid.upper()}}}"
+    before = emulator.round_trips()
+    assert await build.bios_guid(hv(emulator), vm.guid) == guid
+    assert (emulator.round_trips() - before).calls == 1
+    assert await build.bios_guid(hv(emulator), "00000000-0000-0000-0000-000000000000") is None
+
+
 async def test_define_vm_costs_3_calls_and_2_waits_when_caches_are_warm(
     emulator: EmulatorCim,
 ) -> None:
@@ -108,6 +120,7 @@ async def test_define_vm_costs_3_calls_and_2_waits_when_caches_are_warm(
     {"cpu_weight": 10001}, {"secure_boot": True},
     {"generation": 2, "secure_boot_template_id": TEMPLATE_ID},
     {"generation": 2, "secure_boot": True, "secure_boot_template_id": "not-a-guid"},
+    {"bios_guid": "not-a-guid"},
 ])
 async def test_define_vm_creates_nothing_when_spec_is_invalid(
     emulator: EmulatorCim, change: dict[str, object],

@@ -125,7 +125,8 @@ class StartHandler:
         exactly one (else it starts without; the details say why). A failure once the
         VM is defined removes it again, so nothing half-built remains; the answer names
         the step. Disk files are never deleted. Afterwards (on success) the VM runs with
-        the disks and NICs asked for, spare router NICs disconnected; it boots from its
+        the disks and NICs asked for, spare router NICs disconnected, and its guest reads
+        ``vm.uuid`` as its SMBIOS system UUID (``start_plan.bios_guid``); it boots from its
         root disk, or from the ISO when it has no root volume (generation 1 through
         ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
         devices are added).
@@ -147,6 +148,7 @@ class StartHandler:
         async with self.file_locks.hold_all(*volumes):
             if existing is not None:
                 log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
+                plan = await self._keeping_identity(plan, existing)
                 await _named("removing the existing VM", vms.remove_vm(
                     self.hv, existing.guid, policy=self.job_wait))
             self._building(vm.name)
@@ -158,6 +160,20 @@ class StartHandler:
                 raise HyperVError(f"{error}{await self._removed(ref)}") from error
             self._built(vm.name)
         return plan.notes
+
+    async def _keeping_identity(self, plan: start_plan.Plan,
+                                existing: vms.VmRef) -> start_plan.Plan:
+        """``plan`` with the BIOSGUID of the definition it replaces when it sets none
+        (``start_plan.bios_guid``: the command's ``vm.uuid`` is missing or no GUID), so
+        the guest's SMBIOS system UUID stays what it was (1 query); else unchanged, with
+        no round trip."""
+        if plan.spec.bios_guid is not None:
+            return plan
+        kept = await _named("reading the existing VM's BIOS GUID",
+                            build.bios_guid(self.hv, existing.guid))
+        if kept is None:
+            return plan
+        return dataclasses.replace(plan, spec=dataclasses.replace(plan.spec, bios_guid=kept))
 
     async def _removed(self, ref: vms.VmRef) -> str:
         """Remove the half-built VM; a note for the error message when that fails too."""
@@ -183,7 +199,8 @@ class StartHandler:
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
         split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
-        notes = (*controllers.notes, *split, *start_plan.memory_note(vm, spec))
+        notes = (*controllers.notes, *split, *start_plan.memory_note(vm, spec),
+                 *start_plan.identity_note(vm))
         if not start_plan.is_system_vm(vm):
             return start_plan.Plan(spec, disks, nics, kvp, notes)
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -206,7 +207,36 @@ def vm_spec(vm: VirtualMachineTO, most: hyperv_host.VmMaximums) -> build.VmSpec:
     return build.VmSpec(name=vm.name, notes=notes, generation=generation,
                         cpus=vm.cpus, memory_mb=memory_mb, memory_max_mb=memory_max_mb,
                         secure_boot=secure,
-                        boot_from_cd=no_root)
+                        boot_from_cd=no_root, bios_guid=bios_guid(vm))
+
+
+def bios_guid(vm: VirtualMachineTO) -> str | None:
+    """The GUID the VM's guest reads as its SMBIOS system UUID (Hyper-V's BIOSGUID;
+    ``dmidecode -s system-uuid``, ``/sys/class/dmi/id/product_uuid``,
+    Win32_ComputerSystemProduct.UUID): the VM's CloudStack ``uuid``, as a KVM guest reads
+    its libvirt domain UUID, which CloudStack's KVM agent sets to it. cloud-init, the
+    CloudStack Kubernetes provider and inventory or licence tools find the VM by it.
+
+    The MS fills ``uuid`` for every VM it starts, system VMs included
+    (HypervisorGuruBase.toVirtualMachineTO). None when it is missing or not a GUID in the
+    8-4-4-4-12 form (as the KVM agent then takes a random UUID): the VM keeps the BIOSGUID
+    of the definition it replaces, or gets one Hyper-V makes (``identity_note``)."""
+    text = (vm.uuid or "").strip()
+    try:
+        guid = str(uuid.UUID(text))
+    except ValueError:
+        return None
+    return guid if guid == text.lower() else None
+
+
+def identity_note(vm: VirtualMachineTO) -> tuple[str, ...]:
+    """What the answer tells when the guest cannot be given ``vm.uuid`` as its SMBIOS
+    system UUID (``bios_guid``); nothing when it is."""
+    if bios_guid(vm) is not None:
+        return ()
+    text = vm.uuid or ""
+    what = "is missing" if not text.strip() else f"{text[:40]!r} is not a GUID"
+    return (f"vm.uuid {what}: the guest's SMBIOS system UUID is not the VM's uuid",)
 
 
 def check_cpus(cpus: int, most: hyperv_host.VmMaximums, field: str) -> None:

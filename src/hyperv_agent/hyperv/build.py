@@ -68,6 +68,8 @@ class VmSpec:
     secure_boot: bool = False  # generation 2 only
     secure_boot_template_id: str | None = None  # a GUID; needs secure_boot
     boot_from_cd: bool = False  # generation 1: the CD before the hard disk
+    #: The GUID the guest reads as its SMBIOS system UUID (BIOSGUID); None: Hyper-V makes one.
+    bios_guid: str | None = None
 
 
 # --- the VM -------------------------------------------------------------------------------
@@ -92,6 +94,7 @@ def validate(spec: VmSpec) -> None:
         (spec.secure_boot_template_id is not None and not spec.secure_boot,
          "secure_boot_template_id needs secure_boot"),
         (not is_guid(spec.secure_boot_template_id), "secure_boot_template_id is not a GUID"),
+        (not is_guid(spec.bios_guid), "bios_guid is not a GUID"),
     ) if bad]
     if problems:
         raise InvalidRequest(f"invalid VM {spec.name[:VM_NAME_MAX_CHARS]!r}: {problems[0]}")
@@ -183,7 +186,28 @@ def _system_settings(spec: VmSpec) -> dict[str, object]:
         values["BootOrder"] = [int(device) for device in order]
     if spec.secure_boot_template_id is not None:
         values["SecureBootTemplateId"] = str(uuid.UUID(spec.secure_boot_template_id))
+    if spec.bios_guid is not None:
+        values["BIOSGUID"] = bios_guid_text(spec.bios_guid)
     return values
+
+
+def bios_guid_text(guid: str) -> str:
+    """``guid`` as Hyper-V writes a BIOSGUID: in braces, upper case."""
+    return f"{{{str(uuid.UUID(guid)).upper()}}}"
+
+
+async def bios_guid(hv: HyperV, vm_guid: str) -> str | None:
+    """The VM's BIOSGUID, the GUID its guest reads as its SMBIOS system UUID (without
+    braces, lower case); None when the VM or its BIOSGUID is missing or the value is no
+    GUID. Read-only; 1 query."""
+    query = wql.select(Class.VSSD, wql.eq("InstanceID", f"Microsoft:{vm_guid}"),
+                       ("InstanceID", "BIOSGUID"))
+    found = await hv.cim.query(query, NAMESPACE)
+    text = found[0].string("BIOSGUID") if found else None
+    try:
+        return str(uuid.UUID(text)) if text else None
+    except ValueError:
+        return None
 
 
 def _vm_guid(result: MethodResult) -> str:

@@ -73,7 +73,7 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.VSSD, properties=(
         "InstanceID", "ElementName", "Notes", "VirtualSystemType", "VirtualSystemSubType",
         "BootOrder", "BootSourceOrder", "SecureBootEnabled", "SecureBootTemplateId",
-        "AutomaticStartupAction", "AutomaticShutdownAction")),
+        "AutomaticStartupAction", "AutomaticShutdownAction", "BIOSGUID")),
     ClassUse(Class.SETTING_DATA_BASE, properties=("InstanceID",)),
     ClassUse(Class.BOOT_SOURCE, properties=("InstanceID",)),
     ClassUse(Class.RASD_BASE, properties=_RASD),
