@@ -24,7 +24,9 @@ async def test_vm_starts_stops_pauses_and_saves_when_transitions_are_valid(
     vm = await define_vm(emulator)
     assert await state(emulator, vm) == OFF
     for requested, expected in [(2, RUNNING), (9, PAUSED), (2, RUNNING), (6, SAVED),
-                                (2, RUNNING), (11, RUNNING), (3, OFF), (10, RUNNING), (3, OFF)]:
+                                (2, RUNNING), (11, RUNNING), (3, OFF), (10, RUNNING), (3, OFF),
+                                (2, RUNNING), (9, PAUSED), (6, SAVED), (2, RUNNING),
+                                (9, PAUSED), (3, OFF)]:
         await ok(emulator, await request_state(emulator, vm, requested))
         assert await state(emulator, vm) == expected, (requested, expected)
 
@@ -35,6 +37,8 @@ async def test_vm_starts_stops_pauses_and_saves_when_transitions_are_valid(
     ((), 9),          # pausing an off VM
     ((), 11),         # resetting an off VM
     ((2, 6), 9),      # pausing a saved VM
+    ((2, 9), 9),      # pausing a paused VM
+    ((2, 9), 11),     # resetting a paused VM
     ((2,), 4),        # the v1 "shut down" request
     ((2,), 12345),    # not a state at all
 ])
@@ -126,11 +130,14 @@ async def test_guest_reboot_changes_nothing_when_guest_ignores_it(emulator: Emul
     assert await state(emulator, vm) == RUNNING and await _on_time_ms(emulator, vm) >= 50
 
 
-async def test_guest_reboot_returns_32780_when_vm_is_paused(emulator: EmulatorCim) -> None:
+@pytest.mark.parametrize("method", ["InitiateReboot", "InitiateShutdown"])
+async def test_guest_request_returns_32780_when_vm_is_paused(emulator: EmulatorCim,
+                                                             method: str) -> None:
+    # A paused VM runs no guest code: its guest cannot be asked to shut down or restart.
     vm = await define_vm(emulator)
     await ok(emulator, await request_state(emulator, vm, RUNNING))
     await ok(emulator, await request_state(emulator, vm, PAUSED))
-    result = await emulator.invoke(await _shutdown_component(emulator, vm), "InitiateReboot",
+    result = await emulator.invoke(await _shutdown_component(emulator, vm), method,
                                    {"Force": True, "Reason": "test"})
     assert (result.return_value, result.path("Job")) == (32780, None)
     assert await state(emulator, vm) == PAUSED

@@ -356,3 +356,34 @@ async def test_running_generation_2_vm_gains_and_loses_nics_only_when_host_is_20
             assert len(await devices(cim, vm, "Msvm_SyntheticEthernetPortSettingData")) == 1
     finally:
         await cim.close()
+
+
+@pytest.mark.parametrize("suspended", [9, 6], ids=["paused", "saved"])
+async def test_paused_or_saved_vm_gains_and_loses_no_device_and_keeps_its_sizes(
+    emulator: EmulatorCim, tmp_path: Path, suspended: int,
+) -> None:
+    # A running VM takes a SCSI disk; a paused one (its worker frozen) or a saved one (its
+    # saved state holds its devices) takes no device and gives none up, and its processor
+    # count is as fixed as a running VM's.
+    vm = await define_vm(emulator)
+    controller = await _scsi(emulator, vm)
+    drive = (await ok(emulator, await add(emulator, vm, [await _drive(
+        emulator, vm, controller, "0")]))).paths("ResultingResourceSettings")[0]
+    await ok(emulator, await request_state(emulator, vm, 2))
+    await ok(emulator, await request_state(emulator, vm, suspended))
+    vsms = await service(emulator)
+    before = sorted(str(d["InstanceID"]) for d in await devices(emulator, vm))
+    second = await _drive(emulator, vm, controller, "1")
+    assert await failure(emulator, await add(emulator, vm, [second])) == 32775
+    medium = (await template(emulator, "Msvm_StorageAllocationSettingData", VHD)).updated(
+        Parent=str(drive), HostResource=[_disk(tmp_path)])
+    assert await failure(emulator, await add(emulator, vm, [medium])) == 32775
+    removed = await emulator.invoke(vsms, "RemoveResourceSettings", {"ResourceSettings": [drive]})
+    assert await failure(emulator, removed) == 32775
+    processor = (await devices(emulator, vm, "Msvm_ProcessorSettingData"))[0]
+    resized = await emulator.invoke(vsms, "ModifyResourceSettings", {
+        "ResourceSettings": [processor.updated(VirtualQuantity=2)]})
+    assert await failure(emulator, resized) == 32775
+    assert sorted(str(d["InstanceID"]) for d in await devices(emulator, vm)) == before
+    await ok(emulator, await request_state(emulator, vm, 3))
+    await ok(emulator, await add(emulator, vm, [second]))  # off: it changes again

@@ -2,8 +2,10 @@
 InitiateShutdown and InitiateReboot.
 
 The v2 state machine: 3 -> 2 start, 2 -> 3 turn off, 2 -> 9 -> 2 pause and resume,
-2 -> 6 -> 2 save and restore, 6 -> 3 discard the saved state, 2 -> 11 reset, 10 reboot.
-Anything else, including asking for the current state, returns 32775.
+9 -> 3 and 9 -> 6 turn a paused VM off or save it, 2 -> 6 -> 2 save and restore, 6 -> 3
+discard the saved state, 2 -> 11 reset, 10 reboot. Anything else, including asking for
+the current state, returns 32775; that a paused VM is not reset (9 -> 11) is the
+emulator's choice, Microsoft does not list the transitions of a paused VM.
 
 The guest asked through its shutdown component (a VM that is not running: 32780, not
 ready) shuts down, or restarts, after ``guest_shutdown_s``; a guest that ignores shutdown
@@ -159,6 +161,7 @@ _TRANSITIONS: dict[tuple[int, int], Transition] = {
     (E.OFFLINE, R.DISABLED): _turn_off,
     (E.QUIESCE, R.ENABLED): _resume,
     (E.QUIESCE, R.DISABLED): _turn_off,
+    (E.QUIESCE, R.OFFLINE): _save,
     (E.ENABLED, R.DISABLED): _turn_off,
     (E.ENABLED, R.QUIESCE): _pause,
     (E.ENABLED, R.OFFLINE): _save,

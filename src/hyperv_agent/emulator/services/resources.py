@@ -5,7 +5,9 @@ medium's Parent a drive of the right kind, slots in range and free, IDE only on
 generation 1, no processor or memory change and no IDE change (a drive, or the virtual
 hard disk in one; DVD media do change) while the VM runs, and
 network adapters added to or removed from a running VM only on generation 2 and only
-from Windows Server 2016 on (``hot_nics``).
+from Windows Server 2016 on (``hot_nics``). A paused or saved VM gains and loses no
+device at all, and its processors and memory are as fixed as a running VM's
+(``_check_devices_changeable``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,31 @@ _Check = Callable[[Call, Record, Record, Embedded, Record], str]
 
 def _refuse(code: int, text: str) -> MethodError:
     return MethodError(code, text)
+
+
+#: The states in which Hyper-V adds and removes no device of a VM, by name: a paused VM's
+#: worker process is frozen with the devices it has, and a saved VM's saved state holds
+#: them (Hyper-V Manager greys such settings out, "Some settings cannot be modified
+#: because the virtual machine was in the following state when this window was opened").
+#: Microsoft's WMI pages give no code for the refusal: the emulator answers 32775
+#: (invalid state), as for the changes a running VM refuses.
+_DEVICES_FIXED: dict[int, str] = {codes.EnabledState.QUIESCE: "paused",
+                                 codes.EnabledState.OFFLINE: "saved"}
+
+
+def _check_devices_changeable(vm: Record, verb: str) -> None:
+    """Refuse a device ``verb`` ("added to", "removed from") a paused or saved VM."""
+    state = _DEVICES_FIXED.get(vm.integer("EnabledState"))
+    if state is not None:
+        raise _refuse(codes.CHANGE_WHILE_SUSPENDED,
+                      f"no device can be {verb} a {state} virtual machine")
+
+
+def _sizes_fixed(vm: Record) -> bool:
+    """Whether the VM's processor count and memory are fixed: it runs, is paused, or is
+    saved (its saved state holds that memory). The emulator's reading: Microsoft does not
+    list which settings a saved VM refuses."""
+    return model.is_running(vm) or vm["EnabledState"] == codes.EnabledState.OFFLINE
 
 
 # --- shared lookups -----------------------------------------------------------------------
@@ -113,6 +140,7 @@ def add_one(call: Call, vm: Record, vssd: Record, item: Embedded) -> Record:
     if not item.is_a(model.RASD_BASE):
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"{item.class_def.name} is not a resource setting", immediate=True)
+    _check_devices_changeable(vm, "added to")
     guid = str(vm["Name"])
     given = {name: value for name, value in item.values.items() if value is not None}
     record = call.host.new_record(item.class_def.name, **given)
@@ -384,8 +412,9 @@ def _changes(current: Record, item: Embedded, name: str) -> bool:
 
 
 def _check_processor(call: Call, vm: Record, current: Record, item: Embedded) -> None:
-    if model.is_running(vm) and _changes(current, item, "VirtualQuantity"):
-        raise _refuse(codes.CHANGE_WHILE_RUNNING, "the processor count of a running VM is fixed")
+    if _sizes_fixed(vm) and _changes(current, item, "VirtualQuantity"):
+        raise _refuse(codes.CHANGE_WHILE_RUNNING,
+                      "the processor count of a running, paused or saved VM is fixed")
     count = item.integer("VirtualQuantity")
     if count is not None and not 1 <= count <= call.host.config.cpus:
         raise _refuse(ReturnCode.INVALID_PARAMETER,
@@ -411,10 +440,11 @@ def _generation(call: Call, vm: Record) -> int:
 
 
 def _check_memory(call: Call, vm: Record, current: Record, item: Embedded) -> None:
-    if model.is_running(vm) and any(
+    if _sizes_fixed(vm) and any(
         _changes(current, item, n) for n in ("VirtualQuantity", "DynamicMemoryEnabled")
     ):
-        raise _refuse(codes.CHANGE_WHILE_RUNNING, "the memory of a running VM is fixed")
+        raise _refuse(codes.CHANGE_WHILE_RUNNING,
+                      "the memory of a running, paused or saved VM is fixed")
     size = item.integer("VirtualQuantity")
     if size is not None and size < MEMORY_MIN_MB:
         raise _refuse(ReturnCode.INVALID_PARAMETER,
@@ -474,7 +504,7 @@ def _check_dynamic_memory(vm: Record, current: Record, item: Embedded) -> None:
         raise _refuse(ReturnCode.INVALID_PARAMETER,
                       f"Invalid dynamic memory: the startup memory ('{startup}' MB) must lie "
                       f"between the minimum ('{least}' MB) and the maximum ('{most}' MB)")
-    if model.is_running(vm) and (least > current.integer("Reservation")
+    if _sizes_fixed(vm) and (least > current.integer("Reservation")
                                  or most < current.integer("Limit")):
         raise _refuse(codes.CHANGE_WHILE_RUNNING, "the minimum memory of a running VM can "
                       "only shrink and its maximum only grow")
@@ -525,6 +555,7 @@ def _check_removal(call: Call, vm: Record, record: Record) -> None:
     if name in ("Msvm_ProcessorSettingData", "Msvm_MemorySettingData",
                 "Msvm_KvpExchangeComponentSettingData"):
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"a VM's {name} cannot be removed")
+    _check_devices_changeable(vm, "removed from")
     if not model.is_running(vm):
         return
     vssd = call.txn.get(model.vssd_path(str(vm["Name"])))
