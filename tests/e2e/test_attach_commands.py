@@ -819,3 +819,39 @@ async def test_attach_handlers_share_the_vm_lock_table_when_agent_is_built(
               for fqcn in (ATTACH, DETTACH, ATTACH_ISO, names.STOP_COMMAND)]
     locks = {id(getattr(owner, "locks", None)) for owner in owners}
     assert None not in owners and len(locks) == 1
+
+
+# --- paused and saved VMs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("suspended", "word"), [(9, "paused"), (6, "saved")])
+async def test_attach_and_dettach_fail_before_any_change_when_vm_is_paused_or_saved(
+    agent: Running, suspended: int, word: str,
+) -> None:
+    # Hyper-V pauses a VM whose disk's volume runs out of space, and it adds and removes
+    # no drive or medium of a paused or saved VM; the answer says so instead of passing
+    # on a failed job, and the MS keeps its records as they were.
+    cim = agent.emulator
+    vm = await _start(agent, "i-2-40-VM", data_seq=1)
+    await _ok(agent, ATTACH, {"vmName": "i-2-40-VM", "disk": _iso_disk("iso/2/205/tools.iso")})
+    await ok(cim, await request_state(cim, vm, suspended))
+    _volume_file(agent, "vol-2")
+    before = await _layout(cim, vm)
+    spent_before = cim.round_trips()
+    for fqcn, disk in ((ATTACH, _data_disk("vol-2", 2)),
+                       (DETTACH, _data_disk("i-2-40-VM-data", 1)),
+                       (DETTACH, _iso_disk("iso/2/205/tools.iso")),
+                       (DETTACH, {"type": "ISO", "diskSeq": 3, "data": {
+                           names.TEMPLATE_OBJECT_TO: {"id": 205, "format": "ISO"}}})):
+        key, answer = await agent.answer(fqcn, {"vmName": "i-2-40-VM", "disk": disk})
+        assert (key, answer["result"]) == (fqcn.replace("Command", "Answer"), False), answer
+        assert answer["details"].endswith(
+            f"nothing was changed: VM i-2-40-VM is {word} on this host, and Hyper-V adds and "
+            f"removes no device of a {word} VM; try again once the VM runs again or is "
+            "stopped"), answer
+    spent = cim.round_trips() - spent_before
+    assert spent["invoke:AddResourceSettings"] == spent["invoke:RemoveResourceSettings"] == 0
+    assert await _layout(cim, vm) == before
+    assert (await cim.get(vm))["EnabledState"] == suspended
+    # What needs no change answers as for any VM: the volume is already there.
+    await _ok(agent, ATTACH, {"vmName": "i-2-40-VM", "disk": _data_disk("i-2-40-VM-data", 1)})

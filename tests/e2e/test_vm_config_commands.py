@@ -460,3 +460,33 @@ async def test_plug_and_unplug_nic_keep_the_nics_when_generation_2_vm_runs_on_20
         assert "disconnected" in answer["details"]
         assert (await _config(on_2012_r2, "i-2-65-VM"))[0] == {
             "macAddress": "0200512C000E", "vlanid": "-1", "state": False}
+
+
+@pytest.mark.parametrize(("suspended", "word"), [(9, "paused"), (6, "saved")])
+async def test_plug_nic_fails_and_unplug_nic_disconnects_when_vm_is_paused_or_saved(
+    running: Running, suspended: int, word: str,
+) -> None:
+    # Hyper-V adds and removes no network adapter of a paused or saved VM, generation 2
+    # on Windows Server 2016 or not: a new NIC is refused before any call, and an unplugged
+    # one is disconnected and kept, as on a running generation 1 VM.
+    cim = running.emulator
+    vm = await _vm(running, "i-2-65-VM", generation=2)
+    await ok(cim, await request_state(cim, vm.path, suspended))
+    before = cim.round_trips()
+    key, answer = await running.answer(PLUG, _plug("i-2-65-VM"))
+    assert (key, answer["result"]) == (PLUG_ANSWER, False), answer
+    assert answer["details"] == (
+        f"PlugNicCommand failed: nothing changed: VM i-2-65-VM is {word} on this host, and "
+        f"Hyper-V adds and removes no device of a {word} VM; try again once the VM runs "
+        "again or is stopped")
+    assert (cim.round_trips() - before)["invoke:AddResourceSettings"] == 0
+    _, answer = await running.answer(UNPLUG, {"instanceName": "i-2-65-VM",
+                                              "nic": {"mac": "02:00:51:2C:00:0E"},
+                                              "contextMap": {}})
+    assert answer["result"] is True, answer
+    assert answer["details"] == (f"NIC 0200512C000E of {word} VM i-2-65-VM disconnected "
+                                 f"(Hyper-V cannot remove it from a {word} VM)")
+    assert await _config(running, "i-2-65-VM") == [
+        {"macAddress": "0200512C000E", "vlanid": "-1", "state": False},
+        {"macAddress": "06A2C8000019", "vlanid": "-1", "state": False}]
+    assert (await cim.get(vm.path))["EnabledState"] == suspended

@@ -31,6 +31,11 @@ Choices, and why:
   ejected (that ISO may be one the MS does not know of).
 - Attaching what is already attached at that place: success, nothing changed, so a
   retry after a lost answer is safe.
+- A paused VM (Hyper-V pauses one whose disk's volume ran out of space) or a saved one:
+  Hyper-V adds and removes none of its drives and media, so a command that would is a
+  failure saying so, with nothing changed and no call made (``vms.devices_fixed``);
+  the MS reports the failure and keeps its records as they were. What needs no change
+  (already attached, not attached, the DVD drive already empty) answers as for any VM.
 """
 
 from __future__ import annotations

@@ -164,7 +164,8 @@ class VmConfigHandlers:
         A generation 2 VM (running or not, on Windows Server 2016 or later) or a stopped VM
         gets a new synthetic NIC. Another running VM (generation 1, or on an older host)
         cannot take one, and Hyper-V cannot change the MAC of its
-        spare NICs: the answer fails naming the spares, nothing changed. A NIC with that
+        spare NICs: the answer fails naming the spares, nothing changed. A paused or
+        saved VM takes no NIC at all: the answer fails saying so, nothing changed. A NIC with that
         MAC already there is connected to the switch and VLAN instead (a repeat is safe).
         No VM name or NIC, an unknown VM, a bad MAC, VLAN or switch: a failed answer,
         nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
@@ -192,6 +193,9 @@ class VmConfigHandlers:
 
     async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
         """Why the VM cannot gain or lose NICs now; None when it can."""
+        suspended = vms.devices_fixed(vm)
+        if suspended is not None:
+            return suspended
         if vm.power is vms.PowerState.STOPPED or await nics.hot_pluggable(self.hv, vm.guid):
             return None
         spares = ", ".join(item.mac for item in found if not item.connected) or "none"
@@ -211,8 +215,9 @@ class VmConfigHandlers:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
 
         A generation 2 VM (running or not, on Windows Server 2016 or later) or a stopped VM
-        loses the NIC and its port. Another running VM cannot lose a NIC: its port is
-        disconnected and its VLAN removed instead, so it becomes a spare. No VM name or
+        loses the NIC and its port. Another running VM, or a paused or saved one, cannot
+        lose a NIC: its port is disconnected and its VLAN removed instead, so it becomes a
+        spare. No VM name or
         NIC, an unknown VM or MAC: a failed answer, nothing changed. Afterwards the NIC
         carries no traffic. 2 queries (+1 the first time) + 1 call and 1 job wait (up to 2
         and 2 when the NIC cannot be removed).
@@ -234,9 +239,11 @@ class VmConfigHandlers:
                 await nics.remove(self.hv, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
             await nics.unwire(self.hv, present)
+        why = ("while the VM runs" if vm.power is vms.PowerState.RUNNING
+               else f"from a {vm.power.value} VM")
         return UnPlugNicAnswer(result=True, details=(
-            f"NIC {mac} of running VM {name} disconnected (Hyper-V cannot "
-            "remove it while the VM runs)"))
+            f"NIC {mac} of {vm.power.value} VM {name} disconnected (Hyper-V cannot "
+            f"remove it {why})"))
 
 
 def _vlan(text: str | None) -> int | None:

@@ -31,7 +31,9 @@ A generation 1 VM whose data volumes are to be on IDE (``attach_volume``'s ``ide
 them at the first free place of ``IDE_DATA_PLACES``, beside its root disk and CD.
 
 Hyper-V changes the SCSI bus of a running VM (hot add and remove) but not its IDE bus
-and not its controllers: those refusals are raised as ``InvalidRequest`` before any call.
+and not its controllers, and it adds and removes no drive or medium of a paused or saved
+VM (``vms.devices_fixed``; swapping the ISO in a DVD drive changes a medium in place and
+is left to Hyper-V): those refusals are raised as ``InvalidRequest`` before any call.
 Nothing here deletes or changes a file: a detached volume and an ejected ISO stay where
 they are.
 """
@@ -255,6 +257,7 @@ async def attach_volume(hv: HyperV, vm: VmRef, slot: int, image: str, *,
     taken = storage.at(SCSI, controller, slot)
     if taken is not None and (taken.dvd or taken.medium is not None):
         raise InvalidRequest(f"{where} of VM {vm.name} is taken by {taken.describe()}")
+    _require_devices_changeable(vm)
     if taken is not None:  # an empty disk drive: fill it
         await _insert(hv, vm, taken.path, image, iso=False)
         return Placed(taken.where, changed=True, note=note)
@@ -307,6 +310,7 @@ async def detach_volume(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
     drive = (await read_storage(hv, vm)).holding(image)
     if drive is None or drive.dvd or drive.medium is None or drive.medium.path is None:
         return None
+    _require_devices_changeable(vm)
     if drive.bus == IDE and not _off(vm):
         raise InvalidRequest(
             f"{image} is at {drive.where} of VM {vm.name}, which is {_state(vm)}, and "
@@ -338,6 +342,7 @@ async def insert_iso(hv: HyperV, vm: VmRef, image: str) -> Placed:
         swapped = drive.medium.updated(HostResource=[image])
         await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [swapped]})
         return Placed(drive.where, changed=True)
+    _require_devices_changeable(vm)
     if drive is not None:
         await _insert(hv, vm, drive.path, image, iso=True)
         return Placed(drive.where, changed=True)
@@ -355,6 +360,7 @@ async def eject_iso(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
     drive = (await read_storage(hv, vm)).holding(image)
     if drive is None or not drive.dvd or drive.medium is None or drive.medium.path is None:
         return None
+    _require_devices_changeable(vm)
     await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path]})
     return drive
@@ -368,12 +374,13 @@ async def empty_dvd(hv: HyperV, vm: VmRef) -> Placed:
     """
     storage = await read_storage(hv, vm)
     drive = storage.dvd_drive()
-    if drive is None:
+    if drive is not None and (drive.medium is None or drive.medium.path is None):
+        return Placed(drive.where, changed=False)
+    _require_devices_changeable(vm)
+    if drive is None or drive.medium is None or drive.medium.path is None:
         controller, where, slot = await _new_dvd_place(hv, vm, storage)
         await devices.attach_empty_dvd(hv, vm, controller, slot)
         return Placed(where, changed=True)
-    if drive.medium is None or drive.medium.path is None:
-        return Placed(drive.where, changed=False)
     await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path]})
     return Placed(drive.where, changed=True)
@@ -405,6 +412,14 @@ def _free(storage: VmStorage, bus: str, controller: int, vm_name: str) -> tuple[
 
 
 # --- shared steps -------------------------------------------------------------------------
+
+
+def _require_devices_changeable(vm: VmRef) -> None:
+    """InvalidRequest, before any call, when Hyper-V adds and removes no device of the VM
+    (paused or saved: ``vms.devices_fixed``)."""
+    reason = vms.devices_fixed(vm)
+    if reason is not None:
+        raise InvalidRequest(f"nothing was changed: {reason}")
 
 
 async def _scsi_controller(hv: HyperV, vm: VmRef, storage: VmStorage, purpose: str,

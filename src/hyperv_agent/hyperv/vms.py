@@ -110,6 +110,22 @@ def is_stopping(enabled_state: int | None) -> bool:
     return enabled_state in _STOPPING
 
 
+#: The power states in which Hyper-V adds and removes none of a VM's devices: a paused VM
+#: (Hyper-V pauses one whose disk's volume runs out of space, "Paused-Critical") is frozen
+#: with the devices it has, and a saved VM's saved state holds them.
+_DEVICES_FIXED = frozenset({PowerState.PAUSED, PowerState.SAVED})
+
+
+def devices_fixed(vm: VmRef) -> str | None:
+    """Why Hyper-V adds and removes no device of the VM now (it is paused or saved, as
+    ``vm.power`` says); None when it may. No round trip."""
+    if vm.power not in _DEVICES_FIXED:
+        return None
+    state = vm.power.value
+    return (f"VM {vm.name} is {state} on this host, and Hyper-V adds and removes no device "
+            f"of a {state} VM; try again once the VM runs again or is stopped")
+
+
 # --- results ------------------------------------------------------------------------------
 
 
