@@ -181,6 +181,44 @@ async def test_stop_leaves_vm_running_when_check_before_cleanup_is_set(
     assert "i-2-22-VM" in await _names(cim)
 
 
+async def test_stop_leaves_paused_vm_alone_when_check_before_cleanup_is_set(
+    running: Running,
+) -> None:
+    # The MS sends it after a PowerOff report; a VM paused since is on (it holds its
+    # memory, the state report calls it PowerOn), and turning it off would lose that.
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-29-VM")
+    await ok(cim, await request_state(cim, path, 9))
+    key, answer = await running.answer(STOP, _stop("i-2-29-VM", checkBeforeCleanup=True))
+    assert (key, answer["result"]) == (STOP_ANSWER, False), answer
+    assert answer["details"] == (
+        "StopCommand failed: VM i-2-29-VM is still paused on this host; a StopCommand with "
+        "checkBeforeCleanup leaves a VM that is on alone")
+    assert (await cim.get(path))["EnabledState"] == 9
+
+
+@pytest.mark.parametrize("force", [False, True])
+@pytest.mark.parametrize("suspended", [9, 6], ids=["paused", "saved"])
+async def test_stop_turns_paused_or_saved_vm_off_without_asking_its_guest(
+    quick: Running, suspended: int, force: bool,
+) -> None:
+    # A paused guest runs no code (Hyper-V pauses a VM whose disk's volume is full): a
+    # shutdown request could never complete, so the VM is turned off at once.
+    cim = quick.emulator
+    path = await _running_vm(cim, "i-2-30-VM")
+    await ok(cim, await request_state(cim, path, suspended))
+    before = cim.round_trips()
+    started = time.monotonic()
+    _, answer = await quick.answer(STOP, _stop("i-2-30-VM", forceStop=force))
+    elapsed = time.monotonic() - started
+    spent = cim.round_trips() - before
+    assert answer["result"] is True, answer
+    assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
+            spent["invoke:DestroySystem"]) == (0, 1, 1)
+    assert elapsed < SHUTDOWN_WAIT_S
+    assert "i-2-30-VM" not in await _names(cim)
+
+
 async def test_stop_removes_stopped_vm_when_check_before_cleanup_is_set(
     running: Running,
 ) -> None:

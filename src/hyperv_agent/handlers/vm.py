@@ -113,8 +113,11 @@ class VmHandlers:
 
         Unknown VM: success, nothing done, so a repeat (or a retry after a lost answer)
         is safe. Unless ``forceStop``, the guest is asked to shut down and given
-        ``shutdown_timeout_s`` before a hard power-off. With ``checkBeforeCleanup`` a
-        running VM is left alone and the answer is a failure. Afterwards the VM does not
+        ``shutdown_timeout_s`` before a hard power-off; a paused or saved VM runs no
+        guest that could shut down and is turned off at once. With ``checkBeforeCleanup``
+        a VM that is on (running or paused, as the state report calls it PowerOn: the MS
+        sends it after a PowerOff report, and the VM may have been started since) is left
+        alone and the answer is a failure. Afterwards the VM does not
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
@@ -123,10 +126,10 @@ class VmHandlers:
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
                 return StopAnswer(result=True)
-            if stop.check_before_cleanup and vm.power is vms.PowerState.RUNNING:
+            if stop.check_before_cleanup and cloudstack_power(vm.power) is PowerState.POWER_ON:
                 raise InvalidRequest(
-                    f"VM {vm.name} is still running on this host; a StopCommand with "
-                    "checkBeforeCleanup leaves a running VM alone")
+                    f"VM {vm.name} is still {vm.power.value} on this host; a StopCommand "
+                    "with checkBeforeCleanup leaves a VM that is on alone")
             policy = self.settings.stop_policy(graceful=not stop.force_stop)
             await power.stop_and_remove(self.hv, vm, policy)
         return StopAnswer(result=True)
