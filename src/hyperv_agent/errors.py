@@ -170,8 +170,8 @@ class InvalidRequest(HyperVError):
 class VmNotStopped(HyperVError):
     """Processors and memory of a VM that is not off cannot change on this host."""
 
-    def __init__(self, vm_name: str) -> None:
-        super().__init__(f"VM {vm_name}: a running VM cannot change processors or memory on "
+    def __init__(self, vm_name: str, state: str = "running") -> None:
+        super().__init__(f"VM {vm_name}: a {state} VM cannot change processors or memory on "
                          "this host; stop it first")
 
 

@@ -288,6 +288,26 @@ async def test_scale_vm_refuses_and_changes_nothing_when_vm_runs(running: Runnin
     assert processor["VirtualQuantity"] == 1
 
 
+@pytest.mark.parametrize(("suspended", "word"), [(9, "paused"), (6, "saved")])
+async def test_scale_vm_refuses_naming_the_state_when_vm_is_paused_or_saved(
+    running: Running, suspended: int, word: str,
+) -> None:
+    # A paused or saved VM holds its memory (in the host's, or its saved state): its
+    # sizes are as fixed as a running VM's, and the answer says which it is.
+    vm = await _router(running, nic_count=1)
+    cim = running.emulator
+    await ok(cim, await request_state(cim, vm.path, 2))
+    await ok(cim, await request_state(cim, vm.path, suspended))
+    before = cim.round_trips()
+    _, answer = await running.answer(SCALE, _scale(ROUTER, 4, 2048))
+    assert answer["result"] is False
+    assert answer["details"] == (f"ScaleVmCommand failed: VM {ROUTER}: a {word} VM cannot "
+                                 "change processors or memory on this host; stop it first")
+    assert (cim.round_trips() - before)["invoke:ModifyResourceSettings"] == 0
+    (processor,) = await devices(cim, vm.path, "Msvm_ProcessorSettingData")
+    assert processor["VirtualQuantity"] == 1
+
+
 async def test_scale_vm_fails_with_details_when_vm_is_unknown(running: Running) -> None:
     key, answer = await running.answer(SCALE, _scale("i-9-99-VM", 2, 1024))
     assert (key, answer["result"]) == (SCALE_ANSWER, False)

@@ -39,8 +39,8 @@ async def set_processors_and_memory(hv: HyperV, vm: VmRef, cpus: int, memory_mb:
     problem = build.size_problem(cpus, memory_mb, memory_max_mb)
     if problem:
         raise InvalidRequest(problem)
-    if vm.power is not PowerState.STOPPED:
-        raise VmNotStopped(vm.name)
+    if vm.power is not PowerState.STOPPED:  # running, paused or saved: named as it is
+        raise VmNotStopped(vm.name, vm.power.value)
     found = await _settings(hv, vm.guid)
     processor = _one(found, Class.PROCESSOR).updated(VirtualQuantity=cpus)
     memory = _one(found, Class.MEMORY).updated(build.memory_values(memory_mb, memory_max_mb))
