@@ -12,7 +12,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,11 +201,14 @@ def _free(address: str, port: int) -> bool:
 
 
 def member_toml(tmp_path: Path, name: str, address: str, port: int, share: str, *,
-                agent: str = "", emulator: str = "", lab_knobs: str = "") -> str:
+                agent: str = "", emulator: str = "", lab_knobs: str = "",
+                shares: Mapping[str, Path] | None = None) -> str:
     """The configuration of cluster member ``name``: its agent on ``port`` of ``address``,
     its emulated host in ``tmp_path/cluster`` with the SMB share ``share`` mapped to
     ``tmp_path/pool`` (one folder for every member) and a WinRM face of its own; ``agent``,
-    ``emulator`` and ``lab_knobs`` are more lines of those sections."""
+    ``emulator`` and ``lab_knobs`` are more lines of those sections, ``shares`` more shares
+    the host reaches (UNC -> folder)."""
+    more = "".join(f"'{unc}' = '{folder}'\n" for unc, folder in (shares or {}).items())
     return f"""[agent]
 state_dir = "{tmp_path / name}"
 private_ip = "{address}"
@@ -220,7 +223,7 @@ winrm = true
 {emulator}
 [emulator.shares]
 '{share}' = '{tmp_path / "pool"}'
-[emulator.lab]
+{more}[emulator.lab]
 {lab_knobs}
 [wsman]
 url = "http://{address}:{free_port((address,))}/wsman"
@@ -230,24 +233,30 @@ auth = "ntlm"
 """
 
 
-def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "") -> Member:
+def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
+           shares: Mapping[str, Path] | None = None) -> Member:
     """The configuration of cluster member ``name`` listening on ``port`` of its address;
-    both members map the SMB pool's share to one folder, ``tmp_path/pool``."""
+    both members map the SMB pool's share to one folder, ``tmp_path/pool``; ``shares`` are
+    more shares this member reaches (UNC -> folder)."""
     address = ADDRESSES[name]
     switches = [SWITCH, ONLY_ON_A] if name == "HV-A" else [SWITCH]
     config = tmp_path / f"{name}.toml"
     config.write_text(member_toml(tmp_path, name, address, port, SHARE,
                                   agent=f"local_storage_path = '{LOCAL_POOL}'",
                                   emulator=f"switches = {json.dumps(switches)}",
-                                  lab_knobs=lab_knobs))
+                                  lab_knobs=lab_knobs, shares=shares))
     return Member(name, config, f"https://{address}:{port}")
 
 
-def pair(tmp_path: Path, lab_knobs_a: str = "") -> list[Member]:
+def pair(tmp_path: Path, lab_knobs_a: str = "",
+         shares: Mapping[str, Mapping[str, Path]] | None = None) -> list[Member]:
     """HV-A and HV-B, both listening on one port free on both addresses; ``lab_knobs_a``
-    are more [emulator.lab] lines of HV-A."""
+    are more [emulator.lab] lines of HV-A, ``shares`` more shares a member (by name)
+    reaches."""
     port = free_port(tuple(ADDRESSES.values()))
-    return [member(tmp_path, "HV-A", port, lab_knobs_a), member(tmp_path, "HV-B", port)]
+    more = shares or {}
+    return [member(tmp_path, "HV-A", port, lab_knobs_a, more.get("HV-A")),
+            member(tmp_path, "HV-B", port, shares=more.get("HV-B"))]
 
 
 class Cluster:

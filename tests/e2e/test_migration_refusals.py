@@ -1,7 +1,8 @@
 """Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
 the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
 a running VM uses, MigrateVolume into the pool the volume is already in, and
-PrepareForMigration of a VM with a disk of a type CloudStack does not have. Each refusal is
+PrepareForMigration of a VM with a disk of a type CloudStack does not have or with an ISO
+this host would not give it. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
 
 from __future__ import annotations
@@ -341,6 +342,45 @@ async def test_prepare_refuses_a_disk_of_a_type_cloudstack_does_not_send(
         assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
         assert f"unknown disk type {kind!r}" in refused["details"], refused
     assert (_files(tmp_path / "share"), root.read_bytes()) == before
+
+
+# --- PrepareForMigrationCommand: an ISO that cannot be the VM's ------------------------------
+
+STORE_URL = "cifs://10.1.1.1/primary?user=admin&password=s3cret"  # the mapped share
+
+
+def _iso_disk(path: str, store: dict[str, Any] | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"path": path, "format": "ISO", "id": 205}
+    if store is not None:
+        data["imageDataStore"] = store
+    return {"data": {names.TEMPLATE_OBJECT_TO: data}, "diskSeq": 3, "path": path,
+            "type": "ISO"}
+
+
+_ON_STORE = {names.NFS_TO: {"_url": STORE_URL, "_role": "Image"}}
+
+
+@pytest.mark.parametrize(("iso", "expected"), [
+    (_iso_disk("../../Windows/tools.iso", _ON_STORE), "climbs out of its root"),
+    (_iso_disk("iso/2/205/tools.vhdx", _ON_STORE), "is not a .iso"),
+    (_iso_disk("configdrive/i-2-100-VM.iso", None), "not on a primary pool or a cifs image"),
+    (_iso_disk("iso/2/205/gone.iso", _ON_STORE), "gone.iso cannot be reached from this host"),
+    ({"data": {names.VOLUME_OBJECT_TO: {"path": ROOT}}, "diskSeq": 3, "type": "ISO"},
+     "data is not a TemplateObjectTO"),
+], ids=["outside-the-store", "not-an-iso", "no-store", "missing", "not-a-template"])
+async def test_prepare_refuses_an_iso_the_vm_could_not_hold_here(
+    host: Running, tmp_path: Path, iso: dict[str, Any], expected: str
+) -> None:
+    """A live move keeps the path of the ISO in the VM's DVD drive: one this host would not
+    give the VM at its start, or cannot reach, is a shortfall named in a failed answer."""
+    disk_file(tmp_path / "share", ROOT)
+    vm = vm_to(VM, ROOT)
+    vm["disks"][1] = iso
+    key, refused = await _asked(host, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+    assert (key, refused["result"]) == (names.PREPARE_FOR_MIGRATION_ANSWER, False), refused
+    details = str(refused["details"])
+    assert "disk ISO (the VM's CD)" in details and expected in details, details
+    assert "s3cret" not in details
 
 
 # --- PrepareForMigrationCommand: more disks or NICs than a VM takes ---------------------------

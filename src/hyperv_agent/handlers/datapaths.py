@@ -207,16 +207,19 @@ class DataPaths:
             return found
         return await self.file_in(root, template.path, what, images.ISO_SUFFIXES)
 
-    async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True) -> str:
-        """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO."""
+    async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True,
+                         what: str | None = None) -> str:
+        """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO; ``what`` (by
+        default ``disk <kind>``) begins the message of a refusal."""
         data = disk.data
+        what = what or f"disk {kind}"
         if kind == "ISO":
             if not isinstance(data, TemplateObjectTO):
-                raise InvalidRequest("disk ISO: data is not a TemplateObjectTO naming the ISO")
-            return await self.iso_file(data, "disk ISO", check_links=check_links)
+                raise InvalidRequest(f"{what}: data is not a TemplateObjectTO naming the ISO")
+            return await self.iso_file(data, what, check_links=check_links)
         if not isinstance(data, VolumeObjectTO):
-            raise InvalidRequest(f"disk {kind}: data is not a VolumeObjectTO")
-        return await self.volume_file(data, f"disk {kind}", check_links=check_links)
+            raise InvalidRequest(f"{what}: data is not a VolumeObjectTO")
+        return await self.volume_file(data, what, check_links=check_links)
 
     async def primary_templates(self, template: TemplateObjectTO, what: str
                                 ) -> tuple[str, ...]:

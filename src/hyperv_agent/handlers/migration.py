@@ -46,7 +46,7 @@ from hyperv_agent.cloudstack.objects import (
     VolumeObjectTO,
     VolumeTO,
 )
-from hyperv_agent.errors import AgentError, InvalidRequest, MigrationFailed
+from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, MigrationFailed
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
@@ -108,11 +108,12 @@ class MigrationHandlers(FileHandlers):
 
     async def prepare(self, prepare: PrepareForMigrationCommand) -> Result:
         """Whether ``vm`` can arrive here: a vSwitch for each NIC's traffic label, each
-        disk on a shared pool registered here and its file reachable, memory for the VM,
-        and live migration enabled. ``result`` true only when all hold; every shortfall is
-        named. More disks or NICs than a VM takes (StartCommand's bounds) are refused
-        before any is looked at. Read-only and safe to repeat; ``rollback`` has nothing to
-        undo. 3 queries, sent at once."""
+        disk on a shared pool registered here and its file reachable, each ISO in its DVD
+        drives (its CD, its config drive) reachable at the path StartCommand gave it,
+        memory for the VM, and live migration enabled. ``result`` true only when all
+        hold; every shortfall is named. More disks or NICs than a VM takes (StartCommand's
+        bounds) are refused before any is looked at. Read-only and safe to repeat;
+        ``rollback`` has nothing to undo. 3 queries, sent at once."""
         vm = prepare.vm
         if prepare.rollback:
             return PrepareForMigrationAnswer(result=True, details="nothing was prepared")
@@ -162,32 +163,49 @@ class MigrationHandlers(FileHandlers):
         return ["live migration is not enabled on this host (Enable-VMMigration)"]
 
     async def _disks(self, vm: VirtualMachineTO) -> list[str]:
-        """Each volume (ROOT, DATADISK) reachable from here; ISOs are not looked at. A
-        disk of any other type is a problem, as StartCommand refuses it: CloudStack's
-        VMs have no other disks, and a disk of an unknown type is not skipped unchecked."""
+        """Each volume (ROOT, DATADISK) and each ISO reachable from here, found as
+        StartCommand finds it; an ISO disk naming no ISO (an empty DVD drive) has nothing
+        to reach. A disk of any other type is a problem, as StartCommand refuses it:
+        CloudStack's VMs have no other disks, and a disk of an unknown type is not skipped
+        unchecked."""
         problems = []
-        for disk in vm.disks:
+        cd = start_plan.cd_index(vm.disks)
+        for index, disk in enumerate(vm.disks):
             try:
                 kind = start_plan.disk_kind(disk)
             except InvalidRequest as error:
                 problems.append(str(error))
                 continue
-            if kind != "ISO":
-                problem = await self._reachable(disk, kind)
-                if problem:
-                    problems.append(problem)
+            if start_plan.is_empty_dvd(disk):
+                continue
+            what = f"disk {kind}" if kind != "ISO" else \
+                "disk ISO (the VM's CD)" if index == cd else "disk ISO (config drive)"
+            problem = await self._reachable(disk, kind, what)
+            if problem:
+                problems.append(problem)
         return problems
 
-    async def _reachable(self, disk: DiskTO, kind: str) -> str | None:
+    async def _reachable(self, disk: DiskTO, kind: str, what: str) -> str | None:
+        """Why the file of ``disk`` cannot be used here; None when it can. A live move
+        keeps every path the VM's drives name, a DVD drive's ISO on the image store
+        included (StartCommand reads it there, never from a copy), so the file must be
+        there for this host at the same path: Hyper-V refuses the move otherwise."""
         local = local_volume(disk)
         if local is not None:
             return local
         try:
-            path = await self.paths.disk_image(disk, kind)
+            path = await self.paths.disk_image(disk, kind, check_links=False, what=what)
         except AgentError as error:
-            return str(error)
-        if not await self.files.exists(path):
-            return f"disk {kind}: {path} cannot be reached from this host"
+            return _of(what, error)
+        try:
+            await self.paths.disk_image(disk, kind, what=what)  # no link leads out
+            found = await self.files.exists(path)
+        except HostFileError as error:
+            return f"{what}: {path} cannot be reached from this host: {error}"
+        except AgentError as error:
+            return _of(what, error)
+        if not found:
+            return f"{what}: {path} cannot be reached from this host"
         return None
 
     # --- on the source --------------------------------------------------------------------
@@ -472,6 +490,13 @@ def _read_record(text: str | None) -> tuple[str, object, object] | None:
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return None
     return (data["source"], data.get("size"), data.get("modified_ns"))
+
+
+def _of(what: str, error: AgentError) -> str:
+    """``error``'s message, beginning with ``what`` (the disk it is about) when it does not
+    already (a path's confinement names no disk)."""
+    text = str(error)
+    return text if text.startswith(what) else f"{what}: {text}"
 
 
 def _already_in(volume_path: str, folder: str) -> str:

@@ -26,7 +26,10 @@ Decisions where Hyper-V's documentation is silent:
   a cluster also a host's private or listener address.
 * A non-empty DestinationIPAddressList must hold one of the destination's listener addresses.
 * NewResourceSettingData is used by 32769 and 32771 only. Disks it does not name stay where
-  they are; for a move to another host they must then be on shared storage.
+  they are; for a move to another host they must then be on shared storage. A DVD drive's
+  ISO is such a file too: one the destination cannot open at its path fails the move (and
+  its checks) at the destination with 0x80070002, the error Hyper-V gives when it cannot
+  open a drive's attachment.
 * NewSystemSettingData contributes its data roots (ConfigurationDataRoot, …) only.
 * A live move takes over the destination's planned VM of the same GUID when
   DestinationPlannedVirtualSystemId names it; any other VM with the GUID blocks the move.

@@ -1,0 +1,161 @@
+"""Migration of VMs whose DVD drives hold ISOs, between two agents (``serve`` processes on
+127.0.0.2 and 127.0.0.3 over emulated hosts of one cluster), with the management server's
+own bodies in its order: PrepareForMigration to the destination, Migrate to the source.
+
+StartCommand reads an ISO where the image store keeps it (``\\\\<store>\\<share>\\<path>``),
+so after a live move the VM's drives name the same files, which the destination must
+reach. For a user VM the management server puts its ISOs in PrepareForMigration's
+VirtualMachineTO (the CD, ``diskSeq`` 3, and on a ConfigDrive network the config drive,
+``diskSeq`` 4); a system VM's ISO is not in it, and only Hyper-V's own check of the move
+finds it missing there.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cloudstack import names
+from tests.e2e.migration_kit import (
+    Cluster,
+    Member,
+    cluster,
+    disk_file,
+    migrate_body,
+    pair,
+    prepare_body,
+    start_body,
+    vm_to,
+)
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux",
+                                reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
+
+STORE = "\\\\10.1.1.2\\secondary"
+STORE_URL = "cifs://10.1.1.2/secondary?user=admin&password=s3cret"
+INSTALL = "iso/2/205/install.iso"
+SYSTEM_ISO = "systemvm/systemvm-4.22.0.iso"
+ISO = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
+
+
+def _config_drive(name: str) -> str:
+    """Where the MS keeps VM ``name``'s config drive on the image store."""
+    return f"configdrive/{name}.iso"
+
+
+def _store(tmp_path: Path) -> Path:
+    """The image store's folder, holding an install ISO, the config drives of the user
+    VMs here and the system VM ISO."""
+    folder = tmp_path / "secondary"
+    for relative in (INSTALL, _config_drive("i-2-40-VM"), _config_drive("i-2-41-VM"),
+                     SYSTEM_ISO):
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_bytes(b"CD001" * 100)
+    return folder
+
+
+def _hosts(tmp_path: Path, *reaching: str) -> list[Member]:
+    """HV-A and HV-B; the hosts named in ``reaching`` map the image store's share."""
+    folder = _store(tmp_path)
+    return pair(tmp_path, shares={name: {STORE: folder} for name in reaching})
+
+
+def _iso(seq: int, path: str) -> dict[str, Any]:
+    """An ISO DiskTO on the cifs image store, as the MS writes it."""
+    return {"data": {names.TEMPLATE_OBJECT_TO: {
+        "path": path, "format": "ISO", "uuid": "a68c5325-84be-4f8b-ace1-0b33ee004759",
+        "imageDataStore": {names.NFS_TO: {"_url": STORE_URL, "_role": "Image"}}}},
+        "diskSeq": seq, "path": path, "type": "ISO"}
+
+
+def _user_vm(name: str) -> dict[str, Any]:
+    """A user VM with its install ISO in its CD and, first (as the MS orders them), its
+    config drive."""
+    vm = vm_to(name, name)
+    root, _ = vm["disks"]
+    vm["disks"] = [_iso(4, _config_drive(name)), root, _iso(3, INSTALL)]
+    return vm
+
+
+async def _isos(host: Member, name: str) -> set[str]:
+    """The files the DVD drives of VM ``name`` on ``host`` hold."""
+    cim = host.cim()
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", name)))
+    media = await cim.query(wql.select("Msvm_StorageAllocationSettingData", wql.starts_with(
+        "InstanceID", f"Microsoft:{vm['Name']}\\")))
+    return {m.strings("HostResource")[0] for m in media if m["ResourceSubType"] == ISO}
+
+
+async def _started(run: Cluster, host: Member, body: dict[str, Any]) -> None:
+    _, started = await run.ask(host, names.START_COMMAND, body)
+    assert started["result"] is True, started["details"]
+
+
+async def _prepared(run: Cluster, host: Member, vm: dict[str, Any]) -> dict[str, Any]:
+    kind, prepared = await run.ask(host, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+    assert kind == names.PREPARE_FOR_MIGRATION_ANSWER
+    return prepared
+
+
+async def _migrated(run: Cluster, host: Member, vm: dict[str, Any], address: str
+                    ) -> dict[str, Any]:
+    kind, moved = await run.ask(host, names.MIGRATE_COMMAND, migrate_body(vm, address))
+    assert kind == names.MIGRATE_ANSWER
+    return moved
+
+
+async def test_a_vm_moves_with_its_isos_where_both_hosts_reach_the_store(
+        tmp_path: Path) -> None:
+    a, b = hosts = _hosts(tmp_path, "HV-A", "HV-B")
+    disk_file(tmp_path / "pool", "i-2-40-VM")
+    vm = _user_vm("i-2-40-VM")
+    held = {f"{STORE}\\iso\\2\\205\\install.iso",
+            f"{STORE}\\configdrive\\i-2-40-VM.iso"}
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm))
+        assert await _isos(a, "i-2-40-VM") == held
+        prepared = await _prepared(run, b, vm)
+        assert prepared["result"] is True, prepared["details"]
+        moved = await _migrated(run, a, vm, b.address)
+        assert moved["result"] is True, moved["details"]
+        assert await run.where(hosts, "i-2-40-VM") == ["HV-B"]
+        assert await _isos(b, "i-2-40-VM") == held
+
+
+async def test_a_destination_without_the_vms_isos_is_not_ready_and_the_vm_stays(
+        tmp_path: Path) -> None:
+    a, b = hosts = _hosts(tmp_path, "HV-A")
+    disk_file(tmp_path / "pool", "i-2-41-VM")
+    vm = _user_vm("i-2-41-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm))
+        prepared = await _prepared(run, b, vm)
+        details = str(prepared["details"])
+        assert prepared["result"] is False, details
+        assert "install.iso" in details and "i-2-41-VM.iso" in details, details
+        assert "s3cret" not in details
+        # Sent anyway, the move is refused by Hyper-V's check, before anything moves.
+        moved = await _migrated(run, a, vm, b.address)
+        assert moved["result"] is False
+        assert "install.iso" in moved["details"] or "i-2-41-VM.iso" in moved["details"], moved
+        assert await run.where(hosts, "i-2-41-VM") == ["HV-A"]
+
+
+async def test_a_system_vm_is_not_moved_where_its_iso_cannot_be_opened(
+        tmp_path: Path) -> None:
+    a, b = hosts = _hosts(tmp_path, "HV-A")
+    disk_file(tmp_path / "pool", "r-3-VM")
+    vm = vm_to("r-3-VM", "r-3-VM", router=True)
+    vm["disks"] = vm["disks"][:1]  # the MS gives a system VM no ISO disk
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm) | {"secondaryStorage": STORE_URL})
+        assert await _isos(a, "r-3-VM") == {f"{STORE}\\systemvm\\systemvm-4.22.0.iso"}
+        moved = await _migrated(run, a, vm, b.address)
+        assert moved["result"] is False
+        assert "systemvm-4.22.0.iso" in moved["details"], moved
+        assert await run.where(hosts, "r-3-VM") == ["HV-A"]
+        assert await _isos(a, "r-3-VM") == {f"{STORE}\\systemvm\\systemvm-4.22.0.iso"}
