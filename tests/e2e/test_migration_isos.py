@@ -25,11 +25,13 @@ from tests.e2e.migration_kit import (
     Member,
     cluster,
     disk_file,
+    local_pool_of,
     migrate_body,
     pair,
     prepare_body,
     start_body,
     vm_to,
+    with_storage_body,
 )
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
@@ -72,10 +74,11 @@ def _iso(seq: int, path: str) -> dict[str, Any]:
         "diskSeq": seq, "path": path, "type": "ISO"}
 
 
-def _user_vm(name: str) -> dict[str, Any]:
+def _user_vm(name: str, *, local_root: bool = False) -> dict[str, Any]:
     """A user VM with its install ISO in its CD and, first (as the MS orders them), its
-    config drive."""
-    vm = vm_to(name, name)
+    config drive; its root volume on the SMB pool, or with ``local_root`` on the host's
+    local pool."""
+    vm = vm_to(name, name, local_root=local_root)
     root, _ = vm["disks"]
     vm["disks"] = [_iso(4, _config_drive(name)), root, _iso(3, INSTALL)]
     return vm
@@ -159,3 +162,27 @@ async def test_a_system_vm_is_not_moved_where_its_iso_cannot_be_opened(
         assert "systemvm-4.22.0.iso" in moved["details"], moved
         assert await run.where(hosts, "r-3-VM") == ["HV-A"]
         assert await _isos(a, "r-3-VM") == {f"{STORE}\\systemvm\\systemvm-4.22.0.iso"}
+
+
+async def test_a_vm_moving_with_its_volumes_does_not_leave_for_a_host_without_its_isos(
+        tmp_path: Path) -> None:
+    """Shared nothing moves the volumes, not the ISOs: they stay on the image store, which
+    the destination must reach; a move refused there copies nothing."""
+    a, b = hosts = _hosts(tmp_path, "HV-A")
+    name = "i-2-41-VM"
+    root = disk_file(a.local_pool(tmp_path), name)
+    (tmp_path / "pool").mkdir()  # the SMB pool, which every host registers
+    vm = _user_vm(name, local_root=True)
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm))
+        prepared = await _prepared(run, b, vm)
+        assert prepared["result"] is False and "install.iso" in prepared["details"], prepared
+        target = local_pool_of("ab416c39-d509-372c-9a0a-7451a45bc65e", b.address)
+        config_drive, volume, cd = vm["disks"]
+        body = with_storage_body(vm | {"disks": [volume, config_drive, cd]}, b.address,
+                                 target) | {"vm": vm}
+        kind, moved = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND, body)
+        assert (kind, moved["result"]) == (names.MIGRATE_WITH_STORAGE_ANSWER, False), moved
+        assert "0x80070002" in moved["details"], moved
+        assert await run.where(hosts, name) == ["HV-A"]
+        assert root.exists() and not (b.local_pool(tmp_path) / f"{name}.vhdx").exists()
