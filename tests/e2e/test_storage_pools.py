@@ -232,6 +232,36 @@ async def test_an_agent_restarted_between_pings_goes_on_stamping_its_heartbeat(
     assert sorted(p.name for p in share.glob("hb-*")) == ["hb-10.1.1.7"]
 
 
+async def test_heartbeats_go_under_the_registered_address_when_private_ip_names_another(
+    tmp_path: Path,
+) -> None:
+    """The MS's HA investigator asks neighbours about the address it registered the host
+    under (CheckOnHostCommand's host.privateNetwork.ip), whatever [agent] private_ip says
+    (an agentless agent given the Hyper-V host's own address, registered under the agent
+    machine's). Stamps under the configured address only, a neighbour finds none under
+    the registered one and calls the live host down: its VMs are started a second time
+    elsewhere. Also after a restart without a StartupCommand."""
+    config = load_config(_config_file(tmp_path))
+    assert config.agent.private_ip == "192.168.100.10"
+    share = tmp_path / "smb-share" / "primary"
+    registered = copy.deepcopy(STARTUP_REQUEST)
+    registered[0]["com.cloud.agent.api.StartupRoutingCommand"]["privateIpAddress"] = "10.1.1.7"
+    async with serving(config) as running:
+        status, reply = await running.post("com.cloud.agent.api.StartupCommand", registered)
+        assert status == 200
+        routing = reply[0]["com.cloud.agent.api.StartupRoutingCommand"]
+        assert routing["privateIpAddress"] == "10.1.1.7"  # echoed, as the MS requires
+        await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+        assert sorted(p.name for p in share.glob("hb-*")) == ["hb-10.1.1.7"]
+    (share / "hb-10.1.1.7").write_text("2024-5-7@3:4:9")  # the restart took a while
+    async with serving(config) as running:  # pings go on; no StartupCommand comes
+        await running.agent.host.write_heartbeats()
+        _, value = await running.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                        _check_on_host("10.1.1.7"))
+    assert (value["result"], value["alive"]) == (False, True), value
+    assert sorted(p.name for p in share.glob("hb-*")) == ["hb-10.1.1.7"]
+
+
 # --- what a pool root may be ----------------------------------------------------------------
 
 

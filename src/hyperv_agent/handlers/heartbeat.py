@@ -48,11 +48,13 @@ class Liveness(enum.Enum):
 
 class Heartbeats:
     """Writes this host's stamps and reads its neighbours'. ``private_ip`` is the address
-    stamps are written under: configured, or learnt from the StartupCommand (``learn``).
-    With a ``state_dir`` a learnt address is kept there and read back at the next start:
-    an agent restarted between two of the management server's pings gets no
-    StartupCommand (the MS noticed nothing), and must go on stamping all the same, or a
-    neighbour asked CheckOnHost later finds its stamp stale and calls a live host down."""
+    stamps are written under: the one learnt from the StartupCommand (``learn``), the
+    address the management server asks neighbours about; until one is learnt, the
+    configured one. With a ``state_dir`` a learnt address is kept there and read back at
+    the next start, before the configured one: an agent restarted between two of the
+    management server's pings gets no StartupCommand (the MS noticed nothing), and must go
+    on stamping under that address all the same, or a neighbour asked CheckOnHost later
+    finds its stamp stale and calls a live host down."""
 
     def __init__(self, files: HostFiles, pools: PoolRegistry | None,
                  timing: HeartbeatTiming = HeartbeatTiming(),
@@ -64,7 +66,7 @@ class Heartbeats:
         self.clock = clock
         self.state_dir = state_dir
         kept = kept_private_ip(state_dir) if state_dir is not None else None
-        self.private_ip = private_ip or kept
+        self.private_ip = kept or private_ip
 
     def learn(self, ip: str) -> None:
         """Stamp under ``ip`` from now on, the address the management server registered

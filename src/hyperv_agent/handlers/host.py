@@ -77,8 +77,9 @@ class HostHandlers:
 
     @property
     def private_ip(self) -> str | None:
-        """Configured, or learnt from the StartupCommand."""
-        return self.heartbeats.private_ip
+        """The host's address on the management network (its NIC's counters are the host
+        statistics'): configured, or else the one learnt from the StartupCommand."""
+        return self.settings.private_ip or self.heartbeats.private_ip
 
     @private_ip.setter
     def private_ip(self, ip: str | None) -> None:
@@ -109,8 +110,8 @@ class HostHandlers:
         repeat."""
         facts = await host.host_facts(self.hv)
         ip = self.settings.private_ip or command.private_ip_address or ""
-        if not self.settings.private_ip and command.private_ip_address:
-            self.heartbeats.learn(command.private_ip_address)
+        if command.private_ip_address:
+            self._learn_registered(command.private_ip_address)
         nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
         reserved = self.settings.dom0_min_memory_mb * 1024 * 1024
         routing = command.model_copy(update={
@@ -130,6 +131,20 @@ class HostHandlers:
             "host_details": {**command.host_details, **self._details(facts)},
         })
         return codec.encode_startup_reply(routing, await self._local_pool(command))
+
+    def _learn_registered(self, registered: str) -> None:
+        """Stamp heartbeats under ``registered``, the address the management server
+        registered this host under: it is the one its HA investigator asks neighbours
+        about (CheckOnHostCommand's ``host.privateNetwork.ip``), whatever ``[agent]
+        private_ip`` says. A configured address that differs (an agentless agent given
+        the Hyper-V host's own address) still names the NIC reported, and is logged."""
+        configured = self.settings.private_ip
+        if configured and configured != registered.strip():
+            log.warning("the management server registered this host as %s, not as [agent] "
+                        "private_ip %s: heartbeats are stamped as %s, the address its HA "
+                        "investigator asks about; %s names the NIC reported",
+                        registered, configured, registered, configured)
+        self.heartbeats.learn(registered)
 
     def _details(self, facts: host.HostFacts) -> dict[str, str]:
         """The host details the reply adds. ``product_version`` is the version the
