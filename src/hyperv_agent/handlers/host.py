@@ -42,7 +42,6 @@ RDP_PORT = 2179  # Hyper-V VMConnect: the console proxy connects here (protocol 
 DEFAULT_HYPERVISOR_VERSION = "6.2"
 UEFI_ENABLE = "host.uefi.enable"  # ReadyAnswer.detailsMap key (com.cloud.host.Host)
 CLOUDSTACK_NOTE = "cloudstack"
-CREATING_NOTE = "creating"
 
 
 @dataclass(frozen=True)
@@ -329,9 +328,16 @@ def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
 
 
 def _kind(vm: vms.VmInfo) -> str | None:
-    """_ON for a VM CheckVirtualMachine calls PowerOn (running or paused) or one a
-    StartCommand is creating (its notes say so); for a VM CloudStack created, _REMOVE when
-    it is stopped and _OFF when it is saved; None for any other.
+    """_ON for a VM CheckVirtualMachine calls PowerOn (running or paused); for a VM
+    CloudStack created, _REMOVE when it is stopped and _OFF when it is saved; None for any
+    other.
+
+    A VM this agent's StartCommand is building holds its lock, so it is never removed
+    (``_remove_stopped``) and is left out while it is off. Notes saying "CloudStack
+    creating VM" are the C# agent's mark of a VM it was building: off and unlocked, that
+    is a build the C# agent never finished, removed as any stopped CloudStack VM. The C#
+    agent reported such a VM PowerOn for ever, and the MS then synced the stopped VM to
+    Running on this host (or saw it "migrated" here while it ran elsewhere).
 
     A saved VM is not removed here (that would discard its memory without the MS having
     a say) but reported PowerOff, as CheckVirtualMachine calls it: the MS then stops it
@@ -342,10 +348,7 @@ def _kind(vm: vms.VmInfo) -> str | None:
     power = cloudstack_power(vm.power)
     if power is PowerState.POWER_ON:
         return _ON
-    notes = _notes(vm)
-    if CREATING_NOTE in notes:
-        return _ON
-    if CLOUDSTACK_NOTE not in notes or power is not PowerState.POWER_OFF:
+    if CLOUDSTACK_NOTE not in _notes(vm) or power is not PowerState.POWER_OFF:
         return None
     return _REMOVE if vm.power is vms.PowerState.STOPPED else _OFF
 
