@@ -112,6 +112,35 @@ async def test_smb_pool_registration_survives_a_restart(tmp_path: Path) -> None:
                 assert stats["result"] is True
 
 
+async def test_pools_lost_with_the_state_directory_are_refused_naming_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    """An agent reinstalled (its state directory new) while the host stays connected gets
+    no StartupCommand and no ModifyStoragePoolCommand: the MS registers pools when a host
+    connects, never on a ping. Commands on a pool it no longer knows fail, and say how
+    to have the MS register them again."""
+    config = load_config(_config_file(tmp_path))
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+        assert added["result"] is True
+    (config.agent.state_dir / "pools.json").unlink()  # the reinstall
+    store = {PRIMARY_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.2", "poolType": "SMB",
+                          "path": SMB_PATH, "port": 445}}
+    volume = {"data": {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK",
+                                   "size": 1 << 26, "dataStore": store, "name": "DATA-10",
+                                   "id": 10}}, "wait": 0}
+    async with serving(config) as running:
+        _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB",
+                                                "localPath": f"/mnt//{POOL_UUID}"})
+        _, created = await running.answer(CREATE_OBJECT, volume)
+    for answer in (stats, created):
+        assert answer["result"] is False
+        assert "not registered on this host" in answer["details"], answer
+        assert "reconnect the host in CloudStack (reconnectHost)" in answer["details"], answer
+        assert "s3cret" not in answer["details"]
+    assert not list((tmp_path / "smb-share" / "primary").glob("*.vhd*"))
+
+
 @pytest.mark.parametrize(("pool_type", "host", "path", "local"), [
     ("SMB", "10.9.9.9", "/nowhere/primary?user=a&password=s3cret%40pw", None),  # unreachable
     ("Filesystem", "127.0.0.1", "C:\\pools\\absent", "C:\\pools\\absent"),  # missing folder

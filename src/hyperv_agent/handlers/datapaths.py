@@ -39,6 +39,13 @@ from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import PoolRegistry
 
+#: The fix for a pool the management server registered but this agent no longer knows
+#: (its state directory was lost or replaced while the host stayed connected): the MS
+#: registers a host's pools when the host connects, never on a ping.
+REREGISTER_HINT = ("if the agent's state directory was lost or replaced (a reinstall), "
+                   "reconnect the host in CloudStack (reconnectHost): the management server "
+                   "registers its pools again when the host connects")
+
 
 def confined(root: str, path: str) -> str:
     """``path`` inside ``root``: relative paths are joined, absolute ones must lie inside.
@@ -106,7 +113,8 @@ class DataPaths:
         if registered is None:
             raise PathNotAllowed(f"{what}: the pool root {location.root} is not registered on "
                                  "this host (the local pool and pools the management server "
-                                 "registered with ModifyStoragePoolCommand are)")
+                                 f"registered with ModifyStoragePoolCommand are); "
+                                 f"{REREGISTER_HINT}")
         if locations.same_folder(registered.root, location.root):
             self._hand_credentials(location)
         return registered.root

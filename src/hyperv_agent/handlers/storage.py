@@ -31,6 +31,7 @@ from hyperv_agent.cloudstack.commands_storage import (
 )
 from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
 from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers.datapaths import REREGISTER_HINT
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats
 from hyperv_agent.handlers.locks import NamedLocks
@@ -185,7 +186,7 @@ class StorageHandlers:
         if root is None:
             raise InvalidRequest(f"pool {asked.pool_uuid} ({pool_type or 'no type'}) is not "
                                  "registered on this host; ModifyStoragePoolCommand "
-                                 "registers it")
+                                 f"registers it; {REREGISTER_HINT}")
         total, free = await pool_usage(self.files, root, self.reservation)
         return GetStorageStatsAnswer(result=True, capacity_bytes=total, used_bytes=total - free)
 
