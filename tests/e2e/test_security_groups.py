@@ -429,6 +429,25 @@ async def test_malformed_rule_fails_naming_its_field_and_leaves_the_port(
     assert not reaches(running, Packet.inbound("tcp", "203.0.113.5", VM_IP, local_port=80))
 
 
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"guestIp": VM_IP6, "guestIp6": None}, "guestIp: '2001:db8:1::80' is an IPv6 address"),
+    ({"guestIp6": VM_IP}, "guestIp6: '10.1.1.80' is an IPv4 address"),
+])
+async def test_nic_address_of_the_other_family_fails_naming_its_field_and_leaves_the_port(
+    running: Running, fields: dict[str, Any], named: str,
+) -> None:
+    # An address filed under the wrong family would leave the VM unable to send from the
+    # address it has (every ACL of the other family), with a success answer.
+    await started(running, start_body(running, ip6=VM_IP6))
+    await send(running, rules_body(seq=1, guestIp6=VM_IP6))
+    before = await acl_state(running.emulator)
+    answer = await send(running, rules_body(seq=2, **fields))
+    assert (answer["result"], answer["reason"]) == (False, "PROGRAMMING_FAILED"), answer
+    assert named in answer["details"], answer
+    assert await acl_state(running.emulator) == before
+    assert reaches(running, https_to("10.0.0.5"))
+
+
 async def test_rules_of_a_vm_not_started_on_sgs_apply_when_sent(running: Running) -> None:
     await started(running, start_body(running, security_groups=False))
     await send(running, rules_body())

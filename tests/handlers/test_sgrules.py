@@ -53,6 +53,8 @@ def test_rule_is_refused_with_its_field_named_when_malformed(
     (MAC, "10.1.1.80", "fd00::zz", None, "guestIp6"),
     (MAC, "10.1.1.80", None, ["10.1.1.81", "10.1.1.300"], "secIps[1]"),
     (MAC, "10.1.1.80", "fe80::1%eth0", None, "guestIp6"),
+    (MAC, "2001:db8::80", None, None, "guestIp"),
+    (MAC, "10.1.1.80", "10.1.1.81", None, "guestIp6"),
 ])
 def test_nic_address_is_refused_with_its_field_named_when_malformed(
     mac: str | None, ip: str, ip6: str | None, sec_ips: list[str] | None, field: str,

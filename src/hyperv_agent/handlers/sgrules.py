@@ -121,12 +121,15 @@ class _Rule:
 
 def nic_addresses(mac: str | None, guest_ip: str | None, guest_ip6: str | None,
                   sec_ips: Sequence[str] | None) -> NicAddresses:
-    """The adapter's own addresses from a command's guestMac, guestIp, guestIp6 and secIps
-    (secondary addresses of either family); RuleError naming a malformed one."""
+    """The adapter's own addresses from a command's guestMac, guestIp (IPv4), guestIp6
+    (IPv6) and secIps (secondary addresses of either family); RuleError naming a malformed
+    one, or a guestIp or guestIp6 of the other family (the NIC's addresses would otherwise
+    be filed under the wrong family and the VM could not send from the one it has)."""
     link_local = _link_local(mac)
-    given = [("guestIp", guest_ip), ("guestIp6", guest_ip6)]
-    given += [(f"secIps[{i}]", ip) for i, ip in enumerate(sec_ips or ())]
-    addresses = [_address(field, text) for field, text in given
+    given: list[tuple[str, str | None, int | None]] = [("guestIp", guest_ip, 4),
+                                                       ("guestIp6", guest_ip6, 6)]
+    given += [(f"secIps[{i}]", ip, None) for i, ip in enumerate(sec_ips or ())]
+    addresses = [_address(field, text, version) for field, text, version in given
                  if text is not None and text.strip() not in _NO_ADDRESS]
     v4 = tuple(dict.fromkeys(str(a) for a in addresses if a.version == 4))
     v6 = tuple(dict.fromkeys(a.compressed for a in addresses if a.version == 6))
@@ -200,11 +203,16 @@ def _cidr(field: str, text: str) -> _Cidr:
         raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 CIDR ({error})") from None
 
 
-def _address(field: str, text: str) -> IpAddress:
+def _address(field: str, text: str, version: int | None = None) -> IpAddress:
+    """``text`` as an address (of ``version`` when given); RuleError naming ``field``."""
+    family = "an IPv4 or IPv6" if version is None else f"an IPv{version}"
     try:
         address = ipaddress.ip_address(text.strip())
     except ValueError:
-        raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 address") from None
+        raise RuleError(field, f"{text!r} is not {family} address") from None
+    if version is not None and address.version != version:
+        raise RuleError(field, f"{text!r} is an IPv{address.version} address, not {family} "
+                               "one")
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         raise RuleError(field, f"{text!r} carries a zone index")
     return address
