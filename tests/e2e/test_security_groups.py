@@ -140,6 +140,48 @@ async def test_ipv6_rules_reach_the_vms_ipv6_address(running: Running) -> None:
     assert reaches(running, https_to("8.8.8.8"))  # no IPv4 egress rule: IPv4 egress open
 
 
+async def test_ipv6_cidrs_of_every_spelling_reach_the_port_as_hyperv_holds_them(
+    running: Running,
+) -> None:
+    # As the MS passes them on: what a user typed (zero-padded, upper case, an embedded
+    # IPv4 address, a /128 of 43 characters, a small block written in full) and a group
+    # member's address with the /64 the MS appends. Hyper-V's address fields hold 40
+    # characters; a /120 written in full takes 43, so it arrives as its 256 addresses.
+    await started(running, start_body(running, ip6=VM_IP6))
+    block = "2001:db8:1234:5678:9abc:def0:1234:5600/120"
+    cidrs = ["2001:0DB8:0002:0000:0000:0000:0000:0000/64", "::ffff:10.0.0.1/128",
+             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "2001:db8:7::81/64", block]
+    body = rules_body(ingress=[rule("tcp", 22, 22, *cidrs)], egress=[], guestIp6=VM_IP6)
+    answer = await send(running, body)
+    assert (answer["result"], answer["reason"]) == (True, "NONE"), answer
+    remote = {str(a["RemoteIPAddress"]) for a in await acls_of(running.emulator)
+              if str(a["Name"]) == "cloudstack-sg/ingress"}
+    assert max(len(text) for text in remote) <= 40
+    hosts = {str(ipaddress.ip_address(h)) for h in ipaddress.ip_network(block)}
+    assert remote == {"2001:db8:2::/64", str(ipaddress.ip_address("::ffff:10.0.0.1")),
+                      "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "2001:db8:7::/64", *hosts}
+    for source in ("2001:db8:2::5", "::ffff:10.0.0.1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                   "2001:db8:7::99", "2001:db8:1234:5678:9abc:def0:1234:56ab"):
+        assert reaches(running, ssh(source, local=VM_IP6)), source
+    for source in ("2001:db8:3::5", "2001:db8:1234:5678:9abc:def0:1234:5700"):
+        assert not reaches(running, ssh(source, local=VM_IP6)), source
+
+
+async def test_ipv6_cidr_too_long_for_an_acl_and_too_large_to_spell_out_fails_naming_it(
+    running: Running,
+) -> None:
+    await started(running, start_body(running, ip6=VM_IP6))
+    await send(running, rules_body(seq=1, guestIp6=VM_IP6))
+    before = await acl_state(running.emulator)
+    body = rules_body(seq=2, guestIp6=VM_IP6, ingress=[
+        rule("tcp", 22, 22, "192.168.1.0/24", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:f000/116")])
+    answer = await send(running, body)
+    assert (answer["result"], answer["reason"]) == (False, "PROGRAMMING_FAILED"), answer
+    assert "ingressRuleSet[0].allowedCidrs[1]" in answer["details"], answer
+    assert "40" in answer["details"] and "/120" in answer["details"], answer
+    assert await acl_state(running.emulator) == before
+
+
 async def test_group_rule_admits_only_the_members_it_arrives_as(running: Running) -> None:
     await started(running)
     members = rule("tcp", 80, 80, "10.1.1.81/32", "10.1.1.82/32")

@@ -33,8 +33,9 @@ def _acls(ingress: Sequence[IpPortAndProto] = (), egress: Sequence[IpPortAndProt
     ([rule("udp", -5, 22, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
     ([rule("tcp", 1, 70000, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
     ([rule("icmp", 300, 0, "10.0.0.0/8")], [], "ingressRuleSet[0].startPort"),
-    ([rule("tcp", 1, 2, "2001:db8:1234:5678:9abc:def0:1234:5678/127")], [],
+    ([rule("tcp", 1, 2, "2001:db8:1234:5678:9abc:def0:1234:5000/116")], [],
      "ingressRuleSet[0].allowedCidrs[0]"),
+    ([rule("tcp", 1, 2, "fe80::%eth0/64")], [], "ingressRuleSet[0].allowedCidrs[0]"),
 ])
 def test_rule_is_refused_with_its_field_named_when_malformed(
     ingress: list[IpPortAndProto], egress: list[IpPortAndProto], field: str,

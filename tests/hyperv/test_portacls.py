@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Sequence
 
 import pytest
@@ -16,6 +17,7 @@ from hyperv_agent.hyperv.portacls import (
     canonical_address,
     canonical_ports,
     canonical_protocol,
+    network_texts,
     plan_change,
 )
 from hyperv_agent.hyperv.schema import AclAction, AclDirection
@@ -128,3 +130,23 @@ def test_canonical_text_refuses_what_hyperv_cannot_hold() -> None:
             canonical_ports(bad_ports)
     assert (canonical_ports("22-22"), canonical_protocol("tcp"), canonical_protocol("017")) == (
         "22", "TCP", "UDP")
+
+
+@pytest.mark.parametrize(("cidr", "texts"), [
+    ("10.1.2.3/32", ("10.1.2.3",)),
+    ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",)),
+    ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:0/112", ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:0/112",)),
+    ("2001:db8:1234:5678:9abc:def0:1234:5678/127",  # 43 characters: its two addresses
+     ("2001:db8:1234:5678:9abc:def0:1234:5678", "2001:db8:1234:5678:9abc:def0:1234:5679")),
+])
+def test_a_network_is_written_as_texts_hyperv_holds(cidr: str, texts: tuple[str, ...]) -> None:
+    assert network_texts(ipaddress.ip_network(cidr)) == texts
+
+
+def test_a_long_network_is_written_as_its_addresses_up_to_a_slash_120() -> None:
+    network = ipaddress.ip_network("2001:db8:1234:5678:9abc:def0:1234:5600/120")
+    texts = network_texts(network)
+    assert len(texts) == 256 and max(len(t) for t in texts) <= 40
+    assert {ipaddress.ip_address(t) for t in texts} == set(network)
+    with pytest.raises(ValueError, match=r"43 characters.*40.*4096 addresses.*256"):
+        network_texts(ipaddress.ip_network("ffff:ffff:ffff:ffff:ffff:ffff:ffff:f000/116"))

@@ -38,7 +38,12 @@ adapter's other addresses of its family get (``with_address``), and loses it aga
 
 Rules arrive as the management server builds them (SecurityGroupManagerImpl): ``icmp``
 carries its type and code in startPort and endPort (-1 = any), ``all`` and numbers carry
-0 and 0, and a rule naming another group arrives as the /32 addresses of its members.
+0 and 0, and a rule naming another group arrives as the /32 addresses of its members
+(and, for a member with an IPv6 address, that address with /64, which stands for its
+/64). A CIDR is written in any legal spelling (zero-padded, upper case, an embedded IPv4
+address, host bits set) and reaches the ACLs compressed, a host address bare; an IPv6
+network whose text would not fit the 40 characters of an ACL's address (a /113../127
+written almost in full) becomes its host addresses, up to a /120 (``network_texts``).
 Whatever cannot be translated is a ``RuleError`` naming the field, and nothing is changed.
 """
 
@@ -51,7 +56,7 @@ from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.hyperv.portacls import ANY, AclSpec, PortSecurity, network_text
+from hyperv_agent.hyperv.portacls import ANY, AclSpec, PortSecurity, network_texts
 from hyperv_agent.hyperv.schema import AclAction, AclDirection
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -163,8 +168,8 @@ def _rules(rules: Sequence[IpPortAndProto], name: str, direction: AclDirection
     for index, rule in enumerate(rules):
         field = f"{name}[{index}]"
         proto = _proto(rule.proto, field)
-        cidrs = tuple(_cidr(f"{field}.allowedCidrs[{i}]", text)
-                      for i, text in enumerate(rule.allowed_cidrs or ()))
+        cidrs = tuple(cidr for i, text in enumerate(rule.allowed_cidrs or ())
+                      for cidr in _cidrs(f"{field}.allowedCidrs[{i}]", text))
         yield _Rule(field, direction, proto, _ports(proto, rule, field), cidrs)
 
 
@@ -195,12 +200,19 @@ def _ports(proto: str, rule: IpPortAndProto, field: str) -> str:
     return str(start) if start == end else f"{start}-{end}"
 
 
-def _cidr(field: str, text: str) -> _Cidr:
+def _cidrs(field: str, text: str) -> tuple[_Cidr, ...]:
+    """A rule's CIDR as the address texts of its ACLs (one, or a long IPv6 network's
+    addresses: ``network_texts``); RuleError naming ``field``."""
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
-        return _Cidr(network.version, network_text(network))
     except ValueError as error:
         raise RuleError(field, f"{text!r} is not an IPv4 or IPv6 CIDR ({error})") from None
+    if "%" in text:
+        raise RuleError(field, f"{text!r} carries a zone index")
+    try:
+        return tuple(_Cidr(network.version, t) for t in network_texts(network))
+    except ValueError as error:
+        raise RuleError(field, str(error)) from None
 
 
 def _address(field: str, text: str, version: int | None = None) -> IpAddress:

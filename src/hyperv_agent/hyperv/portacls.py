@@ -246,6 +246,36 @@ def network_text(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
     return result
 
 
+#: The most host addresses a network too long for an address field is written as.
+MAX_SPELLED_HOSTS = 256
+
+
+def network_texts(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[str, ...]:
+    """The address field texts that together stand for exactly ``network``: its own
+    (``network_text``) when it fits Hyper-V's 40 characters, else its host addresses.
+
+    Only an IPv6 network of prefix 113..127 whose address has (nearly) every group written
+    in full takes more than 40 characters (``1:2:3:4:5:6:7:8/127``, 43 at most); a bare
+    address takes 39 at most, and shorter prefixes end in a zero group. Hyper-V takes no
+    other form of a subnet, and no shorter spelling exists (the compressed one is the
+    shortest), so such a network is written as its addresses, up to ``MAX_SPELLED_HOSTS``
+    (a /120). ValueError, naming the limits, for a larger one: its addresses would be
+    thousands of ACLs for each protocol and own address of the rule, and a shorter prefix
+    would allow more than the rule says."""
+    try:
+        return (network_text(network),)
+    except ValueError:
+        if network.num_addresses > MAX_SPELLED_HOSTS:
+            text = f"{network.network_address.compressed}/{network.prefixlen}"
+            raise ValueError(
+                f"{text!r} takes {len(text)} characters, more than the "
+                f"{ACL_ADDRESS_MAX_CHARS} of an ACL's address, and its "
+                f"{network.num_addresses} addresses are more than the {MAX_SPELLED_HOSTS} "
+                "written one by one; use prefixes of /120 or longer, or /112 or "
+                "shorter") from None
+        return tuple(network_text(ipaddress.ip_network(host)) for host in network)
+
+
 def canonical_ports(text: str) -> str:
     """``ANY`` for any/empty, ``low`` or ``low-high`` otherwise; ValueError if malformed."""
     if text.strip().upper() in ("", ANY):
