@@ -212,6 +212,55 @@ async def test_numbered_protocol_rules_let_their_replies_back_when_egress_is_res
     assert not reaches(running, Packet.outbound(47, "10.1.1.99", "198.51.100.7"))  # spoofed
 
 
+async def test_all_rules_let_the_replies_of_every_protocol_back_but_open_no_tcp_or_udp(
+    running: Running,
+) -> None:
+    # A dual-stack VM whose egress is restricted in both families: its tunnel peers may
+    # reach it with anything (ingress all), and it may reach its other peers with anything
+    # (egress all). GRE (47) and SCTP (132) keep no session in Hyper-V's ACLs; on KVM
+    # connection tracking lets their replies back, so here the ACLs must.
+    await started(running, start_body(running, ip6=VM_IP6))
+    body = rules_body(guestIp6=VM_IP6,
+                      ingress=[rule("all", 0, 0, "203.0.113.0/24", "2001:db8:2::/64")],
+                      egress=[rule("tcp", 443, 443, "10.0.0.0/8", "2001:db8:3::/64"),
+                              rule("all", 0, 0, "198.51.100.0/24", "2001:db8:5::/64")])
+    answer = await send(running, body)
+    assert (answer["result"], answer["reason"]) == (True, "NONE"), answer
+    for protocol in (47, 132, "icmp"):
+        assert reaches(running, Packet.inbound(protocol, "203.0.113.9", VM_IP)), protocol
+        assert reaches(running, Packet.outbound(protocol, VM_IP, "198.51.100.7")), protocol
+    for protocol in (47, 132):
+        assert reaches(running, Packet.inbound(protocol, "2001:db8:2::9", VM_IP6)), protocol
+        assert reaches(running, Packet.outbound(protocol, VM_IP6, "2001:db8:5::7")), protocol
+    # What the rules allow one way only stays so: the VM opens no TCP or UDP to its
+    # ingress peers, its egress peers open none to it, nobody else sends it GRE.
+    for remote, local in (("203.0.113.9", VM_IP), ("2001:db8:2::9", VM_IP6)):
+        assert not reaches(running, Packet.outbound("tcp", local, remote, remote_port=80))
+        assert not reaches(running, Packet.outbound("udp", local, remote, remote_port=500))
+    for remote, local in (("198.51.100.7", VM_IP), ("2001:db8:5::7", VM_IP6)):
+        assert not reaches(running, Packet.inbound("tcp", remote, local, local_port=22))
+        assert not reaches(running, Packet.inbound("udp", remote, local, local_port=500))
+    assert not reaches(running, Packet.inbound(47, "192.0.2.9", VM_IP))
+    assert not reaches(running, Packet.outbound(47, VM_IP, "192.0.2.9"))
+    assert not reaches(running, Packet.outbound(47, "10.1.1.99", "203.0.113.9"))  # spoofed
+    assert reaches(running, Packet.outbound("udp", VM_IP, "8.8.8.8", remote_port=53))
+    assert reaches(running, DHCP)  # the guards sit below DHCP's allows
+    replies = sorted((str(a["Name"]), a["Direction"], a["Action"], str(a["Protocol"]),
+                      str(a["RemoteIPAddress"]), a.integer("Weight") or 0)
+                     for a in await acls_of(running.emulator)
+                     if str(a["Name"]).endswith("/replies"))
+    assert {(n, d, act, proto, remote) for n, d, act, proto, remote, _ in replies} == {
+        ("cloudstack-sg/ingress/replies", 2, 1, "ANY", "203.0.113.0/24"),
+        ("cloudstack-sg/ingress/replies", 2, 1, "ANY", "2001:db8:2::/64"),
+        ("cloudstack-sg/egress/replies", 1, 1, "ANY", "198.51.100.0/24"),
+        ("cloudstack-sg/egress/replies", 1, 1, "ANY", "2001:db8:5::/64"),
+        *{("cloudstack-sg/no-tcp-udp/replies", d, 2, proto, "ANY")
+          for d in (1, 2) for proto in ("TCP", "UDP")}}
+    assert all(1000 < weight <= 10000 for *_, weight in replies), replies
+    resent = await send(running, {**body, "seqNum": 2})  # read back as written
+    assert "already" in resent["details"], resent
+
+
 # --- secondary addresses ------------------------------------------------------------------
 
 

@@ -9,10 +9,11 @@ import pytest
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.sgrules import RuleError, nic_addresses, translate
-from hyperv_agent.hyperv.portacls import AclSpec
-from hyperv_agent.hyperv.schema import AclDirection
+from hyperv_agent.hyperv.portacls import AclSpec, Band
+from hyperv_agent.hyperv.schema import AclAction, AclDirection
 from tests.handlers.aclkit import rule
 
+IN, OUT = AclDirection.INCOMING, AclDirection.OUTGOING
 MAC = "02:00:4c:5f:00:08"
 NIC = nic_addresses(MAC, "10.1.1.80", None, None)
 
@@ -112,11 +113,33 @@ def test_numbered_protocols_become_their_names_or_numbers() -> None:
             and a.direction == AclDirection.INCOMING} == {"1", "TCP", "47"}
 
 
-def test_no_egress_rule_allows_what_an_egress_all_rule_to_everywhere_allows() -> None:
+def test_no_egress_rule_allows_what_an_egress_all_rule_to_everywhere_allows_but_replies(
+) -> None:
     def allowed(acls: tuple[AclSpec, ...]) -> set[tuple[object, ...]]:
         return {(a.direction, a.protocol, a.local_ip, a.remote_ip, a.local_port,
-                 a.remote_port, a.stateful) for a in acls if a.role != "dns"}
+                 a.remote_port, a.stateful, a.reply) for a in acls if a.role != "dns"}
 
     ssh = [rule("tcp", 22, 22, "192.168.1.0/24")]
     everywhere = [rule("all", 0, 0, "0.0.0.0/0", "::/0")]
-    assert allowed(_acls(ssh)) == allowed(_acls(ssh, everywhere))
+    open_egress, explicit = allowed(_acls(ssh)), allowed(_acls(ssh, everywhere))
+    # The explicit rule also lets in the replies of every protocol but TCP and UDP (which
+    # would let GRE, ESP, ... in from everywhere: not done for a VM with no egress rule).
+    assert explicit - open_egress == {
+        (IN, "ANY", "ANY", "0.0.0.0/0", "ANY", "ANY", False, True),
+        (IN, "ANY", "ANY", "::/0", "ANY", "ANY", False, True),
+        (IN, "TCP", "ANY", "ANY", "ANY", "ANY", False, True),
+        (IN, "UDP", "ANY", "ANY", "ANY", "ANY", False, True)}
+    assert open_egress - explicit == {(IN, "1", "ANY", "0.0.0.0/0", "ANY", "ANY", False, False)}
+
+
+def test_all_rule_replies_go_below_every_other_allow_and_never_carry_tcp_or_udp() -> None:
+    acls = _acls([rule("all", 0, 0, "203.0.113.0/24")], [rule("tcp", 443, 443, "10.0.0.0/8")])
+    replies = [a for a in acls if a.reply]
+    assert {(a.direction, a.action, a.protocol, a.remote_ip, a.local_ip) for a in replies} == {
+        (OUT, AclAction.ALLOW, "ANY", "203.0.113.0/24", "10.1.1.80"),
+        (OUT, AclAction.DENY, "TCP", "ANY", "ANY"), (OUT, AclAction.DENY, "UDP", "ANY", "ANY")}
+    assert {a.band for a in replies} == {Band.REPLY, Band.REPLY_GUARD}
+    assert min(Band.STATELESS.weights) > max(Band.REPLY_GUARD.weights)
+    assert min(Band.REPLY_GUARD.weights) > max(Band.REPLY.weights) > max(Band.DENY.weights)
+    # Its family's egress open, an ingress all rule needs no reply ACL.
+    assert not [a for a in _acls([rule("all", 0, 0, "203.0.113.0/24")]) if a.reply]

@@ -12,9 +12,10 @@ it:
   the sessions they allow passes.
 * No egress rule for an address family: everything the VM sends from its own addresses of
   that family is allowed (TCP and UDP statefully), as by an egress rule ``all`` to every
-  address of the family. That includes ICMP both ways: a ping's reply and the errors of
-  path MTU discovery come back (KVM's connection tracking lets them in), which on Hyper-V,
-  whose ACLs keep no ICMP session, means any ICMP of the family reaches the VM.
+  address of the family but for the replies of other protocols (see ``all`` below). That
+  includes ICMP both ways: a ping's reply and the errors of path MTU discovery come back
+  (KVM's connection tracking lets them in), which on Hyper-V, whose ACLs keep no ICMP
+  session, means any ICMP of the family reaches the VM.
 * Always allowed: DHCP (client and server ports, both directions; the VM may not act as a
   DHCP server, which the port's DHCP guard enforces), DHCPv6 from the link-local address,
   DNS (TCP and UDP 53) from the VM's own addresses, and ICMPv6 to the VM and from its own
@@ -26,11 +27,20 @@ it:
   else it sends meets the default deny.
 * ``icmp``: ACLs match no ICMP type or code, so a rule allows all ICMP of its CIDR's family,
   in both directions with those CIDRs (ICMP has no session to carry replies); a rule that
-  named a type or code says so in ``notes``. ``all``: TCP and UDP statefully, every other
-  protocol statelessly, and ICMP both ways as above. A protocol number allows that protocol
+  named a type or code says so in ``notes``. A protocol number allows that protocol
   (1, 6 and 17 as icmp, tcp and udp); other than TCP and UDP it has no session either, so,
   as ICMP, it is allowed in both directions with the rule's CIDRs (a GRE or ESP peer's
   replies come back, as KVM's connection tracking lets them).
+* ``all``: TCP and UDP statefully, every other protocol statelessly, and, for the replies
+  of those (ICMP, GRE, ESP, ...), every protocol but TCP and UDP in the other direction
+  with the rule's CIDRs: an ACL of any protocol in the reply band (portacls), under two
+  denies of TCP and UDP that keep it from letting the VM open (or be opened) TCP and UDP
+  sessions the rule allows only one way. An ingress ``all`` rule needs no such ACL while
+  its family's egress is open. That is the union of the numbered rules of every protocol.
+  No egress rule is not treated so: it lets ICMP replies in (above) but no other protocol
+  that keeps no session, which would let GRE, ESP, SCTP and the like in from every
+  address unasked; a VM that needs them names them in an ingress rule (or an egress
+  ``all`` rule to its peers).
 
 A secondary address added later (NetworkRulesVmSecondaryIpCommand) gets what the
 adapter's other addresses of its family get (``with_address``), and loses it again
@@ -70,6 +80,7 @@ _NO_ADDRESS = ("", "0")  # how CloudStack writes "no secondary address"
 #: The roles every own address of a family sends under: one of the two always exists.
 _PER_ADDRESS = ("egress-open", "dns")
 _DAD_SOURCE = "::"  # the unspecified address of duplicate address detection
+_REPLY_GUARD = "no-tcp-udp"  # the role of the denies guarding the reply band
 
 
 class RuleError(InvalidRequest):
@@ -146,16 +157,20 @@ def translate(ingress: Sequence[IpPortAndProto], egress: Sequence[IpPortAndProto
     """The ACLs that give ``nic`` exactly what the rule sets allow (module docstring);
     RuleError naming the first field that cannot be translated."""
     rules = [*_rules(ingress, "ingressRuleSet", IN), *_rules(egress, "egressRuleSet", OUT)]
+    restricted = {c.version for r in rules if r.direction == OUT for c in r.cidrs}
     acls: list[AclSpec] = [*_always(nic)]
     notes: list[str] = []
     for rule in rules:
         for cidr in rule.cidrs:
-            acls.extend(_rule_acls(rule, cidr, nic))
+            acls.extend(_rule_acls(rule, cidr, nic, cidr.version in restricted))
         notes.extend(_notes(rule))
+    for direction in (IN, OUT):
+        if any(spec.reply and spec.direction == direction for spec in acls):
+            acls.extend(AclSpec(_REPLY_GUARD, direction, DENY, protocol, reply=True)
+                        for protocol in ("TCP", "UDP"))
     for version in (4, 6):
-        restricted = any(r.direction == OUT and c.version == version
-                         for r in rules for c in r.cidrs)
-        acls.extend(_dns(version, nic) if restricted else _open_egress(version, nic))
+        acls.extend(_dns(version, nic) if version in restricted
+                    else _open_egress(version, nic))
     acls += [AclSpec("default-deny", IN, DENY), AclSpec("default-deny", OUT, DENY)]
     return Translation(tuple(dict.fromkeys(acls)), tuple(notes))
 
@@ -254,7 +269,10 @@ def _always(nic: NicAddresses) -> Iterator[AclSpec]:
         yield AclSpec("icmpv6", OUT, ALLOW, ICMPV6, own, v6_any)
 
 
-def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses) -> Iterator[AclSpec]:
+def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses, egress_restricted: bool
+               ) -> Iterator[AclSpec]:
+    """The ACLs of one CIDR of a rule; ``egress_restricted``: the family of the CIDR has
+    egress rules (without, everything the VM sends of that family is allowed anyway)."""
     if rule.proto == "icmp" and cidr.version == 6:
         return  # ICMPv6 is always allowed (see _always)
     remote, role = cidr.text, rule.field.split("RuleSet")[0]
@@ -265,23 +283,26 @@ def _rule_acls(rule: _Rule, cidr: _Cidr, nic: NicAddresses) -> Iterator[AclSpec]
         yield from _allow(role, rule.direction, protocol, remote, ports, cidr.version, nic)
     # Replies: only TCP and UDP ACLs keep a session, so the protocol of an icmp or
     # numbered rule (GRE, ESP, ...) is allowed back with the same CIDRs, as KVM's
-    # connection tracking lets its replies back; for ``all``, ICMP (see the docstring).
+    # connection tracking lets its replies back. For ``all``, every protocol but TCP and
+    # UDP: an ACL of any protocol in the reply band, under the guards that deny TCP and
+    # UDP there (their replies ride their sessions; the rule does not allow opening
+    # them that way). The VM sends anything when its family's egress is open.
     back = OUT if rule.direction == IN else IN
     if rule.proto not in ("tcp", "udp", "all") and protocols[0] != ICMPV6:
         yield from _allow(role, back, protocols[0], remote, ANY, cidr.version, nic)
-    elif rule.proto == "all" and cidr.version == 4:
-        yield from _allow(role, back, ICMP, remote, ANY, cidr.version, nic)
+    elif rule.proto == "all" and (back == IN or egress_restricted):
+        yield from _allow(role, back, ANY, remote, ANY, cidr.version, nic, reply=True)
 
 
 def _allow(role: str, direction: AclDirection, protocol: str, remote: str, ports: str,
-           version: int, nic: NicAddresses) -> Iterator[AclSpec]:
+           version: int, nic: NicAddresses, *, reply: bool = False) -> Iterator[AclSpec]:
     """One allow ACL; leaving the VM, one per own address of the family (anti-spoofing)."""
     stateful = protocol in ("TCP", "UDP")
     if direction == IN:
-        yield AclSpec(role, IN, ALLOW, protocol, ANY, remote, ports, ANY, stateful)
+        yield AclSpec(role, IN, ALLOW, protocol, ANY, remote, ports, ANY, stateful, reply)
         return
     for own in nic.own(version):
-        yield AclSpec(role, OUT, ALLOW, protocol, own, remote, ANY, ports, stateful)
+        yield AclSpec(role, OUT, ALLOW, protocol, own, remote, ANY, ports, stateful, reply)
 
 
 def _open_egress(version: int, nic: NicAddresses) -> Iterator[AclSpec]:

@@ -12,14 +12,24 @@ Any other ACL of the port belongs to an administrator: it is never removed and i
 never reused.
 
 Weights: a higher weight is applied first and the first matching ACL decides (Microsoft,
-Add-VMNetworkAdapterExtendedAcl). The agent's ACLs fall into three bands, so their order
+Add-VMNetworkAdapterExtendedAcl). The agent's ACLs fall into five bands, so their order
 follows from the band alone and never from a position in a list:
 
 * stateful allows, weights 30001..59000: a TCP or UDP packet must meet its stateful rule
   before any stateless one that also allows it, or its session (and its return traffic)
   is never created;
-* stateless allows, 1001..30000;
+* stateless allows, 10001..30000;
+* reply guards, 9001..10000: denies of TCP and UDP, below every allow above;
+* reply allows, 1001..9000: any protocol, for the replies of a rule whose protocols
+  include some that no ACL keeps a session for (an ``all`` rule), in the direction
+  opposite to the rule. The guards above them keep these from allowing TCP and UDP,
+  whose replies ride their sessions and which the rule does not allow that way;
 * the default denies, 1..1000.
+
+A reply ACL (``AclSpec.reply``) says so in its name (``cloudstack-sg/<role>/replies``),
+which is how its band is known again when it is read back. The bands below stateless
+were carved from its lowest weights, which the agent fills last, so ACLs written before
+them keep their weights.
 
 Within a band every ACL has the same action, so their relative order changes nothing and an
 unchanged ACL keeps its weight. Weights from 59001 up are left to administrators, whose ACLs
@@ -46,6 +56,7 @@ from hyperv_agent.hyperv.schema import (
 )
 
 NAME_PREFIX = "cloudstack-sg"
+REPLY_SUFFIX = "/replies"  # ends the name of an ACL of the reply bands
 ANY = ACL_ANY
 #: Idle timeout of the agent's stateful ACLs: an hour, the value of Microsoft's own example.
 SESSION_IDLE_TIMEOUT_S = 3600
@@ -75,7 +86,9 @@ class Band(Enum):
     """Weight bands of the agent's ACLs, highest first (``weights`` in choosing order)."""
 
     STATEFUL = range(59000, 30000, -1)
-    STATELESS = range(30000, 1000, -1)
+    STATELESS = range(30000, 10000, -1)
+    REPLY_GUARD = range(10000, 9000, -1)
+    REPLY = range(9000, 1000, -1)
     DENY = range(1, 1001)
 
     @property
@@ -91,7 +104,7 @@ class TooManyAcls(InvalidRequest):
 class AclSpec:
     """One extended ACL the agent wants: its fields as Hyper-V takes them, in canonical
     text (``ANY``, ``TCP``/``UDP`` or a decimal protocol, compressed addresses, ``low-high``
-    ports), and the role that names it."""
+    ports), the role that names it, and whether it belongs to the reply bands."""
 
     role: str
     direction: AclDirection
@@ -102,10 +115,11 @@ class AclSpec:
     local_port: str = ANY
     remote_port: str = ANY
     stateful: bool = False
+    reply: bool = False
 
     @property
     def name(self) -> str:
-        return f"{NAME_PREFIX}/{self.role}"
+        return f"{NAME_PREFIX}/{self.role}" + (REPLY_SUFFIX if self.reply else "")
 
     @property
     def idle_session_timeout_s(self) -> int:
@@ -113,6 +127,8 @@ class AclSpec:
 
     @property
     def band(self) -> Band:
+        if self.reply:
+            return Band.REPLY_GUARD if self.action == AclAction.DENY else Band.REPLY
         if self.action == AclAction.DENY:
             return Band.DENY
         return Band.STATEFUL if self.stateful else Band.STATELESS
@@ -190,9 +206,10 @@ def plan_change(current: Sequence[PortAcl], wanted: Sequence[AclSpec]) -> AclCha
 def as_spec(acl: PortAcl) -> AclSpec | None:
     """The AclSpec an owned ACL read from a port stands for; None when a field does not
     read as the agent writes it (the ACL is then replaced)."""
+    named = acl.name.removeprefix(NAME_PREFIX + "/")
     try:
         spec = AclSpec(
-            role=acl.name.removeprefix(NAME_PREFIX + "/"),
+            role=named.removesuffix(REPLY_SUFFIX), reply=named.endswith(REPLY_SUFFIX),
             direction=AclDirection(acl.direction), action=AclAction(acl.action),
             protocol=canonical_protocol(acl.protocol), local_ip=canonical_address(acl.local_ip),
             remote_ip=canonical_address(acl.remote_ip), local_port=canonical_ports(acl.local_port),
