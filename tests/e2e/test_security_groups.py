@@ -6,6 +6,7 @@ through (emulator/traffic.py), not by rule lists; re-sends counted in round trip
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from bench import bench_secgroups
 from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.portacl import Packet
 from hyperv_agent.hyperv import build, nics, power
 from hyperv_agent.hyperv.acls import Guard
@@ -180,6 +182,51 @@ async def test_ipv6_cidr_too_long_for_an_acl_and_too_large_to_spell_out_fails_na
     assert "ingressRuleSet[0].allowedCidrs[1]" in answer["details"], answer
     assert "40" in answer["details"] and "/120" in answer["details"], answer
     assert await acl_state(running.emulator) == before
+
+
+async def test_dual_stack_vm_keeps_ipv6_working_when_its_groups_restrict_egress(
+    running: Running,
+) -> None:
+    # What KVM's default ip6tables chain lets through (router and neighbour discovery,
+    # DHCPv6 as a client, MLD, DNS, ICMPv6 errors), from the NIC's address, its
+    # link-local one, "::" for duplicate address detection and an IPv6 secondary
+    # address added later; nothing from another source, no router advertisement out.
+    await started(running, start_body(running, ip6=VM_IP6))
+    body = rules_body(guestIp6=VM_IP6, ingress=[rule("tcp", 22, 22, "2001:db8:2::/64")],
+                      egress=[rule("tcp", 443, 443, "10.0.0.0/8", "2001:db8:3::/64")])
+    assert (await send(running, body))["result"] is True
+    secondary = "2001:db8:1::90"
+    added = {**ms422_json("51_NetworkRulesVmSecondaryIpCommand.json"), "vmSecIp": secondary}
+    _, answer = await running.answer(names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND, added)
+    assert answer["result"] is True, answer
+    link_local = "fe80::4cff:fe5f:8"  # EUI-64 of MAC
+
+    def passes(packet: Packet, icmp_type: int | None = None) -> bool:
+        packet = dataclasses.replace(packet, icmp_type=icmp_type)
+        return bool(traffic.admits(running.emulator.host, VM_NAME, MAC, packet))
+
+    assert passes(Packet.outbound("icmpv6", link_local, "ff02::2"), 133)  # RS
+    assert passes(Packet.inbound("icmpv6", "fe80::1", "ff02::1"), 134)  # RA
+    assert passes(Packet.outbound("icmpv6", "::", "ff02::1:ff00:80"), 135)  # DAD
+    assert passes(Packet.inbound("icmpv6", "2001:db8:1::1", "ff02::1:ff00:80"), 135)
+    for own in (VM_IP6, link_local, secondary):
+        assert passes(Packet.outbound("icmpv6", own, "2001:db8:1::1"), 136), own  # NA
+        assert passes(Packet.outbound("icmpv6", own, "ff02::16"), 143), own  # MLD
+    assert passes(Packet.inbound("icmpv6", "2001:db8:9::1", VM_IP6), 2)  # too big
+    assert passes(Packet.outbound("udp", link_local, "ff02::1:2", remote_port=547,
+                                  local_port=546))
+    assert passes(Packet.inbound("udp", "fe80::1", link_local, local_port=546,
+                                 remote_port=547))
+    for own in (VM_IP6, secondary):
+        assert reaches(running, Packet.outbound("udp", own, "2001:4860::8888", remote_port=53))
+        assert reaches(running, https_to("2001:db8:3::1", local=own)), own
+        assert not reaches(running, https_to("2001:db8:9::1", local=own)), own
+    assert reaches(running, Packet.outbound("icmpv6", VM_IP6, "2001:db8:9::1"))  # ping6
+    assert reaches(running, ssh("2001:db8:2::7", local=VM_IP6))
+    assert not passes(Packet.outbound("icmpv6", "2001:db8:1::99", "2001:db8:1::1"), 136)
+    assert not passes(Packet.outbound("icmpv6", link_local, "ff02::1"), 134)  # router guard
+    assert not passes(Packet.outbound("udp", link_local, "fe80::5", local_port=547,
+                                      remote_port=546))  # a DHCPv6 server's answer
 
 
 async def test_group_rule_admits_only_the_members_it_arrives_as(running: Running) -> None:
