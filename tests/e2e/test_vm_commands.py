@@ -482,6 +482,20 @@ async def test_vm_stats_tell_the_guests_free_memory_when_the_vm_has_dynamic_memo
     assert static["intFreeMemoryKBs"] == -1
 
 
+async def test_vm_stats_tell_a_paused_vms_memory_as_while_it_ran(running: Running) -> None:
+    # The MS still lists a paused VM as Running (the state report calls it PowerOn): its
+    # memory is still assigned on the host, and 0 would chart it as holding none.
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-64-VM", cpus=2)
+    await ok(cim, await request_state(cim, path, 9))
+    _, answer = await running.answer(STATS, {"vmNames": ["i-2-64-VM"]})
+    entry = answer["vmStatsMap"]["i-2-64-VM"]
+    assert entry["memoryKBs"] == entry["targetMemoryKBs"] == 1024 * 1024
+    assert (entry["numCPUs"], entry["cpuUtilization"]) == (2, 0)  # its processors run nothing
+    assert entry["intFreeMemoryKBs"] == -1  # its guest tells nothing while paused
+    assert (entry["diskReadKBs"], entry["networkReadKBs"]) == (0, 0)
+
+
 async def test_vm_stats_is_an_empty_map_without_a_call_when_no_vm_is_named(
     running: Running,
 ) -> None:

@@ -197,6 +197,12 @@ class _Facts:
     def _values(self, vssd: Record, vm: Record) -> dict[str, CimValue]:
         guid = str(vm["Name"])
         running = vm["EnabledState"] == EnabledState.ENABLED
+        # A paused VM keeps its partition: its memory stays assigned (the host's free
+        # memory counts it, ``model.RUNNING_MEMORY``) and its run goes on (as
+        # OnTimeInMilliseconds does), while its processors run nothing. Microsoft does
+        # not say what the summary of a paused VM holds; this is the choice made here:
+        # MemoryUsage and UpTime as while it ran, ProcessorLoad 0.
+        held = model.is_running(vm)
         now = self.call.host.clock()
         notes = vssd["Notes"]
         return {
@@ -207,10 +213,10 @@ class _Facts:
             "OperationalStatus": vm["OperationalStatus"], "Version": vssd["Version"],
             "ProcessorLoad": model.processor_load(guid) if running else 0,
             "ProcessorLoadHistory": (model.processor_load(guid),) * 10 if running else (),
-            "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if running else 0,
+            "MemoryUsage": int(vm.meta.get("memory_mb", 0)) if held else 0,
             **self._memory_demand(guid, running),
             "Heartbeat": self._heartbeat(vm) if running else None,
-            "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if running else 0,
+            "UpTime": int((now - float(vm.meta.get("started_at", now))) * 1000) if held else 0,
             "GuestOperatingSystem": "Linux" if running else None, "ThumbnailImage": (),
             "Shielded": False,
             "VirtualSystemSubType": vssd["VirtualSystemSubType"], "SwapFilesInUse": False,
