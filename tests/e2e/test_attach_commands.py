@@ -21,7 +21,8 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.services import metrics
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running, config_with_shares, serving
-from tests.emulator.kit import define_vm, devices, ok, request_state
+from tests.emulator.kit import add, define_vm, devices, ok, request_state, template
+from tests.emulator.portkit import vm_with_nic
 
 ATTACH = names.ATTACH_COMMAND
 DETTACH = names.DETTACH_COMMAND
@@ -786,6 +787,27 @@ async def test_network_stats_report_each_nics_totals_by_the_mac_cloudstack_store
         agent.emulator, "i-2-46-VM"), 3))
     _, answer = await agent.answer(NETWORK_STATS, {"vmNames": ["i-2-46-VM"]})
     assert answer["vmNetworkStatsMap"] == {"i-2-46-VM": []}  # off: no counters
+
+
+async def test_network_stats_leave_out_an_adapter_whose_mac_hyper_v_chose(
+    agent: Running,
+) -> None:
+    # An adapter added on the host gets a MAC from Hyper-V's pool, which no CloudStack NIC
+    # has: the MS looks every reported MAC up among its NICs and, on one it does not know,
+    # fails the network statistics of every VM of the host.
+    cim = agent.emulator
+    nic = await vm_with_nic(cim, "i-2-47-VM", MAC, running=False)
+    added = (await template(cim, "Msvm_SyntheticEthernetPortSettingData")).updated(
+        ElementName="added on the host", StaticMacAddress=False)
+    await ok(cim, await add(cim, nic.vm, [added]))
+    await ok(cim, await request_state(cim, nic.vm, 2))
+    (dynamic,) = [str(s["Address"]) for s in await devices(
+        cim, nic.vm, "Msvm_SyntheticEthernetPortSettingData") if not s["StaticMacAddress"]]
+    assert dynamic.startswith("00155D")
+    assert traffic.network_io(agent.emulator.host, "i-2-47-VM", MAC, received_bytes=MB)
+    _, answer = await agent.answer(NETWORK_STATS, {"vmNames": ["i-2-47-VM"]})
+    assert answer["vmNetworkStatsMap"] == {"i-2-47-VM": [
+        {"vmName": "i-2-47-VM", "macAddress": MAC, "bytesSent": 0, "bytesReceived": MB}]}
 
 
 # --- budgets and locks --------------------------------------------------------------------

@@ -203,8 +203,9 @@ class VmHandlers:
 
 
     async def network_stats(self, asked: GetVmNetworkStatsCommand) -> Result:
-        """The bytes each network adapter of the named VMs sent and received since the VM
-        started (``vmio.adapter_traffic``), by MAC: the totals the management server
+        """The bytes each network adapter of the named VMs with a static MAC (every one
+        CloudStack made) sent and received since the VM started (``vmio.adapter_traffic``),
+        by MAC: the totals the management server
         bills shared-network traffic from (``vm.network.stats.interval``). It keeps the
         last total of each NIC and takes a smaller one for a restart of the counters,
         so totals, not intervals, are what it needs.

@@ -300,8 +300,12 @@ class AdapterTraffic:
 
 async def adapter_traffic(hv: HyperV, vm_guids: Collection[str]
                           ) -> dict[str, list[AdapterTraffic]]:
-    """The synthetic network adapters of the running VMs ``vm_guids`` (by VM GUID, upper
-    case; WMI's order), each with its totals, for GetVmNetworkStatsCommand. An adapter
+    """The synthetic network adapters of the running VMs ``vm_guids`` that have a static
+    MAC address (by VM GUID, upper case; WMI's order), each with its totals, for
+    GetVmNetworkStatsCommand. Every adapter CloudStack has made has one (its NIC's MAC);
+    one with a MAC Hyper-V chose (an adapter added on the host) is left out: the
+    management server looks each reported MAC up among its NICs and, finding none, fails
+    the collection of every VM of the host. An adapter
     is matched to its counter instance by its own GUID (the end of its settings'
     InstanceID, ``Microsoft:<VM GUID>\\<adapter GUID>``, which the instance name ends
     with). 2 queries sent at once whatever the number of VMs (their adapters' settings,
@@ -313,7 +317,7 @@ async def adapter_traffic(hv: HyperV, vm_guids: Collection[str]
     where = (wql.either(wql.starts_with("InstanceID", f"Microsoft:{g}\\")
                         for g in sorted(guids))
              if len(guids) <= NAMED_AT_MOST else None)
-    query = wql.select(Class.SEPSD, where, ("InstanceID", "Address"))
+    query = wql.select(Class.SEPSD, where, ("InstanceID", "Address", "StaticMacAddress"))
     settings, counters = await asyncio.gather(hv.cim.query(query, NAMESPACE),
                                               adapter_counters(hv, guids))
     moved = {(guid, adapter): totals for guid, instances in counters.items()
@@ -323,7 +327,7 @@ async def adapter_traffic(hv: HyperV, vm_guids: Collection[str]
     for setting in settings:
         instance_id = setting.string("InstanceID") or ""
         guid = vms.owner_guid(instance_id)
-        if guid not in guids:
+        if guid not in guids or not setting.boolean("StaticMacAddress"):
             continue
         adapter = instance_id.rpartition("\\")[2].strip("{}").upper()
         totals = moved.get((guid, adapter), IoTotals())
