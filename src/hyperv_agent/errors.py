@@ -75,6 +75,12 @@ class CimUnavailable(CimError):
     """The namespace or host cannot be reached (RPC server unavailable, WinRM down)."""
 
 
+class CimUnreachable(CimUnavailable):
+    """Nothing answered: the host refused or never took the connection, the connection
+    broke, or no answer came in time (a host powered off, cut off or hung). Any answer,
+    even an HTTP error or a fault, proves the host's Windows is running; this does not."""
+
+
 class CimTimedOut(CimUnavailable):
     """The host did not finish the operation within its timeout (WS-Man ``TimedOut``): a
     Pull may be sent again, its enumeration context still valid."""

@@ -156,15 +156,16 @@ def allow_only(networks: tuple[Network, ...]) -> Middleware:
     return check
 
 
-def make_admin_app(metrics: Metrics, healthy: Callable[[], Awaitable[bool]],
+def make_admin_app(metrics: Metrics, problem: Callable[[], Awaitable[str | None]],
                    allow_from: Sequence[Network] = ()) -> web.Application:
-    """``/healthz`` (200 when the backend answers, 503 otherwise) and Prometheus ``/metrics``,
-    for the clients ``allow_from`` admits (loopback when it is empty)."""
+    """``/healthz`` (200 "ok" when ``problem`` finds none, 503 with the problem otherwise)
+    and Prometheus ``/metrics``, for the clients ``allow_from`` admits (loopback when it
+    is empty)."""
     app = web.Application(middlewares=[allow_only(tuple(allow_from))])
 
     async def healthz(_: web.Request) -> web.Response:
-        ok = await healthy()
-        return web.Response(status=200 if ok else 503, text="ok" if ok else "backend unavailable")
+        found = await problem()
+        return web.Response(status=200 if found is None else 503, text=found or "ok")
 
     async def exposition(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(),

@@ -36,6 +36,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
 from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming
 from hyperv_agent.handlers.host import HostHandlers, HostSettings
+from hyperv_agent.handlers.hostcheck import HostCheck
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.migration import MigrationHandlers
 from hyperv_agent.handlers.secgroups import SecurityGroupHandlers
@@ -46,7 +47,6 @@ from hyperv_agent.handlers.vm_config import VmConfigHandlers
 from hyperv_agent.handlers.volumes import VolumeHandlers
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles
-from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.metrics import Metrics
 from hyperv_agent.state import PoolRegistry
 from hyperv_agent.stopping import stop_on_signals
@@ -128,12 +128,10 @@ class Agent:
                                max_body_bytes=self.config.agent.max_request_bytes)
 
     async def hyperv_problem(self) -> str | None:
-        """None when Hyper-V's v2 namespace answers (one read-only query), else why not."""
-        try:
-            await hyperv_host.switch_names(self.opened.hyperv)
-        except AgentError as error:
-            return str(error)
-        return None
+        """None when Hyper-V's v2 namespace answers (one read-only query, bounded in time
+        and shared with the pings: ``HostCheck``), else why not."""
+        found = await self.host.check.state()
+        return None if found.usable else found.says
 
     def limits(self, file_limit: int | None) -> Limits:
         """The CloudStack listener's limits: ``max_connections`` lowered below the process's
@@ -150,10 +148,7 @@ class Agent:
                       max_connections=ADMIN_MAX_CONNECTIONS)
 
     def admin_app(self) -> web.Application:
-        async def healthy() -> bool:
-            return await self.hyperv_problem() is None
-
-        return server.make_admin_app(self.metrics, healthy, self.allow_from)
+        return server.make_admin_app(self.metrics, self.hyperv_problem, self.allow_from)
 
     def ssl_context(self) -> ssl.SSLContext:
         return tls.server_context(self.identity, self.config.agent.tls_client_ca)
@@ -189,9 +184,11 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(hv, vm_settings)
+    check = HostCheck(hv)
     beats = Heartbeats(files, pools, settings.heartbeat, private_ip=settings.private_ip,
-                       state_dir=agent.state_dir)
-    host = HostHandlers(hv, files, settings, pools, locks=vm.locks, heartbeats=beats)
+                       state_dir=agent.state_dir, host_check=check)
+    host = HostHandlers(hv, files, settings, pools, locks=vm.locks, heartbeats=beats,
+                        check=check)
     handlers = host.table()
     handlers |= vm.table()
     handlers |= VmConfigHandlers(hv, vm.locks).table()

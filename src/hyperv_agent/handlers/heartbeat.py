@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hyperv_agent.errors import AgentError
+from hyperv_agent.handlers.hostcheck import HostCheck, Reach
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import PoolRegistry, keep_private_ip, kept_private_ip
@@ -54,13 +55,21 @@ class Heartbeats:
     the next start, before the configured one: an agent restarted between two of the
     management server's pings gets no StartupCommand (the MS noticed nothing), and must go
     on stamping under that address all the same, or a neighbour asked CheckOnHost later
-    finds its stamp stale and calls a live host down."""
+    finds its stamp stale and calls a live host down.
+
+    A stamp says the Hyper-V host is running, as the C# agent's, written on the host by
+    a scheduled task, did: with a ``host_check`` nothing is stamped while nothing answers
+    from the host (powered off, cut off, hung), so a neighbour calls it down once its
+    stamps are stale, though this agent, on another machine, runs on. A host that answers
+    with an error (WinRM refusing the account, answering 503, a WMI fault) is running, its
+    VMs may be too, and is stamped: restarting them elsewhere could run them twice."""
 
     def __init__(self, files: HostFiles, pools: PoolRegistry | None,
                  timing: HeartbeatTiming = HeartbeatTiming(),
                  clock: Callable[[], float] = time.time, private_ip: str | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, host_check: HostCheck | None = None) -> None:
         self.files = files
+        self.host_check = host_check
         self.pools = pools
         self.timing = timing
         self.clock = clock
@@ -92,11 +101,29 @@ class Heartbeats:
     async def stamp_all(self) -> None:
         """Stamp every registered shared pool; a pool that cannot be written is logged
         and skipped."""
-        for root in self.pools.roots() if self.pools is not None else ():
-            await self.stamp(root)
+        roots = self.pools.roots() if self.pools is not None else ()
+        if roots and self.private_ip and await self._host_gone():
+            return
+        for root in roots:
+            await self._write(root)
 
     async def stamp(self, root: str) -> None:
-        """Stamp the pool at ``root`` (nothing before the private address is known)."""
+        """Stamp the pool at ``root`` (nothing before the private address is known, nor
+        while the host cannot be reached)."""
+        if self.private_ip and not await self._host_gone():
+            await self._write(root)
+
+    async def _host_gone(self) -> bool:
+        """Whether nothing answers from the host (logged: no stamp is written)."""
+        if self.host_check is None:
+            return False
+        found = await self.host_check.state()
+        if found.reach is not Reach.UNREACHABLE:
+            return False
+        log.warning("heartbeat not stamped: %s", found.says)
+        return True
+
+    async def _write(self, root: str) -> None:
         if not self.private_ip:
             return
         try:

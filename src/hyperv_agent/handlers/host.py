@@ -29,6 +29,7 @@ from hyperv_agent.cloudstack.storage_objects import StoragePoolInfo
 from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming, Liveness
+from hyperv_agent.handlers.hostcheck import HostCheck
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks, cloudstack_power
 from hyperv_agent.hostfs.api import HostFiles
@@ -64,15 +65,18 @@ class HostSettings:
 class HostHandlers:
     def __init__(self, hv: HyperV, files: HostFiles, settings: HostSettings,
                  pools: PoolRegistry | None = None, clock: Callable[[], float] = time.time,
-                 locks: VmLocks | None = None, heartbeats: Heartbeats | None = None) -> None:
+                 locks: VmLocks | None = None, heartbeats: Heartbeats | None = None,
+                 check: HostCheck | None = None) -> None:
         self.hv = hv
+        self.check = check if check is not None else HostCheck(hv)
         self.files = files
         self.settings = settings
         self.pools = pools
         self.clock = clock
         self.locks = locks if locks is not None else VmLocks()  # shared with the VM commands
         self.heartbeats = heartbeats if heartbeats is not None else Heartbeats(
-            files, pools, settings.heartbeat, clock, settings.private_ip)
+            files, pools, settings.heartbeat, clock, settings.private_ip,
+            host_check=self.check)
 
     @property
     def private_ip(self) -> str | None:
@@ -240,13 +244,22 @@ class HostHandlers:
         return SetupAnswer(result=True, details="success - NOP", reconnect=False)
 
     async def ping(self, command: wire.PingCommand | wire.PingRoutingCommand) -> Result:
+        """Success while the Hyper-V host answers (``HostCheck``, bounded in time): the
+        agent may run on another machine than the host, and a dead host whose pings
+        succeed would stay Up in the MS for ever, its VMs never restarted elsewhere."""
+        await self._host_answers()
         short = type(command).FQCN.rsplit(".", 1)[-1]
         return Answer(result=True, details=f"success - NOP for {short}")
 
     async def check_health(self, command: wire.CheckHealthCommand) -> Result:
-        """Alive when Hyper-V answers a query."""
-        await host.switch_names(self.hv)
+        """Alive when Hyper-V answers a query (``HostCheck``, bounded in time)."""
+        await self._host_answers()
         return CheckHealthAnswer(result=True, details="resource is alive")
+
+    async def _host_answers(self) -> None:
+        found = await self.check.state()
+        if not found.usable:
+            raise HyperVError(found.says)
 
     async def check_network(self, asked: wire.CheckNetworkCommand) -> Result:
         """Every traffic label the management server names must be a vSwitch on this host

@@ -7,7 +7,9 @@ thread, and bounds the requests in flight. Connections are kept alive between re
 
 Every failure becomes a ``CimError``: a SOAP fault is parsed again here (pypsrp reads only
 its subcode) so ``MSFT_WmiError`` codes decide the error class; authentication, TLS and
-connection failures name the host and never the password.
+connection failures name the host and never the password. A failure where nothing
+answered (no connection, a broken one, no answer in time) is ``CimUnreachable``: any
+answer, an HTTP error or a fault included, says the host is running.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from hyperv_agent.errors import (
     CimError,
     CimResponseTooLarge,
     CimUnavailable,
+    CimUnreachable,
 )
 
 _T = TypeVar("_T")
@@ -128,7 +131,7 @@ class Transport:
                    selectors: SelectorSet | None = None, options: OptionSet | None = None
                    ) -> Element:
         """The ``s:Body`` of the answer to one request; CimError on any failure, and
-        CimUnavailable when the whole answer has not arrived by ``deadline_s``; within
+        CimUnreachable when the whole answer has not arrived by ``deadline_s``; within
         ``CREDENTIALS_RETRY_S`` of the host refusing the credentials, CimAccessDenied
         without a request."""
         self._check_refusal()
@@ -149,7 +152,7 @@ class Transport:
             except TimeoutError:
                 call.abandoned = True
                 running.add_done_callback(_forget)
-                raise CimUnavailable(f"{self.settings.where}: the WinRM service did not "
+                raise CimUnreachable(f"{self.settings.where}: the WinRM service did not "
                                      f"complete its answer within {self.deadline_s:.0f} s; "
                                      "the connection is dropped") from None
 
@@ -269,12 +272,12 @@ class Transport:
                                  f"({_reason(error)}); give a CA file or turn verification "
                                  "off") from None
         except requests.exceptions.ChunkedEncodingError:
-            raise CimUnavailable(f"{where}: the connection broke during the WinRM service's "
+            raise CimUnreachable(f"{where}: the connection broke during the WinRM service's "
                                  "answer") from None
         except requests.exceptions.Timeout as error:
             raise self._timed_out(error) from None
         except requests.exceptions.RequestException as error:
-            raise CimUnavailable(f"{where}: cannot reach the WinRM service "
+            raise CimUnreachable(f"{where}: cannot reach the WinRM service "
                                  f"({_reason(error)})") from None
         except WinRMError as error:
             raise CimError(f"{where}: {faults.one_line(str(error))}") from None
@@ -282,12 +285,12 @@ class Transport:
             raise CimUnavailable(f"{where}: the WinRM service's answer is not well-formed "
                                  f"XML ({faults.one_line(str(error))[:200]})") from None
 
-    def _timed_out(self, error: requests.exceptions.Timeout) -> CimUnavailable:
+    def _timed_out(self, error: requests.exceptions.Timeout) -> CimUnreachable:
         where = self.settings.where
         if isinstance(error, requests.exceptions.ConnectTimeout):
-            return CimUnavailable(f"{where}: cannot reach the WinRM service (no connection "
+            return CimUnreachable(f"{where}: cannot reach the WinRM service (no connection "
                                   f"within {self.settings.connect_timeout_s:g} s)")
-        return CimUnavailable(f"{where}: no answer from the WinRM service within "
+        return CimUnreachable(f"{where}: no answer from the WinRM service within "
                               f"{self.settings.operation_timeout_s} s")
 
     def _fault(self, error: WSManFaultError) -> CimError:

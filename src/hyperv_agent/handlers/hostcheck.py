@@ -1,0 +1,116 @@
+"""Whether the Hyper-V host answers now: asked by PingRoutingCommand, CheckHealthCommand,
+``/healthz`` and before each heartbeat stamp.
+
+Driving a host over WinRM, the agent outlives the host: when the host is powered off,
+cut off or hung, the agent still answers the management server. A ping answered without
+asking the host would keep a dead host Up for ever (the MS starts HA only once pings
+fail), and a heartbeat stamped by the agent alone would have every neighbour's
+CheckOnHost call the dead host alive, so its VMs would never be restarted elsewhere.
+
+One read-only query (the host's virtual switches, in Hyper-V's namespace) answers it,
+within ``deadline_s``; one query is in flight at a time and its answer serves every
+caller for ``fresh_s``, so a monitor polling ``/healthz`` and the MS's pings cost at most
+one round trip per ``fresh_s``. A query still waiting at the deadline is not cut short:
+later checks wait for it (never a second one on a hung host, never a thread more), and
+it ends by the backend's own bound (for WinRM, its operation timeout and answer grace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hyperv_agent.errors import AgentError, CimUnreachable
+from hyperv_agent.hyperv import host
+from hyperv_agent.hyperv.session import HyperV
+
+log = logging.getLogger("hyperv_agent.handlers.hostcheck")
+
+#: How long a check waits for the host's answer. The MS posts its ping without a timeout
+#: of its own (HypervDirectConnectResource.postHttpRequest) once per ping.interval (60 s),
+#: after the state report, and calls the host unreachable after ping.timeout x
+#: ping.interval (150 s) without a good ping: an answer within 20 s leaves it room for
+#: both and for its retries. Longer than the WinRM connect timeout (10 s), so a host that
+#: is powered off is told by the connection's own failure.
+DEADLINE_S = 20.0
+#: How long one answer serves every check.
+FRESH_S = 5.0
+
+
+class Reach(enum.Enum):
+    ANSWERS = "answers"
+    FAULTY = "faulty"  # it answered, with an error: its Windows runs, Hyper-V is not usable
+    UNREACHABLE = "unreachable"  # nothing answered: powered off, cut off or hung
+
+
+@dataclass(frozen=True)
+class HostState:
+    reach: Reach
+    problem: str | None = None  # why it is not usable, on one line
+
+    @property
+    def usable(self) -> bool:
+        return self.reach is Reach.ANSWERS
+
+    @property
+    def says(self) -> str:
+        """One line for an answer, a log or /healthz."""
+        if self.reach is Reach.ANSWERS:
+            return "the Hyper-V host answers"
+        if self.reach is Reach.UNREACHABLE:
+            return f"the Hyper-V host cannot be reached: {self.problem}"
+        return f"the Hyper-V host answers with an error: {self.problem}"
+
+
+class HostCheck:
+    """Asks the host whether it answers (see the module's docstring). ``deadline_s`` and
+    ``fresh_s`` default to the module's DEADLINE_S and FRESH_S."""
+
+    def __init__(self, hv: HyperV, deadline_s: float | None = None,
+                 fresh_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.hv = hv
+        self.deadline_s = DEADLINE_S if deadline_s is None else deadline_s
+        self.fresh_s = FRESH_S if fresh_s is None else fresh_s
+        self.clock = clock
+        self._known: tuple[float, HostState] | None = None  # when, and what was found
+        self._asking: asyncio.Task[HostState] | None = None
+
+    async def state(self) -> HostState:
+        """What the host says now: a fresh answer, the query in flight (waited for up to
+        ``deadline_s``), or a new query."""
+        known = self._known
+        if known is not None and self.clock() - known[0] < self.fresh_s:
+            return known[1]
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.create_task(self._ask(), name="host-check")
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._asking), self.deadline_s)
+        except TimeoutError:
+            found = HostState(Reach.UNREACHABLE, f"the host did not answer a query of its "
+                                                 f"virtual switches within {self.deadline_s:g} s")
+            self._note(found)
+            return found
+
+    async def _ask(self) -> HostState:
+        try:
+            await host.switch_names(self.hv)
+        except CimUnreachable as error:
+            found = HostState(Reach.UNREACHABLE, str(error))
+        except AgentError as error:
+            found = HostState(Reach.FAULTY, str(error))
+        else:
+            found = HostState(Reach.ANSWERS)
+        self._note(found)
+        return found
+
+    def _note(self, found: HostState) -> None:
+        """Keep what was found; a change is logged once (not every check)."""
+        before = self._known[1].reach if self._known is not None else Reach.ANSWERS
+        self._known = (self.clock(), found)
+        if before is not found.reach:
+            log.warning("%s", "the Hyper-V host answers again" if found.usable else found.says)

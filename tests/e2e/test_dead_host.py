@@ -1,0 +1,261 @@
+"""Agentless, the agent outlives the Hyper-V host it drives over WinRM: what the management
+server and an operator see while the host is powered off, hung, or answering errors, and
+that the agent finds it again by itself when it is back.
+
+The host is the emulator's WinRM face on 127.0.0.1; it is stopped (connections refused),
+replaced on its port by a socket that accepts and never answers (hung), or by a server
+answering HTTP 503 or a SOAP fault with HTTP 500, and then served again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from hyperv_agent import server, winrm_face
+from hyperv_agent.config import load_config
+from hyperv_agent.emulator.winrm.auth import Account
+from hyperv_agent.handlers import hostcheck
+from tests.e2e.conftest import WSMAN_PASSWORD, WSMAN_USER, Running, serving
+
+PING = "com.cloud.agent.api.PingRoutingCommand"
+CHECK_HEALTH = "com.cloud.agent.api.CheckHealthCommand"
+STATE_REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
+HOST_STATS = "com.cloud.agent.api.GetHostStatsCommand"
+CHECK_ON_HOST = "com.cloud.agent.api.CheckOnHostCommand"
+MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
+PRIVATE_IP = "192.168.100.10"
+DEADLINE_S = 0.5
+OLD_STAMP = "2024-5-7@3:4:9"
+
+
+@pytest.fixture
+async def agentless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    """An agent driving the emulated host over WinRM (HTTP, NTLM), with a shared SMB pool
+    on the host's share, its host checks bounded by DEADLINE_S and never reused."""
+    monkeypatch.setattr(hostcheck, "DEADLINE_S", DEADLINE_S)
+    monkeypatch.setattr(hostcheck, "FRESH_S", 0.0)
+    share = tmp_path / "smb-share"
+    (share / "primary").mkdir(parents=True)
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "{PRIVATE_IP}"
+[emulator.shares]
+'\\\\10.1.1.2\\SMB-Share' = "{share}"
+""")
+    async with serving(load_config(config_file), backend="wsman-http-ntlm") as running:
+        yield running
+
+
+def _port(running: Running) -> int:
+    assert running.face is not None
+    return int(running.face.url.rsplit(":", 1)[1].split("/")[0])
+
+
+async def _power_off(running: Running) -> None:
+    assert running.face is not None
+    await running.face.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _powered_on(running: Running, port: int) -> AsyncIterator[None]:
+    """The same emulated host served again on its port, as after a restart."""
+    assert running.face is not None
+    face = await winrm_face.start_face(running.emulator_config, "127.0.0.1", port,
+                                       Account(WSMAN_USER, WSMAN_PASSWORD), use_tls=False,
+                                       emulator=running.face.emulator)
+    try:
+        yield
+    finally:
+        await face.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _hung(port: int) -> AsyncIterator[list[socket.socket]]:
+    """A listener on ``port`` that accepts connections and never answers; the accepted
+    connections are closed when the block ends."""
+    listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+    listener.setblocking(False)
+    accepted: list[socket.socket] = []
+
+    async def accept() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            connection, _ = await loop.sock_accept(listener)
+            accepted.append(connection)
+
+    accepting = asyncio.create_task(accept())
+    try:
+        yield accepted
+    finally:
+        accepting.cancel()
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+@contextlib.asynccontextmanager
+async def _answering(port: int, status: int, body: str = "",
+                     content_type: str = "text/plain") -> AsyncIterator[None]:
+    """A server on ``port`` answering every WinRM request with ``status`` and ``body``."""
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/wsman", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _timed(running: Running, fqcn: str, body: dict[str, Any]
+                 ) -> tuple[str, dict[str, Any], float]:
+    started = time.monotonic()
+    key, value = await running.answer(fqcn, body)
+    return key, value, time.monotonic() - started
+
+
+async def _register_pool(running: Running, tmp_path: Path) -> Path:
+    _, value = await running.answer(MODIFY, {"add": True, "pool": {
+        "type": "SMB", "host": "10.1.1.2", "port": 445,
+        "path": "/SMB-Share/primary?user=admin&password=s3cret%40pw&domain=LAB",
+        "uuid": "3c2e0b0a-5f1e-4c6b-9a52-0d9b8f6f2b11"}})
+    assert value["result"] is True, value
+    return tmp_path / "smb-share" / "primary"
+
+
+async def _neighbour_says(running: Running) -> dict[str, Any]:
+    """What this agent answers, as a neighbour, when the MS asks about PRIVATE_IP."""
+    _, value = await running.answer(CHECK_ON_HOST, {
+        "host": {"guid": "suspect", "privateNetwork": {"ip": PRIVATE_IP}}, "contextMap": {}})
+    return value
+
+
+async def test_a_powered_off_host_fails_pings_and_health_at_once_and_is_found_again(
+        agentless: Running) -> None:
+    port = _port(agentless)
+    _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
+    assert ping["result"] is True
+    await _power_off(agentless)
+    for fqcn, answer_class in ((PING, "com.cloud.agent.api.Answer"),
+                               (CHECK_HEALTH, "com.cloud.agent.api.CheckHealthAnswer"),
+                               (HOST_STATS, "com.cloud.agent.api.GetHostStatsAnswer")):
+        key, value, took = await _timed(agentless, fqcn, {"hostId": 5, "contextMap": {}})
+        assert key == answer_class and value["result"] is False, value
+        assert f"127.0.0.1:{port}: cannot reach the WinRM service" in value["details"]
+        assert took < 2
+    status, report = await agentless.post(STATE_REPORT, {})
+    assert status == 200 and report[0]["com.cloud.agent.api.Answer"]["result"] is False
+    async with _powered_on(agentless, port):  # the agent is not restarted
+        _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
+        assert (ping["result"], ping["details"]) == (True, "success - NOP for PingRoutingCommand")
+        _, health, _ = await _timed(agentless, CHECK_HEALTH, {"contextMap": {}})
+        assert health["result"] is True
+        status, report = await agentless.post(STATE_REPORT, {})
+        assert status == 200 and isinstance(report, list)
+
+
+async def test_a_hung_host_fails_pings_within_the_deadline_with_one_query_in_flight(
+        agentless: Running) -> None:
+    """TCP accepted, no HTTP answer: each ping fails at the check's deadline, and while
+    the first query waits, no other is sent (no thread or connection per ping); once the
+    host answers again, so does the ping."""
+    port = _port(agentless)
+    await _power_off(agentless)
+    async with _hung(port) as accepted:
+        for _ in range(3):
+            _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+            assert ping["result"] is False
+            assert ping["details"] == (
+                "PingRoutingCommand failed: the Hyper-V host cannot be reached: the host did "
+                f"not answer a query of its virtual switches within {DEADLINE_S:g} s")
+            assert DEADLINE_S <= took < DEADLINE_S + 1.5
+        assert len(accepted) == 1  # the one query, still waiting
+        admin = await server.start(agentless.agent.admin_app(),
+                                   server.Listener("127.0.0.1", 0), None)
+        try:
+            url = f"http://127.0.0.1:{admin.addresses[0][1]}/healthz"
+            async with aiohttp.ClientSession() as session, session.get(url) as reply:
+                status, text = reply.status, await reply.text()
+        finally:
+            await admin.cleanup()
+        assert status == 503
+        assert text.startswith("the Hyper-V host cannot be reached: the host did not answer")
+    async with _powered_on(agentless, port):
+        for _ in range(20):  # the hung query ends when its connection closes
+            _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
+            if ping["result"]:
+                break
+            await asyncio.sleep(0.1)
+        assert ping["result"] is True, ping
+
+
+async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
+        agentless: Running, tmp_path: Path) -> None:
+    """The stamp says the host runs: while it cannot be reached, none is written, so the
+    neighbours the MS asks (CheckOnHost) call it down once the stamps are stale, and HA
+    restarts its VMs elsewhere; back, it is stamped again and called alive."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    assert beat.read_text().count("@") == 1  # stamped at registration
+    port = _port(agentless)
+    await _power_off(agentless)
+    beat.write_text(OLD_STAMP)  # the last stamp, minutes ago
+    await agentless.agent.host.write_heartbeats()
+    assert beat.read_text() == OLD_STAMP
+    down = await _neighbour_says(agentless)
+    assert (down["result"], down["details"]) == (True, "host is not alive")
+    async with _powered_on(agentless, port):
+        await agentless.agent.host.write_heartbeats()
+        assert beat.read_text() != OLD_STAMP
+        alive = await _neighbour_says(agentless)
+        assert (alive["result"], alive["alive"]) == (False, True)
+
+
+@pytest.mark.parametrize(("status", "body", "content_type", "said"), [
+    (503, "Service Unavailable", "text/plain", "the WinRM service answered HTTP 503"),
+    (500, """<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"
+ xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><s:Body><s:Fault>
+<s:Code><s:Value>s:Receiver</s:Value><s:Subcode><s:Value>w:InternalError</s:Value>
+</s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">The WS-Management service cannot
+process the request.</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>""",
+     "application/soap+xml", "cannot process the request"),
+])
+async def test_a_host_answering_errors_fails_pings_but_keeps_its_heartbeat(
+        agentless: Running, tmp_path: Path, status: int, body: str, content_type: str,
+        said: str) -> None:
+    """An HTTP error or a WS-Man fault is an answer: the host's Windows runs and its VMs
+    may too, so it keeps being stamped (a neighbour calls it alive: its VMs are not
+    started twice), while its pings fail, saying what the host answered."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    port = _port(agentless)
+    await _power_off(agentless)
+    async with _answering(port, status, body, content_type):
+        _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+        assert ping["result"] is False and took < 2
+        assert ping["details"].startswith(
+            "PingRoutingCommand failed: the Hyper-V host answers with an error: ")
+        assert said in ping["details"]
+        beat.write_text(OLD_STAMP)
+        await agentless.agent.host.write_heartbeats()
+    assert beat.read_text() != OLD_STAMP
+    alive = await _neighbour_says(agentless)
+    assert (alive["result"], alive["alive"]) == (False, True)
