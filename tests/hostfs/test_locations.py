@@ -303,6 +303,8 @@ REFUSED_RELATIVE = [
     ("a\u200bb.vhdx", "invisible control or formatting"),  # zero-width space
     ("a\x85b", "invisible control or formatting"),  # a C1 control
     ("x" * 256, "longer than"),
+    ("PROGRA~1\\x.vhd", "8.3 short name"),
+    ("13131~1.VHD", "8.3 short name"),
 ]
 
 
@@ -380,11 +382,12 @@ def test_absolute_path_is_kept_when_inside_root(root: str, path: str, expected: 
         ("C:\\pool\\com1", "device"),
         ("C:\\pool\\a.vhd.", "dot or a space"),
         ("C:\\pool\\a|b", "forbids"),
+        ("C:\\pool\\13131~1.VHD", "8.3 short name"),
     ],
     ids=["sibling-prefix", "prefix-no-sep", "root-itself", "drive-root", "other-drive",
          "dotdot-out", "climbs-above-drive", "unc-elsewhere", "long-prefix", "device-ns",
          "drive-relative", "relative", "rooted", "stream", "device", "trailing-dot",
-         "forbidden"],
+         "forbidden", "short-name"],
 )
 def test_absolute_path_is_refused_when_outside_root_or_unsafe(path: str, reason: str) -> None:
     with pytest.raises(PathNotAllowed) as caught:
@@ -475,3 +478,11 @@ def test_a_parent_locator_names_a_file_on_a_share_by_its_long_form() -> None:
     locator = ParentLocator(absolute="\\\\?\\UNC\\10.1.1.1\\Primary\\t.vhdx")
     assert locator.names("\\\\10.1.1.1\\primary\\c.vhdx", "\\\\10.1.1.1\\primary\\t.vhdx")
     assert not locator.names("\\\\10.1.1.1\\primary\\c.vhdx", "\\\\10.1.1.2\\primary\\t.vhdx")
+
+
+def test_a_name_with_a_tilde_that_is_no_8_3_alias_is_kept() -> None:
+    """Only the 8.3 form is refused: a long name may hold ~ and digits."""
+    for name in ("a~1.vhdx", "backup~1.tar.gz", "template~1234567", "ABCDEFG~1"):
+        assert confine("C:\\pool", name) == f"C:\\pool\\{name}"
+    with pytest.raises(PathNotAllowed, match=r"8\.3 short name"):
+        confine("C:\\PROGRA~1\\pool", "x.vhd")  # a root, too

@@ -33,6 +33,9 @@ _DEVICE_NAMES = frozenset(
     | {f"{port}{n}" for port in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]}
 )
 _MAX_SEGMENT_CHARS = 255
+#: An 8.3 short name of the form Windows generates: at most 8 characters ending in ~ and a
+#: number, before an extension of at most 3. Names CloudStack makes (uuids) never are one.
+_SHORT_NAME = re.compile(r"(?=[^.]{1,8}(?:\.|$))[^.~]{1,6}~[0-9]{1,6}(?:\.[^.]{1,3})?")
 _SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _DRIVE = re.compile(r"[A-Za-z]:")
 
@@ -107,6 +110,10 @@ def _segment_problem(segment: str) -> str | None:
         return "is a reserved device name"
     if segment.endswith((".", " ")):
         return "ends with a dot or a space, which Windows strips"
+    if _SHORT_NAME.fullmatch(segment):
+        # an 8.3 alias (PROGRA~1, 13131~1.VHD) names a file by a second name, which the
+        # agent's confinement, locks and comparisons would take for another file
+        return "looks like an 8.3 short name (NAME~1.EXT); give the file's long name"
     if len(segment) > _MAX_SEGMENT_CHARS:
         return f"is longer than {_MAX_SEGMENT_CHARS} characters"
     return None
