@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from hyperv_agent import state
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.state import (
+    CREDENTIALS_FILE,
     KEPT_ASIDE,
     BuildJournal,
     PoolRegistry,
@@ -24,6 +27,7 @@ from hyperv_agent.state import (
     set_aside_copies,
     sweep_temporaries,
 )
+from tests import pywin32_fake
 
 LOCAL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
 
@@ -135,10 +139,11 @@ def test_files_a_killed_write_left_aside_are_swept_and_the_state_is_kept(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "pools.json").write_text("{}")
-    for name in (".pools-k2j4", ".building-x9", ".agent-id-q1", ".private-ip-z7"):
+    for name in (".pools-k2j4", ".building-x9", ".agent-id-q1", ".private-ip-z7",
+                 ".pool-credentials-w3"):  # a password a killed write left aside
         (tmp_path / name).write_text("half")
     (tmp_path / ".other").write_text("not ours")
-    assert sweep_temporaries(tmp_path) == 4
+    assert sweep_temporaries(tmp_path) == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other", "pools.json"]
     assert sweep_temporaries(tmp_path / "absent") == 0
 
@@ -379,3 +384,140 @@ def test_a_journal_that_cannot_be_written_does_not_stop_the_build(
         journal.begin("i-2-5-VM")
     assert journal.pending() == ("i-2-5-VM",)
     assert f"cannot record the VMs being built in {folder / 'building.json'}" in caplog.text
+
+
+# --- the credentials of SMB pools --------------------------------------------------------
+
+SECRET = "s3cret@pw"
+ACCOUNT = Credentials(user="cloud", domain="LAB", password=SECRET)
+SHARE_POOL = RegisteredPool(root="\\\\fs1\\primary\\dir", pool_type="SMB", host="fs1",
+                            path="/primary/dir")
+
+
+def _registry(folder: Path) -> PoolRegistry:
+    return PoolRegistry(folder / "pools.json", local_root=LOCAL,
+                        credentials_path=folder / CREDENTIALS_FILE)
+
+
+def test_a_pools_credentials_are_kept_for_the_agent_alone_and_handed_back_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """An agent restarted between two of the management server's pings gets no
+    ModifyStoragePoolCommand: the credentials its SMB pools came with must outlive it,
+    readable by its account only, and never in pools.json."""
+    registry = _registry(tmp_path)
+    registry.put("AB-1", SHARE_POOL, ACCOUNT)
+    registry.put("cd-2", RegisteredPool("C:\\pools\\p2", "Filesystem"))
+    kept = tmp_path / CREDENTIALS_FILE
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert SECRET not in (tmp_path / "pools.json").read_text()
+    assert json.loads(kept.read_text()) == {
+        "ab-1": {"user": "cloud", "domain": "LAB", "password": SECRET}}
+    assert _registry(tmp_path).kept_shares() == (
+        ShareLocation("fs1", "primary", "dir", ACCOUNT),)
+    assert PoolRegistry(tmp_path / "pools.json").kept_shares() == ()  # not asked to keep
+
+
+def test_kept_credentials_are_replaced_by_new_ones_and_leave_with_their_pool(
+    tmp_path: Path,
+) -> None:
+    registry = _registry(tmp_path)
+    kept = tmp_path / CREDENTIALS_FILE
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    rotated = Credentials("cloud", "LAB", "n3w-pw")
+    registry.put("ab-1", SHARE_POOL, rotated)  # the MS sent the pool's new password
+    assert SECRET not in kept.read_text()
+    registry.put("ab-1", SHARE_POOL)  # registered again without credentials: still its own
+    assert _registry(tmp_path).kept_shares()[0].credentials == rotated
+    moved = RegisteredPool("\\\\fs2\\other", "SMB", "fs2", "/other")
+    registry.put("ab-1", moved)  # the uuid now names another share: not reached with them
+    assert not kept.exists() and _registry(tmp_path).kept_shares() == ()
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    registry.put("cd-2", moved, rotated)
+    assert registry.remove("AB-1")
+    assert set(json.loads(kept.read_text())) == {"cd-2"}
+    assert registry.remove("cd-2")
+    assert not kept.exists()  # no pool, no file of secrets
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["pools.json"]
+
+
+@pytest.mark.parametrize("content", [b'{"ab-1": {"user": "cloud", "pass', b"[]", b""])
+def test_a_credentials_file_that_cannot_be_read_is_named_and_kept_aside_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes,
+) -> None:
+    """The pools stay registered; the shares wait for the management server's next
+    ModifyStoragePoolCommand (or [agent.smb_credentials]), and the warning says so
+    without a byte of what the file held."""
+    _registry(tmp_path).put("ab-1", SHARE_POOL)
+    kept = tmp_path / CREDENTIALS_FILE
+    kept.write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry = _registry(tmp_path)
+    assert registry.get("ab-1") == SHARE_POOL and registry.kept_shares() == ()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"{kept} cannot be read: ")
+    assert "until the management server registers them again" in warning
+    assert "cloud" not in warning and "pass" not in warning
+    copies = list(tmp_path.glob(f"{CREDENTIALS_FILE}.unreadable-*"))
+    assert [copy.read_bytes() for copy in copies] == ([content] if content else [])
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    assert _registry(tmp_path).kept_shares()[0].credentials == ACCOUNT
+
+
+def test_kept_credentials_of_no_registered_share_are_left_out_without_showing_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = _registry(tmp_path)
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    registry.put("cd-2", RegisteredPool("C:\\pools\\p2", "Filesystem"))
+    kept = tmp_path / CREDENTIALS_FILE
+    entry = {"user": "cloud", "domain": "LAB", "password": SECRET}
+    kept.write_text(json.dumps({"ab-1": entry, "cd-2": entry, "ef-3": entry,
+                                "gh-4": {"user": "cloud", "password": 7}}))
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        again = _registry(tmp_path)
+    assert [share.root for share in again.kept_shares()] == ["\\\\fs1\\primary\\dir"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3 and not any(SECRET in w or "cloud" in w for w in warnings)
+    assert "no SMB pool is registered under that uuid" in warnings[0]
+    assert "not credentials as this agent keeps them" in warnings[2]
+    again.remove("ab-1")
+    assert not kept.exists()  # what was left out is gone with the next change
+
+
+def test_credentials_are_kept_on_windows_behind_the_keys_access_list_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Windows ignores the file's mode, and %ProgramData% lets every local user read what
+    is made in it: the file gets the TLS key's protected access list before the password
+    is written, and where Windows refuses it the password is not written at all."""
+    security = pywin32_fake.Security()
+    pywin32_fake.install(monkeypatch, security)
+    monkeypatch.setattr(state, "_WINDOWS", True)
+    written: list[tuple[str, str]] = []
+    real_fdopen = os.fdopen
+
+    def noting(handle: int, *args: object, **kwargs: object) -> object:
+        # the access lists set by the time the content is written
+        written.extend((name, "restricted") for name in security.dacls)
+        return real_fdopen(handle, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "fdopen", noting)
+    registry = _registry(tmp_path)
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    owners = [pywin32_fake.SYSTEM, pywin32_fake.ADMINISTRATORS, security.account]
+    protected = (pywin32_fake.DACL_SECURITY_INFORMATION
+                 | pywin32_fake.PROTECTED_DACL_SECURITY_INFORMATION)
+    (aside,) = [name for name, _ in written if ".pool-credentials-" in name]
+    assert security.dacls[aside] == (protected, pywin32_fake.Acl(
+        [(0, pywin32_fake.FILE_ALL_ACCESS, sid) for sid in owners]))
+    assert not any(".pools-" in name for name in security.dacls)  # only the secret's
+    # the name aside is random: every access list asked for is refused
+    security.refuse = ("", pywin32_fake.Error(5, "SetNamedSecurityInfo", "Access is denied.  "))
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.state"):
+        registry.put("ab-1", SHARE_POOL, Credentials("cloud", "LAB", "n3w-pw"))
+    assert "cannot keep the SMB pools' credentials" in caplog.text
+    assert "n3w-pw" not in caplog.text
+    assert SECRET in (tmp_path / CREDENTIALS_FILE).read_text()  # the old file, intact
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == [CREDENTIALS_FILE,
+                                                                  "pools.json"]

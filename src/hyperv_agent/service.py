@@ -180,7 +180,8 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
                             heartbeat=HeartbeatTiming(agent.heartbeat_interval_s,
                                                       agent.heartbeat_stale_s))
     state.sweep_temporaries(agent.state_dir)
-    pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path)
+    pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path,
+                         credentials_path=agent.state_dir / state.CREDENTIALS_FILE)
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(hv, vm_settings)

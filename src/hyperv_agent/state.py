@@ -7,11 +7,24 @@ only below one of them (``handlers.datapaths``): the local pool, which the confi
 names (``local_storage_path``) and which is registered at every start, and the pools the
 management server registered (ModifyStoragePoolCommand, CreateStoragePoolCommand).
 Those are kept as a JSON file in the state directory, replaced atomically on every change, so the
-registry survives a restart and is never half-written. Credentials are never stored: a
-pool is remembered by its root (a local folder or a UNC path), its type, and its server
-and path without the ``?user=..&password=..`` query. The credentials a pool came with
-live only in memory, with the file access that uses them (``HostFiles.use_credentials``);
-the management server sends ModifyStoragePoolCommand again whenever it reconnects.
+registry survives a restart and is never half-written. A pool is remembered there by its
+root (a local folder or a UNC path), its type, and its server and path without the
+``?user=..&password=..`` query: ``pools.json`` never holds a credential.
+
+The credentials an SMB pool came with are kept in a file of their own,
+``pool-credentials.json`` (``CREDENTIALS_FILE``), when the file access uses them (a share
+reached through smbprotocol, off Windows; a Windows host reaches its shares as the
+service's account and keeps none). The management server sends them only when the host
+connects (ModifyStoragePoolCommand): an agent restarted between two of its pings (a
+service restart, an upgrade) gets no new ones, and without them could stamp no HA
+heartbeat in the pool (its neighbours would soon call this live host down) nor serve
+any command on it. They are kept as the TLS private key already is in the same folder:
+readable by the agent's account only (created 0600 on POSIX; on Windows given the key's
+protected access list, ``winacl.restrict``, before a byte is written), written aside and
+renamed as every file here, handed to the file access at start, replaced when a
+ModifyStoragePoolCommand brings new ones and removed with their pool; with no pool left
+to keep them for, there is no file. A KVM host keeps its CIFS pools mounted, with their
+credentials, across a restart of its agent: this is the same.
 
 The local pool's uuid (the host's guid, which the startup reply reports) is kept there too,
 as ``{"<uuid>": {"local": true}}`` without a root (the configuration names the root), so that
@@ -50,17 +63,20 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.errors import AgentError
 from hyperv_agent.hostfs import locations
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 
 SHARED_TYPES = frozenset({"SMB", "NetworkFilesystem"})
 LOCK_FILE = "agent.lock"  # in the state directory: held by the process that writes it
-_TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-")
+CREDENTIALS_FILE = "pool-credentials.json"  # in the state directory, beside pools.json
+_TEMPORARY_PREFIXES = (".pools-", ".building-", ".agent-id-", ".private-ip-",
+                       ".pool-credentials-")
 _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}}
 #: How many set-aside copies of one state file are kept (``<name>.<why>-<time>``), the
 #: newest: enough to compare the last damage with the one before, bounded so that a file
@@ -68,6 +84,9 @@ _LOCAL_MARK = "local"  # pools.json: {"<the local pool's uuid>": {"local": true}
 KEPT_ASIDE = 3
 UNREADABLE = "unreadable"  # a state file that could not be parsed: <name>.unreadable-<time>
 UNUSABLE = "unusable"  # a generated TLS pair that does not load (``tls``)
+#: Windows ignores a file's POSIX mode: there a file of secrets is kept private by its
+#: access list.
+_WINDOWS = sys.platform == "win32"
 
 log = logging.getLogger("hyperv_agent.state")
 _Shape = TypeVar("_Shape", dict[str, Any], list[Any])  # what a state file holds
@@ -106,13 +125,16 @@ class PoolRegistry:
     ``local_root`` (not stored: the configuration names it): the one place the agent keeps
     pool roots."""
 
-    def __init__(self, path: Path, local_root: str | None = None) -> None:
+    def __init__(self, path: Path, local_root: str | None = None,
+                 credentials_path: Path | None = None) -> None:
         self._path = path
+        self._credentials_path = credentials_path  # None: credentials are not kept
         self._lock = threading.Lock()
         self._local = RegisteredPool(root=local_root, pool_type="Filesystem") \
             if local_root else None
         self._local_uuid: str | None = None
         self._pools: dict[str, RegisteredPool] = self._read()
+        self._credentials: dict[str, Credentials] = self._read_credentials()
 
     def _read(self) -> dict[str, RegisteredPool]:
         """The stored pools; the local pool's uuid noted; a root that registration would
@@ -142,6 +164,43 @@ class PoolRegistry:
         if stale is not None:
             self._warn_local_taken(self._local_uuid or "", stale)
         return pools
+
+    def _read_credentials(self) -> dict[str, Credentials]:
+        """The kept credentials of registered shared pools; an entry of no pool (left out
+        of ``pools.json``, or not a share) or of no known shape is dropped, with a
+        warning that never shows it, and is gone from the file at its next change."""
+        path = self._credentials_path
+        if path is None:
+            return {}
+        data = _read_json(path, dict, "the SMB pools whose credentials it kept are reached "
+                          "with the accounts of [agent.smb_credentials] only, until the "
+                          "management server registers them again")
+        kept: dict[str, Credentials] = {}
+        for key, value in (data or {}).items():
+            pool = self._pools.get(str(key).lower())
+            account = _credentials_of(value)
+            if account is None:
+                log.warning("the credentials kept for storage pool %s in %s are left out: "
+                            "they are not credentials as this agent keeps them", key, path)
+            elif pool is None or not pool.root.startswith("\\\\"):
+                log.warning("the credentials kept for storage pool %s in %s are left out: "
+                            "no SMB pool is registered under that uuid", key, path)
+            else:
+                kept[str(key).lower()] = account
+        return kept
+
+    def kept_shares(self) -> tuple[ShareLocation, ...]:
+        """Each registered pool whose credentials are kept, as the share they reach it
+        with (for ``HostFiles.use_credentials`` at start)."""
+        with self._lock:
+            kept = [(self._pools[key].root, account)
+                    for key, account in self._credentials.items() if key in self._pools]
+        shares = []
+        for root, account in kept:
+            location = locations.root_to_register("", root, "Filesystem")
+            if isinstance(location, ShareLocation):
+                shares.append(replace(location, credentials=account))
+        return tuple(shares)
 
     def is_local(self, pool_uuid: str) -> bool:
         """Whether ``pool_uuid`` is the local pool's uuid, as the startup reply reported it."""
@@ -205,25 +264,42 @@ class PoolRegistry:
         local = (self._local.root,) if self._local is not None else ()
         return local + tuple(pool.root for pool in self._pools.values())
 
-    def put(self, pool_uuid: str, pool: RegisteredPool) -> None:
-        """Register ``pool`` under ``pool_uuid``. Under the local pool's uuid only the local
-        pool's own root is accepted (and not stored: the configuration names it); another
-        root is a ValueError (``StorageHandlers`` refuses it first, with its reason)."""
+    def put(self, pool_uuid: str, pool: RegisteredPool,
+            credentials: Credentials | None = None) -> None:
+        """Register ``pool`` under ``pool_uuid``, with the ``credentials`` the file access
+        reaches its share with, kept in their own file (those kept before are replaced;
+        with none given they stay while the pool keeps its root). Under the local pool's
+        uuid only the local pool's own root is accepted (and not stored: the configuration
+        names it); another root is a ValueError (``StorageHandlers`` refuses it first, with
+        its reason)."""
         with self._lock:
             if self.is_local(pool_uuid):
                 if self.local_refusal(pool_uuid, pool.root) is not None:
                     raise ValueError(f"{pool_uuid} is the local pool's uuid; {pool.root} "
                                      "cannot be registered under it")
                 return
-            self._pools[pool_uuid.lower()] = pool
+            key = pool_uuid.lower()
+            before = self._pools.get(key)
+            self._pools[key] = pool
             self._write()
+            if credentials is not None and pool.root.startswith("\\\\"):
+                changed = self._credentials.get(key) != credentials
+                self._credentials[key] = credentials
+            else:  # kept only for the share they were given for
+                moved = before is None or not locations.same_folder(before.root, pool.root)
+                changed = moved and self._credentials.pop(key, None) is not None
+            if changed:
+                self._write_credentials()
 
     def remove(self, pool_uuid: str) -> bool:
-        """Forget the pool; False when it was not registered."""
+        """Forget the pool, and its credentials; False when it was not registered."""
         with self._lock:
-            if self._pools.pop(pool_uuid.lower(), None) is None:
+            key = pool_uuid.lower()
+            if self._pools.pop(key, None) is None:
                 return False
             self._write()
+            if self._credentials.pop(key, None) is not None:
+                self._write_credentials()
             return True
 
     def _write(self) -> None:
@@ -236,6 +312,26 @@ class PoolRegistry:
             log.warning("cannot record the storage pools in %s (%s): the change is served "
                         "now but not kept across a restart; the next change writes them "
                         "all again", self._path, error.strerror or error)
+
+    def _write_credentials(self) -> None:
+        """The kept credentials, written as a secret (``_replace`` with ``private``); with
+        none left, no file."""
+        path = self._credentials_path
+        if path is None:
+            return
+        stored = {key: {"user": account.user, "domain": account.domain,
+                        "password": account.password}
+                  for key, account in self._credentials.items()}
+        try:
+            if stored:
+                _replace(path, ".pool-credentials-", stored, private=True)
+            else:
+                path.unlink(missing_ok=True)
+        except (OSError, AgentError) as error:  # a full disk; an access list refused
+            log.warning("cannot keep the SMB pools' credentials in %s (%s): the change is "
+                        "served now; after a restart a pool whose credentials were not "
+                        "kept waits for the management server to register it again",
+                        path, getattr(error, "strerror", None) or error)
 
 
 class BuildJournal:
@@ -362,13 +458,25 @@ def sweep_temporaries(state_dir: Path) -> int:
     return removed
 
 
-def _replace(path: Path, prefix: str, data: object, flush: bool = True) -> None:
+def _replace(path: Path, prefix: str, data: object, flush: bool = True,
+             private: bool = False) -> None:
     """Write ``data`` as JSON (a bare string as text) aside, flushed to the disk (unless
     ``flush`` is False), then rename it to ``path``: after a power loss, ``path`` holds the
-    old content or the new, never an empty file."""
+    old content or the new, never an empty file. The file aside is made readable by this
+    account only (``mkstemp``: 0600); a ``private`` one (a secret) gets on Windows, where
+    the mode is ignored, the TLS key's protected access list before a byte is written
+    (ConfigError, nothing left aside, when Windows refuses it). A rename keeps both."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix)
     try:
+        if private and _WINDOWS:
+            from hyperv_agent import winacl  # pywin32: imported on Windows only
+
+            try:
+                winacl.restrict(Path(temporary))
+            except BaseException:
+                os.close(handle)  # so that the file aside can be removed
+                raise
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             if isinstance(data, str):
                 out.write(data)
@@ -546,6 +654,18 @@ def root_problem(root: str) -> str | None:
     except AgentError as error:
         return str(error)
     return None
+
+
+def _credentials_of(value: object) -> Credentials | None:
+    """Credentials as ``pool-credentials.json`` keeps them: an object with a non-empty
+    ``user``, a ``domain`` and a ``password``, all strings."""
+    if not isinstance(value, dict):
+        return None
+    user, domain, password = (value.get(name) for name in ("user", "domain", "password"))
+    if not (isinstance(user, str) and user and isinstance(domain, str)
+            and isinstance(password, str)):
+        return None
+    return Credentials(user=user, domain=domain, password=password)
 
 
 def _pool_of(value: object) -> RegisteredPool | None:

@@ -5,15 +5,28 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import shutil
+import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from hyperv_agent.config import load_config
+from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.handlers.heartbeat import parse_heartbeat
 from hyperv_agent.handlers.storage import StorageHandlers
-from tests.e2e.conftest import STARTUP_REQUEST, Running, every_backend, serving
+from tests.e2e.conftest import (
+    PRIVATE_IP,
+    STARTUP_REQUEST,
+    Running,
+    config_with_shares,
+    every_backend,
+    serving,
+)
+from tests.samba import Samba
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 CREATE_POOL = "com.cloud.agent.api.CreateStoragePoolCommand"
@@ -24,6 +37,8 @@ PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
 VOLUME_UUID = "13131313-1313-1313-1313-131313131313"
 POOL_UUID = "3c2e0b0a-5f1e-4c6b-9a52-0d9b8f6f2b11"
 SMB_PATH = "/SMB-Share/primary?user=admin&password=s3cret%40pw&domain=LAB"
+DELETE_POOL = "com.cloud.agent.api.DeleteStoragePoolCommand"
+KEPT = "pool-credentials.json"  # in the state directory
 
 
 def _config_file(tmp_path: Path) -> Path:
@@ -95,6 +110,9 @@ async def test_smb_pool_is_registered_measured_and_forgotten(
                                     "pool_type": "SMB", "host": "10.1.1.2",
                                     "path": "/SMB-Share/primary"}}
     assert "s3cret" not in json.dumps(registry)
+    # the host reaches this share itself (as a Windows host does, with the service's
+    # account): the credentials are of no use, and not kept
+    assert not (tmp_path / "state" / KEPT).exists()
     _, value = await pools.answer(MODIFY, _modify(False, "SMB", "10.1.1.2", SMB_PATH))
     assert value["result"] is True
     _, stats = await pools.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
@@ -445,3 +463,81 @@ async def test_a_remove_sent_while_an_add_reaches_its_share_is_applied_after_it(
     assert stats["result"] is False
     stored = json.loads((pools.agent.config.agent.state_dir / "pools.json").read_text())
     assert POOL_UUID not in stored
+
+
+# --- the credentials of SMB pools reached through smbprotocol ----------------------------
+
+
+def _samba_config(tmp_path: Path, samba: Samba) -> AgentConfig:
+    """An agent reaching ``samba``'s shares through smbprotocol, as an agent off Windows
+    reaches a file server, with no account configured for it: the pools' own credentials
+    are all it has."""
+    return config_with_shares(tmp_path, {}, f'smb_servers = ["{samba.server}"]\n'
+                                            f"smb_port = {samba.port}")
+
+
+def _samba_pool(samba: Samba, folder: str, password: str | None = None) -> dict[str, object]:
+    (samba.share_dir / folder).mkdir(exist_ok=True)
+    secret = quote(password or samba.password, safe="")
+    return _modify(True, "SMB", samba.server,
+                   f"/{samba.share}/{folder}?user={samba.user}&password={secret}")
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_an_agent_restarted_between_pings_keeps_reaching_its_smb_pool(
+    tmp_path: Path, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The management server sends a pool's credentials (ModifyStoragePoolCommand) only
+    when the host connects. An agent restarted between two pings (a service restart, an
+    upgrade) gets none, and must go on stamping its heartbeat in the pool: a neighbour
+    asked CheckOnHost later would find the stamp stale, call this live host down, and
+    the MS would start its HA VMs a second time elsewhere. Statistics and copies on the
+    pool must go on too."""
+    config = _samba_config(tmp_path, samba)
+    folder = f"restarted-{tmp_path.name}"
+    beat = samba.share_dir / folder / f"hb-{PRIVATE_IP}"
+    with caplog.at_level(logging.DEBUG):
+        async with serving(config) as running:
+            _, added = await running.answer(MODIFY, _samba_pool(samba, folder))
+            assert added["result"] is True, added
+            assert beat.read_text().count("@") == 1  # stamped at registration
+        beat.write_text("2024-5-7@3:4:9")  # the restart took a while
+        async with serving(config) as running:  # pings go on; no ModifyStoragePool comes
+            await running.agent.host.write_heartbeats()
+            _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    stamped = parse_heartbeat(beat.read_text())
+    assert stamped is not None and abs(time.time() - stamped) < 60, beat.read_text()
+    assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+    kept = config.agent.state_dir / KEPT
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert samba.password in kept.read_text()  # kept there, and only there
+    assert samba.password not in (config.agent.state_dir / "pools.json").read_text()
+    assert samba.password not in caplog.text
+    assert quote(samba.password, safe="") not in caplog.text
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+@pytest.mark.parametrize("remove", ["modify", "delete"])
+async def test_a_pool_forgotten_takes_its_credentials_with_it(
+    tmp_path: Path, samba: Samba, remove: str
+) -> None:
+    """DeleteStoragePoolCommand, or ModifyStoragePoolCommand without ``add``, forgets the
+    pool: its password leaves the state directory with it."""
+    config = _samba_config(tmp_path, samba)
+    kept = config.agent.state_dir / KEPT
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _samba_pool(samba, f"forgotten-{remove}"))
+        assert added["result"] is True and kept.exists(), added
+        if remove == "modify":
+            body = _samba_pool(samba, f"forgotten-{remove}")
+            _, removed = await running.answer(MODIFY, {**body, "add": False})
+        else:
+            _, removed = await running.answer(DELETE_POOL, {"_pool": {"uuid": POOL_UUID,
+                                                                      "type": "SMB"}})
+        assert removed["result"] is True, removed
+        assert not kept.exists()
+    async with serving(config) as running:  # restarted: nothing to reach, nothing kept
+        _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is False and "not registered" in stats["details"]
+    assert samba.password not in "".join(
+        path.read_text(errors="replace") for path in config.agent.state_dir.glob("*.json"))

@@ -4,10 +4,14 @@ A Filesystem pool is a folder on the host: ``localPath`` of the command, as the 
 takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``pool.path``
 without its ``?user=..&password=..&domain=..`` query, never ``localPath``, which the
 management server always sends as the Linux mount point ``/mnt//<uuid>``. The credentials
-of the query are handed to the host's file access (in memory) before the share is
-touched. Registering a pool records it in the ``PoolRegistry`` (without credentials), where
-every later command finds its root (``handlers.datapaths`` serves paths below registered
-roots only), and statistics, heartbeats, HA checks and template eviction find shared ones.
+of the query are handed to the host's file access before the share is touched.
+Registering a pool records it in the ``PoolRegistry``, where every later command finds its
+root (``handlers.datapaths`` serves paths below registered roots only), and statistics,
+heartbeats, HA checks and template eviction find shared ones. Where the file access uses
+a share's credentials (smbprotocol, off Windows), the registry keeps them too, in a file of
+their own in the state directory (``state.CREDENTIALS_FILE``), and they are handed to the
+file access again when the agent starts: the management server sends them only when the
+host connects, not to an agent restarted between two of its pings.
 
 A root is registered as its path names it: a path with a ``.`` or ``..`` segment is refused,
 not resolved (``locations.root_to_register``), and so is a path that names a file, not a
@@ -69,6 +73,9 @@ class StorageHandlers:
         # commands on one pool (by uuid) run in the order they came: an add still reaching
         # its share is never overtaken by a later remove, which it would then undo
         self.pool_locks = NamedLocks()
+        # before anything reaches a share (the first heartbeat, the sweep of aside files)
+        for share in registry.kept_shares():
+            files.use_credentials(share)
 
     def table(self) -> Routes:
         return {
@@ -105,7 +112,7 @@ class StorageHandlers:
         except AgentError as error:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}") from error
-        self._remember(pool, location.root, asked.add)
+        self._remember(pool, location, asked.add)
         if asked.add and self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
             await self.heartbeats.stamp(location.root)
         return location.root, total, free
@@ -138,16 +145,28 @@ class StorageHandlers:
             raise InvalidRequest(f"{root} is a file, not a folder: a pool's root is a folder")
         return await pool_usage(self.files, root, self.reservation)
 
-    def _remember(self, pool: StorageFilerTO, root: str, add: bool) -> None:
+    def _remember(self, pool: StorageFilerTO, location: locations.PoolLocation,
+                  add: bool) -> None:
         pool_type = str(pool.type or "")
         if not pool.uuid:
             return
         if add:
             self.registry.put(pool.uuid, RegisteredPool(
-                root=root, pool_type=pool_type, host=pool.host or "",
-                path=without_query(pool.path)))
+                root=location.root, pool_type=pool_type, host=pool.host or "",
+                path=without_query(pool.path)), self._credentials_to_keep(location))
         else:
             self.registry.remove(pool.uuid)
+
+    def _credentials_to_keep(self, location: locations.PoolLocation
+                             ) -> locations.Credentials | None:
+        """The credentials of a share the file access reaches with them (smbprotocol); None
+        for one it reaches natively, as the host's own identity (a Windows host, the
+        emulator's mapped folders): those are never kept."""
+        if not isinstance(location, locations.ShareLocation):
+            return None
+        if self.files.smb_for(location.server) is None:
+            return None
+        return location.credentials
 
     async def create_pool(self, asked: CreateStoragePoolCommand) -> Result:
         """With a pool to add, registered as ModifyStoragePoolCommand registers it; one that
