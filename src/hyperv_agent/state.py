@@ -195,12 +195,8 @@ class PoolRegistry:
         with self._lock:
             kept = [(self._pools[key].root, account)
                     for key, account in self._credentials.items() if key in self._pools]
-        shares = []
-        for root, account in kept:
-            location = locations.root_to_register("", root, "Filesystem")
-            if isinstance(location, ShareLocation):
-                shares.append(replace(location, credentials=account))
-        return tuple(shares)
+        return tuple(share for root, account in kept
+                     if (share := _share_of(root, account)) is not None)
 
     def is_local(self, pool_uuid: str) -> bool:
         """Whether ``pool_uuid`` is the local pool's uuid, as the startup reply reported it."""
@@ -559,6 +555,37 @@ def stored_pools(path: Path) -> dict[str, RegisteredPool]:
         raise AgentError(f"{path} cannot be read: {data}")
     return {str(key): pool for key, value in data.items()
             if (pool := _pool_of(value)) is not None and root_problem(pool.root) is None}
+
+
+def stored_shares(state_dir: Path) -> tuple[ShareLocation, ...]:
+    """The shared pools of ``state_dir``'s registry whose credentials are kept, as their
+    shares with those credentials, read only (a diagnostic's view, as ``stored_pools``);
+    empty when none are kept. AgentError naming the file (never its content) when it
+    cannot be read or is not the JSON object this version writes."""
+    pools = stored_pools(state_dir / "pools.json")
+    path = state_dir / CREDENTIALS_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ()
+    except OSError as error:
+        raise AgentError(f"{path} cannot be read: {error.strerror or error}") from None
+    data = _json_of(raw, dict)
+    if isinstance(data, str):
+        raise AgentError(f"{path} cannot be read: {data}")
+    return tuple(share for key, value in data.items()
+                 if (pool := pools.get(str(key).lower())) is not None
+                 and (account := _credentials_of(value)) is not None
+                 and (share := _share_of(pool.root, account)) is not None)
+
+
+def _share_of(root: str, account: Credentials) -> ShareLocation | None:
+    """The share of a pool's UNC ``root``, reached with ``account``; None for a drive
+    path."""
+    location = locations.root_to_register("", root, "Filesystem")
+    if not isinstance(location, ShareLocation):
+        return None
+    return replace(location, credentials=account)
 
 
 @dataclass(frozen=True)

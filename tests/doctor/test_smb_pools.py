@@ -97,6 +97,46 @@ async def test_a_pool_without_a_configured_account_waits_for_the_management_serv
     assert "credentials arrive when the management server reconnects" in line
 
 
+def _keep(tmp_path: Path, root: str, user: str, password: str) -> None:
+    """pool-credentials.json as the agent keeps it for the registered pool at ``root``."""
+    state_dir = tmp_path / "state"
+    pools = json.loads((state_dir / "pools.json").read_text())
+    (key,) = [key for key, pool in pools.items() if pool["root"] == root]
+    (state_dir / "pool-credentials.json").write_text(json.dumps(
+        {key: {"user": user, "domain": "", "password": password}}))
+
+
+async def test_a_pool_is_reached_with_the_credentials_the_agent_keeps_for_it(
+        samba: Samba, tmp_path: Path) -> None:
+    """What an agent restarted between two pings reaches its pool with: doctor tries the
+    same, so a password changed on the file server shows before a heartbeat fails."""
+    pool, refused = _pool(samba), _pool(samba)
+    _register(tmp_path, pool)
+    _keep(tmp_path, pool, samba.user, samba.password)
+    config = _config(tmp_path, smb_port=samba.port, smb_servers=[samba.server])
+    status, line = await _smb_line(config)
+    assert status is Status.OK, line
+    assert f"reached {pool} as {samba.user}" in line
+    assert samba.password not in line
+    _register(tmp_path, refused)
+    _keep(tmp_path, refused, samba.user, "Wr0ng-kept-pw")
+    status, line = await _smb_line(config)
+    assert status is Status.FAIL, line
+    assert "refused the logon: wrong user name or password" in line
+    assert "Wr0ng-kept-pw" not in line
+
+
+async def test_an_unreadable_credentials_file_warns_never_showing_it(tmp_path: Path) -> None:
+    _register(tmp_path, "\\\\fs1\\primary")
+    kept = tmp_path / "state" / "pool-credentials.json"
+    kept.write_text('{"x": {"user": "cloud", "password": "s3cret')
+    status, line = await _smb_line(_config(tmp_path))
+    assert status is Status.WARN, line
+    assert "pool-credentials.json cannot be read: it is not JSON" in line
+    assert "s3cret" not in line and "cloud" not in line
+    assert kept.exists()  # read only: left as it was
+
+
 async def test_a_configured_server_without_a_pool_is_logged_on_to(
         samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _config(tmp_path, smb_port=samba.port,

@@ -406,22 +406,29 @@ async def console_relay(target: Target, _: Options) -> Check:
                  "another machine); check [agent] console_relay_target_port")
 
 
-NO_ACCOUNT = ("no account in [agent.smb_credentials]: credentials arrive when the "
-              "management server reconnects (ModifyStoragePoolCommand)")
+NO_ACCOUNT = ("no account in [agent.smb_credentials] and no credentials kept for it: "
+              "credentials arrive when the management server reconnects "
+              "(ModifyStoragePoolCommand)")
 
 
 async def smb_pools(target: Target, _: Options) -> Check:
     """Read only: each shared pool in ``pools.json`` (stored without credentials) listed at
-    its root, and each server of ``smb_servers`` and ``[agent.smb_credentials]`` without
-    such a pool logged on to, with the account the agent would use; one reached through
-    smbprotocol with no configured account is not tried (its pools' credentials come with
-    the management server's next ModifyStoragePoolCommand)."""
+    its root, with the credentials the agent keeps for it (``pool-credentials.json``) or
+    else the account it would use, and each server of ``smb_servers`` and
+    ``[agent.smb_credentials]`` without such a pool logged on to; one reached through
+    smbprotocol with neither is not tried (its pools' credentials come with the management
+    server's next ModifyStoragePoolCommand). A password never appears in the line."""
+    state_dir = target.config.agent.state_dir
     try:
-        stored = state.stored_pools(target.config.agent.state_dir / "pools.json")
+        stored = state.stored_pools(state_dir / "pools.json")
+        kept = state.stored_shares(state_dir)
     except AgentError as error:
         return Check("smb pools", Status.WARN, str(error), "the agent starts without the "
-                     "pools it cannot read; the management server registers them again "
-                     "when it reconnects")
+                     "pools or credentials it cannot read; the management server registers "
+                     "them again when it reconnects")
+    for share in kept:  # as the agent hands them over at start
+        target.files.use_credentials(share)
+    with_credentials = {share.root.casefold() for share in kept}
     roots = sorted({pool.root for pool in stored.values()
                     if pool.shared and pool.root.startswith("\\")}, key=str.casefold)
     pooled = {_server_of(root).casefold() for root in roots}
@@ -434,7 +441,8 @@ async def smb_pools(target: Target, _: Options) -> Check:
     waiting: list[str] = []
     failed: list[tuple[str, str]] = []  # (what failed, fix)
     for root in roots:
-        await _reach(target, root, _server_of(root), reached, waiting, failed)
+        await _reach(target, root, _server_of(root), reached, waiting, failed,
+                     root.casefold() in with_credentials)
     for server in servers:
         await _reach(target, None, server, reached, waiting, failed)
     parts = [what for what, _ in failed]
@@ -464,11 +472,13 @@ async def state_files(target: Target, _: Options) -> Check:
 
 
 async def _reach(target: Target, root: str | None, server: str, reached: list[str],
-                 waiting: list[str], failed: list[tuple[str, str]]) -> None:
-    """List ``root`` (a pool's), else log on to ``server``; the outcome added to a list."""
+                 waiting: list[str], failed: list[tuple[str, str]],
+                 kept: bool = False) -> None:
+    """List ``root`` (a pool's, ``kept``: with its kept credentials), else log on to
+    ``server``; the outcome added to a list."""
     smb = target.files.smb_for(server)
     what = root or f"SMB server {server}"
-    if smb is not None and smb.credentials_for(server) is None:
+    if smb is not None and not kept and smb.credentials_for(server) is None:
         waiting.append(what)
         return
     try:
