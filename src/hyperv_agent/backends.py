@@ -4,7 +4,8 @@ Every command that drives a host opens it here: ``serve`` (``service.build_agent
 Windows service (``winsvc.runner``), ``doctor``, the ``cim`` diagnostics and the emulator's
 WinRM face. ``open_host`` returns one bundle, ``OpenedHost``: the Hyper-V session (the
 backend, wrapped last in the round-trip counter), the host's files, and the emulated host
-when it runs in this process, so no caller looks inside a backend to find out which it is.
+when it runs in this process, so no caller looks inside a backend to find out which it is,
+and whether the host is the machine the agent runs on (``on_this_machine``).
 The emulated host's settings come from ``[emulator]`` (whose defaults are the emulator's
 own, ``emulator.config.EmulatorConfig``), with the default image store added here.
 """
@@ -48,6 +49,11 @@ class OpenedHost:
     emulator: EmulatorCim | None = None  # the emulated host, when it runs in this process
     wsman: WsmanCim | None = None  # the WinRM backend, when the host is reached over WinRM
     scratch: Path | None = None  # a throwaway state directory, removed on close
+    #: The host is the machine this process runs on: local WMI, the WinRM listener on
+    #: localhost that ``auto`` chose, or the emulated host in this process. Such a host
+    #: runs while the agent does, even when its management service does not answer
+    #: (``handlers.hostcheck``); a host reached over WinRM as ``[wsman]`` names it may not.
+    on_this_machine: bool = False
 
     @property
     def cim(self) -> Cim:
@@ -83,7 +89,7 @@ def open_host(config: AgentConfig, choose: Chooser = choose_for_this_host,
     opened = _open(config, choose, mi_session, scratch, read_if_held)
     files = host_files(config, opened.emulator)
     return OpenedHost(HyperV(CountingCim(opened.backend)), files, opened.emulator,
-                      opened.wsman, scratch)
+                      opened.wsman, scratch, opened.on_this_machine)
 
 
 def open_backend(config: AgentConfig, choose: Chooser = choose_for_this_host,
@@ -99,6 +105,7 @@ class _Opened:
     backend: Cim
     emulator: EmulatorCim | None = None
     wsman: WsmanCim | None = None
+    on_this_machine: bool = True  # see OpenedHost
 
 
 def _open(config: AgentConfig, choose: Chooser, mi_session: Callable[[], MiSession] | None,
@@ -114,7 +121,7 @@ def _open(config: AgentConfig, choose: Chooser, mi_session: Callable[[], MiSessi
 
         url = choice.wsman_url if choice is not None else None
         winrm = WsmanCim(local_wsman_settings(config, url) if url else wsman_settings(config))
-        return _Opened(winrm, wsman=winrm)
+        return _Opened(winrm, wsman=winrm, on_this_machine=url is not None)
     from hyperv_agent.cim.local import open_local
 
     return _Opened(open_local(mi_session() if mi_session is not None else None))

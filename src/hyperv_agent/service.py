@@ -185,7 +185,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     paths = DataPaths(files, pools, agent.local_secondary_storage_path)
     aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(hv, vm_settings)
-    check = HostCheck(hv)
+    check = HostCheck(hv, on_this_machine=opened.on_this_machine)
     beats = Heartbeats(files, pools, settings.heartbeat, private_ip=settings.private_ip,
                        state_dir=agent.state_dir, host_check=check)
     host = HostHandlers(hv, files, settings, pools, locks=vm.locks, heartbeats=beats,

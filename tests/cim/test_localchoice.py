@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hyperv_agent.backends import host_files, open_backend
+from hyperv_agent.backends import host_files, open_backend, open_host
 from hyperv_agent.cim.api import CIMV2_NAMESPACE
 from hyperv_agent.cim.local import LocalCim
 from hyperv_agent.cim.localchoice import (
@@ -194,6 +194,24 @@ def test_auto_opens_wsman_on_localhost_as_the_service_account_without_pymi(
     assert (settings.url, settings.auth, settings.username, settings.password) == (
         "http://127.0.0.1:5985/wsman", "negotiate", None, None)
     assert (settings.operation_timeout_s, settings.max_concurrent_requests) == (45, 2)
+
+
+async def test_only_a_host_named_by_its_winrm_url_may_be_another_machine(
+        tmp_path: Path) -> None:
+    """The WinRM listener ``auto`` chose is this machine's own, as local WMI is: the host
+    runs while the agent does (``hostcheck``: its heartbeat is never withheld); a URL in
+    ``[wsman]`` may name another machine, which may be powered off."""
+    choice = partial(choose_local_backend, True, Probe("ModuleNotFoundError: No module "
+                                                       "named 'mi'"), Probe(None))
+    local = open_host(_auto(tmp_path), choice)
+    named = open_host(load_config(None, backend="wsman", state_dir=tmp_path / "state",
+                                  wsman={"url": "http://10.1.1.5:5985/wsman",
+                                         "username": "LAB\\agent", "password": "pw"}))
+    try:
+        assert local.on_this_machine and not named.on_this_machine
+    finally:
+        await local.close()
+        await named.close()
 
 
 def test_auto_stops_with_one_line_when_neither_backend_can_work(tmp_path: Path) -> None:

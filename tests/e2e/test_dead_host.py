@@ -259,3 +259,50 @@ async def test_a_host_answering_errors_fails_pings_but_keeps_its_heartbeat(
     assert beat.read_text() != OLD_STAMP
     alive = await _neighbour_says(agentless)
     assert (alive["result"], alive["alive"]) == (False, True)
+
+
+@pytest.fixture
+async def slow_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    """An agent on the host it drives (the emulated host in its own process, as local WMI
+    is), whose every WMI call takes longer than the host check waits: a WMI service that
+    hangs. Its shared SMB pool is on the host's share."""
+    monkeypatch.setattr(hostcheck, "DEADLINE_S", DEADLINE_S)
+    monkeypatch.setattr(hostcheck, "FRESH_S", 0.0)
+    share = tmp_path / "smb-share"
+    (share / "primary").mkdir(parents=True)
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "{PRIVATE_IP}"
+[emulator]
+call_latency_s = {4 * DEADLINE_S}
+[emulator.shares]
+'\\\\10.1.1.2\\SMB-Share' = "{share}"
+""")
+    async with serving(load_config(config_file), backend="emulator") as running:
+        yield running
+
+
+async def test_the_host_the_agent_runs_on_keeps_its_heartbeat_while_its_wmi_hangs(
+        slow_here: Running, tmp_path: Path) -> None:
+    """The agent runs on the host, so the host runs, and its VMs may: a WMI that does not
+    answer in time fails the pings, saying so, but never stops the stamps (a neighbour
+    then calls the host alive, and HA does not start its running VMs a second time)."""
+    assert slow_here.agent.opened.on_this_machine
+    share = await _register_pool(slow_here, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    assert beat.read_text().count("@") == 1  # stamped at registration
+    _, ping, took = await _timed(slow_here, PING, {"contextMap": {}})
+    assert ping["result"] is False
+    assert ping["details"] == (
+        "PingRoutingCommand failed: Hyper-V's management service on this host does not "
+        "answer: the host did not answer a query of its virtual switches within "
+        f"{DEADLINE_S:g} s")
+    assert took < DEADLINE_S + 1.5
+    beat.write_text(OLD_STAMP)
+    await slow_here.agent.host.write_heartbeats()
+    assert beat.read_text() != OLD_STAMP
+    alive = await _neighbour_says(slow_here)
+    assert (alive["result"], alive["alive"]) == (False, True)

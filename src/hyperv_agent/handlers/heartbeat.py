@@ -62,7 +62,9 @@ class Heartbeats:
     from the host (powered off, cut off, hung), so a neighbour calls it down once its
     stamps are stale, though this agent, on another machine, runs on. A host that answers
     with an error (WinRM refusing the account, answering 503, a WMI fault) is running, its
-    VMs may be too, and is stamped: restarting them elsewhere could run them twice."""
+    VMs may be too, and is stamped: restarting them elsewhere could run them twice. So is,
+    without asking, a host that is the machine the agent runs on (``HostCheck``'s
+    ``on_this_machine``): it runs while the agent does, whatever its WMI or WinRM answers."""
 
     def __init__(self, files: HostFiles, pools: PoolRegistry | None,
                  timing: HeartbeatTiming = HeartbeatTiming(),
@@ -115,7 +117,7 @@ class Heartbeats:
 
     async def _host_gone(self) -> bool:
         """Whether nothing answers from the host (logged: no stamp is written)."""
-        if self.host_check is None:
+        if self.host_check is None or self.host_check.on_this_machine:
             return False
         found = await self.host_check.state()
         if found.reach is not Reach.UNREACHABLE:

@@ -13,6 +13,13 @@ caller for ``fresh_s``, so a monitor polling ``/healthz`` and the MS's pings cos
 one round trip per ``fresh_s``. A query still waiting at the deadline is not cut short:
 later checks wait for it (never a second one on a hung host, never a thread more), and
 it ends by the backend's own bound (for WinRM, its operation timeout and answer grace).
+
+A host that is the machine the agent runs on (local WMI, the WinRM listener on localhost,
+an emulated host in this process: ``OpenedHost.on_this_machine``) is never called
+unreachable: the agent runs on it, so it runs, and so may its VMs. Its WMI hung past the
+deadline or its WinRM service stopped fails the pings all the same (``Reach.SILENT``), but
+its heartbeat goes on being stamped: a stamp withheld would have the neighbours call a
+running host down and HA start its VMs a second time elsewhere, on the same disks.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class Reach(enum.Enum):
     ANSWERS = "answers"
     FAULTY = "faulty"  # it answered, with an error: its Windows runs, Hyper-V is not usable
     UNREACHABLE = "unreachable"  # nothing answered: powered off, cut off or hung
+    #: nothing answered, from the machine the agent runs on: its management service (WMI,
+    #: WinRM) is hung or stopped, the host itself runs
+    SILENT = "silent"
 
 
 @dataclass(frozen=True)
@@ -63,17 +73,24 @@ class HostState:
             return "the Hyper-V host answers"
         if self.reach is Reach.UNREACHABLE:
             return f"the Hyper-V host cannot be reached: {self.problem}"
+        if self.reach is Reach.SILENT:
+            return (f"Hyper-V's management service on this host does not answer: "
+                    f"{self.problem}")
         return f"the Hyper-V host answers with an error: {self.problem}"
 
 
 class HostCheck:
     """Asks the host whether it answers (see the module's docstring). ``deadline_s`` and
-    ``fresh_s`` default to the module's DEADLINE_S and FRESH_S."""
+    ``fresh_s`` default to the module's DEADLINE_S and FRESH_S; ``on_this_machine``: the
+    host is the machine the agent runs on, and no answer makes it ``SILENT``, not
+    ``UNREACHABLE``."""
 
     def __init__(self, hv: HyperV, deadline_s: float | None = None,
                  fresh_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 on_this_machine: bool = False) -> None:
         self.hv = hv
+        self.on_this_machine = on_this_machine
         self.deadline_s = DEADLINE_S if deadline_s is None else deadline_s
         self.fresh_s = FRESH_S if fresh_s is None else fresh_s
         self.clock = clock
@@ -91,8 +108,8 @@ class HostCheck:
         try:
             return await asyncio.wait_for(asyncio.shield(self._asking), self.deadline_s)
         except TimeoutError:
-            found = HostState(Reach.UNREACHABLE, f"the host did not answer a query of its "
-                                                 f"virtual switches within {self.deadline_s:g} s")
+            found = self._no_answer(f"the host did not answer a query of its virtual "
+                                    f"switches within {self.deadline_s:g} s")
             self._note(found)
             return found
 
@@ -100,13 +117,16 @@ class HostCheck:
         try:
             await host.switch_names(self.hv)
         except CimUnreachable as error:
-            found = HostState(Reach.UNREACHABLE, str(error))
+            found = self._no_answer(str(error))
         except AgentError as error:
             found = HostState(Reach.FAULTY, str(error))
         else:
             found = HostState(Reach.ANSWERS)
         self._note(found)
         return found
+
+    def _no_answer(self, problem: str) -> HostState:
+        return HostState(Reach.SILENT if self.on_this_machine else Reach.UNREACHABLE, problem)
 
     def _note(self, found: HostState) -> None:
         """Keep what was found; a change is logged once (not every check)."""
