@@ -6,6 +6,7 @@ emulated host, on a local pool and on an SMB pool, on the answers and on the fil
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -110,6 +111,49 @@ async def test_template_is_kept_while_a_stopped_vms_linked_clone_names_it(
                    "C:\\pool\\root-a.vhdx", "the file was kept")
     assert listing(pool) == before
     assert vhd.read_info(pool / "root-a.vhdx").parent_path == "C:\\pool\\tmpl-1.vhdx"
+
+
+@pytest.mark.parametrize("copy", ["fixed (FAT)", "grown dynamic"])
+async def test_eviction_waits_for_a_full_copy_still_reading_the_template(
+    agent: Running, copy: str,
+) -> None:
+    """A full copy of a template (a FAT offering's fixed disk, or a root disk larger than
+    its template) reads the template for as long as Hyper-V's job runs; the eviction the
+    management server sends meanwhile waits for the copy, as it waits for linked clones
+    being made, instead of deleting the file Hyper-V is reading."""
+    pool = _pool(agent)
+    _disk(pool / "tmpl-1.vhdx", 32 * MIB)
+    dest: dict[str, Any] = {"uuid": "root-a", "volumeType": "ROOT", "dataStore": _local_store(),
+                            "name": "ROOT-5", "format": "VHDX", "volumeId": 10, "id": 10}
+    if copy == "fixed (FAT)":
+        dest["provisioningType"] = "FAT"
+        agent.emulator.faults.slow_next_job("ConvertVirtualHardDisk", 0.6)
+    else:
+        dest["size"] = 64 * MIB
+        agent.emulator.faults.slow_next_job("ResizeVirtualHardDisk", 0.6)
+    body = {"srcTO": {TEMPLATE_TO: {"path": "tmpl-1", "uuid": "tmpl-1", "id": 206,
+                                    "format": "VHDX", "imageDataStore": _local_store(),
+                                    "hypervisorType": "Hyperv", "name": "tmpl-1"}},
+            "destTO": {VOLUME_TO: dest}, "wait": 10800}
+    finished: list[str] = []
+
+    async def copied() -> dict[str, Any]:
+        answer = await agent.answer(names.COPY_COMMAND, body)
+        finished.append("copy")
+        return answer[1]
+
+    async def evicted() -> dict[str, Any]:
+        await asyncio.sleep(0.2)  # the copy's job has begun
+        answer = await agent.answer(names.DESTROY_COMMAND, _evict("tmpl-1"))
+        finished.append("eviction")
+        return answer[1]
+
+    made, gone = await asyncio.gather(copied(), evicted())
+    assert made["result"] is True, made
+    assert gone["result"] is True, gone  # a full copy does not name the template
+    assert finished == ["copy", "eviction"]
+    assert sorted(listing(pool)) == ["root-a.vhdx"]
+    assert vhd.read_info(pool / "root-a.vhdx").parent_path is None
 
 
 async def test_a_running_vms_clone_unreadable_to_the_agent_keeps_its_template_by_name(

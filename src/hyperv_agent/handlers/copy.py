@@ -190,12 +190,12 @@ class CopyHandler(FileHandlers):
         linked = self._links(src.image_data_store, dest.data_store)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
-        # a linked clone is made holding its template's lock shared: clones of one
-        # template are made side by side, and a DestroyCommand that evicts the template
-        # or a download that replaces it (``refuse_if_parent``, holding it alone) waits
-        # for them, so it sees every clone made before it
-        shared = (template,) if linked else ()
-        async with self.file_locks.hold_all(target, shared=shared):
+        # a volume is made holding its template's lock shared: volumes of one template
+        # are made side by side, and a DestroyCommand that evicts the template or a
+        # download that replaces it (``refuse_if_parent``, holding it alone) waits for
+        # them, so it sees every linked clone made before it and removes no template a
+        # full copy is still reading
+        async with self.file_locks.hold_all(target, shared=(template,)):
             await self._refuse_if_running(target)
             async with self.staged(target) as staged:
                 if linked:
@@ -220,7 +220,8 @@ class CopyHandler(FileHandlers):
         virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes
         size = max(dest.size_bytes or 0, virtual)
-        async with self.file_locks.hold(target):
+        # the template held shared while Hyper-V reads it, as for every volume made from it
+        async with self.file_locks.hold_all(target, shared=(template,)):
             await self._refuse_if_running(target)
             await require_room(self.files, target, size, f"a fixed copy (FAT) of {template}",
                                "nothing was written")
