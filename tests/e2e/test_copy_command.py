@@ -857,13 +857,19 @@ async def _linked_clone_and_other_pool(running: Running) -> tuple[Path, Path]:
     pool = _pool(running)
     _template_on_pool(running)
     await _copied(running, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    return pool, await _other_pool(running)
+
+
+async def _other_pool(running: Running) -> Path:
+    """The folder of a second local pool C:\\pool2, registered as the management server
+    does."""
     other = _pool(running, "pool2")
     _, registered = await running.answer(names.MODIFY_STORAGE_POOL_COMMAND, {
         "add": True, "localPath": "C:\\pool2", "pool": {
             "uuid": OTHER_POOL_UUID, "host": "10.1.1.1", "path": "C:\\pool2",
             "type": "Filesystem"}})
     assert registered["result"] is True, registered
-    return pool, other
+    return other
 
 
 @pytest.mark.parametrize("power", ["running", "paused"])
@@ -893,12 +899,12 @@ async def test_a_volume_a_running_or_paused_vm_uses_is_not_copied_and_its_vm_is_
     assert (listing(pool), listing(other)) == before
 
 
-def _pool_to_pool() -> dict[str, Any]:
+def _pool_to_pool(**dest: Any) -> dict[str, Any]:
     """The management server's direct copy between two Filesystem pools (a volume copied
     across pools without a staging image store): a new volume in C:\\pool2."""
-    return _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+    return _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX", **dest),
                  _volume(_primary("C:\\pool2", uuid=OTHER_POOL_UUID), uuid="copied-uuid",
-                         id=11, volumeId=11))
+                         id=11, volumeId=11, **dest))
 
 
 
@@ -969,6 +975,152 @@ async def test_merge_of_a_linked_clone_runs_as_long_as_the_management_server_wai
         assert (info.type, info.parent_path) == (vhd.DiskType.DYNAMIC, None)
         assert vhd.read_data(copied, 0, 11) == b"template os"
         assert listing(pool) == before
+
+
+def _volume_of_kind(running: Running, kind: str, size: int = 64 * MIB) -> Path:
+    """The volume C:\\pool\\<VOLUME_UUID>.vhdx as a disk of ``kind`` holding data; for
+    "linked clone" a differencing disk of the template tmpl-1 beside it."""
+    path = _pool(running) / f"{VOLUME_UUID}.vhdx"
+    if kind == "linked clone":
+        template = _template_on_pool(running, size=size)
+        vhd.create(path, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=template,
+                   parent_locator="C:\\pool\\tmpl-1.vhdx")
+        return path
+    vhd.create(path, vhd.DiskFormat.VHDX, vhd.DiskType[kind.upper()], size)
+    vhd.write_data(path, 0, b"volume data")
+    return path
+
+
+@pytest.mark.parametrize(("source", "provisioning", "made"), [
+    ("dynamic", "FAT", vhd.DiskType.FIXED),
+    ("linked clone", "FAT", vhd.DiskType.FIXED),
+    ("fixed", "THIN", vhd.DiskType.DYNAMIC),
+    ("fixed", "SPARSE", vhd.DiskType.DYNAMIC),
+    ("fixed", "FAT", vhd.DiskType.FIXED),
+    ("dynamic", "THIN", vhd.DiskType.DYNAMIC),
+    ("fixed", None, vhd.DiskType.FIXED),
+])
+async def test_volume_copied_to_another_pool_is_of_the_kind_its_provisioning_type_asks(
+    agent: Running, source: str, provisioning: str | None, made: vhd.DiskType,
+) -> None:
+    """A volume copied between pools (a cold move without a staging store) arrives as its
+    offering's provisioning type makes a volume: fixed for FAT (a volume made dynamic, or
+    as a linked clone, before the agent made FAT volumes fixed reserves its space once
+    moved), dynamic for THIN and SPARSE (a fixed disk stops holding a pool's space the
+    offering never reserved). With no type given the copy keeps the source's kind."""
+    volume = _volume_of_kind(agent, source)
+    other = await _other_pool(agent)
+    before = listing(_pool(agent))
+    dest = {} if provisioning is None else {"provisioningType": provisioning}
+    data = await _copied(agent, _pool_to_pool(**dest))
+    assert (data["path"], data["format"]) == ("copied-uuid", "VHDX")
+    copied = other / "copied-uuid.vhdx"
+    info = vhd.read_info(copied)
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (made, None, 64 * MIB)
+    expected = b"template os" if source == "linked clone" else b"volume data"
+    assert vhd.read_data(copied, 0, 11) == expected
+    assert sorted(listing(other)) == ["copied-uuid.vhdx"]
+    assert listing(_pool(agent)) == before
+    assert vhd.read_info(volume).type is vhd.DiskType[
+        "DIFFERENCING" if source == "linked clone" else source.upper()]
+
+
+async def test_fat_volume_copied_to_a_pool_that_cannot_hold_it_is_refused_before_hyperv_writes(
+    tmp_path: Path,
+) -> None:
+    """The whole size of a fixed copy is counted against the target pool's free space
+    before Hyper-V is asked: the copy fails saying so, and both pools are as they were."""
+    free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB: not for a 64 MiB fixed copy
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    async with serving(_config(tmp_path, lab)) as agent:
+        _volume_of_kind(agent, "dynamic")
+        other = await _other_pool(agent)
+        before = listing(_pool(agent))
+        spent = agent.emulator.round_trips()
+        details = await _refused(agent, _pool_to_pool(provisioningType="FAT"),
+                                 "not enough free space for a fixed copy (FAT) of "
+                                 f"C:\\pool\\{VOLUME_UUID}.vhdx")
+        assert f"it takes {64 * MIB} bytes, and only {48 * MIB} may be written" in details
+        assert (agent.emulator.round_trips() - spent)["invoke:ConvertVirtualHardDisk"] == 0
+        assert listing(other) == {}
+        assert listing(_pool(agent)) == before
+
+
+async def test_fat_volume_whose_conversion_into_another_pool_fails_leaves_nothing_there(
+    agent: Running,
+) -> None:
+    _volume_of_kind(agent, "dynamic")
+    other = await _other_pool(agent)
+    before = listing(_pool(agent))
+    agent.emulator.faults.fail_next_job("ConvertVirtualHardDisk")
+    await _refused(agent, _pool_to_pool(provisioningType="FAT"), "injected fault")
+    assert listing(other) == {}
+    assert listing(_pool(agent)) == before
+
+
+async def test_volume_copy_of_an_unknown_provisioning_type_is_refused_and_nothing_copied(
+    agent: Running, tmp_path: Path,
+) -> None:
+    _volume_of_kind(agent, "dynamic")
+    other = await _other_pool(agent)
+    _disk(_secondary(tmp_path, "volumes/3/10/abc.vhdx"), 64 * MIB)
+    for body in (_pool_to_pool(provisioningType="THICK"),
+                 _copy(_volume(_nfs(), path="volumes/3/10/abc.vhdx", format="VHDX"),
+                       _volume(_primary(), path="restored", uuid="restored",
+                               provisioningType="THICK"))):
+        await _refused(agent, body, "destTO.provisioningType 'THICK' is not a provisioning "
+                       "type this host knows")
+    assert listing(other) == {}
+    assert "restored.vhdx" not in listing(_pool(agent))
+
+
+@pytest.mark.parametrize(("stored", "provisioning", "made"), [
+    (vhd.DiskType.DYNAMIC, "FAT", vhd.DiskType.FIXED),
+    (vhd.DiskType.FIXED, "THIN", vhd.DiskType.DYNAMIC),
+    (vhd.DiskType.FIXED, "FAT", vhd.DiskType.FIXED),
+    (vhd.DiskType.DYNAMIC, "SPARSE", vhd.DiskType.DYNAMIC),
+])
+async def test_volume_copied_from_an_image_store_is_of_the_kind_its_provisioning_type_asks(
+    agent: Running, tmp_path: Path, stored: vhd.DiskType, provisioning: str,
+    made: vhd.DiskType,
+) -> None:
+    """The second half of a cold move through the staging image store (the management
+    server's copyVolumeBetweenPools): the copy into the new pool is checked as a download
+    is, then made of the kind the volume's provisioning type asks, and only that reaches
+    the volume's name: no other file is left in the pool."""
+    pool = _pool(agent)
+    staged = _secondary(tmp_path, "volumes/3/10/abc.vhdx")
+    vhd.create(staged, vhd.DiskFormat.VHDX, stored, 64 * MIB)
+    vhd.write_data(staged, 0, b"volume data")
+    before = staged.read_bytes()
+    data = await _copied(agent, _copy(
+        _volume(_nfs(), path="volumes/3/10/abc.vhdx", format="VHDX",
+                provisioningType=provisioning),
+        _volume(_primary(), path="restored", uuid="restored", provisioningType=provisioning)))
+    assert (data["path"], data["format"]) == ("restored", "VHDX")
+    info = vhd.read_info(pool / "restored.vhdx")
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (made, None, 64 * MIB)
+    assert vhd.read_data(pool / "restored.vhdx", 0, 11) == b"volume data"
+    assert sorted(listing(pool)) == ["restored.vhdx"]
+    assert staged.read_bytes() == before
+
+
+async def test_fat_volume_from_an_image_store_whose_conversion_fails_keeps_the_earlier_file(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """Hyper-V fails to write the fixed disk: the checked copy is removed with it, and a
+    file of the volume's name from before is as it was."""
+    pool = _pool(agent)
+    earlier = _disk(pool / "restored.vhdx", 16 * MIB, b"earlier volume data")
+    _disk(_secondary(tmp_path, "volumes/3/10/abc.vhdx"), 64 * MIB, b"volume data")
+    before = listing(pool)
+    agent.emulator.faults.fail_next_job("ConvertVirtualHardDisk")
+    await _refused(agent, _copy(
+        _volume(_nfs(), path="volumes/3/10/abc.vhdx", format="VHDX"),
+        _volume(_primary(), path="restored", uuid="restored", provisioningType="FAT")),
+                   "injected fault")
+    assert listing(pool) == before
+    assert vhd.read_data(earlier, 0, 19) == b"earlier volume data"
 
 
 # --- other combinations -------------------------------------------------------------------

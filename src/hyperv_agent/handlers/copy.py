@@ -14,7 +14,9 @@ B      template on a primary pool                   a differencing disk whose pa
 C      volume -> volume (primary <-> image store,   full copy (a linked clone merged with
        or primary -> primary)                       its template: by Hyper-V straight into
                                                     a target pool, else beside the source);
-                                                    from an image store, checked as in A
+                                                    from an image store, checked as in A;
+                                                    into a pool, of the kind
+                                                    ``destTO.provisioningType`` asks
 D      volume -> template on a cifs image store     full copy (merged, as C) +
                                                     template.properties
 =====  ===========================================  ======================================
@@ -38,6 +40,12 @@ step leaves an earlier file of the volume's name as it was. Commands that write 
 one file are serialised (``handlers.locks.FileLocks``, shared with the volume commands).
 Hyper-V's merge of a linked clone (cases C and D) may run as long as the command's
 ``wait`` (``FileHandlers.disk_job_wait``); its other jobs touch only metadata.
+
+A volume's ``provisioningType`` (``files.is_fixed``, ``files.copy_kind``) decides the kind
+of disk of cases B and C: FAT a fixed disk, THIN and SPARSE dynamic ones, converted by
+Hyper-V (ConvertVirtualHardDisk) when the source is of the other kind. The MS gives a
+volume its offering's type when it is made and never changes it, so the type a case C
+copy carries is the volume's own.
 """
 
 from __future__ import annotations
@@ -62,8 +70,9 @@ from hyperv_agent.cloudstack.objects import (
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.files import FileHandlers, is_fixed
+from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed, kind_of_copy
 from hyperv_agent.hostfs import images, properties
+from hyperv_agent.hostfs.aside import discard
 from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, jobs
 
@@ -272,6 +281,11 @@ class CopyHandler(FileHandlers):
                                 merge_wait: jobs.WaitPolicy) -> VolumeObjectTO:
         source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
+        # into a pool the copy is of the kind the volume's provisioning type asks (the
+        # destination volume's: the MS gives the copy the volume's own type); onto an
+        # image store, a staging copy, it is kept as it is (merged when a linked clone)
+        fixed = (copy_kind(dest.provisioning_type, "destTO.provisioningType")
+                 if isinstance(dest.data_store, PrimaryDataStoreTO) else None)
         if isinstance(dest.data_store, NfsTO):
             folder, uid = await self._image_store_folder(dest.data_store, dest.path, dest.uuid)
             target = await self.paths.file_in(folder, f"{uid}.{fmt.lower()}", "destTO")
@@ -296,18 +310,56 @@ class CopyHandler(FileHandlers):
                 # parent it names (any path on the host, or a share of any server) when a
                 # VM uses the volume; a disk cut short is not one; one whose content is
                 # the other format is renamed to match, as Hyper-V goes by the extension
-                target = (await self.download(source, target, kind="volume")).path
+                target = await self._volume_from_image_store(source, target, fixed,
+                                                             merge_wait)
                 fmt, new_path = _disk_format_of(target), _named_as(new_path, target)
             elif isinstance(dest.data_store, PrimaryDataStoreTO):
-                # pool -> pool (a cold move between local pools): a linked clone is merged
-                # by Hyper-V straight into the target pool, as MigrateVolume does
-                await self.copy_standalone(source, target, merge_wait)
+                # pool -> pool (a cold move between local pools): a linked clone is merged,
+                # or a disk of the other kind converted, by Hyper-V straight into the
+                # target pool, as MigrateVolume does
+                await self.copy_standalone(source, target, merge_wait, fixed=fixed)
             else:
                 # to an image store, whose share Hyper-V may not be able to write: a linked
                 # clone is merged beside the source and that copied
                 async with self.standalone(source, policy=merge_wait) as copied:
                     await self.copy_file(copied, target)
         return dest.model_copy(update={"path": new_path, "format": fmt})
+
+    async def _volume_from_image_store(self, source: str, target: str, fixed: bool | None,
+                                       fill_wait: jobs.WaitPolicy) -> str:
+        """Copy the volume ``source`` on an image store into the pool as ``target`` (or its
+        name with the extension of the format its content shows), checked as a downloaded
+        template is; the path it has now. When it is not of the kind ``fixed`` asks
+        (``copy_kind``; None: as stored), it is first copied and checked under an aside
+        name in the pool, Hyper-V converts that copy into a second one renamed to the
+        final name (a fixed one's whole size counted against the pool's free space
+        before it is written), and the first is removed: nothing of the volume has its
+        final name until it is whole and of its kind. Hyper-V never reads the image
+        store: its share may not be open to the host, and only a checked copy is given
+        to it (a differencing disk would make it open the parent it names)."""
+        if fixed is None:
+            return (await self.download(source, target, kind="volume")).path
+        aside = self.aside_files
+        fetched = aside.name_for(target)
+        # the download names its copy by its content's format: either name is this copy's
+        with aside.writing(fetched + ".vhd"), aside.writing(fetched + ".vhdx"):
+            done = await self.download(source, fetched + ntpath.splitext(target)[1],
+                                       kind="volume")
+            try:
+                final = ntpath.splitext(target)[0] + done.suffix
+                settings = await disks.read_settings(self.hv, done.path,
+                                                     policy=self.job_wait)
+                kind = kind_of_copy(settings.type, fixed)
+                if settings.type is kind:
+                    await self.files.rename(done.path, final)
+                    return final
+                async with self.staged(final) as made:
+                    await self.converted_copy(done.path, settings, made, kind, fill_wait)
+                log.info("volume %s copied into %s as a %s disk", source, final,
+                         kind.name.lower())
+                return final
+            finally:
+                await discard(self.files, done.path)
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
         path = await self.paths.locate_volume(volume, "srcTO")

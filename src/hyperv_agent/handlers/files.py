@@ -3,7 +3,8 @@ copies, volume moves): the host's session, request paths below registered roots,
 file lock table, how long Hyper-V's jobs are waited for, the agent's aside files, the
 rule that a disk a running VM uses is never replaced, moved or deleted, the rule that
 a disk copied out of its pool stands alone (a linked clone is merged first), and what
-kind of disk a volume's provisioning type makes (``is_fixed``).
+kind of disk a volume's provisioning type makes (``is_fixed``; for a copy of an existing
+disk ``copy_kind``, which Hyper-V converts to: ``copy_standalone``).
 
 The copying itself (``hostfs.transfer`` with its http, S3 and decompressing readers, and
 ``hostfs.download``) is loaded by the first copy, not when the agent starts.
@@ -29,6 +30,7 @@ from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
 from hyperv_agent.hostfs.locations import same_path
+from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
@@ -60,6 +62,23 @@ def is_fixed(provisioning: ProvisioningType | str | None, what: str) -> bool:
         return True
     raise InvalidRequest(f"{what} {str(provisioning)[:40]!r} is not a provisioning type this "
                          "host knows: THIN, SPARSE or FAT")
+
+
+def copy_kind(provisioning: ProvisioningType | str | None, what: str) -> bool | None:
+    """The kind a copy of an existing disk for a volume of ``provisioning`` is made:
+    True a fixed disk, False a dynamic one (``is_fixed``), None when the type is not
+    given: the copy keeps its source's kind (a differencing disk merged into a dynamic
+    one), as it always did. The management server gives a volume its offering's type
+    when it is made and never changes it (a move copies it, a new offering keeps it)."""
+    return None if provisioning is None else is_fixed(provisioning, what)
+
+
+def kind_of_copy(source: DiskType, fixed: bool | None) -> DiskType:
+    """The type of a standalone copy of a disk of type ``source`` made as ``fixed`` asks
+    (``copy_kind``): never a differencing disk."""
+    if fixed is None:
+        return DiskType.DYNAMIC if source is DiskType.DIFFERENCING else source
+    return DiskType.FIXED if fixed else DiskType.DYNAMIC
 
 
 class FileHandlers:
@@ -188,30 +207,52 @@ class FileHandlers:
 
     async def copy_standalone(self, source: str, target: str,
                               policy: jobs.WaitPolicy | None = None,
-                              grace: jobs.WaitPolicy | None = None) -> None:
+                              grace: jobs.WaitPolicy | None = None,
+                              fixed: bool | None = None) -> None:
         """Copy the disk ``source`` to ``target`` in another folder the host's Hyper-V keeps
-        disks in (a primary pool), so that the copy stands alone. A differencing disk (a
-        linked clone) is merged by Hyper-V straight into an aside file beside ``target``,
-        renamed to ``target`` once Hyper-V wrote it whole and removed on any failure or
-        cancellation (``AsideFiles.replacing``): nothing is written in the source's folder,
-        which may be too full to take a merged copy, and the data is written once. With
-        ``grace``, a merge still running when its wait ends (``policy`` ran out, or the
-        copy was cancelled) is stopped, and waited on for up to ``grace.timeout_s``, before
-        the aside file is removed; without it, or when Hyper-V cannot stop it in that time,
-        the job may write the aside file after it was removed; it keeps the agent's aside
-        mark, so the next sweep of the folder removes it. Any other disk is copied as it is
-        stored (``copy_file``). 1 call (+ 1 call and 1 W for the merge, bounded by
-        ``policy``, default ``job_wait``)."""
+        disks in (a primary pool), so that the copy stands alone and is of the kind
+        ``fixed`` asks (``copy_kind``: the destination volume's provisioning type; None
+        keeps the source's kind). A source of that kind is copied as it is stored
+        (``copy_file``). Any other (a differencing disk, a linked clone; a dynamic disk
+        to be fixed; a fixed one to be dynamic) is written by Hyper-V
+        (``converted_copy``) straight into an aside file beside ``target``, renamed to
+        ``target`` once Hyper-V wrote it whole and removed on any failure or
+        cancellation (``AsideFiles.replacing``): nothing is written in the source's
+        folder, which may be too full to take a merged copy, and the data is written
+        once. With ``grace``, a job still running when its wait ends (``policy`` ran out,
+        or the copy was cancelled) is stopped, and waited on for up to
+        ``grace.timeout_s``, before the aside file is removed; without it, or when
+        Hyper-V cannot stop it in that time, the job may write the aside file after it
+        was removed; it keeps the agent's aside mark, so the next sweep of the folder
+        removes it. 1 call (+ 1 usage call for a fixed copy, 1 call and 1 W for Hyper-V's
+        copy, bounded by ``policy``, default ``job_wait``)."""
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
-        if settings.type is not DiskType.DIFFERENCING:
+        kind = kind_of_copy(settings.type, fixed)
+        if settings.type is kind:
             await self.copy_file(source, target)
             return
         await self.aside_files.sweep(self.files, split(target)[0], target)
-        log.info("%s is a differencing disk (parent %s); Hyper-V writes it merged to %s",
-                 source, settings.parent_path, target)
-        async with self.staged(target) as merged:
-            await disks.merged_copy(self.hv, source, merged, policy=policy or self.job_wait,
-                                    grace=grace)
+        async with self.staged(target) as made:
+            await self.converted_copy(source, settings, made, kind, policy, grace)
+
+    async def converted_copy(self, source: str, settings: disks.DiskSettings, path: str,
+                             kind: DiskType, policy: jobs.WaitPolicy | None = None,
+                             grace: jobs.WaitPolicy | None = None) -> None:
+        """Hyper-V writes at the fresh path ``path`` a new disk of ``kind`` (fixed or
+        dynamic) holding what the disk ``source`` (of ``settings``) shows, merged with its
+        parents (ConvertVirtualHardDisk). A fixed disk takes its whole virtual size at
+        once: one that would leave its volume less than ``room.KEEP_FREE_BYTES`` free is
+        refused before Hyper-V is asked. Hyper-V writes the whole disk, so ``policy``
+        should be the command's own wait (``disk_job_wait``). 1 call and 1 W (+ 1 usage
+        call for a fixed disk)."""
+        fixed = kind is DiskType.FIXED
+        if fixed:
+            await require_room(self.files, path, settings.size_bytes,
+                               f"a fixed copy (FAT) of {source}", "nothing was written")
+        log.info("Hyper-V writes %s (%s, parent %s) as a %s disk at %s", source,
+                 settings.type.name.lower(), settings.parent_path, kind.name.lower(), path)
+        await disks.merged_copy(self.hv, source, path, fixed=fixed,
+                                policy=policy or self.job_wait, grace=grace)
 
     @property
     def aside_files(self) -> AsideFiles:
