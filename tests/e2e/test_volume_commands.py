@@ -500,6 +500,68 @@ async def test_legacy_create_makes_a_fixed_disk_when_the_offering_is_fat(agent: 
     assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.FIXED, 64 * MIB)
 
 
+@pytest.mark.parametrize(("stored", "provisioning", "made"), [
+    (vhd.DiskType.DYNAMIC, "FAT", vhd.DiskType.FIXED),
+    (vhd.DiskType.FIXED, "THIN", vhd.DiskType.DYNAMIC),
+    (vhd.DiskType.FIXED, "SPARSE", vhd.DiskType.DYNAMIC),
+    (vhd.DiskType.FIXED, None, vhd.DiskType.FIXED),
+])
+async def test_legacy_create_copies_the_template_as_the_offering_provisions(
+    agent: Running, stored: vhd.DiskType, provisioning: str | None, made: vhd.DiskType,
+) -> None:
+    """A volume copied from a template by the legacy CreateCommand is of the kind its
+    offering's provisioning type asks, as CopyCommand makes it: a FAT one a fixed disk
+    Hyper-V writes whole from the template, a THIN or SPARSE one dynamic (a fixed
+    template converted); with no type given, as the template is stored."""
+    pool = _pool(agent)
+    template = pool / "TestCopiedLocalTemplate.vhdx"
+    vhd.create(template, vhd.DiskFormat.VHDX, stored, 64 * MIB)
+    vhd.write_data(template, 0, b"template os")
+    before = template.read_bytes()
+    body = _legacy_create()
+    if provisioning is not None:
+        body["diskCharacteristics"]["provisioningType"] = provisioning
+    _, answer = await agent.answer(CREATE, body)
+    assert answer["result"] is True, answer
+    copied = pool / answer["volume"]["name"]
+    info = vhd.read_info(copied)
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (made, None, 64 * MIB)
+    assert vhd.read_data(copied, 0, 11) == b"template os"
+    assert sorted(listing(pool)) == sorted([template.name, copied.name])
+    assert template.read_bytes() == before
+
+
+async def test_legacy_create_of_a_fat_volume_is_refused_when_the_pool_cannot_hold_it(
+    tmp_path: Path,
+) -> None:
+    """The fixed copy's whole size is counted against the pool's free space before
+    Hyper-V writes a byte of it."""
+    free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB: not for a 64 MiB fixed copy
+    config = tmp_path / "agent.toml"
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+local_storage_path = 'C:\\pool'
+[emulator.lab]
+free_bytes = {{C = {free}}}
+""")
+    async with serving(load_config(config)) as running:
+        pool = _pool(running)
+        _disk(pool, "TestCopiedLocalTemplate.vhdx", 64 * MIB)
+        before = listing(pool)
+        spent = running.emulator.round_trips()
+        body = _legacy_create()
+        body["diskCharacteristics"]["provisioningType"] = "FAT"
+        _, answer = await running.answer(CREATE, body)
+        assert answer["result"] is False, answer
+        assert ("not enough free space for a fixed copy (FAT) of "
+                "C:\\pool\\TestCopiedLocalTemplate.vhdx") in answer["details"], answer
+        assert (running.emulator.round_trips() - spent)["invoke:ConvertVirtualHardDisk"] == 0
+        assert listing(pool) == before
+
+
 @pytest.mark.parametrize(("change", "expected"), [
     ({"templateUrl": "..\\TestCopiedLocalTemplate.vhdx"}, "bare file name"),
     ({"templateUrl": "absent.vhdx"}, "does not exist"),

@@ -41,7 +41,7 @@ from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, Volu
 from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.files import FileHandlers, is_fixed
+from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
@@ -209,16 +209,22 @@ class VolumeHandlers(FileHandlers):
     async def create_legacy(self, command: CreateCommand) -> Result:
         """Copy the template file ``templateUrl`` (a bare name in the pool) to a new
         ``<GUID><ext>``, or without ``templateUrl`` create an empty dynamic VHDX of
-        ``diskCharacteristics.size`` bytes, fixed when its ``provisioningType`` is FAT (as
-        CreateObjectCommand makes it). Filesystem pools only. A repeat makes another
-        file. A failed copy leaves nothing under the new name."""
+        ``diskCharacteristics.size`` bytes; either is of the kind
+        ``diskCharacteristics.provisioningType`` asks, as CopyCommand and
+        CreateObjectCommand make it: for FAT a fixed disk (a copy Hyper-V writes whole
+        from the template, its whole size counted against the pool's free space first),
+        for THIN and SPARSE a dynamic one; a template copy of no type is as the template
+        is stored. Filesystem pools only. A repeat makes another file. A failed copy
+        leaves nothing under the new name."""
         pool, profile = command.pool, command.disk_characteristics
         if str(pool.type or "") != "Filesystem":
             raise InvalidRequest(f"pool type {pool.type or 'none'} is not supported by "
                                  "CreateCommand; a Filesystem pool is needed")
         root = await self.paths.existing(self.paths.pool_root(pool, "pool"), "pool")
         if command.template_url:
-            target = await self._copy_template_file(root, command.template_url)
+            kind = copy_kind(profile.provisioning_type, "diskCharacteristics.provisioningType")
+            target = await self._copy_template_file(root, command.template_url, kind,
+                                                    self.disk_job_wait(command.wait_s))
         else:
             fixed = is_fixed(profile.provisioning_type, "diskCharacteristics.provisioningType")
             target = await self.paths.file_in(root, f"{uuid.uuid4()}.vhdx", "pool")
@@ -230,7 +236,8 @@ class VolumeHandlers(FileHandlers):
                           mount_point=target, path=target, size_bytes=profile.size_bytes)
         return CreateAnswer(result=True, volume=volume)
 
-    async def _copy_template_file(self, root: str, name: str) -> str:
+    async def _copy_template_file(self, root: str, name: str, fixed: bool | None,
+                                  fill_wait: jobs.WaitPolicy) -> str:
         if any(ch in name for ch in "/\\:"):
             raise InvalidRequest(f"templateUrl {name[:80]!r} must be a bare file name in the "
                                  "pool")
@@ -241,7 +248,7 @@ class VolumeHandlers(FileHandlers):
         if not await self.files.exists(source):
             raise InvalidRequest(f"the template file {source} does not exist")
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
-        await self.copy_file(source, target)
+        await self.copy_standalone(source, target, fill_wait, fixed=fixed)
         return target
 
     # --- legacy DestroyCommand ----------------------------------------------------------
