@@ -489,7 +489,7 @@ async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
 
 
 @pytest.mark.parametrize(("provisioning", "kind"), [
-    ("THIN", DiskType.DIFFERENCING), ("SPARSE", DiskType.DIFFERENCING),
+    ("THIN", DiskType.DIFFERENCING), ("SPARSE", DiskType.DYNAMIC),
     ("FAT", DiskType.FIXED),
 ])
 async def test_volume_of_a_fat_offering_is_a_fixed_full_copy_of_its_template(
@@ -497,7 +497,9 @@ async def test_volume_of_a_fat_offering_is_a_fixed_full_copy_of_its_template(
 ) -> None:
     """A FAT offering's root volume takes its whole size when it is made: a fixed disk
     holding the template's data, standing alone (KVM too makes a full preallocated copy
-    for FAT, never a clone on a backing file). THIN and SPARSE stay linked clones."""
+    for FAT, never a clone on a backing file). A SPARSE one is a dynamic full copy
+    standing alone (KVM: a full copy, metadata preallocated); THIN stays a linked
+    clone."""
     pool = _pool(agent)
     template = _template_on_pool(agent, size=64 * MIB)
     before = template.read_bytes()
@@ -509,14 +511,39 @@ async def test_volume_of_a_fat_offering_is_a_fixed_full_copy_of_its_template(
     path = f"C:\\pool\\{VOLUME_UUID}.vhdx"
     settings = await disks.read_settings(hv(agent.emulator), path)
     assert (settings.type, settings.size_bytes) == (kind, 64 * MIB)
-    if kind is DiskType.FIXED:
+    if kind is not DiskType.DIFFERENCING:
         assert settings.parent_path is None
-        assert data["size"] == 64 * MIB
         assert vhd.read_data(pool / f"{VOLUME_UUID}.vhdx", 0, 11) == b"template os"
+    if kind is DiskType.FIXED:
+        assert data["size"] == 64 * MIB
         assert (pool / f"{VOLUME_UUID}.vhdx").stat().st_size > 64 * MIB
     assert template.read_bytes() == before
     assert sorted(p.name for p in pool.iterdir()) == sorted([template.name,
                                                              f"{VOLUME_UUID}.vhdx"])
+
+
+@pytest.mark.parametrize(("provisioning", "made"), [
+    ("THIN", vhd.DiskType.DYNAMIC), ("SPARSE", vhd.DiskType.DYNAMIC),
+    (None, vhd.DiskType.FIXED),
+])
+async def test_full_copy_of_a_fixed_template_is_dynamic_unless_the_offering_is_fat(
+    agent: Running, provisioning: str | None, made: vhd.DiskType,
+) -> None:
+    """A template uploaded as a fixed VHD(X) copied in full (the pool asks for full
+    clones) for a THIN or SPARSE offering is a dynamic disk: a byte copy would reserve
+    the whole size in the pool for a volume whose offering reserves none. With no type
+    given the copy is as the template is stored."""
+    pool = _pool(agent)
+    template = pool / "tmpl-1.vhdx"
+    vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.FIXED, 64 * MIB)
+    vhd.write_data(template, 0, b"template os")
+    dest = {} if provisioning is None else {"provisioningType": provisioning}
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                               _volume(_primary(fullCloneFlag=True), size=None, **dest)))
+    info = vhd.read_info(pool / f"{VOLUME_UUID}.vhdx")
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (made, None, 64 * MIB)
+    assert vhd.read_data(pool / f"{VOLUME_UUID}.vhdx", 0, 11) == b"template os"
+    assert sorted(listing(pool)) == sorted(["tmpl-1.vhdx", f"{VOLUME_UUID}.vhdx"])
 
 
 async def test_volume_of_a_fat_offering_larger_than_its_template_is_a_grown_fixed_copy(

@@ -156,6 +156,32 @@ async def test_eviction_waits_for_a_full_copy_still_reading_the_template(
     assert vhd.read_info(pool / "root-a.vhdx").parent_path is None
 
 
+async def test_a_sparse_volume_stands_alone_and_lets_its_template_be_evicted(
+    agent: Running,
+) -> None:
+    """A root volume of a SPARSE offering is a dynamic full copy of its template, not a
+    linked clone: the management server's eviction of the template succeeds, and the
+    volume still holds the template's data without it."""
+    pool = _pool(agent)
+    vhd.write_data(_disk(pool / "tmpl-1.vhdx"), 0, b"template os")
+    body = {"srcTO": {TEMPLATE_TO: {"path": "tmpl-1", "uuid": "tmpl-1", "id": 206,
+                                    "format": "VHDX", "imageDataStore": _local_store(),
+                                    "hypervisorType": "Hyperv", "name": "tmpl-1"}},
+            "destTO": {VOLUME_TO: {"uuid": "root-a", "volumeType": "ROOT",
+                                   "dataStore": _local_store(), "name": "ROOT-5",
+                                   "format": "VHDX", "volumeId": 10, "id": 10,
+                                   "provisioningType": "SPARSE"}},
+            "wait": 10800}
+    key, answer = await agent.answer(names.COPY_COMMAND, body)
+    assert (key, answer["result"]) == (names.COPY_CMD_ANSWER, True), answer
+    key, answer = await agent.answer(names.DESTROY_COMMAND, _evict("tmpl-1"))
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert sorted(listing(pool)) == ["root-a.vhdx"]
+    info = vhd.read_info(pool / "root-a.vhdx")
+    assert (info.type, info.parent_path) == (vhd.DiskType.DYNAMIC, None)
+    assert vhd.read_data(pool / "root-a.vhdx", 0, 11) == b"template os"
+
+
 async def test_a_running_vms_clone_unreadable_to_the_agent_keeps_its_template_by_name(
     agent: Running,
 ) -> None:

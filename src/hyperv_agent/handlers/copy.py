@@ -9,8 +9,9 @@ A      template on a cifs image store or S3         downloaded (decompressed, ch
 B      template on a primary pool                   a differencing disk whose parent is the
        -> volume on a primary pool                  template (linked clone; the default on
                                                     the same pool), or a full copy (a fixed
-                                                    one for a FAT offering), grown to
-                                                    ``destTO.size`` when that is larger
+                                                    one for a FAT offering, a dynamic one
+                                                    for SPARSE), grown to ``destTO.size``
+                                                    when that is larger
 C      volume -> volume (primary <-> image store,   full copy (a linked clone merged with
        or primary -> primary)                       its template: by Hyper-V straight into
                                                     a target pool, else beside the source);
@@ -45,7 +46,12 @@ A volume's ``provisioningType`` (``files.is_fixed``, ``files.copy_kind``) decide
 of disk of cases B and C: FAT a fixed disk, THIN and SPARSE dynamic ones, converted by
 Hyper-V (ConvertVirtualHardDisk) when the source is of the other kind. The MS gives a
 volume its offering's type when it is made and never changes it, so the type a case C
-copy carries is the volume's own.
+copy carries is the volume's own. In case B THIN (or no type) is a linked clone and
+SPARSE a dynamic full copy standing alone, as KVM copies its template in full for SPARSE
+(metadata preallocated) and clones it on a backing file for THIN: a SPARSE volume takes the
+template's data again and its copy takes time in proportion to it, but it does not pin its
+template in the pool (an eviction is refused while a clone names it), moves without a
+merge, and reads nothing from a template file every clone shares.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ from urllib.parse import urlsplit
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import CopyCmdAnswer
 from hyperv_agent.cloudstack.commands_storage import CopyCommand
-from hyperv_agent.cloudstack.enums import ImageFormat
+from hyperv_agent.cloudstack.enums import ImageFormat, ProvisioningType
 from hyperv_agent.cloudstack.objects import (
     S3TO,
     NfsTO,
@@ -196,7 +202,10 @@ class CopyHandler(FileHandlers):
             disks.checked_size(target, dest.size_bytes, "destTO.size")
         if fixed:
             return await self._fixed_volume(template, target, dest, name, fmt, fill_wait)
-        linked = self._links(src.image_data_store, dest.data_store)
+        # SPARSE: a dynamic full copy standing alone, as KVM copies the template for it
+        # (see the module's docstring); THIN (or no type): a linked clone where it can be
+        linked = (self._links(src.image_data_store, dest.data_store)
+                  and dest.provisioning_type != ProvisioningType.SPARSE)
         size, grow = await self._volume_size(template, dest.size_bytes or 0)
         linked = linked and not grow  # a differencing disk keeps its parent's size
         # a volume is made holding its template's lock shared: volumes of one template
@@ -210,8 +219,10 @@ class CopyHandler(FileHandlers):
                 if linked:
                     await disks.create_differencing(self.hv, staged, template,
                                                     policy=self.job_wait)
-                else:
-                    await self.copy_file(template, staged)
+                else:  # dynamic (a fixed template converted), or as stored when no type
+                    await self.write_copy(template, staged,
+                                          copy_kind(dest.provisioning_type,
+                                                    "destTO.provisioningType"), fill_wait)
                 if grow:
                     await disks.resize(self.hv, staged, size, policy=self.job_wait)
         log.info("volume %s made from template %s (%s%s)", target, template,

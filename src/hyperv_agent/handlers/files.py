@@ -52,8 +52,9 @@ def is_fixed(provisioning: ProvisioningType | str | None, what: str) -> bool:
     FAT reserves the volume's whole size when it is made (KVM preallocates its file in
     full, and makes it a full copy of its template, never one on a backing file): on
     Hyper-V a fixed VHD(X), so a pool is never overcommitted by it. THIN and SPARSE (KVM:
-    no or metadata-only preallocation) are dynamic disks here, or linked clones of their
-    template; so is a volume whose type is not given.
+    no or metadata-only preallocation) are dynamic disks here, as is a volume whose type
+    is not given; a THIN root volume (or one of no type) is a linked clone of its
+    template, a SPARSE one a dynamic full copy standing alone (``copy.py``, case B).
     Any other name: InvalidRequest naming ``what`` (the request's field), as a disk of an
     unknown kind would be made wrongly."""
     if provisioning is None or provisioning in (ProvisioningType.THIN, ProvisioningType.SPARSE):
@@ -234,6 +235,18 @@ class FileHandlers:
         await self.aside_files.sweep(self.files, split(target)[0], target)
         async with self.staged(target) as made:
             await self.converted_copy(source, settings, made, kind, policy, grace)
+
+    async def write_copy(self, source: str, path: str, fixed: bool | None,
+                         policy: jobs.WaitPolicy | None = None) -> None:
+        """Write at the fresh path ``path`` (a ``staged`` one) a standalone copy of the
+        disk ``source`` of the kind ``fixed`` asks (as ``copy_standalone``): as stored
+        when it is of that kind, else by Hyper-V. 1 call (+ as ``converted_copy``)."""
+        settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
+        kind = kind_of_copy(settings.type, fixed)
+        if settings.type is kind:
+            await self.copy_file(source, path)
+        else:
+            await self.converted_copy(source, settings, path, kind, policy)
 
     async def converted_copy(self, source: str, settings: disks.DiskSettings, path: str,
                              kind: DiskType, policy: jobs.WaitPolicy | None = None,
