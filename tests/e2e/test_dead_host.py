@@ -207,6 +207,48 @@ async def test_a_hung_host_fails_pings_within_the_deadline_with_one_query_in_fli
         assert ping["result"] is True, ping
 
 
+async def test_a_hung_host_fails_the_state_report_and_host_stats_within_the_check_bound(
+        agentless: Running) -> None:
+    """The MS asks for the state report right before each ping (getCurrentStatus): on a
+    hung host it fails once a host check finds the host unreachable, not at the WinRM
+    deadline (70 s by default), and so do the host statistics; once the host is known
+    unreachable, neither sends a query more (the check's one query still waits)."""
+    port = _port(agentless)
+    _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
+    assert ping["result"] is True
+    await _power_off(agentless)
+    said = ("the Hyper-V host cannot be reached: the host did not answer a query of its "
+            f"virtual switches within {DEADLINE_S:g} s")
+    async with _hung(port) as accepted:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            status, report = await agentless.post(STATE_REPORT, {})
+        took = time.monotonic() - started
+        assert status == 200
+        failed = report[0]["com.cloud.agent.api.Answer"]
+        assert failed["result"] is False and said in failed["details"], failed
+        assert 2 * DEADLINE_S <= took < 2 * DEADLINE_S + 1.5  # the listing, then a check
+        assert len(accepted) == 2  # the listing, cut short, and the check's query
+        for fqcn, answer_class in ((HOST_STATS, "com.cloud.agent.api.GetHostStatsAnswer"),
+                                   (STATE_REPORT, "com.cloud.agent.api.Answer")):
+            async with asyncio.timeout(5):
+                key, value, took = await _timed(agentless, fqcn, {"hostId": 5,
+                                                                  "contextMap": {}})
+            assert key == answer_class and value["result"] is False, value
+            assert said in value["details"]
+            assert took < DEADLINE_S + 1.5
+        assert len(accepted) == 2
+    async with _powered_on(agentless, port):
+        for _ in range(20):  # the check's hung query ends when its connection closes
+            status, report = await agentless.post(STATE_REPORT, {})
+            if status == 200 and isinstance(report, list) and not report:
+                break
+            await asyncio.sleep(0.1)
+        assert report == [], report
+        key, stats, _ = await _timed(agentless, HOST_STATS, {"hostId": 5, "contextMap": {}})
+        assert stats["result"] is True, stats
+
+
 async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
         agentless: Running, tmp_path: Path) -> None:
     """The stamp says the host runs: while it cannot be reached, none is written, so the

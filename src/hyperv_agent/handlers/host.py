@@ -194,8 +194,11 @@ class HostHandlers:
         migrating or changing (its lock held or waited for) is never removed, nor is one no
         longer off when its removal comes (the listing is stale by then). Removals run
         concurrently, at most ``REMOVALS_AT_ONCE`` at a time. One round trip when nothing
-        is removed."""
-        listed = await vms.list_vms(self.hv)
+        is removed. The listing is bounded by the host check (``HostCheck.bounded``): the
+        MS asks for the report right before each ping, and on a hung host its ping cycle
+        would otherwise wait for the WinRM deadline too; the removals are not (one is never
+        cut half-way)."""
+        listed = await self.check.bounded(lambda: vms.list_vms(self.hv))
         # Sorting and encoding thousands of VMs takes milliseconds: done on a thread, the
         # event loop goes on serving other requests meanwhile.
         kinds = await asyncio.to_thread(_kinds, listed)
@@ -277,8 +280,9 @@ class HostHandlers:
                               will_migrate=True)
 
     async def host_stats(self, command: wire.GetHostStatsCommand) -> Result:
-        """CPU, memory and the management NIC's network counters (KiB), queried together."""
-        stats = await host.host_stats(self.hv, self.private_ip)
+        """CPU, memory and the management NIC's network counters (KiB), queried together,
+        bounded by the host check (``HostCheck.bounded``)."""
+        stats = await self.check.bounded(lambda: host.host_stats(self.hv, self.private_ip))
         entry = HostStatsEntry(host_id=command.host_id,
                                cpu_utilization_percent=stats.cpu_utilization_percent,
                                total_memory_kb=float(stats.total_memory_kib),

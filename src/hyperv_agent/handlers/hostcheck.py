@@ -1,5 +1,6 @@
 """Whether the Hyper-V host answers now: asked by PingRoutingCommand, CheckHealthCommand,
-``/healthz`` and before each heartbeat stamp.
+``/healthz`` and before each heartbeat stamp, and bounding the read-only queries of the
+VM state report and the host statistics (``HostCheck.bounded``).
 
 Driving a host over WinRM, the agent outlives the host: when the host is powered off,
 cut off or hung, the agent still answers the management server. A ping answered without
@@ -28,14 +29,17 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hyperv_agent.errors import AgentError, CimUnreachable
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.hostcheck")
+
+_T = TypeVar("_T")
 
 #: How long a check waits for the host's answer. The MS posts its ping without a timeout
 #: of its own (HypervDirectConnectResource.postHttpRequest) once per ping.interval (60 s),
@@ -113,6 +117,35 @@ class HostCheck:
             self._note(found)
             return found
 
+    async def bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
+        """What ``work``, a read-only query of the host, returns; CimUnreachable, saying why,
+        as soon as the host is found unreachable rather than when the backend gives up
+        (over WinRM, its operation timeout and answer grace: 70 s by default).
+
+        When the last check found the host unreachable, a check comes first (within
+        ``deadline_s``) and ``work`` is not sent while it still is: no query more left
+        hanging on a hung host. Otherwise ``work`` runs, and once it has taken
+        ``deadline_s`` a check is made beside it: found unreachable, ``work`` is cut short;
+        a host that answers (slowly: thousands of VMs) lets it run to its end. Only for
+        reads: what it changes on the host must never be cut half-way."""
+        known = self._known
+        if known is not None and known[1].reach is Reach.UNREACHABLE:
+            _refuse_unreachable(await self.state())
+        running = asyncio.ensure_future(work())
+        checking: asyncio.Future[HostState] | None = None
+        try:
+            done, _ = await asyncio.wait({running}, timeout=self.deadline_s)
+            if not done:
+                checking = asyncio.ensure_future(self.state())
+                await asyncio.wait({running, checking}, return_when=asyncio.FIRST_COMPLETED)
+                if not running.done():
+                    _refuse_unreachable(checking.result())
+            return await running
+        finally:
+            for left in (running, checking):
+                if left is not None and not left.done():
+                    left.cancel()
+
     async def _ask(self) -> HostState:
         try:
             await host.switch_names(self.hv)
@@ -134,3 +167,8 @@ class HostCheck:
         self._known = (self.clock(), found)
         if before is not found.reach:
             log.warning("%s", "the Hyper-V host answers again" if found.usable else found.says)
+
+
+def _refuse_unreachable(found: HostState) -> None:
+    if found.reach is Reach.UNREACHABLE:
+        raise CimUnreachable(found.says)

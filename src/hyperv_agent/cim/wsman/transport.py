@@ -149,6 +149,10 @@ class Transport:
                 self._workers, functools.partial(contextvars.copy_context().run, work))
             try:
                 return await asyncio.wait_for(asyncio.shield(running), self.deadline_s)
+            except asyncio.CancelledError:  # its caller gave up (the host check found the
+                call.abandoned = True        # host unreachable): the thread ends by itself
+                running.add_done_callback(_forget)
+                raise
             except TimeoutError:
                 call.abandoned = True
                 running.add_done_callback(_forget)
