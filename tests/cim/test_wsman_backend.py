@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -580,3 +581,124 @@ async def test_an_enumeration_the_host_forgot_is_read_again_from_its_start(
             await cim.close()
     assert sorted(str(i["InstanceID"]) for i in found) == sorted(
         str(i["InstanceID"]) for i in direct)
+
+
+# --- a host restarted while a kept-alive connection to it was idle ----------------------------
+
+
+class _Restarting:
+    """A stand-in in front of the face (https, Basic) forwarding every request, until
+    ``restart()``: from then on a request arriving on a connection opened before it is
+    reset (RST) without an answer, as a host that restarted since resets every connection
+    its former self had; ``pulls_reset`` Pulls are reset whatever their connection."""
+
+    def __init__(self, pulls_reset: int = 0) -> None:
+        self.before: set[int] = set()  # connections opened before the restart
+        self.seen: set[int] = set()
+        self.actions: list[str] = []  # what reached the host, in order
+        self.resets = 0
+        self.pulls_reset = pulls_reset
+
+    def restart(self) -> None:
+        self.before = set(self.seen)
+
+    async def handle(self, request: web.Request, url: str) -> web.StreamResponse:
+        data = await request.read()
+        asked = soap.read_request(data, 512000)
+        assert request.transport is not None
+        connection = id(request.transport)
+        self.seen.add(connection)
+        if connection in self.before or (asked.action == PULL and self.pulls_reset > 0):
+            if asked.action == PULL:
+                self.pulls_reset -= 1
+            self.resets += 1
+            raw = request.transport.get_extra_info("socket")
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing is answered
+        self.actions.append(asked.action.rsplit("/", 1)[-1])
+        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=data, headers=headers, ssl=False) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                headers={"Content-Type": answer.headers["Content-Type"]})
+
+
+@contextlib.asynccontextmanager
+async def _restarting(url: str, tls_dir: Path, pulls_reset: int = 0
+                      ) -> AsyncIterator[tuple[_Restarting, str]]:
+    stand_in = _Restarting(pulls_reset)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await stand_in.handle(request, url)
+
+    runner, port = await _stand_in(handle, tls_dir)
+    try:
+        yield stand_in, f"https://127.0.0.1:{port}/wsman"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_query_on_a_connection_the_restarted_host_resets_is_sent_again_once(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A host restarted within the idle-connection reuse time resets the kept-alive
+    connection when the next request arrives: an Enumerate or a Get, which change
+    nothing, is sent again on a new connection, and answers."""
+    vm = await define_vm(emulator, "i-2-2-VM")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _restarting(served.url, tmp_path / "stand-in") as (host, url):
+        cim = client(url)
+        try:
+            first = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+            await cim.get(vm)  # its class read once
+            host.restart()
+            again = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+            host.restart()
+            del host.actions[:]
+            got = await cim.get(vm)
+        finally:
+            await cim.close()
+    assert [s.path for s in again] == [s.path for s in first]
+    assert got["ElementName"] == "i-2-2-VM"
+    assert host.resets == 2
+    assert host.actions == ["Get"]
+
+
+async def test_a_method_call_on_a_reset_connection_is_not_sent_twice(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A method call may have been carried out before its connection broke (sent again,
+    DefineSystem makes a second VM): it fails, saying the host could not be reached."""
+    vm = await define_vm(emulator, "i-2-2-VM")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _restarting(served.url, tmp_path / "stand-in") as (host, url):
+        cim = client(url)
+        try:
+            await cim.get(vm)
+            host.restart()
+            del host.actions[:]
+            with pytest.raises(CimUnavailable, match="cannot reach the WinRM service"):
+                await cim.invoke(vm, "RequestStateChange", {"RequestedState": 2})
+        finally:
+            await cim.close()
+    assert host.resets == 1
+    assert "RequestStateChange" not in host.actions
+
+
+async def test_an_enumeration_whose_pull_is_reset_is_read_again_from_its_start(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A Pull is never sent twice (carried out, its batch would be lost): the query is
+    read again from its start and answers every instance."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    direct = await emulator.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _restarting(served.url, tmp_path / "stand-in", pulls_reset=1) as (host, url):
+        cim = client(url, max_envelope_bytes=8192)
+        try:
+            found = await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        finally:
+            await cim.close()
+    assert sorted(str(i["InstanceID"]) for i in found) == sorted(
+        str(i["InstanceID"]) for i in direct)
+    assert host.resets == 1
+    assert host.actions[:3] == ["Enumerate", "Release", "Enumerate"]

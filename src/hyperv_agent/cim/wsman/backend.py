@@ -68,6 +68,7 @@ from hyperv_agent.errors import (
     CimInvalidParameter,
     CimResponseTooLarge,
     CimTimedOut,
+    CimUnreachable,
 )
 
 _SELECT = re.compile(r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+(?P<class>[A-Za-z_]\w*)",
@@ -181,10 +182,16 @@ class WsmanCim(Cim):
         """The query's instances. When the host no longer knows the enumeration between
         two pulls (it drops a context EnumerationTimeoutms, 60 s, after its last answer:
         a Pull that waited that long for a free request slot, or a restart of the
-        service), the query is read again from its start, once: it changes nothing."""
+        service), the query is read again from its start, once: it changes nothing. So it
+        is when a Pull's connection was reset before any byte of its answer (the host
+        restarted): a Pull is never sent twice (transport.REPEATABLE)."""
         try:
             return await self._enumerate_once(wql, namespace)
         except CimEnumerationExpired:
+            return await self._enumerate_once(wql, namespace)
+        except CimUnreachable as error:
+            if not getattr(error, "reset_unanswered", False):
+                raise
             return await self._enumerate_once(wql, namespace)
 
     async def _enumerate_once(self, wql: str, namespace: str) -> list[RawInstance]:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from xml.etree.ElementTree import Element, ParseError
 
 import requests
+import urllib3
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 from pypsrp.exceptions import (
@@ -39,7 +40,7 @@ from pypsrp.wsman import OptionSet, SelectorSet, WSMan
 from hyperv_agent.cim import faults
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cim.wsman.faultxml import find_fault, read_fault
-from hyperv_agent.cim.wsman.names import S, add_selectors, q
+from hyperv_agent.cim.wsman.names import ENUMERATE, GET, S, add_selectors, q
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.errors import (
     CimAccessDenied,
@@ -50,6 +51,7 @@ from hyperv_agent.errors import (
 )
 
 _T = TypeVar("_T")
+log = logging.getLogger("hyperv_agent.cim.wsman.transport")
 #: A session idle this long is closed rather than reused: the host may have dropped its
 #: connection (http.sys keeps idle ones for 120 s), and a security context cannot move to
 #: a new connection, so it is built anew, on a new connection, instead.
@@ -63,6 +65,15 @@ ANSWER_GRACE_S = 10.0
 CREDENTIALS_RETRY_S = 60.0
 # They log whole messages at DEBUG; pypsrp logs each failure it raises at ERROR, with its
 # traceback, and the transport says each one again, in one line naming the host.
+#: The actions sent again, once, on a new connection when a kept-alive one is reset before
+#: any byte of their answer (the host restarted since it was last used: its end of the
+#: connection is gone). Get and Enumerate change nothing on the host (an Enumerate it did
+#: carry out leaves a context it drops after EnumerationTimeoutms). Not a Pull: one the
+#: host carried out moved its enumeration on, and sent again it would answer the next
+#: batch, the lost one silently missing (a state report without a running VM); the
+#: backend reads such an enumeration again from its start instead. Not a method call
+#: (Invoke): sent twice, DefineSystem makes two VMs, and AddResourceSettings two devices.
+REPEATABLE = frozenset({GET, ENUMERATE})
 _QUIET = {"pypsrp": logging.CRITICAL, "spnego": logging.WARNING,
           "requests_credssp": logging.WARNING, "urllib3": logging.WARNING}
 
@@ -144,7 +155,8 @@ class Transport:
             # (connect_timeout_s, operation timeout + ANSWER_GRACE_S); the OperationTimeout
             # header is the session's operation_timeout either way.
             work = functools.partial(self._with_session, lambda wsman: wsman.invoke(
-                action, resource_uri, body, option_set=options, selector_set=selectors), call)
+                action, resource_uri, body, option_set=options, selector_set=selectors), call,
+                action in REPEATABLE)
             running = asyncio.get_running_loop().run_in_executor(
                 self._workers, functools.partial(contextvars.copy_context().run, work))
             try:
@@ -171,20 +183,28 @@ class Transport:
                                   f"tried again for {left:.0f} s, so that failed logons do "
                                   "not lock the account out)")
 
-    def _with_session(self, work: Callable[[WSMan], Element], call: _Call) -> Element:
+    def _with_session(self, work: Callable[[WSMan], Element], call: _Call,
+                      repeatable: bool = False) -> Element:
         """``work`` on an idle session, or a new one. A reused session the host no longer
         accepts (it dropped the connection, and pypsrp re-authenticated but sealed the
-        message with the old context: 400 or 401, nothing done) is replaced once. A new
-        session's credentials refused are remembered (``_check_refusal``); any answer
-        forgets them."""
+        message with the old context: 400 or 401, nothing done) is replaced once; so is
+        one whose connection was reset before any byte of the answer when the request is
+        ``repeatable`` (REPEATABLE). A new session's credentials refused are remembered
+        (``_check_refusal``); any answer forgets them."""
         wsman, reused = self._take()
         try:
             return self._answered(self._run(wsman, work, call))
         except CimError as error:
             if not reused:
                 self._note_refusal(error)
-            if not (reused and getattr(error, "stale_session", False)) or call.abandoned:
+            reset = repeatable and getattr(error, "reset_unanswered", False)
+            if not (reused and (getattr(error, "stale_session", False) or reset)) \
+                    or call.abandoned:
                 raise
+            if reset:
+                log.info("%s: a kept-alive connection was reset before its answer (the "
+                         "host restarted?); the request is sent again on a new one",
+                         self.settings.where)
         try:
             return self._answered(self._run(self._open(), work, call))
         except CimError as error:
@@ -281,8 +301,7 @@ class Transport:
         except requests.exceptions.Timeout as error:
             raise self._timed_out(error) from None
         except requests.exceptions.RequestException as error:
-            raise CimUnreachable(f"{where}: cannot reach the WinRM service "
-                                 f"({_reason(error)})") from None
+            raise _unreached(where, error) from None
         except WinRMError as error:
             raise CimError(f"{where}: {faults.one_line(str(error))}") from None
         except (ParseError, DefusedXmlException) as error:  # pypsrp reads every answer
@@ -335,6 +354,29 @@ def _http_error(where: str, error: WinRMTransportError) -> CimError:
     if code == 403:
         return CimAccessDenied(f"{where}: the WinRM service denied access (HTTP 403)")
     return CimUnavailable(f"{where}: the WinRM service answered HTTP {code}")
+
+
+def _unreached(where: str, error: requests.exceptions.RequestException) -> CimUnreachable:
+    """The host could not be reached; marked ``reset_unanswered`` when its connection was
+    reset before any byte of the answer (``_reset_unanswered``)."""
+    unreachable = CimUnreachable(f"{where}: cannot reach the WinRM service ({_reason(error)})")
+    if _reset_unanswered(error):
+        unreachable.reset_unanswered = True  # type: ignore[attr-defined]
+    return unreachable
+
+
+def _reset_unanswered(error: requests.exceptions.RequestException) -> bool:
+    """Whether the connection was reset or closed before any byte of the answer: urllib3's
+    "Connection aborted." around a reset, a broken pipe while sending, or http.client's
+    RemoteDisconnected (no status line). A connection broken during the answer's body is
+    a ChunkedEncodingError, never this."""
+    if not isinstance(error, requests.exceptions.ConnectionError):
+        return False
+    inner = error.args[0] if error.args else None
+    if not isinstance(inner, urllib3.exceptions.ProtocolError):
+        return False
+    cause = inner.args[1] if len(inner.args) > 1 else None
+    return isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError))
 
 
 def _reason(error: BaseException) -> str:
