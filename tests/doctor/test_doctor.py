@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from hyperv_agent import winrm_face
 from hyperv_agent.cim import wql
 from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.doctor import checks
 from hyperv_agent.doctor.checks import Options, shares_fix
 from hyperv_agent.doctor.deploy import VM_PREFIX
 from hyperv_agent.doctor.report import Report, Status
@@ -309,3 +310,54 @@ def test_the_admin_shares_fix_names_remote_uac_for_local_accounts_only(
 def test_an_account_of_a_host_named_by_address_gets_both_fixes() -> None:
     fix = shares_fix("HV01\\svc-cloud", "10.1.1.11")
     assert "Administrators" in fix and "LocalAccountTokenFilterPolicy" in fix
+
+
+async def test_a_stopped_host_fails_the_connection_at_once_and_skips_the_rest(
+        tmp_path: Path) -> None:
+    async with serving(tmp_path) as (config, face):
+        port = face.url.rsplit(":", 1)[1].split("/")[0]
+        await face.runner.cleanup()  # powered off: the connection is refused
+        started = time.monotonic()
+        report = await diagnose(config, ROOMY)
+        took = time.monotonic() - started
+    status, line = _check(report, "connection")
+    assert status is Status.FAIL, line
+    assert f"127.0.0.1:{port}: cannot reach the WinRM service" in line
+    assert "winrm quickconfig" in line  # the listener's fix
+    assert [c.status for c in report.checks[1:]] == [Status.SKIP] * (len(CHECKS) - 1)
+    assert took < 5
+
+
+async def test_a_hung_host_fails_the_connection_within_its_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection accepted and never answered (a frozen host): the check fails at
+    ANSWER_WITHIN_S, not at the WinRM deadline, saying so and how to recover."""
+    monkeypatch.setattr(checks, "ANSWER_WITHIN_S", 0.5)
+    async with serving(tmp_path) as (config, face):
+        port = int(face.url.rsplit(":", 1)[1].split("/")[0])
+        await face.runner.cleanup()
+        listener = socket.create_server(("127.0.0.1", port))
+        accepted: list[socket.socket] = []
+
+        async def accept() -> None:
+            listener.setblocking(False)
+            while True:
+                accepted.append((await asyncio.get_running_loop().sock_accept(listener))[0])
+
+        accepting = asyncio.create_task(accept())
+        try:
+            started = time.monotonic()
+            async with asyncio.timeout(5):
+                report = await diagnose(config, ROOMY)
+            took = time.monotonic() - started
+        finally:
+            accepting.cancel()
+            for connection in accepted:
+                connection.close()
+            listener.close()
+    status, line = _check(report, "connection")
+    assert status is Status.FAIL, line
+    assert f"127.0.0.1:{port}" in line and "did not answer within 0.5 s" in line
+    assert "Restart-Service WinRM" in line
+    assert [c.status for c in report.checks[1:]] == [Status.SKIP] * (len(CHECKS) - 1)
+    assert took < 2.5

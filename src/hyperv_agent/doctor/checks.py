@@ -39,12 +39,18 @@ DEFAULT_MIN_FREE_BYTES = 10 * GIB  # a few templates and root volumes
 CLOCK_WARN_S = 30.0
 CLOCK_FAIL_S = 300.0  # Kerberos refuses beyond 5 minutes (its default maximum skew)
 CONNECT_PROBE_S = 5.0  # a TCP connection attempt of a reachability check
+#: How long the connection check waits for the host's facts: a hung host (the connection
+#: accepted, no answer) would otherwise hold it for the WinRM deadline (operation timeout
+#: + 10 s, 70 s by default). The bound the agent's pings give the host (hostcheck).
+ANSWER_WITHIN_S = 20.0
 
 ACCOUNT_FIX = ("check [wsman] username and password (or HYPERV_AGENT_WSMAN_PASSWORD); the "
                "account must be in the host's Administrators or Remote Management Users "
                "group, the two WinRM's WMI plugin serves")
 LISTENER_FIX = ("on the host: an HTTPS listener (winrm quickconfig -transport:https) and TCP "
                 "5986 (5985 for http) allowed in its firewall; check [wsman] url")
+HUNG_FIX = ("on the host: restart the WinRM service (Restart-Service WinRM) and the "
+            "Hyper-V management service (Restart-Service vmms), or the host itself")
 TLS_FIX = ("give [wsman] ca_file = the CA (or the certificate) of the host's WinRM listener; "
            "verify_tls = false only in a lab")
 
@@ -101,7 +107,10 @@ async def run_checks(target: Target, options: Options) -> Report:
 
 async def connection(target: Target, _: Options) -> Check:
     try:
-        facts = await host.host_facts(target.hyperv)
+        facts = await asyncio.wait_for(host.host_facts(target.hyperv), ANSWER_WITHIN_S)
+    except TimeoutError:
+        return Check("connection", Status.FAIL, f"{target.where} did not answer within "
+                     f"{ANSWER_WITHIN_S:g} s (hung, or too busy to answer)", HUNG_FIX)
     except CimAccessDenied as error:
         return Check("connection", Status.FAIL, str(error), ACCOUNT_FIX)
     except CimError as error:
