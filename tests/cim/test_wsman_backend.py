@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -702,3 +705,36 @@ async def test_an_enumeration_whose_pull_is_reset_is_read_again_from_its_start(
         str(i["InstanceID"]) for i in direct)
     assert host.resets == 1
     assert host.actions[:3] == ["Enumerate", "Release", "Enumerate"]
+
+
+_ABANDON = """
+import asyncio, sys
+from hyperv_agent.cim.wsman.backend import WsmanCim
+from hyperv_agent.cim.wsman.settings import WsmanSettings
+
+async def main() -> None:
+    cim = WsmanCim(WsmanSettings(url=sys.argv[1], username="u", password="p", auth="ntlm"))
+    try:
+        await asyncio.wait_for(cim.query("SELECT * FROM Msvm_ComputerSystem"), 0.5)
+    except TimeoutError:
+        print("given up", flush=True)
+    await cim.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_request_left_waiting_on_a_hung_host_does_not_hold_the_process_at_exit() -> None:
+    """A hung host accepts the connection and never answers: a request its caller gave up
+    on (doctor's bounded connection check, a ping's host check) waits in its thread for
+    the socket's read timeout (70 s); the process still exits once its work is done."""
+    with socket.create_server(("127.0.0.1", 0)) as hung:  # the kernel accepts; no answer
+        port = hung.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", _ABANDON, f"http://127.0.0.1:{port}/wsman"],
+            capture_output=True, text=True, timeout=15, check=False,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        took = time.monotonic() - started
+    assert done.returncode == 0 and done.stdout == "given up\n", done.stderr
+    assert took < 10

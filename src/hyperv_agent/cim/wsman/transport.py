@@ -19,6 +19,7 @@ import concurrent.futures
 import contextvars
 import functools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -126,8 +127,7 @@ class Transport:
         # Worker threads of their own: a request whose answer never completes holds its
         # thread until the socket gives up, and must not hold up other work of the process
         # (twice the slots, so requests abandoned by their deadline leave room for new ones).
-        self._workers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2 * settings.max_concurrent_requests, thread_name_prefix="winrm")
+        self._workers = _Workers(2 * settings.max_concurrent_requests)
         for name, level in _QUIET.items():
             library = logging.getLogger(name)
             if library.level == logging.NOTSET:
@@ -329,6 +329,70 @@ class Transport:
             return CimError(f"{self.settings.where}: WinRM fault {error.code}: "
                             f"{faults.one_line(str(error.reason or ''))}")
         return faults.to_error(read_fault(fault), f"{self.settings.where}: ")
+
+
+class _Workers(concurrent.futures.Executor):
+    """Up to ``count`` daemon threads taking the work submitted in order. Not a
+    ThreadPoolExecutor: Python joins its threads at exit, so a request to a hung host
+    (its connection accepted, never answered) held the process for the socket's read
+    timeout (70 s by default) after everything else was done (doctor's report printed,
+    the agent stopped). A daemon thread only waits on the network; it ends with the
+    process."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._queue: queue.SimpleQueue[
+            tuple[concurrent.futures.Future[Any], Callable[[], None]] | None
+        ] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[_T]:
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        self._queue.put((future, run))
+        with self._lock:
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._count:
+                thread = threading.Thread(target=self._serve, daemon=True,
+                                          name=f"winrm_{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _serve(self) -> None:
+        while (work := self._queue.get()) is not None:
+            work[1]()
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Threads end once their request has; work not yet started is cancelled
+        (``cancel_futures`` is what this always does)."""
+        with self._lock:
+            threads = list(self._threads)
+        while True:
+            try:
+                queued = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if queued is not None:
+                queued[0].cancel()
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 def _forget(done: asyncio.Future[Element]) -> None:
