@@ -464,6 +464,51 @@ def test_a_credentials_file_that_cannot_be_read_is_named_and_kept_aside_never_sh
     assert _registry(tmp_path).kept_shares()[0].credentials == ACCOUNT
 
 
+def test_copies_of_the_credentials_file_set_aside_leave_with_a_removed_pool(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A credentials file a power loss cut short is set aside, passwords and all; once
+    the management server removes the pool, its password must not stay on the disk in
+    that copy (nothing reads it), nor in the older copies of earlier damage."""
+    registry = _registry(tmp_path)
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    registry.put("cd-2", RegisteredPool("\\\\fs2\\other", "SMB", "fs2", "/other"),
+                 ACCOUNT)
+    kept = tmp_path / CREDENTIALS_FILE
+    older = tmp_path / f"{CREDENTIALS_FILE}.unreadable-20240101-000000"
+    older.write_text(json.dumps({"ab-1": {"password": SECRET}}))
+    kept.write_bytes(kept.read_bytes()[:-5])  # cut short
+    registry = _registry(tmp_path)
+    copies = sorted(tmp_path.glob(f"{CREDENTIALS_FILE}.unreadable-*"))
+    assert len(copies) == 2 and all(SECRET in copy.read_text() for copy in copies)
+    registry.put("cd-2", RegisteredPool("\\\\fs2\\other", "SMB", "fs2", "/other"),
+                 ACCOUNT)  # the management server connects again
+    notes = tmp_path / f"{CREDENTIALS_FILE}.unreadable-notes.txt"
+    notes.write_text("an operator's")  # not a copy the agent made
+    with caplog.at_level(logging.INFO, logger="hyperv_agent.state"):
+        assert registry.remove("ab-1")
+    assert list(tmp_path.glob(f"{CREDENTIALS_FILE}.unreadable-2*")) == []
+    assert notes.exists() and set(json.loads(kept.read_text())) == {"cd-2"}
+    assert all(f"removed {copy}" in caplog.text for copy in copies)
+    assert SECRET not in caplog.text
+
+
+def test_the_last_credentials_leaving_take_their_set_aside_copies_along(
+    tmp_path: Path,
+) -> None:
+    """A pool whose uuid now names another share loses its credentials without being
+    removed: with none left to keep, no copy of them is left either."""
+    registry = _registry(tmp_path)
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    (tmp_path / CREDENTIALS_FILE).write_bytes(b'{"ab-1": {"user": "cloud", "pass')
+    registry = _registry(tmp_path)
+    (copy,) = tmp_path.glob(f"{CREDENTIALS_FILE}.unreadable-*")
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    assert copy.exists()  # still the operator's to read while its pool is there
+    registry.put("ab-1", RegisteredPool("\\\\fs2\\other", "SMB", "fs2", "/other"))
+    assert not copy.exists() and not (tmp_path / CREDENTIALS_FILE).exists()
+
+
 def test_kept_credentials_of_no_registered_share_are_left_out_without_showing_them(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -23,8 +23,11 @@ readable by the agent's account only (created 0600 on POSIX; on Windows given th
 protected access list, ``winacl.restrict``, before a byte is written), written aside and
 renamed as every file here, handed to the file access at start, replaced when a
 ModifyStoragePoolCommand brings new ones and removed with their pool; with no pool left
-to keep them for, there is no file. A KVM host keeps its CIFS pools mounted, with their
-credentials, across a restart of its agent: this is the same.
+to keep them for, there is no file. A copy of that file set aside because it could not be
+read (below) holds passwords too: every pool removal, and the last credentials leaving,
+remove such copies, so that a pool's password does not outlive the pool on the disk. A KVM
+host keeps its CIFS pools mounted, with their credentials, across a restart of its agent:
+this is the same.
 
 The local pool's uuid (the host's guid, which the startup reply reports) is kept there too,
 as ``{"<uuid>": {"local": true}}`` without a root (the configuration names the root), so that
@@ -296,6 +299,7 @@ class PoolRegistry:
             self._write()
             if self._credentials.pop(key, None) is not None:
                 self._write_credentials()
+            self._remove_credential_copies()
             return True
 
     def _write(self) -> None:
@@ -323,11 +327,31 @@ class PoolRegistry:
                 _replace(path, ".pool-credentials-", stored, private=True)
             else:
                 path.unlink(missing_ok=True)
+                self._remove_credential_copies()
         except (OSError, AgentError) as error:  # a full disk; an access list refused
             log.warning("cannot keep the SMB pools' credentials in %s (%s): the change is "
                         "served now; after a restart a pool whose credentials were not "
                         "kept waits for the management server to register it again",
                         path, getattr(error, "strerror", None) or error)
+
+
+    def _remove_credential_copies(self) -> None:
+        """Remove the set-aside copies of the credentials file (``<name>.unreadable-<time>``):
+        they hold passwords, of this pool too, that nothing reads; a pool removed (or no
+        credentials left to keep) must not leave its password on the disk in them. One that
+        cannot be removed is named in a warning."""
+        path = self._credentials_path
+        if path is None:
+            return
+        for copy in _copies_of(path):
+            try:
+                copy.unlink()
+            except OSError as error:
+                log.warning("cannot remove %s (%s): it may hold SMB pools' passwords; "
+                            "delete it", copy, error.strerror or error)
+            else:
+                log.info("removed %s: a copy of the SMB pools' credentials set aside "
+                         "unread, which the removed pool's password may be in", copy)
 
 
 class BuildJournal:

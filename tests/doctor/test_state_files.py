@@ -49,3 +49,22 @@ async def test_the_copies_the_agent_set_aside_are_named_with_what_to_do(
     assert f"-> fix: read what they held, then delete them; the agent keeps only the " \
            f"newest {state.KEPT_ASIDE}" in line
     assert state.set_aside_copies(state_dir) == before and len(before) == 2
+
+
+async def test_a_set_aside_copy_of_the_credentials_is_named_as_holding_passwords(
+        tmp_path: Path) -> None:
+    """A pool-credentials.json cut short is set aside with the passwords it held: doctor
+    says so, and that it is to be deleted once read, never showing what it holds."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    credentials = state_dir / state.CREDENTIALS_FILE
+    credentials.write_bytes(b'{"ab-1": {"user": "cloud", "password": "s3cret@pw"')
+    state.PoolRegistry(state_dir / "pools.json", credentials_path=credentials)
+    (pools_copy := state_dir / "pools.json.unreadable-20250101-120000").write_text("{")
+    status, line = await _line(_config(tmp_path))
+    assert status is Status.WARN, line
+    (copy,) = state_dir.glob(f"{state.CREDENTIALS_FILE}.unreadable-*")
+    assert f"; {copy.name} may hold SMB pools' passwords in the clear" in line
+    assert pools_copy.name not in line.split("; ", 1)[1].split(" -> fix")[0]
+    assert f"delete each copy of {state.CREDENTIALS_FILE} as soon as it is read" in line
+    assert "s3cret" not in line and "cloud" not in line

@@ -466,18 +466,27 @@ async def smb_pools(target: Target, _: Options) -> Check:
 
 async def state_files(target: Target, _: Options) -> Check:
     """Read only: the copies of the agent's own state files (``pools.json``,
-    ``building.json``, ``agent-id``, the generated TLS pair) it could not read or use and
-    set aside beside them (``state.set_aside``), for the operator to look at."""
+    ``building.json``, ``agent-id``, ``pool-credentials.json``, the generated TLS pair) it
+    could not read or use and set aside beside them (``state.set_aside``), for the operator
+    to look at; a copy of the SMB pools' credentials is named as holding passwords."""
     state_dir = target.config.agent.state_dir
     copies = state.set_aside_copies(state_dir)
     if not copies:
         return Check("state files", Status.OK, f"none set aside in {state_dir}")
     shown = ", ".join(str(copy.relative_to(state_dir)) for copy in copies)
+    with_passwords = [copy.name for copy in copies
+                      if copy.parent == state_dir
+                      and copy.name.startswith(state.CREDENTIALS_FILE + ".")]
+    held = (f"; {', '.join(with_passwords)} may hold SMB pools' passwords in the clear"
+            if with_passwords else "")
+    fix = ("read what they held, then delete them; the agent keeps only the newest "
+           f"{state.KEPT_ASIDE} copies of each file")
+    if with_passwords:
+        fix += (f"; delete each copy of {state.CREDENTIALS_FILE} as soon as it is read "
+                "(the agent removes them itself when a pool is removed)")
     return Check("state files", Status.WARN,
                  f"{len(copies)} set aside in {state_dir} (the agent could not read or use "
-                 f"them, went on without them and said so in its log): {shown}",
-                 "read what they held, then delete them; the agent keeps only the newest "
-                 f"{state.KEPT_ASIDE} copies of each file")
+                 f"them, went on without them and said so in its log): {shown}{held}", fix)
 
 
 async def _reach(target: Target, root: str | None, server: str, reached: list[str],
