@@ -2,6 +2,10 @@
 127.0.0.2 and 127.0.0.3 over emulated hosts of one cluster), with the management server's
 own bodies in its order: PrepareForMigration to the destination, Migrate to the source.
 
+Where a zone has more than one image store holding an ISO, the MS takes one of them at
+random for each command: the copy PrepareForMigration and MigrateCommand name may be
+another store's than the one the VM's drive holds, and the source says so.
+
 StartCommand reads an ISO where the image store keeps it (``\\\\<store>\\<share>\\<path>``),
 so after a live move the VM's drives name the same files, which the destination must
 reach. For a user VM the management server puts its ISOs in PrepareForMigration's
@@ -12,6 +16,8 @@ finds it missing there.
 
 from __future__ import annotations
 
+import copy
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -186,3 +192,80 @@ async def test_a_vm_moving_with_its_volumes_does_not_leave_for_a_host_without_it
         assert "0x80070002" in moved["details"], moved
         assert await run.where(hosts, name) == ["HV-A"]
         assert root.exists() and not (b.local_pool(tmp_path) / f"{name}.vhdx").exists()
+
+
+STORE_2 = "\\\\10.1.1.3\\secondary2"
+STORE_2_URL = "cifs://10.1.1.3/secondary2?user=admin&password=s3cret"
+
+
+def _on_store_2(vm: dict[str, Any]) -> dict[str, Any]:
+    """``vm`` with its ISOs taken from the second image store, as the MS may name them."""
+    moved = copy.deepcopy(vm)
+    for disk in moved["disks"]:
+        if disk["type"] == "ISO":
+            disk["data"][names.TEMPLATE_OBJECT_TO]["imageDataStore"][names.NFS_TO][
+                "_url"] = STORE_2_URL
+    return moved
+
+
+def _two_stores(tmp_path: Path, b_reaches_first: bool) -> list[Member]:
+    """HV-A reaching both image stores, each with its copy of the ISOs; HV-B the second
+    only, or with ``b_reaches_first`` both."""
+    first = _store(tmp_path)
+    second = tmp_path / "secondary2"
+    shutil.copytree(first, second)
+    both = {STORE: first, STORE_2: second}
+    return pair(tmp_path, shares={"HV-A": both, "HV-B": both if b_reaches_first
+                                  else {STORE_2: second}})
+
+
+def _mismatch(name: str) -> str:
+    held = f"{STORE}\\iso\\2\\205\\install.iso, {STORE}\\configdrive\\{name}.iso"
+    named = (f"{STORE_2}\\configdrive\\{name}.iso, {STORE_2}\\iso\\2\\205\\install.iso")
+    return (f"the VM's DVD drives hold {held}, which the management server did not name "
+            f"for this move: it named {named} (another image store's copy), which "
+            "PrepareForMigration checked on the destination; the VM moves with the files "
+            "its drives hold (no ISO is copied or changed), so the destination must reach "
+            "those")
+
+
+async def test_a_move_where_the_ms_named_another_stores_iso_copy_says_which_file_moves(
+        tmp_path: Path) -> None:
+    """The destination reaches only the second store: PrepareForMigration, naming its
+    copies, says ready; Hyper-V's check refuses the move for the first store's file the
+    drive holds, and the answer says why the two disagree. The VM stays."""
+    a, b = hosts = _two_stores(tmp_path, b_reaches_first=False)
+    name = "i-2-40-VM"
+    disk_file(tmp_path / "pool", name)
+    vm = _user_vm(name)
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm))
+        moving = _on_store_2(vm)
+        prepared = await _prepared(run, b, moving)
+        assert prepared["result"] is True, prepared["details"]
+        moved = await _migrated(run, a, moving, b.address)
+        details = str(moved["details"])
+        assert moved["result"] is False, details
+        assert details.startswith("MigrateCommand failed due to "), details
+        assert "0x80070002" in details and details.endswith(_mismatch(name)), details
+        assert "s3cret" not in details
+        assert await run.where(hosts, name) == ["HV-A"]
+
+
+async def test_a_move_with_another_stores_iso_copy_named_goes_ahead_where_both_are_reached(
+        tmp_path: Path) -> None:
+    a, b = hosts = _two_stores(tmp_path, b_reaches_first=True)
+    name = "i-2-40-VM"
+    disk_file(tmp_path / "pool", name)
+    vm = _user_vm(name)
+    held = {f"{STORE}\\iso\\2\\205\\install.iso", f"{STORE}\\configdrive\\{name}.iso"}
+    async with cluster(hosts) as run:
+        await _started(run, a, start_body(vm))
+        moving = _on_store_2(vm)
+        assert (await _prepared(run, b, moving))["result"] is True
+        moved = await _migrated(run, a, moving, b.address)
+        assert moved["result"] is True, moved["details"]
+        assert moved["details"] == f"{name} moved to 127.0.0.3; {_mismatch(name)}"
+        assert await _isos(b, name) == held
+        back = await _migrated(run, b, vm, a.address)  # named as the drives hold them
+        assert (back["result"], back["details"]) == (True, f"{name} moved to 127.0.0.2")

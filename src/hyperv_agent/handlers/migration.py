@@ -217,24 +217,32 @@ class MigrationHandlers(FileHandlers):
         answer at once with Hyper-V's reason, the VM here as before. The destination's
         name is looked up once the VM is found here, so a request for another host's VM
         costs no lookup.
-        Warm: 3 calls + 1 job wait (find the VM, Hyper-V's check, the move); the reason of
-        a refusal costs 1 call + 1 wait."""
+        When ``virtualMachine`` names ISOs, the files the VM's DVD drives hold are compared
+        with them (``_iso_mismatch``), and one the management server did not name is said
+        in the answer, failed or not.
+        Warm: 3 calls + 1 job wait (find the VM, Hyper-V's check, the move), 1 query more
+        when ``virtualMachine`` names an ISO; the reason of a refusal costs 1 call + 1
+        wait."""
         address = destination_address(command.destination_ip, "destinationIp")
         if command.virtual_machine is not None:
             shared_disks_only(command.virtual_machine)
         async with self.vm_locks.hold(command.vm_name):
             vm = await self._running_here(command.vm_name)
+            note = await self._iso_mismatch(command.virtual_machine, vm)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, destination=destination,
-                                            addresses=(address,)), command.wait_s)
+                                            addresses=(address,)), command.wait_s, note)
         log.info("VM %s moved to %s (%s)", vm.name, destination, address)
-        return MigrateAnswer(result=True, details=f"{vm.name} moved to {destination}")
+        return MigrateAnswer(result=True, details=_noted(f"{vm.name} moved to {destination}",
+                                                         note))
 
     async def migrate_with_storage(self, command: MigrateWithStorageCommand) -> Result:
         """Move the VM and the disks ``volumeToFilerAsList`` names to the host at
         ``tgtHost`` (shared nothing): each file goes into its pool's folder there under its
         own name; disks not named stay where they are. ``volumeTos`` gives each moved
-        volume's ``id`` and ``path``. 4 calls + 1 job wait once warm."""
+        volume's ``id`` and ``path``. The DVD drives' ISOs stay where they are, compared
+        with those ``vm`` names as MigrateCommand compares them. 4 calls + 1 job wait once
+        warm."""
         address = destination_address(command.tgt_host, "tgtHost")
         if not command.volume_to_filer_as_list:
             raise InvalidRequest("volumeToFilerAsList is empty: no volume to move")
@@ -244,10 +252,12 @@ class MigrationHandlers(FileHandlers):
             vm = await self._running_here(command.vm.name)
             storage = await drives.read_storage(self.hv, vm)
             disks = tuple(_disk_move(storage, volume, folder) for volume, folder in folders)
+            note = await self._iso_mismatch(command.vm, vm, storage)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
-                                            destination, (address,), disks), command.wait_s)
-        return MigrateWithStorageAnswer(result=True, volume_tos=[
+                                            destination, (address,), disks), command.wait_s,
+                             note)
+        return MigrateWithStorageAnswer(result=True, details=note or None, volume_tos=[
             _moved_volume(volume) for volume, _ in folders])
 
     def _target_folder(self, pool: StorageFilerTO) -> str:
@@ -431,13 +441,67 @@ class MigrationHandlers(FileHandlers):
                                  "a live migration moves a running VM; it was not moved")
         return vm
 
-    async def _move(self, move: migration.Move, wait_s: int) -> None:
-        """Hyper-V's check, then the move within the bound ``wait_s`` gives."""
+    async def _move(self, move: migration.Move, wait_s: int, note: str = "") -> None:
+        """Hyper-V's check, then the move within the bound ``wait_s`` gives; ``note``
+        (``_iso_mismatch``) is added to the reason of a failure."""
         reason = await migration.check(self.hv, move)
         if reason is not None:
-            raise MigrationFailed(reason)
+            raise MigrationFailed(_noted(reason, note))
         policy, grace = self.settings.bounds(wait_s)
-        await migration.migrate(self.hv, move, policy, grace)
+        try:
+            await migration.migrate(self.hv, move, policy, grace)
+        except MigrationFailed as failed:
+            if not note:
+                raise
+            raise MigrationFailed(_noted(str(failed), note)) from None
+
+    async def _iso_mismatch(self, named: VirtualMachineTO | None, vm: VmRef,
+                            storage: drives.VmStorage | None = None) -> str:
+        """What to say of ISOs the VM's DVD drives hold here that the management server
+        did not name in ``named`` (the VirtualMachineTO it also sent in
+        PrepareForMigration); "" when each is named, or when ``named`` names no ISO (a
+        system VM's, or none attached: then ``storage`` is not read). For each command the
+        management server takes an ISO from one of the zone's image stores holding it,
+        at random (``TemplateDataStoreDaoImpl.findByTemplateZoneReady`` shuffles them),
+        and it builds a config drive again on the store with the most free space: the
+        copy it names may be another store's than the one StartCommand put in the
+        drive. PrepareForMigration then checked that other copy on the destination,
+        while a move keeps the file the drive holds (the medium of a running guest is not
+        changed for it: a guest reading its CD would see it ejected). The move is not
+        refused for it (the destination may well reach both stores, and Hyper-V's check
+        finds out): the answer names both files, so that a move Hyper-V refuses is not a
+        riddle after a PrepareForMigration that said ready."""
+        if named is None:
+            return ""
+        paths = []
+        for disk in named.disks:
+            if str(disk.type).upper() != "ISO" or start_plan.is_empty_dvd(disk):
+                continue
+            try:
+                paths.append(await self.paths.disk_image(disk, "ISO", check_links=False))
+            except AgentError:  # a file the MS could not mean: PrepareForMigration named it
+                continue
+        if not paths:
+            return ""
+        storage = storage or await drives.read_storage(self.hv, vm)
+        keys = {drives.same_file_key(path) for path in paths}
+        places = sorted((d for d in storage.drives if d.dvd),  # the VM's CD first
+                        key=lambda d: (d.bus != drives.IDE, d.controller, d.slot))
+        held = [drive.image for drive in places if drive.image
+                and drives.same_file_key(drive.image) not in keys]
+        if not held:
+            return ""
+        others = [path for path in paths if storage.holding(path) is None]
+        log.warning("VM %s: its DVD drives hold %s, which the management server did not "
+                    "name for its move (it named %s)", vm.name, ", ".join(held),
+                    ", ".join(others) or "no other ISO")
+        named_text = (f"it named {', '.join(others)} (another image store's copy), which "
+                      "PrepareForMigration checked on the destination" if others
+                      else "it named no other ISO")
+        return (f"the VM's DVD drives hold {', '.join(held)}, which the management server "
+                f"did not name for this move: {named_text}; the VM moves with the files its "
+                "drives hold (no ISO is copied or changed), so the destination must reach "
+                "those")
 
 
 def destination_address(text: str | None, field: str) -> str:
@@ -490,6 +554,11 @@ def _read_record(text: str | None) -> tuple[str, object, object] | None:
     if not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return None
     return (data["source"], data.get("size"), data.get("modified_ns"))
+
+
+def _noted(text: str, note: str) -> str:
+    """``text``, then ``note`` when there is one."""
+    return f"{text}; {note}" if note else text
 
 
 def _of(what: str, error: AgentError) -> str:
