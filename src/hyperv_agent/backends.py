@@ -25,7 +25,12 @@ from hyperv_agent.cim.counting import CountingCim
 from hyperv_agent.cim.localchoice import LocalChoice, choose_for_this_host
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel, MigrationSettings
+from hyperv_agent.emulator.config import (
+    EmulatorConfig,
+    LatencyModel,
+    MigrationSettings,
+    ProcessorModel,
+)
 from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.hostfs.api import HostFiles
@@ -156,6 +161,8 @@ def emulator_config(config: AgentConfig) -> EmulatorConfig:
             enabled=section.migration.enabled,
             kerberos=section.migration.authentication == "Kerberos",
             simultaneous=section.migration.simultaneous, networks=section.migration.networks),
+        processor=ProcessorModel(vendor=section.processor.vendor,
+                                 feature_level=section.processor.feature_level),
         private_ip=config.agent.private_ip or EmulatorConfig.private_ip,
     )
 

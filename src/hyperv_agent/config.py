@@ -59,7 +59,7 @@ from pydantic import (
     model_validator,
 )
 
-from hyperv_agent.emulator.config import EmulatorConfig, SwitchType
+from hyperv_agent.emulator.config import EmulatorConfig, SwitchType, Vendor
 from hyperv_agent.errors import ConfigError
 from hyperv_agent.handlers.heartbeat import DEFAULT_INTERVAL_S, DEFAULT_STALE_S
 
@@ -304,6 +304,14 @@ class MigrationSection(_Section):
         return networks
 
 
+class ProcessorSection(_Section):
+    """The emulated host's processors as live migration sees them (``[emulator.processor]``):
+    their vendor, and a feature level (a higher one has every feature of a lower one)."""
+
+    vendor: Vendor = _HOST.processor.vendor
+    feature_level: int = Field(default=_HOST.processor.feature_level, ge=1, le=1000)
+
+
 class EmulatorSection(_Section):
     host_name: str = Field(default=_HOST.host_name, min_length=1, max_length=63)
     cpus: int = Field(default=_HOST.cpus, ge=1, le=1024)
@@ -334,6 +342,7 @@ class EmulatorSection(_Section):
     winrm: bool = False
     lab: LabSection = Field(default_factory=LabSection)  # test and lab knobs
     migration: MigrationSection = Field(default_factory=MigrationSection)
+    processor: ProcessorSection = Field(default_factory=ProcessorSection)
 
     @field_validator("drives")
     @classmethod

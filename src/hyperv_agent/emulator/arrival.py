@@ -14,7 +14,7 @@ import copy
 from pathlib import Path
 
 from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator import codes, model, processors
 from hyperv_agent.emulator.calls import MethodError
 from hyperv_agent.emulator.codes import EnabledState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost
@@ -47,13 +47,16 @@ def receive(host: EmulatedHost, txn: Transaction, offer: Offer) -> list[FileCopy
 
     MethodError when the destination cannot take it: migration disabled, no listener of
     the requested addresses, a VM of the same GUID (a planned VM the offer names is
-    replaced), too little memory for a running VM, no switch of a port's switch name, a
-    disk neither moved nor reachable from ``host``, or a moved disk's file already there.
-    Nothing is changed outside ``txn``.
+    replaced), processors lacking the features a running, paused or saved VM started
+    with (``processors.check_arrival``), too little memory for a running VM, no switch
+    of a port's switch name, a disk neither moved nor reachable from ``host``, or a moved
+    disk's file already there. Nothing is changed outside ``txn``.
     """
     check_enabled(host, txn, "destination")
     _check_listener(host, txn, offer)
     _clear_destination(host, txn, offer)
+    if offer.moves_the_vm:
+        processors.check_arrival(host, next(r for r in offer.records if model.is_vm(r)))
     if offer.kind != STAGED:
         _check_memory(host, txn, offer)
     copies: list[FileCopy] = []

@@ -39,6 +39,29 @@ class MigrationSettings:
     networks: tuple[str, ...] | None = None  # subnets such as "10.1.2.0/24"; None: private
 
 
+#: A processor vendor, and the Win32_Processor.Manufacturer Windows reports for it.
+Vendor = Literal["Intel", "AMD"]
+MANUFACTURERS: Mapping[str, str] = MappingProxyType(
+    {"Intel": "GenuineIntel", "AMD": "AuthenticAMD"})
+
+
+@dataclass(frozen=True)
+class ProcessorModel:
+    """The host's processors as live migration sees them: their vendor, and a feature
+    level standing for the processor features they offer, each level having every feature
+    of the levels below it (a later generation of the vendor's processors). A running VM
+    uses the features of the host it started on (all of them, or with processor
+    compatibility only those every processor of its vendor has); Hyper-V moves it live
+    only to a host of the same vendor offering those (emulator/processors.py)."""
+
+    vendor: Vendor = "Intel"
+    feature_level: int = 1
+
+    @property
+    def manufacturer(self) -> str:
+        return MANUFACTURERS[self.vendor]
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """What the emulated host looks like and how it behaves.
@@ -81,6 +104,7 @@ class EmulatorConfig:
     # cluster: VMs migrate between them (emulator/cluster.py). None: a host alone.
     cluster_dir: Path | None = None
     migration: MigrationSettings = MigrationSettings()
+    processor: ProcessorModel = ProcessorModel()
     # How the host names the instances of its "Hyper-V Virtual Storage Device" counters:
     # the disk's path with each backslash written as "-" ("plain": C:-pool-a.vhdx), or the
     # same of its \\?\ form ("verbatim": --?-C:-pool-a.vhdx). Windows uses both.

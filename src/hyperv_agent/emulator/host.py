@@ -228,9 +228,12 @@ class EmulatedHost:
           which its first boot did not make;
         - the virtual processors a running or paused VM started with, which its record
           did not keep (``model.remember_running_cpus``);
-        - the ports of its switches (``_switch_ports``), which its first boot did not make.
+        - the ports of its switches (``_switch_ports``), which its first boot did not make;
+        - the processor features a running, paused or saved VM started with, which its
+          record did not keep (``processors.remember_started``).
         """
-        from hyperv_agent.emulator import model  # the VM model imports this module
+        # the VM model and the processors' import this module
+        from hyperv_agent.emulator import model, processors
 
         txn = self.store.transaction()
         for counters in self._hypervisor_counters(
@@ -245,6 +248,7 @@ class EmulatedHost:
                 if str(record["DeviceID"] or "").lower() not in stale:
                     txn.put(record)
         model.remember_running_cpus(txn)
+        processors.remember_started(self, txn)
         txn.commit()
 
     def _listen_on(self, address: str) -> None:
@@ -544,11 +548,12 @@ class EmulatedHost:
         enabled, Family 2 unknown, ProcessorType 3 central processor)."""
         config = self.config
         per_socket = max(1, config.cpus // max(1, config.sockets))
+        caption = _PROCESSOR_CAPTIONS[config.processor.vendor]
         for socket in range(config.sockets):
             yield self.new_record(
                 "Win32_Processor", DeviceID=f"CPU{socket}",
-                Name="Emulated x64 Processor", Caption="Intel64 Family 6 Model 85 Stepping 7",
-                Description="Intel64 Family 6 Model 85 Stepping 7", Manufacturer="GenuineIntel",
+                Name="Emulated x64 Processor", Caption=caption, Description=caption,
+                Manufacturer=config.processor.manufacturer,
                 Status="OK", SystemName=self.name, SystemCreationClassName="Win32_ComputerSystem",
                 CreationClassName="Win32_Processor", Role="CPU", Architecture=9,
                 AddressWidth=64, DataWidth=64, Availability=3, CpuStatus=1, Family=2,
@@ -558,5 +563,10 @@ class EmulatedHost:
                 ProcessorType=3, LoadPercentage=0, SocketDesignation=f"CPU{socket}",
             )
 
+
+#: Win32_Processor's Caption (and Description) by vendor, as Windows words a server
+#: processor of each (family, model and stepping are those of one real part).
+_PROCESSOR_CAPTIONS = {"Intel": "Intel64 Family 6 Model 85 Stepping 7",
+                       "AMD": "AMD64 Family 25 Model 1 Stepping 1"}
 
 __all__ = ["CIMV2_NAMESPACE", "V2_NAMESPACE", "EmulatedHost"]

@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable, Mapping
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model
+from hyperv_agent.emulator import codes, model, processors
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, RequestedState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
@@ -99,6 +99,7 @@ def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
     vm["ProcessID"] = random.randint(1000, 60000)  # noqa: S311 - not security relevant
     vm.meta.update({"started_at": host.clock(), "memory_mb": memory_mb,
                     model.RUNNING_CPUS: cpus})
+    processors.started(host, txn, vm)
     status = codes.OperationalStatus.OK
     if host.faults.lacks_integration_services(guid, str(vm["ElementName"])):
         vm.meta[model.NO_GUEST_SERVICES] = True
@@ -125,6 +126,8 @@ def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.D
     vm.meta["memory_mb"] = 0
     vm.meta.pop(model.RUNNING_CPUS, None)
     vm.meta.pop(model.NO_GUEST_SERVICES, None)
+    if state == E.DISABLED:  # a saved VM keeps the processor features of its saved state
+        vm.meta.pop(processors.PROCESSOR, None)
     for record in list(model.runtime_records(txn, str(vm["Name"]))):
         txn.delete(record.path)
 

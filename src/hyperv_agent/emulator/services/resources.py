@@ -415,6 +415,10 @@ def _check_processor(call: Call, vm: Record, current: Record, item: Embedded) ->
     if _sizes_fixed(vm) and _changes(current, item, "VirtualQuantity"):
         raise _refuse(codes.CHANGE_WHILE_RUNNING,
                       "the processor count of a running, paused or saved VM is fixed")
+    if _sizes_fixed(vm) and _changes(current, item, "LimitProcessorFeatures"):
+        # Microsoft: processor compatibility is changed while the VM is shut down.
+        raise _refuse(codes.CHANGE_WHILE_RUNNING, "processor compatibility "
+                      "(LimitProcessorFeatures) of a running, paused or saved VM is fixed")
     count = item.integer("VirtualQuantity")
     if count is not None and not 1 <= count <= call.host.config.cpus:
         raise _refuse(ReturnCode.INVALID_PARAMETER,
