@@ -183,6 +183,10 @@ class AgentSection(_Section):
     # neighbour's older than heartbeat_stale_s is down. Production: 60 and 180 seconds.
     heartbeat_interval_s: float = Field(default=DEFAULT_INTERVAL_S, ge=0.5, le=3600)
     heartbeat_stale_s: float = Field(default=DEFAULT_STALE_S, ge=2, le=86400)
+    # Start VMs with processor compatibility (LimitProcessorFeatures) unless their
+    # guest.cpu.mode detail says otherwise: for clusters of processor generations of one
+    # vendor, where a VM started on a newer host must move live to an older one.
+    processor_compatibility: bool = False
 
     @field_validator("smb_servers", mode="before")
     @classmethod

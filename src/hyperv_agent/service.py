@@ -197,7 +197,8 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     file_locks = FileLocks()
     start = StartHandler(hv, paths, vm.locks, vm.settings.job_wait,
                          journal=state.BuildJournal(agent.state_dir / "building.json"),
-                         file_locks=file_locks)
+                         file_locks=file_locks,
+                         processor_compatibility=agent.processor_compatibility)
     handlers |= start.table()
     handlers |= AttachHandlers(hv, paths, vm.locks).table()
     handlers |= SecurityGroupHandlers(hv, vm.locks).table()

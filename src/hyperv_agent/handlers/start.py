@@ -69,7 +69,8 @@ class StartHandler:
     def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
                  journal: BuildJournal | None = None,
-                 file_locks: FileLocks | None = None) -> None:
+                 file_locks: FileLocks | None = None,
+                 processor_compatibility: bool = False) -> None:
         self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
@@ -79,6 +80,8 @@ class StartHandler:
         self.file_locks = file_locks if file_locks is not None else FileLocks()
         self.job_wait = job_wait
         self.journal = journal  # the VMs being built; None: not recorded
+        # a VM without a guest.cpu.mode detail gets processor compatibility when this is set
+        self.processor_compatibility = processor_compatibility
 
     async def remove_half_built(self) -> list[str]:
         """Remove every VM the journal says a StartCommand was building when its process
@@ -191,7 +194,8 @@ class StartHandler:
     async def _plan(self, command: StartCommand) -> start_plan.Plan:
         vm = command.vm
         most = await hyperv_host.vm_maximums(self.hv, start_plan.generation_of(vm))
-        spec = await self._with_processor_shares(start_plan.vm_spec(vm, most), vm)
+        spec = await self._with_processor_shares(
+            start_plan.vm_spec(vm, most, self.processor_compatibility), vm)
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         controllers = start_plan.disk_controllers(vm.details, spec.generation)
@@ -200,7 +204,7 @@ class StartHandler:
         kvp = start_plan.boot_args(vm)
         split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
         notes = (*controllers.notes, *split, *start_plan.memory_note(vm, spec),
-                 *start_plan.identity_note(vm))
+                 *start_plan.identity_note(vm), *start_plan.cpu_model_note(vm))
         if not start_plan.is_system_vm(vm):
             return start_plan.Plan(spec, disks, nics, kvp, notes)
         disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)

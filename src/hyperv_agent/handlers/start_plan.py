@@ -60,6 +60,16 @@ IDE, SCSI, OS_DEFAULT = "ide", "scsi", "osdefault"
 #: KVM and VMware): SCSI and paravirtual controllers, which on Hyper-V can only mean its
 #: synthetic SCSI controller.
 _SCSI_LIKE = ("lsilogic", "lsisas1068", "buslogic", "pvscsi", "virtio", "virtio-blk")
+#: The VM details (VmDetailConstants, set by a root admin only) naming the guest's CPU
+#: mode and model. KVM's agent reads them for libvirt's CPU mode; Hyper-V's nearest
+#: setting is processor compatibility (LimitProcessorFeatures), which ``custom`` (a
+#: CPU model chosen for the cluster, not the host's) turns on and ``host-model`` and
+#: ``host-passthrough`` (the host's own processor) turn off. Hyper-V has one compatible
+#: feature set, so a ``guest.cpu.model`` is not followed (the answer says so).
+GUEST_CPU_MODE = "guest.cpu.mode"
+GUEST_CPU_MODEL = "guest.cpu.model"
+CPU_MODE_CUSTOM = "custom"
+CPU_MODES_OF_HOST = ("host-model", "host-passthrough")
 BOOT_ARGS_KEY = "cloudstack-vm-userdata"  # protocol §9.2
 UEFI = "UEFI"  # a bootType (ApiConstants.BootType.UEFI; the other is BIOS)
 #: The VM detail that holds a UEFI VM's boot mode (ApiConstants.BootType.UEFI's name).
@@ -187,11 +197,13 @@ def generation_of(vm: VirtualMachineTO) -> int:
     return 2 if boot_firmware(vm)[0] else 1
 
 
-def vm_spec(vm: VirtualMachineTO, most: hyperv_host.VmMaximums) -> build.VmSpec:
+def vm_spec(vm: VirtualMachineTO, most: hyperv_host.VmMaximums,
+            processor_compatibility: bool = False) -> build.VmSpec:
     """The VM to define: InvalidRequest naming the field when ``vm`` is more than
     Hyper-V on this host runs (``most``, its maximums for the VM's generation), so that
     such a VM is refused before anything is made rather than by Hyper-V after
-    DefineSystem."""
+    DefineSystem. Its processor compatibility is what its ``guest.cpu.mode`` detail says
+    (``compatibility``), else ``processor_compatibility`` (the agent's setting)."""
     uefi, secure = boot_firmware(vm)
     if vm.cpus < 1:
         raise InvalidRequest(f"vm.cpus must be at least 1, not {vm.cpus}")
@@ -207,7 +219,40 @@ def vm_spec(vm: VirtualMachineTO, most: hyperv_host.VmMaximums) -> build.VmSpec:
     return build.VmSpec(name=vm.name, notes=notes, generation=generation,
                         cpus=vm.cpus, memory_mb=memory_mb, memory_max_mb=memory_max_mb,
                         secure_boot=secure,
-                        boot_from_cd=no_root, bios_guid=bios_guid(vm))
+                        boot_from_cd=no_root, bios_guid=bios_guid(vm),
+                        processor_compatibility=compatibility(vm.details,
+                                                              processor_compatibility))
+
+
+def compatibility(details: Mapping[str, str | None] | None, default: bool) -> bool:
+    """Whether the VM gets processor compatibility: its ``guest.cpu.mode`` detail
+    ``custom`` turns it on, ``host-model`` or ``host-passthrough`` off; absent or blank,
+    ``default``. Any other value: InvalidRequest naming the detail and the values taken.
+    Case and surrounding blanks are ignored."""
+    value = (details or {}).get(GUEST_CPU_MODE)
+    mode = value.strip().lower() if isinstance(value, str) else ""
+    if not mode:
+        return default
+    if mode == CPU_MODE_CUSTOM:
+        return True
+    if mode in CPU_MODES_OF_HOST:
+        return False
+    raise InvalidRequest(
+        f"vm.details {GUEST_CPU_MODE} {str(value)[:40]!r} is not a CPU mode Hyper-V can "
+        f"follow: {CPU_MODE_CUSTOM} (processor compatibility: live moves between processor "
+        f"generations of one vendor) or {' or '.join(CPU_MODES_OF_HOST)} (every feature of "
+        "the host's processor)")
+
+
+def cpu_model_note(vm: VirtualMachineTO) -> tuple[str, ...]:
+    """What the answer tells when ``vm`` names a ``guest.cpu.model``: Hyper-V has none to
+    choose from."""
+    value = (vm.details or {}).get(GUEST_CPU_MODEL)
+    model = value.strip() if isinstance(value, str) else ""
+    if not model:
+        return ()
+    return (f"{GUEST_CPU_MODEL} {model[:40]!r} not followed: Hyper-V has no processor "
+            "models, only processor compatibility (on with guest.cpu.mode custom)",)
 
 
 def bios_guid(vm: VirtualMachineTO) -> str | None:

@@ -70,6 +70,10 @@ class VmSpec:
     boot_from_cd: bool = False  # generation 1: the CD before the hard disk
     #: The GUID the guest reads as its SMBIOS system UUID (BIOSGUID); None: Hyper-V makes one.
     bios_guid: str | None = None
+    #: Processor compatibility (LimitProcessorFeatures): the VM uses only the processor
+    #: features every processor of its vendor has, so that it can move live to a host
+    #: with processors of another generation of that vendor (never of another vendor).
+    processor_compatibility: bool = False
 
 
 # --- the VM -------------------------------------------------------------------------------
@@ -147,8 +151,9 @@ def is_guid(text: str | None) -> bool:
 
 
 async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
-    """Create a VM (off) with the spec's name, notes, generation, CPUs and memory (static,
-    or dynamic when ``memory_max_mb`` is more than ``memory_mb``: ``memory_values``).
+    """Create a VM (off) with the spec's name, notes, generation, CPUs, processor
+    compatibility and memory (static, or dynamic when ``memory_max_mb`` is more than
+    ``memory_mb``: ``memory_values``).
 
     The spec is checked first (InvalidRequest, nothing created). Not idempotent: Hyper-V
     allows duplicate names, so a repeat creates a second VM; look the name up first
@@ -223,7 +228,8 @@ async def _set_processors_and_memory(hv: HyperV, guid: str, spec: VmSpec) -> Non
     found = await hv.cim.query(wql.select(Class.RASD_BASE, condition), NAMESPACE)
     processor = _one(found, Class.PROCESSOR).updated(
         VirtualQuantity=spec.cpus, Weight=spec.cpu_weight, Limit=spec.cpu_limit_millipercent,
-        Reservation=spec.cpu_reservation_millipercent)
+        Reservation=spec.cpu_reservation_millipercent,
+        LimitProcessorFeatures=spec.processor_compatibility)
     memory = _one(found, Class.MEMORY).updated(
         memory_values(spec.memory_mb, spec.memory_max_mb))
     await vms.call_service(hv, "ModifyResourceSettings", {"ResourceSettings": [processor, memory]})

@@ -79,7 +79,8 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.RASD_BASE, properties=_RASD),
     ClassUse(Class.RASD, properties=(*_RASD, "VirtualSystemIdentifiers")),
     ClassUse(Class.PROCESSOR, properties=(
-        "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit", "Weight")),
+        "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit", "Weight",
+        "LimitProcessorFeatures")),
     ClassUse(Class.MEMORY, properties=(
         "InstanceID", "ResourceType", "VirtualQuantity", "Reservation", "Limit",
         "DynamicMemoryEnabled")),
