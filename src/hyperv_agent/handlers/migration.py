@@ -56,7 +56,7 @@ from hyperv_agent.handlers.vm import cloudstack_power
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
-from hyperv_agent.hyperv import drives, host, jobs, migration, vms
+from hyperv_agent.hyperv import build, drives, host, jobs, migration, vms
 from hyperv_agent.hyperv.schema import MigrationType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
@@ -222,7 +222,7 @@ class MigrationHandlers(FileHandlers):
         in the answer, failed or not.
         Warm: 3 calls + 1 job wait (find the VM, Hyper-V's check, the move), 1 query more
         when ``virtualMachine`` names an ISO; the reason of a refusal costs 1 call + 1
-        wait."""
+        wait, and 1 query more when it is about the destination's processors."""
         address = destination_address(command.destination_ip, "destinationIp")
         if command.virtual_machine is not None:
             shared_disks_only(command.virtual_machine)
@@ -442,18 +442,21 @@ class MigrationHandlers(FileHandlers):
         return vm
 
     async def _move(self, move: migration.Move, wait_s: int, note: str = "") -> None:
-        """Hyper-V's check, then the move within the bound ``wait_s`` gives; ``note``
-        (``_iso_mismatch``) is added to the reason of a failure."""
+        """Hyper-V's check, then the move within the bound ``wait_s`` gives. A refusal
+        about the destination's processors says what would let the VM move
+        (``_processor_hint``); ``note`` (``_iso_mismatch``) is added to the reason of a
+        failure."""
         reason = await migration.check(self.hv, move)
-        if reason is not None:
-            raise MigrationFailed(_noted(reason, note))
-        policy, grace = self.settings.bounds(wait_s)
-        try:
-            await migration.migrate(self.hv, move, policy, grace)
-        except MigrationFailed as failed:
-            if not note:
-                raise
-            raise MigrationFailed(_noted(str(failed), note)) from None
+        if reason is None:
+            policy, grace = self.settings.bounds(wait_s)
+            try:
+                await migration.migrate(self.hv, move, policy, grace)
+                return
+            except MigrationFailed as failed:
+                reason = str(failed)
+        if migration.processor_refusal(reason):
+            reason += await self._processor_hint(move)
+        raise MigrationFailed(_noted(reason, note))
 
     async def _iso_mismatch(self, named: VirtualMachineTO | None, vm: VmRef,
                             storage: drives.VmStorage | None = None) -> str:
@@ -502,6 +505,29 @@ class MigrationHandlers(FileHandlers):
                 f"did not name for this move: {named_text}; the VM moves with the files its "
                 "drives hold (no ISO is copied or changed), so the destination must reach "
                 "those")
+
+    async def _processor_hint(self, move: migration.Move) -> str:
+        """What would let ``move``'s VM move to a destination whose processors Hyper-V
+        found it cannot use, by whether the VM runs with processor compatibility (1
+        query): without it, starting it with it, unless the processors are of another
+        vendor; with it, only a stop and a start there."""
+        name, where = move.vm.name, move.destination
+        try:
+            limited = await build.processor_compatibility(self.hv, move.vm.guid)
+        except AgentError as error:
+            log.warning("VM %s: its processor compatibility could not be read: %s", name, error)
+            return ""
+        if limited:
+            return (f" (VM {name} already runs with processor compatibility, which spans "
+                    f"the processor generations of one vendor only: the processors of "
+                    f"{where} are of another vendor, Intel and AMD, and a VM moves between "
+                    "them only stopped; stop it and start it on that host)")
+        return (f" (VM {name} runs with every processor feature of the host it started on, "
+                f"and the processors of {where} lack some of them or are of another vendor. "
+                "Started with processor compatibility (its guest.cpu.mode detail custom, or "
+                "[agent] processor_compatibility = true on the hosts; it takes effect when the "
+                "VM next starts) it moves live between processor generations of one vendor; "
+                "between Intel and AMD a VM moves only stopped)")
 
 
 def destination_address(text: str | None, field: str) -> str:

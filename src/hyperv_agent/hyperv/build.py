@@ -215,6 +215,15 @@ async def bios_guid(hv: HyperV, vm_guid: str) -> str | None:
         return None
 
 
+async def processor_compatibility(hv: HyperV, vm_guid: str) -> bool | None:
+    """Whether the VM has processor compatibility (its LimitProcessorFeatures); None when
+    the VM or its processor settings are missing. Read-only; 1 query."""
+    query = wql.select(Class.PROCESSOR, settings.device_prefix(vm_guid),
+                       ("InstanceID", "LimitProcessorFeatures"))
+    found = await hv.cim.query(query, NAMESPACE)
+    return found[0].boolean("LimitProcessorFeatures") if found else None
+
+
 def _vm_guid(result: MethodResult) -> str:
     path = result.path("ResultingSystem")
     if path is None:

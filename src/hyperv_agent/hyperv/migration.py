@@ -66,6 +66,12 @@ CHECK = "CheckVirtualSystemIsMigratable"
 _MISSING = "is the Hyper-V role installed?"
 #: How long CheckVirtualSystemIsMigratable's job may take to give its reason.
 REASON_WAIT = jobs.WaitPolicy(timeout_s=60.0)
+#: Hyper-V's words, lower case, when the destination's processors cannot run the VM as it
+#: runs (event 21502, in Microsoft's "Troubleshoot live migration issues"): they lack
+#: features it uses, or they are of another vendor.
+PROCESSOR_REFUSALS = ("processor-specific features",
+                      "hardware on the destination computer is not compatible",
+                      "hardware on the destination computer isn't compatible")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,13 @@ async def check(hv: HyperV, move: Move) -> str | None:
     if result.return_value == MigrationCheck.COMPLETED and result["IsMigratable"] is True:
         return None
     return await _reason(hv, params)
+
+
+def processor_refusal(reason: str) -> bool:
+    """Whether ``reason`` (a refusal in Hyper-V's words) is about the destination's
+    processors."""
+    text = reason.lower()
+    return any(words in text for words in PROCESSOR_REFUSALS)
 
 
 async def _reason(hv: HyperV, params: dict[str, InValue]) -> str:
