@@ -5,6 +5,8 @@ LimitProcessorFeatures); a stopped VM goes anywhere."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -37,21 +39,27 @@ VENDOR = ("The virtual machine cannot be moved to the destination computer. The 
 Hosts = dict[str, EmulatorCim]
 
 
+def _config(tmp_path: Path, name: str) -> EmulatorConfig:
+    return EmulatorConfig(
+        state_dir=tmp_path / name / "state", host_name=name, private_ip=IPS[name],
+        drives={"C": tmp_path / name / "C"}, shares={POOL: tmp_path / "pool"},
+        cluster_dir=tmp_path / "cluster", processor=PROCESSORS[name])
+
+
 @pytest.fixture
 async def hosts(tmp_path: Path) -> AsyncIterator[Callable[[], Hosts]]:
-    opened: list[EmulatorCim] = []
+    """Opens the three hosts (each open once at a time: a test may close and reopen one
+    through the dictionary it gets)."""
+    opened: Hosts = {}
 
     def open_all() -> Hosts:
-        for name, ip in IPS.items():
-            opened.append(EmulatorCim.open(EmulatorConfig(
-                state_dir=tmp_path / name / "state", host_name=name, private_ip=ip,
-                drives={"C": tmp_path / name / "C"}, shares={POOL: tmp_path / "pool"},
-                cluster_dir=tmp_path / "cluster", processor=PROCESSORS[name])))
-        return {cim.host.name: cim for cim in opened}
+        for name in IPS:
+            opened[name] = EmulatorCim.open(_config(tmp_path, name))
+        return opened
 
     new_disk(tmp_path / "pool" / "vms" / "root.vhdx")
     yield open_all
-    for cim in opened:
+    for cim in opened.values():
         await cim.close()
 
 
@@ -187,3 +195,18 @@ async def test_the_lab_configuration_names_the_processors(tmp_path: Path) -> Non
     path.write_text('[emulator.processor]\nvendor = "ARM"\n')
     with pytest.raises(ConfigError, match="vendor"):
         load_config(path, state_dir=tmp_path / "state", backend="emulator")
+
+
+async def test_a_vm_stored_running_by_an_earlier_version_is_taken_as_started_on_its_host(
+        hosts: Callable[[], Hosts], tmp_path: Path) -> None:
+    on = hosts()
+    vm = await _vm(on[NEW])
+    await on[NEW].close()
+    with sqlite3.connect(tmp_path / NEW / "state" / "emulator.sqlite3") as db:
+        rows = db.execute("SELECT id, doc FROM records WHERE class = 'Msvm_ComputerSystem'")
+        for row_id, doc in rows.fetchall():
+            data = json.loads(doc)
+            data["meta"].pop("processor", None)  # as versions before it kept the VM
+            db.execute("UPDATE records SET doc = ? WHERE id = ?", (json.dumps(data), row_id))
+    on[NEW] = EmulatorCim.open(_config(tmp_path, NEW))
+    assert "processor-specific features" in await _refusal(on[NEW], vm, OLD)
