@@ -1,7 +1,8 @@
 """StartCommand over real HTTPS gives a VM processor compatibility
 (Msvm_ProcessorSettingData.LimitProcessorFeatures) as its ``guest.cpu.mode`` detail says,
 else as ``[agent] processor_compatibility`` says, at DefineSystem: the VM can then move
-live between hosts of different processor generations of one vendor."""
+live between hosts of different processor generations of one vendor. On every backend:
+the setting reaches a host driven over WinRM too."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from tests.cloudstack.fixtures import sample_json
-from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import devices
 
 VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
 STORE_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
 
 Serve = Callable[[str], AbstractAsyncContextManager[Running]]
+
+backend_kind = every_backend  # the emulator in-process, and over WinRM (agentless mode)
 
 
 @pytest.fixture
