@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +63,34 @@ class Samba:
         subprocess.run([smbpasswd, "-c", str(self.root / "smb.conf"),
                         "-e" if enabled else "-d", self.user],
                        capture_output=True, timeout=30, check=True)
+
+    def crash(self) -> None:
+        """Kill smbd and every process it forked, as a file server that crashes or
+        restarts: the kernel closes their connections, and what they held (sessions, tree
+        connects, open files) is gone."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def start_again(self) -> None:
+        """Start smbd again, on the same port with the same shares and account, after
+        ``crash``."""
+        out = (self.root / "smbd.out").open("ab")
+        self.process = subprocess.Popen(self.process.args, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        out.close()
+        _wait_listening(self)
+
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """smbd and every process it forked stopped (SIGSTOP) for the block: the kernel
+        still accepts new connections and acknowledges what is sent, nothing answers."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.poll() is None:

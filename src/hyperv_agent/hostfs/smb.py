@@ -10,8 +10,9 @@ configured port. Credentials the server refuses at logon are dropped again: the 
 goes back to the account it had, so a mistyped second pool on a server never takes the
 first pool's share from it; an account kept as a share's own (``keep_credentials``: the
 WinRM account for the host's administrative shares) is never dropped, only tried again.
-Connections are pooled per instance and reopened when they drop; ``close`` logs them off,
-and cuts those whose server does not answer within a few seconds.
+Connections are pooled per instance and reopened when they drop (one that fails to
+negotiate, as with a hung server, is closed at once); ``close`` logs them off, and cuts
+those whose server does not answer within a few seconds.
 
 Every blocking smbprotocol call runs in a worker thread (``asyncio.to_thread``), except
 ``open_binary``, which is itself called from a worker thread. smbprotocol waits for each
@@ -42,6 +43,7 @@ from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import smbclient  # type: ignore[import-untyped]
 import smbclient.shutil  # type: ignore[import-untyped]
+from smbprotocol.connection import Connection  # type: ignore[import-untyped]
 from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBAuthenticationError,
     SMBConnectionClosed,
@@ -333,6 +335,7 @@ class SmbFiles(HostFiles):
             kwargs.update(username=credentials.qualified_user, password=credentials.password)
         try:
             with self._server_lock(server):
+                self._connect(server)
                 smbclient.register_session(server, **kwargs)
         except (SMBException, OSError, ValueError) as error:
             if offered is not None and _logon_refused(error):
@@ -344,6 +347,25 @@ class SmbFiles(HostFiles):
         if connection := self._pooled(server):
             keep_alive(connection)
         return kwargs
+
+    def _connect(self, server: str) -> None:
+        """Pool a connection to ``server`` unless one is pooled and open. smbclient's
+        ``register_session`` would make it too, but a connection whose negotiation fails
+        (a hung server: the kernel still accepts the TCP connection, nothing answers) is
+        then neither pooled nor closed: its socket and receive thread would stay for good,
+        one more per call for as long as the server hangs. Here it is shut down."""
+        pooled = self._pooled(server)
+        if pooled is not None and pooled.transport.connected:
+            return
+        connection = Connection(smbclient.ClientConfig().client_guid, server, self.port,
+                                require_signing=True)
+        try:
+            connection.connect(timeout=self.connect_timeout_s)
+        except BaseException:
+            _abandon(connection)
+            raise
+        with self._lock:
+            self._connections[f"{server.lower()}:{self.port}"] = connection
 
     def _settle(self, key: tuple[str, str], offered: Credentials, accepted: bool) -> None:
         """The logon with ``offered`` for the share ``key`` succeeded or was refused."""
@@ -438,6 +460,18 @@ class _Refused(Exception):
         super().__init__("logon refused")
         self.error = error
         self.credentials = credentials
+
+
+def _abandon(connection: Any) -> None:
+    """Close a connection that never finished connecting, without waiting on its server:
+    its socket is shut down first (no lock needed), which ends its receive thread at
+    once, then closed."""
+    if getattr(connection, "transport", None) is None \
+            or not connection.transport.connected:
+        return  # the TCP connection itself failed: nothing was opened
+    shut_down(connection)
+    with contextlib.suppress(SMBException, OSError, ValueError):
+        connection.disconnect(False)
 
 
 def _disconnect(connection: Any) -> None:
