@@ -82,6 +82,20 @@ def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
     server.stop()
 
 
+@pytest.fixture
+def own_samba(tmp_path: Path) -> Iterator[Samba]:
+    """A real smbd on 127.0.0.1 for one test, which may crash, restart or hang it (skipped
+    when smbd cannot run, except in CI)."""
+    try:
+        server = start_samba(tmp_path / "own-samba")
+    except SambaUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def admin_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
     """A real smbd on 127.0.0.1 whose share is called C$, as a Windows host's administrative

@@ -5,6 +5,7 @@ it kills or stops it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import os.path
 import threading
@@ -17,21 +18,14 @@ import pytest
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.hostfs.smb import SmbFiles
-from tests.samba import Samba, SambaUnavailable, start_samba
+from tests.samba import Samba
 
 PROBE_S, ANSWER_S, CONNECT_S = 0.5, 1.0, 1.0
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Samba]:
-    try:
-        samba = start_samba(tmp_path / "samba")
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield samba
-    samba.stop()
+def server(own_samba: Samba) -> Samba:
+    return own_samba
 
 
 @pytest.fixture
@@ -95,3 +89,21 @@ async def test_calls_while_the_server_hangs_leave_no_connection_behind(
     files.close()
     assert _eventually(lambda: len(_workers(server)), 0) == 0
     assert _eventually(lambda: _sockets_to(server), 0) == 0
+
+
+async def test_a_call_racing_the_close_of_its_connection_names_the_server(
+    server: Samba, files: SmbFiles
+) -> None:
+    """When its server closes a connection (crashed, restarted), smbprotocol's receive
+    thread closes the socket: a request sent at that moment fails with EBADF, "bad file
+    descriptor", which says nothing of the server. The receive thread's own failure is
+    given to the next call, as here."""
+    await files.write_text(f"{server.unc}\\hb", "before")
+    connection = files._pooled(server.server)
+    assert connection is not None
+    connection._t_exc = OSError(errno.EBADF, os.strerror(errno.EBADF))
+    with pytest.raises(HostFileError) as failure:
+        await files.read_text(f"{server.unc}\\hb")
+    assert str(failure.value).endswith(f"SMB server {server.server} port {server.port} "
+                                       "cannot be reached: the connection closed")
+    assert await files.read_text(f"{server.unc}\\hb") == "before"

@@ -87,6 +87,8 @@ _DELETE_PENDING = 0xC0000056
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400  # MS-FSCC 2.6
 REPARSE_TAG_NAME_SURROGATE = 0x20000000  # MS-FSCC 2.1.2.1: the tag's "N" bit
 # How a connection whose peer went away fails (the receive thread's error, re-raised).
+# A connection whose server closed it fails with EBADF when a request is sent, or a
+# receive waits, just as smbprotocol's receive thread closes its socket.
 _GONE = frozenset({errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
                    errno.EHOSTUNREACH, errno.ENETUNREACH})
 _READS = frozenset({"read", "list", "measure"})  # a silent server changed nothing for these
@@ -553,6 +555,9 @@ def _unreachable(error: BaseException, timeout_s: float) -> str | None:
     if isinstance(error, OSError) and not isinstance(error, SMBOSError) \
             and error.errno in _GONE:  # the kernel gave up on the peer
         return (error.strerror or str(error)).lower()
+    if isinstance(error, OSError) and not isinstance(error, SMBOSError) \
+            and error.errno == errno.EBADF:  # its socket closed under it (see _GONE)
+        return "the connection closed"
     if isinstance(error, (TimeoutError, SMBConnectionClosed)):
         return "the connection closed or timed out"
     if isinstance(error, SMBException) and "timeout" in str(error).lower():
