@@ -22,6 +22,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
+from hyperv_agent.hostfs.aside import MARK
 from hyperv_agent.hostfs.transfer import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
@@ -1262,3 +1263,57 @@ async def test_a_vm_whose_root_volume_is_being_copied_starts_once_the_copy_is_do
     assert (await starting)[1]["result"] is True
     copied = tmp_path / "secondary" / "template" / "tmpl" / "2" / "303" / "t-uuid.vhdx"
     assert vhd.read_data(copied, 0, 11) == b"template os"
+
+
+async def _crash_once_writing(samba: Samba, folder: Path, at_bytes: int) -> None:
+    """Crash ``samba`` once a copy's aside file in ``folder`` holds ``at_bytes``."""
+    while not any(MARK in path.name and path.stat().st_size >= at_bytes
+                  for path in folder.iterdir()):
+        await asyncio.sleep(0.02)
+    samba.crash()
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per test
+@pytest.mark.parametrize("store", ["local", "same server"])
+async def test_download_into_an_smb_pool_whose_server_crashes_fails_clearly_and_works_once_back(
+    tmp_path: Path, own_samba: Samba, store: str
+) -> None:
+    """A file server that crashes while a template is written into its pool (and, with
+    the image store on the same server, read from it): the answer says the server cannot
+    be reached, not what closing the copy's files met afterwards; what was written stays
+    under its aside name, never the template's; the same copy, sent again once the server
+    is back, works without an agent restart and sweeps that aside file up."""
+    samba = own_samba
+    folder = samba.other_share_dir / "primary"
+    folder.mkdir()
+    extra = f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}'
+    secret = quote(samba.password, safe="")
+    if store == "local":
+        source, image_store = _secondary(tmp_path, "t/big.vhd"), _nfs()
+    else:
+        source = samba.share_dir / "t" / "big.vhd"
+        source.parent.mkdir()
+        image_store = _nfs(f"cifs://{samba.server}/{samba.share}?user={samba.user}"
+                           f"&password={secret}")
+    vhd.create(source, vhd.DiskFormat.VHD, vhd.DiskType.FIXED, 192 * MIB)
+    path = f"/{samba.other_share}/primary?user={samba.user}&password={secret}"
+    pool = {"uuid": POOL_UUID, "host": samba.server, "type": "SMB", "port": samba.port,
+            "path": path}
+    body = _copy(_template(image_store, path="t/big.vhd", format="VHD"), _template(
+        _primary(path, host=samba.server, type="SMB", poolType="SMB")))
+    async with serving(_config(tmp_path, extra)) as running:
+        _, added = await running.answer(names.MODIFY_STORAGE_POOL_COMMAND,
+                                        {"add": True, "pool": pool})
+        assert added["result"] is True, added
+        crash = asyncio.ensure_future(_crash_once_writing(samba, folder, 8 * MIB))
+        key, answer = await asyncio.wait_for(running.answer(COPY, body), timeout=30)
+        await asyncio.wait_for(crash, timeout=1)
+        assert (key, answer["result"]) == (COPY_ANSWER, False), answer
+        assert f"SMB server {samba.server} port {samba.port} cannot be reached" \
+            in answer["details"], answer["details"]
+        assert not any(path.suffix == ".vhd" for path in folder.iterdir())
+        samba.start_again()
+        data = await _copied(running, body)
+    assert sorted(path.name for path in folder.iterdir() if not path.name.startswith("hb-")) \
+        == [f"{data['path']}.vhd"]
+    assert (folder / f"{data['path']}.vhd").stat().st_size == source.stat().st_size
