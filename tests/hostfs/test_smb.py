@@ -4,6 +4,7 @@ ModifyStoragePoolCommand over HTTPS on such a share."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -729,3 +730,47 @@ async def test_copy_fails_naming_the_server_when_no_account_is_known(
     assert f"no credentials are known for {samba.server}" in details, details
     assert "[agent.smb_credentials]" in details
     assert samba.password not in details and samba.password not in caplog.text
+
+
+class _BrokenInner:
+    """A file whose server went away: every write and the close fail."""
+
+    def __init__(self) -> None:
+        self.closed_tried = False
+
+    def write(self, data: bytes) -> int:
+        raise OSError("write: connection reset")
+
+    def flush(self) -> None:
+        raise OSError("flush: connection reset")
+
+    def close(self) -> None:
+        self.closed_tried = True
+        raise OSError("close: bad file descriptor")
+
+    def writable(self) -> bool:
+        return True
+
+
+def test_a_failed_close_after_a_failed_write_leaves_the_writes_failure_reported() -> None:
+    """A server gone mid-copy fails the write, then the close: the answer tells the first
+    failure (what was being done), the close is still tried, and a close failing on its
+    own is still reported."""
+    from hyperv_agent.hostfs.smb import _TranslatingFile
+
+    @contextlib.contextmanager
+    def translated() -> Iterator[None]:
+        try:
+            yield
+        except OSError as error:
+            raise HostFileError(f"SMB server went away: {error}") from None
+
+    inner = _BrokenInner()
+    with (pytest.raises(HostFileError, match="write: connection reset"),
+          _TranslatingFile(inner, translated).as_binary() as handle):
+        handle.write(b"data")
+    assert inner.closed_tried
+    alone = _BrokenInner()
+    with (pytest.raises(HostFileError, match="close: bad file descriptor"),
+          _TranslatingFile(alone, translated).as_binary()):
+        pass

@@ -638,6 +638,20 @@ class _TranslatingFile(io.BufferedIOBase):
             with self._translated():
                 self._inner.close()
 
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: Any) -> None:
+        """Close the file. A close that fails while an earlier failure of the block is on
+        its way (a server gone mid-copy fails the write and then the close) is logged and
+        left out, so the failure reported is the first: what was being done when the
+        server went away, not the close after it."""
+        if kind is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as error:  # the block's own failure is reported
+            log.debug("closing an SMB file after %s failed too: %s", kind.__name__, error)
+
     def readable(self) -> bool:
         return bool(self._inner.readable())
 
