@@ -1,0 +1,416 @@
+"""A soak test: random sequences of what a management server sends two hosts of one
+cluster (volumes made, deleted and grown; VMs deployed, started, stopped, rebooted and
+moved; data volumes and ISOs attached and detached; state reports, statistics and checks),
+over real HTTPS, each answer checked against a model of what the management server then
+believes, and after every step:
+
+- each host's state report lists exactly the VMs the model has running there, PowerOn;
+- every volume file the model holds is there, and unchanged unless a command changed it
+  or a running VM holds it;
+- each pool holds only the model's templates and volumes (and, in the shared pool, each
+  host's heartbeat stamp): no temporary, aside or marker file is left behind;
+- both agents answer a health check and a PingRoutingCommand.
+
+A command the model says must succeed succeeds; one it says must fail fails, with the
+command's own answer class, ``result`` false and a ``details`` string. Bounded for CI;
+``SOAK_EXAMPLES`` (and ``SOAK_STEPS``) run it longer, with random seeds, printing what was
+sent under ``-s``; ``SOAK_NO_SHRINK`` reports a failure as found, unshrunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from hyperv_agent.cloudstack import codec, names
+from tests.e2e import soak_kit as kit
+from tests.e2e.conftest import Running, serving
+from tests.e2e.soak_kit import HOSTS, MIB, SMB, Vm, Volume
+
+EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "5"))
+STEPS = int(os.environ.get("SOAK_STEPS", "20"))
+DATA_SEQS = (1, 2, 4, 5)  # device ids the MS gives data volumes (3 is the CD)
+MAX_VMS = 4
+MAX_IDLE_VOLUMES = 4
+COMMANDS = [0]  # commands sent over all examples (printed with -s when SOAK_EXAMPLES is set)
+TALLY: dict[tuple[str, bool], int] = {}  # (command, result) -> how many
+
+
+class Soak(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="soak-"))
+        self.loop = asyncio.new_event_loop()
+        self.stack = contextlib.AsyncExitStack()
+        self.agents: dict[str, Running] = {}
+        self.templates: dict[str, str] = {}  # pool -> the template's file name there
+        self.volumes: dict[str, Volume] = {}
+        self.vms: dict[str, Vm] = {}
+        self.digests: dict[str, str | None] = {}  # volume uuid -> file digest when idle
+        self.numbers = iter(range(10, 10_000))
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def run(self, work: Any) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(work, 60))
+
+    def ask(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
+        """The answer's fields, checked to be of ``fqcn``'s own class and well formed."""
+        COMMANDS[0] += 1
+        key, fields = self.run(self.agents[host].answer(fqcn, body))
+        assert key == codec.answer_class(fqcn).FQCN, (fqcn, key, fields)
+        tally = (fqcn.rsplit(".", 1)[1], bool(fields["result"]))
+        TALLY[tally] = TALLY.get(tally, 0) + 1
+        assert isinstance(fields["result"], bool), fields
+        if not fields["result"]:
+            assert isinstance(fields.get("details"), str) and fields["details"], fields
+            assert "internal error" not in fields["details"], fields
+        return dict(fields)
+
+    def succeeds(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
+        fields = self.ask(host, fqcn, body)
+        assert fields["result"] is True, (host, fqcn, fields.get("details"))
+        return fields
+
+    def fails(self, host: str, fqcn: str, body: object) -> str:
+        fields = self.ask(host, fqcn, body)
+        assert fields["result"] is False, (host, fqcn, fields)
+        return str(fields["details"])
+
+    def pool_folder(self, pool: str) -> Path:
+        if pool == SMB:
+            return self.folder / "primary"
+        folder: Path = self.agents[pool].emulator.host.paths.local(kit.LOCAL_PATH)
+        return folder
+
+    def file_of(self, volume: Volume) -> Path:
+        name = volume.path if volume.path.endswith((".vhdx", ".vhd")) else f"{volume.path}.vhdx"
+        return self.pool_folder(volume.pool) / name
+
+    def reaches(self, host: str, volume: Volume) -> bool:
+        return volume.pool in (SMB, host)
+
+    def running(self, host: str | None = None) -> list[Vm]:
+        return [vm for vm in self.vms.values()
+                if vm.host is not None and (host is None or vm.host == host)]
+
+    def idle_data(self) -> list[Volume]:
+        return [v for v in self.volumes.values() if not v.root and v.vm is None]
+
+    def new_volume(self, pool: str, size: int, root: bool) -> Volume:
+        number = next(self.numbers)  # deterministic: a draw never depends on chance
+        return Volume(f"{number:08x}-5eed-4c0a-8d15-{number:012x}", pool, size, root)
+
+    # --- set-up and tear-down -----------------------------------------------------------
+
+    @initialize()
+    def hosts(self) -> None:
+        kit.image_store(self.folder)
+        for name in HOSTS:
+            self.agents[name] = self.run(self.stack.enter_async_context(
+                serving(kit.host_config(self.folder, name), backend="emulator")))
+            self.pool_folder(name).mkdir(parents=True, exist_ok=True)
+            self.succeeds(name, names.MODIFY_STORAGE_POOL_COMMAND, kit.smb_pool_body())
+        for pool, host in (("HV-A", "HV-A"), ("HV-B", "HV-B"), (SMB, "HV-A")):
+            answer = self.succeeds(host, names.COPY_COMMAND, kit.template_copy_body(pool))
+            self.templates[pool] = answer["newData"][kit.TEMPLATE_TO]["path"]
+
+    def teardown(self) -> None:
+        try:
+            self.run(self.stack.aclose())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    # --- volumes ------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.idle_data()) < MAX_IDLE_VOLUMES)
+    @rule(pool=st.sampled_from([*HOSTS, SMB]), size_mib=st.sampled_from([32, 64, 100]),
+          to=st.sampled_from(list(HOSTS)), fat=st.booleans(), again=st.booleans())
+    def create_volume(self, pool: str, size_mib: int, to: str, fat: bool, again: bool) -> None:
+        """A data volume; ``again``: the MS's retry after a lost answer, too."""
+        host = pool if pool != SMB else to
+        volume = self.new_volume(pool, size_mib * MIB, root=False)
+        volume.fat = fat
+        for _ in range(2 if again else 1):
+            answer = self.succeeds(host, names.CREATE_OBJECT_COMMAND, kit.create_body(volume))
+            volume.path = answer["data"][kit.VOLUME_TO]["path"]
+            assert answer["data"][kit.VOLUME_TO]["size"] == volume.size, answer
+        self.volumes[volume.uuid] = volume
+
+    @precondition(lambda self: bool(self.idle_data()))
+    @rule(data=st.data())
+    def delete_idle_volume(self, data: st.DataObject) -> None:
+        volume = data.draw(st.sampled_from(self.idle_data()))
+        host = volume.pool if volume.pool != SMB else data.draw(st.sampled_from(list(HOSTS)))
+        for _ in range(data.draw(st.integers(1, 2))):  # and the MS's retry
+            self.succeeds(host, names.DELETE_COMMAND, kit.delete_body(volume))
+        assert not self.file_of(volume).exists()
+        del self.volumes[volume.uuid]
+        self.digests.pop(volume.uuid, None)
+
+    @precondition(lambda self: bool(self.running()))
+    @rule(data=st.data())
+    def delete_volume_of_running_vm(self, data: st.DataObject) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        volume = data.draw(st.sampled_from([vm.root, *vm.data]))
+        assert vm.host is not None
+        self.fails(vm.host, names.DELETE_COMMAND, kit.delete_body(volume))
+        assert self.file_of(volume).exists()
+
+    @precondition(lambda self: bool(self.volumes))
+    @rule(data=st.data(), grow=st.booleans())
+    def resize(self, data: st.DataObject, grow: bool) -> None:
+        volume = data.draw(st.sampled_from(sorted(self.volumes.values(), key=lambda v: v.uuid)))
+        vm = self.vms[volume.vm] if volume.vm else None
+        host = vm.host if vm is not None and vm.host else (
+            volume.pool if volume.pool != SMB else data.draw(st.sampled_from(list(HOSTS))))
+        new_size = volume.size + 32 * MIB if grow else volume.size - 16 * MIB
+        body = kit.resize_body(volume, new_size, vm.name if vm else None)
+        # A running VM's root is on IDE, which Hyper-V does not resize while it runs.
+        if not grow or (volume.root and vm is not None and vm.host is not None):
+            self.fails(host, names.RESIZE_VOLUME_COMMAND, body)
+            return
+        answer = self.succeeds(host, names.RESIZE_VOLUME_COMMAND, body)
+        assert answer["newSize"] == new_size, answer
+        volume.size = new_size
+        self.digests[volume.uuid] = None
+
+    # --- VMs ----------------------------------------------------------------------------
+
+    @precondition(lambda self: len(self.vms) < MAX_VMS)
+    @rule(host=st.sampled_from(list(HOSTS)), on_smb=st.booleans(), iso=st.booleans(),
+          data=st.data())
+    def deploy(self, host: str, on_smb: bool, iso: bool, data: st.DataObject) -> None:
+        number = next(self.numbers)
+        name = f"i-2-{number}-VM"
+        root = self.new_volume(SMB if on_smb else host, 64 * MIB, root=True)
+        answer = self.succeeds(host, names.COPY_COMMAND,
+                               kit.root_copy_body(self.templates[root.pool], root, name))
+        root.path = answer["newData"][kit.VOLUME_TO]["path"]
+        root.vm = name
+        self.volumes[root.uuid] = root
+        vm = Vm(name, number, root, iso=iso)
+        self.vms[name] = vm
+        spare = [v for v in self.idle_data() if self.reaches(host, v)]
+        if data.draw(st.booleans()) and spare:
+            self._hold(vm, data.draw(st.sampled_from(sorted(spare, key=lambda v: v.uuid))))
+        self.succeeds(host, names.START_COMMAND, kit.start_body(vm))
+        vm.host = host
+
+    def _hold(self, vm: Vm, volume: Volume) -> None:
+        used = {v.device_id for v in vm.data}
+        volume.device_id = next(seq for seq in DATA_SEQS if seq not in used)
+        volume.vm = vm.name
+        vm.data.append(volume)
+
+    @precondition(lambda self: any(vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def start_stopped(self, data: st.DataObject, host: str) -> None:
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        if all(self.reaches(host, v) for v in (vm.root, *vm.data)):
+            self.succeeds(host, names.START_COMMAND, kit.start_body(vm))
+            vm.host = host
+        else:
+            self.fails(host, names.START_COMMAND, kit.start_body(vm))
+
+    @precondition(lambda self: bool(self.running()))
+    @rule(data=st.data(), again=st.booleans(), check_first=st.booleans())
+    def stop(self, data: st.DataObject, again: bool, check_first: bool) -> None:
+        """StopCommand (``again``: and its retry); ``check_first``: after one with
+        checkBeforeCleanup, which leaves the running VM alone."""
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        assert vm.host is not None
+        if check_first:
+            self.fails(vm.host, names.STOP_COMMAND,
+                       kit.stop_body(vm.name) | {"checkBeforeCleanup": True})
+        for _ in range(2 if again else 1):
+            self.succeeds(vm.host, names.STOP_COMMAND, kit.stop_body(vm.name))
+        vm.host = None
+
+    @precondition(lambda self: bool(self.vms))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def stop_where_it_is_not(self, data: st.DataObject, host: str) -> None:
+        """The MS's clean-up StopCommand to a host the VM does not run on: nothing done."""
+        vm = data.draw(st.sampled_from(sorted(self.vms.values(), key=lambda v: v.name)))
+        if vm.host == host:
+            return
+        self.succeeds(host, names.STOP_COMMAND, kit.stop_body(vm.name))
+
+    @precondition(lambda self: any(vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data())
+    def expunge(self, data: st.DataObject) -> None:
+        """A stopped VM destroyed: its root volume deleted, its data volumes detached."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        host = vm.root.pool if vm.root.pool != SMB else data.draw(st.sampled_from(list(HOSTS)))
+        self.succeeds(host, names.DELETE_COMMAND, kit.delete_body(vm.root))
+        assert not self.file_of(vm.root).exists()
+        del self.volumes[vm.root.uuid]
+        self.digests.pop(vm.root.uuid, None)
+        for volume in vm.data:
+            volume.vm = None
+        del self.vms[vm.name]
+
+    @precondition(lambda self: bool(self.vms))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def reboot(self, data: st.DataObject, host: str) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.vms.values(), key=lambda v: v.name)))
+        if vm.host == host:
+            self.succeeds(host, names.REBOOT_COMMAND, kit.vm_body(vm.name))
+        else:
+            self.fails(host, names.REBOOT_COMMAND, kit.vm_body(vm.name))
+
+    @precondition(lambda self: bool(self.vms))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def check(self, data: st.DataObject, host: str) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.vms.values(), key=lambda v: v.name)))
+        if vm.host == host:
+            answer = self.succeeds(host, names.CHECK_VIRTUAL_MACHINE_COMMAND,
+                                   kit.vm_body(vm.name))
+            assert answer["state"] == "PowerOn", answer
+        else:
+            self.fails(host, names.CHECK_VIRTUAL_MACHINE_COMMAND, kit.vm_body(vm.name))
+
+    @precondition(lambda self: bool(self.vms))
+    @rule(host=st.sampled_from(list(HOSTS)))
+    def stats(self, host: str) -> None:
+        asked = sorted(self.vms)
+        answer = self.succeeds(host, names.GET_VM_STATS_COMMAND, kit.stats_body(asked, host))
+        assert set(answer["vmStatsMap"] or {}) == {vm.name for vm in self.running(host)}, answer
+
+    # --- attach and detach --------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.running()) and bool(self.idle_data()))
+    @rule(data=st.data())
+    def attach(self, data: st.DataObject) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        volume = data.draw(st.sampled_from(sorted(self.idle_data(), key=lambda v: v.uuid)))
+        assert vm.host is not None
+        if len(vm.data) == len(DATA_SEQS):
+            return
+        used = {v.device_id for v in vm.data}
+        volume.device_id = next(seq for seq in DATA_SEQS if seq not in used)
+        body = kit.attach_body(vm.name, kit.volume_disk(volume, vm.name))
+        if self.reaches(vm.host, volume):
+            for _ in range(data.draw(st.integers(1, 2))):  # and the MS's retry
+                self.succeeds(vm.host, names.ATTACH_COMMAND, body)
+            self._hold(vm, volume)
+            self.digests[volume.uuid] = None
+        else:
+            self.fails(vm.host, names.ATTACH_COMMAND, body)
+
+    @precondition(lambda self: any(vm.data for vm in self.running()))
+    @rule(data=st.data())
+    def dettach(self, data: st.DataObject) -> None:
+        vm = data.draw(st.sampled_from(sorted((v for v in self.running() if v.data),
+                                              key=lambda v: v.name)))
+        volume = data.draw(st.sampled_from(vm.data))
+        assert vm.host is not None
+        self.succeeds(vm.host, names.DETTACH_COMMAND,
+                      kit.dettach_body(vm.name, kit.volume_disk(volume, vm.name)))
+        vm.data.remove(volume)
+        volume.vm = None
+        self.digests[volume.uuid] = None
+
+    @precondition(lambda self: bool(self.running()))
+    @rule(data=st.data(), attach=st.booleans())
+    def iso(self, data: st.DataObject, attach: bool) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        assert vm.host is not None
+        fqcn = names.ATTACH_COMMAND if attach else names.DETTACH_COMMAND
+        body = (kit.attach_body if attach else kit.dettach_body)(vm.name, kit.iso_disk(True))
+        for _ in range(data.draw(st.integers(1, 2))):  # and the MS's retry
+            self.succeeds(vm.host, fqcn, body)
+        vm.iso = attach
+
+    # --- migration ----------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.running()))
+    @rule(data=st.data())
+    def migrate(self, data: st.DataObject) -> None:
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        source = vm.host
+        assert source is not None
+        destination = next(name for name in HOSTS if name != source)
+        shared = all(v.pool == SMB for v in (vm.root, *vm.data))
+        prepared = self.ask(destination, names.PREPARE_FOR_MIGRATION_COMMAND,
+                            kit.prepare_body(vm))
+        assert prepared["result"] is shared, prepared
+        if not shared:
+            assert prepared["details"], prepared
+            self.fails(source, names.MIGRATE_COMMAND, kit.migrate_body(vm, destination))
+            return
+        self.succeeds(source, names.MIGRATE_COMMAND, kit.migrate_body(vm, destination))
+        vm.host = destination
+
+    # --- what holds after every step ----------------------------------------------------
+
+    @invariant()
+    def reports_show_the_running_vms(self) -> None:
+        for host, agent in self.agents.items():
+            status, report = self.run(agent.post(names.HOST_VM_STATE_REPORT_COMMAND, {}))
+            assert status == 200, report
+            shown = {name: power for entry in report for name, power in entry.items()}
+            assert shown == {vm.name: "PowerOn" for vm in self.running(host)}, (host, report)
+
+    @invariant()
+    def volumes_are_kept_and_pools_hold_nothing_else(self) -> None:
+        if not self.agents:
+            return
+        wanted: dict[Path, set[str]] = {self.pool_folder(p): set() for p in (*HOSTS, SMB)}
+        wanted[self.pool_folder(SMB)] |= {f"hb-{ip}" for ip in HOSTS.values()}  # heartbeats
+        for pool, template in self.templates.items():
+            wanted[self.pool_folder(pool)].add(f"{template}.vhdx" if "." not in template
+                                               else template)
+        for volume in self.volumes.values():
+            path = self.file_of(volume)
+            assert path.is_file(), (volume, sorted(p.name for p in path.parent.iterdir()))
+            wanted[path.parent].add(path.name)
+            vm = self.vms.get(volume.vm or "")
+            if vm is not None and vm.host is not None:
+                self.digests[volume.uuid] = None
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            before = self.digests.get(volume.uuid)
+            assert before in (None, digest), f"{path} changed unexpectedly"
+            self.digests[volume.uuid] = digest
+        for folder, files in wanted.items():
+            assert sorted(p.name for p in folder.iterdir()) == sorted(files), folder
+
+    @invariant()
+    def agents_serve(self) -> None:
+        for host, agent in self.agents.items():
+            status, reply = self.run(agent.post(names.CHECK_HEALTH_COMMAND, {}))
+            assert status == 200 and reply[0][names.CHECK_HEALTH_ANSWER]["result"], reply
+            self.succeeds(host, names.PING_ROUTING_COMMAND, kit.ping_body(host))
+
+
+def test_ms_like_sequences_keep_the_hosts_as_the_management_server_believes() -> None:
+    run_state_machine_as_test(Soak, settings=settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
+        derandomize="SOAK_EXAMPLES" not in os.environ,
+        phases=[p for p in Phase if p is not Phase.shrink or "SOAK_NO_SHRINK" not in os.environ],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
+    if "SOAK_EXAMPLES" in os.environ:
+        print(f"soak: {EXAMPLES} examples, {COMMANDS[0]} commands")
+        for (command, result), count in sorted(TALLY.items()):
+            print(f"  {command} {'ok' if result else 'failed'}: {count}")
