@@ -327,3 +327,60 @@ async def test_a_search_out_of_time_is_incomplete(agent: Running) -> None:
     found = await children_of(files, "C:\\pool\\tmpl-1.vhdx", ("C:\\pool",))
     assert (found.complete, found.children) == (True, ())
     assert template.is_file()
+
+
+TEMPLATE_UUID = "5c4a0e1a-0b1e-4f57-9a55-7f3d9e3c2a01"  # 12_CopyCommand's template
+
+
+def _download_body() -> dict[str, Any]:
+    """The CopyCommand that copies a template from the image store into the local pool
+    (12_CopyCommand): the destination names no path."""
+    store = {"com.cloud.agent.api.to.NfsTO": {"_url": "cifs://10.1.1.1/secondary",
+                                              "_role": "Image"}}
+    template = {"uuid": TEMPLATE_UUID, "id": 201, "format": "VHDX",
+                "hypervisorType": "Hyperv", "name": "201-2-6b8b7ab1"}
+    return {"srcTO": {TEMPLATE_TO: {**template, "imageDataStore": store,
+                                    "path": f"template/tmpl/2/201/{TEMPLATE_UUID}.vhdx"}},
+            "destTO": {TEMPLATE_TO: {**template, "imageDataStore": _local_store()}},
+            "wait": 10800}
+
+
+def _image_store_template(tmp_path: Path) -> None:
+    folder = tmp_path / "secondary" / "template" / "tmpl" / "2" / "201"
+    folder.mkdir(parents=True)
+    _disk(folder / f"{TEMPLATE_UUID}.vhdx")
+
+
+async def _downloaded(running: Running) -> str:
+    key, answer = await running.answer(names.COPY_COMMAND, _download_body())
+    assert (key, answer["result"]) == (names.COPY_CMD_ANSWER, True), answer
+    return str(answer["newData"][TEMPLATE_TO]["path"])
+
+
+async def test_a_template_copy_sent_again_replaces_the_first_instead_of_leaving_it(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """The management server names no path for a template's copy into a pool, and copies
+    anew after a lost answer or a timeout: the copies are named by the template's uuid,
+    so the second replaces the first, which nothing names, and the pool holds one."""
+    pool = _pool(agent)
+    _image_store_template(tmp_path)
+    first = await _downloaded(agent)
+    again = await _downloaded(agent)
+    assert first == again == TEMPLATE_UUID
+    assert sorted(listing(pool)) == [f"{TEMPLATE_UUID}.vhdx"]
+
+
+async def test_a_template_copy_over_an_earlier_one_with_clones_gets_a_name_of_its_own(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """An earlier copy of the template whose linked clones name it is kept as it is: the
+    new copy gets a GUID of its own, and the clone keeps its parent."""
+    pool = _pool(agent)
+    _image_store_template(tmp_path)
+    first = await _downloaded(agent)
+    await _clone(agent, _local_store(), first, "root-a")
+    again = await _downloaded(agent)
+    assert again != first
+    assert sorted(listing(pool)) == sorted([f"{first}.vhdx", f"{again}.vhdx", "root-a.vhdx"])
+    assert vhd.read_info(pool / "root-a.vhdx").parent_path == f"C:\\pool\\{first}.vhdx"

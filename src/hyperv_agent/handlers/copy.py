@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import ntpath
+import re
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
 
 log = logging.getLogger("hyperv_agent.handlers.copy")
+_GUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 UNSUPPORTED = "Data store combination not supported"
 
@@ -135,10 +137,17 @@ class CopyHandler(FileHandlers):
     # --- A: template download to primary -----------------------------------------------
 
     async def _download(self, src: TemplateObjectTO, dest: TemplateObjectTO) -> TemplateObjectTO:
+        """The template's file in the pool is named by ``destTO.path``, or, as the
+        management server sends none, by the template's uuid: a copy sent again after a
+        lost answer or a timeout (the MS then copies anew, again without a path) replaces
+        the one before it, which nothing in CloudStack names, instead of leaving a
+        template-sized orphan in the pool for each try. An earlier file of that name that
+        linked clones name as their parent is kept, and the copy gets a name of its own."""
         suffix = images.suffix_of_format(dest.format or src.format, default="")
-        dest_path = (dest.path or str(uuid.uuid4())).removesuffix(suffix)
         root = await self.paths.existing(self.paths.pool_root(dest.image_data_store, "destTO"),
                                          "destTO")
+        dest_path = (dest.path or await self._template_name(root, dest, suffix)
+                     ).removesuffix(suffix)
         target = await self.paths.file_in(root, f"{dest_path}{suffix}", "destTO")
         source = await self._template_source(src)
         checksum = applicable_checksum(src, source)
@@ -153,6 +162,23 @@ class CopyHandler(FileHandlers):
                                        "format": ImageFormat(images.format_of(done.suffix)),
                                        "size_bytes": done.size,
                                        "physical_size_bytes": done.size})
+
+    async def _template_name(self, root: str, dest: TemplateObjectTO, suffix: str) -> str:
+        """The name of a template copy the management server gave no path: its uuid (a
+        GUID), unless a file of that name in the pool is the parent of linked clones (a
+        copy CloudStack uses, or used: it is not replaced), or the uuid is no GUID; then
+        a new GUID."""
+        name = dest.uuid or ""
+        if not _GUID.fullmatch(name):
+            return str(uuid.uuid4())
+        earlier = await self.paths.file_in(root, f"{name}{suffix}", "destTO")
+        if await self.files.exists(earlier):
+            try:
+                await self.refuse_if_parent(earlier)
+            except AgentError as kept:
+                log.info("template copy named afresh, the earlier one is kept: %s", kept)
+                return str(uuid.uuid4())
+        return name
 
     async def _template_source(self, src: TemplateObjectTO) -> str | S3Object:
         store = src.image_data_store
