@@ -10,6 +10,7 @@ for about five seconds).
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 import ssl
 import statistics
@@ -33,6 +34,7 @@ from bench.bench_limits import (
 )
 
 from hyperv_agent import connections, server
+from hyperv_agent.cloudstack import codec
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
@@ -241,3 +243,26 @@ async def test_16_mb_body_of_millions_of_members_is_refused_at_once(running: Run
                                         "100000 array elements and object members")
     key, fields = await running.answer(READY, {"contextMap": {}})
     assert fields["result"] is True
+
+
+async def test_a_body_that_does_not_decode_is_read_once(
+    running: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The failed answer of a body that did not decode echoes what the body holds, from
+    the reading that found it wanting: a body of megabytes (a 10 MB vmName) is parsed
+    once, not twice, while every other request waits for the event loop."""
+    parsed: list[int] = []
+    parse = codec._parse_json
+
+    def counted(body: bytes) -> object:
+        parsed.append(len(body))
+        return parse(body)
+
+    monkeypatch.setattr(codec, "_parse_json", counted)
+    huge = json.dumps({"vmName": "x" * (10 << 20), "contextMap": {}, "wait": 0}).encode()
+    status, reply = await running.post("com.cloud.agent.api.StopCommand", huge)
+    ((key, fields),) = reply[0].items()
+    assert (status, key, fields["result"]) == (200, "com.cloud.agent.api.StopAnswer", False)
+    assert fields["details"].startswith("StopCommand: malformed request: vmName: a name of "
+                                        "10485760 characters"), fields["details"]
+    assert parsed == [len(huge)]

@@ -66,6 +66,10 @@ class CodecError(AgentError):
     def __init__(self, field_path: str, message: str) -> None:
         self.field_path = field_path
         self.message = message
+        #: What the body was read as, when it was (``raw_command`` then need not read it
+        #: again); None when it was not.
+        self.document: object = None
+        self.read = False
         super().__init__(f"{field_path or 'body'}: {message}")
 
 
@@ -98,11 +102,15 @@ def decode_command(fqcn: str, body: bytes) -> Command:
         raise CodecError("", f"more than {bounds.MAX_MEMBERS} array elements and object "
                          "members; a command holds no more")
     document = _parse_json(body)
-    oversized = bounds.first_oversized(document, len(body))
-    if oversized is not None:
-        raise CodecError(format_path(oversized.loc), oversized.message)
-    cls, payload, prefix = _open_envelope(fqcn, document)
-    return _validate(cls, payload, prefix)
+    try:
+        oversized = bounds.first_oversized(document, len(body))
+        if oversized is not None:
+            raise CodecError(format_path(oversized.loc), oversized.message)
+        cls, payload, prefix = _open_envelope(fqcn, document)
+        return _validate(cls, payload, prefix)
+    except CodecError as error:  # read whole: the failed answer echoes from it
+        error.document, error.read = document, True
+        raise
 
 
 def encode_command(command: Command) -> bytes:
@@ -158,16 +166,22 @@ def failed_answer(fqcn: str, details: str,
     return answer_class(fqcn).failed(details, source, fields)
 
 
-def raw_command(fqcn: str, body: bytes) -> Mapping[str, Any] | None:
+def raw_command(fqcn: str, body: bytes, failed: CodecError | None = None
+                ) -> Mapping[str, Any] | None:
     """The command object of a body that may not decode, as plain JSON: the bare object,
     or the one command inside an envelope; None when there is no such object, or when the
-    body holds more members than a command may (it is not parsed)."""
-    if bounds.too_many_members(body):
+    body holds more members than a command may (it is not parsed). ``failed``: the error
+    ``decode_command`` raised for the body, whose reading of it is taken rather than
+    reading a body of megabytes twice."""
+    if failed is not None and failed.read:
+        document = failed.document
+    elif bounds.too_many_members(body):
         return None
-    try:
-        document = _parse_json(body)
-    except CodecError:
-        return None
+    else:
+        try:
+            document = _parse_json(body)
+        except CodecError:
+            return None
     if isinstance(document, list) and len(document) == 1 and isinstance(document[0], dict):
         document = next(iter(document[0].values()), None) if len(document[0]) == 1 else None
     elif isinstance(document, dict) and list(document) == [fqcn]:

@@ -135,7 +135,7 @@ class Dispatch:
             command = codec.decode_command(fqcn, body)
         except codec.CodecError as error:
             return _failed(fqcn, f"{short}: malformed request: {error}",
-                           codec.raw_command(fqcn, body))
+                           codec.raw_command(fqcn, body, error))
         route = self._routes.get(fqcn)
         if route is None:
             outcome = _failed(fqcn, f"{short} is not supported by this agent yet", command)
