@@ -2,8 +2,10 @@
 rights and local groups, in memory.
 
 It keeps the rules the steps rely on: a start or stop takes a few looks at the state to
-complete, a disabled service refuses to start, creating an existing service fails, and a
-service can be made to hang while stopping or to die right after starting.
+complete, a disabled service refuses to start, a service whose start or stop is pending
+refuses a stop and ignores a start (as Windows answers ControlService and StartService),
+creating an existing service fails, and a service can be made to hang while stopping or to
+die right after starting.
 """
 
 from __future__ import annotations
@@ -78,7 +80,11 @@ class MemoryHost:
     def request_stop(self, name: str) -> None:
         service = self._get(name)
         if service.state.run is RunState.STOPPED:
-            return
+            return  # ERROR_SERVICE_NOT_ACTIVE, which WindowsServiceHost takes as done
+        if service.state.run in (RunState.START_PENDING, RunState.STOP_PENDING):
+            # ControlService: ERROR_SERVICE_CANNOT_ACCEPT_CTRL while a start or stop is pending
+            raise ServiceSetupError(f"service '{name}': The service cannot accept control "
+                                    "messages at this time. (1061)")
         service.state = replace(service.state, run=RunState.STOP_PENDING)
         if not service.hangs_on_stop:
             service.target, service.pending_looks = RunState.STOPPED, TRANSITION_LOOKS
@@ -87,7 +93,9 @@ class MemoryHost:
         service = self._get(name)
         if service.state.start is StartType.DISABLED:
             raise ServiceSetupError(f"service '{name}' is disabled (1058)")
-        if service.state.run is RunState.RUNNING:
+        if service.state.run is not RunState.STOPPED:
+            # StartService: ERROR_SERVICE_ALREADY_RUNNING for any service that has not
+            # stopped (a stopping one too), which WindowsServiceHost takes as done
             return
         service.state = replace(service.state, run=RunState.START_PENDING)
         service.target = RunState.STOPPED if service.dies_on_start else RunState.RUNNING

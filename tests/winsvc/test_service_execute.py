@@ -4,6 +4,7 @@ the state a host is left in, repeats, refusals and bounded waits."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path, PureWindowsPath
 
 import pytest
@@ -13,7 +14,7 @@ from hyperv_agent.errors import ServiceSetupError
 from hyperv_agent.winsvc import plan
 from hyperv_agent.winsvc.host import RunState, StartType
 from hyperv_agent.winsvc.paths import FIREWALL_RULE, SERVICE_NAME, ServicePaths
-from tests.winsvc.memoryhost import MemoryHost, StepClock
+from tests.winsvc.memoryhost import TRANSITION_LOOKS, MemoryHost, StepClock
 
 WHERE = ServicePaths(PureWindowsPath("C:\\ProgramData\\hyperv-agent"))
 CSHARP = "CloudStack Hyper-V Agent"
@@ -238,3 +239,56 @@ def test_an_unknown_account_stops_the_install_before_the_service_is_created() ->
                        r"mapping"):
         install(host, account="LAB\\nobody", password="pw")
     assert SERVICE_NAME not in host.services and host.rights == {}
+
+
+def pending(host: MemoryHost, name: str, run: RunState, then: RunState) -> None:
+    """Put the service in a start or stop under way, which ends in ``then``."""
+    service = host.services[name]
+    service.state = replace(service.state, run=run)
+    service.target, service.pending_looks = then, TRANSITION_LOOKS
+
+
+def test_stop_waits_for_a_stop_under_way_instead_of_asking_again() -> None:
+    host = MemoryHost()
+    install(host)
+    pending(host, SERVICE_NAME, RunState.STOP_PENDING, RunState.STOPPED)
+    assert run(plan.stop_plan(), host)[0].endswith(": stopped")
+    assert host.services[SERVICE_NAME].state.run is RunState.STOPPED
+
+
+def test_a_csharp_agent_still_starting_is_let_start_then_stopped() -> None:
+    host = csharp_host(RunState.STOPPED)
+    pending(host, CSHARP, RunState.START_PENDING, RunState.RUNNING)
+    install(host, replace_csharp_agent=True)
+    assert host.services[CSHARP].state.run is RunState.STOPPED
+    assert running(host, SERVICE_NAME)
+
+
+def test_start_waits_for_a_stop_under_way_then_starts() -> None:
+    host = MemoryHost()
+    install(host)
+    pending(host, SERVICE_NAME, RunState.STOP_PENDING, RunState.STOPPED)
+    assert run(plan.start_plan(WHERE), host)[0].endswith(": running")
+    assert running(host, SERVICE_NAME)
+
+
+def test_start_waits_for_a_start_under_way() -> None:
+    host = MemoryHost()
+    install(host)
+    run(plan.stop_plan(), host)
+    pending(host, SERVICE_NAME, RunState.START_PENDING, RunState.RUNNING)
+    assert run(plan.start_plan(WHERE), host)[0].endswith(": running")
+
+
+def test_a_service_stuck_stopping_is_neither_asked_again_nor_started() -> None:
+    host = MemoryHost()
+    install(host)
+    host.services[SERVICE_NAME].hangs_on_stop = True
+    pending(host, SERVICE_NAME, RunState.STOP_PENDING, RunState.STOP_PENDING)
+    with pytest.raises(ServiceSetupError, match="service 'hyperv-agent' did not stop within "
+                                                "60 s"):
+        run(plan.stop_plan(), host)
+    with pytest.raises(ServiceSetupError, match="service 'hyperv-agent' is still stopping "
+                                                "after 60 s: it cannot be started before it "
+                                                "has stopped"):
+        run(plan.start_plan(WHERE), host)

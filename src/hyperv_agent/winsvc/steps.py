@@ -131,8 +131,21 @@ class StopService:
             return "not installed"
         if state.run is RunState.STOPPED:
             return "already stopped"
-        host.request_stop(self.name)
-        state = _wait_for(host, clock, self.name, RunState.STOPPED, self.timeout_s)
+        deadline = clock.monotonic() + self.timeout_s
+        if state.run is RunState.START_PENDING:
+            # Windows refuses a stop while a start (or a stop) is pending (ControlService:
+            # ERROR_SERVICE_CANNOT_ACCEPT_CTRL, 1061): the start is let finish first
+            state = _wait_for(host, clock, self.name, RunState.RUNNING, self.timeout_s)
+            if state is None:
+                raise ServiceSetupError(f"service '{self.name}' is still starting after "
+                                        f"{self.timeout_s:g} s: it cannot be stopped before "
+                                        "it has started")
+            if state.run is RunState.STOPPED:
+                return "stopped"
+        if state.run is not RunState.STOP_PENDING:  # a stop under way is waited for
+            host.request_stop(self.name)
+        state = _wait_for(host, clock, self.name, RunState.STOPPED,
+                          max(deadline - clock.monotonic(), 0.0))
         if state is not None and state.run is not RunState.STOPPED:
             raise ServiceSetupError(f"service '{self.name}' is {state.run.name.lower()} "
                                     "instead of stopping")
@@ -373,12 +386,25 @@ class StartService:
             return "already running"
         if state.start is StartType.DISABLED:
             raise ServiceSetupError(f"service '{self.name}' is disabled")
-        return self._start(host, clock)
+        return self._start(host, clock, state.run)
 
-    def _start(self, host: ServiceHost, clock: Clock) -> str:
-        host.request_start(self.name)
-        clock.sleep(POLL_S)  # let a start request leave STOPPED before watching it
-        state = _wait_for(host, clock, self.name, RunState.RUNNING, self.timeout_s)
+    def _start(self, host: ServiceHost, clock: Clock, run: RunState) -> str:
+        deadline = clock.monotonic() + self.timeout_s
+        if run is RunState.STOP_PENDING:
+            # StartService answers a service that has not stopped yet with
+            # ERROR_SERVICE_ALREADY_RUNNING (1056), which request_start takes for "running":
+            # the stop under way is let finish first, or the start would be lost
+            stopped = _wait_for(host, clock, self.name, RunState.STOPPED, self.timeout_s)
+            if stopped is None or stopped.run is not RunState.STOPPED:
+                raise ServiceSetupError(f"service '{self.name}' is still stopping after "
+                                        f"{self.timeout_s:g} s: it cannot be started before "
+                                        "it has stopped")
+            run = RunState.STOPPED
+        if run is not RunState.START_PENDING:  # a start under way is waited for
+            host.request_start(self.name)
+            clock.sleep(POLL_S)  # let a start request leave STOPPED before watching it
+        state = _wait_for(host, clock, self.name, RunState.RUNNING,
+                          max(deadline - clock.monotonic(), 0.0))
         if state is None:
             raise ServiceSetupError(f"service '{self.name}' did not start within "
                                     f"{self.timeout_s:g} s")
