@@ -13,7 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hyperv_agent.errors import ServiceSetupError
-from hyperv_agent.winsvc.host import FirewallRule, RunState, ServiceSpec, ServiceState, StartType
+from hyperv_agent.winsvc.host import (
+    FirewallRule,
+    RunState,
+    ServiceSpec,
+    ServiceState,
+    StartType,
+    takes_no_password,
+)
 
 TRANSITION_LOOKS = 2  # state reads a start or stop stays pending
 
@@ -41,6 +48,7 @@ class MemoryHost:
     #: Accounts by name (lower case) to SID; the others are unknown (1332).
     accounts: dict[str, str] = field(default_factory=lambda: {
         "lab\\svc": "S-1-5-21-7-8-9-1105", "lab\\svc-cloudstack": "S-1-5-21-7-8-9-1106",
+        "lab\\gmsa-cloudstack$": "S-1-5-21-7-8-9-1107",
         "nt service\\hyperv-agent": "S-1-5-80-1-2-3-4-5"})
     restricted: dict[str, str] = field(default_factory=dict)  # folder: the account's SID
     rights: dict[str, set[str]] = field(default_factory=dict)  # SID: rights of its own
@@ -105,13 +113,23 @@ class MemoryHost:
         service = self._get(name)
         service.state = replace(service.state, start=start)
 
+    def _check_password(self, spec: ServiceSpec, password: str | None) -> None:
+        # CreateService and ChangeServiceConfig: the password of a managed service account
+        # or a virtual account "must be NULL". Microsoft names no error for one given: the
+        # refusal is modelled as ERROR_INVALID_PARAMETER.
+        if spec.account and takes_no_password(spec.account) and password is not None:
+            raise ServiceSetupError(f"installing service '{spec.name}': The parameter is "
+                                    "incorrect. (87)")
+
     def create_service(self, spec: ServiceSpec, password: str | None) -> None:
+        self._check_password(spec, password)
         if spec.name in self.services:
             raise ServiceSetupError(f"service '{spec.name}' exists (1073)")
         service = self.add_service(spec.name, RunState.STOPPED, spec.start, spec.account)
         service.spec, service.password = spec, password
 
     def update_service(self, spec: ServiceSpec, password: str | None) -> None:
+        self._check_password(spec, password)
         service = self._get(spec.name)
         service.spec, service.password = spec, password
         service.state = replace(service.state, start=spec.start, account=spec.account)

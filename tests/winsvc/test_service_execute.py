@@ -8,11 +8,13 @@ from dataclasses import replace
 from pathlib import Path, PureWindowsPath
 
 import pytest
+from click.testing import CliRunner
 
+from hyperv_agent.cli import main
 from hyperv_agent.config import load_config
 from hyperv_agent.errors import ServiceSetupError
-from hyperv_agent.winsvc import plan
-from hyperv_agent.winsvc.host import RunState, StartType
+from hyperv_agent.winsvc import commands, plan
+from hyperv_agent.winsvc.host import RunState, StartType, takes_no_password
 from hyperv_agent.winsvc.paths import FIREWALL_RULE, SERVICE_NAME, ServicePaths
 from tests.winsvc.memoryhost import TRANSITION_LOOKS, MemoryHost, StepClock
 
@@ -292,3 +294,49 @@ def test_a_service_stuck_stopping_is_neither_asked_again_nor_started() -> None:
                                                 "after 60 s: it cannot be started before it "
                                                 "has stopped"):
         run(plan.start_plan(WHERE), host)
+
+
+@pytest.fixture
+def cli_host(monkeypatch: pytest.MonkeyPatch) -> MemoryHost:
+    """`hyperv-agent service ...` carried out against an in-memory Windows host."""
+    host = MemoryHost()
+    monkeypatch.setattr(commands, "on_windows", lambda: True)
+    monkeypatch.setattr(commands, "windows_host", lambda: host)
+    monkeypatch.setenv("PROGRAMDATA", "C:\\ProgramData")
+    return host
+
+
+@pytest.mark.parametrize("account", ["LAB\\gmsa-cloudstack$", "NT SERVICE\\hyperv-agent"])
+def test_install_as_a_managed_or_virtual_account_asks_no_password_and_gives_none(
+        cli_host: MemoryHost, account: str) -> None:
+    result = CliRunner().invoke(main, ["service", "install", "--user", account], input="")
+    assert result.exit_code == 0, result.output
+    assert "password" not in result.output
+    service = cli_host.services[SERVICE_NAME]
+    assert (service.state.account, service.password) == (account, None)
+    assert running(cli_host, SERVICE_NAME)
+
+
+def test_install_as_a_managed_service_account_refuses_a_password(cli_host: MemoryHost) -> None:
+    result = CliRunner().invoke(main, ["service", "install", "--user", "LAB\\gmsa-cloudstack$",
+                                       "--password", "S3cr3t!x"])
+    assert (result.exit_code, result.stderr) == (2, (
+        "error: --password: LAB\\gmsa-cloudstack$ is a managed service account, a virtual "
+        "account or a built-in service account, which Windows runs a service as without a "
+        "password; leave --password out\n"))
+    assert cli_host.services == {}
+
+
+def test_install_as_a_user_account_still_asks_its_password(cli_host: MemoryHost) -> None:
+    result = CliRunner().invoke(main, ["service", "install", "--user", "LAB\\svc-cloudstack"],
+                                input="S3cr3t!x\n")
+    assert result.exit_code == 0, result.output
+    assert cli_host.services[SERVICE_NAME].password == "S3cr3t!x"
+
+
+@pytest.mark.parametrize("account, none", [
+    ("LAB\\gmsa$", True), ("gmsa$@lab.example", True), ("nt service\\hyperv-agent", True),
+    ("NT AUTHORITY\\NetworkService", True), ("LAB\\svc-cloudstack", False),
+    (".\\cloudstack", False), ("svc@lab.example", False)])
+def test_which_accounts_take_no_password(account: str, none: bool) -> None:
+    assert takes_no_password(account) is none

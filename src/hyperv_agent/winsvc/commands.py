@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hyperv_agent.errors import AgentError
-from hyperv_agent.winsvc.host import ServiceHost, StartType
+from hyperv_agent.winsvc.host import ServiceHost, StartType, takes_no_password
 from hyperv_agent.winsvc.paths import ServicePaths, on_windows
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ _dry_run = click.option("--dry-run", is_flag=True,
               help="Run the service under this account (default: LocalSystem), e.g. the "
                    "account the C# agent ran as, for the same access to SMB shares.")
 @click.option("--password", help="The account's password (asked for when --user is given "
-                                 "without it).")
+                                 "without it; none for a managed service account, "
+                                 "DOMAIN\\name$, or NT SERVICE\\name).")
 @click.option("--delayed-start", is_flag=True, help="Start automatically, delayed.")
 @_dry_run
 def install(replace_csharp_agent: bool, account: str | None, password: str | None,
@@ -88,7 +89,13 @@ def install(replace_csharp_agent: bool, account: str | None, password: str | Non
         _fail(f"--user {account!r}: name the account as DOMAIN\\USER, or .\\{account} for "
               "a local account of this host (Windows refuses a bare user name for a service)")
         return
-    if account and password is None and not dry_run:
+    if account and takes_no_password(account):
+        if password is not None:
+            _fail(f"--password: {account} is a managed service account, a virtual account "
+                  "or a built-in service account, which Windows runs a service as without "
+                  "a password; leave --password out")
+            return
+    elif account and password is None and not dry_run:
         password = click.prompt(f"password of {account}", hide_input=True)
     options = plan.InstallOptions(
         replace_csharp_agent=replace_csharp_agent, account=account, password=password,

@@ -59,6 +59,17 @@ class ServiceSpec:
     shutdown_timeout_s: int = 10
 
 
+def takes_no_password(account: str) -> bool:
+    """True for the accounts a service is set to run as without a password: managed service
+    accounts, standalone or group (``DOMAIN\\name$``, ``name$@domain``), whose password the
+    service manager must be given as NULL, as it must for virtual accounts
+    (``NT SERVICE\\name``); and LocalService and NetworkService (``NT AUTHORITY\\...``),
+    which have none (CreateService, ChangeServiceConfig: ``lpPassword``)."""
+    domain, _, name = account.rpartition("\\")
+    return (name.partition("@")[0].endswith("$")
+            or domain.lower() in ("nt service", "nt authority"))
+
+
 @dataclass(frozen=True)
 class FirewallRule:
     """An inbound allow rule for one TCP port (a name without spaces: one argument)."""
