@@ -31,7 +31,12 @@ import pytest
 WIN_LOCAL_SYSTEM_SID, WIN_BUILTIN_ADMINISTRATORS_SID = 22, 26  # WELL_KNOWN_SID_TYPE
 SE_FILE_OBJECT = 1
 DACL_SECURITY_INFORMATION = 0x4
-PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000
+#: winnt.h's 0x80000000L, as pywin32's SWIG module exports it: a C long, so negative. The
+#: calls parse SECURITY_INFORMATION with "l" (a 32-bit signed long on Windows), which
+#: refuses the positive 0x80000000 (OverflowError); pywin32's own demo
+#: (win32/Demos/security/set_file_audit.py) passes the exported constant to
+#: SetNamedSecurityInfo.
+PROTECTED_DACL_SECURITY_INFORMATION = -0x80000000
 FILE_ALL_ACCESS = 0x1F01FF
 OBJECT_INHERIT_ACE, CONTAINER_INHERIT_ACE = 1, 2
 ACL_REVISION = 2
@@ -74,8 +79,11 @@ PROGRAM_DATA_DACL = [(OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE, FILE_ALL_ACCES
 
 
 def _int(value: object, what: str) -> int:
+    """An argument pywin32 parses with "l" or "i": a C long or int, 32 bits on Windows."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{what}: an integer is required, not {type(value).__name__}")
+    if not -2**31 <= value < 2**31:
+        raise OverflowError(f"{what}: Python int too large to convert to C long")
     return value
 
 

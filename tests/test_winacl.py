@@ -89,6 +89,18 @@ def test_a_folder_restricted_for_a_named_account_is_no_longer_readable_by_all(
     assert winacl.readable_by_all(tmp_path) == ()
 
 
+def test_security_information_is_passed_as_the_signed_long_pywin32_parses(
+        security: pywin32_fake.Security, tmp_path: Path) -> None:
+    import win32security
+
+    # winnt.h's unsigned PROTECTED_DACL_SECURITY_INFORMATION overflows pywin32's "l"
+    with pytest.raises(OverflowError):
+        win32security.SetNamedSecurityInfo(str(tmp_path), win32security.SE_FILE_OBJECT,
+                                           0x80000004, None, None, win32security.ACL(), None)
+    winacl.restrict(tmp_path)  # pywin32's own constant, a negative C long, is what it takes
+    assert security.dacls[str(tmp_path)][0] == 0x80000004 - 2**32
+
+
 def test_start_on_windows_warns_once_naming_a_folder_every_local_user_can_read(
         security: pywin32_fake.Security, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
