@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent.errors import HostFileError
+from hyperv_agent.hostfs import local as local_files
 from hyperv_agent.hostfs.local import LocalFiles
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
@@ -34,3 +35,20 @@ async def test_copy_file_fails_in_one_line_and_creates_nothing_when_the_source_i
     with pytest.raises(HostFileError, match=r"cannot copy .*absent\.vhdx .*No such file"):
         await LocalFiles().copy_file(str(tmp_path / "absent.vhdx"), str(tmp_path / "t.vhdx"))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("resolved", "plain"), [
+    ("\\\\?\\C:\\pool\\" + "d" * 250 + "\\disk.vhdx", "C:\\pool\\" + "d" * 250 + "\\disk.vhdx"),
+    ("\\\\?\\UNC\\fs1\\share\\" + "d" * 250, "\\\\fs1\\share\\" + "d" * 250),
+    ("C:\\pool", "C:\\pool"),
+    ("/srv/pool/disk.vhdx", "/srv/pool/disk.vhdx"),
+])
+def test_a_long_path_windows_resolves_in_its_extended_form_compares_plainly(
+    monkeypatch: pytest.MonkeyPatch, resolved: str, plain: str,
+) -> None:
+    """Windows' realpath gives a path it cannot shorten below MAX_PATH (a host without long
+    path support) as \\\\?\\C:\\... or \\\\?\\UNC\\..., a short one plainly: the link check
+    compares both plainly, or a volume deep in a pool whose root is short would read as
+    leaving the pool."""
+    monkeypatch.setattr(os.path, "realpath", lambda _: resolved)
+    assert local_files._resolved(Path("any")) == plain

@@ -97,9 +97,9 @@ class LocalFiles(HostFiles):
         return await asyncio.to_thread(self._first_out, root, steps)
 
     def _first_out(self, root: str, steps: tuple[str, ...]) -> str | None:
-        real_root = Path(os.path.realpath(self.local(root)))
+        real_root = Path(_resolved(self.local(root)))
         for step in steps:
-            if not Path(os.path.realpath(self.local(step))).is_relative_to(real_root):
+            if not Path(_resolved(self.local(step))).is_relative_to(real_root):
                 return step
         return None
 
@@ -162,3 +162,15 @@ def _replace(path: Path, data: bytes) -> None:
     aside = path.with_name(f".{path.name}.tmp")
     aside.write_bytes(data)
     aside.replace(path)
+
+
+def _resolved(path: Path) -> str:
+    r"""``path`` with every link followed, in its plain form. On Windows ``realpath`` gives
+    a path it cannot shorten below MAX_PATH (260 characters, on a host without long path
+    support) in its extended form, ``\\?\C:\...`` or ``\\?\UNC\server\share\...``,
+    and a shorter one plainly: a long step of a pool whose root is short would not read
+    as below the root, and a volume deep in its pool would be refused as leaving it."""
+    real = os.path.realpath(path)
+    if real.startswith("\\\\?\\UNC\\"):
+        return "\\\\" + real[len("\\\\?\\UNC\\"):]
+    return real.removeprefix("\\\\?\\")
