@@ -8,8 +8,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from hyperv_agent.config import load_config
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
 
 
@@ -162,3 +163,41 @@ def test_every_documented_sample_loads_as_written_and_with_its_comments_taken_ou
         except ConfigError as error:
             problems.append(f"{variant}: {error}")
     assert not problems, f"{where}:\n" + "\n".join(problems)
+
+
+def _settings(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every setting of ``model`` as ``section.key``, nested sections walked."""
+    found = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            found += _settings(kind, f"{prefix}{name}.")
+        else:
+            found.append(f"{prefix}{name}")
+    return found
+
+
+def test_the_readme_sample_configuration_names_every_setting() -> None:
+    # An operator learns the settings from the README's sample: one left out of it is one
+    # nobody sets (the local pool's folder, the log level, a certificate logon's files).
+    text = DOCUMENTS[0].read_text()
+    start = text.index("\n## Configuration\n")
+    (sample,) = re.findall(r"```toml\n(.*?)```", text[start:text.index("\n## ", start + 1)],
+                           re.S)
+    tables: set[str] = set()
+    named: set[str] = set()
+    table = ""
+    for line in sample.splitlines():
+        header = re.match(r"\s*\[([\w.]+)\]", line)
+        if header:
+            table = header.group(1)
+            tables.add(table)
+            continue
+        # a setting, commented out or not, or one a comment offers ("or password = ...")
+        named.update(f"{table}.{key}" for key in re.findall(r"(?:^|#\s*|\bor\s+)(\w+) =",
+                                                            line))
+    missing = [key for key in _settings(AgentConfig) if key not in named
+               and not key.startswith(("agent.smb_credentials", "emulator.drives",
+                                       "emulator.shares"))]
+    assert not missing, f"settings the README's sample configuration leaves out: {missing}"
+    assert {"agent.smb_credentials", "emulator.drives", "emulator.shares"} <= tables
