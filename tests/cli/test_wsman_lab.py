@@ -12,10 +12,17 @@ checks the same host. Two arrangements:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shlex
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.cli import lab
+from tests.cli.test_first_minutes import README
 from tests.doctor.test_doctor import CHECKS, DEPLOY
 from tests.samba import Samba, free_port
 
@@ -101,3 +108,35 @@ console_relay_listen = ""
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert f"\\\\{admin_share.server}\\C$ (administrative share): readable and writable" \
         in doctor.stdout
+
+
+def test_readme_face_lab_deploys_as_pasted(tmp_path: Path) -> None:
+    # The README's lab through the WinRM face, its folder, ports and `./dev` prefix swapped
+    # for a temporary folder, free ports and this interpreter: the shared configuration
+    # must name drive C and the image store for both processes, or the agent writes where
+    # the emulated host never looks.
+    text = README.read_text()
+    start = text.index("\n### The emulator as a WinRM host")
+    (block,) = [found for found in re.findall(r"```sh\n(.*?)```",
+                                               text[start:text.index("\n## ", start)], re.S)
+                if "probe --deploy" in found]
+    here = f"{shlex.quote(sys.executable)} -m hyperv_agent.cli"
+    script = (block.replace("/srv/face-lab", str(tmp_path / "face-lab"))
+              .replace(":5985", f":{free_port()}").replace("./dev agent", here)
+              .replace("./dev probe", f"{here} probe"))
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1",
+                   "HYPERV_AGENT_LISTEN": f"127.0.0.1:{free_port()}",
+                   "HYPERV_AGENT_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}
+    output, errors = tmp_path / "stdout", tmp_path / "stderr"  # the face and agent it
+    with output.open("w") as out_file, errors.open("w") as error_file:  # leaves write too
+        lab_run = subprocess.Popen(["bash", "-euc", script], env=environment,
+                                   stdout=out_file, stderr=error_file, start_new_session=True)
+        try:
+            lab_run.wait(timeout=180)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(lab_run.pid, signal.SIGTERM)
+    out = output.read_text()
+    assert lab_run.returncode == 0, out + errors.read_text()
+    assert "copy template" in out and "delete volume" in out, out
+    assert list((tmp_path / "face-lab" / "C").rglob("*.vhdx")), "the template landed on C"
