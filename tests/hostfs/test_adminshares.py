@@ -35,6 +35,24 @@ def test_relative_paths_are_refused(path: str) -> None:
         _files().remote(path)
 
 
+@pytest.mark.parametrize("path", ["\\\\?\\C:\\pool\\disk.vhdx", "\\\\.\\C:\\pool", "//?/C:/pool",
+                                  "\\\\?\\UNC\\fs1\\share\\t.vhd", "\\\\?\\Volume{0b1c}\\pool",
+                                  "\\\\.\\PhysicalDrive0"])
+def test_device_namespace_paths_are_refused_not_sent_to_a_server_named_after_them(
+        path: str) -> None:
+    """``\\\\?\\C:\\pool`` (a host's long form, as a local_storage_path copied from
+    PowerShell may be) would reach SMB as a share of a server ``?``; it is refused by name
+    instead, before anything is sent, as everywhere else the agent takes a path."""
+    smb = SmbFiles()
+    files = AdminShareFiles(smb, "hv01", None)
+    with pytest.raises(PathNotAllowed, match=r"namespace, which the host's administrative "
+                                             r"shares do not reach: give its drive path"):
+        files.remote(path)
+    with pytest.raises(PathNotAllowed, match="namespace"):
+        asyncio.run(files.make_dirs(path))
+    assert smb.open_connections == 0
+
+
 def test_wsman_backend_uses_the_mapped_folders_of_a_shared_configuration(tmp_path: Path) -> None:
     config_file = tmp_path / "lab.toml"
     config_file.write_text(f"""[agent]

@@ -14,6 +14,7 @@ from pathlib import PureWindowsPath
 from typing import BinaryIO
 
 from hyperv_agent.errors import PathNotAllowed
+from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.hostfs.smb import SmbFiles
@@ -35,7 +36,14 @@ class AdminShareFiles(HostFiles):
     def remote(self, path: str) -> str:
         """``path`` as the host's SMB clients see it; PathNotAllowed for a relative one,
         drive-relative ones (``C:pool``, which Windows reads from the current folder of
-        drive C:) included."""
+        drive C:) included, and for one in the ``\\\\?\\`` or ``\\\\.\\`` namespace, which
+        looks like a UNC path to a server named ``?`` or ``.``: the agent takes no such
+        path anywhere (``locations``), and its drive path reaches the same file."""
+        if locations.in_device_namespace(path):
+            raise PathNotAllowed(
+                f"path {locations.quoted(path)} is in Windows' \\\\?\\ or \\\\.\\ namespace, "
+                "which the host's administrative shares do not reach: give its drive path "
+                "(C:\\...) or its UNC path (\\\\server\\share\\...)")
         pure = PureWindowsPath(path)
         drive = pure.drive
         if drive.startswith("\\\\"):

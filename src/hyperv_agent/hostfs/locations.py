@@ -6,7 +6,9 @@
   written (no ``.`` or ``..``).
 * ``confine`` / ``confine_absolute``: the Windows path of a request path inside a pool
   root, or ``PathNotAllowed``; ``contains``, ``same_folder`` and ``steps_below`` compare
-  and walk such paths; ``is_admin_share`` names Windows' administrative shares.
+  and walk such paths; ``is_admin_share`` names Windows' administrative shares;
+  ``in_device_namespace`` tells the ``\\\\?\\`` and ``\\\\.\\`` forms, refused wherever a
+  path is taken.
 
 Everything here is pure string work on Windows paths (no I/O, never ``os.path``).
 Error messages are one line and never contain a password.
@@ -389,6 +391,15 @@ def is_admin_share(share: str) -> bool:
     return name in _ADMIN_SHARES or (len(name) == 2 and name[0].isalpha() and name[1] == "$")
 
 
+def in_device_namespace(path: str) -> bool:
+    """Whether ``path`` is in Windows' ``\\\\?\\`` or ``\\\\.\\`` namespace (``\\\\?\\C:\\...``,
+    ``\\\\?\\UNC\\...``, ``\\\\?\\Volume{guid}\\...``, ``\\\\.\\PhysicalDrive0``), with either
+    separator. Such a path is no UNC path, though it starts as one: its "server" is ``?``
+    or ``.``. Pure."""
+    text = path.replace("/", "\\")
+    return text.startswith("\\\\") and text[2:].split("\\", 1)[0] in ("?", ".")
+
+
 def _is_within(base: _AbsolutePath, target: _AbsolutePath, strictly: bool = True) -> bool:
     if _upcase(base.anchor) != _upcase(target.anchor):
         return False
@@ -417,7 +428,7 @@ def _parse_absolute(path: str, error: type[AgentError], what: str) -> _AbsoluteP
 
 def _parse_unc(text: str, original: str, error: type[AgentError], what: str) -> _AbsolutePath:
     pieces = text[2:].split("\\")
-    if pieces[0] in ("?", "."):
+    if in_device_namespace(text):
         raise error(f"{what} {quoted(original)} uses the \\\\?\\ or \\\\.\\ device namespace")
     if len(pieces) < 2 or not pieces[0] or not pieces[1]:
         raise error(f"{what} {quoted(original)} lacks a server or share")
