@@ -4,12 +4,14 @@ rights and local groups, in memory.
 It keeps the rules the steps rely on: a start or stop takes a few looks at the state to
 complete, a disabled service refuses to start, a service whose start or stop is pending
 refuses a stop and ignores a start (as Windows answers ControlService and StartService),
-creating an existing service fails, and a service can be made to hang while stopping or to
-die right after starting.
+creating an existing service fails, a service's virtual account (``NT SERVICE\\name``) is
+known only while that service is installed, and a service can be made to hang while
+stopping or to die right after starting.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 from hyperv_agent.errors import ServiceSetupError
@@ -20,9 +22,18 @@ from hyperv_agent.winsvc.host import (
     ServiceState,
     StartType,
     takes_no_password,
+    virtual_account_service,
 )
 
 TRANSITION_LOOKS = 2  # state reads a start or stop stays pending
+
+
+def service_sid(name: str) -> str:
+    """The SID of a service's virtual account, as ``sc.exe showsid`` prints it: S-1-5-80
+    and the SHA-1 of the upper-cased name (UTF-16LE) as five little-endian numbers."""
+    digest = hashlib.sha1(name.upper().encode("utf-16-le")).digest()
+    numbers = (int.from_bytes(digest[i:i + 4], "little") for i in range(0, 20, 4))
+    return "S-1-5-80-" + "-".join(str(n) for n in numbers)
 
 
 @dataclass
@@ -48,8 +59,7 @@ class MemoryHost:
     #: Accounts by name (lower case) to SID; the others are unknown (1332).
     accounts: dict[str, str] = field(default_factory=lambda: {
         "lab\\svc": "S-1-5-21-7-8-9-1105", "lab\\svc-cloudstack": "S-1-5-21-7-8-9-1106",
-        "lab\\gmsa-cloudstack$": "S-1-5-21-7-8-9-1107",
-        "nt service\\hyperv-agent": "S-1-5-80-1-2-3-4-5"})
+        "lab\\gmsa-cloudstack$": "S-1-5-21-7-8-9-1107"})
     restricted: dict[str, str] = field(default_factory=dict)  # folder: the account's SID
     rights: dict[str, set[str]] = field(default_factory=dict)  # SID: rights of its own
     groups: dict[str, set[str]] = field(default_factory=lambda: {"S-1-5-32-578": set()})
@@ -179,6 +189,9 @@ class MemoryHost:
         self.files.pop(path.lower(), None)
 
     def account_sid(self, account: str) -> str:
+        service = virtual_account_service(account)
+        if service is not None and service.lower() in {n.lower() for n in self.services}:
+            return service_sid(service)
         if account.lower() not in self.accounts:
             raise ServiceSetupError(f"no account {account!r}: No mapping between account "
                                     "names and security IDs was done. (LookupAccountName, "

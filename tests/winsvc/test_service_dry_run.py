@@ -116,6 +116,21 @@ def test_install_as_an_account_grants_it_what_the_services_console_would() -> No
     assert listed[8].startswith("Install service 'hyperv-agent'")
 
 
+def test_install_as_the_virtual_account_creates_the_service_before_granting_it() -> None:
+    result = dry_run("install", "--user", "NT SERVICE\\hyperv-agent")
+    assert result.output.startswith("service install: 13 steps")
+    listed, typed = steps(result), commands(result)
+    assert listed[3] == ("Let only SYSTEM, Administrators and, once service 'hyperv-agent' "
+                         f"is installed, NT SERVICE\\hyperv-agent open {ROOT} and what it holds "
+                         "(a protected access list, inherited; %ProgramData% lets every local "
+                         "user read)")
+    assert typed[3] == (f'icacls "{ROOT}" /inheritance:r /grant:r "*S-1-5-18:(OI)(CI)F" '
+                        '"*S-1-5-32-544:(OI)(CI)F"')
+    assert listed[6].startswith("Install service 'hyperv-agent'")
+    assert typed[7].endswith('"NT SERVICE\\hyperv-agent:(OI)(CI)F"')
+    assert [line.split(" ", 1)[0] for line in listed[8:10]] == ["Grant", "Add"]
+
+
 @off_windows
 def test_install_without_dry_run_off_windows_is_one_line_and_changes_nothing() -> None:
     result = CliRunner().invoke(main, ["service", "install", "--replace-csharp-agent"])

@@ -16,7 +16,7 @@ from hyperv_agent.errors import ServiceSetupError
 from hyperv_agent.winsvc import commands, plan
 from hyperv_agent.winsvc.host import RunState, StartType, takes_no_password
 from hyperv_agent.winsvc.paths import FIREWALL_RULE, SERVICE_NAME, ServicePaths
-from tests.winsvc.memoryhost import TRANSITION_LOOKS, MemoryHost, StepClock
+from tests.winsvc.memoryhost import TRANSITION_LOOKS, MemoryHost, StepClock, service_sid
 
 WHERE = ServicePaths(PureWindowsPath("C:\\ProgramData\\hyperv-agent"))
 CSHARP = "CloudStack Hyper-V Agent"
@@ -227,11 +227,30 @@ def test_what_the_account_had_before_the_install_stays_after_remove() -> None:
     assert host.groups["S-1-5-32-578"] == {SVC_SID}
 
 
-def test_a_virtual_account_needs_no_logon_right() -> None:
+def test_a_virtual_account_is_given_its_folder_and_group_once_its_service_exists() -> None:
+    """Windows knows ``NT SERVICE\\hyperv-agent`` only once the service is installed
+    (LookupAccountName: 1332 before): a fresh install creates the service first, then lets
+    its account into the folder and Hyper-V Administrators; it needs no logon right."""
     host = MemoryHost()
     lines = install(host, account="NT SERVICE\\hyperv-agent")
-    assert lines[6].endswith(": not needed: a built-in or virtual service account")
-    assert host.rights == {}
+    sid = service_sid(SERVICE_NAME)
+    assert lines[3].endswith("restricted; NT SERVICE\\hyperv-agent is let in once the service "
+                             "is installed")
+    assert lines[6].startswith("[7/13] Install service 'hyperv-agent'")
+    assert lines[6].endswith(": installed")
+    assert lines[7].startswith("[8/13] Let only SYSTEM, Administrators and NT SERVICE")
+    assert lines[7].endswith(": restricted")
+    assert lines[8].endswith(": not needed: a built-in or virtual service account")
+    assert lines[9].endswith("for `service remove`: added")
+    assert host.restricted == {"c:\\programdata\\hyperv-agent": sid}
+    assert host.groups["S-1-5-32-578"] == {sid} and host.rights == {}
+    assert running(host, SERVICE_NAME)
+    again = install(host, account="NT SERVICE\\hyperv-agent")  # the account keeps its folder
+    assert again[3].endswith(": restricted") and again[9].endswith(": already a member")
+    run(plan.remove_plan(WHERE), host)
+    assert host.groups["S-1-5-32-578"] == set() and SERVICE_NAME not in host.services
+    with pytest.raises(ServiceSetupError, match="1332"):  # gone with its service
+        host.account_sid("NT SERVICE\\hyperv-agent")
 
 
 def test_an_unknown_account_stops_the_install_before_the_service_is_created() -> None:
@@ -315,6 +334,14 @@ def test_install_as_a_managed_or_virtual_account_asks_no_password_and_gives_none
     service = cli_host.services[SERVICE_NAME]
     assert (service.state.account, service.password) == (account, None)
     assert running(cli_host, SERVICE_NAME)
+
+
+def test_install_refuses_the_virtual_account_of_another_service(cli_host: MemoryHost) -> None:
+    result = CliRunner().invoke(main, ["service", "install", "--user", "NT SERVICE\\vmms"])
+    assert (result.exit_code, result.stderr) == (2, (
+        "error: --user NT SERVICE\\vmms: a virtual account runs only the service it is named "
+        "after; for this one give NT SERVICE\\hyperv-agent\n"))
+    assert cli_host.services == {}
 
 
 def test_install_as_a_managed_service_account_refuses_a_password(cli_host: MemoryHost) -> None:

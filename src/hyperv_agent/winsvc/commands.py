@@ -16,8 +16,13 @@ from typing import TYPE_CHECKING
 import click
 
 from hyperv_agent.errors import AgentError
-from hyperv_agent.winsvc.host import ServiceHost, StartType, takes_no_password
-from hyperv_agent.winsvc.paths import ServicePaths, on_windows
+from hyperv_agent.winsvc.host import (
+    ServiceHost,
+    StartType,
+    takes_no_password,
+    virtual_account_service,
+)
+from hyperv_agent.winsvc.paths import SERVICE_NAME, ServicePaths, on_windows
 
 if TYPE_CHECKING:
     from hyperv_agent.winsvc import importing, plan
@@ -70,7 +75,8 @@ _dry_run = click.option("--dry-run", is_flag=True,
                    "then start this agent in its place.")
 @click.option("--user", "account", metavar="DOMAIN\\USER",
               help="Run the service under this account (default: LocalSystem), e.g. the "
-                   "account the C# agent ran as, for the same access to SMB shares.")
+                   "account the C# agent ran as, for the same access to SMB shares, or the "
+                   "service's own virtual account, NT SERVICE\\hyperv-agent.")
 @click.option("--password", help="The account's password (asked for when --user is given "
                                  "without it; none for a managed service account, "
                                  "DOMAIN\\name$, or NT SERVICE\\name).")
@@ -88,6 +94,11 @@ def install(replace_csharp_agent: bool, account: str | None, password: str | Non
     if account and "\\" not in account and "@" not in account:
         _fail(f"--user {account!r}: name the account as DOMAIN\\USER, or .\\{account} for "
               "a local account of this host (Windows refuses a bare user name for a service)")
+        return
+    virtual = virtual_account_service(account) if account else None
+    if virtual is not None and virtual.lower() != SERVICE_NAME.lower():
+        _fail(f"--user {account}: a virtual account runs only the service it is named after; "
+              f"for this one give NT SERVICE\\{SERVICE_NAME}")
         return
     if account and takes_no_password(account):
         if password is not None:

@@ -70,6 +70,14 @@ def takes_no_password(account: str) -> bool:
             or domain.lower() in ("nt service", "nt authority"))
 
 
+def virtual_account_service(account: str) -> str | None:
+    """The service whose virtual account ``account`` is (``NT SERVICE\\name``: the name is
+    the service's, and the account is that service's alone), else None. Windows resolves
+    such a name (LookupAccountName) only once that service is installed."""
+    domain, _, name = account.rpartition("\\")
+    return name if domain.lower() == "nt service" and name else None
+
+
 @dataclass(frozen=True)
 class FirewallRule:
     """An inbound allow rule for one TCP port (a name without spaces: one argument)."""

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from hyperv_agent.errors import ServiceSetupError
 from hyperv_agent.winsvc import paths, steps
-from hyperv_agent.winsvc.host import FirewallRule, ServiceHost, ServiceSpec, StartType
+from hyperv_agent.winsvc.host import (
+    FirewallRule,
+    ServiceHost,
+    ServiceSpec,
+    StartType,
+    virtual_account_service,
+)
 from hyperv_agent.winsvc.paths import ServicePaths
 from hyperv_agent.winsvc.steps import Clock, Step
 
@@ -80,22 +86,32 @@ def install_plan(where: ServicePaths, options: InstallOptions) -> Plan:
 def _prepare(where: ServicePaths, options: InstallOptions) -> tuple[Step, ...]:
     """The folder, restricted before agent.toml is written into it (and inherited by what
     is there already); a ``--user`` account's logon right and group before the service
-    is created, so a mistyped account stops the install before anything of the service."""
+    is created, so a mistyped account stops the install before anything of the service.
+    A virtual account (``NT SERVICE\\hyperv-agent``) is the other way round: Windows
+    knows it only once the service is installed, so the service is created first and the
+    account given the folder, its right and its group after."""
     rule = FirewallRule(paths.FIREWALL_RULE, paths.AGENT_PORT)
     account: tuple[Step, ...] = ()
+    restrict = steps.RestrictFolder(str(where.root), options.account)
+    virtual = bool(options.account and virtual_account_service(options.account))
     if options.account:
         record = str(where.grants_file)
         account = (steps.GrantServiceLogon(options.account, record),
                    steps.JoinHyperVAdministrators(options.account, record))
+    if virtual:
+        account = (restrict, *account)
+        restrict = steps.RestrictFolder(str(where.root), options.account, paths.SERVICE_NAME)
+    before, after = ((), account) if virtual else (account, ())
     return (
         steps.MakeDirectory(str(where.root)),
         steps.MakeDirectory(str(where.logs_dir)),
-        steps.RestrictFolder(str(where.root), options.account),
+        restrict,
         steps.WriteDefaultConfig(str(where.config_file), DEFAULT_CONFIG,
                                  "backend auto, listening on 0.0.0.0:8250"),
         steps.RegisterEventSource(paths.SERVICE_NAME),
-        *account,
+        *before,
         steps.InstallService(service_spec(options), options.password),
+        *after,
         steps.RestartOnFailure(paths.SERVICE_NAME, RESTART_DELAY_S),
         steps.AddFirewallRule(rule),
     )

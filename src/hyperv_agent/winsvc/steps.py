@@ -438,13 +438,25 @@ class DeleteService:
 @dataclass(frozen=True)
 class RestrictFolder:
     """Keep the service's folder (agent.toml, which may hold SMB passwords, the pool
-    registry, state, logs) from the local users ``%ProgramData%`` lets read what it holds."""
+    registry, state, logs) from the local users ``%ProgramData%`` lets read what it holds.
+
+    ``service``: ``account`` is that service's virtual account (``NT SERVICE\\name``),
+    which Windows knows only once the service is installed; until then the folder is
+    restricted to SYSTEM and Administrators, and a later step, after the install, lets
+    the account in. An installed service's account is let in at once, so a repeated
+    install never takes the folder from the running service."""
 
     path: str
     account: str | None  # DOMAIN\\user; None: LocalSystem
+    service: str | None = None
 
     @property
     def text(self) -> str:
+        if self.service is not None:
+            return (f"Let only SYSTEM, Administrators and, once service '{self.service}' is "
+                    f"installed, {self.account} open {self.path} and what it holds (a "
+                    "protected access list, inherited; %ProgramData% lets every local user "
+                    "read)")
         return (f"Let only SYSTEM, Administrators and {self.account or 'LocalSystem'} open "
                 f"{self.path} and what it holds (a protected access list, inherited; "
                 "%ProgramData% lets every local user read)")
@@ -452,11 +464,14 @@ class RestrictFolder:
     @property
     def command(self) -> str:
         grants = [f'"*{winacl.LOCAL_SYSTEM}:(OI)(CI)F"', f'"*{winacl.ADMINISTRATORS}:(OI)(CI)F"']
-        if self.account:
+        if self.account and self.service is None:
             grants.append(f'"{self.account}:(OI)(CI)F"')
         return f'icacls "{self.path}" /inheritance:r /grant:r {" ".join(grants)}'
 
     def run(self, host: ServiceHost, clock: Clock) -> str:
+        if self.service is not None and host.service_state(self.service) is None:
+            host.restrict_folder(self.path, winacl.LOCAL_SYSTEM)
+            return f"restricted; {self.account} is let in once the service is installed"
         sid = winacl.LOCAL_SYSTEM if self.account is None else host.account_sid(self.account)
         host.restrict_folder(self.path, sid)
         return "restricted"
