@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import sys
+from collections.abc import Iterator
+
+import pytest
+
 from hyperv_agent.winsvc import tools
 from hyperv_agent.winsvc.host import FirewallRule
 
@@ -49,3 +55,30 @@ def test_restart_on_failure_restarts_three_times_and_counts_error_stops() -> Non
 
 def test_a_task_name_with_spaces_stays_one_argument() -> None:
     assert tools.shown(tools.task_delete("\\My Task")) == 'schtasks /Delete /TN "\\My Task" /F'
+
+
+@pytest.fixture
+def german_oem_code_page() -> Iterator[None]:
+    """Python's ``oem`` codec, which exists on Windows only, as a German host's (850)."""
+    def search(name: str) -> codecs.CodecInfo | None:
+        return codecs.lookup("cp850") if name == "oem" else None
+
+    codecs.register(search)
+    try:
+        yield
+    finally:
+        codecs.unregister(search)
+
+
+# netsh on a German host, no rule of that name: "No rules match the specified criteria."
+NO_RULE = "Es wurden keine Regeln gefunden, die den angegebenen Kriterien entsprechen. Ä Ü ß"
+
+
+@pytest.mark.usefixtures("german_oem_code_page")
+def test_a_tools_answer_is_read_in_the_oem_code_page_it_is_written_in() -> None:
+    """A console tool writes into a pipe in the OEM code page (850 on a German host), not
+    in the ANSI one (1252), in which its Ä Ü ß would read as Ž š á."""
+    writes = f"import sys; sys.stdout.buffer.write({NO_RULE.encode('cp850')!r})"
+    done = tools.run([sys.executable, "-c", writes], timeout_s=30)
+    assert (done.returncode, done.stdout) == (0, NO_RULE)
+    assert NO_RULE.encode("cp850").decode("cp1252") != NO_RULE  # what the ANSI page reads

@@ -1,6 +1,7 @@
-"""The Windows tools the service's steps run, as argument lists, and how their answers
-read: the one home of every ``netsh``, ``sc.exe`` and ``schtasks`` command line the agent
-runs (other steps go through pywin32; their dry-run lines are equivalents to type).
+"""The Windows tools the service's steps run, as argument lists, how they are run and how
+their answers read (in the OEM code page): the one home of every ``netsh``, ``sc.exe`` and
+``schtasks`` command line the agent runs (other steps go through pywin32; their dry-run
+lines are equivalents to type).
 
 Arguments are lists (never a shell string), built only from the agent's own constants;
 the dry run shows them as Windows would see them (:func:`shown`).
@@ -15,11 +16,25 @@ import subprocess
 from hyperv_agent.winsvc.host import FirewallRule
 
 RESET_PERIOD_S = 86400  # the failure count starts again after a day without failures
+#: What ``netsh``, ``sc.exe`` and ``schtasks`` write into a pipe: text in the OEM code page
+#: (850 on a German or French host, 437 on an English one), as console programs do, not
+#: the ANSI code page (1252) that ``text=True`` decodes by default. Python's ``oem`` codec
+#: (Windows only) is CP_OEMCP. A console switched with ``chcp`` is not followed: the
+#: service's steps run these tools for their exit status, task names and error lines,
+#: and the OEM code page is what they write with the console's default.
+OUTPUT_ENCODING = "oem"
 
 
 def shown(argv: list[str]) -> str:
     """``argv`` as one Windows command line."""
     return subprocess.list2cmdline(argv)
+
+
+def run(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """Run one of these tools and read what it says (:data:`OUTPUT_ENCODING`; a byte it
+    does not map becomes U+FFFD). OSError and TimeoutExpired are the caller's."""
+    return subprocess.run(argv, capture_output=True, encoding=OUTPUT_ENCODING,
+                          errors="replace", timeout=timeout_s, check=False)
 
 
 def firewall_show(name: str) -> list[str]:

@@ -61,8 +61,7 @@ def _refused(what: str, error: pywintypes.error) -> ServiceSetupError:
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, errors="replace",
-                              timeout=_TOOL_TIMEOUT_S, check=False)
+        return tools.run(argv, _TOOL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise ServiceSetupError(f"{tools.shown(argv)}: {error}") from None
 
