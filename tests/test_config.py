@@ -201,3 +201,26 @@ def test_the_readme_sample_configuration_names_every_setting() -> None:
                                        "emulator.shares"))]
     assert not missing, f"settings the README's sample configuration leaves out: {missing}"
     assert {"agent.smb_credentials", "emulator.drives", "emulator.shares"} <= tables
+
+
+@pytest.mark.parametrize("key", ["local_storage_path", "local_secondary_storage_path"])
+@pytest.mark.parametrize(("root", "why"), [
+    ("pool", "is not an absolute drive"),
+    ("C:pool", "is not an absolute drive"),
+    ("\\\\?\\D:\\VMs", "device namespace"),
+    ("C:\\pool\\..\\other", "'..' segment"),
+])
+def test_a_local_pool_folder_registration_would_refuse_is_a_config_error(
+        tmp_path: Path, key: str, root: str, why: str) -> None:
+    """The local pool's folder (and the legacy download folder) is registered as a pool
+    root at every start: one registration refuses stops the start naming the setting,
+    instead of an agent that starts with its local pool quietly left out of the host's
+    registration."""
+    path = tmp_path / "agent.toml"
+    path.write_text(f"[agent]\n{key} = '{root}'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert key in message and why in message, message
+    path.write_text(f"[agent]\n{key} = 'D:\\VMs\\pool'\n")
+    assert getattr(load_config(path).agent, key) == "D:\\VMs\\pool"

@@ -60,8 +60,9 @@ from pydantic import (
 )
 
 from hyperv_agent.emulator.config import EmulatorConfig, SwitchType, Vendor
-from hyperv_agent.errors import ConfigError
+from hyperv_agent.errors import AgentError, ConfigError
 from hyperv_agent.handlers.heartbeat import DEFAULT_INTERVAL_S, DEFAULT_STALE_S
+from hyperv_agent.hostfs import locations
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
@@ -202,6 +203,19 @@ class AgentSection(_Section):
             if not _SMB_SERVER.fullmatch(server):
                 raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
         return servers
+
+    @field_validator("local_storage_path", "local_secondary_storage_path")
+    @classmethod
+    def _storage_root(cls, root: str) -> str:
+        """A folder the agent registers as a pool root or downloads into: an absolute drive
+        or UNC path, as registration takes it (a relative path, a device-namespace one, a name
+        Windows misreads would start the agent with its local pool quietly left out of the
+        host's registration)."""
+        try:
+            locations.root_to_register("", root, "Filesystem")
+        except AgentError as error:
+            raise ValueError(str(error)) from None
+        return root
 
     @field_validator("smb_credentials")
     @classmethod
