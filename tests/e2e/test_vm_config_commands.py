@@ -415,6 +415,23 @@ async def test_unplug_nic_hot_removes_nic_when_generation_2_vm_runs(running: Run
     assert (await cim.get(vm.path))["EnabledState"] == 2
 
 
+async def test_unplug_nic_sent_again_after_the_nic_is_gone_succeeds_changing_nothing(
+    running: Running,
+) -> None:
+    """The management server sends UnPlugNic again when it lost the answer, and keeps the
+    NIC in its database while the unplug fails: a MAC the VM no longer has is success, as
+    the KVM agent answers it, and nothing changes."""
+    await _vm(running, "i-2-66-VM", generation=2)
+    assert (await running.answer(PLUG, _plug("i-2-66-VM")))[1]["result"] is True
+    body = {"instanceName": "i-2-66-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}}
+    assert (await running.answer(UNPLUG, body))[1]["result"] is True
+    before = await _config(running, "i-2-66-VM")
+    key, answer = await running.answer(UNPLUG, body)
+    assert (key, answer["result"]) == (UNPLUG_ANSWER, True), answer
+    assert answer["details"] == "VM i-2-66-VM has no NIC with MAC 02004A8E0021: nothing to unplug"
+    assert await _config(running, "i-2-66-VM") == before
+
+
 async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
     running: Running,
 ) -> None:
@@ -438,8 +455,6 @@ async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
     (PLUG, _plug("i-2-64-VM", networkRateMbps=1 << 40),
      "NIC 02004A8E0021: networkRateMbps 1099511627776 is more than 2147483647"),
     (PLUG, _plug("i-2-64-VM", mac="00:00:00:00:00:00"), "is all zeros"),
-    (UNPLUG, {"instanceName": "i-2-64-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}},
-     "no NIC with MAC 02004A8E0021"),
     (UNPLUG, {"instanceName": "i-9-99-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}},
      "no VM 'i-9-99-VM'"),
     (UNPLUG, {"nic": {"mac": NEW_MAC}, "contextMap": {}}, "names no instanceName"),

@@ -218,7 +218,10 @@ class VmConfigHandlers:
         loses the NIC and its port. Another running VM, or a paused or saved one, cannot
         lose a NIC: its port is disconnected and its VLAN removed instead, so it becomes a
         spare. No VM name or
-        NIC, an unknown VM or MAC: a failed answer, nothing changed. Afterwards the NIC
+        NIC, or an unknown VM: a failed answer, nothing changed. A MAC the VM has no NIC
+        of is success, nothing changed, as the KVM agent answers it: the NIC was unplugged
+        before, and the management server's retry after a lost answer must not fail for
+        ever (it keeps the NIC in its database while the unplug fails). Afterwards the NIC
         carries no traffic. 2 queries (+1 the first time) + 1 call and 1 job wait (up to 2
         and 2 when the NIC cannot be removed).
         """
@@ -231,10 +234,11 @@ class VmConfigHandlers:
             vm = await vms.find_vm(self.hv, name)
             found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
-            if vm is None or present is None:
-                raise InvalidRequest("nothing changed: " + (
-                    f"there is no VM {name!r} on this host" if vm is None
-                    else f"VM {name} has no NIC with MAC {mac}"))
+            if vm is None:
+                raise InvalidRequest(f"nothing changed: there is no VM {name!r} on this host")
+            if present is None:  # unplugged before: a retry after a lost answer
+                return UnPlugNicAnswer(result=True, details=(
+                    f"VM {name} has no NIC with MAC {mac}: nothing to unplug"))
             if await self._nics_fixed(vm, found) is None:
                 await nics.remove(self.hv, present)
                 return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
