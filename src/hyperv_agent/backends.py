@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TYPE_CHECKING
 
 from hyperv_agent.cim.api import Cim
@@ -87,12 +87,22 @@ def open_host(config: AgentConfig, choose: Chooser = choose_for_this_host,
     as a fresh one in a temporary folder, removed on close, instead of being created in
     the state directory. With ``read_if_held``, an emulated host another process holds
     is read as it stored it, and changed in memory only (``EmulatorConfig.read_if_held``)."""
+    # The files of a host outside this process are known before it is opened: a
+    # configuration that cannot reach them (``remote_files``) stops here, nothing to close.
+    in_process = config.agent.backend == "emulator"
+    early = None if in_process else host_files(config)
     scratch = None
-    if leave_no_trace and _backend_name(config, None) == "emulator" \
-            and not _emulator_exists(config):
+    if leave_no_trace and in_process and not _emulator_exists(config):
         scratch = Path(tempfile.mkdtemp(prefix="hyperv-agent-"))
-    opened = _open(config, choose, mi_session, scratch, read_if_held)
-    files = host_files(config, opened.emulator)
+    try:
+        opened = _open(config, choose, mi_session, scratch, read_if_held)
+    except BaseException:
+        if early is not None:
+            early.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    files = early if early is not None else host_files(config, opened.emulator)
     return OpenedHost(HyperV(CountingCim(opened.backend)), files, opened.emulator,
                       opened.wsman, scratch, opened.on_this_machine)
 
@@ -286,13 +296,15 @@ def _base_files(config: AgentConfig, emulator: EmulatorCim | None) -> HostFiles:
 def remote_files(config: AgentConfig) -> HostFiles:
     """The files of the host a wsman backend drives. With ``[emulator.drives]`` or
     ``[emulator.shares]`` (the configuration an emulator's WinRM face was started with),
-    its mapped folders, reached from this process; otherwise the host's administrative
-    shares (``\\\\host\\C$``) over SMB with the WinRM account, as on a real host."""
-    if config.emulator.drives or config.emulator.shares:
+    its mapped folders, reached from this process (``mapped_host``); otherwise the host's
+    administrative shares (``\\\\host\\C$``) over SMB with the WinRM account, as on a
+    real host."""
+    mapped = mapped_host(config)
+    if mapped is not None:
         from hyperv_agent.emulator.files import EmulatedFiles
         from hyperv_agent.emulator.paths import HostPaths
 
-        return EmulatedFiles(HostPaths(emulator_config(config)))
+        return EmulatedFiles(HostPaths(mapped))
     from hyperv_agent.hostfs.adminshares import AdminShareFiles
     from hyperv_agent.hostfs.locations import Credentials
     from hyperv_agent.hostfs.smb import SmbFiles
@@ -303,6 +315,54 @@ def remote_files(config: AgentConfig) -> HostFiles:
         domain, _, user = settings.username.rpartition("\\")
         credentials = Credentials(user, domain, settings.password or "")
     return AdminShareFiles(SmbFiles(port=config.agent.smb_port), settings.host, credentials)
+
+
+def mapped_host(config: AgentConfig) -> EmulatorConfig | None:
+    """The emulated host whose folders a wsman backend reaches from this process, as
+    ``[emulator.drives]`` and ``[emulator.shares]`` map them; None when they map nothing
+    (the host's administrative shares are used).
+
+    What those tables leave out would default to folders of *this* process's state
+    directory, which the emulated host (served by ``emulator wsman`` from its own) never
+    sees: the agent would write volumes where the host does not look, and a command would
+    fail later, misleadingly. So the tables must map every drive the agent's paths name
+    (C, and those of ``local_storage_path`` and ``local_secondary_storage_path``) and at
+    least one share, the image store's (unless ``smb_servers`` reaches it over SMB);
+    ConfigError names what is missing. The one exception is the configuration's own
+    served host (``[emulator] winrm``, its state in this ``state_dir``): its defaults are
+    the folders that host uses."""
+    section = config.emulator
+    if not (section.drives or section.shares):
+        return None
+    host = emulator_config(config)
+    if section.winrm and _emulator_exists(config):
+        return host
+    mapped = {letter.rstrip(":").upper() for letter in section.drives}
+    missing = [f"drive {letter} ([emulator.drives] {letter} = the folder the emulated "
+               "host keeps it in)" for letter in _drives_named(config) if letter not in mapped]
+    if not section.shares and not config.agent.smb_routed_servers:
+        missing.append("the image store's share ([emulator.shares] '\\\\server\\share' = "
+                       "its folder, or its server in [agent] smb_servers to reach it over SMB)")
+    if missing:
+        raise ConfigError(
+            "backend wsman reaches the emulated host's files through the folders "
+            "[emulator.drives] and [emulator.shares] map, and they map none for "
+            f"{', nor for '.join(missing)}: left out, it would be a folder of this agent's "
+            f"state directory ({config.agent.state_dir}), which the emulated host never "
+            "sees. Map it as the configuration `emulator wsman` was started with does, or "
+            "remove both tables to reach the host's administrative shares")
+    return replace(host, shares=dict(section.shares))  # no default share of our own
+
+
+def _drives_named(config: AgentConfig) -> list[str]:
+    """The drive letters the agent's own paths name: C (the host's system drive) and
+    those of the local pool and the legacy secondary folder."""
+    letters = ["C"]
+    for path in (config.agent.local_storage_path, config.agent.local_secondary_storage_path):
+        drive = PureWindowsPath(path).drive
+        if len(drive) == 2 and drive[1] == ":" and drive[0].upper() not in letters:
+            letters.append(drive[0].upper())
+    return letters
 
 
 # --- WinRM ----------------------------------------------------------------------------------

@@ -80,6 +80,28 @@ C = "{tmp_path / 'C'}"
     assert "not ready: connection" in refused.stderr and "wrong" not in refused.stdout
 
 
+def test_an_agent_whose_shared_config_maps_only_drive_c_stops_at_start_naming_the_share(
+        tmp_path: Path) -> None:
+    # The face keeps its image store in its own state directory; an agent left to default
+    # would look for templates in one of its own, and fail each copy later, misleadingly.
+    config = tmp_path / "lab.toml"
+    config.write_text(f'[emulator.drives]\nC = "{tmp_path / "C"}"\n')
+    with lab.face(config, tmp_path / "host", USER, PASSWORD) as url:
+        wsman = _wsman(url, USER, PASSWORD)
+        served = lab.command("serve", "--config", str(config), "--state-dir",
+                             str(tmp_path / "agent"), "--listen", f"127.0.0.1:{free_port()}",
+                             "--admin-listen", f"127.0.0.1:{free_port()}", *wsman,
+                             timeout_s=30)
+        doctor = _doctor(config, tmp_path / "doctor", *wsman)
+    assert served.returncode == 2, served.stdout + served.stderr
+    (line,) = served.stderr.splitlines()
+    assert line.startswith("error: backend wsman reaches the emulated host's files")
+    assert "the image store's share ([emulator.shares]" in line
+    assert doctor.returncode == 1
+    first = doctor.stdout.splitlines()[0]
+    assert first.startswith("FAIL  connection") and "[emulator.shares]" in first
+
+
 def test_agent_on_wsman_deploys_through_the_hosts_administrative_shares(
         tmp_path: Path, admin_share: Samba) -> None:
     lab.make_template(admin_share.other_share_dir)

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent.backends import remote_files
-from hyperv_agent.config import load_config
+from hyperv_agent.backends import emulator_config, host_files, open_host, remote_files
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.files import EmulatedFiles
-from hyperv_agent.errors import HostFileError, PathNotAllowed
+from hyperv_agent.emulator.lab import open_emulator
+from hyperv_agent.errors import ConfigError, HostFileError, PathNotAllowed
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hostfs.smb import SmbFiles
 from tests.samba import Samba
 
@@ -53,27 +55,92 @@ def test_device_namespace_paths_are_refused_not_sent_to_a_server_named_after_the
     assert smb.open_connections == 0
 
 
-def test_wsman_backend_uses_the_mapped_folders_of_a_shared_configuration(tmp_path: Path) -> None:
+def _lab(tmp_path: Path, tables: str, agent: str = "", wsman: str = "") -> AgentConfig:
+    """An agent driving an emulated host over WinRM, with the lab configuration's
+    ``tables`` (``[emulator.drives]``, ``[emulator.shares]``)."""
     config_file = tmp_path / "lab.toml"
     config_file.write_text(f"""[agent]
 backend = "wsman"
+{agent}
 [wsman]
 url = "http://127.0.0.1:5985/wsman"
-[emulator.drives]
-C = "{tmp_path / 'C'}"
+{wsman}
+{tables}
 """)
-    files = remote_files(load_config(config_file, state_dir=tmp_path / "agent"))
+    return load_config(config_file, state_dir=tmp_path / "agent")
+
+
+def test_wsman_backend_uses_the_mapped_folders_of_a_shared_configuration(tmp_path: Path) -> None:
+    files = remote_files(_lab(tmp_path, f"""[emulator.drives]
+C = "{tmp_path / 'C'}"
+[emulator.shares]
+'\\\\fs1\\secondary' = "{tmp_path / 'secondary'}"
+"""))
     assert isinstance(files, EmulatedFiles)
     assert files.local("C:\\pool\\a.vhdx") == tmp_path / "C" / "pool" / "a.vhdx"
+    assert files.local("\\\\fs1\\secondary\\t.vhdx") == tmp_path / "secondary" / "t.vhdx"
 
 
-def test_wsman_backend_without_mappings_uses_admin_shares_with_its_account(
+def test_a_lab_configuration_mapping_only_drive_c_is_refused_naming_the_image_store(
         tmp_path: Path) -> None:
-    config = load_config(None, state_dir=tmp_path, backend="wsman", wsman={
-        "url": "https://hv01.lab:5986/wsman", "username": "LAB\\cloud", "password": "pw"})
+    # The emulated host's default image store is a folder of ITS state directory; this
+    # agent's default would be one of its own, never seen by the host.
+    with pytest.raises(ConfigError) as refused:
+        open_host(_lab(tmp_path, f'[emulator.drives]\nC = "{tmp_path / "C"}"\n'))
+    text = str(refused.value)
+    assert "the image store's share ([emulator.shares]" in text
+    assert "[agent] smb_servers" in text and str(tmp_path / "agent") in text
+    assert "drive C" not in text
+
+
+def test_a_lab_configuration_mapping_only_the_image_store_is_refused_naming_drive_c(
+        tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        remote_files(_lab(tmp_path, f"[emulator.shares]\n'\\\\fs1\\secondary' = "
+                                    f"\"{tmp_path / 'secondary'}\"\n"))
+    text = str(refused.value)
+    assert "map none for drive C ([emulator.drives] C = " in text
+    assert "image store" not in text
+
+
+def test_the_drive_of_the_local_pool_must_be_mapped_too(tmp_path: Path) -> None:
+    config = _lab(tmp_path, f"""[emulator.drives]
+C = "{tmp_path / 'C'}"
+[emulator.shares]
+'\\\\fs1\\secondary' = "{tmp_path / 'secondary'}"
+""", agent="local_storage_path = 'D:\\pool'")
+    with pytest.raises(ConfigError, match=r"map none for drive D \(\[emulator.drives\] D = "):
+        remote_files(config)
+
+
+def test_an_image_store_reached_over_smb_needs_no_share_and_gets_no_default_one(
+        tmp_path: Path) -> None:
+    config = _lab(tmp_path, f'[emulator.drives]\nC = "{tmp_path / "C"}"\n',
+                  agent='smb_servers = ["10.1.1.2"]')
+    files = host_files(config)
+    assert isinstance(files, RoutedFiles) and isinstance(files.base, EmulatedFiles)
+    # not a "secondary" folder of this agent's own state directory
+    with pytest.raises(HostFileError, match="no such share"):
+        files.base.local("\\\\HYPERV-EMU\\secondary\\t.vhdx")
+
+
+def test_the_configurations_own_served_host_is_reached_through_its_defaults(
+        tmp_path: Path) -> None:
+    # The README's cluster lab: `cim query --backend wsman --config hv-a.toml` beside the
+    # `serve` of hv-a.toml ([emulator] winrm), one state directory: the defaults are the
+    # served host's own folders.
+    config = _lab(tmp_path, f"""[emulator]
+winrm = true
+[emulator.shares]
+'\\\\127.0.0.1\\pool' = "{tmp_path / 'pool'}"
+""", wsman='username = "lab"\npassword = "Lab-Pa55word!"')
+    with pytest.raises(ConfigError, match="drive C"):  # no host served from there yet
+        remote_files(config)
+    asyncio.run(open_emulator(emulator_config(config)).close())
     files = remote_files(config)
-    assert isinstance(files, AdminShareFiles)
-    assert files.remote("C:\\x") == "\\\\hv01.lab\\C$\\x"
+    assert isinstance(files, EmulatedFiles)
+    assert files.local("C:\\pool\\a.vhdx") == \
+        tmp_path / "agent" / "emulator" / "drives" / "C" / "pool" / "a.vhdx"
 
 
 async def test_files_on_drive_c_are_reached_over_smb(admin_share: Samba) -> None:
