@@ -70,6 +70,9 @@ class Target:
     files: HostFiles
     clock: Callable[[], float] = field(default=time.time)
     wsman: WsmanCim | None = None  # the WinRM backend, when the host is reached over WinRM
+    #: The emulated host does not exist in ``state_dir`` yet: a fresh one, in a temporary
+    #: folder removed afterwards, stands for the one the first start makes.
+    throwaway: bool = False
 
     @property
     def pool(self) -> str:
@@ -118,9 +121,12 @@ async def connection(target: Target, _: Options) -> Check:
         fix = TLS_FIX if "certificate" in text else LISTENER_FIX
         return Check("connection", Status.FAIL, text, fix if _is_wsman(target) else
                      "see the error")
+    fresh = (f" (no emulated host in {target.config.agent.state_dir} yet: a fresh one, as "
+             "the first start makes it there, checked in a temporary folder and removed "
+             "afterwards)") if target.throwaway else ""
     return Check("connection", Status.OK, f"{target.where} answers: {facts.host_name}, "
                  f"{facts.os_caption} {facts.os_version}, {facts.cores} cores, "
-                 f"{facts.memory_bytes / GIB:.0f} GiB")
+                 f"{facts.memory_bytes / GIB:.0f} GiB{fresh}")
 
 
 async def limits(target: Target, _: Options) -> Check:

@@ -17,9 +17,12 @@ async def diagnose(config: AgentConfig, options: Options, play_deploy: bool = Fa
                    clock: Callable[[], float] = time.time) -> Report:
     """The report of every check on the host ``config`` names; with ``play_deploy`` the
     throwaway VM's lines follow, when every check passed."""
-    opened = open_host(config)
+    # A diagnostic installs nothing: an emulated host that does not exist yet is checked
+    # as a fresh one in a temporary folder (the connection line says so).
+    opened = open_host(config, leave_no_trace=True)
     try:
-        target = Target(config, opened.hyperv, opened.files, clock, opened.wsman)
+        target = Target(config, opened.hyperv, opened.files, clock, opened.wsman,
+                        throwaway=opened.scratch is not None)
         report = await run_checks(target, options)
         if play_deploy and report.passed:
             await deploy.play(target, report)
