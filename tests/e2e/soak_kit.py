@@ -21,18 +21,24 @@ SMB = "smb"  # the shared pool's key in the model; a host's name keys its local 
 STORE_URL = "cifs://10.1.1.1/secondary"
 TEMPLATE_PATH = "template/tmpl/2/201/tiny.vhdx"
 ISO_PATH = "iso/2/205/install.iso"
+TEMPLATE_UUID = "5c4a0e1a-0b1e-4f57-9a55-7f3d9e3c2a01"  # sample 12's template
 MIB = 1 << 20
 HOSTS = {"HV-A": "10.0.0.1", "HV-B": "10.0.0.2"}  # names and private addresses
 
 
-def host_config(folder: Path, name: str) -> AgentConfig:
+def host_config(folder: Path, name: str, listen: str, admin_listen: str) -> AgentConfig:
     """Cluster member ``name``: its state in ``folder/<name>``, the SMB pool's share and
-    the image store's share mapped to ``folder/primary`` and ``folder/secondary``."""
+    the image store's share mapped to ``folder/primary`` and ``folder/secondary``; it
+    serves CloudStack on ``listen`` and its health checks on ``admin_listen``. Its host
+    has 8 logical processors and 8 GiB of memory (a VM too large for it is refused)."""
     config = folder / f"{name}.toml"
     config.write_text(f"""[agent]
 local_storage_path = '{LOCAL_PATH}'
+allow_from = ["127.0.0.0/8"]
 [emulator]
 host_name = "{name}"
+cpus = 8
+memory_mb = 8192
 cluster_dir = "{folder / 'cluster'}"
 switches = ["vSwitch0"]
 [emulator.shares]
@@ -40,7 +46,8 @@ switches = ["vSwitch0"]
 '\\\\10.1.1.1\\secondary' = '{folder / "secondary"}'
 """)
     return load_config(config, state_dir=folder / name, backend="emulator",
-                       private_ip=HOSTS[name])
+                       private_ip=HOSTS[name], listen=listen, admin_listen=admin_listen,
+                       console_relay_listen="")
 
 
 def image_store(folder: Path) -> None:
@@ -88,12 +95,23 @@ class Volume:
     path: str = ""  # the agent's answer
     vm: str | None = None  # the VM it is attached to
     device_id: int = 0
-    fat: bool = False  # a FAT (fixed) offering's
+    provisioning: str = "THIN"  # its disk offering's: THIN, SPARSE or FAT (fixed)
+
+
+@dataclass
+class Nic:
+    """A NIC of a VM as the management server records it."""
+
+    mac: str
+    vlan: int | None  # None: untagged
+    connected: bool = True
 
 
 @dataclass
 class Vm:
-    """A VM as the management server records it: where it runs (None: stopped)."""
+    """A VM as the management server records it: where it runs (None: stopped); a
+    ``router`` (generation 2, so it takes and loses NICs while it runs) has NICs plugged
+    and unplugged; a VM on a security-group network has the rules last sent to it."""
 
     name: str
     number: int
@@ -101,6 +119,18 @@ class Vm:
     host: str | None = None
     data: list[Volume] = field(default_factory=list)
     iso: bool = False
+    router: bool = False
+    security_groups: bool = False
+    nics: list[Nic] = field(default_factory=list)  # the first is the guest NIC
+    seq: int = 0  # the last SecurityGroupRulesCmd's seqNum (0: none sent)
+    rules: frozenset[str] = frozenset()  # names of RULES the last one allowed
+    fresh: bool = True  # the agent now serving applied ``seq`` (not restarted since)
+    memory_mb: int = 512
+
+    def __post_init__(self) -> None:
+        if not self.nics:
+            mac = f"02:00:4c:5f:{self.number >> 8:02x}:{self.number & 0xff:02x}"
+            self.nics.append(Nic(mac, None if self.security_groups else 261))
 
 
 def volume_to(volume: Volume, vm: str | None = None) -> dict[str, Any]:
@@ -110,7 +140,7 @@ def volume_to(volume: Volume, vm: str | None = None) -> dict[str, Any]:
     to |= {"uuid": volume.uuid, "path": volume.path or volume.uuid, "size": volume.size,
            "volumeType": "ROOT" if volume.root else "DATADISK", "name": volume.uuid[:8],
            "deviceId": volume.device_id, "dataStore": store(volume.pool),
-           "provisioningType": "FAT" if volume.fat else "THIN"}
+           "provisioningType": volume.provisioning}
     if vm is None:
         to.pop("vmName")
     else:
@@ -183,11 +213,35 @@ def vm_to(vm: Vm, state: str = "Starting") -> dict[str, Any]:
            "uuid": f"a68c5325-84be-4f8b-ace1-{vm.number:012d}"}
     to["disks"] = [volume_disk(vm.root, vm.name),
                    *(volume_disk(v, vm.name) for v in vm.data), iso_disk(vm.iso)]
-    nic = to["nics"][0]
-    nic |= {"mac": f"02:00:4c:5f:{vm.number >> 8:02x}:{vm.number & 0xff:02x}",
-            "nicUuid": f"a5e6e3ba-7b1a-4867-964e-{vm.number:012d}",
-            "ip": f"10.1.{vm.number >> 8}.{vm.number & 0xff}"}
+    to |= {"minRam": vm.memory_mb * MIB, "maxRam": vm.memory_mb * MIB}
+    first = to["nics"][0]
+    first |= {"mac": vm.nics[0].mac, "nicUuid": f"a5e6e3ba-7b1a-4867-964e-{vm.number:012d}",
+              "ip": vm_ip(vm)}
+    if vm.security_groups:
+        first |= {"broadcastType": "Native", "broadcastUri": "vlan://untagged",
+                  "isolationUri": "ec2://untagged", "securityGroupEnabled": True}
+    if vm.router:
+        to["details"] = to["details"] | {"UEFI": "LEGACY"}  # generation 2
+    # the MS's TO lists the NICs it has plugged, not those it unplugged
+    to["nics"] = [first, *(nic_to(nic, index) for index, nic in enumerate(vm.nics)
+                           if index and nic.connected)]
     return to
+
+
+def vm_ip(vm: Vm) -> str:
+    return f"10.1.{vm.number >> 8}.{vm.number & 0xff}"
+
+
+def nic_to(nic: Nic, device_id: int) -> dict[str, Any]:
+    """The NicTO of a router's NIC on a public VLAN (PlugNicCommand's ``nic``)."""
+    vlan = f"vlan://{nic.vlan}" if nic.vlan is not None else "vlan://untagged"
+    return {"deviceId": device_id, "networkRateMbps": 200, "defaultNic": False,
+            "pxeDisable": True, "nicUuid": f"0b1c2d3e-4f50-4a6b-9c8d-{nic.mac.replace(':', '')}",
+            "mtu": 1500, "networkId": 300 + device_id, "mac": nic.mac,
+            "broadcastType": "Vlan", "type": "Public", "broadcastUri": vlan,
+            "isolationUri": vlan, "securityGroupEnabled": False, "name": "vSwitch0",
+            "ip": f"172.16.{device_id}.{int(nic.mac[-2:], 16)}", "netmask": "255.255.255.0",
+            "gateway": f"172.16.{device_id}.1"}
 
 
 def start_body(vm: Vm) -> dict[str, Any]:
@@ -234,3 +288,72 @@ def ping_body(host: str) -> dict[str, Any]:
     return {"hostType": "Routing", "hostId": list(HOSTS).index(host) + 1,
             "_hostVmStateReport": {}, "_gatewayAccessible": True, "_vnetAccessible": True,
             "contextMap": {}, "wait": 0}
+
+
+# --- NICs, security groups, storage migration --------------------------------------------
+
+#: The ingress rules a VM on a security-group network may be given, by name, and a
+#: conversation each lets in: (remote address, local port).
+RULES = {"ssh": ("tcp", 22, "192.168.1.0/24", "192.168.1.5"),
+         "web": ("tcp", 80, "10.9.0.0/16", "10.9.3.4")}
+
+
+def rules_body(vm: Vm, seq: int, allowed: frozenset[str]) -> dict[str, Any]:
+    """SecurityGroupRulesCmd (sample 50) of ``vm`` with seqNum ``seq``, letting in what
+    the RULES named ``allowed`` let in; egress open."""
+    from tests.e2e import sgkit
+
+    ingress = [sgkit.rule(proto, port, port, cidr) for name, (proto, port, cidr, _)
+               in sorted(RULES.items()) if name in allowed]
+    body = sgkit.rules_body(seq, ingress=ingress, egress=[])
+    body |= {"vmName": vm.name, "vmId": vm.number, "guestIp": vm_ip(vm),
+             "guestMac": vm.nics[0].mac, "vmTO": vm_to(vm, "Running")}
+    return body
+
+
+def plug_body(vm: Vm, nic: Nic, device_id: int) -> dict[str, Any]:
+    return {"nic": nic_to(nic, device_id), "instanceName": vm.name, "vmType": "User",
+            "contextMap": {}, "wait": 0}
+
+
+def unplug_body(vm: Vm, nic: Nic, device_id: int) -> dict[str, Any]:
+    return {"nic": nic_to(nic, device_id), "instanceName": vm.name, "contextMap": {},
+            "wait": 0}
+
+
+def modify_nic_body(vm: Vm, nic: Nic) -> dict[str, Any]:
+    """ModifyVmNicConfigCommand by MAC, as the MS's router code sends it."""
+    return {"vmName": vm.name, "vlan": str(nic.vlan) if nic.vlan is not None else "untagged",
+            "macAddress": nic.mac, "index": 0, "enable": False, "switchLableName": None,
+            "contextMap": {}, "wait": 0}
+
+
+def migrate_volume_body(volume: Volume, target: str, vm: str | None) -> dict[str, Any]:
+    """MigrateVolumeCommand (sample 43): ``volume`` into the pool ``target``."""
+    body: dict[str, Any] = copy.deepcopy(ms422_json("43_MigrateVolumeCommand.json"))
+    body |= {"volumePath": volume.path, "pool": filer(target), "sourcePool": filer(volume.pool),
+             "volumeType": "ROOT" if volume.root else "DATADISK"}
+    if vm is None:
+        body.pop("attachedVmName")
+    else:
+        body["attachedVmName"] = vm
+    return body
+
+
+def with_storage_body(vm: Vm, destination: str) -> dict[str, Any]:
+    """MigrateWithStorageCommand (sample 42): ``vm`` to ``destination``, each of its
+    volumes on the source's local pool to the destination's local pool."""
+    body: dict[str, Any] = copy.deepcopy(ms422_json("42_MigrateWithStorageCommand.json"))
+    sample = body["volumeToFilerAsList"][0]
+    pairs = []
+    for volume in (vm.root, *vm.data):
+        if volume.pool == SMB:
+            continue
+        t = copy.deepcopy(sample["t"]) | {
+            "id": int(volume.uuid[:8], 16), "name": volume.uuid[:8], "path": volume.path,
+            "size": volume.size, "type": "ROOT" if volume.root else "DATADISK",
+            "storagePoolType": "Filesystem", "storagePoolUuid": f"{volume.pool}-HypervResource",
+            "deviceId": volume.device_id}
+        pairs.append({"t": t, "u": filer(destination)})
+    return body | {"vm": vm_to(vm, "Running"), "volumeToFilerAsList": pairs,
+                   "tgtHost": HOSTS[destination]}

@@ -1,10 +1,17 @@
 """A soak test: random sequences of what a management server sends two hosts of one
-cluster (volumes made, deleted and grown; VMs deployed, started, stopped, rebooted and
-moved; data volumes and ISOs attached and detached; state reports, statistics and checks),
-over real HTTPS, each answer checked against a model of what the management server then
-believes, and after every step:
+cluster (templates copied, and copied again; THIN, SPARSE and FAT volumes made, deleted,
+grown and moved between a local pool and the SMB pool; VMs deployed, started, stopped,
+rebooted and moved, with or without their storage; data volumes and ISOs attached and
+detached; NICs of generation 2 VMs plugged, unplugged and moved to another VLAN;
+security-group rules sent, re-sent and sent late; starts that must fail; state reports,
+statistics and checks), over real HTTPS to agents run as ``hyperv-agent serve`` runs them
+and restarted now and then (once while a start is in flight), each answer checked against
+a model of what the management server then believes, and after every step:
 
-- each host's state report lists exactly the VMs the model has running there, PowerOn;
+- each host's state report lists exactly the VMs the model has running there, PowerOn,
+  and the host holds no other VM (a failed start leaves none behind);
+- each running VM has the NICs the model plugged, connected and on their VLANs, and one
+  with security-group rules lets in exactly what its last rules allow;
 - every volume file the model holds is there, and unchanged unless a command changed it
   or a running VM holds it;
 - each pool holds only the model's templates and volumes (and, in the shared pool, each
@@ -21,13 +28,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,18 +49,54 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import codec, names
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator import traffic
+from hyperv_agent.emulator.config import LatencyModel
+from hyperv_agent.emulator.portacl import Packet
+from hyperv_agent.service import build_agent, run_agent
 from tests.e2e import soak_kit as kit
-from tests.e2e.conftest import Running, serving
-from tests.e2e.soak_kit import HOSTS, MIB, SMB, Vm, Volume
+from tests.e2e.conftest import API, Running, client_context
+from tests.e2e.soak_kit import HOSTS, MIB, RULES, SMB, Nic, Vm, Volume
+from tests.s3server import free_port
 
 EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "5"))
 STEPS = int(os.environ.get("SOAK_STEPS", "20"))
 DATA_SEQS = (1, 2, 4, 5)  # device ids the MS gives data volumes (3 is the CD)
 MAX_VMS = 4
 MAX_IDLE_VOLUMES = 4
+MAX_RESTARTS = 2  # per sequence: each costs a second, and is as likely as any other rule
 COMMANDS = [0]  # commands sent over all examples (printed with -s when SOAK_EXAMPLES is set)
 TALLY: dict[tuple[str, bool], int] = {}  # (command, result) -> how many
+PROVISIONING = ("THIN", "SPARSE", "FAT")
+PUBLIC_VLANS = (300, 301, 302)
+TOO_LARGE_MB = 12 * 1024  # more memory than a host has (soak_kit.host_config)
+
+
+@contextlib.asynccontextmanager
+async def served(config: AgentConfig) -> AsyncIterator[Running]:
+    """The agent as ``hyperv-agent serve`` runs it (``run_agent``: what an earlier run
+    left is cleared first), answering on ``config``'s listen address; stopped as SIGTERM
+    stops it, giving the commands in flight their answers."""
+    agent = build_agent(config)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(run_agent(agent, stop))
+    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    url = f"https://{config.agent.listen}"
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            for _ in range(600):
+                assert not serving.done(), serving.result()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + API.rstrip("/")) as reply:
+                        if reply.status == 200:
+                            break
+                await asyncio.sleep(0.05)
+            yield Running(agent, url, session)
+        finally:  # the session stays open until the answers in flight are read
+            stop.set()
+            await serving
 
 
 class Soak(RuleBasedStateMachine):
@@ -58,13 +104,16 @@ class Soak(RuleBasedStateMachine):
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="soak-"))
         self.loop = asyncio.new_event_loop()
-        self.stack = contextlib.AsyncExitStack()
         self.agents: dict[str, Running] = {}
+        self.stacks: dict[str, contextlib.AsyncExitStack] = {}
+        self.configs: dict[str, AgentConfig] = {}
         self.templates: dict[str, str] = {}  # pool -> the template's file name there
         self.volumes: dict[str, Volume] = {}
         self.vms: dict[str, Vm] = {}
         self.digests: dict[str, str | None] = {}  # volume uuid -> file digest when idle
         self.numbers = iter(range(10, 10_000))
+        self.macs = iter(range(1, 10_000))
+        self.restarts = 0
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -120,21 +169,32 @@ class Soak(RuleBasedStateMachine):
 
     # --- set-up and tear-down -----------------------------------------------------------
 
-    @initialize()
-    def hosts(self) -> None:
+    def serve(self, host: str) -> None:
+        stack = self.stacks[host] = contextlib.AsyncExitStack()
+        self.agents[host] = self.run(stack.enter_async_context(served(self.configs[host])))
+
+    @initialize(again=st.tuples(st.booleans(), st.booleans(), st.booleans()))
+    def hosts(self, again: tuple[bool, bool, bool]) -> None:
+        """Both hosts, each with the SMB pool, and the template copied into the three
+        pools (``again``: and the copy sent again, the MS's retry after a lost answer)."""
         kit.image_store(self.folder)
         for name in HOSTS:
-            self.agents[name] = self.run(self.stack.enter_async_context(
-                serving(kit.host_config(self.folder, name), backend="emulator")))
+            self.configs[name] = kit.host_config(
+                self.folder, name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+            self.serve(name)
             self.pool_folder(name).mkdir(parents=True, exist_ok=True)
             self.succeeds(name, names.MODIFY_STORAGE_POOL_COMMAND, kit.smb_pool_body())
-        for pool, host in (("HV-A", "HV-A"), ("HV-B", "HV-B"), (SMB, "HV-A")):
-            answer = self.succeeds(host, names.COPY_COMMAND, kit.template_copy_body(pool))
-            self.templates[pool] = answer["newData"][kit.TEMPLATE_TO]["path"]
+        pools = (("HV-A", "HV-A"), ("HV-B", "HV-B"), (SMB, "HV-A"))
+        for (pool, host), twice in zip(pools, again, strict=True):
+            for _ in range(2 if twice else 1):
+                answer = self.succeeds(host, names.COPY_COMMAND, kit.template_copy_body(pool))
+                self.templates[pool] = answer["newData"][kit.TEMPLATE_TO]["path"]
+                assert self.templates[pool] == kit.TEMPLATE_UUID, answer
 
     def teardown(self) -> None:
         try:
-            self.run(self.stack.aclose())
+            for stack in self.stacks.values():
+                self.run(stack.aclose())
         finally:
             self.loop.close()
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -143,12 +203,14 @@ class Soak(RuleBasedStateMachine):
 
     @precondition(lambda self: len(self.idle_data()) < MAX_IDLE_VOLUMES)
     @rule(pool=st.sampled_from([*HOSTS, SMB]), size_mib=st.sampled_from([32, 64, 100]),
-          to=st.sampled_from(list(HOSTS)), fat=st.booleans(), again=st.booleans())
-    def create_volume(self, pool: str, size_mib: int, to: str, fat: bool, again: bool) -> None:
+          to=st.sampled_from(list(HOSTS)), provisioning=st.sampled_from(PROVISIONING),
+          again=st.booleans())
+    def create_volume(self, pool: str, size_mib: int, to: str, provisioning: str,
+                      again: bool) -> None:
         """A data volume; ``again``: the MS's retry after a lost answer, too."""
         host = pool if pool != SMB else to
         volume = self.new_volume(pool, size_mib * MIB, root=False)
-        volume.fat = fat
+        volume.provisioning = provisioning
         for _ in range(2 if again else 1):
             answer = self.succeeds(host, names.CREATE_OBJECT_COMMAND, kit.create_body(volume))
             volume.path = answer["data"][kit.VOLUME_TO]["path"]
@@ -184,8 +246,10 @@ class Soak(RuleBasedStateMachine):
             volume.pool if volume.pool != SMB else data.draw(st.sampled_from(list(HOSTS))))
         new_size = volume.size + 32 * MIB if grow else volume.size - 16 * MIB
         body = kit.resize_body(volume, new_size, vm.name if vm else None)
-        # A running VM's root is on IDE, which Hyper-V does not resize while it runs.
-        if not grow or (volume.root and vm is not None and vm.host is not None):
+        # A running generation 1 VM's root is on IDE, which Hyper-V does not resize while
+        # it runs (a generation 2 VM's is on SCSI).
+        if not grow or (volume.root and vm is not None and vm.host is not None
+                        and not vm.router):
             self.fails(host, names.RESIZE_VOLUME_COMMAND, body)
             return
         answer = self.succeeds(host, names.RESIZE_VOLUME_COMMAND, body)
@@ -197,17 +261,24 @@ class Soak(RuleBasedStateMachine):
 
     @precondition(lambda self: len(self.vms) < MAX_VMS)
     @rule(host=st.sampled_from(list(HOSTS)), on_smb=st.booleans(), iso=st.booleans(),
-          data=st.data())
-    def deploy(self, host: str, on_smb: bool, iso: bool, data: st.DataObject) -> None:
+          kind=st.sampled_from(["user", "router", "security groups"]),
+          provisioning=st.sampled_from(PROVISIONING), data=st.data())
+    def deploy(self, host: str, on_smb: bool, iso: bool, kind: str, provisioning: str,
+               data: st.DataObject) -> None:
+        """A VM deployed: its root volume copied from the template, then started. A
+        ``router`` is of generation 2 (NICs plugged while it runs); a VM on a
+        ``security groups`` network gets rules."""
         number = next(self.numbers)
         name = f"i-2-{number}-VM"
         root = self.new_volume(SMB if on_smb else host, 64 * MIB, root=True)
+        root.provisioning = provisioning
         answer = self.succeeds(host, names.COPY_COMMAND,
                                kit.root_copy_body(self.templates[root.pool], root, name))
         root.path = answer["newData"][kit.VOLUME_TO]["path"]
         root.vm = name
         self.volumes[root.uuid] = root
-        vm = Vm(name, number, root, iso=iso)
+        vm = Vm(name, number, root, iso=iso, router=kind == "router",
+                security_groups=kind == "security groups")
         self.vms[name] = vm
         spare = [v for v in self.idle_data() if self.reaches(host, v)]
         if data.draw(st.booleans()) and spare:
@@ -245,6 +316,7 @@ class Soak(RuleBasedStateMachine):
         for _ in range(2 if again else 1):
             self.succeeds(vm.host, names.STOP_COMMAND, kit.stop_body(vm.name))
         vm.host = None
+        vm.seq, vm.rules = 0, frozenset()  # the MS sends a started VM its rules anew
 
     @precondition(lambda self: bool(self.vms))
     @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
@@ -362,6 +434,186 @@ class Soak(RuleBasedStateMachine):
         self.succeeds(source, names.MIGRATE_COMMAND, kit.migrate_body(vm, destination))
         vm.host = destination
 
+    # --- the agent restarted ------------------------------------------------------------
+
+    @precondition(lambda self: self.restarts < MAX_RESTARTS and bool(self.running()))
+    @rule(host=st.sampled_from(list(HOSTS)))
+    def restart(self, host: str) -> None:
+        """The agent stopped and started again on its state directory, as an upgrade or a
+        service restart between two pings does: its VMs go on running, the MS sends no
+        StartupCommand, and every later answer is as before."""
+        self.restarts += 1
+        self.run(self.stacks[host].aclose())
+        self.serve(host)
+        TALLY[("(agent restarted)", True)] = TALLY.get(("(agent restarted)", True), 0) + 1
+        for vm in self.running(host):
+            vm.fresh = False  # the seqNums applied were known to the process that stopped
+
+    @precondition(lambda self: self.restarts < MAX_RESTARTS and any(
+        vm.host is None and all(v.pool in (SMB, "HV-A") for v in (vm.root, *vm.data))
+        for vm in self.vms.values()))
+    @rule(data=st.data())
+    def restart_while_starting(self, data: st.DataObject) -> None:
+        """The agent stopped (SIGTERM) while it starts a VM on a slow host: the StartCommand
+        in flight is answered before it stops, and the VM runs."""
+        host = "HV-A"
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None
+             and all(self.reaches(host, d) for d in (v.root, *v.data))),
+            key=lambda v: v.name)))
+        self.restarts += 1
+        agent = self.agents[host]
+        emulated = agent.emulator.host
+        quick = emulated.config
+        emulated.config = dataclasses.replace(quick, latency=LatencyModel(job_s=0.05))
+
+        async def stopped_mid_start() -> tuple[str, dict[str, Any]]:
+            start = asyncio.create_task(agent.answer(names.START_COMMAND, kit.start_body(vm)))
+            while not agent.agent.dispatch.in_flight and not start.done():
+                await asyncio.sleep(0.005)
+            await self.stacks[host].aclose()
+            return await start
+
+        try:
+            key, fields = self.run(stopped_mid_start())
+        finally:
+            emulated.config = quick
+        COMMANDS[0] += 1
+        tally = ("StartCommand (agent stopped meanwhile)", bool(fields["result"]))
+        TALLY[tally] = TALLY.get(tally, 0) + 1
+        assert (key, fields["result"]) == (names.START_ANSWER, True), fields
+        vm.host = host
+        self.serve(host)
+
+    # --- security groups ------------------------------------------------------------------
+
+    @precondition(lambda self: any(vm.security_groups for vm in self.running()))
+    @rule(data=st.data(), allowed=st.frozensets(st.sampled_from(sorted(RULES))),
+          how=st.sampled_from(["new", "new", "again", "older"]))
+    def security_group_rules(self, data: st.DataObject, allowed: frozenset[str],
+                             how: str) -> None:
+        """SecurityGroupRulesCmd: a new ruleset; ``again``: the last one re-sent (the MS
+        re-sends a VM's rules after it moved); ``older``: one of an older seqNum arriving
+        late, answered with success and ignored."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.running() if v.security_groups), key=lambda v: v.name)))
+        assert vm.host is not None
+        if how == "again" and vm.seq:
+            self.succeeds(vm.host, names.SECURITY_GROUP_RULES_CMD,
+                          kit.rules_body(vm, vm.seq, vm.rules))
+            return
+        if how == "older" and vm.seq > 1 and vm.fresh:
+            self.succeeds(vm.host, names.SECURITY_GROUP_RULES_CMD,
+                          kit.rules_body(vm, vm.seq - 1, allowed))
+            return
+        vm.seq += 1
+        self.succeeds(vm.host, names.SECURITY_GROUP_RULES_CMD,
+                      kit.rules_body(vm, vm.seq, allowed))
+        vm.rules, vm.fresh = allowed, True
+
+    # --- NICs -----------------------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.running()))
+    @rule(data=st.data(), vlan=st.sampled_from(PUBLIC_VLANS), again=st.booleans())
+    def plug_nic(self, data: st.DataObject, vlan: int, again: bool) -> None:
+        """PlugNicCommand of a new public NIC (``again``: and its retry): a generation 2
+        VM takes it while it runs, a generation 1 one is refused, nothing changed."""
+        vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        assert vm.host is not None
+        if len(vm.nics) >= 4:
+            return
+        number = next(self.macs)
+        nic = Nic(f"06:00:4c:00:{number >> 8:02x}:{number & 0xff:02x}", vlan)
+        body = kit.plug_body(vm, nic, len(vm.nics))
+        if not vm.router:
+            self.fails(vm.host, names.PLUG_NIC_COMMAND, body)
+            return
+        for _ in range(2 if again else 1):
+            self.succeeds(vm.host, names.PLUG_NIC_COMMAND, body)
+        vm.nics.append(nic)
+
+    @precondition(lambda self: any(len(vm.nics) > 1 for vm in self.running()))
+    @rule(data=st.data())
+    def unplug_nic(self, data: st.DataObject) -> None:
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.running() if len(v.nics) > 1), key=lambda v: v.name)))
+        assert vm.host is not None
+        index = data.draw(st.integers(1, len(vm.nics) - 1))
+        self.succeeds(vm.host, names.UNPLUG_NIC_COMMAND,
+                      kit.unplug_body(vm, vm.nics[index], index))
+        del vm.nics[index]
+
+    @precondition(lambda self: any(len(vm.nics) > 1 for vm in self.running()))
+    @rule(data=st.data(), vlan=st.sampled_from(PUBLIC_VLANS))
+    def modify_nic(self, data: st.DataObject, vlan: int) -> None:
+        """ModifyVmNicConfigCommand by MAC: a router's public NIC moved to another VLAN."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.running() if len(v.nics) > 1), key=lambda v: v.name)))
+        assert vm.host is not None
+        nic = data.draw(st.sampled_from(vm.nics[1:]))
+        nic.vlan = vlan
+        self.succeeds(vm.host, names.MODIFY_VM_NIC_CONFIG_COMMAND, kit.modify_nic_body(vm, nic))
+
+    # --- storage migration ----------------------------------------------------------------
+
+    @precondition(lambda self: bool(self.volumes))
+    @rule(data=st.data())
+    def migrate_volume(self, data: st.DataObject) -> None:
+        """MigrateVolumeCommand between a host's local pool and the SMB pool: a running
+        VM's disk by Hyper-V's storage migration, another volume copied."""
+        volume = data.draw(st.sampled_from(sorted(self.volumes.values(), key=lambda v: v.uuid)))
+        vm = self.vms.get(volume.vm or "")
+        if vm is not None and vm.host is not None:
+            host = vm.host
+        else:
+            host = volume.pool if volume.pool != SMB else data.draw(st.sampled_from(list(HOSTS)))
+        if not self.reaches(host, volume):
+            return
+        target = SMB if volume.pool != SMB else host
+        answer = self.succeeds(host, names.MIGRATE_VOLUME_COMMAND,
+                               kit.migrate_volume_body(volume, target,
+                                                       vm.name if vm is not None else None))
+        assert answer["volumePath"] == volume.path, answer
+        assert not self.file_of(volume).exists()
+        volume.pool = target
+        self.digests[volume.uuid] = None
+
+    @precondition(lambda self: any(
+        any(v.pool != SMB for v in (vm.root, *vm.data)) for vm in self.running()))
+    @rule(data=st.data())
+    def migrate_with_storage(self, data: st.DataObject) -> None:
+        """MigrateWithStorageCommand: a VM with disks on its host's local pool moved with
+        them to the other host's local pool."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.running() if any(d.pool != SMB for d in (v.root, *v.data))),
+            key=lambda v: v.name)))
+        source = vm.host
+        assert source is not None
+        destination = next(name for name in HOSTS if name != source)
+        answer = self.succeeds(source, names.MIGRATE_WITH_STORAGE_COMMAND,
+                               kit.with_storage_body(vm, destination))
+        moved = [v for v in (vm.root, *vm.data) if v.pool != SMB]
+        assert sorted(t["path"] for t in answer["volumeTos"]) == sorted(v.path for v in moved)
+        for volume in moved:
+            volume.pool = destination
+        vm.host = destination
+
+    # --- starts that must fail --------------------------------------------------------------
+
+    @precondition(lambda self: any(vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def start_too_large(self, data: st.DataObject, host: str) -> None:
+        """A VM with more memory than the host has: the StartCommand fails and leaves no
+        VM behind."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        vm.memory_mb = TOO_LARGE_MB
+        try:
+            self.fails(host, names.START_COMMAND, kit.start_body(vm))
+        finally:
+            vm.memory_mb = 512
+        self.fails(host, names.CHECK_VIRTUAL_MACHINE_COMMAND, kit.vm_body(vm.name))
+
     # --- what holds after every step ----------------------------------------------------
 
     @invariant()
@@ -395,6 +647,38 @@ class Soak(RuleBasedStateMachine):
             self.digests[volume.uuid] = digest
         for folder, files in wanted.items():
             assert sorted(p.name for p in folder.iterdir()) == sorted(files), folder
+
+    @invariant()
+    def nics_are_as_plugged(self) -> None:
+        for vm in self.running():
+            assert vm.host is not None
+            answer = self.succeeds(vm.host, names.GET_VM_CONFIG_COMMAND, kit.vm_body(vm.name))
+            shown = [(n["macAddress"].lower(), n["state"], n["vlanid"]) for n in answer["nics"]]
+            assert shown == [(nic.mac.replace(":", ""), nic.connected,
+                              "-1" if nic.vlan is None else str(nic.vlan)) for nic in vm.nics
+                             ], (vm, answer)
+
+    @invariant()
+    def rules_let_in_what_they_allow(self) -> None:
+        for vm in self.running():
+            if not vm.security_groups or not vm.seq:
+                continue
+            assert vm.host is not None
+            emulated = self.agents[vm.host].emulator.host
+            for name, (proto, port, _, remote) in RULES.items():
+                packet = Packet.inbound(proto, remote, kit.vm_ip(vm), local_port=port)
+                assert traffic.connects(emulated, vm.name, vm.nics[0].mac, packet) is (
+                    name in vm.rules), (vm, name)
+
+    @invariant()
+    def hosts_hold_only_the_running_vms(self) -> None:
+        """No VM is left defined that the MS does not have running there (a failed start
+        leaves nothing behind)."""
+        for host, agent in self.agents.items():
+            found = self.run(agent.emulator.query(wql.select(
+                "Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine"))))
+            assert sorted(str(vm["ElementName"]) for vm in found) == sorted(
+                vm.name for vm in self.running(host)), host
 
     @invariant()
     def agents_serve(self) -> None:
