@@ -224,3 +224,15 @@ def test_a_local_pool_folder_registration_would_refuse_is_a_config_error(
     assert key in message and why in message, message
     path.write_text(f"[agent]\n{key} = 'D:\\VMs\\pool'\n")
     assert getattr(load_config(path).agent, key) == "D:\\VMs\\pool"
+
+
+def test_an_empty_secondary_folder_says_there_is_none_and_an_empty_pool_folder_is_refused(
+        tmp_path: Path) -> None:
+    """local_secondary_storage_path empty: no folder for legacy nfs:// downloads (they fail
+    saying so); local_storage_path empty names no pool folder and fails the load."""
+    path = tmp_path / "agent.toml"
+    path.write_text("[agent]\nlocal_secondary_storage_path = ''\n")
+    assert load_config(path).agent.local_secondary_storage_path == ""
+    path.write_text("[agent]\nlocal_storage_path = ''\n")
+    with pytest.raises(ConfigError, match="local_storage_path"):
+        load_config(path)

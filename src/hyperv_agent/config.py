@@ -55,6 +55,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -206,11 +207,14 @@ class AgentSection(_Section):
 
     @field_validator("local_storage_path", "local_secondary_storage_path")
     @classmethod
-    def _storage_root(cls, root: str) -> str:
+    def _storage_root(cls, root: str, info: ValidationInfo) -> str:
         """A folder the agent registers as a pool root or downloads into: an absolute drive
         or UNC path, as registration takes it (a relative path, a device-namespace one, a name
         Windows misreads would start the agent with its local pool quietly left out of the
-        host's registration)."""
+        host's registration). An empty ``local_secondary_storage_path`` says there is none
+        (legacy nfs:// downloads then fail saying so)."""
+        if root == "" and info.field_name == "local_secondary_storage_path":
+            return root
         try:
             locations.root_to_register("", root, "Filesystem")
         except AgentError as error:
