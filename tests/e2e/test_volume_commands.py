@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hyperv_agent.config import load_config
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.handlers.vm import VmSettings
@@ -68,6 +68,21 @@ local_storage_path = 'C:\\pool'
 """)
     async with serving(load_config(config)) as running:
         yield running
+
+
+def _pool_with_room(tmp_path: Path, free: int | None = None) -> AgentConfig:
+    """The agent on an emulated host with the local pool C:\\pool, on a volume with
+    ``free`` bytes free (the lab's figure; the machine's own when None)."""
+    config = tmp_path / "agent.toml"
+    room = f"[emulator.lab]\nfree_bytes = {{C = {free}}}\n" if free is not None else ""
+    config.write_text(f"""
+[agent]
+state_dir = "{tmp_path / 'state'}"
+backend = "emulator"
+private_ip = "192.168.100.10"
+local_storage_path = 'C:\\pool'
+{room}""")
+    return load_config(config)
 
 
 def _pool(running: Running, name: str = "pool") -> Path:
@@ -172,17 +187,7 @@ async def test_create_object_for_a_fat_offering_is_refused_when_the_pool_cannot_
     less than KEEP_FREE_BYTES free is refused before Hyper-V is asked, naming the room
     there is; a dynamic disk of the same size is still made."""
     free = KEEP_FREE_BYTES + 40 * MIB  # room for 40 MiB
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-private_ip = "192.168.100.10"
-local_storage_path = 'C:\\pool'
-[emulator.lab]
-free_bytes = {{C = {free}}}
-""")
-    async with serving(load_config(config)) as running:
+    async with serving(_pool_with_room(tmp_path, free)) as running:
         pool = _pool(running)
         spent = running.emulator.round_trips()
         key, answer = await running.answer(
@@ -207,15 +212,8 @@ async def test_a_fixed_disk_is_written_for_as_long_as_the_management_server_wait
     ``wait`` 0, for which the management server waits its own ``wait`` setting (1800 s):
     the job is waited for that long, not cut off at the metadata bound while Hyper-V still
     writes and the management server still waits."""
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-local_storage_path = 'C:\\pool'
-""")
     settings = VmSettings(job_wait=jobs.WaitPolicy(timeout_s=0.3, max_poll_s=0.05))
-    async with serving(load_config(config), vm_settings=settings) as running:
+    async with serving(_pool_with_room(tmp_path), vm_settings=settings) as running:
         pool = _pool(running)
         running.emulator.faults.slow_next_job("CreateVirtualHardDisk", 1.0)
         _, answer = await running.answer(
@@ -380,17 +378,7 @@ async def test_resize_keeps_a_fixed_disk_fixed_and_counts_its_growth_against_the
     asked and the disk left as it was; growth that fits keeps it fixed. A dynamic disk
     grows however little room there is, taking none yet."""
     free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-private_ip = "192.168.100.10"
-local_storage_path = 'C:\\pool'
-[emulator.lab]
-free_bytes = {{C = {free}}}
-""")
-    async with serving(load_config(config)) as running:
+    async with serving(_pool_with_room(tmp_path, free)) as running:
         pool = _pool(running)
         fixed = pool / f"{VOLUME_UUID}.vhdx"
         vhd.create(fixed, vhd.DiskFormat.VHDX, vhd.DiskType.FIXED, 64 * MIB)
@@ -537,17 +525,7 @@ async def test_legacy_create_of_a_fat_volume_is_refused_when_the_pool_cannot_hol
     """The fixed copy's whole size is counted against the pool's free space before
     Hyper-V writes a byte of it."""
     free = KEEP_FREE_BYTES + 48 * MIB  # room for 48 MiB: not for a 64 MiB fixed copy
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-private_ip = "192.168.100.10"
-local_storage_path = 'C:\\pool'
-[emulator.lab]
-free_bytes = {{C = {free}}}
-""")
-    async with serving(load_config(config)) as running:
+    async with serving(_pool_with_room(tmp_path, free)) as running:
         pool = _pool(running)
         _disk(pool, "TestCopiedLocalTemplate.vhdx", 64 * MIB)
         before = listing(pool)
