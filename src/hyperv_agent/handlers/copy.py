@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import logging
 import ntpath
-import re
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -76,6 +75,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed, kind_of_copy
 from hyperv_agent.hostfs import images, properties
@@ -89,7 +89,6 @@ if TYPE_CHECKING:
 TEMPLATE_CHECKSUM = "md5"  # what CloudStack records for a template made from a volume
 
 log = logging.getLogger("hyperv_agent.handlers.copy")
-_GUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 UNSUPPORTED = "Data store combination not supported"
 
@@ -169,7 +168,7 @@ class CopyHandler(FileHandlers):
         copy CloudStack uses, or used: it is not replaced), or the uuid is no GUID; then
         a new GUID."""
         name = dest.uuid or ""
-        if not _GUID.fullmatch(name):
+        if start_plan.canonical_guid(name) is None:
             return str(uuid.uuid4())
         earlier = await self.paths.file_in(root, f"{name}{suffix}", "destTO")
         if await self.files.exists(earlier):

@@ -266,7 +266,13 @@ def bios_guid(vm: VirtualMachineTO) -> str | None:
     (HypervisorGuruBase.toVirtualMachineTO). None when it is missing or not a GUID in the
     8-4-4-4-12 form (as the KVM agent then takes a random UUID): the VM keeps the BIOSGUID
     of the definition it replaces, or gets one Hyper-V makes (``identity_note``)."""
-    text = (vm.uuid or "").strip()
+    return canonical_guid((vm.uuid or "").strip())
+
+
+def canonical_guid(text: str) -> str | None:
+    """``text`` as a GUID in its 8-4-4-4-12 form, lower case, as CloudStack writes its
+    uuids; None when it is not one in that form (braces, a ``urn:uuid:`` prefix or no
+    hyphens are not the form)."""
     try:
         guid = str(uuid.UUID(text))
     except ValueError:
