@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from hyperv_agent import server, winrm_face
-from hyperv_agent.config import load_config
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.winrm.auth import Account
 from hyperv_agent.handlers import hostcheck
 from tests.e2e.conftest import WSMAN_PASSWORD, WSMAN_USER, Running, serving
@@ -38,10 +38,11 @@ DEADLINE_S = 0.5
 OLD_STAMP = "2024-5-7@3:4:9"
 
 
-@pytest.fixture
-async def agentless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
-    """An agent driving the emulated host over WinRM (HTTP, NTLM), with a shared SMB pool
-    on the host's share, its host checks bounded by DEADLINE_S and never reused."""
+def _checked_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  emulator: str = "") -> AgentConfig:
+    """An agent on the emulated host with a shared SMB pool on the host's share, its host
+    checks bounded by DEADLINE_S and never reused; ``emulator``: lines of the host's
+    ``[emulator]`` table."""
     monkeypatch.setattr(hostcheck, "DEADLINE_S", DEADLINE_S)
     monkeypatch.setattr(hostcheck, "FRESH_S", 0.0)
     share = tmp_path / "smb-share"
@@ -52,10 +53,20 @@ async def agentless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
 state_dir = "{tmp_path / 'state'}"
 backend = "emulator"
 private_ip = "{PRIVATE_IP}"
+[emulator]
+{emulator}
 [emulator.shares]
 '\\\\10.1.1.2\\SMB-Share' = "{share}"
 """)
-    async with serving(load_config(config_file), backend="wsman-http-ntlm") as running:
+    return load_config(config_file)
+
+
+@pytest.fixture
+async def agentless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    """An agent driving the emulated host over WinRM (HTTP, NTLM), with a shared SMB pool
+    on the host's share, its host checks bounded by DEADLINE_S and never reused."""
+    async with serving(_checked_host(tmp_path, monkeypatch),
+                       backend="wsman-http-ntlm") as running:
         yield running
 
 
@@ -308,22 +319,9 @@ async def slow_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
     """An agent on the host it drives (the emulated host in its own process, as local WMI
     is), whose every WMI call takes longer than the host check waits: a WMI service that
     hangs. Its shared SMB pool is on the host's share."""
-    monkeypatch.setattr(hostcheck, "DEADLINE_S", DEADLINE_S)
-    monkeypatch.setattr(hostcheck, "FRESH_S", 0.0)
-    share = tmp_path / "smb-share"
-    (share / "primary").mkdir(parents=True)
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(f"""
-[agent]
-state_dir = "{tmp_path / 'state'}"
-backend = "emulator"
-private_ip = "{PRIVATE_IP}"
-[emulator]
-call_latency_s = {4 * DEADLINE_S}
-[emulator.shares]
-'\\\\10.1.1.2\\SMB-Share' = "{share}"
-""")
-    async with serving(load_config(config_file), backend="emulator") as running:
+    async with serving(_checked_host(tmp_path, monkeypatch,
+                                     f"call_latency_s = {4 * DEADLINE_S}"),
+                       backend="emulator") as running:
         yield running
 
 
