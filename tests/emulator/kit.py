@@ -40,6 +40,36 @@ async def define_vm(cim: Cim, name: str = "vm1", subtype: str = GEN1) -> ObjectP
     return path
 
 
+async def system_settings(cim: Cim, vm: ObjectPath) -> CimInstance:
+    """The VM's Msvm_VirtualSystemSettingData."""
+    (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData", wql.eq(
+        "InstanceID", f"Microsoft:{vm.key('Name')}")))
+    return vssd
+
+
+async def try_define(cim: Cim, name: str, subtype: str,
+                     **values: object) -> tuple[int, ObjectPath | None]:
+    """DefineSystem of a VM of ``subtype`` with ``values``: (failure code or 0, the VM)."""
+    settings = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
+        {"ElementName": name, "VirtualSystemSubType": subtype, **values})
+    result = await cim.invoke(await service(cim), "DefineSystem",
+                              {"SystemSettings": settings, "ResourceSettings": []})
+    done = await finished(cim, result)
+    if result.return_value not in (0, 4096) or (done and done["JobState"] != 7):
+        return await failure(cim, result), None
+    return 0, result.path("ResultingSystem")
+
+
+async def try_modify(cim: Cim, settings: CimInstance, **values: object) -> int:
+    """ModifySystemSettings of ``settings`` with ``values``: 0 or the failure code."""
+    result = await cim.invoke(await service(cim), "ModifySystemSettings",
+                              {"SystemSettings": settings.updated(values)})
+    done = await finished(cim, result)
+    if result.return_value in (0, 4096) and (done is None or done["JobState"] == 7):
+        return 0
+    return await failure(cim, result)
+
+
 async def template(cim: Cim, class_name: str, subtype: str | None = None) -> CimInstance:
     condition = wql.ends_with("InstanceID", "\\Default")
     if subtype is not None:

@@ -9,10 +9,18 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
-from tests.emulator.kit import GEN1, GEN2, define_vm, failure, service
+from tests.emulator.kit import (
+    GEN1,
+    GEN2,
+    define_vm,
+    service,
+    system_settings,
+    try_define,
+    try_modify,
+)
 
 VSSD = "Msvm_VirtualSystemSettingData"
 REALIZED = "Microsoft:Hyper-V:System:Realized"
@@ -26,36 +34,6 @@ ACCESS_DENIED = 32769
 async def _templates(cim: EmulatorCim) -> dict[str, CimInstance]:
     found = await cim.query(wql.select(VSSD, wql.any_of("ElementName", list(NAMES))))
     return {str(t["ElementName"]): t for t in found}
-
-
-async def _settings(cim: EmulatorCim, vm: ObjectPath) -> CimInstance:
-    (vssd,) = await cim.query(wql.select(VSSD, wql.eq("InstanceID",
-                                                      f"Microsoft:{vm.key('Name')}")))
-    return vssd
-
-
-async def _define(cim: EmulatorCim, name: str, **values: object) -> tuple[int, ObjectPath | None]:
-    """DefineSystem of a generation 2 VM with ``values``: (failure code or 0, the VM)."""
-    settings = (await cim.spawn(VSSD)).updated(
-        {"ElementName": name, "VirtualSystemSubType": GEN2, **values})
-    result = await cim.invoke(await service(cim), "DefineSystem",
-                              {"SystemSettings": settings, "ResourceSettings": []})
-    job = result.path("Job")
-    finished = None if job is None else await cim.get(job)
-    if result.return_value not in (0, 4096) or (finished and finished["JobState"] != 7):
-        return await failure(cim, result), None
-    return 0, result.path("ResultingSystem")
-
-
-async def _modify(cim: EmulatorCim, settings: CimInstance, **values: object) -> int:
-    """ModifySystemSettings with ``values``: 0 or the failure code."""
-    result = await cim.invoke(await service(cim), "ModifySystemSettings",
-                              {"SystemSettings": settings.updated(values)})
-    job = result.path("Job")
-    finished = None if job is None else await cim.get(job)
-    if result.return_value in (0, 4096) and (finished is None or finished["JobState"] == 7):
-        return 0
-    return await failure(cim, result)
 
 
 @pytest.fixture
@@ -110,17 +88,17 @@ async def test_new_generation_2_vm_gets_windows_template_when_none_is_asked(
     emulator: EmulatorCim,
 ) -> None:
     vm = await define_vm(emulator, "gen2", GEN2)
-    assert uuid.UUID(str((await _settings(emulator, vm))["SecureBootTemplateId"])) == \
+    assert uuid.UUID(str((await system_settings(emulator, vm))["SecureBootTemplateId"])) == \
         uuid.UUID(WINDOWS_ID)
     gen1 = await define_vm(emulator, "gen1", GEN1)
-    assert (await _settings(emulator, gen1))["SecureBootTemplateId"] is None
+    assert (await system_settings(emulator, gen1))["SecureBootTemplateId"] is None
 
 
 async def test_define_system_keeps_template_when_id_names_one(emulator: EmulatorCim) -> None:
-    code, vm = await _define(emulator, "linux", SecureBootEnabled=True,
+    code, vm = await try_define(emulator, "linux", GEN2, SecureBootEnabled=True,
                              SecureBootTemplateId="{" + UEFI_CA_ID.upper() + "}")
     assert code == 0 and vm is not None
-    vssd = await _settings(emulator, vm)
+    vssd = await system_settings(emulator, vm)
     assert (vssd["SecureBootEnabled"], vssd["SecureBootTemplateId"]) == (True, UEFI_CA_ID)
 
 
@@ -128,7 +106,7 @@ async def test_define_system_keeps_template_when_id_names_one(emulator: Emulator
 async def test_define_system_creates_nothing_when_template_id_names_no_template(
     emulator: EmulatorCim, template_id: str,
 ) -> None:
-    code, vm = await _define(emulator, "stray", SecureBootEnabled=True,
+    code, vm = await try_define(emulator, "stray", GEN2, SecureBootEnabled=True,
                              SecureBootTemplateId=template_id)
     assert (code, vm) == (INVALID_PARAMETER, None)
     assert await emulator.query(wql.select(VSSD, wql.eq("ElementName", "stray"))) == []
@@ -137,32 +115,32 @@ async def test_define_system_creates_nothing_when_template_id_names_no_template(
 async def test_define_system_refuses_any_template_id_when_host_has_no_templates(
     old_host: EmulatorCim,
 ) -> None:
-    code, _ = await _define(old_host, "linux", SecureBootEnabled=True,
+    code, _ = await try_define(old_host, "linux", GEN2, SecureBootEnabled=True,
                             SecureBootTemplateId=UEFI_CA_ID)
     assert code == INVALID_PARAMETER
-    code, vm = await _define(old_host, "plain", SecureBootEnabled=True)
+    code, vm = await try_define(old_host, "plain", GEN2, SecureBootEnabled=True)
     assert code == 0 and vm is not None
-    assert (await _settings(old_host, vm))["SecureBootTemplateId"] is None
+    assert (await system_settings(old_host, vm))["SecureBootTemplateId"] is None
 
 
 async def test_modify_system_settings_switches_template_when_id_names_one(
     emulator: EmulatorCim,
 ) -> None:
     vm = await define_vm(emulator, "switch", GEN2)
-    assert await _modify(emulator, await _settings(emulator, vm),
+    assert await try_modify(emulator, await system_settings(emulator, vm),
                          SecureBootTemplateId=UEFI_CA_ID) == 0
-    assert (await _settings(emulator, vm))["SecureBootTemplateId"] == UEFI_CA_ID
+    assert (await system_settings(emulator, vm))["SecureBootTemplateId"] == UEFI_CA_ID
 
 
 async def test_modify_system_settings_changes_nothing_when_template_id_is_unknown(
     emulator: EmulatorCim,
 ) -> None:
     vm = await define_vm(emulator, "keep", GEN2)
-    before = await _settings(emulator, vm)
-    code = await _modify(emulator, before, SecureBootTemplateId=str(uuid.UUID(int=9)),
+    before = await system_settings(emulator, vm)
+    code = await try_modify(emulator, before, SecureBootTemplateId=str(uuid.UUID(int=9)),
                          ElementName="renamed")
     assert code == INVALID_PARAMETER
-    after = await _settings(emulator, vm)
+    after = await system_settings(emulator, vm)
     assert (after["SecureBootTemplateId"], after["ElementName"]) == (
         before["SecureBootTemplateId"], "keep")
 
@@ -171,5 +149,5 @@ async def test_modify_system_settings_refuses_to_change_a_template(
     emulator: EmulatorCim,
 ) -> None:
     template = (await _templates(emulator))["MicrosoftWindows"]
-    assert await _modify(emulator, template, ElementName="Mine") == ACCESS_DENIED
+    assert await try_modify(emulator, template, ElementName="Mine") == ACCESS_DENIED
     assert set(await _templates(emulator)) == set(NAMES)

@@ -9,46 +9,22 @@ import re
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
-from tests.emulator.kit import GEN1, define_vm, failure, ok, request_state, service
+from tests.emulator.kit import (
+    GEN1,
+    define_vm,
+    ok,
+    request_state,
+    system_settings,
+    try_define,
+    try_modify,
+)
 
-VSSD = "Msvm_VirtualSystemSettingData"
 INVALID_PARAMETER = 32773
 INVALID_STATE = 32775
 GUID = "a68c5325-84be-4f8b-ace1-0b33ee004759"
 BRACED = "{A68C5325-84BE-4F8B-ACE1-0B33EE004759}"
 SERIAL = re.compile(r"\d{4}-\d{4}-\d{4}-\d{4}-\d{4}-\d{4}-\d{2}")
-
-
-async def _settings(cim: EmulatorCim, vm: ObjectPath) -> CimInstance:
-    (vssd,) = await cim.query(wql.select(VSSD, wql.eq("InstanceID",
-                                                      f"Microsoft:{vm.key('Name')}")))
-    return vssd
-
-
-async def _define(cim: EmulatorCim, name: str, **values: object) -> tuple[int, ObjectPath | None]:
-    """DefineSystem of a generation 1 VM with ``values``: (failure code or 0, the VM)."""
-    settings = (await cim.spawn(VSSD)).updated(
-        {"ElementName": name, "VirtualSystemSubType": GEN1, **values})
-    result = await cim.invoke(await service(cim), "DefineSystem",
-                              {"SystemSettings": settings, "ResourceSettings": []})
-    job = result.path("Job")
-    done = None if job is None else await cim.get(job)
-    if result.return_value not in (0, 4096) or (done and done["JobState"] != 7):
-        return await failure(cim, result), None
-    return 0, result.path("ResultingSystem")
-
-
-async def _modify(cim: EmulatorCim, settings: CimInstance, **values: object) -> int:
-    """ModifySystemSettings with ``values``: 0 or the failure code."""
-    result = await cim.invoke(await service(cim), "ModifySystemSettings",
-                              {"SystemSettings": settings.updated(values)})
-    job = result.path("Job")
-    done = None if job is None else await cim.get(job)
-    if result.return_value in (0, 4096) and (done is None or done["JobState"] == 7):
-        return 0
-    return await failure(cim, result)
 
 
 async def _vm_names(cim: EmulatorCim) -> set[str]:
@@ -60,8 +36,8 @@ async def _vm_names(cim: EmulatorCim) -> set[str]:
 async def test_define_system_makes_a_braced_bios_guid_and_serial_numbers_when_none_is_given(
     emulator: EmulatorCim,
 ) -> None:
-    first = await _settings(emulator, await define_vm(emulator, "vm1"))
-    second = await _settings(emulator, await define_vm(emulator, "vm2"))
+    first = await system_settings(emulator, await define_vm(emulator, "vm1"))
+    second = await system_settings(emulator, await define_vm(emulator, "vm2"))
     for vssd in (first, second):
         assert re.fullmatch(r"\{[0-9A-F]{8}(-[0-9A-F]{4}){3}-[0-9A-F]{12}\}",
                             str(vssd["BIOSGUID"])), vssd["BIOSGUID"]
@@ -78,9 +54,9 @@ async def test_define_system_makes_a_braced_bios_guid_and_serial_numbers_when_no
 async def test_define_system_keeps_the_bios_guid_given_in_braces_and_upper_case(
     emulator: EmulatorCim, given: str,
 ) -> None:
-    code, vm = await _define(emulator, "vm1", BIOSGUID=given, BIOSSerialNumber="CS-1")
+    code, vm = await try_define(emulator, "vm1", GEN1, BIOSGUID=given, BIOSSerialNumber="CS-1")
     assert code == 0 and vm is not None
-    vssd = await _settings(emulator, vm)
+    vssd = await system_settings(emulator, vm)
     assert (vssd["BIOSGUID"], vssd["BIOSSerialNumber"]) == (BRACED, "CS-1")
 
 
@@ -97,7 +73,7 @@ async def test_define_system_keeps_the_bios_guid_given_in_braces_and_upper_case(
 async def test_define_system_creates_nothing_when_smbios_identity_is_malformed(
     emulator: EmulatorCim, values: dict[str, object],
 ) -> None:
-    code, vm = await _define(emulator, "vm1", **values)
+    code, vm = await try_define(emulator, "vm1", GEN1, **values)
     assert (code, vm) == (INVALID_PARAMETER, None)
     assert await _vm_names(emulator) == set()
 
@@ -106,8 +82,8 @@ async def test_modify_system_settings_changes_the_bios_guid_when_the_vm_is_off(
     emulator: EmulatorCim,
 ) -> None:
     vm = await define_vm(emulator)
-    assert await _modify(emulator, await _settings(emulator, vm), BIOSGUID=GUID) == 0
-    assert (await _settings(emulator, vm))["BIOSGUID"] == BRACED
+    assert await try_modify(emulator, await system_settings(emulator, vm), BIOSGUID=GUID) == 0
+    assert (await system_settings(emulator, vm))["BIOSGUID"] == BRACED
 
 
 @pytest.mark.parametrize("requested", [2, 6], ids=["running", "saved"])
@@ -119,10 +95,10 @@ async def test_modify_system_settings_refuses_an_smbios_change_when_the_vm_is_no
     await ok(emulator, await request_state(emulator, vm, 2))
     if requested != 2:
         await ok(emulator, await request_state(emulator, vm, requested))
-    before = await _settings(emulator, vm)
+    before = await system_settings(emulator, vm)
     new = {"BIOSGUID": GUID}.get(name, "CS-2")
-    assert await _modify(emulator, before, **{name: new}) == INVALID_STATE
-    assert (await _settings(emulator, vm))[name] == before[name]
+    assert await try_modify(emulator, before, **{name: new}) == INVALID_STATE
+    assert (await system_settings(emulator, vm))[name] == before[name]
 
 
 async def test_modify_system_settings_renames_a_running_vm_when_its_identity_is_sent_unchanged(
@@ -130,9 +106,9 @@ async def test_modify_system_settings_renames_a_running_vm_when_its_identity_is_
 ) -> None:
     vm = await define_vm(emulator)
     await ok(emulator, await request_state(emulator, vm, 2))
-    before = await _settings(emulator, vm)
+    before = await system_settings(emulator, vm)
     # the whole VSSD as read, the BIOSGUID in another spelling of the same GUID
     same = str(before["BIOSGUID"]).strip("{}").lower()
-    assert await _modify(emulator, before, ElementName="renamed", BIOSGUID=same) == 0
-    after = await _settings(emulator, vm)
+    assert await try_modify(emulator, before, ElementName="renamed", BIOSGUID=same) == 0
+    after = await system_settings(emulator, vm)
     assert (after["ElementName"], after["BIOSGUID"]) == ("renamed", before["BIOSGUID"])
