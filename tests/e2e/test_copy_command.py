@@ -1151,6 +1151,40 @@ async def test_fat_volume_from_an_image_store_whose_conversion_fails_keeps_the_e
     assert vhd.read_data(earlier, 0, 19) == b"earlier volume data"
 
 
+@pytest.mark.parametrize("fmt", [vhd.DiskFormat.VHDX, vhd.DiskFormat.VHD])
+async def test_fat_volume_from_an_image_store_is_refused_before_the_copy_without_room_for_both(
+    tmp_path: Path, fmt: vhd.DiskFormat,
+) -> None:
+    """A dynamic volume made fixed on its way into a pool is first copied and checked
+    there, then converted: the copy and the fixed disk lie in the pool together. A pool
+    with room for each but not for both is refused before the copy is made, naming what
+    the two take and the room there is, not after the copy has filled it (a pool that
+    fills up pauses every VM whose dynamic disks grow on it)."""
+    suffix = f".{fmt.name.lower()}"
+    source = _secondary(tmp_path, f"volumes/3/10/abc{suffix}")
+    vhd.create(source, fmt, vhd.DiskType.DYNAMIC, 64 * MIB)
+    vhd.write_data(source, 0, b"volume data")
+    stored = source.stat().st_size
+    free = KEEP_FREE_BYTES + 64 * MIB + stored - 1  # each fits, both do not
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    async with serving(_config(tmp_path, lab)) as agent:
+        pool = _pool(agent)
+        before = listing(pool)
+        spent = agent.emulator.round_trips()
+        details = await _refused(agent, _copy(
+            _volume(_nfs(), path=f"volumes/3/10/abc{suffix}", format=fmt.name),
+            _volume(_primary(), path="restored", uuid="restored", provisioningType="FAT")),
+                                 "not enough free space for a fixed copy (FAT) of "
+                                 "\\\\10.1.1.1\\secondary\\volumes\\3\\10\\abc")
+        assert (f"it takes {stored + 64 * MIB} bytes ({stored} for its checked copy and "
+                f"{64 * MIB} for the fixed disk Hyper-V writes from it, both in the pool "
+                f"until the copy is removed), and only {64 * MIB + stored - 1} may be "
+                f"written there ({free} bytes free") in details, details
+        assert details.endswith("nothing was copied"), details
+        assert (agent.emulator.round_trips() - spent)["invoke:ConvertVirtualHardDisk"] == 0
+        assert listing(pool) == before
+
+
 # --- other combinations -------------------------------------------------------------------
 
 

@@ -368,13 +368,15 @@ class CopyHandler(FileHandlers):
         template is; the path it has now. When it is not of the kind ``fixed`` asks
         (``copy_kind``; None: as stored), it is first copied and checked under an aside
         name in the pool, Hyper-V converts that copy into a second one renamed to the
-        final name (a fixed one's whole size counted against the pool's free space
-        before it is written), and the first is removed: nothing of the volume has its
+        final name, and the first is removed (for a fixed one, the room for both is
+        counted against the pool's free space before anything is written,
+        ``_require_room_to_convert``): nothing of the volume has its
         final name until it is whole and of its kind. Hyper-V never reads the image
         store: its share may not be open to the host, and only a checked copy is given
         to it (a differencing disk would make it open the parent it names)."""
         if fixed is None:
             return (await self.download(source, target, kind="volume")).path
+        await self._require_room_to_convert(source, target, fixed)
         aside = self.aside_files
         fetched = aside.name_for(target)
         # the download names its copy by its content's format: either name is this copy's
@@ -396,6 +398,25 @@ class CopyHandler(FileHandlers):
                 return final
             finally:
                 await discard(self.files, done.path)
+
+    async def _require_room_to_convert(self, source: str, target: str, fixed: bool) -> None:
+        """Refuse, before a byte is written, a copy into a fixed disk (FAT) of the dynamic
+        disk ``source`` that the pool of ``target`` cannot hold whole: its checked copy
+        and the fixed disk Hyper-V writes from it lie there together until the first is
+        removed. Only the copy would otherwise be bounded up front (``hostfs.transfer``),
+        so a pool with room for it but not for both would first take the copy, then be
+        refused the fixed disk. The sizes are the file's and the virtual size its header
+        gives; a header that cannot be read bounds nothing more here (the download's
+        check refuses such a disk). 1 stat, the header's reads and 1 usage call."""
+        found = await self.files.stat(source)
+        disk = await images.content_shape(self.files, source)
+        if not fixed or found is None or disk is None or disk.fixed:
+            return  # no conversion to a fixed disk: the copy alone, bounded as it streams
+        await require_room(
+            self.files, target, found.size + disk.virtual_bytes,
+            f"a fixed copy (FAT) of {source}", "nothing was copied",
+            f" ({found.size} for its checked copy and {disk.virtual_bytes} for the fixed "
+            "disk Hyper-V writes from it, both in the pool until the copy is removed)")
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
         path = await self.paths.locate_volume(volume, "srcTO")

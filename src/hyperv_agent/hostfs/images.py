@@ -11,6 +11,10 @@ The one home of
 - a disk's format from its content: a VHDX begins with ``vhdxfile``; a VHD ends with a
   512-byte footer beginning with ``conectix``, which dynamic and differencing VHDs also
   copy to offset 0 (the VHD and VHDX specifications);
+- a disk's virtual size and whether it is fixed, from its own header (``shape``): a VHD's
+  footer gives its current size (offset 48) and disk type (offset 60: 2 fixed); a VHDX's
+  metadata its virtual size and, in its file parameters, ``LeaveBlockAllocated`` (set in
+  a fixed VHDX, whose blocks are all in the file);
 - whether a disk stands alone and whole, as a template must: a VHD ends with its footer
   (whose disk type is not 4, differencing); a VHDX's region table is there and every
   region and block it lists lies inside the file, its block and logical sector sizes are
@@ -55,6 +59,8 @@ _VHD_COOKIE = b"conectix"  # the VHD footer's cookie
 _VHD_FOOTER_BYTES = 512
 _VHD_DISK_TYPE = struct.Struct(">I")  # at offset 60 of the footer
 _VHD_DIFFERENCING = 4
+_VHD_FIXED = 2
+_VHD_CURRENT_SIZE = struct.Struct(">Q")  # at offset 48 of the footer
 _VHDX_REGION_TABLES = (192 * 1024, 256 * 1024)  # the region table and its copy
 _VHDX_REGION_HEADER = struct.Struct("<4sIII")  # "regi", checksum, entry count, reserved
 _VHDX_REGION_ENTRY = struct.Struct("<16sQII")  # GUID, file offset, length, required
@@ -70,6 +76,7 @@ _VHDX_LOGICAL_SECTOR = uuid.UUID("8141BF1D-A96F-4709-BA47-F233A8FAAB5F").bytes_l
 _VHDX_NEEDED_ITEMS = {_VHDX_FILE_PARAMETERS: 8, _VHDX_VIRTUAL_SIZE: 8,
                       _VHDX_LOGICAL_SECTOR: 4}  # the items read, and their lengths
 _VHDX_HAS_PARENT = 2  # in the file parameters' flags
+_VHDX_LEAVE_BLOCKS_ALLOCATED = 1  # in the file parameters' flags: a fixed VHDX
 _VHDX_PRESENT = frozenset({6, 7})  # block states whose offset is in the file
 _VHDX_BLOCK_SIZES = range(20, 29)  # log2 of the block sizes allowed: 1 MiB to 256 MiB
 _VHDX_SECTOR_SIZES = (512, 4096)  # the logical sector sizes allowed
@@ -287,6 +294,40 @@ def _vhdx_block_past_end(handle: BinaryIO, offset: int, length: int, block: int,
     return False
 
 
+@dataclass(frozen=True)
+class DiskShape:
+    """What a disk's header says of it: its virtual size, and whether it is fixed (its
+    file holds the whole disk)."""
+
+    virtual_bytes: int
+    fixed: bool
+
+
+def shape(handle: BinaryIO, suffix: str) -> DiskShape | None:
+    """The ``DiskShape`` of the disk in the open, seekable ``handle`` (of the format
+    ``suffix`` shows); None when its header cannot be read (cut short, damaged)."""
+    size = handle.seek(0, io.SEEK_END)
+    if suffix == VHD:
+        if size < _VHD_FOOTER_BYTES:
+            return None
+        handle.seek(size - _VHD_FOOTER_BYTES)
+        footer = handle.read(_VHD_FOOTER_BYTES)
+        if footer[:len(_VHD_COOKIE)] != _VHD_COOKIE:
+            return None
+        (virtual,) = _VHD_CURRENT_SIZE.unpack_from(footer, 48)
+        return DiskShape(virtual, _VHD_DISK_TYPE.unpack_from(footer, 60)[0] == _VHD_FIXED)
+    regions = next((found for at in _VHDX_REGION_TABLES
+                    if (found := _vhdx_regions(handle, at)) is not None), None)
+    metadata = regions.get(_VHDX_METADATA_REGION) if regions is not None else None
+    items = _vhdx_items(handle, *metadata) if metadata is not None else None
+    if items is None or items.keys() != _VHDX_NEEDED_ITEMS.keys():
+        return None
+    _, flags = struct.unpack("<II", items[_VHDX_FILE_PARAMETERS][:8])
+    (virtual,) = struct.unpack("<Q", items[_VHDX_VIRTUAL_SIZE][:8])
+    return DiskShape(virtual, bool(flags & _VHDX_LEAVE_BLOCKS_ALLOCATED)
+                     and not flags & _VHDX_HAS_PARENT)
+
+
 # --- parents --------------------------------------------------------------------------------
 
 
@@ -434,6 +475,15 @@ def disk_suffix(files: HostFiles, path: str) -> str | None:
         return sniff(handle)
 
 
+def disk_shape(files: HostFiles, path: str) -> DiskShape | None:
+    """``shape`` of the host file ``path`` by the format its signature shows; None when it
+    is no disk or its header cannot be read. Blocking: call it from a worker thread.
+    Read-only; a missing file raises HostFileError."""
+    with files.open_binary(path, "rb") as handle:
+        suffix = sniff(handle)
+        return shape(handle, suffix) if suffix is not None else None
+
+
 async def matched_to_content(files: HostFiles, path: str, content: str) -> str:
     """``path``, renamed to end in ``content`` (the suffix its signature shows) when it ends
     in another; the path the file has now. When the rename fails the file is removed, so
@@ -458,3 +508,8 @@ async def content_suffix(files: HostFiles, path: str) -> str | None:
 async def content_problem(files: HostFiles, path: str, suffix: str) -> str | None:
     """``disk_problem`` on a worker thread."""
     return await asyncio.to_thread(disk_problem, files, path, suffix)
+
+
+async def content_shape(files: HostFiles, path: str) -> DiskShape | None:
+    """``disk_shape`` on a worker thread."""
+    return await asyncio.to_thread(disk_shape, files, path)

@@ -65,10 +65,11 @@ class Room:
 
 
 async def require_room(files: HostFiles, target: str, needs_bytes: int, label: str,
-                       outcome: str) -> None:
+                       outcome: str, why: str = "") -> None:
     """TransferError naming ``label`` and ``outcome`` when ``needs_bytes`` more would take
     the volume of ``target`` below ``KEEP_FREE_BYTES`` free; nothing when its volume
-    cannot be measured. 1 usage call."""
+    cannot be measured. ``why`` (" (...)") follows the figure, saying what makes it up.
+    1 usage call."""
     room = await Room.measure(files, target)
     if room is not None and needs_bytes > room.bytes:
-        raise room.refusal(label, f"it takes {needs_bytes} bytes", outcome)
+        raise room.refusal(label, f"it takes {needs_bytes} bytes{why}", outcome)
