@@ -62,6 +62,17 @@ def test_bad_settings_are_one_clear_error(tmp_path: Path, wsman: str, message: s
         wsman_settings(load_config(_file(tmp_path, wsman)))
 
 
+@pytest.mark.parametrize("url", ["https://cloud:Url-Pa55-8@hv01:5986/wsman",
+                                 "cloud:Url-Pa55-8@hv01:5986/wsman"])
+def test_credentials_in_the_url_are_refused_without_showing_them(
+        tmp_path: Path, url: str) -> None:
+    """An operator who writes the account into the URL, as many tools take it, learns
+    where it goes instead; the error, printed at start, does not show the password."""
+    with pytest.raises(ConfigError, match=r"\[wsman\] username and password") as raised:
+        wsman_settings(load_config(_file(tmp_path, f'url = "{url}"')))
+    assert "Url-Pa55-8" not in str(raised.value)
+
+
 def test_unknown_auth_is_refused_when_the_file_is_read(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"wsman\.auth") as raised:
         load_config(_file(tmp_path, 'url = "http://hv01/wsman"\nauth = "digest"\n'

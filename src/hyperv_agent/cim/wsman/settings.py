@@ -35,6 +35,12 @@ class WsmanSettings:
     certificate_key_pem: Path | None = None
 
     def __post_init__(self) -> None:
+        if "@" in self.url:
+            # user:password@host: WinRM takes its account from username and password, and
+            # an error or a log line that shows the URL must not show a password
+            raise ConfigError("WinRM URL carries a user name or password before '@': give "
+                              "them as [wsman] username and password (--wsman-user, "
+                              "--wsman-password), the URL as http(s)://host[:port]/wsman")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"WinRM URL {self.url!r} is not http(s)://host[:port]/wsman")
