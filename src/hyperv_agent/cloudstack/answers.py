@@ -274,6 +274,25 @@ class CheckSshAnswer(Answer):
     FQCN: ClassVar[str] = names.CHECK_SSH_ANSWER
 
 
+class SetupPersistentNetworkAnswer(Answer):
+    FQCN: ClassVar[str] = names.SETUP_PERSISTENT_NETWORK_ANSWER
+
+
+class CleanupPersistentNetworkResourceAnswer(Answer):
+    FQCN: ClassVar[str] = names.CLEANUP_PERSISTENT_NETWORK_RESOURCE_ANSWER
+
+
+class PatchSystemVmAnswer(Answer):
+    """The MS casts the answer to this class (ManagementServerImpl.patchSystemVm): any
+    other class there is a ClassCastException, and a network restart with live patching
+    fails on it."""
+
+    FQCN: ClassVar[str] = names.PATCH_SYSTEM_VM_ANSWER
+
+    template_version: str | None = None
+    scripts_version: str | None = None
+
+
 class PlugNicAnswer(Answer):
     FQCN: ClassVar[str] = names.PLUG_NIC_ANSWER
 
@@ -560,6 +579,8 @@ ANSWER_TYPES: Mapping[str, type[Answer]] = MappingProxyType({
     cls.FQCN: cls for cls in (
         Answer, UnsupportedAnswer, ReadyAnswer, SetupAnswer, CheckHealthAnswer,
         CheckNetworkAnswer, MaintainAnswer, PrepareForMigrationAnswer, CheckSshAnswer,
+        SetupPersistentNetworkAnswer, CleanupPersistentNetworkResourceAnswer,
+        PatchSystemVmAnswer,
         PlugNicAnswer, UnPlugNicAnswer, ModifyStoragePoolAnswer, GetStorageStatsAnswer,
         GetHostStatsAnswer, GetVmStatsAnswer, GetVmDiskStatsAnswer, GetVmNetworkStatsAnswer,
         CheckVirtualMachineAnswer,

@@ -81,6 +81,35 @@ class NetworkRulesVmSecondaryIpCommand(Command):
     action: str | None = None
 
 
+class SetupPersistentNetworkCommand(Command):
+    """Set up, on this host, a persistent L2 network's VLAN (``nic``: the network as a NicTO
+    without a VM: traffic label, ``broadcastUri``), sent to every host of the zone when such
+    a network is made and to a host when it is enabled."""
+
+    FQCN: ClassVar[str] = names.SETUP_PERSISTENT_NETWORK_COMMAND
+
+    nic: NicTO | None = None
+
+
+class CleanupPersistentNetworkResourceCommand(Command):
+    """Undo SetupPersistentNetworkCommand when the last persistent network of its VLAN goes,
+    or before the host is removed. The Java field is ``nicTO`` (Setup's is ``nic``)."""
+
+    FQCN: ClassVar[str] = names.CLEANUP_PERSISTENT_NETWORK_RESOURCE_COMMAND
+
+    nic_to: Annotated[NicTO | None, wire("nicTO")] = None
+
+
+class PatchSystemVmCommand(Command):
+    """Live-patch a system VM's scripts (the patchSystemVm API, restartNetwork with
+    livePatch): the router's control address and name in ``accessDetails``."""
+
+    FQCN: ClassVar[str] = names.PATCH_SYSTEM_VM_COMMAND
+
+    forced: JBool = False
+    access_details: dict[str, str] | None = None
+
+
 NETWORK_COMMANDS: tuple[type[Command], ...] = (
     PlugNicCommand,
     UnPlugNicCommand,
@@ -89,4 +118,7 @@ NETWORK_COMMANDS: tuple[type[Command], ...] = (
     SecurityGroupRulesCmd,
     NetworkRulesSystemVmCommand,
     NetworkRulesVmSecondaryIpCommand,
+    SetupPersistentNetworkCommand,
+    CleanupPersistentNetworkResourceCommand,
+    PatchSystemVmCommand,
 )

@@ -18,10 +18,16 @@ from hyperv_agent.cloudstack.answers import (
     CheckHealthAnswer,
     CheckNetworkAnswer,
     CheckOnHostAnswer,
+    CleanupPersistentNetworkResourceAnswer,
     GetHostStatsAnswer,
     MaintainAnswer,
     ReadyAnswer,
     SetupAnswer,
+    SetupPersistentNetworkAnswer,
+)
+from hyperv_agent.cloudstack.commands_network import (
+    CleanupPersistentNetworkResourceCommand,
+    SetupPersistentNetworkCommand,
 )
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
@@ -99,6 +105,10 @@ class HostHandlers:
             names.PING_ROUTING_COMMAND: Route(wire.PingRoutingCommand, self.ping),
             names.CHECK_HEALTH_COMMAND: Route(wire.CheckHealthCommand, self.check_health),
             names.CHECK_NETWORK_COMMAND: Route(wire.CheckNetworkCommand, self.check_network),
+            names.SETUP_PERSISTENT_NETWORK_COMMAND: Route(SetupPersistentNetworkCommand,
+                                                          self.setup_persistent_network),
+            names.CLEANUP_PERSISTENT_NETWORK_RESOURCE_COMMAND: Route(
+                CleanupPersistentNetworkResourceCommand, self.cleanup_persistent_network),
             names.MAINTAIN_COMMAND: Route(wire.MaintainCommand, self.maintain),
             names.GET_HOST_STATS_COMMAND: Route(wire.GetHostStatsCommand, self.host_stats),
             names.CHECK_ON_HOST_COMMAND: Route(wire.CheckOnHostCommand, self.check_on_host),
@@ -274,6 +284,37 @@ class HostHandlers:
             raise InvalidRequest(f"traffic label(s) {', '.join(missing)} name no virtual "
                                  "switch on this host; create the vSwitch or change the label")
         return CheckNetworkAnswer(result=True)
+
+    async def setup_persistent_network(self, command: SetupPersistentNetworkCommand) -> Result:
+        """A persistent L2 network (protocol §5.1): KVM makes its VLAN's bridge on each
+        host ahead of any VM. Hyper-V keeps no per-VLAN object on the host: the VLAN is set
+        on each VM's own switch port when the VM starts, so what must hold here is only
+        that its NICs have a vSwitch: the one its traffic label names (without regard to
+        case), or, unlabelled, the host's External switch (``host.external_switch``), as
+        StartCommand chooses. Read-only, safe to repeat; 1 query (+the External check)."""
+        nic = command.nic
+        if nic is None:
+            raise InvalidRequest("the command carries no nic (the network's NicTO)")
+        switches, external = await host.nic_switches(self.hv, unlabelled=not nic.name)
+        switch = host.switch_named(switches, nic.name) if nic.name else external
+        if switch is None:
+            there = ", ".join(repr(name) for name in switches) or "none"
+            raise InvalidRequest(f"the traffic label {nic.name!r} of the persistent network "
+                                 f"{nic.broadcast_uri or ''} names no virtual switch on this "
+                                 f"host (its switches: {there}); create the vSwitch or "
+                                 "change the label")
+        return SetupPersistentNetworkAnswer(
+            result=True, details=f"{nic.broadcast_uri or 'the network'} is carried by "
+                                 f"vSwitch {switch!r}; its VLAN is set on each VM's port")
+
+    async def cleanup_persistent_network(
+            self, command: CleanupPersistentNetworkResourceCommand) -> Result:
+        """Nothing to remove: ``setup_persistent_network`` creates nothing on the host, and
+        a VM's port goes with the VM. A success, so the MS logs no error for each
+        persistent network when a network goes or the host is removed."""
+        uri = command.nic_to.broadcast_uri if command.nic_to is not None else None
+        return CleanupPersistentNetworkResourceAnswer(
+            result=True, details=f"nothing to clean up on Hyper-V for {uri or 'the network'}")
 
     async def maintain(self, command: wire.MaintainCommand) -> Result:
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",

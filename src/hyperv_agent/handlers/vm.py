@@ -21,6 +21,7 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
+from hyperv_agent.cloudstack.commands_network import PatchSystemVmCommand
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
     GetVmNetworkStatsCommand,
@@ -106,7 +107,21 @@ class VmHandlers:
             names.GET_VM_STATS_COMMAND: Route(GetVmStatsCommand, self.stats),
             names.GET_VM_NETWORK_STATS_COMMAND: Route(GetVmNetworkStatsCommand,
                                                       self.network_stats),
+            names.PATCH_SYSTEM_VM_COMMAND: Route(PatchSystemVmCommand, self.patch_system_vm),
         }
+
+    async def patch_system_vm(self, command: PatchSystemVmCommand) -> Result:
+        """Refused, in the MS's own answer class (it casts to PatchSystemVmAnswer, and any
+        other class fails the patchSystemVm API and a network restart with live patching
+        with a ClassCastException). KVM's agent patches over SSH to the system VM's control
+        address with the system VM key the KVM host holds; a Hyper-V host holds no such
+        key, and the MS runs its own commands to system VMs over SSH itself (protocol
+        §6). A failed answer lets a live-patch network restart go on unpatched."""
+        vm = (command.access_details or {}).get("router.name") or "the system VM"
+        raise InvalidRequest(
+            f"live patching {vm} is not supported on Hyper-V hosts: the agent holds no "
+            "system VM SSH key; recreate the system VM (destroy it, or restart its network "
+            "with cleanup) to give it the management server's current scripts")
 
     async def stop(self, stop: StopCommand) -> Result:
         """Shut the VM down and delete its definition; its disk files stay (protocol §5.3).
