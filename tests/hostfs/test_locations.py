@@ -73,12 +73,14 @@ def test_location_parts_are_decoded_when_url_is_valid(
         ("user=u&password=p&domain=D", "u", "D", "p"),
         ("user=u&password=p", "u", "srv", "p"),
         ("user=u", "u", "srv", ""),
-        ("USER=u&Password=p%2Bq+r&Domain=D", "u", "D", "p+q+r"),
+        ("USER=u&Password=p%2Bq+r&Domain=D", "u", "D", "p+q r"),
+        ("user=u&password=p%40ss+word", "u", "srv", "p@ss word"),
         ("user=D%5Cu&password=p", "u", "D", "p"),
         ("password=a%3Db%26c&user=u&other=1", "u", "srv", "a=b&c"),
         ("user=u&password=p=q", "u", "srv", "p=q"),
     ],
-    ids=["all", "domain-defaults-to-server", "no-password", "keys-any-case-plus-kept",
+    ids=["all", "domain-defaults-to-server", "no-password", "keys-any-case-plus-is-space",
+         "as-java-urlencoder-writes-it",
          "domain-in-user", "escaped-separators", "raw-equals-in-value"],
 )
 def test_credentials_are_decoded_when_query_has_them(

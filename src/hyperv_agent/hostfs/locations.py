@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from hyperv_agent.errors import (
     AgentError,
@@ -200,9 +200,10 @@ def _decode_segment(raw: str) -> str:
     return segment
 
 
-def _unquote(raw: str, what: str) -> str:
+def _unquote(raw: str, what: str, form: bool = False) -> str:
+    """``raw`` percent-decoded; ``form``: as a form field, where ``+`` stands for a space."""
     try:
-        return unquote(raw, errors="strict")
+        return (unquote_plus if form else unquote)(raw, errors="strict")
     except UnicodeDecodeError:
         raise BadStorageUrl(f"storage URL: {what} is not valid percent-encoded UTF-8") from None
 
@@ -214,16 +215,21 @@ _CREDENTIAL_KEYS = ("user", "password", "domain")
 
 
 def _query_values(query: str) -> dict[str, str]:
-    """The credential parameters of ``query``, decoded; other parameters are ignored."""
+    """The credential parameters of ``query``, decoded; other parameters are ignored.
+
+    Decoded as form fields, ``+`` a space: the management server writes an SMB pool's
+    password with Java's ``URLEncoder`` (a space as ``+``, a ``+`` as ``%2B``) and sends it
+    so, and the secondary storage VM reads a cifs image store's query the same way
+    (``URLEncodedUtils``)."""
     values: dict[str, str] = {}
     for item in query.split("&"):
         raw_key, _, raw_value = item.partition("=")
-        key = _unquote(raw_key, "a query parameter name").strip().lower()
+        key = _unquote(raw_key, "a query parameter name", form=True).strip().lower()
         if key not in _CREDENTIAL_KEYS:
             continue
         if key in values:
             raise BadStorageUrl(f"storage URL query gives {key!r} more than once")
-        values[key] = _unquote(raw_value, f"the {key!r} value")
+        values[key] = _unquote(raw_value, f"the {key!r} value", form=True)
     return values
 
 
