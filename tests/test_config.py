@@ -203,7 +203,8 @@ def test_the_readme_sample_configuration_names_every_setting() -> None:
     assert {"agent.smb_credentials", "emulator.drives", "emulator.shares"} <= tables
 
 
-@pytest.mark.parametrize("key", ["local_storage_path", "local_secondary_storage_path"])
+@pytest.mark.parametrize("key", ["local_storage_path", "local_secondary_storage_path",
+                                 "config_drive_cache_path"])
 @pytest.mark.parametrize(("root", "why"), [
     ("pool", "is not an absolute drive"),
     ("C:pool", "is not an absolute drive"),
@@ -236,3 +237,13 @@ def test_an_empty_secondary_folder_says_there_is_none_and_an_empty_pool_folder_i
     path.write_text("[agent]\nlocal_storage_path = ''\n")
     with pytest.raises(ConfigError, match="local_storage_path"):
         load_config(path)
+
+
+def test_the_config_drive_cache_is_below_the_local_pool_unless_set(tmp_path: Path) -> None:
+    """A host folder in every mode (the state directory of an agent driving a host over
+    WinRM is not on that host), alike on every host of a cluster set up alike."""
+    path = tmp_path / "agent.toml"
+    path.write_text("[agent]\nlocal_storage_path = 'D:\\VMs'\n")
+    assert load_config(path).agent.config_drive_cache == "D:\\VMs\\configdrive-cache"
+    path.write_text("[agent]\nconfig_drive_cache_path = 'E:\\ConfigDrives'\n")
+    assert load_config(path).agent.config_drive_cache == "E:\\ConfigDrives"

@@ -326,8 +326,9 @@ def mapped_host(config: AgentConfig) -> EmulatorConfig | None:
     directory, which the emulated host (served by ``emulator wsman`` from its own) never
     sees: the agent would write volumes where the host does not look, and a command would
     fail later, misleadingly. So the tables must map every drive the agent's paths name
-    (C, and those of ``local_storage_path`` and ``local_secondary_storage_path``) and at
-    least one share, the image store's (unless ``smb_servers`` reaches it over SMB);
+    (C, and those of ``local_storage_path``, ``local_secondary_storage_path`` and the config
+    drive cache) and at least one share, the image store's (unless ``smb_servers`` reaches
+    it over SMB);
     ConfigError names what is missing. The one exception is the configuration's own
     served host (``[emulator] winrm``, its state in this ``state_dir``): its defaults are
     the folders that host uses."""
@@ -356,9 +357,10 @@ def mapped_host(config: AgentConfig) -> EmulatorConfig | None:
 
 def _drives_named(config: AgentConfig) -> list[str]:
     """The drive letters the agent's own paths name: C (the host's system drive) and
-    those of the local pool and the legacy secondary folder."""
+    those of the local pool, the legacy secondary folder and the config drive cache."""
     letters = ["C"]
-    for path in (config.agent.local_storage_path, config.agent.local_secondary_storage_path):
+    for path in (config.agent.local_storage_path, config.agent.local_secondary_storage_path,
+                 config.agent.config_drive_cache):
         drive = PureWindowsPath(path).drive
         if len(drive) == 2 and drive[1] == ":" and drive[0].upper() not in letters:
             letters.append(drive[0].upper())

@@ -168,6 +168,9 @@ class AgentSection(_Section):
     root_device_name: str = "c:\\"  # pools on this volume lose root_device_reserved_bytes
     local_storage_path: str = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
     local_secondary_storage_path: str = "C:\\Secondary"  # legacy nfs:// downloads
+    # The host folder of config drive ISOs the MS puts in the host's cache
+    # (vm.configdrive.force.host.cache.use); "" = <local_storage_path>\\configdrive-cache
+    config_drive_cache_path: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     smb_servers: tuple[str, ...] = ()  # SMB servers reached through smbprotocol, not natively
     # hypervisorVersion reported at registration; the MS's hypervisor_capabilities has a
@@ -205,15 +208,17 @@ class AgentSection(_Section):
                 raise ValueError(f"{server!r} is not a host name or IPv4 address (no port)")
         return servers
 
-    @field_validator("local_storage_path", "local_secondary_storage_path")
+    @field_validator("local_storage_path", "local_secondary_storage_path",
+                     "config_drive_cache_path")
     @classmethod
     def _storage_root(cls, root: str, info: ValidationInfo) -> str:
         """A folder the agent registers as a pool root or downloads into: an absolute drive
         or UNC path, as registration takes it (a relative path, a device-namespace one, a name
         Windows misreads would start the agent with its local pool quietly left out of the
         host's registration). An empty ``local_secondary_storage_path`` says there is none
-        (legacy nfs:// downloads then fail saying so)."""
-        if root == "" and info.field_name == "local_secondary_storage_path":
+        (legacy nfs:// downloads then fail saying so); an empty ``config_drive_cache_path``
+        is the default folder (``config_drive_cache``)."""
+        if root == "" and info.field_name != "local_storage_path":
             return root
         try:
             locations.root_to_register("", root, "Filesystem")
@@ -236,6 +241,18 @@ class AgentSection(_Section):
                              f"twice heartbeat_interval_s ({self.heartbeat_interval_s:g}), "
                              "or a host that is up could be called down")
         return self
+
+    @property
+    def config_drive_cache(self) -> str:
+        """The host folder of config drive ISOs in the host's cache: ``config_drive_cache_path``,
+        by default ``<local_storage_path>\\configdrive-cache``. A host path in every mode
+        (the state directory of an agent driving a host over WinRM is not on that host, so
+        Hyper-V could not open an ISO there), the same on every host of a cluster set up
+        alike (a live move keeps the path in the VM's DVD drive, so the destination needs
+        the ISO at the same place), and on the volume the agent already writes disks to."""
+        if self.config_drive_cache_path:
+            return self.config_drive_cache_path
+        return self.local_storage_path.rstrip("\\/") + "\\configdrive-cache"
 
     @property
     def smb_routed_servers(self) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import AgentError
 from hyperv_agent.handlers.attach import AttachHandlers
+from hyperv_agent.handlers.configdrive import ConfigDriveHandlers
 from hyperv_agent.handlers.copy import CopyHandler
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Dispatch
@@ -182,7 +183,8 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     state.sweep_temporaries(agent.state_dir)
     pools = PoolRegistry(agent.state_dir / "pools.json", local_root=agent.local_storage_path,
                          credentials_path=agent.state_dir / state.CREDENTIALS_FILE)
-    paths = DataPaths(files, pools, agent.local_secondary_storage_path)
+    paths = DataPaths(files, pools, agent.local_secondary_storage_path,
+                      agent.config_drive_cache)
     aside = AsideFiles(state.agent_id(agent.state_dir))
     vm = VmHandlers(hv, vm_settings)
     check = HostCheck(hv, on_this_machine=opened.on_this_machine)
@@ -206,6 +208,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
     handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
+    handlers |= ConfigDriveHandlers(hv, paths, file_locks, aside).table()
     handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside,
                                   job_wait=vm.settings.job_wait).table()
     metrics = Metrics()

@@ -50,7 +50,7 @@ from hyperv_agent.cloudstack.base import (
     WireModel,
     wire,
 )
-from hyperv_agent.cloudstack.enums import PowerState
+from hyperv_agent.cloudstack.enums import ConfigDriveLocation, PowerState
 from hyperv_agent.cloudstack.objects import (
     DataTO,
     DiskTO,
@@ -339,6 +339,17 @@ class GetStorageStatsAnswer(Answer):
         return data
 
 
+class HandleConfigDriveIsoAnswer(Answer):
+    """Where the config drive ISO now is. The MS reads ``location`` after a create only
+    (PRIMARY on a pool, HOST in the host's cache) and keeps it as the VM's
+    ``configDriveLocation``; Java's field starts as SECONDARY, which a delete's answer
+    and a failed one carry, as Java writes them."""
+
+    FQCN: ClassVar[str] = names.HANDLE_CONFIG_DRIVE_ISO_ANSWER
+
+    location: ConfigDriveLocation = ConfigDriveLocation.SECONDARY
+
+
 class GetHostStatsAnswer(Answer):
     FQCN: ClassVar[str] = names.GET_HOST_STATS_ANSWER
 
@@ -582,6 +593,7 @@ ANSWER_TYPES: Mapping[str, type[Answer]] = MappingProxyType({
         SetupPersistentNetworkAnswer, CleanupPersistentNetworkResourceAnswer,
         PatchSystemVmAnswer,
         PlugNicAnswer, UnPlugNicAnswer, ModifyStoragePoolAnswer, GetStorageStatsAnswer,
+        HandleConfigDriveIsoAnswer,
         GetHostStatsAnswer, GetVmStatsAnswer, GetVmDiskStatsAnswer, GetVmNetworkStatsAnswer,
         CheckVirtualMachineAnswer,
         GetVncPortAnswer, StartAnswer, StopAnswer, RebootAnswer, ScaleVmAnswer, MigrateAnswer,

@@ -2,7 +2,8 @@
 
 No string of a command, value or member name, is longer than :data:`MAX_STRING_CHARS`: room
 for the longest value CloudStack sends, a system VM's boot arguments (at most 128 KVP items
-of 1023 characters). A name (the value of a member whose name ends in ``name`` or ``names``:
+of 1023 characters), but for a config drive ISO (``isoData``, :data:`MAX_ISO_DATA_CHARS`).
+A name (the value of a member whose name ends in ``name`` or ``names``:
 ``vmName``, ``vmNames``, ``name``) is at most :data:`MAX_NAME_CHARS`; CloudStack keeps names
 in columns of 255 characters. A 10 MB VM name is refused at once instead of travelling down
 to a WQL query that takes seconds to parse.
@@ -20,6 +21,13 @@ from dataclasses import dataclass
 from typing import Final
 
 MAX_STRING_CHARS: Final = 256 * 1024
+#: The largest config drive ISO the management server builds (ConfigDriveBuilder refuses
+#: one over 64 MiB) ...
+MAX_CONFIG_DRIVE_BYTES: Final = 64 * 1024 * 1024
+#: ... and its base64 text, HandleConfigDriveIsoCommand's ``isoData``: the one string of a
+#: command longer than MAX_STRING_CHARS (a config drive with the largest user data the MS
+#: takes is a few MB). The body's own bound, ``[agent] max_request_bytes``, applies first.
+MAX_ISO_DATA_CHARS: Final = 4 * -(-MAX_CONFIG_DRIVE_BYTES // 3)
 MAX_NAME_CHARS: Final = 1024
 MAX_MEMBERS: Final = 100_000
 _KEY_SHOWN: Final = 40  # characters of an oversized member name shown in its path
@@ -102,5 +110,7 @@ def first_oversized(document: object, body_bytes: int) -> Oversized | None:
 
 
 def _limit_of(member: str) -> int:
+    if member == "isoData":
+        return MAX_ISO_DATA_CHARS
     lowered = member.lower()
     return MAX_NAME_CHARS if lowered.endswith(("name", "names")) else MAX_STRING_CHARS

@@ -164,6 +164,22 @@ class MigrateVolumeCommand(Command):
     dest_details: dict[str, str] | None = None
 
 
+class HandleConfigDriveIsoCommand(Command):
+    """Write (``create``) or delete the config drive ISO ``isoFile`` (``configdrive/<VM
+    name>.iso``, relative) on the primary pool ``destStore``, or with ``preferHostCache``
+    in this host's config drive cache; ``isoData`` is the ISO the MS built, in base64
+    (it holds the guest's password and keys: never logged or echoed)."""
+
+    FQCN: ClassVar[str] = names.HANDLE_CONFIG_DRIVE_ISO_COMMAND
+
+    iso_data: Annotated[str | None, wire("isoData", secret=True)] = None
+    iso_file: str | None = None
+    create: JBool = False
+    dest_store: DataStoreTO | None = None
+    use_host_cache_on_unsupported_pool: JBool = False
+    prefer_host_cache: JBool = False
+
+
 # --- legacy (pre-4.2) storage commands ----------------------------------------------------
 
 
@@ -222,6 +238,7 @@ STORAGE_COMMANDS: tuple[type[Command], ...] = (
     DeleteCommand,
     ResizeVolumeCommand,
     MigrateVolumeCommand,
+    HandleConfigDriveIsoCommand,
     CreateCommand,
     DestroyCommand,
     PrimaryStorageDownloadCommand,

@@ -114,6 +114,15 @@ class DataStoreRole(StrEnum):
     BACKUP = "Backup"
 
 
+class ConfigDriveLocation(StrEnum):
+    """com.cloud.network.element.NetworkElement.Location: where a VM's config drive ISO
+    is (VirtualMachineTO.configDriveLocation, HandleConfigDriveIsoAnswer.location)."""
+
+    SECONDARY = "SECONDARY"
+    PRIMARY = "PRIMARY"
+    HOST = "HOST"
+
+
 class TrafficType(StrEnum):
     """com.cloud.network.Networks.TrafficType (NicTO.type)."""
 

@@ -10,7 +10,10 @@ A path from a request is served only below a registered root:
 * the cifs image store a command names, for reading templates, ISOs and volumes, and
   for the volume and template copies CopyCommand writes to it (never an administrative
   share such as ``C$``);
-* ``local_secondary_storage_path``, for reading nfs:// templates.
+* ``local_secondary_storage_path``, for reading nfs:// templates;
+* the config drive cache (``[agent] config_drive_cache_path``), for the config drive ISOs
+  the management server puts in the host's cache (HandleConfigDriveIsoCommand with
+  ``preferHostCache``, and a VM whose ``configDriveLocation`` is HOST).
 
 Below its root a path is confined lexically (``hostfs.locations``: no ``..`` out, no
 absolute path elsewhere, no other drive or share, no stream or device names), then on
@@ -25,6 +28,7 @@ from __future__ import annotations
 import ntpath
 from dataclasses import dataclass
 
+from hyperv_agent.cloudstack.enums import ConfigDriveLocation
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
     NfsTO,
@@ -42,6 +46,10 @@ from hyperv_agent.state import PoolRegistry
 #: The fix for a pool the management server registered but this agent no longer knows
 #: (its state directory was lost or replaced while the host stayed connected): the MS
 #: registers a host's pools when the host connects, never on a ping.
+#: The folder CloudStack names every config drive ISO in, relative to its root
+#: (ConfigDrive.CONFIGDRIVEDIR: ``configdrive/<VM name>.iso``).
+CONFIG_DRIVE_DIR = "configdrive"
+
 REREGISTER_HINT = ("if the agent's state directory was lost or replaced (a reinstall), "
                    "reconnect the host in CloudStack (reconnectHost): the management server "
                    "registers its pools again when the host connects")
@@ -54,6 +62,18 @@ def confined(root: str, path: str) -> str:
     if text.startswith("\\") or text[1:2] == ":":
         return locations.confine_absolute(root, path)
     return locations.confine(root, path)
+
+
+def is_config_drive(path: str) -> bool:
+    """Whether a relative ISO path is a config drive's (``configdrive/<VM name>.iso``), as
+    KVM's agent tells it (the path starts with ConfigDrive.CONFIGDRIVEDIR)."""
+    return path.replace("\\", "/").startswith(CONFIG_DRIVE_DIR)
+
+
+def config_drive_on_host(location: str | None) -> bool:
+    """Whether a VirtualMachineTO's ``configDriveLocation`` puts its config drive in the
+    host's cache."""
+    return str(location or "").upper() == ConfigDriveLocation.HOST
 
 
 def check_suffix(path: str, suffixes: tuple[str, ...], what: str) -> None:
@@ -87,14 +107,17 @@ class DataPaths:
     """Request paths to host paths, below registered roots only (see the module notes).
 
     ``pools`` holds the pool roots; ``secondary_path`` is ``local_secondary_storage_path``
-    (empty: not configured). Credentials a pool's or image store's URL carries are handed
-    to ``files`` (in memory) when its root is used.
+    (empty: not configured); ``config_drive_cache`` the host folder of config drive ISOs
+    in the host's cache (empty: none). Credentials a pool's or image store's URL carries
+    are handed to ``files`` (in memory) when its root is used.
     """
 
-    def __init__(self, files: HostFiles, pools: PoolRegistry, secondary_path: str = "") -> None:
+    def __init__(self, files: HostFiles, pools: PoolRegistry, secondary_path: str = "",
+                 config_drive_cache: str = "") -> None:
         self.files = files
         self.pools = pools
         self.secondary_path = secondary_path
+        self.config_drive_cache = config_drive_cache
 
     # --- roots --------------------------------------------------------------------------
 
@@ -150,6 +173,13 @@ class DataPaths:
                                  "NFS image store is mounted on this host")
         return locations.from_primary_store("", self.secondary_path, "Filesystem").root
 
+    def host_cache_root(self, what: str) -> str:
+        """The config drive cache's folder; InvalidRequest when there is none."""
+        if not self.config_drive_cache.strip():
+            raise InvalidRequest(f"{what}: this agent has no config drive cache "
+                                 "([agent] config_drive_cache_path)")
+        return locations.from_primary_store("", self.config_drive_cache, "Filesystem").root
+
     async def existing(self, root: str, what: str) -> str:
         """``root``, or InvalidRequest when that folder is missing or unreachable."""
         if not await self.files.exists(root):
@@ -204,11 +234,18 @@ class DataPaths:
         return await self.file_in(root, name, what, (suffix,))
 
     async def iso_file(self, template: TemplateObjectTO, what: str, *,
-                       check_links: bool = True) -> str:
-        """The ISO ``path`` names (used as given) on a cifs image store or a pool."""
+                       check_links: bool = True, host_cache: bool = False) -> str:
+        """The ISO ``path`` names (used as given) on a cifs image store or a pool; with
+        ``host_cache`` (the VM's ``configDriveLocation`` is HOST) a config drive's
+        (``configdrive/...``) in the config drive cache, whatever store the TO names: the
+        MS names the pool it first meant even when the ISO went to the cache (KVM's agent
+        reads it from its cache alike)."""
         if not template.path:
             raise InvalidRequest(f"{what}: the template has no path")
-        root = self._store_root(template.image_data_store, what)
+        if host_cache and is_config_drive(template.path):
+            root = self.host_cache_root(what)
+        else:
+            root = self._store_root(template.image_data_store, what)
         if not check_links:
             found = confined(root, template.path)
             check_suffix(found, images.ISO_SUFFIXES, what)
@@ -216,15 +253,17 @@ class DataPaths:
         return await self.file_in(root, template.path, what, images.ISO_SUFFIXES)
 
     async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True,
-                         what: str | None = None) -> str:
+                         what: str | None = None, host_cache: bool = False) -> str:
         """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO; ``what`` (by
-        default ``disk <kind>``) begins the message of a refusal."""
+        default ``disk <kind>``) begins the message of a refusal; ``host_cache``: the VM's
+        config drive is in the host's cache (``iso_file``)."""
         data = disk.data
         what = what or f"disk {kind}"
         if kind == "ISO":
             if not isinstance(data, TemplateObjectTO):
                 raise InvalidRequest(f"{what}: data is not a TemplateObjectTO naming the ISO")
-            return await self.iso_file(data, what, check_links=check_links)
+            return await self.iso_file(data, what, check_links=check_links,
+                                       host_cache=host_cache)
         if not isinstance(data, VolumeObjectTO):
             raise InvalidRequest(f"{what}: data is not a VolumeObjectTO")
         return await self.volume_file(data, what, check_links=check_links)

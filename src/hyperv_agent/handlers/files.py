@@ -97,17 +97,20 @@ class FileHandlers:
         self.aside = aside  # the agent's aside files; None: each copy sweeps its target's
         self.parent_budget_s = DEFAULT_BUDGET_S  # bounds ``refuse_if_parent``'s reading
 
-    async def refuse_if_running(self, path: str, kept: str = "the file was kept") -> None:
+    async def refuse_if_running(self, path: str, kept: str = "the file was kept", *,
+                                iso: bool = False) -> None:
         """AgentError naming the VM when a running or paused VM has the disk file ``path``
-        in one of its drives; ``kept`` says what became of the file. A paused VM keeps its
+        (with ``iso``, the ISO image ``path``) in one of its drives; ``kept`` says what
+        became of the file. A paused VM keeps its
         worker process, which holds its disks open as while it runs (Windows refuses to
         read, replace or delete them, Hyper-V to merge them). A stopped VM's disk is not
         in use: the management server starts the VM again from its volumes' paths; nor
         is a saved one's (its worker is gone). 1 query (+ 1 get when a VM has the file)."""
-        attached = await disks.find_attachment(self.hv, path)
+        attached = await disks.find_attachment(self.hv, path, iso=iso)
         if attached is not None and attached.power in _HOLDING:
+            what = "the ISO" if iso else "the volume"
             raise AgentError(f"{path} is attached to the {attached.power.value} VM "
-                             f"{attached.vm_name}; stop the VM or detach the volume first "
+                             f"{attached.vm_name}; stop the VM or detach {what} first "
                              f"({kept})")
 
     async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:

@@ -40,7 +40,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.errors import AgentError, HostFileError, HyperVError, InvalidRequest
 from hyperv_agent.handlers import start_plan
-from hyperv_agent.handlers.datapaths import DataPaths
+from hyperv_agent.handlers.datapaths import DataPaths, config_drive_on_host
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
@@ -199,7 +199,8 @@ class StartHandler:
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         controllers = start_plan.disk_controllers(vm.details, spec.generation)
-        disks = await self._disks(vm.disks, spec.generation, controllers.data_ide)
+        disks = await self._disks(vm.disks, spec.generation, controllers.data_ide,
+                                  config_drive_on_host(vm.config_drive_location))
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
         split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
@@ -273,10 +274,10 @@ class StartHandler:
                                        images.ISO_SUFFIXES)
         return start_plan.with_iso(disks, generation, iso)
 
-    async def _disks(self, disks: Sequence[DiskTO], generation: int,
-                     data_ide: bool) -> tuple[start_plan.PlannedDisk, ...]:
-        placed = start_plan.place_all([(disk, await self._medium(disk)) for disk in disks],
-                                      generation, data_ide)
+    async def _disks(self, disks: Sequence[DiskTO], generation: int, data_ide: bool,
+                     host_cache: bool) -> tuple[start_plan.PlannedDisk, ...]:
+        placed = start_plan.place_all([(disk, await self._medium(disk, host_cache))
+                                       for disk in disks], generation, data_ide)
         seen: set[tuple[str, int, int]] = set()
         for disk in placed:
             if disk.place in seen:
@@ -284,12 +285,13 @@ class StartHandler:
             seen.add(disk.place)
         return placed
 
-    async def _medium(self, disk: DiskTO) -> str | None:
-        """The host path of the disk's image (checked to exist); None for an empty DVD."""
+    async def _medium(self, disk: DiskTO, host_cache: bool) -> str | None:
+        """The host path of the disk's image (checked to exist); None for an empty DVD.
+        ``host_cache``: the VM's config drive is in the host's config drive cache."""
         kind = start_plan.disk_kind(disk)
         if start_plan.is_empty_dvd(disk):
             return None
-        path = await self.paths.disk_image(disk, kind)
+        path = await self.paths.disk_image(disk, kind, host_cache=host_cache)
         if not await self.files.exists(path):
             raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
         return path

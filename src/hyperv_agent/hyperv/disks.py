@@ -241,8 +241,9 @@ async def resize(
 # --- who uses a file ----------------------------------------------------------------------
 
 
-async def find_attachment(hv: HyperV, path: str) -> Attachment | None:
-    """The VM drive holding the disk file ``path``; None when no VM uses it. Read-only.
+async def find_attachment(hv: HyperV, path: str, *, iso: bool = False) -> Attachment | None:
+    """The VM drive holding the disk file ``path`` (with ``iso``, the DVD drive holding
+    the ISO image ``path``); None when no VM uses it. Read-only.
     (``drives.detach_volume`` takes it out of that VM.)
 
     Hyper-V does not stop a stopped VM's definition from naming a file another VM uses
@@ -256,7 +257,7 @@ async def find_attachment(hv: HyperV, path: str) -> Attachment | None:
     owning VM's name and power state (one per VM holding the file until a running one).
     Media of snapshots are not VMs and are skipped.
     """
-    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.VHD),
+    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.ISO if iso else Subtype.VHD),
                        ("InstanceID", "HostResource", "Parent"))
     found: list[Attachment] = []
     for medium in await hv.cim.query(query, NAMESPACE):

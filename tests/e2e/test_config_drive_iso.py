@@ -1,0 +1,252 @@
+"""HandleConfigDriveIsoCommand and the StartCommand that follows it, over real HTTPS with
+bodies shaped as CloudStack 4.22's classes write them.
+
+With ``vm.configdrive.primarypool.enabled`` the management server builds a VM's config
+drive ISO and sends it to the VM's host, to be written at ``configdrive/<VM name>.iso``
+on the root volume's pool (``destStore``, a PrimaryDataStoreTO); with
+``vm.configdrive.force.host.cache.use`` (``preferHostCache``) into the host's own cache.
+The StartCommand then names the ISO as a TemplateObjectTO of that path (with the pool's
+TO, or none in the host's cache), and the VM's ``configDriveLocation`` says which.
+Gson leaves null fields out: a delete carries no ``isoData``, a host-cache command of a
+migration no ``destStore``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cloudstack import names
+from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from tests.cloudstack.fixtures import ms422_json
+from tests.e2e.conftest import Running, config_with_shares, serving
+
+LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
+CACHE = f"{LOCAL_POOL}\\configdrive-cache"  # the default config drive cache
+ROOT = "03164c49-b0a9-4db9-baf2-20e389d54e6a"  # the root volume of sample 15
+VM = "i-2-5-VM"
+ISO_FILE = f"configdrive/{VM}.iso"
+ON_POOL = f"{LOCAL_POOL}\\configdrive\\{VM}.iso"
+IN_CACHE = f"{CACHE}\\configdrive\\{VM}.iso"
+HANDLE = names.HANDLE_CONFIG_DRIVE_ISO_COMMAND
+ANSWER = names.HANDLE_CONFIG_DRIVE_ISO_ANSWER
+ISO_SUBTYPE = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
+#: The local pool as the MS names it (sample 25's PrimaryDataStoreTO).
+LOCAL_STORE = {names.PRIMARY_DATA_STORE_TO: {
+    "uuid": "f528764d-624d-3129-b32c-21fbca0cb8d6-HypervResource",
+    "name": "127.0.0.1 Local Storage", "id": 1, "poolType": "Filesystem",
+    "host": "127.0.0.1", "path": LOCAL_POOL,
+    "url": f"Filesystem://127.0.0.1/{LOCAL_POOL}/?ROLE=Primary&STOREUUID="
+           "f528764d-624d-3129-b32c-21fbca0cb8d6-HypervResource",
+    "port": 0, "details": {}, "isManaged": False}}
+_SWITCH = '[emulator]\nswitches = ["vSwitch0"]'  # the sample NIC's traffic label
+
+
+def iso_image(payload: bytes = b"#cloud-config\n") -> bytes:
+    """A small ISO 9660 image: its system area, a primary volume descriptor at sector 16
+    and the set terminator, then ``payload``."""
+    primary = b"\x01CD001\x01".ljust(2048, b"\x00")
+    terminator = b"\xffCD001\x01".ljust(2048, b"\x00")
+    return b"\x00" * 16 * 2048 + primary + terminator + payload.ljust(2048, b"\x00")
+
+
+def handle_body(*, create: bool = True, data: bytes | str | None = None,
+                store: dict[str, Any] | None = LOCAL_STORE, host_cache: bool = False,
+                iso_file: str = ISO_FILE) -> dict[str, Any]:
+    """HandleConfigDriveIsoCommand as Gson writes it (null fields left out)."""
+    body: dict[str, Any] = {"isoFile": iso_file, "create": create,
+                            "useHostCacheOnUnsupportedPool": False,
+                            "preferHostCache": host_cache, "contextMap": {}, "wait": 0,
+                            "bypassHostMaintenance": False}
+    if create:
+        body["isoData"] = data if isinstance(data, str) else \
+            base64.b64encode(iso_image() if data is None else data).decode()
+    if store is not None:
+        body["destStore"] = store
+    return body
+
+
+def config_drive_disk(store: dict[str, Any] | None) -> dict[str, Any]:
+    """The DiskTO addConfigDriveDisk gives the VM: a TemplateObjectTO of the ISO's path,
+    with the pool's TO (none for an ISO in the host's cache), ``diskSeq`` 4."""
+    data: dict[str, Any] = {"uuid": "4f1e7d8c-1b0e-4b67-9d43-0a4b1b3c2d11",
+                            "path": ISO_FILE, "format": "ISO", "id": 0, "accountId": 0,
+                            "hvm": False, "bootable": False, "directDownload": False,
+                            "deployAsIs": False, "followRedirects": False}
+    if store is not None:
+        data["imageDataStore"] = store
+    return {"data": {names.TEMPLATE_OBJECT_TO: data}, "diskSeq": 4, "path": ISO_FILE,
+            "type": "ISO"}
+
+
+def start_body(location: str, store: dict[str, Any] | None) -> dict[str, Any]:
+    """Sample 15 with the config drive first in ``vm.disks``, as the MS orders them."""
+    body: dict[str, Any] = copy.deepcopy(ms422_json("15_StartCommand.json"))
+    body["vm"]["disks"] = [config_drive_disk(store), *body["vm"]["disks"]]
+    body["vm"]["configDriveLocation"] = location
+    return body
+
+
+def _host_file(agent: Running, path: str) -> Path:
+    return agent.emulator.host.paths.local(path)
+
+
+def _config(tmp_path: Path, lab: str = "") -> Any:
+    return config_with_shares(tmp_path, {}, _SWITCH + lab, local_storage_path=LOCAL_POOL)
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    """The agent with the sample's root volume in its local pool."""
+    async with serving(_config(tmp_path)) as running:
+        pool = running.emulator.host.paths.local(LOCAL_POOL)
+        pool.mkdir(parents=True, exist_ok=True)
+        vhd.create(pool / f"{ROOT}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+        yield running
+
+
+async def _isos(cim: EmulatorCim) -> set[str]:
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM)))
+    media = await cim.query(wql.select("Msvm_StorageAllocationSettingData", wql.starts_with(
+        "InstanceID", f"Microsoft:{vm['Name']}\\")))
+    return {m.strings("HostResource")[0] for m in media if m["ResourceSubType"] == ISO_SUBTYPE}
+
+
+async def _handled(agent: Running, body: dict[str, Any]) -> dict[str, Any]:
+    key, answer = await agent.answer(HANDLE, body)
+    assert key == ANSWER, (key, answer)
+    return answer
+
+
+# --- on the root volume's pool ----------------------------------------------------------
+
+
+async def test_the_iso_is_written_on_the_pool_and_the_vm_starts_with_it(agent: Running) -> None:
+    image = iso_image(b"#cloud-config\nhostname: web-1\n")
+    answer = await _handled(agent, handle_body(data=image))
+    assert (answer["result"], answer["location"]) == (True, "PRIMARY"), answer
+    assert _host_file(agent, ON_POOL).read_bytes() == image
+    assert "isoData" not in str(answer) and base64.b64encode(image).decode() not in str(answer)
+
+    key, started = await agent.answer(names.START_COMMAND, start_body("PRIMARY", LOCAL_STORE))
+    assert (key, started["result"]) == (names.START_ANSWER, True), started
+    assert ON_POOL in await _isos(agent.emulator)
+
+
+async def test_a_second_iso_replaces_the_first_but_not_under_a_running_vm(
+        agent: Running) -> None:
+    assert (await _handled(agent, handle_body(data=iso_image(b"first"))))["result"] is True
+    assert (await _handled(agent, handle_body(data=iso_image(b"second"))))["result"] is True
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"second")
+    _, started = await agent.answer(names.START_COMMAND, start_body("PRIMARY", LOCAL_STORE))
+    assert started["result"] is True, started
+
+    refused = await _handled(agent, handle_body(data=iso_image(b"third")))
+    assert refused["result"] is False
+    assert f"attached to the running VM {VM}" in refused["details"], refused
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"second")
+    deleted = await _handled(agent, handle_body(create=False))
+    assert deleted["result"] is False and VM in deleted["details"], deleted
+    assert _host_file(agent, ON_POOL).exists()
+    folder = _host_file(agent, f"{LOCAL_POOL}\\configdrive")
+    assert sorted(p.name for p in folder.iterdir()) == [f"{VM}.iso"]  # no aside file left
+
+
+async def test_delete_removes_the_iso_and_an_absent_one_is_a_success(agent: Running) -> None:
+    assert (await _handled(agent, handle_body()))["result"] is True
+    for _ in range(2):  # a repeat (a lost answer, an expunge after a release) succeeds
+        answer = await _handled(agent, handle_body(create=False))
+        assert answer["result"] is True, answer
+        assert not _host_file(agent, ON_POOL).exists()
+    assert "already absent" in answer["details"]
+
+
+# --- in the host's cache -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", [LOCAL_STORE, None], ids=["start", "migration"])
+async def test_the_iso_in_the_host_cache_is_the_one_the_vm_starts_with(
+        agent: Running, store: dict[str, Any] | None) -> None:
+    """A start names the pool it first meant, a migration's create none: with
+    ``configDriveLocation`` HOST the VM takes the cache's ISO either way."""
+    answer = await _handled(agent, handle_body(store=store, host_cache=True))
+    assert (answer["result"], answer["location"]) == (True, "HOST"), answer
+    assert _host_file(agent, IN_CACHE).read_bytes() == iso_image()
+    assert not _host_file(agent, ON_POOL).exists()
+
+    _, started = await agent.answer(names.START_COMMAND, start_body("HOST", store))
+    assert started["result"] is True, started
+    assert IN_CACHE in await _isos(agent.emulator)
+
+
+async def test_a_vm_whose_config_drive_is_in_the_cache_does_not_start_without_it(
+        agent: Running) -> None:
+    _, refused = await agent.answer(names.START_COMMAND, start_body("HOST", None))
+    assert refused["result"] is False
+    assert IN_CACHE in refused["details"], refused
+
+
+async def test_delete_in_the_host_cache(agent: Running) -> None:
+    assert (await _handled(agent, handle_body(store=None, host_cache=True)))["result"] is True
+    answer = await _handled(agent, handle_body(create=False, store=None, host_cache=True))
+    assert answer["result"] is True, answer
+    assert not _host_file(agent, IN_CACHE).exists()
+
+
+# --- refused, nothing written -----------------------------------------------------------
+
+_UNKNOWN_POOL = {names.PRIMARY_DATA_STORE_TO: {
+    "uuid": "5d719485-f8b3-3fc2-b05a-8f63a912e709", "name": "smb-primary", "id": 2,
+    "poolType": "SMB", "host": "10.1.1.1", "path": "/primary?user=admin&password=s3cret",
+    "port": 445, "isManaged": False}}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (handle_body(data="not base64 at all!"), "isoData is not base64"),
+    (handle_body(data=b"#cloud-config\n" * 4000), "is not an ISO 9660 image"),
+    (handle_body(iso_file="configdrive/../../Windows/i-2-5-VM.iso"), "climbs out"),
+    (handle_body(iso_file="C:\\Windows\\i-2-5-VM.iso"), "is absolute"),
+    (handle_body(iso_file="\\\\10.1.1.9\\share\\i-2-5-VM.iso"), "is absolute"),
+    (handle_body(iso_file="configdrive/i-2-5-VM.vhdx"), "is not a .iso file"),
+    (handle_body(store=_UNKNOWN_POOL), "is not registered on this host"),
+    (handle_body(store=None), "names neither a primary pool nor the host's cache"),
+    ({k: v for k, v in handle_body().items() if k != "isoData"}, "isoData is missing"),
+], ids=["not-base64", "not-an-iso", "dot-dot", "absolute", "unc", "not-iso-suffix",
+        "unknown-pool", "no-store", "no-data"])
+async def test_bad_input_is_a_failed_answer_and_nothing_is_written(
+        agent: Running, body: dict[str, Any], expected: str) -> None:
+    answer = await _handled(agent, body)
+    assert answer["result"] is False
+    assert expected in answer["details"], answer
+    assert "s3cret" not in answer["details"]
+    pool = _host_file(agent, LOCAL_POOL)
+    assert sorted(p.name for p in pool.iterdir()) == [f"{ROOT}.vhdx"]
+    assert not (_host_file(agent, "C:\\Windows") / f"{VM}.iso").exists()
+
+
+async def test_an_iso_the_volume_has_no_room_for_is_refused(tmp_path: Path) -> None:
+    free = 256 * 1024 * 1024 + 40 * 1024  # the 256 MiB kept free, and 40 KiB
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    async with serving(_config(tmp_path, lab)) as running:
+        small = await _handled(running, handle_body(data=iso_image()))
+        assert small["result"] is True, small
+        large = await _handled(running, handle_body(data=iso_image(b"u" * 200 * 1024)))
+        assert large["result"] is False
+        assert "not enough free space" in large["details"], large
+        assert _host_file(running, ON_POOL).read_bytes() == iso_image()
+
+
+async def test_a_config_drive_of_megabytes_is_taken(agent: Running) -> None:
+    """User data of up to 1 MB is written twice into the ISO (cloudstack/ and openstack/):
+    its base64 is far beyond the bound on any other string of a command."""
+    image = iso_image(b"u" * 3 * 1024 * 1024)
+    answer = await _handled(agent, handle_body(data=image))
+    assert answer["result"] is True, answer
+    assert _host_file(agent, ON_POOL).stat().st_size == len(image)
