@@ -48,7 +48,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, MigrationFailed
 from hyperv_agent.handlers import start_plan
-from hyperv_agent.handlers.datapaths import DataPaths
+from hyperv_agent.handlers.datapaths import DataPaths, config_drive_on_host
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
@@ -180,25 +180,31 @@ class MigrationHandlers(FileHandlers):
                 continue
             what = f"disk {kind}" if kind != "ISO" else \
                 "disk ISO (the VM's CD)" if index == cd else "disk ISO (config drive)"
-            problem = await self._reachable(disk, kind, what)
+            problem = await self._reachable(disk, kind, what,
+                                            config_drive_on_host(vm.config_drive_location))
             if problem:
                 problems.append(problem)
         return problems
 
-    async def _reachable(self, disk: DiskTO, kind: str, what: str) -> str | None:
+    async def _reachable(self, disk: DiskTO, kind: str, what: str,
+                         host_cache: bool) -> str | None:
         """Why the file of ``disk`` cannot be used here; None when it can. A live move
         keeps every path the VM's drives name, a DVD drive's ISO on the image store
         included (StartCommand reads it there, never from a copy), so the file must be
-        there for this host at the same path: Hyper-V refuses the move otherwise."""
+        there for this host at the same path: Hyper-V refuses the move otherwise. A config
+        drive in the host's cache (``host_cache``) is the one the MS wrote into this
+        host's cache (HandleConfigDriveIsoCommand) before it sent this command."""
         local = local_volume(disk)
         if local is not None:
             return local
         try:
-            path = await self.paths.disk_image(disk, kind, check_links=False, what=what)
+            path = await self.paths.disk_image(disk, kind, check_links=False, what=what,
+                                               host_cache=host_cache)
         except AgentError as error:
             return _of(what, error)
         try:
-            await self.paths.disk_image(disk, kind, what=what)  # no link leads out
+            await self.paths.disk_image(disk, kind, what=what,  # no link leads out
+                                        host_cache=host_cache)
             found = await self.files.exists(path)
         except HostFileError as error:
             return f"{what}: {path} cannot be reached from this host: {error}"
@@ -481,7 +487,9 @@ class MigrationHandlers(FileHandlers):
             if str(disk.type).upper() != "ISO" or start_plan.is_empty_dvd(disk):
                 continue
             try:
-                paths.append(await self.paths.disk_image(disk, "ISO", check_links=False))
+                paths.append(await self.paths.disk_image(
+                    disk, "ISO", check_links=False,
+                    host_cache=config_drive_on_host(named.config_drive_location)))
             except AgentError:  # a file the MS could not mean: PrepareForMigration named it
                 continue
         if not paths:
