@@ -59,11 +59,11 @@ async def test_state_report_leaves_a_vm_alone_when_a_slow_start_is_building_it(
     reports = 0
     while not start.done():
         state = await _vm(slow, VM)
-        if state is not None and state[1] != 2:  # not running yet: what the report removes
+        if state is not None and state[1] == 3:  # off, being built: what the report removes
             report = await _report(slow)
             after = await _vm(slow, VM)
             assert after is not None and after[0] == building[0]  # never removed
-            if after[1] != 2:  # still not running once the report was made
+            if after[1] == 3:  # still off once the report was made (Starting is PowerOn)
                 assert {VM: "PowerOn"} not in report
                 reports += 1
         await asyncio.sleep(JOB_S / 2)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import InValue, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import CimInvalidMethod, CimNotFound
 from tests.emulator.kit import define_vm, failure, ok, request_state, service, state
 
@@ -231,3 +231,87 @@ async def test_guest_answers_when_it_has_integration_services(emulator: Emulator
     summary = (await emulator.invoke(await service(emulator), "GetSummaryInformation", {
         "SettingData": None, "RequestedInformation": [104]})).instances("SummaryInformation")
     assert [s["Heartbeat"] for s in summary] == [2]
+
+
+# --- transitional states while a state change's job runs ---------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _summary_state(cim: EmulatorCim, vm: ObjectPath) -> int:
+    answer = await cim.invoke(await service(cim), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [0, 100]})
+    (summary,) = [s for s in answer.instances("SummaryInformation")
+                  if s["Name"] == vm.key("Name")]
+    return summary.integer("EnabledState") or 0
+
+
+@pytest.mark.parametrize(("setup", "requested", "shown", "final"), [
+    ((), 2, 10, RUNNING),            # Starting
+    ((2,), 3, 4, OFF),               # Stopping (v2 4, Get-VM's "Stopping")
+    ((2,), 6, 32773, SAVED),         # Saving
+    ((2,), 9, 32776, PAUSED),        # Pausing
+    ((2, 9), 2, 32777, RUNNING),     # Resuming
+    ((2, 6), 2, 10, RUNNING),        # a restore from saved shows Starting
+])
+async def test_vm_shows_its_transitional_state_while_the_change_runs_then_the_new_one(
+    make_config: Callable[..., EmulatorConfig], setup: tuple[int, ...], requested: int,
+    shown: int, final: int,
+) -> None:
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=2.0)), clock)
+    try:
+        vm = await define_vm(cim)
+        for step in setup:
+            await request_state(cim, vm, step)
+            clock.now += 2.0
+        assert (await request_state(cim, vm, requested)).return_value == 4096
+        seen = await cim.get(vm)
+        assert (seen["EnabledState"], seen["RequestedState"]) == (shown, requested)
+        assert await _summary_state(cim, vm) == shown
+        assert [v["Name"] for v in await cim.query(wql.select(
+            "Msvm_ComputerSystem", wql.eq("EnabledState", shown)))] == [vm.key("Name")]
+        # any other change meanwhile is refused at once, as is removing the VM
+        for other in (2, 3, 6, 9, 11):
+            assert (await request_state(cim, vm, other)).return_value == 32775
+        destroy = await cim.invoke(await service(cim), "DestroySystem", {"AffectedSystem": vm})
+        clock.now += 2.0
+        assert await failure(cim, destroy) == 32775
+        seen = await cim.get(vm)
+        assert (seen["EnabledState"], seen["RequestedState"]) == (final, 12)
+        assert await _summary_state(cim, vm) == final
+    finally:
+        await cim.close()
+
+
+async def test_a_starting_vm_s_guest_cannot_be_asked_to_shut_down_until_it_runs(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=2.0)), clock)
+    try:
+        vm = await define_vm(cim)
+        await request_state(cim, vm, 2)
+        component = (await cim.query(wql.select("Msvm_ShutdownComponent", wql.eq(
+            "SystemName", vm.key("Name")))))[0].path
+        assert component is not None
+        asked: dict[str, InValue] = {"Force": True, "Reason": "test"}
+        assert (await cim.invoke(component, "InitiateShutdown", asked)).return_value == 32780
+        clock.now += 2.0
+        assert (await cim.invoke(component, "InitiateShutdown", asked)).return_value == 0
+    finally:
+        await cim.close()
+
+
+async def test_no_transitional_state_is_shown_when_jobs_take_no_time(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator)
+    await ok(emulator, await request_state(emulator, vm, 2))
+    assert (await emulator.get(vm))["EnabledState"] == RUNNING

@@ -80,6 +80,9 @@ class EnabledState(IntEnum):
     OFFLINE = 6  # saved
     QUIESCE = 9  # paused
     STARTING = 10
+    SAVING = 32773
+    PAUSING = 32776
+    RESUMING = 32777
 
 
 class RequestedState(IntEnum):

@@ -151,6 +151,28 @@ def is_running(vm: Record) -> bool:
     return vm["EnabledState"] in (EnabledState.ENABLED, EnabledState.QUIESCE)
 
 
+#: ``Record.meta`` key of a VM whose state change is under way: [the transitional
+#: EnabledState shown, the RequestedState asked for, the clock time the change ends].
+#: The stored EnabledState is already the state the change ends in.
+TRANSITION = "transition"
+
+
+def transition(host: EmulatedHost, vm: Record) -> int | None:
+    """The transitional EnabledState the VM shows while its RequestStateChange job runs
+    (Starting, Stopping, Saving, Pausing, Resuming); None when no change is under way."""
+    entry = vm.meta.get(TRANSITION)
+    if not isinstance(entry, list) or host.clock() >= float(entry[2]):
+        return None
+    return int(entry[0])
+
+
+def enabled_state(host: EmulatedHost, vm: Record) -> int | None:
+    """The EnabledState Hyper-V shows for the VM now: its transitional state while a
+    state change runs, else the stored one."""
+    shown = transition(host, vm)
+    return shown if shown is not None else vm.integer("EnabledState")
+
+
 def _running_memory(record: Record) -> int:
     # A running VM holds the memory it started with (its VirtualQuantity, the startup
     # memory), static or dynamic: the emulator models no guest whose demand would make
@@ -278,8 +300,8 @@ def seen_as_stored(class_def: ClassDef, name: str) -> bool:
         return False
     if class_def.name in _COMPUTED_CLASSES:
         return False
-    return not (class_def.name == "Msvm_ComputerSystem"
-                and name.lower() == "ontimeinmilliseconds")
+    return not (class_def.name == "Msvm_ComputerSystem" and name.lower() in (
+        "ontimeinmilliseconds", "enabledstate", "requestedstate"))
 
 
 def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, CimValue]:
@@ -287,9 +309,8 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
     now = host.clock()
     if is_job(record):
         return job_view(record, now)
-    if is_vm(record) and is_running(record):
-        started = float(record.meta.get("started_at", now))
-        return {"OnTimeInMilliseconds": int((now - started) * 1000)}
+    if is_vm(record):
+        return _vm_view(host, record, now)
     if record.class_def.name == "Win32_PerfRawData_Tcpip_NetworkInterface":
         seconds = max(0.0, now - float(record.meta.get("since", now)))
         received = int(seconds * float(record.meta.get("receive_bps", NIC_RECEIVE_BPS)))
@@ -311,3 +332,16 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
                 "PercentHypervisorRunTime": 0, "PercentIdleTime": idle_100ns,
                 "Timestamp_Sys100NS": at_100ns}
     return {}
+
+
+def _vm_view(host: EmulatedHost, vm: Record, now: float) -> dict[str, CimValue]:
+    """A VM's run time while it runs, and its transitional state (with the RequestedState
+    Hyper-V shows "while the state change is in progress") while a state change runs."""
+    view: dict[str, CimValue] = {}
+    if is_running(vm):
+        started = float(vm.meta.get("started_at", now))
+        view["OnTimeInMilliseconds"] = int((now - started) * 1000)
+    shown = transition(host, vm)
+    if shown is not None:
+        view.update(EnabledState=shown, RequestedState=int(vm.meta[TRANSITION][1]))
+    return view

@@ -321,7 +321,7 @@ def _new_path(move: _Move, item: Embedded) -> tuple[str, str]:
 
 
 def _check(move: _Move) -> None:
-    state = move.vm.integer("EnabledState")
+    state = model.enabled_state(move.call.host, move.vm)
     if state not in MOVABLE_STATES:
         raise MethodError(STATE_IN_TRANSITION, f"the VM is in transition (state {state}); "
                           "it moves when running, paused, saved or off")

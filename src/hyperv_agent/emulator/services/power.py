@@ -7,6 +7,13 @@ discard the saved state, 2 -> 11 reset, 10 reboot. Anything else, including aski
 the current state, returns 32775; that a paused VM is not reset (9 -> 11) is the
 emulator's choice, Microsoft does not list the transitions of a paused VM.
 
+While a change's job runs (the latency model's job time) the VM shows its transitional
+state (``_SHOWN``: Starting, Stopping, Saving, Pausing, Resuming) with RequestedState the
+state asked for, and ends in the new one. Microsoft documents no answer to a request
+made meanwhile ("earlier requests" may be "overwritten or lost"); the emulator refuses
+it with 32775 (invalid state), as it refuses DestroySystem, and the guest's shutdown
+component answers 32780 (not ready) until a starting VM runs.
+
 The guest asked through its shutdown component (a VM that is not running: 32780, not
 ready) shuts down, or restarts, after ``guest_shutdown_s``; a guest that ignores shutdown
 requests (``Faults.ignore_shutdown``) ignores both. A guest without integration services
@@ -48,6 +55,11 @@ def request_state_change(call: Call) -> Mapping[str, OutValue]:
     requested = call.integer("RequestedState")
     if vm is None or not model.is_vm(vm):
         raise MethodError(ReturnCode.NOT_SUPPORTED, "only VMs change state", immediate=True)
+    changing = model.transition(call.host, vm)
+    if changing is not None:
+        raise MethodError(ReturnCode.INVALID_STATE,
+                          f"the VM is changing state (state {changing}); it takes no other "
+                          "state change until that one is done", immediate=True)
     transition = _TRANSITIONS.get((vm.integer("EnabledState"), requested or 0))
     if transition is None:
         raise MethodError(ReturnCode.INVALID_STATE,
@@ -57,7 +69,19 @@ def request_state_change(call: Call) -> Mapping[str, OutValue]:
     assert staged is not None
     transition(call, staged)
     staged["TimeOfLastStateChange"] = cim_datetime(call.host.clock())
+    _show_transition(call, staged, transition, requested or 0)
     return {}
+
+
+def _show_transition(call: Call, vm: Record, transition: Transition, requested: int) -> None:
+    """Have the VM show its transitional state (``_SHOWN``) while the change's job runs:
+    for the latency model's job time, when jobs are asynchronous. Its stored state is
+    already the one the change ends in; a job that ends in Exception discards both."""
+    shown = _SHOWN.get(transition)
+    duration = call.host.config.latency.job_s
+    vm.meta.pop(model.TRANSITION, None)
+    if shown is not None and duration > 0 and call.host.config.async_jobs:
+        vm.meta[model.TRANSITION] = [int(shown), requested, call.host.clock() + duration]
 
 
 def _start(call: Call, vm: Record) -> None:
@@ -172,6 +196,15 @@ _TRANSITIONS: dict[tuple[int, int], Transition] = {
     (E.ENABLED, R.REBOOT): _reset,
 }
 
+#: What a VM shows while each change's job runs: the v2 values of Get-VM's VMState
+#: (Starting 10, Stopping 4, Saving 32773, Pausing 32776, Resuming 32777). Microsoft does
+#: not say which state a restore from a saved state shows; Starting is the emulator's
+#: choice, as is showing none for a reset (Hyper-V's Reset, 11, is not shown here).
+_SHOWN: dict[Transition, EnabledState] = {
+    _start: E.STARTING, _restore: E.STARTING, _turn_off: E.SHUTTING_DOWN,
+    _save: E.SAVING, _pause: E.PAUSING, _resume: E.RESUMING,
+}
+
 
 @handles("Msvm_ShutdownComponent", "InitiateShutdown")
 def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
@@ -197,7 +230,7 @@ def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
     assert component is not None
     guid = str(component["SystemName"])
     vm = call.txn.get(model.vm_path(guid))
-    if vm is None or vm["EnabledState"] != E.ENABLED:
+    if vm is None or model.enabled_state(call.host, vm) != E.ENABLED:
         raise MethodError(ReturnCode.NOT_READY, "the VM is not running", immediate=True)
     if component["OperationalStatus"] != (codes.OperationalStatus.OK,):
         raise MethodError(ReturnCode.NOT_READY, "the guest's shutdown service is not running",

@@ -105,7 +105,8 @@ def _every_vm(call: Call, facts: _Facts) -> tuple[CimInstance, ...]:
     if last is not None and (last.revision, last.wanted) == (revision, facts.wanted):
         return last.found
     found = facts.every_vm()
-    _EVERY[call.host] = _Every(revision, facts.wanted, found)
+    if not facts.transient:
+        _EVERY[call.host] = _Every(revision, facts.wanted, found)
     return found
 
 
@@ -117,6 +118,8 @@ class _Facts:
         self.call = call
         self.wanted = wanted
         self.kept = _KEPT.setdefault(call.host, {}) if wanted <= _KEEPABLE else None
+        # a VM changing state shows a state that follows the clock: its summary is not kept
+        self.transient = False
 
     def every_vm(self) -> tuple[CimInstance, ...]:
         found: list[CimInstance] = []
@@ -159,7 +162,9 @@ class _Facts:
         if vm is None:
             return self._instance({"Name": ""})
         summary = self._instance(self._values(vssd, vm))
-        if self.kept is not None:
+        if model.transition(self.call.host, vm) is not None:
+            self.transient = True
+        elif self.kept is not None:
             self.kept[id(vssd)] = _Kept(vm, vm.path.normalized, vssd, self.wanted, summary)
         return summary
 
@@ -209,7 +214,8 @@ class _Facts:
             "Name": guid, "ElementName": vm["ElementName"], "CreationTime": vssd["CreationTime"],
             "Notes": "\n".join(str(n) for n in notes) if isinstance(notes, tuple) else None,
             "NumberOfProcessors": self.cpus(guid) if "NumberOfProcessors" in self.wanted else 0,
-            "EnabledState": vm["EnabledState"], "HealthState": vm["HealthState"],
+            "EnabledState": model.enabled_state(self.call.host, vm),
+            "HealthState": vm["HealthState"],
             "OperationalStatus": vm["OperationalStatus"], "Version": vssd["Version"],
             "ProcessorLoad": model.processor_load(guid) if running else 0,
             "ProcessorLoadHistory": (model.processor_load(guid),) * 10 if running else (),

@@ -260,6 +260,8 @@ def destroy_system(call: Call) -> Mapping[str, OutValue]:
                           immediate=True)
     if model.is_running(vm):
         raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is running")
+    if model.is_vm(vm) and model.transition(call.host, vm) is not None:
+        raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is changing state")
     guid = str(vm["Name"])
     bootsources.remove_all(call, guid)
     for record in [*model.device_records(call.txn, guid), *model.runtime_records(call.txn, guid)]:
