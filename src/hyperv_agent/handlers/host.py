@@ -397,6 +397,9 @@ def _kind(vm: vms.VmInfo) -> str | None:
     agent reported such a VM PowerOn for ever, and the MS then synced the stopped VM to
     Running on this host (or saw it "migrated" here while it ran elsewhere).
 
+    A VM Hyper-V is still stopping is not removed yet either (Hyper-V refuses while the
+    stop runs) but reported PowerOff: the next report, once it is off, removes it.
+
     A saved VM is not removed here (that would discard its memory without the MS having
     a say) but reported PowerOff, as CheckVirtualMachine calls it: the MS then stops it
     with a StopCommand (checkBeforeCleanup), which removes it, its disks kept. Left out,
@@ -408,7 +411,9 @@ def _kind(vm: vms.VmInfo) -> str | None:
         return _ON
     if CLOUDSTACK_NOTE not in _notes(vm) or power is not PowerState.POWER_OFF:
         return None
-    return _REMOVE if vm.power is vms.PowerState.STOPPED else _OFF
+    if vm.power is vms.PowerState.STOPPED and vm.changing is None:
+        return _REMOVE
+    return _OFF
 
 
 def _notes(vm: vms.VmInfo) -> str:

@@ -120,7 +120,8 @@ class StartHandler:
         """Create the VM ``vm`` describes and start it (protocol §9.1).
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
-        exists but is not running is removed (its disks kept) and built anew. Invalid
+        exists but is not running is removed (its disks kept) and built anew. One Hyper-V
+        is starting or stopping is waited for first, and then taken as it is. Invalid
         input (CPUs, memory, speeds, a disk path outside its pool or missing, an unknown
         switch, a bad VLAN, boot arguments that no KVP items can carry, secure boot on a
         host without the guest OS's template): a failed answer, nothing created or
@@ -143,6 +144,11 @@ class StartHandler:
     async def _start(self, command: StartCommand) -> tuple[str, ...]:
         vm = command.vm
         existing = await vms.find_vm(self.hv, vm.name)
+        if existing is not None and existing.changing is not None:
+            # Hyper-V is starting or stopping it: neither running nor off yet
+            existing = await _named(f"waiting for the existing VM to finish "
+                                    f"{existing.changing}",
+                                    power.settle(self.hv, existing, self.job_wait))
         if existing is not None and existing.power is vms.PowerState.RUNNING:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()

@@ -44,7 +44,14 @@ log = logging.getLogger("hyperv_agent.handlers.vm")
 VNC_PORT_RDP = -9  # protocol §8: the MS reads -9 as "Hyper-V, connect with RDP to rdp.server.port"
 
 #: The CloudStack power state a Hyper-V power state is reported as (protocol §5.3): a paused VM
-#: still holds its host resources, so it counts as on.
+#: still holds its host resources, so it counts as on. A VM Hyper-V is changing the state
+#: of reads as the state it is in meanwhile (``vms.power_state``): starting, saving,
+#: pausing and resuming VMs hold their host resources and are PowerOn (the MS syncs a VM
+#: it has Starting, Stopped or Stopping to Running on PowerOn, so a start it did not order
+#: is followed); a stopping VM is PowerOff, as os-win reads it: the MS answers PowerOff of
+#: a VM it has Running with a StopCommand (checkBeforeCleanup), which waits out the stop
+#: and removes the VM. The C# agent matched the v1 numbers (32770, 32774) that v2 never
+#: shows, so it sent PowerUnknown for both, which the MS's power-state handler ignores.
 _CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
     vms.PowerState.RUNNING: PowerState.POWER_ON,
     vms.PowerState.PAUSED: PowerState.POWER_ON,

@@ -22,8 +22,10 @@ host's Windows version is read once a session, ``host.windows_version``):
 ``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
                                 +1 call + 1 W (turn off) when the guest ignores it
 ``stop_and_remove`` forced      2 calls + 2 W (turn off, destroy)
-``stop_and_remove`` VM off      1 call + 1 W (destroy); P gets before it while Hyper-V
-                                still shuts the VM down (Shutting Down, Stopping)
+``stop_and_remove`` VM off      1 call + 1 W (destroy)
+``settle``                      nothing for a VM in a steady state; P gets while Hyper-V
+                                changes its state (Starting, Stopping, Saving, ...), before
+                                ``stop_and_remove`` and ``reboot`` act
 ==============================  ===================================================
 """
 
@@ -159,10 +161,15 @@ async def reboot(
     the guest is back, and a request the guest accepted is as far as a clean reboot can
     be followed. A guest that cannot be asked (no integration services, a host before
     Windows Server 2016, not ready, shutting down) or whose request fails is reset hard,
-    as the agent always did. A VM that is not running is left as it is. A repeat reboots
-    again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
+    as the agent always did. A VM that is not running is left as it is. A VM Hyper-V is
+    changing the state of (starting, stopping, ...) is waited for first (``settle``).
+    A repeat reboots again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
     nothing. Round trips: the module's table.
     """
+    settled = await settle(hv, vm, policy)
+    if settled is None:
+        return Rebooted.MISSING
+    vm = settled
     if vm.power is PowerState.RUNNING:
         try:
             if await request_reboot(hv, vm.guid, reason, policy=policy):
@@ -202,6 +209,41 @@ async def wait_until_off(
             return True
         if clock() >= deadline:
             return False
+        await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
+        interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def settle(
+    hv: HyperV,
+    vm: VmRef,
+    policy: jobs.WaitPolicy,
+    clock: Callable[[], float] = time.monotonic,
+) -> VmRef | None:
+    """``vm`` once Hyper-V has finished changing its state (``vm.changing``: starting,
+    stopping, saving, ...), read again; None when it went away meanwhile. A VM in a
+    steady state is returned as it is, with no round trip.
+
+    Hyper-V takes no other state change, nor removes the VM, while one runs (32775), so a
+    command that changes the VM waits it out first. Read-only. A VM still changing at
+    ``policy.timeout_s`` raises HyperVError naming the change. One get per poll.
+    """
+    if vm.changing is None:
+        return vm
+    deadline = clock() + policy.timeout_s
+    interval = policy.first_poll_s
+    while True:
+        try:
+            found = await hv.cim.get(vm.path)
+        except CimNotFound:
+            return None
+        state = found.integer("EnabledState")
+        if vms.changing(state) is None:
+            return VmRef(vm.guid, vm.name, vms.power_state(state))
+        if clock() >= deadline:
+            raise HyperVError(
+                f"VM {vm.name} is still {vms.changing(state)} on this host after "
+                f"{policy.timeout_s:g} s; Hyper-V takes no other change to it until that "
+                "one is done: try again later")
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
 
@@ -256,14 +298,19 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     exist and its VHD/VHDX/ISO files are where they were: nothing here deletes a file.
     A failure raises HyperVError naming the step; a failed graceful request is not
     fatal (the hard power-off follows). If turning off fails the VM is unchanged; if
-    the destroy fails it is left off but defined, and a repeat finishes the job.
+    the destroy fails it is left off but defined, and a repeat finishes the job. A VM
+    Hyper-V is changing the state of (starting, stopping) is waited for first, within
+    ``policy.shutdown_wait`` (``settle``), and then stopped as it then is.
     """
-    off = vm.power is PowerState.STOPPED and not vm.stopping
+    if vm.changing is not None:  # starting, stopping, ...: let Hyper-V finish first
+        settled = await _step(f"wait for the VM to finish {vm.changing}", vm,
+                              settle(hv, vm, policy.shutdown_wait))
+        if settled is None:
+            return False
+        vm = settled
+    off = vm.power is PowerState.STOPPED
     if policy.graceful and vm.power is PowerState.RUNNING:
         off = await _graceful(hv, vm, policy)
-    elif vm.stopping:  # on its way off already: let Hyper-V finish before removing it
-        off = await _step("wait for the VM to be off", vm,
-                          wait_until_off(hv, vm.guid, policy.shutdown_wait))
     if not off:
         turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait)
         if not await _step("turn off", vm, turned_off):

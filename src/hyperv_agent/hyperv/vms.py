@@ -100,14 +100,32 @@ def power_state(enabled_state: int | None) -> PowerState:
     return _POWER.get(enabled_state, PowerState.UNKNOWN)
 
 
-#: The states of a VM on its way off: they read as STOPPED (os-win's reading), but Hyper-V
-#: is still tearing the VM down; it is off once it reads Disabled (or Off-Critical).
-_STOPPING: frozenset[int] = frozenset({_E.SHUTTING_DOWN, _E.V1_STOPPING, _E.STOPPING_CRITICAL})
+#: The states a VM shows while Hyper-V changes its state (a RequestStateChange job runs),
+#: named as a VM's ``changing``: they read as the state the VM is in meanwhile (above), but
+#: Hyper-V takes no other state change, nor removes the VM, until the change is done
+#: (return code 32775). A stopping VM reads as STOPPED, but Hyper-V is still tearing it
+#: down; it is off once it reads Disabled (or Off-Critical).
+_CHANGING: Mapping[int, str] = {
+    **dict.fromkeys((_E.STARTING, _E.V1_STARTING, _E.STARTING_CRITICAL), "starting"),
+    **dict.fromkeys((_E.SHUTTING_DOWN, _E.V1_STOPPING, _E.STOPPING_CRITICAL), "stopping"),
+    **dict.fromkeys((_E.SAVING, _E.SAVING_CRITICAL, _E.FAST_SAVING, _E.FAST_SAVING_CRITICAL),
+                    "saving"),
+    **dict.fromkeys((_E.PAUSING, _E.PAUSING_CRITICAL), "pausing"),
+    **dict.fromkeys((_E.RESUMING, _E.RESUMING_CRITICAL), "resuming"),
+    **dict.fromkeys((_E.RESET, _E.RESET_CRITICAL), "resetting"),
+}
+STOPPING = "stopping"
+
+
+def changing(enabled_state: int | None) -> str | None:
+    """The change Hyper-V is making to a VM in ``enabled_state`` ("starting", "stopping",
+    "saving", "pausing", "resuming", "resetting"); None for a VM in a steady state."""
+    return _CHANGING.get(enabled_state) if enabled_state is not None else None
 
 
 def is_stopping(enabled_state: int | None) -> bool:
     """Whether ``enabled_state`` is a VM on its way off, not off yet."""
-    return enabled_state in _STOPPING
+    return changing(enabled_state) == STOPPING
 
 
 #: The power states in which Hyper-V adds and removes none of a VM's devices: a paused VM
@@ -131,17 +149,23 @@ def devices_fixed(vm: VmRef) -> str | None:
 
 @dataclass(frozen=True)
 class VmRef:
-    """A VM found by name; ``stopping`` when Hyper-V says it is on its way off (Shutting
-    Down, Stopping): its power reads STOPPED, but it is not off yet."""
+    """A VM found by name; ``changing`` names the change Hyper-V is making to its state
+    (``changing()``), None in a steady state."""
 
     guid: str
     name: str
     power: PowerState
-    stopping: bool = False
+    changing: str | None = None
 
     @property
     def path(self) -> ObjectPath:
         return vm_path(self.guid)
+
+    @property
+    def stopping(self) -> bool:
+        """Hyper-V says the VM is on its way off (Shutting Down, Stopping): its power reads
+        STOPPED, but it is not off yet."""
+        return self.changing == STOPPING
 
 
 @dataclass(frozen=True)
@@ -152,6 +176,7 @@ class VmInfo:
     name: str
     power: PowerState
     notes: tuple[str, ...]
+    changing: str | None = None  # the change Hyper-V is making to its state (``changing``)
 
 
 @dataclass(frozen=True)
@@ -421,7 +446,7 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
     found = [VmRef(guid, vm.string("ElementName") or name,
                    power_state(vm.integer("EnabledState")),
-                   stopping=is_stopping(vm.integer("EnabledState")))
+                   changing=changing(vm.integer("EnabledState")))
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
@@ -488,6 +513,7 @@ def _vm_info(summary: CimInstance) -> VmInfo:
         name=summary.string("ElementName") or "",
         power=power_state(summary.integer("EnabledState")),
         notes=_note_lines(summary.string("Notes")),
+        changing=changing(summary.integer("EnabledState")),
     )
 
 
@@ -578,8 +604,9 @@ async def remove_if_off(
     """Destroy the definition of the VM if it is off now; True if this call removed it.
 
     For a caller that saw the VM off a while ago (a listing): one started since, or
-    saved, paused or gone, is left as it is and False returned, so a stale look never
-    turns a running VM off. Its disk files are never touched. If DestroySystem fails the
+    saved, paused or gone, or one Hyper-V is still stopping (it refuses to remove it
+    then), is left as it is and False returned, so a stale look never turns a running VM
+    off. Its disk files are never touched. If DestroySystem fails the
     VM is left off but defined (the error is raised). 1 get (+ 1 call and 1 job wait
     when it is off).
     """
@@ -587,7 +614,8 @@ async def remove_if_off(
         vm = await hv.cim.get(vm_path(vm_guid))
     except CimNotFound:
         return False
-    if power_state(vm.integer("EnabledState")) is not PowerState.STOPPED:
+    state = vm.integer("EnabledState")
+    if power_state(state) is not PowerState.STOPPED or changing(state) is not None:
         return False
     return await destroy(hv, vm_guid, policy=policy)
 

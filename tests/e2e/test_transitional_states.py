@@ -1,0 +1,137 @@
+"""VMs Hyper-V is changing the state of (Starting, Stopping, ...) over real HTTPS: the
+emulated host shows the transitional state while the change's job runs (the latency
+model's job time) and refuses other changes meanwhile; the agent reports such a VM as the
+MS expects and its commands wait the change out rather than fail halfway."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import LatencyModel
+from tests.e2e.conftest import Running
+from tests.emulator.kit import define_vm, ok, request_state, service
+
+STOP = "com.cloud.agent.api.StopCommand"
+STOP_ANSWER = "com.cloud.agent.api.StopAnswer"
+REBOOT = "com.cloud.agent.api.RebootCommand"
+REBOOT_ANSWER = "com.cloud.agent.api.RebootAnswer"
+CHECK = "com.cloud.agent.api.CheckVirtualMachineCommand"
+REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
+JOB_S = 0.5  # how long each state change runs on the emulated host
+STARTING, STOPPING = 10, 4
+
+
+def _slow(running: Running) -> None:
+    """From now on each job of the emulated host runs ``JOB_S``."""
+    host = running.emulator.host
+    host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=JOB_S))
+
+
+async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
+    """Ask for ``requested`` without waiting for its job: the VM shows ``shown``."""
+    assert (await request_state(cim, path, requested)).return_value == 4096
+    assert (await cim.get(path))["EnabledState"] == shown
+
+
+async def _names(cim: EmulatorCim) -> set[str]:
+    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
+                                                                      "Virtual Machine")))
+    return {str(vm["ElementName"]) for vm in found}
+
+
+def _stop(name: str, **fields: object) -> dict[str, object]:
+    return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False, "isProxy": False,
+            "executeInSequence": False, "contextMap": {}, "wait": 0, **fields}
+
+
+async def test_stop_of_a_vm_still_starting_waits_for_the_start_then_removes_it(
+    running: Running,
+) -> None:
+    """Hyper-V takes no turn-off while a start runs (32775) and cannot remove a VM that
+    is starting: the stop waits the start out, then shuts the guest down and removes it."""
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-40-VM")
+    _slow(running)
+    await _changing(cim, path, 2, STARTING)
+    key, answer = await running.answer(STOP, _stop("i-2-40-VM"))
+    assert (key, answer["result"]) == (STOP_ANSWER, True), answer
+    assert "i-2-40-VM" not in await _names(cim)
+
+
+async def test_stop_with_check_before_cleanup_of_a_vm_still_stopping_removes_it_once_off(
+    running: Running,
+) -> None:
+    """The MS answers a PowerOff report with a StopCommand (checkBeforeCleanup): a VM
+    Hyper-V is still stopping is removed once it is off."""
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-41-VM")
+    await ok(cim, await request_state(cim, path, 2))
+    _slow(running)
+    await _changing(cim, path, 3, STOPPING)
+    key, answer = await running.answer(STOP, _stop("i-2-41-VM", checkBeforeCleanup=True))
+    assert (key, answer["result"]) == (STOP_ANSWER, True), answer
+    assert "i-2-41-VM" not in await _names(cim)
+
+
+async def test_reboot_of_a_vm_still_starting_waits_for_it_then_asks_the_guest(
+    running: Running,
+) -> None:
+    """Read as running, a starting VM's guest cannot be asked yet (32780) nor can the VM
+    be reset (32775): the reboot waits the start out instead of answering that the VM
+    does not run."""
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-42-VM")
+    _slow(running)
+    await _changing(cim, path, 2, STARTING)
+    key, answer = await running.answer(REBOOT, {"vmName": "i-2-42-VM", "contextMap": {},
+                                                "wait": 0})
+    assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
+    assert answer["details"].startswith("guest reboot"), answer
+    assert (await cim.get(path))["EnabledState"] == 2
+
+
+async def test_check_reads_a_starting_vm_as_on_and_a_stopping_one_as_off(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-43-VM")
+    check = {"vmName": "i-2-43-VM", "contextMap": {}, "wait": 0}
+    _slow(running)
+    await _changing(cim, path, 2, STARTING)
+    _, answer = await running.answer(CHECK, check)
+    assert (answer["result"], answer["state"]) == (True, "PowerOn"), answer
+    await asyncio.sleep(JOB_S)
+    await _changing(cim, path, 3, STOPPING)
+    _, answer = await running.answer(CHECK, check)
+    assert (answer["result"], answer["state"]) == (True, "PowerOff"), answer
+
+
+async def test_state_report_leaves_a_vm_still_stopping_to_the_next_report(
+    running: Running,
+) -> None:
+    """A stopped CloudStack VM is removed by the report, but Hyper-V refuses to remove
+    one it is still stopping: the report sends it PowerOff without trying, and the next
+    report, once it is off, removes it."""
+    cim = running.emulator
+    vssd = (await cim.spawn("Msvm_VirtualSystemSettingData")).updated(
+        ElementName="i-2-44-VM", Notes=["Created by CloudStack"])
+    defined = await cim.invoke(await service(cim), "DefineSystem", {"SystemSettings": vssd})
+    path = defined.path("ResultingSystem")
+    assert path is not None
+    await ok(cim, await request_state(cim, path, 2))
+    await running.post(REPORT, {})  # finds the service
+    _slow(running)
+    await _changing(cim, path, 3, STOPPING)
+    before = cim.round_trips()
+    status, report = await running.post(REPORT, {})
+    assert status == 200 and report == [{"i-2-44-VM": "PowerOff"}]
+    assert (cim.round_trips() - before)["invoke:DestroySystem"] == 0
+    assert "i-2-44-VM" in await _names(cim)
+    await asyncio.sleep(JOB_S)
+    status, report = await running.post(REPORT, {})
+    assert status == 200 and report == []
+    assert "i-2-44-VM" not in await _names(cim)
