@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -270,7 +271,8 @@ async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
     assert beat.read_text().count("@") == 1  # stamped at registration
     port = _port(agentless)
     await _power_off(agentless)
-    beat.write_text(OLD_STAMP)  # the last stamp, minutes ago
+    beat.write_text(OLD_STAMP)  # the last stamp, minutes ago by the file server's clock
+    os.utime(beat, (time.time() - 600, time.time() - 600))
     await agentless.agent.host.write_heartbeats()
     assert beat.read_text() == OLD_STAMP
     down = await _neighbour_says(agentless)

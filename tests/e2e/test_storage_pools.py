@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import logging
+import os
 import shutil
 import stat
 import time
@@ -16,8 +17,9 @@ from urllib.parse import quote
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
-from hyperv_agent.handlers.heartbeat import parse_heartbeat
+from hyperv_agent.handlers.heartbeat import format_heartbeat, parse_heartbeat
 from hyperv_agent.handlers.storage import StorageHandlers
+from hyperv_agent.hostfs.api import FileStat
 from tests.e2e.conftest import (
     PRIVATE_IP,
     STARTUP_REQUEST,
@@ -208,6 +210,14 @@ def _check_on_host(ip: str) -> dict[str, object]:
     return {"host": {"guid": "neighbour", "privateNetwork": {"ip": ip}}, "contextMap": {}}
 
 
+def _stamped(beat: Path, says: float, written_s_ago: float) -> None:
+    """A heartbeat as a host writes it: the time its own clock ``says``, in a file the
+    file server last wrote ``written_s_ago`` seconds ago by its clock (this machine's)."""
+    beat.write_text(format_heartbeat(says))
+    written = time.time() - written_s_ago
+    os.utime(beat, (written, written))
+
+
 async def test_check_on_host_sees_a_fresh_heartbeat_in_a_shared_pool(
     pools: Running, tmp_path: Path
 ) -> None:
@@ -226,6 +236,7 @@ async def test_check_on_host_reports_not_alive_when_the_heartbeat_is_stale(
 ) -> None:
     await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
     (tmp_path / "smb-share" / "primary" / "hb-10.0.0.7").write_text("2024-5-7@3:4:9")
+    os.utime(tmp_path / "smb-share" / "primary" / "hb-10.0.0.7", (1715051049, 1715051049))
     _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
                                   _check_on_host("10.0.0.7"))
     assert (value["result"], value["details"], value["determined"]) == (
@@ -233,6 +244,98 @@ async def test_check_on_host_reports_not_alive_when_the_heartbeat_is_stale(
     _, bad = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
                                 _check_on_host("..\\..\\x"))
     assert bad["result"] is False and "not an IP address" in bad["details"]
+
+
+HOUR = 3600.0
+SUSPECT = "10.0.0.7"
+
+
+async def _neighbour_with_clock(pools: Running, tmp_path: Path, off_s: float) -> Path:
+    """This agent as the neighbour, its clock ``off_s`` seconds off the file server's, its
+    own heartbeat stamped in the shared pool at registration; the pool's folder."""
+    pools.agent.host.heartbeats.clock = lambda: time.time() + off_s
+    _, added = await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+    assert added["result"] is True, added
+    share = tmp_path / "smb-share" / "primary"
+    assert parse_heartbeat((share / "hb-192.168.100.10").read_text()) == pytest.approx(
+        time.time() + off_s, abs=5)
+    return share
+
+
+@pytest.mark.parametrize(("neighbour_off", "suspect_off"), [
+    (0.0, -HOUR),  # the suspect's time service failed: it runs an hour behind
+    (HOUR, 0.0),  # the neighbour's clock is an hour ahead
+    (-HOUR, 0.0),  # the neighbour's clock is an hour behind
+    (0.0, HOUR),  # the suspect's clock is an hour ahead
+])
+async def test_check_on_host_judges_a_live_hosts_heartbeat_by_the_file_servers_clock(
+    pools: Running, tmp_path: Path, neighbour_off: float, suspect_off: float
+) -> None:
+    """Hosts whose clocks disagree by more than heartbeat_stale_s (a failed time service,
+    hosts outside a domain): a suspect that stamped 20 s ago by the file server's clock is
+    alive, whatever either host's clock says. Judged by the clocks, a live host an hour
+    behind its neighbour is called Down, and the MS starts its HA VMs a second time on
+    other hosts while they still run on the same disks."""
+    share = await _neighbour_with_clock(pools, tmp_path, neighbour_off)
+    _stamped(share / f"hb-{SUSPECT}", time.time() + suspect_off - 20, written_s_ago=20)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["details"], value["alive"], value["determined"]) == (
+        False, "host is alive", True, True), value
+
+
+@pytest.mark.parametrize(("neighbour_off", "suspect_off"), [
+    (0.0, HOUR),  # the suspect's clock was an hour ahead: its last stamp says the future
+    (-HOUR, 0.0),  # the neighbour's clock is an hour behind
+    (HOUR, -HOUR),  # behind by two hours, reading a neighbour's clock
+    (0.0, 0.0),
+])
+async def test_check_on_host_calls_a_host_whose_stamps_stopped_down_whatever_its_clock(
+    pools: Running, tmp_path: Path, neighbour_off: float, suspect_off: float
+) -> None:
+    """A host dead for 200 s (its last stamp written then, by the file server's clock) is
+    Down whatever the clocks said: judged by them, a suspect an hour ahead (or a neighbour
+    an hour behind) stays alive for the hour after its death, and its HA VMs are not
+    restarted."""
+    share = await _neighbour_with_clock(pools, tmp_path, neighbour_off)
+    _stamped(share / f"hb-{SUSPECT}", time.time() + suspect_off - 200, written_s_ago=200)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["details"], value["determined"]) == (
+        True, "host is not alive", True), value
+
+
+async def test_without_file_times_a_stamp_from_the_future_tells_only_that_clocks_disagree(
+    pools: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the file access gives no modification time, the stamp is read against this
+    host's clock, as the C# agent reads it: one from its future tells that the clocks
+    disagree, so the answer is "cannot tell" (the host kept Up), not "alive" for as long
+    as the skew lasts; a stamp in the past is judged by its age as before."""
+    share = await _neighbour_with_clock(pools, tmp_path, 0.0)
+    files = pools.agent.host.heartbeats.files
+    stat_with_time = files.stat
+
+    async def no_times(path: str) -> FileStat | None:
+        found = await stat_with_time(path)
+        return None if found is None else FileStat(size=found.size, is_dir=found.is_dir)
+
+    monkeypatch.setattr(files, "stat", no_times)
+    await pools.agent.host.write_heartbeats()  # its time unknown: no server clock to use
+    _stamped(share / f"hb-{SUSPECT}", time.time() + HOUR - 200, written_s_ago=200)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["alive"], value["determined"]) == (False, False, False)
+    assert value["details"].startswith("cannot tell whether the host is alive: its "
+                                       "heartbeat is stamped ahead of this host's clock"), value
+    _stamped(share / f"hb-{SUSPECT}", time.time() - 20, written_s_ago=0)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["alive"]) == (False, True), value
+    _stamped(share / f"hb-{SUSPECT}", time.time() - 200, written_s_ago=0)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["details"]) == (True, "host is not alive"), value
 
 
 async def test_pool_registration_stamps_the_heartbeat_and_a_lost_pool_tells_nothing(

@@ -5,6 +5,34 @@ alive while the stamp is at most ``stale_s`` old.
 
 The stamp is one line ``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's
 heartbeat task writes it, so this agent and the C# agent read each other's stamps.
+
+How old a stamp is, is judged by the file server's clock, not by the two hosts'. The
+C# agent (and KVM's ``kvmheartbeat.sh``) compares the time written in the stamp, the
+writer's clock, with the reader's clock: hosts whose clocks differ by more than
+``stale_s`` (a time service that failed, hosts outside a domain) have a live host called
+Down, and its HA VMs started a second time on the same disks, or, the writer ahead, a dead
+host called alive for as long as the skew lasts. Here the file server's clock is read
+twice in each pool: the stamp's modification time, set by the server when the suspect
+wrote it, and the modification time of this host's own stamp, read back just after it was
+written, carried forward to now by this host's monotonic clock. Their difference is the
+stamp's age; neither host's wall clock takes part, so a host whose stamps stop is called
+dead ``stale_s`` after its last one, whatever its clock said. The estimate of the server's
+present errs by at most the time a write takes, towards alive. This takes the server to set
+a file's modification time from its own clock when the file is written, as file systems do
+unless the writer sets the time itself (this agent never does; a copy that keeps times
+would be judged by the time it kept): Microsoft's SMB documents do not say it in so many
+words, and it is the choice made here.
+
+Only where no file time can be had (a backend or server that gives none, or no stamp of
+this host's own in that pool yet: its private address not known, its host unreachable)
+is the stamp's content read against this host's clock, as the C# agent does; a stamp more
+than ``interval_s`` ahead of it then tells that the clocks disagree, and the pool says
+"cannot tell" rather than "alive" for as long as the skew lasts. Chosen over watching
+whether a stamp changes (one CheckOnHost would have to wait out a whole stamp interval,
+or rely on reads from before the host died, which an agent restarted since has lost)
+and over answering "cannot tell" on every skew (which keeps a dead host's HA VMs stopped
+for as long as the skew lasts). The server's clock stepped (by its time service) between
+this host's stamp and a CheckOnHost shifts the age by the step, until the next stamp.
 """
 
 from __future__ import annotations
@@ -45,6 +73,7 @@ class Liveness(enum.Enum):
     ALIVE = "alive"  # a stamp at most stale_s old in one of the shared pools
     DEAD = "dead"  # a pool was read and no stamp in any of them is fresh
     UNKNOWN = "unknown"  # no shared pool registered, or none could be read
+    SKEWED = "skewed"  # none fresh; one stamp from the future, with no file time to judge by
 
 
 class Heartbeats:
@@ -76,6 +105,9 @@ class Heartbeats:
         self.timing = timing
         self.clock = clock
         self.state_dir = state_dir
+        # pool root -> (the server's time of this host's last stamp there, in s since the
+        # epoch; this host's monotonic clock just after that stamp was written)
+        self._server_times: dict[str, tuple[float, float]] = {}
         kept = kept_private_ip(state_dir) if state_dir is not None else None
         self.private_ip = kept or private_ip
 
@@ -128,18 +160,44 @@ class Heartbeats:
     async def _write(self, root: str) -> None:
         if not self.private_ip:
             return
+        path = heartbeat_path(root, self.private_ip)
         try:
-            await self.files.write_text(heartbeat_path(root, self.private_ip),
-                                        format_heartbeat(self.clock()))
+            await self.files.write_text(path, format_heartbeat(self.clock()))
         except AgentError as error:
             log.warning("cannot write the heartbeat in %s: %s", root, error)
+            return
+        written = time.monotonic()
+        try:
+            found = await self.files.stat(path)
+        except AgentError as error:
+            log.warning("cannot read the time of the heartbeat just written in %s: %s",
+                        root, error)
+            found = None
+        if found is None or found.modified_ns is None:
+            self._server_times.pop(root, None)
+        else:
+            self._server_times[root] = (found.modified_ns / 1e9, written)
+
+    def _server_now(self, root: str) -> float | None:
+        """The file server's present time in the pool at ``root``: the time it gave this
+        host's last stamp there, plus the time since by this host's monotonic clock (taken
+        after that write returned, so this errs early: a stamp's age, short); None before
+        this host has a stamp there whose time could be read."""
+        known = self._server_times.get(root)
+        if known is None:
+            return None
+        stamped, written = known
+        return stamped + (time.monotonic() - written)
 
     async def liveness(self, ip: str) -> Liveness:
-        """What the shared pools say of the host at ``ip``. Read-only."""
-        read_any = False
+        """What the shared pools say of the host at ``ip``: alive as soon as one holds a
+        fresh stamp; a stamp that tells only that the clocks disagree keeps the others'
+        stale stamps from condemning the host. Read-only."""
+        read_any = skewed = False
         for root in self.pools.roots() if self.pools is not None else ():
+            path = heartbeat_path(root, ip)
             try:
-                text = await self.files.read_text(heartbeat_path(root, ip))
+                text = await self.files.read_text(path)
             except AgentError as error:
                 log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
                 continue
@@ -147,9 +205,43 @@ class Heartbeats:
                 continue
             read_any = True
             beat = parse_heartbeat(text) if text is not None else None
-            if beat is not None and self.clock() - beat <= self.timing.stale_s:
+            if beat is None:
+                continue
+            fresh = await self._fresh(root, path, ip, beat)
+            if fresh:
                 return Liveness.ALIVE
+            skewed = skewed or fresh is None
+        if skewed:
+            return Liveness.SKEWED
         return Liveness.DEAD if read_any else Liveness.UNKNOWN
+
+    async def _fresh(self, root: str, path: str, ip: str, beat: float) -> bool | None:
+        """Whether the stamp at ``path``, which says ``beat``, is at most ``stale_s`` old:
+        by the file server's clock where its time and the server's present are known,
+        else by this host's clock; None when only the latter is known and the stamp is
+        from its future."""
+        server_now = self._server_now(root)
+        found = None
+        if server_now is not None:
+            try:
+                found = await self.files.stat(path)
+            except AgentError as error:
+                log.warning("heartbeat of %s in %s: its time unreadable: %s", ip, root, error)
+        if server_now is not None and found is not None and found.modified_ns is not None:
+            stamped = found.modified_ns / 1e9
+            off = beat - stamped
+            if abs(off) > self.timing.interval_s:
+                log.warning("heartbeat of %s in %s: its host's clock is %.0f s %s the file "
+                            "server's; judged by the file's time", ip, root, abs(off),
+                            "ahead of" if off > 0 else "behind")
+            return server_now - stamped <= self.timing.stale_s
+        age = self.clock() - beat
+        if age < -self.timing.interval_s:
+            log.warning("heartbeat of %s in %s is %.0f s ahead of this host's clock and no "
+                        "file time tells its age: cannot tell whether the host is alive "
+                        "until the clocks agree", ip, root, -age)
+            return None
+        return age <= self.timing.stale_s
 
     async def _reachable(self, root: str) -> bool:
         """Whether the pool itself is there: a missing stamp in a pool that cannot be

@@ -336,8 +336,10 @@ class HostHandlers:
         """protocol §5.3, inverted as the management server's HypervInvestigator reads it:
         ``result`` true means the neighbour is down (its VMs are restarted elsewhere), so it
         is true only when a shared pool was read and holds no fresh heartbeat of it. A
-        fresh heartbeat, or no shared pool to read, answers ``result`` false (the host is
-        kept Up, ``determined`` false in the second case). Read-only."""
+        fresh heartbeat, no shared pool to read, or a heartbeat that only tells the clocks
+        disagree, answers ``result`` false (the host is kept Up, ``determined`` false in
+        the last two cases). Freshness is judged by the file server's clock where it can
+        be (``Heartbeats``). Read-only."""
         network = command.host.private_network
         ip = network.ip if network is not None else None
         if ip:
@@ -349,8 +351,8 @@ class HostHandlers:
         if seen is Liveness.DEAD:
             return CheckOnHostAnswer(result=True, details="host is not alive",
                                      determined=True, alive=False)
-        return CheckOnHostAnswer(result=False, details=_UNDETERMINED, determined=False,
-                                 alive=False)
+        details = _SKEWED if seen is Liveness.SKEWED else _UNDETERMINED
+        return CheckOnHostAnswer(result=False, details=details, determined=False, alive=False)
 
     async def write_heartbeats(self) -> None:
         """Stamp this host's heartbeat in every registered shared pool."""
@@ -359,6 +361,8 @@ class HostHandlers:
 
 _UNDETERMINED = ("cannot tell whether the host is alive: no shared storage pool is "
                  "registered or readable here to hold its heartbeat")
+_SKEWED = ("cannot tell whether the host is alive: its heartbeat is stamped ahead of this "
+           "host's clock (the two clocks disagree) and no file time tells its age")
 #: How many stopped CloudStack VMs a state report removes at once.
 REMOVALS_AT_ONCE = 8
 
