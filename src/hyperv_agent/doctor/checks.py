@@ -330,18 +330,20 @@ def clock_breaks(config: AgentConfig, skew_s: float) -> list[str]:
     A neighbour reads a heartbeat stamp at most ``heartbeat_interval_s`` after it was
     written and calls its host down when it is older than ``heartbeat_stale_s``; stamps are
     written with the writer's clock (this machine's in agentless mode, the host's for an
-    agent running on its host) and read with the reader's. A writer behind the reader by
-    more than the difference makes a live host look dead, and HA restarts its VMs
-    elsewhere while they still run: with the defaults (60 s, 180 s) that is 120 s, below
-    Kerberos's 5 minutes."""
+    agent running on its host). This agent judges their age by the file server's clock,
+    but a neighbour running the C# agent (a cluster upgraded host by host) reads them with
+    its own: a writer behind it by more than the difference looks dead to it, and HA
+    restarts its VMs elsewhere while they still run: with the defaults (60 s, 180 s) that
+    is 120 s, below Kerberos's 5 minutes."""
     agent = config.agent
     margin = agent.heartbeat_stale_s - agent.heartbeat_interval_s
     broken = []
     if skew_s > margin:
         broken.append(f"beyond {margin:g} s HA heartbeats (stale after "
                       f"{agent.heartbeat_stale_s:g} s, written every "
-                      f"{agent.heartbeat_interval_s:g} s) may look stale, so a neighbour calls "
-                      "this live host down and restarts its VMs elsewhere")
+                      f"{agent.heartbeat_interval_s:g} s) may look stale to a neighbour "
+                      "running the C# agent, which calls this live host down and restarts "
+                      "its VMs elsewhere")
     if skew_s > CLOCK_FAIL_S:
         broken.append(f"beyond {CLOCK_FAIL_S:g} s Kerberos (WinRM, live migration, SMB) "
                       "refuses to authenticate")
