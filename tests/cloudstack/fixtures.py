@@ -28,6 +28,8 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     names.SECURITY_GROUP_RULES_CMD: {"vmId": 8, "seqNum": 3},
     names.GET_VM_DISK_STATS_COMMAND: {"hostName": "hv-1", "vmNames": ["i-2-5-VM"]},
     names.GET_VM_NETWORK_STATS_COMMAND: {"hostName": "hv-1", "vmNames": ["i-2-5-VM"]},
+    names.GET_VOLUME_STATS_COMMAND: {"poolUuid": "p-1", "poolType": "SMB",
+                                     "volumeUuids": ["v-1"]},
     names.CREATE_COMMAND: {"pool": {}, "diskCharacteristics": {}},
     names.DESTROY_COMMAND: {"volume": {}},
     names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: {"url": "cifs://10.1.1.2/secondary/t.vhd"},

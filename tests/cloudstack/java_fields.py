@@ -36,6 +36,7 @@ from hyperv_agent.cloudstack.objects import (
     VmStatsEntry,
     VolumeFilerPair,
     VolumeObjectTO,
+    VolumeStatsEntry,
     VolumeTO,
 )
 
@@ -61,6 +62,7 @@ TRANSFER_OBJECTS: dict[type[BaseModel], str] = {
     HostStatsEntry: "com.cloud.agent.api.HostStatsEntry",
     VmStatsEntry: "com.cloud.agent.api.VmStatsEntry",
     VmDiskStatsEntry: "com.cloud.agent.api.VmDiskStatsEntry",
+    VolumeStatsEntry: "com.cloud.agent.api.VolumeStatsEntry",
     HostVmStateReportEntry: "com.cloud.agent.api.HostVmStateReportEntry",
     NicDetails: "com.cloud.agent.api.GetVmConfigAnswer$NicDetails",
     VolumeFilerPair: "com.cloud.utils.Pair",

@@ -44,6 +44,7 @@ READ_ON_FAILURE: dict[str, dict[str, Any]] = {
     names.MIGRATE_VOLUME_ANSWER: {"volumePath": "p"},
     names.GET_VM_DISK_STATS_ANSWER: {"hostName": "hv-1"},
     names.GET_VM_NETWORK_STATS_ANSWER: {"hostName": "hv-1"},
+    names.GET_VOLUME_STATS_ANSWER: {"poolUuid": "p-1", "poolType": "SMB"},
 }
 
 

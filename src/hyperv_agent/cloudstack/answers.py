@@ -50,7 +50,7 @@ from hyperv_agent.cloudstack.base import (
     WireModel,
     wire,
 )
-from hyperv_agent.cloudstack.enums import ConfigDriveLocation, PowerState
+from hyperv_agent.cloudstack.enums import ConfigDriveLocation, LenientStoragePoolType, PowerState
 from hyperv_agent.cloudstack.objects import (
     DataTO,
     DiskTO,
@@ -62,6 +62,7 @@ from hyperv_agent.cloudstack.objects import (
     VmNetworkStatsEntry,
     VmStatsEntry,
     VolumeObjectTO,
+    VolumeStatsEntry,
     VolumeTO,
 )
 
@@ -370,6 +371,20 @@ class GetVmDiskStatsAnswer(Answer):
     vm_disk_stats_map: dict[str, list[VmDiskStatsEntry]] = Field(default_factory=dict)
 
 
+class GetVolumeStatsAnswer(Answer):
+    """The sizes of a pool's volumes, by the locator the command named. The MS adds every
+    entry of ``volumeStats`` to its volume statistics and skips a null map (Java's failed
+    answer carries none)."""
+
+    FQCN: ClassVar[str] = names.GET_VOLUME_STATS_ANSWER
+    ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"pool_uuid": "poolUuid",
+                                                          "pool_type": "poolType"})
+
+    pool_uuid: str | None = None
+    pool_type: LenientStoragePoolType | None = None
+    volume_stats: dict[str, VolumeStatsEntry] | None = None
+
+
 class GetVmNetworkStatsAnswer(Answer):
     FQCN: ClassVar[str] = names.GET_VM_NETWORK_STATS_ANSWER
     ECHO: ClassVar[Mapping[str, str]] = MappingProxyType({"host_name": "hostName"})
@@ -595,6 +610,7 @@ ANSWER_TYPES: Mapping[str, type[Answer]] = MappingProxyType({
         PlugNicAnswer, UnPlugNicAnswer, ModifyStoragePoolAnswer, GetStorageStatsAnswer,
         HandleConfigDriveIsoAnswer,
         GetHostStatsAnswer, GetVmStatsAnswer, GetVmDiskStatsAnswer, GetVmNetworkStatsAnswer,
+        GetVolumeStatsAnswer,
         CheckVirtualMachineAnswer,
         GetVncPortAnswer, StartAnswer, StopAnswer, RebootAnswer, ScaleVmAnswer, MigrateAnswer,
         MigrateWithStorageAnswer, MigrateVolumeAnswer, AttachAnswer, DettachAnswer,

@@ -71,6 +71,18 @@ class GetStorageStatsCommand(Command):
     store: DataStoreTO | None = None
 
 
+class GetVolumeStatsCommand(Command):
+    """The sizes of the volumes ``volume_uuids`` of the pool ``pool_uuid`` (protocol §5.1):
+    despite the name, each is a volume's locator, its ``path`` as the MS keeps it (the
+    uuid, for the volumes the agent makes)."""
+
+    FQCN: ClassVar[str] = names.GET_VOLUME_STATS_COMMAND
+
+    volume_uuids: list[str] | None = None
+    pool_type: LenientStoragePoolType | None = None
+    pool_uuid: str | None = None
+
+
 # --- volumes and templates ----------------------------------------------------------------
 
 
@@ -231,6 +243,7 @@ STORAGE_COMMANDS: tuple[type[Command], ...] = (
     CreateStoragePoolCommand,
     DeleteStoragePoolCommand,
     GetStorageStatsCommand,
+    GetVolumeStatsCommand,
     AttachCommand,
     DettachCommand,
     CopyCommand,

@@ -267,6 +267,16 @@ class VmDiskStatsEntry(WireModel):
     delta_bytes_write: JInt = 0
 
 
+class VolumeStatsEntry(WireModel):
+    """One volume of GetVolumeStatsAnswer.volumeStats, in bytes: ``physicalsize`` (Java
+    spells it so) is the space its file takes, ``virtualSize`` the disk's size as its
+    guest sees it. The MS shows their ratio as the volume's utilisation."""
+
+    volume_uuid: str | None = None
+    physical_size_bytes: Annotated[JInt, wire("physicalsize")] = 0
+    virtual_size_bytes: Annotated[JInt, wire("virtualSize")] = 0
+
+
 class VmNetworkStatsEntry(WireModel):
     """One network adapter of GetVmNetworkStatsAnswer.vmNetworkStatsMap: bytes sent and
     received since the VM started. ``macAddress`` is written as CloudStack stores a NIC's
