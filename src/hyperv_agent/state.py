@@ -238,6 +238,13 @@ class PoolRegistry:
     def get(self, pool_uuid: str) -> RegisteredPool | None:
         return self._pools.get(pool_uuid.lower())
 
+    def by_uuid(self, pool_uuid: str) -> RegisteredPool | None:
+        """The pool registered under ``pool_uuid``, or the local pool when it is the local
+        pool's uuid (as the startup reply reported it); None when neither."""
+        if self.is_local(pool_uuid) and self._local is not None:
+            return self._local
+        return self.get(pool_uuid)
+
     def find(self, path: str, host: str | None = None) -> RegisteredPool | None:
         """The registered pool with this path (its query ignored, case-insensitive), on
         ``host`` when given; None when there is none or several match."""

@@ -25,6 +25,7 @@ allow-list of disk and ISO formats (``hostfs.images``), never from a request's
 
 from __future__ import annotations
 
+import asyncio
 import ntpath
 from dataclasses import dataclass
 
@@ -142,6 +143,18 @@ class DataPaths:
             self._hand_credentials(location)
         return registered.root
 
+    def pool_root_by_uuid(self, pool_uuid: str | None, what: str) -> str:
+        """The root of the pool registered under ``pool_uuid``, the local pool's included
+        (for commands that name a pool by its uuid alone); PathNotAllowed naming the uuid
+        when no pool is registered under it."""
+        registered = self.pools.by_uuid(pool_uuid) if pool_uuid else None
+        if registered is None:
+            raise PathNotAllowed(f"{what}: no storage pool {pool_uuid or '(none named)'} is "
+                                 "registered on this host (the local pool and pools the "
+                                 "management server registered with ModifyStoragePoolCommand "
+                                 f"are); {REREGISTER_HINT}")
+        return registered.root
+
     def folder_root(self, folder: str, what: str) -> str:
         """The registered root that the local folder ``folder`` of a request is (a
         ``localPath`` or ``mountPoint``); PathNotAllowed naming it when it is not one."""
@@ -214,6 +227,50 @@ class DataPaths:
         if link is not None:
             raise PathNotAllowed(f"{what}: {link} is a link leading out of {root}; links are "
                                  "not followed out of a pool or store")
+
+    async def volume_locators(self, root: str, locators: list[str], what: str
+                              ) -> tuple[dict[str, str], dict[str, str]]:
+        """The disk file each volume locator (a volume's ``path`` as the MS keeps it: its
+        uuid, with or without its extension) names below ``root``, and why each of the
+        others names none. A name without a disk extension is ``<name>.vhdx``, else
+        ``<name>.vhd``, as Windows compares names (without case). One listing per folder
+        the locators name, whatever their number; a locator leading out of ``root``:
+        PathNotAllowed, nothing measured. A file reached through a link out of ``root`` is
+        not served."""
+        wanted: dict[str, tuple[str, ...]] = {}
+        for locator in dict.fromkeys(locators):
+            try:
+                found = confined(root, locator)
+            except AgentError as error:
+                raise PathNotAllowed(f"{what}: {error}; nothing was measured") from error
+            stem = found if found.lower().endswith(images.DISK_SUFFIXES) else None
+            wanted[locator] = (stem,) if stem else (found + images.VHDX, found + images.VHD)
+            for candidate in wanted[locator]:
+                check_suffix(candidate, images.DISK_SUFFIXES, what)
+        listed = await self._listings({ntpath.dirname(c) for c in
+                                       (c for names in wanted.values() for c in names)})
+        files: dict[str, str] = {}
+        missing: dict[str, str] = {}
+        for locator, candidates in wanted.items():
+            path = next((ntpath.join(folder, name) for c in candidates
+                         if (name := listed[folder := ntpath.dirname(c)].get(
+                             ntpath.basename(c).lower())) is not None), None)
+            if path is None:
+                missing[locator] = "no such disk file in the pool"
+            elif await self.files.link_out(root, path) is not None:
+                missing[locator] = "a link leading out of the pool"
+            else:
+                files[locator] = path
+        return files, missing
+
+    async def _listings(self, folders: set[str]) -> dict[str, dict[str, str]]:
+        """The names in each folder, by their lower case; none for a folder not there."""
+        async def names(folder: str) -> dict[str, str]:
+            if not await self.files.exists(folder):
+                return {}
+            return {name.lower(): name for name in await self.files.list_dir(folder)}
+        found = await asyncio.gather(*(names(folder) for folder in sorted(folders)))
+        return dict(zip(sorted(folders), found, strict=True))
 
     # --- the files TOs name -----------------------------------------------------------------
 

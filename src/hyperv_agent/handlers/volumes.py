@@ -13,6 +13,7 @@ differencing disk beside it names as its parent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ntpath
 import uuid
@@ -25,6 +26,7 @@ from hyperv_agent.cloudstack.answers import (
     Answer,
     CreateAnswer,
     CreateObjectAnswer,
+    GetVolumeStatsAnswer,
     PrimaryStorageDownloadAnswer,
     ResizeVolumeAnswer,
 )
@@ -33,12 +35,18 @@ from hyperv_agent.cloudstack.commands_storage import (
     CreateObjectCommand,
     DeleteCommand,
     DestroyCommand,
+    GetVolumeStatsCommand,
     PrimaryStorageDownloadCommand,
     ResizeVolumeCommand,
 )
 from hyperv_agent.cloudstack.enums import ImageFormat
-from hyperv_agent.cloudstack.objects import StorageFilerTO, VolumeObjectTO, VolumeTO
-from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
+from hyperv_agent.cloudstack.objects import (
+    StorageFilerTO,
+    VolumeObjectTO,
+    VolumeStatsEntry,
+    VolumeTO,
+)
+from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
@@ -78,11 +86,67 @@ class VolumeHandlers(FileHandlers):
             names.CREATE_OBJECT_COMMAND: Route(CreateObjectCommand, self.create_object),
             names.DELETE_COMMAND: Route(DeleteCommand, self.delete),
             names.RESIZE_VOLUME_COMMAND: Route(ResizeVolumeCommand, self.resize),
+            names.GET_VOLUME_STATS_COMMAND: Route(GetVolumeStatsCommand, self.volume_stats),
             names.CREATE_COMMAND: Route(CreateCommand, self.create_legacy),
             names.DESTROY_COMMAND: Route(DestroyCommand, self.destroy_legacy),
             names.PRIMARY_STORAGE_DOWNLOAD_COMMAND: Route(PrimaryStorageDownloadCommand,
                                                           self.download_legacy),
         }
+
+    # --- GetVolumeStatsCommand -----------------------------------------------------------
+
+    async def volume_stats(self, command: GetVolumeStatsCommand) -> Result:
+        """The sizes of the volumes ``volumeUuids`` (their locators: each volume's path)
+        in the pool ``poolUuid``, registered on this host: ``physicalsize`` is the length
+        of the volume's own file (a linked clone's, without its template's), which is
+        Get-VHD's FileSize and what the disk takes on its volume (Hyper-V grows a dynamic
+        disk's file as it allocates blocks and writes no sparse files); ``virtualSize``
+        the size its header gives.
+
+        A locator that names no disk file in the pool is left out, and the details say
+        which: the MS adds whatever entries come (``UserVmManagerImpl.getVolumeStatistics``
+        puts the map, ``StatsCollector`` keeps each entry) and shows nothing for a volume
+        without one, where KVM's agent answers no map at all for the whole pool when one
+        volume is missing. A pool not registered here, or a locator leading out of the
+        pool: a failed answer, nothing measured. Read-only, no lock taken.
+
+        Files and headers are read from the host's files, one listing of the pool folder
+        whatever the number of volumes; Hyper-V is asked (1 call each, issued together)
+        only for the disks a running VM holds open, whose headers no other process may
+        read.
+        """
+        root = self.paths.pool_root_by_uuid(command.pool_uuid, "poolUuid")
+        locators = [locator for locator in command.volume_uuids or [] if locator]
+        files, left_out = await self.paths.volume_locators(root, locators, "volumeUuids")
+        measured = await asyncio.gather(*(self._volume_sizes(path) for path in files.values()))
+        stats: dict[str, VolumeStatsEntry] = {}
+        for locator, sizes in zip(files, measured, strict=True):
+            if isinstance(sizes, str):
+                left_out[locator] = sizes
+            else:
+                stats[locator] = VolumeStatsEntry(volume_uuid=locator,
+                                                  physical_size_bytes=sizes[0],
+                                                  virtual_size_bytes=sizes[1])
+        return GetVolumeStatsAnswer(result=True, pool_uuid=command.pool_uuid,
+                                    pool_type=command.pool_type, volume_stats=stats,
+                                    details=_stats_details(root, stats, left_out))
+
+    async def _volume_sizes(self, path: str) -> tuple[int, int] | str:
+        """The file's length and the disk's virtual size, or why they cannot be told."""
+        found = await self.files.stat(path)
+        if found is None or found.is_dir:
+            return "no such disk file in the pool"
+        try:
+            shape = await images.content_shape(self.files, path)
+        except HostFileError:  # a running VM holds it open: Hyper-V reads it for us
+            try:
+                settings = await disks.read_settings(self.hv, path, policy=self.job_wait)
+            except AgentError as error:
+                return f"neither this host nor Hyper-V can read it ({error})"
+            return found.size, settings.size_bytes
+        if shape is None:
+            return "its header cannot be read (a damaged or unfinished disk)"
+        return found.size, shape.virtual_bytes
 
     # --- CreateObjectCommand ------------------------------------------------------------
 
@@ -440,3 +504,18 @@ def _nfs_parts(url: str) -> tuple[str, list[str]]:
     except ValueError:
         raise InvalidRequest("the nfs:// URL is malformed") from None
     return host, [unquote(segment) for segment in parts.path.split("/") if segment]
+
+
+_NAMED_AT_MOST = 5  # volumes left out that the details name one by one
+
+
+def _stats_details(root: str, stats: dict[str, VolumeStatsEntry],
+                   left_out: dict[str, str]) -> str:
+    text = f"{len(stats)} volume(s) of {root} measured"
+    if not left_out:
+        return text
+    named = "; ".join(f"{locations.quoted(locator)}: {why}"
+                      for locator, why in list(left_out.items())[:_NAMED_AT_MOST])
+    more = f"; and {len(left_out) - _NAMED_AT_MOST} more" \
+        if len(left_out) > _NAMED_AT_MOST else ""
+    return f"{text}; {len(left_out)} left out: {named}{more}"
