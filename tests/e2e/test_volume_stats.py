@@ -9,12 +9,17 @@ The bodies are shaped as CloudStack 4.22's GetVolumeStatsCommand serialises (its
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
+from hyperv_agent.handlers import volumes
+from hyperv_agent.hostfs import images
 from tests.e2e.conftest import STARTUP_REQUEST, Running
 from tests.e2e.test_template_clones import (
     SMB_PATH,
@@ -142,6 +147,37 @@ async def test_hundreds_of_volumes_cost_no_hyper_v_round_trip(agent: Running) ->
     assert [answer["volumeStats"][locator]["virtualSize"] for locator in locators] == [
         (number + 1) * MIB for number in range(200)]
     assert spent.calls == 0, spent
+
+
+async def test_volumes_are_measured_a_few_at_a_time(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The MS names every volume of the pool each minute: they are measured at most
+    ``MEASURED_AT_ONCE`` at a time (a host of a thousand running VMs would otherwise get a
+    thousand Hyper-V calls at once), and still all of them."""
+    pool_uuid = await _local_pool_uuid(agent)
+    pool = _pool(agent)
+    locators = [f"vol-{number:02}" for number in range(40)]
+    for locator in locators:
+        vhd.create(pool / f"{locator}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, MIB)
+    reading, most = 0, 0
+    read_header = images.content_shape
+
+    async def slow_header(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reading, most
+        reading += 1
+        most = max(most, reading)
+        try:
+            await asyncio.sleep(0.01)
+            return await read_header(*args, **kwargs)
+        finally:
+            reading -= 1
+
+    monkeypatch.setattr(images, "content_shape", slow_header)
+    answer = await _stats(agent, _asked(pool_uuid, "Filesystem", locators))
+    assert answer["result"] is True, answer
+    assert sorted(answer["volumeStats"]) == locators
+    assert most == volumes.MEASURED_AT_ONCE, most
 
 
 async def test_a_pool_not_registered_here_fails_in_the_answers_own_class(

@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hyperv_agent.handlers.volumes")
 
+#: Volumes GetVolumeStatsCommand measures at a time (see ``volume_stats``).
+MEASURED_AT_ONCE = 8
+
 SECTOR_BYTES = 512  # Hyper-V rounds a new disk's size up to whole sectors
 TEMPLATE_NAME = "template (optionally .bz2, .gz, .xz or .zip)"
 
@@ -111,14 +114,22 @@ class VolumeHandlers(FileHandlers):
         pool: a failed answer, nothing measured. Read-only, no lock taken.
 
         Files and headers are read from the host's files, one listing of the pool folder
-        whatever the number of volumes; Hyper-V is asked (1 call each, issued together)
-        only for the disks a running VM holds open, whose headers no other process may
-        read.
+        whatever the number of volumes; Hyper-V is asked (1 call each) only for the disks
+        a running VM holds open, whose headers no other process may read. At most
+        ``MEASURED_AT_ONCE`` volumes are measured at a time: the MS asks for every volume
+        of the pool each minute, and a host of a thousand running VMs would otherwise
+        get a thousand calls at once.
         """
         root = self.paths.pool_root_by_uuid(command.pool_uuid, "poolUuid")
         locators = [locator for locator in command.volume_uuids or [] if locator]
         files, left_out = await self.paths.volume_locators(root, locators, "volumeUuids")
-        measured = await asyncio.gather(*(self._volume_sizes(path) for path in files.values()))
+        slots = asyncio.Semaphore(MEASURED_AT_ONCE)
+
+        async def measure(path: str) -> tuple[int, int] | str:
+            async with slots:
+                return await self._volume_sizes(path)
+
+        measured = await asyncio.gather(*(measure(path) for path in files.values()))
         stats: dict[str, VolumeStatsEntry] = {}
         for locator, sizes in zip(files, measured, strict=True):
             if isinstance(sizes, str):
