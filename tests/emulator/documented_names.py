@@ -461,6 +461,13 @@ _VIRTUALIZATION: Final = (
         ),
     ),
     _cls(
+        "Msvm_GuestNetworkAdapterConfiguration",
+        None,
+        _props("string InstanceID; uint16 ProtocolIFType; boolean DHCPEnabled;"
+               " string[] IPAddresses Subnets DefaultGateways DNSServers;"
+               " uint16[] IPAddressOrigins"),
+    ),
+    _cls(
         "Msvm_KvpExchangeDataItem",
         "CIM_ManagedElement",
         _props(_MANAGED, "uint16 Source; string Name Data"),
@@ -694,6 +701,7 @@ _VIRTUALIZATION: Final = (
         _props("reference SameElement SystemElement"),
     ),
     _cls("Msvm_BootSourceComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
+    _cls("Msvm_SettingDataComponent", "CIM_Component", _props(_COMPONENT_ASSOCIATION)),
     _cls("Msvm_VirtualSystemMigrationServiceSettingDataComponent", "CIM_Component",
          _props(_COMPONENT_ASSOCIATION)),
     _cls(

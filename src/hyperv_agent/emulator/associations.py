@@ -46,6 +46,7 @@ def links(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link
     yield from _settings_components(host, txn, source)
     yield from _system_devices(host, txn, source)
     yield from _port_features(host, txn, source)
+    yield from _guest_network(host, txn, source)
     yield from _affected_jobs(host, txn, source)
     yield from _metric_values(host, txn, source)
     yield from _metric_definitions(host, txn, source)
@@ -122,6 +123,20 @@ def _port_features(host: EmulatedHost, txn: Transaction, source: Record) -> Iter
         for port in model.owned_records(txn, ports, guid):
             if instance_id.lower().startswith(f"{str(port['InstanceID']).lower()}\\"):
                 yield Link(association, port, "PartComponent", "GroupComponent")
+
+
+def _guest_network(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:
+    """Msvm_SettingDataComponent: a synthetic NIC (GroupComponent) and what its guest
+    reports of it (PartComponent), while the VM runs."""
+    association = "Msvm_SettingDataComponent"
+    if source.class_def.name == "Msvm_SyntheticEthernetPortSettingData":
+        other = txn.get(model.guest_network_path(source))
+        if other is not None:
+            yield Link(association, other, "GroupComponent", "PartComponent")
+    elif source.class_def.name == model.GUEST_NETWORK:
+        nic = txn.get(model.nic_of_guest_network(source))
+        if nic is not None:
+            yield Link(association, nic, "PartComponent", "GroupComponent")
 
 
 def _affected_jobs(host: EmulatedHost, txn: Transaction, source: Record) -> Iterator[Link]:

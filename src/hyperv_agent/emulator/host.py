@@ -230,7 +230,9 @@ class EmulatedHost:
           did not keep (``model.remember_running_cpus``);
         - the ports of its switches (``_switch_ports``), which its first boot did not make;
         - the processor features a running, paused or saved VM started with, which its
-          record did not keep (``processors.remember_started``).
+          record did not keep (``processors.remember_started``);
+        - the guest network adapter configurations of a running or paused VM's NICs,
+          which its start did not make (``model.add_guest_networks``).
         """
         # the VM model and the processors' import this module
         from hyperv_agent.emulator import model, processors
@@ -249,6 +251,7 @@ class EmulatedHost:
                     txn.put(record)
         model.remember_running_cpus(txn)
         processors.remember_started(self, txn)
+        model.add_guest_networks(self, txn)
         txn.commit()
 
     def _listen_on(self, address: str) -> None:

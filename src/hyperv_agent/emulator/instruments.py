@@ -11,6 +11,7 @@ could not rule out).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 from collections import Counter
@@ -71,6 +72,19 @@ class JobFault:
     never_finishes: bool = False
 
 
+@dataclass(frozen=True)
+class GuestAddresses:
+    """What a guest has configured on one of its network adapters: its addresses with
+    their prefix lengths, and whether DHCP gave them."""
+
+    interfaces: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+    dhcp: bool
+
+
+def _mac_key(mac: str) -> str:
+    return mac.replace(":", "").replace("-", "").upper()
+
+
 @dataclass
 class Faults:
     """One-shot faults, consumed by the next matching call (method names, any case)."""
@@ -80,6 +94,7 @@ class Faults:
     _durations: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
     _without_services: set[str] = field(default_factory=set)
+    _guest_addresses: dict[tuple[str, str], GuestAddresses] = field(default_factory=dict)
     _die_at_commit: bool = False
 
     def die_during_next_commit(self) -> None:
@@ -107,6 +122,22 @@ class Faults:
 
     def lacks_integration_services(self, guid: str, name: str) -> bool:
         return bool({guid.lower(), name.lower()} & self._without_services)
+
+    def guest_addresses(self, vm: str, mac: str, *addresses: str, dhcp: bool = True) -> None:
+        """The guest of ``vm`` (name or GUID) has, from now on, ``addresses`` (each
+        ``address/prefix length``: ``10.1.1.23/24``, ``fe80::5/64``) on its network adapter
+        with MAC ``mac`` (``02:00:4c:5f:00:08``, ``02004C5F0008``), from DHCP unless
+        ``dhcp`` is false; none: it has no address (no lease yet). Hyper-V shows them in
+        the adapter's Msvm_GuestNetworkAdapterConfiguration while the VM runs, when its
+        guest has integration services (their data exchange service reports them)."""
+        interfaces = tuple(ipaddress.ip_interface(a) for a in addresses)
+        self._guest_addresses[(vm.lower(), _mac_key(mac))] = GuestAddresses(interfaces, dhcp)
+
+    def guest_addresses_of(self, guid: str, name: str, mac: str) -> GuestAddresses | None:
+        """What ``guest_addresses`` gave the adapter ``mac`` of the VM ``guid`` or ``name``."""
+        mac = _mac_key(mac)
+        return (self._guest_addresses.get((guid.lower(), mac))
+                or self._guest_addresses.get((name.lower(), mac)))
 
     def fail_next_call(self, method: str, return_code: int) -> None:
         """The next call of ``method`` returns ``return_code`` and changes nothing."""
@@ -152,3 +183,4 @@ class Faults:
         self._jobs.clear()
         self._ignoring_shutdown.clear()
         self._without_services.clear()
+        self._guest_addresses.clear()

@@ -47,11 +47,14 @@ def is_vm(record: Record) -> bool:
 
 
 def guid_of_instance_id(instance_id: str) -> str | None:
-    """The VM GUID in ``Microsoft:<GUID>[\\…]``; None for templates and host objects."""
+    """The VM GUID in ``Microsoft:<GUID>[\\…]`` (or a guest network adapter's
+    ``Microsoft:GuestNetwork\\<GUID>\\…``); None for templates and host objects."""
     prefix, _, rest = instance_id.partition(":")
     if prefix.lower() != "microsoft":
         return None
-    head = rest.partition("\\")[0]
+    head, _, tail = rest.partition("\\")
+    if head.lower() == GUEST_NETWORK_PREFIX.lower():
+        return tail.partition("\\")[0] or None
     return None if head.lower() == "definition" else head
 
 
@@ -100,6 +103,58 @@ def feature_records(txn: Transaction, port: Record) -> Iterator[Record]:
     for record in candidates:
         if str(record["InstanceID"]).lower().startswith(prefix):
             yield record
+
+
+GUEST_NETWORK = "Msvm_GuestNetworkAdapterConfiguration"
+#: The head of a guest network adapter's InstanceID: ``Microsoft:GuestNetwork\\<VM GUID>\\
+#: <adapter>``, where ``Microsoft:<VM GUID>\\<adapter>`` is its synthetic NIC's InstanceID (as
+#: Hyper-V names them: Get-VMNetworkAdapter's Id is the NIC's, and tools that read the
+#: guest's addresses turn one into the other).
+GUEST_NETWORK_PREFIX = "GuestNetwork"
+
+
+def guest_network_id(nic: Record) -> str:
+    """The Msvm_GuestNetworkAdapterConfiguration InstanceID of the synthetic NIC ``nic``."""
+    _, _, rest = str(nic["InstanceID"]).partition(":")
+    return f"Microsoft:{GUEST_NETWORK_PREFIX}\\{rest}"
+
+
+def guest_network_path(nic: Record) -> ObjectPath:
+    """The Msvm_GuestNetworkAdapterConfiguration path of the synthetic NIC ``nic``."""
+    return ObjectPath.for_keys(GUEST_NETWORK, V2_NAMESPACE, InstanceID=guest_network_id(nic))
+
+
+def nic_of_guest_network(record: Record) -> ObjectPath:
+    """The path of the synthetic NIC a guest network adapter configuration is about."""
+    _, _, adapter = str(record["InstanceID"]).partition(f"{GUEST_NETWORK_PREFIX}\\")
+    return ObjectPath.for_keys("Msvm_SyntheticEthernetPortSettingData", V2_NAMESPACE,
+                               InstanceID=f"Microsoft:{adapter}")
+
+
+def guest_network_record(host: EmulatedHost, nic: Record) -> Record:
+    """The guest network adapter configuration of the synthetic NIC ``nic`` of a running
+    VM, as the VM's start (or the NIC's hot-add) makes it: nothing reported yet
+    (ProtocolIFType 0, Unknown, and no addresses); what the guest reports is laid over it
+    (``computed``). Hyper-V keeps one per network adapter while the VM runs; that it keeps
+    none for a VM that is off is the emulator's choice (Microsoft does not say), and the
+    agent reads both shapes alike (no instance, or one with no address)."""
+    return host.new_record(GUEST_NETWORK, InstanceID=guest_network_id(nic))
+
+
+def guest_network_records(txn: Transaction, guid: str) -> list[Record]:
+    """The guest network adapter configurations of the VM ``guid`` (while it runs)."""
+    return owned_records(txn, (CLASSES[GUEST_NETWORK],), guid)
+
+
+def add_guest_networks(host: EmulatedHost, txn: Transaction) -> None:
+    """Stage, for each running or paused VM without them (one an earlier version
+    started), the guest network adapter configurations of its synthetic NICs."""
+    for vm in list(txn.instances_of(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE))):
+        guid = str(vm["Name"])
+        if is_vm(vm) and is_running(vm) and not guest_network_records(txn, guid):
+            for nic in device_records(txn, guid):
+                if nic.class_def.name == "Msvm_SyntheticEthernetPortSettingData":
+                    txn.put(guest_network_record(host, nic))
 
 
 def runtime_records(txn: Transaction, guid: str) -> Iterator[Record]:
@@ -300,6 +355,8 @@ def seen_as_stored(class_def: ClassDef, name: str) -> bool:
         return False
     if class_def.name in _COMPUTED_CLASSES:
         return False
+    if class_def.name == GUEST_NETWORK:  # what the guest reports is laid over it
+        return name.lower() == "instanceid"
     return not (class_def.name == "Msvm_ComputerSystem" and name.lower() in (
         "ontimeinmilliseconds", "enabledstate", "requestedstate"))
 
@@ -311,6 +368,8 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         return job_view(record, now)
     if is_vm(record):
         return _vm_view(host, record, now)
+    if record.class_def.name == GUEST_NETWORK:
+        return _guest_reported(host, txn, record)
     if record.class_def.name == "Win32_PerfRawData_Tcpip_NetworkInterface":
         seconds = max(0.0, now - float(record.meta.get("since", now)))
         received = int(seconds * float(record.meta.get("receive_bps", NIC_RECEIVE_BPS)))
@@ -345,3 +404,33 @@ def _vm_view(host: EmulatedHost, vm: Record, now: float) -> dict[str, CimValue]:
     if shown is not None:
         view.update(EnabledState=shown, RequestedState=int(vm.meta[TRANSITION][1]))
     return view
+
+
+#: Msvm_GuestNetworkAdapterConfiguration.ProtocolIFType by the IP versions of its addresses.
+_PROTOCOL_IF_TYPE = {frozenset(): 0, frozenset({4}): 4096, frozenset({6}): 4097,
+                     frozenset({4, 6}): 4098}
+
+
+def _guest_reported(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, CimValue]:
+    """What the guest of a running VM with integration services reports of the network
+    adapter of ``record`` (``Faults.guest_addresses``); nothing for any other guest.
+    Subnets go with IPAddresses element by element; Microsoft does not document their
+    form, so an IPv4 mask dotted and an IPv6 prefix length as its number are the
+    emulator's choice. IPAddressOrigins, DefaultGateways and DNSServers stay empty."""
+    guid = guid_of(record)
+    vm = txn.get(vm_path(guid)) if guid else None
+    if vm is None or not is_running(vm) or vm.meta.get(NO_GUEST_SERVICES):
+        return {}
+    nic = txn.get(nic_of_guest_network(record))
+    reported = None if nic is None else host.faults.guest_addresses_of(
+        str(guid), str(vm["ElementName"]), str(nic["Address"]))
+    if reported is None:
+        return {}
+    interfaces = reported.interfaces
+    return {
+        "ProtocolIFType": _PROTOCOL_IF_TYPE[frozenset(i.version for i in interfaces)],
+        "DHCPEnabled": reported.dhcp,
+        "IPAddresses": tuple(str(i.ip) for i in interfaces),
+        "Subnets": tuple(str(i.netmask) if i.version == 4 else str(i.network.prefixlen)
+                         for i in interfaces),
+    }

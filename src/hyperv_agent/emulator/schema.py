@@ -456,6 +456,18 @@ _class("Msvm_ShutdownComponent", "CIM_LogicalDevice", methods=(
     "InitiateShutdown(in Force boolean, in Reason string)",
     "InitiateReboot(in Force boolean, in Reason string)",  # 2016+: codes.METHODS_SINCE_MAJOR
 ))
+# What the guest's data exchange (KVP) service reports of one of its network adapters: one
+# instance per synthetic NIC of a running VM (``model.guest_network_record``).
+_class("Msvm_GuestNetworkAdapterConfiguration", None, """
+InstanceID string key
+ProtocolIFType uint16 = 0
+DHCPEnabled boolean = FALSE
+IPAddresses string[]
+Subnets string[]
+DefaultGateways string[]
+DNSServers string[]
+IPAddressOrigins uint16[]
+""")
 _class("Msvm_KvpExchangeDataItem", "CIM_ManagedElement", """
 Caption string
 Description string
@@ -688,6 +700,7 @@ _association("Msvm_EthernetPortSettingDataComponent", "CIM_Component", "GroupCom
 _association("Msvm_MetricForME", "CIM_MetricForME", "Antecedent", "Dependent")
 _association("Msvm_LogicalIdentity", "CIM_LogicalIdentity", "SystemElement", "SameElement")
 _association("Msvm_BootSourceComponent", "CIM_Component", "GroupComponent", "PartComponent")
+_association("Msvm_SettingDataComponent", "CIM_Component", "GroupComponent", "PartComponent")
 _association("Msvm_VirtualSystemMigrationServiceSettingDataComponent", "CIM_Component",
              "GroupComponent", "PartComponent")
 _class("Msvm_MetricDefForME", "CIM_MetricDefForME", """

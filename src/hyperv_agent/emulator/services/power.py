@@ -24,7 +24,10 @@ No Contact too. Microsoft documents the component, its OperationalStatus values 
 ("the system is not ready") but not what a guest without the services shows; keeping the
 component is the emulator's choice, matching the "No Contact" PowerShell's
 Get-VMIntegrationService reports for such a guest (not checked against a real host here).
-The agent handles both shapes (no component, or 32780) the same way. A guest restart
+The agent handles both shapes (no component, or 32780) the same way. Each synthetic NIC
+of a running VM has its Msvm_GuestNetworkAdapterConfiguration (``model.guest_network_record``),
+made at the start and gone at the stop; it shows the addresses the guest reports
+(``Faults.guest_addresses``) only while the guest has integration services. A guest restart
 keeps the VM running: its run starts again (OnTimeInMilliseconds, UpTime and the run's
 counter instances), as after a reset, but Hyper-V starts no job for it and the VM's state
 never leaves 2.
@@ -137,6 +140,9 @@ def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
             OperationalStatus=(int(status),), StatusDescriptions=(_STATUS_TEXT[status],),
             ElementName=class_name.removeprefix("Msvm_"),
         ))
+    for nic in model.device_records(txn, guid):
+        if nic.class_def.name == "Msvm_SyntheticEthernetPortSettingData":
+            txn.put(model.guest_network_record(host, nic))
 
 
 _STATUS_TEXT = {codes.OperationalStatus.OK: "OK",
@@ -152,7 +158,8 @@ def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.D
     vm.meta.pop(model.NO_GUEST_SERVICES, None)
     if state == E.DISABLED:  # a saved VM keeps the processor features of its saved state
         vm.meta.pop(processors.PROCESSOR, None)
-    for record in list(model.runtime_records(txn, str(vm["Name"]))):
+    guid = str(vm["Name"])
+    for record in [*model.runtime_records(txn, guid), *model.guest_network_records(txn, guid)]:
         txn.delete(record.path)
 
 

@@ -147,6 +147,8 @@ def add_one(call: Call, vm: Record, vssd: Record, item: Embedded) -> Record:
     suffix = _checker(item)(call, vm, vssd, item, record)
     record["InstanceID"] = f"Microsoft:{guid}\\{str(uuid.uuid4()).upper()}{suffix}"
     call.txn.put(record)
+    if record.class_def.name == "Msvm_SyntheticEthernetPortSettingData" and model.is_running(vm):
+        call.txn.put(model.guest_network_record(call.host, record))  # a NIC hot-added
     bootsources.add_source(call, vssd, record)
     return record
 
@@ -583,4 +585,6 @@ def _remove_tree(call: Call, guid: str, record: Record) -> None:
     for feature in list(model.feature_records(call.txn, record)):
         call.txn.delete(feature.path)
     bootsources.remove_source(call, record)
+    if record.class_def.name == "Msvm_SyntheticEthernetPortSettingData":
+        call.txn.delete(model.guest_network_path(record))  # none when the VM is off
     call.txn.delete(record.path)
