@@ -36,7 +36,7 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     **{fqcn: {"vmName": "i-2-5-VM"} for fqcn in (
         names.STOP_COMMAND, names.REBOOT_COMMAND, names.CHECK_VIRTUAL_MACHINE_COMMAND,
         names.GET_VM_CONFIG_COMMAND, names.MODIFY_VM_NIC_CONFIG_COMMAND,
-        names.ATTACH_ISO_COMMAND, names.MIGRATE_COMMAND)},
+        names.ATTACH_ISO_COMMAND, names.MIGRATE_COMMAND, names.GET_VM_IP_ADDRESS_COMMAND)},
 }
 
 

@@ -90,6 +90,19 @@ class GetVmNetworkStatsCommand(Command):
     host_name: str | None = None
 
 
+class GetVmIpAddressCommand(Command):
+    """The IPv4 address the guest holds on one NIC (``macAddress``) in ``vmNetworkCidr``
+    (absent for an L2 network): sent for VMs on networks whose addresses an external DHCP
+    server gives (protocol §5.1)."""
+
+    FQCN: ClassVar[str] = names.GET_VM_IP_ADDRESS_COMMAND
+
+    vm_name: str
+    vm_network_cidr: str | None = None
+    windows: JBool = False
+    mac_address: str | None = None
+
+
 class GetVmConfigCommand(Command):
     """List the VM's NICs (MAC, VLAN, connected); used by the MS's router code (protocol §6)."""
 
@@ -185,6 +198,7 @@ VM_COMMANDS: tuple[type[Command], ...] = (
     GetVmStatsCommand,
     GetVmDiskStatsCommand,
     GetVmNetworkStatsCommand,
+    GetVmIpAddressCommand,
     GetVmConfigCommand,
     ModifyVmNicConfigCommand,
     ScaleVmCommand,

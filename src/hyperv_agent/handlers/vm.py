@@ -1,5 +1,5 @@
 """VM lifecycle and state: Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats,
-GetVmNetworkStats (protocol §5.1, §5.3, §8).
+GetVmNetworkStats, GetVmIpAddress (protocol §5.1, §5.3, §8).
 
 Commands that change a VM (Stop, Reboot) hold that VM's lock for their whole run, so two
 commands about one VM never interleave; commands about different VMs run concurrently.
@@ -8,12 +8,14 @@ Read-only commands take no lock.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
+    Answer,
     CheckVirtualMachineAnswer,
     GetVmNetworkStatsAnswer,
     GetVmStatsAnswer,
@@ -24,6 +26,7 @@ from hyperv_agent.cloudstack.answers import (
 from hyperv_agent.cloudstack.commands_network import PatchSystemVmCommand
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
+    GetVmIpAddressCommand,
     GetVmNetworkStatsCommand,
     GetVmStatsCommand,
     GetVncPortCommand,
@@ -35,7 +38,7 @@ from hyperv_agent.cloudstack.objects import VmNetworkStatsEntry, VmStatsEntry
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import NamedLocks
-from hyperv_agent.hyperv import jobs, power, vmio, vms
+from hyperv_agent.hyperv import jobs, nics, power, vmio, vms
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.vm")
@@ -114,6 +117,7 @@ class VmHandlers:
             names.GET_VM_STATS_COMMAND: Route(GetVmStatsCommand, self.stats),
             names.GET_VM_NETWORK_STATS_COMMAND: Route(GetVmNetworkStatsCommand,
                                                       self.network_stats),
+            names.GET_VM_IP_ADDRESS_COMMAND: Route(GetVmIpAddressCommand, self.ip_address),
             names.PATCH_SYSTEM_VM_COMMAND: Route(PatchSystemVmCommand, self.patch_system_vm),
         }
 
@@ -246,6 +250,76 @@ class VmHandlers:
                                        bytes_received=nic.received_bytes)
                    for nic in traffic.get(stats.guid, [])]
             for name, stats in found.items()})
+
+
+    async def ip_address(self, asked: GetVmIpAddressCommand) -> Result:
+        """The IPv4 address the guest of a running VM holds on the NIC with ``macAddress``
+        (else on any NIC) within ``vmNetworkCidr`` (absent for an L2 network: then any but
+        a link-local one), as its data exchange integration service reports it to
+        Hyper-V (``nics.guest_addresses``). The management server asks for VMs on networks
+        whose addresses an external DHCP server gives (``VmIpFetchTask``, every
+        ``externaldhcp.vmip.retrieval.interval``) and records ``details`` as the NIC's
+        address when ``result`` is true.
+
+        No address known yet (the guest has no lease, or runs without the integration
+        service): a failed answer saying so, which the MS logs and asks again; never a
+        success without an address, which the MS reads as "the NIC has none" and clears
+        the address it holds. Unknown VM, or one that is off: a failed answer naming it.
+        Read-only, safe to repeat; at most 3 queries (``nics.guest_addresses``).
+        """
+        mac = nics.normalize_mac(asked.mac_address) if asked.mac_address else None
+        cidr = _ipv4_network(asked.vm_network_cidr) if asked.vm_network_cidr else None
+        if mac is None and cidr is None:
+            raise InvalidRequest(f"{names.GET_VM_IP_ADDRESS_COMMAND} for VM {asked.vm_name} "
+                                 "names neither a NIC (macAddress) nor a network "
+                                 "(vmNetworkCidr) to take the address from")
+        found = await nics.guest_addresses(self.hv, asked.vm_name)
+        if found is None:
+            raise InvalidRequest(f"{names.GET_VM_IP_ADDRESS_COMMAND} requested unknown VM "
+                                 f"{asked.vm_name}")
+        vm, guest_nics = found
+        if vm.power not in (vms.PowerState.RUNNING, vms.PowerState.PAUSED):
+            raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host; only a "
+                                 "running guest reports its addresses")
+        where = f"the NIC with MAC {asked.mac_address}" if mac else "any NIC"
+        chosen = [nic for nic in guest_nics if mac is None or nic.mac == mac]
+        if not chosen:
+            raise InvalidRequest(f"VM {vm.name} has no NIC with MAC {asked.mac_address}")
+        address = _first_ipv4(chosen, cidr)
+        if address is None:
+            within = f" in {cidr}" if cidr else ""
+            raise InvalidRequest(
+                f"the guest of VM {vm.name} has reported no IPv4 address{within} on {where} "
+                "yet; Hyper-V learns a guest's addresses from its data exchange (KVP) "
+                "integration service, so the guest must run it (hv_kvp_daemon on Linux, "
+                "Hyper-V Integration Services on Windows) and have its address (a DHCP "
+                "lease) for it to be known")
+        return Answer(result=True, details=address)
+
+
+def _ipv4_network(cidr: str) -> ipaddress.IPv4Network:
+    """The command's ``vmNetworkCidr``; InvalidRequest naming it when it is not IPv4."""
+    try:
+        return ipaddress.IPv4Network(cidr.strip(), strict=False)
+    except ValueError:
+        raise InvalidRequest(f"vmNetworkCidr {cidr!r} is not an IPv4 network "
+                             "(a.b.c.d/prefix)") from None
+
+
+def _first_ipv4(guest_nics: Sequence[nics.GuestNic],
+                cidr: ipaddress.IPv4Network | None) -> str | None:
+    """The first IPv4 address the guest reports on ``guest_nics`` within ``cidr``; without
+    one, the first that is not link-local (169.254.0.0/16: a Windows guest gives itself
+    one when no DHCP server answers, which is no lease)."""
+    for nic in guest_nics:
+        for text in nic.addresses:
+            try:
+                address = ipaddress.IPv4Address(text.strip())
+            except ValueError:  # an IPv6 address, or something no guest should report
+                continue
+            if address in cidr if cidr is not None else not address.is_link_local:
+                return str(address)
+    return None
 
 
 def _cloudstack_mac(mac: str) -> str:

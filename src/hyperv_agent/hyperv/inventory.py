@@ -93,6 +93,7 @@ USED: tuple[ClassUse, ...] = (
         "InstanceID", "ResourceSubType", "ElementName", "Parent", "HostResource",
         "EnabledState"), optional=("LastKnownSwitchName",)),
     ClassUse(Class.VLAN, properties=("InstanceID", "OperationMode", "AccessVlanId")),
+    ClassUse(Class.GUEST_NETWORK, properties=("InstanceID", "IPAddresses")),
     ClassUse(Class.BANDWIDTH, properties=("InstanceID", "Limit")),
     ClassUse(Class.PORT_FEATURE_BASE, properties=("InstanceID",)),
     ClassUse(Class.EXTENDED_ACL, properties=(

@@ -12,6 +12,8 @@ association walks. Round trips (W = job waits):
                   AddFeatureSettings for all of them); 2 + 2 W without (warm: see
                   ``settings``)
 ``list_nics``     2 queries (NICs and ports in one, VLAN settings in the other)
+``guest_addresses`` 3 queries: the VM, its NICs and what its guest reports of them,
+                  sent at once when the session knows the VM's GUID; else the VM first
 ``generation``    1 query (the VM's settings)
 ``hot_pluggable`` 1 query (the VM's settings), +1 the first time for a session
 ``remove``        1 call + 1 W
@@ -46,6 +48,7 @@ from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.schema import (
     BITS_PER_MEGABIT,
     GENERATION_SUBTYPES,
+    GUEST_NETWORK_ID,
     MAC_HEX_DIGITS,
     NAMESPACE,
     VLAN_ID_MAX,
@@ -121,6 +124,69 @@ def _access_vlan(setting: CimInstance | None) -> int | None:
         return None
     vlan = setting.integer("AccessVlanId") or 0
     return vlan if vlan >= VLAN_ID_MIN else None
+
+
+# --- what the guest reports ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestNic:
+    """One synthetic NIC of a VM and the addresses its guest reports on it."""
+
+    mac: str  # 12 upper-case hex digits
+    addresses: tuple[str, ...]  # IPv4 and IPv6, as Hyper-V lists them; () when none
+
+
+async def guest_addresses(hv: HyperV, name: str) -> tuple[VmRef, list[GuestNic]] | None:
+    """The VM called ``name`` and its synthetic NICs, each with the addresses its guest
+    reports on it (Msvm_GuestNetworkAdapterConfiguration, which Hyper-V fills from the
+    guest's data exchange (KVP) integration service while the VM runs: a VM that is off,
+    a guest without the service, or one without an address yet, reports none).
+
+    Missing VM: None. Read-only, safe to repeat; 3 queries, sent at once when the
+    session knows the VM's GUID (``vms.known_guid``), else the VM's first and then the
+    other two at once (also when the GUID known turns out stale).
+    """
+    known = vms.known_guid(hv, name)
+    if known is None:
+        vm = await vms.find_vm(hv, name)
+        if vm is None:
+            return None
+        nics, configs = await _guest_reads(hv, vm.guid)
+    else:
+        vm, (nics, configs) = await asyncio.gather(vms.find_vm(hv, name),
+                                                   _guest_reads(hv, known))
+        if vm is None:
+            return None
+        if vm.guid.upper() != known.upper():
+            nics, configs = await _guest_reads(hv, vm.guid)
+    reported = {_adapter_of(c.string("InstanceID") or ""): c.strings("IPAddresses")
+                for c in configs}
+    return vm, [GuestNic((nic.string("Address") or "").upper(),
+                         reported.get(_adapter_of(nic.string("InstanceID") or ""), ()))
+                for nic in nics]
+
+
+async def _guest_reads(hv: HyperV, vm_guid: str
+                       ) -> tuple[list[CimInstance], list[CimInstance]]:
+    """The VM's synthetic NICs and its guest network adapter configurations, at once."""
+    nics = wql.select(Class.SEPSD, wql.starts_with("InstanceID", f"Microsoft:{vm_guid}\\"),
+                      ("InstanceID", "Address"))
+    configs = wql.select(Class.GUEST_NETWORK, wql.starts_with(
+        "InstanceID", f"Microsoft:{GUEST_NETWORK_ID}\\{vm_guid}\\"), ("InstanceID", "IPAddresses"))
+    found, reported = await asyncio.gather(hv.cim.query(nics, NAMESPACE),
+                                           hv.cim.query(configs, NAMESPACE))
+    return found, reported
+
+
+def _adapter_of(instance_id: str) -> str:
+    """``<VM GUID>\\<adapter>`` of a NIC's or its guest configuration's InstanceID, upper
+    case, so the two match."""
+    _, _, rest = instance_id.partition(":")
+    head, separator, tail = rest.partition("\\")
+    if separator and head.casefold() == GUEST_NETWORK_ID.casefold():
+        rest = tail
+    return rest.upper()
 
 
 # --- adding a NIC --------------------------------------------------------------------------

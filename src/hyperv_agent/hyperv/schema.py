@@ -37,6 +37,10 @@ class Class:
     SWITCH_SETTINGS = "Msvm_VirtualEthernetSwitchSettingData"  # its ports' settings hang here
     EXTERNAL_PORT = "Msvm_ExternalEthernetPort"
     KVP_COMPONENT = "Msvm_KvpExchangeComponent"
+    #: What a running guest's data exchange (KVP) service reports of one network adapter:
+    #: ``Microsoft:GuestNetwork\\<VM GUID>\\<adapter>`` for the NIC
+    #: ``Microsoft:<VM GUID>\\<adapter>``
+    GUEST_NETWORK = "Msvm_GuestNetworkAdapterConfiguration"
     KVP_SETTINGS = "Msvm_KvpExchangeComponentSettingData"
     KVP_ITEM = "Msvm_KvpExchangeDataItem"
     SHUTDOWN = "Msvm_ShutdownComponent"
@@ -338,6 +342,9 @@ IDE_CONTROLLERS = 2  # a generation 1 VM's IDE controllers (Address "0", "1"); g
 #: the VM has no root disk or no CD.
 IDE_DATA_PLACES = ((0, 1), (1, 1), (0, 0), (1, 0))
 MAC_HEX_DIGITS = 12  # SEPSD.Address: 12 hex digits, no separators
+#: The head of a Msvm_GuestNetworkAdapterConfiguration's InstanceID (``Microsoft:GuestNetwork\\
+#: <VM GUID>\\<adapter>``), before the part it shares with its NIC's
+GUEST_NETWORK_ID = "GuestNetwork"
 VLAN_ID_MIN = 1
 VLAN_ID_MAX = 4094
 BITS_PER_MEGABIT = 1_000_000  # bandwidth Limit = Mbps × 1,000,000 (CloudStack's reading)
