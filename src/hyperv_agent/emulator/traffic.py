@@ -18,6 +18,33 @@ In order, a packet is stopped when:
    data has the class defaults (spoofing refused, guards off);
 3. the extended ACLs refuse it.
 
+Between two adapters of the host (``reaches``), the switch decides by layer 2 alone, from
+each port's Msvm_EthernetSwitchPortVlanSettingData: a frame goes from one port to another
+when both VMs run (or are paused) with their ports connected to the same switch, and the
+VLAN the sending port puts its frames on is one the receiving port takes. What each port
+sends on and takes, by OperationMode:
+
+==================================  ===============  ==================================
+port                                sends on         takes
+==================================  ===============  ==================================
+no VLAN setting, or OperationMode 0 untagged         untagged
+access (1) on V                     V                V
+trunk (2), native N, allowed T      N                N and T
+private (3) isolated on P, S        S                P
+private (3) community on P, S       S                P and S
+private (3) promiscuous on P, L     P                P and every VLAN of L
+==================================  ===============  ==================================
+
+The private rows are Microsoft's (NDIS_SWITCH_PORT_PVLAN_MODE: an isolated port "can
+receive traffic only on the primary VLAN" and "sends traffic on the secondary VLAN"; a
+community port receives on the primary and secondary VLAN and sends on its secondary; a
+promiscuous port receives on a defined set of primary and secondary VLANs and sends on its
+primary). So two isolated ports never reach each other, community ports reach their own
+community, and all of them reach a promiscuous port of their primary VLAN that lists their
+secondary. That a trunk port's untagged frames go on its native VLAN is the emulator's
+choice (a guest that tags its own frames is not modelled). The ACLs and guards judge IP
+packets (``admits``), not frames: ``reaches`` does not consult them.
+
 Traffic happens only when a test says so (``network_io``: amounts, not packets judged
 one by one), and only while the VM runs with its port connected. It moves the adapter's
 performance counters, the "Hyper-V Virtual Network Adapter" set of root\\cimv2: one
@@ -119,6 +146,80 @@ def port_state(host: EmulatedHost, vm_name: str, mac: str) -> PortState:
                    if r.class_def.name == portacl.ACL_CLASS))
 
 
+VLAN = "Msvm_EthernetSwitchPortVlanSettingData"
+_ACCESS, _TRUNK, _PRIVATE = 1, 2, 3  # OperationMode
+_ISOLATED, _COMMUNITY, _PROMISCUOUS = 1, 2, 3  # PvlanMode
+
+
+@dataclass(frozen=True)
+class SwitchPort:
+    """The layer-2 side of one VM network adapter: where its frames go and what it takes."""
+
+    mac: str
+    running: bool
+    switch: ObjectPath | None  # None: the port is not connected to a switch
+    sends: int | None  # the VLAN of the frames it sends; None: untagged
+    takes: frozenset[int | None]  # the VLANs of the frames it receives (None: untagged)
+
+
+def reaches(host: EmulatedHost, source: tuple[str, str], target: tuple[str, str]) -> Verdict:
+    """Whether the switch delivers a frame that ``source``'s adapter sends to ``target``'s
+    adapter (each a (VM name, MAC) pair; any spelling of the MAC), as the module docstring
+    says. LookupError when there is no such VM, adapter or port."""
+    sender, receiver = switch_port(host, *source), switch_port(host, *target)
+    for port in (sender, receiver):
+        if not port.running:
+            return Verdict(False, f"the VM of adapter {port.mac} is not running")
+        if port.switch is None:
+            return Verdict(False, f"the adapter {port.mac} is not connected to a switch")
+    if sender.switch != receiver.switch:
+        return Verdict(False, "the adapters are connected to different switches")
+    if sender.sends not in receiver.takes:
+        return Verdict(False, f"the adapter {receiver.mac} does not take frames of VLAN "
+                              f"{sender.sends or 'untagged'} that {sender.mac} sends")
+    return Verdict(True, f"delivered on VLAN {sender.sends or 'untagged'}")
+
+
+def switch_port(host: EmulatedHost, vm_name: str, mac: str) -> SwitchPort:
+    """Read the adapter ``mac`` of ``vm_name``, its port and the port's VLAN setting."""
+    txn = host.store.transaction()
+    vm = _vm(host, txn, vm_name)
+    guid = str(vm["Name"])
+    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
+    port = _port(txn, guid, nic, vm_name)
+    hosts = port["HostResource"]
+    switch = (ObjectPath.parse(str(hosts[0])) if isinstance(hosts, tuple) and hosts
+              and port["EnabledState"] != EnabledState.DISABLED else None)
+    vlan = next((r for r in model.feature_records(txn, port) if r.class_def.name == VLAN),
+                None)
+    sends, takes = _vlans(vlan)
+    return SwitchPort(str(nic["Address"]).upper(), model.is_running(vm), switch, sends, takes)
+
+
+def _vlans(setting: Record | None) -> tuple[int | None, frozenset[int | None]]:
+    """(the VLAN a port sends on, the VLANs it takes), by the table of the docstring."""
+    mode = setting.integer("OperationMode") if setting is not None else 0
+    if setting is None or mode not in (_ACCESS, _TRUNK, _PRIVATE):
+        return None, frozenset({None})
+    if mode == _ACCESS:
+        vlan = setting.integer("AccessVlanId")
+        return vlan, frozenset({vlan})
+    if mode == _TRUNK:
+        native = setting.integer("NativeVlanId")
+        return native, frozenset({native, *_ids(setting["TrunkVlanIdArray"])})
+    primary, secondary = setting.integer("PrimaryVlanId"), setting.integer("SecondaryVlanId")
+    pvlan = setting.integer("PvlanMode")
+    if pvlan == _PROMISCUOUS:
+        return primary, frozenset({primary, *_ids(setting["SecondaryVlanIdArray"])})
+    if pvlan == _COMMUNITY:
+        return secondary, frozenset({primary, secondary})
+    return secondary, frozenset({primary})
+
+
+def _ids(value: object) -> tuple[int, ...]:
+    return tuple(v for v in value if isinstance(v, int)) if isinstance(value, tuple) else ()
+
+
 ADAPTER_COUNTERS = "Win32_PerfRawData_NvspNicStats_HyperVVirtualNetworkAdapter"
 _DROPPED = ("DroppedPacketsIncomingPersec", "DroppedPacketsOutgoingPersec")
 _WRAP = 1 << 64
@@ -193,4 +294,5 @@ def _is_current(record: Record, guid: str) -> bool:
     return str(record["InstanceID"]).lower().startswith(f"microsoft:{guid.lower()}\\")
 
 
-__all__ = ["Packet", "PortState", "Verdict", "admits", "connects", "decide", "network_io"]
+__all__ = ["Packet", "PortState", "SwitchPort", "Verdict", "admits", "connects", "decide",
+           "network_io", "reaches", "switch_port"]

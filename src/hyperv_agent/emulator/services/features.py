@@ -25,6 +25,8 @@ SINGLE_PER_PORT = (
 )
 FEATURE_IN_USE = ReturnCode.SYSTEM_IN_USE
 VLAN_IDS = range(1, 4095)
+PVLAN_MODES = (1, 2, 3)  # PvlanMode: isolated, community, promiscuous
+PVLAN_PROMISCUOUS = 3
 
 
 def _refuse(text: str, code: int = ReturnCode.INVALID_PARAMETER) -> MethodError:
@@ -87,6 +89,36 @@ def _check_vlan(values: Mapping[str, CimValue]) -> None:
             raise _refuse("trunk VLAN ids must be within 1..4094")
     if mode not in (0, 1, 2, 3):
         raise _refuse(f"OperationMode {mode} is not 1 (access), 2 (trunk) or 3 (private)")
+    if mode == 3:
+        _check_private_vlan(values)
+
+
+def _check_private_vlan(values: Mapping[str, CimValue]) -> None:
+    """A private VLAN port (OperationMode 3), as Set-VMNetworkAdapterVlan documents it:
+    every PvlanMode takes a PrimaryVlanId; isolated (1) and community (2) take one
+    SecondaryVlanId, promiscuous (3) a SecondaryVlanIdArray. The emulator's choice where
+    Microsoft is silent: a secondary VLAN equal to the primary is refused (a secondary
+    VLAN is another VLAN of the primary's domain), and a promiscuous port needs at least
+    one secondary VLAN (the cmdlet's -SecondaryVlanIdList is mandatory with it)."""
+    pvlan = _number(values, "PvlanMode")
+    if pvlan not in PVLAN_MODES:
+        raise _refuse(f"PvlanMode {values.get('PvlanMode')} is not 1 (isolated), 2 "
+                      "(community) or 3 (promiscuous)")
+    primary = _number(values, "PrimaryVlanId")
+    if primary not in VLAN_IDS:
+        raise _refuse(f"PrimaryVlanId {values.get('PrimaryVlanId')} is outside 1..4094")
+    if pvlan == PVLAN_PROMISCUOUS:
+        ids = values.get("SecondaryVlanIdArray")
+        secondaries = tuple(ids) if isinstance(ids, tuple) else ()
+        if not secondaries:
+            raise _refuse("a promiscuous port needs the secondary VLANs it reaches "
+                          "(SecondaryVlanIdArray)")
+    else:
+        secondaries = (_number(values, "SecondaryVlanId"),)
+    for secondary in secondaries:
+        if secondary not in VLAN_IDS or secondary == primary:
+            raise _refuse(f"secondary VLAN {secondary} is outside 1..4094 or the primary "
+                          f"VLAN {primary}")
 
 
 def _check_bandwidth(values: Mapping[str, CimValue]) -> None:
