@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.base import Command, JBool, JInt, wire
-from hyperv_agent.cloudstack.enums import LenientVirtualMachineType
+from hyperv_agent.cloudstack.enums import LenientVirtualMachineType, PvlanSetupType
 from hyperv_agent.cloudstack.objects import IpPortAndProto, NicTO, VirtualMachineTO
 
 
@@ -110,6 +110,29 @@ class PatchSystemVmCommand(Command):
     access_details: dict[str, str] | None = None
 
 
+class PvlanSetupCommand(Command):
+    """Put a NIC on its shared network's private VLAN (``op`` "add"), or take it off
+    ("delete"). ``type`` DHCP: the virtual router ``dhcpName``'s NIC ``dhcpMac``, the
+    network's DHCP server, sent to the router's host when it starts; VM: a user VM's NIC
+    ``vmMac``, sent to its host after it starts and when it stops. ``primary``,
+    ``isolated`` (the secondary VLAN) and ``pvlanType`` ("I", "C" or "P") are read from the
+    network's ``pvlan://<primary>-<i|c|p><secondary>`` broadcast URI (NetUtils);
+    ``networkTag`` is the network's traffic label."""
+
+    FQCN: ClassVar[str] = names.PVLAN_SETUP_COMMAND
+
+    op: str | None = None
+    primary: str | None = None
+    isolated: str | None = None
+    vm_mac: str | None = None
+    dhcp_name: str | None = None
+    dhcp_mac: str | None = None
+    dhcp_ip: str | None = None
+    type: PvlanSetupType | None = None
+    network_tag: str | None = None
+    pvlan_type: str | None = None
+
+
 NETWORK_COMMANDS: tuple[type[Command], ...] = (
     PlugNicCommand,
     UnPlugNicCommand,
@@ -121,4 +144,5 @@ NETWORK_COMMANDS: tuple[type[Command], ...] = (
     SetupPersistentNetworkCommand,
     CleanupPersistentNetworkResourceCommand,
     PatchSystemVmCommand,
+    PvlanSetupCommand,
 )

@@ -151,6 +151,13 @@ class BroadcastDomainType(StrEnum):
     UNDECIDED = "UnDecided"
 
 
+class PvlanSetupType(StrEnum):
+    """com.cloud.agent.api.PvlanSetupCommand.Type: whose NIC the command sets up."""
+
+    DHCP = "DHCP"  # the network's DHCP server (its virtual router)
+    VM = "VM"
+
+
 class VirtualMachineType(StrEnum):
     """com.cloud.vm.VirtualMachine.Type (VirtualMachineTO.type)."""
 

@@ -36,6 +36,7 @@ from hyperv_agent.hyperv.schema import (
     PROCESSOR_WEIGHT_MAX,
     SCSI_CONTROLLERS_MAX,
     SCSI_SLOTS,
+    PvlanMode,
 )
 
 log = logging.getLogger("hyperv_agent.handlers.start")
@@ -79,6 +80,13 @@ NOTES_HEADER = "Created by CloudStack, do not edit."
 _BYTES_PER_MB = 1024 * 1024
 _UNTAGGED = "untagged"
 _VLAN_SCHEMES = ("vlan", "storage")  # broadcastUri schemes that carry an access VLAN
+_PVLAN_SCHEME = "pvlan"  # a shared network's private VLAN: pvlan://<primary>-<i|c|p><id>
+#: NetUtils.getPvlanTypeFromUri's letters (the pvlanType of a PvlanSetupCommand) and the
+#: mode of a VM's port on such a network. A promiscuous network (pvlan://<p>-p<p>) names
+#: no secondary VLAN, and a Hyper-V promiscuous port needs the list of those it reaches:
+#: refused (``private_vlan``).
+_PVLAN_MODES = {"i": PvlanMode.ISOLATED, "c": PvlanMode.COMMUNITY}
+_PVLAN_FORMS = "pvlan://<primary>-i<secondary> or pvlan://<primary>-c<secondary>"
 _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INSTANCE.lower()})
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
 _SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
@@ -150,7 +158,7 @@ class PlannedNic:
     device_id: int
     mac: str
     switch: str
-    vlan: int | None
+    vlan: nics.PortVlan | None
     rate_mbps: int | None
     name: str
     spare: bool  # created disconnected (protocol §9.4)
@@ -646,6 +654,40 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
                       adapter_name(nic), spare, guard)
 
 
+def pvlan_of(value: str, where: str) -> nics.PrivateVlan:
+    """The port of a VM NIC on the private VLAN ``value``, a ``pvlan://`` URI's host as
+    NetUtils.generateUriForPvlan writes it: ``<primary>-i<secondary>`` (isolated) or
+    ``<primary>-c<secondary>`` (community). Anything else, a promiscuous network
+    (``<primary>-p<primary>``) included, or a VLAN outside 1..4094: InvalidRequest
+    naming ``where``."""
+    primary, dash, rest = value.strip().partition("-")
+    kind, secondary = rest[:1].lower(), rest[1:]
+    if kind == "p" and primary.isdigit() and secondary.isdigit():
+        raise InvalidRequest(f"{where}: pvlan://{value[:40]} is a promiscuous private VLAN "
+                             "network, which names no secondary VLAN; a Hyper-V promiscuous "
+                             "port needs the secondary VLANs it reaches, so only isolated "
+                             "and community private VLAN networks are served")
+    if not dash or not primary.isdigit() or not secondary.isdigit() or kind not in _PVLAN_MODES:
+        raise InvalidRequest(f"{where}: pvlan://{value[:40]} is not {_PVLAN_FORMS}")
+    return private_vlan(_PVLAN_MODES[kind], primary, secondary, where)
+
+
+def private_vlan(mode: PvlanMode, primary: str, secondary: str,
+                 where: str) -> nics.PrivateVlan:
+    """The private VLAN ``mode`` on ``primary`` with the one ``secondary`` (decimal
+    texts; for a promiscuous port, the secondary it reaches); not numbers, outside
+    1..4094 or the secondary the primary: InvalidRequest naming ``where``."""
+    if not primary.strip().isdigit() or not secondary.strip().isdigit():
+        raise InvalidRequest(f"{where}: the private VLAN's primary {primary[:12]!r} and "
+                             f"secondary {secondary[:12]!r} must be VLAN ids")
+    try:
+        vlan = nics.check_port_vlan(nics.PrivateVlan(mode, int(primary), (int(secondary),)))
+    except InvalidRequest as error:
+        raise InvalidRequest(f"{where}: {error}") from None
+    assert isinstance(vlan, nics.PrivateVlan)
+    return vlan
+
+
 def adapter_name(nic: NicTO) -> str:
     """The network adapter's name: the NIC's own uuid (``nicUuid``; a NicTO's ``uuid`` is
     its network's, shared by every NIC on that network), else ``Network Adapter
@@ -667,18 +709,22 @@ def sg_guard(nic: NicTO, where: str) -> Guard:
     return Guard(sgrules.translate((), (), addresses).acls, sgrules.USER_VM_SECURITY)
 
 
-def vlan_of(uri: str | None, where: str) -> int | None:
+def vlan_of(uri: str | None, where: str) -> nics.PortVlan | None:
     """The VLAN of ``vlan://N`` or ``storage://N`` (the storage NIC of a secondary storage
-    VM on a storage network with a VLAN: StorageNetworkGuru's URI); None for no URI or
+    VM on a storage network with a VLAN: StorageNetworkGuru's URI), or the private VLAN
+    of a shared network's ``pvlan://<primary>-i<secondary>`` (isolated) or
+    ``pvlan://<primary>-c<secondary>`` (community; ``pvlan_of``); None for no URI or
     ``vlan://untagged``; else refused."""
     if not uri:
         return None
     scheme, separator, value = uri.strip().partition("://")
     if separator and scheme.lower() == "vlan" and value.lower() == _UNTAGGED:
         return None
+    if separator and scheme.lower() == _PVLAN_SCHEME:
+        return pvlan_of(value, where)
     if not separator or scheme.lower() not in _VLAN_SCHEMES or not value.isdigit():
         raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id>, "
-                             "vlan://untagged or storage://<id>")
+                             f"vlan://untagged, storage://<id> or {_PVLAN_FORMS}")
     try:
         return nics.check_vlan(int(value))
     except InvalidRequest as error:

@@ -1,5 +1,5 @@
-"""VM configuration: ScaleVm, GetVmConfig, ModifyVmNicConfig, PlugNic and UnPlugNic
-(protocol §5.1, §5.3, §6).
+"""VM configuration: ScaleVm, GetVmConfig, ModifyVmNicConfig, PlugNic, UnPlugNic and
+PvlanSetup (protocol §5.1, §5.3, §6).
 
 The MS calls GetVmConfig and ModifyVmNicConfig itself for PlugNic/UnPlugNic and for
 router IP association: it reads the NIC list, picks a NIC by position (``index``, 0-based
@@ -16,18 +16,24 @@ from __future__ import annotations
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
+    Answer,
     GetVmConfigAnswer,
     ModifyVmNicConfigAnswer,
     PlugNicAnswer,
     ScaleVmAnswer,
     UnPlugNicAnswer,
 )
-from hyperv_agent.cloudstack.commands_network import PlugNicCommand, UnPlugNicCommand
+from hyperv_agent.cloudstack.commands_network import (
+    PlugNicCommand,
+    PvlanSetupCommand,
+    UnPlugNicCommand,
+)
 from hyperv_agent.cloudstack.commands_vm import (
     GetVmConfigCommand,
     ModifyVmNicConfigCommand,
     ScaleVmCommand,
 )
+from hyperv_agent.cloudstack.enums import PvlanSetupType
 from hyperv_agent.cloudstack.objects import NicDetails, NicTO, VirtualMachineTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import start_plan
@@ -35,6 +41,7 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv import nics, scale, vms
+from hyperv_agent.hyperv.schema import PvlanMode
 from hyperv_agent.hyperv.session import HyperV
 
 UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a VLAN
@@ -53,6 +60,7 @@ class VmConfigHandlers:
             names.MODIFY_VM_NIC_CONFIG_COMMAND: Route(ModifyVmNicConfigCommand, self.modify_nic),
             names.PLUG_NIC_COMMAND: Route(PlugNicCommand, self.plug_nic),
             names.UNPLUG_NIC_COMMAND: Route(UnPlugNicCommand, self.unplug_nic),
+            names.PVLAN_SETUP_COMMAND: Route(PvlanSetupCommand, self.pvlan_setup),
         }
 
     async def scale(self, asked: ScaleVmCommand) -> Result:
@@ -145,7 +153,7 @@ class VmConfigHandlers:
         return ModifyVmNicConfigAnswer(result=True, vm_name=asked.vm_name)
 
     async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
-                    vlan: int | None) -> None:
+                    vlan: nics.PortVlan | None) -> None:
         if asked.mac_address or asked.enable:
             switch = asked.switch_label_name or None
             if switch is None and not asked.mac_address:
@@ -205,11 +213,65 @@ class VmConfigHandlers:
                 f"its spare (disconnected) adapters ({spares}); wire a spare with "
                 f"{names.MODIFY_VM_NIC_CONFIG_COMMAND.rsplit('.', 1)[-1]} instead")
 
-    async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str, vlan: int | None) -> None:
+    async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str,
+                       vlan: nics.PortVlan | None) -> None:
         switch = nic.name or await hyperv_host.external_switch(self.hv)
         rate = start_plan.nic_rate(nic, f"NIC {mac}")
         await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=start_plan.adapter_name(nic))
+
+    async def pvlan_setup(self, asked: PvlanSetupCommand) -> Result:
+        """Put a NIC's switch port on its shared network's private VLAN (``op`` "add").
+
+        ``type`` VM: the NIC ``vmMac`` (whichever VM of this host has it) becomes an
+        isolated (``pvlanType`` "I") or community ("C") port on ``primary`` and the
+        secondary VLAN ``isolated``, as StartCommand already made it. ``type`` DHCP: the
+        NIC ``dhcpMac`` of the router ``dhcpName`` (or of whichever VM has it) becomes a
+        promiscuous port on ``primary`` that reaches the secondary ``isolated``: the
+        network's DHCP server, which its isolated VMs reach while they reach each other
+        not. ``op`` "delete" (sent when the VM or router stops) changes nothing: the
+        port's setting goes with the VM, and the next start sets it again.
+        A missing or malformed field, a promiscuous network ("P"), or an ``add`` for a
+        MAC no VM of this host has: a failed answer saying which, nothing changed. Safe
+        to repeat: a port already as asked is left alone.
+        """
+        op = (asked.op or "").strip().lower()
+        if op not in ("add", "delete"):
+            raise InvalidRequest(f"op {asked.op!r} is neither 'add' nor 'delete'")
+        dhcp = asked.type is PvlanSetupType.DHCP
+        field, mac = ("dhcpMac", asked.dhcp_mac) if dhcp else ("vmMac", asked.vm_mac)
+        if asked.type is None or not mac:
+            raise InvalidRequest(f"it names no {'type' if asked.type is None else field}; "
+                                 "nothing changed")
+        address = nics.normalize_mac(mac)
+        vlan = _setup_vlan(asked, dhcp)
+        if op == "delete":
+            return Answer(result=True, details=(
+                f"NIC {address} keeps its port until its VM goes; nothing to undo for {vlan}"))
+        found = await self._vm_with_mac(asked.dhcp_name if dhcp else None, address)
+        if found is None:
+            raise InvalidRequest(f"no VM on this host has a NIC with MAC {address}; "
+                                 "nothing changed")
+        async with self.locks.hold(found):
+            vm = await vms.find_vm(self.hv, found)
+            nic = None if vm is None else next(
+                (n for n in await nics.list_nics(self.hv, vm.guid) if n.mac == address), None)
+            if nic is None:
+                raise InvalidRequest(f"VM {found} no longer has a NIC with MAC {address}; "
+                                     "nothing changed")
+            await nics.set_vlan(self.hv, nic, vlan)
+        return Answer(result=True, details=f"NIC {address} of VM {found} is on the {vlan}")
+
+    async def _vm_with_mac(self, name: str | None, mac: str) -> str | None:
+        """The name of the VM that has the NIC ``mac``: ``name`` when that VM has it, else
+        whichever VM of the host has it; None when none has."""
+        if name:
+            vm = await vms.find_vm(self.hv, name)
+            if vm is not None and any(n.mac == mac for n in await nics.list_nics(
+                    self.hv, vm.guid)):
+                return vm.name
+        found = await nics.find_by_mac(self.hv, mac)
+        return None if found is None else found[0]
 
     async def unplug_nic(self, asked: UnPlugNicCommand) -> Result:
         """Take the NIC with ``nic.mac`` away from ``instanceName``.
@@ -250,13 +312,36 @@ class VmConfigHandlers:
             f"remove it {why})"))
 
 
-def _vlan(text: str | None) -> int | None:
-    """The VLAN id of ``vlan`` ("261", "vlan://261"); None for untagged or empty. Not a
-    number, or outside 1..4094 (``nics.check_vlan``): InvalidRequest, checked before
-    the NIC is touched, so a refused VLAN never leaves a spare connected untagged."""
+def _setup_vlan(asked: PvlanSetupCommand, dhcp: bool) -> nics.PrivateVlan:
+    """The private VLAN a PvlanSetupCommand puts its NIC on: promiscuous for the DHCP
+    server, else isolated or community by ``pvlanType``."""
+    kind = (asked.pvlan_type or "").strip().upper()
+    if kind == "P":
+        raise InvalidRequest(f"pvlanType P: the network pvlan://{asked.primary}-p"
+                             f"{asked.isolated} is a promiscuous private VLAN network, which "
+                             "names no secondary VLAN; a Hyper-V promiscuous port needs the "
+                             "secondary VLANs it reaches, so only isolated (I) and community "
+                             "(C) private VLAN networks are served")
+    mode = {"I": PvlanMode.ISOLATED, "C": PvlanMode.COMMUNITY}.get(kind)
+    if mode is None:
+        raise InvalidRequest(f"pvlanType {asked.pvlan_type!r} is not I (isolated), C "
+                             "(community) or P (promiscuous)")
+    return start_plan.private_vlan(PvlanMode.PROMISCUOUS if dhcp else mode,
+                                   asked.primary or "", asked.isolated or "", "the command")
+
+
+def _vlan(text: str | None) -> nics.PortVlan | None:
+    """The VLAN of ``vlan`` ("261", "vlan://261"), or the private VLAN of
+    "pvlan://100-i200" or "100-i200" (a pvlan:// URI's value, as the MS's
+    BroadcastDomainType.getValue gives it; ``start_plan.pvlan_of``); None for untagged
+    or empty. Not a number, or outside 1..4094 (``nics.check_vlan``): InvalidRequest,
+    checked before the NIC is touched, so a refused VLAN never leaves a spare connected
+    untagged."""
     value = (text or "").strip().lower().removeprefix("vlan://")
     if value in ("", "untagged", "-1"):
         return None
+    if value.startswith("pvlan://") or (value[:1].isdigit() and "-" in value):
+        return start_plan.pvlan_of(value.removeprefix("pvlan://"), "vlan")
     if not value.isdigit():
         raise InvalidRequest(f"vlan {text[:40] if text else text!r} is not a VLAN id or "
                              "'untagged'")

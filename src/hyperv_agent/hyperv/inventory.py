@@ -92,7 +92,9 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.EPASD, properties=(
         "InstanceID", "ResourceSubType", "ElementName", "Parent", "HostResource",
         "EnabledState"), optional=("LastKnownSwitchName",)),
-    ClassUse(Class.VLAN, properties=("InstanceID", "OperationMode", "AccessVlanId")),
+    ClassUse(Class.VLAN, properties=(
+        "InstanceID", "OperationMode", "AccessVlanId", "PvlanMode", "PrimaryVlanId",
+        "SecondaryVlanId", "SecondaryVlanIdArray")),
     ClassUse(Class.GUEST_NETWORK, properties=("InstanceID", "IPAddresses")),
     ClassUse(Class.BANDWIDTH, properties=("InstanceID", "Limit")),
     ClassUse(Class.PORT_FEATURE_BASE, properties=("InstanceID",)),

@@ -22,6 +22,7 @@ association walks. Round trips (W = job waits):
 ``disconnect``    1 call + 1 W; nothing when the port is already disconnected
 ``set_vlan``      1 call + 1 W (+1 spawn when the port had no VLAN setting); nothing
                   when the VLAN is already as asked
+``find_by_mac``   2 queries (+``list_nics``'s 2 when a VM has the MAC)
 ``wire``          ``set_vlan`` then ``connect``
 ``unwire``        ``disconnect`` then ``set_vlan``
 ================  =====================================================================
@@ -41,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import CimInstance, ObjectPath
+from hyperv_agent.cim.api import CimInstance, CimValue, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import acls, settings, vms
 from hyperv_agent.hyperv import host as hyperv_host
@@ -55,6 +56,7 @@ from hyperv_agent.hyperv.schema import (
     VLAN_ID_MIN,
     Class,
     EnabledState,
+    PvlanMode,
     ResourceType,
     Subtype,
     VlanMode,
@@ -64,20 +66,46 @@ from hyperv_agent.hyperv.vms import VmRef
 
 
 @dataclass(frozen=True)
+class PrivateVlan:
+    """A port on a private VLAN (OperationMode 3): isolated or community on ``primary``
+    and its one secondary VLAN (``secondaries``), or promiscuous on ``primary`` for the
+    secondary VLANs it lists. Isolated ports reach only promiscuous ports of their
+    primary VLAN; community ports also reach their own community."""
+
+    mode: PvlanMode
+    primary: int
+    secondaries: tuple[int, ...]
+
+    def __str__(self) -> str:
+        listed = ",".join(str(vlan) for vlan in self.secondaries)
+        return f"{self.mode.name.lower()} private VLAN {self.primary}/{listed}"
+
+
+#: What a port's VLAN setting puts it on: an access VLAN, or a private VLAN.
+PortVlan = int | PrivateVlan
+
+
+@dataclass(frozen=True)
 class Nic:
     """One synthetic NIC of a VM, with its switch port and the port's VLAN setting."""
 
     mac: str  # 12 upper-case hex digits
-    vlan: int | None  # the access VLAN; None when the port is untagged
+    vlan: int | None  # the access VLAN; None when the port is untagged (or private)
     connected: bool  # the port is enabled (EnabledState 2) and points at a switch
     port: CimInstance | None  # None: the NIC has no port (never connected)
     vlan_setting: CimInstance | None
     setting: CimInstance  # the NIC's own Msvm_SyntheticEthernetPortSettingData
+    private: PrivateVlan | None = None  # the port's private VLAN, when it is on one
 
     @property
     def path(self) -> ObjectPath:
         assert self.setting.path is not None  # listed NICs come with their path
         return self.setting.path
+
+    @property
+    def port_vlan(self) -> PortVlan | None:
+        """The access or private VLAN the port is on; None when it is on neither."""
+        return self.vlan if self.vlan is not None else self.private
 
 
 async def list_nics(hv: HyperV, vm_guid: str) -> list[Nic]:
@@ -110,7 +138,7 @@ def _nic(nic: CimInstance, port: CimInstance | None, vlans: Sequence[CimInstance
     connected = port is not None and port.integer("EnabledState") == EnabledState.ENABLED \
         and bool(port.strings("HostResource"))
     return Nic((nic.string("Address") or "").upper(), _access_vlan(setting), connected, port,
-               setting, nic)
+               setting, nic, _private_vlan(setting))
 
 
 def _vlan_of(port: CimInstance, vlans: Sequence[CimInstance]) -> CimInstance | None:
@@ -124,6 +152,42 @@ def _access_vlan(setting: CimInstance | None) -> int | None:
         return None
     vlan = setting.integer("AccessVlanId") or 0
     return vlan if vlan >= VLAN_ID_MIN else None
+
+
+def _private_vlan(setting: CimInstance | None) -> PrivateVlan | None:
+    if setting is None or setting.integer("OperationMode") != VlanMode.PRIVATE:
+        return None
+    try:
+        mode = PvlanMode(setting.integer("PvlanMode") or 0)
+    except ValueError:
+        return None
+    secondaries = (tuple(int(v) for v in setting.integers("SecondaryVlanIdArray"))
+                   if mode is PvlanMode.PROMISCUOUS
+                   else (setting.integer("SecondaryVlanId") or 0,))
+    return PrivateVlan(mode, setting.integer("PrimaryVlanId") or 0, secondaries)
+
+
+async def find_by_mac(hv: HyperV, mac: str) -> tuple[str, Nic] | None:
+    """The VM (its name) that has a NIC with ``mac`` (any spelling ``normalize_mac``
+    takes), and that NIC; None when no VM of the host has it. A snapshot's copy of a NIC
+    is not a VM's. Read-only; 2 queries, +2 when a VM has the MAC."""
+    address = normalize_mac(mac)
+    found = await hv.cim.query(wql.select(Class.SEPSD, wql.eq("Address", address),
+                                          ("InstanceID", "Address")), NAMESPACE)
+    guids = sorted({guid for item in found
+                    if (guid := vms.owner_guid(item.string("InstanceID") or ""))})
+    if not guids:
+        return None
+    systems = await hv.cim.query(wql.select(Class.COMPUTER_SYSTEM, wql.any_of("Name", guids),
+                                            ("Name", "ElementName")), NAMESPACE)
+    for system in systems:
+        guid, name = (system.string("Name") or "").upper(), system.string("ElementName")
+        if guid not in guids or not name:
+            continue
+        nic = next((n for n in await list_nics(hv, guid) if n.mac == address), None)
+        if nic is not None:
+            return name, nic
+    return None
 
 
 # --- what the guest reports ------------------------------------------------------------
@@ -226,13 +290,14 @@ def static_mac(mac: str) -> str:
 
 
 async def add_nic(
-    hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: int | None,
+    hv: HyperV, vm: VmRef, *, mac: str, switch_name: str, vlan: PortVlan | None,
     rate_mbps: int | None, name: str, connected: bool = True, guard: acls.Guard | None = None,
 ) -> NicRef:
     """Add a synthetic NIC with a static MAC, connected to the vSwitch ``switch_name``.
 
     ``mac`` takes 12 hex digits with or without ':'/'-'. With ``vlan`` the port is in
-    access mode on that VLAN; with ``rate_mbps`` its bandwidth Limit is rate × 10^6.
+    access mode on that VLAN, or on that private VLAN; with ``rate_mbps`` its bandwidth
+    Limit is rate × 10^6.
     Without ``connected`` the port names the switch but is disabled (EnabledState 3), so
     the NIC carries no traffic until it is connected (a spare NIC); it takes no VLAN.
     With ``guard`` the port gets its extended ACLs and security setting in the same call as
@@ -280,11 +345,49 @@ def check_vlan(vlan: int) -> int:
     return vlan
 
 
-def _check_nic(mac: str, vlan: int | None, rate_mbps: int | None, name: str) -> str:
+def check_port_vlan(vlan: PortVlan) -> PortVlan:
+    """``vlan`` when a port can be put on it: an access VLAN as ``check_vlan`` takes it,
+    or a private VLAN as Set-VMNetworkAdapterVlan documents one (a primary VLAN; one
+    secondary for isolated and community ports, at least one for promiscuous ones; none
+    of them the primary); else InvalidRequest naming what is wrong."""
+    if isinstance(vlan, int):
+        return check_vlan(vlan)
+    check_vlan(vlan.primary)
+    single = vlan.mode is not PvlanMode.PROMISCUOUS
+    if (single and len(vlan.secondaries) != 1) or not vlan.secondaries:
+        raise InvalidRequest(f"a {vlan.mode.name.lower()} private VLAN port needs "
+                             f"{'one secondary VLAN' if single else 'its secondary VLANs'}")
+    for secondary in vlan.secondaries:
+        check_vlan(secondary)
+        if secondary == vlan.primary:
+            raise InvalidRequest(f"secondary VLAN {secondary} is the primary VLAN of the "
+                                 "private VLAN")
+    return vlan
+
+
+def vlan_values(vlan: PortVlan) -> dict[str, CimValue]:
+    """The Msvm_EthernetSwitchPortVlanSettingData properties that put a port on ``vlan``,
+    with those of the other modes at their class defaults (a modified setting keeps none
+    of its former mode)."""
+    if isinstance(vlan, int):
+        return {**_VLAN_DEFAULTS, "OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
+    promiscuous = vlan.mode is PvlanMode.PROMISCUOUS
+    return {**_VLAN_DEFAULTS, "OperationMode": int(VlanMode.PRIVATE),
+            "PvlanMode": int(vlan.mode), "PrimaryVlanId": vlan.primary,
+            "SecondaryVlanId": 0 if promiscuous else vlan.secondaries[0],
+            "SecondaryVlanIdArray": vlan.secondaries if promiscuous else ()}
+
+
+_VLAN_DEFAULTS: dict[str, CimValue] = {
+    "AccessVlanId": 0, "PvlanMode": 0, "PrimaryVlanId": 0, "SecondaryVlanId": 0,
+    "SecondaryVlanIdArray": ()}
+
+
+def _check_nic(mac: str, vlan: PortVlan | None, rate_mbps: int | None, name: str) -> str:
     """The MAC as 12 upper-case hex digits; InvalidRequest for any bad argument."""
     address = static_mac(mac)
     if vlan is not None:
-        check_vlan(vlan)
+        check_port_vlan(vlan)
     if rate_mbps is not None and rate_mbps < 1:
         raise InvalidRequest(f"network rate {rate_mbps} Mbps is not positive")
     if not name.strip():
@@ -309,15 +412,14 @@ async def _connect(hv: HyperV, vm: VmRef, nic: ObjectPath, switch: ObjectPath,
     return await settings.add_setting(hv, vm, port)
 
 
-async def _add_features(hv: HyperV, port: ObjectPath, vlan: int | None,
+async def _add_features(hv: HyperV, port: ObjectPath, vlan: PortVlan | None,
                         rate_mbps: int | None, guarded: acls.NewPort | None
                         ) -> tuple[ObjectPath, ...]:
     """One AddFeatureSettings: the VLAN, the bandwidth, then the guard's ACLs and
     security setting (the order ``acls.added_to_port`` reads the resulting paths in)."""
     features: list[CimInstance] = []
     if vlan is not None:
-        features.append((await settings.spawned(hv, Class.VLAN)).updated(
-            OperationMode=int(VlanMode.ACCESS), AccessVlanId=vlan))
+        features.append((await settings.spawned(hv, Class.VLAN)).updated(vlan_values(vlan)))
     if rate_mbps is not None:
         features.append((await settings.spawned(hv, Class.BANDWIDTH)).updated(
             Limit=rate_mbps * BITS_PER_MEGABIT))
@@ -381,24 +483,25 @@ async def disconnect(hv: HyperV, nic: Nic) -> None:
     await _modify(hv, nic.port.updated(EnabledState=int(EnabledState.DISABLED)))
 
 
-async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
-    """Put the NIC's port in access mode on ``vlan``; with None remove its VLAN setting.
+async def set_vlan(hv: HyperV, nic: Nic, vlan: PortVlan | None) -> None:
+    """Put the NIC's port in access mode on ``vlan``, or on that private VLAN; with None
+    remove its VLAN setting.
 
-    A VLAN outside 1..4094: InvalidRequest, nothing changed. A NIC without a port:
-    HyperVError (with None: nothing to do). Safe to repeat: a port already as asked is
-    left alone. On failure Hyper-V has changed nothing. 1 call + 1 W (+1 spawn when the
-    port had no VLAN setting).
+    A VLAN ``check_port_vlan`` refuses: InvalidRequest, nothing changed. A NIC without a
+    port: HyperVError (with None: nothing to do). Safe to repeat: a port already as
+    asked is left alone. On failure Hyper-V has changed nothing. 1 call + 1 W (+1 spawn
+    when the port had no VLAN setting).
     """
     if vlan is not None:
-        check_vlan(vlan)
-    if vlan == nic.vlan and (vlan is not None or nic.vlan_setting is None):
+        check_port_vlan(vlan)
+    if vlan == nic.port_vlan and (vlan is not None or nic.vlan_setting is None):
         return
     if vlan is None:
         assert nic.vlan_setting is not None and nic.vlan_setting.path is not None
         await vms.call_service(hv, "RemoveFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.path]})
         return
-    values = {"OperationMode": int(VlanMode.ACCESS), "AccessVlanId": vlan}
+    values = vlan_values(vlan)
     if nic.vlan_setting is not None:
         await vms.call_service(hv, "ModifyFeatureSettings",
                                {"FeatureSettings": [nic.vlan_setting.updated(values)]})
@@ -410,7 +513,7 @@ async def set_vlan(hv: HyperV, nic: Nic, vlan: int | None) -> None:
                            {"AffectedConfiguration": port.path, "FeatureSettings": [setting]})
 
 
-async def wire(hv: HyperV, nic: Nic, switch_name: str | None, vlan: int | None) -> None:
+async def wire(hv: HyperV, nic: Nic, switch_name: str | None, vlan: PortVlan | None) -> None:
     """Put the NIC's port on ``vlan`` (None: untagged) and connect it to ``switch_name``
     (``connect`` chooses the switch), the VLAN first: the port never carries traffic on
     the untagged network or its former VLAN, and when connecting fails it is left

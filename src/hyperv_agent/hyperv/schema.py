@@ -398,6 +398,16 @@ class VlanMode(IntEnum):
     PRIVATE = 3
 
 
+class PvlanMode(IntEnum):
+    """Msvm_EthernetSwitchPortVlanSettingData.PvlanMode of a private (OperationMode 3)
+    port: isolated and community ports send on their secondary VLAN, a promiscuous one on
+    the primary, to the secondaries it lists."""
+
+    ISOLATED = 1
+    COMMUNITY = 2
+    PROMISCUOUS = 3
+
+
 # --- resource metering (hyperv/drives.py disk statistics) ----------------------------------
 
 DISK_DATA_READ = "Disk Data Read"  # metric definition ElementName; MetricValue in MB

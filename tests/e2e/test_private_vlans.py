@@ -1,0 +1,160 @@
+"""Shared networks on private VLANs over real HTTPS (protocol §5.1): a StartCommand puts a
+``pvlan://`` NIC's port on its isolated or community private VLAN, PvlanSetupCommand makes
+the network's DHCP server promiscuous, and the emulated switch then keeps isolated VMs
+apart while each reaches the DHCP server (emulator/traffic.py)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hyperv_agent.emulator import traffic
+from hyperv_agent.hyperv import nics
+from hyperv_agent.hyperv.schema import PvlanMode
+from tests.e2e.conftest import Running
+from tests.e2e.test_start_command import _body
+from tests.e2e.test_vm_config_commands import MODIFY, PLUG, PLUG_ANSWER, _plug
+from tests.e2e.test_vm_config_commands import _vm as _plain_vm
+from tests.sessions import hv
+
+START = "com.cloud.agent.api.StartCommand"
+START_ANSWER = "com.cloud.agent.api.StartAnswer"
+SETUP = "com.cloud.agent.api.PvlanSetupCommand"
+ANSWER = "com.cloud.agent.api.Answer"
+URI = "pvlan://100-i200"
+DHCP_VM, DHCP_MAC = "i-2-30-VM", "02:00:51:2c:00:30"
+
+
+def _start(running: Running, name: str, mac: str, uri: str = URI) -> dict[str, Any]:
+    """Sample 0005's StartCommand with its one guest NIC on the shared network ``uri``, as
+    the MS's NicTO names a private VLAN network."""
+    body = _body(running, name)
+    nic = copy.deepcopy(body["vm"]["nics"][0])
+    nic.update(mac=mac, broadcastType="Pvlan", broadcastUri=uri, isolationUri=uri)
+    body["vm"]["nics"] = [nic]
+    return body
+
+
+def _setup(kind: str, op: str = "add", **fields: object) -> dict[str, Any]:
+    """A PvlanSetupCommand as Gson writes it for the network pvlan://100-i200 (nulls left
+    out): createVmSetup or createDhcpSetup."""
+    body: dict[str, Any] = {"op": op, "primary": "100", "isolated": "200", "type": kind,
+                            "networkTag": "External", "pvlanType": "I", "contextMap": {},
+                            "wait": 0, "bypassHostMaintenance": False}
+    if kind == "DHCP":
+        body.update(dhcpName=DHCP_VM, dhcpMac=DHCP_MAC, dhcpIp="10.1.1.2")
+    body.update(fields)
+    return body
+
+
+async def _started(running: Running, name: str, mac: str, uri: str = URI) -> None:
+    key, answer = await running.answer(START, _start(running, name, mac, uri))
+    assert (key, answer["result"]) == (START_ANSWER, True), answer
+
+
+async def _port(running: Running, name: str, mac: str) -> nics.Nic:
+    found = await nics.find_by_mac(hv(running.emulator), mac)
+    assert found is not None and found[0] == name
+    return found[1]
+
+
+async def test_isolated_vms_reach_the_promiscuous_dhcp_server_and_not_each_other(
+    running: Running,
+) -> None:
+    vms = (("i-2-31-VM", "02:00:51:2c:00:31"), ("i-2-32-VM", "02:00:51:2c:00:32"))
+    for name, mac in (*vms, (DHCP_VM, DHCP_MAC)):
+        await _started(running, name, mac)
+    isolated = nics.PrivateVlan(PvlanMode.ISOLATED, 100, (200,))
+    assert (await _port(running, *vms[0])).private == isolated
+    key, answer = await running.answer(SETUP, _setup("DHCP"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    for _name, mac in vms:
+        key, answer = await running.answer(SETUP, _setup("VM", vmMac=mac))
+        assert (key, answer["result"]) == (ANSWER, True), answer
+    assert (await _port(running, DHCP_VM, DHCP_MAC)).private == nics.PrivateVlan(
+        PvlanMode.PROMISCUOUS, 100, (200,))
+    host, dhcp = running.emulator.host, (DHCP_VM, DHCP_MAC)
+    assert not traffic.reaches(host, vms[0], vms[1])
+    assert not traffic.reaches(host, vms[1], vms[0])
+    for vm in vms:
+        assert traffic.reaches(host, vm, dhcp), traffic.reaches(host, vm, dhcp).reason
+        assert traffic.reaches(host, dhcp, vm), traffic.reaches(host, dhcp, vm).reason
+
+
+async def test_community_vms_reach_each_other_on_a_community_network(
+    running: Running,
+) -> None:
+    vms = (("i-2-33-VM", "02:00:51:2c:00:33"), ("i-2-34-VM", "02:00:51:2c:00:34"))
+    for name, mac in vms:
+        await _started(running, name, mac, "pvlan://100-c300")
+    assert (await _port(running, *vms[0])).private == nics.PrivateVlan(
+        PvlanMode.COMMUNITY, 100, (300,))
+    assert traffic.reaches(running.emulator.host, vms[0], vms[1])
+
+
+async def test_start_fails_naming_the_uri_when_a_private_vlan_uri_is_malformed(
+    running: Running,
+) -> None:
+    for number, (uri, says) in enumerate((
+            ("pvlan://100-x200", "pvlan://<primary>-i<secondary>"),
+            ("pvlan://100", "pvlan://<primary>-i<secondary>"),
+            ("pvlan://100-i4095", "4095"), ("pvlan://100-i100", "primary"),
+            ("pvlan://100-p100", "promiscuous"))):
+        key, answer = await running.answer(START, _start(running, f"i-2-{50 + number}-VM",
+                                                         "02:00:51:2c:00:35", uri))
+        assert (key, answer["result"]) == (START_ANSWER, False), uri
+        assert says in answer["details"], (uri, answer["details"])
+        assert await nics.find_by_mac(hv(running.emulator), "02:00:51:2c:00:35") is None
+
+
+async def test_pvlan_setup_fails_in_its_answer_class_when_a_field_is_wrong(
+    running: Running,
+) -> None:
+    await _started(running, "i-2-36-VM", "02:00:51:2c:00:36")
+    before = (await _port(running, "i-2-36-VM", "02:00:51:2c:00:36")).private
+    assert before == nics.PrivateVlan(PvlanMode.ISOLATED, 100, (200,))
+    for body, says in (
+        (_setup("VM"), "vmMac"),
+        (_setup("VM", vmMac="02:00:51:2c:00:99"), "no VM on this host"),
+        (_setup("VM", vmMac="02:00:51:2c:00:36", pvlanType="P"), "promiscuous"),
+        (_setup("VM", vmMac="02:00:51:2c:00:36", pvlanType="X"), "pvlanType"),
+        (_setup("VM", vmMac="02:00:51:2c:00:36", primary="vlan"), "VLAN ids"),
+        (_setup("VM", vmMac="02:00:51:2c:00:36", isolated="100"), "primary"),
+        (_setup("VM", op="remove", vmMac="02:00:51:2c:00:36"), "op"),
+        (_setup("DHCP", dhcpMac=None), "dhcpMac"),
+    ):
+        key, answer = await running.answer(SETUP, {k: v for k, v in body.items()
+                                                   if v is not None})
+        assert (key, answer["result"]) == (ANSWER, False), body
+        assert says in answer["details"], (says, answer["details"])
+    assert (await _port(running, "i-2-36-VM", "02:00:51:2c:00:36")).private == before
+
+
+async def test_pvlan_setup_delete_succeeds_when_the_vm_is_gone(running: Running) -> None:
+    key, answer = await running.answer(SETUP, _setup("VM", op="delete",
+                                                     vmMac="02:00:51:2c:00:37"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+
+
+async def test_plug_nic_and_modify_vm_nic_config_put_a_nic_on_its_private_vlan(
+    running: Running,
+) -> None:
+    cim = running.emulator
+    await _plain_vm(running, "i-2-38-VM", generation=2)
+    key, answer = await running.answer(PLUG, _plug(
+        "i-2-38-VM", broadcastUri="pvlan://100-i200", broadcastType="Pvlan"))
+    assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
+    plugged = await nics.find_by_mac(hv(cim), "02:00:4a:8e:00:21")
+    assert plugged is not None
+    assert plugged[1].private == nics.PrivateVlan(PvlanMode.ISOLATED, 100, (200,))
+    _, answer = await running.answer(MODIFY, {
+        "vmName": "i-2-38-VM", "vlan": "100-c300", "macAddress": "06A2C8000019", "index": 0,
+        "enable": True, "contextMap": {}, "wait": 0})
+    assert answer["result"] is True, answer
+    spare = await _port(running, "i-2-38-VM", "06A2C8000019")
+    assert spare.connected and spare.private == nics.PrivateVlan(
+        PvlanMode.COMMUNITY, 100, (300,))
+    _, answer = await running.answer(MODIFY, {
+        "vmName": "i-2-38-VM", "vlan": "pvlan://100-q300", "macAddress": "06A2C8000019",
+        "index": 0, "enable": True, "contextMap": {}, "wait": 0})
+    assert answer["result"] is False and "pvlan://100-q300" in answer["details"], answer
