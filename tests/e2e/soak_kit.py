@@ -162,13 +162,75 @@ def delete_body(volume: Volume) -> dict[str, Any]:
     return body
 
 
-def template_copy_body(pool: str) -> dict[str, Any]:
-    """CopyCommand of sample 12: the template from the image store to ``pool``."""
+def template_copy_body(pool: str, path: str = TEMPLATE_PATH,
+                       uuid: str = TEMPLATE_UUID) -> dict[str, Any]:
+    """CopyCommand of sample 12: the template at ``path`` on the image store (by default
+    the store's own, ``uuid`` the sample's) to ``pool``."""
     body: dict[str, Any] = copy.deepcopy(ms422_json("12_CopyCommand.json"))
-    body["srcTO"][TEMPLATE_TO] |= {"path": TEMPLATE_PATH, "imageDataStore": {
-        NFS_TO: {"_url": STORE_URL, "_role": "Image"}}}
-    body["destTO"][TEMPLATE_TO]["imageDataStore"] = store(pool)
+    body["srcTO"][TEMPLATE_TO] |= {"path": path, "uuid": uuid, "imageDataStore": image()}
+    body["destTO"][TEMPLATE_TO] |= {"uuid": uuid, "imageDataStore": store(pool)}
     return body
+
+
+def image() -> dict[str, Any]:
+    """The image store's DataStoreTO."""
+    return {NFS_TO: {"_url": STORE_URL, "_role": "Image"}}
+
+
+def volume_to_image_body(volume: Volume, folder: str) -> dict[str, Any]:
+    """CopyCommand of a volume from its pool to ``folder`` of the image store: the first
+    half of the MS's cold volume migration (``VolumeServiceImpl.copyVolume``)."""
+    source = volume_to(volume)
+    dest = copy.deepcopy(source)
+    dest[VOLUME_TO] |= {"path": folder, "dataStore": image()}
+    return {"srcTO": source, "destTO": dest, "executeInSequence": False, "options": {},
+            "options2": {}, "contextMap": {}, "wait": 10800}
+
+
+def volume_from_image_body(volume: Volume, path: str, pool: str) -> dict[str, Any]:
+    """CopyCommand of ``volume``'s copy at ``path`` on the image store into ``pool``: the
+    second half of the cold volume migration (the new volume keeps its uuid as path)."""
+    source = volume_to(volume)
+    source[VOLUME_TO] |= {"path": path, "dataStore": image()}
+    dest = copy.deepcopy(source)
+    dest[VOLUME_TO] |= {"path": volume.uuid, "dataStore": store(pool)}
+    return {"srcTO": source, "destTO": dest, "executeInSequence": False, "options": {},
+            "options2": {}, "contextMap": {}, "wait": 10800}
+
+
+def template_from_volume_body(volume: Volume, number: int, uuid: str) -> dict[str, Any]:
+    """CopyCommand of a stopped VM's root volume to a new template ``number`` on the image
+    store (createTemplate of a volume)."""
+    dest: dict[str, Any] = copy.deepcopy(ms422_json("12_CopyCommand.json")["srcTO"])
+    dest[TEMPLATE_TO] |= {"path": f"template/tmpl/2/{number}", "uuid": uuid, "id": number,
+                          "name": f"{number}-2-{uuid[:8]}", "imageDataStore": image()}
+    for key in ("format", "origUrl", "uniqueName", "size"):
+        dest[TEMPLATE_TO].pop(key)
+    return {"srcTO": volume_to(volume), "destTO": dest, "executeInSequence": False,
+            "options": {}, "options2": {}, "contextMap": {}, "wait": 10800}
+
+
+def evict_body(pool: str, template: str) -> dict[str, Any]:
+    """The DestroyCommand TemplateManagerImpl.evictTemplateFromStoragePool sends: the
+    template's install path in ``pool``, the pool's type, uuid and mount point."""
+    to = store(pool)[PRIMARY_TO]
+    mount = LOCAL_PATH if pool != SMB else to["path"]
+    return {"volume": {"id": 9, "storagePoolType": to["poolType"],
+                       "storagePoolUuid": to["uuid"], "mountPoint": mount, "path": template,
+                       "size": 64 * MIB}, "contextMap": {}, "wait": 0}
+
+
+def storage_stats_body(pool: str) -> dict[str, Any]:
+    """GetStorageStatsCommand of ``pool``."""
+    to = store(pool)[PRIMARY_TO]
+    return {"id": to["uuid"], "pooltype": to["poolType"], "localPath": to["path"],
+            "contextMap": {}, "wait": 0}
+
+
+def scale_body(vm: Vm, cpus: int, ram_mb: int) -> dict[str, Any]:
+    """ScaleVmCommand of ``vm`` to ``cpus`` and ``ram_mb``."""
+    return {"vmName": vm.name, "cpus": cpus, "minSpeed": 500, "maxSpeed": 2000,
+            "minRam": ram_mb * MIB, "maxRam": ram_mb * MIB, "contextMap": {}, "wait": 0}
 
 
 def root_copy_body(template: str, volume: Volume, vm: str) -> dict[str, Any]:

@@ -4,7 +4,12 @@ grown and moved between a local pool and the SMB pool; VMs deployed, started, st
 rebooted and moved, with or without their storage; data volumes and ISOs attached and
 detached; NICs of generation 2 VMs plugged, unplugged and moved to another VLAN;
 security-group rules sent, re-sent and sent late; starts that must fail; state reports,
-statistics and checks), over real HTTPS to agents run as ``hyperv-agent serve`` runs them
+statistics and checks; volumes moved between pools through the image store; a template
+made from a stopped VM's root volume and deployed), some sent one at a time and some
+together, as the management server's worker threads send them (several deploys, starts,
+stops, creates and attaches at once, each on its own VM or volume, with state reports,
+statistics, checks and pings among them; two starts of one VM; a template evicted while a
+volume is being made from it), over real HTTPS to agents run as ``hyperv-agent serve`` runs them
 and restarted now and then (once while a start is in flight), each answer checked against
 a model of what the management server then believes, and after every step:
 
@@ -52,7 +57,7 @@ from hypothesis.stateful import (
 from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import codec, names
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.emulator import traffic
+from hyperv_agent.emulator import traffic, vhd
 from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.emulator.portacl import Packet
 from hyperv_agent.service import build_agent, run_agent
@@ -114,6 +119,7 @@ class Soak(RuleBasedStateMachine):
         self.numbers = iter(range(10, 10_000))
         self.macs = iter(range(1, 10_000))
         self.restarts = 0
+        self.made_templates: list[tuple[str, str]] = []  # (pool, file) of templates made
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -121,9 +127,18 @@ class Soak(RuleBasedStateMachine):
         return self.loop.run_until_complete(asyncio.wait_for(work, 60))
 
     def ask(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
+        return dict(self.run(self.call(host, fqcn, body)))
+
+    def succeeds(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
+        return dict(self.run(self.ok(host, fqcn, body)))
+
+    def fails(self, host: str, fqcn: str, body: object) -> str:
+        return str(self.run(self.refused(host, fqcn, body)))
+
+    async def call(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
         """The answer's fields, checked to be of ``fqcn``'s own class and well formed."""
         COMMANDS[0] += 1
-        key, fields = self.run(self.agents[host].answer(fqcn, body))
+        key, fields = await self.agents[host].answer(fqcn, body)
         assert key == codec.answer_class(fqcn).FQCN, (fqcn, key, fields)
         tally = (fqcn.rsplit(".", 1)[1], bool(fields["result"]))
         TALLY[tally] = TALLY.get(tally, 0) + 1
@@ -133,13 +148,13 @@ class Soak(RuleBasedStateMachine):
             assert "internal error" not in fields["details"], fields
         return dict(fields)
 
-    def succeeds(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
-        fields = self.ask(host, fqcn, body)
+    async def ok(self, host: str, fqcn: str, body: object) -> dict[str, Any]:
+        fields = await self.call(host, fqcn, body)
         assert fields["result"] is True, (host, fqcn, fields.get("details"))
         return fields
 
-    def fails(self, host: str, fqcn: str, body: object) -> str:
-        fields = self.ask(host, fqcn, body)
+    async def refused(self, host: str, fqcn: str, body: object) -> str:
+        fields = await self.call(host, fqcn, body)
         assert fields["result"] is False, (host, fqcn, fields)
         return str(fields["details"])
 
@@ -211,8 +226,11 @@ class Soak(RuleBasedStateMachine):
         host = pool if pool != SMB else to
         volume = self.new_volume(pool, size_mib * MIB, root=False)
         volume.provisioning = provisioning
-        for _ in range(2 if again else 1):
-            answer = self.succeeds(host, names.CREATE_OBJECT_COMMAND, kit.create_body(volume))
+        self.run(self._create(host, volume, 2 if again else 1))
+
+    async def _create(self, host: str, volume: Volume, times: int) -> None:
+        for _ in range(times):
+            answer = await self.ok(host, names.CREATE_OBJECT_COMMAND, kit.create_body(volume))
             volume.path = answer["data"][kit.VOLUME_TO]["path"]
             assert answer["data"][kit.VOLUME_TO]["size"] == volume.size, answer
         self.volumes[volume.uuid] = volume
@@ -268,22 +286,37 @@ class Soak(RuleBasedStateMachine):
         """A VM deployed: its root volume copied from the template, then started. A
         ``router`` is of generation 2 (NICs plugged while it runs); a VM on a
         ``security groups`` network gets rules."""
-        number = next(self.numbers)
-        name = f"i-2-{number}-VM"
-        root = self.new_volume(SMB if on_smb else host, 64 * MIB, root=True)
-        root.provisioning = provisioning
-        answer = self.succeeds(host, names.COPY_COMMAND,
-                               kit.root_copy_body(self.templates[root.pool], root, name))
-        root.path = answer["newData"][kit.VOLUME_TO]["path"]
-        root.vm = name
-        self.volumes[root.uuid] = root
-        vm = Vm(name, number, root, iso=iso, router=kind == "router",
-                security_groups=kind == "security groups")
-        self.vms[name] = vm
+        vm = self.new_vm(SMB if on_smb else host, iso, kind, provisioning)
         spare = [v for v in self.idle_data() if self.reaches(host, v)]
         if data.draw(st.booleans()) and spare:
             self._hold(vm, data.draw(st.sampled_from(sorted(spare, key=lambda v: v.uuid))))
-        self.succeeds(host, names.START_COMMAND, kit.start_body(vm))
+        self.run(self._deploy(host, vm))
+
+    def new_vm(self, pool: str, iso: bool, kind: str, provisioning: str) -> Vm:
+        """A VM the MS has made, not yet deployed: its root volume to be copied into
+        ``pool``."""
+        number = next(self.numbers)
+        name = f"i-2-{number}-VM"
+        root = self.new_volume(pool, 64 * MIB, root=True)
+        root.provisioning = provisioning
+        root.vm = name
+        vm = Vm(name, number, root, iso=iso, router=kind == "router",
+                security_groups=kind == "security groups")
+        self.vms[name] = vm
+        return vm
+
+    async def _deploy(self, host: str, vm: Vm, template: str | None = None,
+                      cloned: asyncio.Event | None = None) -> None:
+        """``vm``'s root volume copied from ``template`` (by default the template of its
+        pool), ``cloned`` set, then ``vm`` started on ``host``."""
+        root = vm.root
+        answer = await self.ok(host, names.COPY_COMMAND, kit.root_copy_body(
+            template or self.templates[root.pool], root, vm.name))
+        root.path = answer["newData"][kit.VOLUME_TO]["path"]
+        self.volumes[root.uuid] = root
+        if cloned is not None:
+            cloned.set()
+        await self.ok(host, names.START_COMMAND, kit.start_body(vm))
         vm.host = host
 
     def _hold(self, vm: Vm, volume: Volume) -> None:
@@ -297,11 +330,16 @@ class Soak(RuleBasedStateMachine):
     def start_stopped(self, data: st.DataObject, host: str) -> None:
         vm = data.draw(st.sampled_from(sorted(
             (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        self.run(self._start(vm, host))
+
+    async def _start(self, vm: Vm, host: str) -> None:
+        """StartCommand of stopped ``vm`` on ``host``: refused when a volume is in the
+        other host's local pool."""
         if all(self.reaches(host, v) for v in (vm.root, *vm.data)):
-            self.succeeds(host, names.START_COMMAND, kit.start_body(vm))
+            await self.ok(host, names.START_COMMAND, kit.start_body(vm))
             vm.host = host
         else:
-            self.fails(host, names.START_COMMAND, kit.start_body(vm))
+            await self.refused(host, names.START_COMMAND, kit.start_body(vm))
 
     @precondition(lambda self: bool(self.running()))
     @rule(data=st.data(), again=st.booleans(), check_first=st.booleans())
@@ -309,12 +347,15 @@ class Soak(RuleBasedStateMachine):
         """StopCommand (``again``: and its retry); ``check_first``: after one with
         checkBeforeCleanup, which leaves the running VM alone."""
         vm = data.draw(st.sampled_from(sorted(self.running(), key=lambda v: v.name)))
+        self.run(self._stop(vm, again, check_first))
+
+    async def _stop(self, vm: Vm, again: bool, check_first: bool) -> None:
         assert vm.host is not None
         if check_first:
-            self.fails(vm.host, names.STOP_COMMAND,
-                       kit.stop_body(vm.name) | {"checkBeforeCleanup": True})
+            await self.refused(vm.host, names.STOP_COMMAND,
+                               kit.stop_body(vm.name) | {"checkBeforeCleanup": True})
         for _ in range(2 if again else 1):
-            self.succeeds(vm.host, names.STOP_COMMAND, kit.stop_body(vm.name))
+            await self.ok(vm.host, names.STOP_COMMAND, kit.stop_body(vm.name))
         vm.host = None
         vm.seq, vm.rules = 0, frozenset()  # the MS sends a started VM its rules anew
 
@@ -379,16 +420,23 @@ class Soak(RuleBasedStateMachine):
         assert vm.host is not None
         if len(vm.data) == len(DATA_SEQS):
             return
+        self.run(self._attach(vm, volume, data.draw(st.integers(1, 2))))  # and the retry
+
+    async def _attach(self, vm: Vm, volume: Volume, times: int) -> None:
+        """AttachCommand of idle ``volume`` to running ``vm`` (``times``: and the MS's
+        retry): refused when the volume is in the other host's local pool. The model
+        holds it from the start, so no other command of a batch picks it."""
+        assert vm.host is not None
         used = {v.device_id for v in vm.data}
         volume.device_id = next(seq for seq in DATA_SEQS if seq not in used)
         body = kit.attach_body(vm.name, kit.volume_disk(volume, vm.name))
-        if self.reaches(vm.host, volume):
-            for _ in range(data.draw(st.integers(1, 2))):  # and the MS's retry
-                self.succeeds(vm.host, names.ATTACH_COMMAND, body)
-            self._hold(vm, volume)
-            self.digests[volume.uuid] = None
-        else:
-            self.fails(vm.host, names.ATTACH_COMMAND, body)
+        if not self.reaches(vm.host, volume):
+            await self.refused(vm.host, names.ATTACH_COMMAND, body)
+            return
+        self._hold(vm, volume)
+        self.digests[volume.uuid] = None
+        for _ in range(times):
+            await self.ok(vm.host, names.ATTACH_COMMAND, body)
 
     @precondition(lambda self: any(vm.data for vm in self.running()))
     @rule(data=st.data())
@@ -614,6 +662,232 @@ class Soak(RuleBasedStateMachine):
             vm.memory_mb = 512
         self.fails(host, names.CHECK_VIRTUAL_MACHINE_COMMAND, kit.vm_body(vm.name))
 
+    # --- commands sent together ---------------------------------------------------------
+
+    @rule(data=st.data(), size=st.integers(2, 4))
+    def together(self, data: st.DataObject, size: int) -> None:
+        """``size`` commands sent at once, as the MS's worker threads send them: VMs
+        deployed (two from one template), started and stopped, data volumes made and
+        attached to two VMs, each on a VM or volume no other command of the batch
+        touches, mixed with read-only commands (state reports, statistics, checks, pings,
+        a ScaleVmCommand the host must refuse). Each answer is what it would be alone,
+        and the model takes each as the rule sending it alone does."""
+        busy: set[str] = set()  # VMs and volumes a command of this batch changes
+        sends = [send for _ in range(size) if (send := self._one(data, busy)) is not None]
+        TALLY[("(batch sent together)", True)] = TALLY.get(("(batch sent together)", True), 0) + 1
+        self.run(self._together(sends))
+
+    def _one(self, data: st.DataObject, busy: set[str]) -> Any:
+        """One command (or a deploy's two) of a batch, on what ``busy`` does not hold;
+        what it changes is added to ``busy``."""
+        free_running = [v for v in self.running() if v.name not in busy]
+        free_stopped = [v for v in self.vms.values() if v.host is None
+                        and v.name not in busy]
+        idle = [v for v in self.idle_data() if v.uuid not in busy]
+        kinds = ["read", "read", "create"]
+        if len(self.vms) < MAX_VMS:
+            kinds.append("deploy")
+        if free_stopped:
+            kinds.append("start")
+        if free_running:
+            kinds.append("stop")
+        if free_running and idle:
+            kinds.append("attach")
+        kind = data.draw(st.sampled_from(kinds))
+        host = data.draw(st.sampled_from(list(HOSTS)))
+        if kind == "read":
+            return self._read(data, host, busy)
+        if kind == "create":
+            pool = data.draw(st.sampled_from([host, SMB]))
+            volume = self.new_volume(pool, 32 * MIB, root=False)
+            volume.provisioning = data.draw(st.sampled_from(PROVISIONING))
+            busy.add(volume.uuid)
+            return self._create(host, volume, 1)
+        elif kind == "deploy":
+            vm = self.new_vm(data.draw(st.sampled_from([host, SMB])), False,
+                             data.draw(st.sampled_from(["user", "router"])),
+                             data.draw(st.sampled_from(PROVISIONING)))
+            busy.add(vm.name)
+            return self._deploy(host, vm)
+        elif kind == "start":
+            vm = data.draw(st.sampled_from(sorted(free_stopped, key=lambda v: v.name)))
+            busy.add(vm.name)
+            return self._start(vm, host)
+        elif kind == "stop":
+            vm = data.draw(st.sampled_from(sorted(free_running, key=lambda v: v.name)))
+            busy.add(vm.name)
+            return self._stop(vm, False, False)
+        else:
+            vm = data.draw(st.sampled_from(sorted(free_running, key=lambda v: v.name)))
+            volume = data.draw(st.sampled_from(sorted(idle, key=lambda v: v.uuid)))
+            busy |= {vm.name, volume.uuid}
+            return self._attach(vm, volume, 1) if len(vm.data) < len(DATA_SEQS) else None
+
+    @staticmethod
+    async def _together(sends: list[Any]) -> None:
+        """Every send run to its end, the first failure raised (none left running)."""
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    def _read(self, data: st.DataObject, host: str, busy: set[str]) -> Any:
+        """A read-only command to ``host``, its answer checked for the VMs no command of
+        the batch changes (``busy``: those that may be in either state)."""
+        what = data.draw(st.sampled_from(
+            ["report", "stats", "check", "storage", "ping", "scale"]))
+        settled = {vm.name for vm in self.running(host) if vm.name not in busy}
+        maybe = settled | busy
+        vm = data.draw(st.sampled_from(sorted(self.vms.values(), key=lambda v: v.name))
+                       ) if self.vms else None
+        pool = data.draw(st.sampled_from([host, SMB]))
+
+        async def read() -> None:
+            if what == "report":
+                status, report = await self.agents[host].post(
+                    names.HOST_VM_STATE_REPORT_COMMAND, {})
+                assert status == 200, report
+                shown = {name: power for entry in report for name, power in entry.items()}
+                assert settled <= set(shown) <= maybe, (host, report, settled, busy)
+                assert all(shown[name] == "PowerOn" for name in settled), report
+            elif what == "stats":
+                answer = await self.ok(host, names.GET_VM_STATS_COMMAND,
+                                       kit.stats_body(sorted(self.vms), host))
+                assert settled <= set(answer["vmStatsMap"] or {}) <= maybe, answer
+            elif what == "storage":
+                await self.ok(host, names.GET_STORAGE_STATS_COMMAND, kit.storage_stats_body(pool))
+            elif what == "ping":
+                await self.ok(host, names.PING_ROUTING_COMMAND, kit.ping_body(host))
+            elif vm is None:
+                return
+            elif what == "check":
+                fields = await self.call(host, names.CHECK_VIRTUAL_MACHINE_COMMAND,
+                                         kit.vm_body(vm.name))
+                if vm.name not in busy:
+                    assert fields["result"] is (vm.name in settled), fields
+            else:  # Hyper-V does not scale a running VM; a stopped one is not on the host
+                await self.refused(host, names.SCALE_VM_COMMAND, kit.scale_body(vm, 2, 1024))
+
+        return read()
+
+    @precondition(lambda self: any(vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)))
+    def start_twice(self, data: st.DataObject, host: str) -> None:
+        """Two StartCommands of one stopped VM at once (the MS's retry of a start whose
+        answer is late): the agent queues commands of one VM (``handlers.locks``) and
+        answers a start of a VM that runs with success, so both succeed and the VM runs
+        once."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        if not all(self.reaches(host, v) for v in (vm.root, *vm.data)):
+            return
+        body = kit.start_body(vm)
+        self.run(self._together([self.ok(host, names.START_COMMAND, body),
+                                 self.ok(host, names.START_COMMAND, body)]))
+        vm.host = host
+
+    @precondition(lambda self: len(self.vms) < MAX_VMS)
+    @rule(host=st.sampled_from(list(HOSTS)), on_smb=st.booleans(),
+          provisioning=st.sampled_from(PROVISIONING))
+    def evict_while_cloning(self, host: str, on_smb: bool, provisioning: str) -> None:
+        """A VM deployed from a pool's template while the MS evicts that template from
+        the pool (its storage clean-up racing the deploy). The agent promises
+        (``handlers.locks``, ``VolumeHandlers.destroy_legacy``) that an eviction waits for
+        the volumes being made from the template and then refuses while a linked clone
+        names it: so the deploy always succeeds, and the eviction is either refused, the
+        template kept, or done, and then no volume in the pool is a clone of it (the MS
+        copies the template again for its next deploy there). The eviction is sent once
+        the volume's copy holds the template (on a host slowed so that it is under way)."""
+        pool = SMB if on_smb else host
+        vm = self.new_vm(pool, False, "user", provisioning)
+        template = self.templates[pool]
+        running = self.agents[host]
+        locks = running.agent.leftovers.start.file_locks
+        folder = kit.LOCAL_PATH if pool != SMB else "\\\\10.1.1.1\\primary"
+        emulated = running.emulator.host
+        quick = emulated.config
+        emulated.config = dataclasses.replace(quick, latency=LatencyModel(job_s=0.02))
+
+        async def race() -> dict[str, Any]:
+            cloned = asyncio.Event()
+            deploy = asyncio.ensure_future(self._deploy(host, vm, cloned=cloned))
+            while not locks.busy(f"{folder}\\{template}.vhdx") and not cloned.is_set():
+                await asyncio.sleep(0.001)
+            evicted = await self.call(host, names.DESTROY_COMMAND,
+                                      kit.evict_body(pool, template))
+            await deploy
+            return evicted
+
+        try:
+            evicted = self.run(race())
+        finally:
+            emulated.config = quick
+        kept = (self.pool_folder(pool) / f"{template}.vhdx").is_file()
+        assert kept is not evicted["result"], (evicted, kept)
+        if not evicted["result"]:
+            return
+        for volume in self.volumes.values():
+            if volume.pool == pool:
+                info = vhd.read_info(self.file_of(volume))
+                assert info.parent_path is None, (volume, info.parent_path)
+        answer = self.succeeds(host, names.COPY_COMMAND, kit.template_copy_body(pool))
+        assert answer["newData"][kit.TEMPLATE_TO]["path"] == template, answer
+
+    # --- through the image store ----------------------------------------------------------
+
+    @precondition(lambda self: bool(self.idle_data()) or any(
+        vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data())
+    def cold_migrate_volume(self, data: st.DataObject) -> None:
+        """A volume no running VM uses moved to another pool through the image store, as
+        the MS migrates a volume between pools no one host reaches both of: copied to the
+        image store by a host that reaches its pool, copied from there into the other pool
+        by a host that reaches that one, and the source deleted."""
+        candidates = [*self.idle_data(), *(vm.root for vm in self.vms.values()
+                                           if vm.host is None)]
+        volume = data.draw(st.sampled_from(sorted(candidates, key=lambda v: v.uuid)))
+        target = data.draw(st.sampled_from([p for p in (*HOSTS, SMB) if p != volume.pool]))
+        source_host = volume.pool if volume.pool != SMB else data.draw(
+            st.sampled_from(list(HOSTS)))
+        target_host = target if target != SMB else data.draw(st.sampled_from(list(HOSTS)))
+        folder = f"volumes/2/{int(volume.uuid[:8], 16)}"
+        out = self.succeeds(source_host, names.COPY_COMMAND,
+                            kit.volume_to_image_body(volume, folder))
+        staged = out["newData"][kit.VOLUME_TO]["path"]
+        assert staged.startswith(folder + "/"), out
+        back = self.succeeds(target_host, names.COPY_COMMAND,
+                             kit.volume_from_image_body(volume, staged, target))
+        self.succeeds(source_host, names.DELETE_COMMAND, kit.delete_body(volume))
+        assert not self.file_of(volume).exists()
+        (self.folder / "secondary" / staged).unlink()  # the image store's copy, which
+        # the MS has the secondary storage VM delete
+        volume.pool, volume.path = target, back["newData"][kit.VOLUME_TO]["path"]
+        assert vhd.read_info(self.file_of(volume)).parent_path is None, volume
+        self.digests[volume.uuid] = None
+
+    @precondition(lambda self: not self.made_templates and len(self.vms) < MAX_VMS and any(
+        vm.host is None for vm in self.vms.values()))
+    @rule(data=st.data(), host=st.sampled_from(list(HOSTS)), on_smb=st.booleans())
+    def template_from_stopped_root(self, data: st.DataObject, host: str, on_smb: bool) -> None:
+        """A template made from a stopped VM's root volume on the image store, copied into
+        a pool and deployed: a VM started from a root volume cloned from it."""
+        vm = data.draw(st.sampled_from(sorted(
+            (v for v in self.vms.values() if v.host is None), key=lambda v: v.name)))
+        source = vm.root.pool if vm.root.pool != SMB else host
+        number = next(self.numbers)
+        uuid = f"{number:08x}-7e3a-4c0a-8d15-{number:012x}"
+        made = self.succeeds(source, names.COPY_COMMAND,
+                             kit.template_from_volume_body(vm.root, number, uuid))
+        path = made["newData"][kit.TEMPLATE_TO]["path"]
+        assert path == f"template/tmpl/2/{number}/{uuid}.vhdx", made
+        pool = SMB if on_smb else host
+        copied = self.succeeds(host, names.COPY_COMMAND,
+                               kit.template_copy_body(pool, path, uuid))
+        name = copied["newData"][kit.TEMPLATE_TO]["path"]
+        self.made_templates.append((pool, name))
+        new = self.new_vm(pool, False, "user", "THIN")
+        self.run(self._deploy(host, new, template=name))
+
     # --- what holds after every step ----------------------------------------------------
 
     @invariant()
@@ -630,7 +904,7 @@ class Soak(RuleBasedStateMachine):
             return
         wanted: dict[Path, set[str]] = {self.pool_folder(p): set() for p in (*HOSTS, SMB)}
         wanted[self.pool_folder(SMB)] |= {f"hb-{ip}" for ip in HOSTS.values()}  # heartbeats
-        for pool, template in self.templates.items():
+        for pool, template in [*self.templates.items(), *self.made_templates]:
             wanted[self.pool_folder(pool)].add(f"{template}.vhdx" if "." not in template
                                                else template)
         for volume in self.volumes.values():
