@@ -480,7 +480,7 @@ class Soak(RuleBasedStateMachine):
             self.fails(source, names.MIGRATE_COMMAND, kit.migrate_body(vm, destination))
             return
         self.succeeds(source, names.MIGRATE_COMMAND, kit.migrate_body(vm, destination))
-        vm.host = destination
+        vm.host, vm.fresh = destination, False
 
     # --- the agent restarted ------------------------------------------------------------
 
@@ -542,7 +542,10 @@ class Soak(RuleBasedStateMachine):
                              how: str) -> None:
         """SecurityGroupRulesCmd: a new ruleset; ``again``: the last one re-sent (the MS
         re-sends a VM's rules after it moved); ``older``: one of an older seqNum arriving
-        late, answered with success and ignored."""
+        late, answered with success and ignored. Only the agent that applied the newer one
+        gets it: the MS reads a VM's host with its seqNum, so a command overtaken in
+        flight was sent where the VM ran then, not to an agent it moved to since or to one
+        restarted since (which ends the commands in flight)."""
         vm = data.draw(st.sampled_from(sorted(
             (v for v in self.running() if v.security_groups), key=lambda v: v.name)))
         assert vm.host is not None
@@ -644,7 +647,7 @@ class Soak(RuleBasedStateMachine):
         assert sorted(t["path"] for t in answer["volumeTos"]) == sorted(v.path for v in moved)
         for volume in moved:
             volume.pool = destination
-        vm.host = destination
+        vm.host, vm.fresh = destination, False
 
     # --- starts that must fail --------------------------------------------------------------
 
