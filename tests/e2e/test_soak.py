@@ -26,7 +26,9 @@ a model of what the management server then believes, and after every step:
 A command the model says must succeed succeeds; one it says must fail fails, with the
 command's own answer class, ``result`` false and a ``details`` string. Bounded for CI;
 ``SOAK_EXAMPLES`` (and ``SOAK_STEPS``) run it longer, with random seeds, printing what was
-sent under ``-s``; ``SOAK_NO_SHRINK`` reports a failure as found, unshrunk.
+sent under ``-s``; ``SOAK_NO_SHRINK`` reports a failure as found, unshrunk. A run longer
+than the suite's 120 s per test needs pytest's ``--timeout`` (``--timeout 0``: none), e.g.
+``SOAK_EXAMPLES=50 SOAK_STEPS=40 pytest -s --timeout 0 tests/e2e/test_soak.py``.
 """
 
 from __future__ import annotations
