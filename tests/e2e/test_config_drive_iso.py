@@ -25,8 +25,10 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.hostfs.aside import MARK
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.emulator.kit import ok, request_state, service
 
 LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
 CACHE = f"{LOCAL_POOL}\\configdrive-cache"  # the default config drive cache
@@ -140,23 +142,103 @@ async def test_the_iso_is_written_on_the_pool_and_the_vm_starts_with_it(agent: R
     assert ON_POOL in await _isos(agent.emulator)
 
 
-async def test_a_second_iso_replaces_the_first_but_not_under_a_running_vm(
-        agent: Running) -> None:
+async def test_a_second_iso_replaces_the_first(agent: Running) -> None:
     assert (await _handled(agent, handle_body(data=iso_image(b"first"))))["result"] is True
     assert (await _handled(agent, handle_body(data=iso_image(b"second"))))["result"] is True
     assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"second")
-    _, started = await agent.answer(names.START_COMMAND, start_body("PRIMARY", LOCAL_STORE))
+
+
+async def _started(agent: Running, location: str = "PRIMARY",
+                   store: dict[str, Any] | None = LOCAL_STORE) -> None:
+    _, started = await agent.answer(names.START_COMMAND, start_body(location, store))
     assert started["result"] is True, started
 
-    refused = await _handled(agent, handle_body(data=iso_image(b"third")))
-    assert refused["result"] is False
-    assert f"attached to the running VM {VM}" in refused["details"], refused
-    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"second")
-    deleted = await _handled(agent, handle_body(create=False))
+
+def _aside_files(agent: Running, folder: str) -> list[str]:
+    return sorted(p.name for p in _host_file(agent, folder).iterdir() if MARK in p.name)
+
+
+@pytest.mark.parametrize(("store", "host_cache", "path"), [
+    (LOCAL_STORE, False, ON_POOL), (None, True, IN_CACHE)], ids=["pool", "host-cache"])
+async def test_the_iso_a_running_vm_holds_is_replaced_and_its_drive_changes_media(
+        agent: Running, store: dict[str, Any] | None, host_cache: bool, path: str) -> None:
+    """A NIC added to a running VM (addVmToNetwork) rebuilds its config drive through
+    its own host: refused, the API call failed. The drive is moved to a copy, the ISO
+    replaced, the drive moved back."""
+    body = handle_body(data=iso_image(b"one nic"), store=store, host_cache=host_cache)
+    assert (await _handled(agent, body))["result"] is True
+    await _started(agent, "HOST" if host_cache else "PRIMARY", store)
+    spent_before = agent.emulator.round_trips()
+
+    body = handle_body(data=iso_image(b"two nics"), store=store, host_cache=host_cache)
+    answer = await _handled(agent, body)
+    assert answer["result"] is True, answer
+    assert f"the DVD drive of the running VM {VM} changed media" in answer["details"], answer
+    assert _host_file(agent, path).read_bytes() == iso_image(b"two nics")
+    assert path in await _isos(agent.emulator)
+    assert _aside_files(agent, path.rsplit("\\", 1)[0]) == []
+    spent = agent.emulator.round_trips() - spent_before
+    assert spent["invoke:ModifyResourceSettings"] == 2  # to the copy and back
+    # deleting it under the running VM is still refused (the MS deletes at expunge)
+    deleted = await _handled(agent, handle_body(create=False, store=store,
+                                                host_cache=host_cache))
     assert deleted["result"] is False and VM in deleted["details"], deleted
-    assert _host_file(agent, ON_POOL).exists()
-    folder = _host_file(agent, f"{LOCAL_POOL}\\configdrive")
-    assert sorted(p.name for p in folder.iterdir()) == [f"{VM}.iso"]  # no aside file left
+    assert _host_file(agent, path).exists()
+
+
+async def _drive_to(agent: Running, image: str) -> None:
+    """Make the VM's config drive medium name ``image``, as an interrupted replace left it."""
+    cim = agent.emulator
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM)))
+    media = await cim.query(wql.select("Msvm_StorageAllocationSettingData", wql.starts_with(
+        "InstanceID", f"Microsoft:{vm['Name']}\\")))
+    (medium,) = [m for m in media if m.strings("HostResource")[0] == ON_POOL]
+    await ok(cim, await cim.invoke(await service(cim), "ModifyResourceSettings", {
+        "ResourceSettings": [medium.updated(HostResource=[image])]}))
+
+
+async def test_a_drive_an_interrupted_replace_left_on_the_copy_is_put_back(
+        agent: Running) -> None:
+    """Killed between moving the drive to the copy and back, the VM runs on a whole ISO
+    (the copy); no sweep may remove it while held, and the next write of the config drive
+    moves the drive back and removes it."""
+    assert (await _handled(agent, handle_body(data=iso_image(b"old"))))["result"] is True
+    await _started(agent)
+    folder = f"{LOCAL_POOL}\\configdrive"
+    left = f"{folder}\\.{VM}.iso{MARK}0a1b2c3d-0123456789ab.iso"
+    _host_file(agent, left).write_bytes(iso_image(b"new"))
+    await _drive_to(agent, left)
+    assert await _isos(agent.emulator) == {left}
+
+    answer = await _handled(agent, handle_body(data=iso_image(b"newer")))
+    assert answer["result"] is True, answer
+    assert await _isos(agent.emulator) == {ON_POOL}
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"newer")
+    assert _aside_files(agent, folder) == []
+
+
+async def test_a_failed_media_change_leaves_the_vm_on_the_old_iso(agent: Running) -> None:
+    assert (await _handled(agent, handle_body(data=iso_image(b"old"))))["result"] is True
+    await _started(agent)
+    agent.emulator.faults.fail_next_job("ModifyResourceSettings", 32768, "drive busy")
+    answer = await _handled(agent, handle_body(data=iso_image(b"new")))
+    assert answer["result"] is False and "drive busy" in answer["details"], answer
+    assert await _isos(agent.emulator) == {ON_POOL}
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"old")
+    assert _aside_files(agent, f"{LOCAL_POOL}\\configdrive") == []
+
+
+async def test_the_iso_a_paused_vm_holds_is_kept(agent: Running) -> None:
+    assert (await _handled(agent, handle_body(data=iso_image(b"old"))))["result"] is True
+    await _started(agent)
+    cim = agent.emulator
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM)))
+    assert vm.path is not None
+    await ok(cim, await request_state(cim, vm.path, 9))
+    refused = await _handled(agent, handle_body(data=iso_image(b"new")))
+    assert refused["result"] is False
+    assert f"attached to the paused VM {VM}" in refused["details"], refused
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"old")
 
 
 async def test_delete_removes_the_iso_and_an_absent_one_is_a_success(agent: Running) -> None:

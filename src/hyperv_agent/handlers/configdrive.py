@@ -20,10 +20,16 @@ this host's terms:
 * create: ``isoData`` is strict base64 of an ISO 9660 image (its volume descriptor at
   sector 16), refused otherwise with nothing written; the image is written aside and
   renamed over the final name, so no VM ever opens a half-written ISO, within the room
-  the volume keeps free (``hostfs.room``). A second create replaces the ISO; while a
-  running VM has it in a DVD drive (Windows refuses to replace a file its worker holds
-  open), the answer fails naming the VM and the ISO is kept: the MS builds it again at
-  the VM's next start;
+  the volume keeps free (``hostfs.room``). A second create replaces the ISO. The MS
+  rebuilds a running VM's config drive when a NIC is added to it (addVmToNetwork, whose
+  failure fails the API call), when its default NIC changes, and for a live move
+  (below); Windows refuses to replace a file a VM's worker holds open, so while running
+  VMs of this host have the ISO in a DVD drive their drives are moved to a copy written
+  aside, the ISO replaced, and the drives moved back (``_replace_held``): each guest
+  sees a media change. A paused VM holding it is refused naming the VM, the ISO kept;
+* for a VM on a shared pool moving live, the MS sends the create to the destination
+  (prepareMigration), while the source's VM holds the ISO: the destination cannot
+  change that VM's drive, and Windows refuses the rename; the MS only logs it;
 * delete: the file removed; one already gone is a success, as KVM answers; one a
   running VM holds is refused naming the VM;
 * the answer's ``location`` is PRIMARY or HOST, which the MS keeps as the VM's
@@ -40,6 +46,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import ntpath
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import HandleConfigDriveIsoAnswer
@@ -52,9 +59,11 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs import images
-from hyperv_agent.hostfs.aside import AsideFiles, split
+from hyperv_agent.hostfs.aside import AsideFiles, discard, split, target_prefix
 from hyperv_agent.hostfs.room import require_room
+from hyperv_agent.hyperv import disks, drives
 from hyperv_agent.hyperv.session import HyperV
+from hyperv_agent.hyperv.vms import PowerState
 
 log = logging.getLogger("hyperv_agent.handlers.configdrive")
 
@@ -108,19 +117,94 @@ class ConfigDriveHandlers(FileHandlers):
 
     async def _create(self, iso_data: str | None, target: str) -> str:
         image = await asyncio.to_thread(_decoded, iso_data)
-        await self.refuse_if_running(target, "the ISO there was kept", iso=True)
+        holders = await self._holders(target)
         folder = split(target)[0].rstrip("\\")
-        await require_room(self.files, target, len(image), f"the {_WHAT} {target}",
-                           "nothing was written")
+        # a held ISO is replaced through a second copy written aside (``_replace_held``)
+        await require_room(self.files, target, len(image) * (2 if holders else 1),
+                           f"the {_WHAT} {target}", "nothing was written")
         await self.files.make_dirs(folder)
         await self.asides.sweep(self.files, folder, target)  # an interrupted earlier write's
         try:
-            async with self.asides.replacing(self.files, target) as temp:
-                await asyncio.to_thread(self._write, temp, image)
+            if holders:
+                await self._replace_held(target, image, holders)
+            else:
+                async with self.asides.replacing(self.files, target) as temp:
+                    await asyncio.to_thread(self._write, temp, image)
         except HostFileError as error:
             raise AgentError(f"{_WHAT} {target} was not written: {error}") from None
+        await self.asides.sweep(self.files, folder, target)  # the copy the drives held
         log.info("config drive %s written (%d bytes)", target, len(image))
-        return f"config drive written to {target} ({len(image)} bytes)"
+        changed = "".join(f"; the DVD drive of the running VM {held.vm_name} changed media to "
+                          "it" for held in holders)
+        return f"config drive written to {target} ({len(image)} bytes){changed}"
+
+    async def _holders(self, target: str) -> list[disks.Attachment]:
+        """The DVD drives of this host's running VMs holding the ISO ``target``, or an
+        aside copy of it an interrupted ``_replace_held`` left in a drive. A paused VM
+        holding either is refused naming it, the ISO kept (Hyper-V keeps a paused VM's
+        devices as they are). 1 query (+ 1 get for each drive found)."""
+        key = drives.same_file_key(target)
+        folder, prefix = ntpath.split(key)[0], target_prefix(key)
+
+        def wanted(image: str) -> bool:
+            other = drives.same_file_key(image)
+            return other == key or (ntpath.split(other)[0] == folder
+                                    and ntpath.basename(other).startswith(prefix))
+
+        found = await disks.iso_attachments(self.hv, wanted)
+        paused = next((held for held in found if held.power is PowerState.PAUSED), None)
+        if paused is not None:
+            raise AgentError(f"{target} is attached to the paused VM {paused.vm_name}; "
+                             "resume or stop the VM first (the ISO there was kept)")
+        return [held for held in found if held.power is PowerState.RUNNING]
+
+    async def _replace_held(self, target: str, image: bytes,
+                            holders: list[disks.Attachment]) -> None:
+        """Replace the ISO ``target`` that running VMs' DVD drives (``holders``) hold
+        open, which Windows refuses to replace under their worker processes: the image
+        is written aside (``<folder>\\.<name>.partial-<agent>-<hex>.iso``), the drives
+        are made to name that copy, ``target`` is replaced as any ISO no VM holds, and
+        the drives are made to name it again; the caller then sweeps the copy. Each guest
+        sees its DVD drive's media change twice, to the new config drive both times.
+
+        Interrupted at any point, every drive names a whole ISO (the old one, or the new
+        one at ``target`` or aside) and at most the aside copy is left: the next write of
+        this config drive sweeps it, or, while a drive still names it, points that drive
+        back at ``target`` first (``_holders``). On a failure the drives moved are put
+        back on the files they held, the aside copy removed, and the failure raised."""
+        aside = self.asides.name_for(target) + images.ISO
+        moved: list[disks.Attachment] = []
+        with self.asides.writing(aside):
+            try:
+                await asyncio.to_thread(self._write, aside, image)
+                for held in holders:
+                    await drives.change_iso(self.hv, held.medium, aside)
+                    moved.append(held)
+                async with self.asides.replacing(self.files, target) as temp:
+                    await asyncio.to_thread(self._write, temp, image)
+            except Exception:
+                await self._put_back(moved)
+                await discard(self.files, aside)
+                raise
+            for held in holders:
+                try:
+                    await drives.change_iso(self.hv, held.medium, target)
+                except AgentError as error:
+                    raise AgentError(
+                        f"{_WHAT} {target} was written, but the DVD drive of the running VM "
+                        f"{held.vm_name} still names its copy {aside}, which holds the same "
+                        f"ISO: {error}; the next write of this config drive puts it back"
+                    ) from None
+
+    async def _put_back(self, moved: list[disks.Attachment]) -> None:
+        """The drives ``_replace_held`` moved made to name the files they held before; one
+        Hyper-V refuses keeps the aside copy (a whole ISO), logged for the next write."""
+        for held in moved:
+            try:
+                await drives.change_iso(self.hv, held.medium, held.image)
+            except AgentError as error:
+                log.warning("the DVD drive of VM %s was not put back on %s: %s",
+                            held.vm_name, held.image, error)
 
     def _write(self, path: str, image: bytes) -> None:
         with self.files.open_binary(path, "xb") as out:
@@ -132,6 +216,7 @@ class ConfigDriveHandlers(FileHandlers):
             removed = await self.files.remove(target)
         except HostFileError as error:
             raise AgentError(f"{_WHAT} {target} was not deleted: {error}") from None
+        await self.asides.sweep(self.files, split(target)[0], target)
         if not removed:
             return f"config drive {target} was already absent"
         log.info("config drive %s deleted", target)

@@ -83,7 +83,10 @@ class AsideFiles:
     async def sweep(self, files: HostFiles, folder: str, target: str | None = None) -> int:
         """Remove from ``folder`` this agent's aside files that no copy is writing now,
         and, with ``target``, every aside file of an earlier copy to it; how many. A folder
-        that cannot be listed is left alone (the copy itself will say why)."""
+        that cannot be listed is left alone (the copy itself will say why), and so is a
+        file Windows refuses to delete (a process holds it open: an ISO written aside that
+        a running VM's DVD drive still names, ``handlers.configdrive``); it is logged, and
+        swept again by a later sweep."""
         try:
             names = await files.list_dir(folder.rstrip("\\/"))
         except HostFileError:
@@ -92,10 +95,16 @@ class AsideFiles:
         stale = [path for name in names if MARK in name
                  and (self.is_own(name) or (prefix is not None and name.startswith(prefix)))
                  and (path := _join(folder, name)).casefold() not in self._writing]
+        removed = 0
         for path in stale:
             _LOG.info("removing %s, left by an interrupted copy", path)
-            await files.remove(path)
-        return len(stale)
+            try:
+                await files.remove(path)
+            except HostFileError as error:  # e.g. a running VM's DVD drive holds it
+                _LOG.warning("%s is kept: %s", path, error)
+                continue
+            removed += 1
+        return removed
 
 
 def _join(folder: str, name: str) -> str:

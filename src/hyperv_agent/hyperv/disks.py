@@ -13,6 +13,7 @@ trips once a session is warm (job polls not counted, W = job waits):
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk)
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
+``iso_attachments``      1 query; + 1 get for each medium that matches (its VM)
 =======================  ================================================================
 
 Warming costs 1 query for the IMS and 1 spawn for the settings class. The format of a
@@ -21,8 +22,9 @@ file follows its extension (``.vhd`` VHD, ``.vhdx`` VHDX), as Hyper-V requires.
 
 from __future__ import annotations
 
+import dataclasses
 import ntpath
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
@@ -72,6 +74,7 @@ class Attachment:
     power: PowerState
     medium: ObjectPath  # the Msvm_StorageAllocationSettingData
     drive: ObjectPath  # its parent, the disk drive
+    image: str = ""  # the file the medium names (``iso_attachments``)
 
 
 def disk_format(path: str) -> DiskFormat:
@@ -271,6 +274,23 @@ async def find_attachment(hv: HyperV, path: str, *, iso: bool = False) -> Attach
                 return owner
             found.append(owner)
     return min(found, key=lambda owner: vms.on_first(owner.power), default=None)
+
+
+async def iso_attachments(hv: HyperV, wanted: Callable[[str], bool]) -> list[Attachment]:
+    """Every DVD drive of the host's VMs whose ISO medium is a file ``wanted`` (given the
+    medium's host path) accepts, with its VM, in WMI's order; media of snapshots are
+    skipped. Read-only. 1 query, + 1 get for each medium that matches."""
+    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.ISO),
+                       ("InstanceID", "HostResource", "Parent"))
+    found: list[Attachment] = []
+    for medium in await hv.cim.query(query, NAMESPACE):
+        resources = medium.strings("HostResource")
+        if medium.path is None or not resources or not wanted(resources[0]):
+            continue
+        owner = await _owner(hv, medium)
+        if owner is not None:
+            found.append(dataclasses.replace(owner, image=resources[0]))
+    return found
 
 
 async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:

@@ -17,6 +17,7 @@ shared with VM creation. Round trips once a session is warm (job polls not count
 ``insert_iso``         2 calls + 1 W with a DVD drive (query, insert or swap the medium);
                        3 calls + 2 W when a DVD drive has to be added
 ``eject_iso``          2 calls + 1 W; 1 query when the ISO is not in a drive
+``change_iso``         2 calls + 1 W (get the medium, change its file)
 =====================  =================================================================
 
 Where things go (as StartCommand places them): a data volume on the SCSI controller and
@@ -364,6 +365,17 @@ async def eject_iso(hv: HyperV, vm: VmRef, image: str) -> Drive | None:
     await vms.call_service(hv, "RemoveResourceSettings",
                            {"ResourceSettings": [drive.medium.path]})
     return drive
+
+
+async def change_iso(hv: HyperV, medium: ObjectPath, image: str) -> None:
+    """Make the ISO medium ``medium`` (an Msvm_StorageAllocationSettingData in a DVD
+    drive) name the ISO file ``image``: the medium changed in place, as ``insert_iso``
+    swaps one, which Hyper-V does while the VM runs, on IDE as on SCSI (Set-VMDvdDrive
+    -Path of a running VM); the guest sees its DVD drive's media change. The file is
+    not touched. 2 calls + 1 W."""
+    current = await hv.cim.get(medium)
+    await vms.call_service(hv, "ModifyResourceSettings",
+                           {"ResourceSettings": [current.updated(HostResource=[image])]})
 
 
 async def empty_dvd(hv: HyperV, vm: VmRef) -> Placed:
