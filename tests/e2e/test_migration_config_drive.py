@@ -48,19 +48,22 @@ IN_CACHE = f"{LOCAL_POOL}\\configdrive-cache\\configdrive\\{VM}.iso"
 ISO_SUBTYPE = "Microsoft:Hyper-V:Virtual CD/DVD Disk"
 
 
-def _handle(create: bool, store: dict[str, Any] | None = None) -> dict[str, Any]:
-    """HandleConfigDriveIsoCommand for the host's cache, as Gson writes it."""
+def _handle(create: bool, store: dict[str, Any] | None = None, *, host_cache: bool = True,
+            data: bytes = b"local-hostname: web\n") -> dict[str, Any]:
+    """HandleConfigDriveIsoCommand for the host's cache (else for ``store``), as Gson
+    writes it."""
     body: dict[str, Any] = {"isoFile": ISO_FILE, "create": create,
-                            "useHostCacheOnUnsupportedPool": False, "preferHostCache": True,
+                            "useHostCacheOnUnsupportedPool": False,
+                            "preferHostCache": host_cache,
                             "contextMap": {}, "wait": 0, "bypassHostMaintenance": False}
     if create:
-        body["isoData"] = base64.b64encode(iso_image(b"local-hostname: web\n")).decode()
+        body["isoData"] = base64.b64encode(iso_image(data)).decode()
     if store is not None:
         body["destStore"] = store
     return body
 
 
-def _vm(*, pool_named: bool) -> dict[str, Any]:
+def _vm(*, pool_named: bool, location: str = "HOST") -> dict[str, Any]:
     """The user VM, its root volume on the SMB pool, its config drive in the host's cache
     first in its disks (naming the root volume's pool with ``pool_named``, as at a start,
     else no store, as in a move), and an empty CD."""
@@ -70,7 +73,7 @@ def _vm(*, pool_named: bool) -> dict[str, Any]:
     vm["disks"] = [config_drive_disk(pool if pool_named else None), root, cd]
     vm["disks"][0]["data"][names.TEMPLATE_OBJECT_TO]["path"] = ISO_FILE
     vm["disks"][0]["path"] = ISO_FILE
-    return vm | {"configDriveLocation": "HOST"}
+    return vm | {"configDriveLocation": location}
 
 
 def _cached(tmp_path: Path, host: Member) -> Path:
@@ -119,3 +122,38 @@ async def test_a_vm_with_its_config_drive_in_the_host_cache_moves_live(
         # the ISO the moved VM holds stays while it runs
         _, kept = await run.ask(b, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND, _handle(False))
         assert kept["result"] is False and f"running VM {VM}" in kept["details"], kept
+
+
+async def test_the_destination_cannot_rebuild_a_config_drive_the_source_vm_holds(
+        tmp_path: Path) -> None:
+    """With the config drive on the shared pool, prepareMigration rebuilds it (with the
+    destination's host name) through the destination while the source's VM holds it open
+    over SMB: the file server refuses the rename, and the destination, which cannot reach
+    that VM's drive, says so; the MS logs it and the move goes on, the ISO as it was."""
+    a, b = hosts = pair(tmp_path)
+    disk_file(tmp_path / "pool", VM)
+    pool = vm_to(VM, VM)["disks"][0]["data"][names.VOLUME_OBJECT_TO]["dataStore"]
+    on_share = tmp_path / "pool" / "configdrive" / f"{VM}.iso"
+    async with cluster(hosts) as run:
+        created = await _ok(run, a, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND,
+                            _handle(True, pool, host_cache=False, data=b"host: HV-A"))
+        assert created["location"] == "PRIMARY"
+        vm = _vm(pool_named=True, location="PRIMARY")
+        await _ok(run, a, names.START_COMMAND, start_body(vm))
+
+        _, refused = await run.ask(b, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND,
+                                   _handle(True, pool, host_cache=False, data=b"host: HV-B"))
+        assert refused["result"] is False, refused
+        assert "being used by another process" in refused["details"], refused
+        assert "no VM of this host has it in a DVD drive" in refused["details"], refused
+        assert "this host cannot change that VM's drive" in refused["details"], refused
+        assert on_share.read_bytes() == iso_image(b"host: HV-A")
+        assert [p.name for p in on_share.parent.iterdir()] == [f"{VM}.iso"]
+
+        await _ok(run, b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+        await _ok(run, a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
+        # on its new host the VM's config drive can be rebuilt: its drive changes media
+        rebuilt = await _ok(run, b, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND,
+                            _handle(True, pool, host_cache=False, data=b"host: HV-B"))
+        assert f"running VM {VM} changed media" in rebuilt["details"], rebuilt
+        assert on_share.read_bytes() == iso_image(b"host: HV-B")

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hyperv_agent.emulator import handover
+from hyperv_agent.emulator import handover, openfiles
 from hyperv_agent.emulator.calls import MethodError
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.offer import Offer
@@ -134,6 +134,23 @@ class Member:
                 return Peer(registration, self.token)
         raise PeerUnknown(name)
 
+    def held_elsewhere(self, path: str) -> openfiles.Hold | None:
+        """How a VM of another member holds the file ``path`` open (a file on a share the
+        members reach: the file server enforces every client's share modes, so a rename
+        over an ISO a VM of another host has in its DVD drive fails as on that host);
+        None when none does. A member that cannot be reached holds nothing (its process,
+        and with it its VMs' workers, is gone). Blocks: run it off the event loop."""
+        for registration in self.directory.registrations():
+            if registration.name.lower() == self.name.lower() or not registration.up:
+                continue
+            try:
+                found = Peer(registration, self.token).holder(path)
+            except (PeerDown, PeerRefused):
+                continue
+            if found is not None:
+                return openfiles.Hold(found[0], writable=found[1])
+        return None
+
     def close(self) -> None:
         """Stop listening and mark this host down (idempotent)."""
         if self.closed:
@@ -177,6 +194,11 @@ class Member:
                 lambda: handover.accept(self.host, self.directory.handovers, offer_id),
                 ACCEPT_TIMEOUT_S)
             return {"ok": True, "copied": copied}
+        if op == "held":
+            path = str(message["path"])
+            hold = self._on_worker(lambda: openfiles.held_by(self.host, path), CHECK_TIMEOUT_S)
+            return {"ok": True, "vm": hold.vm if hold else None,
+                    "writable": bool(hold and hold.writable)}
         return _refusal(ReturnCode.NOT_SUPPORTED, f"unknown request {op!r}")
 
     def _on_worker(self, work: Callable[[], Any], timeout_s: float) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +23,9 @@ _HOLD_LOOKUP_S = 60.0  # how long a file's opener waits for the emulator's worke
 class EmulatedFiles(LocalFiles):
     """Local file access, with the emulated host's drives and shares mapped to folders;
     on a running emulated host, a file its VMs hold open is neither deleted nor replaced,
-    nor opened for an access its VM does not share (``openfiles``), as on Windows."""
+    nor opened for an access its VM does not share (``openfiles``), as on Windows; nor is
+    a file on a share that a VM of another host of its cluster holds open
+    (``Member.held_elsewhere``), as the file server refuses it."""
 
     def __init__(self, host: EmulatedHost | HostPaths) -> None:
         """The files of a running emulated host, or of the drive and share mappings alone
@@ -74,6 +77,8 @@ class EmulatedFiles(LocalFiles):
         if host is None:
             return False
         hold = await host.worker.run(lambda: openfiles.held_by(host, path))
+        if hold is None and host.cluster is not None and _on_share(path):
+            hold = await asyncio.to_thread(host.cluster.held_elsewhere, path)
         return _refuses(hold, reading)
 
     def _held_now(self, path: str, reading: bool) -> bool:
@@ -85,6 +90,8 @@ class EmulatedFiles(LocalFiles):
             hold = openfiles.held_by(host, path)
         else:
             hold = host.worker.call(lambda: openfiles.held_by(host, path), _HOLD_LOOKUP_S)
+        if hold is None and host.cluster is not None and _on_share(path):
+            hold = host.cluster.held_elsewhere(path)
         return _refuses(hold, reading)
 
     def local(self, path: str) -> Path:
@@ -101,6 +108,12 @@ class EmulatedFiles(LocalFiles):
         if free is None:
             return usage
         return Usage(usage.total_bytes, max(0, min(free, usage.total_bytes)))
+
+
+def _on_share(path: str) -> bool:
+    """Whether ``path`` is on a share (UNC), which the cluster's other hosts may reach
+    too; a drive letter names this host's own disks."""
+    return path.startswith(("\\\\", "//"))
 
 
 def _refuses(hold: openfiles.Hold | None, reading: bool) -> bool:

@@ -21,7 +21,10 @@ Windows and what Hyper-V itself must allow:
 
 The emulated host's files refuse the same (``EmulatedFiles``): a template a running VM's
 linked clone stands on is not replaced under it, and a running VM's volume is not read.
-A saved or stopped VM holds nothing open.
+A saved or stopped VM holds nothing open. A file on a share is refused too while a VM of
+another host of the cluster holds it (``cluster.Member.held_elsewhere``): the file server
+enforces the share modes of every client's handles, so a host replacing the config drive
+ISO of a VM that runs on another host meets the same sharing violation.
 """
 
 from __future__ import annotations

@@ -121,6 +121,14 @@ class Peer:
         reply = self._ask("accept", ACCEPT_TIMEOUT_S, between, id=offer_id)
         return [Path(str(path)) for path in reply.get("copied", ())]
 
+    def holder(self, path: str) -> tuple[str, bool] | None:
+        """The VM of the host that holds the file ``path`` (a path on a share both hosts
+        reach) open, and whether as its writable disk (``openfiles.Hold``); None when
+        none does. PeerDown when the host cannot be reached."""
+        reply = self._ask("held", CHECK_TIMEOUT_S, path=path)
+        vm = reply.get("vm")
+        return (str(vm), bool(reply.get("writable"))) if vm else None
+
     def _ask(self, op: str, timeout_s: float, between: Callable[[], None] | None = None,
              **fields: Any) -> Mapping[str, Any]:
         if not self.registration.up:

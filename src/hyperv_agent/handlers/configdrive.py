@@ -28,8 +28,11 @@ this host's terms:
   aside, the ISO replaced, and the drives moved back (``_replace_held``): each guest
   sees a media change. A paused VM holding it is refused naming the VM, the ISO kept;
 * for a VM on a shared pool moving live, the MS sends the create to the destination
-  (prepareMigration), while the source's VM holds the ISO: the destination cannot
-  change that VM's drive, and Windows refuses the rename; the MS only logs it;
+  (prepareMigration, and again after a failed move), while the source's VM holds the
+  ISO: the destination cannot change that VM's drive, Windows refuses the rename, and
+  the answer fails saying so, the ISO kept; the MS only logs it, and the VM reads its
+  new config drive (its new host's name) from its next start. A config drive in the
+  host's cache is written into the destination's own cache, which no VM holds yet;
 * delete: the file removed; one already gone is a success, as KVM answers; one a
   running VM holds is refused naming the VM;
 * the answer's ``location`` is PRIMARY or HOST, which the MS keeps as the VM's
@@ -73,6 +76,15 @@ _WHAT = "config drive"
 #: builds (genisoimage or mkisofs, ISO 9660 with Joliet and Rock Ridge) has one.
 _DESCRIPTOR_AT = 16 * 2048 + 1
 _STANDARD_ID = b"CD001"
+#: Added to a failure to replace an ISO no VM of this host has in a drive: Windows refuses
+#: the rename over a file a process holds open, and on a shared pool that process may be
+#: another host's VM, e.g. the source of a live move, for which the management server
+#: rebuilds the config drive through the destination (prepareMigration).
+_HELD_ELSEWHERE = ("; no VM of this host has it in a DVD drive: if a VM running on another "
+                   "host holds it (a VM moving live keeps its config drive open on the "
+                   "shared pool until it has moved), this host cannot change that VM's drive; "
+                   "the ISO there was kept, and the VM reads the new config drive from its "
+                   "next start")
 
 
 class ConfigDriveHandlers(FileHandlers):
@@ -131,7 +143,9 @@ class ConfigDriveHandlers(FileHandlers):
                 async with self.asides.replacing(self.files, target) as temp:
                     await asyncio.to_thread(self._write, temp, image)
         except HostFileError as error:
-            raise AgentError(f"{_WHAT} {target} was not written: {error}") from None
+            elsewhere = "" if holders else _HELD_ELSEWHERE
+            raise AgentError(f"{_WHAT} {target} was not written: {error}{elsewhere}"
+                             ) from None
         await self.asides.sweep(self.files, folder, target)  # the copy the drives held
         log.info("config drive %s written (%d bytes)", target, len(image))
         changed = "".join(f"; the DVD drive of the running VM {held.vm_name} changed media to "
