@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.emulator.kit import (
     GEN2,
     add,
@@ -18,6 +21,7 @@ from tests.emulator.kit import (
     ok,
     request_state,
     service,
+    system_settings,
     template,
 )
 
@@ -330,10 +334,6 @@ async def test_running_generation_2_vm_gains_and_loses_nics_only_when_host_is_20
 ) -> None:
     # Microsoft, "What's new in Hyper-V on Windows Server 2016": hot add and remove of
     # network adapters (generation 2 VMs) is new in 2016; a 2012 R2 host refuses both.
-    from collections.abc import Callable
-
-    from hyperv_agent.emulator.config import EmulatorConfig
-
     assert callable(make_config)
     factory: Callable[..., EmulatorConfig] = make_config
     cim = EmulatorCim.open(factory(os_version=os_version))
@@ -387,3 +387,58 @@ async def test_paused_or_saved_vm_gains_and_loses_no_device_and_keeps_its_sizes(
     assert sorted(str(d["InstanceID"]) for d in await devices(emulator, vm)) == before
     await ok(emulator, await request_state(emulator, vm, 3))
     await ok(emulator, await add(emulator, vm, [second]))  # off: it changes again
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("setup", "requested"), [((), 2), ((2,), 3), ((2,), 6)],
+                         ids=["starting", "stopping", "saving"])
+async def test_vm_changing_state_takes_no_device_or_setting_change_until_it_is_done(
+    make_config: Callable[..., EmulatorConfig], setup: tuple[int, ...], requested: int,
+) -> None:
+    # While Hyper-V starts, stops or saves a VM (its RequestStateChange job runs) it takes
+    # no other change to it: no device added, changed or removed, no system setting
+    # changed (32775); once the change is done the VM takes them as its new state allows.
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        vm = await define_vm(cim, subtype=GEN2)
+        controller = await _scsi(cim, vm)
+        drive = (await ok(cim, await add(cim, vm, [await _drive(
+            cim, vm, controller, "0")]))).paths("ResultingResourceSettings")[0]
+        for step in setup:
+            await ok(cim, await request_state(cim, vm, step))
+        vsms = await service(cim)
+        second = await _drive(cim, vm, controller, "1")
+        (scsi,) = [d for d in await devices(cim, vm) if d.path == controller]
+        settings = await system_settings(cim, vm)
+        cim.host.config = dataclasses.replace(cim.host.config,
+                                              latency=LatencyModel(job_s=2.0))
+        assert (await request_state(cim, vm, requested)).return_value == 4096
+        refused = [
+            await add(cim, vm, [second]),
+            await cim.invoke(vsms, "RemoveResourceSettings", {"ResourceSettings": [drive]}),
+            await cim.invoke(vsms, "ModifyResourceSettings", {
+                "ResourceSettings": [scsi.updated(ElementName="renamed")]}),
+            await cim.invoke(vsms, "ModifySystemSettings", {
+                "SystemSettings": settings.updated(Notes=["changed"])}),
+        ]
+        clock.now += 2.0  # the change, and the refused calls' jobs, are done
+        assert [await failure(cim, result) for result in refused] == [32775] * 4
+        assert [d.path for d in await devices(cim, vm)].count(drive) == 1
+        result = await cim.invoke(vsms, "ModifySystemSettings", {
+            "SystemSettings": settings.updated(Notes=["changed"])})
+        clock.now += 2.0
+        await ok(cim, result)
+        if requested != 6:  # running or off: it takes a SCSI disk again (saved: never)
+            result = await add(cim, vm, [second])
+            clock.now += 2.0
+            await ok(cim, result)
+    finally:
+        await cim.close()

@@ -48,6 +48,10 @@ SLOT_IN_USE = ReturnCode.SYSTEM_IN_USE
 IDE_ON_GENERATION_2 = ReturnCode.NOT_SUPPORTED
 CHANGE_WHILE_RUNNING = ReturnCode.INVALID_STATE
 CHANGE_WHILE_SUSPENDED = ReturnCode.INVALID_STATE  # a device of a paused or saved VM
+# A device or setting of a VM whose state is changing (Starting, Stopping, Saving, ...):
+# the WMI pages of Add/Modify/RemoveResourceSettings and ModifySystemSettings list no code
+# for it; 32775 (invalid state), as RequestStateChange answers meanwhile.
+CHANGE_WHILE_CHANGING_STATE = ReturnCode.INVALID_STATE
 DESTROY_WHILE_RUNNING = ReturnCode.INVALID_STATE
 BROKEN_PARENT = ReturnCode.INVALID_PARAMETER
 UNKNOWN_PATH_ARGUMENT = ReturnCode.INVALID_PARAMETER

@@ -7,7 +7,9 @@ hard disk in one; DVD media do change) while the VM runs, and
 network adapters added to or removed from a running VM only on generation 2 and only
 from Windows Server 2016 on (``hot_nics``). A paused or saved VM gains and loses no
 device at all, and its processors and memory are as fixed as a running VM's
-(``_check_devices_changeable``).
+(``_check_devices_changeable``). A VM whose state is changing (Starting, Stopping,
+Saving, ...: a RequestStateChange job runs) takes no added, changed or removed setting
+until the change is done (``check_not_changing``: 32775, the emulator's choice).
 """
 
 from __future__ import annotations
@@ -57,6 +59,18 @@ def _check_devices_changeable(vm: Record, verb: str) -> None:
     if state is not None:
         raise _refuse(codes.CHANGE_WHILE_SUSPENDED,
                       f"no device can be {verb} a {state} virtual machine")
+
+
+def check_not_changing(call: Call, vm: Record, what: str) -> None:
+    """Refuse ``what`` ("no device can be added to", ...) a VM whose state is
+    changing: Hyper-V is starting, stopping, saving, pausing or resuming it and takes no
+    other change to it until that is done. Microsoft's WMI pages are silent on it; the
+    emulator answers 32775, as RequestStateChange and DestroySystem answer meanwhile."""
+    shown = model.transition(call.host, vm)
+    if shown is not None:
+        raise _refuse(codes.CHANGE_WHILE_CHANGING_STATE,
+                      f"{what} a virtual machine while its state changes (state {shown}); "
+                      "try again once the change is done")
 
 
 def _sizes_fixed(vm: Record) -> bool:
@@ -141,6 +155,7 @@ def add_one(call: Call, vm: Record, vssd: Record, item: Embedded) -> Record:
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"{item.class_def.name} is not a resource setting", immediate=True)
     _check_devices_changeable(vm, "added to")
+    check_not_changing(call, vm, "no device can be added to")
     guid = str(vm["Name"])
     given = {name: value for name, value in item.values.items() if value is not None}
     record = call.host.new_record(item.class_def.name, **given)
@@ -379,6 +394,7 @@ def modify_resource_settings(call: Call) -> Mapping[str, OutValue]:
         if vm is None:
             raise MethodError(ReturnCode.INVALID_PARAMETER, f"{current.path} has no VM",
                               immediate=True)
+        check_not_changing(call, vm, "no setting can be changed of")
         changed.append(_modify(call, vm, current, item).path)
     return {"ResultingResourceSettings": tuple(changed)}
 
@@ -562,6 +578,7 @@ def _check_removal(call: Call, vm: Record, record: Record) -> None:
                 "Msvm_KvpExchangeComponentSettingData"):
         raise _refuse(ReturnCode.INVALID_PARAMETER, f"a VM's {name} cannot be removed")
     _check_devices_changeable(vm, "removed from")
+    check_not_changing(call, vm, "no device can be removed from")
     if not model.is_running(vm):
         return
     vssd = call.txn.get(model.vssd_path(str(vm["Name"])))

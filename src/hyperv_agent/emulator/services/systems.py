@@ -290,6 +290,8 @@ def modify_system_settings(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.INVALID_PARAMETER, "the generation of a VM cannot change")
     guid = str(vssd["VirtualSystemIdentifier"])
     vm = call.txn.edit(model.vm_path(guid))
+    if vm is not None:
+        resources.check_not_changing(call, vm, "no system setting can be changed of")
     _apply_writable(vssd, settings)
     _apply_identity(vssd, settings, off=vm is None or vm["EnabledState"] == EnabledState.DISABLED)
     _check_template(call, vssd)
