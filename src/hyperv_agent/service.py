@@ -194,7 +194,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
                         check=check)
     handlers = host.table()
     handlers |= vm.table()
-    handlers |= VmConfigHandlers(hv, vm.locks).table()
+    handlers |= VmConfigHandlers(hv, vm.locks, vm.settings.job_wait).table()
     # one table: a copy, a delete and a VM being built on one file never interleave
     file_locks = FileLocks()
     start = StartHandler(hv, paths, vm.locks, vm.settings.job_wait,
@@ -202,7 +202,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
                          file_locks=file_locks,
                          processor_compatibility=agent.processor_compatibility)
     handlers |= start.table()
-    handlers |= AttachHandlers(hv, paths, vm.locks).table()
+    handlers |= AttachHandlers(hv, paths, vm.locks, vm.settings.job_wait).table()
     handlers |= SecurityGroupHandlers(hv, vm.locks).table()
     handlers |= StorageHandlers(files, pools, reservation, host.heartbeats).table()
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,

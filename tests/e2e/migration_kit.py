@@ -234,28 +234,29 @@ auth = "ntlm"
 
 
 def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
-           shares: Mapping[str, Path] | None = None) -> Member:
+           shares: Mapping[str, Path] | None = None, emulator: str = "") -> Member:
     """The configuration of cluster member ``name`` listening on ``port`` of its address;
     both members map the SMB pool's share to one folder, ``tmp_path/pool``; ``shares`` are
-    more shares this member reaches (UNC -> folder)."""
+    more shares this member reaches (UNC -> folder), ``emulator`` more [emulator] lines."""
     address = ADDRESSES[name]
     switches = [SWITCH, ONLY_ON_A] if name == "HV-A" else [SWITCH]
     config = tmp_path / f"{name}.toml"
     config.write_text(member_toml(tmp_path, name, address, port, SHARE,
                                   agent=f"local_storage_path = '{LOCAL_POOL}'",
-                                  emulator=f"switches = {json.dumps(switches)}",
+                                  emulator=f"switches = {json.dumps(switches)}\n{emulator}",
                                   lab_knobs=lab_knobs, shares=shares))
     return Member(name, config, f"https://{address}:{port}")
 
 
 def pair(tmp_path: Path, lab_knobs_a: str = "",
-         shares: Mapping[str, Mapping[str, Path]] | None = None) -> list[Member]:
+         shares: Mapping[str, Mapping[str, Path]] | None = None,
+         emulator_a: str = "") -> list[Member]:
     """HV-A and HV-B, both listening on one port free on both addresses; ``lab_knobs_a``
-    are more [emulator.lab] lines of HV-A, ``shares`` more shares a member (by name)
-    reaches."""
+    are more [emulator.lab] lines of HV-A, ``emulator_a`` more [emulator] lines of it,
+    ``shares`` more shares a member (by name) reaches."""
     port = free_port(tuple(ADDRESSES.values()))
     more = shares or {}
-    return [member(tmp_path, "HV-A", port, lab_knobs_a, more.get("HV-A")),
+    return [member(tmp_path, "HV-A", port, lab_knobs_a, more.get("HV-A"), emulator_a),
             member(tmp_path, "HV-B", port, shares=more.get("HV-B"))]
 
 

@@ -6,6 +6,7 @@ CheckVirtualMachine to the destination; the state reports of both hosts after ea
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,38 @@ async def test_a_running_vm_moves_there_and_back_keeping_its_devices(tmp_path: P
         assert await run.where(hosts, "i-2-7-VM") == ["HV-A"]
         assert await _power(run, a, "i-2-7-VM") == "PowerOn"
         assert await portrait(on_a, path) == before
+
+
+async def _state_becomes(host: Member, path: ObjectPath, wanted: int) -> None:
+    """Wait (at most 30 s) until the VM at ``path`` on ``host`` shows ``wanted``."""
+    cim = host.cim()
+    for _ in range(300):
+        if (await cim.get(path))["EnabledState"] == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the VM never showed state {wanted}")
+
+
+async def test_a_vm_still_starting_moves_once_hyperv_has_started_it(tmp_path: Path) -> None:
+    """Hyper-V moves no VM while it starts it (32775): a MigrateCommand for a VM the MS
+    started again (HA) waits the start out and moves the VM once it runs, rather than
+    failing the move and leaving the VM where the MS wanted it away from."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 0.5")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = vm_to("i-2-8-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-8-VM")
+        on_a = a.cim()
+        assert (await on_a.invoke(path, "RequestStateChange", {"RequestedState": 3})
+                ).return_value == 4096
+        await _state_becomes(a, path, 3)
+        assert (await on_a.invoke(path, "RequestStateChange", {"RequestedState": 2})
+                ).return_value == 4096
+        assert (await on_a.get(path))["EnabledState"] == 10  # Starting
+        kind, moved = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
+        assert (kind, moved["result"]) == (names.MIGRATE_ANSWER, True), moved["details"]
+        assert await run.where(hosts, "i-2-8-VM") == ["HV-B"]
 
 
 async def _refused(run: Cluster, source: Member, vm: dict[str, Any], address: str) -> str:

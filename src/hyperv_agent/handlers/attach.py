@@ -36,6 +36,10 @@ Choices, and why:
   failure saying so, with nothing changed and no call made (``vms.devices_fixed``);
   the MS reports the failure and keeps its records as they were. What needs no change
   (already attached, not attached, the DVD drive already empty) answers as for any VM.
+- A VM Hyper-V is starting, stopping or saving: waited for first, within the job wait
+  (``power.find_settled``; Hyper-V changes no drive meanwhile, and a starting VM reads
+  as running, a stopping one as off), then treated as it then is; one still changing
+  after that fails the answer, naming the change, with nothing changed.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import disks, diskstats, drives, vms
+from hyperv_agent.hyperv import disks, diskstats, drives, jobs, power, vms
 from hyperv_agent.hyperv.session import HyperV
 
 log = logging.getLogger("hyperv_agent.handlers.attach")
@@ -85,11 +89,14 @@ class _Image:
 class AttachHandlers:
     """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
 
-    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks) -> None:
+    def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
         self.hv = hv
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
+        # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
+        self.job_wait = job_wait
 
     def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
@@ -141,7 +148,7 @@ class AttachHandlers:
             controller_info, "controllerInfo") == start_plan.IDE
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.hv, vm_name)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
@@ -205,7 +212,7 @@ class AttachHandlers:
         """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
         _check_vm_name(vm_name)
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.hv, vm_name)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was changed")
             placed = await drives.empty_dvd(self.hv, vm)
@@ -215,7 +222,7 @@ class AttachHandlers:
 
     async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
-            vm = await vms.find_vm(self.hv, vm_name)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
             if image.kind == ISO:
@@ -265,7 +272,7 @@ class AttachHandlers:
                                             images.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.hv, asked.vm_name)
+            vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
                 return _absent(asked.vm_name, "nothing was changed")
             if asked.attach:

@@ -56,7 +56,7 @@ from hyperv_agent.handlers.vm import cloudstack_power
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
-from hyperv_agent.hyperv import build, drives, host, jobs, migration, vms
+from hyperv_agent.hyperv import build, drives, host, jobs, migration, power
 from hyperv_agent.hyperv.schema import MigrationType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
@@ -305,7 +305,7 @@ class MigrationHandlers(FileHandlers):
     async def _move_attached(self, command: MigrateVolumeCommand, folder: str) -> bool:
         """Storage-migrate the disk of a VM on this host; False when the VM is not here or
         the volume is not one of its disks."""
-        vm = await vms.find_vm(self.hv, command.attached_vm_name or "")
+        vm = await power.find_settled(self.hv, command.attached_vm_name or "", self.job_wait)
         if vm is None:
             return False
         storage = await drives.read_storage(self.hv, vm)
@@ -438,8 +438,10 @@ class MigrationHandlers(FileHandlers):
         VM it believes running and then asks the destination's CheckVirtualMachine, where a
         VM that arrived off reads PowerOff, so the MS fails the move and stops the VM on the
         source, leaving its definition (a saved one with its memory) on the destination.
-        Hyper-V would move it; KVM and XenServer refuse, and so does this."""
-        vm = await vms.find_vm(self.hv, name)
+        Hyper-V would move it; KVM and XenServer refuse, and so does this. A VM Hyper-V is
+        starting, stopping or saving (it moves none meanwhile) is waited for first and
+        then judged as it is (``power.find_settled``)."""
+        vm = await power.find_settled(self.hv, name, self.job_wait)
         if vm is None:
             raise InvalidRequest(f"no VM named {name} on this host")
         if cloudstack_power(vm.power) is not PowerState.POWER_ON:

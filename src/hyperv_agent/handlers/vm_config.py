@@ -10,6 +10,10 @@ VM that cannot gain or lose NICs (generation 1, or any on an older host) an exis
 with the MAC is connected (disconnected). Every
 command holds the VM's lock (shared with the other VM handlers), so it never interleaves
 with a Start, Stop or another change of the same VM.
+A VM Hyper-V is starting, stopping or saving is waited for first, within the job wait
+(``power.find_settled``): Hyper-V changes none of its devices or settings meanwhile, and
+a starting VM reads as running, a stopping one as off. One still changing after that
+fails the answer, naming the change, with nothing changed.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import host as hyperv_host
-from hyperv_agent.hyperv import nics, scale, vms
+from hyperv_agent.hyperv import jobs, nics, power, scale, vms
 from hyperv_agent.hyperv.schema import PvlanMode
 from hyperv_agent.hyperv.session import HyperV
 
@@ -48,9 +52,12 @@ UNTAGGED = "-1"  # GetVmConfigAnswer.vlanid (a Java String) of a port without a 
 
 
 class VmConfigHandlers:
-    def __init__(self, hv: HyperV, locks: VmLocks) -> None:
+    def __init__(self, hv: HyperV, locks: VmLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
         self.hv = hv
         self.locks = locks
+        # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
+        self.job_wait = job_wait
 
     def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
@@ -91,7 +98,7 @@ class VmConfigHandlers:
         start_plan.check_cpus(cpus, most, "cpus")
         memory_mb, memory_max_mb = start_plan.memory_sizes(wanted, 2, most)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.hv, name)
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
             await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb, memory_max_mb)
@@ -142,7 +149,7 @@ class VmConfigHandlers:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
         async with self.locks.hold(asked.vm_name):
-            vm = await vms.find_vm(self.hv, asked.vm_name)
+            vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
                 raise _nic_failed(f"there is no VM {asked.vm_name!r} on this host")
             nic = _pick(await nics.list_nics(self.hv, vm.guid), asked)
@@ -185,7 +192,7 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac, vlan = nics.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.hv, name)
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             if vm is None:
                 raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
             found = await nics.list_nics(self.hv, vm.guid)
@@ -293,7 +300,7 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac = nics.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
-            vm = await vms.find_vm(self.hv, name)
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if vm is None:

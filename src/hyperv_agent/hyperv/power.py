@@ -26,6 +26,7 @@ host's Windows version is read once a session, ``host.windows_version``):
 ``settle``                      nothing for a VM in a steady state; P gets while Hyper-V
                                 changes its state (Starting, Stopping, Saving, ...), before
                                 ``stop_and_remove`` and ``reboot`` act
+``find_settled``                1 query (``vms.find_vm``) + ``settle``'s
 ==============================  ===================================================
 """
 
@@ -246,6 +247,20 @@ async def settle(
                 "one is done: try again later")
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
+
+
+async def find_settled(hv: HyperV, name: str, policy: jobs.WaitPolicy) -> VmRef | None:
+    """The VM named ``name`` (``vms.find_vm``) once Hyper-V is done changing its state
+    (``settle``); None when there is none.
+
+    For a command that changes a VM's devices, settings or place (attach, NICs, scale,
+    a move): Hyper-V takes no such change while it starts, stops or saves the VM (32775),
+    and a starting VM reads as running, a stopping one as off, so the command would
+    choose a hot or a cold change wrongly. A VM still changing at ``policy.timeout_s``
+    raises HyperVError naming the change. 1 query for a VM in a steady state.
+    """
+    vm = await vms.find_vm(hv, name)
+    return None if vm is None else await settle(hv, vm, policy)
 
 
 async def start(

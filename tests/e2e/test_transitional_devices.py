@@ -1,0 +1,140 @@
+"""Device, size and NIC commands for a VM Hyper-V is starting or stopping, over real HTTPS:
+the emulated host takes no device or setting change while a state change's job runs
+(the latency model's job time, 32775), and a starting VM reads as running, a stopping one
+as off. The commands wait the change out, then act on the VM as it then is; one still
+changing after the agent's bound fails with the command's own answer, naming the change."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cloudstack import names
+from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import LatencyModel
+from hyperv_agent.handlers.vm import VmSettings
+from hyperv_agent.hyperv import jobs
+from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.test_attach_commands import SHARE, _data_disk, _file, _layout, _start, _volume_file
+from tests.e2e.test_vm_config_commands import (
+    PLUG,
+    PLUG_ANSWER,
+    ROUTER,
+    SCALE,
+    SCALE_ANSWER,
+    _config,
+    _plug,
+    _router,
+    _scale,
+    _vm,
+)
+from tests.emulator.kit import devices, ok, request_state
+
+JOB_S = 0.5  # how long each state change runs on the emulated host
+STARTING, STOPPING = 10, 4
+
+
+def _slow(running: Running, job_s: float = JOB_S) -> None:
+    """From now on each job of the emulated host runs ``job_s``."""
+    host = running.emulator.host
+    host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=job_s))
+
+
+async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
+    """Ask for ``requested`` without waiting for its job: the VM shows ``shown``."""
+    assert (await request_state(cim, path, requested)).return_value == 4096
+    assert (await cim.get(path))["EnabledState"] == shown
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Running]:
+    (tmp_path / "secondary").mkdir()
+    async with serving(config_with_shares(tmp_path, {SHARE: tmp_path / "secondary"})) as running:
+        yield running
+
+
+@pytest.mark.parametrize(("requested", "shown", "final"), [(2, STARTING, 2), (3, STOPPING, 3)],
+                         ids=["starting", "stopping"])
+async def test_attach_to_a_vm_still_starting_or_stopping_waits_then_attaches(
+    agent: Running, requested: int, shown: int, final: int,
+) -> None:
+    """Hyper-V adds no drive while it starts or stops the VM: the attach waits the change
+    out, then adds the volume hot (running) or cold (off), at the slot asked for."""
+    cim = agent.emulator
+    vm = await _start(agent, "i-2-50-VM", data_seq=1)
+    if requested == 2:
+        await ok(cim, await request_state(cim, vm, 3))
+    _volume_file(agent, "vol-50")
+    _slow(agent)
+    await _changing(cim, vm, requested, shown)
+    key, answer = await agent.answer(names.ATTACH_COMMAND,
+                                     {"vmName": "i-2-50-VM", "disk": _data_disk("vol-50", 2)})
+    assert (key, answer["result"]) == (names.ATTACH_ANSWER, True), answer
+    assert (await _layout(cim, vm))[("scsi", 2)] == ("disk", _file("vol-50"))
+    assert (await cim.get(vm))["EnabledState"] == final
+
+
+async def test_scale_of_a_vm_still_stopping_waits_until_it_is_off_then_resizes_it(
+    running: Running,
+) -> None:
+    """A stopping VM reads as off, but Hyper-V changes none of its settings until it is:
+    the scale waits, then gives it the processors and memory asked for, instead of
+    answering "stop it first" for a VM that is being stopped."""
+    cim = running.emulator
+    vm = await _router(running, nic_count=1)
+    await ok(cim, await request_state(cim, vm.path, 2))
+    _slow(running)
+    await _changing(cim, vm.path, 3, STOPPING)
+    key, answer = await running.answer(SCALE, _scale(ROUTER, 4, 2048))
+    assert (key, answer["result"]) == (SCALE_ANSWER, True), answer
+    (processor,) = await devices(cim, vm.path, "Msvm_ProcessorSettingData")
+    assert processor["VirtualQuantity"] == 4
+
+
+async def test_plug_nic_of_a_generation_2_vm_still_starting_adds_it_once_the_vm_runs(
+    running: Running,
+) -> None:
+    """A starting VM reads as running, and a generation 2 VM takes a NIC hot, but not
+    before Hyper-V is done starting it: the plug waits, then adds the NIC."""
+    cim = running.emulator
+    vm = await _vm(running, "i-2-51-VM", generation=2, start=False)
+    _slow(running)
+    await _changing(cim, vm.path, 2, STARTING)
+    key, answer = await running.answer(PLUG, _plug("i-2-51-VM"))
+    assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
+    assert answer["details"] == "NIC 02004A8E0021 added to VM i-2-51-VM"
+    assert (await _config(running, "i-2-51-VM"))[2]["macAddress"] == "02004A8E0021"
+    assert (await cim.get(vm.path))["EnabledState"] == 2
+
+
+def _bounded(agent_config: Callable[..., AgentConfig]) -> Any:
+    """The agent waiting at most 0.3 s for a VM's state change (its job wait)."""
+    wait = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.05, max_poll_s=0.1)
+    return serving(agent_config(), VmSettings(job_wait=wait))
+
+
+@pytest.mark.parametrize(("command", "answer_class", "body"), [
+    (SCALE, SCALE_ANSWER, _scale("i-2-52-VM", 2, 1024)),
+    (PLUG, PLUG_ANSWER, _plug("i-2-52-VM")),
+], ids=["scale", "plug-nic"])
+async def test_a_vm_still_starting_after_the_bound_fails_the_command_naming_the_change(
+    agent_config: Callable[..., AgentConfig], command: str, answer_class: str,
+    body: dict[str, object],
+) -> None:
+    async with _bounded(agent_config) as running:
+        cim = running.emulator
+        vm = await _vm(running, "i-2-52-VM", generation=2, start=False)
+        _slow(running, job_s=5.0)
+        await _changing(cim, vm.path, 2, STARTING)
+        before = cim.round_trips()
+        key, answer = await running.answer(command, body)
+        spent = cim.round_trips() - before
+        assert (key, answer["result"]) == (answer_class, False), answer
+        assert "VM i-2-52-VM is still starting on this host after 0.3 s" in answer["details"]
+        assert spent["invoke:ModifyResourceSettings"] == spent["invoke:AddResourceSettings"] == 0
