@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.conftest import requires_tool
 from tests.emulator.kit import attach_vhdx, define_vm, failure, ok, request_state, service
 
@@ -138,6 +139,31 @@ async def test_resize_grows_a_differencing_vhdx_but_not_a_differencing_vhd(
         disk = emulator.parse_embedded(text)
         size = 2 * GIB if expected is None else GIB
         assert (disk["Type"], disk["MaxInternalSize"], disk["ParentPath"]) == (4, size, base)
+
+
+async def test_resize_refuses_the_disk_of_a_vm_whose_state_is_changing_until_it_is_done(
+    make_config: Callable[..., EmulatorConfig], tmp_path: Path
+) -> None:
+    """A VM Hyper-V is stopping still holds its disks (its worker closes them when it is
+    off): its disk grows once the VM is off, not meanwhile (32775)."""
+    now = [1_700_000_000.0]
+    cim = EmulatorCim.open(make_config(), lambda: now[0])
+    try:
+        vm = await define_vm(cim)
+        await attach_vhdx(cim, vm, tmp_path / "C")
+        await ok(cim, await request_state(cim, vm, 2))
+        cim.host.config = dataclasses.replace(cim.host.config, latency=LatencyModel(job_s=2.0))
+        assert (await request_state(cim, vm, 3)).return_value == 4096
+        ims = await service(cim, "Msvm_ImageManagementService")
+        grow: dict[str, InValue] = {"Path": "C:\\disks\\root.vhdx", "MaxInternalSize": 2 * GIB}
+        refused = await cim.invoke(ims, "ResizeVirtualHardDisk", grow)
+        now[0] += 2.0  # the stop, and the refused job, are done
+        assert await failure(cim, refused) == 32775
+        grown = await cim.invoke(ims, "ResizeVirtualHardDisk", grow)
+        now[0] += 2.0
+        await ok(cim, grown)
+    finally:
+        await cim.close()
 
 
 async def test_convert_refuses_the_disk_of_a_running_vm_but_not_its_parent(

@@ -165,6 +165,20 @@ def _attached_running(call: Call, path: str) -> Record | None:
     return None
 
 
+def _changing_owner(call: Call, path: str) -> int | None:
+    """The transitional state of a VM holding ``path`` whose state is changing, if any."""
+    for medium in model.media_of_file(call.txn, path):
+        resources, guid = medium["HostResource"], model.guid_of(medium)
+        vm = call.txn.get(model.vm_path(guid)) if guid else None
+        if (vm is None or not isinstance(resources, tuple) or not resources
+                or not call.host.paths.same(str(resources[0]), path)):
+            continue
+        shown = model.transition(call.host, vm)
+        if shown is not None:
+            return shown
+    return None
+
+
 @handles(IMS, "ResizeVirtualHardDisk")
 def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     """Grows a disk; a shrink is 32773; a disk in a running VM grows only as VHDX on SCSI."""
@@ -175,6 +189,14 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     if size < info.virtual_size_bytes:
         raise MethodError(ReturnCode.INVALID_PARAMETER,
                           f"{path} cannot shrink from {info.virtual_size_bytes} to {size} bytes")
+    changing = _changing_owner(call, path)
+    if changing is not None:
+        # Microsoft's page lists no code for a disk of a VM Hyper-V is starting, stopping
+        # or saving (its worker opens or closes the disk meanwhile): the emulator answers
+        # 32775 (invalid state), as the VM's other changes are answered meanwhile.
+        raise MethodError(ReturnCode.INVALID_STATE,
+                          f"{path} is in a virtual machine whose state is changing (state "
+                          f"{changing}); try again once the change is done")
     drive = _attached_running(call, path)
     if drive is not None and (info.format != vhd.DiskFormat.VHDX or _on_ide(call, drive)):
         raise MethodError(ReturnCode.SYSTEM_IN_USE,
