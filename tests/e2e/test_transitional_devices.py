@@ -16,6 +16,7 @@ import pytest
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.handlers.vm import VmSettings
@@ -33,6 +34,16 @@ from tests.e2e.test_vm_config_commands import (
     _router,
     _scale,
     _vm,
+)
+from tests.e2e.test_volume_commands import (
+    GIB,
+    RESIZE,
+    RESIZE_ANSWER,
+    VOLUME_UUID,
+    _disk,
+    _pool,
+    _resize,
+    _vm_with,
 )
 from tests.emulator.kit import devices, ok, request_state
 
@@ -111,6 +122,24 @@ async def test_plug_nic_of_a_generation_2_vm_still_starting_adds_it_once_the_vm_
     assert answer["details"] == "NIC 02004A8E0021 added to VM i-2-51-VM"
     assert (await _config(running, "i-2-51-VM"))[2]["macAddress"] == "02004A8E0021"
     assert (await cim.get(vm.path))["EnabledState"] == 2
+
+
+async def test_resize_of_a_disk_in_a_vm_still_stopping_grows_it_once_the_vm_is_off(
+    agent: Running,
+) -> None:
+    """A VM Hyper-V is stopping still holds its disks, and a VHDX on IDE grows only while
+    its VM is off: the resize Hyper-V refuses meanwhile (32775) is made once the stop is
+    done, instead of failing the resize the MS sent for a VM it had just stopped."""
+    cim = agent.emulator
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    vm = await _vm_with(cim, "i-2-31-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=False,
+                        running=True)
+    _slow(agent)
+    await _changing(cim, vm.path, 3, STOPPING)
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
+    assert (key, answer["result"], answer["newSize"]) == (RESIZE_ANSWER, True, 2 * GIB), answer
+    assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
 
 
 def _bounded(agent_config: Callable[..., AgentConfig]) -> Any:

@@ -46,7 +46,14 @@ from hyperv_agent.cloudstack.objects import (
     VolumeStatsEntry,
     VolumeTO,
 )
-from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, PathNotAllowed
+from hyperv_agent.errors import (
+    AgentError,
+    HostFileError,
+    InvalidRequest,
+    JobFailed,
+    MethodFailed,
+    PathNotAllowed,
+)
 from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
@@ -55,8 +62,8 @@ from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.room import require_room
-from hyperv_agent.hyperv import disks, drives, jobs
-from hyperv_agent.hyperv.schema import DiskType
+from hyperv_agent.hyperv import disks, drives, jobs, power
+from hyperv_agent.hyperv.schema import DiskType, ReturnCode
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
@@ -246,8 +253,11 @@ class VolumeHandlers(FileHandlers):
         success without a change. A fixed disk (a FAT offering's) stays fixed, its file
         growing by the difference: growth that would leave its volume less than
         ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked, and the job, which
-        writes the new part whole, is waited for as long as the command. The answer's
-        ``newSize`` is the disk's size."""
+        writes the new part whole, is waited for as long as the command. A disk of a VM
+        Hyper-V is starting, stopping or saving, which it grows only once that is done, is
+        grown then (``_holder_settled``, within the job wait; a VM still changing after
+        it fails the answer, naming the change). The answer's ``newSize`` is the disk's
+        size."""
         path = await self._filer_volume(command.pool, command.path)
         new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
         async with self.file_locks.hold(path):
@@ -256,8 +266,29 @@ class VolumeHandlers(FileHandlers):
                 raise AgentError(f"shrinking {path} from {current.size_bytes} to {new_size} "
                                  "bytes is not supported; the volume is unchanged")
             if new_size > current.size_bytes:
-                await self._grow(path, current, new_size, command.wait_s)
+                try:
+                    await self._grow(path, current, new_size, command.wait_s)
+                except (MethodFailed, JobFailed) as error:
+                    if not await self._holder_settled(path, error):
+                        raise
+                    await self._grow(path, current, new_size, command.wait_s)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
+
+    async def _holder_settled(self, path: str, error: MethodFailed | JobFailed) -> bool:
+        """After Hyper-V refused to grow ``path`` as "invalid state" (it grows no disk of
+        a VM it is starting, stopping or saving): True once the VM holding it is done
+        (``power.settle``; it may be by the time the refused job has ended), so the
+        resize is tried once more; False for any other refusal or a disk no VM holds.
+        Looked up (1 query + 1 get) only after such a refusal: a disk of a VM in a steady
+        state costs no round trip more."""
+        code = error.return_value if isinstance(error, MethodFailed) else error.error_code
+        if code != ReturnCode.INVALID_STATE:
+            return False
+        attached = await disks.find_attachment(self.hv, path)
+        if attached is None:
+            return False
+        await power.settle(self.hv, attached.vm, self.job_wait)
+        return True
 
     async def _grow(self, path: str, current: disks.DiskSettings, new_size: int,
                     wait_s: int) -> None:

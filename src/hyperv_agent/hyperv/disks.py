@@ -75,6 +75,12 @@ class Attachment:
     medium: ObjectPath  # the Msvm_StorageAllocationSettingData
     drive: ObjectPath  # its parent, the disk drive
     image: str = ""  # the file the medium names (``iso_attachments``)
+    changing: str | None = None  # the change Hyper-V is making to its VM (``vms.changing``)
+
+    @property
+    def vm(self) -> vms.VmRef:
+        """The VM holding the file, as ``vms.find_vm`` would give it."""
+        return vms.VmRef(self.vm_guid, self.vm_name, self.power, self.changing)
 
 
 def disk_format(path: str) -> DiskFormat:
@@ -303,6 +309,6 @@ async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:
         vm = await hv.cim.get(vms.vm_path(guid))
     except CimNotFound:
         return None
-    return Attachment(guid, vm.string("ElementName") or "",
-                      vms.power_state(vm.integer("EnabledState")), medium.path,
-                      ObjectPath.parse(parent))
+    state = vm.integer("EnabledState")
+    return Attachment(guid, vm.string("ElementName") or "", vms.power_state(state),
+                      medium.path, ObjectPath.parse(parent), changing=vms.changing(state))
