@@ -325,6 +325,21 @@ async def test_an_iso_the_volume_has_no_room_for_is_refused(tmp_path: Path) -> N
         assert _host_file(running, ON_POOL).read_bytes() == iso_image()
 
 
+@pytest.mark.parametrize("host_cache", [False, True], ids=["pool", "cache"])
+async def test_the_first_iso_of_a_pool_or_cache_is_bounded_too(
+        tmp_path: Path, host_cache: bool) -> None:
+    """No ``configdrive`` folder yet (the first config drive a pool or the host's cache
+    takes): the volume is measured all the same, not left unbounded."""
+    free = 256 * 1024 * 1024 + 40 * 1024  # the 256 MiB kept free, and 40 KiB
+    lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"
+    async with serving(_config(tmp_path, lab)) as running:
+        large = await _handled(running, handle_body(data=iso_image(b"u" * 200 * 1024),
+                                                    host_cache=host_cache))
+        assert large["result"] is False, large
+        assert "not enough free space" in large["details"], large
+        assert not _host_file(running, IN_CACHE if host_cache else ON_POOL).exists()
+
+
 async def test_a_config_drive_of_megabytes_is_taken(agent: Running) -> None:
     """User data of up to 1 MB is written twice into the ISO (cloudstack/ and openstack/):
     its base64 is far beyond the bound on any other string of a command."""

@@ -131,10 +131,12 @@ class ConfigDriveHandlers(FileHandlers):
         image = await asyncio.to_thread(_decoded, iso_data)
         holders = await self._holders(target)
         folder = split(target)[0].rstrip("\\")
-        # a held ISO is replaced through a second copy written aside (``_replace_held``)
+        # the folder first: a volume is measured at a folder that exists (a pool's or the
+        # cache's first config drive would otherwise go unbounded); a held ISO is replaced
+        # through a second copy written aside (``_replace_held``)
+        await self.files.make_dirs(folder)
         await require_room(self.files, target, len(image) * (2 if holders else 1),
                            f"the {_WHAT} {target}", "nothing was written")
-        await self.files.make_dirs(folder)
         await self.asides.sweep(self.files, folder, target)  # an interrupted earlier write's
         try:
             if holders:
