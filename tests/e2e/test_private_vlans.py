@@ -130,6 +130,18 @@ async def test_pvlan_setup_fails_in_its_answer_class_when_a_field_is_wrong(
     assert (await _port(running, "i-2-36-VM", "02:00:51:2c:00:36")).private == before
 
 
+async def test_pvlan_setup_names_a_huge_field_in_a_bounded_answer(running: Running) -> None:
+    huge = "9" * 200_000
+    for body, says in ((_setup("VM", op=huge, vmMac="02:00:51:2c:00:38"), "op"),
+                       (_setup("VM", vmMac="02:00:51:2c:00:38", pvlanType=huge), "pvlanType"),
+                       (_setup("VM", vmMac="02:00:51:2c:00:38", pvlanType="P", primary=huge,
+                               isolated=huge), "promiscuous")):
+        key, answer = await running.answer(SETUP, body)
+        assert (key, answer["result"]) == (ANSWER, False), answer["details"][:200]
+        assert says in answer["details"] and len(answer["details"]) < 1000, \
+            answer["details"][:200]
+
+
 async def test_pvlan_setup_delete_succeeds_when_the_vm_is_gone(running: Running) -> None:
     key, answer = await running.answer(SETUP, _setup("VM", op="delete",
                                                      vmMac="02:00:51:2c:00:37"))

@@ -121,3 +121,15 @@ async def test_fails_naming_an_unknown_or_stopped_vm_a_foreign_mac_or_a_bad_cidr
     for body, details in cases:
         answer = await _ip(running, body)
         assert answer["result"] is False and details in answer["details"], (body, answer)
+
+
+async def test_a_huge_field_is_not_echoed_whole(running: Running) -> None:
+    """A value the MS never sends (megabytes of a CIDR, a MAC padded with separators) is
+    named in a bounded ``details``, not copied into it."""
+    cim = running.emulator
+    await _vm(cim, "i-2-45-VM")
+    for body in (_asked("i-2-45-VM", cidr="1" * 200_000),
+                 _asked("i-2-45-VM", mac=":" * 200_000 + "02004c5f0009")):
+        answer = await _ip(running, body)
+        assert answer["result"] is False, answer
+        assert len(answer["details"]) < 1000, len(answer["details"])

@@ -281,10 +281,11 @@ class VmHandlers:
         if vm.power not in (vms.PowerState.RUNNING, vms.PowerState.PAUSED):
             raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host; only a "
                                  "running guest reports its addresses")
-        where = f"the NIC with MAC {asked.mac_address}" if mac else "any NIC"
+        shown = _cloudstack_mac(mac) if mac else None  # as the MS spells it, bounded
+        where = f"the NIC with MAC {shown}" if shown else "any NIC"
         chosen = [nic for nic in guest_nics if mac is None or nic.mac == mac]
         if not chosen:
-            raise InvalidRequest(f"VM {vm.name} has no NIC with MAC {asked.mac_address}")
+            raise InvalidRequest(f"VM {vm.name} has no NIC with MAC {shown}")
         address = _first_ipv4(chosen, cidr)
         if address is None:
             within = f" in {cidr}" if cidr else ""
@@ -302,7 +303,7 @@ def _ipv4_network(cidr: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(cidr.strip(), strict=False)
     except ValueError:
-        raise InvalidRequest(f"vmNetworkCidr {cidr!r} is not an IPv4 network "
+        raise InvalidRequest(f"vmNetworkCidr {cidr[:60]!r} is not an IPv4 network "
                              "(a.b.c.d/prefix)") from None
 
 

@@ -244,7 +244,7 @@ class VmConfigHandlers:
         """
         op = (asked.op or "").strip().lower()
         if op not in ("add", "delete"):
-            raise InvalidRequest(f"op {asked.op!r} is neither 'add' nor 'delete'")
+            raise InvalidRequest(f"op {(asked.op or '')[:40]!r} is neither 'add' nor 'delete'")
         dhcp = asked.type is PvlanSetupType.DHCP
         field, mac = ("dhcpMac", asked.dhcp_mac) if dhcp else ("vmMac", asked.vm_mac)
         if asked.type is None or not mac:
@@ -324,15 +324,15 @@ def _setup_vlan(asked: PvlanSetupCommand, dhcp: bool) -> nics.PrivateVlan:
     server, else isolated or community by ``pvlanType``."""
     kind = (asked.pvlan_type or "").strip().upper()
     if kind == "P":
-        raise InvalidRequest(f"pvlanType P: the network pvlan://{asked.primary}-p"
-                             f"{asked.isolated} is a promiscuous private VLAN network, which "
-                             "names no secondary VLAN; a Hyper-V promiscuous port needs the "
-                             "secondary VLANs it reaches, so only isolated (I) and community "
-                             "(C) private VLAN networks are served")
+        network = f"pvlan://{(asked.primary or '')[:12]}-p{(asked.isolated or '')[:12]}"
+        raise InvalidRequest(f"pvlanType P: the network {network} is a promiscuous private "
+                             "VLAN network, which names no secondary VLAN; a Hyper-V "
+                             "promiscuous port needs the secondary VLANs it reaches, so only "
+                             "isolated (I) and community (C) private VLAN networks are served")
     mode = {"I": PvlanMode.ISOLATED, "C": PvlanMode.COMMUNITY}.get(kind)
     if mode is None:
-        raise InvalidRequest(f"pvlanType {asked.pvlan_type!r} is not I (isolated), C "
-                             "(community) or P (promiscuous)")
+        raise InvalidRequest(f"pvlanType {(asked.pvlan_type or '')[:40]!r} is not I "
+                             "(isolated), C (community) or P (promiscuous)")
     return start_plan.private_vlan(PvlanMode.PROMISCUOUS if dhcp else mode,
                                    asked.primary or "", asked.isolated or "", "the command")
 
