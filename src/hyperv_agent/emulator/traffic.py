@@ -128,11 +128,7 @@ def _guard(state: PortState, packet: Packet) -> Verdict | None:
 
 def port_state(host: EmulatedHost, vm_name: str, mac: str) -> PortState:
     """Read the adapter ``mac`` of ``vm_name``, its port and the port's features."""
-    txn = host.store.transaction()
-    vm = _vm(host, txn, vm_name)
-    guid = str(vm["Name"])
-    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
-    port = _port(txn, guid, nic, vm_name)
+    txn, vm, nic, port = _adapter_and_port(host, vm_name, mac)
     features = list(model.feature_records(txn, port))
     security = next((r for r in features if r.class_def.name == SECURITY), None)
     defaults = host.new_record(SECURITY) if security is None else security
@@ -182,11 +178,7 @@ def reaches(host: EmulatedHost, source: tuple[str, str], target: tuple[str, str]
 
 def switch_port(host: EmulatedHost, vm_name: str, mac: str) -> SwitchPort:
     """Read the adapter ``mac`` of ``vm_name``, its port and the port's VLAN setting."""
-    txn = host.store.transaction()
-    vm = _vm(host, txn, vm_name)
-    guid = str(vm["Name"])
-    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
-    port = _port(txn, guid, nic, vm_name)
+    txn, vm, nic, port = _adapter_and_port(host, vm_name, mac)
     hosts = port["HostResource"]
     switch = (ObjectPath.parse(str(hosts[0])) if isinstance(hosts, tuple) and hosts
               and port["EnabledState"] != EnabledState.DISABLED else None)
@@ -262,6 +254,17 @@ def adapter_counter_name(vm: Record, nic: Record) -> str:
 def normal_mac(mac: str) -> str:
     """``02:00:4c:5f:00:08``, ``02-00-…`` and ``02004C5F0008`` as Hyper-V stores them."""
     return mac.replace(":", "").replace("-", "").upper()
+
+
+def _adapter_and_port(host: EmulatedHost, vm_name: str, mac: str
+                      ) -> tuple[Transaction, Record, Record, Record]:
+    """A transaction, and in it the VM ``vm_name``, its adapter ``mac`` (any spelling)
+    and that adapter's port; LookupError when one is not there."""
+    txn = host.store.transaction()
+    vm = _vm(host, txn, vm_name)
+    guid = str(vm["Name"])
+    nic = _adapter(txn, guid, normal_mac(mac), vm_name)
+    return txn, vm, nic, _port(txn, guid, nic, vm_name)
 
 
 def _vm(host: EmulatedHost, txn: Transaction, vm_name: str) -> Record:
