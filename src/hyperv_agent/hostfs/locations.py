@@ -139,7 +139,8 @@ def quoted(text: str, limit: int = 80) -> str:
 def parse_cifs_url(url: str) -> ShareLocation:
     """Parse ``cifs://server/share/dir?user=u&password=p&domain=d`` (or ``smb://``).
 
-    Percent-escapes are decoded in the path and in the query values (``+`` stays ``+``).
+    Percent-escapes are decoded in the path; the query values are decoded as form fields
+    (``+`` a space, ``%2B`` a ``+``: ``_query_values``).
     ``domain`` defaults to the server (a local account there). Raises BadStorageUrl for
     anything malformed or unsafe; the message never contains the password.
     """
