@@ -221,7 +221,10 @@ def _query_values(query: str) -> dict[str, str]:
     Decoded as form fields, ``+`` a space: the management server writes an SMB pool's
     password with Java's ``URLEncoder`` (a space as ``+``, a ``+`` as ``%2B``) and sends it
     so, and the secondary storage VM reads a cifs image store's query the same way
-    (``URLEncodedUtils``)."""
+    (``URLEncodedUtils``). The MS writes ``user`` and ``domain`` as given, not encoded,
+    but neither can hold a ``+`` (Active Directory refuses it in account names, and DNS
+    and NetBIOS in domain names), so one there can only be a space written as a form
+    writes it."""
     values: dict[str, str] = {}
     for item in query.split("&"):
         raw_key, _, raw_value = item.partition("=")
