@@ -407,10 +407,13 @@ class CopyHandler(FileHandlers):
         so a pool with room for it but not for both would first take the copy, then be
         refused the fixed disk. The sizes are the file's and the virtual size its header
         gives; a header that cannot be read bounds nothing more here (the download's
-        check refuses such a disk). 1 stat, the header's reads and 1 usage call."""
+        check refuses such a disk). For a fixed copy, 1 stat, the header's reads and 1
+        usage call; nothing for a dynamic one."""
+        if not fixed:
+            return  # a dynamic copy: no second file of the volume's whole size
         found = await self.files.stat(source)
         disk = await images.content_shape(self.files, source)
-        if not fixed or found is None or disk is None or disk.fixed:
+        if found is None or disk is None or disk.fixed:
             return  # no conversion to a fixed disk: the copy alone, bounded as it streams
         await require_room(
             self.files, target, found.size + disk.virtual_bytes,
