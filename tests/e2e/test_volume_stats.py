@@ -18,7 +18,7 @@ import pytest
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
-from hyperv_agent.handlers import volumes
+from hyperv_agent.handlers import datapaths, volumes
 from hyperv_agent.hostfs import images
 from tests.e2e.conftest import STARTUP_REQUEST, Running
 from tests.e2e.test_template_clones import (
@@ -178,6 +178,40 @@ async def test_volumes_are_measured_a_few_at_a_time(
     assert answer["result"] is True, answer
     assert sorted(answer["volumeStats"]) == locators
     assert most == volumes.MEASURED_AT_ONCE, most
+
+
+async def test_the_folders_locators_name_are_listed_a_few_at_a_time(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Locators in many folders of the pool: each folder is listed once, at most
+    ``LISTED_AT_ONCE`` at a time, and every volume is still found."""
+    pool_uuid = await _local_pool_uuid(agent)
+    pool = _pool(agent)
+    locators = [f"d{number:02}\\vol" for number in range(30)]
+    for number in range(30):
+        (pool / f"d{number:02}").mkdir()
+        vhd.create(pool / f"d{number:02}" / "vol.vhdx", vhd.DiskFormat.VHDX,
+                   vhd.DiskType.DYNAMIC, MIB)
+    files = agent.agent.opened.files
+    listing, most, listed = 0, 0, 0
+    list_dir = files.list_dir
+
+    async def slow_listing(folder: str) -> list[str]:
+        nonlocal listing, most, listed
+        listing += 1
+        listed += 1
+        most = max(most, listing)
+        try:
+            await asyncio.sleep(0.01)
+            return await list_dir(folder)
+        finally:
+            listing -= 1
+
+    monkeypatch.setattr(files, "list_dir", slow_listing)
+    answer = await _stats(agent, _asked(pool_uuid, "Filesystem", locators))
+    assert answer["result"] is True, answer
+    assert sorted(answer["volumeStats"]) == sorted(locators)
+    assert listed == 30 and most == datapaths.LISTED_AT_ONCE, (listed, most)
 
 
 async def test_a_pool_not_registered_here_fails_in_the_answers_own_class(

@@ -104,6 +104,10 @@ def _pool_fields(store: WrappedTO | StorageFilerTO | None, what: str) -> _PoolFi
     raise InvalidRequest(f"{what}: not on a primary data store")
 
 
+#: Folders ``DataPaths`` lists at a time for one command.
+LISTED_AT_ONCE = 8
+
+
 class DataPaths:
     """Request paths to host paths, below registered roots only (see the module notes).
 
@@ -264,11 +268,16 @@ class DataPaths:
         return files, missing
 
     async def _listings(self, folders: set[str]) -> dict[str, dict[str, str]]:
-        """The names in each folder, by their lower case; none for a folder not there."""
+        """The names in each folder, by their lower case; none for a folder not there.
+        At most ``LISTED_AT_ONCE`` folders are listed at a time (the locators of one
+        command may name many folders)."""
+        slots = asyncio.Semaphore(LISTED_AT_ONCE)
+
         async def names(folder: str) -> dict[str, str]:
-            if not await self.files.exists(folder):
-                return {}
-            return {name.lower(): name for name in await self.files.list_dir(folder)}
+            async with slots:
+                if not await self.files.exists(folder):
+                    return {}
+                return {name.lower(): name for name in await self.files.list_dir(folder)}
         found = await asyncio.gather(*(names(folder) for folder in sorted(folders)))
         return dict(zip(sorted(folders), found, strict=True))
 
