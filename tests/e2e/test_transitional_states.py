@@ -5,8 +5,8 @@ MS expects and its commands wait the change out rather than fail halfway."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+from collections.abc import Callable
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
@@ -29,6 +29,18 @@ def _slow(running: Running) -> None:
     """From now on each job of the emulated host runs ``JOB_S``."""
     host = running.emulator.host
     host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=JOB_S))
+
+
+def _frozen(running: Running) -> Callable[[float], None]:
+    """Stop the emulated host's clock (a state change then lasts until it is moved on,
+    however slowly the machine runs the test); the function returned moves it on."""
+    host = running.emulator.host
+    now = [host.clock()]
+    host.clock = lambda: now[0]
+
+    def advance(seconds: float) -> None:
+        now[0] += seconds
+    return advance
 
 
 async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
@@ -101,10 +113,11 @@ async def test_check_reads_a_starting_vm_as_on_and_a_stopping_one_as_off(
     path = await define_vm(cim, "i-2-43-VM")
     check = {"vmName": "i-2-43-VM", "contextMap": {}, "wait": 0}
     _slow(running)
+    advance = _frozen(running)
     await _changing(cim, path, 2, STARTING)
     _, answer = await running.answer(CHECK, check)
     assert (answer["result"], answer["state"]) == (True, "PowerOn"), answer
-    await asyncio.sleep(JOB_S)
+    advance(JOB_S)
     await _changing(cim, path, 3, STOPPING)
     _, answer = await running.answer(CHECK, check)
     assert (answer["result"], answer["state"]) == (True, "PowerOff"), answer
@@ -125,13 +138,16 @@ async def test_state_report_leaves_a_vm_still_stopping_to_the_next_report(
     await ok(cim, await request_state(cim, path, 2))
     await running.post(REPORT, {})  # finds the service
     _slow(running)
+    advance = _frozen(running)
     await _changing(cim, path, 3, STOPPING)
     before = cim.round_trips()
     status, report = await running.post(REPORT, {})
     assert status == 200 and report == [{"i-2-44-VM": "PowerOff"}]
     assert (cim.round_trips() - before)["invoke:DestroySystem"] == 0
     assert "i-2-44-VM" in await _names(cim)
-    await asyncio.sleep(JOB_S)
+    advance(JOB_S)
+    host = cim.host  # the removal's own job ends at once, the clock standing still
+    host.config = dataclasses.replace(host.config, latency=LatencyModel())
     status, report = await running.post(REPORT, {})
     assert status == 200 and report == []
     assert "i-2-44-VM" not in await _names(cim)
