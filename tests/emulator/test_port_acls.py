@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import pytest
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
-from tests.emulator.kit import failure, ok
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from tests.emulator.kit import failure, ok, request_state
 from tests.emulator.portkit import (
     ACL,
     acl,
@@ -182,3 +186,45 @@ async def test_remove_takes_acls_off_the_port_and_refuses_a_missing_one(
     result = await remove_features(emulator, paths[:1])
     assert result.return_value == 32773
     assert [a.path for a in await port_features(emulator, nic.port)] == [paths[2]]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("requested", [2, 3], ids=["starting", "stopping"])
+async def test_port_of_a_vm_changing_state_takes_no_feature_change_until_it_is_done(
+    make_config: Callable[..., EmulatorConfig], requested: int,
+) -> None:
+    # As its devices: while Hyper-V starts or stops the VM (its RequestStateChange job
+    # runs), no feature of its ports is added, changed or removed (32775); once the change
+    # is done they are.
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        nic = await vm_with_nic(cim, running=requested == 3)
+        added = await ok(cim, await add_features(cim, nic.port, [
+            await acl(cim, Direction=1, Action=2, Weight=1)]))
+        (path,) = added.paths("ResultingFeatureSettings")
+        present = await cim.get(path)
+        cim.host.config = dataclasses.replace(cim.host.config, latency=LatencyModel(job_s=2.0))
+        assert (await request_state(cim, nic.vm, requested)).return_value == 4096
+        refused = [
+            await add_features(cim, nic.port, [await acl(cim, Direction=1, Action=1, Weight=2)]),
+            await modify_features(cim, [present.updated(Weight=3)]),
+            await remove_features(cim, [path]),
+        ]
+        clock.now += 2.0  # the change, and the refused calls' jobs, are done
+        assert [await failure(cim, result) for result in refused] == [32775] * 3
+        assert [(a.path, a["Weight"]) for a in await port_features(cim, nic.port)] == [
+            (path, 1)]
+        result = await modify_features(cim, [present.updated(Weight=3)])
+        clock.now += 2.0
+        await ok(cim, result)
+        assert (await cim.get(path))["Weight"] == 3
+    finally:
+        await cim.close()

@@ -3,7 +3,10 @@
 Features hang under a port (EPASD): their InstanceID starts with the port's. A port takes
 at most one VLAN, one bandwidth and one security setting; extended-ACL weights are unique
 per port and direction, and their text must parse as Hyper-V's does (portacl.py). Values are
-checked with the class defaults filled in, as the stored instance will carry them.
+checked with the class defaults filled in, as the stored instance will carry them. A port
+of a VM whose state is changing (Starting, Stopping, Saving, ...) takes no feature added,
+changed or removed until the change is done (``_check_port_vm``: 32775, the emulator's
+choice, as for the VM's devices).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
 from hyperv_agent.emulator import codes, model, portacl
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import ReturnCode
+from hyperv_agent.emulator.services import resources
 from hyperv_agent.emulator.store import Record
 
 VSMS = "Msvm_VirtualSystemManagementService"
@@ -39,6 +43,7 @@ def add_feature_settings(call: Call) -> Mapping[str, OutValue]:
     if port.class_def.name != "Msvm_EthernetPortAllocationSettingData":
         raise MethodError(ReturnCode.INVALID_PARAMETER, f"{port.path} is not a switch port",
                           immediate=True)
+    _check_port_vm(call, str(port["InstanceID"]), "no switch-port feature can be added to")
     existing = list(model.feature_records(call.txn, port))
     added: list[ObjectPath] = []
     for item in call.embedded_list("FeatureSettings"):
@@ -52,6 +57,19 @@ def add_feature_settings(call: Call) -> Mapping[str, OutValue]:
         existing.append(record)
         added.append(record.path)
     return {"ResultingFeatureSettings": tuple(added)}
+
+
+def _check_port_vm(call: Call, instance_id: str, what: str) -> None:
+    """Refuse ``what`` a port (or a feature under it, by its InstanceID) of a VM whose
+    state is changing. Microsoft's pages of Add/Modify/RemoveFeatureSettings list an
+    invalid state (5) but do not say when, and no page says whether a port's features
+    change while Hyper-V starts or stops its VM; the emulator answers 32775, as it does
+    for the VM's devices and settings meanwhile (``resources.check_not_changing``). A
+    port of no VM (a switch's own) is not concerned."""
+    guid = model.guid_of_instance_id(instance_id)
+    vm = None if guid is None else call.txn.get(model.vm_path(guid))
+    if vm is not None:
+        resources.check_not_changing(call, vm, what)
 
 
 def _check_kind(item: Embedded) -> None:
@@ -168,6 +186,8 @@ def modify_feature_settings(call: Call) -> Mapping[str, OutValue]:
         if record is None:
             raise MethodError(ReturnCode.INVALID_PARAMETER, f"no feature setting {path}",
                               immediate=True)
+        _check_port_vm(call, str(record["InstanceID"]),
+                       "no switch-port feature can be changed of")
         record.values.update({k: v for k, v in item.values.items() if k != "InstanceID"})
         _check_values(record.class_def.name, record.values)
         _check_siblings(call, record)
@@ -192,5 +212,7 @@ def remove_feature_settings(call: Call) -> Mapping[str, OutValue]:
         if model.FEATURE_BASE not in record.class_def.ancestors:
             raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path} is not a port feature",
                               immediate=True)
+        _check_port_vm(call, str(record["InstanceID"]),
+                       "no switch-port feature can be removed from")
         call.txn.delete(record.path)
     return {}
