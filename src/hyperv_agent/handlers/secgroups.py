@@ -31,6 +31,12 @@ lower, and every command for that VM would be answered "success, ignored" (the M
 marks the work done) while the port keeps the old rules, until a CleanupNetworkRulesCmd
 found the VM gone, which for a running VM never happens.
 
+A VM Hyper-V is starting, stopping or saving takes no change to its ports' features until
+that is done (a SecurityGroupRulesCmd follows a StartCommand's answer at once, and the VM
+may still be starting on a slow host, or stopping when HA or the guest stops it): the port
+is read once the change is done, within the job wait (``acls.read_ports``), at no cost for
+a VM in a steady state; one still changing after that fails the answer, naming the change.
+
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
 ``PROGRAMMING_FAILED`` for anything else (the MS retries three times).
@@ -63,7 +69,7 @@ from hyperv_agent.handlers import sgrules
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.sgrules import RuleError
 from hyperv_agent.handlers.vm import VmLocks
-from hyperv_agent.hyperv import acls, nics, vms
+from hyperv_agent.hyperv import acls, jobs, nics, vms
 from hyperv_agent.hyperv.portacls import AclChange, AclSpec, PortSecurity, as_spec
 from hyperv_agent.hyperv.session import HyperV
 
@@ -91,9 +97,12 @@ class _Applied:
 class SecurityGroupHandlers:
     """The security-group commands of one host, sharing the VM lock table ``locks``."""
 
-    def __init__(self, hv: HyperV, locks: VmLocks) -> None:
+    def __init__(self, hv: HyperV, locks: VmLocks,
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
         self.hv = hv
         self.locks = locks
+        # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
+        self.job_wait = job_wait
         self._applied: dict[tuple[str, str], _Applied] = {}  # by (VM name, MAC)
         self._newest: dict[tuple[str, int], int] = {}  # seqNum by (VM name, VM id)
 
@@ -152,7 +161,8 @@ class SecurityGroupHandlers:
     async def _bring(self, vm_name: str, mac: str, wanted: acls.Wanted,
                      security: PortSecurity | None) -> acls.Applied:
         try:
-            return await acls.bring_to(self.hv, vm_name, mac, wanted, security)
+            return await acls.bring_to(self.hv, vm_name, mac, wanted, security,
+                                       self.job_wait)
         except acls.PortUnavailable as error:
             raise FirewallUnavailable(str(error)) from error
 
@@ -192,7 +202,7 @@ class SecurityGroupHandlers:
         vm_name = _required(command.vm_name, "vmName")
         async with self.locks.hold(vm_name):
             try:
-                ports = await acls.read_ports(self.hv, vm_name)
+                ports = await acls.read_ports(self.hv, vm_name, self.job_wait)
             except acls.PortUnavailable as error:
                 raise FirewallUnavailable(str(error)) from error
             changes = [(await acls.apply(self.hv, port, (), sgrules.SYSTEM_VM_SECURITY))[1]

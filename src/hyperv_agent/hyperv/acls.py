@@ -16,7 +16,11 @@ MAC, with the VM's GUID. It is used while the session knows that GUID for that n
 (``vms.known_guid``: a VM re-created by a StartCommand has a new one, a removed VM none),
 and dropped by ``forget_vm`` (a VM that left the host). A change planned from a kept port
 that Hyper-V refuses (an ACL already gone, a weight taken, a port that no longer exists)
-is planned again from a fresh read, once. ``AddFeatureSettings`` is taken to return the
+is planned again from a fresh read, once. A VM Hyper-V is starting, stopping or saving
+takes no feature change on its ports until that is done (32775): the fresh read waits the
+change out first (``power.settle``, within the caller's wait; nothing more for a VM in a
+steady state), so a kept port of such a VM costs one refused call and then the read.
+``AddFeatureSettings`` is taken to return the
 paths of ``ResultingFeatureSettings`` in the order of ``FeatureSettings`` (Microsoft does
 not say otherwise); when the counts differ, the port is not kept.
 
@@ -31,7 +35,7 @@ session):
 
 ==================  ===================================================================
 ``read_ports``      3 queries: the VM, then its adapters and ports and their features
-                    at once
+                    at once (+ P gets while Hyper-V changes the VM's state)
 ``bring_to``        known port: at most 2 calls + 2 W (remove, add), none when nothing
                     changes, +1 call + 1 W when an existing security setting differs;
                     unknown port: + the 3 queries of ``read_ports``; a remove or add
@@ -58,7 +62,7 @@ from hyperv_agent.errors import (
     HyperVError,
     InvalidRequest,
 )
-from hyperv_agent.hyperv import settings, vms
+from hyperv_agent.hyperv import jobs, power, settings, vms
 from hyperv_agent.hyperv.portacls import (
     CLASS_DEFAULT_SECURITY,
     NAME_PREFIX,
@@ -157,11 +161,15 @@ def forget_absent(hv: HyperV, present: set[str]) -> set[str]:
 # --- reading ------------------------------------------------------------------------------
 
 
-async def read_ports(hv: HyperV, vm_name: str) -> list[Port]:
+async def read_ports(hv: HyperV, vm_name: str,
+                     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> list[Port]:
     """Every adapter port of the VM ``vm_name`` with its ACLs and security setting, in
     WMI's order (adapters without a port are left out), kept by the session. No such VM:
-    PortUnavailable. Read-only; 3 queries."""
-    vm = await vms.find_vm(hv, vm_name)
+    PortUnavailable. A VM Hyper-V is starting, stopping or saving is waited for first,
+    within ``policy`` (``power.find_settled``: its ports take no feature change until
+    then); one still changing after it raises HyperVError naming the change. Read-only;
+    3 queries for a VM in a steady state."""
+    vm = await power.find_settled(hv, vm_name, policy)
     if vm is None:
         raise PortUnavailable(f"there is no VM named {vm_name!r} on this host")
     prefix = settings.device_prefix(vm.guid)
@@ -177,10 +185,12 @@ async def read_ports(hv: HyperV, vm_name: str) -> list[Port]:
     return ports
 
 
-async def read_port(hv: HyperV, vm_name: str, mac: str) -> Port:
+async def read_port(hv: HyperV, vm_name: str, mac: str,
+                    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> Port:
     """The port of the adapter ``mac`` (12 hex digits, upper case) of ``vm_name``; no
-    such VM, adapter or port: PortUnavailable. 3 queries."""
-    for port in await read_ports(hv, vm_name):
+    such VM, adapter or port: PortUnavailable. The VM's state change waited out as
+    ``read_ports`` does. 3 queries."""
+    for port in await read_ports(hv, vm_name, policy):
         if port.mac == mac:
             return port
     raise PortUnavailable(f"VM {vm_name!r} has no network adapter {mac} with a switch port")
@@ -241,12 +251,14 @@ def _security(setting: CimInstance | None) -> PortSecurity:
 
 
 async def bring_to(hv: HyperV, vm_name: str, mac: str, wanted: Wanted,
-                   security: PortSecurity | None) -> Applied:
+                   security: PortSecurity | None,
+                   policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> Applied:
     """Bring the agent's ACLs on the port of adapter ``mac`` of ``vm_name`` to
     ``wanted(port)`` and its security setting to ``security`` (None: left as it is).
 
     The port as the session knows it is used when it can be (see the module notes), else
-    it is read. No such VM, adapter or port, or no extended ACLs on this host:
+    it is read, once the VM's state change is done (``read_ports``, within ``policy``).
+    No such VM, adapter or port, or no extended ACLs on this host:
     PortUnavailable, nothing changed. More ACLs than a weight band holds: InvalidRequest
     (``portacls.TooManyAcls``), nothing changed. Safe to repeat: an unchanged port costs
     no call. On a failure of the add, the port has lost the ACLs removed before it (a
@@ -261,7 +273,7 @@ async def bring_to(hv: HyperV, vm_name: str, mac: str, wanted: Wanted,
         except AgentError as error:
             log.info("the port of %s %s was not as this session knew it (%s); reading it",
                      vm_name, mac, error)
-    port = await read_port(hv, vm_name, mac)
+    port = await read_port(hv, vm_name, mac, policy)
     return Applied(*await apply(hv, port, wanted(port), security), read=True)
 
 
