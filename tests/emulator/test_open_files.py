@@ -4,11 +4,14 @@ deleted nor replaced on the emulated host, as on Windows."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Callable
 
 import pytest
 
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.files import IN_USE, EmulatedFiles
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.api import OpenMode
@@ -84,3 +87,34 @@ async def test_a_running_vms_disk_is_not_read_and_its_parent_is_read_but_not_wri
     with await asyncio.to_thread(files.open_binary, top, "r+b") as handle:
         assert handle.read(8) == b"vhdxfile"
     await files.copy_file(top, "C:\\disks\\copy.vhdx")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_stopping_vms_disk_is_held_until_the_vm_is_off(
+        make_config: Callable[..., EmulatorConfig]) -> None:
+    # A stopping VM reads as off, but its worker closes its disks only once it is.
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        drive_c = cim.host.config.drive_root("C")
+        (drive_c / "disks").mkdir(parents=True)
+        vm = await define_vm(cim, "stopping")
+        await attach_vhdx(cim, vm, drive_c)
+        await finished(cim, await request_state(cim, vm, 2))
+        cim.host.config = dataclasses.replace(cim.host.config, latency=LatencyModel(job_s=2.0))
+        assert (await request_state(cim, vm, 3)).return_value == 4096
+        assert await state(cim, vm) == 4  # Stopping
+        files = EmulatedFiles(cim.host)
+        with pytest.raises(HostFileError, match=f"cannot delete .*: {IN_USE}"):
+            await files.remove("C:\\disks\\root.vhdx")
+        clock.now += 2.0  # off: the worker has closed it
+        assert await files.remove("C:\\disks\\root.vhdx")
+    finally:
+        await cim.close()

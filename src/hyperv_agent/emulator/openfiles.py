@@ -21,10 +21,16 @@ Windows and what Hyper-V itself must allow:
 
 The emulated host's files refuse the same (``EmulatedFiles``): a template a running VM's
 linked clone stands on is not replaced under it, and a running VM's volume is not read.
-A saved or stopped VM holds nothing open. A file on a share is refused too while a VM of
-another host of the cluster holds it (``cluster.Member.held_elsewhere``): the file server
-enforces the share modes of every client's handles, so a host replacing the config drive
-ISO of a VM that runs on another host meets the same sharing violation.
+A saved or stopped VM holds nothing open; a VM whose state is changing (Starting,
+Stopping, Saving, ...: a RequestStateChange job runs) holds its files as a running one
+does, whatever state it reads as meanwhile: a stopping VM's worker closes its disks only
+when the VM is off, a starting one's has opened them, and a saving one's writes its memory
+while the disks stay open (Microsoft does not say when the worker opens and closes them;
+the emulator's reading, as for the resize of such a VM's disk). A file on a share is
+refused too while a VM of another host of the cluster holds it
+(``cluster.Member.held_elsewhere``): the file server enforces the share modes of every
+client's handles, so a host replacing the config drive ISO of a VM that runs on another
+host meets the same sharing violation.
 """
 
 from __future__ import annotations
@@ -53,7 +59,8 @@ class Hold:
 
 
 def held_by(host: EmulatedHost, path: str) -> Hold | None:
-    """How a VM holds the file ``path`` open, or None: a running or paused VM with it in
+    """How a VM holds the file ``path`` open, or None: a running or paused VM (or one
+    whose state is changing) with it in
     a drive, or with a disk whose parents include it (both looked up by file in the host's
     indexes: no file is read). A writable hold comes first when there are several."""
     txn = host.store.transaction()
@@ -89,6 +96,6 @@ def parent_chain(host: EmulatedHost, parent: str | None) -> tuple[str, ...]:
 def _running_owner(host: EmulatedHost, medium: Record) -> str | None:
     guid = model.guid_of(medium)
     vm = host.store.get(model.vm_path(guid)) if guid else None
-    if vm is None or not model.is_running(vm):
+    if vm is None or not (model.is_running(vm) or model.transition(host, vm) is not None):
         return None
     return str(vm["ElementName"])
