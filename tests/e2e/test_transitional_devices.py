@@ -36,14 +36,19 @@ from tests.e2e.test_vm_config_commands import (
     _vm,
 )
 from tests.e2e.test_volume_commands import (
+    ANSWER,
+    DELETE,
+    DESTROY,
     GIB,
     RESIZE,
     RESIZE_ANSWER,
     VOLUME_UUID,
+    _destroy,
     _disk,
     _pool,
     _resize,
     _vm_with,
+    _volume,
 )
 from tests.emulator.kit import devices, ok, request_state
 
@@ -140,6 +145,59 @@ async def test_resize_of_a_disk_in_a_vm_still_stopping_grows_it_once_the_vm_is_o
     key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
     assert (key, answer["result"], answer["newSize"]) == (RESIZE_ANSWER, True, 2 * GIB), answer
     assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
+
+
+async def test_delete_of_a_disk_in_a_vm_still_stopping_deletes_it_once_the_vm_is_off(
+    agent: Running,
+) -> None:
+    """A stopping VM reads as off, but its worker holds its disks until it is: the
+    delete waits the stop out, then deletes the file, instead of meeting Windows' sharing
+    violation (or, on a host that let it through, deleting a disk still open)."""
+    cim = agent.emulator
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    vm = await _vm_with(cim, "i-2-34-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                        running=True)
+    _slow(agent)
+    await _changing(cim, vm.path, 3, STOPPING)
+    key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID)})
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert not (pool / f"{VOLUME_UUID}.vhdx").exists()
+
+
+async def test_delete_of_a_disk_in_a_vm_still_starting_is_refused_once_it_runs(
+    agent: Running,
+) -> None:
+    """A starting VM holds its disks, and runs once the start is done: refused, naming
+    the running VM, the file kept."""
+    cim = agent.emulator
+    pool = _pool(agent)
+    _disk(pool, f"{VOLUME_UUID}.vhdx")
+    vm = await _vm_with(cim, "i-2-35-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                        running=False)
+    _slow(agent)
+    await _changing(cim, vm.path, 2, STARTING)
+    key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID)})
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert "attached to the running VM i-2-35-VM" in answer["details"], answer
+    assert (pool / f"{VOLUME_UUID}.vhdx").is_file()
+
+
+async def test_legacy_destroy_of_a_disk_in_a_vm_still_starting_detaches_it_once_it_runs(
+    agent: Running,
+) -> None:
+    """Hyper-V removes no drive while it starts the VM: the DestroyCommand's detach waits
+    the start out, then takes the disk from the running VM and deletes the file."""
+    cim = agent.emulator
+    pool = _pool(agent)
+    _disk(pool, "data.vhdx")
+    vm = await _vm_with(cim, "i-2-36-VM", "C:\\pool\\data.vhdx", scsi=True, running=False)
+    _slow(agent)
+    await _changing(cim, vm.path, 2, STARTING)
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-36-VM"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert not (pool / "data.vhdx").exists()
+    assert (await cim.get(vm.path))["EnabledState"] == 2
 
 
 def _bounded(agent_config: Callable[..., AgentConfig]) -> Any:

@@ -31,7 +31,7 @@ from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
 from hyperv_agent.hostfs.locations import same_path
 from hyperv_agent.hostfs.room import require_room
-from hyperv_agent.hyperv import disks, jobs
+from hyperv_agent.hyperv import disks, jobs, power
 from hyperv_agent.hyperv.schema import DiskType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import PowerState
@@ -105,12 +105,19 @@ class FileHandlers:
         worker process, which holds its disks open as while it runs (Windows refuses to
         read, replace or delete them, Hyper-V to merge them). A stopped VM's disk is not
         in use: the management server starts the VM again from its volumes' paths; nor
-        is a saved one's (its worker is gone). 1 query (+ 1 get when a VM has the file)."""
+        is a saved one's (its worker is gone). A VM Hyper-V is starting, stopping or saving
+        holds the file meanwhile, whatever state it reads as (a stopping VM reads as off):
+        it is waited for first, within the job wait (``power.settle``), and judged as it
+        then is; one still changing after that raises HyperVError naming the change.
+        1 query (+ 1 get when a VM has the file; + P gets while its state changes)."""
         attached = await disks.find_attachment(self.hv, path, iso=iso)
-        if attached is not None and attached.power in _HOLDING:
+        if attached is None:
+            return
+        vm = await power.settle(self.hv, attached.vm, self.job_wait)
+        if vm is not None and vm.power in _HOLDING:
             what = "the ISO" if iso else "the volume"
-            raise AgentError(f"{path} is attached to the {attached.power.value} VM "
-                             f"{attached.vm_name}; stop the VM or detach {what} first "
+            raise AgentError(f"{path} is attached to the {vm.power.value} VM "
+                             f"{vm.name}; stop the VM or detach {what} first "
                              f"({kept})")
 
     async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:

@@ -65,7 +65,6 @@ from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, drives, jobs, power
 from hyperv_agent.hyperv.schema import DiskType, ReturnCode
 from hyperv_agent.hyperv.session import HyperV
-from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES, RegisteredPool
 
 if TYPE_CHECKING:
@@ -366,6 +365,8 @@ class VolumeHandlers(FileHandlers):
         its folder names as its parent (``refuse_if_parent``): a template with linked
         clones, which the management server evicts when no volume row of its own
         records the template in the pool, although a clone made from it may be there.
+        A VM Hyper-V is starting or stopping is waited for before the detach, within the
+        job wait; one still changing after it fails the answer, naming the change.
 
         The management server also evicts unused templates from a pool with it:
         ``volume.path`` is the template's install path and ``volume.mountPoint`` the pool's
@@ -388,7 +389,11 @@ class VolumeHandlers(FileHandlers):
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
-        vm = VmRef(attached.vm_guid, attached.vm_name, attached.power)
+        # Hyper-V removes no drive of a VM it is starting, stopping or saving (32775), and
+        # a stopping VM reads as off: the change is waited out first, as Dettach does.
+        vm = await power.settle(self.hv, attached.vm, self.job_wait)
+        if vm is None:  # removed meanwhile, and its drives with it
+            return
         try:
             await drives.detach_volume(self.hv, vm, path)
         except AgentError as error:
