@@ -225,3 +225,22 @@ async def test_a_vm_still_starting_after_the_bound_fails_the_command_naming_the_
         assert (key, answer["result"]) == (answer_class, False), answer
         assert "VM i-2-52-VM is still starting on this host after 0.3 s" in answer["details"]
         assert spent["invoke:ModifyResourceSettings"] == spent["invoke:AddResourceSettings"] == 0
+
+
+@pytest.mark.parametrize(("command", "answer_class", "body"), [
+    (SCALE, SCALE_ANSWER, _scale("i-2-53-VM", 2, 1024)),
+    (PLUG, PLUG_ANSWER, _plug("i-2-53-VM")),
+], ids=["scale", "plug-nic"])
+async def test_the_wait_for_a_state_change_is_bounded_by_half_the_commands_wait(
+    running: Running, command: str, answer_class: str, body: dict[str, object],
+) -> None:
+    """A command the MS waits 2 s for does not wait the job wait (600 s) for a VM still
+    starting: it answers within its own ``wait``, naming the change, instead of after
+    the MS has given up on it."""
+    cim = running.emulator
+    vm = await _vm(running, "i-2-53-VM", generation=2, start=False)
+    _slow(running, job_s=30.0)
+    await _changing(cim, vm.path, 2, STARTING)
+    key, answer = await running.answer(command, {**body, "wait": 2})
+    assert (key, answer["result"]) == (answer_class, False), answer
+    assert "VM i-2-53-VM is still starting on this host after 1 s" in answer["details"]

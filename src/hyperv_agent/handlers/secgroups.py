@@ -34,7 +34,8 @@ found the VM gone, which for a running VM never happens.
 A VM Hyper-V is starting, stopping or saving takes no change to its ports' features until
 that is done (a SecurityGroupRulesCmd follows a StartCommand's answer at once, and the VM
 may still be starting on a slow host, or stopping when HA or the guest stops it): the port
-is read once the change is done, within the job wait (``acls.read_ports``), at no cost for
+is read once the change is done, within the job wait and half the command's ``wait``
+(``vm.settle_wait``, ``acls.read_ports``), at no cost for
 a VM in a steady state; one still changing after that fails the answer, naming the change.
 
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
@@ -68,7 +69,7 @@ from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.handlers import sgrules
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.sgrules import RuleError
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, settle_wait
 from hyperv_agent.hyperv import acls, jobs, nics, vms
 from hyperv_agent.hyperv.portacls import AclChange, AclSpec, PortSecurity, as_spec
 from hyperv_agent.hyperv.session import HyperV
@@ -146,7 +147,7 @@ class SecurityGroupHandlers:
                 return _rule_answer(command, f"seqNum {seq} is older than {newest}, "
                                              "which is applied; ignored")
             applied = await self._bring(vm_name, mac, lambda _: translation.acls,
-                                        sgrules.USER_VM_SECURITY)
+                                        sgrules.USER_VM_SECURITY, command.wait_s)
             self._applied[(vm_name, mac)] = _Applied(key, applied.port)
             self._newest[(vm_name, vm_id)] = seq
         return _rule_answer(command, "; ".join([_summary(applied.change),
@@ -159,10 +160,10 @@ class SecurityGroupHandlers:
                 and acls.known_port(self.hv, vm_name, mac) is last.port)
 
     async def _bring(self, vm_name: str, mac: str, wanted: acls.Wanted,
-                     security: PortSecurity | None) -> acls.Applied:
+                     security: PortSecurity | None, wait_s: int) -> acls.Applied:
         try:
             return await acls.bring_to(self.hv, vm_name, mac, wanted, security,
-                                       self.job_wait)
+                                       settle_wait(self.job_wait, wait_s))
         except acls.PortUnavailable as error:
             raise FirewallUnavailable(str(error)) from error
 
@@ -187,7 +188,7 @@ class SecurityGroupHandlers:
                     else sgrules.without_address(current, address))
 
         async with self.locks.hold(vm_name):
-            applied = await self._bring(vm_name, mac, wanted, None)
+            applied = await self._bring(vm_name, mac, wanted, None, command.wait_s)
         verb = "may send from" if adding else "no longer sends from"
         return Answer(result=True, details=f"{vm_name} {mac} {verb} {address}: "
                                            f"{_summary(applied.change)}")
@@ -202,7 +203,8 @@ class SecurityGroupHandlers:
         vm_name = _required(command.vm_name, "vmName")
         async with self.locks.hold(vm_name):
             try:
-                ports = await acls.read_ports(self.hv, vm_name, self.job_wait)
+                ports = await acls.read_ports(self.hv, vm_name,
+                                              settle_wait(self.job_wait, command.wait_s))
             except acls.PortUnavailable as error:
                 raise FirewallUnavailable(str(error)) from error
             changes = [(await acls.apply(self.hv, port, (), sgrules.SYSTEM_VM_SECURITY))[1]

@@ -8,6 +8,7 @@ Read-only commands take no lock.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,7 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
+from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
 from hyperv_agent.cloudstack.commands_network import PatchSystemVmCommand
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
@@ -99,6 +101,19 @@ _REBOOTED: Mapping[power.Rebooted, str] = {
 
 #: The per-VM lock table: one lock per VM name (case-insensitive, as Hyper-V matches names).
 VmLocks = NamedLocks
+
+
+def settle_wait(job_wait: jobs.WaitPolicy, wait_s: int) -> jobs.WaitPolicy:
+    """How long a command waits for Hyper-V to finish starting, stopping or saving its VM
+    before it acts (``power.settle``): the job wait, but no more than half of what the
+    management server waits for the answer (the command's ``wait``; for 0, the MS's
+    ``MS_DEFAULT_WAIT_S``), so the command's own work, and its answer, still come before
+    the MS gives up on it. The half is a choice: the work after the wait is at most a
+    few Hyper-V jobs, each within the job wait."""
+    answer_s = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
+    if job_wait.timeout_s <= answer_s / 2:
+        return job_wait
+    return dataclasses.replace(job_wait, timeout_s=answer_s / 2)
 
 
 class VmHandlers:

@@ -58,7 +58,7 @@ from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
 from hyperv_agent.handlers.locks import FileLocks
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, settle_wait
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.room import require_room
@@ -366,7 +366,8 @@ class VolumeHandlers(FileHandlers):
         clones, which the management server evicts when no volume row of its own
         records the template in the pool, although a clone made from it may be there.
         A VM Hyper-V is starting or stopping is waited for before the detach, within the
-        job wait; one still changing after it fails the answer, naming the change.
+        job wait and half the command's ``wait`` (``vm.settle_wait``); one still changing
+        after it fails the answer, naming the change.
 
         The management server also evicts unused templates from a pool with it:
         ``volume.path`` is the template's install path and ``volume.mountPoint`` the pool's
@@ -381,17 +382,19 @@ class VolumeHandlers(FileHandlers):
             checked = await self.refuse_if_parent(path)
             attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
-                await self._release(attached, path, command.vm_name)
+                await self._release(attached, path, command.vm_name,
+                                    settle_wait(self.job_wait, command.wait_s))
             await self.files.remove(path)
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
-    async def _release(self, attached: disks.Attachment, path: str, vm_name: str | None) -> None:
+    async def _release(self, attached: disks.Attachment, path: str, vm_name: str | None,
+                       wait: jobs.WaitPolicy) -> None:
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
         # Hyper-V removes no drive of a VM it is starting, stopping or saving (32775), and
         # a stopping VM reads as off: the change is waited out first, as Dettach does.
-        vm = await power.settle(self.hv, attached.vm, self.job_wait)
+        vm = await power.settle(self.hv, attached.vm, wait)
         if vm is None:  # removed meanwhile, and its drives with it
             return
         try:
