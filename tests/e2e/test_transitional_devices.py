@@ -6,19 +6,15 @@ changing after the agent's bound fails with the command's own answer, naming the
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import vhd
-from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
 from tests.e2e.conftest import Running, config_with_shares, serving
@@ -50,22 +46,8 @@ from tests.e2e.test_volume_commands import (
     _vm_with,
     _volume,
 )
+from tests.e2e.transitions_kit import STARTING, STOPPING, changing, slow
 from tests.emulator.kit import devices, ok, request_state
-
-JOB_S = 0.5  # how long each state change runs on the emulated host
-STARTING, STOPPING = 10, 4
-
-
-def _slow(running: Running, job_s: float = JOB_S) -> None:
-    """From now on each job of the emulated host runs ``job_s``."""
-    host = running.emulator.host
-    host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=job_s))
-
-
-async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
-    """Ask for ``requested`` without waiting for its job: the VM shows ``shown``."""
-    assert (await request_state(cim, path, requested)).return_value == 4096
-    assert (await cim.get(path))["EnabledState"] == shown
 
 
 @pytest.fixture
@@ -87,8 +69,8 @@ async def test_attach_to_a_vm_still_starting_or_stopping_waits_then_attaches(
     if requested == 2:
         await ok(cim, await request_state(cim, vm, 3))
     _volume_file(agent, "vol-50")
-    _slow(agent)
-    await _changing(cim, vm, requested, shown)
+    slow(agent)
+    await changing(cim, vm, requested, shown)
     key, answer = await agent.answer(names.ATTACH_COMMAND,
                                      {"vmName": "i-2-50-VM", "disk": _data_disk("vol-50", 2)})
     assert (key, answer["result"]) == (names.ATTACH_ANSWER, True), answer
@@ -105,8 +87,8 @@ async def test_scale_of_a_vm_still_stopping_waits_until_it_is_off_then_resizes_i
     cim = running.emulator
     vm = await _router(running, nic_count=1)
     await ok(cim, await request_state(cim, vm.path, 2))
-    _slow(running)
-    await _changing(cim, vm.path, 3, STOPPING)
+    slow(running)
+    await changing(cim, vm.path, 3, STOPPING)
     key, answer = await running.answer(SCALE, _scale(ROUTER, 4, 2048))
     assert (key, answer["result"]) == (SCALE_ANSWER, True), answer
     (processor,) = await devices(cim, vm.path, "Msvm_ProcessorSettingData")
@@ -120,8 +102,8 @@ async def test_plug_nic_of_a_generation_2_vm_still_starting_adds_it_once_the_vm_
     before Hyper-V is done starting it: the plug waits, then adds the NIC."""
     cim = running.emulator
     vm = await _vm(running, "i-2-51-VM", generation=2, start=False)
-    _slow(running)
-    await _changing(cim, vm.path, 2, STARTING)
+    slow(running)
+    await changing(cim, vm.path, 2, STARTING)
     key, answer = await running.answer(PLUG, _plug("i-2-51-VM"))
     assert (key, answer["result"]) == (PLUG_ANSWER, True), answer
     assert answer["details"] == "NIC 02004A8E0021 added to VM i-2-51-VM"
@@ -140,8 +122,8 @@ async def test_resize_of_a_disk_in_a_vm_still_stopping_grows_it_once_the_vm_is_o
     _disk(pool, f"{VOLUME_UUID}.vhdx")
     vm = await _vm_with(cim, "i-2-31-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=False,
                         running=True)
-    _slow(agent)
-    await _changing(cim, vm.path, 3, STOPPING)
+    slow(agent)
+    await changing(cim, vm.path, 3, STOPPING)
     key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
     assert (key, answer["result"], answer["newSize"]) == (RESIZE_ANSWER, True, 2 * GIB), answer
     assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
@@ -158,8 +140,8 @@ async def test_delete_of_a_disk_in_a_vm_still_stopping_deletes_it_once_the_vm_is
     _disk(pool, f"{VOLUME_UUID}.vhdx")
     vm = await _vm_with(cim, "i-2-34-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
                         running=True)
-    _slow(agent)
-    await _changing(cim, vm.path, 3, STOPPING)
+    slow(agent)
+    await changing(cim, vm.path, 3, STOPPING)
     key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID)})
     assert (key, answer["result"]) == (ANSWER, True), answer
     assert not (pool / f"{VOLUME_UUID}.vhdx").exists()
@@ -175,8 +157,8 @@ async def test_delete_of_a_disk_in_a_vm_still_starting_is_refused_once_it_runs(
     _disk(pool, f"{VOLUME_UUID}.vhdx")
     vm = await _vm_with(cim, "i-2-35-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
                         running=False)
-    _slow(agent)
-    await _changing(cim, vm.path, 2, STARTING)
+    slow(agent)
+    await changing(cim, vm.path, 2, STARTING)
     key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID)})
     assert (key, answer["result"]) == (ANSWER, False), answer
     assert "attached to the running VM i-2-35-VM" in answer["details"], answer
@@ -192,8 +174,8 @@ async def test_legacy_destroy_of_a_disk_in_a_vm_still_starting_detaches_it_once_
     pool = _pool(agent)
     _disk(pool, "data.vhdx")
     vm = await _vm_with(cim, "i-2-36-VM", "C:\\pool\\data.vhdx", scsi=True, running=False)
-    _slow(agent)
-    await _changing(cim, vm.path, 2, STARTING)
+    slow(agent)
+    await changing(cim, vm.path, 2, STARTING)
     key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-36-VM"))
     assert (key, answer["result"]) == (ANSWER, True), answer
     assert not (pool / "data.vhdx").exists()
@@ -217,8 +199,8 @@ async def test_a_vm_still_starting_after_the_bound_fails_the_command_naming_the_
     async with _bounded(agent_config) as running:
         cim = running.emulator
         vm = await _vm(running, "i-2-52-VM", generation=2, start=False)
-        _slow(running, job_s=5.0)
-        await _changing(cim, vm.path, 2, STARTING)
+        slow(running, job_s=5.0)
+        await changing(cim, vm.path, 2, STARTING)
         before = cim.round_trips()
         key, answer = await running.answer(command, body)
         spent = cim.round_trips() - before
@@ -239,8 +221,8 @@ async def test_the_wait_for_a_state_change_is_bounded_by_half_the_commands_wait(
     the MS has given up on it."""
     cim = running.emulator
     vm = await _vm(running, "i-2-53-VM", generation=2, start=False)
-    _slow(running, job_s=30.0)
-    await _changing(cim, vm.path, 2, STARTING)
+    slow(running, job_s=30.0)
+    await changing(cim, vm.path, 2, STARTING)
     key, answer = await running.answer(command, {**body, "wait": 2})
     assert (key, answer["result"]) == (answer_class, False), answer
     assert "VM i-2-53-VM is still starting on this host after 1 s" in answer["details"]

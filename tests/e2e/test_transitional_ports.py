@@ -7,36 +7,18 @@ own answer, naming the change, with no feature call made."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
-from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import Running, serving
 from tests.e2e.sgkit import MAC, VM_NAME, acls_of, https_to, reaches, rules_body, send, ssh
+from tests.e2e.transitions_kit import STARTING, STOPPING, changing, slow
 from tests.emulator.kit import ok, request_state
 from tests.emulator.portkit import acl, add_features, vm_with_nic
-
-JOB_S = 0.5  # how long each state change runs on the emulated host
-STARTING, STOPPING = 10, 4
-
-
-def _slow(running: Running, job_s: float = JOB_S) -> None:
-    """From now on each job of the emulated host runs ``job_s``."""
-    host = running.emulator.host
-    host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=job_s))
-
-
-async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
-    """Ask for ``requested`` without waiting for its job: the VM shows ``shown``."""
-    assert (await request_state(cim, path, requested)).return_value == 4096
-    assert (await cim.get(path))["EnabledState"] == shown
 
 
 async def test_rules_for_a_vm_still_starting_are_applied_once_it_runs(running: Running) -> None:
@@ -45,8 +27,8 @@ async def test_rules_for_a_vm_still_starting_are_applied_once_it_runs(running: R
     applied once the start is done instead of failing (and being retried by the MS)."""
     cim = running.emulator
     nic = await vm_with_nic(cim, VM_NAME, MAC, running=False)
-    _slow(running)
-    await _changing(cim, nic.vm, 2, STARTING)
+    slow(running)
+    await changing(cim, nic.vm, 2, STARTING)
     answer = await send(running, rules_body(seq=1))
     assert answer["result"] is True, answer
     assert reaches(running, ssh("192.168.1.10"))
@@ -66,8 +48,8 @@ async def test_secondary_ip_of_a_vm_still_starting_is_let_through_once_it_runs(
     async with serving(config) as running:  # restarted; the VM and its port are kept
         cim = running.emulator
         await ok(cim, await request_state(cim, nic.vm, 3))
-        _slow(running)
-        await _changing(cim, nic.vm, 2, STARTING)
+        slow(running)
+        await changing(cim, nic.vm, 2, STARTING)
         added = ms422_json("51_NetworkRulesVmSecondaryIpCommand.json")  # -A 10.1.1.81
         key, answer = await running.answer(names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND, added)
         assert (key, answer["result"]) == (names.ANSWER, True), answer
@@ -81,8 +63,8 @@ async def test_system_vm_still_stopping_is_opened_once_it_is_off(running: Runnin
     nic = await vm_with_nic(cim, "v-3-VM", MAC)
     await ok(cim, await add_features(cim, nic.port, [await acl(
         cim, Name="cloudstack-sg/deny", Direction=1, Action=2, Weight=1)]))
-    _slow(running)
-    await _changing(cim, nic.vm, 3, STOPPING)
+    slow(running)
+    await changing(cim, nic.vm, 3, STOPPING)
     body = ms422_json("52_NetworkRulesSystemVmCommand.json")
     key, answer = await running.answer(names.NETWORK_RULES_SYSTEM_VM_COMMAND, body)
     assert (key, answer["result"]) == (names.ANSWER, True), answer
@@ -96,8 +78,8 @@ async def test_rules_for_a_vm_still_starting_after_the_bound_fail_naming_the_cha
     async with serving(agent_config(), VmSettings(job_wait=wait)) as running:
         cim = running.emulator
         nic = await vm_with_nic(cim, VM_NAME, MAC, running=False)
-        _slow(running, job_s=5.0)
-        await _changing(cim, nic.vm, 2, STARTING)
+        slow(running, job_s=5.0)
+        await changing(cim, nic.vm, 2, STARTING)
         before = cim.round_trips()
         answer = await send(running, rules_body(seq=1))
         spent = cim.round_trips() - before

@@ -6,13 +6,12 @@ MS expects and its commands wait the change out rather than fail halfway."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import LatencyModel
 from tests.e2e.conftest import Running
+from tests.e2e.transitions_kit import JOB_S, STARTING, STOPPING, changing, frozen, slow
 from tests.emulator.kit import define_vm, ok, request_state, service
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -21,34 +20,6 @@ REBOOT = "com.cloud.agent.api.RebootCommand"
 REBOOT_ANSWER = "com.cloud.agent.api.RebootAnswer"
 CHECK = "com.cloud.agent.api.CheckVirtualMachineCommand"
 REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
-JOB_S = 0.5  # how long each state change runs on the emulated host
-STARTING, STOPPING = 10, 4
-
-
-def _slow(running: Running) -> None:
-    """From now on each job of the emulated host runs ``JOB_S``."""
-    host = running.emulator.host
-    host.config = dataclasses.replace(host.config, latency=LatencyModel(job_s=JOB_S))
-
-
-def _frozen(running: Running) -> Callable[[float], None]:
-    """Stop the emulated host's clock (a state change then lasts until it is moved on,
-    however slowly the machine runs the test); the function returned moves it on."""
-    host = running.emulator.host
-    now = [host.clock()]
-    host.clock = lambda: now[0]
-
-    def advance(seconds: float) -> None:
-        now[0] += seconds
-    return advance
-
-
-async def _changing(cim: EmulatorCim, path: ObjectPath, requested: int, shown: int) -> None:
-    """Ask for ``requested`` without waiting for its job: the VM shows ``shown``."""
-    assert (await request_state(cim, path, requested)).return_value == 4096
-    assert (await cim.get(path))["EnabledState"] == shown
-
-
 async def _names(cim: EmulatorCim) -> set[str]:
     found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
                                                                       "Virtual Machine")))
@@ -67,8 +38,8 @@ async def test_stop_of_a_vm_still_starting_waits_for_the_start_then_removes_it(
     is starting: the stop waits the start out, then shuts the guest down and removes it."""
     cim = running.emulator
     path = await define_vm(cim, "i-2-40-VM")
-    _slow(running)
-    await _changing(cim, path, 2, STARTING)
+    slow(running)
+    await changing(cim, path, 2, STARTING)
     key, answer = await running.answer(STOP, _stop("i-2-40-VM"))
     assert (key, answer["result"]) == (STOP_ANSWER, True), answer
     assert "i-2-40-VM" not in await _names(cim)
@@ -82,8 +53,8 @@ async def test_stop_with_check_before_cleanup_of_a_vm_still_stopping_removes_it_
     cim = running.emulator
     path = await define_vm(cim, "i-2-41-VM")
     await ok(cim, await request_state(cim, path, 2))
-    _slow(running)
-    await _changing(cim, path, 3, STOPPING)
+    slow(running)
+    await changing(cim, path, 3, STOPPING)
     key, answer = await running.answer(STOP, _stop("i-2-41-VM", checkBeforeCleanup=True))
     assert (key, answer["result"]) == (STOP_ANSWER, True), answer
     assert "i-2-41-VM" not in await _names(cim)
@@ -97,8 +68,8 @@ async def test_reboot_of_a_vm_still_starting_waits_for_it_then_asks_the_guest(
     does not run."""
     cim = running.emulator
     path = await define_vm(cim, "i-2-42-VM")
-    _slow(running)
-    await _changing(cim, path, 2, STARTING)
+    slow(running)
+    await changing(cim, path, 2, STARTING)
     key, answer = await running.answer(REBOOT, {"vmName": "i-2-42-VM", "contextMap": {},
                                                 "wait": 0})
     assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
@@ -112,13 +83,13 @@ async def test_check_reads_a_starting_vm_as_on_and_a_stopping_one_as_off(
     cim = running.emulator
     path = await define_vm(cim, "i-2-43-VM")
     check = {"vmName": "i-2-43-VM", "contextMap": {}, "wait": 0}
-    _slow(running)
-    advance = _frozen(running)
-    await _changing(cim, path, 2, STARTING)
+    slow(running)
+    advance = frozen(running)
+    await changing(cim, path, 2, STARTING)
     _, answer = await running.answer(CHECK, check)
     assert (answer["result"], answer["state"]) == (True, "PowerOn"), answer
     advance(JOB_S)
-    await _changing(cim, path, 3, STOPPING)
+    await changing(cim, path, 3, STOPPING)
     _, answer = await running.answer(CHECK, check)
     assert (answer["result"], answer["state"]) == (True, "PowerOff"), answer
 
@@ -137,9 +108,9 @@ async def test_state_report_leaves_a_vm_still_stopping_to_the_next_report(
     assert path is not None
     await ok(cim, await request_state(cim, path, 2))
     await running.post(REPORT, {})  # finds the service
-    _slow(running)
-    advance = _frozen(running)
-    await _changing(cim, path, 3, STOPPING)
+    slow(running)
+    advance = frozen(running)
+    await changing(cim, path, 3, STOPPING)
     before = cim.round_trips()
     status, report = await running.post(REPORT, {})
     assert status == 200 and report == [{"i-2-44-VM": "PowerOff"}]
