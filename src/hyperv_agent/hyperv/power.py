@@ -41,7 +41,7 @@ from enum import Enum
 from typing import TypeVar
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import InValue, ObjectPath
+from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.errors import AgentError, CimInvalidMethod, CimNotFound, HyperVError
 from hyperv_agent.hyperv import host, jobs, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class, RequestedState, ReturnCode
@@ -198,18 +198,33 @@ async def wait_until_off(
     is returned when it is still not off at ``policy.timeout_s``. A missing VM counts
     as off. Safe to repeat. One get per poll, the interval growing as the policy says.
     """
+    reached, _ = await _poll_state(
+        hv, vm_guid, policy, clock,
+        lambda state: vms.power_state(state) is PowerState.STOPPED and not vms.is_stopping(state))
+    return reached
+
+
+async def _poll_state(
+    hv: HyperV,
+    vm_guid: str,
+    policy: jobs.WaitPolicy,
+    clock: Callable[[], float],
+    until: Callable[[int | None], bool],
+) -> tuple[bool, CimInstance | None]:
+    """Get the VM until its EnabledState satisfies ``until`` or it is gone, at most
+    ``policy.timeout_s``: whether it did (a VM gone counts), and the VM as last read
+    (None when gone). One get per poll, the interval growing as the policy says."""
     deadline = clock() + policy.timeout_s
     interval = policy.first_poll_s
     while True:
         try:
             vm = await hv.cim.get(vms.vm_path(vm_guid))
         except CimNotFound:
-            return True
-        state = vm.integer("EnabledState")
-        if vms.power_state(state) is PowerState.STOPPED and not vms.is_stopping(state):
-            return True
+            return True, None
+        if until(vm.integer("EnabledState")):
+            return True, vm
         if clock() >= deadline:
-            return False
+            return False, vm
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
 
@@ -230,23 +245,17 @@ async def settle(
     """
     if vm.changing is None:
         return vm
-    deadline = clock() + policy.timeout_s
-    interval = policy.first_poll_s
-    while True:
-        try:
-            found = await hv.cim.get(vm.path)
-        except CimNotFound:
-            return None
-        state = found.integer("EnabledState")
-        if vms.changing(state) is None:
-            return VmRef(vm.guid, vm.name, vms.power_state(state))
-        if clock() >= deadline:
-            raise HyperVError(
-                f"VM {vm.name} is still {vms.changing(state)} on this host after "
-                f"{policy.timeout_s:g} s; Hyper-V takes no other change to it until that "
-                "one is done: try again later")
-        await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
-        interval = min(interval * policy.backoff, policy.max_poll_s)
+    settled, found = await _poll_state(hv, vm.guid, policy, clock,
+                                       lambda state: vms.changing(state) is None)
+    if found is None:
+        return None
+    state = found.integer("EnabledState")
+    if not settled:
+        raise HyperVError(
+            f"VM {vm.name} is still {vms.changing(state)} on this host after "
+            f"{policy.timeout_s:g} s; Hyper-V takes no other change to it until that "
+            "one is done: try again later")
+    return VmRef(vm.guid, vm.name, vms.power_state(state))
 
 
 async def find_settled(hv: HyperV, name: str, policy: jobs.WaitPolicy) -> VmRef | None:
