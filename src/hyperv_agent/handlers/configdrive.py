@@ -94,7 +94,6 @@ class ConfigDriveHandlers(FileHandlers):
     def __init__(self, hv: HyperV, paths: DataPaths, file_locks: FileLocks,
                  aside: AsideFiles) -> None:
         super().__init__(hv, paths, file_locks, aside=aside)
-        self.asides = aside
 
     def table(self) -> Routes:
         return {names.HANDLE_CONFIG_DRIVE_ISO_COMMAND: Route(HandleConfigDriveIsoCommand,
@@ -137,18 +136,18 @@ class ConfigDriveHandlers(FileHandlers):
         await self.files.make_dirs(folder)
         await require_room(self.files, target, len(image) * (2 if holders else 1),
                            f"the {_WHAT} {target}", "nothing was written")
-        await self.asides.sweep(self.files, folder, target)  # an interrupted earlier write's
+        await self.aside_files.sweep(self.files, folder, target)  # an interrupted earlier write's
         try:
             if holders:
                 await self._replace_held(target, image, holders)
             else:
-                async with self.asides.replacing(self.files, target) as temp:
+                async with self.aside_files.replacing(self.files, target) as temp:
                     await asyncio.to_thread(self._write, temp, image)
         except HostFileError as error:
             elsewhere = "" if holders else _HELD_ELSEWHERE
             raise AgentError(f"{_WHAT} {target} was not written: {error}{elsewhere}"
                              ) from None
-        await self.asides.sweep(self.files, folder, target)  # the copy the drives held
+        await self.aside_files.sweep(self.files, folder, target)  # the copy the drives held
         log.info("config drive %s written (%d bytes)", target, len(image))
         changed = "".join(f"; the DVD drive of the running VM {held.vm_name} changed media to "
                           "it" for held in holders)
@@ -188,15 +187,15 @@ class ConfigDriveHandlers(FileHandlers):
         this config drive sweeps it, or, while a drive still names it, points that drive
         back at ``target`` first (``_holders``). On a failure the drives moved are put
         back on the files they held, the aside copy removed, and the failure raised."""
-        aside = self.asides.name_for(target) + images.ISO
+        aside = self.aside_files.name_for(target) + images.ISO
         moved: list[disks.Attachment] = []
-        with self.asides.writing(aside):
+        with self.aside_files.writing(aside):
             try:
                 await asyncio.to_thread(self._write, aside, image)
                 for held in holders:
                     await drives.change_iso(self.hv, held.medium, aside)
                     moved.append(held)
-                async with self.asides.replacing(self.files, target) as temp:
+                async with self.aside_files.replacing(self.files, target) as temp:
                     await asyncio.to_thread(self._write, temp, image)
             except Exception:
                 await self._put_back(moved)
@@ -232,7 +231,7 @@ class ConfigDriveHandlers(FileHandlers):
             removed = await self.files.remove(target)
         except HostFileError as error:
             raise AgentError(f"{_WHAT} {target} was not deleted: {error}") from None
-        await self.asides.sweep(self.files, split(target)[0], target)
+        await self.aside_files.sweep(self.files, split(target)[0], target)
         if not removed:
             return f"config drive {target} was already absent"
         log.info("config drive %s deleted", target)
