@@ -25,7 +25,6 @@ allow-list of disk and ISO formats (``hostfs.images``), never from a request's
 
 from __future__ import annotations
 
-import asyncio
 import ntpath
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ from hyperv_agent.cloudstack.objects import (
 )
 from hyperv_agent.cloudstack.storage_objects import WrappedTO
 from hyperv_agent.errors import AgentError, InvalidRequest, PathNotAllowed
+from hyperv_agent.handlers.locks import at_most
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.state import PoolRegistry
@@ -271,15 +271,12 @@ class DataPaths:
         """The names in each folder, by their lower case; none for a folder not there.
         At most ``LISTED_AT_ONCE`` folders are listed at a time (the locators of one
         command may name many folders)."""
-        slots = asyncio.Semaphore(LISTED_AT_ONCE)
-
         async def names(folder: str) -> dict[str, str]:
-            async with slots:
-                if not await self.files.exists(folder):
-                    return {}
-                return {name.lower(): name for name in await self.files.list_dir(folder)}
-        found = await asyncio.gather(*(names(folder) for folder in sorted(folders)))
-        return dict(zip(sorted(folders), found, strict=True))
+            if not await self.files.exists(folder):
+                return {}
+            return {name.lower(): name for name in await self.files.list_dir(folder)}
+        ordered = sorted(folders)
+        return dict(zip(ordered, await at_most(LISTED_AT_ONCE, names, ordered), strict=True))
 
     # --- the files TOs name -----------------------------------------------------------------
 

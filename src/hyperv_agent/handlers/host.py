@@ -36,6 +36,7 @@ from hyperv_agent.errors import AgentError, HyperVError, InvalidRequest
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming, Liveness
 from hyperv_agent.handlers.hostcheck import HostCheck
+from hyperv_agent.handlers.locks import at_most
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks, cloudstack_power
 from hyperv_agent.hostfs.api import HostFiles
@@ -221,10 +222,8 @@ class HostHandlers:
         whose removal failed."""
         if not doomed:
             return set()
-        slots = asyncio.Semaphore(REMOVALS_AT_ONCE)
-
         async def remove(vm: vms.VmInfo) -> str | None:
-            async with slots, self.locks.hold_if_free(vm.name) as free:
+            async with self.locks.hold_if_free(vm.name) as free:
                 if not free:
                     log.info("stopped VM %s left alone: a command is working on it", vm.name)
                     return None
@@ -241,7 +240,7 @@ class HostHandlers:
                 log.info("VM %s left alone: it is no longer off", vm.name)
             return None
 
-        return {guid for guid in await asyncio.gather(*map(remove, doomed)) if guid}
+        return {guid for guid in await at_most(REMOVALS_AT_ONCE, remove, doomed) if guid}
 
     # --- health ---------------------------------------------------------------------------
 

@@ -15,14 +15,18 @@ of commands hold it shared together, and a command that holds it (exclusively, a
 ``hold``) waits until none does, while those that come after it wait for it. Linked
 clones of one template are made side by side, each holding the template shared, and the
 template's eviction or replacement, holding it, waits for every clone under way.
+
+Work a command fans out over many items (volumes to measure, VMs to remove) runs a few at
+a time (``at_most``), so one command does not flood the host with calls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 
 @dataclass(eq=False)
@@ -151,3 +155,19 @@ class NamedLocks:
 
 #: The file lock table: one lock per host path (a path as ``handlers.datapaths`` resolves it).
 FileLocks = NamedLocks
+
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+async def at_most(limit: int, work: Callable[[_Item], Awaitable[_Result]],
+                  items: Iterable[_Item]) -> list[_Result]:
+    """``work`` done on each of ``items`` concurrently, no more than ``limit`` at a time;
+    the results in the items' order."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(item: _Item) -> _Result:
+        async with slots:
+            return await work(item)
+    return await asyncio.gather(*map(one, items))

@@ -13,7 +13,6 @@ differencing disk beside it names as its parent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ntpath
 import uuid
@@ -57,7 +56,7 @@ from hyperv_agent.errors import (
 from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
-from hyperv_agent.handlers.locks import FileLocks
+from hyperv_agent.handlers.locks import FileLocks, at_most
 from hyperv_agent.handlers.vm import VmLocks, settle_wait
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
@@ -129,13 +128,7 @@ class VolumeHandlers(FileHandlers):
         root = self.paths.pool_root_by_uuid(command.pool_uuid, "poolUuid")
         locators = [locator for locator in command.volume_uuids or [] if locator]
         files, left_out = await self.paths.volume_locators(root, locators, "volumeUuids")
-        slots = asyncio.Semaphore(MEASURED_AT_ONCE)
-
-        async def measure(path: str) -> tuple[int, int] | str:
-            async with slots:
-                return await self._volume_sizes(path)
-
-        measured = await asyncio.gather(*(measure(path) for path in files.values()))
+        measured = await at_most(MEASURED_AT_ONCE, self._volume_sizes, files.values())
         stats: dict[str, VolumeStatsEntry] = {}
         for locator, sizes in zip(files, measured, strict=True):
             if isinstance(sizes, str):
