@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import ntpath
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
@@ -74,7 +74,7 @@ class Attachment:
     power: PowerState
     medium: ObjectPath  # the Msvm_StorageAllocationSettingData
     drive: ObjectPath  # its parent, the disk drive
-    image: str = ""  # the file the medium names (``iso_attachments``)
+    image: str = ""  # the file the medium names, as Hyper-V gives it
     changing: str | None = None  # the change Hyper-V is making to its VM (``vms.changing``)
 
     @property
@@ -266,19 +266,13 @@ async def find_attachment(hv: HyperV, path: str, *, iso: bool = False) -> Attach
     owning VM's name and power state (one per VM holding the file until a running one).
     Media of snapshots are not VMs and are skipped.
     """
-    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.ISO if iso else Subtype.VHD),
-                       ("InstanceID", "HostResource", "Parent"))
+    key = drives.same_file_key(path)
     found: list[Attachment] = []
-    for medium in await hv.cim.query(query, NAMESPACE):
-        resources = medium.strings("HostResource")
-        if (medium.path is None or not resources
-                or drives.same_file_key(resources[0]) != drives.same_file_key(path)):
-            continue
-        owner = await _owner(hv, medium)
-        if owner is not None:
-            if owner.power is PowerState.RUNNING:
-                return owner
-            found.append(owner)
+    async for owner in _holding(hv, Subtype.ISO if iso else Subtype.VHD,
+                                lambda image: drives.same_file_key(image) == key):
+        if owner.power is PowerState.RUNNING:
+            return owner
+        found.append(owner)
     return min(found, key=lambda owner: vms.on_first(owner.power), default=None)
 
 
@@ -286,17 +280,23 @@ async def iso_attachments(hv: HyperV, wanted: Callable[[str], bool]) -> list[Att
     """Every DVD drive of the host's VMs whose ISO medium is a file ``wanted`` (given the
     medium's host path) accepts, with its VM, in WMI's order; media of snapshots are
     skipped. Read-only. 1 query, + 1 get for each medium that matches."""
-    query = wql.select(Class.SASD, wql.eq("ResourceSubType", Subtype.ISO),
+    return [owner async for owner in _holding(hv, Subtype.ISO, wanted)]
+
+
+async def _holding(hv: HyperV, subtype: str, wanted: Callable[[str], bool]
+                   ) -> AsyncIterator[Attachment]:
+    """The media of kind ``subtype`` (virtual hard disks, ISOs) whose file ``wanted``
+    accepts, each with its VM (one get as each is reached), in WMI's order; media of
+    snapshots are skipped. 1 query over every medium of the kind."""
+    query = wql.select(Class.SASD, wql.eq("ResourceSubType", subtype),
                        ("InstanceID", "HostResource", "Parent"))
-    found: list[Attachment] = []
     for medium in await hv.cim.query(query, NAMESPACE):
         resources = medium.strings("HostResource")
         if medium.path is None or not resources or not wanted(resources[0]):
             continue
         owner = await _owner(hv, medium)
         if owner is not None:
-            found.append(dataclasses.replace(owner, image=resources[0]))
-    return found
+            yield dataclasses.replace(owner, image=resources[0])
 
 
 async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:
