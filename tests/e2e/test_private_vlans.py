@@ -9,12 +9,14 @@ import copy
 from typing import Any
 
 from hyperv_agent.emulator import traffic
-from hyperv_agent.hyperv import nics
+from hyperv_agent.hyperv import nics, vms
 from hyperv_agent.hyperv.schema import PvlanMode
 from tests.e2e.conftest import Running
 from tests.e2e.test_start_command import _body
 from tests.e2e.test_vm_config_commands import MODIFY, PLUG, PLUG_ANSWER, _plug
 from tests.e2e.test_vm_config_commands import _vm as _plain_vm
+from tests.e2e.transitions_kit import STARTING, changing, slow
+from tests.emulator.kit import ok, request_state
 from tests.sessions import hv
 
 START = "com.cloud.agent.api.StartCommand"
@@ -170,3 +172,22 @@ async def test_plug_nic_and_modify_vm_nic_config_put_a_nic_on_its_private_vlan(
         "vmName": "i-2-38-VM", "vlan": "pvlan://100-q300", "macAddress": "06A2C8000019",
         "index": 0, "enable": True, "contextMap": {}, "wait": 0})
     assert answer["result"] is False and "pvlan://100-q300" in answer["details"], answer
+
+
+async def test_pvlan_setup_for_a_vm_still_starting_waits_for_the_start(
+    running: Running,
+) -> None:
+    """The MS sends the DHCP server's setup once its start is answered; on a slow host the
+    router may still be starting, and Hyper-V changes no port of it meanwhile: the setup
+    waits the start out, as the other NIC commands do, instead of failing."""
+    await _started(running, DHCP_VM, DHCP_MAC)
+    cim = running.emulator
+    vm = await vms.find_vm(hv(cim), DHCP_VM)
+    assert vm is not None
+    await ok(cim, await request_state(cim, vm.path, 3))
+    slow(running)
+    await changing(cim, vm.path, 2, STARTING)
+    key, answer = await running.answer(SETUP, _setup("DHCP"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert (await _port(running, DHCP_VM, DHCP_MAC)).private == nics.PrivateVlan(
+        PvlanMode.PROMISCUOUS, 100, (200,))

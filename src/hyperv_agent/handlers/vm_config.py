@@ -240,7 +240,9 @@ class VmConfigHandlers:
         NIC ``dhcpMac`` of the router ``dhcpName`` (or of whichever VM has it) becomes a
         promiscuous port on ``primary`` that reaches the secondary ``isolated``: the
         network's DHCP server, which its isolated VMs reach while they reach each other
-        not. ``op`` "delete" (sent when the VM or router stops) changes nothing: the
+        not. A VM Hyper-V is still starting (the MS sends the setup once the start is
+        answered) is waited for first, as by the other NIC commands. ``op`` "delete"
+        (sent when the VM or router stops) changes nothing: the
         port's setting goes with the VM, and the next start sets it again.
         A missing or malformed field, a promiscuous network ("P"), or an ``add`` for a
         MAC no VM of this host has: a failed answer saying which, nothing changed. Safe
@@ -264,7 +266,8 @@ class VmConfigHandlers:
             raise InvalidRequest(f"no VM on this host has a NIC with MAC {address}; "
                                  "nothing changed")
         async with self.locks.hold(found):
-            vm = await vms.find_vm(self.hv, found)
+            vm = await power.find_settled(self.hv, found,
+                                          settle_wait(self.job_wait, asked.wait_s))
             nic = None if vm is None else next(
                 (n for n in await nics.list_nics(self.hv, vm.guid) if n.mac == address), None)
             if nic is None:
