@@ -596,8 +596,10 @@ class _Restarting:
     its former self had; ``pulls_reset`` Pulls are reset whatever their connection."""
 
     def __init__(self, pulls_reset: int = 0) -> None:
-        self.before: set[int] = set()  # connections opened before the restart
-        self.seen: set[int] = set()
+        # connections opened before the restart, and all seen: the transports themselves,
+        # held, since the id of one closed and collected may be a new connection's
+        self.before: set[asyncio.BaseTransport] = set()
+        self.seen: set[asyncio.BaseTransport] = set()
         self.actions: list[str] = []  # what reached the host, in order
         self.resets = 0
         self.pulls_reset = pulls_reset
@@ -609,7 +611,7 @@ class _Restarting:
         data = await request.read()
         asked = soap.read_request(data, 512000)
         assert request.transport is not None
-        connection = id(request.transport)
+        connection = request.transport
         self.seen.add(connection)
         if connection in self.before or (asked.action == PULL and self.pulls_reset > 0):
             if asked.action == PULL:
