@@ -13,6 +13,7 @@ checks the same host. Two arrangements:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -136,7 +137,8 @@ def test_readme_face_lab_deploys_as_pasted(tmp_path: Path) -> None:
     # The README's lab through the WinRM face, its folder, ports and `./dev` prefix swapped
     # for a temporary folder, free ports and this interpreter: the shared configuration
     # must name drive C and the image store for both processes, or the agent writes where
-    # the emulated host never looks.
+    # the emulated host never looks. The face is made slow to start: the agent must not be
+    # asked to register before the face listens.
     text = README.read_text()
     start = text.index("\n### The emulator as a WinRM host")
     (block,) = [found for found in re.findall(r"```sh\n(.*?)```",
@@ -146,6 +148,8 @@ def test_readme_face_lab_deploys_as_pasted(tmp_path: Path) -> None:
     script = (block.replace("/srv/face-lab", str(tmp_path / "face-lab"))
               .replace(":5985", f":{free_port()}").replace("./dev agent", here)
               .replace("./dev probe", f"{here} probe"))
+    assert script.count(f"{here} emulator wsman") == 1
+    script = script.replace(f"{here} emulator wsman", f"sleep 2 && {here} emulator wsman")
     environment = {**os.environ, "PYTHONUNBUFFERED": "1",
                    "HYPERV_AGENT_LISTEN": f"127.0.0.1:{free_port()}",
                    "HYPERV_AGENT_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}
@@ -162,3 +166,5 @@ def test_readme_face_lab_deploys_as_pasted(tmp_path: Path) -> None:
     assert lab_run.returncode == 0, out + errors.read_text()
     assert "copy template" in out and "delete volume" in out, out
     assert list((tmp_path / "face-lab" / "C").rglob("*.vhdx")), "the template landed on C"
+    assert json.loads((tmp_path / "face-lab" / "face.json").read_text())["url"].endswith(
+        "/wsman")
