@@ -13,7 +13,7 @@ from hyperv_agent.hyperv import nics, vms
 from hyperv_agent.hyperv.schema import PvlanMode
 from tests.e2e.conftest import Running
 from tests.e2e.test_start_command import _body
-from tests.e2e.test_vm_config_commands import MODIFY, PLUG, PLUG_ANSWER, _plug
+from tests.e2e.test_vm_config_commands import GET, GET_ANSWER, MODIFY, PLUG, PLUG_ANSWER, _plug
 from tests.e2e.test_vm_config_commands import _vm as _plain_vm
 from tests.e2e.transitions_kit import STARTING, changing, slow
 from tests.emulator.kit import ok, request_state
@@ -191,3 +191,32 @@ async def test_pvlan_setup_for_a_vm_still_starting_waits_for_the_start(
     assert (key, answer["result"]) == (ANSWER, True), answer
     assert (await _port(running, DHCP_VM, DHCP_MAC)).private == nics.PrivateVlan(
         PvlanMode.PROMISCUOUS, 100, (200,))
+
+
+async def _vlan_ids(running: Running, name: str) -> list[str]:
+    key, answer = await running.answer(GET, {"vmName": name, "contextMap": {}, "wait": 0})
+    assert (key, answer["result"]) == (GET_ANSWER, True), answer
+    return [nic["vlanid"] for nic in answer["nics"]]
+
+
+async def test_get_vm_config_reports_a_private_vlan_nic_as_its_network_uri_value(
+    running: Running,
+) -> None:
+    """The MS finds a router's NIC in GetVmConfigAnswer by comparing ``vlanid`` with
+    BroadcastDomainType.getValue of the network's URI (getVmNics): "100-i200" for
+    pvlan://100-i200. A private VLAN port read as untagged ("-1") would be taken for a
+    spare, and the network's NIC never found; the value round-trips into
+    ModifyVmNicConfig's ``vlan``."""
+    await _started(running, "i-2-39-VM", "02:00:51:2c:00:39", "pvlan://100-c300")
+    assert await _vlan_ids(running, "i-2-39-VM") == ["100-c300"]
+    await _started(running, DHCP_VM, DHCP_MAC)
+    assert await _vlan_ids(running, DHCP_VM) == ["100-i200"]
+    key, answer = await running.answer(SETUP, _setup("DHCP"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert await _vlan_ids(running, DHCP_VM) == ["100-i200"]  # promiscuous: the DHCP server
+    _, answer = await running.answer(MODIFY, {
+        "vmName": "i-2-39-VM", "vlan": "100-c300", "macAddress": "02:00:51:2c:00:39",
+        "index": 0, "enable": True, "contextMap": {}, "wait": 0})
+    assert answer["result"] is True, answer
+    assert (await _port(running, "i-2-39-VM", "02:00:51:2c:00:39")).private == \
+        nics.PrivateVlan(PvlanMode.COMMUNITY, 100, (300,))

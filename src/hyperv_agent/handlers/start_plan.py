@@ -672,6 +672,19 @@ def pvlan_of(value: str, where: str) -> nics.PrivateVlan:
     return private_vlan(_PVLAN_MODES[kind], primary, secondary, where)
 
 
+def pvlan_value(vlan: nics.PrivateVlan) -> str:
+    """The ``pvlan://`` URI host of the network a port on ``vlan`` is on, as the MS's
+    BroadcastDomainType.getValue gives it and its Hyper-V resource compares it with a
+    GetVmConfigAnswer NIC's ``vlanid`` (getVmNics): ``<primary>-i<secondary>`` or
+    ``<primary>-c<secondary>``; ``pvlan_of``'s inverse. A promiscuous port is the DHCP
+    server of an isolated or community network, and Hyper-V keeps no record of which:
+    it reads as isolated, the kind the MS gives a private VLAN network created without
+    one (NetworkServiceImpl.getPrivateVlanPair); of several secondary VLANs (a port set
+    by hand), the first."""
+    kind = "c" if vlan.mode is PvlanMode.COMMUNITY else "i"
+    return f"{vlan.primary}-{kind}{vlan.secondaries[0] if vlan.secondaries else vlan.primary}"
+
+
 def private_vlan(mode: PvlanMode, primary: str, secondary: str,
                  where: str) -> nics.PrivateVlan:
     """The private VLAN ``mode`` on ``primary`` with the one ``secondary`` (decimal

@@ -110,7 +110,8 @@ class VmConfigHandlers:
             f"VM {name} now has {cpus} processors and {memory}"))
 
     async def get_config(self, asked: GetVmConfigCommand) -> Result:
-        """The VM's synthetic NICs in Hyper-V's order: MAC, access VLAN (-1: none), and
+        """The VM's synthetic NICs in Hyper-V's order: MAC, VLAN (the access VLAN, a
+        private VLAN's ``<primary>-i<secondary>`` or ``-c``, -1: none; ``_vlan_id``), and
         whether the port is connected.
 
         Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
@@ -123,8 +124,7 @@ class VmConfigHandlers:
                                      f"{asked.vm_name!r}")
             found = await nics.list_nics(self.hv, vm.guid)
         return GetVmConfigAnswer(result=True, vm_name=asked.vm_name, nics=[
-            NicDetails(mac_address=nic.mac, state=nic.connected,
-                       vlan_id=UNTAGGED if nic.vlan is None else str(nic.vlan))
+            NicDetails(mac_address=nic.mac, state=nic.connected, vlan_id=_vlan_id(nic))
             for nic in found])
 
     async def modify_nic(self, asked: ModifyVmNicConfigCommand) -> Result:
@@ -343,6 +343,16 @@ def _setup_vlan(asked: PvlanSetupCommand, dhcp: bool) -> nics.PrivateVlan:
                              "(isolated), C (community) or P (promiscuous)")
     return start_plan.private_vlan(PvlanMode.PROMISCUOUS if dhcp else mode,
                                    asked.primary or "", asked.isolated or "", "the command")
+
+
+def _vlan_id(nic: nics.Nic) -> str:
+    """A GetVmConfigAnswer NIC's ``vlanid``: what the MS compares with its network's
+    broadcast URI value (getVmNics: "261" for vlan://261, "100-i200" for
+    pvlan://100-i200, "-1" for untagged), so a NIC on a private VLAN port reads as its
+    network (``start_plan.pvlan_value``), not as untagged."""
+    if nic.vlan is not None:
+        return str(nic.vlan)
+    return UNTAGGED if nic.private is None else start_plan.pvlan_value(nic.private)
 
 
 def _vlan(text: str | None) -> nics.PortVlan | None:
