@@ -6,13 +6,18 @@ apart while each reaches the DHCP server (emulator/traffic.py)."""
 from __future__ import annotations
 
 import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hyperv_agent.emulator import traffic
 from hyperv_agent.hyperv import nics, vms
 from hyperv_agent.hyperv.schema import PvlanMode
-from tests.e2e.conftest import Running
+from tests.e2e.conftest import Running, serving
 from tests.e2e.test_start_command import _body
+from tests.e2e.test_start_switch_choice import _host
 from tests.e2e.test_vm_config_commands import GET, GET_ANSWER, MODIFY, PLUG, PLUG_ANSWER, _plug
 from tests.e2e.test_vm_config_commands import _vm as _plain_vm
 from tests.e2e.transitions_kit import STARTING, changing, slow
@@ -27,12 +32,14 @@ URI = "pvlan://100-i200"
 DHCP_VM, DHCP_MAC = "i-2-30-VM", "02:00:51:2c:00:30"
 
 
-def _start(running: Running, name: str, mac: str, uri: str = URI) -> dict[str, Any]:
+def _start(running: Running, name: str, mac: str, uri: str = URI,
+           label: str | None = None) -> dict[str, Any]:
     """Sample 0005's StartCommand with its one guest NIC on the shared network ``uri``, as
-    the MS's NicTO names a private VLAN network."""
+    the MS's NicTO names a private VLAN network, with the traffic label ``label``."""
     body = _body(running, name)
     nic = copy.deepcopy(body["vm"]["nics"][0])
-    nic.update(mac=mac, broadcastType="Pvlan", broadcastUri=uri, isolationUri=uri)
+    nic.update(mac=mac, broadcastType="Pvlan", broadcastUri=uri, isolationUri=uri,
+               name=label)
     body["vm"]["nics"] = [nic]
     return body
 
@@ -49,8 +56,9 @@ def _setup(kind: str, op: str = "add", **fields: object) -> dict[str, Any]:
     return body
 
 
-async def _started(running: Running, name: str, mac: str, uri: str = URI) -> None:
-    key, answer = await running.answer(START, _start(running, name, mac, uri))
+async def _started(running: Running, name: str, mac: str, uri: str = URI,
+                   label: str | None = None) -> None:
+    key, answer = await running.answer(START, _start(running, name, mac, uri, label))
     assert (key, answer["result"]) == (START_ANSWER, True), answer
 
 
@@ -220,3 +228,42 @@ async def test_get_vm_config_reports_a_private_vlan_nic_as_its_network_uri_value
     assert answer["result"] is True, answer
     assert (await _port(running, "i-2-39-VM", "02:00:51:2c:00:39")).private == \
         nics.PrivateVlan(PvlanMode.COMMUNITY, 100, (300,))
+
+
+@pytest.fixture
+async def two_switches(tmp_path: Path) -> AsyncIterator[Running]:
+    """A host with the External switch "Guest" and the Internal switch "Backup"."""
+    async with serving(_host(tmp_path, ["Guest", "Backup"], {"Backup": "Internal"})) as running:
+        yield running
+
+
+async def test_pvlan_setup_fails_when_the_nic_is_not_on_the_switch_of_the_traffic_label(
+    two_switches: Running,
+) -> None:
+    """``networkTag`` is the network's traffic label, the one StartCommand got as the
+    NIC's ``name``: the NIC's port must be on the switch it names (the External one when
+    it is absent). A private VLAN set on a port of another switch would isolate the VM on
+    a network the MS did not mean, so the setup fails naming both and changes nothing."""
+    running = two_switches
+    await _started(running, DHCP_VM, DHCP_MAC)  # no label: on "Guest", the External one
+    await _started(running, "i-2-40-VM", "02:00:51:2c:00:40", label="Backup")
+    isolated = nics.PrivateVlan(PvlanMode.ISOLATED, 100, (200,))
+    for body, says in (
+        (_setup("DHCP", networkTag="Backup"), ("'Guest'", "'Backup'", "networkTag")),
+        (_setup("DHCP", networkTag="Uplink"), ("'Uplink'", "no virtual switch", "'Backup'")),
+        (_setup("VM", networkTag=None, vmMac="02:00:51:2c:00:40"),
+         ("'Backup'", "'Guest'", "External")),
+    ):
+        key, answer = await running.answer(SETUP, {k: v for k, v in body.items()
+                                                   if v is not None})
+        assert (key, answer["result"]) == (ANSWER, False), body
+        assert all(word in answer["details"] for word in says), (says, answer["details"])
+    assert (await _port(running, DHCP_VM, DHCP_MAC)).private == isolated
+    # the label names its switch without regard to case, as StartCommand reads it
+    key, answer = await running.answer(SETUP, _setup("DHCP", networkTag="guest"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert (await _port(running, DHCP_VM, DHCP_MAC)).private == nics.PrivateVlan(
+        PvlanMode.PROMISCUOUS, 100, (200,))
+    body = _setup("VM", vmMac="02:00:51:2c:00:40", networkTag="Backup")
+    key, answer = await running.answer(SETUP, body)
+    assert (key, answer["result"]) == (ANSWER, True), answer

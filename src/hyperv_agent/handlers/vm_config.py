@@ -244,9 +244,10 @@ class VmConfigHandlers:
         answered) is waited for first, as by the other NIC commands. ``op`` "delete"
         (sent when the VM or router stops) changes nothing: the
         port's setting goes with the VM, and the next start sets it again.
-        A missing or malformed field, a promiscuous network ("P"), or an ``add`` for a
-        MAC no VM of this host has: a failed answer saying which, nothing changed. Safe
-        to repeat: a port already as asked is left alone.
+        A missing or malformed field, a promiscuous network ("P"), an ``add`` for a
+        MAC no VM of this host has, or for a NIC that is not on the vSwitch the network's
+        traffic label ``networkTag`` names (``_check_switch``): a failed answer saying
+        which, nothing changed. Safe to repeat: a port already as asked is left alone.
         """
         op = (asked.op or "").strip().lower()
         if op not in ("add", "delete"):
@@ -273,8 +274,35 @@ class VmConfigHandlers:
             if nic is None:
                 raise InvalidRequest(f"VM {found} no longer has a NIC with MAC {address}; "
                                      "nothing changed")
+            await self._check_switch(found, nic, asked.network_tag)
             await nics.set_vlan(self.hv, nic, vlan)
         return Answer(result=True, details=f"NIC {address} of VM {found} is on the {vlan}")
+
+    async def _check_switch(self, vm: str, nic: nics.Nic, tag: str | None) -> None:
+        """That the NIC's port is on the vSwitch the network's traffic label ``tag`` (a
+        PvlanSetupCommand's ``networkTag``, NetworkModel.getNetworkTag: the label StartCommand
+        got as the NIC's ``name``) names, without regard to case, or, unlabelled, the
+        host's External switch, where StartCommand put it. A private VLAN is a setting of
+        the port, not of the switch: on another switch it would isolate the NIC on a
+        network the MS did not mean. So a label naming no switch (the XenServer resource
+        fails so too) or a NIC elsewhere is InvalidRequest naming both, and the NIC is not
+        moved: a PvlanSetup changes a port's VLAN, not which network the VM is on. 1 query
+        (+``external_switch``'s without a label) + ``nics.switch_name``'s."""
+        switches, external = await hyperv_host.nic_switches(self.hv, unlabelled=not tag)
+        wanted = hyperv_host.switch_named(switches, tag) if tag else external
+        label = f"the network's traffic label (networkTag) {(tag or '')[:80]!r}"
+        if wanted is None:
+            there = ", ".join(repr(name) for name in switches) or "none"
+            raise InvalidRequest(f"{label} names no virtual switch on this host (its "
+                                 f"switches: {there}); nothing changed")
+        current = await nics.switch_name(self.hv, nic)
+        if current != wanted:
+            where = f"vSwitch {current!r}" if current else "no vSwitch"
+            meant = (f"the one {label} names" if tag else "the host's External switch, "
+                     "where the NICs of a network without a traffic label (networkTag) go")
+            raise InvalidRequest(f"NIC {nic.mac} of VM {vm} is on {where}, not on "
+                                 f"{wanted!r}, {meant}; its private VLAN would be set on "
+                                 "another network: nothing changed")
 
     async def _vm_with_mac(self, name: str | None, mac: str) -> str | None:
         """The name of the VM that has the NIC ``mac``: ``name`` when that VM has it, else

@@ -25,6 +25,7 @@ association walks. Round trips (W = job waits):
 ``find_by_mac``   2 queries (+``list_nics``'s 2 when a VM has the MAC)
 ``wire``          ``set_vlan`` then ``connect``
 ``unwire``        ``disconnect`` then ``set_vlan``
+``switch_name``   1 query (none for a port without a switch)
 ================  =====================================================================
 
 Hyper-V cannot add or remove NICs of a running
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, CimValue, ObjectPath
-from hyperv_agent.errors import HyperVError, InvalidRequest
+from hyperv_agent.errors import CimError, HyperVError, InvalidRequest
 from hyperv_agent.hyperv import acls, settings, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.schema import (
@@ -533,6 +534,22 @@ async def unwire(hv: HyperV, nic: Nic) -> None:
     ``disconnect``'s round trips, then ``set_vlan``'s."""
     await disconnect(hv, nic)
     await set_vlan(hv, nic, None)
+
+
+async def switch_name(hv: HyperV, nic: Nic) -> str | None:
+    """The ElementName of the vSwitch the NIC's port points at (connected or not); None
+    when it has no port, points at none, or at a switch since removed. Read-only; 1
+    query (none without a switch)."""
+    current = nic.port.strings("HostResource") if nic.port is not None else ()
+    if not current or not current[0]:
+        return None
+    try:
+        guid = ObjectPath.parse(current[0]).key("Name")
+    except CimError:  # not a switch's path: no switch
+        return None
+    query = wql.select(Class.SWITCH, wql.eq("Name", guid), ("Name", "ElementName"))
+    found = [s.string("ElementName") for s in await hv.cim.query(query, NAMESPACE)]
+    return next((name for name in found if name), None)
 
 
 def _require_port(nic: Nic) -> CimInstance:
