@@ -262,6 +262,40 @@ async def _neighbour_with_clock(pools: Running, tmp_path: Path, off_s: float) ->
     return share
 
 
+async def test_a_clock_far_off_the_file_servers_is_logged_once_and_again_when_it_moves(
+    pools: Running, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent measures its clock against the file server's each time it stamps: a
+    skew beyond SKEW_WARN_S makes neighbours running the C# agent misjudge this host, so
+    it is logged, once and not every stamp; again when it moves by more than the bound,
+    and once when the clocks agree again."""
+    caplog.set_level(logging.INFO, logger="hyperv_agent.handlers.heartbeat")
+
+    def said() -> list[tuple[int, str]]:
+        return [(r.levelno, r.getMessage()) for r in caplog.records
+                if "this machine's clock" in r.getMessage()]
+
+    await _neighbour_with_clock(pools, tmp_path, -150.0)  # stamps at registration
+    for _ in range(3):
+        await pools.agent.host.write_heartbeats()
+    assert len(said()) == 1, said()
+    level, line = said()[0]
+    assert level == logging.WARNING and "behind the file server's" in line, line
+    assert "calls this live host down" in line and "NTP" in line, line
+    pools.agent.host.heartbeats.clock = lambda: time.time() - 140  # moved little
+    await pools.agent.host.write_heartbeats()
+    assert len(said()) == 1, said()
+    pools.agent.host.heartbeats.clock = lambda: time.time() + 600
+    await pools.agent.host.write_heartbeats()
+    await pools.agent.host.write_heartbeats()
+    assert len(said()) == 2 and "ahead of the file server's" in said()[1][1], said()
+    pools.agent.host.heartbeats.clock = time.time
+    await pools.agent.host.write_heartbeats()
+    await pools.agent.host.write_heartbeats()
+    assert len(said()) == 3 and said()[2][0] == logging.INFO, said()
+    assert "back within" in said()[2][1]
+
+
 @pytest.mark.parametrize(("neighbour_off", "suspect_off"), [
     (0.0, -HOUR),  # the suspect's time service failed: it runs an hour behind
     (HOUR, 0.0),  # the neighbour's clock is an hour ahead

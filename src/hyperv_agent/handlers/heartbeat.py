@@ -59,6 +59,16 @@ log = logging.getLogger("hyperv_agent.handlers.heartbeat")
 #: once three stamps in a row are missing.
 DEFAULT_INTERVAL_S = 60.0
 DEFAULT_STALE_S = 180.0
+#: How far this machine's clock may be off a shared pool's file server's, measured at each
+#: stamp (the time written in it against the time the server gave the file, as
+#: ``stamp_skew`` reads it back), before the agent logs it. Its own judging of stamps takes no
+#: wall clock, but a neighbour running the C# agent (or this one where it gets no file
+#: times) reads this host's stamps with its own clock: ahead, this host looks alive after it
+#: died (to this agent, beyond interval_s, "cannot tell"); at stale_s - interval_s (120 s
+#: by default) behind, a live host looks down. 30 s, the bound ``doctor``'s clock check
+#: warns at, comes well before either, and a time service that works (within a second or
+#: so) never reaches it.
+SKEW_WARN_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,8 @@ class Heartbeats:
         # pool root -> (the server's time of this host's last stamp there, in s since the
         # epoch; this host's monotonic clock just after that stamp was written)
         self._server_times: dict[str, tuple[float, float]] = {}
+        # pool root -> this machine's clock's skew off the file server's, as last logged
+        self._skews: dict[str, float] = {}
         kept = kept_private_ip(state_dir) if state_dir is not None else None
         self.private_ip = kept or private_ip
 
@@ -161,8 +173,9 @@ class Heartbeats:
         if not self.private_ip:
             return
         path = heartbeat_path(root, self.private_ip)
+        now = self.clock()
         try:
-            await self.files.write_text(path, format_heartbeat(self.clock()))
+            await self.files.write_text(path, format_heartbeat(now))
         except AgentError as error:
             log.warning("cannot write the heartbeat in %s: %s", root, error)
             return
@@ -177,6 +190,31 @@ class Heartbeats:
             self._server_times.pop(root, None)
         else:
             self._server_times[root] = (found.modified_ns / 1e9, written)
+            self._note_skew(root, now - found.modified_ns / 1e9)
+
+    def _note_skew(self, root: str, skew: float) -> None:
+        """Log once when this machine's clock is more than ``SKEW_WARN_S`` off the file
+        server's of the pool at ``root`` (``skew`` > 0: ahead), again only when the skew
+        has since moved by more than that, and once when it is back under half of it (so
+        a skew hovering at the bound logs no line a stamp)."""
+        logged = self._skews.get(root)
+        if abs(skew) <= SKEW_WARN_S:
+            if logged is not None and abs(skew) <= SKEW_WARN_S / 2:
+                del self._skews[root]
+                log.info("heartbeat in %s: this machine's clock is back within %.0f s of "
+                         "the file server's", root, abs(skew))
+            return
+        if logged is not None and abs(skew - logged) <= SKEW_WARN_S:
+            return
+        self._skews[root] = skew
+        log.warning("heartbeat in %s: this machine's clock is %.0f s %s the file server's "
+                    "(more than %.0f s). This agent judges stamps by the server's clock, but "
+                    "a neighbour running the C# agent reads them by its own: ahead, it calls this "
+                    "host alive for a while after it has died; behind by more than %.0f s, "
+                    "it calls this live host down and HA restarts its VMs elsewhere. "
+                    "Synchronise the clocks (NTP)",
+                    root, abs(skew), "ahead of" if skew > 0 else "behind", SKEW_WARN_S,
+                    self.timing.stale_s - self.timing.interval_s)
 
     def _server_now(self, root: str) -> float | None:
         """The file server's present time in the pool at ``root``: the time it gave this
@@ -256,6 +294,17 @@ class Heartbeats:
 def heartbeat_path(root: str, ip: str) -> str:
     """``<pool root>\\hb-<ip>``; the address is checked, so it cannot leave the pool."""
     return locations.confine(root, f"hb-{ipaddress.ip_address(ip)}")
+
+
+def stamp_skew(text: str | None, modified_ns: int | None) -> float | None:
+    """How far the clock that wrote the stamp ``text`` was ahead of the file server's
+    (negative: behind), by the stamp's modification time ``modified_ns``, which the server
+    set when the stamp was written; None without either or for a malformed stamp. A stamp
+    holds whole seconds: the skew is short by up to one, plus the time the write took."""
+    beat = parse_heartbeat(text) if text is not None else None
+    if beat is None or modified_ns is None:
+        return None
+    return beat - modified_ns / 1e9
 
 
 def format_heartbeat(epoch: float) -> str:
