@@ -25,6 +25,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import AgentError, CimAccessDenied, CimError, CimInvalidClass
+from hyperv_agent.handlers import heartbeat
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.api import HostFiles
@@ -312,16 +313,59 @@ def shares_fix(username: str | None, host_name: str) -> str:
 
 
 async def clock(target: Target, _: Options) -> Check:
+    """The host's clock against this machine's, and this machine's against the file
+    server of each shared pool by the agent's last heartbeat stamp there
+    (``_stamp_skews``; the line names the pool furthest off)."""
     skew = await host.host_clock(target.hyperv) - target.clock()
     side = "ahead of" if skew >= 0 else "behind"
     detail = f"the host's clock is {abs(skew):.1f} s {side} this machine's"
     fix = "synchronise both with NTP (on the host: w32tm /resync; here: chrony or timesyncd)"
-    broken = clock_breaks(target.config, abs(skew))
+    worst, warn = abs(skew), abs(skew) > CLOCK_WARN_S
+    stamps = await _stamp_skews(target)
+    if stamps:
+        root, off = max(stamps, key=lambda found: abs(found[1]))
+        detail += (f"; by the agent's heartbeat stamp in {root}, this machine's is "
+                   f"{abs(off):.0f} s {'ahead of' if off >= 0 else 'behind'} its file "
+                   "server's")
+        worst, warn = max(worst, abs(off)), warn or abs(off) > heartbeat.SKEW_WARN_S
+        fix = ("synchronise this machine, the host and the pools' file servers with NTP "
+               "(on Windows: w32tm /resync; here: chrony or timesyncd)")
+    broken = clock_breaks(target.config, worst)
     if broken:
         return Check("clock", Status.FAIL, f"{detail}: {'; '.join(broken)}", fix)
-    if abs(skew) > CLOCK_WARN_S:
+    if warn:
         return Check("clock", Status.WARN, detail, fix)
     return Check("clock", Status.OK, detail)
+
+
+async def _stamp_skews(target: Target) -> list[tuple[str, float]]:
+    """(pool root, skew) for the agent's own heartbeat stamp in each registered shared
+    pool: how far the clock that wrote it (this machine's, where the agent runs) was
+    ahead of the file server's, which set the file's time (``heartbeat.stamp_skew``), as
+    the running agent measures it at each stamp. Read only; no stamp yet (no address
+    known, the agent not started), or one that cannot be read, is left out: the ``smb
+    pools`` line names the pools that cannot be reached."""
+    state_dir = target.config.agent.state_dir
+    ip = state.kept_private_ip(state_dir) or target.config.agent.private_ip
+    if not ip:
+        return []
+    try:
+        stored = state.stored_pools(state_dir / "pools.json")
+    except AgentError:  # the ``smb pools`` line says so
+        return []
+    found: list[tuple[str, float]] = []
+    for root in sorted({pool.root for pool in stored.values() if pool.shared},
+                       key=str.casefold):
+        path = heartbeat.heartbeat_path(root, ip)
+        try:
+            text = await target.files.read_text(path)
+            stamped = await target.files.stat(path) if text is not None else None
+        except AgentError:
+            continue
+        skew = heartbeat.stamp_skew(text, stamped.modified_ns if stamped else None)
+        if skew is not None:
+            found.append((root, skew))
+    return found
 
 
 def clock_breaks(config: AgentConfig, skew_s: float) -> list[str]:
