@@ -195,11 +195,7 @@ def _place_disk(host: EmulatedHost, offer: Offer, sasd: Record,
 
 
 def _check_shared(host: EmulatedHost, path: str) -> None:
-    try:
-        reachable = host.paths.local(path).is_file()
-    except HostPathError:
-        reachable = False
-    if not reachable:
+    if host.paths.file(path) is None:
         raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found from "
                           f"{host.name}: The system cannot find the file specified. "
                           "(0x80070002). Put it on shared storage or move it too")

@@ -42,6 +42,16 @@ class HostPaths:
             raise HostPathError(f"path leaves its drive or share: {windows_path!r}")
         return self._root(pure).joinpath(*parts)
 
+    def file(self, windows_path: str) -> Path | None:
+        """The local file behind ``windows_path`` when there is one; None when the path
+        cannot map (``local``) or names no file (absent, or a folder): the one test of
+        "is there such a file" behind every method that refuses a missing one."""
+        try:
+            local = self.local(windows_path)
+        except HostPathError:
+            return None
+        return local if local.is_file() else None
+
     def _root(self, pure: PureWindowsPath) -> Path:
         drive = pure.drive
         if drive.startswith("\\\\"):

@@ -66,7 +66,6 @@ from hyperv_agent.emulator.offer import (
     Offer,
     failure_text,
 )
-from hyperv_agent.emulator.paths import HostPathError
 from hyperv_agent.emulator.schema import CLASSES
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.errors import CimInvalidParameter
@@ -381,11 +380,8 @@ def _source_file(move: _Move, instance_id: str, records: tuple[Record, ...]) -> 
     sasd = next(r for r in records if str(r["InstanceID"]).lower() == instance_id)
     paths = sasd["HostResource"]
     path = str(paths[0]) if isinstance(paths, tuple) and paths else ""
-    try:
-        local = move.call.host.paths.local(path) if path else None
-    except HostPathError:
-        local = None
-    if local is None or not local.is_file():
+    local = move.call.host.paths.file(path)
+    if local is None:
         raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found")
     return local
 

@@ -44,7 +44,6 @@ from hyperv_agent.emulator import codes, model, processors
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, RequestedState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
-from hyperv_agent.emulator.paths import HostPathError
 from hyperv_agent.emulator.store import Record, Transaction
 
 E = EnabledState
@@ -111,11 +110,7 @@ def _check_media(call: Call, guid: str) -> None:
         if record.class_def.name != "Msvm_StorageAllocationSettingData" or not resources:
             continue
         path = str(resources[0]) if isinstance(resources, tuple) else ""
-        try:
-            exists = call.host.paths.local(path).is_file()
-        except HostPathError:
-            exists = False
-        if not exists:
+        if call.host.paths.file(path) is None:
             raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found")
 
 

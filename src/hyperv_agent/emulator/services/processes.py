@@ -16,7 +16,6 @@ from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import ProcessReturn
 from hyperv_agent.emulator.host import cim_datetime
-from hyperv_agent.emulator.paths import HostPathError
 from hyperv_agent.emulator.store import Record
 
 PROCESS = "Win32_Process"
@@ -62,11 +61,7 @@ def _program(call: Call, word: str) -> str:
     """The full path of the program ``word`` names; 9 (path not found) when the host has
     no such program."""
     if ntpath.isabs(word):
-        try:
-            found = call.host.paths.local(word).is_file()
-        except HostPathError:
-            found = False
-        if not found:
+        if call.host.paths.file(word) is None:
             raise _refused(ProcessReturn.PATH_NOT_FOUND, f"no program {word}")
         return word
     name = word if ntpath.splitext(word)[1] else f"{word}.exe"
