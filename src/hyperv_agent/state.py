@@ -570,11 +570,11 @@ def _json_of(raw: bytes, shape: type[_Shape]) -> _Shape | str:
     return f"it holds a JSON {type(data).__name__}, not a {shape.__name__}"
 
 
-def stored_pools(path: Path) -> dict[str, RegisteredPool]:
-    """The pools the registry file ``path`` holds, read only (a diagnostic's view: nothing
-    kept aside, nothing rewritten), without the local pool's mark and the roots
-    registration would refuse; empty when there is no file. AgentError naming the file
-    when it cannot be read or is not the JSON object this version writes."""
+def _read_json_as_is(path: Path) -> dict[str, Any]:
+    """The JSON object of the state file ``path``, read only (a diagnostic's view:
+    nothing kept aside, nothing rewritten, as ``_read_json`` does at a start); empty when
+    there is no file. AgentError naming the file (never its content) when it cannot be
+    read or is not the JSON object this version writes."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -584,6 +584,15 @@ def stored_pools(path: Path) -> dict[str, RegisteredPool]:
     data = _json_of(raw, dict)
     if isinstance(data, str):
         raise AgentError(f"{path} cannot be read: {data}")
+    return data
+
+
+def stored_pools(path: Path) -> dict[str, RegisteredPool]:
+    """The pools the registry file ``path`` holds, read only (a diagnostic's view: nothing
+    kept aside, nothing rewritten), without the local pool's mark and the roots
+    registration would refuse; empty when there is no file. AgentError naming the file
+    when it cannot be read or is not the JSON object this version writes."""
+    data = _read_json_as_is(path)
     return {str(key): pool for key, value in data.items()
             if (pool := _pool_of(value)) is not None and root_problem(pool.root) is None}
 
@@ -594,16 +603,7 @@ def stored_shares(state_dir: Path) -> tuple[ShareLocation, ...]:
     empty when none are kept. AgentError naming the file (never its content) when it
     cannot be read or is not the JSON object this version writes."""
     pools = stored_pools(state_dir / "pools.json")
-    path = state_dir / CREDENTIALS_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return ()
-    except OSError as error:
-        raise AgentError(f"{path} cannot be read: {error.strerror or error}") from None
-    data = _json_of(raw, dict)
-    if isinstance(data, str):
-        raise AgentError(f"{path} cannot be read: {data}")
+    data = _read_json_as_is(state_dir / CREDENTIALS_FILE)
     return tuple(share for key, value in data.items()
                  if (pool := pools.get(str(key).lower())) is not None
                  and (account := _credentials_of(value)) is not None
