@@ -14,7 +14,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.hyperv import host
 from tests.s3server import s3_server  # noqa: F401 - the loopback S3 server, per session
-from tests.samba import Samba, SambaUnavailable, start_samba
+from tests.samba import Samba, running_samba
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,28 +72,16 @@ async def sync_emulator(
 def samba(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
     """One real smbd on 127.0.0.1 for the whole run (skipped when smbd cannot run, except
     in CI, where that is a failure)."""
-    try:
-        server = start_samba(tmp_path_factory.mktemp("samba"))
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield server
-    server.stop()
+    with running_samba(tmp_path_factory.mktemp("samba")) as server:
+        yield server
 
 
 @pytest.fixture
 def own_samba(tmp_path: Path) -> Iterator[Samba]:
     """A real smbd on 127.0.0.1 for one test, which may crash, restart or hang it (skipped
     when smbd cannot run, except in CI)."""
-    try:
-        server = start_samba(tmp_path / "own-samba")
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield server
-    server.stop()
+    with running_samba(tmp_path / "own-samba") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -101,11 +89,5 @@ def admin_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Samba]:
     """A real smbd on 127.0.0.1 whose share is called C$, as a Windows host's administrative
     share, and whose second share can hold an image store (skipped when smbd cannot run,
     except in CI)."""
-    try:
-        server = start_samba(tmp_path_factory.mktemp("adminshare"), share="C$")
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield server
-    server.stop()
+    with running_samba(tmp_path_factory.mktemp("adminshare"), share="C$") as server:
+        yield server

@@ -4,7 +4,8 @@
 state, cache, pid, log) under one temporary folder, serves two read-write shares backed by
 folders there (``share`` and ``other_share``), adds one user with a password to a private
 passdb, starts ``smbd --foreground`` on a free high port and waits until the port accepts
-connections.
+connections. ``running_samba`` is that for a fixture: stopped afterwards, and the test
+skipped when smbd cannot run (failed in CI, where its absence is a failure).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 SMBD_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT_S = 20.0
@@ -139,6 +142,22 @@ def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",
     samba = Samba(port, share, share_dir, user, password, root, process)
     _wait_listening(samba)
     return samba
+
+
+@contextmanager
+def running_samba(root: Path, **options: str) -> Iterator[Samba]:
+    """``start_samba(root, **options)`` until the block ends; pytest.skip when smbd cannot
+    run on this machine, except in CI, where it is pytest.fail."""
+    try:
+        server = start_samba(root, **options)
+    except SambaUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _write_conf(root: Path, port: int, shares: dict[str, Path], user: str) -> Path:

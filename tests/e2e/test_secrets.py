@@ -16,7 +16,6 @@ import base64
 import bz2
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from tests.e2e.conftest import (
     serving,
 )
 from tests.s3server import S3Server
-from tests.samba import Samba, SambaUnavailable, start_samba
+from tests.samba import Samba, running_samba
 
 SMB_PASSWORD = "Vault;Pw,7@smb-x91"
 WRONG_PASSWORD = "Wr0ngHorse;Battery-x92"
@@ -68,14 +67,8 @@ NOBODY = "127.0.0.2"  # an SMB server that does not answer (smbd listens on 127.
 @pytest.fixture
 def vault(tmp_path: Path) -> Iterator[Samba]:
     """A real smbd whose account has a password full of punctuation."""
-    try:
-        server = start_samba(tmp_path / "vault", password=SMB_PASSWORD)
-    except SambaUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
-    yield server
-    server.stop()
+    with running_samba(tmp_path / "vault", password=SMB_PASSWORD) as server:
+        yield server
 
 
 def _spellings(secret: str) -> set[str]:
