@@ -51,7 +51,7 @@ class _Method(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def params(self) -> tuple[_Param, ...]: ...
+    def parameters(self) -> tuple[_Param, ...]: ...
 
 
 class _Class(Protocol):
@@ -83,7 +83,7 @@ _PARAM_CASES = [
     pytest.param(cls, method, param, id=f"{cls.name}.{method.name}.{param.name}")
     for _, cls in _EMULATED
     for method in cls.methods.values()
-    for param in method.params
+    for param in method.parameters
 ]
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

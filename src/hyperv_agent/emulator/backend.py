@@ -21,7 +21,7 @@ from hyperv_agent.cim.api import (
     coerce_value,
     namespace_name,
 )
-from hyperv_agent.cim.classdecl import CimClass
+from hyperv_agent.cim.classdecl import CimClass, MethodDecl, ParameterDecl
 from hyperv_agent.emulator import associations, classes, model, services, wqlindex, wqlparse
 from hyperv_agent.emulator.calls import Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
@@ -32,8 +32,6 @@ from hyperv_agent.emulator.jobs import expired, is_job, new_job
 from hyperv_agent.emulator.schema import (
     CLASSES,
     ClassDef,
-    MethodDef,
-    ParamDef,
     concrete_classes,
     lookup,
 )
@@ -241,7 +239,7 @@ class EmulatorCim(Cim):
         return self._run(Call(self.host, self.host.store.transaction(), method_def, target, args),
                          handler)
 
-    def _resolve(self, path: ObjectPath, method: str) -> tuple[ClassDef, MethodDef, Record | None]:
+    def _resolve(self, path: ObjectPath, method: str) -> tuple[ClassDef, MethodDecl, Record | None]:
         class_def = lookup(path.class_name)
         if class_def is None:
             raise CimInvalidClass(f"no class {path.class_name}")
@@ -253,16 +251,16 @@ class EmulatorCim(Cim):
             raise CimNotFound(f"no instance at {path}")
         return class_def, method_def, target
 
-    def _convert(self, method: MethodDef, params: Mapping[str, InValue]) -> dict[str, Arg]:
+    def _convert(self, method: MethodDecl, params: Mapping[str, InValue]) -> dict[str, Arg]:
         args: dict[str, Arg] = {}
         for name, value in params.items():
-            param = method.param(name)
+            param = method.parameter(name)
             if param is None or param.direction != "in":
                 raise CimInvalidParameter(f"{method.name} has no in-parameter {name!r}")
             args[param.name.lower()] = self._argument(param, value)
         return args
 
-    def _argument(self, param: ParamDef, value: InValue) -> Arg:
+    def _argument(self, param: ParameterDecl, value: InValue) -> Arg:
         if value is None:
             return None
         if param.is_array:
@@ -276,7 +274,7 @@ class EmulatorCim(Cim):
         return _scalar(self, param, value)
 
     def _run(self, call: Call, handler: Callable[[Call], Mapping[str, OutValue]]) -> MethodResult:
-        has_job = call.method.param("Job") is not None
+        has_job = call.method.parameter("Job") is not None
         has_job = has_job and call.method.name.lower() not in image.SYNCHRONOUS
         asynchronous = has_job and self.host.config.async_jobs
         try:
@@ -383,7 +381,8 @@ def _association_instance(link: associations.Link, source: Record) -> CimInstanc
                              class_def.ancestors)
 
 
-def _scalar(backend: EmulatorCim, param: ParamDef, value: object) -> str | int | bool | ObjectPath:
+def _scalar(backend: EmulatorCim, param: ParameterDecl,
+            value: object) -> str | int | bool | ObjectPath:
     converted: str | int | bool | ObjectPath | None = None
     if param.cim_type == "reference":
         converted = _reference(value)

@@ -20,8 +20,9 @@ from hyperv_agent.cim.api import (
     OutValue,
     coerce_value,
 )
+from hyperv_agent.cim.classdecl import MethodDecl
 from hyperv_agent.emulator.codes import ReturnCode
-from hyperv_agent.emulator.schema import ClassDef, MethodDef, lookup
+from hyperv_agent.emulator.schema import ClassDef, lookup
 from hyperv_agent.emulator.store import Record, Transaction
 from hyperv_agent.errors import CimError
 
@@ -119,7 +120,7 @@ class Call:
 
     host: EmulatedHost
     txn: Transaction
-    method: MethodDef
+    method: MethodDecl
     target: Record | None
     args: Mapping[str, Arg]  # keyed lower-case
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hyperv_agent.cim.classdecl import CimClass, MethodDecl, ParameterDecl, PropertyDecl
-from hyperv_agent.emulator.schema import ClassDef, MethodDef, abstract_class, lookup
+from hyperv_agent.cim.classdecl import CimClass
+from hyperv_agent.emulator.schema import ClassDef, abstract_class, lookup
 from hyperv_agent.errors import CimInvalidClass
 
 
@@ -17,13 +17,6 @@ def declaration(class_name: str, namespace: str) -> CimClass:
 
 
 def _declared(class_def: ClassDef) -> CimClass:
-    props = [PropertyDecl(p.name, p.cim_type, p.is_array, p.key, p.default)
-             for p in class_def.properties.values()]
-    methods = [_method(m) for m in class_def.methods.values()]
-    return CimClass.build(class_def.name, class_def.namespace, class_def.ancestors, props,
-                          methods)
-
-
-def _method(method: MethodDef) -> MethodDecl:
-    return MethodDecl(method.name, tuple(
-        ParameterDecl(p.name, p.cim_type, p.is_array, p.direction) for p in method.params))
+    return CimClass.build(class_def.name, class_def.namespace, class_def.ancestors,
+                          tuple(class_def.properties.values()),
+                          tuple(class_def.methods.values()))

@@ -17,32 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimScalar, CimValue
-
-
-@dataclass(frozen=True)
-class PropDef:
-    name: str
-    cim_type: str
-    is_array: bool = False
-    key: bool = False
-    default: CimValue = None
-
-
-@dataclass(frozen=True)
-class ParamDef:
-    name: str
-    cim_type: str  # "object" for an instance-typed (not string-embedded) parameter
-    is_array: bool
-    direction: str  # "in" | "out"
-
-
-@dataclass(frozen=True)
-class MethodDef:
-    name: str
-    params: tuple[ParamDef, ...]
-
-    def param(self, name: str) -> ParamDef | None:
-        return next((p for p in self.params if p.name.lower() == name.lower()), None)
+from hyperv_agent.cim.classdecl import MethodDecl, ParameterDecl, PropertyDecl
 
 
 @dataclass(frozen=True)
@@ -51,12 +26,12 @@ class ClassDef:
     namespace: str
     superclass: str | None
     ancestors: tuple[str, ...]  # every ancestor up to the root, nearest first
-    properties: Mapping[str, PropDef]  # all properties, inherited included, keyed lower-case
-    methods: Mapping[str, MethodDef] = field(default_factory=dict)  # keyed lower-case
+    properties: Mapping[str, PropertyDecl]  # all properties, inherited included, keyed lower-case
+    methods: Mapping[str, MethodDecl] = field(default_factory=dict)  # keyed lower-case
     association: bool = False
 
     @functools.cached_property
-    def keys(self) -> tuple[PropDef, ...]:
+    def keys(self) -> tuple[PropertyDecl, ...]:
         """Key properties in the order WMI writes them in a path (alphabetical)."""
         return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
 
@@ -65,10 +40,10 @@ class ClassDef:
         """The names of the array properties."""
         return tuple(p.name for p in self.properties.values() if p.is_array)
 
-    def prop(self, name: str) -> PropDef | None:
+    def prop(self, name: str) -> PropertyDecl | None:
         return self.properties.get(name.lower())
 
-    def method(self, name: str) -> MethodDef | None:
+    def method(self, name: str) -> MethodDecl | None:
         return self.methods.get(name.lower())
 
     def is_a(self, class_name: str) -> bool:
@@ -89,7 +64,7 @@ def _literal(text: str) -> CimScalar:
     return int(text)
 
 
-def _prop(line: str) -> PropDef:
+def _prop(line: str) -> PropertyDecl:
     decl, _, default_text = line.partition("=")
     words = decl.split()
     name, cim_type = words[0], words[1]
@@ -101,14 +76,14 @@ def _prop(line: str) -> PropDef:
             if is_array
             else _literal(default_text)
         )
-    return PropDef(name, cim_type.removesuffix("[]"), is_array, "key" in words[2:], default)
+    return PropertyDecl(name, cim_type.removesuffix("[]"), is_array, "key" in words[2:], default)
 
 
-def _props(spec: str) -> tuple[PropDef, ...]:
+def _props(spec: str) -> tuple[PropertyDecl, ...]:
     return tuple(_prop(line) for line in spec.strip().splitlines() if line.strip())
 
 
-def _method(spec: str) -> MethodDef:
+def _method(spec: str) -> MethodDecl:
     """``Name(in A type, out B type[])``."""
     name, _, rest = spec.partition("(")
     params = []
@@ -116,13 +91,13 @@ def _method(spec: str) -> MethodDef:
         if part.strip():
             direction, pname, ptype = part.split()
             params.append(
-                ParamDef(pname, ptype.removesuffix("[]"), ptype.endswith("[]"), direction)
+                ParameterDecl(pname, ptype.removesuffix("[]"), ptype.endswith("[]"), direction)
             )
-    return MethodDef(name.strip(), tuple(params))
+    return MethodDecl(name.strip(), tuple(params))
 
 
 CLASSES: dict[str, ClassDef] = {}
-_BASE_PROPS: dict[str, tuple[PropDef, ...]] = {}
+_BASE_PROPS: dict[str, tuple[PropertyDecl, ...]] = {}
 _BASE_ANCESTORS: dict[str, tuple[str, ...]] = {}
 
 
@@ -143,7 +118,7 @@ def _class(
     inherited = _BASE_PROPS.get(parent, ()) if parent else ()
     if parent in CLASSES:
         inherited = tuple(CLASSES[parent].properties.values())
-    merged: dict[str, PropDef] = {p.name.lower(): p for p in inherited}
+    merged: dict[str, PropertyDecl] = {p.name.lower(): p for p in inherited}
     for prop in _props(spec):
         merged[prop.name.lower()] = prop
     ancestors = _ancestors(parent)
