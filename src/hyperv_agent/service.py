@@ -68,19 +68,23 @@ STOP_GRACE_S = 30.0
 @dataclass
 class Leftovers:
     """What an earlier run of the agent may have left when its process was killed: VMs
-    half-built by a StartCommand, and files copies wrote aside in the pools."""
+    half-built by a StartCommand, and files copies wrote aside in the pools and config
+    drive ISOs wrote aside in their folders."""
 
     start: StartHandler
     files: HostFiles
-    pools: PoolRegistry
+    paths: DataPaths
     aside: AsideFiles
 
     async def clear(self) -> None:
         """Remove the half-built VMs, then this agent's aside files in every registered
-        pool (a pool that cannot be reached now is swept before its next copy). Failures
-        are logged; the agent serves anyway."""
+        pool and in every folder config drives are written in, the host's config drive
+        cache's included (a folder that cannot be reached now is swept before its next
+        write). Only this agent's aside files are removed: other files, and those other
+        agents sharing a pool write, are left alone. Failures are logged; the agent serves
+        anyway."""
         await self.start.remove_half_built()
-        for root in self.pools.all_roots():
+        for root in (*self.paths.pools.all_roots(), *self.paths.config_drive_folders()):
             try:
                 swept = await self.aside.sweep(self.files, root)
             except AgentError as error:
@@ -215,7 +219,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
     return Agent(config, opened, dispatch, metrics, identity, host,
-                 Leftovers(start, files, pools, aside), lock)
+                 Leftovers(start, files, paths, aside), lock)
 
 
 async def heartbeats(agent: Agent) -> None:

@@ -231,6 +231,36 @@ async def test_copy_killed_midway_leaves_no_partial_file_once_restarted_and_the_
     assert (pool / "other.vhdx").read_bytes() == b"another volume"
 
 
+async def test_config_drives_a_killed_agent_left_aside_are_swept_at_start(
+    tmp_path: Path,
+) -> None:
+    """A config drive ISO is written aside in its folder (``configdrive`` below the pool's
+    root or the host's config drive cache) and renamed into place; an agent killed
+    meanwhile leaves the aside file, up to a config drive's 64 MiB, which the next start
+    removes. Nothing else there is touched: the ISOs, another agent's aside file on a
+    shared folder, other files."""
+    config_file = _config(tmp_path)
+    state = _loaded(config_file).agent.state_dir
+    state.mkdir(parents=True)
+    (state / "agent-id").write_text("0badc0de")
+    drive_c = state / "emulator" / "drives" / "C"
+    cache = drive_c / "pool" / "configdrive-cache" / "configdrive"  # the default cache
+    on_pool = drive_c / "pool" / "configdrive"
+    left = [cache / ".i-2-5-VM.iso.partial-0badc0de-0123456789ab",  # a create's
+            cache / ".i-2-6-VM.iso.partial-0badc0de-abcdef012345.iso",  # a replace's copy
+            on_pool / ".i-2-8-VM.iso.partial-0badc0de-00aa11bb22cc"]
+    kept = [cache / "i-2-5-VM.iso", cache / ".i-2-7-VM.iso.partial-1234abcd-00112233aabb",
+            cache / "notes.txt", on_pool / "i-2-8-VM.iso"]
+    for path in (*left, *kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"CD001")
+    async with serve(config_file):
+        assert [path.name for path in left if path.exists()] == []
+        assert [path.name for path in kept if not path.exists()] == []
+    assert "removed 2 partial copies an interrupted run left in C:\\pool\\configdrive-" \
+           "cache\\configdrive" in _log_of(config_file)
+
+
 # --- a second agent on the same state directory ---------------------------------------------
 
 

@@ -26,7 +26,9 @@ this host's terms:
   (below); Windows refuses to replace a file a VM's worker holds open, so while running
   VMs of this host have the ISO in a DVD drive their drives are moved to a copy written
   aside, the ISO replaced, and the drives moved back (``_replace_held``): each guest
-  sees a media change. A paused VM holding it is refused naming the VM, the ISO kept;
+  sees a media change. A paused VM holding it is refused naming the VM, the ISO kept.
+  An aside file a killed agent left is removed at its next start (``service.Leftovers``)
+  or by the next create or delete in that folder;
 * for a VM on a shared pool moving live, the MS sends the create to the destination
   (prepareMigration, and again after a failed move), while the source's VM holds the
   ISO: the destination cannot change that VM's drive, Windows refuses the rename, and

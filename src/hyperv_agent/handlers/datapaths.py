@@ -190,6 +190,21 @@ class DataPaths:
                                  "NFS image store is mounted on this host")
         return locations.from_primary_store("", self.secondary_path, "Filesystem").root
 
+    def config_drive_folders(self) -> list[str]:
+        """The folders config drive ISOs are written in: ``configdrive`` below the root of
+        each registered pool and below the config drive cache (``CONFIG_DRIVE_DIR``, the
+        folder CloudStack names every config drive in). An ISO is written aside there
+        before it is renamed into place, so a killed agent leaves its aside file there, not
+        in the root."""
+        roots = list(self.pools.all_roots())
+        if self.config_drive_cache.strip():
+            roots.append(self.host_cache_root("config drive"))
+        folders: dict[str, str] = {}
+        for root in roots:
+            folder = locations.confine(root, CONFIG_DRIVE_DIR)
+            folders.setdefault(folder.casefold(), folder)
+        return list(folders.values())
+
     def host_cache_root(self, what: str) -> str:
         """The config drive cache's folder; InvalidRequest when there is none."""
         if not self.config_drive_cache.strip():

@@ -6,8 +6,9 @@ renames it to ``<name>`` once every byte is in (``hostfs.transfer``). ``<agent>`
 agent's own name (``state.agent_id``), so on a pool that several hosts share each agent
 knows its own aside files, and it knows which of them a copy of its process is writing
 now: any other one of its own was left by an earlier run (a copy's aside file never
-outlives it) and is removed at start, for every registered pool, and before each copy,
-in the copy's folder. Aside files of other agents are never touched there; those of an
+outlives it) and is removed at start, for every registered pool and every folder config
+drive ISOs are written in (``DataPaths.config_drive_folders``), and before each copy, in
+the copy's folder. Aside files of other agents are never touched there; those of an
 earlier copy to the same target (of any agent, and in the older ``.partial-<hex>`` form)
 are removed before a copy to that target, which callers serialise.
 """
