@@ -234,15 +234,17 @@ auth = "ntlm"
 
 
 def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
-           shares: Mapping[str, Path] | None = None, emulator: str = "") -> Member:
+           shares: Mapping[str, Path] | None = None, emulator: str = "",
+           agent: str = "") -> Member:
     """The configuration of cluster member ``name`` listening on ``port`` of its address;
     both members map the SMB pool's share to one folder, ``tmp_path/pool``; ``shares`` are
-    more shares this member reaches (UNC -> folder), ``emulator`` more [emulator] lines."""
+    more shares this member reaches (UNC -> folder), ``emulator`` more [emulator] lines,
+    ``agent`` more [agent] lines."""
     address = ADDRESSES[name]
     switches = [SWITCH, ONLY_ON_A] if name == "HV-A" else [SWITCH]
     config = tmp_path / f"{name}.toml"
     config.write_text(member_toml(tmp_path, name, address, port, SHARE,
-                                  agent=f"local_storage_path = '{LOCAL_POOL}'",
+                                  agent=f"local_storage_path = '{LOCAL_POOL}'\n{agent}",
                                   emulator=f"switches = {json.dumps(switches)}\n{emulator}",
                                   lab_knobs=lab_knobs, shares=shares))
     return Member(name, config, f"https://{address}:{port}")
@@ -250,14 +252,15 @@ def member(tmp_path: Path, name: str, port: int, lab_knobs: str = "",
 
 def pair(tmp_path: Path, lab_knobs_a: str = "",
          shares: Mapping[str, Mapping[str, Path]] | None = None,
-         emulator_a: str = "") -> list[Member]:
+         emulator_a: str = "", agent_b: str = "") -> list[Member]:
     """HV-A and HV-B, both listening on one port free on both addresses; ``lab_knobs_a``
     are more [emulator.lab] lines of HV-A, ``emulator_a`` more [emulator] lines of it,
-    ``shares`` more shares a member (by name) reaches."""
+    ``agent_b`` more [agent] lines of HV-B, ``shares`` more shares a member (by name)
+    reaches."""
     port = free_port(tuple(ADDRESSES.values()))
     more = shares or {}
     return [member(tmp_path, "HV-A", port, lab_knobs_a, more.get("HV-A"), emulator_a),
-            member(tmp_path, "HV-B", port, shares=more.get("HV-B"))]
+            member(tmp_path, "HV-B", port, shares=more.get("HV-B"), agent=agent_b)]
 
 
 class Cluster:

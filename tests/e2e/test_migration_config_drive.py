@@ -157,3 +157,28 @@ async def test_the_destination_cannot_rebuild_a_config_drive_the_source_vm_holds
                             _handle(True, pool, host_cache=False, data=b"host: HV-B"))
         assert f"running VM {VM} changed media" in rebuilt["details"], rebuilt
         assert on_share.read_bytes() == iso_image(b"host: HV-B")
+
+
+async def test_hosts_whose_config_drive_caches_differ_say_which_setting_to_change(
+        tmp_path: Path) -> None:
+    """HV-B keeps its config drive cache elsewhere: the MS writes the config drive into
+    it and PrepareForMigration finds it there, but the move keeps the path the VM's DVD
+    drive names, in HV-A's cache, which HV-B lacks. The refusal names HV-A's ISO and
+    cache and the setting to make alike; the VM stays on HV-A."""
+    a, b = hosts = pair(tmp_path, agent_b="config_drive_cache_path = 'C:\\cd-cache'")
+    disk_file(tmp_path / "pool", VM)
+    pool = vm_to(VM, VM)["disks"][0]["data"][names.VOLUME_OBJECT_TO]["dataStore"]
+    async with cluster(hosts) as run:
+        await _ok(run, a, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND, _handle(True, pool))
+        await _ok(run, a, names.START_COMMAND, start_body(_vm(pool_named=True)))
+        moving = _vm(pool_named=False)
+        written = await _ok(run, b, names.HANDLE_CONFIG_DRIVE_ISO_COMMAND, _handle(True))
+        assert f"C:\\cd-cache\\configdrive\\{VM}.iso" in written["details"], written
+        await _ok(run, b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(moving))
+        _, refused = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(moving, b.address))
+        assert refused["result"] is False, refused
+        assert (f"the VM's config drive is in this host's config drive cache, at {IN_CACHE}"
+                in refused["details"]), refused
+        assert (f"({LOCAL_POOL}\\configdrive-cache here); set [agent] "
+                "config_drive_cache_path alike on every host" in refused["details"]), refused
+        assert await run.where(hosts, VM) == ["HV-A"]

@@ -42,13 +42,19 @@ from hyperv_agent.cloudstack.objects import (
     DiskTO,
     PrimaryDataStoreTO,
     StorageFilerTO,
+    TemplateObjectTO,
     VirtualMachineTO,
     VolumeObjectTO,
     VolumeTO,
 )
 from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, MigrationFailed
 from hyperv_agent.handlers import start_plan
-from hyperv_agent.handlers.datapaths import DataPaths, config_drive_on_host
+from hyperv_agent.handlers.datapaths import (
+    DataPaths,
+    config_drive_on_host,
+    confined,
+    is_config_drive,
+)
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
@@ -63,6 +69,9 @@ from hyperv_agent.hyperv.vms import VmRef
 from hyperv_agent.state import SHARED_TYPES
 
 log = logging.getLogger("hyperv_agent.handlers.migration")
+#: ERROR_FILE_NOT_FOUND and ERROR_PATH_NOT_FOUND as the HRESULTs Hyper-V's reasons carry
+#: (a destination whose config drive cache is elsewhere may lack the folder as well).
+_NOT_FOUND = ("0x80070002", "0x80070003")
 MOVE_MARK = ".moving"  # ends the name of a volume move's marker beside its target
 
 
@@ -237,7 +246,8 @@ class MigrationHandlers(FileHandlers):
             note = await self._iso_mismatch(command.virtual_machine, vm)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, destination=destination,
-                                            addresses=(address,)), command.wait_s, note)
+                                            addresses=(address,)), command.wait_s, note,
+                             self._cached_config_drive(command.virtual_machine))
         log.info("VM %s moved to %s (%s)", vm.name, destination, address)
         return MigrateAnswer(result=True, details=_noted(f"{vm.name} moved to {destination}",
                                                          note))
@@ -262,7 +272,7 @@ class MigrationHandlers(FileHandlers):
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
                                             destination, (address,), disks), command.wait_s,
-                             note)
+                             note, self._cached_config_drive(command.vm))
         return MigrateWithStorageAnswer(result=True, details=note or None, volume_tos=[
             _moved_volume(volume) for volume, _ in folders])
 
@@ -449,11 +459,13 @@ class MigrationHandlers(FileHandlers):
                                  "a live migration moves a running VM; it was not moved")
         return vm
 
-    async def _move(self, move: migration.Move, wait_s: int, note: str = "") -> None:
+    async def _move(self, move: migration.Move, wait_s: int, note: str = "",
+                    cached: str | None = None) -> None:
         """Hyper-V's check, then the move within the bound ``wait_s`` gives. A refusal
         about the destination's processors says what would let the VM move
-        (``_processor_hint``); ``note`` (``_iso_mismatch``) is added to the reason of a
-        failure."""
+        (``_processor_hint``), one about the config drive in this host's cache
+        (``cached``, ``_cache_hint``) which setting to change; ``note``
+        (``_iso_mismatch``) is added to the reason of a failure."""
         reason = await migration.check(self.hv, move)
         if reason is None:
             policy, grace = self.settings.bounds(wait_s)
@@ -464,7 +476,25 @@ class MigrationHandlers(FileHandlers):
                 reason = str(failed)
         if migration.processor_refusal(reason):
             reason += await self._processor_hint(move)
+        if cached is not None:
+            reason += _cache_hint(reason, cached, self.paths.config_drive_cache)
         raise MigrationFailed(_noted(reason, note))
+
+    def _cached_config_drive(self, named: VirtualMachineTO | None) -> str | None:
+        """The path of the config drive ISO the VM ``named`` has in this host's config
+        drive cache (its ``configDriveLocation`` HOST), which its DVD drive names; None for
+        a VM whose config drive is elsewhere or that has none."""
+        if named is None or not config_drive_on_host(named.config_drive_location):
+            return None
+        for disk in named.disks:
+            data = disk.data
+            if (str(disk.type).upper() == "ISO" and isinstance(data, TemplateObjectTO)
+                    and data.path and is_config_drive(data.path)):
+                try:
+                    return confined(self.paths.host_cache_root("config drive"), data.path)
+                except AgentError:  # a path PrepareForMigration refused already
+                    return None
+        return None
 
     async def _iso_mismatch(self, named: VirtualMachineTO | None, vm: VmRef,
                             storage: drives.VmStorage | None = None) -> str:
@@ -595,6 +625,24 @@ def _read_record(text: str | None) -> tuple[str, object, object] | None:
 def _noted(text: str, note: str) -> str:
     """``text``, then ``note`` when there is one."""
     return f"{text}; {note}" if note else text
+
+
+def _cache_hint(reason: str, cached: str, cache: str) -> str:
+    """What to change when a move failed for the config drive ISO ``cached`` in this
+    host's cache (``cache``): a live move keeps the path its DVD drive names, and the
+    destination's agent writes the config drive the management server sends it before
+    the move into its own cache, which PrepareForMigration found ready; so hosts whose
+    ``config_drive_cache_path`` differ cannot move such a VM between them. Said when the
+    reason names the ISO or its folder, or says a file was not found (Microsoft does not
+    document whether Hyper-V names the file its destination lacks)."""
+    text = reason.casefold()
+    if ntpath.dirname(cached).casefold() not in text and not any(
+            code in text for code in _NOT_FOUND):
+        return ""
+    return (f"; the VM's config drive is in this host's config drive cache, at {cached}, "
+            "and a live move keeps that path: the destination must have its config drive "
+            f"cache at the same place ({cache} here); set [agent] config_drive_cache_path "
+            "alike on every host of the cluster and restart their agents")
 
 
 def _of(what: str, error: AgentError) -> str:
