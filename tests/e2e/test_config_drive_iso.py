@@ -313,6 +313,21 @@ async def test_bad_input_is_a_failed_answer_and_nothing_is_written(
     assert not (_host_file(agent, "C:\\Windows") / f"{VM}.iso").exists()
 
 
+async def test_a_delete_on_a_pool_not_registered_here_fails_saying_nothing_was_deleted(
+        agent: Running) -> None:
+    """This host cannot reach a pool it has not registered, so it cannot tell whether the
+    ISO is there: a failed answer (as KVM's agent answers for a pool libvirt does not
+    know), which the management server logs, and the ISO of the same name on this host's
+    pools kept."""
+    assert (await _handled(agent, handle_body()))["result"] is True
+    answer = await _handled(agent, handle_body(create=False, store=_UNKNOWN_POOL))
+    assert answer["result"] is False, answer
+    assert "\\\\10.1.1.1\\primary is not registered on this host" in answer["details"], answer
+    assert f"the config drive {ISO_FILE} was not deleted from that pool" in answer["details"]
+    assert "s3cret" not in answer["details"]
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image()
+
+
 async def test_an_iso_the_volume_has_no_room_for_is_refused(tmp_path: Path) -> None:
     free = 256 * 1024 * 1024 + 40 * 1024  # the 256 MiB kept free, and 40 KiB
     lab = f"\n[emulator.lab]\nfree_bytes = {{C = {free}}}"

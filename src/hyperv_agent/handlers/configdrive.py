@@ -42,7 +42,12 @@ this host's terms:
 
 ``useHostCacheOnUnsupportedPool`` asks for the cache where the pool cannot hold an ISO;
 every pool this agent registers (a local folder, an SMB share) can, so it changes nothing
-here. A pool that is not registered on this host is a failure naming its root.
+here. A pool that is not registered on this host is a failure naming its root, a
+delete's too, saying nothing was deleted: this host cannot tell whether that pool holds
+the ISO (a pool it forgot, or whose registration a lost state directory took with it),
+and KVM's agent fails alike for a pool libvirt does not know
+(KVMStoragePoolManager.getStoragePool throws); the management server only logs a failed
+delete.
 """
 
 from __future__ import annotations
@@ -126,7 +131,14 @@ class ConfigDriveHandlers(FileHandlers):
             raise InvalidRequest(f"{_WHAT}: destStore is not a primary pool (a config drive "
                                  "on secondary storage is written by the secondary storage "
                                  "VM, not by a host)")
-        return self.paths.pool_root(store, f"{_WHAT}: destStore")
+        try:
+            return self.paths.pool_root(store, f"{_WHAT}: destStore")
+        except PathNotAllowed as error:
+            if command.create:
+                raise
+            raise PathNotAllowed(f"{error}; the config drive {command.iso_file} was not "
+                                 "deleted from that pool (this host cannot tell whether "
+                                 "it holds one)") from None
 
     async def _create(self, iso_data: str | None, target: str) -> str:
         image = await asyncio.to_thread(_decoded, iso_data)
