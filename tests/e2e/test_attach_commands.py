@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import shutil
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance, ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import traffic, vhd
 from hyperv_agent.emulator.backend import EmulatorCim
@@ -742,6 +743,42 @@ async def test_vm_stats_count_a_restarted_vms_io_from_its_new_start(agent: Runni
     restarted, _ = await _vm_stats(agent, ["i-2-42-VM"])
     assert _disk_io(restarted["i-2-42-VM"]) == (5, 0, 1024, 0)  # below the baseline: all new
     assert _network_kb(restarted["i-2-42-VM"]) == (2 * 1024, 1)
+
+
+async def test_overlapping_vm_stats_count_each_interval_once_whichever_answers_first(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The MS asks for a host's VM statistics from its stats collector and, for AutoScale
+    # groups, from the AutoScale monitor, on their own timers, and the agent serves them
+    # at once. When the one asked first is answered last, it must not take the counters
+    # it read (older than the other's) as a new baseline, nor its VM's shorter run time
+    # as a restart: that reported the VM's whole traffic since it started again.
+    await _start(agent, "i-2-48-VM")
+    host, cim = agent.emulator.host, agent.emulator
+    assert traffic.network_io(host, "i-2-48-VM", MAC, received_bytes=64 * MB)
+    await _vm_stats(agent, ["i-2-48-VM"])  # the baseline: 64 MB received
+    assert traffic.network_io(host, "i-2-48-VM", MAC, received_bytes=MB)
+    taken, release = asyncio.Event(), asyncio.Event()
+    query = cim.query
+
+    async def held(text: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        answer = await query(text, namespace)
+        if traffic.ADAPTER_COUNTERS in text and not taken.is_set():
+            taken.set()  # the first report's counters are read: its answer waits
+            await release.wait()
+        return answer
+
+    monkeypatch.setattr(cim, "query", held)
+    first = asyncio.create_task(_ok(agent, VM_STATS, {"vmNames": ["i-2-48-VM"]}))
+    await asyncio.wait_for(taken.wait(), 10)
+    assert traffic.network_io(host, "i-2-48-VM", MAC, received_bytes=2 * MB)
+    second = asyncio.create_task(_ok(agent, VM_STATS, {"vmNames": ["i-2-48-VM"]}))
+    await asyncio.sleep(0.3)  # the second report is read (or waits) meanwhile
+    release.set()
+    reports = [(await task)["vmStatsMap"]["i-2-48-VM"] for task in (first, second)]
+    assert [_network_kb(e) for e in reports] == [(1024, 0), (2 * 1024, 0)]
+    third, _ = await _vm_stats(agent, ["i-2-48-VM"])
+    assert _network_kb(third["i-2-48-VM"]) == (0, 0)  # nothing counted twice
 
 
 NETWORK_STATS = "com.cloud.agent.api.GetVmNetworkStatsCommand"

@@ -229,18 +229,15 @@ class VmHandlers:
     async def stats(self, asked: GetVmStatsCommand) -> Result:
         """CPU load, vCPU count and memory of the named VMs, in one call for all of them,
         and the disk and network I/O of the running ones since the previous
-        GetVmStatsCommand (3 queries whatever their number; ``vmio.io_since_last``).
+        GetVmStatsCommand (3 queries whatever their number; ``vmio.stats_with_io``, which
+        reads one such report at a time).
 
         Names of no VM are left out (an empty map is a success). Read-only, safe to
         repeat; no round trip when no name is asked for.
         """
-        found = await vms.vm_stats(self.hv, asked.vm_names)
-        running = {stats.guid: stats.uptime_ms for stats in found.values()
-                   if stats.running and stats.guid}
-        io = await vmio.io_since_last(self.hv, running) if running else {}
+        found = await vmio.stats_with_io(self.hv, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
-            name: _stats_entry(stats, io.get(stats.guid, vmio.IoTotals()))
-            for name, stats in found.items()})
+            name: _stats_entry(stats, io) for name, (stats, io) in found.items()})
 
 
     async def network_stats(self, asked: GetVmNetworkStatsCommand) -> Result:

@@ -14,6 +14,8 @@ totals.
   or match that form. Not checked against a Windows host here.
 
 ===================  ===========================================================
+``stats_with_io``    1 GetSummaryInformation call + ``io_since_last``, one report
+                     at a time
 ``io_since_last``    3 queries whatever the number of VMs, in 2 round trips of
                      latency (the adapters' counters are read beside the VMs' disk
                      files); 0 for no VM
@@ -53,11 +55,12 @@ class _Seen(NamedTuple):
 @dataclass
 class _Kept:
     """What the session keeps for this module: what ``io_since_last`` last read of each
-    VM (by GUID, upper case), and the listing of every VM those records were last checked
-    against (``_forget_gone``)."""
+    VM (by GUID, upper case), the listing of every VM those records were last checked
+    against (``_forget_gone``), and the lock ``stats_with_io`` reads a report under."""
 
     seen: dict[str, _Seen] = field(default_factory=dict)
     checked_at: float = float("-inf")
+    reading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,28 @@ _COUNTERS = ("ReadBytesPersec", "WriteBytesPersec", "ReadOperationsPerSec",
 _ADAPTER_COUNTERS = ("BytesReceivedPersec", "BytesSentPersec")
 
 
+async def stats_with_io(hv: HyperV, names: Collection[str]
+                        ) -> dict[str, tuple[vms.VmStats, IoTotals]]:
+    """The statistics of the VMs named in ``names`` (``vms.vm_stats``, by name; names of
+    no VM left out), each with its I/O since the previous report (``io_since_last``; none
+    for a VM that is not running): what GetVmStatsCommand answers. 1 GetSummaryInformation
+    call and 3 queries whatever the number of VMs; none for no name.
+
+    One report at a time per session: the management server asks from its stats collector
+    and from its AutoScale monitor on their own timers, and a report read before another
+    but done after it would take its older counters for the new baseline, and its VMs'
+    shorter run times for restarts, and count the VMs' I/O since they started again. So
+    the run times and the counters of each report are read and kept before the next
+    report reads its own (a report waits for the one under way).
+    """
+    async with hv.kept(_Kept).reading:
+        found = await vms.vm_stats(hv, names)
+        running = {stats.guid: stats.uptime_ms for stats in found.values()
+                   if stats.running and stats.guid}
+        io = await io_since_last(hv, running) if running else {}
+    return {name: (stats, io.get(stats.guid, IoTotals())) for name, stats in found.items()}
+
+
 async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, IoTotals]:
     """The disk and network I/O of each running VM since the previous call for it, by
     GUID (upper case), as CloudStack's agents report VM statistics: the interval's I/O,
@@ -116,7 +141,8 @@ async def io_since_last(hv: HyperV, uptimes_ms: Mapping[str, int]) -> dict[str, 
     removing a device never makes the others count their history again. What is kept of
     a VM goes once a listing of every VM no longer finds it (``_forget_gone``). 3 queries
     whatever the number of VMs (``disk_counters`` and, beside it, ``adapter_counters``);
-    read-only on the host.
+    read-only on the host. The uptimes must have been read after what the previous call
+    read, and no other call may run meanwhile: ``stats_with_io`` sees to both.
 
     When the counters cannot be read this time (a CimError other than a host without the
     counter set), every VM reads 0 and the previous totals stay the baseline, so the next
