@@ -9,8 +9,10 @@ import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, CimValue, MethodResult, ObjectPath
+from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.services import metrics
 from hyperv_agent.errors import CimNotFound
 from tests.emulator.kit import devices, failure, finished, ok, request_state, service, state
 from tests.emulator.migration_kit import (
@@ -387,3 +389,38 @@ async def test_nothing_changes_when_the_migration_job_fails(pair: Pair, tmp_path
     result = await _refused(pair, tmp_path, vm, 32768, kind=LIVE_AND_STORAGE, resources=[moved])
     job = await finished(source, result)
     assert job is not None and job.class_name == "Msvm_MigrationJob"
+
+
+async def test_a_vm_that_comes_back_counts_its_io_on_this_host_from_its_return(
+    pair: Pair,
+) -> None:
+    # Windows keeps a running VM's disk and network adapter counter instances in its
+    # worker process on the host it runs on: a VM that leaves takes none along, and one
+    # that comes back (its run, and so its uptime, goes on) counts from 0 again.
+    source, destination = pair
+    vm = await _vm(source)
+    (nic,) = await devices(source, vm, "Msvm_SyntheticEthernetPortSettingData")
+    mac = str(nic["Address"])
+    assert traffic.network_io(source.host, "mover", mac, received_bytes=8 << 20)
+    metrics.disk_io(source.host, "mover", SHARED_DISK, read_bytes=4 << 20, reads=40)
+    await ok(source, await _migrate(source, vm, DestinationIPAddressList=[DESTINATION_IP]))
+    assert await _counters(destination) == {}  # nothing moved along
+    assert traffic.network_io(destination.host, "mover", mac, received_bytes=1 << 20)
+    await ok(destination, await migrate(destination, vm, SOURCE, LIVE, (),
+                                        DestinationIPAddressList=[SOURCE_IP]))
+    assert await _counters(source) == {}
+    assert traffic.network_io(source.host, "mover", mac, received_bytes=2 << 20)
+    metrics.disk_io(source.host, "mover", SHARED_DISK, read_bytes=1 << 20, reads=5)
+    assert await _counters(source) == {traffic.ADAPTER_COUNTERS: [2 << 20],
+                                       metrics.DEVICE_COUNTERS: [1 << 20]}
+
+
+async def _counters(cim: EmulatorCim) -> dict[str, list[int]]:
+    """Bytes received by each network adapter instance, and read by each disk instance,
+    of the host's performance counters, by counter set."""
+    found: dict[str, list[int]] = {}
+    for class_name, counter in ((traffic.ADAPTER_COUNTERS, "BytesReceivedPersec"),
+                                (metrics.DEVICE_COUNTERS, "ReadBytesPersec")):
+        for instance in await cim.query(wql.select(class_name), CIMV2_NAMESPACE):
+            found.setdefault(class_name, []).append(instance.integer(counter) or 0)
+    return found

@@ -23,6 +23,7 @@ from hyperv_agent.emulator.host import (
 )
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
 from hyperv_agent.emulator.jobs import is_job, job_view
+from hyperv_agent.emulator.offer import ARRIVAL
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
 from hyperv_agent.emulator.store import Record, Transaction
@@ -325,8 +326,8 @@ def counter_instance(host: EmulatedHost, txn: Transaction, class_name: str, name
     if record is None or not present(txn, record):
         record = host.new_record(class_name, Name=name, **dict.fromkeys(zeros, 0))
         txn.put(record)
-    record.meta.update(vm=str(vm["Name"]), run=vm.meta.get("started_at"),
-                       device=str(device.path))
+    record.meta.update({"vm": str(vm["Name"]), "run": vm.meta.get("started_at"),
+                        ARRIVAL: vm.meta.get(ARRIVAL), "device": str(device.path)})
     return record
 
 
@@ -334,12 +335,18 @@ def present(txn: Transaction, record: Record) -> bool:
     """Whether a performance counter instance made by ``counter_instance`` is there: Windows
     keeps the instance of a VM's disk or network adapter while the VM runs (or is paused)
     with the device attached, and drops it when the VM stops or the device is removed.
-    Any other record is there."""
+    The instances live in the VM's worker process on the host it runs on, so they are
+    also gone when the VM leaves for another host, and a VM that comes back (its run, and
+    its uptime, going on) counts from 0 again: an instance belongs to one run of the VM
+    and to the migration that brought the VM to this host (``ARRIVAL``), if any. Any
+    other record is there."""
     device = record.meta.get("device")
     if not isinstance(device, str):
         return True
     vm = txn.get(vm_path(str(record.meta.get("vm"))))
     if vm is None or not is_running(vm) or vm.meta.get("started_at") != record.meta.get("run"):
+        return False
+    if vm.meta.get(ARRIVAL) != record.meta.get(ARRIVAL):
         return False
     return txn.get(ObjectPath.parse(device)) is not None
 

@@ -52,9 +52,9 @@ instance per adapter, named ``<VM name>_<adapter name>_<VM GUID>--<adapter GUID>
 form public scripts reading this set build or match; Microsoft documents none), holding
 bytes and packets received and sent since the VM started; received is what reached the
 VM. The instance is made at the adapter's first traffic and is there, as on Windows,
-while the VM runs (or is paused) with the adapter attached: it is gone when the VM stops
-or the adapter is removed, and the next traffic starts a new one from 0
-(``model.present``).
+while the VM runs (or is paused) with the adapter attached: it is gone when the VM stops,
+the adapter is removed or the VM migrates away (a VM that comes back counts from 0), and
+the next traffic starts a new one from 0 (``model.present``).
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ named after the disk's file, each backslash written as "-" (``counter_name``): t
 itself, or its ``\\\\?\\`` form as ``[emulator] disk_counter_names = "verbatim"`` asks
 (``--?-C:-...``; ``--?-UNC-server-share-...`` for a file on a share), both of which Windows
 uses. It is made at the disk's first I/O and is there, as on Windows, while the VM runs
-(or is paused) with the disk attached: it is gone when the VM stops or the disk is
-removed, and the next I/O starts a new one from 0 (``model.present``).
+(or is paused) with the disk attached: it is gone when the VM stops, the disk is
+removed or the VM migrates away (a VM that comes back counts from 0), and the next I/O
+starts a new one from 0 (``model.present``).
 
 What is not modelled: CPU, memory and network metrics, the non-aggregated
 Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
