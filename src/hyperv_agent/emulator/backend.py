@@ -296,7 +296,8 @@ class EmulatorCim(Cim):
         slow = self.host.faults.take_slow_job(call.method.name)
         out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call),
                                           duration_s=slow[0] if slow else None,
-                                          cancellable=bool(slow and slow[1])))
+                                          cancellable=bool(slow and slow[1]),
+                                          slots=call.slots))
         try:
             call.txn.commit()
         except MethodError as error:

@@ -9,12 +9,21 @@ end time and stays, until its RequestStateChange terminates or kills it (:func:`
 it is the only ``Cancellable`` job, since every other job's work was done when it started
 (``codes.JOB_NOT_CANCELLABLE``), but for a slow job a test makes cancellable
 (``Faults.slow_next_job``), which stands for one Hyper-V stops midway.
+
+A job started with ``Slots`` (a live migration: at most MaximumActiveVirtualSystemMigration
+run at once on the VM's host) waits, queued, while as many jobs of its slots run as their
+limit allows: it begins when the earliest of them ends, and runs its duration from then.
+Hyper-V accepts such a move and queues its job; Microsoft does not say what the job
+shows meanwhile, so a queued job reads as CIM's New (2, "never been started"), at 0
+percent, and is no more cancellable than a running one. A job that never finishes holds
+no slot (it stands for a job a test stops).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.codes import JOB_CANCELLED_ERROR, JOB_RETENTION_S, JobState
@@ -42,6 +51,15 @@ _JOB_KINDS: Mapping[str, tuple[str, int]] = {
 }
 
 
+@dataclass(frozen=True)
+class Slots:
+    """A host's bound on the jobs of one kind that run at once: ``limit`` of the jobs
+    started with the same ``name``."""
+
+    name: str
+    limit: int
+
+
 def new_job(
     host: EmulatedHost,
     txn: Transaction,
@@ -51,10 +69,12 @@ def new_job(
     error: tuple[int, str] | None = None,
     duration_s: float | None = None,
     cancellable: bool = False,
+    slots: Slots | None = None,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
-    after ``duration_s`` (default: the latency model's job time). A job that never finishes
-    is ``Cancellable``, and so is one made ``cancellable``."""
+    after ``duration_s`` (default: the latency model's job time), counted from when one of
+    its ``slots`` is free. A job that never finishes is ``Cancellable``, and so is one
+    made ``cancellable``."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, txn, now)
@@ -62,7 +82,9 @@ def new_job(
     retention = host.config.job_retention_s
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
-    end = None if fault is not None and fault.never_finishes else now + duration
+    never = fault is not None and fault.never_finishes
+    begin = now if slots is None or never else _free_slot(host, txn, slots, now)
+    end = None if never else begin + duration
     record = host.new_record(
         class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
         Description=f"{method} job", ElementName=method, JobType=job_type,
@@ -71,6 +93,8 @@ def new_job(
     )
     record.meta = {
         "start": now,
+        "begin": begin,
+        "slots": None if slots is None or never else slots.name,
         "end": end,
         "remove_at": None if end is None else end + retention,
         "error": list(error) if error else None,
@@ -78,6 +102,24 @@ def new_job(
     }
     txn.put(record)
     return record.path
+
+
+def _free_slot(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
+    """When a job queued now for ``slots`` begins: at once while fewer than ``limit`` of
+    their jobs have yet to end, else when the one that frees the last slot ends (jobs
+    begin in the order they were queued)."""
+    ends = sorted((job.meta["end"] for job in host.records("CIM_ConcreteJob", txn)
+                   if job.meta.get("slots") == slots.name and job.meta.get("end") is not None
+                   and job.meta["end"] > now), reverse=True)
+    limit = max(1, slots.limit)  # a limit below 1 counts as 1: the emulator's choice
+    return now if len(ends) < limit else max(now, float(ends[limit - 1]))
+
+
+def active_jobs(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> int:
+    """How many jobs of the slots named ``slots`` run at ``now`` (begun, not ended)."""
+    return sum(1 for job in host.records("CIM_ConcreteJob", txn)
+               if job.meta.get("slots") == slots and job.meta.get("begin", 0.0) <= now
+               and job.meta.get("end") is not None and now < job.meta["end"])
 
 
 def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
@@ -112,6 +154,10 @@ def sweep_expired(host: EmulatedHost, txn: Transaction, now: float) -> int:
 def job_view(record: Record, now: float) -> dict[str, CimValue]:
     """The clock-dependent properties of a job at ``now``."""
     start, end, error = record.meta["start"], record.meta["end"], record.meta["error"]
+    start = record.meta.get("begin", start)
+    if end is not None and now < start:
+        return {"JobState": JobState.NEW, "PercentComplete": 0, "ErrorCode": 0,
+                "JobStatus": "Job is queued"}
     if end is None or now < end:
         span = (end - start) if end is not None else 0.0
         percent = int(100 * (now - start) / span) if span > 0 else 0

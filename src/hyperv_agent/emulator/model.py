@@ -22,7 +22,7 @@ from hyperv_agent.emulator.host import (
     cim_datetime,
 )
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
-from hyperv_agent.emulator.jobs import is_job, job_view
+from hyperv_agent.emulator.jobs import active_jobs, is_job, job_view
 from hyperv_agent.emulator.offer import ARRIVAL
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
@@ -397,6 +397,11 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         return {"PercentTotalRunTime": run_100ns, "PercentGuestRunTime": run_100ns,
                 "PercentHypervisorRunTime": 0, "PercentIdleTime": idle_100ns,
                 "Timestamp_Sys100NS": at_100ns}
+    if record.class_def.name == "Msvm_VirtualSystemMigrationService":
+        return {"ActiveVirtualSystemMigrationCount": active_jobs(
+                    host, txn, "MaximumActiveVirtualSystemMigration", now),
+                "ActiveStorageMigrationCount": active_jobs(
+                    host, txn, "MaximumActiveStorageMigration", now)}
     return {}
 
 

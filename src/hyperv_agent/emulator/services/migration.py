@@ -36,6 +36,10 @@ Decisions where Hyper-V's documentation is silent:
 * Only the named file of a disk moves, not the parents of a differencing disk.
 * A failed job's ErrorDescription reads as Hyper-V's: "Virtual machine migration operation
   for '<VM>' failed at migration source|destination '<host>'. <reason>".
+* A move the host accepts while as many run as its settings allow
+  (MaximumActiveVirtualSystemMigration; MaximumActiveStorageMigration for a storage
+  move) waits, its job queued (``jobs.Slots``), until one of them ends. The VM's
+  records move at the call, as for every move here; only its job waits.
 * CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
   would fail on the VM's or the destination's configuration (switch, storage, memory,
   GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
@@ -51,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import arrival, cluster, model, peers
+from hyperv_agent.emulator import arrival, cluster, jobs, model, peers
 from hyperv_agent.emulator.arrival import DESTINATION_UNREACHABLE, SWITCH_MISSING, FileCopy
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import CheckResult, EnabledState, ReturnCode
@@ -71,6 +75,9 @@ from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.errors import CimInvalidParameter
 
 SERVICE = "Msvm_VirtualSystemMigrationService"
+SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"
+#: Moves at once on a host without migration settings: Hyper-V's default.
+DEFAULT_SIMULTANEOUS = 2
 MOVABLE_STATES = (EnabledState.ENABLED, EnabledState.DISABLED, EnabledState.OFFLINE,
                   EnabledState.QUIESCE)
 SASD = arrival.SASD
@@ -156,8 +163,21 @@ def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     call.txn = txn  # read by the backend after this returns: its commit runs the move
     vm = _source_vm(call)
     with _worded(call.host, vm):
-        _prepare(_plan(call, txn, vm), applied=True)
+        move = _plan(call, txn, vm)
+        _prepare(move, applied=True)
+    call.slots = _slots(call.host, txn, move.kind)
     return {}
+
+
+def _slots(host: EmulatedHost, txn: Transaction, kind: int) -> jobs.Slots:
+    """How many moves of ``kind`` the VM's host runs at once (its service settings): a
+    storage move counts against MaximumActiveStorageMigration, any other against
+    MaximumActiveVirtualSystemMigration. Only the source's count is kept: a move does not
+    wait for the destination's moves (the emulator's choice)."""
+    limit = "MaximumActiveStorageMigration" if kind == STORAGE else (
+        "MaximumActiveVirtualSystemMigration")
+    found = [record.integer(limit) for record in host.records(SETTINGS, txn)]
+    return jobs.Slots(limit, found[0] if found else DEFAULT_SIMULTANEOUS)
 
 
 @handles(SERVICE, "CheckVirtualSystemIsMigratable")
