@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.vm import VmSettings
@@ -18,7 +19,7 @@ from tests.e2e.conftest import Running, serving
 from tests.e2e.sgkit import MAC, VM_NAME, acls_of, https_to, reaches, rules_body, send, ssh
 from tests.e2e.transitions_kit import STARTING, STOPPING, changing, slow
 from tests.emulator.kit import ok, request_state
-from tests.emulator.portkit import acl, add_features, vm_with_nic
+from tests.emulator.portkit import ACL, Nic, acl, add_features, vm_with_nic
 
 
 async def test_rules_for_a_vm_still_starting_are_applied_once_it_runs(running: Running) -> None:
@@ -87,3 +88,57 @@ async def test_rules_for_a_vm_still_starting_after_the_bound_fail_naming_the_cha
         assert f"VM {VM_NAME} is still starting on this host after 0.3 s" in answer["details"]
         assert spent["invoke:AddFeatureSettings"] == spent["invoke:RemoveFeatureSettings"] == 0
         assert await acls_of(cim) == []  # nothing changed
+
+
+_LEFT = wql.select(ACL, wql.eq("Name", "cloudstack-sg/deny"))
+
+
+async def _orphaned_acl(running: Running) -> Nic:
+    """A running VM with one of the agent's ACLs left without its port (the port gone,
+    its feature left behind: a state no method of the seam reaches)."""
+    cim = running.emulator
+    nic = await vm_with_nic(cim, VM_NAME, MAC)
+    await ok(cim, await add_features(cim, nic.port, [await acl(
+        cim, Name="cloudstack-sg/deny", Direction=1, Action=2, Weight=1)]))
+    txn = cim.host.store.transaction()
+    txn.delete(nic.port)
+    txn.commit()
+    return nic
+
+
+async def test_cleanup_removes_the_acls_of_a_vm_still_stopping_once_it_is_off(
+    running: Running,
+) -> None:
+    """CleanupNetworkRulesCmd removes the agent's ACLs left without their port; those of a
+    VM Hyper-V is stopping (HA, a guest shutdown) take no removal until it is off: the
+    cleanup waits the stop out, as the other security-group commands do, instead of
+    failing on them."""
+    cim = running.emulator
+    nic = await _orphaned_acl(running)
+    slow(running)
+    await changing(cim, nic.vm, 3, STOPPING)
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert answer["details"].startswith("1 ACLs of ports that no longer exist removed"), answer
+    assert await cim.query(_LEFT) == []
+    assert (await cim.get(nic.vm))["EnabledState"] == 3
+
+
+async def test_cleanup_for_a_vm_still_stopping_after_the_bound_fails_naming_the_change(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    wait = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.05, max_poll_s=0.1)
+    async with serving(agent_config(), VmSettings(job_wait=wait)) as running:
+        cim = running.emulator
+        nic = await _orphaned_acl(running)
+        slow(running, job_s=5.0)
+        await changing(cim, nic.vm, 3, STOPPING)
+        before = cim.round_trips()
+        body = ms422_json("53_CleanupNetworkRulesCmd.json")
+        key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+        spent = cim.round_trips() - before
+        assert (key, answer["result"]) == (names.ANSWER, False), answer
+        assert f"VM {VM_NAME} is still stopping on this host after 0.3 s" in answer["details"]
+        assert spent["invoke:RemoveFeatureSettings"] == 0
+        assert len(await cim.query(_LEFT)) == 1  # left for the next cleanup

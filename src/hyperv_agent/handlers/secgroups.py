@@ -35,8 +35,9 @@ A VM Hyper-V is starting, stopping or saving takes no change to its ports' featu
 that is done (a SecurityGroupRulesCmd follows a StartCommand's answer at once, and the VM
 may still be starting on a slow host, or stopping when HA or the guest stops it): the port
 is read once the change is done, within the job wait and half the command's ``wait``
-(``vm.settle_wait``, ``acls.read_ports``), at no cost for
-a VM in a steady state; one still changing after that fails the answer, naming the change.
+(``vm.settle_wait``, ``acls.read_ports``), at no cost for a VM in a steady state; one
+still changing after that fails the answer, naming the change. A CleanupNetworkRulesCmd
+waits the same way before removing the leftover ACLs of such a VM (``acls.sweep``).
 
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
@@ -221,12 +222,17 @@ class SecurityGroupHandlers:
         """Forget what is known of VMs that are no longer on the host (their ports, the
         rules and the seqNum last applied: the MS's seqNums of a VM only grow, so one
         that comes back takes what it is sent), and remove the agent's ACLs whose port
-        no longer exists. Always answers true when the host answers; safe to repeat."""
-        present = {vm.name for vm in await vms.list_vms(self.hv)}
+        no longer exists. Those of a VM Hyper-V is starting, stopping or saving are
+        removed once that is done, as the other commands wait (module notes); a VM still
+        changing after that fails the answer, naming the change, and its ACLs are left
+        for the next cleanup. Otherwise answers true when the host answers; safe to
+        repeat."""
+        listed = await vms.list_vms(self.hv)
+        present = {vm.name for vm in listed}
         forgotten = acls.forget_absent(self.hv, present)
         forgotten |= _forget_absent(self._applied, present)
         forgotten |= _forget_absent(self._newest, present)
-        removed = await acls.sweep(self.hv)
+        removed = await acls.sweep(self.hv, listed, settle_wait(self.job_wait, command.wait_s))
         return Answer(result=True, details=f"{removed} ACLs of ports that no longer exist "
                                            f"removed; {len(forgotten)} VMs no longer here "
                                            "forgotten")

@@ -40,7 +40,8 @@ session):
                     changes, +1 call + 1 W when an existing security setting differs;
                     unknown port: + the 3 queries of ``read_ports``; a remove or add
                     larger than a request holds: 1 call + 1 W per batch
-``sweep``           2 queries at once (+1 call + 1 W when there is something to remove)
+``sweep``           2 queries at once (+1 call + 1 W when there is something to remove;
+                    + P gets while Hyper-V changes the state of a VM it is left from)
 ==================  ===================================================================
 """
 
@@ -49,7 +50,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -479,10 +480,17 @@ def added_to_port(hv: HyperV, vm: vms.VmRef, mac: str, port: ObjectPath, new: Ne
 # --- leftovers ----------------------------------------------------------------------------
 
 
-async def sweep(hv: HyperV) -> int:
+async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
+                policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> int:
     """Remove the agent's ACLs whose port no longer exists (Hyper-V removes a port's
     features with it; whatever it left behind goes). The number removed. 2 queries at
-    once, +1 call + 1 W when there is something to remove; safe to repeat."""
+    once, +1 call + 1 W when there is something to remove; safe to repeat.
+
+    ``listed``: the host's VMs as just listed (``vms.list_vms``). A leftover of a VM
+    among them that Hyper-V is starting, stopping or saving takes no removal until that
+    is done (32775): the change is waited out first, within ``policy`` (``power.settle``,
+    + P gets); one still changing after it raises HyperVError naming the change, nothing
+    removed."""
     owned_query = wql.select(Class.EXTENDED_ACL, wql.starts_with("Name", NAME_PREFIX + "/"),
                              ("InstanceID",))
     port_query = wql.select(Class.EPASD, None, ("InstanceID",))
@@ -492,6 +500,10 @@ async def sweep(hv: HyperV) -> int:
     orphans = [found for found in (acl.string("InstanceID") or "" for acl in owned)
                if not _under_any(found.lower(), live)]
     if orphans:
+        owners = {vms.owner_guid(found) for found in orphans}
+        await asyncio.gather(*(
+            power.settle(hv, vms.VmRef(vm.guid, vm.name, vm.power, vm.changing), policy)
+            for vm in listed if vm.changing is not None and vm.guid.upper() in owners))
         await _remove(hv, orphans)
     return len(orphans)
 
