@@ -28,6 +28,7 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.hostfs.aside import MARK
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.transitions_kit import STARTING, changing, slow
 from tests.emulator.kit import ok, request_state, service
 
 LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
@@ -362,3 +363,24 @@ async def test_a_config_drive_of_megabytes_is_taken(agent: Running) -> None:
     answer = await _handled(agent, handle_body(data=image))
     assert answer["result"] is True, answer
     assert _host_file(agent, ON_POOL).stat().st_size == len(image)
+
+
+async def test_a_delete_waits_for_the_vm_holding_the_iso_at_most_half_its_wait(
+    agent: Running,
+) -> None:
+    """A VM Hyper-V is starting holds its ISO: the delete waits the start out within the
+    job wait and half the command's ``wait``, so one the MS waits 2 s for answers in
+    time, naming the change, and keeps the ISO."""
+    assert (await _handled(agent, handle_body()))["result"] is True
+    await _started(agent)
+    cim = agent.emulator
+    (vm,) = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM)))
+    assert vm.path is not None
+    await ok(cim, await request_state(cim, vm.path, 3))
+    slow(agent, job_s=30.0)
+    await changing(cim, vm.path, 2, STARTING)
+    slow(agent, job_s=0.01)  # the start still lasts 30 s; the command's own jobs do not
+    refused = await _handled(agent, handle_body(create=False) | {"wait": 2})
+    assert refused["result"] is False, refused
+    assert f"VM {VM} is still starting on this host after 1 s" in refused["details"], refused
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image()

@@ -18,7 +18,16 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
 from tests.e2e.conftest import Running, config_with_shares, serving
+from tests.e2e.migration_kit import migrate_body, vm_to, volume_body
 from tests.e2e.test_attach_commands import SHARE, _data_disk, _file, _layout, _start, _volume_file
+from tests.e2e.test_copy_command import (
+    COPY,
+    COPY_ANSWER,
+    OTHER_POOL_UUID,
+    POOL_UUID,
+    _other_pool,
+    _pool_to_pool,
+)
 from tests.e2e.test_vm_config_commands import (
     PLUG,
     PLUG_ANSWER,
@@ -226,3 +235,46 @@ async def test_the_wait_for_a_state_change_is_bounded_by_half_the_commands_wait(
     key, answer = await running.answer(command, {**body, "wait": 2})
     assert (key, answer["result"]) == (answer_class, False), answer
     assert "VM i-2-53-VM is still starting on this host after 1 s" in answer["details"]
+
+
+def _held_by(vm_name: str) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Commands on the disk ``C:\\pool\\<VOLUME_UUID>.vhdx`` of ``vm_name``, or on that VM:
+    (command, answer class, body)."""
+    other_pool = {"id": 202, "uuid": OTHER_POOL_UUID, "host": "10.1.1.1",
+                  "path": "C:\\pool2", "port": 0, "type": "Filesystem"}
+    return {
+        "delete": (DELETE, ANSWER, {"data": _volume(path=VOLUME_UUID)}),
+        "copy": (COPY, COPY_ANSWER, _pool_to_pool()),
+        "resize": (RESIZE, RESIZE_ANSWER, _resize(f"{VOLUME_UUID}.vhdx", 2 * GIB)),
+        "migrate-volume": (names.MIGRATE_VOLUME_COMMAND, names.MIGRATE_VOLUME_ANSWER,
+                           volume_body(VOLUME_UUID, vm_name, other_pool)),
+        "migrate-detached-volume": (names.MIGRATE_VOLUME_COMMAND,
+                                    names.MIGRATE_VOLUME_ANSWER,
+                                    volume_body(VOLUME_UUID, None, other_pool,
+                                                source_pool=other_pool
+                                                | {"path": "C:\\pool", "uuid": POOL_UUID})),
+        "migrate": (names.MIGRATE_COMMAND, names.MIGRATE_ANSWER,
+                    migrate_body(vm_to(vm_name), "127.0.0.9")),
+    }
+
+
+@pytest.mark.parametrize("command", list(_held_by("")))
+async def test_a_disk_or_move_command_waits_for_its_vm_at_most_half_its_wait(
+    agent: Running, command: str,
+) -> None:
+    """The file commands wait out the state change of the VM holding their disk, and a
+    migration that of its VM, within the job wait and half the command's ``wait``, as the
+    VM commands do: a command the MS waits 2 s for answers within that, naming the change,
+    instead of after the MS has given up on it (the job wait is 600 s)."""
+    cim = agent.emulator
+    _disk(_pool(agent), f"{VOLUME_UUID}.vhdx")
+    await _other_pool(agent)
+    vm = await _vm_with(cim, "i-2-54-VM", f"C:\\pool\\{VOLUME_UUID}.vhdx", scsi=True,
+                        running=False)
+    slow(agent, job_s=30.0)
+    await changing(cim, vm.path, 2, STARTING)
+    slow(agent, job_s=0.01)  # the start still lasts 30 s; the command's own jobs do not
+    name, answer_class, body = _held_by("i-2-54-VM")[command]
+    key, answer = await agent.answer(name, {**body, "wait": 2})
+    assert (key, answer["result"]) == (answer_class, False), answer
+    assert "VM i-2-54-VM is still starting on this host after 1 s" in answer["details"]

@@ -106,15 +106,17 @@ class CopyHandler(FileHandlers):
         fresh copy (a volume in a running VM is never replaced). On failure no partial
         file has the destination's name and ``newData`` is null; a file that was there
         before is left as it was."""
-        merge_wait = self.disk_job_wait(asked.wait_s)
-        new_data = await self._run_case(asked.src_to, asked.dest_to, merge_wait)
+        new_data = await self._run_case(asked.src_to, asked.dest_to, asked.wait_s)
         if new_data is None:
             raise InvalidRequest(UNSUPPORTED)
         return CopyCmdAnswer(result=True, new_data=new_data)
 
     async def _run_case(self, src: TemplateObjectTO | VolumeObjectTO,
-                        dest: TemplateObjectTO | VolumeObjectTO, merge_wait: jobs.WaitPolicy,
+                        dest: TemplateObjectTO | VolumeObjectTO, wait_s: int,
                         ) -> TemplateObjectTO | VolumeObjectTO | None:
+        """The case's answer; ``wait_s``: the command's ``wait``, which bounds a merge or a
+        whole-disk write (``disk_job_wait``) and the wait for a VM holding a file to finish
+        a state change (``refuse_if_running``)."""
         if isinstance(src, TemplateObjectTO):
             if (isinstance(dest, TemplateObjectTO)
                     and isinstance(src.image_data_store, NfsTO | S3TO)
@@ -123,14 +125,14 @@ class CopyHandler(FileHandlers):
             if (isinstance(dest, VolumeObjectTO)
                     and isinstance(src.image_data_store, PrimaryDataStoreTO)
                     and isinstance(dest.data_store, PrimaryDataStoreTO)):
-                return await self._volume_from_template(src, dest, merge_wait)
+                return await self._volume_from_template(src, dest, wait_s)
             return None
         if isinstance(dest, VolumeObjectTO):
             if _is_file_store(src.data_store) and _is_file_store(dest.data_store):
-                return await self._volume_to_volume(src, dest, merge_wait)
+                return await self._volume_to_volume(src, dest, wait_s)
             return None
         if isinstance(dest.image_data_store, NfsTO):
-            return await self._template_from_volume(src, dest, merge_wait)
+            return await self._template_from_volume(src, dest, wait_s)
         return None
 
     # --- A: template download to primary -----------------------------------------------
@@ -213,7 +215,7 @@ class CopyHandler(FileHandlers):
     # --- B: volume from a template on primary -------------------------------------------
 
     async def _volume_from_template(self, src: TemplateObjectTO, dest: VolumeObjectTO,
-                                    fill_wait: jobs.WaitPolicy) -> VolumeObjectTO:
+                                    wait_s: int) -> VolumeObjectTO:
         template = await self._template_on_primary(src)
         fmt = _disk_format_of(template)
         name = dest.path or dest.uuid
@@ -226,7 +228,7 @@ class CopyHandler(FileHandlers):
         if dest.size_bytes:  # null or 0: no size asked for, the template's is kept
             disks.checked_size(target, dest.size_bytes, "destTO.size")
         if fixed:
-            return await self._fixed_volume(template, target, dest, name, fmt, fill_wait)
+            return await self._fixed_volume(template, target, dest, name, fmt, wait_s)
         # SPARSE: a dynamic full copy standing alone, as KVM copies the template for it
         # (see the module's docstring); THIN (or no type): a linked clone where it can be
         linked = (self._links(src.image_data_store, dest.data_store)
@@ -239,7 +241,7 @@ class CopyHandler(FileHandlers):
         # them, so it sees every linked clone made before it and removes no template a
         # full copy is still reading
         async with self.file_locks.hold_all(target, shared=(template,)):
-            await self._refuse_if_running(target)
+            await self._refuse_if_running(target, wait_s)
             async with self.staged(target) as staged:
                 if linked:
                     await disks.create_differencing(self.hv, staged, template,
@@ -247,7 +249,8 @@ class CopyHandler(FileHandlers):
                 else:  # dynamic (a fixed template converted), or as stored when no type
                     await self.write_copy(template, staged,
                                           copy_kind(dest.provisioning_type,
-                                                    "destTO.provisioningType"), fill_wait)
+                                                    "destTO.provisioningType"),
+                                          self.disk_job_wait(wait_s))
                 if grow:
                     await disks.resize(self.hv, staged, size, policy=self.job_wait)
         log.info("volume %s made from template %s (%s%s)", target, template,
@@ -255,19 +258,20 @@ class CopyHandler(FileHandlers):
         return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size or None})
 
     async def _fixed_volume(self, template: str, target: str, dest: VolumeObjectTO, name: str,
-                            fmt: ImageFormat, fill_wait: jobs.WaitPolicy) -> VolumeObjectTO:
+                            fmt: ImageFormat, wait_s: int) -> VolumeObjectTO:
         """A volume of a FAT offering: a fixed disk Hyper-V writes whole from the template
         (ConvertVirtualHardDisk; KVM too makes a full preallocated copy, never a clone on a
         backing file), grown to ``destTO.size`` when that is larger, and refused before
         anything is written when its size would leave its volume less than
         ``room.KEEP_FREE_BYTES`` free. Both jobs write the whole disk, so they are waited
-        for as long as the command (``fill_wait``)."""
+        for as long as the command (``disk_job_wait``)."""
+        fill_wait = self.disk_job_wait(wait_s)
         virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes
         size = max(dest.size_bytes or 0, virtual)
         # the template held shared while Hyper-V reads it, as for every volume made from it
         async with self.file_locks.hold_all(target, shared=(template,)):
-            await self._refuse_if_running(target)
+            await self._refuse_if_running(target, wait_s)
             await require_room(self.files, target, size, f"a fixed copy (FAT) of {template}",
                                "nothing was written")
             async with self.staged(target) as staged:
@@ -296,10 +300,10 @@ class CopyHandler(FileHandlers):
                 return candidate
         raise InvalidRequest(f"Local template file missing from {candidates[0]}")
 
-    async def _refuse_if_running(self, target: str) -> None:
+    async def _refuse_if_running(self, target: str, wait_s: int) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
         if await self.files.exists(target):
-            await self.refuse_if_running(target, "it was left as it is")
+            await self.refuse_if_running(target, "it was left as it is", wait_s=wait_s)
 
     def _links(self, template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
         """Whether a volume is made as a linked clone: the pool does not ask for full clones
@@ -314,7 +318,8 @@ class CopyHandler(FileHandlers):
     # --- C: volume to volume ------------------------------------------------------------
 
     async def _volume_to_volume(self, src: VolumeObjectTO, dest: VolumeObjectTO,
-                                merge_wait: jobs.WaitPolicy) -> VolumeObjectTO:
+                                wait_s: int) -> VolumeObjectTO:
+        merge_wait = self.disk_job_wait(wait_s)
         source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         # into a pool the copy is of the kind the volume's provisioning type asks (the
@@ -338,8 +343,8 @@ class CopyHandler(FileHandlers):
         held = (source, target) if isinstance(src.data_store, PrimaryDataStoreTO) else (target,)
         async with self.file_locks.hold_all(*held):
             if len(held) == 2:
-                await self.refuse_if_running(source, "it was not copied")
-            await self._refuse_if_running(target)
+                await self.refuse_if_running(source, "it was not copied", wait_s=wait_s)
+            await self._refuse_if_running(target, wait_s)
             if not isinstance(src.data_store, PrimaryDataStoreTO):
                 # from an image store, where a user may have uploaded it: checked as a
                 # downloaded template is. A differencing disk would make Hyper-V open the
@@ -442,7 +447,7 @@ class CopyHandler(FileHandlers):
     # --- D: template from a volume ------------------------------------------------------
 
     async def _template_from_volume(self, src: VolumeObjectTO, dest: TemplateObjectTO,
-                                    merge_wait: jobs.WaitPolicy) -> TemplateObjectTO:
+                                    wait_s: int) -> TemplateObjectTO:
         source = await self._existing_volume(src)
         fmt = _disk_format_of(source)
         assert isinstance(dest.image_data_store, NfsTO)
@@ -452,10 +457,11 @@ class CopyHandler(FileHandlers):
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         virtual = settings.size_bytes
         async with self.file_locks.hold_all(source, target):  # a start of its VM waits
-            await self.refuse_if_running(source, "it was not copied")
+            await self.refuse_if_running(source, "it was not copied", wait_s=wait_s)
             # merged beside the source: Hyper-V may not be able to write to the image
             # store's share
-            async with self.standalone(source, settings, merge_wait) as whole:
+            async with self.standalone(source, settings,
+                                       self.disk_job_wait(wait_s)) as whole:
                 done = await self.copy_file(whole, target, TEMPLATE_CHECKSUM)
             await self._write_properties(folder, target, dest, fmt, virtual, done.size)
         return dest.model_copy(update={

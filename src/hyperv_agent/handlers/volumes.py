@@ -231,7 +231,7 @@ class VolumeHandlers(FileHandlers):
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
-            await self.refuse_if_running(path)
+            await self.refuse_if_running(path, wait_s=command.wait_s)
             await self.files.remove(path)
         log.info("deleted volume file %s", path)
         return Answer(result=True, details=f"deleted {path}")
@@ -247,9 +247,9 @@ class VolumeHandlers(FileHandlers):
         ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked, and the job, which
         writes the new part whole, is waited for as long as the command. A disk of a VM
         Hyper-V is starting, stopping or saving, which it grows only once that is done, is
-        grown then (``_holder_settled``, within the job wait; a VM still changing after
-        it fails the answer, naming the change). The answer's ``newSize`` is the disk's
-        size."""
+        grown then (``_holder_settled``, within the job wait and half the command's
+        ``wait``; a VM still changing after it fails the answer, naming the change). The
+        answer's ``newSize`` is the disk's size."""
         path = await self._filer_volume(command.pool, command.path)
         new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
         async with self.file_locks.hold(path):
@@ -261,15 +261,17 @@ class VolumeHandlers(FileHandlers):
                 try:
                     await self._grow(path, current, new_size, command.wait_s)
                 except (MethodFailed, JobFailed) as error:
-                    if not await self._holder_settled(path, error):
+                    if not await self._holder_settled(path, error, command.wait_s):
                         raise
                     await self._grow(path, current, new_size, command.wait_s)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
 
-    async def _holder_settled(self, path: str, error: MethodFailed | JobFailed) -> bool:
+    async def _holder_settled(self, path: str, error: MethodFailed | JobFailed,
+                              wait_s: int) -> bool:
         """After Hyper-V refused to grow ``path`` as "invalid state" (it grows no disk of
         a VM it is starting, stopping or saving): True once the VM holding it is done
-        (``power.settle``; it may be by the time the refused job has ended), so the
+        (``power.settle``, within the job wait and half the command's ``wait_s``:
+        ``vm.settle_wait``; it may be by the time the refused job has ended), so the
         resize is tried once more; False for any other refusal or a disk no VM holds.
         Looked up (1 query + 1 get) only after such a refusal: a disk of a VM in a steady
         state costs no round trip more."""
@@ -279,7 +281,7 @@ class VolumeHandlers(FileHandlers):
         attached = await disks.find_attachment(self.hv, path)
         if attached is None:
             return False
-        await power.settle(self.hv, attached.vm, self.job_wait)
+        await power.settle(self.hv, attached.vm, settle_wait(self.job_wait, wait_s))
         return True
 
     async def _grow(self, path: str, current: disks.DiskSettings, new_size: int,
