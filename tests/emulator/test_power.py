@@ -315,3 +315,39 @@ async def test_no_transitional_state_is_shown_when_jobs_take_no_time(
     vm = await define_vm(emulator)
     await ok(emulator, await request_state(emulator, vm, 2))
     assert (await emulator.get(vm))["EnabledState"] == RUNNING
+
+
+@pytest.mark.parametrize("guest_s", [0.0, 0.2])
+async def test_a_vm_its_guest_shuts_down_shows_stopping_while_it_is_torn_down(
+    make_config: Callable[..., EmulatorConfig], guest_s: float,
+) -> None:
+    """A guest shutting itself down (asked through its shutdown component) leaves the VM
+    Stopping for the job time, as a turn off does: no other change, nor a removal, is
+    taken meanwhile."""
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=2.0),
+                                       guest_shutdown_s=guest_s), clock)
+    try:
+        vm = await define_vm(cim)
+        await request_state(cim, vm, 2)
+        clock.now += 2.0
+        component = await _shutdown_component(cim, vm)
+        asked: dict[str, InValue] = {"Force": False, "Reason": "test"}
+        assert (await cim.invoke(component, "InitiateShutdown", asked)).return_value == 0
+        if guest_s:
+            assert await state(cim, vm) == RUNNING  # the guest is shutting its OS down
+            for _ in range(100):  # the guest acts after guest_s of the loop's time
+                if await state(cim, vm) != RUNNING:
+                    break
+                await asyncio.sleep(0.05)
+        seen = await cim.get(vm)
+        assert (seen["EnabledState"], seen["RequestedState"]) == (4, 12)
+        assert await _summary_state(cim, vm) == 4
+        assert (await request_state(cim, vm, 2)).return_value == 32775
+        destroy = await cim.invoke(await service(cim), "DestroySystem", {"AffectedSystem": vm})
+        clock.now += 2.0
+        assert await failure(cim, destroy) == 32775
+        assert await state(cim, vm) == OFF
+        assert (await request_state(cim, vm, 2)).return_value == 4096
+    finally:
+        await cim.close()

@@ -15,7 +15,9 @@ it with 32775 (invalid state), as it refuses DestroySystem, and the guest's shut
 component answers 32780 (not ready) until a starting VM runs.
 
 The guest asked through its shutdown component (a VM that is not running: 32780, not
-ready) shuts down, or restarts, after ``guest_shutdown_s``; a guest that ignores shutdown
+ready) shuts down, or restarts, after ``guest_shutdown_s``; a VM whose guest shut down then
+shows Stopping for the job time, as a turn off does (``_guest_shut_down``, the emulator's
+choice); a guest that ignores shutdown
 requests (``Faults.ignore_shutdown``) ignores both. A guest without integration services
 (``Faults.lack_integration_services``, read when the VM starts) still has its shutdown and
 KVP components (the host side of the services lives while the VM runs), but they show
@@ -79,11 +81,16 @@ def _show_transition(call: Call, vm: Record, transition: Transition, requested: 
     """Have the VM show its transitional state (``_SHOWN``) while the change's job runs:
     for the latency model's job time, when jobs are asynchronous. Its stored state is
     already the one the change ends in; a job that ends in Exception discards both."""
-    shown = _SHOWN.get(transition)
-    duration = call.host.config.latency.job_s
+    _show(call.host, vm, _SHOWN.get(transition), requested)
+
+
+def _show(host: EmulatedHost, vm: Record, shown: EnabledState | None, requested: int) -> None:
+    """Have ``vm`` show ``shown`` (None: nothing) for the latency model's job time, when
+    jobs are asynchronous, with RequestedState ``requested``."""
+    duration = host.config.latency.job_s
     vm.meta.pop(model.TRANSITION, None)
-    if shown is not None and duration > 0 and call.host.config.async_jobs:
-        vm.meta[model.TRANSITION] = [int(shown), requested, call.host.clock() + duration]
+    if shown is not None and duration > 0 and host.config.async_jobs:
+        vm.meta[model.TRANSITION] = [int(shown), requested, host.clock() + duration]
 
 
 def _start(call: Call, vm: Record) -> None:
@@ -211,7 +218,17 @@ _SHOWN: dict[Transition, EnabledState] = {
 @handles("Msvm_ShutdownComponent", "InitiateShutdown")
 def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
     """Asks the guest to shut down; a cooperative guest is off after ``guest_shutdown_s``."""
-    return _ask_guest(call, power_off)
+    return _ask_guest(call, _guest_shut_down)
+
+
+def _guest_shut_down(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
+    """The guest has shut its OS down: Hyper-V stops the VM. Microsoft does not say
+    whether a VM its guest shuts down shows Stopping (4) while Hyper-V tears it down; the
+    emulator shows it for the latency model's job time, as for a RequestStateChange to
+    off, taking no other change meanwhile (32775), and RequestedState 12 (Not
+    Applicable: nothing was asked of Hyper-V), its choice too."""
+    power_off(host, txn, vm)
+    _show(host, vm, E.SHUTTING_DOWN, int(R.NOT_APPLICABLE))
 
 
 @handles("Msvm_ShutdownComponent", "InitiateReboot")
