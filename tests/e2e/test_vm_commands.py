@@ -31,6 +31,7 @@ STATS = "com.cloud.agent.api.GetVmStatsCommand"
 STATS_ANSWER = "com.cloud.agent.api.GetVmStatsAnswer"
 REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
 SHUTDOWN_WAIT_S = 0.3
+GUEST_WAIT_S = VmSettings().shutdown_timeout_s  # what the `running` agent gives a guest
 
 
 backend_kind = every_backend  # every test here runs on the emulator and over WinRM
@@ -130,7 +131,9 @@ async def test_stop_turns_vm_off_without_waiting_when_guest_has_no_integration_s
     # InitiateShutdown answers 32780 (not ready): no wait for the guest, straight to off
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (1, 1, 1)
-    assert spent["get"] == 0 and elapsed < SHUTDOWN_WAIT_S
+    # no poll of the guest, and far from the 30 s a guest is given (a loaded machine takes
+    # more than a fraction of a second for these round trips over WinRM)
+    assert spent["get"] == 0 and elapsed < GUEST_WAIT_S / 2
     assert "i-2-28-VM" not in await _names(cim)
 
 
@@ -200,22 +203,23 @@ async def test_stop_leaves_paused_vm_alone_when_check_before_cleanup_is_set(
 @pytest.mark.parametrize("force", [False, True])
 @pytest.mark.parametrize("suspended", [9, 6], ids=["paused", "saved"])
 async def test_stop_turns_paused_or_saved_vm_off_without_asking_its_guest(
-    quick: Running, suspended: int, force: bool,
+    running: Running, suspended: int, force: bool,
 ) -> None:
     # A paused guest runs no code (Hyper-V pauses a VM whose disk's volume is full): a
-    # shutdown request could never complete, so the VM is turned off at once.
-    cim = quick.emulator
+    # shutdown request could never complete, so the VM is turned off at once, without the
+    # 30 s a guest is given.
+    cim = running.emulator
     path = await _running_vm(cim, "i-2-30-VM")
     await ok(cim, await request_state(cim, path, suspended))
     before = cim.round_trips()
     started = time.monotonic()
-    _, answer = await quick.answer(STOP, _stop("i-2-30-VM", forceStop=force))
+    _, answer = await running.answer(STOP, _stop("i-2-30-VM", forceStop=force))
     elapsed = time.monotonic() - started
     spent = cim.round_trips() - before
     assert answer["result"] is True, answer
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (0, 1, 1)
-    assert elapsed < SHUTDOWN_WAIT_S
+    assert elapsed < GUEST_WAIT_S / 2
     assert "i-2-30-VM" not in await _names(cim)
 
 
