@@ -27,7 +27,8 @@ from tests.emulator.migration_kit import (
 
 SOURCE, DESTINATION = "HV-SLOTS-A", "HV-SLOTS-B"
 JOB_S = 10.0
-NEW, RUNNING, COMPLETED = 2, 4, 7
+NEW, RUNNING, COMPLETED, TERMINATED, EXCEPTION = 2, 4, 7, 8, 10
+ENABLED = 2
 
 
 class Clock:
@@ -130,3 +131,83 @@ async def test_moves_within_the_limit_never_wait(hosts: Hosts) -> None:
     vms = await _vms(source, 3)
     results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
     assert [state for state, _ in await _states(source, results)] == [RUNNING] * 3
+
+
+async def _where(hosts: Hosts, vm: ObjectPath) -> tuple[str, int]:
+    """The host that shows the VM (the source, or the destination, never both) and the
+    EnabledState it shows there."""
+    source, destination, _ = hosts
+    found = [(cim.host.name, await cim.query(
+        f"SELECT Name, EnabledState FROM Msvm_ComputerSystem WHERE Name = '{vm.key('Name')}'"))
+        for cim in (source, destination)]
+    shown = [(name, vms[0].integer("EnabledState") or 0) for name, vms in found if vms]
+    assert len(shown) == 1, (vm, shown)
+    return shown[0]
+
+
+async def test_a_queued_move_leaves_the_vm_running_on_its_source_until_it_runs(
+        hosts: Hosts) -> None:
+    """While its job waits for a slot, Hyper-V has not begun to move the VM: the VM runs
+    on, and is seen, on its source only; it moves when its job runs."""
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
+    assert [await _where(hosts, vm) for vm in vms] == [
+        (DESTINATION, ENABLED), (DESTINATION, ENABLED), (SOURCE, ENABLED)]
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, results)] == [
+        COMPLETED, COMPLETED, RUNNING]
+    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
+    clock.now += JOB_S
+    assert [state for state, _ in await _states(source, results)] == [COMPLETED] * 3
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_queued_move_that_is_cancelled_never_moves_the_vm(hosts: Hosts) -> None:
+    """The agent stops a move whose wait ran out (RequestStateChange Terminate on its
+    job): a queued one ends Terminated, and its VM stays running on the source, also
+    past the moment its move would have run; the running move cannot be stopped."""
+    source, _, clock = hosts
+    vms = await _vms(source, 2)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    running_job, queued_job = (result.path("Job") for result in results)
+    assert running_job is not None and queued_job is not None
+    assert (await source.get(queued_job))["Cancellable"] is True
+    assert (await source.get(running_job))["Cancellable"] is False
+    refused = await source.invoke(running_job, "RequestStateChange", {"RequestedState": 4})
+    assert refused.return_value == 4097
+    stopped = await source.invoke(queued_job, "RequestStateChange", {"RequestedState": 4})
+    assert stopped.return_value == 0
+    ended = await source.get(queued_job)
+    assert (ended["JobState"], ended["ErrorCode"], ended["Cancellable"]) == (
+        TERMINATED, 32768, False)
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+    clock.now += 2 * JOB_S + 0.1
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+    assert [state for state, _ in await _states(source, results)] == [COMPLETED, TERMINATED]
+    assert await _active(source) == (0, 0)
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_queued_move_is_checked_again_when_it_begins(hosts: Hosts) -> None:
+    """A move is made from the hosts as they are when it begins: the destination having
+    disabled live migration meanwhile fails the queued job then, and the VM stays."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 2)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    settings = await destination.query(
+        "SELECT * FROM Msvm_VirtualSystemMigrationServiceSettingData")
+    txn = destination.host.store.transaction()
+    staged = txn.edit(settings[0].path) if settings[0].path is not None else None
+    assert staged is not None
+    staged.values["EnableVirtualSystemMigration"] = False
+    txn.commit()
+    clock.now += JOB_S + 0.1
+    job_path = results[1].path("Job")
+    assert job_path is not None
+    job = await source.get(job_path)
+    assert (job["JobState"], job["ErrorCode"]) == (EXCEPTION, 32770), job["ErrorDescription"]
+    assert f"destination '{DESTINATION}'" in str(job["ErrorDescription"])
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+    assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)

@@ -22,7 +22,15 @@ from hyperv_agent.cim.api import (
     namespace_name,
 )
 from hyperv_agent.cim.classdecl import CimClass, MethodDecl, ParameterDecl
-from hyperv_agent.emulator import associations, classes, model, services, wqlindex, wqlparse
+from hyperv_agent.emulator import (
+    associations,
+    classes,
+    jobs,
+    model,
+    services,
+    wqlindex,
+    wqlparse,
+)
 from hyperv_agent.emulator.calls import Arg, Call, MethodError, instance_of
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.config import EmulatorConfig
@@ -72,7 +80,11 @@ class EmulatorCim(Cim):
         return self.host.counters.snapshot()
 
     async def close(self) -> None:
-        await self.host.worker.run(self.host.close)
+        def close() -> None:
+            jobs.forget(self.host)
+            self.host.close()
+
+        await self.host.worker.run(close)
 
     async def _primitive(self, name: str | None) -> None:
         """Count a round trip (unless the work decides what it is) and wait out its
@@ -84,7 +96,11 @@ class EmulatorCim(Cim):
             await asyncio.sleep(delay)
 
     async def _work(self, work: Callable[[], _T]) -> _T:
-        return await self.host.worker.run(work)
+        def settled() -> _T:
+            jobs.begin_due()  # what queued jobs do as they begin is seen by this primitive
+            return work()
+
+        return await self.host.worker.run(settled)
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -294,14 +310,16 @@ class EmulatorCim(Cim):
         if fault is not None:
             return self._failed_job(call, None, fault)
         slow = self.host.faults.take_slow_job(call.method.name)
-        out["Job"] = self._hosted(new_job(self.host, call.txn, call.method.name, _affected(call),
-                                          duration_s=slow[0] if slow else None,
-                                          cancellable=bool(slow and slow[1]),
-                                          slots=call.slots))
+        job = new_job(self.host, call.txn, call.method.name, _affected(call),
+                      duration_s=slow[0] if slow else None, cancellable=bool(slow and slow[1]),
+                      queue=call.queue)
+        out["Job"] = self._hosted(job)
         try:
             call.txn.commit()
         except MethodError as error:
             return self._failed_job(call, (error.code, error.description))
+        if call.queue is not None:
+            jobs.defer(self.host, job, call.queue)
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, out)
 

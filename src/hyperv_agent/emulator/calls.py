@@ -28,7 +28,7 @@ from hyperv_agent.errors import CimError
 
 if TYPE_CHECKING:
     from hyperv_agent.emulator.host import EmulatedHost
-    from hyperv_agent.emulator.jobs import Slots
+    from hyperv_agent.emulator.jobs import Queue
 
 
 class MethodError(Exception):
@@ -124,7 +124,7 @@ class Call:
     method: MethodDecl
     target: Record | None
     args: Mapping[str, Arg]  # keyed lower-case
-    slots: Slots | None = None  # set by a handler whose job waits for a free slot
+    queue: Queue | None = None  # set by a handler whose job may wait for a free slot
 
     def arg(self, name: str) -> Arg:
         return self.args.get(name.lower())

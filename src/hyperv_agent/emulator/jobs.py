@@ -10,19 +10,27 @@ it is the only ``Cancellable`` job, since every other job's work was done when i
 (``codes.JOB_NOT_CANCELLABLE``), but for a slow job a test makes cancellable
 (``Faults.slow_next_job``), which stands for one Hyper-V stops midway.
 
-A job started with ``Slots`` (a live migration: at most MaximumActiveVirtualSystemMigration
-run at once on the VM's host) waits, queued, while as many jobs of its slots run as their
-limit allows: it begins when the earliest of them ends, and runs its duration from then.
-Hyper-V accepts such a move and queues its job; Microsoft does not say what the job
-shows meanwhile, so a queued job reads as CIM's New (2, "never been started"), at 0
-percent, and is no more cancellable than a running one. A job that never finishes holds
-no slot (it stands for a job a test stops).
+A job started in a ``Queue`` of ``Slots`` (a live migration: at most
+MaximumActiveVirtualSystemMigration run at once on the VM's host) waits, queued, while as
+many jobs of its slots run as their limit allows: it begins when the earliest of them
+ends (``slot_free_at``), and runs its duration from then. Hyper-V accepts such a move and
+queues its job; Microsoft does not say what the job shows meanwhile, so a queued job
+reads as CIM's New (2, "never been started"), at 0 percent. A job that never finishes
+holds no slot (it stands for a job a test stops).
+
+The work of a queued job (a move: the VM stays on its source until then) is done when
+the job begins (``defer``; ``begin_due`` runs what is due, before each primitive of any
+emulated host of the process and on a timer at the moment a job begins). Until then the
+job is ``Cancellable``, as any job whose work has not started: stopped, it never does its
+work. Work that fails as it begins ends the job then, in Exception with its error. The
+work waits in this process only: a job left queued when its process ends never does it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
@@ -30,6 +38,8 @@ from hyperv_agent.emulator.codes import JOB_CANCELLED_ERROR, JOB_RETENTION_S, Jo
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.store import Record, Transaction
+
+log = logging.getLogger("hyperv_agent.emulator")
 
 #: Sweeps for finished jobs are at least this far apart.
 MIN_SWEEP_INTERVAL_S = 1.0
@@ -60,6 +70,34 @@ class Slots:
     limit: int
 
 
+#: The work a queued job does when it begins: None when done, else the job's error
+#: (ErrorCode, ErrorDescription).
+Work = Callable[[], "tuple[int, str] | None"]
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Where a job of ``slots`` stands: it begins at ``begin`` (``slot_free_at``, as the
+    caller found it), and then does ``work`` (None: its work was done at the call)."""
+
+    slots: Slots
+    begin: float
+    work: Work | None = None
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    host: EmulatedHost
+    job: ObjectPath
+    begin: float
+    work: Work
+
+
+#: The work of queued jobs, by the key of the job's host and path (all hosts of the
+#: process: their work runs on one thread, and a move changes two hosts).
+_WAITING: dict[tuple[str, str], _Waiting] = {}
+
+
 def new_job(
     host: EmulatedHost,
     txn: Transaction,
@@ -69,12 +107,12 @@ def new_job(
     error: tuple[int, str] | None = None,
     duration_s: float | None = None,
     cancellable: bool = False,
-    slots: Slots | None = None,
+    queue: Queue | None = None,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
-    after ``duration_s`` (default: the latency model's job time), counted from when one of
-    its ``slots`` is free. A job that never finishes is ``Cancellable``, and so is one
-    made ``cancellable``."""
+    after ``duration_s`` (default: the latency model's job time), counted from when its
+    ``queue`` lets it begin. A job that never finishes is ``Cancellable``, and so is one
+    made ``cancellable``; a queued job with work to do is until it begins."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, txn, now)
@@ -83,7 +121,8 @@ def new_job(
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
     never = fault is not None and fault.never_finishes
-    begin = now if slots is None or never else _free_slot(host, txn, slots, now)
+    queue = None if never else queue
+    begin = now if queue is None else max(now, queue.begin)
     end = None if never else begin + duration
     record = host.new_record(
         class_name, InstanceID=str(uuid.uuid4()).upper(), Caption=method,
@@ -94,7 +133,8 @@ def new_job(
     record.meta = {
         "start": now,
         "begin": begin,
-        "slots": None if slots is None or never else slots.name,
+        "slots": None if queue is None else queue.slots.name,
+        "deferred": queue is not None and queue.work is not None,
         "end": end,
         "remove_at": None if end is None else end + retention,
         "error": list(error) if error else None,
@@ -104,7 +144,7 @@ def new_job(
     return record.path
 
 
-def _free_slot(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
+def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
     """When a job queued now for ``slots`` begins: at once while fewer than ``limit`` of
     their jobs have yet to end, else when the one that frees the last slot ends (jobs
     begin in the order they were queued)."""
@@ -113,6 +153,62 @@ def _free_slot(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -
                    and job.meta["end"] > now), reverse=True)
     limit = max(1, slots.limit)  # a limit below 1 counts as 1: the emulator's choice
     return now if len(ends) < limit else max(now, float(ends[limit - 1]))
+
+
+def defer(host: EmulatedHost, job: ObjectPath, queue: Queue) -> None:
+    """Do ``queue.work`` when the (committed) ``job`` begins, unless it is stopped first."""
+    if queue.work is None:
+        return
+    waiting = _Waiting(host, job, queue.begin, queue.work)
+    _WAITING[(host.name.lower(), str(job).lower())] = waiting
+    host.later(max(0.0, queue.begin - host.clock()), begin_due)
+
+
+def begin_due() -> None:
+    """Do the work of every queued job that has begun, in the order they began (on the
+    emulator's thread)."""
+    due = sorted(((key, waiting) for key, waiting in _WAITING.items()
+                  if waiting.host.clock() >= waiting.begin), key=lambda item: item[1].begin)
+    for key, waiting in due:
+        if _WAITING.pop(key, None) is not None:
+            _begin(waiting)
+
+
+def forget(host: EmulatedHost) -> None:
+    """Drop the queued work of ``host`` (it is closing)."""
+    for key in [key for key, waiting in _WAITING.items() if waiting.host is host]:
+        del _WAITING[key]
+
+
+def _begin(waiting: _Waiting) -> None:
+    job = waiting.host.store.get(waiting.job)
+    if job is None or job.meta.get("stopped") is not None:
+        return
+    error = waiting.work()
+    if error is None:
+        return
+    log.info("a queued %s job failed as it began: %s", job["ElementName"], error[1])
+    txn = waiting.host.store.transaction()
+    staged = txn.edit(waiting.job)
+    if staged is None:
+        return
+    staged.meta.update(end=waiting.begin, error=list(error),
+                       remove_at=waiting.begin + waiting.host.config.job_retention_s)
+    txn.commit()
+
+
+def cancellable(job: Record, now: float) -> bool:
+    """Whether RequestStateChange can stop ``job`` at ``now``: it has not ended, and its
+    work has not started (it never finishes, a test made it cancellable, or it waits
+    queued with its work to do)."""
+    if not running(job, now):
+        return False
+    return job["Cancellable"] is True or _queued_with_work(job, now)
+
+
+def _queued_with_work(job: Record, now: float) -> bool:
+    return bool(job.meta.get("deferred")) and job.meta.get("stopped") is None and (
+        now < float(job.meta.get("begin", 0.0)))
 
 
 def active_jobs(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> int:
@@ -127,7 +223,8 @@ def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
     ``state`` (Terminated or Killed), with the cancellation's error; its work never
     happens."""
     now = host.clock()
-    job.meta.update(end=now, remove_at=now + host.config.job_retention_s,
+    begin = min(float(job.meta.get("begin", now)), now)  # a queued job ends unbegun
+    job.meta.update(begin=begin, end=now, remove_at=now + host.config.job_retention_s,
                     error=list(JOB_CANCELLED_ERROR), stopped=int(state))
     job["Cancellable"] = False
 
@@ -157,7 +254,8 @@ def job_view(record: Record, now: float) -> dict[str, CimValue]:
     start = record.meta.get("begin", start)
     if end is not None and now < start:
         return {"JobState": JobState.NEW, "PercentComplete": 0, "ErrorCode": 0,
-                "JobStatus": "Job is queued"}
+                "JobStatus": "Job is queued",
+                "Cancellable": record["Cancellable"] is True or _queued_with_work(record, now)}
     if end is None or now < end:
         span = (end - start) if end is not None else 0.0
         percent = int(100 * (now - start) / span) if span > 0 else 0

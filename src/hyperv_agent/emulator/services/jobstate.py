@@ -4,9 +4,9 @@ stopping a job that is still running.
 Terminate (4) and Kill (5) end a running, ``Cancellable`` job at once, Terminated or
 Killed, with nothing of its work done; the job then reads as ended with the cancellation's
 error (``codes.JOB_CANCELLED_ERROR``). Only a job whose work never started is cancellable
-(``jobs`` module notes); any other job, and a job that has ended, answers 4097. Start,
-Suspend and Service are not supported (1); other values are invalid (5). TimeoutPeriod is
-accepted and not needed: a stop takes effect at once.
+(``jobs`` module notes), a move still queued among them; any other job, and a job that
+has ended, answers 4097. Start, Suspend and Service are not supported (1); other values
+are invalid (5). TimeoutPeriod is accepted and not needed: a stop takes effect at once.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def request_state_change(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(code, f"RequestedState {requested} is not Terminate (4) or Kill (5)",
                           immediate=True)
     now = call.host.clock()
-    if not jobs.running(job, now) or job["Cancellable"] is not True:
+    if not jobs.cancellable(job, now):
         raise MethodError(JOB_NOT_CANCELLABLE, "the job has ended or can no longer be "
                           "cancelled", immediate=True)
     staged = call.txn.edit(job.path)

@@ -38,8 +38,12 @@ Decisions where Hyper-V's documentation is silent:
   for '<VM>' failed at migration source|destination '<host>'. <reason>".
 * A move the host accepts while as many run as its settings allow
   (MaximumActiveVirtualSystemMigration; MaximumActiveStorageMigration for a storage
-  move) waits, its job queued (``jobs.Slots``), until one of them ends. The VM's
-  records move at the call, as for every move here; only its job waits.
+  move) waits, its job queued (``jobs.Queue``), until one of them ends. It is checked at
+  the call (a refusal then fails its job at once), and nothing of it happens until its
+  job begins: the VM stays on, and runs on, its source. Then it is planned, checked and
+  made again from the call's arguments, on both hosts as they are then (a refusal then
+  fails the job as it begins), and takes effect at once, as a move whose job runs at the
+  call does; a queued move that is stopped (its job's RequestStateChange) never happens.
 * CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
   would fail on the VM's or the destination's configuration (switch, storage, memory,
   GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
@@ -49,6 +53,7 @@ Decisions where Hyper-V's documentation is silent:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -164,9 +169,30 @@ def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     vm = _source_vm(call)
     with _worded(call.host, vm):
         move = _plan(call, txn, vm)
-        _prepare(move, applied=True)
-    call.slots = _slots(call.host, txn, move.kind)
+        slots = _slots(call.host, txn, move.kind)
+        now = call.host.clock()
+        begin = jobs.slot_free_at(call.host, txn, slots, now)
+        queued = begin > now and call.host.config.async_jobs
+        if queued:
+            move.txn = _Linked(call.host.store)  # checked only: it is made as it begins
+        _prepare(move, applied=not queued)
+    call.queue = jobs.Queue(slots, begin, (lambda: _begun(call)) if queued else None)
     return {}
+
+
+def _begun(call: Call) -> tuple[int, str] | None:
+    """A queued move as its job begins: made as a move the call makes at once, on both
+    hosts as they are now; None when it was, else the error that ends its job."""
+    txn = _Linked(call.host.store)
+    begun = dataclasses.replace(call, txn=txn, queue=None)
+    try:
+        vm = _source_vm(begun)
+        with _worded(begun.host, vm):
+            _prepare(_plan(begun, txn, vm), applied=True)
+        txn.commit()
+    except MethodError as error:
+        return error.code, error.description
+    return None
 
 
 def _slots(host: EmulatedHost, txn: Transaction, kind: int) -> jobs.Slots:
