@@ -130,9 +130,11 @@ class JobFailed(HyperVError):
 class JobTimeout(HyperVError):
     """An asynchronous WMI job did not finish within its bounded wait."""
 
-    def __init__(self, method: str, timeout_s: float, percent_complete: int) -> None:
+    def __init__(self, method: str, timeout_s: float, percent_complete: int,
+                 job_state: int | None = None) -> None:
         self.method = method
         self.timeout_s = timeout_s
+        self.job_state = job_state  # the JobState the job showed when the wait ended
         super().__init__(
             f"{method} job did not finish within {timeout_s:g} s "
             f"({percent_complete}% complete when the wait ended)"

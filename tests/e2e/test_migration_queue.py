@@ -85,3 +85,57 @@ async def test_four_moves_at_once_all_succeed_though_two_wait_queued(tmp_path: P
         assert max(states.count(RUNNING) for states in seen) == 2, seen
         assert await run.on(b) >= set(VMS)
         assert not await run.on(a) & set(VMS)
+
+
+async def test_a_move_whose_wait_ends_while_queued_says_the_slots_were_held(
+        tmp_path: Path) -> None:
+    """A host that runs one move at a time: a second MigrateCommand whose ``wait`` ends
+    before the first move frees the slot never starts. The agent stops its job (queued,
+    it ends Terminated), the VM runs on the source, and the answer says why the move
+    never started and what would let it: the host's limit or the command's wait."""
+    a, b = hosts = pair(tmp_path, emulator_a=f"job_duration_s = {SLOW_JOB_S}\n"
+                                             "[emulator.migration]\nsimultaneous = 1\n")
+    first, second = vms = [vm_to(name, name) for name in VMS[:2]]
+    for name in VMS[:2]:
+        disk_file(tmp_path / "pool", name)
+    async with cluster(hosts) as run:
+        for _, started in await asyncio.gather(
+                *(run.ask(a, names.START_COMMAND, start_body(vm)) for vm in vms)):
+            assert started["result"] is True, started["details"]
+        for vm in vms:
+            _, ready = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+            assert ready["result"] is True, ready["details"]
+
+        holding = asyncio.create_task(
+            run.ask(a, names.MIGRATE_COMMAND, migrate_body(first, b.address, WAIT_S)))
+        await _running_move(a)
+        kind, answer = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(
+            second, b.address, 1))
+        assert (kind, answer["result"]) == (names.MIGRATE_ANSWER, False), answer
+        details = answer["details"]
+        assert "the move never started" in details, details
+        assert "the VM stays where it was" in details, details
+        assert "Set-VMHost -MaximumVirtualMachineMigrations" in details, details
+        assert "a longer wait than 1 s" in details, details
+        _, moved = await holding
+        assert moved["result"] is True, moved["details"]
+        assert [state for state in await _job_states(a)].count(TERMINATED) == 1
+        assert await run.where(hosts, second["name"]) == ["HV-A"]
+        assert await run.where(hosts, first["name"]) == ["HV-B"]
+
+
+SLOW_JOB_S = 2.0  # each job of the source: the first move holds the one slot this long
+TERMINATED = 8
+
+
+async def _running_move(source: Member) -> None:
+    """Until a migration job runs on ``source``."""
+    deadline = time.monotonic() + 30
+    while RUNNING not in await _job_states(source):
+        assert time.monotonic() < deadline, "no move began"
+        await asyncio.sleep(0.02)
+
+
+async def _job_states(source: Member) -> list[int]:
+    jobs = await source.cim().query(wql.select("Msvm_MigrationJob", properties=("JobState",)))
+    return [job.integer("JobState") or 0 for job in jobs]

@@ -58,9 +58,10 @@ async def test_wait_times_out_when_job_never_finishes(emulator: EmulatorCim) -> 
     vm = await define_vm(emulator)
     emulator.faults.hang_next_job("RequestStateChange")
     started = time.monotonic()
-    with pytest.raises(JobTimeout, match=r"did not finish within 0\.3 s"):
+    with pytest.raises(JobTimeout, match=r"did not finish within 0\.3 s") as timeout:
         await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 2}, policy=FAST)
     assert time.monotonic() - started < 1.0
+    assert timeout.value.job_state == 4  # Running: what the caller answers tells it apart
 
 
 async def test_failure_code_raises_method_failed_unless_accepted(emulator: EmulatorCim) -> None:

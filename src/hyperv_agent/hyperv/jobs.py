@@ -174,7 +174,8 @@ async def wait(
         if state in JOB_FINISHED:
             return _outcome(job, method, state)
         if clock() >= deadline:
-            raise JobTimeout(method, policy.timeout_s, job.integer("PercentComplete") or 0)
+            raise JobTimeout(method, policy.timeout_s, job.integer("PercentComplete") or 0,
+                             state)
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
 

@@ -9,7 +9,9 @@ reason. ``migrate`` calls MigrateVirtualSystemToHost and waits for its Msvm_Migr
 within a bound; a job still running at the bound is asked to stop (Terminate) and waited
 for a little longer: Hyper-V leaves a stopped migration's VM on its source. A job that
 completes anyway (it was past the point where it could stop) is a success, so the answer
-always says where the VM is.
+always says where the VM is. A job still queued (New) at the bound never started: the
+host ran as many other moves as it allows at once the whole time, and the answer says so,
+with what would let it run (the host's limit, or a longer wait).
 
 The destination is named as Hyper-V needs it: ``DestinationHost`` a host name (Kerberos
 constrained delegation needs one; CredSSP also takes an address) and, when given,
@@ -53,6 +55,7 @@ from hyperv_agent.hyperv.drives import VmStorage
 from hyperv_agent.hyperv.schema import (
     NAMESPACE,
     Class,
+    JobState,
     MigrationCheck,
     MigrationTransport,
     MigrationType,
@@ -153,7 +156,7 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
         raise MigrationFailed(f"Hyper-V refused the move: {refused}") from None
     try:
         if job is not None:
-            await _bounded(hv, job, policy, grace)
+            await _bounded(hv, job, policy, grace, move.kind)
     finally:
         if move.kind != MigrationType.STORAGE:
             # The ports' ACLs go with the VM and may change on the other host; when it
@@ -163,25 +166,41 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
 
 
 async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
-                   grace: jobs.WaitPolicy) -> None:
+                   grace: jobs.WaitPolicy, kind: MigrationType) -> None:
     try:
         await jobs.wait(hv.cim, job, MIGRATE, policy)
         return
     except JobFailed as failed:
         raise MigrationFailed(failed.description or str(failed)) from None
-    except JobTimeout:
+    except JobTimeout as timeout:
+        queued = timeout.job_state == JobState.NEW
         stopping = await jobs.terminate(hv.cim, job)
-    late = f"the move did not finish within {policy.timeout_s:g} s"
+    late, hint = f"the move did not finish within {policy.timeout_s:g} s", ""
+    if queued:
+        late, hint = _never_started(policy, grace, kind)
     try:
         await jobs.wait(hv.cim, job, MIGRATE, grace)
     except JobFailed as failed:
         raise MigrationFailed(f"{late} and was cancelled; the VM stays where it was "
-                              f"({failed.description or failed})") from None
+                              f"({failed.description or failed}){hint}") from None
     except JobTimeout:
         asked = "was asked to stop" if stopping else "could not be stopped"
         raise MigrationFailed(f"{late}, {asked} and was still running "
                               f"{grace.timeout_s:g} s later; see where the VM is before "
-                              "trying again") from None
+                              f"trying again{hint}") from None
+
+
+def _never_started(policy: jobs.WaitPolicy, grace: jobs.WaitPolicy,
+                   kind: MigrationType) -> tuple[str, str]:
+    """What befell a move whose job was still queued (New) when its wait ended, and what
+    would let it run."""
+    limit = "MaximumStorageMigrations" if kind == MigrationType.STORAGE else (
+        "MaximumVirtualMachineMigrations")
+    return (f"the move never started: for the {policy.timeout_s:g} s it was waited on, its "
+            "job stayed queued, the host's other migrations holding every slot it has for "
+            "moves at once,",
+            f". Let the host run more moves at once (Set-VMHost -{limit}) or give the "
+            f"command a longer wait than {policy.timeout_s + grace.timeout_s:g} s")
 
 
 async def _params(hv: HyperV, move: Move) -> dict[str, InValue]:
