@@ -211,3 +211,27 @@ async def test_a_queued_move_is_checked_again_when_it_begins(hosts: Hosts) -> No
     assert f"destination '{DESTINATION}'" in str(job["ErrorDescription"])
     assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
     assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)
+
+
+async def test_a_queued_move_that_breaks_as_it_begins_fails_its_own_job(hosts: Hosts) -> None:
+    """A storage move whose copy cannot be made when it begins (its target folder's name
+    taken by a file meanwhile) fails its job, leaving the disk where it was; the read that
+    happens to come first is answered as ever."""
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    targets = ["S:\\vms\\elsewhere0.vhdx", "S:\\vms\\elsewhere1.vhdx",
+               "S:\\vms\\blocked\\elsewhere2.vhdx"]
+    results = [await migrate(source, vm, None, STORAGE, [await moved_disk(source, vm, target)])
+               for vm, target in zip(vms, targets, strict=True)]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
+    source.host.paths.local("S:\\vms\\blocked").write_bytes(b"a file, not a folder")
+    clock.now += JOB_S + 0.1
+    job_path = results[2].path("Job")
+    assert job_path is not None
+    job = await source.get(job_path)
+    assert (job["JobState"], job["ErrorCode"]) == (EXCEPTION, 32768), job["ErrorDescription"]
+    assert str(source.host.paths.local("S:\\")) not in str(job["ErrorDescription"])
+    disks = await source.query("SELECT HostResource FROM Msvm_StorageAllocationSettingData "
+                               "WHERE ResourceType = 31")
+    held = {str(path).lower() for disk in disks for path in disk.strings("HostResource")}
+    assert "s:\\vms\\root2.vhdx" in held and targets[2].lower() not in held, held

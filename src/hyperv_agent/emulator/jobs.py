@@ -34,7 +34,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
-from hyperv_agent.emulator.codes import JOB_CANCELLED_ERROR, JOB_RETENTION_S, JobState
+from hyperv_agent.emulator.codes import (
+    JOB_CANCELLED_ERROR,
+    JOB_RETENTION_S,
+    JobState,
+    ReturnCode,
+)
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.store import Record, Transaction
@@ -184,7 +189,14 @@ def _begin(waiting: _Waiting) -> None:
     job = waiting.host.store.get(waiting.job)
     if job is None or job.meta.get("stopped") is not None:
         return
-    error = waiting.work()
+    try:
+        error = waiting.work()
+    except Exception as failure:  # not the primitive's that happens to run it: the job's
+        log.exception("the work of a queued %s job failed", job["ElementName"])
+        # the emulator's own wording (Microsoft's depends on what failed), without the
+        # emulator's local paths
+        reason = failure.strerror if isinstance(failure, OSError) else None
+        error = (ReturnCode.FAILED, f"the job failed as it began: {reason or 'an error'}")
     if error is None:
         return
     log.info("a queued %s job failed as it began: %s", job["ElementName"], error[1])
