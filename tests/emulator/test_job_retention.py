@@ -10,6 +10,7 @@ import pytest
 from hyperv_agent.backends import emulator_config
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import load_config
+from hyperv_agent.emulator import jobs
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.store import Record
@@ -157,3 +158,77 @@ def test_job_retention_comes_from_the_emulator_section(tmp_path: Path) -> None:
     config = load_config(config_file, state_dir=tmp_path / "state")
     assert emulator_config(config).job_retention_s == 42.5
     assert emulator_config(load_config(None, state_dir=tmp_path)).job_retention_s == 300.0
+
+
+async def test_a_job_started_beside_thousands_kept_reads_none_of_them(
+    make_config: Callable[..., EmulatorConfig], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finished jobs are deleted as they come due: a job started on a host keeping
+    thousands of jobs, none due, looks at none of them (the host's size is not its cost)."""
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        await _cycle(cim, clock, rounds=1000, step_s=0.1)  # 2001 jobs in 100 s
+        looked_at = 0
+        expired = jobs.expired
+
+        def counted(record: Record, now: float) -> bool:
+            nonlocal looked_at
+            looked_at += 1
+            return expired(record, now)
+
+        monkeypatch.setattr(jobs, "expired", counted)
+        clock.now += 60  # past any batching of sweeps; no job has reached its retention
+        await _cycle(cim, clock, rounds=1, step_s=0.0)
+        assert (looked_at, _stored_jobs(cim)) == (0, 2004)
+        clock.now += 190  # at 350 s: the jobs that ended in the first 50 s are past it
+        await _cycle(cim, clock, rounds=1, step_s=0.0)
+        gone = 2007 - _stored_jobs(cim)
+        assert 900 < gone < 1100 and looked_at == gone  # those due, and only those
+    finally:
+        await cim.close()
+
+
+async def test_jobs_stored_before_a_restart_go_after_their_retention(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(), clock)
+    try:
+        await _cycle(cim, clock, rounds=5, step_s=1.0)
+        assert _stored_jobs(cim) == 11
+    finally:
+        await cim.close()
+    clock.now += 301
+    reopened = EmulatorCim.open(make_config(), clock)
+    try:
+        await _cycle(reopened, clock, rounds=1, step_s=0.0)
+        assert _stored_jobs(reopened) == 3  # only the DefineSystem and two state changes
+    finally:
+        await reopened.close()
+
+
+async def test_a_stopped_job_goes_a_retention_after_it_was_stopped(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
+    try:
+        vm = await define_vm(cim)
+        cim.faults.hang_next_job("RequestStateChange")
+        hung = (await request_state(cim, vm, 2)).path("Job")
+        assert hung is not None
+        clock.now += 100
+        result = await cim.invoke(hung, "RequestStateChange", {"RequestedState": 4})
+        assert result.return_value == 0
+        clock.now += 5
+        await _cycle(cim, clock, rounds=1, step_s=0.0)
+        assert (await cim.get(hung))["JobState"] != RUNNING_JOB  # stopped, kept
+        clock.now += 6
+        await _cycle(cim, clock, rounds=1, step_s=0.0)
+        with pytest.raises(CimNotFound):
+            await cim.get(hung)
+        assert hung.normalized not in {key for key, _ in cim.host.keyed_records(
+            "CIM_ConcreteJob")}
+    finally:
+        await cim.close()

@@ -235,3 +235,27 @@ async def test_a_queued_move_that_breaks_as_it_begins_fails_its_own_job(hosts: H
                                "WHERE ResourceType = 31")
     held = {str(path).lower() for disk in disks for path in disk.strings("HostResource")}
     assert "s:\\vms\\root2.vhdx" in held and targets[2].lower() not in held, held
+
+
+async def test_the_queue_reads_the_moves_it_holds_not_every_job_kept(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host keeps every job for its retention, thousands on a busy host: a move's place
+    in the queue and the active counts come from the moves holding slots, not from a
+    walk over every job kept."""
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    walks = []
+    records = type(source.host).records
+
+    def counted(host: object, class_name: str, txn: object = None) -> object:
+        if class_name == "CIM_ConcreteJob":
+            walks.append(class_name)
+        return records(host, class_name, txn)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(source.host), "records", counted)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert await _states(source, results) == [(RUNNING, 0), (RUNNING, 0), (NEW, 0)]
+    assert await _active(source) == (2, 0)
+    clock.now += JOB_S + 0.1
+    assert await _active(source) == (1, 0)
+    assert walks == []

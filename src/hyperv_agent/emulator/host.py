@@ -16,8 +16,9 @@ from hyperv_agent.emulator import codes
 from hyperv_agent.emulator.codes import EnabledState
 from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.instruments import Counters, Faults
+from hyperv_agent.emulator.jobbook import JobBook
 from hyperv_agent.emulator.paths import HostPaths
-from hyperv_agent.emulator.schema import CLASSES, concrete_classes
+from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
 from hyperv_agent.emulator.staging import Staging
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.emulator.worker import Worker, shared
@@ -119,7 +120,7 @@ class EmulatedHost:
         self.paths = HostPaths(config)
         self.counters = Counters()
         self.faults = Faults()
-        self.next_job_sweep = float("-inf")  # when finished jobs are next looked for
+        self.job_book = JobBook()  # when its jobs go, which hold slots (see ``jobs``)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.drive_root("C").mkdir(parents=True, exist_ok=True)
         self.lock: DirectoryLock | None = None
@@ -322,9 +323,17 @@ class EmulatedHost:
 
     def records(self, class_name: str, txn: Transaction | None = None) -> Iterator[Record]:
         """Instances of ``class_name`` or its subclasses (seen through ``txn`` if given)."""
+        return (txn or self.store).instances_of(self._concrete(class_name))
+
+    def keyed_records(self, class_name: str) -> Iterator[tuple[str, Record]]:
+        """The stored instances of ``class_name`` or its subclasses, with their path keys."""
+        return self.store.keyed_instances_of(self._concrete(class_name))
+
+    @staticmethod
+    def _concrete(class_name: str) -> tuple[ClassDef, ...]:
         class_def = CLASSES.get(class_name)
         namespace = class_def.namespace if class_def else V2_NAMESPACE
-        return (txn or self.store).instances_of(concrete_classes(class_name, namespace))
+        return concrete_classes(class_name, namespace)
 
     # --- first boot -----------------------------------------------------------------------
 

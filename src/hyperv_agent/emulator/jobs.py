@@ -2,11 +2,12 @@
 
 A job's progress is a function of the clock: it is Running from its start until its end
 time, then Completed or Exception (with ErrorCode and ErrorDescription), and it vanishes
-``job_retention_s`` (by default 300 s, Hyper-V's TimeBeforeRemoval) after it ends: hidden
-from that moment, deleted from the store by the next sweep (:func:`sweep_expired`, run as
-new jobs start, at most every tenth of the retention). A job that never finishes has no
-end time and stays, until its RequestStateChange terminates or kills it (:func:`stop`):
-it is the only ``Cancellable`` job, since every other job's work was done when it started
+``job_retention_s`` (by default 300 s, Hyper-V's TimeBeforeRemoval) after it ends:
+hidden from that moment, deleted from the store as the next job starts
+(:func:`sweep_expired`, which reads only the jobs due to go, from the host's
+:class:`~jobbook.JobBook`). A job that never finishes has no end time and stays, until
+its RequestStateChange terminates or kills it (:func:`stop`): it is the only
+``Cancellable`` job, since every other job's work was done when it started
 (``codes.JOB_NOT_CANCELLABLE``), but for a slow job a test makes cancellable
 (``Faults.slow_next_job``), which stands for one Hyper-V stops midway.
 
@@ -36,18 +37,16 @@ from dataclasses import dataclass
 from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.codes import (
     JOB_CANCELLED_ERROR,
-    JOB_RETENTION_S,
     JobState,
     ReturnCode,
 )
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
+from hyperv_agent.emulator.jobbook import JobBook, removal_time
 from hyperv_agent.emulator.store import Record, Transaction
 
 log = logging.getLogger("hyperv_agent.emulator")
 
-#: Sweeps for finished jobs are at least this far apart.
-MIN_SWEEP_INTERVAL_S = 1.0
 #: Which job class and JobType a method's job has (default: Msvm_ConcreteJob).
 _JOB_KINDS: Mapping[str, tuple[str, int]] = {
     "definesystem": ("Msvm_ConcreteJob", 1),
@@ -120,7 +119,7 @@ def new_job(
     made ``cancellable``; a queued job with work to do is until it begins."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
-    sweep_expired(host, txn, now)
+    sweep_expired(host, now)
     duration = host.config.latency.job_s if duration_s is None else duration_s
     retention = host.config.job_retention_s
     if fault is not None and not fault.never_finishes:
@@ -146,16 +145,17 @@ def new_job(
         "affected": str(affected) if affected is not None else None,
     }
     txn.put(record)
-    return record.path
+    path = record.path
+    _book(host).note(path.normalized, record)
+    return path
 
 
 def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
     """When a job queued now for ``slots`` begins: at once while fewer than ``limit`` of
     their jobs have yet to end, else when the one that frees the last slot ends (jobs
     begin in the order they were queued)."""
-    ends = sorted((job.meta["end"] for job in host.records("CIM_ConcreteJob", txn)
-                   if job.meta.get("slots") == slots.name and job.meta.get("end") is not None
-                   and job.meta["end"] > now), reverse=True)
+    ends = sorted((job.meta["end"] for job in _holding(host, txn, slots.name, now)),
+                  reverse=True)
     limit = max(1, slots.limit)  # a limit below 1 counts as 1: the emulator's choice
     return now if len(ends) < limit else max(now, float(ends[limit - 1]))
 
@@ -207,6 +207,7 @@ def _begin(waiting: _Waiting) -> None:
     staged.meta.update(end=waiting.begin, error=list(error),
                        remove_at=waiting.begin + waiting.host.config.job_retention_s)
     txn.commit()
+    _book(waiting.host).note(waiting.job.normalized, staged)
 
 
 def cancellable(job: Record, now: float) -> bool:
@@ -225,9 +226,23 @@ def _queued_with_work(job: Record, now: float) -> bool:
 
 def active_jobs(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> int:
     """How many jobs of the slots named ``slots`` run at ``now`` (begun, not ended)."""
-    return sum(1 for job in host.records("CIM_ConcreteJob", txn)
-               if job.meta.get("slots") == slots and job.meta.get("begin", 0.0) <= now
-               and job.meta.get("end") is not None and now < job.meta["end"])
+    return sum(1 for job in _holding(host, txn, slots, now)
+               if job.meta.get("begin", 0.0) <= now)
+
+
+def _holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> list[Record]:
+    """The jobs (seen through ``txn``) that hold or wait for a slot of ``slots`` at
+    ``now``: not ended, with an end; those noted that no longer do leave the book."""
+    book = _book(host)
+    held = []
+    for key in list(book.slotted(slots)):
+        job = txn.get_key(key)
+        end = None if job is None else job.meta.get("end")
+        if job is None or job.meta.get("slots") != slots or end is None or end <= now:
+            book.release(slots, key)
+        else:
+            held.append(job)
+    return held
 
 
 def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
@@ -239,6 +254,7 @@ def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
     job.meta.update(begin=begin, end=now, remove_at=now + host.config.job_retention_s,
                     error=list(JOB_CANCELLED_ERROR), stopped=int(state))
     job["Cancellable"] = False
+    _book(host).note(job.path.normalized, job)
 
 
 def running(record: Record, now: float) -> bool:
@@ -247,17 +263,30 @@ def running(record: Record, now: float) -> bool:
     return end is None or now < end
 
 
-def sweep_expired(host: EmulatedHost, txn: Transaction, now: float) -> int:
-    """Stage the deletion of every job past its retention; at most every tenth of the
-    retention (and at least a second apart), so a sweep's cost is spread over many jobs.
-    Returns how many were staged."""
-    if now < host.next_job_sweep:
+def sweep_expired(host: EmulatedHost, now: float) -> int:
+    """Delete the jobs past their retention at ``now``, in a transaction of their own (a
+    call that fails after starting its job discards its own changes, not the sweep's):
+    only the jobs the host's job book has due are read. Returns how many went."""
+    due = _book(host).due(now)
+    if not due:
         return 0
-    host.next_job_sweep = now + max(MIN_SWEEP_INTERVAL_S, host.config.job_retention_s / 10)
-    gone = [job.path for job in host.records("CIM_ConcreteJob", txn) if expired(job, now)]
-    for path in gone:
-        txn.delete(path)
-    return len(gone)
+    txn = host.store.transaction()
+    gone = 0
+    for key in due:
+        job = txn.get_key(key)
+        if job is not None and expired(job, now):
+            txn.delete_key(key)
+            gone += 1
+    txn.commit()
+    return gone
+
+
+def _book(host: EmulatedHost) -> JobBook:
+    """The host's job book, with the jobs it stored before this process read in once."""
+    book = host.job_book
+    if not book.filled:
+        book.fill(host.keyed_records("CIM_ConcreteJob"))
+    return book
 
 
 def job_view(record: Record, now: float) -> dict[str, CimValue]:
@@ -285,10 +314,7 @@ def job_view(record: Record, now: float) -> dict[str, CimValue]:
 
 def expired(record: Record, now: float) -> bool:
     """Whether a finished job's retention has passed (it is no longer seen)."""
-    remove_at = record.meta.get("remove_at")
-    if remove_at is None:  # a job stored before removal times were recorded
-        end = record.meta.get("end")
-        remove_at = None if end is None else end + JOB_RETENTION_S
+    remove_at = removal_time(record)
     return remove_at is not None and now > remove_at
 
 

@@ -1,0 +1,70 @@
+"""Where a host's jobs stand in time: when each is due to go, and which hold a slot.
+
+A host keeps every job it ran for its retention (300 s): thousands on a host kept busy,
+more than it has instances of anything else. The work done on them follows the jobs it
+concerns, not all the host keeps: the sweep that deletes expired jobs pops those due
+from a heap ordered by removal time, and the queue of moves reads the few jobs that
+hold one of its slots.
+
+The book is a hint, the records the truth: an entry may name a job since deleted,
+rolled back or stopped (its times changed), and whoever reads an entry checks it
+against the job's record. What it must not do is miss a job: every job staged is
+noted (``note``) as are the changes of its times, and the jobs a host stored before
+this process are read into it once (``filled``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+from hyperv_agent.emulator.codes import JOB_RETENTION_S
+from hyperv_agent.emulator.store import Record
+
+
+def removal_time(record: Record) -> float | None:
+    """When a job is deleted: its retention after it ended (None: it never ends)."""
+    remove_at = record.meta.get("remove_at")
+    if remove_at is None:  # a job stored before removal times were recorded
+        end = record.meta.get("end")
+        return None if end is None else float(end) + JOB_RETENTION_S
+    return float(remove_at)
+
+
+class JobBook:
+    """One host's jobs by removal time, and its jobs holding slots, by slot name."""
+
+    def __init__(self) -> None:
+        self._removals: list[tuple[float, str]] = []  # a heap of (removal time, path key)
+        self._slotted: dict[str, set[str]] = {}
+        self.filled = False
+
+    def fill(self, jobs: Iterable[tuple[str, Record]]) -> None:
+        """Note the jobs the host stored before (once)."""
+        for key, record in jobs:
+            self.note(key, record)
+        self.filled = True
+
+    def note(self, key: str, record: Record) -> None:
+        """Note a job staged, or whose times changed."""
+        removal = removal_time(record)
+        if removal is not None:
+            heapq.heappush(self._removals, (removal, key))
+        slots = record.meta.get("slots")
+        if slots is not None:
+            self._slotted.setdefault(str(slots), set()).add(key)
+
+    def due(self, now: float) -> list[str]:
+        """The keys of the jobs noted to go before ``now``, taken off the book."""
+        gone: list[str] = []
+        while self._removals and self._removals[0][0] < now:
+            gone.append(heapq.heappop(self._removals)[1])
+        return gone
+
+    def slotted(self, name: str) -> set[str]:
+        """The keys of the jobs noted as holding a slot of ``name`` (the caller drops
+        those that no longer do, with ``release``)."""
+        return self._slotted.get(name, set())
+
+    def release(self, name: str, key: str) -> None:
+        self._slotted.get(name, set()).discard(key)
