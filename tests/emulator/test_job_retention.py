@@ -88,7 +88,7 @@ async def _paths_worked_out_by_a_sweeping_call(
             await request_state(cim, vm, state)
         stored = _stored_jobs(cim)
         assert stored == stored_jobs
-        clock.now += 31  # the next job sweeps; none has reached its retention
+        clock.now += 31  # none has reached its retention
         worked_out = 0
         path = Record.path
 
@@ -101,7 +101,7 @@ async def _paths_worked_out_by_a_sweeping_call(
             patched.setattr(Record, "path", property(counted))
             result = await request_state(cim, vm, states[stored_jobs - 1])
             assert result.return_value == 4096
-        assert _stored_jobs(cim) == stored + 1  # none swept: the sweep read them all
+        assert _stored_jobs(cim) == stored + 1  # none swept: none was due
         return worked_out
     finally:
         await cim.close()
