@@ -128,16 +128,16 @@ async def running_vm_with_cpus(cim: Cim, name: str, cpus: int) -> ObjectPath:
     return vm
 
 
-async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | None = None
-                      ) -> Path:
-    """A real dynamic VHDX (C:\\disks\\root.vhdx) on IDE 0, slot 0, or a differencing one
-    of the disk ``parent`` (a path on drive C); returns the local file."""
+async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | None = None,
+                      name: str = "root.vhdx") -> Path:
+    """A real dynamic VHDX (C:\\disks\\root.vhdx, or ``name``) on IDE 0, slot 0, or a
+    differencing one of the disk ``parent`` (a path on drive C); returns the local file."""
     folder = drive_c / "disks"
     folder.mkdir(parents=True, exist_ok=True)
     if parent is None:
-        vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+        vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
     else:
-        vhd.create(folder / "root.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+        vhd.create(folder / name, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
                    parent=drive_c / parent.removeprefix("C:\\").replace("\\", "/"),
                    parent_locator=parent)
     ide = [d for d in await devices(cim, vm) if d["ResourceSubType"] == IDE]
@@ -147,6 +147,6 @@ async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | Non
     drive_path = (await ok(cim, await add(cim, vm, [drive]))).paths(
         "ResultingResourceSettings")[0]
     medium = (await template(cim, "Msvm_StorageAllocationSettingData", VHD)).updated(
-        Parent=str(drive_path), HostResource=["C:\\disks\\root.vhdx"])
+        Parent=str(drive_path), HostResource=[f"C:\\disks\\{name}"])
     await ok(cim, await add(cim, vm, [medium]))
-    return folder / "root.vhdx"
+    return folder / name

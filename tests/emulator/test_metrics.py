@@ -10,7 +10,9 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.services import metrics
 from hyperv_agent.emulator.services.metrics import disk_io
+from hyperv_agent.emulator.store import Record
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
 
 METRIC_SERVICE = "Msvm_MetricService"
@@ -201,3 +203,35 @@ async def test_device_counters_are_named_after_the_disk_file_and_wrap_at_32_bits
     disk_io(emulator.host, "vm1", ROOT, reads=3, read_bytes=1 << 40)
     counters = await _device(emulator)  # named after C:\disks\root.vhdx, as attached
     assert (counters["ReadOperationsPerSec"], counters["ReadBytesPersec"]) == (2, 1 << 40)
+
+
+async def test_metering_one_vm_reads_its_own_values_and_a_destroyed_vm_leaves_none(
+    emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ControlMetrics for a VM checks that VM's values for media gone, not every value
+    on the host (a host metering thousands of VMs paid for all of them at each VM it
+    started metering); a destroyed VM's values go with it."""
+    vms = []
+    for index in range(6):
+        vm = await define_vm(emulator, f"metered-{index}")
+        await attach_vhdx(emulator, vm, tmp_path / "C", name=f"disk{index}.vhdx")
+        assert await _control(emulator, vm, 2) == 0
+        vms.append(vm)
+    checked: list[str] = []
+    element_of = metrics.element_of
+
+    def counted(txn: object, value: Record) -> Record | None:
+        checked.append(str(value["InstanceID"]))
+        return element_of(txn, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(metrics, "element_of", counted)
+    assert await _control(emulator, vms[0], 2) == 0
+    guid = str(vms[0].key("Name")).lower()
+    assert len(checked) == 3 and all(guid in value.lower() for value in checked)
+    assert len(await emulator.query(wql.select(VALUE))) == 18
+    await ok(emulator, await emulator.invoke(
+        await service(emulator, "Msvm_VirtualSystemManagementService"), "DestroySystem",
+        {"AffectedSystem": vms[1]}))
+    remaining = [str(v["InstanceID"]) for v in await emulator.query(wql.select(VALUE))]
+    assert len(remaining) == 15
+    assert not any(str(vms[1].key("Name")).lower() in value.lower() for value in remaining)

@@ -31,8 +31,8 @@ starts a new one from 0 (``model.present``).
 What is not modelled: CPU, memory and network metrics, the non-aggregated
 Msvm_BaseMetricValue series, latency and throughput averages, sample intervals
 (ControlSampleTimes) and the other methods of the service. Values of a medium removed
-from its VM are dropped at the next ControlMetrics or ``disk_io`` call rather than at
-once;
+from its VM are dropped at the next ControlMetrics or ``disk_io`` call for that VM (or
+for the whole host) rather than at once; those of a VM go with it (DestroySystem).
 REFERENCES OF returns Msvm_MetricDefForME without MetricCollectionEnabled.
 """
 
@@ -72,7 +72,8 @@ def control_metrics(call: Call) -> Mapping[str, OutValue]:
     for medium in _media_of_subject(call, subject):
         for metric in definitions:
             _apply(call, medium, metric, action)
-    _drop_orphans(call.host, call.txn)
+    owner = None if subject is None else call.txn.get(subject)
+    _drop_orphans(call.host, call.txn, None if owner is None else model.guid_of(owner))
     return {}
 
 
@@ -164,8 +165,16 @@ def element_of(txn: Transaction, value: Record) -> Record | None:
     return txn.get(ObjectPath.parse(element)) if element else None
 
 
-def _drop_orphans(host: EmulatedHost, txn: Transaction) -> None:
-    for value in list(host.records(VALUE, txn)):
+def owned_values(txn: Transaction, guid: str) -> list[Record]:
+    """The metric values kept for the media of the VM ``guid``."""
+    return model.owned_records(txn, concrete_classes(VALUE, V2_NAMESPACE), guid)
+
+
+def _drop_orphans(host: EmulatedHost, txn: Transaction, guid: str | None) -> None:
+    """Drop the metric values whose medium is gone: of the VM ``guid`` (its own, found
+    without walking the host), of every VM when None."""
+    values = list(host.records(VALUE, txn)) if guid is None else owned_values(txn, guid)
+    for value in values:
         if element_of(txn, value) is None:
             txn.delete(value.path)
 
@@ -199,7 +208,7 @@ def disk_io(host: EmulatedHost, vm_name: str, image: str, *, read_bytes: int = 0
         staged = txn.edit(value.path)
         assert staged is not None
         _count(host, staged, amounts.get(str(staged["ElementName"]), 0))
-    _drop_orphans(host, txn)
+    _drop_orphans(host, txn, str(vm["Name"]))
     txn.commit()
     return True
 

@@ -14,7 +14,7 @@ from hyperv_agent.emulator.codes import EnabledState, ReturnCode
 from hyperv_agent.emulator.host import cim_datetime
 from hyperv_agent.emulator.indexes import IndexSpec
 from hyperv_agent.emulator.schema import concrete_classes
-from hyperv_agent.emulator.services import resources
+from hyperv_agent.emulator.services import metrics, resources
 from hyperv_agent.emulator.store import Record
 
 VSMS = "Msvm_VirtualSystemManagementService"
@@ -268,6 +268,8 @@ def destroy_system(call: Call) -> Mapping[str, OutValue]:
         for feature in list(model.feature_records(call.txn, record)):
             call.txn.delete(feature.path)
         call.txn.delete(record.path)
+    for value in metrics.owned_values(call.txn, guid):  # its disks' metering goes with it
+        call.txn.delete(value.path)
     call.txn.delete(model.vssd_path(guid))
     call.txn.delete(vm.path)
     return {}
