@@ -304,8 +304,8 @@ async def test_all_rules_let_the_replies_of_every_protocol_back_but_open_no_tcp_
         *{("cloudstack-sg/no-tcp-udp/replies", d, 2, proto, "ANY")
           for d in (1, 2) for proto in ("TCP", "UDP")}}
     assert all(1000 < weight <= 10000 for *_, weight in replies), replies
-    resent = await send(running, {**body, "seqNum": 2})  # read back as written
-    assert "already" in resent["details"], resent
+    resent = await send(running, {**body, "seqNum": 2})  # read back as written:
+    assert "1 ACLs added, 1 removed" in resent["details"], resent  # the seqNum's only
 
 
 # --- secondary addresses ------------------------------------------------------------------
@@ -371,7 +371,9 @@ async def test_system_vm_gets_all_traffic_when_system_vm_command_is_sent(
 # --- re-sends and changes -----------------------------------------------------------------
 
 
-async def test_resend_of_the_same_rules_costs_no_round_trip(running: Running) -> None:
+async def test_resend_costs_no_round_trip_and_a_new_seqnum_for_the_same_rules_two(
+    running: Running,
+) -> None:
     cim = running.emulator
     await started(running)
     await send(running, rules_body(seq=3))
@@ -379,9 +381,11 @@ async def test_resend_of_the_same_rules_costs_no_round_trip(running: Running) ->
     answer = await send(running, rules_body(seq=3))
     assert answer["result"] is True
     assert (cim.round_trips() - before).counts == {}
-    answer = await send(running, rules_body(seq=4))  # a new seqNum, the same rules
-    assert answer["result"] is True and "already" in answer["details"], answer
-    assert (cim.round_trips() - before).counts == {}
+    answer = await send(running, rules_body(seq=4))  # a new seqNum, the same rules:
+    assert answer["result"] is True, answer  # only the ACL recording it is replaced
+    assert "1 ACLs added, 1 removed" in answer["details"], answer
+    spent = cim.round_trips() - before
+    assert (spent.calls, spent.waits, spent["query"]) == (2, 2, 0), spent
     assert reaches(running, ssh("192.168.1.10"))
 
 
@@ -412,28 +416,46 @@ async def test_older_seqnum_is_answered_with_success_and_ignored(running: Runnin
     assert not reaches(running, ssh("192.168.2.10"))
 
 
-async def test_a_restarted_agent_applies_the_seqnum_it_is_sent_whatever_came_before(
+async def test_an_older_seqnum_sent_after_an_agent_restart_is_ignored(
     agent_config: Callable[..., AgentConfig],
 ) -> None:
-    """The newest seqNum is kept in memory only, on purpose (secgroups' module notes): a
-    restart ends every command in flight, and the MS reads seqNum and rules anew from its
-    database for each send, so nothing sent before the restart can overtake what comes
-    after. A seqNum below the one applied before the restart (the MS's database restored
-    from a backup) is applied, not ignored for ever with a success answer."""
+    """The MS sends a VM's rule sets one after another but reads each one's seqNum and
+    rules apart, from several workers, and nothing re-sends them to a Hyper-V host: an
+    older set queued behind a newer one and posted once the agent is back would stay on
+    the port. The port itself says which set it holds, so a restart forgets nothing."""
     config = agent_config()
     async with serving(config) as running:
         await started(running)
-        assert (await send(running, rules_body(seq=5)))["result"] is True
+        newer = rules_body(seq=5, ingress=[rule("tcp", 22, 22, "192.168.2.0/24")])
+        assert (await send(running, newer))["result"] is True
     async with serving(config) as running:  # restarted; the VM and its port are kept
-        changed = rules_body(seq=2, ingress=[rule("tcp", 22, 22, "192.168.2.0/24")])
-        answer = await send(running, changed)
-        assert answer["result"] is True and "older" not in answer["details"], answer
+        cim = running.emulator
+        before = cim.round_trips()
+        answer = await send(running, rules_body(seq=4))
+        assert answer["result"] is True and "older than 5" in answer["details"], answer
+        spent = cim.round_trips() - before
+        assert (spent.calls - spent["query"], spent.waits) == (0, 0), spent  # read only
         assert reaches(running, ssh("192.168.2.10"))
         assert not reaches(running, ssh("192.168.1.10"))
-        older = rules_body(seq=1)
-        answer = await send(running, older)  # within one run, the guard holds
-        assert "older" in answer["details"], answer
-        assert reaches(running, ssh("192.168.2.10"))
+        answer = await send(running, rules_body(seq=6))  # a newer one still applies
+        assert answer["result"] is True and "older" not in answer["details"], answer
+        assert reaches(running, ssh("192.168.1.10"))
+        assert not reaches(running, ssh("192.168.2.10"))
+
+
+async def test_a_vm_made_again_under_its_name_takes_its_first_seqnum(running: Running) -> None:
+    """A VM destroyed and made again under the same name (a new VM id: the MS counts its
+    seqNums from 1 again) is a new port, which holds no seqNum of the old one."""
+    await started(running)
+    assert (await send(running, rules_body(seq=7)))["result"] is True
+    key, answer = await running.answer(STOP, {"vmName": VM_NAME, "forceStop": True})
+    assert (key, answer["result"]) == (names.STOP_ANSWER, True), answer
+    await started(running)
+    first = rules_body(seq=1, vmId=9, ingress=[rule("tcp", 22, 22, "192.168.2.0/24")])
+    answer = await send(running, first)
+    assert answer["result"] is True and "older" not in answer["details"], answer
+    assert reaches(running, ssh("192.168.2.10"))
+    assert not reaches(running, ssh("192.168.1.10"))
 
 
 async def test_stopped_and_started_vm_keeps_no_stale_acls(running: Running) -> None:

@@ -1,6 +1,7 @@
 """A VM's security-group ACLs across a live migration between two emulated cluster hosts:
-they travel with the port, the destination agent's first re-send changes nothing, and the
-source forgets the VM on CleanupNetworkRulesCmd."""
+they travel with the port, with the seqNum of the rule set they are, the destination
+agent's first re-send changes no rule, and the source forgets the VM on
+CleanupNetworkRulesCmd."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _ssh(cim: EmulatorCim, remote: str) -> bool:
                                                               local_port=22))
 
 
-async def test_acls_travel_with_the_vm_and_the_resend_on_the_destination_changes_nothing(
+async def test_acls_and_their_seqnum_travel_with_the_vm_and_the_resend_changes_no_rule(
     pair: tuple[EmulatorCim, EmulatorCim],
 ) -> None:
     a, b = pair
@@ -81,8 +82,11 @@ async def test_acls_travel_with_the_vm_and_the_resend_on_the_destination_changes
     before = b.round_trips()
     answer = await _answered(agent_b.rules(_rules(2)))  # the MS re-programs the VM on its new host
     spent = b.round_trips() - before
-    assert answer.result and "already" in (answer.details or ""), answer
-    assert spent.calls == spent["query"] and spent.waits == 0, spent  # reads, no change
+    # the same rules under a new seqNum: only the ACL recording the seqNum is replaced
+    assert answer.result and "1 ACLs added, 1 removed" in (answer.details or ""), answer
+    assert (spent["invoke"], spent.waits) == (2, 2), spent  # + reads, 1 spawn
     assert _ssh(b, "192.168.1.10") and not _ssh(b, "192.168.2.10")
+    late = await _answered(agent_b.rules(_rules(1)))  # the seqNum travelled with the port
+    assert late.result and "older than 2" in (late.details or ""), late
     cleaned = await _answered(agent_a.cleanup(CleanupNetworkRulesCmd(interval=2350)))
     assert cleaned.result and "1 VMs no longer here forgotten" in (cleaned.details or "")

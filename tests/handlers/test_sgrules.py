@@ -8,8 +8,14 @@ import pytest
 
 from hyperv_agent.cloudstack.objects import IpPortAndProto
 from hyperv_agent.errors import InvalidRequest
-from hyperv_agent.handlers.sgrules import RuleError, nic_addresses, translate
-from hyperv_agent.hyperv.portacls import AclSpec, Band
+from hyperv_agent.handlers.sgrules import (
+    RuleError,
+    applied_seqnum,
+    nic_addresses,
+    seqnum_acl,
+    translate,
+)
+from hyperv_agent.hyperv.portacls import AclSpec, Band, PortAcl, as_spec
 from hyperv_agent.hyperv.schema import AclAction, AclDirection
 from tests.handlers.aclkit import rule
 
@@ -143,3 +149,19 @@ def test_all_rule_replies_go_below_every_other_allow_and_never_carry_tcp_or_udp(
     assert min(Band.REPLY_GUARD.weights) > max(Band.REPLY.weights) > max(Band.DENY.weights)
     # Its family's egress open, an ingress all rule needs no reply ACL.
     assert not [a for a in _acls([rule("all", 0, 0, "203.0.113.0/24")]) if a.reply]
+
+
+def test_the_seqnum_acl_reads_back_for_its_vm_only_and_denies_what_default_deny_does() -> None:
+    marker = seqnum_acl(8, 41)
+    read = PortAcl("Microsoft:x\\1", marker.name, int(marker.direction),
+                   int(marker.action), 2, "ANY", "ANY", "ANY", "ANY", "ANY")
+    spec = as_spec(read)
+    assert spec is not None and spec.band == Band.DENY
+    rules = translate([rule("tcp", 22, 22, "192.168.1.0/24")], [], NIC).acls
+    assert applied_seqnum([*rules, spec], 8) == 41
+    assert applied_seqnum([*rules, spec], 9) is None  # not this VM's
+    assert applied_seqnum(rules, 8) is None
+    default_deny = AclSpec("default-deny", AclDirection.INCOMING, AclAction.DENY)
+    assert default_deny in rules
+    assert (spec.direction, spec.action, spec.protocol, spec.remote_ip, spec.local_port) == (
+        default_deny.direction, default_deny.action, "ANY", "ANY", "ANY")

@@ -8,28 +8,34 @@ is then brought to the translation in one diff (``hyperv.acls``: at most one rem
 and one add call), holding the VM's lock (shared with the VM handlers), so a StartCommand
 re-creating the VM and a rule change never interleave.
 
-The management server re-sends a VM's rules every minute or two. A command whose VM, VM
-id, MAC, signature, sequence number and rules are those this handler last applied, to a
-port the session still knows as it left it, is answered at once without a round trip.
-A sequence number older than the newest applied for that VM is answered with success and
-ignored (it was overtaken). Anything else (an agent restart, a VM migrated here, stopped
-and started, a secondary address added) is planned against the port as it is, and costs
-no call when the port already holds the rules.
+The management server sends a VM's rule set when it changes (a rule, a group member, the
+VM started or migrated) and again when a failure is retried. A command whose VM, VM id,
+MAC, signature, sequence number and rules are those this handler last applied, to a port
+the session still knows as it left it, is answered at once without a round trip.
+Anything else (an agent restart, a VM migrated here, stopped and started, a secondary
+address added) is planned against the port as it is, and costs no call when the port
+already holds the rules.
 
-The newest sequence number is kept in memory only, on purpose. It is the MS's per-VM
-ruleset log sequence (``op_vm_ruleset_log``), read from its database together with the
-rules, under the VM's lock, for every send (``SecurityGroupManagerImpl``); the rules a
-command carries are those of its number. ``HypervDirectConnectResource`` POSTs the bare
-command (no request envelope, no sequence header) and never re-sends: a connection an agent
-restart breaks reads as no answer on the MS's side and is not repeated. So a command can
-only be overtaken by another in flight with it, and a restart ends those. What is left is
-a command the MS queued before the restart and posted after it, behind a newer one applied
-before it: it applies rules one change old until the MS's next re-send of the VM's rules
-(every minute or two) puts the newest back. Kept on disk, the number would outlive what it
-guards: after the MS's database is restored from a backup its sequence numbers start
-lower, and every command for that VM would be answered "success, ignored" (the MS then
-marks the work done) while the port keeps the old rules, until a CleanupNetworkRulesCmd
-found the VM gone, which for a running VM never happens.
+A sequence number older than that of the rule set the port holds is answered with success
+and ignored (it was overtaken), as XenServer's ``network_rules`` does. The MS's
+``SecurityGroupManagerImpl2`` reads a VM's number (``op_vm_ruleset_log``) and its rules
+apart, in any of several workers, and the commands reach the host in the order those
+posted them: an older set can follow a newer one, also across an agent restart (one
+queued behind a newer one while the agent restarts is posted once it is back), and the
+MS re-sends nothing to a Hyper-V host (its ping carries no rule-set states to compare),
+so an older set applied late would stay. The number is kept where the rules are: an ACL
+of the port named ``cloudstack-sg/seqnum/<vmId>/<seqNum>`` (``sgrules.seqnum_acl``, a
+deny the default deny makes redundant), written in the same calls as the rule set's ACLs.
+It is the one home that cannot disagree with the rules it numbers: a file of the agent's
+would outlive a VM made again under its name (a new port, the MS counting from 1 again),
+miss a VM migrated here with its ACLs, and say a number whose rules a failed call never
+wrote. A VM made again, or stopped and started (the agent makes its VM again), starts
+from no number; a port of a system VM loses it with the agent's ACLs. A new number for
+the same rules costs the marker's removal and addition (2 calls). After the MS's database
+is restored from a backup its numbers start lower: a running VM's rule sets are ignored
+until they pass the one on its port, or the VM is stopped and started, or an administrator
+removes that ACL (Remove-VMNetworkAdapterExtendedAcl with its Weight and Direction);
+XenServer hosts keep such a number per running VM in the same way.
 
 A VM Hyper-V is starting, stopping or saving takes no change to its ports' features until
 that is done (a SecurityGroupRulesCmd follows a StartCommand's answer at once, and the VM
@@ -88,6 +94,14 @@ class FirewallUnavailable(HyperVError):
     answer_fields = MappingProxyType({"reason": FAILURE_CANNOT_BRIDGE_FIREWALL})
 
 
+class _Overtaken(Exception):
+    """The port holds a newer rule set of the VM than the command's (``newest``)."""
+
+    def __init__(self, newest: int) -> None:
+        super().__init__(f"seqNum {newest} is applied")
+        self.newest = newest
+
+
 @dataclass(frozen=True)
 class _Applied:
     """What this handler last applied to one port, and the port as it left it."""
@@ -106,7 +120,6 @@ class SecurityGroupHandlers:
         # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
         self.job_wait = job_wait
         self._applied: dict[tuple[str, str], _Applied] = {}  # by (VM name, MAC)
-        self._newest: dict[tuple[str, int], int] = {}  # seqNum by (VM name, VM id)
 
     def table(self) -> Routes:
         """The handlers of this module by command FQCN (for ``Dispatch``)."""
@@ -126,8 +139,9 @@ class SecurityGroupHandlers:
         rules allow (``sgrules``), with the port security of a user VM.
 
         An unchanged re-send: success, no round trip. An older ``seqNum`` than the one
-        applied: success, ignored. A rule, address or MAC that cannot be translated: a
-        failure naming the field, nothing changed. No such VM, adapter or port, or no
+        the port holds (``sgrules.seqnum_acl``): success, ignored, no call. A rule,
+        address or MAC that cannot be translated: a failure naming the field, nothing
+        changed. No such VM, adapter or port, or no
         extended ACLs on the host: CANNOT_BRIDGE_FIREWALL, nothing changed. Otherwise
         the port is brought to the rules (module notes); the details say what changed
         and what the ACLs cannot say exactly (ICMP types).
@@ -142,15 +156,22 @@ class SecurityGroupHandlers:
                                           command.sec_ips)
         translation = sgrules.translate(command.ingress_rule_set or (),
                                         command.egress_rule_set or (), addresses)
-        async with self.locks.hold(vm_name):
-            newest = self._newest.get((vm_name, vm_id))
+        wanted = (*translation.acls, sgrules.seqnum_acl(vm_id, seq))
+
+        def unless_overtaken(port: acls.Port) -> Sequence[AclSpec]:
+            newest = sgrules.applied_seqnum(_owned_specs(port), vm_id)
             if newest is not None and seq < newest:
-                return _rule_answer(command, f"seqNum {seq} is older than {newest}, "
-                                             "which is applied; ignored")
-            applied = await self._bring(vm_name, mac, lambda _: translation.acls,
-                                        sgrules.USER_VM_SECURITY, command.wait_s)
+                raise _Overtaken(newest)
+            return wanted
+
+        async with self.locks.hold(vm_name):
+            try:
+                applied = await self._bring(vm_name, mac, unless_overtaken,
+                                            sgrules.USER_VM_SECURITY, command.wait_s)
+            except _Overtaken as overtaken:
+                return _rule_answer(command, f"seqNum {seq} is older than "
+                                             f"{overtaken.newest}, which is applied; ignored")
             self._applied[(vm_name, mac)] = _Applied(key, applied.port)
-            self._newest[(vm_name, vm_id)] = seq
         return _rule_answer(command, "; ".join([_summary(applied.change),
                                                 *translation.notes]))
 
@@ -219,19 +240,17 @@ class SecurityGroupHandlers:
     # --- CleanupNetworkRulesCmd ----------------------------------------------------------
 
     async def cleanup(self, command: CleanupNetworkRulesCmd) -> Result:
-        """Forget what is known of VMs that are no longer on the host (their ports, the
-        rules and the seqNum last applied: the MS's seqNums of a VM only grow, so one
-        that comes back takes what it is sent), and remove the agent's ACLs whose port
-        no longer exists. Those of a VM Hyper-V is starting, stopping or saving are
-        removed once that is done, as the other commands wait (module notes); a VM still
-        changing after that fails the answer, naming the change, and its ACLs are left
-        for the next cleanup. Otherwise answers true when the host answers; safe to
+        """Forget what is known of VMs that are no longer on the host (their ports and the
+        rules last applied), and remove the agent's ACLs whose port no longer exists
+        (their seqNum ACL with them). Those of a VM Hyper-V is starting, stopping or saving
+        are removed once that is done, as the other commands wait (module notes); a VM
+        still changing after that fails the answer, naming the change, and its ACLs are
+        left for the next cleanup. Otherwise answers true when the host answers; safe to
         repeat."""
         listed = await vms.list_vms(self.hv)
         present = {vm.name for vm in listed}
         forgotten = acls.forget_absent(self.hv, present)
         forgotten |= _forget_absent(self._applied, present)
-        forgotten |= _forget_absent(self._newest, present)
         removed = await acls.sweep(self.hv, listed, settle_wait(self.job_wait, command.wait_s))
         return Answer(result=True, details=f"{removed} ACLs of ports that no longer exist "
                                            f"removed; {len(forgotten)} VMs no longer here "

@@ -330,6 +330,38 @@ def _notes(rule: _Rule) -> Iterator[str]:
         yield f"{rule.field}: ICMPv6 is always allowed (neighbour discovery needs it)"
 
 
+# --- which rule set the port holds ----------------------------------------------------------
+
+#: The role of the ACL that says which rule set a port holds: ``seqnum/<vmId>/<seqNum>``.
+SEQNUM_ROLE = "seqnum"
+
+
+def seqnum_acl(vm_id: int, seq_num: int) -> AclSpec:
+    """The ACL that records on the port that it holds the rule set ``seq_num`` of VM
+    ``vm_id``, written with that rule set's ACLs (last, so in their last add call).
+
+    It is a deny of every incoming packet, of the deny band, so it changes no traffic:
+    every rule set's ``default-deny`` denies the same packets already, and a packet that
+    meets neither is decided above both. Hyper-V keeps an ACL's ``Name`` with the port, as
+    it keeps the agent's ownership of every ACL in it, so the number lives and goes with
+    the rules it numbers: across an agent restart, with the port of a migrated VM, and
+    gone with the port of a removed VM."""
+    return AclSpec(f"{SEQNUM_ROLE}/{vm_id}/{seq_num}", IN, DENY)
+
+
+def applied_seqnum(current: Sequence[AclSpec], vm_id: int) -> int | None:
+    """The seqNum of the rule set of VM ``vm_id`` that ``current`` (the agent's ACLs of a
+    port) records (``seqnum_acl``); None when they record none of that VM."""
+    found = []
+    for spec in current:
+        kind, _, rest = spec.role.partition("/")
+        owner, _, number = rest.partition("/")
+        if (kind == SEQNUM_ROLE and owner == str(vm_id)
+                and number.removeprefix("-").isdecimal()):
+            found.append(int(number))
+    return max(found, default=None)
+
+
 # --- a secondary address added or removed later ---------------------------------------------
 
 
