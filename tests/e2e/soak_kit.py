@@ -124,7 +124,6 @@ class Vm:
     nics: list[Nic] = field(default_factory=list)  # the first is the guest NIC
     seq: int = 0  # the last SecurityGroupRulesCmd's seqNum (0: none sent)
     rules: frozenset[str] = frozenset()  # names of RULES the last one allowed
-    fresh: bool = True  # the agent now serving applied ``seq`` (not restarted, not moved)
     memory_mb: int = 512
 
     def __post_init__(self) -> None:
