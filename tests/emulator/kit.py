@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, CimInstance, MethodResult, ObjectPath
 from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.indexes import ClassIndexes
+from hyperv_agent.emulator.schema import ClassDef
+from hyperv_agent.emulator.store import Record, Store
 
 IDE = "Microsoft:Hyper-V:Emulated IDE Controller"
 DISK = "Microsoft:Hyper-V:Synthetic Disk Drive"
@@ -150,3 +158,76 @@ async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | Non
         Parent=str(drive_path), HostResource=[f"C:\\disks\\{name}"])
     await ok(cim, await add(cim, vm, [medium]))
     return folder / name
+
+
+class IterationReads:
+    """Stored records the emulator went through to answer, by class (lower case).
+
+    ``walked``: those ``Store.instances_of`` and ``Store.keyed_instances_of`` yielded
+    (every walk of a whole class, a ``Transaction``'s and a WHERE clause's no index
+    answers, goes through them; a transaction's staged records, the call's own, are not
+    counted). ``found``: those an index lookup (``Store.lookup``) returned, so a bucket
+    holding every VM's records counts as the walk it is. ``per_call`` is their sum: what
+    the same call costs each time. ``built``: those an index or tally went through when
+    it was first asked for; it is kept up to date from then on, so that is paid once per
+    class and index while the emulator runs, not by every call.
+    """
+
+    def __init__(self) -> None:
+        self.walked: Counter[str] = Counter()
+        self.found: Counter[str] = Counter()
+        self.built: Counter[str] = Counter()
+
+    @property
+    def per_call(self) -> int:
+        return self.walked.total() + self.found.total()
+
+    def __repr__(self) -> str:
+        return (f"IterationReads(walked={dict(self.walked)}, found={dict(self.found)}, "
+                f"built={dict(self.built)})")
+
+
+@contextlib.contextmanager
+def iteration_reads() -> Iterator[IterationReads]:
+    """Count the stored records the emulator reads (``IterationReads``) while the block
+    runs, on every store and thread."""
+    reads = IterationReads()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("instances_of", "keyed_instances_of"):
+            patch.setattr(Store, name, _walking(getattr(Store, name), reads.walked))
+        patch.setattr(Store, "lookup", _looking(Store.lookup, reads.found))
+        patch.setattr(ClassIndexes, "index", _building(ClassIndexes.index, "indexes",
+                                                       reads.built))
+        patch.setattr(ClassIndexes, "tally", _building(ClassIndexes.tally, "tallies",
+                                                       reads.built))
+        yield reads
+
+
+def _walking(method: Callable[..., Iterator[Any]], counts: Counter[str]
+             ) -> Callable[..., Iterator[Any]]:
+    def counted(store: Store, classes: Iterable[ClassDef]) -> Iterator[Any]:
+        for class_def in classes:
+            for item in method(store, (class_def,)):
+                counts[class_def.name.lower()] += 1
+                yield item
+    return counted
+
+
+def _looking(method: Callable[..., list[tuple[str, Record]]], counts: Counter[str]
+             ) -> Callable[..., list[tuple[str, Record]]]:
+    def counted(store: Store, *args: Any) -> list[tuple[str, Record]]:
+        found = method(store, *args)
+        counts.update(record.class_def.name.lower() for _, record in found)
+        return found
+    return counted
+
+
+def _building(method: Callable[..., Any], kept: str, counts: Counter[str]
+              ) -> Callable[..., Any]:
+    """``ClassIndexes.index`` or ``tally`` (whose built ones ``kept`` names), counting the
+    records it goes through when it builds one."""
+    def counted(indexes: ClassIndexes, spec: Any, records: dict[str, Record]) -> Any:
+        if spec.name not in getattr(indexes, kept) and records:
+            counts[next(iter(records.values())).class_def.name.lower()] += len(records)
+        return method(indexes, spec, records)
+    return counted
