@@ -216,7 +216,6 @@ def _known(reason: str) -> pytest.MarkDecorator:
 
 #: Steps whose reads grow with the host, and why.
 GROWING: dict[str, str] = {
-    "disk-stats": "the VMs' GUIDs are looked up in a query for every VM of the host",
     "vm-ip-address": "the guest network adapter configurations are looked up by the head "
                      "of their InstanceIDs, Microsoft:GuestNetwork, which every one shares",
 }

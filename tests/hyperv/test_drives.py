@@ -363,6 +363,22 @@ async def test_enable_disk_metering_raises_and_changes_nothing_when_vm_is_missin
     assert await emulator.query("SELECT * FROM Msvm_AggregationMetricValue") == []
 
 
+async def test_disk_stats_finds_the_same_vms_when_more_are_named_than_one_query_names(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    images = await _disks_of_four_vms(emulator, tmp_path)
+    few = ["i-4-1-VM", "i-4-3-VM", "nope"]
+    many = few + [f"i-9-{n}-VM" for n in range(vmio.NAMED_AT_MOST)]  # every VM is asked for
+    await diskstats.disk_stats(hv(emulator), few)  # switches metering on
+    assert _io(emulator, "i-4-3-VM", images["i-4-3-VM"][1], 2, 1, 30)
+    found = {len(asked): _counters(await diskstats.disk_stats(hv(emulator), asked))
+             for asked in (few, many)}
+    assert found[len(few)] == found[len(many)] == {
+        "i-4-1-VM": {images["i-4-1-VM"][0]: (0, 0, 0, 0, True)},
+        "i-4-3-VM": {image: (2 * MB, MB, 20, 10, True) if image == images["i-4-3-VM"][1]
+                     else (0, 0, 0, 0, True) for image in images["i-4-3-VM"]}}
+
+
 async def test_disk_stats_costs_nothing_when_no_name_is_asked_for(
     emulator: EmulatorCim,
 ) -> None:

@@ -73,10 +73,11 @@ async def disk_stats(hv: HyperV, names: Collection[str]) -> dict[str, tuple[Disk
 
     Keyed by VM name; names of no VM are left out, a VM without disks maps to (). With
     duplicate names the first VM WMI returns is taken (as ``vms.find_vm`` does). Calls:
-    every VM's name, then the named VMs' hard-disk media (2 queries), then the metric
-    values Msvm_MetricForME links to each disk of the named VMs (1 ASSOCIATORS OF per
-    disk, all issued at once, so one round trip of latency), plus 1 query for the metric
-    definitions on the session's first call; none when ``names`` is empty.
+    the named VMs (every VM when they are many), then their hard-disk media (2 queries),
+    then the metric values Msvm_MetricForME links to each disk of the named VMs (1
+    ASSOCIATORS OF per disk, all issued at once, so one round trip of latency), plus 1
+    query for the metric definitions on the session's first call; none when ``names`` is
+    empty.
 
     Metering is switched on lazily: a named VM with a disk that has no metric values
     gets ``enable_disk_metering`` (1 call, +1 query for the service on first use), and
@@ -201,10 +202,14 @@ async def _metric_service(hv: HyperV) -> ObjectPath:
 
 
 async def _guids_of(hv: HyperV, wanted: Iterable[str]) -> dict[str, str]:
-    """VM GUID (upper case) -> name, for the VMs named in ``wanted``; 1 query."""
+    """VM GUID (upper case) -> name, for the VMs named in ``wanted``; 1 query, for those
+    names only, or for every VM when more than ``vmio.NAMED_AT_MOST`` are named (the
+    management server names every VM of the host at each ``vm.disk.stats.interval``)."""
     names = set(wanted)
-    query = wql.select(Class.COMPUTER_SYSTEM, wql.eq("Caption", CAPTION_VM),
-                       ("Name", "ElementName"))
+    where = wql.eq("Caption", CAPTION_VM)
+    if len(names) <= vmio.NAMED_AT_MOST:
+        where = where & wql.any_of("ElementName", sorted(names))
+    query = wql.select(Class.COMPUTER_SYSTEM, where, ("Name", "ElementName"))
     by_guid: dict[str, str] = {}
     for vm in await hv.cim.query(query, NAMESPACE):
         name, guid = vm.string("ElementName"), vm.string("Name")
