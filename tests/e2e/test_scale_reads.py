@@ -215,10 +215,7 @@ def _known(reason: str) -> pytest.MarkDecorator:
 
 
 #: Steps whose reads grow with the host, and why.
-GROWING: dict[str, str] = {
-    "vm-ip-address": "the guest network adapter configurations are looked up by the head "
-                     "of their InstanceIDs, Microsoft:GuestNetwork, which every one shares",
-}
+GROWING: dict[str, str] = {}
 #: Steps about the whole host by nature, left out.
 WHOLE_HOST = {
     # Whether a running VM holds the file: WQL cannot filter on an array property

@@ -11,7 +11,7 @@ from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator import wqlparse
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
-from tests.emulator.kit import GEN2, define_vm, devices, service
+from tests.emulator.kit import GEN2, add, define_vm, devices, ok, request_state, service, template
 
 VM_COUNT = 200
 RASD = "CIM_ResourceAllocationSettingData"
@@ -73,6 +73,37 @@ async def test_summary_of_one_vm_looks_at_that_vm_only_when_host_has_200(
         (summary,) = result.instances("SummaryInformation")
         assert (summary["ElementName"], summary["NumberOfProcessors"]) == ("vm-42", 1)
         assert spent["summarized"] == 1
+    finally:
+        await cim.close()
+
+
+async def test_guest_adapter_query_examines_only_that_vms_adapters_when_20_vms_run(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Every guest network adapter configuration's InstanceID begins
+    Microsoft:GuestNetwork\\, the head the index files them under; the VM's GUID after it
+    narrows a query to that VM's."""
+    cim = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        guids = []
+        for index in range(20):
+            vm = await define_vm(cim, f"vm-{index}")
+            for mac in (f"02004C5F{index:02X}01", f"02004C5F{index:02X}02"):
+                nic = (await template(cim, "Msvm_SyntheticEthernetPortSettingData")).updated(
+                    Address=mac, StaticMacAddress=True)
+                await ok(cim, await add(cim, vm, [nic]))
+            await ok(cim, await request_state(cim, vm, 2))
+            guids.append(str(vm.key("Name")))
+        wanted = f"Microsoft:GuestNetwork\\{guids[7].lower()}\\"
+        for pattern, examined in ((wanted + "%", 2), (wanted.upper() + "%", 2),
+                                  (wanted[:-4] + "%", 40)):  # a GUID cut short: every one
+            before = cim.round_trips()
+            found = await cim.query(wql.select("Msvm_GuestNetworkAdapterConfiguration",
+                                               wql.like("InstanceID", pattern)))
+            spent = cim.round_trips() - before
+            assert [str(c["InstanceID"]).lower().startswith(wanted.lower())
+                    for c in found] == [True, True], pattern
+            assert spent["examined"] == examined, pattern
     finally:
         await cim.close()
 

@@ -127,7 +127,8 @@ class EmulatorCim(Cim):
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
-        candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored))
+        candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored,
+                                                   model.owner_probe))
         self.host.counters.add("examined", len(candidates))
         for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):

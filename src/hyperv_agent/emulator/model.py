@@ -26,7 +26,7 @@ from hyperv_agent.emulator.jobs import active_jobs, is_job, job_view
 from hyperv_agent.emulator.offer import ARRIVAL
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
-from hyperv_agent.emulator.store import Record, Transaction
+from hyperv_agent.emulator.store import Probe, Record, Transaction
 
 RASD_BASE = "CIM_ResourceAllocationSettingData"
 FEATURE_BASE = "Msvm_EthernetSwitchPortFeatureSettingData"
@@ -79,6 +79,18 @@ def _owner_keys(record: Record) -> tuple[str, ...]:
 #: Records by the VM they belong to (``guid_of``, lower case), so what one VM owns is
 #: found without walking the host.
 OWNER = IndexSpec("owner", _owner_keys)
+
+
+def owner_probe(class_def: ClassDef, name: str, prefix: str) -> Probe | None:
+    """(OWNER, the VM) for records of ``class_def`` whose property ``name`` begins with
+    ``prefix`` (folded, up to and with a backslash), when the prefix names that VM whole:
+    an InstanceID ``Microsoft:<GUID>\\…`` or ``Microsoft:GuestNetwork\\<GUID>\\…`` is the
+    VM's (``guid_of``). A VM's own record is told by its Name instead: never for VMs."""
+    if (name.lower() != "instanceid" or class_def.name == "Msvm_ComputerSystem"
+            or not prefix.isascii()):  # folded as the owner index lowers it
+        return None
+    guid = guid_of_instance_id(prefix)  # whole: the prefix ends with a backslash
+    return (OWNER, guid.lower()) if guid else None
 
 
 def owned_records(txn: Transaction, classes: tuple[ClassDef, ...], guid: str) -> list[Record]:

@@ -178,10 +178,17 @@ def head_keys(value: CimValue) -> set[str]:
 def like_head(pattern: str) -> str | None:
     """The head (``head_keys``) every value matching ``pattern`` has; None when the
     pattern's literal beginning holds no backslash."""
-    folded = _fold(pattern)
-    literal = re.split(r"[%_\[]", folded, maxsplit=1)[0]
-    head, backslash, _ = literal.partition("\\")
-    return head if backslash else None
+    prefix = like_prefix(pattern)
+    return None if prefix is None else prefix.partition("\\")[0]
+
+
+def like_prefix(pattern: str) -> str | None:
+    """The folded text every value matching ``pattern`` begins with, up to and with its
+    last backslash (``microsoft:guestnetwork\\<guid>\\``); None when the pattern's
+    literal beginning holds no backslash."""
+    literal = re.split(r"[%_\[]", _fold(pattern), maxsplit=1)[0]
+    head, backslash, _ = literal.rpartition("\\")
+    return head + backslash if backslash else None
 
 
 # --- case folding and LIKE patterns -------------------------------------------------------

@@ -4,15 +4,19 @@
 order a walk over every instance would meet them; the caller still evaluates the whole
 clause on each. A comparison ``prop = literal`` is looked up in an index of ``prop``'s
 values (``wqleval.value_keys``), ``prop LIKE 'text\\...'`` in an index of the values'
-heads up to their first backslash (the InstanceID prefixes Hyper-V's identities use);
-AND takes the smaller of its sides, OR the union of both. Anything else (NOT, IS NULL,
-<, >, pseudo-properties, properties the emulator computes at read time) walks the class.
+heads up to their first backslash (the InstanceID prefixes Hyper-V's identities use), or
+among the records of the one owner the pattern's beginning names (the caller's ``Owned``:
+the VM of ``Microsoft:GuestNetwork\\<VM GUID>\\``, a head every VM's guest adapters
+share) when they are fewer; AND takes the smaller of its sides, OR the union of both.
+Anything else (NOT, IS NULL, <, >, pseudo-properties, properties the emulator computes
+at read time) walks the class.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from hyperv_agent.cim.api import CimValue
 from hyperv_agent.emulator import wqleval
@@ -23,32 +27,49 @@ from hyperv_agent.emulator.wqlast import And, Comparison, Expr, Or, WqlLiteral
 
 #: Whether an index of stored values answers for a class's property (see model).
 Indexable = Callable[[ClassDef, str], bool]
+#: The probe of the records of the one owner every value of a class's property beginning
+#: with a prefix (folded, ending with a backslash) belongs to, when the prefix names it
+#: (see model).
+Owned = Callable[[ClassDef, str, str], Probe | None]
+
+
+def _nobody(class_def: ClassDef, prop: str, prefix: str) -> Probe | None:
+    return None
 
 
 def candidates(txn: Transaction, classes: Sequence[ClassDef], where: Expr | None,
-               indexable: Indexable) -> Iterable[Record]:
+               indexable: Indexable, owned: Owned = _nobody) -> Iterable[Record]:
     """The records of ``classes`` that may satisfy ``where``, in walk order."""
-    probes = _probes(txn, classes, where, indexable) if where is not None else None
+    probes = _probes(txn, classes, where, _Ask(indexable, owned)) if where is not None else None
     if probes is None:
         return txn.instances_of(classes)
     return txn.lookup_any(classes, probes)
 
 
+@dataclass(frozen=True)
+class _Ask:
+    indexable: Indexable
+    owned: Owned
+
+
 def _probes(txn: Transaction, classes: Sequence[ClassDef], expr: Expr,
-            indexable: Indexable) -> list[Probe] | None:
+            ask: _Ask) -> list[Probe] | None:
     match expr:
         case And(left, right):
-            sides = [p for p in (_probes(txn, classes, left, indexable),
-                                 _probes(txn, classes, right, indexable)) if p is not None]
+            sides = [p for p in (_probes(txn, classes, left, ask),
+                                 _probes(txn, classes, right, ask)) if p is not None]
             return min(sides, key=lambda probes: txn.count(classes, probes), default=None)
         case Or(left, right):
-            either = _probes(txn, classes, left, indexable)
-            other = _probes(txn, classes, right, indexable) if either is not None else None
+            either = _probes(txn, classes, left, ask)
+            other = _probes(txn, classes, right, ask) if either is not None else None
             return None if either is None or other is None else either + other
         case Comparison(prop, op, literal):
-            if not all(_indexable(c, prop, indexable) for c in classes):
+            if not all(_indexable(c, prop, ask.indexable) for c in classes):
                 return None
-            return _comparison(prop, op, literal)
+            choices = [p for p in (_comparison(prop, op, literal),
+                                   _owner(classes, prop, op, literal, ask.owned))
+                       if p is not None]
+            return min(choices, key=lambda probes: txn.count(classes, probes), default=None)
         case _:
             return None
 
@@ -62,6 +83,19 @@ def _comparison(prop: str, op: str, literal: WqlLiteral) -> list[Probe] | None:
         head = wqleval.like_head(literal)
         return None if head is None else [(head_index(name), head)]
     return None
+
+
+def _owner(classes: Sequence[ClassDef], prop: str, op: str, literal: WqlLiteral,
+           owned: Owned) -> list[Probe] | None:
+    """The probe of the owner every value ``prop LIKE literal`` matches names, when each
+    class has it and it is the same."""
+    prefix = wqleval.like_prefix(literal) if op == "LIKE" and isinstance(literal, str) \
+        else None
+    if prefix is None:
+        return None
+    found = [owned(class_def, prop, prefix) for class_def in classes]
+    first = found[0] if found else None
+    return [first] if first is not None and all(p == first for p in found) else None
 
 
 def _indexable(class_def: ClassDef, prop: str, indexable: Indexable) -> bool:
