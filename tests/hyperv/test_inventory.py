@@ -33,6 +33,8 @@ NOT_NAMES = {
     "MicrosoftUEFICertificateAuthority": "a secure boot template's ElementName (a value)",
     "TCP": "a value of an extended ACL's Protocol",
     "UDP": "a value of an extended ACL's Protocol",
+    "MaximumStorageMigrations": "a parameter of Set-VMHost named in a failure's advice",
+    "MaximumVirtualMachineMigrations": "a parameter of Set-VMHost named in a failure's advice",
 }
 
 
