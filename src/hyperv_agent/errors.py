@@ -131,12 +131,14 @@ class JobTimeout(HyperVError):
     """An asynchronous WMI job did not finish within its bounded wait."""
 
     def __init__(self, method: str, timeout_s: float, percent_complete: int,
-                 job_state: int | None = None) -> None:
+                 job_state: int | None = None, bound: str | None = None) -> None:
         self.method = method
         self.timeout_s = timeout_s
         self.job_state = job_state  # the JobState the job showed when the wait ended
+        self.bound = bound  # the command's bound in words, when that ended the wait
+        within = f"the command's bound ({bound})" if bound else f"{timeout_s:g} s"
         super().__init__(
-            f"{method} job did not finish within {timeout_s:g} s "
+            f"{method} job did not finish within {within} "
             f"({percent_complete}% complete when the wait ended)"
         )
 

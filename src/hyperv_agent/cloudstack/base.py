@@ -101,3 +101,12 @@ class Command(WireModel):
     wait_s: Annotated[JInt, wire("wait")] = 0
     bypass_host_maintenance: JBool = False
     external_details: dict[str, dict[str, str]] | None = None
+
+    @property
+    def answer_wait_s(self) -> float | None:
+        """How long the management server waits for this command's answer before it fails
+        the command: its ``wait``, ``MS_DEFAULT_WAIT_S`` for 0; None for a body without a
+        ``wait`` (one the MS does not send, such as a report the agent asks for itself)."""
+        if "wait_s" not in self.model_fields_set:
+            return None
+        return float(self.wait_s) if self.wait_s > 0 else float(MS_DEFAULT_WAIT_S)

@@ -39,8 +39,9 @@ has the final name. A volume of case B is made whole (cloned or copied, then gro
 an aside name with the disk's extension and renamed into place last, so a failure at any
 step leaves an earlier file of the volume's name as it was. Commands that write or delete
 one file are serialised (``handlers.locks.FileLocks``, shared with the volume commands).
-Hyper-V's merge of a linked clone (cases C and D) may run as long as the command's
-``wait`` (``FileHandlers.disk_job_wait``); its other jobs touch only metadata.
+Hyper-V's merge of a linked clone (cases C and D) may run beyond the job wait, up to
+half the command's ``wait`` (``FileHandlers.disk_job_wait``, ``jobs.command_bound``); its
+other jobs touch only metadata.
 
 A volume's ``provisioningType`` (``files.is_fixed``, ``files.copy_kind``) decides the kind
 of disk of cases B and C: FAT a fixed disk, THIN and SPARSE dynamic ones, converted by
@@ -264,7 +265,7 @@ class CopyHandler(FileHandlers):
         backing file), grown to ``destTO.size`` when that is larger, and refused before
         anything is written when its size would leave its volume less than
         ``room.KEEP_FREE_BYTES`` free. Both jobs write the whole disk, so they are waited
-        for as long as the command (``disk_job_wait``)."""
+        for beyond the job wait, up to the command's bound (``disk_job_wait``)."""
         fill_wait = self.disk_job_wait(wait_s)
         virtual = (await disks.read_settings(self.hv, template,
                                              policy=self.job_wait)).size_bytes

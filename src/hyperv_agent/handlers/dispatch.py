@@ -10,6 +10,11 @@ by this agent yet"), an ``AgentError`` from a handler (its message), and anythin
 wire). Handlers answer successes (and the few non-failures with ``result`` false, such as
 CheckOnHost's "host is alive"); they raise ``AgentError`` for everything that failed.
 
+Every handler runs within its command's bound (``jobs.command_bound``): no wait for
+Hyper-V inside it outlasts what the management server waits for the answer (the
+command's ``wait``), so a slow host fails the command, in its own answer class, while
+the MS still listens, instead of answering after the MS has failed it.
+
 The table holds a ``Route`` per command: the command class its handler takes and the
 handler. Dispatch narrows the decoded command to that class before it calls the handler,
 so handlers receive their command already typed and never check its type themselves.
@@ -32,6 +37,7 @@ from hyperv_agent.cloudstack import codec
 from hyperv_agent.cloudstack.answers import Answer
 from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.errors import AgentError
+from hyperv_agent.hyperv import jobs
 from hyperv_agent.metrics import Metrics, result_word
 
 log = logging.getLogger("hyperv_agent.command")
@@ -149,7 +155,8 @@ class Dispatch:
 
     async def _run(self, short: str, fqcn: str, route: Route[Any], command: Command) -> Outcome:
         try:
-            return _encoded(await route.handler(command))
+            with jobs.command_bound(short, command.answer_wait_s):
+                return _encoded(await route.handler(command))
         except AgentError as error:
             return _failed(fqcn, f"{short} failed{error.joined_by}{error}", command,
                            error.answer_fields)

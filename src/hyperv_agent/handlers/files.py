@@ -186,7 +186,10 @@ class FileHandlers:
         shorter than ``job_wait``, which bounds the jobs that only touch metadata. A
         merge of a large disk, or a large fixed disk written whole, takes longer than
         ``job_wait``; cut off there, the command would fail while the management server
-        still waits and Hyper-V still writes."""
+        still waits and Hyper-V still writes. Like every wait inside a command, it ends
+        at the command's bound (``jobs.command_bound``: half the command's ``wait``),
+        unless the caller sizes its whole operation from the wait (``jobs.whole_wait``,
+        a volume move)."""
         asked = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
         return dataclasses.replace(self.job_wait, timeout_s=max(self.job_wait.timeout_s, asked))
 

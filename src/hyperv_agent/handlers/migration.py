@@ -365,8 +365,9 @@ class MigrationHandlers(FileHandlers):
                     # source: a retry after a kill in between knows the copy for its own.
                     await self.files.write_text(marker, record)
                     try:
-                        await self.copy_standalone(
-                            source, target, self.disk_job_wait(command.wait_s), grace)
+                        with jobs.whole_wait():  # bounded by ``limit``, less its grace
+                            await self.copy_standalone(
+                                source, target, self.disk_job_wait(command.wait_s), grace)
                     except BaseException:
                         await discard(self.files, marker)
                         raise
@@ -473,7 +474,8 @@ class MigrationHandlers(FileHandlers):
         if reason is None:
             policy, grace = self.settings.bounds(wait_s)
             try:
-                await migration.migrate(self.hv, move, policy, grace)
+                with jobs.whole_wait():  # sized from the whole wait, its grace kept back
+                    await migration.migrate(self.hv, move, policy, grace)
                 return
             except MigrationFailed as failed:
                 reason = str(failed)

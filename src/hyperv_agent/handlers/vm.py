@@ -105,15 +105,16 @@ VmLocks = NamedLocks
 
 def settle_wait(job_wait: jobs.WaitPolicy, wait_s: int) -> jobs.WaitPolicy:
     """How long a command waits for Hyper-V to finish starting, stopping or saving its VM
-    before it acts (``power.settle``): the job wait, but no more than half of what the
-    management server waits for the answer (the command's ``wait``; for 0, the MS's
-    ``MS_DEFAULT_WAIT_S``), so the command's own work, and its answer, still come before
-    the MS gives up on it. The half is a choice: the work after the wait is at most a
-    few Hyper-V jobs, each within the job wait."""
+    before it acts (``power.settle``): the job wait, but no more than half
+    (``jobs.WORK_SHARE``) of what the management server waits for the answer (the
+    command's ``wait``; for 0, the MS's ``MS_DEFAULT_WAIT_S``), so the command's own work,
+    and its answer, still come before the MS gives up on it. The rule of the command's
+    bound (``jobs.command_bound``), which also counts the time the command has already
+    taken when it is dispatched."""
     answer_s = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
-    if job_wait.timeout_s <= answer_s / 2:
+    if job_wait.timeout_s <= answer_s * jobs.WORK_SHARE:
         return job_wait
-    return dataclasses.replace(job_wait, timeout_s=answer_s / 2)
+    return dataclasses.replace(job_wait, timeout_s=answer_s * jobs.WORK_SHARE)
 
 
 class VmHandlers:

@@ -195,8 +195,8 @@ class VolumeHandlers(FileHandlers):
     async def _blank_disk(self, path: str, size: int, fixed: bool,
                           fill_wait: jobs.WaitPolicy) -> int:
         """Create the disk, or accept an existing one of the same size and kind; its size.
-        A fixed disk is written whole by Hyper-V, so its job is waited for as long as the
-        command (``fill_wait``)."""
+        A fixed disk is written whole by Hyper-V, so its job is waited for beyond the job
+        wait, up to the command's bound (``fill_wait``)."""
         kind = DiskType.FIXED if fixed else DiskType.DYNAMIC
         if await self.files.exists(path):
             existing = await disks.read_settings(self.hv, path, policy=self.job_wait)
@@ -245,7 +245,7 @@ class VolumeHandlers(FileHandlers):
         success without a change. A fixed disk (a FAT offering's) stays fixed, its file
         growing by the difference: growth that would leave its volume less than
         ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked, and the job, which
-        writes the new part whole, is waited for as long as the command. A disk of a VM
+        writes the new part whole, is waited for up to the command's bound. A disk of a VM
         Hyper-V is starting, stopping or saving, which it grows only once that is done, is
         grown then (``_holder_settled``, within the job wait and half the command's
         ``wait``; a VM still changing after it fails the answer, naming the change). The

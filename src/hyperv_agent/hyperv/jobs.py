@@ -8,14 +8,27 @@ running at the deadline raises ``JobTimeout``. A caller that must not leave a jo
 past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``,
 or gives ``call`` a ``grace``: a job whose wait ends early is then stopped before ``call``
 gives up on it.
+
+Inside a command the management server waits a bounded time for (``command_bound``, set
+by the dispatcher for every command whose body has a ``wait``), no wait for Hyper-V ends
+later than the command's bound allows (``limited``): a job, and a VM's state change
+(``power.settle``), within the rest of ``WORK_SHARE`` of what the MS waits, counted from
+when the command came; stopping an overdue job, undoing what a failed command began, and
+a wait the command sizes from its whole ``wait`` keeping back its own grace (a move), in
+``whole_wait``, within the rest of all of it. So the answer comes while the MS still
+waits for it, never after the MS has failed the command while Hyper-V goes on. Work
+outside a command (reports, pings, the agent's own sweeps) is bounded by its job wait
+alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
@@ -55,6 +68,80 @@ DEFAULT_POLICY = WaitPolicy()
 #: what the command answers.
 UNREACHABLE_GRACE_S = 30.0
 _STARTED = (ReturnCode.JOB_STARTED, ReturnCode.CIM_RUNNING)
+#: The share of what the management server waits for a command's answer (its ``wait``)
+#: that the command's waits for Hyper-V may use; the rest is for the work after a wait
+#: (a few calls, undoing what a failed command began) and the answer. A choice: the
+#: work after a wait is at most a few Hyper-V jobs.
+WORK_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CommandBound:
+    """What the management server waits for one command's answer (``answer_s``), from
+    ``started`` (``time.monotonic``): the bound of every wait for Hyper-V inside it."""
+
+    command: str  # its class name, for the messages
+    answer_s: float
+    started: float
+
+    def until(self, whole: bool) -> float:
+        """When the command's waits must have ended: at ``WORK_SHARE`` of ``answer_s``,
+        or with ``whole`` at all of it."""
+        return self.started + self.answer_s * (1.0 if whole else WORK_SHARE)
+
+    def describe(self, whole: bool) -> str:
+        """The bound in words, for the answer's ``details``."""
+        if whole:
+            return f"the {self.answer_s:g} s the management server waits for {self.command}"
+        return (f"{self.answer_s * WORK_SHARE:g} s, half the {self.answer_s:g} s the "
+                f"management server waits for {self.command}")
+
+
+#: The bound of the command being answered (and whether its whole wait is in use); None
+#: outside a command.
+_BOUND: contextvars.ContextVar[tuple[CommandBound, bool] | None] = contextvars.ContextVar(
+    "command_bound", default=None)
+
+
+@contextlib.contextmanager
+def command_bound(command: str, answer_s: float | None) -> Iterator[None]:
+    """Bound every wait for Hyper-V inside the block by a command the management server
+    waits ``answer_s`` seconds for, from now; ``answer_s`` None (a body without a
+    ``wait``): by the job wait alone."""
+    bound = None if answer_s is None else CommandBound(command, answer_s, time.monotonic())
+    token = _BOUND.set(None if bound is None else (bound, False))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+@contextlib.contextmanager
+def whole_wait() -> Iterator[None]:
+    """Inside the block the command's waits may run to the end of all of what the MS waits
+    for it, not only ``WORK_SHARE`` of it: for stopping an overdue job and undoing what a
+    failed command began, which must still happen before the answer, and for a wait
+    sized from the command's whole ``wait`` that keeps back its own grace (a move).
+    Outside a command: no change."""
+    current = _BOUND.get()
+    token = _BOUND.set(None if current is None else (current[0], True))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
+def limited(policy: WaitPolicy) -> tuple[float, str | None]:
+    """How long a wait under ``policy`` may take now: ``policy.timeout_s``, or less when
+    the command's bound ends sooner; then with the bound in words (else None)."""
+    current = _BOUND.get()
+    if current is None:
+        return policy.timeout_s, None
+    bound, whole = current
+    left = max(0.0, bound.until(whole) - time.monotonic())
+    if left >= policy.timeout_s:
+        return policy.timeout_s, None
+    return left, bound.describe(whole)
 
 
 async def call(
@@ -141,8 +228,14 @@ async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: Wait
 async def _stop(cim: Cim, job_path: ObjectPath, method: str, grace: WaitPolicy) -> None:
     """Ask the job to stop and, when it took the request, wait for its end, for up to
     ``grace.timeout_s`` (a job that cannot be stopped has ended, or runs on however long
-    the caller waits); how it ends is not the caller's answer (that is already a
-    failure), so it is only logged."""
+    the caller waits) and within all of the command's ``wait`` (``whole_wait``); how it
+    ends is not the caller's answer (that is already a failure), so it is only logged."""
+    with whole_wait():
+        await _stop_within(cim, job_path, method, grace)
+
+
+async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
+                       grace: WaitPolicy) -> None:
     try:
         if not await terminate(cim, job_path):
             _LOG.warning("the %s job has ended or could not be stopped", method)
@@ -165,8 +258,10 @@ async def wait(
     policy: WaitPolicy = DEFAULT_POLICY,
     clock: Callable[[], float] = time.monotonic,
 ) -> CimInstance:
-    """Poll the job at ``job_path`` until it finishes; returns the finished job."""
-    deadline = clock() + policy.timeout_s
+    """Poll the job at ``job_path`` until it finishes; returns the finished job. The wait
+    ends at ``policy.timeout_s``, or sooner at the command's bound (``limited``)."""
+    timeout_s, bound = limited(policy)
+    deadline = clock() + timeout_s
     interval = policy.first_poll_s
     while True:
         job = await _poll_through_outages(cim, job_path, method, policy, clock, deadline)
@@ -174,8 +269,8 @@ async def wait(
         if state in JOB_FINISHED:
             return _outcome(job, method, state)
         if clock() >= deadline:
-            raise JobTimeout(method, policy.timeout_s, job.integer("PercentComplete") or 0,
-                             state)
+            raise JobTimeout(method, timeout_s, job.integer("PercentComplete") or 0,
+                             state, bound=bound)
         await asyncio.sleep(min(interval, max(0.0, deadline - clock())))
         interval = min(interval * policy.backoff, policy.max_poll_s)
 

@@ -174,12 +174,15 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         raise MigrationFailed(failed.description or str(failed)) from None
     except JobTimeout as timeout:
         queued = timeout.job_state == JobState.NEW
+        within = (f"the command's bound ({timeout.bound})" if timeout.bound
+                  else f"{policy.timeout_s:g} s")
         stopping = await jobs.terminate(hv.cim, job)
-    late, hint = f"the move did not finish within {policy.timeout_s:g} s", ""
+    late, hint = f"the move did not finish within {within}", ""
     if queued:
         late, hint = _never_started(policy, grace, kind)
     try:
-        await jobs.wait(hv.cim, job, MIGRATE, grace)
+        with jobs.whole_wait():  # stopping it may use what is left of the command's wait
+            await jobs.wait(hv.cim, job, MIGRATE, grace)
     except JobFailed as failed:
         raise MigrationFailed(f"{late} and was cancelled; the VM stays where it was "
                               f"({failed.description or failed}){hint}") from None

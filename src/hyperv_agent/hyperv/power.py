@@ -212,9 +212,10 @@ async def _poll_state(
     until: Callable[[int | None], bool],
 ) -> tuple[bool, CimInstance | None]:
     """Get the VM until its EnabledState satisfies ``until`` or it is gone, at most
-    ``policy.timeout_s``: whether it did (a VM gone counts), and the VM as last read
-    (None when gone). One get per poll, the interval growing as the policy says."""
-    deadline = clock() + policy.timeout_s
+    ``policy.timeout_s`` and within the command's bound (``jobs.limited``): whether it did
+    (a VM gone counts), and the VM as last read (None when gone). One get per poll, the
+    interval growing as the policy says."""
+    deadline = clock() + jobs.limited(policy)[0]
     interval = policy.first_poll_s
     while True:
         try:
@@ -241,10 +242,12 @@ async def settle(
 
     Hyper-V takes no other state change, nor removes the VM, while one runs (32775), so a
     command that changes the VM waits it out first. Read-only. A VM still changing at
-    ``policy.timeout_s`` raises HyperVError naming the change. One get per poll.
+    ``policy.timeout_s``, or at the command's bound (``jobs.limited``), raises HyperVError
+    naming the change and the bound. One get per poll.
     """
     if vm.changing is None:
         return vm
+    bound = jobs.limited(policy)[1]
     settled, found = await _poll_state(hv, vm.guid, policy, clock,
                                        lambda state: vms.changing(state) is None)
     if found is None:
@@ -253,7 +256,7 @@ async def settle(
     if not settled:
         raise HyperVError(
             f"VM {vm.name} is still {vms.changing(state)} on this host after "
-            f"{policy.timeout_s:g} s; Hyper-V takes no other change to it until that "
+            f"{bound or f'{policy.timeout_s:g} s'}; Hyper-V takes no other change to it until that "
             "one is done: try again later")
     return VmRef(vm.guid, vm.name, vms.power_state(state))
 

@@ -19,7 +19,7 @@ from typing import TypeVar
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, MethodResult, ObjectPath
 from hyperv_agent.errors import HyperVError, InvalidRequest
-from hyperv_agent.hyperv import vms
+from hyperv_agent.hyperv import jobs, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, TEMPLATE_PREFIX, TEMPLATE_SUFFIX, Class
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
@@ -115,11 +115,14 @@ async def step(name: str, action: Awaitable[_T], undo: Undo | None = None) -> _T
 
 
 async def _undone(undo: Undo | None) -> str:
-    """Run ``undo``; a note for the error message when it fails too."""
+    """Run ``undo``, within what is left of all of the command's wait (``jobs.whole_wait``:
+    the step may have failed at the command's bound); a note for the error message when
+    it fails too."""
     if undo is None:
         return ""
     try:
-        await undo()
+        with jobs.whole_wait():
+            await undo()
     except Exception as error:
         return f" (undoing the earlier steps failed too, something may be left: {error})"
     return ""
