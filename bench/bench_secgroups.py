@@ -5,7 +5,8 @@
   security-group network takes at most 2 calls + 2 job waits (one RemoveFeatureSettings,
   one AddFeatureSettings), and its modelled wall time is printed;
 - a re-send of the same rules (the MS sends a rule set again after a failed answer)
-  answers in under 2 ms in-process (the agent's dispatch: decode, compare, encode) and costs no round trip;
+  answers in under 2 ms in-process (the agent's dispatch: decode, compare, encode) and
+  costs no round trip;
 - one rule changed costs at most 2 calls + 2 job waits too.
 
 The benchmark checks it measured what it names: the VM runs, its port holds the agent's
