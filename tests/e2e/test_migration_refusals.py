@@ -1,6 +1,7 @@
 """Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
 the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
-a running VM uses, MigrateVolume into the pool the volume is already in, and
+a running VM uses, of a running VM's linked clone away from its template's pool,
+MigrateVolume into the pool the volume is already in, and
 PrepareForMigration of a VM with a disk of a type CloudStack does not have or with an ISO
 this host would not give it. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
@@ -209,6 +210,51 @@ async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template
     assert vhd.read_data(arrived, 0, 11) == b"template os"
     assert _files(pool) == ["tmpl-1.vhdx"] and template.read_bytes() == kept
     assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
+
+
+async def test_a_running_vms_linked_clone_is_not_moved_live_away_from_its_template(
+    host: Running, tmp_path: Path,
+) -> None:
+    """Hyper-V's storage migration moves a running VM's disk file as it is: a linked clone
+    moved to the SMB pool would still name the template on this host's local pool as its
+    parent, which no other host opens (a live migration or HA restart of the VM fails) and
+    which the management server evicts once no volume of that pool uses it. So the move is
+    refused before anything is touched, saying how to move the volume: with the VM
+    stopped, the copy is merged with its template and stands alone in the new pool."""
+    pool = _local_pool(host)
+    template = disk_file(pool, "tmpl-1")
+    vhd.create(pool / f"{ROOT}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator=f"{LOCAL_POOL}\\tmpl-1.vhdx")
+    disk_file(pool, DATA)
+    vm = _vm_with_data_disk()
+    _, started = await host.answer(names.START_COMMAND, start_body(vm))
+    assert started["result"] is True, started
+    before = (_files(pool), (pool / f"{ROOT}.vhdx").read_bytes(), template.read_bytes())
+    for target in (pool_body()["pool"], _other_pool()):
+        kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+            ROOT, VM, target, source_pool=_local_store()))
+        assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+        details = str(answer["details"])
+        assert f"{ROOT}.vhdx is a linked clone of {LOCAL_POOL}\\tmpl-1.vhdx" in details, details
+        assert "stop the VM" in details, details
+    assert (_files(pool), (pool / f"{ROOT}.vhdx").read_bytes(), template.read_bytes()) == before
+    assert not list((tmp_path / "share").glob("*.vhd*"))  # the host's heartbeat stamp only
+    assert _files(_drive(host, "D", "pool2")) == []
+    assert await _power(host) == "PowerOn"
+
+    _, data = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        DATA, VM, pool_body()["pool"], source_pool=_local_store()))
+    assert data["result"] is True, data  # a disk standing alone still moves live
+    _, stopped = await host.answer(names.STOP_COMMAND, {
+        "vmName": VM, "checkBeforeCleanup": False, "forceStop": False, "contextMap": {},
+        "wait": 0})
+    assert stopped["result"] is True, stopped
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        ROOT, None, pool_body()["pool"], source_pool=_local_store()))
+    assert moved["result"] is True, moved
+    info = vhd.read_info(tmp_path / "share" / f"{ROOT}.vhdx")
+    assert (info.type, info.parent_path) == (vhd.DiskType.DYNAMIC, None)
+    assert _files(pool) == ["tmpl-1.vhdx"]
 
 
 async def test_the_merge_of_a_linked_clone_runs_as_long_as_the_ms_waits_for_the_move(

@@ -62,7 +62,7 @@ from hyperv_agent.handlers.vm import cloudstack_power, settle_wait
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
-from hyperv_agent.hyperv import build, drives, host, jobs, migration, power
+from hyperv_agent.hyperv import build, disks, drives, host, jobs, migration, power
 from hyperv_agent.hyperv.schema import MigrationType
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
@@ -298,9 +298,10 @@ class MigrationHandlers(FileHandlers):
         renamed into place is finished by a retry, which removes the source: the copy's
         marker (``move_marker``) says it is this volume's, copied from the file as it still
         is. Refused, nothing touched: any other file already in the target pool under the
-        name (never replaced), a volume already in ``pool``, and a disk of a
+        name (never replaced), a volume already in ``pool``, a disk of a
         running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
-        only Hyper-V moves a disk in use, as DeleteCommand never deletes one. A copy not
+        only Hyper-V moves a disk in use, as DeleteCommand never deletes one, and a running
+        VM's linked clone of a template outside ``pool`` (``_stands_alone_in``). A copy not
         done within the command's ``wait`` (less ``cancel_grace_s``) is stopped and
         removed, its source kept, and the answer fails before the MS gives up."""
         folder = self.paths.pool_root(command.pool, "pool")
@@ -327,11 +328,33 @@ class MigrationHandlers(FileHandlers):
         if drives.same_file_key(disk.medium.strings("HostResource")[0]) \
                 == drives.same_file_key(disk.target):
             raise InvalidRequest(_already_in(command.volume_path, folder))
+        await self._stands_alone_in(disk, folder, command.volume_path)
         if await self.files.exists(disk.target):
             raise InvalidRequest(f"{disk.target} already exists; it is not replaced")
         await self._move(migration.Move(vm, MigrationType.STORAGE, disks=(disk,)),
                          command.wait_s)
         return True
+
+    async def _stands_alone_in(self, disk: migration.DiskMove, folder: str,
+                               volume_path: str) -> None:
+        """InvalidRequest when the running VM's disk is a linked clone of a template outside
+        ``folder``. Hyper-V's storage migration moves the disk's file as it is (the agent
+        names no place for a parent, and Hyper-V merges none into a running VM's disk): in
+        ``folder`` it would still name the template in its old pool, which no other host
+        opens (a live migration or HA restart fails) and which the management server evicts
+        once no volume of that pool uses it. Stopped, the VM's volume is copied merged with
+        its template (``_move_detached``), standing alone. 1 call."""
+        source = disk.medium.strings("HostResource")[0]
+        parent = (await disks.read_settings(self.hv, source, policy=self.job_wait)).parent_path
+        if parent is None or locations.same_folder(ntpath.dirname(parent), folder):
+            return
+        raise InvalidRequest(
+            f"volume {volume_path} was not moved: {ntpath.basename(source)} is a linked clone "
+            f"of {parent}, and Hyper-V's storage migration moves a running VM's disk as it "
+            f"is, so in {folder} it would still depend on that template in its old pool, "
+            "which other hosts cannot open and the management server evicts once no volume "
+            "there uses it. To move the volume, stop the VM and migrate the volume again: "
+            "then it is copied merged with its template and stands alone in the new pool")
 
     async def _move_detached(self, command: MigrateVolumeCommand, folder: str) -> None:
         if command.source_pool is None:
