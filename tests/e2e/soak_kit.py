@@ -96,6 +96,7 @@ class Volume:
     vm: str | None = None  # the VM it is attached to
     device_id: int = 0
     provisioning: str = "THIN"  # its disk offering's: THIN, SPARSE or FAT (fixed)
+    clone: bool = False  # a linked clone: its file names a template as its parent
 
 
 @dataclass

@@ -315,6 +315,7 @@ class Soak(RuleBasedStateMachine):
         answer = await self.ok(host, names.COPY_COMMAND, kit.root_copy_body(
             template or self.templates[root.pool], root, vm.name))
         root.path = answer["newData"][kit.VOLUME_TO]["path"]
+        root.clone = root.provisioning == "THIN"  # SPARSE and FAT roots stand alone
         self.volumes[root.uuid] = root
         if cloned is not None:
             cloned.set()
@@ -609,9 +610,12 @@ class Soak(RuleBasedStateMachine):
     @rule(data=st.data())
     def migrate_volume(self, data: st.DataObject) -> None:
         """MigrateVolumeCommand between a host's local pool and the SMB pool: a running
-        VM's disk by Hyper-V's storage migration, another volume copied."""
+        VM's disk by Hyper-V's storage migration, another volume copied (a linked clone
+        merged with its template, standing alone). A running VM's linked clone is refused:
+        moved as it is, it would still stand on the template in its old pool."""
         volume = data.draw(st.sampled_from(sorted(self.volumes.values(), key=lambda v: v.uuid)))
         vm = self.vms.get(volume.vm or "")
+        running = vm is not None and vm.host is not None
         if vm is not None and vm.host is not None:
             host = vm.host
         else:
@@ -619,13 +623,21 @@ class Soak(RuleBasedStateMachine):
         if not self.reaches(host, volume):
             return
         target = SMB if volume.pool != SMB else host
-        answer = self.succeeds(host, names.MIGRATE_VOLUME_COMMAND,
-                               kit.migrate_volume_body(volume, target,
-                                                       vm.name if vm is not None else None))
+        body = kit.migrate_volume_body(volume, target, vm.name if vm is not None else None)
+        if running and volume.clone:
+            details = self.fails(host, names.MIGRATE_VOLUME_COMMAND, body)
+            assert "is a linked clone of" in details and "stop the VM" in details, details
+            assert self.file_of(volume).exists()
+            return
+        answer = self.succeeds(host, names.MIGRATE_VOLUME_COMMAND, body)
         assert answer["volumePath"] == volume.path, answer
         assert not self.file_of(volume).exists()
         volume.pool = target
         self.digests[volume.uuid] = None
+        if not running:
+            volume.clone = False
+        assert (vhd.read_info(self.file_of(volume)).parent_path is not None) == volume.clone, \
+            volume
 
     @precondition(lambda self: any(
         any(v.pool != SMB for v in (vm.root, *vm.data)) for vm in self.running()))
@@ -863,6 +875,7 @@ class Soak(RuleBasedStateMachine):
         (self.folder / "secondary" / staged).unlink()  # the image store's copy, which
         # the MS has the secondary storage VM delete
         volume.pool, volume.path = target, back["newData"][kit.VOLUME_TO]["path"]
+        volume.clone = False
         assert vhd.read_info(self.file_of(volume)).parent_path is None, volume
         self.digests[volume.uuid] = None
 
