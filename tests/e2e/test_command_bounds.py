@@ -119,3 +119,36 @@ async def test_a_fixed_volume_whose_job_outlasts_half_the_wait_fails_in_time(
             "the 2 s the management server waits for CreateObjectCommand)"
             ) in answer["details"], answer
     assert took_s < 2.0, took_s
+
+
+async def test_a_fixed_volume_cut_at_the_bound_leaves_no_file_once_its_job_ends(
+    running: Running,
+) -> None:
+    """Hyper-V holds the fixed disk it writes open until its job ends, and the job cannot
+    be stopped: the failure the MS gets at half its wait names the job, not the file the
+    agent could not remove, and once the job has ended nothing of the volume is left in
+    the pool (the MS knows no such file, and a retry finds no disk of that name)."""
+    pool = _pool(running)
+    store = {STORE_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
+                        "type": "Filesystem", "poolType": "Filesystem", "path": "C:\\pool",
+                        "port": 0}}
+    volume = {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK", "dataStore": store,
+                          "name": "DATA-12", "size": 50 * MIB, "volumeId": 12, "id": 12,
+                          "accountId": 3, "provisioningType": "FAT"}}
+    slow(running, job_s=2.0)
+    key, answer, took_s = await _timed(running, CREATE_OBJECT, {"data": volume, "wait": 2})
+    assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
+    assert "CreateVirtualHardDisk job did not finish" in answer["details"], answer
+    assert "cannot delete" not in answer["details"], answer
+    assert took_s < 2.0, took_s
+    jobs = await running.emulator.query(wql.select("Msvm_StorageJob"))
+    assert [job["JobState"] for job in jobs] == [4]  # Running: Hyper-V writes on
+    left = sorted(path.name for path in pool.iterdir())
+    for _ in range(100):  # the job ends 2 s after it began; its file goes then
+        await asyncio.sleep(0.05)
+        left = sorted(path.name for path in pool.iterdir())
+        if not left:
+            break
+    jobs = await running.emulator.query(wql.select("Msvm_StorageJob"))
+    assert [job["JobState"] for job in jobs] == [7]  # Completed
+    assert left == []

@@ -313,7 +313,7 @@ class EmulatorCim(Cim):
         slow = self.host.faults.take_slow_job(call.method.name)
         job = new_job(self.host, call.txn, call.method.name, _affected(call),
                       duration_s=slow[0] if slow else None, cancellable=bool(slow and slow[1]),
-                      queue=call.queue)
+                      queue=call.queue, writes=call.writes)
         out["Job"] = self._hosted(job)
         try:
             call.txn.commit()

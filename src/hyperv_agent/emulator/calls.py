@@ -125,6 +125,7 @@ class Call:
     target: Record | None
     args: Mapping[str, Arg]  # keyed lower-case
     queue: Queue | None = None  # set by a handler whose job may wait for a free slot
+    writes: str | None = None  # set by a handler whose job writes this file (held open)
 
     def arg(self, name: str) -> Arg:
         return self.args.get(name.lower())

@@ -32,11 +32,13 @@ def removal_time(record: Record) -> float | None:
 
 
 class JobBook:
-    """One host's jobs by removal time, and its jobs holding slots, by slot name."""
+    """One host's jobs by removal time, its jobs holding slots, by slot name, and the
+    jobs writing files, by file."""
 
     def __init__(self) -> None:
         self._removals: list[tuple[float, str]] = []  # a heap of (removal time, path key)
         self._slotted: dict[str, set[str]] = {}
+        self._writers: dict[str, str] = {}  # a file's identity: the last job writing it
         self.filled = False
 
     def fill(self, jobs: Iterable[tuple[str, Record]]) -> None:
@@ -53,6 +55,19 @@ class JobBook:
         slots = record.meta.get("slots")
         if slots is not None:
             self._slotted.setdefault(str(slots), set()).add(key)
+        writes = record.meta.get("writes")
+        if writes is not None:
+            self._writers[str(writes)] = key
+
+    def writer(self, identity: str) -> str | None:
+        """The key of the last job noted as writing the file ``identity`` (the caller
+        checks that it still runs)."""
+        return self._writers.get(identity)
+
+    def written(self, identity: str, key: str) -> None:
+        """The job ``key`` no longer writes the file ``identity``."""
+        if self._writers.get(identity) == key:
+            del self._writers[identity]
 
     def due(self, now: float) -> list[str]:
         """The keys of the jobs noted to go before ``now``, taken off the book."""

@@ -43,6 +43,7 @@ from hyperv_agent.emulator.codes import (
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
 from hyperv_agent.emulator.jobbook import JobBook, removal_time
+from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record, Transaction
 
 log = logging.getLogger("hyperv_agent.emulator")
@@ -112,11 +113,13 @@ def new_job(
     duration_s: float | None = None,
     cancellable: bool = False,
     queue: Queue | None = None,
+    writes: str | None = None,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
     after ``duration_s`` (default: the latency model's job time), counted from when its
     ``queue`` lets it begin. A job that never finishes is ``Cancellable``, and so is one
-    made ``cancellable``; a queued job with work to do is until it begins."""
+    made ``cancellable``; a queued job with work to do is until it begins. A job that
+    ``writes`` a file holds it open until it ends (``writer``)."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, now)
@@ -143,6 +146,7 @@ def new_job(
         "remove_at": None if end is None else end + retention,
         "error": list(error) if error else None,
         "affected": str(affected) if affected is not None else None,
+        "writes": None if writes is None else HostPaths.identity(writes),
     }
     txn.put(record)
     path = record.path
@@ -208,6 +212,22 @@ def _begin(waiting: _Waiting) -> None:
                        remove_at=waiting.begin + waiting.host.config.job_retention_s)
     txn.commit()
     _book(waiting.host).note(waiting.job.normalized, staged)
+
+
+def writer(host: EmulatedHost, path: str) -> Record | None:
+    """The job of ``host`` still writing the file ``path`` (a disk the image management
+    service creates, converts into or grows), which holds it open until it ends; else
+    None. Only the jobs noted as writing that file are read."""
+    identity = HostPaths.identity(path)
+    book = _book(host)
+    key = book.writer(identity)
+    if key is None:
+        return None
+    job = host.store.transaction().get_key(key)
+    if job is None or job.meta.get("writes") != identity or not running(job, host.clock()):
+        book.written(identity, key)
+        return None
+    return job
 
 
 def cancellable(job: Record, now: float) -> bool:

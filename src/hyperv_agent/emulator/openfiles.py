@@ -30,7 +30,9 @@ the emulator's reading, as for the resize of such a VM's disk). A file on a shar
 refused too while a VM of another host of the cluster holds it
 (``cluster.Member.held_elsewhere``): the file server enforces the share modes of every
 client's handles, so a host replacing the config drive ISO of a VM that runs on another
-host meets the same sharing violation.
+host meets the same sharing violation. A disk the image management service still writes
+(a storage job creating, converting into or growing it) is held as a running VM's disk is,
+until the job ends (``services.image``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hyperv_agent.emulator import codes, model, vhd
+from hyperv_agent.emulator import codes, jobs, model, vhd
 from hyperv_agent.emulator.paths import HostPathError, HostPaths
 from hyperv_agent.emulator.store import Record
 
@@ -52,7 +54,8 @@ _MAX_CHAIN = 16  # parents followed from one disk; deeper chains are not Hyper-V
 class Hold:
     """How a running VM holds a file open: ``writable``, the disk in one of its drives
     (read and write, shared with no one), else a parent of one or an ISO image (read-only,
-    shared for reading)."""
+    shared for reading). ``vm`` names the holder: the VM, or the storage job writing
+    the file."""
 
     vm: str
     writable: bool
@@ -62,7 +65,12 @@ def held_by(host: EmulatedHost, path: str) -> Hold | None:
     """How a VM holds the file ``path`` open, or None: a running or paused VM (or one
     whose state is changing) with it in
     a drive, or with a disk whose parents include it (both looked up by file in the host's
-    indexes: no file is read). A writable hold comes first when there are several."""
+    indexes: no file is read). A writable hold comes first when there are several. A disk
+    a storage job still writes is held as a running VM's disk is, by the job
+    (``jobs.writer``)."""
+    writing = jobs.writer(host, path)
+    if writing is not None:
+        return Hold(f"the {writing['ElementName']} job", writable=True)
     txn = host.store.transaction()
     found: Hold | None = None
     for medium in model.media_of_file(txn, path):

@@ -213,8 +213,9 @@ class FileHandlers:
         merged = aside.name_for(path) + ntpath.splitext(path)[1]
         with aside.writing(merged):
             try:
-                await disks.merged_copy(self.hv, path, merged,
-                                        policy=policy or self.job_wait)
+                with self.removed_after_job(merged):
+                    await disks.merged_copy(self.hv, path, merged,
+                                            policy=policy or self.job_wait)
                 log.info("%s is a differencing disk (parent %s); copying it merged", path,
                          settings.parent_path)
                 yield merged
@@ -223,7 +224,7 @@ class FileHandlers:
 
     async def copy_standalone(self, source: str, target: str,
                               policy: jobs.WaitPolicy | None = None,
-                              grace: jobs.WaitPolicy | None = None,
+                              grace: jobs.WaitPolicy = jobs.STOP_GRACE,
                               fixed: bool | None = None) -> None:
         """Copy the disk ``source`` to ``target`` in another folder the host's Hyper-V keeps
         disks in (a primary pool), so that the copy stands alone and is of the kind
@@ -233,15 +234,14 @@ class FileHandlers:
         to be fixed; a fixed one to be dynamic) is written by Hyper-V
         (``converted_copy``) straight into an aside file beside ``target``, renamed to
         ``target`` once Hyper-V wrote it whole and removed on any failure or
-        cancellation (``AsideFiles.replacing``): nothing is written in the source's
+        cancellation (``staged``): nothing is written in the source's
         folder, which may be too full to take a merged copy, and the data is written
-        once. With ``grace``, a job still running when its wait ends (``policy`` ran out,
-        or the copy was cancelled) is stopped, and waited on for up to
-        ``grace.timeout_s``, before the aside file is removed; without it, or when
-        Hyper-V cannot stop it in that time, the job may write the aside file after it
-        was removed; it keeps the agent's aside mark, so the next sweep of the folder
-        removes it. 1 call (+ 1 usage call for a fixed copy, 1 call and 1 W for Hyper-V's
-        copy, bounded by ``policy``, default ``job_wait``)."""
+        once. A job still running when its wait ends (``policy`` ran out, or the copy
+        was cancelled) is stopped, and waited on for up to ``grace.timeout_s``, before the
+        aside file is removed; one Hyper-V cannot stop holds the file open until it ends,
+        and the file is removed then (``removed_after_job``). 1 call (+ 1 usage call for
+        a fixed copy, 1 call and 1 W for Hyper-V's copy, bounded by ``policy``, default
+        ``job_wait``)."""
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         kind = kind_of_copy(settings.type, fixed)
         if settings.type is kind:
@@ -265,7 +265,7 @@ class FileHandlers:
 
     async def converted_copy(self, source: str, settings: disks.DiskSettings, path: str,
                              kind: DiskType, policy: jobs.WaitPolicy | None = None,
-                             grace: jobs.WaitPolicy | None = None) -> None:
+                             grace: jobs.WaitPolicy = jobs.STOP_GRACE) -> None:
         """Hyper-V writes at the fresh path ``path`` a new disk of ``kind`` (fixed or
         dynamic) holding what the disk ``source`` (of ``settings``) shows, merged with its
         parents (ConvertVirtualHardDisk). A fixed disk takes its whole virtual size at
@@ -288,14 +288,36 @@ class FileHandlers:
         only its own target's, as ``hostfs.transfer`` does)."""
         return self.aside or AsideFiles(secrets.token_hex(4))
 
-    def staged(self, target: str) -> contextlib.AbstractAsyncContextManager[str]:
+    @contextlib.asynccontextmanager
+    async def staged(self, target: str) -> AsyncIterator[str]:
         """A fresh path next to ``target`` to make a new disk at, renamed over ``target``
         when the block succeeds and removed (with whatever a failed job left) when it
-        fails, so ``target`` is either the finished disk or as it was before. The name is
-        an aside file's in the target's folder (``hostfs.aside``: swept when a killed
-        process left it, never while in use) followed by the disk's extension, from which
-        Hyper-V takes the format."""
-        return self.aside_files.replacing(self.files, target, ntpath.splitext(target)[1])
+        fails, so ``target`` is either the finished disk or as it was before; a job
+        Hyper-V could not stop writes it on, and it is removed once that job ends
+        (``removed_after_job``). The name is an aside file's in the target's folder
+        (``hostfs.aside``: swept when a killed process left it, never while in use)
+        followed by the disk's extension, from which Hyper-V takes the format. A retry
+        of the command meanwhile writes a file of its own and finds no ``target``."""
+        async with self.aside_files.replacing(self.files, target,
+                                              ntpath.splitext(target)[1]) as temp:
+            with self.removed_after_job(temp):
+                yield temp
+
+    def removed_after_job(self, path: str) -> contextlib.AbstractContextManager[None]:
+        """Inside the block, a Hyper-V job writing ``path`` that its caller gives up on
+        (its wait cut, or the command cancelled) and Hyper-V cannot stop holds the file
+        open, so it cannot be removed now and would be written on: ``path`` is removed
+        once the job has ended, in the background (``jobs.after_job``, for up to the
+        job's own wait). The failure goes on as it was."""
+        return jobs.after_job(lambda: self._remove_left(path))
+
+    async def _remove_left(self, path: str) -> None:
+        try:
+            if await self.files.remove(path):
+                log.info("removed %s, written by a Hyper-V job given up on", path)
+        except AgentError as error:
+            log.warning("%s, written by a Hyper-V job given up on, is kept for a later "
+                        "sweep: %s", path, error)
 
     async def copy_file(self, source: Source, target: str,
                         digest: str | None = None) -> Transferred:

@@ -303,7 +303,8 @@ class MigrationHandlers(FileHandlers):
         only Hyper-V moves a disk in use, as DeleteCommand never deletes one, and a running
         VM's linked clone of a template outside ``pool`` (``_stands_alone_in``). A copy not
         done within the command's ``wait`` (less ``cancel_grace_s``) is stopped and
-        removed, its source kept, and the answer fails before the MS gives up."""
+        removed (a copy Hyper-V cannot stop is removed once its job ends), its source
+        kept, and the answer fails before the MS gives up."""
         folder = self.paths.pool_root(command.pool, "pool")
         if command.attached_vm_name:
             async with self.vm_locks.hold(command.attached_vm_name):
@@ -402,8 +403,9 @@ class MigrationHandlers(FileHandlers):
                 raise
             raise AgentError(f"volume {command.volume_path} was not moved within "
                              f"{bound.timeout_s:g} s, before the management server stops "
-                             f"waiting for it: the copy was stopped and removed; {source} "
-                             "was kept") from None
+                             f"waiting for it: the copy was stopped and removed (one "
+                             "Hyper-V could not stop is removed once it ends); "
+                             f"{source} was kept") from None
 
     async def _copied_before(self, target: str, marker: str, record: str) -> bool:
         """Whether ``target`` is the complete copy an interrupted move of the same source

@@ -196,7 +196,9 @@ class VolumeHandlers(FileHandlers):
                           fill_wait: jobs.WaitPolicy) -> int:
         """Create the disk, or accept an existing one of the same size and kind; its size.
         A fixed disk is written whole by Hyper-V, so its job is waited for beyond the job
-        wait, up to the command's bound (``fill_wait``)."""
+        wait, up to the command's bound (``fill_wait``); a job still running then is
+        stopped, or, when Hyper-V cannot stop it, what it writes is removed once it ends,
+        so a failed answer leaves no disk the management server does not know."""
         kind = DiskType.FIXED if fixed else DiskType.DYNAMIC
         if await self.files.exists(path):
             existing = await disks.read_settings(self.hv, path, policy=self.job_wait)
@@ -209,12 +211,12 @@ class VolumeHandlers(FileHandlers):
         if fixed:
             await require_room(self.files, path, _sectors(size), "a fixed disk (FAT)",
                                "nothing was made")
-        try:
-            await disks.create_blank(self.hv, path, size, fixed=fixed,
+        # made aside and renamed once whole: a failed job leaves nothing under ``path``,
+        # and one cut at the command's bound that Hyper-V cannot stop writes only the
+        # aside file, removed when the job ends (``staged``)
+        async with self.staged(path) as made:
+            await disks.create_blank(self.hv, made, size, fixed=fixed,
                                      policy=fill_wait if fixed else self.job_wait)
-        except AgentError:
-            await self.files.remove(path)  # whatever a failed job left behind
-            raise
         return _sectors(size)
 
     # --- DeleteCommand ------------------------------------------------------------------

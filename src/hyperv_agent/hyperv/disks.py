@@ -18,6 +18,12 @@ trips once a session is warm (job polls not counted, W = job waits):
 
 Warming costs 1 query for the IMS and 1 spawn for the settings class. The format of a
 file follows its extension (``.vhd`` VHD, ``.vhdx`` VHDX), as Hyper-V requires.
+
+A job that writes a file (``create_blank``, ``create_differencing``, ``merged_copy``,
+``resize``) and is still running when its wait ends (its ``policy``, or the command's
+bound) is asked to stop first (``jobs.wait_or_stop``, for up to ``jobs.STOP_GRACE``), so
+its caller can remove or keep what it wrote; one Hyper-V cannot stop runs on, holding its
+file open, and the JobTimeout names it (``jobs.after`` removes its file once it ends).
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ async def _new_disk_settings(hv: HyperV, path: str, disk_type: DiskType, *,
 
 async def create_blank(
     hv: HyperV, path: str, size_bytes: int, *, fixed: bool = False,
-    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Create an empty disk of ``size_bytes`` at ``path`` (.vhd or .vhdx): dynamically
     expanding, or with ``fixed`` a fixed disk, whose file takes the whole size at once
@@ -159,11 +165,13 @@ async def create_blank(
     checked_size(path, size_bytes)
     kind = DiskType.FIXED if fixed else DiskType.DYNAMIC
     settings = await _new_disk_settings(hv, path, kind, size_bytes=size_bytes)
-    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy,
+                grace)
 
 
 async def create_differencing(
-    hv: HyperV, path: str, parent: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, parent: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Create a differencing disk at ``path`` whose parent is ``parent`` (a linked clone).
 
@@ -177,12 +185,13 @@ async def create_differencing(
     if disk_format(parent) is not fmt:
         raise InvalidRequest(f"{path} and its parent {parent} must both be {fmt.name}")
     settings = await _new_disk_settings(hv, path, DiskType.DIFFERENCING, parent=parent)
-    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy)
+    await _call(hv, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings}, policy,
+                grace)
 
 
 async def merged_copy(
     hv: HyperV, source: str, path: str, *, fixed: bool = False,
-    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy | None = None,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Write at ``path`` a new dynamic disk (with ``fixed``, a fixed one, its file the
     whole virtual size) holding what the disk ``source`` shows: a differencing disk is
@@ -190,8 +199,8 @@ async def merged_copy(
     (ConvertVirtualHardDisk). ``source`` and its parents are not changed.
     Both files must have the same format (extension): InvalidRequest otherwise. An
     existing ``path``, a missing parent or folder: Hyper-V refuses. Hyper-V writes the
-    file whole or not at all. With ``grace``, a job still writing when its wait ends
-    (``policy`` ran out, or the caller was cancelled) is stopped first
+    file whole or not at all. A job still writing when its wait ends (``policy`` ran out,
+    or the caller was cancelled) is stopped first, waited on for up to ``grace``
     (``jobs.wait_or_stop``), so the caller can remove ``path``. 1 call + 1 W when warm.
     """
     fmt = disk_format(path)
@@ -232,7 +241,8 @@ def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
 
 
 async def resize(
-    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only). The disk
     keeps its type: a fixed disk's file grows by the difference while the job runs.
@@ -244,7 +254,7 @@ async def resize(
     """
     checked_size(path, size_bytes)
     await _call(hv, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
-                policy)
+                policy, grace)
 
 
 # --- who uses a file ----------------------------------------------------------------------

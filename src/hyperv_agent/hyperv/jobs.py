@@ -7,7 +7,10 @@ Completed raises ``JobFailed`` with its ErrorCode and ErrorDescription; a job st
 running at the deadline raises ``JobTimeout``. A caller that must not leave a job running
 past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``,
 or gives ``call`` a ``grace``: a job whose wait ends early is then stopped before ``call``
-gives up on it.
+gives up on it. Hyper-V stops only a job it reports ``Cancellable``; one it cannot stop
+runs on, and what the caller asked for in ``after_job`` (removing the file the job
+writes, which it holds open meanwhile) is done once it has ended, in the background,
+bounded by the job's own wait.
 
 Inside a command the management server waits a bounded time for (``command_bound``, set
 by the dispatcher for every command whose body has a ``wait``), no wait for Hyper-V ends
@@ -28,7 +31,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
@@ -73,6 +76,15 @@ _STARTED = (ReturnCode.JOB_STARTED, ReturnCode.CIM_RUNNING)
 #: (a few calls, undoing what a failed command began) and the answer. A choice: the
 #: work after a wait is at most a few Hyper-V jobs.
 WORK_SHARE = 0.5
+#: How long a job asked to stop is waited for before its caller gives up on it (within
+#: the command's whole ``wait``): a choice, as Microsoft gives no bound for a stop.
+STOP_GRACE = WaitPolicy(timeout_s=30.0, max_poll_s=0.5)
+#: What to do once a job that runs on after its caller gave up on it has ended
+#: (``after_job``); None: nothing.
+_AFTER_JOB: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = (
+    contextvars.ContextVar("after_job", default=None))
+#: The waits for such jobs, running in the background, held so none is dropped unfinished.
+_WAITING: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -216,30 +228,71 @@ async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: Wait
     (``terminate``) and, when it took the request, waited on for up to
     ``grace.timeout_s`` before the JobTimeout or the cancellation goes on. So a job that
     writes a file (a merge) is over when its caller removes what it wrote, unless Hyper-V
-    cannot stop it or it outlasts ``grace``. The stop is shielded from a second
-    cancellation."""
+    cannot stop it or it outlasts ``grace``: then what ``after_job`` asked for is done
+    once it has ended. The stop is shielded from a second cancellation."""
     try:
         return await wait(cim, job_path, method, policy)
     except (JobTimeout, asyncio.CancelledError):
-        await asyncio.shield(_stop(cim, job_path, method, grace))
+        if not await asyncio.shield(_stop(cim, job_path, method, grace)):
+            _when_ended(cim, job_path, method, policy)
         raise
 
 
-async def _stop(cim: Cim, job_path: ObjectPath, method: str, grace: WaitPolicy) -> None:
+@contextlib.contextmanager
+def after_job(then: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    """Inside the block, a job given up on that Hyper-V cannot stop (``wait_or_stop``)
+    has ``then`` run once it has ended, however it ends: in the background, outside the
+    bound of the command that gave up on it, waiting for up to the job's own wait. For
+    removing the file the job writes, which Hyper-V holds open until then: removed at
+    once, it could not be, or would be written on after. ``then`` runs also when the job
+    still runs at the end of that wait (its failure to remove is its own to log)."""
+    token = _AFTER_JOB.set(then)
+    try:
+        yield
+    finally:
+        _AFTER_JOB.reset(token)
+
+
+def _when_ended(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy) -> None:
+    then = _AFTER_JOB.get()
+    if then is None:
+        return
+
+    async def waited() -> None:
+        _BOUND.set(None)  # this task's own context: no command waits for it
+        try:
+            await wait(cim, job_path, method, policy)
+        except JobFailed:
+            pass  # ended all the same
+        except (HyperVError, CimError) as failure:
+            _LOG.warning("the %s job given up on was not seen to end: %s", method, failure)
+        try:
+            await then()
+        except Exception:
+            _LOG.exception("the clean-up after the %s job failed", method)
+
+    task = asyncio.create_task(waited(), name=f"after-{method}")
+    _WAITING.add(task)
+    task.add_done_callback(_WAITING.discard)
+    _LOG.warning("the %s job could not be stopped; what it writes is removed once it ends",
+                 method)
+
+
+async def _stop(cim: Cim, job_path: ObjectPath, method: str, grace: WaitPolicy) -> bool:
     """Ask the job to stop and, when it took the request, wait for its end, for up to
-    ``grace.timeout_s`` (a job that cannot be stopped has ended, or runs on however long
-    the caller waits) and within all of the command's ``wait`` (``whole_wait``); how it
-    ends is not the caller's answer (that is already a failure), so it is only logged."""
+    ``grace.timeout_s`` and within all of the command's ``wait`` (``whole_wait``): True
+    once it has ended, False when it runs on (Hyper-V cannot stop it, or it outlasted
+    ``grace``). How it ends is not the caller's answer (that is already a failure), so it
+    is only logged."""
     with whole_wait():
-        await _stop_within(cim, job_path, method, grace)
+        return await _stop_within(cim, job_path, method, grace)
 
 
 async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
-                       grace: WaitPolicy) -> None:
+                       grace: WaitPolicy) -> bool:
     try:
         if not await terminate(cim, job_path):
-            _LOG.warning("the %s job has ended or could not be stopped", method)
-            return
+            return await _ended_unstopped(cim, job_path, method)
         await wait(cim, job_path, method, grace)
         _LOG.info("the %s job completed after all while it was being stopped", method)
     except JobFailed:
@@ -247,8 +300,27 @@ async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
     except JobTimeout:
         _LOG.warning("the %s job was asked to stop and still ran %g s later", method,
                      grace.timeout_s)
+        return False
     except (HyperVError, CimError) as error:
         _LOG.warning("the %s job could not be stopped: %s", method, error)
+        return False
+    return True
+
+
+async def _ended_unstopped(cim: Cim, job_path: ObjectPath, method: str) -> bool:
+    """After Hyper-V refused to stop the job: whether it has ended (1 get; a job gone
+    has), when something is to be done once it has (``after_job``); else True, no get."""
+    if _AFTER_JOB.get() is None:
+        _LOG.warning("the %s job has ended or could not be stopped", method)
+        return True
+    try:
+        job = await cim.get(job_path)
+    except CimNotFound:
+        return True
+    if (job.integer("JobState") or 0) in JOB_FINISHED:
+        return True
+    _LOG.warning("the %s job cannot be stopped; it runs on", method)
+    return False
 
 
 async def wait(

@@ -1,4 +1,11 @@
-"""Msvm_ImageManagementService: real VHD and VHDX files on the emulated host's drives."""
+"""Msvm_ImageManagementService: real VHD and VHDX files on the emulated host's drives.
+
+A job that writes a file (CreateVirtualHardDisk, ConvertVirtualHardDisk,
+ResizeVirtualHardDisk) holds it open until it ends, as Hyper-V's management service does
+while it writes the disk: Windows refuses to delete or rename it meanwhile
+(``openfiles.held_by``). Microsoft does not document the share mode; a file being written
+whole shares nothing, which is the emulator's reading.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +84,7 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         physical_sector_size=settings.integer("PhysicalSectorSize") or 0,
         note=call.host.staging.noted,
     ))
+    call.writes = path
     return {}
 
 
@@ -204,6 +212,7 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     if info.type == vhd.DiskType.FIXED:  # it stays fixed: its file grows by the difference
         _room_for(call, path, local, size - info.virtual_size_bytes)
     _write(lambda: vhd.resize(local, size))
+    call.writes = path
     return {}
 
 
@@ -234,4 +243,5 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     _write(lambda: vhd.convert(source, destination, fmt, disk_type,
                                note=call.host.staging.noted,
                                parent_of=lambda parent: _local(call, parent, must_exist=True)))
+    call.writes = path
     return {}
