@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
+from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimValue, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from tests.emulator.kit import failure, ok, request_state
+from tests.emulator.kit import failure, iteration_reads, ok, request_state, service
 from tests.emulator.portkit import (
     ACL,
     acl,
@@ -228,3 +229,21 @@ async def test_port_of_a_vm_changing_state_takes_no_feature_change_until_it_is_d
         assert (await cim.get(path))["Weight"] == 3
     finally:
         await cim.close()
+
+
+async def test_destroying_a_vm_removes_its_acls_reading_each_once(
+    emulator: EmulatorCim,
+) -> None:
+    """DestroySystem removes the port features with the VM, reading the VM's features
+    once, not once per device of the VM (a StopCommand destroys the VM: a VM with a
+    security group's rules would be read a dozen times over)."""
+    nic = await vm_with_nic(emulator, running=False)
+    rules = [await acl(emulator, Direction=1, Action=1, Protocol="TCP", LocalPort=str(port),
+                       Weight=1000 + port) for port in range(1, 21)]
+    await ok(emulator, await add_features(emulator, nic.port, rules))
+    port_id = str((await emulator.get(nic.port))["InstanceID"])
+    with iteration_reads() as reads:
+        await ok(emulator, await emulator.invoke(await service(emulator), "DestroySystem",
+                                                 {"AffectedSystem": nic.vm}))
+    assert reads.found[ACL.lower()] + reads.walked[ACL.lower()] == 20, reads
+    assert await emulator.query(wql.select(ACL, wql.starts_with("InstanceID", port_id))) == []

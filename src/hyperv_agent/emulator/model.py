@@ -118,6 +118,17 @@ def feature_records(txn: Transaction, port: Record) -> Iterator[Record]:
             yield record
 
 
+def features_under(txn: Transaction, guid: str, records: Iterable[Record]) -> list[Record]:
+    """The port features under any of the VM ``guid``'s ``records`` (``feature_records``
+    of each), the VM's features read once, not once per record."""
+    prefixes = tuple(f"{str(record['InstanceID']).lower()}\\" for record in records)
+    if not prefixes:
+        return []
+    classes = concrete_classes(FEATURE_BASE, V2_NAMESPACE)
+    return [record for record in owned_records(txn, classes, guid)
+            if str(record["InstanceID"]).lower().startswith(prefixes)]
+
+
 GUEST_NETWORK = "Msvm_GuestNetworkAdapterConfiguration"
 #: The head of a guest network adapter's InstanceID: ``Microsoft:GuestNetwork\\<VM GUID>\\
 #: <adapter>``, where ``Microsoft:<VM GUID>\\<adapter>`` is its synthetic NIC's InstanceID (as

@@ -264,9 +264,10 @@ def destroy_system(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is changing state")
     guid = str(vm["Name"])
     bootsources.remove_all(call, guid)
-    for record in [*model.device_records(call.txn, guid), *model.runtime_records(call.txn, guid)]:
-        for feature in list(model.feature_records(call.txn, record)):
-            call.txn.delete(feature.path)
+    records = [*model.device_records(call.txn, guid), *model.runtime_records(call.txn, guid)]
+    for feature in model.features_under(call.txn, guid, records):
+        call.txn.delete(feature.path)
+    for record in records:
         call.txn.delete(record.path)
     for value in metrics.owned_values(call.txn, guid):  # its disks' metering goes with it
         call.txn.delete(value.path)
