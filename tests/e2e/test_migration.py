@@ -17,8 +17,10 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
+from hyperv_agent.emulator import vhd
 from tests.diskfiles import qemu_info
 from tests.e2e.migration_kit import (
+    LOCAL_POOL,
     ONLY_ON_A,
     ROOT_UUID,
     Cluster,
@@ -280,6 +282,43 @@ async def test_disks_move_with_their_vm_and_alone(tmp_path: Path) -> None:
         assert alone["result"] is True, alone
         assert not (tmp_path / "pool" / f"{spare}.vhdx").exists()
         assert _checked(b.local_pool(tmp_path) / f"{spare}.vhdx")["virtual-size"] == 64 << 20
+
+
+async def test_a_running_vms_linked_clone_does_not_leave_its_template_behind(
+    tmp_path: Path,
+) -> None:
+    """A THIN root volume is a differencing disk on the template in its pool, and
+    Hyper-V moves a running VM's disk as it is: moved with its VM to the other host's
+    local pool it would name C:\\...\\<template>.vhdx, a file of that host's own local pool
+    this host cannot see (the MS copies no template for the move), and moved to the SMB
+    pool the template on this host's local pool, which the MS evicts once no volume there
+    uses it. Either way the VM could not start again after its next stop, so the move is
+    refused before anything moves, naming the disk and its template and what to do."""
+    a, b = hosts = pair(tmp_path)
+    (tmp_path / "pool").mkdir()
+    name = "i-2-41-VM"
+    pool = a.local_pool(tmp_path)
+    template = disk_file(pool, "tmpl-1")
+    vhd.create(pool / f"{name}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator=f"{LOCAL_POOL}\\tmpl-1.vhdx")
+    before = {p.name: p.read_bytes() for p in pool.iterdir()}
+    vm = vm_to(name, name, local_root=True)
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        for target in (local_pool_of("ab416c39-d509-372c-9a0a-7451a45bc65e", b.address),
+                       smb_pool()):
+            kind, refused = await run.ask(a, names.MIGRATE_WITH_STORAGE_COMMAND,
+                                          with_storage_body(vm, b.address, target))
+            assert (kind, refused["result"]) == (names.MIGRATE_WITH_STORAGE_ANSWER, False)
+            details = str(refused["details"])
+            assert f"{name}.vhdx is a linked clone of {LOCAL_POOL}\\tmpl-1.vhdx" in details, \
+                details
+            assert "stop the VM and migrate it with its volumes" in details, details
+            assert await run.where(hosts, name) == ["HV-A"]
+        assert {p.name: p.read_bytes() for p in pool.iterdir()} == before
+        assert not b.local_pool(tmp_path).exists() or not list(b.local_pool(tmp_path).iterdir())
+        assert not list((tmp_path / "pool").glob("*.vhd*"))
+        assert await _power(run, a, name) == "PowerOn"
 
 
 async def _rules(run: Cluster, host: Member, seq: int, *ingress: dict[str, Any]) -> None:

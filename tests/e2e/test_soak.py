@@ -644,16 +644,23 @@ class Soak(RuleBasedStateMachine):
     @rule(data=st.data())
     def migrate_with_storage(self, data: st.DataObject) -> None:
         """MigrateWithStorageCommand: a VM with disks on its host's local pool moved with
-        them to the other host's local pool."""
+        them to the other host's local pool. A VM with a linked clone among them is
+        refused, nothing moved: moved as it is, the clone would name a template in the
+        destination's local pool, which the source cannot see."""
         vm = data.draw(st.sampled_from(sorted(
             (v for v in self.running() if any(d.pool != SMB for d in (v.root, *v.data))),
             key=lambda v: v.name)))
         source = vm.host
         assert source is not None
         destination = next(name for name in HOSTS if name != source)
-        answer = self.succeeds(source, names.MIGRATE_WITH_STORAGE_COMMAND,
-                               kit.with_storage_body(vm, destination))
+        body = kit.with_storage_body(vm, destination)
         moved = [v for v in (vm.root, *vm.data) if v.pool != SMB]
+        if any(v.clone for v in moved):
+            details = self.fails(source, names.MIGRATE_WITH_STORAGE_COMMAND, body)
+            assert "is a linked clone of" in details and "stop the VM" in details, details
+            assert all(self.file_of(v).exists() for v in moved)
+            return
+        answer = self.succeeds(source, names.MIGRATE_WITH_STORAGE_COMMAND, body)
         assert sorted(t["path"] for t in answer["volumeTos"]) == sorted(v.path for v in moved)
         for volume in moved:
             volume.pool = destination

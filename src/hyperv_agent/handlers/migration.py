@@ -257,24 +257,65 @@ class MigrationHandlers(FileHandlers):
         ``tgtHost`` (shared nothing): each file goes into its pool's folder there under its
         own name; disks not named stay where they are. ``volumeTos`` gives each moved
         volume's ``id`` and ``path``. The DVD drives' ISOs stay where they are, compared
-        with those ``vm`` names as MigrateCommand compares them. 4 calls + 1 job wait once
-        warm."""
+        with those ``vm`` names as MigrateCommand compares them. Refused before anything
+        moves: a linked clone that would name a template the destination may lack
+        (``_stands_on_arrival``). 4 calls + 1 per moved disk + 1 job wait once warm."""
         address = destination_address(command.tgt_host, "tgtHost")
         if not command.volume_to_filer_as_list:
             raise InvalidRequest("volumeToFilerAsList is empty: no volume to move")
-        folders = [(pair.t, self._target_folder(pair.u)) for pair in
-                   command.volume_to_filer_as_list]
+        folders = [(pair.t, self._target_folder(pair.u),
+                    str(pair.u.type or "") in SHARED_TYPES)
+                   for pair in command.volume_to_filer_as_list]
         async with self.vm_locks.hold(command.vm.name):
             vm = await self._running_here(command.vm.name, command.wait_s)
             storage = await drives.read_storage(self.hv, vm)
-            disks = tuple(_disk_move(storage, volume, folder) for volume, folder in folders)
+            disks = tuple(_disk_move(storage, volume, folder) for volume, folder, _ in folders)
+            problems = [problem for disk, (volume, folder, shared) in zip(disks, folders,
+                                                                         strict=True)
+                        if (problem := await self._stands_on_arrival(
+                            disk, folder, shared, volume.name or volume.path or ""))]
+            if problems:
+                raise InvalidRequest(
+                    f"VM {vm.name} was not moved: " + "; ".join(problems) + ". To move it, "
+                    "stop the VM and migrate it with its volumes then: a stopped VM's "
+                    "volumes are copied merged with their template, standing alone")
             note = await self._iso_mismatch(command.vm, vm, storage)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
                                             destination, (address,), disks), command.wait_s,
                              note, self._cached_config_drive(command.vm))
         return MigrateWithStorageAnswer(result=True, details=note or None, volume_tos=[
-            _moved_volume(volume) for volume, _ in folders])
+            _moved_volume(volume) for volume, _, _ in folders])
+
+    async def _stands_on_arrival(self, disk: migration.DiskMove, folder: str, shared: bool,
+                                 volume: str) -> str | None:
+        """Why the running VM's disk, moved to another host into ``folder`` (a pool both
+        hosts reach when ``shared``, else the destination's local pool at that path),
+        would stand on a template the destination may not hold; None when it stands
+        alone, or on a template in ``folder`` both hosts reach. Hyper-V moves the disk's
+        file as it is (the agent names no place for a parent; Microsoft does not say
+        where Hyper-V puts one by default), so on the destination it names its parent at
+        the same path. Outside ``folder``, that is a template the management server evicts
+        from its old pool once no volume there uses it, and in a host's local pool one no
+        other host opens; in the destination's local pool, a file this host cannot see
+        (the management server copies no template for this move), so it is not counted
+        on. 1 call."""
+        source = disk.medium.strings("HostResource")[0]
+        parent = (await disks.read_settings(self.hv, source, policy=self.job_wait)).parent_path
+        if parent is None:
+            return None
+        clone = f"volume {volume}: {ntpath.basename(source)} is a linked clone of {parent}"
+        if not locations.same_folder(ntpath.dirname(parent), folder):
+            return (f"{clone}, and Hyper-V moves a running VM's disk as it is, so in "
+                    f"{folder} it would still depend on that template outside its new pool, "
+                    "which the management server evicts once no volume of that pool uses "
+                    "it (and which no other host opens in a host's local pool)")
+        if shared:
+            return None
+        return (f"{clone}, and Hyper-V moves a running VM's disk as it is, so in the "
+                f"destination's local pool it would name {ntpath.basename(parent)} there, "
+                "which this host cannot see and the management server does not copy for "
+                "this move")
 
     def _target_folder(self, pool: StorageFilerTO) -> str:
         """A volume's new folder: a shared pool's registered root, or a local pool of the

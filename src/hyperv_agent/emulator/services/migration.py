@@ -36,9 +36,11 @@ Decisions where Hyper-V's documentation is silent:
 * Only the named file of a disk moves, not the parents of a differencing disk, which it
   keeps naming at their old paths. Microsoft's Move-VMStorage help implies Hyper-V copies
   a differencing disk's parents too (-RetainVhdCopiesOnSource keeps them on the source,
-  -RemoveSourceUnmanagedVhds removes them) without saying where they go by default: the
-  agent's MigrateVolume therefore never moves a running VM's linked clone away from its
-  template's folder, so that no outcome rests on this choice.
+  -RemoveSourceUnmanagedVhds removes them) without saying where they go by default (the
+  settings' UnmanagedVhds, of Msvm_MoveUnmanagedVhd, name a place for one): the agent's
+  MigrateVolume therefore never moves a running VM's linked clone away from its template's
+  folder, nor its MigrateWithStorage one to another host unless the template is in a
+  shared target pool, so that no outcome rests on this choice.
 * A failed job's ErrorDescription reads as Hyper-V's: "Virtual machine migration operation
   for '<VM>' failed at migration source|destination '<host>'. <reason>".
 * A move the host accepts while as many run as its settings allow
