@@ -98,6 +98,18 @@ def java_fields(fqcn: str) -> dict[str, str]:
     return fields
 
 
+def java_types(fqcn: str) -> dict[str, str]:
+    """Every field Gson serialises for ``fqcn``, superclasses included: name -> Java type
+    (``int``, ``Long``, ``String``, ...)."""
+    types: dict[str, str] = {}
+    current: str | None = fqcn
+    while current is not None and current in _classes():
+        declared = _classes()[current]
+        types |= {name: field["type"] for name, field in declared["fields"].items()}
+        current = declared["extends"]
+    return types
+
+
 def model_names(model: type[BaseModel]) -> set[str]:
     """The JSON names a model reads and writes: its fields' aliases, and the extra names
     its serialiser writes (``LEGACY_NAMES``)."""

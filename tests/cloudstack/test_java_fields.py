@@ -15,7 +15,13 @@ from hyperv_agent.cloudstack.commands import COMMAND_TYPES
 from hyperv_agent.cloudstack.enums import PowerState
 from hyperv_agent.cloudstack.objects import HostStatsEntry
 from tests.cloudstack.fixtures import BASE_BODIES
-from tests.cloudstack.java_fields import MODELS, TRANSFER_OBJECTS, java_fields, model_names
+from tests.cloudstack.java_fields import (
+    MODELS,
+    TRANSFER_OBJECTS,
+    java_fields,
+    java_types,
+    model_names,
+)
 
 # Names on one side only, each with its reason. Nothing else may differ.
 MODEL_ONLY: dict[type[BaseModel], set[str]] = {
@@ -107,3 +113,37 @@ def _body(fqcn: str, fields: dict[str, Any]) -> bytes:
 
 def _path(field: str) -> str:
     return codec.format_path((field,)) if field.isidentifier() else f'["{field}"]'
+
+
+#: The range Gson reads into each Java integer type; anything past it fails the body.
+_RANGES = {"int": 32, "Integer": 32, "long": 64, "Long": 64}
+
+
+def _range_errors(model: type[BaseModel], base: dict[str, Any], field: str,
+                  value: int) -> list[str]:
+    try:
+        model.model_validate(base | {field: value})
+    except ValidationError as error:
+        return [e["msg"] for e in error.errors() if e["loc"][:1] == (field,)]
+    return []
+
+
+@pytest.mark.parametrize("fqcn", sorted(MODELS))
+def test_an_integer_past_its_java_type_is_refused_and_one_within_it_is_not_for_its_range(
+    fqcn: str,
+) -> None:
+    """As Gson: 2**31 in an ``int`` field (a ``wait``, a port, an S3 timeout) fails the
+    request, in a ``long`` one (a size in bytes) it is read; nothing past a long is."""
+    model = MODELS[fqcn]
+    base = BASE_OBJECTS.get(fqcn, BASE_BODIES.get(fqcn, {}))
+    for field, java in java_types(fqcn).items():
+        if java not in _RANGES or field in JAVA_ONLY.get(model, set()):
+            continue
+        bits = _RANGES[java]
+        high, low = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+        for value in (high + 1, low - 1, 10**400):
+            assert any(f"does not fit a Java {java.lower().replace('integer', 'int')}" in m
+                       for m in _range_errors(model, base, field, value)), (field, value)
+        for value in (high, low):
+            assert not any("does not fit" in m
+                           for m in _range_errors(model, base, field, value)), (field, value)

@@ -453,7 +453,7 @@ async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
     (PLUG, _plug("i-2-64-VM", broadcastUri="vlan://5000"), "VLAN 5000"),
     (PLUG, _plug("i-2-64-VM", name="Nowhere"), "Nowhere"),
     (PLUG, _plug("i-2-64-VM", networkRateMbps=1 << 40),
-     "NIC 02004A8E0021: networkRateMbps 1099511627776 is more than 2147483647"),
+     "nic.networkRateMbps: 1099511627776 does not fit a Java int"),
     (PLUG, _plug("i-2-64-VM", mac="00:00:00:00:00:00"), "is all zeros"),
     (UNPLUG, {"instanceName": "i-9-99-VM", "nic": {"mac": NEW_MAC}, "contextMap": {}},
      "no VM 'i-9-99-VM'"),

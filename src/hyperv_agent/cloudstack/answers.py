@@ -46,6 +46,7 @@ from hyperv_agent.cloudstack.base import (
     JBool,
     JEnumName,
     JInt,
+    JLong,
     JObject,
     WireModel,
     wire,
@@ -322,10 +323,10 @@ class GetStorageStatsAnswer(Answer):
     FQCN: ClassVar[str] = names.GET_STORAGE_STATS_ANSWER
     LEGACY_NAMES: ClassVar[tuple[str, ...]] = ("capacity", "used")
 
-    used_bytes: JInt = 0
-    capacity_bytes: JInt = 0
-    capacity_iops: JInt | None = None
-    used_iops: JInt | None = None
+    used_bytes: JLong = 0
+    capacity_bytes: JLong = 0
+    capacity_iops: JLong | None = None
+    used_iops: JLong | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -541,7 +542,7 @@ class CheckOnHostAnswer(Answer):
 class ResizeVolumeAnswer(Answer):
     FQCN: ClassVar[str] = names.RESIZE_VOLUME_ANSWER
 
-    new_size_bytes: Annotated[JInt, wire("newSize")] = 0
+    new_size_bytes: Annotated[JLong, wire("newSize")] = 0
 
 
 class CreateAnswer(Answer):
@@ -555,7 +556,7 @@ class PrimaryStorageDownloadAnswer(Answer):
     FQCN: ClassVar[str] = names.PRIMARY_STORAGE_DOWNLOAD_ANSWER
 
     install_path: str | None = None
-    template_size_bytes: Annotated[JInt, wire("templateSize")] = 0
+    template_size_bytes: Annotated[JLong, wire("templateSize")] = 0
 
 
 class SecurityGroupRuleAnswer(Answer):
@@ -570,8 +571,8 @@ class SecurityGroupRuleAnswer(Answer):
     ON_FAILURE: ClassVar[Mapping[str, Any]] = MappingProxyType({
         "reason": FAILURE_PROGRAMMING_FAILED})
 
-    log_sequence_number: JInt = 0
-    vm_id: JInt = 0
+    log_sequence_number: JLong = 0
+    vm_id: JLong = 0
     reason: JEnumName | None = None  # FailureReason: NONE, UNKNOWN, PROGRAMMING_FAILED, ...
 
 

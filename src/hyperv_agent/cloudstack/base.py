@@ -17,7 +17,15 @@ strings, a third of what making the models costs when the agent starts.
 
 from typing import Annotated, Any, ClassVar, TypeAlias
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
@@ -74,8 +82,27 @@ def _name(value: Any) -> Any:
     return value
 
 
-#: Java ``int``/``long`` (and boxed): a JSON number, or a string holding one, as Gson reads.
-JInt: TypeAlias = Annotated[int, BeforeValidator(_number)]
+def _within(bits: int, java: str) -> AfterValidator:
+    """Gson reads into a Java ``int`` or ``long`` only a whole number it holds: a larger one
+    (``2147483648`` for an int, ``1e18``, ``2**63`` for a long) fails the whole body
+    (JsonReader.nextInt/nextLong), as it fails the request here; a value past a long would
+    otherwise also fail where it is turned into a float (OverflowError)."""
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            shown = value if value.bit_length() <= 128 else f"a {value.bit_length()}-bit number"
+            raise ValueError(f"{shown} does not fit a Java {java} ({low} to {high})")
+        return value
+
+    return AfterValidator(check)
+
+
+#: Java ``int`` (and ``Integer``): a whole JSON number, or a string holding one, as Gson
+#: reads, from -2**31 to 2**31 - 1.
+JInt: TypeAlias = Annotated[int, BeforeValidator(_number), _within(32, "int")]
+#: Java ``long`` (and ``Long``): the same, from -2**63 to 2**63 - 1.
+JLong: TypeAlias = Annotated[int, BeforeValidator(_number), _within(64, "long")]
 #: Java ``double``/``float`` (and boxed).
 JFloat: TypeAlias = Annotated[float, BeforeValidator(_number)]
 #: Java ``boolean`` (and boxed): true/false, or a string holding one.

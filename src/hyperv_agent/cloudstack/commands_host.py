@@ -5,7 +5,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, JBool, JInt, JObject, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JLong, JObject, wire
 from hyperv_agent.cloudstack.enums import (
     LenientHostType,
     LenientHypervisorType,
@@ -36,7 +36,7 @@ class StartupCommand(Command):
     cluster: str | None = None
     guid: str | None = None
     name: str | None = None
-    id: JInt | None = None
+    id: JLong | None = None
     version: str | None = None
     iqn: str | None = None
     public_ip_address: str | None = None
@@ -67,10 +67,10 @@ class StartupRoutingCommand(StartupCommand):
 
     cpu_sockets: JInt | None = None
     cpus: JInt = 0  # physical cores over all sockets
-    speed_mhz: Annotated[JInt, wire("speed")] = 0
+    speed_mhz: Annotated[JLong, wire("speed")] = 0
     cpu_arch: str | None = None
-    memory_bytes: Annotated[JInt, wire("memory")] = 0
-    dom0_min_memory_bytes: Annotated[JInt, wire("dom0MinMemory")] = 0
+    memory_bytes: Annotated[JLong, wire("memory")] = 0
+    dom0_min_memory_bytes: Annotated[JLong, wire("dom0MinMemory")] = 0
     pool_sync: JBool = False
     supports_cloned_volumes: JBool = False
     caps: str | None = None
@@ -91,7 +91,7 @@ class StartupStorageCommand(StartupCommand):
 
     parent: str | None = None
     template_info: dict[str, JObject] | None = None
-    total_size_bytes: Annotated[JInt, wire("totalSize")] = 0
+    total_size_bytes: Annotated[JLong, wire("totalSize")] = 0
     pool_info: StoragePoolInfo | None = None
     resource_type: LenientStorageResourceType | None = None
     fs_type: LenientStoragePoolType | None = None
@@ -109,14 +109,14 @@ class ReadyCommand(Command):
     FQCN: ClassVar[str] = names.READY_COMMAND
 
     details: Annotated[str | None, wire("_details")] = None
-    dc_id: JInt | None = None
-    host_id: JInt | None = None
+    dc_id: JLong | None = None
+    host_id: JLong | None = None
     host_uuid: str | None = None
     host_name: str | None = None
     ms_host_list: list[str] | None = None
     avoid_ms_host_list: list[str] | None = None
     lb_algorithm: str | None = None
-    lb_check_interval: JInt | None = None
+    lb_check_interval: JLong | None = None
     enable_human_readable_sizes: JBool | None = None
     arch: str | None = None
 
@@ -133,7 +133,7 @@ class PingCommand(Command):
     FQCN: ClassVar[str] = names.PING_COMMAND
 
     host_type: LenientHostType | None = None
-    host_id: JInt = 0
+    host_id: JLong = 0
     out_of_band: JBool = False
     command_infos: list[JObject] | None = None
 
@@ -170,7 +170,7 @@ class GetHostStatsCommand(Command):
 
     host_guid: str | None = None
     host_name: str | None = None
-    host_id: JInt = 0
+    host_id: JLong = 0
 
 
 class CheckOnHostCommand(Command):

@@ -6,7 +6,7 @@ CleanupNetworkRulesCmd) reach the agent on zones with security groups (protocol 
 from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, JBool, JInt, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JLong, wire
 from hyperv_agent.cloudstack.enums import LenientVirtualMachineType, PvlanSetupType
 from hyperv_agent.cloudstack.objects import IpPortAndProto, NicTO, VirtualMachineTO
 
@@ -52,9 +52,9 @@ class SecurityGroupRulesCmd(Command):
     vm_name: str | None = None
     guest_mac: str | None = None
     signature: str | None = None
-    seq_num: JInt | None = None
-    vm_id: JInt | None = None
-    ms_id: JInt | None = None
+    seq_num: JLong | None = None
+    vm_id: JLong | None = None
+    ms_id: JLong | None = None
     ingress_rule_set: list[IpPortAndProto] | None = None
     egress_rule_set: list[IpPortAndProto] | None = None
     sec_ips: list[str] | None = None

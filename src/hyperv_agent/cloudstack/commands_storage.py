@@ -3,7 +3,7 @@
 from typing import Annotated, ClassVar
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, JBool, JInt, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JLong, wire
 from hyperv_agent.cloudstack.enums import (
     LenientImageFormat,
     LenientStoragePoolType,
@@ -111,7 +111,7 @@ class DettachCommand(Command):
     storage_port: Annotated[JInt, wire("_storagePort")] = 0
     params: dict[str, str] | None = None
     forced: JBool = False
-    wait_detach_device: JInt = 0
+    wait_detach_device: JLong = 0
 
 
 class CopyCommand(Command):
@@ -146,8 +146,8 @@ class ResizeVolumeCommand(Command):
 
     path: str | None = None
     pool: StorageFilerTO | None = None
-    current_size_bytes: Annotated[JInt | None, wire("currentSize")] = None
-    new_size_bytes: Annotated[JInt | None, wire("newSize")] = None
+    current_size_bytes: Annotated[JLong | None, wire("currentSize")] = None
+    new_size_bytes: Annotated[JLong | None, wire("newSize")] = None
     shrink_ok: JBool = False
     vm_instance: str | None = None
     chain_info: str | None = None
@@ -162,7 +162,7 @@ class MigrateVolumeCommand(Command):
 
     FQCN: ClassVar[str] = names.MIGRATE_VOLUME_COMMAND
 
-    volume_id: JInt = 0
+    volume_id: JLong = 0
     volume_path: str
     chain_info: str | None = None
     pool: StorageFilerTO
@@ -200,7 +200,7 @@ class CreateCommand(Command):
 
     FQCN: ClassVar[str] = names.CREATE_COMMAND
 
-    vol_id: JInt = 0
+    vol_id: JLong = 0
     pool: StorageFilerTO
     disk_characteristics: DiskProfile
     template_url: str | None = None
@@ -228,11 +228,11 @@ class PrimaryStorageDownloadCommand(Command):
     sec_url: Annotated[str | None, wire("secUrl", secret=True)] = None
     url: Annotated[str, wire("url", secret=True)]
     format: LenientImageFormat | None = None
-    account_id: JInt = 0
+    account_id: JLong = 0
     name: str | None = None
     local_path: str | None = None
     pool_uuid: str | None = None
-    pool_id: JInt = 0
+    pool_id: JLong = 0
     primary_pool: StorageFilerTO | None = None
     secondary_storage_url: Annotated[str | None, wire("secondaryStorageUrl", secret=True)] = None
     primary_storage_url: str | None = None

@@ -5,7 +5,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import Command, JBool, JInt, JObject, wire
+from hyperv_agent.cloudstack.base import Command, JBool, JInt, JLong, JObject, wire
 from hyperv_agent.cloudstack.objects import NicTO, VirtualMachineTO, VolumeFilerPair
 
 
@@ -62,7 +62,7 @@ class GetVncPortCommand(Command):
 
     FQCN: ClassVar[str] = names.GET_VNC_PORT_COMMAND
 
-    vm_id: Annotated[JInt, wire("id")] = 0
+    vm_id: Annotated[JLong, wire("id")] = 0
     vm_name: Annotated[str, wire("name")]
 
 
@@ -133,8 +133,8 @@ class ScaleVmCommand(Command):
     cpus: JInt = 0
     min_speed_mhz: Annotated[JInt | None, wire("minSpeed")] = None
     max_speed_mhz: Annotated[JInt | None, wire("maxSpeed")] = None
-    min_ram_bytes: Annotated[JInt, wire("minRam")] = 0
-    max_ram_bytes: Annotated[JInt, wire("maxRam")] = 0
+    min_ram_bytes: Annotated[JLong, wire("minRam")] = 0
+    max_ram_bytes: Annotated[JLong, wire("maxRam")] = 0
 
 
 class AttachIsoCommand(Command):

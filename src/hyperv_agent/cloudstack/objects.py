@@ -12,7 +12,16 @@ from typing import Annotated
 
 from pydantic import Field
 
-from hyperv_agent.cloudstack.base import JBool, JEnumName, JFloat, JInt, JObject, WireModel, wire
+from hyperv_agent.cloudstack.base import (
+    JBool,
+    JEnumName,
+    JFloat,
+    JInt,
+    JLong,
+    JObject,
+    WireModel,
+    wire,
+)
 from hyperv_agent.cloudstack.enums import (
     LenientBroadcastDomainType,
     LenientPowerState,
@@ -106,7 +115,7 @@ class NicTO(NetworkTO):
     details: dict[str, str] | None = None
     dpdk_enabled: JBool = False
     mtu: JInt | None = None
-    network_id: JInt | None = None
+    network_id: JLong | None = None
     network_segment_name: str | None = None
 
 
@@ -116,7 +125,7 @@ class DiskTO(WireModel):
 
     type: LenientVolumeType
     data: DataTO | None = None
-    disk_seq: JInt | None = None
+    disk_seq: JLong | None = None
     path: str | None = None
     details: dict[str, str] | None = None
 
@@ -125,7 +134,7 @@ class VirtualMachineTO(WireModel):
     """A VM as the MS wants it (StartCommand.vm and others)."""
 
     name: str  # the instance name: i-2-17-VM, r-4-VM, s-1-VM, v-2-VM
-    id: JInt = 0
+    id: JLong = 0
     uuid: str | None = None
     bootloader: JEnumName | None = None
     state: JEnumName | None = None  # VirtualMachine.State: Starting, Running, ...
@@ -134,8 +143,8 @@ class VirtualMachineTO(WireModel):
     speed_mhz: Annotated[JInt | None, wire("speed")] = None
     min_speed_mhz: Annotated[JInt | None, wire("minSpeed")] = None
     max_speed_mhz: Annotated[JInt | None, wire("maxSpeed")] = None
-    min_ram_bytes: Annotated[JInt, wire("minRam")] = 0
-    max_ram_bytes: Annotated[JInt, wire("maxRam")] = 0
+    min_ram_bytes: Annotated[JLong, wire("minRam")] = 0
+    max_ram_bytes: Annotated[JLong, wire("maxRam")] = 0
     host_name: str | None = None
     arch: str | None = None
     os: str | None = None
@@ -199,7 +208,7 @@ class PhysicalNetworkSetupInfo(WireModel):
     """com.cloud.network.PhysicalNetworkSetupInfo: the traffic labels of one physical
     network (CheckNetworkCommand.networkInfoList)."""
 
-    physical_network_id: JInt = 0
+    physical_network_id: JLong = 0
     private_network_name: str | None = None
     public_network_name: str | None = None
     guest_network_name: str | None = None
@@ -219,7 +228,7 @@ class IpPortAndProto(WireModel):
 class HostStatsEntry(WireModel):
     """GetHostStatsAnswer.hostStats. The KBs fields are kilobytes (KiB for memory)."""
 
-    host_id: JInt = 0
+    host_id: JLong = 0
     entity_type: str = "host"
     cpu_utilization_percent: Annotated[JFloat, wire("cpuUtilization")] = 0.0
     average_load: JFloat = 0.0  # a Unix load average on KVM; Windows keeps none: always 0
@@ -236,7 +245,7 @@ class VmStatsEntry(WireModel):
     operations and KiB), as CloudStack's KVM agent reports them.
     """
 
-    vm_id: JInt = 0
+    vm_id: JLong = 0
     vm_uuid: str | None = None
     cpu_utilization_percent: Annotated[JFloat, wire("cpuUtilization")] = 0.0
     network_read_kb: Annotated[JFloat, wire("networkReadKBs")] = 0.0
@@ -257,14 +266,14 @@ class VmDiskStatsEntry(WireModel):
 
     vm_name: str | None = None
     path: str | None = None
-    io_read: JInt = 0
-    io_write: JInt = 0
-    bytes_read: JInt = 0
-    bytes_write: JInt = 0
-    delta_io_read: JInt = 0
-    delta_io_write: JInt = 0
-    delta_bytes_read: JInt = 0
-    delta_bytes_write: JInt = 0
+    io_read: JLong = 0
+    io_write: JLong = 0
+    bytes_read: JLong = 0
+    bytes_write: JLong = 0
+    delta_io_read: JLong = 0
+    delta_io_write: JLong = 0
+    delta_bytes_read: JLong = 0
+    delta_bytes_write: JLong = 0
 
 
 class VolumeStatsEntry(WireModel):
@@ -273,8 +282,8 @@ class VolumeStatsEntry(WireModel):
     guest sees it. The MS shows their ratio as the volume's utilisation."""
 
     volume_uuid: str | None = None
-    physical_size_bytes: Annotated[JInt, wire("physicalsize")] = 0
-    virtual_size_bytes: Annotated[JInt, wire("virtualSize")] = 0
+    physical_size_bytes: Annotated[JLong, wire("physicalsize")] = 0
+    virtual_size_bytes: Annotated[JLong, wire("virtualSize")] = 0
 
 
 class VmNetworkStatsEntry(WireModel):

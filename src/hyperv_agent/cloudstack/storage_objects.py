@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.cloudstack.base import JBool, JEnumName, JInt, JObject, WireModel, wire
+from hyperv_agent.cloudstack.base import JBool, JEnumName, JInt, JLong, JObject, WireModel, wire
 from hyperv_agent.cloudstack.enums import (
     LenientDataStoreRole,
     LenientHypervisorType,
@@ -92,7 +92,7 @@ class PrimaryDataStoreTO(WrappedTO):
     uuid: str | None = None
     name: str | None = None
     type: str | None = None  # the store's provider ("PrimaryDataStoreProvider"), not poolType
-    id: JInt = 0
+    id: JLong = 0
     pool_type: LenientStoragePoolType | None = None
     host: str | None = None
     path: Annotated[str | None, wire("path", secret=True)] = None
@@ -121,7 +121,7 @@ class S3TO(WrappedTO):
 
     FQCN: ClassVar[str] = names.S3_TO
 
-    id: JInt | None = None
+    id: JLong | None = None
     uuid: str | None = None
     access_key: Annotated[str | None, wire("accessKey", secret=True)] = None
     secret_key: Annotated[str | None, wire("secretKey", secret=True)] = None
@@ -136,7 +136,7 @@ class S3TO(WrappedTO):
     connection_ttl: JInt | None = None
     created: str | None = None
     enable_rrs: Annotated[JBool, wire("enableRRS")] = False
-    max_single_upload_size_bytes: Annotated[JInt, wire("maxSingleUploadSizeInBytes")] = 0
+    max_single_upload_size_bytes: Annotated[JLong, wire("maxSingleUploadSizeInBytes")] = 0
 
 
 class SwiftTO(WrappedTO):
@@ -144,7 +144,7 @@ class SwiftTO(WrappedTO):
 
     FQCN: ClassVar[str] = names.SWIFT_TO
 
-    id: JInt | None = None
+    id: JLong | None = None
     url: str | None = None
     account: str | None = None
     user_name: str | None = None
@@ -174,30 +174,30 @@ class VolumeObjectTO(WrappedTO):
     volume_type: LenientVolumeType | None = None
     data_store: DataStoreTO | None = None
     name: str | None = None
-    size_bytes: Annotated[JInt | None, wire("size")] = None
-    usable_size_bytes: Annotated[JInt | None, wire("usableSize")] = None
+    size_bytes: Annotated[JLong | None, wire("size")] = None
+    usable_size_bytes: Annotated[JLong | None, wire("usableSize")] = None
     path: str | None = None
-    volume_id: JInt | None = None
+    volume_id: JLong | None = None
     vm_name: str | None = None
-    account_id: JInt = 0
+    account_id: JLong = 0
     chain_info: str | None = None
     format: LenientImageFormat | None = None
     provisioning_type: LenientProvisioningType | None = None
-    pool_id: JInt | None = None
-    id: JInt = 0
-    device_id: JInt | None = None
-    bytes_read_rate: JInt | None = None
-    bytes_read_rate_max: JInt | None = None
-    bytes_read_rate_max_length: JInt | None = None
-    bytes_write_rate: JInt | None = None
-    bytes_write_rate_max: JInt | None = None
-    bytes_write_rate_max_length: JInt | None = None
-    iops_read_rate: JInt | None = None
-    iops_read_rate_max: JInt | None = None
-    iops_read_rate_max_length: JInt | None = None
-    iops_write_rate: JInt | None = None
-    iops_write_rate_max: JInt | None = None
-    iops_write_rate_max_length: JInt | None = None
+    pool_id: JLong | None = None
+    id: JLong = 0
+    device_id: JLong | None = None
+    bytes_read_rate: JLong | None = None
+    bytes_read_rate_max: JLong | None = None
+    bytes_read_rate_max_length: JLong | None = None
+    bytes_write_rate: JLong | None = None
+    bytes_write_rate_max: JLong | None = None
+    bytes_write_rate_max_length: JLong | None = None
+    iops_read_rate: JLong | None = None
+    iops_read_rate_max: JLong | None = None
+    iops_read_rate_max_length: JLong | None = None
+    iops_write_rate: JLong | None = None
+    iops_write_rate_max: JLong | None = None
+    iops_write_rate_max_length: JLong | None = None
     cache_mode: JEnumName | None = None
     hypervisor_type: LenientHypervisorType | None = None
     migration_options: JObject | None = None
@@ -221,17 +221,17 @@ class TemplateObjectTO(WrappedTO):
     path: str | None = None
     orig_url: str | None = None
     uuid: str | None = None
-    id: JInt = 0
+    id: JLong = 0
     format: LenientImageFormat | None = None
-    account_id: JInt = 0
+    account_id: JLong = 0
     checksum: str | None = None
     hvm: JBool = False
     display_text: str | None = None
     image_data_store: DataStoreTO | None = None
     name: str | None = None
     guest_os_type: str | None = None
-    size_bytes: Annotated[JInt | None, wire("size")] = None
-    physical_size_bytes: Annotated[JInt | None, wire("physicalSize")] = None
+    size_bytes: Annotated[JLong | None, wire("size")] = None
+    physical_size_bytes: Annotated[JLong | None, wire("physicalSize")] = None
     hypervisor_type: LenientHypervisorType | None = None
     bootable: JBool = False
     unique_name: str | None = None
@@ -257,7 +257,7 @@ DATA_STORE_TO_CLASSES: tuple[type[WrappedTO], ...] = (PrimaryDataStoreTO, NfsTO,
 class StorageFilerTO(WireModel):
     """A storage pool as the legacy commands name it (ModifyStoragePool, Create, ...)."""
 
-    id: JInt = 0
+    id: JLong = 0
     uuid: str | None = None
     host: str | None = None
     path: Annotated[str | None, wire("path", secret=True)] = None
@@ -269,46 +269,46 @@ class StorageFilerTO(WireModel):
 class VolumeTO(WireModel):
     """com.cloud.agent.api.to.VolumeTO: a volume in the legacy (pre-4.2) commands."""
 
-    id: JInt = 0
+    id: JLong = 0
     name: str | None = None
     mount_point: str | None = None
     path: str | None = None
-    size_bytes: Annotated[JInt, wire("size")] = 0
+    size_bytes: Annotated[JLong, wire("size")] = 0
     type: LenientVolumeType | None = None
     storage_pool_type: LenientStoragePoolType | None = None
     storage_pool_uuid: str | None = None
-    device_id: JInt = 0
+    device_id: JLong = 0
     chain_info: str | None = None
     guest_os_type: str | None = None
-    bytes_read_rate: JInt | None = None
-    bytes_write_rate: JInt | None = None
-    iops_read_rate: JInt | None = None
-    iops_write_rate: JInt | None = None
+    bytes_read_rate: JLong | None = None
+    bytes_write_rate: JLong | None = None
+    iops_read_rate: JLong | None = None
+    iops_write_rate: JLong | None = None
     cache_mode: str | None = None
-    chain_size_bytes: Annotated[JInt | None, wire("chainSize")] = None
+    chain_size_bytes: Annotated[JLong | None, wire("chainSize")] = None
 
 
 class DiskProfile(WireModel):
     """com.cloud.vm.DiskProfile: what the legacy CreateCommand asks for."""
 
-    size_bytes: Annotated[JInt, wire("size")] = 0
+    size_bytes: Annotated[JLong, wire("size")] = 0
     tags: list[str | None] | None = None
     type: LenientVolumeType | None = None
     name: str | None = None
     use_local_storage: JBool = False
     recreatable: JBool = False
-    disk_offering_id: JInt = 0
-    template_id: JInt | None = None
-    volume_id: JInt = 0
+    disk_offering_id: JLong = 0
+    template_id: JLong | None = None
+    volume_id: JLong = 0
     path: str | None = None
     provisioning_type: LenientProvisioningType | None = None
-    bytes_read_rate: JInt | None = None
-    bytes_write_rate: JInt | None = None
-    iops_read_rate: JInt | None = None
-    iops_write_rate: JInt | None = None
+    bytes_read_rate: JLong | None = None
+    bytes_write_rate: JLong | None = None
+    iops_read_rate: JLong | None = None
+    iops_write_rate: JLong | None = None
     cache_mode: str | None = None
-    min_iops: JInt | None = None
-    max_iops: JInt | None = None
+    min_iops: JLong | None = None
+    max_iops: JLong | None = None
     requires_encryption: JBool = False
     hyper_type: LenientHypervisorType | None = None
 
@@ -322,6 +322,6 @@ class StoragePoolInfo(WireModel):
     local_path: str | None = None
     host_path: Annotated[str | None, wire("hostPath", secret=True)] = None
     pool_type: LenientStoragePoolType | None = None
-    capacity_bytes: JInt = 0
-    available_bytes: JInt = 0
+    capacity_bytes: JLong = 0
+    available_bytes: JLong = 0
     details: dict[str, str] | None = None

@@ -91,11 +91,6 @@ _USER_TYPES = frozenset({VirtualMachineType.USER.lower(), VirtualMachineType.INS
 _SYSTEM_PREFIXES = ("r-", "s-", "v-")  # routers, secondary storage and console proxy VMs
 _SPARE_IP = "0.0.0.0"  # noqa: S104 - with _SPARE_NETMASK, a router's spare NIC (protocol §9.4)
 _SPARE_NETMASK = "255.255.255.255"
-#: The largest networkRateMbps: NicTO declares it a Java Integer, so no management server
-#: sends more. It is used only for the port's bandwidth Limit (rate × BITS_PER_MEGABIT bits
-#: per second, a uint64 in Msvm_EthernetSwitchPortBandwidthSettingData), which holds it:
-#: Hyper-V documents no smaller bound.
-NETWORK_RATE_MAX_MBPS = 2**31 - 1
 #: A speed (MHz) is at most this many host cores: ``speed`` (or ``maxSpeed`` without it)
 #: sets the processor Weight, Hyper-V's default (100) per host core, and Hyper-V takes a
 #: Weight of at most PROCESSOR_WEIGHT_MAX (10000); a faster one would be cut down to it.
@@ -614,14 +609,13 @@ def cd_index(disks: Sequence[DiskTO]) -> int | None:
                 isos[0] if isos else None)
 
 
-def nic_rate(nic: NicTO, where: str) -> int | None:
-    """The NIC's ``networkRateMbps`` when it limits the port (positive; None otherwise);
-    above ``NETWORK_RATE_MAX_MBPS``: InvalidRequest, ``where`` naming the NIC."""
-    rate = nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
-    if rate is not None and rate > NETWORK_RATE_MAX_MBPS:
-        raise InvalidRequest(f"{where}: networkRateMbps {rate} is more than "
-                             f"{NETWORK_RATE_MAX_MBPS}, the most a management server sends")
-    return rate
+def nic_rate(nic: NicTO) -> int | None:
+    """The NIC's ``networkRateMbps`` when it limits the port (positive; None otherwise).
+    NicTO declares it a Java Integer, and the model refuses more (``JInt``): the port's
+    bandwidth Limit (rate × BITS_PER_MEGABIT bits per second, a uint64 in
+    Msvm_EthernetSwitchPortBandwidthSettingData) holds it; Hyper-V documents no smaller
+    bound."""
+    return nic.network_rate_mbps if (nic.network_rate_mbps or 0) > 0 else None
 
 
 def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
@@ -632,8 +626,8 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
     (the host's External switch, ``host.external_switch``); either must be among
     ``switches`` (``host.switch_named``: without regard to case; the plan holds the
     host's spelling), or InvalidRequest. A negative
-    ``deviceId``, a MAC that is not a unicast address, or a ``networkRateMbps`` above
-    ``NETWORK_RATE_MAX_MBPS``: InvalidRequest naming the field."""
+    ``deviceId`` or a MAC that is not a unicast address: InvalidRequest naming the
+    field."""
     where = f"NIC {nic.device_id}"
     if nic.device_id < 0:
         raise InvalidRequest(f"{where}: deviceId must not be negative")
@@ -646,7 +640,7 @@ def planned_nic(nic: NicTO, switches: Sequence[str], user_vm: bool = True, *,
     if switch is None:
         raise InvalidRequest(f"{where}: the host has no virtual switch named {label!r}"
                              if label else f"{where}: the host has no virtual switch")
-    rate = nic_rate(nic, where)
+    rate = nic_rate(nic)
     spare = (nic.ip or "").strip() == _SPARE_IP and (nic.netmask or "").strip() == _SPARE_NETMASK
     vlan = None if spare else vlan_of(nic.broadcast_uri, where)
     guard = sg_guard(nic, where) if nic.security_group_enabled and user_vm and not spare else None

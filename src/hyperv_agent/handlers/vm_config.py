@@ -227,7 +227,7 @@ class VmConfigHandlers:
     async def _add_nic(self, vm: vms.VmRef, nic: NicTO, mac: str,
                        vlan: nics.PortVlan | None) -> None:
         switch = nic.name or await hyperv_host.external_switch(self.hv)
-        rate = start_plan.nic_rate(nic, f"NIC {mac}")
+        rate = start_plan.nic_rate(nic)
         await nics.add_nic(self.hv, vm, mac=mac, switch_name=switch, vlan=vlan,
                             rate_mbps=rate, name=start_plan.adapter_name(nic))
 
