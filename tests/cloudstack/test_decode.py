@@ -357,3 +357,14 @@ def test_ms_422_body_decodes_with_every_field_kept_when_sent_as_the_ms_sends_it(
     again = json.loads(codec.encode_command(command))
     assert json_contains(again, sent)  # nothing the MS sent is lost or renamed
     assert not command.model_extra, command.model_extra  # every field is a declared one
+
+
+@pytest.mark.parametrize(("wait", "answer_s"), [(0, 1800.0), (None, 1800.0), (-1, 1800.0),
+                                                ("30", 30.0), (30.0, 30.0)])
+def test_wait_is_what_the_ms_waits_as_gson_reads_it(wait: object, answer_s: float) -> None:
+    """Gson leaves a null ``wait`` at 0, and the MS waits its default for 0 or less: the
+    command is bounded by 1800 s, not by nothing, as a body without a ``wait`` is."""
+    body = json.dumps({"vmName": "i-2-5-VM", "wait": wait}).encode()
+    assert codec.decode_command(names.STOP_COMMAND, body).answer_wait_s == answer_s
+    assert codec.decode_command(names.STOP_COMMAND, b'{"vmName": "i-2-5-VM"}'
+                                ).answer_wait_s is None

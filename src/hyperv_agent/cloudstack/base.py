@@ -129,6 +129,16 @@ class Command(WireModel):
     bypass_host_maintenance: JBool = False
     external_details: dict[str, dict[str, str]] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_wait_is_zero(cls, data: Any) -> Any:
+        """Gson leaves a null ``wait`` (a Java int) at 0, the MS's default wait: the body
+        has a ``wait``, unlike one the MS does not send. Runs before ``_null_is_absent``
+        (pydantic runs a subclass's before-validators first)."""
+        if isinstance(data, dict) and "wait" in data and data["wait"] is None:
+            return {**data, "wait": 0}
+        return data
+
     @property
     def answer_wait_s(self) -> float | None:
         """How long the management server waits for this command's answer before it fails
