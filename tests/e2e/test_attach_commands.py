@@ -847,6 +847,22 @@ async def test_network_stats_leave_out_an_adapter_whose_mac_hyper_v_chose(
         {"vmName": "i-2-47-VM", "macAddress": MAC, "bytesSent": 0, "bytesReceived": MB}]}
 
 
+async def test_network_stats_report_a_nics_total_past_2_gib_as_the_java_long_it_is(
+    agent: Running,
+) -> None:
+    # VmNetworkStatsEntry.bytesSent and bytesReceived are Java longs: an adapter of a VM
+    # that has moved more than 2 GiB since it started is reported, not failed as past an int
+    await _start(agent, "i-2-49-VM")
+    many = 5 * 1024 * MB  # past 2**31 - 1, as an adapter passes within hours of traffic
+    assert traffic.network_io(agent.emulator.host, "i-2-49-VM", MAC, received_bytes=many,
+                              sent_bytes=many + 1)
+    _, answer = await agent.answer(NETWORK_STATS, {"vmNames": ["i-2-49-VM"]})
+    assert answer["result"], answer["details"]
+    assert answer["vmNetworkStatsMap"] == {"i-2-49-VM": [
+        {"vmName": "i-2-49-VM", "macAddress": MAC, "bytesSent": many + 1,
+         "bytesReceived": many}]}
+
+
 # --- budgets and locks --------------------------------------------------------------------
 
 

@@ -293,8 +293,8 @@ class VmNetworkStatsEntry(WireModel):
 
     vm_name: str | None = None
     mac_address: str | None = None
-    bytes_sent: JInt = 0
-    bytes_received: JInt = 0
+    bytes_sent: JLong = 0
+    bytes_received: JLong = 0
 
 
 class NicDetails(WireModel):
