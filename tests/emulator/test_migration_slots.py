@@ -259,3 +259,48 @@ async def test_the_queue_reads_the_moves_it_holds_not_every_job_kept(
     clock.now += JOB_S + 0.1
     assert await _active(source) == (1, 0)
     assert walks == []
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_move_queued_behind_a_cancelled_one_runs_when_the_slot_frees(
+        hosts: Hosts) -> None:
+    """A host running one move at a time, with two queued: the agent stops the first
+    queued move (its wait ran out). The slot it waited for is then the next one's: that
+    move runs as soon as the running move ends, not after the time the stopped move
+    would have taken."""
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW, NEW]
+    queued_job = results[1].path("Job")
+    assert queued_job is not None
+    clock.now += 1.0
+    stopped = await source.invoke(queued_job, "RequestStateChange", {"RequestedState": 4})
+    assert stopped.return_value == 0
+    clock.now += JOB_S
+    assert [state for state, _ in await _states(source, results)] == [
+        COMPLETED, TERMINATED, RUNNING]
+    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
+    assert await _active(source) == (1, 0)
+    clock.now += JOB_S
+    assert [state for state, _ in await _states(source, results)] == [
+        COMPLETED, TERMINATED, COMPLETED]
+
+
+async def test_a_move_queued_behind_one_that_fails_as_it_begins_runs_then(
+        hosts: Hosts) -> None:
+    """A queued move that fails as it begins holds its slot no longer: the move queued
+    behind it begins at that moment, with the other one queued beside it."""
+    source, _, clock = hosts
+    vms = await _vms(source, 5)
+    targets = [f"S:\\vms\\elsewhere{index}.vhdx" for index in range(5)]
+    targets[2] = "S:\\vms\\blocked\\elsewhere2.vhdx"
+    results = [await migrate(source, vm, None, STORAGE, [await moved_disk(source, vm, target)])
+               for vm, target in zip(vms, targets, strict=True)]
+    assert [state for state, _ in await _states(source, results)] == [
+        RUNNING, RUNNING, NEW, NEW, NEW]
+    source.host.paths.local("S:\\vms\\blocked").write_bytes(b"a file, not a folder")
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, results)] == [
+        COMPLETED, COMPLETED, EXCEPTION, RUNNING, RUNNING]
+    assert await _active(source) == (0, 2)

@@ -17,7 +17,9 @@ many jobs of its slots run as their limit allows: it begins when the earliest of
 ends (``slot_free_at``), and runs its duration from then. Hyper-V accepts such a move and
 queues its job; Microsoft does not say what the job shows meanwhile, so a queued job
 reads as CIM's New (2, "never been started"), at 0 percent. A job that never finishes
-holds no slot (it stands for a job a test stops).
+holds no slot (it stands for a job a test stops). A job of the slots that ends before its
+time (stopped, or failing as it begins) gives its place to those queued behind it, which
+then begin as the jobs still ahead of them end (``_move_up``).
 
 The work of a queued job (a move: the VM stays on its source until then) is done when
 the job begins (``defer``; ``begin_due`` runs what is due, before each primitive of any
@@ -29,6 +31,7 @@ work waits in this process only: a job left queued when its process ends never d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -141,6 +144,7 @@ def new_job(
         "start": now,
         "begin": begin,
         "slots": None if queue is None else queue.slots.name,
+        "limit": None if queue is None else queue.slots.limit,
         "deferred": queue is not None and queue.work is not None,
         "end": end,
         "remove_at": None if end is None else end + retention,
@@ -180,7 +184,7 @@ def begin_due() -> None:
                   if waiting.host.clock() >= waiting.begin), key=lambda item: item[1].begin)
     for key, waiting in due:
         if _WAITING.pop(key, None) is not None:
-            _begin(waiting)
+            _begin(key, waiting)
 
 
 def forget(host: EmulatedHost) -> None:
@@ -189,9 +193,13 @@ def forget(host: EmulatedHost) -> None:
         del _WAITING[key]
 
 
-def _begin(waiting: _Waiting) -> None:
+def _begin(key: tuple[str, str], waiting: _Waiting) -> None:
     job = waiting.host.store.get(waiting.job)
     if job is None or job.meta.get("stopped") is not None:
+        return
+    begin = float(job.meta.get("begin", waiting.begin))
+    if begin > waiting.host.clock():  # moved up by a change its host did not keep
+        _WAITING[key] = dataclasses.replace(waiting, begin=begin)
         return
     try:
         error = waiting.work()
@@ -210,8 +218,10 @@ def _begin(waiting: _Waiting) -> None:
         return
     staged.meta.update(end=waiting.begin, error=list(error),
                        remove_at=waiting.begin + waiting.host.config.job_retention_s)
-    txn.commit()
     _book(waiting.host).note(waiting.job.normalized, staged)
+    moved = _move_up(waiting.host, txn, staged)
+    txn.commit()
+    _reschedule(waiting.host, moved)
 
 
 def writer(host: EmulatedHost, path: str) -> Record | None:
@@ -265,16 +275,59 @@ def _holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> li
     return held
 
 
-def stop(host: EmulatedHost, job: Record, state: JobState) -> None:
-    """End the running, cancellable ``job`` (staged, from ``Transaction.edit``) now, in
-    ``state`` (Terminated or Killed), with the cancellation's error; its work never
-    happens."""
+def stop(host: EmulatedHost, txn: Transaction, job: Record, state: JobState) -> None:
+    """End the running, cancellable ``job`` (staged in ``txn``, from ``Transaction.edit``)
+    now, in ``state`` (Terminated or Killed), with the cancellation's error; its work never
+    happens, and the jobs queued behind it for its slots begin sooner (``_move_up``)."""
     now = host.clock()
     begin = min(float(job.meta.get("begin", now)), now)  # a queued job ends unbegun
     job.meta.update(begin=begin, end=now, remove_at=now + host.config.job_retention_s,
                     error=list(JOB_CANCELLED_ERROR), stopped=int(state))
     job["Cancellable"] = False
     _book(host).note(job.path.normalized, job)
+    _reschedule(host, _move_up(host, txn, job))
+
+
+def _move_up(host: EmulatedHost, txn: Transaction, ended: Record) -> list[Record]:
+    """After ``ended`` (staged in ``txn``) ended before its time, the jobs queued for its
+    slots begin as slots free among those still ahead of them (``slot_free_at``'s rule,
+    in the order they were queued), each running its duration from then; the jobs whose
+    begin came sooner, staged in ``txn``."""
+    name = ended.meta.get("slots")
+    if name is None:
+        return []
+    now = host.clock()
+    holding = _holding(host, txn, str(name), now)
+    ends = [float(job.meta["end"]) for job in holding if job.meta.get("begin", 0.0) <= now]
+    queued = sorted((job for job in holding if job.meta.get("begin", 0.0) > now),
+                    key=lambda job: (float(job.meta["begin"]), float(job.meta["start"])))
+    moved = []
+    for job in queued:
+        limit = max(1, int(job.meta.get("limit") or 1))
+        ahead = sorted(ends, reverse=True)
+        begin = now if len(ahead) < limit else max(now, ahead[limit - 1])
+        end = float(job.meta["end"])
+        if begin < float(job.meta["begin"]):
+            staged = txn.edit(job.path)
+            assert staged is not None
+            end = begin + end - float(job.meta["begin"])
+            staged.meta.update(begin=begin, end=end,
+                               remove_at=end + host.config.job_retention_s)
+            _book(host).note(staged.path.normalized, staged)
+            moved.append(staged)
+        ends.append(end)
+    return moved
+
+
+def _reschedule(host: EmulatedHost, moved: list[Record]) -> None:
+    """The queued work of the jobs ``moved`` up is done at their new begin."""
+    for job in moved:
+        key = (host.name.lower(), str(job.path).lower())
+        waiting = _WAITING.get(key)
+        begin = float(job.meta["begin"])
+        if waiting is not None:
+            _WAITING[key] = dataclasses.replace(waiting, begin=begin)
+            host.later(max(0.0, begin - host.clock()), begin_due)
 
 
 def running(record: Record, now: float) -> bool:

@@ -44,7 +44,7 @@ def request_state_change(call: Call) -> Mapping[str, OutValue]:
                           "cancelled", immediate=True)
     staged = call.txn.edit(job.path)
     assert staged is not None
-    jobs.stop(call.host, staged, _STOPPED[JobRequest(requested)])
+    jobs.stop(call.host, call.txn, staged, _STOPPED[JobRequest(requested)])
     return {}
 
 
