@@ -13,9 +13,10 @@ from hyperv_agent.config import load_config
 from hyperv_agent.emulator import jobs
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record
 from hyperv_agent.errors import CimNotFound
-from tests.emulator.kit import define_vm, request_state
+from tests.emulator.kit import define_vm, request_state, service
 from tests.emulator.test_jobs import COMPLETED, RUNNING_JOB, FakeClock
 
 
@@ -230,5 +231,31 @@ async def test_a_stopped_job_goes_a_retention_after_it_was_stopped(
             await cim.get(hung)
         assert hung.normalized not in {key for key, _ in cim.host.keyed_records(
             "CIM_ConcreteJob")}
+    finally:
+        await cim.close()
+
+
+async def test_what_the_job_book_keeps_of_a_disk_job_goes_with_the_job(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A job writing a disk is noted as its writer; when the job leaves the store after
+    its retention, so does the note (a host making disks for days kept one per disk)."""
+    clock = FakeClock()
+    cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
+    try:
+        ims = await service(cim, "Msvm_ImageManagementService")
+        path = "C:\\disks\\noted.vhdx"
+        cim.host.paths.local("C:\\disks").mkdir(parents=True, exist_ok=True)
+        settings = (await cim.spawn("Msvm_VirtualHardDiskSettingData")).updated(
+            Path=path, Format=3, Type=3, MaxInternalSize=1 << 30, ParentPath=None,
+            BlockSize=0, LogicalSectorSize=0, PhysicalSectorSize=0)
+        result = await cim.invoke(ims, "CreateVirtualHardDisk",
+                                  {"VirtualDiskSettingData": settings})
+        assert result.return_value in (0, 4096)
+        identity = HostPaths.identity(path)
+        assert cim.host.job_book.writer(identity) is not None
+        clock.now += 11
+        await _cycle(cim, clock, rounds=1, step_s=0.0)  # a new job sweeps the one due
+        assert cim.host.job_book.writer(identity) is None
     finally:
         await cim.close()

@@ -343,6 +343,7 @@ def sweep_expired(host: EmulatedHost, now: float) -> int:
     due = _book(host).due(now)
     if not due:
         return 0
+    book = _book(host)
     txn = host.store.transaction()
     gone = 0
     for key in due:
@@ -350,6 +351,11 @@ def sweep_expired(host: EmulatedHost, now: float) -> int:
         if job is not None and expired(job, now):
             txn.delete_key(key)
             gone += 1
+            # what the book keeps of it goes with it, read again or not
+            if job.meta.get("writes") is not None:
+                book.written(str(job.meta["writes"]), key)
+            if job.meta.get("slots") is not None:
+                book.release(str(job.meta["slots"]), key)
     txn.commit()
     return gone
 
