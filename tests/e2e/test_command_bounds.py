@@ -7,17 +7,14 @@ Hyper-V goes on (a StartCommand whose VM then runs unknown to the MS)."""
 from __future__ import annotations
 
 import asyncio
-import copy
 from pathlib import Path
 from typing import Any
 
 from hyperv_agent.cim import wql
-from hyperv_agent.emulator import vhd
-from hyperv_agent.emulator.backend import EmulatorCim
-from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import Running
+from tests.e2e.test_start_command import _body
 from tests.e2e.transitions_kit import STARTING, changing, slow
-from tests.emulator.kit import define_vm
+from tests.emulator.kit import define_vm, vm_names
 
 START = "com.cloud.agent.api.StartCommand"
 START_ANSWER = "com.cloud.agent.api.StartAnswer"
@@ -25,7 +22,6 @@ CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
 CREATE_OBJECT_ANSWER = "org.apache.cloudstack.storage.command.CreateObjectAnswer"
 VOLUME_TO = "org.apache.cloudstack.storage.to.VolumeObjectTO"
 STORE_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
-ROOT_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
 VOLUME_UUID = "5d1f4a0e-7a43-4c55-8e0f-3c1b2f6a9d10"
 POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
 MIB = 1 << 20
@@ -39,21 +35,18 @@ def _pool(running: Running) -> Path:
 
 def _start_body(running: Running, name: str, wait_s: int) -> dict[str, Any]:
     """Sample 0005 with its ROOT volume (a real VHDX) in ``C:\\pool``, and ``wait_s``."""
-    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
-    body["vm"]["name"] = name
-    body["vm"]["cpus"] = 2
-    root = body["vm"]["disks"][0]["data"][VOLUME_TO]
-    root["dataStore"][STORE_TO]["path"] = "C:\\pool"
-    root["uuid"] = f"{ROOT_UUID[:-len(name)]}{name}"
-    vhd.create(_pool(running) / f"{root['uuid']}.vhdx", vhd.DiskFormat.VHDX,
-               vhd.DiskType.DYNAMIC, 1 << 26)
-    return {**body, "wait": wait_s}
+    return {**_body(running, name), "wait": wait_s}
 
 
-async def _vm_names(cim: EmulatorCim) -> set[str]:
-    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
-                                                                      "Virtual Machine")))
-    return {str(vm["ElementName"]) for vm in found}
+
+def _fat_volume(volume_id: int) -> dict[str, Any]:
+    """A FAT data volume of 50 MiB in ``C:\\pool``, as CreateObjectCommand carries it."""
+    store = {STORE_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
+                        "type": "Filesystem", "poolType": "Filesystem", "path": "C:\\pool",
+                        "port": 0}}
+    return {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK", "dataStore": store,
+                        "name": f"DATA-{volume_id}", "size": 50 * MIB, "volumeId": volume_id,
+                        "id": volume_id, "accountId": 3, "provisioningType": "FAT"}}
 
 
 async def _timed(running: Running, fqcn: str, body: dict[str, Any]
@@ -77,7 +70,7 @@ async def test_a_start_whose_jobs_outlast_half_its_wait_fails_in_time_and_leaves
     assert ("job did not finish within the command's bound (2 s, half the 4 s the "
             "management server waits for StartCommand)") in answer["details"], answer
     assert took_s < 4.0, took_s
-    assert "i-2-70-VM" not in await _vm_names(running.emulator)
+    assert "i-2-70-VM" not in await vm_names(running.emulator)
 
 
 async def test_a_start_of_a_vm_still_starting_waits_at_most_half_its_wait(
@@ -106,12 +99,7 @@ async def test_a_fixed_volume_whose_job_outlasts_half_the_wait_fails_in_time(
     (its ``wait``) fails at 1 s while the job still runs, instead of answering success
     after the MS has failed the volume's creation."""
     _pool(running)
-    store = {STORE_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
-                        "type": "Filesystem", "poolType": "Filesystem", "path": "C:\\pool",
-                        "port": 0}}
-    volume = {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK", "dataStore": store,
-                          "name": "DATA-11", "size": 50 * MIB, "volumeId": 11, "id": 11,
-                          "accountId": 3, "provisioningType": "FAT"}}
+    volume = _fat_volume(11)
     slow(running, job_s=3.0)
     key, answer, took_s = await _timed(running, CREATE_OBJECT, {"data": volume, "wait": 2})
     assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer
@@ -129,12 +117,7 @@ async def test_a_fixed_volume_cut_at_the_bound_leaves_no_file_once_its_job_ends(
     agent could not remove, and once the job has ended nothing of the volume is left in
     the pool (the MS knows no such file, and a retry finds no disk of that name)."""
     pool = _pool(running)
-    store = {STORE_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1",
-                        "type": "Filesystem", "poolType": "Filesystem", "path": "C:\\pool",
-                        "port": 0}}
-    volume = {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK", "dataStore": store,
-                          "name": "DATA-12", "size": 50 * MIB, "volumeId": 12, "id": 12,
-                          "accountId": 3, "provisioningType": "FAT"}}
+    volume = _fat_volume(12)
     slow(running, job_s=2.0)
     key, answer, took_s = await _timed(running, CREATE_OBJECT, {"data": volume, "wait": 2})
     assert (key, answer["result"]) == (CREATE_OBJECT_ANSWER, False), answer

@@ -36,7 +36,7 @@ from tests.e2e.conftest import (
     every_backend,
     serving,
 )
-from tests.emulator.kit import devices, ok, request_state, state
+from tests.emulator.kit import devices, ok, request_state, state, vm_names
 
 START = "com.cloud.agent.api.StartCommand"
 START_ANSWER = "com.cloud.agent.api.StartAnswer"
@@ -99,11 +99,6 @@ async def _vm(cim: EmulatorCim, name: str) -> CimInstance | None:
     assert len(found) <= 1
     return found[0] if found else None
 
-
-async def _vm_names(cim: EmulatorCim) -> set[str]:
-    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
-                                                                      "Virtual Machine")))
-    return {str(vm["ElementName"]) for vm in found}
 
 
 async def _vssd(cim: EmulatorCim, vm: ObjectPath) -> CimInstance:
@@ -262,7 +257,7 @@ async def test_start_runs_every_vm_placed_by_their_min_ram_when_memory_is_overpr
         key, answer = await agent.answer(START, _body(agent, "i-2-43-VM", iso=False,
                                                      minRam=512 << 20, maxRam=1024 << 20))
         assert (key, answer["result"]) == (START_ANSWER, False), answer
-        assert await _vm_names(agent.emulator) == {"i-2-40-VM", "i-2-41-VM", "i-2-42-VM"}
+        assert await vm_names(agent.emulator) == {"i-2-40-VM", "i-2-41-VM", "i-2-42-VM"}
 
 
 async def test_start_keeps_memory_static_when_a_system_vm_has_min_ram_below_max_ram(
@@ -306,7 +301,7 @@ async def test_start_recreates_vm_and_keeps_its_disk_when_vm_exists_stopped(
     (processor,) = await devices(cim, new, "Msvm_ProcessorSettingData")
     assert processor["VirtualQuantity"] == 4
     assert (_drive_c(running) / "pool" / f"{_root(body)['uuid']}.vhdx").is_file()
-    assert await _vm_names(cim) == {"i-2-17-VM"}
+    assert await vm_names(cim) == {"i-2-17-VM"}
 
 
 # --- the guest's SMBIOS identity ----------------------------------------------------------
@@ -463,7 +458,7 @@ async def test_start_fails_without_secret_when_iso_path_escapes_the_share(
     key, answer = await with_share.answer(START, body)
     assert (key, answer["result"]) == (START_ANSWER, False), answer
     assert "climbs out" in answer["details"] and "s3cret" not in answer["details"]
-    assert await _vm_names(with_share.emulator) == set()
+    assert await vm_names(with_share.emulator) == set()
 
 
 # --- refusals: nothing created ------------------------------------------------------------
@@ -602,7 +597,7 @@ async def test_start_fails_and_creates_nothing_when_input_is_invalid(
     assert expected in answer["details"], answer["details"]
     assert answer["vm"]["name"] == "i-2-17-VM"
     assert spent["invoke:DefineSystem"] == 0
-    assert await _vm_names(cim) == set()
+    assert await vm_names(cim) == set()
 
 
 _TB = 1 << 40
@@ -649,7 +644,7 @@ async def test_start_refuses_before_defining_a_vm_hyperv_cannot_run_on_this_host
         assert (key, answer["result"]) == (START_ANSWER, False), answer
         assert expected in answer["details"], answer["details"]
         assert (spent["invoke:DefineSystem"], spent.waits) == (0, 0)
-        assert await _vm_names(cim) == set()
+        assert await vm_names(cim) == set()
 
 
 async def test_start_reads_no_host_facts_when_ready_command_has_read_them(
@@ -673,7 +668,7 @@ async def test_start_fails_naming_vm_when_vm_is_missing(running: Running) -> Non
     key, answer = await running.answer(START, body)
     assert (key, answer["result"]) == (START_ANSWER, False)
     assert "vm" in answer["details"]
-    assert await _vm_names(running.emulator) == set()
+    assert await vm_names(running.emulator) == set()
 
 
 async def test_start_removes_vm_and_names_step_when_a_job_fails_mid_start(
@@ -688,7 +683,7 @@ async def test_start_removes_vm_and_names_step_when_a_job_fails_mid_start(
     assert (key, answer["result"]) == (START_ANSWER, False), answer
     assert answer["details"].startswith("StartCommand failed: attaching disk ROOT "), answer
     assert "drive broke" in answer["details"]
-    assert await _vm_names(cim) == set()
+    assert await vm_names(cim) == set()
     assert disk.is_file()
     again = await _started(running, _body(running, make_disk=False))
     assert again is not None
@@ -701,7 +696,7 @@ async def test_start_removes_vm_and_names_step_when_the_nic_fails(running: Runni
     assert (key, answer["result"]) == (START_ANSWER, False), answer
     assert "adding NIC 0 (02:00:51:2c:00:0e)" in answer["details"]
     assert "no vlan today" in answer["details"]
-    assert await _vm_names(cim) == set()
+    assert await vm_names(cim) == set()
 
 
 async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
@@ -715,7 +710,7 @@ async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
     spent = cim.round_trips() - before
     assert [(key, a["result"]) for key, a in answers] == [(START_ANSWER, True)] * 2, answers
     assert spent["invoke:DefineSystem"] == 1  # the second found the first's running VM
-    assert await _vm_names(cim) == {"i-2-40-VM"}
+    assert await vm_names(cim) == {"i-2-40-VM"}
 
 
 async def test_start_and_stop_share_one_lock_table_when_agent_is_built(
@@ -849,7 +844,7 @@ async def test_remove_step_costs_at_most_2_calls_and_2_waits_when_stopped_vm_is_
     costs = await _measured(running, _body(running, "i-2-95-VM", make_disk=False))
     ((calls, waits),) = costs.of(STEP_REMOVE)
     assert calls <= 2 and waits <= 2
-    assert await _vm_names(cim) == {"i-2-90-VM", "i-2-95-VM"}
+    assert await vm_names(cim) == {"i-2-90-VM", "i-2-95-VM"}
 
 
 async def test_vm_stats_cost_1_call_and_3_queries_when_several_started_vms_are_named(

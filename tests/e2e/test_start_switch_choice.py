@@ -17,8 +17,9 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.hyperv import build, nics
 from hyperv_agent.hyperv.build import VmSpec
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
-from tests.e2e.test_start_command import START, START_ANSWER, _body, _nics, _started, _vm_names
+from tests.e2e.test_start_command import START, START_ANSWER, _body, _nics, _started
 from tests.e2e.test_vm_config_commands import MODIFY, MODIFY_ANSWER, PLUG, PLUG_ANSWER, _plug
+from tests.emulator.kit import vm_names
 from tests.sessions import hv
 
 backend_kind = every_backend  # on the emulator and over WinRM
@@ -88,7 +89,7 @@ async def test_start_fails_naming_switches_and_creates_nothing_when_no_switch_is
     assert "no External virtual switch" in details, details
     assert "'Host only'" in details and "'Isolated'" in details, details
     assert spent["invoke:DefineSystem"] == 0
-    assert await _vm_names(cim) == set()
+    assert await vm_names(cim) == set()
 
 
 async def test_plug_nic_puts_unlabelled_nic_on_first_external_switch_when_internal_is_first(

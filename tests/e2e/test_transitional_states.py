@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from hyperv_agent.cim import wql
-from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import LatencyModel
 from tests.e2e.conftest import Running
+from tests.e2e.test_vm_commands import _stop
 from tests.e2e.transitions_kit import JOB_S, STARTING, STOPPING, changing, frozen, slow
-from tests.emulator.kit import define_vm, ok, request_state, service
+from tests.emulator.kit import define_vm, ok, request_state, service, vm_names
 
 STOP = "com.cloud.agent.api.StopCommand"
 STOP_ANSWER = "com.cloud.agent.api.StopAnswer"
@@ -20,16 +19,6 @@ REBOOT = "com.cloud.agent.api.RebootCommand"
 REBOOT_ANSWER = "com.cloud.agent.api.RebootAnswer"
 CHECK = "com.cloud.agent.api.CheckVirtualMachineCommand"
 REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
-async def _names(cim: EmulatorCim) -> set[str]:
-    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
-                                                                      "Virtual Machine")))
-    return {str(vm["ElementName"]) for vm in found}
-
-
-def _stop(name: str, **fields: object) -> dict[str, object]:
-    return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False, "isProxy": False,
-            "executeInSequence": False, "contextMap": {}, "wait": 0, **fields}
-
 
 async def test_stop_of_a_vm_still_starting_waits_for_the_start_then_removes_it(
     running: Running,
@@ -42,7 +31,7 @@ async def test_stop_of_a_vm_still_starting_waits_for_the_start_then_removes_it(
     await changing(cim, path, 2, STARTING)
     key, answer = await running.answer(STOP, _stop("i-2-40-VM"))
     assert (key, answer["result"]) == (STOP_ANSWER, True), answer
-    assert "i-2-40-VM" not in await _names(cim)
+    assert "i-2-40-VM" not in await vm_names(cim)
 
 
 async def test_stop_with_check_before_cleanup_of_a_vm_still_stopping_removes_it_once_off(
@@ -57,7 +46,7 @@ async def test_stop_with_check_before_cleanup_of_a_vm_still_stopping_removes_it_
     await changing(cim, path, 3, STOPPING)
     key, answer = await running.answer(STOP, _stop("i-2-41-VM", checkBeforeCleanup=True))
     assert (key, answer["result"]) == (STOP_ANSWER, True), answer
-    assert "i-2-41-VM" not in await _names(cim)
+    assert "i-2-41-VM" not in await vm_names(cim)
 
 
 async def test_reboot_of_a_vm_still_starting_waits_for_it_then_asks_the_guest(
@@ -115,10 +104,10 @@ async def test_state_report_leaves_a_vm_still_stopping_to_the_next_report(
     status, report = await running.post(REPORT, {})
     assert status == 200 and report == [{"i-2-44-VM": "PowerOff"}]
     assert (cim.round_trips() - before)["invoke:DestroySystem"] == 0
-    assert "i-2-44-VM" in await _names(cim)
+    assert "i-2-44-VM" in await vm_names(cim)
     advance(JOB_S)
     host = cim.host  # the removal's own job ends at once, the clock standing still
     host.config = dataclasses.replace(host.config, latency=LatencyModel())
     status, report = await running.post(REPORT, {})
     assert status == 200 and report == []
-    assert "i-2-44-VM" not in await _names(cim)
+    assert "i-2-44-VM" not in await vm_names(cim)

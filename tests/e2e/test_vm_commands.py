@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
-from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service
+from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service, vm_names
 
 STOP = "com.cloud.agent.api.StopCommand"
 STOP_ANSWER = "com.cloud.agent.api.StopAnswer"
@@ -56,11 +55,6 @@ async def _running_vm(cim: EmulatorCim, name: str, cpus: int = 1) -> ObjectPath:
     return path
 
 
-async def _names(cim: EmulatorCim) -> set[str]:
-    found = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
-                                                                      "Virtual Machine")))
-    return {str(vm["ElementName"]) for vm in found}
-
 
 def _stop(name: str, **fields: object) -> dict[str, object]:
     return {"vmName": name, "checkBeforeCleanup": False, "forceStop": False, "isProxy": False,
@@ -79,7 +73,7 @@ async def test_stop_removes_vm_and_keeps_its_vhdx_when_vm_runs(running: Running)
     key, answer = await running.answer(STOP, _stop("i-2-17-VM"))
     assert (key, answer["result"]) == (STOP_ANSWER, True), answer
     assert answer.get("details") is None
-    assert "i-2-17-VM" not in await _names(cim)
+    assert "i-2-17-VM" not in await vm_names(cim)
     assert disk.is_file() and disk.stat().st_size > 0
 
 
@@ -118,7 +112,7 @@ async def test_stop_turns_vm_off_after_bounded_wait_when_guest_ignores_shutdown(
     assert SHUTDOWN_WAIT_S <= elapsed < SHUTDOWN_WAIT_S + 2.0
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (1, 1, 1)
-    assert "i-2-19-VM" not in await _names(cim)
+    assert "i-2-19-VM" not in await vm_names(cim)
 
 
 async def test_stop_turns_vm_off_without_waiting_when_guest_has_no_integration_services(
@@ -134,7 +128,7 @@ async def test_stop_turns_vm_off_without_waiting_when_guest_has_no_integration_s
     # no poll of the guest, and far from the 30 s a guest is given (a loaded machine takes
     # more than a fraction of a second for these round trips over WinRM)
     assert spent["get"] == 0 and elapsed < GUEST_WAIT_S / 2
-    assert "i-2-28-VM" not in await _names(cim)
+    assert "i-2-28-VM" not in await vm_names(cim)
 
 
 async def test_stop_skips_guest_shutdown_when_force_stop_is_set(running: Running) -> None:
@@ -147,7 +141,7 @@ async def test_stop_skips_guest_shutdown_when_force_stop_is_set(running: Running
     assert answer["result"] is True, answer
     assert spent["invoke:InitiateShutdown"] == 0
     assert (spent.calls, spent.waits) == (3, 2)  # find, turn off, destroy
-    assert "i-2-20-VM" not in await _names(cim)
+    assert "i-2-20-VM" not in await vm_names(cim)
 
 
 async def test_stop_succeeds_in_one_query_when_vm_is_unknown(running: Running) -> None:
@@ -181,7 +175,7 @@ async def test_stop_leaves_vm_running_when_check_before_cleanup_is_set(
     key, answer = await running.answer(STOP, _stop("i-2-22-VM", checkBeforeCleanup=True))
     assert (key, answer["result"]) == (STOP_ANSWER, False)
     assert "i-2-22-VM" in answer["details"] and "running" in answer["details"]
-    assert "i-2-22-VM" in await _names(cim)
+    assert "i-2-22-VM" in await vm_names(cim)
 
 
 async def test_stop_leaves_paused_vm_alone_when_check_before_cleanup_is_set(
@@ -220,7 +214,7 @@ async def test_stop_turns_paused_or_saved_vm_off_without_asking_its_guest(
     assert (spent["invoke:InitiateShutdown"], spent["invoke:RequestStateChange"],
             spent["invoke:DestroySystem"]) == (0, 1, 1)
     assert elapsed < GUEST_WAIT_S / 2
-    assert "i-2-30-VM" not in await _names(cim)
+    assert "i-2-30-VM" not in await vm_names(cim)
 
 
 async def test_stop_removes_stopped_vm_when_check_before_cleanup_is_set(
@@ -229,7 +223,7 @@ async def test_stop_removes_stopped_vm_when_check_before_cleanup_is_set(
     await define_vm(running.emulator, "i-2-23-VM")
     _, answer = await running.answer(STOP, _stop("i-2-23-VM", checkBeforeCleanup=True))
     assert answer["result"] is True, answer
-    assert "i-2-23-VM" not in await _names(running.emulator)
+    assert "i-2-23-VM" not in await vm_names(running.emulator)
 
 
 async def test_stop_fails_naming_the_step_when_destroy_fails(running: Running) -> None:
@@ -241,7 +235,7 @@ async def test_stop_fails_naming_the_step_when_destroy_fails(running: Running) -
     assert "remove the definition failed" in answer["details"]
     assert "disk busy" in answer["details"]
     _, again = await running.answer(STOP, _stop("i-2-24-VM"))
-    assert again["result"] is True and "i-2-24-VM" not in await _names(cim)
+    assert again["result"] is True and "i-2-24-VM" not in await vm_names(cim)
 
 
 async def test_concurrent_stops_are_serialised_when_they_name_the_same_vm(
@@ -257,7 +251,7 @@ async def test_concurrent_stops_are_serialised_when_they_name_the_same_vm(
     assert [(key, a["result"]) for key, a in answers] == [(STOP_ANSWER, True)] * 2, answers
     # The second stop ran after the first and found no VM: one shutdown, one destroy.
     assert (spent["invoke:InitiateShutdown"], spent["invoke:DestroySystem"]) == (1, 1)
-    assert "i-2-25-VM" not in await _names(cim)
+    assert "i-2-25-VM" not in await vm_names(cim)
 
 
 async def test_stops_run_concurrently_when_they_name_different_vms(quick: Running) -> None:
@@ -275,7 +269,7 @@ async def test_stops_run_concurrently_when_they_name_different_vms(quick: Runnin
         nonlocal overlapped
         while not overlapped:
             asked = (cim.round_trips() - before)["invoke:InitiateShutdown"]
-            if asked == 2 and {"i-2-26-VM", "i-2-27-VM"} <= await _names(cim):
+            if asked == 2 and {"i-2-26-VM", "i-2-27-VM"} <= await vm_names(cim):
                 overlapped = True
             await asyncio.sleep(0.01)
 
@@ -285,7 +279,7 @@ async def test_stops_run_concurrently_when_they_name_different_vms(quick: Runnin
     watcher.cancel()
     assert all(a["result"] is True for _, a in answers), answers
     assert overlapped  # the two waits overlapped
-    assert not {"i-2-26-VM", "i-2-27-VM"} & await _names(cim)
+    assert not {"i-2-26-VM", "i-2-27-VM"} & await vm_names(cim)
 
 
 # --- RebootCommand ------------------------------------------------------------------------

@@ -136,6 +136,13 @@ async def running_vm_with_cpus(cim: Cim, name: str, cpus: int) -> ObjectPath:
     return vm
 
 
+async def vm_names(cim: Cim) -> set[str]:
+    """The ElementNames of the host's VMs (not the host itself)."""
+    found = await cim.query(wql.select("Msvm_ComputerSystem",
+                                       wql.eq("Caption", "Virtual Machine")))
+    return {str(vm["ElementName"]) for vm in found}
+
+
 async def attach_vhdx(cim: Cim, vm: ObjectPath, drive_c: Path, parent: str | None = None,
                       name: str = "root.vhdx") -> Path:
     """A real dynamic VHDX (C:\\disks\\root.vhdx, or ``name``) on IDE 0, slot 0, or a

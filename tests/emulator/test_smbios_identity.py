@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from hyperv_agent.cim import wql
 from hyperv_agent.emulator.backend import EmulatorCim
 from tests.emulator.kit import (
     GEN1,
@@ -18,6 +17,7 @@ from tests.emulator.kit import (
     system_settings,
     try_define,
     try_modify,
+    vm_names,
 )
 
 INVALID_PARAMETER = 32773
@@ -26,11 +26,6 @@ GUID = "a68c5325-84be-4f8b-ace1-0b33ee004759"
 BRACED = "{A68C5325-84BE-4F8B-ACE1-0B33EE004759}"
 SERIAL = re.compile(r"\d{4}-\d{4}-\d{4}-\d{4}-\d{4}-\d{4}-\d{2}")
 
-
-async def _vm_names(cim: EmulatorCim) -> set[str]:
-    found = await cim.query(wql.select("Msvm_ComputerSystem",
-                                       wql.eq("Caption", "Virtual Machine")))
-    return {str(vm["ElementName"]) for vm in found}
 
 
 async def test_define_system_makes_a_braced_bios_guid_and_serial_numbers_when_none_is_given(
@@ -75,7 +70,7 @@ async def test_define_system_creates_nothing_when_smbios_identity_is_malformed(
 ) -> None:
     code, vm = await try_define(emulator, "vm1", GEN1, **values)
     assert (code, vm) == (INVALID_PARAMETER, None)
-    assert await _vm_names(emulator) == set()
+    assert await vm_names(emulator) == set()
 
 
 async def test_modify_system_settings_changes_the_bios_guid_when_the_vm_is_off(
