@@ -119,6 +119,12 @@ JObject: TypeAlias = dict[str, JsonValue]
 MS_DEFAULT_WAIT_S = 1800
 
 
+def ms_wait_s(wait_s: int, default_s: float = MS_DEFAULT_WAIT_S) -> float:
+    """How long the management server waits for the answer to a command whose ``wait`` is
+    ``wait_s``: that many seconds, or ``default_s`` (its own default) for 0 or less."""
+    return float(wait_s) if wait_s > 0 else float(default_s)
+
+
 class Command(WireModel):
     """com.cloud.agent.api.Command: the fields every command carries."""
 
@@ -146,4 +152,4 @@ class Command(WireModel):
         ``wait`` (one the MS does not send, such as a report the agent asks for itself)."""
         if "wait_s" not in self.model_fields_set:
             return None
-        return float(self.wait_s) if self.wait_s > 0 else float(MS_DEFAULT_WAIT_S)
+        return ms_wait_s(self.wait_s)

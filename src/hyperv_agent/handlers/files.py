@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
+from hyperv_agent.cloudstack.base import ms_wait_s
 from hyperv_agent.cloudstack.enums import ProvisioningType
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.datapaths import DataPaths
@@ -190,7 +190,7 @@ class FileHandlers:
         at the command's bound (``jobs.command_bound``: half the command's ``wait``),
         unless the caller sizes its whole operation from the wait (``jobs.whole_wait``,
         a volume move)."""
-        asked = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
+        asked = ms_wait_s(wait_s)
         return dataclasses.replace(self.job_wait, timeout_s=max(self.job_wait.timeout_s, asked))
 
     @contextlib.asynccontextmanager

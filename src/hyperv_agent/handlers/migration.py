@@ -30,7 +30,7 @@ from hyperv_agent.cloudstack.answers import (
     MigrateWithStorageAnswer,
     PrepareForMigrationAnswer,
 )
-from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
+from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S, ms_wait_s
 from hyperv_agent.cloudstack.commands_storage import MigrateVolumeCommand
 from hyperv_agent.cloudstack.commands_vm import (
     MigrateCommand,
@@ -86,7 +86,7 @@ class MigrationSettings:
     def bounds(self, wait_s: int) -> tuple[jobs.WaitPolicy, jobs.WaitPolicy]:
         """The wait for a move's job, and the wait after asking it to stop: together
         ``wait_s`` (``default_wait_s`` for 0), so the answer comes before the MS gives up."""
-        total = float(wait_s) if wait_s > 0 else self.default_wait_s
+        total = ms_wait_s(wait_s, self.default_wait_s)
         grace = min(self.cancel_grace_s, total / 4)
         return (jobs.WaitPolicy(timeout_s=total - grace, max_poll_s=0.5),
                 jobs.WaitPolicy(timeout_s=grace, max_poll_s=0.5))

@@ -24,7 +24,7 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
-from hyperv_agent.cloudstack.base import MS_DEFAULT_WAIT_S
+from hyperv_agent.cloudstack.base import ms_wait_s
 from hyperv_agent.cloudstack.commands_network import PatchSystemVmCommand
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
@@ -111,7 +111,7 @@ def settle_wait(job_wait: jobs.WaitPolicy, wait_s: int) -> jobs.WaitPolicy:
     and its answer, still come before the MS gives up on it. The rule of the command's
     bound (``jobs.command_bound``), which also counts the time the command has already
     taken when it is dispatched."""
-    answer_s = float(wait_s) if wait_s > 0 else float(MS_DEFAULT_WAIT_S)
+    answer_s = ms_wait_s(wait_s)
     if job_wait.timeout_s <= answer_s * jobs.WORK_SHARE:
         return job_wait
     return dataclasses.replace(job_wait, timeout_s=answer_s * jobs.WORK_SHARE)
