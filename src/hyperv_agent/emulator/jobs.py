@@ -179,7 +179,9 @@ def defer(host: EmulatedHost, job: ObjectPath, queue: Queue) -> None:
 
 def begin_due() -> None:
     """Do the work of every queued job that has begun, in the order they began (on the
-    emulator's thread)."""
+    emulator's thread). Run before every primitive: with no queued work, it does none."""
+    if not _WAITING:
+        return
     due = sorted(((key, waiting) for key, waiting in _WAITING.items()
                   if waiting.host.clock() >= waiting.begin), key=lambda item: item[1].begin)
     for key, waiting in due:
