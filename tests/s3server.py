@@ -26,6 +26,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from hyperv_agent.hostfs.s3 import S3Object
+from tests.ports import free_port
 
 BUCKET = "templates"
 _ALLOW_S3 = json.dumps({"Version": "2012-10-17", "Statement": [
@@ -59,12 +60,6 @@ class S3Server:
                                   "secret_key": self.secret_key, "https": False}
         values.update(overrides)
         return S3Object(**values)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_s3() -> S3Server:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 SMBD_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 START_TIMEOUT_S = 20.0
 
@@ -111,12 +113,6 @@ def find_smbd() -> str | None:
         return found
     candidates = (Path(d) / "smbd" for d in SMBD_DIRS)
     return next((str(c) for c in candidates if os.access(c, os.X_OK)), None)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",

@@ -19,7 +19,7 @@ from hyperv_agent.errors import ConfigError
 from hyperv_agent.relay import ConsoleRelay, RelayTarget
 from hyperv_agent.server import Listener
 from hyperv_agent.service import build_agent
-from tests.samba import free_port
+from tests.ports import free_port
 
 WAIT_S = 5.0
 

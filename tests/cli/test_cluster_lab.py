@@ -31,9 +31,10 @@ from hyperv_agent.emulator.lab import open_emulator
 from hyperv_agent.errors import ConfigError
 from tests.cli import lab
 from tests.e2e.conftest import API, client_context
-from tests.e2e.migration_kit import free_port, member_toml
+from tests.e2e.migration_kit import member_toml
 from tests.emulator.kit import finished, ok, state
 from tests.emulator.migration_kit import build_vm, migrate, new_disk, portrait
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
@@ -138,7 +139,7 @@ async def _moved(source: Cim, vm: ObjectPath, destination: str) -> None:
 
 async def test_vm_moves_between_two_serve_processes_and_a_stopped_one_refuses(
         tmp_path: Path) -> None:
-    port = free_port(tuple(ADDRESSES.values()))  # both agents listen on one port
+    port = free_port(*ADDRESSES.values())  # both agents listen on one port
     a = _write_config(tmp_path, "HV-A", port, "failing_jobs = {MigrateVirtualSystemToHost = 1}")
     b = _write_config(tmp_path, "HV-B", port)
     for disk in ("mover", "other"):
@@ -207,7 +208,7 @@ UP, DOWN = (False, True, True), (True, True, False)
 
 async def test_stopped_hosts_heartbeat_goes_stale_where_its_neighbours_read_it(
         tmp_path: Path) -> None:
-    port = free_port(tuple(ADDRESSES.values()))
+    port = free_port(*ADDRESSES.values())
     a, b, c = (_write_config(tmp_path, name, port, agent_settings=HA_TIMING)
                for name in ADDRESSES)
     (tmp_path / "pool").mkdir()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import lab
-from tests.samba import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -20,7 +20,7 @@ import pytest
 from hyperv_agent.probe_ha import pool_command
 from tests.cli import lab
 from tests.cli.test_first_minutes import README
-from tests.e2e.migration_kit import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2-4 (Linux loopback)")
@@ -67,7 +67,7 @@ def agents(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
 def test_readme_ha_lab_calls_a_stopped_host_down_on_both_neighbours(
         tmp_path: Path, agents: list[subprocess.Popen[str]]) -> None:
     configure, serve, register, after_stop = _section_blocks()
-    port, admin = free_port(ADDRESSES), free_port(ADDRESSES)
+    port, admin = free_port(*ADDRESSES), free_port(*ADDRESSES)
     folder = tmp_path / "ha-lab"
 
     def here(block: str) -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 from tests.cli import lab
 from tests.cli.test_first_minutes import README
 from tests.doctor.test_doctor import CHECKS, DEPLOY
-from tests.samba import Samba, free_port
+from tests.ports import free_port
+from tests.samba import Samba
 
 USER, PASSWORD = "lab", "Lab-Pa55word!"
 PRIVATE_IP = "192.168.100.10"  # the emulated host's private NIC

@@ -15,7 +15,8 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.doctor.checks import Options
 from hyperv_agent.doctor.report import Status
 from hyperv_agent.doctor.run import diagnose
-from tests.samba import Samba, free_port
+from tests.ports import free_port
+from tests.samba import Samba
 
 ROOMY = Options(min_free_bytes=1024 * 1024)
 

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,6 +26,7 @@ from hyperv_agent.emulator import vhd
 from tests.cli import lab
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import API, client_context
+from tests.ports import free_port
 
 SWITCH = "vSwitch0"
 SHARE = "\\\\10.1.1.1\\primary"
@@ -180,26 +180,6 @@ class Member:
             *LOCAL_POOL.split("\\")[1:])
 
 
-def free_port(addresses: tuple[str, ...]) -> int:
-    """A port free on every address given."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((addresses[0], 0))
-            port = int(probe.getsockname()[1])
-        if all(_free(address, port) for address in addresses):
-            return port
-    raise AssertionError("no port free on every address")
-
-
-def _free(address: str, port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
-
-
 def member_toml(tmp_path: Path, name: str, address: str, port: int, share: str, *,
                 agent: str = "", emulator: str = "", lab_knobs: str = "",
                 shares: Mapping[str, Path] | None = None) -> str:
@@ -213,7 +193,7 @@ def member_toml(tmp_path: Path, name: str, address: str, port: int, share: str, 
 state_dir = "{tmp_path / name}"
 private_ip = "{address}"
 listen = "{address}:{port}"
-admin_listen = "{address}:{free_port((address,))}"
+admin_listen = "{address}:{free_port(address)}"
 console_relay_listen = ""
 {agent}
 [emulator]
@@ -226,7 +206,7 @@ winrm = true
 {more}[emulator.lab]
 {lab_knobs}
 [wsman]
-url = "http://{address}:{free_port((address,))}/wsman"
+url = "http://{address}:{free_port(address)}/wsman"
 username = "{USER}"
 password = "{PASSWORD}"
 auth = "ntlm"
@@ -257,7 +237,7 @@ def pair(tmp_path: Path, lab_knobs_a: str = "",
     are more [emulator.lab] lines of HV-A, ``emulator_a`` more [emulator] lines of it,
     ``agent_b`` more [agent] lines of HV-B, ``shares`` more shares a member (by name)
     reaches."""
-    port = free_port(tuple(ADDRESSES.values()))
+    port = free_port(*ADDRESSES.values())
     more = shares or {}
     return [member(tmp_path, "HV-A", port, lab_knobs_a, more.get("HV-A"), emulator_a),
             member(tmp_path, "HV-B", port, shares=more.get("HV-B"), agent=agent_b)]

@@ -18,6 +18,7 @@ from hyperv_agent import server, service
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.service import Agent, build_agent
 from tests.e2e.conftest import API, client_context, start
+from tests.ports import free_port
 
 READY = "com.cloud.agent.api.ReadyCommand"
 
@@ -119,18 +120,12 @@ async def test_refused_client_is_one_log_line_however_often_it_asks(
         await agent.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize(("networks", "warnings"), [((), 1), (("127.0.0.0/8",), 0)])
 async def test_start_warns_once_when_allow_from_is_empty(
     agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
     networks: tuple[str, ...], warnings: int,
 ) -> None:
-    listen, admin = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     agent = build_agent(agent_config(allow_from=networks, listen=listen, admin_listen=admin))
     caplog.set_level(logging.INFO)
     stop = asyncio.Event()

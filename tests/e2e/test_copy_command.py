@@ -30,7 +30,8 @@ from tests.conftest import requires_tool
 from tests.diskfiles import hyperv_writes, listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import ok, request_state
-from tests.s3server import S3Server, free_port
+from tests.ports import free_port
+from tests.s3server import S3Server
 from tests.samba import Samba
 from tests.sessions import hv
 

@@ -27,7 +27,7 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from tests.e2e.conftest import API, LOCAL_POOL, PRIVATE_IP, client_context
-from tests.s3server import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 

@@ -25,13 +25,13 @@ from tests.e2e.migration_kit import (
     check_body,
     cluster,
     disk_file,
-    free_port,
     member_toml,
     migrate_body,
     prepare_body,
     start_body,
     vm_to,
 )
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
@@ -41,7 +41,7 @@ VM = "i-2-7-VM"
 
 def _pair(tmp_path: Path, processor_a: str, processor_b: str) -> list[Member]:
     """HV-A and HV-B with the ``[emulator.processor]`` lines given."""
-    port = free_port(tuple(ADDRESSES.values()))
+    port = free_port(*ADDRESSES.values())
     members = []
     for name, processor in (("HV-A", processor_a), ("HV-B", processor_b)):
         address = ADDRESSES[name]

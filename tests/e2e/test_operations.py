@@ -22,7 +22,7 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
 from hyperv_agent.service import build_agent
 from tests.e2e.conftest import API, PRIVATE_IP, Running, client_context, start
-from tests.samba import free_port
+from tests.ports import free_port
 
 
 async def test_probe_passes_when_agent_is_a_drop_in(running: Running) -> None:

@@ -66,7 +66,7 @@ from hyperv_agent.service import build_agent, run_agent
 from tests.e2e import soak_kit as kit
 from tests.e2e.conftest import API, Running, client_context
 from tests.e2e.soak_kit import HOSTS, MIB, RULES, SMB, Nic, Vm, Volume
-from tests.s3server import free_port
+from tests.ports import free_port
 
 EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "5"))
 STEPS = int(os.environ.get("SOAK_STEPS", "20"))

@@ -22,7 +22,7 @@ from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
 from tests.emulator.kit import ok, request_state
 from tests.hostfs.test_http import FileServer, identity, serve, tls_server_context
-from tests.s3server import free_port
+from tests.ports import free_port
 from tests.sessions import hv
 
 CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"

@@ -36,7 +36,7 @@ from hyperv_agent.hostfs.transfer import TransferError, transfer
 from hyperv_agent.hostfs.web import StartOver
 from tests.conftest import requires_tool
 from tests.cramped import Cramped
-from tests.s3server import free_port
+from tests.ports import free_port
 
 USER, PASSWORD = "cloud", "p@ss:w0rd/ü"
 DATA = os.urandom(2 * COPY_CHUNK_BYTES + 4321)

@@ -38,7 +38,8 @@ from hyperv_agent.hostfs.s3 import (
 from hyperv_agent.hostfs.transfer import TransferError, transfer
 from hyperv_agent.hostfs.web import Get, Response
 from tests.cramped import Cramped
-from tests.s3server import S3Server, free_port, s3_process
+from tests.ports import free_port
+from tests.s3server import S3Server, s3_process
 
 KEY = "template/tmpl/2/201/Win 2019+SP1=ü~(x).vhd"
 DATA = os.urandom(2 * COPY_CHUNK_BYTES + 12345)

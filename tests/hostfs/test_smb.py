@@ -33,7 +33,8 @@ from hyperv_agent.hostfs.smb import SmbFiles
 from hyperv_agent.hostfs.smb import redirects as smb_redirects
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import PRIVATE_IP, Running, serving
-from tests.samba import Samba, free_port
+from tests.ports import free_port
+from tests.samba import Samba
 
 MIB = 1024 * 1024
 

@@ -26,7 +26,8 @@ from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hostfs.smb import CLOSE_GRACE_S, SmbFiles
 from hyperv_agent.hostfs.smbwatch import Watchdog, connection_socket
 from hyperv_agent.service import Agent, build_agent, run_agent
-from tests.samba import Samba, free_port, serving_pid, session_ports
+from tests.ports import free_port
+from tests.samba import Samba, serving_pid, session_ports
 
 PROBE_S, ANSWER_S = 0.5, 1.0
 BOUND_S = PROBE_S + ANSWER_S + 2.5  # the watchdog's ticks and the wake-up, with room

@@ -5,7 +5,6 @@ and `service remove` takes it away (run by the Windows workflow, as an administr
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from hyperv_agent.winsvc.paths import SERVICE_NAME, ServicePaths
 from hyperv_agent.winsvc.plan import SHUTDOWN_TIMEOUT_S
 from hyperv_agent.winsvc.runner import STOP_WAIT_HINT_MS
 from hyperv_agent.winsvc.windows import WindowsServiceHost
+from tests.ports import free_port
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
 
@@ -30,12 +30,6 @@ LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPC
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hyperv_agent.cli", "service", *args],
                           capture_output=True, text=True, timeout=300, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(port: int) -> str:

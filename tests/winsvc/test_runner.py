@@ -30,6 +30,7 @@ from hyperv_agent.winsvc.runner import (
     StopSignal,
     run_service,
 )
+from tests.ports import free_port
 from tests.winsvc.memoryhost import MemoryHost
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
@@ -46,12 +47,6 @@ class Events:
 
     def error(self, text: str) -> None:
         self.lines.append(("error", text))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
