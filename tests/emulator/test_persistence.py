@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.schema import lookup
 from tests.emulator.kit import define_vm, devices, ok, request_state, service, state
 
 VMS = wql.select("Msvm_ComputerSystem", wql.eq("Caption", "Virtual Machine"))
@@ -208,3 +210,37 @@ def test_a_disk_being_made_when_the_process_is_killed_is_removed_when_the_host_o
     import asyncio
 
     asyncio.run(reopened())
+
+
+def _stored_values(config: EmulatorConfig) -> list[dict[str, object]]:
+    with sqlite3.connect(config.state_dir / "emulator.sqlite3") as db:
+        return [json.loads(doc)["values"] for (doc,) in db.execute("SELECT doc FROM records")]
+
+
+async def test_a_record_holds_only_its_set_values_and_still_shows_every_property(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Most of a class's properties are null: a record holds none of them (in memory and
+    on disk), and an instance still shows every property of its class, nulls included,
+    before and after the host reopens."""
+    config = make_config()
+    cim = EmulatorCim.open(config)
+    vm = await define_vm(cim, "sparse")
+    await ok(cim, await request_state(cim, vm, 2))
+    stored = _stored_values(config)
+    assert stored and all(None not in values.values() for values in stored)
+    vm_class = lookup("Msvm_ComputerSystem")
+    assert vm_class is not None
+    shown = (await cim.get(vm)).properties
+    assert len(shown) == len(vm_class.properties)
+    nulls = {prop.name for prop in shown.values() if prop.value is None}
+    assert "OtherEnabledState" in nulls and "ElementName" not in nulls
+    await cim.close()
+
+    again = EmulatorCim.open(config)
+    try:
+        reopened = (await again.get(vm)).properties
+        assert reopened.keys() == shown.keys()
+        assert {prop.name for prop in reopened.values() if prop.value is None} == nulls
+    finally:
+        await again.close()

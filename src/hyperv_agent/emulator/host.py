@@ -300,14 +300,18 @@ class EmulatedHost:
     # --- building records -----------------------------------------------------------------
 
     def new_record(self, class_name: str, **values: CimValue) -> Record:
-        """A record of ``class_name`` with the class defaults, then ``values``."""
+        """A record of ``class_name`` with the class defaults, then ``values`` (a record
+        holds no null: a property it does not hold reads null)."""
         class_def = CLASSES[class_name]
-        merged = {p.name: p.default for p in class_def.properties.values()}
+        merged = dict(class_def.set_defaults)
         for name, value in values.items():
             prop = class_def.prop(name)
             if prop is None:
                 raise KeyError(f"{class_name} has no property {name}")
-            merged[prop.name] = value
+            if value is None:
+                merged.pop(prop.name, None)
+            else:
+                merged[prop.name] = value
         return Record(class_def, merged)
 
     def service_path(self, class_name: str) -> ObjectPath:

@@ -36,6 +36,12 @@ class ClassDef:
         return tuple(sorted((p for p in self.properties.values() if p.key), key=lambda p: p.name))
 
     @functools.cached_property
+    def set_defaults(self) -> Mapping[str, CimValue]:
+        """The properties whose MOF default is not null, with those defaults: what a new
+        record holds before its own values (a property a record does not hold is null)."""
+        return {p.name: p.default for p in self.properties.values() if p.default is not None}
+
+    @functools.cached_property
     def array_names(self) -> tuple[str, ...]:
         """The names of the array properties."""
         return tuple(p.name for p in self.properties.values() if p.is_array)

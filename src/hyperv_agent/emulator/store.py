@@ -17,7 +17,7 @@ import copy
 import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -49,7 +49,7 @@ class Record:
     """One stored instance: its class, property values and the emulator's hidden state."""
 
     class_def: ClassDef
-    values: dict[str, CimValue]  # canonical property name -> value
+    values: dict[str, CimValue]  # canonical property name -> value; absent: null
     meta: dict[str, Any] = field(default_factory=dict)  # not visible through CIM
 
     @property
@@ -65,8 +65,15 @@ class Record:
         value = self.values.get(name)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
+    def update(self, values: Mapping[str, CimValue]) -> None:
+        for name, value in values.items():
+            self[name] = value
+
     def __setitem__(self, name: str, value: CimValue) -> None:
-        self.values[name] = value
+        if value is None:  # held as absent: most of a class's properties are null
+            self.values.pop(name, None)
+        else:
+            self.values[name] = value
 
 
 #: One index probe: the records an index files under one key.
@@ -80,7 +87,7 @@ def document(record: Record) -> dict[str, Any]:
 
 def from_document(class_def: ClassDef, data: dict[str, Any]) -> Record:
     """The record of ``class_def`` that ``document`` wrote."""
-    values = dict(data["values"])
+    values = {name: value for name, value in data["values"].items() if value is not None}
     for name in class_def.array_names:  # JSON arrays come back as lists
         value = values.get(name)
         if isinstance(value, list):

@@ -188,7 +188,7 @@ def modify_feature_settings(call: Call) -> Mapping[str, OutValue]:
                               immediate=True)
         _check_port_vm(call, str(record["InstanceID"]),
                        "no switch-port feature can be changed of")
-        record.values.update({k: v for k, v in item.values.items() if k != "InstanceID"})
+        record.update({k: v for k, v in item.values.items() if k != "InstanceID"})
         _check_values(record.class_def.name, record.values)
         _check_siblings(call, record)
         changed.append(record.path)

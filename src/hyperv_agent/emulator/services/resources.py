@@ -551,7 +551,7 @@ def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> No
             "Parent", record["Parent"])}), guid, _CONTROLLERS, "controller")
         wanted = values.get("AddressOnParent", record["AddressOnParent"])
         values["AddressOnParent"] = str(_free_slot(call, guid, controller, str(wanted), record))
-    record.values.update(values)
+    record.update(values)
 
 
 # --- RemoveResourceSettings ---------------------------------------------------------------
