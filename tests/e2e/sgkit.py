@@ -16,7 +16,8 @@ from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.portacl import Packet
 from tests.cloudstack.fixtures import ms422_json, sample_json
 from tests.e2e.conftest import Running
-from tests.emulator.portkit import port_features
+from tests.emulator.kit import ok
+from tests.emulator.portkit import ACL, Nic, acl, add_features, port_features, vm_with_nic
 
 VM_NAME, VM_ID = "i-2-8-VM", 8
 MAC = "02:00:4c:5f:00:08"
@@ -120,3 +121,21 @@ async def acl_state(cim: EmulatorCim, vm: str = VM_NAME) -> list[tuple[object, .
     """Every ACL of the port as stored (instance ids included), for "unchanged" checks."""
     return sorted((str(a["InstanceID"]), str(a["Name"]), a["Weight"], a["RemoteIPAddress"],
                    a["LocalPort"]) for a in await acls_of(cim, vm))
+
+
+async def orphaned_acl(cim: EmulatorCim, vm: str = VM_NAME, mac: str = MAC) -> Nic:
+    """A running VM with one of the agent's ACLs left without its port (the port gone,
+    its feature left behind: a state no method of the seam reaches)."""
+    nic = await vm_with_nic(cim, vm, mac)
+    await ok(cim, await add_features(cim, nic.port, [await acl(
+        cim, Name="cloudstack-sg/deny", Direction=1, Action=2, Weight=1)]))
+    txn = cim.host.store.transaction()
+    txn.delete(nic.port)
+    txn.commit()
+    return nic
+
+
+async def left_of(cim: EmulatorCim, nic: Nic) -> list[CimInstance]:
+    """The ACLs left of the port ``nic`` had (``orphaned_acl``)."""
+    return await cim.query(wql.select(ACL, wql.starts_with("InstanceID",
+                                                           nic.port.key("InstanceID"))))

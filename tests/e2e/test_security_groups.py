@@ -36,6 +36,8 @@ from tests.e2e.sgkit import (
     acl_state,
     acls_of,
     https_to,
+    left_of,
+    orphaned_acl,
     port_of,
     reaches,
     rule,
@@ -540,6 +542,31 @@ async def test_cleanup_removes_the_agents_acls_left_without_their_port(
     left = await cim.query(wql.select("Msvm_EthernetSwitchPortExtendedAclSettingData",
                                       wql.starts_with("InstanceID", port.key("InstanceID"))))
     assert [str(a["Name"]) for a in left] == ["admin-block"]
+
+
+async def test_cleanup_goes_on_past_a_vm_whose_acls_cannot_be_removed_now(
+    running: Running,
+) -> None:
+    """Hyper-V refuses to remove one VM's leftover ACLs (its job ends in an error): the
+    other VMs' leftovers are removed all the same, the answer names the VM left and the
+    host's error, and the next cleanup removes what was left."""
+    cim = running.emulator
+    first = await orphaned_acl(cim, "i-2-5-VM", "02:00:4c:5f:00:05")  # removed first
+    second = await orphaned_acl(cim, VM_NAME, MAC)
+    cim.faults.fail_next_job("RemoveFeatureSettings", 32768, "the feature is in use")
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, False), answer
+    assert answer["details"].startswith("1 ACLs of ports that no longer exist removed"), answer
+    assert "1 ACLs of VM i-2-5-VM left for the next cleanup: " in answer["details"], answer
+    assert "the feature is in use" in answer["details"], answer
+    assert VM_NAME not in answer["details"], answer
+    assert await left_of(cim, second) == []
+    assert len(await left_of(cim, first)) == 1
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert answer["details"].startswith("1 ACLs of ports that no longer exist removed"), answer
+    assert await left_of(cim, first) == []
 
 
 # --- bad input ----------------------------------------------------------------------------

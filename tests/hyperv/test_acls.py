@@ -275,5 +275,5 @@ async def test_sweep_finds_nothing_to_remove_when_every_acl_has_its_port(
 ) -> None:
     await _vm(emulator, guard=Guard((SSH, *DENIES), GUARDED))
     before = emulator.round_trips()
-    assert await acls.sweep(hv(emulator)) == 0
+    assert await acls.sweep(hv(emulator)) == acls.Swept(0)
     assert (emulator.round_trips() - before).calls == 2

@@ -43,7 +43,10 @@ may still be starting on a slow host, or stopping when HA or the guest stops it)
 is read once the change is done, within the job wait and half the command's ``wait``
 (``vm.settle_wait``, ``acls.read_ports``), at no cost for a VM in a steady state; one
 still changing after that fails the answer, naming the change. A CleanupNetworkRulesCmd
-waits the same way before removing the leftover ACLs of such a VM (``acls.sweep``).
+waits the same way before removing the leftover ACLs of such a VM (``acls.sweep``); one
+still changing after that keeps its leftovers for the next cleanup, as does one whose
+removal the host refuses, and the other VMs' are removed all the same (a false answer
+names each VM left and why).
 
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
@@ -243,18 +246,28 @@ class SecurityGroupHandlers:
         """Forget what is known of VMs that are no longer on the host (their ports and the
         rules last applied), and remove the agent's ACLs whose port no longer exists
         (their seqNum ACL with them). Those of a VM Hyper-V is starting, stopping or saving
-        are removed once that is done, as the other commands wait (module notes); a VM
-        still changing after that fails the answer, naming the change, and its ACLs are
-        left for the next cleanup. Otherwise answers true when the host answers; safe to
-        repeat."""
+        are removed once that is done, as the other commands wait (module notes). A VM
+        still changing after that, or whose ACLs the host refuses to remove, keeps its
+        own for the next cleanup and the others' are removed all the same: the answer
+        is then false and names each VM left and why. Otherwise true when the host
+        answers; safe to repeat.
+
+        The MS does nothing with this answer but log it: ``SecurityGroupListener`` acts
+        on SecurityGroupRuleAnswers only, and the attache's cron sends the command again
+        at its interval whatever the result. A partial sweep answers false, as KVM's and
+        XenServer's resources answer when their cleanup script fails, so that the MS's
+        log says the host still holds leftovers, and which."""
         listed = await vms.list_vms(self.hv)
         present = {vm.name for vm in listed}
         forgotten = acls.forget_absent(self.hv, present)
         forgotten |= _forget_absent(self._applied, present)
-        removed = await acls.sweep(self.hv, listed, settle_wait(self.job_wait, command.wait_s))
-        return Answer(result=True, details=f"{removed} ACLs of ports that no longer exist "
-                                           f"removed; {len(forgotten)} VMs no longer here "
-                                           "forgotten")
+        swept = await acls.sweep(self.hv, listed, settle_wait(self.job_wait, command.wait_s))
+        details = "; ".join([
+            f"{swept.removed} ACLs of ports that no longer exist removed",
+            f"{len(forgotten)} VMs no longer here forgotten",
+            *(f"{left.count} ACLs of VM {left.vm} left for the next cleanup: {left.reason}"
+              for left in swept.left)])
+        return Answer(result=not swept.left, details=details)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ session):
                     changes, +1 call + 1 W when an existing security setting differs;
                     unknown port: + the 3 queries of ``read_ports``; a remove or add
                     larger than a request holds: 1 call + 1 W per batch
-``sweep``           2 queries at once (+1 call + 1 W when there is something to remove;
-                    + P gets while Hyper-V changes the state of a VM it is left from)
+``sweep``           2 queries at once (+1 call + 1 W for each VM there is something
+                    to remove of; + P gets while Hyper-V changes the state of such a VM)
 ==================  ===================================================================
 """
 
@@ -60,6 +60,7 @@ from hyperv_agent.errors import (
     AgentError,
     CimInvalidClass,
     CimResponseTooLarge,
+    CimUnavailable,
     HyperVError,
     InvalidRequest,
 )
@@ -480,32 +481,87 @@ def added_to_port(hv: HyperV, vm: vms.VmRef, mac: str, port: ObjectPath, new: Ne
 # --- leftovers ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Left:
+    """The leftover ACLs of one VM that a sweep could not remove now, and why."""
+
+    vm: str  # its name when it is on the host, else the GUID in their InstanceID
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What ``sweep`` did: the number of ACLs removed, and what it left, by VM."""
+
+    removed: int
+    left: tuple[Left, ...] = ()
+
+
 async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
-                policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> int:
+                policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> Swept:
     """Remove the agent's ACLs whose port no longer exists (Hyper-V removes a port's
-    features with it; whatever it left behind goes). The number removed. 2 queries at
-    once, +1 call + 1 W when there is something to remove; safe to repeat.
+    features with it; whatever it left behind goes). 2 queries at once, then 1 call + 1 W
+    for each VM the leftovers are of; safe to repeat.
 
     ``listed``: the host's VMs as just listed (``vms.list_vms``). A leftover of a VM
     among them that Hyper-V is starting, stopping or saving takes no removal until that
     is done (32775): the change is waited out first, within ``policy`` (``power.settle``,
-    + P gets); one still changing after it raises HyperVError naming the change, nothing
-    removed."""
+    + P gets). The leftovers of each VM are removed in a call of their own, so that one
+    VM still changing after the wait, or whose removal the host refuses, keeps only its
+    own: it is in ``left`` with the reason, and the next sweep, which reads the host
+    afresh, tries them again. A host that does not answer (CimUnavailable) ends the
+    sweep there."""
     owned_query = wql.select(Class.EXTENDED_ACL, wql.starts_with("Name", NAME_PREFIX + "/"),
                              ("InstanceID",))
     port_query = wql.select(Class.EPASD, None, ("InstanceID",))
     owned, ports = await asyncio.gather(hv.cim.query(owned_query, NAMESPACE),
                                         hv.cim.query(port_query, NAMESPACE))
     live = {(p.string("InstanceID") or "").lower() for p in ports}
-    orphans = [found for found in (acl.string("InstanceID") or "" for acl in owned)
-               if not _under_any(found.lower(), live)]
-    if orphans:
-        owners = {vms.owner_guid(found) for found in orphans}
-        await asyncio.gather(*(
-            power.settle(hv, vms.VmRef(vm.guid, vm.name, vm.power, vm.changing), policy)
-            for vm in listed if vm.changing is not None and vm.guid.upper() in owners))
-        await _remove(hv, orphans)
-    return len(orphans)
+    by_owner: dict[str, list[str]] = {}
+    for found in (acl.string("InstanceID") or "" for acl in owned):
+        if not _under_any(found.lower(), live):
+            by_owner.setdefault(vms.owner_guid(found), []).append(found)
+    on_host = {vm.guid.upper(): vm for vm in listed}
+    label = {guid: on_host[guid].name if guid in on_host else guid or "(no GUID)"
+             for guid in by_owner}
+    owners = sorted(by_owner, key=label.__getitem__)
+    waits = await asyncio.gather(*(_settled(hv, on_host.get(guid), policy)
+                                   for guid in owners))
+    removed, left = 0, []
+    for guid, unsettled in zip(owners, waits, strict=True):
+        reason = unsettled or await _removed(hv, by_owner[guid])
+        if reason is None:
+            removed += len(by_owner[guid])
+            continue
+        log.warning("%d leftover ACLs of VM %s are left for the next sweep: %s",
+                    len(by_owner[guid]), label[guid], reason)
+        left.append(Left(label[guid], len(by_owner[guid]), reason))
+    return Swept(removed, tuple(left))
+
+
+async def _settled(hv: HyperV, vm: vms.VmInfo | None, policy: jobs.WaitPolicy) -> str | None:
+    """None once ``vm`` (None: not on the host) is in a steady state; else why not."""
+    if vm is None or vm.changing is None:
+        return None
+    try:
+        await power.settle(hv, vms.VmRef(vm.guid, vm.name, vm.power, vm.changing), policy)
+    except CimUnavailable:
+        raise
+    except AgentError as error:
+        return str(error)
+    return None
+
+
+async def _removed(hv: HyperV, instance_ids: Sequence[str]) -> str | None:
+    """None once the ACLs ``instance_ids`` are removed; else why the host refused."""
+    try:
+        await _remove(hv, instance_ids)
+    except CimUnavailable:
+        raise
+    except AgentError as error:
+        return str(error)
+    return None
 
 
 def _under_any(instance_id: str, ports: set[str]) -> bool:
