@@ -4,6 +4,7 @@ the session keeps of it; the guard a new NIC gets with its other features."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.portacl import Packet
+from hyperv_agent.errors import CimUnavailable
 from hyperv_agent.hyperv import acls, build, nics, power, vms
 from hyperv_agent.hyperv.acls import Guard, PortUnavailable
 from hyperv_agent.hyperv.build import VmSpec
@@ -25,7 +27,7 @@ from hyperv_agent.hyperv.portacls import (
 from hyperv_agent.hyperv.schema import AclAction, AclDirection
 from hyperv_agent.hyperv.session import HyperV
 from tests.emulator.kit import ok
-from tests.emulator.portkit import ACL, acl, add_features, remove_features
+from tests.emulator.portkit import ACL, acl, add_features, remove_features, vm_with_nic
 from tests.sessions import hv
 
 IN, OUT = AclDirection.INCOMING, AclDirection.OUTGOING
@@ -277,3 +279,30 @@ async def test_sweep_finds_nothing_to_remove_when_every_acl_has_its_port(
     before = emulator.round_trips()
     assert await acls.sweep(hv(emulator)) == acls.Swept(0)
     assert (emulator.round_trips() - before).calls == 2
+
+
+async def test_sweep_ends_when_the_host_does_not_answer(
+    emulator: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A VM whose leftovers the host refuses is passed over (the next one is tried), but a
+    host that does not answer would not answer for the next VM either: the sweep ends
+    there, with the host's error, instead of waiting the outage out once per VM."""
+    for name, mac in (("i-2-5-VM", "02:00:4c:5f:00:05"), ("i-2-8-VM", "02:00:4c:5f:00:08")):
+        nic = await vm_with_nic(emulator, name, mac)
+        await ok(emulator, await add_features(emulator, nic.port, [await acl(
+            emulator, Name="cloudstack-sg/deny", Direction=1, Action=2, Weight=1)]))
+        txn = emulator.host.store.transaction()  # the port gone, its ACL left behind
+        txn.delete(nic.port)
+        txn.commit()
+    tried: list[str] = []
+
+    async def out_of_reach(path: ObjectPath, method: str, params: Any = None) -> Any:
+        tried.append(method)
+        raise CimUnavailable("hv01:5986: cannot reach the WinRM service (refused)")
+
+    session = hv(emulator)
+    await vms.management_service(session)  # found before the outage
+    monkeypatch.setattr(emulator, "invoke", out_of_reach)
+    with pytest.raises(CimUnavailable, match="cannot reach"):
+        await acls.sweep(session)
+    assert tried == ["RemoveFeatureSettings"]
