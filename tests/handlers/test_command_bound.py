@@ -17,13 +17,14 @@ CHECK = "com.cloud.agent.api.CheckVirtualMachineCommand"
 JOB_WAIT = jobs.WaitPolicy(timeout_s=600.0)
 
 
-async def _limits(body: dict[str, object]) -> list[tuple[float, str | None]]:
+async def _limits(body: dict[str, object], job_wait: jobs.WaitPolicy = JOB_WAIT,
+                  ) -> list[tuple[float, str | None]]:
     seen: list[tuple[float, str | None]] = []
 
     async def handler(command: Command) -> Result:
-        seen.append(jobs.limited(JOB_WAIT))
+        seen.append(jobs.limited(job_wait))
         with jobs.whole_wait():
-            seen.append(jobs.limited(JOB_WAIT))
+            seen.append(jobs.limited(job_wait))
         return Answer(result=True)
 
     dispatch = Dispatch({CHECK: Route(Command, handler)})
@@ -47,6 +48,17 @@ async def test_a_commands_waits_end_within_half_its_wait(wait: int, half: float,
                               "waits for CheckVirtualMachineCommand")
     else:
         assert work_bound is None
+
+
+async def test_a_job_wait_longer_than_half_the_default_wait_ends_at_that_half() -> None:
+    """A host configured with a job wait beyond 900 s: a VM's state change, like any
+    wait, still ends within half the 1800 s the MS waits for a command whose ``wait`` is
+    0, so the answer comes while the MS still listens."""
+    long_wait = jobs.WaitPolicy(timeout_s=3000.0)
+    (work_s, work_bound), (undo_s, _) = await _limits({"wait": 0}, long_wait)
+    assert 899.8 < work_s <= 900.0 and 1799.8 < undo_s <= 1800.0
+    assert work_bound == ("900 s, half the 1800 s the management server waits for "
+                          "CheckVirtualMachineCommand")
 
 
 async def test_a_body_without_a_wait_keeps_the_job_wait() -> None:

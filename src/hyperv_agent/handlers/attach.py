@@ -37,10 +37,10 @@ Choices, and why:
   the MS reports the failure and keeps its records as they were. What needs no change
   (already attached, not attached, the DVD drive already empty) answers as for any VM.
 - A VM Hyper-V is starting, stopping or saving: waited for first, within the job wait
-  and half the command's ``wait`` (``vm.settle_wait``; ``power.find_settled``; Hyper-V
-  changes no drive meanwhile, and a starting VM reads as running, a stopping one as off),
-  then treated as it then is; one still changing after that fails the answer, naming the
-  change, with nothing changed.
+  and the command's bound (``jobs.command_bound``: half the command's ``wait``;
+  ``power.find_settled``; Hyper-V changes no drive meanwhile, and a starting VM reads as
+  running, a stopping one as off), then treated as it then is; one still changing after
+  that fails the answer, naming the change, with nothing changed.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from hyperv_agent.errors import HyperVError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.vm import VmLocks, settle_wait
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import disks, diskstats, drives, jobs, power, vms
@@ -135,14 +135,13 @@ class AttachHandlers:
         disk, vm_name = asked.disk, asked.vm_name
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
-        details = await self._attach(disk, vm_name, asked.controller_info,
-                                     settle_wait(self.job_wait, asked.wait_s))
+        details = await self._attach(disk, vm_name, asked.controller_info)
         return AttachAnswer(result=True, disk=disk, details=details)
 
     async def _attach(self, disk: DiskTO, vm_name: str,
-                      controller_info: dict[str, str] | None, wait: jobs.WaitPolicy) -> str:
+                      controller_info: dict[str, str] | None) -> str:
         if start_plan.is_empty_dvd(disk):
-            return await self._empty_dvd(vm_name, wait)
+            return await self._empty_dvd(vm_name)
         image = await self._image(disk)
         _check_vm_name(vm_name)
         controller, slot = _scsi_place(disk) if image.kind == DATADISK else (0, 0)
@@ -150,7 +149,7 @@ class AttachHandlers:
             controller_info, "controllerInfo") == start_plan.IDE
         await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
-            vm = await power.find_settled(self.hv, vm_name, wait)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
@@ -200,22 +199,21 @@ class AttachHandlers:
         host: success, nothing done (details say so).
         """
         disk, vm_name = asked.disk, asked.vm_name
-        wait = settle_wait(self.job_wait, asked.wait_s)
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
         if start_plan.is_empty_dvd(disk):
             return DettachAnswer(result=True, disk=disk,
-                                 details=await self._empty_dvd(vm_name, wait))
+                                 details=await self._empty_dvd(vm_name))
         image = await self._image(disk, check_links=False)  # the file is not opened
         _check_vm_name(vm_name)
-        details = await self._detach(image, vm_name, wait)
+        details = await self._detach(image, vm_name)
         return DettachAnswer(result=True, disk=disk, details=details)
 
-    async def _empty_dvd(self, vm_name: str, wait: jobs.WaitPolicy) -> str:
+    async def _empty_dvd(self, vm_name: str) -> str:
         """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
         _check_vm_name(vm_name)
         async with self.locks.hold(vm_name):
-            vm = await power.find_settled(self.hv, vm_name, wait)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was changed")
             placed = await drives.empty_dvd(self.hv, vm)
@@ -223,9 +221,9 @@ class AttachHandlers:
             return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
         return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
 
-    async def _detach(self, image: _Image, vm_name: str, wait: jobs.WaitPolicy) -> str:
+    async def _detach(self, image: _Image, vm_name: str) -> str:
         async with self.locks.hold(vm_name):
-            vm = await power.find_settled(self.hv, vm_name, wait)
+            vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
             if image.kind == ISO:
@@ -275,8 +273,7 @@ class AttachHandlers:
                                             images.ISO_SUFFIXES)
             await self._require_exists(path)
         async with self.locks.hold(asked.vm_name):
-            vm = await power.find_settled(self.hv, asked.vm_name,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
                 return _absent(asked.vm_name, "nothing was changed")
             if asked.attach:

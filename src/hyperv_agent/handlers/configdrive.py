@@ -118,7 +118,7 @@ class ConfigDriveHandlers(FileHandlers):
                 details = await self._create(command.iso_data, target)
                 return HandleConfigDriveIsoAnswer(result=True, location=location,
                                                   details=details)
-            details = await self._delete(target, command.wait_s)
+            details = await self._delete(target)
         return HandleConfigDriveIsoAnswer(result=True, details=details)
 
     def _pool_root(self, command: HandleConfigDriveIsoCommand) -> str:
@@ -239,8 +239,8 @@ class ConfigDriveHandlers(FileHandlers):
         with self.files.open_binary(path, "xb") as out:
             out.write(image)
 
-    async def _delete(self, target: str, wait_s: int) -> str:
-        await self.refuse_if_running(target, "the ISO was kept", wait_s=wait_s, iso=True)
+    async def _delete(self, target: str) -> str:
+        await self.refuse_if_running(target, "the ISO was kept", iso=True)
         try:
             removed = await self.files.remove(target)
         except HostFileError as error:

@@ -116,8 +116,7 @@ class CopyHandler(FileHandlers):
                         dest: TemplateObjectTO | VolumeObjectTO, wait_s: int,
                         ) -> TemplateObjectTO | VolumeObjectTO | None:
         """The case's answer; ``wait_s``: the command's ``wait``, which bounds a merge or a
-        whole-disk write (``disk_job_wait``) and the wait for a VM holding a file to finish
-        a state change (``refuse_if_running``)."""
+        whole-disk write (``disk_job_wait``)."""
         if isinstance(src, TemplateObjectTO):
             if (isinstance(dest, TemplateObjectTO)
                     and isinstance(src.image_data_store, NfsTO | S3TO)
@@ -242,7 +241,7 @@ class CopyHandler(FileHandlers):
         # them, so it sees every linked clone made before it and removes no template a
         # full copy is still reading
         async with self.file_locks.hold_all(target, shared=(template,)):
-            await self._refuse_if_running(target, wait_s)
+            await self._refuse_if_running(target)
             async with self.staged(target) as staged:
                 if linked:
                     await disks.create_differencing(self.hv, staged, template,
@@ -272,7 +271,7 @@ class CopyHandler(FileHandlers):
         size = max(dest.size_bytes or 0, virtual)
         # the template held shared while Hyper-V reads it, as for every volume made from it
         async with self.file_locks.hold_all(target, shared=(template,)):
-            await self._refuse_if_running(target, wait_s)
+            await self._refuse_if_running(target)
             await require_room(self.files, target, size, f"a fixed copy (FAT) of {template}",
                                "nothing was written")
             async with self.staged(target) as staged:
@@ -301,10 +300,10 @@ class CopyHandler(FileHandlers):
                 return candidate
         raise InvalidRequest(f"Local template file missing from {candidates[0]}")
 
-    async def _refuse_if_running(self, target: str, wait_s: int) -> None:
+    async def _refuse_if_running(self, target: str) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
         if await self.files.exists(target):
-            await self.refuse_if_running(target, "it was left as it is", wait_s=wait_s)
+            await self.refuse_if_running(target, "it was left as it is")
 
     def _links(self, template_store: WrappedTO | None, volume_store: WrappedTO | None) -> bool:
         """Whether a volume is made as a linked clone: the pool does not ask for full clones
@@ -344,8 +343,8 @@ class CopyHandler(FileHandlers):
         held = (source, target) if isinstance(src.data_store, PrimaryDataStoreTO) else (target,)
         async with self.file_locks.hold_all(*held):
             if len(held) == 2:
-                await self.refuse_if_running(source, "it was not copied", wait_s=wait_s)
-            await self._refuse_if_running(target, wait_s)
+                await self.refuse_if_running(source, "it was not copied")
+            await self._refuse_if_running(target)
             if not isinstance(src.data_store, PrimaryDataStoreTO):
                 # from an image store, where a user may have uploaded it: checked as a
                 # downloaded template is. A differencing disk would make Hyper-V open the
@@ -458,7 +457,7 @@ class CopyHandler(FileHandlers):
         settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         virtual = settings.size_bytes
         async with self.file_locks.hold_all(source, target):  # a start of its VM waits
-            await self.refuse_if_running(source, "it was not copied", wait_s=wait_s)
+            await self.refuse_if_running(source, "it was not copied")
             # merged beside the source: Hyper-V may not be able to write to the image
             # store's share
             async with self.standalone(source, settings,

@@ -26,7 +26,6 @@ from hyperv_agent.cloudstack.enums import ProvisioningType
 from hyperv_agent.errors import AgentError, InvalidRequest
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
-from hyperv_agent.handlers.vm import settle_wait
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
 from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
@@ -99,7 +98,7 @@ class FileHandlers:
         self.parent_budget_s = DEFAULT_BUDGET_S  # bounds ``refuse_if_parent``'s reading
 
     async def refuse_if_running(self, path: str, kept: str = "the file was kept", *,
-                                wait_s: int, iso: bool = False) -> None:
+                                iso: bool = False) -> None:
         """AgentError naming the VM when a running or paused VM has the disk file ``path``
         (with ``iso``, the ISO image ``path``) in one of its drives; ``kept`` says what
         became of the file. A paused VM keeps its
@@ -108,14 +107,14 @@ class FileHandlers:
         in use: the management server starts the VM again from its volumes' paths; nor
         is a saved one's (its worker is gone). A VM Hyper-V is starting, stopping or saving
         holds the file meanwhile, whatever state it reads as (a stopping VM reads as off):
-        it is waited for first (``power.settle``), within the job wait and half the
-        command's ``wait_s`` (``vm.settle_wait``), and judged as it then is; one still
-        changing after that raises HyperVError naming the change.
+        it is waited for first (``power.settle``), within the job wait and the command's
+        bound (``jobs.command_bound``: half the command's ``wait``), and judged as it then
+        is; one still changing after that raises HyperVError naming the change.
         1 query (+ 1 get when a VM has the file; + P gets while its state changes)."""
         attached = await disks.find_attachment(self.hv, path, iso=iso)
         if attached is None:
             return
-        vm = await power.settle(self.hv, attached.vm, settle_wait(self.job_wait, wait_s))
+        vm = await power.settle(self.hv, attached.vm, self.job_wait)
         if vm is not None and vm.power in _HOLDING:
             what = "the ISO" if iso else "the volume"
             raise AgentError(f"{path} is attached to the {vm.power.value} VM "

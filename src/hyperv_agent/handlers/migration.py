@@ -58,7 +58,7 @@ from hyperv_agent.handlers.datapaths import (
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
-from hyperv_agent.handlers.vm import cloudstack_power, settle_wait
+from hyperv_agent.handlers.vm import cloudstack_power
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
@@ -242,7 +242,7 @@ class MigrationHandlers(FileHandlers):
         if command.virtual_machine is not None:
             shared_disks_only(command.virtual_machine)
         async with self.vm_locks.hold(command.vm_name):
-            vm = await self._running_here(command.vm_name, command.wait_s)
+            vm = await self._running_here(command.vm_name)
             note = await self._iso_mismatch(command.virtual_machine, vm)
             destination = await host_name_of(address, self.settings.name_lookup_s)
             await self._move(migration.Move(vm, destination=destination,
@@ -267,7 +267,7 @@ class MigrationHandlers(FileHandlers):
                     str(pair.u.type or "") in SHARED_TYPES)
                    for pair in command.volume_to_filer_as_list]
         async with self.vm_locks.hold(command.vm.name):
-            vm = await self._running_here(command.vm.name, command.wait_s)
+            vm = await self._running_here(command.vm.name)
             storage = await drives.read_storage(self.hv, vm)
             disks = tuple(_disk_move(storage, volume, folder) for volume, folder, _ in folders)
             problems = [problem for disk, (volume, folder, shared) in zip(disks, folders,
@@ -358,8 +358,7 @@ class MigrationHandlers(FileHandlers):
     async def _move_attached(self, command: MigrateVolumeCommand, folder: str) -> bool:
         """Storage-migrate the disk of a VM on this host; False when the VM is not here or
         the volume is not one of its disks."""
-        vm = await power.find_settled(self.hv, command.attached_vm_name or "",
-                                      settle_wait(self.job_wait, command.wait_s))
+        vm = await power.find_settled(self.hv, command.attached_vm_name or "", self.job_wait)
         if vm is None:
             return False
         storage = await drives.read_storage(self.hv, vm)
@@ -422,8 +421,7 @@ class MigrationHandlers(FileHandlers):
         try:
             async with limit, self.file_locks.hold_all(source, target):
                 await self.refuse_if_running(source,
-                                             "the volume was not moved; the file was kept",
-                                             wait_s=command.wait_s)
+                                             "the volume was not moved; the file was kept")
                 record = _move_record(source, await self.files.stat(source))
                 if not await self._copied_before(target, marker, record):
                     # Written before the copy is renamed into place and removed after the
@@ -511,7 +509,7 @@ class MigrationHandlers(FileHandlers):
 
     # --- shared ---------------------------------------------------------------------------
 
-    async def _running_here(self, name: str, wait_s: int) -> VmRef:
+    async def _running_here(self, name: str) -> VmRef:
         """The VM ``name`` of this host, which Migrate and MigrateWithStorage move only while
         CheckVirtualMachine reports it on (running or paused): the MS sends them for a
         VM it believes running and then asks the destination's CheckVirtualMachine, where a
@@ -519,9 +517,9 @@ class MigrationHandlers(FileHandlers):
         source, leaving its definition (a saved one with its memory) on the destination.
         Hyper-V would move it; KVM and XenServer refuse, and so does this. A VM Hyper-V is
         starting, stopping or saving (it moves none meanwhile) is waited for first, within
-        the job wait and half the command's ``wait_s`` (``vm.settle_wait``), and then
+        the job wait and the command's bound (``jobs.command_bound``), and then
         judged as it is (``power.find_settled``)."""
-        vm = await power.find_settled(self.hv, name, settle_wait(self.job_wait, wait_s))
+        vm = await power.find_settled(self.hv, name, self.job_wait)
         if vm is None:
             raise InvalidRequest(f"no VM named {name} on this host")
         if cloudstack_power(vm.power) is not PowerState.POWER_ON:

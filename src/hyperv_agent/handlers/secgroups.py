@@ -40,13 +40,13 @@ XenServer hosts keep such a number per running VM in the same way.
 A VM Hyper-V is starting, stopping or saving takes no change to its ports' features until
 that is done (a SecurityGroupRulesCmd follows a StartCommand's answer at once, and the VM
 may still be starting on a slow host, or stopping when HA or the guest stops it): the port
-is read once the change is done, within the job wait and half the command's ``wait``
-(``vm.settle_wait``, ``acls.read_ports``), at no cost for a VM in a steady state; one
-still changing after that fails the answer, naming the change. A CleanupNetworkRulesCmd
-waits the same way before removing the leftover ACLs of such a VM (``acls.sweep``); one
-still changing after that keeps its leftovers for the next cleanup, as does one whose
-removal the host refuses, and the other VMs' are removed all the same (a false answer
-names each VM left and why).
+is read once the change is done, within the job wait and the command's bound
+(``jobs.command_bound``: half the command's ``wait``; ``acls.read_ports``), at no cost
+for a VM in a steady state; one still changing after that fails the answer, naming the
+change. A CleanupNetworkRulesCmd waits the same way before removing the leftover ACLs of
+such a VM (``acls.sweep``); one still changing after that keeps its leftovers for the
+next cleanup, as does one whose removal the host refuses, and the other VMs' are removed
+all the same (a false answer names each VM left and why).
 
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
@@ -79,7 +79,7 @@ from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.handlers import sgrules
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.sgrules import RuleError
-from hyperv_agent.handlers.vm import VmLocks, settle_wait
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import acls, jobs, nics, vms
 from hyperv_agent.hyperv.portacls import AclChange, AclSpec, PortSecurity, as_spec
 from hyperv_agent.hyperv.session import HyperV
@@ -170,7 +170,7 @@ class SecurityGroupHandlers:
         async with self.locks.hold(vm_name):
             try:
                 applied = await self._bring(vm_name, mac, unless_overtaken,
-                                            sgrules.USER_VM_SECURITY, command.wait_s)
+                                            sgrules.USER_VM_SECURITY)
             except _Overtaken as overtaken:
                 return _rule_answer(command, f"seqNum {seq} is older than "
                                              f"{overtaken.newest}, which is applied; ignored")
@@ -185,10 +185,9 @@ class SecurityGroupHandlers:
                 and acls.known_port(self.hv, vm_name, mac) is last.port)
 
     async def _bring(self, vm_name: str, mac: str, wanted: acls.Wanted,
-                     security: PortSecurity | None, wait_s: int) -> acls.Applied:
+                     security: PortSecurity | None) -> acls.Applied:
         try:
-            return await acls.bring_to(self.hv, vm_name, mac, wanted, security,
-                                       settle_wait(self.job_wait, wait_s))
+            return await acls.bring_to(self.hv, vm_name, mac, wanted, security, self.job_wait)
         except acls.PortUnavailable as error:
             raise FirewallUnavailable(str(error)) from error
 
@@ -213,7 +212,7 @@ class SecurityGroupHandlers:
                     else sgrules.without_address(current, address))
 
         async with self.locks.hold(vm_name):
-            applied = await self._bring(vm_name, mac, wanted, None, command.wait_s)
+            applied = await self._bring(vm_name, mac, wanted, None)
         verb = "may send from" if adding else "no longer sends from"
         return Answer(result=True, details=f"{vm_name} {mac} {verb} {address}: "
                                            f"{_summary(applied.change)}")
@@ -228,8 +227,7 @@ class SecurityGroupHandlers:
         vm_name = _required(command.vm_name, "vmName")
         async with self.locks.hold(vm_name):
             try:
-                ports = await acls.read_ports(self.hv, vm_name,
-                                              settle_wait(self.job_wait, command.wait_s))
+                ports = await acls.read_ports(self.hv, vm_name, self.job_wait)
             except acls.PortUnavailable as error:
                 raise FirewallUnavailable(str(error)) from error
             changes = [(await acls.apply(self.hv, port, (), sgrules.SYSTEM_VM_SECURITY))[1]
@@ -261,7 +259,7 @@ class SecurityGroupHandlers:
         present = {vm.name for vm in listed}
         forgotten = acls.forget_absent(self.hv, present)
         forgotten |= _forget_absent(self._applied, present)
-        swept = await acls.sweep(self.hv, listed, settle_wait(self.job_wait, command.wait_s))
+        swept = await acls.sweep(self.hv, listed, self.job_wait)
         details = "; ".join([
             f"{swept.removed} ACLs of ports that no longer exist removed",
             f"{len(forgotten)} VMs no longer here forgotten",

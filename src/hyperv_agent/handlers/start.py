@@ -43,7 +43,7 @@ from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths, config_drive_on_host
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import FileLocks
-from hyperv_agent.handlers.vm import VmLocks, settle_wait
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, devices, firmware, jobs, kvp, nics, power, vms
@@ -121,10 +121,10 @@ class StartHandler:
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
         exists but is not running is removed (its disks kept) and built anew. One Hyper-V
-        is starting or stopping is waited for first (within the job wait and half the
-        command's ``wait``: ``vm.settle_wait``), and then taken as it is. Every Hyper-V
-        job of the build ends within the command's bound (``jobs.command_bound``); one
-        still running then fails the command, and the half-built VM is removed. Invalid
+        is starting or stopping is waited for first, and then taken as it is. That wait,
+        and every Hyper-V job of the build, ends within the command's bound
+        (``jobs.command_bound``: half the command's ``wait``); a VM still changing then
+        fails the command, and so does a job still running, the half-built VM removed. Invalid
         input (CPUs, memory, speeds, a disk path outside its pool or missing, an unknown
         switch, a bad VLAN, boot arguments that no KVP items can carry, secure boot on a
         host without the guest OS's template): a failed answer, nothing created or
@@ -151,8 +151,7 @@ class StartHandler:
             # Hyper-V is starting or stopping it: neither running nor off yet
             existing = await _named(f"waiting for the existing VM to finish "
                                     f"{existing.changing}",
-                                    power.settle(self.hv, existing,
-                                                 settle_wait(self.job_wait, command.wait_s)))
+                                    power.settle(self.hv, existing, self.job_wait))
         if existing is not None and existing.power is vms.PowerState.RUNNING:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()

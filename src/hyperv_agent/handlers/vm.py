@@ -8,7 +8,6 @@ Read-only commands take no lock.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,6 @@ from hyperv_agent.cloudstack.answers import (
     RebootAnswer,
     StopAnswer,
 )
-from hyperv_agent.cloudstack.base import ms_wait_s
 from hyperv_agent.cloudstack.commands_network import PatchSystemVmCommand
 from hyperv_agent.cloudstack.commands_vm import (
     CheckVirtualMachineCommand,
@@ -101,20 +99,6 @@ _REBOOTED: Mapping[power.Rebooted, str] = {
 
 #: The per-VM lock table: one lock per VM name (case-insensitive, as Hyper-V matches names).
 VmLocks = NamedLocks
-
-
-def settle_wait(job_wait: jobs.WaitPolicy, wait_s: int) -> jobs.WaitPolicy:
-    """How long a command waits for Hyper-V to finish starting, stopping or saving its VM
-    before it acts (``power.settle``): the job wait, but no more than half
-    (``jobs.WORK_SHARE``) of what the management server waits for the answer (the
-    command's ``wait``; for 0, the MS's ``MS_DEFAULT_WAIT_S``), so the command's own work,
-    and its answer, still come before the MS gives up on it. The rule of the command's
-    bound (``jobs.command_bound``), which also counts the time the command has already
-    taken when it is dispatched."""
-    answer_s = ms_wait_s(wait_s)
-    if job_wait.timeout_s <= answer_s * jobs.WORK_SHARE:
-        return job_wait
-    return dataclasses.replace(job_wait, timeout_s=answer_s * jobs.WORK_SHARE)
 
 
 class VmHandlers:

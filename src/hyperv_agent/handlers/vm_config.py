@@ -11,8 +11,8 @@ with the MAC is connected (disconnected). Every
 command holds the VM's lock (shared with the other VM handlers), so it never interleaves
 with a Start, Stop or another change of the same VM.
 A VM Hyper-V is starting, stopping or saving is waited for first, within the job wait
-and half the command's ``wait`` (``vm.settle_wait``; ``power.find_settled``): Hyper-V
-changes none of its devices or settings meanwhile, and
+and the command's bound (``jobs.command_bound``: half the command's ``wait``;
+``power.find_settled``): Hyper-V changes none of its devices or settings meanwhile, and
 a starting VM reads as running, a stopping one as off. One still changing after that
 fails the answer, naming the change, with nothing changed.
 """
@@ -43,7 +43,7 @@ from hyperv_agent.cloudstack.objects import NicDetails, NicTO, VirtualMachineTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.vm import VmLocks, settle_wait
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv import jobs, nics, power, scale, vms
 from hyperv_agent.hyperv.schema import PvlanMode
@@ -99,8 +99,7 @@ class VmConfigHandlers:
         start_plan.check_cpus(cpus, most, "cpus")
         memory_mb, memory_max_mb = start_plan.memory_sizes(wanted, 2, most)
         async with self.locks.hold(name):
-            vm = await power.find_settled(self.hv, name,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
             await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb, memory_max_mb)
@@ -151,8 +150,7 @@ class VmConfigHandlers:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
         async with self.locks.hold(asked.vm_name):
-            vm = await power.find_settled(self.hv, asked.vm_name,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
                 raise _nic_failed(f"there is no VM {asked.vm_name!r} on this host")
             nic = _pick(await nics.list_nics(self.hv, vm.guid), asked)
@@ -195,8 +193,7 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac, vlan = nics.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
-            vm = await power.find_settled(self.hv, name,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             if vm is None:
                 raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
             found = await nics.list_nics(self.hv, vm.guid)
@@ -267,8 +264,7 @@ class VmConfigHandlers:
             raise InvalidRequest(f"no VM on this host has a NIC with MAC {address}; "
                                  "nothing changed")
         async with self.locks.hold(found):
-            vm = await power.find_settled(self.hv, found,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, found, self.job_wait)
             nic = None if vm is None else next(
                 (n for n in await nics.list_nics(self.hv, vm.guid) if n.mac == address), None)
             if nic is None:
@@ -335,8 +331,7 @@ class VmConfigHandlers:
                                  "nothing changed")
         mac = nics.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
-            vm = await power.find_settled(self.hv, name,
-                                          settle_wait(self.job_wait, asked.wait_s))
+            vm = await power.find_settled(self.hv, name, self.job_wait)
             found = [] if vm is None else await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
             if vm is None:

@@ -57,7 +57,7 @@ from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
 from hyperv_agent.handlers.locks import FileLocks, at_most
-from hyperv_agent.handlers.vm import VmLocks, settle_wait
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.room import require_room
@@ -233,7 +233,7 @@ class VolumeHandlers(FileHandlers):
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
-            await self.refuse_if_running(path, wait_s=command.wait_s)
+            await self.refuse_if_running(path)
             await self.files.remove(path)
         log.info("deleted volume file %s", path)
         return Answer(result=True, details=f"deleted {path}")
@@ -249,8 +249,8 @@ class VolumeHandlers(FileHandlers):
         ``room.KEEP_FREE_BYTES`` free is refused before Hyper-V is asked, and the job, which
         writes the new part whole, is waited for up to the command's bound. A disk of a VM
         Hyper-V is starting, stopping or saving, which it grows only once that is done, is
-        grown then (``_holder_settled``, within the job wait and half the command's
-        ``wait``; a VM still changing after it fails the answer, naming the change). The
+        grown then (``_holder_settled``, within the job wait and the command's bound; a VM
+        still changing after it fails the answer, naming the change). The
         answer's ``newSize`` is the disk's size."""
         path = await self._filer_volume(command.pool, command.path)
         new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
@@ -263,17 +263,16 @@ class VolumeHandlers(FileHandlers):
                 try:
                     await self._grow(path, current, new_size, command.wait_s)
                 except (MethodFailed, JobFailed) as error:
-                    if not await self._holder_settled(path, error, command.wait_s):
+                    if not await self._holder_settled(path, error):
                         raise
                     await self._grow(path, current, new_size, command.wait_s)
         return ResizeVolumeAnswer(result=True, new_size_bytes=max(new_size, current.size_bytes))
 
-    async def _holder_settled(self, path: str, error: MethodFailed | JobFailed,
-                              wait_s: int) -> bool:
+    async def _holder_settled(self, path: str, error: MethodFailed | JobFailed) -> bool:
         """After Hyper-V refused to grow ``path`` as "invalid state" (it grows no disk of
         a VM it is starting, stopping or saving): True once the VM holding it is done
-        (``power.settle``, within the job wait and half the command's ``wait_s``:
-        ``vm.settle_wait``; it may be by the time the refused job has ended), so the
+        (``power.settle``, within the job wait and the command's bound,
+        ``jobs.command_bound``; it may be by the time the refused job has ended), so the
         resize is tried once more; False for any other refusal or a disk no VM holds.
         Looked up (1 query + 1 get) only after such a refusal: a disk of a VM in a steady
         state costs no round trip more."""
@@ -283,7 +282,7 @@ class VolumeHandlers(FileHandlers):
         attached = await disks.find_attachment(self.hv, path)
         if attached is None:
             return False
-        await power.settle(self.hv, attached.vm, settle_wait(self.job_wait, wait_s))
+        await power.settle(self.hv, attached.vm, self.job_wait)
         return True
 
     async def _grow(self, path: str, current: disks.DiskSettings, new_size: int,
@@ -363,7 +362,7 @@ class VolumeHandlers(FileHandlers):
         clones, which the management server evicts when no volume row of its own
         records the template in the pool, although a clone made from it may be there.
         A VM Hyper-V is starting or stopping is waited for before the detach, within the
-        job wait and half the command's ``wait`` (``vm.settle_wait``); one still changing
+        job wait and the command's bound (``jobs.command_bound``); one still changing
         after it fails the answer, naming the change.
 
         The management server also evicts unused templates from a pool with it:
@@ -379,19 +378,18 @@ class VolumeHandlers(FileHandlers):
             checked = await self.refuse_if_parent(path)
             attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
-                await self._release(attached, path, command.vm_name,
-                                    settle_wait(self.job_wait, command.wait_s))
+                await self._release(attached, path, command.vm_name)
             await self.files.remove(path)
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
-    async def _release(self, attached: disks.Attachment, path: str, vm_name: str | None,
-                       wait: jobs.WaitPolicy) -> None:
+    async def _release(self, attached: disks.Attachment, path: str,
+                       vm_name: str | None) -> None:
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
         # Hyper-V removes no drive of a VM it is starting, stopping or saving (32775), and
         # a stopping VM reads as off: the change is waited out first, as Dettach does.
-        vm = await power.settle(self.hv, attached.vm, wait)
+        vm = await power.settle(self.hv, attached.vm, self.job_wait)
         if vm is None:  # removed meanwhile, and its drives with it
             return
         try:
