@@ -304,3 +304,47 @@ async def test_a_move_queued_behind_one_that_fails_as_it_begins_runs_then(
     assert [state for state, _ in await _states(source, results)] == [
         COMPLETED, COMPLETED, EXCEPTION, RUNNING, RUNNING]
     assert await _active(source) == (0, 2)
+
+
+async def test_closing_a_host_leaves_the_queued_moves_of_another_of_its_name(
+        tmp_path: Path) -> None:
+    """Two hosts of one process under the same name (a host made again in another state
+    directory): each keeps its own queued moves. Closing one drops its own; the other's
+    queued move still runs when a slot frees, on its own host."""
+    clock = Clock()
+    first = EmulatorCim.open(_config(tmp_path / "first", SOURCE, "10.0.9.5", 2), clock)
+    second = EmulatorCim.open(_config(tmp_path / "second", SOURCE, "10.0.9.6", 2), clock)
+    try:
+        moves = {}
+        for cim in (first, second):
+            vms = await _vms(cim, 3)
+            moves[cim] = [await migrate(cim, vm, None, STORAGE, [
+                await moved_disk(cim, vm, f"S:\\vms\\elsewhere{index}.vhdx")])
+                for index, vm in enumerate(vms)]
+            assert [state for state, _ in await _states(cim, moves[cim])] == [
+                RUNNING, RUNNING, NEW]
+        await first.close()
+        clock.now += JOB_S + 0.1
+        assert [state for state, _ in await _states(second, moves[second])] == [
+            COMPLETED, COMPLETED, RUNNING]
+        disks = await second.query("SELECT HostResource FROM "
+                                   "Msvm_StorageAllocationSettingData WHERE ResourceType = 31")
+        held = {str(path).lower() for disk in disks for path in disk.strings("HostResource")}
+        assert "s:\\vms\\elsewhere2.vhdx" in held and "s:\\vms\\root2.vhdx" not in held, held
+    finally:
+        await second.close()
+
+
+async def test_a_queued_move_that_has_begun_is_seen_first_at_its_destination(
+        hosts: Hosts) -> None:
+    """Once a queued move's slot frees, its VM is on the destination for a read there,
+    though its source was not asked anything since: the move's work is done before a
+    primitive of any host of the process the move reaches."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 3)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
+    clock.now += JOB_S + 0.1
+    found = await destination.query("SELECT Name FROM Msvm_ComputerSystem WHERE Name = "
+                                    f"'{vms[2].key('Name')}'")
+    assert len(found) == 1

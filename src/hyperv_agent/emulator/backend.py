@@ -97,7 +97,7 @@ class EmulatorCim(Cim):
 
     async def _work(self, work: Callable[[], _T]) -> _T:
         def settled() -> _T:
-            jobs.begin_due()  # what queued jobs do as they begin is seen by this primitive
+            jobs.begin_due(self.host)  # what queued jobs do as they begin is seen here
             return work()
 
         return await self.host.worker.run(settled)

@@ -1,4 +1,5 @@
-"""Where a host's jobs stand in time: when each is due to go, and which hold a slot.
+"""Where a host's jobs stand in time: when each is due to go, which hold a slot, and
+the work of those queued.
 
 A host keeps every job it ran for its retention (300 s): thousands on a host kept busy,
 more than it has instances of anything else. The work done on them follows the jobs it
@@ -11,15 +12,34 @@ rolled back or stopped (its times changed), and whoever reads an entry checks it
 against the job's record. What it must not do is miss a job: every job staged is
 noted (``note``) as are the changes of its times, and the jobs a host stored before
 this process are read into it once (``filled``).
+
+The work a queued job does when it begins (``queued``) lives in this process only, as
+the job's host does: closing the host drops it, and a job left queued when its process
+ends never does it.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.codes import JOB_RETENTION_S
 from hyperv_agent.emulator.store import Record
+
+#: The work a queued job does when it begins: None when done, else the job's error
+#: (ErrorCode, ErrorDescription).
+Work = Callable[[], "tuple[int, str] | None"]
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The ``work`` of the host's job ``job``, done when the job begins at ``begin``."""
+
+    job: ObjectPath
+    begin: float
+    work: Work
 
 
 def removal_time(record: Record) -> float | None:
@@ -32,13 +52,14 @@ def removal_time(record: Record) -> float | None:
 
 
 class JobBook:
-    """One host's jobs by removal time, its jobs holding slots, by slot name, and the
-    jobs writing files, by file."""
+    """One host's jobs by removal time, its jobs holding slots, by slot name, the jobs
+    writing files, by file, and the work of its queued jobs, by job."""
 
     def __init__(self) -> None:
         self._removals: list[tuple[float, str]] = []  # a heap of (removal time, path key)
         self._slotted: dict[str, set[str]] = {}
         self._writers: dict[str, str] = {}  # a file's identity: the last job writing it
+        self.queued: dict[str, Queued] = {}  # by the job's path key (``jobs.defer``)
         self.filled = False
 
     def fill(self, jobs: Iterable[tuple[str, Record]]) -> None:

@@ -22,19 +22,21 @@ time (stopped, or failing as it begins) gives its place to those queued behind i
 then begin as the jobs still ahead of them end (``_move_up``).
 
 The work of a queued job (a move: the VM stays on its source until then) is done when
-the job begins (``defer``; ``begin_due`` runs what is due, before each primitive of any
-emulated host of the process and on a timer at the moment a job begins). Until then the
-job is ``Cancellable``, as any job whose work has not started: stopped, it never does its
-work. Work that fails as it begins ends the job then, in Exception with its error. The
-work waits in this process only: a job left queued when its process ends never does it.
+the job begins (``defer``, which keeps it in its host's job book; ``begin_due`` runs what
+is due, before each primitive of an emulated host and on a timer at the moment a job
+begins). Until then the job is ``Cancellable``, as any job whose work has not started:
+stopped, it never does its work. Work that fails as it begins ends the job then, in
+Exception with its error. The work waits in this process only: a job left queued when its
+process ends never does it, nor one of a host closed meanwhile (``forget``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
@@ -45,7 +47,7 @@ from hyperv_agent.emulator.codes import (
 )
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
-from hyperv_agent.emulator.jobbook import JobBook, removal_time
+from hyperv_agent.emulator.jobbook import JobBook, Queued, Work, removal_time
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record, Transaction
 
@@ -78,11 +80,6 @@ class Slots:
     limit: int
 
 
-#: The work a queued job does when it begins: None when done, else the job's error
-#: (ErrorCode, ErrorDescription).
-Work = Callable[[], "tuple[int, str] | None"]
-
-
 @dataclass(frozen=True)
 class Queue:
     """Where a job of ``slots`` stands: it begins at ``begin`` (``slot_free_at``, as the
@@ -91,19 +88,6 @@ class Queue:
     slots: Slots
     begin: float
     work: Work | None = None
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    host: EmulatedHost
-    job: ObjectPath
-    begin: float
-    work: Work
-
-
-#: The work of queued jobs, by the key of the job's host and path (all hosts of the
-#: process: their work runs on one thread, and a move changes two hosts).
-_WAITING: dict[tuple[str, str], _Waiting] = {}
 
 
 def new_job(
@@ -172,39 +156,48 @@ def defer(host: EmulatedHost, job: ObjectPath, queue: Queue) -> None:
     """Do ``queue.work`` when the (committed) ``job`` begins, unless it is stopped first."""
     if queue.work is None:
         return
-    waiting = _Waiting(host, job, queue.begin, queue.work)
-    _WAITING[(host.name.lower(), str(job).lower())] = waiting
-    host.later(max(0.0, queue.begin - host.clock()), begin_due)
+    host.job_book.queued[job.normalized] = Queued(job, queue.begin, queue.work)
+    host.later(max(0.0, queue.begin - host.clock()), functools.partial(begin_due, host))
 
 
-def begin_due() -> None:
+def begin_due(host: EmulatedHost) -> None:
     """Do the work of every queued job that has begun, in the order they began (on the
-    emulator's thread). Run before every primitive: with no queued work, it does none."""
-    if not _WAITING:
+    emulator's thread): of ``host``, and of the other hosts of the process a move may
+    reach (``EmulatedHost.registry``), since a move's work changes its destination too,
+    and a primitive of the destination must see the move its source began. Run before
+    every primitive: with no queued work, it does none. A host whose name a later one
+    of the process took is not in the registry (no move reaches it either): its queued
+    work, a move to another host included, is done by its own primitives and timers
+    only (the emulator's choice: such a host stands for one made again, not a second
+    host)."""
+    hosts = [host] if host.job_book.queued else []
+    hosts += [other for other in EmulatedHost.registry.values()
+              if other is not host and other.job_book.queued]
+    if not hosts:
         return
-    due = sorted(((key, waiting) for key, waiting in _WAITING.items()
-                  if waiting.host.clock() >= waiting.begin), key=lambda item: item[1].begin)
-    for key, waiting in due:
-        if _WAITING.pop(key, None) is not None:
-            _begin(key, waiting)
+    due = sorted(((each, key, queued) for each in hosts
+                  for key, queued in each.job_book.queued.items()
+                  if each.clock() >= queued.begin), key=lambda item: item[2].begin)
+    for each, key, queued in due:
+        if each.job_book.queued.pop(key, None) is not None:
+            _begin(each, key, queued)
 
 
 def forget(host: EmulatedHost) -> None:
-    """Drop the queued work of ``host`` (it is closing)."""
-    for key in [key for key, waiting in _WAITING.items() if waiting.host is host]:
-        del _WAITING[key]
+    """Drop the queued work of ``host`` (it is closing): a timer set for it finds none."""
+    host.job_book.queued.clear()
 
 
-def _begin(key: tuple[str, str], waiting: _Waiting) -> None:
-    job = waiting.host.store.get(waiting.job)
+def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
+    job = host.store.get(queued.job)
     if job is None or job.meta.get("stopped") is not None:
         return
-    begin = float(job.meta.get("begin", waiting.begin))
-    if begin > waiting.host.clock():  # moved up by a change its host did not keep
-        _WAITING[key] = dataclasses.replace(waiting, begin=begin)
+    begin = float(job.meta.get("begin", queued.begin))
+    if begin > host.clock():  # moved up by a change its host did not keep
+        host.job_book.queued[key] = dataclasses.replace(queued, begin=begin)
         return
     try:
-        error = waiting.work()
+        error = queued.work()
     except Exception as failure:  # not the primitive's that happens to run it: the job's
         log.exception("the work of a queued %s job failed", job["ElementName"])
         # the emulator's own wording (Microsoft's depends on what failed), without the
@@ -214,16 +207,16 @@ def _begin(key: tuple[str, str], waiting: _Waiting) -> None:
     if error is None:
         return
     log.info("a queued %s job failed as it began: %s", job["ElementName"], error[1])
-    txn = waiting.host.store.transaction()
-    staged = txn.edit(waiting.job)
+    txn = host.store.transaction()
+    staged = txn.edit(queued.job)
     if staged is None:
         return
-    staged.meta.update(end=waiting.begin, error=list(error),
-                       remove_at=waiting.begin + waiting.host.config.job_retention_s)
-    _book(waiting.host).note(waiting.job.normalized, staged)
-    moved = _move_up(waiting.host, txn, staged)
+    staged.meta.update(end=queued.begin, error=list(error),
+                       remove_at=queued.begin + host.config.job_retention_s)
+    _book(host).note(queued.job.normalized, staged)
+    moved = _move_up(host, txn, staged)
     txn.commit()
-    _reschedule(waiting.host, moved)
+    _reschedule(host, moved)
 
 
 def writer(host: EmulatedHost, path: str) -> Record | None:
@@ -323,13 +316,14 @@ def _move_up(host: EmulatedHost, txn: Transaction, ended: Record) -> list[Record
 
 def _reschedule(host: EmulatedHost, moved: list[Record]) -> None:
     """The queued work of the jobs ``moved`` up is done at their new begin."""
+    queue = host.job_book.queued
     for job in moved:
-        key = (host.name.lower(), str(job.path).lower())
-        waiting = _WAITING.get(key)
+        key = job.path.normalized
+        queued = queue.get(key)
         begin = float(job.meta["begin"])
-        if waiting is not None:
-            _WAITING[key] = dataclasses.replace(waiting, begin=begin)
-            host.later(max(0.0, begin - host.clock()), begin_due)
+        if queued is not None:
+            queue[key] = dataclasses.replace(queued, begin=begin)
+            host.later(max(0.0, begin - host.clock()), functools.partial(begin_due, host))
 
 
 def running(record: Record, now: float) -> bool:
