@@ -351,3 +351,53 @@ async def test_a_vm_its_guest_shuts_down_shows_stopping_while_it_is_torn_down(
         assert (await request_state(cim, vm, 2)).return_value == 4096
     finally:
         await cim.close()
+
+
+# --- run time -------------------------------------------------------------------------
+
+
+async def _up_time_ms(cim: EmulatorCim, vm: ObjectPath) -> int:
+    answer = await cim.invoke(await service(cim), "GetSummaryInformation", {
+        "SettingData": None, "RequestedInformation": [105]})
+    (summary,) = [s for s in answer.instances("SummaryInformation")
+                  if s["Name"] == vm.key("Name")]
+    return summary.integer("UpTime") or 0
+
+
+async def test_on_time_leaves_out_the_time_the_vm_was_paused(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """OnTimeInMilliseconds is the time "since the VM was last turned on, reset, or
+    restored" and "excludes the time the VM was in the paused state": a VM that ran 10 s,
+    was paused 100 s, then ran 5 s more, has been on 15 s, however often it was paused;
+    a reset starts its count again with no paused time. UpTime keeps its meaning here
+    (the time since the VM booted, pauses included)."""
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(async_jobs=False), clock)
+    try:
+        vm = await define_vm(cim)
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        clock.now += 10.0
+        await ok(cim, await request_state(cim, vm, PAUSED))
+        clock.now += 100.0
+        assert await _on_time_ms(cim, vm) == 10_000  # a paused VM's count stands still
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        clock.now += 5.0
+        assert await _on_time_ms(cim, vm) == 15_000
+        assert await _up_time_ms(cim, vm) == 115_000
+        await ok(cim, await request_state(cim, vm, PAUSED))
+        clock.now += 7.0
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        clock.now += 1.0
+        assert await _on_time_ms(cim, vm) == 16_000
+        await ok(cim, await request_state(cim, vm, 11))  # reset
+        clock.now += 3.0
+        assert await _on_time_ms(cim, vm) == 3_000
+        await ok(cim, await request_state(cim, vm, PAUSED))
+        clock.now += 50.0
+        await ok(cim, await request_state(cim, vm, SAVED))
+        await ok(cim, await request_state(cim, vm, RUNNING))  # restored
+        clock.now += 2.0
+        assert await _on_time_ms(cim, vm) == 2_000
+    finally:
+        await cim.close()

@@ -428,13 +428,63 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
     return {}
 
 
+#: Hidden state of a running or paused VM: the seconds it spent paused in its current run
+#: (pauses that ended).
+PAUSED_S = "paused_s"
+#: Hidden state of a paused VM: the clock time its pause began.
+PAUSED_AT = "paused_at"
+
+
+def on_time_ms(vm: Record, now: float) -> int:
+    """The VM's Msvm_ComputerSystem.OnTimeInMilliseconds at ``now``: Microsoft's "time
+    since the VM was last turned on, reset, or restored", which "excludes the time the VM
+    was in the paused state" (the time since its run began, ``started_at``, less the
+    pauses of that run, the one under way included); 0 when it is not running or paused."""
+    if not is_running(vm):
+        return 0
+    started = float(vm.meta.get("started_at", now))
+    paused = float(vm.meta.get(PAUSED_S, 0.0))
+    paused_at = vm.meta.get(PAUSED_AT)
+    if paused_at is not None:
+        paused += max(0.0, now - float(paused_at))
+    return max(0, int((now - started - paused) * 1000))
+
+
+def pause(vm: Record, now: float) -> None:
+    """Note on the (staged) ``vm`` that its pause begins at ``now``."""
+    vm.meta[PAUSED_AT] = now
+
+
+def resume(vm: Record, now: float) -> None:
+    """Note on the (staged) ``vm`` that its pause ends at ``now``: its length joins the
+    run's paused time."""
+    paused_at = vm.meta.pop(PAUSED_AT, None)
+    if paused_at is not None:
+        total = float(vm.meta.get(PAUSED_S, 0.0)) + max(0.0, now - float(paused_at))
+        vm.meta[PAUSED_S] = total
+
+
+def new_run(vm: Record, now: float) -> None:
+    """Note on the (staged) ``vm`` that a run begins at ``now`` (a start, a restore, a
+    reset or a guest's restart), with no time paused yet."""
+    vm.meta["started_at"] = now
+    vm.meta.pop(PAUSED_S, None)
+    vm.meta.pop(PAUSED_AT, None)
+
+
+def end_run(vm: Record) -> None:
+    """Drop the (staged) ``vm``'s run times: it is turned off or saved."""
+    for key in ("started_at", PAUSED_S, PAUSED_AT):
+        vm.meta.pop(key, None)
+
+
 def _vm_view(host: EmulatedHost, vm: Record, now: float) -> dict[str, CimValue]:
-    """A VM's run time while it runs, and its transitional state (with the RequestedState
-    Hyper-V shows "while the state change is in progress") while a state change runs."""
+    """A VM's run time while it runs (``on_time_ms``), and its transitional state (with
+    the RequestedState Hyper-V shows "while the state change is in progress") while a
+    state change runs."""
     view: dict[str, CimValue] = {}
     if is_running(vm):
-        started = float(vm.meta.get("started_at", now))
-        view["OnTimeInMilliseconds"] = int((now - started) * 1000)
+        view["OnTimeInMilliseconds"] = on_time_ms(vm, now)
     shown = transition(host, vm)
     if shown is not None:
         view.update(EnabledState=shown, RequestedState=int(vm.meta[TRANSITION][1]))

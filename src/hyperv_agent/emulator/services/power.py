@@ -126,8 +126,8 @@ def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
     guid = str(vm["Name"])
     vm["EnabledState"] = E.ENABLED
     vm["ProcessID"] = random.randint(1000, 60000)  # noqa: S311 - not security relevant
-    vm.meta.update({"started_at": host.clock(), "memory_mb": memory_mb,
-                    model.RUNNING_CPUS: cpus})
+    model.new_run(vm, host.clock())
+    vm.meta.update({"memory_mb": memory_mb, model.RUNNING_CPUS: cpus})
     processors.started(host, txn, vm)
     status = codes.OperationalStatus.OK
     if host.faults.lacks_integration_services(guid, str(vm["ElementName"])):
@@ -154,7 +154,7 @@ _STATUS_TEXT = {codes.OperationalStatus.OK: "OK",
 def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.DISABLED) -> None:
     vm["EnabledState"] = state
     vm["ProcessID"] = None
-    vm.meta.pop("started_at", None)
+    model.end_run(vm)
     vm.meta["memory_mb"] = 0
     vm.meta.pop(model.RUNNING_CPUS, None)
     vm.meta.pop(model.NO_GUEST_SERVICES, None)
@@ -179,14 +179,16 @@ def _restore(call: Call, vm: Record) -> None:
 
 def _pause(call: Call, vm: Record) -> None:
     vm["EnabledState"] = E.QUIESCE
+    model.pause(vm, call.host.clock())
 
 
 def _resume(call: Call, vm: Record) -> None:
     vm["EnabledState"] = E.ENABLED
+    model.resume(vm, call.host.clock())
 
 
 def _reset(call: Call, vm: Record) -> None:
-    vm.meta["started_at"] = call.host.clock()
+    model.new_run(vm, call.host.clock())
 
 
 _TRANSITIONS: dict[tuple[int, int], Transition] = {
@@ -238,7 +240,7 @@ def initiate_reboot(call: Call) -> Mapping[str, OutValue]:
 
 
 def _guest_restarted(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
-    vm.meta["started_at"] = host.clock()
+    model.new_run(vm, host.clock())
 
 
 GuestAction = Callable[[EmulatedHost, Transaction, Record], None]

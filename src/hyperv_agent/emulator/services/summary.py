@@ -203,10 +203,14 @@ class _Facts:
         guid = str(vm["Name"])
         running = vm["EnabledState"] == EnabledState.ENABLED
         # A paused VM keeps its partition: its memory stays assigned (the host's free
-        # memory counts it, ``model.RUNNING_MEMORY``) and its run goes on (as
-        # OnTimeInMilliseconds does), while its processors run nothing. Microsoft does
-        # not say what the summary of a paused VM holds; this is the choice made here:
-        # MemoryUsage and UpTime as while it ran, ProcessorLoad 0.
+        # memory counts it, ``model.RUNNING_MEMORY``) and its run goes on, while its
+        # processors run nothing. Microsoft does not say what the summary of a paused VM
+        # holds; this is the choice made here: MemoryUsage and UpTime as while it ran,
+        # ProcessorLoad 0. UpTime is documented only as the time "since the virtual
+        # machine was last booted" (no unit, no word on pauses): here milliseconds since
+        # its run began, paused time included, unlike OnTimeInMilliseconds, which
+        # Microsoft says "excludes the time the VM was in the paused state"
+        # (``model.on_time_ms``).
         held = model.is_running(vm)
         now = self.call.host.clock()
         notes = vssd["Notes"]
