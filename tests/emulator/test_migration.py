@@ -172,6 +172,20 @@ async def test_running_vm_keeps_its_uptime_and_memory_when_it_moves(pair: Pair) 
     assert (await destination.get(vm)).integer("OnTimeInMilliseconds") is not None
 
 
+async def test_running_vm_runs_in_a_worker_process_of_the_destination(pair: Pair) -> None:
+    """A moved VM runs in a new vmwp.exe on the destination: its ProcessID is one the
+    destination gives, which none of the destination's running VMs holds (both hosts,
+    new, would give their first VM the same id)."""
+    source, destination = pair
+    vm = await _vm(source)
+    staying = await _vm(destination, "C:\\vms\\staying.vhdx")
+    held = (await destination.get(staying)).integer("ProcessID")
+    assert held is not None and held == (await source.get(vm)).integer("ProcessID")
+    await ok(source, await _migrate(source, vm))
+    moved = (await destination.get(vm)).integer("ProcessID")
+    assert moved is not None and moved % 4 == 0 and moved != held
+
+
 async def test_running_vm_takes_its_processor_load_to_the_destination(pair: Pair) -> None:
     source, destination = pair
     vm = await _vm(source, running=False)

@@ -401,3 +401,70 @@ async def test_on_time_leaves_out_the_time_the_vm_was_paused(
         assert await _on_time_ms(cim, vm) == 2_000
     finally:
         await cim.close()
+
+
+# --- worker processes ---------------------------------------------------------------------
+
+
+async def _process_id(cim: EmulatorCim, vm: ObjectPath) -> int | None:
+    return (await cim.get(vm)).integer("ProcessID")
+
+
+async def test_each_run_has_a_worker_process_id_of_its_own(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """ProcessID "can be used to uniquely identify the instance of Vmwp.exe": the VMs
+    running on a host hold different ids, a VM's next run has another one, and Windows'
+    process ids are multiples of 4. The count goes on when the host is opened again, so
+    a VM started then takes no id a VM still running holds, nor a Win32_Process's."""
+    cim = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        vms = [await define_vm(cim, f"vm{index}") for index in range(3)]
+        for vm in vms:
+            await ok(cim, await request_state(cim, vm, RUNNING))
+        ids = [await _process_id(cim, vm) for vm in vms]
+        await ok(cim, await request_state(cim, vms[0], OFF))
+        assert await _process_id(cim, vms[0]) is None
+        await ok(cim, await request_state(cim, vms[0], RUNNING))
+        ids.append(await _process_id(cim, vms[0]))
+        await ok(cim, await request_state(cim, vms[1], SAVED))
+        await ok(cim, await request_state(cim, vms[1], RUNNING))
+        ids.append(await _process_id(cim, vms[1]))
+        await ok(cim, await request_state(cim, vms[2], 11))  # a reset keeps the process
+        assert await _process_id(cim, vms[2]) == ids[2]
+        created = await cim.invoke(ObjectPath("Win32_Process", (), "root\\cimv2"), "Create",
+                                   {"CommandLine": "cmd.exe /c exit"})
+        ids.append(int(str(created["ProcessId"])))
+    finally:
+        await cim.close()
+    again = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        late = await define_vm(again, "late")
+        await ok(again, await request_state(again, late, RUNNING))
+        ids.append(await _process_id(again, late))
+    finally:
+        await again.close()
+    assert all(isinstance(i, int) and i > 0 and i % 4 == 0 for i in ids), ids
+    assert len(set(ids)) == len(ids), ids
+
+
+async def test_a_started_vm_takes_no_process_id_another_vm_holds(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A VM running since an earlier version of the emulator may hold any id, the one the
+    host's count comes to next among them: a VM started then takes another."""
+    cim = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        first, second = await define_vm(cim, "first"), await define_vm(cim, "second")
+        await ok(cim, await request_state(cim, first, RUNNING))
+        held = await _process_id(cim, first)
+        assert held is not None
+        txn = cim.host.store.transaction()
+        host = txn.edit(cim.host.host_path())
+        assert host is not None
+        host.meta["last_process_id"] = held - 4  # the count comes to the held id next
+        txn.commit()
+        await ok(cim, await request_state(cim, second, RUNNING))
+        assert await _process_id(cim, second) == held + 4
+    finally:
+        await cim.close()

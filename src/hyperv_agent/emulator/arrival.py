@@ -66,7 +66,18 @@ def receive(host: EmulatedHost, txn: Transaction, offer: Offer) -> list[FileCopy
         txn.put(adapted(host, offer, _clone(record), copies))
     if offer.kind == STAGED:
         txn.put(_planned_system(host, offer))
+    elif offer.moves_the_vm and offer.running:
+        _new_worker_process(host, txn, offer)
     return copies
+
+
+def _new_worker_process(host: EmulatedHost, txn: Transaction, offer: Offer) -> None:
+    """A running or paused VM runs on ``host`` in a worker process of ``host``'s: its
+    ProcessID is one ``host`` gives (``model.new_process_id``), not its source's, which a
+    VM of ``host`` may hold."""
+    vm = txn.edit(model.vm_path(offer.guid))
+    assert vm is not None  # staged just now
+    vm["ProcessID"] = model.new_process_id(host, txn, vm)
 
 
 def check_enabled(host: EmulatedHost, txn: Transaction, role: str) -> None:

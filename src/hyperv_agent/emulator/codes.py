@@ -300,4 +300,6 @@ SYSTEM32_PROGRAMS = frozenset({
     "hostname.exe", "netsh.exe", "sc.exe",
 })
 SYSTEM32 = "C:\\Windows\\System32"
-FIRST_PROCESS_ID = 1000  # created processes get ids above it, 4 apart as on Windows
+#: Processes the host starts (Win32_Process.Create, a VM's worker process) get ids
+#: above it, 4 apart as on Windows (``model.new_process_id``).
+FIRST_PROCESS_ID = 1000

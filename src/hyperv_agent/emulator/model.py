@@ -230,6 +230,56 @@ def is_running(vm: Record) -> bool:
     return vm["EnabledState"] in (EnabledState.ENABLED, EnabledState.QUIESCE)
 
 
+#: Hidden state of the host's own Msvm_ComputerSystem: the process id it gave last
+#: (``new_process_id``).
+LAST_PROCESS_ID = "last_process_id"
+#: Hidden state of a VM that ran: the process id of its last run's worker process.
+PREVIOUS_PROCESS_ID = "previous_process_id"
+#: The highest process id the emulator gives; after it, the count starts again at
+#: ``codes.FIRST_PROCESS_ID``. Windows gives process ids in multiples of 4 and does not
+#: say which it hands out next: counting up, and this bound, are the emulator's choice.
+MAX_PROCESS_ID = 65532
+_PROCESS_ID_STEP = 4
+
+
+def _process_keys(record: Record) -> tuple[int, ...]:
+    process = record.values.get("ProcessID")
+    return (process,) if is_vm(record) and isinstance(process, int) else ()
+
+
+#: VMs by the process id of their worker process (while it runs).
+PROCESS = IndexSpec("process-id", _process_keys)
+
+
+def new_process_id(host: EmulatedHost, txn: Transaction, vm: Record | None = None) -> int:
+    """The id of a process ``host`` starts: a Win32_Process (Create), or the worker
+    process (vmwp.exe) the VM ``vm`` runs in. Microsoft documents
+    Msvm_ComputerSystem.ProcessID as the id of the process the VM runs under, which "can
+    be used to uniquely identify the instance of Vmwp.exe": the id is one no other VM's
+    worker process nor Win32_Process of the host holds, and not the one of ``vm``'s
+    previous run. The host counts them in its own record (``LAST_PROCESS_ID``), kept in
+    the store, so a host opened again goes on from where it was."""
+    record = txn.edit(host.host_path())
+    assert record is not None  # the host's first boot made it
+    systems = concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE)
+    guid = str(vm["Name"]).lower() if vm is not None else None
+    previous = vm.meta.get(PREVIOUS_PROCESS_ID) if vm is not None else None
+    taken = {p.integer("ProcessId") for p in txn.instances_of(
+        concrete_classes("Win32_Process", CIMV2_NAMESPACE))}
+    candidate = int(record.meta.get(LAST_PROCESS_ID, codes.FIRST_PROCESS_ID))
+    for _ in range((MAX_PROCESS_ID - codes.FIRST_PROCESS_ID) // _PROCESS_ID_STEP):
+        candidate += _PROCESS_ID_STEP
+        if candidate > MAX_PROCESS_ID:
+            candidate = codes.FIRST_PROCESS_ID + _PROCESS_ID_STEP
+        if candidate == previous or candidate in taken or any(
+                str(other["Name"]).lower() != guid
+                for other in txn.lookup(systems, PROCESS, candidate)):
+            continue
+        record.meta[LAST_PROCESS_ID] = candidate
+        return candidate
+    raise RuntimeError(f"every process id of {host.name} is taken")
+
+
 #: ``Record.meta`` key of a VM whose state change is under way: [the transitional
 #: EnabledState shown, the RequestedState asked for, the clock time the change ends].
 #: The stored EnabledState is already the state the change ends in.

@@ -38,7 +38,6 @@ InitiateReboot exists from Windows Server 2016 on (``codes.METHODS_SINCE_MAJOR``
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
@@ -125,7 +124,7 @@ def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
               cpus: int) -> None:
     guid = str(vm["Name"])
     vm["EnabledState"] = E.ENABLED
-    vm["ProcessID"] = random.randint(1000, 60000)  # noqa: S311 - not security relevant
+    vm["ProcessID"] = model.new_process_id(host, txn, vm)
     model.new_run(vm, host.clock())
     vm.meta.update({"memory_mb": memory_mb, model.RUNNING_CPUS: cpus})
     processors.started(host, txn, vm)
@@ -153,6 +152,8 @@ _STATUS_TEXT = {codes.OperationalStatus.OK: "OK",
 
 def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.DISABLED) -> None:
     vm["EnabledState"] = state
+    if vm["ProcessID"] is not None:
+        vm.meta[model.PREVIOUS_PROCESS_ID] = vm["ProcessID"]
     vm["ProcessID"] = None
     model.end_run(vm)
     vm.meta["memory_mb"] = 0

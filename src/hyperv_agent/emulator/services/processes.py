@@ -2,7 +2,8 @@
 
 Create is static: it finds the program its command line names (see
 ``codes.SYSTEM32_PROGRAMS``), checks the optional Win32_ProcessStartup, and adds a
-Win32_Process whose Handle is the new ProcessId. Terminate removes the instance it is
+Win32_Process whose Handle is the new ProcessId (one the host gives no other process,
+its VMs' worker processes included: ``model.new_process_id``). Terminate removes the instance it is
 called on. The emulated host runs no program: a process lives until it is terminated.
 """
 
@@ -12,7 +13,7 @@ import ntpath
 from collections.abc import Mapping
 
 from hyperv_agent.cim.api import OutValue
-from hyperv_agent.emulator import codes
+from hyperv_agent.emulator import codes, model
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import ProcessReturn
 from hyperv_agent.emulator.host import cim_datetime
@@ -34,7 +35,7 @@ def create(call: Call) -> Mapping[str, OutValue]:
             raise _refused(ProcessReturn.INVALID_PARAMETER, "ProcessStartupInformation is "
                            f"a {startup.class_def.name}, not a Win32_ProcessStartup")
     program = _program(call, _first_word(command))
-    process_id = _next_id(call)
+    process_id = model.new_process_id(call.host, call.txn)
     call.txn.put(_process(call, process_id, program, command))
     return {"ProcessId": process_id}
 
@@ -71,9 +72,6 @@ def _program(call: Call, word: str) -> str:
     return ntpath.join(codes.SYSTEM32, name)
 
 
-def _next_id(call: Call) -> int:
-    ids = [record.integer("ProcessId") for record in call.host.records(PROCESS, call.txn)]
-    return max([codes.FIRST_PROCESS_ID, *ids]) + 4
 
 
 def _process(call: Call, process_id: int, program: str, command: str) -> Record:
