@@ -20,6 +20,7 @@ from tests.emulator.migration_kit import (
     MIGRATION,
     STORAGE,
     build_vm,
+    call,
     migrate,
     moved_disk,
     new_disk,
@@ -348,3 +349,51 @@ async def test_a_queued_move_that_has_begun_is_seen_first_at_its_destination(
     found = await destination.query("SELECT Name FROM Msvm_ComputerSystem WHERE Name = "
                                     f"'{vms[2].key('Name')}'")
     assert len(found) == 1
+
+
+INVALID_STATE = 32775
+
+
+async def _refused(cim: EmulatorCim, result: MethodResult) -> tuple[int, int, str]:
+    """The (JobState, ErrorCode, ErrorDescription) of a move's job."""
+    assert result.return_value == 4096
+    job_path = result.path("Job")
+    assert job_path is not None
+    job = await cim.get(job_path)
+    return (job.integer("JobState") or 0, job.integer("ErrorCode") or 0,
+            str(job["ErrorDescription"]))
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_vm_whose_move_is_queued_or_under_way_is_not_moved_again(
+        hosts: Hosts) -> None:
+    """Hyper-V migrates a VM once at a time: asked to move a VM whose move it accepted,
+    under way or still queued for a slot, it fails the new move with 32775 (invalid
+    state) and keeps the first; the checks say the VM is in no state to move (5). Once
+    the first move is done, the VM moves again from where it went."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 2)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW]
+    refused = []
+    for vm, where in ((vms[0], "under way"), (vms[1], "queued")):
+        for kind, resources in ((LIVE, []), (STORAGE, [
+                await moved_disk(source, vms[1], "S:\\vms\\elsewhere.vhdx")])):
+            if vm == vms[0] and kind == STORAGE:
+                continue  # the VM has left the source: it has no disk there to name
+            refused.append((where, await migrate(
+                source, vm, DESTINATION if kind == LIVE else None, kind, resources)))
+        check = await call(source, "CheckVirtualSystemIsMigratableToHost", vm, DESTINATION)
+        assert (check.return_value, check["IsMigratable"]) == (5, None), vm
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW]
+    clock.now += 2 * JOB_S + 0.1
+    assert [state for state, _ in await _states(source, results)] == [COMPLETED] * 2
+    for where, again in refused:  # a refused move's job ends in Exception
+        state, code, text = await _refused(source, again)
+        assert (state, code) == (EXCEPTION, INVALID_STATE), text
+        assert "being migrated" in text and where in text, text
+    assert await _where(hosts, vms[1]) == (DESTINATION, ENABLED)
+    back = await migrate(destination, vms[1], SOURCE, LIVE)
+    assert back.return_value in (0, 4096)
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)

@@ -255,6 +255,12 @@ def active_jobs(host: EmulatedHost, txn: Transaction, slots: str, now: float) ->
                if job.meta.get("begin", 0.0) <= now)
 
 
+def holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> list[Record]:
+    """The jobs (seen through ``txn``) of the slots named ``slots`` that run or wait
+    queued at ``now``."""
+    return _holding(host, txn, slots, now)
+
+
 def _holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> list[Record]:
     """The jobs (seen through ``txn``) that hold or wait for a slot of ``slots`` at
     ``now``: not ended, with an end; those noted that no longer do leave the book."""

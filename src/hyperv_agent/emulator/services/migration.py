@@ -21,6 +21,12 @@ Decisions where Hyper-V's documentation is silent:
 
 * A VM moves when running, paused, saved or off (Hyper-V 2012 R2 and later move stopped
   VMs too); only a VM in a transition (starting, shutting down) is refused.
+* A VM whose move (live or storage) the host has accepted and not finished, under way or
+  queued, is not moved again: the second move's job fails with 32775 (Invalid state for
+  this operation, among the codes Microsoft lists for MigrateVirtualSystemToHost, which
+  does not say which one a VM being migrated gets), as a VM in transition's does, and
+  the checks answer 5 (invalid state). A move under way has already taken the VM from
+  its source here (``_at_destination``), so it is told by its job, not by the VM.
 * A null MigrationSettingData means a live move (32768) with default settings.
 * DestinationHost matches a host name, ignoring case (also by its first DNS label), and in
   a cluster also a host's private or listener address.
@@ -98,6 +104,10 @@ PORT = arrival.PORT
 # Refusals without a documented code: the emulator's choices.
 SAME_HOST = ReturnCode.INVALID_PARAMETER
 STATE_IN_TRANSITION = ReturnCode.INVALID_STATE
+BEING_MIGRATED = ReturnCode.INVALID_STATE
+#: The slots a move holds while it runs or waits (``_slots``): live, and storage.
+LIVE_SLOTS = "MaximumActiveVirtualSystemMigration"
+STORAGE_SLOTS = "MaximumActiveStorageMigration"
 #: Return codes of the checks that say a host or the VM is in no state to move.
 NOT_NOW = (ReturnCode.SYSTEM_NOT_AVAILABLE, ReturnCode.NOT_SUPPORTED, ReturnCode.INVALID_STATE)
 # A name no host has, as Windows words it (WSAHOST_NOT_FOUND).
@@ -173,7 +183,7 @@ class _Move:
 def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     txn = _Linked(call.host.store)
     call.txn = txn  # read by the backend after this returns: its commit runs the move
-    vm = _source_vm(call)
+    vm = _movable_vm(call)
     with _worded(call.host, vm):
         move = _plan(call, txn, vm)
         slots = _slots(call.host, txn, move.kind)
@@ -207,8 +217,7 @@ def _slots(host: EmulatedHost, txn: Transaction, kind: int) -> jobs.Slots:
     storage move counts against MaximumActiveStorageMigration, any other against
     MaximumActiveVirtualSystemMigration. Only the source's count is kept: a move does not
     wait for the destination's moves (the emulator's choice)."""
-    limit = "MaximumActiveStorageMigration" if kind == STORAGE else (
-        "MaximumActiveVirtualSystemMigration")
+    limit = STORAGE_SLOTS if kind == STORAGE else LIVE_SLOTS
     found = [record.integer(limit) for record in host.records(SETTINGS, txn)]
     return jobs.Slots(limit, found[0] if found else DEFAULT_SIMULTANEOUS)
 
@@ -216,7 +225,7 @@ def _slots(host: EmulatedHost, txn: Transaction, kind: int) -> jobs.Slots:
 @handles(SERVICE, "CheckVirtualSystemIsMigratable")
 def check_virtual_system_is_migratable(call: Call) -> Mapping[str, OutValue]:
     """Its job ends as the move's would (with the same error); nothing moves."""
-    vm = _source_vm(call)
+    vm = _movable_vm(call)
     with _worded(call.host, vm):
         _prepare(_plan(call, _Linked(call.host.store), vm), applied=False)
     return {}
@@ -225,7 +234,7 @@ def check_virtual_system_is_migratable(call: Call) -> Mapping[str, OutValue]:
 @handles(SERVICE, "CheckVirtualSystemIsMigratableToHost")
 def check_virtual_system_is_migratable_to_host(call: Call) -> Mapping[str, OutValue]:
     try:
-        _prepare(_plan(call, _Linked(call.host.store), _source_vm(call)), applied=False)
+        _prepare(_plan(call, _Linked(call.host.store), _movable_vm(call)), applied=False)
     except MethodError as error:
         if error.immediate:
             raise MethodError(CheckResult.INVALID_PARAMETER, error.description,
@@ -293,6 +302,34 @@ def _source_vm(call: Call) -> Record:
     if not model.is_vm(vm):
         raise _invalid(f"{vm.path} is not a virtual machine")
     return vm
+
+
+def _movable_vm(call: Call) -> Record:
+    """The VM a new move (or its check) names, refused while a move of it the host
+    accepted is under way or queued (its job holds or waits for a slot)."""
+    path = call.path("ComputerSystem")
+    job = _move_of(call, path) if path is not None else None
+    if path is None or job is None:
+        return _source_vm(call)
+    now = call.host.clock()
+    vm = call.txn.get(path)
+    name = str(vm["ElementName"]) if vm is not None else path.key("Name")
+    where = "queued" if float(job.meta.get("begin", now)) > now else "under way"
+    raise MethodError(BEING_MIGRATED, failure_text(
+        name, "source", call.host.name,
+        f"The virtual machine is being migrated: its move (job {job['InstanceID']}) is "
+        f"{where}; it takes no other move until that one ends."))
+
+
+def _move_of(call: Call, vm: ObjectPath) -> Record | None:
+    """The host's move of the VM ``vm`` that runs or waits queued, if any."""
+    now = call.host.clock()
+    for slots in (LIVE_SLOTS, STORAGE_SLOTS):
+        for job in jobs.holding(call.host, call.txn, slots, now):
+            affected = job.meta.get("affected")
+            if affected and ObjectPath.parse(str(affected)).normalized == vm.normalized:
+                return job
+    return None
 
 
 def _migration_settings(call: Call) -> Embedded:
