@@ -244,3 +244,28 @@ async def test_a_record_holds_only_its_set_values_and_still_shows_every_property
         assert {prop.name for prop in reopened.values() if prop.value is None} == nulls
     finally:
         await again.close()
+
+
+async def test_records_read_back_share_their_names_and_repeated_values(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Each row is decoded on its own: read back, two VMs' records hold one copy of each
+    property name and of a value both hold (their Caption), as records made in the
+    process do, not a copy each."""
+    config = make_config()
+    cim = EmulatorCim.open(config)
+    first, second = [await define_vm(cim, name) for name in ("first", "second")]
+    await cim.close()
+
+    again = EmulatorCim.open(config)
+    try:
+        a, b = (again.host.store.get(vm) for vm in (first, second))
+        assert a is not None and b is not None
+        names_a = {name: name for name in a.values}
+        shared = [name for name in b.values if name in names_a]
+        assert "Caption" in shared
+        assert all(names_a[name] is name for name in shared)
+        assert a["Caption"] == b["Caption"] == "Virtual Machine"
+        assert a["Caption"] is b["Caption"]
+    finally:
+        await again.close()
