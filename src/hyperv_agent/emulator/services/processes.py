@@ -72,8 +72,6 @@ def _program(call: Call, word: str) -> str:
     return ntpath.join(codes.SYSTEM32, name)
 
 
-
-
 def _process(call: Call, process_id: int, program: str, command: str) -> Record:
     host = call.host
     system = next(host.records("Win32_OperatingSystem", call.txn), None)
