@@ -410,6 +410,74 @@ def test_differencing_vhd_does_not_grow(tmp_path: pathlib.Path) -> None:
     assert vhd.read_info(child).virtual_size_bytes == 8 * MIB
 
 
+def _local_file(path: str) -> pathlib.Path | None:
+    return pathlib.Path(path) if pathlib.Path(path).is_file() else None
+
+
+def _chain(tmp_path: pathlib.Path, fmt: DiskFormat) -> tuple[pathlib.Path, ...]:
+    """base <- mid <- top: a template, a linked clone of it, and a checkpoint of that."""
+    base = new_disk(tmp_path, fmt, DiskType.DYNAMIC, 8 * MIB, "base")
+    mid = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "mid", parent=base)
+    top = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "top", parent=mid)
+    return base, mid, top
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_chain_of_parents_opens_when_every_parent_is_the_one_its_child_was_made_from(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    base, mid, top = _chain(tmp_path, fmt)
+    vhd.check_chain(str(top), _local_file)
+    vhd.check_chain(str(base), _local_file)  # a disk without parents
+    assert vhd.read_info(top).parent_links == (vhd.read_info(mid).link_id,)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+@pytest.mark.parametrize("gone", ["base", "mid"])
+def test_a_chain_is_broken_naming_the_child_and_its_parent_when_a_parent_is_missing(
+    tmp_path: pathlib.Path, fmt: DiskFormat, gone: str,
+) -> None:
+    base, mid, top = _chain(tmp_path, fmt)
+    missing = {"base": base, "mid": mid}[gone]
+    child = {"base": mid, "mid": top}[gone]
+    missing.unlink()
+    with pytest.raises(vhd.BrokenChain) as caught:
+        vhd.check_chain(str(top), _local_file)
+    assert (caught.value.child, caught.value.parent) == (str(child), str(missing))
+    assert caught.value.why is vhd.ChainBreak.MISSING
+    assert "The chain of virtual hard disks is broken" in str(caught.value)
+    assert f"its parent {missing} cannot be found" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_chain_is_broken_when_a_parent_was_replaced_by_another_disk_of_its_name(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    base, mid, top = _chain(tmp_path, fmt)
+    base.unlink()
+    new_disk(tmp_path, fmt, DiskType.DYNAMIC, 8 * MIB, "base")  # a template sent again
+    with pytest.raises(vhd.BrokenChain) as caught:
+        vhd.check_chain(str(top), _local_file)
+    assert (caught.value.child, caught.value.why) == (str(mid), vhd.ChainBreak.CHANGED)
+    assert "mismatch in the identifiers" in str(caught.value)
+
+
+def test_a_vhdx_chain_is_broken_when_its_parents_data_changed_after_the_child_was_made(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A VHDX child records its parent's DataWriteGuid, which a write to the parent
+    changes: Hyper-V then refuses the chain. A VHD child records its parent's unique id,
+    which stays (``vhdfmt_vhd``: the time stamp is not compared)."""
+    base, _, top = _chain(tmp_path, DiskFormat.VHDX)
+    vhd.write_data(base, 0, b"changed under its clones")
+    with pytest.raises(vhd.BrokenChain, match="mismatch in the identifiers"):
+        vhd.check_chain(str(top), _local_file)
+
+    base, _, top = _chain(tmp_path, DiskFormat.VHD)
+    vhd.write_data(base, 0, b"changed under its clones")
+    vhd.check_chain(str(top), _local_file)
+
+
 def test_differencing_vhdx_grows_and_keeps_its_parent(tmp_path: pathlib.Path) -> None:
     """Hyper-V grows a differencing VHDX (Microsoft's ResizeVirtualHardDisk page)."""
     parent = new_disk(tmp_path, DiskFormat.VHDX, DiskType.DYNAMIC, 8 * MIB, "base")

@@ -47,9 +47,6 @@ from hyperv_agent.emulator.store import Record
 if TYPE_CHECKING:
     from hyperv_agent.emulator.host import EmulatedHost
 
-_MAX_CHAIN = 16  # parents followed from one disk; deeper chains are not Hyper-V's
-
-
 @dataclass(frozen=True)
 class Hold:
     """How a running VM holds a file open: ``writable``, the disk in one of its drives
@@ -92,7 +89,7 @@ def parent_chain(host: EmulatedHost, parent: str | None) -> tuple[str, ...]:
     name in turn, as far as they can be read; kept on a medium as ``model.MEDIUM_PARENTS``
     when it is set."""
     found: list[str] = []
-    while parent and len(found) < _MAX_CHAIN and HostPaths.identity(parent) not in found:
+    while parent and len(found) < vhd.MAX_CHAIN and HostPaths.identity(parent) not in found:
         found.append(HostPaths.identity(parent))
         try:
             parent = vhd.read_info(host.paths.local(parent)).parent_path

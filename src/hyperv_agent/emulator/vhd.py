@@ -24,11 +24,15 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypeAlias, TypeVar
 
 __all__ = [
+    "MAX_CHAIN",
+    "BrokenChain",
+    "ChainBreak",
     "DiskFormat",
     "DiskInfo",
     "DiskType",
     "Note",
     "VhdError",
+    "check_chain",
     "convert",
     "create",
     "format_for_path",
@@ -40,6 +44,10 @@ __all__ = [
 
 #: Holds a temporary file's name while the file exists (``emulator.staging``).
 Note: TypeAlias = Callable[[pathlib.Path], contextlib.AbstractContextManager[None]]
+
+#: Parents followed from one disk: deeper chains are not Hyper-V's (its checkpoints and
+#: linked clones stay far below), and the bound keeps a walk short whatever the files say.
+MAX_CHAIN = 16
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -85,6 +93,60 @@ class DiskInfo:
     physical_sector_size: int
     disk_id: str
     parent_path: str | None
+    #: What a differencing disk records of the parent it was made from, as the
+    #: identifiers it accepts (VHD: the parent's unique id; VHDX: its parent_linkage and
+    #: parent_linkage2, the parent's DataWriteGuid); empty for other disks.
+    parent_links: tuple[str, ...] = ()
+    #: What a differencing disk made from this one records of it (VHD: its unique id,
+    #: VHDX: its DataWriteGuid, which changes whenever its data does).
+    link_id: str = ""
+
+
+class ChainBreak(enum.Enum):
+    """How a differencing disk's chain of parents is broken."""
+
+    MISSING = "missing"
+    CHANGED = "changed"
+    LOOP = "loop"
+
+
+#: Windows' words for each break: the virtual disk driver's errors
+#: (ERROR_VHD_PARENT_VHD_NOT_FOUND, ERROR_VHD_CHILD_PARENT_ID_MISMATCH), as Hyper-V
+#: reports them when a VM's disk does not open. A loop has no such error; the words are
+#: the emulator's, after ValidateVirtualHardDisk's "Vhd differencing chain cycle detected".
+_BREAK_TEXT = {
+    ChainBreak.MISSING: "The chain of virtual hard disks is broken. The system cannot locate "
+                        "the parent virtual hard disk for the differencing disk. (0xC03A000D)",
+    ChainBreak.CHANGED: "The chain of virtual hard disks is corrupted. There is a mismatch in "
+                        "the identifiers of the parent virtual hard disk and differencing "
+                        "disk. (0xC03A000E)",
+    ChainBreak.LOOP: "The chain of virtual hard disks loops: a differencing chain cycle was "
+                     "detected",
+}
+_BREAK_DETAIL = {
+    ChainBreak.MISSING: "its parent {parent} cannot be found",
+    ChainBreak.CHANGED: "its parent {parent} is not the disk it was made from (it changed or "
+                        "was replaced since)",
+    ChainBreak.LOOP: "its parent {parent} is already in the chain",
+}
+
+
+class BrokenChain(VhdError):
+    """The differencing disk ``child`` names a parent that ``why`` it cannot stand on:
+    missing, not the disk it was made from, or already in the chain (both paths as the
+    caller names files)."""
+
+    def __init__(self, child: str, parent: str, why: ChainBreak) -> None:
+        super().__init__(f"{child}: {_BREAK_TEXT[why]}: "
+                         f"{_BREAK_DETAIL[why].format(parent=parent or '(none named)')}")
+        self.child = child
+        self.parent = parent
+        self.why = why
+
+    @property
+    def windows_text(self) -> str:
+        """Windows' own words for the break, naming no file."""
+        return _BREAK_TEXT[self.why]
 
 
 @dataclass(frozen=True)
@@ -291,6 +353,35 @@ def _base_of_chain(path: pathlib.Path, info: DiskInfo,
         seen.add(path.resolve())
         info = read_info(path)
     return path
+
+
+def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> None:
+    """Open the disk ``path`` and its chain of parents as far as ``MAX_CHAIN`` parents, as
+    Hyper-V opens a VM's disk: BrokenChain when a differencing disk's parent cannot be
+    found, is not the disk it was made from (its identity, ``link_id``, is not one its
+    child records), or is already in the chain; VhdError when a file of the chain is no
+    valid disk. ``local_of`` gives the local file a path names (``path`` and the parent
+    locators, Windows paths), None when there is no such file; messages name the paths
+    as given. Nothing is written."""
+    local = local_of(path)
+    if local is None:
+        raise VhdError(f"{path}: the file cannot be found")
+    info = read_info(local)
+    seen = {local.resolve()}
+    for _ in range(MAX_CHAIN):
+        if info.type is not DiskType.DIFFERENCING:
+            return
+        parent = info.parent_path or ""
+        parent_local = local_of(parent) if parent else None
+        if parent_local is None:
+            raise BrokenChain(path, parent, ChainBreak.MISSING)
+        if parent_local.resolve() in seen:
+            raise BrokenChain(path, parent, ChainBreak.LOOP)
+        parent_info = read_info(parent_local)
+        if parent_info.link_id.lower() not in {link.lower() for link in info.parent_links}:
+            raise BrokenChain(path, parent, ChainBreak.CHANGED)
+        seen.add(parent_local.resolve())
+        path, info = parent, parent_info
 
 
 def read_data(path: pathlib.Path, offset: int, length: int) -> bytes:

@@ -302,6 +302,7 @@ class FixedVhd:
         return DiskInfo(
             DiskFormat.VHD, DiskType.FIXED, self._footer.current_size, self._file.size(), 0,
             SECTOR, SECTOR, str(uuid.UUID(bytes=self._footer.unique_id)), None,
+            link_id=str(uuid.UUID(bytes=self._footer.unique_id)),
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -343,6 +344,13 @@ class SparseVhd:
             DiskFormat.VHD, disk_type, self._footer.current_size, self._file.size(),
             self._block, SECTOR, SECTOR, str(uuid.UUID(bytes=self._footer.unique_id)),
             _read_parent_path(self._file, self._header) if differencing else None,
+            # A child records its parent's unique id and time stamp; only the id is
+            # compared (``vhd.check_chain``): a copy of the parent keeps its id but not
+            # always its time, and Windows names the id mismatch as the break a
+            # replaced parent makes. The emulator's choice.
+            parent_links=(str(uuid.UUID(bytes=self._header.parent_id)),) if differencing
+            else (),
+            link_id=str(uuid.UUID(bytes=self._footer.unique_id)),
         )
 
     def read(self, offset: int, length: int) -> bytes:

@@ -465,6 +465,8 @@ class VhdxImage:
             DiskFormat.VHDX, self._disk_type(), meta.virtual_size, self._file.size(),
             meta.block_size, meta.logical_sector_size, meta.physical_sector_size,
             str(uuid.UUID(bytes_le=meta.page83)), self._parent_path(),
+            parent_links=self._parent_links(),
+            link_id=str(uuid.UUID(bytes_le=self._header.data_write_guid)),
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -519,6 +521,13 @@ class VhdxImage:
     def _parent_path(self) -> str | None:
         keys = self._meta.parent or {}
         return next((keys[key] for key in LOCATOR_KEYS_BY_PREFERENCE if keys.get(key)), None)
+
+    def _parent_links(self) -> tuple[str, ...]:
+        """The parent DataWriteGuids the parent locator accepts ([MS-VHDX]: its
+        parent_linkage, and parent_linkage2 when present), braces removed."""
+        keys = self._meta.parent or {}
+        return tuple(keys[key].strip("{}") for key in ("parent_linkage", "parent_linkage2")
+                     if keys.get(key))
 
     def _read_piece(self, offset: int, length: int) -> bytes:
         at = self._block_data_at(offset)
