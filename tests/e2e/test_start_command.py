@@ -699,6 +699,53 @@ async def test_start_removes_vm_and_names_step_when_the_nic_fails(running: Runni
     assert await vm_names(cim) == set()
 
 
+@pytest.mark.parametrize(("change", "expected"), [
+    ("removed", "The chain of virtual hard disks is broken. The system cannot locate the "
+                "parent virtual hard disk for the differencing disk."),
+    ("replaced", "The chain of virtual hard disks is corrupted. There is a mismatch in the "
+                 "identifiers of the parent virtual hard disk and differencing disk."),
+])
+async def test_start_fails_naming_the_volume_when_its_linked_clones_template_is_gone_or_changed(
+    running: Running, change: str, expected: str,
+) -> None:
+    """A root volume that is a linked clone of a template in its pool, whose template was
+    removed or replaced behind the agent's back (by hand, or by a tool that does not know
+    of the clone): Hyper-V does not start the VM. The answer fails naming the volume and
+    Windows' words for its broken parent, and no VM is left behind; the volume is kept."""
+    cim = running.emulator
+    pool = _drive_c(running) / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    body = _body(running, iso=False, make_disk=False)
+    volume = _root(body)["uuid"]
+    template = pool / "tmpl-1.vhdx"
+    vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+    store = _root(body)["dataStore"]
+    key, made = await running.answer(names.COPY_COMMAND, {
+        "srcTO": {names.TEMPLATE_OBJECT_TO: {
+            "path": "tmpl-1", "uuid": "tmpl-1", "id": 206, "format": "VHDX",
+            "imageDataStore": store, "hypervisorType": "Hyperv", "name": "tmpl-1"}},
+        "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
+                               "name": "ROOT-17", "format": "VHDX", "volumeId": 10, "id": 10,
+                               "provisioningType": "THIN"}},
+        "wait": 10800})
+    assert (key, made["result"]) == (names.COPY_CMD_ANSWER, True), made
+    clone = pool / f"{volume}.vhdx"
+    assert vhd.read_info(clone).parent_path == "C:\\pool\\tmpl-1.vhdx"
+    template.unlink()
+    if change == "replaced":  # a template of the same name made anew
+        vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+
+    key, answer = await running.answer(START, body)
+
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    details = answer["details"]
+    assert details.startswith("StartCommand failed: starting the VM: "), details
+    assert f"C:\\pool\\{volume}.vhdx" in details, details
+    assert expected in details, details
+    assert await vm_names(cim) == set()
+    assert clone.is_file()
+
+
 async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
     running: Running,
 ) -> None:

@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import InValue, ObjectPath
+from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import CimInvalidMethod, CimNotFound
-from tests.emulator.kit import define_vm, failure, ok, request_state, service, state
+from tests.emulator.kit import (
+    attach_vhdx,
+    define_vm,
+    failure,
+    finished,
+    ok,
+    request_state,
+    service,
+    state,
+)
 
 RUNNING, OFF, SAVED, PAUSED = 2, 3, 6, 9
 
@@ -196,6 +207,60 @@ async def test_start_fails_when_host_memory_is_exhausted(
         assert await state(cim, second) == OFF
     finally:
         await cim.close()
+
+
+def _template(emulator: EmulatorCim) -> Path:
+    folder = emulator.host.config.drive_root("C") / "disks"
+    folder.mkdir(parents=True, exist_ok=True)
+    vhd.create(folder / "template.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+    return folder / "template.vhdx"
+
+
+def _remove(template: Path) -> None:
+    template.unlink()
+
+
+def _replace(template: Path) -> None:  # the template downloaded again under its name
+    template.unlink()
+    vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 30)
+
+
+def _write(template: Path) -> None:  # the template's data changed under its clones
+    vhd.write_data(template, 0, b"a changed template")
+
+
+@pytest.mark.parametrize(("change", "code", "expected"), [
+    (_remove, 32779, "The chain of virtual hard disks is broken. The system cannot locate "
+                     "the parent virtual hard disk for the differencing disk. (0xC03A000D)"),
+    (_replace, 32768, "The chain of virtual hard disks is corrupted. There is a mismatch in "
+                      "the identifiers of the parent virtual hard disk and differencing disk. "
+                      "(0xC03A000E)"),
+    (_write, 32768, "There is a mismatch in the identifiers of the parent virtual hard disk "
+                    "and differencing disk. (0xC03A000E)"),
+], ids=["parent-missing", "parent-replaced", "parent-written"])
+async def test_start_fails_and_starts_nothing_when_a_disks_chain_of_parents_is_broken(
+    emulator: EmulatorCim, change: Callable[[Path], None], code: int, expected: str,
+) -> None:
+    """A linked clone whose template is gone, or is no longer the disk it was made from:
+    Hyper-V does not start the VM, its job naming the broken link."""
+    template = _template(emulator)
+    vm = await define_vm(emulator, "linked")
+    await attach_vhdx(emulator, vm, emulator.host.config.drive_root("C"),
+                      parent="C:\\disks\\template.vhdx")
+    await ok(emulator, await request_state(emulator, vm, 2))
+    await ok(emulator, await request_state(emulator, vm, 3))
+    change(template)
+
+    result = await request_state(emulator, vm, 2)
+    job = await finished(emulator, result)
+    assert await failure(emulator, result) == code
+    assert job is not None
+    description = str(job["ErrorDescription"])
+    assert description.startswith("'linked' failed to start: failed to open the attachment "
+                                  "C:\\disks\\root.vhdx: "), description
+    assert description.endswith(expected), description
+    assert await state(emulator, vm) == OFF
+    assert (await emulator.get(vm))["ProcessID"] is None
 
 
 async def test_guest_cannot_be_asked_when_it_lacks_integration_services(

@@ -53,6 +53,13 @@ CHANGE_WHILE_SUSPENDED = ReturnCode.INVALID_STATE  # a device of a paused or sav
 # for it; 32775 (invalid state), as RequestStateChange answers meanwhile.
 CHANGE_WHILE_CHANGING_STATE = ReturnCode.INVALID_STATE
 DESTROY_WHILE_RUNNING = ReturnCode.INVALID_STATE
+#: A VM's start whose differencing disk stands on a parent that cannot be found, or on one
+#: that is not the disk it was made from (``vhd.BrokenChain``): Hyper-V's start job fails
+#: with the virtual disk driver's error (0xC03A000D, 0xC03A000E) in its description, and
+#: RequestStateChange's page lists no job ErrorCode for it. A missing parent is 32779
+#: (file not found), as the disk's own missing file is; any other break 32768 (failed).
+PARENT_MISSING = ReturnCode.FILE_NOT_FOUND
+PARENT_BROKEN = ReturnCode.FAILED
 BROKEN_PARENT = ReturnCode.INVALID_PARAMETER
 UNKNOWN_PATH_ARGUMENT = ReturnCode.INVALID_PARAMETER
 KVP_KEY_EXISTS = ReturnCode.INVALID_PARAMETER

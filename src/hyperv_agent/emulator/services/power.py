@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model, processors
+from hyperv_agent.emulator import codes, model, processors, vhd
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, RequestedState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
@@ -99,7 +99,7 @@ def _start(call: Call, vm: Record) -> None:
     if memory_mb > free_mb:
         raise MethodError(ReturnCode.OUT_OF_MEMORY,
                           f"not enough memory to start: {memory_mb} MB asked, {free_mb} MB free")
-    _check_media(call, guid)
+    _check_media(call, guid, str(vm["ElementName"]))
     _power_on(call.host, call.txn, vm, memory_mb, model.virtual_processors(call.txn, guid))
 
 
@@ -110,7 +110,11 @@ def _memory_mb(txn: Transaction, guid: str) -> int:
     return 0
 
 
-def _check_media(call: Call, guid: str) -> None:
+def _check_media(call: Call, guid: str, name: str) -> None:
+    """Each medium's file must exist, and a virtual hard disk must open with its chain of
+    parents (``vhd.check_chain``): a differencing disk whose parent is missing, or is no
+    longer the disk it was made from, keeps the VM from starting, as on Hyper-V, nothing
+    started (``codes.PARENT_MISSING``, ``codes.PARENT_BROKEN``)."""
     for record in model.device_records(call.txn, guid):
         resources = record["HostResource"]
         if record.class_def.name != "Msvm_StorageAllocationSettingData" or not resources:
@@ -118,6 +122,23 @@ def _check_media(call: Call, guid: str) -> None:
         path = str(resources[0]) if isinstance(resources, tuple) else ""
         if call.host.paths.file(path) is None:
             raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the file {path} cannot be found")
+        if record["ResourceSubType"] == codes.SUBTYPE_VHD:
+            _check_chain(call, name, path)
+
+
+def _check_chain(call: Call, name: str, path: str) -> None:
+    """The wording follows Hyper-V's start errors, shortened: "'<VM>' failed to start",
+    the attachment that did not open (the disk in the drive, whichever link of its chain
+    broke) and Windows' error, which names no parent; the parent is not named either."""
+    opening = f"'{name}' failed to start: failed to open the attachment {path}: "
+    try:
+        vhd.check_chain(path, call.host.paths.file)
+    except vhd.BrokenChain as error:
+        code = (codes.PARENT_MISSING if error.why is vhd.ChainBreak.MISSING
+                else codes.PARENT_BROKEN)
+        raise MethodError(code, opening + error.windows_text) from None
+    except (vhd.VhdError, OSError) as error:
+        raise MethodError(ReturnCode.FAILED, opening + str(error)) from None
 
 
 def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
