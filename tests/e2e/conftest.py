@@ -189,6 +189,28 @@ def config_with_shares(tmp_path: Path, shares: dict[str, Path], agent_toml: str 
     return load_config(config_file, **values)
 
 
+def samples_host_config(folder: Path, agent_toml: str = "",
+                        emulator_toml: str = "") -> AgentConfig:
+    """The configuration of the host the MS 4.22 samples name: the SMB shares
+    ``\\\\10.1.1.1\\primary`` and ``secondary`` mapped to those folders under ``folder``
+    (made here), the switch ``vSwitch0``; ``agent_toml`` and ``emulator_toml`` are more
+    lines of those sections."""
+    for name in ("primary", "secondary"):
+        (folder / name).mkdir(exist_ok=True)
+    config = folder / "agent.toml"
+    config.write_text(f"""[agent]
+{agent_toml}
+[emulator]
+switches = ["vSwitch0"]
+{emulator_toml}
+[emulator.shares]
+'\\\\10.1.1.1\\primary' = '{folder / "primary"}'
+'\\\\10.1.1.1\\secondary' = '{folder / "secondary"}'
+""")
+    return load_config(config, state_dir=folder / "state", backend="emulator",
+                       private_ip=PRIVATE_IP)
+
+
 @pytest.fixture
 async def running(agent_config: Callable[..., AgentConfig]) -> AsyncIterator[Running]:
     async with serving(agent_config()) as agent:

@@ -18,11 +18,10 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
-from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from tests.cloudstack.fixtures import json_contains, ms422_json
-from tests.e2e.conftest import PRIVATE_IP, Running, serving
+from tests.e2e.conftest import PRIVATE_IP, Running, samples_host_config, serving
 from tests.emulator.kit import devices
 
 LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
@@ -34,26 +33,9 @@ DVD = "Microsoft:Hyper-V:Synthetic DVD Drive"
 MIB = 1 << 20
 
 
-def _config(tmp_path: Path, agent_toml: str = "", emulator_toml: str = "") -> AgentConfig:
-    for name in ("primary", "secondary"):
-        (tmp_path / name).mkdir(exist_ok=True)
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""[agent]
-{agent_toml}
-[emulator]
-switches = ["vSwitch0"]
-{emulator_toml}
-[emulator.shares]
-'\\\\10.1.1.1\\primary' = '{tmp_path / "primary"}'
-'\\\\10.1.1.1\\secondary' = '{tmp_path / "secondary"}'
-""")
-    return load_config(config, state_dir=tmp_path / "state", backend="emulator",
-                       private_ip=PRIVATE_IP)
-
-
 @pytest.fixture
 async def ms(tmp_path: Path) -> AsyncIterator[Running]:
-    async with serving(_config(tmp_path)) as running:
+    async with serving(samples_host_config(tmp_path)) as running:
         yield running
 
 
@@ -353,7 +335,7 @@ async def test_registration_reports_hypervisor_version_6_2_when_nothing_is_confi
 async def test_registration_reports_the_configured_hypervisor_version_when_set(
     tmp_path: Path,
 ) -> None:
-    async with serving(_config(tmp_path, 'hypervisor_version = "10.0"')) as running:
+    async with serving(samples_host_config(tmp_path, 'hypervisor_version = "10.0"')) as running:
         _, reply = await running.post(names.STARTUP_COMMAND,
                                       ms422_json("02_StartupCommand.json"))
     routing = reply[0][names.STARTUP_ROUTING_COMMAND]
@@ -365,7 +347,8 @@ async def test_registration_reports_the_configured_hypervisor_version_when_set(
 async def test_ready_answer_says_whether_the_host_runs_uefi_guests(
     tmp_path: Path, os_version: str, uefi: str
 ) -> None:
-    async with serving(_config(tmp_path, emulator_toml=f'os_version = "{os_version}"')) as ms:
+    config = samples_host_config(tmp_path, emulator_toml=f'os_version = "{os_version}"')
+    async with serving(config) as ms:
         key, answer = await ms.answer(names.READY_COMMAND, {"contextMap": {}, "wait": 0})
     assert (key, answer["result"]) == (names.READY_ANSWER, True)
     assert answer["detailsMap"] == {"host.uefi.enable": uefi}

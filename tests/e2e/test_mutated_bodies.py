@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,11 +22,10 @@ from hypothesis import strategies as st
 
 from hyperv_agent.cloudstack import codec, names
 from hyperv_agent.cloudstack.commands import COMMAND_TYPES
-from hyperv_agent.config import load_config
 from hyperv_agent.service import Agent, build_agent
 from tests.cloudstack.fixtures import BASE_BODIES, MS_422, REQUESTS, sample_json
 from tests.cloudstack.test_fuzz import _paths
-from tests.e2e.conftest import PRIVATE_IP
+from tests.e2e.conftest import samples_host_config
 
 ROUTES = sorted(fqcn for fqcn in COMMAND_TYPES if codec.is_known(fqcn))
 _BY_SHORT = {fqcn.rsplit(".", 1)[-1]: fqcn for fqcn in ROUTES}
@@ -126,18 +124,8 @@ def _requests(draw: st.DrawFn) -> tuple[str, bytes]:
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Agent,
                                                                         asyncio.AbstractEventLoop]]:
     folder = tmp_path_factory.mktemp("mutated")
-    for share in ("primary", "secondary"):
-        (folder / share).mkdir()
-    config_file = folder / "agent.toml"
-    config_file.write_text(f"""[emulator]
-switches = ["vSwitch0"]
-[emulator.shares]
-'\\\\10.1.1.1\\primary' = '{folder / "primary"}'
-'\\\\10.1.1.1\\secondary' = '{folder / "secondary"}'
-""")
     loop = asyncio.new_event_loop()
-    built = build_agent(load_config(config_file, state_dir=Path(folder / "state"),
-                                    backend="emulator", private_ip=PRIVATE_IP))
+    built = build_agent(samples_host_config(folder))
     try:
         for fqcn, document in BODIES:  # the real bodies first: pools, volumes, VMs exist
             loop.run_until_complete(built.dispatch(fqcn, json.dumps(document).encode()))

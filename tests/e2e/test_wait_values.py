@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from hyperv_agent.cloudstack import names
-from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from tests.cloudstack.fixtures import ms422_json
-from tests.e2e.conftest import PRIVATE_IP, Running, serving
+from tests.e2e.conftest import Running, samples_host_config, serving
 
 LOCAL_POOL = "C:\\Users\\Public\\Documents\\Hyper-V\\Virtual hard disks"
 ROOT_DISK = "03164c49-b0a9-4db9-baf2-20e389d54e6a.vhdx"
@@ -45,17 +44,7 @@ REFUSED: list[tuple[Any, str]] = [
 
 @pytest.fixture
 async def ms(tmp_path: Path) -> AsyncIterator[Running]:
-    for name in ("primary", "secondary"):
-        (tmp_path / name).mkdir()
-    config = tmp_path / "agent.toml"
-    config.write_text(f"""[emulator]
-switches = ["vSwitch0"]
-[emulator.shares]
-'\\\\10.1.1.1\\primary' = '{tmp_path / "primary"}'
-'\\\\10.1.1.1\\secondary' = '{tmp_path / "secondary"}'
-""")
-    async with serving(load_config(config, state_dir=tmp_path / "state", backend="emulator",
-                                   private_ip=PRIVATE_IP)) as running:
+    async with serving(samples_host_config(tmp_path)) as running:
         yield running
 
 
