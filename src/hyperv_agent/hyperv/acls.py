@@ -530,7 +530,7 @@ async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
                                    for guid in owners))
     removed, left = 0, []
     for guid, unsettled in zip(owners, waits, strict=True):
-        reason = unsettled or await _removed(hv, by_owner[guid])
+        reason = unsettled or await _refused(_remove(hv, by_owner[guid]))
         if reason is None:
             removed += len(by_owner[guid])
             continue
@@ -544,19 +544,15 @@ async def _settled(hv: HyperV, vm: vms.VmInfo | None, policy: jobs.WaitPolicy) -
     """None once ``vm`` (None: not on the host) is in a steady state; else why not."""
     if vm is None or vm.changing is None:
         return None
-    try:
-        await power.settle(hv, vms.VmRef(vm.guid, vm.name, vm.power, vm.changing), policy)
-    except CimUnavailable:
-        raise
-    except AgentError as error:
-        return str(error)
-    return None
+    return await _refused(power.settle(hv, vms.VmRef(vm.guid, vm.name, vm.power, vm.changing),
+                                       policy))
 
 
-async def _removed(hv: HyperV, instance_ids: Sequence[str]) -> str | None:
-    """None once the ACLs ``instance_ids`` are removed; else why the host refused."""
+async def _refused(work: Awaitable[object]) -> str | None:
+    """None once ``work`` is done; else why the host did not do it. A host that does not
+    answer (CimUnavailable) is raised: it ends the sweep."""
     try:
-        await _remove(hv, instance_ids)
+        await work
     except CimUnavailable:
         raise
     except AgentError as error:
