@@ -146,7 +146,7 @@ def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float)
     """When a job queued now for ``slots`` begins: at once while fewer than ``limit`` of
     their jobs have yet to end, else when the one that frees the last slot ends (jobs
     begin in the order they were queued)."""
-    ends = sorted((job.meta["end"] for job in _holding(host, txn, slots.name, now)),
+    ends = sorted((job.meta["end"] for job in holding(host, txn, slots.name, now)),
                   reverse=True)
     limit = max(1, slots.limit)  # a limit below 1 counts as 1: the emulator's choice
     return now if len(ends) < limit else max(now, float(ends[limit - 1]))
@@ -251,17 +251,11 @@ def _queued_with_work(job: Record, now: float) -> bool:
 
 def active_jobs(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> int:
     """How many jobs of the slots named ``slots`` run at ``now`` (begun, not ended)."""
-    return sum(1 for job in _holding(host, txn, slots, now)
+    return sum(1 for job in holding(host, txn, slots, now)
                if job.meta.get("begin", 0.0) <= now)
 
 
 def holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> list[Record]:
-    """The jobs (seen through ``txn``) of the slots named ``slots`` that run or wait
-    queued at ``now``."""
-    return _holding(host, txn, slots, now)
-
-
-def _holding(host: EmulatedHost, txn: Transaction, slots: str, now: float) -> list[Record]:
     """The jobs (seen through ``txn``) that hold or wait for a slot of ``slots`` at
     ``now``: not ended, with an end; those noted that no longer do leave the book."""
     book = _book(host)
@@ -298,9 +292,9 @@ def _move_up(host: EmulatedHost, txn: Transaction, ended: Record) -> list[Record
     if name is None:
         return []
     now = host.clock()
-    holding = _holding(host, txn, str(name), now)
-    ends = [float(job.meta["end"]) for job in holding if job.meta.get("begin", 0.0) <= now]
-    queued = sorted((job for job in holding if job.meta.get("begin", 0.0) > now),
+    held = holding(host, txn, str(name), now)
+    ends = [float(job.meta["end"]) for job in held if job.meta.get("begin", 0.0) <= now]
+    queued = sorted((job for job in held if job.meta.get("begin", 0.0) > now),
                     key=lambda job: (float(job.meta["begin"]), float(job.meta["start"])))
     moved = []
     for job in queued:
