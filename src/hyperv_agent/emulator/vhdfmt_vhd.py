@@ -299,10 +299,10 @@ class FixedVhd:
         self._footer = footer
 
     def info(self) -> DiskInfo:
+        unique_id = str(uuid.UUID(bytes=self._footer.unique_id))  # a child records it
         return DiskInfo(
             DiskFormat.VHD, DiskType.FIXED, self._footer.current_size, self._file.size(), 0,
-            SECTOR, SECTOR, str(uuid.UUID(bytes=self._footer.unique_id)), None,
-            link_id=str(uuid.UUID(bytes=self._footer.unique_id)),
+            SECTOR, SECTOR, unique_id, None, link_id=unique_id,
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -340,9 +340,10 @@ class SparseVhd:
     def info(self) -> DiskInfo:
         disk_type = DiskType(self._footer.disk_type)
         differencing = disk_type is DiskType.DIFFERENCING
+        unique_id = str(uuid.UUID(bytes=self._footer.unique_id))  # a child records it
         return DiskInfo(
             DiskFormat.VHD, disk_type, self._footer.current_size, self._file.size(),
-            self._block, SECTOR, SECTOR, str(uuid.UUID(bytes=self._footer.unique_id)),
+            self._block, SECTOR, SECTOR, unique_id,
             _read_parent_path(self._file, self._header) if differencing else None,
             # A child records its parent's unique id and time stamp; only the id is
             # compared (``vhd.check_chain``): a copy of the parent keeps its id but not
@@ -350,7 +351,7 @@ class SparseVhd:
             # replaced parent makes. The emulator's choice.
             parent_links=(str(uuid.UUID(bytes=self._header.parent_id)),) if differencing
             else (),
-            link_id=str(uuid.UUID(bytes=self._footer.unique_id)),
+            link_id=unique_id,
         )
 
     def read(self, offset: int, length: int) -> bytes:
