@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
@@ -287,7 +288,9 @@ async def test_host_cpu_utilization_rises_with_busy_vms_and_falls_when_they_stop
                                      {"vmNames": ["i-2-80-VM", "i-2-81-VM"]})
     busy = sum(entry["cpuUtilization"] * entry["numCPUs"]
                for entry in answer["vmStatsMap"].values())
-    assert await _cpu_utilization(running) == min(100, round(busy / 16)) > 0
+    # the share to the hundredth of a percent, not the formatted class's whole percent
+    assert await _cpu_utilization(running) == pytest.approx(min(100, busy / 16), abs=0.01)
+    assert busy > 0
     for vm in vms:
         await ok(cim, await request_state(cim, vm, 3))
     assert await _cpu_utilization(running) == 0.0

@@ -5,6 +5,7 @@ own "Processor Information" counters do not see them."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, CimInstance, ObjectPath
@@ -109,28 +110,56 @@ async def test_total_run_time_survives_a_restart_of_the_emulated_host(
 RAW = "Win32_PerfRawData_HvStats_HyperVHypervisorLogicalProcessor"
 
 
-async def test_raw_run_time_grows_by_the_share_the_running_vms_keep_busy(
-    make_config: Callable[..., EmulatorConfig],
-) -> None:
-    """The raw counter is a PERF_100NSEC_TIMER: run time in 100 ns units, with the
-    time it was read (Timestamp_Sys100NS, 100 ns since 1601); formatted as Perfmon does
-    (100 x its change / the timestamp's), it reads what the formatted class reads."""
+async def _raw_run_time_over_10_s(make_config: Callable[..., EmulatorConfig], lps: int,
+                                  vcpus: int) -> tuple[CimInstance, CimInstance, int, int]:
+    """Two readings of the raw counters 10 s apart (an injected clock) on a host with
+    ``lps`` logical processors running one VM with ``vcpus``, the formatted counter and
+    the hundredths of a logical processor the VM keeps busy."""
     now = [1_700_000_000.0]
-    cim = EmulatorCim.open(make_config(cpus=8), lambda: now[0])
+    cim = EmulatorCim.open(make_config(cpus=lps), lambda: now[0])
     try:
-        await _vm(cim, "busy", cpus=4)
+        await _vm(cim, "busy", cpus=vcpus)
+        busy = await _busy_hundredths(cim)
         first = await _total(cim, RAW)
         now[0] += 10
         second = await _total(cim, RAW)
         formatted = _run_time(await _total(cim))
     finally:
         await cim.close()
-    elapsed = (second.integer("Timestamp_Sys100NS") or 0) - (first.integer("Timestamp_Sys100NS")
-                                                              or 0)
-    run = _run_time(second) - _run_time(first)
-    idle = (second.integer("PercentIdleTime") or 0) - (first.integer("PercentIdleTime") or 0)
-    assert elapsed == 10 * 10_000_000
+    assert second.integer("Timestamp_Sys100NS") == (first.integer("Timestamp_Sys100NS")
+                                                     or 0) + 10 * 10_000_000
     assert first.integer("Timestamp_Sys100NS") == (1_700_000_000 + 11_644_473_600) * 10**7
-    assert 100 * run // elapsed == formatted > 0
-    assert run + idle == elapsed
     assert second.integer("Frequency_Sys100NS") == 10_000_000
+    return first, second, formatted, busy
+
+
+def _change(first: CimInstance, second: CimInstance, name: str) -> int:
+    return (second.integer(name) or 0) - (first.integer(name) or 0)
+
+
+async def test_raw_run_time_grows_by_the_share_the_running_vms_keep_busy(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The raw counter is a PERF_100NSEC_TIMER: run time in 100 ns units, with the
+    time it was read (Timestamp_Sys100NS, 100 ns since 1601); formatted as Perfmon does
+    (100 x its change / the timestamp's), it reads the exact share the VMs keep busy,
+    which the formatted class shows to the whole percent."""
+    first, second, formatted, busy = await _raw_run_time_over_10_s(make_config, 8, 4)
+    elapsed, run = 10 * 10_000_000, _change(first, second, "PercentTotalRunTime")
+    assert busy > 0
+    assert 100 * 8 * run == busy * elapsed  # busy / 8 percent of the time, exactly
+    assert round(Fraction(100 * run, elapsed)) == formatted
+    assert run + _change(first, second, "PercentIdleTime") == elapsed
+
+
+async def test_raw_run_time_grows_when_the_vms_keep_under_half_a_percent_busy(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """One virtual processor (at most 30 % busy) of 64 logical ones: the formatted class
+    reads 0 %, and the raw counter still grows, as Windows's does, so a host's figure
+    formatted from it is not 0."""
+    first, second, formatted, busy = await _raw_run_time_over_10_s(make_config, 64, 1)
+    elapsed, run = 10 * 10_000_000, _change(first, second, "PercentTotalRunTime")
+    assert formatted == 0 < busy < 50
+    assert 100 * 64 * run == busy * elapsed > 0
+    assert run + _change(first, second, "PercentIdleTime") == elapsed

@@ -21,7 +21,7 @@ from hyperv_agent.emulator.host import (
     UPLINK_SEND_BPS,
 )
 from hyperv_agent.emulator.lab import open_emulator
-from hyperv_agent.emulator.model import RUNNING_CPUS
+from hyperv_agent.emulator.model import RUNNING_CPUS, processor_load
 from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.schema import CIMV2, Class
@@ -228,8 +228,8 @@ async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy
     cim = EmulatorCim.open(make_config(cpus=4))
     try:
         idle = await host.host_stats(hv(cim))
-        await running_vm_with_cpus(cim, "two", cpus=2)
-        await running_vm_with_cpus(cim, "four", cpus=4)
+        vms = {await running_vm_with_cpus(cim, "two", cpus=2): 2,
+               await running_vm_with_cpus(cim, "four", cpus=4): 4}
         before = cim.round_trips()
         busy = await host.host_stats(hv(cim))
         spent = cim.round_trips() - before
@@ -239,7 +239,10 @@ async def test_stats_report_the_hypervisors_run_time_when_vms_keep_the_host_busy
     finally:
         await cim.close()
     assert idle.cpu_utilization_percent == 0.0
-    assert busy.cpu_utilization_percent == float(run_time) > 0
+    # the share the VMs keep busy to the hundredth, which the formatted class rounds
+    share = sum(processor_load(vm.key("Name")) * cpus for vm, cpus in vms.items()) / 4
+    assert busy.cpu_utilization_percent == pytest.approx(share, abs=0.01)
+    assert run_time == round(share) > 0
     assert spent.calls == 3 and spent.waits == 0  # still CPU, memory, network, at once
     # the management OS's own processors are idle: that counter would have read 0 %
     assert root_idle == 100

@@ -111,10 +111,10 @@ class EmulatedHost:
                  worker: Worker | None = None) -> None:
         self.config = config
         self.clock = clock
-        # The processors' run and idle times (in hundredths of 100 ns) and when they were
-        # last read (in 100 ns), integers so that figures formatted from them are exact:
-        # see ``run_time_100ns``.
-        self._run_time, self._idle_time = 0, 0
+        # The processors' run time (in 100 ns times hundredths of a logical processor),
+        # the time counted (in 100 ns) and when they were last read (in 100 ns), integers
+        # so that figures formatted from them are exact: see ``run_time_100ns``.
+        self._run_time, self._counted = 0, 0
         self._run_time_at = round(clock() * SYS_100NS_PER_S)
         self.worker = worker or shared()  # where the host's work runs (see ``worker``)
         self.paths = HostPaths(config)
@@ -529,20 +529,30 @@ class EmulatedHost:
                 PercentGuestRunTime=0, PercentHypervisorRunTime=0, PercentIdleTime=0,
                 Timestamp_Sys100NS=0, Frequency_Sys100NS=SYS_100NS_PER_S)
 
-    def run_time_100ns(self, percent: int) -> tuple[int, int, int]:
+    @property
+    def logical_processors(self) -> int:
+        """The host's logical processors, those its processor counters count over."""
+        return max(1, self.config.cpus)
+
+    def run_time_100ns(self, busy: int) -> tuple[int, int, int]:
         """The raw "_Total" run and idle times of the logical processors and their
-        timestamp, in 100 ns units, the processors having been ``percent`` busy since the
-        previous reading. The emulated host keeps no clock of its guests' work between readings:
-        the run time grows at the rate seen when it is read (where Windows integrates
-        continuously), so a VM started or stopped between two readings counts from the
-        second one. Kept in memory: a restarted emulator starts its count again, as a
-        rebooted host does."""
+        timestamp, in 100 ns units, ``busy`` hundredths of a logical processor (400: four
+        of them) having been kept busy since the previous reading. The run time grows by
+        that exact share of all of them, not by the whole percent the formatted class
+        shows: a share under half a percent (a small VM on a large host) still counts, as
+        it does on Windows. The emulated host keeps no clock of its guests' work between
+        readings: the run time grows at the rate seen when it is read (where Windows
+        integrates continuously), so a VM started or stopped between two readings counts
+        from the second one. Kept in memory: a restarted emulator starts its count again,
+        as a rebooted host does."""
         now = round(self.clock() * SYS_100NS_PER_S)
         elapsed = max(0, now - self._run_time_at)
-        self._run_time += elapsed * percent  # in hundredths, so no reading rounds it
-        self._idle_time += elapsed * (100 - percent)
+        self._run_time += elapsed * busy  # unscaled, so no reading rounds it
+        self._counted += elapsed
         self._run_time_at = max(now, self._run_time_at)
-        return (self._run_time // 100, self._idle_time // 100,
+        run = self._run_time // (100 * self.logical_processors)
+        # idle is the rest of the time counted, so the two add up to it at every reading
+        return (run, self._counted - run,
                 self._run_time_at + FILETIME_EPOCH_S * SYS_100NS_PER_S)
 
     def _interface_counters(self) -> Iterator[Record]:

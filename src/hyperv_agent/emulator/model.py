@@ -371,13 +371,18 @@ def _busy_processors(record: Record) -> int:
 BUSY_PROCESSORS = TallySpec("busy-processors", _busy_processors)
 
 
+def busy_processors(host: EmulatedHost, txn: Transaction) -> int:
+    """Hundredths of the host's logical processors the running VMs keep busy, at most all
+    of them. The management OS is idle (its own processor counters read 100 % idle)."""
+    busy = txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), BUSY_PROCESSORS)
+    return min(100 * host.logical_processors, busy)
+
+
 def hypervisor_run_time(host: EmulatedHost, txn: Transaction) -> int:
     """The hypervisor's "% Total Run Time" of all the host's logical processors (the
     ``_Total`` instance of "Hyper-V Hypervisor Logical Processor"): the share of them
-    the running VMs keep busy, in whole percent, at most 100. The management OS is idle
-    (its own processor counters read 100 % idle)."""
-    busy = txn.tally(concrete_classes("Msvm_ComputerSystem", V2_NAMESPACE), BUSY_PROCESSORS)
-    return min(100, round(busy / max(1, host.config.cpus)))
+    the running VMs keep busy (``busy_processors``), in whole percent."""
+    return round(busy_processors(host, txn) / host.logical_processors)
 
 
 def generation(vssd: Record) -> int:
@@ -466,7 +471,7 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
         return {"PercentTotalRunTime": run, "PercentGuestRunTime": run,
                 "PercentHypervisorRunTime": 0, "PercentIdleTime": 100 - run}
     if record.class_def.name == HYPERVISOR_LP_RAW:
-        run_100ns, idle_100ns, at_100ns = host.run_time_100ns(hypervisor_run_time(host, txn))
+        run_100ns, idle_100ns, at_100ns = host.run_time_100ns(busy_processors(host, txn))
         return {"PercentTotalRunTime": run_100ns, "PercentGuestRunTime": run_100ns,
                 "PercentHypervisorRunTime": 0, "PercentIdleTime": idle_100ns,
                 "Timestamp_Sys100NS": at_100ns}
