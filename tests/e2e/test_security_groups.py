@@ -16,10 +16,12 @@ import pytest
 from bench import bench_secgroups
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.emulator import traffic
 from hyperv_agent.emulator.portacl import Packet
+from hyperv_agent.errors import CimUnreachable
 from hyperv_agent.hyperv import build, nics, power
 from hyperv_agent.hyperv.acls import Guard
 from hyperv_agent.hyperv.build import VmSpec
@@ -567,6 +569,45 @@ async def test_cleanup_goes_on_past_a_vm_whose_acls_cannot_be_removed_now(
     assert (key, answer["result"]) == (names.ANSWER, True), answer
     assert answer["details"].startswith("1 ACLs of ports that no longer exist removed"), answer
     assert await left_of(cim, first) == []
+
+
+async def test_cleanup_cut_short_by_the_host_says_how_far_it_got(
+    running: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host stops answering at the second VM's leftovers: the answer is false and says
+    the leftovers of one VM were removed and which VM the host went at, so that the MS's
+    log does not read a partial cleanup as none; the next cleanup removes the rest."""
+    cim = running.emulator
+    first = await orphaned_acl(cim, "i-2-5-VM", "02:00:4c:5f:00:05")  # removed first
+    second = await orphaned_acl(cim, "i-2-6-VM", "02:00:4c:5f:00:06")
+    third = await orphaned_acl(cim, VM_NAME, MAC)
+    answering = cim.invoke
+    removals: list[ObjectPath] = []
+
+    async def out_of_reach_after_one(path: ObjectPath, method: str, params: Any = None
+                                     ) -> Any:
+        if method == "RemoveFeatureSettings":
+            removals.append(path)
+            if len(removals) > 1:
+                raise CimUnreachable("hv01:5986: cannot reach the WinRM service (refused)")
+        return await answering(path, method, params)
+
+    monkeypatch.setattr(cim, "invoke", out_of_reach_after_one)
+    body = ms422_json("53_CleanupNetworkRulesCmd.json")
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, False), answer
+    assert answer["details"].startswith(
+        "the host stopped answering at VM i-2-6-VM, after the leftover ACLs of 1 VMs had "
+        "been removed; the rest are left for the next cleanup: hv01:5986: cannot reach "
+        "the WinRM service (refused); 1 ACLs of ports that no longer exist removed"), answer
+    assert len(removals) == 2  # none tried after the host went
+    assert (await left_of(cim, first), len(await left_of(cim, second)),
+            len(await left_of(cim, third))) == ([], 1, 1)
+    monkeypatch.setattr(cim, "invoke", answering)
+    key, answer = await running.answer(names.CLEANUP_NETWORK_RULES_CMD, body)
+    assert (key, answer["result"]) == (names.ANSWER, True), answer
+    assert answer["details"].startswith("2 ACLs of ports that no longer exist removed"), answer
+    assert (await left_of(cim, second), await left_of(cim, third)) == ([], [])
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -247,8 +247,11 @@ class SecurityGroupHandlers:
         are removed once that is done, as the other commands wait (module notes). A VM
         still changing after that, or whose ACLs the host refuses to remove, keeps its
         own for the next cleanup and the others' are removed all the same: the answer
-        is then false and names each VM left and why. Otherwise true when the host
-        answers; safe to repeat.
+        is then false and names each VM left and why. A host that stops answering while
+        the leftovers are removed ends the cleanup there: false, naming the VM it was at
+        and how many VMs' leftovers (and ACLs) were removed before, so that the MS's log
+        tells a partial cleanup from none. Otherwise true when the host answers; safe to
+        repeat.
 
         The MS does nothing with this answer but log it: ``SecurityGroupListener`` acts
         on SecurityGroupRuleAnswers only, and the attache's cron sends the command again
@@ -260,12 +263,17 @@ class SecurityGroupHandlers:
         forgotten = acls.forget_absent(self.hv, present)
         forgotten |= _forget_absent(self._applied, present)
         swept = await acls.sweep(self.hv, listed, self.job_wait)
+        cut = swept.cut_short
         details = "; ".join([
+            *([] if cut is None else [
+                f"the host stopped answering at VM {cut.vm}, after the leftover ACLs of "
+                f"{cut.cleared} VMs had been removed; the rest are left for the next "
+                f"cleanup: {cut.error}"]),
             f"{swept.removed} ACLs of ports that no longer exist removed",
             f"{len(forgotten)} VMs no longer here forgotten",
             *(f"{left.count} ACLs of VM {left.vm} left for the next cleanup: {left.reason}"
               for left in swept.left)])
-        return Answer(result=not swept.left, details=details)
+        return Answer(result=not swept.left and cut is None, details=details)
 
 
 # --- helpers ------------------------------------------------------------------------------

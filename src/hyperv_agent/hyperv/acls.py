@@ -491,11 +491,24 @@ class Left:
 
 
 @dataclass(frozen=True)
+class CutShort:
+    """Where a sweep ended because the host stopped answering: the VM whose leftovers it
+    was removing (whether the host removed them before it went is not known), how many
+    VMs' leftovers it had removed before, and the host's error."""
+
+    vm: str  # as in ``Left``
+    cleared: int
+    error: str
+
+
+@dataclass(frozen=True)
 class Swept:
-    """What ``sweep`` did: the number of ACLs removed, and what it left, by VM."""
+    """What ``sweep`` did: the number of ACLs removed, what it left, by VM, and where it
+    ended when the host stopped answering part-way."""
 
     removed: int
     left: tuple[Left, ...] = ()
+    cut_short: CutShort | None = None
 
 
 async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
@@ -511,7 +524,9 @@ async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
     VM still changing after the wait, or whose removal the host refuses, keeps only its
     own: it is in ``left`` with the reason, and the next sweep, which reads the host
     afresh, tries them again. A host that does not answer (CimUnavailable) ends the
-    sweep there."""
+    sweep there: while removing a VM's leftovers, with what was removed until then and
+    that VM in ``cut_short`` (the rest wait for the next sweep); before any removal (the
+    queries, the waits), raised."""
     owned_query = wql.select(Class.EXTENDED_ACL, wql.starts_with("Name", NAME_PREFIX + "/"),
                              ("InstanceID",))
     port_query = wql.select(Class.EPASD, None, ("InstanceID",))
@@ -528,11 +543,19 @@ async def sweep(hv: HyperV, listed: Iterable[vms.VmInfo] = (),
     owners = sorted(by_owner, key=label.__getitem__)
     waits = await asyncio.gather(*(_settled(hv, on_host.get(guid), policy)
                                    for guid in owners))
-    removed, left = 0, []
+    removed, cleared = 0, 0
+    left: list[Left] = []
     for guid, unsettled in zip(owners, waits, strict=True):
-        reason = unsettled or await _refused(_remove(hv, by_owner[guid]))
+        try:
+            reason = unsettled or await _refused(_remove(hv, by_owner[guid]))
+        except CimUnavailable as error:
+            log.warning("the host stopped answering while the leftover ACLs of VM %s were "
+                        "being removed, after those of %d VMs: %s", label[guid], cleared,
+                        error)
+            return Swept(removed, tuple(left), CutShort(label[guid], cleared, str(error)))
         if reason is None:
             removed += len(by_owner[guid])
+            cleared += 1
             continue
         log.warning("%d leftover ACLs of VM %s are left for the next sweep: %s",
                     len(by_owner[guid]), label[guid], reason)
