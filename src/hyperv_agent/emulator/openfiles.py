@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hyperv_agent.emulator import codes, jobs, model, vhd
-from hyperv_agent.emulator.paths import HostPathError, HostPaths
+from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record
 
 if TYPE_CHECKING:
@@ -83,18 +83,19 @@ def held_by(host: EmulatedHost, path: str) -> Hold | None:
     return found
 
 
-def parent_chain(host: EmulatedHost, parent: str | None) -> tuple[str, ...]:
-    """The identities of a disk's parents, nearest first: ``parent`` (the disk's own
-    ``parent_path``; None when it is not a differencing disk) and the parents its headers
-    name in turn, as far as they can be read; kept on a medium as ``model.MEDIUM_PARENTS``
-    when it is set."""
+def parent_chain(host: EmulatedHost, path: str | None) -> tuple[str, ...]:
+    """The identities of the parents of the disk ``path`` (None: no disk, an ISO image),
+    nearest first, as far as its chain can be walked (``vhd.parents``: a parent that
+    cannot be found or read is named, and ends it); kept on a medium as
+    ``model.MEDIUM_PARENTS`` when it is set."""
     found: list[str] = []
-    while parent and len(found) < vhd.MAX_CHAIN and HostPaths.identity(parent) not in found:
-        found.append(HostPaths.identity(parent))
-        try:
-            parent = vhd.read_info(host.paths.local(parent)).parent_path
-        except (HostPathError, vhd.VhdError, OSError):
-            break
+    try:
+        for parent in vhd.parents(path, host.paths.file) if path else ():
+            if parent.looped:
+                break
+            found.append(HostPaths.identity(parent.path))
+    except (vhd.VhdError, OSError):
+        pass
     return tuple(found)
 
 

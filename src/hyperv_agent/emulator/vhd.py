@@ -31,11 +31,13 @@ __all__ = [
     "DiskInfo",
     "DiskType",
     "Note",
+    "Parent",
     "VhdError",
     "check_chain",
     "convert",
     "create",
     "format_for_path",
+    "parents",
     "read_data",
     "read_info",
     "resize",
@@ -355,14 +357,38 @@ def _base_of_chain(path: pathlib.Path, info: DiskInfo,
     return path
 
 
-def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> None:
-    """Open the disk ``path`` and its chain of parents as far as ``MAX_CHAIN`` parents, as
-    Hyper-V opens a VM's disk: BrokenChain when a differencing disk's parent cannot be
-    found, is not the disk it was made from (its identity, ``link_id``, is not one its
-    child records), or is already in the chain; VhdError when a file of the chain is no
-    valid disk. ``local_of`` gives the local file a path names (``path`` and the parent
-    locators, Windows paths), None when there is no such file; messages name the paths
-    as given. Nothing is written."""
+@dataclass(frozen=True)
+class Parent:
+    """One parent of a disk's chain as ``parents`` reaches it: the differencing disk
+    ``child`` (its headers ``child_info``) names the parent ``path``; ``local`` is its
+    file, None when it cannot be found. ``looped``: that file is already in the chain.
+    ``info`` is its headers when it was read, else None (missing, looped, or ``error``:
+    why its file is no valid disk). Paths are named as the walk's caller names files."""
+
+    child: str
+    child_info: DiskInfo
+    path: str
+    local: pathlib.Path | None = None
+    looped: bool = False
+    info: DiskInfo | None = None
+    error: VhdError | OSError | None = None
+
+    @property
+    def made_from(self) -> bool:
+        """Whether the parent is the disk its child was made from: its identity
+        (``link_id``) is one the child records (``parent_links``)."""
+        links = {link.lower() for link in self.child_info.parent_links}
+        return self.info is not None and self.info.link_id.lower() in links
+
+
+def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterator[Parent]:
+    """Walk the chain of parents of the disk ``path``, nearest first, as far as
+    ``MAX_CHAIN`` parents: one ``Parent`` for each, the walk ending after a parent that
+    is missing, looped or unreadable, or is no differencing disk itself. ``local_of``
+    gives the local file a path names (``path`` and the parent locators, Windows paths),
+    None when there is no such file. VhdError (or OSError) when ``path`` itself cannot be
+    found or read. Nothing is written; whether a parent is the disk its child was made
+    from is the caller's to judge (``Parent.made_from``)."""
     local = local_of(path)
     if local is None:
         raise VhdError(f"{path}: the file cannot be found")
@@ -374,14 +400,35 @@ def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> No
         parent = info.parent_path or ""
         parent_local = local_of(parent) if parent else None
         if parent_local is None:
-            raise BrokenChain(path, parent, ChainBreak.MISSING)
+            yield Parent(path, info, parent)
+            return
         if parent_local.resolve() in seen:
-            raise BrokenChain(path, parent, ChainBreak.LOOP)
-        parent_info = read_info(parent_local)
-        if parent_info.link_id.lower() not in {link.lower() for link in info.parent_links}:
-            raise BrokenChain(path, parent, ChainBreak.CHANGED)
+            yield Parent(path, info, parent, parent_local, looped=True)
+            return
+        try:
+            parent_info = read_info(parent_local)
+        except (VhdError, OSError) as error:
+            yield Parent(path, info, parent, parent_local, error=error)
+            return
+        yield Parent(path, info, parent, parent_local, info=parent_info)
         seen.add(parent_local.resolve())
         path, info = parent, parent_info
+
+
+def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> None:
+    """Open the disk ``path`` and its chain of parents (``parents``) as Hyper-V opens a
+    VM's disk: BrokenChain when a differencing disk's parent cannot be found, is not the
+    disk it was made from, or is already in the chain; VhdError when a file of the chain
+    is no valid disk. Messages name the paths as given. Nothing is written."""
+    for parent in parents(path, local_of):
+        if parent.local is None:
+            raise BrokenChain(parent.child, parent.path, ChainBreak.MISSING)
+        if parent.looped:
+            raise BrokenChain(parent.child, parent.path, ChainBreak.LOOP)
+        if parent.error is not None:
+            raise parent.error
+        if not parent.made_from:
+            raise BrokenChain(parent.child, parent.path, ChainBreak.CHANGED)
 
 
 def read_data(path: pathlib.Path, offset: int, length: int) -> bytes:

@@ -257,7 +257,7 @@ def _check_medium(call: Call, vm: Record, vssd: Record, item: Embedded, rec: Rec
         raise _refuse(codes.SLOT_IN_USE, "the drive already holds a medium")
     _check_ide_disk_still(call, vm, drive)
     disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=None)
-    _note_parents(call, rec, disk)
+    _note_parents(call, rec, item.strings("HostResource"), disk)
     rec["Parent"] = str(drive.path)
     return f"\\{drive['AddressOnParent']}\\L"
 
@@ -282,11 +282,12 @@ def _check_ide_disk_still(call: Call, vm: Record, drive: Record | None) -> None:
                       "the virtual hard disk of an IDE drive cannot change while the VM runs")
 
 
-def _note_parents(call: Call, medium: Record, disk: vhd.DiskInfo | None) -> None:
-    """Keep the parents of the medium's disk (none for an ISO) on it: a running VM holds
-    them open too."""
-    chain = openfiles.parent_chain(call.host, disk.parent_path) if disk is not None else ()
-    medium.meta[model.MEDIUM_PARENTS] = list(chain)
+def _note_parents(call: Call, medium: Record, host_resource: tuple[str, ...],
+                  disk: vhd.DiskInfo | None) -> None:
+    """Keep the parents of the medium's disk ``host_resource`` (none for an ISO, whose
+    ``disk`` is None) on it: a running VM holds them open too."""
+    path = host_resource[0] if disk is not None and host_resource else None
+    medium.meta[model.MEDIUM_PARENTS] = list(openfiles.parent_chain(call.host, path))
 
 
 def check_medium_file(call: Call, host_resource: tuple[str, ...], iso: bool,
@@ -540,7 +541,7 @@ def _apply_changes(call: Call, vm: Record, record: Record, item: Embedded) -> No
         iso = record["ResourceSubType"] == codes.SUBTYPE_ISO
         _check_ide_disk_still(call, vm, _drive_of(call, record))
         disk = check_medium_file(call, item.strings("HostResource"), iso, exclude=record)
-        _note_parents(call, record, disk)
+        _note_parents(call, record, item.strings("HostResource"), disk)
     if record.class_def.name == "Msvm_EthernetPortAllocationSettingData" and (
         "HostResource" in values
     ):
