@@ -25,6 +25,7 @@ from tests.emulator.kit import (
     service,
     state,
 )
+from tests.emulator.migration_kit import attach_disk
 
 RUNNING, OFF, SAVED, PAUSED = 2, 3, 6, 9
 
@@ -261,6 +262,44 @@ async def test_start_fails_and_starts_nothing_when_a_disks_chain_of_parents_is_b
     assert description.endswith(expected), description
     assert await state(emulator, vm) == OFF
     assert (await emulator.get(vm))["ProcessID"] is None
+
+
+async def _clone_through_the_service(emulator: EmulatorCim, folder: str) -> None:
+    """C:\\<folder>\\template.vhdx and its linked clone C:\\<folder>\\clone.vhdx, made
+    by CreateVirtualHardDisk as a deployment makes them."""
+    (emulator.host.config.drive_root("C") / folder).mkdir(parents=True)
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    for name, kind, parent in (("template", 3, None), ("clone", 4, f"C:\\{folder}\\template.vhdx")):
+        settings = (await emulator.spawn("Msvm_VirtualHardDiskSettingData")).updated(
+            Path=f"C:\\{folder}\\{name}.vhdx", Format=3, Type=kind, MaxInternalSize=1 << 30,
+            ParentPath=parent)
+        await ok(emulator, await emulator.invoke(ims, "CreateVirtualHardDisk",
+                                                 {"VirtualDiskSettingData": settings}))
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["with-its-template", "alone"])
+async def test_a_linked_clone_moved_to_another_folder_starts_only_with_its_template_beside(
+    emulator: EmulatorCim, together: bool,
+) -> None:
+    """Hyper-V finds a parent by the clone's relative locator first ([MS-VHDX]): a
+    template and its clone moved together start; a clone moved alone, whose template is
+    neither beside it nor where it was made, does not."""
+    await _clone_through_the_service(emulator, "made")
+    drive_c = emulator.host.config.drive_root("C")
+    (drive_c / "moved").mkdir()
+    (drive_c / "made" / "clone.vhdx").rename(drive_c / "moved" / "clone.vhdx")
+    (drive_c / "made" / "template.vhdx").rename(
+        drive_c / ("moved" if together else "") / "template.vhdx")
+    vm = await define_vm(emulator, "moved")
+    await attach_disk(emulator, vm, "C:\\moved\\clone.vhdx")
+
+    result = await request_state(emulator, vm, 2)
+    if together:
+        await ok(emulator, result)
+        assert await state(emulator, vm) == RUNNING
+    else:
+        assert await failure(emulator, result) == 32779
+        assert await state(emulator, vm) == OFF
 
 
 async def test_guest_cannot_be_asked_when_it_lacks_integration_services(

@@ -478,6 +478,115 @@ def test_a_vhdx_chain_is_broken_when_its_parents_data_changed_after_the_child_wa
     vhd.check_chain(str(top), _local_file)
 
 
+def _on_drives(root: pathlib.Path) -> Any:
+    """A ``local_of`` for Windows paths: ``C:\\x\\y`` is the file ``root/C/x/y``."""
+    def local_of(path: str) -> pathlib.Path | None:
+        pure = pathlib.PureWindowsPath(path)
+        local = root.joinpath(pure.drive.rstrip(":"), *pure.parts[1:])
+        return local if len(pure.drive) == 2 and local.is_file() else None
+    return local_of
+
+
+def _clone_on_drive_c(root: pathlib.Path, fmt: DiskFormat) -> tuple[pathlib.Path, pathlib.Path]:
+    """C:\\templates\\base and its linked clone C:\\templates\\clone, made with their
+    Windows paths as the image service makes them."""
+    folder = root / "C" / "templates"
+    folder.mkdir(parents=True)
+    base = new_disk(folder, fmt, DiskType.DYNAMIC, 8 * MIB, "base")
+    clone = new_disk(folder, fmt, DiskType.DIFFERENCING, 0, "clone", parent=base,
+                     parent_locator=f"C:\\templates\\base{SUFFIX[fmt]}",
+                     locator=f"C:\\templates\\clone{SUFFIX[fmt]}")
+    return base, clone
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_chain_moved_together_to_another_folder_opens_by_its_relative_locator(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    """[MS-VHDX] has a parser try relative_path first: a template and its clone moved
+    together still open, though the absolute path the clone records names nothing."""
+    base, _ = _clone_on_drive_c(tmp_path, fmt)
+    moved = tmp_path / "C" / "moved"
+    base.parent.rename(moved)
+    suffix = SUFFIX[fmt]
+
+    vhd.check_chain(f"C:\\moved\\clone{suffix}", _on_drives(tmp_path))
+    found = list(vhd.parents(f"C:\\moved\\clone{suffix}", _on_drives(tmp_path)))
+    assert [(p.child, p.path) for p in found] == [
+        (f"C:\\moved\\clone{suffix}", f"C:\\moved\\base{suffix}")]
+    assert vhd.read_info(moved / f"clone{suffix}").parent_path == f"C:\\templates\\base{suffix}"
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_clone_moved_alone_is_broken_naming_the_absolute_path_of_its_parent(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    base, clone = _clone_on_drive_c(tmp_path, fmt)
+    (tmp_path / "C" / "moved").mkdir()
+    clone.rename(tmp_path / "C" / "moved" / clone.name)
+    base.rename(tmp_path / "C" / base.name)  # not beside the clone, nor where it was
+    suffix = SUFFIX[fmt]
+
+    with pytest.raises(vhd.BrokenChain) as caught:
+        vhd.check_chain(f"C:\\moved\\clone{suffix}", _on_drives(tmp_path))
+    assert caught.value.why is vhd.ChainBreak.MISSING
+    assert caught.value.parent == f"C:\\templates\\base{suffix}"
+    assert f"its parent C:\\templates\\base{suffix} cannot be found" in str(caught.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_the_absolute_locator_still_finds_a_parent_when_only_the_clone_moved(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    _, clone = _clone_on_drive_c(tmp_path, fmt)
+    (tmp_path / "C" / "moved").mkdir()
+    clone.rename(tmp_path / "C" / "moved" / clone.name)
+
+    found = list(vhd.parents(f"C:\\moved\\{clone.name}", _on_drives(tmp_path)))
+    assert [p.path for p in found] == [f"C:\\templates\\base{SUFFIX[fmt]}"]
+    assert found[0].made_from
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_clone_records_its_parent_relative_to_its_own_windows_path(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    """The relative locator follows the Windows paths (the local folders behind two
+    drives or shares are no guide), and is left out where none leads to the parent."""
+    base = new_disk(tmp_path, fmt, DiskType.DYNAMIC, 8 * MIB, "base")
+    suffix = SUFFIX[fmt]
+    sibling = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "sibling", parent=base,
+                       parent_locator=f"C:\\Templates\\base{suffix}",
+                       locator=f"C:\\vms\\a\\sibling{suffix}")
+    other = new_disk(tmp_path, fmt, DiskType.DIFFERENCING, 0, "other", parent=base,
+                     parent_locator=f"\\\\fs\\pool\\base{suffix}",
+                     locator=f"C:\\vms\\other{suffix}")
+
+    assert vhd.read_info(sibling).parent_locators == (
+        (vhd.RELATIVE_PATH, f"..\\..\\Templates\\base{suffix}"),
+        (vhd.ABSOLUTE_PATH, f"C:\\Templates\\base{suffix}"))
+    assert vhd.read_info(other).parent_locators == (
+        (vhd.ABSOLUTE_PATH, f"\\\\fs\\pool\\base{suffix}"),)
+
+
+def test_parent_candidates_follow_the_vhdx_order_without_win32_prefixes() -> None:
+    """relative_path, volume_path, then absolute_win32_path ([MS-VHDX] 2.6.2.6.3), whose
+    example carries the \\\\?\\ prefix."""
+    info = vhd.DiskInfo(
+        DiskFormat.VHDX, DiskType.DIFFERENCING, MIB, MIB, MIB, 512, 4096, "id",
+        "\\\\?\\D:\\path2\\sub3\\parent.vhdx",
+        parent_locators=(
+            (vhd.RELATIVE_PATH, "..\\..\\path2\\sub3\\parent.vhdx"),
+            (vhd.VOLUME_PATH, "\\\\?\\Volume{26A21BDA-A627-11D7-9931-806E6F6E6963}\\path2\\sub3"
+                              "\\parent.vhdx"),
+            (vhd.ABSOLUTE_PATH, "\\\\?\\D:\\path2\\sub3\\parent.vhdx")))
+
+    assert vhd.parent_candidates("E:\\path1\\sub2\\child.vhdx", info) == (
+        "E:\\path2\\sub3\\parent.vhdx",
+        "\\\\?\\Volume{26A21BDA-A627-11D7-9931-806E6F6E6963}\\path2\\sub3\\parent.vhdx",
+        "D:\\path2\\sub3\\parent.vhdx")
+
+
 def test_differencing_vhdx_grows_and_keeps_its_parent(tmp_path: pathlib.Path) -> None:
     """Hyper-V grows a differencing VHDX (Microsoft's ResizeVirtualHardDisk page)."""
     parent = new_disk(tmp_path, DiskFormat.VHDX, DiskType.DYNAMIC, 8 * MIB, "base")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import ntpath
 import os
 import pathlib
 import secrets
@@ -43,6 +44,18 @@ __all__ = [
     "resize",
     "write_data",
 ]
+
+#: The kinds of path a differencing disk records to find its parent ([MS-VHDX]'s parent
+#: locator keys; a VHD's W2ru and W2ku locators are its relative and absolute ones).
+RELATIVE_PATH = "relative_path"
+VOLUME_PATH = "volume_path"
+ABSOLUTE_PATH = "absolute_win32_path"
+#: The order a parser tries them in. [MS-VHDX] 2.6.2.6.3: "relative_path, volume_path and
+#: then absolute_path", so a parent moved together with its child is found beside it. The
+#: VHD specification names no order; the emulator follows the VHDX one (W2ru, then W2ku).
+LOCATOR_ORDER = (RELATIVE_PATH, VOLUME_PATH, ABSOLUTE_PATH)
+_WIN32_PREFIX = "\\\\?\\"
+_WIN32_UNC_PREFIX = "\\\\?\\UNC\\"
 
 #: Holds a temporary file's name while the file exists (``emulator.staging``).
 Note: TypeAlias = Callable[[pathlib.Path], contextlib.AbstractContextManager[None]]
@@ -102,6 +115,9 @@ class DiskInfo:
     #: What a differencing disk made from this one records of it (VHD: its unique id,
     #: VHDX: its DataWriteGuid, which changes whenever its data does).
     link_id: str = ""
+    #: A differencing disk's paths to its parent as (kind, path) in ``LOCATOR_ORDER``, a
+    #: ``RELATIVE_PATH`` relative to the disk's own folder; empty for other disks.
+    parent_locators: tuple[tuple[str, str], ...] = ()
 
 
 class ChainBreak(enum.Enum):
@@ -262,9 +278,13 @@ def create(
     logical_sector_size: int = 0,
     physical_sector_size: int = 0,
     note: Note | None = None,
+    locator: str | None = None,
 ) -> DiskInfo:
     """Create a new disk file; it appears under ``path`` only once it is complete (its
-    temporary name held by ``note`` meanwhile)."""
+    temporary name held by ``note`` meanwhile). A differencing disk records where its
+    parent is found: ``parent_locator`` (the Windows path of ``parent``; ``parent``
+    itself when not given) and that path relative to the disk's own ``locator`` (its
+    Windows path; ``path`` when not given), as Hyper-V records both."""
     fmt, disk_type = _enum(DiskFormat, fmt, path), _enum(DiskType, disk_type, path)
     _require_new_file(path, fmt)
     request = CreateRequest(
@@ -272,7 +292,7 @@ def create(
         parent, parent_locator,
     )
     if disk_type is DiskType.DIFFERENCING:
-        request = _with_parent(path, fmt, request)
+        request = _with_parent(path, fmt, request, locator)
     elif parent is not None or parent_locator is not None:
         raise VhdError(f"{path}: only a differencing disk can have a parent")
     with _staged(path, note) as file:
@@ -386,9 +406,12 @@ def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterat
     ``MAX_CHAIN`` parents: one ``Parent`` for each, the walk ending after a parent that
     is missing, looped or unreadable, or is no differencing disk itself. ``local_of``
     gives the local file a path names (``path`` and the parent locators, Windows paths),
-    None when there is no such file. VhdError (or OSError) when ``path`` itself cannot be
-    found or read. Nothing is written; whether a parent is the disk its child was made
-    from is the caller's to judge (``Parent.made_from``)."""
+    None when there is no such file; a parent is looked for as ``parent_candidates``
+    says. VhdError (or OSError) when ``path`` itself cannot be found or read. Nothing is
+    written, not even a stale locator (which [MS-VHDX] has an implementation update once
+    a chain opened: the emulator's choice, so that checking a chain changes no file);
+    whether a parent is the disk its child was made from is the caller's to judge
+    (``Parent.made_from``)."""
     local = local_of(path)
     if local is None:
         raise VhdError(f"{path}: the file cannot be found")
@@ -397,8 +420,7 @@ def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterat
     for _ in range(MAX_CHAIN):
         if info.type is not DiskType.DIFFERENCING:
             return
-        parent = info.parent_path or ""
-        parent_local = local_of(parent) if parent else None
+        parent, parent_local = _find_parent(path, info, local_of)
         if parent_local is None:
             yield Parent(path, info, parent)
             return
@@ -413,6 +435,55 @@ def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterat
         yield Parent(path, info, parent, parent_local, info=parent_info)
         seen.add(parent_local.resolve())
         path, info = parent, parent_info
+
+
+def parent_candidates(path: str, info: DiskInfo) -> tuple[str, ...]:
+    """The paths where the differencing disk ``path`` (its headers ``info``) looks for
+    its parent, in the order they are tried (``LOCATOR_ORDER``): the relative locator
+    taken from ``path``'s folder, then the volume and absolute ones, a Win32 ``\\\\?\\``
+    prefix dropped. A disk whose headers record no locator (an old VHD keeping only the
+    parent's name) is looked for by ``parent_path``. When none holds the parent, the
+    last one tried is the path named: the absolute one, the ParentPath the disk's
+    settings report too (Microsoft does not say which path its error names: the
+    emulator's choice)."""
+    found: list[str] = []
+    for kind, text in info.parent_locators:
+        candidate = _beside(path, text) if kind == RELATIVE_PATH else _win32_path(text)
+        if candidate and candidate not in found:
+            found.append(candidate)
+    if not found and info.parent_path:
+        found.append(info.parent_path)
+    return tuple(found)
+
+
+def _find_parent(path: str, info: DiskInfo, local_of: Callable[[str], pathlib.Path | None]
+                 ) -> tuple[str, pathlib.Path | None]:
+    """The first of ``parent_candidates`` that names a file, and that file; else the
+    last candidate and None."""
+    named = ""
+    for named in parent_candidates(path, info):
+        local = local_of(named)
+        if local is not None:
+            return named, local
+    return named, None
+
+
+def _beside(path: str, relative: str) -> str:
+    """The Windows path ``relative`` names from the folder of the file ``path``."""
+    return ntpath.normpath(ntpath.join(ntpath.dirname(path), relative))
+
+
+def _win32_path(text: str) -> str:
+    """A Win32 path without its ``\\\\?\\`` prefix ([MS-VHDX]'s example absolute_win32_path
+    carries one): ``\\\\?\\D:\\x`` is ``D:\\x``, ``\\\\?\\UNC\\srv\\share\\x`` is
+    ``\\\\srv\\share\\x``. A volume path (``\\\\?\\Volume{...}``) is kept: the emulated
+    host has no volume GUIDs, so it names no file there."""
+    if text[:len(_WIN32_UNC_PREFIX)].upper() == _WIN32_UNC_PREFIX:
+        return "\\\\" + text[len(_WIN32_UNC_PREFIX):]
+    rest = text[len(_WIN32_PREFIX):]
+    if text.startswith(_WIN32_PREFIX) and len(rest) > 1 and rest[1] == ":":
+        return rest
+    return text
 
 
 def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> None:
@@ -515,7 +586,8 @@ def _require_new_file(path: pathlib.Path, fmt: DiskFormat) -> None:
         raise VhdError(f"{path}: the file already exists")
 
 
-def _with_parent(path: pathlib.Path, fmt: DiskFormat, request: CreateRequest) -> CreateRequest:
+def _with_parent(path: pathlib.Path, fmt: DiskFormat, request: CreateRequest,
+                 locator: str | None) -> CreateRequest:
     parent = request.parent
     if parent is None:
         raise VhdError(f"{path}: a differencing disk needs a parent")
@@ -524,16 +596,31 @@ def _with_parent(path: pathlib.Path, fmt: DiskFormat, request: CreateRequest) ->
         raise VhdError(
             f"{path}: the parent {parent} is a {parent_info.format.name} file, not {fmt.name}"
         )
-    return replace(
-        request,
-        size_bytes=parent_info.virtual_size_bytes,
-        parent_locator=request.parent_locator or str(parent),
-        relative_locator=_relative_locator(path, parent),
-    )
+    parent_locator = request.parent_locator or str(parent)
+    relative = (_relative_locator(locator, parent_locator)
+                if locator is not None and request.parent_locator
+                else _local_relative_locator(path, parent))
+    return replace(request, size_bytes=parent_info.virtual_size_bytes,
+                   parent_locator=parent_locator, relative_locator=relative)
 
 
-def _relative_locator(child: pathlib.Path, parent: pathlib.Path) -> str:
-    """The parent's path relative to the child's directory, written the Windows way."""
+def _relative_locator(child: str, parent: str) -> str | None:
+    """The Windows path ``parent`` relative to the folder of the Windows path ``child``,
+    as [MS-VHDX]'s relative_path and the VHD's W2ru hold it: ``.\\base.vhdx`` beside the
+    child, ``..\\t\\base.vhdx`` in a sibling folder. None when no such path leads there:
+    the two lie on different drives or shares (or the parent is named by its volume),
+    where a relative path would name a file on the child's drive; the specifications do
+    not say what is recorded then, the emulator records the absolute path alone."""
+    try:
+        text = ntpath.relpath(_win32_path(parent), ntpath.dirname(_win32_path(child)))
+    except ValueError:  # on different drives or shares
+        return None
+    return text if text.startswith("..") else ".\\" + text
+
+
+def _local_relative_locator(child: pathlib.Path, parent: pathlib.Path) -> str:
+    """The local file ``parent`` relative to the folder of ``child``, written the Windows
+    way (for a disk made with no Windows paths)."""
     relative = os.path.relpath(parent.resolve(), child.resolve().parent)
     text = relative.replace(os.sep, "\\")
     return text if text.startswith("..") else ".\\" + text

@@ -20,9 +20,12 @@ from dataclasses import astuple, dataclass, replace
 from pathlib import PureWindowsPath
 
 from hyperv_agent.emulator.vhd import (
+    ABSOLUTE_PATH,
     GIB,
     KIB,
+    LOCATOR_ORDER,
     MIB,
+    RELATIVE_PATH,
     CreateRequest,
     DiskFile,
     DiskFormat,
@@ -70,6 +73,7 @@ UNIX_TIME_OF_VHD_EPOCH = 946_684_800  # 2000-01-01T00:00:00Z
 PLATFORM_ABSOLUTE = b"W2ku"
 PLATFORM_RELATIVE = b"W2ru"
 PLATFORM_NONE = bytes(4)
+_LOCATOR_KINDS = {PLATFORM_RELATIVE: RELATIVE_PATH, PLATFORM_ABSOLUTE: ABSOLUTE_PATH}
 PARENT_NAME_BYTES = 512
 HEADER_AT = SECTOR  # the dynamic header follows the footer copy
 TABLE_AT = 3 * SECTOR  # the BAT follows the 1024-byte dynamic header
@@ -276,14 +280,24 @@ def _read_bat(file: DiskFile, header: DynamicHeader) -> list[int]:
     return bat
 
 
-def _read_parent_path(file: DiskFile, header: DynamicHeader) -> str | None:
-    for code in (PLATFORM_ABSOLUTE, PLATFORM_RELATIVE):
-        for locator in header.parsed_locators():
-            if locator.code == code and locator.length:
-                raw = file.read_exact(locator.offset, locator.length, "VHD parent locator")
-                return raw.decode("utf-16-le", errors="replace").rstrip("\0")
+def _read_locators(file: DiskFile, header: DynamicHeader) -> dict[str, str]:
+    """The Windows locators' paths by kind: W2ru is ``vhd.RELATIVE_PATH``, W2ku
+    ``vhd.ABSOLUTE_PATH`` (the first of each code)."""
+    found: dict[str, str] = {}
+    for locator in header.parsed_locators():
+        kind = _LOCATOR_KINDS.get(locator.code)
+        if kind is not None and kind not in found and locator.length:
+            raw = file.read_exact(locator.offset, locator.length, "VHD parent locator")
+            found[kind] = raw.decode("utf-16-le", errors="replace").rstrip("\0")
+    return found
+
+
+def _parent_path(header: DynamicHeader, locators: dict[str, str]) -> str | None:
+    """The path named as the parent's: the absolute locator, else the relative one, else
+    the parent's name the header keeps."""
+    named = locators.get(ABSOLUTE_PATH) or locators.get(RELATIVE_PATH)
     name = header.parent_name.decode("utf-16-be", errors="replace").rstrip("\0")
-    return name or None
+    return named or name or None
 
 
 # --- images -------------------------------------------------------------------------------
@@ -341,10 +355,11 @@ class SparseVhd:
         disk_type = DiskType(self._footer.disk_type)
         differencing = disk_type is DiskType.DIFFERENCING
         unique_id = str(uuid.UUID(bytes=self._footer.unique_id))  # a child records it
+        locators = _read_locators(self._file, self._header) if differencing else {}
         return DiskInfo(
             DiskFormat.VHD, disk_type, self._footer.current_size, self._file.size(),
             self._block, SECTOR, SECTOR, unique_id,
-            _read_parent_path(self._file, self._header) if differencing else None,
+            _parent_path(self._header, locators) if differencing else None,
             # A child records its parent's unique id and time stamp; only the id is
             # compared (``vhd.check_chain``): a copy of the parent keeps its id but not
             # always its time, and Windows names the id mismatch as the break a
@@ -352,6 +367,8 @@ class SparseVhd:
             parent_links=(str(uuid.UUID(bytes=self._header.parent_id)),) if differencing
             else (),
             link_id=unique_id,
+            parent_locators=tuple((kind, locators[kind]) for kind in LOCATOR_ORDER
+                                  if kind in locators),
         )
 
     def read(self, offset: int, length: int) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 
 from hyperv_agent.emulator.vhd import (
     KIB,
+    LOCATOR_ORDER,
     MIB,
     TIB,
     VHDX_FILE_SIGNATURE,
@@ -467,6 +468,7 @@ class VhdxImage:
             str(uuid.UUID(bytes_le=meta.page83)), self._parent_path(),
             parent_links=self._parent_links(),
             link_id=str(uuid.UUID(bytes_le=self._header.data_write_guid)),
+            parent_locators=self._parent_locators(),
         )
 
     def read(self, offset: int, length: int) -> bytes:
@@ -521,6 +523,10 @@ class VhdxImage:
     def _parent_path(self) -> str | None:
         keys = self._meta.parent or {}
         return next((keys[key] for key in LOCATOR_KEYS_BY_PREFERENCE if keys.get(key)), None)
+
+    def _parent_locators(self) -> tuple[tuple[str, str], ...]:
+        keys = self._meta.parent or {}
+        return tuple((key, keys[key]) for key in LOCATOR_ORDER if keys.get(key))
 
     def _parent_links(self) -> tuple[str, ...]:
         """The parent DataWriteGuids the parent locator accepts ([MS-VHDX]: its

@@ -82,7 +82,7 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         block_size_bytes=settings.integer("BlockSize") or 0,
         logical_sector_size=settings.integer("LogicalSectorSize") or 0,
         physical_sector_size=settings.integer("PhysicalSectorSize") or 0,
-        note=call.host.staging.noted,
+        note=call.host.staging.noted, locator=path,
     ))
     call.writes = path
     return {}
