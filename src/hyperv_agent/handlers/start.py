@@ -46,7 +46,7 @@ from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import build, devices, firmware, jobs, kvp, nics, power, vms
+from hyperv_agent.hyperv import build, devices, disks, firmware, jobs, kvp, nics, power, vms
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv.schema import PROCESSOR_LIMIT_FULL
 from hyperv_agent.hyperv.session import HyperV
@@ -335,8 +335,13 @@ class StartHandler:
         if plan.kvp:
             await _named("pushing the boot arguments",
                              kvp.push_kvp_items(self.hv, ref, plan.kvp))
-        await _named("starting the VM",
-                         power.start(self.hv, ref.guid, policy=self.job_wait))
+        try:
+            await power.start(self.hv, ref.guid, policy=self.job_wait)
+        except AgentError as error:
+            broken = await disks.broken_parent(
+                self.hv, str(error), _disk_paths(plan.disks), policy=self.job_wait)
+            raise HyperVError(f"starting the VM: {error}"
+                              + (f"; {broken}" if broken else "")) from error
 
     async def _attach_disks(
         self, ref: vms.VmRef, disks: Sequence[start_plan.PlannedDisk],
@@ -379,6 +384,13 @@ class StartHandler:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _disk_paths(planned: Sequence[start_plan.PlannedDisk]) -> list[str]:
+    """The virtual hard disks of a VM (no DVD media), its root disk first."""
+    hard = [disk for disk in planned if disk.path is not None and not disk.dvd]
+    return [disk.path for disk in sorted(hard, key=lambda d: d.kind != "ROOT")
+            if disk.path is not None]
 
 
 def _boot_drive(

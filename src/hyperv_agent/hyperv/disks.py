@@ -11,6 +11,7 @@ trips once a session is warm (job polls not counted, W = job waits):
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
 ``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
+``broken_parent``        1 call when a failure is a broken chain's (read_settings)
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk)
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
 ``iso_attachments``      1 query; + 1 get for each medium that matches (its VM)
@@ -30,12 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import ntpath
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
-from hyperv_agent.errors import CimNotFound, HyperVError, InvalidRequest
+from hyperv_agent.errors import AgentError, CimNotFound, HyperVError, InvalidRequest
 from hyperv_agent.hostfs import images
 from hyperv_agent.hyperv import drives, jobs, vms
 from hyperv_agent.hyperv.schema import (
@@ -227,6 +228,55 @@ async def read_settings(
     if not text:
         raise HyperVError(f"GetVirtualHardDiskSettingData returned no settings for {path}")
     return _disk_settings(hv.cim.parse_embedded(text), path)
+
+
+#: Windows' words for a differencing disk whose parent does not open (the virtual disk
+#: driver's ERROR_VHD_PARENT_VHD_NOT_FOUND, 0xC03A000D, and
+#: ERROR_VHD_CHILD_PARENT_ID_MISMATCH, 0xC03A000E), as a failed start job's
+#: ErrorDescription quotes them: the parent cannot be found, or is not the disk the child
+#: was made from. Neither names the parent.
+_PARENT_NOT_FOUND = ("0xc03a000d", "cannot locate the parent virtual hard disk")
+_PARENT_MISMATCH = ("0xc03a000e", "mismatch in the identifiers of the parent")
+
+
+@dataclass(frozen=True)
+class BrokenParent:
+    """The differencing disk ``disk`` stands on ``parent`` (its ParentPath), which cannot
+    be found (``missing``) or is not the disk it was made from."""
+
+    disk: str
+    parent: str
+    missing: bool
+
+    def __str__(self) -> str:
+        why = ("which cannot be found" if self.missing else
+               "which is not the disk it was made from (replaced or written since)")
+        return f"the disk {self.disk} stands on the parent {self.parent}, {why}"
+
+
+async def broken_parent(
+    hv: HyperV, failure: str, paths: Sequence[str], *,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+) -> BrokenParent | None:
+    """When ``failure`` (a failed job's words) is Windows' error for a broken chain of
+    differencing disks, which parent broke it: the ParentPath of the first of ``paths``
+    (the VM's disks, its root first) that ``failure`` names, else of the first of
+    ``paths``. None when ``failure`` is another error, or no such disk names a parent it
+    can be asked for. Read-only; 1 call (``read_settings``) for a broken chain, none
+    otherwise, so only a failure pays it."""
+    text = failure.lower()
+    missing = any(words in text for words in _PARENT_NOT_FOUND)
+    if not missing and not any(words in text for words in _PARENT_MISMATCH):
+        return None
+    named = [path for path in paths if path.lower() in text]
+    for path in (named or list(paths))[:1]:
+        try:
+            parent = (await read_settings(hv, path, policy=policy)).parent_path
+        except AgentError:
+            return None
+        if parent:
+            return BrokenParent(path, parent, missing)
+    return None
 
 
 def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
