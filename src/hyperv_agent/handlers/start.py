@@ -211,17 +211,18 @@ class StartHandler:
         build.validate(spec)
         spec = await self._with_boot_template(spec, vm.os)
         controllers = start_plan.disk_controllers(vm.details, spec.generation)
-        disks = await self._disks(vm.disks, spec.generation, controllers.data_ide,
-                                  config_drive_on_host(vm.config_drive_location))
+        planned = await self._disks(vm.disks, spec.generation, controllers.data_ide,
+                                    config_drive_on_host(vm.config_drive_location))
         nics = await self._nics(vm.nics, user_vm=not start_plan.is_system_vm(vm))
         kvp = start_plan.boot_args(vm)
         split = (f"the boot arguments went as {len(kvp)} KVP items",) if len(kvp) > 1 else ()
         notes = (*controllers.notes, *split, *start_plan.memory_note(vm, spec),
                  *start_plan.identity_note(vm), *start_plan.cpu_model_note(vm))
         if not start_plan.is_system_vm(vm):
-            return start_plan.Plan(spec, disks, nics, kvp, notes)
-        disks, note = await self._system_iso(command.secondary_storage, disks, spec.generation)
-        return start_plan.Plan(spec, disks, nics, kvp, (note, *notes))
+            return start_plan.Plan(spec, planned, nics, kvp, notes)
+        planned, note = await self._system_iso(command.secondary_storage, planned,
+                                                spec.generation)
+        return start_plan.Plan(spec, planned, nics, kvp, (note, *notes))
 
     async def _with_processor_shares(self, spec: build.VmSpec,
                                      vm: VirtualMachineTO) -> build.VmSpec:
@@ -263,11 +264,11 @@ class StartHandler:
             raise InvalidRequest(f"secure boot for guest OS {guest_os!r}: {error}") from None
         return dataclasses.replace(spec, secure_boot_template_id=template_id)
 
-    async def _system_iso(self, url: str | None, disks: tuple[start_plan.PlannedDisk, ...],
+    async def _system_iso(self, url: str | None, planned: tuple[start_plan.PlannedDisk, ...],
                           generation: int) -> tuple[tuple[start_plan.PlannedDisk, ...], str]:
-        """``disks`` with the system VM ISO (protocol §9.3) added, and a note on what was done."""
+        """``planned`` with the system VM ISO (protocol §9.3) added, and a note on what was done."""
         if not url or url.partition("://")[0].lower() not in ("cifs", "smb"):
-            return disks, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
+            return planned, "no cifs:// secondaryStorage; the system VM ISO was not looked for"
         share = self.paths.image_store(url, "secondaryStorage")
         folder = await self.paths.folder_in(share.root, _ISO_FOLDER, "secondaryStorage")
         try:
@@ -276,20 +277,20 @@ class StartHandler:
                          _ISO_SUFFIX)]
         except HostFileError as error:
             log.warning("no system VM ISO: %s cannot be listed: %s", folder, error)
-            return disks, f"{folder} cannot be listed; started without the system VM ISO"
+            return planned, f"{folder} cannot be listed; started without the system VM ISO"
         if len(found) != 1:
             log.warning("%d files %s\\%s*%s; starting without the system VM ISO",
                         len(found), folder, _ISO_PREFIX, _ISO_SUFFIX)
-            return disks, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
-                           "(one is needed); started without the system VM ISO")
+            return planned, (f"{len(found)} {_ISO_PREFIX}*{_ISO_SUFFIX} files in {folder} "
+                             "(one is needed); started without the system VM ISO")
         iso = await self.paths.file_in(folder, found[0], "secondaryStorage",
                                        images.ISO_SUFFIXES)
-        return start_plan.with_iso(disks, generation, iso)
+        return start_plan.with_iso(planned, generation, iso)
 
-    async def _disks(self, disks: Sequence[DiskTO], generation: int, data_ide: bool,
+    async def _disks(self, wanted: Sequence[DiskTO], generation: int, data_ide: bool,
                      host_cache: bool) -> tuple[start_plan.PlannedDisk, ...]:
         placed = start_plan.place_all([(disk, await self._medium(disk, host_cache))
-                                       for disk in disks], generation, data_ide)
+                                       for disk in wanted], generation, data_ide)
         seen: set[tuple[str, int, int]] = set()
         for disk in placed:
             if disk.place in seen:
