@@ -877,6 +877,40 @@ async def test_linked_clone_copied_off_its_pool_stands_alone_and_the_pool_is_kep
         assert f"size={copied.stat().st_size}\n" in properties
 
 
+@pytest.mark.parametrize("moved", ["with its template", "alone"])
+async def test_linked_clone_of_a_pool_moved_to_another_folder_is_copied_off_it_merged(
+    agent: Running, tmp_path: Path, moved: str,
+) -> None:
+    """A pool's files moved to another folder (restored from a backup, or the volume
+    remounted elsewhere) hold linked clones whose absolute parent path names the old
+    folder. Hyper-V finds the template beside its clone by the relative path the clone
+    records too, so the clone is copied off the pool merged; a clone whose template is
+    no longer beside it nor where it was is refused as Hyper-V refuses it (file not
+    found), and nothing is written."""
+    pool = _pool(agent)
+    _template_on_pool(agent)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    pool.rename(pool.with_name("pool2"))
+    restored = await _other_pool(agent)  # the pool registered at its new folder
+    if moved == "alone":
+        (restored / "tmpl-1.vhdx").rename(_pool(agent, "elsewhere") / "tmpl-1.vhdx")
+    before = listing(restored)
+    body = _copy(_volume(_primary("C:\\pool2", uuid=OTHER_POOL_UUID), path=VOLUME_UUID,
+                         format="VHDX"),
+                 _volume(_nfs(), path="volumes/3/10", uuid="new-uuid"))
+    if moved == "alone":
+        await _refused(agent, body, "ConvertVirtualHardDisk failed with return code 32779")
+        assert listing(tmp_path / "secondary") == {}
+    else:
+        data = await _copied(agent, body)
+        copied = tmp_path / "secondary" / data["path"]
+        info = vhd.read_info(copied)
+        assert (info.type, info.parent_path, info.virtual_size_bytes) == (
+            vhd.DiskType.DYNAMIC, None, GIB)
+        assert vhd.read_data(copied, 0, 11) == b"template os"
+    assert listing(restored) == before
+
+
 OTHER_POOL_UUID = "0b2ac2a4-7b0c-4a57-9a8e-3f3d1e0c0a12"
 
 

@@ -487,12 +487,16 @@ def _on_drives(root: pathlib.Path) -> Any:
     return local_of
 
 
-def _clone_on_drive_c(root: pathlib.Path, fmt: DiskFormat) -> tuple[pathlib.Path, pathlib.Path]:
-    """C:\\templates\\base and its linked clone C:\\templates\\clone, made with their
-    Windows paths as the image service makes them."""
+def _clone_on_drive_c(root: pathlib.Path, fmt: DiskFormat,
+                      data: tuple[tuple[int, bytes], ...] = ()
+                      ) -> tuple[pathlib.Path, pathlib.Path]:
+    """C:\\templates\\base (holding ``data``, (offset, bytes) pairs) and its linked clone
+    C:\\templates\\clone, made with their Windows paths as the image service makes them."""
     folder = root / "C" / "templates"
     folder.mkdir(parents=True)
     base = new_disk(folder, fmt, DiskType.DYNAMIC, 8 * MIB, "base")
+    for offset, written in data:
+        vhd.write_data(base, offset, written)
     clone = new_disk(folder, fmt, DiskType.DIFFERENCING, 0, "clone", parent=base,
                      parent_locator=f"C:\\templates\\base{SUFFIX[fmt]}",
                      locator=f"C:\\templates\\clone{SUFFIX[fmt]}")
@@ -600,8 +604,7 @@ def test_differencing_vhdx_grows_and_keeps_its_parent(tmp_path: pathlib.Path) ->
     again = vhd.read_info(child)
     assert (again.virtual_size_bytes, again.parent_path) == (300 * MIB, info.parent_path)
     merged = tmp_path / "merged.vhdx"
-    vhd.convert(child, merged, DiskFormat.VHDX, DiskType.DYNAMIC,
-                parent_of=lambda _: parent)
+    vhd.convert(child, merged, DiskFormat.VHDX, DiskType.DYNAMIC, local_of=_local_file)
     assert vhd.read_info(merged).virtual_size_bytes == 300 * MIB
     assert vhd.read_data(merged, 0, 10) == b"guest data"
     assert vhd.read_data(merged, 299 * MIB, 512) == bytes(512)
@@ -760,18 +763,79 @@ def test_differencing_chain_is_merged_into_a_standalone_disk_when_converted(
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     located: list[str] = []
 
-    def parent_of(locator: str) -> pathlib.Path:
-        located.append(locator)
-        return {str(parent): parent, str(child): child}[locator]
+    def local_of(path: str) -> pathlib.Path | None:
+        located.append(path)
+        return _local_file(path)
 
     merged = tmp_path / ("merged" + SUFFIX[fmt])
-    info = vhd.convert(grandchild, merged, fmt, DiskType.DYNAMIC, parent_of=parent_of)
+    info = vhd.convert(grandchild, merged, fmt, DiskType.DYNAMIC, local_of=local_of)
 
     assert (info.type, info.parent_path, info.virtual_size_bytes) == (
         DiskType.DYNAMIC, None, 8 * MIB)
     assert vhd.read_data(merged, 4096, 1000) == pattern(1000, 5)
-    assert located == [str(child), str(parent)]
+    assert [path for path in located if _local_file(path)] == [
+        str(grandchild), str(child), str(parent)]
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p != merged} == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+@pytest.mark.parametrize("disk_type", [DiskType.FIXED, DiskType.DYNAMIC], ids=enum_id)
+def test_a_clone_moved_together_with_its_parent_converts_to_the_flattened_chain(
+    tmp_path: pathlib.Path, fmt: DiskFormat, disk_type: DiskType,
+) -> None:
+    """The chain is opened as a start opens it: a template and its clone moved together
+    convert, the parent found beside the clone by its relative locator, though the
+    absolute path the clone records names nothing any more."""
+    base, _ = _clone_on_drive_c(tmp_path, fmt, ((4096, pattern(1000, 7)),
+                                                (5 * MIB, pattern(3000, 8))))
+    moved = tmp_path / "C" / "moved"
+    base.parent.rename(moved)
+    suffix = SUFFIX[fmt]
+    before = {p.name: p.read_bytes() for p in moved.iterdir()}
+    merged = tmp_path / "C" / ("merged" + suffix)
+
+    info = vhd.convert(moved / f"clone{suffix}", merged, fmt, disk_type,
+                       locator=f"C:\\moved\\clone{suffix}", local_of=_on_drives(tmp_path))
+
+    assert (info.type, info.parent_path, info.virtual_size_bytes) == (disk_type, None, 8 * MIB)
+    assert vhd.read_data(merged, 0, 8 * MIB) == vhd.read_data(moved / f"base{suffix}", 0,
+                                                              8 * MIB)
+    assert {p.name: p.read_bytes() for p in moved.iterdir()} == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_clone_moved_alone_does_not_convert_and_names_its_missing_parent(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    base, clone = _clone_on_drive_c(tmp_path, fmt)
+    (tmp_path / "C" / "moved").mkdir()
+    clone.rename(tmp_path / "C" / "moved" / clone.name)
+    base.rename(tmp_path / "C" / base.name)  # not beside the clone, nor where it was
+    suffix = SUFFIX[fmt]
+    merged = tmp_path / "C" / ("merged" + suffix)
+
+    with pytest.raises(vhd.BrokenChain) as caught:
+        vhd.convert(tmp_path / "C" / "moved" / clone.name, merged, fmt, DiskType.DYNAMIC,
+                    locator=f"C:\\moved\\clone{suffix}", local_of=_on_drives(tmp_path))
+    assert (caught.value.why, caught.value.child, caught.value.parent) == (
+        vhd.ChainBreak.MISSING, f"C:\\moved\\clone{suffix}", f"C:\\templates\\base{suffix}")
+    assert not merged.exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
+def test_a_clone_whose_parent_was_replaced_does_not_convert(
+    tmp_path: pathlib.Path, fmt: DiskFormat,
+) -> None:
+    """Hyper-V opens the chain to convert it, and refuses a parent that is not the disk
+    its child was made from, as a start does: the copy would hold another disk's data."""
+    base, _, top = _chain(tmp_path, fmt)
+    base.unlink()
+    vhd.write_data(new_disk(tmp_path, fmt, DiskType.DYNAMIC, 8 * MIB, "base"), 0, b"other")
+    merged = tmp_path / ("merged" + SUFFIX[fmt])
+
+    with pytest.raises(vhd.BrokenChain, match="mismatch in the identifiers"):
+        vhd.convert(top, merged, fmt, DiskType.DYNAMIC, local_of=_local_file)
+    assert not merged.exists()
 
 
 def test_convert_fails_when_destination_exists(tmp_path: pathlib.Path) -> None:

@@ -327,14 +327,18 @@ def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
 
 def convert(
     source: pathlib.Path, destination: pathlib.Path, fmt: DiskFormat, disk_type: DiskType,
-    note: Note | None = None, parent_of: Callable[[str], pathlib.Path] | None = None,
+    note: Note | None = None, *, locator: str | None = None,
+    local_of: Callable[[str], pathlib.Path | None] | None = None,
 ) -> DiskInfo:
     """Copy a disk's guest data into a new fixed or dynamic file of another format/type.
 
-    A differencing source is merged with its parents into the new file, as Hyper-V does;
-    ``parent_of`` finds the local file a parent locator names. Only chains whose
-    differencing disks hold no data of their own (all the emulator makes) are merged:
-    their guest data is their base disk's. The source and its parents are not changed.
+    A differencing source is merged with its parents into the new file, as Hyper-V does:
+    its chain is opened as ``check_chain`` opens it (BrokenChain when a parent is
+    missing, not the disk it was made from, or already in the chain), from ``locator``
+    (the Windows path of ``source``; ``source`` itself when not given), ``local_of``
+    finding the file a path names. Only chains whose differencing disks hold no data of
+    their own (all the emulator makes) are merged: their guest data is their base
+    disk's. The source and its parents are not changed.
     """
     fmt, disk_type = _enum(DiskFormat, fmt, destination), _enum(DiskType, disk_type, destination)
     if disk_type not in (DiskType.FIXED, DiskType.DYNAMIC):
@@ -342,7 +346,7 @@ def convert(
     _require_new_file(destination, fmt)
     with _opened(source, writable=False) as src:
         info = src.info()
-    base = _base_of_chain(source, info, parent_of)
+    base = _base_of_chain(source, info, locator or str(source), local_of)
     with _opened(base, writable=False) as data:
         logical, physical = _sector_sizes_to_keep(info, fmt)
         request = CreateRequest(disk_type, info.virtual_size_bytes, 0, logical, physical)
@@ -353,28 +357,33 @@ def convert(
     return read_info(destination)
 
 
-def _base_of_chain(path: pathlib.Path, info: DiskInfo,
-                   parent_of: Callable[[str], pathlib.Path] | None) -> pathlib.Path:
-    """The fixed or dynamic disk whose guest data the disk ``path`` shows: itself, or the
-    end of its chain of parents; VhdError when a differencing disk on the way holds data
-    of its own, or a parent cannot be found."""
-    seen = {path.resolve()}
-    while info.type is DiskType.DIFFERENCING:
-        if parent_of is None:
-            raise VhdError(f"{path}: cannot convert a differencing disk without its parents")
-        with _opened(path, writable=False) as image:
-            if image.data_extents():
-                raise VhdError(f"{path}: guest data of a differencing disk is not readable "
-                               "here (the emulator merges differencing disks without data "
-                               "of their own only)")
-        if not info.parent_path:
-            raise VhdError(f"{path}: the differencing disk names no parent")
-        path = parent_of(info.parent_path)
-        if path.resolve() in seen:
-            raise VhdError(f"{path}: the chain of parents loops")
-        seen.add(path.resolve())
-        info = read_info(path)
-    return path
+def _base_of_chain(source: pathlib.Path, info: DiskInfo, locator: str,
+                   local_of: Callable[[str], pathlib.Path | None] | None) -> pathlib.Path:
+    """The fixed or dynamic disk whose guest data the disk ``source`` (its Windows path
+    ``locator``) shows: itself, or the end of its chain of parents (``check_chain``);
+    VhdError when a differencing disk on the way holds data of its own, or the chain
+    is broken or deeper than ``MAX_CHAIN``."""
+    if info.type is not DiskType.DIFFERENCING:
+        return source
+    if local_of is None:
+        raise VhdError(f"{source}: cannot convert a differencing disk without its parents")
+    _require_no_data_of_its_own(source)
+    chain = check_chain(locator, local_of)
+    for local, parent_info in chain:
+        if parent_info.type is DiskType.DIFFERENCING:
+            _require_no_data_of_its_own(local)
+    base, base_info = chain[-1]
+    if base_info.type is DiskType.DIFFERENCING:
+        raise VhdError(f"{locator}: the chain of parents is deeper than {MAX_CHAIN} disks")
+    return base
+
+
+def _require_no_data_of_its_own(path: pathlib.Path) -> None:
+    with _opened(path, writable=False) as image:
+        if image.data_extents():
+            raise VhdError(f"{path}: guest data of a differencing disk is not readable here "
+                           "(the emulator merges differencing disks without data of their "
+                           "own only)")
 
 
 @dataclass(frozen=True)
@@ -486,11 +495,14 @@ def _win32_path(text: str) -> str:
     return text
 
 
-def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> None:
+def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]
+                ) -> tuple[tuple[pathlib.Path, DiskInfo], ...]:
     """Open the disk ``path`` and its chain of parents (``parents``) as Hyper-V opens a
     VM's disk: BrokenChain when a differencing disk's parent cannot be found, is not the
     disk it was made from, or is already in the chain; VhdError when a file of the chain
-    is no valid disk. Messages name the paths as given. Nothing is written."""
+    is no valid disk. Messages name the paths as given. Nothing is written. The parents'
+    files and headers, nearest first (none for a disk that is no differencing disk)."""
+    opened: list[tuple[pathlib.Path, DiskInfo]] = []
     for parent in parents(path, local_of):
         if parent.local is None:
             raise BrokenChain(parent.child, parent.path, ChainBreak.MISSING)
@@ -498,8 +510,10 @@ def check_chain(path: str, local_of: Callable[[str], pathlib.Path | None]) -> No
             raise BrokenChain(parent.child, parent.path, ChainBreak.LOOP)
         if parent.error is not None:
             raise parent.error
-        if not parent.made_from:
+        if parent.info is None or not parent.made_from:
             raise BrokenChain(parent.child, parent.path, ChainBreak.CHANGED)
+        opened.append((parent.local, parent.info))
+    return tuple(opened)
 
 
 def read_data(path: pathlib.Path, offset: int, length: int) -> bytes:

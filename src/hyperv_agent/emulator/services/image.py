@@ -240,8 +240,24 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
     if disk_type == vhd.DiskType.FIXED:
         _room_for(call, path, destination, _info(source).virtual_size_bytes)
-    _write(lambda: vhd.convert(source, destination, fmt, disk_type,
-                               note=call.host.staging.noted,
-                               parent_of=lambda parent: _local(call, parent, must_exist=True)))
+    _write(lambda: _convert(call, source_path, source, destination, fmt, disk_type))
     call.writes = path
     return {}
+
+
+def _convert(call: Call, source_path: str, source: Path, destination: Path,
+             fmt: vhd.DiskFormat, disk_type: vhd.DiskType) -> None:
+    """A differencing source is merged with its chain of parents, found as a start finds
+    them (``vhd.check_chain``: a parent moved together with its child is found beside
+    it). A parent that cannot be found is refused as a source that cannot be (32779,
+    naming it); Microsoft's page lists no code for it, the emulator's choice. Any other
+    break of the chain fails the job (``_write``)."""
+    try:
+        vhd.convert(source, destination, fmt, disk_type, note=call.host.staging.noted,
+                    locator=source_path, local_of=call.host.paths.file)
+    except vhd.BrokenChain as error:
+        if error.why is not vhd.ChainBreak.MISSING:
+            raise
+        raise MethodError(ReturnCode.FILE_NOT_FOUND,
+                          f"the file {error.parent} does not exist (the parent of "
+                          f"{error.child})", immediate=True) from None
