@@ -467,14 +467,17 @@ def test_a_vhdx_chain_is_broken_when_its_parents_data_changed_after_the_child_wa
 ) -> None:
     """A VHDX child records its parent's DataWriteGuid, which a write to the parent
     changes: Hyper-V then refuses the chain. A VHD child records its parent's unique id,
-    which stays (``vhdfmt_vhd``: the time stamp is not compared)."""
+    which stays, and its modification time, which is not compared
+    (``vhd.Parent.made_from``: the emulator's choice)."""
     base, _, top = _chain(tmp_path, DiskFormat.VHDX)
     vhd.write_data(base, 0, b"changed under its clones")
     with pytest.raises(vhd.BrokenChain, match="mismatch in the identifiers"):
         vhd.check_chain(str(top), _local_file)
 
-    base, _, top = _chain(tmp_path, DiskFormat.VHD)
+    base, mid, top = _chain(tmp_path, DiskFormat.VHD)
     vhd.write_data(base, 0, b"changed under its clones")
+    for parent in (base, mid):  # a later time than the one the child recorded
+        os.utime(parent, (parent.stat().st_atime, parent.stat().st_mtime + 3600))
     vhd.check_chain(str(top), _local_file)
 
 

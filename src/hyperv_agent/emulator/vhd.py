@@ -405,7 +405,20 @@ class Parent:
     @property
     def made_from(self) -> bool:
         """Whether the parent is the disk its child was made from: its identity
-        (``link_id``) is one the child records (``parent_links``)."""
+        (``link_id``) is one the child records (``parent_links``).
+
+        A VHD child records its parent's unique id and, in "Parent Time Stamp", the
+        parent's modification time when the child was made (``vhdfmt_vhd``: the file's
+        last write). The VHD specification says both "should be checked" ("Modification
+        of Parent Hard Disk Image"), a recommendation where its requirements say "must",
+        and does not say what the stored time is compared with (a VHD holds no time of
+        its last change; its footer's Time Stamp is when it was made). Microsoft
+        documents the field (GET_VIRTUAL_DISK_INFO_PARENT_TIMESTAMP) and an error for a
+        mismatch (0xC03A000F), not when Windows raises it. The emulator compares the id
+        alone, the emulator's choice: a parent copied by a tool that does not keep file
+        times keeps its id, and the id mismatch is the break Windows names for a
+        replaced parent. A VHDX records no time: its DataWriteGuid, which every write
+        changes, is what [MS-VHDX] has a parser verify."""
         links = {link.lower() for link in self.child_info.parent_links}
         return self.info is not None and self.info.link_id.lower() in links
 

@@ -361,9 +361,7 @@ class SparseVhd:
             self._block, SECTOR, SECTOR, unique_id,
             _parent_path(self._header, locators) if differencing else None,
             # A child records its parent's unique id and time stamp; only the id is
-            # compared (``vhd.check_chain``): a copy of the parent keeps its id but not
-            # always its time, and Windows names the id mismatch as the break a
-            # replaced parent makes. The emulator's choice.
+            # compared (``vhd.Parent.made_from`` says why: the emulator's choice).
             parent_links=(str(uuid.UUID(bytes=self._header.parent_id)),) if differencing
             else (),
             link_id=unique_id,
