@@ -164,6 +164,38 @@ async def test_a_move_past_the_point_of_no_return_is_the_success_it_is(tmp_path:
         assert name not in await _on(agent)
 
 
+async def test_a_vm_is_reported_on_its_source_only_until_its_move_completes(
+        tmp_path: Path) -> None:
+    """While the move's job runs, the VM runs on its source and the source's agent says
+    so (the state report, CheckVirtualMachine), showing Migrating Virtual Machine
+    (32774); the destination holds nothing of it until the job completes. The MS, whose
+    VM is Migrating, sees it on one host at every moment."""
+    name = "i-2-56-VM"
+    async with _cluster(tmp_path) as agent:
+        await _running_vm(agent, tmp_path, name)
+        destination = agent.emulator.host.registry["hv-b"]
+        agent.emulator.faults.slow_next_job(MIGRATE, 1.5)
+        move = asyncio.create_task(agent.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(name, name), DESTINATION_IP)))
+        await asyncio.sleep(0.5)
+        assert not move.done()
+        assert name in await _on(agent)
+        _, checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": name})
+        assert (checked["result"], checked["state"]) == (True, "PowerOn"), checked
+        moving = await agent.emulator.query(wql.select("Msvm_ComputerSystem",
+                                                       wql.eq("ElementName", name)))
+        assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in moving] == [
+            (2, (11, 32774))]
+        assert not [vm for vm in destination.records("Msvm_ComputerSystem")
+                    if vm["ElementName"] == name]
+        _, moved = await move
+        assert moved["result"] is True, moved["details"]
+        assert name not in await _on(agent)
+        arrived = [vm for vm in destination.records("Msvm_ComputerSystem")
+                   if vm["ElementName"] == name]
+        assert [vm["EnabledState"] for vm in arrived] == [2]
+
+
 async def _defined(agent: Running, name: str) -> list[int]:
     """The EnabledState of each VM named ``name`` on the agent's host."""
     found = await agent.emulator.query(wql.select("Msvm_ComputerSystem",

@@ -3,7 +3,8 @@
 ``python -m tests.emulator.cluster_member SETTINGS`` opens the emulated host SETTINGS (JSON)
 describes. With ``die_at_commit`` the process exits in the middle of its next write to the
 state database, as a killed process would. With ``migrate`` ({"vm": GUID, "to": HOST}) it
-moves that VM and exits; otherwise it prints ``ready`` and serves until killed.
+moves that VM, waiting for the move's job to end (the move is made then; ``die_at_commit``
+is that write), and exits; otherwise it prints ``ready`` and serves until killed.
 """
 
 from __future__ import annotations
@@ -30,14 +31,18 @@ def config(settings: dict[str, Any]) -> EmulatorConfig:
 
 async def main(settings: dict[str, Any]) -> None:
     cim = EmulatorCim.open(config(settings))
-    if settings.get("die_at_commit"):
-        cim.faults.die_during_next_commit()
     move = settings.get("migrate")
     if move is not None:
         vm = ObjectPath.for_keys("Msvm_ComputerSystem", CreationClassName="Msvm_ComputerSystem",
                                  Name=move["vm"])
-        await migrate(cim, vm, move["to"])
+        job = (await migrate(cim, vm, move["to"])).path("Job")
+        if settings.get("die_at_commit"):
+            cim.faults.die_during_next_commit()
+        while job is not None and (await cim.get(job)).integer("JobState") in (2, 3, 4):
+            await asyncio.sleep(0.01)  # the move is made as its job ends
         return
+    if settings.get("die_at_commit"):
+        cim.faults.die_during_next_commit()
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -149,19 +149,20 @@ async def _where(hosts: Hosts, vm: ObjectPath) -> tuple[str, int]:
 async def test_a_queued_move_leaves_the_vm_running_on_its_source_until_it_runs(
         hosts: Hosts) -> None:
     """While its job waits for a slot, Hyper-V has not begun to move the VM: the VM runs
-    on, and is seen, on its source only; it moves when its job runs."""
+    on, and is seen, on its source only; it moves when its job, once run, completes."""
     source, _, clock = hosts
     vms = await _vms(source, 3)
     results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
     assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
-    assert [await _where(hosts, vm) for vm in vms] == [
-        (DESTINATION, ENABLED), (DESTINATION, ENABLED), (SOURCE, ENABLED)]
+    assert [await _where(hosts, vm) for vm in vms] == [(SOURCE, ENABLED)] * 3
     clock.now += JOB_S + 0.1
     assert [state for state, _ in await _states(source, results)] == [
         COMPLETED, COMPLETED, RUNNING]
-    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
+    assert [await _where(hosts, vm) for vm in vms] == [
+        (DESTINATION, ENABLED), (DESTINATION, ENABLED), (SOURCE, ENABLED)]
     clock.now += JOB_S
     assert [state for state, _ in await _states(source, results)] == [COMPLETED] * 3
+    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
 
 
 @pytest.mark.parametrize("hosts", [1], indirect=True)
@@ -192,8 +193,9 @@ async def test_a_queued_move_that_is_cancelled_never_moves_the_vm(hosts: Hosts) 
 
 @pytest.mark.parametrize("hosts", [1], indirect=True)
 async def test_a_queued_move_is_checked_again_when_it_begins(hosts: Hosts) -> None:
-    """A move is made from the hosts as they are when it begins: the destination having
-    disabled live migration meanwhile fails the queued job then, and the VM stays."""
+    """A move is checked on the hosts as they are when it begins, and made on them as
+    they are when it ends: the destination having disabled live migration meanwhile
+    fails the running move as it ends and the queued one as it begins; both VMs stay."""
     source, destination, clock = hosts
     vms = await _vms(source, 2)
     results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
@@ -205,19 +207,19 @@ async def test_a_queued_move_is_checked_again_when_it_begins(hosts: Hosts) -> No
     staged.values["EnableVirtualSystemMigration"] = False
     txn.commit()
     clock.now += JOB_S + 0.1
-    job_path = results[1].path("Job")
-    assert job_path is not None
-    job = await source.get(job_path)
-    assert (job["JobState"], job["ErrorCode"]) == (EXCEPTION, 32770), job["ErrorDescription"]
-    assert f"destination '{DESTINATION}'" in str(job["ErrorDescription"])
-    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
-    assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)
+    for result, vm in zip(results, vms, strict=True):
+        job_path = result.path("Job")
+        assert job_path is not None
+        job = await source.get(job_path)
+        assert (job["JobState"], job["ErrorCode"]) == (EXCEPTION, 32770), job["ErrorDescription"]
+        assert f"destination '{DESTINATION}'" in str(job["ErrorDescription"])
+        assert await _where(hosts, vm) == (SOURCE, ENABLED)
 
 
-async def test_a_queued_move_that_breaks_as_it_begins_fails_its_own_job(hosts: Hosts) -> None:
-    """A storage move whose copy cannot be made when it begins (its target folder's name
-    taken by a file meanwhile) fails its job, leaving the disk where it was; the read that
-    happens to come first is answered as ever."""
+async def test_a_queued_move_that_breaks_as_it_ends_fails_its_own_job(hosts: Hosts) -> None:
+    """A storage move whose copy cannot be made when it is made (its target folder's name
+    taken by a file meanwhile) fails its job as it ends, leaving the disk where it was;
+    the read that happens to come first is answered as ever."""
     source, _, clock = hosts
     vms = await _vms(source, 3)
     targets = ["S:\\vms\\elsewhere0.vhdx", "S:\\vms\\elsewhere1.vhdx",
@@ -226,7 +228,7 @@ async def test_a_queued_move_that_breaks_as_it_begins_fails_its_own_job(hosts: H
                for vm, target in zip(vms, targets, strict=True)]
     assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
     source.host.paths.local("S:\\vms\\blocked").write_bytes(b"a file, not a folder")
-    clock.now += JOB_S + 0.1
+    clock.now += 2 * JOB_S + 0.1
     job_path = results[2].path("Job")
     assert job_path is not None
     job = await source.get(job_path)
@@ -281,11 +283,12 @@ async def test_a_move_queued_behind_a_cancelled_one_runs_when_the_slot_frees(
     clock.now += JOB_S
     assert [state for state, _ in await _states(source, results)] == [
         COMPLETED, TERMINATED, RUNNING]
-    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
+    assert await _where(hosts, vms[2]) == (SOURCE, ENABLED)
     assert await _active(source) == (1, 0)
     clock.now += JOB_S
     assert [state for state, _ in await _states(source, results)] == [
         COMPLETED, TERMINATED, COMPLETED]
+    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
 
 
 async def test_a_move_queued_behind_one_that_fails_as_it_begins_runs_then(
@@ -295,12 +298,11 @@ async def test_a_move_queued_behind_one_that_fails_as_it_begins_runs_then(
     source, _, clock = hosts
     vms = await _vms(source, 5)
     targets = [f"S:\\vms\\elsewhere{index}.vhdx" for index in range(5)]
-    targets[2] = "S:\\vms\\blocked\\elsewhere2.vhdx"
     results = [await migrate(source, vm, None, STORAGE, [await moved_disk(source, vm, target)])
                for vm, target in zip(vms, targets, strict=True)]
     assert [state for state, _ in await _states(source, results)] == [
         RUNNING, RUNNING, NEW, NEW, NEW]
-    source.host.paths.local("S:\\vms\\blocked").write_bytes(b"a file, not a folder")
+    source.host.paths.local("S:\\vms\\root2.vhdx").unlink()  # the check as it begins fails
     clock.now += JOB_S + 0.1
     assert [state for state, _ in await _states(source, results)] == [
         COMPLETED, COMPLETED, EXCEPTION, RUNNING, RUNNING]
@@ -328,6 +330,7 @@ async def test_closing_a_host_leaves_the_queued_moves_of_another_of_its_name(
         clock.now += JOB_S + 0.1
         assert [state for state, _ in await _states(second, moves[second])] == [
             COMPLETED, COMPLETED, RUNNING]
+        clock.now += JOB_S
         disks = await second.query("SELECT HostResource FROM "
                                    "Msvm_StorageAllocationSettingData WHERE ResourceType = 31")
         held = {str(path).lower() for disk in disks for path in disk.strings("HostResource")}
@@ -338,14 +341,14 @@ async def test_closing_a_host_leaves_the_queued_moves_of_another_of_its_name(
 
 async def test_a_queued_move_that_has_begun_is_seen_first_at_its_destination(
         hosts: Hosts) -> None:
-    """Once a queued move's slot frees, its VM is on the destination for a read there,
-    though its source was not asked anything since: the move's work is done before a
-    primitive of any host of the process the move reaches."""
+    """Once a queued move's job has run its course, its VM is on the destination for a
+    read there, though its source was not asked anything since: the move's work is done
+    before a primitive of any host of the process the move reaches."""
     source, destination, clock = hosts
     vms = await _vms(source, 3)
     results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
     assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
-    clock.now += JOB_S + 0.1
+    clock.now += 2 * JOB_S + 0.1
     found = await destination.query("SELECT Name FROM Msvm_ComputerSystem WHERE Name = "
                                     f"'{vms[2].key('Name')}'")
     assert len(found) == 1
@@ -397,3 +400,36 @@ async def test_a_vm_whose_move_is_queued_or_under_way_is_not_moved_again(
     back = await migrate(destination, vms[1], SOURCE, LIVE)
     assert back.return_value in (0, 4096)
     assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+
+
+async def test_a_running_move_shows_the_vm_migrating_on_its_source_only(hosts: Hosts) -> None:
+    """While a live move's job runs, the VM runs on its source with OperationalStatus In
+    Service (11), Migrating Virtual Machine (32774), in its Msvm_ComputerSystem and its
+    summary; the destination holds nothing of it. As the job completes it is on the
+    destination only, with OperationalStatus OK (2)."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 1)
+    guid = vms[0].key("Name")
+    result = await migrate(source, vms[0], DESTINATION, LIVE)
+    assert [state for state, _ in await _states(source, [result])] == [RUNNING]
+    wql = f"SELECT * FROM Msvm_ComputerSystem WHERE Name = '{guid}'"
+    shown = await source.query(wql)
+    assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in shown] == [
+        (ENABLED, (11, 32774))]
+    assert await destination.query(wql) == []
+    assert await destination.query(
+        f"SELECT * FROM Msvm_VirtualSystemSettingData WHERE VirtualSystemIdentifier = '{guid}'"
+    ) == []
+    vssd = await source.query("SELECT * FROM Msvm_VirtualSystemSettingData WHERE "
+                              f"VirtualSystemIdentifier = '{guid}'")
+    assert vssd[0].path is not None
+    summary = await source.invoke(await service(source, "Msvm_VirtualSystemManagementService"),
+                                  "GetSummaryInformation",
+                                  {"SettingData": [vssd[0].path], "RequestedInformation": [110]})
+    summaries = summary["SummaryInformation"]
+    assert isinstance(summaries, tuple)
+    assert [s["OperationalStatus"] for s in summaries] == [(11, 32774)]  # type: ignore[index]
+    clock.now += JOB_S + 0.1
+    assert await source.query(wql) == []
+    arrived = await destination.query(wql)
+    assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in arrived] == [(ENABLED, (2,))]

@@ -13,9 +13,9 @@ against the job's record. What it must not do is miss a job: every job staged is
 noted (``note``) as are the changes of its times, and the jobs a host stored before
 this process are read into it once (``filled``).
 
-The work a queued job does when it begins (``queued``) lives in this process only, as
-the job's host does: closing the host drops it, and a job left queued when its process
-ends never does it.
+The work a job does when it begins (a queued job) or when it ends (a move, made as its
+job completes) (``queued``) lives in this process only, as the job's host does: closing
+the host drops it, and a job left waiting for it when its process ends never does it.
 """
 
 from __future__ import annotations
@@ -28,18 +28,20 @@ from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.codes import JOB_RETENTION_S
 from hyperv_agent.emulator.store import Record
 
-#: The work a queued job does when it begins: None when done, else the job's error
+#: The work a job does when it begins or ends: None when done, else the job's error
 #: (ErrorCode, ErrorDescription).
 Work = Callable[[], "tuple[int, str] | None"]
 
 
 @dataclass(frozen=True)
 class Queued:
-    """The ``work`` of the host's job ``job``, done when the job begins at ``begin``."""
+    """The ``work`` of the host's job ``job``, done at ``due``: when the job begins, or
+    with ``at_end`` when it ends."""
 
     job: ObjectPath
-    begin: float
+    due: float
     work: Work
+    at_end: bool = False
 
 
 def removal_time(record: Record) -> float | None:
@@ -59,7 +61,7 @@ class JobBook:
         self._removals: list[tuple[float, str]] = []  # a heap of (removal time, path key)
         self._slotted: dict[str, set[str]] = {}
         self._writers: dict[str, str] = {}  # a file's identity: the last job writing it
-        self.queued: dict[str, Queued] = {}  # by the job's path key (``jobs.defer``)
+        self.queued: dict[str, Queued] = {}  # by ``jobs.work_key`` (``jobs.defer``)
         self.filled = False
 
     def fill(self, jobs: Iterable[tuple[str, Record]]) -> None:

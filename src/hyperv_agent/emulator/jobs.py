@@ -21,13 +21,16 @@ holds no slot (it stands for a job a test stops). A job of the slots that ends b
 time (stopped, or failing as it begins) gives its place to those queued behind it, which
 then begin as the jobs still ahead of them end (``_move_up``).
 
-The work of a queued job (a move: the VM stays on its source until then) is done when
-the job begins (``defer``, which keeps it in its host's job book; ``begin_due`` runs what
-is due, before each primitive of an emulated host and on a timer at the moment a job
-begins). Until then the job is ``Cancellable``, as any job whose work has not started:
-stopped, it never does its work. Work that fails as it begins ends the job then, in
-Exception with its error. The work waits in this process only: a job left queued when its
-process ends never does it, nor one of a host closed meanwhile (``forget``).
+The work of a queued job (a move's checks: the VM stays on its source until then) is
+done when the job begins, and a job's ``finish`` (a move itself, made as its job
+completes) when it ends (``defer``, which keeps both in its host's job book;
+``begin_due`` runs what is due, before each primitive of an emulated host and on a timer
+at the moment it is due). Until it begins a queued job is ``Cancellable``, as any job
+whose work has not started: stopped, it never does its work, nor its finish. Work that
+fails as it begins ends the job then, in Exception with its error; a finish that fails
+ends it at its end the same way. The work waits in this process only: a job left
+waiting when its process ends never does it, nor one of a host closed meanwhile
+(``forget``).
 """
 
 from __future__ import annotations
@@ -83,11 +86,13 @@ class Slots:
 @dataclass(frozen=True)
 class Queue:
     """Where a job of ``slots`` stands: it begins at ``begin`` (``slot_free_at``, as the
-    caller found it), and then does ``work`` (None: its work was done at the call)."""
+    caller found it), and then does ``work`` (None: its work was done at the call); it
+    does ``finish`` (if any) when it ends."""
 
     slots: Slots
     begin: float
     work: Work | None = None
+    finish: Work | None = None
 
 
 def new_job(
@@ -153,11 +158,21 @@ def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float)
 
 
 def defer(host: EmulatedHost, job: ObjectPath, queue: Queue) -> None:
-    """Do ``queue.work`` when the (committed) ``job`` begins, unless it is stopped first."""
-    if queue.work is None:
-        return
-    host.job_book.queued[job.normalized] = Queued(job, queue.begin, queue.work)
-    host.later(max(0.0, queue.begin - host.clock()), functools.partial(begin_due, host))
+    """Do ``queue.work`` when the (committed) ``job`` begins, and ``queue.finish`` when it
+    ends, unless it is stopped (or has failed) first."""
+    record = host.store.get(job)
+    end = None if record is None else record.meta.get("end")
+    waiting = [Queued(job, queue.begin, queue.work)] if queue.work is not None else []
+    if queue.finish is not None and end is not None:
+        waiting.append(Queued(job, float(end), queue.finish, at_end=True))
+    for queued in waiting:
+        host.job_book.queued[work_key(job, queued.at_end)] = queued
+        host.later(max(0.0, queued.due - host.clock()), functools.partial(begin_due, host))
+
+
+def work_key(job: ObjectPath, at_end: bool) -> str:
+    """Where the job book keeps the work of ``job``: as it begins, or ``at_end``."""
+    return job.normalized + ("|end" if at_end else "")
 
 
 def begin_due(host: EmulatedHost) -> None:
@@ -177,7 +192,7 @@ def begin_due(host: EmulatedHost) -> None:
         return
     due = sorted(((each, key, queued) for each in hosts
                   for key, queued in each.job_book.queued.items()
-                  if each.clock() >= queued.begin), key=lambda item: item[2].begin)
+                  if each.clock() >= queued.due), key=lambda item: item[2].due)
     for each, key, queued in due:
         if each.job_book.queued.pop(key, None) is not None:
             _begin(each, key, queued)
@@ -190,29 +205,29 @@ def forget(host: EmulatedHost) -> None:
 
 def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
     job = host.store.get(queued.job)
-    if job is None or job.meta.get("stopped") is not None:
+    if job is None or job.meta.get("stopped") is not None or job.meta.get("error"):
         return
-    begin = float(job.meta.get("begin", queued.begin))
-    if begin > host.clock():  # moved up by a change its host did not keep
-        host.job_book.queued[key] = dataclasses.replace(queued, begin=begin)
+    due = float(job.meta.get("end" if queued.at_end else "begin", queued.due))
+    if due > host.clock():  # moved up by a change its host did not keep
+        host.job_book.queued[key] = dataclasses.replace(queued, due=due)
         return
+    when = "ended" if queued.at_end else "began"
     try:
         error = queued.work()
     except Exception as failure:  # not the primitive's that happens to run it: the job's
-        log.exception("the work of a queued %s job failed", job["ElementName"])
+        log.exception("the work of a %s job that %s failed", job["ElementName"], when)
         # the emulator's own wording (Microsoft's depends on what failed), without the
         # emulator's local paths
         reason = failure.strerror if isinstance(failure, OSError) else None
-        error = (ReturnCode.FAILED, f"the job failed as it began: {reason or 'an error'}")
+        error = (ReturnCode.FAILED, f"the job failed as it {when}: {reason or 'an error'}")
     if error is None:
         return
-    log.info("a queued %s job failed as it began: %s", job["ElementName"], error[1])
+    log.info("a %s job failed as it %s: %s", job["ElementName"], when, error[1])
     txn = host.store.transaction()
     staged = txn.edit(queued.job)
     if staged is None:
         return
-    staged.meta.update(end=queued.begin, error=list(error),
-                       remove_at=queued.begin + host.config.job_retention_s)
+    staged.meta.update(end=due, error=list(error), remove_at=due + host.config.job_retention_s)
     _book(host).note(queued.job.normalized, staged)
     moved = _move_up(host, txn, staged)
     txn.commit()
@@ -315,15 +330,17 @@ def _move_up(host: EmulatedHost, txn: Transaction, ended: Record) -> list[Record
 
 
 def _reschedule(host: EmulatedHost, moved: list[Record]) -> None:
-    """The queued work of the jobs ``moved`` up is done at their new begin."""
+    """The work of the jobs ``moved`` up is done at their new begin, their finish at
+    their new end."""
     queue = host.job_book.queued
     for job in moved:
-        key = job.path.normalized
-        queued = queue.get(key)
-        begin = float(job.meta["begin"])
-        if queued is not None:
-            queue[key] = dataclasses.replace(queued, begin=begin)
-            host.later(max(0.0, begin - host.clock()), functools.partial(begin_due, host))
+        for at_end in (False, True):
+            key = work_key(job.path, at_end)
+            queued = queue.get(key)
+            due = float(job.meta["end" if at_end else "begin"])
+            if queued is not None:
+                queue[key] = dataclasses.replace(queued, due=due)
+                host.later(max(0.0, due - host.clock()), functools.partial(begin_due, host))
 
 
 def running(record: Record, now: float) -> bool:

@@ -22,7 +22,7 @@ from hyperv_agent.emulator.host import (
     cim_datetime,
 )
 from hyperv_agent.emulator.indexes import IndexSpec, TallySpec
-from hyperv_agent.emulator.jobs import active_jobs, is_job, job_view
+from hyperv_agent.emulator.jobs import active_jobs, holding, is_job, job_view
 from hyperv_agent.emulator.offer import ARRIVAL
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.schema import CLASSES, ClassDef, concrete_classes
@@ -452,7 +452,7 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
     if is_job(record):
         return job_view(record, now)
     if is_vm(record):
-        return _vm_view(host, record, now)
+        return _vm_view(host, txn, record, now)
     if record.class_def.name == GUEST_NETWORK:
         return _guest_reported(host, txn, record)
     if record.class_def.name == "Win32_PerfRawData_Tcpip_NetworkInterface":
@@ -477,7 +477,7 @@ def computed(host: EmulatedHost, txn: Transaction, record: Record) -> dict[str, 
                 "Timestamp_Sys100NS": at_100ns}
     if record.class_def.name == "Msvm_VirtualSystemMigrationService":
         return {"ActiveVirtualSystemMigrationCount": active_jobs(
-                    host, txn, "MaximumActiveVirtualSystemMigration", now),
+                    host, txn, LIVE_MOVE_SLOTS, now),
                 "ActiveStorageMigrationCount": active_jobs(
                     host, txn, "MaximumActiveStorageMigration", now)}
     return {}
@@ -533,11 +533,37 @@ def end_run(vm: Record) -> None:
         vm.meta.pop(key, None)
 
 
-def _vm_view(host: EmulatedHost, vm: Record, now: float) -> dict[str, CimValue]:
-    """A VM's run time while it runs (``on_time_ms``), and its transitional state (with
+#: The slots of the live moves of a host (jobs of MigrateVirtualSystemToHost that move a
+#: VM to another host; ``jobs.Slots``), named after the setting that bounds them.
+LIVE_MOVE_SLOTS = "MaximumActiveVirtualSystemMigration"
+#: Msvm_ComputerSystem.OperationalStatus of a VM: OK (2); while a live move of it runs
+#: (its job begun, not ended), In Service (11), "processing a request", with Migrating
+#: Virtual Machine (32774), "being migrated live from one physical computer to another"
+#: (Microsoft's values). Microsoft says a primary status of OK marks an operation that
+#: can be interrupted: a move under way here cannot be stopped (its job is not
+#: Cancellable), hence In Service. Its StatusDescriptions are not documented: none shown.
+OPERATIONAL_OK: tuple[int, ...] = (2,)
+OPERATIONAL_MIGRATING: tuple[int, ...] = (11, 32774)
+
+
+def operational_status(host: EmulatedHost, txn: Transaction, vm: Record,
+                       now: float) -> tuple[int, ...]:
+    """The VM's OperationalStatus at ``now`` (``OPERATIONAL_MIGRATING`` while it moves)."""
+    path = vm.path.normalized
+    for job in holding(host, txn, LIVE_MOVE_SLOTS, now):
+        affected = job.meta.get("affected")
+        if (affected and float(job.meta.get("begin", now)) <= now
+                and ObjectPath.parse(str(affected)).normalized == path):
+            return OPERATIONAL_MIGRATING
+    return OPERATIONAL_OK
+
+
+def _vm_view(host: EmulatedHost, txn: Transaction, vm: Record,
+             now: float) -> dict[str, CimValue]:
+    """A VM's run time while it runs (``on_time_ms``), its transitional state (with
     the RequestedState Hyper-V shows "while the state change is in progress") while a
-    state change runs."""
-    view: dict[str, CimValue] = {}
+    state change runs, and its OperationalStatus (``operational_status``)."""
+    view: dict[str, CimValue] = {"OperationalStatus": operational_status(host, txn, vm, now)}
     if is_running(vm):
         view["OnTimeInMilliseconds"] = on_time_ms(vm, now)
     shown = transition(host, vm)

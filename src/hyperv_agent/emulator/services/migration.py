@@ -11,11 +11,19 @@ with ``arrival.receive``. Destinations are found by name or address:
 * otherwise a host of this process (``EmulatedHost.registry``): the destination's changes
   are staged in a transaction on its store during the call.
 
-Nothing happens until the backend commits the call's transaction (``_Linked``), which it
-does only when the method succeeded and no job fault was injected: a refusal or a failed
-job leaves both hosts, and their files, as they were. On commit: the destination takes the
-VM (files copied first), the source commits, and the source files of a storage move are
-removed.
+A move is checked at the call and made as its job completes (``_made``, the job's
+``finish``): until then the VM is on its source only, running as it was, and shows the
+move under way there (``model.operational_status``: OperationalStatus In Service (11),
+Migrating Virtual Machine (32774), the values Microsoft documents for a VM "being
+migrated live from one physical computer to another"); its destination holds nothing of
+it (a planned VM the move names stays planned). Microsoft does not say what a
+destination shows during a live migration: holding nothing there until the move ends is
+the emulator's choice, one that shows the VM on exactly one host at every moment. A
+move that cannot be made as its job ends (the VM or a host changed meanwhile) fails its
+job then, with both hosts as they were. Without jobs (``async_jobs`` off) the move is
+made at the call. Making it is committing a transaction (``_Linked``): the destination
+takes the VM (files copied first), the source commits, and the source files of a
+storage move are removed.
 
 Decisions where Hyper-V's documentation is silent:
 
@@ -25,8 +33,7 @@ Decisions where Hyper-V's documentation is silent:
   queued, is not moved again: the second move's job fails with 32775 (Invalid state for
   this operation, among the codes Microsoft lists for MigrateVirtualSystemToHost, which
   does not say which one a VM being migrated gets), as a VM in transition's does, and
-  the checks answer 5 (invalid state). A move under way has already taken the VM from
-  its source here (``_at_destination``), so it is told by its job, not by the VM.
+  the checks answer 5 (invalid state). A move is told by its job, not by the VM.
 * A null MigrationSettingData means a live move (32768) with default settings.
 * DestinationHost matches a host name, ignoring case (also by its first DNS label), and in
   a cluster also a host's private or listener address.
@@ -53,10 +60,10 @@ Decisions where Hyper-V's documentation is silent:
   (MaximumActiveVirtualSystemMigration; MaximumActiveStorageMigration for a storage
   move) waits, its job queued (``jobs.Queue``), until one of them ends. It is checked at
   the call (a refusal then fails its job at once), and nothing of it happens until its
-  job begins: the VM stays on, and runs on, its source. Then it is planned, checked and
-  made again from the call's arguments, on both hosts as they are then (a refusal then
-  fails the job as it begins), and takes effect at once, as a move whose job runs at the
-  call does; a queued move that is stopped (its job's RequestStateChange) never happens.
+  job begins: the VM stays on, and runs on, its source. Then it is planned and checked
+  again from the call's arguments, on both hosts as they are then (a refusal then fails
+  the job as it begins), and runs as a move whose job runs at the call does; a queued
+  move that is stopped (its job's RequestStateChange) never happens.
 * CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
   would fail on the VM's or the destination's configuration (switch, storage, memory,
   GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
@@ -106,7 +113,7 @@ SAME_HOST = ReturnCode.INVALID_PARAMETER
 STATE_IN_TRANSITION = ReturnCode.INVALID_STATE
 BEING_MIGRATED = ReturnCode.INVALID_STATE
 #: The slots a move holds while it runs or waits (``_slots``): live, and storage.
-LIVE_SLOTS = "MaximumActiveVirtualSystemMigration"
+LIVE_SLOTS = model.LIVE_MOVE_SLOTS
 STORAGE_SLOTS = "MaximumActiveStorageMigration"
 #: Return codes of the checks that say a host or the VM is in no state to move.
 NOT_NOW = (ReturnCode.SYSTEM_NOT_AVAILABLE, ReturnCode.NOT_SUPPORTED, ReturnCode.INVALID_STATE)
@@ -182,30 +189,45 @@ class _Move:
 @handles(SERVICE, "MigrateVirtualSystemToHost")
 def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     txn = _Linked(call.host.store)
-    call.txn = txn  # read by the backend after this returns: its commit runs the move
+    call.txn = txn  # read by the backend after this returns: without a job it runs the move
     vm = _movable_vm(call)
     with _worded(call.host, vm):
         move = _plan(call, txn, vm)
         slots = _slots(call.host, txn, move.kind)
         now = call.host.clock()
         begin = jobs.slot_free_at(call.host, txn, slots, now)
-        queued = begin > now and call.host.config.async_jobs
-        if queued:
-            move.txn = _Linked(call.host.store)  # checked only: it is made as it begins
-        _prepare(move, applied=not queued)
-    call.queue = jobs.Queue(slots, begin, (lambda: _begun(call)) if queued else None)
+        with_job = call.host.config.async_jobs
+        queued = begin > now and with_job
+        if with_job:
+            move.txn = _Linked(call.host.store)  # checked only: it is made as its job ends
+        _prepare(move, applied=not with_job)
+    call.queue = jobs.Queue(slots, begin, (lambda: _checked(call)) if queued else None,
+                            (lambda: _made(call)) if with_job else None)
     return {}
 
 
-def _begun(call: Call) -> tuple[int, str] | None:
-    """A queued move as its job begins: made as a move the call makes at once, on both
-    hosts as they are now; None when it was, else the error that ends its job."""
-    txn = _Linked(call.host.store)
-    begun = dataclasses.replace(call, txn=txn, queue=None)
+def _checked(call: Call) -> tuple[int, str] | None:
+    """A queued move as its job begins: checked again on both hosts as they are now;
+    None when it may go on, else the error that ends its job."""
+    begun = dataclasses.replace(call, txn=_Linked(call.host.store), queue=None)
     try:
         vm = _source_vm(begun)
         with _worded(begun.host, vm):
-            _prepare(_plan(begun, txn, vm), applied=True)
+            _prepare(_plan(begun, _Linked(call.host.store), vm), applied=False)
+    except MethodError as error:
+        return error.code, error.description
+    return None
+
+
+def _made(call: Call) -> tuple[int, str] | None:
+    """A move as its job ends: made as a move without a job is at the call, on both
+    hosts as they are now; None when it was, else the error that ends its job."""
+    txn = _Linked(call.host.store)
+    ending = dataclasses.replace(call, txn=txn, queue=None)
+    try:
+        vm = _source_vm(ending)
+        with _worded(ending.host, vm):
+            _prepare(_plan(ending, txn, vm), applied=True)
         txn.commit()
     except MethodError as error:
         return error.code, error.description
