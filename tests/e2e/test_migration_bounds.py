@@ -16,8 +16,10 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
+from hyperv_agent.emulator import jobs
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.host import EmulatedHost
 from hyperv_agent.hyperv import jobs as hyperv_jobs
 from tests.e2e.conftest import Running, serving
 from tests.e2e.migration_kit import (
@@ -194,6 +196,42 @@ async def test_a_vm_is_reported_on_its_source_only_until_its_move_completes(
         arrived = [vm for vm in destination.records("Msvm_ComputerSystem")
                    if vm["ElementName"] == name]
         assert [vm["EnabledState"] for vm in arrived] == [2]
+
+
+async def _restarted(cim: EmulatorCim) -> None:
+    """The emulated host under the agent stopped and opened again on its state directory
+    (Hyper-V's host restarted while the agent runs on), between two of its calls."""
+    stopped = cim.host
+
+    def restart() -> None:
+        jobs.forget(stopped)
+        stopped.close()
+        cim.host = EmulatedHost(stopped.config, stopped.clock)
+
+    await stopped.worker.run(restart)
+
+
+async def test_a_move_whose_host_stopped_before_it_ended_is_a_failed_answer(
+        tmp_path: Path) -> None:
+    """The source host stops and starts again while the agent waits for a move's job:
+    the move was never made, its job reads failed, and so does the answer; the VM runs
+    on the source, no longer migrating."""
+    name = "i-2-57-VM"
+    async with _cluster(tmp_path) as agent:
+        await _running_vm(agent, tmp_path, name)
+        agent.emulator.faults.slow_next_job(MIGRATE, 1.5)
+        move = asyncio.create_task(agent.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(name, name), DESTINATION_IP)))
+        await asyncio.sleep(0.5)
+        assert not move.done()
+        await _restarted(agent.emulator)
+        kind, failed = await move
+        assert (kind, failed["result"]) == (names.MIGRATE_ANSWER, False), failed
+        assert "did not complete: the host stopped" in failed["details"], failed["details"]
+        assert name in await _on(agent)
+        shown = await agent.emulator.query(wql.select("Msvm_ComputerSystem",
+                                                      wql.eq("ElementName", name)))
+        assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in shown] == [(2, (2,))]
 
 
 async def _defined(agent: Running, name: str) -> list[int]:

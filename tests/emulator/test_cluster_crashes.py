@@ -81,6 +81,10 @@ async def test_vm_leaves_the_source_when_it_dies_after_handing_over(tmp_path: Pa
         restarted = EmulatorCim.open(host_config(tmp_path, A))
         try:
             assert not await _has(restarted, vm.key("Name"))
+            # the move was made (handed over): its job completed, though A died before
+            # its own commit
+            moves = await restarted.query("SELECT * FROM Msvm_MigrationJob")
+            assert [(job["JobState"], job["ErrorCode"]) for job in moves] == [(7, 0)]
         finally:
             await restarted.close()
         assert _handovers(tmp_path) == []

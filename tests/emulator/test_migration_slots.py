@@ -433,3 +433,46 @@ async def test_a_running_move_shows_the_vm_migrating_on_its_source_only(hosts: H
     assert await source.query(wql) == []
     arrived = await destination.query(wql)
     assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in arrived] == [(ENABLED, (2,))]
+
+
+FAILED = 32768
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_move_whose_host_stopped_before_it_ended_is_failed_when_the_host_opens(
+        hosts: Hosts, tmp_path: Path) -> None:
+    """The source's process stops while one move runs and another waits queued, after a
+    third completed: its moves' work waits in that process, which never does it. Opened
+    again, the host shows the completed move Completed, and the two others failed
+    (Exception, saying the host stopped) rather than Completed, their VMs running on the
+    source, no longer migrating; past the moments the moves would have ended, the same."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 3)
+    done = await migrate(source, vms[0], DESTINATION, LIVE)
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, [done])] == [COMPLETED]
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms[1:]]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW]
+    clock.now += JOB_S / 2
+    await source.close()
+    clock.now += 1.0
+    reopened = EmulatorCim.open(_config(tmp_path, SOURCE, "10.0.9.1", 1), clock)
+    try:
+        again = (reopened, destination, clock)
+        assert [state for state, _ in await _states(reopened, [done])] == [COMPLETED]
+        for _ in range(2):
+            for result in results:
+                state, code, text = await _refused(reopened, result)
+                assert (state, code) == (EXCEPTION, FAILED), text
+                assert text == ("MigrateVirtualSystemToHost did not complete: the host "
+                                "stopped before the job's work was done, and none of it "
+                                "was made."), text
+            assert [await _where(again, vm) for vm in vms] == [
+                (DESTINATION, ENABLED), (SOURCE, ENABLED), (SOURCE, ENABLED)]
+            shown = await reopened.query("SELECT OperationalStatus FROM Msvm_ComputerSystem "
+                                         "WHERE Caption = 'Virtual Machine'")
+            assert {vm["OperationalStatus"] for vm in shown} == {(2,)}
+            assert await _active(reopened) == (0, 0)
+            clock.now += 2 * JOB_S
+    finally:
+        await reopened.close()

@@ -30,11 +30,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import arrival, model
 from hyperv_agent.emulator.arrival import DESTINATION_UNREACHABLE, FileCopy
 from hyperv_agent.emulator.calls import MethodError
 from hyperv_agent.emulator.codes import ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.jobbook import Settle
 from hyperv_agent.emulator.offer import ARRIVAL, Offer, record_from_json, record_json
 from hyperv_agent.emulator.peers import Peer, PeerDown, PeerRefused, why
 from hyperv_agent.emulator.schema import CLASSES
@@ -171,10 +173,15 @@ def _recover_source(host: EmulatedHost, folder: Path, offer: Offer, path: Path) 
 
 
 def _forget(host: EmulatedHost, offer: Offer) -> None:
-    """Delete the VM the source handed over, unless it is another incarnation."""
+    """Delete the VM the source handed over, unless it is another incarnation; the move
+    is made, so its job's work is done (``jobbook.Settle``): a source stopped before its
+    own commit shows that job completed, not failed, when it opens again."""
     txn = host.store.transaction()
+    if offer.job:
+        Settle(ObjectPath.parse(offer.job))(txn)
     vm = txn.get(model.vm_path(offer.guid))
     if not offer.moves_the_vm or vm is None or vm.meta.get(ARRIVAL) != offer.incarnation:
+        txn.commit()
         return
     for record in model.owned_records(txn, tuple(CLASSES.values()), offer.guid):
         txn.delete(record.path)

@@ -154,6 +154,11 @@ class EmulatedHost:
                 self.store.close()
                 self._let_go()
                 raise
+        from hyperv_agent.emulator import jobs  # jobs import this module
+
+        # the jobs an earlier process left (``jobs._book``), once the cluster's recovery
+        # settled those of the moves it finished
+        jobs.open_book(self)
         EmulatedHost.registry[config.host_name.lower()] = self
 
     def _hold(self, config: EmulatorConfig) -> None:

@@ -16,6 +16,8 @@ this process are read into it once (``filled``).
 The work a job does when it begins (a queued job) or when it ends (a move, made as its
 job completes) (``queued``) lives in this process only, as the job's host does: closing
 the host drops it, and a job left waiting for it when its process ends never does it.
+Such a job is stored marked (``LATER_WORK``) until its last work is done (``Settle``), so
+that the host, opened again, finds it and ends it failed (``jobs._book``).
 """
 
 from __future__ import annotations
@@ -26,11 +28,34 @@ from dataclasses import dataclass
 
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.codes import JOB_RETENTION_S
-from hyperv_agent.emulator.store import Record
+from hyperv_agent.emulator.store import Record, Transaction
 
-#: The work a job does when it begins or ends: None when done, else the job's error
-#: (ErrorCode, ErrorDescription).
-Work = Callable[[], "tuple[int, str] | None"]
+#: The meta of a stored job whose work waits in its process (as it begins or ends): set
+#: when the job is staged, dropped when its last work is done, or the job ends otherwise.
+LATER_WORK = "later_work"
+
+
+
+@dataclass(frozen=True)
+class Settle:
+    """Stages, in a transaction of the host of ``job``, that its work is all done (when
+    ``last``: the work given it is the job's last; else nothing). Work that commits
+    changes of its own (a move made as its job ends) stages it in that same transaction,
+    so that a host stopped at any moment finds the job's work either done and settled,
+    or undone and still marked: never done and marked, nor settled undone."""
+
+    job: ObjectPath
+    last: bool = True
+
+    def __call__(self, txn: Transaction) -> None:
+        staged = txn.edit(self.job) if self.last else None
+        if staged is not None:
+            staged.meta.pop(LATER_WORK, None)
+
+
+#: The work a job does when it begins or ends, given its ``Settle``: None when done,
+#: else the job's error (ErrorCode, ErrorDescription).
+Work = Callable[[Settle], "tuple[int, str] | None"]
 
 
 @dataclass(frozen=True)

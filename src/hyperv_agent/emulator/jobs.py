@@ -30,7 +30,10 @@ whose work has not started: stopped, it never does its work, nor its finish. Wor
 fails as it begins ends the job then, in Exception with its error; a finish that fails
 ends it at its end the same way. The work waits in this process only: a job left
 waiting when its process ends never does it, nor one of a host closed meanwhile
-(``forget``).
+(``forget``). Such a job is stored marked until its last work is done (``LATER_WORK``):
+the host, opened again, ends it failed (``_abandoned``), its work undone (for a move:
+the VM on its source, as it was), rather than let it read Completed for work that never
+happened.
 """
 
 from __future__ import annotations
@@ -50,7 +53,14 @@ from hyperv_agent.emulator.codes import (
 )
 from hyperv_agent.emulator.host import EmulatedHost, cim_interval
 from hyperv_agent.emulator.instruments import JobFault
-from hyperv_agent.emulator.jobbook import JobBook, Queued, Work, removal_time
+from hyperv_agent.emulator.jobbook import (
+    LATER_WORK,
+    JobBook,
+    Queued,
+    Settle,
+    Work,
+    removal_time,
+)
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record, Transaction
 
@@ -135,6 +145,7 @@ def new_job(
         "slots": None if queue is None else queue.slots.name,
         "limit": None if queue is None else queue.slots.limit,
         "deferred": queue is not None and queue.work is not None,
+        LATER_WORK: queue is not None and (queue.work is not None or queue.finish is not None),
         "end": end,
         "remove_at": None if end is None else end + retention,
         "error": list(error) if error else None,
@@ -212,8 +223,10 @@ def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
         host.job_book.queued[key] = dataclasses.replace(queued, due=due)
         return
     when = "ended" if queued.at_end else "began"
+    # the job's last work: its finish, or its work as it begins when it has no finish
+    last = queued.at_end or work_key(queued.job, True) not in host.job_book.queued
     try:
-        error = queued.work()
+        error = queued.work(Settle(queued.job, last))
     except Exception as failure:  # not the primitive's that happens to run it: the job's
         log.exception("the work of a %s job that %s failed", job["ElementName"], when)
         # the emulator's own wording (Microsoft's depends on what failed), without the
@@ -221,6 +234,8 @@ def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
         reason = failure.strerror if isinstance(failure, OSError) else None
         error = (ReturnCode.FAILED, f"the job failed as it {when}: {reason or 'an error'}")
     if error is None:
+        if last:
+            _settled(host, queued.job)
         return
     log.info("a %s job failed as it %s: %s", job["ElementName"], when, error[1])
     txn = host.store.transaction()
@@ -228,10 +243,21 @@ def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
     if staged is None:
         return
     staged.meta.update(end=due, error=list(error), remove_at=due + host.config.job_retention_s)
+    staged.meta.pop(LATER_WORK, None)
     _book(host).note(queued.job.normalized, staged)
     moved = _move_up(host, txn, staged)
     txn.commit()
     _reschedule(host, moved)
+
+
+def _settled(host: EmulatedHost, job: ObjectPath) -> None:
+    """The work of ``job`` is all done: settled now, unless the work settled it with its
+    own changes."""
+    record = host.store.get(job)
+    if record is not None and record.meta.get(LATER_WORK):
+        txn = host.store.transaction()
+        Settle(job)(txn)
+        txn.commit()
 
 
 def writer(host: EmulatedHost, path: str) -> Record | None:
@@ -293,6 +319,7 @@ def stop(host: EmulatedHost, txn: Transaction, job: Record, state: JobState) -> 
     begin = min(float(job.meta.get("begin", now)), now)  # a queued job ends unbegun
     job.meta.update(begin=begin, end=now, remove_at=now + host.config.job_retention_s,
                     error=list(JOB_CANCELLED_ERROR), stopped=int(state))
+    job.meta.pop(LATER_WORK, None)
     job["Cancellable"] = False
     _book(host).note(job.path.normalized, job)
     _reschedule(host, _move_up(host, txn, job))
@@ -373,12 +400,59 @@ def sweep_expired(host: EmulatedHost, now: float) -> int:
     return gone
 
 
+def open_book(host: EmulatedHost) -> None:
+    """Read the jobs ``host`` stored before into its job book, as it opens (``_book``)."""
+    _book(host)
+
+
 def _book(host: EmulatedHost) -> JobBook:
-    """The host's job book, with the jobs it stored before this process read in once."""
+    """The host's job book, with the jobs it stored before this process read in once;
+    those left waiting for work their process never did end failed (``_abandoned``),
+    unless another process holds the host (it may still do their work)."""
     book = host.job_book
     if not book.filled:
-        book.fill(host.keyed_records("CIM_ConcreteJob"))
+        stored = list(host.keyed_records("CIM_ConcreteJob"))
+        if host.held_elsewhere is None and any(job.meta.get(LATER_WORK) for _, job in stored):
+            stored = _abandoned(host, stored)
+        book.fill(stored)
     return book
+
+
+#: The error of a job whose work its process never did (the host stopped first):
+#: ErrorCode 32768 (Failed). Microsoft does not document what a job shows when the host
+#: stops in the middle of it (a live migration included): Exception, the state of a job
+#: that "completed abnormally, with an error", is the emulator's choice, not Terminated
+#: or Killed, which here mean a RequestStateChange of the job's client.
+ABANDONED_ERROR = ReturnCode.FAILED
+
+
+def _abandoned(host: EmulatedHost, stored: list[tuple[str, Record]]
+               ) -> list[tuple[str, Record]]:
+    """The jobs ``stored``, those left waiting for their work (``LATER_WORK``) ended
+    failed in Exception (``ABANDONED_ERROR``), at their planned end or now, whichever
+    comes first: none of their work was done (a move's VM is on its source, as it was),
+    and they hold no slot. Their process ended, and every job waiting with them, so no
+    job queued behind one is moved up."""
+    now = host.clock()
+    txn = host.store.transaction()
+    ended = []
+    for key, job in stored:
+        staged = txn.edit(job.path) if job.meta.get(LATER_WORK) else None
+        if staged is None:
+            ended.append((key, job))
+            continue
+        planned = staged.meta.get("end")
+        end = now if planned is None else min(float(planned), now)
+        description = (f"{staged['ElementName']} did not complete: the host stopped before "
+                       "the job's work was done, and none of it was made.")
+        log.warning("a %s job ends failed: %s", staged["ElementName"], description)
+        staged.meta.update(begin=min(float(staged.meta.get("begin", end)), end), end=end,
+                           remove_at=end + host.config.job_retention_s,
+                           error=[int(ABANDONED_ERROR), description])
+        staged.meta.pop(LATER_WORK, None)
+        ended.append((key, staged))
+    txn.commit()
+    return ended
 
 
 def job_view(record: Record, now: float) -> dict[str, CimValue]:

@@ -53,6 +53,7 @@ class Offer:
     source_files: Mapping[str, str] = field(default_factory=_frozen)
     data_roots: Mapping[str, str] = field(default_factory=_frozen)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    job: str = ""  # the path of the move's job on its source ("" without one)
 
     @property
     def moves_the_vm(self) -> bool:
@@ -68,7 +69,7 @@ class Offer:
         data: dict[str, Any] = {
             name: getattr(self, name) for name in (
                 "id", "kind", "source", "destination", "guid", "vm_name", "running",
-                "memory_mb", "planned_id", "retain_source_files", "incarnation")}
+                "memory_mb", "planned_id", "retain_source_files", "incarnation", "job")}
         data["listener_addresses"] = list(self.listener_addresses)
         for name in ("switch_names", "new_paths", "source_files", "data_roots"):
             data[name] = dict(getattr(self, name))
@@ -91,7 +92,8 @@ class Offer:
                 incarnation=None if data["incarnation"] is None else str(data["incarnation"]),
                 switch_names=_texts(data["switch_names"]), new_paths=_texts(data["new_paths"]),
                 source_files=_texts(data["source_files"]),
-                data_roots=_texts(data["data_roots"]), id=str(data["id"]))
+                data_roots=_texts(data["data_roots"]), id=str(data["id"]),
+                job=str(data.get("job") or ""))  # an earlier version's offer has none
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a migration offer: {error!r}") from None
 

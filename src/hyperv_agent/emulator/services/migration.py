@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles
 from hyperv_agent.emulator.codes import CheckResult, EnabledState, ReturnCode
 from hyperv_agent.emulator.handover import Handover
 from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.jobbook import Settle
 from hyperv_agent.emulator.offer import (
     ARRIVAL,
     LIVE,
@@ -176,6 +178,7 @@ class _Move:
     destination: EmulatedHost | cluster.Peer  # the VM's own host for a storage move
     system: Embedded | None = None
     new_paths: dict[str, str] = field(default_factory=dict)  # SASD InstanceID (lower) -> path
+    job: ObjectPath | None = None  # the move's job, as it is made when the job ends
 
     @property
     def guid(self) -> str:
@@ -201,8 +204,8 @@ def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
         if with_job:
             move.txn = _Linked(call.host.store)  # checked only: it is made as its job ends
         _prepare(move, applied=not with_job)
-    call.queue = jobs.Queue(slots, begin, (lambda: _checked(call)) if queued else None,
-                            (lambda: _made(call)) if with_job else None)
+    call.queue = jobs.Queue(slots, begin, (lambda _: _checked(call)) if queued else None,
+                            functools.partial(_made, call) if with_job else None)
     return {}
 
 
@@ -219,15 +222,20 @@ def _checked(call: Call) -> tuple[int, str] | None:
     return None
 
 
-def _made(call: Call) -> tuple[int, str] | None:
+def _made(call: Call, settle: Settle) -> tuple[int, str] | None:
     """A move as its job ends: made as a move without a job is at the call, on both
-    hosts as they are now; None when it was, else the error that ends its job."""
+    hosts as they are now, its job settled in the same commit (a host stopped before it
+    finds the move undone and fails its job); None when it was, else the error that ends
+    its job."""
     txn = _Linked(call.host.store)
     ending = dataclasses.replace(call, txn=txn, queue=None)
     try:
         vm = _source_vm(ending)
         with _worded(ending.host, vm):
-            _prepare(_plan(ending, txn, vm), applied=True)
+            move = _plan(ending, txn, vm)
+            move.job = settle.job
+            _prepare(move, applied=True)
+        settle(txn)
         txn.commit()
     except MethodError as error:
         return error.code, error.description
@@ -463,7 +471,8 @@ def _offer(move: _Move) -> Offer:
         switch_names={} if move.kind == STORAGE else _switch_names(move, records),
         new_paths=move.new_paths,
         source_files={iid: str(_source_file(move, iid, records)) for iid in move.new_paths},
-        data_roots={k: v for k, v in roots.items() if v})
+        data_roots={k: v for k, v in roots.items() if v},
+        job="" if move.job is None else str(move.job))
 
 
 def _switch_names(move: _Move, records: tuple[Record, ...]) -> dict[str, str]:
