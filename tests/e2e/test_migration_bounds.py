@@ -175,7 +175,7 @@ async def test_a_vm_is_reported_on_its_source_only_until_its_move_completes(
     name = "i-2-56-VM"
     async with _cluster(tmp_path) as agent:
         await _running_vm(agent, tmp_path, name)
-        destination = agent.emulator.host.registry["hv-b"]
+        (destination,) = EmulatedHost.named("HV-B")
         agent.emulator.faults.slow_next_job(MIGRATE, 1.5)
         move = asyncio.create_task(agent.answer(names.MIGRATE_COMMAND, migrate_body(
             vm_to(name, name), DESTINATION_IP)))

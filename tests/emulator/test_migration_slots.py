@@ -476,3 +476,31 @@ async def test_a_move_whose_host_stopped_before_it_ended_is_failed_when_the_host
             clock.now += 2 * JOB_S
     finally:
         await reopened.close()
+
+
+async def test_a_move_to_a_name_two_live_hosts_share_is_refused(
+        hosts: Hosts, tmp_path: Path) -> None:
+    """A second host of the destination's name opened in this process (in its own state
+    directory): a move to that name fails its job, as one to a host that cannot be
+    reached (32777), saying the name is ambiguous, and the VM stays on its source. With
+    one of them closed, the name is the other's again, and the VM moves there."""
+    source, _, clock = hosts
+    vms = await _vms(source, 1)
+    twin = EmulatorCim.open(_config(tmp_path / "twin", DESTINATION, "10.0.9.3", 2), clock)
+    try:
+        refused = await migrate(source, vms[0], DESTINATION, LIVE)
+        clock.now += JOB_S + 0.1
+        state, code, text = await _refused(source, refused)
+        assert (state, code) == (EXCEPTION, 32777), text
+        assert text.endswith(f"Failed to establish a connection with host '{DESTINATION}': 2 "
+                             "emulated hosts of this process are named so; the destination "
+                             "is ambiguous"), text
+        assert await _where(hosts, vms[0]) == (SOURCE, ENABLED)
+        assert await twin.query("SELECT Name FROM Msvm_ComputerSystem WHERE Name = "
+                                f"'{vms[0].key('Name')}'") == []
+    finally:
+        await twin.close()
+    moved = await migrate(source, vms[0], DESTINATION, LIVE)
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, [moved])] == [COMPLETED]
+    assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)

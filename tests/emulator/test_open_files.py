@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.files import IN_USE, EmulatedFiles
+from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.api import OpenMode
 from tests.emulator.kit import attach_vhdx, define_vm, finished, request_state, state
@@ -118,3 +120,29 @@ async def test_a_stopping_vms_disk_is_held_until_the_vm_is_off(
         assert await files.remove("C:\\disks\\root.vhdx")
     finally:
         await cim.close()
+
+
+async def test_the_holds_of_a_host_reached_by_its_name_are_its_own_of_two_of_that_name(
+        make_config: Callable[..., EmulatorConfig], tmp_path: Path) -> None:
+    """An agent reaching an emulated host's files by its mapped folders finds the host's
+    holds by its name: of two live hosts of one name (each in its own state directory,
+    with its own drives), the one whose folders hold the file, not the last opened."""
+    first = EmulatorCim.open(make_config())
+    second = EmulatorCim.open(make_config(state_dir=tmp_path / "again",
+                                          drives={"C": tmp_path / "again-C"}))
+    try:
+        drive_c = first.host.config.drive_root("C")
+        vm = await define_vm(first, "held")
+        await attach_vhdx(first, vm, drive_c)
+        await finished(first, await request_state(first, vm, 2))
+        files = EmulatedFiles(HostPaths(first.host.config))
+        with pytest.raises(HostFileError, match=f"cannot delete .*: {IN_USE}"):
+            await files.remove("C:\\disks\\root.vhdx")
+        assert (drive_c / "disks" / "root.vhdx").is_file()
+        (second.host.config.drive_root("C") / "disks").mkdir(parents=True)
+        (second.host.config.drive_root("C") / "disks" / "root.vhdx").write_bytes(b"free")
+        assert await EmulatedFiles(HostPaths(second.host.config)).remove(
+            "C:\\disks\\root.vhdx")
+    finally:
+        await second.close()
+        await first.close()

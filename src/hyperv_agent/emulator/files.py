@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import BinaryIO
 
@@ -65,27 +66,36 @@ class EmulatedFiles(LocalFiles):
             raise HostFileError(f"cannot open {path}: {IN_USE}")
         return super().open_binary(path, mode)
 
-    def _holder(self) -> EmulatedHost | None:
+    def _holders(self, path: str) -> list[EmulatedHost]:
         """The emulated host, when it runs in this process (reached through its WinRM
-        face, it may run in another, whose holds are not known here)."""
-        return self._host or EmulatedHost.registry.get(self._paths.host_name.lower())
+        face, it may run in another, whose holds are not known here). Of several live
+        hosts of its name (each made in its own state directory), those whose folders
+        hold the same local file as ``path`` here."""
+        if self._host is not None:
+            return [self._host]
+        hosts = EmulatedHost.named(self._paths.host_name)
+        if len(hosts) < 2:
+            return hosts
+        mine = _local(self._paths, path)
+        return [host for host in hosts if mine is not None and _local(host.paths, path) == mine]
 
     async def _held(self, path: str, reading: bool = False) -> bool:
         """Whether a VM of the emulated host holds ``path`` open against this access:
         against any write, delete or rename; against reading only as its writable disk."""
-        host = self._holder()
-        if host is None:
-            return False
-        hold = await host.worker.run(lambda: openfiles.held_by(host, path))
-        if hold is None and host.cluster is not None and _on_share(path):
-            hold = await asyncio.to_thread(host.cluster.held_elsewhere, path)
-        return _refuses(hold, reading)
+        for host in self._holders(path):
+            hold = await host.worker.run(functools.partial(openfiles.held_by, host, path))
+            if hold is None and host.cluster is not None and _on_share(path):
+                hold = await asyncio.to_thread(host.cluster.held_elsewhere, path)
+            if _refuses(hold, reading):
+                return True
+        return False
 
     def _held_now(self, path: str, reading: bool) -> bool:
         """``_held`` from a thread that may block (``open_binary``'s)."""
-        host = self._holder()
-        if host is None:
-            return False
+        return any(self._held_on(host, path, reading) for host in self._holders(path))
+
+    @staticmethod
+    def _held_on(host: EmulatedHost, path: str, reading: bool) -> bool:
         if host.worker.on_thread():
             hold = openfiles.held_by(host, path)
         else:
@@ -108,6 +118,14 @@ class EmulatedFiles(LocalFiles):
         if free is None:
             return usage
         return Usage(usage.total_bytes, max(0, min(free, usage.total_bytes)))
+
+
+def _local(paths: HostPaths, path: str) -> Path | None:
+    """The local file ``paths`` map ``path`` to (resolved), None when they map it to none."""
+    try:
+        return paths.local(path).resolve()
+    except (HostPathError, OSError):
+        return None
 
 
 def _on_share(path: str) -> bool:

@@ -105,7 +105,9 @@ def cim_interval(seconds: float) -> str:
 class EmulatedHost:
     """State and identity of one emulated host. Several can live in one process."""
 
-    registry: ClassVar[dict[str, EmulatedHost]] = {}
+    #: The live hosts of this process by name (lower case), in the order they opened:
+    #: hosts made in different state directories may share a name (``named``).
+    registry: ClassVar[dict[str, list[EmulatedHost]]] = {}
 
     def __init__(self, config: EmulatorConfig, clock: Clock = time.time,
                  worker: Worker | None = None) -> None:
@@ -159,7 +161,7 @@ class EmulatedHost:
         # the jobs an earlier process left (``jobs._book``), once the cluster's recovery
         # settled those of the moves it finished
         jobs.open_book(self)
-        EmulatedHost.registry[config.host_name.lower()] = self
+        EmulatedHost.registry.setdefault(config.host_name.lower(), []).append(self)
 
     def _hold(self, config: EmulatorConfig) -> None:
         """Hold the state directory; when another process holds it, refuse, or read it
@@ -181,6 +183,16 @@ class EmulatedHost:
     @property
     def name(self) -> str:
         return self.config.host_name
+
+    @classmethod
+    def named(cls, name: str) -> list[EmulatedHost]:
+        """The live hosts of this process named ``name`` (ignoring case)."""
+        return list(cls.registry.get(name.lower(), ()))
+
+    @classmethod
+    def live(cls) -> list[EmulatedHost]:
+        """Every live host of this process."""
+        return [host for hosts in cls.registry.values() for host in hosts]
 
     def later(self, delay_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` after ``delay_s`` on the emulator's thread (at once without an
@@ -221,8 +233,12 @@ class EmulatedHost:
     def close(self) -> None:
         if self.cluster is not None:
             self.cluster.close()
-        if EmulatedHost.registry.get(self.name.lower()) is self:
-            EmulatedHost.registry.pop(self.name.lower(), None)
+        key = self.name.lower()
+        others = [host for host in EmulatedHost.registry.get(key, ()) if host is not self]
+        if others:
+            EmulatedHost.registry[key] = others
+        else:
+            EmulatedHost.registry.pop(key, None)
         self.store.close()
         self._let_go()
 

@@ -191,13 +191,11 @@ def begin_due(host: EmulatedHost) -> None:
     emulator's thread): of ``host``, and of the other hosts of the process a move may
     reach (``EmulatedHost.registry``), since a move's work changes its destination too,
     and a primitive of the destination must see the move its source began. Run before
-    every primitive: with no queued work, it does none. A host whose name a later one
-    of the process took is not in the registry (no move reaches it either): its queued
-    work, a move to another host included, is done by its own primitives and timers
-    only (the emulator's choice: such a host stands for one made again, not a second
-    host)."""
+    every primitive: with no queued work, it does none. Every live host of the process
+    is in the registry, also one whose name another shares (no move reaches either of
+    them by that name: ``migration._find``)."""
     hosts = [host] if host.job_book.queued else []
-    hosts += [other for other in EmulatedHost.registry.values()
+    hosts += [other for other in EmulatedHost.live()
               if other is not host and other.job_book.queued]
     if not hosts:
         return

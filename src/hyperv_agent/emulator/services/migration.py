@@ -8,8 +8,9 @@ with ``arrival.receive``. Destinations are found by name or address:
 * a host of the cluster (``cluster_dir``), in another process or in this one, when the
   VM's host is a cluster member: the destination checks the offer during the call and
   takes the VM at its commit, through the hand-over of :mod:`.handover`;
-* otherwise a host of this process (``EmulatedHost.registry``): the destination's changes
-  are staged in a transaction on its store during the call.
+* otherwise a host of this process (``EmulatedHost.named``; a name two live hosts of the
+  process share names no destination): the destination's changes are staged in a
+  transaction on its store during the call.
 
 A move is checked at the call and made as its job completes (``_made``, the job's
 ``finish``): until then the VM is on its source only, running as it was, and shows the
@@ -121,6 +122,12 @@ STORAGE_SLOTS = "MaximumActiveStorageMigration"
 NOT_NOW = (ReturnCode.SYSTEM_NOT_AVAILABLE, ReturnCode.NOT_SUPPORTED, ReturnCode.INVALID_STATE)
 # A name no host has, as Windows words it (WSAHOST_NOT_FOUND).
 NO_SUCH_HOST = "No such host is known. (0x80072AF9)"
+# A name several live hosts of this process share (each made in its own state directory):
+# a real name resolves to one host, these to none in particular, so the move is refused
+# as one to a host it cannot reach (the emulator's choice and wording), not sent to
+# whichever opened last.
+AMBIGUOUS_HOST = ("{count} emulated hosts of this process are named so; the destination "
+                  "is ambiguous")
 
 
 class _Linked(Transaction):
@@ -404,11 +411,12 @@ def _find(host: EmulatedHost, name: str) -> EmulatedHost | cluster.Peer:
             return host if host.cluster.is_me(name) else host.cluster.find(name)
         except cluster.PeerUnknown:
             raise _unreachable(name, NO_SUCH_HOST) from None
-    registry = EmulatedHost.registry
-    found = registry.get(name.lower()) or registry.get(name.split(".", 1)[0].lower())
-    if found is None:
+    found = EmulatedHost.named(name) or EmulatedHost.named(name.split(".", 1)[0])
+    if not found:
         raise _unreachable(name, NO_SUCH_HOST)
-    return found
+    if len(found) > 1:
+        raise _unreachable(name, AMBIGUOUS_HOST.format(count=len(found)))
+    return found[0]
 
 
 def _unreachable(name: str, reason: str) -> MethodError:
