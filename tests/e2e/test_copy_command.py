@@ -899,7 +899,10 @@ async def test_linked_clone_of_a_pool_moved_to_another_folder_is_copied_off_it_m
                          format="VHDX"),
                  _volume(_nfs(), path="volumes/3/10", uuid="new-uuid"))
     if moved == "alone":
-        await _refused(agent, body, "ConvertVirtualHardDisk failed with return code 32779")
+        details = await _refused(agent, body,
+                                 "ConvertVirtualHardDisk failed with return code 32779")
+        assert details.endswith(f"; the disk C:\\pool2\\{VOLUME_UUID}.vhdx stands on the "
+                                "parent C:\\pool\\tmpl-1.vhdx, which cannot be found"), details
         assert listing(tmp_path / "secondary") == {}
     else:
         data = await _copied(agent, body)
@@ -909,6 +912,44 @@ async def test_linked_clone_of_a_pool_moved_to_another_folder_is_copied_off_it_m
             vhd.DiskType.DYNAMIC, None, GIB)
         assert vhd.read_data(copied, 0, 11) == b"template os"
     assert listing(restored) == before
+
+
+@pytest.mark.parametrize(("change", "code", "why"), [
+    ("removed", "failed with return code 32779 (file not found)", "which cannot be found"),
+    ("replaced", "job ended in state 10 with error code 32773: ",
+     "which is not the disk it was made from (replaced or written since)"),
+])
+@pytest.mark.parametrize("dest", ["image store", "template", "another pool"])
+async def test_linked_clone_whose_template_is_gone_or_changed_is_not_copied_and_names_it(
+    agent: Running, tmp_path: Path, dest: str, change: str, code: str, why: str,
+) -> None:
+    """A linked clone whose template was deleted, or replaced by another disk of the same
+    name, behind CloudStack's back cannot be merged: Hyper-V refuses the conversion with
+    words that do not say which template (a bare "file not found", or Windows' broken chain
+    error). The copy fails naming the clone, the template file it stands on and why, from
+    the settings the copy reads of the clone anyway (no call more than a copy that works);
+    nothing is written."""
+    pool, other = await _linked_clone_and_other_pool(agent)
+    template = pool / "tmpl-1.vhdx"
+    template.unlink()
+    if change == "replaced":  # a template of the same name made anew
+        _template_on_pool(agent)
+    before = (listing(pool), listing(other))
+    source = _volume(_primary(), path=VOLUME_UUID, format="VHDX")
+    body = {"image store": _copy(source, _volume(_nfs(), path="volumes/3", uuid="out-uuid")),
+            "template": _copy(source, _template(_nfs(), path="template/tmpl/2/302",
+                                                uuid="new-uuid", id=302, name="302-2-abc",
+                                                format=None)),
+            "another pool": _pool_to_pool()}[dest]
+    counted = agent.emulator.round_trips()
+    details = await _refused(agent, body, f"ConvertVirtualHardDisk {code}")
+    spent = agent.emulator.round_trips() - counted
+    assert details.endswith(f"; the disk C:\\pool\\{VOLUME_UUID}.vhdx stands on the parent "
+                            f"C:\\pool\\tmpl-1.vhdx, {why}"), details
+    assert (spent["invoke:GetVirtualHardDiskSettingData"],
+            spent["invoke:ConvertVirtualHardDisk"]) == (1, 1), spent
+    assert (listing(pool), listing(other)) == before
+    assert not any((tmp_path / "secondary").rglob("*.vhdx"))
 
 
 OTHER_POOL_UUID = "0b2ac2a4-7b0c-4a57-9a8e-3f3d1e0c0a12"
@@ -1003,7 +1044,8 @@ async def test_linked_clone_whose_merge_into_another_pool_fails_leaves_nothing_t
     pool, other = await _linked_clone_and_other_pool(agent)
     before = listing(pool)
     written = hyperv_writes(monkeypatch, fails_when_done=True)
-    await _refused(agent, _pool_to_pool(), "not enough space")
+    details = await _refused(agent, _pool_to_pool(), "not enough space")
+    assert "parent" not in details, details  # no broken chain: Hyper-V's words alone
     assert [path.parent for path in written] == [other], written
     assert listing(other) == {}
     assert listing(pool) == before

@@ -107,6 +107,46 @@ async def test_create_differencing_refuses_mixed_formats(
     assert not (tmp_path / "C" / "pool" / "c.vhd").exists()
 
 
+#: Windows' words for a differencing disk whose parent cannot be found, as a failed job
+#: of Hyper-V quotes them (ERROR_VHD_PARENT_VHD_NOT_FOUND); they name no parent.
+_NOT_FOUND = ("The chain of virtual hard disks is broken. The system cannot locate the parent "
+              "virtual hard disk for the differencing disk. (0xC03A000D)")
+
+
+@pytest.mark.parametrize(("fault", "parent", "named"), [
+    ("job", "C:\\pool\\warm.vhdx", True),
+    ("code", "C:\\pool\\warm.vhdx", True),
+    ("job", None, False),  # the parent not read: the refusal as Hyper-V worded it
+    ("other", "C:\\pool\\warm.vhdx", False),  # another failure keeps its own words
+])
+async def test_merged_copy_refused_for_a_broken_chain_names_the_parent_it_was_given(
+    emulator: EmulatorCim, tmp_path: Path, fault: str, parent: str | None, named: bool,
+) -> None:
+    """A conversion Hyper-V refuses because the source's parent cannot be found (a failed
+    job quoting Windows' broken chain words, or "file not found") names the parent the
+    caller read, and no call more is made; any other refusal keeps its own words."""
+    await _warm(emulator, tmp_path)
+    await disks.create_differencing(hv(emulator), "C:\\pool\\clone.vhdx",
+                                    "C:\\pool\\warm.vhdx")
+    if fault == "code":
+        emulator.faults.fail_next_call("ConvertVirtualHardDisk", 32779)
+    else:
+        emulator.faults.fail_next_job("ConvertVirtualHardDisk", 32768, _NOT_FOUND if fault ==
+                                      "job" else "There is not enough space on the disk.")
+    before = emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        await disks.merged_copy(hv(emulator), "C:\\pool\\clone.vhdx",
+                                "C:\\pool\\merged.vhdx", parent=parent)
+    spent = emulator.round_trips() - before
+    assert (spent.calls, spent["invoke:ConvertVirtualHardDisk"]) == (1, 1), spent
+    text = str(raised.value)
+    assert text.startswith("ConvertVirtualHardDisk "), text
+    suffix = ("; the disk C:\\pool\\clone.vhdx stands on the parent C:\\pool\\warm.vhdx, "
+              "which cannot be found")
+    assert text.endswith(suffix) is named, text
+    assert isinstance(raised.value, (MethodFailed, JobFailed)) is not named
+
+
 async def test_read_settings_costs_one_call_and_raises_when_file_missing(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:

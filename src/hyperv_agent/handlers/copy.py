@@ -266,8 +266,8 @@ class CopyHandler(FileHandlers):
         ``room.KEEP_FREE_BYTES`` free. Both jobs write the whole disk, so they are waited
         for beyond the job wait, up to the command's bound (``disk_job_wait``)."""
         fill_wait = self.disk_job_wait(wait_s)
-        virtual = (await disks.read_settings(self.hv, template,
-                                             policy=self.job_wait)).size_bytes
+        settings = await disks.read_settings(self.hv, template, policy=self.job_wait)
+        virtual = settings.size_bytes
         size = max(dest.size_bytes or 0, virtual)
         # the template held shared while Hyper-V reads it, as for every volume made from it
         async with self.file_locks.hold_all(target, shared=(template,)):
@@ -276,7 +276,7 @@ class CopyHandler(FileHandlers):
                                "nothing was written")
             async with self.staged(target) as staged:
                 await disks.merged_copy(self.hv, template, staged, fixed=True,
-                                        policy=fill_wait)
+                                        parent=settings.parent_path, policy=fill_wait)
                 if size > virtual:
                     await disks.resize(self.hv, staged, size, policy=fill_wait)
         log.info("volume %s made from template %s (fixed copy of %d bytes)", target, template,

@@ -214,6 +214,7 @@ class FileHandlers:
             try:
                 with self.removed_after_job(merged):
                     await disks.merged_copy(self.hv, path, merged,
+                                            parent=settings.parent_path,
                                             policy=policy or self.job_wait)
                 log.info("%s is a differencing disk (parent %s); copying it merged", path,
                          settings.parent_path)
@@ -279,6 +280,7 @@ class FileHandlers:
         log.info("Hyper-V writes %s (%s, parent %s) as a %s disk at %s", source,
                  settings.type.name.lower(), settings.parent_path, kind.name.lower(), path)
         await disks.merged_copy(self.hv, source, path, fixed=fixed,
+                                parent=settings.parent_path,
                                 policy=policy or self.job_wait, grace=grace)
 
     @property

@@ -9,7 +9,8 @@ trips once a session is warm (job polls not counted, W = job waits):
 =======================  ================================================================
 ``create_blank``         1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
-``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk)
+``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk); a broken chain it is
+                         refused for is named from the ``parent`` given, no call more
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
 ``broken_parent``        1 call when a failure is a broken chain's (read_settings)
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk)
@@ -36,7 +37,14 @@ from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
-from hyperv_agent.errors import AgentError, CimNotFound, HyperVError, InvalidRequest
+from hyperv_agent.errors import (
+    AgentError,
+    CimNotFound,
+    HyperVError,
+    InvalidRequest,
+    JobFailed,
+    MethodFailed,
+)
 from hyperv_agent.hostfs import images
 from hyperv_agent.hyperv import drives, jobs, vms
 from hyperv_agent.hyperv.schema import (
@@ -46,6 +54,7 @@ from hyperv_agent.hyperv.schema import (
     Class,
     DiskFormat,
     DiskType,
+    ReturnCode,
     Subtype,
 )
 from hyperv_agent.hyperv.session import HyperV
@@ -191,7 +200,7 @@ async def create_differencing(
 
 
 async def merged_copy(
-    hv: HyperV, source: str, path: str, *, fixed: bool = False,
+    hv: HyperV, source: str, path: str, *, fixed: bool = False, parent: str | None = None,
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Write at ``path`` a new dynamic disk (with ``fixed``, a fixed one, its file the
@@ -202,14 +211,23 @@ async def merged_copy(
     existing ``path``, a missing parent or folder: Hyper-V refuses. Hyper-V writes the
     file whole or not at all. A job still writing when its wait ends (``policy`` ran out,
     or the caller was cancelled) is stopped first, waited on for up to ``grace``
-    (``jobs.wait_or_stop``), so the caller can remove ``path``. 1 call + 1 W when warm.
+    (``jobs.wait_or_stop``), so the caller can remove ``path``. ``parent``: the
+    ParentPath of ``source`` when the caller has read its settings (``read_settings``): a
+    refusal for a broken chain (``_unmerged``) then says which disk stands on which parent
+    and why (``BrokenParent``), at no round trip more. 1 call + 1 W when warm.
     """
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
         raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
     settings = await _new_disk_settings(hv, path, DiskType.FIXED if fixed else DiskType.DYNAMIC)
-    await _call(hv, "ConvertVirtualHardDisk",
-                {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
+    try:
+        await _call(hv, "ConvertVirtualHardDisk",
+                    {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
+    except (MethodFailed, JobFailed) as error:
+        broken = _unmerged(error, source, parent)
+        if broken is None:
+            raise
+        raise HyperVError(f"{error}; {broken}") from error
 
 
 # --- reading and growing ------------------------------------------------------------------
@@ -264,10 +282,10 @@ async def broken_parent(
     ``paths``. None when ``failure`` is another error, or no such disk names a parent it
     can be asked for. Read-only; 1 call (``read_settings``) for a broken chain, none
     otherwise, so only a failure pays it."""
-    text = failure.lower()
-    missing = any(words in text for words in _PARENT_NOT_FOUND)
-    if not missing and not any(words in text for words in _PARENT_MISMATCH):
+    missing = _parent_missing(failure)
+    if missing is None:
         return None
+    text = failure.lower()
     named = [path for path in paths if path.lower() in text]
     for path in (named or list(paths))[:1]:
         try:
@@ -277,6 +295,39 @@ async def broken_parent(
         if parent:
             return BrokenParent(path, parent, missing)
     return None
+
+
+def _parent_missing(failure: str) -> bool | None:
+    """Whether ``failure``'s words are Windows' for a parent that cannot be found (True)
+    or one that is not the disk its child was made from (False); None for any other."""
+    text = failure.lower()
+    if any(words in text for words in _PARENT_NOT_FOUND):
+        return True
+    if any(words in text for words in _PARENT_MISMATCH):
+        return False
+    return None
+
+
+def _unmerged(error: MethodFailed | JobFailed, source: str,
+              parent: str | None) -> BrokenParent | None:
+    """The broken parent Hyper-V refused to merge the differencing disk ``source`` (whose
+    ParentPath is ``parent``) for: a failed job quoting Windows' words for a broken chain
+    (``_parent_missing``, as a start's does), or "file not found" (32779, returned or a
+    job's error code), which for a source its caller has just read is a file of its chain
+    (the emulator refuses a missing parent so; Microsoft lists the code without saying
+    for what). The break is laid at ``source``'s own parent: the linked clones CloudStack
+    makes stand on a template that is no differencing disk (one downloaded as such is
+    refused, and one made from a volume is merged), so their chains are one deep. None
+    without ``parent``, or for any other failure, which keeps its own words."""
+    if parent is None:
+        return None
+    missing = _parent_missing(str(error))
+    if missing is None:
+        code = error.return_value if isinstance(error, MethodFailed) else error.error_code
+        if code != ReturnCode.FILE_NOT_FOUND:
+            return None
+        missing = True
+    return BrokenParent(source, parent, missing)
 
 
 def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
