@@ -212,6 +212,34 @@ async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template
     assert _files(_drive(host, "D", "pool2")) == [f"{SPARE}.vhdx"]
 
 
+@pytest.mark.parametrize(("change", "why"), [
+    ("removed", "which cannot be found"),
+    ("replaced", "which is not the disk it was made from (replaced or written since)"),
+])
+async def test_a_linked_clone_whose_template_is_gone_or_changed_is_not_moved_and_names_it(
+    host: Running, change: str, why: str,
+) -> None:
+    """A stopped VM's linked clone is merged with its template when it moves to another
+    pool: with that template deleted, or replaced by another disk of its name, behind
+    CloudStack's back, Hyper-V refuses the merge in words that name no template. The move
+    fails naming the volume's disk, the template file it stands on and why; the volume
+    stays where it was and nothing is left in the target pool."""
+    pool = _local_pool(host)
+    template, _ = _linked_clone(host)
+    template.unlink()
+    if change == "replaced":  # a template of the same name made anew
+        disk_file(pool, "tmpl-1")
+    before = (_files(pool), (pool / f"{SPARE}.vhdx").read_bytes())
+    kind, answer = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        SPARE, None, _other_pool(), source_pool=_local_store()))
+    assert (kind, answer["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), answer
+    details = str(answer["details"])
+    assert details.endswith(f"; the disk {LOCAL_POOL}\\{SPARE}.vhdx stands on the parent "
+                            f"{LOCAL_POOL}\\tmpl-1.vhdx, {why}"), details
+    assert (_files(pool), (pool / f"{SPARE}.vhdx").read_bytes()) == before
+    assert _files(_drive(host, "D", "pool2")) == []
+
+
 async def test_a_running_vms_linked_clone_is_not_moved_live_away_from_its_template(
     host: Running, tmp_path: Path,
 ) -> None:
