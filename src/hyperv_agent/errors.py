@@ -143,6 +143,20 @@ class JobTimeout(HyperVError):
         )
 
 
+class JobLost(HyperVError):
+    """The host no longer knows a job that was being waited for (its path answers not
+    found): its Virtual Machine Management Service restarted and lost it, or it ended and
+    was removed (``TimeBeforeRemoval``) before it was read. How it ended is not known."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        super().__init__(
+            f"Hyper-V lost track of its {method} job before it was seen to end (the host "
+            "no longer knows the job: its Virtual Machine Management Service restarted, "
+            "or the job was removed once it had ended), so whether it took effect is not "
+            "known")
+
+
 class MigrationFailed(HyperVError):
     """A VM, or its storage, did not move; the message is why, in Hyper-V's words where
     Hyper-V said it. Answered as the C# agent words it: ``<Command> failed due to <why>``."""

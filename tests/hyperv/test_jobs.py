@@ -11,7 +11,7 @@ import pytest
 from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.errors import CimUnavailable, JobFailed, JobTimeout, MethodFailed
+from hyperv_agent.errors import CimUnavailable, JobFailed, JobLost, JobTimeout, MethodFailed
 from hyperv_agent.hyperv import jobs
 from tests.emulator.kit import define_vm, state
 
@@ -123,5 +123,42 @@ async def test_a_host_out_of_reach_longer_than_the_grace_fails_the_wait(
                             policy=jobs.WaitPolicy(timeout_s=5, first_poll_s=0.01,
                                                    max_poll_s=0.02))
         assert time.monotonic() - started < 1.5
+    finally:
+        await cim.close()
+
+
+async def test_a_job_its_host_loses_at_once_fails_the_wait_at_the_first_poll(
+    emulator: EmulatorCim,
+) -> None:
+    """The Virtual Machine Management Service restarts as the job starts: the job's path
+    answers not found at the first poll, and the wait ends there, naming the method and
+    the lost job, without polling again."""
+    vm = await define_vm(emulator)
+    emulator.faults.lose_next_job("RequestStateChange", done=False)
+    before = emulator.round_trips()
+    with pytest.raises(JobLost, match="Hyper-V lost track of its RequestStateChange job"):
+        await jobs.call(emulator, vm, "RequestStateChange", {"RequestedState": 2},
+                        policy=FAST)
+    assert (emulator.round_trips() - before)["job_poll"] == 1
+    assert await state(emulator, vm) == 3  # none of its work was done
+
+
+async def test_a_job_that_goes_once_ended_before_a_poll_reads_it_fails_the_wait(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The job is seen running, then ends and is removed before the next poll comes: the
+    wait ends at that poll, however the job ended, with JobLost, not a hang nor a
+    success."""
+    cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=0.1)))
+    try:
+        vm = await define_vm(cim)
+        cim.faults.lose_next_job("RequestStateChange", done=True)
+        before = cim.round_trips()
+        with pytest.raises(JobLost) as lost:
+            await jobs.call(cim, vm, "RequestStateChange", {"RequestedState": 2},
+                            policy=jobs.WaitPolicy(timeout_s=5, first_poll_s=0.01,
+                                                   max_poll_s=0.05))
+        assert lost.value.method == "RequestStateChange"
+        assert (cim.round_trips() - before)["job_poll"] >= 2
     finally:
         await cim.close()

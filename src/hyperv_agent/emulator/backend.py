@@ -310,10 +310,14 @@ class EmulatorCim(Cim):
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:
             return self._failed_job(call, None, fault)
+        lost = self.host.faults.take_lost_job(call.method.name)
+        if lost is False:  # gone at once, its work never done
+            return self._failed_job(call, (ReturnCode.FAILED, "the job was lost"), lost=True)
         slow = self.host.faults.take_slow_job(call.method.name)
         job = new_job(self.host, call.txn, call.method.name, _affected(call),
                       duration_s=slow[0] if slow else None, cancellable=bool(slow and slow[1]),
-                      queue=call.queue, writes=call.writes)
+                      queue=call.queue, writes=call.writes,
+                      retention_s=0.0 if lost else None)
         out["Job"] = self._hosted(job)
         try:
             call.txn.commit()
@@ -325,10 +329,14 @@ class EmulatorCim(Cim):
         return MethodResult.build(ReturnCode.JOB_STARTED, out)
 
     def _failed_job(
-        self, call: Call, error: tuple[int, str] | None, fault: JobFault | None = None
+        self, call: Call, error: tuple[int, str] | None, fault: JobFault | None = None,
+        *, lost: bool = False,
     ) -> MethodResult:
+        """A job that fails, the call's own changes discarded; ``lost``: one that ends and
+        goes at once, unread (``Faults.lose_next_job``)."""
         txn = self.host.store.transaction()  # the call's own changes are discarded
-        job = new_job(self.host, txn, call.method.name, _affected(call), fault, error)
+        job = new_job(self.host, txn, call.method.name, _affected(call), fault, error,
+                      duration_s=0.0 if lost else None, retention_s=0.0 if lost else None)
         txn.commit()
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, {"Job": self._hosted(job)})

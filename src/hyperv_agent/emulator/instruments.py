@@ -92,6 +92,7 @@ class Faults:
     _return_codes: dict[str, list[int]] = field(default_factory=dict)
     _jobs: dict[str, list[JobFault | None]] = field(default_factory=dict)
     _durations: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
+    _lost: dict[str, list[bool]] = field(default_factory=dict)
     _ignoring_shutdown: set[str] = field(default_factory=set)
     _without_services: set[str] = field(default_factory=set)
     _guest_addresses: dict[tuple[str, str], GuestAddresses] = field(default_factory=dict)
@@ -165,6 +166,23 @@ class Faults:
         disk written partly would."""
         self._durations.setdefault(method.lower(), []).append((duration_s, cancellable))
 
+    def lose_next_job(self, method: str, *, done: bool) -> None:
+        """The host loses the next job of ``method``: its path answers not found (WMI's
+        WBEM_E_NOT_FOUND) from a moment after the call, before anyone can read how it
+        ended. With ``done`` its work is done and it goes the moment it ends, as a job
+        Hyper-V removes ``TimeBeforeRemoval`` after its end goes when its caller's poll
+        comes later than that; without, it goes at once and none of its work is done (the
+        call's changes are discarded, a move is never made), as when the Virtual Machine
+        Management Service restarts and loses the jobs it runs. What a restart leaves of
+        a job's work Microsoft does not say: the emulator's choice is nothing."""
+        self._lost.setdefault(method.lower(), []).append(done)
+
+    def take_lost_job(self, method: str) -> bool | None:
+        """Whether the next job of ``method`` is lost (``lose_next_job``), its work done
+        (True) or not (False); None: it is not lost."""
+        queue = self._lost.get(method.lower())
+        return queue.pop(0) if queue else None
+
     def take_slow_job(self, method: str) -> tuple[float, bool] | None:
         """The duration of the next job of ``method``, and whether it can be stopped."""
         queue = self._durations.get(method.lower())
@@ -181,6 +199,7 @@ class Faults:
     def clear(self) -> None:
         self._return_codes.clear()
         self._jobs.clear()
+        self._lost.clear()
         self._ignoring_shutdown.clear()
         self._without_services.clear()
         self._guest_addresses.clear()

@@ -116,17 +116,19 @@ def new_job(
     cancellable: bool = False,
     queue: Queue | None = None,
     writes: str | None = None,
+    retention_s: float | None = None,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
     after ``duration_s`` (default: the latency model's job time), counted from when its
-    ``queue`` lets it begin. A job that never finishes is ``Cancellable``, and so is one
+    ``queue`` lets it begin, and goes ``retention_s`` after it ends (default: the host's
+    ``job_retention_s``). A job that never finishes is ``Cancellable``, and so is one
     made ``cancellable``; a queued job with work to do is until it begins. A job that
     ``writes`` a file holds it open until it ends (``writer``)."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, now)
     duration = host.config.latency.job_s if duration_s is None else duration_s
-    retention = host.config.job_retention_s
+    retention = host.config.job_retention_s if retention_s is None else retention_s
     if fault is not None and not fault.never_finishes:
         error = (fault.error_code, fault.description)
     never = fault is not None and fault.never_finishes

@@ -4,13 +4,22 @@ Every Hyper-V method call in the project goes through ``call``: a ReturnValue of
 done, 4096 starts a job that is polled (with a growing interval) until it finishes or the
 deadline passes, anything else is a ``MethodFailed``. A job that ends in any state but
 Completed raises ``JobFailed`` with its ErrorCode and ErrorDescription; a job still
-running at the deadline raises ``JobTimeout``. A caller that must not leave a job running
-past its bound starts it with ``start``, waits with ``wait`` and stops it with ``terminate``,
-or gives ``call`` a ``grace``: a job whose wait ends early is then stopped before ``call``
-gives up on it. Hyper-V stops only a job it reports ``Cancellable``; one it cannot stop
-runs on, and what the caller asked for in ``after_job`` (removing the file the job
-writes, which it holds open meanwhile) is done once it has ended, in the background,
-bounded by the job's own wait.
+running at the deadline raises ``JobTimeout``; a job the host no longer knows (its path
+answers not found: the Virtual Machine Management Service restarted and lost its jobs, or
+Hyper-V removed the job ``TimeBeforeRemoval`` after it ended, before a late poll read it)
+raises ``JobLost``, at its first poll or any later one, never read again: how it ended is
+gone with it. Whether the work was done is for the caller to tell, where the work's
+effect is unambiguous and one read shows it on that failure alone: a VM's state after a
+start or a turn-off (``vms.request_state``), a VM gone from its source after a move
+(``migration``), a VM gone after DestroySystem (``vms.destroy``); every other caller
+fails, the error naming the method and the lost job.
+
+A caller that must not leave a job running past its bound starts it with ``start``, waits
+with ``wait`` and stops it with ``terminate``, or gives ``call`` a ``grace``: a job whose
+wait ends early is then stopped before ``call`` gives up on it. Hyper-V stops only a job
+it reports ``Cancellable``; one it cannot stop runs on, and what the caller asked for in
+``after_job`` (removing the file the job writes, which it holds open meanwhile) is done
+once it has ended, in the background, bounded by the job's own wait.
 
 Inside a command the management server waits a bounded time for (``command_bound``, set
 by the dispatcher for every command whose body has a ``wait``), no wait for Hyper-V ends
@@ -41,6 +50,7 @@ from hyperv_agent.errors import (
     CimUnavailable,
     HyperVError,
     JobFailed,
+    JobLost,
     JobTimeout,
     MethodFailed,
 )
@@ -170,7 +180,7 @@ async def call(
     With ``grace``, a job still running when its wait ends (``policy`` ran out, or the
     caller was cancelled) is stopped first (``wait_or_stop``).
 
-    Raises MethodFailed, JobFailed or JobTimeout; nothing is retried.
+    Raises MethodFailed, JobFailed, JobTimeout or JobLost; nothing is retried.
     """
     result, job = await start(cim, path, method, params, accept=accept)
     if job is not None:
@@ -295,6 +305,8 @@ async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
             return await _ended_unstopped(cim, job_path, method)
         await wait(cim, job_path, method, grace)
         _LOG.info("the %s job completed after all while it was being stopped", method)
+    except JobLost:  # as ``terminate``: a job gone counts as ended
+        _LOG.warning("the %s job was lost by its host while it was being stopped", method)
     except JobFailed:
         _LOG.info("the %s job was stopped", method)
     except JobTimeout:
@@ -331,7 +343,8 @@ async def wait(
     clock: Callable[[], float] = time.monotonic,
 ) -> CimInstance:
     """Poll the job at ``job_path`` until it finishes; returns the finished job. The wait
-    ends at ``policy.timeout_s``, or sooner at the command's bound (``limited``)."""
+    ends at ``policy.timeout_s``, or sooner at the command's bound (``limited``); JobLost
+    when the host no longer knows the job."""
     timeout_s, bound = limited(policy)
     deadline = clock() + timeout_s
     interval = policy.first_poll_s
@@ -368,7 +381,7 @@ async def _poll(cim: Cim, job_path: ObjectPath, method: str) -> CimInstance:
     try:
         return await cim.get(job_path)
     except CimNotFound:
-        raise HyperVError(f"the job of {method} vanished before it was seen to finish") from None
+        raise JobLost(method) from None
 
 
 def _outcome(job: CimInstance, method: str, state: int) -> CimInstance:
