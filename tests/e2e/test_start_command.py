@@ -945,3 +945,34 @@ async def test_start_boots_generation_1_from_the_cd_when_there_is_no_root_volume
     body["vm"]["disks"] = body["vm"]["disks"][1:]  # the (empty) DVD drive only
     vm = await _started(running, body)
     assert tuple((await _vssd(running.emulator, vm)).integers("BootOrder")) == (1, 2, 3, 0)
+
+
+async def test_start_fails_saying_hyperv_lost_track_of_the_power_on_job(
+    running: Running,
+) -> None:
+    """The host loses the job of the power-on before it is seen to end (its Virtual
+    Machine Management Service restarted), and the VM is not running: the answer fails,
+    naming the power-on and the job Hyper-V lost; no VM is left behind, and the agent
+    goes on serving."""
+    cim = running.emulator
+    cim.faults.lose_next_job("RequestStateChange", done=False)
+    key, answer = await running.answer(START, _body(running))
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    details = answer["details"]
+    assert details.startswith("StartCommand failed: starting the VM: "), details
+    assert "Hyper-V lost track of its RequestStateChange job" in details, details
+    assert await vm_names(cim) == set()
+    assert await _started(running, _body(running, make_disk=False)) is not None
+
+
+async def test_start_succeeds_when_its_lost_power_on_job_left_the_vm_running(
+    running: Running,
+) -> None:
+    """The power-on's job went before it was read (removed once ended, its caller's poll
+    late), and the VM runs: that is the start, told by one read of the VM."""
+    cim = running.emulator
+    cim.faults.lose_next_job("RequestStateChange", done=True)
+    before = cim.round_trips()
+    vm = await _started(running, _body(running))
+    assert await state(cim, vm) == 2
+    assert (cim.round_trips() - before)["invoke:RequestStateChange"] == 1

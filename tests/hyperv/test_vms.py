@@ -11,8 +11,9 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.errors import HyperVError, JobFailed
+from hyperv_agent.errors import HyperVError, JobFailed, JobLost
 from hyperv_agent.hyperv import vms
+from hyperv_agent.hyperv.schema import RequestedState
 from hyperv_agent.hyperv.vms import PowerState
 from tests.emulator.kit import (
     attach_vhdx,
@@ -279,3 +280,60 @@ async def test_destroy_refused_and_vm_kept_when_vm_runs(emulator: EmulatorCim) -
         await vms.destroy(hv(emulator), vm.key("Name"))
     found = await vms.find_vm(hv(emulator), "busy")
     assert found is not None and found.power is PowerState.RUNNING
+
+
+# --- jobs Hyper-V loses -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("requested", "reached"), [(2, 2), (3, 3)])
+async def test_a_state_change_whose_job_was_lost_is_told_by_the_vms_state(
+    emulator: EmulatorCim, requested: int, reached: int,
+) -> None:
+    """The job of a start or a turn-off went before it was read, its work done: the VM in
+    the state asked for is the change made, told by one get."""
+    vm = await define_vm(emulator, "told")
+    if requested == 3:
+        await _start(emulator, vm)
+    emulator.faults.lose_next_job("RequestStateChange", done=True)
+    before = emulator.round_trips()
+    await vms.request_state(hv(emulator), vm.key("Name"), RequestedState(requested))
+    assert (emulator.round_trips() - before)["get"] == 1
+    assert await state(emulator, vm) == reached
+
+
+async def test_a_state_change_whose_job_was_lost_undone_fails_naming_the_lost_job(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator, "untold")
+    await _start(emulator, vm)
+    emulator.faults.lose_next_job("RequestStateChange", done=False)
+    before = emulator.round_trips()
+    with pytest.raises(JobLost, match="lost track of its RequestStateChange job"):
+        await vms.turn_off(hv(emulator), vm.key("Name"))
+    assert (emulator.round_trips() - before)["get"] == 1
+    assert await state(emulator, vm) == 2
+
+
+async def test_a_reset_whose_job_was_lost_fails_without_a_read(emulator: EmulatorCim) -> None:
+    """A reset leaves a running VM running: its state cannot tell whether it was made."""
+    vm = await define_vm(emulator, "reset")
+    await _start(emulator, vm)
+    emulator.faults.lose_next_job("RequestStateChange", done=True)
+    before = emulator.round_trips()
+    with pytest.raises(JobLost):
+        await vms.request_state(hv(emulator), vm.key("Name"), RequestedState.RESET)
+    assert (emulator.round_trips() - before)["get"] == 0
+
+
+async def test_a_destroy_whose_job_was_lost_is_told_by_the_vm_gone(
+    emulator: EmulatorCim,
+) -> None:
+    vm = await define_vm(emulator, "destroyed")
+    emulator.faults.lose_next_job("DestroySystem", done=True)
+    assert await vms.destroy(hv(emulator), vm.key("Name")) is True
+    assert await vms.find_vm(hv(emulator), "destroyed") is None
+    kept = await define_vm(emulator, "kept")
+    emulator.faults.lose_next_job("DestroySystem", done=False)
+    with pytest.raises(JobLost, match="DestroySystem"):
+        await vms.destroy(hv(emulator), kept.key("Name"))
+    assert await vms.find_vm(hv(emulator), "kept") is not None

@@ -283,11 +283,10 @@ async def start(
     A VM that is already running (or in a state that cannot change, return code 32775) is
     left as it is, so a repeat is safe. A missing VM raises CimNotFound. Afterwards the VM
     runs with its definition and disks unchanged. On failure (MethodFailed, JobFailed,
-    JobTimeout) Hyper-V has not started it and nothing is cleaned up. 1 call + 1 job wait.
+    JobTimeout) Hyper-V has not started it and nothing is cleaned up; a job Hyper-V lost is
+    told by the VM's state (``vms.request_state``). 1 call + 1 job wait.
     """
-    params: dict[str, InValue] = {"RequestedState": int(RequestedState.ENABLED)}
-    await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
-                    accept=(ReturnCode.INVALID_STATE,), policy=policy)
+    await vms.request_state(hv, vm_guid, RequestedState.ENABLED, policy=policy)
 
 
 async def reset(
@@ -306,10 +305,8 @@ async def reset(
 
 async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy) -> int | None:
     """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM."""
-    params: dict[str, InValue] = {"RequestedState": int(RequestedState.RESET)}
     try:
-        result = await jobs.call(hv.cim, vms.vm_path(vm_guid), "RequestStateChange", params,
-                                 accept=(ReturnCode.INVALID_STATE,), policy=policy)
+        result = await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy)
     except CimNotFound:
         return None
     return result.return_value

@@ -20,10 +20,20 @@ path is used. Round trips in the steady state (job polls not counted, W = job wa
 ``vm_stats``      1 call (GetSummaryInformation); 0 when no name is asked for; 2 when
                   a known GUID turns out stale (the VM was re-created or renamed)
 ``find_vm``       1 query
-``turn_off``      1 call + 1 W (0 W when the VM is already off)
-``destroy``       1 call + 1 W (+1 get when DestroySystem fails, to see if the VM is gone)
+``request_state`` 1 call + 1 W (0 W when Hyper-V makes the change at once or cannot
+                  make it); +1 get when Hyper-V loses the job of a start or a turn-off
+``turn_off``      ``request_state``'s
+``destroy``       1 call + 1 W (+1 get when DestroySystem fails or Hyper-V loses its
+                  job, to see if the VM is gone)
 ``remove_vm``     at most 2 calls + 2 W; 1 call when the VM does not exist
 ================  =====================================================================
+
+A job the host loses before it is seen to end (``jobs.JobLost``: its Virtual Machine
+Management Service restarted, or the job was removed once ended) is told by its effect
+where that is unambiguous and one get shows it, on that failure alone: a start or a
+turn-off is done when the VM is in the state it asked for (Enabled, Disabled), a
+DestroySystem when the VM is gone. Anything else (the VM still changing, in another
+state, or a reset, after which a running VM runs as before) raises the JobLost.
 
 Nothing here deletes a file: DestroySystem removes a VM's definition, and its VHD, VHDX
 and ISO files stay where they are.
@@ -32,6 +42,7 @@ and ISO files stay where they are.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,9 +51,11 @@ from enum import Enum
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import (
+    CimError,
     CimNotFound,
     CimResponseTooLarge,
     JobFailed,
+    JobLost,
     MethodFailed,
 )
 from hyperv_agent.hyperv import jobs
@@ -57,6 +70,8 @@ from hyperv_agent.hyperv.schema import (
     SummaryInfo,
 )
 from hyperv_agent.hyperv.session import HyperV, InstanceMemo
+
+_LOG = logging.getLogger("hyperv_agent.hyperv.vms")
 
 # --- power states -------------------------------------------------------------------------
 
@@ -550,13 +565,56 @@ async def turn_off(
     kept. On failure (MethodFailed, JobFailed, JobTimeout) Hyper-V has changed nothing
     and nothing is cleaned up. 1 call + 1 job wait (no wait when already off).
     """
-    params: dict[str, InValue] = {"RequestedState": int(RequestedState.DISABLED)}
     try:
-        await jobs.call(hv.cim, vm_path(vm_guid), "RequestStateChange", params,
-                        accept=(ReturnCode.INVALID_STATE,), policy=policy)
+        await request_state(hv, vm_guid, RequestedState.DISABLED, policy=policy)
     except CimNotFound:
         return False
     return True
+
+
+#: The EnabledState a VM shows once the change to a RequestedState is done, for the
+#: changes whose effect is the state itself (a reset leaves a running VM running).
+_REACHED: Mapping[RequestedState, EnabledState] = {
+    RequestedState.ENABLED: EnabledState.ENABLED,
+    RequestedState.DISABLED: EnabledState.DISABLED,
+}
+
+
+async def request_state(
+    hv: HyperV, vm_guid: str, requested: RequestedState, *,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+) -> MethodResult:
+    """RequestStateChange ``requested`` of the VM, and wait for its job; Hyper-V's result.
+    A state that cannot change (return code 32775) is taken as done, so a repeat is safe.
+    A missing VM raises CimNotFound; a refusal MethodFailed, JobFailed or JobTimeout.
+
+    A job Hyper-V lost (JobLost) is told by the VM's state, read once: a VM in the state
+    a start or a turn-off asks for has made the change; otherwise (the VM still
+    changing, in another state, gone or unreadable, or a reset, which leaves a running VM
+    as it was) the JobLost is raised. 1 call + 1 W; +1 get on a lost job."""
+    params: dict[str, InValue] = {"RequestedState": int(requested)}
+    result, job = await jobs.start(hv.cim, vm_path(vm_guid), "RequestStateChange", params,
+                                   accept=(ReturnCode.INVALID_STATE,))
+    if job is not None:
+        try:
+            await jobs.wait(hv.cim, job, "RequestStateChange", policy)
+        except JobLost:
+            if not await _in_state(hv, vm_guid, _REACHED.get(requested)):
+                raise
+            _LOG.warning("Hyper-V lost the job that changed VM %s to state %d; the VM is "
+                         "in that state", vm_guid, int(requested))
+    return result
+
+
+async def _in_state(hv: HyperV, vm_guid: str, wanted: EnabledState | None) -> bool:
+    """Whether the VM shows EnabledState ``wanted`` (never for None); 1 get, else none."""
+    if wanted is None:
+        return False
+    try:
+        vm = await hv.cim.get(vm_path(vm_guid))
+    except CimError:
+        return False
+    return vm.integer("EnabledState") == wanted
 
 
 async def destroy(
@@ -569,16 +627,17 @@ async def destroy(
     the VM remain; its VHD/VHDX/ISO files are never touched. The VM must be off: on a
     running VM Hyper-V refuses and the error (MethodFailed or JobFailed) is raised with
     the VM unchanged; nothing is cleaned up on failure. 1 call + 1 job wait; a failed
-    call costs 1 more get to tell "already gone" from a real failure.
+    call costs 1 more get to tell "already gone" from a real failure, and so does a job
+    Hyper-V lost (JobLost): the VM gone, this call removed it; still there, JobLost.
     """
     path = vm_path(vm_guid)
     try:
         await call_service(hv, "DestroySystem", {"AffectedSystem": path}, policy)
-    except (MethodFailed, JobFailed):
+    except (MethodFailed, JobFailed, JobLost) as failure:
         if await _exists(hv, path):
             raise
         _forget(hv, vm_guid)
-        return False
+        return isinstance(failure, JobLost)
     _forget(hv, vm_guid)
     return True
 
