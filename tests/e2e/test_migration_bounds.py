@@ -276,3 +276,42 @@ async def test_a_vm_that_is_off_or_saved_is_not_moved_live(source: Running,
     _, moved = await source.answer(names.MIGRATE_COMMAND, migrate_body(vm_to_, DESTINATION_IP))
     assert moved["result"] is True, moved["details"]
     assert await _defined(source, name) == []
+
+
+async def test_a_move_whose_job_the_source_lost_unmade_fails_saying_the_vm_stays(
+        source: Running, tmp_path: Path) -> None:
+    """The source's Virtual Machine Management Service restarts during the move and loses
+    its job; the VM still runs on the source, not migrating: the answer fails saying
+    Hyper-V lost the job and the VM was not moved, and the next move is made."""
+    name = "i-2-54-VM"
+    await _running_vm(source, tmp_path, name)
+    source.emulator.faults.lose_next_job(MIGRATE, done=False)
+    _, lost = await source.answer(names.MIGRATE_COMMAND,
+                                  migrate_body(vm_to(name, name), DESTINATION_IP))
+    assert lost["result"] is False
+    details = lost["details"]
+    assert details.startswith("MigrateCommand failed due to Hyper-V lost track of its "
+                              "MigrateVirtualSystemToHost job"), details
+    assert details.endswith("the VM is still on this host and not moving: it was not "
+                            "moved"), details
+    assert name in await _on(source)
+
+    _, moved = await source.answer(names.MIGRATE_COMMAND,
+                                   migrate_body(vm_to(name, name), DESTINATION_IP))
+    assert moved["result"] is True, moved["details"]
+    assert name not in await _on(source)
+
+
+async def test_a_move_whose_job_went_before_it_was_read_is_told_by_the_vm_gone(
+        source: Running, tmp_path: Path) -> None:
+    """The move completed and its job was removed before the source's agent read it: the
+    VM is no longer on the source, which one read tells, and the move is a success."""
+    name = "i-2-55-VM"
+    await _running_vm(source, tmp_path, name)
+    source.emulator.faults.lose_next_job(MIGRATE, done=True)
+    before = source.emulator.round_trips()
+    _, moved = await source.answer(names.MIGRATE_COMMAND,
+                                   migrate_body(vm_to(name, name), DESTINATION_IP))
+    assert moved["result"] is True, moved["details"]
+    assert (source.emulator.round_trips() - before)[f"invoke:{MIGRATE}"] == 1
+    assert name not in await _on(source)

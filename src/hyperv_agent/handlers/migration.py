@@ -5,9 +5,11 @@ another pool) on the VM's host (protocol §5.4).
 The management server moves a running VM in this order: PrepareForMigrationCommand to the
 destination, MigrateCommand to the source, CheckVirtualMachineCommand to the destination.
 When a step fails it sends the destination a StopCommand for the VM as its clean-up. So a
-failed answer always means the VM is still where it was: Hyper-V hands a VM over in one
-step, a refusal changes nothing, and a move that outlasts its bound is stopped (or, when it
-completed all the same, answered as the success it is).
+failed answer means the VM is still where it was: Hyper-V hands a VM over in one step, a
+refusal changes nothing, and a move that outlasts its bound is stopped (or, when it
+completed all the same, answered as the success it is). The one failure that cannot say
+so is a move whose job Hyper-V lost while the VM still showed it migrating, or could not
+be read: its answer says to see where the VM is (``migration._told_without_job``).
 
 Each move holds the VM's lock (the one StartCommand, StopCommand, the VM commands and the
 state report take) from the first look at the VM to the job's end.

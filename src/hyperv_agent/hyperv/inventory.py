@@ -68,7 +68,8 @@ _MIGRATION_PARAMETERS = ("ComputerSystem", "DestinationHost", "MigrationSettingD
 
 USED: tuple[ClassUse, ...] = (
     ClassUse(Class.COMPUTER_SYSTEM, properties=(
-        "CreationClassName", "Name", "ElementName", "EnabledState", "Caption"),
+        "CreationClassName", "Name", "ElementName", "EnabledState", "Caption",
+        "OperationalStatus"),
         methods=_methods(RequestStateChange=("RequestedState", *_JOB))),
     ClassUse(Class.VSSD, properties=(
         "InstanceID", "ElementName", "Notes", "VirtualSystemType", "VirtualSystemSubType",

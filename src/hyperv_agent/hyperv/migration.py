@@ -27,9 +27,20 @@ query more for the service's path and one for the settings of its kind:
 
 =================  ====================================================================
 ``check``          1 call; 2 calls + 1 W when the move would fail (the reason)
-``migrate``        1 call + 1 W; +1 call and a second bounded wait when the first ends
+``migrate``        1 call + 1 W; +1 call and a second bounded wait when the first ends;
+                   +1 get when Hyper-V loses the job of a move to another host
 ``host_settings``  1 query
 =================  ====================================================================
+
+A move whose job Hyper-V loses before it is seen to end (``jobs.JobLost``: the source's
+Virtual Machine Management Service restarted, or the job was removed once ended) is told
+by one get of the VM on this host, on that failure alone, for a move to another host: a
+VM no longer here has moved (Hyper-V removes it from its source only as the move
+completes; the management server then checks it on the destination), and one here and
+not migrating (OperationalStatus without Migrating Virtual Machine) has not, a failure
+that says the VM stays here. A VM here still migrating, one that cannot be read, and a
+storage move (whose VM stays here either way) fail saying the job was lost, to see where
+the VM is before trying again.
 
 Nothing here touches a file: Hyper-V copies the disks of a storage move and removes the
 files it moved from. A move to another host makes the session forget the VM's ports
@@ -38,14 +49,18 @@ files it moved from. A move to another host makes the session forget the VM's po
 
 from __future__ import annotations
 
+import logging
 import ntpath
 from dataclasses import dataclass, field
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.errors import (
+    CimError,
+    CimNotFound,
     HyperVError,
     JobFailed,
+    JobLost,
     JobTimeout,
     MethodFailed,
     MigrationFailed,
@@ -53,6 +68,7 @@ from hyperv_agent.errors import (
 from hyperv_agent.hyperv import acls, jobs, vms
 from hyperv_agent.hyperv.drives import VmStorage
 from hyperv_agent.hyperv.schema import (
+    MIGRATING_LIVE,
     NAMESPACE,
     Class,
     JobState,
@@ -63,6 +79,7 @@ from hyperv_agent.hyperv.schema import (
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.vms import VmRef
 
+log = logging.getLogger("hyperv_agent.hyperv.migration")
 MIGRATE = "MigrateVirtualSystemToHost"
 CHECK_TO_HOST = "CheckVirtualSystemIsMigratableToHost"
 CHECK = "CheckVirtualSystemIsMigratable"
@@ -145,9 +162,10 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
     """Make ``move``; MigrationFailed, with the VM (and its disks) where they were, when it
     did not happen. Its job is waited on for ``policy.timeout_s``, then asked to stop and
     waited on for ``grace.timeout_s``: a job that completes meanwhile is a success; one
-    that cannot be stopped and is still running is a failure that says so. Not safe to
-    repeat blindly: a repeat after a success finds the VM gone. 1 call + 1 W (+1 call and
-    the grace wait when the first wait ends)."""
+    that cannot be stopped and is still running is a failure that says so, and so is a
+    job Hyper-V lost whose outcome one read of the VM cannot tell (``_told_without_job``).
+    Not safe to repeat blindly: a repeat after a success finds the VM gone. 1 call + 1 W
+    (+1 call and the grace wait when the first wait ends; +1 get on a lost job)."""
     params = await _params(hv, move)
     try:
         _, job = await jobs.start(hv.cim, await hv.service_path(Class.MIGRATION_SERVICE,
@@ -156,7 +174,10 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
         raise MigrationFailed(f"Hyper-V refused the move: {refused}") from None
     try:
         if job is not None:
-            await _bounded(hv, job, policy, grace, move.kind)
+            try:
+                await _bounded(hv, job, policy, grace, move.kind)
+            except JobLost as lost:
+                await _told_without_job(hv, move, lost)
     finally:
         if move.kind != MigrationType.STORAGE:
             # The ports' ACLs go with the VM and may change on the other host; when it
@@ -191,6 +212,28 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         raise MigrationFailed(f"{late}, {asked} and was still running "
                               f"{grace.timeout_s:g} s later; see where the VM is before "
                               f"trying again{hint}") from None
+
+
+async def _told_without_job(hv: HyperV, move: Move, lost: JobLost) -> None:
+    """Whether the move whose job Hyper-V lost was made: returns when the VM is no longer
+    on this host (a move to another host); MigrationFailed otherwise. 1 get, none for a
+    storage move."""
+    unknown = f"{lost}; see where the VM is before trying again"
+    if move.kind == MigrationType.STORAGE:
+        raise MigrationFailed(f"{lost}; see where the VM's disks are before trying again")
+    try:
+        vm = await hv.cim.get(vms.vm_path(move.vm.guid))
+    except CimNotFound:
+        log.warning("Hyper-V lost the job that moved VM %s; the VM has left this host",
+                    move.vm.name)
+        return
+    except CimError:
+        raise MigrationFailed(unknown) from None
+    if MIGRATING_LIVE in vm.integers("OperationalStatus"):
+        raise MigrationFailed(f"{lost}; the VM is still migrating from this host; "
+                              "see where the VM is before trying again")
+    raise MigrationFailed(f"{lost}; the VM is still on this host and not moving: it was "
+                          "not moved")
 
 
 def _never_started(policy: jobs.WaitPolicy, grace: jobs.WaitPolicy,

@@ -194,6 +194,11 @@ class EnabledState(IntEnum):
     FAST_SAVING_CRITICAL = 32792
 
 
+#: Msvm_ComputerSystem.OperationalStatus's Migrating Virtual Machine: a VM "being migrated
+#: live from one physical computer to another" (beside In Service, 11), on its source.
+MIGRATING_LIVE = 32774
+
+
 class RequestedState(IntEnum):
     ENABLED = 2
     DISABLED = 3
