@@ -14,7 +14,15 @@ import pytest
 from hyperv_agent.cim.api import MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel, MigrationSettings
-from tests.emulator.kit import service
+from tests.emulator.kit import (
+    add,
+    devices,
+    finished,
+    request_state,
+    service,
+    system_settings,
+    template,
+)
 from tests.emulator.migration_kit import (
     LIVE,
     MIGRATION,
@@ -504,3 +512,72 @@ async def test_a_move_to_a_name_two_live_hosts_share_is_refused(
     clock.now += JOB_S + 0.1
     assert [state for state, _ in await _states(source, [moved])] == [COMPLETED]
     assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)
+
+
+async def _refusal(cim: EmulatorCim, result: MethodResult) -> tuple[int, str]:
+    """The failure code of a call and, for one its job reports, the job's words."""
+    job = await finished(cim, result)
+    if job is None or result.return_value != 4096:
+        return result.return_value, ""
+    assert job["JobState"] == EXCEPTION, (job["JobState"], job["ErrorDescription"])
+    return int(job.integer("ErrorCode") or 0), str(job["ErrorDescription"])
+
+
+async def test_a_vm_whose_live_move_is_under_way_takes_no_change_until_it_is_done(
+        hosts: Hosts) -> None:
+    """Hyper-V moves a VM as it is: while its live move runs, the source refuses the VM's
+    state changes (start, stop, pause, save, reset), a shutdown asked of its guest, a
+    change to its settings or devices and its removal, with 32775 (invalid state) as for
+    a VM whose state changes, the job's words naming the move; its reads are answered.
+    The moves then complete, each VM on the destination as it was. A VM whose move waits
+    queued still takes changes: its move takes it as it is when it begins."""
+    source, destination, clock = hosts
+    running, off, queued = vms = await _vms(source, 3)
+    assert (await request_state(source, off, 3)).return_value == 4096
+    clock.now += JOB_S + 0.1
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, RUNNING, NEW]
+    for requested in (3, 9, 6, 11, 10):
+        assert (await request_state(source, running, requested)).return_value == \
+            INVALID_STATE, requested
+    assert (await request_state(source, off, 2)).return_value == INVALID_STATE
+    (component,) = await source.query("SELECT * FROM Msvm_ShutdownComponent WHERE "
+                                      f"SystemName = '{running.key('Name')}'")
+    assert component.path is not None
+    asked = await source.invoke(component.path, "InitiateShutdown",
+                                {"Force": True, "Reason": "maintenance"})
+    assert asked.return_value == INVALID_STATE
+    vsms = await service(source)
+    memory = (await devices(source, off, "Msvm_MemorySettingData"))[0]
+    nic = (await devices(source, off, "Msvm_EthernetPortAllocationSettingData"))[0]
+    kept = sorted(str(d["InstanceID"]) for d in await devices(source, off))
+    assert nic.path is not None
+    changes = [
+        source.invoke(vsms, "ModifySystemSettings", {"SystemSettings": (
+            await system_settings(source, running)).updated(ElementName="renamed")}),
+        add(source, off, [await template(source, "Msvm_ResourceAllocationSettingData",
+                                         "Microsoft:Hyper-V:Synthetic SCSI Controller")]),
+        source.invoke(vsms, "ModifyResourceSettings",
+                      {"ResourceSettings": [memory.updated(VirtualQuantity=1024)]}),
+        source.invoke(vsms, "RemoveResourceSettings", {"ResourceSettings": [nic.path]}),
+        source.invoke(vsms, "DestroySystem", {"AffectedSystem": off}),
+    ]
+    refused = [await change for change in changes]
+    assert (await source.get(running))["OperationalStatus"] == (11, 32774)
+    assert (await request_state(source, queued, 9)).return_value == 4096
+    clock.now += JOB_S + 0.1
+    for result in refused:  # their jobs end, as the moves', after the job time
+        code, text = await _refusal(source, result)
+        assert code == INVALID_STATE, text
+        assert "being migrated live" in text, text
+    assert [state for state, _ in await _states(source, results)] == [
+        COMPLETED, COMPLETED, RUNNING]
+    assert [await _where(hosts, vm) for vm in vms[:2]] == [(DESTINATION, ENABLED),
+                                                           (DESTINATION, 3)]
+    arrived = await destination.get(running)
+    assert arrived["ElementName"] == "mover0"
+    assert sorted(str(d["InstanceID"]) for d in await devices(destination, off)) == kept
+    assert (await devices(destination, off, "Msvm_MemorySettingData"))[0][
+        "VirtualQuantity"] == memory["VirtualQuantity"]
+    clock.now += JOB_S
+    assert await _where(hosts, queued) == (DESTINATION, 9)

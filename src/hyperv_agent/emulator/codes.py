@@ -52,6 +52,10 @@ CHANGE_WHILE_SUSPENDED = ReturnCode.INVALID_STATE  # a device of a paused or sav
 # the WMI pages of Add/Modify/RemoveResourceSettings and ModifySystemSettings list no code
 # for it; 32775 (invalid state), as RequestStateChange answers meanwhile.
 CHANGE_WHILE_CHANGING_STATE = ReturnCode.INVALID_STATE
+# A state change, settings or device change, guest shutdown or DestroySystem of a VM
+# whose live move is under way (``model.being_migrated``): Microsoft lists no code for
+# it; 32775 (invalid state), as for a VM whose state is changing.
+CHANGE_WHILE_MIGRATING = ReturnCode.INVALID_STATE
 DESTROY_WHILE_RUNNING = ReturnCode.INVALID_STATE
 #: A VM's start whose differencing disk stands on a parent that cannot be found, or on one
 #: that is not the disk it was made from (``vhd.BrokenChain``): Hyper-V's start job fails

@@ -546,16 +546,41 @@ OPERATIONAL_OK: tuple[int, ...] = (2,)
 OPERATIONAL_MIGRATING: tuple[int, ...] = (11, 32774)
 
 
-def operational_status(host: EmulatedHost, txn: Transaction, vm: Record,
-                       now: float) -> tuple[int, ...]:
-    """The VM's OperationalStatus at ``now`` (``OPERATIONAL_MIGRATING`` while it moves)."""
+def live_move(host: EmulatedHost, txn: Transaction, vm: Record, now: float) -> Record | None:
+    """The job of the live move of ``vm`` under way at ``now`` (begun, not ended: not one
+    still queued for a slot); None when none is."""
     path = vm.path.normalized
     for job in holding(host, txn, LIVE_MOVE_SLOTS, now):
         affected = job.meta.get("affected")
         if (affected and float(job.meta.get("begin", now)) <= now
                 and ObjectPath.parse(str(affected)).normalized == path):
-            return OPERATIONAL_MIGRATING
-    return OPERATIONAL_OK
+            return job
+    return None
+
+
+def being_migrated(host: EmulatedHost, txn: Transaction, vm: Record) -> str | None:
+    """Why ``vm`` takes no change now because it is being migrated live (its move under
+    way, ``live_move``), in words that name the move's job; None when it is not.
+
+    Hyper-V keeps the VM running on its source until the move's switch-over, and the
+    move carries the VM as it is: Microsoft documents no answer to a state change, a
+    settings or device change, a guest shutdown asked through the host, or DestroySystem
+    of a VM "being migrated live". The emulator refuses them all with 32775 (invalid
+    state, ``codes.CHANGE_WHILE_MIGRATING``), as it refuses them while the VM's state
+    changes, and answers reads as ever (its choice); a move still queued for a slot has
+    not begun, and takes the VM as it is when it begins."""
+    job = live_move(host, txn, vm, host.clock())
+    if job is None:
+        return None
+    return (f"the virtual machine is being migrated live (job {job['InstanceID']}); it takes "
+            "no other change until the move is done")
+
+
+def operational_status(host: EmulatedHost, txn: Transaction, vm: Record,
+                       now: float) -> tuple[int, ...]:
+    """The VM's OperationalStatus at ``now`` (``OPERATIONAL_MIGRATING`` while it moves)."""
+    moving = live_move(host, txn, vm, now) is not None
+    return OPERATIONAL_MIGRATING if moving else OPERATIONAL_OK
 
 
 def _vm_view(host: EmulatedHost, txn: Transaction, vm: Record,

@@ -35,6 +35,10 @@ Decisions where Hyper-V's documentation is silent:
   this operation, among the codes Microsoft lists for MigrateVirtualSystemToHost, which
   does not say which one a VM being migrated gets), as a VM in transition's does, and
   the checks answer 5 (invalid state). A move is told by its job, not by the VM.
+* While its live move runs (its job begun, not ended) the VM takes no change on its
+  source: its state changes, a shutdown asked of its guest, its settings, devices and
+  removal are refused with 32775, as while its state changes (``model.being_migrated``),
+  so the move carries the VM as it was when it began.
 * A null MigrationSettingData means a live move (32768) with default settings.
 * DestinationHost matches a host name, ignoring case (also by its first DNS label), and in
   a cluster also a host's private or listener address.

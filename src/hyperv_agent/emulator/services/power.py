@@ -5,7 +5,9 @@ The v2 state machine: 3 -> 2 start, 2 -> 3 turn off, 2 -> 9 -> 2 pause and resum
 9 -> 3 and 9 -> 6 turn a paused VM off or save it, 2 -> 6 -> 2 save and restore, 6 -> 3
 discard the saved state, 2 -> 11 reset, 10 reboot. Anything else, including asking for
 the current state, returns 32775; that a paused VM is not reset (9 -> 11) is the
-emulator's choice, Microsoft does not list the transitions of a paused VM.
+emulator's choice, Microsoft does not list the transitions of a paused VM. A VM whose
+live move is under way takes no state change, nor a shutdown asked of its guest, until
+the move is done (32775, ``model.being_migrated``, the emulator's choice).
 
 While a change's job runs (the latency model's job time) the VM shows its transitional
 state (``_SHOWN``: Starting, Stopping, Saving, Pausing, Resuming) with RequestedState the
@@ -63,6 +65,9 @@ def request_state_change(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.INVALID_STATE,
                           f"the VM is changing state (state {changing}); it takes no other "
                           "state change until that one is done", immediate=True)
+    moving = model.being_migrated(call.host, call.txn, vm)
+    if moving is not None:
+        raise MethodError(codes.CHANGE_WHILE_MIGRATING, moving, immediate=True)
     transition = _TRANSITIONS.get((vm.integer("EnabledState"), requested or 0))
     if transition is None:
         raise MethodError(ReturnCode.INVALID_STATE,
@@ -241,7 +246,14 @@ _SHOWN: dict[Transition, EnabledState] = {
 
 @handles("Msvm_ShutdownComponent", "InitiateShutdown")
 def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
-    """Asks the guest to shut down; a cooperative guest is off after ``guest_shutdown_s``."""
+    """Asks the guest to shut down; a cooperative guest is off after ``guest_shutdown_s``.
+    A VM being migrated live is not asked (``model.being_migrated``: 32775): its guest
+    would turn it off in the middle of the move. A restart asked of the guest keeps the
+    VM running, and is asked as ever (both the emulator's choices)."""
+    vm = call.txn.get(model.vm_path(str(call.target["SystemName"]))) if call.target else None
+    moving = None if vm is None else model.being_migrated(call.host, call.txn, vm)
+    if moving is not None:
+        raise MethodError(codes.CHANGE_WHILE_MIGRATING, moving, immediate=True)
     return _ask_guest(call, _guest_shut_down)
 
 

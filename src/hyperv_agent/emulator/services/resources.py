@@ -9,7 +9,8 @@ from Windows Server 2016 on (``hot_nics``). A paused or saved VM gains and loses
 device at all, and its processors and memory are as fixed as a running VM's
 (``_check_devices_changeable``). A VM whose state is changing (Starting, Stopping,
 Saving, ...: a RequestStateChange job runs) takes no added, changed or removed setting
-until the change is done (``check_not_changing``: 32775, the emulator's choice).
+until the change is done (``check_not_changing``: 32775, the emulator's choice), nor
+does a VM whose live move is under way until the move is done.
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ def check_not_changing(call: Call, vm: Record, what: str) -> None:
     """Refuse ``what`` ("no device can be added to", ...) a VM whose state is
     changing: Hyper-V is starting, stopping, saving, pausing or resuming it and takes no
     other change to it until that is done. Microsoft's WMI pages are silent on it; the
-    emulator answers 32775, as RequestStateChange and DestroySystem answer meanwhile."""
+    emulator answers 32775, as RequestStateChange and DestroySystem answer meanwhile. A
+    VM being migrated live is refused the same way (``model.being_migrated``): the move
+    carries it as it is."""
     shown = model.transition(call.host, vm)
     if shown is not None:
         raise _refuse(codes.CHANGE_WHILE_CHANGING_STATE,
                       f"{what} a virtual machine while its state changes (state {shown}); "
                       "try again once the change is done")
+    moving = model.being_migrated(call.host, call.txn, vm)
+    if moving is not None:
+        raise _refuse(codes.CHANGE_WHILE_MIGRATING, f"{what} a virtual machine now: {moving}")
 
 
 def _sizes_fixed(vm: Record) -> bool:

@@ -258,6 +258,9 @@ def destroy_system(call: Call) -> Mapping[str, OutValue]:
     if not (model.is_vm(vm) or vm.class_def.name == "Msvm_PlannedComputerSystem"):
         raise MethodError(ReturnCode.INVALID_PARAMETER, f"{vm.path} is not a virtual machine",
                           immediate=True)
+    moving = model.being_migrated(call.host, call.txn, vm) if model.is_vm(vm) else None
+    if moving is not None:
+        raise MethodError(codes.CHANGE_WHILE_MIGRATING, moving)
     if model.is_running(vm):
         raise MethodError(codes.DESTROY_WHILE_RUNNING, "the virtual machine is running")
     if model.is_vm(vm) and model.transition(call.host, vm) is not None:
