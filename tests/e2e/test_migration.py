@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hyperv_agent.cim import wql
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import Cim, ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from tests.diskfiles import qemu_info
@@ -41,7 +41,7 @@ from tests.e2e.migration_kit import (
 )
 from tests.e2e.sgkit import rule, rules_body
 from tests.emulator.kit import ok, service
-from tests.emulator.migration_kit import kvp_item, portrait
+from tests.emulator.migration_kit import kvp_item, migrate, portrait
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
                                 reason="needs 127.0.0.2 and 127.0.0.3 (Linux loopback)")
@@ -150,6 +150,44 @@ async def test_a_vm_still_starting_moves_once_hyperv_has_started_it(tmp_path: Pa
         kind, moved = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
         assert (kind, moved["result"]) == (names.MIGRATE_ANSWER, True), moved["details"]
         assert await run.where(hosts, "i-2-8-VM") == ["HV-B"]
+
+
+async def test_a_stop_of_a_vm_being_migrated_live_leaves_it_to_its_move(
+        tmp_path: Path) -> None:
+    """An operator live-migrates a VM (Move-VM: the move's job runs on the source) while
+    the management server stops it: the StopCommand answers false saying the VM is being
+    migrated, and leaves it running on the source; the move then completes, the VM
+    running on the destination, rather than the stop reading as done because the VM had
+    left the source meanwhile."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = vm_to("i-2-9-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-9-VM")
+        on_a = a.cim()
+        moving = await migrate(on_a, path, b.name)
+        job = moving.path("Job")
+        assert moving.return_value == 4096 and job is not None
+        assert (await on_a.get(path))["OperationalStatus"] == (11, 32774)
+        kind, stopped = await run.ask(a, names.STOP_COMMAND, stop_body("i-2-9-VM"))
+        assert (kind, stopped["result"]) == (names.STOP_ANSWER, False), stopped
+        assert "being migrated live" in stopped["details"], stopped["details"]
+        assert (await on_a.get(path))["EnabledState"] == 2
+        assert (await on_a.get(job))["JobState"] == 4  # still Running
+        await _job_ends(on_a, job)
+        assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
+        assert await run.where(hosts, "i-2-9-VM") == ["HV-B"]
+        assert await _power(run, b, "i-2-9-VM") == "PowerOn"
+
+
+async def _job_ends(cim: Cim, job: ObjectPath) -> None:
+    """Wait (at most 30 s) until the job at ``job`` has ended."""
+    for _ in range(300):
+        if (await cim.get(job))["JobState"] not in (3, 4):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the job never ended")
 
 
 async def _refused(run: Cluster, source: Member, vm: dict[str, Any], address: str) -> str:

@@ -324,8 +324,16 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     fatal (the hard power-off follows). If turning off fails the VM is unchanged; if
     the destroy fails it is left off but defined, and a repeat finishes the job. A VM
     Hyper-V is changing the state of (starting, stopping) is waited for first, within
-    ``policy.shutdown_wait`` (``settle``), and then stopped as it then is.
+    ``policy.shutdown_wait`` (``settle``), and then stopped as it then is. A VM being
+    migrated live (``vm.migrating``) is left as it is, and HyperVError says why: the move
+    carries it to another host, where a stop here cannot follow it, and a removal
+    refused meanwhile would read as done (the VM gone from here) once the move ended.
     """
+    if vm.migrating:
+        raise HyperVError(
+            f"stop of VM {vm.name} ({vm.guid}): the VM is being migrated live from this host "
+            "(OperationalStatus Migrating Virtual Machine) and was left as it is; stop it "
+            "once the move is done, on the host it is then on")
     if vm.changing is not None:  # starting, stopping, ...: let Hyper-V finish first
         settled = await _step(f"wait for the VM to finish {vm.changing}", vm,
                               settle(hv, vm, policy.shutdown_wait))

@@ -138,6 +138,17 @@ def changing(enabled_state: int | None) -> str | None:
     return _CHANGING.get(enabled_state) if enabled_state is not None else None
 
 
+#: Msvm_ComputerSystem.OperationalStatus's Migrating Virtual Machine: Microsoft documents it
+#: for a VM "being migrated live from one physical computer to another" (it shows beside
+#: In Service, 11, on the move's source until the move is done).
+OPERATIONAL_MIGRATING = 32774
+
+
+def migrating(operational_status: tuple[int, ...]) -> bool:
+    """Whether a VM of ``operational_status`` is being migrated live (its move runs)."""
+    return OPERATIONAL_MIGRATING in operational_status
+
+
 def is_stopping(enabled_state: int | None) -> bool:
     """Whether ``enabled_state`` is a VM on its way off, not off yet."""
     return changing(enabled_state) == STOPPING
@@ -171,6 +182,7 @@ class VmRef:
     name: str
     power: PowerState
     changing: str | None = None
+    migrating: bool = False  # a live move of it is under way (``migrating``)
 
     @property
     def path(self) -> ObjectPath:
@@ -458,10 +470,12 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     PowerOff would have it fail the move and stop the VM that just arrived.
     """
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
-    query = wql.select(Class.COMPUTER_SYSTEM, condition, ("Name", "ElementName", "EnabledState"))
+    query = wql.select(Class.COMPUTER_SYSTEM, condition,
+                       ("Name", "ElementName", "EnabledState", "OperationalStatus"))
     found = [VmRef(guid, vm.string("ElementName") or name,
                    power_state(vm.integer("EnabledState")),
-                   changing=changing(vm.integer("EnabledState")))
+                   changing=changing(vm.integer("EnabledState")),
+                   migrating=migrating(vm.integers("OperationalStatus")))
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
