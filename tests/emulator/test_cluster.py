@@ -5,6 +5,7 @@ VM is whatever the outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import CimNotFound, ConfigError
 from tests.emulator.kit import finished, ok, state
 from tests.emulator.migration_kit import (
@@ -279,3 +280,35 @@ async def test_migration_listener_is_the_private_address_also_after_it_changed(
     settings = (await moved.query(wql.select(
         "Msvm_VirtualSystemMigrationServiceSettingData")))[0]
     assert settings["EnableVirtualSystemMigration"] is True
+
+
+async def test_a_move_under_way_to_a_member_completes_though_it_stopped_taking_moves(
+        tmp_path: Path) -> None:
+    """Whether the destination takes moves is asked as the move begins: the member it
+    goes to disabling live migration while the move runs lets the move complete through
+    the hand-over; a new move from it is refused then (32770)."""
+    now = [1_700_000_000.0]
+    new_disk(tmp_path / "pool" / "vms" / "root.vhdx")
+    a = EmulatorCim.open(host_config(tmp_path, A), lambda: now[0])
+    b = EmulatorCim.open(host_config(tmp_path, B), lambda: now[0])
+    try:
+        vm = await build_vm(a, SHARED_DISK)
+        a.host.config = dataclasses.replace(a.host.config, latency=LatencyModel(job_s=10.0))
+        result = await migrate(a, vm, B, DestinationIPAddressList=[IPS[B]])
+        (settings,) = await b.query(wql.select(
+            "Msvm_VirtualSystemMigrationServiceSettingData"))
+        assert settings.path is not None
+        txn = b.host.store.transaction()
+        staged = txn.edit(settings.path)
+        assert staged is not None
+        staged.values["EnableVirtualSystemMigration"] = False
+        txn.commit()
+        now[0] += 10.1
+        await ok(a, result)
+        assert await _where((a, b), vm) == [B]
+        assert _handovers(tmp_path) == []
+        code, description = await _error(b, await migrate(b, vm, A))
+        assert code == 32770, description
+    finally:
+        await a.close()
+        await b.close()

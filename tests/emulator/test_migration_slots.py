@@ -199,29 +199,56 @@ async def test_a_queued_move_that_is_cancelled_never_moves_the_vm(hosts: Hosts) 
     assert await _active(source) == (0, 0)
 
 
+async def _allow_moves(cim: EmulatorCim, enabled: bool) -> None:
+    """EnableVirtualSystemMigration of ``cim``'s host (Enable- or Disable-VMMigration)."""
+    settings = await cim.query("SELECT * FROM Msvm_VirtualSystemMigrationServiceSettingData")
+    txn = cim.host.store.transaction()
+    staged = txn.edit(settings[0].path) if settings[0].path is not None else None
+    assert staged is not None
+    staged.values["EnableVirtualSystemMigration"] = enabled
+    txn.commit()
+
+
 @pytest.mark.parametrize("hosts", [1], indirect=True)
 async def test_a_queued_move_is_checked_again_when_it_begins(hosts: Hosts) -> None:
-    """A move is checked on the hosts as they are when it begins, and made on them as
-    they are when it ends: the destination having disabled live migration meanwhile
-    fails the running move as it ends and the queued one as it begins; both VMs stay."""
+    """Whether a host takes moves is asked as a move begins: the destination, then the
+    source, having disabled live migration after the running move began lets that move
+    complete, and fails the queued one as it begins (32770), its VM running on the
+    source."""
     source, destination, clock = hosts
     vms = await _vms(source, 2)
     results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms]
-    settings = await destination.query(
-        "SELECT * FROM Msvm_VirtualSystemMigrationServiceSettingData")
+    await _allow_moves(destination, False)
+    clock.now += JOB_S / 2
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW]
+    await _allow_moves(source, False)
+    clock.now += JOB_S / 2 + 0.1
+    assert [state for state, _ in await _states(source, results)] == [COMPLETED, EXCEPTION]
+    assert await _where(hosts, vms[0]) == (DESTINATION, ENABLED)
+    state, code, text = await _refused(source, results[1])
+    assert (state, code) == (EXCEPTION, 32770), text
+    assert "does not allow virtual machine migration" in text, text
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+
+
+async def test_a_running_move_that_became_impossible_fails_as_it_ends(hosts: Hosts) -> None:
+    """A move that has begun is made as its job ends unless it can no longer be: the
+    destination's switch of the VM's port removed meanwhile fails it then (32773, Hyper-V's
+    words for a missing switch), the VM running on the source."""
+    source, destination, clock = hosts
+    vms = await _vms(source, 1)
+    result = await migrate(source, vms[0], DESTINATION, LIVE)
+    (switch,) = await destination.query(
+        "SELECT * FROM Msvm_VirtualEthernetSwitch WHERE ElementName = 'External'")
+    assert switch.path is not None
     txn = destination.host.store.transaction()
-    staged = txn.edit(settings[0].path) if settings[0].path is not None else None
-    assert staged is not None
-    staged.values["EnableVirtualSystemMigration"] = False
+    txn.delete(switch.path)
     txn.commit()
     clock.now += JOB_S + 0.1
-    for result, vm in zip(results, vms, strict=True):
-        job_path = result.path("Job")
-        assert job_path is not None
-        job = await source.get(job_path)
-        assert (job["JobState"], job["ErrorCode"]) == (EXCEPTION, 32770), job["ErrorDescription"]
-        assert f"destination '{DESTINATION}'" in str(job["ErrorDescription"])
-        assert await _where(hosts, vm) == (SOURCE, ENABLED)
+    state, code, text = await _refused(source, result)
+    assert (state, code) == (EXCEPTION, 32773), text
+    assert "Could not find Ethernet switch 'External'" in text, text
+    assert await _where(hosts, vms[0]) == (SOURCE, ENABLED)
 
 
 async def test_a_queued_move_that_breaks_as_it_ends_fails_its_own_job(hosts: Hosts) -> None:

@@ -50,10 +50,14 @@ def receive(host: EmulatedHost, txn: Transaction, offer: Offer) -> list[FileCopy
     replaced), processors lacking the features a running, paused or saved VM started
     with (``processors.check_arrival``), too little memory for a running VM, no switch
     of a port's switch name, a disk neither moved nor reachable from ``host``, or a moved
-    disk's file already there. Nothing is changed outside ``txn``.
+    disk's file already there. Nothing is changed outside ``txn``. For a move that has
+    begun (``offer.begun``) whether ``host`` takes moves (migration enabled, its
+    listeners) was asked as it began and is not asked again: the rest makes the move
+    impossible.
     """
-    check_enabled(host, txn, "destination")
-    _check_listener(host, txn, offer)
+    if not offer.begun:
+        check_enabled(host, txn, "destination")
+        _check_listener(host, txn, offer)
     _clear_destination(host, txn, offer)
     if offer.moves_the_vm:
         processors.check_arrival(host, next(r for r in offer.records if model.is_vm(r)))

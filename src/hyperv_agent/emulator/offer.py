@@ -54,6 +54,9 @@ class Offer:
     data_roots: Mapping[str, str] = field(default_factory=_frozen)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     job: str = ""  # the path of the move's job on its source ("" without one)
+    #: The move has begun (it is made as its job ends): the destination checks only what
+    #: makes it impossible, not whether it takes moves (``arrival.receive``).
+    begun: bool = False
 
     @property
     def moves_the_vm(self) -> bool:
@@ -69,7 +72,8 @@ class Offer:
         data: dict[str, Any] = {
             name: getattr(self, name) for name in (
                 "id", "kind", "source", "destination", "guid", "vm_name", "running",
-                "memory_mb", "planned_id", "retain_source_files", "incarnation", "job")}
+                "memory_mb", "planned_id", "retain_source_files", "incarnation", "job",
+                "begun")}
         data["listener_addresses"] = list(self.listener_addresses)
         for name in ("switch_names", "new_paths", "source_files", "data_roots"):
             data[name] = dict(getattr(self, name))
@@ -93,7 +97,8 @@ class Offer:
                 switch_names=_texts(data["switch_names"]), new_paths=_texts(data["new_paths"]),
                 source_files=_texts(data["source_files"]),
                 data_roots=_texts(data["data_roots"]), id=str(data["id"]),
-                job=str(data.get("job") or ""))  # an earlier version's offer has none
+                # an earlier version's offer has neither
+                job=str(data.get("job") or ""), begun=bool(data.get("begun", False)))
         except (KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"not a migration offer: {error!r}") from None
 

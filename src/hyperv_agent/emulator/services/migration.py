@@ -20,8 +20,8 @@ migrated live from one physical computer to another"); its destination holds not
 it (a planned VM the move names stays planned). Microsoft does not say what a
 destination shows during a live migration: holding nothing there until the move ends is
 the emulator's choice, one that shows the VM on exactly one host at every moment. A
-move that cannot be made as its job ends (the VM or a host changed meanwhile) fails its
-job then, with both hosts as they were. Without jobs (``async_jobs`` off) the move is
+move that has become impossible as its job ends (the VM or a host changed meanwhile)
+fails its job then, with both hosts as they were. Without jobs (``async_jobs`` off) the move is
 made at the call. Making it is committing a transaction (``_Linked``): the destination
 takes the VM (files copied first), the source commits, and the source files of a
 storage move are removed.
@@ -69,6 +69,16 @@ Decisions where Hyper-V's documentation is silent:
   again from the call's arguments, on both hosts as they are then (a refusal then fails
   the job as it begins), and runs as a move whose job runs at the call does; a queued
   move that is stopped (its job's RequestStateChange) never happens.
+* A move is checked in full as it begins (at the call, or as its queued job begins),
+  whether each host takes moves included (EnableVirtualSystemMigration of both, the
+  destination's listener addresses). As its job ends it is made unless it has become
+  impossible meanwhile: the VM gone or in transition, the destination unknown, down or
+  ambiguous, its switch or storage gone, a disk's file missing or a target file taken,
+  a VM of its GUID there, or too little memory there for a running VM (the emulator
+  holds none for the move meanwhile). A host that stops taking moves after one began
+  lets it finish (``_Move.begun``, ``Offer.begun``): Microsoft does not say what
+  Disable-VMMigration does to a move under way; a setting that governs what a host
+  accepts is the emulator's reading, not a stop of what it is doing.
 * CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
   would fail on the VM's or the destination's configuration (switch, storage, memory,
   GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
@@ -190,6 +200,7 @@ class _Move:
     system: Embedded | None = None
     new_paths: dict[str, str] = field(default_factory=dict)  # SASD InstanceID (lower) -> path
     job: ObjectPath | None = None  # the move's job, as it is made when the job ends
+    begun: bool = False  # made as its job ends: only what makes it impossible is checked
 
     @property
     def guid(self) -> str:
@@ -237,14 +248,15 @@ def _made(call: Call, settle: Settle) -> tuple[int, str] | None:
     """A move as its job ends: made as a move without a job is at the call, on both
     hosts as they are now, its job settled in the same commit (a host stopped before it
     finds the move undone and fails its job); None when it was, else the error that ends
-    its job."""
+    its job. Only what makes it impossible is checked again (``_Move.begun``): whether
+    the hosts take moves was asked as it began."""
     txn = _Linked(call.host.store)
     ending = dataclasses.replace(call, txn=txn, queue=None)
     try:
         vm = _source_vm(ending)
         with _worded(ending.host, vm):
             move = _plan(ending, txn, vm)
-            move.job = settle.job
+            move.job, move.begun = settle.job, True
             _prepare(move, applied=True)
         settle(txn)
         txn.commit()
@@ -456,7 +468,7 @@ def _check(move: _Move) -> None:
     if state not in MOVABLE_STATES:
         raise MethodError(STATE_IN_TRANSITION, f"the VM is in transition (state {state}); "
                           "it moves when running, paused, saved or off")
-    if move.kind != STORAGE:
+    if move.kind != STORAGE and not move.begun:
         arrival.check_enabled(move.call.host, move.txn, "source")
 
 
@@ -484,7 +496,7 @@ def _offer(move: _Move) -> Offer:
         new_paths=move.new_paths,
         source_files={iid: str(_source_file(move, iid, records)) for iid in move.new_paths},
         data_roots={k: v for k, v in roots.items() if v},
-        job="" if move.job is None else str(move.job))
+        job="" if move.job is None else str(move.job), begun=move.begun)
 
 
 def _switch_names(move: _Move, records: tuple[Record, ...]) -> dict[str, str]:
