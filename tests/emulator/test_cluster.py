@@ -6,7 +6,8 @@ VM is whatever the outcome."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
+from hyperv_agent.emulator.host import EmulatedHost
+from hyperv_agent.emulator.store import Record
 from hyperv_agent.errors import CimNotFound, ConfigError
 from tests.emulator.kit import finished, ok, state
 from tests.emulator.migration_kit import (
@@ -312,3 +315,29 @@ async def test_a_move_under_way_to_a_member_completes_though_it_stopped_taking_m
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_member_that_fails_to_open_after_joining_leaves_the_cluster(
+        open_host: Opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's stored jobs cannot be read (a disk error) after it joined the cluster:
+    opening it fails, and what it opened is closed again, in reverse order: it stops
+    listening and reads down in the cluster, its store and state directory are let go.
+    Opened again once the disk reads, it joins under its name at once."""
+    await open_host(B).close()
+    keyed_records = EmulatedHost.keyed_records
+
+    def failing(host: EmulatedHost, class_name: str) -> Iterator[tuple[str, Record]]:
+        if class_name == "CIM_ConcreteJob":
+            raise sqlite3.OperationalError("disk I/O error")
+        return keyed_records(host, class_name)
+
+    monkeypatch.setattr(EmulatedHost, "keyed_records", failing)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        EmulatorCim.open(host_config(tmp_path, B))
+    registration = (tmp_path / "cluster" / "hosts" / "hv-b.json").read_text()
+    assert '"up": false' in registration
+    assert EmulatedHost.named(B) == []
+    monkeypatch.undo()
+    again = open_host(B)
+    assert again.host.cluster is not None
+    assert '"up": true' in (tmp_path / "cluster" / "hosts" / "hv-b.json").read_text()

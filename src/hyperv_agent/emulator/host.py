@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import time
@@ -129,14 +130,33 @@ class EmulatedHost:
         #: Why this host only reads its state directory (another process holds it).
         self.held_elsewhere: str | None = None
         db = config.state_dir / "emulator.sqlite3" if config.persist else None
-        if db is not None:
-            self._hold(config)
-        try:
+        self.cluster: Member | None = None
+        # what is opened is closed again, in reverse order, when a later step fails
+        with contextlib.ExitStack() as opened:
+            if db is not None:
+                self._hold(config)
+                opened.callback(self._let_go)
             self.store = Store(db, self.faults.before_commit,
                                read_only=self.held_elsewhere is not None)
-        except BaseException:
-            self._let_go()
-            raise
+            opened.callback(self.store.close)
+            self._bring_up(config)
+            if config.cluster_dir is not None and self.held_elsewhere is None:
+                from hyperv_agent.emulator.cluster import join  # it needs the VM model
+
+                self.cluster = join(self)
+                opened.callback(self.cluster.close)
+            from hyperv_agent.emulator import jobs  # jobs import this module
+
+            # the jobs an earlier process left (``jobs._book``), once the cluster's
+            # recovery settled those of the moves it finished
+            jobs.open_book(self)
+            opened.pop_all()
+        EmulatedHost.registry.setdefault(config.host_name.lower(), []).append(self)
+
+    def _bring_up(self, config: EmulatorConfig) -> None:
+        """The stored host made ready: disks left half made swept, a first boot's
+        records made or an earlier version's completed, its address and migration
+        settings as ``config`` has them."""
         # disks being made are noted where a later opening finds them (not by a reader)
         self.staging = Staging(config.state_dir / "staging" if self.lock is not None
                                else None)
@@ -146,22 +166,6 @@ class EmulatedHost:
         self._complete_stored_host()
         self._listen_on(config.private_ip)
         self._migration_settings()
-        self.cluster: Member | None = None
-        if config.cluster_dir is not None and self.held_elsewhere is None:
-            from hyperv_agent.emulator.cluster import join  # the cluster needs the VM model
-
-            try:
-                self.cluster = join(self)
-            except BaseException:
-                self.store.close()
-                self._let_go()
-                raise
-        from hyperv_agent.emulator import jobs  # jobs import this module
-
-        # the jobs an earlier process left (``jobs._book``), once the cluster's recovery
-        # settled those of the moves it finished
-        jobs.open_book(self)
-        EmulatedHost.registry.setdefault(config.host_name.lower(), []).append(self)
 
     def _hold(self, config: EmulatorConfig) -> None:
         """Hold the state directory; when another process holds it, refuse, or read it
