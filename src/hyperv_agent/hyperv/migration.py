@@ -68,7 +68,6 @@ from hyperv_agent.errors import (
 from hyperv_agent.hyperv import acls, jobs, vms
 from hyperv_agent.hyperv.drives import VmStorage
 from hyperv_agent.hyperv.schema import (
-    MIGRATING_LIVE,
     NAMESPACE,
     Class,
     JobState,
@@ -229,7 +228,7 @@ async def _told_without_job(hv: HyperV, move: Move, lost: JobLost) -> None:
         return
     except CimError:
         raise MigrationFailed(unknown) from None
-    if MIGRATING_LIVE in vm.integers("OperationalStatus"):
+    if vms.migrating(vm.integers("OperationalStatus")):
         raise MigrationFailed(f"{lost}; the VM is still migrating from this host; "
                               "see where the VM is before trying again")
     raise MigrationFailed(f"{lost}; the VM is still on this host and not moving: it was "

@@ -61,6 +61,7 @@ from hyperv_agent.errors import (
 from hyperv_agent.hyperv import jobs
 from hyperv_agent.hyperv.schema import (
     CAPTION_VM,
+    MIGRATING_LIVE,
     NAMESPACE,
     Class,
     EnabledState,
@@ -138,15 +139,10 @@ def changing(enabled_state: int | None) -> str | None:
     return _CHANGING.get(enabled_state) if enabled_state is not None else None
 
 
-#: Msvm_ComputerSystem.OperationalStatus's Migrating Virtual Machine: Microsoft documents it
-#: for a VM "being migrated live from one physical computer to another" (it shows beside
-#: In Service, 11, on the move's source until the move is done).
-OPERATIONAL_MIGRATING = 32774
-
-
 def migrating(operational_status: tuple[int, ...]) -> bool:
-    """Whether a VM of ``operational_status`` is being migrated live (its move runs)."""
-    return OPERATIONAL_MIGRATING in operational_status
+    """Whether a VM of ``operational_status`` is being migrated live (its move runs:
+    ``MIGRATING_LIVE`` shows on the move's source until the move is done)."""
+    return MIGRATING_LIVE in operational_status
 
 
 def is_stopping(enabled_state: int | None) -> bool:
