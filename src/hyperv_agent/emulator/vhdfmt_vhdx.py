@@ -23,11 +23,14 @@ from dataclasses import astuple, dataclass, replace
 from typing import Any
 
 from hyperv_agent.emulator.vhd import (
+    ABSOLUTE_PATH,
     KIB,
     LOCATOR_ORDER,
     MIB,
+    RELATIVE_PATH,
     TIB,
     VHDX_FILE_SIGNATURE,
+    VOLUME_PATH,
     CreateRequest,
     DiskFile,
     DiskFormat,
@@ -114,7 +117,10 @@ PAYLOAD_FULLY_PRESENT = 6
 PAYLOAD_PARTIALLY_PRESENT = 7
 OFFSET_MASK = ~(ALIGNMENT - 1)
 
-LOCATOR_KEYS_BY_PREFERENCE = ("absolute_win32_path", "volume_path", "relative_path")
+#: The locator a disk's ParentPath names: the absolute one first, the reverse of the order
+#: a parent is looked for in (``vhd.parent_candidates``), so that a parent found nowhere is
+#: named by the last path tried.
+LOCATOR_KEYS_BY_PREFERENCE = tuple(reversed(LOCATOR_ORDER))
 VOLUME_PATH_PREFIX = "\\\\?\\Volume{"
 
 
@@ -671,9 +677,9 @@ def _parent_locator_keys(request: CreateRequest, linkage: uuid.UUID) -> dict[str
     assert request.parent_locator is not None
     keys = {"parent_linkage": "{" + str(linkage) + "}"}
     volume = request.parent_locator.startswith(VOLUME_PATH_PREFIX)
-    keys["volume_path" if volume else "absolute_win32_path"] = request.parent_locator
+    keys[VOLUME_PATH if volume else ABSOLUTE_PATH] = request.parent_locator
     if request.relative_locator:
-        keys["relative_path"] = request.relative_locator
+        keys[RELATIVE_PATH] = request.relative_locator
     return keys
 
 
