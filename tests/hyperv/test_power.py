@@ -3,6 +3,7 @@ emulated host."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from hyperv_agent.cim.api import CimInstance, MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import HyperVError
 from hyperv_agent.hyperv import host, jobs, power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
@@ -23,6 +24,7 @@ from tests.emulator.kit import (
     request_state,
     state,
 )
+from tests.emulator.migration_kit import build_vm, migrate, new_disk
 from tests.sessions import hv
 
 FAST = jobs.WaitPolicy(timeout_s=0.3, first_poll_s=0.02, max_poll_s=0.05)
@@ -322,3 +324,36 @@ async def test_a_vm_hyper_v_is_still_shutting_down_is_removed_once_it_is_off(
     monkeypatch.undo()
     assert await _gone(emulator, "i-2-31-VM")
     assert path is not None
+
+
+async def test_a_vm_whose_live_move_began_while_it_settled_is_left_to_its_move(
+    tmp_path: Path,
+) -> None:
+    """A stop finds the VM starting and waits that out; by the time it runs an
+    operator's live move of it has begun. The VM read again says so, and the stop leaves
+    it running to its move, failing saying why, rather than turning it off under it and
+    then failing on the removal Hyper-V refuses meanwhile."""
+    def config(name: str, address: str) -> EmulatorConfig:
+        return EmulatorConfig(state_dir=tmp_path / name / "state", host_name=name,
+                              private_ip=address, drives={"S": tmp_path / "shared"})
+
+    source = EmulatorCim.open(config("HV-SETTLE-A", "10.0.8.1"))
+    destination = EmulatorCim.open(config("HV-SETTLE-B", "10.0.8.2"))
+    try:
+        new_disk(source.host.paths.local("S:\\vms\\settling.vhdx"))
+        path = await build_vm(source, "S:\\vms\\settling.vhdx", name="i-2-32-VM")
+        source.host.config = dataclasses.replace(source.host.config,
+                                                 latency=LatencyModel(job_s=60.0))
+        assert (await migrate(source, path, "HV-SETTLE-B")).return_value == 4096
+        # as the stop read it, before the move began
+        starting = dataclasses.replace(await _ref(source, "i-2-32-VM"), changing="starting",
+                                       migrating=False)
+
+        settled = await power.settle(hv(source), starting, JOBS)
+        assert settled is not None and settled.migrating
+        with pytest.raises(HyperVError, match="being migrated live from this host"):
+            await power.stop_and_remove(hv(source), starting, FORCED)
+        assert (await source.get(path))["EnabledState"] == 2
+    finally:
+        await source.close()
+        await destination.close()

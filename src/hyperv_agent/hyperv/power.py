@@ -243,7 +243,8 @@ async def settle(
     Hyper-V takes no other state change, nor removes the VM, while one runs (32775), so a
     command that changes the VM waits it out first. Read-only. A VM still changing at
     ``policy.timeout_s``, or at the command's bound (``jobs.limited``), raises HyperVError
-    naming the change and the bound. One get per poll.
+    naming the change and the bound. The VM read again says whether a live move of it
+    began meanwhile (``VmRef.migrating``). One get per poll.
     """
     if vm.changing is None:
         return vm
@@ -258,7 +259,8 @@ async def settle(
             f"VM {vm.name} is still {vms.changing(state)} on this host after "
             f"{bound or f'{policy.timeout_s:g} s'}; Hyper-V takes no other change to it until that "
             "one is done: try again later")
-    return VmRef(vm.guid, vm.name, vms.power_state(state))
+    return VmRef(vm.guid, vm.name, vms.power_state(state),
+                 migrating=vms.migrating(found.integers("OperationalStatus")))
 
 
 async def find_settled(hv: HyperV, name: str, policy: jobs.WaitPolicy) -> VmRef | None:
@@ -329,17 +331,17 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     carries it to another host, where a stop here cannot follow it, and a removal
     refused meanwhile would read as done (the VM gone from here) once the move ended.
     """
-    if vm.migrating:
-        raise HyperVError(
-            f"stop of VM {vm.name} ({vm.guid}): the VM is being migrated live from this host "
-            "(OperationalStatus Migrating Virtual Machine) and was left as it is; stop it "
-            "once the move is done, on the host it is then on")
     if vm.changing is not None:  # starting, stopping, ...: let Hyper-V finish first
         settled = await _step(f"wait for the VM to finish {vm.changing}", vm,
                               settle(hv, vm, policy.shutdown_wait))
         if settled is None:
             return False
         vm = settled
+    if vm.migrating:  # as read last: a move may have begun while the VM settled
+        raise HyperVError(
+            f"stop of VM {vm.name} ({vm.guid}): the VM is being migrated live from this host "
+            "(OperationalStatus Migrating Virtual Machine) and was left as it is; stop it "
+            "once the move is done, on the host it is then on")
     off = vm.power is PowerState.STOPPED
     if policy.graceful and vm.power is PowerState.RUNNING:
         off = await _graceful(hv, vm, policy)
