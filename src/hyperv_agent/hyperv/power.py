@@ -18,11 +18,13 @@ host's Windows version is read once a session, ``host.windows_version``):
                                 1 query + 1 call when the guest cannot be asked, nothing
                                 on a host before 2016 or for a VM that is not running
 ``wait_until_off``              P gets, bounded by the policy's timeout
-``start``, ``reset``              1 call (+ 1 W when Hyper-V runs it as a job)
+``start``, ``reset``              1 call (+ 1 W when Hyper-V runs it as a job); +1 get
+                                for a start whose job Hyper-V lost (``vms.request_state``)
 ``stop_and_remove`` graceful    1 query + 1 call + P gets + 1 call + 1 W (destroy);
                                 +1 call + 1 W (turn off) when the guest ignores it
 ``stop_and_remove`` forced      2 calls + 2 W (turn off, destroy)
 ``stop_and_remove`` VM off      1 call + 1 W (destroy)
+``stop_and_remove`` migrating   nothing (the VM is left to its live move)
 ``settle``                      nothing for a VM in a steady state; P gets while Hyper-V
                                 changes its state (Starting, Stopping, Saving, ...), before
                                 ``stop_and_remove`` and ``reboot`` act
