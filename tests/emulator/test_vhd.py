@@ -506,6 +506,16 @@ def _clone_on_drive_c(root: pathlib.Path, fmt: DiskFormat,
     return base, clone
 
 
+def _clone_moved_alone(root: pathlib.Path, fmt: DiskFormat) -> pathlib.Path:
+    """``_clone_on_drive_c``'s clone moved alone to C:\\moved, its base to C:\\ (neither
+    beside the clone nor where it was recorded): the chain is broken. The clone's file."""
+    base, clone = _clone_on_drive_c(root, fmt)
+    (root / "C" / "moved").mkdir()
+    moved = clone.rename(root / "C" / "moved" / clone.name)
+    base.rename(root / "C" / base.name)
+    return moved
+
+
 @pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
 def test_a_chain_moved_together_to_another_folder_opens_by_its_relative_locator(
     tmp_path: pathlib.Path, fmt: DiskFormat,
@@ -528,10 +538,7 @@ def test_a_chain_moved_together_to_another_folder_opens_by_its_relative_locator(
 def test_a_clone_moved_alone_is_broken_naming_the_absolute_path_of_its_parent(
     tmp_path: pathlib.Path, fmt: DiskFormat,
 ) -> None:
-    base, clone = _clone_on_drive_c(tmp_path, fmt)
-    (tmp_path / "C" / "moved").mkdir()
-    clone.rename(tmp_path / "C" / "moved" / clone.name)
-    base.rename(tmp_path / "C" / base.name)  # not beside the clone, nor where it was
+    _clone_moved_alone(tmp_path, fmt)
     suffix = SUFFIX[fmt]
 
     with pytest.raises(vhd.BrokenChain) as caught:
@@ -810,15 +817,12 @@ def test_a_clone_moved_together_with_its_parent_converts_to_the_flattened_chain(
 def test_a_clone_moved_alone_does_not_convert_and_names_its_missing_parent(
     tmp_path: pathlib.Path, fmt: DiskFormat,
 ) -> None:
-    base, clone = _clone_on_drive_c(tmp_path, fmt)
-    (tmp_path / "C" / "moved").mkdir()
-    clone.rename(tmp_path / "C" / "moved" / clone.name)
-    base.rename(tmp_path / "C" / base.name)  # not beside the clone, nor where it was
+    clone = _clone_moved_alone(tmp_path, fmt)
     suffix = SUFFIX[fmt]
     merged = tmp_path / "C" / ("merged" + suffix)
 
     with pytest.raises(vhd.BrokenChain) as caught:
-        vhd.convert(tmp_path / "C" / "moved" / clone.name, merged, fmt, DiskType.DYNAMIC,
+        vhd.convert(clone, merged, fmt, DiskType.DYNAMIC,
                     locator=f"C:\\moved\\clone{suffix}", local_of=_on_drives(tmp_path))
     assert (caught.value.why, caught.value.child, caught.value.parent) == (
         vhd.ChainBreak.MISSING, f"C:\\moved\\clone{suffix}", f"C:\\templates\\base{suffix}")
