@@ -35,7 +35,6 @@ from hyperv_agent.emulator.store import Record, Transaction
 LATER_WORK = "later_work"
 
 
-
 @dataclass(frozen=True)
 class Settle:
     """Stages, in a transaction of the host of ``job``, that its work is all done (when
