@@ -191,6 +191,12 @@ class InvalidRequest(HyperVError):
     """A Hyper-V operation was asked for something invalid; nothing was changed."""
 
 
+class VmMigrating(HyperVError):
+    """A VM being migrated live from this host took no change (Hyper-V keeps it as it is
+    until the move is done), or left the host by its move while a change of it was being
+    made; nothing was changed here. The message names the VM and what was left undone."""
+
+
 class VmNotStopped(HyperVError):
     """Processors and memory of a VM that is not off cannot change on this host."""
 

@@ -44,7 +44,13 @@ from typing import TypeVar
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
-from hyperv_agent.errors import AgentError, CimInvalidMethod, CimNotFound, HyperVError
+from hyperv_agent.errors import (
+    AgentError,
+    CimInvalidMethod,
+    CimNotFound,
+    HyperVError,
+    VmMigrating,
+)
 from hyperv_agent.hyperv import host, jobs, vms
 from hyperv_agent.hyperv.schema import NAMESPACE, Class, RequestedState, ReturnCode
 from hyperv_agent.hyperv.session import HyperV
@@ -165,10 +171,14 @@ async def reboot(
     be followed. A guest that cannot be asked (no integration services, a host before
     Windows Server 2016, not ready, shutting down) or whose request fails is reset hard,
     as the agent always did. A VM that is not running is left as it is. A VM Hyper-V is
-    changing the state of (starting, stopping, ...) is waited for first (``settle``).
+    changing the state of (starting, stopping, ...) is waited for first (``settle``). A
+    VM being migrated live (``vm.migrating``, or a reset refused because its move began
+    since) is left as it is, and VmMigrating says so (``vms.migrating_refusal``): Hyper-V
+    takes no reset of it, and its guest would restart in the middle of the move.
     A repeat reboots again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
     nothing. Round trips: the module's table.
     """
+    vms.refuse_if_migrating(vm, "the reboot")
     settled = await settle(hv, vm, policy)
     if settled is None:
         return Rebooted.MISSING
@@ -180,7 +190,7 @@ async def reboot(
             log.info("the guest of VM %s cannot be asked to restart; resetting it", vm.name)
         except AgentError as error:
             log.warning("guest reboot of VM %s refused (%s); resetting it", vm.name, error)
-    code = await _reset(hv, vm.guid, policy)
+    code = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING)
     if code is None:
         return Rebooted.MISSING
     return Rebooted.NOT_RUNNING if code == ReturnCode.INVALID_STATE else Rebooted.RESET
@@ -307,10 +317,14 @@ async def reset(
     return await _reset(hv, vm_guid, policy) is not None
 
 
-async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy) -> int | None:
-    """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM."""
+async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy, *,
+                 confirm: bool = False) -> int | None:
+    """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM. With
+    ``confirm`` (the VM was seen running) a 32775 of a VM being migrated live, or gone
+    since, raises VmMigrating (``vms.request_state``)."""
     try:
-        result = await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy)
+        result = await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy,
+                                         confirm=confirm)
     except CimNotFound:
         return None
     return result.return_value
@@ -329,9 +343,11 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     the destroy fails it is left off but defined, and a repeat finishes the job. A VM
     Hyper-V is changing the state of (starting, stopping) is waited for first, within
     ``policy.shutdown_wait`` (``settle``), and then stopped as it then is. A VM being
-    migrated live (``vm.migrating``) is left as it is, and HyperVError says why: the move
-    carries it to another host, where a stop here cannot follow it, and a removal
-    refused meanwhile would read as done (the VM gone from here) once the move ended.
+    migrated live (``vm.migrating``) is left as it is, and VmMigrating says why
+    (``vms.migrating_refusal``): the move carries it to another host, where a stop here
+    cannot follow it, and a removal refused meanwhile would read as done (the VM gone from
+    here) once the move ended. A move that begins after the lookup is told the same way
+    from the refusals it brings (``vms.turn_off`` confirmed, ``vms.destroy``).
     """
     if vm.changing is not None:  # starting, stopping, ...: let Hyper-V finish first
         settled = await _step(f"wait for the VM to finish {vm.changing}", vm,
@@ -339,16 +355,12 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
         if settled is None:
             return False
         vm = settled
-    if vm.migrating:  # as read last: a move may have begun while the VM settled
-        raise HyperVError(
-            f"stop of VM {vm.name} ({vm.guid}): the VM is being migrated live from this host "
-            "(OperationalStatus Migrating Virtual Machine) and was left as it is; stop it "
-            "once the move is done, on the host it is then on")
+    vms.refuse_if_migrating(vm, "the stop")  # as read last: a move may begin as it settles
     off = vm.power is PowerState.STOPPED
     if policy.graceful and vm.power is PowerState.RUNNING:
         off = await _graceful(hv, vm, policy)
     if not off:
-        turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait)
+        turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait, confirm=True)
         if not await _step("turn off", vm, turned_off):
             return False
     return await _step("remove the definition", vm,
@@ -376,5 +388,7 @@ async def _graceful(hv: HyperV, vm: VmRef, policy: StopPolicy) -> bool:
 async def _step(name: str, vm: VmRef, operation: Awaitable[T]) -> T:
     try:
         return await operation
+    except VmMigrating:  # names the VM and what was not done
+        raise
     except AgentError as error:
         raise HyperVError(f"stop of VM {vm.name} ({vm.guid}): {name} failed: {error}") from error

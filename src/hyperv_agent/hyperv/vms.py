@@ -21,10 +21,11 @@ path is used. Round trips in the steady state (job polls not counted, W = job wa
                   a known GUID turns out stale (the VM was re-created or renamed)
 ``find_vm``       1 query
 ``request_state`` 1 call + 1 W (0 W when Hyper-V makes the change at once or cannot
-                  make it); +1 get when Hyper-V loses the job of a start or a turn-off
+                  make it); +1 get when Hyper-V loses the job of a start or a turn-off,
+                  and when it cannot make a change the caller ``confirm``s
 ``turn_off``      ``request_state``'s
 ``destroy``       1 call + 1 W (+1 get when DestroySystem fails or Hyper-V loses its
-                  job, to see if the VM is gone)
+                  job, to see if the VM is gone or being migrated)
 ``remove_vm``     at most 2 calls + 2 W; 1 call when the VM does not exist
 ================  =====================================================================
 
@@ -35,6 +36,15 @@ turn-off is done when the VM is in the state it asked for (Enabled, Disabled), a
 DestroySystem when the VM is gone. Anything else (the VM still changing, in another
 state, or a reset, after which a running VM runs as before) raises the JobLost.
 
+A VM being migrated live from the host (OperationalStatus Migrating Virtual Machine,
+``migrating``) takes no change until its move is done: Hyper-V refuses it as invalid
+state (32775), the answer it also gives for a change a VM's state makes pointless (a
+turn-off of a VM that is off). Where that refusal would read as done, the VM is read once,
+on that failure alone, and one being migrated, or gone since (its move carried it away),
+raises VmMigrating (``migrating_refusal``, ``left_refusal``): a removal or turn-off
+refused meanwhile must not read as made. ``unless_migrating`` does the same for any
+change a command makes.
+
 Nothing here deletes a file: DestroySystem removes a VM's definition, and its VHD, VHDX
 and ISO files stay where they are.
 """
@@ -44,7 +54,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -54,9 +65,11 @@ from hyperv_agent.errors import (
     CimError,
     CimNotFound,
     CimResponseTooLarge,
+    HyperVError,
     JobFailed,
     JobLost,
     MethodFailed,
+    VmMigrating,
 )
 from hyperv_agent.hyperv import jobs
 from hyperv_agent.hyperv.schema import (
@@ -143,6 +156,90 @@ def migrating(operational_status: tuple[int, ...]) -> bool:
     """Whether a VM of ``operational_status`` is being migrated live (its move runs:
     ``MIGRATING_LIVE`` shows on the move's source until the move is done)."""
     return MIGRATING_LIVE in operational_status
+
+
+def migrating_refusal(name: str, what: str) -> VmMigrating:
+    """The failure of ``what`` ("the reboot", "the disk attach", ...) of VM ``name`` being
+    migrated live from this host: the one wording every command answers with."""
+    return VmMigrating(
+        f"{what} of VM {name} was not done: the VM is being migrated live from this host "
+        "(OperationalStatus Migrating Virtual Machine), and Hyper-V takes no change to it "
+        "until the move is done; it was left as it is: try again once the move is done, on "
+        "the host the VM is then on")
+
+
+def left_refusal(name: str, what: str, refused: BaseException) -> VmMigrating:
+    """The failure of ``what`` of VM ``name`` that Hyper-V ``refused`` for the VM's state
+    and that has since left the host: a live move carried it away (or it was removed)."""
+    return VmMigrating(
+        f"{what} of VM {name} was not done: Hyper-V refused it ({refused}), and the VM has "
+        "since left this host (a live migration carried it to another host, or it was "
+        "removed); nothing was done to it: look for it on the host it moved to")
+
+
+def refuse_if_migrating(vm: VmRef, what: str) -> None:
+    """Raise ``migrating_refusal`` when the lookup of ``vm`` showed it being migrated
+    live (``vm.migrating``). No round trip."""
+    if vm.migrating:
+        raise migrating_refusal(vm.name, what)
+
+
+def invalid_state(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is Hyper-V refusing a call or a
+    job as invalid state (32775). No round trip."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, MethodFailed) and cause.return_value == ReturnCode.INVALID_STATE:
+            return True
+        if isinstance(cause, JobFailed) and cause.error_code == ReturnCode.INVALID_STATE:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+async def _explain_refusal(hv: HyperV, vm_guid: str, name: str, what: str,
+                           refused: BaseException) -> CimInstance:
+    """After Hyper-V ``refused`` ``what`` of the VM as invalid state: the VM read once; one
+    being migrated live raises ``migrating_refusal``, one gone ``left_refusal``."""
+    found = await _get_vm(hv, vm_guid)
+    if found is None:
+        raise left_refusal(name, what, refused)
+    if migrating(found.integers("OperationalStatus")):
+        raise migrating_refusal(found.string("ElementName") or name, what)
+    return found
+
+
+async def _get_vm(hv: HyperV, vm_guid: str) -> CimInstance | None:
+    """The VM's Msvm_ComputerSystem; None when it is gone. 1 get."""
+    try:
+        return await hv.cim.get(vm_path(vm_guid))
+    except CimNotFound:
+        return None
+
+
+@asynccontextmanager
+async def unless_migrating(hv: HyperV, vm: VmRef, what: str) -> AsyncIterator[None]:
+    """Make a change of ``vm`` (the body), ``what`` in the words of ``migrating_refusal``,
+    unless the VM is being migrated live from this host.
+
+    A VM its lookup showed migrating raises ``migrating_refusal`` before the body runs
+    (no round trip). A change Hyper-V refuses as invalid state (32775, in the error or one
+    it was raised from: a move begun after the lookup) is told by the VM read once, on that
+    failure alone: being migrated, ``migrating_refusal``; gone since, ``left_refusal``;
+    otherwise the error as it was."""
+    refuse_if_migrating(vm, what)
+    try:
+        yield
+    except HyperVError as error:
+        if isinstance(error, VmMigrating) or not invalid_state(error):
+            raise
+        try:
+            await _explain_refusal(hv, vm.guid, vm.name, what, error)
+        except VmMigrating as told:
+            raise told from error
+        raise
 
 
 def is_stopping(enabled_state: int | None) -> bool:
@@ -565,7 +662,8 @@ def _vm_stats(summary: CimInstance) -> VmStats:
 
 
 async def turn_off(
-    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    confirm: bool = False,
 ) -> bool:
     """Hard power-off (RequestStateChange 3, no guest shutdown); True if the VM exists.
 
@@ -573,10 +671,13 @@ async def turn_off(
     state that cannot change, return code 32775) is left as it is, so a repeat is safe.
     Afterwards the VM is off, its saved state (if any) discarded, its definition and disks
     kept. On failure (MethodFailed, JobFailed, JobTimeout) Hyper-V has changed nothing
-    and nothing is cleaned up. 1 call + 1 job wait (no wait when already off).
+    and nothing is cleaned up. 1 call + 1 job wait (no wait when already off). With
+    ``confirm`` (the caller saw the VM on) a VM that refused (32775) because it is being
+    migrated live, or has left the host since, raises VmMigrating (``request_state``).
     """
     try:
-        await request_state(hv, vm_guid, RequestedState.DISABLED, policy=policy)
+        await request_state(hv, vm_guid, RequestedState.DISABLED, policy=policy,
+                            confirm=confirm)
     except CimNotFound:
         return False
     return True
@@ -590,13 +691,27 @@ _REACHED: Mapping[RequestedState, EnabledState] = {
 }
 
 
+#: How ``migrating_refusal`` names each state change.
+_CHANGE_WORDS: Mapping[RequestedState, str] = {
+    RequestedState.ENABLED: "the start", RequestedState.DISABLED: "the turn-off",
+    RequestedState.OFFLINE: "the save", RequestedState.QUIESCE: "the pause",
+    RequestedState.REBOOT: "the reset", RequestedState.RESET: "the reset",
+}
+
+
 async def request_state(
     hv: HyperV, vm_guid: str, requested: RequestedState, *,
-    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, confirm: bool = False,
 ) -> MethodResult:
     """RequestStateChange ``requested`` of the VM, and wait for its job; Hyper-V's result.
     A state that cannot change (return code 32775) is taken as done, so a repeat is safe.
     A missing VM raises CimNotFound; a refusal MethodFailed, JobFailed or JobTimeout.
+
+    With ``confirm`` (a caller that saw the VM in a state the change applies to) a 32775 is
+    told by the VM read once, on that answer alone: Hyper-V refuses a VM being migrated
+    live the same way, and one whose move began after the caller looked, or that has left
+    the host since, raises VmMigrating (``migrating_refusal``, ``left_refusal``) rather than
+    reading as done. 1 get more on that answer.
 
     A job Hyper-V lost (JobLost) is told by the VM's state, read once: a VM in the state
     a start or a turn-off asks for has made the change; otherwise (the VM still
@@ -605,6 +720,10 @@ async def request_state(
     params: dict[str, InValue] = {"RequestedState": int(requested)}
     result, job = await jobs.start(hv.cim, vm_path(vm_guid), "RequestStateChange", params,
                                    accept=(ReturnCode.INVALID_STATE,))
+    if confirm and result.return_value == ReturnCode.INVALID_STATE:
+        refused = MethodFailed("RequestStateChange", ReturnCode.INVALID_STATE, "invalid state")
+        await _explain_refusal(hv, vm_guid, vm_guid,
+                               _CHANGE_WORDS.get(requested, "the state change"), refused)
     if job is not None:
         try:
             await jobs.wait(hv.cim, job, "RequestStateChange", policy)
@@ -639,17 +758,35 @@ async def destroy(
     the VM unchanged; nothing is cleaned up on failure. 1 call + 1 job wait; a failed
     call costs 1 more get to tell "already gone" from a real failure, and so does a job
     Hyper-V lost (JobLost): the VM gone, this call removed it; still there, JobLost.
+
+    A VM being migrated live is not removed (Hyper-V refuses it, 32775): that get showing
+    it migrating raises VmMigrating (``migrating_refusal``). A refusal for the VM's state
+    (32775), or one whose words name a migration, after which the VM is gone was no
+    removal: its move ended meanwhile and carried it to another host (or another removed
+    it), and that raises VmMigrating too (``left_refusal``), never "already gone".
     """
     path = vm_path(vm_guid)
     try:
         await call_service(hv, "DestroySystem", {"AffectedSystem": path}, policy)
     except (MethodFailed, JobFailed, JobLost) as failure:
-        if await _exists(hv, path):
+        found = await _get_vm(hv, vm_guid)
+        if found is not None:
+            if migrating(found.integers("OperationalStatus")):
+                raise migrating_refusal(found.string("ElementName") or vm_guid,
+                                        "the removal") from failure
             raise
+        if _says_moving(failure):
+            raise left_refusal(vm_guid, "the removal", failure) from failure
         _forget(hv, vm_guid)
         return isinstance(failure, JobLost)
     _forget(hv, vm_guid)
     return True
+
+
+def _says_moving(failure: BaseException) -> bool:
+    """Whether a failed removal was refused for the VM's state (32775) or in words that
+    name a migration: then a VM gone after it left by its move (``destroy``)."""
+    return invalid_state(failure) or "migrat" in str(failure).casefold()
 
 
 async def remove_vm(
@@ -687,11 +824,3 @@ async def remove_if_off(
     if power_state(state) is not PowerState.STOPPED or changing(state) is not None:
         return False
     return await destroy(hv, vm_guid, policy=policy)
-
-
-async def _exists(hv: HyperV, path: ObjectPath) -> bool:
-    try:
-        await hv.cim.get(path)
-    except CimNotFound:
-        return False
-    return True
