@@ -18,6 +18,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
+from tests.cloudstack.fixtures import ms422_json
 from tests.diskfiles import qemu_info
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
@@ -179,6 +180,47 @@ async def test_a_stop_of_a_vm_being_migrated_live_leaves_it_to_its_move(
         assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
         assert await run.where(hosts, "i-2-9-VM") == ["HV-B"]
         assert await _power(run, b, "i-2-9-VM") == "PowerOn"
+
+
+async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
+        tmp_path: Path) -> None:
+    """An operator live-migrates a VM while the management server reboots it and attaches
+    a data volume to it: Hyper-V takes neither (32775, invalid state), and each answer,
+    of its own class, fails saying the VM is being migrated live and to try again once
+    the move is done (the MS shows the RebootAnswer's and AttachAnswer's details to the
+    user), rather than that a running VM is "not running" or an invalid state; nothing
+    is changed, and the move completes."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    attach: dict[str, Any] = ms422_json("21_AttachCommand.json")
+    volume = attach["disk"]["data"][names.VOLUME_OBJECT_TO]
+    disk_file(a.local_pool(tmp_path), volume["path"])
+    vm = vm_to("i-2-10-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-10-VM")
+        on_a = a.cim()
+        moving = await migrate(on_a, path, b.name)
+        job = moving.path("Job")
+        assert moving.return_value == 4096 and job is not None
+        volume["vmName"] = "i-2-10-VM"
+        asked = [(names.REBOOT_COMMAND, names.REBOOT_ANSWER, "the reboot",
+                  {"vmName": "i-2-10-VM", "contextMap": {}, "wait": 0}),
+                 (names.ATTACH_COMMAND, names.ATTACH_ANSWER, "the attach",
+                  attach | {"vmName": "i-2-10-VM"})]
+        for command, answer_class, what, body in asked:
+            kind, answer = await run.ask(a, command, body)
+            assert (kind, answer["result"]) == (answer_class, False), answer
+            assert (f"{what} of VM i-2-10-VM was not done: the VM is being migrated live "
+                    "from this host") in answer["details"], answer["details"]
+            assert "try again once the move is done" in answer["details"], answer["details"]
+        assert (await on_a.get(job))["JobState"] == 4  # still Running
+        disks = await on_a.query("SELECT HostResource FROM Msvm_StorageAllocationSettingData "
+                                 "WHERE ResourceType = 31")
+        assert not [d for d in disks if volume["path"] in str(d["HostResource"])]
+        await _job_ends(on_a, job)
+        assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
+        assert await run.where(hosts, "i-2-10-VM") == ["HV-B"]
 
 
 async def _job_ends(cim: Cim, job: ObjectPath) -> None:

@@ -15,7 +15,7 @@ import pytest
 from hyperv_agent.cim.api import MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.errors import VmMigrating
+from hyperv_agent.errors import MethodFailed, VmMigrating
 from hyperv_agent.hyperv import power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.migration_kit import LIVE, build_vm, migrate, new_disk
@@ -193,3 +193,26 @@ async def test_a_turn_off_of_a_vm_already_off_still_costs_one_call(hosts: Hosts)
     assert await vms.turn_off(hv(source), looked_up.guid, confirm=True) is True
     spent = source.round_trips() - before
     assert (spent["invoke:RequestStateChange"], spent["get"], spent.waits) == (1, 1, 0)
+
+
+async def test_a_change_refused_because_a_move_began_after_the_lookup_says_so(
+        hosts: Hosts) -> None:
+    """A command's change of a VM looked up before its move began is refused as invalid
+    state (32775): ``unless_migrating`` reads the VM once, on that failure alone, and
+    fails saying the VM is being migrated live; another failure passes as it was."""
+    source, _, _ = hosts
+    path, looked_up = await _vm(source, "raced-change")
+    await _moving(source, path)
+    refused = MethodFailed("AddResourceSettings", 32775, "invalid state")
+    before = source.round_trips()
+    with pytest.raises(VmMigrating, match="the attach of VM raced-change was not done: the "
+                                          "VM is being migrated live") as raised:
+        async with vms.unless_migrating(hv(source), looked_up, "the attach"):
+            raise refused
+    assert raised.value.__cause__ is refused
+    assert (source.round_trips() - before)["get"] == 1
+    other = MethodFailed("AddResourceSettings", 32768, "failed")
+    with pytest.raises(MethodFailed) as passed:
+        async with vms.unless_migrating(hv(source), looked_up, "the attach"):
+            raise other
+    assert passed.value is other

@@ -41,6 +41,9 @@ Choices, and why:
   ``power.find_settled``; Hyper-V changes no drive meanwhile, and a starting VM reads as
   running, a stopping one as off), then treated as it then is; one still changing after
   that fails the answer, naming the change, with nothing changed.
+- A VM being migrated live (an operator's Move-VM): Hyper-V takes no drive change of it
+  until the move is done (32775); the answer fails saying the VM is being migrated and to
+  try again once the move is done (``vms.unless_migrating``), with nothing changed.
 """
 
 from __future__ import annotations
@@ -153,10 +156,11 @@ class AttachHandlers:
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
                                         "disk when the VM next starts")
-            if image.kind == DATADISK:
-                placed = await self._attach_volume(vm, slot, image.path, controller, ide)
-            else:
-                placed = await drives.insert_iso(self.hv, vm, image.path)
+            async with vms.unless_migrating(self.hv, vm, "the attach"):
+                if image.kind == DATADISK:
+                    placed = await self._attach_volume(vm, slot, image.path, controller, ide)
+                else:
+                    placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
 
     async def _attach_volume(self, vm: vms.VmRef, slot: int, path: str, controller: int,
@@ -216,7 +220,8 @@ class AttachHandlers:
             vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was changed")
-            placed = await drives.empty_dvd(self.hv, vm)
+            async with vms.unless_migrating(self.hv, vm, "the DVD eject"):
+                placed = await drives.empty_dvd(self.hv, vm)
         if not placed.changed:
             return f"the DVD drive at {placed.where} of VM {vm_name} is empty; nothing changed"
         return f"the DVD drive at {placed.where} of VM {vm_name} is now empty"
@@ -226,9 +231,10 @@ class AttachHandlers:
             vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing to detach; the VM starts without the disk")
-            if image.kind == ISO:
-                return await self._eject(vm, image.path)
-            drive = await drives.detach_volume(self.hv, vm, image.path)
+            async with vms.unless_migrating(self.hv, vm, "the detach"):
+                if image.kind == ISO:
+                    return await self._eject(vm, image.path)
+                drive = await drives.detach_volume(self.hv, vm, image.path)
         if drive is None:
             raise InvalidRequest(_not_attached(image.path, vm_name))
         return f"{image.path} removed from {drive.where} of VM {vm_name}; the file is kept"
@@ -276,9 +282,11 @@ class AttachHandlers:
             vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
                 return _absent(asked.vm_name, "nothing was changed")
-            if asked.attach:
-                return _placed(path, vm.name, await drives.insert_iso(self.hv, vm, path))
-            return await self._eject(vm, path)
+            async with vms.unless_migrating(self.hv, vm, "the ISO attach" if asked.attach
+                                            else "the ISO eject"):
+                if asked.attach:
+                    return _placed(path, vm.name, await drives.insert_iso(self.hv, vm, path))
+                return await self._eject(vm, path)
 
     # --- GetVmDiskStatsCommand ----------------------------------------------------------
 

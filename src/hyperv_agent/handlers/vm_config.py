@@ -102,7 +102,9 @@ class VmConfigHandlers:
             vm = await power.find_settled(self.hv, name, self.job_wait)
             if vm is None:
                 raise InvalidRequest(f"{names.SCALE_VM_COMMAND} requested unknown VM {name!r}")
-            await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb, memory_max_mb)
+            async with vms.unless_migrating(self.hv, vm, "the scaling"):
+                await scale.set_processors_and_memory(self.hv, vm, cpus, memory_mb,
+                                                      memory_max_mb)
         memory = (f"{memory_mb} MB of memory" if memory_max_mb is None else
                   f"{memory_mb} MB to {memory_max_mb} MB of dynamic memory")
         return ScaleVmAnswer(result=True, details=(
@@ -157,7 +159,8 @@ class VmConfigHandlers:
             if nic is None:
                 raise _nic_failed(f"VM {asked.vm_name} has no NIC with " + (
                     f"MAC {asked.mac_address}" if asked.mac_address else f"index {asked.index}"))
-            await self._wire(nic, asked, vlan)
+            async with vms.unless_migrating(self.hv, vm, "the NIC change"):
+                await self._wire(nic, asked, vlan)
         return ModifyVmNicConfigAnswer(result=True, vm_name=asked.vm_name)
 
     async def _wire(self, nic: nics.Nic, asked: ModifyVmNicConfigCommand,
@@ -198,13 +201,15 @@ class VmConfigHandlers:
                 raise InvalidRequest(f"there is no VM {name!r} on this host; nothing changed")
             found = await nics.list_nics(self.hv, vm.guid)
             present = next((item for item in found if item.mac == mac), None)
-            if present is not None:
-                await nics.wire(self.hv, present, nic.name or None, vlan)
-                return PlugNicAnswer(result=True, details=f"NIC {mac} of VM {name} connected")
-            refusal = await self._nics_fixed(vm, found)
-            if refusal:
-                raise InvalidRequest(f"nothing changed: {refusal}")
-            await self._add_nic(vm, nic, mac, vlan)
+            async with vms.unless_migrating(self.hv, vm, "the NIC plug"):
+                if present is not None:
+                    await nics.wire(self.hv, present, nic.name or None, vlan)
+                    return PlugNicAnswer(result=True,
+                                         details=f"NIC {mac} of VM {name} connected")
+                refusal = await self._nics_fixed(vm, found)
+                if refusal:
+                    raise InvalidRequest(f"nothing changed: {refusal}")
+                await self._add_nic(vm, nic, mac, vlan)
         return PlugNicAnswer(result=True, details=f"NIC {mac} added to VM {name}")
 
     async def _nics_fixed(self, vm: vms.VmRef, found: list[nics.Nic]) -> str | None:
@@ -339,10 +344,12 @@ class VmConfigHandlers:
             if present is None:  # unplugged before: a retry after a lost answer
                 return UnPlugNicAnswer(result=True, details=(
                     f"VM {name} has no NIC with MAC {mac}: nothing to unplug"))
-            if await self._nics_fixed(vm, found) is None:
-                await nics.remove(self.hv, present)
-                return UnPlugNicAnswer(result=True, details=f"NIC {mac} removed from VM {name}")
-            await nics.unwire(self.hv, present)
+            async with vms.unless_migrating(self.hv, vm, "the NIC unplug"):
+                if await self._nics_fixed(vm, found) is None:
+                    await nics.remove(self.hv, present)
+                    return UnPlugNicAnswer(result=True,
+                                           details=f"NIC {mac} removed from VM {name}")
+                await nics.unwire(self.hv, present)
         why = ("while the VM runs" if vm.power is vms.PowerState.RUNNING
                else f"from a {vm.power.value} VM")
         return UnPlugNicAnswer(result=True, details=(

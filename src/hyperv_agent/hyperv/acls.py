@@ -293,8 +293,11 @@ async def apply(hv: HyperV, port: Port, wanted: Sequence[AclSpec],
             await _remove(hv, change.remove)
         paths = await _add(hv, port.path, added) if added else ()
         modified = await _modify_security(hv, port, security)
-    except AgentError:
+    except AgentError as error:
         forget_vm(hv, port.vm_name)
+        if isinstance(error, HyperVError):  # a VM being migrated live says so
+            await vms.explain_refusal(hv, port.vm_guid, port.vm_name,
+                                      "the change of security group rules", error)
         raise
     after = _after(port, change, security, added, paths, modified)
     if after is None:

@@ -219,6 +219,20 @@ async def _get_vm(hv: HyperV, vm_guid: str) -> CimInstance | None:
         return None
 
 
+async def explain_refusal(hv: HyperV, vm_guid: str, name: str, what: str,
+                          error: HyperVError) -> None:
+    """For a caller holding the VM's GUID and not its lookup: when ``error`` is Hyper-V
+    refusing ``what`` as invalid state (32775), the VM read once, on that failure alone,
+    and one being migrated live raises ``migrating_refusal`` (from ``error``), one gone
+    since ``left_refusal``; otherwise nothing (the caller raises ``error``)."""
+    if isinstance(error, VmMigrating) or not invalid_state(error):
+        return
+    try:
+        await _explain_refusal(hv, vm_guid, name, what, error)
+    except VmMigrating as told:
+        raise told from error
+
+
 @asynccontextmanager
 async def unless_migrating(hv: HyperV, vm: VmRef, what: str) -> AsyncIterator[None]:
     """Make a change of ``vm`` (the body), ``what`` in the words of ``migrating_refusal``,
@@ -233,12 +247,7 @@ async def unless_migrating(hv: HyperV, vm: VmRef, what: str) -> AsyncIterator[No
     try:
         yield
     except HyperVError as error:
-        if isinstance(error, VmMigrating) or not invalid_state(error):
-            raise
-        try:
-            await _explain_refusal(hv, vm.guid, vm.name, what, error)
-        except VmMigrating as told:
-            raise told from error
+        await explain_refusal(hv, vm.guid, vm.name, what, error)
         raise
 
 
