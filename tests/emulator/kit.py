@@ -24,6 +24,17 @@ GEN1 = "Microsoft:Hyper-V:SubType:1"
 GEN2 = "Microsoft:Hyper-V:SubType:2"
 
 
+class Clock:
+    """A clock that stands still until a test moves it (``now``, in seconds), for an
+    emulated host opened with it."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def service(cim: Cim, class_name: str = "Msvm_VirtualSystemManagementService") -> ObjectPath:
     found = await cim.query(wql.select(class_name))
     assert len(found) == 1 and found[0].path is not None

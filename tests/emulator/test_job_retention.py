@@ -16,15 +16,15 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.paths import HostPaths
 from hyperv_agent.emulator.store import Record
 from hyperv_agent.errors import CimNotFound
-from tests.emulator.kit import define_vm, request_state, service
-from tests.emulator.test_jobs import COMPLETED, RUNNING_JOB, FakeClock
+from tests.emulator.kit import Clock, define_vm, request_state, service
+from tests.emulator.test_jobs import COMPLETED, RUNNING_JOB
 
 
 def _stored_jobs(cim: EmulatorCim) -> int:
     return sum(1 for _ in cim.host.records("CIM_ConcreteJob"))
 
 
-async def _cycle(cim: EmulatorCim, clock: FakeClock, rounds: int, step_s: float) -> None:
+async def _cycle(cim: EmulatorCim, clock: Clock, rounds: int, step_s: float) -> None:
     vm = await define_vm(cim, f"vm-{clock.now}")
     for _ in range(rounds):
         for state in (2, 3):
@@ -36,7 +36,7 @@ async def _cycle(cim: EmulatorCim, clock: FakeClock, rounds: int, step_s: float)
 async def test_finished_jobs_are_deleted_from_the_store_after_the_retention(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(), clock)
     try:
         await _cycle(cim, clock, rounds=10, step_s=1.0)
@@ -61,7 +61,7 @@ async def test_finished_jobs_are_deleted_from_the_store_after_the_retention(
 async def test_jobs_stored_stay_bounded_over_many_cycles(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(job_retention_s=60.0), clock)
     try:
         counts = []
@@ -80,7 +80,7 @@ async def _paths_worked_out_by_a_sweeping_call(
 ) -> int:
     """How many times a state change that starts a job sweep (its staged job beside the
     stored ones) works out a record's path, on a host holding ``stored_jobs`` jobs."""
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(state_dir=tmp_path / f"host-{stored_jobs}"), clock)
     try:
         vm = await define_vm(cim)  # a job: DefineSystem
@@ -120,7 +120,7 @@ async def test_a_sweep_costs_no_path_per_stored_job(
 async def test_job_is_seen_within_its_retention_and_says_when_it_goes(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(job_retention_s=90.0), clock)
     try:
         job = (await request_state(cim, await define_vm(cim), 2)).path("Job")
@@ -139,7 +139,7 @@ async def test_job_is_seen_within_its_retention_and_says_when_it_goes(
 async def test_job_that_never_finishes_is_never_purged(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
     try:
         vm = await define_vm(cim)
@@ -166,7 +166,7 @@ async def test_a_job_started_beside_thousands_kept_reads_none_of_them(
 ) -> None:
     """Finished jobs are deleted as they come due: a job started on a host keeping
     thousands of jobs, none due, looks at none of them (the host's size is not its cost)."""
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(), clock)
     try:
         await _cycle(cim, clock, rounds=1000, step_s=0.1)  # 2001 jobs in 100 s
@@ -193,7 +193,7 @@ async def test_a_job_started_beside_thousands_kept_reads_none_of_them(
 async def test_jobs_stored_before_a_restart_go_after_their_retention(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(), clock)
     try:
         await _cycle(cim, clock, rounds=5, step_s=1.0)
@@ -212,7 +212,7 @@ async def test_jobs_stored_before_a_restart_go_after_their_retention(
 async def test_a_stopped_job_goes_a_retention_after_it_was_stopped(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
     try:
         vm = await define_vm(cim)
@@ -240,7 +240,7 @@ async def test_what_the_job_book_keeps_of_a_disk_job_goes_with_the_job(
 ) -> None:
     """A job writing a disk is noted as its writer; when the job leaves the store after
     its retention, so does the note (a host making disks for days kept one per disk)."""
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(job_retention_s=10.0), clock)
     try:
         ims = await service(cim, "Msvm_ImageManagementService")

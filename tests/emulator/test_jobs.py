@@ -7,23 +7,16 @@ from collections.abc import Callable
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import CimNotFound
-from tests.emulator.kit import define_vm, request_state, state
+from tests.emulator.kit import Clock, define_vm, request_state, state
 
 RUNNING_JOB, COMPLETED, EXCEPTION = 4, 7, 10
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_job_runs_then_completes_when_its_duration_passes(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
-    clock = FakeClock()
+    clock = Clock()
     cim = EmulatorCim.open(make_config(latency=LatencyModel(job_s=2.0)), clock)
     try:
         vm = await define_vm(cim)

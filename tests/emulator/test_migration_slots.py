@@ -15,6 +15,7 @@ from hyperv_agent.cim.api import MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel, MigrationSettings
 from tests.emulator.kit import (
+    Clock,
     add,
     devices,
     finished,
@@ -39,13 +40,6 @@ JOB_S = 10.0
 NEW, RUNNING, COMPLETED, TERMINATED, EXCEPTION = 2, 4, 7, 8, 10
 ENABLED = 2
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Hosts = tuple[EmulatorCim, EmulatorCim, Clock]

@@ -18,6 +18,7 @@ from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import MethodFailed, VmMigrating
 from hyperv_agent.hyperv import power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
+from tests.emulator.kit import Clock
 from tests.emulator.migration_kit import LIVE, build_vm, migrate, new_disk
 from tests.sessions import hv
 
@@ -25,13 +26,6 @@ SOURCE, DESTINATION = "HV-RACE-A", "HV-RACE-B"
 JOB_S = 10.0
 RUNNING, COMPLETED = 4, 7
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Hosts = tuple[EmulatorCim, EmulatorCim, Clock]
