@@ -332,7 +332,8 @@ async def test_a_vm_whose_live_move_began_while_it_settled_is_left_to_its_move(
     """A stop finds the VM starting and waits that out; by the time it runs an
     operator's live move of it has begun. The VM read again says so, and the stop leaves
     it running to its move, failing saying why, rather than turning it off under it and
-    then failing on the removal Hyper-V refuses meanwhile."""
+    then failing on the removal Hyper-V refuses meanwhile. A reboot that waited the same
+    way leaves it too, rather than asking its guest to restart in the middle of the move."""
     def config(name: str, address: str) -> EmulatorConfig:
         return EmulatorConfig(state_dir=tmp_path / name / "state", host_name=name,
                               private_ip=address, drives={"S": tmp_path / "shared"})
@@ -353,6 +354,8 @@ async def test_a_vm_whose_live_move_began_while_it_settled_is_left_to_its_move(
         assert settled is not None and settled.migrating
         with pytest.raises(HyperVError, match="being migrated live from this host"):
             await power.stop_and_remove(hv(source), starting, FORCED)
+        with pytest.raises(HyperVError, match="the reboot of VM i-2-32-VM was not done"):
+            await power.reboot(hv(source), starting, "a test", policy=JOBS)
         assert (await source.get(path))["EnabledState"] == 2
     finally:
         await source.close()

@@ -178,11 +178,11 @@ async def reboot(
     A repeat reboots again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
     nothing. Round trips: the module's table.
     """
-    vms.refuse_if_migrating(vm, "the reboot")
     settled = await settle(hv, vm, policy)
     if settled is None:
         return Rebooted.MISSING
     vm = settled
+    vms.refuse_if_migrating(vm, "the reboot")  # as read last: a move may begin as it settles
     if vm.power is PowerState.RUNNING:
         try:
             if await request_reboot(hv, vm.guid, reason, policy=policy):
