@@ -39,7 +39,6 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import (
     AgentError,
-    CimNotFound,
     HyperVError,
     InvalidRequest,
     JobFailed,
@@ -416,9 +415,8 @@ async def _owner(hv: HyperV, medium: CimInstance) -> Attachment | None:
     parent = medium.string("Parent")
     if not guid or not parent:
         return None
-    try:
-        vm = await hv.cim.get(vms.vm_path(guid))
-    except CimNotFound:
+    vm = await vms.get_vm(hv, guid)
+    if vm is None:
         return None
     state = vm.integer("EnabledState")
     return Attachment(guid, vm.string("ElementName") or "", vms.power_state(state),

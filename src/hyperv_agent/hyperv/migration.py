@@ -57,7 +57,6 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.errors import (
     CimError,
-    CimNotFound,
     HyperVError,
     JobFailed,
     JobLost,
@@ -221,13 +220,13 @@ async def _told_without_job(hv: HyperV, move: Move, lost: JobLost) -> None:
     if move.kind == MigrationType.STORAGE:
         raise MigrationFailed(f"{lost}; see where the VM's disks are before trying again")
     try:
-        vm = await hv.cim.get(vms.vm_path(move.vm.guid))
-    except CimNotFound:
+        vm = await vms.get_vm(hv, move.vm.guid)
+    except CimError:
+        raise MigrationFailed(unknown) from None
+    if vm is None:
         log.warning("Hyper-V lost the job that moved VM %s; the VM has left this host",
                     move.vm.name)
         return
-    except CimError:
-        raise MigrationFailed(unknown) from None
     if vms.migrating(vm.integers("OperationalStatus")):
         raise MigrationFailed(f"{lost}; the VM is still migrating from this host; "
                               "see where the VM is before trying again")

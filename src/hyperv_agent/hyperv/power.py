@@ -230,9 +230,8 @@ async def _poll_state(
     deadline = clock() + jobs.limited(policy)[0]
     interval = policy.first_poll_s
     while True:
-        try:
-            vm = await hv.cim.get(vms.vm_path(vm_guid))
-        except CimNotFound:
+        vm = await vms.get_vm(hv, vm_guid)
+        if vm is None:
             return True, None
         if until(vm.integer("EnabledState")):
             return True, vm

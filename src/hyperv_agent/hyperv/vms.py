@@ -203,7 +203,7 @@ async def _explain_refusal(hv: HyperV, vm_guid: str, name: str, what: str,
                            refused: BaseException) -> CimInstance:
     """After Hyper-V ``refused`` ``what`` of the VM as invalid state: the VM read once; one
     being migrated live raises ``migrating_refusal``, one gone ``left_refusal``."""
-    found = await _get_vm(hv, vm_guid)
+    found = await get_vm(hv, vm_guid)
     if found is None:
         raise left_refusal(name, what, refused)
     if migrating(found.integers("OperationalStatus")):
@@ -211,7 +211,7 @@ async def _explain_refusal(hv: HyperV, vm_guid: str, name: str, what: str,
     return found
 
 
-async def _get_vm(hv: HyperV, vm_guid: str) -> CimInstance | None:
+async def get_vm(hv: HyperV, vm_guid: str) -> CimInstance | None:
     """The VM's Msvm_ComputerSystem; None when it is gone. 1 get."""
     try:
         return await hv.cim.get(vm_path(vm_guid))
@@ -749,10 +749,10 @@ async def _in_state(hv: HyperV, vm_guid: str, wanted: EnabledState | None) -> bo
     if wanted is None:
         return False
     try:
-        vm = await hv.cim.get(vm_path(vm_guid))
+        vm = await get_vm(hv, vm_guid)
     except CimError:
         return False
-    return vm.integer("EnabledState") == wanted
+    return vm is not None and vm.integer("EnabledState") == wanted
 
 
 async def destroy(
@@ -778,7 +778,7 @@ async def destroy(
     try:
         await call_service(hv, "DestroySystem", {"AffectedSystem": path}, policy)
     except (MethodFailed, JobFailed, JobLost) as failure:
-        found = await _get_vm(hv, vm_guid)
+        found = await get_vm(hv, vm_guid)
         if found is not None:
             if migrating(found.integers("OperationalStatus")):
                 raise migrating_refusal(found.string("ElementName") or vm_guid,
@@ -825,9 +825,8 @@ async def remove_if_off(
     VM is left off but defined (the error is raised). 1 get (+ 1 call and 1 job wait
     when it is off).
     """
-    try:
-        vm = await hv.cim.get(vm_path(vm_guid))
-    except CimNotFound:
+    vm = await get_vm(hv, vm_guid)
+    if vm is None:
         return False
     state = vm.integer("EnabledState")
     if power_state(state) is not PowerState.STOPPED or changing(state) is not None:
