@@ -549,13 +549,13 @@ OPERATIONAL_MIGRATING: tuple[int, ...] = (11, 32774)
 def live_move(host: EmulatedHost, txn: Transaction, vm: Record, now: float) -> Record | None:
     """The job of the live move of ``vm`` under way at ``now`` (begun, not ended: not one
     still queued for a slot); None when none is."""
+    begun = [job for job in holding(host, txn, LIVE_MOVE_SLOTS, now)
+             if job.meta.get("affected") and float(job.meta.get("begin", now)) <= now]
+    if not begun:  # the VM's path is made only when some move is under way
+        return None
     path = vm.path.normalized
-    for job in holding(host, txn, LIVE_MOVE_SLOTS, now):
-        affected = job.meta.get("affected")
-        if (affected and float(job.meta.get("begin", now)) <= now
-                and ObjectPath.parse(str(affected)).normalized == path):
-            return job
-    return None
+    return next((job for job in begun
+                 if ObjectPath.parse(str(job.meta["affected"])).normalized == path), None)
 
 
 def being_migrated(host: EmulatedHost, txn: Transaction, vm: Record) -> str | None:
