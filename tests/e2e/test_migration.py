@@ -164,12 +164,7 @@ async def test_a_stop_of_a_vm_being_migrated_live_leaves_it_to_its_move(
     disk_file(tmp_path / "pool", ROOT_UUID)
     vm = vm_to("i-2-9-VM")
     async with cluster(hosts) as run:
-        await _started(run, a, vm)
-        path = await _vm_path(a, "i-2-9-VM")
-        on_a = a.cim()
-        moving = await migrate(on_a, path, b.name)
-        job = moving.path("Job")
-        assert moving.return_value == 4096 and job is not None
+        on_a, path, job = await _moving(run, a, b, vm)
         assert (await on_a.get(path))["OperationalStatus"] == (11, 32774)
         kind, stopped = await run.ask(a, names.STOP_COMMAND, stop_body("i-2-9-VM"))
         assert (kind, stopped["result"]) == (names.STOP_ANSWER, False), stopped
@@ -197,12 +192,7 @@ async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
     disk_file(a.local_pool(tmp_path), volume["path"])
     vm = vm_to("i-2-10-VM")
     async with cluster(hosts) as run:
-        await _started(run, a, vm)
-        path = await _vm_path(a, "i-2-10-VM")
-        on_a = a.cim()
-        moving = await migrate(on_a, path, b.name)
-        job = moving.path("Job")
-        assert moving.return_value == 4096 and job is not None
+        on_a, _, job = await _moving(run, a, b, vm)
         volume["vmName"] = "i-2-10-VM"
         asked = [(names.REBOOT_COMMAND, names.REBOOT_ANSWER, "the reboot",
                   {"vmName": "i-2-10-VM", "contextMap": {}, "wait": 0}),
@@ -221,6 +211,20 @@ async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
         await _job_ends(on_a, job)
         assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
         assert await run.where(hosts, "i-2-10-VM") == ["HV-B"]
+
+
+async def _moving(run: Cluster, a: Member, b: Member,
+                  vm: dict[str, Any]) -> tuple[Cim, ObjectPath, ObjectPath]:
+    """``vm`` started on ``a`` by the agent, then moved live to ``b`` by an operator
+    (Move-VM: the move's job runs on ``a``): ``a``'s CIM, the VM's path and the move's
+    job, under way."""
+    await _started(run, a, vm)
+    path = await _vm_path(a, vm["name"])
+    on_a = a.cim()
+    moving = await migrate(on_a, path, b.name)
+    job = moving.path("Job")
+    assert moving.return_value == 4096 and job is not None
+    return on_a, path, job
 
 
 async def _job_ends(cim: Cim, job: ObjectPath) -> None:
