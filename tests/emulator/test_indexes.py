@@ -11,6 +11,9 @@ from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator import wqlparse
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig
+from hyperv_agent.emulator.indexes import Index, IndexSpec, Tally, TallySpec
+from hyperv_agent.emulator.schema import lookup
+from hyperv_agent.emulator.store import Record
 from tests.emulator.kit import GEN2, add, define_vm, devices, ok, request_state, service, template
 
 VM_COUNT = 200
@@ -57,6 +60,33 @@ async def test_device_query_examines_only_that_vms_devices_when_host_has_200(
         assert spent["examined"] <= len(found) + 1  # + the VM's own settings, at most
     finally:
         await cim.close()
+
+
+async def test_query_answers_in_stored_order_when_an_earlier_vm_changes_and_state_reopens(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A changed record keeps its place among the others, in memory and when the state
+    dir is read again."""
+    cim = await _host_with_vms(make_config, 4)
+    by_caption = wql.select("Msvm_VirtualSystemSettingData",
+                            wql.eq("Caption", "Virtual Machine Settings"), ["ElementName"])
+    try:
+        (vssd,) = await cim.query(wql.select("Msvm_VirtualSystemSettingData",
+                                             wql.eq("ElementName", "vm-1")))
+        result = await cim.invoke(await service(cim), "ModifySystemSettings", {
+            "SystemSettings": vssd.updated(Notes=["changed"])})
+        assert result.return_value == 0
+        names = [s["ElementName"] for s in await cim.query(by_caption)]
+        assert names == ["vm-0", "vm-1", "vm-2", "vm-3"]
+    finally:
+        await cim.close()
+    reopened = EmulatorCim.open(make_config(async_jobs=False))
+    try:
+        assert [s["ElementName"] for s in await reopened.query(by_caption)] == names
+        await define_vm(reopened, "vm-4")
+        assert [s["ElementName"] for s in await reopened.query(by_caption)] == [*names, "vm-4"]
+    finally:
+        await reopened.close()
 
 
 async def test_summary_of_one_vm_looks_at_that_vm_only_when_host_has_200(
@@ -205,3 +235,28 @@ async def test_indexed_queries_answer_as_a_walk_when_conditions_are_random(
     finally:
         await cim.close()
     assert narrowed > 50 and matched > 50  # both the indexes and the matches were exercised
+
+
+# --- an index kept as records change ---------------------------------------------------------
+
+def test_changed_record_keeps_its_place_in_its_bucket_unless_its_keys_change() -> None:
+    """A change that leaves a record's keys as they were touches none of the index's
+    buckets (most changes do: a VM's state, a setting's value); one that changes them
+    files the record under its new keys only."""
+    rasd = lookup("Msvm_ResourceAllocationSettingData")
+    assert rasd is not None
+    index = Index(IndexSpec("by-type", lambda record: [record["ResourceType"]]))
+    records = {name: Record(rasd, {"InstanceID": name, "ResourceType": 5})
+               for name in ("a", "b", "c")}
+    for name, record in records.items():
+        index.add(name, record)
+    index.replace("a", records["a"], Record(rasd, {"InstanceID": "a", "ResourceType": 5,
+                                                   "ElementName": "changed"}))
+    assert list(index.get(5)) == ["a", "b", "c"]
+    index.replace("b", records["b"], Record(rasd, {"InstanceID": "b", "ResourceType": 6}))
+    assert (list(index.get(5)), list(index.get(6))) == (["a", "c"], ["b"])
+    tally = Tally(TallySpec("types", lambda record: record.integer("ResourceType")))
+    for name, record in records.items():
+        tally.add(name, record)
+    tally.replace("b", records["b"], Record(rasd, {"InstanceID": "b", "ResourceType": 6}))
+    assert tally.total == 16

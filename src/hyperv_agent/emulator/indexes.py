@@ -47,6 +47,15 @@ class Index:
         for key in self.spec.keys(record):
             self.buckets.setdefault(key, {})[path_key] = None
 
+    def replace(self, path_key: str, old: Record, new: Record) -> None:
+        """File the record at ``path_key`` as ``new`` where it was filed as ``old``: left
+        where it is when its keys are the same (most changes leave them so), which
+        touches none of the index's buckets."""
+        old_keys, new_keys = list(self.spec.keys(old)), list(self.spec.keys(new))
+        if old_keys != new_keys:
+            self.remove(path_key, old)
+            self.add(path_key, new)
+
     def remove(self, path_key: str, record: Record) -> None:
         for key in self.spec.keys(record):
             bucket = self.buckets.get(key)
@@ -70,6 +79,9 @@ class Tally:
     def add(self, path_key: str, record: Record) -> None:
         self.total += self.spec.value(record)
 
+    def replace(self, path_key: str, old: Record, new: Record) -> None:
+        self.total += self.spec.value(new) - self.spec.value(old)
+
     def remove(self, path_key: str, record: Record) -> None:
         self.total -= self.spec.value(record)
 
@@ -92,6 +104,12 @@ class ClassIndexes:
             index.remove(path_key, record)
         for tally in self.tallies.values():
             tally.remove(path_key, record)
+
+    def replace(self, path_key: str, old: Record, new: Record) -> None:
+        for index in self.indexes.values():
+            index.replace(path_key, old, new)
+        for tally in self.tallies.values():
+            tally.replace(path_key, old, new)
 
     def index(self, spec: IndexSpec, records: dict[str, Record]) -> Index:
         """The index ``spec`` of this class, built from ``records`` the first time."""

@@ -52,6 +52,10 @@ class Record:
     class_def: ClassDef
     values: dict[str, CimValue]  # canonical property name -> value; absent: null
     meta: dict[str, Any] = field(default_factory=dict)  # not visible through CIM
+    #: Where the record stands in the order records were first stored (its row in the
+    #: database), set as it is stored; kept with the record, so putting found records in
+    #: order reads them and not a table of every record's position.
+    position: int = field(default=-1, compare=False)
 
     @property
     def path(self) -> ObjectPath:
@@ -137,8 +141,6 @@ class Store:
         self._before_commit = before_commit or (lambda: None)
         self._by_path: dict[str, Record] = {}
         self._by_class: dict[str, dict[str, Record]] = {}
-        #: path key -> when the record was first stored (its row in the database)
-        self._order: dict[str, int] = {}
         self._counter = itertools.count()
         #: How many commits have changed the store: equal revisions, equal contents.
         self.revision = 0
@@ -193,20 +195,23 @@ class Store:
             last = row_id
             class_def = lookup(class_name, namespace)
             if class_def is not None:  # the path column is the normalised path
-                self._order[key] = row_id
-                self._index(key, _decode(class_def, doc))
+                record = _decode(class_def, doc)
+                record.position = row_id
+                self._index(key, record)
         self._counter = itertools.count(last + 1)
 
     def _index(self, key: str, record: Record) -> None:
         name = record.class_def.name.lower()
-        indexes = self._indexes.get(name)
         old = self._by_path.get(key)
-        if indexes is not None and old is not None:
-            indexes.remove(key, old)
         self._by_path[key] = record
         self._by_class.setdefault(name, {})[key] = record
-        if indexes is not None:
+        indexes = self._indexes.get(name)
+        if indexes is None:
+            return
+        if old is None:
             indexes.add(key, record)
+        else:  # a path is always of one class: the old record has the same indexes
+            indexes.replace(key, old, record)
 
     def _unindex(self, key: str) -> None:
         record = self._by_path.pop(key, None)
@@ -214,7 +219,6 @@ class Store:
             return
         name = record.class_def.name.lower()
         self._by_class.get(name, {}).pop(key, None)
-        self._order.pop(key, None)
         indexes = self._indexes.get(name)
         if indexes is not None:
             indexes.remove(key, record)
@@ -268,8 +272,9 @@ class Store:
             total += sum(len(indexes.index(spec, records).get(key)) for spec, key in probes)
         return total
 
-    def _position(self, item: tuple[str, Record]) -> int:
-        return self._order[item[0]]
+    @staticmethod
+    def _position(item: tuple[str, Record]) -> int:
+        return item[1].position
 
     def tally(self, classes: Sequence[ClassDef], spec: TallySpec) -> int:
         """The sum ``spec`` keeps over the records of ``classes``."""
@@ -288,16 +293,11 @@ class Store:
         self.revision += 1
         for record in puts.values():
             _plain(record.values)
-        new = [key for key in puts if key not in self._order]
-        for key in new:
-            self._order[key] = next(self._counter)
+        for key, record in puts.items():  # a changed record keeps its place
+            old = self._by_path.get(key)
+            record.position = next(self._counter) if old is None else old.position
         if self._db is not None:
-            try:
-                self._write(puts, deletes)
-            except BaseException:
-                for key in new:
-                    del self._order[key]
-                raise
+            self._write(puts, deletes)
         for key in deletes:
             self._unindex(key)
         for key, record in puts.items():
@@ -306,10 +306,11 @@ class Store:
     def _write(self, puts: dict[str, Record], deletes: set[str]) -> None:
         with self._writing() as db:
             db.executemany("DELETE FROM records WHERE id = ?",
-                           [(self._order[k],) for k in deletes if k in self._order])
+                           [(record.position,) for record in map(self._by_path.get, deletes)
+                            if record is not None])
             db.executemany(
                 "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)",
-                [(self._order[k], k, r.class_def.name, r.class_def.namespace, _encode(r))
+                [(r.position, k, r.class_def.name, r.class_def.namespace, _encode(r))
                  for k, r in puts.items()],
             )
             self._before_commit()
