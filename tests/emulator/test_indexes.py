@@ -62,6 +62,29 @@ async def test_device_query_examines_only_that_vms_devices_when_host_has_200(
         await cim.close()
 
 
+async def test_device_query_probes_one_index_for_every_device_class_when_host_has_200(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The settings of a VM's devices are of seven classes; what the VM owns is filed in
+    one index across them, so the query probes one table, not one per class, and its
+    other condition builds no index of its own (the VM's few records are taken)."""
+    cim = await _host_with_vms(make_config, VM_COUNT)
+    try:
+        (vm,) = [v.path for v in await cim.query(wql.select(
+            "Msvm_ComputerSystem", wql.eq("ElementName", "vm-7"))) if v.path]
+        guid = vm.key("Name")
+        before = cim.round_trips()
+        found = await cim.query(wql.select(RASD, wql.starts_with(
+            "InstanceID", f"Microsoft:{guid}\\") & wql.any_of("ResourceType", [3, 4])))
+        spent = cim.round_trips() - before
+        assert sorted(d.class_name for d in found) == ["Msvm_MemorySettingData",
+                                                       "Msvm_ProcessorSettingData"]
+        assert spent["probed"] == 1
+        assert spent["examined"] <= len(await devices(cim, vm))
+    finally:
+        await cim.close()
+
+
 async def test_query_answers_in_stored_order_when_an_earlier_vm_changes_and_state_reopens(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:

@@ -127,9 +127,11 @@ class EmulatorCim(Cim):
         _check_properties(classes, names)
         txn = self.host.store.transaction()
         results = []
+        probes = self.host.store.probes
         candidates = list(wqlindex.candidates(txn, classes, query.where, model.seen_as_stored,
                                                    model.owner_probe))
         self.host.counters.add("examined", len(candidates))
+        self.host.counters.add("probed", self.host.store.probes - probes)
         for record in candidates:
             if is_job(record) and expired(record, self.host.clock()):
                 continue

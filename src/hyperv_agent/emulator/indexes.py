@@ -19,10 +19,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class IndexSpec:
-    """Records filed under the keys ``keys`` gives them; ``name`` identifies the index."""
+    """Records filed under the keys ``keys`` gives them; ``name`` identifies the index.
+    An index ``across`` classes is one for the whole store rather than one per class: a
+    lookup over many classes (every resource setting of a VM) then probes one table, not
+    one per class, each as large as the host."""
 
     name: str
     keys: Callable[[Record], Iterable[Hashable]]
+    across: bool = False
 
 
 @dataclass(frozen=True, eq=False)

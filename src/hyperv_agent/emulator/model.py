@@ -77,8 +77,9 @@ def _owner_keys(record: Record) -> tuple[str, ...]:
 
 
 #: Records by the VM they belong to (``guid_of``, lower case), so what one VM owns is
-#: found without walking the host.
-OWNER = IndexSpec("owner", _owner_keys)
+#: found without walking the host: one index across every class, so the settings of a
+#: VM's devices, of several classes, are one probe.
+OWNER = IndexSpec("owner", _owner_keys, across=True)
 
 
 def owner_probe(class_def: ClassDef, name: str, prefix: str) -> Probe | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperv_agent.cim.api import CimValue, ObjectPath
-from hyperv_agent.emulator.indexes import ClassIndexes, IndexSpec, TallySpec
+from hyperv_agent.emulator.indexes import ClassIndexes, Index, IndexSpec, TallySpec
 from hyperv_agent.emulator.schema import ClassDef, lookup
 
 #: One row a record, numbered in the order the records were first stored: a VM's records,
@@ -144,7 +144,11 @@ class Store:
         self._counter = itertools.count()
         #: How many commits have changed the store: equal revisions, equal contents.
         self.revision = 0
+        #: How many index tables lookups and counts have probed (one a key and class, or a
+        #: key of an index across classes), the cost that grows with the host's size.
+        self.probes = 0
         self._indexes: dict[str, ClassIndexes] = {}  # lower-case class name -> its indexes
+        self._across = ClassIndexes()  # the indexes across classes (IndexSpec.across)
         self._db: sqlite3.Connection | None = None
         if db_path is not None and read_only:
             self._db = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
@@ -205,13 +209,13 @@ class Store:
         old = self._by_path.get(key)
         self._by_path[key] = record
         self._by_class.setdefault(name, {})[key] = record
-        indexes = self._indexes.get(name)
-        if indexes is None:
-            return
-        if old is None:
-            indexes.add(key, record)
-        else:  # a path is always of one class: the old record has the same indexes
-            indexes.replace(key, old, record)
+        for indexes in (self._indexes.get(name), self._across):
+            if indexes is None:
+                continue
+            if old is None:
+                indexes.add(key, record)
+            else:  # a path is always of one class: the old record has the same indexes
+                indexes.replace(key, old, record)
 
     def _unindex(self, key: str) -> None:
         record = self._by_path.pop(key, None)
@@ -222,6 +226,7 @@ class Store:
         indexes = self._indexes.get(name)
         if indexes is not None:
             indexes.remove(key, record)
+        self._across.remove(key, record)
 
     def _class_indexes(self, class_def: ClassDef) -> tuple[ClassIndexes, dict[str, Record]]:
         name = class_def.name.lower()
@@ -254,22 +259,52 @@ class Store:
     def lookup(self, classes: Sequence[ClassDef],
                probes: Sequence[Probe]) -> list[tuple[str, Record]]:
         """(path key, record) of the records of ``classes`` filed under any of ``probes``."""
+        pooled = self._pooled(classes, [(spec, key) for spec, key in probes if spec.across])
+        own = [(spec, key) for spec, key in probes if not spec.across]
         found: list[tuple[str, Record]] = []
         for class_def in classes:
-            indexes, records = self._class_indexes(class_def)
-            hits: dict[str, Record] = {}
-            for spec, key in probes:
-                hits.update((path_key, records[path_key])
-                            for path_key in indexes.index(spec, records).get(key))
+            name = class_def.name.lower()
+            hits = pooled.get(name, {})
+            if own:
+                indexes, records = self._class_indexes(class_def)
+                self.probes += len(own)
+                for spec, key in own:
+                    hits.update((path_key, records[path_key])
+                                for path_key in indexes.index(spec, records).get(key))
             found.extend(sorted(hits.items(), key=self._position))
         return found
 
+    def _pooled(self, classes: Sequence[ClassDef],
+                probes: Sequence[Probe]) -> dict[str, dict[str, Record]]:
+        """The records of ``classes`` filed under any of ``probes`` (indexes across
+        classes), by lower-case class name."""
+        if not probes:
+            return {}
+        wanted = {class_def.name.lower() for class_def in classes}
+        pooled: dict[str, dict[str, Record]] = {}
+        self.probes += len(probes)
+        for spec, key in probes:
+            for path_key in self._across_index(spec).get(key):
+                record = self._by_path[path_key]
+                name = record.class_def.name.lower()
+                if name in wanted:
+                    pooled.setdefault(name, {})[path_key] = record
+        return pooled
+
+    def _across_index(self, spec: IndexSpec) -> Index:
+        return self._across.index(spec, self._by_path)
+
     def count(self, classes: Sequence[ClassDef], probes: Sequence[Probe]) -> int:
-        """How many records ``lookup`` would go through (at most; without building a list)."""
-        total = 0
-        for class_def in classes:
-            indexes, records = self._class_indexes(class_def)
-            total += sum(len(indexes.index(spec, records).get(key)) for spec, key in probes)
+        """How many records ``lookup`` would go through (at most; without building a list).
+        An index across classes counts what it files of every class."""
+        total = sum(len(self._across_index(spec).get(key)) for spec, key in probes
+                    if spec.across)
+        own = [(spec, key) for spec, key in probes if not spec.across]
+        self.probes += len(probes) - len(own) + len(own) * len(classes)
+        if own:
+            for class_def in classes:
+                indexes, records = self._class_indexes(class_def)
+                total += sum(len(indexes.index(spec, records).get(key)) for spec, key in own)
         return total
 
     @staticmethod

@@ -6,8 +6,9 @@ clause on each. A comparison ``prop = literal`` is looked up in an index of ``pr
 values (``wqleval.value_keys``), ``prop LIKE 'text\\...'`` in an index of the values'
 heads up to their first backslash (the InstanceID prefixes Hyper-V's identities use), or
 among the records of the one owner the pattern's beginning names (the caller's ``Owned``:
-the VM of ``Microsoft:GuestNetwork\\<VM GUID>\\``, a head every VM's guest adapters
-share) when they are fewer; AND takes the smaller of its sides, OR the union of both.
+the VM of ``Microsoft:<VM GUID>\\`` or ``Microsoft:GuestNetwork\\<VM GUID>\\``, a head
+every VM's guest adapters share), which are few whatever the host's size and are taken
+first; AND takes an owner's side, else the smaller of its sides, OR the union of both.
 Anything else (NOT, IS NULL, <, >, pseudo-properties, properties the emulator computes
 at read time) walks the class.
 """
@@ -40,10 +41,10 @@ def _nobody(class_def: ClassDef, prop: str, prefix: str) -> Probe | None:
 def candidates(txn: Transaction, classes: Sequence[ClassDef], where: Expr | None,
                indexable: Indexable, owned: Owned = _nobody) -> Iterable[Record]:
     """The records of ``classes`` that may satisfy ``where``, in walk order."""
-    probes = _probes(txn, classes, where, _Ask(indexable, owned)) if where is not None else None
-    if probes is None:
+    plan = _plan(txn, classes, where, _Ask(indexable, owned)) if where is not None else None
+    if plan is None:
         return txn.instances_of(classes)
-    return txn.lookup_any(classes, probes)
+    return txn.lookup_any(classes, plan.probes)
 
 
 @dataclass(frozen=True)
@@ -52,26 +53,50 @@ class _Ask:
     owned: Owned
 
 
-def _probes(txn: Transaction, classes: Sequence[ClassDef], expr: Expr,
-            ask: _Ask) -> list[Probe] | None:
+@dataclass(frozen=True)
+class _Plan:
+    """The probes a clause's candidates are found by; ``owned``: all of one owner's
+    records (few, whatever the host's size), taken without counting the alternatives,
+    which would build and keep indexes no query then reads."""
+
+    probes: list[Probe]
+    owned: bool = False
+
+
+def _plan(txn: Transaction, classes: Sequence[ClassDef], expr: Expr,
+          ask: _Ask) -> _Plan | None:
     match expr:
         case And(left, right):
-            sides = [p for p in (_probes(txn, classes, left, ask),
-                                 _probes(txn, classes, right, ask)) if p is not None]
-            return min(sides, key=lambda probes: txn.count(classes, probes), default=None)
+            sides = [p for p in (_plan(txn, classes, left, ask),
+                                 _plan(txn, classes, right, ask)) if p is not None]
+            return _smallest(txn, classes, sides)
         case Or(left, right):
-            either = _probes(txn, classes, left, ask)
-            other = _probes(txn, classes, right, ask) if either is not None else None
-            return None if either is None or other is None else either + other
+            either = _plan(txn, classes, left, ask)
+            other = _plan(txn, classes, right, ask) if either is not None else None
+            if either is None or other is None:
+                return None
+            return _Plan(either.probes + other.probes, either.owned and other.owned)
         case Comparison(prop, op, literal):
             if not all(_indexable(c, prop, ask.indexable) for c in classes):
                 return None
-            choices = [p for p in (_comparison(prop, op, literal),
-                                   _owner(classes, prop, op, literal, ask.owned))
-                       if p is not None]
-            return min(choices, key=lambda probes: txn.count(classes, probes), default=None)
+            owner = _owner(classes, prop, op, literal, ask.owned)
+            comparison = _comparison(prop, op, literal)
+            return _smallest(txn, classes, [
+                *([] if owner is None else [_Plan(owner, owned=True)]),
+                *([] if comparison is None else [_Plan(comparison)])])
         case _:
             return None
+
+
+def _smallest(txn: Transaction, classes: Sequence[ClassDef],
+              plans: Sequence[_Plan]) -> _Plan | None:
+    """An owner's plan if there is one, else the plan of the fewest records."""
+    for plan in plans:
+        if plan.owned:
+            return plan
+    if len(plans) < 2:
+        return plans[0] if plans else None
+    return min(plans, key=lambda plan: txn.count(classes, plan.probes))
 
 
 def _comparison(prop: str, op: str, literal: WqlLiteral) -> list[Probe] | None:
