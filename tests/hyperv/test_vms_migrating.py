@@ -210,3 +210,49 @@ async def test_a_change_refused_because_a_move_began_after_the_lookup_says_so(
         async with vms.unless_migrating(hv(source), looked_up, "the attach"):
             raise other
     assert passed.value is other
+
+
+async def test_a_stop_whose_vm_left_after_its_refused_turn_off_names_the_vm(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The move ends between the stop's refused turn-off and its read: the StopAnswer's
+    details name the VM as the management server knows it (its name), not Hyper-V's
+    GUID, which the management server never sees."""
+    source, _, clock = hosts
+    path, looked_up = await _vm(source, "left-stop")
+    await _moving(source, path)
+    _after(source, clock, "RequestStateChange", monkeypatch)
+    with pytest.raises(VmMigrating) as raised:
+        await power.stop_and_remove(hv(source), looked_up)
+    assert "the turn-off of VM left-stop was not done" in str(raised.value)
+    assert looked_up.guid.lower() not in str(raised.value).lower()
+    assert await _where(hosts, path) == (DESTINATION, 2, (2,))
+
+
+async def test_a_removal_whose_vm_a_move_carried_off_names_the_vm(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The removal of an off VM refused during its move, the move ending meanwhile: the
+    stop fails naming the VM by its name, not its GUID."""
+    source, _, clock = hosts
+    path, looked_up = await _vm(source, "left-destroy", running=False)
+    await _moving(source, path)
+    _after(source, clock, "DestroySystem", monkeypatch)
+    with pytest.raises(VmMigrating) as raised:
+        await power.stop_and_remove(hv(source), looked_up)
+    assert "the removal of VM left-destroy was not done" in str(raised.value)
+    assert looked_up.guid.lower() not in str(raised.value).lower()
+    assert await _where(hosts, path) == (DESTINATION, 3, (2,))
+
+
+async def test_a_reset_whose_vm_left_after_its_refusal_names_the_vm(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reboot's reset refused during the move, the move ending before the refusal is
+    read: the RebootAnswer names the VM by its name, not its GUID."""
+    source, _, clock = hosts
+    source.faults.lack_integration_services("left-reboot")
+    path, looked_up = await _vm(source, "left-reboot")
+    await _moving(source, path)
+    _after(source, clock, "RequestStateChange", monkeypatch)
+    with pytest.raises(VmMigrating) as raised:
+        await power.reboot(hv(source), looked_up, "Rebooted by CloudStack")
+    assert "the reset of VM left-reboot was not done" in str(raised.value)
+    assert looked_up.guid.lower() not in str(raised.value).lower()

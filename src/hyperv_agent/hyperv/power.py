@@ -190,7 +190,8 @@ async def reboot(
             log.info("the guest of VM %s cannot be asked to restart; resetting it", vm.name)
         except AgentError as error:
             log.warning("guest reboot of VM %s refused (%s); resetting it", vm.name, error)
-    code = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING)
+    code = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING,
+                        name=vm.name)
     if code is None:
         return Rebooted.MISSING
     return Rebooted.NOT_RUNNING if code == ReturnCode.INVALID_STATE else Rebooted.RESET
@@ -317,13 +318,13 @@ async def reset(
 
 
 async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy, *,
-                 confirm: bool = False) -> int | None:
+                 confirm: bool = False, name: str | None = None) -> int | None:
     """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM. With
     ``confirm`` (the VM was seen running) a 32775 of a VM being migrated live, or gone
-    since, raises VmMigrating (``vms.request_state``)."""
+    since, raises VmMigrating (``vms.request_state``) naming the VM ``name``."""
     try:
         result = await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy,
-                                         confirm=confirm)
+                                         confirm=confirm, name=name)
     except CimNotFound:
         return None
     return result.return_value
@@ -359,11 +360,12 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     if policy.graceful and vm.power is PowerState.RUNNING:
         off = await _graceful(hv, vm, policy)
     if not off:
-        turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait, confirm=True)
+        turned_off = vms.turn_off(hv, vm.guid, policy=policy.job_wait, confirm=True,
+                                  name=vm.name)
         if not await _step("turn off", vm, turned_off):
             return False
     return await _step("remove the definition", vm,
-                       vms.destroy(hv, vm.guid, policy=policy.job_wait))
+                       vms.destroy(hv, vm.guid, policy=policy.job_wait, name=vm.name))
 
 
 async def _graceful(hv: HyperV, vm: VmRef, policy: StopPolicy) -> bool:

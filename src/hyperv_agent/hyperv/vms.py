@@ -672,7 +672,7 @@ def _vm_stats(summary: CimInstance) -> VmStats:
 
 async def turn_off(
     hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-    confirm: bool = False,
+    confirm: bool = False, name: str | None = None,
 ) -> bool:
     """Hard power-off (RequestStateChange 3, no guest shutdown); True if the VM exists.
 
@@ -682,11 +682,12 @@ async def turn_off(
     kept. On failure (MethodFailed, JobFailed, JobTimeout) Hyper-V has changed nothing
     and nothing is cleaned up. 1 call + 1 job wait (no wait when already off). With
     ``confirm`` (the caller saw the VM on) a VM that refused (32775) because it is being
-    migrated live, or has left the host since, raises VmMigrating (``request_state``).
+    migrated live, or has left the host since, raises VmMigrating (``request_state``),
+    naming the VM ``name`` (default: its GUID).
     """
     try:
         await request_state(hv, vm_guid, RequestedState.DISABLED, policy=policy,
-                            confirm=confirm)
+                            confirm=confirm, name=name)
     except CimNotFound:
         return False
     return True
@@ -711,6 +712,7 @@ _CHANGE_WORDS: Mapping[RequestedState, str] = {
 async def request_state(
     hv: HyperV, vm_guid: str, requested: RequestedState, *,
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, confirm: bool = False,
+    name: str | None = None,
 ) -> MethodResult:
     """RequestStateChange ``requested`` of the VM, and wait for its job; Hyper-V's result.
     A state that cannot change (return code 32775) is taken as done, so a repeat is safe.
@@ -720,7 +722,9 @@ async def request_state(
     told by the VM read once, on that answer alone: Hyper-V refuses a VM being migrated
     live the same way, and one whose move began after the caller looked, or that has left
     the host since, raises VmMigrating (``migrating_refusal``, ``left_refusal``) rather than
-    reading as done. 1 get more on that answer.
+    reading as done, naming the VM ``name``: the name the caller looked it up by, which
+    the management server knows it by (default: its GUID, which it never sees; one gone
+    from the host has no name left to read). 1 get more on that answer.
 
     A job Hyper-V lost (JobLost) is told by the VM's state, read once: a VM in the state
     a start or a turn-off asks for has made the change; otherwise (the VM still
@@ -731,7 +735,7 @@ async def request_state(
                                    accept=(ReturnCode.INVALID_STATE,))
     if confirm and result.return_value == ReturnCode.INVALID_STATE:
         refused = MethodFailed("RequestStateChange", ReturnCode.INVALID_STATE, "invalid state")
-        await _explain_refusal(hv, vm_guid, vm_guid,
+        await _explain_refusal(hv, vm_guid, name or vm_guid,
                                _CHANGE_WORDS.get(requested, "the state change"), refused)
     if job is not None:
         try:
@@ -756,7 +760,8 @@ async def _in_state(hv: HyperV, vm_guid: str, wanted: EnabledState | None) -> bo
 
 
 async def destroy(
-    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
+    hv: HyperV, vm_guid: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    name: str | None = None,
 ) -> bool:
     """Delete the VM's definition (DestroySystem); True if this call removed it.
 
@@ -772,7 +777,8 @@ async def destroy(
     it migrating raises VmMigrating (``migrating_refusal``). A refusal for the VM's state
     (32775), or one whose words name a migration, after which the VM is gone was no
     removal: its move ended meanwhile and carried it to another host (or another removed
-    it), and that raises VmMigrating too (``left_refusal``), never "already gone".
+    it), and that raises VmMigrating too (``left_refusal``), never "already gone". Both
+    name the VM ``name`` when the caller gives it (default: its GUID).
     """
     path = vm_path(vm_guid)
     try:
@@ -781,11 +787,11 @@ async def destroy(
         found = await get_vm(hv, vm_guid)
         if found is not None:
             if migrating(found.integers("OperationalStatus")):
-                raise migrating_refusal(found.string("ElementName") or vm_guid,
+                raise migrating_refusal(found.string("ElementName") or name or vm_guid,
                                         "the removal") from failure
             raise
         if _says_moving(failure):
-            raise left_refusal(vm_guid, "the removal", failure) from failure
+            raise left_refusal(name or vm_guid, "the removal", failure) from failure
         _forget(hv, vm_guid)
         return isinstance(failure, JobLost)
     _forget(hv, vm_guid)
