@@ -14,7 +14,7 @@ import pytest
 from hyperv_agent.cim.api import CimInstance, MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
-from hyperv_agent.errors import HyperVError
+from hyperv_agent.errors import HyperVError, VmMigrating
 from hyperv_agent.hyperv import host, jobs, power, vms
 from hyperv_agent.hyperv.vms import PowerState, VmRef
 from tests.emulator.kit import (
@@ -210,12 +210,40 @@ async def test_wait_until_off_returns_false_at_deadline_when_guest_ignores_shutd
     assert await state(emulator, vm.path) == 2
 
 
-async def test_wait_until_off_returns_true_at_once_when_vm_is_missing(
+async def test_wait_until_off_returns_none_at_once_when_vm_is_missing(
     emulator: EmulatorCim,
 ) -> None:
+    """A VM gone is not a VM seen off: from its host, one a live move carried away looks
+    the same as one removed."""
     before = emulator.round_trips()
-    assert await power.wait_until_off(hv(emulator), "00000000-0000-0000-0000-000000000000", FAST)
+    assert await power.wait_until_off(
+        hv(emulator), "00000000-0000-0000-0000-000000000000", FAST) is None
     assert (emulator.round_trips() - before)["get"] == 1
+
+
+async def test_a_graceful_stop_whose_vm_another_removed_meanwhile_fails_and_a_repeat_is_done(
+    slow_guests: EmulatorCim, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The guest shuts down and another removes the VM before the wait sees it off: the
+    stop cannot tell that from a live move having carried the VM off, and fails saying
+    the VM left this host; a repeat finds no VM and is done (False: nothing removed)."""
+    vm = await _running(slow_guests, "i-2-45-VM")
+    invoke = slow_guests.invoke
+
+    async def invoking(target: ObjectPath, called: str, *args: Any) -> MethodResult:
+        result = await invoke(target, called, *args)
+        if called == "InitiateShutdown":  # another turns it off and removes it at once
+            assert await vms.remove_vm(hv(slow_guests), vm.guid, policy=JOBS)
+        return result
+
+    monkeypatch.setattr(slow_guests, "invoke", invoking)
+    with pytest.raises(VmMigrating, match=r"the stop of VM i-2-45-VM was not done: the VM "
+                                          r"left this host while being stopped.*or it was "
+                                          r"removed"):
+        await power.stop_and_remove(hv(slow_guests), vm, GRACEFUL)
+    monkeypatch.undo()
+    assert await _gone(slow_guests, "i-2-45-VM")
+    assert not await power.stop_and_remove(hv(slow_guests), vm, GRACEFUL)
 
 
 async def test_reset_restarts_vm_when_it_runs(emulator: EmulatorCim) -> None:

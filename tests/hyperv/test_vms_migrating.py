@@ -256,3 +256,36 @@ async def test_a_reset_whose_vm_left_after_its_refusal_names_the_vm(
         await power.reboot(hv(source), looked_up, "Rebooted by CloudStack")
     assert "the reset of VM left-reboot was not done" in str(raised.value)
     assert looked_up.guid.lower() not in str(raised.value).lower()
+
+
+async def test_a_graceful_stop_whose_vm_a_move_carried_off_meanwhile_is_not_done(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graceful stop asks the guest to shut down; before the slow guest is off, a live
+    move begun outside this agent (Move-VM by an operator) carries the VM to the other
+    host. The VM gone from the wait is not off: the stop fails saying the VM left this
+    host while being stopped, asking no removal, and the VM runs on at the destination.
+    Read as off, the removal of the VM no longer there read as "already removed", and the
+    management server would have released a VM running on elsewhere."""
+    source, _, clock = hosts
+    path, looked_up = await _vm(source, "moved-off")
+    source.host.config = dataclasses.replace(source.host.config, guest_shutdown_s=60.0)
+    invoke = source.invoke
+
+    async def invoking(target: ObjectPath, called: str, params: Mapping[str, Any],
+                       *args: Any, **kwargs: Any) -> MethodResult:
+        result = await invoke(target, called, params, *args, **kwargs)
+        if called == "InitiateShutdown":  # the guest takes its time; the move is quicker
+            await _moving(source, path)
+            clock.now += JOB_S + 0.1
+        return result
+
+    monkeypatch.setattr(source, "invoke", invoking)
+    before = source.round_trips()
+    with pytest.raises(VmMigrating, match="the stop of VM moved-off was not done: the VM "
+                                          "left this host while being stopped, before its "
+                                          "guest had shut it down") as raised:
+        await power.stop_and_remove(hv(source), looked_up)
+    assert looked_up.guid.lower() not in str(raised.value).lower()
+    spent = source.round_trips() - before
+    assert (spent["invoke:RequestStateChange"], spent["invoke:DestroySystem"]) == (0, 0)
+    assert await _where(hosts, path) == (DESTINATION, 2, (2,))

@@ -202,19 +202,21 @@ async def wait_until_off(
     vm_guid: str,
     policy: jobs.WaitPolicy,
     clock: Callable[[], float] = time.monotonic,
-) -> bool:
-    """Poll the VM's EnabledState until it is off; True if off (or gone) in time. A VM
-    Hyper-V is still shutting down (Shutting Down, Stopping) is not off yet: removing it
-    then could be refused while it is torn down.
+) -> bool | None:
+    """Poll the VM's EnabledState until it is off; True if off in time. A VM Hyper-V is
+    still shutting down (Shutting Down, Stopping) is not off yet: removing it then could
+    be refused while it is torn down.
 
     Read-only: the VM is left in whatever state it is in when the wait ends, and False
-    is returned when it is still not off at ``policy.timeout_s``. A missing VM counts
-    as off. Safe to repeat. One get per poll, the interval growing as the policy says.
+    is returned when it is still not off at ``policy.timeout_s``. None when the VM is gone
+    (at the first read, or since): it was not seen off, and from this host a VM a live
+    move carried away looks the same as one removed. Safe to repeat. One get per poll,
+    the interval growing as the policy says.
     """
-    reached, _ = await _poll_state(
+    reached, found = await _poll_state(
         hv, vm_guid, policy, clock,
         lambda state: vms.power_state(state) is PowerState.STOPPED and not vms.is_stopping(state))
-    return reached
+    return None if found is None else reached
 
 
 async def _poll_state(
@@ -347,7 +349,9 @@ async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy
     (``vms.migrating_refusal``): the move carries it to another host, where a stop here
     cannot follow it, and a removal refused meanwhile would read as done (the VM gone from
     here) once the move ended. A move that begins after the lookup is told the same way
-    from the refusals it brings (``vms.turn_off`` confirmed, ``vms.destroy``).
+    from the refusals it brings (``vms.turn_off`` confirmed, ``vms.destroy``), and a VM
+    that leaves the host while its guest shuts down, never seen off, fails the stop with
+    VmMigrating (``vms.left_meanwhile``), no removal asked.
     """
     if vm.changing is not None:  # starting, stopping, ...: let Hyper-V finish first
         settled = await _step(f"wait for the VM to finish {vm.changing}", vm,
@@ -378,8 +382,19 @@ async def _graceful(hv: HyperV, vm: VmRef, policy: StopPolicy) -> bool:
     if not asked:
         log.info("VM %s cannot be shut down by its guest; turning it off", vm.name)
         return False
-    if await _step("wait for guest shutdown", vm,
-                   wait_until_off(hv, vm.guid, policy.shutdown_wait)):
+    off = await _step("wait for guest shutdown", vm,
+                      wait_until_off(hv, vm.guid, policy.shutdown_wait))
+    if off is None:
+        # Gone while its guest shut down, never seen off: a live move begun outside this
+        # agent (Move-VM; its own moves hold the VM's lock) carried it away running, or
+        # another removed it. This host cannot tell the two apart, and the stop fails for
+        # both (the choice): read as "already removed", it would have the management
+        # server release a VM that runs on elsewhere, its resources and addresses given to
+        # another; a VM really removed is missing from the next state report, and a repeat
+        # of the stop finds none and succeeds.
+        raise vms.left_meanwhile(vm.name, "the stop",
+                                 "while being stopped, before its guest had shut it down")
+    if off:
         return True
     log.warning("VM %s still running %g s after the shutdown request; turning it off",
                 vm.name, policy.shutdown_wait.timeout_s)

@@ -177,6 +177,16 @@ def left_refusal(name: str, what: str, refused: BaseException) -> VmMigrating:
         "removed); nothing was done to it: look for it on the host it moved to")
 
 
+def left_meanwhile(name: str, what: str, during: str) -> VmMigrating:
+    """The failure of ``what`` of VM ``name`` that left the host ``during`` a wait of
+    ``what`` on it, nothing having been refused: a live move begun outside this agent (an
+    operator's Move-VM) carried it away, or another removed it."""
+    return VmMigrating(
+        f"{what} of VM {name} was not done: the VM left this host {during} (a live "
+        "migration carried it to another host, or it was removed); it was not removed "
+        "here: look for it on the host it moved to, where it may still run")
+
+
 def refuse_if_migrating(vm: VmRef, what: str) -> None:
     """Raise ``migrating_refusal`` when the lookup of ``vm`` showed it being migrated
     live (``vm.migrating``). No round trip."""
