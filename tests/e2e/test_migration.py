@@ -177,6 +177,35 @@ async def test_a_stop_of_a_vm_being_migrated_live_leaves_it_to_its_move(
         assert await _power(run, b, "i-2-9-VM") == "PowerOn"
 
 
+async def test_a_graceful_stop_of_a_vm_a_move_carries_off_meanwhile_is_not_done(
+        tmp_path: Path) -> None:
+    """The management server stops a VM gracefully; while its guest takes its time to
+    shut down, an operator live-migrates it (Move-VM) and the move ends: the StopAnswer
+    fails saying the VM left the host while being stopped, and the VM runs on at the
+    destination. Read as off once gone, the stop answered true, and the management
+    server would have released a VM running on elsewhere (its resources, its address)."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2\nguest_shutdown_s = 20")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = vm_to("i-2-11-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-11-VM")
+        stopping = asyncio.create_task(run.ask(a, names.STOP_COMMAND, stop_body("i-2-11-VM")))
+        await asyncio.sleep(2)  # the guest is asked to shut down, and takes 20 s
+        assert not stopping.done()
+        on_a = a.cim()
+        moving = await migrate(on_a, path, b.name)
+        job = moving.path("Job")
+        assert moving.return_value == 4096 and job is not None
+        kind, stopped = await stopping
+        assert (kind, stopped["result"]) == (names.STOP_ANSWER, False), stopped
+        assert ("the stop of VM i-2-11-VM was not done: the VM left this host while being "
+                "stopped, before its guest had shut it down") in stopped["details"], \
+            stopped["details"]
+        assert await run.where(hosts, "i-2-11-VM") == ["HV-B"]
+        assert await _power(run, b, "i-2-11-VM") == "PowerOn"
+
+
 async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
         tmp_path: Path) -> None:
     """An operator live-migrates a VM while the management server reboots it and attaches
