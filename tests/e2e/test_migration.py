@@ -41,7 +41,7 @@ from tests.e2e.migration_kit import (
     with_storage_body,
 )
 from tests.e2e.sgkit import rule, rules_body
-from tests.emulator.kit import ok, service
+from tests.emulator.kit import devices, ok, service
 from tests.emulator.migration_kit import kvp_item, migrate, portrait
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux",
@@ -242,12 +242,96 @@ async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
         assert await run.where(hosts, "i-2-10-VM") == ["HV-B"]
 
 
-async def _moving(run: Cluster, a: Member, b: Member,
-                  vm: dict[str, Any]) -> tuple[Cim, ObjectPath, ObjectPath]:
-    """``vm`` started on ``a`` by the agent, then moved live to ``b`` by an operator
-    (Move-VM: the move's job runs on ``a``): ``a``'s CIM, the VM's path and the move's
-    job, under way."""
-    await _started(run, a, vm)
+def _refused_mid_move(kind: str, answer: dict[str, Any], answer_class: str, what: str,
+                      name: str) -> None:
+    """``answer`` is a failed ``answer_class`` saying ``what`` of VM ``name`` was not done
+    as the VM is being migrated live (``vms.migrating_refusal``)."""
+    assert (kind, answer["result"]) == (answer_class, False), answer
+    assert (f"{what} of VM {name} was not done: the VM is being migrated live from this "
+            "host") in answer["details"], answer["details"]
+    assert "try again once the move is done" in answer["details"], answer["details"]
+
+
+async def _vm_settings(cim: Cim, path: ObjectPath) -> dict[str, Any]:
+    """What a command may change of the VM at ``path``: its devices, switch, VLANs, ACLs
+    (``portrait``), each NIC's MAC and whether its port is connected (the switch is named
+    by ``portrait``: its path differs between hosts), its processors and memory."""
+    adapters = await devices(cim, path, "Msvm_SyntheticEthernetPortSettingData")
+    ports = await devices(cim, path, "Msvm_EthernetPortAllocationSettingData")
+    (cpu,) = await devices(cim, path, "Msvm_ProcessorSettingData")
+    (memory,) = await devices(cim, path, "Msvm_MemorySettingData")
+    return await portrait(cim, path) | {
+        "macs": sorted(str(a["Address"]) for a in adapters),
+        "ports": sorted((str(p["InstanceID"]), p["EnabledState"]) for p in ports),
+        "cpus": cpu["VirtualQuantity"],
+        "memory": (memory["VirtualQuantity"], memory["Reservation"], memory["Limit"],
+                   memory["DynamicMemoryEnabled"]),
+        "acls": sorted((str(acl["Name"]), acl["Direction"], acl["Weight"],
+                        str(acl["RemoteIPAddress"]), str(acl["LocalPort"]))
+                       for acl in await devices(
+                           cim, path, "Msvm_EthernetSwitchPortExtendedAclSettingData")),
+    }
+
+
+async def _moved_on(run: Cluster, hosts: list[Member], on_a: Cim, job: ObjectPath,
+                    path: ObjectPath, before: dict[str, Any]) -> None:
+    """The move's ``job`` completes; the VM runs on the second host with the settings
+    ``before`` it had on the first."""
+    await _job_ends(on_a, job)
+    assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
+    name = before["name"]
+    assert await run.where(hosts, name) == ["HV-B"]
+    assert await _power(run, hosts[1], name) == "PowerOn"
+    assert await _vm_settings(hosts[1].cim(), path) == before
+
+
+def _sg_vm(tmp_path: Path) -> dict[str, Any]:
+    """The VM of sample 50 (i-2-8-VM), its one NIC on an untagged security-group network."""
+    name = "i-2-8-VM"
+    disk_file(tmp_path / "pool", name)
+    vm = vm_to(name, name)
+    vm["nics"][0] |= {"mac": "02:00:4c:5f:00:08", "ip": "10.1.1.80", "broadcastType": "Native",
+                      "broadcastUri": "vlan://untagged", "isolationUri": "ec2://untagged",
+                      "securityGroupEnabled": True}
+    return vm
+
+
+SSH, WEB = rule("tcp", 22, 22, "192.168.1.0/24"), rule("tcp", 80, 80, "10.9.0.0/16")
+
+
+async def test_rules_refused_for_a_vm_its_live_move_carried_away_meanwhile_are_retried(
+        tmp_path: Path) -> None:
+    """An operator live-migrates a VM while the management server sends it a changed rule
+    set: Hyper-V refuses the port's change (32775), and by the time it says so the move
+    has carried the VM away. The SecurityGroupRuleAnswer fails PROGRAMMING_FAILED saying
+    so (SecurityGroupListener marks the work Error and sends the rules again in 10 s, to
+    the host the VM is on by then), not CANNOT_BRIDGE_FIREWALL for "no VM" (after which
+    the MS never sends that VM's rules again); no ACL changed, the VM moved with its own."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    vm = _sg_vm(tmp_path)
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        await _rules(run, a, 1, SSH)
+        before = await _vm_settings(a.cim(), await _vm_path(a, vm["name"]))
+        assert "192.168.1.0/24" in await _ingress_sources(a)
+        on_a, path, job = await _moving(run, a, b, vm, started=True)
+        kind, answer = await run.ask(a, names.SECURITY_GROUP_RULES_CMD,
+                                     rules_body(2, ingress=[SSH, WEB], egress=[]))
+        assert (kind, answer["result"]) == (names.SECURITY_GROUP_RULE_ANSWER, False), answer
+        assert answer["reason"] == "PROGRAMMING_FAILED", answer
+        assert ("the change of security group rules of VM i-2-8-VM was not done: Hyper-V "
+                "refused it") in answer["details"], answer["details"]
+        assert "a live migration carried it to another host" in answer["details"], answer
+        await _moved_on(run, hosts, on_a, job, path, before)
+
+
+async def _moving(run: Cluster, a: Member, b: Member, vm: dict[str, Any], *,
+                  started: bool = False) -> tuple[Cim, ObjectPath, ObjectPath]:
+    """``vm`` started on ``a`` by the agent (unless ``started`` before), then moved live
+    to ``b`` by an operator (Move-VM: the move's job runs on ``a``): ``a``'s CIM, the VM's
+    path and the move's job, under way."""
+    if not started:
+        await _started(run, a, vm)
     path = await _vm_path(a, vm["name"])
     on_a = a.cim()
     moving = await migrate(on_a, path, b.name)

@@ -16,10 +16,12 @@ MAC, with the VM's GUID. It is used while the session knows that GUID for that n
 (``vms.known_guid``: a VM re-created by a StartCommand has a new one, a removed VM none),
 and dropped by ``forget_vm`` (a VM that left the host). A change planned from a kept port
 that Hyper-V refuses (an ACL already gone, a weight taken, a port that no longer exists)
-is planned again from a fresh read, once. A VM Hyper-V is starting, stopping or saving
-takes no feature change on its ports until that is done (32775): the fresh read waits the
-change out first (``power.settle``, within the caller's wait; nothing more for a VM in a
-steady state), so a kept port of such a VM costs one refused call and then the read.
+is planned again from a fresh read, once; not one refused because the VM is being
+migrated live or has left by its move since (``vms.explain_refusal``), which fails.
+A VM Hyper-V is starting, stopping or saving takes no feature change on its ports until
+that is done (32775): the fresh read waits the change out first (``power.settle``, within
+the caller's wait; nothing more for a VM in a steady state), so a kept port of such a VM
+costs one refused call and then the read.
 ``AddFeatureSettings`` is taken to return the
 paths of ``ResultingFeatureSettings`` in the order of ``FeatureSettings`` (Microsoft does
 not say otherwise); when the counts differ, the port is not kept.
@@ -63,6 +65,7 @@ from hyperv_agent.errors import (
     CimUnavailable,
     HyperVError,
     InvalidRequest,
+    VmMigrating,
 )
 from hyperv_agent.hyperv import jobs, power, settings, vms
 from hyperv_agent.hyperv.portacls import (
@@ -262,15 +265,20 @@ async def bring_to(hv: HyperV, vm_name: str, mac: str, wanted: Wanted,
     it is read, once the VM's state change is done (``read_ports``, within ``policy``).
     No such VM, adapter or port, or no extended ACLs on this host:
     PortUnavailable, nothing changed. More ACLs than a weight band holds: InvalidRequest
-    (``portacls.TooManyAcls``), nothing changed. Safe to repeat: an unchanged port costs
-    no call. On a failure of the add, the port has lost the ACLs removed before it (a
-    repeat finishes the change). Round trips: the module notes.
+    (``portacls.TooManyAcls``), nothing changed. A change Hyper-V refuses because the VM
+    is being migrated live, or has left by its move since (``vms.explain_refusal``):
+    VmMigrating, from the known port too, not read again: a read would find the VM
+    migrating and be refused again, or find it gone and say there is no such VM, which
+    the management server takes as a host that cannot filter and never retries. Safe to
+    repeat: an unchanged port costs no call. On a failure of the add, the port has lost
+    the ACLs removed before it (a repeat finishes the change). Round trips: the module
+    notes.
     """
     known = known_port(hv, vm_name, mac)
     if known is not None:
         try:
             return Applied(*await apply(hv, known, wanted(known), security), read=False)
-        except (InvalidRequest, PortUnavailable):
+        except (InvalidRequest, PortUnavailable, VmMigrating):
             raise
         except AgentError as error:
             log.info("the port of %s %s was not as this session knew it (%s); reading it",
