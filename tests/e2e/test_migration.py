@@ -325,6 +325,85 @@ async def test_rules_refused_for_a_vm_its_live_move_carried_away_meanwhile_are_r
         await _moved_on(run, hosts, on_a, job, path, before)
 
 
+SECOND_MAC = "02:00:4c:5f:01:07"  # the second NIC of ``with_second_nic``
+
+
+async def test_a_nic_plug_and_unplug_of_a_vm_being_migrated_live_say_so(
+        tmp_path: Path) -> None:
+    """An operator live-migrates a VM while the management server plugs a NIC into it and
+    unplugs one: each answer, a PlugNicAnswer and an UnPlugNicAnswer, fails saying the VM
+    is being migrated live (VirtualMachineManagerImpl.plugNic/unplugNic return false and
+    the NIC's network change fails), its NICs as they were; the move completes."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = with_second_nic(vm_to("i-2-11-VM"))
+    nic = {"deviceId": 2, "mac": "02:00:4a:8e:00:21", "name": "vSwitch0",
+           "broadcastUri": "vlan://305", "broadcastType": "Vlan", "type": "Guest",
+           "networkRateMbps": 200, "uuid": "5c5f9e1a-1d6b-4b8e-9d76-2c1f0f6c9a11"}
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        before = await _vm_settings(a.cim(), await _vm_path(a, "i-2-11-VM"))
+        on_a, path, job = await _moving(run, a, b, vm, started=True)
+        asked = [(names.PLUG_NIC_COMMAND, names.PLUG_NIC_ANSWER, "the NIC plug", nic),
+                 (names.UNPLUG_NIC_COMMAND, names.UNPLUG_NIC_ANSWER, "the NIC unplug",
+                  nic | {"mac": SECOND_MAC, "deviceId": 1})]
+        for command, answer_class, what, plugged in asked:
+            kind, answer = await run.ask(a, command, {
+                "instanceName": "i-2-11-VM", "vmType": "User", "nic": plugged,
+                "contextMap": {}, "wait": 0})
+            _refused_mid_move(kind, answer, answer_class, what, "i-2-11-VM")
+        assert (await on_a.get(job))["JobState"] == 4  # still Running
+        assert await _vm_settings(on_a, path) == before
+        await _moved_on(run, hosts, on_a, job, path, before)
+
+
+async def test_a_scaling_of_a_vm_being_migrated_live_says_so(tmp_path: Path) -> None:
+    """An operator live-migrates a VM while the management server scales it (it scales
+    only stopped VMs on Hyper-V, but may send it): the ScaleVmAnswer fails saying the VM is
+    being migrated live (VirtualMachineManagerImpl throws "Unable to scale vm due to" its
+    details, the offering unchanged), processors and memory as they were; the move
+    completes."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = vm_to("i-2-12-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        before = await _vm_settings(a.cim(), await _vm_path(a, "i-2-12-VM"))
+        on_a, path, job = await _moving(run, a, b, vm, started=True)
+        kind, answer = await run.ask(a, names.SCALE_VM_COMMAND, {
+            "vmName": "i-2-12-VM", "cpus": 2, "minSpeed": 500, "maxSpeed": 2000,
+            "minRam": 1024 << 20, "maxRam": 1024 << 20, "limitCpuUse": False,
+            "contextMap": {}, "wait": 0})
+        _refused_mid_move(kind, answer, names.SCALE_VM_ANSWER, "the scaling", "i-2-12-VM")
+        assert (await on_a.get(job))["JobState"] == 4  # still Running
+        assert await _vm_settings(on_a, path) == before
+        await _moved_on(run, hosts, on_a, job, path, before)
+
+
+async def test_a_nic_change_of_a_vm_being_migrated_live_says_so(tmp_path: Path) -> None:
+    """An operator live-migrates a VM while the management server's Hyper-V resource
+    rewires one of its NICs (ModifyVmNicConfigCommand, by MAC and by index): each
+    ModifyVmNicConfigAnswer fails saying the VM is being migrated live (the resource logs
+    it and goes on), the NICs' ports and VLANs as they were; the move completes."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = with_second_nic(vm_to("i-2-13-VM"))
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        before = await _vm_settings(a.cim(), await _vm_path(a, "i-2-13-VM"))
+        on_a, path, job = await _moving(run, a, b, vm, started=True)
+        common: dict[str, Any] = {
+            "vmName": "i-2-13-VM", "vlan": "305", "macAddress": None, "index": 0,
+            "enable": False, "switchLableName": None, "contextMap": {}, "wait": 0}
+        for body in (common | {"macAddress": SECOND_MAC}, common | {"index": 1}):
+            kind, answer = await run.ask(a, names.MODIFY_VM_NIC_CONFIG_COMMAND, body)
+            _refused_mid_move(kind, answer, names.MODIFY_VM_NIC_CONFIG_ANSWER,
+                              "the NIC change", "i-2-13-VM")
+        assert (await on_a.get(job))["JobState"] == 4  # still Running
+        assert await _vm_settings(on_a, path) == before
+        await _moved_on(run, hosts, on_a, job, path, before)
+
+
 async def _moving(run: Cluster, a: Member, b: Member, vm: dict[str, Any], *,
                   started: bool = False) -> tuple[Cim, ObjectPath, ObjectPath]:
     """``vm`` started on ``a`` by the agent (unless ``started`` before), then moved live
