@@ -5,6 +5,7 @@ ends, then run their whole duration."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -601,3 +602,53 @@ async def test_a_vm_whose_live_move_is_under_way_takes_no_change_until_it_is_don
         "VirtualQuantity"] == memory["VirtualQuantity"]
     clock.now += JOB_S
     assert await _where(hosts, queued) == (DESTINATION, 9)
+
+
+async def _shutdown_asked(cim: EmulatorCim, vm: ObjectPath, guest_s: float) -> None:
+    """The guest of ``vm`` asked to shut down; it takes ``guest_s`` (real seconds: the
+    guest's timer runs on the event loop, not on the test's clock)."""
+    cim.host.config = dataclasses.replace(cim.host.config, guest_shutdown_s=guest_s)
+    (component,) = await cim.query("SELECT * FROM Msvm_ShutdownComponent WHERE "
+                                   f"SystemName = '{vm.key('Name')}'")
+    assert component.path is not None
+    asked = await cim.invoke(component.path, "InitiateShutdown",
+                             {"Force": False, "Reason": "maintenance"})
+    assert asked.return_value == 0
+
+
+async def _stopped(hosts: Hosts, vm: ObjectPath) -> tuple[str, int]:
+    """Where the VM is and its state, once it no longer runs (at most 5 s)."""
+    for _ in range(100):
+        where = await _where(hosts, vm)
+        if where[1] != ENABLED:
+            return where
+        await asyncio.sleep(0.05)
+    return await _where(hosts, vm)
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_live_move_whose_guest_shut_down_before_the_switch_over_fails(
+        hosts: Hosts) -> None:
+    """The guest, asked to shut down before the move began, is off while the move runs:
+    Hyper-V stops the VM on its source (its guest's own doing), and a live move of a VM
+    that no longer runs cannot complete: its job fails as it ends, saying the VM stopped
+    running during the move, and the VM stays on its source, off, no longer migrating;
+    nothing of it reaches the destination."""
+    source, destination, clock = hosts
+    (vm,) = await _vms(source, 1)
+    await _shutdown_asked(source, vm, 0.3)
+    result = await migrate(source, vm, DESTINATION, LIVE)
+    assert await _stopped(hosts, vm) == (SOURCE, 4)  # Stopping, the move under way
+    assert (await source.get(vm))["OperationalStatus"] == (11, 32774)
+    clock.now += JOB_S + 0.1
+    state, code, text = await _refused(source, result)
+    assert (state, code) == (EXCEPTION, FAILED), text
+    assert text == (f"Virtual machine migration operation for 'mover0' failed at migration "
+                    f"source '{SOURCE}'. The virtual machine stopped running during the "
+                    "move, before the switch-over (its guest shut it down): a live "
+                    "migration carries a running virtual machine, so it was not moved."), text
+    assert await _where(hosts, vm) == (SOURCE, 3)
+    assert (await source.get(vm))["OperationalStatus"] == (2,)
+    assert await destination.query("SELECT * FROM Msvm_VirtualSystemSettingData WHERE "
+                                   f"VirtualSystemIdentifier = '{vm.key('Name')}'") == []
+

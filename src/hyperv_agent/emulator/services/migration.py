@@ -72,13 +72,21 @@ Decisions where Hyper-V's documentation is silent:
 * A move is checked in full as it begins (at the call, or as its queued job begins),
   whether each host takes moves included (EnableVirtualSystemMigration of both, the
   destination's listener addresses). As its job ends it is made unless it has become
-  impossible meanwhile: the VM gone or in transition, the destination unknown, down or
-  ambiguous, its switch or storage gone, a disk's file missing or a target file taken,
-  a VM of its GUID there, or too little memory there for a running VM (the emulator
-  holds none for the move meanwhile). A host that stops taking moves after one began
-  lets it finish (``_Move.begun``, ``Offer.begun``): Microsoft does not say what
-  Disable-VMMigration does to a move under way; a setting that governs what a host
-  accepts is the emulator's reading, not a stop of what it is doing.
+  impossible meanwhile: the VM gone, in transition or (a live move) no longer running,
+  the destination unknown, down or ambiguous, its switch or storage gone, a disk's file
+  missing or a target file taken, a VM of its GUID there, or too little memory there for
+  a running VM (the emulator holds none for the move meanwhile). A host that stops
+  taking moves after one began lets it finish (``_Move.begun``, ``Offer.begun``):
+  Microsoft does not say what Disable-VMMigration does to a move under way; a setting
+  that governs what a host accepts is the emulator's reading, not a stop of what it is
+  doing.
+* A live move whose VM stops running before its switch-over (its guest, asked to shut
+  down before the move began, is off meanwhile: the guest's own doing, which Hyper-V
+  does not hold back) fails its job as it ends (``_Carried``, ``STOPPED_DURING_MOVE``),
+  the VM left on its source, off: a live migration carries a running VM's memory and
+  state, and a VM that no longer runs has none to carry. Microsoft does not say what a
+  move does when its VM turns off midway; failing it, rather than completing it as a
+  move of an off VM (which the move's caller did not ask for), is the emulator's choice.
 * CheckVirtualSystemIsMigratableToHost returns 0 with IsMigratable false when the move
   would fail on the VM's or the destination's configuration (switch, storage, memory,
   GUID), 5 (invalid state) when a host or the VM is not in a state to move (down,
@@ -129,6 +137,9 @@ PORT = arrival.PORT
 SAME_HOST = ReturnCode.INVALID_PARAMETER
 STATE_IN_TRANSITION = ReturnCode.INVALID_STATE
 BEING_MIGRATED = ReturnCode.INVALID_STATE
+#: A live move whose VM stopped running before its switch-over (``_Carried``): Failed,
+#: since the VM's state was valid when the move began.
+STOPPED_DURING_MOVE = ReturnCode.FAILED
 #: The slots a move holds while it runs or waits (``_slots``): live, and storage.
 LIVE_SLOTS = model.LIVE_MOVE_SLOTS
 STORAGE_SLOTS = "MaximumActiveStorageMigration"
@@ -216,6 +227,7 @@ def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
     txn = _Linked(call.host.store)
     call.txn = txn  # read by the backend after this returns: without a job it runs the move
     vm = _movable_vm(call)
+    carried = _Carried()
     with _worded(call.host, vm):
         move = _plan(call, txn, vm)
         slots = _slots(call.host, txn, move.kind)
@@ -226,35 +238,67 @@ def migrate_virtual_system_to_host(call: Call) -> Mapping[str, OutValue]:
         if with_job:
             move.txn = _Linked(call.host.store)  # checked only: it is made as its job ends
         _prepare(move, applied=not with_job)
-    call.queue = jobs.Queue(slots, begin, (lambda _: _checked(call)) if queued else None,
-                            functools.partial(_made, call) if with_job else None)
+    if not queued:
+        carried.began(move)
+    call.queue = jobs.Queue(slots, begin,
+                            (lambda _: _checked(call, carried)) if queued else None,
+                            functools.partial(_made, call, carried) if with_job else None)
     return {}
 
 
-def _checked(call: Call) -> tuple[int, str] | None:
+@dataclass
+class _Carried:
+    """The run of the VM a live move carries: its worker process id as the move began
+    (None: the VM did not run, or the move leaves it on its host). Kept in this process
+    with the move's work (``jobs.defer``), read as the move ends (``still_runs``)."""
+
+    process_id: int | None = None
+
+    def began(self, move: _Move) -> None:
+        running = move.kind in (LIVE, LIVE_AND_STORAGE) and model.is_running(move.vm)
+        process_id = move.vm["ProcessID"] if running else None
+        self.process_id = process_id if isinstance(process_id, int) else None
+
+    def still_runs(self, vm: Record) -> None:
+        """MethodError (``STOPPED_DURING_MOVE``) when the VM ran as the move began and no
+        longer runs that run: its guest shut it down meanwhile (no state change of Hyper-V
+        is taken while the move runs, ``model.being_migrated``)."""
+        if self.process_id is not None and vm["ProcessID"] != self.process_id:
+            raise MethodError(STOPPED_DURING_MOVE,
+                              "The virtual machine stopped running during the move, before "
+                              "the switch-over (its guest shut it down): a live migration "
+                              "carries a running virtual machine, so it was not moved.")
+
+
+def _checked(call: Call, carried: _Carried) -> tuple[int, str] | None:
     """A queued move as its job begins: checked again on both hosts as they are now;
-    None when it may go on, else the error that ends its job."""
+    None when it may go on (the VM's run it carries noted in ``carried``), else the
+    error that ends its job."""
     begun = dataclasses.replace(call, txn=_Linked(call.host.store), queue=None)
     try:
         vm = _source_vm(begun)
         with _worded(begun.host, vm):
-            _prepare(_plan(begun, _Linked(call.host.store), vm), applied=False)
+            move = _plan(begun, _Linked(call.host.store), vm)
+            _prepare(move, applied=False)
     except MethodError as error:
         return error.code, error.description
+    carried.began(move)
     return None
 
 
-def _made(call: Call, settle: Settle) -> tuple[int, str] | None:
+def _made(call: Call, carried: _Carried, settle: Settle) -> tuple[int, str] | None:
     """A move as its job ends: made as a move without a job is at the call, on both
     hosts as they are now, its job settled in the same commit (a host stopped before it
     finds the move undone and fails its job); None when it was, else the error that ends
     its job. Only what makes it impossible is checked again (``_Move.begun``): whether
-    the hosts take moves was asked as it began."""
+    the hosts take moves was asked as it began; a live move's VM must still run the run
+    it carries (``_Carried.still_runs``)."""
     txn = _Linked(call.host.store)
     ending = dataclasses.replace(call, txn=txn, queue=None)
     try:
         vm = _source_vm(ending)
         with _worded(ending.host, vm):
+            carried.still_runs(vm)
             move = _plan(ending, txn, vm)
             move.job, move.begun = settle.job, True
             _prepare(move, applied=True)
