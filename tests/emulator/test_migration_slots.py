@@ -652,3 +652,20 @@ async def test_a_live_move_whose_guest_shut_down_before_the_switch_over_fails(
     assert await destination.query("SELECT * FROM Msvm_VirtualSystemSettingData WHERE "
                                    f"VirtualSystemIdentifier = '{vm.key('Name')}'") == []
 
+
+async def test_a_guest_shutdown_pending_as_the_move_ends_happens_at_the_destination(
+        hosts: Hosts) -> None:
+    """The guest has accepted a shutdown and takes its time; the live move ends first.
+    The guest's shutdown is its own doing and goes on wherever the VM runs: once it is
+    done, Hyper-V stops the VM at the destination (Stopping, then off), rather than
+    leave it running there."""
+    source, destination, clock = hosts
+    (vm,) = await _vms(source, 1)
+    await _shutdown_asked(source, vm, 1.0)
+    result = await migrate(source, vm, DESTINATION, LIVE)
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
+    assert await _where(hosts, vm) == (DESTINATION, ENABLED)
+    assert await _stopped(hosts, vm) == (DESTINATION, 3)
+    arrived = await destination.get(vm)
+    assert (arrived["ProcessID"], arrived["OperationalStatus"]) == (None, (2,))

@@ -17,10 +17,12 @@ it with 32775 (invalid state), as it refuses DestroySystem, and the guest's shut
 component answers 32780 (not ready) until a starting VM runs.
 
 The guest asked through its shutdown component (a VM that is not running: 32780, not
-ready) shuts down, or restarts, after ``guest_shutdown_s``; a VM whose guest shut down then
-shows Stopping for the job time, as a turn off does (``_guest_shut_down``, the emulator's
-choice); a guest that ignores shutdown
-requests (``Faults.ignore_shutdown``) ignores both. A guest without integration services
+ready) shuts down, or restarts, after ``guest_shutdown_s``, wherever its VM is by then
+(``_where_now``: a live move begun meanwhile may have carried it to another host; one
+still under way fails as it ends, its VM stopped on the source, ``migration._Carried``);
+a VM whose guest shut down then shows Stopping for the job time, as a turn off does
+(``_guest_shut_down``, the emulator's choice); a guest that ignores shutdown requests
+(``Faults.ignore_shutdown``) ignores both. A guest without integration services
 (``Faults.lack_integration_services``, read when the VM starts) still has its shutdown and
 KVP components (the host side of the services lives while the VM runs), but they show
 OperationalStatus No Contact (12) and both methods answer 32780, the VM's summary Heartbeat
@@ -43,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import codes, model, processors, vhd
+from hyperv_agent.emulator import codes, jobs, model, processors, vhd
 from hyperv_agent.emulator.calls import Call, MethodError, handles
 from hyperv_agent.emulator.codes import EnabledState, RequestedState, ReturnCode
 from hyperv_agent.emulator.host import EmulatedHost, cim_datetime
@@ -303,8 +305,33 @@ def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
 
 
 def _guest_acts(host: EmulatedHost, path: ObjectPath, action: GuestAction) -> None:
-    txn = host.store.transaction()
+    """The guest asked through ``host`` acts on its VM where the VM is now
+    (``_where_now``), if it still runs there."""
+    jobs.begin_due(host)  # a move due by now has been made: the VM is where it went
+    where = _where_now(host, path)
+    if where is None:
+        return
+    txn = where.store.transaction()
     vm = txn.edit(path)
     if vm is not None and vm["EnabledState"] == E.ENABLED:
-        action(host, txn, vm)
+        action(where, txn, vm)
         txn.commit()
+
+
+def _where_now(host: EmulatedHost, path: ObjectPath) -> EmulatedHost | None:
+    """The host that holds the VM at ``path`` (its GUID): ``host``, where its guest was
+    asked, or the host of this process a live move carried it to meanwhile. The guest's
+    shutdown or restart is its own doing and goes on wherever its VM runs: a move that
+    completes before the guest is done takes a VM whose guest is still shutting down,
+    which the destination then stops. Microsoft does not say what becomes of a shutdown
+    the guest accepted before its VM moved; following the VM is the emulator's choice. A
+    host that only reads another process's state (``held_elsewhere``) holds none of it,
+    and a VM carried to a cluster member of another process is not followed there (its
+    guest's timer lives in this process)."""
+    if host.store.get(path) is not None:
+        return host
+    for other in EmulatedHost.live():
+        if other is not host and other.held_elsewhere is None and (
+                other.store.get(path) is not None):
+            return other
+    return None
