@@ -206,6 +206,40 @@ async def test_a_graceful_stop_of_a_vm_a_move_carries_off_meanwhile_is_not_done(
         assert await _power(run, b, "i-2-11-VM") == "PowerOn"
 
 
+async def test_a_move_whose_guest_shut_the_vm_down_midway_fails_saying_so(
+        tmp_path: Path) -> None:
+    """The VM's guest is shutting down (asked by an operator's Stop-VM, or from inside)
+    as the management server migrates the VM: the guest is off before the move's
+    switch-over, so Hyper-V fails the live move. The MigrateAnswer fails saying the VM
+    stopped running during the move, and the VM stays on the source, off, where the
+    next state report shows it; answered true, the management server would have placed
+    on the destination a VM that runs nowhere."""
+    a, b = hosts = pair(tmp_path, emulator_a="job_duration_s = 4\nguest_shutdown_s = 2")
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    vm = vm_to("i-2-12-VM")
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        path = await _vm_path(a, "i-2-12-VM")
+        _, prepared = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
+        assert prepared["result"] is True, prepared["details"]
+        on_a = a.cim()
+        (component,) = await on_a.query(wql.select("Msvm_ShutdownComponent", wql.eq(
+            "SystemName", path.key("Name"))))
+        assert component.path is not None
+        asked = await on_a.invoke(component.path, "InitiateShutdown",
+                                  {"Force": False, "Reason": "maintenance"})
+        assert asked.return_value == 0  # the guest is off 2 s later; the move takes 4 s
+        kind, moved = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
+        assert (kind, moved["result"]) == (names.MIGRATE_ANSWER, False), moved
+        assert ("The virtual machine stopped running during the move, before the "
+                "switch-over") in moved["details"], moved["details"]
+        await _state_becomes(a, path, 3)
+        assert await _power(run, a, "i-2-12-VM") == "PowerOff"
+        assert await run.where(hosts, "i-2-12-VM") == []  # running nowhere
+        assert await b.cim().query(wql.select("Msvm_ComputerSystem", wql.eq(
+            "Name", path.key("Name")))) == []
+
+
 async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(
         tmp_path: Path) -> None:
     """An operator live-migrates a VM while the management server reboots it and attaches
