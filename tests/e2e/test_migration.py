@@ -2,13 +2,17 @@
 (127.0.0.2 and 127.0.0.3, one port) over an emulated host; the hosts share a
 ``cluster_dir`` and map the SMB pool's share to one folder. The management server's own
 bodies, in its order: PrepareForMigration to the destination, Migrate to the source,
-CheckVirtualMachine to the destination; the state reports of both hosts after each step."""
+CheckVirtualMachine to the destination; the state reports of both hosts after each step.
+Where a test counts the source's round trips, its agent serves in this process instead,
+beside the destination's emulated host (``_beside_b``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +21,30 @@ import pytest
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import Cim, ObjectPath
 from hyperv_agent.cloudstack import names
+from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from tests.cloudstack.fixtures import ms422_json
 from tests.diskfiles import qemu_info
+from tests.e2e.conftest import serving
 from tests.e2e.migration_kit import (
+    ADDRESSES,
     LOCAL_POOL,
     ONLY_ON_A,
     ROOT_UUID,
+    SHARE,
+    SWITCH,
     Cluster,
     Member,
     check_body,
     cluster,
     disk_file,
+    emulator_toml,
     local_pool_of,
     migrate_body,
     pair,
+    pool_body,
     prepare_body,
     smb_pool,
     start_body,
@@ -359,6 +372,81 @@ async def test_rules_refused_for_a_vm_its_live_move_carried_away_meanwhile_are_r
         await _moved_on(run, hosts, on_a, job, path, before)
 
 
+@contextlib.asynccontextmanager
+async def _beside_b(tmp_path: Path) -> AsyncIterator[tuple[AgentConfig, EmulatorCim]]:
+    """The configuration of HV-A's agent, to serve in this process (its emulated host's
+    round trips counted), and the emulated host HV-B of the same cluster, open meanwhile."""
+    (tmp_path / "pool").mkdir(exist_ok=True)
+    config_file = tmp_path / "HV-A.toml"
+    config_file.write_text(emulator_toml("HV-A", tmp_path / "cluster", tmp_path / "pool"))
+    config = load_config(config_file, state_dir=tmp_path / "HV-A", backend="emulator",
+                         private_ip=ADDRESSES["HV-A"], local_storage_path=LOCAL_POOL)
+    on_b = EmulatorCim.open(EmulatorConfig(
+        state_dir=tmp_path / "HV-B", host_name="HV-B", private_ip=ADDRESSES["HV-B"],
+        cluster_dir=tmp_path / "cluster", switches=(SWITCH,),
+        shares={SHARE: tmp_path / "pool"}))
+    try:
+        yield config, on_b
+    finally:
+        await on_b.close()
+
+
+async def test_rules_for_a_vm_being_migrated_live_are_refused_before_any_call_after_a_restart(
+        tmp_path: Path) -> None:
+    """The agent restarts, so it has not read the VM's port, and an operator live-migrates
+    the VM while the management server sends it a changed rule set: the port's lookup
+    shows the VM migrating, and the SecurityGroupRuleAnswer fails PROGRAMMING_FAILED
+    saying the VM is being migrated live (the MS retries in 10 s) without asking Hyper-V
+    for a change it refuses (32775) nor waiting for that refusal's job; no ACL changed,
+    and the move completes with the VM's own. The rule set the port holds already, sent
+    again meanwhile, succeeds: it asks Hyper-V for nothing."""
+    vm = _sg_vm(tmp_path)
+    name = vm["name"]
+    async with _beside_b(tmp_path) as (config, on_b):
+        async with serving(config, backend="emulator") as first:
+            _, pool = await first.answer(names.MODIFY_STORAGE_POOL_COMMAND, pool_body())
+            assert pool["result"] is True, pool
+            _, started = await first.answer(names.START_COMMAND, start_body(vm))
+            assert started["result"] is True, started["details"]
+            _, applied = await first.answer(names.SECURITY_GROUP_RULES_CMD,
+                                            rules_body(1, ingress=[SSH], egress=[]))
+            assert applied["result"] is True, applied
+        async with serving(config, backend="emulator") as agent:  # restarted
+            on_a = agent.emulator
+            (found,) = await on_a.query(wql.select("Msvm_ComputerSystem",
+                                                   wql.eq("ElementName", name)))
+            assert found.path is not None
+            path = found.path
+            before = await _vm_settings(on_a, path)
+            assert ("cloudstack-sg/seqnum/" in str(before["acls"])
+                    and "192.168.1.0/24" in str(before["acls"])), before["acls"]
+            on_a.faults.slow_next_job("MigrateVirtualSystemToHost", 2.0)
+            job = await _move_begun(on_a, path, "HV-B")
+            spent_before = on_a.round_trips()
+            kind, held = await agent.answer(names.SECURITY_GROUP_RULES_CMD,
+                                            rules_body(1, ingress=[SSH], egress=[]))
+            assert (kind, held["result"]) == (names.SECURITY_GROUP_RULE_ANSWER, True), held
+            assert "the port holds the rules already" in held["details"], held
+            assert (on_a.round_trips() - spent_before)["invoke"] == 0
+            spent_before = on_a.round_trips()
+            kind, answer = await agent.answer(names.SECURITY_GROUP_RULES_CMD,
+                                              rules_body(2, ingress=[SSH, WEB], egress=[]))
+            spent = on_a.round_trips() - spent_before
+            _refused_mid_move(kind, answer, names.SECURITY_GROUP_RULE_ANSWER,
+                              "the change of security group rules", name)
+            assert answer["reason"] == "PROGRAMMING_FAILED", answer
+            assert (spent["invoke"], spent.waits) == (0, 0), spent.counts
+            assert (await on_a.get(job))["JobState"] == 4  # still Running
+            assert await _vm_settings(on_a, path) == before
+            await _job_ends(on_a, job)
+            assert (await on_a.get(job))["JobState"] == 7, \
+                (await on_a.get(job))["ErrorDescription"]
+            assert not await on_a.query(wql.select("Msvm_ComputerSystem",
+                                                   wql.eq("ElementName", name)))
+            assert (await on_b.get(path))["EnabledState"] == 2  # runs on HV-B
+            assert await _vm_settings(on_b, path) == before
+
+
 SECOND_MAC = "02:00:4c:5f:01:07"  # the second NIC of ``with_second_nic``
 
 
@@ -447,10 +535,16 @@ async def _moving(run: Cluster, a: Member, b: Member, vm: dict[str, Any], *,
         await _started(run, a, vm)
     path = await _vm_path(a, vm["name"])
     on_a = a.cim()
-    moving = await migrate(on_a, path, b.name)
+    return on_a, path, await _move_begun(on_a, path, b.name)
+
+
+async def _move_begun(source: Cim, path: ObjectPath, destination: str) -> ObjectPath:
+    """The VM at ``path`` moved live from ``source`` to ``destination`` by an operator
+    (Move-VM): the move's job, under way."""
+    moving = await migrate(source, path, destination)
     job = moving.path("Job")
     assert moving.return_value == 4096 and job is not None
-    return on_a, path, job
+    return job
 
 
 async def _job_ends(cim: Cim, job: ObjectPath) -> None:

@@ -18,6 +18,9 @@ and dropped by ``forget_vm`` (a VM that left the host). A change planned from a 
 that Hyper-V refuses (an ACL already gone, a weight taken, a port that no longer exists)
 is planned again from a fresh read, once; not one refused because the VM is being
 migrated live or has left by its move since (``vms.explain_refusal``), which fails.
+A port read while the VM's lookup shows it being migrated live is not kept, and a change
+of it fails before any call (``vms.migrating_refusal``): Hyper-V would refuse it after a
+job wait, and a refusal that comes once the move is done finds the VM gone.
 A VM Hyper-V is starting, stopping or saving takes no feature change on its ports until
 that is done (32775): the fresh read waits the change out first (``power.settle``, within
 the caller's wait; nothing more for a VM in a steady state), so a kept port of such a VM
@@ -100,6 +103,9 @@ class Port:
     acls: tuple[PortAcl, ...]  # every extended ACL, the agent's and administrators'
     security: PortSecurity
     security_setting: CimInstance | None = None  # None: the class defaults
+    # the VM's lookup showed it being migrated live (``vms.migrating``): ``apply`` asks
+    # Hyper-V for no change of it, and the session does not keep it (true of that moment)
+    migrating: bool = False
 
     @property
     def owned(self) -> tuple[PortAcl, ...]:
@@ -172,8 +178,9 @@ async def read_ports(hv: HyperV, vm_name: str,
     WMI's order (adapters without a port are left out), kept by the session. No such VM:
     PortUnavailable. A VM Hyper-V is starting, stopping or saving is waited for first,
     within ``policy`` (``power.find_settled``: its ports take no feature change until
-    then); one still changing after it raises HyperVError naming the change. Read-only;
-    3 queries for a VM in a steady state."""
+    then); one still changing after it raises HyperVError naming the change. A VM the
+    lookup shows being migrated live: its ports say so (``Port.migrating``) and are not
+    kept. Read-only; 3 queries for a VM in a steady state."""
     vm = await power.find_settled(hv, vm_name, policy)
     if vm is None:
         raise PortUnavailable(f"there is no VM named {vm_name!r} on this host")
@@ -183,9 +190,9 @@ async def read_ports(hv: HyperV, vm_name: str,
     devices, features = await asyncio.gather(
         hv.cim.query(wql.select(Class.RASD_BASE, prefix & kinds), NAMESPACE),
         hv.cim.query(wql.select(Class.PORT_FEATURE_BASE, prefix), NAMESPACE))
-    ports = [_port(vm.name, vm.guid, nic, port, features)
+    ports = [_port(vm.name, vm.guid, nic, port, features, migrating=vm.migrating)
              for nic, port in _adapters(devices)]
-    for port in ports:
+    for port in ports if not vm.migrating else ():
         remember(hv, port)
     return ports
 
@@ -220,14 +227,14 @@ def _parent(port: CimInstance) -> ObjectPath | None:
 
 
 def _port(vm_name: str, vm_guid: str, nic: CimInstance, port: CimInstance,
-          features: Sequence[CimInstance]) -> Port:
+          features: Sequence[CimInstance], *, migrating: bool) -> Port:
     prefix = (port.string("InstanceID") or "").lower() + "\\"
     mine = [f for f in features if (f.string("InstanceID") or "").lower().startswith(prefix)]
     security = next((f for f in mine if f.is_a(Class.PORT_SECURITY)), None)
     assert port.path is not None  # _adapters pairs only ports with a path
     return Port(vm_name, vm_guid, (nic.string("Address") or "").upper(), port.path,
                 tuple(_acl(f) for f in mine if f.is_a(Class.EXTENDED_ACL)),
-                _security(security), security)
+                _security(security), security, migrating)
 
 
 def _acl(found: CimInstance) -> PortAcl:
@@ -292,9 +299,19 @@ async def apply(hv: HyperV, port: Port, wanted: Sequence[AclSpec],
     """Change ``port`` as it was read to hold ``wanted`` (the agent's ACLs) and
     ``security`` (None: as it is): at most one remove call, one add call and, for a
     differing security setting, one modify call. The port afterwards, kept by the
-    session, and the change. The session forgets the port when a call fails."""
+    session, and the change. The session forgets the port when a call fails.
+
+    A port read while its VM is being migrated live (``Port.migrating``) that needs a
+    change raises ``vms.migrating_refusal`` before any call (Hyper-V would refuse it,
+    32775, after a job wait, and a refusal seen once the move is done reads as the VM
+    gone); one that holds what is wanted already is returned as it is, not kept. The
+    plan is made first, so a rule set that cannot be placed says so all the same."""
     change = plan_change(port.acls, wanted)
     security = port.security if security is None else security
+    if port.migrating:
+        if not change.unchanged or port.security != security:
+            raise vms.migrating_refusal(port.vm_name, _WHAT)
+        return port, change
     try:
         added = await _instances(hv, change.add, security, port)
         if change.remove:
@@ -304,8 +321,7 @@ async def apply(hv: HyperV, port: Port, wanted: Sequence[AclSpec],
     except AgentError as error:
         forget_vm(hv, port.vm_name)
         if isinstance(error, HyperVError):  # a VM being migrated live says so
-            await vms.explain_refusal(hv, port.vm_guid, port.vm_name,
-                                      "the change of security group rules", error)
+            await vms.explain_refusal(hv, port.vm_guid, port.vm_name, _WHAT, error)
         raise
     after = _after(port, change, security, added, paths, modified)
     if after is None:
@@ -313,6 +329,10 @@ async def apply(hv: HyperV, port: Port, wanted: Sequence[AclSpec],
         return port, change
     remember(hv, after)
     return after, change
+
+
+#: How ``vms.migrating_refusal`` names what ``apply`` does.
+_WHAT = "the change of security group rules"
 
 
 async def _call(hv: HyperV, method: str, params: dict[str, InValue]) -> None:
