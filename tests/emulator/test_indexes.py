@@ -14,7 +14,17 @@ from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.indexes import Index, IndexSpec, Tally, TallySpec
 from hyperv_agent.emulator.schema import lookup
 from hyperv_agent.emulator.store import Record
-from tests.emulator.kit import GEN2, add, define_vm, devices, ok, request_state, service, template
+from tests.emulator.kit import (
+    GEN2,
+    add,
+    define_vm,
+    devices,
+    ok,
+    request_state,
+    service,
+    system_settings,
+    template,
+)
 
 VM_COUNT = 200
 RASD = "CIM_ResourceAllocationSettingData"
@@ -201,10 +211,18 @@ _PROPS = {
     "Msvm_ComputerSystem": ("ElementName", "Caption", "EnabledState", "Name"),
     RASD: ("InstanceID", "ResourceType", "ResourceSubType", "Address", "ElementName"),
 }
+#: The classes queried between random changes: ``_PROPS``', and records a VM owns through
+#: its SystemName (made as it starts, removed as it stops) or by a GuestNetwork InstanceID.
+_CHANGING_PROPS = {
+    **_PROPS,
+    "Msvm_ShutdownComponent": ("SystemName", "DeviceID", "ElementName"),
+    "Msvm_GuestNetworkAdapterConfiguration": ("InstanceID",),
+    "Msvm_VirtualSystemSettingData": ("InstanceID", "ElementName", "VirtualSystemIdentifier"),
+}
 
 
 def _leaf(rng: random.Random, class_name: str, samples: list[CimInstance]) -> wql.Condition:
-    prop = rng.choice(_PROPS[class_name])
+    prop = rng.choice(_CHANGING_PROPS[class_name])
     seen: list[str | int] = [v for s in samples if isinstance(v := s[prop], str | int)]
     value: str | int = rng.choice([*_TEXTS, *seen, *seen, 2, 3, 5, 10])
     text = str(value)
@@ -258,6 +276,61 @@ async def test_indexed_queries_answer_as_a_walk_when_conditions_are_random(
     finally:
         await cim.close()
     assert narrowed > 50 and matched > 50  # both the indexes and the matches were exercised
+
+
+async def _random_change(cim: EmulatorCim, rng: random.Random, defined: list[int]) -> None:
+    """One change a host meets: a VM defined, renamed, started or stopped (its runtime
+    records and guest adapters made or removed), given a NIC, or removed."""
+    vms = await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("Caption",
+                                                                   "Virtual Machine")))
+    kind = rng.randrange(5)
+    if kind == 0 or not vms:
+        defined.append(len(defined))
+        await define_vm(cim, f"vm-{len(defined) + 100}")
+        return
+    vm = rng.choice(vms)
+    assert vm.path is not None
+    if kind == 1:
+        vssd = await system_settings(cim, vm.path)
+        await ok(cim, await cim.invoke(await service(cim), "ModifySystemSettings", {
+            "SystemSettings": vssd.updated(ElementName=f"vm-{rng.randrange(20)}")}))
+    elif kind == 2:
+        await request_state(cim, vm.path, 2 if vm["EnabledState"] == 3 else 3)
+    elif kind == 3:
+        nic = await template(cim, "Msvm_SyntheticEthernetPortSettingData")
+        await add(cim, vm.path, [nic.updated(ElementName="nic")])
+    elif vm["EnabledState"] == 3:
+        await cim.invoke(await service(cim), "DestroySystem", {"AffectedSystem": vm.path})
+
+
+async def test_indexed_queries_answer_as_a_walk_when_records_change_between_them(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Indexes kept up to date commit by commit (a record refiled only when its keys
+    change, the owner index across classes) answer as a walk over every instance does,
+    in the same order, as VMs come, change, start, stop and go, and once the state dir is
+    opened again."""
+    cim = EmulatorCim.open(make_config(async_jobs=False))
+    rng = random.Random(5)
+    defined: list[int] = []
+    reopened = 0
+    try:
+        for _ in range(60):
+            for _ in range(rng.randrange(1, 3)):
+                await _random_change(cim, rng, defined)
+            if rng.random() < 0.15:
+                await cim.close()
+                cim = EmulatorCim.open(make_config(async_jobs=False))
+                reopened += 1
+            for class_name in _CHANGING_PROPS:
+                everything = await cim.query(wql.select(class_name))
+                for _ in range(8):
+                    text = wql.select(class_name, _condition(rng, class_name, everything))
+                    found = [str(i.path) for i in await cim.query(text)]
+                    assert found == _walked(everything, text), text
+    finally:
+        await cim.close()
+    assert reopened > 3 and len(defined) > 5
 
 
 # --- an index kept as records change ---------------------------------------------------------
