@@ -20,6 +20,7 @@ from tests.emulator.kit import (
     add,
     devices,
     finished,
+    ok,
     request_state,
     service,
     system_settings,
@@ -669,3 +670,21 @@ async def test_a_guest_shutdown_pending_as_the_move_ends_happens_at_the_destinat
     assert await _stopped(hosts, vm) == (DESTINATION, 3)
     arrived = await destination.get(vm)
     assert (arrived["ProcessID"], arrived["OperationalStatus"]) == (None, (2,))
+
+
+async def test_a_guest_shutdown_pending_as_the_move_ends_dies_with_a_new_boot_there(
+        hosts: Hosts) -> None:
+    """The move carries the guest and the shutdown it accepted; a VM then turned off and
+    started again at the destination boots a guest that knows nothing of it, and runs
+    on once the first guest's time is past."""
+    source, destination, clock = hosts
+    (vm,) = await _vms(source, 1)
+    await _shutdown_asked(source, vm, 0.6)
+    result = await migrate(source, vm, DESTINATION, LIVE)
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
+    for step in (3, 2):
+        await ok(destination, await request_state(destination, vm, step))
+    assert await _where(hosts, vm) == (DESTINATION, ENABLED)
+    await asyncio.sleep(1.0)
+    assert await _where(hosts, vm) == (DESTINATION, ENABLED)

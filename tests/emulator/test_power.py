@@ -155,6 +155,59 @@ async def test_guest_request_returns_32780_when_vm_is_paused(emulator: EmulatorC
     assert await state(emulator, vm) == PAUSED
 
 
+# --- a request the guest has accepted, pending -------------------------------------------
+
+GUEST_S = 0.3  # the guest's time to act (real seconds: its timer runs on the event loop)
+
+
+async def _pending_request(make_config: Callable[..., EmulatorConfig], method: str,
+                           between: tuple[int, ...]) -> tuple[int, int]:
+    """The guest of a running VM asked by ``method`` takes ``GUEST_S``; meanwhile the VM
+    goes through the state changes ``between``, then runs 10 s (on the test's clock).
+    The VM's state and OnTimeInMilliseconds once the guest's time is past."""
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(async_jobs=False, guest_shutdown_s=GUEST_S), clock)
+    try:
+        vm = await define_vm(cim)
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        asked = await cim.invoke(await _shutdown_component(cim, vm), method,
+                                 {"Force": False, "Reason": "test"})
+        assert asked.return_value == 0
+        for step in between:
+            await ok(cim, await request_state(cim, vm, step))
+        assert await state(cim, vm) == RUNNING  # the guest has not acted yet
+        clock.now += 10.0
+        for _ in range(int(3 * GUEST_S / 0.05)):  # the guest's time, and some more
+            if await state(cim, vm) != RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        return await state(cim, vm), await _on_time_ms(cim, vm)
+    finally:
+        await cim.close()
+
+
+@pytest.mark.parametrize("between", [(OFF, RUNNING), (11,)], ids=["turned-off-and-on", "reset"])
+@pytest.mark.parametrize("method", ["InitiateShutdown", "InitiateReboot"])
+async def test_a_pending_guest_request_dies_with_the_guest_that_accepted_it(
+    make_config: Callable[..., EmulatorConfig], method: str, between: tuple[int, ...],
+) -> None:
+    """The request lives in the guest that accepted it: a VM turned off (a graceful stop
+    whose guest is slow, ended by a turn off) and started again, or reset, boots a guest
+    that knows nothing of it. The new run goes on, neither shut down nor restarted."""
+    assert await _pending_request(make_config, method, between) == (RUNNING, 10_000)
+
+
+@pytest.mark.parametrize(("method", "after"), [("InitiateShutdown", (OFF, 0)),
+                                               ("InitiateReboot", (RUNNING, 0))])
+async def test_a_guest_restored_from_its_saved_state_goes_on_with_its_request(
+    make_config: Callable[..., EmulatorConfig], method: str, after: tuple[int, int],
+) -> None:
+    """A saved state holds the guest's memory, the request it was carrying out
+    included: restored, the guest goes on and shuts down (the VM off), or restarts (its
+    run begun again)."""
+    assert await _pending_request(make_config, method, (SAVED, RUNNING)) == after
+
+
 async def test_guest_reboot_finds_no_component_when_vm_is_off(emulator: EmulatorCim) -> None:
     # The shutdown component lives only while the VM runs: the path of a stopped VM's
     # names no instance.

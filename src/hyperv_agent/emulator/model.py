@@ -520,12 +520,28 @@ def resume(vm: Record, now: float) -> None:
         vm.meta[PAUSED_S] = total
 
 
-def new_run(vm: Record, now: float) -> None:
+#: Hidden state of a VM that ran: how many times its guest has booted (``new_run``). A
+#: live move carries it with the VM's other hidden state; a turn off keeps it, so each
+#: boot has a number of its own.
+GUEST_BOOT = "guest_boot"
+
+
+def new_run(vm: Record, now: float, *, boots: bool = True) -> None:
     """Note on the (staged) ``vm`` that a run begins at ``now`` (a start, a restore, a
-    reset or a guest's restart), with no time paused yet."""
+    reset or a guest's restart), with no time paused yet. Its guest boots (``boots``,
+    ``GUEST_BOOT``) unless the run is restored from a saved state, whose guest goes on
+    from where it was saved."""
     vm.meta["started_at"] = now
     vm.meta.pop(PAUSED_S, None)
     vm.meta.pop(PAUSED_AT, None)
+    if boots:
+        vm.meta[GUEST_BOOT] = guest_boot(vm) + 1
+
+
+def guest_boot(vm: Record) -> int:
+    """The number of the boot the guest of ``vm`` runs in (``GUEST_BOOT``; 0: never)."""
+    boot = vm.meta.get(GUEST_BOOT)
+    return boot if isinstance(boot, int) else 0
 
 
 def end_run(vm: Record) -> None:

@@ -19,10 +19,12 @@ component answers 32780 (not ready) until a starting VM runs.
 The guest asked through its shutdown component (a VM that is not running: 32780, not
 ready) shuts down, or restarts, after ``guest_shutdown_s``, wherever its VM is by then
 (``_where_now``: a live move begun meanwhile may have carried it to another host; one
-still under way fails as it ends, its VM stopped on the source, ``migration._Carried``);
-a VM whose guest shut down then shows Stopping for the job time, as a turn off does
-(``_guest_shut_down``, the emulator's choice); a guest that ignores shutdown requests
-(``Faults.ignore_shutdown``) ignores both. A guest without integration services
+still under way fails as it ends, its VM stopped on the source, ``migration._Carried``),
+if its guest has not booted again meanwhile (``_guest_acts``: a turn off then a start, or
+a reset, drops the request with the guest that accepted it); a VM whose guest shut down
+then shows Stopping for the job time, as a turn off does (``_guest_shut_down``, the
+emulator's choice); a guest that ignores shutdown requests (``Faults.ignore_shutdown``)
+ignores both. A guest without integration services
 (``Faults.lack_integration_services``, read when the VM starts) still has its shutdown and
 KVP components (the host side of the services lives while the VM runs), but they show
 OperationalStatus No Contact (12) and both methods answer 32780, the VM's summary Heartbeat
@@ -99,7 +101,9 @@ def _show(host: EmulatedHost, vm: Record, shown: EnabledState | None, requested:
         vm.meta[model.TRANSITION] = [int(shown), requested, host.clock() + duration]
 
 
-def _start(call: Call, vm: Record) -> None:
+def _start(call: Call, vm: Record, *, boots: bool = True) -> None:
+    """Power ``vm`` on; its guest boots unless it is restored from its saved state
+    (``boots`` False, ``_restore``)."""
     guid = str(vm["Name"])
     memory_mb = _memory_mb(call.txn, guid)
     free_mb = call.host.config.memory_mb - model.running_memory_mb(call.host, call.txn)
@@ -107,7 +111,8 @@ def _start(call: Call, vm: Record) -> None:
         raise MethodError(ReturnCode.OUT_OF_MEMORY,
                           f"not enough memory to start: {memory_mb} MB asked, {free_mb} MB free")
     _check_media(call, guid, str(vm["ElementName"]))
-    _power_on(call.host, call.txn, vm, memory_mb, model.virtual_processors(call.txn, guid))
+    _power_on(call.host, call.txn, vm, memory_mb, model.virtual_processors(call.txn, guid),
+              boots=boots)
 
 
 def _memory_mb(txn: Transaction, guid: str) -> int:
@@ -149,11 +154,11 @@ def _check_chain(call: Call, name: str, path: str) -> None:
 
 
 def _power_on(host: EmulatedHost, txn: Transaction, vm: Record, memory_mb: int,
-              cpus: int) -> None:
+              cpus: int, *, boots: bool) -> None:
     guid = str(vm["Name"])
     vm["EnabledState"] = E.ENABLED
     vm["ProcessID"] = model.new_process_id(host, txn, vm)
-    model.new_run(vm, host.clock())
+    model.new_run(vm, host.clock(), boots=boots)
     vm.meta.update({"memory_mb": memory_mb, model.RUNNING_CPUS: cpus})
     processors.started(host, txn, vm)
     status = codes.OperationalStatus.OK
@@ -203,7 +208,7 @@ def _save(call: Call, vm: Record) -> None:
 
 
 def _restore(call: Call, vm: Record) -> None:
-    _start(call, vm)
+    _start(call, vm, boots=False)
 
 
 def _pause(call: Call, vm: Record) -> None:
@@ -300,20 +305,27 @@ def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
         assert staged is not None
         action(call.host, call.txn, staged)
     else:
-        call.host.later(delay, lambda: _guest_acts(call.host, vm.path, action))
+        boot = model.guest_boot(vm)
+        call.host.later(delay, lambda: _guest_acts(call.host, vm.path, boot, action))
     return {}
 
 
-def _guest_acts(host: EmulatedHost, path: ObjectPath, action: GuestAction) -> None:
-    """The guest asked through ``host`` acts on its VM where the VM is now
-    (``_where_now``), if it still runs there."""
+def _guest_acts(host: EmulatedHost, path: ObjectPath, boot: int, action: GuestAction) -> None:
+    """The guest asked through ``host`` in its boot ``boot`` acts on its VM where the VM
+    is now (``_where_now``), if it still runs there in that boot. The request lives in
+    the guest that accepted it: a VM turned off and started again, or reset, meanwhile
+    runs a guest booted afresh that knows nothing of it, and is left running; a live
+    move carries the guest, its boot and the request with it, and a restore from a saved
+    state resumes the guest saved, which goes on with what it was doing. Microsoft does
+    not say what becomes of a request whose guest no longer runs; dropping it with its
+    boot is the emulator's choice (``model.GUEST_BOOT``)."""
     jobs.begin_due(host)  # a move due by now has been made: the VM is where it went
     where = _where_now(host, path)
     if where is None:
         return
     txn = where.store.transaction()
     vm = txn.edit(path)
-    if vm is not None and vm["EnabledState"] == E.ENABLED:
+    if vm is not None and vm["EnabledState"] == E.ENABLED and model.guest_boot(vm) == boot:
         action(where, txn, vm)
         txn.commit()
 
