@@ -10,7 +10,9 @@ All figures come from one run:
   the median time to add one pair at the start and at the end, and the same ratio from a
   host filled to 5000 VMs in turns with five hosts filled to 1000, one pair a turn, each
   host in a process of its own, so all see the machine at the same speed and run alike
-  (``scale_fill``); a cost that does not grow puts both ratios at 5x);
+  (``scale_fill``); a cost that does not grow puts both ratios at 5x, and the budget is
+  met only when both are within it: the one host's ratio alone moves with the machine's
+  drift, by more than the budget tells apart, either way);
 - no command stalls the event loop for more than 20 ms (the longest stall a 1 ms timer
   saw while each command ran, at 5000 VMs; in this process, with Python's default 5 ms
   thread switch interval, not the 0.5 ms serve sets);
@@ -161,11 +163,13 @@ def report_rows(middle: Sample, large: Sample) -> list[Row]:
 
 def adding_rows(first_s: float, all_s: float, pair_s: list[float],
                 turns: InterleavedFill) -> list[Row]:
-    """The fill's ratio, the verdict on it as it stands, and beside it what tells a per-VM
-    cost that grows from the machine's drift over the minute the fill takes: the median
-    time to add one pair (a running and a stopped VM) at the start and at the end of the
-    fill, and the same ratio from hosts filled in turns (``scale_fill``), which see the
-    same machine. A cost that does not grow puts both at 5x."""
+    """The fill's ratio, and beside it what tells a per-VM cost that grows from the
+    machine's drift over the minute the fill takes: the median time to add one pair (a
+    running and a stopped VM) at the start and at the end of the fill, and the same ratio
+    from hosts filled in turns (``scale_fill``), which see the same machine. A cost that
+    does not grow puts both at 5x; the verdict needs both within the budget, since a
+    machine that speeds up over the fill puts the one host's ratio under 5x whatever the
+    agent does."""
     ratio = all_s / first_s
     window = MIDDLE // 2  # pairs
     require(len(pair_s) == LARGE // 2, f"{LARGE // 2} pairs added (added {len(pair_s)})")
@@ -176,7 +180,8 @@ def adding_rows(first_s: float, all_s: float, pair_s: list[float],
     early = statistics.median(pair_s[:window]) * 1000
     late = statistics.median(pair_s[-window:]) * 1000
     return [(f"adding {LARGE} VMs / adding the first {MIDDLE}",
-             f"{all_s:.1f} s / {first_s:.1f} s ({ratio:.2f}x)", "<= 5x", verdict(ratio <= 5)),
+             f"{all_s:.1f} s / {first_s:.1f} s ({ratio:.2f}x)", "<= 5x, and in turns",
+             verdict(ratio <= 5 and turns.ratio <= 5)),
             (f"adding one pair: first {MIDDLE} / last {MIDDLE} VMs (median)",
              f"{early:.1f} / {late:.1f} ms ({late / early:.2f}x)", "-", "-"),
             (f"the same in turns: {LARGE} VMs to one host, {MIDDLE} to each of {smalls} "
