@@ -259,8 +259,8 @@ class Store:
     def lookup(self, classes: Sequence[ClassDef],
                probes: Sequence[Probe]) -> list[tuple[str, Record]]:
         """(path key, record) of the records of ``classes`` filed under any of ``probes``."""
-        pooled = self._pooled(classes, [(spec, key) for spec, key in probes if spec.across])
-        own = [(spec, key) for spec, key in probes if not spec.across]
+        across, own = _split(probes)
+        pooled = self._pooled(classes, across)
         found: list[tuple[str, Record]] = []
         for class_def in classes:
             name = class_def.name.lower()
@@ -297,10 +297,9 @@ class Store:
     def count(self, classes: Sequence[ClassDef], probes: Sequence[Probe]) -> int:
         """How many records ``lookup`` would go through (at most; without building a list).
         An index across classes counts what it files of every class."""
-        total = sum(len(self._across_index(spec).get(key)) for spec, key in probes
-                    if spec.across)
-        own = [(spec, key) for spec, key in probes if not spec.across]
-        self.probes += len(probes) - len(own) + len(own) * len(classes)
+        across, own = _split(probes)
+        self.probes += len(across) + len(own) * len(classes)
+        total = sum(len(self._across_index(spec).get(key)) for spec, key in across)
         if own:
             for class_def in classes:
                 indexes, records = self._class_indexes(class_def)
@@ -354,6 +353,12 @@ class Store:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _split(probes: Sequence[Probe]) -> tuple[list[Probe], list[Probe]]:
+    """``probes`` of indexes across classes, and those of each class's own indexes."""
+    across = [probe for probe in probes if probe[0].across]
+    return across, [probe for probe in probes if not probe[0].across]
 
 
 class Transaction:
