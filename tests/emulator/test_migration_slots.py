@@ -654,19 +654,28 @@ async def test_a_live_move_whose_guest_shut_down_before_the_switch_over_fails(
                                    f"VirtualSystemIdentifier = '{vm.key('Name')}'") == []
 
 
+async def _moved_with_shutdown_pending(hosts: Hosts, guest_s: float) -> ObjectPath:
+    """A running VM whose guest has accepted a shutdown it takes ``guest_s`` (real time)
+    to carry out, moved live to the destination before that: the move's job completed,
+    the VM running there."""
+    source, _, clock = hosts
+    (vm,) = await _vms(source, 1)
+    await _shutdown_asked(source, vm, guest_s)
+    result = await migrate(source, vm, DESTINATION, LIVE)
+    clock.now += JOB_S + 0.1
+    assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
+    assert await _where(hosts, vm) == (DESTINATION, ENABLED)
+    return vm
+
+
 async def test_a_guest_shutdown_pending_as_the_move_ends_happens_at_the_destination(
         hosts: Hosts) -> None:
     """The guest has accepted a shutdown and takes its time; the live move ends first.
     The guest's shutdown is its own doing and goes on wherever the VM runs: once it is
     done, Hyper-V stops the VM at the destination (Stopping, then off), rather than
     leave it running there."""
-    source, destination, clock = hosts
-    (vm,) = await _vms(source, 1)
-    await _shutdown_asked(source, vm, 1.0)
-    result = await migrate(source, vm, DESTINATION, LIVE)
-    clock.now += JOB_S + 0.1
-    assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
-    assert await _where(hosts, vm) == (DESTINATION, ENABLED)
+    _, destination, _ = hosts
+    vm = await _moved_with_shutdown_pending(hosts, 1.0)
     assert await _stopped(hosts, vm) == (DESTINATION, 3)
     arrived = await destination.get(vm)
     assert (arrived["ProcessID"], arrived["OperationalStatus"]) == (None, (2,))
@@ -677,12 +686,8 @@ async def test_a_guest_shutdown_pending_as_the_move_ends_dies_with_a_new_boot_th
     """The move carries the guest and the shutdown it accepted; a VM then turned off and
     started again at the destination boots a guest that knows nothing of it, and runs
     on once the first guest's time is past."""
-    source, destination, clock = hosts
-    (vm,) = await _vms(source, 1)
-    await _shutdown_asked(source, vm, 0.6)
-    result = await migrate(source, vm, DESTINATION, LIVE)
-    clock.now += JOB_S + 0.1
-    assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
+    _, destination, _ = hosts
+    vm = await _moved_with_shutdown_pending(hosts, 0.6)
     for step in (3, 2):
         await ok(destination, await request_state(destination, vm, step))
     assert await _where(hosts, vm) == (DESTINATION, ENABLED)

@@ -212,35 +212,25 @@ async def test_a_change_refused_because_a_move_began_after_the_lookup_says_so(
     assert passed.value is other
 
 
-async def test_a_stop_whose_vm_left_after_its_refused_turn_off_names_the_vm(
-        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The move ends between the stop's refused turn-off and its read: the StopAnswer's
-    details name the VM as the management server knows it (its name), not Hyper-V's
-    GUID, which the management server never sees."""
+@pytest.mark.parametrize(("name", "running", "refused", "undone", "left_state"), [
+    ("left-stop", True, "RequestStateChange", "the turn-off", 2),  # refused turn-off
+    ("left-destroy", False, "DestroySystem", "the removal", 3),  # an off VM's removal
+])
+async def test_a_stop_whose_vm_a_move_carried_off_after_its_refusal_names_the_vm(
+        hosts: Hosts, monkeypatch: pytest.MonkeyPatch, name: str, running: bool,
+        refused: str, undone: str, left_state: int) -> None:
+    """The move ends between the stop's refused call (32775, during the move) and its
+    read: the StopAnswer's details name the VM as the management server knows it (its
+    name), not Hyper-V's GUID, which the management server never sees."""
     source, _, clock = hosts
-    path, looked_up = await _vm(source, "left-stop")
+    path, looked_up = await _vm(source, name, running=running)
     await _moving(source, path)
-    _after(source, clock, "RequestStateChange", monkeypatch)
+    _after(source, clock, refused, monkeypatch)
     with pytest.raises(VmMigrating) as raised:
         await power.stop_and_remove(hv(source), looked_up)
-    assert "the turn-off of VM left-stop was not done" in str(raised.value)
+    assert f"{undone} of VM {name} was not done" in str(raised.value)
     assert looked_up.guid.lower() not in str(raised.value).lower()
-    assert await _where(hosts, path) == (DESTINATION, 2, (2,))
-
-
-async def test_a_removal_whose_vm_a_move_carried_off_names_the_vm(
-        hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The removal of an off VM refused during its move, the move ending meanwhile: the
-    stop fails naming the VM by its name, not its GUID."""
-    source, _, clock = hosts
-    path, looked_up = await _vm(source, "left-destroy", running=False)
-    await _moving(source, path)
-    _after(source, clock, "DestroySystem", monkeypatch)
-    with pytest.raises(VmMigrating) as raised:
-        await power.stop_and_remove(hv(source), looked_up)
-    assert "the removal of VM left-destroy was not done" in str(raised.value)
-    assert looked_up.guid.lower() not in str(raised.value).lower()
-    assert await _where(hosts, path) == (DESTINATION, 3, (2,))
+    assert await _where(hosts, path) == (DESTINATION, left_state, (2,))
 
 
 async def test_a_reset_whose_vm_left_after_its_refusal_names_the_vm(
