@@ -43,6 +43,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux",
 SOURCE_IP, DESTINATION_IP = "127.0.0.2", "127.0.0.3"
 MIGRATE = "MigrateVirtualSystemToHost"
 TERMINATED = 8
+RUNNING = 4
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +106,27 @@ async def test_an_overdue_move_is_cancelled_and_the_vm_stays(source: Running,
                                    migrate_body(vm_to(name, name), DESTINATION_IP))
     assert moved["result"] is True, moved["details"]
     assert name not in await _on(source)
+
+
+async def test_an_overdue_move_hyper_v_will_not_stop_says_what_became_of_it(
+        source: Running, tmp_path: Path) -> None:
+    """Hyper-V answers the request to stop an overdue move with a code other than
+    "stopping" or "cannot stop now" (1, not supported): the answer is still the move's own
+    failure — late, could not be stopped, still running, look for the VM — not the stop
+    request's return code, which tells the operator nothing of where the VM is."""
+    name = "i-2-52-VM"
+    await _running_vm(source, tmp_path, name)
+    source.emulator.faults.hang_next_job(MIGRATE)
+    source.emulator.faults.fail_next_call("RequestStateChange", 1)
+    _, late = await source.answer(names.MIGRATE_COMMAND,
+                                  migrate_body(vm_to(name, name), DESTINATION_IP, wait_s=2))
+    assert late["result"] is False
+    details = late["details"]
+    assert details.startswith("MigrateCommand failed due to the move did not finish within "
+                              "1.5 s, could not be stopped and was still running 0.5 s "
+                              "later; see where the VM is before trying again"), details
+    jobs = await source.emulator.query(wql.select("Msvm_MigrationJob"))
+    assert [job["JobState"] for job in jobs] == [RUNNING]  # the refused stop changed nothing
 
 
 async def test_the_vm_lock_is_held_across_the_move(source: Running, tmp_path: Path) -> None:
