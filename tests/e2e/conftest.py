@@ -9,6 +9,7 @@ host either way, so tests arrange and check state, and count its round trips, al
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
@@ -21,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from hyperv_agent import server, winrm_face
+from hyperv_agent import server, service, winrm_face
 from hyperv_agent.cim.classdecl import CimClass
 from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.config import AgentConfig, load_config
@@ -124,6 +125,28 @@ async def start(agent: Agent, context: ssl.SSLContext | None = None,
                                 context or agent.ssl_context())
     port = runner.addresses[0][1]
     return runner, f"https://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def run_agent(config: AgentConfig, caplog: pytest.LogCaptureFixture) -> AsyncIterator[str]:
+    """The agent ``config`` describes, started as ``serve`` starts it (its listeners at
+    ``listen`` and ``admin_listen``), until the block ends; yields the line it logged on
+    serving (``caplog`` must capture INFO)."""
+    caplog.clear()
+    stop = asyncio.Event()
+    running = asyncio.create_task(service.run_agent(build_agent(config), stop))
+    try:
+        for _ in range(200):
+            lines = [r.message for r in caplog.records if "serving CloudStack" in r.message]
+            if lines:
+                break
+            assert not running.done(), running.result()
+            await asyncio.sleep(0.05)
+        (line,) = lines
+        yield line
+    finally:
+        stop.set()
+        await running
 
 
 @contextlib.asynccontextmanager

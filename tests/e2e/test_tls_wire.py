@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -19,7 +21,8 @@ from hyperv_agent import tls
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
-from tests.e2e.conftest import API, Running, client_context, start
+from tests.e2e.conftest import API, Running, client_context, run_agent, start
+from tests.ports import free_port
 
 READY = API + "com.cloud.agent.api.ReadyCommand"
 ANSWER = b'"com.cloud.agent.api.ReadyAnswer":{"result":true'
@@ -216,3 +219,47 @@ async def _refused(url: str, context: ssl.SSLContext) -> bool:
         return True
     finally:
         writer.close()
+
+
+def _operators_pair(folder: Path) -> bytes:
+    """A new operator's pair written to ``folder/agent.{crt,key}``; its certificate's DER."""
+    leaf = trustme.CA().issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(folder / "agent.key"))
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "agent.crt"))
+    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+
+async def _served_certificate(port: int) -> bytes:
+    """The certificate (DER) the listener on ``port`` presents to a new connection."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context())
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        await writer.wait_closed()
+    assert isinstance(der, bytes)
+    return der
+
+
+async def test_the_certificate_is_read_at_start_and_its_logged_fingerprint_is_the_served_one(
+    agent_config: Callable[..., AgentConfig], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An operator who replaces the pair keeps being served the old one until a restart,
+    and tells which one is served by the SHA-256 the start logged."""
+    caplog.set_level(logging.INFO)
+    first = _operators_pair(tmp_path)
+    port = free_port()
+    config = agent_config(tls_cert=tmp_path / "agent.crt", tls_key=tmp_path / "agent.key",
+                          listen=f"127.0.0.1:{port}", admin_listen=f"127.0.0.1:{free_port()}")
+    async with run_agent(config, caplog) as serving:
+        assert serving.endswith(f"certificate SHA-256 {_sha256(first)}"), serving
+        assert await _served_certificate(port) == first
+        second = _operators_pair(tmp_path)
+        assert await _served_certificate(port) == first  # until the agent restarts
+    async with run_agent(config, caplog) as serving:
+        assert serving.endswith(f"certificate SHA-256 {_sha256(second)}"), serving
+        assert await _served_certificate(port) == second
+
+
+def _sha256(der: bytes) -> str:
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
