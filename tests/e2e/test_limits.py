@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import resource
 import ssl
 import statistics
@@ -39,7 +40,8 @@ from hyperv_agent.cloudstack.base import Command
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.handlers.dispatch import Dispatch, Result
 from hyperv_agent.service import build_agent
-from tests.e2e.conftest import API, Running
+from tests.e2e.conftest import API, Running, run_agent
+from tests.ports import free_port
 
 READY = "com.cloud.agent.api.ReadyCommand"
 STALL_S = 0.5
@@ -169,6 +171,23 @@ async def test_gzip_bomb_is_refused_without_being_inflated(served: Served) -> No
     assert _peak_rss_mb() - before < 50
 
 
+@pytest.mark.parametrize(("encoding", "status"), [
+    ("identity", 200), (" Identity ", 200), ("deflate", 415), ("br", 415), ("x-gzip", 415),
+    ("gzip, identity", 415)])
+async def test_a_body_is_read_only_when_it_is_not_compressed(
+    running: Running, encoding: str, status: int,
+) -> None:
+    """``Content-Encoding: identity`` says the body is as sent; any coding is answered 415
+    naming it, whichever the HTTP library could inflate."""
+    async with running.session.post(running.url + API + READY, data=b'{"contextMap": {}}',
+                                     headers={"Content-Encoding": encoding}) as reply:
+        assert reply.status == status, await reply.text()
+        if status == 200:
+            assert (await reply.json())[0]["com.cloud.agent.api.ReadyAnswer"]["result"] is True
+        else:
+            assert f"(Content-Encoding: {encoding.strip().lower()})" in await reply.text()
+
+
 async def test_10_mb_field_is_refused_at_once_while_pings_keep_answering(
     served: Served,
 ) -> None:
@@ -266,3 +285,29 @@ async def test_a_body_that_does_not_decode_is_read_once(
     assert fields["details"].startswith("StopCommand: malformed request: vmName: a name of "
                                         "10485760 characters"), fields["details"]
     assert parsed == [len(huge)]
+
+
+async def test_the_admin_listener_holds_16_connections_the_longest_idle_making_room(
+    agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scraper or probe that leaves connections open holds at most 16 of the admin
+    listener's; a newcomer takes the place of the one idle the longest."""
+    caplog.set_level(logging.INFO)
+    admin = free_port()
+    config = agent_config(listen=f"127.0.0.1:{free_port()}", admin_listen=f"127.0.0.1:{admin}")
+    async with run_agent(config, caplog):
+        idle = [await asyncio.open_connection("127.0.0.1", admin)
+                for _ in range(16)]  # the README's figure
+        try:
+            await asyncio.sleep(0.3)  # all accepted: none is closed yet
+            assert not any([await closed_by_server(reader, 0.01) for reader, _ in idle])
+            idle.append(await asyncio.open_connection("127.0.0.1", admin))
+            assert await closed_by_server(idle[0][0], 3.0)  # the longest idle made room
+            assert not any([await closed_by_server(reader, 0.01) for reader, _ in idle[1:]])
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"http://127.0.0.1:{admin}/healthz") as reply:
+                assert reply.status == 200
+            assert await closed_by_server(idle[1][0], 3.0)
+        finally:
+            for _, writer in idle:
+                writer.close()
