@@ -287,6 +287,9 @@ ESCAPES: dict[str, tuple[str, dict[str, Any], str]] = {
         POOL, f"{SECONDARY}/leak.vhdx"), f"\\\\10.1.1.1\\secondary\\leak.vhdx {LINK}"),
     "download from an administrative share": (names.PRIMARY_STORAGE_DOWNLOAD_COMMAND,
         _download(POOL, "cifs://10.1.1.1/C$/outside/victim.vhdx"), "administrative share"),
+    "download from the system folder's share": (names.PRIMARY_STORAGE_DOWNLOAD_COMMAND,
+        _download(POOL, "cifs://10.1.1.1/ADMIN$/System32/victim.vhdx"),
+        "administrative share"),
     # CopyCommand
     "copy a template to an unregistered folder": (names.COPY_COMMAND, _copy(
         _template(_nfs(), path="t/ok.vhdx"), _template(_store("C:\\Windows"))),
@@ -303,6 +306,9 @@ ESCAPES: dict[str, tuple[str, dict[str, Any], str]] = {
         _template(_nfs(), path="leak.vhdx"), _template(_store())), LINK),
     "copy a template from an administrative share": (names.COPY_COMMAND, _copy(
         _template(_nfs("cifs://10.1.1.1/C$"), path="outside/victim.vhdx"),
+        _template(_store())), "administrative share"),
+    "copy a template from a drive's share spelt in lower case": (names.COPY_COMMAND, _copy(
+        _template(_nfs("cifs://10.1.1.1/d$"), path="outside/victim.vhdx"),
         _template(_store())), "administrative share"),
     "clone a template of an unregistered folder": (names.COPY_COMMAND, _copy(
         _template(_store("C:\\outside"), path="victim"), _volume()),
