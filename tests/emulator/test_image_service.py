@@ -8,7 +8,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult
+from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.conftest import requires_tool
@@ -139,6 +142,39 @@ async def test_resize_grows_a_differencing_vhdx_but_not_a_differencing_vhd(
         disk = emulator.parse_embedded(text)
         size = 2 * GIB if expected is None else GIB
         assert (disk["Type"], disk["MaxInternalSize"], disk["ParentPath"]) == (4, size, base)
+
+
+@pytest.mark.parametrize(("gone", "expected"), [
+    ("base", 32779), ("mid", 32779), ("base replaced", 32773), (None, None)])
+async def test_resize_opens_a_differencing_disks_chain_and_refuses_a_broken_one(
+    emulator: EmulatorCim, tmp_path: Path, gone: str | None, expected: int | None,
+) -> None:
+    """Hyper-V opens a differencing disk with its parents to grow it: a clone whose
+    parent, or whose parent's parent, cannot be found is refused as ConvertVirtualHardDisk
+    refuses it (32779), one whose parent is not the disk it was made from fails its job,
+    and the file is left as it was; a whole chain grows."""
+    pool = tmp_path / "C" / "pool"
+    pool.mkdir(parents=True)
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    assert await _create(emulator, await _settings(emulator, "C:\\pool\\base.vhdx", 3, 3)) == 0
+    for child, parent in (("mid", "base"), ("top", "mid")):
+        settings = await _settings(emulator, f"C:\\pool\\{child}.vhdx", 3, 4, 0,
+                                   f"C:\\pool\\{parent}.vhdx")
+        assert await _create(emulator, settings) == 0
+    if gone is not None:
+        (pool / f"{gone.split()[0]}.vhdx").unlink()
+    if gone == "base replaced":  # a template of the same name made anew
+        assert await _create(emulator, await _settings(emulator, "C:\\pool\\base.vhdx", 3,
+                                                       3)) == 0
+    before = (pool / "top.vhdx").read_bytes()
+    grow: dict[str, InValue] = {"Path": "C:\\pool\\top.vhdx", "MaxInternalSize": 2 * GIB}
+    result = await emulator.invoke(ims, "ResizeVirtualHardDisk", grow)
+    if expected is None:
+        await ok(emulator, result)
+        assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == 2 * GIB
+    else:
+        assert await failure(emulator, result) == expected
+        assert (pool / "top.vhdx").read_bytes() == before
 
 
 async def test_resize_refuses_the_disk_of_a_vm_whose_state_is_changing_until_it_is_done(

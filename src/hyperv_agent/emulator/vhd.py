@@ -306,12 +306,19 @@ def read_info(path: pathlib.Path) -> DiskInfo:
         return image.info()
 
 
-def resize(path: pathlib.Path, new_size_bytes: int) -> DiskInfo:
+def resize(path: pathlib.Path, new_size_bytes: int, *, locator: str | None = None,
+           local_of: Callable[[str], pathlib.Path | None] | None = None) -> DiskInfo:
     """Grow a fixed or dynamic disk, or a differencing VHDX; the guest data already there
     is kept. A differencing VHD does not grow: Microsoft's ResizeVirtualHardDisk page
-    lists fixed and dynamic VHD and VHDX and differencing VHDX as the disks that grow."""
+    lists fixed and dynamic VHD and VHDX and differencing VHDX as the disks that grow.
+    With ``local_of``, a differencing disk's chain is opened first, as ``convert`` opens
+    it (``check_chain`` from ``locator``, the Windows path of ``path``): Hyper-V opens a
+    disk with its parents to change it, so one whose chain is broken does not grow
+    (BrokenChain) and is left as it was."""
     with _opened(path, writable=True) as image:
         before = image.info()
+        if before.type is DiskType.DIFFERENCING and local_of is not None:
+            check_chain(locator or str(path), local_of)
         if before.format is DiskFormat.VHD:
             _require_not_differencing(before, path, "resize")
         if new_size_bytes < before.virtual_size_bytes:

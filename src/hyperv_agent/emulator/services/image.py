@@ -211,7 +211,8 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
                           f"{path} is in use; only a VHDX on SCSI grows while its VM runs")
     if info.type == vhd.DiskType.FIXED:  # it stays fixed: its file grows by the difference
         _room_for(call, path, local, size - info.virtual_size_bytes)
-    _write(lambda: vhd.resize(local, size))
+    _write(lambda: _in_chain(lambda: vhd.resize(local, size, locator=path,
+                                                local_of=call.host.paths.file)))
     call.writes = path
     return {}
 
@@ -249,12 +250,22 @@ def _convert(call: Call, source_path: str, source: Path, destination: Path,
              fmt: vhd.DiskFormat, disk_type: vhd.DiskType) -> None:
     """A differencing source is merged with its chain of parents, found as a start finds
     them (``vhd.check_chain``: a parent moved together with its child is found beside
-    it). A parent that cannot be found is refused as a source that cannot be (32779,
-    naming it); Microsoft's page lists no code for it, the emulator's choice. Any other
-    break of the chain fails the job (``_write``)."""
+    it); a broken chain is refused as ``_in_chain`` says."""
+    _in_chain(lambda: vhd.convert(source, destination, fmt, disk_type,
+                                  note=call.host.staging.noted, locator=source_path,
+                                  local_of=call.host.paths.file))
+
+
+def _in_chain(action: Callable[[], object]) -> None:
+    """Run ``action``, a change of a disk that opens its chain of parents first
+    (``vhd.check_chain``, for ConvertVirtualHardDisk and ResizeVirtualHardDisk alike). A
+    parent that cannot be found is refused as a source that cannot be (32779), naming the
+    deepest link that does not open: the missing parent and the disk that names it, as
+    Hyper-V's worker names "a virtual disk in the chain of differencing disks" and the
+    disk referencing it. Microsoft's pages list no code for it: the emulator's choice.
+    Any other break of the chain fails the job (``_write``)."""
     try:
-        vhd.convert(source, destination, fmt, disk_type, note=call.host.staging.noted,
-                    locator=source_path, local_of=call.host.paths.file)
+        action()
     except vhd.BrokenChain as error:
         if error.why is not vhd.ChainBreak.MISSING:
             raise
