@@ -914,21 +914,22 @@ async def test_linked_clone_of_a_pool_moved_to_another_folder_is_copied_off_it_m
     assert listing(restored) == before
 
 
-@pytest.mark.parametrize(("change", "code", "why"), [
-    ("removed", "failed with return code 32779 (file not found)", "which cannot be found"),
+@pytest.mark.parametrize(("change", "code", "why", "reads"), [
+    ("removed", "failed with return code 32779 (file not found)", "which cannot be found", 3),
     ("replaced", "job ended in state 10 with error code 32773: ",
-     "which is not the disk it was made from (replaced or written since)"),
+     "which is not the disk it was made from (replaced or written since)", 1),
 ])
 @pytest.mark.parametrize("dest", ["image store", "template", "another pool"])
 async def test_linked_clone_whose_template_is_gone_or_changed_is_not_copied_and_names_it(
-    agent: Running, tmp_path: Path, dest: str, change: str, code: str, why: str,
+    agent: Running, tmp_path: Path, dest: str, change: str, code: str, why: str, reads: int,
 ) -> None:
     """A linked clone whose template was deleted, or replaced by another disk of the same
     name, behind CloudStack's back cannot be merged: Hyper-V refuses the conversion with
     words that do not say which template (a bare "file not found", or Windows' broken chain
-    error). The copy fails naming the clone, the template file it stands on and why, from
-    the settings the copy reads of the clone anyway (no call more than a copy that works);
-    nothing is written."""
+    error). The copy fails naming the clone, the template file it stands on and why: a
+    changed one from the settings the copy reads of the clone anyway (no call more than a
+    copy that works), a missing one from a read of the clone and of its template made
+    only on the refusal, which tell the file that is gone; nothing is written."""
     pool, other = await _linked_clone_and_other_pool(agent)
     template = pool / "tmpl-1.vhdx"
     template.unlink()
@@ -947,8 +948,58 @@ async def test_linked_clone_whose_template_is_gone_or_changed_is_not_copied_and_
     assert details.endswith(f"; the disk C:\\pool\\{VOLUME_UUID}.vhdx stands on the parent "
                             f"C:\\pool\\tmpl-1.vhdx, {why}"), details
     assert (spent["invoke:GetVirtualHardDiskSettingData"],
-            spent["invoke:ConvertVirtualHardDisk"]) == (1, 1), spent
+            spent["invoke:ConvertVirtualHardDisk"]) == (reads, 1), spent
     assert (listing(pool), listing(other)) == before
+    assert not any((tmp_path / "secondary").rglob("*.vhdx"))
+
+
+@pytest.mark.parametrize("dest", ["image store", "another pool"])
+async def test_clone_of_a_clone_whose_grandparent_is_gone_names_the_disk_that_is_missing(
+    agent: Running, tmp_path: Path, dest: str,
+) -> None:
+    """A template that is itself a differencing disk (a clone made into a template in the
+    pool) gives its volumes a chain two deep. With the template's own parent deleted,
+    Hyper-V's "file not found" is for that grandparent: the copy names it and the template
+    standing on it, not the template (which is there) as the clone's missing parent."""
+    pool = _pool(agent)
+    _disk(pool / "base.vhdx", GIB, b"template os" * 1000)
+    await disks.create_differencing(hv(agent.emulator), "C:\\pool\\tmpl-1.vhdx",
+                                    "C:\\pool\\base.vhdx")
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    other = await _other_pool(agent)
+    (pool / "base.vhdx").unlink()
+    before = (listing(pool), listing(other))
+    body = {"image store": _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                 _volume(_nfs(), path="volumes/3", uuid="out-uuid")),
+            "another pool": _pool_to_pool()}[dest]
+    details = await _refused(agent, body, "ConvertVirtualHardDisk failed with return code 32779")
+    assert details.endswith("; the disk C:\\pool\\tmpl-1.vhdx stands on the parent "
+                            "C:\\pool\\base.vhdx, which cannot be found"), details
+    assert (listing(pool), listing(other)) == before
+    assert not any((tmp_path / "secondary").rglob("*.vhdx"))
+
+
+async def test_linked_clone_removed_while_it_is_copied_is_named_as_the_file_missing(
+    agent: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A volume deleted on the host after the copy read its settings (by hand, or by
+    another command) makes Hyper-V's merge fail with "file not found" too: the copy names
+    the volume's own file as the one missing, not its template, which is there."""
+    pool, _ = await _linked_clone_and_other_pool(agent)
+    clone = pool / f"{VOLUME_UUID}.vhdx"
+    real_call = disks._call
+
+    async def removing_first(hv_: Any, method: str, *args: Any) -> Any:
+        if method == "ConvertVirtualHardDisk":
+            clone.unlink()
+        return await real_call(hv_, method, *args)
+
+    monkeypatch.setattr(disks, "_call", removing_first)
+    body = _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                 _volume(_nfs(), path="volumes/3", uuid="out-uuid"))
+    details = await _refused(agent, body, "ConvertVirtualHardDisk failed with return code 32779")
+    assert details.endswith(f"; the disk C:\\pool\\{VOLUME_UUID}.vhdx cannot be found"), details
+    assert (pool / "tmpl-1.vhdx").is_file()
     assert not any((tmp_path / "secondary").rglob("*.vhdx"))
 
 

@@ -113,18 +113,21 @@ _NOT_FOUND = ("The chain of virtual hard disks is broken. The system cannot loca
               "virtual hard disk for the differencing disk. (0xC03A000D)")
 
 
-@pytest.mark.parametrize(("fault", "parent", "named"), [
-    ("job", "C:\\pool\\warm.vhdx", True),
-    ("code", "C:\\pool\\warm.vhdx", True),
-    ("job", None, False),  # the parent not read: the refusal as Hyper-V worded it
-    ("other", "C:\\pool\\warm.vhdx", False),  # another failure keeps its own words
+@pytest.mark.parametrize(("fault", "parent", "named", "reads"), [
+    ("job", "C:\\pool\\warm.vhdx", True, 1),  # every parent found: the nearest is named
+    ("code", "C:\\pool\\warm.vhdx", False, 2),  # the source and its parent are there
+    ("job", None, False, 0),  # the parent not read: the refusal as Hyper-V worded it
+    ("other", "C:\\pool\\warm.vhdx", False, 0),  # another failure keeps its own words
 ])
 async def test_merged_copy_refused_for_a_broken_chain_names_the_parent_it_was_given(
     emulator: EmulatorCim, tmp_path: Path, fault: str, parent: str | None, named: bool,
+    reads: int,
 ) -> None:
-    """A conversion Hyper-V refuses because the source's parent cannot be found (a failed
-    job quoting Windows' broken chain words, or "file not found") names the parent the
-    caller read, and no call more is made; any other refusal keeps its own words."""
+    """A conversion Hyper-V refuses with Windows' words for a broken chain names the
+    parent the caller read when every file of the chain is found (the words say no
+    more). A "file not found" for a clone whose files are all there was for another file
+    (a destination folder, say): it keeps Hyper-V's words, as any other refusal does. The
+    reads that tell are made only on such a refusal."""
     await _warm(emulator, tmp_path)
     await disks.create_differencing(hv(emulator), "C:\\pool\\clone.vhdx",
                                     "C:\\pool\\warm.vhdx")
@@ -138,13 +141,68 @@ async def test_merged_copy_refused_for_a_broken_chain_names_the_parent_it_was_gi
         await disks.merged_copy(hv(emulator), "C:\\pool\\clone.vhdx",
                                 "C:\\pool\\merged.vhdx", parent=parent)
     spent = emulator.round_trips() - before
-    assert (spent.calls, spent["invoke:ConvertVirtualHardDisk"]) == (1, 1), spent
+    assert (spent["invoke:ConvertVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
     text = str(raised.value)
     assert text.startswith("ConvertVirtualHardDisk "), text
     suffix = ("; the disk C:\\pool\\clone.vhdx stands on the parent C:\\pool\\warm.vhdx, "
               "which cannot be found")
     assert text.endswith(suffix) is named, text
     assert isinstance(raised.value, (MethodFailed, JobFailed)) is not named
+
+
+async def _clone_of_a_clone(emulator: EmulatorCim, tmp_path: Path) -> None:
+    """C:\\pool\\top.vhdx stands on mid.vhdx, which stands on base.vhdx (a template made
+    from a linked clone, and a clone of it)."""
+    _pool(tmp_path)
+    await disks.create_blank(hv(emulator), "C:\\pool\\base.vhdx", GIB)
+    await disks.create_differencing(hv(emulator), "C:\\pool\\mid.vhdx",
+                                    "C:\\pool\\base.vhdx")
+    await disks.create_differencing(hv(emulator), "C:\\pool\\top.vhdx",
+                                    "C:\\pool\\mid.vhdx")
+
+
+@pytest.mark.parametrize(("gone", "suffix", "reads"), [
+    ("top", "the disk C:\\pool\\top.vhdx cannot be found", 1),
+    ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
+     "which cannot be found", 2),
+    ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
+     "which cannot be found", 3),
+])
+async def test_merged_copy_refused_for_a_missing_file_names_the_file_that_is_missing(
+    emulator: EmulatorCim, tmp_path: Path, gone: str, suffix: str, reads: int,
+) -> None:
+    """Hyper-V's "file not found" names no file: the clone itself may be gone since its
+    settings were read (a volume removed meanwhile), or a link of its chain, which for a
+    clone of a clone may be the grandparent while the parent is there. The refusal names
+    the file that is missing, and the disk standing on it, from reads made only now."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    (tmp_path / "C" / "pool" / f"{gone}.vhdx").unlink()
+    before = emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        await disks.merged_copy(hv(emulator), "C:\\pool\\top.vhdx", "C:\\pool\\merged.vhdx",
+                                parent="C:\\pool\\mid.vhdx")
+    spent = emulator.round_trips() - before
+    text = str(raised.value)
+    assert text.startswith("ConvertVirtualHardDisk failed with return code 32779"), text
+    assert text.endswith(f"; {suffix}"), text
+    assert (spent["invoke:ConvertVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
+    assert not (tmp_path / "C" / "pool" / "merged.vhdx").exists()
+
+
+@pytest.mark.parametrize(("gone", "child"), [("mid", "top"), ("base", "mid")])
+async def test_broken_parent_names_the_deepest_link_that_does_not_open(
+    emulator: EmulatorCim, tmp_path: Path, gone: str, child: str,
+) -> None:
+    """Windows' words for a start refused by a broken chain name no parent: for a clone of
+    a clone whose grandparent is gone, the parent standing on it is named, not the
+    clone's own parent, which is there."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    (tmp_path / "C" / "pool" / f"{gone}.vhdx").unlink()
+    broken = await disks.broken_parent(hv(emulator), _NOT_FOUND, ["C:\\pool\\top.vhdx"])
+    assert broken == disks.BrokenParent(f"C:\\pool\\{child}.vhdx",
+                                        f"C:\\pool\\{gone}.vhdx", True)
 
 
 async def test_read_settings_costs_one_call_and_raises_when_file_missing(

@@ -9,10 +9,13 @@ trips once a session is warm (job polls not counted, W = job waits):
 =======================  ================================================================
 ``create_blank``         1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
-``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk); a broken chain it is
-                         refused for is named from the ``parent`` given, no call more
+``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk); only a refusal for a
+                         file that cannot be found pays more, to say which (``_unmerged``):
+                         1 call for the source (on "file not found") + 1 for each parent
+                         reached (``_missing_link``)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
-``broken_parent``        1 call when a failure is a broken chain's (read_settings)
+``broken_parent``        1 call when a failure is a broken chain's (read_settings), + 1
+                         for each parent reached when it is a missing parent's
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk)
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
 ``iso_attachments``      1 query; + 1 get for each medium that matches (its VM)
@@ -211,9 +214,11 @@ async def merged_copy(
     file whole or not at all. A job still writing when its wait ends (``policy`` ran out,
     or the caller was cancelled) is stopped first, waited on for up to ``grace``
     (``jobs.wait_or_stop``), so the caller can remove ``path``. ``parent``: the
-    ParentPath of ``source`` when the caller has read its settings (``read_settings``): a
-    refusal for a broken chain (``_unmerged``) then says which disk stands on which parent
-    and why (``BrokenParent``), at no round trip more. 1 call + 1 W when warm.
+    ParentPath of ``source`` when the caller has read its settings (``read_settings``). A
+    refusal for a file that cannot be found (``_unmerged``) says which: ``source`` itself
+    (``MissingDisk``), or the deepest link of its chain that does not open, the disk
+    standing on a missing parent (``BrokenParent``); the reads that tell are made only
+    then. 1 call + 1 W when warm.
     """
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
@@ -223,7 +228,7 @@ async def merged_copy(
         await _call(hv, "ConvertVirtualHardDisk",
                     {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
     except (MethodFailed, JobFailed) as error:
-        broken = _unmerged(error, source, parent)
+        broken = await _unmerged(hv, error, source, parent, policy)
         if broken is None:
             raise
         raise HyperVError(f"{error}; {broken}") from error
@@ -256,6 +261,22 @@ _PARENT_NOT_FOUND = ("0xc03a000d", "cannot locate the parent virtual hard disk")
 _PARENT_MISMATCH = ("0xc03a000e", "mismatch in the identifiers of the parent")
 
 
+#: Parents followed from one disk when the one that cannot be found is looked for: Hyper-V's
+#: checkpoints and linked clones stay far below, and the bound keeps a failure's diagnosis
+#: short whatever the files say.
+_MAX_CHAIN = 16
+
+
+@dataclass(frozen=True)
+class MissingDisk:
+    """The disk ``path`` a call was given cannot be found itself (not a parent of it)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"the disk {self.path} cannot be found"
+
+
 @dataclass(frozen=True)
 class BrokenParent:
     """The differencing disk ``disk`` stands on ``parent`` (its ParentPath), which cannot
@@ -276,11 +297,15 @@ async def broken_parent(
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> BrokenParent | None:
     """When ``failure`` (a failed job's words) is Windows' error for a broken chain of
-    differencing disks, which parent broke it: the ParentPath of the first of ``paths``
-    (the VM's disks, its root first) that ``failure`` names, else of the first of
-    ``paths``. None when ``failure`` is another error, or no such disk names a parent it
-    can be asked for. Read-only; 1 call (``read_settings``) for a broken chain, none
-    otherwise, so only a failure pays it."""
+    differencing disks, which parent broke it, in the chain of the first of ``paths`` (the
+    VM's disks, its root first) that ``failure`` names, else of the first of ``paths``:
+    for a parent that cannot be found, the deepest link that does not open
+    (``_missing_link``: a clone of a clone whose grandparent is gone names the grandparent,
+    not the parent that is there); for one that is not the disk its child was made from,
+    the disk's own ParentPath (a disk's settings do not tell which link changed). None
+    when ``failure`` is another error, or no such disk names a parent it can be asked
+    for. Read-only; 1 call (``read_settings``) for a broken chain, + 1 for each parent
+    reached when one is missing, none otherwise, so only a failure pays them."""
     missing = _parent_missing(failure)
     if missing is None:
         return None
@@ -292,7 +317,7 @@ async def broken_parent(
         except AgentError:
             return None
         if parent:
-            return BrokenParent(path, parent, missing)
+            return await _deepest_break(hv, path, parent, missing, policy)
     return None
 
 
@@ -307,26 +332,79 @@ def _parent_missing(failure: str) -> bool | None:
     return None
 
 
-def _unmerged(error: MethodFailed | JobFailed, source: str,
-              parent: str | None) -> BrokenParent | None:
-    """The broken parent Hyper-V refused to merge the differencing disk ``source`` (whose
-    ParentPath is ``parent``) for: a failed job quoting Windows' words for a broken chain
-    (``_parent_missing``, as a start's does), or "file not found" (32779, returned or a
-    job's error code), which for a source its caller has just read is a file of its chain
-    (the emulator refuses a missing parent so; Microsoft lists the code without saying
-    for what). The break is laid at ``source``'s own parent: the linked clones CloudStack
-    makes stand on a template that is no differencing disk (one downloaded as such is
-    refused, and one made from a volume is merged), so their chains are one deep. None
-    without ``parent``, or for any other failure, which keeps its own words."""
-    if parent is None:
-        return None
+async def _unmerged(hv: HyperV, error: MethodFailed | JobFailed, source: str,
+                    parent: str | None, policy: jobs.WaitPolicy
+                    ) -> BrokenParent | MissingDisk | None:
+    """The file whose absence made Hyper-V refuse to merge the disk ``source`` (whose
+    ParentPath the caller read as ``parent``), when the refusal is for one:
+
+    - "file not found" (32779, returned or a job's error code; the emulator refuses a
+      missing source or parent so, Microsoft lists the code without saying for what)
+      names no file: ``source``'s settings are read to tell. ``source`` gone itself (a
+      volume removed meanwhile) is a ``MissingDisk``; else the deepest link of its
+      chain that does not open (``_missing_link``). A source with no parent, or a chain
+      whose every parent is found, was refused for another file (the destination's
+      folder): None, and the refusal keeps its own words.
+    - a failed job quoting Windows' words for a broken chain (``_parent_missing``, as a
+      start's does): the source opened, its chain did not, which ``_deepest_break``
+      follows from ``parent``. None without ``parent``.
+
+    None for any other failure, which keeps its own words. Read-only, and paid only by
+    a refusal: 1 call for the source (on "file not found"), + 1 per parent reached."""
     missing = _parent_missing(str(error))
-    if missing is None:
-        code = error.return_value if isinstance(error, MethodFailed) else error.error_code
-        if code != ReturnCode.FILE_NOT_FOUND:
+    if missing is not None:
+        return None if parent is None else await _deepest_break(hv, source, parent, missing,
+                                                                policy)
+    code = error.return_value if isinstance(error, MethodFailed) else error.error_code
+    if code != ReturnCode.FILE_NOT_FOUND:
+        return None
+    try:
+        settings = await read_settings(hv, source, policy=policy)
+    except MethodFailed as unread:
+        return MissingDisk(source) if unread.return_value == ReturnCode.FILE_NOT_FOUND else None
+    except AgentError:
+        return None
+    if not settings.parent_path:
+        return None
+    return await _missing_link(hv, source, settings.parent_path, policy)
+
+
+async def _deepest_break(hv: HyperV, disk: str, parent: str, missing: bool,
+                         policy: jobs.WaitPolicy) -> BrokenParent:
+    """The broken link Windows' words for a broken chain below the differencing disk
+    ``disk`` (whose ParentPath is ``parent``) point at: for a missing parent the deepest
+    link that does not open (``_missing_link``), else (or when every parent is found
+    now) ``disk``'s own parent, the link the words cannot be laid at more precisely."""
+    found = await _missing_link(hv, disk, parent, policy) if missing else None
+    return found or BrokenParent(disk, parent, missing)
+
+
+async def _missing_link(hv: HyperV, disk: str, parent: str,
+                        policy: jobs.WaitPolicy) -> BrokenParent | None:
+    """The deepest link of the chain of the differencing disk ``disk`` (whose ParentPath
+    is ``parent``) that does not open: following the ParentPath each parent's settings
+    report, the first parent that cannot be found (32779), with the disk that names it,
+    as Hyper-V's worker names the disk of a chain it could not open and the one
+    referencing it. A clone of a clone whose grandparent is gone is the parent standing
+    on the grandparent, not the clone on its parent (which is there). None when every
+    parent is found (or one cannot be read for another reason, or the chain loops or is
+    deeper than ``_MAX_CHAIN``). Read-only; 1 call (``read_settings``) per parent
+    reached."""
+    seen = {disk.lower()}
+    for _ in range(_MAX_CHAIN):
+        try:
+            settings = await read_settings(hv, parent, policy=policy)
+        except MethodFailed as error:
+            if error.return_value != ReturnCode.FILE_NOT_FOUND:
+                return None
+            return BrokenParent(disk, parent, True)
+        except AgentError:
             return None
-        missing = True
-    return BrokenParent(source, parent, missing)
+        seen.add(parent.lower())
+        if not settings.parent_path or settings.parent_path.lower() in seen:
+            return None
+        disk, parent = parent, settings.parent_path
+    return None
 
 
 def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
