@@ -158,6 +158,43 @@ async def test_pvlan_setup_delete_succeeds_when_the_vm_is_gone(running: Running)
     assert (key, answer["result"]) == (ANSWER, True), answer
 
 
+async def test_pvlan_setup_delete_leaves_the_ports_of_a_vm_still_here_as_they_are(
+    running: Running,
+) -> None:
+    """The MS sends op "delete" when a VM or the network's router stops (and after an
+    UnPlugNic), while Hyper-V may still hold the VM: its port keeps its private VLAN,
+    which goes with the VM, and the next start sets it again."""
+    vm = ("i-2-41-VM", "02:00:51:2c:00:41")
+    for name, mac in (vm, (DHCP_VM, DHCP_MAC)):
+        await _started(running, name, mac)
+    key, answer = await running.answer(SETUP, _setup("DHCP"))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    promiscuous = nics.PrivateVlan(PvlanMode.PROMISCUOUS, 100, (200,))
+    isolated = nics.PrivateVlan(PvlanMode.ISOLATED, 100, (200,))
+    for body in (_setup("DHCP", op="delete"), _setup("VM", op="delete", vmMac=vm[1])):
+        key, answer = await running.answer(SETUP, body)
+        assert (key, answer["result"]) == (ANSWER, True), answer
+    assert (await _port(running, DHCP_VM, DHCP_MAC)).private == promiscuous
+    assert (await _port(running, *vm)).private == isolated
+    assert traffic.reaches(running.emulator.host, vm, (DHCP_VM, DHCP_MAC))
+
+
+async def test_pvlan_setup_sent_after_a_start_puts_a_changed_port_back_on_its_vlan(
+    running: Running,
+) -> None:
+    """The setup the MS sends for each user VM once it starts re-asserts the port: one
+    whose private VLAN was taken off meanwhile (Set-VMNetworkAdapterVlan -Untagged) is
+    put back, so the VM does not stay on the untagged network the MS does not know of."""
+    vm = ("i-2-42-VM", "02:00:51:2c:00:42")
+    await _started(running, *vm)
+    await nics.set_vlan(hv(running.emulator), await _port(running, *vm), None)
+    assert (await _port(running, *vm)).private is None
+    key, answer = await running.answer(SETUP, _setup("VM", vmMac=vm[1]))
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert (await _port(running, *vm)).private == nics.PrivateVlan(
+        PvlanMode.ISOLATED, 100, (200,))
+
+
 async def test_plug_nic_and_modify_vm_nic_config_put_a_nic_on_its_private_vlan(
     running: Running,
 ) -> None:
