@@ -161,10 +161,13 @@ GUEST_S = 0.3  # the guest's time to act (real seconds: its timer runs on the ev
 
 
 async def _pending_request(make_config: Callable[..., EmulatorConfig], method: str,
-                           between: tuple[int, ...]) -> tuple[int, int]:
+                           between: tuple[int, ...],
+                           after_due: tuple[int, ...] = ()) -> tuple[int, int]:
     """The guest of a running VM asked by ``method`` takes ``GUEST_S``; meanwhile the VM
-    goes through the state changes ``between``, then runs 10 s (on the test's clock).
-    The VM's state and OnTimeInMilliseconds once the guest's time is past."""
+    goes through the state changes ``between``; when ``after_due`` is given, the guest's
+    time then passes (the VM stays as ``between`` left it) before the VM goes through
+    those. The VM then runs 10 s (on the test's clock). The VM's state and
+    OnTimeInMilliseconds once the guest's time is past."""
     clock = _Clock()
     cim = EmulatorCim.open(make_config(async_jobs=False, guest_shutdown_s=GUEST_S), clock)
     try:
@@ -175,6 +178,12 @@ async def _pending_request(make_config: Callable[..., EmulatorConfig], method: s
         assert asked.return_value == 0
         for step in between:
             await ok(cim, await request_state(cim, vm, step))
+        if after_due:
+            frozen = await state(cim, vm)
+            await asyncio.sleep(2 * GUEST_S)  # the request comes due meanwhile
+            assert await state(cim, vm) == frozen
+            for step in after_due:
+                await ok(cim, await request_state(cim, vm, step))
         assert await state(cim, vm) == RUNNING  # the guest has not acted yet
         clock.now += 10.0
         for _ in range(int(3 * GUEST_S / 0.05)):  # the guest's time, and some more
@@ -206,6 +215,62 @@ async def test_a_guest_restored_from_its_saved_state_goes_on_with_its_request(
     included: restored, the guest goes on and shuts down (the VM off), or restarts (its
     run begun again)."""
     assert await _pending_request(make_config, method, (SAVED, RUNNING)) == after
+
+
+@pytest.mark.parametrize(("frozen", "thawed"), [((PAUSED,), (RUNNING,)),
+                                                ((SAVED,), (RUNNING,)),
+                                                ((PAUSED, SAVED), (RUNNING,))],
+                         ids=["paused-resumed", "saved-restored", "paused-saved-restored"])
+@pytest.mark.parametrize(("method", "after"), [("InitiateShutdown", (OFF, 0)),
+                                               ("InitiateReboot", (RUNNING, 0))])
+async def test_a_guest_frozen_when_its_request_comes_due_carries_it_out_once_resumed(
+    make_config: Callable[..., EmulatorConfig], method: str, after: tuple[int, int],
+    frozen: tuple[int, ...], thawed: tuple[int, ...],
+) -> None:
+    """A paused or saved VM's guest is frozen in the middle of its shutdown or restart:
+    the request does not come due while it is frozen; resumed, or restored from the
+    saved state (the same boot), the guest goes on and shuts down, or restarts."""
+    assert await _pending_request(make_config, method, frozen, thawed) == after
+
+
+async def test_a_resumed_guest_needs_only_the_rest_of_its_time(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The guest had worked 0.9 s (on the emulator's clock) of the 1.5 s its shutdown
+    takes when its VM was paused: resumed, it is off after the 0.6 s left (real time:
+    its timer runs on the event loop), not after 1.5 s more."""
+    clock = _Clock()
+    cim = EmulatorCim.open(make_config(async_jobs=False, guest_shutdown_s=1.5), clock)
+    try:
+        vm = await define_vm(cim)
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        asked = await cim.invoke(await _shutdown_component(cim, vm), "InitiateShutdown",
+                                 {"Force": False, "Reason": "test"})
+        assert asked.return_value == 0
+        clock.now += 0.9
+        await ok(cim, await request_state(cim, vm, PAUSED))
+        clock.now += 60.0
+        await asyncio.sleep(1.6)  # past the time first asked of the guest: paused
+        assert await state(cim, vm) == PAUSED
+        await ok(cim, await request_state(cim, vm, RUNNING))
+        resumed = asyncio.get_running_loop().time()
+        while await state(cim, vm) == RUNNING and (
+                asyncio.get_running_loop().time() - resumed < 3.0):
+            await asyncio.sleep(0.05)
+        assert await state(cim, vm) == OFF
+        assert asyncio.get_running_loop().time() - resumed < 1.2
+    finally:
+        await cim.close()
+
+
+@pytest.mark.parametrize("method", ["InitiateShutdown", "InitiateReboot"])
+async def test_a_saved_state_discarded_takes_the_guests_request_with_it(
+    make_config: Callable[..., EmulatorConfig], method: str,
+) -> None:
+    """A saved VM turned off (its saved state discarded) and started again boots a
+    guest that knows nothing of the request the saved one was carrying out."""
+    assert await _pending_request(make_config, method, (SAVED,), (OFF, RUNNING)) == (
+        RUNNING, 10_000)
 
 
 async def test_guest_reboot_finds_no_component_when_vm_is_off(emulator: EmulatorCim) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
 from hyperv_agent.emulator import codes
@@ -520,28 +521,97 @@ def resume(vm: Record, now: float) -> None:
         vm.meta[PAUSED_S] = total
 
 
-#: Hidden state of a VM that ran: how many times its guest has booted (``new_run``). A
-#: live move carries it with the VM's other hidden state; a turn off keeps it, so each
-#: boot has a number of its own.
-GUEST_BOOT = "guest_boot"
+#: Hidden state of a running, paused or saved VM: the requests its guest accepted through
+#: its shutdown component (a shutdown or a restart, ``power._ask_guest``) and has not
+#: carried out yet, each [token, action, seconds of the guest's own time it still needs,
+#: the clock time it last resumed work on it, or None while the guest is frozen]. A live
+#: move carries them with the VM's other hidden state; a new boot drops them (``new_run``),
+#: as does a turn off (``drop_guest_requests``): the guest that accepted them is gone.
+GUEST_REQUESTS = "guest_requests"
+#: Hidden state of a VM whose guest was asked: the last token given to a request, so that
+#: a timer armed for a request that is gone, or was frozen and armed again, finds none.
+_GUEST_REQUEST_SEQ = "guest_request_seq"
 
 
 def new_run(vm: Record, now: float, *, boots: bool = True) -> None:
     """Note on the (staged) ``vm`` that a run begins at ``now`` (a start, a restore, a
-    reset or a guest's restart), with no time paused yet. Its guest boots (``boots``,
-    ``GUEST_BOOT``) unless the run is restored from a saved state, whose guest goes on
-    from where it was saved."""
+    reset or a guest's restart), with no time paused yet. Its guest boots (``boots``),
+    knowing nothing of its last boot's requests (``GUEST_REQUESTS``), unless the run is
+    restored from a saved state, whose guest goes on from where it was saved
+    (``thaw_guest``)."""
     vm.meta["started_at"] = now
     vm.meta.pop(PAUSED_S, None)
     vm.meta.pop(PAUSED_AT, None)
     if boots:
-        vm.meta[GUEST_BOOT] = guest_boot(vm) + 1
+        drop_guest_requests(vm)
 
 
-def guest_boot(vm: Record) -> int:
-    """The number of the boot the guest of ``vm`` runs in (``GUEST_BOOT``; 0: never)."""
-    boot = vm.meta.get(GUEST_BOOT)
-    return boot if isinstance(boot, int) else 0
+def ask_guest(vm: Record, action: str, delay_s: float, now: float) -> int:
+    """Note on the (staged), running ``vm`` that its guest accepted ``action``, which
+    takes it ``delay_s`` from ``now``; the token a timer for it is armed with."""
+    token = int(vm.meta.get(_GUEST_REQUEST_SEQ, 0)) + 1
+    vm.meta[_GUEST_REQUEST_SEQ] = token
+    vm.meta[GUEST_REQUESTS] = [*_guest_requests(vm), [token, action, delay_s, now]]
+    return token
+
+
+def guest_request_due(vm: Record, token: int) -> str | None:
+    """The action of the (staged) ``vm``'s request armed with ``token``, taken off its
+    requests: its guest carries it out now; None if no request is armed with it (it was
+    dropped, or frozen and armed again with another token)."""
+    requests = _guest_requests(vm)
+    for request in requests:
+        if request[0] == token and request[3] is not None:
+            requests.remove(request)
+            vm.meta[GUEST_REQUESTS] = requests
+            return str(request[1])
+    return None
+
+
+def freeze_guest(vm: Record, now: float) -> None:
+    """Note on the (staged) ``vm`` that its guest is frozen at ``now`` (the VM paused or
+    saved): each request it is carrying out keeps the time it still needs, and the timer
+    armed for it finds none when it fires (the guest does nothing while frozen). A
+    guest already frozen (a paused VM saved) stays as it was."""
+    requests = _guest_requests(vm)
+    for request in requests:
+        if request[3] is not None:
+            request[2] = max(0.0, float(request[2]) - max(0.0, now - float(request[3])))
+            request[0], request[3] = None, None
+    if requests:
+        vm.meta[GUEST_REQUESTS] = requests
+
+
+def thaw_guest(vm: Record, now: float) -> list[tuple[int, float]]:
+    """Note on the (staged) ``vm`` that its frozen guest runs again from ``now`` (the VM
+    resumed, or restored from its saved state): each request goes on, with the time it
+    still needed when frozen counted from ``now``. Microsoft does not say when a guest
+    frozen in the middle of a shutdown carries it out once it runs again; needing the
+    rest of its own time, as a guest that was never frozen would have, is the emulator's
+    choice. The (token, seconds) of the timers to arm."""
+    requests = _guest_requests(vm)
+    armed: list[tuple[int, float]] = []
+    token = int(vm.meta.get(_GUEST_REQUEST_SEQ, 0))
+    for request in requests:
+        if request[3] is None:
+            token += 1
+            request[0], request[3] = token, now
+            armed.append((token, float(request[2])))
+    if armed:
+        vm.meta[_GUEST_REQUEST_SEQ] = token
+        vm.meta[GUEST_REQUESTS] = requests
+    return armed
+
+
+def drop_guest_requests(vm: Record) -> None:
+    """Note on the (staged) ``vm`` that its guest is gone (turned off, or booted
+    afresh): the requests it accepted go with it."""
+    vm.meta.pop(GUEST_REQUESTS, None)
+
+
+def _guest_requests(vm: Record) -> list[list[Any]]:
+    requests = vm.meta.get(GUEST_REQUESTS)
+    return [list(request) for request in requests] if isinstance(requests, list) else []
 
 
 def end_run(vm: Record) -> None:

@@ -21,7 +21,9 @@ ready) shuts down, or restarts, after ``guest_shutdown_s``, wherever its VM is b
 (``_where_now``: a live move begun meanwhile may have carried it to another host; one
 still under way fails as it ends, its VM stopped on the source, ``migration._Carried``),
 if its guest has not booted again meanwhile (``_guest_acts``: a turn off then a start, or
-a reset, drops the request with the guest that accepted it); a VM whose guest shut down
+a reset, drops the request with the guest that accepted it); the guest of a paused or
+saved VM is frozen, its request with it, and goes on once the VM is resumed or restored,
+needing the rest of its time (``_guest_thawed``); a VM whose guest shut down
 then shows Stopping for the job time, as a turn off does (``_guest_shut_down``, the
 emulator's choice); a guest that ignores shutdown requests (``Faults.ignore_shutdown``)
 ignores both. A guest without integration services
@@ -194,6 +196,9 @@ def power_off(host: EmulatedHost, txn: Transaction, vm: Record, state: int = E.D
     vm.meta.pop(model.NO_GUEST_SERVICES, None)
     if state == E.DISABLED:  # a saved VM keeps the processor features of its saved state
         vm.meta.pop(processors.PROCESSOR, None)
+        model.drop_guest_requests(vm)
+    else:  # and its guest, frozen with the requests it was carrying out
+        model.freeze_guest(vm, host.clock())
     guid = str(vm["Name"])
     for record in [*model.runtime_records(txn, guid), *model.guest_network_records(txn, guid)]:
         txn.delete(record.path)
@@ -209,16 +214,19 @@ def _save(call: Call, vm: Record) -> None:
 
 def _restore(call: Call, vm: Record) -> None:
     _start(call, vm, boots=False)
+    _guest_thawed(call.host, vm)
 
 
 def _pause(call: Call, vm: Record) -> None:
     vm["EnabledState"] = E.QUIESCE
     model.pause(vm, call.host.clock())
+    model.freeze_guest(vm, call.host.clock())
 
 
 def _resume(call: Call, vm: Record) -> None:
     vm["EnabledState"] = E.ENABLED
     model.resume(vm, call.host.clock())
+    _guest_thawed(call.host, vm)
 
 
 def _reset(call: Call, vm: Record) -> None:
@@ -261,7 +269,7 @@ def initiate_shutdown(call: Call) -> Mapping[str, OutValue]:
     moving = None if vm is None else model.being_migrated(call.host, call.txn, vm)
     if moving is not None:
         raise MethodError(codes.CHANGE_WHILE_MIGRATING, moving, immediate=True)
-    return _ask_guest(call, _guest_shut_down)
+    return _ask_guest(call, "shutdown")
 
 
 def _guest_shut_down(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
@@ -277,7 +285,7 @@ def _guest_shut_down(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
 @handles("Msvm_ShutdownComponent", "InitiateReboot")
 def initiate_reboot(call: Call) -> Mapping[str, OutValue]:
     """Asks the guest to restart; a cooperative guest restarts after ``guest_shutdown_s``."""
-    return _ask_guest(call, _guest_restarted)
+    return _ask_guest(call, "restart")
 
 
 def _guest_restarted(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
@@ -285,9 +293,12 @@ def _guest_restarted(host: EmulatedHost, txn: Transaction, vm: Record) -> None:
 
 
 GuestAction = Callable[[EmulatedHost, Transaction, Record], None]
+#: The guest's actions by the names its requests keep (``model.GUEST_REQUESTS``).
+_GUEST_ACTIONS: dict[str, GuestAction] = {"shutdown": _guest_shut_down,
+                                          "restart": _guest_restarted}
 
 
-def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
+def _ask_guest(call: Call, action: str) -> Mapping[str, OutValue]:
     component = call.target
     assert component is not None
     guid = str(component["SystemName"])
@@ -299,34 +310,51 @@ def _ask_guest(call: Call, action: GuestAction) -> Mapping[str, OutValue]:
                           immediate=True)
     if call.host.faults.ignores_shutdown(guid, str(vm["ElementName"])):
         return {}
+    staged = call.txn.edit(vm.path)
+    assert staged is not None
     delay = call.host.config.guest_shutdown_s
     if delay <= 0:
-        staged = call.txn.edit(vm.path)
-        assert staged is not None
-        action(call.host, call.txn, staged)
+        _GUEST_ACTIONS[action](call.host, call.txn, staged)
     else:
-        boot = model.guest_boot(vm)
-        call.host.later(delay, lambda: _guest_acts(call.host, vm.path, boot, action))
+        token = model.ask_guest(staged, action, delay, call.host.clock())
+        _arm(call.host, vm.path, token, delay)
     return {}
 
 
-def _guest_acts(host: EmulatedHost, path: ObjectPath, boot: int, action: GuestAction) -> None:
-    """The guest asked through ``host`` in its boot ``boot`` acts on its VM where the VM
-    is now (``_where_now``), if it still runs there in that boot. The request lives in
-    the guest that accepted it: a VM turned off and started again, or reset, meanwhile
-    runs a guest booted afresh that knows nothing of it, and is left running; a live
-    move carries the guest, its boot and the request with it, and a restore from a saved
-    state resumes the guest saved, which goes on with what it was doing. Microsoft does
-    not say what becomes of a request whose guest no longer runs; dropping it with its
-    boot is the emulator's choice (``model.GUEST_BOOT``)."""
+def _guest_thawed(host: EmulatedHost, vm: Record) -> None:
+    """The (staged) ``vm``'s guest, frozen while it was paused or saved, runs again: the
+    requests it was carrying out go on (``model.thaw_guest``), each timed afresh; the
+    timers armed before it froze find nothing when they fire, and a VM that stays saved
+    keeps none."""
+    for token, left_s in model.thaw_guest(vm, host.clock()):
+        _arm(host, vm.path, token, left_s)
+
+
+def _arm(host: EmulatedHost, path: ObjectPath, token: int, delay_s: float) -> None:
+    host.later(delay_s, lambda: _guest_acts(host, path, token))
+
+
+def _guest_acts(host: EmulatedHost, path: ObjectPath, token: int) -> None:
+    """The guest asked through ``host`` carries out the request armed with ``token`` on
+    its VM where the VM is now (``_where_now``), if that VM still runs there with the
+    request armed (``model.GUEST_REQUESTS``). The request lives in the guest that
+    accepted it: a VM turned off and started again, or reset, meanwhile runs a guest
+    booted afresh that knows nothing of it, and is left running; a live move carries
+    the guest and the request with it; a paused or saved VM's guest is frozen in the
+    middle of it, and goes on with it once resumed, or restored from the saved state
+    (``_guest_thawed``). Microsoft does not say what becomes of a request whose guest no
+    longer runs; dropping it with the guest is the emulator's choice."""
     jobs.begin_due(host)  # a move due by now has been made: the VM is where it went
     where = _where_now(host, path)
     if where is None:
         return
     txn = where.store.transaction()
     vm = txn.edit(path)
-    if vm is not None and vm["EnabledState"] == E.ENABLED and model.guest_boot(vm) == boot:
-        action(where, txn, vm)
+    if vm is None or vm["EnabledState"] != E.ENABLED:
+        return
+    action = model.guest_request_due(vm, token)
+    if action is not None:
+        _GUEST_ACTIONS[action](where, txn, vm)
         txn.commit()
 
 
