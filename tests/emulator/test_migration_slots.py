@@ -15,6 +15,7 @@ import pytest
 from hyperv_agent.cim.api import MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel, MigrationSettings
+from hyperv_agent.errors import CimNotFound
 from tests.emulator.kit import (
     Clock,
     add,
@@ -693,3 +694,90 @@ async def test_a_guest_shutdown_pending_as_the_move_ends_dies_with_a_new_boot_th
     assert await _where(hosts, vm) == (DESTINATION, ENABLED)
     await asyncio.sleep(1.0)
     assert await _where(hosts, vm) == (DESTINATION, ENABLED)
+
+
+# --- a lost job's retention (Faults.lose_next_job) ----------------------------------------
+
+MIGRATE = "MigrateVirtualSystemToHost"
+
+
+async def _gone(cim: EmulatorCim, result: MethodResult) -> bool:
+    """Whether the job of ``result`` answers not found."""
+    job = result.path("Job")
+    assert job is not None
+    try:
+        await cim.get(job)
+    except CimNotFound:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_lost_move_moved_up_the_queue_goes_the_moment_it_ends(hosts: Hosts) -> None:
+    """A move the host loses, its work done, queued behind one the agent stops: it
+    begins sooner, and still goes as it ends, unread."""
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    results = [await migrate(source, vm, DESTINATION, LIVE) for vm in vms[:2]]
+    source.faults.lose_next_job(MIGRATE, done=True)
+    results.append(await migrate(source, vms[2], DESTINATION, LIVE))
+    assert [state for state, _ in await _states(source, results)] == [RUNNING, NEW, NEW]
+    queued_job = results[1].path("Job")
+    assert queued_job is not None
+    stopped = await source.invoke(queued_job, "RequestStateChange", {"RequestedState": 4})
+    assert stopped.return_value == 0
+    clock.now += 2 * JOB_S + 0.1  # the lost move began as the first ended, and ended
+    assert await _where(hosts, vms[2]) == (DESTINATION, ENABLED)
+    assert await _gone(source, results[2])
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_lost_move_stopped_goes_the_moment_it_is_stopped(hosts: Hosts) -> None:
+    source, _, clock = hosts
+    vms = await _vms(source, 2)
+    first = await migrate(source, vms[0], DESTINATION, LIVE)
+    source.faults.lose_next_job(MIGRATE, done=True)
+    lost = await migrate(source, vms[1], DESTINATION, LIVE)
+    assert [state for state, _ in await _states(source, [first, lost])] == [RUNNING, NEW]
+    lost_job = lost.path("Job")
+    assert lost_job is not None
+    stopped = await source.invoke(lost_job, "RequestStateChange", {"RequestedState": 4})
+    assert stopped.return_value == 0
+    clock.now += 0.1
+    assert await _gone(source, lost)
+    assert await _where(hosts, vms[1]) == (SOURCE, ENABLED)
+
+
+async def test_a_lost_move_that_fails_as_it_begins_goes_the_moment_it_fails(
+        hosts: Hosts) -> None:
+    source, _, clock = hosts
+    vms = await _vms(source, 3)
+    targets = [f"S:\\vms\\elsewhere{index}.vhdx" for index in range(3)]
+    results = []
+    for index, (vm, target) in enumerate(zip(vms, targets, strict=True)):
+        if index == 2:
+            source.faults.lose_next_job(MIGRATE, done=True)
+        results.append(await migrate(source, vm, None, STORAGE,
+                                     [await moved_disk(source, vm, target)]))
+    assert [state for state, _ in await _states(source, results[:2])] == [RUNNING, RUNNING]
+    source.host.paths.local("S:\\vms\\root2.vhdx").unlink()  # the check as it begins fails
+    clock.now += JOB_S + 0.1
+    assert await _gone(source, results[2])
+
+
+@pytest.mark.parametrize("hosts", [1], indirect=True)
+async def test_a_lost_move_whose_host_stopped_goes_once_failed_as_the_host_opens(
+        hosts: Hosts, tmp_path: Path) -> None:
+    source, _, clock = hosts
+    vms = await _vms(source, 2)
+    await migrate(source, vms[0], DESTINATION, LIVE)
+    source.faults.lose_next_job(MIGRATE, done=True)
+    lost = await migrate(source, vms[1], DESTINATION, LIVE)
+    await source.close()
+    clock.now += 1.0
+    reopened = EmulatorCim.open(_config(tmp_path, SOURCE, "10.0.9.1", 1), clock)
+    try:
+        clock.now += 0.1
+        assert await _gone(reopened, lost)
+    finally:
+        await reopened.close()

@@ -148,16 +148,32 @@ def new_job(
         "limit": None if queue is None else queue.slots.limit,
         "deferred": queue is not None and queue.work is not None,
         LATER_WORK: queue is not None and (queue.work is not None or queue.finish is not None),
-        "end": end,
-        "remove_at": None if end is None else end + retention,
+        RETENTION: retention,
         "error": list(error) if error else None,
         "affected": str(affected) if affected is not None else None,
         "writes": None if writes is None else HostPaths.identity(writes),
     }
+    _ends(host, record, end)
     txn.put(record)
     path = record.path
     _book(host).note(path.normalized, record)
     return path
+
+
+#: ``Record.meta`` key of a job: how long it stays after it ends (seconds; its
+#: TimeBeforeRemoval), the host's ``job_retention_s`` unless ``new_job`` was given another.
+RETENTION = "retention"
+
+
+def _ends(host: EmulatedHost, job: Record, end: float | None, **changes: object) -> None:
+    """Note on the (staged) ``job`` that it ends at ``end`` (None: never) and goes its
+    own retention after (``RETENTION``; a job stored without one, the host's), with the
+    other ``changes`` to its hidden state: the one place a job's removal time is set,
+    as it starts, is moved up the queue, stopped, fails, or is abandoned, so that a job
+    made to go at once (``Faults.lose_next_job``) still does."""
+    kept = job.meta.get(RETENTION)
+    retention = host.config.job_retention_s if kept is None else float(kept)
+    job.meta.update(changes, end=end, remove_at=None if end is None else end + retention)
 
 
 def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
@@ -242,7 +258,7 @@ def _begin(host: EmulatedHost, key: str, queued: Queued) -> None:
     staged = txn.edit(queued.job)
     if staged is None:
         return
-    staged.meta.update(end=due, error=list(error), remove_at=due + host.config.job_retention_s)
+    _ends(host, staged, due, error=list(error))
     staged.meta.pop(LATER_WORK, None)
     _book(host).note(queued.job.normalized, staged)
     moved = _move_up(host, txn, staged)
@@ -317,8 +333,7 @@ def stop(host: EmulatedHost, txn: Transaction, job: Record, state: JobState) -> 
     happens, and the jobs queued behind it for its slots begin sooner (``_move_up``)."""
     now = host.clock()
     begin = min(float(job.meta.get("begin", now)), now)  # a queued job ends unbegun
-    job.meta.update(begin=begin, end=now, remove_at=now + host.config.job_retention_s,
-                    error=list(JOB_CANCELLED_ERROR), stopped=int(state))
+    _ends(host, job, now, begin=begin, error=list(JOB_CANCELLED_ERROR), stopped=int(state))
     job.meta.pop(LATER_WORK, None)
     job["Cancellable"] = False
     _book(host).note(job.path.normalized, job)
@@ -348,8 +363,7 @@ def _move_up(host: EmulatedHost, txn: Transaction, ended: Record) -> list[Record
             staged = txn.edit(job.path)
             assert staged is not None
             end = begin + end - float(job.meta["begin"])
-            staged.meta.update(begin=begin, end=end,
-                               remove_at=end + host.config.job_retention_s)
+            _ends(host, staged, end, begin=begin)
             _book(host).note(staged.path.normalized, staged)
             moved.append(staged)
         ends.append(end)
@@ -446,9 +460,8 @@ def _abandoned(host: EmulatedHost, stored: list[tuple[str, Record]]
         description = (f"{staged['ElementName']} did not complete: the host stopped before "
                        "the job's work was done, and none of it was made.")
         log.warning("a %s job ends failed: %s", staged["ElementName"], description)
-        staged.meta.update(begin=min(float(staged.meta.get("begin", end)), end), end=end,
-                           remove_at=end + host.config.job_retention_s,
-                           error=[int(ABANDONED_ERROR), description])
+        _ends(host, staged, end, begin=min(float(staged.meta.get("begin", end)), end),
+              error=[int(ABANDONED_ERROR), description])
         staged.meta.pop(LATER_WORK, None)
         ended.append((key, staged))
     txn.commit()
