@@ -3,8 +3,11 @@ runs them: the same output as on the emulator, and one-line errors without passw
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import ssl
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,6 +58,7 @@ def face(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, s
         auth = ["--wsman-auth", "basic", "--wsman-no-verify"] if tls else [
             "--wsman-auth", "ntlm"]
         yield {"url": started["url"], "state": str(state), "host": started["host"],
+               "certificate_sha256": started["certificate_sha256"] or "",
                "args": json.dumps(["--backend", "wsman", "--wsman-url", started["url"],
                                    "--wsman-user", USER, "--wsman-password", PASSWORD, *auth])}
     finally:
@@ -96,6 +100,32 @@ def test_invoke_prints_out_parameters_as_on_the_emulator(face: dict[str, str],
                   str(tmp_path / "other"), *args[2:])
     assert json.loads(over.stdout) == json.loads(direct.stdout) == {
         "ReturnValue": 0, "SummaryInformation": []}
+
+
+def test_the_face_keeps_its_account_as_an_nt_hash_its_owner_alone_reads(
+        face: dict[str, str]) -> None:
+    # The NTLM acceptor's account file, in the state directory: a lab's password is often
+    # reused, so the file holds what NTLM needs (the NT hash), never the password itself.
+    from spnego._ntlm_raw.crypto import ntowfv1
+
+    accounts = Path(face["state"]) / "winrm" / "ntlm-accounts"
+    text = accounts.read_text()
+    assert PASSWORD not in text
+    assert f"{USER}:0:{'0' * 32}:{ntowfv1(PASSWORD).hex().upper()}:" in text
+    assert f"{face['host']}\\{USER}:" in text  # as HOST\user too
+    assert stat.S_IMODE(accounts.stat().st_mode) == 0o600
+
+
+def test_the_face_prints_the_sha256_of_the_certificate_it_serves(face: dict[str, str]) -> None:
+    # An operator pins the face's self-signed certificate by the fingerprint it printed.
+    if not face["url"].startswith("https"):
+        assert face["certificate_sha256"] == ""
+        return
+    host, port = face["url"].split("//")[1].split("/")[0].rsplit(":", 1)
+    served = ssl.get_server_certificate((host, int(port)))
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(served)).hexdigest().upper()
+    assert face["certificate_sha256"] == ":".join(
+        digest[index:index + 2] for index in range(0, len(digest), 2))
 
 
 def test_wrong_password_exits_with_one_line_naming_the_host(face: dict[str, str]) -> None:
