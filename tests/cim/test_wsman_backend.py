@@ -467,6 +467,23 @@ async def test_an_enumeration_that_does_not_end_is_refused_and_its_context_relea
         assert served.service.enumerations.open_count == 0
 
 
+async def test_an_enumeration_past_its_instance_bound_is_refused_and_its_context_released(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However few Pulls it took, an enumeration that has brought MAX_ENUMERATED instances
+    without ending is refused (a host answering without end would otherwise fill the
+    agent's memory), and the host's context released (a small envelope spreads the VMs'
+    settings over several pulls; the bound is lowered to 5)."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    monkeypatch.setattr(backend, "MAX_ENUMERATED", 5)
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, max_envelope_bytes=8192)
+        with pytest.raises(CimError, match=r"did not end after \d+ pulls and \d+ instances"):
+            await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        await cim.close()
+        assert served.service.enumerations.open_count == 0
+
+
 async def test_an_answer_cut_off_midway_says_so_naming_the_host(tmp_path: Path) -> None:
     async def cut(request: web.Request) -> web.StreamResponse:
         await request.read()
