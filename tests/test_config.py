@@ -66,6 +66,35 @@ def test_relative_paths_in_a_file_are_taken_from_its_folder_wherever_the_command
     assert load_config(path).agent.state_dir == Path("there")
 
 
+def test_the_environment_overrides_the_file_and_flags_override_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A unit's Environment= line beats the packaged file; a flag typed by hand beats both.
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nstate_dir = "/srv/file"\nbackend = "wsman"\n'
+                    'listen = "10.0.0.1:8250"\nadmin_listen = "10.0.0.1:9250"\n'
+                    'private_ip = "10.0.0.1"\n')
+    for name in ("STATE_DIR", "BACKEND", "LISTEN", "ADMIN_LISTEN"):
+        monkeypatch.delenv(f"HYPERV_AGENT_{name}", raising=False)
+    config = load_config(path)
+    assert (config.agent.state_dir, config.agent.backend, config.agent.listen,
+            config.agent.admin_listen) == (Path("/srv/file"), "wsman", "10.0.0.1:8250",
+                                           "10.0.0.1:9250")
+    monkeypatch.setenv("HYPERV_AGENT_STATE_DIR", "/srv/env")
+    monkeypatch.setenv("HYPERV_AGENT_BACKEND", "emulator")
+    monkeypatch.setenv("HYPERV_AGENT_LISTEN", "10.0.0.2:8250")
+    monkeypatch.setenv("HYPERV_AGENT_ADMIN_LISTEN", "10.0.0.2:9250")
+    config = load_config(path)
+    assert (config.agent.state_dir, config.agent.backend, config.agent.listen,
+            config.agent.admin_listen) == (Path("/srv/env"), "emulator", "10.0.0.2:8250",
+                                           "10.0.0.2:9250")
+    config = load_config(path, state_dir=Path("/srv/flag"), backend="wsman",
+                         listen="10.0.0.3:8250", admin_listen="10.0.0.3:9250",
+                         private_ip="10.0.0.3")
+    assert (config.agent.state_dir, config.agent.backend, config.agent.listen,
+            config.agent.admin_listen, config.agent.private_ip) == (
+        Path("/srv/flag"), "wsman", "10.0.0.3:8250", "10.0.0.3:9250", "10.0.0.3")
+
+
 # --- password files ------------------------------------------------------------------------
 
 #: One password as Windows and Linux tools save it: LF, CRLF, Notepad's UTF-8 with a BOM,
