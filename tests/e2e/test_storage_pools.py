@@ -289,6 +289,9 @@ async def test_a_clock_far_off_the_file_servers_is_logged_once_and_again_when_it
     await pools.agent.host.write_heartbeats()
     await pools.agent.host.write_heartbeats()
     assert len(said()) == 2 and "ahead of the file server's" in said()[1][1], said()
+    pools.agent.host.heartbeats.clock = lambda: time.time() + 20  # under the bound, not yet
+    await pools.agent.host.write_heartbeats()  # back within half of it: no line
+    assert len(said()) == 2, said()
     pools.agent.host.heartbeats.clock = time.time
     await pools.agent.host.write_heartbeats()
     await pools.agent.host.write_heartbeats()
