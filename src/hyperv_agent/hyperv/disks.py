@@ -10,7 +10,7 @@ trips once a session is warm (job polls not counted, W = job waits):
 ``create_blank``         1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
 ``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk); only a refusal for a
-                         file that cannot be found pays more, to say which (``_unmerged``):
+                         file that cannot be found pays more, to say which (``_unopened``):
                          1 call for the source (on "file not found") + 1 for each parent
                          reached (``_missing_link``)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import ntpath
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
@@ -215,7 +216,7 @@ async def merged_copy(
     or the caller was cancelled) is stopped first, waited on for up to ``grace``
     (``jobs.wait_or_stop``), so the caller can remove ``path``. ``parent``: the
     ParentPath of ``source`` when the caller has read its settings (``read_settings``). A
-    refusal for a file that cannot be found (``_unmerged``) says which: ``source`` itself
+    refusal for a file that cannot be found (``_unopened``) says which: ``source`` itself
     (``MissingDisk``), or the deepest link of its chain that does not open, the disk
     standing on a missing parent (``BrokenParent``); the reads that tell are made only
     then. 1 call + 1 W when warm.
@@ -224,14 +225,9 @@ async def merged_copy(
     if disk_format(source) is not fmt:
         raise InvalidRequest(f"{path} and {source} must both be {fmt.name}")
     settings = await _new_disk_settings(hv, path, DiskType.FIXED if fixed else DiskType.DYNAMIC)
-    try:
+    async with _naming_what_does_not_open(hv, source, parent, policy):
         await _call(hv, "ConvertVirtualHardDisk",
                     {"SourcePath": source, "VirtualDiskSettingData": settings}, policy, grace)
-    except (MethodFailed, JobFailed) as error:
-        broken = await _unmerged(hv, error, source, parent, policy)
-        if broken is None:
-            raise
-        raise HyperVError(f"{error}; {broken}") from error
 
 
 # --- reading and growing ------------------------------------------------------------------
@@ -332,41 +328,59 @@ def _parent_missing(failure: str) -> bool | None:
     return None
 
 
-async def _unmerged(hv: HyperV, error: MethodFailed | JobFailed, source: str,
+@asynccontextmanager
+async def _naming_what_does_not_open(hv: HyperV, disk: str, parent: str | None,
+                                     policy: jobs.WaitPolicy) -> AsyncIterator[None]:
+    """Around a call that changes the disk ``disk`` (whose ParentPath the caller read as
+    ``parent``, None when it did not), which Hyper-V makes only once the disk opens with
+    its chain of parents (ConvertVirtualHardDisk, ResizeVirtualHardDisk): a refusal for a
+    file that does not open (``_unopened``) is raised as a HyperVError adding which, any
+    other as Hyper-V worded it. No round trip unless such a refusal comes."""
+    try:
+        yield
+    except (MethodFailed, JobFailed) as error:
+        broken = await _unopened(hv, error, disk, parent, policy)
+        if broken is None:
+            raise
+        raise HyperVError(f"{error}; {broken}") from error
+
+
+async def _unopened(hv: HyperV, error: MethodFailed | JobFailed, disk: str,
                     parent: str | None, policy: jobs.WaitPolicy
                     ) -> BrokenParent | MissingDisk | None:
-    """The file whose absence made Hyper-V refuse to merge the disk ``source`` (whose
-    ParentPath the caller read as ``parent``), when the refusal is for one:
+    """The file whose absence made Hyper-V refuse to open the disk ``disk`` with its chain
+    (to merge or grow it; the caller read its ParentPath as ``parent``), when the refusal
+    is for one:
 
     - "file not found" (32779, returned or a job's error code; the emulator refuses a
-      missing source or parent so, Microsoft lists the code without saying for what)
-      names no file: ``source``'s settings are read to tell. ``source`` gone itself (a
+      missing disk or parent so, Microsoft lists the code without saying for what)
+      names no file: ``disk``'s settings are read to tell. ``disk`` gone itself (a
       volume removed meanwhile) is a ``MissingDisk``; else the deepest link of its
-      chain that does not open (``_missing_link``). A source with no parent, or a chain
-      whose every parent is found, was refused for another file (the destination's
+      chain that does not open (``_missing_link``). A disk with no parent, or a chain
+      whose every parent is found, was refused for another file (a merge's destination
       folder): None, and the refusal keeps its own words.
     - a failed job quoting Windows' words for a broken chain (``_parent_missing``, as a
-      start's does): the source opened, its chain did not, which ``_deepest_break``
+      start's does): the disk opened, its chain did not, which ``_deepest_break``
       follows from ``parent``. None without ``parent``.
 
     None for any other failure, which keeps its own words. Read-only, and paid only by
-    a refusal: 1 call for the source (on "file not found"), + 1 per parent reached."""
+    a refusal: 1 call for the disk (on "file not found"), + 1 per parent reached."""
     missing = _parent_missing(str(error))
     if missing is not None:
-        return None if parent is None else await _deepest_break(hv, source, parent, missing,
+        return None if parent is None else await _deepest_break(hv, disk, parent, missing,
                                                                 policy)
     code = error.return_value if isinstance(error, MethodFailed) else error.error_code
     if code != ReturnCode.FILE_NOT_FOUND:
         return None
     try:
-        settings = await read_settings(hv, source, policy=policy)
+        settings = await read_settings(hv, disk, policy=policy)
     except MethodFailed as unread:
-        return MissingDisk(source) if unread.return_value == ReturnCode.FILE_NOT_FOUND else None
+        return MissingDisk(disk) if unread.return_value == ReturnCode.FILE_NOT_FOUND else None
     except AgentError:
         return None
     if not settings.parent_path:
         return None
-    return await _missing_link(hv, source, settings.parent_path, policy)
+    return await _missing_link(hv, disk, settings.parent_path, policy)
 
 
 async def _deepest_break(hv: HyperV, disk: str, parent: str, missing: bool,
