@@ -432,6 +432,43 @@ async def test_resize_fails_and_leaves_file_unchanged_when_new_size_is_more_than
     assert vhd.read_info(pool / name).virtual_size_bytes == GIB
 
 
+@pytest.mark.parametrize(("change", "refusal", "why", "reads"), [
+    ("removed", "ResizeVirtualHardDisk failed with return code 32779 (file not found)",
+     "which cannot be found", 3),
+    ("replaced", "ResizeVirtualHardDisk job ended in state 10 with error code 32773: ",
+     "which is not the disk it was made from (replaced or written since)", 1),
+])
+async def test_resize_of_a_linked_clone_whose_template_is_gone_or_changed_names_the_template(
+    agent: Running, change: str, refusal: str, why: str, reads: int,
+) -> None:
+    """Hyper-V opens a linked clone with its template to grow it: with the template
+    deleted, or replaced by another disk of its name, behind CloudStack's back, the
+    ResizeVolume fails, and Hyper-V's words ("file not found", or Windows' corrupted
+    chain error) name no file. The answer names the volume and the template file it
+    stands on, and why: a missing one from reads of the volume and its template made only
+    on the refusal, a changed one from the settings the resize reads anyway. The volume
+    keeps its size."""
+    pool = _pool(agent)
+    _disk(pool, "tmpl-1.vhdx")
+    clone = pool / f"{VOLUME_UUID}.vhdx"
+    await disks.create_differencing(hv(agent.emulator), f"C:\\pool\\{clone.name}",
+                                    "C:\\pool\\tmpl-1.vhdx")
+    (pool / "tmpl-1.vhdx").unlink()
+    if change == "replaced":  # a template of the same name made anew
+        _disk(pool, "tmpl-1.vhdx")
+    spent = agent.emulator.round_trips()
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+    details = answer["details"]
+    assert refusal in details, details
+    assert details.endswith(f"; the disk C:\\pool\\{clone.name} stands on the parent "
+                            f"C:\\pool\\tmpl-1.vhdx, {why}"), details
+    spent = agent.emulator.round_trips() - spent
+    assert (spent["invoke:ResizeVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
+    assert vhd.read_info(clone).virtual_size_bytes == GIB
+
+
 async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Running) -> None:
     _pool(agent)
     for path, expected in (("absent", "does not exist"), ("..\\x", "climbs out")):

@@ -191,6 +191,77 @@ async def test_merged_copy_refused_for_a_missing_file_names_the_file_that_is_mis
     assert not (tmp_path / "C" / "pool" / "merged.vhdx").exists()
 
 
+@pytest.mark.parametrize(("gone", "suffix", "reads"), [
+    ("top", "the disk C:\\pool\\top.vhdx cannot be found", 1),
+    ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
+     "which cannot be found", 2),
+    ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
+     "which cannot be found", 3),
+])
+async def test_resize_refused_for_a_missing_file_names_the_file_that_is_missing(
+    emulator: EmulatorCim, tmp_path: Path, gone: str, suffix: str, reads: int,
+) -> None:
+    """Hyper-V opens a differencing disk with its chain to grow it: a linked clone whose
+    template (or the template's own parent) was deleted does not grow, and its "file not
+    found" names no file. The refusal names the file that is missing, and the disk
+    standing on it, as a merge's does, from reads made only now; the disk is unchanged."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    pool = tmp_path / "C" / "pool"
+    (pool / f"{gone}.vhdx").unlink()
+    before = emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB,
+                           parent="C:\\pool\\mid.vhdx")
+    spent = emulator.round_trips() - before
+    text = str(raised.value)
+    assert text.startswith("ResizeVirtualHardDisk failed with return code 32779"), text
+    assert text.endswith(f"; {suffix}"), text
+    assert (spent["invoke:ResizeVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
+    if gone != "top":
+        assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
+
+
+@pytest.mark.parametrize(("parent", "fault", "named"), [
+    ("C:\\pool\\mid.vhdx", None, True),  # Windows' words, the ParentPath read before
+    (None, None, False),  # the parent not read: the refusal as Hyper-V worded it
+    ("C:\\pool\\mid.vhdx", "code", False),  # "file not found", every file there
+    ("C:\\pool\\mid.vhdx", "other", False),  # another failure keeps its own words
+])
+async def test_resize_refused_for_a_replaced_parent_names_the_disk_and_its_parent(
+    emulator: EmulatorCim, tmp_path: Path, parent: str | None, fault: str | None,
+    named: bool,
+) -> None:
+    """A linked clone whose template was replaced by another disk of its name does not
+    grow: Hyper-V's job fails with Windows' words for a corrupted chain, which name no
+    file. The refusal names the clone and the parent it was given, with no call more; a
+    "file not found" for a clone whose chain is all there (read to tell), or any other
+    refusal, keeps Hyper-V's words."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    pool = tmp_path / "C" / "pool"
+    if fault is None:  # a template of the same name made anew
+        (pool / "mid.vhdx").unlink()
+        vhd.create(pool / "mid.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, GIB)
+    elif fault == "code":
+        emulator.faults.fail_next_call("ResizeVirtualHardDisk", 32779)
+    elif fault == "other":
+        emulator.faults.fail_next_call("ResizeVirtualHardDisk", 32768)
+    before = emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB, parent=parent)
+    spent = emulator.round_trips() - before
+    assert spent["invoke:ResizeVirtualHardDisk"] == 1, spent
+    # on "file not found": top, mid and base read, each found
+    assert spent["invoke:GetVirtualHardDiskSettingData"] == (3 if fault == "code" else 0), spent
+    text = str(raised.value)
+    assert text.startswith("ResizeVirtualHardDisk "), text
+    suffix = ("; the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
+              "which is not the disk it was made from (replaced or written since)")
+    assert text.endswith(suffix) is named, text
+    assert isinstance(raised.value, (MethodFailed, JobFailed)) is not named
+    assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
+
+
 @pytest.mark.parametrize(("gone", "child"), [("mid", "top"), ("base", "mid")])
 async def test_broken_parent_names_the_deepest_link_that_does_not_open(
     emulator: EmulatorCim, tmp_path: Path, gone: str, child: str,
@@ -218,18 +289,26 @@ async def test_read_settings_costs_one_call_and_raises_when_file_missing(
         await disks.read_settings(hv(emulator), "C:\\pool\\absent.vhdx")
 
 
+@pytest.mark.parametrize(("name", "parent"), [
+    ("warm.vhdx", None), ("clone.vhdx", "C:\\pool\\warm.vhdx"), ("clone.vhdx", None),
+])
 async def test_resize_grows_in_one_call_and_one_wait_and_refuses_shrink(
-    emulator: EmulatorCim, tmp_path: Path
+    emulator: EmulatorCim, tmp_path: Path, name: str, parent: str | None,
 ) -> None:
+    """A disk grows in one call and one wait, a linked clone too: what a refusal reads to
+    name a file that does not open is read only on that refusal."""
     await _warm(emulator, tmp_path)
+    if name == "clone.vhdx":
+        await disks.create_differencing(hv(emulator), "C:\\pool\\clone.vhdx",
+                                        "C:\\pool\\warm.vhdx")
     before = emulator.round_trips()
-    await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", 2 * GIB)
+    await disks.resize(hv(emulator), f"C:\\pool\\{name}", 2 * GIB, parent=parent)
     spent = emulator.round_trips() - before
     assert (spent.calls, spent.waits) == (1, 1)
-    local = tmp_path / "C" / "pool" / "warm.vhdx"
+    local = tmp_path / "C" / "pool" / name
     assert vhd.read_info(local).virtual_size_bytes == 2 * GIB
     with pytest.raises((JobFailed, MethodFailed)):
-        await disks.resize(hv(emulator), "C:\\pool\\warm.vhdx", GIB)
+        await disks.resize(hv(emulator), f"C:\\pool\\{name}", GIB, parent=parent)
     assert vhd.read_info(local).virtual_size_bytes == 2 * GIB
 
 

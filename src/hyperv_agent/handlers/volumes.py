@@ -250,7 +250,9 @@ class VolumeHandlers(FileHandlers):
         writes the new part whole, is waited for up to the command's bound. A disk of a VM
         Hyper-V is starting, stopping or saving, which it grows only once that is done, is
         grown then (``_holder_settled``, within the job wait and the command's bound; a VM
-        still changing after it fails the answer, naming the change). The
+        still changing after it fails the answer, naming the change). A linked clone whose
+        chain does not open (its template deleted or replaced) fails naming the file
+        (``disks.resize``, given the ParentPath read here). The
         answer's ``newSize`` is the disk's size."""
         path = await self._filer_volume(command.pool, command.path)
         new_size = disks.checked_size(path, command.new_size_bytes or 0, "newSize")
@@ -288,7 +290,8 @@ class VolumeHandlers(FileHandlers):
     async def _grow(self, path: str, current: disks.DiskSettings, new_size: int,
                     wait_s: int) -> None:
         if current.type is not DiskType.FIXED:
-            await disks.resize(self.hv, path, new_size, policy=self.job_wait)
+            await disks.resize(self.hv, path, new_size, parent=current.parent_path,
+                               policy=self.job_wait)
             return
         await require_room(self.files, path, new_size - current.size_bytes,
                            f"growing the fixed disk {path}", "the volume is unchanged")

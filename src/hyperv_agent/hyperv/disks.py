@@ -16,7 +16,9 @@ trips once a session is warm (job polls not counted, W = job waits):
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
 ``broken_parent``        1 call when a failure is a broken chain's (read_settings), + 1
                          for each parent reached when it is a missing parent's
-``resize``               1 call + 1 W (ResizeVirtualHardDisk)
+``resize``               1 call + 1 W (ResizeVirtualHardDisk); a refusal for a file
+                         that cannot be found pays as ``merged_copy``'s: 1 call for the
+                         disk + 1 for each parent reached
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
 ``iso_attachments``      1 query; + 1 get for each medium that matches (its VM)
 =======================  ================================================================
@@ -433,20 +435,25 @@ def _disk_settings(data: CimInstance, path: str) -> DiskSettings:
 
 
 async def resize(
-    hv: HyperV, path: str, size_bytes: int, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
-    grace: jobs.WaitPolicy = jobs.STOP_GRACE,
+    hv: HyperV, path: str, size_bytes: int, *, parent: str | None = None,
+    policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy = jobs.STOP_GRACE,
 ) -> None:
     """Set the virtual size of the disk at ``path`` to ``size_bytes`` (grow only). The disk
     keeps its type: a fixed disk's file grows by the difference while the job runs.
 
     A size the format cannot hold (``checked_size``): InvalidRequest, no call. The caller
     refuses shrinking; Hyper-V refuses it too (32773), as it refuses growing a disk in use
-    other than a VHDX on SCSI of a running VM. On any refusal the file is unchanged. Safe
-    to repeat with the same size. 1 call + 1 W.
+    other than a VHDX on SCSI of a running VM. Hyper-V opens a differencing disk with its
+    chain of parents to grow it: a refusal for a file that does not open says which, as
+    ``merged_copy``'s does (``_unopened``; ``parent``: the ParentPath of ``path`` when the
+    caller has read its settings, which names a parent that is not the disk its child was
+    made from), the reads that tell made only then. On any refusal the file is unchanged.
+    Safe to repeat with the same size. 1 call + 1 W.
     """
     checked_size(path, size_bytes)
-    await _call(hv, "ResizeVirtualHardDisk", {"Path": path, "MaxInternalSize": size_bytes},
-                policy, grace)
+    async with _naming_what_does_not_open(hv, path, parent, policy):
+        await _call(hv, "ResizeVirtualHardDisk",
+                    {"Path": path, "MaxInternalSize": size_bytes}, policy, grace)
 
 
 # --- who uses a file ----------------------------------------------------------------------
