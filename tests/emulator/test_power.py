@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -271,6 +272,130 @@ async def test_a_saved_state_discarded_takes_the_guests_request_with_it(
     guest that knows nothing of the request the saved one was carrying out."""
     assert await _pending_request(make_config, method, (SAVED,), (OFF, RUNNING)) == (
         RUNNING, 10_000)
+
+
+#: The guest's time to shut down when its host is opened again (on the test's clock): far
+#: longer than a test waits, so a guest timed afresh from the start never acts in one.
+SLOW_GUEST_S = 600.0
+
+
+async def _asked_to_shut_down(cim: EmulatorCim) -> ObjectPath:
+    """A running VM of ``cim`` whose guest was asked to shut down (and is at it)."""
+    vm = await define_vm(cim)
+    await ok(cim, await request_state(cim, vm, RUNNING))
+    asked = await cim.invoke(await _shutdown_component(cim, vm), "InitiateShutdown",
+                             {"Force": False, "Reason": "test"})
+    assert asked.return_value == 0
+    return vm
+
+
+async def _off_within(cim: EmulatorCim, vm: ObjectPath, seconds: float,
+                      since: float | None = None) -> float:
+    """The real seconds (on the event loop's clock) from ``since`` (default: now) until
+    ``vm`` is off, waited for at most ``seconds``."""
+    loop = asyncio.get_running_loop()
+    began = loop.time() if since is None else since
+    while await state(cim, vm) != OFF:
+        assert loop.time() - began < seconds, "the guest never shut its VM down"
+        await asyncio.sleep(0.05)
+    return loop.time() - began
+
+
+async def test_a_guest_shutting_down_goes_on_when_its_host_is_opened_again(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The guest's shutdown is its own work: the emulated host's process ending (the
+    agent restarted) does not stop it. Opened again on its state directory, the host
+    finds the guest 1 s from done (on its clock) and the VM off about then, not after
+    the guest's whole time again, nor never."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        vm = await _asked_to_shut_down(cim)
+        clock.now += SLOW_GUEST_S - 1.0
+    finally:
+        await cim.close()
+    opening = asyncio.get_running_loop().time()
+    again = EmulatorCim.open(config, clock)
+    try:
+        assert await state(again, vm) == RUNNING  # the guest has 1 s of work left
+        assert await _off_within(again, vm, 15.0, since=opening) >= 0.9
+    finally:
+        await again.close()
+
+
+async def test_a_guest_done_while_its_host_was_down_has_its_vm_off_once_it_opens(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """The guest finished shutting down while the host's process was down: opened
+    again, the host stops the VM at once."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        vm = await _asked_to_shut_down(cim)
+    finally:
+        await cim.close()
+    clock.now += 2 * SLOW_GUEST_S
+    again = EmulatorCim.open(config, clock)
+    try:
+        await _off_within(again, vm, 5.0)
+    finally:
+        await again.close()
+
+
+async def test_a_host_opened_again_leaves_a_paused_guest_frozen_until_resumed(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Two guests shutting down when the host's process ends, one of them paused with
+    1 s of work left: opened again, the host has the running one go on (off once its
+    time is up) and keeps the paused one frozen however long it waits, until resumed,
+    when it needs the 1 s left."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        running = await _asked_to_shut_down(cim)
+        paused = await _asked_to_shut_down(cim)
+        clock.now += SLOW_GUEST_S - 1.0
+        await ok(cim, await request_state(cim, paused, PAUSED))
+    finally:
+        await cim.close()
+    clock.now += 2 * SLOW_GUEST_S
+    again = EmulatorCim.open(config, clock)
+    try:
+        await _off_within(again, running, 5.0)
+        await asyncio.sleep(0.5)
+        assert await state(again, paused) == PAUSED
+        resuming = asyncio.get_running_loop().time()
+        await ok(again, await request_state(again, paused, RUNNING))
+        assert await state(again, paused) == RUNNING
+        assert await _off_within(again, paused, 15.0, since=resuming) >= 0.9
+    finally:
+        await again.close()
+
+
+async def test_a_host_that_only_reads_another_s_state_times_no_guest(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A reader of a state directory another process holds shows what that process
+    stored: it does not act for the guests, whose timers live in the holder."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+    holder = EmulatorCim.open(config, clock)
+    try:
+        vm = await _asked_to_shut_down(holder)
+        clock.now += 2 * SLOW_GUEST_S  # the guest is done, on the holder's timer
+        reader = EmulatorCim.open(replace(config, read_if_held=True), clock)
+        try:
+            assert reader.host.held_elsewhere is not None
+            await asyncio.sleep(0.5)
+            assert await state(reader, vm) == RUNNING
+        finally:
+            await reader.close()
+    finally:
+        await holder.close()
 
 
 async def test_guest_reboot_finds_no_component_when_vm_is_off(emulator: EmulatorCim) -> None:

@@ -150,6 +150,10 @@ class EmulatedHost:
             # the jobs an earlier process left (``jobs._book``), once the cluster's
             # recovery settled those of the moves it finished
             jobs.open_book(self)
+            from hyperv_agent.emulator.services import power  # the services import this module
+
+            # the guests still shutting down or restarting go on, their timers armed again
+            power.guests_go_on(self)
             opened.pop_all()
         EmulatedHost.registry.setdefault(config.host_name.lower(), []).append(self)
 

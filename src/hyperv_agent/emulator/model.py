@@ -576,31 +576,43 @@ def freeze_guest(vm: Record, now: float) -> None:
     requests = _guest_requests(vm)
     for request in requests:
         if request[3] is not None:
-            request[2] = max(0.0, float(request[2]) - max(0.0, now - float(request[3])))
+            request[2] = _guest_time_left(request, now)
             request[0], request[3] = None, None
     if requests:
         vm.meta[GUEST_REQUESTS] = requests
 
 
-def thaw_guest(vm: Record, now: float) -> list[tuple[int, float]]:
+def thaw_guest(vm: Record, now: float) -> None:
     """Note on the (staged) ``vm`` that its frozen guest runs again from ``now`` (the VM
     resumed, or restored from its saved state): each request goes on, with the time it
-    still needed when frozen counted from ``now``. Microsoft does not say when a guest
-    frozen in the middle of a shutdown carries it out once it runs again; needing the
-    rest of its own time, as a guest that was never frozen would have, is the emulator's
-    choice. The (token, seconds) of the timers to arm."""
+    still needed when frozen counted from ``now``, under a new token (``guest_timers``).
+    Microsoft does not say when a guest frozen in the middle of a shutdown carries it
+    out once it runs again; needing the rest of its own time, as a guest that was never
+    frozen would have, is the emulator's choice."""
     requests = _guest_requests(vm)
-    armed: list[tuple[int, float]] = []
     token = int(vm.meta.get(_GUEST_REQUEST_SEQ, 0))
+    thawed = False
     for request in requests:
         if request[3] is None:
             token += 1
             request[0], request[3] = token, now
-            armed.append((token, float(request[2])))
-    if armed:
+            thawed = True
+    if thawed:
         vm.meta[_GUEST_REQUEST_SEQ] = token
         vm.meta[GUEST_REQUESTS] = requests
-    return armed
+
+
+def guest_timers(vm: Record, now: float) -> list[tuple[int, float]]:
+    """The timers a (running) ``vm``'s guest needs at ``now``: for each request it is
+    carrying out (not frozen), its token and the seconds of its own time it still needs
+    from ``now``, 0 for one overdue (the guest has carried it out by now)."""
+    return [(int(request[0]), _guest_time_left(request, now))
+            for request in _guest_requests(vm) if request[3] is not None]
+
+
+def _guest_time_left(request: list[Any], now: float) -> float:
+    """The seconds a request being carried out (not frozen) still needs at ``now``."""
+    return max(0.0, float(request[2]) - max(0.0, now - float(request[3])))
 
 
 def drop_guest_requests(vm: Record) -> None:

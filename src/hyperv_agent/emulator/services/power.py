@@ -23,7 +23,9 @@ still under way fails as it ends, its VM stopped on the source, ``migration._Car
 if its guest has not booted again meanwhile (``_guest_acts``: a turn off then a start, or
 a reset, drops the request with the guest that accepted it); the guest of a paused or
 saved VM is frozen, its request with it, and goes on once the VM is resumed or restored,
-needing the rest of its time (``_guest_thawed``); a VM whose guest shut down
+needing the rest of its time (``_guest_thawed``); a host opened again on its state
+directory times afresh the requests of its running VMs' guests, which went on meanwhile
+(``guests_go_on``); a VM whose guest shut down
 then shows Stopping for the job time, as a turn off does (``_guest_shut_down``, the
 emulator's choice); a guest that ignores shutdown requests (``Faults.ignore_shutdown``)
 ignores both. A guest without integration services
@@ -323,10 +325,38 @@ def _ask_guest(call: Call, action: str) -> Mapping[str, OutValue]:
 
 def _guest_thawed(host: EmulatedHost, vm: Record) -> None:
     """The (staged) ``vm``'s guest, frozen while it was paused or saved, runs again: the
-    requests it was carrying out go on (``model.thaw_guest``), each timed afresh; the
-    timers armed before it froze find nothing when they fire, and a VM that stays saved
-    keeps none."""
-    for token, left_s in model.thaw_guest(vm, host.clock()):
+    requests it was carrying out go on (``model.thaw_guest``), each timed afresh
+    (``_guest_timed``); the timers armed before it froze find nothing when they fire,
+    and a VM that stays saved keeps none."""
+    model.thaw_guest(vm, host.clock())
+    _guest_timed(host, vm)
+
+
+def guests_go_on(host: EmulatedHost) -> None:
+    """``host`` opened again on its state directory: the guest of each running VM goes
+    on with the requests it was carrying out (``_guest_timed``), their timers gone with
+    the process that armed them. The shutdown or restart is the guest's own work: it
+    goes on while Hyper-V's management service (here the emulated host's process) is
+    down, so each request needs only the rest of its time, and one overdue is carried
+    out at once, the guest having finished meanwhile. Microsoft does not document the
+    management service restarting in the middle of a guest's shutdown; the guest's
+    timing is the emulator's choice. A paused or saved VM's guest stays frozen, its
+    requests with it (``_guest_thawed`` times them once it runs). A host that only reads
+    another process's state (``held_elsewhere``) arms nothing: that process times its
+    guests. Opened without an event loop to time them, the guests act at once, as
+    ``EmulatedHost.later`` does."""
+    if host.held_elsewhere is not None:
+        return
+    for vm in list(host.records("Msvm_ComputerSystem")):
+        if model.is_vm(vm) and vm["EnabledState"] == E.ENABLED:
+            _guest_timed(host, vm)
+
+
+def _guest_timed(host: EmulatedHost, vm: Record) -> None:
+    """Arm a timer for each request the running ``vm``'s guest is carrying out, for the
+    time it still needs (``model.guest_timers``): the one place the timers of a guest's
+    requests are armed from its VM, as it resumes or is restored, and as its host opens."""
+    for token, left_s in model.guest_timers(vm, host.clock()):
         _arm(host, vm.path, token, left_s)
 
 
