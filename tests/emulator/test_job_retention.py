@@ -259,3 +259,37 @@ async def test_what_the_job_book_keeps_of_a_disk_job_goes_with_the_job(
         assert cim.host.job_book.writer(identity) is None
     finally:
         await cim.close()
+
+
+async def test_a_job_stored_without_a_removal_time_goes_after_the_host_s_retention(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A job a version that recorded no removal time (nor a job's own retention) stored
+    goes the host's job_retention_s after it ended, as each of its other jobs does, not
+    300 s after."""
+    clock = Clock()
+    config = make_config(job_retention_s=10.0)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        job = (await request_state(cim, await define_vm(cim), 2)).path("Job")
+        assert job is not None
+        txn = cim.host.store.transaction()
+        stored = txn.edit(job)
+        assert stored is not None
+        for key in ("remove_at", jobs.RETENTION):  # as that version stored it
+            stored.meta.pop(key)
+        txn.commit()
+    finally:
+        await cim.close()
+    clock.now += 5  # within the host's 10 s
+    reopened = EmulatorCim.open(config, clock)
+    try:
+        assert (await reopened.get(job))["JobState"] == COMPLETED
+        clock.now += 6  # past them, well within 300 s
+        with pytest.raises(CimNotFound):
+            await reopened.get(job)
+        await _cycle(reopened, clock, rounds=1, step_s=0.0)  # new jobs start a sweep
+        assert job.normalized not in {key for key, _ in reopened.host.keyed_records(
+            "CIM_ConcreteJob")}
+    finally:
+        await reopened.close()

@@ -8,6 +8,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from hyperv_agent.emulator.codes import JOB_RETENTION_S
+
 #: A vSwitch's kind, as Hyper-V names it (Get-VMSwitch's SwitchType).
 SwitchType = Literal["External", "Internal", "Private"]
 
@@ -99,7 +101,7 @@ class EmulatorConfig:
     # diagnostic's query): its changes then stay in memory and are never written.
     read_if_held: bool = False
     guest_shutdown_s: float = 0.0  # how long a cooperative guest takes to shut down
-    job_retention_s: float = 300.0  # a finished job then vanishes (TimeBeforeRemoval)
+    job_retention_s: float = JOB_RETENTION_S  # a finished job then goes (TimeBeforeRemoval)
     # Hosts of several processes whose configurations name the same folder form a
     # cluster: VMs migrate between them (emulator/cluster.py). None: a host alone.
     cluster_dir: Path | None = None

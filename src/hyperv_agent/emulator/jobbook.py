@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from hyperv_agent.cim.api import ObjectPath
-from hyperv_agent.emulator.codes import JOB_RETENTION_S
 from hyperv_agent.emulator.store import Record, Transaction
 
 #: The meta of a stored job whose work waits in its process (as it begins or ends): set
@@ -69,12 +68,11 @@ class Queued:
 
 
 def removal_time(record: Record) -> float | None:
-    """When a job is deleted: its retention after it ended (None: it never ends)."""
+    """When a job is deleted: its retention after it ended (None: it never ends), as
+    ``jobs._ends`` set it (a job stored before removal times were recorded is given one
+    as its host opens, ``jobs._given_removal_times``)."""
     remove_at = record.meta.get("remove_at")
-    if remove_at is None:  # a job stored before removal times were recorded
-        end = record.meta.get("end")
-        return None if end is None else float(end) + JOB_RETENTION_S
-    return float(remove_at)
+    return None if remove_at is None else float(remove_at)
 
 
 class JobBook:

@@ -422,14 +422,39 @@ def open_book(host: EmulatedHost) -> None:
 def _book(host: EmulatedHost) -> JobBook:
     """The host's job book, with the jobs it stored before this process read in once;
     those left waiting for work their process never did end failed (``_abandoned``),
-    unless another process holds the host (it may still do their work)."""
+    unless another process holds the host (it may still do their work); those stored
+    before removal times were recorded given theirs (``_given_removal_times``)."""
     book = host.job_book
     if not book.filled:
         stored = list(host.keyed_records("CIM_ConcreteJob"))
         if host.held_elsewhere is None and any(job.meta.get(LATER_WORK) for _, job in stored):
             stored = _abandoned(host, stored)
-        book.fill(stored)
+        book.fill(_given_removal_times(host, stored))
     return book
+
+
+def _given_removal_times(host: EmulatedHost, stored: list[tuple[str, Record]]
+                         ) -> list[tuple[str, Record]]:
+    """The jobs ``stored``, each that ended without a removal time (stored by a version
+    that recorded none) given the one ``_ends`` gives: the host's ``job_retention_s``
+    after its end, as for any job that keeps no retention of its own. A host that only
+    reads another process's state keeps them in memory (its store writes nothing)."""
+    if all(_has_removal_time(job) for _, job in stored):
+        return stored
+    txn = host.store.transaction()
+    timed = []
+    for key, job in stored:
+        staged = None if _has_removal_time(job) else txn.edit(job.path)
+        if staged is not None:
+            _ends(host, staged, float(staged.meta["end"]))
+        timed.append((key, job if staged is None else staged))
+    txn.commit()
+    return timed
+
+
+def _has_removal_time(job: Record) -> bool:
+    """Whether ``job`` has its removal time, or needs none (it never ends)."""
+    return job.meta.get("remove_at") is not None or job.meta.get("end") is None
 
 
 #: The error of a job whose work its process never did (the host stopped first):
