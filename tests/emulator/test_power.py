@@ -325,6 +325,41 @@ async def test_a_guest_shutting_down_goes_on_when_its_host_is_opened_again(
         await again.close()
 
 
+def test_a_host_opened_before_its_event_loop_runs_times_its_guests_once_it_does(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """``serve`` opens the emulated host before its event loop runs: the guest found 1 s
+    from done is timed once the loop hands the host work, for what is left — not carried
+    out as the host opens, a shutdown the MS waits on ending early."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+
+    async def asked() -> ObjectPath:
+        cim = EmulatorCim.open(config, clock)
+        try:
+            return await _asked_to_shut_down(cim)
+        finally:
+            await cim.close()
+
+    vm = asyncio.run(asked())
+    clock.now += SLOW_GUEST_S - 1.0
+    opening = asyncio.new_event_loop()
+    began = opening.time()
+    again = EmulatorCim.open(config, clock)  # no event loop runs yet
+
+    async def served() -> float:
+        try:
+            assert await state(again, vm) == RUNNING  # the guest has 1 s of work left
+            return await _off_within(again, vm, 15.0, since=began)
+        finally:
+            await again.close()
+
+    try:
+        assert opening.run_until_complete(served()) >= 0.9
+    finally:
+        opening.close()
+
+
 async def test_a_guest_done_while_its_host_was_down_has_its_vm_off_once_it_opens(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:

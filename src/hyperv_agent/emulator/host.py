@@ -203,8 +203,8 @@ class EmulatedHost:
         return [host for hosts in cls.registry.values() for host in hosts]
 
     def later(self, delay_s: float, action: Callable[[], None]) -> None:
-        """Run ``action`` after ``delay_s`` on the emulator's thread (at once without an
-        event loop to time it)."""
+        """Run ``action`` after ``delay_s`` on the emulator's thread (``Worker.later``:
+        timed once an event loop runs)."""
         self.worker.later(delay_s, action)
 
     @property

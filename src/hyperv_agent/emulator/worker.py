@@ -21,6 +21,7 @@ import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -40,29 +41,46 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handed_in: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue())
+        #: Actions set for later before any event loop could time them (``later``): when
+        #: each is due (``time.monotonic``), armed as the first loop hands work in.
+        self._parked: list[tuple[float, Callable[[], None]]] = []
 
     async def run(self, work: Callable[[], _T]) -> _T:
         """Run ``work`` on the worker thread (with the caller's context variables, so
         its log lines keep the request id) and return what it returns."""
         loop = asyncio.get_running_loop()
-        self._loop = loop
+        if self._loop is not loop:
+            self._loop = loop
+            self._arm_parked(loop)
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._executor, functools.partial(context.run, work))
 
     def later(self, delay_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` on the worker thread after ``delay_s``, timed by the event loop
-        that last handed in work (or the running one); at once when there is none."""
+        that last handed in work (or the running one). Without one (a host opened before
+        its loop runs, as ``serve`` opens it): at once when due now, else kept until the
+        first loop hands work in, then timed for what is left of ``delay_s`` — a guest
+        that has a minute of its shutdown left does not finish as its host opens."""
         loop = self._loop
         if loop is None or loop.is_closed():
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                action()
+                if delay_s <= 0:
+                    action()
+                else:
+                    self._parked.append((time.monotonic() + delay_s, action))
                 return
         try:
             loop.call_soon_threadsafe(loop.call_later, delay_s, self._submit, action)
         except RuntimeError:  # the loop is closing: its timers would never fire either
             log.debug("event loop closed; a delayed action of the emulated host is dropped")
+
+    def _arm_parked(self, loop: asyncio.AbstractEventLoop) -> None:
+        parked, self._parked = self._parked, []
+        now = time.monotonic()
+        for due, action in parked:
+            loop.call_later(max(0.0, due - now), self._submit, action)
 
     @staticmethod
     def on_thread() -> bool:

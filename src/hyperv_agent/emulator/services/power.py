@@ -343,8 +343,8 @@ def guests_go_on(host: EmulatedHost) -> None:
     timing is the emulator's choice. A paused or saved VM's guest stays frozen, its
     requests with it (``_guest_thawed`` times them once it runs). A host that only reads
     another process's state (``held_elsewhere``) arms nothing: that process times its
-    guests. Opened without an event loop to time them, the guests act at once, as
-    ``EmulatedHost.later`` does."""
+    guests. Opened before its event loop runs (as ``serve`` opens it), the timers start
+    when the loop first hands the host work (``Worker.later``), each for what is left."""
     if host.held_elsewhere is not None:
         return
     for vm in list(host.records("Msvm_ComputerSystem")):
