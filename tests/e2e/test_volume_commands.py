@@ -412,6 +412,24 @@ async def test_resize_refuses_shrink_and_leaves_file_unchanged(agent: Running) -
     assert listing(pool) == before
 
 
+async def test_resize_whose_hyperv_job_fails_answers_so_and_leaves_the_volume_as_it_was(
+    agent: Running,
+) -> None:
+    """Hyper-V's ResizeVirtualHardDisk job ends in Exception: the answer fails with its
+    words, and the volume keeps its size and bytes (a failed job grew nothing)."""
+    pool = _pool(agent)
+    volume = _disk(pool, f"{VOLUME_UUID}.vhdx")
+    vhd.write_data(volume, 0, b"volume data")
+    before = volume.read_bytes()
+    agent.emulator.faults.fail_next_job("ResizeVirtualHardDisk", 32768,
+                                        "The disk is in use (injected).")
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+    assert "The disk is in use (injected)." in answer["details"], answer["details"]
+    assert vhd.read_info(volume).virtual_size_bytes == GIB
+    assert volume.read_bytes() == before
+
+
 @pytest.mark.parametrize(("name", "size", "expected"), [
     (f"{VOLUME_UUID}.vhdx", 1 << 62, f"newSize must be a positive number of bytes that a VHDX "
                                      f"holds, at most {64 << 40} (64 TiB), not {1 << 62}"),

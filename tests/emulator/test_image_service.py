@@ -15,7 +15,15 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.conftest import requires_tool
-from tests.emulator.kit import attach_vhdx, define_vm, failure, ok, request_state, service
+from tests.emulator.kit import (
+    attach_vhdx,
+    define_vm,
+    failure,
+    finished,
+    ok,
+    request_state,
+    service,
+)
 
 GIB = 1 << 30
 
@@ -266,3 +274,62 @@ async def test_a_fixed_disk_is_refused_where_its_volume_cannot_hold_it_and_grows
     finally:
         await cim.close()
     assert sorted(p.name for p in pool.iterdir()) == ["fat.vhdx", "thin.vhdx"]
+
+
+_MIB = 1 << 20
+
+
+async def _disk_call(cim: EmulatorCim, method: str) -> MethodResult:
+    """One call of the image service that writes a file of C:\\pool (base.vhdx, 64 MiB,
+    dynamic, with data): a new dynamic disk, a differencing disk on base.vhdx, a fixed
+    copy of it, or base.vhdx grown."""
+    ims = await service(cim, "Msvm_ImageManagementService")
+    if method == "ResizeVirtualHardDisk":
+        return await cim.invoke(ims, method, {"Path": "C:\\pool\\base.vhdx",
+                                              "MaxInternalSize": 128 * _MIB})
+    if method == "ConvertVirtualHardDisk":
+        target = await _settings(cim, "C:\\pool\\fixed.vhdx", 3, 2, 0)
+        return await cim.invoke(ims, method, {"SourcePath": "C:\\pool\\base.vhdx",
+                                              "VirtualDiskSettingData": target})
+    differencing = method.endswith("differencing")
+    settings = await _settings(cim, "C:\\pool\\new.vhdx", 3, 4 if differencing else 3,
+                               0 if differencing else 64 * _MIB,
+                               "C:\\pool\\base.vhdx" if differencing else None)
+    return await cim.invoke(ims, "CreateVirtualHardDisk", {"VirtualDiskSettingData": settings})
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("fault", ["fail", "hang", "lose"])
+@pytest.mark.parametrize("call", ["CreateVirtualHardDisk", "CreateVirtualHardDisk differencing",
+                                  "ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
+async def test_a_disk_job_that_fails_by_an_injected_fault_leaves_the_files_as_they_were(
+    emulator: EmulatorCim, tmp_path: Path, call: str, fault: str,
+) -> None:
+    """A job that ends in Exception (``fail_next_job``), never ends (``hang_next_job``)
+    or is lost undone (``lose_next_job(done=False)``) changes no file: no disk made, no
+    temporary file left, the disk to grow as it was. The same call then does its work."""
+    pool = tmp_path / "C" / "pool"
+    pool.mkdir(parents=True)
+    vhd.create(pool / "base.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 64 * _MIB)
+    vhd.write_data(pool / "base.vhdx", 0, b"guest data")
+    before = _files(pool)
+    method = call.split()[0]
+    if fault == "fail":
+        emulator.faults.fail_next_job(method, 32774, "The disk is in use (injected).")
+    elif fault == "hang":
+        emulator.faults.hang_next_job(method)
+    else:
+        emulator.faults.lose_next_job(method, done=False)
+    result = await _disk_call(emulator, call)
+    assert result.return_value == 4096
+    if fault == "fail":
+        assert await failure(emulator, result) == 32774
+    elif fault == "hang":
+        job = await finished(emulator, result)
+        assert job is not None and job["JobState"] == 4  # Running
+    assert _files(pool) == before
+    await ok(emulator, await _disk_call(emulator, call))
+    assert _files(pool) != before

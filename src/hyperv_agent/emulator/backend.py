@@ -299,22 +299,26 @@ class EmulatorCim(Cim):
         try:
             out = dict(handler(call))
         except MethodError as error:
-            if error.immediate or not asynchronous:
-                return MethodResult.build(error.code, {})
-            return self._failed_job(call, (error.code, error.description))
+            return self._refused(call, error, asynchronous)
         out = {name: self._hosted(value) for name, value in out.items()}
         if not asynchronous:
+            refused = self._write_files(call, asynchronous)
+            if refused is not None:
+                return refused
             try:
                 call.txn.commit()
             except MethodError as error:  # refused at the commit: a migration's hand-over
                 return MethodResult.build(error.code, {})
             return MethodResult.build(ReturnCode.COMPLETED, out)
         fault = self.host.faults.take_job_fault(call.method.name)
-        if fault is not None:
+        if fault is not None:  # its files, as its records, are left as they were
             return self._failed_job(call, None, fault)
         lost = self.host.faults.take_lost_job(call.method.name)
         if lost is False:  # gone at once, its work never done
             return self._failed_job(call, (ReturnCode.FAILED, "the job was lost"), lost=True)
+        refused = self._write_files(call, asynchronous)
+        if refused is not None:
+            return refused
         slow = self.host.faults.take_slow_job(call.method.name)
         job = new_job(self.host, call.txn, call.method.name, _affected(call),
                       duration_s=slow[0] if slow else None, cancellable=bool(slow and slow[1]),
@@ -329,6 +333,23 @@ class EmulatorCim(Cim):
             jobs.defer(self.host, job, call.queue)
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, out)
+
+    def _write_files(self, call: Call, asynchronous: bool) -> MethodResult | None:
+        """Write the call's files (``Call.files``), once no injected fault stops its job:
+        None when they are written, else the answer of their failure."""
+        try:
+            if call.files is not None:
+                call.files()
+        except MethodError as error:
+            return self._refused(call, error, asynchronous)
+        return None
+
+    def _refused(self, call: Call, error: MethodError, asynchronous: bool) -> MethodResult:
+        """A refusal's answer: its code, or (once the call's parameters are checked, and
+        jobs are asynchronous) a failed job."""
+        if error.immediate or not asynchronous:
+            return MethodResult.build(error.code, {})
+        return self._failed_job(call, (error.code, error.description))
 
     def _failed_job(
         self, call: Call, error: tuple[int, str] | None, fault: JobFault | None = None,

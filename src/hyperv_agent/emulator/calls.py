@@ -1,7 +1,9 @@
 """What a method implementation of the emulator receives, and how it refuses.
 
 A method implementation is a plain function ``(Call) -> out-parameters``. It reads and
-changes the host only through ``call.txn``; raising ``MethodError`` discards every change.
+changes the host only through ``call.txn``, and writes files only through ``call.files``
+(work the backend does as it applies the call's changes); raising ``MethodError`` discards
+every change.
 """
 
 from __future__ import annotations
@@ -126,6 +128,11 @@ class Call:
     args: Mapping[str, Arg]  # keyed lower-case
     queue: Queue | None = None  # set by a handler whose job may wait for a free slot
     writes: str | None = None  # set by a handler whose job writes this file (held open)
+    #: Set by a handler whose job writes files: the writing, done (``backend``) as the
+    #: call's changes are applied, which may raise MethodError as the handler does; never
+    #: for a job an injected fault fails, hangs or loses undone, so that files are as
+    #: they were before the call, as its records are.
+    files: Callable[[], object] | None = None
 
     def arg(self, name: str) -> Arg:
         return self.args.get(name.lower())

@@ -149,7 +149,8 @@ class Faults:
         *, after: int = 0,
     ) -> None:
         """The next job of ``method`` (or, with ``after``, the one after that many more
-        succeed) ends in Exception; its changes are not applied."""
+        succeed) ends in Exception; its changes are not applied: its records, and the files
+        it writes (``Call.files``), stay as they were."""
         fault = JobFault(error_code, description or JobFault.description)
         self._jobs.setdefault(method.lower(), []).extend([None] * after + [fault])
 

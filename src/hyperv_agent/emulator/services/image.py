@@ -5,6 +5,14 @@ ResizeVirtualHardDisk) holds it open until it ends, as Hyper-V's management serv
 while it writes the disk: Windows refuses to delete or rename it meanwhile
 (``openfiles.held_by``). Microsoft does not document the share mode; a file being written
 whole shares nothing, which is the emulator's reading.
+
+The writing is done once the call's checks are passed, as its job starts (``Call.files``):
+a job failed by an injected fault (``Faults.fail_next_job``, ``hang_next_job``,
+``lose_next_job`` undone) writes nothing, so its disk is as it was, a disk to make or
+convert to is not there, and a disk to grow keeps its size and bytes. Microsoft does not
+say what a failed job leaves of a disk; leaving it untouched is the emulator's choice,
+the one its own failures make too (a new disk appears only complete, under its temporary
+name until then: ``vhd``; a disk whose chain does not open is not grown).
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.FILE_NOT_FOUND, f"the folder of {path} does not exist")
     if disk_type == vhd.DiskType.FIXED:
         _room_for(call, path, local, settings.integer("MaxInternalSize") or 0)
-    _write(lambda: vhd.create(
+    _write(call, path, lambda: vhd.create(
         local, fmt, disk_type, settings.integer("MaxInternalSize") or 0, parent=parent,
         parent_locator=settings.text("ParentPath"),
         block_size_bytes=settings.integer("BlockSize") or 0,
@@ -84,7 +92,6 @@ def create_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         physical_sector_size=settings.integer("PhysicalSectorSize") or 0,
         note=call.host.staging.noted, locator=path,
     ))
-    call.writes = path
     return {}
 
 
@@ -116,13 +123,21 @@ def _room_for(call: Call, path: str, local: Path, needs: int) -> None:
                           f"({needs} bytes needed, {free} free)")
 
 
-def _write(action: Callable[[], object]) -> None:
-    try:
-        action()
-    except vhd.VhdError as error:
-        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
-    except OSError as error:
-        raise MethodError(ReturnCode.FAILED, f"{error.strerror}: {error.filename}") from None
+def _write(call: Call, path: str, action: Callable[[], object]) -> None:
+    """The call's job writes the file ``path`` with ``action`` (``Call.files``), once its
+    checks are passed and only if it is not failed by an injected fault; a disk error
+    fails the job (32773), a file error too (32768)."""
+
+    def files() -> None:
+        try:
+            action()
+        except vhd.VhdError as error:
+            raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
+        except OSError as error:
+            raise MethodError(ReturnCode.FAILED,
+                              f"{error.strerror}: {error.filename}") from None
+
+    call.files, call.writes = files, path
 
 
 @handles(IMS, "GetVirtualHardDiskSettingData")
@@ -211,9 +226,8 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
                           f"{path} is in use; only a VHDX on SCSI grows while its VM runs")
     if info.type == vhd.DiskType.FIXED:  # it stays fixed: its file grows by the difference
         _room_for(call, path, local, size - info.virtual_size_bytes)
-    _write(lambda: _in_chain(lambda: vhd.resize(local, size, locator=path,
-                                                local_of=call.host.paths.file)))
-    call.writes = path
+    _write(call, path, lambda: _in_chain(lambda: vhd.resize(local, size, locator=path,
+                                                            local_of=call.host.paths.file)))
     return {}
 
 
@@ -241,8 +255,8 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
     if disk_type == vhd.DiskType.FIXED:
         _room_for(call, path, destination, _info(source).virtual_size_bytes)
-    _write(lambda: _convert(call, source_path, source, destination, fmt, disk_type))
-    call.writes = path
+    _write(call, path, lambda: _convert(call, source_path, source, destination, fmt,
+                                        disk_type))
     return {}
 
 
