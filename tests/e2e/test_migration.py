@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,66 @@ async def test_a_move_whose_guest_shut_the_vm_down_midway_fails_saying_so(
         assert await run.where(hosts, "i-2-12-VM") == []  # running nowhere
         assert await b.cim().query(wql.select("Msvm_ComputerSystem", wql.eq(
             "Name", path.key("Name")))) == []
+
+
+async def _ask_guest_to_shut_down(cim: Cim, path: ObjectPath) -> None:
+    """Stop-VM without -TurnOff: the VM's guest asked to shut down, which it accepts."""
+    (component,) = await cim.query(wql.select("Msvm_ShutdownComponent", wql.eq(
+        "SystemName", path.key("Name"))))
+    assert component.path is not None
+    asked = await cim.invoke(component.path, "InitiateShutdown",
+                             {"Force": False, "Reason": "maintenance"})
+    assert asked.return_value == 0
+
+
+async def test_a_guest_shutting_down_as_its_vm_moves_shuts_it_down_at_the_destination(
+        tmp_path: Path) -> None:
+    """An operator shuts a VM down from Hyper-V (Stop-VM) and its guest takes its time;
+    meanwhile the management server migrates the VM to a host of the cluster (HA,
+    maintenance). The shutdown is the guest's own work, and goes on wherever it runs:
+    the VM is off at the destination once its guest is done, as the operator asked, and
+    the destination's state report then says so. Left running there, the VM the operator
+    shut down would run on for good. A VM paused in the middle of its guest's shutdown
+    and moved so keeps its guest frozen at the destination until resumed there, then
+    shuts down once the rest of its guest's time is over."""
+    guest_s = 15.0
+    a, b = hosts = pair(tmp_path, emulator_a=f"guest_shutdown_s = {guest_s}")
+    other_root = "5b0c7a3e-2d4f-4c6b-9f1e-7a8d9c0b1e2f"
+    disk_file(tmp_path / "pool", ROOT_UUID)
+    disk_file(tmp_path / "pool", other_root)
+    vm, paused = vm_to("i-2-13-VM"), vm_to("i-2-14-VM", other_root)
+    async with cluster(hosts) as run:
+        await _started(run, a, vm)
+        await _started(run, a, paused)
+        on_a, on_b = a.cim(), b.cim()
+        path, paused_path = await _vm_path(a, "i-2-13-VM"), await _vm_path(a, "i-2-14-VM")
+        await _ask_guest_to_shut_down(on_a, paused_path)
+        await ok(on_a, await on_a.invoke(paused_path, "RequestStateChange",
+                                         {"RequestedState": 9}))
+        asked = time.monotonic()
+        await _ask_guest_to_shut_down(on_a, path)
+
+        moved = await _move(run, a, b, vm)
+        assert moved["result"] is True, moved["details"]
+        job = await _move_begun(on_a, paused_path, b.name)
+        await _job_ends(on_a, job)
+        assert (await on_a.get(job))["JobState"] == 7, (await on_a.get(job))["ErrorDescription"]
+        assert time.monotonic() - asked < guest_s, "the moves took longer than the guest"
+        assert await run.where(hosts, "i-2-13-VM") == ["HV-B"]  # its guest still at work
+
+        await _state_becomes(b, path, 3)
+        assert time.monotonic() - asked >= guest_s - 0.5  # not before its guest was done
+        assert await _power(run, b, "i-2-13-VM") == "PowerOff"
+        assert await on_a.query(wql.select("Msvm_ComputerSystem", wql.eq(
+            "Name", path.key("Name")))) == []  # nothing left for the source to act on
+
+        assert (await on_b.get(paused_path))["EnabledState"] == 9  # its guest still frozen
+        await ok(on_b, await on_b.invoke(paused_path, "RequestStateChange",
+                                         {"RequestedState": 2}))
+        resumed = time.monotonic()
+        assert (await on_b.get(paused_path))["EnabledState"] == 2
+        await _state_becomes(b, paused_path, 3)
+        assert time.monotonic() - resumed >= guest_s / 2  # the rest of its guest's time
 
 
 async def test_a_reboot_and_a_disk_attach_of_a_vm_being_migrated_live_say_so(

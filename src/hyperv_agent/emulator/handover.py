@@ -8,7 +8,9 @@ dies midway. The decision is one atomic rename in the directory's ``handovers`` 
 2. the destination stages the VM (``arrival.receive``), copies the files of disks that
    move, writes ``<id>.adapted`` (the changes it will store) and renames ``<id>.offer`` to
    ``<id>.accepted``: from this rename on the VM is the destination's;
-3. the destination commits, renames ``<id>.accepted`` to ``<id>.arrived`` and answers;
+3. the destination commits, renames ``<id>.accepted`` to ``<id>.arrived`` and answers,
+   the guest of a VM moved live going on there with a shutdown or restart it was
+   carrying out (``power.guest_arrived``);
 4. the source deletes its copy of the VM and removes ``<id>.arrived``.
 
 A source that gives up (the destination refused, could not be reached, or broke off)
@@ -40,6 +42,7 @@ from hyperv_agent.emulator.jobbook import Settle
 from hyperv_agent.emulator.offer import ARRIVAL, Offer, record_from_json, record_json
 from hyperv_agent.emulator.peers import Peer, PeerDown, PeerRefused, why
 from hyperv_agent.emulator.schema import CLASSES
+from hyperv_agent.emulator.services import power
 from hyperv_agent.emulator.store import Transaction
 
 log = logging.getLogger("hyperv_agent.emulator")
@@ -104,6 +107,8 @@ def accept(host: EmulatedHost, folder: Path, offer_id: str) -> list[str]:
     _decide(folder, offer, txn, copies)
     txn.commit()
     _arrived(folder, offer_id)
+    if offer.moves_the_vm:  # a guest shutting down or restarting goes on here
+        power.guest_arrived(host, offer.guid)
     return [str(source) for source, _ in copies]
 
 

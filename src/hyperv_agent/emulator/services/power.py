@@ -18,8 +18,10 @@ component answers 32780 (not ready) until a starting VM runs.
 
 The guest asked through its shutdown component (a VM that is not running: 32780, not
 ready) shuts down, or restarts, after ``guest_shutdown_s``, wherever its VM is by then
-(``_where_now``: a live move begun meanwhile may have carried it to another host; one
-still under way fails as it ends, its VM stopped on the source, ``migration._Carried``),
+(``_where_now``: a live move begun meanwhile may have carried it to another host of
+this process, or to a cluster member of another one, which times the guest's requests as
+the VM arrives, ``guest_arrived``; a move still under way fails as it ends, its VM
+stopped on the source, ``migration._Carried``),
 if its guest has not booted again meanwhile (``_guest_acts``: a turn off then a start, or
 a reset, drops the request with the guest that accepted it); the guest of a paused or
 saved VM is frozen, its request with it, and goes on once the VM is resumed or restored,
@@ -352,10 +354,26 @@ def guests_go_on(host: EmulatedHost) -> None:
             _guest_timed(host, vm)
 
 
+def guest_arrived(host: EmulatedHost, guid: str) -> None:
+    """The VM ``guid`` arrived on ``host`` by a live move handed over through the
+    cluster directory (``handover.accept``), from a member of another process or of
+    this one: its guest goes on with the requests it was carrying out as it left
+    (``_guest_timed``), each needing the rest of its time. The times a request keeps
+    are the hosts' clocks, wall time, so they count on across processes; a paused VM's
+    guest stays frozen, its requests with it, until resumed here (``_guest_thawed``).
+    The source's timers find the VM gone (``_where_now``); one that follows it to a
+    destination of its own process finds the request already carried out, or carries
+    it out first, and the other finds none (``model.guest_request_due``)."""
+    vm = host.store.get(model.vm_path(guid))
+    if vm is not None and vm["EnabledState"] == E.ENABLED:
+        _guest_timed(host, vm)
+
+
 def _guest_timed(host: EmulatedHost, vm: Record) -> None:
     """Arm a timer for each request the running ``vm``'s guest is carrying out, for the
     time it still needs (``model.guest_timers``): the one place the timers of a guest's
-    requests are armed from its VM, as it resumes or is restored, and as its host opens."""
+    requests are armed from its VM, as it resumes or is restored, as its host opens, and
+    as it arrives by a hand-over (``guest_arrived``)."""
     for token, left_s in model.guest_timers(vm, host.clock()):
         _arm(host, vm.path, token, left_s)
 
@@ -395,9 +413,10 @@ def _where_now(host: EmulatedHost, path: ObjectPath) -> EmulatedHost | None:
     completes before the guest is done takes a VM whose guest is still shutting down,
     which the destination then stops. Microsoft does not say what becomes of a shutdown
     the guest accepted before its VM moved; following the VM is the emulator's choice. A
-    host that only reads another process's state (``held_elsewhere``) holds none of it,
-    and a VM carried to a cluster member of another process is not followed there (its
-    guest's timer lives in this process)."""
+    host that only reads another process's state (``held_elsewhere``) holds none of it.
+    A VM carried to a cluster member of another process is gone from this one: there
+    its destination times its guest's requests as it arrives (``guest_arrived``), and
+    the timer here finds nothing to act on."""
     if host.store.get(path) is not None:
         return host
     for other in EmulatedHost.live():
