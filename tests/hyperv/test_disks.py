@@ -162,6 +162,7 @@ async def _clone_of_a_clone(emulator: EmulatorCim, tmp_path: Path) -> None:
                                     "C:\\pool\\mid.vhdx")
 
 
+@pytest.mark.parametrize("method", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
 @pytest.mark.parametrize(("gone", "suffix", "reads"), [
     ("top", "the disk C:\\pool\\top.vhdx cannot be found", 1),
     ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
@@ -169,55 +170,33 @@ async def _clone_of_a_clone(emulator: EmulatorCim, tmp_path: Path) -> None:
     ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
      "which cannot be found", 3),
 ])
-async def test_merged_copy_refused_for_a_missing_file_names_the_file_that_is_missing(
-    emulator: EmulatorCim, tmp_path: Path, gone: str, suffix: str, reads: int,
+async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_is_missing(
+    emulator: EmulatorCim, tmp_path: Path, method: str, gone: str, suffix: str, reads: int,
 ) -> None:
-    """Hyper-V's "file not found" names no file: the clone itself may be gone since its
-    settings were read (a volume removed meanwhile), or a link of its chain, which for a
-    clone of a clone may be the grandparent while the parent is there. The refusal names
-    the file that is missing, and the disk standing on it, from reads made only now."""
-    await _clone_of_a_clone(emulator, tmp_path)
-    (tmp_path / "C" / "pool" / f"{gone}.vhdx").unlink()
-    before = emulator.round_trips()
-    with pytest.raises(HyperVError) as raised:
-        await disks.merged_copy(hv(emulator), "C:\\pool\\top.vhdx", "C:\\pool\\merged.vhdx",
-                                parent="C:\\pool\\mid.vhdx")
-    spent = emulator.round_trips() - before
-    text = str(raised.value)
-    assert text.startswith("ConvertVirtualHardDisk failed with return code 32779"), text
-    assert text.endswith(f"; {suffix}"), text
-    assert (spent["invoke:ConvertVirtualHardDisk"],
-            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
-    assert not (tmp_path / "C" / "pool" / "merged.vhdx").exists()
-
-
-@pytest.mark.parametrize(("gone", "suffix", "reads"), [
-    ("top", "the disk C:\\pool\\top.vhdx cannot be found", 1),
-    ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
-     "which cannot be found", 2),
-    ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
-     "which cannot be found", 3),
-])
-async def test_resize_refused_for_a_missing_file_names_the_file_that_is_missing(
-    emulator: EmulatorCim, tmp_path: Path, gone: str, suffix: str, reads: int,
-) -> None:
-    """Hyper-V opens a differencing disk with its chain to grow it: a linked clone whose
-    template (or the template's own parent) was deleted does not grow, and its "file not
-    found" names no file. The refusal names the file that is missing, and the disk
-    standing on it, as a merge's does, from reads made only now; the disk is unchanged."""
+    """Hyper-V opens a differencing disk with its chain to merge it or to grow it, and its
+    "file not found" names no file: the clone itself may be gone since its settings were
+    read (a volume removed meanwhile), or a link of its chain, which for a clone of a
+    clone may be the grandparent while the parent is there. The refusal names the file
+    that is missing, and the disk standing on it, from reads made only now; nothing is
+    written (no merged copy, the clone's size unchanged)."""
     await _clone_of_a_clone(emulator, tmp_path)
     pool = tmp_path / "C" / "pool"
     (pool / f"{gone}.vhdx").unlink()
     before = emulator.round_trips()
     with pytest.raises(HyperVError) as raised:
-        await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB,
-                           parent="C:\\pool\\mid.vhdx")
+        if method == "ConvertVirtualHardDisk":
+            await disks.merged_copy(hv(emulator), "C:\\pool\\top.vhdx",
+                                    "C:\\pool\\merged.vhdx", parent="C:\\pool\\mid.vhdx")
+        else:
+            await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB,
+                               parent="C:\\pool\\mid.vhdx")
     spent = emulator.round_trips() - before
     text = str(raised.value)
-    assert text.startswith("ResizeVirtualHardDisk failed with return code 32779"), text
+    assert text.startswith(f"{method} failed with return code 32779"), text
     assert text.endswith(f"; {suffix}"), text
-    assert (spent["invoke:ResizeVirtualHardDisk"],
-            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
+    assert (spent[f"invoke:{method}"], spent["invoke:GetVirtualHardDiskSettingData"]) == (
+        1, reads), spent
+    assert not (pool / "merged.vhdx").exists()
     if gone != "top":
         assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
 
