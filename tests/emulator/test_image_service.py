@@ -95,6 +95,39 @@ async def test_differencing_disk_records_its_parent(emulator: EmulatorCim, tmp_p
     assert settings["MaxInternalSize"] == GIB
 
 
+async def _parent_path(cim: EmulatorCim, path: str) -> object:
+    ims = await service(cim, "Msvm_ImageManagementService")
+    result = await cim.invoke(ims, "GetVirtualHardDiskSettingData", {"Path": path})
+    text = result.text("SettingData")
+    assert result.return_value == 0 and text is not None
+    return cim.parse_embedded(text)["ParentPath"]
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [(3, ".vhdx"), (2, ".vhd")])
+async def test_a_disk_reports_the_parent_it_resolves_to_and_the_recorded_one_when_none(
+    emulator: EmulatorCim, tmp_path: Path, fmt: int, ext: str,
+) -> None:
+    """GET_VIRTUAL_DISK_INFO's parent location is the parent's path once resolved, the
+    recorded paths when not: a chain made in C:\\old and moved to C:\\new opens by its
+    relative locators, and each disk reports the parent beside it, not the file it was
+    made from (which is gone); with a parent gone too, the one recorded (absolute)."""
+    (tmp_path / "C" / "old").mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, f"C:\\old\\base{ext}", fmt,
+                                                   3)) == 0
+    for child, parent in (("mid", "base"), ("top", "mid")):
+        settings = await _settings(emulator, f"C:\\old\\{child}{ext}", fmt, 4, 0,
+                                   f"C:\\old\\{parent}{ext}")
+        assert await _create(emulator, settings) == 0
+    new = (tmp_path / "C" / "old").rename(tmp_path / "C" / "new")
+
+    assert await _parent_path(emulator, f"C:\\new\\top{ext}") == f"C:\\new\\mid{ext}"
+    assert await _parent_path(emulator, f"C:\\new\\mid{ext}") == f"C:\\new\\base{ext}"
+    assert await _parent_path(emulator, f"C:\\new\\base{ext}") == ""
+    (new / f"base{ext}").unlink()
+    assert await _parent_path(emulator, f"C:\\new\\mid{ext}") == f"C:\\old\\base{ext}"
+    assert await _parent_path(emulator, f"C:\\new\\top{ext}") == f"C:\\new\\mid{ext}"
+
+
 async def test_create_refused_when_format_or_path_is_wrong(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:

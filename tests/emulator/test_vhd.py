@@ -532,14 +532,19 @@ def test_a_chain_moved_together_to_another_folder_opens_by_its_relative_locator(
     assert [(p.child, p.path) for p in found] == [
         (f"C:\\moved\\clone{suffix}", f"C:\\moved\\base{suffix}")]
     assert vhd.read_info(moved / f"clone{suffix}").parent_path == f"C:\\templates\\base{suffix}"
+    assert vhd.reported_parent(f"C:\\moved\\clone{suffix}",
+                               vhd.read_info(moved / f"clone{suffix}"),
+                               _on_drives(tmp_path)) == f"C:\\moved\\base{suffix}"
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=enum_id)
 def test_a_clone_moved_alone_is_broken_naming_the_absolute_path_of_its_parent(
     tmp_path: pathlib.Path, fmt: DiskFormat,
 ) -> None:
-    _clone_moved_alone(tmp_path, fmt)
+    clone = _clone_moved_alone(tmp_path, fmt)
     suffix = SUFFIX[fmt]
+    assert vhd.reported_parent(f"C:\\moved\\clone{suffix}", vhd.read_info(clone),
+                               _on_drives(tmp_path)) == f"C:\\templates\\base{suffix}"
 
     with pytest.raises(vhd.BrokenChain) as caught:
         vhd.check_chain(f"C:\\moved\\clone{suffix}", _on_drives(tmp_path))

@@ -41,6 +41,7 @@ __all__ = [
     "parents",
     "read_data",
     "read_info",
+    "reported_parent",
     "resize",
     "write_data",
 ]
@@ -472,9 +473,9 @@ def parent_candidates(path: str, info: DiskInfo) -> tuple[str, ...]:
     taken from ``path``'s folder, then the volume and absolute ones, a Win32 ``\\\\?\\``
     prefix dropped. A disk whose headers record no locator (an old VHD keeping only the
     parent's name) is looked for by ``parent_path``. When none holds the parent, the
-    last one tried is the path named: the absolute one, the ParentPath the disk's
-    settings report too (Microsoft does not say which path its error names: the
-    emulator's choice)."""
+    last one tried is the path named: the absolute one, the recorded locator the disk's
+    settings report then too (``reported_parent``; Microsoft does not say which path its
+    error names: the emulator's choice)."""
     found: list[str] = []
     for kind, text in info.parent_locators:
         candidate = _beside(path, text) if kind == RELATIVE_PATH else _win32_path(text)
@@ -495,6 +496,30 @@ def _find_parent(path: str, info: DiskInfo, local_of: Callable[[str], pathlib.Pa
         if local is not None:
             return named, local
     return named, None
+
+
+def reported_parent(path: str, info: DiskInfo,
+                    local_of: Callable[[str], pathlib.Path | None]) -> str | None:
+    """The parent the disk ``path`` (its headers ``info``) reports, as
+    Msvm_VirtualHardDiskSettingData.ParentPath: the file its parent resolves to (the first
+    of ``parent_candidates`` that names one, as ``parents`` opens the chain), else the
+    locator it records (``DiskInfo.parent_path``: the absolute one); None for a disk that
+    is no differencing disk.
+
+    Microsoft's GET_VIRTUAL_DISK_INFO (virtdisk.h) documents the parent's location with
+    ParentResolved: when the parent backing store was resolved, the location is "the path
+    of the parent backing store"; when not, "all of the parent paths present in the search
+    list". The Msvm_VirtualHardDiskSettingData page says only "The parent of the virtual
+    hard disk". So a chain moved together to another folder, whose parent is found by its
+    relative locator, reports the parent beside it, not the folder it was made in. An
+    unresolved parent is reported by the one recorded locator a string holds, the absolute
+    one (the emulator's choice: ParentPath is one path, not Windows' list). A file found
+    that is not the disk its child was made from is still the one reported, as the chain
+    walk stands on it and breaks there."""
+    if info.type is not DiskType.DIFFERENCING:
+        return info.parent_path
+    named, local = _find_parent(path, info, local_of)
+    return named if local is not None else info.parent_path
 
 
 def _beside(path: str, relative: str) -> str:

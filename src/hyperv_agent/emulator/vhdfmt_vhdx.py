@@ -117,9 +117,10 @@ PAYLOAD_FULLY_PRESENT = 6
 PAYLOAD_PARTIALLY_PRESENT = 7
 OFFSET_MASK = ~(ALIGNMENT - 1)
 
-#: The locator a disk's ParentPath names: the absolute one first, the reverse of the order
-#: a parent is looked for in (``vhd.parent_candidates``), so that a parent found nowhere is
-#: named by the last path tried.
+#: The locator ``DiskInfo.parent_path`` names (the ParentPath a disk reports when its parent
+#: is found nowhere, ``vhd.reported_parent``): the absolute one first, the reverse of the
+#: order a parent is looked for in (``vhd.parent_candidates``), so that a parent found
+#: nowhere is named by the last path tried.
 LOCATOR_KEYS_BY_PREFERENCE = tuple(reversed(LOCATOR_ORDER))
 VOLUME_PATH_PREFIX = "\\\\?\\Volume{"
 

@@ -144,9 +144,10 @@ def _write(call: Call, path: str, action: Callable[[], object]) -> None:
 def get_virtual_hard_disk_setting_data(call: Call) -> Mapping[str, OutValue]:
     path = call.text("Path") or ""
     info = _info(_local(call, path, must_exist=True))
+    parent = vhd.reported_parent(path, info, call.host.paths.file)
     record = call.host.new_record(
         "Msvm_VirtualHardDiskSettingData", InstanceID=f"Microsoft:{info.disk_id.upper()}",
-        Path=path, ParentPath=info.parent_path or "", Type=int(info.type),
+        Path=path, ParentPath=parent or "", Type=int(info.type),
         Format=int(info.format), MaxInternalSize=info.virtual_size_bytes,
         BlockSize=info.block_size_bytes, LogicalSectorSize=info.logical_sector_size,
         PhysicalSectorSize=info.physical_sector_size, VirtualDiskId=info.disk_id.upper(),
