@@ -487,6 +487,32 @@ async def test_resize_of_a_linked_clone_whose_template_is_gone_or_changed_names_
     assert vhd.read_info(clone).virtual_size_bytes == GIB
 
 
+async def test_resize_of_a_linked_clone_in_a_moved_pool_names_the_file_that_is_missing(
+    agent: Running,
+) -> None:
+    """A pool moved to another folder (its files moved together, the primary storage's
+    path changed to match): its linked clones still open by the relative paths they
+    record. A volume cloned from a template that is a clone itself, whose own parent was
+    then deleted, does not grow, and the answer names that missing file and the template
+    standing on it, not the template in the folder the chain was made in (which is there,
+    beside the volume)."""
+    old = _pool(agent, "old")
+    _disk(old, "base.vhdx")
+    cim = hv(agent.emulator)
+    await disks.create_differencing(cim, "C:\\old\\tmpl-1.vhdx", "C:\\old\\base.vhdx")
+    await disks.create_differencing(cim, f"C:\\old\\{VOLUME_UUID}.vhdx",
+                                    "C:\\old\\tmpl-1.vhdx")
+    pool = old.rename(old.with_name("pool"))
+    (pool / "base.vhdx").unlink()
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+    details = answer["details"]
+    assert "ResizeVirtualHardDisk failed with return code 32779" in details, details
+    assert details.endswith("; the disk C:\\pool\\tmpl-1.vhdx stands on the parent "
+                            "C:\\old\\base.vhdx, which cannot be found"), details
+    assert vhd.read_info(pool / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == GIB
+
+
 async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Running) -> None:
     _pool(agent)
     for path, expected in (("absent", "does not exist"), ("..\\x", "climbs out")):

@@ -201,6 +201,29 @@ async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_
         assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
 
 
+async def test_resize_refused_in_a_moved_pool_names_the_file_that_is_missing(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    """A pool moved to another folder (a volume's folder renamed): its linked clones still
+    open by the relative paths they record, and Hyper-V reports each parent where it found
+    it. With the template's own parent gone too, the refusal names that file, standing
+    under the disk beside the clone, not the clone's parent in the folder it was made in
+    (which was never missing)."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    pool = (tmp_path / "C" / "pool").rename(tmp_path / "C" / "moved")
+    (pool / "base.vhdx").unlink()
+    settings = await disks.read_settings(hv(emulator), "C:\\moved\\top.vhdx")
+    with pytest.raises(HyperVError) as raised:
+        await disks.resize(hv(emulator), "C:\\moved\\top.vhdx", 2 * GIB,
+                           parent=settings.parent_path)
+    text = str(raised.value)
+    assert text.startswith("ResizeVirtualHardDisk failed with return code 32779"), text
+    assert text.endswith("; the disk C:\\moved\\mid.vhdx stands on the parent "
+                         "C:\\pool\\base.vhdx, which cannot be found"), text
+    assert settings.parent_path == "C:\\moved\\mid.vhdx"
+    assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
+
+
 @pytest.mark.parametrize(("parent", "fault", "named"), [
     ("C:\\pool\\mid.vhdx", None, True),  # Windows' words, the ParentPath read before
     (None, None, False),  # the parent not read: the refusal as Hyper-V worded it
