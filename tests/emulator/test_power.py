@@ -4,6 +4,7 @@ through Msvm_ShutdownComponent."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -358,6 +359,38 @@ def test_a_host_opened_before_its_event_loop_runs_times_its_guests_once_it_does(
         assert opening.run_until_complete(served()) >= 0.9
     finally:
         opening.close()
+
+
+def test_a_guest_done_before_the_host_s_loop_first_runs_is_done_at_its_first_call(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Opened before its event loop runs with a guest 0.2 s from done, the host first
+    handed work 0.5 s later (the management server's first command after the agent
+    restarted): that call sees the VM the guest shut down, not still running, as every
+    later one does."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
+
+    async def asked() -> ObjectPath:
+        cim = EmulatorCim.open(config, clock)
+        try:
+            return await _asked_to_shut_down(cim)
+        finally:
+            await cim.close()
+
+    vm = asyncio.run(asked())
+    clock.now += SLOW_GUEST_S - 0.2
+    again = EmulatorCim.open(config, clock)  # no event loop runs yet
+    time.sleep(0.5)  # real time: the guest's 0.2 s are over
+    clock.now += 0.5
+
+    async def first_state() -> int:
+        try:
+            return await state(again, vm)
+        finally:
+            await again.close()
+
+    assert asyncio.run(first_state()) != RUNNING
 
 
 async def test_a_guest_done_while_its_host_was_down_has_its_vm_off_once_it_opens(

@@ -59,8 +59,9 @@ class Worker:
         """Run ``action`` on the worker thread after ``delay_s``, timed by the event loop
         that last handed in work (or the running one). Without one (a host opened before
         its loop runs, as ``serve`` opens it): at once when due now, else kept until the
-        first loop hands work in, then timed for what is left of ``delay_s`` — a guest
-        that has a minute of its shutdown left does not finish as its host opens."""
+        first loop hands work in, then timed for what is left of ``delay_s`` (run ahead
+        of that work if nothing is left, ``_arm_parked``) — a guest that has a minute of
+        its shutdown left does not finish as its host opens."""
         loop = self._loop
         if loop is None or loop.is_closed():
             try:
@@ -77,10 +78,17 @@ class Worker:
             log.debug("event loop closed; a delayed action of the emulated host is dropped")
 
     def _arm_parked(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time the parked actions on ``loop``, as it hands in its first work: one due by
+        now is handed to the thread at once, ahead of that work (the thread runs what it
+        is handed in order), so the work sees what the action did — a guest that finished
+        its shutdown while nothing called the host has its VM off at the first call."""
         parked, self._parked = self._parked, []
         now = time.monotonic()
         for due, action in parked:
-            loop.call_later(max(0.0, due - now), self._submit, action)
+            if due <= now:
+                self._submit(action)
+            else:
+                loop.call_later(due - now, self._submit, action)
 
     @staticmethod
     def on_thread() -> bool:
