@@ -366,3 +366,46 @@ async def test_a_disk_job_that_fails_by_an_injected_fault_leaves_the_files_as_th
     assert _files(pool) == before
     await ok(emulator, await _disk_call(emulator, call))
     assert _files(pool) != before
+
+
+async def _clone_of_a_base(cim: EmulatorCim, pool: Path, base: str) -> None:
+    """C:\\pool\\top.vhdx, a differencing disk on C:\\pool\\base.vhdx, then the base
+    ``base``: "missing" (deleted), "replaced" (made anew: not the disk top was made from)."""
+    pool.mkdir(parents=True)
+    assert await _create(cim, await _settings(cim, "C:\\pool\\base.vhdx", 3, 3, 64 * _MIB)) == 0
+    assert await _create(cim, await _settings(cim, "C:\\pool\\top.vhdx", 3, 4, 0,
+                                              "C:\\pool\\base.vhdx")) == 0
+    (pool / "base.vhdx").unlink()
+    if base == "replaced":
+        assert await _create(cim, await _settings(cim, "C:\\pool\\base.vhdx", 3, 3,
+                                                  64 * _MIB)) == 0
+
+
+async def _top_call(cim: EmulatorCim, method: str) -> MethodResult:
+    """``method`` of the image service on C:\\pool\\top.vhdx: grown, or converted to
+    C:\\pool\\fixed.vhdx."""
+    ims = await service(cim, "Msvm_ImageManagementService")
+    if method == "ResizeVirtualHardDisk":
+        return await cim.invoke(ims, method, {"Path": "C:\\pool\\top.vhdx",
+                                              "MaxInternalSize": 128 * _MIB})
+    target = await _settings(cim, "C:\\pool\\fixed.vhdx", 3, 2, 0)
+    return await cim.invoke(ims, method, {"SourcePath": "C:\\pool\\top.vhdx",
+                                          "VirtualDiskSettingData": target})
+
+
+@pytest.mark.parametrize("method", ["ResizeVirtualHardDisk", "ConvertVirtualHardDisk"])
+async def test_a_clone_whose_parent_is_missing_is_refused_at_once_ahead_of_an_injected_fault(
+    emulator: EmulatorCim, tmp_path: Path, method: str,
+) -> None:
+    """A clone whose parent cannot be found is refused at once (32779), no job started,
+    also when the next job of its method is made to fail (``fail_next_job``): the
+    refusal is the call's, and the fault is the next job's, which it still fails."""
+    pool = tmp_path / "C" / "pool"
+    await _clone_of_a_base(emulator, pool, "missing")
+    emulator.faults.fail_next_job(method, 32774, "The disk is in use (injected).")
+    refused = await _top_call(emulator, method)
+    assert (refused.return_value, refused.path("Job")) == (32779, None)
+    vhd.create(pool / "base.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 64 * _MIB)
+    assert await failure(emulator, await _disk_call(emulator, method)) == 32774
+    assert not (pool / "fixed.vhdx").exists()
+

@@ -17,6 +17,7 @@ name until then: ``vhd``; a disk whose chain does not open is not grown).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -227,6 +228,7 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
                           f"{path} is in use; only a VHDX on SCSI grows while its VM runs")
     if info.type == vhd.DiskType.FIXED:  # it stays fixed: its file grows by the difference
         _room_for(call, path, local, size - info.virtual_size_bytes)
+    _parents_found(call, path, local)
     _write(call, path, lambda: _in_chain(lambda: vhd.resize(local, size, locator=path,
                                                             local_of=call.host.paths.file)))
     return {}
@@ -256,6 +258,7 @@ def convert_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         raise MethodError(ReturnCode.FAILED, f"the file {path} already exists")
     if disk_type == vhd.DiskType.FIXED:
         _room_for(call, path, destination, _info(source).virtual_size_bytes)
+    _parents_found(call, source_path, source)
     _write(call, path, lambda: _convert(call, source_path, source, destination, fmt,
                                         disk_type))
     return {}
@@ -269,6 +272,17 @@ def _convert(call: Call, source_path: str, source: Path, destination: Path,
     _in_chain(lambda: vhd.convert(source, destination, fmt, disk_type,
                                   note=call.host.staging.noted, locator=source_path,
                                   local_of=call.host.paths.file))
+
+
+def _parents_found(call: Call, path: str, local: Path) -> None:
+    """The call's check that the parents of ``path`` (at ``local``), when it is a
+    differencing disk, are all found: one that is not is refused at once (``_in_chain``),
+    as the call's other checks refuse, before any job (an injected fault is the next
+    job's). Any other break of the chain, or a file that is no valid disk, fails the job
+    as it opens the chain (``_write``)."""
+    with contextlib.suppress(vhd.VhdError):
+        if vhd.read_info(local).type == vhd.DiskType.DIFFERENCING:
+            _in_chain(lambda: vhd.check_chain(path, call.host.paths.file))
 
 
 def _in_chain(action: Callable[[], object]) -> None:
