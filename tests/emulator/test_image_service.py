@@ -409,3 +409,19 @@ async def test_a_clone_whose_parent_is_missing_is_refused_at_once_ahead_of_an_in
     assert await failure(emulator, await _disk_call(emulator, method)) == 32774
     assert not (pool / "fixed.vhdx").exists()
 
+
+
+@pytest.mark.parametrize("method", ["ResizeVirtualHardDisk", "ConvertVirtualHardDisk"])
+async def test_a_disk_job_that_fails_on_its_own_is_not_one_an_injected_fault_lets_succeed(
+    emulator: EmulatorCim, tmp_path: Path, method: str,
+) -> None:
+    """``fail_next_job(after=1)`` fails the job after the next one that succeeds: a job
+    that fails on its own first (a clone whose parent is not the disk it was made from,
+    32773) is not that one, so the next call succeeds and the one after fails."""
+    pool = tmp_path / "C" / "pool"
+    await _clone_of_a_base(emulator, pool, "replaced")
+    emulator.faults.fail_next_job(method, 32774, "The disk is in use (injected).", after=1)
+    assert await failure(emulator, await _top_call(emulator, method)) == 32773
+    await ok(emulator, await _disk_call(emulator, method))
+    (pool / "fixed.vhdx").unlink(missing_ok=True)
+    assert await failure(emulator, await _disk_call(emulator, method)) == 32774

@@ -310,15 +310,15 @@ class EmulatorCim(Cim):
             except MethodError as error:  # refused at the commit: a migration's hand-over
                 return MethodResult.build(error.code, {})
             return MethodResult.build(ReturnCode.COMPLETED, out)
+        refused = self._unless_spoiled(call)
+        if refused is not None:
+            return refused
         fault = self.host.faults.take_job_fault(call.method.name)
         if fault is not None:  # its files, as its records, are left as they were
             return self._failed_job(call, None, fault)
         lost = self.host.faults.take_lost_job(call.method.name)
         if lost is False:  # gone at once, its work never done
             return self._failed_job(call, (ReturnCode.FAILED, "the job was lost"), lost=True)
-        refused = self._write_files(call, asynchronous)
-        if refused is not None:
-            return refused
         slow = self.host.faults.take_slow_job(call.method.name)
         job = new_job(self.host, call.txn, call.method.name, _affected(call),
                       duration_s=slow[0] if slow else None, cancellable=bool(slow and slow[1]),
@@ -343,6 +343,15 @@ class EmulatorCim(Cim):
         except MethodError as error:
             return self._refused(call, error, asynchronous)
         return None
+
+    def _unless_spoiled(self, call: Call) -> MethodResult | None:
+        """The files of the call's job written (``_write_files``) before its injected
+        faults are taken, unless one spoils it (``Faults.next_job_spoiled``: then nothing
+        is written): a job whose file work fails on its own takes no fault meant for the
+        next job, nor the place of one that succeeds before it."""
+        if self.host.faults.next_job_spoiled(call.method.name):
+            return None
+        return self._write_files(call, True)
 
     def _refused(self, call: Call, error: MethodError, asynchronous: bool) -> MethodResult:
         """A refusal's answer: its code, or (once the call's parameters are checked, and

@@ -197,6 +197,13 @@ class Faults:
         queue = self._jobs.get(method.lower())
         return queue.pop(0) if queue else None
 
+    def next_job_spoiled(self, method: str) -> bool:
+        """Whether the next job of ``method`` is made to fail, hang (``fail_next_job``,
+        ``hang_next_job``) or be lost undone (``lose_next_job`` without ``done``), read
+        without taking it: a job that fails on its own first is not that job."""
+        jobs, lost = self._jobs.get(method.lower()), self._lost.get(method.lower())
+        return bool(jobs and jobs[0] is not None) or bool(lost and lost[0] is False)
+
     def clear(self) -> None:
         self._return_codes.clear()
         self._jobs.clear()
