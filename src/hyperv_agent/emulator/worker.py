@@ -44,14 +44,20 @@ class Worker:
         #: Actions set for later before any event loop could time them (``later``): when
         #: each is due (``time.monotonic``), armed as the first loop hands work in.
         self._parked: list[tuple[float, Callable[[], None]]] = []
+        #: Guards ``_loop`` and ``_parked`` together: an action is parked (on the worker's
+        #: thread, its last loop closed) either before a new loop takes the parked ones or
+        #: after it is set, when the action is timed on it instead.
+        self._parking = threading.Lock()
 
     async def run(self, work: Callable[[], _T]) -> _T:
         """Run ``work`` on the worker thread (with the caller's context variables, so
         its log lines keep the request id) and return what it returns."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            self._loop = loop
-            self._arm_parked(loop)
+            with self._parking:  # no action parked between the two: ``later`` reads both
+                self._loop = loop
+                parked, self._parked = self._parked, []
+            self._arm_parked(loop, parked)
         context = contextvars.copy_context()
         return await loop.run_in_executor(self._executor, functools.partial(context.run, work))
 
@@ -62,27 +68,30 @@ class Worker:
         first loop hands work in, then timed for what is left of ``delay_s`` (run ahead
         of that work if nothing is left, ``_arm_parked``) — a guest that has a minute of
         its shutdown left does not finish as its host opens."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                if delay_s <= 0:
-                    action()
-                else:
-                    self._parked.append((time.monotonic() + delay_s, action))
-                return
+        with self._parking:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    if delay_s > 0:
+                        self._parked.append((time.monotonic() + delay_s, action))
+                        return
+                    loop = None
+        if loop is None:
+            action()
+            return
         try:
             loop.call_soon_threadsafe(loop.call_later, delay_s, self._submit, action)
         except RuntimeError:  # the loop is closing: its timers would never fire either
             log.debug("event loop closed; a delayed action of the emulated host is dropped")
 
-    def _arm_parked(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _arm_parked(self, loop: asyncio.AbstractEventLoop,
+                    parked: list[tuple[float, Callable[[], None]]]) -> None:
         """Time the parked actions on ``loop``, as it hands in its first work: one due by
         now is handed to the thread at once, ahead of that work (the thread runs what it
         is handed in order), so the work sees what the action did — a guest that finished
         its shutdown while nothing called the host has its VM off at the first call."""
-        parked, self._parked = self._parked, []
         now = time.monotonic()
         for due, action in parked:
             if due <= now:
