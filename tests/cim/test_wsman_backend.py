@@ -451,34 +451,24 @@ async def test_an_answer_that_is_not_well_formed_xml_is_one_line_naming_the_host
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("bound", "value", "refusal"), [
+    ("MAX_PULLS", 1, r"did not end after 1 pulls"),
+    ("MAX_ENUMERATED", 5, r"did not end after \d+ pulls and \d+ instances"),
+], ids=["pulls", "instances"])
 async def test_an_enumeration_that_does_not_end_is_refused_and_its_context_released(
-        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past MAX_PULLS the enumeration is refused, naming the query, and the host's
-    context is released rather than left to its timeout (here: a small envelope makes
-    the face answer the VMs' settings over several pulls, and one pull is allowed)."""
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: str,
+        value: int, refusal: str) -> None:
+    """Past MAX_PULLS, or once it has brought MAX_ENUMERATED instances however few Pulls
+    that took (a host answering without end would otherwise fill the agent's memory), the
+    enumeration is refused, naming the query, and the host's context is released rather
+    than left to its timeout (here: a small envelope makes the face answer the VMs'
+    settings over several pulls, and the bound is lowered)."""
     for index in range(12):
         await define_vm(emulator, f"vm-{index}")
-    monkeypatch.setattr(backend, "MAX_PULLS", 1)
+    monkeypatch.setattr(backend, bound, value)
     async with face(emulator, tmp_path / "face") as served:
         cim = client(served.url, max_envelope_bytes=8192)
-        with pytest.raises(CimError, match=r"did not end after 1 pulls"):
-            await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
-        await cim.close()
-        assert served.service.enumerations.open_count == 0
-
-
-async def test_an_enumeration_past_its_instance_bound_is_refused_and_its_context_released(
-        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """However few Pulls it took, an enumeration that has brought MAX_ENUMERATED instances
-    without ending is refused (a host answering without end would otherwise fill the
-    agent's memory), and the host's context released (a small envelope spreads the VMs'
-    settings over several pulls; the bound is lowered to 5)."""
-    for index in range(12):
-        await define_vm(emulator, f"vm-{index}")
-    monkeypatch.setattr(backend, "MAX_ENUMERATED", 5)
-    async with face(emulator, tmp_path / "face") as served:
-        cim = client(served.url, max_envelope_bytes=8192)
-        with pytest.raises(CimError, match=r"did not end after \d+ pulls and \d+ instances"):
+        with pytest.raises(CimError, match=refusal):
             await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
         await cim.close()
         assert served.service.enumerations.open_count == 0

@@ -326,6 +326,19 @@ async def test_a_guest_shutting_down_goes_on_when_its_host_is_opened_again(
         await again.close()
 
 
+def _asked_before_a_restart(config: EmulatorConfig, clock: _Clock) -> ObjectPath:
+    """A running VM whose guest was asked to shut down, on a host opened on ``config``
+    and closed again, in an event loop of its own (as a process that ended)."""
+    async def asked() -> ObjectPath:
+        cim = EmulatorCim.open(config, clock)
+        try:
+            return await _asked_to_shut_down(cim)
+        finally:
+            await cim.close()
+
+    return asyncio.run(asked())
+
+
 def test_a_host_opened_before_its_event_loop_runs_times_its_guests_once_it_does(
     make_config: Callable[..., EmulatorConfig],
 ) -> None:
@@ -334,15 +347,7 @@ def test_a_host_opened_before_its_event_loop_runs_times_its_guests_once_it_does(
     out as the host opens, a shutdown the MS waits on ending early."""
     clock = _Clock()
     config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
-
-    async def asked() -> ObjectPath:
-        cim = EmulatorCim.open(config, clock)
-        try:
-            return await _asked_to_shut_down(cim)
-        finally:
-            await cim.close()
-
-    vm = asyncio.run(asked())
+    vm = _asked_before_a_restart(config, clock)
     clock.now += SLOW_GUEST_S - 1.0
     opening = asyncio.new_event_loop()
     began = opening.time()
@@ -370,15 +375,7 @@ def test_a_guest_done_before_the_host_s_loop_first_runs_is_done_at_its_first_cal
     later one does."""
     clock = _Clock()
     config = make_config(async_jobs=False, guest_shutdown_s=SLOW_GUEST_S)
-
-    async def asked() -> ObjectPath:
-        cim = EmulatorCim.open(config, clock)
-        try:
-            return await _asked_to_shut_down(cim)
-        finally:
-            await cim.close()
-
-    vm = asyncio.run(asked())
+    vm = _asked_before_a_restart(config, clock)
     clock.now += SLOW_GUEST_S - 0.2
     again = EmulatorCim.open(config, clock)  # no event loop runs yet
     time.sleep(0.5)  # real time: the guest's 0.2 s are over
