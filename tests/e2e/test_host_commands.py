@@ -160,6 +160,39 @@ async def test_state_report_lists_a_saved_cloudstack_vm_as_powered_off_for_the_m
     assert names == {"not-ours"}
 
 
+def _show_state(running: Running, vm: ObjectPath, enabled_state: int) -> None:
+    """Have the emulated host show ``enabled_state`` for ``vm`` from now on."""
+    txn = running.emulator.host.store.transaction()
+    record = txn.edit(vm)
+    assert record is not None
+    record["EnabledState"] = enabled_state
+    txn.commit()
+
+
+@pytest.mark.parametrize("enabled_state", [0, 1, 5])  # Unknown, Other, Not Applicable
+async def test_state_report_keeps_a_vm_in_a_state_it_cannot_read_as_power_unknown(
+    running: Running, enabled_state: int,
+) -> None:
+    """Hyper-V shows Unknown (0, "the state of the virtual machine could not be
+    determined"), Other or another state the agent cannot read for a VM that may well run
+    (os-win reads such states as running). Left out of the report, the MS reads the VM as
+    PowerReportMissing after its grace period, syncs it to Stopped and releases its
+    resources while it may still run here, free for HA or a user to start it a second time
+    on the same disks. Reported PowerUnknown, the MS keeps the state it has; the VM, which
+    may run, is not removed; a definition of the same name that is off does not speak for
+    it."""
+    cim = running.emulator
+    vm = await _vm_with_notes(running, "i-2-23-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, vm, 2))
+    _show_state(running, vm, enabled_state)
+    saved = await _vm_with_notes(running, "i-2-23-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, saved, 2))
+    await ok(cim, await request_state(cim, saved, 6))
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and report == [{"i-2-23-VM": "PowerUnknown"}], report
+    assert (await cim.get(vm))["EnabledState"] == enabled_state  # left alone
+
+
 async def test_of_two_vms_of_one_name_the_one_that_is_on_is_the_vm(running: Running) -> None:
     """Hyper-V tells VMs apart by GUID, so a definition can be left beside a VM of the
     same name (a host that failed while the VM was started elsewhere, then migrated

@@ -366,7 +366,7 @@ _SKEWED = ("cannot tell whether the host is alive: its heartbeat is stamped ahea
 REMOVALS_AT_ONCE = 8
 
 
-_ON, _OFF, _REMOVE = "on", "off", "remove"
+_ON, _UNKNOWN, _OFF, _REMOVE = "on", "unknown", "off", "remove"
 
 
 def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
@@ -375,23 +375,34 @@ def _kinds(listed: Sequence[vms.VmInfo]) -> list[str | None]:
 
 def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
                     failed: set[str]) -> bytes:
-    """PowerOn for the VMs reported on, PowerOff for the saved ones and those whose
-    removal failed. Of VMs sharing a name, one that is on is the one reported (as
-    ``vms.find_vm`` takes it): a definition left beside the running VM must not have the
-    MS stop it."""
+    """PowerOn for the VMs reported on, PowerUnknown for those in a state that cannot be
+    read, PowerOff for the saved ones and those whose removal failed. Of VMs sharing a
+    name, one that is on is the one reported (as ``vms.find_vm`` takes it), else one whose
+    state is unknown (it may run): a definition left beside the VM must not have the MS
+    stop it."""
     states: dict[str, PowerState] = {}
     for vm, kind in zip(listed, kinds, strict=True):
         if kind is _ON:
             states[vm.name] = PowerState.POWER_ON
+        elif kind is _UNKNOWN:
+            if states.get(vm.name) is not PowerState.POWER_ON:
+                states[vm.name] = PowerState.POWER_UNKNOWN
         elif kind is _OFF or (kind is _REMOVE and vm.guid in failed):
             states.setdefault(vm.name, PowerState.POWER_OFF)
     return codec.encode_state_report(states)
 
 
 def _kind(vm: vms.VmInfo) -> str | None:
-    """_ON for a VM CheckVirtualMachine calls PowerOn (running or paused); for a VM
-    CloudStack created, _REMOVE when it is stopped and _OFF when it is saved; None for any
-    other.
+    """_ON for a VM CheckVirtualMachine calls PowerOn (running or paused); _UNKNOWN for
+    one in a state it calls PowerUnknown; for a VM CloudStack created, _REMOVE when it is
+    stopped and _OFF when it is saved; None for any other.
+
+    A VM whose state cannot be read (Hyper-V shows Unknown, "could not be determined",
+    Other, or a number not known here) may well run: left out, the MS would read it as
+    PowerReportMissing after its grace period, sync it to Stopped and release its
+    resources while it runs here, free to be started a second time on the same disks.
+    PowerUnknown keeps the state the MS has (its power-state handler acts on no such
+    report) and the VM out of its missing-VM sweep; the VM is not removed.
 
     A VM this agent's StartCommand is building holds its lock, so it is never removed
     (``_remove_stopped``) and is left out while it is off. Notes saying "CloudStack
@@ -412,6 +423,8 @@ def _kind(vm: vms.VmInfo) -> str | None:
     power = cloudstack_power(vm.power)
     if power is PowerState.POWER_ON:
         return _ON
+    if power is PowerState.POWER_UNKNOWN:
+        return _UNKNOWN
     if CLOUDSTACK_NOTE not in _notes(vm) or power is not PowerState.POWER_OFF:
         return None
     if vm.power is vms.PowerState.STOPPED and vm.changing is None:
