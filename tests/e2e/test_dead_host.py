@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from hyperv_agent import server, winrm_face
 from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.emulator.winrm.auth import Account
 from hyperv_agent.handlers import hostcheck
 from tests.e2e.conftest import WSMAN_PASSWORD, WSMAN_USER, Running, serving
@@ -282,6 +284,48 @@ async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
         assert beat.read_text() != OLD_STAMP
         alive = await _neighbour_says(agentless)
         assert (alive["result"], alive["alive"]) == (False, True)
+
+
+async def test_a_host_answering_late_keeps_its_heartbeat_while_its_pings_fail(
+        agentless: Running, tmp_path: Path) -> None:
+    """A host whose WMI answers, but later than the host check waits (a host under load,
+    a Hyper-V busy with thousands of VMs), runs, and so may its VMs: its pings fail past
+    the deadline, so the MS investigates it, and the neighbours it asks must still find
+    its stamps fresh, or HA starts its running VMs a second time on the same disks. The
+    stamp waits for the host's answer (the backend's own bound ends a query nothing
+    answers); the pings do not."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    assert agentless.face is not None
+    host = agentless.face.emulator.host
+    host.config = dataclasses.replace(host.config, latency=LatencyModel(call_s=3 * DEADLINE_S))
+    _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+    assert ping["result"] is False and took < DEADLINE_S + 1.5, ping
+    beat.write_text(OLD_STAMP)
+    os.utime(beat, (time.time() - 600, time.time() - 600))
+    await agentless.agent.host.write_heartbeats()
+    assert beat.read_text() != OLD_STAMP
+    alive = await _neighbour_says(agentless)
+    assert (alive["result"], alive["alive"]) == (False, True), alive
+
+
+async def test_a_hung_host_is_not_stamped_once_its_query_is_given_up(
+        agentless: Running, tmp_path: Path) -> None:
+    """The stamp waits for a late answer, not for ever: a host that never answers (here
+    its connection closes; over WinRM the backend's own bound ends the query) is found
+    gone, and no stamp is written."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    port = _port(agentless)
+    await _power_off(agentless)
+    beat.write_text(OLD_STAMP)
+    async with _hung(port):
+        stamping = asyncio.create_task(agentless.agent.host.write_heartbeats())
+        await asyncio.sleep(3 * DEADLINE_S)
+        assert not stamping.done()  # the host may still answer
+    async with asyncio.timeout(5):
+        await stamping
+    assert beat.read_text() == OLD_STAMP
 
 
 @pytest.mark.parametrize(("status", "body", "content_type", "said"), [

@@ -101,7 +101,9 @@ class Heartbeats:
     from the host (powered off, cut off, hung), so a neighbour calls it down once its
     stamps are stale, though this agent, on another machine, runs on. A host that answers
     with an error (WinRM refusing the account, answering 503, a WMI fault) is running, its
-    VMs may be too, and is stamped: restarting them elsewhere could run them twice. So is,
+    VMs may be too, and is stamped: restarting them elsewhere could run them twice. So is
+    a host that answers later than the host check's deadline, once it answers (the
+    periodic stamp waits for it: ``_host_gone``). So is,
     without asking, a host that is the machine the agent runs on (``HostCheck``'s
     ``on_this_machine``): it runs while the agent does, whatever its WMI or WinRM answers."""
 
@@ -148,22 +150,31 @@ class Heartbeats:
         """Stamp every registered shared pool; a pool that cannot be written is logged
         and skipped."""
         roots = self.pools.roots() if self.pools is not None else ()
-        if roots and self.private_ip and await self._host_gone():
+        if roots and self.private_ip and await self._host_gone(settled=True):
             return
         for root in roots:
             await self._write(root)
 
     async def stamp(self, root: str) -> None:
         """Stamp the pool at ``root`` (nothing before the private address is known, nor
-        while the host cannot be reached)."""
+        while the host cannot be reached). Asked while the management server waits (a
+        pool's registration), it waits for the host no longer than the host check's
+        deadline: a host that answers later is stamped by ``stamp_all``."""
         if self.private_ip and not await self._host_gone():
             await self._write(root)
 
-    async def _host_gone(self) -> bool:
-        """Whether nothing answers from the host (logged: no stamp is written)."""
+    async def _host_gone(self, *, settled: bool = False) -> bool:
+        """Whether nothing answers from the host (logged: no stamp is written).
+        ``settled``: a query that outlasts the host check's deadline is waited for to its
+        end (``HostCheck.settled``): a host that answers late (under load, or busy with
+        thousands of VMs) runs, and its VMs may. Its pings fail past the deadline, so
+        the MS investigates it; a stamp withheld then would have the neighbours call it
+        down and HA start its running VMs a second time on the same disks. A host that
+        never answers is still found gone, when the backend gives the query up."""
         if self.host_check is None or self.host_check.on_this_machine:
             return False
-        found = await self.host_check.state()
+        check = self.host_check
+        found = await (check.settled() if settled else check.state())
         if found.reach is not Reach.UNREACHABLE:
             return False
         log.warning("heartbeat not stamped: %s", found.says)

@@ -7,6 +7,8 @@ cut off or hung, the agent still answers the management server. A ping answered 
 asking the host would keep a dead host Up for ever (the MS starts HA only once pings
 fail), and a heartbeat stamped by the agent alone would have every neighbour's
 CheckOnHost call the dead host alive, so its VMs would never be restarted elsewhere.
+The periodic stamp waits for a late answer to its end (``HostCheck.settled``): a host
+that answers after the deadline runs, and is stamped.
 
 One read-only query (the host's virtual switches, in Hyper-V's namespace) answers it,
 within ``deadline_s``; one query is in flight at a time and its answer serves every
@@ -116,6 +118,18 @@ class HostCheck:
                                     f"switches within {self.deadline_s:g} s")
             self._note(found)
             return found
+
+    async def settled(self) -> HostState:
+        """What the host says, as ``state``, except that a query still in flight at the
+        deadline is waited for to its end (the backend's own bound ends one nothing
+        answers: for WinRM, its operation timeout and answer grace): a host that answers
+        late runs. For what no one waits on (the heartbeat's stamps), never for an
+        answer to the management server."""
+        found = await self.state()
+        asking = self._asking
+        if found.reach is Reach.UNREACHABLE and asking is not None and not asking.done():
+            found = await asyncio.shield(asking)
+        return found
 
     async def bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
         """What ``work``, a read-only query of the host, returns; CimUnreachable, saying why,
