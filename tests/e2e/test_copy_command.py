@@ -23,6 +23,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.api import HostFiles, OpenMode
 from hyperv_agent.hostfs.aside import MARK
+from hyperv_agent.hostfs.properties import parse_template_properties
 from hyperv_agent.hostfs.transfer import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
@@ -823,7 +824,7 @@ async def test_template_from_volume_writes_file_and_template_properties(
     assert (folder / "d3c4.vhdx").read_bytes() == source.read_bytes()
     size = source.stat().st_size
     assert (folder / "template.properties").read_text() == (
-        "id=301\nfilename=301-2-abc.vhdx\nvhdx.filename=301-2-abc.vhdx\n"
+        "id=301\nfilename=d3c4.vhdx\nvhdx.filename=d3c4.vhdx\n"
         "uniquename=301-2-abc\nvhdx=true\n"
         f"virtualsize={2 * GIB}\nvhdx.virtualsize={2 * GIB}\n"
         f"size={size}\nvhdx.size={size}\npublic=false\n")
@@ -833,6 +834,26 @@ async def test_template_from_volume_writes_file_and_template_properties(
     # The store comes back as sent, the password of its URL masked: answers carry no secrets.
     (store,) = data["imageDataStore"].values()
     assert store["_url"] == "cifs://10.1.1.1/secondary?user=administrator&password=*****"
+
+
+async def test_template_from_volume_properties_name_the_file_the_answer_names(
+    agent: Running, tmp_path: Path
+) -> None:
+    """The secondary storage VM's template sync (TemplateLocation, TemplateServiceImpl)
+    finds a template by ``uniquename`` and sets its install path to its folder plus
+    ``filename``: a ``filename`` other than the file's name would point the template at a
+    file that does not exist after the next sync, and every later copy of it fail."""
+    _disk(_pool(agent) / f"{VOLUME_UUID}.vhdx", 16 * MIB, b"golden image")
+    dest = _template(_nfs(), path="template/tmpl/2/301", uuid="d3c4", id=301,
+                     name="301-2-abc", format=None)
+    data = await _copied(agent, _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
+                                      dest))
+    folder = tmp_path / "secondary" / "template" / "tmpl" / "2" / "301"
+    props = parse_template_properties((folder / "template.properties").read_text("latin-1"))
+    assert props["uniquename"] == "301-2-abc"  # the template's unique name, as synced
+    install_path = f"template/tmpl/2/301/{props['vhdx.filename']}"
+    assert install_path == f"template/tmpl/2/301/{props['filename']}" == data["path"]
+    assert (tmp_path / "secondary" / install_path).is_file()
 
 
 async def test_template_from_volume_fails_and_writes_nothing_when_dest_path_escapes(

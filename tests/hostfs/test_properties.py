@@ -11,8 +11,8 @@ from hyperv_agent.hostfs.properties import parse_template_properties, template_p
 
 EXPECTED_PROPERTIES = (
     "id=206\n"
-    "filename=206-2-73592258.vhdx\n"
-    "vhdx.filename=206-2-73592258.vhdx\n"
+    "filename=0b6f5c2e-6a1d-4c1e-9f0e-2d8c3a1b7e40.vhdx\n"
+    "vhdx.filename=0b6f5c2e-6a1d-4c1e-9f0e-2d8c3a1b7e40.vhdx\n"
     "uniquename=206-2-73592258\n"
     "vhdx=true\n"
     "virtualsize=10737418240\n"
@@ -24,8 +24,10 @@ EXPECTED_PROPERTIES = (
 
 
 def test_properties_follow_documented_order_when_template_is_written() -> None:
-    text = template_properties(template_id=206, name="206-2-73592258", image_format="VHDX",
-                               virtual_size_bytes=10737418240, file_size_bytes=4194304)
+    text = template_properties(template_id=206, name="206-2-73592258",
+                               file_name="0b6f5c2e-6a1d-4c1e-9f0e-2d8c3a1b7e40.vhdx",
+                               image_format="VHDX", virtual_size_bytes=10737418240,
+                               file_size_bytes=4194304)
     assert text == EXPECTED_PROPERTIES
     assert "\r" not in text
     text.encode("iso-8859-1")
@@ -40,12 +42,12 @@ def test_properties_round_trip_when_written_then_parsed() -> None:
 
 @given(st.text(min_size=1, max_size=30))
 def test_properties_round_trip_when_name_has_special_characters(name: str) -> None:
-    text = template_properties(template_id=1, name=name, image_format="vhd",
-                               virtual_size_bytes=2, file_size_bytes=3)
+    text = template_properties(template_id=1, name=name, file_name="t.vhd",
+                               image_format="vhd", virtual_size_bytes=2, file_size_bytes=3)
     text.encode("iso-8859-1")
     assert text.count("\n") == 10
     parsed = parse_template_properties(text)
-    assert parsed["uniquename"] == name and parsed["filename"] == f"{name}.vhd"
+    assert parsed["uniquename"] == name and parsed["filename"] == "t.vhd"
 
 
 @pytest.mark.parametrize(
@@ -76,14 +78,17 @@ def test_properties_are_refused_when_unicode_escape_is_malformed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("image_format", "virtual_size", "file_size", "name"),
-    [("", 1, 1, "n"), ("v/hd", 1, 1, "n"), ("VHD", -1, 1, "n"), ("VHD", 1, -1, "n"),
-     ("VHD", 1, 1, "")],
-    ids=["empty-format", "format-with-slash", "negative-virtual", "negative-file", "no-name"],
+    ("image_format", "virtual_size", "file_size", "name", "file_name"),
+    [("", 1, 1, "n", "n.vhd"), ("v/hd", 1, 1, "n", "n.vhd"), ("VHD", -1, 1, "n", "n.vhd"),
+     ("VHD", 1, -1, "n", "n.vhd"), ("VHD", 1, 1, "", "n.vhd"), ("VHD", 1, 1, "n", ""),
+     ("VHD", 1, 1, "n", "sub/n.vhd"), ("VHD", 1, 1, "n", "sub\\n.vhd")],
+    ids=["empty-format", "format-with-slash", "negative-virtual", "negative-file", "no-name",
+         "no-file-name", "file-name-with-slash", "file-name-with-backslash"],
 )
 def test_properties_are_refused_when_inputs_are_invalid(
-    image_format: str, virtual_size: int, file_size: int, name: str
+    image_format: str, virtual_size: int, file_size: int, name: str, file_name: str
 ) -> None:
     with pytest.raises(BadTemplateProperties):
-        template_properties(template_id=1, name=name, image_format=image_format,
-                            virtual_size_bytes=virtual_size, file_size_bytes=file_size)
+        template_properties(template_id=1, name=name, file_name=file_name,
+                            image_format=image_format, virtual_size_bytes=virtual_size,
+                            file_size_bytes=file_size)

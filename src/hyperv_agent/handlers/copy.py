@@ -474,7 +474,8 @@ class CopyHandler(FileHandlers):
         try:
             text = properties.template_properties(
                 template_id=dest.id or 0, name=dest.name or ntpath.basename(target),
-                image_format=fmt.value, virtual_size_bytes=virtual, file_size_bytes=size)
+                file_name=ntpath.basename(target), image_format=fmt.value,
+                virtual_size_bytes=virtual, file_size_bytes=size)
             await self.files.write_text(await self.paths.file_in(
                 folder, "template.properties", "destTO", (".properties",)), text)
         except AgentError:

@@ -16,15 +16,21 @@ def template_properties(
     *,
     template_id: int,
     name: str,
+    file_name: str,
     image_format: str,
     virtual_size_bytes: int,
     file_size_bytes: int,
 ) -> str:
     """The text of template.properties for a template made from a volume (protocol §11 order).
 
-    ``name`` is the TemplateObjectTO ``name`` (N), ``image_format`` its format (VHD,
-    VHDX). Lines end in ``\\n``; values are escaped as java.util.Properties does, so the
-    text is ISO-8859-1 safe. Raises BadTemplateProperties for a bad format or size.
+    ``name`` is the TemplateObjectTO ``name`` (N, the template's unique name),
+    ``file_name`` the name of the template's file in the folder, ``image_format`` its
+    format (VHD, VHDX). The secondary storage VM's template sync (TemplateLocation) finds
+    the template by ``uniquename`` and sets its install path to the folder plus
+    ``filename``, so ``filename`` and ``<ext>.filename`` name the file itself (the C#
+    agent wrote ``<name>.<ext>`` there, a file that does not exist). Lines end in
+    ``\\n``; values are escaped as java.util.Properties does, so the text is ISO-8859-1
+    safe. Raises BadTemplateProperties for a bad format, size or file name.
     """
     ext = image_format.strip().lower()
     if not _EXTENSION.fullmatch(ext):
@@ -33,14 +39,18 @@ def template_properties(
         raise BadTemplateProperties("template sizes must not be negative")
     if not name:
         raise BadTemplateProperties("template name is empty")
-    entries = _template_entries(template_id, name, ext, virtual_size_bytes, file_size_bytes)
+    if not file_name or "/" in file_name or "\\" in file_name:
+        raise BadTemplateProperties(f"template file name {quoted(file_name)} is not a file "
+                                    "name in the template's folder")
+    entries = _template_entries(template_id, name, file_name, ext, virtual_size_bytes,
+                                file_size_bytes)
     return "".join(f"{_escape(key, True)}={_escape(value, False)}\n" for key, value in entries)
 
 
 def _template_entries(
-    template_id: int, name: str, ext: str, virtual_size_bytes: int, file_size_bytes: int
+    template_id: int, name: str, file_name: str, ext: str, virtual_size_bytes: int,
+    file_size_bytes: int,
 ) -> tuple[tuple[str, str], ...]:
-    file_name = f"{name}.{ext}"
     return (
         ("id", str(template_id)), ("filename", file_name), (f"{ext}.filename", file_name),
         ("uniquename", name), (ext, "true"),
