@@ -28,6 +28,7 @@ from tests.sessions import hv
 CREATE_OBJECT = "org.apache.cloudstack.storage.command.CreateObjectCommand"
 CREATE_OBJECT_ANSWER = "org.apache.cloudstack.storage.command.CreateObjectAnswer"
 DELETE = "org.apache.cloudstack.storage.command.DeleteCommand"
+MODIFY_POOL = "com.cloud.agent.api.ModifyStoragePoolCommand"
 RESIZE = "com.cloud.agent.api.storage.ResizeVolumeCommand"
 RESIZE_ANSWER = "com.cloud.agent.api.storage.ResizeVolumeAnswer"
 CREATE = "com.cloud.agent.api.storage.CreateCommand"
@@ -298,6 +299,42 @@ async def test_delete_removes_volume_file_and_succeeds_again_when_missing(
                                                                   format="VHDX")})
         assert (key, answer["result"]) == (ANSWER, True), answer
         assert not (pool / f"{VOLUME_UUID}.vhdx").exists()
+
+
+@pytest.mark.parametrize("command", ["delete", "destroy"])
+async def test_volume_on_a_share_that_cannot_be_reached_is_not_reported_deleted(
+    tmp_path: Path, command: str
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path
+    that is not found: a volume there reads as absent. Answered "nothing to delete", the
+    management server would forget the volume while its file stays on the share for
+    good; the answer fails naming the pool's root, and the same command, once the share
+    is back, deletes the file."""
+    share = tmp_path / "primary"
+    share.mkdir()
+    config = config_with_shares(tmp_path, {r"\\10.1.1.1\primary": share})
+    path = "/primary?user=administrator&password=1pass%40word1"
+    store = {PRIMARY_TO: {"uuid": POOL_UUID, "id": 201, "host": "10.1.1.1", "type": "SMB",
+                          "poolType": "SMB", "path": path, "port": 445}}
+    body = ({"data": _volume(path=VOLUME_UUID, format="VHDX", dataStore=store)}
+            if command == "delete" else {"volume": {
+                "name": "ROOT-10", "storagePoolType": "SMB", "mountPoint": path,
+                "path": VOLUME_UUID, "storagePoolUuid": POOL_UUID, "type": "ROOT", "id": 10,
+                "size": 0}})
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY_POOL, {"add": True, "pool": {
+            "uuid": POOL_UUID, "host": "10.1.1.1", "type": "SMB", "path": path, "port": 445}})
+        assert added["result"] is True, added
+        _disk(share, f"{VOLUME_UUID}.vhdx")
+        share.rename(tmp_path / "away")  # the share cannot be reached
+        _, answer = await running.answer(DELETE if command == "delete" else DESTROY, body)
+        assert answer["result"] is False, answer
+        assert r"\\10.1.1.1\primary" in answer["details"], answer["details"]
+        assert "cannot be reached" in answer["details"], answer["details"]
+        (tmp_path / "away").rename(share)  # back
+        _, answer = await running.answer(DELETE if command == "delete" else DESTROY, body)
+        assert answer["result"] is True, answer
+    assert not (share / f"{VOLUME_UUID}.vhdx").exists()
 
 
 async def test_delete_refuses_and_keeps_file_when_volume_is_in_running_vm(

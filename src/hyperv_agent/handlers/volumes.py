@@ -222,9 +222,11 @@ class VolumeHandlers(FileHandlers):
     # --- DeleteCommand ------------------------------------------------------------------
 
     async def delete(self, command: DeleteCommand) -> Result:
-        """Delete a volume's file in a registered pool. A missing file is success. A file
-        in a running VM is refused and kept; templates, snapshots and volumes on an image
-        store (the secondary storage VM's) are never deleted here."""
+        """Delete a volume's file in a registered pool. A missing file is success, once
+        its pool's root is seen (``DataPaths.absent_for_sure``: a pool that cannot be
+        reached fails the answer, and the management server keeps the volume to delete
+        again). A file in a running VM is refused and kept; templates, snapshots and
+        volumes on an image store (the secondary storage VM's) are never deleted here."""
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
             raise InvalidRequest("only volumes are deleted by this agent; the template or "
@@ -232,6 +234,8 @@ class VolumeHandlers(FileHandlers):
         path = await self.paths.volume_file(volume, "data")
         async with self.file_locks.hold(path):
             if not await self.files.exists(path):
+                await self.paths.absent_for_sure(
+                    self.paths.pool_root(volume.data_store, "data"), path, "data")
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
             await self.refuse_if_running(path)
             await self.files.remove(path)
@@ -359,7 +363,9 @@ class VolumeHandlers(FileHandlers):
 
     async def destroy_legacy(self, command: DestroyCommand) -> Result:
         """Detach the volume from ``vmName`` (when given and attached there), then delete
-        its file. A missing file is success. A file in another VM, or in a running VM
+        its file. A missing file is success, once its pool's root is seen (as for
+        DeleteCommand: the management server keeps the template or volume of a pool that
+        cannot be reached, to evict or delete it again). A file in another VM, or in a running VM
         that cannot release it (IDE), is refused and kept; so is a file that a disk file in
         its folder names as its parent (``refuse_if_parent``): a template with linked
         clones, which the management server evicts when no volume row of its own
@@ -406,10 +412,12 @@ class VolumeHandlers(FileHandlers):
         if not volume.path:
             raise InvalidRequest("volume.path is required")
         root = self._legacy_root(volume)
+        path = root
         for candidate in _disk_names(volume.path):
             path = await self.paths.file_in(root, candidate, "volume.path", images.DISK_SUFFIXES)
             if await self.files.exists(path):
                 return path
+        await self.paths.absent_for_sure(root, path, "volume.path")
         return None
 
     def _legacy_root(self, volume: VolumeTO) -> str:
