@@ -4,6 +4,7 @@ Create, Destroy and PrimaryStorageDownload commands, checked on disk and in the 
 from __future__ import annotations
 
 import bz2
+import errno
 import gzip
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -335,6 +336,32 @@ async def test_volume_on_a_share_that_cannot_be_reached_is_not_reported_deleted(
         _, answer = await running.answer(DELETE if command == "delete" else DESTROY, body)
         assert answer["result"] is True, answer
     assert not (share / f"{VOLUME_UUID}.vhdx").exists()
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # the agent's own file access
+async def test_delete_on_a_share_that_refuses_the_host_fails_naming_the_file_and_keeps_it(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A share whose account's password changed (or whose permissions did) refuses the
+    host: Windows answers ERROR_ACCESS_DENIED, which Python raises as PermissionError,
+    also when only asked whether a file is there. The answer names the file and what the
+    host met, not a bare internal error, and the file is kept."""
+    pool = _pool(agent)
+    volume = _disk(pool, f"{VOLUME_UUID}.vhdx")
+    stat = Path.stat
+
+    def refused(self: Path, **kwargs: Any) -> Any:
+        if self == volume:
+            raise PermissionError(errno.EACCES, "Access is denied", str(self))
+        return stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    _, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID, format="VHDX")})
+    assert answer["result"] is False, answer
+    assert f"C:\\pool\\{VOLUME_UUID}.vhdx" in answer["details"], answer["details"]
+    assert "Access is denied" in answer["details"], answer["details"]
+    monkeypatch.undo()
+    assert volume.is_file()
 
 
 async def test_delete_refuses_and_keeps_file_when_volume_is_in_running_vm(

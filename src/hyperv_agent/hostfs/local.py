@@ -35,7 +35,20 @@ class LocalFiles(HostFiles):
             raise HostFileError(f"cannot create folder {path}: {error.strerror}") from None
 
     async def exists(self, path: str) -> bool:
-        return await asyncio.to_thread(self.local(path).exists)
+        """Whether something is at ``path``: a path not found, one below a file, or a
+        link loop is nothing; anything else met on the way (ERROR_ACCESS_DENIED from a
+        share whose account's password changed, a drive not ready) is HostFileError
+        naming the path, as ``stat`` reports it (``Path.exists`` raises it bare)."""
+        local = self.local(path)
+        try:
+            await asyncio.to_thread(local.stat)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return False
+            raise HostFileError(f"cannot read {path}: {error.strerror}") from None
+        return True
 
     async def read_text(self, path: str, max_bytes: int = 4096) -> str | None:
         local = self.local(path)
