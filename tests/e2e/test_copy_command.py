@@ -329,6 +329,26 @@ async def test_download_fails_and_copies_nothing_when_source_path_is_bad(
     assert listing(pool) == before
 
 
+async def test_download_from_an_image_store_that_cannot_be_reached_says_so(
+    agent: Running, tmp_path: Path
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found: every template on it reads as absent. The answer says the image store cannot
+    be reached, naming it, rather than that the template does not exist (which sends the
+    operator looking for a file that is there); the pool is left as it was."""
+    pool = _pool(agent)
+    _disk(_secondary(tmp_path, "t/x.vhdx"), 16 * MIB)
+    before = listing(pool)
+    (tmp_path / "secondary").rename(tmp_path / "away")  # the share cannot be reached
+    details = await _refused(agent, _copy(_template(_nfs(), path="t/x.vhdx"),
+                                          _template(_primary())), "cannot be reached")
+    assert "\\\\10.1.1.1\\secondary" in details, details
+    assert "does not exist on the image store" not in details, details
+    assert listing(pool) == before
+    (tmp_path / "away").rename(tmp_path / "secondary")  # back: the same copy succeeds
+    await _copied(agent, _copy(_template(_nfs(), path="t/x.vhdx"), _template(_primary())))
+
+
 @pytest.mark.parametrize(("src_store", "dest_store", "expected"), [
     (_nfs("cifs://10.9.9.9/nowhere"), _primary(), "10.9.9.9"),  # unreachable share
     (_nfs("nfs://10.1.1.1/secondary"), _primary(), "nfs://"),

@@ -195,7 +195,8 @@ class CopyHandler(FileHandlers):
                                             images.PACKED_IMAGE_SUFFIXES)
         else:
             path = await self.paths.folder_in(root, src.path, "srcTO")
-        if not await self.files.exists(path):
+        if not await self.files.exists(path):  # a share that went away reads as empty
+            await self.paths.absent_for_sure(root, path, "srcTO", "image store")
             raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
         if images.image_suffix(path) is not None:
             return path

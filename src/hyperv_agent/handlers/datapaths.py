@@ -219,18 +219,20 @@ class DataPaths:
                                  "reached from this host")
         return root
 
-    async def absent_for_sure(self, root: str, path: str, what: str) -> None:
+    async def absent_for_sure(self, root: str, path: str, what: str,
+                              holder: str = "pool") -> None:
         """Nothing, when ``path`` below ``root`` was found missing and ``root`` is there;
-        InvalidRequest naming ``root`` when it is not, so a file found missing is never
-        taken for gone while its pool cannot be seen. Windows reports a share whose
+        InvalidRequest naming ``root`` (the root of a ``holder``: a pool, an image store)
+        when it is not, so a file found missing is never taken for gone, nor said not to
+        exist, while what holds it cannot be seen. Windows reports a share whose
         server is down, or that was taken away, as a path not found (ERROR_BAD_NETPATH
         and ERROR_BAD_NET_NAME read as ENOENT), as it does a local pool's folder on a
         disk that went offline: every file below it reads as absent. 1 call."""
         if not await self.files.exists(root):
-            raise InvalidRequest(f"{what}: {path} was not found, but neither was its pool's "
-                                 f"root {root}, which does not exist or cannot be reached "
-                                 "from this host; whether the file is there cannot be told, "
-                                 "nothing was changed")
+            raise InvalidRequest(f"{what}: {path} was not found, but neither was its "
+                                 f"{holder}'s root {root}, which does not exist or cannot be "
+                                 "reached from this host; whether the file is there cannot be "
+                                 "told, nothing was changed")
 
     def _hand_credentials(self, location: locations.PoolLocation) -> None:
         if isinstance(location, locations.ShareLocation) and location.credentials is not None:
