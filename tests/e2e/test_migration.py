@@ -220,6 +220,16 @@ async def test_a_graceful_stop_of_a_vm_a_move_carries_off_meanwhile_is_not_done(
         assert await _power(run, b, "i-2-11-VM") == "PowerOn"
 
 
+async def _ask_guest_to_shut_down(cim: Cim, path: ObjectPath) -> None:
+    """Stop-VM without -TurnOff: the VM's guest asked to shut down, which it accepts."""
+    (component,) = await cim.query(wql.select("Msvm_ShutdownComponent", wql.eq(
+        "SystemName", path.key("Name"))))
+    assert component.path is not None
+    asked = await cim.invoke(component.path, "InitiateShutdown",
+                             {"Force": False, "Reason": "maintenance"})
+    assert asked.return_value == 0
+
+
 async def test_a_move_whose_guest_shut_the_vm_down_midway_fails_saying_so(
         tmp_path: Path) -> None:
     """The VM's guest is shutting down (asked by an operator's Stop-VM, or from inside)
@@ -236,13 +246,7 @@ async def test_a_move_whose_guest_shut_the_vm_down_midway_fails_saying_so(
         path = await _vm_path(a, "i-2-12-VM")
         _, prepared = await run.ask(b, names.PREPARE_FOR_MIGRATION_COMMAND, prepare_body(vm))
         assert prepared["result"] is True, prepared["details"]
-        on_a = a.cim()
-        (component,) = await on_a.query(wql.select("Msvm_ShutdownComponent", wql.eq(
-            "SystemName", path.key("Name"))))
-        assert component.path is not None
-        asked = await on_a.invoke(component.path, "InitiateShutdown",
-                                  {"Force": False, "Reason": "maintenance"})
-        assert asked.return_value == 0  # the guest is off 2 s later; the move takes 4 s
+        await _ask_guest_to_shut_down(a.cim(), path)  # off 2 s later; the move takes 4 s
         kind, moved = await run.ask(a, names.MIGRATE_COMMAND, migrate_body(vm, b.address))
         assert (kind, moved["result"]) == (names.MIGRATE_ANSWER, False), moved
         assert ("The virtual machine stopped running during the move, before the "
@@ -252,16 +256,6 @@ async def test_a_move_whose_guest_shut_the_vm_down_midway_fails_saying_so(
         assert await run.where(hosts, "i-2-12-VM") == []  # running nowhere
         assert await b.cim().query(wql.select("Msvm_ComputerSystem", wql.eq(
             "Name", path.key("Name")))) == []
-
-
-async def _ask_guest_to_shut_down(cim: Cim, path: ObjectPath) -> None:
-    """Stop-VM without -TurnOff: the VM's guest asked to shut down, which it accepts."""
-    (component,) = await cim.query(wql.select("Msvm_ShutdownComponent", wql.eq(
-        "SystemName", path.key("Name"))))
-    assert component.path is not None
-    asked = await cim.invoke(component.path, "InitiateShutdown",
-                             {"Force": False, "Reason": "maintenance"})
-    assert asked.return_value == 0
 
 
 async def test_a_guest_shutting_down_as_its_vm_moves_shuts_it_down_at_the_destination(

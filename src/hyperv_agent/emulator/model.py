@@ -549,9 +549,15 @@ def new_run(vm: Record, now: float, *, boots: bool = True) -> None:
 def ask_guest(vm: Record, action: str, delay_s: float, now: float) -> int:
     """Note on the (staged), running ``vm`` that its guest accepted ``action``, which
     takes it ``delay_s`` from ``now``; the token a timer for it is armed with."""
+    token = _next_guest_token(vm)
+    vm.meta[GUEST_REQUESTS] = [*_guest_requests(vm), [token, action, delay_s, now]]
+    return token
+
+
+def _next_guest_token(vm: Record) -> int:
+    """A token no request of the (staged) ``vm`` has had (``_GUEST_REQUEST_SEQ``)."""
     token = int(vm.meta.get(_GUEST_REQUEST_SEQ, 0)) + 1
     vm.meta[_GUEST_REQUEST_SEQ] = token
-    vm.meta[GUEST_REQUESTS] = [*_guest_requests(vm), [token, action, delay_s, now]]
     return token
 
 
@@ -590,15 +596,10 @@ def thaw_guest(vm: Record, now: float) -> None:
     out once it runs again; needing the rest of its own time, as a guest that was never
     frozen would have, is the emulator's choice."""
     requests = _guest_requests(vm)
-    token = int(vm.meta.get(_GUEST_REQUEST_SEQ, 0))
-    thawed = False
-    for request in requests:
-        if request[3] is None:
-            token += 1
-            request[0], request[3] = token, now
-            thawed = True
-    if thawed:
-        vm.meta[_GUEST_REQUEST_SEQ] = token
+    frozen = [request for request in requests if request[3] is None]
+    for request in frozen:
+        request[0], request[3] = _next_guest_token(vm), now
+    if frozen:
         vm.meta[GUEST_REQUESTS] = requests
 
 
