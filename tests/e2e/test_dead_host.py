@@ -392,3 +392,40 @@ async def test_the_host_the_agent_runs_on_keeps_its_heartbeat_while_its_wmi_hang
     assert beat.read_text() != OLD_STAMP
     alive = await _neighbour_says(slow_here)
     assert (alive["result"], alive["alive"]) == (False, True)
+
+
+async def test_the_host_the_agent_runs_on_fails_the_state_report_when_its_wmi_hangs(
+        slow_here: Running) -> None:
+    """A WMI service that stops answering on the host the agent runs on fails the state
+    report and the host statistics once a host check finds it silent, as a hung host
+    over WinRM does, instead of leaving the MS's ping cycle (which asks for the report
+    right before each ping) waiting on a query nothing answers; once it is known silent,
+    neither sends a query more; its WMI answering again, both answer."""
+    host = slow_here.emulator.host
+    sent_before = host.counters.snapshot()
+    # each call waits 8 deadlines: hung, as far as the checks can tell
+    host.config = dataclasses.replace(host.config, latency=LatencyModel(call_s=8 * DEADLINE_S))
+    said = ("Hyper-V's management service on this host does not answer: the host did not "
+            f"answer a query of its virtual switches within {DEADLINE_S:g} s")
+    async with asyncio.timeout(10):
+        key, report, took = await _timed(slow_here, STATE_REPORT, {})
+    assert key == "com.cloud.agent.api.Answer" and report["result"] is False, report
+    assert said in report["details"]
+    assert 2 * DEADLINE_S <= took < 2 * DEADLINE_S + 1.5  # the listing, then a check
+    asked = host.counters.snapshot()
+    for fqcn, answer_class in ((HOST_STATS, "com.cloud.agent.api.GetHostStatsAnswer"),
+                               (STATE_REPORT, "com.cloud.agent.api.Answer")):
+        async with asyncio.timeout(10):
+            key, value, took = await _timed(slow_here, fqcn, {"hostId": 5, "contextMap": {}})
+        assert key == answer_class and value["result"] is False, value
+        assert said in value["details"]
+        assert took < DEADLINE_S + 1.5
+    assert host.counters.snapshot() == asked  # only the check's one query, still waiting
+    assert asked != sent_before
+    host.config = dataclasses.replace(host.config, latency=LatencyModel())
+    for _ in range(80):  # the check's waiting query ends; a new one finds WMI answering
+        status, listed = await slow_here.post(STATE_REPORT, {})
+        if status == 200 and isinstance(listed, list) and not listed:
+            break
+        await asyncio.sleep(0.1)
+    assert listed == [], listed

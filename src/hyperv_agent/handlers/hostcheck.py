@@ -133,17 +133,19 @@ class HostCheck:
 
     async def bounded(self, work: Callable[[], Awaitable[_T]]) -> _T:
         """What ``work``, a read-only query of the host, returns; CimUnreachable, saying why,
-        as soon as the host is found unreachable rather than when the backend gives up
-        (over WinRM, its operation timeout and answer grace: 70 s by default).
+        as soon as nothing answers rather than when the backend gives up (over WinRM, its
+        operation timeout and answer grace: 70 s by default; local WMI has no bound of
+        its own). Nothing answers a host that cannot be reached, nor a WMI service hung
+        on the machine the agent runs on (``Reach.SILENT``).
 
-        When the last check found the host unreachable, a check comes first (within
+        When the last check found nothing answering, a check comes first (within
         ``deadline_s``) and ``work`` is not sent while it still is: no query more left
         hanging on a hung host. Otherwise ``work`` runs, and once it has taken
-        ``deadline_s`` a check is made beside it: found unreachable, ``work`` is cut short;
-        a host that answers (slowly: thousands of VMs) lets it run to its end. Only for
-        reads: what it changes on the host must never be cut half-way."""
+        ``deadline_s`` a check is made beside it: nothing answering, ``work`` is cut
+        short; a host that answers (slowly: thousands of VMs) lets it run to its end.
+        Only for reads: what it changes on the host must never be cut half-way."""
         known = self._known
-        if known is not None and known[1].reach is Reach.UNREACHABLE:
+        if known is not None and known[1].reach in _SILENCE:
             _refuse_unreachable(await self.state())
         running = asyncio.ensure_future(work())
         checking: asyncio.Future[HostState] | None = None
@@ -183,6 +185,10 @@ class HostCheck:
             log.warning("%s", "the Hyper-V host answers again" if found.usable else found.says)
 
 
+#: What no answer from the host makes it.
+_SILENCE = frozenset({Reach.UNREACHABLE, Reach.SILENT})
+
+
 def _refuse_unreachable(found: HostState) -> None:
-    if found.reach is Reach.UNREACHABLE:
+    if found.reach in _SILENCE:
         raise CimUnreachable(found.says)
