@@ -47,8 +47,8 @@ RUNNING = 4
 
 
 @contextlib.asynccontextmanager
-async def _cluster(tmp_path: Path) -> AsyncIterator[Running]:
-    """The source's agent, and (opened first) the destination host HV-B."""
+async def _cluster(tmp_path: Path, backend: str = "emulator") -> AsyncIterator[Running]:
+    """The source's agent (on ``backend``), and (opened first) the destination host HV-B."""
     (tmp_path / "pool").mkdir()
     config_file = tmp_path / "agent.toml"
     config_file.write_text(emulator_toml("HV-A", tmp_path / "cluster", tmp_path / "pool"))
@@ -59,7 +59,7 @@ async def _cluster(tmp_path: Path) -> AsyncIterator[Running]:
         cluster_dir=tmp_path / "cluster", switches=(SWITCH,),
         shares={SHARE: tmp_path / "pool"}))
     try:
-        async with serving(config, backend="emulator") as agent:
+        async with serving(config, backend=backend) as agent:
             _, pool = await agent.answer(names.MODIFY_STORAGE_POOL_COMMAND, pool_body())
             assert pool["result"] is True, pool
             yield agent
@@ -254,6 +254,45 @@ async def test_a_move_whose_host_stopped_before_it_ended_is_a_failed_answer(
         shown = await agent.emulator.query(wql.select("Msvm_ComputerSystem",
                                                       wql.eq("ElementName", name)))
         assert [(vm["EnabledState"], vm["OperationalStatus"]) for vm in shown] == [(2, (2,))]
+
+
+@pytest.mark.parametrize("overdue", [False, True], ids=["under-way", "overdue"])
+async def test_a_move_whose_host_stops_answering_says_the_vm_may_have_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overdue: bool) -> None:
+    """Driving the source over WinRM, the source host stops answering while its move's
+    job is waited on (under way, or past its bound and asked to stop): the failed answer
+    is the move's, saying the host went silent and that the VM may be on either host,
+    not the bare transport error, which says nothing of the move."""
+    monkeypatch.setattr(hyperv_jobs, "UNREACHABLE_GRACE_S", 0.3)
+    name = "i-2-58-VM"
+    async with _cluster(tmp_path, backend="wsman-http-ntlm") as agent:
+        await _running_vm(agent, tmp_path, name)
+        agent.emulator.faults.hang_next_job(MIGRATE)
+        if overdue:  # its stop refused, the move runs on past its bound
+            agent.emulator.faults.fail_next_call("RequestStateChange", 1)
+        move = asyncio.create_task(agent.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(name, name), DESTINATION_IP, wait_s=4 if overdue else 60)))
+        while not await agent.emulator.query(wql.select("Msvm_MigrationJob")):
+            await asyncio.sleep(0.05)
+        if overdue:  # waited on for 3 s, then 1 s after it was asked to stop
+            await asyncio.sleep(3.3)
+        assert agent.face is not None and not move.done()
+        await agent.face.runner.cleanup()  # the host stops answering
+        async with asyncio.timeout(10):
+            kind, failed = await move
+        assert (kind, failed["result"]) == (names.MIGRATE_ANSWER, False), failed
+        details = failed["details"]
+        if overdue:
+            assert details.startswith(
+                "MigrateCommand failed due to the move did not finish within 3 s, could not "
+                "be stopped, and the host stopped answering before it ended ("), details
+            assert "see where the VM is before trying again" in details, details
+        else:
+            assert details.startswith(
+                "MigrateCommand failed due to the host stopped answering while the move "
+                "was under way ("), details
+            assert "whether the VM moved is not known: see where it is before trying again" in (
+                details), details
 
 
 async def _defined(agent: Running, name: str) -> list[int]:

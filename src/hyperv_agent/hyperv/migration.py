@@ -57,6 +57,7 @@ from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, InValue, ObjectPath
 from hyperv_agent.errors import (
     CimError,
+    CimUnavailable,
     HyperVError,
     JobFailed,
     JobLost,
@@ -186,11 +187,18 @@ async def migrate(hv: HyperV, move: Move, policy: jobs.WaitPolicy,
 
 async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
                    grace: jobs.WaitPolicy, kind: MigrationType) -> None:
+    """Wait for the move's job as ``migrate`` says. A host that stops answering while
+    the job is waited on (past the job wait's grace for outages) fails the move saying
+    so: the job was running, so where the VM is cannot be told from here."""
     try:
         await jobs.wait(hv.cim, job, MIGRATE, policy)
         return
     except JobFailed as failed:
         raise MigrationFailed(failed.description or str(failed)) from None
+    except CimUnavailable as silent:
+        raise MigrationFailed(f"the host stopped answering while the move was under way "
+                              f"({silent}); whether the VM moved is not known: see where "
+                              "it is before trying again") from None
     except JobTimeout as timeout:
         queued = timeout.job_state == JobState.NEW
         within = (f"the command's bound ({timeout.bound})" if timeout.bound
@@ -203,13 +211,20 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         with jobs.whole_wait():  # stopping it may use what is left of the command's wait
             await jobs.wait(hv.cim, job, MIGRATE, grace)
     except JobFailed as failed:
-        raise MigrationFailed(f"{late} and was cancelled; the VM stays where it was "
+        # a long "never started" clause is closed by a comma before its "and"
+        raise MigrationFailed(f"{late}{',' if queued else ''} and was cancelled; the VM "
+                              f"stays where it was "
                               f"({failed.description or failed}){hint}") from None
     except JobTimeout:
         asked = "was asked to stop" if stopping else "could not be stopped"
         raise MigrationFailed(f"{late}, {asked} and was still running "
                               f"{grace.timeout_s:g} s later; see where the VM is before "
                               f"trying again{hint}") from None
+    except CimUnavailable as silent:
+        asked = "was asked to stop" if stopping else "could not be stopped"
+        raise MigrationFailed(f"{late}, {asked}, and the host stopped answering before it "
+                              f"ended ({silent}); see where the VM is before trying "
+                              f"again{hint}") from None
 
 
 async def _stop(hv: HyperV, job: ObjectPath) -> bool:
@@ -255,7 +270,7 @@ def _never_started(policy: jobs.WaitPolicy, grace: jobs.WaitPolicy,
         "MaximumVirtualMachineMigrations")
     return (f"the move never started: for the {policy.timeout_s:g} s it was waited on, its "
             "job stayed queued, the host's other migrations holding every slot it has for "
-            "moves at once,",
+            "moves at once",
             f". Let the host run more moves at once (Set-VMHost -{limit}) or give the "
             f"command a longer wait than {policy.timeout_s + grace.timeout_s:g} s")
 
