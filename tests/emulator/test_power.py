@@ -326,6 +326,31 @@ async def test_a_guest_shutting_down_goes_on_when_its_host_is_opened_again(
         await again.close()
 
 
+async def test_a_closed_host_s_guest_timers_do_not_act_and_go_on_when_it_opens_again(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """Closing the host (the agent stopping) takes the timers of its guests' requests
+    with it: the guest's time passing in this process touches nothing of the closed
+    host (its VM, in what it left in memory, still runs), and the host opened again on
+    its state directory carries the request out (its guest went on meanwhile)."""
+    clock = _Clock()
+    config = make_config(async_jobs=False, guest_shutdown_s=0.2)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        vm = await _asked_to_shut_down(cim)
+    finally:
+        await cim.close()
+    clock.now += 1.0
+    await asyncio.sleep(0.5)  # the guest's timer was due 0.3 s ago
+    left = cim.host.store.get(vm)
+    assert left is not None and left["EnabledState"] == RUNNING
+    again = EmulatorCim.open(config, clock)
+    try:
+        await _off_within(again, vm, 5.0)
+    finally:
+        await again.close()
+
+
 def _asked_before_a_restart(config: EmulatorConfig, clock: _Clock) -> ObjectPath:
     """A running VM whose guest was asked to shut down, on a host opened on ``config``
     and closed again, in an event loop of its own (as a process that ended)."""

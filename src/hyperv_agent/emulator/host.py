@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import ipaddress
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +29,8 @@ from hyperv_agent.errors import DirectoryInUse
 
 if TYPE_CHECKING:
     from hyperv_agent.emulator.cluster import Member
+
+log = logging.getLogger("hyperv_agent.emulator")
 
 Clock = Callable[[], float]
 
@@ -127,6 +131,9 @@ class EmulatedHost:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         config.drive_root("C").mkdir(parents=True, exist_ok=True)
         self.lock: DirectoryLock | None = None
+        #: Whether ``close`` has run: the actions the host set for later (``later``) then
+        #: find it closed and do nothing.
+        self.closed = False
         #: Why this host only reads its state directory (another process holds it).
         self.held_elsewhere: str | None = None
         db = config.state_dir / "emulator.sqlite3" if config.persist else None
@@ -204,8 +211,18 @@ class EmulatedHost:
 
     def later(self, delay_s: float, action: Callable[[], None]) -> None:
         """Run ``action`` after ``delay_s`` on the emulator's thread (``Worker.later``:
-        timed once an event loop runs)."""
-        self.worker.later(delay_s, action)
+        timed once an event loop runs), unless the host is closed by then: what it set
+        for later (a guest's shutdown, a queued job's work) goes with it, and the host
+        opened again on its state directory sets it afresh from what it stored
+        (``power.guests_go_on``, ``jobs`` module notes), so nothing acts on the records
+        a closed host left in memory."""
+        self.worker.later(delay_s, functools.partial(self._if_open, action))
+
+    def _if_open(self, action: Callable[[], None]) -> None:
+        if self.closed:
+            log.debug("a delayed action of the closed emulated host %s is dropped", self.name)
+            return
+        action()
 
     @property
     def os_major(self) -> int:
@@ -239,6 +256,7 @@ class EmulatedHost:
         return self.os_major >= since
 
     def close(self) -> None:
+        self.closed = True  # before anything goes: what it set for later finds it closed
         if self.cluster is not None:
             self.cluster.close()
         key = self.name.lower()
