@@ -293,3 +293,40 @@ async def test_a_job_stored_without_a_removal_time_goes_after_the_host_s_retenti
             "CIM_ConcreteJob")}
     finally:
         await reopened.close()
+
+
+async def test_a_job_stored_under_another_retention_tells_when_it_really_goes(
+    make_config: Callable[..., EmulatorConfig],
+) -> None:
+    """A job a version that recorded neither its removal time nor its own retention
+    stored, made while the host kept jobs 300 s: the host, opened with a retention of
+    10 s, removes it 10 s after its end, and its TimeBeforeRemoval says so, not the
+    300 s it was made with."""
+    clock = Clock()
+    config = make_config(job_retention_s=10.0)
+    cim = EmulatorCim.open(config, clock)
+    try:
+        job = (await request_state(cim, await define_vm(cim), 2)).path("Job")
+        assert job is not None
+        txn = cim.host.store.transaction()
+        stored = txn.edit(job)
+        assert stored is not None
+        for key in ("remove_at", jobs.RETENTION):  # as that version stored it
+            stored.meta.pop(key)
+        stored["TimeBeforeRemoval"] = "00000000000500.000000:000"  # its 300 s
+        txn.commit()
+    finally:
+        await cim.close()
+    reopened = EmulatorCim.open(config, clock)
+    try:
+        assert (await reopened.get(job))["TimeBeforeRemoval"] == "00000000000010.000000:000"
+    finally:
+        await reopened.close()
+    again = EmulatorCim.open(config, clock)  # what it was given is stored
+    try:
+        assert (await again.get(job))["TimeBeforeRemoval"] == "00000000000010.000000:000"
+        clock.now += 11  # past its 10 s
+        with pytest.raises(CimNotFound):
+            await again.get(job)
+    finally:
+        await again.close()

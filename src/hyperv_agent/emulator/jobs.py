@@ -171,9 +171,15 @@ def _ends(host: EmulatedHost, job: Record, end: float | None, **changes: object)
     other ``changes`` to its hidden state: the one place a job's removal time is set,
     as it starts, is moved up the queue, stopped, fails, or is abandoned, so that a job
     made to go at once (``Faults.lose_next_job``) still does."""
-    kept = job.meta.get(RETENTION)
-    retention = host.config.job_retention_s if kept is None else float(kept)
+    retention = _retention(host, job)
     job.meta.update(changes, end=end, remove_at=None if end is None else end + retention)
+
+
+def _retention(host: EmulatedHost, job: Record) -> float:
+    """How long ``job`` stays after it ends: its own retention (``RETENTION``), else the
+    host's ``job_retention_s``."""
+    kept = job.meta.get(RETENTION)
+    return host.config.job_retention_s if kept is None else float(kept)
 
 
 def slot_free_at(host: EmulatedHost, txn: Transaction, slots: Slots, now: float) -> float:
@@ -423,7 +429,7 @@ def _book(host: EmulatedHost) -> JobBook:
     """The host's job book, with the jobs it stored before this process read in once;
     those left waiting for work their process never did end failed (``_abandoned``),
     unless another process holds the host (it may still do their work); those stored
-    before removal times were recorded given theirs (``_given_removal_times``)."""
+    by a version that kept less of their timing given it (``_given_removal_times``)."""
     book = host.job_book
     if not book.filled:
         stored = list(host.keyed_records("CIM_ConcreteJob"))
@@ -435,26 +441,47 @@ def _book(host: EmulatedHost) -> JobBook:
 
 def _given_removal_times(host: EmulatedHost, stored: list[tuple[str, Record]]
                          ) -> list[tuple[str, Record]]:
-    """The jobs ``stored``, each that ended without a removal time (stored by a version
-    that recorded none) given the one ``_ends`` gives: the host's ``job_retention_s``
-    after its end, as for any job that keeps no retention of its own. A host that only
-    reads another process's state keeps them in memory (its store writes nothing)."""
-    if all(_has_removal_time(job) for _, job in stored):
+    """The jobs ``stored``, each stored by a version that kept less of its timing given
+    what this one keeps (``_timed``): a job that ended without a removal time the one
+    ``_ends`` gives, the host's ``job_retention_s`` after its end, as for any job that
+    keeps no retention of its own; and a job whose TimeBeforeRemoval is not how long it
+    really stays after its end (made under another ``job_retention_s``) that one, so
+    that a client reading it is told when the job goes. Each keeps that retention as its
+    own from then on. A host that only reads another process's state keeps them in
+    memory (its store writes nothing)."""
+    if all(_timed(host, job) for _, job in stored):
         return stored
     txn = host.store.transaction()
     timed = []
     for key, job in stored:
-        staged = None if _has_removal_time(job) else txn.edit(job.path)
+        staged = None if _timed(host, job) else txn.edit(job.path)
         if staged is not None:
-            _ends(host, staged, float(staged.meta["end"]))
+            retention = _stays(host, staged)
+            staged.meta[RETENTION] = retention
+            staged["TimeBeforeRemoval"] = cim_interval(retention)
+            end = staged.meta["end"]
+            _ends(host, staged, None if end is None else float(end))
         timed.append((key, job if staged is None else staged))
     txn.commit()
     return timed
 
 
-def _has_removal_time(job: Record) -> bool:
-    """Whether ``job`` has its removal time, or needs none (it never ends)."""
-    return job.meta.get("remove_at") is not None or job.meta.get("end") is None
+def _stays(host: EmulatedHost, job: Record) -> float:
+    """How long ``job`` really stays after it ends: its own retention (``RETENTION``),
+    else what its removal time says (one stored without its retention), else the
+    host's."""
+    end, remove_at = job.meta.get("end"), job.meta.get("remove_at")
+    if job.meta.get(RETENTION) is None and end is not None and remove_at is not None:
+        return float(remove_at) - float(end)
+    return _retention(host, job)
+
+
+def _timed(host: EmulatedHost, job: Record) -> bool:
+    """Whether ``job`` has its removal time, or needs none (it never ends), and its own
+    retention, which its TimeBeforeRemoval says."""
+    return (job.meta.get("remove_at") is not None or job.meta.get("end") is None) and (
+        job.meta.get(RETENTION) is not None) and (
+        job["TimeBeforeRemoval"] == cim_interval(_retention(host, job)))
 
 
 #: The error of a job whose work its process never did (the host stopped first):
