@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -162,3 +163,40 @@ async def test_a_job_that_goes_once_ended_before_a_poll_reads_it_fails_the_wait(
         assert (cim.round_trips() - before)["job_poll"] >= 2
     finally:
         await cim.close()
+
+
+async def test_a_stop_the_host_refuses_is_a_job_not_stopped(emulator: EmulatorCim) -> None:
+    """Terminate refused with a code other than "cannot stop now" (4097) says nothing of
+    where the job is: the job was not stopped, as for one Hyper-V cannot stop, rather
+    than a failure of its own for every caller to handle."""
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    _, job = await jobs.start(emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert job is not None
+    emulator.faults.fail_next_call("RequestStateChange", 1)
+    assert await jobs.terminate(emulator, job) is False
+    assert (await emulator.get(job)).integer("JobState") == 4  # still running
+    assert await jobs.terminate(emulator, job) is True  # asked again, it is stopped
+
+
+async def test_a_job_whose_stop_is_refused_has_its_file_removed_once_it_ends(
+    emulator: EmulatorCim,
+) -> None:
+    """A job given up on whose stop the host refuses runs on: what ``after_job`` asked
+    for is done in the background, once the job's own wait is over, and the wait that
+    gave up fails as it would have."""
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    _, job = await jobs.start(emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert job is not None
+    emulator.faults.fail_next_call("RequestStateChange", 1)
+    done = asyncio.Event()
+
+    async def then() -> None:
+        done.set()
+
+    with jobs.after_job(then), pytest.raises(JobTimeout):
+        await jobs.wait_or_stop(emulator, job, "RequestStateChange", FAST, FAST)
+    assert not done.is_set()  # the job runs on: not yet
+    await asyncio.wait_for(done.wait(), 5.0)
+    assert (await emulator.get(job)).integer("JobState") == 4

@@ -215,20 +215,26 @@ async def start(
 
 async def terminate(cim: Cim, job_path: ObjectPath) -> bool:
     """Ask the job at ``job_path`` to stop cleanly (RequestStateChange Terminate): True when
-    the job took the request, False when it cannot stop (it has ended, or is past the point
-    where it can be stopped). A job that is gone counts as ended. 1 call; the caller waits
-    for the job to end."""
+    the job took the request, False when it did not: it cannot stop (it has ended, or is
+    past the point where it can be stopped), or the host refused the request with another
+    code or did not answer it (logged). A refusal says nothing of where the job is: the
+    caller goes on as for a job that runs on. A job that is gone counts as ended. 1 call;
+    the caller waits for the job to end."""
     try:
         result = await cim.invoke(job_path, "RequestStateChange",
                                   {"RequestedState": int(JobRequest.TERMINATE)})
     except CimNotFound:
         return False
+    except CimError as error:
+        _LOG.warning("the job %s could not be asked to stop: %s", job_path, error)
+        return False
     code = result.return_value
     if code in (JobStateChange.COMPLETED, JobStateChange.TRANSITION_STARTED):
         return True
-    if code == JobStateChange.INVALID_STATE_TRANSITION:
-        return False
-    raise MethodFailed("RequestStateChange", code, "the job was not asked to stop")
+    if code != JobStateChange.INVALID_STATE_TRANSITION:
+        _LOG.warning("the job %s was not asked to stop: RequestStateChange failed with "
+                     "return code %d", job_path, code)
+    return False
 
 
 async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy,

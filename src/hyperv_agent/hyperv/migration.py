@@ -203,7 +203,10 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         queued = timeout.job_state == JobState.NEW
         within = (f"the command's bound ({timeout.bound})" if timeout.bound
                   else f"{policy.timeout_s:g} s")
-        stopping = await _stop(hv, job)
+        # whether it took the request: a refusal leaves the move running as far as the
+        # agent can tell, and the answer is the move's own failure (late, could not be
+        # stopped), not the stop request's return code, which says nothing of the VM
+        stopping = await jobs.terminate(hv.cim, job)
     late, hint = f"the move did not finish within {within}", ""
     if queued:
         late, hint = _never_started(policy, grace, kind)
@@ -225,19 +228,6 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         raise MigrationFailed(f"{late}, {asked}, and the host stopped answering before it "
                               f"ended ({silent}); see where the VM is before trying "
                               f"again{hint}") from None
-
-
-async def _stop(hv: HyperV, job: ObjectPath) -> bool:
-    """Ask the overdue move's job to stop (``jobs.terminate``): whether it took the
-    request. A refusal with any other code, or a host that did not answer the request,
-    leaves the move running as far as the agent can tell: the answer is then the move's
-    own failure (late, could not be stopped), not the stop request's return code, which
-    says nothing of where the VM is."""
-    try:
-        return await jobs.terminate(hv.cim, job)
-    except (HyperVError, CimError) as error:
-        log.warning("the overdue move's job could not be asked to stop: %s", error)
-        return False
 
 
 async def _told_without_job(hv: HyperV, move: Move, lost: JobLost) -> None:
