@@ -193,6 +193,37 @@ async def test_state_report_keeps_a_vm_in_a_state_it_cannot_read_as_power_unknow
     assert (await cim.get(vm))["EnabledState"] == enabled_state  # left alone
 
 
+@pytest.mark.parametrize("saved_first", [True, False], ids=["saved-first", "unknown-first"])
+async def test_check_vm_answers_power_unknown_as_the_report_does_beside_a_saved_copy(
+    running: Running, saved_first: bool,
+) -> None:
+    """Of a VM whose state Hyper-V cannot tell (it may run) and a saved definition of the
+    same name, the report sends PowerUnknown. CheckVirtualMachine must say the same: the
+    saved copy's PowerOff has the MS fail a move that reached this host (and stop the VM
+    that arrived), and HA's investigator take the VM for off, free to start it again
+    elsewhere on the same disks."""
+    cim = running.emulator
+
+    async def saved_copy() -> None:
+        saved = await _vm_with_notes(running, "i-2-24-VM", ["Created by CloudStack"])
+        await ok(cim, await request_state(cim, saved, 2))
+        await ok(cim, await request_state(cim, saved, 6))
+
+    if saved_first:
+        await saved_copy()
+    vm = await _vm_with_notes(running, "i-2-24-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, vm, 2))
+    _show_state(running, vm, 0)
+    if not saved_first:
+        await saved_copy()
+    status, report = await running.post("org.apache.cloudstack.HostVmStateReportCommand", {})
+    assert status == 200 and report == [{"i-2-24-VM": "PowerUnknown"}], report
+    key, checked = await running.answer("com.cloud.agent.api.CheckVirtualMachineCommand",
+                                        {"vmName": "i-2-24-VM", "contextMap": {}, "wait": 0})
+    assert key == "com.cloud.agent.api.CheckVirtualMachineAnswer"
+    assert (checked["result"], checked["state"]) == (True, "PowerUnknown"), checked
+
+
 async def test_of_two_vms_of_one_name_the_one_that_is_on_is_the_vm(running: Running) -> None:
     """Hyper-V tells VMs apart by GUID, so a definition can be left beside a VM of the
     same name (a host that failed while the VM was started elsewhere, then migrated

@@ -377,19 +377,19 @@ def _encoded_report(listed: Sequence[vms.VmInfo], kinds: Sequence[str | None],
                     failed: set[str]) -> bytes:
     """PowerOn for the VMs reported on, PowerUnknown for those in a state that cannot be
     read, PowerOff for the saved ones and those whose removal failed. Of VMs sharing a
-    name, one that is on is the one reported (as ``vms.find_vm`` takes it), else one whose
-    state is unknown (it may run): a definition left beside the VM must not have the MS
-    stop it."""
-    states: dict[str, PowerState] = {}
+    name, the one reported is the one ``vms.find_vm`` takes (``vms.name_first``: one that
+    is on, else one whose state is unknown, as it may run), so CheckVirtualMachine answers
+    the state the report sends: a definition left beside the VM must not have the MS stop
+    it."""
+    chosen: dict[str, vms.VmInfo] = {}
     for vm, kind in zip(listed, kinds, strict=True):
-        if kind is _ON:
-            states[vm.name] = PowerState.POWER_ON
-        elif kind is _UNKNOWN:
-            if states.get(vm.name) is not PowerState.POWER_ON:
-                states[vm.name] = PowerState.POWER_UNKNOWN
-        elif kind is _OFF or (kind is _REMOVE and vm.guid in failed):
-            states.setdefault(vm.name, PowerState.POWER_OFF)
-    return codec.encode_state_report(states)
+        if kind is None or (kind is _REMOVE and vm.guid not in failed):
+            continue
+        held = chosen.get(vm.name)
+        if held is None or vms.name_first(vm.power) < vms.name_first(held.power):
+            chosen[vm.name] = vm
+    return codec.encode_state_report({name: cloudstack_power(vm.power)
+                                      for name, vm in chosen.items()})
 
 
 def _kind(vm: vms.VmInfo) -> str | None:

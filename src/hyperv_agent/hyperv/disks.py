@@ -467,8 +467,9 @@ async def find_attachment(hv: HyperV, path: str, *, iso: bool = False) -> Attach
     Hyper-V does not stop a stopped VM's definition from naming a file another VM uses
     (one left behind by a host that failed while the VM was started elsewhere, and then
     migrated back), so of several VMs holding the file the one that is on is taken
-    (``vms.on_first``), as ``vms.find_vm`` takes it of several of one name: a caller
-    refusing to touch a running VM's disk must see that VM, not the leftover.
+    (``vms.on_first``), as ``vms.find_vm`` takes the one that is on of several of one
+    name: a caller refusing to touch a running VM's disk must see that VM, not the
+    leftover.
 
     One query over every virtual hard disk medium of the host (WMI cannot filter on the
     array HostResource, so the match is made here, ignoring case), then one get for the

@@ -432,13 +432,13 @@ def _learn(hv: HyperV, listed: Iterable[tuple[str, str, PowerState]]) -> None:
 
 
 def _known_from(listed: Iterable[tuple[str, str, PowerState]]) -> _Known:
-    """The GUID of each name: of several VMs of one name, the one ``find_vm`` takes (the
-    one that is on, ``on_first``; the first listed among equals)."""
+    """The GUID of each name: of several VMs of one name, the one ``find_vm`` takes
+    (``name_first``; the first listed among equals)."""
     known = _Known()
     ranks: dict[str, int] = {}
     for name, guid, power in listed:
-        rank = on_first(power)
-        if rank < ranks.get(name, len(_ON_FIRST) + 1):
+        rank = name_first(power)
+        if rank < ranks.get(name, len(_NAME_FIRST) + 1):
             known.guids[name], ranks[name] = guid, rank
     return known
 
@@ -574,11 +574,11 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     """The VM whose ElementName is ``name``; None when there is none. 1 query, read-only.
 
     Hyper-V does not keep ElementNames unique (it tells VMs apart by GUID): with
-    duplicates, the one that is on is taken — running, else paused, else saved, else
-    any; the first WMI returns among equals. CloudStack runs one VM of a name, so a
-    definition left beside it (by a host that failed while the VM was started
-    elsewhere and then migrated back) is not the VM its commands mean: after a move,
-    the MS asks the destination's CheckVirtualMachine, and reading the leftover's
+    duplicates, the one ``name_first`` puts first is taken (the one that is on, else one
+    whose state cannot be read); the first WMI returns among equals. CloudStack runs one
+    VM of a name, so a definition left beside it (by a host that failed while the VM was
+    started elsewhere and then migrated back) is not the VM its commands mean: after a
+    move, the MS asks the destination's CheckVirtualMachine, and reading the leftover's
     PowerOff would have it fail the move and stop the VM that just arrived.
     """
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
@@ -591,20 +591,39 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
-    chosen = min(found, key=lambda ref: on_first(ref.power))
+    chosen = min(found, key=lambda ref: name_first(ref.power))
     remember(hv, name, chosen.guid)
     return chosen
 
 
-#: Which of several VMs that may be meant is taken (``on_first``): the one that is on.
+#: Which of several VMs sharing a name is the VM CloudStack means (``name_first``).
+_NAME_FIRST: Mapping[PowerState, int] = {
+    PowerState.RUNNING: 0, PowerState.PAUSED: 1, PowerState.UNKNOWN: 2,
+    PowerState.SAVED: 3}
+#: Which of several VMs holding one disk file is the one using it (``on_first``).
 _ON_FIRST: Mapping[PowerState, int] = {
     PowerState.RUNNING: 0, PowerState.PAUSED: 1, PowerState.SAVED: 2}
 
 
+def name_first(power: PowerState) -> int:
+    """The sort key that puts, of several VMs sharing a name, the one CloudStack means
+    first: running, else paused, else one whose state cannot be read, else saved, else
+    stopped. Every reading of a VM by name takes it (``find_vm``, ``vm_stats``, the GUIDs
+    learnt from a listing) and the VM state report reports it, so CheckVirtualMachine and
+    the report never tell the MS two states for one name. A VM whose state cannot be read
+    may well run (os-win reads such states as running): reported PowerUnknown, the MS keeps
+    the state it has, where a saved leftover's PowerOff would have it stop the VM (after a
+    move, fail the move and stop it) or take it for off when HA asks."""
+    return _NAME_FIRST.get(power, len(_NAME_FIRST))
+
+
 def on_first(power: PowerState) -> int:
-    """The sort key that puts, of several VMs sharing a name or a disk file, the one that
-    is on first: running, else paused, else saved, else any (``find_vm``,
-    ``disks.find_attachment``)."""
+    """The sort key that puts, of several VMs holding one disk file, the one that is on
+    first: running, else paused, else saved, else any (``disks.find_attachment``). What
+    its callers refuse is a disk a VM's worker holds open (running or paused,
+    ``files._HOLDING``), so that VM must come first; unlike ``name_first``, a VM whose
+    state cannot be read gets no place ahead of a saved one, whose memory Hyper-V
+    restores over the disk as it is."""
     return _ON_FIRST.get(power, len(_ON_FIRST))
 
 
@@ -635,15 +654,15 @@ async def vm_stats(hv: HyperV, names: Collection[str]) -> dict[str, VmStats]:
 
 def _stats_of(summaries: Iterable[CimInstance], wanted: set[str]) -> dict[str, VmStats]:
     """The stats of the VMs ``wanted`` names; of several of one name, those of the one
-    ``find_vm`` takes (``on_first``)."""
+    ``find_vm`` takes (``name_first``)."""
     stats: dict[str, VmStats] = {}
     ranks: dict[str, int] = {}
     for summary in summaries:
         name = summary.string("ElementName")
         if name not in wanted:
             continue
-        rank = on_first(power_state(summary.integer("EnabledState")))
-        if rank < ranks.get(name, len(_ON_FIRST) + 1):
+        rank = name_first(power_state(summary.integer("EnabledState")))
+        if rank < ranks.get(name, len(_NAME_FIRST) + 1):
             stats[name], ranks[name] = _vm_stats(summary), rank
     return stats
 
