@@ -36,6 +36,7 @@ STATE_REPORT = "org.apache.cloudstack.HostVmStateReportCommand"
 HOST_STATS = "com.cloud.agent.api.GetHostStatsCommand"
 CHECK_ON_HOST = "com.cloud.agent.api.CheckOnHostCommand"
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
+MAINTAIN = "com.cloud.agent.api.MaintainCommand"
 PRIVATE_IP = "192.168.100.10"
 DEADLINE_S = 0.5
 OLD_STAMP = "2024-5-7@3:4:9"
@@ -184,6 +185,37 @@ async def test_a_powered_off_host_fails_pings_and_health_at_once_and_is_found_ag
         assert health["result"] is True
         status, report = await agentless.post(STATE_REPORT, {})
         assert status == 200 and isinstance(report, list)
+
+
+async def test_maintenance_of_a_host_that_cannot_be_reached_fails_saying_so(
+        agentless: Running) -> None:
+    """On a MaintainAnswer with result true the MS puts the host in PrepareForMaintenance
+    and schedules moving its VMs off with MigrateCommands, which a powered-off or hung host
+    never makes; failed, it refuses the maintenance request and the host keeps its state."""
+    port = _port(agentless)
+    _, maintained, _ = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
+    assert (maintained["result"], maintained["willMigrate"]) == (True, True), maintained
+    await _power_off(agentless)
+    key, value, took = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
+    assert (key, value["result"]) == ("com.cloud.agent.api.MaintainAnswer", False), value
+    assert value["details"].startswith(
+        "MaintainCommand failed: the Hyper-V host cannot be reached: "), value
+    assert f"127.0.0.1:{port}: cannot reach the WinRM service" in value["details"]
+    assert took < 2
+    async with _hung(port):
+        key, value, took = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
+        assert (key, value["result"]) == ("com.cloud.agent.api.MaintainAnswer", False), value
+        assert value["details"] == (
+            "MaintainCommand failed: the Hyper-V host cannot be reached: the host did not "
+            f"answer a query of its virtual switches within {DEADLINE_S:g} s")
+        assert took < DEADLINE_S + 1.5
+    async with _powered_on(agentless, port):
+        for _ in range(20):  # the hung query ends when its connection closes
+            _, maintained, _ = await _timed(agentless, MAINTAIN, {"contextMap": {}})
+            if maintained["result"]:
+                break
+            await asyncio.sleep(0.1)
+        assert maintained["result"] is True, maintained
 
 
 async def test_a_hung_host_fails_pings_within_the_deadline_with_one_query_in_flight(

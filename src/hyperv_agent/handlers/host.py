@@ -316,6 +316,15 @@ class HostHandlers:
             result=True, details=f"nothing to clean up on Hyper-V for {uri or 'the network'}")
 
     async def maintain(self, command: wire.MaintainCommand) -> Result:
+        """Ready for maintenance while the Hyper-V host answers (``HostCheck``, bounded in
+        time, as a ping): nothing on the host needs preparing, and ``willMigrate`` lets the
+        MS move the VMs off with MigrateCommands. On a success the MS puts the host in
+        PrepareForMaintenance and schedules those moves, which a host that does not
+        answer can never make; on a failed answer it refuses the request ("Unable to
+        prepare for maintenance host", ``ResourceManagerImpl.doMaintain``) and the host
+        keeps its state. (A host the MS already has Down it puts in maintenance without
+        asking, with ``set.host.down.to.maintenance``.)"""
+        await self._host_answers()
         return MaintainAnswer(result=True, details="success - NOP for MaintainCommand",
                               will_migrate=True)
 
