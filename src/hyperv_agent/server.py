@@ -6,8 +6,10 @@ HTTP 404 for a class the agent does not know. ``GET /api/HypervResource`` answer
 liveness string the C# agent answered. Requests are served concurrently.
 
 Only clients in ``allow_from`` are served (this host alone when it is empty); others get
-HTTP 403 naming the setting. Compressed bodies are refused (415), never inflated. The
-connections themselves (idle deadlines, the cap) are kept by :mod:`hyperv_agent.connections`.
+HTTP 403 naming the setting, and a log line at most once a minute per address, whichever
+listener they reached when the listeners share their ``refusals``. Compressed bodies are
+refused (415), never inflated. The connections themselves (idle deadlines, the cap) are
+kept by :mod:`hyperv_agent.connections`.
 """
 
 from __future__ import annotations
@@ -64,11 +66,13 @@ def make_app(
     *,
     allow_from: Sequence[Network] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    refusals: logs.Throttle | None = None,
 ) -> web.Application:
     """The command endpoint; clients outside ``allow_from`` (loopback when it is empty) get
-    HTTP 403, compressed bodies HTTP 415."""
+    HTTP 403 (logged as ``refusals`` admits, :func:`allow_only`), compressed bodies HTTP
+    415."""
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[allow_only(tuple(allow_from))])
+                          middlewares=[allow_only(tuple(allow_from), refusals)])
 
     async def liveness(_: web.Request) -> web.Response:
         return web.Response(text=LIVENESS)
@@ -134,10 +138,14 @@ def allowed(peer: str, networks: Sequence[Network]) -> bool:
     return any(address in network for network in (networks or LOOPBACK))
 
 
-def allow_only(networks: tuple[Network, ...]) -> Middleware:
+def allow_only(networks: tuple[Network, ...],
+               refusals: logs.Throttle | None = None) -> Middleware:
     """HTTP 403, naming ``allow_from``, for clients :func:`allowed` refuses; refusals are
-    logged at most once a minute per address (and ten lines a minute in all)."""
-    throttle = logs.Throttle()
+    logged at most once a minute per address (and ten lines a minute in all), as
+    ``refusals`` admits them. The listeners of one agent share theirs: a client refused on
+    the command and the admin listener is one fact (its address is not in allow_from), one
+    line, not one per listener."""
+    throttle = refusals if refusals is not None else logs.Throttle()
     setting = ("allow_from is empty, so only loopback clients are served" if not networks
                else "it is not in allow_from")
 
@@ -157,11 +165,12 @@ def allow_only(networks: tuple[Network, ...]) -> Middleware:
 
 
 def make_admin_app(metrics: Metrics, problem: Callable[[], Awaitable[str | None]],
-                   allow_from: Sequence[Network] = ()) -> web.Application:
+                   allow_from: Sequence[Network] = (),
+                   refusals: logs.Throttle | None = None) -> web.Application:
     """``/healthz`` (200 "ok" when ``problem`` finds none, 503 with the problem otherwise)
     and Prometheus ``/metrics``, for the clients ``allow_from`` admits (loopback when it
-    is empty)."""
-    app = web.Application(middlewares=[allow_only(tuple(allow_from))])
+    is empty; the others logged as ``refusals`` admits, :func:`allow_only`)."""
+    app = web.Application(middlewares=[allow_only(tuple(allow_from), refusals)])
 
     async def healthz(_: web.Request) -> web.Response:
         found = await problem()

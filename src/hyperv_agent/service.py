@@ -11,12 +11,12 @@ import logging
 import ssl
 import sys
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiohttp import web
 
-from hyperv_agent import relay, server, state, tls
+from hyperv_agent import logs, relay, server, state, tls
 from hyperv_agent.backends import OpenedHost, open_host
 from hyperv_agent.cim import counting
 from hyperv_agent.cim.api import Cim
@@ -107,6 +107,8 @@ class Agent:
     host: HostHandlers
     leftovers: Leftovers
     lock: DirectoryLock  # the state directory, held while the agent is open
+    #: Clients refused by allow_from, logged once a minute per address for both listeners
+    refusals: logs.Throttle = field(default_factory=logs.Throttle)
 
     @property
     def cim(self) -> Cim:
@@ -130,7 +132,8 @@ class Agent:
 
     def app(self) -> web.Application:
         return server.make_app(self.dispatch, allow_from=self.allow_from,
-                               max_body_bytes=self.config.agent.max_request_bytes)
+                               max_body_bytes=self.config.agent.max_request_bytes,
+                               refusals=self.refusals)
 
     async def hyperv_problem(self) -> str | None:
         """None when Hyper-V's v2 namespace answers (one read-only query, bounded in time
@@ -153,7 +156,8 @@ class Agent:
                       max_connections=ADMIN_MAX_CONNECTIONS)
 
     def admin_app(self) -> web.Application:
-        return server.make_admin_app(self.metrics, self.hyperv_problem, self.allow_from)
+        return server.make_admin_app(self.metrics, self.hyperv_problem, self.allow_from,
+                                     self.refusals)
 
     def ssl_context(self) -> ssl.SSLContext:
         return tls.server_context(self.identity, self.config.agent.tls_client_ca)

@@ -120,6 +120,29 @@ async def test_refused_client_is_one_log_line_however_often_it_asks(
         await agent.close()
 
 
+async def test_client_refused_on_both_listeners_is_one_log_line(
+    agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A monitoring host left out of allow_from polls /healthz while it, or a management
+    server on the same address, posts commands: one refusal is one fact (the address is
+    not in allow_from), logged once a minute whichever listener it reached, not once per
+    listener."""
+    agent = build_agent(agent_config(allow_from=("10.9.0.0/16",)))
+    caplog.set_level(logging.INFO)
+    try:
+        async with listening(agent, agent.app(), tls=True) as port, \
+                listening(agent, agent.admin_app(), tls=False) as admin:
+            for _ in range(3):
+                assert (await _get(f"https://127.0.0.1:{port}{API}{READY}", post=True))[0] == 403
+                assert (await _get(f"http://127.0.0.1:{admin}/healthz"))[0] == 403
+                assert (await _get(f"http://127.0.0.1:{admin}/metrics"))[0] == 403
+        refused = [r.message for r in caplog.records
+                   if "refused a request from 127.0.0.1" in r.message]
+        assert refused == ["refused a request from 127.0.0.1: it is not in allow_from"], refused
+    finally:
+        await agent.close()
+
+
 @pytest.mark.parametrize(("networks", "warnings"), [((), 1), (("127.0.0.0/8",), 0)])
 async def test_start_warns_once_when_allow_from_is_empty(
     agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
