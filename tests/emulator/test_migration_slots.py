@@ -655,13 +655,14 @@ async def test_a_live_move_whose_guest_shut_down_before_the_switch_over_fails(
                                    f"VirtualSystemIdentifier = '{vm.key('Name')}'") == []
 
 
-async def _moved_with_shutdown_pending(hosts: Hosts, guest_s: float) -> ObjectPath:
-    """A running VM whose guest has accepted a shutdown it takes ``guest_s`` (real time)
-    to carry out, moved live to the destination before that: the move's job completed,
-    the VM running there."""
+async def _moved_with_shutdown_pending(hosts: Hosts, left_s: float) -> ObjectPath:
+    """A running VM whose guest has accepted a shutdown, moved live to the destination
+    before it is done: the move's job completed, the VM running there, its guest
+    needing ``left_s`` more (the move's job time passes on the hosts' clock; the rest
+    in real time, on the event loop, as the destination times it when the VM arrives)."""
     source, _, clock = hosts
     (vm,) = await _vms(source, 1)
-    await _shutdown_asked(source, vm, guest_s)
+    await _shutdown_asked(source, vm, JOB_S + 0.1 + left_s)
     result = await migrate(source, vm, DESTINATION, LIVE)
     clock.now += JOB_S + 0.1
     assert [state for state, _ in await _states(source, [result])] == [COMPLETED]
@@ -680,6 +681,21 @@ async def test_a_guest_shutdown_pending_as_the_move_ends_happens_at_the_destinat
     assert await _stopped(hosts, vm) == (DESTINATION, 3)
     arrived = await destination.get(vm)
     assert (arrived["ProcessID"], arrived["OperationalStatus"]) == (None, (2,))
+
+
+async def test_a_guest_shutdown_pending_as_the_move_ends_goes_on_with_its_source_closed(
+        hosts: Hosts) -> None:
+    """The guest's shutdown goes on at the destination of this process when its source
+    host is closed (its timers with it) before the guest is done: the destination times
+    the guest's request as the VM arrives, as one of another process does."""
+    source, destination, _ = hosts
+    vm = await _moved_with_shutdown_pending(hosts, 0.6)
+    await source.close()
+    for _ in range(100):
+        if (await destination.get(vm))["EnabledState"] != ENABLED:
+            break
+        await asyncio.sleep(0.05)
+    assert (await destination.get(vm))["EnabledState"] == 3
 
 
 async def test_a_guest_shutdown_pending_as_the_move_ends_dies_with_a_new_boot_there(

@@ -121,6 +121,7 @@ from hyperv_agent.emulator.offer import (
     failure_text,
 )
 from hyperv_agent.emulator.schema import CLASSES
+from hyperv_agent.emulator.services import power
 from hyperv_agent.emulator.store import Record, Store, Transaction
 from hyperv_agent.errors import CimInvalidParameter
 
@@ -170,6 +171,9 @@ class _Linked(Transaction):
         self.handover: Handover | None = None
         self.copies: list[FileCopy] = []
         self.removals: list[Path] = []
+        #: a destination of this process the VM arrives on, and its GUID: its guest's
+        #: requests are timed there as it arrives, as a hand-over's destination does
+        self.arrival: tuple[EmulatedHost, str] | None = None
 
     def commit(self) -> None:
         if self.handover is not None:
@@ -188,6 +192,8 @@ class _Linked(Transaction):
             path.unlink(missing_ok=True)
         if self.handover is not None:
             self.handover.finish()
+        if self.arrival is not None:  # a guest shutting down or restarting goes on there
+            power.guest_arrived(*self.arrival)
 
     def _removed(self, copied_sources: list[Path]) -> list[Path]:
         assert self.handover is not None
@@ -596,6 +602,8 @@ def _at_destination(move: _Move, offer: Offer, applied: bool) -> None:
         move.txn.destination, move.txn.copies = target, copies
         if not offer.retain_source_files:
             move.txn.removals = [source for source, _ in copies]
+        if offer.moves_the_vm:
+            move.txn.arrival = (destination, offer.guid)
 
 
 def _ask_peer(move: _Move, peer: cluster.Peer, offer: Offer) -> None:

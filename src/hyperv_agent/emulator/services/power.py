@@ -355,15 +355,17 @@ def guests_go_on(host: EmulatedHost) -> None:
 
 
 def guest_arrived(host: EmulatedHost, guid: str) -> None:
-    """The VM ``guid`` arrived on ``host`` by a live move handed over through the
-    cluster directory (``handover.accept``), from a member of another process or of
-    this one: its guest goes on with the requests it was carrying out as it left
+    """The VM ``guid`` arrived on ``host`` by a live move, handed over through the
+    cluster directory (``handover.accept``) from a member of another process or of
+    this one, or made between two hosts of this process (``migration._Linked``): its
+    guest goes on with the requests it was carrying out as it left
     (``_guest_timed``), each needing the rest of its time. The times a request keeps
     are the hosts' clocks, wall time, so they count on across processes; a paused VM's
     guest stays frozen, its requests with it, until resumed here (``_guest_thawed``).
     The source's timers find the VM gone (``_where_now``); one that follows it to a
     destination of its own process finds the request already carried out, or carries
-    it out first, and the other finds none (``model.guest_request_due``)."""
+    it out first, and the other finds none (``model.guest_request_due``); a source
+    closed meanwhile arms nothing more (``EmulatedHost.later``)."""
     vm = host.store.get(model.vm_path(guid))
     if vm is not None and vm["EnabledState"] == E.ENABLED:
         _guest_timed(host, vm)
