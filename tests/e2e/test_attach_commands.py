@@ -577,6 +577,32 @@ async def test_attach_iso_command_fails_without_secret_when_input_is_bad(
     assert await _layout(agent.emulator, vm) == before
 
 
+@pytest.mark.parametrize("command", [ATTACH, ATTACH_ISO])
+async def test_iso_attach_from_an_image_store_that_cannot_be_reached_says_so(
+    agent: Running, tmp_path: Path, command: str,
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found: every ISO on it reads as absent. The answer names the image store as what
+    cannot be reached, not the ISO as missing (which sends the operator looking for a
+    file that is there); once the share is back the same attach succeeds."""
+    vm = await _start(agent, "i-2-27-VM")
+    before = await _layout(agent.emulator, vm)
+    body: dict[str, Any] = (
+        {"vmName": "i-2-27-VM", "disk": _iso_disk("iso/2/205/tools.iso")} if command == ATTACH
+        else {"vmName": "i-2-27-VM", "attach": True, "isoPath": "iso/2/205/tools.iso",
+              "storeUrl": STORE_URL})
+    (tmp_path / "secondary").rename(tmp_path / "away")  # the share cannot be reached
+    _, answer = await agent.answer(command, body)
+    assert answer["result"] is False, answer
+    assert f"image store's root {SHARE}," in answer["details"], answer["details"]
+    assert "cannot be reached" in answer["details"], answer["details"]
+    assert "s3cret" not in answer["details"]
+    assert await _layout(agent.emulator, vm) == before
+    (tmp_path / "away").rename(tmp_path / "secondary")  # back
+    await _ok(agent, command, body)
+    assert (await _layout(agent.emulator, vm))[("ide1", 0)] == ("dvd", _iso("tools.iso"))
+
+
 # --- disk statistics ----------------------------------------------------------------------
 
 

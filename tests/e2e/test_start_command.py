@@ -461,6 +461,24 @@ async def test_start_fails_without_secret_when_iso_path_escapes_the_share(
     assert await vm_names(with_share.emulator) == set()
 
 
+async def test_start_with_an_iso_on_an_image_store_that_cannot_be_reached_says_so(
+    with_share: Running, tmp_path: Path,
+) -> None:
+    """A share that went away reads as a path not found: the answer names the image store
+    as what cannot be reached rather than the ISO as missing, and no VM is made; once the
+    share is back the same StartCommand starts the VM."""
+    body = _body(with_share, "i-2-23-VM")
+    body["vm"]["disks"][1] = _iso_disk("iso/2/205/tools.iso")
+    (tmp_path / "secondary").rename(tmp_path / "away")  # the share cannot be reached
+    key, answer = await with_share.answer(START, body)
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    assert "image store's root \\\\10.1.1.2\\secondary," in answer["details"], answer
+    assert "does not exist or cannot be reached" in answer["details"], answer
+    assert await vm_names(with_share.emulator) == set()
+    (tmp_path / "away").rename(tmp_path / "secondary")  # back
+    await _started(with_share, body)
+
+
 # --- refusals: nothing created ------------------------------------------------------------
 
 

@@ -145,12 +145,11 @@ class AttachHandlers:
                       controller_info: dict[str, str] | None) -> str:
         if start_plan.is_empty_dvd(disk):
             return await self._empty_dvd(vm_name)
-        image = await self._image(disk)
+        image = await self._image(disk, existing=True)
         _check_vm_name(vm_name)
         controller, slot = _scsi_place(disk) if image.kind == DATADISK else (0, 0)
         ide = image.kind == DATADISK and start_plan.data_disk_controller(
             controller_info, "controllerInfo") == start_plan.IDE
-        await self._require_exists(image.path)
         async with self.locks.hold(vm_name):
             vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
@@ -275,9 +274,10 @@ class AttachHandlers:
         relative = _iso_on_store(store, asked.store_url or "", asked.iso_path)
         path = datapaths.confined(store.root, relative)
         if asked.attach:
-            path = await self.paths.file_in(store.root, relative, "isoPath",
-                                            images.ISO_SUFFIXES)
-            await self._require_exists(path)
+            path = await self.paths.present(
+                store.root, await self.paths.file_in(store.root, relative, "isoPath",
+                                                     images.ISO_SUFFIXES),
+                "isoPath", "image store")
         async with self.locks.hold(asked.vm_name):
             vm = await power.find_settled(self.hv, asked.vm_name, self.job_wait)
             if vm is None:
@@ -309,14 +309,13 @@ class AttachHandlers:
 
     # --- files --------------------------------------------------------------------------
 
-    async def _image(self, disk: DiskTO, *, check_links: bool = True) -> _Image:
-        """The host path of the disk's volume or ISO, below its pool or image store."""
+    async def _image(self, disk: DiskTO, *, check_links: bool = True,
+                     existing: bool = False) -> _Image:
+        """The host path of the disk's volume or ISO, below its pool or image store;
+        ``existing``: the file must be there (``DataPaths.present``)."""
         kind = _kind(disk)
-        return _Image(kind, await self.paths.disk_image(disk, kind, check_links=check_links))
-
-    async def _require_exists(self, path: str) -> None:
-        if not await self.files.exists(path):
-            raise InvalidRequest(f"the file {path} does not exist")
+        return _Image(kind, await self.paths.disk_image(disk, kind, check_links=check_links,
+                                                        existing=existing))
 
 
 # --- pure helpers -------------------------------------------------------------------------

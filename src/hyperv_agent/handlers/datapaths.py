@@ -234,6 +234,17 @@ class DataPaths:
                                  "reached from this host; whether the file is there cannot be "
                                  "told, nothing was changed")
 
+    async def present(self, root: str, path: str, what: str, holder: str = "pool") -> str:
+        """``path`` (below ``root``, the root of a ``holder``), when that file is there;
+        InvalidRequest naming ``path`` when it does not exist, or, when ``root`` cannot be
+        seen either, naming ``root`` as what cannot be reached (``absent_for_sure``), so
+        a file on a share that went away is not said not to exist. 1 call (+ 1 when the
+        file is not found)."""
+        if not await self.files.exists(path):
+            await self.absent_for_sure(root, path, what, holder)
+            raise InvalidRequest(f"{what}: the file {path} does not exist")
+        return path
+
     def _hand_credentials(self, location: locations.PoolLocation) -> None:
         if isinstance(location, locations.ShareLocation) and location.credentials is not None:
             self.files.use_credentials(location)
@@ -327,39 +338,48 @@ class DataPaths:
         return await self.file_in(root, name, what, (suffix,))
 
     async def iso_file(self, template: TemplateObjectTO, what: str, *,
-                       check_links: bool = True, host_cache: bool = False) -> str:
+                       check_links: bool = True, host_cache: bool = False,
+                       existing: bool = False) -> str:
         """The ISO ``path`` names (used as given) on a cifs image store or a pool; with
         ``host_cache`` (the VM's ``configDriveLocation`` is HOST) a config drive's
         (``configdrive/...``) in the config drive cache, whatever store the TO names: the
         MS names the pool it first meant even when the ISO went to the cache (KVM's agent
-        reads it from its cache alike)."""
+        reads it from its cache alike). ``existing``: the file must be there (``present``:
+        a store that cannot be reached is named as such)."""
         if not template.path:
             raise InvalidRequest(f"{what}: the template has no path")
         if host_cache and is_config_drive(template.path):
-            root = self.host_cache_root(what)
+            root, holder = self.host_cache_root(what), "config drive cache"
         else:
-            root = self._store_root(template.image_data_store, what)
+            root, holder = self._store_root(template.image_data_store, what)
         if not check_links:
             found = confined(root, template.path)
             check_suffix(found, images.ISO_SUFFIXES, what)
-            return found
-        return await self.file_in(root, template.path, what, images.ISO_SUFFIXES)
+        else:
+            found = await self.file_in(root, template.path, what, images.ISO_SUFFIXES)
+        return await self.present(root, found, what, holder) if existing else found
 
     async def disk_image(self, disk: DiskTO, kind: str, *, check_links: bool = True,
-                         what: str | None = None, host_cache: bool = False) -> str:
+                         what: str | None = None, host_cache: bool = False,
+                         existing: bool = False) -> str:
         """The host path of a DiskTO's volume (ROOT, DATADISK) or ISO; ``what`` (by
         default ``disk <kind>``) begins the message of a refusal; ``host_cache``: the VM's
-        config drive is in the host's cache (``iso_file``)."""
+        config drive is in the host's cache (``iso_file``); ``existing``: the file must
+        be there (``present``: a pool or image store that cannot be reached is named as
+        such, not the file said not to exist)."""
         data = disk.data
         what = what or f"disk {kind}"
         if kind == "ISO":
             if not isinstance(data, TemplateObjectTO):
                 raise InvalidRequest(f"{what}: data is not a TemplateObjectTO naming the ISO")
             return await self.iso_file(data, what, check_links=check_links,
-                                       host_cache=host_cache)
+                                       host_cache=host_cache, existing=existing)
         if not isinstance(data, VolumeObjectTO):
             raise InvalidRequest(f"{what}: data is not a VolumeObjectTO")
-        return await self.volume_file(data, what, check_links=check_links)
+        found = await self.volume_file(data, what, check_links=check_links)
+        if not existing:
+            return found
+        return await self.present(self.pool_root(data.data_store, what), found, what)
 
     async def primary_templates(self, template: TemplateObjectTO, what: str
                                 ) -> tuple[str, ...]:
@@ -385,7 +405,7 @@ class DataPaths:
         format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
             return await self.volume_file(volume, what)
-        root = self._store_root(volume.data_store, what)
+        root, _ = self._store_root(volume.data_store, what)
         if not volume.path:
             raise InvalidRequest(f"{what}: the volume on the image store has no path")
         candidate = confined(root, volume.path)
@@ -399,12 +419,13 @@ class DataPaths:
                 candidate = await self._probe(root, candidate, volume.uuid, what)
         return await self.file_in(root, candidate, what, images.DISK_SUFFIXES)
 
-    def _store_root(self, store: WrappedTO | None, what: str) -> str:
-        """A primary pool's registered root, or a cifs image store's root."""
+    def _store_root(self, store: WrappedTO | None, what: str) -> tuple[str, str]:
+        """A primary pool's registered root, or a cifs image store's root; and which it
+        is (``pool``, ``image store``: the holder ``present`` names)."""
         if isinstance(store, PrimaryDataStoreTO):
-            return self.pool_root(store, what)
+            return self.pool_root(store, what), "pool"
         if isinstance(store, NfsTO) and store.url:
-            return self.image_store(store.url, what).root
+            return self.image_store(store.url, what).root, "image store"
         raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
 
     async def _probe(self, root: str, candidate: str, uuid: str | None, what: str) -> str:

@@ -304,10 +304,7 @@ class StartHandler:
         kind = start_plan.disk_kind(disk)
         if start_plan.is_empty_dvd(disk):
             return None
-        path = await self.paths.disk_image(disk, kind, host_cache=host_cache)
-        if not await self.files.exists(path):
-            raise InvalidRequest(f"disk {kind}: the file {path} does not exist")
-        return path
+        return await self.paths.disk_image(disk, kind, host_cache=host_cache, existing=True)
 
     async def _nics(self, nics: Sequence[NicTO], user_vm: bool
                     ) -> tuple[start_plan.PlannedNic, ...]:
