@@ -87,7 +87,7 @@ async def test_delete_waits_for_the_copy_of_its_file_when_both_arrive_together(
     await copying
     # The delete found the file: it ran once the copy had made it (without the shared
     # lock it would have found nothing yet, and the copy's file would remain).
-    assert deleted["details"] == f"deleted C:\\pool\\{VOLUME}.vhdx"
+    assert deleted["details"].startswith(f"deleted C:\\pool\\{VOLUME}.vhdx; "), deleted
     assert sorted(p.name for p in pool.iterdir()) == ["tmpl-1.vhdx"]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,37 @@ async def test_delete_refuses_and_keeps_file_when_volume_is_in_running_vm(
     assert (pool / f"{VOLUME_UUID}.vhdx").is_file()
     attached = await disks.find_attachment(hv(cim), f"C:\\pool\\{VOLUME_UUID}.vhdx")
     assert attached is not None and attached.vm_guid == vm.guid
+
+
+@pytest.mark.parametrize("child", [f"{VOLUME_UUID}_8B1C0D9E-1F5A-4C2B-9E3D-7A6F5B4C3D21.avhdx",
+                                   "root-b.vhdx"])
+async def test_delete_refuses_and_keeps_a_volume_that_a_checkpoint_or_clone_names_as_parent(
+    agent: Running, tmp_path: Path, child: str,
+) -> None:
+    """A checkpoint's disk (``<volume>_<GUID>.avhdx``, beside the volume: a VM with a
+    checkpoint runs from it, its volume only the parent) or a linked clone names the
+    volume as its parent; deleting the volume would lose them, and no running VM holds
+    the volume itself open for Windows to refuse it. The answer fails naming the child,
+    nothing is deleted; once the child is gone the same command deletes the volume."""
+    pool = _pool(agent)
+    volume = _disk(pool, f"{VOLUME_UUID}.vhdx")
+    staged = tmp_path / "child.vhdx"  # made aside: the emulator names disks .vhd(x) only
+    vhd.create(staged, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=volume,
+               parent_locator=f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    shutil.move(staged, pool / child)
+    before = listing(pool)
+    body = {"data": _volume(path=VOLUME_UUID, format="VHDX")}
+    key, answer = await agent.answer(DELETE, body)
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert (f"C:\\pool\\{VOLUME_UUID}.vhdx is the parent of 1 differencing disk(s)"
+            in answer["details"]), answer["details"]
+    assert f"e.g. C:\\pool\\{child}" in answer["details"], answer["details"]
+    assert "the file was kept" in answer["details"], answer["details"]
+    assert listing(pool) == before
+    (pool / child).unlink()
+    key, answer = await agent.answer(DELETE, body)
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert not volume.exists()
 
 
 async def test_delete_fails_and_keeps_template_when_data_is_a_template(agent: Running) -> None:

@@ -8,7 +8,7 @@ temporary name and renames it, so a failed copy leaves no file under the final n
 Commands on one file (these and CopyCommand: ``handlers.locks.FileLocks``) are serialised;
 different files proceed concurrently. A volume
 attached to a running VM is never deleted, nor a template (or any disk) that a
-differencing disk beside it names as its parent.
+differencing disk beside it (a linked clone, a checkpoint's ``.avhdx``) names as its parent.
 """
 
 from __future__ import annotations
@@ -225,7 +225,10 @@ class VolumeHandlers(FileHandlers):
         """Delete a volume's file in a registered pool. A missing file is success, once
         its pool's root is seen (``DataPaths.absent_for_sure``: a pool that cannot be
         reached fails the answer, and the management server keeps the volume to delete
-        again). A file in a running VM is refused and kept; templates, snapshots and
+        again). A file in a running VM is refused and kept, and so is one that a disk file
+        in its folder names as its parent (``refuse_if_parent``, as DestroyCommand: a
+        checkpoint's ``.avhdx``, which a VM with a checkpoint runs from instead of the
+        volume, or a linked clone), which would be lost with it; templates, snapshots and
         volumes on an image store (the secondary storage VM's) are never deleted here."""
         volume = command.data
         if not isinstance(volume, VolumeObjectTO):
@@ -238,9 +241,10 @@ class VolumeHandlers(FileHandlers):
                     self.paths.pool_root(volume.data_store, "data"), path, "data")
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
             await self.refuse_if_running(path)
+            checked = await self.refuse_if_parent(path)
             await self.files.remove(path)
         log.info("deleted volume file %s", path)
-        return Answer(result=True, details=f"deleted {path}")
+        return Answer(result=True, details=f"deleted {path}; {checked}")
 
     # --- ResizeVolumeCommand ------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Which disk files in a folder name a given disk file as their parent: the linked clones
-that a template in a primary pool must outlive.
+that a template in a primary pool must outlive, and the checkpoints' disks (``.avhdx``,
+which Hyper-V makes beside the disk a checkpoint was taken of) that a volume must.
 
 Hyper-V opens a differencing disk's parent by the paths the differencing disk records
 (``images.ParentLocator``): deleting or replacing the parent breaks every child, and
@@ -63,15 +64,16 @@ class Children:
 
 async def children_of(files: HostFiles, parent: str, folders: tuple[str, ...],
                       budget_s: float = DEFAULT_BUDGET_S) -> Children:
-    """The disk files (.vhd, .vhdx; not below subfolders) in ``folders`` whose parent
-    locator names ``parent``. Reads for at most ``budget_s`` seconds; ``complete`` tells
-    whether all were read. A folder that cannot be listed raises AgentError."""
+    """The disk files (.vhd, .vhdx, and a checkpoint's .avhd, .avhdx; not below
+    subfolders) in ``folders`` whose parent locator names ``parent``. Reads for at most
+    ``budget_s`` seconds; ``complete`` tells whether all were read. A folder that cannot
+    be listed raises AgentError."""
     unique = tuple({folder.casefold(): folder for folder in folders}.values())
     candidates: list[str] = []
     for folder in unique:
         for name in await files.list_dir(folder):
             path = ntpath.join(folder, name)
-            if images.is_disk(name) and not same_path(path, parent):
+            if images.may_name_a_parent(name) and not same_path(path, parent):
                 candidates.append(path)
     return await asyncio.to_thread(_read_all, files, parent, unique, candidates, budget_s)
 

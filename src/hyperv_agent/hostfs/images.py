@@ -46,6 +46,9 @@ VHD, VHDX, ISO = ".vhd", ".vhdx", ".iso"
 DISK_SUFFIXES = (VHDX, VHD)
 ISO_SUFFIXES = (ISO,)
 IMAGE_SUFFIXES = (VHD, VHDX, ISO)
+#: A checkpoint's differencing disk, which Hyper-V makes beside the disk it was taken of
+#: (``<name>_<GUID>.avhdx``, ``.avhd`` for a VHD) and records that disk as its parent.
+CHECKPOINT_SUFFIXES = (".avhdx", ".avhd")
 COMPRESSION_SUFFIXES = (".bz2", ".gz", ".xz", ".zip")
 #: What a template read from an image store may be called: an image, perhaps compressed.
 PACKED_IMAGE_SUFFIXES = IMAGE_SUFFIXES + tuple(
@@ -119,6 +122,12 @@ def disk_suffix_of(name: str, kind: str = "disk") -> str:
 def is_disk(name: str) -> bool:
     """Whether ``name`` (without compression) ends in a disk suffix."""
     return name.lower().endswith(DISK_SUFFIXES)
+
+
+def may_name_a_parent(name: str) -> bool:
+    """Whether a file of that name may be a differencing disk naming another disk as its
+    parent: a disk (a linked clone) or a checkpoint's disk (``CHECKPOINT_SUFFIXES``)."""
+    return name.lower().endswith(DISK_SUFFIXES + CHECKPOINT_SUFFIXES)
 
 
 def suffix_of_format(fmt: object, default: str = DEFAULT_VOLUME_FORMAT) -> str:
