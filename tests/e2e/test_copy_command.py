@@ -9,6 +9,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import uuid
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -223,12 +225,58 @@ async def test_download_takes_first_vhd_when_template_path_is_a_folder(
     assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()
 
 
-async def test_download_copies_iso(agent: Running, tmp_path: Path) -> None:
+def _iso_image(standard_id: bytes = b"CD001") -> bytes:
+    """The start of an optical disc image: 16 empty sectors of 2048 bytes, then a volume
+    descriptor (a type byte, the standard identifier: CD001 for ISO 9660, BEA01 opening
+    UDF's recognition sequence)."""
+    return b"\0" * 32768 + b"\1" + standard_id + b"\1" + b"\0" * 2041
+
+
+@pytest.mark.parametrize("standard_id", [b"CD001", b"BEA01"])
+async def test_download_copies_iso(agent: Running, tmp_path: Path, standard_id: bytes) -> None:
     pool = _pool(agent)
-    _secondary(tmp_path, "iso/tools.iso").write_bytes(b"CD001" * 1000)
+    _secondary(tmp_path, "iso/tools.iso").write_bytes(_iso_image(standard_id))
     data = await _copied(agent, _copy(_template(_nfs(), path="iso/tools.iso", format="ISO"),
                                       _template(_primary(), format="ISO")))
-    assert (pool / f"{data['path']}.iso").read_bytes() == b"CD001" * 1000
+    assert (pool / f"{data['path']}.iso").read_bytes() == _iso_image(standard_id)
+
+
+@pytest.mark.parametrize(("relative", "expected"), [
+    ("iso/tools.vhdx", "tools.vhdx is a .vhdx file, but the template's format is ISO"),
+    ("iso/tools.iso", "is not an ISO image (no ISO 9660 or UDF volume descriptor"),
+    ("iso/2", "holds no .iso file"),  # a folder of disks only
+])
+async def test_iso_copy_of_a_disk_fails_and_copies_nothing(
+    agent: Running, tmp_path: Path, relative: str, expected: str,
+) -> None:
+    """An ISO template copied to a pool goes in a VM's DVD drive: a disk, named as one
+    or hidden under an ISO's name, fails the CopyAnswer, nothing left in the pool."""
+    pool = _pool(agent)
+    _disk(_secondary(tmp_path, "iso/tools.vhdx"), 16 * MIB)
+    shutil.copy(tmp_path / "secondary" / "iso" / "tools.vhdx", _secondary(tmp_path,
+                                                                         "iso/tools.iso"))
+    _disk(_secondary(tmp_path, "iso/2/a.vhdx"), 16 * MIB)
+    before = listing(pool)
+    await _refused(agent, _copy(_template(_nfs(), path=relative, format="ISO"),
+                                _template(_primary(), format="ISO")), expected)
+    assert listing(pool) == before
+
+
+async def test_a_template_folder_gives_the_image_its_format_asks_for_by_its_extension(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """``a.vhd-backup.iso`` is an ISO whatever its name holds: a VHDX template copy from
+    a folder holding it and a disk takes the disk, and an ISO copy the ISO."""
+    pool = _pool(agent)
+    _secondary(tmp_path, "template/tmpl/2/8/a.vhd-backup.iso").write_bytes(_iso_image())
+    source = _disk(_secondary(tmp_path, "template/tmpl/2/8/b.vhdx"), 16 * MIB)
+    data = await _copied(agent, _copy(_template(_nfs(), path="template/tmpl/2/8"),
+                                      _template(_primary())))
+    assert (pool / f"{data['path']}.vhdx").read_bytes() == source.read_bytes()
+    data = await _copied(agent, _copy(
+        _template(_nfs(), path="template/tmpl/2/8", format="ISO", uuid=str(uuid.uuid4())),
+        _template(_primary(), format="ISO", uuid=str(uuid.uuid4()))))
+    assert (pool / f"{data['path']}.iso").read_bytes() == _iso_image()
 
 
 async def test_download_replaces_existing_template_file_when_repeated(

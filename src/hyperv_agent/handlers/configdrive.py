@@ -78,11 +78,6 @@ from hyperv_agent.hyperv.vms import PowerState
 log = logging.getLogger("hyperv_agent.handlers.configdrive")
 
 _WHAT = "config drive"
-#: ISO 9660 (ECMA-119): the volume descriptor set starts at sector 16 of 2048 bytes, each
-#: descriptor a type byte, then the standard identifier CD001. Every config drive the MS
-#: builds (genisoimage or mkisofs, ISO 9660 with Joliet and Rock Ridge) has one.
-_DESCRIPTOR_AT = 16 * 2048 + 1
-_STANDARD_ID = b"CD001"
 #: Added to a failure to replace an ISO no VM of this host has in a drive: Windows refuses
 #: the rename over a file a process holds open, and on a shared pool that process may be
 #: another host's VM, e.g. the source of a live move, for which the management server
@@ -276,8 +271,10 @@ def _decoded(iso_data: str | None) -> bytes:
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{_WHAT}: isoData is not base64 (the management server sends "
                              "the ISO it built in base64); nothing was written") from None
-    if image[_DESCRIPTOR_AT:_DESCRIPTOR_AT + len(_STANDARD_ID)] != _STANDARD_ID:
+    # every config drive the MS builds (genisoimage or mkisofs: ISO 9660 with Joliet and
+    # Rock Ridge) is signed so (``images.iso_signed``)
+    if not images.iso_signed(image):
         raise InvalidRequest(f"{_WHAT}: isoData ({len(image)} bytes) is not an ISO 9660 "
-                             "image (no CD001 volume descriptor at sector 16); nothing "
-                             "was written")
+                             "image (no CD001, nor UDF's BEA01, volume descriptor at sector "
+                             "16); nothing was written")
     return image

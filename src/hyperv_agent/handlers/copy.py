@@ -150,7 +150,7 @@ class CopyHandler(FileHandlers):
         dest_path = (dest.path or await self._template_name(root, dest, suffix)
                      ).removesuffix(suffix)
         target = await self.paths.file_in(root, f"{dest_path}{suffix}", "destTO")
-        source = await self._template_source(src)
+        source = await self._template_source(src, suffix)
         checksum = applicable_checksum(src, source)
         async with self.file_locks.hold(target):
             if await self.files.exists(target):
@@ -181,11 +181,17 @@ class CopyHandler(FileHandlers):
                 return str(uuid.uuid4())
         return name
 
-    async def _template_source(self, src: TemplateObjectTO) -> str | S3Object:
+    async def _template_source(self, src: TemplateObjectTO, suffix: str) -> str | S3Object:
+        """The file or S3 object of a template on an image store; ``suffix``: what the
+        copy is to be (``.iso``, ``.vhd``, ``.vhdx``; empty: the format is not given). A
+        source whose name gives an ISO for a disk, or a disk for an ISO, is refused before
+        anything is copied: a disk copied as an ISO would go in a VM's DVD drive (its
+        content is checked too, ``download_image``)."""
         store = src.image_data_store
         if not src.path:
             raise InvalidRequest("srcTO: the template has no path")
         if isinstance(store, S3TO):
+            _check_kind(src.path, suffix)
             return _s3_object(store, src.path)
         if not isinstance(store, NfsTO):
             raise InvalidRequest("srcTO: the template is not on a cifs image store or S3")
@@ -199,19 +205,26 @@ class CopyHandler(FileHandlers):
             await self.paths.absent_for_sure(root, path, "srcTO", "image store")
             raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
         if images.image_suffix(path) is not None:
+            _check_kind(path, suffix)
             return path
-        return await self._image_in_folder(path)
+        return await self._image_in_folder(path, suffix)
 
-    async def _image_in_folder(self, folder: str) -> str:
-        """The first ``*.vhd*`` file (else ``*.iso``) in a template folder."""
+    async def _image_in_folder(self, folder: str, suffix: str) -> str:
+        """The first image in a template folder of the kind ``suffix`` says: an ISO for
+        ``.iso``, a ``.vhd`` or ``.vhdx`` disk for those, a disk else an ISO when no format
+        is given; by each name's own extension (a compression suffix aside), so
+        ``x.vhd-backup.iso`` is an ISO, not a disk."""
         found = await self.files.list_dir(folder)
-        for wanted in (".vhd", ".iso"):
+        kinds = ((images.ISO_SUFFIXES,) if suffix == images.ISO
+                 else (images.DISK_SUFFIXES,) if suffix else
+                 (images.DISK_SUFFIXES, images.ISO_SUFFIXES))
+        for wanted in kinds:
             for name in found:
-                if wanted in name.lower() and images.image_suffix(name) is not None:
+                if images.image_suffix(name) in wanted:
                     return await self.paths.file_in(folder, name, "srcTO",
                                                     images.PACKED_IMAGE_SUFFIXES)
-        raise InvalidRequest(f"srcTO: the template folder {folder} holds no .vhd, .vhdx or "
-                             ".iso file")
+        named = " or ".join(s for kind in kinds for s in kind)
+        raise InvalidRequest(f"srcTO: the template folder {folder} holds no {named} file")
 
     # --- B: volume from a template on primary -------------------------------------------
 
@@ -521,6 +534,16 @@ def applicable_checksum(src: TemplateObjectTO, source: str | S3Object) -> str | 
 
 def _file_name(url_path: str) -> str:
     return url_path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _check_kind(name: str, suffix: str) -> None:
+    """InvalidRequest when the source ``name`` gives an ISO where ``suffix`` (what the
+    copy is to be) is a disk, or another image where it is an ISO."""
+    found = images.image_suffix(name)
+    if not suffix or found is None or (found == images.ISO) == (suffix == images.ISO):
+        return
+    raise InvalidRequest(f"srcTO: {name} is a {found} file, but the template's format is "
+                         f"{images.format_of(suffix)}; nothing was copied")
 
 
 def _s3_object(store: S3TO, key: str) -> S3Object:

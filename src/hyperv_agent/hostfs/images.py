@@ -124,6 +124,28 @@ def is_disk(name: str) -> bool:
     return name.lower().endswith(DISK_SUFFIXES)
 
 
+#: An ISO image's volume recognition sequence starts at byte 32768 (sector 16 of 2048
+#: bytes): each descriptor a type byte, then its standard identifier, CD001 for ISO 9660
+#: (ECMA-119), BEA01 opening UDF's (ECMA-167). A file with neither there is no optical
+#: disc image: Hyper-V would still put it in a DVD drive, and the guest read garbage.
+ISO_DESCRIPTOR_AT = 16 * 2048 + 1
+ISO_STANDARD_IDS = (b"CD001", b"BEA01")
+
+
+def iso_signed(head: bytes) -> bool:
+    """Whether ``head`` (the start of a file, at least ``ISO_DESCRIPTOR_AT`` + 5 bytes of
+    it when it is that long) opens an ISO 9660 or UDF image."""
+    return head[ISO_DESCRIPTOR_AT:ISO_DESCRIPTOR_AT + 5] in ISO_STANDARD_IDS
+
+
+def is_iso_image(files: HostFiles, path: str) -> bool:
+    """``iso_signed`` of the host file ``path``: one read of 5 bytes. Blocking: call it
+    from a worker thread. Read-only."""
+    with files.open_binary(path, "rb") as handle:
+        handle.seek(ISO_DESCRIPTOR_AT)
+        return handle.read(5) in ISO_STANDARD_IDS
+
+
 def may_name_a_parent(name: str) -> bool:
     """Whether a file of that name may be a differencing disk naming another disk as its
     parent: a disk (a linked clone) or a checkpoint's disk (``CHECKPOINT_SUFFIXES``)."""
