@@ -224,6 +224,40 @@ async def test_check_vm_answers_power_unknown_as_the_report_does_beside_a_saved_
     assert (checked["result"], checked["state"]) == (True, "PowerUnknown"), checked
 
 
+@pytest.mark.parametrize("with_saved_copy", [False, True], ids=["alone", "beside-saved-copy"])
+async def test_cleanup_stop_leaves_a_vm_whose_state_cannot_be_read_alone(
+    running: Running, with_saved_copy: bool,
+) -> None:
+    """The MS sends a StopCommand with checkBeforeCleanup to clean up a VM it believes
+    off; it expects a VM that is not off left alone (VMware's agent refuses any state but
+    off). A VM whose state Hyper-V cannot tell may run: turned off and removed, a guest
+    was killed on a cleanup. Beside a saved copy of its name it is the VM the name means
+    (the report sends PowerUnknown for it), so the cleanup must not remove it either; the
+    answer fails saying why, and both definitions stay as they were."""
+    cim = running.emulator
+    copies = {}
+    if with_saved_copy:
+        saved = await _vm_with_notes(running, "i-2-25-VM", ["Created by CloudStack"])
+        for state in (2, 6):
+            await ok(cim, await request_state(cim, saved, state))
+        copies[saved.key("Name")] = 6
+    vm = await _vm_with_notes(running, "i-2-25-VM", ["Created by CloudStack"])
+    await ok(cim, await request_state(cim, vm, 2))
+    _show_state(running, vm, 0)
+    copies[vm.key("Name")] = 0
+    key, stopped = await running.answer(
+        "com.cloud.agent.api.StopCommand",
+        {"vmName": "i-2-25-VM", "checkBeforeCleanup": True, "forceStop": False,
+         "isProxy": False, "contextMap": {}, "wait": 0})
+    assert (key, stopped["result"]) == ("com.cloud.agent.api.StopAnswer", False), stopped
+    assert stopped["details"] == (
+        "StopCommand failed: VM i-2-25-VM is in a state Hyper-V cannot tell on this host "
+        "and may run; a StopCommand with checkBeforeCleanup leaves a VM that is not off "
+        "alone"), stopped
+    left = {str(v["Name"]): v["EnabledState"] for v in await cim.query(wql.select(
+        "Msvm_ComputerSystem", wql.eq("ElementName", "i-2-25-VM")))}
+    assert left == copies
+
 async def test_of_two_vms_of_one_name_the_one_that_is_on_is_the_vm(running: Running) -> None:
     """Hyper-V tells VMs apart by GUID, so a definition can be left beside a VM of the
     same name (a host that failed while the VM was started elsewhere, then migrated

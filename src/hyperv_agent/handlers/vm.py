@@ -141,9 +141,8 @@ class VmHandlers:
         is safe. Unless ``forceStop``, the guest is asked to shut down and given
         ``shutdown_timeout_s`` before a hard power-off; a paused or saved VM runs no
         guest that could shut down and is turned off at once. With ``checkBeforeCleanup``
-        a VM that is on (running or paused, as the state report calls it PowerOn: the MS
-        sends it after a PowerOff report, and the VM may have been started since) is left
-        alone and the answer is a failure. Afterwards the VM does not
+        a VM that is not off is left alone and the answer is a failure
+        (``_refuse_cleanup_unless_off``). Afterwards the VM does not
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         """
@@ -152,10 +151,8 @@ class VmHandlers:
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
                 return StopAnswer(result=True)
-            if stop.check_before_cleanup and cloudstack_power(vm.power) is PowerState.POWER_ON:
-                raise InvalidRequest(
-                    f"VM {vm.name} is still {vm.power.value} on this host; a StopCommand "
-                    "with checkBeforeCleanup leaves a VM that is on alone")
+            if stop.check_before_cleanup:
+                _refuse_cleanup_unless_off(vm)
             policy = self.settings.stop_policy(graceful=not stop.force_stop)
             await power.stop_and_remove(self.hv, vm, policy)
         return StopAnswer(result=True)
@@ -293,6 +290,25 @@ class VmHandlers:
                 "Hyper-V Integration Services on Windows) and have its address (a DHCP "
                 "lease) for it to be known")
         return Answer(result=True, details=address)
+
+
+def _refuse_cleanup_unless_off(vm: vms.VmRef) -> None:
+    """InvalidRequest, naming the VM's state, unless ``vm`` is off as CheckVirtualMachine
+    calls it (PowerOff: stopped or saved). The MS sends a StopCommand with
+    ``checkBeforeCleanup`` after a PowerOff report, to clean up a VM it believes off;
+    one on since (started again, say) must be left alone, and so must one whose state
+    Hyper-V cannot tell, which may run (the report sends PowerUnknown for it): a cleanup
+    must never turn a guest off. VMware's agent refuses the same way any state but off;
+    KVM's only a running domain."""
+    state = cloudstack_power(vm.power)
+    if state is PowerState.POWER_ON:
+        raise InvalidRequest(
+            f"VM {vm.name} is still {vm.power.value} on this host; a StopCommand with "
+            "checkBeforeCleanup leaves a VM that is on alone")
+    if state is not PowerState.POWER_OFF:
+        raise InvalidRequest(
+            f"VM {vm.name} is in a state Hyper-V cannot tell on this host and may run; a "
+            "StopCommand with checkBeforeCleanup leaves a VM that is not off alone")
 
 
 def _ipv4_network(cidr: str) -> ipaddress.IPv4Network:
