@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -425,3 +426,38 @@ async def test_a_disk_job_that_fails_on_its_own_is_not_one_an_injected_fault_let
     await ok(emulator, await _disk_call(emulator, method))
     (pool / "fixed.vhdx").unlink(missing_ok=True)
     assert await failure(emulator, await _disk_call(emulator, method)) == 32774
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [(3, ".vhdx"), (2, ".vhd")])
+async def test_a_differencing_disk_reports_what_it_records_of_its_parent(
+    emulator: EmulatorCim, tmp_path: Path, fmt: int, ext: str,
+) -> None:
+    """Msvm_VirtualHardDiskSettingData's ParentIdentifier and ParentTimestamp are what a
+    child records of the parent it was made from: a VHD the parent's unique id (its
+    VirtualDiskId too) and last write time, a VHDX the parent's DataWriteGuid
+    (parent_linkage), which is not the parent's VirtualDiskId, and no time. A disk with
+    no parent reports neither."""
+    pool = tmp_path / "C" / "pool"
+    pool.mkdir(parents=True)
+    base, child = f"C:\\pool\\base{ext}", f"C:\\pool\\child{ext}"
+    assert await _create(emulator, await _settings(emulator, base, fmt, 3)) == 0
+    written = int((pool / f"base{ext}").stat().st_mtime)
+    assert await _create(emulator, await _settings(emulator, child, fmt, 4, 0, base)) == 0
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    read = {}
+    for path in (base, child):
+        result = await emulator.invoke(ims, "GetVirtualHardDiskSettingData", {"Path": path})
+        text = result.text("SettingData")
+        assert result.return_value == 0 and text is not None
+        read[path] = emulator.parse_embedded(text)
+    assert (read[base]["ParentIdentifier"] or None, read[base]["ParentTimestamp"]) == (None,
+                                                                                         None)
+    made_from = vhd.read_info(pool / f"base{ext}").link_id.upper()
+    assert read[child]["ParentIdentifier"] == made_from
+    if fmt == 2:
+        assert made_from == read[base]["VirtualDiskId"]
+        stamp = str(read[child]["ParentTimestamp"])
+        assert stamp == time.strftime("%Y%m%d%H%M%S", time.gmtime(written)) + ".000000+000"
+    else:
+        assert made_from != read[base]["VirtualDiskId"]
+        assert read[child]["ParentTimestamp"] is None

@@ -116,6 +116,10 @@ class DiskInfo:
     #: What a differencing disk made from this one records of it (VHD: its unique id,
     #: VHDX: its DataWriteGuid, which changes whenever its data does).
     link_id: str = ""
+    #: When the parent a differencing VHD was made from was last written, as the child
+    #: records it ("Parent Time Stamp"), in seconds since 1970 (UTC); None for other disks
+    #: and for a VHDX, whose parent locator records no time.
+    parent_timestamp: int | None = None
     #: A differencing disk's paths to its parent as (kind, path) in ``LOCATOR_ORDER``, a
     #: ``RELATIVE_PATH`` relative to the disk's own folder; empty for other disks.
     parent_locators: tuple[tuple[str, str], ...] = ()

@@ -365,6 +365,8 @@ class SparseVhd:
             parent_links=(str(uuid.UUID(bytes=self._header.parent_id)),) if differencing
             else (),
             link_id=unique_id,
+            parent_timestamp=self._header.parent_timestamp + UNIX_TIME_OF_VHD_EPOCH
+            if differencing else None,
             parent_locators=tuple((kind, locators[kind]) for kind in LOCATOR_ORDER
                                   if kind in locators),
         )

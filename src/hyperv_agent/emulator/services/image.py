@@ -27,6 +27,7 @@ from hyperv_agent.cim.api import ObjectPath, OutValue
 from hyperv_agent.emulator import model, vhd
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles, instance_of
 from hyperv_agent.emulator.codes import ResourceType, ReturnCode
+from hyperv_agent.emulator.host import cim_datetime
 from hyperv_agent.emulator.paths import HostPathError
 from hyperv_agent.emulator.store import Record
 
@@ -143,12 +144,26 @@ def _write(call: Call, path: str, action: Callable[[], object]) -> None:
 
 @handles(IMS, "GetVirtualHardDiskSettingData")
 def get_virtual_hard_disk_setting_data(call: Call) -> Mapping[str, OutValue]:
+    """The disk's settings as its headers give them. Microsoft's
+    Msvm_VirtualHardDiskSettingData page (learn.microsoft.com/windows/win32/hyperv_v2/
+    msvm-virtualharddisksettingdata) has VirtualDiskId identify the disk itself, and
+    ParentIdentifier and ParentTimestamp (Windows 10 / Server 2016 on) the parent a
+    differencing disk has, empty without one; it does not say which of the file's fields
+    they are. A child records of its parent only what it checks the parent by: a VHD its
+    unique id and last write time, a VHDX its DataWriteGuid ([MS-VHDX] parent_linkage),
+    so those are what the emulator reports (a VHDX has no parent time: null). A VHDX's
+    VirtualDiskId is its Virtual Disk ID metadata item, which no child records, so a
+    child's ParentIdentifier never equals its parent's VirtualDiskId for VHDX, and the
+    parent's DataWriteGuid is in neither this answer nor GetVirtualHardDiskState's."""
     path = call.text("Path") or ""
     info = _info(_local(call, path, must_exist=True))
     parent = vhd.reported_parent(path, info, call.host.paths.file)
+    stamp = info.parent_timestamp
     record = call.host.new_record(
         "Msvm_VirtualHardDiskSettingData", InstanceID=f"Microsoft:{info.disk_id.upper()}",
         Path=path, ParentPath=parent or "", Type=int(info.type),
+        ParentIdentifier=info.parent_links[0].upper() if info.parent_links else "",
+        ParentTimestamp=None if stamp is None else cim_datetime(stamp),
         Format=int(info.format), MaxInternalSize=info.virtual_size_bytes,
         BlockSize=info.block_size_bytes, LogicalSectorSize=info.logical_sector_size,
         PhysicalSectorSize=info.physical_sector_size, VirtualDiskId=info.disk_id.upper(),
