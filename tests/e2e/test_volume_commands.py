@@ -45,6 +45,7 @@ TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
 PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
 POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
 VOLUME_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
+OTHER_UUID = "5d0c3f6e-8a41-4b7e-9c2d-1e6f7a8b9c0d"
 SECONDARY_URL = "cifs://10.1.1.1/secondary?user=administrator&password=1pass%40word1"
 MIB = 1 << 20
 GIB = 1 << 30
@@ -410,6 +411,57 @@ async def test_delete_refuses_and_keeps_a_volume_that_a_checkpoint_or_clone_name
     key, answer = await agent.answer(DELETE, body)
     assert (key, answer["result"]) == (ANSWER, True), answer
     assert not volume.exists()
+
+
+async def test_delete_costs_no_call_for_the_disks_running_vms_hold_open_in_its_pool(
+    agent: Running,
+) -> None:
+    """The parent check reads the headers of the disk files beside the volume; a running
+    VM's disk cannot be read (its worker holds it open, sharing nothing), and is not
+    asked of Hyper-V either: one that stood on the volume would hold it open, and Windows
+    would refuse the delete. So a delete in a pool of running VMs costs what it costs in
+    an idle one: the round trips are the same with two running VMs beside it as with
+    none, and their disks are left as they were."""
+    pool = _pool(agent)
+    cim = agent.emulator
+    spent = []
+    for index, uuid in enumerate((VOLUME_UUID, OTHER_UUID)):
+        _disk(pool, f"{uuid}.vhdx")
+        before = cim.host.counters.snapshot()
+        key, answer = await agent.answer(DELETE, {"data": _volume(path=uuid, format="VHDX")})
+        trips = cim.host.counters.snapshot() - before
+        spent.append((trips.calls, trips.waits))
+        assert (key, answer["result"]) == (ANSWER, True), answer
+        assert not (pool / f"{uuid}.vhdx").exists()
+        if index == 0:
+            for name in ("i-2-40-VM", "i-2-41-VM"):
+                _disk(pool, f"{name}.vhdx")
+                await _vm_with(cim, name, f"C:\\pool\\{name}.vhdx", scsi=True, running=True)
+            assert "could not be read" not in answer["details"], answer["details"]
+        else:
+            assert "2 could not be read" in answer["details"], answer["details"]
+    assert spent[0] == spent[1], spent
+    assert {path.name for path in pool.glob("i-2-4*")} == {"i-2-40-VM.vhdx", "i-2-41-VM.vhdx"}
+
+
+async def test_delete_of_a_volume_a_running_vm_s_clone_stands_on_names_that_vm(
+    agent: Running,
+) -> None:
+    """A running VM's linked clone stands on the volume: the clone cannot be read, and
+    Windows refuses to delete the volume its chain holds open; the answer names the VM
+    (asked of Hyper-V on that failure only), and the volume is kept."""
+    pool = _pool(agent)
+    volume = _disk(pool, f"{VOLUME_UUID}.vhdx")
+    vhd.create(pool / "root-c.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=volume, parent_locator=f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    await _vm_with(agent.emulator, "i-2-42-VM", "C:\\pool\\root-c.vhdx", scsi=True,
+                   running=True)
+    key, answer = await agent.answer(DELETE, {"data": _volume(path=VOLUME_UUID, format="VHDX")})
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert (f"C:\\pool\\{VOLUME_UUID}.vhdx is the parent of 1 differencing disk(s) (linked "
+            "clones), e.g. C:\\pool\\root-c.vhdx, held open by the running VM i-2-42-VM") in answer[
+        "details"], answer["details"]
+    assert volume.is_file()
 
 
 async def test_delete_fails_and_keeps_template_when_data_is_a_template(agent: Running) -> None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from hyperv_agent.cloudstack.base import ms_wait_s
 from hyperv_agent.cloudstack.enums import ProvisioningType
-from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
@@ -121,7 +121,8 @@ class FileHandlers:
                              f"{vm.name}; stop the VM or detach {what} first "
                              f"({kept})")
 
-    async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:
+    async def refuse_if_parent(self, path: str, kept: str = "the file was kept", *,
+                               ask_held: bool = True) -> str:
         """AgentError naming a disk file, and how many there are, when a disk file in the
         folder of ``path`` (a template in a pool, where the linked clones made from it
         lie) names ``path`` as its parent; also when not every disk file there could be
@@ -133,11 +134,15 @@ class FileHandlers:
         (a running VM's worker holds its disk open, sharing no access) is asked of Hyper-V
         instead (``_held_children``), so a running VM's linked clone is refused by name
         before a download over its template copies a byte, not by Windows' bare sharing
-        violation on the final rename."""
+        violation on the final rename. Without ``ask_held``, for a file only deleted, none
+        is asked: a running VM's disk that stands on ``path`` holds it open, and Windows
+        refuses the delete itself (its holder is named then, ``remove_unless_held``), so
+        a delete in a pool of many running VMs costs no call for each of their disks."""
         deadline = time.monotonic() + self.parent_budget_s
         found = await children_of(self.files, path, (ntpath.dirname(path),),
                                   self.parent_budget_s)
-        held, asked = await self._held_children(path, found.unreadable, deadline)
+        held, asked = (await self._held_children(path, found.unreadable, deadline)
+                       if ask_held else ([], len(found.unreadable)))
         if found.children or held:
             more = "" if found.complete and asked == len(found.unreadable) else " at least"
             example = f"{held[0][0]}, held open by {held[0][1]}" if held else found.children[0]
@@ -151,6 +156,17 @@ class FileHandlers:
                              f"{found.summary()})")
         log.info("no disk file names %s as its parent: %s", path, found.summary())
         return found.summary()
+
+    async def remove_unless_held(self, path: str) -> None:
+        """Delete ``path``, checked by ``refuse_if_parent`` without ``ask_held``. Windows
+        refuses it while a running VM's disk that stands on it holds it open: that VM
+        is then named (``refuse_if_parent`` asking Hyper-V, on this failure only), rather
+        than left to Windows' bare "being used by another process"."""
+        try:
+            await self.files.remove(path)
+        except HostFileError:
+            await self.refuse_if_parent(path)
+            raise
 
     async def _held_children(self, parent: str, unreadable: tuple[str, ...], deadline: float
                              ) -> tuple[list[tuple[str, str]], int]:

@@ -241,8 +241,8 @@ class VolumeHandlers(FileHandlers):
                     self.paths.pool_root(volume.data_store, "data"), path, "data")
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
             await self.refuse_if_running(path)
-            checked = await self.refuse_if_parent(path)
-            await self.files.remove(path)
+            checked = await self.refuse_if_parent(path, ask_held=False)
+            await self.remove_unless_held(path)
         log.info("deleted volume file %s", path)
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
