@@ -45,6 +45,7 @@ TEMPLATE_TO = "org.apache.cloudstack.storage.to.TemplateObjectTO"
 PRIMARY_TO = "org.apache.cloudstack.storage.to.PrimaryDataStoreTO"
 NFS_TO = "com.cloud.agent.api.to.NfsTO"
 S3_TO = "com.cloud.agent.api.to.S3TO"
+MODIFY_POOL = "com.cloud.agent.api.ModifyStoragePoolCommand"
 POOL_UUID = "5fe2bad3-d785-394e-9949-89786b8a63d2"
 TEMPLATE_UUID = "7e4ca941-cb1b-4113-ab9e-043960d0fb10"
 VOLUME_UUID = "19ae8e67-cb2c-4ab4-901e-e0b864272b59"
@@ -875,6 +876,74 @@ async def test_volume_from_secondary_holding_the_other_format_is_named_by_its_co
     assert (data["path"], data["format"]) == ("restored", "VHDX")
     assert sorted(listing(pool)) == ["restored.vhdx"]
     assert (pool / "restored.vhdx").read_bytes() == uploaded.read_bytes()
+
+
+@pytest.mark.parametrize("source", [
+    {"path": "volumes/3/10/abc.vhdx", "format": "VHDX"},
+    {"path": "volumes/3/10", "uuid": "abc"},  # no format: the folder is probed
+])
+async def test_volume_copy_from_an_image_store_that_cannot_be_reached_says_so(
+    agent: Running, tmp_path: Path, source: dict[str, Any]
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found: a volume on it reads as absent and its folder as empty. The answer names the
+    image store as what cannot be reached, not the volume as missing (which sends the
+    operator looking for a file that is there); nothing reaches the pool, and once the
+    share is back the same copy succeeds."""
+    pool = _pool(agent)
+    _disk(_secondary(tmp_path, "volumes/3/10/abc.vhdx"), 64 * MIB, b"volume data")
+    body = _copy(_volume(_nfs(), **source), _volume(_primary(), path="restored",
+                                                    uuid="restored"))
+    (tmp_path / "secondary").rename(tmp_path / "away")  # the share cannot be reached
+    details = await _refused(agent, body, "cannot be reached")
+    assert "image store's root \\\\10.1.1.1\\secondary," in details, details
+    assert "password" not in details and "1pass" not in details, details
+    assert listing(pool) == {}
+    (tmp_path / "away").rename(tmp_path / "secondary")  # back
+    await _copied(agent, body)
+    assert sorted(listing(pool)) == ["restored.vhdx"]
+
+
+SMB_POOL = "/primary?user=administrator&password=1pass%40word1"
+
+
+def _smb_primary() -> dict[str, Any]:
+    return _primary(SMB_POOL, type="SMB", poolType="SMB", port=445)
+
+
+@pytest.mark.parametrize("case", ["volume from template", "template from volume"])
+async def test_copy_from_a_pool_that_cannot_be_reached_says_so(
+    tmp_path: Path, case: str
+) -> None:
+    """A pool on a share that went away reads as a path not found, every file in it as
+    absent: a volume made from a template there (case B) or a template made from a volume
+    there (case D) fails naming the pool's root as what cannot be reached, not the file
+    as missing; nothing is made, and once the share is back the same copy succeeds."""
+    share = tmp_path / "primary"
+    share.mkdir()
+    (tmp_path / "secondary").mkdir()
+    config = config_with_shares(tmp_path, {"\\\\10.1.1.1\\primary": share,
+                                           "\\\\10.1.1.1\\secondary": tmp_path / "secondary"})
+    if case == "volume from template":
+        _disk(share / "tmpl-1.vhdx", 64 * MIB, b"template os")
+        body = _copy(_template(_smb_primary(), path="tmpl-1"), _volume(_smb_primary()))
+    else:
+        _disk(share / f"{VOLUME_UUID}.vhdx", 64 * MIB, b"golden image")
+        body = _copy(_volume(_smb_primary(), path=VOLUME_UUID, format="VHDX"),
+                     _template(_nfs(), path="template/tmpl/2/301", uuid="d3c4", id=301))
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY_POOL, {"add": True, "pool": {
+            "uuid": POOL_UUID, "host": "10.1.1.1", "type": "SMB", "path": SMB_POOL,
+            "port": 445}})
+        assert added["result"] is True, added
+        before = listing(share), listing(tmp_path / "secondary")
+        share.rename(tmp_path / "away")  # the share cannot be reached
+        details = await _refused(running, body, "cannot be reached")
+        assert "pool's root \\\\10.1.1.1\\primary," in details, details
+        assert "missing" not in details and "1pass" not in details, details
+        (tmp_path / "away").rename(share)  # back
+        assert (listing(share), listing(tmp_path / "secondary")) == before
+        await _copied(running, body)
 
 
 # --- D: template from a volume ------------------------------------------------------------

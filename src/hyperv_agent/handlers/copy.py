@@ -201,9 +201,8 @@ class CopyHandler(FileHandlers):
                                             images.PACKED_IMAGE_SUFFIXES)
         else:
             path = await self.paths.folder_in(root, src.path, "srcTO")
-        if not await self.files.exists(path):  # a share that went away reads as empty
-            await self.paths.absent_for_sure(root, path, "srcTO", "image store")
-            raise InvalidRequest(f"srcTO: the template {path} does not exist on the image store")
+        await self.paths.present(root, path, "srcTO", "image store", missing=(
+            f"srcTO: the template {path} does not exist on the image store"))
         if images.image_suffix(path) is not None:
             _check_kind(path, suffix)
             return path
@@ -307,12 +306,12 @@ class CopyHandler(FileHandlers):
         return max(wanted, virtual), wanted > virtual
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
-        """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists."""
+        """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists;
+        a pool that cannot be reached is named as such (``first_present``)."""
         candidates = await self.paths.primary_templates(src, "srcTO")
-        for candidate in candidates:
-            if await self.files.exists(candidate):
-                return candidate
-        raise InvalidRequest(f"Local template file missing from {candidates[0]}")
+        return await self.paths.first_present(
+            self.paths.pool_root(src.image_data_store, "srcTO"), candidates, "srcTO",
+            missing=f"Local template file missing from {candidates[0]}")
 
     async def _refuse_if_running(self, target: str) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""
@@ -441,10 +440,9 @@ class CopyHandler(FileHandlers):
             "disk Hyper-V writes from it, both in the pool until the copy is removed)")
 
     async def _existing_volume(self, volume: VolumeObjectTO) -> str:
-        path = await self.paths.locate_volume(volume, "srcTO")
-        if not await self.files.exists(path):
-            raise InvalidRequest(f"srcTO: the volume file {path} does not exist")
-        return path
+        """The source volume's file, which must be there; a pool or image store that
+        cannot be reached is named as such (``DataPaths.present``)."""
+        return await self.paths.locate_volume(volume, "srcTO", existing=True)
 
     async def _image_store_folder(self, store: NfsTO, path: str | None,
                                   uid: str | None) -> tuple[str, str]:

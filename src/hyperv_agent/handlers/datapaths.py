@@ -26,6 +26,7 @@ allow-list of disk and ISO formats (``hostfs.images``), never from a request's
 from __future__ import annotations
 
 import ntpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cloudstack.enums import ConfigDriveLocation
@@ -234,16 +235,29 @@ class DataPaths:
                                  "reached from this host; whether the file is there cannot be "
                                  "told, nothing was changed")
 
-    async def present(self, root: str, path: str, what: str, holder: str = "pool") -> str:
-        """``path`` (below ``root``, the root of a ``holder``), when that file is there;
-        InvalidRequest naming ``path`` when it does not exist, or, when ``root`` cannot be
-        seen either, naming ``root`` as what cannot be reached (``absent_for_sure``), so
-        a file on a share that went away is not said not to exist. 1 call (+ 1 when the
-        file is not found)."""
-        if not await self.files.exists(path):
-            await self.absent_for_sure(root, path, what, holder)
-            raise InvalidRequest(f"{what}: the file {path} does not exist")
-        return path
+    async def present(self, root: str, path: str, what: str, holder: str = "pool", *,
+                      missing: str = "") -> str:
+        """``path`` (below ``root``, the root of a ``holder``), when that file (or folder)
+        is there; InvalidRequest naming ``path`` when it does not exist (``missing``, when
+        given, is that answer's text), or, when ``root`` cannot be seen either, naming
+        ``root`` as what cannot be reached (``absent_for_sure``), so a file on a share
+        that went away is not said not to exist. 1 call (+ 1 when the file is not
+        found)."""
+        return await self.first_present(root, (path,), what, holder, missing=missing)
+
+    async def first_present(self, root: str, candidates: Sequence[str], what: str,
+                            holder: str = "pool", *, missing: str = "") -> str:
+        """The first of ``candidates`` (each below ``root``, the root of a ``holder``)
+        that is there, tried in order; when none is, as ``present``: InvalidRequest
+        naming the first (``missing``, when given, is that answer's text), or naming
+        ``root`` when it cannot be seen either. The one check of a file that a command
+        needs on a pool or image store. 1 call a candidate tried (+ 1 when none is
+        found)."""
+        for candidate in candidates:
+            if await self.files.exists(candidate):
+                return candidate
+        await self.absent_for_sure(root, candidates[0], what, holder)
+        raise InvalidRequest(missing or f"{what}: the file {candidates[0]} does not exist")
 
     def _hand_credentials(self, location: locations.PoolLocation) -> None:
         if isinstance(location, locations.ShareLocation) and location.credentials is not None:
@@ -398,14 +412,20 @@ class DataPaths:
         return tuple([await self.file_in(root, candidate, what, (*images.DISK_SUFFIXES, suffix))
                       for candidate in names])
 
-    async def locate_volume(self, volume: VolumeObjectTO, what: str) -> str:
+    async def locate_volume(self, volume: VolumeObjectTO, what: str, *,
+                            existing: bool = False) -> str:
         """The file of a volume on a primary pool (``volume_file``) or, to be read, on a
         cifs image store: ``<UNC>\\<path>``, or ``<UNC>\\<path>\\<uuid>`` when the first is
         not a file; a name without a disk extension takes its format's, or, without a
-        format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11)."""
+        format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11).
+        ``existing``: the file must be there (``present``: a pool or image store that
+        cannot be reached is named as such, not the file said not to exist)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
-            return await self.volume_file(volume, what)
-        root, _ = self._store_root(volume.data_store, what)
+            path = await self.volume_file(volume, what)
+            if not existing:
+                return path
+            return await self.present(self.pool_root(volume.data_store, what), path, what)
+        root, holder = self._store_root(volume.data_store, what)
         if not volume.path:
             raise InvalidRequest(f"{what}: the volume on the image store has no path")
         candidate = confined(root, volume.path)
@@ -416,8 +436,9 @@ class DataPaths:
             if volume.format:
                 candidate += images.disk_suffix_of_format(volume.format)
             else:
-                candidate = await self._probe(root, candidate, volume.uuid, what)
-        return await self.file_in(root, candidate, what, images.DISK_SUFFIXES)
+                candidate = await self._probe(root, candidate, volume.uuid, what, holder)
+        path = await self.file_in(root, candidate, what, images.DISK_SUFFIXES)
+        return await self.present(root, path, what, holder) if existing else path
 
     def _store_root(self, store: WrappedTO | None, what: str) -> tuple[str, str]:
         """A primary pool's registered root, or a cifs image store's root; and which it
@@ -428,12 +449,15 @@ class DataPaths:
             return self.image_store(store.url, what).root, "image store"
         raise InvalidRequest(f"{what}: not on a primary pool or a cifs image store")
 
-    async def _probe(self, root: str, candidate: str, uuid: str | None, what: str) -> str:
+    async def _probe(self, root: str, candidate: str, uuid: str | None, what: str,
+                     holder: str) -> str:
         folder = await self.folder_in(root, ntpath.dirname(candidate), what)
         stem = (uuid or ntpath.basename(candidate)).lower()
         names = await self.files.list_dir(folder) if await self.files.exists(folder) else []
         found = [n for n in names if n.lower().startswith(stem + ".vhd")
                  and n.lower().endswith(images.DISK_SUFFIXES)]
+        if not names:  # an empty or absent folder: on a store that went away, every one
+            await self.absent_for_sure(root, folder, what, holder)
         if len(found) != 1:
             raise InvalidRequest(f"{what}: the volume has no format and {len(found)} files "
                                  f"named {stem}.vhd* are in {folder}")
