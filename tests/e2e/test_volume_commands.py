@@ -668,6 +668,38 @@ async def test_resize_fails_when_volume_is_missing_or_outside_pool(agent: Runnin
         assert answer["result"] is False and expected in answer["details"], answer
 
 
+async def test_resize_of_a_volume_on_a_share_that_cannot_be_reached_says_so(
+    tmp_path: Path,
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found: a volume there reads as absent. The ResizeVolumeAnswer names the pool's root as
+    what cannot be reached, not the volume as missing (which sends the operator looking
+    for a file that is there); the disk is unchanged, and once the share is back the same
+    resize grows it."""
+    share = tmp_path / "primary"
+    share.mkdir()
+    config = config_with_shares(tmp_path, {r"\\10.1.1.1\primary": share})
+    path = "/primary?user=administrator&password=1pass%40word1"
+    body = _resize(VOLUME_UUID, 2 * GIB)
+    body["pool"] = {"id": 201, "uuid": POOL_UUID, "host": "10.1.1.1", "path": path,
+                    "port": 445, "type": "SMB"}
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY_POOL, {"add": True, "pool": body["pool"]})
+        assert added["result"] is True, added
+        _disk(share, f"{VOLUME_UUID}.vhdx")
+        share.rename(tmp_path / "away")  # the share cannot be reached
+        key, answer = await running.answer(RESIZE, body)
+        assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+        assert "pool's root \\\\10.1.1.1\\primary," in answer["details"], answer["details"]
+        assert "cannot be reached" in answer["details"], answer["details"]
+        assert "1pass" not in answer["details"], answer["details"]
+        (tmp_path / "away").rename(share)  # back
+        assert vhd.read_info(share / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == GIB
+        key, answer = await running.answer(RESIZE, body)
+        assert (key, answer["result"], answer["newSize"]) == (RESIZE_ANSWER, True, 2 * GIB)
+    assert vhd.read_info(share / f"{VOLUME_UUID}.vhdx").virtual_size_bytes == 2 * GIB
+
+
 # --- legacy CreateCommand -----------------------------------------------------------------
 
 
@@ -925,6 +957,30 @@ async def test_download_fails_and_leaves_pool_empty_when_source_is_bad(
     _, answer = await agent.answer(DOWNLOAD, _download(url))
     assert answer["result"] is False and expected in answer["details"], answer
     assert listing(pool) == {}
+
+
+async def test_download_from_an_image_store_that_cannot_be_reached_says_so(
+    agent: Running, tmp_path: Path
+) -> None:
+    """A share that went away reads as a path not found, every template on it as absent:
+    the PrimaryStorageDownloadAnswer names the image store as what cannot be reached, not
+    the template as missing, and the pool is left empty; once the share is back the same
+    download succeeds."""
+    pool = _pool(agent)
+    _disk(_secondary(tmp_path, "template/tmpl/2/204/x").parent, "af39.vhdx")
+    body = _download("cifs://10.1.1.1/secondary/template/tmpl/2/204/af39.vhdx"
+                     "?user=a&password=p%40ss")
+    (tmp_path / "secondary").rename(tmp_path / "away")  # the share cannot be reached
+    key, answer = await agent.answer(DOWNLOAD, body)
+    assert (key, answer["result"]) == (DOWNLOAD_ANSWER, False), answer
+    assert "image store's root \\\\10.1.1.1\\secondary," in answer["details"], answer
+    assert "cannot be reached" in answer["details"], answer["details"]
+    assert "p@ss" not in answer["details"], answer["details"]
+    assert listing(pool) == {}
+    (tmp_path / "away").rename(tmp_path / "secondary")  # back
+    key, answer = await agent.answer(DOWNLOAD, body)
+    assert (key, answer["result"]) == (DOWNLOAD_ANSWER, True), answer
+    assert sorted(listing(pool)) == [answer["installPath"]]
 
 
 async def test_download_fails_and_leaves_pool_empty_when_bz2_is_corrupt(

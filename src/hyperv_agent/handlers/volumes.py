@@ -306,15 +306,16 @@ class VolumeHandlers(FileHandlers):
         await disks.resize(self.hv, path, new_size, policy=self.disk_job_wait(wait_s))
 
     async def _filer_volume(self, pool: StorageFilerTO | None, name: str | None) -> str:
-        """The existing disk file ``name`` (extension optional) in a legacy pool."""
+        """The existing disk file ``name`` (extension optional) in a legacy pool; a pool
+        that cannot be reached is named as such (``DataPaths.first_present``)."""
         if pool is None or not name:
             raise InvalidRequest("pool and path are required")
         root = self.paths.pool_root(pool, "pool")
-        for candidate in _disk_names(name):
-            path = await self.paths.file_in(root, candidate, "path", images.DISK_SUFFIXES)
-            if await self.files.exists(path):
-                return path
-        raise InvalidRequest(f"the volume file {confined(root, name)} does not exist")
+        candidates = [await self.paths.file_in(root, candidate, "path", images.DISK_SUFFIXES)
+                      for candidate in _disk_names(name)]
+        return await self.paths.first_present(
+            root, candidates, "path",
+            missing=f"the volume file {confined(root, name)} does not exist")
 
     # --- legacy CreateCommand -----------------------------------------------------------
 
@@ -357,8 +358,8 @@ class VolumeHandlers(FileHandlers):
         if suffix not in images.DISK_SUFFIXES:
             raise InvalidRequest(f"templateUrl {name[:80]!r} is not a .vhd or .vhdx file")
         source = await self.paths.file_in(root, name, "templateUrl", images.DISK_SUFFIXES)
-        if not await self.files.exists(source):
-            raise InvalidRequest(f"the template file {source} does not exist")
+        await self.paths.present(root, source, "templateUrl",
+                                 missing=f"the template file {source} does not exist")
         target = await self.paths.file_in(root, f"{uuid.uuid4()}{suffix}", "templateUrl")
         await self.copy_standalone(source, target, fill_wait, fixed=fixed)
         return target
@@ -499,8 +500,8 @@ class VolumeHandlers(FileHandlers):
         share = locations.ShareLocation(location.server, location.share).root
         path = await self.paths.file_in(share, location.folder, "url",
                                         images.PACKED_IMAGE_SUFFIXES)
-        if not await self.files.exists(path):
-            raise InvalidRequest(f"the template file {path} does not exist")
+        await self.paths.present(share, path, "url", "image store",
+                                 missing=f"the template file {path} does not exist")
         return path, path
 
     async def _nfs_file(self, url: str, secondary_url: str | None) -> str:
