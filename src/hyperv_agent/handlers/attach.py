@@ -71,7 +71,6 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
-from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import disks, diskstats, drives, jobs, power, vms
 from hyperv_agent.hyperv.session import HyperV
 
@@ -97,7 +96,6 @@ class AttachHandlers:
                  job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
         self.hv = hv
         self.paths = paths
-        self.files: HostFiles = paths.files
         self.locks = locks
         # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
         self.job_wait = job_wait
