@@ -388,6 +388,31 @@ async def test_reboot_fails_and_leaves_vm_alone_when_vm_is_not_running(
     assert (await cim.get(path))["EnabledState"] == seen
 
 
+@pytest.mark.parametrize("enabled_state", [0, 1])  # Unknown, Other
+async def test_reboot_of_a_vm_whose_state_hyperv_cannot_tell_says_so(
+    running: Running, enabled_state: int,
+) -> None:
+    """Hyper-V refuses to reset a VM whose state it cannot tell (Unknown, Other), and such
+    a VM may run (the state report sends PowerUnknown for it): the failed answer must say
+    that Hyper-V cannot tell its state, never that the VM is not running, which would send
+    the operator to start a VM that may be running. Nothing is done to it."""
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-35-VM")
+    txn = cim.host.store.transaction()
+    record = txn.edit(path)
+    assert record is not None
+    record["EnabledState"] = enabled_state
+    txn.commit()
+    key, answer = await running.answer(REBOOT, _reboot("i-2-35-VM"))
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False), answer
+    assert answer["details"] == (
+        "RebootCommand failed: VM i-2-35-VM is in a state Hyper-V cannot tell on this host "
+        "and may run; Hyper-V refused to reset it, so it was not rebooted and was left as "
+        "it is"), answer
+    assert cim.round_trips()["invoke:InitiateReboot"] == 0
+    assert (await cim.get(path))["EnabledState"] == enabled_state
+
+
 async def test_reboot_fails_naming_vm_when_vm_is_unknown(running: Running) -> None:
     key, answer = await running.answer(REBOOT, {"vmName": "i-9-99-VM"})
     assert (key, answer["result"]) == (REBOOT_ANSWER, False)

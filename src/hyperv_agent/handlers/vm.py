@@ -165,7 +165,8 @@ class VmHandlers:
 
         Unknown VM: a failed answer naming it, nothing done. The guest of a VM that is
         not running is not asked; one Hyper-V cannot reset (off, saved, paused: "invalid
-        state") is left as it is and the answer is a failure saying so: the MS reboots
+        state") is left as it is and the answer is a failure saying so, and so is one whose
+        state Hyper-V cannot tell (Unknown, Other), which may run: the MS reboots
         only VMs it believes run, and a success would tell the operator a VM that is
         down was rebooted (KVM fails the reboot of a domain that is not running too).
         An accepted guest request is success without waiting for the guest to be back:
@@ -180,6 +181,10 @@ class VmHandlers:
         if vm is None or done is power.Rebooted.MISSING:
             raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
                                  f"{reboot.vm_name}")
+        if done is power.Rebooted.STATE_UNKNOWN:
+            raise InvalidRequest(f"VM {vm.name} is in a state Hyper-V cannot tell on this "
+                                 "host and may run; Hyper-V refused to reset it, so it was "
+                                 "not rebooted and was left as it is")
         if done is power.Rebooted.NOT_RUNNING:
             raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host, not "
                                  "running; it was not rebooted and was left as it is")

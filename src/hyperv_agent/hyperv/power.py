@@ -157,6 +157,9 @@ class Rebooted(Enum):
     GUEST = "guest"  # the guest OS was asked to restart and accepted
     RESET = "reset"  # the VM was reset hard (RequestStateChange 11)
     NOT_RUNNING = "not running"  # off, saved or paused: left as it is
+    #: in a state Hyper-V cannot tell (Unknown, Other), which may run, and refused to
+    #: reset: left as it is
+    STATE_UNKNOWN = "state unknown"
     MISSING = "missing"  # no such VM
 
 
@@ -170,7 +173,8 @@ async def reboot(
     the guest is back, and a request the guest accepted is as far as a clean reboot can
     be followed. A guest that cannot be asked (no integration services, a host before
     Windows Server 2016, not ready, shutting down) or whose request fails is reset hard,
-    as the agent always did. A VM that is not running is left as it is. A VM Hyper-V is
+    as the agent always did. A VM that is not running is left as it is, and so is one whose
+    state Hyper-V cannot tell when it refuses the reset (``STATE_UNKNOWN``). A VM Hyper-V is
     changing the state of (starting, stopping, ...) is waited for first (``settle``). A
     VM being migrated live (``vm.migrating``, or a reset refused because its move began
     since) is left as it is, and VmMigrating says so (``vms.migrating_refusal``): Hyper-V
@@ -194,7 +198,9 @@ async def reboot(
                         name=vm.name)
     if code is None:
         return Rebooted.MISSING
-    return Rebooted.NOT_RUNNING if code == ReturnCode.INVALID_STATE else Rebooted.RESET
+    if code != ReturnCode.INVALID_STATE:
+        return Rebooted.RESET
+    return Rebooted.STATE_UNKNOWN if vm.power is PowerState.UNKNOWN else Rebooted.NOT_RUNNING
 
 
 async def wait_until_off(
