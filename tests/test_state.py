@@ -104,6 +104,24 @@ def test_journal_keeps_the_vms_being_built_when_reopened(tmp_path: Path) -> None
     assert json.loads(path.read_text()) == ["r-7-VM"]
 
 
+def test_journal_keeps_the_guid_of_a_defined_vm_and_reads_names_alone(tmp_path: Path) -> None:
+    """A half-built VM is removed by the GUID its definition got (another VM may have its
+    name); a name recorded before that, or by an earlier version, has none."""
+    path = tmp_path / "building.json"
+    path.write_text(json.dumps(["i-2-4-VM"]))  # as earlier versions wrote it
+    journal = BuildJournal(path)
+    assert (journal.pending(), journal.guid("i-2-4-VM")) == (("i-2-4-VM",), None)
+    journal.begin("i-2-5-VM")
+    journal.defined("i-2-5-VM", "6B1F2B4C-0D1E-4F3A-9B8C-7D6E5F4A3B2C")
+    reopened = BuildJournal(path)
+    assert reopened.pending() == ("i-2-4-VM", "i-2-5-VM")
+    assert reopened.guid("I-2-5-vm") == "6B1F2B4C-0D1E-4F3A-9B8C-7D6E5F4A3B2C"
+    assert json.loads(path.read_text()) == [
+        "i-2-4-VM", {"name": "i-2-5-VM", "guid": "6B1F2B4C-0D1E-4F3A-9B8C-7D6E5F4A3B2C"}]
+    reopened.begin("i-2-5-VM")  # built again: the new definition is not made yet
+    assert BuildJournal(path).guid("i-2-5-VM") is None
+
+
 def test_journal_with_nothing_pending_is_no_file(tmp_path: Path) -> None:
     path = tmp_path / "building.json"
     journal = BuildJournal(path)

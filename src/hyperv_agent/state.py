@@ -363,48 +363,78 @@ class PoolRegistry:
 
 class BuildJournal:
     """The VMs a StartCommand is building now (``building.json``): written before the VM is
-    defined, cleared once it runs or was removed again, so a VM that a killed process left
-    half-built is known at the next start. With nothing pending there is no file, so a
+    defined, with the GUID Hyper-V gave the definition once it is made (``defined``),
+    cleared once it runs or was removed again, so a VM that a killed process left
+    half-built is known at the next start, by GUID: Hyper-V keeps no name unique, and
+    another VM of the name may be beside it. With nothing pending there is no file, so a
     start that builds alone creates it and removes it and never renames over a file
-    (which on ext4 waits for the disk's write-back of other data)."""
+    (which on ext4 waits for the disk's write-back of other data).
+
+    The file is a JSON list: a VM not defined yet is its name, a defined one
+    ``{"name": ..., "guid": ...}`` (a name alone is also what earlier versions wrote)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._names: dict[str, str] = {name.casefold(): name for name in self._read()}
+        self._names: dict[str, tuple[str, str | None]] = {
+            name.casefold(): (name, guid) for name, guid in self._read()}
 
-    def _read(self) -> list[str]:
+    def _read(self) -> list[tuple[str, str | None]]:
         data = _read_json(self._path, list, "a VM a killed start left half-built is not "
                           "removed at this start; its next StartCommand builds it again")
-        return [str(name) for name in data] if data is not None else []
+        entries: list[tuple[str, str | None]] = []
+        for item in data or ():
+            if isinstance(item, dict):
+                guid = item.get("guid")
+                entries.append((str(item.get("name", "")), str(guid) if guid else None))
+            else:
+                entries.append((str(item), None))
+        return [(name, guid) for name, guid in entries if name]
 
     def pending(self) -> tuple[str, ...]:
         """The VMs whose building began and did not end, as named then."""
         with self._lock:
-            return tuple(self._names.values())
+            return tuple(name for name, _ in self._names.values())
+
+    def guid(self, vm_name: str) -> str | None:
+        """The GUID of the definition the building of ``vm_name`` made (``defined``); None
+        before it was made, or when ``vm_name`` is not pending."""
+        with self._lock:
+            return self._names.get(vm_name.casefold(), ("", None))[1]
 
     def begin(self, vm_name: str) -> None:
-        self._change(vm_name, add=True)
+        """The VM's building begins: no definition of it is made yet."""
+        self._change(vm_name, (vm_name, None))
+
+    def defined(self, vm_name: str, guid: str) -> None:
+        """The building of ``vm_name`` made the definition ``guid``."""
+        self._change(vm_name, (vm_name, guid))
 
     def end(self, vm_name: str) -> None:
         """The VM runs, or was removed again; a name not pending is fine."""
-        self._change(vm_name, add=False)
+        self._change(vm_name, None)
 
-    def _change(self, vm_name: str, add: bool) -> None:
+    def _change(self, vm_name: str, entry: tuple[str, str | None] | None) -> None:
         with self._lock:
             key = vm_name.casefold()
-            if add == (key in self._names):
+            if self._names.get(key) == entry:
                 return
-            if add:
-                self._names[key] = vm_name
-            else:
+            if entry is not None:
+                self._names[key] = entry
+            elif key in self._names:
                 del self._names[key]
+            else:
+                return
             try:
                 if self._names:
-                    # not flushed to the disk: written twice by every StartCommand, and after
-                    # a power loss a VM it no longer names is rebuilt by its next StartCommand
-                    _replace(self._path, ".building-", sorted(self._names.values()),
-                             flush=False)
+                    # not flushed to the disk: written three times by every StartCommand,
+                    # and after a power loss a VM it no longer names is rebuilt by its next
+                    # StartCommand
+                    _replace(self._path, ".building-", sorted(
+                        (name if guid is None else {"name": name, "guid": guid}
+                         for name, guid in self._names.values()),
+                        key=lambda item: item if isinstance(item, str) else item["name"]),
+                        flush=False)
                 else:  # nothing pending: no file (and the next write renames over none)
                     self._path.unlink(missing_ok=True)
             except OSError as error:  # a full disk: the VM is built all the same

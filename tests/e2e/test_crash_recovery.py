@@ -22,11 +22,14 @@ from bench.bench_vm import start_body
 
 from hyperv_agent.backends import emulator_config
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.hyperv.vms import vm_path
 from tests.e2e.conftest import API, LOCAL_POOL, PRIVATE_IP, client_context
+from tests.emulator.kit import define_vm
 from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -174,6 +177,48 @@ async def test_start_killed_while_building_leaves_no_half_built_vm_and_the_retry
         assert checked["state"] == "PowerOn"
     assert await _vms(config) == {VM: 2}
     assert not (config.agent.state_dir / "building.json").exists()  # nothing pending
+
+
+async def test_start_killed_while_building_beside_a_copy_in_an_unknown_state_removes_its_own(
+    tmp_path: Path,
+) -> None:
+    """Hyper-V keeps no name unique: a copy of the name that Hyper-V shows in a state it
+    cannot tell (Unknown) may be beside the VM a killed start left half-built, and is the
+    one the name means (it may run). At the next start the half-built definition the
+    journal recorded is removed, by GUID, and the other copy is left as it is; looked up
+    by name, the half-built one stayed, off and forgotten, beside it."""
+    config_file, config, body = _start_prepared(tmp_path, job_duration_s=0.2)
+    async with serve(config_file) as (agent, process):
+        start = await _building(agent, body)
+        _kill(process)
+        with pytest.raises(aiohttp.ClientError):
+            await start
+    cim = EmulatorCim.open(emulator_config(config))
+    try:
+        (half_built,) = [str(vm["Name"]) for vm in await _copies(cim)]
+        other = (await define_vm(cim, VM)).key("Name")
+        txn = cim.host.store.transaction()
+        record = txn.edit(vm_path(other))
+        assert record is not None
+        record["EnabledState"] = 0  # Unknown: Hyper-V cannot tell the state
+        txn.commit()
+    finally:
+        await cim.close()
+    async with serve(config_file) as (agent, _):
+        checked = await agent.answer(names.CHECK_VIRTUAL_MACHINE_COMMAND, {"vmName": VM})
+        assert (checked["result"], checked["state"]) == (True, "PowerUnknown"), checked
+    cim = EmulatorCim.open(emulator_config(config))
+    try:
+        left = {str(vm["Name"]): vm["EnabledState"] for vm in await _copies(cim)}
+    finally:
+        await cim.close()
+    assert left == {other: 0}, (half_built, left)
+    assert not (config.agent.state_dir / "building.json").exists()
+
+
+async def _copies(cim: EmulatorCim) -> list[CimInstance]:
+    """Every VM named ``VM`` on the emulated host."""
+    return await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM)))
 
 
 # --- a large copy killed midway -------------------------------------------------------------

@@ -85,15 +85,26 @@ class StartHandler:
 
     async def remove_half_built(self) -> list[str]:
         """Remove every VM the journal says a StartCommand was building when its process
-        ended, if it does not run (a half-built VM is always off); its disks are kept. The
-        names removed. Run it before serving; a VM that cannot be removed stays in the
-        journal (its next StartCommand rebuilds it)."""
+        ended, if it is off (a half-built VM never ran); its disks are kept. The names
+        removed. Run it before serving; a VM that cannot be removed stays in the journal
+        (its next StartCommand rebuilds it).
+
+        The VM removed is the definition the journal recorded, by GUID: Hyper-V keeps no
+        name unique, and a copy of the name beside it (one whose state Hyper-V cannot
+        tell, which ``find_vm`` ranks first) must neither be taken for it nor keep it.
+        Only a name recorded without its GUID (its process ended before it was known, or
+        an earlier version wrote it) is looked up by name, the VM ``find_vm`` takes."""
         removed: list[str] = []
         for name in self.journal.pending() if self.journal else ():
+            guid = self.journal.guid(name) if self.journal else None
             try:
-                vm = await vms.find_vm(self.hv, name)
-                if vm is not None and vm.power is vms.PowerState.STOPPED:
-                    await vms.remove_vm(self.hv, vm.guid, policy=self.job_wait)
+                if guid is not None:
+                    gone = await vms.remove_if_off(self.hv, guid, policy=self.job_wait)
+                else:
+                    vm = await vms.find_vm(self.hv, name)
+                    gone = vm is not None and vm.power is vms.PowerState.STOPPED \
+                        and await vms.remove_vm(self.hv, vm.guid, policy=self.job_wait)
+                if gone:
                     log.warning("removed VM %s, left half-built by an interrupted start "
                                 "(disks kept)", name)
                     removed.append(name)
@@ -107,6 +118,10 @@ class StartHandler:
     def _building(self, name: str) -> None:
         if self.journal is not None:
             self.journal.begin(name)
+
+    def _defined(self, name: str, guid: str) -> None:
+        if self.journal is not None:
+            self.journal.defined(name, guid)
 
     def _built(self, name: str) -> None:
         if self.journal is not None:
@@ -164,8 +179,8 @@ class StartHandler:
                 await _named("removing the existing VM", vms.remove_vm(
                     self.hv, existing.guid, policy=self.job_wait))
             self._building(vm.name)
-            ref = await _named("creating the VM",
-                               build.define_vm(self.hv, plan.spec))
+            ref = await _named("creating the VM", build.define_vm(
+                self.hv, plan.spec, defined=lambda guid: self._defined(vm.name, guid)))
             try:
                 await self._fill_and_start(ref, plan)
             except AgentError as error:

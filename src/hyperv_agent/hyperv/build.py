@@ -21,7 +21,7 @@ deletes a file.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hyperv_agent.cim import wql
@@ -150,10 +150,14 @@ def is_guid(text: str | None) -> bool:
         return False
 
 
-async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
+async def define_vm(hv: HyperV, spec: VmSpec,
+                    defined: Callable[[str], None] | None = None) -> VmRef:
     """Create a VM (off) with the spec's name, notes, generation, CPUs, processor
     compatibility and memory (static, or dynamic when ``memory_max_mb`` is more than
-    ``memory_mb``: ``memory_values``).
+    ``memory_mb``: ``memory_values``). ``defined`` is given the new VM's GUID as soon as
+    Hyper-V accepts DefineSystem, before its job ends and the VM's processors and memory
+    are set (for a caller that records what it builds, so that a process ended meanwhile
+    leaves it known).
 
     The spec is checked first (InvalidRequest, nothing created). Not idempotent: Hyper-V
     allows duplicate names, so a repeat creates a second VM; look the name up first
@@ -164,8 +168,14 @@ async def define_vm(hv: HyperV, spec: VmSpec) -> VmRef:
     """
     validate(spec)
     system = (await settings.spawned(hv, Class.VSSD)).updated(_system_settings(spec))
+    def made(result: MethodResult) -> None:
+        # Hyper-V hands the new VM's path out with the call (os-win reads it from the
+        # call's out parameters), before the job that makes it ends
+        if defined is not None and result.path("ResultingSystem") is not None:
+            defined(_vm_guid(result))
+
     result = await settings.step("defining the VM", vms.call_service(
-        hv, "DefineSystem", {"SystemSettings": system, "ResourceSettings": []}))
+        hv, "DefineSystem", {"SystemSettings": system, "ResourceSettings": []}, started=made))
     guid = _vm_guid(result)
     await settings.step("setting processors and memory", _set_processors_and_memory(hv, guid, spec),
                 lambda: vms.destroy(hv, guid))

@@ -175,14 +175,19 @@ async def call(
     accept: Collection[int] = (),
     policy: WaitPolicy = DEFAULT_POLICY,
     grace: WaitPolicy | None = None,
+    started: Callable[[MethodResult], None] | None = None,
 ) -> MethodResult:
     """Call ``method`` and wait for its job; ``accept`` lists extra return codes taken as done.
     With ``grace``, a job still running when its wait ends (``policy`` ran out, or the
-    caller was cancelled) is stopped first (``wait_or_stop``).
+    caller was cancelled) is stopped first (``wait_or_stop``). ``started`` is given the
+    call's result (its out parameters) as soon as the call is accepted, before its job is
+    waited for.
 
     Raises MethodFailed, JobFailed, JobTimeout or JobLost; nothing is retried.
     """
     result, job = await start(cim, path, method, params, accept=accept)
+    if started is not None:
+        started(result)
     if job is not None:
         if grace is None:
             await wait(cim, job, method, policy)

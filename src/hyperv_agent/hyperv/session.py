@@ -78,16 +78,18 @@ class HyperV:
     async def call_service(
         self, class_name: str, missing: str, method: str, params: Mapping[str, InValue],
         policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, grace: jobs.WaitPolicy | None = None,
+        started: Callable[[MethodResult], None] | None = None,
     ) -> MethodResult:
         """``jobs.call`` of ``method`` on the service ``class_name``; a stale kept path is
         looked up again, once."""
         try:
             return await jobs.call(self.cim, await self.service_path(class_name, missing),
-                                   method, params, policy=policy, grace=grace)
+                                   method, params, policy=policy, grace=grace,
+                                   started=started)
         except CimNotFound:
             self.forget_service(class_name)
         return await jobs.call(self.cim, await self.service_path(class_name, missing),
-                               method, params, policy=policy, grace=grace)
+                               method, params, policy=policy, grace=grace, started=started)
 
     async def close(self) -> None:
         """Close the backend; the session is not used afterwards."""

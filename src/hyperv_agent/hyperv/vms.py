@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -364,9 +364,11 @@ async def management_service(hv: HyperV) -> ObjectPath:
 async def call_service(
     hv: HyperV, method: str, params: Mapping[str, InValue],
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+    started: Callable[[MethodResult], None] | None = None,
 ) -> MethodResult:
     """``jobs.call`` on the VSMS; a stale cached path is looked up again, once."""
-    return await hv.call_service(Class.VSMS, _VSMS_MISSING, method, params, policy)
+    return await hv.call_service(Class.VSMS, _VSMS_MISSING, method, params, policy,
+                                 started=started)
 
 
 def settings_path(vm_guid: str) -> ObjectPath:
