@@ -135,7 +135,11 @@ class StartHandler:
         """Create the VM ``vm`` describes and start it (protocol §9.1).
 
         A running VM of that name: success, nothing changed (a repeat is safe). One that
-        exists but is not running is removed (its disks kept) and built anew. One Hyper-V
+        exists but is not running is removed (its disks kept) and built anew, one whose
+        state Hyper-V cannot tell (which may run) included: refused, the MS would clean up
+        with a StopCommand without checkBeforeCleanup, which removes it all the same, and
+        then start the VM on another host, on the disks the copy here may still use
+        (``VirtualMachineManagerImpl.orchestrateStart``, ``cleanup``). One Hyper-V
         is starting or stopping is waited for first, and then taken as it is. That wait,
         and every Hyper-V job of the build, ends within the command's bound
         (``jobs.command_bound``: half the command's ``wait``); a VM still changing then
