@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -200,3 +201,34 @@ async def test_a_job_whose_stop_is_refused_has_its_file_removed_once_it_ends(
     assert not done.is_set()  # the job runs on: not yet
     await asyncio.wait_for(done.wait(), 5.0)
     assert (await emulator.get(job)).integer("JobState") == 4
+
+
+@pytest.mark.parametrize("with_after_job", [False, True], ids=["alone", "after-job"])
+async def test_a_stop_the_host_refuses_is_one_warning_naming_the_refusal(
+    emulator: EmulatorCim, caplog: pytest.LogCaptureFixture, with_after_job: bool,
+) -> None:
+    """A job given up on whose stop the host refuses is one event in the log: one
+    warning, naming the job, the refusal and what follows (it runs on; what it writes is
+    removed once it ends), not one line from each step that saw it."""
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    _, job = await jobs.start(emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert job is not None
+    emulator.faults.fail_next_call("RequestStateChange", 1)
+    done = asyncio.Event()
+
+    async def then() -> None:
+        done.set()
+
+    caplog.set_level("INFO", logger="hyperv_agent.hyperv.jobs")
+    with (jobs.after_job(then) if with_after_job else contextlib.nullcontext()), \
+            pytest.raises(JobTimeout):
+        await jobs.wait_or_stop(emulator, job, "RequestStateChange", FAST, FAST)
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "hyperv_agent.hyperv.jobs" and r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "the RequestStateChange job was not stopped: the host refused to stop it " \
+           "(RequestStateChange failed with return code 1)" in warned[0], warned
+    if with_after_job:
+        assert warned[0].endswith("; what it writes is removed once it ends"), warned
+        await asyncio.wait_for(done.wait(), 5.0)

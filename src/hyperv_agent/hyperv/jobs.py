@@ -225,21 +225,28 @@ async def terminate(cim: Cim, job_path: ObjectPath) -> bool:
     code or did not answer it (logged). A refusal says nothing of where the job is: the
     caller goes on as for a job that runs on. A job that is gone counts as ended. 1 call;
     the caller waits for the job to end."""
+    took, refused = await _ask_to_stop(cim, job_path)
+    if refused is not None:
+        _LOG.warning("the job %s was not asked to stop: %s", job_path, refused)
+    return took
+
+
+async def _ask_to_stop(cim: Cim, job_path: ObjectPath) -> tuple[bool, str | None]:
+    """``terminate``'s request, logging nothing: whether the job took it, and why the host
+    refused it (a code other than 4097, or no answer), None when it did not."""
     try:
         result = await cim.invoke(job_path, "RequestStateChange",
                                   {"RequestedState": int(JobRequest.TERMINATE)})
     except CimNotFound:
-        return False
+        return False, None
     except CimError as error:
-        _LOG.warning("the job %s could not be asked to stop: %s", job_path, error)
-        return False
+        return False, str(error)
     code = result.return_value
     if code in (JobStateChange.COMPLETED, JobStateChange.TRANSITION_STARTED):
-        return True
+        return True, None
     if code != JobStateChange.INVALID_STATE_TRANSITION:
-        _LOG.warning("the job %s was not asked to stop: RequestStateChange failed with "
-                     "return code %d", job_path, code)
-    return False
+        return False, f"RequestStateChange failed with return code {code}"
+    return False, None
 
 
 async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy,
@@ -254,8 +261,9 @@ async def wait_or_stop(cim: Cim, job_path: ObjectPath, method: str, policy: Wait
     try:
         return await wait(cim, job_path, method, policy)
     except (JobTimeout, asyncio.CancelledError):
-        if not await asyncio.shield(_stop(cim, job_path, method, grace)):
-            _when_ended(cim, job_path, method, policy)
+        running = await asyncio.shield(_stop(cim, job_path, method, grace))
+        if running is not None:
+            _when_ended(cim, job_path, method, policy, running)
         raise
 
 
@@ -274,9 +282,13 @@ def after_job(then: Callable[[], Awaitable[None]]) -> Iterator[None]:
         _AFTER_JOB.reset(token)
 
 
-def _when_ended(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy) -> None:
+def _when_ended(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy,
+                why: str) -> None:
+    """The one warning for a job given up on that may run on (``why``: what its stop
+    came to), and what ``after_job`` asked for, done once it has ended."""
     then = _AFTER_JOB.get()
     if then is None:
+        _LOG.warning("the %s job %s", method, why)
         return
 
     async def waited() -> None:
@@ -295,25 +307,26 @@ def _when_ended(cim: Cim, job_path: ObjectPath, method: str, policy: WaitPolicy)
     task = asyncio.create_task(waited(), name=f"after-{method}")
     _WAITING.add(task)
     task.add_done_callback(_WAITING.discard)
-    _LOG.warning("the %s job could not be stopped; what it writes is removed once it ends",
-                 method)
+    _LOG.warning("the %s job %s; what it writes is removed once it ends", method, why)
 
 
-async def _stop(cim: Cim, job_path: ObjectPath, method: str, grace: WaitPolicy) -> bool:
+async def _stop(cim: Cim, job_path: ObjectPath, method: str,
+                grace: WaitPolicy) -> str | None:
     """Ask the job to stop and, when it took the request, wait for its end, for up to
-    ``grace.timeout_s`` and within all of the command's ``wait`` (``whole_wait``): True
-    once it has ended, False when it runs on (Hyper-V cannot stop it, or it outlasted
-    ``grace``). How it ends is not the caller's answer (that is already a failure), so it
-    is only logged."""
+    ``grace.timeout_s`` and within all of the command's ``wait`` (``whole_wait``): None
+    once it has ended; when it may run on (Hyper-V cannot stop it or refused to, or it
+    outlasted ``grace``), what the stop came to, for the caller's one warning. How it
+    ends is not the caller's answer (that is already a failure), so it is only logged."""
     with whole_wait():
         return await _stop_within(cim, job_path, method, grace)
 
 
 async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
-                       grace: WaitPolicy) -> bool:
+                       grace: WaitPolicy) -> str | None:
     try:
-        if not await terminate(cim, job_path):
-            return await _ended_unstopped(cim, job_path, method)
+        took, refused = await _ask_to_stop(cim, job_path)
+        if not took:
+            return await _ended_unstopped(cim, job_path, method, refused)
         await wait(cim, job_path, method, grace)
         _LOG.info("the %s job completed after all while it was being stopped", method)
     except JobLost:  # as ``terminate``: a job gone counts as ended
@@ -321,29 +334,33 @@ async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
     except JobFailed:
         _LOG.info("the %s job was stopped", method)
     except JobTimeout:
-        _LOG.warning("the %s job was asked to stop and still ran %g s later", method,
-                     grace.timeout_s)
-        return False
+        return f"was asked to stop and still ran {grace.timeout_s:g} s later"
     except (HyperVError, CimError) as error:
-        _LOG.warning("the %s job could not be stopped: %s", method, error)
-        return False
-    return True
+        return f"could not be stopped: {error}"
+    return None
 
 
-async def _ended_unstopped(cim: Cim, job_path: ObjectPath, method: str) -> bool:
-    """After Hyper-V refused to stop the job: whether it has ended (1 get; a job gone
-    has), when something is to be done once it has (``after_job``); else True, no get."""
+async def _ended_unstopped(cim: Cim, job_path: ObjectPath, method: str,
+                           refused: str | None) -> str | None:
+    """After the job did not take the request to stop (``refused``: why the host refused
+    it, None when the job cannot stop now): None when it has ended (1 get; a job gone
+    has), when something is to be done once it has (``after_job``); else what the stop
+    came to, with no get."""
+    unstopped = ("could not be stopped" if refused is None
+                 else f"was not stopped: the host refused to stop it ({refused})")
     if _AFTER_JOB.get() is None:
-        _LOG.warning("the %s job has ended or could not be stopped", method)
-        return True
+        return f"{unstopped}; it has ended or runs on"
     try:
         job = await cim.get(job_path)
     except CimNotFound:
-        return True
-    if (job.integer("JobState") or 0) in JOB_FINISHED:
-        return True
-    _LOG.warning("the %s job cannot be stopped; it runs on", method)
-    return False
+        ended = True
+    else:
+        ended = (job.integer("JobState") or 0) in JOB_FINISHED
+    if not ended:
+        return f"{unstopped}; it runs on"
+    if refused is not None:
+        _LOG.info("the %s job %s; it had ended", method, unstopped)
+    return None
 
 
 async def wait(
