@@ -461,3 +461,18 @@ async def test_the_host_the_agent_runs_on_fails_the_state_report_when_its_wmi_ha
             break
         await asyncio.sleep(0.1)
     assert listed == [], listed
+
+
+async def test_maintenance_of_the_host_the_agent_runs_on_fails_while_its_wmi_hangs(
+        slow_here: Running) -> None:
+    """On the host the agent runs on, a WMI service that does not answer fails the
+    MaintainCommand saying so, as an unreachable host over WinRM does: a MaintainAnswer
+    with result true would have the MS put the host in PrepareForMaintenance and send
+    MigrateCommands that a silent WMI never makes, its VMs left where they are."""
+    key, value, took = await _timed(slow_here, MAINTAIN, {"contextMap": {}, "wait": 0})
+    assert (key, value["result"]) == ("com.cloud.agent.api.MaintainAnswer", False), value
+    assert value["details"] == (
+        "MaintainCommand failed: Hyper-V's management service on this host does not "
+        "answer: the host did not answer a query of its virtual switches within "
+        f"{DEADLINE_S:g} s"), value
+    assert took < DEADLINE_S + 1.5
