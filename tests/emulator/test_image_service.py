@@ -461,3 +461,108 @@ async def test_a_differencing_disk_reports_what_it_records_of_its_parent(
     else:
         assert made_from != read[base]["VirtualDiskId"]
         assert read[child]["ParentTimestamp"] is None
+
+
+async def _chain_of_three(emulator: EmulatorCim, pool: Path, ext: str = ".vhdx") -> None:
+    """``base`` (dynamic), ``mid`` standing on it, ``top`` standing on ``mid``."""
+    fmt = 3 if ext == ".vhdx" else 2
+    pool.mkdir(parents=True)
+    assert await _create(emulator, await _settings(emulator, f"C:\\pool\\base{ext}", fmt,
+                                                   3)) == 0
+    for child, parent in (("mid", "base"), ("top", "mid")):
+        settings = await _settings(emulator, f"C:\\pool\\{child}{ext}", fmt, 4, 0,
+                                   f"C:\\pool\\{parent}{ext}")
+        assert await _create(emulator, settings) == 0
+
+
+async def _validate(emulator: EmulatorCim, path: str) -> MethodResult:
+    ims = await service(emulator, "Msvm_ImageManagementService")
+    return await emulator.invoke(ims, "ValidateVirtualHardDisk", {"Path": path})
+
+
+@pytest.mark.parametrize(("change", "code", "link", "status"), [
+    ("base gone", 32779, ("mid", "base"), 0xC03A000D),
+    ("mid gone", 32779, ("top", "mid"), 0xC03A000D),
+    ("base replaced", 32768, ("mid", "base"), 0xC03A000E),
+    ("mid replaced", 32768, ("top", "mid"), 0xC03A000E),
+])
+async def test_validate_names_the_link_where_a_chain_breaks_in_its_failed_job(
+    emulator: EmulatorCim, tmp_path: Path, change: str, code: int,
+    link: tuple[str, str], status: int,
+) -> None:
+    """ValidateVirtualHardDisk opens a differencing disk's whole chain: a break fails its
+    Msvm_StorageJob (JobType 9, Validate VHD Image), whose Child and Parent are the
+    deepest link that does not open, a grandparent replaced by another disk of its name
+    too (which the clone's own settings cannot tell), with Windows' error as its
+    JobCompletionStatusCode; no file changes."""
+    pool = tmp_path / "C" / "pool"
+    await _chain_of_three(emulator, pool)
+    name = change.split()[0]
+    (pool / f"{name}.vhdx").unlink()
+    if change.endswith("replaced"):  # another disk of the same name made anew
+        vhd.create(pool / f"{name}.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, GIB)
+    before = {path.name: path.read_bytes() for path in pool.iterdir()}
+    result = await _validate(emulator, "C:\\pool\\top.vhdx")
+    assert result.return_value == 4096
+    job = await finished(emulator, result)
+    assert job is not None
+    assert (job["JobState"], job["ErrorCode"], job["JobType"]) == (10, code, 9)
+    assert (job["Child"], job["Parent"]) == tuple(f"C:\\pool\\{disk}.vhdx" for disk in link)
+    assert job["JobCompletionStatusCode"] == status
+    assert f"C:\\pool\\{link[1]}.vhdx" in str(job["ErrorDescription"])
+    assert {path.name: path.read_bytes() for path in pool.iterdir()} == before
+
+
+@pytest.mark.parametrize("ext", [".vhdx", ".vhd"])
+async def test_validate_completes_for_a_whole_chain_and_refuses_a_missing_disk_at_once(
+    emulator: EmulatorCim, tmp_path: Path, ext: str,
+) -> None:
+    """A chain that opens whole completes its job, Child and Parent left empty; a disk
+    that cannot be found itself is refused at once (32779), no job; a file that is no
+    disk fails the job (32773) naming no link."""
+    pool = tmp_path / "C" / "pool"
+    await _chain_of_three(emulator, pool, ext)
+    for disk in ("top", "mid", "base"):
+        result = await _validate(emulator, f"C:\\pool\\{disk}{ext}")
+        await ok(emulator, result)
+        job = await finished(emulator, result)
+        assert job is not None and (job["Child"], job["Parent"]) == (None, None)
+    refused = await _validate(emulator, f"C:\\pool\\absent{ext}")
+    assert (refused.return_value, refused.path("Job")) == (32779, None)
+    (pool / f"junk{ext}").write_bytes(b"not a disk" * 100)
+    junk = await finished(emulator, await _validate(emulator, f"C:\\pool\\junk{ext}"))
+    assert junk is not None and (junk["ErrorCode"], junk["Child"]) == (32773, None)
+
+
+def _vhd_with_unique_id(path: Path, unique_id: bytes) -> None:
+    """Give the VHD at ``path`` the footer unique id ``unique_id`` (both copies of its
+    footer, their checksums made anew): the VHD specification's footer, the id at byte 68,
+    the checksum, the one's complement of the other bytes' sum, at byte 64."""
+    data = bytearray(path.read_bytes())
+    for at in (0, len(data) - 512):
+        footer = bytearray(data[at:at + 512])
+        footer[68:84] = unique_id
+        footer[64:68] = b"\0\0\0\0"
+        footer[64:68] = ((~sum(footer)) & 0xFFFFFFFF).to_bytes(4, "big")
+        data[at:at + 512] = footer
+    path.write_bytes(bytes(data))
+
+
+async def test_validate_fails_a_chain_that_loops_with_the_cycle_code_and_the_link(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    """A chain whose parent is the child's own child again (a base replaced by a clone of
+    its clone, keeping the base's identity) fails with 32787, "Vhd differencing chain
+    cycle detected", the code Microsoft lists for it, naming the link that closes it."""
+    pool = tmp_path / "C" / "pool"
+    await _chain_of_three(emulator, pool, ".vhd")
+    base_id = (pool / "base.vhd").read_bytes()[-512:][68:84]
+    (pool / "base.vhd").unlink()
+    (pool / "top.vhd").rename(pool / "base.vhd")  # base now stands on mid, which on base
+    _vhd_with_unique_id(pool / "base.vhd", base_id)
+    assert vhd.read_info(pool / "base.vhd").link_id == vhd.read_info(
+        pool / "mid.vhd").parent_links[0]
+    job = await finished(emulator, await _validate(emulator, "C:\\pool\\mid.vhd"))
+    assert job is not None
+    assert (job["ErrorCode"], job["Child"], job["Parent"]) == (
+        32787, "C:\\pool\\base.vhd", "C:\\pool\\mid.vhd")

@@ -358,17 +358,19 @@ class EmulatorCim(Cim):
         jobs are asynchronous) a failed job."""
         if error.immediate or not asynchronous:
             return MethodResult.build(error.code, {})
-        return self._failed_job(call, (error.code, error.description))
+        return self._failed_job(call, (error.code, error.description), shows=error.shows)
 
     def _failed_job(
         self, call: Call, error: tuple[int, str] | None, fault: JobFault | None = None,
-        *, lost: bool = False,
+        *, lost: bool = False, shows: Mapping[str, CimValue] | None = None,
     ) -> MethodResult:
         """A job that fails, the call's own changes discarded; ``lost``: one that ends and
-        goes at once, unread (``Faults.lose_next_job``)."""
+        goes at once, unread (``Faults.lose_next_job``); ``shows``: what it shows besides
+        its error once it has ended (``MethodError.shows``)."""
         txn = self.host.store.transaction()  # the call's own changes are discarded
         job = new_job(self.host, txn, call.method.name, _affected(call), fault, error,
-                      duration_s=0.0 if lost else None, retention_s=0.0 if lost else None)
+                      duration_s=0.0 if lost else None, retention_s=0.0 if lost else None,
+                      shows=shows)
         txn.commit()
         self.host.counters.add("jobs_started")
         return MethodResult.build(ReturnCode.JOB_STARTED, {"Job": self._hosted(job)})

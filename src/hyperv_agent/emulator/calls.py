@@ -38,13 +38,17 @@ class MethodError(Exception):
 
     ``immediate`` refusals come back as the method's ReturnValue even when jobs are
     asynchronous (parameter checks); the others end the method's job in Exception.
+    ``shows``: properties of its class the failed job shows besides its error, once it
+    has ended (a Msvm_StorageJob's Child and Parent, where a chain of disks broke).
     """
 
-    def __init__(self, code: int, description: str, *, immediate: bool = False) -> None:
+    def __init__(self, code: int, description: str, *, immediate: bool = False,
+                 shows: Mapping[str, CimValue] | None = None) -> None:
         super().__init__(description)
         self.code = code
         self.description = description
         self.immediate = immediate
+        self.shows = dict(shows or {})
 
 
 #: A converted method argument: text, integer, boolean, path, or an array of those.

@@ -29,6 +29,9 @@ class ReturnCode(IntEnum):
     NOT_READY = 32780
     MACHINE_LOCKED = 32781
     SHUTDOWN_IN_PROGRESS = 32782
+    #: "Vhd differencing chain cycle detected", which ValidateVirtualHardDisk's page lists
+    #: (Windows Server 2012 R2 on).
+    VHD_CHAIN_CYCLE = 32787
 
 
 class CheckResult(IntEnum):

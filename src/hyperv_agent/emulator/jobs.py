@@ -77,6 +77,7 @@ _JOB_KINDS: Mapping[str, tuple[str, int]] = {
     "createvirtualharddisk": ("Msvm_StorageJob", 1),
     "resizevirtualharddisk": ("Msvm_StorageJob", 4),
     "convertvirtualharddisk": ("Msvm_StorageJob", 6),
+    "validatevirtualharddisk": ("Msvm_StorageJob", 9),  # "Validate VHD Image"
     "getvirtualharddisksettingdata": ("Msvm_StorageJob", 0),
     "getvirtualharddiskstate": ("Msvm_StorageJob", 0),
     "migratevirtualsystemtohost": ("Msvm_MigrationJob", 0),
@@ -117,13 +118,15 @@ def new_job(
     queue: Queue | None = None,
     writes: str | None = None,
     retention_s: float | None = None,
+    shows: Mapping[str, CimValue] | None = None,
 ) -> ObjectPath:
     """Stage a job for ``method``; it ends in Exception when ``fault`` or ``error`` says so,
     after ``duration_s`` (default: the latency model's job time), counted from when its
     ``queue`` lets it begin, and goes ``retention_s`` after it ends (default: the host's
     ``job_retention_s``). A job that never finishes is ``Cancellable``, and so is one
     made ``cancellable``; a queued job with work to do is until it begins. A job that
-    ``writes`` a file holds it open until it ends (``writer``)."""
+    ``writes`` a file holds it open until it ends (``writer``). A job failed by ``error``
+    shows ``shows`` too once it has ended (``job_view``)."""
     class_name, job_type = _JOB_KINDS.get(method.lower(), ("Msvm_ConcreteJob", 0))
     now = host.clock()
     sweep_expired(host, now)
@@ -150,6 +153,7 @@ def new_job(
         LATER_WORK: queue is not None and (queue.work is not None or queue.finish is not None),
         RETENTION: retention,
         "error": list(error) if error else None,
+        SHOWS: dict(shows) if error and shows else None,
         "affected": str(affected) if affected is not None else None,
         "writes": None if writes is None else HostPaths.identity(writes),
     }
@@ -159,6 +163,12 @@ def new_job(
     _book(host).note(path.normalized, record)
     return path
 
+
+#: ``Record.meta`` key of a failed job: the properties of its class it shows besides its
+#: error once it has ended (``calls.MethodError.shows``: a Msvm_StorageJob's Child and
+#: Parent, which Microsoft's Msvm_StorageJob page has hold the child and the parent "on
+#: failure of the asynchronous operation"), None for any other job.
+SHOWS = "shows"
 
 #: ``Record.meta`` key of a job: how long it stays after it ends (seconds; its
 #: TimeBeforeRemoval), the host's ``job_retention_s`` unless ``new_job`` was given another.
@@ -535,7 +545,8 @@ def job_view(record: Record, now: float) -> dict[str, CimValue]:
                 "ErrorCode": 0, "JobStatus": "Job is running"}
     if error:
         stopped = record.meta.get("stopped")
-        return {"JobState": stopped or JobState.EXCEPTION, "PercentComplete": 100,
+        return {**(record.meta.get(SHOWS) or {}),
+                "JobState": stopped or JobState.EXCEPTION, "PercentComplete": 100,
                 "ErrorCode": error[0], "ErrorDescription": error[1],
                 "ErrorSummaryDescription": error[1],
                 "JobStatus": "Job was cancelled" if stopped else "Job is completed with error"}

@@ -568,6 +568,7 @@ _class("Msvm_ImageManagementService", "CIM_Service", methods=(
     "ResizeVirtualHardDisk(in Path string, in MaxInternalSize uint64, out Job reference)",
     "ConvertVirtualHardDisk(in SourcePath string, in VirtualDiskSettingData string, "
     "out Job reference)",
+    "ValidateVirtualHardDisk(in Path string, out Job reference)",
 ))
 _class("Msvm_VirtualEthernetSwitchManagementService", "CIM_VirtualSystemManagementService",
        methods=(

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hyperv_agent.cim import cimxml
-from hyperv_agent.cim.api import ObjectPath, OutValue
-from hyperv_agent.emulator import model, vhd
+from hyperv_agent.cim.api import CimValue, ObjectPath, OutValue
+from hyperv_agent.emulator import codes, model, vhd
 from hyperv_agent.emulator.calls import Call, Embedded, MethodError, handles, instance_of
 from hyperv_agent.emulator.codes import ResourceType, ReturnCode
 from hyperv_agent.emulator.host import cim_datetime
@@ -246,6 +246,53 @@ def resize_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     _parents_found(call, path, local)
     _write(call, path, lambda: _in_chain(lambda: vhd.resize(local, size, locator=path,
                                                             local_of=call.host.paths.file)))
+    return {}
+
+
+#: How ValidateVirtualHardDisk's job fails for each break of a chain (``vhd.ChainBreak``):
+#: its ErrorCode, and the HRESULT its JobCompletionStatusCode holds (Microsoft's
+#: Msvm_StorageJob page: "The HRESULT code that describes the completion status"), the
+#: virtual disk driver's error Windows reports for the break. Microsoft's page for the
+#: method lists 32779 (file not found) and 32787 (differencing chain cycle detected),
+#: which a missing parent and a loop fail with; it lists none for a parent that is not
+#: the disk its child was made from: 32768 (failed), as a VM's start fails for it
+#: (``codes.PARENT_BROKEN``), is the emulator's choice, and so is a loop's status left
+#: unset (Microsoft names no HRESULT for it).
+_VALIDATE_BREAKS: Mapping[vhd.ChainBreak, tuple[int, int | None]] = {
+    vhd.ChainBreak.MISSING: (codes.PARENT_MISSING, 0xC03A000D),
+    vhd.ChainBreak.CHANGED: (codes.PARENT_BROKEN, 0xC03A000E),
+    vhd.ChainBreak.LOOP: (ReturnCode.VHD_CHAIN_CYCLE, None),
+}
+
+
+@handles(IMS, "ValidateVirtualHardDisk")
+def validate_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
+    """Opens the disk and, for a differencing disk, its whole chain of parents, read-only,
+    as a VM's start opens it (``vhd.check_chain``: the parent's identity its child
+    records, by the locators a parent is looked for by), writing nothing. Microsoft's page
+    (learn.microsoft.com/windows/win32/hyperv_v2/validatevirtualharddisk-msvm-
+    imagemanagementservice): "If the link is broken in the disk chain, a job object is
+    returned with the appropriate error initialized and the child and parent properties
+    are initialized to the location where the link is broken", the Msvm_StorageJob's Child
+    and Parent (learn.microsoft.com/windows/win32/hyperv_v2/msvm-storagejob: "the full
+    path of the child", "the file path to the parent"), shown once the job has failed:
+    the deepest link that does not open, the differencing disk and the parent it names
+    (``_VALIDATE_BREAKS``), as the paths the chain is walked by. A ``Path`` that cannot be
+    found itself is refused at once (32779), as the service's other methods refuse it
+    (the emulator's choice: the page does not say whether that is the job's error); a
+    file of the chain that is no valid disk fails the job with 32773, naming no link."""
+    path = call.text("Path") or ""
+    _local(call, path, must_exist=True)
+    try:
+        vhd.check_chain(path, call.host.paths.file)
+    except vhd.BrokenChain as error:
+        code, status = _VALIDATE_BREAKS[error.why]
+        shows: dict[str, CimValue] = {"Child": error.child, "Parent": error.parent}
+        if status is not None:
+            shows["JobCompletionStatusCode"] = status
+        raise MethodError(code, str(error), shows=shows) from None
+    except (vhd.VhdError, OSError) as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path}: {error}") from None
     return {}
 
 
