@@ -52,3 +52,23 @@ def hyperv_writes(monkeypatch: pytest.MonkeyPatch, full: Path | None = None, *,
 
     monkeypatch.setattr(vhd, "convert", converting)
     return written
+
+
+def loop_vhd_chain(pool: Path) -> None:
+    """Of the VHD chain ``top`` -> ``mid`` -> ``base`` in ``pool``, make one that loops:
+    ``base`` replaced by ``top`` (which stands on ``mid``) given the old base's identity
+    (the footer unique id ``mid`` records), so ``mid`` stands on ``base``, which stands on
+    ``mid``. Both copies of the footer are written, each with its checksum made anew (the
+    VHD specification's footer: the unique id at byte 68, at byte 64 the one's
+    complement of the sum of the other bytes)."""
+    unique_id = (pool / "base.vhd").read_bytes()[-512:][68:84]
+    (pool / "base.vhd").unlink()
+    (pool / "top.vhd").rename(pool / "base.vhd")
+    data = bytearray((pool / "base.vhd").read_bytes())
+    for at in (0, len(data) - 512):
+        footer = bytearray(data[at:at + 512])
+        footer[68:84] = unique_id
+        footer[64:68] = bytes(4)
+        footer[64:68] = ((~sum(footer)) & 0xFFFFFFFF).to_bytes(4, "big")
+        data[at:at + 512] = footer
+    (pool / "base.vhd").write_bytes(bytes(data))

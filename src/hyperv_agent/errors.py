@@ -115,12 +115,17 @@ class JobFailed(HyperVError):
     """An asynchronous WMI job ended in a state other than Completed."""
 
     def __init__(
-        self, method: str, job_state: int, error_code: int, description: str
+        self, method: str, job_state: int, error_code: int, description: str,
+        job: object = None,
     ) -> None:
         self.method = method
         self.job_state = job_state
         self.error_code = error_code
         self.description = description
+        #: The ended job as the host reported it (a ``cim.api.CimInstance``, None when not
+        #: read), for a caller that reads more of it than its error (a Msvm_StorageJob's
+        #: Child and Parent).
+        self.job = job
         super().__init__(
             f"{method} job ended in state {job_state} with error code {error_code}: "
             f"{description or 'no description'}"

@@ -1072,22 +1072,21 @@ async def test_linked_clone_of_a_pool_moved_to_another_folder_is_copied_off_it_m
     assert listing(restored) == before
 
 
-@pytest.mark.parametrize(("change", "code", "why", "reads"), [
-    ("removed", "failed with return code 32779 (file not found)", "which cannot be found", 3),
+@pytest.mark.parametrize(("change", "code", "why"), [
+    ("removed", "failed with return code 32779 (file not found)", "which cannot be found"),
     ("replaced", "job ended in state 10 with error code 32773: ",
-     "which is not the disk it was made from (replaced or written since)", 1),
+     "which is not the disk it was made from (replaced or written since)"),
 ])
 @pytest.mark.parametrize("dest", ["image store", "template", "another pool"])
 async def test_linked_clone_whose_template_is_gone_or_changed_is_not_copied_and_names_it(
-    agent: Running, tmp_path: Path, dest: str, change: str, code: str, why: str, reads: int,
+    agent: Running, tmp_path: Path, dest: str, change: str, code: str, why: str,
 ) -> None:
     """A linked clone whose template was deleted, or replaced by another disk of the same
     name, behind CloudStack's back cannot be merged: Hyper-V refuses the conversion with
     words that do not say which template (a bare "file not found", or Windows' broken chain
-    error). The copy fails naming the clone, the template file it stands on and why: a
-    changed one from the settings the copy reads of the clone anyway (no call more than a
-    copy that works), a missing one from a read of the clone and of its template made
-    only on the refusal, which tell the file that is gone; nothing is written."""
+    error). The copy fails naming the clone, the template file it stands on and why, from
+    Hyper-V's validation of the clone asked only on the refusal (one call and one wait,
+    no settings read beyond the one a copy makes anyway); nothing is written."""
     pool, other = await _linked_clone_and_other_pool(agent)
     template = pool / "tmpl-1.vhdx"
     template.unlink()
@@ -1105,20 +1104,29 @@ async def test_linked_clone_whose_template_is_gone_or_changed_is_not_copied_and_
     spent = agent.emulator.round_trips() - counted
     assert details.endswith(f"; the disk C:\\pool\\{VOLUME_UUID}.vhdx stands on the parent "
                             f"C:\\pool\\tmpl-1.vhdx, {why}"), details
-    assert (spent["invoke:GetVirtualHardDiskSettingData"],
-            spent["invoke:ConvertVirtualHardDisk"]) == (reads, 1), spent
+    assert (spent["invoke:GetVirtualHardDiskSettingData"], spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:ConvertVirtualHardDisk"]) == (1, 1, 1), spent
     assert (listing(pool), listing(other)) == before
     assert not any((tmp_path / "secondary").rglob("*.vhdx"))
 
 
+@pytest.mark.parametrize(("change", "refusal", "why"), [
+    ("removed", "ConvertVirtualHardDisk failed with return code 32779", "which cannot be found"),
+    ("replaced", "ConvertVirtualHardDisk job ended in state 10 with error code 32773: ",
+     "which is not the disk it was made from (replaced or written since)"),
+])
 @pytest.mark.parametrize("dest", ["image store", "another pool"])
 async def test_clone_of_a_clone_whose_grandparent_is_gone_names_the_disk_that_is_missing(
-    agent: Running, tmp_path: Path, dest: str,
+    agent: Running, tmp_path: Path, dest: str, change: str, refusal: str, why: str,
 ) -> None:
     """A template that is itself a differencing disk (a clone made into a template in the
-    pool) gives its volumes a chain two deep. With the template's own parent deleted,
-    Hyper-V's "file not found" is for that grandparent: the copy names it and the template
-    standing on it, not the template (which is there) as the clone's missing parent."""
+    pool) gives its volumes a chain two deep. With the template's own parent deleted, or
+    replaced by another disk of its name, Hyper-V's refusal ("file not found", Windows'
+    corrupted chain error) is for that grandparent: the copy names it and the template
+    standing on it, not the template (which is there, and is the disk the clone was made
+    from) as the clone's broken parent. The clone's settings cannot tell a replaced
+    grandparent (a VHDX records its parent's DataWriteGuid, which WMI does not report):
+    Hyper-V's validation of the clone does, one call and one wait however deep."""
     pool = _pool(agent)
     _disk(pool / "base.vhdx", GIB, b"template os" * 1000)
     await disks.create_differencing(hv(agent.emulator), "C:\\pool\\tmpl-1.vhdx",
@@ -1126,13 +1134,19 @@ async def test_clone_of_a_clone_whose_grandparent_is_gone_names_the_disk_that_is
     await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
     other = await _other_pool(agent)
     (pool / "base.vhdx").unlink()
+    if change == "replaced":  # another disk of the same name made anew
+        _disk(pool / "base.vhdx", GIB, b"template os" * 1000)
     before = (listing(pool), listing(other))
     body = {"image store": _copy(_volume(_primary(), path=VOLUME_UUID, format="VHDX"),
                                  _volume(_nfs(), path="volumes/3", uuid="out-uuid")),
             "another pool": _pool_to_pool()}[dest]
-    details = await _refused(agent, body, "ConvertVirtualHardDisk failed with return code 32779")
+    counted = agent.emulator.round_trips()
+    details = await _refused(agent, body, refusal)
+    spent = agent.emulator.round_trips() - counted
     assert details.endswith("; the disk C:\\pool\\tmpl-1.vhdx stands on the parent "
-                            "C:\\pool\\base.vhdx, which cannot be found"), details
+                            f"C:\\pool\\base.vhdx, {why}"), details
+    assert (spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:ConvertVirtualHardDisk"]) == (1, 1), spent
     assert (listing(pool), listing(other)) == before
     assert not any((tmp_path / "secondary").rglob("*.vhdx"))
 

@@ -16,6 +16,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from tests.conftest import requires_tool
+from tests.diskfiles import loop_vhd_chain
 from tests.emulator.kit import (
     attach_vhdx,
     define_vm,
@@ -534,20 +535,6 @@ async def test_validate_completes_for_a_whole_chain_and_refuses_a_missing_disk_a
     assert junk is not None and (junk["ErrorCode"], junk["Child"]) == (32773, None)
 
 
-def _vhd_with_unique_id(path: Path, unique_id: bytes) -> None:
-    """Give the VHD at ``path`` the footer unique id ``unique_id`` (both copies of its
-    footer, their checksums made anew): the VHD specification's footer, the id at byte 68,
-    the checksum, the one's complement of the other bytes' sum, at byte 64."""
-    data = bytearray(path.read_bytes())
-    for at in (0, len(data) - 512):
-        footer = bytearray(data[at:at + 512])
-        footer[68:84] = unique_id
-        footer[64:68] = b"\0\0\0\0"
-        footer[64:68] = ((~sum(footer)) & 0xFFFFFFFF).to_bytes(4, "big")
-        data[at:at + 512] = footer
-    path.write_bytes(bytes(data))
-
-
 async def test_validate_fails_a_chain_that_loops_with_the_cycle_code_and_the_link(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:
@@ -556,10 +543,7 @@ async def test_validate_fails_a_chain_that_loops_with_the_cycle_code_and_the_lin
     cycle detected", the code Microsoft lists for it, naming the link that closes it."""
     pool = tmp_path / "C" / "pool"
     await _chain_of_three(emulator, pool, ".vhd")
-    base_id = (pool / "base.vhd").read_bytes()[-512:][68:84]
-    (pool / "base.vhd").unlink()
-    (pool / "top.vhd").rename(pool / "base.vhd")  # base now stands on mid, which on base
-    _vhd_with_unique_id(pool / "base.vhd", base_id)
+    loop_vhd_chain(pool)  # base now stands on mid, which stands on base
     assert vhd.read_info(pool / "base.vhd").link_id == vhd.read_info(
         pool / "mid.vhd").parent_links[0]
     job = await finished(emulator, await _validate(emulator, "C:\\pool\\mid.vhd"))

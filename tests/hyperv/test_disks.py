@@ -14,6 +14,7 @@ from hyperv_agent.hyperv import build, devices, disks, vms
 from hyperv_agent.hyperv.build import VmSpec
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from hyperv_agent.hyperv.vms import PowerState
+from tests.diskfiles import loop_vhd_chain
 from tests.emulator.kit import ok, request_state
 from tests.sessions import hv
 
@@ -113,21 +114,22 @@ _NOT_FOUND = ("The chain of virtual hard disks is broken. The system cannot loca
               "virtual hard disk for the differencing disk. (0xC03A000D)")
 
 
-@pytest.mark.parametrize(("fault", "parent", "named", "reads"), [
+@pytest.mark.parametrize(("fault", "parent", "named", "validated"), [
     ("job", "C:\\pool\\warm.vhdx", True, 1),  # every parent found: the nearest is named
-    ("code", "C:\\pool\\warm.vhdx", False, 2),  # the source and its parent are there
-    ("job", None, False, 0),  # the parent not read: the refusal as Hyper-V worded it
+    ("code", "C:\\pool\\warm.vhdx", False, 1),  # the source and its parent are there
+    ("job", None, False, 1),  # the parent not read: the refusal as Hyper-V worded it
     ("other", "C:\\pool\\warm.vhdx", False, 0),  # another failure keeps its own words
 ])
 async def test_merged_copy_refused_for_a_broken_chain_names_the_parent_it_was_given(
     emulator: EmulatorCim, tmp_path: Path, fault: str, parent: str | None, named: bool,
-    reads: int,
+    validated: int,
 ) -> None:
     """A conversion Hyper-V refuses with Windows' words for a broken chain names the
-    parent the caller read when every file of the chain is found (the words say no
-    more). A "file not found" for a clone whose files are all there was for another file
-    (a destination folder, say): it keeps Hyper-V's words, as any other refusal does. The
-    reads that tell are made only on such a refusal."""
+    parent the caller read when Hyper-V's validation finds the whole chain opens (the
+    words say no more). A "file not found" for a clone whose files are all there was for
+    another file (a destination folder, say): it keeps Hyper-V's words, as any other
+    refusal does. The validation that tells is asked only on such a refusal, and no
+    settings are read."""
     await _warm(emulator, tmp_path)
     await disks.create_differencing(hv(emulator), "C:\\pool\\clone.vhdx",
                                     "C:\\pool\\warm.vhdx")
@@ -141,8 +143,8 @@ async def test_merged_copy_refused_for_a_broken_chain_names_the_parent_it_was_gi
         await disks.merged_copy(hv(emulator), "C:\\pool\\clone.vhdx",
                                 "C:\\pool\\merged.vhdx", parent=parent)
     spent = emulator.round_trips() - before
-    assert (spent["invoke:ConvertVirtualHardDisk"],
-            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, reads), spent
+    assert (spent["invoke:ConvertVirtualHardDisk"], spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, validated, 0), spent
     text = str(raised.value)
     assert text.startswith("ConvertVirtualHardDisk "), text
     suffix = ("; the disk C:\\pool\\clone.vhdx stands on the parent C:\\pool\\warm.vhdx, "
@@ -163,22 +165,23 @@ async def _clone_of_a_clone(emulator: EmulatorCim, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
-@pytest.mark.parametrize(("gone", "suffix", "reads"), [
-    ("top", "the disk C:\\pool\\top.vhdx cannot be found", 1),
+@pytest.mark.parametrize(("gone", "suffix"), [
+    ("top", "the disk C:\\pool\\top.vhdx cannot be found"),
     ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
-     "which cannot be found", 2),
+     "which cannot be found"),
     ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
-     "which cannot be found", 3),
+     "which cannot be found"),
 ])
 async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_is_missing(
-    emulator: EmulatorCim, tmp_path: Path, method: str, gone: str, suffix: str, reads: int,
+    emulator: EmulatorCim, tmp_path: Path, method: str, gone: str, suffix: str,
 ) -> None:
     """Hyper-V opens a differencing disk with its chain to merge it or to grow it, and its
     "file not found" names no file: the clone itself may be gone since its settings were
     read (a volume removed meanwhile), or a link of its chain, which for a clone of a
     clone may be the grandparent while the parent is there. The refusal names the file
-    that is missing, and the disk standing on it, from reads made only now; nothing is
-    written (no merged copy, the clone's size unchanged)."""
+    that is missing, and the disk standing on it, from Hyper-V's validation of the clone
+    asked only now (one call and one wait, however deep the break); nothing is written
+    (no merged copy, the clone's size unchanged)."""
     await _clone_of_a_clone(emulator, tmp_path)
     pool = tmp_path / "C" / "pool"
     (pool / f"{gone}.vhdx").unlink()
@@ -194,8 +197,9 @@ async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_
     text = str(raised.value)
     assert text.startswith(f"{method} failed with return code 32779"), text
     assert text.endswith(f"; {suffix}"), text
-    assert (spent[f"invoke:{method}"], spent["invoke:GetVirtualHardDiskSettingData"]) == (
-        1, reads), spent
+    assert (spent[f"invoke:{method}"], spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"], spent.waits) == (
+        1, 1, 0, 0 if gone == "top" else 1), spent  # a disk not there is refused at once
     assert not (pool / "merged.vhdx").exists()
     if gone != "top":
         assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
@@ -226,7 +230,7 @@ async def test_resize_refused_in_a_moved_pool_names_the_file_that_is_missing(
 
 @pytest.mark.parametrize(("parent", "fault", "named"), [
     ("C:\\pool\\mid.vhdx", None, True),  # Windows' words, the ParentPath read before
-    (None, None, False),  # the parent not read: the refusal as Hyper-V worded it
+    (None, None, True),  # the parent not read: Hyper-V's validation names it all the same
     ("C:\\pool\\mid.vhdx", "code", False),  # "file not found", every file there
     ("C:\\pool\\mid.vhdx", "other", False),  # another failure keeps its own words
 ])
@@ -236,9 +240,10 @@ async def test_resize_refused_for_a_replaced_parent_names_the_disk_and_its_paren
 ) -> None:
     """A linked clone whose template was replaced by another disk of its name does not
     grow: Hyper-V's job fails with Windows' words for a corrupted chain, which name no
-    file. The refusal names the clone and the parent it was given, with no call more; a
-    "file not found" for a clone whose chain is all there (read to tell), or any other
-    refusal, keeps Hyper-V's words."""
+    file. The refusal names the clone and its parent, which Hyper-V's validation of the
+    clone names (one call and one wait, no settings read); a "file not found" for a
+    clone whose chain opens whole (validated to tell), or any other refusal, keeps
+    Hyper-V's words."""
     await _clone_of_a_clone(emulator, tmp_path)
     pool = tmp_path / "C" / "pool"
     if fault is None:  # a template of the same name made anew
@@ -252,9 +257,9 @@ async def test_resize_refused_for_a_replaced_parent_names_the_disk_and_its_paren
     with pytest.raises(HyperVError) as raised:
         await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB, parent=parent)
     spent = emulator.round_trips() - before
-    assert spent["invoke:ResizeVirtualHardDisk"] == 1, spent
-    # on "file not found": top, mid and base read, each found
-    assert spent["invoke:GetVirtualHardDiskSettingData"] == (3 if fault == "code" else 0), spent
+    assert (spent["invoke:ResizeVirtualHardDisk"], spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (
+        1, 0 if fault == "other" else 1, 0), spent
     text = str(raised.value)
     assert text.startswith("ResizeVirtualHardDisk "), text
     suffix = ("; the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
@@ -264,18 +269,80 @@ async def test_resize_refused_for_a_replaced_parent_names_the_disk_and_its_paren
     assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
 
 
-@pytest.mark.parametrize(("gone", "child"), [("mid", "top"), ("base", "mid")])
+@pytest.mark.parametrize("method", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
+async def test_a_merge_or_resize_refused_for_a_replaced_grandparent_names_that_link(
+    emulator: EmulatorCim, tmp_path: Path, method: str,
+) -> None:
+    """A clone of a clone whose grandparent was replaced by another disk of its name: the
+    clone's settings cannot tell which link changed (a VHDX child records its parent's
+    DataWriteGuid, which WMI does not report), Hyper-V's validation of the clone can. The
+    refusal names the parent standing on the grandparent, not the clone on its own
+    parent (which is the disk it was made from), in one call and one wait."""
+    await _clone_of_a_clone(emulator, tmp_path)
+    pool = tmp_path / "C" / "pool"
+    (pool / "base.vhdx").unlink()
+    vhd.create(pool / "base.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, GIB)
+    before = emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        if method == "ConvertVirtualHardDisk":
+            await disks.merged_copy(hv(emulator), "C:\\pool\\top.vhdx",
+                                    "C:\\pool\\merged.vhdx", parent="C:\\pool\\mid.vhdx")
+        else:
+            await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB,
+                               parent="C:\\pool\\mid.vhdx")
+    spent = emulator.round_trips() - before
+    assert str(raised.value).endswith(
+        "; the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, which is "
+        "not the disk it was made from (replaced or written since)"), str(raised.value)
+    assert (spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, 0), spent
+    assert not (pool / "merged.vhdx").exists()
+
+
+#: Windows' words for a differencing disk whose parent is not the disk it was made from
+#: (ERROR_VHD_CHILD_PARENT_ID_MISMATCH); they name no parent either.
+_MISMATCH = ("The chain of virtual hard disks is corrupted. There is a mismatch in the "
+             "identifiers of the parent virtual hard disk and differencing disk. (0xC03A000E)")
+
+
+@pytest.mark.parametrize(("gone", "child", "replaced"), [
+    ("mid", "top", False), ("base", "mid", False), ("mid", "top", True), ("base", "mid", True)])
 async def test_broken_parent_names_the_deepest_link_that_does_not_open(
-    emulator: EmulatorCim, tmp_path: Path, gone: str, child: str,
+    emulator: EmulatorCim, tmp_path: Path, gone: str, child: str, replaced: bool,
 ) -> None:
     """Windows' words for a start refused by a broken chain name no parent: for a clone of
-    a clone whose grandparent is gone, the parent standing on it is named, not the
-    clone's own parent, which is there."""
+    a clone whose grandparent is gone, or was replaced by another disk of its name, the
+    parent standing on it is named, not the clone's own parent, which is there and is the
+    disk it was made from; Hyper-V's validation of the clone tells, in one call and one
+    wait, no settings read."""
     await _clone_of_a_clone(emulator, tmp_path)
     (tmp_path / "C" / "pool" / f"{gone}.vhdx").unlink()
-    broken = await disks.broken_parent(hv(emulator), _NOT_FOUND, ["C:\\pool\\top.vhdx"])
+    if replaced:
+        vhd.create(tmp_path / "C" / "pool" / f"{gone}.vhdx", vhd.DiskFormat.VHDX,
+                   vhd.DiskType.DYNAMIC, GIB)
+    before = emulator.round_trips()
+    broken = await disks.broken_parent(hv(emulator), _MISMATCH if replaced else _NOT_FOUND,
+                                       ["C:\\pool\\top.vhdx"])
+    spent = emulator.round_trips() - before
     assert broken == disks.BrokenParent(f"C:\\pool\\{child}.vhdx",
-                                        f"C:\\pool\\{gone}.vhdx", True)
+                                        f"C:\\pool\\{gone}.vhdx", not replaced)
+    assert (spent.calls, spent.waits, spent["invoke:ValidateVirtualHardDisk"]) == (1, 1, 1)
+
+
+async def test_broken_parent_names_a_chain_that_loops(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    """A chain that loops back on itself (Hyper-V's "differencing chain cycle detected")
+    is named by the link that closes the loop, in words of its own."""
+    pool = _pool(tmp_path)
+    await disks.create_blank(hv(emulator), "C:\\pool\\base.vhd", GIB)
+    await disks.create_differencing(hv(emulator), "C:\\pool\\mid.vhd", "C:\\pool\\base.vhd")
+    await disks.create_differencing(hv(emulator), "C:\\pool\\top.vhd", "C:\\pool\\mid.vhd")
+    loop_vhd_chain(pool)  # base now stands on mid, which stands on base
+    broken = await disks.broken_parent(hv(emulator), _MISMATCH, ["C:\\pool\\mid.vhd"])
+    assert str(broken) == ("the disk C:\\pool\\base.vhd stands on the parent "
+                           "C:\\pool\\mid.vhd, which does not open: it is already in the "
+                           "disk's chain of parents (a loop)")
 
 
 async def test_read_settings_costs_one_call_and_raises_when_file_missing(

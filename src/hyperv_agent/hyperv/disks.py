@@ -10,15 +10,16 @@ trips once a session is warm (job polls not counted, W = job waits):
 ``create_blank``         1 call + 1 W (CreateVirtualHardDisk)
 ``create_differencing``  1 call + 1 W (CreateVirtualHardDisk); the parent is not read
 ``merged_copy``          1 call + 1 W (ConvertVirtualHardDisk); only a refusal for a
-                         file that cannot be found pays more, to say which (``_unopened``):
-                         1 call for the source (on "file not found") + 1 for each parent
-                         reached (``_missing_link``)
+                         file that does not open pays more, to say which (``_unopened``):
+                         1 call + 1 W (ValidateVirtualHardDisk, ``_validated``) at any
+                         depth; when that names no link, 1 call for the source (on "file
+                         not found") + 1 for each parent reached (``_missing_link``)
 ``read_settings``        1 call (GetVirtualHardDiskSettingData)
-``broken_parent``        1 call when a failure is a broken chain's (read_settings), + 1
-                         for each parent reached when it is a missing parent's
+``broken_parent``        1 call + 1 W when a failure is a broken chain's (``_validated``);
+                         when that names no link, 1 call (read_settings) + 1 for each
+                         parent reached when it is a missing parent's
 ``resize``               1 call + 1 W (ResizeVirtualHardDisk); a refusal for a file
-                         that cannot be found pays as ``merged_copy``'s: 1 call for the
-                         disk + 1 for each parent reached
+                         that does not open pays as ``merged_copy``'s
 ``find_attachment``      1 query; + 1 get when the file is attached (the VM's power state)
 ``iso_attachments``      1 query; + 1 get for each medium that matches (its VM)
 =======================  ================================================================
@@ -218,10 +219,10 @@ async def merged_copy(
     or the caller was cancelled) is stopped first, waited on for up to ``grace``
     (``jobs.wait_or_stop``), so the caller can remove ``path``. ``parent``: the
     ParentPath of ``source`` when the caller has read its settings (``read_settings``). A
-    refusal for a file that cannot be found (``_unopened``) says which: ``source`` itself
+    refusal for a file that does not open (``_unopened``) says which: ``source`` itself
     (``MissingDisk``), or the deepest link of its chain that does not open, the disk
-    standing on a missing parent (``BrokenParent``); the reads that tell are made only
-    then. 1 call + 1 W when warm.
+    standing on a parent that is missing or is not the disk it was made from
+    (``BrokenParent``); the calls that tell are made only then. 1 call + 1 W when warm.
     """
     fmt = disk_format(path)
     if disk_format(source) is not fmt:
@@ -278,14 +279,17 @@ class MissingDisk:
 @dataclass(frozen=True)
 class BrokenParent:
     """The differencing disk ``disk`` stands on ``parent`` (its ParentPath), which cannot
-    be found (``missing``) or is not the disk it was made from."""
+    be found (``missing``) or is not the disk it was made from; ``other``: another reason
+    it does not open, in words (a loop, or Hyper-V's own for a break it names no cause of)."""
 
     disk: str
     parent: str
     missing: bool
+    other: str = ""
 
     def __str__(self) -> str:
-        why = ("which cannot be found" if self.missing else
+        why = (f"which does not open: {self.other}" if self.other else
+               "which cannot be found" if self.missing else
                "which is not the disk it was made from (replaced or written since)")
         return f"the disk {self.disk} stands on the parent {self.parent}, {why}"
 
@@ -295,21 +299,24 @@ async def broken_parent(
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
 ) -> BrokenParent | None:
     """When ``failure`` (a failed job's words) is Windows' error for a broken chain of
-    differencing disks, which parent broke it, in the chain of the first of ``paths`` (the
+    differencing disks, which link broke it, in the chain of the first of ``paths`` (the
     VM's disks, its root first) that ``failure`` names, else of the first of ``paths``:
-    for a parent that cannot be found, the deepest link that does not open
-    (``_missing_link``: a clone of a clone whose grandparent is gone names the grandparent,
-    not the parent that is there); for one that is not the disk its child was made from,
-    the disk's own ParentPath (a disk's settings do not tell which link changed). None
-    when ``failure`` is another error, or no such disk names a parent it can be asked
-    for. Read-only; 1 call (``read_settings``) for a broken chain, + 1 for each parent
-    reached when one is missing, none otherwise, so only a failure pays them."""
+    the one Hyper-V's validation of that disk names (``_validated``: a clone of a clone
+    whose grandparent is gone, or was replaced by another disk of its name, names the
+    grandparent and the parent standing on it, not the clone's own parent). When the
+    validation names none, as before it: for a parent that cannot be found the deepest
+    link that does not open (``_missing_link``), else the disk's own ParentPath. None when
+    ``failure`` is another error, or no such disk names a parent it can be asked for.
+    Read-only; 1 call + 1 W (ValidateVirtualHardDisk) for a broken chain, none
+    otherwise, so only a failure pays it."""
     missing = _parent_missing(failure)
     if missing is None:
         return None
     text = failure.lower()
     named = [path for path in paths if path.lower() in text]
     for path in (named or list(paths))[:1]:
+        if isinstance(found := await _validated(hv, path, policy), BrokenParent):
+            return found
         try:
             parent = (await read_settings(hv, path, policy=policy)).parent_path
         except AgentError:
@@ -350,30 +357,35 @@ async def _naming_what_does_not_open(hv: HyperV, disk: str, parent: str | None,
 async def _unopened(hv: HyperV, error: MethodFailed | JobFailed, disk: str,
                     parent: str | None, policy: jobs.WaitPolicy
                     ) -> BrokenParent | MissingDisk | None:
-    """The file whose absence made Hyper-V refuse to open the disk ``disk`` with its chain
-    (to merge or grow it; the caller read its ParentPath as ``parent``), when the refusal
-    is for one:
-
-    - "file not found" (32779, returned or a job's error code; the emulator refuses a
-      missing disk or parent so, Microsoft lists the code without saying for what)
-      names no file: ``disk``'s settings are read to tell. ``disk`` gone itself (a
-      volume removed meanwhile) is a ``MissingDisk``; else the deepest link of its
-      chain that does not open (``_missing_link``). A disk with no parent, or a chain
-      whose every parent is found, was refused for another file (a merge's destination
-      folder): None, and the refusal keeps its own words.
-    - a failed job quoting Windows' words for a broken chain (``_parent_missing``, as a
-      start's does): the disk opened, its chain did not, which ``_deepest_break``
-      follows from ``parent``. None without ``parent``.
+    """The file that made Hyper-V refuse to open the disk ``disk`` with its chain (to
+    merge or grow it; the caller read its ParentPath as ``parent``), when the refusal is
+    for one: "file not found" (32779, returned or a job's error code; the emulator
+    refuses a missing disk or parent so, Microsoft lists the code without saying for
+    what), or a failed job quoting Windows' words for a broken chain
+    (``_parent_missing``, as a start's does). Neither names the file, so Hyper-V's
+    validation of ``disk`` is asked (``_validated``): ``disk`` gone itself (a volume
+    removed meanwhile) is a ``MissingDisk``, else the link it names, however deep (a
+    grandparent missing, or replaced by another disk of its name). A chain that opens
+    whole was refused for another file (a merge's destination folder): None, and the
+    refusal keeps its own words. When the validation tells nothing, as before it: on
+    "file not found" ``disk``'s settings and its parents' are read (``_missing_link``),
+    on Windows' words ``_deepest_break`` follows from ``parent`` (nothing without it).
 
     None for any other failure, which keeps its own words. Read-only, and paid only by
-    a refusal: 1 call for the disk (on "file not found"), + 1 per parent reached."""
+    a refusal: 1 call + 1 W (ValidateVirtualHardDisk); the reads of before only when it
+    tells nothing (1 call for the disk, + 1 per parent reached)."""
     missing = _parent_missing(str(error))
+    code = error.return_value if isinstance(error, MethodFailed) else error.error_code
+    if missing is None and code != ReturnCode.FILE_NOT_FOUND:
+        return None
+    found = await _validated(hv, disk, policy)
+    if not isinstance(found, _Untold):
+        if found is None and missing is not None and parent is not None:
+            return BrokenParent(disk, parent, missing)  # opens now: laid at its own parent
+        return found
     if missing is not None:
         return None if parent is None else await _deepest_break(hv, disk, parent, missing,
                                                                 policy)
-    code = error.return_value if isinstance(error, MethodFailed) else error.error_code
-    if code != ReturnCode.FILE_NOT_FOUND:
-        return None
     try:
         settings = await read_settings(hv, disk, policy=policy)
     except MethodFailed as unread:
@@ -383,6 +395,71 @@ async def _unopened(hv: HyperV, error: MethodFailed | JobFailed, disk: str,
     if not settings.parent_path:
         return None
     return await _missing_link(hv, disk, settings.parent_path, policy)
+
+
+class _Untold:
+    """What ``_validated`` gives when Hyper-V's validation tells nothing of a chain."""
+
+
+_UNTOLD = _Untold()
+
+#: The HRESULTs a failed Msvm_StorageJob's JobCompletionStatusCode holds for a broken
+#: chain (the virtual disk driver's ERROR_VHD_PARENT_VHD_NOT_FOUND and
+#: ERROR_VHD_CHILD_PARENT_ID_MISMATCH, the errors ``_PARENT_NOT_FOUND`` and
+#: ``_PARENT_MISMATCH`` quote): Microsoft's Msvm_StorageJob page has it hold "the HRESULT
+#: code that describes the completion status".
+_STATUS_NOT_FOUND = 0xC03A000D
+_STATUS_MISMATCH = 0xC03A000E
+#: ValidateVirtualHardDisk's "Vhd differencing chain cycle detected" (Microsoft's page
+#: for the method lists it, from Windows Server 2012 R2 on).
+_CHAIN_CYCLE = 32787
+
+
+async def _validated(hv: HyperV, disk: str, policy: jobs.WaitPolicy
+                     ) -> BrokenParent | MissingDisk | _Untold | None:
+    """Where the chain of the disk ``disk`` breaks, as Hyper-V's
+    Msvm_ImageManagementService.ValidateVirtualHardDisk tells it: the method opens the
+    disk's whole chain, and "if the link is broken in the disk chain, a job object is
+    returned with the appropriate error initialized and the child and parent properties
+    are initialized to the location where the link is broken"
+    (learn.microsoft.com/windows/win32/hyperv_v2/validatevirtualharddisk-msvm-
+    imagemanagementservice; the Msvm_StorageJob's Child and Parent, "the full path of the
+    child" and "the file path to the parent", learn.microsoft.com/windows/win32/hyperv_v2/
+    msvm-storagejob). The one answer that names a link whose parent changed: a disk's
+    settings do not (a VHDX child records its parent's DataWriteGuid, which WMI does not
+    report), so a grandparent replaced by another disk of its name is found only so.
+
+    The link named is a ``BrokenParent``: missing for "file not found" (32779, or the
+    driver's 0xC03A000D in JobCompletionStatusCode or Windows' words), not the disk its
+    child was made from for the driver's mismatch (0xC03A000E, or its words), else
+    Hyper-V's words for it (a loop, 32787). ``disk`` that cannot be found itself (32779
+    returned) is a ``MissingDisk``; a chain that opens whole, None. Any other failure,
+    a failed job naming no link, or a host without the method: ``_UNTOLD``. Read-only;
+    1 call + 1 W at any depth of the chain."""
+    try:
+        await _call(hv, "ValidateVirtualHardDisk", {"Path": disk}, policy)
+    except MethodFailed as error:
+        return MissingDisk(disk) if error.return_value == ReturnCode.FILE_NOT_FOUND else _UNTOLD
+    except JobFailed as error:
+        job = error.job if isinstance(error.job, CimInstance) else None
+        child = job.string("Child") if job is not None else None
+        parent = job.string("Parent") if job is not None else None
+        if not child or not parent:
+            return _UNTOLD
+        status = (job.integer("JobCompletionStatusCode") or 0) if job is not None else 0
+        words = _parent_missing(error.description)
+        if status == _STATUS_NOT_FOUND or words is True or (
+                error.error_code == ReturnCode.FILE_NOT_FOUND):
+            return BrokenParent(child, parent, True)
+        if status == _STATUS_MISMATCH or words is False:
+            return BrokenParent(child, parent, False)
+        other = ("it is already in the disk's chain of parents (a loop)"
+                 if error.error_code == _CHAIN_CYCLE else
+                 error.description or f"error code {error.error_code}")
+        return BrokenParent(child, parent, False, other)
+    except AgentError:
+        return _UNTOLD
+    return None
 
 
 async def _deepest_break(hv: HyperV, disk: str, parent: str, missing: bool,
@@ -446,8 +523,8 @@ async def resize(
     other than a VHDX on SCSI of a running VM. Hyper-V opens a differencing disk with its
     chain of parents to grow it: a refusal for a file that does not open says which, as
     ``merged_copy``'s does (``_unopened``; ``parent``: the ParentPath of ``path`` when the
-    caller has read its settings, which names a parent that is not the disk its child was
-    made from), the reads that tell made only then. On any refusal the file is unchanged.
+    caller has read its settings, named when Hyper-V's validation names no link), the
+    calls that tell made only then. On any refusal the file is unchanged.
     Safe to repeat with the same size. 1 call + 1 W.
     """
     checked_size(path, size_bytes)

@@ -117,6 +117,10 @@ USED: tuple[ClassUse, ...] = (
     ClassUse(Class.CONCRETE_JOB, properties=(
         "JobState", "PercentComplete", "ErrorCode", "ErrorDescription",
         "ErrorSummaryDescription"), methods=_methods(RequestStateChange=("RequestedState",))),
+    ClassUse(Class.STORAGE_JOB, properties=(
+        "JobState", "PercentComplete", "ErrorCode", "ErrorDescription",
+        "ErrorSummaryDescription", "Child", "Parent", "JobCompletionStatusCode"),
+        methods=_methods(RequestStateChange=("RequestedState",))),
     ClassUse(Class.MIGRATION_JOB, properties=(
         "JobState", "PercentComplete", "ErrorCode", "ErrorDescription"),
         methods=_methods(RequestStateChange=("RequestedState",))),
@@ -146,7 +150,8 @@ USED: tuple[ClassUse, ...] = (
         ConvertVirtualHardDisk=("SourcePath", "VirtualDiskSettingData", *_JOB),
         CreateVirtualHardDisk=("VirtualDiskSettingData", *_JOB),
         GetVirtualHardDiskSettingData=("Path", "SettingData", *_JOB),
-        ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB))),
+        ResizeVirtualHardDisk=("Path", "MaxInternalSize", *_JOB),
+        ValidateVirtualHardDisk=("Path", *_JOB))),
     ClassUse(Class.MIGRATION_SERVICE, properties=_SERVICE_KEYS, service=True,
         methods=_methods(
             MigrateVirtualSystemToHost=_MIGRATION_PARAMETERS + _JOB,

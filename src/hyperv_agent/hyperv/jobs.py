@@ -419,4 +419,4 @@ def _outcome(job: CimInstance, method: str, state: int) -> CimInstance:
     description = (
         job.string("ErrorDescription") or job.string("ErrorSummaryDescription") or ""
     ) if "ErrorDescription" in job else ""
-    raise JobFailed(method, state, error_code, description)
+    raise JobFailed(method, state, error_code, description, job)

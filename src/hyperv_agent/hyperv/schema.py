@@ -55,6 +55,7 @@ class Class:
     MIGRATION_SERVICE_SETTINGS = "Msvm_VirtualSystemMigrationServiceSettingData"  # the host's
     MIGRATION_NETWORKS = "Msvm_VirtualSystemMigrationNetworkSettingData"  # where it listens
     MIGRATION_JOB = "Msvm_MigrationJob"
+    STORAGE_JOB = "Msvm_StorageJob"  # the image management service's jobs
     METRIC_SERVICE = "Msvm_MetricService"
     METRIC_DEFINITION_BASE = "CIM_BaseMetricDefinition"  # every metric definition
     METRIC_VALUE_BASE = "CIM_BaseMetricValue"  # every metric value
