@@ -122,6 +122,30 @@ def test_journal_keeps_the_guid_of_a_defined_vm_and_reads_names_alone(tmp_path: 
     assert BuildJournal(path).guid("i-2-5-VM") is None
 
 
+def test_journal_writes_a_defined_vm_s_guid_into_its_file_not_renamed_over_it(
+    tmp_path: Path,
+) -> None:
+    """Every StartCommand records the GUID of the definition it made: renamed over the file
+    ``begin`` made, that has ext4 write the new data back first, behind other data's
+    write-back, on every start. The GUID goes into the same file (its inode kept), which
+    reads back whole; a journal that would shrink is renamed over as before."""
+    path = tmp_path / "building.json"
+    journal = BuildJournal(path)
+    journal.begin("i-2-5-VM")
+    made = path.stat().st_ino
+    journal.defined("i-2-5-VM", "6B1F2B4C-0D1E-4F3A-9B8C-7D6E5F4A3B2C")
+    assert path.stat().st_ino == made
+    assert json.loads(path.read_text()) == [
+        {"name": "i-2-5-VM", "guid": "6B1F2B4C-0D1E-4F3A-9B8C-7D6E5F4A3B2C"}]
+    journal.begin("r-7-VM")
+    journal.defined("r-7-VM", "0A1B2C3D-4E5F-4061-8273-94A5B6C7D8E9")
+    assert BuildJournal(path).guid("r-7-VM") == "0A1B2C3D-4E5F-4061-8273-94A5B6C7D8E9"
+    journal.end("i-2-5-VM")
+    assert BuildJournal(path).pending() == ("r-7-VM",)
+    assert json.loads(path.read_text()) == [
+        {"name": "r-7-VM", "guid": "0A1B2C3D-4E5F-4061-8273-94A5B6C7D8E9"}]
+
+
 def test_journal_with_nothing_pending_is_no_file(tmp_path: Path) -> None:
     path = tmp_path / "building.json"
     journal = BuildJournal(path)

@@ -368,7 +368,8 @@ class BuildJournal:
     half-built is known at the next start, by GUID: Hyper-V keeps no name unique, and
     another VM of the name may be beside it. With nothing pending there is no file, so a
     start that builds alone creates it and removes it and never renames over a file
-    (which on ext4 waits for the disk's write-back of other data).
+    (which on ext4 waits for the disk's write-back of other data); the GUID is written
+    into the file ``begin`` made, in place (``_grow_in_place``), not renamed over it.
 
     The file is a JSON list: a VM not defined yet is its name, a defined one
     ``{"name": ..., "guid": ...}`` (a name alone is also what earlier versions wrote)."""
@@ -417,7 +418,8 @@ class BuildJournal:
     def _change(self, vm_name: str, entry: tuple[str, str | None] | None) -> None:
         with self._lock:
             key = vm_name.casefold()
-            if self._names.get(key) == entry:
+            before = self._names.get(key)
+            if before == entry:
                 return
             if entry is not None:
                 self._names[key] = entry
@@ -426,15 +428,18 @@ class BuildJournal:
             else:
                 return
             try:
+                entries = sorted(
+                    (name if guid is None else {"name": name, "guid": guid}
+                     for name, guid in self._names.values()),
+                    key=lambda item: item if isinstance(item, str) else item["name"])
+                if entry is not None and before is not None and before[1] is None \
+                        and _grow_in_place(self._path, entries):
+                    return  # a GUID added to what ``begin`` wrote
                 if self._names:
                     # not flushed to the disk: written three times by every StartCommand,
                     # and after a power loss a VM it no longer names is rebuilt by its next
                     # StartCommand
-                    _replace(self._path, ".building-", sorted(
-                        (name if guid is None else {"name": name, "guid": guid}
-                         for name, guid in self._names.values()),
-                        key=lambda item: item if isinstance(item, str) else item["name"]),
-                        flush=False)
+                    _replace(self._path, ".building-", entries, flush=False)
                 else:  # nothing pending: no file (and the next write renames over none)
                     self._path.unlink(missing_ok=True)
             except OSError as error:  # a full disk: the VM is built all the same
@@ -513,6 +518,27 @@ def sweep_temporaries(state_dir: Path) -> int:
             log.info("removed %s, left by an interrupted write", entry)
             removed += 1
     return removed
+
+
+def _grow_in_place(path: Path, data: object) -> bool:
+    """Write ``data`` as JSON over the file ``path`` from its start, when that is no
+    shorter than the file (what is there is only added to: a build journal's GUID); False,
+    nothing written, when it would be shorter or there is no file. Not flushed, and not
+    renamed over the file: on ext4 a rename over a file, or a file cut to nothing, has the
+    kernel write the new data back first (its ``auto_da_alloc``), which waits behind the
+    disk's write-back of other data (a copy's). One write() of a few hundred bytes: a
+    process killed leaves the old content or the new; a power loss may leave neither,
+    which the reader sets aside with a warning (``_read_json``), as for an unflushed
+    rename."""
+    text = json.dumps(data, indent=1, sort_keys=True).encode()
+    try:
+        with path.open("r+b", buffering=0) as out:
+            if len(text) < os.fstat(out.fileno()).st_size:
+                return False
+            out.write(text)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _replace(path: Path, prefix: str, data: object, flush: bool = True,
