@@ -28,7 +28,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split
-from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, children_of
+from hyperv_agent.hostfs.children import DEFAULT_BUDGET_S, Children, children_of
 from hyperv_agent.hostfs.locations import same_path
 from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, jobs, power
@@ -121,8 +121,7 @@ class FileHandlers:
                              f"{vm.name}; stop the VM or detach {what} first "
                              f"({kept})")
 
-    async def refuse_if_parent(self, path: str, kept: str = "the file was kept", *,
-                               ask_held: bool = True) -> str:
+    async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:
         """AgentError naming a disk file, and how many there are, when a disk file in the
         folder of ``path`` (a template in a pool, where the linked clones made from it
         lie) names ``path`` as its parent; also when not every disk file there could be
@@ -134,39 +133,37 @@ class FileHandlers:
         (a running VM's worker holds its disk open, sharing no access) is asked of Hyper-V
         instead (``_held_children``), so a running VM's linked clone is refused by name
         before a download over its template copies a byte, not by Windows' bare sharing
-        violation on the final rename. Without ``ask_held``, for a file only deleted, none
-        is asked: a running VM's disk that stands on ``path`` holds it open, and Windows
-        refuses the delete itself (its holder is named then, ``remove_unless_held``), so
-        a delete in a pool of many running VMs costs no call for each of their disks."""
+        violation on the final rename."""
         deadline = time.monotonic() + self.parent_budget_s
-        found = await children_of(self.files, path, (ntpath.dirname(path),),
-                                  self.parent_budget_s)
-        held, asked = (await self._held_children(path, found.unreadable, deadline)
-                       if ask_held else ([], len(found.unreadable)))
-        if found.children or held:
-            more = "" if found.complete and asked == len(found.unreadable) else " at least"
-            example = f"{held[0][0]}, held open by {held[0][1]}" if held else found.children[0]
-            raise AgentError(
-                f"{path} is the parent of{more} {len(found.children) + len(held)} "
-                f"differencing disk(s) (linked clones), e.g. {example}; they would be lost "
-                f"with it ({kept}; {found.summary()})")
-        if not found.complete or asked < len(found.unreadable):
-            raise AgentError(f"whether a disk file names {path} as its parent could not be "
-                             f"told in {self.parent_budget_s:g} s ({kept}; "
-                             f"{found.summary()})")
-        log.info("no disk file names %s as its parent: %s", path, found.summary())
+        found = await self._children(path)
+        held, asked = await self._held_children(path, found.unreadable, deadline)
+        _refuse_children(path, found, held, asked, kept, self.parent_budget_s)
         return found.summary()
 
-    async def remove_unless_held(self, path: str) -> None:
-        """Delete ``path``, checked by ``refuse_if_parent`` without ``ask_held``. Windows
-        refuses it while a running VM's disk that stands on it holds it open: that VM
-        is then named (``refuse_if_parent`` asking Hyper-V, on this failure only), rather
-        than left to Windows' bare "being used by another process"."""
+    async def remove_unless_parent(self, path: str, kept: str = "the file was kept") -> str:
+        """Delete ``path`` unless a disk file in its folder names it as its parent, as
+        ``refuse_if_parent`` tells, but asking Hyper-V of no disk that could not be read:
+        a running VM's disk that stands on ``path`` holds it open, and Windows refuses the
+        delete itself; only then are those disks asked (``_held_children``), to name the
+        VM rather than leave Windows' bare "being used by another process". A delete in
+        a pool of many running VMs so costs no call for each of their disks. What was
+        checked, for the answer."""
+        found = await self._children(path)
+        _refuse_children(path, found, [], len(found.unreadable), kept, self.parent_budget_s)
         try:
             await self.files.remove(path)
         except HostFileError:
-            await self.refuse_if_parent(path)
+            if found.unreadable:
+                held, asked = await self._held_children(
+                    path, found.unreadable, time.monotonic() + self.parent_budget_s)
+                if held:
+                    _refuse_children(path, found, held, asked, kept, self.parent_budget_s)
             raise
+        return found.summary()
+
+    async def _children(self, path: str) -> Children:
+        return await children_of(self.files, path, (ntpath.dirname(path),),
+                                 self.parent_budget_s)
 
     async def _held_children(self, parent: str, unreadable: tuple[str, ...], deadline: float
                              ) -> tuple[list[tuple[str, str]], int]:
@@ -352,3 +349,21 @@ class FileHandlers:
 
         return await download_image(self.files, source, target, checksum=checksum,
                                     aside=self.aside, kind=kind)
+
+
+def _refuse_children(path: str, found: Children, held: list[tuple[str, str]], asked: int,
+                     kept: str, budget_s: float) -> None:
+    """AgentError when ``found`` or ``held`` (of the ``asked`` unreadable disk files
+    Hyper-V was asked of) holds a child of ``path``, or when the search was not
+    complete; ``kept`` says what became of the file."""
+    if found.children or held:
+        more = "" if found.complete and asked == len(found.unreadable) else " at least"
+        example = f"{held[0][0]}, held open by {held[0][1]}" if held else found.children[0]
+        raise AgentError(
+            f"{path} is the parent of{more} {len(found.children) + len(held)} "
+            f"differencing disk(s) (linked clones), e.g. {example}; they would be lost "
+            f"with it ({kept}; {found.summary()})")
+    if not found.complete or asked < len(found.unreadable):
+        raise AgentError(f"whether a disk file names {path} as its parent could not be "
+                         f"told in {budget_s:g} s ({kept}; {found.summary()})")
+    log.info("no disk file names %s as its parent: %s", path, found.summary())

@@ -226,7 +226,7 @@ class VolumeHandlers(FileHandlers):
         its pool's root is seen (``DataPaths.absent_for_sure``: a pool that cannot be
         reached fails the answer, and the management server keeps the volume to delete
         again). A file in a running VM is refused and kept, and so is one that a disk file
-        in its folder names as its parent (``refuse_if_parent``, as DestroyCommand: a
+        in its folder names as its parent (``remove_unless_parent``, as DestroyCommand: a
         checkpoint's ``.avhdx``, which a VM with a checkpoint runs from instead of the
         volume, or a linked clone), which would be lost with it; templates, snapshots and
         volumes on an image store (the secondary storage VM's) are never deleted here."""
@@ -241,8 +241,7 @@ class VolumeHandlers(FileHandlers):
                     self.paths.pool_root(volume.data_store, "data"), path, "data")
                 return Answer(result=True, details=f"{path} does not exist; nothing to delete")
             await self.refuse_if_running(path)
-            checked = await self.refuse_if_parent(path, ask_held=False)
-            await self.remove_unless_held(path)
+            checked = await self.remove_unless_parent(path)
         log.info("deleted volume file %s", path)
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
