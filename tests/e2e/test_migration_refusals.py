@@ -1,7 +1,8 @@
 """Migration commands that must be refused on one host, over real HTTPS on 127.0.0.1 with
 the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
 a running VM uses, of a running VM's linked clone away from its template's pool,
-MigrateVolume into the pool the volume is already in, and
+MigrateVolume into the pool the volume is already in, MigrateVolume from or into a pool
+whose share cannot be reached, and
 PrepareForMigration of a VM with a disk of a type CloudStack does not have or with an ISO
 this host would not give it. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
@@ -37,6 +38,7 @@ from tests.e2e.migration_kit import (
     local_pool_of,
     pool_body,
     prepare_body,
+    smb_pool,
     start_body,
     vm_to,
     volume_body,
@@ -589,3 +591,68 @@ async def test_a_copy_left_by_an_interrupted_move_is_not_kept_for_a_changed_sour
     assert moved["result"] is True, moved
     assert _files(target) == [f"{SPARE}.vhdx"] and _files(pool) == []
     assert vhd.read_info(target / f"{SPARE}.vhdx").virtual_size_bytes > 0
+
+
+async def test_a_volume_on_a_source_pool_that_cannot_be_reached_is_not_moved(
+    host: Running, tmp_path: Path
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found: the volume on it reads as absent. The MigrateVolumeAnswer names the pool's root
+    as what cannot be reached (not the volume as missing from it) and the target pool is
+    left untouched; once the share is back the same command moves the volume."""
+    share, target = tmp_path / "share", _drive(host, "D", "pool2")
+    disk_file(share, SPARE)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=smb_pool())
+    share.rename(tmp_path / "away")  # the share cannot be reached
+    kind, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, failed["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), failed
+    assert "pool's root \\\\10.1.1.1\\primary," in failed["details"], failed["details"]
+    assert "cannot be reached" in failed["details"], failed["details"]
+    assert _files(target) == []
+
+    (tmp_path / "away").rename(share)
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    assert _files(target) == [f"{SPARE}.vhdx"]
+    assert not (share / f"{SPARE}.vhdx").exists()
+
+
+async def test_an_interrupted_move_is_not_taken_for_finished_while_its_source_is_unseen(
+    host: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move interrupted after its copy was renamed into place leaves the copy, its marker
+    and the source. Retried while the source's share cannot be reached, the source reads
+    as removed: finishing the move then would tell the MS the volume moved and leave the
+    source on the share once it is back. The answer fails naming the pool's root, the
+    copy and its marker kept; once the share is back the retry finishes the move."""
+    share, target = tmp_path / "share", _drive(host, "D", "pool2")
+    disk_file(share, SPARE)
+    body = volume_body(SPARE, None, _other_pool(), source_pool=smb_pool())
+    remove = EmulatedFiles.remove
+    interrupted: list[str] = []
+
+    async def interrupting(files: EmulatedFiles, path: str) -> bool:
+        if path.casefold() == f"{SHARE}\\{SPARE}.vhdx".casefold() and not interrupted:
+            interrupted.append(path)
+            raise HostFileError(f"cannot delete {path}: the agent stopped")
+        return await remove(files, path)
+
+    monkeypatch.setattr(EmulatedFiles, "remove", interrupting)
+    _, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert failed["result"] is False and interrupted, failed
+    moved_files = [f".{SPARE}.vhdx.moving", f"{SPARE}.vhdx"]
+    assert _files(target) == moved_files and (share / f"{SPARE}.vhdx").exists()
+
+    share.rename(tmp_path / "away")  # the share cannot be reached
+    kind, unseen = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, unseen["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), unseen
+    assert "pool's root \\\\10.1.1.1\\primary," in unseen["details"], unseen["details"]
+    assert "cannot be reached" in unseen["details"], unseen["details"]
+    assert _files(target) == moved_files
+
+    (tmp_path / "away").rename(share)
+    _, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert moved["result"] is True, moved
+    assert _files(target) == [f"{SPARE}.vhdx"]
+    assert not (share / f"{SPARE}.vhdx").exists()
+

@@ -340,7 +340,10 @@ class MigrationHandlers(FileHandlers):
         which a move keeps. A move interrupted (the agent killed) after its copy was
         renamed into place is finished by a retry, which removes the source: the copy's
         marker (``move_marker``) says it is this volume's, copied from the file as it still
-        is. Refused, nothing touched: any other file already in the target pool under the
+        is; one whose source pool cannot be seen (a share that went away reads
+        as a path not found, its files as absent) fails naming that pool's root, the copy
+        and its marker kept for a retry, and is never taken for finished. Refused,
+        nothing touched: any other file already in the target pool under the
         name (never replaced), a volume already in ``pool``, a disk of a
         running VM that ``attachedVmName`` does not name (absent, empty or another VM's):
         only Hyper-V moves a disk in use, as DeleteCommand never deletes one, and a running
@@ -474,7 +477,11 @@ class MigrationHandlers(FileHandlers):
     async def _source_removed(self, root: str, folder: str, volume_path: str) -> bool:
         """Whether an interrupted move of ``volume_path`` from ``root`` into ``folder`` had
         removed the source and not yet its marker: the move is finished (the marker
-        removed)."""
+        removed). A source found missing is taken for removed only while ``root`` is seen
+        (``absent_for_sure``): on a share that cannot be reached it reads as absent, and
+        the move finished then would leave it there, the marker gone: InvalidRequest
+        naming the root, nothing changed, when ``root`` cannot be seen."""
+        what = f"volume {volume_path}"
         named = volume_path.lower().endswith(images.DISK_SUFFIXES)
         for name in [volume_path] if named else [
                 volume_path + suffix for suffix in images.DISK_SUFFIXES]:
@@ -492,6 +499,7 @@ class MigrationHandlers(FileHandlers):
                         ntpath.basename(source).casefold() != name.casefold() or \
                         await self.files.exists(source):
                     continue
+                await self.paths.absent_for_sure(root, source, what)
                 log.info("%s was moved to %s by an interrupted move; it is finished", source,
                          target)
                 await self.files.remove(marker)
@@ -500,14 +508,13 @@ class MigrationHandlers(FileHandlers):
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
         """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
+        what = f"volume {volume_path}"
         named = volume_path.lower().endswith(images.DISK_SUFFIXES)
-        for candidate in [volume_path] if named else [
-                volume_path + suffix for suffix in images.DISK_SUFFIXES]:
-            found = await self.paths.file_in(root, candidate, f"volume {volume_path}",
-                                             images.DISK_SUFFIXES)
-            if await self.files.exists(found):
-                return found
-        raise InvalidRequest(f"volume {volume_path} is not in {root}")
+        candidates = [await self.paths.file_in(root, candidate, what, images.DISK_SUFFIXES)
+                      for candidate in ([volume_path] if named else [
+                          volume_path + suffix for suffix in images.DISK_SUFFIXES])]
+        return await self.paths.first_present(root, candidates, what,
+                                              missing=f"{what} is not in {root}")
 
     # --- shared ---------------------------------------------------------------------------
 
