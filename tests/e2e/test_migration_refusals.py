@@ -656,3 +656,51 @@ async def test_an_interrupted_move_is_not_taken_for_finished_while_its_source_is
     assert _files(target) == [f"{SPARE}.vhdx"]
     assert not (share / f"{SPARE}.vhdx").exists()
 
+
+async def test_a_volume_is_not_moved_into_a_pool_that_cannot_be_reached(
+    host: Running, tmp_path: Path
+) -> None:
+    """A target share that went away reads as an empty folder, no copy of an earlier move
+    in it: the answer names the pool's root as what cannot be reached, before any copy is
+    begun, and the source is kept; once the share is back the same command moves it."""
+    share, pool = tmp_path / "share", _local_pool(host)
+    disk_file(pool, SPARE)
+    body = volume_body(SPARE, None, smb_pool(), source_pool=_local_store())
+    share.rename(tmp_path / "away")  # the share cannot be reached
+    kind, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, failed["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), failed
+    assert "pool's root \\\\10.1.1.1\\primary," in failed["details"], failed["details"]
+    assert "cannot be reached" in failed["details"], failed["details"]
+    assert _files(pool) == [f"{SPARE}.vhdx"]
+
+    (tmp_path / "away").rename(share)
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    assert (share / f"{SPARE}.vhdx").exists() and _files(pool) == []
+
+
+async def test_a_move_whose_source_is_gone_is_not_said_missing_while_its_target_is_unseen(
+    host: Running, tmp_path: Path
+) -> None:
+    """A move interrupted after it removed its source leaves the copy and its marker in the
+    target pool. Retried while that pool's share cannot be reached, the marker reads as
+    absent: the answer names the target pool's root as what cannot be reached, not the
+    volume as missing from its old pool (it is in the new one); once the share is back
+    the retry finishes the move."""
+    share = tmp_path / "share"
+    disk_file(share, SPARE)
+    (share / f".{SPARE}.vhdx.moving").write_text(json.dumps(
+        {"source": f"{LOCAL_POOL}\\{SPARE}.vhdx", "size": 1, "modified_ns": 1}))
+    body = volume_body(SPARE, None, smb_pool(), source_pool=_local_store())
+    share.rename(tmp_path / "away")  # the share cannot be reached
+    kind, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, failed["result"]) == (names.MIGRATE_VOLUME_ANSWER, False), failed
+    assert "pool's root \\\\10.1.1.1\\primary," in failed["details"], failed["details"]
+    assert "cannot be reached" in failed["details"], failed["details"]
+
+    (tmp_path / "away").rename(share)
+    assert (share / f".{SPARE}.vhdx.moving").exists()
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    assert not (share / f".{SPARE}.vhdx.moving").exists()
+    assert (share / f"{SPARE}.vhdx").exists()

@@ -340,7 +340,7 @@ class MigrationHandlers(FileHandlers):
         which a move keeps. A move interrupted (the agent killed) after its copy was
         renamed into place is finished by a retry, which removes the source: the copy's
         marker (``move_marker``) says it is this volume's, copied from the file as it still
-        is; one whose source pool cannot be seen (a share that went away reads
+        is; one whose source or target pool cannot be seen (a share that went away reads
         as a path not found, its files as absent) fails naming that pool's root, the copy
         and its marker kept for a retry, and is never taken for finished. Refused,
         nothing touched: any other file already in the target pool under the
@@ -428,7 +428,8 @@ class MigrationHandlers(FileHandlers):
                 await self.refuse_if_running(source,
                                              "the volume was not moved; the file was kept")
                 record = _move_record(source, await self.files.stat(source))
-                if not await self._copied_before(target, marker, record):
+                if not await self._copied_before(folder, target, marker, record,
+                                                 f"volume {command.volume_path}"):
                     # Written before the copy is renamed into place and removed after the
                     # source: a retry after a kill in between knows the copy for its own.
                     await self.files.write_text(marker, record)
@@ -451,14 +452,18 @@ class MigrationHandlers(FileHandlers):
                              "Hyper-V could not stop is removed once it ends); "
                              f"{source} was kept") from None
 
-    async def _copied_before(self, target: str, marker: str, record: str) -> bool:
-        """Whether ``target`` is the complete copy an interrupted move of the same source
-        made (its marker, beside it, records the source as it is now): the move is then
-        finished by removing the source. A ``target`` with no such marker is not replaced
-        (InvalidRequest); one the marker says was copied from the source as it was before
-        a change (the MS kept the volume in its old pool, and a VM wrote to it since) is
-        removed, to be copied again. False when there is no ``target``."""
+    async def _copied_before(self, folder: str, target: str, marker: str, record: str,
+                             what: str) -> bool:
+        """Whether ``target`` (in the pool ``folder``) is the complete copy an interrupted
+        move of the same source made (its marker, beside it, records the source as it is
+        now): the move is then finished by removing the source. A ``target`` with no such
+        marker is not replaced (InvalidRequest); one the marker says was copied from the
+        source as it was before a change (the MS kept the volume in its old pool, and a VM
+        wrote to it since) is removed, to be copied again. False when there is no
+        ``target``; InvalidRequest naming ``folder``, before anything is written, when
+        ``folder`` cannot be seen either (``absent_for_sure``: a copy may be there)."""
         if not await self.files.exists(target):
+            await self.paths.absent_for_sure(folder, target, what)
             return False
         recorded = _read_record(await self.files.read_text(marker))
         current = _read_record(record)
@@ -479,9 +484,11 @@ class MigrationHandlers(FileHandlers):
         removed the source and not yet its marker: the move is finished (the marker
         removed). A source found missing is taken for removed only while ``root`` is seen
         (``absent_for_sure``): on a share that cannot be reached it reads as absent, and
-        the move finished then would leave it there, the marker gone: InvalidRequest
-        naming the root, nothing changed, when ``root`` cannot be seen."""
-        what = f"volume {volume_path}"
+        the move finished then would leave it there, the marker gone. InvalidRequest
+        naming the root, nothing changed, when ``root`` cannot be seen, or, when no marker
+        is found, when ``folder`` cannot be seen either (the copy and its marker may be
+        there, and the volume is not said missing)."""
+        what, marker = f"volume {volume_path}", ""
         named = volume_path.lower().endswith(images.DISK_SUFFIXES)
         for name in [volume_path] if named else [
                 volume_path + suffix for suffix in images.DISK_SUFFIXES]:
@@ -504,6 +511,7 @@ class MigrationHandlers(FileHandlers):
                          target)
                 await self.files.remove(marker)
                 return True
+        await self.paths.absent_for_sure(folder, marker, what)  # the last marker looked for
         return False
 
     async def _volume_in(self, root: str, volume_path: str) -> str:
