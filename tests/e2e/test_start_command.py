@@ -775,6 +775,67 @@ async def test_start_fails_naming_the_volume_when_its_linked_clones_template_is_
     assert clone.is_file()
 
 
+@pytest.mark.parametrize(("change", "expected", "why"), [
+    ("removed", "The chain of virtual hard disks is broken. The system cannot locate the "
+                "parent virtual hard disk for the differencing disk.",
+     "which cannot be found"),
+    ("replaced", "The chain of virtual hard disks is corrupted. There is a mismatch in the "
+                 "identifiers of the parent virtual hard disk and differencing disk.",
+     "which is not the disk it was made from (replaced or written since)"),
+])
+async def test_start_fails_naming_the_grandparent_link_when_a_template_s_own_base_changed(
+    running: Running, change: str, expected: str, why: str,
+) -> None:
+    """A root volume that is a linked clone of a template that is itself a differencing
+    disk of a base image (a chain two deep), whose base was removed or replaced by another
+    disk of the same name: Hyper-V does not start the VM, and its words name no file. The
+    answer names the link that broke, the template standing on the base, not the volume
+    standing on the template, which is there and unchanged (a disk's settings cannot tell
+    a replaced grandparent: only Hyper-V's validation of the chain names it, one call and
+    one wait on this failure only); no VM is left behind and every file is kept."""
+    cim = running.emulator
+    pool = _drive_c(running) / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    body = _body(running, iso=False, make_disk=False)
+    volume = _root(body)["uuid"]
+    base = pool / "base-1.vhdx"
+    template = pool / "tmpl-2.vhdx"
+    vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+    vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=base,
+               parent_locator="C:\\pool\\base-1.vhdx", locator="C:\\pool\\tmpl-2.vhdx")
+    store = _root(body)["dataStore"]
+    key, made = await running.answer(names.COPY_COMMAND, {
+        "srcTO": {names.TEMPLATE_OBJECT_TO: {
+            "path": "tmpl-2", "uuid": "tmpl-2", "id": 207, "format": "VHDX",
+            "imageDataStore": store, "hypervisorType": "Hyperv", "name": "tmpl-2"}},
+        "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
+                               "name": "ROOT-17", "format": "VHDX", "volumeId": 10, "id": 10,
+                               "provisioningType": "THIN"}},
+        "wait": 10800})
+    assert (key, made["result"]) == (names.COPY_CMD_ANSWER, True), made
+    clone = pool / f"{volume}.vhdx"
+    assert vhd.read_info(clone).parent_path == "C:\\pool\\tmpl-2.vhdx"
+    assert vhd.read_info(template).parent_path == "C:\\pool\\base-1.vhdx"
+    base.unlink()
+    if change == "replaced":  # a base of the same name made anew
+        vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+
+    before = cim.round_trips()
+    key, answer = await running.answer(START, body)
+    spent = cim.round_trips() - before
+
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    details = answer["details"]
+    assert details.startswith("StartCommand failed: starting the VM: "), details
+    assert expected in details, details
+    assert details.endswith("; the disk C:\\pool\\tmpl-2.vhdx stands on the parent "
+                            f"C:\\pool\\base-1.vhdx, {why}"), details
+    assert (spent["invoke:ValidateVirtualHardDisk"],
+            spent["invoke:GetVirtualHardDiskSettingData"]) == (1, 0), spent
+    assert await vm_names(cim) == set()
+    assert clone.is_file() and template.is_file()
+
+
 async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
     running: Running,
 ) -> None:
