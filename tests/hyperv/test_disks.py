@@ -180,8 +180,9 @@ async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_
     read (a volume removed meanwhile), or a link of its chain, which for a clone of a
     clone may be the grandparent while the parent is there. The refusal names the file
     that is missing, and the disk standing on it, from Hyper-V's validation of the clone
-    asked only now (one call and one wait, however deep the break); nothing is written
-    (no merged copy, the clone's size unchanged)."""
+    asked only now (one call and one wait, however deep the break; the clone itself gone,
+    the validation's call and a read of its settings); nothing is written (no merged
+    copy, the clone's size unchanged)."""
     await _clone_of_a_clone(emulator, tmp_path)
     pool = tmp_path / "C" / "pool"
     (pool / f"{gone}.vhdx").unlink()
@@ -199,10 +200,45 @@ async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_
     assert text.endswith(f"; {suffix}"), text
     assert (spent[f"invoke:{method}"], spent["invoke:ValidateVirtualHardDisk"],
             spent["invoke:GetVirtualHardDiskSettingData"], spent.waits) == (
-        1, 1, 0, 0 if gone == "top" else 1), spent  # a disk not there is refused at once
+        1, 1, *((1, 0) if gone == "top" else (0, 1))), spent  # a disk not there is
+    # refused at once with a "file not found" naming no file: its settings' read tells
     assert not (pool / "merged.vhdx").exists()
     if gone != "top":
         assert vhd.read_info(pool / "top.vhdx").virtual_size_bytes == GIB
+
+
+@pytest.mark.parametrize("method", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
+@pytest.mark.parametrize(("gone", "suffix"), [
+    ("top", "the disk C:\\pool\\top.vhdx cannot be found"),
+    ("mid", "the disk C:\\pool\\top.vhdx stands on the parent C:\\pool\\mid.vhdx, "
+     "which cannot be found"),
+    ("base", "the disk C:\\pool\\mid.vhdx stands on the parent C:\\pool\\base.vhdx, "
+     "which cannot be found"),
+])
+async def test_a_missing_file_is_named_when_the_validation_answers_without_a_job(
+    sync_emulator: EmulatorCim, tmp_path: Path, method: str, gone: str, suffix: str,
+) -> None:
+    """A host that answers ValidateVirtualHardDisk at once, without a job, says "file not
+    found" (32779) for a missing link of the chain as for the disk itself, naming neither:
+    a clone whose parent or grandparent is gone is not reported as gone itself. The
+    clone's settings, and its parents' in turn, are read to tell."""
+    await _clone_of_a_clone(sync_emulator, tmp_path)
+    pool = tmp_path / "C" / "pool"
+    (pool / f"{gone}.vhdx").unlink()
+    before = sync_emulator.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        if method == "ConvertVirtualHardDisk":
+            await disks.merged_copy(hv(sync_emulator), "C:\\pool\\top.vhdx",
+                                    "C:\\pool\\merged.vhdx", parent="C:\\pool\\mid.vhdx")
+        else:
+            await disks.resize(hv(sync_emulator), "C:\\pool\\top.vhdx", 2 * GIB,
+                               parent="C:\\pool\\mid.vhdx")
+    spent = sync_emulator.round_trips() - before
+    text = str(raised.value)
+    assert text.startswith(f"{method} failed with return code 32779"), text
+    assert text.endswith(f"; {suffix}"), text
+    assert (spent["invoke:ValidateVirtualHardDisk"], spent.waits) == (1, 0), spent
+    assert not (pool / "merged.vhdx").exists()
 
 
 async def test_resize_refused_in_a_moved_pool_names_the_file_that_is_missing(

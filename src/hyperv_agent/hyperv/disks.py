@@ -363,17 +363,20 @@ async def _unopened(hv: HyperV, error: MethodFailed | JobFailed, disk: str,
     refuses a missing disk or parent so, Microsoft lists the code without saying for
     what), or a failed job quoting Windows' words for a broken chain
     (``_parent_missing``, as a start's does). Neither names the file, so Hyper-V's
-    validation of ``disk`` is asked (``_validated``): ``disk`` gone itself (a volume
-    removed meanwhile) is a ``MissingDisk``, else the link it names, however deep (a
-    grandparent missing, or replaced by another disk of its name). A chain that opens
-    whole was refused for another file (a merge's destination folder): None, and the
-    refusal keeps its own words. When the validation tells nothing, as before it: on
-    "file not found" ``disk``'s settings and its parents' are read (``_missing_link``),
-    on Windows' words ``_deepest_break`` follows from ``parent`` (nothing without it).
+    validation of ``disk`` is asked (``_validated``): the link its failed job names,
+    however deep (a grandparent missing, or replaced by another disk of its name). A
+    chain that opens whole was refused for another file (a merge's destination folder):
+    None, and the refusal keeps its own words. When the validation tells nothing (its
+    own "file not found" returned without a job names no file either: ``disk`` gone, or,
+    on a host answering without a job, a link), as before it: on "file not found"
+    ``disk``'s settings are read, ``disk`` gone itself (a volume removed meanwhile) a
+    ``MissingDisk``, else its parents' in turn (``_missing_link``); on Windows' words
+    ``_deepest_break`` follows from ``parent`` (nothing without it).
 
     None for any other failure, which keeps its own words. Read-only, and paid only by
-    a refusal: 1 call + 1 W (ValidateVirtualHardDisk); the reads of before only when it
-    tells nothing (1 call for the disk, + 1 per parent reached)."""
+    a refusal: 1 call + 1 W (ValidateVirtualHardDisk, no W when it returns a code); the
+    reads of before only when it tells nothing (1 call for the disk, + 1 per parent
+    reached)."""
     missing = _parent_missing(str(error))
     code = error.return_value if isinstance(error, MethodFailed) else error.error_code
     if missing is None and code != ReturnCode.FILE_NOT_FOUND:
@@ -416,7 +419,7 @@ _CHAIN_CYCLE = 32787
 
 
 async def _validated(hv: HyperV, disk: str, policy: jobs.WaitPolicy
-                     ) -> BrokenParent | MissingDisk | _Untold | None:
+                     ) -> BrokenParent | _Untold | None:
     """Where the chain of the disk ``disk`` breaks, as Hyper-V's
     Msvm_ImageManagementService.ValidateVirtualHardDisk tells it: the method opens the
     disk's whole chain, and "if the link is broken in the disk chain, a job object is
@@ -432,14 +435,17 @@ async def _validated(hv: HyperV, disk: str, policy: jobs.WaitPolicy
     The link named is a ``BrokenParent``: missing for "file not found" (32779, or the
     driver's 0xC03A000D in JobCompletionStatusCode or Windows' words), not the disk its
     child was made from for the driver's mismatch (0xC03A000E, or its words), else
-    Hyper-V's words for it (a loop, 32787). ``disk`` that cannot be found itself (32779
-    returned) is a ``MissingDisk``; a chain that opens whole, None. Any other failure,
-    a failed job naming no link, or a host without the method: ``_UNTOLD``. Read-only;
-    1 call + 1 W at any depth of the chain."""
+    Hyper-V's words for it (a loop, 32787). A chain that opens whole, None. A refusal
+    returned without a job (``MethodFailed``), any other failure, a failed job naming no
+    link, or a host without the method: ``_UNTOLD``. A returned "file not found" (32779)
+    names no file: ``disk`` itself may be gone, or, on a host that answers the method
+    without a job (the page has it return 4096 only "if the operation is performed
+    asynchronously"), a link of its chain; the caller's reads of the disk's settings and
+    its parents' tell which. Read-only; 1 call + 1 W at any depth of the chain."""
     try:
         await _call(hv, "ValidateVirtualHardDisk", {"Path": disk}, policy)
-    except MethodFailed as error:
-        return MissingDisk(disk) if error.return_value == ReturnCode.FILE_NOT_FOUND else _UNTOLD
+    except MethodFailed:
+        return _UNTOLD
     except JobFailed as error:
         job = error.job if isinstance(error.job, CimInstance) else None
         child = job.string("Child") if job is not None else None
