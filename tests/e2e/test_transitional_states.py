@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from hyperv_agent.emulator.config import LatencyModel
 from tests.e2e.conftest import Running
 from tests.e2e.test_vm_commands import _stop
-from tests.e2e.transitions_kit import JOB_S, STARTING, STOPPING, changing, frozen, slow
+from tests.e2e.transitions_kit import (
+    JOB_S,
+    PAUSING,
+    SAVING,
+    STARTING,
+    STOPPING,
+    changing,
+    frozen,
+    slow,
+)
 from tests.emulator.kit import define_vm, ok, request_state, service, vm_names
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -64,6 +75,33 @@ async def test_reboot_of_a_vm_still_starting_waits_for_it_then_asks_the_guest(
     assert (key, answer["result"]) == (REBOOT_ANSWER, True), answer
     assert answer["details"].startswith("guest reboot"), answer
     assert (await cim.get(path))["EnabledState"] == 2
+
+
+@pytest.mark.parametrize(("requested", "shown", "word"), [
+    (6, SAVING, "saved"),  # read as running while it saves
+    (9, PAUSING, "paused"),  # read as running while it pauses
+    (3, STOPPING, "stopped"),
+])
+async def test_reboot_of_a_vm_still_saving_pausing_or_stopping_names_the_state_it_ended_in(
+    running: Running, requested: int, shown: int, word: str,
+) -> None:
+    """A reboot that arrives while Hyper-V saves, pauses or stops the VM waits the change
+    out; the VM is then not running and is left as it is. The failed answer names the
+    state the VM ended in: a VM saving or pausing reads as running until the change is
+    done, and an answer saying it "is running on this host, not running" tells the
+    operator nothing of where the VM is."""
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-45-VM")
+    await ok(cim, await request_state(cim, path, 2))
+    slow(running)
+    await changing(cim, path, requested, shown)
+    key, answer = await running.answer(REBOOT, {"vmName": "i-2-45-VM", "contextMap": {},
+                                                "wait": 0})
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False), answer
+    assert answer["details"] == (
+        f"RebootCommand failed: VM i-2-45-VM is {word} on this host, not running; "
+        "it was not rebooted and was left as it is"), answer
+    assert (await cim.get(path))["EnabledState"] == requested  # saved, paused, off
 
 
 async def test_check_reads_a_starting_vm_as_on_and_a_stopping_one_as_off(

@@ -14,7 +14,8 @@ from tests.e2e.conftest import Running
 from tests.emulator.kit import request_state
 
 JOB_S = 0.5  # how long each state change runs on the emulated host
-STARTING, STOPPING = 10, 4  # Msvm_ComputerSystem.EnabledState while it changes
+#: Msvm_ComputerSystem.EnabledState while it changes
+STARTING, STOPPING, SAVING, PAUSING = 10, 4, 32773, 32776
 
 
 def slow(running: Running, job_s: float = JOB_S) -> None:

@@ -273,7 +273,7 @@ async def test_reboot_asks_the_guest_and_starts_no_job_when_guest_can_be_asked(
 ) -> None:
     vm = await _running(emulator, "polite")
     before = emulator.round_trips()
-    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.GUEST
+    assert (await power.reboot(hv(emulator), vm, "test", policy=JOBS)).done is power.Rebooted.GUEST
     spent = emulator.round_trips() - before
     assert (spent["invoke:InitiateReboot"], spent["invoke:RequestStateChange"]) == (1, 0)
     # the host's version (once a session), the component, InitiateReboot: no job
@@ -290,7 +290,7 @@ async def test_reboot_resets_when_host_lacks_initiate_reboot_though_its_version_
     try:
         vm = await _running(cim, "old")
         hv(cim).kept(host._Kept).version = host.GUEST_REBOOT_SINCE
-        assert await power.reboot(hv(cim), vm, "test", policy=JOBS) is power.Rebooted.RESET
+        assert (await power.reboot(hv(cim), vm, "test", policy=JOBS)).done is power.Rebooted.RESET
         assert cim.round_trips()["invoke:RequestStateChange"] == 2  # start, reset
     finally:
         await cim.close()
@@ -299,7 +299,7 @@ async def test_reboot_resets_when_host_lacks_initiate_reboot_though_its_version_
 async def test_reboot_resets_when_guest_request_fails(emulator: EmulatorCim) -> None:
     vm = await _running(emulator, "failing")
     emulator.faults.fail_next_call("InitiateReboot", 32768)
-    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.RESET
+    assert (await power.reboot(hv(emulator), vm, "test", policy=JOBS)).done is power.Rebooted.RESET
     assert (await _ref(emulator, "failing")).power is PowerState.RUNNING
 
 
@@ -307,7 +307,8 @@ async def test_reboot_reports_missing_when_vm_is_gone(emulator: EmulatorCim) -> 
     vm = await _running(emulator, "gone")
     await ok(emulator, await request_state(emulator, vms.vm_path(vm.guid), 3))
     await vms.destroy(hv(emulator), vm.guid, policy=JOBS)
-    assert await power.reboot(hv(emulator), vm, "test", policy=JOBS) is power.Rebooted.MISSING
+    rebooted = await power.reboot(hv(emulator), vm, "test", policy=JOBS)
+    assert rebooted.done is power.Rebooted.MISSING
 
 
 async def test_a_vm_hyper_v_is_still_shutting_down_is_removed_once_it_is_off(

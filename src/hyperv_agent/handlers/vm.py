@@ -175,20 +175,21 @@ class VmHandlers:
         fails the answer.
         """
         async with self.locks.hold(reboot.vm_name):
-            vm = await vms.find_vm(self.hv, reboot.vm_name)
-            done = power.Rebooted.MISSING if vm is None else await power.reboot(
-                self.hv, vm, self.settings.reboot_reason, policy=self.settings.job_wait)
-        if vm is None or done is power.Rebooted.MISSING:
+            found = await vms.find_vm(self.hv, reboot.vm_name)
+            rebooted = None if found is None else await power.reboot(
+                self.hv, found, self.settings.reboot_reason, policy=self.settings.job_wait)
+        if rebooted is None or rebooted.done is power.Rebooted.MISSING:
             raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
                                  f"{reboot.vm_name}")
-        if done is power.Rebooted.STATE_UNKNOWN:
+        vm = rebooted.vm  # as read last: in the state a change it waited for left it in
+        if rebooted.done is power.Rebooted.STATE_UNKNOWN:
             raise InvalidRequest(f"VM {vm.name} is in a state Hyper-V cannot tell on this "
                                  "host and may run; Hyper-V refused to reset it, so it was "
                                  "not rebooted and was left as it is")
-        if done is power.Rebooted.NOT_RUNNING:
+        if rebooted.done is power.Rebooted.NOT_RUNNING:
             raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host, not "
                                  "running; it was not rebooted and was left as it is")
-        return RebootAnswer(result=True, details=_REBOOTED[done].format(vm=vm.name))
+        return RebootAnswer(result=True, details=_REBOOTED[rebooted.done].format(vm=vm.name))
 
     async def check(self, check: CheckVirtualMachineCommand) -> Result:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).

@@ -163,9 +163,20 @@ class Rebooted(Enum):
     MISSING = "missing"  # no such VM
 
 
+@dataclass(frozen=True)
+class Reboot:
+    """What ``reboot`` did (``done``) to ``vm``, the VM as it read it last: once Hyper-V
+    had finished a change it was making (``settle``), so a VM found saving, pausing or
+    stopping is named in the state that change left it in (saved, paused, off), not the
+    one it read as when the reboot was asked (a saving VM reads as running)."""
+
+    done: Rebooted
+    vm: VmRef
+
+
 async def reboot(
     hv: HyperV, vm: VmRef, reason: str, *, policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY
-) -> Rebooted:
+) -> Reboot:
     """Restart a running VM: ask its guest OS to (``request_reboot``), else reset it.
 
     A guest that accepts the request restarts itself, as after KVM's ``virsh reboot``;
@@ -180,27 +191,29 @@ async def reboot(
     since) is left as it is, and VmMigrating says so (``vms.migrating_refusal``): Hyper-V
     takes no reset of it, and its guest would restart in the middle of the move.
     A repeat reboots again. A failed reset raises MethodFailed, JobFailed or JobTimeout and changes
-    nothing. Round trips: the module's table.
+    nothing. What was done comes with the VM as read last (``Reboot``: the state a change
+    it waited for left it in). Round trips: the module's table.
     """
     settled = await settle(hv, vm, policy)
     if settled is None:
-        return Rebooted.MISSING
+        return Reboot(Rebooted.MISSING, vm)
     vm = settled
     vms.refuse_if_migrating(vm, "the reboot")  # as read last: a move may begin as it settles
     if vm.power is PowerState.RUNNING:
         try:
             if await request_reboot(hv, vm.guid, reason, policy=policy):
-                return Rebooted.GUEST
+                return Reboot(Rebooted.GUEST, vm)
             log.info("the guest of VM %s cannot be asked to restart; resetting it", vm.name)
         except AgentError as error:
             log.warning("guest reboot of VM %s refused (%s); resetting it", vm.name, error)
     code = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING,
                         name=vm.name)
     if code is None:
-        return Rebooted.MISSING
+        return Reboot(Rebooted.MISSING, vm)
     if code != ReturnCode.INVALID_STATE:
-        return Rebooted.RESET
-    return Rebooted.STATE_UNKNOWN if vm.power is PowerState.UNKNOWN else Rebooted.NOT_RUNNING
+        return Reboot(Rebooted.RESET, vm)
+    return Reboot(Rebooted.STATE_UNKNOWN if vm.power is PowerState.UNKNOWN
+                  else Rebooted.NOT_RUNNING, vm)
 
 
 async def wait_until_off(
