@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import pytest
 
-from hyperv_agent.cim.api import Cim, CimInstance, ObjectPath
+from hyperv_agent.cim.api import Cim, CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.errors import CimUnavailable, JobFailed, JobLost, JobTimeout, MethodFailed
@@ -232,3 +232,56 @@ async def test_a_stop_the_host_refuses_is_one_warning_naming_the_refusal(
     if with_after_job:
         assert warned[0].endswith("; what it writes is removed once it ends"), warned
         await asyncio.wait_for(done.wait(), 5.0)
+
+
+class _SlowToStop:
+    """The emulated host, whose jobs take a request to stop (Terminate: 4096, transition
+    started) and run on meanwhile, as a job past the point where its work can be cut
+    short finishes it first."""
+
+    def __init__(self, cim: EmulatorCim) -> None:
+        self.cim = cim
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cim, name)
+
+    async def invoke(self, path: ObjectPath, method: str,
+                     params: Mapping[str, InValue] | None = None) -> MethodResult:
+        if path.class_name.endswith("Job") and method == "RequestStateChange":
+            return MethodResult.build(4096, {})
+        return await self.cim.invoke(path, method, params)
+
+
+@pytest.mark.parametrize("with_after_job", [False, True], ids=["alone", "after-job"])
+async def test_a_job_still_running_after_its_stop_is_one_warning(
+    emulator: EmulatorCim, caplog: pytest.LogCaptureFixture, with_after_job: bool,
+) -> None:
+    """A job given up on that takes the request to stop and still runs at the end of the
+    grace is one event in the log, from the give-up to the removal of what it writes once
+    it ends: one warning, naming the job, how long it ran on and what follows, not one
+    line from the stop and another from the clean-up."""
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    _, job = await jobs.start(emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert job is not None
+    done = asyncio.Event()
+
+    async def then() -> None:
+        done.set()
+
+    caplog.set_level("INFO", logger="hyperv_agent.hyperv.jobs")
+    slow = cast(Cim, _SlowToStop(emulator))
+    with (jobs.after_job(then) if with_after_job else contextlib.nullcontext()), \
+            pytest.raises(JobTimeout):
+        await jobs.wait_or_stop(slow, job, "RequestStateChange", FAST, FAST)
+    assert (await emulator.get(job)).integer("JobState") == 4  # it runs on
+    assert await jobs.terminate(emulator, job) is True  # it ends, a while later
+    if with_after_job:
+        await asyncio.wait_for(done.wait(), 5.0)
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "hyperv_agent.hyperv.jobs" and r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert "the RequestStateChange job was asked to stop and still ran 0.3 s later" in \
+        warned[0], warned
+    if with_after_job:
+        assert warned[0].endswith("; what it writes is removed once it ends"), warned
