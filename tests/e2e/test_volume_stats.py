@@ -245,3 +245,25 @@ async def test_a_locator_leading_out_of_the_pool_is_refused_and_a_link_out_is_no
     assert answer["result"] is True, answer
     assert sorted(answer["volumeStats"]) == ["inside"]
     assert "'linked': a link leading out of the pool" in answer["details"]
+
+
+async def test_volumes_of_a_pool_whose_share_cannot_be_reached_are_not_said_to_have_no_file(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """A share that went away (its server down, or taken off) lists as an empty folder, as
+    Windows reports it as a path not found: the answer fails naming the pool's root as
+    what cannot be reached, with no map, rather than succeeding with every volume left
+    out as having no disk file; once the share is back the volumes are measured."""
+    await _register_smb(agent)
+    share = tmp_path / "primary"
+    vhd.create(share / "data-d.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 8 * MIB)
+    body = _asked(SMB_POOL_UUID, "SMB", ["data-d"])
+    share.rename(tmp_path / "away")  # the share cannot be reached
+    answer = await _stats(agent, body)
+    assert answer["result"] is False and answer.get("volumeStats") is None, answer
+    assert "root \\\\10.1.1.1\\primary," in answer["details"], answer["details"]
+    assert "cannot be reached" in answer["details"], answer["details"]
+    assert "no such disk file" not in answer["details"], answer["details"]
+    (tmp_path / "away").rename(share)
+    answer = await _stats(agent, body)
+    assert answer["result"] is True and sorted(answer["volumeStats"]) == ["data-d"], answer

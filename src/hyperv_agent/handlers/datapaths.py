@@ -107,6 +107,8 @@ def _pool_fields(store: WrappedTO | StorageFilerTO | None, what: str) -> _PoolFi
 
 #: Folders ``DataPaths`` lists at a time for one command.
 LISTED_AT_ONCE = 8
+#: Why ``volume_locators`` leaves out a locator that names no disk file.
+_NO_FILE = "no such disk file in the pool"
 
 
 class DataPaths:
@@ -295,7 +297,10 @@ class DataPaths:
         ``<name>.vhd``, as Windows compares names (without case). One listing per folder
         the locators name, whatever their number; a locator leading out of ``root``:
         PathNotAllowed, nothing measured. A file reached through a link out of ``root`` is
-        not served."""
+        not served. When a locator names no file, ``root`` is looked for (1 call,
+        ``absent_for_sure``): a pool on a share that went away lists as empty, and its
+        volumes are not said to have no file then, but the answer names the root as what
+        cannot be reached (InvalidRequest)."""
         wanted: dict[str, tuple[str, ...]] = {}
         for locator in dict.fromkeys(locators):
             try:
@@ -315,11 +320,14 @@ class DataPaths:
                          if (name := listed[folder := ntpath.dirname(c)].get(
                              ntpath.basename(c).lower())) is not None), None)
             if path is None:
-                missing[locator] = "no such disk file in the pool"
+                missing[locator] = _NO_FILE
             elif await self.files.link_out(root, path) is not None:
                 missing[locator] = "a link leading out of the pool"
             else:
                 files[locator] = path
+        absent = [wanted[locator][0] for locator, why in missing.items() if why == _NO_FILE]
+        if absent:
+            await self.absent_for_sure(root, absent[0], what)
         return files, missing
 
     async def _listings(self, folders: set[str]) -> dict[str, dict[str, str]]:

@@ -116,7 +116,10 @@ class VolumeHandlers(FileHandlers):
         puts the map, ``StatsCollector`` keeps each entry) and shows nothing for a volume
         without one, where KVM's agent answers no map at all for the whole pool when one
         volume is missing. A pool not registered here, or a locator leading out of the
-        pool: a failed answer, nothing measured. Read-only, no lock taken.
+        pool: a failed answer, nothing measured; so is a locator naming no file in a pool
+        whose root cannot be seen (a share that went away lists as empty): the answer names
+        the root as what cannot be reached, not the volumes as without a file. Read-only,
+        no lock taken.
 
         Files and headers are read from the host's files, one listing of the pool folder
         whatever the number of volumes; Hyper-V is asked (1 call each) only for the disks
