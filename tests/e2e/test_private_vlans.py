@@ -109,7 +109,9 @@ async def test_start_fails_naming_the_uri_when_a_private_vlan_uri_is_malformed(
             ("pvlan://100-x200", "pvlan://<primary>-i<secondary>"),
             ("pvlan://100", "pvlan://<primary>-i<secondary>"),
             ("pvlan://100-i4095", "4095"), ("pvlan://100-i100", "primary"),
-            ("pvlan://100-p100", "promiscuous"))):
+            ("pvlan://100-p100", "promiscuous"),
+            ("pvlan://100-i\u00b2", "pvlan://<primary>-i<secondary>"),
+            ("pvlan://100-i" + "2" * 5000, "(5000 digits) is outside 1..4094"))):
         key, answer = await running.answer(START, _start(running, f"i-2-{50 + number}-VM",
                                                          "02:00:51:2c:00:35", uri))
         assert (key, answer["result"]) == (START_ANSWER, False), uri

@@ -502,6 +502,18 @@ def _vlan_out_of_range(body: dict[str, Any]) -> None:
     body["vm"]["nics"][0]["broadcastUri"] = "vlan://4095"
 
 
+def _superscript_vlan(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["broadcastUri"] = "vlan://\u00b2"
+
+
+def _arabic_indic_vlan(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["broadcastUri"] = "vlan://\u0661\u0662"
+
+
+def _vlan_of_5000_digits(body: dict[str, Any]) -> None:
+    body["vm"]["nics"][0]["broadcastUri"] = "vlan://" + "1" * 5000
+
+
 def _bad_mac(body: dict[str, Any]) -> None:
     body["vm"]["nics"][0]["mac"] = "02:00:51:2c:00"
 
@@ -598,6 +610,10 @@ def _more_disks_than_slots(body: dict[str, Any]) -> None:
     (_missing_file, "not-there.vhdx does not exist"),
     (_bad_vlan, "vlan://two"),
     (_vlan_out_of_range, "VLAN 4095 is outside"),
+    (_superscript_vlan, "is not vlan://<id>"),
+    (_arabic_indic_vlan, "is not vlan://<id>"),
+    (_vlan_of_5000_digits, "VLAN 1111111111111111111111111111111111111111... (5000 digits) "
+                           "is outside 1..4094"),
     (_bad_mac, "MAC address"),
     (_long_boot_args, "1024 characters"),
 ])

@@ -193,6 +193,13 @@ async def test_modify_vm_nic_config_fails_and_changes_nothing_when_target_is_unk
         ({"index": 3, "enable": True, "vlan": "4095"}, "4095"),
         ({"index": 3, "enable": True, "vlan": "0"}, "VLAN 0"),
         ({"macAddress": "06A2C8000019", "vlan": "vlan://5000"}, "5000"),
+        # a range is no VLAN id, and only a bare value names a private VLAN
+        ({"index": 3, "enable": True, "vlan": "vlan://1-2"}, "'vlan://1-2' is not a VLAN id"),
+        # digits of other scripts and superscripts are no VLAN id the MS writes
+        ({"index": 3, "enable": True, "vlan": "\u0661\u0662"}, "is not a VLAN id"),
+        ({"index": 3, "enable": True, "vlan": "\u00b2"}, "is not a VLAN id"),
+        ({"index": 3, "enable": True, "vlan": "100-i\u00b2"}, "pvlan://100-i"),
+        ({"index": 3, "enable": True, "vlan": "1" * 5000}, "(5000 digits) is outside 1..4094"),
     ):
         _, answer = await running.answer(MODIFY, _modify(**fields))
         assert answer["result"] is False, fields
@@ -451,6 +458,8 @@ async def test_unplug_nic_disconnects_and_keeps_nic_when_generation_1_vm_runs(
     (PLUG, {"instanceName": "i-2-64-VM", "contextMap": {}}, "names no nic"),
     (PLUG, _plug("i-2-64-VM", mac="02:00:4a"), "MAC address"),
     (PLUG, _plug("i-2-64-VM", broadcastUri="vlan://5000"), "VLAN 5000"),
+    (PLUG, _plug("i-2-64-VM", broadcastUri="vlan://\u00b2"), "is not a VLAN id"),
+    (PLUG, _plug("i-2-64-VM", broadcastUri="vlan://" + "1" * 5000), "(5000 digits) is outside"),
     (PLUG, _plug("i-2-64-VM", name="Nowhere"), "Nowhere"),
     (PLUG, _plug("i-2-64-VM", networkRateMbps=1 << 40),
      "nic.networkRateMbps: 1099511627776 does not fit a Java int"),

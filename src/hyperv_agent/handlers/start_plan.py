@@ -656,12 +656,13 @@ def pvlan_of(value: str, where: str) -> nics.PrivateVlan:
     naming ``where``."""
     primary, dash, rest = value.strip().partition("-")
     kind, secondary = rest[:1].lower(), rest[1:]
-    if kind == "p" and primary.isdigit() and secondary.isdigit():
+    digits = nics.is_vlan_text(primary) and nics.is_vlan_text(secondary)
+    if kind == "p" and digits:
         raise InvalidRequest(f"{where}: pvlan://{value[:40]} is a promiscuous private VLAN "
                              "network, which names no secondary VLAN; a Hyper-V promiscuous "
                              "port needs the secondary VLANs it reaches, so only isolated "
                              "and community private VLAN networks are served")
-    if not dash or not primary.isdigit() or not secondary.isdigit() or kind not in _PVLAN_MODES:
+    if not dash or not digits or kind not in _PVLAN_MODES:
         raise InvalidRequest(f"{where}: pvlan://{value[:40]} is not {_PVLAN_FORMS}")
     return private_vlan(_PVLAN_MODES[kind], primary, secondary, where)
 
@@ -684,11 +685,13 @@ def private_vlan(mode: PvlanMode, primary: str, secondary: str,
     """The private VLAN ``mode`` on ``primary`` with the one ``secondary`` (decimal
     texts; for a promiscuous port, the secondary it reaches); not numbers, outside
     1..4094 or the secondary the primary: InvalidRequest naming ``where``."""
-    if not primary.strip().isdigit() or not secondary.strip().isdigit():
+    primary, secondary = primary.strip(), secondary.strip()
+    if not nics.is_vlan_text(primary) or not nics.is_vlan_text(secondary):
         raise InvalidRequest(f"{where}: the private VLAN's primary {primary[:12]!r} and "
                              f"secondary {secondary[:12]!r} must be VLAN ids")
     try:
-        vlan = nics.check_port_vlan(nics.PrivateVlan(mode, int(primary), (int(secondary),)))
+        vlan = nics.check_port_vlan(nics.PrivateVlan(
+            mode, nics.vlan_of_text(primary), (nics.vlan_of_text(secondary),)))
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: {error}") from None
     assert isinstance(vlan, nics.PrivateVlan)
@@ -729,10 +732,10 @@ def vlan_of(uri: str | None, where: str) -> nics.PortVlan | None:
         return None
     if separator and scheme.lower() == _PVLAN_SCHEME:
         return pvlan_of(value, where)
-    if not separator or scheme.lower() not in _VLAN_SCHEMES or not value.isdigit():
+    if not separator or scheme.lower() not in _VLAN_SCHEMES or not nics.is_vlan_text(value):
         raise InvalidRequest(f"{where}: broadcastUri {uri[:60]!r} is not vlan://<id>, "
                              f"vlan://untagged, storage://<id> or {_PVLAN_FORMS}")
     try:
-        return nics.check_vlan(int(value))
+        return nics.vlan_of_text(value)
     except InvalidRequest as error:
         raise InvalidRequest(f"{where}: {error}") from None

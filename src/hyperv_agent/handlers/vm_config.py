@@ -389,18 +389,19 @@ def _vlan(text: str | None) -> nics.PortVlan | None:
     """The VLAN of ``vlan`` ("261", "vlan://261"), or the private VLAN of
     "pvlan://100-i200" or "100-i200" (a pvlan:// URI's value, as the MS's
     BroadcastDomainType.getValue gives it; ``start_plan.pvlan_of``); None for untagged
-    or empty. Not a number, or outside 1..4094 (``nics.check_vlan``): InvalidRequest,
-    checked before the NIC is touched, so a refused VLAN never leaves a spare connected
-    untagged."""
-    value = (text or "").strip().lower().removeprefix("vlan://")
+    or empty. Not a VLAN id in decimal digits (``nics.vlan_of_text``; "vlan://1-2" is
+    not a private VLAN), or outside 1..4094: InvalidRequest, checked before the NIC is
+    touched, so a refused VLAN never leaves a spare connected untagged."""
+    value = (text or "").strip().lower()
+    access = value.startswith("vlan://")
+    value = value.removeprefix("vlan://")
     if value in ("", "untagged", "-1"):
         return None
-    if value.startswith("pvlan://") or (value[:1].isdigit() and "-" in value):
+    if value.startswith("pvlan://") or (not access and value[:1].isdigit() and "-" in value):
         return start_plan.pvlan_of(value.removeprefix("pvlan://"), "vlan")
-    if not value.isdigit():
-        raise InvalidRequest(f"vlan {text[:40] if text else text!r} is not a VLAN id or "
-                             "'untagged'")
-    return nics.check_vlan(int(value))
+    if not nics.is_vlan_text(value):
+        raise InvalidRequest(f"vlan {(text or '')[:40]!r} is not a VLAN id or 'untagged'")
+    return nics.vlan_of_text(value)
 
 
 def _nic_failed(why: str) -> InvalidRequest:

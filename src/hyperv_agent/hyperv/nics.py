@@ -346,6 +346,26 @@ def check_vlan(vlan: int) -> int:
     return vlan
 
 
+def is_vlan_text(text: str) -> bool:
+    """Whether ``text`` is written as the management server writes a VLAN id: ASCII
+    decimal digits only. Python's ``isdigit`` also takes other scripts' digits, which
+    ``int`` reads as a number nobody wrote, and superscripts, which it refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def vlan_of_text(text: str) -> int:
+    """The VLAN ``text`` (``is_vlan_text``) names, when a port can be in access mode on
+    it (``check_vlan``); else InvalidRequest quoting at most 40 of its digits. A number
+    with more digits than any VLAN id is refused before it is read (Python refuses to
+    read one of more than 4300 digits)."""
+    if not is_vlan_text(text):
+        raise InvalidRequest(f"VLAN {text[:40]!r} is not a VLAN id (decimal digits)")
+    if len(text.lstrip("0")) > len(str(VLAN_ID_MAX)):
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} digits)"
+        raise InvalidRequest(f"VLAN {shown} is outside {VLAN_ID_MIN}..{VLAN_ID_MAX}")
+    return check_vlan(int(text))
+
+
 def check_port_vlan(vlan: PortVlan) -> PortVlan:
     """``vlan`` when a port can be put on it: an access VLAN as ``check_vlan`` takes it,
     or a private VLAN as Set-VMNetworkAdapterVlan documents one (a primary VLAN; one
