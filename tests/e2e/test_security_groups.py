@@ -639,7 +639,24 @@ def _bad_protocol(body: dict[str, Any]) -> str:
     return "ingressRuleSet[0].proto"
 
 
-@pytest.mark.parametrize("spoil", [_bad_cidr, _bad_ports, _bad_protocol])
+def _protocol_of_5000_digits(body: dict[str, Any]) -> str:
+    body["ingressRuleSet"][0]["proto"] = "6" * 5000
+    return "ingressRuleSet[0].proto: '6666666666666666666666666666666666666666' is not"
+
+
+def _protocol_in_other_digits(body: dict[str, Any]) -> str:
+    body["ingressRuleSet"][0]["proto"] = "\u0666"  # ARABIC-INDIC DIGIT SIX, not TCP
+    return "ingressRuleSet[0].proto"
+
+
+def _cidr_prefix_of_5000_digits(body: dict[str, Any]) -> str:
+    body["ingressRuleSet"][1]["allowedCidrs"] = ["192.168.1.0/" + "2" * 5000]
+    return "ingressRuleSet[1].allowedCidrs[0]"
+
+
+@pytest.mark.parametrize("spoil", [_bad_cidr, _bad_ports, _bad_protocol,
+                                   _protocol_of_5000_digits, _protocol_in_other_digits,
+                                   _cidr_prefix_of_5000_digits])
 async def test_malformed_rule_fails_naming_its_field_and_leaves_the_port(
     running: Running, spoil: Any,
 ) -> None:

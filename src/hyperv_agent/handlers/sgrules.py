@@ -193,10 +193,12 @@ def _proto(text: str | None, field: str) -> str:
     numbers = {"1": "icmp", "6": "tcp", "17": "udp"}
     if word in ("tcp", "udp", "icmp", "all"):
         return word
-    if word.isdecimal() and int(word) <= 255:
+    # ASCII digits only, as the MS writes a protocol number: Python's isdecimal also takes
+    # other scripts' digits, and int() refuses a number of more than 4300 digits.
+    if word.isascii() and word.isdecimal() and len(word.lstrip("0")) <= 3 and int(word) <= 255:
         return numbers.get(str(int(word)), str(int(word)))
-    raise RuleError(f"{field}.proto",
-                    f"{text!r} is not tcp, udp, icmp, all or a protocol number 0..255")
+    raise RuleError(f"{field}.proto", f"{(text or '')[:40]!r} is not tcp, udp, icmp, all or a "
+                    "protocol number 0..255")
 
 
 def _ports(proto: str, rule: IpPortAndProto, field: str) -> str:
