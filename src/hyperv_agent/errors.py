@@ -147,6 +147,13 @@ class JobTimeout(HyperVError):
             f"({percent_complete}% complete when the wait ended)"
         )
 
+    def later(self) -> str:
+        """How long after its start the wait ended with the job still running, in words
+        ("N s later"), for a wait that follows a request to stop the job: the seconds
+        actually waited (to a tenth), which the command's bound may have cut short of
+        the wait's own timeout."""
+        return f"{round(self.timeout_s, 1):g} s later"
+
 
 class JobLost(HyperVError):
     """The host no longer knows a job that was being waited for (its path answers not

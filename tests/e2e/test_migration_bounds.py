@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import InValue, MethodResult, ObjectPath
 from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import jobs
@@ -42,6 +44,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux",
 
 SOURCE_IP, DESTINATION_IP = "127.0.0.2", "127.0.0.3"
 MIGRATE = "MigrateVirtualSystemToHost"
+CHECK = "CheckVirtualSystemIsMigratableToHost"
 TERMINATED = 8
 RUNNING = 4
 
@@ -127,6 +130,33 @@ async def test_an_overdue_move_hyper_v_will_not_stop_says_what_became_of_it(
                               "later; see where the VM is before trying again"), details
     jobs = await source.emulator.query(wql.select("Msvm_MigrationJob"))
     assert [job["JobState"] for job in jobs] == [RUNNING]  # the refused stop changed nothing
+
+
+async def test_an_overdue_move_whose_stop_the_bound_cut_short_says_how_long_it_waited(
+        source: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hyper-V's check of the move answers late (0.3 s), which the command's ``wait``
+    pays for: the wait after the request to stop ends at the command's bound, before
+    its 0.5 s grace. The answer tells the seconds the job was waited on then, not the
+    grace it never had."""
+    name = "i-2-54-VM"
+    await _running_vm(source, tmp_path, name)
+    cim = source.emulator
+    invoke = cim.invoke
+
+    async def slow_check(path: ObjectPath, method: str,
+                         params: Mapping[str, InValue] | None = None) -> MethodResult:
+        if method == CHECK:
+            await asyncio.sleep(0.3)
+        return await invoke(path, method, params)
+
+    monkeypatch.setattr(cim, "invoke", slow_check)
+    cim.faults.hang_next_job(MIGRATE)
+    cim.faults.fail_next_call("RequestStateChange", 1)
+    _, late = await source.answer(names.MIGRATE_COMMAND,
+                                  migrate_body(vm_to(name, name), DESTINATION_IP, wait_s=2))
+    assert late["result"] is False
+    assert re.search(r"could not be stopped and was still running 0\.[1-2] s later; see "
+                     r"where the VM is before trying again", late["details"]), late["details"]
 
 
 async def test_the_vm_lock_is_held_across_the_move(source: Running, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -285,3 +286,28 @@ async def test_a_job_still_running_after_its_stop_is_one_warning(
         warned[0], warned
     if with_after_job:
         assert warned[0].endswith("; what it writes is removed once it ends"), warned
+
+
+async def test_a_stop_cut_short_by_the_commands_bound_says_how_long_it_waited(
+    emulator: EmulatorCim, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wait after the request to stop ends at the command's bound, long before the
+    grace's own 5 s: the warning tells the seconds the job was waited on, not the 5 s
+    it never had."""
+    vm = await define_vm(emulator)
+    emulator.faults.hang_next_job("RequestStateChange")
+    _, job = await jobs.start(emulator, vm, "RequestStateChange", {"RequestedState": 2})
+    assert job is not None
+    caplog.set_level("INFO", logger="hyperv_agent.hyperv.jobs")
+    grace = jobs.WaitPolicy(timeout_s=5.0, first_poll_s=0.01, max_poll_s=0.05)
+    slow = cast(Cim, _SlowToStop(emulator))
+    began = time.monotonic()
+    with jobs.command_bound("StopCommand", 1.0), pytest.raises(JobTimeout):
+        await jobs.wait_or_stop(slow, job, "RequestStateChange", FAST, grace)
+    assert time.monotonic() - began < 1.5
+    warned = [r.getMessage() for r in caplog.records
+              if r.name == "hyperv_agent.hyperv.jobs" and r.levelname == "WARNING"]
+    assert len(warned) == 1, warned
+    assert re.search(r"the RequestStateChange job was asked to stop and still ran "
+                     r"0\.[5-7] s later", warned[0]), warned
+    assert await jobs.terminate(emulator, job) is True

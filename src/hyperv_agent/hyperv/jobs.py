@@ -333,8 +333,8 @@ async def _stop_within(cim: Cim, job_path: ObjectPath, method: str,
         _LOG.warning("the %s job was lost by its host while it was being stopped", method)
     except JobFailed:
         _LOG.info("the %s job was stopped", method)
-    except JobTimeout:
-        return f"was asked to stop and still ran {grace.timeout_s:g} s later"
+    except JobTimeout as late:  # its wait may end before grace's at the command's bound
+        return f"was asked to stop and still ran {late.later()}"
     except (HyperVError, CimError) as error:
         return f"could not be stopped: {error}"
     return None

@@ -218,11 +218,10 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         raise MigrationFailed(f"{late}{',' if queued else ''} and was cancelled; the VM "
                               f"stays where it was "
                               f"({failed.description or failed}){hint}") from None
-    except JobTimeout:
+    except JobTimeout as overdue:  # its wait may end before grace's at the command's bound
         asked = "was asked to stop" if stopping else "could not be stopped"
-        raise MigrationFailed(f"{late}, {asked} and was still running "
-                              f"{grace.timeout_s:g} s later; see where the VM is before "
-                              f"trying again{hint}") from None
+        raise MigrationFailed(f"{late}, {asked} and was still running {overdue.later()}; "
+                              f"see where the VM is before trying again{hint}") from None
     except CimUnavailable as silent:
         asked = "was asked to stop" if stopping else "could not be stopped"
         raise MigrationFailed(f"{late}, {asked}, and the host stopped answering before it "
