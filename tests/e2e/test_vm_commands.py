@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from hyperv_agent.cim.api import ObjectPath
+from hyperv_agent.cim.api import InValue, MethodResult, ObjectPath
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
@@ -386,6 +386,33 @@ async def test_reboot_fails_and_leaves_vm_alone_when_vm_is_not_running(
         "it was not rebooted and was left as it is")
     assert cim.round_trips()["invoke:InitiateReboot"] == 0
     assert (await cim.get(path))["EnabledState"] == seen
+
+
+async def test_reboot_of_a_vm_that_went_off_before_its_reset_names_the_state_it_is_in(
+    running: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The VM is read running, its guest cannot be asked to restart, and it goes off
+    (its guest shut it down, an operator turned it off) just before the reset, which
+    Hyper-V refuses as invalid state (32775). The VM read again on that refusal is off:
+    the failed answer says so, not that a running VM is "running ... not running"."""
+    cim = running.emulator
+    path = await _running_vm(cim, "i-2-36-VM")
+    cim.faults.fail_next_call("InitiateReboot", 32780)  # the guest is not ready
+    invoke = cim.invoke
+
+    async def off_first(target: ObjectPath, method: str,
+                        params: Mapping[str, InValue] | None = None) -> MethodResult:
+        if method == "RequestStateChange" and (params or {}).get("RequestedState") == 11:
+            await ok(cim, await invoke(path, "RequestStateChange", {"RequestedState": 3}))
+        return await invoke(target, method, params)
+
+    monkeypatch.setattr(cim, "invoke", off_first)
+    key, answer = await running.answer(REBOOT, _reboot("i-2-36-VM"))
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False), answer
+    assert answer["details"] == (
+        "RebootCommand failed: VM i-2-36-VM is stopped on this host, not running; "
+        "it was not rebooted and was left as it is"), answer
+    assert (await cim.get(path))["EnabledState"] == 3
 
 
 @pytest.mark.parametrize("enabled_state", [0, 1])  # Unknown, Other

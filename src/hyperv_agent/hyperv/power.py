@@ -168,7 +168,9 @@ class Reboot:
     """What ``reboot`` did (``done``) to ``vm``, the VM as it read it last: once Hyper-V
     had finished a change it was making (``settle``), so a VM found saving, pausing or
     stopping is named in the state that change left it in (saved, paused, off), not the
-    one it read as when the reboot was asked (a saving VM reads as running)."""
+    one it read as when the reboot was asked (a saving VM reads as running); and a VM
+    seen running whose reset Hyper-V refused (32775) in the state it was read in on that
+    refusal (off, when it went off between the read and the reset)."""
 
     done: Rebooted
     vm: VmRef
@@ -206,12 +208,14 @@ async def reboot(
             log.info("the guest of VM %s cannot be asked to restart; resetting it", vm.name)
         except AgentError as error:
             log.warning("guest reboot of VM %s refused (%s); resetting it", vm.name, error)
-    code = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING,
-                        name=vm.name)
-    if code is None:
+    reset = await _reset(hv, vm.guid, policy, confirm=vm.power is PowerState.RUNNING,
+                         name=vm.name)
+    if reset is None:
         return Reboot(Rebooted.MISSING, vm)
-    if code != ReturnCode.INVALID_STATE:
+    if reset.result.return_value != ReturnCode.INVALID_STATE:
         return Reboot(Rebooted.RESET, vm)
+    if reset.seen is not None:  # read again on the refusal: gone off since it was read
+        vm = vms.read_again(vm, reset.seen)
     return Reboot(Rebooted.STATE_UNKNOWN if vm.power is PowerState.UNKNOWN
                   else Rebooted.NOT_RUNNING, vm)
 
@@ -292,8 +296,7 @@ async def settle(
             f"VM {vm.name} is still {vms.changing(state)} on this host after "
             f"{bound or f'{policy.timeout_s:g} s'}; Hyper-V takes no other change to it until that "
             "one is done: try again later")
-    return VmRef(vm.guid, vm.name, vms.power_state(state),
-                 migrating=vms.migrating(found.integers("OperationalStatus")))
+    return vms.read_again(vm, found)
 
 
 async def find_settled(hv: HyperV, name: str, policy: jobs.WaitPolicy) -> VmRef | None:
@@ -339,16 +342,16 @@ async def reset(
 
 
 async def _reset(hv: HyperV, vm_guid: str, policy: jobs.WaitPolicy, *,
-                 confirm: bool = False, name: str | None = None) -> int | None:
-    """``reset``: Hyper-V's return code (0, 4096 or 32775); None for a missing VM. With
-    ``confirm`` (the VM was seen running) a 32775 of a VM being migrated live, or gone
-    since, raises VmMigrating (``vms.request_state``) naming the VM ``name``."""
+                 confirm: bool = False, name: str | None = None) -> vms.StateRequest | None:
+    """``reset``: Hyper-V's result (return code 0, 4096 or 32775); None for a missing VM.
+    With ``confirm`` (the VM was seen running) a 32775 of a VM being migrated live, or
+    gone since, raises VmMigrating (``vms.request_state``) naming the VM ``name``; any
+    other 32775 comes with the VM as read on it (``StateRequest.seen``)."""
     try:
-        result = await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy,
-                                         confirm=confirm, name=name)
+        return await vms.request_state(hv, vm_guid, RequestedState.RESET, policy=policy,
+                                       confirm=confirm, name=name)
     except CimNotFound:
         return None
-    return result.return_value
 
 
 async def stop_and_remove(hv: HyperV, vm: VmRef, policy: StopPolicy = StopPolicy()) -> bool:

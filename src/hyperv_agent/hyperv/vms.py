@@ -307,6 +307,25 @@ class VmRef:
         return self.changing == STOPPING
 
 
+def read_again(vm: VmRef, found: CimInstance) -> VmRef:
+    """``vm`` as ``found``, its Msvm_ComputerSystem read again, shows it now: its power
+    state, the change Hyper-V is making to it, whether a live move of it is under way;
+    its GUID and name kept."""
+    state = found.integer("EnabledState")
+    return VmRef(vm.guid, vm.name, power_state(state), changing=changing(state),
+                 migrating=migrating(found.integers("OperationalStatus")))
+
+
+@dataclass(frozen=True)
+class StateRequest:
+    """What ``request_state`` came to: Hyper-V's ``result``, and ``seen``, the VM as
+    read once on a refusal the caller asked to have told (``confirm``, 32775); None when
+    it was not read."""
+
+    result: MethodResult
+    seen: CimInstance | None = None
+
+
 @dataclass(frozen=True)
 class VmInfo:
     """One VM as listed: identity, power state and the lines of its Notes."""
@@ -744,7 +763,7 @@ async def request_state(
     hv: HyperV, vm_guid: str, requested: RequestedState, *,
     policy: jobs.WaitPolicy = jobs.DEFAULT_POLICY, confirm: bool = False,
     name: str | None = None,
-) -> MethodResult:
+) -> StateRequest:
     """RequestStateChange ``requested`` of the VM, and wait for its job; Hyper-V's result.
     A state that cannot change (return code 32775) is taken as done, so a repeat is safe.
     A missing VM raises CimNotFound; a refusal MethodFailed, JobFailed or JobTimeout.
@@ -755,7 +774,8 @@ async def request_state(
     the host since, raises VmMigrating (``migrating_refusal``, ``left_refusal``) rather than
     reading as done, naming the VM ``name``: the name the caller looked it up by, which
     the management server knows it by (default: its GUID, which it never sees; one gone
-    from the host has no name left to read). 1 get more on that answer.
+    from the host has no name left to read). 1 get more on that answer, whose VM comes
+    back with the result (``StateRequest.seen``): the state it was refused in.
 
     A job Hyper-V lost (JobLost) is told by the VM's state, read once: a VM in the state
     a start or a turn-off asks for has made the change; otherwise (the VM still
@@ -764,10 +784,11 @@ async def request_state(
     params: dict[str, InValue] = {"RequestedState": int(requested)}
     result, job = await jobs.start(hv.cim, vm_path(vm_guid), "RequestStateChange", params,
                                    accept=(ReturnCode.INVALID_STATE,))
+    seen = None
     if confirm and result.return_value == ReturnCode.INVALID_STATE:
         refused = MethodFailed("RequestStateChange", ReturnCode.INVALID_STATE, "invalid state")
-        await _explain_refusal(hv, vm_guid, name or vm_guid,
-                               _CHANGE_WORDS.get(requested, "the state change"), refused)
+        seen = await _explain_refusal(hv, vm_guid, name or vm_guid,
+                                      _CHANGE_WORDS.get(requested, "the state change"), refused)
     if job is not None:
         try:
             await jobs.wait(hv.cim, job, "RequestStateChange", policy)
@@ -776,7 +797,7 @@ async def request_state(
                 raise
             _LOG.warning("Hyper-V lost the job that changed VM %s to state %d; the VM is "
                          "in that state", vm_guid, int(requested))
-    return result
+    return StateRequest(result, seen)
 
 
 async def _in_state(hv: HyperV, vm_guid: str, wanted: EnabledState | None) -> bool:
