@@ -193,6 +193,38 @@ async def test_a_disk_of_a_stopped_vm_moves_as_its_file_may_be_deleted(host: Run
     assert _files(_local_pool(host)) == [f"{ROOT}.vhdx"]
 
 
+async def test_a_vhdx_volume_is_looked_for_and_link_checked_as_a_vhdx_only(
+    host: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A volume's path names no extension: its file is ``.vhdx`` or ``.vhd``. Found as a
+    ``.vhdx`` (what CloudStack makes on Hyper-V), the ``.vhd`` it might have been is
+    neither looked for nor checked for links out of the pool: on a share each is a round
+    trip to the file server."""
+    disk_file(_local_pool(host), DATA)
+    files = host.agent.host.heartbeats.files
+    asked: list[str] = []
+    link_out, exists = files.link_out, files.exists
+
+    async def links(root: str, path: str) -> str | None:
+        asked.append(f"link_out {path}")
+        return await link_out(root, path)
+
+    async def there(path: str) -> bool:
+        asked.append(f"exists {path}")
+        return await exists(path)
+
+    monkeypatch.setattr(files, "link_out", links)
+    monkeypatch.setattr(files, "exists", there)
+    kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
+        DATA, None, _other_pool(), source_pool=_local_store()))
+    monkeypatch.undo()
+    assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
+    source = f"{LOCAL_POOL}\\{DATA}"
+    assert [call for call in asked if source in call] == [
+        f"link_out {source}.vhdx", f"exists {source}.vhdx"], asked
+    assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
+
+
 async def test_a_linked_clone_moved_to_another_pool_no_longer_needs_its_template(
     host: Running,
 ) -> None:

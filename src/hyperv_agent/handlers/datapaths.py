@@ -248,14 +248,28 @@ class DataPaths:
         return await self.first_present(root, (path,), what, holder, missing=missing)
 
     async def first_present(self, root: str, candidates: Sequence[str], what: str,
-                            holder: str = "pool", *, missing: str = "") -> str:
+                            holder: str = "pool", *, missing: str = "",
+                            suffixes: tuple[str, ...] | None = None) -> str:
         """The first of ``candidates`` (each below ``root``, the root of a ``holder``)
         that is there, tried in order; when none is, as ``present``: InvalidRequest
         naming the first (``missing``, when given, is that answer's text), or naming
         ``root`` when it cannot be seen either. The one check of a file that a command
         needs on a pool or image store. 1 call a candidate tried (+ 1 when none is
-        found)."""
+        found).
+
+        With ``suffixes``, the candidates are paths as a command names them, checked as
+        ``file_in`` checks one: each is confined to ``root`` and must end in one of
+        ``suffixes`` (before any is tried), and no link on the way to a candidate may lead
+        out of ``root``, checked as it is tried, before it is looked for (so no link out
+        is followed): a candidate after the one found costs nothing. +1 call a candidate
+        tried."""
+        if suffixes is not None:
+            candidates = [confined(root, candidate) for candidate in candidates]
+            for candidate in candidates:
+                check_suffix(candidate, suffixes, what)
         for candidate in candidates:
+            if suffixes is not None:
+                await self.no_link_out(root, candidate, what)
             if await self.files.exists(candidate):
                 return candidate
         await self.absent_for_sure(root, candidates[0], what, holder)

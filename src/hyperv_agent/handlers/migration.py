@@ -518,11 +518,11 @@ class MigrationHandlers(FileHandlers):
         """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
         what = f"volume {volume_path}"
         named = volume_path.lower().endswith(images.DISK_SUFFIXES)
-        candidates = [await self.paths.file_in(root, candidate, what, images.DISK_SUFFIXES)
-                      for candidate in ([volume_path] if named else [
-                          volume_path + suffix for suffix in images.DISK_SUFFIXES])]
+        candidates = [volume_path] if named else [
+            volume_path + suffix for suffix in images.DISK_SUFFIXES]
         return await self.paths.first_present(root, candidates, what,
-                                              missing=f"{what} is not in {root}")
+                                              missing=f"{what} is not in {root}",
+                                              suffixes=images.DISK_SUFFIXES)
 
     # --- shared ---------------------------------------------------------------------------
 

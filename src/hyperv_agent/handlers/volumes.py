@@ -313,11 +313,10 @@ class VolumeHandlers(FileHandlers):
         if pool is None or not name:
             raise InvalidRequest("pool and path are required")
         root = self.paths.pool_root(pool, "pool")
-        candidates = [await self.paths.file_in(root, candidate, "path", images.DISK_SUFFIXES)
-                      for candidate in _disk_names(name)]
         return await self.paths.first_present(
-            root, candidates, "path",
-            missing=f"the volume file {confined(root, name)} does not exist")
+            root, _disk_names(name), "path",
+            missing=f"the volume file {confined(root, name)} does not exist",
+            suffixes=images.DISK_SUFFIXES)
 
     # --- legacy CreateCommand -----------------------------------------------------------
 
