@@ -392,6 +392,25 @@ async def test_start_fails_naming_the_limit_and_creates_nothing_when_boot_args_c
     assert await _vm_count(agent.emulator) == 0
 
 
+@pytest.mark.parametrize(("args", "char"), [
+    (" template=domP type=secstorage name=s-1-VM note=a\x00b", "\\x00"),
+    (" template=domP type=secstorage name=s-1-VM note=a\x1bb", "\\x1b"),
+    (" template=domP type=secstorage name=s-1-VM note=\ufffe", "\\ufffe"),
+    ("".join(f" key{n}={'v' * 100}" for n in range(20)) + " note=a\x00b", "\\x00"),
+])
+async def test_start_fails_naming_the_character_and_creates_nothing_when_no_kvp_item_carries_it(
+    agent: Running, args: str, char: str,
+) -> None:
+    before = agent.emulator.round_trips()
+    answer = await _answer(agent, _body(agent, bootArgs=args))
+    assert answer["result"] is False
+    offset = min(args.find(c) for c in "\x00\x1b\ufffe" if c in args)
+    assert "vm.bootArgs" in answer["details"] and char in answer["details"], answer
+    assert f"at offset {offset}," in answer["details"], answer
+    assert (agent.emulator.round_trips() - before)["invoke:DefineSystem"] == 0
+    assert await _vm_count(agent.emulator) == 0
+
+
 # --- what the system VM template makes of the items (protocol §9.2) ----------------------
 
 # An OpenSSH RSA 4096 public key, base64-encoded as the MS passes ``ssh.publickey``.

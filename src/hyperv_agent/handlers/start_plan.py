@@ -463,7 +463,8 @@ def _controller_note(key: str, asked: str | None, bus: str, what: str) -> str:
 def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     """The boot arguments as KVP items (protocol §9.2): one item when they fit, else split
     at whitespace into several (``kvp.split_words``); InvalidRequest naming the limit when
-    no split can carry them. None when ``bootArgs`` is blank.
+    no split can carry them, or the character and its offset when they hold one no KVP
+    item carries (``kvp.refuse_uncarried``: a NUL, say). None when ``bootArgs`` is blank.
 
     Whatever the VM's type: the MS gives boot arguments to system VMs and to the User VMs
     it builds from the system VM template (CKS nodes, Shared FS VMs), which read them
@@ -476,9 +477,10 @@ def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     args = vm.boot_args or ""
     if not args.strip():
         return ()
-    if not args[0].isspace():
-        args = f" {args}"
     try:
+        kvp.refuse_uncarried(BOOT_ARGS_KEY, args)  # its offset in the MS's arguments
+        if not args[0].isspace():
+            args = f" {args}"
         return kvp.split_words(BOOT_ARGS_KEY, args)
     except InvalidRequest as error:
         raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hyperv_agent.cim import cimxml
 from hyperv_agent.cim.api import InValue
 from hyperv_agent.errors import InvalidRequest, JobFailed, MethodFailed
 from hyperv_agent.hyperv import vms
@@ -33,6 +34,19 @@ def fits_kvp_value(value: str) -> bool:
             and len(value.encode("utf-8")) <= KVP_GUEST_VALUE_MAX_BYTES)
 
 
+def refuse_uncarried(key: str, value: str) -> None:
+    """InvalidRequest naming the character when ``value`` holds one no KVP item carries:
+    a NUL or another C0 control but tab, LF and CR, U+FFFE or U+FFFF. Hyper-V takes an
+    item only as CIM-XML text (every backend writes it so), which has no such character;
+    and a guest's KVP driver ends a value at its first NUL. Pure, no I/O."""
+    bad = cimxml.uncarried(value)
+    if bad is not None:  # its place, not its neighbours: values carry passwords
+        raise InvalidRequest(
+            f"{key!r} holds the character {bad!r} at offset {value.index(bad)}, which no "
+            "KVP item carries: Hyper-V takes items as CIM-XML text, which has no NUL, no "
+            "C0 control but tab, LF and CR, and no U+FFFE or U+FFFF")
+
+
 def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     """``value`` as KVP items: one item ``key`` when it fits, else several whose values
     hold whole words (split at whitespace, never inside a word).
@@ -41,8 +55,10 @@ def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
     word. Each part starts and ends with a space, so no word runs into the next record's
     key; the parts are keyed ``key``, ``key-2``, ``key-3``, ... A word that does not fit
-    one item, or more than 128 items: InvalidRequest naming the limit. Pure, no I/O.
+    one item, or more than 128 items: InvalidRequest naming the limit; a character no
+    item carries (``refuse_uncarried``): InvalidRequest naming it. Pure, no I/O.
     """
+    refuse_uncarried(key, value)
     if fits_kvp_value(value):
         return ((key, value),)
     parts: list[str] = []
@@ -76,8 +92,9 @@ async def push_kvp_items(hv: HyperV, vm: VmRef, items: Sequence[tuple[str, str]]
     """Set host-to-guest KVP items (key, value) of the VM, all in one call.
 
     A value that does not fit one item (``fits_kvp_value``; ``split_words`` splits long
-    ones), an empty or over-long key, or more than 128 items: InvalidRequest, nothing
-    pushed. AddKvpItems first; if it fails (a key exists), ModifyKvpItems. Missing VM:
+    ones), a key or value holding a character no item carries (``refuse_uncarried``), an
+    empty or over-long key, or more than 128 items: InvalidRequest, nothing pushed.
+    AddKvpItems first; if it fails (a key exists), ModifyKvpItems. Missing VM:
     HyperVError after both attempts. Safe to repeat: afterwards the VM has each item with
     its value, seen by the guest while it runs with KVP integration services (keys the
     VM already had are left as they were). Hyper-V applies a call wholly or not at all,
@@ -89,6 +106,8 @@ async def push_kvp_items(hv: HyperV, vm: VmRef, items: Sequence[tuple[str, str]]
     for key, value in items:
         if not key or len(key) > KVP_KEY_MAX_CHARS:
             raise InvalidRequest(f"KVP key must have 1..{KVP_KEY_MAX_CHARS} characters")
+        refuse_uncarried("a KVP key", key)
+        refuse_uncarried(key, value)
         if not fits_kvp_value(value):
             raise InvalidRequest(
                 f"KVP value of {key!r} has {len(value)} characters, more than one item holds "
