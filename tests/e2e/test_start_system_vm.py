@@ -485,6 +485,23 @@ async def test_start_keeps_first_boot_arg_apart_from_the_key_when_args_lack_a_sp
                         "type": "secstorage", "template": "domP", "name": "s-1-VM"}
 
 
+@pytest.mark.parametrize("args", [
+    "\u00a0type=secstorage template=domP name=s-1-VM",
+    " type=secstorage template=domP name=s-1-VM" + "".join(
+        f" note{n}=a\u00a0b\u2028c\x85d\re\u3000f" for n in range(150)),
+])
+async def test_start_splits_boot_args_only_where_the_guest_splits_words(
+    agent: Running, args: str,
+) -> None:
+    assert (await _answer(agent, _body(agent, bootArgs=args)))["result"] is True
+    items = await _kvp(agent.emulator, await _vm(agent.emulator, "s-1-VM"))
+    assert (len(items) == 1) == (len(args) < 1023)
+    for order in guest.orders(list(items.items())):
+        settings = guest.parse_cmd_line(guest.cmdline_text(guest.pool_file(order)))
+        assert {key: settings.pop(key) for key in items} == {key: key for key in items}
+        assert settings == guest.parse_cmd_line(args)
+
+
 async def test_start_pushes_no_items_when_user_vm_has_no_boot_args(agent: Running) -> None:
     assert (await _answer(agent, _body(agent, "i-2-31-VM", kind="User", bootArgs=" ")))[
         "result"] is True

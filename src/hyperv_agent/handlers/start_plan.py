@@ -471,15 +471,17 @@ def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     from the same KVP pool, and to no other VM.
 
     The guest reads the pool file whole, each record's key right before its value, NULs
-    dropped: a value must start with whitespace or its first word runs into the key
-    (``cloudstack-vm-userdatatemplate=domP``). Every MS builder starts its arguments with
-    a space; arguments that do not get one."""
+    dropped, and splits it into words at space, tab and newline only
+    (``kvp.WORD_SEPARATORS``): a value must start with one of them or its first word
+    runs into the key (``cloudstack-vm-userdatatemplate=domP``). Every MS builder starts
+    its arguments with a space; arguments that do not (a no-break space is no
+    separator there) get one."""
     args = vm.boot_args or ""
-    if not args.strip():
+    if not args.strip(kvp.WORD_SEPARATORS):
         return ()
     try:
         kvp.refuse_uncarried(BOOT_ARGS_KEY, args)  # its offset in the MS's arguments
-        if not args[0].isspace():
+        if args[0] not in kvp.WORD_SEPARATORS:
             args = f" {args}"
         return kvp.split_words(BOOT_ARGS_KEY, args)
     except InvalidRequest as error:

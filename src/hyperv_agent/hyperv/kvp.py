@@ -8,7 +8,9 @@ guest reads in order. Pushing is one AddKvpItems call (ModifyKvpItems when keys 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Final
 
 from hyperv_agent.cim import cimxml
 from hyperv_agent.cim.api import InValue
@@ -25,6 +27,12 @@ from hyperv_agent.hyperv.schema import (
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.hyperv.settings import spawned, step
 from hyperv_agent.hyperv.vms import VmRef
+
+#: Where a guest reading the pool as a command line splits it into words: bash's default
+#: IFS (space, tab, newline). Not Unicode whitespace: a no-break space, U+2028 or a CR
+#: stays inside its word there, so the items keep it inside the word too.
+WORD_SEPARATORS: Final = " \t\n"
+_SEPARATED: Final = re.compile(f"[{WORD_SEPARATORS}]+")
 
 
 def fits_kvp_value(value: str) -> bool:
@@ -49,7 +57,7 @@ def refuse_uncarried(key: str, value: str) -> None:
 
 def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     """``value`` as KVP items: one item ``key`` when it fits, else several whose values
-    hold whole words (split at whitespace, never inside a word).
+    hold whole words (split at ``WORD_SEPARATORS``, never inside a word).
 
     Every item lands in the guest's pool as a record of its own; a guest that reads the
     whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
@@ -62,7 +70,7 @@ def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     if fits_kvp_value(value):
         return ((key, value),)
     parts: list[str] = []
-    for word in value.split():
+    for word in filter(None, _SEPARATED.split(value)):
         if not fits_kvp_value(f" {word} "):
             raise InvalidRequest(
                 f"the word {word[:40]!r}... of {key!r} has {len(word)} characters; with a "
@@ -74,7 +82,7 @@ def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
         else:
             parts.append(f" {word} ")
     if not parts:
-        return ((key, value.strip()),)
+        return ((key, value.strip(WORD_SEPARATORS)),)
     if len(parts) > KVP_ITEMS_PER_CALL:
         raise InvalidRequest(
             f"{key!r} needs {len(parts)} KVP items of at most {KVP_VALUE_MAX_CHARS} "
