@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from hyperv_agent.config import load_config
-from tests.e2e.conftest import STARTUP_REQUEST, serving
+from hyperv_agent.config import AgentConfig, load_config
+from tests.e2e.conftest import STARTUP_REQUEST, Running, serving
 
 ROUTING = "com.cloud.agent.api.StartupRoutingCommand"
 AGENT_IP = "10.9.8.7"  # the Linux machine the management server registers: no NIC of the host
@@ -44,3 +44,72 @@ os_caption = "Microsoft Windows Server 2022 Datacenter"
     assert (details["os"], details["os_version"]) == (
         "Microsoft Windows Server 2022 Datacenter", "10.0.20348")
     assert details["rdp.server.port"] == "3390"  # the console relay, not the host
+
+
+async def test_startup_reports_the_host_nic_on_the_registered_subnet_not_its_first_one(
+        tmp_path: Path) -> None:
+    """The registered address is the agent's, which no NIC of the host holds: the NIC
+    reported is the host's on that subnet. The management server checks privateNetmask
+    against the pod's CIDR: the first adapter WMI lists (the host's NIC on 192.168.100.0/24,
+    then a storage NIC on a /16) would give it another subnet's and have it refuse the
+    host."""
+    request = _registered_as_the_agent()
+    async with serving(_config(tmp_path), backend="wsman-http-ntlm") as running:
+        _add_nics(running, (
+            (("fe80::5d1a:2b3c:4d5e:6f70",), ("64",), "00:15:5D:01:00:01"),
+            (("172.16.0.5",), ("255.255.0.0",), "00:15:5D:01:00:02"),
+            (("10.9.8.20", "fe80::1"), ("255.255.255.0", "64"), "00:15:5D:01:00:03")))
+        status, data = await running.post("com.cloud.agent.api.StartupCommand", request)
+    assert status == 200
+    routing = data[0][ROUTING]
+    assert (routing["privateNetmask"], routing["privateMacAddress"]) == (
+        "255.255.255.0", "00155D010003")
+    assert (routing["storageNetmask"], routing["storageMacAddress"]) == (
+        "255.255.255.0", "00155D010003")
+
+
+async def test_startup_reports_an_ipv4_nic_when_the_first_holds_only_ipv6(
+        tmp_path: Path) -> None:
+    """With no NIC on the registered subnet, the first IPv4 address is reported: an IPv6
+    one's netmask is a prefix length ("64"), which the management server reads as a
+    dotted IPv4 mask, and refuses the host for."""
+    request = _registered_as_the_agent()
+    async with serving(_config(tmp_path), backend="wsman-http-ntlm") as running:
+        host = running.emulator.host
+        txn = host.store.transaction()
+        for key, _ in list(host.keyed_records("Win32_NetworkAdapterConfiguration")):
+            txn.delete_key(key)
+        txn.commit()
+        _add_nics(running, (
+            (("fe80::5d1a:2b3c:4d5e:6f70",), ("64",), "00:15:5D:01:00:01"),
+            (("172.16.0.5",), ("255.255.0.0",), "00:15:5D:01:00:02")))
+        status, data = await running.post("com.cloud.agent.api.StartupCommand", request)
+    assert status == 200
+    routing = data[0][ROUTING]
+    assert (routing["privateNetmask"], routing["privateMacAddress"]) == (
+        "255.255.0.0", "00155D010002")
+
+
+def _config(tmp_path: Path) -> AgentConfig:
+    return load_config(None, state_dir=tmp_path / "state", backend="emulator")
+
+
+def _registered_as_the_agent() -> list[dict[str, dict[str, object]]]:
+    """STARTUP_REQUEST, registering the agent's address, which no NIC of the host holds."""
+    request = copy.deepcopy(STARTUP_REQUEST)
+    request[0][ROUTING].update(privateIpAddress=AGENT_IP, storageIpAddress=AGENT_IP)
+    return request
+
+
+def _add_nics(running: Running,
+              nics: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...]) -> None:
+    """Give the emulated host IP-enabled adapters (addresses, IPSubnet, MAC), listed after
+    those it has, in this order."""
+    host = running.emulator.host
+    txn = host.store.transaction()
+    for index, (ips, masks, mac) in enumerate(nics):
+        txn.put(host.new_record(
+            "Win32_NetworkAdapterConfiguration", Index=10 + index, IPEnabled=True,
+            Description=f"Ethernet adapter {index}", IPAddress=ips, IPSubnet=masks,
+            MACAddress=mac, DefaultIPGateway=()))
+    txn.commit()

@@ -126,7 +126,7 @@ class HostHandlers:
         ip = self.settings.private_ip or command.private_ip_address or ""
         if command.private_ip_address:
             self._learn_registered(command.private_ip_address)
-        nic = await host.nic_for_ip(self.hv, ip) or await self._first_nic()
+        nic = await host.management_nic(self.hv, ip)
         reserved = self.settings.dom0_min_memory_mb * 1024 * 1024
         routing = command.model_copy(update={
             "private_netmask": nic.netmask if nic else None,
@@ -168,10 +168,6 @@ class HostHandlers:
         return {"product_version": self.settings.hypervisor_version,
                 "os": facts.os_caption or "Windows", "os_version": facts.os_version,
                 "rdp.server.port": str(self.settings.console_port)}
-
-    async def _first_nic(self) -> host.NicFacts | None:
-        nics = await host.all_nics(self.hv)
-        return nics[0] if nics else None
 
     async def _local_pool(self, command: wire.StartupRoutingCommand
                           ) -> wire.StartupStorageCommand | None:

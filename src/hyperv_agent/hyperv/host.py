@@ -11,6 +11,7 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
 ``cpu_run_time_percent``  1 (the hypervisor's logical processor counters, ``_Total``, raw);
                           2, a second apart, the session's first time
 ``nic_for_ip``            1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
+``management_nic``        1 (the same query)
 ``all_nics``              1 (the same query)
 ``switch_names``          1 (Msvm_VirtualEthernetSwitch)
 ``external_switch``       1 (Msvm_VirtualEthernetSwitch), +1 per switch not seen before
@@ -295,6 +296,39 @@ async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:
     except ValueError:
         return None
     return next((nic for nic in await all_nics(hv) if _same_ip(nic.ip, wanted)), None)
+
+
+async def management_nic(hv: HyperV, ip: str) -> NicFacts | None:
+    """The host NIC address a StartupRoutingCommand reports for ``ip``, the address the
+    management server registered: the one equal to it; else (an agent driving the host
+    from another machine, whose address no NIC of the host holds) the IPv4 one whose
+    subnet holds ``ip``; else the first IPv4 one. The management server checks the
+    reported netmask against the pod's CIDR, reading it as a dotted IPv4 mask: another
+    subnet's, or an IPv6 prefix length ("64"), has it refuse the host. None when no
+    IP-enabled NIC has an address. 1 query, read-only, safe to repeat."""
+    nics = await all_nics(hv)
+    try:
+        wanted: IpAddress | None = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        wanted = None
+    ipv4 = [(nic, network) for nic in nics if (network := _ipv4_network(nic)) is not None]
+    ranked = ([nic for nic in nics if wanted is not None and _same_ip(nic.ip, wanted)]
+              + [nic for nic, network in ipv4 if wanted is not None and wanted in network]
+              + [nic for nic, _ in ipv4] + list(nics))
+    return ranked[0] if ranked else None
+
+
+def _ipv4_network(nic: NicFacts) -> ipaddress.IPv4Network | None:
+    """The IPv4 subnet of ``nic`` (its address and dotted netmask); None for an IPv6
+    address or a netmask that is not a dotted IPv4 one."""
+    try:
+        network = ipaddress.ip_network(f"{nic.ip.strip()}/{nic.netmask.strip()}",
+                                       strict=False)
+    except ValueError:
+        return None
+    if not isinstance(network, ipaddress.IPv4Network) or "." not in nic.netmask:
+        return None
+    return network
 
 
 async def all_nics(hv: HyperV) -> tuple[NicFacts, ...]:
