@@ -113,3 +113,44 @@ def _add_nics(running: Running,
             Description=f"Ethernet adapter {index}", IPAddress=ips, IPSubnet=masks,
             MACAddress=mac, DefaultIPGateway=()))
     txn.commit()
+
+
+async def test_host_stats_count_the_traffic_of_the_nic_on_the_registered_subnet(
+        tmp_path: Path) -> None:
+    """GetHostStats counts the traffic of the NIC registration reported (the host's on
+    the registered subnet), not every interface's: the registered address is the agent's,
+    on no NIC of the host, and the sum would count the host's own traffic twice (its
+    vEthernet adapter and the physical NIC under the vSwitch) and the storage NIC's."""
+    async with serving(_config(tmp_path), backend="wsman-http-ntlm") as running:
+        _add_nics(running, (
+            (("172.16.0.5",), ("255.255.0.0",), "00:15:5D:01:00:02"),
+            (("10.9.8.20",), ("255.255.255.0",), "00:15:5D:01:00:03")))
+        hour_ago = _count_traffic(running, {"Ethernet adapter 0": (4_000_000, 3_000_000),
+                                            "Ethernet adapter 1": (40_960, 10_240)})
+        status, _ = await running.post("com.cloud.agent.api.StartupCommand",
+                                        _registered_as_the_agent())
+        assert status == 200
+        status, data = await running.post("com.cloud.agent.api.GetHostStatsCommand",
+                                          {"hostId": 5, "contextMap": {}, "wait": 0})
+        elapsed = running.emulator.host.clock() - hour_ago
+    assert status == 200
+    stats = data[0]["com.cloud.agent.api.GetHostStatsAnswer"]["hostStats"]
+    # 40 KiB and 10 KiB a second on the 10.9.8.0/24 NIC, over the hour since its counters
+    # started (and the second or so the commands took)
+    assert 40 * 3600 <= stats["networkReadKBs"] <= 40 * elapsed
+    assert 10 * 3600 <= stats["networkWriteKBs"] <= 10 * elapsed
+
+
+def _count_traffic(running: Running, rates: dict[str, tuple[int, int]]) -> float:
+    """Give the adapters named (by Description) "Network Interface" counters, moving at
+    (bytes received, bytes sent) a second since an hour ago; that time."""
+    host = running.emulator.host
+    since = host.clock() - 3600
+    txn = host.store.transaction()
+    for description, (receive_bps, send_bps) in rates.items():
+        counters = host.new_record("Win32_PerfRawData_Tcpip_NetworkInterface",
+                                   Name=description, CurrentBandwidth=10_000_000_000)
+        counters.meta.update(since=since, receive_bps=receive_bps, send_bps=send_bps)
+        txn.put(counters)
+    txn.commit()
+    return since

@@ -111,12 +111,12 @@ async def test_external_switch_refuses_naming_switches_when_none_is_external(
     assert "'Host only', 'Isolated'" in str(refused.value)
 
 
-async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
+async def test_management_nic_finds_private_nic_when_ip_is_configured(
     emulator: EmulatorCim, make_config: Callable[..., EmulatorConfig],
 ) -> None:
     config = make_config()
     before = emulator.round_trips()
-    nic = await host.nic_for_ip(hv(emulator), config.private_ip)
+    nic = await host.management_nic(hv(emulator), config.private_ip)
     assert (emulator.round_trips() - before).calls == 1
     assert nic is not None
     assert (nic.ip, nic.netmask) == (config.private_ip, config.private_netmask)
@@ -124,9 +124,13 @@ async def test_nic_for_ip_finds_private_nic_when_ip_is_configured(
     assert nic.gateway is None  # the emulated NIC has no default gateway
 
 
-async def test_nic_for_ip_is_none_when_no_nic_has_the_ip(emulator: EmulatorCim) -> None:
-    assert await host.nic_for_ip(hv(emulator), "10.9.8.7") is None
-    assert await host.nic_for_ip(hv(emulator), "not-an-ip") is None
+async def test_management_nic_is_the_first_ipv4_one_when_no_nic_is_on_the_ips_subnet(
+    emulator: EmulatorCim, make_config: Callable[..., EmulatorConfig],
+) -> None:
+    config = make_config()
+    for ip in ("10.9.8.7", "not-an-ip", ""):
+        nic = await host.management_nic(hv(emulator), ip)
+        assert nic is not None and nic.ip == config.private_ip
 
 
 async def test_all_nics_lists_every_address_when_host_has_one_nic(
@@ -184,13 +188,15 @@ async def test_stats_count_the_management_nics_traffic_not_every_interface(
         mine = await host.host_stats(session, private_ip)
         assert (cim.round_trips() - before).calls == 3  # the NIC's counters kept
         every = await host.host_stats(session)  # no address: every interface
-        unknown = await host.host_stats(session, "192.0.2.77")  # on no NIC: every interface
+        # on no NIC (an agent on another machine): the NIC registration reports for it
+        unknown = await host.host_stats(session, "192.0.2.77")
     finally:
         await cim.close()
     assert (mine.received_bytes, mine.sent_bytes) == (10 * NIC_RECEIVE_BPS, 10 * NIC_SEND_BPS)
     both = (10 * (NIC_RECEIVE_BPS + UPLINK_RECEIVE_BPS), 10 * (NIC_SEND_BPS + UPLINK_SEND_BPS))
     assert (every.received_bytes, every.sent_bytes) == both
-    assert (unknown.received_bytes, unknown.sent_bytes) == both
+    assert (unknown.received_bytes, unknown.sent_bytes) == (
+        10 * NIC_RECEIVE_BPS, 10 * NIC_SEND_BPS)
 
 
 def test_an_interface_counter_is_named_after_its_adapter_with_windows_replacements() -> None:

@@ -10,8 +10,7 @@ and nothing needs cleaning up when one fails. Round trips (queries) per call:
                           and +1 after them)
 ``cpu_run_time_percent``  1 (the hypervisor's logical processor counters, ``_Total``, raw);
                           2, a second apart, the session's first time
-``nic_for_ip``            1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
-``management_nic``        1 (the same query)
+``management_nic``        1 (Win32_NetworkAdapterConfiguration WHERE IPEnabled = TRUE)
 ``all_nics``              1 (the same query)
 ``switch_names``          1 (Msvm_VirtualEthernetSwitch)
 ``external_switch``       1 (Msvm_VirtualEthernetSwitch), +1 per switch not seen before
@@ -200,9 +199,10 @@ async def reboots_guests(hv: HyperV) -> bool:
 
 async def host_stats(hv: HyperV, private_ip: str | None = None) -> HostStats:
     """Host CPU utilisation (``cpu_run_time_percent``), memory and the network byte
-    counters of the management NIC, the one holding ``private_ip`` (``_network_bytes``);
-    3 queries sent at once (one round trip of latency; the session's first time +1 beside
-    them, to find that NIC, and +1 after them, the CPU counter's second reading), read-only.
+    counters of the management NIC, ``management_nic`` of ``private_ip``
+    (``_network_bytes``); 3 queries sent at once (one round trip of latency; the
+    session's first time +1 beside them, to find that NIC, and +1 after them, the CPU
+    counter's second reading), read-only.
 
     Raises HyperVError when the hypervisor's logical processor counters or
     Win32_OperatingSystem are missing; without the network interface counters the
@@ -229,13 +229,14 @@ async def free_memory_kib(hv: HyperV) -> int:
 
 
 async def _network_bytes(hv: HyperV, private_ip: str | None) -> tuple[int, int]:
-    """Bytes received and sent by the management NIC (the adapter holding ``private_ip``),
-    as the C# agent reported them and KVM agents report their management bridge's: the
-    host's own traffic. Summing every interface would count it twice on a Hyper-V host,
-    once on the management OS's vEthernet adapter and again on the physical NIC under the
-    vSwitch (with the VMs' traffic). Over every interface when the address is not given
-    or its adapter has no counter instance; (0, 0) when the counters are absent (a host
-    whose performance counters are damaged has no such class: logged)."""
+    """Bytes received and sent by the management NIC (``management_nic`` of
+    ``private_ip``, the one registration reports), as the C# agent reported them and KVM
+    agents report their management bridge's: the host's own traffic. Summing every
+    interface would count it twice on a Hyper-V host, once on the management OS's
+    vEthernet adapter and again on the physical NIC under the vSwitch (with the VMs'
+    traffic). Over every interface when the address is not given or that NIC has no
+    counter instance; (0, 0) when the counters are absent (a host whose performance
+    counters are damaged has no such class: logged)."""
     query = wql.select(Class.NIC_PERF, properties=("Name", "BytesReceivedPersec",
                                                    "BytesSentPersec"))
     interfaces, name = await asyncio.gather(
@@ -252,14 +253,16 @@ async def _network_bytes(hv: HyperV, private_ip: str | None) -> tuple[int, int]:
 
 
 async def _management_interface(hv: HyperV, private_ip: str | None) -> str | None:
-    """The "Network Interface" counter instance of the adapter holding ``private_ip``
-    (``interface_counter_name`` of its Description); None when there is none. 1 query the
-    first time for an address, then kept on the session."""
+    """The "Network Interface" counter instance (``interface_counter_name`` of its
+    Description) of ``management_nic`` of ``private_ip``: the adapter holding it, else
+    (an agent driving the host from another machine, whose address no NIC of the host
+    holds) the host's on its subnet, else its first IPv4 one. None when there is none.
+    1 query the first time for an address, then kept on the session."""
     if not private_ip:
         return None
     kept = hv.kept(_Kept).interfaces
     if private_ip not in kept:
-        nic = await nic_for_ip(hv, private_ip)
+        nic = await management_nic(hv, private_ip)
         if nic is None or not nic.description:
             return None
         kept[private_ip] = interface_counter_name(nic.description)
@@ -286,16 +289,6 @@ class _Kept:
     version: tuple[int, ...] | None = None
     facts: HostFacts | None = None  # as ``host_facts`` last read them
     external: dict[str, bool] = field(default_factory=dict)  # switch GUID (lower case)
-
-
-async def nic_for_ip(hv: HyperV, ip: str) -> NicFacts | None:
-    """The host NIC address equal to ``ip``; None when no IP-enabled NIC has it (or ``ip``
-    is not an IP address). 1 query, read-only, safe to repeat."""
-    try:
-        wanted = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        return None
-    return next((nic for nic in await all_nics(hv) if _same_ip(nic.ip, wanted)), None)
 
 
 async def management_nic(hv: HyperV, ip: str) -> NicFacts | None:
