@@ -8,8 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydantic import BaseModel
 
+from hyperv_agent.cli import main
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
 
@@ -254,6 +256,28 @@ def test_a_local_pool_folder_registration_would_refuse_is_a_config_error(
     assert key in message and why in message, message
     path.write_text(f"[agent]\n{key} = 'D:\\VMs\\pool'\n")
     assert getattr(load_config(path).agent, key) == "D:\\VMs\\pool"
+
+
+def test_a_local_pool_folder_with_a_plus_is_a_config_error_and_doctor_says_so(
+        tmp_path: Path) -> None:
+    """The management server stores a local pool's hostPath with every '+' made a space
+    (CloudStackPrimaryDataStoreLifeCycleImpl.initialize): the pool it records would be
+    another folder, where the volumes it then creates on it are looked for. The other
+    folders are never registered as pools: a '+' there is a folder name like any other."""
+    path = tmp_path / "agent.toml"
+    path.write_text("[agent]\nlocal_storage_path = 'D:\\VMs+Disks'\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert "local_storage_path" in message and "'+'" in message, message
+    assert "D:\\VMs Disks" in message, message  # the folder the MS would record
+    result = CliRunner().invoke(main, ["doctor", "--config", str(path),
+                                       "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2, result.output
+    assert "local_storage_path" in result.output and "'+'" in result.output, result.output
+    for key in ("local_secondary_storage_path", "config_drive_cache_path"):
+        path.write_text(f"[agent]\n{key} = 'D:\\C++ Builds'\n")
+        assert getattr(load_config(path).agent, key) == "D:\\C++ Builds"
 
 
 def test_an_empty_secondary_folder_says_there_is_none_and_an_empty_pool_folder_is_refused(

@@ -217,13 +217,23 @@ class AgentSection(_Section):
         Windows misreads would start the agent with its local pool quietly left out of the
         host's registration). An empty ``local_secondary_storage_path`` says there is none
         (legacy nfs:// downloads then fail saying so); an empty ``config_drive_cache_path``
-        is the default folder (``config_drive_cache``)."""
+        is the default folder (``config_drive_cache``). ``local_storage_path``, the one
+        registered as a pool, may not hold a '+'."""
         if root == "" and info.field_name != "local_storage_path":
             return root
         try:
             locations.root_to_register("", root, "Filesystem")
         except AgentError as error:
             raise ValueError(str(error)) from None
+        if info.field_name == "local_storage_path" and "+" in root:
+            # CloudStackPrimaryDataStoreLifeCycleImpl.initialize makes every '+' of a local
+            # pool's hostPath a space before storing it: the pool the MS records, and
+            # creates volumes on, would be another folder.
+            raise ValueError(
+                f"{locations.quoted(root, 260)} has a '+': the management server records a "
+                "local pool's path with every '+' read as a space, "
+                f"{locations.quoted(root.replace('+', ' '), 260)}, another folder; choose "
+                "a folder without '+'")
         return root
 
     @field_validator("smb_credentials")
