@@ -280,6 +280,16 @@ def test_a_local_pool_folder_with_a_plus_is_a_config_error_and_doctor_says_so(
         assert getattr(load_config(path).agent, key) == "D:\\C++ Builds"
 
 
+def test_an_emulated_host_of_more_sockets_than_cores_is_a_config_error(tmp_path: Path) -> None:
+    """Each Win32_Processor holds at least one core: 4 sockets cannot share 2 cores."""
+    path = tmp_path / "agent.toml"
+    path.write_text("[emulator]\ncpus = 2\nsockets = 4\n")
+    with pytest.raises(ConfigError, match=r"sockets \(4\) outnumber cpus \(2\)"):
+        load_config(path)
+    path.write_text("[emulator]\ncpus = 6\nsockets = 4\n")
+    assert load_config(path).emulator.sockets == 4
+
+
 def test_an_empty_secondary_folder_says_there_is_none_and_an_empty_pool_folder_is_refused(
         tmp_path: Path) -> None:
     """local_secondary_storage_path empty: no folder for legacy nfs:// downloads (they fail

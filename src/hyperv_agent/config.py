@@ -424,6 +424,13 @@ class EmulatorSection(_Section):
             raise ValueError(f"switch_types names switches not in switches: {unknown}")
         return self
 
+    @model_validator(mode="after")
+    def _a_core_a_socket(self) -> EmulatorSection:
+        if self.sockets > self.cpus:
+            raise ValueError(f"sockets ({self.sockets}) outnumber cpus ({self.cpus}): every "
+                             "socket holds at least one core")
+        return self
+
 
 class WsmanSection(_Section):
     """The host's WinRM endpoint (``backend = "wsman"``). The password is never printed."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, ObjectPath
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.errors import (
     CimInvalidClass,
     CimInvalidMethod,
@@ -120,6 +123,26 @@ async def test_host_facts_are_in_root_cimv2(emulator: EmulatorCim) -> None:
         CIMV2_NAMESPACE)
     assert sum(int(p.integer("NumberOfCores") or 0) for p in processors) == 16
     assert {p["MaxClockSpeed"] for p in processors} == {2400}
+
+
+async def test_processors_share_cores_the_sockets_do_not_divide_evenly(
+        make_config: Callable[..., EmulatorConfig]) -> None:
+    """NumberOfCores and NumberOfLogicalProcessors are those of each socket (Microsoft:
+    "for the current instance of the processor"): over all sockets they add up to the
+    host's, whatever the socket count."""
+    cim = EmulatorCim.open(make_config(cpus=6, sockets=4))
+    try:
+        processors = await cim.query(
+            "SELECT DeviceID, NumberOfCores, NumberOfLogicalProcessors FROM Win32_Processor",
+            CIMV2_NAMESPACE)
+        system = await cim.query("SELECT NumberOfLogicalProcessors FROM Win32_ComputerSystem",
+                                 CIMV2_NAMESPACE)
+    finally:
+        await cim.close()
+    assert [(p["DeviceID"], p["NumberOfCores"], p["NumberOfLogicalProcessors"])
+            for p in processors] == [("CPU0", 2, 2), ("CPU1", 2, 2), ("CPU2", 1, 1),
+                                     ("CPU3", 1, 1)]
+    assert system[0]["NumberOfLogicalProcessors"] == 6
 
 
 async def test_host_has_services_switch_and_templates(emulator: EmulatorCim) -> None:

@@ -618,11 +618,18 @@ class EmulatedHost:
     def _processor_records(self) -> Iterator[Record]:
         """One Win32_Processor per socket, as Windows lists them (values from Microsoft's
         Win32_Processor page: Architecture 9 x64, Availability 3 running, CpuStatus 1
-        enabled, Family 2 unknown, ProcessorType 3 central processor)."""
+        enabled, Family 2 unknown, ProcessorType 3 central processor). NumberOfCores and
+        NumberOfLogicalProcessors are the socket's ("for the current instance of the
+        processor"), so over all sockets they add up to ``cpus``, one logical processor a
+        core (no SMT). ``cpus`` that the sockets do not divide evenly gives the first
+        sockets a core more than the rest: the emulator's choice, as a host of unlike
+        processors would have (Microsoft documents no such host); a socket holds at
+        least one core, so more sockets than ``cpus`` list one core each."""
         config = self.config
-        per_socket = max(1, config.cpus // max(1, config.sockets))
+        sockets = max(1, config.sockets)
         caption = _PROCESSOR_CAPTIONS[config.processor.vendor]
         for socket in range(config.sockets):
+            per_socket = max(1, config.cpus // sockets + (socket < config.cpus % sockets))
             yield self.new_record(
                 "Win32_Processor", DeviceID=f"CPU{socket}",
                 Name="Emulated x64 Processor", Caption=caption, Description=caption,
