@@ -145,6 +145,24 @@ async def test_processors_share_cores_the_sockets_do_not_divide_evenly(
     assert system[0]["NumberOfLogicalProcessors"] == 6
 
 
+async def test_network_adapters_are_listed_by_index_not_in_the_order_they_came(
+        emulator: EmulatorCim) -> None:
+    host = emulator.host
+    for index in (7, 0):  # the host's own adapter is Index 1
+        txn = host.store.transaction()
+        txn.put(host.new_record("Win32_NetworkAdapterConfiguration", Index=index,
+                                Description=f"Ethernet adapter {index}", IPEnabled=True,
+                                IPAddress=(f"10.0.0.{index + 10}",),
+                                IPSubnet=("255.255.255.0",)))
+        txn.commit()
+    every = await emulator.query(wql.select("Win32_NetworkAdapterConfiguration"),
+                                 CIMV2_NAMESPACE)
+    enabled = await emulator.query(wql.select("Win32_NetworkAdapterConfiguration",
+                                              wql.eq("IPEnabled", True), ["Index"]),
+                                   CIMV2_NAMESPACE)
+    assert [a["Index"] for a in every] == [a["Index"] for a in enabled] == [0, 1, 7]
+
+
 async def test_host_has_services_switch_and_templates(emulator: EmulatorCim) -> None:
     for service_class in ("Msvm_VirtualSystemManagementService", "Msvm_ImageManagementService",
                           "Msvm_VirtualEthernetSwitchManagementService",

@@ -431,6 +431,34 @@ def present(txn: Transaction, record: Record) -> bool:
     return txn.get(ObjectPath.parse(device)) is not None
 
 
+#: Classes whose instances a query lists by a key property, not in the order they were
+#: made, and that property. Microsoft documents no order of enumeration; Windows' CIMWin32
+#: provider lists network adapters by Index, ascending, and the emulator does so (its
+#: choice where Microsoft is silent). Other classes keep the order their records were
+#: first stored.
+_LISTED_BY = {"win32_networkadapterconfiguration": "Index"}
+
+
+def in_listing_order(records: list[Record]) -> list[Record]:
+    """``records``, as a query found them, in the order Windows lists them
+    (``_LISTED_BY``): the records of such a class sorted among their own places, the
+    others left where they are."""
+    places: dict[str, list[int]] = {}
+    for place, record in enumerate(records):
+        name = record.class_def.name.lower()
+        if name in _LISTED_BY:
+            places.setdefault(name, []).append(place)
+    if not places:
+        return records
+    ordered = list(records)
+    for name, taken in places.items():
+        key = _LISTED_BY[name]
+        listed = sorted((records[place] for place in taken), key=lambda r: r.integer(key))
+        for place, record in zip(taken, listed, strict=True):
+            ordered[place] = record
+    return ordered
+
+
 _COMPUTED_CLASSES = ("Win32_PerfRawData_Tcpip_NetworkInterface", "Win32_OperatingSystem",
                      HYPERVISOR_LP_COUNTERS, HYPERVISOR_LP_RAW)
 
