@@ -282,8 +282,8 @@ _INSTANCE_NAME_CHARACTERS = str.maketrans("()#\\/", "[]___")
 @dataclass
 class _Kept:
     """What the session keeps for this module: the counter instance of the management
-    NIC, by the address it holds, the host's facts and Windows version, and which switches
-    are External."""
+    NIC, by the address it was found for (``management_nic``), the host's facts and
+    Windows version, and which switches are External."""
 
     interfaces: dict[str, str] = field(default_factory=dict)
     version: tuple[int, ...] | None = None
