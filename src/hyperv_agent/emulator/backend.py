@@ -128,7 +128,7 @@ class EmulatorCim(Cim):
         txn = self.host.store.transaction()
         results = []
         probes = self.host.store.probes
-        candidates = model.in_listing_order(list(wqlindex.candidates(
+        candidates = model.in_listing_order(classes, list(wqlindex.candidates(
             txn, classes, query.where, model.seen_as_stored, model.owner_probe)))
         self.host.counters.add("examined", len(candidates))
         self.host.counters.add("probed", self.host.store.probes - probes)

@@ -8,7 +8,7 @@ InstanceID starts with ``Microsoft:<GUID>\\``.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from hyperv_agent.cim.api import CIMV2_NAMESPACE, V2_NAMESPACE, CimValue, ObjectPath
@@ -439,10 +439,12 @@ def present(txn: Transaction, record: Record) -> bool:
 _LISTED_BY = {"win32_networkadapterconfiguration": "Index"}
 
 
-def in_listing_order(records: list[Record]) -> list[Record]:
-    """``records``, as a query found them, in the order Windows lists them
+def in_listing_order(classes: Sequence[ClassDef], records: list[Record]) -> list[Record]:
+    """``records``, as a query of ``classes`` found them, in the order Windows lists them
     (``_LISTED_BY``): the records of such a class sorted among their own places, the
-    others left where they are."""
+    others left where they are. A query of no such class costs nothing more."""
+    if not any(class_def.name.lower() in _LISTED_BY for class_def in classes):
+        return records
     places: dict[str, list[int]] = {}
     for place, record in enumerate(records):
         name = record.class_def.name.lower()
