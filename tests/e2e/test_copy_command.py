@@ -534,6 +534,43 @@ async def test_linked_clone_costs_one_call_and_one_wait_and_reads_no_template_da
     assert reads == []
 
 
+async def test_a_template_found_under_its_formats_name_is_link_checked_under_it_alone(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A template in a pool is ``<path>`` with its format's extension, else its ``.vhdx``
+    or ``.vhd``. Found under the first (what CloudStack puts in a pool), the others are
+    neither looked for nor checked for links out of the pool: on an SMB pool each is a
+    round trip to the file server, on every volume made from a template. One missing
+    under the first is found under the next, each checked as it is tried."""
+    handler = getattr(agent.agent.dispatch.handlers[COPY], "__self__", None)
+    files: HostFiles | None = getattr(handler, "files", None)
+    assert files is not None
+    asked: list[str] = []
+    link_out, exists = files.link_out, files.exists
+
+    async def links(root: str, path: str) -> str | None:
+        asked.append(f"link_out {path}")
+        return await link_out(root, path)
+
+    async def there(path: str) -> bool:
+        asked.append(f"exists {path}")
+        return await exists(path)
+
+    monkeypatch.setattr(files, "link_out", links)
+    monkeypatch.setattr(files, "exists", there)
+    _template_on_pool(agent)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
+    template = "C:\\pool\\tmpl-1"
+    assert [call for call in asked if template in call] == [
+        f"link_out {template}.vhdx", f"exists {template}.vhdx"], asked
+    asked.clear()
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1", format="VHD"),
+                               _volume(_primary(), uuid="from-vhd-name")))
+    assert [call for call in asked if template in call] == [
+        f"link_out {template}.vhd", f"exists {template}.vhd",
+        f"link_out {template}.vhdx", f"exists {template}.vhdx"], asked
+
+
 async def test_volume_larger_than_its_template_is_a_grown_full_copy(agent: Running) -> None:
     pool = _pool(agent)
     template = _template_on_pool(agent, size=64 * MIB)

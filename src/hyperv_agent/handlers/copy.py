@@ -307,11 +307,8 @@ class CopyHandler(FileHandlers):
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists;
-        a pool that cannot be reached is named as such (``first_present``)."""
-        candidates = await self.paths.primary_templates(src, "srcTO")
-        return await self.paths.first_present(
-            self.paths.pool_root(src.image_data_store, "srcTO"), candidates, "srcTO",
-            missing=f"Local template file missing from {candidates[0]}")
+        a pool that cannot be reached is named as such (``DataPaths.primary_template``)."""
+        return await self.paths.primary_template(src, "srcTO")
 
     async def _refuse_if_running(self, target: str) -> None:
         """Refuse to replace an earlier file at ``target`` that a running VM uses."""

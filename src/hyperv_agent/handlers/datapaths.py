@@ -417,10 +417,13 @@ class DataPaths:
             return found
         return await self.present(self.pool_root(data.data_store, what), found, what)
 
-    async def primary_templates(self, template: TemplateObjectTO, what: str
-                                ) -> tuple[str, ...]:
-        """Where a template on a primary pool may be, in order (protocol §11): ``<pool>\\<path>``
-        with its format's extension, then with ``.vhdx`` and ``.vhd``."""
+    async def primary_template(self, template: TemplateObjectTO, what: str) -> str:
+        """The file of a template on a primary pool, the first there of (protocol §11)
+        ``<pool>\\<path>`` with its format's extension, then with ``.vhdx`` and ``.vhd``
+        (``first_present``: each checked for links out of the pool only as it is tried, so
+        a template found under its format's name costs one check and one look, as
+        CloudStack names every template it puts in a pool); InvalidRequest naming the
+        first when none is, or the pool's root when that cannot be seen either."""
         if not isinstance(template.image_data_store, PrimaryDataStoreTO):
             raise InvalidRequest(f"{what}: the template is not on a primary data store")
         if not template.path:
@@ -430,9 +433,10 @@ class DataPaths:
         name = template.path if template.path.lower().endswith(suffix) \
             else template.path + suffix
         stem = ntpath.splitext(name)[0]
-        names = dict.fromkeys((name, stem + ".vhdx", stem + ".vhd"))
-        return tuple([await self.file_in(root, candidate, what, (*images.DISK_SUFFIXES, suffix))
-                      for candidate in names])
+        names = list(dict.fromkeys((name, stem + ".vhdx", stem + ".vhd")))
+        return await self.first_present(
+            root, names, what, missing=f"Local template file missing from "
+            f"{confined(root, name)}", suffixes=(*images.DISK_SUFFIXES, suffix))
 
     async def locate_volume(self, volume: VolumeObjectTO, what: str, *,
                             existing: bool = False) -> str:
