@@ -267,3 +267,34 @@ async def test_volumes_of_a_pool_whose_share_cannot_be_reached_are_not_said_to_h
     (tmp_path / "away").rename(share)
     answer = await _stats(agent, body)
     assert answer["result"] is True and sorted(answer["volumeStats"]) == ["data-d"], answer
+
+
+async def test_a_volume_without_a_file_costs_no_second_look_at_a_pool_that_listed(
+    agent: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A locator naming no file in a pool whose folder lists: the listing has seen the
+    pool's root, which is not looked for again (on an SMB pool a round trip to the file
+    server, each minute), and the volume is left out as without a file. One in a folder
+    of the pool that is not there has the root looked for once, and seen."""
+    await _register_smb(agent)
+    vhd.create(tmp_path / "primary" / "data-e.vhdx", vhd.DiskFormat.VHDX,
+               vhd.DiskType.DYNAMIC, MIB)
+    files = agent.agent.opened.files
+    looked: list[str] = []
+    exists = files.exists
+
+    async def there(path: str) -> bool:
+        looked.append(path)
+        return await exists(path)
+
+    monkeypatch.setattr(files, "exists", there)
+    root = "\\\\10.1.1.1\\primary"
+    answer = await _stats(agent, _asked(SMB_POOL_UUID, "SMB", ["data-e", "gone-e"]))
+    assert answer["result"] is True and sorted(answer["volumeStats"]) == ["data-e"], answer
+    assert "'gone-e': no such disk file in the pool" in answer["details"], answer
+    assert [path.rstrip("\\") for path in looked].count(root) == 1, looked  # its listing
+    looked.clear()
+    answer = await _stats(agent, _asked(SMB_POOL_UUID, "SMB", ["nowhere\\gone-f"]))
+    assert answer["result"] is True and answer["volumeStats"] == {}, answer
+    assert "no such disk file in the pool" in answer["details"], answer
+    assert [path.rstrip("\\") for path in looked].count(root) == 1, looked  # not listed

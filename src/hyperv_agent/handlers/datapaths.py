@@ -311,10 +311,12 @@ class DataPaths:
         ``<name>.vhd``, as Windows compares names (without case). One listing per folder
         the locators name, whatever their number; a locator leading out of ``root``:
         PathNotAllowed, nothing measured. A file reached through a link out of ``root`` is
-        not served. When a locator names no file, ``root`` is looked for (1 call,
-        ``absent_for_sure``): a pool on a share that went away lists as empty, and its
-        volumes are not said to have no file then, but the answer names the root as what
-        cannot be reached (InvalidRequest)."""
+        not served. When a locator names no file, ``root`` must be seen (``absent_for_sure``):
+        a pool on a share that went away lists as empty, and its volumes are not said to
+        have no file then, but the answer names the root as what cannot be reached
+        (InvalidRequest). The listing of ``root`` (where the MS's locators put every
+        volume) has seen it already; only a root not listed, or not found when listed, is
+        looked for (1 call)."""
         wanted: dict[str, tuple[str, ...]] = {}
         for locator in dict.fromkeys(locators):
             try:
@@ -331,7 +333,7 @@ class DataPaths:
         missing: dict[str, str] = {}
         for locator, candidates in wanted.items():
             path = next((ntpath.join(folder, name) for c in candidates
-                         if (name := listed[folder := ntpath.dirname(c)].get(
+                         if (name := (listed[folder := ntpath.dirname(c)] or {}).get(
                              ntpath.basename(c).lower())) is not None), None)
             if path is None:
                 missing[locator] = _NO_FILE
@@ -340,17 +342,19 @@ class DataPaths:
             else:
                 files[locator] = path
         absent = [wanted[locator][0] for locator, why in missing.items() if why == _NO_FILE]
-        if absent:
+        seen = any(names is not None and locations.same_folder(folder, root)
+                   for folder, names in listed.items())
+        if absent and not seen:
             await self.absent_for_sure(root, absent[0], what)
         return files, missing
 
-    async def _listings(self, folders: set[str]) -> dict[str, dict[str, str]]:
-        """The names in each folder, by their lower case; none for a folder not there.
+    async def _listings(self, folders: set[str]) -> dict[str, dict[str, str] | None]:
+        """The names in each folder, by their lower case; None for a folder not there.
         At most ``LISTED_AT_ONCE`` folders are listed at a time (the locators of one
         command may name many folders)."""
-        async def names(folder: str) -> dict[str, str]:
+        async def names(folder: str) -> dict[str, str] | None:
             if not await self.files.exists(folder):
-                return {}
+                return None
             return {name.lower(): name for name in await self.files.list_dir(folder)}
         ordered = sorted(folders)
         return dict(zip(ordered, await at_most(LISTED_AT_ONCE, names, ordered), strict=True))
