@@ -568,6 +568,48 @@ async def test_local_pool_is_not_moved_by_a_command_carrying_its_uuid(tmp_path: 
     assert _files_below(data) == []
 
 
+OTHER_POOL = "6b1d7e2a-0c4f-4e8b-b3a1-2f5e9d8c7a60"
+
+
+async def test_a_pool_put_into_maintenance_is_forgotten_by_its_uuid_alone(
+    tmp_path: Path,
+) -> None:
+    """A pool going into maintenance gets ModifyStoragePoolCommand without ``add`` on every
+    Up host of its cluster (StoragePoolAutomationImpl.maintain), with ``localPath`` the
+    Linux mount point ``/mnt//<uuid>``: the local pools of the cluster's hosts too, and
+    pools a host never registered. Each is forgotten by its uuid, or found unknown; none
+    is answered as an add that failed, and the pools registered stay."""
+    config = load_config(_config_file(tmp_path))
+    async with serving(config) as running:
+        local_uuid, local_path = await _local_pool_uuid(running)
+        _, added = await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+        assert added["result"] is True, added
+
+        def remove(uuid: str, pool_type: str, host: str, path: str) -> dict[str, object]:
+            return {"add": False, "localPath": f"/mnt//{uuid}", "details": {}, "pool": {
+                "id": 7, "uuid": uuid, "type": pool_type, "host": host, "path": path,
+                "port": 0}}
+
+        answers = [await running.answer(MODIFY, body) for body in (
+            remove(local_uuid, "Filesystem", PRIVATE_IP, local_path),  # this host's own
+            remove(OTHER_POOL, "Filesystem", "192.168.100.11", local_path),  # a neighbour's
+            remove(OTHER_POOL, "SMB", "[fd00::2]", "/SMB-Share/v6"),  # refused at its add
+        )]
+        _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+        assert stats["result"] is True, stats  # the registered SMB pool is untouched
+        _, local_stats = await running.answer(STATS, {"id": local_uuid,
+                                                      "pooltype": "Filesystem",
+                                                      "localPath": local_path})
+        assert local_stats["result"] is True, local_stats
+    for key, value in answers:
+        assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer"
+        assert value["result"] is True, value
+        assert "add" not in value["details"], value
+    assert "this host's local pool" in answers[0][1]["details"]
+    for _, value in answers[1:]:
+        assert f"{OTHER_POOL} was not registered on this host" in value["details"]
+
+
 @pytest.mark.parametrize("remove", ["modify", "delete"])
 async def test_a_remove_sent_while_an_add_reaches_its_share_is_applied_after_it(
     pools: Running, remove: str

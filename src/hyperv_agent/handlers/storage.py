@@ -86,19 +86,53 @@ class StorageHandlers:
         }
 
     async def modify_pool(self, asked: ModifyStoragePoolCommand) -> Result:
-        """``add``: reach the pool, measure it and register it; otherwise forget it
-        (without touching it). Safe to repeat; the pool's files are never touched. A
-        pool that cannot be reached: a failed answer naming it, nothing registered."""
+        """``add``: reach the pool, measure it and register it; otherwise forget it by its
+        uuid (``_forget``). Safe to repeat; the pool's files are never touched. A pool
+        that cannot be reached: a failed answer naming it, nothing registered."""
         pool = asked.pool
+        if not asked.add:
+            return await self._forget_on_remove(pool)
         root, total, free = await self._modify(asked, pool)
         info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
                                local_path=root, pool_type=pool.type or None,
                                capacity_bytes=total, available_bytes=free)
         return ModifyStoragePoolAnswer(result=True, pool_info=info)
 
+    async def _forget_on_remove(self, pool: StorageFilerTO) -> Result:
+        """ModifyStoragePoolCommand without ``add``, which the management server sends to
+        every host of a pool's cluster when the pool goes into maintenance (the local
+        pools of other hosts included, and pools a host could not register). Only the
+        uuid is read: the pool's host and path are not parsed, its share not reached and
+        its credentials not offered, so a pool this agent never took (a Filesystem pool
+        named by the ``/mnt//<uuid>`` mount point, a type it cannot use) is forgotten as
+        an unknown one, not refused as a failed registration."""
+        forgotten = await self._forget(pool.uuid)
+        info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
+                               local_path=forgotten, pool_type=pool.type or None)
+        return ModifyStoragePoolAnswer(result=True, pool_info=info,
+                                       details=self._forgotten_details(pool.uuid, forgotten))
+
+    async def _forget(self, pool_uuid: str | None) -> str | None:
+        """Forget the pool ``pool_uuid`` (in order with other commands on it): the root it
+        had, None when it was not registered. Its files are never touched."""
+        if not pool_uuid:
+            return None
+        async with self.pool_locks.hold(pool_uuid):
+            registered = self.registry.get(pool_uuid)
+            forgotten = self.registry.remove(pool_uuid)
+        return registered.root if forgotten and registered is not None else None
+
+    def _forgotten_details(self, pool_uuid: str | None, forgotten: str | None) -> str:
+        if forgotten is not None:
+            return f"storage pool {pool_uuid} forgotten; its files are kept"
+        if pool_uuid and self.registry.is_local(pool_uuid):
+            return (f"storage pool {pool_uuid} is this host's local pool (local_storage_path "
+                    "in the agent's configuration); it stays in use")
+        return f"storage pool {pool_uuid} was not registered on this host; nothing to forget"
+
     async def _modify(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
                       ) -> tuple[str, int, int]:
-        """Register (``add``) or forget the pool: its root, capacity and free bytes."""
+        """Register the pool: its root, capacity and free bytes."""
         async with self.pool_locks.hold(pool.uuid or ""):
             return await self._modify_held(asked, pool)
 
@@ -106,14 +140,13 @@ class StorageHandlers:
                            ) -> tuple[str, int, int]:
         try:
             location = self._location(pool, asked.local_path)
-            if asked.add:
-                self._refuse_moving_the_local_pool(pool, location.root)
-            total, free = await self._measure(location.root) if asked.add else (0, 0)
+            self._refuse_moving_the_local_pool(pool, location.root)
+            total, free = await self._measure(location.root)
         except AgentError as error:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}") from error
-        self._remember(pool, location, asked.add)
-        if asked.add and self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
+        self._remember(pool, location)
+        if self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
             await self.heartbeats.stamp(location.root)
         return location.root, total, free
 
@@ -145,17 +178,13 @@ class StorageHandlers:
             raise InvalidRequest(f"{root} is a file, not a folder: a pool's root is a folder")
         return await pool_usage(self.files, root, self.reservation)
 
-    def _remember(self, pool: StorageFilerTO, location: locations.PoolLocation,
-                  add: bool) -> None:
+    def _remember(self, pool: StorageFilerTO, location: locations.PoolLocation) -> None:
         pool_type = str(pool.type or "")
         if not pool.uuid:
             return
-        if add:
-            self.registry.put(pool.uuid, RegisteredPool(
-                root=location.root, pool_type=pool_type, host=pool.host or "",
-                path=without_query(pool.path)), self._credentials_to_keep(location))
-        else:
-            self.registry.remove(pool.uuid)
+        self.registry.put(pool.uuid, RegisteredPool(
+            root=location.root, pool_type=pool_type, host=pool.host or "",
+            path=without_query(pool.path)), self._credentials_to_keep(location))
 
     def _credentials_to_keep(self, location: locations.PoolLocation
                              ) -> locations.Credentials | None:
@@ -188,13 +217,8 @@ class StorageHandlers:
         pool_uuid = asked.pool.uuid if asked.pool is not None else None
         if not pool_uuid:
             raise InvalidRequest("_pool.uuid is missing: no pool to forget")
-        async with self.pool_locks.hold(pool_uuid):
-            forgotten = self.registry.remove(pool_uuid)
-        if forgotten:
-            return Answer(result=True, details=f"storage pool {pool_uuid} forgotten; its files "
-                                               "are kept")
-        return Answer(result=True, details=f"storage pool {pool_uuid} was not registered on "
-                                           "this host; nothing to forget")
+        forgotten = await self._forget(pool_uuid)
+        return Answer(result=True, details=self._forgotten_details(pool_uuid, forgotten))
 
     async def storage_stats(self, asked: GetStorageStatsCommand) -> Result:
         """Capacity and use of a registered pool: a Filesystem pool by its path (the local
