@@ -571,6 +571,25 @@ async def test_local_pool_is_not_moved_by_a_command_carrying_its_uuid(tmp_path: 
 OTHER_POOL = "6b1d7e2a-0c4f-4e8b-b3a1-2f5e9d8c7a60"
 
 
+@pytest.mark.parametrize("add", [True, False])
+async def test_a_pool_without_a_uuid_is_refused_and_nothing_is_registered(
+    pools: Running, add: bool
+) -> None:
+    """Every later command finds a pool by its uuid: an add without one would answer
+    success for a pool no command could use."""
+    body = _modify(add, "SMB", "10.1.1.2", SMB_PATH)
+    pool = body["pool"]
+    assert isinstance(pool, dict)
+    del pool["uuid"]
+    key, value = await pools.answer(MODIFY, body)
+    assert key == "com.cloud.agent.api.ModifyStoragePoolAnswer" and value["result"] is False
+    assert "pool.uuid is missing" in value["details"], value
+    assert "s3cret" not in value["details"]
+    _, created = await pools.answer(CREATE_POOL, body)
+    assert created["result"] is True and "registered at" not in created["details"], created
+    assert not (pools.agent.config.agent.state_dir / "pools.json").exists()
+
+
 async def test_a_pool_put_into_maintenance_is_forgotten_by_its_uuid_alone(
     tmp_path: Path,
 ) -> None:

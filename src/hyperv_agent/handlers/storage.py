@@ -106,46 +106,49 @@ class StorageHandlers:
         its credentials not offered, so a pool this agent never took (a Filesystem pool
         named by the ``/mnt//<uuid>`` mount point, a type it cannot use) is forgotten as
         an unknown one, not refused as a failed registration."""
+        if not pool.uuid:
+            raise InvalidRequest("pool.uuid is missing: no pool to forget")
         forgotten = await self._forget(pool.uuid)
         info = StoragePoolInfo(host=pool.host, host_path=without_query(pool.path),
                                local_path=forgotten, pool_type=pool.type or None)
         return ModifyStoragePoolAnswer(result=True, pool_info=info,
                                        details=self._forgotten_details(pool.uuid, forgotten))
 
-    async def _forget(self, pool_uuid: str | None) -> str | None:
+    async def _forget(self, pool_uuid: str) -> str | None:
         """Forget the pool ``pool_uuid`` (in order with other commands on it): the root it
         had, None when it was not registered. Its files are never touched."""
-        if not pool_uuid:
-            return None
         async with self.pool_locks.hold(pool_uuid):
             registered = self.registry.get(pool_uuid)
             forgotten = self.registry.remove(pool_uuid)
         return registered.root if forgotten and registered is not None else None
 
-    def _forgotten_details(self, pool_uuid: str | None, forgotten: str | None) -> str:
+    def _forgotten_details(self, pool_uuid: str, forgotten: str | None) -> str:
         if forgotten is not None:
             return f"storage pool {pool_uuid} forgotten; its files are kept"
-        if pool_uuid and self.registry.is_local(pool_uuid):
+        if self.registry.is_local(pool_uuid):
             return (f"storage pool {pool_uuid} is this host's local pool (local_storage_path "
                     "in the agent's configuration); it stays in use")
         return f"storage pool {pool_uuid} was not registered on this host; nothing to forget"
 
     async def _modify(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
                       ) -> tuple[str, int, int]:
-        """Register the pool: its root, capacity and free bytes."""
-        async with self.pool_locks.hold(pool.uuid or ""):
-            return await self._modify_held(asked, pool)
+        """Register the pool: its root, capacity and free bytes. Every later command finds
+        it by its uuid: a pool without one is refused, not measured and left unregistered."""
+        if not pool.uuid:
+            raise InvalidRequest("pool.uuid is missing: a pool is registered under its uuid")
+        async with self.pool_locks.hold(pool.uuid):
+            return await self._modify_held(asked, pool, pool.uuid)
 
-    async def _modify_held(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO
-                           ) -> tuple[str, int, int]:
+    async def _modify_held(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO,
+                           pool_uuid: str) -> tuple[str, int, int]:
         try:
             location = self._location(pool, asked.local_path)
-            self._refuse_moving_the_local_pool(pool, location.root)
+            self._refuse_moving_the_local_pool(pool_uuid, location.root)
             total, free = await self._measure(location.root)
         except AgentError as error:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}") from error
-        self._remember(pool, location)
+        self._remember(pool_uuid, pool, location)
         if self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
             await self.heartbeats.stamp(location.root)
         return location.root, total, free
@@ -164,9 +167,9 @@ class StorageHandlers:
             self.files.use_credentials(location)
         return location
 
-    def _refuse_moving_the_local_pool(self, pool: StorageFilerTO, root: str) -> None:
+    def _refuse_moving_the_local_pool(self, pool_uuid: str, root: str) -> None:
         """The local pool's uuid names the configured folder only."""
-        refusal = self.registry.local_refusal(pool.uuid, root) if pool.uuid else None
+        refusal = self.registry.local_refusal(pool_uuid, root)
         if refusal is not None:
             raise InvalidRequest(refusal)
 
@@ -178,11 +181,10 @@ class StorageHandlers:
             raise InvalidRequest(f"{root} is a file, not a folder: a pool's root is a folder")
         return await pool_usage(self.files, root, self.reservation)
 
-    def _remember(self, pool: StorageFilerTO, location: locations.PoolLocation) -> None:
+    def _remember(self, pool_uuid: str, pool: StorageFilerTO,
+                  location: locations.PoolLocation) -> None:
         pool_type = str(pool.type or "")
-        if not pool.uuid:
-            return
-        self.registry.put(pool.uuid, RegisteredPool(
+        self.registry.put(pool_uuid, RegisteredPool(
             root=location.root, pool_type=pool_type, host=pool.host or "",
             path=without_query(pool.path)), self._credentials_to_keep(location))
 
