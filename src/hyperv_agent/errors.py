@@ -180,6 +180,10 @@ class HostFileError(AgentError):
     """A file or folder on the Hyper-V host could not be reached, read or written."""
 
 
+class LogonRefused(HostFileError):
+    """A file server refused the logon with the account a share is reached with."""
+
+
 class TransferError(AgentError):
     """A file copy or download did not complete; the target was left as it was."""
 

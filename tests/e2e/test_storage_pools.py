@@ -742,3 +742,103 @@ async def test_a_pool_forgotten_takes_its_credentials_with_it(
     assert stats["result"] is False and "not registered" in stats["details"]
     assert samba.password not in "".join(
         path.read_text(errors="replace") for path in config.agent.state_dir.glob("*.json"))
+
+
+# --- SMB credentials as a CloudStack 4.22 management server sends them ---------------------
+# StoragePoolVO.getPath strips ?user=..&password=..&domain=.. from any path holding a
+# password, so ModifyStoragePoolCommand carries the bare path and the account only in its
+# details: the password URLEncoder-encoded (encrypted too where the MS encrypts its
+# database), the domain the string "null" when none was given.
+
+# what DBEncryptionUtil.encrypt makes of a password: base64 of the encrypted bytes
+MS_CIPHERTEXT = "Q3dSbTJ6aWhHQmJ0c3RpZ0R4ZW1xQT09+7kL/9x2="
+
+
+def _stripped_pool(samba: Samba, folder: str, password: str, domain: str = "null"
+                   ) -> dict[str, object]:
+    (samba.share_dir / folder).mkdir(exist_ok=True)
+    body = _modify(True, "SMB", samba.server, f"/{samba.share}/{folder}")
+    body["details"] = {"user": samba.user, "password": password, "domain": domain}
+    return body
+
+
+def _java_url_encoded(text: str) -> str:
+    return quote(text, safe="*-._").replace("%20", "+")  # URLEncoder.encode(text, "UTF-8")
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_pool_whose_account_comes_in_its_details_is_reached_and_kept(
+    tmp_path: Path, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body as the management server sends it: the share reached with the details'
+    account (the password URL-decoded, the domain "null" taken for none), and kept for an
+    agent restarted between pings."""
+    config = _samba_config(tmp_path, samba)
+    folder = f"stripped-{tmp_path.name}"
+    body = _stripped_pool(samba, folder, _java_url_encoded(samba.password))
+    assert _java_url_encoded(samba.password) != samba.password  # decoding is exercised
+    with caplog.at_level(logging.DEBUG):
+        async with serving(config) as running:
+            _, added = await running.answer(MODIFY, body)
+            assert added["result"] is True, added
+        async with serving(config) as running:  # restarted: no ModifyStoragePool comes
+            _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+    assert (samba.share_dir / folder / f"hb-{PRIVATE_IP}").exists()
+    kept = json.loads((config.agent.state_dir / KEPT).read_text())
+    (account,) = kept.values()
+    assert account == {"user": samba.user, "domain": samba.server, "password": samba.password}
+    assert samba.password not in caplog.text
+    assert _java_url_encoded(samba.password) not in caplog.text
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_an_encrypted_password_in_the_details_fails_naming_the_setting_to_use(
+    tmp_path: Path, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A management server that encrypts its database sends the password as ciphertext:
+    the file server refuses it and the answer says why and what to set instead."""
+    config = _samba_config(tmp_path, samba)
+    with caplog.at_level(logging.DEBUG):
+        async with serving(config) as running:
+            _, added = await running.answer(MODIFY, _stripped_pool(samba, "encrypted",
+                                                                   MS_CIPHERTEXT))
+    assert added["result"] is False, added
+    details = str(added["details"])
+    assert "refused the account" in details and "encrypts its database" in details
+    assert f'set [agent.smb_credentials] for "{samba.server}"' in details
+    assert MS_CIPHERTEXT not in details and MS_CIPHERTEXT not in caplog.text
+    assert not (config.agent.state_dir / KEPT).exists()
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_configured_account_wins_over_the_details(
+    tmp_path: Path, samba: Samba, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """[agent.smb_credentials] names the account for the server: the operator chose it, and
+    the (encrypted) password of the details is not tried."""
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    config = config_with_shares(
+        tmp_path, {}, f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}\n'
+                      "[agent.smb_credentials]\n"
+                      f'"{samba.server}" = {{username = "{samba.user}", '
+                      'password_env = "HV_TEST_SMB_PASSWORD"}')
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _stripped_pool(samba, "configured",
+                                                               MS_CIPHERTEXT))
+    assert added["result"] is True, added
+    assert not (config.agent.state_dir / KEPT).exists()  # the configuration's, not kept
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+@pytest.mark.parametrize("domain", ["null", "", "WORKGROUP"])
+async def test_the_domain_of_the_details_is_the_accounts_unless_null_or_empty(
+    tmp_path: Path, samba: Samba, domain: str
+) -> None:
+    config = _samba_config(tmp_path, samba)
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _stripped_pool(
+            samba, f"domain-{domain or 'empty'}", samba.password, domain))
+    assert added["result"] is True, added
+    (account,) = json.loads((config.agent.state_dir / KEPT).read_text()).values()
+    assert account["domain"] == (domain if domain not in ("null", "") else samba.server)

@@ -4,7 +4,13 @@ A Filesystem pool is a folder on the host: ``localPath`` of the command, as the 
 takes it. An SMB (or NetworkFilesystem) pool is a share: ``\\<pool.host>`` + ``pool.path``
 without its ``?user=..&password=..&domain=..`` query, never ``localPath``, which the
 management server always sends as the Linux mount point ``/mnt//<uuid>``. The credentials
-of the query are handed to the host's file access before the share is touched.
+are handed to the host's file access before the share is touched: those of the path's
+query (bodies of older management servers), else the ``user``, ``password`` and ``domain``
+of the command's ``details``, which is where a CloudStack 4.22 management server sends
+them (``StoragePoolVO.getPath`` strips the query of any path holding a password), unless
+``[agent.smb_credentials]`` names an account for the server: the operator's choice wins.
+A management server that encrypts its database sends that password encrypted, and the
+file server refuses it: the failed answer says so and names the setting to use instead.
 Registering a pool records it in the ``PoolRegistry``, where every later command finds its
 root (``handlers.datapaths`` serves paths below registered roots only), and statistics,
 heartbeats, HA checks and template eviction find shared ones. Where the file access uses
@@ -23,7 +29,7 @@ management server names is its to register.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import Answer, GetStorageStatsAnswer, ModifyStoragePoolAnswer
@@ -34,7 +40,7 @@ from hyperv_agent.cloudstack.commands_storage import (
     ModifyStoragePoolCommand,
 )
 from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
-from hyperv_agent.errors import AgentError, InvalidRequest
+from hyperv_agent.errors import AgentError, InvalidRequest, LogonRefused
 from hyperv_agent.handlers.datapaths import REREGISTER_HINT
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats
@@ -141,23 +147,30 @@ class StorageHandlers:
 
     async def _modify_held(self, asked: ModifyStoragePoolCommand, pool: StorageFilerTO,
                            pool_uuid: str) -> tuple[str, int, int]:
+        from_details: locations.ShareLocation | None = None  # a share given its account
         try:
-            location = self._location(pool, asked.local_path)
+            location = self._location(pool, asked.local_path, asked.details)
+            if isinstance(location, locations.ShareLocation) and location.from_details:
+                from_details = location
             self._refuse_moving_the_local_pool(pool_uuid, location.root)
             total, free = await self._measure(location.root)
         except AgentError as error:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
-                             f"pool details: {error}") from error
+                             f"pool details: {error}"
+                             f"{_encrypted_hint(error, from_details)}") from error
         self._remember(pool_uuid, pool, location)
         if self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
             await self.heartbeats.stamp(location.root)
         return location.root, total, free
 
-    def _location(self, pool: StorageFilerTO, local_path: str | None) -> locations.PoolLocation:
+    def _location(self, pool: StorageFilerTO, local_path: str | None,
+                  details: dict[str, str] | None) -> locations.PoolLocation:
         """Where the pool is; a share's credentials are handed over before it is touched."""
         pool_type = str(pool.type or "")
         if pool_type in SHARED_TYPES:
             location = locations.root_to_register(pool.host or "", pool.path or "", "SMB")
+            if isinstance(location, locations.ShareLocation):
+                location = self._with_details_account(location, details)
         elif pool_type == "Filesystem":
             location = locations.root_to_register("", local_path or pool.path or "",
                                                   "Filesystem")
@@ -166,6 +179,20 @@ class StorageHandlers:
         if isinstance(location, locations.ShareLocation):
             self.files.use_credentials(location)
         return location
+
+    def _with_details_account(self, share: locations.ShareLocation,
+                              details: dict[str, str] | None) -> locations.ShareLocation:
+        """``share`` with the account of the command's ``details`` when its path carries
+        none, the file access reaches its server with accounts (smbprotocol) and
+        ``[agent.smb_credentials]`` names none for that server."""
+        if share.credentials is not None:
+            return share
+        smb = self.files.smb_for(share.server)
+        if smb is None or smb.configured_account(share.server) is not None:
+            return share
+        account = locations.details_credentials(details, share.server)
+        return share if account is None else replace(share, credentials=account,
+                                                     from_details=True)
 
     def _refuse_moving_the_local_pool(self, pool_uuid: str, root: str) -> None:
         """The local pool's uuid names the configured folder only."""
@@ -242,3 +269,15 @@ class StorageHandlers:
             return found.root if found is not None else None
         registered = self.registry.get(command.pool_uuid) if command.pool_uuid else None
         return registered.root if registered is not None else None
+
+
+def _encrypted_hint(error: AgentError, location: locations.ShareLocation | None) -> str:
+    """Advice for a file server refusing the account the command's ``details`` gave a
+    share: the likely cause is the password as an encrypting management server sends it."""
+    if not isinstance(error, LogonRefused) or location is None \
+            or location.credentials is None:
+        return ""
+    return (f"; the file server refused the account {location.credentials.qualified_user} "
+            "from the pool's details: a management server that encrypts its database "
+            "sends the password encrypted, which no file server takes; set "
+            f'[agent.smb_credentials] for "{location.server}" in the agent\'s configuration')

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus
 
@@ -67,6 +68,7 @@ class ShareLocation:
     share: str
     folder: str = ""
     credentials: Credentials | None = None
+    from_details: bool = field(default=False, compare=False)  # credentials not from a URL
 
     @property
     def unc(self) -> str:
@@ -238,15 +240,45 @@ def _query_values(query: str) -> dict[str, str]:
 
 
 def _credentials(query: str, server: str) -> Credentials | None:
-    values = _query_values(query)
+    return _account(_query_values(query), server, "storage URL")
+
+
+def details_credentials(details: Mapping[str, str] | None, server: str) -> Credentials | None:
+    """The account of an SMB pool's ``details`` (ModifyStoragePoolCommand): ``user``,
+    ``password`` and ``domain``, as the management server keeps them for the pool; None
+    when they name no user.
+
+    A CloudStack 4.22 management server never sends an SMB pool's credentials in its path:
+    ``StoragePoolVO.getPath`` cuts the ``?user=..&password=..&domain=..`` query off any
+    path holding a password (CLOUDSTACK-7234). They come only in the details of the
+    ModifyStoragePoolCommand sent when the host connects, where the password is
+    ``URLEncoder``-encoded (so decoded here as a form field) and, on a management server
+    that encrypts its database, encrypted with its database key, which no file server
+    takes (the caller says so when the logon is refused)."""
+    if not details:
+        return None
+    values = {key.lower(): value for key, value in details.items()
+              if key.lower() in _CREDENTIAL_KEYS}
+    if "password" in values:
+        values["password"] = _unquote(values["password"], "the 'password' value", form=True)
+    return _account(values, server, "pool details")
+
+
+def _account(values: Mapping[str, str], server: str, where: str) -> Credentials | None:
+    """The account of decoded ``user``, ``password`` and ``domain`` values. A domain
+    ``null`` is none: the management server writes ``"&domain=" + domain`` and a domain
+    nobody gave becomes the string ``null`` (PrimaryDataStoreHelper); no Active Directory
+    domain is named so. Without a domain the account is one of ``server`` itself."""
     for name, value in values.items():
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-            raise BadStorageUrl(f"storage URL {name} contains a control character")
+            raise BadStorageUrl(f"{where} {name} contains a control character")
     user, password = values.get("user", "").strip(), values.get("password", "")
     domain = values.get("domain", "").strip()
+    if domain.lower() == "null":
+        domain = ""
     if not user:
         if password:
-            raise BadStorageUrl("storage URL gives a password but no user")
+            raise BadStorageUrl(f"{where} gives a password but no user")
         return None
     if "\\" in user and not domain:
         domain, _, user = user.partition("\\")

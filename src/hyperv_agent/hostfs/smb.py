@@ -52,7 +52,7 @@ from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBResponseException,
 )
 
-from hyperv_agent.errors import HostFileError, PathNotAllowed
+from hyperv_agent.errors import HostFileError, LogonRefused, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation
@@ -393,6 +393,10 @@ class SmbFiles(HostFiles):
             given = own or self._server_accounts.get(server.lower())
         return given or self._configured.get(server.lower())
 
+    def configured_account(self, server: str) -> Credentials | None:
+        """The account ``[agent.smb_credentials]`` gives for ``server``; None without one."""
+        return self._configured.get(server.lower())
+
     def _server_lock(self, server: str) -> threading.Lock:
         with self._lock:
             return self._connect_locks.setdefault(server.lower(), threading.Lock())
@@ -450,8 +454,11 @@ class SmbFiles(HostFiles):
         message = _describe(error, action, target, self, credentials)
         if credentials is not None and len(credentials.password) >= 4:  # never echoed
             message = message.replace(credentials.password, "*****")
-        kind = MissingFile if _status(error) in (*_MISSING, _DELETE_PENDING) \
-            else HostFileError
+        kind: type[HostFileError] = HostFileError
+        if _status(error) in (*_MISSING, _DELETE_PENDING):
+            kind = MissingFile
+        elif _logon_refused(error):
+            kind = LogonRefused
         raise kind(message) from None
 
 
@@ -543,7 +550,8 @@ def _silent(action: str, target: _Target, files: SmbFiles) -> str:
 def _who(credentials: Credentials | None, server: str) -> str:
     if credentials is None:
         return (f"no credentials are known for {server}: register a pool on that server "
-                "(its path carries ?user=..&password=..), give them in the URL, or add "
+                "(its details or its path carry user and password), give them in the "
+                "URL, or add "
                 f'"{server}" to [agent.smb_credentials]')
     return f"wrong user name or password for {credentials.qualified_user}"
 
