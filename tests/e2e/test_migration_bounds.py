@@ -50,11 +50,14 @@ RUNNING = 4
 
 
 @contextlib.asynccontextmanager
-async def _cluster(tmp_path: Path, backend: str = "emulator") -> AsyncIterator[Running]:
-    """The source's agent (on ``backend``), and (opened first) the destination host HV-B."""
+async def _cluster(tmp_path: Path, backend: str = "emulator",
+                   knobs: str = "") -> AsyncIterator[Running]:
+    """The source's agent (on ``backend``; its emulated host's settings ``knobs``, TOML
+    tables under ``[emulator]``), and (opened first) the destination host HV-B."""
     (tmp_path / "pool").mkdir()
     config_file = tmp_path / "agent.toml"
-    config_file.write_text(emulator_toml("HV-A", tmp_path / "cluster", tmp_path / "pool"))
+    config_file.write_text(emulator_toml("HV-A", tmp_path / "cluster", tmp_path / "pool")
+                           + knobs)
     config = load_config(config_file, state_dir=tmp_path / "a", backend="emulator",
                          private_ip=SOURCE_IP, local_storage_path=LOCAL_POOL)
     destination = EmulatorCim.open(EmulatorConfig(
@@ -157,6 +160,47 @@ async def test_an_overdue_move_whose_stop_the_bound_cut_short_says_how_long_it_w
     assert late["result"] is False
     assert re.search(r"could not be stopped and was still running 0\.[1-2] s later; see "
                      r"where the VM is before trying again", late["details"]), late["details"]
+
+
+async def test_a_move_queued_past_a_bound_a_slow_check_cut_says_how_long_it_waited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that runs one move at a time is busy with a 3 s move when a second
+    MigrateCommand (``wait`` 2 s: 1.5 s for the move, 0.5 s kept back to stop it) comes,
+    and Hyper-V's check of that second move answers late (0.8 s). The queued job is then
+    waited on only until the command's bound, about 1.2 s: the answer that it never
+    started tells those seconds, not the 1.5 s the wait would have had."""
+    first, second = "i-2-55-VM", "i-2-56-VM"
+    async with _cluster(tmp_path, knobs="[emulator.migration]\nsimultaneous = 1\n") as source:
+        for name in (first, second):
+            await _running_vm(source, tmp_path, name)
+        cim = source.emulator
+        cim.faults.slow_next_job(MIGRATE, 3.0)
+        holding = asyncio.create_task(source.answer(
+            names.MIGRATE_COMMAND, migrate_body(vm_to(first, first), DESTINATION_IP,
+                                                wait_s=10)))
+        while RUNNING not in [job["JobState"] for job in await cim.query(
+                wql.select("Msvm_MigrationJob"))]:
+            await asyncio.sleep(0.02)
+        invoke = cim.invoke
+
+        async def slow_check(path: ObjectPath, method: str,
+                             params: Mapping[str, InValue] | None = None) -> MethodResult:
+            if method == CHECK:
+                await asyncio.sleep(0.8)
+            return await invoke(path, method, params)
+
+        monkeypatch.setattr(cim, "invoke", slow_check)
+        _, late = await source.answer(names.MIGRATE_COMMAND, migrate_body(
+            vm_to(second, second), DESTINATION_IP, wait_s=2))
+        assert late["result"] is False
+        details = late["details"]
+        assert re.search(r"the move never started: for the 1\.[0-2] s it was waited on, its "
+                         r"job stayed queued", details), details
+        assert "the VM stays where it was" in details, details
+        assert "a longer wait than 2 s" in details, details
+        _, moved = await holding
+        assert moved["result"] is True, moved["details"]
+        assert second in await _on(source)
 
 
 async def test_the_vm_lock_is_held_across_the_move(source: Running, tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
                               f"({silent}); whether the VM moved is not known: see where "
                               "it is before trying again") from None
     except JobTimeout as timeout:
-        queued = timeout.job_state == JobState.NEW
+        queued, waited = timeout.job_state == JobState.NEW, timeout.timeout_s
         within = (f"the command's bound ({timeout.bound})" if timeout.bound
                   else f"{policy.timeout_s:g} s")
         # whether it took the request: a refusal leaves the move running as far as the
@@ -209,7 +209,7 @@ async def _bounded(hv: HyperV, job: ObjectPath, policy: jobs.WaitPolicy,
         stopping = await jobs.terminate(hv.cim, job)
     late, hint = f"the move did not finish within {within}", ""
     if queued:
-        late, hint = _never_started(policy, grace, kind)
+        late, hint = _never_started(waited, policy, grace, kind)
     try:
         with jobs.whole_wait():  # stopping it may use what is left of the command's wait
             await jobs.wait(hv.cim, job, MIGRATE, grace)
@@ -251,13 +251,14 @@ async def _told_without_job(hv: HyperV, move: Move, lost: JobLost) -> None:
                           "not moved")
 
 
-def _never_started(policy: jobs.WaitPolicy, grace: jobs.WaitPolicy,
+def _never_started(waited_s: float, policy: jobs.WaitPolicy, grace: jobs.WaitPolicy,
                    kind: MigrationType) -> tuple[str, str]:
-    """What befell a move whose job was still queued (New) when its wait ended, and what
-    would let it run."""
+    """What befell a move whose job was still queued (New) when its wait ended, after
+    ``waited_s`` (``policy.timeout_s``, or less when the command's bound came first: a
+    slow check before the move), and what would let it run."""
     limit = "MaximumStorageMigrations" if kind == MigrationType.STORAGE else (
         "MaximumVirtualMachineMigrations")
-    return (f"the move never started: for the {policy.timeout_s:g} s it was waited on, its "
+    return (f"the move never started: for the {round(waited_s, 1):g} s it was waited on, its "
             "job stayed queued, the host's other migrations holding every slot it has for "
             "moves at once",
             f". Let the host run more moves at once (Set-VMHost -{limit}) or give the "
