@@ -199,6 +199,9 @@ async def test_modify_vm_nic_config_fails_and_changes_nothing_when_target_is_unk
         ({"index": 3, "enable": True, "vlan": "\u0661\u0662"}, "is not a VLAN id"),
         ({"index": 3, "enable": True, "vlan": "\u00b2"}, "is not a VLAN id"),
         ({"index": 3, "enable": True, "vlan": "100-i\u00b2"}, "pvlan://100-i"),
+        # nor begin a private VLAN, whose refusal would name a pvlan:// URI never sent
+        ({"index": 3, "enable": True, "vlan": "\u0663-i2"},
+         "vlan '\u0663-i2' is not a VLAN id or 'untagged'"),
         ({"index": 3, "enable": True, "vlan": "1" * 5000}, "(5000 digits) is outside 1..4094"),
     ):
         _, answer = await running.answer(MODIFY, _modify(**fields))

@@ -397,7 +397,8 @@ def _vlan(text: str | None) -> nics.PortVlan | None:
     value = value.removeprefix("vlan://")
     if value in ("", "untagged", "-1"):
         return None
-    if value.startswith("pvlan://") or (not access and value[:1].isdigit() and "-" in value):
+    if value.startswith("pvlan://") or (
+            not access and nics.is_vlan_text(value[:1]) and "-" in value):
         return start_plan.pvlan_of(value.removeprefix("pvlan://"), "vlan")
     if not nics.is_vlan_text(value):
         raise InvalidRequest(f"vlan {(text or '')[:40]!r} is not a VLAN id or 'untagged'")
