@@ -6,9 +6,11 @@ MS expects and its commands wait the change out rather than fail halfway."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 
+from hyperv_agent.cim.api import InValue, MethodResult, ObjectPath
 from hyperv_agent.emulator.config import LatencyModel
 from tests.e2e.conftest import Running
 from tests.e2e.test_vm_commands import _stop
@@ -102,6 +104,43 @@ async def test_reboot_of_a_vm_still_saving_pausing_or_stopping_names_the_state_i
         f"RebootCommand failed: VM i-2-45-VM is {word} on this host, not running; "
         "it was not rebooted and was left as it is"), answer
     assert (await cim.get(path))["EnabledState"] == requested  # saved, paused, off
+
+
+@pytest.mark.parametrize(("requested", "shown", "word"), [
+    (6, SAVING, "saved"),
+    (9, PAUSING, "paused"),
+])
+async def test_reboot_refused_as_a_vm_began_saving_or_pausing_names_the_state_it_ended_in(
+    running: Running, monkeypatch: pytest.MonkeyPatch, requested: int, shown: int,
+    word: str,
+) -> None:
+    """The VM is read running, its guest cannot be asked to restart, and Hyper-V begins
+    to save or pause it (an operator's Save-VM, the host's automatic stop action) just
+    before the reset, which it refuses as invalid state (32775). Read on that refusal the
+    VM still reads as running, with the change under way: the reboot waits the change
+    out and the failed answer names the state it ended in, not "running ... not
+    running"."""
+    cim = running.emulator
+    path = await define_vm(cim, "i-2-46-VM")
+    await ok(cim, await request_state(cim, path, 2))
+    cim.faults.fail_next_call("InitiateReboot", 32780)  # the guest is not ready
+    slow(running)
+    invoke = cim.invoke
+
+    async def change_first(target: ObjectPath, method: str,
+                           params: Mapping[str, InValue] | None = None) -> MethodResult:
+        if method == "RequestStateChange" and (params or {}).get("RequestedState") == 11:
+            await changing(cim, path, requested, shown)
+        return await invoke(target, method, params)
+
+    monkeypatch.setattr(cim, "invoke", change_first)
+    key, answer = await running.answer(REBOOT, {"vmName": "i-2-46-VM", "contextMap": {},
+                                                "wait": 0})
+    assert (key, answer["result"]) == (REBOOT_ANSWER, False), answer
+    assert answer["details"] == (
+        f"RebootCommand failed: VM i-2-46-VM is {word} on this host, not running; "
+        "it was not rebooted and was left as it is"), answer
+    assert (await cim.get(path))["EnabledState"] == requested  # saved, paused
 
 
 async def test_check_reads_a_starting_vm_as_on_and_a_stopping_one_as_off(

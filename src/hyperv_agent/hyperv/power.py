@@ -27,7 +27,8 @@ host's Windows version is read once a session, ``host.windows_version``):
 ``stop_and_remove`` migrating   nothing (the VM is left to its live move)
 ``settle``                      nothing for a VM in a steady state; P gets while Hyper-V
                                 changes its state (Starting, Stopping, Saving, ...), before
-                                ``stop_and_remove`` and ``reboot`` act
+                                ``stop_and_remove`` and ``reboot`` act, and after a reset
+                                refused as such a change began
 ``find_settled``                1 query (``vms.find_vm``) + ``settle``'s
 ==============================  ===================================================
 """
@@ -170,7 +171,9 @@ class Reboot:
     stopping is named in the state that change left it in (saved, paused, off), not the
     one it read as when the reboot was asked (a saving VM reads as running); and a VM
     seen running whose reset Hyper-V refused (32775) in the state it was read in on that
-    refusal (off, when it went off between the read and the reset)."""
+    refusal (off, when it went off between the read and the reset), or, when Hyper-V had
+    begun a change to it then (saving, pausing, stopping), the state that change left it
+    in."""
 
     done: Rebooted
     vm: VmRef
@@ -188,7 +191,8 @@ async def reboot(
     Windows Server 2016, not ready, shutting down) or whose request fails is reset hard,
     as the agent always did. A VM that is not running is left as it is, and so is one whose
     state Hyper-V cannot tell when it refuses the reset (``STATE_UNKNOWN``). A VM Hyper-V is
-    changing the state of (starting, stopping, ...) is waited for first (``settle``). A
+    changing the state of (starting, stopping, ...) is waited for first (``settle``),
+    and so is one whose reset Hyper-V refused as such a change began (saving, pausing). A
     VM being migrated live (``vm.migrating``, or a reset refused because its move began
     since) is left as it is, and VmMigrating says so (``vms.migrating_refusal``): Hyper-V
     takes no reset of it, and its guest would restart in the middle of the move.
@@ -214,8 +218,13 @@ async def reboot(
         return Reboot(Rebooted.MISSING, vm)
     if reset.result.return_value != ReturnCode.INVALID_STATE:
         return Reboot(Rebooted.RESET, vm)
-    if reset.seen is not None:  # read again on the refusal: gone off since it was read
+    if reset.seen is not None:  # read again on the refusal: gone off since it was read,
         vm = vms.read_again(vm, reset.seen)
+        # or being saved or paused, which reads as running: named once the change is done
+        settled = await settle(hv, vm, policy)
+        if settled is None:
+            return Reboot(Rebooted.MISSING, vm)
+        vm = settled
     return Reboot(Rebooted.STATE_UNKNOWN if vm.power is PowerState.UNKNOWN
                   else Rebooted.NOT_RUNNING, vm)
 
