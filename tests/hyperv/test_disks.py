@@ -9,6 +9,7 @@ import pytest
 from hyperv_agent.cim.api import CimInstance
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.errors import HyperVError, InvalidRequest, JobFailed, MethodFailed
 from hyperv_agent.hyperv import build, devices, disks, vms
 from hyperv_agent.hyperv.build import VmSpec
@@ -164,6 +165,26 @@ async def _clone_of_a_clone(emulator: EmulatorCim, tmp_path: Path) -> None:
                                     "C:\\pool\\mid.vhdx")
 
 
+async def _refused_with_a_file_gone(cim: EmulatorCim, tmp_path: Path, method: str,
+                                   gone: str) -> tuple[str, RoundTrips]:
+    """A clone of a clone whose file ``gone`` (top, mid or base) was deleted, merged or
+    grown by ``method``: the refusal's text (Hyper-V's "file not found") and the round
+    trips it cost."""
+    await _clone_of_a_clone(cim, tmp_path)
+    (tmp_path / "C" / "pool" / f"{gone}.vhdx").unlink()
+    before = cim.round_trips()
+    with pytest.raises(HyperVError) as raised:
+        if method == "ConvertVirtualHardDisk":
+            await disks.merged_copy(hv(cim), "C:\\pool\\top.vhdx", "C:\\pool\\merged.vhdx",
+                                    parent="C:\\pool\\mid.vhdx")
+        else:
+            await disks.resize(hv(cim), "C:\\pool\\top.vhdx", 2 * GIB,
+                               parent="C:\\pool\\mid.vhdx")
+    text = str(raised.value)
+    assert text.startswith(f"{method} failed with return code 32779"), text
+    return text, cim.round_trips() - before
+
+
 @pytest.mark.parametrize("method", ["ConvertVirtualHardDisk", "ResizeVirtualHardDisk"])
 @pytest.mark.parametrize(("gone", "suffix"), [
     ("top", "the disk C:\\pool\\top.vhdx cannot be found"),
@@ -183,21 +204,9 @@ async def test_a_merge_or_resize_refused_for_a_missing_file_names_the_file_that_
     asked only now (one call and one wait, however deep the break; the clone itself gone,
     the validation's call and a read of its settings); nothing is written (no merged
     copy, the clone's size unchanged)."""
-    await _clone_of_a_clone(emulator, tmp_path)
-    pool = tmp_path / "C" / "pool"
-    (pool / f"{gone}.vhdx").unlink()
-    before = emulator.round_trips()
-    with pytest.raises(HyperVError) as raised:
-        if method == "ConvertVirtualHardDisk":
-            await disks.merged_copy(hv(emulator), "C:\\pool\\top.vhdx",
-                                    "C:\\pool\\merged.vhdx", parent="C:\\pool\\mid.vhdx")
-        else:
-            await disks.resize(hv(emulator), "C:\\pool\\top.vhdx", 2 * GIB,
-                               parent="C:\\pool\\mid.vhdx")
-    spent = emulator.round_trips() - before
-    text = str(raised.value)
-    assert text.startswith(f"{method} failed with return code 32779"), text
+    text, spent = await _refused_with_a_file_gone(emulator, tmp_path, method, gone)
     assert text.endswith(f"; {suffix}"), text
+    pool = tmp_path / "C" / "pool"
     assert (spent[f"invoke:{method}"], spent["invoke:ValidateVirtualHardDisk"],
             spent["invoke:GetVirtualHardDiskSettingData"], spent.waits) == (
         1, 1, *((1, 0) if gone == "top" else (0, 1))), spent  # a disk not there is
@@ -222,21 +231,9 @@ async def test_a_missing_file_is_named_when_the_validation_answers_without_a_job
     found" (32779) for a missing link of the chain as for the disk itself, naming neither:
     a clone whose parent or grandparent is gone is not reported as gone itself. The
     clone's settings, and its parents' in turn, are read to tell."""
-    await _clone_of_a_clone(sync_emulator, tmp_path)
-    pool = tmp_path / "C" / "pool"
-    (pool / f"{gone}.vhdx").unlink()
-    before = sync_emulator.round_trips()
-    with pytest.raises(HyperVError) as raised:
-        if method == "ConvertVirtualHardDisk":
-            await disks.merged_copy(hv(sync_emulator), "C:\\pool\\top.vhdx",
-                                    "C:\\pool\\merged.vhdx", parent="C:\\pool\\mid.vhdx")
-        else:
-            await disks.resize(hv(sync_emulator), "C:\\pool\\top.vhdx", 2 * GIB,
-                               parent="C:\\pool\\mid.vhdx")
-    spent = sync_emulator.round_trips() - before
-    text = str(raised.value)
-    assert text.startswith(f"{method} failed with return code 32779"), text
+    text, spent = await _refused_with_a_file_gone(sync_emulator, tmp_path, method, gone)
     assert text.endswith(f"; {suffix}"), text
+    pool = tmp_path / "C" / "pool"
     assert (spent["invoke:ValidateVirtualHardDisk"], spent.waits) == (1, 0), spent
     assert not (pool / "merged.vhdx").exists()
 
