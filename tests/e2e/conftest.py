@@ -29,6 +29,7 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm.auth import Account
 from hyperv_agent.handlers.vm import VmSettings
+from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.service import Agent, build_agent
 
 API = "/api/HypervResource/"
@@ -248,3 +249,23 @@ STARTUP_REQUEST = [{"com.cloud.agent.api.StartupRoutingCommand": {
     "guid": "16f85622-4508-415e-b13a-49a39bb14e4d", "name": "localhost", "version": "4.2.0",
     "privateIpAddress": PRIVATE_IP, "storageIpAddress": PRIVATE_IP, "contextMap": {},
     "wait": 0}}]
+
+
+def record_file_looks(monkeypatch: pytest.MonkeyPatch, files: HostFiles) -> list[str]:
+    """What ``files`` is asked from now on of whether a path leads out of its root and
+    whether it exists, in order (``link_out <path>``, ``exists <path>``): on a share each
+    is a round trip to the file server, which the emulator's counters do not count."""
+    asked: list[str] = []
+    link_out, exists = files.link_out, files.exists
+
+    async def links(root: str, path: str) -> str | None:
+        asked.append(f"link_out {path}")
+        return await link_out(root, path)
+
+    async def there(path: str) -> bool:
+        asked.append(f"exists {path}")
+        return await exists(path)
+
+    monkeypatch.setattr(files, "link_out", links)
+    monkeypatch.setattr(files, "exists", there)
+    return asked

@@ -31,7 +31,13 @@ from hyperv_agent.hyperv import disks, jobs
 from hyperv_agent.hyperv.schema import DiskFormat, DiskType
 from tests.conftest import requires_tool
 from tests.diskfiles import hyperv_writes, listing, qemu_info
-from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
+from tests.e2e.conftest import (
+    Running,
+    config_with_shares,
+    every_backend,
+    record_file_looks,
+    serving,
+)
 from tests.emulator.kit import ok, request_state
 from tests.ports import free_port
 from tests.s3server import S3Server
@@ -545,19 +551,7 @@ async def test_a_template_found_under_its_formats_name_is_link_checked_under_it_
     handler = getattr(agent.agent.dispatch.handlers[COPY], "__self__", None)
     files: HostFiles | None = getattr(handler, "files", None)
     assert files is not None
-    asked: list[str] = []
-    link_out, exists = files.link_out, files.exists
-
-    async def links(root: str, path: str) -> str | None:
-        asked.append(f"link_out {path}")
-        return await link_out(root, path)
-
-    async def there(path: str) -> bool:
-        asked.append(f"exists {path}")
-        return await exists(path)
-
-    monkeypatch.setattr(files, "link_out", links)
-    monkeypatch.setattr(files, "exists", there)
+    asked = record_file_looks(monkeypatch, files)
     _template_on_pool(agent)
     await _copied(agent, _copy(_template(_primary(), path="tmpl-1"), _volume(_primary())))
     template = "C:\\pool\\tmpl-1"

@@ -28,7 +28,7 @@ from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
 from tests.diskfiles import hyperv_writes
-from tests.e2e.conftest import API, Running, serving
+from tests.e2e.conftest import API, Running, record_file_looks, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
     SHARE,
@@ -202,19 +202,7 @@ async def test_a_vhdx_volume_is_looked_for_and_link_checked_as_a_vhdx_only(
     trip to the file server."""
     disk_file(_local_pool(host), DATA)
     files = host.agent.host.heartbeats.files
-    asked: list[str] = []
-    link_out, exists = files.link_out, files.exists
-
-    async def links(root: str, path: str) -> str | None:
-        asked.append(f"link_out {path}")
-        return await link_out(root, path)
-
-    async def there(path: str) -> bool:
-        asked.append(f"exists {path}")
-        return await exists(path)
-
-    monkeypatch.setattr(files, "link_out", links)
-    monkeypatch.setattr(files, "exists", there)
+    asked = record_file_looks(monkeypatch, files)
     kind, moved = await _asked(host, names.MIGRATE_VOLUME_COMMAND, volume_body(
         DATA, None, _other_pool(), source_pool=_local_store()))
     monkeypatch.undo()
