@@ -27,6 +27,7 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.instruments import RoundTrips
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import (
     LOCAL_POOL,
@@ -733,6 +734,35 @@ async def test_start_removes_vm_and_names_step_when_the_nic_fails(running: Runni
     assert await vm_names(cim) == set()
 
 
+async def _linked_clone(running: Running, body: dict[str, Any], template: str) -> Path:
+    """The root volume of the StartCommand ``body`` made by a CopyCommand as a linked
+    clone of the template ``template`` (a ``.vhdx`` in the volume's pool); its file."""
+    store = _root(body)["dataStore"]
+    volume = _root(body)["uuid"]
+    key, made = await running.answer(names.COPY_COMMAND, {
+        "srcTO": {names.TEMPLATE_OBJECT_TO: {
+            "path": template, "uuid": template, "id": 206, "format": "VHDX",
+            "imageDataStore": store, "hypervisorType": "Hyperv", "name": template}},
+        "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
+                               "name": "ROOT-17", "format": "VHDX", "volumeId": 10, "id": 10,
+                               "provisioningType": "THIN"}},
+        "wait": 10800})
+    assert (key, made["result"]) == (names.COPY_CMD_ANSWER, True), made
+    return _drive_c(running) / "pool" / f"{volume}.vhdx"
+
+
+async def _start_refused(running: Running, body: dict[str, Any]) -> tuple[str, RoundTrips]:
+    """The details of the failed StartAnswer to ``body``, refused as the VM started, and
+    the round trips it cost."""
+    before = running.emulator.round_trips()
+    key, answer = await running.answer(START, body)
+    spent = running.emulator.round_trips() - before
+    assert (key, answer["result"]) == (START_ANSWER, False), answer
+    details: str = answer["details"]
+    assert details.startswith("StartCommand failed: starting the VM: "), details
+    return details, spent
+
+
 @pytest.mark.parametrize(("change", "expected", "why"), [
     ("removed", "The chain of virtual hard disks is broken. The system cannot locate the "
                 "parent virtual hard disk for the differencing disk.",
@@ -758,29 +788,13 @@ async def test_start_fails_naming_the_volume_when_its_linked_clones_template_is_
     volume = _root(body)["uuid"]
     template = pool / "tmpl-1.vhdx"
     vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
-    store = _root(body)["dataStore"]
-    key, made = await running.answer(names.COPY_COMMAND, {
-        "srcTO": {names.TEMPLATE_OBJECT_TO: {
-            "path": "tmpl-1", "uuid": "tmpl-1", "id": 206, "format": "VHDX",
-            "imageDataStore": store, "hypervisorType": "Hyperv", "name": "tmpl-1"}},
-        "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
-                               "name": "ROOT-17", "format": "VHDX", "volumeId": 10, "id": 10,
-                               "provisioningType": "THIN"}},
-        "wait": 10800})
-    assert (key, made["result"]) == (names.COPY_CMD_ANSWER, True), made
-    clone = pool / f"{volume}.vhdx"
+    clone = await _linked_clone(running, body, "tmpl-1")
     assert vhd.read_info(clone).parent_path == "C:\\pool\\tmpl-1.vhdx"
     template.unlink()
     if change == "replaced":  # a template of the same name made anew
         vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
 
-    before = cim.round_trips()
-    key, answer = await running.answer(START, body)
-    spent = cim.round_trips() - before
-
-    assert (key, answer["result"]) == (START_ANSWER, False), answer
-    details = answer["details"]
-    assert details.startswith("StartCommand failed: starting the VM: "), details
+    details, spent = await _start_refused(running, body)
     assert f"C:\\pool\\{volume}.vhdx" in details, details
     assert expected in details, details
     assert details.endswith(f"; the disk C:\\pool\\{volume}.vhdx stands on the parent "
@@ -813,36 +827,19 @@ async def test_start_fails_naming_the_grandparent_link_when_a_template_s_own_bas
     pool = _drive_c(running) / "pool"
     pool.mkdir(parents=True, exist_ok=True)
     body = _body(running, iso=False, make_disk=False)
-    volume = _root(body)["uuid"]
     base = pool / "base-1.vhdx"
     template = pool / "tmpl-2.vhdx"
     vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
     vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=base,
                parent_locator="C:\\pool\\base-1.vhdx", locator="C:\\pool\\tmpl-2.vhdx")
-    store = _root(body)["dataStore"]
-    key, made = await running.answer(names.COPY_COMMAND, {
-        "srcTO": {names.TEMPLATE_OBJECT_TO: {
-            "path": "tmpl-2", "uuid": "tmpl-2", "id": 207, "format": "VHDX",
-            "imageDataStore": store, "hypervisorType": "Hyperv", "name": "tmpl-2"}},
-        "destTO": {VOLUME_TO: {"uuid": volume, "volumeType": "ROOT", "dataStore": store,
-                               "name": "ROOT-17", "format": "VHDX", "volumeId": 10, "id": 10,
-                               "provisioningType": "THIN"}},
-        "wait": 10800})
-    assert (key, made["result"]) == (names.COPY_CMD_ANSWER, True), made
-    clone = pool / f"{volume}.vhdx"
+    clone = await _linked_clone(running, body, "tmpl-2")
     assert vhd.read_info(clone).parent_path == "C:\\pool\\tmpl-2.vhdx"
     assert vhd.read_info(template).parent_path == "C:\\pool\\base-1.vhdx"
     base.unlink()
     if change == "replaced":  # a base of the same name made anew
         vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
 
-    before = cim.round_trips()
-    key, answer = await running.answer(START, body)
-    spent = cim.round_trips() - before
-
-    assert (key, answer["result"]) == (START_ANSWER, False), answer
-    details = answer["details"]
-    assert details.startswith("StartCommand failed: starting the VM: "), details
+    details, spent = await _start_refused(running, body)
     assert expected in details, details
     assert details.endswith("; the disk C:\\pool\\tmpl-2.vhdx stands on the parent "
                             f"C:\\pool\\base-1.vhdx, {why}"), details
