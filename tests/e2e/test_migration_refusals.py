@@ -556,6 +556,25 @@ async def test_a_merge_that_outlasts_the_ms_wait_is_stopped_before_its_file_is_r
     assert _files(_local_pool(host)) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
 
 
+async def _interrupted_before_the_source_went(host: Running, monkeypatch: pytest.MonkeyPatch,
+                                             body: dict[str, Any], folder: str) -> None:
+    """The MigrateVolumeCommand ``body`` run as an agent stopped after its copy was renamed
+    into the target pool and before the source in ``folder`` was removed (the source's
+    removal fails, once): a failed answer, the copy and its marker left."""
+    remove = EmulatedFiles.remove
+    interrupted: list[str] = []
+
+    async def interrupting(files: EmulatedFiles, path: str) -> bool:
+        if path.casefold() == f"{folder}\\{SPARE}.vhdx".casefold() and not interrupted:
+            interrupted.append(path)
+            raise HostFileError(f"cannot delete {path}: the agent stopped")
+        return await remove(files, path)
+
+    monkeypatch.setattr(EmulatedFiles, "remove", interrupting)
+    _, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
+    assert failed["result"] is False and interrupted, failed
+
+
 async def test_a_move_interrupted_after_its_copy_is_finished_by_the_retry(
     host: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -566,18 +585,7 @@ async def test_a_move_interrupted_after_its_copy_is_finished_by_the_retry(
     pool, target = _local_pool(host), _drive(host, "D", "pool2")
     _linked_clone(host)
     body = volume_body(SPARE, None, _other_pool(), source_pool=_local_store())
-    remove = EmulatedFiles.remove
-    interrupted: list[str] = []
-
-    async def interrupting(files: EmulatedFiles, path: str) -> bool:
-        if path.casefold() == f"{LOCAL_POOL}\\{SPARE}.vhdx".casefold() and not interrupted:
-            interrupted.append(path)
-            raise HostFileError(f"cannot delete {path}: the agent stopped")
-        return await remove(files, path)
-
-    monkeypatch.setattr(EmulatedFiles, "remove", interrupting)
-    _, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
-    assert failed["result"] is False and interrupted, failed
+    await _interrupted_before_the_source_went(host, monkeypatch, body, LOCAL_POOL)
     assert _files(target) == [f".{SPARE}.vhdx.moving", f"{SPARE}.vhdx"]
     assert _files(pool) == [f"{SPARE}.vhdx", "tmpl-1.vhdx"]
 
@@ -648,18 +656,7 @@ async def test_an_interrupted_move_is_not_taken_for_finished_while_its_source_is
     share, target = tmp_path / "share", _drive(host, "D", "pool2")
     disk_file(share, SPARE)
     body = volume_body(SPARE, None, _other_pool(), source_pool=smb_pool())
-    remove = EmulatedFiles.remove
-    interrupted: list[str] = []
-
-    async def interrupting(files: EmulatedFiles, path: str) -> bool:
-        if path.casefold() == f"{SHARE}\\{SPARE}.vhdx".casefold() and not interrupted:
-            interrupted.append(path)
-            raise HostFileError(f"cannot delete {path}: the agent stopped")
-        return await remove(files, path)
-
-    monkeypatch.setattr(EmulatedFiles, "remove", interrupting)
-    _, failed = await _asked(host, names.MIGRATE_VOLUME_COMMAND, body)
-    assert failed["result"] is False and interrupted, failed
+    await _interrupted_before_the_source_went(host, monkeypatch, body, SHARE)
     moved_files = [f".{SPARE}.vhdx.moving", f"{SPARE}.vhdx"]
     assert _files(target) == moved_files and (share / f"{SPARE}.vhdx").exists()
 
