@@ -17,6 +17,7 @@ from hyperv_agent.hostfs.locations import (
     ShareLocation,
     confine,
     confine_absolute,
+    details_credentials,
     from_primary_store,
     parse_cifs_url,
     same_folder,
@@ -78,10 +79,13 @@ def test_location_parts_are_decoded_when_url_is_valid(
         ("user=D%5Cu&password=p", "u", "D", "p"),
         ("password=a%3Db%26c&user=u&other=1", "u", "srv", "a=b&c"),
         ("user=u&password=p=q", "u", "srv", "p=q"),
+        ("user=alice@corp.example&password=p&domain=null", "alice@corp.example", "", "p"),
+        ("user=D%5Cu&password=p&domain=null", "u", "D", "p"),
     ],
     ids=["all", "domain-defaults-to-server", "no-password", "keys-any-case-plus-is-space",
          "as-java-urlencoder-writes-it",
-         "domain-in-user", "escaped-separators", "raw-equals-in-value"],
+         "domain-in-user", "escaped-separators", "raw-equals-in-value",
+         "user-principal-name-has-no-domain", "domain-in-user-beside-null"],
 )
 def test_credentials_are_decoded_when_query_has_them(
     query: str, user: str, domain: str, password: str
@@ -93,6 +97,23 @@ def test_credentials_are_decoded_when_query_has_them(
 def test_credentials_are_none_when_query_has_no_user() -> None:
     assert parse_cifs_url("cifs://srv/share?domain=D&x=1").credentials is None
     assert parse_cifs_url("cifs://srv/share?").credentials is None
+
+
+@pytest.mark.parametrize(("user", "domain", "qualified"), [
+    ("alice@corp.example", "null", "alice@corp.example"),
+    ("alice@corp.example", "", "alice@corp.example"),
+    ("CORP\\alice", "null", "CORP\\alice"),
+    ("alice", "null", "fs1\\alice"),
+    ("alice", "CORP", "CORP\\alice"),
+])
+def test_the_details_account_logs_on_as_the_management_server_keeps_its_user(
+    user: str, domain: str, qualified: str
+) -> None:
+    """The MS keeps ``user`` as the operator gave it: a user principal name logs on with no
+    domain (the server's name would make it a local account of the file server)."""
+    account = details_credentials({"user": user, "password": "p%2Bq", "domain": domain}, "fs1")
+    assert account is not None and account.qualified_user == qualified
+    assert account.password == "p+q"
 
 
 def test_qualified_user_joins_domain_when_credentials_exist() -> None:

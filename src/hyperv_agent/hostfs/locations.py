@@ -268,7 +268,8 @@ def _account(values: Mapping[str, str], server: str, where: str) -> Credentials 
     """The account of decoded ``user``, ``password`` and ``domain`` values. A domain
     ``null`` is none: the management server writes ``"&domain=" + domain`` and a domain
     nobody gave becomes the string ``null`` (PrimaryDataStoreHelper); no Active Directory
-    domain is named so. Without a domain the account is one of ``server`` itself."""
+    domain is named so. Without a domain the account is one of ``server`` itself, unless
+    ``user`` is ``DOMAIN\\user`` or a user principal name (``user@domain``)."""
     for name, value in values.items():
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise BadStorageUrl(f"{where} {name} contains a control character")
@@ -282,6 +283,11 @@ def _account(values: Mapping[str, str], server: str, where: str) -> Credentials 
         return None
     if "\\" in user and not domain:
         domain, _, user = user.partition("\\")
+    elif "@" in user and not domain:
+        # A user principal name (alice@corp.example) names its own domain: it logs on with
+        # an empty domain, as Windows takes one ("User Name Formats"); the server's name
+        # as the domain would make it a local account of that name, which none is.
+        return Credentials(user=user, domain="", password=password)
     return Credentials(user=user, domain=domain or server, password=password)
 
 
