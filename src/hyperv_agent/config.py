@@ -8,7 +8,8 @@ File layout (names other tools rely on)::
     smb_servers = ["10.1.1.2"]      # shares on these servers are reached through smbprotocol
     smb_port = 445
 
-    [agent.smb_credentials]         # for shares whose URL carries none (cifs image stores)
+    [agent.smb_credentials]         # for shares whose URL carries none (cifs image stores),
+                                    # and pools whose MS encrypts their passwords
     "10.1.1.2" = {username = "cloud", password_file = "/etc/hyperv-agent/smb.pw", domain = "LAB"}
 
     [emulator]
@@ -179,6 +180,8 @@ class AgentSection(_Section):
     smb_port: int = Field(default=445, ge=1, le=65535)
     # Accounts for SMB servers whose share URLs carry no credentials (the MS strips them
     # from cifs image stores in CopyCommand); these servers are reached through smbprotocol.
+    # An account here wins over the one of an SMB pool's details, and is the fix for a
+    # management server that encrypts its database: it sends pool passwords encrypted.
     smb_credentials: dict[str, SmbCredential] = Field(default_factory=dict)
     # Agentless mode (backend wsman to another machine): the console proxy connects to this
     # agent on the RDP port, relayed to the host's VMConnect. "" turns the relay off.

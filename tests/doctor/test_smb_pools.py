@@ -96,6 +96,8 @@ async def test_a_pool_without_a_configured_account_waits_for_the_management_serv
     assert status is Status.OK, line
     assert f"not tried {pool}" in line
     assert "credentials arrive when the management server reconnects" in line
+    # an MS that encrypts its database sends a password no file server takes
+    assert "encrypts its database" in line and "belongs in [agent.smb_credentials]" in line
 
 
 def _keep(tmp_path: Path, root: str, user: str, password: str) -> None:

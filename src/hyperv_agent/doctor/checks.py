@@ -469,7 +469,9 @@ async def console_relay(target: Target, _: Options) -> Check:
 
 NO_ACCOUNT = ("no account in [agent.smb_credentials] and no credentials kept for it: "
               "credentials arrive when the management server reconnects "
-              "(ModifyStoragePoolCommand)")
+              "(ModifyStoragePoolCommand's details), unless it encrypts its database: it "
+              "then sends the password encrypted, which no file server takes, and the "
+              "account belongs in [agent.smb_credentials]")
 
 
 async def smb_pools(target: Target, _: Options) -> Check:
@@ -477,8 +479,10 @@ async def smb_pools(target: Target, _: Options) -> Check:
     its root, with the credentials the agent keeps for it (``pool-credentials.json``) or
     else the account it would use, and each server of ``smb_servers`` and
     ``[agent.smb_credentials]`` without such a pool logged on to; one reached through
-    smbprotocol with neither is not tried (its pools' credentials come with the management
-    server's next ModifyStoragePoolCommand). A password never appears in the line."""
+    smbprotocol with neither is not tried (its pools' credentials come in the details of the
+    management server's next ModifyStoragePoolCommand, encrypted where it encrypts its
+    database: those need ``[agent.smb_credentials]``). A password never appears in the
+    line."""
     state_dir = target.config.agent.state_dir
     try:
         stored = state.stored_pools(state_dir / "pools.json")
