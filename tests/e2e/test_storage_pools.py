@@ -842,3 +842,22 @@ async def test_the_domain_of_the_details_is_the_accounts_unless_null_or_empty(
     assert added["result"] is True, added
     (account,) = json.loads((config.agent.state_dir / KEPT).read_text()).values()
     assert account["domain"] == (domain if domain not in ("null", "") else samba.server)
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_path_query_whose_domain_is_null_logs_on_as_the_servers_account(
+    tmp_path: Path, samba: Samba
+) -> None:
+    """The query as PrimaryDataStoreHelper writes it (``"&domain=" + domain``), which a body
+    keeping the pool's path with its query carries: a domain nobody gave is the string
+    ``null``, which names no domain, and the account is the server's own."""
+    config = _samba_config(tmp_path, samba)
+    folder = f"null-domain-{tmp_path.name}"
+    (samba.share_dir / folder).mkdir()
+    path = (f"/{samba.share}/{folder}?user={samba.user}"
+            f"&password={_java_url_encoded(samba.password)}&domain=null")
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _modify(True, "SMB", samba.server, path))
+        assert added["result"] is True, added
+    (account,) = json.loads((config.agent.state_dir / KEPT).read_text()).values()
+    assert account == {"user": samba.user, "domain": samba.server, "password": samba.password}
