@@ -362,9 +362,11 @@ class DataPaths:
     # --- the files TOs name -----------------------------------------------------------------
 
     async def volume_file(self, volume: VolumeObjectTO, what: str, *,
-                          check_links: bool = True) -> str:
+                          check_links: bool = True, existing: bool = False) -> str:
         """``<pool>\\<path or uuid><ext of format>`` for a volume on a primary pool.
-        ``check_links`` False: lexical only (for a file that is never opened)."""
+        ``check_links`` False: lexical only (for a file that is never opened); ``existing``:
+        the file must be there (``present``: a pool that cannot be reached is named as
+        such, not the file said not to exist)."""
         if not isinstance(volume.data_store, PrimaryDataStoreTO):
             raise InvalidRequest(f"{what}: the volume is not on a primary data store")
         root = self.pool_root(volume.data_store, what)
@@ -373,9 +375,9 @@ class DataPaths:
             raise InvalidRequest(f"{what}: the volume has neither path nor uuid")
         suffix = images.suffix_of_format(volume.format)
         name = name if name.lower().endswith(suffix) else name + suffix
-        if not check_links:
-            return confined(root, name)
-        return await self.file_in(root, name, what, (suffix,))
+        found = (confined(root, name) if not check_links
+                 else await self.file_in(root, name, what, (suffix,)))
+        return await self.present(root, found, what) if existing else found
 
     async def iso_file(self, template: TemplateObjectTO, what: str, *,
                        check_links: bool = True, host_cache: bool = False,
@@ -416,10 +418,7 @@ class DataPaths:
                                        host_cache=host_cache, existing=existing)
         if not isinstance(data, VolumeObjectTO):
             raise InvalidRequest(f"{what}: data is not a VolumeObjectTO")
-        found = await self.volume_file(data, what, check_links=check_links)
-        if not existing:
-            return found
-        return await self.present(self.pool_root(data.data_store, what), found, what)
+        return await self.volume_file(data, what, check_links=check_links, existing=existing)
 
     async def primary_template(self, template: TemplateObjectTO, what: str) -> str:
         """The file of a template on a primary pool, the first there of (protocol §11)
@@ -451,10 +450,7 @@ class DataPaths:
         ``existing``: the file must be there (``present``: a pool or image store that
         cannot be reached is named as such, not the file said not to exist)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
-            path = await self.volume_file(volume, what)
-            if not existing:
-                return path
-            return await self.present(self.pool_root(volume.data_store, what), path, what)
+            return await self.volume_file(volume, what, existing=existing)
         root, holder = self._store_root(volume.data_store, what)
         if not volume.path:
             raise InvalidRequest(f"{what}: the volume on the image store has no path")
