@@ -447,12 +447,11 @@ async def _validated(hv: HyperV, disk: str, policy: jobs.WaitPolicy
     except MethodFailed:
         return _UNTOLD
     except JobFailed as error:
-        job = error.job if isinstance(error.job, CimInstance) else None
-        child = job.string("Child") if job is not None else None
-        parent = job.string("Parent") if job is not None else None
-        if not child or not parent:
+        job = error.job
+        if not isinstance(job, CimInstance) or not (child := job.string("Child")) or not (
+                parent := job.string("Parent")):
             return _UNTOLD
-        status = (job.integer("JobCompletionStatusCode") or 0) if job is not None else 0
+        status = job.integer("JobCompletionStatusCode") or 0
         words = _parent_missing(error.description)
         if status == _STATUS_NOT_FOUND or words is True or (
                 error.error_code == ReturnCode.FILE_NOT_FOUND):
