@@ -423,10 +423,8 @@ class BuildJournal:
                 return
             if entry is not None:
                 self._names[key] = entry
-            elif key in self._names:
+            else:  # pending, as ``before`` differs from no entry
                 del self._names[key]
-            else:
-                return
             try:
                 entries = sorted(
                     (name if guid is None else {"name": name, "guid": guid}
