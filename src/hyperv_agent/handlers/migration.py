@@ -489,9 +489,7 @@ class MigrationHandlers(FileHandlers):
         is found, when ``folder`` cannot be seen either (the copy and its marker may be
         there, and the volume is not said missing)."""
         what, marker = f"volume {volume_path}", ""
-        named = volume_path.lower().endswith(images.DISK_SUFFIXES)
-        for name in [volume_path] if named else [
-                volume_path + suffix for suffix in images.DISK_SUFFIXES]:
+        for name in images.disk_names(volume_path):
             try:
                 target = locations.confine(folder, name)
             except AgentError:
@@ -517,10 +515,7 @@ class MigrationHandlers(FileHandlers):
     async def _volume_in(self, root: str, volume_path: str) -> str:
         """The file of the volume ``volume_path`` (a uuid, or a file name) in ``root``."""
         what = f"volume {volume_path}"
-        named = volume_path.lower().endswith(images.DISK_SUFFIXES)
-        candidates = [volume_path] if named else [
-            volume_path + suffix for suffix in images.DISK_SUFFIXES]
-        return await self.paths.first_present(root, candidates, what,
+        return await self.paths.first_present(root, images.disk_names(volume_path), what,
                                               missing=f"{what} is not in {root}",
                                               suffixes=images.DISK_SUFFIXES)
 

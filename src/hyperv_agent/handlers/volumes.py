@@ -314,7 +314,7 @@ class VolumeHandlers(FileHandlers):
             raise InvalidRequest("pool and path are required")
         root = self.paths.pool_root(pool, "pool")
         return await self.paths.first_present(
-            root, _disk_names(name), "path",
+            root, images.disk_names(name), "path",
             missing=f"the volume file {confined(root, name)} does not exist",
             suffixes=images.DISK_SUFFIXES)
 
@@ -419,7 +419,7 @@ class VolumeHandlers(FileHandlers):
             raise InvalidRequest("volume.path is required")
         root = self._legacy_root(volume)
         path = root
-        for candidate in _disk_names(volume.path):
+        for candidate in images.disk_names(volume.path):
             path = await self.paths.file_in(root, candidate, "volume.path", images.DISK_SUFFIXES)
             if await self.files.exists(path):
                 return path
@@ -531,14 +531,6 @@ def _is_local(path: str) -> bool:
 
 def _sectors(size: int) -> int:
     return -(-size // SECTOR_BYTES) * SECTOR_BYTES
-
-
-def _disk_names(name: str) -> tuple[str, ...]:
-    """``name`` itself when it names a disk file, else ``name.vhdx`` and ``name.vhd``:
-    never a file of another kind."""
-    if name.lower().endswith(images.DISK_SUFFIXES):
-        return (name,)
-    return tuple(name + suffix for suffix in images.DISK_SUFFIXES)
 
 
 def _nfs_candidates(url: str, secondary_url: str | None) -> list[str]:

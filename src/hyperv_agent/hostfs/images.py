@@ -146,6 +146,15 @@ def is_iso_image(files: HostFiles, path: str) -> bool:
         return handle.read(5) in ISO_STANDARD_IDS
 
 
+def disk_names(name: str) -> tuple[str, ...]:
+    """The disk files a volume's ``name`` may be: ``name`` itself when it names a disk
+    file, else ``name.vhdx`` and ``name.vhd``, in that order; never a file of another
+    kind."""
+    if name.lower().endswith(DISK_SUFFIXES):
+        return (name,)
+    return tuple(name + suffix for suffix in DISK_SUFFIXES)
+
+
 def may_name_a_parent(name: str) -> bool:
     """Whether a file of that name may be a differencing disk naming another disk as its
     parent: a disk (a linked clone) or a checkpoint's disk (``CHECKPOINT_SUFFIXES``)."""
