@@ -861,3 +861,24 @@ async def test_a_path_query_whose_domain_is_null_logs_on_as_the_servers_account(
         assert added["result"] is True, added
     (account,) = json.loads((config.agent.state_dir / KEPT).read_text()).values()
     assert account == {"user": samba.user, "domain": samba.server, "password": samba.password}
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_details_password_not_url_encoded_as_utf8_names_the_details(
+    tmp_path: Path, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The details' password is decoded as URLEncoder wrote it; one that does not decode
+    to UTF-8 is refused naming where it came from (the pool's details: the body carries no
+    storage URL), and never shown."""
+    config = _samba_config(tmp_path, samba)
+    secret = "Pw%FF%FEzz"
+    with caplog.at_level(logging.DEBUG):
+        async with serving(config) as running:
+            _, added = await running.answer(MODIFY, _stripped_pool(samba, "undecodable",
+                                                                   secret))
+    assert added["result"] is False, added
+    details = str(added["details"])
+    assert "pool details: the 'password' value is not valid percent-encoded UTF-8" in details
+    assert "storage URL" not in details
+    assert secret not in details and "Pw" not in details and secret not in caplog.text
+    assert not (config.agent.state_dir / KEPT).exists()

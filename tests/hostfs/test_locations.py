@@ -509,3 +509,17 @@ def test_a_name_with_a_tilde_that_is_no_8_3_alias_is_kept() -> None:
         assert confine("C:\\pool", name) == f"C:\\pool\\{name}"
     with pytest.raises(PathNotAllowed, match=r"8\.3 short name"):
         confine("C:\\PROGRA~1\\pool", "x.vhd")  # a root, too
+
+
+def test_a_details_password_that_is_no_utf8_names_the_details_not_a_url() -> None:
+    with pytest.raises(BadStorageUrl) as refused:
+        details_credentials({"user": "u", "password": "s3%FFcret"}, "fs1")
+    assert str(refused.value) == ("pool details: the 'password' value is not valid "
+                                  "percent-encoded UTF-8")
+
+
+def test_a_percent_that_starts_no_escape_stays_as_written() -> None:
+    """Leniently, as the SSVM's URLEncodedUtils and the C# agent's UrlDecode read it: the
+    file server then judges the password."""
+    account = details_credentials({"user": "u", "password": "a%zz+b"}, "fs1")
+    assert account is not None and account.password == "a%zz b"

@@ -203,12 +203,15 @@ def _decode_segment(raw: str) -> str:
     return segment
 
 
-def _unquote(raw: str, what: str, form: bool = False) -> str:
-    """``raw`` percent-decoded; ``form``: as a form field, where ``+`` stands for a space."""
+def _unquote(raw: str, what: str, form: bool = False, where: str = "storage URL") -> str:
+    """``raw`` percent-decoded; ``form``: as a form field, where ``+`` stands for a space.
+    Refused, the message names ``where`` the value came from, never the value. An escape
+    that is not one (``%zz``) stays as written, as the SSVM's ``URLEncodedUtils`` and the
+    older C# agent's ``HttpUtility.UrlDecode`` leave it."""
     try:
         return (unquote_plus if form else unquote)(raw, errors="strict")
     except UnicodeDecodeError:
-        raise BadStorageUrl(f"storage URL: {what} is not valid percent-encoded UTF-8") from None
+        raise BadStorageUrl(f"{where}: {what} is not valid percent-encoded UTF-8") from None
 
 
 # --- credentials in the query ------------------------------------------------------------
@@ -260,7 +263,8 @@ def details_credentials(details: Mapping[str, str] | None, server: str) -> Crede
     values = {key.lower(): value for key, value in details.items()
               if key.lower() in _CREDENTIAL_KEYS}
     if "password" in values:
-        values["password"] = _unquote(values["password"], "the 'password' value", form=True)
+        values["password"] = _unquote(values["password"], "the 'password' value", form=True,
+                                      where="pool details")
     return _account(values, server, "pool details")
 
 
