@@ -271,13 +271,13 @@ def host_files(config: AgentConfig, emulator: EmulatorCim | None = None) -> Host
     servers = config.agent.smb_routed_servers
     if not servers:
         return base
-    from hyperv_agent.hostfs.locations import Credentials
+    from hyperv_agent.hostfs.locations import account
     from hyperv_agent.hostfs.routed import RoutedFiles  # smbprotocol: loaded only when used
     from hyperv_agent.hostfs.smb import SmbFiles
 
-    accounts = {server: Credentials(user=account.username, domain=account.domain or server,
-                                    password=account.secret())
-                for server, account in config.agent.smb_credentials.items()}
+    # read as a pool's details are: a UPN or DOMAIN\user names its own domain
+    accounts = {server: account(given.username, given.secret(), given.domain, server)
+                for server, given in config.agent.smb_credentials.items()}
     return RoutedFiles(base, SmbFiles(port=config.agent.smb_port, configured=accounts), servers)
 
 

@@ -882,3 +882,44 @@ async def test_a_details_password_not_url_encoded_as_utf8_names_the_details(
     assert "storage URL" not in details
     assert secret not in details and "Pw" not in details and secret not in caplog.text
     assert not (config.agent.state_dir / KEPT).exists()
+
+
+def _configured(tmp_path: Path, samba: Samba, username: str) -> AgentConfig:
+    return config_with_shares(
+        tmp_path, {}, f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}\n'
+                      "[agent.smb_credentials]\n"
+                      f'"{samba.server}" = {{username = {json.dumps(username)}, '
+                      'password_env = "HV_TEST_SMB_PASSWORD"}')
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_configured_domain_user_logs_on_in_its_own_domain(
+    tmp_path: Path, samba: Samba, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``username = "CSTEST\\\\root"`` without ``domain`` names the domain in the user, as
+    a pool's details do: not a user of that name local to the file server."""
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    config = _configured(tmp_path, samba, f"CSTEST\\{samba.user}")
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _stripped_pool(samba, "configured-domain",
+                                                               MS_CIPHERTEXT))
+    assert added["result"] is True, added
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_configured_user_principal_name_logs_on_without_the_servers_name(
+    tmp_path: Path, samba: Samba, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``username = "user@domain"`` (a UPN) names its own domain: the logon sends it as it
+    is, not as a local account of the file server (``server\\\\user@domain``), as a UPN in
+    a pool's details. (This smbd, a standalone server, knows no UPN: the refusal shows
+    the account the logon was tried with.)"""
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    config = _configured(tmp_path, samba, f"{samba.user}@corp.example")
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _stripped_pool(samba, "configured-upn",
+                                                               MS_CIPHERTEXT))
+    details = str(added["details"])
+    assert added["result"] is False, added
+    assert f"wrong user name or password for {samba.user}@corp.example" in details
+    assert f"for {samba.server}\\" not in details

@@ -269,11 +269,10 @@ def details_credentials(details: Mapping[str, str] | None, server: str) -> Crede
 
 
 def _account(values: Mapping[str, str], server: str, where: str) -> Credentials | None:
-    """The account of decoded ``user``, ``password`` and ``domain`` values. A domain
-    ``null`` is none: the management server writes ``"&domain=" + domain`` and a domain
-    nobody gave becomes the string ``null`` (PrimaryDataStoreHelper); no Active Directory
-    domain is named so. Without a domain the account is one of ``server`` itself, unless
-    ``user`` is ``DOMAIN\\user`` or a user principal name (``user@domain``)."""
+    """The account of decoded ``user``, ``password`` and ``domain`` values (``account``).
+    A domain ``null`` is none: the management server writes ``"&domain=" + domain`` and a
+    domain nobody gave becomes the string ``null`` (PrimaryDataStoreHelper); no Active
+    Directory domain is named so."""
     for name, value in values.items():
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise BadStorageUrl(f"{where} {name} contains a control character")
@@ -285,6 +284,15 @@ def _account(values: Mapping[str, str], server: str, where: str) -> Credentials 
         if password:
             raise BadStorageUrl(f"{where} gives a password but no user")
         return None
+    return account(user, password, domain, server)
+
+
+def account(user: str, password: str, domain: str, server: str) -> Credentials:
+    """The account ``user`` (with ``domain``, which may be empty) names for the shares of
+    ``server``, wherever it was given (a URL, a pool's details, ``[agent.smb_credentials]``).
+    Without a domain it is one of ``server`` itself, unless ``user`` is ``DOMAIN\\user``
+    or a user principal name (``user@domain``)."""
+    user, domain = user.strip(), domain.strip()
     if "\\" in user and not domain:
         domain, _, user = user.partition("\\")
     elif "@" in user and not domain:
