@@ -69,6 +69,16 @@ class Samba:
                         "-e" if enabled else "-d", self.user],
                        capture_output=True, timeout=30, check=True)
 
+    def set_password(self, password: str) -> None:
+        """Give the account a new password (an operator changing it on the file server):
+        logons with the old one are refused from now on."""
+        smbpasswd = shutil.which("smbpasswd")
+        assert smbpasswd is not None  # start_samba needed it
+        subprocess.run([smbpasswd, "-c", str(self.root / "smb.conf"), "-s", self.user],
+                       input=f"{password}\n{password}\n".encode(), capture_output=True,
+                       timeout=30, check=True)
+        self.password = password
+
     def crash(self) -> None:
         """Kill smbd and every process it forked, as a file server that crashes or
         restarts: the kernel closes their connections, and what they held (sessions, tree

@@ -129,6 +129,20 @@ async def test_a_pool_is_reached_with_the_credentials_the_agent_keeps_for_it(
     assert "Wr0ng-kept-pw" not in line
 
 
+async def test_a_configured_account_wins_over_the_kept_one_as_in_the_agent(
+        samba: Samba, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator configured the account after the pool's (now stale) password was kept:
+    the agent uses the configured one, and doctor judges that one, not the stale one."""
+    pool = _pool(samba)
+    _register(tmp_path, pool)
+    _keep(tmp_path, pool, samba.user, "Stale-kept-pw")
+    config = _config(tmp_path, smb_port=samba.port,
+                     smb_credentials=_accounts(samba, monkeypatch))
+    status, line = await _smb_line(config)
+    assert status is Status.OK, line
+    assert f"reached {pool} as {samba.server}\\{samba.user}" in line
+
+
 async def test_an_unreadable_credentials_file_warns_never_showing_it(tmp_path: Path) -> None:
     _register(tmp_path, "\\\\fs1\\primary")
     kept = tmp_path / "state" / "pool-credentials.json"

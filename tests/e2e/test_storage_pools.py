@@ -923,3 +923,24 @@ async def test_a_configured_user_principal_name_logs_on_without_the_servers_name
     assert added["result"] is False, added
     assert f"wrong user name or password for {samba.user}@corp.example" in details
     assert f"for {samba.server}\\" not in details
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])
+async def test_an_account_configured_after_registration_wins_over_the_kept_one(
+    tmp_path: Path, own_samba: Samba, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's account was kept from its details; the password then changed on the file
+    server, and the operator put the account in [agent.smb_credentials] (the fix for a
+    management server that sends it encrypted). Restarted, the agent reaches the pool
+    with the configured account from its first call: the kept password is not tried
+    (a heartbeat missed, a failed logon counted towards the account's lockout)."""
+    samba = own_samba
+    folder = "kept-then-configured"
+    async with serving(_samba_config(tmp_path, samba)) as running:
+        _, added = await running.answer(MODIFY, _stripped_pool(samba, folder, samba.password))
+        assert added["result"] is True, added
+    samba.set_password("N3w-pw!rotated")
+    monkeypatch.setenv("HV_TEST_SMB_PASSWORD", samba.password)
+    async with serving(_configured(tmp_path, samba, samba.user)) as running:
+        _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+    assert stats["result"] is True and stats["capacityBytes"] > 0, stats

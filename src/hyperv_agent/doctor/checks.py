@@ -492,7 +492,7 @@ async def smb_pools(target: Target, _: Options) -> Check:
                      "pools or credentials it cannot read; the management server registers "
                      "them again when it reconnects")
     for share in kept:  # as the agent hands them over at start
-        target.files.use_credentials(share)
+        target.files.use_kept_credentials(share)
     with_credentials = {share.root.casefold() for share in kept}
     roots = sorted({pool.root for pool in stored.values()
                     if pool.shared and pool.root.startswith("\\")}, key=str.casefold)

@@ -17,7 +17,8 @@ heartbeats, HA checks and template eviction find shared ones. Where the file acc
 a share's credentials (smbprotocol, off Windows), the registry keeps them too, in a file of
 their own in the state directory (``state.CREDENTIALS_FILE``), and they are handed to the
 file access again when the agent starts: the management server sends them only when the
-host connects, not to an agent restarted between two of its pings.
+host connects, not to an agent restarted between two of its pings. An account configured
+for the server since (``[agent.smb_credentials]``) wins over them, as over the details.
 
 A root is registered as its path names it: a path with a ``.`` or ``..`` segment is refused,
 not resolved (``locations.root_to_register``), and so is a path that names a file, not a
@@ -81,7 +82,7 @@ class StorageHandlers:
         self.pool_locks = NamedLocks()
         # before anything reaches a share (the first heartbeat, the sweep of aside files)
         for share in registry.kept_shares():
-            files.use_credentials(share)
+            files.use_kept_credentials(share)
 
     def table(self) -> Routes:
         return {

@@ -92,6 +92,17 @@ class HostFiles(abc.ABC):
         reach shares with their own identity ignore this."""
         return None
 
+    def use_kept_credentials(self, share: ShareLocation) -> None:
+        """``use_credentials`` for the credentials kept from an earlier registration of
+        ``share``'s pool, handed over at start; left out where the configuration names an
+        account for the server (``[agent.smb_credentials]``): the operator set it since,
+        as the fix for a password the pool's details cannot give, and it wins as it wins
+        over the details of a registration."""
+        smb = self.smb_for(share.server)
+        if smb is not None and smb.configured_account(share.server) is not None:
+            return
+        self.use_credentials(share)
+
     def smb_for(self, server: str) -> SmbFiles | None:
         """The SMB backend that reaches ``server``'s shares (its accounts, its logons);
         None when this backend reaches them natively (the host's own file access, or the
