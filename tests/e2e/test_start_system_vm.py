@@ -392,6 +392,36 @@ async def test_start_fails_naming_the_limit_and_creates_nothing_when_boot_args_c
     assert await _vm_count(agent.emulator) == 0
 
 
+# Secrets the MS puts in boot arguments: vmpassword, authorized_key, router_password,
+# keystore_password, baremetalnotificationsecuritykey, userdata.
+_SECRET = "Zq9" * 400
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (f" template=domP type=secstorage name=s-1-VM vmpassword={_SECRET}",
+     "word 4 (key 'vmpassword', 1211 characters)"),
+    (f" template=domP name=r-4-VM userdata={_SECRET} type=router",
+     "word 3 (key 'userdata', 1209 characters)"),
+    (f" template=domP {_SECRET} type=router", "word 2 (no key, 1200 characters)"),
+])
+async def test_start_fails_naming_the_key_and_word_but_never_the_value_when_a_word_cannot_fit(
+    agent: Running, args: str, named: str,
+) -> None:
+    answer = await _answer(agent, _body(agent, bootArgs=args))
+    assert answer["result"] is False
+    assert named in answer["details"], answer
+    assert "Zq9" not in answer["details"], answer
+    assert await _vm_count(agent.emulator) == 0
+
+
+async def test_start_counts_the_boot_args_as_the_ms_sent_them_when_they_lack_a_leading_space(
+    agent: Running,
+) -> None:
+    answer = await _answer(agent, _body(agent, bootArgs="b" * 1100))
+    assert answer["result"] is False
+    assert "vm.bootArgs (1100 characters)" in answer["details"], answer
+
+
 @pytest.mark.parametrize(("args", "char"), [
     (" template=domP type=secstorage name=s-1-VM note=a\x00b", "\\x00"),
     (" template=domP type=secstorage name=s-1-VM note=a\x1bb", "\\x1b"),
@@ -407,6 +437,8 @@ async def test_start_fails_naming_the_character_and_creates_nothing_when_no_kvp_
     offset = min(args.find(c) for c in "\x00\x1b\ufffe" if c in args)
     assert "vm.bootArgs" in answer["details"] and char in answer["details"], answer
     assert f"at offset {offset}," in answer["details"], answer
+    assert "of word" in answer["details"] and "(key 'note'" in answer["details"], answer
+    assert "a\\x00b" not in answer["details"] and "a\\x1bb" not in answer["details"], answer
     assert (agent.emulator.round_trips() - before)["invoke:DefineSystem"] == 0
     assert await _vm_count(agent.emulator) == 0
 

@@ -576,6 +576,14 @@ def test_split_words_refuses_naming_the_limit_when_value_cannot_be_carried(
         kvp.split_words("k", value)
 
 
+def test_split_words_names_a_long_key_cut_at_40_characters_and_never_the_value() -> None:
+    word = "k" * 50 + "=" + "v" * 1000
+    with pytest.raises(InvalidRequest) as refused:
+        kvp.split_words("k", f"a=1 {word}")
+    assert f"word 2 (key '{'k' * 40}'..., 1051 characters)" in str(refused.value)
+    assert "k" * 41 not in str(refused.value) and "vv" not in str(refused.value)
+
+
 def test_fits_kvp_value_counts_utf16_units_and_utf8_bytes_when_text_is_not_ascii() -> None:
     assert kvp.fits_kvp_value("é" * 1023)  # 1023 units, 2046 bytes
     assert not kvp.fits_kvp_value("€" * 700)  # 700 units, 2100 bytes

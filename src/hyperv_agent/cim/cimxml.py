@@ -65,17 +65,17 @@ def write_instance(instance: CimInstance) -> str:
     return f'<INSTANCE CLASSNAME="{_attr(instance.class_name)}">{body}</INSTANCE>'
 
 
-def uncarried(text: str) -> str | None:
-    """The first character of ``text`` that CIM-XML text cannot carry (what
+def uncarried(text: str) -> int | None:
+    """The offset of the first character of ``text`` that CIM-XML text cannot carry (what
     ``write_instance`` refuses), or None when it carries them all."""
     bad = _NOT_IN_XML.search(text)
-    return None if bad is None else bad.group()
+    return None if bad is None else bad.start()
 
 
 def _escape(text: str, table: Mapping[int, str]) -> str:
     bad = uncarried(text)
     if bad is not None:
-        raise CimInvalidParameter(f"{bad!r} cannot be carried in CIM-XML text")
+        raise CimInvalidParameter(f"{text[bad]!r} cannot be carried in CIM-XML text")
     return text.translate(table)
 
 

@@ -476,16 +476,15 @@ def boot_args(vm: VirtualMachineTO) -> tuple[tuple[str, str], ...]:
     runs into the key (``cloudstack-vm-userdatatemplate=domP``). Every MS builder starts
     its arguments with a space; arguments that do not (a no-break space is no
     separator there) get one."""
-    args = vm.boot_args or ""
-    if not args.strip(kvp.WORD_SEPARATORS):
+    sent = vm.boot_args or ""
+    if not sent.strip(kvp.WORD_SEPARATORS):
         return ()
     try:
-        kvp.refuse_uncarried(BOOT_ARGS_KEY, args)  # its offset in the MS's arguments
-        if args[0] not in kvp.WORD_SEPARATORS:
-            args = f" {args}"
+        kvp.refuse_uncarried(BOOT_ARGS_KEY, sent)  # the one check: offsets in the MS's text
+        args = sent if sent[0] in kvp.WORD_SEPARATORS else f" {sent}"
         return kvp.split_words(BOOT_ARGS_KEY, args)
     except InvalidRequest as error:
-        raise InvalidRequest(f"vm.bootArgs ({len(args)} characters) cannot be delivered: "
+        raise InvalidRequest(f"vm.bootArgs ({len(sent)} characters) cannot be delivered: "
                              f"{error}") from None
 
 

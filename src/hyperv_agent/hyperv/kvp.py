@@ -32,7 +32,7 @@ from hyperv_agent.hyperv.vms import VmRef
 #: IFS (space, tab, newline). Not Unicode whitespace: a no-break space, U+2028 or a CR
 #: stays inside its word there, so the items keep it inside the word too.
 WORD_SEPARATORS: Final = " \t\n"
-_SEPARATED: Final = re.compile(f"[{WORD_SEPARATORS}]+")
+_WORD: Final = re.compile(f"[^{WORD_SEPARATORS}]+")
 
 
 def fits_kvp_value(value: str) -> bool:
@@ -42,17 +42,35 @@ def fits_kvp_value(value: str) -> bool:
             and len(value.encode("utf-8")) <= KVP_GUEST_VALUE_MAX_BYTES)
 
 
+def named_word(number: int, word: str) -> str:
+    """How an answer names word ``number`` (from 1) of a value: its key (the text before
+    its first ``=``, at most 40 characters) and its length, never its value. Boot
+    arguments carry secrets as words (``vmpassword=``, ``authorized_key=``,
+    ``router_password=``, ``keystore_password=``, ``userdata=``), and a word without
+    ``=`` may be one too, so none of it is quoted."""
+    key, equals, _ = word.partition("=")
+    name = f"key {key[:40]!r}{'...' if len(key) > 40 else ''}" if equals else "no key"
+    return f"word {number} ({name}, {len(word)} characters)"
+
+
 def refuse_uncarried(key: str, value: str) -> None:
-    """InvalidRequest naming the character when ``value`` holds one no KVP item carries:
-    a NUL or another C0 control but tab, LF and CR, U+FFFE or U+FFFF. Hyper-V takes an
-    item only as CIM-XML text (every backend writes it so), which has no such character;
-    and a guest's KVP driver ends a value at its first NUL. Pure, no I/O."""
-    bad = cimxml.uncarried(value)
-    if bad is not None:  # its place, not its neighbours: values carry passwords
-        raise InvalidRequest(
-            f"{key!r} holds the character {bad!r} at offset {value.index(bad)}, which no "
-            "KVP item carries: Hyper-V takes items as CIM-XML text, which has no NUL, no "
-            "C0 control but tab, LF and CR, and no U+FFFE or U+FFFF")
+    """InvalidRequest naming the character, its offset and its word (``named_word``) when
+    ``value`` holds one no KVP item carries: a NUL or another C0 control but tab, LF and
+    CR, U+FFFE or U+FFFF. Hyper-V takes an item only as CIM-XML text (every backend
+    writes it so), which has no such character; and a guest's KVP driver ends a value at
+    its first NUL. Pure, no I/O; one pass over ``value`` when it is carried."""
+    offset = cimxml.uncarried(value)
+    if offset is None:
+        return
+    before = value[:offset]
+    start = max(map(before.rfind, WORD_SEPARATORS)) + 1
+    word = _WORD.match(value, start)
+    number = len(_WORD.findall(before, 0, start)) + 1
+    raise InvalidRequest(  # its place and its word's key, not its neighbours
+        f"{key!r} holds the character {value[offset]!r} at offset {offset}, of "
+        f"{named_word(number, word.group() if word else '')}, which no KVP item carries: "
+        "Hyper-V takes items as CIM-XML text, which has no NUL, no C0 control but tab, LF "
+        "and CR, and no U+FFFE or U+FFFF")
 
 
 def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
@@ -63,18 +81,20 @@ def split_words(key: str, value: str) -> tuple[tuple[str, str], ...]:
     whole pool as one command line (CloudStack's system VMs, protocol §9.2) sees every
     word. Each part starts and ends with a space, so no word runs into the next record's
     key; the parts are keyed ``key``, ``key-2``, ``key-3``, ... A word that does not fit
-    one item, or more than 128 items: InvalidRequest naming the limit; a character no
-    item carries (``refuse_uncarried``): InvalidRequest naming it. Pure, no I/O.
+    one item, or more than 128 items: InvalidRequest naming the limit and the word
+    (``named_word``: its key, never its value). ``value`` must hold only characters an
+    item carries: callers check it once with ``refuse_uncarried`` (``push_kvp_items``
+    refuses the rest). Pure, no I/O.
     """
-    refuse_uncarried(key, value)
     if fits_kvp_value(value):
         return ((key, value),)
     parts: list[str] = []
-    for word in filter(None, _SEPARATED.split(value)):
+    for number, found in enumerate(_WORD.finditer(value), 1):
+        word = found.group()
         if not fits_kvp_value(f" {word} "):
             raise InvalidRequest(
-                f"the word {word[:40]!r}... of {key!r} has {len(word)} characters; with a "
-                f"space on each side it must fit one KVP value of at most "
+                f"{named_word(number, word)} of {key!r} does not fit one KVP item: with a "
+                f"space on each side a word must fit one KVP value of at most "
                 f"{KVP_VALUE_MAX_CHARS} characters ({KVP_GUEST_VALUE_MAX_BYTES} bytes of "
                 "UTF-8), and words are not split")
         if parts and fits_kvp_value(f"{parts[-1]}{word} "):
