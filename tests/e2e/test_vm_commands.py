@@ -623,3 +623,16 @@ async def test_state_report_is_one_round_trip_whose_answer_fits_a_thousand_vms(
         assert running.requests() - requests == 1
         per_vm = running.face.service.last_answer_bytes / 200
         assert per_vm * 1000 + 2000 < 512_000, per_vm  # 1000 VMs: still one answer
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t"])
+async def test_vnc_port_fails_saying_the_name_is_blank_when_it_is(
+    running: Running, name: str,
+) -> None:
+    before = running.emulator.round_trips()
+    key, answer = await running.answer(VNC, {"id": 99, "name": name})
+    assert (key, answer["result"], answer["port"]) == (VNC_ANSWER, False, -9)
+    assert answer.get("address") is None
+    assert answer["details"] == ("GetVncPortCommand failed: the command names no VM: its "
+                                 f"name {name!r} is blank"), answer
+    assert (running.emulator.round_trips() - before).calls == 0

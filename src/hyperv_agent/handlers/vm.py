@@ -205,9 +205,11 @@ class VmHandlers:
     async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
         """Console access (protocol §8): ``instanceId=<VM GUID>`` and port -9 (RDP via VMConnect).
 
-        Unknown VM: a failed answer with port -9 and no address. Read-only, safe to
-        repeat, 1 query.
+        Unknown VM: a failed answer with port -9 and no address. A blank name (no VM the
+        MS runs has one): the same, saying so, no query. Read-only, safe to repeat, 1 query.
         """
+        if not vnc.vm_name.strip():
+            raise InvalidRequest(f"the command names no VM: its name {vnc.vm_name!r} is blank")
         vm = await vms.find_vm(self.hv, vnc.vm_name)
         if vm is None:
             raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
