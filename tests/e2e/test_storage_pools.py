@@ -944,3 +944,28 @@ async def test_an_account_configured_after_registration_wins_over_the_kept_one(
     async with serving(_configured(tmp_path, samba, samba.user)) as running:
         _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
     assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+
+
+async def test_stats_of_a_pool_whose_share_cannot_be_reached_say_so_and_name_its_root(
+    tmp_path: Path,
+) -> None:
+    """Windows reports a share whose server is down, or that was taken away, as a path not
+    found. The MS shows GetStorageStatsAnswer's details in its log and alerts: they name
+    the pool's root as what cannot be reached from this host, not an OS error text; the
+    share back, the pool is measured again."""
+    share = tmp_path / "smb"
+    (share / "primary").mkdir(parents=True)
+    config = config_with_shares(tmp_path, {r"\\10.1.1.2\SMB-Share": share})
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", SMB_PATH))
+        assert added["result"] is True, added
+        share.rename(tmp_path / "away")  # the share cannot be reached
+        key, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+        assert (key, stats["result"]) == ("com.cloud.agent.api.GetStorageStatsAnswer", False)
+        assert stats["details"] == (
+            f"GetStorageStatsCommand failed: pool {POOL_UUID} (SMB): the folder "
+            r"\\10.1.1.2\SMB-Share\primary does not exist or cannot be reached from this "
+            "host, so it cannot be measured"), stats
+        (tmp_path / "away").rename(share)  # back
+        _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
+        assert stats["result"] is True and stats["capacityBytes"] > 0, stats

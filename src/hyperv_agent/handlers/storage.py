@@ -41,7 +41,7 @@ from hyperv_agent.cloudstack.commands_storage import (
     ModifyStoragePoolCommand,
 )
 from hyperv_agent.cloudstack.storage_objects import StorageFilerTO, StoragePoolInfo
-from hyperv_agent.errors import AgentError, InvalidRequest, LogonRefused
+from hyperv_agent.errors import AgentError, HostFileError, InvalidRequest, LogonRefused
 from hyperv_agent.handlers.datapaths import REREGISTER_HINT
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.heartbeat import Heartbeats
@@ -63,8 +63,19 @@ class Reservation:
 
 async def pool_usage(files: HostFiles, path: str, reservation: Reservation) -> tuple[int, int]:
     """Capacity and free bytes of the volume holding ``path``, less the reservation when it
-    is the root volume."""
-    usage = await files.usage(path)
+    is the root volume. When it cannot be measured and ``path`` is not seen either: a
+    HostFileError saying the folder does not exist or cannot be reached, not the OS's
+    text (Windows reports a share whose server is down, or that was taken away, as a path
+    not found). 1 call (+ 1 when it cannot be measured)."""
+    try:
+        usage = await files.usage(path)
+    except LogonRefused:
+        raise
+    except HostFileError:
+        if not await files.exists(path):
+            raise HostFileError(f"the folder {path} does not exist or cannot be reached from "
+                                "this host, so it cannot be measured") from None
+        raise
     reserve = reservation.reserved_bytes if path.lower().startswith(
         reservation.root_device.lower()) else 0
     return max(0, usage.total_bytes - reserve), max(0, usage.free_bytes - reserve)
@@ -253,14 +264,20 @@ class StorageHandlers:
     async def storage_stats(self, asked: GetStorageStatsCommand) -> Result:
         """Capacity and use of a registered pool: a Filesystem pool by its path (the local
         pool's or a registered one's), a shared pool by the root recorded when it was
-        registered. Read-only."""
+        registered. A root that cannot be measured: a failed answer naming the pool and
+        what the host met (``pool_usage``: a root that is not seen cannot be reached).
+        Read-only."""
         pool_type = str(asked.pool_type or "")
         root = self._stats_root(pool_type, asked)
         if root is None:
             raise InvalidRequest(f"pool {asked.pool_uuid} ({pool_type or 'no type'}) is not "
                                  "registered on this host; ModifyStoragePoolCommand "
                                  f"registers it; {REREGISTER_HINT}")
-        total, free = await pool_usage(self.files, root, self.reservation)
+        try:
+            total, free = await pool_usage(self.files, root, self.reservation)
+        except HostFileError as error:
+            raise HostFileError(f"pool {asked.pool_uuid} ({pool_type or 'no type'}): "
+                                f"{error}") from error
         return GetStorageStatsAnswer(result=True, capacity_bytes=total, used_bytes=total - free)
 
     def _stats_root(self, pool_type: str, command: GetStorageStatsCommand) -> str | None:
