@@ -877,6 +877,59 @@ async def test_destroy_refuses_and_keeps_file_when_another_vm_uses_it(agent: Run
     assert (pool / "data.vhdx").is_file()
 
 
+async def test_destroy_costs_no_call_for_the_disks_running_vms_hold_open_in_its_pool(
+    agent: Running,
+) -> None:
+    """DestroyCommand's parent check is DeleteCommand's: the disk files beside the volume
+    that running VMs hold open cannot be read, and none is asked of Hyper-V (a running
+    child would hold the volume open, and Windows would refuse the delete), so the round
+    trips are the same with two running VMs in the pool as with none, and their disks
+    are left as they were."""
+    pool = _pool(agent)
+    cim = agent.emulator
+    spent = []
+    for index, name in enumerate(("data-a.vhdx", "data-b.vhdx")):
+        _disk(pool, name)
+        before = cim.host.counters.snapshot()
+        key, answer = await agent.answer(DESTROY, _destroy(name))
+        trips = cim.host.counters.snapshot() - before
+        spent.append((trips.calls, trips.waits))
+        assert (key, answer["result"]) == (ANSWER, True), answer
+        assert not (pool / name).exists()
+        if index == 0:
+            for vm_name in ("i-2-40-VM", "i-2-41-VM"):
+                _disk(pool, f"{vm_name}.vhdx")
+                await _vm_with(cim, vm_name, f"C:\\pool\\{vm_name}.vhdx", scsi=True,
+                               running=True)
+            assert "could not be read" not in answer["details"], answer["details"]
+        else:
+            assert "2 could not be read" in answer["details"], answer["details"]
+    assert spent[0] == spent[1], spent
+    assert {path.name for path in pool.glob("i-2-4*")} == {"i-2-40-VM.vhdx", "i-2-41-VM.vhdx"}
+
+
+async def test_destroy_of_a_volume_a_running_vm_s_clone_stands_on_names_that_vm(
+    agent: Running,
+) -> None:
+    """A running VM's linked clone stands on the volume: Windows refuses to delete the
+    volume its chain holds open, and the answer names the clone and its VM (asked of
+    Hyper-V on that failure only); the volume is kept, and so is the detach it needs
+    for a VM named in the command not made."""
+    pool = _pool(agent)
+    volume = _disk(pool, "data.vhdx")
+    vhd.create(pool / "root-c.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=volume, parent_locator="C:\\pool\\data.vhdx")
+    await _vm_with(agent.emulator, "i-2-42-VM", "C:\\pool\\root-c.vhdx", scsi=True,
+                   running=True)
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx"))
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert ("C:\\pool\\data.vhdx is the parent of 1 differencing disk(s) (linked clones), "
+            "e.g. C:\\pool\\root-c.vhdx, held open by the running VM i-2-42-VM") in answer[
+        "details"], answer["details"]
+    assert "the file was kept" in answer["details"], answer["details"]
+    assert volume.is_file()
+
+
 async def test_destroy_fails_when_path_is_missing_or_escapes(agent: Running) -> None:
     pool = _pool(agent)
     _disk(pool.parent, "outside.vhdx")

@@ -18,7 +18,7 @@ import logging
 import ntpath
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from hyperv_agent.cloudstack.base import ms_wait_s
@@ -140,16 +140,23 @@ class FileHandlers:
         _refuse_children(path, found, held, asked, kept, self.parent_budget_s)
         return found.summary()
 
-    async def remove_unless_parent(self, path: str, kept: str = "the file was kept") -> str:
+    async def remove_unless_parent(self, path: str, kept: str = "the file was kept", *,
+                                   release: Callable[[], Awaitable[None]] | None = None
+                                   ) -> str:
         """Delete ``path`` unless a disk file in its folder names it as its parent, as
         ``refuse_if_parent`` tells, but asking Hyper-V of no disk that could not be read:
         a running VM's disk that stands on ``path`` holds it open, and Windows refuses the
         delete itself; only then are those disks asked (``_held_children``), to name the
         VM rather than leave Windows' bare "being used by another process". A delete in
-        a pool of many running VMs so costs no call for each of their disks. What was
-        checked, for the answer."""
+        a pool of many running VMs so costs no call for each of their disks. The one
+        delete of a disk file a command names (DeleteCommand, DestroyCommand).
+        ``release``, when given, is awaited once the check passed, just before the
+        delete (DestroyCommand's detach from its VM: nothing is detached from a VM for
+        a file that is kept). What was checked, for the answer."""
         found = await self._children(path)
         _refuse_children(path, found, [], len(found.unreadable), kept, self.parent_budget_s)
+        if release is not None:
+            await release()
         try:
             await self.files.remove(path)
         except HostFileError:

@@ -373,9 +373,10 @@ class VolumeHandlers(FileHandlers):
         DeleteCommand: the management server keeps the template or volume of a pool that
         cannot be reached, to evict or delete it again). A file in another VM, or in a running VM
         that cannot release it (IDE), is refused and kept; so is a file that a disk file in
-        its folder names as its parent (``refuse_if_parent``): a template with linked
-        clones, which the management server evicts when no volume row of its own
-        records the template in the pool, although a clone made from it may be there.
+        its folder names as its parent (``remove_unless_parent``, as for DeleteCommand,
+        checked before the detach): a template with linked clones, which the management
+        server evicts when no volume row of its own records the template in the pool,
+        although a clone made from it may be there.
         A VM Hyper-V is starting or stopping is waited for before the detach, within the
         job wait and the command's bound (``jobs.command_bound``); one still changing
         after it fails the answer, naming the change.
@@ -389,12 +390,13 @@ class VolumeHandlers(FileHandlers):
         if path is None:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
-        async with vm_lock, self.file_locks.hold(path):
-            checked = await self.refuse_if_parent(path)
+        async def release() -> None:
             attached = await disks.find_attachment(self.hv, path)
             if attached is not None:
                 await self._release(attached, path, command.vm_name)
-            await self.files.remove(path)
+
+        async with vm_lock, self.file_locks.hold(path):
+            checked = await self.remove_unless_parent(path, release=release)
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
     async def _release(self, attached: disks.Attachment, path: str,
