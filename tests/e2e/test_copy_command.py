@@ -871,6 +871,33 @@ async def test_volume_copy_fails_and_writes_nothing_when_source_is_missing(
     assert listing(tmp_path / "secondary") == {}
 
 
+@pytest.mark.parametrize(("source", "looked_for"), [
+    ({"path": "volumes/3/10/abc.vhdx", "format": "VHDX"},
+     "\\\\10.1.1.1\\secondary\\volumes\\3\\10\\abc.vhdx is not there, nor is "
+     f"\\\\10.1.1.1\\secondary\\volumes\\3\\10\\abc.vhdx\\{VOLUME_UUID}.vhdx"),
+    ({"path": "volumes/3/10", "format": "VHDX"},
+     "\\\\10.1.1.1\\secondary\\volumes\\3\\10 is a folder, and "
+     f"\\\\10.1.1.1\\secondary\\volumes\\3\\10\\{VOLUME_UUID}.vhdx is not there"),
+])
+async def test_volume_missing_from_an_image_store_is_named_with_every_file_looked_for(
+    agent: Running, tmp_path: Path, source: dict[str, Any], looked_for: str
+) -> None:
+    """A volume on an image store is ``<path>``, else ``<path>\\<uuid>`` with its format's
+    extension: when it is neither, the answer names the volume, the image store it was
+    looked for on and both files, so the operator looks for the right one (not only
+    the second, which for a path naming a file is no file anyone made); the image store
+    is there, so nothing says it cannot be reached."""
+    pool = _pool(agent)
+    (tmp_path / "secondary" / "volumes" / "3" / "10").mkdir(parents=True)
+    details = await _refused(agent, _copy(_volume(_nfs(), **source),
+                                          _volume(_primary(), path="restored")),
+                             f"srcTO: the volume ROOT-5 ({VOLUME_UUID}) is not on the image "
+                             "store \\\\10.1.1.1\\secondary: ")
+    assert looked_for in details, details
+    assert "cannot be reached" not in details, details
+    assert listing(pool) == {}
+
+
 async def test_volume_from_secondary_that_names_a_parent_disk_is_refused_and_not_copied(
     agent: Running, tmp_path: Path
 ) -> None:

@@ -448,13 +448,15 @@ class DataPaths:
         not a file; a name without a disk extension takes its format's, or, without a
         format, that of the single ``<uuid>.vhd*`` file found in its folder (protocol §11).
         ``existing``: the file must be there (``present``: a pool or image store that
-        cannot be reached is named as such, not the file said not to exist)."""
+        cannot be reached is named as such, not the file said not to exist); when it is
+        neither, InvalidRequest naming the volume, the image store and both files looked
+        for (the second alone, for a ``path`` naming a file, is no file anyone made)."""
         if isinstance(volume.data_store, PrimaryDataStoreTO):
             return await self.volume_file(volume, what, existing=existing)
         root, holder = self._store_root(volume.data_store, what)
         if not volume.path:
             raise InvalidRequest(f"{what}: the volume on the image store has no path")
-        candidate = confined(root, volume.path)
+        first = candidate = confined(root, volume.path)
         found = await self.files.stat(candidate)
         if (found is None or found.is_dir) and volume.uuid:
             candidate = confined(root, f"{volume.path}\\{volume.uuid}")
@@ -464,7 +466,15 @@ class DataPaths:
             else:
                 candidate = await self._probe(root, candidate, volume.uuid, what, holder)
         path = await self.file_in(root, candidate, what, images.DISK_SUFFIXES)
-        return await self.present(root, path, what, holder) if existing else path
+        if not existing:
+            return path
+        looked = (f"{first} is a folder, and {path} is not there" if found is not None
+                  else f"{first} is not there, nor is {path}" if path != first
+                  else f"{path} is not there")
+        return await self.present(
+            root, path, what, holder,
+            missing=f"{what}: the volume {volume.name or '(no name)'} ({volume.uuid or 'no uuid'}) "
+                    f"is not on the {holder} {root}: {looked}")
 
     def _store_root(self, store: WrappedTO | None, what: str) -> tuple[str, str]:
         """A primary pool's registered root, or a cifs image store's root; and which it
