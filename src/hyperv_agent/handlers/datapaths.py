@@ -263,6 +263,19 @@ class DataPaths:
         out of ``root``, checked as it is tried, before it is looked for (so no link out
         is followed): a candidate after the one found costs nothing. +1 call a candidate
         tried."""
+        found = await self.first_found(root, candidates, what, holder, suffixes=suffixes)
+        if found is None:
+            first = candidates[0] if suffixes is None else confined(root, candidates[0])
+            raise InvalidRequest(missing or f"{what}: the file {first} does not exist")
+        return found
+
+    async def first_found(self, root: str, candidates: Sequence[str], what: str,
+                          holder: str = "pool", *,
+                          suffixes: tuple[str, ...] | None = None) -> str | None:
+        """As ``first_present``, for a file that may be gone (a delete): None, rather than
+        InvalidRequest, when none of ``candidates`` is there and ``root`` is seen
+        (``absent_for_sure``: a file is never taken for gone while its ``holder`` cannot
+        be seen)."""
         if suffixes is not None:
             candidates = [confined(root, candidate) for candidate in candidates]
             for candidate in candidates:
@@ -273,7 +286,7 @@ class DataPaths:
             if await self.files.exists(candidate):
                 return candidate
         await self.absent_for_sure(root, candidates[0], what, holder)
-        raise InvalidRequest(missing or f"{what}: the file {candidates[0]} does not exist")
+        return None
 
     def _hand_credentials(self, location: locations.PoolLocation) -> None:
         if isinstance(location, locations.ShareLocation) and location.credentials is not None:

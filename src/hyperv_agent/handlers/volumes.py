@@ -416,17 +416,13 @@ class VolumeHandlers(FileHandlers):
                              f"({error}); the file was kept") from error
 
     async def _legacy_file(self, volume: VolumeTO) -> str | None:
-        """The file of a legacy VolumeTO inside its pool; None when absent."""
+        """The file of a legacy VolumeTO inside its pool; None when absent, once its pool's
+        root is seen (``DataPaths.first_found``)."""
         if not volume.path:
             raise InvalidRequest("volume.path is required")
-        root = self._legacy_root(volume)
-        path = root
-        for candidate in images.disk_names(volume.path):
-            path = await self.paths.file_in(root, candidate, "volume.path", images.DISK_SUFFIXES)
-            if await self.files.exists(path):
-                return path
-        await self.paths.absent_for_sure(root, path, "volume.path")
-        return None
+        return await self.paths.first_found(self._legacy_root(volume),
+                                            images.disk_names(volume.path), "volume.path",
+                                            suffixes=images.DISK_SUFFIXES)
 
     def _legacy_root(self, volume: VolumeTO) -> str:
         """The root of the pool a legacy VolumeTO is in: the registered pool, or the
