@@ -208,6 +208,25 @@ async def test_wrong_password_is_one_line_naming_the_host(
         assert secret not in message and secret not in logged
 
 
+async def test_a_logon_this_machine_cannot_make_is_one_line_naming_the_host(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """Kerberos fails on the agent's side before the host is asked (its ticket expired
+    with no password to get another, no KDC, or no Kerberos library here: as on this
+    test machine): the security library's own error becomes CimAccessDenied naming the
+    host and the cause, never an exception of that library escaping the transport (an
+    "internal error" answer; the host check, and with it the heartbeat, stopped by it)."""
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, auth="kerberos")
+        with pytest.raises(CimAccessDenied) as raised:
+            await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        await cim.close()
+    message = str(raised.value)
+    port = served.url.split(":")[2].split("/")[0]
+    assert message.startswith(f"127.0.0.1:{port}: cannot log on to the WinRM service: "
+                              "kerberos authentication failed on this machine (")
+    assert "\n" not in message and PASSWORD not in message
+
+
 async def test_refused_credentials_are_not_tried_again_for_a_minute(
         emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:

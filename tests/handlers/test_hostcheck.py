@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.errors import CimUnreachable
 from hyperv_agent.handlers.hostcheck import HostCheck, HostState, Reach
+from tests.emulator.winrm_kit import client, face
 from tests.sessions import hv
 
 DEADLINE_S = 0.2
@@ -46,3 +48,18 @@ async def test_a_host_known_unreachable_is_asked_again_before_the_query_is_sent(
     assert sent == []
     check._note(HostState(Reach.ANSWERS))  # it answers again
     assert await check.bounded(query) == "listed"
+
+
+async def test_a_host_this_machine_cannot_log_on_to_answers_with_an_error(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A logon that fails on the agent's side (Kerberos: no ticket, no KDC, no Kerberos
+    library here) says the host answers with an error, not that the check itself broke:
+    its Windows may run, and the heartbeat goes on being stamped."""
+    async with face(emulator, tmp_path / "face") as served:
+        cim = client(served.url, auth="kerberos")
+        try:
+            found = await HostCheck(hv(cim), deadline_s=5.0, fresh_s=0.0).state()
+        finally:
+            await cim.close()
+    assert found.reach is Reach.FAULTY
+    assert "kerberos authentication failed on this machine" in found.says

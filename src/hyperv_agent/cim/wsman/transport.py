@@ -37,6 +37,7 @@ from pypsrp.exceptions import (
     WSManFaultError,
 )
 from pypsrp.wsman import OptionSet, SelectorSet, WSMan
+from spnego.exceptions import SpnegoError
 
 from hyperv_agent.cim import faults
 from hyperv_agent.cim.api import ObjectPath
@@ -52,6 +53,7 @@ from hyperv_agent.errors import (
 )
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=CimError)
 log = logging.getLogger("hyperv_agent.cim.wsman.transport")
 #: A session idle this long is closed rather than reused: the host may have dropped its
 #: connection (http.sys keeps idle ones for 120 s), and a security context cannot move to
@@ -283,10 +285,8 @@ class Transport:
         where = self.settings.where
         try:
             return work()
-        except AuthenticationError:
-            raise _stale(CimAccessDenied(
-                f"{where}: the WinRM service refused the credentials ({self.settings.auth} "
-                "authentication); check the user name and password")) from None
+        except (AuthenticationError, SpnegoError, ImportError) as error:
+            raise self._logon_failed(error) from None
         except WSManFaultError as error:
             raise _Answered(self._fault(error)) from None
         except WinRMTransportError as error:
@@ -307,6 +307,22 @@ class Transport:
         except (ParseError, DefusedXmlException) as error:  # pypsrp reads every answer
             raise CimUnavailable(f"{where}: the WinRM service's answer is not well-formed "
                                  f"XML ({faults.one_line(str(error))[:200]})") from None
+
+    def _logon_failed(self, error: Exception) -> CimAccessDenied:
+        """The host refused the credentials (HTTP 401: AuthenticationError), or the
+        security library could not make the logon, before or while the host
+        re-challenged: no Kerberos ticket (expired, with no password to get another), no
+        KDC, clock skew, or no Kerberos library on this machine (pyspnego's ImportError).
+        Only the host's refusal counts towards the account's lockout, so only it is
+        marked to be noted as a refusal (``_note_refusal``)."""
+        where, auth = self.settings.where, self.settings.auth
+        if isinstance(error, AuthenticationError):
+            return _stale(CimAccessDenied(
+                f"{where}: the WinRM service refused the credentials ({auth} "
+                "authentication); check the user name and password"))
+        return CimAccessDenied(f"{where}: cannot log on to the WinRM service: {auth} "
+                               "authentication failed on this machine "
+                               f"({faults.one_line(str(error))[:200]})")
 
     def _timed_out(self, error: requests.exceptions.Timeout) -> CimUnreachable:
         where = self.settings.where
@@ -401,7 +417,7 @@ def _forget(done: asyncio.Future[Element]) -> None:
         done.exception()
 
 
-def _stale(error: CimError) -> CimError:
+def _stale(error: _E) -> _E:
     """``error`` marked as one a reused session gets when its context went stale."""
     error.stale_session = True  # type: ignore[attr-defined]
     return error
