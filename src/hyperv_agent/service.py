@@ -228,9 +228,16 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
 
 async def heartbeats(agent: Agent) -> None:
     """Stamp this host's heartbeat in every shared pool at once, then every
-    ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered)."""
+    ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered).
+    A round that fails unexpectedly is logged and the next one comes as due: ended, the
+    task would leave a running host unstamped for good, so its neighbours would call it
+    down and HA start its VMs a second time elsewhere."""
     while True:
-        await agent.host.write_heartbeats()
+        try:
+            await agent.host.write_heartbeats()
+        except Exception:
+            log.exception("heartbeat: this round of stamps failed unexpectedly; the next "
+                          "comes in %g s", agent.host.heartbeats.timing.interval_s)
         await asyncio.sleep(agent.host.heartbeats.timing.interval_s)
 
 
