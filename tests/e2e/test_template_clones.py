@@ -384,3 +384,25 @@ async def test_a_template_copy_over_an_earlier_one_with_clones_gets_a_name_of_it
     assert again != first
     assert sorted(listing(pool)) == sorted([f"{first}.vhdx", f"{again}.vhdx", "root-a.vhdx"])
     assert vhd.read_info(pool / "root-a.vhdx").parent_path == f"C:\\pool\\{first}.vhdx"
+
+
+async def test_a_template_copy_over_one_with_clones_in_the_other_format_gets_a_name_of_its_own(
+    agent: Running, tmp_path: Path,
+) -> None:
+    """A template registered as VHDX whose file is a VHD lands in the pool as ``.vhd``
+    (renamed to its content's format): a copy sent again, under the ``.vhdx`` name the
+    format gives, would be renamed over the first, the parent of its linked clones. It
+    gets a GUID of its own instead, and the clone keeps its parent as it was."""
+    pool = _pool(agent)
+    folder = tmp_path / "secondary" / "template" / "tmpl" / "2" / "201"
+    folder.mkdir(parents=True)
+    _disk(folder / "upload.vhd").rename(folder / f"{TEMPLATE_UUID}.vhdx")
+    first = await _downloaded(agent)
+    await _clone(agent, _local_store(), first, "root-a", fmt="VHD")
+    parent = pool / f"{first}.vhd"
+    stamp = parent.stat().st_mtime_ns, parent.stat().st_ino
+    again = await _downloaded(agent)
+    assert again != first
+    assert sorted(listing(pool)) == sorted([f"{first}.vhd", f"{again}.vhd", "root-a.vhd"])
+    assert (parent.stat().st_mtime_ns, parent.stat().st_ino) == stamp  # not replaced
+    assert vhd.read_info(pool / "root-a.vhd").parent_path == f"C:\\pool\\{first}.vhd"

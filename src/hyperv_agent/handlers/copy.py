@@ -143,7 +143,9 @@ class CopyHandler(FileHandlers):
         lost answer or a timeout (the MS then copies anew, again without a path) replaces
         the one before it, which nothing in CloudStack names, instead of leaving a
         template-sized orphan in the pool for each try. An earlier file of that name that
-        linked clones name as their parent is kept, and the copy gets a name of its own."""
+        linked clones name as their parent is kept, and the copy gets a name of its own;
+        so is one of that name in the other disk format, which a copy whose content is of
+        that format would be renamed over (``_either_format``)."""
         suffix = images.suffix_of_format(dest.format or src.format, default="")
         root = await self.paths.existing(self.paths.pool_root(dest.image_data_store, "destTO"),
                                          "destTO")
@@ -152,11 +154,15 @@ class CopyHandler(FileHandlers):
         target = await self.paths.file_in(root, f"{dest_path}{suffix}", "destTO")
         source = await self._template_source(src, suffix)
         checksum = applicable_checksum(src, source)
-        async with self.file_locks.hold(target):
-            if await self.files.exists(target):
-                # a download over an earlier copy replaces it: not under linked clones,
-                # which name it (and its content) as their parent
-                await self.refuse_if_parent(target, "the earlier template was kept")
+        # a disk whose content is the other format is renamed to it (``hostfs.download``),
+        # over a file of that name: both names are held, and neither replaced under clones
+        replaced = _either_format(target)
+        async with self.file_locks.hold_all(*replaced):
+            for earlier in replaced:
+                if await self.files.exists(earlier):
+                    # a download over an earlier copy replaces it: not under linked
+                    # clones, which name it (and its content) as their parent
+                    await self.refuse_if_parent(earlier, "the earlier template was kept")
             done = await self.download(source, target, checksum)
         log.info("template %s downloaded to %s (%d bytes)", src.path, done.path, done.size)
         return dest.model_copy(update={"path": dest_path,
@@ -172,8 +178,10 @@ class CopyHandler(FileHandlers):
         name = dest.uuid or ""
         if start_plan.canonical_guid(name) is None:
             return str(uuid.uuid4())
-        earlier = await self.paths.file_in(root, f"{name}{suffix}", "destTO")
-        if await self.files.exists(earlier):
+        for earlier in _either_format(await self.paths.file_in(root, f"{name}{suffix}",
+                                                               "destTO")):
+            if not await self.files.exists(earlier):
+                continue
             try:
                 await self.refuse_if_parent(earlier)
             except AgentError as kept:
@@ -493,6 +501,15 @@ class CopyHandler(FileHandlers):
 
 
 # --- pure helpers -------------------------------------------------------------------------
+
+
+def _either_format(target: str) -> tuple[str, ...]:
+    """The files a download to ``target`` may replace: for a disk, ``target`` and its
+    name in the other disk format, as the copy is renamed to the format its content shows
+    (a template registered as VHDX that is a VHD lands as ``.vhd``); else ``target``."""
+    if not images.is_disk(target):
+        return (target,)
+    return images.disk_names(ntpath.splitext(target)[0])
 
 
 def _is_file_store(store: WrappedTO | None) -> bool:
