@@ -118,10 +118,14 @@ async def _read_body(request: web.Request, max_bytes: int) -> bytes:
 
 def _compressed(request: web.Request) -> web.Response | None:
     """HTTP 415 for a compressed body: never inflated, so a small body cannot become a
-    huge one (the management server never compresses)."""
-    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
-    if encoding in ("", "identity"):
+    huge one (the management server never compresses). The codings are read from every
+    ``Content-Encoding`` line: HTTP lets a list come one item a line, and a coding on the
+    second line makes the body as compressed as one on the first."""
+    codings = [coding.strip().lower() for line in request.headers.getall(hdrs.CONTENT_ENCODING, [])
+               for coding in line.split(",")]
+    if all(coding in ("", "identity") for coding in codings):
         return None
+    encoding = ", ".join(coding for coding in codings if coding)
     return web.Response(status=415, text=f"compressed request bodies (Content-Encoding: "
                                          f"{encoding[:40]}) are not accepted; send plain JSON")
 

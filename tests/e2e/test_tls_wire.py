@@ -263,3 +263,23 @@ async def test_the_certificate_is_read_at_start_and_its_logged_fingerprint_is_th
 
 def _sha256(der: bytes) -> str:
     return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+@pytest.mark.parametrize("lines", [
+    ["identity", "gzip"], ["gzip", "identity"], ["", "deflate"]])
+async def test_a_coding_on_a_second_content_encoding_line_is_refused_like_one_on_the_first(
+    running: Running, lines: list[str],
+) -> None:
+    """HTTP lets a list header come as several lines, one coding each: a compressed body
+    is answered 415 naming every coding, never read as JSON as if it were plain."""
+    reader, writer = await _tls_stream(running.url)
+    try:
+        head = "".join(f"Content-Encoding: {line}\r\n" for line in lines)
+        writer.write(f"POST {READY} HTTP/1.1\r\nHost: a\r\n{head}Content-Length: 2\r\n\r\n{{}}"
+                     .encode())
+        status, body = await _answer(reader)
+        assert status == b"HTTP/1.1 415 Unsupported Media Type\r\n", body
+        named = ", ".join(line for line in lines if line)
+        assert f"(Content-Encoding: {named})".encode() in body
+    finally:
+        writer.close()
