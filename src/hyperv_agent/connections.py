@@ -202,6 +202,14 @@ def answering(request: BaseRequest) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+def close_unread(request: BaseRequest) -> None:
+    """Close ``request``'s connection once its answer is sent, without waiting for a body
+    the client was never asked for (aiohttp otherwise reads on for up to ten seconds)."""
+    protocol = request.protocol
+    if isinstance(protocol, HttpHandler):
+        protocol.skip_lingering()
+
+
 class HttpHandler(web.RequestHandler):
     """aiohttp's HTTP/1.1 protocol for one connection, holding its slot; protocol errors
     are one warning line and every response names the server without a version."""
@@ -211,6 +219,10 @@ class HttpHandler(web.RequestHandler):
         super().__init__(manager, **options)
         self.slot = slot
         self.guard = guard
+
+    def skip_lingering(self) -> None:
+        """No lingering read of an unread body after the answer: the connection closes."""
+        self._lingering_time = 0.0
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         error = kw.get("exc_info")

@@ -8,8 +8,10 @@ liveness string the C# agent answered. Requests are served concurrently.
 Only clients in ``allow_from`` are served (this host alone when it is empty); others get
 HTTP 403 naming the setting, and a log line at most once a minute per address, whichever
 listener they reached when the listeners share their ``refusals``. Compressed bodies are
-refused (415), never inflated. The connections themselves (idle deadlines, the cap) are
-kept by :mod:`hyperv_agent.connections`.
+refused (415), never inflated. A client that sends ``Expect: 100-continue`` is invited to
+send its body only once the request is known to be served; a refusal comes at once, and
+closes the connection (:func:`close_unasked`). The connections themselves (idle
+deadlines, the cap) are kept by :mod:`hyperv_agent.connections`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import hdrs, web
+from aiohttp import HttpVersion11, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -72,7 +74,7 @@ def make_app(
     HTTP 403 (logged as ``refusals`` admits, :func:`allow_only`), compressed bodies HTTP
     415."""
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[allow_only(tuple(allow_from), refusals)])
+                          middlewares=[close_unasked, allow_only(tuple(allow_from), refusals)])
 
     async def liveness(_: web.Request) -> web.Response:
         return web.Response(text=LIVENESS)
@@ -97,16 +99,63 @@ def make_app(
         return web.Response(body=answer, content_type="application/json")
 
     app.router.add_get("/api/HypervResource", liveness)
-    app.router.add_post("/api/HypervResource/{fqcn}", command)
+    app.router.add_post("/api/HypervResource/{fqcn}", command, expect_handler=_continue_later)
     return app
 
 
+#: The request key saying ``100 Continue`` was sent: the client was asked for its body.
+CONTINUED = web.RequestKey("continued", bool)
+
+
+async def _continue_later(_: web.Request) -> None:
+    """Nothing before the handlers: the refusals (403, 404, 415, 413) are told from the
+    headers and answered without inviting the body; :func:`_read_body` sends
+    ``100 Continue`` when it is about to read it. aiohttp's own handler sent it at once,
+    before even the client's address was checked."""
+
+
+async def _continue(request: web.Request) -> None:
+    """``100 Continue`` for an HTTP/1.1 request that expects it, as aiohttp's default
+    handler sends it; HTTP 417 for an expectation other than ``100-continue``."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if not expect or request.version != HttpVersion11:
+        return
+    if expect.strip().lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect[:40]}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer itself has not begun
+    request[CONTINUED] = True
+
+
+@web.middleware
+async def close_unasked(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Closes the connection after answering a request that expected ``100-continue`` and
+    was never asked for its body (RFC 9110, section 10.1.1 lets the client send it or not):
+    on a connection kept open, a next request sent in its place would be read as the
+    body, after aiohttp's ten seconds of waiting for one."""
+    if not request.headers.get(hdrs.EXPECT) or request.version != HttpVersion11:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as refusal:
+        if not request.get(CONTINUED):
+            refusal.force_close()
+            connections.close_unread(request)
+        raise
+    if not request.get(CONTINUED):
+        response.force_close()
+        connections.close_unread(request)
+    return response
+
+
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The whole body, copied once (HTTP 413 past ``max_bytes``): a body of megabytes costs
-    the event loop one join, not a growing buffer and a copy of it."""
+    """The whole body, copied once (HTTP 413 past ``max_bytes``, before the client is
+    asked for the body when it expects ``100-continue``): a body of megabytes costs the
+    event loop one join, not a growing buffer and a copy of it."""
     if (request.content_length or 0) > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes,
                                             actual_size=request.content_length or 0)
+    await _continue(request)
     chunks, size = [], 0
     async for chunk in request.content.iter_any():
         size += len(chunk)

@@ -283,3 +283,50 @@ async def test_a_coding_on_a_second_content_encoding_line_is_refused_like_one_on
         assert f"(Content-Encoding: {named})".encode() in body
     finally:
         writer.close()
+
+
+async def _refused_before_the_body(url: str, head: str) -> bytes:
+    """What the agent answers to ``head`` (a request expecting 100-continue, its body
+    unsent): the whole reply, read until the agent closes (at most 3 s)."""
+    reader, writer = await _tls_stream(url)
+    try:
+        writer.write(head.encode())
+        return await asyncio.wait_for(reader.read(), 3)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (f"POST {API}com.cloud.agent.api.NoSuchCommand HTTP/1.1\r\nHost: a\r\n"
+     "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"404"),
+    (f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\n"
+     "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"415"),
+    (f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 20000000\r\n"
+     "Expect: 100-continue\r\n\r\n", b"413"),
+])
+async def test_a_request_refused_from_its_headers_gets_no_100_continue_and_a_closed_line(
+    running: Running, head: str, status: bytes,
+) -> None:
+    """Expect: 100-continue asks whether to send the body: a request the agent refuses
+    from its headers alone is answered at once, without inviting the body (20 MB the
+    client would send for nothing), and the connection closes, so a body the client
+    sends after all is never read as its next request."""
+    reply = await _refused_before_the_body(running.url, head)
+    assert reply.startswith(b"HTTP/1.1 " + status), reply
+    assert b"100 Continue" not in reply and b"\r\nConnection: close\r\n" in reply
+
+
+async def test_a_client_outside_allow_from_expecting_100_continue_gets_403_at_once(
+    agent_config: Callable[..., AgentConfig],
+) -> None:
+    agent = build_agent(agent_config(allow_from=("10.9.0.0/16",)))
+    runner, url = await start(agent)
+    try:
+        reply = await _refused_before_the_body(
+            url, f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+                 "Expect: 100-continue\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 403"), reply
+        assert b"100 Continue" not in reply and b"\r\nConnection: close\r\n" in reply
+    finally:
+        await runner.cleanup()
+        await agent.close()
