@@ -35,6 +35,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LIVENESS = "HypervResource controller running, use POST to send JSON encoded RPCs"
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The most of a 404 naming an unknown class: the name is the client's, up to 8 KB of it.
+UNKNOWN_CLASS_BYTES = 256
 #: How long a stopping listener waits for a request still being handled, twice over
 #: (aiohttp waits, cancels, waits again), before it closes the connection.
 CUT_SHORT_S = 0.5
@@ -82,7 +84,8 @@ def make_app(
     async def command(request: web.Request) -> web.Response:
         fqcn = request.match_info["fqcn"]
         if not dispatcher.knows(fqcn):
-            return web.Response(status=404, text=f"unknown command {fqcn}")
+            return web.Response(status=404, text=logs.cut(f"unknown command {logs.escape(fqcn)}",
+                                                          UNKNOWN_CLASS_BYTES))
         refusal = _compressed(request)
         if refusal is not None:
             return refusal

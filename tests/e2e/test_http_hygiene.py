@@ -149,3 +149,21 @@ async def test_admin_listener_names_no_version(running: Running) -> None:
                     assert "Python" not in json.dumps(dict(reply.headers))
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    ("com.x%0d%0aSet-Cookie:%20a%1b[2J%00",
+     "unknown command com.x\\r\\nSet-Cookie: a\\x1b[2J\\x00"),
+    ("a" * 8000, "unknown command " + "a" * 100),
+])
+async def test_an_unknown_class_is_named_escaped_and_cut_in_its_404(
+    running: Running, name: str, shown: str,
+) -> None:
+    """The 404 names the class asked for as a log line would: control characters escaped,
+    a name of kilobytes cut, never echoed back byte for byte."""
+    reply = await _raw(running.url, f"POST {API}{name} HTTP/1.1\r\nHost: a\r\n"
+                                    "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+    assert reply.startswith(b"HTTP/1.1 404"), reply[:200]
+    body = reply.partition(b"\r\n\r\n")[2]
+    assert body.startswith(shown.encode()) and len(body) < 300, body[:400]
+    assert not any(byte < 0x20 for byte in body), body
