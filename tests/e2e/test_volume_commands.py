@@ -930,6 +930,29 @@ async def test_destroy_of_a_volume_a_running_vm_s_clone_stands_on_names_that_vm(
     assert volume.is_file()
 
 
+async def test_destroy_under_a_running_clone_keeps_the_volume_in_its_stopped_vm(
+    agent: Running,
+) -> None:
+    """A volume in the stopped VM the command names, that a running VM's linked clone
+    stands on: the delete would fail (the clone's chain holds the volume open), so the
+    volume is refused, naming the clone's VM, before it is detached: the stopped VM keeps
+    its disk, as it would start again from it."""
+    pool = _pool(agent)
+    volume = _disk(pool, "data.vhdx")
+    vhd.create(pool / "root-c.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=volume, parent_locator="C:\\pool\\data.vhdx")
+    await _vm_with(agent.emulator, "i-2-43-VM", "C:\\pool\\data.vhdx", scsi=True,
+                   running=False)
+    await _vm_with(agent.emulator, "i-2-42-VM", "C:\\pool\\root-c.vhdx", scsi=True,
+                   running=True)
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-43-VM"))
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert "held open by the running VM i-2-42-VM" in answer["details"], answer["details"]
+    assert volume.is_file()
+    attached = await disks.find_attachment(hv(agent.emulator), "C:\\pool\\data.vhdx")
+    assert attached is not None and attached.vm_name == "i-2-43-VM"
+
+
 async def test_destroy_fails_when_path_is_missing_or_escapes(agent: Running) -> None:
     pool = _pool(agent)
     _disk(pool.parent, "outside.vhdx")

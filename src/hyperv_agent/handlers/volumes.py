@@ -374,9 +374,11 @@ class VolumeHandlers(FileHandlers):
         cannot be reached, to evict or delete it again). A file in another VM, or in a running VM
         that cannot release it (IDE), is refused and kept; so is a file that a disk file in
         its folder names as its parent (``remove_unless_parent``, as for DeleteCommand,
-        checked before the detach): a template with linked clones, which the management
-        server evicts when no volume row of its own records the template in the pool,
-        although a clone made from it may be there.
+        checked before the detach; for a file to be detached, the disks that could not be
+        read are asked of Hyper-V too, ``refuse_if_parent``, so that no VM loses its disk
+        to a delete Windows then refuses): a template with linked clones, which the
+        management server evicts when no volume row of its own records the template in
+        the pool, although a clone made from it may be there.
         A VM Hyper-V is starting or stopping is waited for before the detach, within the
         job wait and the command's bound (``jobs.command_bound``); one still changing
         after it fails the answer, naming the change.
@@ -404,6 +406,11 @@ class VolumeHandlers(FileHandlers):
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
+        # A running VM's linked clone holds the volume open, and Windows refuses its delete
+        # only after the detach, which would leave the VM (a stopped one, whose disk is
+        # not in use) without the disk it starts from: for a volume a VM is to lose, the
+        # disks that could not be read are asked of Hyper-V first (1 call each).
+        await self.refuse_if_parent(path)
         # Hyper-V removes no drive of a VM it is starting, stopping or saving (32775), and
         # a stopping VM reads as off: the change is waited out first, as Dettach does.
         vm = await power.settle(self.hv, attached.vm, self.job_wait)
