@@ -16,6 +16,8 @@ import pytest
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.room import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import build, devices, disks, jobs, vms
@@ -951,6 +953,30 @@ async def test_destroy_under_a_running_clone_keeps_the_volume_in_its_stopped_vm(
     assert volume.is_file()
     attached = await disks.find_attachment(hv(agent.emulator), "C:\\pool\\data.vhdx")
     assert attached is not None and attached.vm_name == "i-2-43-VM"
+
+
+async def test_destroy_whose_delete_fails_after_the_detach_says_the_volume_was_detached(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows refuses the delete of a volume just detached from its VM for a cause no
+    check foresees (a process other than a VM holds it, its ACL denies the delete): the
+    file is kept, and the answer says that the VM no longer has it, not the file alone."""
+    pool = _pool(agent)
+    volume = _disk(pool, "data.vhdx")
+    await _vm_with(agent.emulator, "i-2-44-VM", "C:\\pool\\data.vhdx", scsi=True,
+                   running=False)
+
+    async def denied(_: EmulatedFiles, path: str) -> bool:
+        raise HostFileError(f"cannot delete {path}: Access is denied")
+
+    monkeypatch.setattr(EmulatedFiles, "remove", denied)
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-44-VM"))
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert answer["details"] == (
+        "DestroyCommand failed: cannot delete C:\\pool\\data.vhdx: Access is denied; the "
+        "file was kept, detached from VM i-2-44-VM, which no longer has it"), answer
+    assert volume.is_file()
+    assert await disks.find_attachment(hv(agent.emulator), "C:\\pool\\data.vhdx") is None
 
 
 async def test_destroy_fails_when_path_is_missing_or_escapes(agent: Running) -> None:

@@ -378,7 +378,8 @@ class VolumeHandlers(FileHandlers):
         read are asked of Hyper-V too, ``refuse_if_parent``, so that no VM loses its disk
         to a delete Windows then refuses): a template with linked clones, which the
         management server evicts when no volume row of its own records the template in
-        the pool, although a clone made from it may be there.
+        the pool, although a clone made from it may be there. A delete Windows still
+        refuses after the detach fails the answer saying the VM no longer has the file.
         A VM Hyper-V is starting or stopping is waited for before the detach, within the
         job wait and the command's bound (``jobs.command_bound``); one still changing
         after it fails the answer, naming the change.
@@ -392,17 +393,30 @@ class VolumeHandlers(FileHandlers):
         if path is None:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
+        detached: list[str] = []
+
         async def release() -> None:
             attached = await disks.find_attachment(self.hv, path)
-            if attached is not None:
-                await self._release(attached, path, command.vm_name)
+            if attached is not None and await self._release(attached, path, command.vm_name):
+                detached.append(attached.vm_name)
 
         async with vm_lock, self.file_locks.hold(path):
-            checked = await self.remove_unless_parent(path, release=release)
+            try:
+                checked = await self.remove_unless_parent(path, release=release)
+            except AgentError as error:
+                if not detached:
+                    raise
+                # Windows refused the delete after the detach (a process other than a VM
+                # holds the file, its ACL denies it): the VM no longer has its volume
+                raise AgentError(f"{str(error).removesuffix('; the file was kept')}; the "
+                                 f"file was kept, detached from VM {detached[0]}, which no "
+                                 "longer has it") from error
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
     async def _release(self, attached: disks.Attachment, path: str,
-                       vm_name: str | None) -> None:
+                       vm_name: str | None) -> bool:
+        """Detach ``path`` from the VM ``attached`` names, which must be ``vm_name``;
+        whether it was detached (False: the VM was removed meanwhile, with its drives)."""
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
@@ -415,12 +429,13 @@ class VolumeHandlers(FileHandlers):
         # a stopping VM reads as off: the change is waited out first, as Dettach does.
         vm = await power.settle(self.hv, attached.vm, self.job_wait)
         if vm is None:  # removed meanwhile, and its drives with it
-            return
+            return False
         try:
             await drives.detach_volume(self.hv, vm, path)
         except AgentError as error:
             raise AgentError(f"{path} could not be detached from VM {attached.vm_name} "
                              f"({error}); the file was kept") from error
+        return True
 
     async def _legacy_file(self, volume: VolumeTO) -> str | None:
         """The file of a legacy VolumeTO inside its pool; None when absent, once its pool's
