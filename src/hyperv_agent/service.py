@@ -210,7 +210,8 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
                          file_locks=file_locks,
                          processor_compatibility=agent.processor_compatibility)
     handlers |= start.table()
-    handlers |= AttachHandlers(hv, paths, vm.locks, vm.settings.job_wait).table()
+    handlers |= AttachHandlers(hv, paths, vm.locks, vm.settings.job_wait,
+                               file_locks=file_locks).table()
     handlers |= SecurityGroupHandlers(hv, vm.locks, vm.settings.job_wait).table()
     handlers |= StorageHandlers(files, pools, reservation, host.heartbeats).table()
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,

@@ -922,6 +922,36 @@ async def test_attach_handlers_share_the_vm_lock_table_when_agent_is_built(
     assert None not in owners and len(locks) == 1
 
 
+async def test_a_delete_of_a_volume_being_attached_waits_then_is_refused_for_the_running_vm(
+    agent: Running,
+) -> None:
+    """A DeleteCommand of a volume that arrives while an attach of it to a running VM is
+    under way waits for the attach (which holds the volume's file lock inside the VM's),
+    then finds the VM holding the volume and keeps it. Without the file lock the delete
+    removed the file between the attach's look at it and Hyper-V's medium, so the
+    attach failed and the volume the management server was attaching was gone."""
+    vm = await _start(agent, "i-2-47-VM", data_seq=1)
+    path = _volume_file(agent, "vol-47")
+    cim = agent.emulator
+    cim.faults.slow_next_job("AddResourceSettings", 1.5)  # the attach's new drive
+    added = cim.round_trips()["invoke:AddResourceSettings"]
+    attaching = asyncio.create_task(agent.answer(
+        ATTACH, {"vmName": "i-2-47-VM", "disk": _data_disk("vol-47", 2)}))
+    for _ in range(500):  # until the attach is adding the drive: its locks are held
+        if cim.round_trips()["invoke:AddResourceSettings"] > added:
+            break
+        await asyncio.sleep(0.01)
+    assert not attaching.done()
+    _, deleted = await agent.answer(names.DELETE_COMMAND, {"data": _volume("vol-47")})
+    _, attached = await attaching
+    assert attached["result"] is True, attached
+    assert (deleted["result"], deleted["details"]) == (False, (
+        f"DeleteCommand failed: {_file('vol-47')} is attached to the running VM "
+        "i-2-47-VM; stop the VM or detach the volume first (the file was kept)")), deleted
+    assert path.is_file()
+    assert (await _layout(cim, vm))[("scsi", 2)] == ("disk", _file("vol-47"))
+
+
 # --- paused and saved VMs -----------------------------------------------------------------
 
 

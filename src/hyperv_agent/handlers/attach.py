@@ -11,7 +11,11 @@ drives to stopped VMs only, so a running VM's answer fails saying so); an ISO
 drive. Every path is resolved and confined to its pool or share by
 ``handlers.datapaths`` before the VM is looked at, and a file to attach must exist; bad
 input fails the answer with nothing changed. Each command holds the VM's lock (shared
-with the other VM handlers).
+with the other VM handlers); an attach of a data volume holds the volume's file lock too,
+inside the VM's, as StartCommand holds its disks' (shared with the commands that copy,
+move or delete files), and looks for the file under it: a delete, copy or move of that
+volume runs wholly before the attach (which then finds no file, or attaches the file as
+the copy or move left it) or wholly after it (which then finds the volume in the VM).
 
 Choices, and why:
 
@@ -48,6 +52,7 @@ Choices, and why:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ntpath
 from dataclasses import dataclass
@@ -64,11 +69,13 @@ from hyperv_agent.cloudstack.commands_vm import AttachIsoCommand, GetVmDiskStats
 from hyperv_agent.cloudstack.objects import (
     DiskTO,
     VmDiskStatsEntry,
+    VolumeObjectTO,
 )
 from hyperv_agent.errors import HyperVError, InvalidRequest, PathNotAllowed
 from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
+from hyperv_agent.handlers.locks import FileLocks
 from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hyperv import disks, diskstats, drives, jobs, power, vms
@@ -90,13 +97,18 @@ class _Image:
 
 
 class AttachHandlers:
-    """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``."""
+    """Attach, Dettach, AttachIso and GetVmDiskStats, sharing the VM lock table ``locks``
+    (and with an attach of a volume the file lock table ``file_locks``)."""
 
     def __init__(self, hv: HyperV, paths: DataPaths, locks: VmLocks,
-                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY) -> None:
+                 job_wait: jobs.WaitPolicy = jobs.DEFAULT_POLICY,
+                 file_locks: FileLocks | None = None) -> None:
         self.hv = hv
         self.paths = paths
         self.locks = locks
+        # the file lock table shared with the commands that write or delete files: an
+        # attach holds its volume's, as StartCommand holds its disks'
+        self.file_locks = file_locks if file_locks is not None else FileLocks()
         # how long a VM Hyper-V is starting, stopping, ... is waited for (``power.settle``)
         self.job_wait = job_wait
 
@@ -143,12 +155,18 @@ class AttachHandlers:
                       controller_info: dict[str, str] | None) -> str:
         if start_plan.is_empty_dvd(disk):
             return await self._empty_dvd(vm_name)
-        image = await self._image(disk, existing=True)
+        volume = _kind(disk) == DATADISK
+        image = await self._image(disk, existing=not volume)  # a volume: under its lock
         _check_vm_name(vm_name)
-        controller, slot = _scsi_place(disk) if image.kind == DATADISK else (0, 0)
-        ide = image.kind == DATADISK and start_plan.data_disk_controller(
+        controller, slot = _scsi_place(disk) if volume else (0, 0)
+        ide = volume and start_plan.data_disk_controller(
             controller_info, "controllerInfo") == start_plan.IDE
-        async with self.locks.hold(vm_name):
+        # the VM's lock, then the volume's (every command takes a VM's before a file's): a
+        # delete, copy or move of the volume waits for the attach, or the attach for it
+        file_lock = self.file_locks.hold(image.path) if volume else contextlib.nullcontext()
+        async with self.locks.hold(vm_name), file_lock:
+            if volume:
+                await self._volume_present(disk)
             vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
                 return _absent(vm_name, "nothing was attached now; CloudStack attaches the "
@@ -159,6 +177,15 @@ class AttachHandlers:
                 else:
                     placed = await drives.insert_iso(self.hv, vm, image.path)
         return _placed(image.path, vm_name, placed)
+
+    async def _volume_present(self, disk: DiskTO) -> None:
+        """InvalidRequest naming the data volume's file when it is not there, or its pool
+        when that cannot be reached (``DataPaths.present``): looked for under the file's
+        lock, so a delete that came first is seen (its links were checked before; 1 call)."""
+        data = disk.data
+        assert isinstance(data, VolumeObjectTO)  # ``_image`` resolved it as one
+        await self.paths.volume_file(data, f"disk {DATADISK}", check_links=False,
+                                     existing=True)
 
     async def _attach_volume(self, vm: vms.VmRef, slot: int, path: str, controller: int,
                              ide: bool) -> drives.Placed:

@@ -3,7 +3,12 @@
 The agent holds two, built where it is wired: the VM table (``vm.VmLocks``), shared by every
 command that changes a VM, and the file table (``FileLocks``), shared by every command
 that writes or deletes a file on the host (copies, downloads, volume creation, resizing
-and deletion), so a copy and a delete of the same file never interleave.
+and deletion) and by those that put a volume in a VM (start, attach), so a copy and a
+delete of the same file never interleave, nor a delete and an attach.
+
+A command that needs locks of both tables takes its VM's first, then its files': never a
+VM's lock while it holds a file's, so two commands never each hold a lock the other waits
+for.
 
 A command that needs several locks of one table takes them together with ``hold_all``:
 each name once, in one order for every command, so no command waits for a lock it holds
