@@ -217,7 +217,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     handlers |= VolumeHandlers(hv, paths, vm.locks, file_locks, vm.settings.job_wait,
                                aside).table()
     handlers |= CopyHandler(hv, paths, file_locks, vm.settings.job_wait, aside).table()
-    handlers |= ConfigDriveHandlers(hv, paths, file_locks, aside).table()
+    handlers |= ConfigDriveHandlers(hv, paths, file_locks, aside, vm.locks).table()
     handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside,
                                   job_wait=vm.settings.job_wait).table()
     metrics = Metrics()

@@ -13,6 +13,7 @@ migration no ``destStore``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 from collections.abc import AsyncIterator
@@ -226,6 +227,35 @@ async def test_a_failed_media_change_leaves_the_vm_on_the_old_iso(agent: Running
     assert answer["result"] is False and "drive busy" in answer["details"], answer
     assert await _isos(agent.emulator) == {ON_POOL}
     assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"old")
+    assert _aside_files(agent, f"{LOCAL_POOL}\\configdrive") == []
+
+
+async def test_a_stop_of_the_vm_waits_for_its_config_drives_media_change(
+    agent: Running,
+) -> None:
+    """A StopCommand of the VM that arrives while its config drive is being replaced
+    (its DVD drive moved to the copy, the ISO not yet written) waits until the drive is
+    back on the new ISO, then stops and removes the VM: the replace holds the VM's lock.
+    Without it the VM was removed under the replace, which then failed, its drive gone."""
+    assert (await _handled(agent, handle_body(data=iso_image(b"old"))))["result"] is True
+    await _started(agent)
+    cim = agent.emulator
+    cim.faults.slow_next_job("ModifyResourceSettings", 1.5)  # the move to the copy
+    moved = cim.round_trips()["invoke:ModifyResourceSettings"]
+    replacing = asyncio.create_task(_handled(agent, handle_body(data=iso_image(b"new"))))
+    for _ in range(500):  # until the drive is being moved: the VM's lock is held
+        if cim.round_trips()["invoke:ModifyResourceSettings"] > moved:
+            break
+        await asyncio.sleep(0.01)
+    assert not replacing.done()
+    _, stopped = await agent.answer(names.STOP_COMMAND, {"vmName": VM, "forceStop": True})
+    assert replacing.done()  # the stop waited for it
+    answer = await replacing
+    assert answer["result"] is True, answer
+    assert f"the DVD drive of the running VM {VM} changed media" in answer["details"]
+    assert stopped["result"] is True, stopped
+    assert await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM))) == []
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"new")
     assert _aside_files(agent, f"{LOCAL_POOL}\\configdrive") == []
 
 

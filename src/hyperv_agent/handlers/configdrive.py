@@ -26,7 +26,9 @@ this host's terms:
   (below); Windows refuses to replace a file a VM's worker holds open, so while running
   VMs of this host have the ISO in a DVD drive their drives are moved to a copy written
   aside, the ISO replaced, and the drives moved back (``_replace_held``): each guest
-  sees a media change. A paused VM holding it is refused naming the VM, the ISO kept.
+  sees a media change. Meanwhile the replace holds those VMs' locks (before the ISO's
+  file lock, ``_holding``), so no Stop, Start, ISO attach or eject of them interleaves
+  with it. A paused VM holding it is refused naming the VM, the ISO kept.
   An aside file a killed agent left is removed at its next start (``service.Leftovers``)
   or by the next create or delete in that folder;
 * for a VM on a shared pool moving live, the MS sends the create to the destination
@@ -55,8 +57,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import ntpath
+from collections.abc import AsyncIterator
 
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import HandleConfigDriveIsoAnswer
@@ -68,6 +72,7 @@ from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks
+from hyperv_agent.handlers.vm import VmLocks
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.aside import AsideFiles, discard, split, target_prefix
 from hyperv_agent.hostfs.room import require_room
@@ -78,6 +83,8 @@ from hyperv_agent.hyperv.vms import PowerState
 log = logging.getLogger("hyperv_agent.handlers.configdrive")
 
 _WHAT = "config drive"
+#: How many times the holders of an ISO are looked up for ``_holding`` before it gives up.
+_LOOKUPS = 3
 #: Added to a failure to replace an ISO no VM of this host has in a drive: Windows refuses
 #: the rename over a file a process holds open, and on a shared pool that process may be
 #: another host's VM, e.g. the source of a live move, for which the management server
@@ -94,8 +101,11 @@ class ConfigDriveHandlers(FileHandlers):
     files an ISO is written at before it is renamed into place."""
 
     def __init__(self, hv: HyperV, paths: DataPaths, file_locks: FileLocks,
-                 aside: AsideFiles) -> None:
+                 aside: AsideFiles, vm_locks: VmLocks | None = None) -> None:
         super().__init__(hv, paths, file_locks, aside=aside)
+        # the VM lock table shared with the VM commands: a running VM's DVD media change
+        # under its lock (``_holding``)
+        self.vm_locks = vm_locks if vm_locks is not None else VmLocks()
 
     def table(self) -> Routes:
         return {names.HANDLE_CONFIG_DRIVE_ISO_COMMAND: Route(HandleConfigDriveIsoCommand,
@@ -108,13 +118,38 @@ class ConfigDriveHandlers(FileHandlers):
         else:
             root, location = self._pool_root(command), ConfigDriveLocation.PRIMARY
         target = await self.paths.file_in(root, relative, _WHAT, images.ISO_SUFFIXES)
+        if command.create:
+            image = await asyncio.to_thread(_decoded, command.iso_data)
+            async with self._holding(target) as holders:
+                details = await self._create(image, target, holders)
+            return HandleConfigDriveIsoAnswer(result=True, location=location,
+                                              details=details)
         async with self.file_locks.hold(target):
-            if command.create:
-                details = await self._create(command.iso_data, target)
-                return HandleConfigDriveIsoAnswer(result=True, location=location,
-                                                  details=details)
             details = await self._delete(target)
         return HandleConfigDriveIsoAnswer(result=True, details=details)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, target: str) -> AsyncIterator[list[disks.Attachment]]:
+        """The DVD drives of the running VMs holding ``target`` (``_holders``), for a block
+        run with those VMs' locks and then ``target``'s file lock held (a VM's before a
+        file's, as every command takes them), so no Stop, Start, ISO attach or eject of
+        such a VM runs between the media changes of ``_replace_held``. The holders are
+        known only once looked up, so the file's lock is taken first alone; when VMs hold
+        the ISO it is given up, their locks taken, and the holders looked up again (no
+        round trip more while no VM holds it). VMs that took the ISO in the meantime are
+        waited for in turn, ``_LOOKUPS`` times at most, then AgentError naming them."""
+        locked: set[str] = set()
+        for _ in range(_LOOKUPS):
+            async with self.vm_locks.hold_all(*locked), self.file_locks.hold(target):
+                holders = await self._holders(target)
+                names = {held.vm_name.casefold() for held in holders}
+                if names <= locked:
+                    yield holders
+                    return
+            locked |= names
+        raise AgentError(f"{_WHAT} {target} was not written: VMs kept taking it into their "
+                         f"DVD drives while it was to be replaced ({', '.join(sorted(names))}"
+                         "); the ISO there was kept, try again")
 
     def _pool_root(self, command: HandleConfigDriveIsoCommand) -> str:
         store = command.dest_store
@@ -135,9 +170,10 @@ class ConfigDriveHandlers(FileHandlers):
                                  "deleted from that pool (this host cannot tell whether "
                                  "it holds one)") from None
 
-    async def _create(self, iso_data: str | None, target: str) -> str:
-        image = await asyncio.to_thread(_decoded, iso_data)
-        holders = await self._holders(target)
+    async def _create(self, image: bytes, target: str,
+                      holders: list[disks.Attachment]) -> str:
+        """Write ``image`` at ``target``, which the running VMs' drives ``holders`` hold
+        (their locks held by the caller, ``_holding``)."""
         folder = split(target)[0].rstrip("\\")
         # the folder first: a volume is measured at a folder that exists (a pool's or the
         # cache's first config drive would otherwise go unbounded); a held ISO is replaced
