@@ -76,9 +76,18 @@ class CimUnavailable(CimError):
 
 
 class CimUnreachable(CimUnavailable):
-    """Nothing answered: the host refused or never took the connection, the connection
-    broke, or no answer came in time (a host powered off, cut off or hung). Any answer,
-    even an HTTP error or a fault, proves the host's Windows is running; this does not."""
+    """Nothing answered: the host never took the connection (no answer to it, no route
+    to the host), the connection broke, or no answer came in time (a host powered off,
+    cut off or hung). Any answer, even an HTTP error or a fault, proves the host's
+    Windows is running; this does not."""
+
+
+class CimRefused(CimUnavailable):
+    """The connection was refused (a TCP reset, ``ECONNREFUSED``): the host's network stack
+    answered, so the machine runs, but nothing listens on the WinRM port (the WinRM
+    service stopped, or not started yet) or a firewall rejects the connection. Not
+    ``CimUnreachable``: a host that is powered off or cut off answers nothing (the connect
+    times out, or no route to it is found), and a running host's VMs may be running."""
 
 
 class CimTimedOut(CimUnavailable):

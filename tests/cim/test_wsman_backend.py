@@ -37,9 +37,11 @@ from hyperv_agent.errors import (
     CimInvalidMethod,
     CimInvalidQuery,
     CimNotFound,
+    CimRefused,
     CimResponseTooLarge,
     CimTimedOut,
     CimUnavailable,
+    CimUnreachable,
     ConfigError,
 )
 from hyperv_agent.hyperv import vms
@@ -270,16 +272,21 @@ async def test_requests_waiting_for_a_slot_when_credentials_are_refused_do_not_l
     assert len(logons) == 1, [r.getMessage() for r in logons]  # the first request's only
 
 
-async def test_unreachable_host_is_one_line_naming_the_host() -> None:
+async def test_a_refused_connection_is_one_line_naming_the_host_and_not_unreachable(
+        ) -> None:
+    """A connection refused is answered by the host's network (a TCP reset): the machine
+    runs, its WinRM service does not listen. ``CimRefused``, never ``CimUnreachable``,
+    which tells a host that may be powered off."""
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     cim = client(f"http://127.0.0.1:{port}/wsman")
-    with pytest.raises(CimUnavailable) as raised:
+    with pytest.raises(CimRefused) as raised:
         await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
     await cim.close()
+    assert not isinstance(raised.value, CimUnreachable)
     message = str(raised.value)
-    assert message.startswith(f"127.0.0.1:{port}: cannot reach the WinRM service")
+    assert message.startswith(f"127.0.0.1:{port}: the WinRM service refuses connections")
     assert "\n" not in message and PASSWORD not in message
 
 

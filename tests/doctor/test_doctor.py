@@ -316,13 +316,13 @@ async def test_a_stopped_host_fails_the_connection_at_once_and_skips_the_rest(
         tmp_path: Path) -> None:
     async with serving(tmp_path) as (config, face):
         port = face.url.rsplit(":", 1)[1].split("/")[0]
-        await face.runner.cleanup()  # powered off: the connection is refused
+        await face.runner.cleanup()  # its WinRM service stopped: the connection is refused
         started = time.monotonic()
         report = await diagnose(config, ROOMY)
         took = time.monotonic() - started
     status, line = _check(report, "connection")
     assert status is Status.FAIL, line
-    assert f"127.0.0.1:{port}: cannot reach the WinRM service" in line
+    assert f"127.0.0.1:{port}: the WinRM service refuses connections" in line
     assert "winrm quickconfig" in line  # the listener's fix
     assert [c.status for c in report.checks[1:]] == [Status.SKIP] * (len(CHECKS) - 1)
     assert took < 5

@@ -2,9 +2,11 @@
 server and an operator see while the host is powered off, hung, or answering errors, and
 that the agent finds it again by itself when it is back.
 
-The host is the emulator's WinRM face on 127.0.0.1; it is stopped (connections refused),
-replaced on its port by a socket that accepts and never answers (hung), or by a server
-answering HTTP 503 or a SOAP fault with HTTP 500, and then served again on the same port.
+The host is the emulator's WinRM face on 127.0.0.1; it is stopped (its WinRM service
+stopped: connections refused), replaced on its port by a listener whose connection
+attempts are never answered (powered off, cut off), by a socket that accepts and never
+answers (hung), or by a server answering HTTP 503 or a SOAP fault with HTTP 500, and then
+served again on the same port.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ import pytest
 from aiohttp import web
 
 from hyperv_agent import server, winrm_face
+from hyperv_agent.cim.wsman import transport
+from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.emulator.winrm.auth import Account
@@ -39,6 +43,7 @@ MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 MAINTAIN = "com.cloud.agent.api.MaintainCommand"
 PRIVATE_IP = "192.168.100.10"
 DEADLINE_S = 0.5
+CONNECT_S = 1.0
 OLD_STAMP = "2024-5-7@3:4:9"
 
 
@@ -68,9 +73,14 @@ private_ip = "{PRIVATE_IP}"
 @pytest.fixture
 async def agentless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
     """An agent driving the emulated host over WinRM (HTTP, NTLM), with a shared SMB pool
-    on the host's share, its host checks bounded by DEADLINE_S and never reused."""
+    on the host's share, its host checks bounded by DEADLINE_S and never reused, and its
+    WinRM connect timeout CONNECT_S."""
     async with serving(_checked_host(tmp_path, monkeypatch),
                        backend="wsman-http-ntlm") as running:
+        cim = running.agent.opened.wsman
+        assert isinstance(cim, WsmanCim)
+        cim.transport.settings = dataclasses.replace(cim.transport.settings,
+                                                     connect_timeout_s=CONNECT_S)
         yield running
 
 
@@ -79,9 +89,20 @@ def _port(running: Running) -> int:
     return int(running.face.url.rsplit(":", 1)[1].split("/")[0])
 
 
-async def _power_off(running: Running) -> None:
+async def _stop_winrm(running: Running) -> None:
+    """The host's WinRM service stopped: its port refuses connections (a TCP reset)."""
     assert running.face is not None
     await running.face.runner.cleanup()
+
+
+@contextlib.contextmanager
+def _powered_off(port: int) -> Iterator[None]:
+    """``port`` as a host that is powered off or cut off leaves it: a connection attempt
+    is never answered, and ends at the WinRM connect timeout. A listener whose backlog is
+    full drops every further SYN; its one place is taken by a connection never accepted."""
+    with socket.create_server(("127.0.0.1", port), backlog=0), \
+            socket.create_connection(("127.0.0.1", port)):
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -163,19 +184,33 @@ async def _neighbour_says(running: Running) -> dict[str, Any]:
     return value
 
 
-async def test_a_powered_off_host_fails_pings_and_health_at_once_and_is_found_again(
+def _refuses(port: int) -> str:
+    """What a command says of the host at ``port`` whose WinRM service is stopped."""
+    return (f"127.0.0.1:{port}: the WinRM service refuses connections (connection "
+            "refused: the host's network answers, but nothing listens on the port: the "
+            "WinRM service is stopped, or a firewall rejects the connection)")
+
+
+async def test_a_host_whose_winrm_stopped_fails_pings_and_health_at_once_and_is_found_again(
         agentless: Running) -> None:
+    """A connection refused fails the pings at once, saying the host refuses it (the MS
+    investigates the host, its operator learns what to start), and the agent finds the
+    host again, unrestarted, once its WinRM service answers."""
     port = _port(agentless)
     _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
     assert ping["result"] is True
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     for fqcn, answer_class in ((PING, "com.cloud.agent.api.Answer"),
-                               (CHECK_HEALTH, "com.cloud.agent.api.CheckHealthAnswer"),
-                               (HOST_STATS, "com.cloud.agent.api.GetHostStatsAnswer")):
+                               (CHECK_HEALTH, "com.cloud.agent.api.CheckHealthAnswer")):
         key, value, took = await _timed(agentless, fqcn, {"hostId": 5, "contextMap": {}})
         assert key == answer_class and value["result"] is False, value
-        assert f"127.0.0.1:{port}: cannot reach the WinRM service" in value["details"]
+        short = fqcn.rsplit(".", 1)[-1]
+        assert value["details"] == (f"{short} failed: the Hyper-V host refuses the "
+                                    f"connection: {_refuses(port)}"), value
         assert took < 2
+    key, value, took = await _timed(agentless, HOST_STATS, {"hostId": 5, "contextMap": {}})
+    assert key == "com.cloud.agent.api.GetHostStatsAnswer" and value["result"] is False
+    assert _refuses(port) in value["details"] and took < 2
     status, report = await agentless.post(STATE_REPORT, {})
     assert status == 200 and report[0]["com.cloud.agent.api.Answer"]["result"] is False
     async with _powered_on(agentless, port):  # the agent is not restarted
@@ -195,12 +230,11 @@ async def test_maintenance_of_a_host_that_cannot_be_reached_fails_saying_so(
     port = _port(agentless)
     _, maintained, _ = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
     assert (maintained["result"], maintained["willMigrate"]) == (True, True), maintained
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     key, value, took = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
     assert (key, value["result"]) == ("com.cloud.agent.api.MaintainAnswer", False), value
-    assert value["details"].startswith(
-        "MaintainCommand failed: the Hyper-V host cannot be reached: "), value
-    assert f"127.0.0.1:{port}: cannot reach the WinRM service" in value["details"]
+    assert value["details"] == (
+        f"MaintainCommand failed: the Hyper-V host refuses the connection: {_refuses(port)}")
     assert took < 2
     async with _hung(port):
         key, value, took = await _timed(agentless, MAINTAIN, {"contextMap": {}, "wait": 0})
@@ -224,7 +258,7 @@ async def test_a_hung_host_fails_pings_within_the_deadline_with_one_query_in_fli
     the first query waits, no other is sent (no thread or connection per ping); once the
     host answers again, so does the ping."""
     port = _port(agentless)
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     async with _hung(port) as accepted:
         for _ in range(3):
             _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
@@ -262,7 +296,7 @@ async def test_a_hung_host_fails_the_state_report_and_host_stats_within_the_chec
     port = _port(agentless)
     _, ping, _ = await _timed(agentless, PING, {"contextMap": {}})
     assert ping["result"] is True
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     said = ("the Hyper-V host cannot be reached: the host did not answer a query of its "
             f"virtual switches within {DEADLINE_S:g} s")
     async with _hung(port) as accepted:
@@ -297,25 +331,57 @@ async def test_a_hung_host_fails_the_state_report_and_host_stats_within_the_chec
 
 async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
         agentless: Running, tmp_path: Path) -> None:
-    """The stamp says the host runs: while it cannot be reached, none is written, so the
-    neighbours the MS asks (CheckOnHost) call it down once the stamps are stale, and HA
-    restarts its VMs elsewhere; back, it is stamped again and called alive."""
+    """The stamp says the host runs: while it cannot be reached (powered off: its
+    connection attempts go unanswered), pings fail within the check's deadline and no
+    stamp is written (the periodic one gives the connection up at the connect timeout),
+    so the neighbours the MS asks (CheckOnHost) call it down once the stamps are stale,
+    and HA restarts its VMs elsewhere; back, it is stamped again and called alive."""
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     assert beat.read_text().count("@") == 1  # stamped at registration
     port = _port(agentless)
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     beat.write_text(OLD_STAMP)  # the last stamp, minutes ago by the file server's clock
     os.utime(beat, (time.time() - 600, time.time() - 600))
-    await agentless.agent.host.write_heartbeats()
-    assert beat.read_text() == OLD_STAMP
-    down = await _neighbour_says(agentless)
-    assert (down["result"], down["details"]) == (True, "host is not alive")
+    with _powered_off(port):
+        _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+        assert ping["details"] == (
+            "PingRoutingCommand failed: the Hyper-V host cannot be reached: the host did "
+            f"not answer a query of its virtual switches within {DEADLINE_S:g} s"), ping
+        assert took < DEADLINE_S + 1.5
+        async with asyncio.timeout(CONNECT_S + 3):
+            await agentless.agent.host.write_heartbeats()
+        assert beat.read_text() == OLD_STAMP
+        down = await _neighbour_says(agentless)
+        assert (down["result"], down["details"]) == (True, "host is not alive")
     async with _powered_on(agentless, port):
         await agentless.agent.host.write_heartbeats()
         assert beat.read_text() != OLD_STAMP
         alive = await _neighbour_says(agentless)
         assert (alive["result"], alive["alive"]) == (False, True)
+
+
+async def test_a_host_whose_winrm_stopped_keeps_its_heartbeat_while_its_pings_fail(
+        agentless: Running, tmp_path: Path) -> None:
+    """A connection refused comes from a running machine's network (its WinRM service
+    stopped, or a firewall rejecting): its VMs may well run, so it keeps being stamped
+    and a neighbour calls it alive (HA does not start them a second time on the same
+    disks), while its pings fail, saying the host refuses the connection."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    port = _port(agentless)
+    await _stop_winrm(agentless)
+    beat.write_text(OLD_STAMP)
+    os.utime(beat, (time.time() - 600, time.time() - 600))
+    async with asyncio.timeout(5):
+        await agentless.agent.host.write_heartbeats()
+    assert beat.read_text() != OLD_STAMP
+    alive = await _neighbour_says(agentless)
+    assert (alive["result"], alive["alive"]) == (False, True), alive
+    _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+    assert ping["details"] == ("PingRoutingCommand failed: the Hyper-V host refuses the "
+                               f"connection: {_refuses(port)}"), ping
+    assert took < 2
 
 
 async def test_a_host_answering_late_keeps_its_heartbeat_while_its_pings_fail(
@@ -342,21 +408,26 @@ async def test_a_host_answering_late_keeps_its_heartbeat_while_its_pings_fail(
 
 
 async def test_a_hung_host_is_not_stamped_once_its_query_is_given_up(
-        agentless: Running, tmp_path: Path) -> None:
-    """The stamp waits for a late answer, not for ever: a host that never answers (here
-    its connection closes; over WinRM the backend's own bound ends the query) is found
-    gone, and no stamp is written."""
+        agentless: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stamp waits for a late answer, not for ever: a host that never answers is
+    found gone when the backend's own bound ends the query (over WinRM, its operation
+    timeout and answer grace, here 4 deadlines), and no stamp is written."""
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     port = _port(agentless)
-    await _power_off(agentless)
+    cim = agentless.agent.opened.wsman
+    assert isinstance(cim, WsmanCim)
+    monkeypatch.setattr(transport, "ANSWER_GRACE_S", 0.0)
+    cim.transport.settings = dataclasses.replace(
+        cim.transport.settings, operation_timeout_s=int(4 * DEADLINE_S))
+    await _stop_winrm(agentless)
     beat.write_text(OLD_STAMP)
     async with _hung(port):
         stamping = asyncio.create_task(agentless.agent.host.write_heartbeats())
         await asyncio.sleep(3 * DEADLINE_S)
         assert not stamping.done()  # the host may still answer
-    async with asyncio.timeout(5):
-        await stamping
+        async with asyncio.timeout(5):
+            await stamping
     assert beat.read_text() == OLD_STAMP
 
 
@@ -378,7 +449,7 @@ async def test_a_host_answering_errors_fails_pings_but_keeps_its_heartbeat(
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     port = _port(agentless)
-    await _power_off(agentless)
+    await _stop_winrm(agentless)
     async with _answering(port, status, body, content_type):
         _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
         assert ping["result"] is False and took < 2

@@ -4,6 +4,7 @@ reached, never because it is slow on a host that answers."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -63,3 +64,23 @@ async def test_a_host_this_machine_cannot_log_on_to_answers_with_an_error(
             await cim.close()
     assert found.reach is Reach.FAULTY
     assert "kerberos authentication failed on this machine" in found.says
+
+
+@pytest.mark.parametrize(("on_this_machine", "reach"), [(False, Reach.REFUSED),
+                                                         (True, Reach.SILENT)])
+async def test_a_refused_connection_is_a_host_that_runs(
+        on_this_machine: bool, reach: Reach) -> None:
+    """A connection refused comes from the host's network: the machine runs (its WinRM
+    service stopped), never ``UNREACHABLE``, the one state that stops the heartbeat; on
+    the machine the agent runs on, its management service is silent, as before."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cim = client(f"http://127.0.0.1:{port}/wsman")
+    try:
+        found = await HostCheck(hv(cim), deadline_s=5.0, fresh_s=0.0,
+                                on_this_machine=on_this_machine).state()
+    finally:
+        await cim.close()
+    assert found.reach is reach
+    assert f"127.0.0.1:{port}: the WinRM service refuses connections" in found.says

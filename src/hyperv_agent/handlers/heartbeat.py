@@ -100,8 +100,10 @@ class Heartbeats:
     a scheduled task, did: with a ``host_check`` nothing is stamped while nothing answers
     from the host (powered off, cut off, hung), so a neighbour calls it down once its
     stamps are stale, though this agent, on another machine, runs on. A host that answers
-    with an error (WinRM refusing the account, answering 503, a WMI fault) is running, its
-    VMs may be too, and is stamped: restarting them elsewhere could run them twice. So is
+    with an error (WinRM refusing the account, answering 503, a WMI fault), or whose
+    network refuses the connection (its WinRM service stopped: ``Reach.REFUSED``), is
+    running, its VMs may be too, and is stamped: restarting them elsewhere could run them
+    twice. So is
     a host that answers later than the host check's deadline, once it answers (the
     periodic stamp waits for it: ``_host_gone``). So is,
     without asking, a host that is the machine the agent runs on (``HostCheck``'s

@@ -23,6 +23,17 @@ unreachable: the agent runs on it, so it runs, and so may its VMs. Its WMI hung 
 deadline or its WinRM service stopped fails the pings all the same (``Reach.SILENT``), but
 its heartbeat goes on being stamped: a stamp withheld would have the neighbours call a
 running host down and HA start its VMs a second time elsewhere, on the same disks.
+
+A connection refused (a TCP reset: ``CimRefused``) is not "nothing answered": the host's
+network stack answered it, so the machine runs, with its WinRM service stopped (or not yet
+started, as while it boots) or a firewall rejecting the agent, and its VMs may be running.
+It is ``Reach.REFUSED``: the pings fail, saying so, and the heartbeat goes on being
+stamped, or the neighbours would call a running host down and HA start its VMs a second
+time on the same disks. A host powered off or cut off answers nothing: the connect times
+out, or no route to it is found (``EHOSTUNREACH``), and that is ``Reach.UNREACHABLE``, no
+stamp. The choice leans towards alive where the two meet: a firewall on the way that
+rejects, rather than drops, connections to a host that has died keeps it stamped, and HA
+waits (its VMs are down, not run twice) until an operator sees its failed pings.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from hyperv_agent.errors import AgentError, CimUnreachable
+from hyperv_agent.errors import AgentError, CimRefused, CimUnreachable
 from hyperv_agent.hyperv import host
 from hyperv_agent.hyperv.session import HyperV
 
@@ -61,6 +72,9 @@ class Reach(enum.Enum):
     #: nothing answered, from the machine the agent runs on: its management service (WMI,
     #: WinRM) is hung or stopped, the host itself runs
     SILENT = "silent"
+    #: its network refused the connection: the machine runs, its WinRM service does not
+    #: listen (stopped, starting) or a firewall rejects the agent
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class HostState:
         if self.reach is Reach.SILENT:
             return (f"Hyper-V's management service on this host does not answer: "
                     f"{self.problem}")
+        if self.reach is Reach.REFUSED:
+            return f"the Hyper-V host refuses the connection: {self.problem}"
         return f"the Hyper-V host answers with an error: {self.problem}"
 
 
@@ -167,6 +183,9 @@ class HostCheck:
             await host.switch_names(self.hv)
         except CimUnreachable as error:
             found = self._no_answer(str(error))
+        except CimRefused as error:
+            found = HostState(Reach.SILENT if self.on_this_machine else Reach.REFUSED,
+                              str(error))
         except AgentError as error:
             found = HostState(Reach.FAULTY, str(error))
         else:

@@ -9,7 +9,8 @@ Every failure becomes a ``CimError``: a SOAP fault is parsed again here (pypsrp 
 its subcode) so ``MSFT_WmiError`` codes decide the error class; authentication, TLS and
 connection failures name the host and never the password. A failure where nothing
 answered (no connection, a broken one, no answer in time) is ``CimUnreachable``: any
-answer, an HTTP error or a fault included, says the host is running.
+answer, an HTTP error or a fault included, says the host is running; so does a connection
+refused (``CimRefused``), which the host's network stack answers.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.errors import (
     CimAccessDenied,
     CimError,
+    CimRefused,
     CimResponseTooLarge,
     CimUnavailable,
     CimUnreachable,
@@ -436,13 +438,40 @@ def _http_error(where: str, error: WinRMTransportError) -> CimError:
     return CimUnavailable(f"{where}: the WinRM service answered HTTP {code}")
 
 
-def _unreached(where: str, error: requests.exceptions.RequestException) -> CimUnreachable:
+def _unreached(where: str, error: requests.exceptions.RequestException
+               ) -> CimUnreachable | CimRefused:
     """The host could not be reached; marked ``reset_unanswered`` when its connection was
-    reset before any byte of the answer (``_reset_unanswered``)."""
+    reset before any byte of the answer (``_reset_unanswered``). A connection refused is
+    ``CimRefused``: the host's network answered it, so the machine runs (a host powered
+    off or cut off answers nothing: the connect times out, or no route to it is found)."""
+    if _refused(error):
+        return CimRefused(f"{where}: the WinRM service refuses connections (connection "
+                          "refused: the host's network answers, but nothing listens on "
+                          "the port: the WinRM service is stopped, or a firewall rejects "
+                          "the connection)")
     unreachable = CimUnreachable(f"{where}: cannot reach the WinRM service ({_reason(error)})")
     if _reset_unanswered(error):
         unreachable.reset_unanswered = True  # type: ignore[attr-defined]
     return unreachable
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether ``error`` comes of a connection refused (``ConnectionRefusedError``, which
+    urllib3 wraps in a NewConnectionError, itself in a MaxRetryError and a requests
+    ConnectionError), followed through arguments, reasons and causes."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        inner = todo.pop()
+        if id(inner) in seen or len(seen) > 16:
+            continue
+        seen.add(id(inner))
+        if isinstance(inner, ConnectionRefusedError):
+            return True
+        nested = [*inner.args, getattr(inner, "reason", None), inner.__cause__,
+                  inner.__context__]
+        todo += [n for n in nested if isinstance(n, BaseException)]
+    return False
 
 
 def _reset_unanswered(error: requests.exceptions.RequestException) -> bool:
