@@ -71,6 +71,12 @@ class CimAccessDenied(CimError):
     """The caller may not perform the operation (WBEM_E_ACCESS_DENIED)."""
 
 
+class CimAuthNotOffered(CimAccessDenied):
+    """The host does not offer the authentication method the agent is set to use (its 401
+    lists those it does): a setting to change on one side or the other, not credentials
+    refused, so no logon was refused to count towards the account's lockout."""
+
+
 class CimUnavailable(CimError):
     """The namespace or host cannot be reached (RPC server unavailable, WinRM down)."""
 

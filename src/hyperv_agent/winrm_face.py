@@ -57,13 +57,16 @@ async def start_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
 
 
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
-                     use_tls: bool, emulator: EmulatorCim | None = None) -> RunningFace:
-    """Open the emulator ``config`` describes (or use ``emulator``) and serve it."""
+                     use_tls: bool, emulator: EmulatorCim | None = None, *,
+                     negotiate: bool = True, basic: bool = True) -> RunningFace:
+    """Open the emulator ``config`` describes (or use ``emulator``) and serve it;
+    ``negotiate``, ``basic``: whether the face offers that authentication."""
     cim = emulator or open_emulated_host(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
     context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
     service = WinrmService(cim, config.emulator.host_name)
-    face = server.WinrmFace(service, account, certificate_der=certificate)
+    face = server.WinrmFace(service, account, certificate_der=certificate,
+                            negotiate=negotiate, basic=basic)
     runner, url = await server.start(face, host, port, context)
     return RunningFace(runner, url, cim, service, fingerprint)
 

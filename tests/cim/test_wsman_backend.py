@@ -32,6 +32,7 @@ from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
 from hyperv_agent.emulator.winrm import server, soap
 from hyperv_agent.errors import (
     CimAccessDenied,
+    CimAuthNotOffered,
     CimError,
     CimInvalidClass,
     CimInvalidMethod,
@@ -255,6 +256,39 @@ async def test_refused_credentials_are_not_tried_again_for_a_minute(
             await cim.query(query)
         assert failed_logons() > first  # a minute on, it logs on again
         await cim.close()
+
+
+@pytest.mark.parametrize(("auth", "offered", "said"), [
+    ("ntlm", {"negotiate": False}, 'does not offer ntlm authentication (it offers Basic); '
+     'set [wsman] auth = "basic", or turn Negotiate on at the host (Set-Item '
+     'WSMan:\\localhost\\Service\\Auth\\Negotiate $true)'),
+    ("negotiate", {"negotiate": False}, "does not offer negotiate authentication (it offers "
+     'Basic); set [wsman] auth = "basic", or turn Negotiate on'),
+    ("basic", {"basic": False}, "does not offer basic authentication (it offers Negotiate); "
+     'set [wsman] auth = "negotiate" or "ntlm", or turn Basic on at the host (Set-Item '
+     "WSMan:\\localhost\\Service\\Auth\\Basic $true)"),
+])
+async def test_a_method_the_host_does_not_offer_is_not_a_refusal_of_the_credentials(
+        emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        auth: str, offered: dict[str, bool], said: str) -> None:
+    """A host whose 401 offers none of the schemes the ``auth`` setting logs on with did
+    not refuse the credentials: the error names what it offers and the setting to
+    change, and the next request tries again at once (nothing counts towards the
+    account's lockout, and a fixed host answers without a minute's wait)."""
+    caplog.set_level(logging.WARNING)
+    query = "SELECT * FROM Msvm_VirtualEthernetSwitch"
+    async with face(emulator, tmp_path / "face", tls=True, **offered) as served:
+        cim = client(served.url, auth=auth)
+        port = served.url.rsplit(":", 1)[1].split("/")[0]
+        try:
+            for _ in range(3):
+                with pytest.raises(CimAuthNotOffered) as raised:
+                    await cim.query(query)
+                assert str(raised.value).startswith(f"127.0.0.1:{port}: the WinRM service "
+                                                    + said), raised.value
+                assert "refused the credentials" not in str(raised.value)
+        finally:
+            await cim.close()
 
 
 async def test_requests_waiting_for_a_slot_when_credentials_are_refused_do_not_log_on(

@@ -312,6 +312,24 @@ def test_an_account_of_a_host_named_by_address_gets_both_fixes() -> None:
     assert "Administrators" in fix and "LocalAccountTokenFilterPolicy" in fix
 
 
+async def test_a_host_not_offering_the_configured_logon_is_told_to_change_auth(
+        tmp_path: Path) -> None:
+    """Negotiate turned off at the host, only Basic offered: the connection check names
+    what the host offers and the ``auth`` setting, never the account's password."""
+    host = load_config(None, state_dir=tmp_path / "host", backend="emulator")
+    face = await winrm_face.start_face(host, "127.0.0.1", 0, ACCOUNT, use_tls=True,
+                                       negotiate=False)
+    try:
+        config = winrm_face.agent_config(host, face.url, ACCOUNT, "ntlm")
+        report = await diagnose(config, ROOMY)
+    finally:
+        await face.close()
+    status, line = _check(report, "connection")
+    assert status is Status.FAIL, line
+    assert "does not offer ntlm authentication (it offers Basic)" in line
+    assert checks.AUTH_FIX in line and "username and password" not in line
+
+
 async def test_a_stopped_host_fails_the_connection_at_once_and_skips_the_rest(
         tmp_path: Path) -> None:
     async with serving(tmp_path) as (config, face):

@@ -106,12 +106,14 @@ def _powered_off(port: int) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _powered_on(running: Running, port: int) -> AsyncIterator[None]:
-    """The same emulated host served again on its port, as after a restart."""
+async def _powered_on(running: Running, port: int, *, use_tls: bool = False,
+                      negotiate: bool = True) -> AsyncIterator[None]:
+    """The same emulated host served again on its port, as after a restart; with
+    ``negotiate`` false, its WinRM offers Basic only."""
     assert running.face is not None
     face = await winrm_face.start_face(running.emulator_config, "127.0.0.1", port,
-                                       Account(WSMAN_USER, WSMAN_PASSWORD), use_tls=False,
-                                       emulator=running.face.emulator)
+                                       Account(WSMAN_USER, WSMAN_PASSWORD), use_tls=use_tls,
+                                       emulator=running.face.emulator, negotiate=negotiate)
     try:
         yield
     finally:
@@ -382,6 +384,34 @@ async def test_a_host_whose_winrm_stopped_keeps_its_heartbeat_while_its_pings_fa
     assert ping["details"] == ("PingRoutingCommand failed: the Hyper-V host refuses the "
                                f"connection: {_refuses(port)}"), ping
     assert took < 2
+
+
+async def test_a_host_that_does_not_offer_the_configured_logon_says_what_it_offers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose WinRM stops offering Negotiate (only Basic left on): the pings fail
+    naming what it offers and the ``auth`` setting to change, not "refused the
+    credentials", and each ping asks the host again (no minute's wait as after a
+    refused logon, which would count towards the account's lockout); the host answered,
+    so it runs and keeps being stamped."""
+    async with serving(_checked_host(tmp_path, monkeypatch),
+                       backend="wsman-https-ntlm") as running:
+        share = await _register_pool(running, tmp_path)
+        beat = share / f"hb-{PRIVATE_IP}"
+        port = _port(running)
+        await _stop_winrm(running)
+        beat.write_text(OLD_STAMP)
+        async with _powered_on(running, port, use_tls=True, negotiate=False):
+            for _ in range(2):
+                _, ping, took = await _timed(running, PING, {"contextMap": {}})
+                assert ping["details"] == (
+                    "PingRoutingCommand failed: the Hyper-V host answers with an error: "
+                    f"127.0.0.1:{port}: the WinRM service does not offer ntlm authentication "
+                    '(it offers Basic); set [wsman] auth = "basic", or turn Negotiate on at '
+                    "the host (Set-Item WSMan:\\localhost\\Service\\Auth\\Negotiate "
+                    "$true)"), ping
+                assert took < 2
+            await running.agent.host.write_heartbeats()
+        assert beat.read_text() != OLD_STAMP
 
 
 async def test_a_host_answering_late_keeps_its_heartbeat_while_its_pings_fail(

@@ -18,11 +18,13 @@ PASSWORD = "Kit-Pa55word!"
 
 
 @contextlib.asynccontextmanager
-async def face(emulator: EmulatorCim, state_dir: Path, *, tls: bool = False
+async def face(emulator: EmulatorCim, state_dir: Path, *, tls: bool = False,
+               negotiate: bool = True, basic: bool = True
                ) -> AsyncIterator[winrm_face.RunningFace]:
+    """The face; ``negotiate``, ``basic``: whether it offers that authentication."""
     config = load_config(None, state_dir=state_dir, backend="emulator")
     running = await winrm_face.start_face(config, "127.0.0.1", 0, Account(USER, PASSWORD),
-                                          tls, emulator)
+                                          tls, emulator, negotiate=negotiate, basic=basic)
     try:
         yield running
     finally:

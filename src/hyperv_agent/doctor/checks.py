@@ -24,7 +24,13 @@ from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.doctor.report import Check, Report, Status
 from hyperv_agent.emulator.files import EmulatedFiles
-from hyperv_agent.errors import AgentError, CimAccessDenied, CimError, CimInvalidClass
+from hyperv_agent.errors import (
+    AgentError,
+    CimAccessDenied,
+    CimAuthNotOffered,
+    CimError,
+    CimInvalidClass,
+)
 from hyperv_agent.handlers import heartbeat
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
@@ -52,6 +58,8 @@ LISTENER_FIX = ("on the host: an HTTPS listener (winrm quickconfig -transport:ht
                 "5986 (5985 for http) allowed in its firewall; check [wsman] url")
 HUNG_FIX = ("on the host: restart the WinRM service (Restart-Service WinRM) and the "
             "Hyper-V management service (Restart-Service vmms), or the host itself")
+AUTH_FIX = ("set [wsman] auth to a method the host offers, or turn that method on at the "
+            "host (Get-ChildItem WSMan:\\localhost\\Service\\Auth lists them)")
 TLS_FIX = ("give [wsman] ca_file = the CA (or the certificate) of the host's WinRM listener; "
            "verify_tls = false only in a lab")
 
@@ -115,6 +123,8 @@ async def connection(target: Target, _: Options) -> Check:
     except TimeoutError:
         return Check("connection", Status.FAIL, f"{target.where} did not answer within "
                      f"{ANSWER_WITHIN_S:g} s (hung, or too busy to answer)", HUNG_FIX)
+    except CimAuthNotOffered as error:
+        return Check("connection", Status.FAIL, str(error), AUTH_FIX)
     except CimAccessDenied as error:
         return Check("connection", Status.FAIL, str(error), ACCOUNT_FIX)
     except CimError as error:

@@ -21,6 +21,7 @@ import contextvars
 import functools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from hyperv_agent.cim.wsman.names import ENUMERATE, GET, S, add_selectors, q
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.errors import (
     CimAccessDenied,
+    CimAuthNotOffered,
     CimError,
     CimRefused,
     CimResponseTooLarge,
@@ -319,12 +321,33 @@ class Transport:
         marked to be noted as a refusal (``_note_refusal``)."""
         where, auth = self.settings.where, self.settings.auth
         if isinstance(error, AuthenticationError):
+            offered = _offered(error)
+            if offered is not None and auth in _SCHEMES and not (
+                    _SCHEMES[auth] & {scheme.lower() for scheme in offered}):
+                return self._not_offered(offered)
             return _stale(CimAccessDenied(
                 f"{where}: the WinRM service refused the credentials ({auth} "
                 "authentication); check the user name and password"))
         return CimAccessDenied(f"{where}: cannot log on to the WinRM service: {auth} "
                                "authentication failed on this machine "
                                f"({faults.one_line(str(error))[:200]})")
+
+    def _not_offered(self, offered: list[str]) -> CimAuthNotOffered:
+        """The host's 401 offers none of the schemes the ``auth`` setting logs on with:
+        not a refusal of the credentials (none was made), so requests are not held back
+        as after one (``_note_refusal``); the answer names what the host offers, the
+        setting to change, and how to turn the method on at the host."""
+        s = self.settings
+        choices = [f'"{setting}"' for scheme in offered
+                   for setting in _SETTINGS.get(scheme.lower(), ())
+                   if setting != "basic" or s.ssl]
+        change = (f"set [wsman] auth = {' or '.join(dict.fromkeys(choices))}, or "
+                  if choices else "")
+        host_name = _HOST_SETTING[s.auth]
+        return CimAuthNotOffered(
+            f"{s.where}: the WinRM service does not offer {s.auth} authentication (it "
+            f"offers {', '.join(offered)}); {change}turn {host_name} on at the host "
+            f"(Set-Item WSMan:\\localhost\\Service\\Auth\\{host_name} $true)")
 
     def _timed_out(self, error: requests.exceptions.Timeout) -> CimUnreachable:
         where = self.settings.where
@@ -411,6 +434,41 @@ class _Workers(concurrent.futures.Executor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+#: The HTTP authentication schemes each ``auth`` setting logs on with (pypsrp: Basic; SPNEGO
+#: under the Negotiate header, or Kerberos or NTLM under their own). Certificate
+#: authentication is made in the TLS handshake, and is not told apart here.
+_SCHEMES = {"basic": frozenset({"basic"}), "ntlm": frozenset({"negotiate", "ntlm"}),
+            "negotiate": frozenset({"negotiate", "kerberos", "ntlm"}),
+            "kerberos": frozenset({"negotiate", "kerberos"})}
+#: The ``auth`` settings that log on with a scheme a host offers.
+_SETTINGS = {"basic": ("basic",), "negotiate": ("negotiate", "ntlm"),
+             "kerberos": ("kerberos",), "ntlm": ("ntlm",)}
+#: The host's WinRM setting (``WSMan:\localhost\Service\Auth\...``) each ``auth`` needs.
+_HOST_SETTING = {"basic": "Basic", "ntlm": "Negotiate", "negotiate": "Negotiate",
+                 "kerberos": "Kerberos"}
+_SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def _offered(error: AuthenticationError) -> list[str] | None:
+    """The authentication schemes the host's 401 offers (its WWW-Authenticate headers,
+    which requests joins with commas): from the response pypsrp raised over (a 401 to a
+    request that carried credentials), else as pypsrp's message quotes them (a first
+    401 offering none of the SPNEGO schemes); None when neither tells, or it lists none."""
+    response = getattr(error.__context__, "response", None)
+    header = response.headers.get("WWW-Authenticate") if response is not None else None
+    if header is None:
+        quoted = re.search(r"- actual: '(.*)'\Z", str(error), re.S)
+        header = quoted.group(1) if quoted else None
+    if header is None:
+        return None
+    schemes: list[str] = []
+    for piece in header.split(","):  # a challenge, or a parameter of the one before
+        words = piece.split(None, 1)
+        if words and _SCHEME_NAME.fullmatch(words[0]) and words[0] not in schemes:
+            schemes.append(words[0])
+    return schemes or None
 
 
 def _forget(done: asyncio.Future[Element]) -> None:

@@ -3,9 +3,13 @@
 Over HTTP only Negotiate is offered and every message must be encrypted with the
 connection's security context (WinRM's default ``AllowUnencrypted=false``); over HTTPS
 Negotiate (bound to the certificate, as Extended Protection does) and Basic are offered
-and TLS protects the messages. A request larger than MaxEnvelopeSizekb gets HTTP 413
-without being read as SOAP (MS-WSMV §3.1.4.1.20). Log lines name the peer and the
-outcome, never a credential or a message body.
+and TLS protects the messages. Either can be turned off (``negotiate``, ``basic``), as
+WinRM's ``Service/Auth`` settings do (MS-WSMV §3.1.4.1.29.2: a scheme is used if and only
+if its property is true). What WinRM answers a request made with a scheme turned off is
+not documented; the face answers the 401 an unauthenticated request gets, listing the
+schemes still offered (the choice made here). A request larger
+than MaxEnvelopeSizekb gets HTTP 413 without being read as SOAP (MS-WSMV §3.1.4.1.20).
+Log lines name the peer and the outcome, never a credential or a message body.
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ class WinrmFace:
     """The aiohttp application of one face."""
 
     def __init__(self, service: WinrmService, account: Account, *,
-                 certificate_der: bytes | None = None) -> None:
+                 certificate_der: bytes | None = None, negotiate: bool = True,
+                 basic: bool = True) -> None:
         self.service = service
         self.account = account
+        self.negotiate = negotiate
+        self.basic = basic
         self.tls = certificate_der is not None
         self._bindings = (b"tls-server-end-point:" + hashlib.sha256(certificate_der).digest()
                           if certificate_der else None)
@@ -82,6 +89,10 @@ class WinrmFace:
         header = request.headers.get("Authorization", "")
         scheme = header.split(None, 1)[0].lower() if header else ""
         connection = request.transport
+        if scheme in ("negotiate", "kerberos") and not self.negotiate:
+            raise AuthFailed("Negotiate authentication is turned off")
+        if scheme == "basic" and not self.basic:
+            raise AuthFailed("Basic authentication is turned off")
         if scheme in ("negotiate", "kerberos"):
             current = self._connections.get(connection)
             if current is None or current.complete:
@@ -99,7 +110,9 @@ class WinrmFace:
 
     def _challenge(self, token: bytes | None = None) -> web.Response:
         offers = ["Negotiate " + base64.b64encode(token).decode() if token else "Negotiate"]
-        if self.tls and token is None:
+        if not self.negotiate:
+            offers = []
+        if self.tls and self.basic and token is None:
             offers.append('Basic realm="WSMAN"')
         response = web.Response(status=401)
         for offer in offers:
