@@ -121,6 +121,20 @@ async def test_smb_pool_is_registered_measured_and_forgotten(
     assert stats["result"] is False and "not registered" in stats["details"]
 
 
+async def test_a_pool_named_in_another_case_than_its_share_and_folder_is_the_same_pool(
+    pools: Running, tmp_path: Path
+) -> None:
+    # Windows folds case in share names and NTFS in the path inside: the MS may name the
+    # share and folder as the operator typed them, not as the file server spells them
+    pools.agent.host.private_ip = "192.168.100.10"
+    path = "/smb-share/PRIMARY?user=admin&password=s3cret%40pw&domain=LAB"
+    _, value = await pools.answer(MODIFY, _modify(True, "SMB", "10.1.1.2", path))
+    assert value["result"] is True, value
+    assert value["poolInfo"]["localPath"] == "\\\\10.1.1.2\\smb-share\\PRIMARY"
+    assert sorted(p.name for p in (tmp_path / "smb-share").iterdir()) == ["primary"]
+    assert (tmp_path / "smb-share" / "primary" / "hb-192.168.100.10").is_file()
+
+
 async def test_smb_pool_registration_survives_a_restart(tmp_path: Path) -> None:
     config = load_config(_config_file(tmp_path))
     for step in ("register", "after restart"):

@@ -33,3 +33,12 @@ def test_what_names_no_reachable_file_is_none(tmp_path: Path) -> None:
                  "C:\\vms\\..\\..\\a.vhdx",  # climbs out of its drive
                  "\\\\10.1.1.2\\other\\b.iso"):  # a share the host does not have
         assert paths.file(path) is None, path
+
+
+def test_a_path_in_another_case_names_the_file_as_ntfs_finds_it(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    assert paths.file("c:\\VMS\\A.VHDX") == tmp_path / "C" / "vms" / "a.vhdx"
+    assert paths.file("\\\\10.1.1.2\\Store\\B.Iso") == tmp_path / "share" / "b.iso"
+    # a file still to be made keeps the case it is given, in the folder that is there
+    assert paths.local("C:\\Vms\\New.vhdx") == tmp_path / "C" / "vms" / "New.vhdx"
+    assert paths.local("C:\\other\\X.vhdx") == tmp_path / "C" / "other" / "X.vhdx"

@@ -3,11 +3,18 @@
 ``C:\\x\\y.vhdx`` lives under the folder configured for drive C; ``\\\\server\\share\\x``
 under the folder configured for that share. A path that does not map, or that climbs out
 of its drive or share with ``..``, names no file the emulated host can reach.
+
+Windows folds case in server and share names, and NTFS in the path below them:
+``\\\\FS\\Pool\\A.vhdx`` is the file ``\\\\fs\\pool\\a.vhdx``. Each step below a drive or share
+is the local entry of that name when there is one, else the entry whose name folds (as
+``identity`` folds it) to the same, else the name as given: a file still to be made keeps
+the case it is given, as on NTFS.
 """
 
 from __future__ import annotations
 
 import ntpath
+import os
 from pathlib import Path, PureWindowsPath
 
 from hyperv_agent.emulator.config import EmulatorConfig
@@ -40,7 +47,10 @@ class HostPaths:
         parts = pure.parts[1:]
         if any(part in ("..", ".") for part in parts) or any(":" in p for p in parts):
             raise HostPathError(f"path leaves its drive or share: {windows_path!r}")
-        return self._root(pure).joinpath(*parts)
+        local = self._root(pure)
+        for part in parts:
+            local = _entry(local, part)
+        return local
 
     def file(self, windows_path: str) -> Path | None:
         """The local file behind ``windows_path`` when there is one; None when the path
@@ -81,3 +91,19 @@ class HostPaths:
     def identity(path: str) -> str:
         """What two Windows paths naming the same file have in common (see ``same``)."""
         return ntpath.normcase(ntpath.normpath(path))
+
+
+def _entry(folder: Path, name: str) -> Path:
+    """The entry ``name`` of ``folder`` as NTFS finds it, case-insensitively. Of several
+    local entries folding to one name (which NTFS cannot hold), the first in sorted order:
+    the emulator's choice, that one path always names the same file."""
+    exact = folder / name
+    if os.path.lexists(exact):
+        return exact
+    folded = ntpath.normcase(name)
+    try:
+        found = sorted(entry for entry in folder.iterdir()
+                       if ntpath.normcase(entry.name) == folded)
+    except OSError:  # no such folder (yet), or not a folder: nothing to fold against
+        return exact
+    return found[0] if found else exact
