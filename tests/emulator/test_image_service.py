@@ -147,6 +147,27 @@ async def test_create_refused_when_format_or_path_is_wrong(
     assert sorted(p.name for p in (tmp_path / "C" / "vols").iterdir()) == ["ok.vhdx"]
 
 
+@pytest.mark.parametrize(("fmt", "ext"), [(3, "vhdx"), (2, "vhd")])
+async def test_a_checkpoints_avhdx_or_avhd_is_a_disk_of_its_format_everywhere(
+    emulator: EmulatorCim, tmp_path: Path, fmt: int, ext: str,
+) -> None:
+    """A checkpoint's differencing disk is named .avhdx (.avhd for a VHD): Hyper-V makes,
+    reads, validates and attaches it as a disk of the format its name ends in."""
+    drive_c = tmp_path / "C"
+    (drive_c / "pool").mkdir(parents=True)
+    base, top = f"C:\\pool\\base.{ext}", f"C:\\pool\\base_1.A{ext.upper()}"
+    assert await _create(emulator, await _settings(emulator, base, fmt, 3)) == 0
+    assert await _create(emulator, await _settings(emulator, top, fmt, 4, 0, base)) == 0
+    assert await _parent_path(emulator, top) == base
+    await ok(emulator, await _validate(emulator, top))
+    other = 5 - fmt  # the other format, refused for the name as for a .vhd/.vhdx
+    mismatched = await _settings(emulator, f"C:\\pool\\x.a{ext}", other, 4, 0, base)
+    assert await _create(emulator, mismatched) == 32773
+    vm = await define_vm(emulator)
+    attached = await attach_vhdx(emulator, vm, drive_c, name="root.avhdx")
+    assert vhd.read_info(attached).format is vhd.DiskFormat.VHDX
+
+
 async def test_resize_grows_and_refuses_shrink(emulator: EmulatorCim, tmp_path: Path) -> None:
     (tmp_path / "C" / "vols").mkdir(parents=True)
     assert await _create(emulator, await _settings(emulator, "C:\\vols\\r.vhdx", 3, 3, GIB)) == 0

@@ -261,14 +261,20 @@ class _Backend:
 # --- public API ---------------------------------------------------------------------------
 
 
+#: The disk format each file name ending implies, in any case: a checkpoint's differencing
+#: disk is an .avhdx (.avhd of a VHD), which Hyper-V makes, opens and attaches as a disk
+#: of its format.
+_FORMATS_BY_SUFFIX = {".vhd": DiskFormat.VHD, ".avhd": DiskFormat.VHD,
+                      ".vhdx": DiskFormat.VHDX, ".avhdx": DiskFormat.VHDX}
+
+
 def format_for_path(path: str) -> DiskFormat:
-    """The disk format a file name implies: ``.vhd`` or ``.vhdx``, in any case."""
-    suffix = pathlib.PureWindowsPath(path).suffix.lower()
-    if suffix == ".vhd":
-        return DiskFormat.VHD
-    if suffix == ".vhdx":
-        return DiskFormat.VHDX
-    raise VhdError(f"{path}: not a virtual disk file name (expected .vhd or .vhdx)")
+    """The disk format a file name implies (``_FORMATS_BY_SUFFIX``)."""
+    fmt = _FORMATS_BY_SUFFIX.get(pathlib.PureWindowsPath(path).suffix.lower())
+    if fmt is None:
+        raise VhdError(f"{path}: not a virtual disk file name "
+                       "(expected .vhd, .vhdx, .avhd or .avhdx)")
+    return fmt
 
 
 def create(
