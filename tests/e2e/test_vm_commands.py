@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from hyperv_agent.cim.api import InValue, MethodResult, ObjectPath
+from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
+from tests.e2e.migration_kit import migrate_body, prepare_body, vm_to
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service, vm_names
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -636,3 +638,29 @@ async def test_vnc_port_fails_saying_the_name_is_blank_when_it_is(
     assert answer["details"] == ("GetVncPortCommand failed: the command names no VM: its "
                                  f"name {name!r} is blank"), answer
     assert (running.emulator.round_trips() - before).calls == 0
+
+
+@pytest.mark.parametrize("name", ["", "  ", "\t\n"])
+async def test_every_command_naming_a_vm_by_a_blank_name_fails_saying_so_without_a_query(
+    running: Running, name: str,
+) -> None:
+    vm = vm_to(name)
+    asked = {
+        STOP: (STOP_ANSWER, _stop(name), "vmName"),
+        REBOOT: (REBOOT_ANSWER, {"vmName": name}, "vmName"),
+        CHECK: (CHECK_ANSWER, {"vmName": name}, "vmName"),
+        STATS: (STATS_ANSWER, {"vmNames": ["i-2-60-VM", name]}, "vmNames[1]"),
+        names.PREPARE_FOR_MIGRATION_COMMAND: (names.PREPARE_FOR_MIGRATION_ANSWER,
+                                              prepare_body(vm), "vm.name"),
+        names.MIGRATE_COMMAND: (names.MIGRATE_ANSWER,
+                                migrate_body(vm, "127.0.0.3"), "vmName"),
+    }
+    shown = name.replace("\t", "\\t").replace("\n", "\\n")
+    for fqcn, (answer_class, body, field) in asked.items():
+        before = running.emulator.round_trips()
+        key, answer = await running.answer(fqcn, body)
+        short = fqcn.rsplit(".", 1)[-1]
+        assert (key, answer["result"]) == (answer_class, False), answer
+        assert answer["details"] == (f"{short} failed: the command names no VM: its "
+                                     f"{field} '{shown}' is blank"), answer
+        assert (running.emulator.round_trips() - before).calls == 0, fqcn

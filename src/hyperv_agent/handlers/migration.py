@@ -60,7 +60,7 @@ from hyperv_agent.handlers.datapaths import (
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
-from hyperv_agent.handlers.vm import cloudstack_power
+from hyperv_agent.handlers.vm import cloudstack_power, named_vm
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
@@ -123,13 +123,15 @@ class MigrationHandlers(FileHandlers):
         drives (its CD, its config drive) reachable at the path StartCommand gave it,
         memory for the VM, and live migration enabled. ``result`` true only when all
         hold; every shortfall is named. More disks or NICs than a VM takes (StartCommand's
-        bounds) are refused before any is looked at. Read-only and safe to repeat;
+        bounds) are refused before any is looked at, and so is a VM whose name is blank
+        (``named_vm``). Read-only and safe to repeat;
         ``rollback`` has nothing to undo. 3 queries, sent at once."""
         vm = prepare.vm
         if prepare.rollback:
             return PrepareForMigrationAnswer(result=True, details="nothing was prepared")
         if vm is None:
             raise InvalidRequest("vm is missing: no VM to prepare for")
+        named_vm(vm.name, "vm.name")
         start_plan.device_counts(vm)  # no VM has more: refused before any is looked at
         problems = [problem for found in await asyncio.gather(
             self._switches(vm), self._memory(vm), self._enabled(), self._disks(vm))
@@ -231,7 +233,8 @@ class MigrationHandlers(FileHandlers):
         """Live-migrate the VM to the host at ``destinationIp``; its disks stay where they
         are, so each must be on storage both hosts reach. Refusals (a VM that is not on, a
         disk on a local pool, an unknown or stopped destination, a missing switch there)
-        answer at once with Hyper-V's reason, the VM here as before. The destination's
+        answer at once with Hyper-V's reason, the VM here as before; a blank ``vmName``
+        before any query (``named_vm``). The destination's
         name is looked up once the VM is found here, so a request for another host's VM
         costs no lookup.
         When ``virtualMachine`` names ISOs, the files the VM's DVD drives hold are compared
@@ -243,7 +246,7 @@ class MigrationHandlers(FileHandlers):
         address = destination_address(command.destination_ip, "destinationIp")
         if command.virtual_machine is not None:
             shared_disks_only(command.virtual_machine)
-        async with self.vm_locks.hold(command.vm_name):
+        async with self.vm_locks.hold(named_vm(command.vm_name)):
             vm = await self._running_here(command.vm_name)
             note = await self._iso_mismatch(command.virtual_machine, vm)
             destination = await host_name_of(address, self.settings.name_lookup_s)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hyperv_agent import logs
 from hyperv_agent.cloudstack import names
 from hyperv_agent.cloudstack.answers import (
     Answer,
@@ -62,6 +63,24 @@ _CLOUDSTACK_POWER: Mapping[vms.PowerState, PowerState] = {
     vms.PowerState.SAVED: PowerState.POWER_OFF,
     vms.PowerState.UNKNOWN: PowerState.POWER_UNKNOWN,
 }
+
+
+def shown_name(name: str) -> str:
+    """A VM name as a message quotes it: in quotes, its control characters escaped
+    (``logs.escape``), so a blank, a trailing space or a control character is seen."""
+    return f"'{logs.escape(name)}'"
+
+
+def named_vm(name: str, field: str = "vmName") -> str:
+    """``name``, a command's VM name in its member ``field``, when it can name a VM;
+    InvalidRequest saying it is blank otherwise. No VM CloudStack runs has a blank name,
+    and looked up in Hyper-V it would be answered as a VM not there, the blank lost
+    between two spaces of the message. The one check every command naming a VM by name
+    makes first, before any lock or query."""
+    if not name.strip():
+        raise InvalidRequest(f"the command names no VM: its {field} {shown_name(name)} "
+                             "is blank")
+    return name
 
 
 def cloudstack_power(power: vms.PowerState) -> PowerState:
@@ -145,8 +164,9 @@ class VmHandlers:
         (``_refuse_cleanup_unless_off``). Afterwards the VM does not
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
+        A blank name is no VM's: a failed answer saying so (``named_vm``), no query.
         """
-        async with self.locks.hold(stop.vm_name):
+        async with self.locks.hold(named_vm(stop.vm_name)):
             vm = await vms.find_vm(self.hv, stop.vm_name)
             if vm is None:
                 log.debug("StopCommand for VM %s, which is not on this host", stop.vm_name)
@@ -172,9 +192,9 @@ class VmHandlers:
         An accepted guest request is success without waiting for the guest to be back:
         Hyper-V reports nothing when it is (``power.reboot``). Repeating reboots the VM
         again. Definition and disks are unchanged; a failed reset changes nothing and
-        fails the answer.
+        fails the answer. A blank name: a failed answer saying so (``named_vm``), no query.
         """
-        async with self.locks.hold(reboot.vm_name):
+        async with self.locks.hold(named_vm(reboot.vm_name)):
             found = await vms.find_vm(self.hv, reboot.vm_name)
             rebooted = None if found is None else await power.reboot(
                 self.hv, found, self.settings.reboot_reason, policy=self.settings.job_wait)
@@ -194,9 +214,10 @@ class VmHandlers:
     async def check(self, check: CheckVirtualMachineCommand) -> Result:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).
 
-        Unknown VM: a failed answer naming it. Read-only, safe to repeat, 1 query.
+        Unknown VM: a failed answer naming it; a blank name: one saying so (``named_vm``),
+        no query. Read-only, safe to repeat, 1 query.
         """
-        vm = await vms.find_vm(self.hv, check.vm_name)
+        vm = await vms.find_vm(self.hv, named_vm(check.vm_name))
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{check.vm_name}")
@@ -208,9 +229,7 @@ class VmHandlers:
         Unknown VM: a failed answer with port -9 and no address. A blank name (no VM the
         MS runs has one): the same, saying so, no query. Read-only, safe to repeat, 1 query.
         """
-        if not vnc.vm_name.strip():
-            raise InvalidRequest(f"the command names no VM: its name {vnc.vm_name!r} is blank")
-        vm = await vms.find_vm(self.hv, vnc.vm_name)
+        vm = await vms.find_vm(self.hv, named_vm(vnc.vm_name, "name"))
         if vm is None:
             raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
@@ -222,9 +241,12 @@ class VmHandlers:
         GetVmStatsCommand (3 queries whatever their number; ``vmio.stats_with_io``, which
         reads one such report at a time).
 
-        Names of no VM are left out (an empty map is a success). Read-only, safe to
-        repeat; no round trip when no name is asked for.
+        Names of no VM are left out (an empty map is a success); a blank one fails the
+        answer saying which (``named_vm``), no round trip. Read-only, safe to repeat; no
+        round trip when no name is asked for.
         """
+        for index, name in enumerate(asked.vm_names):
+            named_vm(name, f"vmNames[{index}]")
         found = await vmio.stats_with_io(self.hv, asked.vm_names)
         return GetVmStatsAnswer(result=True, vm_stats_map={
             name: _stats_entry(stats, io) for name, (stats, io) in found.items()})
