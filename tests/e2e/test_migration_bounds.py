@@ -235,7 +235,7 @@ async def test_a_malformed_or_impossible_move_is_a_failed_migrate_answer(
     cases = {
         "is not an IP address": body | {"destinationIp": "hv-b.lab; rm -rf /"},
         "destinationIp is missing": {k: v for k, v in body.items() if k != "destinationIp"},
-        "no VM named i-2-99-VM on this host": body | {"vmName": "i-2-99-VM"},
+        "no VM named 'i-2-99-VM\\t' on this host": body | {"vmName": "i-2-99-VM\t"},
         "destinationIp": body | {"destinationIp": 12},
     }
     for expected, sent in cases.items():

@@ -446,7 +446,8 @@ async def test_reboot_fails_naming_vm_when_vm_is_unknown(running: Running) -> No
     key, answer = await running.answer(REBOOT, {"vmName": "i-9-99-VM"})
     assert (key, answer["result"]) == (REBOOT_ANSWER, False)
     assert answer["details"] == ("RebootCommand failed: "
-                                 "com.cloud.agent.api.RebootCommand requested unknown VM i-9-99-VM")
+                                 "com.cloud.agent.api.RebootCommand requested unknown VM "
+                                 "'i-9-99-VM'")
 
 
 # --- CheckVirtualMachineCommand -----------------------------------------------------------
@@ -473,7 +474,7 @@ async def test_check_fails_naming_vm_when_vm_is_unknown(running: Running) -> Non
     assert (key, answer["result"]) == (CHECK_ANSWER, False)
     assert answer["details"] == (
         "CheckVirtualMachineCommand failed: "
-        "com.cloud.agent.api.CheckVirtualMachineCommand requested unknown VM i-9-99-VM")
+        "com.cloud.agent.api.CheckVirtualMachineCommand requested unknown VM 'i-9-99-VM'")
 
 
 # --- GetVncPortCommand --------------------------------------------------------------------
@@ -494,7 +495,12 @@ async def test_vnc_port_fails_with_port_minus_9_when_vm_is_unknown(running: Runn
     key, answer = await running.answer(VNC, {"id": 99, "name": "i-9-99-VM"})
     assert (key, answer["result"], answer["port"]) == (VNC_ANSWER, False, -9)
     assert answer.get("address") is None
-    assert answer["details"] == "GetVncPortCommand failed: no VM named i-9-99-VM on this host"
+    assert answer["details"] == "GetVncPortCommand failed: no VM named 'i-9-99-VM' on this host"
+    # a name with a trailing blank or a control character is named as it came
+    for name, shown in (("i-9-99-VM ", "'i-9-99-VM '"),
+                        ("i-9-99-VM\t", "'i-9-99-VM\\t'")):
+        _, answer = await running.answer(VNC, {"id": 99, "name": name})
+        assert answer["details"] == f"GetVncPortCommand failed: no VM named {shown} on this host"
 
 
 # --- GetVmStatsCommand --------------------------------------------------------------------

@@ -111,7 +111,7 @@ async def test_fails_naming_an_unknown_or_stopped_vm_a_foreign_mac_or_a_bad_cidr
     await _vm(cim, "i-2-43-VM")
     await _vm(cim, "i-2-44-VM", start=False)
     cases = [
-        (_asked("i-2-99-VM"), "unknown VM i-2-99-VM"),
+        (_asked("i-2-99-VM"), "unknown VM 'i-2-99-VM'"),
         (_asked("i-2-44-VM"), "VM i-2-44-VM is stopped on this host"),
         (_asked("i-2-43-VM", mac=OTHER_MAC), f"VM i-2-43-VM has no NIC with MAC {OTHER_MAC}"),
         (_asked("i-2-43-VM", cidr="10.1.1/33"), "vmNetworkCidr '10.1.1/33' is not an IPv4"),

@@ -60,7 +60,7 @@ from hyperv_agent.handlers.datapaths import (
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers
 from hyperv_agent.handlers.locks import FileLocks, NamedLocks
-from hyperv_agent.handlers.vm import cloudstack_power, named_vm
+from hyperv_agent.handlers.vm import cloudstack_power, named_vm, shown_name
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.api import FileStat
 from hyperv_agent.hostfs.aside import AsideFiles, discard
@@ -536,7 +536,7 @@ class MigrationHandlers(FileHandlers):
         judged as it is (``power.find_settled``)."""
         vm = await power.find_settled(self.hv, name, self.job_wait)
         if vm is None:
-            raise InvalidRequest(f"no VM named {name} on this host")
+            raise InvalidRequest(f"no VM named {shown_name(name)} on this host")
         if cloudstack_power(vm.power) is not PowerState.POWER_ON:
             raise InvalidRequest(f"VM {name} is {vm.power.value} on this host, not running: "
                                  "a live migration moves a running VM; it was not moved")

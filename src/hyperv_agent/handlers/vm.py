@@ -200,7 +200,7 @@ class VmHandlers:
                 self.hv, found, self.settings.reboot_reason, policy=self.settings.job_wait)
         if rebooted is None or rebooted.done is power.Rebooted.MISSING:
             raise InvalidRequest(f"{names.REBOOT_COMMAND} requested unknown VM "
-                                 f"{reboot.vm_name}")
+                                 f"{shown_name(reboot.vm_name)}")
         vm = rebooted.vm  # as read last: in the state a change it waited for left it in
         if rebooted.done is power.Rebooted.STATE_UNKNOWN:
             raise InvalidRequest(f"VM {vm.name} is in a state Hyper-V cannot tell on this "
@@ -220,7 +220,7 @@ class VmHandlers:
         vm = await vms.find_vm(self.hv, named_vm(check.vm_name))
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
-                                 f"{check.vm_name}")
+                                 f"{shown_name(check.vm_name)}")
         return CheckVirtualMachineAnswer(result=True, state=cloudstack_power(vm.power))
 
     async def vnc_port(self, vnc: GetVncPortCommand) -> Result:
@@ -231,7 +231,7 @@ class VmHandlers:
         """
         vm = await vms.find_vm(self.hv, named_vm(vnc.vm_name, "name"))
         if vm is None:
-            raise InvalidRequest(f"no VM named {vnc.vm_name} on this host")
+            raise InvalidRequest(f"no VM named {shown_name(vnc.vm_name)} on this host")
         return GetVncPortAnswer(result=True, address=f"instanceId={vm.guid}",
                                 port=VNC_PORT_RDP)
 
@@ -300,7 +300,7 @@ class VmHandlers:
         found = await nics.guest_addresses(self.hv, asked.vm_name)
         if found is None:
             raise InvalidRequest(f"{names.GET_VM_IP_ADDRESS_COMMAND} requested unknown VM "
-                                 f"{asked.vm_name}")
+                                 f"{shown_name(asked.vm_name)}")
         vm, guest_nics = found
         if vm.power not in (vms.PowerState.RUNNING, vms.PowerState.PAUSED):
             raise InvalidRequest(f"VM {vm.name} is {vm.power.value} on this host; only a "
