@@ -34,3 +34,37 @@ async def test_a_stamp_that_fails_unexpectedly_does_not_end_the_heartbeat(
     assert len(stamps) >= 3
     assert any("heartbeat" in r.getMessage() and r.levelno == logging.ERROR
                for r in caplog.records)
+
+
+async def test_a_lasting_failure_logs_its_traceback_once_per_error_then_a_line_a_round(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A share broken for hours must not write a traceback every interval: the first
+    failure and each new error carry one, a failure repeated is one warning line, and
+    the first round that succeeds again says so once."""
+    outcomes: list[Exception | None] = [
+        OSError("share gone"), OSError("share gone"), OSError("share gone"),
+        RuntimeError("another"), RuntimeError("another"), None, None,
+        OSError("share gone")]
+    done = asyncio.Event()
+
+    async def write_heartbeats() -> None:
+        if not outcomes:
+            done.set()
+            await asyncio.Event().wait()
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    timing = SimpleNamespace(interval_s=0.001)
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats, heartbeats=SimpleNamespace(timing=timing)))
+    caplog.set_level(logging.INFO, logger="hyperv_agent")
+    beating = asyncio.create_task(heartbeats(agent))
+    await asyncio.wait_for(done.wait(), 5)
+    beating.cancel()
+    records = [r for r in caplog.records if "heartbeat" in r.getMessage()]
+    lines = [(r.levelname, r.exc_info is not None) for r in records]
+    assert lines == [("ERROR", True), ("WARNING", False), ("WARNING", False),
+                     ("ERROR", True), ("WARNING", False), ("INFO", False),
+                     ("ERROR", True)]
+    assert "OSError: share gone" in records[1].getMessage()

@@ -232,14 +232,31 @@ async def heartbeats(agent: Agent) -> None:
     ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered).
     A round that fails unexpectedly is logged and the next one comes as due: ended, the
     task would leave a running host unstamped for good, so its neighbours would call it
-    down and HA start its VMs a second time elsewhere."""
+    down and HA start its VMs a second time elsewhere.
+
+    A failure that lasts is logged with its traceback once (again when the error
+    changes), then as one warning line a round, and its end as one info line: a
+    traceback every interval for as long as a share is broken would bury the log."""
+    failing: str | None = None  # the error of the rounds failing since the last success
     while True:
+        interval_s = agent.host.heartbeats.timing.interval_s
         try:
             await agent.host.write_heartbeats()
-        except Exception:
-            log.exception("heartbeat: this round of stamps failed unexpectedly; the next "
-                          "comes in %g s", agent.host.heartbeats.timing.interval_s)
-        await asyncio.sleep(agent.host.heartbeats.timing.interval_s)
+        except Exception as error:
+            error_text = f"{type(error).__name__}: {error}"
+            if error_text != failing:
+                log.exception("heartbeat: this round of stamps failed unexpectedly; the "
+                              "next comes in %g s", interval_s)
+            else:
+                log.warning("heartbeat: this round of stamps failed again (%s); the next "
+                            "comes in %g s", error_text, interval_s)
+            failing = error_text
+        else:
+            if failing is not None:
+                log.info("heartbeat: stamps are written again, after rounds that failed "
+                         "(%s)", failing)
+            failing = None
+        await asyncio.sleep(interval_s)
 
 
 def announce_limits(agent: Agent, file_limit: int | None) -> None:
