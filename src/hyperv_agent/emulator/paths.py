@@ -47,7 +47,11 @@ class HostPaths:
         parts = pure.parts[1:]
         if any(part in ("..", ".") for part in parts) or any(":" in p for p in parts):
             raise HostPathError(f"path leaves its drive or share: {windows_path!r}")
-        local = self._root(pure)
+        root = self._root(pure)
+        exact = root.joinpath(*parts)
+        if os.path.lexists(exact):  # named as it is held: one look, not one a step
+            return exact
+        local = root
         for part in parts:
             local = _entry(local, part)
         return local
