@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from hyperv_agent.cim import wql
+from hyperv_agent.cim.api import V2_NAMESPACE, CimInstance
 from hyperv_agent.cloudstack import names
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
@@ -257,6 +258,43 @@ async def test_a_stop_of_the_vm_waits_for_its_config_drives_media_change(
     assert await cim.query(wql.select("Msvm_ComputerSystem", wql.eq("ElementName", VM))) == []
     assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"new")
     assert _aside_files(agent, f"{LOCAL_POOL}\\configdrive") == []
+
+
+async def test_a_start_waits_for_a_write_of_its_config_drive_under_way(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A StartCommand of the VM that arrives while its config drive is being written (the
+    write has found no VM holding the ISO and is about to rename the new image into place)
+    waits for the write, then starts the VM with the new ISO: the start holds the file
+    locks of the ISOs it mounts. Without them the VM took the ISO into its drive and ran
+    before the rename, which Windows then refused, and the write failed blaming a VM on
+    another host."""
+    assert (await _handled(agent, handle_body(data=iso_image(b"old"))))["result"] is True
+    cim = agent.emulator
+    looked, release = asyncio.Event(), asyncio.Event()
+    query = cim.query
+
+    async def held(text: str, namespace: str = V2_NAMESPACE) -> list[CimInstance]:
+        answer = await query(text, namespace)
+        if ISO_SUBTYPE in text and not looked.is_set():
+            looked.set()  # the write has looked for the ISO's holders: it waits here
+            await release.wait()
+        return answer
+
+    monkeypatch.setattr(cim, "query", held)
+    writing = asyncio.create_task(_handled(agent, handle_body(data=iso_image(b"new"))))
+    await asyncio.wait_for(looked.wait(), 10)
+    starting = asyncio.create_task(agent.answer(names.START_COMMAND,
+                                                start_body("PRIMARY", LOCAL_STORE)))
+    await asyncio.wait({starting}, timeout=1.0)  # the VM is built and started meanwhile
+    started_first = starting.done()
+    release.set()
+    written, (_, started) = await writing, await starting
+    assert written["result"] is True, written
+    assert not started_first  # it waited for the write
+    assert started["result"] is True, started
+    assert _host_file(agent, ON_POOL).read_bytes() == iso_image(b"new")
+    assert ON_POOL in await _isos(cim)
 
 
 async def test_the_iso_a_paused_vm_holds_is_kept(agent: Running) -> None:

@@ -14,11 +14,13 @@ the VM is built from ``hyperv`` pieces (``build``, ``devices``, ``nics``, ``firm
 ``kvp``) and started; a failure after the VM was
 defined removes it again (its disk files are never touched) and the answer names the step.
 
-The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run. From
-before the VM is defined until it runs (or was removed again) its name is in the
-``state.BuildJournal``, so a VM that a killed process left half-built is removed at the
-next start (``remove_half_built``), or by the next StartCommand for it, which rebuilds any
-VM of its name that does not run. What each step costs is read from the round trips the
+The handler holds the VM's lock (shared with ``VmHandlers``) for its whole run, and from
+its plan on the file locks of its volumes and, shared, of the ISOs it mounts (its config
+drive among them), so a write of one of these files runs wholly before or after the
+build. From before the VM is defined until it runs (or was removed again) its name is in
+the ``state.BuildJournal``, so a VM that a killed process left half-built is removed at
+the next start (``remove_half_built``), or by the next StartCommand for it, which
+rebuilds any VM of its name that does not run. What each step costs is read from the round trips the
 agent makes (``bench/start_steps.py``), not from the handler.
 """
 
@@ -75,8 +77,9 @@ class StartHandler:
         self.paths = paths
         self.files: HostFiles = paths.files
         self.locks = locks
-        # the volumes' files are held while the VM is built, so a DeleteCommand (or another
-        # writer) of one waits, and then finds the VM running (``FileHandlers``)
+        # the volumes' files (and, shared, its DVD images') are held while the VM is built,
+        # so a DeleteCommand (or another writer) of one waits, and then finds the VM
+        # running (``FileHandlers``)
         self.file_locks = file_locks if file_locks is not None else FileLocks()
         self.job_wait = job_wait
         self.journal = journal  # the VMs being built; None: not recorded
@@ -175,8 +178,13 @@ class StartHandler:
             log.info("StartCommand for VM %s, which already runs", vm.name)
             return ()
         plan = await self._plan(command)
-        volumes = (disk.path for disk in plan.disks if disk.path and not disk.dvd)
-        async with self.file_locks.hold_all(*volumes):
+        volumes = [disk.path for disk in plan.disks if disk.path and not disk.dvd]
+        # An ISO is held shared: many VMs mount one (a template's ISO, the system VM ISO)
+        # and their starts need not queue; a writer of it (a config drive's write or
+        # delete, a copy, a delete) holds it alone, so it ends before the VM takes it or
+        # comes after, and then finds the VM running with it.
+        media = tuple(disk.path for disk in plan.disks if disk.path and disk.dvd)
+        async with self.file_locks.hold_all(*volumes, shared=media):
             if existing is not None:
                 log.info("VM %s exists (%s); re-creating it", vm.name, existing.power.value)
                 plan = await self._keeping_identity(plan, existing)
