@@ -2,7 +2,7 @@
 the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
 a running VM uses, of a running VM's linked clone away from its template's pool,
 MigrateVolume into the pool the volume is already in, MigrateVolume from or into a pool
-whose share cannot be reached, and
+whose share cannot be reached, a DeleteCommand of a volume moving with its running VM, and
 PrepareForMigration of a VM with a disk of a type CloudStack does not have or with an ISO
 this host would not give it. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
@@ -721,3 +721,36 @@ async def test_a_move_whose_source_is_gone_is_not_said_missing_while_its_target_
     assert (kind, moved["result"]) == (names.MIGRATE_VOLUME_ANSWER, True), moved
     assert not (share / f".{SPARE}.vhdx.moving").exists()
     assert (share / f"{SPARE}.vhdx").exists()
+
+
+async def test_a_delete_of_a_volume_moving_with_its_running_vm_waits_for_the_move(
+    host: Running,
+) -> None:
+    """A DeleteCommand of the volume in its new pool that arrives while the running VM's
+    disk is being moved there waits for the move (which holds the files' locks inside the
+    VM's), then finds the VM running on the file and keeps it. Without the file locks it
+    answered that there was nothing to delete, and the move then put the file there."""
+    await _started(host)
+    cim = host.emulator
+    cim.faults.slow_next_job("MigrateVirtualSystemToHost", 1.5)
+    begun = cim.round_trips()["invoke:MigrateVirtualSystemToHost"]
+    moving = asyncio.create_task(_asked(host, names.MIGRATE_VOLUME_COMMAND,
+                                        volume_body(DATA, VM, _other_pool())))
+    for _ in range(500):  # until the storage migration runs: the move's locks are held
+        if cim.round_trips()["invoke:MigrateVirtualSystemToHost"] > begun:
+            break
+        await asyncio.sleep(0.01)
+    assert not moving.done()
+    store = {names.PRIMARY_DATA_STORE_TO: {"uuid": OTHER_POOL_UUID, "id": 2,
+                                           "host": "127.0.0.1", "poolType": "Filesystem",
+                                           "path": OTHER_POOL, "port": 0}}
+    _, deleted = await host.answer(names.DELETE_COMMAND, {"data": {names.VOLUME_OBJECT_TO: {
+        "uuid": DATA, "path": DATA, "volumeType": "DATADISK", "dataStore": store,
+        "format": "VHDX", "name": "DATA-100", "id": 32}}})
+    assert moving.done()  # the delete waited for it
+    _, moved = await moving
+    assert moved["result"] is True, moved
+    assert deleted["result"] is False, deleted
+    assert f"is attached to the running VM {VM}" in deleted["details"], deleted
+    assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
+    assert await _power(host) == "PowerOn"

@@ -337,7 +337,9 @@ class MigrationHandlers(FileHandlers):
     async def migrate_volume(self, command: MigrateVolumeCommand) -> Result:
         """Move the volume ``volumePath`` into ``pool`` (registered on this host). A disk of
         the running VM ``attachedVmName`` moves with Hyper-V's storage migration while the
-        VM runs; a volume no running VM uses is copied into the pool (written aside,
+        VM runs (holding the VM's lock, then the locks of the disk's file and its target,
+        so a delete or copy of either waits for the move); a volume no running VM uses is
+        copied into the pool (written aside,
         renamed; a linked clone merged by Hyper-V straight into the pool, never beside its
         source) and its old file removed. The answer's ``volumePath`` is the volume's path,
         which a move keeps. A move interrupted (the agent killed) after its copy was
@@ -374,14 +376,17 @@ class MigrationHandlers(FileHandlers):
             return False
         volume = VolumeTO(path=command.volume_path, id=command.volume_id)
         disk = _disk_move(storage, volume, folder)
-        if drives.same_file_key(disk.medium.strings("HostResource")[0]) \
-                == drives.same_file_key(disk.target):
+        source = disk.medium.strings("HostResource")[0]
+        if drives.same_file_key(source) == drives.same_file_key(disk.target):
             raise InvalidRequest(_already_in(command.volume_path, folder))
-        await self._stands_alone_in(disk, folder, command.volume_path)
-        if await self.files.exists(disk.target):
-            raise InvalidRequest(f"{disk.target} already exists; it is not replaced")
-        await self._move(migration.Move(vm, MigrationType.STORAGE, disks=(disk,)),
-                         command.wait_s)
+        # the files' locks inside the VM's (the caller's): a delete or copy of either file
+        # runs wholly before the move or after it, and then finds the VM on the new file
+        async with self.file_locks.hold_all(source, disk.target):
+            await self._stands_alone_in(disk, folder, command.volume_path)
+            if await self.files.exists(disk.target):
+                raise InvalidRequest(f"{disk.target} already exists; it is not replaced")
+            await self._move(migration.Move(vm, MigrationType.STORAGE, disks=(disk,)),
+                             command.wait_s)
         return True
 
     async def _stands_alone_in(self, disk: migration.DiskMove, folder: str,
