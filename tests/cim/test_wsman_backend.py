@@ -291,6 +291,43 @@ async def test_a_method_the_host_does_not_offer_is_not_a_refusal_of_the_credenti
             await cim.close()
 
 
+@pytest.mark.parametrize(("auth", "offers", "said"), [
+    ("ntlm", "Kerberos", 'does not offer ntlm authentication (it offers Kerberos); set '
+     '[wsman] auth = "kerberos", or turn Negotiate on at the host (Set-Item '
+     'WSMan:\\localhost\\Service\\Auth\\Negotiate $true)'),
+    ("kerberos", "NTLM", 'does not offer kerberos authentication (it offers NTLM); set '
+     '[wsman] auth = "ntlm", or turn Kerberos on at the host (Set-Item '
+     'WSMan:\\localhost\\Service\\Auth\\Kerberos $true)'),
+])
+async def test_a_spnego_scheme_other_than_the_configured_one_is_not_offered_either(
+        auth: str, offers: str, said: str) -> None:
+    """A host whose 401 offers a SPNEGO scheme, but not one ``auth`` logs on with (only
+    Kerberos with Negotiate turned off, against ``auth = "ntlm"``; or the reverse), makes
+    pypsrp raise a plain ValueError ("... incompatible with the specified
+    auth_provider ..."): it is CimAuthNotOffered, naming what the host offers and the
+    setting to change, as when only Basic is left, never an error the agent did not
+    expect (which failed the host check, and with it the heartbeat, of a running host)."""
+    async def challenge(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=401, headers={"WWW-Authenticate": offers})
+
+    app = web.Application()
+    app.router.add_post("/wsman", challenge)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    cim = client(f"http://127.0.0.1:{port}/wsman", auth=auth)
+    try:
+        for _ in range(2):  # tried again at once: no logon was refused
+            with pytest.raises(CimAuthNotOffered) as raised:
+                await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+            assert str(raised.value) == (f"127.0.0.1:{port}: the WinRM service {said}")
+    finally:
+        await cim.close()
+        await runner.cleanup()
+
+
 async def test_requests_waiting_for_a_slot_when_credentials_are_refused_do_not_log_on(
         emulator: EmulatorCim, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)

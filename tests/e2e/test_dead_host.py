@@ -146,11 +146,16 @@ async def _hung(port: int) -> AsyncIterator[list[socket.socket]]:
 
 @contextlib.asynccontextmanager
 async def _answering(port: int, status: int, body: str = "",
-                     content_type: str = "text/plain") -> AsyncIterator[None]:
-    """A server on ``port`` answering every WinRM request with ``status`` and ``body``."""
+                     content_type: str = "text/plain", *,
+                     challenge: str | None = None) -> AsyncIterator[None]:
+    """A server on ``port`` answering every WinRM request with ``status`` and ``body``
+    (and ``challenge`` as its WWW-Authenticate)."""
+    headers = {"WWW-Authenticate": challenge} if challenge is not None else None
+
     async def handler(request: web.Request) -> web.Response:
         await request.read()
-        return web.Response(status=status, text=body, content_type=content_type)
+        return web.Response(status=status, text=body, content_type=content_type,
+                            headers=headers)
 
     app = web.Application()
     app.router.add_post("/wsman", handler)
@@ -491,6 +496,30 @@ async def test_a_host_answering_errors_fails_pings_but_keeps_its_heartbeat(
     assert beat.read_text() != OLD_STAMP
     alive = await _neighbour_says(agentless)
     assert (alive["result"], alive["alive"]) == (False, True)
+
+
+async def test_a_host_offering_only_kerberos_to_an_ntlm_agent_says_so_and_is_stamped(
+        agentless: Running, tmp_path: Path) -> None:
+    """A host whose WinRM offers Kerberos alone (Negotiate turned off) to an agent set to
+    ``auth = "ntlm"``: its pings fail naming what it offers and the setting to change, and
+    it keeps being stamped (it answered: it runs). pypsrp's ValueError for it once failed
+    the host check as an error nobody expected, and with it the heartbeat of a running
+    host, whose neighbours then called it down."""
+    share = await _register_pool(agentless, tmp_path)
+    beat = share / f"hb-{PRIVATE_IP}"
+    port = _port(agentless)
+    await _stop_winrm(agentless)
+    async with _answering(port, 401, challenge="Kerberos"):
+        _, ping, took = await _timed(agentless, PING, {"contextMap": {}})
+        assert ping["details"] == (
+            "PingRoutingCommand failed: the Hyper-V host answers with an error: "
+            f"127.0.0.1:{port}: the WinRM service does not offer ntlm authentication (it "
+            'offers Kerberos); set [wsman] auth = "kerberos", or turn Negotiate on at the '
+            "host (Set-Item WSMan:\\localhost\\Service\\Auth\\Negotiate $true)"), ping
+        assert took < 2
+        beat.write_text(OLD_STAMP)
+        await agentless.agent.host.write_heartbeats()
+    assert beat.read_text() != OLD_STAMP
 
 
 @pytest.fixture

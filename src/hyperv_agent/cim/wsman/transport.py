@@ -308,9 +308,21 @@ class Transport:
             raise _unreached(where, error) from None
         except WinRMError as error:
             raise CimError(f"{where}: {faults.one_line(str(error))}") from None
-        except (ParseError, DefusedXmlException) as error:  # pypsrp reads every answer
-            raise CimUnavailable(f"{where}: the WinRM service's answer is not well-formed "
-                                 f"XML ({faults.one_line(str(error))[:200]})") from None
+        except (ParseError, ValueError) as error:  # DefusedXmlException is a ValueError
+            raise self._not_taken(error) from None
+
+    def _not_taken(self, error: ParseError | ValueError) -> CimError:
+        """An answer pypsrp could not take: not well-formed XML (pypsrp reads every
+        answer; CimUnavailable), or a 401 offering another SPNEGO scheme than ``auth``
+        logs on with (CimAuthNotOffered, ``_incompatible``). Any other ValueError is
+        raised as it is: nothing the host answered explains it."""
+        if isinstance(error, ParseError | DefusedXmlException):
+            return CimUnavailable(f"{self.settings.where}: the WinRM service's answer is not "
+                                  f"well-formed XML ({faults.one_line(str(error))[:200]})")
+        scheme = _incompatible(error)
+        if scheme is None:
+            raise error
+        return self._not_offered([scheme])
 
     def _logon_failed(self, error: Exception) -> CimAccessDenied:
         """The host refused the credentials (HTTP 401: AuthenticationError), or the
@@ -449,6 +461,22 @@ _SETTINGS = {"basic": ("basic",), "negotiate": ("negotiate", "ntlm"),
 _HOST_SETTING = {"basic": "Basic", "ntlm": "Negotiate", "negotiate": "Negotiate",
                  "kerberos": "Kerberos"}
 _SCHEME_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+#: pypsrp's ValueError when the host's 401 offers a SPNEGO scheme, but not the one its
+#: ``auth_provider`` (``ntlm``, ``kerberos``) logs on with: the first of Negotiate,
+#: Kerberos and NTLM the WWW-Authenticate names (``HTTPNegotiateAuth.handle_401``).
+_INCOMPATIBLE = re.compile(r"Server responded with the auth protocol '([A-Za-z]+)' which is "
+                           r"incompatible with the specified auth_provider")
+
+
+def _incompatible(error: ValueError) -> str | None:
+    """The scheme the host offers when ``error`` is pypsrp's refusal of a 401 offering
+    another SPNEGO scheme than ``auth`` logs on with (only Kerberos against ``ntlm``, only
+    NTLM against ``kerberos``); None for any other ValueError. pypsrp names only that
+    scheme, not Basic the host may offer besides."""
+    found = _INCOMPATIBLE.match(str(error))
+    return found.group(1) if found else None
 
 
 def _offered(error: AuthenticationError) -> list[str] | None:
