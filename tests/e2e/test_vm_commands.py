@@ -670,3 +670,42 @@ async def test_every_command_naming_a_vm_by_a_blank_name_fails_saying_so_without
         assert answer["details"] == (f"{short} failed: the command names no VM: its "
                                      f"{field} '{shown}' is blank"), answer
         assert (running.emulator.round_trips() - before).calls == 0, fqcn
+
+
+
+@pytest.mark.parametrize(("name", "shown", "said"), [
+    ("i-2-61\x1b-VM", "'i-2-61\\x1b-VM'", "U+001B at offset 6"),
+    ("i-2-61-VM\x00", "'i-2-61-VM\\x00'", "U+0000 at offset 9"),
+    ("\x7fi\x0b", "'\\x7fi\\x0b'", "U+000B at offset 2"),
+    ("i-\ufffe", "'i-\ufffe'", "U+FFFE at offset 2"),
+])
+async def test_every_command_naming_a_vm_by_a_name_xml_cannot_carry_fails_saying_so(
+    running: Running, name: str, shown: str, said: str,
+) -> None:
+    """A name holding a character XML cannot carry (a C0 control but tab, CR and LF; a
+    noncharacter) names no VM Hyper-V can be asked for: over WinRM its query was refused
+    as a request that is not well-formed XML, not answered as a VM not there. Each command
+    naming a VM fails saying so, quoting the name escaped, its member and the character,
+    without a query (on every backend alike)."""
+    vm = vm_to(name)
+    asked = {
+        STOP: (STOP_ANSWER, _stop(name), "vmName"),
+        REBOOT: (REBOOT_ANSWER, {"vmName": name}, "vmName"),
+        CHECK: (CHECK_ANSWER, {"vmName": name}, "vmName"),
+        STATS: (STATS_ANSWER, {"vmNames": ["i-2-60-VM", name]}, "vmNames[1]"),
+        VNC: (VNC_ANSWER, {"name": name}, "name"),
+        names.PREPARE_FOR_MIGRATION_COMMAND: (names.PREPARE_FOR_MIGRATION_ANSWER,
+                                              prepare_body(vm), "vm.name"),
+        names.MIGRATE_COMMAND: (names.MIGRATE_ANSWER,
+                                migrate_body(vm, "127.0.0.3"), "vmName"),
+    }
+    for fqcn, (answer_class, body, field) in asked.items():
+        before = running.emulator.round_trips()
+        key, answer = await running.answer(fqcn, body)
+        short = fqcn.rsplit(".", 1)[-1]
+        assert (key, answer["result"]) == (answer_class, False), answer
+        assert answer["details"] == (
+            f"{short} failed: the command names no VM Hyper-V can be asked for: its {field} "
+            f"{shown} holds {said}, a character XML cannot carry (a control character "
+            "other than tab, LF and CR, or a noncharacter)"), answer
+        assert (running.emulator.round_trips() - before).calls == 0, fqcn

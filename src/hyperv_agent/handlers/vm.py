@@ -73,13 +73,22 @@ def shown_name(name: str) -> str:
 
 def named_vm(name: str, field: str = "vmName") -> str:
     """``name``, a command's VM name in its member ``field``, when it can name a VM;
-    InvalidRequest saying it is blank otherwise. No VM CloudStack runs has a blank name,
-    and looked up in Hyper-V it would be answered as a VM not there, the blank lost
-    between two spaces of the message. The one check every command naming a VM by name
-    makes first, before any lock or query."""
+    InvalidRequest saying it is blank, or naming a character no request to Hyper-V
+    carries (``vms.uncarried``: ESC, say), otherwise. No VM CloudStack runs has such a
+    name: looked up in Hyper-V a blank one would be answered as a VM not there, the blank
+    lost between two spaces of the message, and one holding such a character would have
+    WinRM refuse the query as XML that is not well-formed. The one check every command
+    naming a VM by name makes first, before any lock or query."""
     if not name.strip():
         raise InvalidRequest(f"the command names no VM: its {field} {shown_name(name)} "
                              "is blank")
+    offset = vms.uncarried(name)
+    if offset is not None:
+        raise InvalidRequest(
+            f"the command names no VM Hyper-V can be asked for: its {field} "
+            f"{shown_name(name)} holds U+{ord(name[offset]):04X} at offset {offset}, a "
+            "character XML cannot carry (a control character other than tab, LF and CR, "
+            "or a noncharacter)")
     return name
 
 

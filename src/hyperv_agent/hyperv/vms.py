@@ -59,7 +59,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hyperv_agent.cim import wql
+from hyperv_agent.cim import cimxml, wql
 from hyperv_agent.cim.api import CimInstance, InValue, MethodResult, ObjectPath
 from hyperv_agent.errors import (
     CimError,
@@ -589,6 +589,15 @@ def _summary_tuple(answer: MethodResult) -> object:
     """The answer's SummaryInformation array, as the backend handed it out: the same
     object again means the same summaries (a backend that keeps its answers)."""
     return answer["SummaryInformation"]
+
+
+def uncarried(name: str) -> int | None:
+    """The offset of the first character of the VM name ``name`` that no request to
+    Hyper-V can carry, or None when it carries them all: XML has no C0 control but tab,
+    LF and CR, no U+FFFE, U+FFFF or lone surrogate (``cimxml.uncarried``), and WinRM takes
+    a query only as XML (a request holding one is refused as not well-formed) as Hyper-V
+    takes a VM's settings, its name among them, only as CIM-XML text. Pure, no I/O."""
+    return cimxml.uncarried(name)
 
 
 async def find_vm(hv: HyperV, name: str) -> VmRef | None:
