@@ -4,6 +4,7 @@ SMB pool and one cifs image store holding a template and an ISO."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,7 @@ class Vm:
     seq: int = 0  # the last SecurityGroupRulesCmd's seqNum (0: none sent)
     rules: frozenset[str] = frozenset()  # names of RULES the last one allowed
     memory_mb: int = 512
+    config_drive: bool = False  # its config drive ISO is on its root volume's pool
 
     def __post_init__(self) -> None:
         if not self.nics:
@@ -275,6 +277,9 @@ def vm_to(vm: Vm, state: str = "Starting") -> dict[str, Any]:
            "uuid": f"a68c5325-84be-4f8b-ace1-{vm.number:012d}"}
     to["disks"] = [volume_disk(vm.root, vm.name),
                    *(volume_disk(v, vm.name) for v in vm.data), iso_disk(vm.iso)]
+    if vm.config_drive:  # the MS lists it first, on its pool (addConfigDriveDisk)
+        to["disks"].insert(0, config_drive_disk(vm))
+        to["configDriveLocation"] = "PRIMARY"
     to |= {"minRam": vm.memory_mb * MIB, "maxRam": vm.memory_mb * MIB}
     first = to["nics"][0]
     first |= {"mac": vm.nics[0].mac, "nicUuid": f"a5e6e3ba-7b1a-4867-964e-{vm.number:012d}",
@@ -288,6 +293,49 @@ def vm_to(vm: Vm, state: str = "Starting") -> dict[str, Any]:
     to["nics"] = [first, *(nic_to(nic, index) for index, nic in enumerate(vm.nics)
                            if index and nic.connected)]
     return to
+
+
+def config_drive_file(vm: Vm) -> str:
+    """The config drive ISO's path in its pool, as the MS names it."""
+    return f"configdrive/{vm.name}.iso"
+
+
+def config_drive_disk(vm: Vm) -> dict[str, Any]:
+    """The config drive's DiskTO: a TemplateObjectTO of its path on the root's pool."""
+    data = {"uuid": f"4f1e7d8c-1b0e-4b67-9d43-{vm.number:012d}", "path": config_drive_file(vm),
+            "format": "ISO", "id": 0, "accountId": 0, "hvm": False, "bootable": False,
+            "directDownload": False, "deployAsIs": False, "followRedirects": False,
+            "imageDataStore": store(vm.root.pool)}
+    return {"data": {TEMPLATE_TO: data}, "diskSeq": 4, "path": config_drive_file(vm),
+            "type": "ISO"}
+
+
+def config_drive_image(vm: Vm) -> bytes:
+    """A small ISO 9660 image: system area, primary volume descriptor, terminator, data."""
+    primary = b"\x01CD001\x01".ljust(2048, b"\x00")
+    terminator = b"\xffCD001\x01".ljust(2048, b"\x00")
+    payload = f"#cloud-config\nhostname: {vm.name}\n".encode()
+    return b"\x00" * 16 * 2048 + primary + terminator + payload.ljust(2048, b"\x00")
+
+
+def config_drive_body(vm: Vm, create: bool) -> dict[str, Any]:
+    """HandleConfigDriveIsoCommand of ``vm``'s config drive on its root's pool, as Gson
+    writes it (a delete carries no ``isoData``)."""
+    body: dict[str, Any] = {"isoFile": config_drive_file(vm), "create": create,
+                            "useHostCacheOnUnsupportedPool": False, "preferHostCache": False,
+                            "destStore": store(vm.root.pool), "contextMap": {}, "wait": 0,
+                            "bypassHostMaintenance": False}
+    if create:
+        body["isoData"] = base64.b64encode(config_drive_image(vm)).decode()
+    return body
+
+
+def volume_stats_body(pool: str, volumes: list[Volume]) -> dict[str, Any]:
+    """GetVolumeStatsCommand of ``volumes`` (by path) in ``pool``."""
+    to = store(pool)[PRIMARY_TO]
+    return {"volumeUuids": [v.path for v in volumes], "poolType": to["poolType"],
+            "poolUuid": to["uuid"], "contextMap": {}, "wait": 60,
+            "bypassHostMaintenance": False}
 
 
 def vm_ip(vm: Vm) -> str:
