@@ -334,7 +334,7 @@ def _type_number(body: dict[str, Any]) -> None:
     (_seq("three"), "disk.diskSeq"),
     (_no_seq, "diskSeq is missing"),
     (_no_vm_name, "vmName: required field is missing"),
-    (_blank_vm_name, "vmName is empty"),
+    (_blank_vm_name, "the command names no VM: its vmName ' ' is blank"),
     (_no_data, "data is not a VolumeObjectTO"),
     (_type_number, "disk.type"),
 ])

@@ -4,9 +4,11 @@ Stop, Reboot, CheckVirtualMachine, GetVncPort, GetVmStats."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,7 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
+from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
 from tests.e2e.migration_kit import migrate_body, prepare_body, vm_to
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service, vm_names
@@ -709,3 +712,94 @@ async def test_every_command_naming_a_vm_by_a_name_xml_cannot_carry_fails_saying
             f"{shown} holds {said}, a character XML cannot carry (a control character "
             "other than tab, LF and CR, or a noncharacter)"), answer
         assert (running.emulator.round_trips() - before).calls == 0, fqcn
+
+
+_ISO_STORE = "cifs://10.1.1.2/secondary?user=admin&password=s3cret"
+_MAC = "02:00:4c:5f:00:08"
+
+
+def _data_disk() -> dict[str, object]:
+    return {"type": "DATADISK", "diskSeq": 1, "data": {names.VOLUME_OBJECT_TO: {
+        "uuid": "vol-7", "path": "vol-7", "volumeType": "DATADISK", "format": "VHDX",
+        "name": "vol-7", "size": 1 << 26, "id": 31, "dataStore": {
+            names.PRIMARY_DATA_STORE_TO: {
+                "uuid": "5fe2bad3-d785-394e-9949-89786b8a63d2", "id": 201,
+                "host": "10.1.1.1", "poolType": "Filesystem", "path": LOCAL_POOL,
+                "port": 0}}}}}
+
+
+def _start_body(name: str) -> dict[str, object]:
+    body: dict[str, Any] = copy.deepcopy(sample_json("0005_StartCommand.json"))
+    body["vm"]["name"] = name
+    return body
+
+
+#: Each other command naming a VM by name: its id, FQCN, answer class, the member holding
+#: the name and its body naming ``name``.
+_NAMING: list[tuple[str, str, str, str, Callable[[str], dict[str, object]]]] = [
+    ("attach", names.ATTACH_COMMAND, names.ATTACH_ANSWER, "vmName",
+     lambda name: {"vmName": name, "disk": _data_disk()}),
+    ("dettach", names.DETTACH_COMMAND, names.DETTACH_ANSWER, "vmName",
+     lambda name: {"vmName": name, "disk": _data_disk()}),
+    ("attach-iso", names.ATTACH_ISO_COMMAND, names.ANSWER, "vmName",
+     lambda name: {"vmName": name, "storeUrl": _ISO_STORE, "isoPath": "iso/tools.iso",
+                   "attach": True}),
+    ("start", names.START_COMMAND, names.START_ANSWER, "vm.name", _start_body),
+    ("scale", names.SCALE_VM_COMMAND, names.SCALE_VM_ANSWER, "vmName",
+     lambda name: {"vmName": name, "cpus": 1, "minRam": 512 << 20, "maxRam": 512 << 20}),
+    ("scale-by-vm", names.SCALE_VM_COMMAND, names.SCALE_VM_ANSWER, "vm.name",
+     lambda name: {"vm": vm_to(name), "cpus": 1, "minRam": 512 << 20,
+                   "maxRam": 512 << 20}),
+    ("get-vm-config", names.GET_VM_CONFIG_COMMAND, names.GET_VM_CONFIG_ANSWER, "vmName",
+     lambda name: {"vmName": name}),
+    ("modify-vm-nic-config", names.MODIFY_VM_NIC_CONFIG_COMMAND,
+     names.MODIFY_VM_NIC_CONFIG_ANSWER, "vmName",
+     lambda name: {"vmName": name, "macAddress": _MAC, "vlan": "vlan://261"}),
+    ("plug-nic", names.PLUG_NIC_COMMAND, names.PLUG_NIC_ANSWER, "instanceName",
+     lambda name: {"instanceName": name, "nic": {"mac": _MAC, "name": "External"}}),
+    ("unplug-nic", names.UNPLUG_NIC_COMMAND, names.UNPLUG_NIC_ANSWER, "instanceName",
+     lambda name: {"instanceName": name, "nic": {"mac": _MAC}}),
+    ("pvlan-setup-dhcp", names.PVLAN_SETUP_COMMAND, names.ANSWER, "dhcpName",
+     lambda name: {"op": "add", "type": "DHCP", "dhcpName": name, "dhcpMac": _MAC,
+                   "primary": "100", "isolated": "200", "pvlanType": "I"}),
+    ("security-group-rules", names.SECURITY_GROUP_RULES_CMD,
+     names.SECURITY_GROUP_RULE_ANSWER, "vmName",
+     lambda name: {"vmName": name, "guestMac": _MAC, "guestIp": "10.1.1.80", "vmId": 8,
+                   "seqNum": 1, "ingressRuleSet": [], "egressRuleSet": []}),
+    ("network-rules-secondary-ip", names.NETWORK_RULES_VM_SECONDARY_IP_COMMAND,
+     names.ANSWER, "vmName",
+     lambda name: {"vmName": name, "vmMac": _MAC, "vmSecIp": "10.1.1.81", "action": "-A"}),
+    ("network-rules-system-vm", names.NETWORK_RULES_SYSTEM_VM_COMMAND, names.ANSWER,
+     "vmName", lambda name: {"vmName": name, "type": "DomainRouter"}),
+    ("destroy", names.DESTROY_COMMAND, names.ANSWER, "vmName",
+     lambda name: {"vmName": name, "volume": {
+         "id": 9, "mountPoint": LOCAL_POOL, "path": "vol-7", "storagePoolType": "Filesystem",
+         "size": 1 << 26}}),
+]
+
+
+@pytest.mark.parametrize(("fqcn", "answer_class", "field", "body"),
+                         [entry[1:] for entry in _NAMING], ids=[e[0] for e in _NAMING])
+async def test_every_other_command_naming_a_vm_refuses_a_name_no_vm_has_without_a_query(
+    running: Running, fqcn: str, answer_class: str, field: str,
+    body: Callable[[str], dict[str, object]],
+) -> None:
+    """Attach, Dettach, AttachIso, Start, the VM-config, security-group and legacy Destroy
+    commands check their VM name as Stop does (``named_vm``): a blank one, or one holding a
+    character XML cannot carry, fails the command's own answer saying so, before any query
+    or file lookup (a Destroy found no file under such a name and answered success; an
+    attach looked for its file first)."""
+    short = fqcn.rsplit(".", 1)[-1]
+    said = {
+        "  ": f"{short} failed: the command names no VM: its {field} '  ' is blank",
+        "i-2-61\x1b-VM": (
+            f"{short} failed: the command names no VM Hyper-V can be asked for: its {field} "
+            "'i-2-61\\x1b-VM' holds U+001B at offset 6, a character XML cannot carry (a "
+            "control character other than tab, LF and CR, or a noncharacter)"),
+    }
+    for name, details in said.items():
+        before = running.emulator.round_trips()
+        key, answer = await running.answer(fqcn, body(name))
+        assert (key, answer["result"]) == (answer_class, False), answer
+        assert answer["details"] == details, answer
+        assert (running.emulator.round_trips() - before).calls == 0, name

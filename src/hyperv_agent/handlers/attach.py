@@ -10,12 +10,14 @@ drives to stopped VMs only, so a running VM's answer fails saying so); an ISO
 (``disk.type`` ISO, a TemplateObjectTO on a cifs image store) goes in the VM's DVD
 drive. Every path is resolved and confined to its pool or share by
 ``handlers.datapaths`` before the VM is looked at, and a file to attach must exist; bad
-input fails the answer with nothing changed. Each command holds the VM's lock (shared
-with the other VM handlers); an attach of a data volume holds the volume's file lock too,
-inside the VM's, as StartCommand holds its disks' (shared with the commands that copy,
-move or delete files), and looks for the file under it: a delete, copy or move of that
-volume runs wholly before the attach (which then finds no file, or attaches the file as
-the copy or move left it) or wholly after it (which then finds the volume in the VM).
+input fails the answer with nothing changed. A ``vmName`` that can name no VM (blank, or
+holding a character XML cannot carry) fails it before anything else (``vm.named_vm``).
+Each command holds the VM's lock (shared with the other VM handlers); an attach of a
+data volume holds the volume's file lock too, inside the VM's, as StartCommand holds its
+disks' (shared with the commands that copy, move or delete files), and looks for the
+file under it: a delete, copy or move of that volume runs wholly before the attach
+(which then finds no file, or attaches the file as the copy or move left it) or wholly
+after it (which then finds the volume in the VM).
 
 Choices, and why:
 
@@ -76,7 +78,7 @@ from hyperv_agent.handlers import datapaths, start_plan
 from hyperv_agent.handlers.datapaths import DataPaths
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import FileLocks
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hyperv import disks, diskstats, drives, jobs, power, vms
 from hyperv_agent.hyperv.session import HyperV
@@ -145,7 +147,7 @@ class AttachHandlers:
         nothing done (details say so). A failed Hyper-V step leaves the VM as it was (a
         half-added drive is removed again).
         """
-        disk, vm_name = asked.disk, asked.vm_name
+        disk, vm_name = asked.disk, named_vm(asked.vm_name)
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"attached to vm {vm_name}"))
         details = await self._attach(disk, vm_name, asked.controller_info)
@@ -157,7 +159,6 @@ class AttachHandlers:
             return await self._empty_dvd(vm_name)
         volume = _kind(disk) == DATADISK
         image = await self._image(disk, existing=not volume)  # a volume: under its lock
-        _check_vm_name(vm_name)
         controller, slot = _scsi_place(disk) if volume else (0, 0)
         ide = volume and start_plan.data_disk_controller(
             controller_info, "controllerInfo") == start_plan.IDE
@@ -226,20 +227,19 @@ class AttachHandlers:
         Another disk type or a path outside its store: a failed answer. VM not on this
         host: success, nothing done (details say so).
         """
-        disk, vm_name = asked.disk, asked.vm_name
+        disk, vm_name = asked.disk, named_vm(asked.vm_name)
         if _kind(disk) not in (DATADISK, ISO):
             raise InvalidRequest(_invalid_type(disk, f"dettached from vm {vm_name}"))
         if start_plan.is_empty_dvd(disk):
             return DettachAnswer(result=True, disk=disk,
                                  details=await self._empty_dvd(vm_name))
         image = await self._image(disk, check_links=False)  # the file is not opened
-        _check_vm_name(vm_name)
         details = await self._detach(image, vm_name)
         return DettachAnswer(result=True, disk=disk, details=details)
 
     async def _empty_dvd(self, vm_name: str) -> str:
-        """The VM's DVD drive left empty (an ISO in it ejected, a missing one added)."""
-        _check_vm_name(vm_name)
+        """The VM's DVD drive left empty (an ISO in it ejected, a missing one added);
+        ``vm_name`` checked by the caller (``named_vm``)."""
         async with self.locks.hold(vm_name):
             vm = await power.find_settled(self.hv, vm_name, self.job_wait)
             if vm is None:
@@ -292,7 +292,7 @@ class AttachHandlers:
         return Answer(result=True, details=await self._attach_iso(asked))
 
     async def _attach_iso(self, asked: AttachIsoCommand) -> str:
-        _check_vm_name(asked.vm_name)
+        named_vm(asked.vm_name)
         if not asked.store_url:
             raise InvalidRequest("storeUrl is missing: the ISO's image store must be given")
         store = self.paths.image_store(asked.store_url, "storeUrl")
@@ -354,11 +354,6 @@ def _invalid_type(disk: DiskTO, action: str) -> str:
     shown = str(disk.type)[:40]
     return (f"Invalid disk type to be {action}: {shown!r}; only {DATADISK} and {ISO} "
             "disks can be attached and detached")
-
-
-def _check_vm_name(vm_name: str) -> None:
-    if not vm_name.strip():
-        raise InvalidRequest("vmName is empty")
 
 
 def _scsi_place(disk: DiskTO) -> tuple[int, int]:

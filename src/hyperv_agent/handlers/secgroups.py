@@ -48,6 +48,9 @@ such a VM (``acls.sweep``); one still changing after that keeps its leftovers fo
 next cleanup, as does one whose removal the host refuses, and the other VMs' are removed
 all the same (a false answer names each VM left and why).
 
+A command whose ``vmName`` can name no VM (blank, or holding a character XML cannot carry)
+fails before any query (``vm.named_vm``).
+
 A failed SecurityGroupRuleAnswer says why: ``CANNOT_BRIDGE_FIREWALL`` when the VM, its
 adapter or port does not exist or the host has no extended ACLs (the MS does not retry),
 ``PROGRAMMING_FAILED`` for anything else (the MS retries three times).
@@ -79,7 +82,7 @@ from hyperv_agent.errors import HyperVError, InvalidRequest
 from hyperv_agent.handlers import sgrules
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.sgrules import RuleError
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hyperv import acls, jobs, nics, vms
 from hyperv_agent.hyperv.portacls import AclChange, AclSpec, PortSecurity, as_spec
 from hyperv_agent.hyperv.session import HyperV
@@ -149,7 +152,7 @@ class SecurityGroupHandlers:
         the port is brought to the rules (module notes); the details say what changed
         and what the ACLs cannot say exactly (ICMP types).
         """
-        vm_name = _required(command.vm_name, "vmName")
+        vm_name = _vm_name(command.vm_name)
         mac = _mac(command.guest_mac, "guestMac")
         seq, vm_id = command.seq_num or 0, command.vm_id or 0
         key = _key(command, mac)
@@ -199,7 +202,7 @@ class SecurityGroupHandlers:
         the port's ACLs stays. With ``applySecurityGroupRules`` false: nothing to do.
         A malformed address, MAC or action: a failure naming the field, nothing changed.
         No such VM, adapter or port: a failure. A repeat is safe (no call)."""
-        vm_name = _required(command.vm_name, "vmName")
+        vm_name = _vm_name(command.vm_name)
         mac = _mac(command.vm_mac, "vmMac")
         address = sgrules.own_address("vmSecIp", command.vm_sec_ip)
         if command.action not in (_ADD, _DELETE):
@@ -224,7 +227,7 @@ class SecurityGroupHandlers:
         everything on every adapter: the agent's ACLs removed, the port security of a
         system VM (it serves DHCP and routes). No such VM: a failure. A repeat is safe;
         an administrator's ACLs stay."""
-        vm_name = _required(command.vm_name, "vmName")
+        vm_name = _vm_name(command.vm_name)
         async with self.locks.hold(vm_name):
             try:
                 ports = await acls.read_ports(self.hv, vm_name, self.job_wait)
@@ -295,6 +298,15 @@ def _required(value: str | None, field: str) -> str:
     if not value or not value.strip():
         raise RuleError(field, "missing")
     return value
+
+
+def _vm_name(value: str | None) -> str:
+    """A command's ``vmName``: missing, a failure naming the field (``RuleError``); one
+    that can name no VM (blank, or holding a character XML cannot carry), a failure saying
+    so (``named_vm``); both before any query."""
+    if value is None:
+        raise RuleError("vmName", "missing")
+    return named_vm(value)
 
 
 def _mac(value: str | None, field: str) -> str:

@@ -45,7 +45,7 @@ from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.datapaths import DataPaths, config_drive_on_host
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.locks import FileLocks
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hyperv import build, devices, disks, firmware, jobs, kvp, nics, power, vms
@@ -158,10 +158,12 @@ class StartHandler:
         ``vm.uuid`` as its SMBIOS system UUID (``start_plan.bios_guid``); it boots from its
         root disk, or from the ISO when it has no root volume (generation 1 through
         ``BootOrder`` at definition, generation 2 through ``BootSourceOrder`` once its
-        devices are added).
+        devices are added). A ``vm.name`` that can name no VM (blank, or holding a
+        character XML cannot carry): a failed answer saying so, before any query
+        (``named_vm``).
         """
         vm = command.vm
-        async with self.locks.hold(vm.name):
+        async with self.locks.hold(named_vm(vm.name, "vm.name")):
             notes = await self._start(command)
         return StartAnswer(result=True, vm=vm,
                            details=logs.redact("; ".join(notes)) if notes else None)

@@ -14,7 +14,9 @@ A VM Hyper-V is starting, stopping or saving is waited for first, within the job
 and the command's bound (``jobs.command_bound``: half the command's ``wait``;
 ``power.find_settled``): Hyper-V changes none of its devices or settings meanwhile, and
 a starting VM reads as running, a stopping one as off. One still changing after that
-fails the answer, naming the change, with nothing changed.
+fails the answer, naming the change, with nothing changed. A VM name that can name no VM
+(blank, or holding a character XML cannot carry) fails the answer before any query
+(``vm.named_vm``), as does a PvlanSetup's ``dhcpName`` when given.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from hyperv_agent.cloudstack.objects import NicDetails, NicTO, VirtualMachineTO
 from hyperv_agent.errors import InvalidRequest
 from hyperv_agent.handlers import start_plan
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hyperv import host as hyperv_host
 from hyperv_agent.hyperv import jobs, nics, power, scale, vms
 from hyperv_agent.hyperv.schema import PvlanMode
@@ -86,7 +88,9 @@ class VmConfigHandlers:
         VM + 1 query + 1 call + 1 job wait (+ ``host.vm_maximums``'s the first time in a
         session without a StartupRoutingCommand or ReadyCommand).
         """
-        name = asked.vm_name or (asked.vm.name if asked.vm is not None else "")
+        field = "vm.name" if not asked.vm_name and asked.vm is not None else "vmName"
+        name = named_vm(asked.vm_name or (asked.vm.name if asked.vm is not None else ""),
+                        field)
         cpus = asked.cpus or (asked.vm.cpus if asked.vm is not None else 0)
         ram = asked.max_ram_bytes or (asked.vm.max_ram_bytes if asked.vm is not None else 0)
         least = asked.min_ram_bytes or (asked.vm.min_ram_bytes if asked.vm is not None else 0)
@@ -118,7 +122,7 @@ class VmConfigHandlers:
         Unknown VM: a failed answer naming it (the C# agent answered HTTP 500). Read-only,
         safe to repeat; 3 queries whatever the number of NICs.
         """
-        async with self.locks.hold(asked.vm_name):
+        async with self.locks.hold(named_vm(asked.vm_name)):
             vm = await vms.find_vm(self.hv, asked.vm_name)
             if vm is None:
                 raise InvalidRequest(f"{names.GET_VM_CONFIG_COMMAND} requested unknown VM "
@@ -148,6 +152,7 @@ class VmConfigHandlers:
         (+1 for a named switch, +``external_switch``'s for an index without one) + at
         most 2 calls and 2 job waits.
         """
+        named_vm(asked.vm_name)
         if not asked.mac_address and asked.index < 1:
             raise _nic_failed("it names neither a macAddress nor an index >= 1")
         vlan = _vlan(asked.vlan)
@@ -190,10 +195,7 @@ class VmConfigHandlers:
         nothing changed. Afterwards the NIC carries the VLAN's traffic. 2 queries + at
         most 3 calls and 3 job waits when warm.
         """
-        name, nic = asked.instance_name or "", asked.nic
-        if not name or nic is None:
-            raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
-                                 "nothing changed")
+        name, nic = _instance(asked.instance_name, asked.nic)
         mac, vlan = nics.normalize_mac(nic.mac or ""), _vlan(nic.broadcast_uri)
         async with self.locks.hold(name):
             vm = await power.find_settled(self.hv, name, self.job_wait)
@@ -255,6 +257,8 @@ class VmConfigHandlers:
         if op not in ("add", "delete"):
             raise InvalidRequest(f"op {(asked.op or '')[:40]!r} is neither 'add' nor 'delete'")
         dhcp = asked.type is PvlanSetupType.DHCP
+        if dhcp and asked.dhcp_name is not None:
+            named_vm(asked.dhcp_name, "dhcpName")
         field, mac = ("dhcpMac", asked.dhcp_mac) if dhcp else ("vmMac", asked.vm_mac)
         if asked.type is None or not mac:
             raise InvalidRequest(f"it names no {'type' if asked.type is None else field}; "
@@ -330,10 +334,7 @@ class VmConfigHandlers:
         carries no traffic. 2 queries (+1 the first time) + 1 call and 1 job wait (up to 2
         and 2 when the NIC cannot be removed).
         """
-        name, nic = asked.instance_name or "", asked.nic
-        if not name or nic is None:
-            raise InvalidRequest(f"it names no {'instanceName' if not name else 'nic'}; "
-                                 "nothing changed")
+        name, nic = _instance(asked.instance_name, asked.nic)
         mac = nics.normalize_mac(nic.mac or "")
         async with self.locks.hold(name):
             vm = await power.find_settled(self.hv, name, self.job_wait)
@@ -403,6 +404,15 @@ def _vlan(text: str | None) -> nics.PortVlan | None:
     if not nics.is_vlan_text(value):
         raise InvalidRequest(f"vlan {(text or '')[:40]!r} is not a VLAN id or 'untagged'")
     return nics.vlan_of_text(value)
+
+
+def _instance(name: str | None, nic: NicTO | None) -> tuple[str, NicTO]:
+    """A PlugNic's or UnPlugNic's ``instanceName`` and ``nic``; InvalidRequest when one is
+    missing, or when the name can name no VM (``named_vm``)."""
+    if name is None or nic is None:
+        raise InvalidRequest(f"it names no {'instanceName' if name is None else 'nic'}; "
+                             "nothing changed")
+    return named_vm(name, "instanceName"), nic
 
 
 def _nic_failed(why: str) -> InvalidRequest:

@@ -57,7 +57,7 @@ from hyperv_agent.handlers.datapaths import DataPaths, confined
 from hyperv_agent.handlers.dispatch import Result, Route, Routes
 from hyperv_agent.handlers.files import FileHandlers, copy_kind, is_fixed
 from hyperv_agent.handlers.locks import FileLocks, at_most
-from hyperv_agent.handlers.vm import VmLocks
+from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
 from hyperv_agent.hostfs.room import require_room
@@ -388,7 +388,12 @@ class VolumeHandlers(FileHandlers):
         ``volume.path`` is the template's install path and ``volume.mountPoint`` the pool's
         path without its server (for an SMB pool ``/share?user=..&password=..``), so the
         pool is the registered one ``storagePoolUuid`` names (or, failing that, the one
-        registered with that path). A local pool's mount point is its folder."""
+        registered with that path). A local pool's mount point is its folder.
+
+        A ``vmName`` given that can name no VM (blank, or holding a character XML cannot
+        carry): a failed answer saying so, before any query (``named_vm``)."""
+        if command.vm_name is not None:
+            named_vm(command.vm_name)
         path = await self._legacy_file(command.volume)
         if path is None:
             return Answer(result=True, details="the volume file does not exist; nothing to do")
