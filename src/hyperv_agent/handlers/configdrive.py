@@ -142,13 +142,13 @@ class ConfigDriveHandlers(FileHandlers):
         for _ in range(_LOOKUPS):
             async with self.vm_locks.hold_all(*locked), self.file_locks.hold(target):
                 holders = await self._holders(target)
-                names = {held.vm_name.casefold() for held in holders}
-                if names <= locked:
+                holding = {held.vm_name.casefold() for held in holders}
+                if holding <= locked:
                     yield holders
                     return
-            locked |= names
+            locked |= holding
         raise AgentError(f"{_WHAT} {target} was not written: VMs kept taking it into their "
-                         f"DVD drives while it was to be replaced ({', '.join(sorted(names))}"
+                         f"DVD drives while it was to be replaced ({', '.join(sorted(holding))}"
                          "); the ISO there was kept, try again")
 
     def _pool_root(self, command: HandleConfigDriveIsoCommand) -> str:
