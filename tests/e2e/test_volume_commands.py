@@ -24,7 +24,7 @@ from hyperv_agent.hyperv import build, devices, disks, jobs, vms
 from tests.conftest import requires_tool
 from tests.diskfiles import listing, qemu_info
 from tests.e2e.conftest import Running, config_with_shares, every_backend, serving
-from tests.emulator.kit import ok, request_state
+from tests.emulator.kit import ok, request_state, service
 from tests.hostfs.test_http import FileServer, identity, serve, tls_server_context
 from tests.ports import free_port
 from tests.sessions import hv
@@ -977,6 +977,40 @@ async def test_destroy_whose_delete_fails_after_the_detach_says_the_volume_was_d
         "file was kept, detached from VM i-2-44-VM, which no longer has it"), answer
     assert volume.is_file()
     assert await disks.find_attachment(hv(agent.emulator), "C:\\pool\\data.vhdx") is None
+
+
+async def test_destroy_tells_of_no_detach_when_the_drive_went_before_it(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The volume's drive is removed from its VM (by an operator, in Hyper-V Manager)
+    between the lookup of the VM holding it and the detach, which then finds no drive to
+    remove: when Windows refuses the delete, the answer does not claim the file was
+    detached from that VM by the command."""
+    pool = _pool(agent)
+    volume = _disk(pool, "data.vhdx")
+    await _vm_with(agent.emulator, "i-2-45-VM", "C:\\pool\\data.vhdx", scsi=True,
+                   running=False)
+    cim = agent.emulator
+    looked_up = disks.find_attachment
+
+    async def then_removed(session: Any, path: str, *, iso: bool = False
+                           ) -> disks.Attachment | None:
+        found = await looked_up(session, path, iso=iso)
+        if found is not None:
+            await ok(cim, await cim.invoke(await service(cim), "RemoveResourceSettings", {
+                "ResourceSettings": [found.medium, found.drive]}))
+        return found
+
+    async def denied(_: EmulatedFiles, path: str) -> bool:
+        raise HostFileError(f"cannot delete {path}: Access is denied")
+
+    monkeypatch.setattr(disks, "find_attachment", then_removed)
+    monkeypatch.setattr(EmulatedFiles, "remove", denied)
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-45-VM"))
+    assert (key, answer["result"]) == (ANSWER, False), answer
+    assert answer["details"] == ("DestroyCommand failed: cannot delete C:\\pool\\data.vhdx: "
+                                 "Access is denied"), answer
+    assert volume.is_file()
 
 
 async def test_destroy_fails_when_path_is_missing_or_escapes(agent: Running) -> None:

@@ -421,7 +421,9 @@ class VolumeHandlers(FileHandlers):
     async def _release(self, attached: disks.Attachment, path: str,
                        vm_name: str | None) -> bool:
         """Detach ``path`` from the VM ``attached`` names, which must be ``vm_name``;
-        whether it was detached (False: the VM was removed meanwhile, with its drives)."""
+        whether a drive of it was removed (False: the VM was removed meanwhile, with its
+        drives, or none of its drives holds the file any longer: an operator removed it
+        after the lookup), so that only a real detach is told of."""
         if not vm_name or attached.vm_name.casefold() != vm_name.casefold():
             raise AgentError(f"{path} is attached to VM {attached.vm_name}, not to "
                              f"{vm_name or 'the VM named in the command'}; the file was kept")
@@ -436,11 +438,11 @@ class VolumeHandlers(FileHandlers):
         if vm is None:  # removed meanwhile, and its drives with it
             return False
         try:
-            await drives.detach_volume(self.hv, vm, path)
+            removed = await drives.detach_volume(self.hv, vm, path)
         except AgentError as error:
             raise AgentError(f"{path} could not be detached from VM {attached.vm_name} "
                              f"({error}); the file was kept") from error
-        return True
+        return removed is not None
 
     async def _legacy_file(self, volume: VolumeTO) -> str | None:
         """The file of a legacy VolumeTO inside its pool; None when absent, once its pool's
