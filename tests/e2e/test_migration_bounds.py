@@ -1,7 +1,8 @@
 """A move that outlasts its bound, with the source's agent in this process (so its
 emulated host's faults can be set) and the destination an emulated host of the same
 cluster: the job is waited on within the command's ``wait``, then terminated, and the VM
-is still running on the source; the VM's lock is held across the move."""
+is still running on the source; the VM's lock is held across the move, and a move with
+storage holds its files' locks too."""
 
 from __future__ import annotations
 
@@ -450,3 +451,48 @@ async def test_a_move_whose_job_went_before_it_was_read_is_told_by_the_vm_gone(
     assert moved["result"] is True, moved["details"]
     assert (source.emulator.round_trips() - before)[f"invoke:{MIGRATE}"] == 1
     assert name not in await _on(source)
+
+
+async def test_a_delete_of_a_disks_target_waits_for_the_vm_moving_with_its_storage(
+    tmp_path: Path,
+) -> None:
+    """A DeleteCommand of a disk's file in its target pool (the SMB pool both hosts reach)
+    that arrives while the running VM moves there with its storage waits for the move
+    (which holds, inside the VM's lock, the file locks of the disks' sources and targets),
+    then finds the file the VM on the destination holds, and keeps it. Without the file
+    locks it answered that there was nothing to delete, and the move then put the file
+    there."""
+    name = "i-2-58-VM"
+    async with _cluster(tmp_path) as agent:
+        local = agent.agent.config.agent.state_dir.joinpath(
+            "emulator", "drives", "C", *LOCAL_POOL.split("\\")[1:])
+        disk_file(local, name)
+        vm = vm_to(name, name, local_root=True)
+        _, started = await agent.answer(names.START_COMMAND, start_body(vm))
+        assert started["result"] is True, started["details"]
+        cim = agent.emulator
+        cim.faults.slow_next_job(MIGRATE, 1.5)
+        begun = cim.round_trips()[f"invoke:{MIGRATE}"]
+        moving = asyncio.create_task(agent.answer(
+            names.MIGRATE_WITH_STORAGE_COMMAND, with_storage_body(vm, DESTINATION_IP,
+                                                                  smb_pool())))
+        for _ in range(500):  # until the move runs: its locks are held
+            if cim.round_trips()[f"invoke:{MIGRATE}"] > begun:
+                break
+            await asyncio.sleep(0.01)
+        assert not moving.done()
+        pool = smb_pool()
+        store = {names.PRIMARY_DATA_STORE_TO: {
+            "uuid": pool["uuid"], "id": pool["id"], "host": pool["host"], "poolType": "SMB",
+            "path": pool["path"], "port": pool["port"]}}
+        _, deleted = await agent.answer(names.DELETE_COMMAND, {"data": {
+            names.VOLUME_OBJECT_TO: {"uuid": name, "path": name, "volumeType": "ROOT",
+                                     "dataStore": store, "format": "VHDX", "name": "ROOT-58",
+                                     "id": 31}}})
+        assert moving.done(), deleted  # the delete waited for it
+        kind, moved = await moving
+        assert (kind, moved["result"]) == (names.MIGRATE_WITH_STORAGE_ANSWER, True), moved
+        assert deleted["result"] is False, deleted
+        assert "being used by another process" in deleted["details"], deleted
+        assert (tmp_path / "pool" / f"{name}.vhdx").is_file()
+        assert name not in await _on(agent)

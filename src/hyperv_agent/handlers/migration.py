@@ -264,7 +264,9 @@ class MigrationHandlers(FileHandlers):
         volume's ``id`` and ``path``. The DVD drives' ISOs stay where they are, compared
         with those ``vm`` names as MigrateCommand compares them. Refused before anything
         moves: a linked clone that would name a template the destination may lack
-        (``_stands_on_arrival``). 4 calls + 1 per moved disk + 1 job wait once warm."""
+        (``_stands_on_arrival``). Holds the VM's lock, then the file locks of the disks'
+        files and targets, so a delete or copy of one waits for the move. 4 calls + 1 per
+        moved disk + 1 job wait once warm."""
         address = destination_address(command.tgt_host, "tgtHost")
         if not command.volume_to_filer_as_list:
             raise InvalidRequest("volumeToFilerAsList is empty: no volume to move")
@@ -275,20 +277,26 @@ class MigrationHandlers(FileHandlers):
             vm = await self._running_here(command.vm.name)
             storage = await drives.read_storage(self.hv, vm)
             disks = tuple(_disk_move(storage, volume, folder) for volume, folder, _ in folders)
-            problems = [problem for disk, (volume, folder, shared) in zip(disks, folders,
-                                                                         strict=True)
-                        if (problem := await self._stands_on_arrival(
-                            disk, folder, shared, volume.name or volume.path or ""))]
-            if problems:
-                raise InvalidRequest(
-                    f"VM {vm.name} was not moved: " + "; ".join(problems) + ". To move it, "
-                    "stop the VM and migrate it with its volumes then: a stopped VM's "
-                    "volumes are copied merged with their template, standing alone")
-            note = await self._iso_mismatch(command.vm, vm, storage)
-            destination = await host_name_of(address, self.settings.name_lookup_s)
-            await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
-                                            destination, (address,), disks), command.wait_s,
-                             note, self._cached_config_drive(command.vm))
+            # the files' locks inside the VM's, as an attached MigrateVolume takes them: a
+            # delete or copy of a disk's file, or of its target in a pool this host reaches,
+            # runs wholly before the move or after it, and then finds the file where the
+            # move left it (a target in the destination's local pool is no file of this
+            # host; its lock makes a command on this host's file of that path wait, no more)
+            async with self.file_locks.hold_all(*_moved_files(disks)):
+                problems = [problem for disk, (volume, folder, shared)
+                            in zip(disks, folders, strict=True)
+                            if (problem := await self._stands_on_arrival(
+                                disk, folder, shared, volume.name or volume.path or ""))]
+                if problems:
+                    raise InvalidRequest(
+                        f"VM {vm.name} was not moved: " + "; ".join(problems) + ". To move "
+                        "it, stop the VM and migrate it with its volumes then: a stopped "
+                        "VM's volumes are copied merged with their template, standing alone")
+                note = await self._iso_mismatch(command.vm, vm, storage)
+                destination = await host_name_of(address, self.settings.name_lookup_s)
+                await self._move(migration.Move(vm, MigrationType.VIRTUAL_SYSTEM_AND_STORAGE,
+                                                destination, (address,), disks),
+                                 command.wait_s, note, self._cached_config_drive(command.vm))
         return MigrateWithStorageAnswer(result=True, details=note or None, volume_tos=[
             _moved_volume(volume) for volume, _, _ in folders])
 
@@ -773,6 +781,12 @@ def _disk_move(storage: drives.VmStorage, volume: VolumeTO, folder: str) -> migr
         raise InvalidRequest(f"volume {volume.name or volume.path} is not a disk of the VM")
     files = medium.strings("HostResource")
     return migration.DiskMove(medium, locations.confine(folder, ntpath.basename(files[0])))
+
+
+def _moved_files(disks: tuple[migration.DiskMove, ...]) -> tuple[str, ...]:
+    """The files a move of ``disks`` reads and writes: each disk's file and its target."""
+    return (*(disk.medium.strings("HostResource")[0] for disk in disks),
+            *(disk.target for disk in disks))
 
 
 def _moved_volume(volume: VolumeTO) -> VolumeObjectTO:
