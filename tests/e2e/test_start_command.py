@@ -480,6 +480,41 @@ async def test_start_with_an_iso_on_an_image_store_that_cannot_be_reached_says_s
     await _started(with_share, body)
 
 
+async def test_vms_mounting_one_iso_start_side_by_side(
+    with_share: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two StartCommands whose VMs mount the same ISO (a template's ISO, the system VM
+    ISO) build their VMs together: each holds the ISO's file lock shared. Held alone, the
+    second start waited for the whole build of the first (routers and console proxies of
+    a zone coming up after an outage queued one by one behind the system VM ISO)."""
+    cim = with_share.emulator
+    defining, release = asyncio.Event(), asyncio.Event()
+    invoke = cim.invoke
+
+    async def held(path: ObjectPath, method: str, params: Any = None) -> Any:
+        if method == "DefineSystem" and not defining.is_set():
+            defining.set()  # the first start is building, its locks held: it waits here
+            await release.wait()
+        return await invoke(path, method, params)
+
+    monkeypatch.setattr(cim, "invoke", held)
+    bodies = [_body(with_share, name) for name in ("i-2-24-VM", "i-2-25-VM")]
+    for body in bodies:
+        body["vm"]["disks"][1] = _iso_disk("iso/2/205/tools.iso")
+    first = asyncio.create_task(with_share.answer(START, bodies[0]))
+    try:
+        await asyncio.wait_for(defining.wait(), 10)
+        second = asyncio.create_task(with_share.answer(START, bodies[1]))
+        done, _ = await asyncio.wait({second}, timeout=10)
+        assert done, "the second start waited for the first's build"
+    finally:
+        release.set()
+    for task in (first, second):
+        key, answer = await task
+        assert (key, answer["result"]) == (START_ANSWER, True), answer
+    assert await vm_names(cim) == {"i-2-24-VM", "i-2-25-VM"}
+
+
 # --- refusals: nothing created ------------------------------------------------------------
 
 
