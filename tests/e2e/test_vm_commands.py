@@ -20,7 +20,14 @@ from hyperv_agent.emulator.instruments import RoundTrips
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
-from tests.e2e.migration_kit import migrate_body, prepare_body, vm_to
+from tests.e2e.migration_kit import (
+    migrate_body,
+    prepare_body,
+    smb_pool,
+    vm_to,
+    volume_body,
+    with_storage_body,
+)
 from tests.emulator.kit import attach_vhdx, define_vm, devices, ok, request_state, service, vm_names
 
 STOP = "com.cloud.agent.api.StopCommand"
@@ -771,6 +778,13 @@ _NAMING: list[tuple[str, str, str, str, Callable[[str], dict[str, object]]]] = [
      lambda name: {"vmName": name, "vmMac": _MAC, "vmSecIp": "10.1.1.81", "action": "-A"}),
     ("network-rules-system-vm", names.NETWORK_RULES_SYSTEM_VM_COMMAND, names.ANSWER,
      "vmName", lambda name: {"vmName": name, "type": "DomainRouter"}),
+    ("migrate-with-storage", names.MIGRATE_WITH_STORAGE_COMMAND,
+     names.MIGRATE_WITH_STORAGE_ANSWER, "vm.name",
+     lambda name: with_storage_body(vm_to(name), "127.0.0.3", smb_pool())),
+    ("migrate-volume", names.MIGRATE_VOLUME_COMMAND, names.MIGRATE_VOLUME_ANSWER,
+     "attachedVmName", lambda name: volume_body("vol-7", name, smb_pool())),
+    ("get-vm-disk-stats", names.GET_VM_DISK_STATS_COMMAND, names.GET_VM_DISK_STATS_ANSWER,
+     "vmNames[1]", lambda name: {"vmNames": ["i-2-60-VM", name], "hostName": "hv-1"}),
     ("destroy", names.DESTROY_COMMAND, names.ANSWER, "vmName",
      lambda name: {"vmName": name, "volume": {
          "id": 9, "mountPoint": LOCAL_POOL, "path": "vol-7", "storagePoolType": "Filesystem",
@@ -784,11 +798,12 @@ async def test_every_other_command_naming_a_vm_refuses_a_name_no_vm_has_without_
     running: Running, fqcn: str, answer_class: str, field: str,
     body: Callable[[str], dict[str, object]],
 ) -> None:
-    """Attach, Dettach, AttachIso, Start, the VM-config, security-group and legacy Destroy
-    commands check their VM name as Stop does (``named_vm``): a blank one, or one holding a
-    character XML cannot carry, fails the command's own answer saying so, before any query
-    or file lookup (a Destroy found no file under such a name and answered success; an
-    attach looked for its file first)."""
+    """Attach, Dettach, AttachIso, Start, the VM-config, security-group, storage-migration,
+    disk-stats and legacy Destroy commands check their VM name as Stop does
+    (``named_vm``): a blank one, or one holding a character XML cannot carry, fails the
+    command's own answer saying so, before any query or file lookup (a Destroy found no
+    file under such a name and answered success; an attach looked for its file first; a
+    MigrateVolume, MigrateWithStorage or GetVmDiskStats sent it to Hyper-V in a query)."""
     short = fqcn.rsplit(".", 1)[-1]
     said = {
         "  ": f"{short} failed: the command names no VM: its {field} '  ' is blank",

@@ -323,10 +323,14 @@ class AttachHandlers:
         ``ioRead``/``ioWrite`` are Hyper-V's resource-metering counters since metering
         began (``diskstats.DiskIo`` says what they measure). Metering is switched on at the
         first request for a VM, whose disks read 0 that time. Names of no VM are left
-        out; a VM without disks maps to an empty list. Safe to repeat; 2 queries and one
+        out; a VM without disks maps to an empty list; a name that can name no VM (blank,
+        or holding a character XML cannot carry) fails the answer saying which
+        (``named_vm``), no round trip. Safe to repeat; 2 queries and one
         association lookup per disk, issued together, once metering runs
         (``diskstats.disk_stats``); none when no name is asked for.
         """
+        for index, name in enumerate(asked.vm_names):
+            named_vm(name, f"vmNames[{index}]")
         found = await diskstats.disk_stats(self.hv, asked.vm_names)
         return GetVmDiskStatsAnswer(result=True, host_name=asked.host_name, vm_disk_stats_map={
             name: [_stats_entry(name, disk) for disk in disks] for name, disks in found.items()

@@ -265,8 +265,11 @@ class MigrationHandlers(FileHandlers):
         with those ``vm`` names as MigrateCommand compares them. Refused before anything
         moves: a linked clone that would name a template the destination may lack
         (``_stands_on_arrival``). Holds the VM's lock, then the file locks of the disks'
-        files and targets, so a delete or copy of one waits for the move. 4 calls + 1 per
-        moved disk + 1 job wait once warm."""
+        files and targets, so a delete or copy of one waits for the move. A ``vm.name``
+        that can name no VM (blank, or holding a character XML cannot carry): a failed
+        answer saying so, before any query (``named_vm``). 4 calls + 1 per moved disk + 1
+        job wait once warm."""
+        named_vm(command.vm.name, "vm.name")
         address = destination_address(command.tgt_host, "tgtHost")
         if not command.volume_to_filer_as_list:
             raise InvalidRequest("volumeToFilerAsList is empty: no volume to move")
@@ -363,7 +366,11 @@ class MigrationHandlers(FileHandlers):
         VM's linked clone of a template outside ``pool`` (``_stands_alone_in``). A copy not
         done within the command's ``wait`` (less ``cancel_grace_s``) is stopped and
         removed (a copy Hyper-V cannot stop is removed once its job ends), its source
-        kept, and the answer fails before the MS gives up."""
+        kept, and the answer fails before the MS gives up. An ``attachedVmName`` given
+        that can name no VM (blank, or holding a character XML cannot carry): a failed
+        answer saying so, before any query (``named_vm``)."""
+        if command.attached_vm_name:
+            named_vm(command.attached_vm_name, "attachedVmName")
         folder = self.paths.pool_root(command.pool, "pool")
         if command.attached_vm_name:
             async with self.vm_locks.hold(command.attached_vm_name):
