@@ -2,8 +2,8 @@
 
 The agent holds two, built where it is wired: the VM table (``vm.VmLocks``), shared by every
 command that changes a VM, and the file table (``FileLocks``), shared by every command
-that writes or deletes a file on the host (copies, downloads, volume creation, resizing
-and deletion, config drives) and by those that put a volume in a VM (start, attach) or an
+that writes or deletes a file on the host (copies, downloads, volume creation, resizing,
+moves and deletion, config drives) and by those that put a volume in a VM (start, attach) or an
 ISO at its start (held shared), so a copy and a delete of the same file never interleave,
 nor a delete and an attach, nor a config drive's write and the start of its VM.
 

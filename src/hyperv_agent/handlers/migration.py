@@ -12,7 +12,12 @@ so is a move whose job Hyper-V lost while the VM still showed it migrating, or c
 be read: its answer says to see where the VM is (``migration._told_without_job``).
 
 Each move holds the VM's lock (the one StartCommand, StopCommand, the VM commands and the
-state report take) from the first look at the VM to the job's end.
+state report take) from the first look at the VM to the job's end; a move of disks
+(MigrateWithStorage, an attached MigrateVolume) holds inside it the file locks of each
+moved disk's file and target. None of the commands the management server sends while a
+VM moves (the state report, GetVmStats, GetVolumeStats, CheckVirtualMachine,
+PrepareForMigration of another VM) takes a file lock, so none waits for the move; only a
+command writing or deleting one of those files (Delete, Copy, Resize, an attach) does.
 """
 
 from __future__ import annotations
@@ -96,7 +101,8 @@ class MigrationSettings:
 
 class MigrationHandlers(FileHandlers):
     """``vm_locks`` is the agent's VM lock table; ``file_locks`` (of ``FileHandlers``) its
-    file lock table, held while a disk that belongs to no VM is moved."""
+    file lock table, held while a disk moves: one that belongs to no VM alone, a running
+    VM's inside the VM's lock."""
 
     def __init__(self, hv: HyperV, paths: DataPaths, vm_locks: NamedLocks,
                  file_locks: FileLocks, aside: AsideFiles | None = None,
