@@ -7,6 +7,7 @@ import bz2
 import errno
 import gzip
 import shutil
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
+from hyperv_agent.emulator.instruments import CALL_PRIMITIVES
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hostfs.room import KEEP_FREE_BYTES
@@ -914,22 +916,44 @@ async def test_destroy_of_a_volume_a_running_vm_s_clone_stands_on_names_that_vm(
     agent: Running,
 ) -> None:
     """A running VM's linked clone stands on the volume: Windows refuses to delete the
-    volume its chain holds open, and the answer names the clone and its VM (asked of
-    Hyper-V on that failure only); the volume is kept, and so is the detach it needs
-    for a VM named in the command not made."""
+    volume its chain holds open, and the answer names the clone and its VM; the volume
+    is kept. Hyper-V is asked of the clone on that failure only: a destroy beside the
+    running clone that succeeds costs what one costs in a pool where no VM runs, and
+    the failed one costs that and the clone's asks (its settings, then the drive that
+    holds it), nothing more."""
     pool = _pool(agent)
+    cim = agent.emulator
+
+    async def destroy(name: str, result: bool) -> tuple[dict[str, Any], Counter[str]]:
+        """The answer, and the calls it cost by primitive and by method (what the
+        emulator examined to answer them is its own work, not a round trip)."""
+        before = cim.round_trips()
+        key, answer = await agent.answer(DESTROY, _destroy(name))
+        trips = cim.round_trips() - before
+        assert (key, answer["result"]) == (ANSWER, result), answer
+        return answer, Counter({name: count for name, count in trips.counts.items()
+                                if name.split(":")[0] in (*CALL_PRIMITIVES, "jobs_started")})
+
+    _disk(pool, "data-a.vhdx")
+    _, idle = await destroy("data-a.vhdx", True)  # no VM runs
     volume = _disk(pool, "data.vhdx")
     vhd.create(pool / "root-c.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
                parent=volume, parent_locator="C:\\pool\\data.vhdx")
-    await _vm_with(agent.emulator, "i-2-42-VM", "C:\\pool\\root-c.vhdx", scsi=True,
-                   running=True)
-    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx"))
-    assert (key, answer["result"]) == (ANSWER, False), answer
+    await _vm_with(cim, "i-2-42-VM", "C:\\pool\\root-c.vhdx", scsi=True, running=True)
+    _disk(pool, "data-b.vhdx")
+    beside, trips = await destroy("data-b.vhdx", True)
+    assert "1 could not be read" in beside["details"], beside["details"]
+    assert trips == idle, (trips, idle)
+    answer, trips = await destroy("data.vhdx", False)
     assert ("C:\\pool\\data.vhdx is the parent of 1 differencing disk(s) (linked clones), "
             "e.g. C:\\pool\\root-c.vhdx, held open by the running VM i-2-42-VM") in answer[
         "details"], answer["details"]
     assert "the file was kept" in answer["details"], answer["details"]
     assert volume.is_file()
+    # the image service's path, the clone's settings from it, the drives holding the
+    # clone, and their VM
+    assert trips - idle == {"query": 2, "invoke": 1, "invoke:GetVirtualHardDiskSettingData": 1,
+                           "get": 1}, (trips, idle)
 
 
 async def test_destroy_under_a_running_clone_keeps_the_volume_in_its_stopped_vm(
