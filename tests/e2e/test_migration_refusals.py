@@ -2,7 +2,8 @@
 the management server's own bodies (``samples/ms-4.22`` 40 and 43): MigrateVolume of a disk
 a running VM uses, of a running VM's linked clone away from its template's pool,
 MigrateVolume into the pool the volume is already in, MigrateVolume from or into a pool
-whose share cannot be reached, a DeleteCommand of a volume moving with its running VM, and
+whose share cannot be reached, a DeleteCommand of a volume moving with its running VM (and
+the reads the management server sends meanwhile, which do not wait for it), and
 PrepareForMigration of a VM with a disk of a type CloudStack does not have or with an ISO
 this host would not give it. Each refusal is
 a failed answer of the command's own class; the files, the VM and the agent are as before."""
@@ -27,8 +28,9 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
 from hyperv_agent.hyperv import jobs
+from tests.cloudstack.fixtures import ms422_json
 from tests.diskfiles import hyperv_writes
-from tests.e2e.conftest import API, Running, record_file_looks, serving
+from tests.e2e.conftest import API, STARTUP_REQUEST, Running, record_file_looks, serving
 from tests.e2e.migration_kit import (
     LOCAL_POOL,
     SHARE,
@@ -754,3 +756,49 @@ async def test_a_delete_of_a_volume_moving_with_its_running_vm_waits_for_the_mov
     assert f"is attached to the running VM {VM}" in deleted["details"], deleted
     assert _files(_drive(host, "D", "pool2")) == [f"{DATA}.vhdx"]
     assert await _power(host) == "PowerOn"
+
+
+READ_BOUND_S = 2.0  # far above what a read takes, far below what the slowed move takes
+
+
+async def test_the_reads_the_ms_sends_during_a_move_do_not_wait_for_its_file_locks(
+    host: Running,
+) -> None:
+    """The management server keeps sending its periodic reads while a running VM's disk
+    moves (a storage migration takes as long as the disk is large): a GetVolumeStats of
+    the moving disk, the HostVmStateReport and a GetVmStats of the VM. None takes the
+    move's file locks or its VM's lock, so each answers at once, and truly (the disk
+    measured, the VM on), while the move still runs; one that waited would answer only
+    after the move, and the management server, its stats timeout past, would count the
+    host's disk and VM unreported meanwhile."""
+    _, startup = await host.post(names.STARTUP_COMMAND, STARTUP_REQUEST)
+    pool_uuid = startup[1][names.STARTUP_STORAGE_COMMAND]["poolInfo"]["uuid"]
+    await _started(host)
+    cim = host.emulator
+    cim.faults.slow_next_job("MigrateVirtualSystemToHost", 4 * READ_BOUND_S)
+    begun = cim.round_trips()["invoke:MigrateVirtualSystemToHost"]
+    moving = asyncio.create_task(_asked(host, names.MIGRATE_VOLUME_COMMAND,
+                                        volume_body(DATA, VM, _other_pool())))
+    for _ in range(500):  # until the storage migration runs: the move's locks are held
+        if cim.round_trips()["invoke:MigrateVirtualSystemToHost"] > begun:
+            break
+        await asyncio.sleep(0.01)
+    assert not moving.done()
+
+    async def read(fqcn: str, body: dict[str, Any]) -> Any:
+        status, reply = await asyncio.wait_for(host.post(fqcn, body), READ_BOUND_S)
+        assert status == 200, reply
+        assert not moving.done(), "the move ended before the read answered"
+        return reply
+
+    (stats,) = (await read(names.GET_VOLUME_STATS_COMMAND, {
+        "volumeUuids": [DATA], "poolType": "Filesystem", "poolUuid": pool_uuid,
+        "contextMap": {}, "wait": 60, "bypassHostMaintenance": False}))[0].values()
+    assert stats["result"] is True and DATA in stats["volumeStats"], stats
+    report = await read(names.HOST_VM_STATE_REPORT_COMMAND, {})
+    assert {VM: "PowerOn"} in report, report
+    (vm_stats,) = (await read(names.GET_VM_STATS_COMMAND, ms422_json(
+        "19_GetVmStatsCommand.json") | {"vmNames": [VM]}))[0].values()
+    assert vm_stats["result"] is True and VM in vm_stats["vmStatsMap"], vm_stats
+    _, moved = await moving
+    assert moved["result"] is True, moved
