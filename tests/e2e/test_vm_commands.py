@@ -785,6 +785,9 @@ _NAMING: list[tuple[str, str, str, str, Callable[[str], dict[str, object]]]] = [
      "attachedVmName", lambda name: volume_body("vol-7", name, smb_pool())),
     ("get-vm-disk-stats", names.GET_VM_DISK_STATS_COMMAND, names.GET_VM_DISK_STATS_ANSWER,
      "vmNames[1]", lambda name: {"vmNames": ["i-2-60-VM", name], "hostName": "hv-1"}),
+    ("get-vm-network-stats", names.GET_VM_NETWORK_STATS_COMMAND,
+     names.GET_VM_NETWORK_STATS_ANSWER, "vmNames[1]",
+     lambda name: {"vmNames": ["i-2-60-VM", name], "hostName": "hv-1"}),
     ("destroy", names.DESTROY_COMMAND, names.ANSWER, "vmName",
      lambda name: {"vmName": name, "volume": {
          "id": 9, "mountPoint": LOCAL_POOL, "path": "vol-7", "storagePoolType": "Filesystem",
@@ -799,11 +802,13 @@ async def test_every_other_command_naming_a_vm_refuses_a_name_no_vm_has_without_
     body: Callable[[str], dict[str, object]],
 ) -> None:
     """Attach, Dettach, AttachIso, Start, the VM-config, security-group, storage-migration,
-    disk-stats and legacy Destroy commands check their VM name as Stop does
+    disk- and network-stats and legacy Destroy commands check their VM name as Stop does
     (``named_vm``): a blank one, or one holding a character XML cannot carry, fails the
     command's own answer saying so, before any query or file lookup (a Destroy found no
     file under such a name and answered success; an attach looked for its file first; a
-    MigrateVolume, MigrateWithStorage or GetVmDiskStats sent it to Hyper-V in a query)."""
+    MigrateVolume, MigrateWithStorage or GetVmDiskStats sent it to Hyper-V in a query; a
+    GetVmNetworkStats had Hyper-V summarise every VM to look for it, and answered success
+    without it)."""
     short = fqcn.rsplit(".", 1)[-1]
     said = {
         "  ": f"{short} failed: the command names no VM: its {field} '  ' is blank",

@@ -270,9 +270,12 @@ class VmHandlers:
         so totals, not intervals, are what it needs.
 
         Names of no VM are left out; a VM that is not running maps to an empty list (its
-        counters are gone). Read-only, safe to repeat: 1 call and 2 queries sent at once;
-        no round trip when no name is asked for.
+        counters are gone); a blank one fails the answer saying which (``named_vm``), no
+        round trip. Read-only, safe to repeat: 1 call and 2 queries sent at once; no round
+        trip when no name is asked for.
         """
+        for index, name in enumerate(asked.vm_names):
+            named_vm(name, f"vmNames[{index}]")
         found = await vms.vm_stats(self.hv, asked.vm_names)
         running = [stats.guid for stats in found.values() if stats.running and stats.guid]
         traffic = await vmio.adapter_traffic(self.hv, running) if running else {}
