@@ -656,71 +656,6 @@ async def test_vnc_port_fails_saying_the_name_is_blank_when_it_is(
     assert (running.emulator.round_trips() - before).calls == 0
 
 
-@pytest.mark.parametrize("name", ["", "  ", "\t\n"])
-async def test_every_command_naming_a_vm_by_a_blank_name_fails_saying_so_without_a_query(
-    running: Running, name: str,
-) -> None:
-    vm = vm_to(name)
-    asked = {
-        STOP: (STOP_ANSWER, _stop(name), "vmName"),
-        REBOOT: (REBOOT_ANSWER, {"vmName": name}, "vmName"),
-        CHECK: (CHECK_ANSWER, {"vmName": name}, "vmName"),
-        STATS: (STATS_ANSWER, {"vmNames": ["i-2-60-VM", name]}, "vmNames[1]"),
-        names.PREPARE_FOR_MIGRATION_COMMAND: (names.PREPARE_FOR_MIGRATION_ANSWER,
-                                              prepare_body(vm), "vm.name"),
-        names.MIGRATE_COMMAND: (names.MIGRATE_ANSWER,
-                                migrate_body(vm, "127.0.0.3"), "vmName"),
-    }
-    shown = name.replace("\t", "\\t").replace("\n", "\\n")
-    for fqcn, (answer_class, body, field) in asked.items():
-        before = running.emulator.round_trips()
-        key, answer = await running.answer(fqcn, body)
-        short = fqcn.rsplit(".", 1)[-1]
-        assert (key, answer["result"]) == (answer_class, False), answer
-        assert answer["details"] == (f"{short} failed: the command names no VM: its "
-                                     f"{field} '{shown}' is blank"), answer
-        assert (running.emulator.round_trips() - before).calls == 0, fqcn
-
-
-
-@pytest.mark.parametrize(("name", "shown", "said"), [
-    ("i-2-61\x1b-VM", "'i-2-61\\x1b-VM'", "U+001B at offset 6"),
-    ("i-2-61-VM\x00", "'i-2-61-VM\\x00'", "U+0000 at offset 9"),
-    ("\x7fi\x0b", "'\\x7fi\\x0b'", "U+000B at offset 2"),
-    ("i-\ufffe", "'i-\ufffe'", "U+FFFE at offset 2"),
-])
-async def test_every_command_naming_a_vm_by_a_name_xml_cannot_carry_fails_saying_so(
-    running: Running, name: str, shown: str, said: str,
-) -> None:
-    """A name holding a character XML cannot carry (a C0 control but tab, CR and LF; a
-    noncharacter) names no VM Hyper-V can be asked for: over WinRM its query was refused
-    as a request that is not well-formed XML, not answered as a VM not there. Each command
-    naming a VM fails saying so, quoting the name escaped, its member and the character,
-    without a query (on every backend alike)."""
-    vm = vm_to(name)
-    asked = {
-        STOP: (STOP_ANSWER, _stop(name), "vmName"),
-        REBOOT: (REBOOT_ANSWER, {"vmName": name}, "vmName"),
-        CHECK: (CHECK_ANSWER, {"vmName": name}, "vmName"),
-        STATS: (STATS_ANSWER, {"vmNames": ["i-2-60-VM", name]}, "vmNames[1]"),
-        VNC: (VNC_ANSWER, {"name": name}, "name"),
-        names.PREPARE_FOR_MIGRATION_COMMAND: (names.PREPARE_FOR_MIGRATION_ANSWER,
-                                              prepare_body(vm), "vm.name"),
-        names.MIGRATE_COMMAND: (names.MIGRATE_ANSWER,
-                                migrate_body(vm, "127.0.0.3"), "vmName"),
-    }
-    for fqcn, (answer_class, body, field) in asked.items():
-        before = running.emulator.round_trips()
-        key, answer = await running.answer(fqcn, body)
-        short = fqcn.rsplit(".", 1)[-1]
-        assert (key, answer["result"]) == (answer_class, False), answer
-        assert answer["details"] == (
-            f"{short} failed: the command names no VM Hyper-V can be asked for: its {field} "
-            f"{shown} holds {said}, a character XML cannot carry (a control character "
-            "other than tab, LF and CR, or a noncharacter)"), answer
-        assert (running.emulator.round_trips() - before).calls == 0, fqcn
-
-
 _ISO_STORE = "cifs://10.1.1.2/secondary?user=admin&password=s3cret"
 _MAC = "02:00:4c:5f:00:08"
 
@@ -744,6 +679,16 @@ def _start_body(name: str) -> dict[str, object]:
 #: Each other command naming a VM by name: its id, FQCN, answer class, the member holding
 #: the name and its body naming ``name``.
 _NAMING: list[tuple[str, str, str, str, Callable[[str], dict[str, object]]]] = [
+    ("stop", STOP, STOP_ANSWER, "vmName", _stop),
+    ("reboot", REBOOT, REBOOT_ANSWER, "vmName", lambda name: {"vmName": name}),
+    ("check", CHECK, CHECK_ANSWER, "vmName", lambda name: {"vmName": name}),
+    ("get-vm-stats", STATS, STATS_ANSWER, "vmNames[1]",
+     lambda name: {"vmNames": ["i-2-60-VM", name]}),
+    ("get-vnc-port", VNC, VNC_ANSWER, "name", lambda name: {"id": 99, "name": name}),
+    ("prepare-for-migration", names.PREPARE_FOR_MIGRATION_COMMAND,
+     names.PREPARE_FOR_MIGRATION_ANSWER, "vm.name", lambda name: prepare_body(vm_to(name))),
+    ("migrate", names.MIGRATE_COMMAND, names.MIGRATE_ANSWER, "vmName",
+     lambda name: migrate_body(vm_to(name), "127.0.0.3")),
     ("attach", names.ATTACH_COMMAND, names.ATTACH_ANSWER, "vmName",
      lambda name: {"vmName": name, "disk": _data_disk()}),
     ("dettach", names.DETTACH_COMMAND, names.DETTACH_ANSWER, "vmName",
@@ -795,29 +740,44 @@ _NAMING: list[tuple[str, str, str, str, Callable[[str], dict[str, object]]]] = [
 ]
 
 
+#: Names no VM has, each as the refusal shows it: blank ones, and ones holding a character
+#: XML cannot carry (a C0 control but tab, CR and LF; a noncharacter), with that character.
+_NO_VM_NAMES: list[tuple[str, str, str | None]] = [
+    ("", "''", None),
+    ("  ", "'  '", None),
+    ("\t\n", "'\\t\\n'", None),
+    ("i-2-61\x1b-VM", "'i-2-61\\x1b-VM'", "U+001B at offset 6"),
+    ("i-2-61-VM\x00", "'i-2-61-VM\\x00'", "U+0000 at offset 9"),
+    ("\x7fi\x0b", "'\\x7fi\\x0b'", "U+000B at offset 2"),
+    ("i-\ufffe", "'i-\ufffe'", "U+FFFE at offset 2"),
+]
+
+
 @pytest.mark.parametrize(("fqcn", "answer_class", "field", "body"),
                          [entry[1:] for entry in _NAMING], ids=[e[0] for e in _NAMING])
-async def test_every_other_command_naming_a_vm_refuses_a_name_no_vm_has_without_a_query(
+async def test_every_command_naming_a_vm_refuses_a_name_no_vm_has_without_a_query(
     running: Running, fqcn: str, answer_class: str, field: str,
     body: Callable[[str], dict[str, object]],
 ) -> None:
-    """Attach, Dettach, AttachIso, Start, the VM-config, security-group, storage-migration,
-    disk- and network-stats and legacy Destroy commands check their VM name as Stop does
-    (``named_vm``): a blank one, or one holding a character XML cannot carry, fails the
-    command's own answer saying so, before any query or file lookup (a Destroy found no
-    file under such a name and answered success; an attach looked for its file first; a
-    MigrateVolume, MigrateWithStorage or GetVmDiskStats sent it to Hyper-V in a query; a
+    """Every command naming a VM checks the name in one place (``named_vm``): a blank one,
+    or one holding a character XML cannot carry, fails the command's own answer saying so,
+    quoting the name escaped, its member and the character, before any query or file
+    lookup, on every backend alike. Before: a Stop answered success for a VM it never
+    stopped; over WinRM a query holding such a name was refused as a request that is not
+    well-formed XML, not answered as a VM not there; a Destroy found no file under such a
+    name and answered success; an attach looked for its file first; a MigrateVolume,
+    MigrateWithStorage or GetVmDiskStats sent it to Hyper-V in a query; a
     GetVmNetworkStats had Hyper-V summarise every VM to look for it, and answered success
-    without it)."""
+    without it."""
     short = fqcn.rsplit(".", 1)[-1]
-    said = {
-        "  ": f"{short} failed: the command names no VM: its {field} '  ' is blank",
-        "i-2-61\x1b-VM": (
-            f"{short} failed: the command names no VM Hyper-V can be asked for: its {field} "
-            "'i-2-61\\x1b-VM' holds U+001B at offset 6, a character XML cannot carry (a "
-            "control character other than tab, LF and CR, or a noncharacter)"),
-    }
-    for name, details in said.items():
+    for name, shown, character in _NO_VM_NAMES:
+        if name == "" and field == "attachedVmName":
+            continue  # an empty attachedVmName says the volume is in no VM: a detached move
+        details = (f"{short} failed: the command names no VM: its {field} {shown} is blank"
+                   if character is None else
+                   f"{short} failed: the command names no VM Hyper-V can be asked for: its "
+                   f"{field} {shown} holds {character}, a character XML cannot carry (a "
+                   "control character other than tab, LF and CR, or a noncharacter)")
         before = running.emulator.round_trips()
         key, answer = await running.answer(fqcn, body(name))
         assert (key, answer["result"]) == (answer_class, False), answer
