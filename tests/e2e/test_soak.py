@@ -36,7 +36,9 @@ from a fixed seed, and failed if that run never sent a batch together, a batch o
 or an agent restart (``REACHED``): what it never sends it does not check;
 ``SOAK_EXAMPLES`` (and ``SOAK_STEPS``) run it longer, from a random seed, printing it and
 what was sent under ``-s``; a failure names its seed, which ``SOAK_SEED`` replays;
-``SOAK_NO_SHRINK`` reports a failure as found, unshrunk. A run longer
+``SOAK_NO_SHRINK`` reports a failure as found, unshrunk; ``SOAK_CONCURRENT_WEIGHT=N``
+makes the commands on one VM sent together come up N times as often as any other step
+(default 1). A run longer
 than the suite's 120 s per test needs pytest's ``--timeout`` (``--timeout 0``: none), e.g.
 ``SOAK_EXAMPLES=50 SOAK_STEPS=40 pytest -s --timeout 0 tests/e2e/test_soak.py``.
 """
@@ -102,6 +104,9 @@ TOO_LARGE_MB = 12 * 1024  # more memory than a host has (soak_kit.host_config)
 CONTENDED = ("start", "stop", "reboot", "attach", "dettach", "drive+", "drive-", "delete",
              "copy", "report", "check", "stats", "volstats")
 CONTENDED_WITHIN = 20  # seconds: a batch not answered by then waits for itself
+#: How many times as often as any other rule ``contend`` comes up: 1 in CI, more when
+#: SOAK_CONCURRENT_WEIGHT asks a run to hunt in the commands sent together on one VM.
+CONCURRENT_WEIGHT = max(1, int(os.environ.get("SOAK_CONCURRENT_WEIGHT", "1")))
 
 
 @contextlib.asynccontextmanager
@@ -1239,6 +1244,21 @@ class Soak(RuleBasedStateMachine):
             status, reply = self.run(agent.post(names.CHECK_HEALTH_COMMAND, {}))
             assert status == 200 and reply[0][names.CHECK_HEALTH_ANSWER]["result"], reply
             self.succeeds(host, names.PING_ROUTING_COMMAND, kit.ping_body(host))
+
+
+def _contend_again(copy: int) -> Any:
+    """A copy of the ``contend`` rule, named ``contend_<copy>``: each copy is one more
+    rule for Hypothesis to pick with the others' weight."""
+    def again(self: Soak, data: st.DataObject, kinds: list[str]) -> None:
+        self.contend(data, kinds)
+    again.__name__ = again.__qualname__ = f"contend_{copy}"
+    return precondition(lambda self: bool(self.vms))(rule(
+        data=st.data(), kinds=st.lists(st.sampled_from(CONTENDED), min_size=2, max_size=4),
+    )(again))
+
+
+for _copy in range(2, CONCURRENT_WEIGHT + 1):
+    setattr(Soak, f"contend_{_copy}", _contend_again(_copy))
 
 
 def test_ms_like_sequences_keep_the_hosts_as_the_management_server_believes() -> None:
