@@ -53,7 +53,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -1083,12 +1083,9 @@ class Soak(RuleBasedStateMachine):
                 assert set(places) <= {host}, (name, places)
         drives = self.run(self._drives(host, vm.name))
         vm.host = host if drives is not None else None
-        for volume in deleted.values():
-            self.volumes.pop(volume.uuid, None)
-            self.digests.pop(volume.uuid, None)
-            for other in self.vms.values():
-                if volume in other.data:
-                    other.data.remove(volume)
+        if drives is None or any(kind == "stop" for kind, _ in ok):
+            vm.seq, vm.rules = 0, frozenset()  # as _stop: a started VM is sent its rules anew
+        self._forget(deleted.values())
         for volume in self.volumes.values():
             if volume.vm == vm.name or any(v is volume for _, v, _ in answers):
                 self.digests[volume.uuid] = None
@@ -1104,6 +1101,15 @@ class Soak(RuleBasedStateMachine):
                      and v not in data and v.uuid not in gone]
         self._take_data(vm, data)
         self._config_drive_cleared(vm, host, vm.root.uuid in deleted)
+
+    def _forget(self, deleted: Iterable[Volume]) -> None:
+        """The model drops the volumes a delete of a ``contend`` batch removed."""
+        for volume in deleted:
+            self.volumes.pop(volume.uuid, None)
+            self.digests.pop(volume.uuid, None)
+            for other in self.vms.values():
+                if volume in other.data:
+                    other.data.remove(volume)
 
     def _staged_copies_only(self, answers: list[dict[str, Any]]) -> None:
         """The image store's copies the answers name removed (the MS has the secondary
