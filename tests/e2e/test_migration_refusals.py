@@ -138,6 +138,24 @@ async def _asked(running: Running, fqcn: str, body: dict[str, Any]
     return await asyncio.wait_for(running.answer(fqcn, body), PROMPT_S)
 
 
+async def _moving_with_its_vm(host: Running, slow_s: float
+                              ) -> asyncio.Task[tuple[str, dict[str, Any]]]:
+    """The data volume of a started VM moving to the other pool, its storage migration
+    slowed to ``slow_s`` and running (so the move's locks are held) when this returns."""
+    await _started(host)
+    cim = host.emulator
+    cim.faults.slow_next_job("MigrateVirtualSystemToHost", slow_s)
+    begun = cim.round_trips()["invoke:MigrateVirtualSystemToHost"]
+    moving = asyncio.create_task(_asked(host, names.MIGRATE_VOLUME_COMMAND,
+                                        volume_body(DATA, VM, _other_pool())))
+    for _ in range(500):
+        if cim.round_trips()["invoke:MigrateVirtualSystemToHost"] > begun:
+            break
+        await asyncio.sleep(0.01)
+    assert not moving.done()
+    return moving
+
+
 def _files(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
@@ -732,17 +750,7 @@ async def test_a_delete_of_a_volume_moving_with_its_running_vm_waits_for_the_mov
     disk is being moved there waits for the move (which holds the files' locks inside the
     VM's), then finds the VM running on the file and keeps it. Without the file locks it
     answered that there was nothing to delete, and the move then put the file there."""
-    await _started(host)
-    cim = host.emulator
-    cim.faults.slow_next_job("MigrateVirtualSystemToHost", 1.5)
-    begun = cim.round_trips()["invoke:MigrateVirtualSystemToHost"]
-    moving = asyncio.create_task(_asked(host, names.MIGRATE_VOLUME_COMMAND,
-                                        volume_body(DATA, VM, _other_pool())))
-    for _ in range(500):  # until the storage migration runs: the move's locks are held
-        if cim.round_trips()["invoke:MigrateVirtualSystemToHost"] > begun:
-            break
-        await asyncio.sleep(0.01)
-    assert not moving.done()
+    moving = await _moving_with_its_vm(host, 1.5)
     store = {names.PRIMARY_DATA_STORE_TO: {"uuid": OTHER_POOL_UUID, "id": 2,
                                            "host": "127.0.0.1", "poolType": "Filesystem",
                                            "path": OTHER_POOL, "port": 0}}
@@ -773,17 +781,7 @@ async def test_the_reads_the_ms_sends_during_a_move_do_not_wait_for_its_file_loc
     host's disk and VM unreported meanwhile."""
     _, startup = await host.post(names.STARTUP_COMMAND, STARTUP_REQUEST)
     pool_uuid = startup[1][names.STARTUP_STORAGE_COMMAND]["poolInfo"]["uuid"]
-    await _started(host)
-    cim = host.emulator
-    cim.faults.slow_next_job("MigrateVirtualSystemToHost", 4 * READ_BOUND_S)
-    begun = cim.round_trips()["invoke:MigrateVirtualSystemToHost"]
-    moving = asyncio.create_task(_asked(host, names.MIGRATE_VOLUME_COMMAND,
-                                        volume_body(DATA, VM, _other_pool())))
-    for _ in range(500):  # until the storage migration runs: the move's locks are held
-        if cim.round_trips()["invoke:MigrateVirtualSystemToHost"] > begun:
-            break
-        await asyncio.sleep(0.01)
-    assert not moving.done()
+    moving = await _moving_with_its_vm(host, 4 * READ_BOUND_S)
 
     async def read(fqcn: str, body: dict[str, Any]) -> Any:
         status, reply = await asyncio.wait_for(host.post(fqcn, body), READ_BOUND_S)
