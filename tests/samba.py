@@ -3,7 +3,9 @@
 ``start_samba`` writes an ``smb.conf`` that keeps every file smbd uses (private, lock,
 state, cache, pid, log) under one temporary folder, serves two read-write shares backed by
 folders there (``share`` and ``other_share``), adds one user with a password to a private
-passdb, starts ``smbd --foreground`` on a free high port and waits until the port accepts
+passdb (and, given ``more_users``, those too: existing Unix accounts, as smbd works as the
+Unix account of each SMB user, so the folders' owners and modes decide what each may do),
+starts ``smbd --foreground`` on a free high port and waits until the port accepts
 connections. ``running_samba`` is that for a fixture: stopped afterwards, and the test
 skipped when smbd cannot run (failed in CI, where its absence is a failure).
 """
@@ -17,10 +19,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,8 +129,9 @@ def find_smbd() -> str | None:
 
 
 def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",
-                share: str = "cstest") -> Samba:
-    """Start smbd under ``root``; SambaUnavailable when smbd or smbpasswd cannot be used."""
+                share: str = "cstest", more_users: Mapping[str, str] | None = None) -> Samba:
+    """Start smbd under ``root``; SambaUnavailable when smbd or smbpasswd cannot be used.
+    ``more_users`` (Unix account name -> SMB password) may log on to the shares too."""
     smbd, smbpasswd = find_smbd(), shutil.which("smbpasswd")
     if smbd is None or smbpasswd is None:
         raise SambaUnavailable("smbd and smbpasswd are not installed (Debian: samba)")
@@ -135,9 +139,11 @@ def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",
         raise SambaUnavailable("smbd needs root to serve a password-protected share")
     port = free_port()
     share_dir = root / "share"
+    accounts = {user: password, **(more_users or {})}
     conf = _write_conf(root, port, {share: share_dir, Samba.other_share: root / Samba.other_share},
-                       user)
-    _add_user(smbpasswd, conf, user, password)
+                       list(accounts))
+    for name, secret in accounts.items():
+        _add_user(smbpasswd, conf, name, secret)
     out = (root / "smbd.out").open("wb")
     command = [smbd, "--foreground", "--no-process-group", "--debug-stdout", "-s", str(conf)]
     # smbd signals its whole process group when it stops, so it gets a group of its own;
@@ -151,7 +157,7 @@ def start_samba(root: Path, user: str = "root", password: str = "Sm8@test!pw",
 
 
 @contextmanager
-def running_samba(root: Path, **options: str) -> Iterator[Samba]:
+def running_samba(root: Path, **options: Any) -> Iterator[Samba]:
     """``start_samba(root, **options)`` until the block ends; pytest.skip when smbd cannot
     run on this machine, except in CI, where it is pytest.fail."""
     try:
@@ -166,11 +172,11 @@ def running_samba(root: Path, **options: str) -> Iterator[Samba]:
         server.stop()
 
 
-def _write_conf(root: Path, port: int, shares: dict[str, Path], user: str) -> Path:
+def _write_conf(root: Path, port: int, shares: dict[str, Path], users: list[str]) -> Path:
     dirs = {name: root / name for name in ("private", "lock", "state", "cache", "pid", "ncalrpc")}
     for folder in (*dirs.values(), *shares.values()):
         folder.mkdir(parents=True, exist_ok=True)
-    sections = "".join(_share_section(name, folder, user) for name, folder in shares.items())
+    sections = "".join(_share_section(name, folder, users) for name, folder in shares.items())
     conf = root / "smb.conf"
     conf.write_text(f"""[global]
     server role = standalone server
@@ -200,13 +206,13 @@ def _write_conf(root: Path, port: int, shares: dict[str, Path], user: str) -> Pa
     return conf
 
 
-def _share_section(name: str, folder: Path, user: str) -> str:
+def _share_section(name: str, folder: Path, users: list[str]) -> str:
     return f"""
 [{name}]
     path = {folder}
     read only = no
     browseable = yes
-    valid users = {user}
+    valid users = {" ".join(users)}
     create mask = 0644
     directory mask = 0755
 """

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import stat
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.e2e.conftest import (
     every_backend,
     serving,
 )
-from tests.samba import Samba
+from tests.samba import Samba, running_samba
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 CREATE_POOL = "com.cloud.agent.api.CreateStoragePoolCommand"
@@ -983,3 +984,66 @@ async def test_stats_of_a_pool_whose_share_cannot_be_reached_say_so_and_name_its
         (tmp_path / "away").rename(share)  # back
         _, stats = await running.answer(STATS, {"id": POOL_UUID, "pooltype": "SMB"})
         assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+
+
+POOL_A = "a1a1a1a1-0000-4000-8000-00000000000a"
+POOL_B = "b2b2b2b2-0000-4000-8000-00000000000b"
+ACCOUNTS = {"daemon": "Acc0unt-A!pw", "bin": "Acc0unt-B!pw"}  # existing Unix accounts
+
+
+def _account_pool(samba: Samba, pool_uuid: str, folder: str, user: str) -> dict[str, object]:
+    secret = quote(ACCOUNTS[user], safe="")
+    body = _modify(True, "SMB", samba.server,
+                   f"/{samba.share}/{folder}?user={user}&password={secret}")
+    body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
+    return body
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, with two accounts
+async def test_two_pools_on_one_share_each_reach_their_folder_with_their_own_account(
+    tmp_path: Path
+) -> None:
+    """Two primary pools in two folders of one share, each given its own account, which
+    alone has rights to its folder (a file server where each pool's folder belongs to a
+    different service account). The MS re-sends every pool when a host connects, in any
+    order: the second registration must not take the first pool's files from its
+    account, or the first pool's heartbeats, statistics and writes fail, and its
+    neighbours call this live host down. After a restart too, from the kept accounts."""
+    # smbd works as each account, which must be able to pass every folder above the share
+    # (pytest's own folders are its owner's only)
+    with tempfile.TemporaryDirectory(prefix="smb-accounts-") as above:
+        Path(above).chmod(0o711)
+        with running_samba(Path(above), more_users=ACCOUNTS) as samba:
+            await _each_pool_with_its_account(tmp_path, samba)
+
+
+async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:
+    owners = {"daemon": "folder-a", "bin": "folder-b"}
+    for user, folder in owners.items():
+        where = samba.share_dir / folder
+        where.mkdir()
+        shutil.chown(where, user, user)
+        where.chmod(0o700)  # the other account may not even look in
+    config = _samba_config(tmp_path, samba)
+    pools = {POOL_A: "daemon", POOL_B: "bin"}
+
+    async def check(running: Running) -> None:
+        for user in pools.values():
+            (samba.share_dir / owners[user] / f"hb-{PRIVATE_IP}").unlink(missing_ok=True)
+        await running.agent.host.write_heartbeats()
+        for pool_uuid, user in pools.items():
+            beat = samba.share_dir / owners[user] / f"hb-{PRIVATE_IP}"
+            assert beat.exists(), f"no heartbeat for {pool_uuid} ({user})"
+            assert beat.owner() == user  # written as the pool's own account
+            _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
+            assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+
+    async with serving(config) as running:
+        for _ in range(2):  # a reconnect sends them all again
+            for pool_uuid, user in pools.items():
+                _, added = await running.answer(
+                    MODIFY, _account_pool(samba, pool_uuid, owners[user], user))
+                assert added["result"] is True, added
+        await check(running)
+    async with serving(config) as running:  # restarted: no ModifyStoragePool comes
+        await check(running)

@@ -1,15 +1,19 @@
 """Files on SMB shares reached through smbprotocol (``\\\\server\\share\\...`` paths).
 
 Used where the host cannot reach a share natively: the agent off Windows, and the
-emulator when a share lives on a real SMB server. Each share is reached with the
-credentials registered for it by ``use_credentials`` (from a share's URL or a registered
-pool's path); a share given none with the last account its server accepted for another
-share (so a pool's account also serves an image store whose URL the MS stripped), else
-with the account configured for the server (``[agent.smb_credentials]``), on the
-configured port. Credentials the server refuses at logon are dropped again: the share
-goes back to the account it had, so a mistyped second pool on a server never takes the
-first pool's share from it; an account kept as a share's own (``keep_credentials``: the
-WinRM account for the host's administrative shares) is never dropped, only tried again.
+emulator when a share lives on a real SMB server. Credentials registered by
+``use_credentials`` (from a share's URL or a registered pool's path) belong to the folder
+they were given for: a path below it is reached with them, the deepest such folder
+winning, so two pools in two folders of one share, each with its own account, each keep
+theirs (smbprotocol holds one session per server and user on one connection, and each
+call names its user). A path below no such folder is reached with the last account its
+share accepted, else the last one its server accepted for another share (so a pool's
+account also serves an image store whose URL the MS stripped), else with the account
+configured for the server (``[agent.smb_credentials]``), on the configured port.
+Credentials the server refuses at logon are dropped again: the folder goes back to the
+account it had, so a mistyped re-registration never takes a pool's files from the account
+that reaches them; an account kept as a share's own (``keep_credentials``: the WinRM
+account for the host's administrative shares) is never dropped, only tried again.
 Connections are pooled per instance and reopened when they drop (one that fails to
 negotiate, as with a hung server, is closed at once); ``close`` logs them off, and cuts
 those whose server does not answer within a few seconds.
@@ -70,6 +74,8 @@ CLOSE_GRACE_S = 3.0
 _SHUT_DOWN_WAKE_S = 1.0
 
 _T = TypeVar("_T")
+# (server, share, folder below the share, "" for the share itself), lower-case
+_Scope = tuple[str, str, str]
 
 # NTSTATUS values (MS-ERREF 2.3) that decide how a failure is reported.
 _MISSING = frozenset({0xC0000034, 0xC000003A})  # OBJECT_NAME / OBJECT_PATH_NOT_FOUND
@@ -114,6 +120,14 @@ class _Target:
     def share_root(self) -> str:
         return f"\\\\{self.server}\\{self.share}"
 
+    def scopes(self) -> list[_Scope]:
+        """The folders whose account may reach this path, deepest first: the path itself,
+        each folder above it, then the whole share (folder "")."""
+        inner = self.path[len(self.share_root):].strip("\\").lower()
+        parts = inner.split("\\") if inner else []
+        share = _share_key(self.server, self.share)
+        return [(*share, "\\".join(parts[:depth])) for depth in range(len(parts), -1, -1)]
+
 
 def unc_server(path: str) -> str | None:
     """The server of a UNC path (``\\\\server\\...`` or ``//server/...``), else None."""
@@ -154,10 +168,11 @@ class SmbFiles(HostFiles):
         self.connect_timeout_s = connect_timeout_s
         self._configured = {server.lower(): account
                             for server, account in (configured or {}).items()}
-        self._offered: dict[tuple[str, str], Credentials] = {}  # not yet logged on with
-        self._accepted: dict[tuple[str, str], Credentials] = {}  # (server, share) -> account
+        # keyed by (server, share, folder below the share; "" for the whole share)
+        self._offered: dict[_Scope, Credentials] = {}  # not yet logged on with
+        self._accepted: dict[_Scope, Credentials] = {}
         self._server_accounts: dict[str, Credentials] = {}  # the last accepted per server
-        self._kept: dict[tuple[str, str], Credentials] = {}  # offered again when refused
+        self._kept: dict[_Scope, Credentials] = {}  # offered again when refused
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
         self._connect_locks: dict[str, threading.Lock] = {}
@@ -168,12 +183,13 @@ class SmbFiles(HostFiles):
                 library.setLevel(logging.WARNING)
 
     def use_credentials(self, share: ShareLocation) -> None:
-        """Reach ``share`` with its credentials from now on, once its server accepts them
-        (the next logon tries them; refused, they are dropped and the share's earlier
-        account stays). Sessions already open stay. A location without credentials
-        changes nothing."""
+        """Reach ``share`` (its folder and everything below it, unless a deeper folder has
+        credentials of its own) with its credentials from now on, once its server accepts
+        them (the next logon tries them; refused, they are dropped and the folder's
+        earlier account stays). Sessions already open stay. A location without
+        credentials changes nothing."""
         if share.credentials is not None:
-            key = _share_key(share.server, share.share)
+            key = _scope(share)
             with self._lock:
                 if self._accepted.get(key) == share.credentials:
                     self._offered.pop(key, None)
@@ -187,7 +203,7 @@ class SmbFiles(HostFiles):
         the refusal names it. Credentials offered later for the share are tried before it
         and, refused, leave the share to it again."""
         if share.credentials is not None:
-            key = _share_key(share.server, share.share)
+            key = _scope(share)
             with self._lock:
                 self._kept[key] = share.credentials
             self.use_credentials(share)
@@ -329,10 +345,7 @@ class SmbFiles(HostFiles):
         server = target.server
         kwargs: dict[str, Any] = {"port": self.port, "connection_timeout": self.connect_timeout_s,
                                   "connection_cache": self._connections}
-        key = _share_key(server, target.share)
-        with self._lock:
-            offered = self._offered.get(key)
-        credentials = offered or self.credentials_for(server, target.share)
+        key, offered, credentials = self._account(target)
         if credentials is not None:
             kwargs.update(username=credentials.qualified_user, password=credentials.password)
         try:
@@ -369,8 +382,10 @@ class SmbFiles(HostFiles):
         with self._lock:
             self._connections[f"{server.lower()}:{self.port}"] = connection
 
-    def _settle(self, key: tuple[str, str], offered: Credentials, accepted: bool) -> None:
-        """The logon with ``offered`` for the share ``key`` succeeded or was refused."""
+    def _settle(self, key: _Scope, offered: Credentials, accepted: bool) -> None:
+        """The logon with ``offered`` for the folder ``key`` succeeded or was refused.
+        Accepted, it is also the account of the share's paths below no folder of their
+        own, as the last one the share accepted."""
         with self._lock:
             if self._offered.get(key) == offered:  # not replaced by a newer offer meanwhile
                 del self._offered[key]
@@ -379,6 +394,7 @@ class SmbFiles(HostFiles):
                     self._offered[key] = kept  # the share's own account, tried again
             if accepted:
                 self._accepted[key] = offered
+                self._accepted[(key[0], key[1], "")] = offered
                 self._server_accounts[key[0]] = offered
 
     def credentials_for(self, server: str, share: str | None = None) -> Credentials | None:
@@ -388,10 +404,25 @@ class SmbFiles(HostFiles):
         on with are not counted, except those kept as the share's own account
         (``keep_credentials``)."""
         with self._lock:
-            key = _share_key(server, share) if share else None
+            key = (*_share_key(server, share), "") if share else None
             own = (self._accepted.get(key) or self._kept.get(key)) if key else None
             given = own or self._server_accounts.get(server.lower())
         return given or self._configured.get(server.lower())
+
+    def _account(self, target: _Target) -> tuple[_Scope, Credentials | None,
+                                                 Credentials | None]:
+        """The folder whose account reaches ``target`` (the deepest with credentials
+        offered, accepted or kept, else the whole share), the credentials offered for it
+        and not yet logged on with (None when none are), and the account to log on
+        with (``credentials_for`` for a path below no such folder)."""
+        scopes = target.scopes()
+        with self._lock:
+            for scope in scopes:
+                offered = self._offered.get(scope)
+                own = offered or self._accepted.get(scope) or self._kept.get(scope)
+                if own is not None:
+                    return scope, offered, own
+        return scopes[-1], None, self.credentials_for(target.server, target.share)
 
     def configured_account(self, server: str) -> Credentials | None:
         """The account ``[agent.smb_credentials]`` gives for ``server``; None without one."""
@@ -450,7 +481,7 @@ class SmbFiles(HostFiles):
                           ) -> NoReturn:
         error, credentials = (failure.error, failure.credentials) \
             if isinstance(failure, _Refused) else \
-            (failure, self.credentials_for(target.server, target.share))
+            (failure, self._account(target)[2])
         message = _describe(error, action, target, self, credentials)
         if credentials is not None and len(credentials.password) >= 4:  # never echoed
             message = message.replace(credentials.password, "*****")
@@ -491,6 +522,12 @@ def _disconnect(connection: Any) -> None:
 
 def _share_key(server: str, share: str) -> tuple[str, str]:
     return server.lower(), share.lower()
+
+
+def _scope(share: ShareLocation) -> _Scope:
+    """The key of ``share``'s folder (compared case-insensitively, as Windows does)."""
+    folder = "\\".join(part for part in share.folder.replace("/", "\\").split("\\") if part)
+    return (*_share_key(share.server, share.share), folder.lower())
 
 
 def _logon_refused(error: BaseException) -> bool:
