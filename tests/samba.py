@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -170,6 +171,18 @@ def running_samba(root: Path, **options: Any) -> Iterator[Samba]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def samba_with_accounts(accounts: Mapping[str, str]) -> Iterator[Samba]:
+    """``running_samba`` serving ``accounts`` (existing Unix accounts -> SMB passwords)
+    besides its own user, in a temporary folder any account may pass through (smbd works
+    as each account, which must reach the shares; pytest's folders are its owner's only).
+    """
+    with tempfile.TemporaryDirectory(prefix="smb-accounts-") as above:
+        Path(above).chmod(0o711)
+        with running_samba(Path(above), more_users=accounts) as server:
+            yield server
 
 
 def _write_conf(root: Path, port: int, shares: dict[str, Path], users: list[str]) -> Path:

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from tests.e2e.conftest import (
     every_backend,
     serving,
 )
-from tests.samba import Samba, running_samba
+from tests.samba import Samba, samba_with_accounts
 
 MODIFY = "com.cloud.agent.api.ModifyStoragePoolCommand"
 CREATE_POOL = "com.cloud.agent.api.CreateStoragePoolCommand"
@@ -1009,12 +1008,8 @@ async def test_two_pools_on_one_share_each_reach_their_folder_with_their_own_acc
     order: the second registration must not take the first pool's files from its
     account, or the first pool's heartbeats, statistics and writes fail, and its
     neighbours call this live host down. After a restart too, from the kept accounts."""
-    # smbd works as each account, which must be able to pass every folder above the share
-    # (pytest's own folders are its owner's only)
-    with tempfile.TemporaryDirectory(prefix="smb-accounts-") as above:
-        Path(above).chmod(0o711)
-        with running_samba(Path(above), more_users=ACCOUNTS) as samba:
-            await _each_pool_with_its_account(tmp_path, samba)
+    with samba_with_accounts(ACCOUNTS) as samba:
+        await _each_pool_with_its_account(tmp_path, samba)
 
 
 async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:

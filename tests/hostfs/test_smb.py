@@ -34,7 +34,7 @@ from hyperv_agent.hostfs.smb import redirects as smb_redirects
 from tests.cloudstack.fixtures import ms422_json
 from tests.e2e.conftest import PRIVATE_IP, Running, serving
 from tests.ports import free_port
-from tests.samba import Samba
+from tests.samba import Samba, samba_with_accounts
 
 MIB = 1024 * 1024
 
@@ -348,6 +348,45 @@ async def test_right_password_works_when_it_follows_a_wrong_one(samba: Samba, sh
         assert await files.exists(share.unc)
     finally:
         files.close()
+
+
+async def test_each_folder_is_reached_with_its_own_account_the_deepest_winning() -> None:
+    """Two accounts given for two folders of one share (one below the other), each alone
+    allowed in its own: each path is reached with the account of the deepest folder
+    above it, whatever order they came in, and an account refused for one folder leaves
+    that folder to the account it had."""
+    accounts = {"daemon": "Outer-acc0unt!", "bin": "Inner-acc0unt!"}
+    with samba_with_accounts(accounts) as samba:
+        # the inner account may pass through the outer folder, no more
+        for user, folder, mode in (("daemon", "outer", 0o711), ("bin", "outer/inner", 0o700)):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+            where.chmod(mode)
+
+        def account(folder: str, user: str, password: str | None = None) -> ShareLocation:
+            secret = accounts.get(user, "") if password is None else password
+            return ShareLocation(samba.server, samba.share, folder,
+                                 Credentials(user, samba.server, secret))
+
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        try:
+            files.use_credentials(account("outer\\Inner", "bin"))  # case as Windows takes it
+            files.use_credentials(account("OUTER", "daemon"))
+            await files.make_dirs(f"{samba.unc}\\outer\\inner\\deeper")
+            await files.write_text(f"{samba.unc}\\outer\\inner\\deeper\\in.txt", "in")
+            await files.write_text(f"{samba.unc}\\outer\\out.txt", "out")
+            # another account, mistyped (one with a session open is not logged on again)
+            files.use_credentials(account("outer", samba.user, password="Mistyped-0ne"))
+            with pytest.raises(HostFileError, match=rf"refused the logon.*{samba.user}"):
+                await files.write_text(f"{samba.unc}\\outer\\again.txt", "refused")
+            await files.write_text(f"{samba.unc}\\outer\\again.txt", "again")
+        finally:
+            files.close()
+        assert (samba.share_dir / "outer/inner/deeper").owner() == "bin"
+        assert (samba.share_dir / "outer/inner/deeper/in.txt").owner() == "bin"
+        assert (samba.share_dir / "outer/out.txt").owner() == "daemon"
+        assert (samba.share_dir / "outer/again.txt").read_text() == "again"
 
 
 async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
