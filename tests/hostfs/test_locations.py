@@ -428,6 +428,7 @@ safe_segment = (
     st.text(alphabet=SAFE_CHARS, min_size=1, max_size=12)
     .filter(lambda s: s not in (".", "..") and not s.endswith((".", " ")))
     .filter(lambda s: s.split(".")[0].rstrip(" ").upper() not in DEVICES)
+    .filter(lambda s: "~" not in s)  # NAME~1 is an 8.3 alias, refused as such
 )
 ROOTS = st.sampled_from(
     ["C:\\pool", "c:\\", "D:\\a b\\pool", "\\\\srv\\share", "\\\\srv\\share\\d"]
