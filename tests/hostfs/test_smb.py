@@ -350,6 +350,25 @@ async def test_right_password_works_when_it_follows_a_wrong_one(samba: Samba, sh
         files.close()
 
 
+async def test_a_wrong_password_for_a_user_with_a_session_open_is_refused_not_kept(
+        samba: Samba, share: Share) -> None:
+    """A pool re-sent with its user right and its password wrong, while a session of that
+    user is open: smbclient would reuse the session, so the wrong password would be taken
+    and kept, to fail only after the next reconnect. It is logged on with first: refused,
+    the folder keeps the account it had, which still reaches it after a reconnect."""
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    try:
+        files.use_credentials(_location(samba))
+        assert await files.exists(share.unc)
+        files.use_credentials(_location(samba, password="Mistyped-0ne"))
+        with pytest.raises(HostFileError, match=rf"refused the logon.*{samba.user}"):
+            await files.exists(share.unc)
+        files.close()  # the next call reconnects and logs on again
+        assert await files.exists(share.unc)
+    finally:
+        files.close()
+
+
 async def test_each_folder_is_reached_with_its_own_account_the_deepest_winning() -> None:
     """Two accounts given for two folders of one share (one below the other), each alone
     allowed in its own: each path is reached with the account of the deepest folder

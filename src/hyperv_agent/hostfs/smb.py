@@ -55,6 +55,7 @@ from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBOSError,
     SMBResponseException,
 )
+from smbprotocol.session import Session  # type: ignore[import-untyped]
 
 from hyperv_agent.errors import HostFileError, LogonRefused, PathNotAllowed
 from hyperv_agent.hostfs import locations
@@ -351,6 +352,8 @@ class SmbFiles(HostFiles):
         try:
             with self._server_lock(server):
                 self._connect(server)
+                if offered is not None:
+                    self._check_password(server, offered)
                 smbclient.register_session(server, **kwargs)
         except (SMBException, OSError, ValueError) as error:
             if offered is not None and _logon_refused(error):
@@ -381,6 +384,28 @@ class SmbFiles(HostFiles):
             raise
         with self._lock:
             self._connections[f"{server.lower()}:{self.port}"] = connection
+
+    def _check_password(self, server: str, offered: Credentials) -> None:
+        """Log on with ``offered`` when a session of its user is open with another
+        password, then log that logon off: smbclient picks an open session by user name
+        alone, so a mistyped password for a user already logged on would otherwise be taken
+        and kept, to fail only at the next reconnect. Refused, the logon's error is raised.
+        The open session stays in use (the server authorises by account, not password)."""
+        connection = self._pooled(server)
+        if connection is None:
+            return
+        user = offered.qualified_user
+        sessions = list(connection.session_table.values())
+        if not any(session.username == user for session in sessions) or any(
+                session.username == user and session.password == offered.password
+                for session in sessions):
+            return
+        # as smbclient.register_session logs on: no encryption forced, Negotiate
+        trial = Session(connection, username=user, password=offered.password,
+                        require_encryption=False, auth_protocol="negotiate")
+        trial.connect()
+        with contextlib.suppress(SMBException, OSError, ValueError):
+            trial.disconnect()
 
     def _settle(self, key: _Scope, offered: Credentials, accepted: bool) -> None:
         """The logon with ``offered`` for the folder ``key`` succeeded or was refused.
