@@ -408,6 +408,35 @@ async def test_each_folder_is_reached_with_its_own_account_the_deepest_winning()
         assert (samba.share_dir / "outer/again.txt").read_text() == "again"
 
 
+async def test_a_copy_between_two_folders_of_one_share_uses_each_folders_account() -> None:
+    """A volume copied from one pool to another on the same share, each pool's folder
+    open to its own account only: the source is read as its account and the target
+    written as its own (the server-side copy would write it with the source's session)."""
+    accounts = {"daemon": "Source-acc0unt!", "bin": "Target-acc0unt!"}
+    with samba_with_accounts(accounts) as samba:
+        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+            where.chmod(0o700)
+        data = _pattern(2 * MIB + 3)
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        try:
+            for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+                files.use_credentials(ShareLocation(samba.server, samba.share, folder,
+                                                    Credentials(user, samba.server,
+                                                                accounts[user])))
+            with files.open_binary(f"{samba.unc}\\pool-a\\vol.vhdx", "wb") as writer:
+                writer.write(data)
+            copied = await files.copy_file(f"{samba.unc}\\pool-a\\vol.vhdx",
+                                           f"{samba.unc}\\pool-b\\vol.vhdx")
+        finally:
+            files.close()
+        assert copied == len(data)
+        assert (samba.share_dir / "pool-b/vol.vhdx").read_bytes() == data
+        assert (samba.share_dir / "pool-b/vol.vhdx").owner() == "bin"
+
+
 async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
     files = SmbFiles(port=samba.port, connect_timeout_s=3)
     try:

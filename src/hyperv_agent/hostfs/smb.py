@@ -328,9 +328,13 @@ class SmbFiles(HostFiles):
 
     async def copy_file(self, source: str, target: str) -> int:
         """Within one share the server copies the data itself (FSCTL_SRV_COPYCHUNK, with a
-        streamed fallback when the server cannot); across shares the data is streamed."""
+        streamed fallback when the server cannot); across shares, or between two folders
+        of one share reached with different accounts (two pools, each its folder's own),
+        the data is streamed, each end opened with its own account: smbclient opens both
+        ends of a server-side copy in the source's session."""
         src, dst = _target(source), _target(target)
-        if src.share_root.lower() != dst.share_root.lower():
+        if src.share_root.lower() != dst.share_root.lower() or \
+                self._account(src)[2] != self._account(dst)[2]:
             return await super().copy_file(source, target)
         await self._run("copy", source, smbclient.shutil.copyfile, dst.path)
         result = await self._run("read", target, smbclient.stat)
