@@ -114,7 +114,10 @@ async def test_request_values_reach_the_log_escaped(
     status, _ = await running.post(STOP, {"vmName": forged, "contextMap": {}, "wait": 0})
     assert status == 200
     (record,) = [line for line in _records(capsys) if "StopCommand vm=" in line]
-    assert "vm=i-2-3-VM\\n2030-01-01" in record and "forged\\x1b[0m result=ok" in record
+    # the name is refused (it holds ESC), and the refusal quotes it: escaped there too
+    assert "vm=i-2-3-VM\\n2030-01-01" in record and "forged\\x1b[0m result=failed" in record
+    assert "\x1b" not in record and "\n" not in record
+    assert "details=StopCommand failed: the command names no VM" in record
 
 
 async def test_server_header_names_no_version_on_any_answer(running: Running) -> None:
