@@ -197,10 +197,7 @@ class StorageHandlers:
         """``share`` with the account of the command's ``details`` when its path carries
         none, the file access reaches its server with accounts (smbprotocol) and
         ``[agent.smb_credentials]`` names none for that server."""
-        if share.credentials is not None:
-            return share
-        smb = self.files.smb_for(share.server)
-        if smb is None or smb.configured_account(share.server) is not None:
+        if share.credentials is not None or not self.files.takes_pool_accounts(share.server):
             return share
         account = locations.details_credentials(details, share.server)
         return share if account is None else replace(share, credentials=account,

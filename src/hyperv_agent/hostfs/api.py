@@ -98,10 +98,16 @@ class HostFiles(abc.ABC):
         account for the server (``[agent.smb_credentials]``): the operator set it since,
         as the fix for a password the pool's details cannot give, and it wins as it wins
         over the details of a registration."""
-        smb = self.smb_for(share.server)
-        if smb is not None and smb.configured_account(share.server) is not None:
-            return
-        self.use_credentials(share)
+        if self.takes_pool_accounts(share.server):
+            self.use_credentials(share)
+
+    def takes_pool_accounts(self, server: str) -> bool:
+        """Whether ``server``'s shares are reached with the accounts pools give them (from
+        a registration's details, or kept from one): only where this backend logs on with
+        accounts (smbprotocol) and the configuration names none for the server
+        (``[agent.smb_credentials]``: the operator's choice wins)."""
+        smb = self.smb_for(server)
+        return smb is not None and smb.configured_account(server) is None
 
     def smb_for(self, server: str) -> SmbFiles | None:
         """The SMB backend that reaches ``server``'s shares (its accounts, its logons);
