@@ -322,7 +322,7 @@ class MigrationHandlers(FileHandlers):
         other host opens; in the destination's local pool, a file this host cannot see
         (the management server copies no template for this move), so it is not counted
         on. 1 call."""
-        source = disk.medium.strings("HostResource")[0]
+        source = disk.source
         parent = (await disks.read_settings(self.hv, source, policy=self.job_wait)).parent_path
         if parent is None:
             return None
@@ -397,7 +397,7 @@ class MigrationHandlers(FileHandlers):
             return False
         volume = VolumeTO(path=command.volume_path, id=command.volume_id)
         disk = _disk_move(storage, volume, folder)
-        source = disk.medium.strings("HostResource")[0]
+        source = disk.source
         if drives.same_file_key(source) == drives.same_file_key(disk.target):
             raise InvalidRequest(_already_in(command.volume_path, folder))
         # the files' locks inside the VM's (the caller's): a delete or copy of either file
@@ -419,7 +419,7 @@ class MigrationHandlers(FileHandlers):
         opens (a live migration or HA restart fails) and which the management server evicts
         once no volume of that pool uses it. Stopped, the VM's volume is copied merged with
         its template (``_move_detached``), standing alone. 1 call."""
-        source = disk.medium.strings("HostResource")[0]
+        source = disk.source
         parent = (await disks.read_settings(self.hv, source, policy=self.job_wait)).parent_path
         if parent is None or locations.same_folder(ntpath.dirname(parent), folder):
             return
@@ -798,7 +798,7 @@ def _disk_move(storage: drives.VmStorage, volume: VolumeTO, folder: str) -> migr
 
 def _moved_files(disks: tuple[migration.DiskMove, ...]) -> tuple[str, ...]:
     """The files a move of ``disks`` reads and writes: each disk's file and its target."""
-    return (*(disk.medium.strings("HostResource")[0] for disk in disks),
+    return (*(disk.source for disk in disks),
             *(disk.target for disk in disks))
 
 

@@ -100,6 +100,11 @@ class DiskMove:
     medium: CimInstance  # the VM's Msvm_StorageAllocationSettingData of the disk
     target: str  # the file's new host path
 
+    @property
+    def source(self) -> str:
+        """The file's host path now (the medium's HostResource)."""
+        return self.medium.strings("HostResource")[0]
+
 
 @dataclass(frozen=True)
 class Move:
