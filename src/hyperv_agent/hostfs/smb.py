@@ -399,10 +399,9 @@ class SmbFiles(HostFiles):
         if connection is None:
             return
         user = offered.qualified_user
-        sessions = list(connection.session_table.values())
-        if not any(session.username == user for session in sessions) or any(
-                session.username == user and session.password == offered.password
-                for session in sessions):
+        users = [session for session in connection.session_table.values()
+                 if session.username == user]
+        if not users or any(session.password == offered.password for session in users):
             return
         # as smbclient.register_session logs on: no encryption forced, Negotiate
         trial = Session(connection, username=user, password=offered.password,
