@@ -660,6 +660,58 @@ async def test_pulls_that_keep_timing_out_fail_and_release_the_context(
         assert served.service.enumerations.open_count == 0
 
 
+@contextlib.asynccontextmanager
+async def _held_pulls(url: str, tls_dir: Path) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A stand-in in front of the face at ``url`` (https, Basic) that holds every Pull
+    without an answer (a slow provider), setting the event when the first arrives, and
+    forwards every other request."""
+    pulled = asyncio.Event()
+
+    async def forward(request: web.Request) -> web.Response:
+        data = await request.read()
+        if soap.read_request(data, 512000).action == PULL:
+            pulled.set()
+            await asyncio.sleep(3600)
+        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
+        async with aiohttp.ClientSession() as session, session.post(
+                url, data=data, headers=headers, ssl=False) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                headers={"Content-Type": answer.headers["Content-Type"]})
+
+    runner, port = await _stand_in(forward, tls_dir)
+    try:
+        yield f"https://127.0.0.1:{port}/wsman", pulled
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_query_cancelled_during_a_pull_releases_its_context(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A query given up while a Pull waits for its answer (its caller's deadline, a read
+    the host check cuts short) leaves no enumeration open on the host: its context is
+    released, not left holding one of the account's concurrent operations
+    (MaxConcurrentOperationsPerUser) until the host drops it."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _held_pulls(served.url, tmp_path / "stand-in") as (url, pulled):
+        cim = client(url, max_envelope_bytes=8192)
+        try:
+            query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
+            await asyncio.wait_for(pulled.wait(), 10)
+            assert served.service.enumerations.open_count == 1
+            query.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await query
+            for _ in range(100):
+                if served.service.enumerations.open_count == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert served.service.enumerations.open_count == 0
+        finally:
+            await cim.close()
+
+
 def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path: Path
                                                                        ) -> None:
     """WinRM takes client certificates over HTTPS only; over http the session would have

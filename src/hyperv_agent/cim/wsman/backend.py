@@ -112,6 +112,7 @@ class WsmanCim(Cim):
         self._classes: dict[tuple[str, str], CimClass] = {}
         self._class_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._batch_sizes: dict[str, int] = {}  # method -> batch size that fits
+        self._releasing: set[asyncio.Future[None]] = set()  # Releases of queries given up
 
     @property
     def requests(self) -> int:
@@ -211,11 +212,16 @@ class WsmanCim(Cim):
                 pulls += 1
                 batch = envelope.read_batch(body)
                 items.extend(batch.items)
-        except CimError as error:  # the host's context is let go at once, not left to its
-            # timeout (unless the host said it no longer has it)
+        except (CimError, asyncio.CancelledError) as error:  # the host's context is let go
+            # at once, not left to its timeout holding one of the account's concurrent
+            # operations (MaxConcurrentOperationsPerUser), unless the host said it no
+            # longer has it; a query given up releases it on its own, the caller not kept
             if not (batch.ended or batch.context is None
                     or isinstance(error, CimEnumerationExpired)):
-                await self._release(uri, batch.context)
+                if isinstance(error, asyncio.CancelledError):
+                    self._release_later(uri, batch.context)
+                else:
+                    await self._release(uri, batch.context)
             raise
         return items
 
@@ -237,6 +243,12 @@ class WsmanCim(Cim):
     async def _release(self, uri: str, context: str) -> None:
         with contextlib.suppress(CimError):  # the host drops it on its own after a while
             await self.transport.send(RELEASE, uri, envelope.release_body(context))
+
+    def _release_later(self, uri: str, context: str) -> None:
+        """The Release of ``context`` sent in a task of its own (kept until it is done)."""
+        releasing = asyncio.ensure_future(self._release(uri, context))
+        self._releasing.add(releasing)
+        releasing.add_done_callback(self._releasing.discard)
 
     async def _typed(self, raw: RawInstance, from_class: str | None, projected: bool,
                      namespace: str) -> CimInstance:
