@@ -395,6 +395,49 @@ async def test_release_ends_an_enumeration_and_a_bad_context_is_a_fault(
     assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Receiver"
 
 
+async def test_past_the_concurrent_operations_quota_an_operation_is_refused_as_windows_does(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """Each open enumeration is one of the account's concurrent operations: at
+    MaxConcurrentOperationsPerUser a new Enumerate, Get or method call is refused with
+    the fault Windows sends (s:Receiver, w:InternalError, ERROR_WSMAN_QUOTA_MAX_OPERATIONS
+    naming the quota's value); a Pull of an open one goes on, and once it ended a new
+    operation is served again."""
+    async with face(emulator, tmp_path / "face") as served:
+        served.service.max_concurrent_operations_per_user = 2
+        wsman = _pypsrp(served.url)
+        contexts = []
+        for _ in range(2):
+            answer = await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=(
+                _enumerate_body("SELECT * FROM Msvm_VirtualEthernetSwitch")))
+            contexts.append(answer.findtext("wsen:EnumerateResponse/wsen:EnumerationContext",
+                                            namespaces=NAMESPACES))
+        refused = []
+        for attempt in (lambda: wsman.enumerate(f"{V2}/*", resource=_enumerate_body(
+                            "SELECT * FROM Msvm_VirtualEthernetSwitch")),
+                        lambda: wsman.get(f"{V2}/Msvm_VirtualSystemManagementService")):
+            with pytest.raises(WSManFaultError) as raised:
+                await asyncio.to_thread(attempt)
+            refused.append(raised.value)
+        pulled = await asyncio.to_thread(wsman.pull, f"{V2}/*",
+                                         resource=_pull_body(str(contexts[0]), 32000))
+        assert pulled.find("wsen:PullResponse/wsen:EndOfSequence", NAMESPACES) is not None
+        again = await asyncio.to_thread(wsman.enumerate, f"{V2}/*", resource=_enumerate_body(
+            "SELECT * FROM Msvm_VirtualEthernetSwitch", 32000))
+        wsman.close()
+    assert again.find("wsen:EnumerateResponse/wsman:EndOfSequence", NAMESPACES) is not None
+    for error in refused:
+        assert error.code == 2150859174  # ERROR_WSMAN_QUOTA_MAX_OPERATIONS
+        fault = find_fault(fromstring(getattr(error.__context__, "response_text", "")))
+        assert fault is not None
+        assert fault.findtext("s:Code/s:Value", namespaces=NAMESPACES) == "s:Receiver"
+        assert _subcode(error) == "InternalError"
+        assert "maximum number of concurrent operations for this user" in (
+            fault.findtext("s:Reason/s:Text", namespaces=NAMESPACES) or "")
+        message = fault.findtext(f"s:Detail/{{{WSMANFAULT}}}WSManFault/{{{WSMANFAULT}}}Message",
+                                 namespaces=NAMESPACES)
+        assert "allowed a maximum number of 2 concurrent operations" in (message or "")
+
+
 async def test_optimized_enumeration_ended_at_once_has_an_empty_context(
         emulator: EmulatorCim, tmp_path: Path) -> None:
     """As Windows answers one whose items all fit: the EnumerationContext element is

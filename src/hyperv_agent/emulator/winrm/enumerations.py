@@ -65,6 +65,7 @@ class Enumerations:
     @property
     def open_count(self) -> int:
         """Enumeration contexts open now (not ended, released or expired)."""
+        self._expire()
         return len(self._open)
 
     def release(self, context: str) -> None:

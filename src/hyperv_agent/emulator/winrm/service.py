@@ -60,6 +60,7 @@ from hyperv_agent.emulator.winrm.soap import (
     fault_envelope,
     option,
     provider_fault,
+    quota_exceeded,
     read_request,
     unknown_class_in_query,
 )
@@ -70,7 +71,13 @@ _SELECT = re.compile(r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s", re.IGNORECASE | r
 
 
 class WinrmService:
-    """Answers WS-Management requests for one emulated host."""
+    """Answers WS-Management requests for one emulated host.
+
+    As WinRM, it holds the account to ``max_concurrent_operations_per_user`` operations at
+    once: a Get, a method call or an Enumerate being answered counts as one, and so does
+    each enumeration open (its Pulls and Release are part of it; WSMAN_AUTHZ_QUOTA) until
+    it ended, was released or expired. Past it a new operation is refused
+    (``quota_exceeded``); a Pull or Release of an open enumeration never is."""
 
     def __init__(self, cim: Cim, machine: str,
                  max_envelope_kb: int = DEFAULT_MAX_ENVELOPE_KB) -> None:
@@ -82,6 +89,7 @@ class WinrmService:
         # configuration refuses (it is served to Administrators)
         self.administrator = True
         self.enumerations = Enumerations()
+        self.operations = 0  # Gets, method calls and Enumerates being answered
         self.requests = 0  # SOAP requests answered
         self.last_answer_bytes = 0
 
@@ -123,14 +131,24 @@ class WinrmService:
             raise Fault("w:TimedOut", TIMED_OUT_TEXT, sender=False) from None
 
     async def _dispatch(self, request: SoapRequest) -> tuple[str, str]:
-        if request.action == GET:
-            return f"{GET}Response", await self._get(request)
-        if request.action == ENUMERATE:
-            return f"{ENUMERATE}Response", await self._enumerate(request)
         if request.action == PULL:
             return f"{PULL}Response", self._pull(request)
         if request.action == RELEASE:
             return f"{RELEASE}Response", self._release(request)
+        limit = self.max_concurrent_operations_per_user
+        if self.operations + self.enumerations.open_count >= limit:
+            raise quota_exceeded(limit)
+        self.operations += 1
+        try:
+            return await self._operation(request)
+        finally:
+            self.operations -= 1
+
+    async def _operation(self, request: SoapRequest) -> tuple[str, str]:
+        if request.action == GET:
+            return f"{GET}Response", await self._get(request)
+        if request.action == ENUMERATE:
+            return f"{ENUMERATE}Response", await self._enumerate(request)
         if request.resource_uri and request.action.startswith(request.resource_uri + "/"):
             method = request.action[len(request.resource_uri) + 1:]
             return f"{request.action}Response", await self._invoke(request, method)

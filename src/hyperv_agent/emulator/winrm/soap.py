@@ -75,6 +75,15 @@ INVALID_URI_WMI_SINGLETON_TEXT = (
     "not a singleton, keys must be provided. Use the following command to get more "
     'information in how to construct a resource URI: "winrm help uris".')
 MAX_ENVELOPE_SIZE_EXCEEDED = 0x80338048
+# How WinRM refuses an operation past MaxConcurrentOperationsPerUser: s:Receiver,
+# w:InternalError (MS-WSMV 3.1.4.1.19), wsmerror.h ERROR_WSMAN_QUOTA_MAX_OPERATIONS in
+# f:WSManFault, whose message names the quota's value, and no MSFT_WmiError (a Windows
+# answer kept in txwinrm's test data, data_error/max_concurrent.xml).
+QUOTA_MAX_OPERATIONS = 0x803381A6
+QUOTA_MAX_OPERATIONS_TEXT = ("The WS-Management service cannot process the request. The "
+                             "maximum number of concurrent operations for this user has been "
+                             "exceeded. Close existing operations for this user, or raise the "
+                             "quota for this user.")
 # How the WMI plugin answers a WQL query over a class the namespace does not have: the
 # reason WinRM gives for n:CannotProcessFilter and the plugin's own message, nested in
 # f:ProviderFault (a Windows Server 2008 R2 answer to an Enumerate filtered by
@@ -105,7 +114,8 @@ class Fault(Exception):
                  detail: str | None = None, code: int | None = None,
                  wmi: tuple[int, int] | None = None, status: int = 500,
                  provider: str | None = None,
-                 extended: tuple[str, str, str] | None = None) -> None:
+                 extended: tuple[str, str, str] | None = None,
+                 message: str | None = None) -> None:
         super().__init__(reason)
         self.subcode = subcode  # prefixed: "w:EncodingLimit", "a:ActionNotSupported"
         self.reason = one_line(reason)
@@ -118,6 +128,8 @@ class Fault(Exception):
         self.provider = one_line(provider) if provider is not None else None
         # WMI's __ExtendedStatus beside it: (Operation, ParameterInfo, ProviderName)
         self.extended = extended
+        # f:WSManFault's own message, where WinRM words it apart from the reason
+        self.message = one_line(message) if message is not None else None
 
 
 @dataclass(frozen=True)
@@ -206,7 +218,7 @@ def fault_envelope(fault: Fault, relates_to: str, machine: str) -> str:
 
 
 def _wsman_fault(fault: Fault, machine: str) -> str:
-    message = writing.text(fault.reason)
+    message = writing.text(fault.message if fault.message is not None else fault.reason)
     if fault.provider is not None:  # as WinRM wraps what its WMI plugin reported
         name, path = WMI_PROVIDER
         message = (f"<f:ProviderFault provider={writing.attr(name)} path={writing.attr(path)}>"
@@ -273,6 +285,17 @@ def provider_fault(error: CimError) -> Fault:
     if isinstance(error, CimResponseTooLarge):
         return Fault("w:EncodingLimit", text, detail="MaxEnvelopeSize")
     return Fault("w:InternalError", text, sender=False, code=codes[1], wmi=codes)
+
+
+def quota_exceeded(limit: int) -> Fault:
+    """How WinRM refuses an operation while the account has ``limit`` open
+    (MaxConcurrentOperationsPerUser)."""
+    return Fault("w:InternalError", QUOTA_MAX_OPERATIONS_TEXT, sender=False,
+                 code=QUOTA_MAX_OPERATIONS,
+                 message="The WS-Management service cannot process the request. This user "
+                 f"is allowed a maximum number of {limit} concurrent operations, which has "
+                 "been exceeded. Close existing operations for this user, or raise the quota "
+                 "for this user.")
 
 
 def unknown_class_in_query(wql: str) -> Fault:
