@@ -23,9 +23,9 @@ from aiohttp import web
 from hyperv_agent import tls
 from hyperv_agent.cim import wql
 from hyperv_agent.cim.api import CimInstance, ObjectPath
-from hyperv_agent.cim.wsman import backend, transport
+from hyperv_agent.cim.wsman import backend, envelope, names, transport
 from hyperv_agent.cim.wsman.backend import BATCHED, Batched, WsmanCim
-from hyperv_agent.cim.wsman.names import PULL
+from hyperv_agent.cim.wsman.names import ENUMERATE, PULL, RELEASE
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.config import EmulatorConfig, LatencyModel
@@ -710,6 +710,35 @@ async def test_a_query_cancelled_during_a_pull_releases_its_context(
             assert served.service.enumerations.open_count == 0
         finally:
             await cim.close()
+
+
+async def test_a_query_past_the_accounts_operations_quota_is_unavailable_naming_it(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """While the account's enumerations open on the host use up MaxConcurrentOperationsPerUser
+    the host refuses a new query: it fails as unavailable (worth sending again once
+    operations end, not a fault of the query), on one line naming the host and the quota
+    to raise; once the enumeration holding it is released, the query is answered."""
+    async with face(emulator, tmp_path / "face") as served:
+        served.service.max_concurrent_operations_per_user = 1
+        holder, cim = client(served.url), client(served.url)
+        uri = names.all_classes_uri("root\\virtualization\\v2")
+        try:
+            opened = envelope.read_batch(await holder.transport.send(
+                ENUMERATE, uri, envelope.enumerate_body(
+                    "SELECT * FROM Msvm_VirtualSystemSettingData", 1)))
+            assert opened.context is not None
+            with pytest.raises(CimUnavailable) as raised:
+                await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+            await holder.transport.send(RELEASE, uri, envelope.release_body(opened.context))
+            assert await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        finally:
+            await holder.close()
+            await cim.close()
+    message = str(raised.value)
+    assert message.startswith(served.url.split("//")[1].split("/")[0] + ": ")
+    assert "allowed a maximum number of 1 concurrent operations" in message
+    assert "MaxConcurrentOperationsPerUser" in message
+    assert "\n" not in message
 
 
 def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path: Path

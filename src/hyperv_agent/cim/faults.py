@@ -64,6 +64,9 @@ WSMAN_RESOURCE_NOT_FOUND = 0x80338000
 WSMAN_INVALID_URI_WMI_SINGLETON = 0x803380FA
 WSMAN_QUOTA_ERRORS = (0x803381A5, 0x803381A6, 0x803381A7, 0x803381A8, 0x803381AB,
                       *range(0x803381E4, 0x803381EB))
+# The host's WinRM setting a quota error names (ERROR_WSMAN_QUOTA_MAX_OPERATIONS), for the
+# operator to raise: Windows' message says only that "the quota for this user" was exceeded.
+WSMAN_QUOTA_SETTINGS = {0x803381A6: "MaxConcurrentOperationsPerUser"}
 
 _BY_STATUS: dict[int, type[CimError]] = {
     CIM_ACCESS_DENIED: CimAccessDenied,
@@ -133,7 +136,7 @@ def to_error(fault: CimFault, where: str = "") -> CimError:
     kind = (_BY_STATUS.get(fault.cim_status or 0) or _BY_HRESULT.get(fault.hresult or 0)
             or _BY_SUBCODE.get(fault.subcode or "") or _BY_DETAIL.get(fault.detail or "")
             or CimError)
-    return kind(f"{where}{one_line(fault.message)}{_codes(fault)}")
+    return kind(f"{where}{one_line(fault.message)}{_codes(fault)}{_quota(fault)}")
 
 
 def _codes(fault: CimFault) -> str:
@@ -143,6 +146,14 @@ def _codes(fault: CimFault) -> str:
     if fault.subcode:
         parts.append(fault.subcode)
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def _quota(fault: CimFault) -> str:
+    setting = WSMAN_QUOTA_SETTINGS.get(fault.hresult or 0)
+    if setting is None:
+        return ""
+    return (f"; WinRM's {setting} quota (WSMan:\\localhost\\Service\\{setting} on the "
+            "host): the request may be sent again once the account's other operations end")
 
 
 def describe(error: CimError) -> tuple[int, int]:
