@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -739,6 +740,40 @@ async def test_a_query_past_the_accounts_operations_quota_is_unavailable_naming_
     assert "allowed a maximum number of 1 concurrent operations" in message
     assert "MaxConcurrentOperationsPerUser" in message
     assert "\n" not in message
+
+
+async def test_a_pull_answer_that_neither_ends_nor_goes_on_is_refused_not_taken_as_the_end(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """A PullResponse with neither EndOfSequence nor an EnumerationContext (a proxy or a
+    host answering out of the protocol) does not say the instances so far are all: taken
+    as the end, a state report would leave out VMs that run. The query fails naming
+    it, with no Pull left to send, and the context the Pull was sent with is released."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served:
+
+        async def forward(request: web.Request) -> web.Response:
+            data = await request.read()
+            pull = soap.read_request(data, 512000).action == PULL
+            headers = {name: request.headers[name]
+                       for name in ("Authorization", "Content-Type")}
+            async with aiohttp.ClientSession() as session, session.post(
+                    served.url, data=data, headers=headers, ssl=False) as answer:
+                body = await answer.read()
+            if pull:  # the context left out of every Pull's answer
+                body = re.sub(rb"<n:EnumerationContext>[^<]*</n:EnumerationContext>", b"", body)
+            return web.Response(status=answer.status, body=body,
+                                headers={"Content-Type": answer.headers["Content-Type"]})
+
+        runner, port = await _stand_in(forward, tmp_path / "stand-in")
+        cim = client(f"https://127.0.0.1:{port}/wsman", max_envelope_bytes=8192)
+        try:
+            with pytest.raises(CimError, match=r"neither ends the enumeration"):
+                await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+        finally:
+            await cim.close()
+            await runner.cleanup()
+        assert served.service.enumerations.open_count == 0
 
 
 def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path: Path

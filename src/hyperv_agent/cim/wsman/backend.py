@@ -201,14 +201,22 @@ class WsmanCim(Cim):
                                                                                  MAX_ELEMENTS))
         batch = envelope.read_batch(body)
         items = list(batch.items)
+        context = batch.context  # the one the host holds, until the sequence ended
         pulls = 0
+        where = self.transport.settings.where
         try:
-            while not batch.ended and batch.context is not None:
+            while not batch.ended:
+                if batch.context is None:  # taken as the end, instances would go missing
+                    answered = "a Pull" if pulls else "the Enumerate"
+                    raise CimError(f"{where}: the answer to {answered} of {wql!r} neither "
+                                   "ends the enumeration (EndOfSequence) nor names the "
+                                   "context to go on with; its answer is not used")
+                context = batch.context
                 if pulls >= MAX_PULLS or len(items) >= MAX_ENUMERATED:
-                    raise CimError(f"{self.transport.settings.where}: the enumeration of "
-                                   f"{wql!r} did not end after {pulls} pulls and {len(items)} "
-                                   "instances; its answer is not used")
-                body = await self._pull(uri, batch.context)
+                    raise CimError(f"{where}: the enumeration of {wql!r} did not end after "
+                                   f"{pulls} pulls and {len(items)} instances; its answer is "
+                                   "not used")
+                body = await self._pull(uri, context)
                 pulls += 1
                 batch = envelope.read_batch(body)
                 items.extend(batch.items)
@@ -216,12 +224,12 @@ class WsmanCim(Cim):
             # at once, not left to its timeout holding one of the account's concurrent
             # operations (MaxConcurrentOperationsPerUser), unless the host said it no
             # longer has it; a query given up releases it on its own, the caller not kept
-            if not (batch.ended or batch.context is None
+            if not (batch.ended or context is None
                     or isinstance(error, CimEnumerationExpired)):
                 if isinstance(error, asyncio.CancelledError):
-                    self._release_later(uri, batch.context)
+                    self._release_later(uri, context)
                 else:
-                    await self._release(uri, batch.context)
+                    await self._release(uri, context)
             raise
         return items
 

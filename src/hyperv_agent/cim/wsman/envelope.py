@@ -127,7 +127,8 @@ def _add_object(element: Element, instance: CimInstance,
 @dataclass(frozen=True)
 class Batch:
     """One Enumerate or Pull answer: its items, the context for the next Pull (None at
-    the end) and whether the sequence ended."""
+    the end, or when the answer names none) and whether the sequence ended (its
+    EndOfSequence)."""
 
     items: list[RawInstance]
     context: str | None
@@ -149,7 +150,7 @@ def read_batch(body: Element) -> Batch:
     ended = (answer.find(q(WSMAN, "EndOfSequence")) is not None
              or answer.find(q(WSEN, "EndOfSequence")) is not None)
     context = (answer.findtext(q(WSEN, "EnumerationContext")) or "").strip() or None
-    return Batch(items, None if ended else context, ended or context is None)
+    return Batch(items, None if ended else context, ended)
 
 
 def read_output(body: Element, method: str) -> tuple[int, dict[str, RawValue]]:
