@@ -662,15 +662,17 @@ async def test_pulls_that_keep_timing_out_fail_and_release_the_context(
 
 
 @contextlib.asynccontextmanager
-async def _held_pulls(url: str, tls_dir: Path) -> AsyncIterator[tuple[str, asyncio.Event]]:
+async def _held_pulls(url: str, tls_dir: Path, hold_releases: bool = False
+                      ) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """A stand-in in front of the face at ``url`` (https, Basic) that holds every Pull
-    without an answer (a slow provider), setting the event when the first arrives, and
-    forwards every other request."""
+    (and Release, when ``hold_releases``: a hung host) without an answer, setting the
+    event when the first Pull arrives, and forwards every other request."""
     pulled = asyncio.Event()
+    held = {PULL, RELEASE} if hold_releases else {PULL}
 
     async def forward(request: web.Request) -> web.Response:
         data = await request.read()
-        if soap.read_request(data, 512000).action == PULL:
+        if soap.read_request(data, 512000).action in held:
             pulled.set()
             await asyncio.sleep(3600)
         headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
@@ -774,6 +776,27 @@ async def test_a_pull_answer_that_neither_ends_nor_goes_on_is_refused_not_taken_
             await cim.close()
             await runner.cleanup()
         assert served.service.enumerations.open_count == 0
+
+
+async def test_a_pull_the_host_never_answers_fails_at_its_deadline_not_after_a_release(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that stops answering during an enumeration (hung) fails the query at the
+    Pull's deadline: the Release of its context, which that host will not answer
+    either, is sent without the caller waiting a second deadline for it."""
+    monkeypatch.setattr(transport, "ANSWER_GRACE_S", 1.0)
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _held_pulls(served.url, tmp_path / "stand-in", hold_releases=True) as (url, _):
+        cim = client(url, max_envelope_bytes=8192, operation_timeout_s=1)
+        started = time.monotonic()
+        try:
+            with pytest.raises(CimUnreachable, match="did not complete its answer within 2 s"):
+                await cim.query("SELECT * FROM Msvm_VirtualSystemSettingData")
+            elapsed = time.monotonic() - started
+        finally:
+            await cim.close()
+    assert elapsed < 2 * 2 - 0.5  # one deadline, not the Pull's and the Release's
 
 
 def test_certificate_authentication_over_http_is_a_configuration_error(tmp_path: Path

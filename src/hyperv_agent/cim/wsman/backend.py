@@ -223,10 +223,14 @@ class WsmanCim(Cim):
         except (CimError, asyncio.CancelledError) as error:  # the host's context is let go
             # at once, not left to its timeout holding one of the account's concurrent
             # operations (MaxConcurrentOperationsPerUser), unless the host said it no
-            # longer has it; a query given up releases it on its own, the caller not kept
+            # longer has it; the caller is not kept waiting for it when it gave the query
+            # up, nor when the host answered nothing by the deadline (hung: it would not
+            # answer the Release either)
             if not (batch.ended or context is None
                     or isinstance(error, CimEnumerationExpired)):
-                if isinstance(error, asyncio.CancelledError):
+                if isinstance(error, asyncio.CancelledError) or (
+                        isinstance(error, CimUnreachable)
+                        and not getattr(error, "reset_unanswered", False)):
                     self._release_later(uri, context)
                 else:
                     await self._release(uri, context)
