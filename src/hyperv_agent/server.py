@@ -101,9 +101,27 @@ def make_app(
                         request.remote, fqcn)
         return web.Response(body=answer, content_type="application/json")
 
-    app.router.add_get("/api/HypervResource", liveness)
+    # every path and method is routed here, refusals included, so that aiohttp's own
+    # handler never sends 100 Continue ahead of a 404 or a 405
+    app.router.add_get("/api/HypervResource", liveness, expect_handler=_continue_later)
+    app.router.add_route("*", "/api/HypervResource", _method_not_allowed,
+                         expect_handler=_continue_later)
     app.router.add_post("/api/HypervResource/{fqcn}", command, expect_handler=_continue_later)
+    app.router.add_route("*", "/api/HypervResource/{fqcn}", _method_not_allowed,
+                         expect_handler=_continue_later)
+    app.router.add_route("*", "/{path:.*}", _not_found, expect_handler=_continue_later)
     return app
+
+
+async def _method_not_allowed(request: web.Request) -> web.StreamResponse:
+    """HTTP 405 naming the methods the path is served for, as aiohttp's router answers."""
+    resource = request.match_info.route.resource
+    allowed = {route.method for route in resource or ()} - {hdrs.METH_ANY}
+    raise web.HTTPMethodNotAllowed(request.method, allowed)
+
+
+async def _not_found(_: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()
 
 
 #: The request key saying ``100 Continue`` was sent: the client was asked for its body.
@@ -111,7 +129,7 @@ CONTINUED = web.RequestKey("continued", bool)
 
 
 async def _continue_later(_: web.Request) -> None:
-    """Nothing before the handlers: the refusals (403, 404, 415, 413) are told from the
+    """Nothing before the handlers: the refusals (403, 404, 405, 415, 413) are told from the
     headers and answered without inviting the body; :func:`_read_body` sends
     ``100 Continue`` when it is about to read it. aiohttp's own handler sent it at once,
     before even the client's address was checked."""

@@ -303,17 +303,32 @@ async def _refused_before_the_body(url: str, head: str) -> bytes:
      "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"415"),
     (f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 20000000\r\n"
      "Expect: 100-continue\r\n\r\n", b"413"),
+    (f"GET {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+     "Expect: 100-continue\r\n\r\n", b"405"),
+    (f"PUT {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+     "Expect: 100-continue\r\n\r\n", b"405"),
+    ("DELETE /api/HypervResource HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+     "Expect: 100-continue\r\n\r\n", b"405"),
+    ("POST /api/Other/com.cloud.agent.api.ReadyCommand HTTP/1.1\r\nHost: a\r\n"
+     "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"404"),
+    (f"POST {READY}/more HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
+     "Expect: 100-continue\r\n\r\n", b"404"),
 ])
 async def test_a_request_refused_from_its_headers_gets_no_100_continue_and_a_closed_line(
     running: Running, head: str, status: bytes,
 ) -> None:
     """Expect: 100-continue asks whether to send the body: a request the agent refuses
-    from its headers alone is answered at once, without inviting the body (20 MB the
-    client would send for nothing), and the connection closes, so a body the client
-    sends after all is never read as its next request."""
+    from its headers alone (its path or method not served included) is answered at once,
+    without inviting the body (20 MB the client would send for nothing), and the
+    connection closes, so a body the client sends after all is never read as its next
+    request; the agent serves on."""
     reply = await _refused_before_the_body(running.url, head)
     assert reply.startswith(b"HTTP/1.1 " + status), reply
     assert b"100 Continue" not in reply and b"\r\nConnection: close\r\n" in reply
+    if status == b"405":  # naming what the path is served for, as before
+        allowed = b"GET,HEAD" if head.startswith("DELETE") else b"POST"
+        assert b"\r\nAllow: " + allowed + b"\r\n" in reply, reply
+    assert (await running.answer(READY.removeprefix(API), {}))[1]["result"] is True
 
 
 async def test_a_client_outside_allow_from_expecting_100_continue_gets_403_at_once(
