@@ -8,9 +8,10 @@ liveness string the C# agent answered. Requests are served concurrently.
 Only clients in ``allow_from`` are served (this host alone when it is empty); others get
 HTTP 403 naming the setting, and a log line at most once a minute per address, whichever
 listener they reached when the listeners share their ``refusals``. Compressed bodies are
-refused (415), never inflated. A client that sends ``Expect: 100-continue`` is invited to
-send its body only once the request is known to be served; a refusal comes at once, and
-closes the connection (:func:`close_unasked`). The connections themselves (idle
+refused (415), never inflated, and so are transfer codings other than chunked (501). A
+client that sends ``Expect: 100-continue`` is invited to send its body only once the
+request is known to be served; a refusal comes at once, and closes the connection
+(:func:`close_unasked`). The connections themselves (idle
 deadlines, the cap) are kept by :mod:`hyperv_agent.connections`.
 """
 
@@ -86,7 +87,7 @@ def make_app(
         if not dispatcher.knows(fqcn):
             return web.Response(status=404, text=logs.cut(f"unknown command {logs.escape(fqcn)}",
                                                           UNKNOWN_CLASS_BYTES))
-        refusal = _compressed(request)
+        refusal = _compressed(request) or _transfer_coded(request)
         if refusal is not None:
             return refusal
         try:
@@ -198,6 +199,27 @@ def _compressed(request: web.Request) -> web.Response | None:
     encoding = ", ".join(coding for coding in codings if coding)
     return web.Response(status=415, text=f"compressed request bodies (Content-Encoding: "
                                          f"{encoding[:40]}) are not accepted; send plain JSON")
+
+
+def _transfer_coded(request: web.Request) -> web.Response | None:
+    """HTTP 501 for a body sent with a transfer coding other than ``chunked`` (``gzip,
+    chunked``): the HTTP parser takes the chunks off and would hand the coded bytes on as
+    if they were the JSON. RFC 9112, section 6.1 says a server answers 501 (Not
+    Implemented) to a transfer coding it does not understand; 501 rather than the 415 of
+    a Content-Encoding, since the coding is of the message, not of the media. The
+    connection closes after the answer: a coding this server does not take says the
+    client and the agent do not agree on how the message is framed."""
+    codings = [coding.strip().lower()
+               for line in request.headers.getall(hdrs.TRANSFER_ENCODING, [])
+               for coding in line.split(",")]
+    if all(coding in ("", "chunked") for coding in codings):
+        return None
+    encoding = ", ".join(coding for coding in codings if coding)
+    refusal = web.Response(status=501, text=f"transfer codings other than chunked "
+                                            f"(Transfer-Encoding: {encoding[:40]}) are not "
+                                            "implemented; send plain JSON")
+    refusal.force_close()
+    return refusal
 
 
 def allowed(peer: str, networks: Sequence[Network]) -> bool:

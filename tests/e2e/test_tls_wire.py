@@ -285,6 +285,27 @@ async def test_a_coding_on_a_second_content_encoding_line_is_refused_like_one_on
         writer.close()
 
 
+@pytest.mark.parametrize("coding", ["gzip, chunked", "x-custom ,Chunked", "identity, chunked"])
+async def test_a_transfer_coding_other_than_chunked_is_refused_with_501_and_a_closed_line(
+    running: Running, coding: str,
+) -> None:
+    """The parser takes the chunks off whatever else the body is coded with: a body sent
+    with another transfer coding is answered 501 naming it (RFC 9112, section 6.1), the
+    command is not run, and the connection closes; the agent serves on."""
+    reader, writer = await _tls_stream(running.url)
+    try:
+        writer.write(f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                     f"Transfer-Encoding: {coding}\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n".encode())
+        reply = await asyncio.wait_for(reader.read(), 3)
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 501 Not Implemented\r\n"), reply
+    named = ", ".join(part.strip().lower() for part in coding.split(","))
+    assert f"(Transfer-Encoding: {named})".encode() in reply
+    assert b"\r\nConnection: close\r\n" in reply and ANSWER not in reply
+    assert (await running.answer(READY.removeprefix(API), {}))[1]["result"] is True
+
+
 async def _refused_before_the_body(url: str, head: str) -> bytes:
     """What the agent answers to ``head`` (a request expecting 100-continue, its body
     unsent): the whole reply, read until the agent closes (at most 3 s)."""
@@ -303,6 +324,8 @@ async def _refused_before_the_body(url: str, head: str) -> bytes:
      "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"415"),
     (f"POST {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 20000000\r\n"
      "Expect: 100-continue\r\n\r\n", b"413"),
+    (f"POST {READY} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n"
+     "Expect: 100-continue\r\n\r\n", b"501"),
     (f"GET {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
      "Expect: 100-continue\r\n\r\n", b"405"),
     (f"PUT {READY} HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n"
