@@ -77,7 +77,8 @@ def make_app(
     HTTP 403 (logged as ``refusals`` admits, :func:`allow_only`), compressed bodies HTTP
     415."""
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[close_unasked, allow_only(tuple(allow_from), refusals)])
+                          middlewares=[close_unasked, refuse_chunked_http10,
+                                       allow_only(tuple(allow_from), refusals)])
 
     async def liveness(_: web.Request) -> web.Response:
         return web.Response(text=LIVENESS)
@@ -168,6 +169,23 @@ async def close_unasked(request: web.Request, handler: Handler) -> web.StreamRes
         response.force_close()
         connections.close_unread(request)
     return response
+
+
+@web.middleware
+async def refuse_chunked_http10(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """HTTP 400, closing the connection without reading on, for an HTTP/1.0 request with
+    ``Transfer-Encoding``: RFC 9112, section 6.1 has a server treat its framing as faulty,
+    even with a Content-Length, and close the connection. HTTP/1.0 has no transfer
+    codings, so a client or a proxy in between may end the body elsewhere than the
+    agent would, and what the agent would read next on the connection as a request
+    could be part of the body."""
+    if request.version >= HttpVersion11 or hdrs.TRANSFER_ENCODING not in request.headers:
+        return await handler(request)
+    refusal = web.Response(status=400, text="Transfer-Encoding is not HTTP/1.0: send the "
+                                            "body with a Content-Length, or as HTTP/1.1")
+    refusal.force_close()
+    connections.close_unread(request)
+    return refusal
 
 
 async def _read_body(request: web.Request, max_bytes: int) -> bytes:

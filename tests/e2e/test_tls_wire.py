@@ -19,6 +19,7 @@ import trustme
 
 from hyperv_agent import tls
 from hyperv_agent.config import AgentConfig
+from hyperv_agent.server import LIVENESS
 from hyperv_agent.service import build_agent
 from tests.conftest import requires_tool
 from tests.e2e.conftest import API, Running, client_context, run_agent, start
@@ -303,6 +304,26 @@ async def test_a_transfer_coding_other_than_chunked_is_refused_with_501_and_a_cl
     named = ", ".join(part.strip().lower() for part in coding.split(","))
     assert f"(Transfer-Encoding: {named})".encode() in reply
     assert b"\r\nConnection: close\r\n" in reply and ANSWER not in reply
+    assert (await running.answer(READY.removeprefix(API), {}))[1]["result"] is True
+
+
+async def test_an_http10_request_with_transfer_encoding_is_refused_and_its_line_closed(
+    running: Running,
+) -> None:
+    """HTTP/1.0 has no transfer codings: RFC 9112, section 6.1 has the framing of such a
+    request taken as faulty and the connection closed. The command is not run, and
+    nothing after it on the connection is read as a request."""
+    reader, writer = await _tls_stream(running.url)
+    try:
+        writer.write(f"POST {READY} HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+                     f"GET {API.rstrip('/')} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        reply = await asyncio.wait_for(reader.read(), 3)
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.0 400 Bad Request\r\n"), reply
+    assert b"Transfer-Encoding is not HTTP/1.0" in reply and ANSWER not in reply
+    assert LIVENESS.encode() not in reply and b"Connection: keep-alive" not in reply, reply
     assert (await running.answer(READY.removeprefix(API), {}))[1]["result"] is True
 
 
