@@ -437,6 +437,63 @@ async def test_a_copy_between_two_folders_of_one_share_uses_each_folders_account
         assert (samba.share_dir / "pool-b/vol.vhdx").owner() == "bin"
 
 
+async def test_a_path_below_no_pools_folder_is_reached_with_an_account_chosen_by_rule(
+) -> None:
+    """An image store beside two pools of one share, each pool's folder its own account's,
+    the store's URL carrying none: it is reached with the account configured for the
+    server, whichever pool logged on last; without one, with the share's one pool account
+    (another share's one account serving a share without pools), and where the share's
+    folders have several accounts none is guessed: the call fails naming them and the
+    setting to use, and writes nothing."""
+    accounts = {"daemon": "Pool-a-acc0unt!", "bin": "Pool-b-acc0unt!"}
+    with samba_with_accounts(accounts) as samba:
+        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+        (samba.share_dir / "store").mkdir(mode=0o777)
+        (samba.share_dir / "store").chmod(0o777)
+        (samba.other_share_dir / "store").mkdir(mode=0o777)
+        (samba.other_share_dir / "store").chmod(0o777)
+
+        def pool(user: str, folder: str) -> ShareLocation:
+            return ShareLocation(samba.server, samba.share, folder,
+                                 Credentials(user, samba.server, accounts[user]))
+
+        configured = {samba.server: Credentials(samba.user, samba.server, samba.password)}
+        files = SmbFiles(port=samba.port, connect_timeout_s=3, configured=configured)
+        try:
+            files.use_credentials(pool("daemon", "pool-a"))
+            await files.write_text(f"{samba.unc}\\pool-a\\a.txt", "a")
+            await files.write_text(f"{samba.unc}\\store\\configured.txt", "c")
+        finally:
+            files.close()
+        assert (samba.share_dir / "pool-a/a.txt").owner() == "daemon"
+        assert (samba.share_dir / "store/configured.txt").owner() == samba.user
+
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        try:
+            files.use_credentials(pool("daemon", "pool-a"))
+            await files.write_text(f"{samba.unc}\\pool-a\\a2.txt", "a")
+            await files.write_text(f"{samba.unc}\\store\\one.txt", "1")
+            other = f"\\\\{samba.server}\\{samba.other_share}\\store\\other.txt"
+            await files.write_text(other, "o")
+            files.use_credentials(pool("bin", "pool-b"))
+            await files.write_text(f"{samba.unc}\\pool-b\\b.txt", "b")
+            with pytest.raises(HostFileError) as caught:
+                await files.write_text(f"{samba.unc}\\store\\two.txt", "2")
+        finally:
+            files.close()
+        message = str(caught.value)
+        assert "several accounts" in message and "[agent.smb_credentials]" in message
+        assert f"{samba.server}\\bin" in message and f"{samba.server}\\daemon" in message
+        assert all(secret not in message for secret in accounts.values())
+        assert (samba.share_dir / "store/one.txt").owner() == "daemon"
+        assert (samba.other_share_dir / "store/other.txt").owner() == "daemon"
+        assert not (samba.share_dir / "store/two.txt").exists()
+        assert not list((samba.share_dir / "store").glob(".two.txt*"))
+
+
 async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
     files = SmbFiles(port=samba.port, connect_timeout_s=3)
     try:

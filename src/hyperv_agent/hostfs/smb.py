@@ -6,10 +6,13 @@ emulator when a share lives on a real SMB server. Credentials registered by
 they were given for: a path below it is reached with them, the deepest such folder
 winning, so two pools in two folders of one share, each with its own account, each keep
 theirs (smbprotocol holds one session per server and user on one connection, and each
-call names its user). A path below no such folder is reached with the last account its
-share accepted, else the last one its server accepted for another share (so a pool's
-account also serves an image store whose URL the MS stripped), else with the account
-configured for the server (``[agent.smb_credentials]``), on the configured port.
+call names its user). A path below no such folder (an image store whose URL the MS
+stripped) is reached with an account chosen by rule, never by which logon came last: the
+one configured for the server (``[agent.smb_credentials]``, the operator's choice), else
+the one account the folders of its share are reached with, else, when no folder of that
+share has one, the one account the folders of the server are reached with; where there
+are several, none is guessed and the call fails naming them and the setting that
+decides (``credentials_for``). Every logon is on the configured port.
 Credentials the server refuses at logon are dropped again: the folder goes back to the
 account it had, so a mistyped re-registration never takes a pool's files from the account
 that reaches them; an account kept as a share's own (``keep_credentials``: the WinRM
@@ -172,7 +175,6 @@ class SmbFiles(HostFiles):
         # keyed by (server, share, folder below the share; "" for the whole share)
         self._offered: dict[_Scope, Credentials] = {}  # not yet logged on with
         self._accepted: dict[_Scope, Credentials] = {}
-        self._server_accounts: dict[str, Credentials] = {}  # the last accepted per server
         self._kept: dict[_Scope, Credentials] = {}  # offered again when refused
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
@@ -353,6 +355,13 @@ class SmbFiles(HostFiles):
         key, offered, credentials = self._account(target)
         if credentials is not None:
             kwargs.update(username=credentials.qualified_user, password=credentials.password)
+        elif len(choices := self.fallback_accounts(server, target.share)) > 1:
+            users = ", ".join(sorted({account.qualified_user for account in choices}))
+            raise HostFileError(
+                f"cannot reach {target.path}: it is below no folder with an account of its "
+                f"own, and the folders of SMB server {server} are reached with several "
+                f"accounts ({users}), so none is taken for it: give the account in the "
+                f'storage URL, or add "{server}" to [agent.smb_credentials]')
         try:
             with self._server_lock(server):
                 self._connect(server)
@@ -411,9 +420,7 @@ class SmbFiles(HostFiles):
             trial.disconnect()
 
     def _settle(self, key: _Scope, offered: Credentials, accepted: bool) -> None:
-        """The logon with ``offered`` for the folder ``key`` succeeded or was refused.
-        Accepted, it is also the account of the share's paths below no folder of their
-        own, as the last one the share accepted."""
+        """The logon with ``offered`` for the folder ``key`` succeeded or was refused."""
         with self._lock:
             if self._offered.get(key) == offered:  # not replaced by a newer offer meanwhile
                 del self._offered[key]
@@ -422,20 +429,35 @@ class SmbFiles(HostFiles):
                     self._offered[key] = kept  # the share's own account, tried again
             if accepted:
                 self._accepted[key] = offered
-                self._accepted[(key[0], key[1], "")] = offered
-                self._server_accounts[key[0]] = offered
 
     def credentials_for(self, server: str, share: str | None = None) -> Credentials | None:
-        """The account ``share`` on ``server`` is reached with: the one its server accepted
-        for it, else the last one the server accepted for another share, else the
-        configured one; None when there is none. Credentials offered and not yet logged
-        on with are not counted, except those kept as the share's own account
-        (``keep_credentials``)."""
+        """The account a path of ``share`` on ``server`` (of the server, without one) below
+        no folder with an account of its own is reached with; None when there is none,
+        or several (``fallback_accounts``)."""
+        accounts = self.fallback_accounts(server, share)
+        return accounts[0] if len(accounts) == 1 else None
+
+    def fallback_accounts(self, server: str, share: str | None = None
+                          ) -> tuple[Credentials, ...]:
+        """The accounts a path below no folder with an account of its own could be reached
+        with, by rule rather than by which logon came last (an image store whose URL the
+        MS stripped sits beside the pools, on their share or another of their server):
+        the account configured for ``server`` (the operator's choice wins); else the
+        distinct accounts the folders of ``share`` are reached with; else, when no folder
+        of it has one, those the folders of the server's other shares are reached with.
+        One is the account to use; several leave the choice to the operator. Credentials
+        offered and not yet logged on with are not counted; those kept as a share's own
+        (``keep_credentials``) are."""
+        configured = self._configured.get(server.lower())
+        if configured is not None:
+            return (configured,)
         with self._lock:
-            key = (*_share_key(server, share), "") if share else None
-            own = (self._accepted.get(key) or self._kept.get(key)) if key else None
-            given = own or self._server_accounts.get(server.lower())
-        return given or self._configured.get(server.lower())
+            known = {**self._kept, **self._accepted}
+        wanted = _share_key(server, share) if share else None
+        on_share = [account for scope, account in known.items() if scope[:2] == wanted]
+        on_server = [account for scope, account in known.items()
+                     if scope[0] == server.lower()]
+        return tuple(dict.fromkeys(on_share or on_server))
 
     def _account(self, target: _Target) -> tuple[_Scope, Credentials | None,
                                                  Credentials | None]:
