@@ -877,6 +877,54 @@ async def test_copy_fails_naming_the_server_when_no_account_is_known(
     assert samba.password not in details and samba.password not in caplog.text
 
 
+def _own_pool(samba: Samba, pool_uuid: str, folder: str, user: str, password: str
+              ) -> dict[str, Any]:
+    """The 4.22 MS's ModifyStoragePoolCommand for a pool in ``folder`` of the share, its
+    account in the path (``_ms_pool`` with another account and uuid)."""
+    body = _ms_pool(samba, folder)
+    body["pool"] |= {"uuid": pool_uuid, "path": (
+        f"/{samba.share}/{folder}?user={user}&password={quote(password, safe='')}"
+        f"&domain={samba.server}")}
+    return body
+
+
+@pytest.mark.parametrize("remove", ["modify", "delete"])
+async def test_a_removed_pools_account_is_forgotten_and_leaves_the_share_to_the_others(
+    tmp_path: Path, remove: str
+) -> None:
+    """A pool removed (DeleteStoragePoolCommand, or ModifyStoragePoolCommand without
+    ``add``) takes its account with it: the image store beside the pool that took its
+    place on the share is reached with that pool's account, the share's only one, not
+    refused as a choice between the new account and the removed pool's."""
+    accounts = {"daemon": "Removed-acc0unt!", "bin": "Staying-acc0unt!"}
+    removed, staying = str(uuid.uuid4()), str(uuid.uuid4())
+    with samba_with_accounts(accounts) as samba:
+        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+        config = load_config(None, state_dir=tmp_path / "state", backend="emulator",
+                             private_ip=PRIVATE_IP, smb_servers=[samba.server],
+                             smb_port=samba.port)
+        async with serving(config) as running:
+            first = _own_pool(samba, removed, "pool-a", "daemon", accounts["daemon"])
+            _, added = await running.answer(MODIFY, first)
+            assert added["result"] is True, added
+            if remove == "modify":
+                _, gone = await running.answer(MODIFY, {**first, "add": False})
+            else:
+                _, gone = await running.answer(
+                    "com.cloud.agent.api.DeleteStoragePoolCommand",
+                    {"_pool": {"uuid": removed, "type": "SMB"}})
+            assert gone["result"] is True and "forgotten" in gone["details"], gone
+            _, added = await running.answer(
+                MODIFY, _own_pool(samba, staying, "pool-b", "bin", accounts["bin"]))
+            assert added["result"] is True, added
+            answer = await _copy_template(running, samba, "after-removal.vhdx")
+        assert answer["result"] is True, answer
+        assert "daemon" not in json.dumps(answer)
+
+
 class _BrokenInner:
     """A file whose server went away: every write and the close fail."""
 

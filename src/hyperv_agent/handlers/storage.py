@@ -138,7 +138,21 @@ class StorageHandlers:
         async with self.pool_locks.hold(pool_uuid):
             registered = self.registry.get(pool_uuid)
             forgotten = self.registry.remove(pool_uuid)
-        return registered.root if forgotten and registered is not None else None
+            if not forgotten or registered is None:
+                return None
+            self._forget_account(registered.root)
+        return registered.root
+
+    def _forget_account(self, root: str) -> None:
+        """The file access forgets the account of a forgotten pool's share folder, unless
+        another registered pool (under another uuid) has that folder too: a removed pool's
+        account must not go on reaching its folder, nor count among the accounts of an
+        image store beside it."""
+        if self.registry.by_root(root) is not None:
+            return
+        location = locations.from_primary_store("", root, "Filesystem")
+        if isinstance(location, locations.ShareLocation):
+            self.files.forget_credentials(location)
 
     def _forgotten_details(self, pool_uuid: str, forgotten: str | None) -> str:
         if forgotten is not None:

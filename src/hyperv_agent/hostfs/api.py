@@ -92,6 +92,15 @@ class HostFiles(abc.ABC):
         reach shares with their own identity ignore this."""
         return None
 
+    def forget_credentials(self, share: ShareLocation) -> None:
+        """Stop reaching ``share``'s folder with the account given for it (its pool was
+        removed): paths below it are reached as paths below no such folder from now on,
+        and the account no longer counts for those (``SmbFiles.drop_credentials``).
+        Hosts that reach shares with their own identity have nothing to forget."""
+        smb = self.smb_for(share.server)
+        if smb is not None:
+            smb.drop_credentials(share)
+
     def use_kept_credentials(self, share: ShareLocation) -> None:
         """``use_credentials`` for the credentials kept from an earlier registration of
         ``share``'s pool, handed over at start; left out where the configuration names an

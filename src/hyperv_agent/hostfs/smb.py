@@ -12,7 +12,8 @@ one configured for the server (``[agent.smb_credentials]``, the operator's choic
 the one account the folders of its share are reached with, else, when no folder of that
 share has one, the one account the folders of the server are reached with; where there
 are several, none is guessed and the call fails naming them and the setting that
-decides (``credentials_for``). Every logon is on the configured port.
+decides (``credentials_for``). Every logon is on the configured port. The account of a
+folder whose pool is removed is forgotten (``drop_credentials``).
 Credentials the server refuses at logon are dropped again: the folder goes back to the
 account it had, so a mistyped re-registration never takes a pool's files from the account
 that reaches them; an account kept as a share's own (``keep_credentials``: the WinRM
@@ -198,6 +199,17 @@ class SmbFiles(HostFiles):
                     self._offered.pop(key, None)
                 else:
                     self._offered[key] = share.credentials
+
+    def drop_credentials(self, share: ShareLocation) -> None:
+        """Forget the account offered or accepted for ``share``'s folder (its pool was
+        removed), so that it neither reaches paths below the folder nor counts among the
+        accounts of paths below no folder of their own; a pool registered there again
+        brings its own. An account kept as the share's own (``keep_credentials``) stays.
+        Sessions already open stay, for the folders whose account they are."""
+        key = _scope(share)
+        with self._lock:
+            self._offered.pop(key, None)
+            self._accepted.pop(key, None)
 
     def keep_credentials(self, share: ShareLocation) -> None:
         """``use_credentials`` for an account that stays ``share``'s own whatever a logon
