@@ -22,7 +22,8 @@ any command on it. They are kept as the TLS private key already is in the same f
 readable by the agent's account only (created 0600 on POSIX; on Windows given the key's
 protected access list, ``winacl.restrict``, before a byte is written), written aside and
 renamed as every file here, handed to the file access at start, replaced when a
-ModifyStoragePoolCommand brings new ones and removed with their pool; with no pool left
+ModifyStoragePoolCommand brings new ones (a new password for a user is given to every
+pool of the server kept with that user too) and removed with their pool; with no pool left
 to keep them for, there is no file. A copy of that file set aside because it could not be
 read (below) holds passwords too: every pool removal, and the last credentials leaving,
 remove such copies, so that a pool's password does not outlive the pool on the disk. A KVM
@@ -291,11 +292,28 @@ class PoolRegistry:
             if credentials is not None and pool.root.startswith("\\\\"):
                 changed = self._credentials.get(key) != credentials
                 self._credentials[key] = credentials
+                changed |= self._rotate(pool, credentials)
             else:  # kept only for the share they were given for
                 moved = before is None or not locations.same_folder(before.root, pool.root)
                 changed = moved and self._credentials.pop(key, None) is not None
             if changed:
                 self._write_credentials()
+
+    def _rotate(self, pool: RegisteredPool, credentials: Credentials) -> bool:
+        """Give ``credentials``' password to every other pool of ``pool``'s server kept
+        with the same user: the newest password the management server gave for an
+        account on a server is that account's (changed on the file server since the other
+        pools were registered), and the old one would be refused after a restart. Whether
+        any changed."""
+        server = _server_of(pool.root)
+        changed = False
+        for key, account in self._credentials.items():
+            other = self._pools.get(key)
+            if other is not None and _server_of(other.root) == server \
+                    and locations.same_user(account, credentials) and account != credentials:
+                self._credentials[key] = credentials
+                changed = True
+        return changed
 
     def remove(self, pool_uuid: str) -> bool:
         """Forget the pool, and its credentials; False when it was not registered."""
@@ -662,6 +680,11 @@ def stored_shares(state_dir: Path) -> tuple[ShareLocation, ...]:
                  if (pool := pools.get(str(key).lower())) is not None
                  and (account := _credentials_of(value)) is not None
                  and (share := _share_of(pool.root, account)) is not None)
+
+
+def _server_of(root: str) -> str:
+    """The server of a UNC root, lower-case ("" for a local folder)."""
+    return root[2:].split("\\", 1)[0].lower() if root.startswith("\\\\") else ""
 
 
 def _share_of(root: str, account: Credentials) -> ShareLocation | None:

@@ -1042,3 +1042,42 @@ async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:
         await check(running)
     async with serving(config) as running:  # restarted: no ModifyStoragePool comes
         await check(running)
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, restarted
+async def test_a_password_rotated_between_two_pools_of_one_user_reaches_both(
+    tmp_path: Path, own_samba: Samba
+) -> None:
+    """Two pools on one server with one account, the second registered after the account's
+    password changed on the file server: the newest password the MS gave for that user
+    there is the one both pools' folders are reached with, after the server drops its
+    connections (the first pool's old password was tried and refused, its statistics and
+    heartbeats failed) and after the agent restarts (the old one no longer kept)."""
+    samba = own_samba
+    config = _samba_config(tmp_path, samba)
+    old = samba.password
+    pools = {POOL_A: "rotated-a", POOL_B: "rotated-b"}
+
+    def pool(pool_uuid: str) -> dict[str, object]:
+        body = _samba_pool(samba, pools[pool_uuid])
+        body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
+        return body
+
+    async def both_measured(running: Running) -> None:
+        for pool_uuid in pools:
+            _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
+            assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, pool(POOL_A))
+        assert added["result"] is True, added
+        samba.set_password("R0tated-pw!two")
+        _, added = await running.answer(MODIFY, pool(POOL_B))
+        assert added["result"] is True, added
+        samba.crash()  # the file server restarts: every session logs on again
+        samba.start_again()
+        await both_measured(running)
+    kept = (config.agent.state_dir / KEPT).read_text()
+    assert old not in kept and quote(old, safe="") not in kept
+    async with serving(config) as running:  # restarted: the kept accounts only
+        await both_measured(running)

@@ -303,6 +303,12 @@ def account(user: str, password: str, domain: str, server: str) -> Credentials:
     return Credentials(user=user, domain=domain or server, password=password)
 
 
+def same_user(first: Credentials, second: Credentials) -> bool:
+    """Whether two credentials name one account (its password aside): the same user of
+    the same domain, compared case-insensitively as Windows compares account names."""
+    return first.qualified_user.casefold() == second.qualified_user.casefold()
+
+
 # --- PrimaryDataStoreTO ----------------------------------------------------------------------
 
 

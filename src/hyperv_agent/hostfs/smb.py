@@ -64,7 +64,7 @@ from smbprotocol.session import Session  # type: ignore[import-untyped]
 from hyperv_agent.errors import HostFileError, LogonRefused, PathNotAllowed
 from hyperv_agent.hostfs import locations
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
-from hyperv_agent.hostfs.locations import Credentials, ShareLocation
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation, same_user
 from hyperv_agent.hostfs.smbwatch import Watchdog, keep_alive, shut_down
 
 DEFAULT_PORT = 445
@@ -432,7 +432,10 @@ class SmbFiles(HostFiles):
             trial.disconnect()
 
     def _settle(self, key: _Scope, offered: Credentials, accepted: bool) -> None:
-        """The logon with ``offered`` for the folder ``key`` succeeded or was refused."""
+        """The logon with ``offered`` for the folder ``key`` succeeded or was refused.
+        Accepted, its password is also that of every other folder of the server reached
+        with the same user: a password changed on the file server is changed for the
+        account, and the other folders' old one would be refused at their next logon."""
         with self._lock:
             if self._offered.get(key) == offered:  # not replaced by a newer offer meanwhile
                 del self._offered[key]
@@ -441,6 +444,9 @@ class SmbFiles(HostFiles):
                     self._offered[key] = kept  # the share's own account, tried again
             if accepted:
                 self._accepted[key] = offered
+                for scope, account in self._accepted.items():
+                    if scope[0] == key[0] and same_user(account, offered):
+                        self._accepted[scope] = offered
 
     def credentials_for(self, server: str, share: str | None = None) -> Credentials | None:
         """The account a path of ``share`` on ``server`` (of the server, without one) below
