@@ -1081,3 +1081,46 @@ async def test_a_password_rotated_between_two_pools_of_one_user_reaches_both(
     assert old not in kept and quote(old, safe="") not in kept
     async with serving(config) as running:  # restarted: the kept accounts only
         await both_measured(running)
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, restarted
+async def test_a_pool_re_sent_with_its_old_password_keeps_the_newest_one(
+    tmp_path: Path, own_samba: Samba
+) -> None:
+    """The management server re-sends every pool when the host connects, each with the
+    details it stores: after an operator changed the account's password and updated one
+    pool's details only, the other pool comes again with the old password. It was taken
+    because a session opened with it before the change was still open (a session's
+    password was trusted), kept for a restart and handed to every pool of that user:
+    after a restart both pools were refused at logon. It is refused as any wrong
+    password is (the operator updates the pool's details), and the folders, and what is
+    kept for a restart, keep the newest."""
+    samba = own_samba
+    config = _samba_config(tmp_path, samba)
+    old, new = samba.password, "R0tated-pw!three"
+    folders = {POOL_A: "resent-a", POOL_B: "resent-b"}
+
+    def pool(pool_uuid: str, password: str) -> dict[str, object]:
+        body = _samba_pool(samba, folders[pool_uuid], password)
+        body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
+        return body
+
+    async def both_measured(running: Running) -> None:
+        for pool_uuid in folders:
+            _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
+            assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, pool(POOL_A, old))
+        assert added["result"] is True, added
+        samba.set_password(new)
+        _, added = await running.answer(MODIFY, pool(POOL_B, new))
+        assert added["result"] is True, added
+        _, again = await running.answer(MODIFY, pool(POOL_A, old))  # the host reconnects
+        # refused as any wrong password is, though a session opened with it is still open
+        assert again["result"] is False and "refused the logon" in again["details"], again
+        await both_measured(running)  # the folders keep the newest
+    kept = (config.agent.state_dir / KEPT).read_text()
+    assert quote(old, safe="") not in kept and old not in kept, kept
+    async with serving(config) as running:  # restarted: the kept accounts only
+        await both_measured(running)

@@ -411,19 +411,25 @@ class SmbFiles(HostFiles):
             self._connections[f"{server.lower()}:{self.port}"] = connection
 
     def _check_password(self, server: str, offered: Credentials) -> None:
-        """Log on with ``offered`` when a session of its user is open with another
-        password, then log that logon off: smbclient picks an open session by user name
-        alone, so a mistyped password for a user already logged on would otherwise be taken
-        and kept, to fail only at the next reconnect. Refused, the logon's error is raised.
-        The open session stays in use (the server authorises by account, not password)."""
+        """Log on with ``offered`` when a session of its user is open and the password is
+        not the one last accepted for that user on ``server``, then log that logon off:
+        smbclient picks an open session by user name alone, so a mistyped password for a
+        user already logged on would otherwise be taken and kept, to fail only at the next
+        reconnect. A session's own password proves nothing: one opened before the password
+        was changed on the file server stays open, and the old password, re-sent with a
+        pool whose details were not updated, would pass for good. Refused, the logon's
+        error is raised. The open session stays in use (the server authorises by account,
+        not password)."""
         connection = self._pooled(server)
         if connection is None:
             return
         user = offered.qualified_user
-        users = [session for session in connection.session_table.values()
-                 if session.username == user]
-        if not users or any(session.password == offered.password for session in users):
+        if not any(session.username == user for session in connection.session_table.values()):
             return
+        with self._lock:
+            if any(scope[0] == server.lower() and account == offered
+                   for scope, account in self._accepted.items()):
+                return
         # as smbclient.register_session logs on: no encryption forced, Negotiate
         trial = Session(connection, username=user, password=offered.password,
                         require_encryption=False, auth_protocol="negotiate")
