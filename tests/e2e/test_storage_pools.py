@@ -1022,23 +1022,37 @@ async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:
     config = _samba_config(tmp_path, samba)
     pools = {POOL_A: "daemon", POOL_B: "bin"}
 
+    def stamp_of(user: str) -> Path:
+        return samba.share_dir / owners[user] / f"hb-{PRIVATE_IP}"
+
+    def stamped_anew(pool_uuid: str, user: str, before: int | None) -> int:
+        """The stamp's inode, checked to be a new file (each stamp is renamed over the
+        last) written as the pool's own account, with nothing left aside."""
+        beat = stamp_of(user)
+        assert beat.exists(), f"no heartbeat for {pool_uuid} ({user})"
+        assert beat.stat().st_ino != before, f"heartbeat for {pool_uuid} ({user}) not renewed"
+        assert beat.owner() == user  # written as the pool's own account
+        assert os.listdir(beat.parent) == [beat.name]
+        return beat.stat().st_ino
+
+    stamps: dict[str, int | None] = dict.fromkeys(pools.values())
+
     async def check(running: Running) -> None:
-        for user in pools.values():
-            (samba.share_dir / owners[user] / f"hb-{PRIVATE_IP}").unlink(missing_ok=True)
-        await running.agent.host.write_heartbeats()
-        for pool_uuid, user in pools.items():
-            beat = samba.share_dir / owners[user] / f"hb-{PRIVATE_IP}"
-            assert beat.exists(), f"no heartbeat for {pool_uuid} ({user})"
-            assert beat.owner() == user  # written as the pool's own account
+        for _ in range(3):  # each round replaces the stamps the last one wrote
+            await running.agent.host.write_heartbeats()
+            for pool_uuid, user in pools.items():
+                stamps[user] = stamped_anew(pool_uuid, user, stamps[user])
+        for pool_uuid in pools:
             _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
             assert stats["result"] is True and stats["capacityBytes"] > 0, stats
 
     async with serving(config) as running:
-        for _ in range(2):  # a reconnect sends them all again
+        for _ in range(2):  # a reconnect sends them all again, each stamped again
             for pool_uuid, user in pools.items():
                 _, added = await running.answer(
                     MODIFY, _account_pool(samba, pool_uuid, owners[user], user))
                 assert added["result"] is True, added
+                stamps[user] = stamped_anew(pool_uuid, user, stamps[user])
         await check(running)
     async with serving(config) as running:  # restarted: no ModifyStoragePool comes
         await check(running)

@@ -118,6 +118,41 @@ async def test_write_text_replaces_the_file_without_leaving_a_temporary_when_it_
     assert await smb.read_text(share.path("hb")) == "2024-5-7@3:4:9 é"
 
 
+async def test_write_text_and_rename_replace_files_in_a_folder_owned_by_its_account() -> None:
+    """A folder that belongs to the account that reaches it (a pool's service account),
+    files created with no execute right (``create mask = 0644``): the account replaces,
+    round after round, the file it wrote itself (a heartbeat stamp), and a file another
+    account left there; each time the new contents replace the old whole, and nothing is
+    left aside."""
+    accounts = {"daemon": "Own-f0lder!pw"}
+    with samba_with_accounts(accounts) as samba:
+        folder = samba.share_dir / "pool"
+        folder.mkdir()
+        shutil.chown(folder, "daemon", "daemon")
+        folder.chmod(0o700)
+        left = folder / "left.vhdx"
+        left.write_text("another account's, longer")
+        shutil.chown(left, "bin", "bin")
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
+                                            Credentials("daemon", samba.server,
+                                                        accounts["daemon"])))
+        unc = f"{samba.unc}\\pool"
+        try:
+            for stamp in ("2026-12-7@23:0:0", "2026-12-7@23:1:0", "2026-12-7@23:2:0"):
+                await files.write_text(f"{unc}\\hb-10.1.1.7", stamp)
+                assert (folder / "hb-10.1.1.7").read_text() == stamp
+                assert (folder / "hb-10.1.1.7").owner() == "daemon"
+            await files.write_text(f"{unc}\\left.vhdx", "replaced")
+            assert left.read_text() == "replaced" and left.owner() == "daemon"
+            await files.write_text(f"{unc}\\new.tmp", "renamed over")
+            await files.rename(f"{unc}\\new.tmp", f"{unc}\\hb-10.1.1.7")
+        finally:
+            files.close()
+        assert (folder / "hb-10.1.1.7").read_text() == "renamed over"
+        assert sorted(os.listdir(folder)) == ["hb-10.1.1.7", "left.vhdx"]
+
+
 async def test_read_text_returns_the_start_or_none_when_small_or_missing(
     smb: SmbFiles, share: Share
 ) -> None:

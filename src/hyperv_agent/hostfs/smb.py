@@ -51,6 +51,7 @@ from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import smbclient  # type: ignore[import-untyped]
 import smbclient.shutil  # type: ignore[import-untyped]
+from smbclient._io import SMBFileTransaction, SMBRawIO, set_info  # type: ignore[import-untyped]
 from smbprotocol.connection import Connection  # type: ignore[import-untyped]
 from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBAuthenticationError,
@@ -58,6 +59,11 @@ from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBException,
     SMBOSError,
     SMBResponseException,
+)
+from smbprotocol.file_info import FileRenameInformation  # type: ignore[import-untyped]
+from smbprotocol.open import (  # type: ignore[import-untyped]
+    CreateOptions,
+    FilePipePrinterAccessMask,
 )
 from smbprotocol.session import Session  # type: ignore[import-untyped]
 
@@ -315,7 +321,7 @@ class SmbFiles(HostFiles):
         src, dst = _target(source), _target(target)
         if src.share_root.lower() != dst.share_root.lower():
             raise HostFileError(f"cannot rename {source} to {target}: not on the same share")
-        await self._run("rename", source, smbclient.replace, dst.path)
+        await self._run("rename", source, _replace, dst.path)
 
     async def link_out(self, root: str, path: str) -> str | None:
         """smbprotocol follows a server's symbolic links by itself, so each step below
@@ -697,6 +703,60 @@ def _read_start(path: str, max_bytes: int, **session: Any) -> bytes:
     with smbclient.open_file(path, "rb", share_access="r", **session) as handle:
         data: bytes = handle.read(max_bytes)
         return data
+
+
+def _replace(path: str, target: str, **session: Any) -> None:
+    """Rename the file at ``path`` to ``target`` (on the same share), replacing a file
+    there, as Windows' own client does: the source opened for DELETE alone, then SET_INFO
+    FileRenameInformation with ReplaceIfExists and the target's full path in the share
+    (MS-SMB2 3.3.5.21.1). Of the file replaced the server asks only that it could be
+    deleted (on Windows: DELETE on it or FILE_DELETE_CHILD on its folder) and that nothing
+    holds it open (MS-FSCC FileRenameInformation).
+    ``smbclient.replace`` first opens the target for FILE_EXECUTE, only to learn its name
+    in a DFS namespace: a server refuses that open where the account may replace the file
+    but not run it (one it wrote itself on Samba with ``create mask = 0644``, or under an
+    NTFS ACL without execute), and the rename failed with access denied. It is used only
+    where the source was opened under another name than its path in the share (a DFS
+    namespace, whose names it resolves). A rename refused with access denied has the
+    target looked at (opened to read its attributes): a target being deleted while open
+    elsewhere fails as that, which says why its name cannot be taken yet."""
+    with _opened(path, FilePipePrinterAccessMask.DELETE, **session) as source:
+        if str(source.fd.file_name).lower() == _inside(_target(path)).lower():
+            try:
+                with SMBFileTransaction(source) as transaction:
+                    renamed = FileRenameInformation()
+                    renamed["replace_if_exists"] = True
+                    renamed["file_name"] = _inside(_target(target))
+                    set_info(transaction, renamed)
+            except (SMBOSError, SMBResponseException) as refused:
+                if _status(refused) == _ACCESS_DENIED:
+                    _fail_if_being_deleted(target, **session)
+                raise
+            return
+    smbclient.replace(path, target, **session)
+
+
+def _fail_if_being_deleted(path: str, **session: Any) -> None:
+    """Fail as opening ``path`` fails when it is a file being deleted while open elsewhere
+    (STATUS_DELETE_PENDING); return otherwise, whatever else the open met."""
+    try:
+        with _opened(path, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, **session):
+            pass
+    except (SMBOSError, SMBResponseException) as looked:
+        if _status(looked) == _DELETE_PENDING:
+            raise
+
+
+def _opened(path: str, access: int, **session: Any) -> Any:
+    """``path`` opened (the file itself, not where a link leads) for ``access`` alone,
+    sharing everything, as a context manager."""
+    return SMBRawIO(path, mode="r", share_access="rwd", desired_access=access,
+                    create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **session)
+
+
+def _inside(target: _Target) -> str:
+    """``target``'s path in its share (no leading separator)."""
+    return target.path[len(target.share_root):].lstrip("\\")
 
 
 def _write_all(path: str, data: bytes, **session: Any) -> None:
