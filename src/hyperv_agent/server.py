@@ -76,9 +76,11 @@ def make_app(
     """The command endpoint; clients outside ``allow_from`` (loopback when it is empty) get
     HTTP 403 (logged as ``refusals`` admits, :func:`allow_only`), compressed bodies HTTP
     415."""
+    # allow_from first: a client it refuses learns nothing else of how its request is
+    # judged, and its refusal is logged whatever the request holds
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[close_unasked, refuse_chunked_http10,
-                                       allow_only(tuple(allow_from), refusals)])
+                          middlewares=[close_unasked, allow_only(tuple(allow_from), refusals),
+                                       refuse_chunked_http10])
 
     async def liveness(_: web.Request) -> web.Response:
         return web.Response(text=LIVENESS)

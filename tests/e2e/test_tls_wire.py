@@ -389,3 +389,30 @@ async def test_a_client_outside_allow_from_expecting_100_continue_gets_403_at_on
     finally:
         await runner.cleanup()
         await agent.close()
+
+
+async def test_a_client_outside_allow_from_is_refused_403_whatever_its_framing(
+    agent_config: Callable[..., AgentConfig], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """allow_from is checked before anything else of a request is judged: a client outside
+    it sending an HTTP/1.0 request with Transfer-Encoding (faulty framing) gets the 403
+    naming the setting, and the refusal is logged, not a 400 about its framing that
+    tells it nothing of why it is not served and leaves no trace of it."""
+    agent = build_agent(agent_config(allow_from=("10.9.0.0/16",)))
+    runner, url = await start(agent)
+    caplog.set_level(logging.INFO)
+    try:
+        reader, writer = await _tls_stream(url)
+        try:
+            writer.write(f"POST {READY} HTTP/1.0\r\nHost: a\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n".encode())
+            reply = await asyncio.wait_for(reader.read(), 3)
+        finally:
+            writer.close()
+    finally:
+        await runner.cleanup()
+        await agent.close()
+    assert reply.startswith(b"HTTP/1.0 403 Forbidden\r\n"), reply
+    assert b"not in allow_from" in reply and ANSWER not in reply
+    assert any("refused a request from 127.0.0.1" in record.message
+               for record in caplog.records)
