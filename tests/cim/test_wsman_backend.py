@@ -662,19 +662,24 @@ async def test_pulls_that_keep_timing_out_fail_and_release_the_context(
 
 
 @contextlib.asynccontextmanager
-async def _held_pulls(url: str, tls_dir: Path, hold_releases: bool = False
+async def _held_pulls(url: str, tls_dir: Path, hold_releases: bool = False,
+                      slow_releases_s: float = 0.0
                       ) -> AsyncIterator[tuple[str, asyncio.Event]]:
     """A stand-in in front of the face at ``url`` (https, Basic) that holds every Pull
     (and Release, when ``hold_releases``: a hung host) without an answer, setting the
-    event when the first Pull arrives, and forwards every other request."""
+    event when the first Pull arrives, and forwards every other request (a Release
+    ``slow_releases_s`` late)."""
     pulled = asyncio.Event()
     held = {PULL, RELEASE} if hold_releases else {PULL}
 
     async def forward(request: web.Request) -> web.Response:
         data = await request.read()
-        if soap.read_request(data, 512000).action in held:
+        action = soap.read_request(data, 512000).action
+        if action in held:
             pulled.set()
             await asyncio.sleep(3600)
+        if action == RELEASE:
+            await asyncio.sleep(slow_releases_s)
         headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
         async with aiohttp.ClientSession() as session, session.post(
                 url, data=data, headers=headers, ssl=False) as answer:
@@ -713,6 +718,52 @@ async def test_a_query_cancelled_during_a_pull_releases_its_context(
             assert served.service.enumerations.open_count == 0
         finally:
             await cim.close()
+
+
+async def test_closing_lets_a_given_up_querys_release_end_first(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """The agent stopping just after a query was given up during a Pull: the Release of
+    its context, under way in a task of its own, ends before the backend is closed, so
+    the host does not keep the enumeration open against the account's quota (nor is the
+    Release sent on a transport already closed)."""
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _held_pulls(served.url, tmp_path / "stand-in",
+                        slow_releases_s=0.5) as (url, pulled):
+        cim = client(url, max_envelope_bytes=8192)
+        query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
+        await asyncio.wait_for(pulled.wait(), 10)
+        query.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await query
+        await cim.close()
+        assert served.service.enumerations.open_count == 0
+
+
+async def test_closing_gives_up_a_release_the_host_does_not_answer_within_its_grace(
+        emulator: EmulatorCim, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung host answers no Release: closing waits RELEASE_GRACE_S for it, not a
+    request's whole deadline, and leaves no task of it pending on the event loop."""
+    monkeypatch.setattr(backend, "RELEASE_GRACE_S", 0.5)
+    for index in range(12):
+        await define_vm(emulator, f"vm-{index}")
+    async with face(emulator, tmp_path / "face", tls=True) as served, \
+            _held_pulls(served.url, tmp_path / "stand-in",
+                        hold_releases=True) as (url, pulled):
+        cim = client(url, max_envelope_bytes=8192)
+        query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
+        await asyncio.wait_for(pulled.wait(), 10)
+        query.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await query
+        started = time.monotonic()
+        await cim.close()
+        waited = time.monotonic() - started
+        releasing = [task for task in asyncio.all_tasks() if not task.done()
+                     and getattr(task.get_coro(), "__qualname__", "") == "WsmanCim._release"]
+    assert releasing == []
+    assert waited < transport.ANSWER_GRACE_S  # far below a request's deadline (70 s)
 
 
 async def test_a_query_past_the_accounts_operations_quota_is_unavailable_naming_it(

@@ -81,6 +81,10 @@ MAX_ENUMERATED = 2_000_000
 # Pulls in a row answered w:TimedOut before the enumeration is given up (our choice: the
 # provider produced nothing for this many OperationTimeouts).
 PULL_TIMEOUTS = 4
+#: How long ``close`` waits for the Releases of queries given up still under way: a
+#: host that answers lets their contexts go within it; one that does not (hung) would
+#: hold the close for a request's whole deadline, so they are then cancelled.
+RELEASE_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,14 @@ class WsmanCim(Cim):
         return self.transport.requests
 
     async def close(self) -> None:
+        """Close the transport, once the Releases of queries given up still under way
+        have ended (the host's contexts let go, not left open against the account's
+        quota until they expire), or after RELEASE_GRACE_S, cancelled."""
+        if self._releasing:
+            _, late = await asyncio.wait(set(self._releasing), timeout=RELEASE_GRACE_S)
+            for releasing in late:
+                releasing.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await asyncio.to_thread(self.transport.close)
 
     async def service_limits(self) -> WinrmLimits:
