@@ -5,6 +5,7 @@ the agent would use; what cannot be reached named with its reason and fix."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hyperv_agent.doctor.checks import Options
 from hyperv_agent.doctor.report import Status
 from hyperv_agent.doctor.run import diagnose
 from tests.ports import free_port
-from tests.samba import Samba
+from tests.samba import Samba, samba_with_accounts
 
 ROOMY = Options(min_free_bytes=1024 * 1024)
 
@@ -181,3 +182,33 @@ async def test_an_unreadable_registry_warns_and_is_left_as_it_was(tmp_path: Path
     assert status is Status.WARN, line
     assert "pools.json cannot be read: it is not JSON" in line
     assert sorted(p.name for p in state_dir.iterdir() if "pools" in p.name) == ["pools.json"]
+
+
+async def test_two_pools_of_one_server_are_each_named_with_their_own_account(
+        tmp_path: Path) -> None:
+    """Two pools of one share, each kept with its own account: each is reported reached
+    as the account that reached it, so the operator sees which account each pool's
+    heartbeats and statistics use (not the one a path below no pool would take, which
+    two accounts leave unchosen)."""
+    accounts = {"daemon": "Pool-a-acc0unt!", "bin": "Pool-b-acc0unt!"}
+    with samba_with_accounts(accounts) as samba:
+        roots = {}
+        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+            where.chmod(0o700)
+            roots[user] = f"{samba.unc}\\{folder}"
+        _register(tmp_path, *roots.values())
+        state_dir = tmp_path / "state"
+        pools = json.loads((state_dir / "pools.json").read_text())
+        (state_dir / "pool-credentials.json").write_text(json.dumps({
+            key: {"user": user, "domain": "", "password": accounts[user]}
+            for key, pool in pools.items() for user, root in roots.items()
+            if pool["root"] == root}))
+        config = _config(tmp_path, smb_port=samba.port, smb_servers=[samba.server])
+        status, line = await _smb_line(config)
+    assert status is Status.OK, line
+    for user, root in roots.items():
+        assert f"{root} as {user}" in line, line
+    assert all(secret not in line for secret in accounts.values())

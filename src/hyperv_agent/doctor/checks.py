@@ -35,6 +35,7 @@ from hyperv_agent.handlers import heartbeat
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.hostfs.adminshares import AdminShareFiles
 from hyperv_agent.hostfs.api import HostFiles
+from hyperv_agent.hostfs.locations import Credentials
 from hyperv_agent.hostfs.routed import RoutedFiles
 from hyperv_agent.hyperv import host, inventory
 from hyperv_agent.hyperv.schema import NAMESPACE
@@ -559,13 +560,20 @@ async def _reach(target: Target, root: str | None, server: str, reached: list[st
                  waiting: list[str], failed: list[tuple[str, str]],
                  kept: bool = False) -> None:
     """List ``root`` (a pool's, ``kept``: with its kept credentials), else log on to
-    ``server``; the outcome added to a list."""
+    ``server``; the outcome added to a list, naming the account that reached it: the
+    root's own (each pool of a server may have its own), else the server's."""
     smb = target.files.smb_for(server)
     what = root or f"SMB server {server}"
-    if smb is not None and not kept and smb.credentials_for(server) is None:
-        waiting.append(what)
-        return
+
+    def account() -> Credentials | None:
+        if smb is None:
+            return None
+        return smb.account_for(root) if root is not None else smb.credentials_for(server)
+
     try:
+        if smb is not None and not kept and account() is None:
+            waiting.append(what)
+            return
         if root is not None:
             await target.files.list_dir(root)
         elif smb is not None:
@@ -576,8 +584,9 @@ async def _reach(target: Target, root: str | None, server: str, reached: list[st
     except AgentError as error:
         failed.append((str(error), _smb_fix(str(error), server, target)))
         return
-    account = smb.credentials_for(server) if smb is not None else None
-    reached.append(f"{what} as {account.qualified_user}" if account is not None else what)
+    reached_as = account()
+    reached.append(f"{what} as {reached_as.qualified_user}" if reached_as is not None
+                   else what)
 
 
 

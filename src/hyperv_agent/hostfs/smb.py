@@ -504,6 +504,13 @@ class SmbFiles(HostFiles):
                     return scope, offered, own
         return scopes[-1], None, self.credentials_for(target.server, target.share)
 
+    def account_for(self, path: str) -> Credentials | None:
+        """The account ``path`` is reached with: its deepest folder's own (offered,
+        accepted or kept), else the one chosen by rule for a path below no such folder
+        (``credentials_for``); None when there is none, or several. PathNotAllowed for a
+        path that is not UNC."""
+        return self._account(_target(path))[2]
+
     def configured_account(self, server: str) -> Credentials | None:
         """The account ``[agent.smb_credentials]`` gives for ``server``; None without one."""
         return self._configured.get(server.lower())
