@@ -17,6 +17,7 @@ from urllib.parse import quote
 import pytest
 
 from hyperv_agent.config import AgentConfig, load_config
+from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.heartbeat import format_heartbeat, parse_heartbeat
 from hyperv_agent.handlers.storage import StorageHandlers
 from hyperv_agent.hostfs.api import FileStat
@@ -40,6 +41,8 @@ VOLUME_UUID = "13131313-1313-1313-1313-131313131313"
 POOL_UUID = "3c2e0b0a-5f1e-4c6b-9a52-0d9b8f6f2b11"
 SMB_PATH = "/SMB-Share/primary?user=admin&password=s3cret%40pw&domain=LAB"
 DELETE_POOL = "com.cloud.agent.api.DeleteStoragePoolCommand"
+DELETE_VOLUME = "org.apache.cloudstack.storage.command.DeleteCommand"
+ANSWER = "com.cloud.agent.api.Answer"
 KEPT = "pool-credentials.json"  # in the state directory
 
 
@@ -1056,6 +1059,39 @@ async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:
         await check(running)
     async with serving(config) as running:  # restarted: no ModifyStoragePool comes
         await check(running)
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, with two accounts
+async def test_a_volume_another_account_left_in_a_pools_folder_is_deleted_by_the_pool(
+    tmp_path: Path
+) -> None:
+    """A pool's folder belongs to its own service account; a volume file in it was left
+    by another account (written before the pool's account changed, or by a tool run as
+    another user) and may be read but not written by the pool's account: on Windows the
+    account still deletes it (FILE_DELETE_CHILD on its folder). DeleteCommand deletes it,
+    and answers success again once it is gone."""
+    with samba_with_accounts(ACCOUNTS) as samba:
+        folder = samba.share_dir / "folder-a"
+        folder.mkdir()
+        shutil.chown(folder, "daemon", "daemon")
+        folder.chmod(0o700)
+        volume = folder / f"{VOLUME_UUID}.vhdx"
+        vhd.create(volume, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+        shutil.chown(volume, "bin", "bin")
+        volume.chmod(0o644)
+        pool = _account_pool(samba, POOL_A, "folder-a", "daemon")
+        store = {PRIMARY_TO: {**pool["pool"], "id": 201, "poolType": "SMB"}}  # type: ignore[dict-item]
+        body = {"data": {VOLUME_TO: {"uuid": VOLUME_UUID, "volumeType": "DATADISK",
+                                     "dataStore": store, "name": "DATA-10", "size": 1 << 26,
+                                     "path": VOLUME_UUID, "format": "VHDX", "id": 10}}}
+        async with serving(_samba_config(tmp_path, samba)) as running:
+            _, added = await running.answer(MODIFY, pool)
+            assert added["result"] is True, added
+            for _ in range(2):
+                key, answer = await running.answer(DELETE_VOLUME, body)
+                assert (key, answer["result"]) == (ANSWER, True), answer
+                assert not volume.exists()
+        assert os.listdir(folder) == [f"hb-{PRIVATE_IP}"]
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, restarted

@@ -20,6 +20,12 @@ from urllib.parse import quote
 
 import pytest
 import smbclient  # type: ignore[import-untyped]
+from smbclient._io import SMBFileTransaction, SMBRawIO, set_info  # type: ignore[import-untyped]
+from smbprotocol.file_info import (  # type: ignore[import-untyped]
+    FileAttributes,
+    FileBasicInformation,
+)
+from smbprotocol.open import FilePipePrinterAccessMask  # type: ignore[import-untyped]
 
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
@@ -185,6 +191,66 @@ async def test_remove_deletes_once_and_reports_false_when_already_absent(
     assert await smb.remove(share.path("gone.vhdx")) is True
     assert not (share.local / "gone.vhdx").exists()
     assert await smb.remove(share.path("gone.vhdx")) is False
+
+
+async def test_remove_deletes_files_another_account_left_in_a_folder_owned_by_its_account(
+) -> None:
+    """A folder that belongs to the account that reaches it (a pool's service account):
+    the account deletes there files another account left, which it may read (``0644``)
+    or not even that (``0600``), but not write (on Windows: FILE_DELETE_CHILD on the
+    folder, no right on the file), and a read-only file it wrote itself; a folder is
+    still refused and kept."""
+    accounts = {"daemon": "Own-f0lder!pw"}
+    with samba_with_accounts(accounts) as samba:
+        folder = samba.share_dir / "pool"
+        folder.mkdir()
+        shutil.chown(folder, "daemon", "daemon")
+        folder.chmod(0o700)
+        for name, mode in (("left.vhdx", 0o644), ("private.iso", 0o600)):
+            (folder / name).write_text("another account's")
+            shutil.chown(folder / name, "bin", "bin")
+            (folder / name).chmod(mode)
+        (folder / "kept").mkdir()
+        shutil.chown(folder / "kept", "bin", "bin")
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
+                                            Credentials("daemon", samba.server,
+                                                        accounts["daemon"])))
+        unc = f"{samba.unc}\\pool"
+        try:
+            await files.write_text(f"{unc}\\read-only.vhdx", "own")
+            await asyncio.to_thread(_mark_read_only, f"{unc}\\read-only.vhdx", samba,
+                                    "daemon", accounts["daemon"])
+            for name in ("left.vhdx", "private.iso", "read-only.vhdx"):
+                assert await files.remove(f"{unc}\\{name}") is True, name
+                assert await files.remove(f"{unc}\\{name}") is False, name
+            with pytest.raises(HostFileError, match="cannot delete"):
+                await files.remove(f"{unc}\\kept")
+        finally:
+            files.close()
+        assert os.listdir(folder) == ["kept"]
+
+
+def _mark_read_only(path: str, samba: Samba, user: str, password: str) -> None:
+    """Give the file at ``path`` FILE_ATTRIBUTE_READONLY (as ``attrib +r`` does), checked."""
+    connections: dict[str, Any] = {}
+    session = {"username": user, "password": password, "port": samba.port,
+               "connection_cache": connections}
+    try:
+        raw = SMBRawIO(path, mode="r", share_access="rwd",
+                       desired_access=FilePipePrinterAccessMask.FILE_WRITE_ATTRIBUTES,
+                       **session)
+        with SMBFileTransaction(raw) as transaction:
+            basic = FileBasicInformation()
+            for time_field in ("creation_time", "last_access_time", "last_write_time",
+                               "change_time"):
+                basic[time_field] = 0  # unchanged
+            basic["file_attributes"] = FileAttributes.FILE_ATTRIBUTE_READONLY
+            set_info(transaction, basic)
+        assert smbclient.stat(path, **session).st_file_attributes \
+            & FileAttributes.FILE_ATTRIBUTE_READONLY
+    finally:
+        smbclient.reset_connection_cache(connection_cache=connections)
 
 
 async def test_remove_refuses_a_folder_and_keeps_it_when_asked_to_delete_one(

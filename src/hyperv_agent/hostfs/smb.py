@@ -60,7 +60,10 @@ from smbprotocol.exceptions import (  # type: ignore[import-untyped]
     SMBOSError,
     SMBResponseException,
 )
-from smbprotocol.file_info import FileRenameInformation  # type: ignore[import-untyped]
+from smbprotocol.file_info import (  # type: ignore[import-untyped]
+    FileDispositionInformation,
+    FileRenameInformation,
+)
 from smbprotocol.open import (  # type: ignore[import-untyped]
     CreateOptions,
     FilePipePrinterAccessMask,
@@ -98,6 +101,7 @@ _LOGON = frozenset({
 })
 _ACCESS_DENIED = 0xC0000022
 _SHARING_VIOLATION = 0xC0000043
+_CANNOT_DELETE = 0xC0000121  # a file with FILE_ATTRIBUTE_READONLY, asked to be deleted
 # A file deleted while another client holds it open (sharing delete): it cannot be opened
 # any more and goes when that client closes it, but its name stays taken until then.
 _DELETE_PENDING = 0xC0000056
@@ -312,7 +316,7 @@ class SmbFiles(HostFiles):
 
     async def remove(self, path: str) -> bool:
         try:
-            await self._run("delete", path, smbclient.remove)
+            await self._run("delete", path, _delete)
         except MissingFile:
             return False
         return True
@@ -743,6 +747,34 @@ def _replace(path: str, target: str, **session: Any) -> None:
     smbclient.replace(path, target, **session)
 
 
+def _delete(path: str, **session: Any) -> None:
+    """Delete the file at ``path`` (not a folder; a link itself, not where it leads) as
+    Windows' own client does: the file opened for DELETE (DeleteFile asks besides only
+    to read its attributes), then SET_INFO FileDispositionInformation. Of the file the
+    server asks only that it could be deleted (on Windows: DELETE on it or
+    FILE_DELETE_CHILD on its folder; on Samba: write on its folder), so an account
+    deletes in its own folder a file another account left there.
+    ``smbclient.remove`` also opens it for FILE_WRITE_ATTRIBUTES, to clear its attributes
+    first, which a server refuses where the account may not write the file (another
+    account's, created ``0644`` on Samba or under an NTFS ACL that does not grant it), and
+    the delete failed with access denied. A read-only file (refused as
+    STATUS_CANNOT_DELETE) is deleted as ``smbclient.remove`` does, its read-only
+    attribute cleared first: an account that may write the file may do that. Shared for
+    reading, writing and deleting, as Windows does: a file open elsewhere with delete
+    sharing is deleted when the last holder closes it."""
+    try:
+        with _opened(path, FilePipePrinterAccessMask.DELETE,
+                     CreateOptions.FILE_NON_DIRECTORY_FILE, **session) as doomed, \
+                SMBFileTransaction(doomed) as transaction:
+            disposition = FileDispositionInformation()
+            disposition["delete_pending"] = True
+            set_info(transaction, disposition)
+    except (SMBOSError, SMBResponseException) as refused:
+        if _status(refused) != _CANNOT_DELETE:
+            raise
+        smbclient.remove(path, **session)
+
+
 def _fail_if_being_deleted(path: str, **session: Any) -> None:
     """Fail as opening ``path`` fails when it is a file being deleted while open elsewhere
     (STATUS_DELETE_PENDING); return otherwise, whatever else the open met."""
@@ -754,11 +786,12 @@ def _fail_if_being_deleted(path: str, **session: Any) -> None:
             raise
 
 
-def _opened(path: str, access: int, **session: Any) -> Any:
+def _opened(path: str, access: int, options: int = 0, **session: Any) -> Any:
     """``path`` opened (the file itself, not where a link leads) for ``access`` alone,
-    sharing everything, as a context manager."""
+    sharing everything, as a context manager; ``options``: more CreateOptions."""
     return SMBRawIO(path, mode="r", share_access="rwd", desired_access=access,
-                    create_options=CreateOptions.FILE_OPEN_REPARSE_POINT, **session)
+                    create_options=CreateOptions.FILE_OPEN_REPARSE_POINT | options,
+                    **session)
 
 
 def _inside(target: _Target) -> str:
