@@ -10,7 +10,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -1010,7 +1010,8 @@ async def test_two_pools_on_one_share_each_reach_their_folder_with_their_own_acc
     different service account). The MS re-sends every pool when a host connects, in any
     order: the second registration must not take the first pool's files from its
     account, or the first pool's heartbeats, statistics and writes fail, and its
-    neighbours call this live host down. After a restart too, from the kept accounts."""
+    neighbours call this live host down. After a restart too, from the kept accounts,
+    over a stamp's file aside that a write cut short under a former account left."""
     with samba_with_accounts(ACCOUNTS) as samba:
         await _each_pool_with_its_account(tmp_path, samba)
 
@@ -1057,8 +1058,19 @@ async def _each_pool_with_its_account(tmp_path: Path, samba: Samba) -> None:
                 assert added["result"] is True, added
                 stamps[user] = stamped_anew(pool_uuid, user, stamps[user])
         await check(running)
+    _cut_short_under_another_account(samba, owners.values())
     async with serving(config) as running:  # restarted: no ModifyStoragePool comes
         await check(running)
+
+
+def _cut_short_under_another_account(samba: Samba, folders: Iterable[str]) -> None:
+    """Leave in each of ``folders`` the file aside of this host's heartbeat stamp, as a
+    write of it cut short under another account (a former account of the pool) leaves
+    it: that account's, which the folder's own account may delete but not write."""
+    for folder in folders:
+        stale = samba.share_dir / folder / f".hb-{PRIVATE_IP}.tmp"
+        stale.write_text("cut short")
+        shutil.chown(stale, "nobody")
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, with two accounts

@@ -159,6 +159,44 @@ async def test_write_text_and_rename_replace_files_in_a_folder_owned_by_its_acco
         assert sorted(os.listdir(folder)) == ["hb-10.1.1.7", "left.vhdx"]
 
 
+async def test_write_text_writes_over_a_file_aside_another_account_left_in_its_folder(
+) -> None:
+    """A write of the file cut short by another account (the pool's account before this
+    one) left its file aside, which this account may delete but not write: the file is
+    written, as this account, and nothing is left aside. In a folder the account may not
+    write, the write is still refused and nothing is changed."""
+    accounts = {"daemon": "Own-f0lder!pw"}
+    with samba_with_accounts(accounts) as samba:
+        folder = samba.share_dir / "pool"
+        folder.mkdir()
+        shutil.chown(folder, "daemon", "daemon")
+        folder.chmod(0o700)
+        stale = folder / ".hb-10.1.1.7.tmp"
+        stale.write_text("2026-12-7@22:0:0, cut")
+        shutil.chown(stale, "bin", "bin")
+        theirs = folder / "theirs"
+        theirs.mkdir(mode=0o755)
+        shutil.chown(theirs, "bin", "bin")
+        (theirs / ".hb.tmp").write_text("kept")
+        shutil.chown(theirs / ".hb.tmp", "bin", "bin")
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
+                                            Credentials("daemon", samba.server,
+                                                        accounts["daemon"])))
+        unc = f"{samba.unc}\\pool"
+        try:
+            for stamp in ("2026-12-7@23:0:0", "2026-12-7@23:1:0"):
+                await files.write_text(f"{unc}\\hb-10.1.1.7", stamp)
+                assert (folder / "hb-10.1.1.7").read_text() == stamp
+                assert (folder / "hb-10.1.1.7").owner() == "daemon"
+            with pytest.raises(HostFileError, match=r"cannot write .*\.hb\.tmp: access denied"):
+                await files.write_text(f"{unc}\\theirs\\hb", "refused")
+        finally:
+            files.close()
+        assert sorted(os.listdir(folder)) == ["hb-10.1.1.7", "theirs"]
+        assert os.listdir(theirs) == [".hb.tmp"] and (theirs / ".hb.tmp").read_text() == "kept"
+
+
 async def test_read_text_returns_the_start_or_none_when_small_or_missing(
     smb: SmbFiles, share: Share
 ) -> None:

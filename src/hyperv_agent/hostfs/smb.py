@@ -298,7 +298,7 @@ class SmbFiles(HostFiles):
         target = _target(path)
         folder, _, name = target.path.rpartition("\\")
         aside = f"{folder}\\.{name}.tmp"
-        await self._run("write", aside, _write_all, text.encode("utf-8"))
+        await self._run("write", aside, _write_aside, text.encode("utf-8"))
         await self.rename(aside, target.path)
 
     async def stat(self, path: str) -> FileStat | None:
@@ -799,8 +799,26 @@ def _inside(target: _Target) -> str:
     return target.path[len(target.share_root):].lstrip("\\")
 
 
-def _write_all(path: str, data: bytes, **session: Any) -> None:
-    with smbclient.open_file(path, "wb", **session) as handle:
+def _write_aside(path: str, data: bytes, **session: Any) -> None:
+    """Write ``data`` as the whole of the file at ``path`` (``write_text``'s file aside).
+    Overwriting a file asks to write it: a file there that another account left (a write
+    of it cut short before that account was replaced by this one), which this account
+    may delete but not write (created ``0644`` on Samba, or under an NTFS ACL that does
+    not grant it), refused that for good, and the file beside it (a heartbeat stamp) was
+    never written again. Refused with access denied, the file is deleted (``_delete``)
+    and written anew; the refusal stands when it cannot be deleted either (a folder the
+    account may not write)."""
+    try:
+        handle = smbclient.open_file(path, "wb", **session)
+    except (SMBOSError, SMBResponseException) as refused:
+        if _status(refused) != _ACCESS_DENIED:
+            raise
+        try:
+            _delete(path, **session)
+        except (SMBOSError, SMBResponseException):
+            raise refused from None
+        handle = smbclient.open_file(path, "xb", **session)
+    with handle:
         handle.write(data)
 
 
