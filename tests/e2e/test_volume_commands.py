@@ -21,6 +21,7 @@ from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.emulator.instruments import CALL_PRIMITIVES
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.handlers.vm import VmSettings
+from hyperv_agent.hostfs import images
 from hyperv_agent.hostfs.room import KEEP_FREE_BYTES
 from hyperv_agent.hyperv import build, devices, disks, jobs, vms
 from tests.conftest import requires_tool
@@ -977,6 +978,48 @@ async def test_destroy_under_a_running_clone_keeps_the_volume_in_its_stopped_vm(
     assert volume.is_file()
     attached = await disks.find_attachment(hv(agent.emulator), "C:\\pool\\data.vhdx")
     assert attached is not None and attached.vm_name == "i-2-43-VM"
+
+
+async def test_destroy_of_a_stopped_vm_s_volume_reads_its_pool_s_disk_headers_once(
+    agent: Running, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A volume in the stopped VM the command names is detached and deleted after one
+    search of its folder for disks standing on it: the pool is listed once and each
+    other disk's headers read once (a pool of thousands of volumes on a share costs one
+    search, not two), and the one disk that cannot be read (a running VM holds it open)
+    is asked of Hyper-V once, before the detach."""
+    pool = _pool(agent)
+    cim = agent.emulator
+    volume = _disk(pool, "data.vhdx")
+    for name in ("data-a.vhdx", "data-b.vhdx", "i-2-48-VM.vhdx"):
+        _disk(pool, name)
+    await _vm_with(cim, "i-2-47-VM", "C:\\pool\\data.vhdx", scsi=True, running=False)
+    await _vm_with(cim, "i-2-48-VM", "C:\\pool\\i-2-48-VM.vhdx", scsi=True, running=True)
+    files = agent.agent.opened.files
+    listed: Counter[str] = Counter()
+    read: Counter[str] = Counter()
+    list_dir, disk_parent = files.list_dir, images.disk_parent
+
+    async def counted_listing(folder: str) -> list[str]:
+        listed[folder] += 1
+        return await list_dir(folder)
+
+    def counted_read(host_files: Any, path: str) -> Any:
+        read[path] += 1
+        return disk_parent(host_files, path)
+
+    monkeypatch.setattr(files, "list_dir", counted_listing)
+    monkeypatch.setattr(images, "disk_parent", counted_read)
+    before = cim.round_trips()
+    key, answer = await agent.answer(DESTROY, _destroy("data.vhdx", "i-2-47-VM"))
+    spent = cim.round_trips() - before
+    assert (key, answer["result"]) == (ANSWER, True), answer
+    assert not volume.exists()
+    assert await disks.find_attachment(hv(cim), "C:\\pool\\data.vhdx") is None
+    assert listed == {"C:\\pool": 1}, listed
+    assert read == {f"C:\\pool\\{name}": 1 for name in (
+        "data-a.vhdx", "data-b.vhdx", "i-2-48-VM.vhdx")}, read
+    assert spent["invoke:GetVirtualHardDiskSettingData"] == 1, spent
 
 
 async def test_destroy_whose_delete_fails_after_the_detach_says_the_volume_was_detached(

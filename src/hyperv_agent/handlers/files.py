@@ -121,7 +121,8 @@ class FileHandlers:
                              f"{vm.name}; stop the VM or detach {what} first "
                              f"({kept})")
 
-    async def refuse_if_parent(self, path: str, kept: str = "the file was kept") -> str:
+    async def refuse_if_parent(self, path: str, kept: str = "the file was kept", *,
+                               found: Children | None = None) -> str:
         """AgentError naming a disk file, and how many there are, when a disk file in the
         folder of ``path`` (a template in a pool, where the linked clones made from it
         lie) names ``path`` as its parent; also when not every disk file there could be
@@ -133,16 +134,20 @@ class FileHandlers:
         (a running VM's worker holds its disk open, sharing no access) is asked of Hyper-V
         instead (``_held_children``), so a running VM's linked clone is refused by name
         before a download over its template copies a byte, not by Windows' bare sharing
-        violation on the final rename."""
+        violation on the final rename. ``found``: the search of the folder already made
+        for ``path`` (``remove_unless_parent``'s, handed to its ``release``), so that
+        only the disks it could not read are asked of Hyper-V now."""
         deadline = time.monotonic() + self.parent_budget_s
-        found = await self._children(path)
+        if found is None:
+            found = await self._children(path)
         held, asked = await self._held_children(path, found.unreadable, deadline)
         _refuse_children(path, found, held, asked, kept, self.parent_budget_s)
         return found.summary()
 
-    async def remove_unless_parent(self, path: str, kept: str = "the file was kept", *,
-                                   release: Callable[[], Awaitable[None]] | None = None
-                                   ) -> str:
+    async def remove_unless_parent(
+        self, path: str, kept: str = "the file was kept", *,
+        release: Callable[[Children], Awaitable[None]] | None = None,
+    ) -> str:
         """Delete ``path`` unless a disk file in its folder names it as its parent, as
         ``refuse_if_parent`` tells, but asking Hyper-V of no disk that could not be read:
         a running VM's disk that stands on ``path`` holds it open, and Windows refuses the
@@ -151,12 +156,13 @@ class FileHandlers:
         a pool of many running VMs so costs no call for each of their disks. The one
         delete of a disk file a command names (DeleteCommand, DestroyCommand).
         ``release``, when given, is awaited once the check passed, just before the
-        delete (DestroyCommand's detach from its VM: nothing is detached from a VM for
-        a file that is kept). What was checked, for the answer."""
+        delete, with the search it made (DestroyCommand's detach from its VM: nothing is
+        detached from a VM for a file that is kept, and the folder is not searched again
+        for it). What was checked, for the answer."""
         found = await self._children(path)
         _refuse_children(path, found, [], len(found.unreadable), kept, self.parent_budget_s)
         if release is not None:
-            await release()
+            await release(found)
         try:
             await self.files.remove(path)
         except HostFileError:

@@ -60,6 +60,7 @@ from hyperv_agent.handlers.locks import FileLocks, at_most
 from hyperv_agent.handlers.vm import VmLocks, named_vm
 from hyperv_agent.hostfs import images, locations
 from hyperv_agent.hostfs.aside import AsideFiles
+from hyperv_agent.hostfs.children import Children
 from hyperv_agent.hostfs.room import require_room
 from hyperv_agent.hyperv import disks, drives, jobs, power
 from hyperv_agent.hyperv.schema import DiskType, ReturnCode
@@ -400,9 +401,10 @@ class VolumeHandlers(FileHandlers):
         vm_lock = self.locks.hold(command.vm_name) if command.vm_name else nullcontext()
         detached: list[str] = []
 
-        async def release() -> None:
+        async def release(found: Children) -> None:
             attached = await disks.find_attachment(self.hv, path)
-            if attached is not None and await self._release(attached, path, command.vm_name):
+            if attached is not None and await self._release(attached, path, command.vm_name,
+                                                            found):
                 detached.append(attached.vm_name)
 
         async with vm_lock, self.file_locks.hold(path):
@@ -419,8 +421,9 @@ class VolumeHandlers(FileHandlers):
         return Answer(result=True, details=f"deleted {path}; {checked}")
 
     async def _release(self, attached: disks.Attachment, path: str,
-                       vm_name: str | None) -> bool:
-        """Detach ``path`` from the VM ``attached`` names, which must be ``vm_name``;
+                       vm_name: str | None, found: Children) -> bool:
+        """Detach ``path`` from the VM ``attached`` names, which must be ``vm_name``
+        (``found``: the search of its folder for disks standing on it, already made);
         whether a drive of it was removed (False: the VM was removed meanwhile, with its
         drives, or none of its drives holds the file any longer: an operator removed it
         after the lookup), so that only a real detach is told of."""
@@ -431,7 +434,7 @@ class VolumeHandlers(FileHandlers):
         # only after the detach, which would leave the VM (a stopped one, whose disk is
         # not in use) without the disk it starts from: for a volume a VM is to lose, the
         # disks that could not be read are asked of Hyper-V first (1 call each).
-        await self.refuse_if_parent(path)
+        await self.refuse_if_parent(path, found=found)
         # Hyper-V removes no drive of a VM it is starting, stopping or saving (32775), and
         # a stopping VM reads as off: the change is waited out first, as Dettach does.
         vm = await power.settle(self.hv, attached.vm, self.job_wait)
