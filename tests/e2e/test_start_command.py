@@ -884,6 +884,39 @@ async def test_start_fails_naming_the_grandparent_link_when_a_template_s_own_bas
     assert clone.is_file() and template.is_file()
 
 
+@pytest.mark.parametrize("depth", ["template", "base under the template"])
+async def test_start_fails_naming_the_parent_that_is_no_disk_by_its_host_path(
+    running: Running, depth: str,
+) -> None:
+    """A root volume that is a linked clone, whose template (or the template's own base)
+    was cut short behind the agent's back (a copy by hand that did not finish): Hyper-V
+    does not start the VM, and its error names the file of the chain that does not open
+    by the path the host knows it by (C:\\pool\\...), never a file of the machine behind
+    the emulated host. No VM is left behind and every file is kept."""
+    pool = _drive_c(running) / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    body = _body(running, iso=False, make_disk=False)
+    volume = _root(body)["uuid"]
+    base = pool / "base-1.vhdx"
+    vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, 1 << 26)
+    template = pool / "tmpl-1.vhdx"
+    vhd.create(template, vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0, parent=base,
+               parent_locator="C:\\pool\\base-1.vhdx", locator="C:\\pool\\tmpl-1.vhdx")
+    clone = await _linked_clone(running, body, "tmpl-1")
+    broken = template if depth == "template" else base
+    broken.write_bytes(broken.read_bytes()[:4096])
+    before = {path.name: path.read_bytes() for path in pool.iterdir()}
+
+    details, _ = await _start_refused(running, body)
+    assert f"C:\\pool\\{volume}.vhdx" in details, details
+    assert (f"C:\\pool\\{broken.name}: the VHDX header at offset 65536 is cut short"
+            in details), details
+    assert str(running.agent.config.agent.state_dir) not in details, details
+    assert await vm_names(running.emulator) == set()
+    assert {path.name: path.read_bytes() for path in pool.iterdir()} == before
+    assert clone.is_file()
+
+
 async def test_concurrent_starts_build_one_vm_when_they_name_the_same_vm(
     running: Running,
 ) -> None:

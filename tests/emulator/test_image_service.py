@@ -556,6 +556,28 @@ async def test_validate_completes_for_a_whole_chain_and_refuses_a_missing_disk_a
     assert junk is not None and (junk["ErrorCode"], junk["Child"]) == (32773, None)
 
 
+@pytest.mark.parametrize("disk", ["top", "mid", "base"])
+async def test_validate_names_a_file_of_the_chain_that_is_no_disk_by_its_host_path(
+    emulator: EmulatorCim, tmp_path: Path, disk: str,
+) -> None:
+    """A file of the chain that is cut short (the disk itself, its parent or its
+    grandparent) fails the job with 32773, naming no link, and its ErrorDescription names
+    that file by the host's path for it (C:\\pool\\...), never by a file of the machine
+    behind the emulated host; no file changes."""
+    pool = tmp_path / "C" / "pool"
+    await _chain_of_three(emulator, pool)
+    broken = pool / f"{disk}.vhdx"
+    broken.write_bytes(broken.read_bytes()[:4096])
+    before = {path.name: path.read_bytes() for path in pool.iterdir()}
+    job = await finished(emulator, await _validate(emulator, "C:\\pool\\top.vhdx"))
+    assert job is not None
+    assert (job["ErrorCode"], job["Child"], job["Parent"]) == (32773, None, None)
+    assert str(job["ErrorDescription"]).startswith(
+        f"C:\\pool\\{disk}.vhdx: the VHDX header at offset 65536 is cut short"), job
+    assert str(tmp_path) not in str(job["ErrorDescription"]), job
+    assert {path.name: path.read_bytes() for path in pool.iterdir()} == before
+
+
 async def test_validate_fails_a_chain_that_loops_with_the_cycle_code_and_the_link(
     emulator: EmulatorCim, tmp_path: Path,
 ) -> None:

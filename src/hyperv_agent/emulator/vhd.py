@@ -195,10 +195,11 @@ class DiskFile:
     """An open disk file on which every read and write names its own offset.
 
     ``path`` is the name used in messages: for a file still being created under a
-    temporary name, it is the name the file will have.
+    temporary name, it is the name the file will have; for a file of a chain of parents,
+    the Windows path the chain names it by.
     """
 
-    def __init__(self, fd: int, path: pathlib.Path) -> None:
+    def __init__(self, fd: int, path: pathlib.PurePath) -> None:
         self.fd = fd
         self.path = path
 
@@ -311,9 +312,10 @@ def create(
     return read_info(path)
 
 
-def read_info(path: pathlib.Path) -> DiskInfo:
-    """Parse and check the headers of a VHD or VHDX file."""
-    with _opened(path, writable=False) as image:
+def read_info(path: pathlib.Path, *, name: str | None = None) -> DiskInfo:
+    """Parse and check the headers of a VHD or VHDX file; VhdError naming it as ``name``
+    (a Windows path) when given, else as ``path``."""
+    with _opened(path, writable=False, name=name) as image:
         return image.info()
 
 
@@ -455,7 +457,7 @@ def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterat
     local = local_of(path)
     if local is None:
         raise VhdError(f"{path}: the file cannot be found")
-    info = read_info(local)
+    info = read_info(local, name=path)
     seen = {local.resolve()}
     for _ in range(MAX_CHAIN):
         if info.type is not DiskType.DIFFERENCING:
@@ -468,7 +470,7 @@ def parents(path: str, local_of: Callable[[str], pathlib.Path | None]) -> Iterat
             yield Parent(path, info, parent, parent_local, looped=True)
             return
         try:
-            parent_info = read_info(parent_local)
+            parent_info = read_info(parent_local, name=parent)
         except (VhdError, OSError) as error:
             yield Parent(path, info, parent, parent_local, error=error)
             return
@@ -606,16 +608,19 @@ def split_by_block(offset: int, length: int, block_size: int) -> Iterator[tuple[
 
 
 @contextlib.contextmanager
-def open_disk_file(path: pathlib.Path, *, writable: bool) -> Iterator[DiskFile]:
-    """Open an existing regular file for positional I/O; VhdError if that is impossible."""
+def open_disk_file(path: pathlib.Path, *, writable: bool,
+                   name: str | None = None) -> Iterator[DiskFile]:
+    """Open an existing regular file for positional I/O; VhdError if that is impossible.
+    Messages name it as ``name`` (a Windows path) when given, else as ``path``."""
+    shown: pathlib.PurePath = path if name is None else pathlib.PureWindowsPath(name)
     try:
         fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     except OSError as exc:
-        raise VhdError(f"{path}: cannot open the disk file: {exc.strerror}") from exc
+        raise VhdError(f"{shown}: cannot open the disk file: {exc.strerror}") from exc
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise VhdError(f"{path}: not a regular file")
-        yield DiskFile(fd, path)
+            raise VhdError(f"{shown}: not a regular file")
+        yield DiskFile(fd, shown)
     finally:
         os.close(fd)
 
@@ -635,8 +640,9 @@ def _backend(fmt: DiskFormat) -> _Backend:
 
 
 @contextlib.contextmanager
-def _opened(path: pathlib.Path, *, writable: bool) -> Iterator[DiskImage]:
-    with open_disk_file(path, writable=writable) as file:
+def _opened(path: pathlib.Path, *, writable: bool,
+            name: str | None = None) -> Iterator[DiskImage]:
+    with open_disk_file(path, writable=writable, name=name) as file:
         fmt = DiskFormat.VHDX if file.read(0, 8) == VHDX_FILE_SIGNATURE else DiskFormat.VHD
         yield _backend(fmt).open_image(file)
 

@@ -280,7 +280,8 @@ def validate_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
     (``_VALIDATE_BREAKS``), as the paths the chain is walked by. A ``Path`` that cannot be
     found itself is refused at once (32779), as the service's other methods refuse it
     (the emulator's choice: the page does not say whether that is the job's error); a
-    file of the chain that is no valid disk fails the job with 32773, naming no link."""
+    file of the chain that is no valid disk fails the job with 32773, naming no link (its
+    ErrorDescription names the file, by the path the chain names it by)."""
     path = call.text("Path") or ""
     _local(call, path, must_exist=True)
     try:
@@ -291,8 +292,10 @@ def validate_virtual_hard_disk(call: Call) -> Mapping[str, OutValue]:
         if status is not None:
             shows["JobCompletionStatusCode"] = status
         raise MethodError(code, str(error), shows=shows) from None
-    except (vhd.VhdError, OSError) as error:
-        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path}: {error}") from None
+    except vhd.VhdError as error:  # names the file of the chain, as the chain names it
+        raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
+    except OSError as error:
+        raise MethodError(ReturnCode.INVALID_PARAMETER, f"{path}: {error.strerror}") from None
     return {}
 
 
