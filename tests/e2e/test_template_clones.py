@@ -113,6 +113,32 @@ async def test_template_is_kept_while_a_stopped_vms_linked_clone_names_it(
     assert vhd.read_info(pool / "root-a.vhdx").parent_path == "C:\\pool\\tmpl-1.vhdx"
 
 
+async def test_a_clone_of_a_template_cut_short_fails_naming_it_by_its_host_path(
+    agent: Running,
+) -> None:
+    """A template in the pool cut short behind the agent's back (a copy by hand that did
+    not finish): Hyper-V makes no linked clone of it, and its error names the template by
+    the path the host knows it by, never a file of the machine behind the emulated host;
+    no volume is left in the pool and the template is as it was."""
+    pool = _pool(agent)
+    template = _disk(pool / "tmpl-1.vhdx")
+    template.write_bytes(template.read_bytes()[:4096])
+    before = listing(pool)
+    body = {"srcTO": {TEMPLATE_TO: {"path": "tmpl-1", "uuid": "tmpl-1", "id": 206,
+                                    "format": "VHDX", "imageDataStore": _local_store(),
+                                    "hypervisorType": "Hyperv", "name": "tmpl-1"}},
+            "destTO": {VOLUME_TO: {"uuid": "root-a", "volumeType": "ROOT",
+                                   "dataStore": _local_store(), "name": "ROOT-5",
+                                   "format": "VHDX", "volumeId": 10, "id": 10}},
+            "wait": 10800}
+    key, answer = await agent.answer(names.COPY_COMMAND, body)
+    assert (key, answer["result"]) == (names.COPY_CMD_ANSWER, False), answer
+    assert ("C:\\pool\\tmpl-1.vhdx: the VHDX header at offset 65536 is cut short"
+            in answer["details"]), answer["details"]
+    assert str(agent.agent.config.agent.state_dir) not in answer["details"], answer
+    assert listing(pool) == before
+
+
 @pytest.mark.parametrize("copy", ["fixed (FAT)", "grown dynamic"])
 async def test_eviction_waits_for_a_full_copy_still_reading_the_template(
     agent: Running, copy: str,

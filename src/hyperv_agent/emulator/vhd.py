@@ -665,12 +665,12 @@ def _with_parent(path: pathlib.Path, fmt: DiskFormat, request: CreateRequest,
                  locator: str | None) -> CreateRequest:
     parent = request.parent
     if parent is None:
-        raise VhdError(f"{path}: a differencing disk needs a parent")
-    parent_info = read_info(parent)
+        raise VhdError(f"{locator or path}: a differencing disk needs a parent")
+    # named as the caller names it (its Windows path), as the chain walk names its files
+    parent_info = read_info(parent, name=request.parent_locator)
     if parent_info.format is not fmt:
-        raise VhdError(
-            f"{path}: the parent {parent} is a {parent_info.format.name} file, not {fmt.name}"
-        )
+        raise VhdError(f"{locator or path}: the parent {request.parent_locator or parent} is "
+                       f"a {parent_info.format.name} file, not {fmt.name}")
     parent_locator = request.parent_locator or str(parent)
     relative = (_relative_locator(locator, parent_locator)
                 if locator is not None and request.parent_locator
