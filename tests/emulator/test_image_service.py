@@ -130,6 +130,27 @@ async def test_a_disk_reports_the_parent_it_resolves_to_and_the_recorded_one_whe
     assert await _parent_path(emulator, f"C:\\new\\top{ext}") == f"C:\\new\\mid{ext}"
 
 
+async def test_a_disk_whose_parent_is_gone_reports_the_path_its_validation_names(
+    emulator: EmulatorCim, tmp_path: Path,
+) -> None:
+    """A VHDX made by Hyper-V records its parent's absolute path with the Win32 prefix
+    (``\\\\?\\C:\\...``, as [MS-VHDX]'s absolute_win32_path): once that parent is gone,
+    the disk's settings report as its ParentPath the path the failed validation names
+    as its Parent, the last one the parent was looked for at, not the raw locator."""
+    pool = tmp_path / "C" / "pool"
+    pool.mkdir(parents=True)
+    base = pool / "base.vhdx"
+    vhd.create(base, vhd.DiskFormat.VHDX, vhd.DiskType.DYNAMIC, GIB)
+    vhd.create(pool / "top.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=base, parent_locator="\\\\?\\C:\\pool\\base.vhdx",
+               locator="C:\\pool\\top.vhdx")
+    assert await _parent_path(emulator, "C:\\pool\\top.vhdx") == "C:\\pool\\base.vhdx"
+    base.unlink()
+    job = await finished(emulator, await _validate(emulator, "C:\\pool\\top.vhdx"))
+    assert job is not None and job["Parent"] == "C:\\pool\\base.vhdx", job
+    assert await _parent_path(emulator, "C:\\pool\\top.vhdx") == job["Parent"]
+
+
 async def test_create_refused_when_format_or_path_is_wrong(
     emulator: EmulatorCim, tmp_path: Path
 ) -> None:

@@ -515,8 +515,9 @@ def reported_parent(path: str, info: DiskInfo,
     """The parent the disk ``path`` (its headers ``info``) reports, as
     Msvm_VirtualHardDiskSettingData.ParentPath: the file its parent resolves to (the first
     of ``parent_candidates`` that names one, as ``parents`` opens the chain), else the
-    locator it records (``DiskInfo.parent_path``: the absolute one); None for a disk that
-    is no differencing disk.
+    last of them, the one a broken chain is named by (``check_chain``, so a failed
+    ValidateVirtualHardDisk's Parent: the absolute locator, its Win32 ``\\\\?\\`` prefix
+    dropped); None for a disk that is no differencing disk.
 
     Microsoft's GET_VIRTUAL_DISK_INFO (virtdisk.h) documents the parent's location with
     ParentResolved: when the parent backing store was resolved, the location is "the path
@@ -524,14 +525,14 @@ def reported_parent(path: str, info: DiskInfo,
     list". The Msvm_VirtualHardDiskSettingData page says only "The parent of the virtual
     hard disk". So a chain moved together to another folder, whose parent is found by its
     relative locator, reports the parent beside it, not the folder it was made in. An
-    unresolved parent is reported by the one recorded locator a string holds, the absolute
-    one (the emulator's choice: ParentPath is one path, not Windows' list). A file found
+    unresolved parent is reported by the last path it was looked for at, the absolute
+    locator (the emulator's choice: ParentPath is one path, not Windows' list). A file found
     that is not the disk its child was made from is still the one reported, as the chain
     walk stands on it and breaks there."""
     if info.type is not DiskType.DIFFERENCING:
         return info.parent_path
-    named, local = _find_parent(path, info, local_of)
-    return named if local is not None else info.parent_path
+    named, _ = _find_parent(path, info, local_of)
+    return named or info.parent_path
 
 
 def _beside(path: str, relative: str) -> str:
