@@ -640,6 +640,27 @@ async def test_resize_of_a_linked_clone_whose_template_is_gone_or_changed_names_
     assert vhd.read_info(clone).virtual_size_bytes == GIB
 
 
+async def test_resize_of_a_vhd_linked_clone_fails_naming_it_by_its_host_path(
+    agent: Running,
+) -> None:
+    """A differencing VHD does not grow (Microsoft's ResizeVirtualHardDisk page lists
+    differencing disks as growing only as VHDX): the ResizeVolume of a linked clone of a
+    VHD template fails, naming the volume by the path the host knows it by, never a file
+    of the machine behind the emulated host, and every file is as it was."""
+    pool = _pool(agent)
+    _disk(pool, "tmpl-1.vhd")
+    clone = pool / f"{VOLUME_UUID}.vhd"
+    await disks.create_differencing(hv(agent.emulator), f"C:\\pool\\{clone.name}",
+                                    "C:\\pool\\tmpl-1.vhd")
+    before = listing(pool)
+    key, answer = await agent.answer(RESIZE, _resize(VOLUME_UUID, 2 * GIB))
+    assert (key, answer["result"]) == (RESIZE_ANSWER, False), answer
+    assert (f"C:\\pool\\{clone.name}: cannot resize a differencing disk"
+            in answer["details"]), answer["details"]
+    assert str(agent.agent.config.agent.state_dir) not in answer["details"], answer
+    assert listing(pool) == before
+
+
 async def test_resize_of_a_linked_clone_in_a_moved_pool_names_the_file_that_is_missing(
     agent: Running,
 ) -> None:

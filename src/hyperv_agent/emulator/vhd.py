@@ -327,17 +327,17 @@ def resize(path: pathlib.Path, new_size_bytes: int, *, locator: str | None = Non
     With ``local_of``, a differencing disk's chain is opened first, as ``convert`` opens
     it (``check_chain`` from ``locator``, the Windows path of ``path``): Hyper-V opens a
     disk with its parents to change it, so one whose chain is broken does not grow
-    (BrokenChain) and is left as it was."""
-    with _opened(path, writable=True) as image:
+    (BrokenChain) and is left as it was. Messages name the disk ``locator`` when given."""
+    with _opened(path, writable=True, name=locator) as image:
         before = image.info()
         if before.type is DiskType.DIFFERENCING and local_of is not None:
             check_chain(locator or str(path), local_of)
         if before.format is DiskFormat.VHD:
-            _require_not_differencing(before, path, "resize")
+            _require_not_differencing(before, locator or path, "resize")
         if new_size_bytes < before.virtual_size_bytes:
             raise VhdError(
-                f"{path}: cannot shrink a disk ({before.virtual_size_bytes} bytes) "
-                f"to {new_size_bytes} bytes"
+                f"{locator or path}: cannot shrink a disk ({before.virtual_size_bytes} "
+                f"bytes) to {new_size_bytes} bytes"
             )
         image.grow(new_size_bytes)
         if before.type is not DiskType.DIFFERENCING:  # a differencing disk's tail is its
@@ -759,7 +759,7 @@ def _data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def _require_not_differencing(info: DiskInfo, path: pathlib.Path, action: str) -> None:
+def _require_not_differencing(info: DiskInfo, path: pathlib.Path | str, action: str) -> None:
     if info.type is DiskType.DIFFERENCING:
         raise VhdError(f"{path}: cannot {action} a differencing disk")
 
