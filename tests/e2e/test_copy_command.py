@@ -580,6 +580,27 @@ async def test_volume_larger_than_its_template_is_a_grown_full_copy(agent: Runni
                                                              f"{data['path']}.vhdx"])
 
 
+@pytest.mark.parametrize(("provisioning", "size"), [("THIN", GIB), ("SPARSE", 32 * MIB)])
+async def test_a_full_copy_of_a_template_reads_the_template_s_settings_once(
+    agent: Running, provisioning: str, size: int,
+) -> None:
+    """A volume that is a full copy of its template (one larger than the template, grown
+    after the copy; a SPARSE one, standing alone) asks Hyper-V for the template's
+    settings once: the read that tells its virtual size also tells its kind, which the
+    copy needs."""
+    _template_on_pool(agent, size=64 * MIB)
+    await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                               _volume(_primary(), uuid="warm-up")))  # IMS and class cached
+    before = agent.emulator.round_trips()
+    data = await _copied(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                      _volume(_primary(), size=size,
+                                              provisioningType=provisioning)))
+    spent = agent.emulator.round_trips() - before
+    info = vhd.read_info(_pool(agent) / f"{data['path']}.vhdx")
+    assert (info.type, info.virtual_size_bytes) == (vhd.DiskType.DYNAMIC, max(size, 64 * MIB))
+    assert spent["invoke:GetVirtualHardDiskSettingData"] == 1, spent
+
+
 async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
         agent: Running) -> None:
     pool = _pool(agent)

@@ -254,14 +254,15 @@ class CopyHandler(FileHandlers):
         # (see the module's docstring); THIN (or no type): a linked clone where it can be
         linked = (self._links(src.image_data_store, dest.data_store)
                   and dest.provisioning_type != ProvisioningType.SPARSE)
-        size, grow = await self._volume_size(template, dest.size_bytes or 0)
-        linked = linked and not grow  # a differencing disk keeps its parent's size
         # a volume is made holding its template's lock shared: volumes of one template
         # are made side by side, and a DestroyCommand that evicts the template or a
         # download that replaces it (``refuse_if_parent``, holding it alone) waits for
         # them, so it sees every linked clone made before it and removes no template a
-        # full copy is still reading
+        # full copy is still reading; the template's settings are read under it too, so
+        # the copy is made from the template they describe
         async with self.file_locks.hold_all(target, shared=(template,)):
+            size, grow, settings = await self._volume_size(template, dest.size_bytes or 0)
+            linked = linked and not grow  # a differencing disk keeps its parent's size
             await self._refuse_if_running(target)
             async with self.staged(target) as staged:
                 if linked:
@@ -271,7 +272,7 @@ class CopyHandler(FileHandlers):
                     await self.write_copy(template, staged,
                                           copy_kind(dest.provisioning_type,
                                                     "destTO.provisioningType"),
-                                          self.disk_job_wait(wait_s))
+                                          self.disk_job_wait(wait_s), settings)
                 if grow:
                     await disks.resize(self.hv, staged, size, policy=self.job_wait)
         log.info("volume %s made from template %s (%s%s)", target, template,
@@ -304,14 +305,16 @@ class CopyHandler(FileHandlers):
                  size)
         return dest.model_copy(update={"path": name, "format": fmt, "size_bytes": size})
 
-    async def _volume_size(self, template: str, wanted: int) -> tuple[int, bool]:
+    async def _volume_size(self, template: str, wanted: int
+                           ) -> tuple[int, bool, disks.DiskSettings | None]:
         """The new volume's virtual size, and whether it must grow past the template's:
-        a root disk larger than its template (a deployment with a bigger root disk)."""
+        a root disk larger than its template (a deployment with a bigger root disk); and
+        the template's settings when they were read to tell (none is asked: no read),
+        for a full copy to take instead of reading them again."""
         if wanted <= 0:
-            return 0, False
-        virtual = (await disks.read_settings(self.hv, template,
-                                             policy=self.job_wait)).size_bytes
-        return max(wanted, virtual), wanted > virtual
+            return 0, False, None
+        settings = await disks.read_settings(self.hv, template, policy=self.job_wait)
+        return max(wanted, settings.size_bytes), wanted > settings.size_bytes, settings
 
     async def _template_on_primary(self, src: TemplateObjectTO) -> str:
         """``<pool>\\<path>.<format>``, or the .vhd/.vhdx file of that name that exists;

@@ -278,11 +278,14 @@ class FileHandlers:
             await self.converted_copy(source, settings, made, kind, policy, grace)
 
     async def write_copy(self, source: str, path: str, fixed: bool | None,
-                         policy: jobs.WaitPolicy | None = None) -> None:
+                         policy: jobs.WaitPolicy | None = None,
+                         settings: disks.DiskSettings | None = None) -> None:
         """Write at the fresh path ``path`` (a ``staged`` one) a standalone copy of the
         disk ``source`` of the kind ``fixed`` asks (as ``copy_standalone``): as stored
-        when it is of that kind, else by Hyper-V. 1 call (+ as ``converted_copy``)."""
-        settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
+        when it is of that kind, else by Hyper-V. ``settings``: the source's, when the
+        caller read them. 1 call when it did not (+ as ``converted_copy``)."""
+        if settings is None:
+            settings = await disks.read_settings(self.hv, source, policy=self.job_wait)
         kind = kind_of_copy(settings.type, fixed)
         if settings.type is kind:
             await self.copy_file(source, path)
