@@ -601,6 +601,25 @@ async def test_a_full_copy_of_a_template_reads_the_template_s_settings_once(
     assert spent["invoke:GetVirtualHardDiskSettingData"] == 1, spent
 
 
+@pytest.mark.parametrize(("provisioning", "size"), [("FAT", 0), ("SPARSE", GIB)])
+async def test_a_full_copy_of_a_template_that_is_no_disk_fails_naming_the_template(
+    agent: Running, provisioning: str, size: int,
+) -> None:
+    """A template in the pool cut short behind the agent's back (a copy by hand that did
+    not finish): Hyper-V cannot read its settings, which a full copy reads first, and
+    its return code names no file; the answer names the template, and nothing is
+    written in the pool."""
+    template = _template_on_pool(agent, size=64 * MIB)
+    template.write_bytes(template.read_bytes()[:4096])
+    before = listing(_pool(agent))
+    await _refused(agent, _copy(_template(_primary(), path="tmpl-1"),
+                                _volume(_primary(), size=size,
+                                        provisioningType=provisioning)),
+                   "GetVirtualHardDiskSettingData of C:\\pool\\tmpl-1.vhdx failed with "
+                   "return code 32773")
+    assert listing(_pool(agent)) == before
+
+
 async def test_volume_no_larger_than_its_template_stays_a_linked_clone(
         agent: Running) -> None:
     pool = _pool(agent)

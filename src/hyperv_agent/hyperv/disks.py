@@ -242,9 +242,14 @@ async def read_settings(
     """Format, type, virtual size and parent of the disk at ``path``. Read-only.
 
     A missing or unreadable file: MethodFailed (Hyper-V's return code, e.g. 32779 file
-    not found). 1 call.
+    not found), naming ``path``, as a return code names no file. 1 call.
     """
-    result = await _call(hv, "GetVirtualHardDiskSettingData", {"Path": path}, policy)
+    try:
+        result = await _call(hv, "GetVirtualHardDiskSettingData", {"Path": path}, policy)
+    except MethodFailed as error:
+        code = error.return_value
+        raise MethodFailed(f"GetVirtualHardDiskSettingData of {path}", code,
+                           ReturnCode.describe(code)) from error
     text = result.text("SettingData")
     if not text:
         raise HyperVError(f"GetVirtualHardDiskSettingData returned no settings for {path}")
