@@ -1360,13 +1360,16 @@ async def test_linked_clone_whose_merge_into_another_pool_fails_leaves_nothing_t
     agent: Running, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Hyper-V wrote the merged disk in the target pool and then failed: the copy fails with
-    the reason, its aside file is removed, the source pool is as it was, and a repeat
-    succeeds."""
+    the reason, naming the file as the host names it, its aside file is removed, the
+    source pool is as it was, and a repeat succeeds."""
     pool, other = await _linked_clone_and_other_pool(agent)
     before = listing(pool)
     written = hyperv_writes(monkeypatch, fails_when_done=True)
     details = await _refused(agent, _pool_to_pool(), "not enough space")
     assert "parent" not in details, details  # no broken chain: Hyper-V's words alone
+    # the file Hyper-V could not write, by the path the host knows it by
+    assert "error code 32768: C:\\pool2\\.copied-uuid.vhdx." in details, details
+    assert str(agent.agent.config.agent.state_dir) not in details, details
     assert [path.parent for path in written] == [other], written
     assert listing(other) == {}
     assert listing(pool) == before

@@ -128,7 +128,8 @@ def _room_for(call: Call, path: str, local: Path, needs: int) -> None:
 def _write(call: Call, path: str, action: Callable[[], object]) -> None:
     """The call's job writes the file ``path`` with ``action`` (``Call.files``), once its
     checks are passed and only if it is not failed by an injected fault; a disk error
-    fails the job (32773), a file error too (32768)."""
+    fails the job (32773), a file error too (32768), naming ``path`` (the host's path of
+    the file, not the emulator's own file behind it)."""
 
     def files() -> None:
         try:
@@ -137,7 +138,7 @@ def _write(call: Call, path: str, action: Callable[[], object]) -> None:
             raise MethodError(ReturnCode.INVALID_PARAMETER, str(error)) from None
         except OSError as error:
             raise MethodError(ReturnCode.FAILED,
-                              f"{error.strerror}: {error.filename}") from None
+                              f"{path}: {error.strerror or error}") from None
 
     call.files, call.writes = files, path
 
