@@ -101,6 +101,19 @@ async def test_make_dirs_creates_parents_and_is_repeatable_when_called_twice(
     assert not await smb.exists(share.path("nope", "deeper"))
 
 
+async def test_make_dirs_fails_naming_the_file_when_a_file_has_the_folder_name(
+    smb: SmbFiles, share: Share
+) -> None:
+    (share.local / "pool").write_text("not a folder")
+    with pytest.raises(HostFileError, match=r"cannot create folder .*\\pool: .*\\pool is a "
+                       "file, not a folder"):
+        await smb.make_dirs(share.path("pool"))
+    with pytest.raises(HostFileError, match=r"cannot create folder .*\\pool\\below\\more: "
+                       r".*\\pool is a file, not a folder"):
+        await smb.make_dirs(share.path("pool", "below", "more"))
+    assert (share.local / "pool").read_text() == "not a folder"
+
+
 async def test_stat_tells_files_from_folders_when_both_exist(smb: SmbFiles, share: Share) -> None:
     (share.local / "f.bin").write_bytes(b"x" * 1234)
     (share.local / "d").mkdir()
@@ -1106,3 +1119,4 @@ def test_a_failed_close_after_a_failed_write_leaves_the_writes_failure_reported(
     with (pytest.raises(HostFileError, match="close: bad file descriptor"),
           _TranslatingFile(alone, translated).as_binary()):
         pass
+

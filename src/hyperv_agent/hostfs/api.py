@@ -45,7 +45,8 @@ class HostFiles(abc.ABC):
 
     @abc.abstractmethod
     async def make_dirs(self, path: str) -> None:
-        """Create the folder ``path`` and its parents; an existing folder is fine."""
+        """Create the folder ``path`` and its parents; an existing folder is fine, a file
+        with its name or the name of a folder on the way is a HostFileError."""
 
     @abc.abstractmethod
     async def exists(self, path: str) -> bool:

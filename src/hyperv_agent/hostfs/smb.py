@@ -282,7 +282,7 @@ class SmbFiles(HostFiles):
         return Usage(int(volume.total_size), int(volume.caller_available_size))
 
     async def make_dirs(self, path: str) -> None:
-        await self._run("create folder", path, smbclient.makedirs, exist_ok=True)
+        await self._run("create folder", path, _make_dirs)
 
     async def exists(self, path: str) -> bool:
         return await self.stat(path) is not None
@@ -773,6 +773,36 @@ def _delete(path: str, **session: Any) -> None:
         if _status(refused) != _CANNOT_DELETE:
             raise
         smbclient.remove(path, **session)
+
+
+def _make_dirs(path: str, **session: Any) -> None:
+    """Create the folder ``path`` and its parents; a folder already there is fine.
+    ``smbclient.makedirs`` takes any name already taken as the folder being there, so a
+    file with the folder's name passed, and the first write into the "folder" failed
+    instead; one on the way reported the path not found. A name taken by a file fails
+    naming that file, as creating the folder on the host itself fails."""
+    try:
+        smbclient.makedirs(path, exist_ok=False, **session)
+    except OSError as error:
+        if error.errno not in (errno.EEXIST, errno.ENOENT):
+            raise
+        target = _target(path)
+        steps = [step for step in _inside(target).split("\\") if step]
+        if not steps and error.errno == errno.EEXIST:
+            return  # the share itself
+        for depth in range(len(steps), 0, -1):  # the path itself first, then its parents
+            step = "\\".join((target.share_root, *steps[:depth]))
+            try:
+                found = smbclient.stat(step, **session)
+            except OSError:
+                continue  # not there (or not to be looked at): the folder above decides
+            if stat_mode.S_ISDIR(found.st_mode):
+                if depth == len(steps):
+                    return  # the folder was there already
+                raise
+            raise HostFileError(f"cannot create folder {target.path}: {step} is a file, "
+                                "not a folder") from None
+        raise
 
 
 def _fail_if_being_deleted(path: str, **session: Any) -> None:
