@@ -646,6 +646,40 @@ async def test_a_path_below_no_pools_folder_is_reached_with_an_account_chosen_by
         assert not list((samba.share_dir / "store").glob(".two.txt*"))
 
 
+async def test_one_account_spelt_twice_is_one_account_for_a_path_below_no_folder(
+    samba: Samba, share: Share
+) -> None:
+    """The account a path below no folder of its own is reached with is chosen among
+    accounts, not among their spellings: the same user under another domain case, or
+    with an older password kept for a share beside the newer one a logon took, is one
+    account, reached with the password the server last accepted."""
+    def account(domain: str, password: str) -> Credentials:
+        return Credentials(samba.user, domain, password)
+
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    try:
+        files.keep_credentials(ShareLocation(samba.server, samba.share, "",
+                                             account("HV01", samba.password)))
+        files.keep_credentials(ShareLocation(samba.server, samba.other_share, "",
+                                             account("hv01", samba.password)))
+        await files.log_on(samba.server)
+    finally:
+        files.close()
+
+    files = SmbFiles(port=samba.port, connect_timeout_s=3)
+    try:
+        files.keep_credentials(ShareLocation(samba.server, samba.other_share, "",
+                                             account("HV01", "an-older-passw0rd")))
+        folder = share.unc[len(samba.unc) + 1:]
+        files.use_credentials(ShareLocation(samba.server, samba.share, folder,
+                                            account("hv01", samba.password)))
+        await files.write_text(share.path("pool.txt"), "p")
+        assert files.credentials_for(samba.server) == account("hv01", samba.password)
+        await files.log_on(samba.server)
+    finally:
+        files.close()
+
+
 async def test_missing_credentials_are_named_when_none_were_given(samba: Samba) -> None:
     files = SmbFiles(port=samba.port, connect_timeout_s=3)
     try:

@@ -481,17 +481,26 @@ class SmbFiles(HostFiles):
         of it has one, those the folders of the server's other shares are reached with.
         One is the account to use; several leave the choice to the operator. Credentials
         offered and not yet logged on with are not counted; those kept as a share's own
-        (``keep_credentials``) are."""
+        (``keep_credentials``) are. Accounts are told apart as the server tells them
+        (``same_user``), not by spelling or password: one user under two domain cases,
+        or with an older password kept beside the one a logon took, is one account, with
+        the password the server last accepted."""
         configured = self._configured.get(server.lower())
         if configured is not None:
             return (configured,)
         with self._lock:
-            known = {**self._kept, **self._accepted}
+            accepted = list(self._accepted.items())
+            kept = [(scope, account) for scope, account in self._kept.items()
+                    if scope not in self._accepted]
+        known = accepted + kept  # an accepted password before a kept one
         wanted = _share_key(server, share) if share else None
-        on_share = [account for scope, account in known.items() if scope[:2] == wanted]
-        on_server = [account for scope, account in known.items()
-                     if scope[0] == server.lower()]
-        return tuple(dict.fromkeys(on_share or on_server))
+        on_share = [account for scope, account in known if scope[:2] == wanted]
+        on_server = [account for scope, account in known if scope[0] == server.lower()]
+        distinct: list[Credentials] = []
+        for account in on_share or on_server:
+            if not any(same_user(account, other) for other in distinct):
+                distinct.append(account)
+        return tuple(distinct)
 
     def _account(self, target: _Target) -> tuple[_Scope, Credentials | None,
                                                  Credentials | None]:
