@@ -1111,6 +1111,45 @@ async def test_a_removed_pools_account_is_forgotten_and_leaves_the_share_to_the_
         assert "daemon" not in json.dumps(answer)
 
 
+async def test_a_moved_pools_old_account_is_forgotten_unless_its_folder_stays_a_pool(
+    tmp_path: Path
+) -> None:
+    """A pool registered again under its uuid at another folder of the share (its path
+    changed in the management server's database, sent at the host's next connect) leaves
+    its old folder: once no registered pool has that folder, its account is forgotten, so
+    the image store beside the pools is reached with the share's only account left, not
+    refused as a choice between it and the old folder's. While another pool has the old
+    folder, the folder keeps its account (that pool's heartbeat is still written)."""
+    accounts = {"daemon": "Old-folder-acc0unt!", "bin": "New-folder-acc0unt!"}
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    with samba_with_accounts(accounts) as samba:
+        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
+            where = samba.share_dir / folder
+            where.mkdir()
+            shutil.chown(where, user, user)
+        config = load_config(None, state_dir=tmp_path / "state", backend="emulator",
+                             private_ip=PRIVATE_IP, smb_servers=[samba.server],
+                             smb_port=samba.port)
+        beat = samba.share_dir / "pool-a" / f"hb-{PRIVATE_IP}"
+        async with serving(config) as running:
+            for pool_uuid in (first, second):
+                _, added = await running.answer(MODIFY, _own_pool(
+                    samba, pool_uuid, "pool-a", "daemon", accounts["daemon"]))
+                assert added["result"] is True, added
+            _, moved = await running.answer(
+                MODIFY, _own_pool(samba, first, "pool-b", "bin", accounts["bin"]))
+            assert moved["result"] is True, moved
+            beat.unlink()
+            await running.agent.host.write_heartbeats()
+            assert beat.owner() == "daemon"  # the second pool's folder, its account
+            _, moved = await running.answer(
+                MODIFY, _own_pool(samba, second, "pool-b", "bin", accounts["bin"]))
+            assert moved["result"] is True, moved
+            answer = await _copy_template(running, samba, "after-move.vhdx")
+        assert answer["result"] is True, answer
+        assert "daemon" not in json.dumps(answer)
+
+
 class _BrokenInner:
     """A file whose server went away: every write and the close fail."""
 

@@ -144,10 +144,10 @@ class StorageHandlers:
         return registered.root
 
     def _forget_account(self, root: str) -> None:
-        """The file access forgets the account of a forgotten pool's share folder, unless
-        another registered pool (under another uuid) has that folder too: a removed pool's
-        account must not go on reaching its folder, nor count among the accounts of an
-        image store beside it."""
+        """The file access forgets the account of a forgotten pool's share folder (or of
+        the folder a pool registered again elsewhere left), unless another registered pool
+        (under another uuid) has that folder too: a removed pool's account must not go on
+        reaching its folder, nor count among the accounts of an image store beside it."""
         if self.registry.by_root(root) is not None:
             return
         location = locations.from_primary_store("", root, "Filesystem")
@@ -184,7 +184,10 @@ class StorageHandlers:
             raise AgentError(f"Failed to add storage pool {pool.uuid}, please verify your "
                              f"pool details: {error}"
                              f"{_encrypted_hint(error, from_details)}") from error
+        earlier = self.registry.get(pool_uuid)
         self._remember(pool_uuid, pool, location)
+        if earlier is not None and not locations.same_folder(earlier.root, location.root):
+            self._forget_account(earlier.root)  # the pool moved: its old folder is left
         if self.heartbeats is not None and str(pool.type or "") in SHARED_TYPES:
             await self.heartbeats.stamp(location.root)
         return location.root, total, free
