@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import smbclient  # type: ignore[import-untyped]
 
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator import vhd
@@ -732,6 +733,41 @@ async def test_an_agent_restarted_between_pings_keeps_reaching_its_smb_pool(
     assert samba.password not in (config.agent.state_dir / "pools.json").read_text()
     assert samba.password not in caplog.text
     assert quote(samba.password, safe="") not in caplog.text
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run
+async def test_a_stamp_a_neighbour_is_reading_is_logged_once_and_written_next_round(
+    tmp_path: Path, samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A neighbour reading this host's stamp (CheckOnHost) just as it is replaced: the
+    file server refuses to rename over a file open elsewhere. The round logs one warning
+    saying the stamp is open elsewhere, and the next round writes it."""
+    config = _samba_config(tmp_path, samba)
+    folder = f"read-{tmp_path.name}"
+    beat = samba.share_dir / folder / f"hb-{PRIVATE_IP}"
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _samba_pool(samba, folder))
+        assert added["result"] is True, added
+        beat.write_text("2024-5-7@3:4:9")
+        connections: dict[str, object] = {}  # the neighbour's own connection
+        unc = f"{samba.unc}\\{folder}\\hb-{PRIVATE_IP}"
+        reader = smbclient.open_file(unc, "rb", share_access="r", username=samba.user,
+                                     password=samba.password, port=samba.port,
+                                     connection_cache=connections)
+        try:
+            with caplog.at_level(logging.WARNING, logger="hyperv_agent"):
+                await running.agent.host.write_heartbeats()
+        finally:
+            reader.close()
+            smbclient.reset_connection_cache(connection_cache=connections)
+        warned = [record.getMessage() for record in caplog.records
+                  if record.levelno >= logging.WARNING]
+        assert len(warned) == 1 and f"hb-{PRIVATE_IP} is open elsewhere" in warned[0], warned
+        assert beat.read_text() == "2024-5-7@3:4:9"
+        await running.agent.host.write_heartbeats()
+    stamped = parse_heartbeat(beat.read_text())
+    assert stamped is not None and abs(time.time() - stamped) < 60, beat.read_text()
+    assert sorted(path.name for path in beat.parent.iterdir()) == [beat.name]
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # one real smbd share per run

@@ -358,6 +358,35 @@ async def test_a_file_deleted_while_open_elsewhere_counts_as_gone_and_its_name_a
     assert (share.local / "doomed.vhdx").read_text() == "new"
 
 
+@pytest.mark.parametrize("sharing", ["r", "rwd"])
+async def test_writing_a_file_another_client_holds_open_fails_saying_so_then_recovers(
+    smb: SmbFiles, share: Share, samba: Samba, sharing: str
+) -> None:
+    """A neighbour reading a heartbeat stamp the moment it is replaced: the server refuses
+    to rename over a file open elsewhere (STATUS_ACCESS_DENIED, as for a file the account
+    may not delete, MS-FSCC FileRenameInformation). The failure says the target is open
+    elsewhere, not only "access denied"; the stamp is left as it was and the next write,
+    once it is closed, replaces it."""
+    (share.local / "hb").write_text("old")
+    connections: dict[str, Any] = {}  # a neighbour's connection
+    holder = smbclient.open_file(share.path("hb"), "rb", share_access=sharing,
+                                 username=samba.user, password=samba.password,
+                                 port=samba.port, connection_cache=connections)
+    try:
+        with pytest.raises(HostFileError) as caught:
+            await smb.write_text(share.path("hb"), "new")
+    finally:
+        holder.close()
+        smbclient.reset_connection_cache(connection_cache=connections)
+    message = str(caught.value)
+    assert message.startswith(f"cannot rename {share.path('.hb.tmp')} to {share.path('hb')}: ")
+    assert f"{share.path('hb')} is open elsewhere" in message, message
+    assert (share.local / "hb").read_text() == "old"
+    await smb.write_text(share.path("hb"), "new")
+    assert (share.local / "hb").read_text() == "new"
+    assert sorted(path.name for path in share.local.iterdir()) == ["hb"]
+
+
 async def test_rename_replaces_the_target_when_it_exists(smb: SmbFiles, share: Share) -> None:
     (share.local / "new.tmp").write_bytes(b"new")
     (share.local / "volume.vhdx").write_bytes(b"old, longer")

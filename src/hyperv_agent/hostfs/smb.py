@@ -739,7 +739,10 @@ def _replace(path: str, target: str, **session: Any) -> None:
     where the source was opened under another name than its path in the share (a DFS
     namespace, whose names it resolves). A rename refused with access denied has the
     target looked at (opened to read its attributes): a target being deleted while open
-    elsewhere fails as that, which says why its name cannot be taken yet."""
+    elsewhere fails as that, which says why its name cannot be taken yet; then
+    (``_fail_if_open_elsewhere``) a target open elsewhere fails as that: Windows and
+    Samba refuse to replace a file that is open with the same status as a file the
+    account may not delete (MS-FSCC FileRenameInformation)."""
     with _opened(path, FilePipePrinterAccessMask.DELETE, **session) as source:
         if str(source.fd.file_name).lower() == _inside(_target(path)).lower():
             try:
@@ -751,6 +754,7 @@ def _replace(path: str, target: str, **session: Any) -> None:
             except (SMBOSError, SMBResponseException) as refused:
                 if _status(refused) == _ACCESS_DENIED:
                     _fail_if_being_deleted(target, **session)
+                    _fail_if_open_elsewhere(path, target, **session)
                 raise
             return
     smbclient.replace(path, target, **session)
@@ -825,10 +829,30 @@ def _fail_if_being_deleted(path: str, **session: Any) -> None:
             raise
 
 
-def _opened(path: str, access: int, options: int = 0, **session: Any) -> Any:
+def _fail_if_open_elsewhere(source: str, target: str, **session: Any) -> None:
+    """Fail saying so when the file ``target``, which ``source`` was refused to replace,
+    is open elsewhere (a neighbour reading a heartbeat stamp, another program): opened
+    for DELETE (what replacing it asks) sharing nothing, it meets the other open as a
+    sharing violation. Return otherwise (the file is closed again at once, unchanged),
+    whatever else the open met: the refusal stands as it came."""
+    try:
+        with _opened(target, FilePipePrinterAccessMask.DELETE,
+                     CreateOptions.FILE_NON_DIRECTORY_FILE, sharing="", **session):
+            return
+    except (SMBOSError, SMBResponseException) as looked:
+        if _status(looked) != _SHARING_VIOLATION:
+            return
+    raise HostFileError(f"cannot rename {source} to {target}: {target} is open elsewhere "
+                        "(another host or program is reading or using it), and a file that "
+                        "is open is not replaced; it is left as it was")
+
+
+def _opened(path: str, access: int, options: int = 0, sharing: str = "rwd",
+            **session: Any) -> Any:
     """``path`` opened (the file itself, not where a link leads) for ``access`` alone,
-    sharing everything, as a context manager; ``options``: more CreateOptions."""
-    return SMBRawIO(path, mode="r", share_access="rwd", desired_access=access,
+    sharing ``sharing`` (everything unless told), as a context manager; ``options``:
+    more CreateOptions."""
+    return SMBRawIO(path, mode="r", share_access=sharing, desired_access=access,
                     create_options=CreateOptions.FILE_OPEN_REPARSE_POINT | options,
                     **session)
 
