@@ -595,11 +595,7 @@ async def test_a_copy_between_two_folders_of_one_share_uses_each_folders_account
     written as its own (the server-side copy would write it with the source's session)."""
     accounts = {"daemon": "Source-acc0unt!", "bin": "Target-acc0unt!"}
     with samba_with_accounts(accounts) as samba:
-        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
-            where = samba.share_dir / folder
-            where.mkdir()
-            shutil.chown(where, user, user)
-            where.chmod(0o700)
+        _owned_folders(samba, {"pool-a": "daemon", "pool-b": "bin"}, mode=0o700)
         data = _pattern(2 * MIB + 3)
         files = SmbFiles(port=samba.port, connect_timeout_s=3)
         try:
@@ -628,10 +624,7 @@ async def test_a_path_below_no_pools_folder_is_reached_with_an_account_chosen_by
     setting to use, and writes nothing."""
     accounts = {"daemon": "Pool-a-acc0unt!", "bin": "Pool-b-acc0unt!"}
     with samba_with_accounts(accounts) as samba:
-        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
-            where = samba.share_dir / folder
-            where.mkdir()
-            shutil.chown(where, user, user)
+        _owned_folders(samba, {"pool-a": "daemon", "pool-b": "bin"})
         (samba.share_dir / "store").mkdir(mode=0o777)
         (samba.share_dir / "store").chmod(0o777)
         (samba.other_share_dir / "store").mkdir(mode=0o777)
@@ -922,6 +915,25 @@ STATS = "com.cloud.agent.api.GetStorageStatsCommand"
 POOL_UUID = "8d0a5a3e-2b0c-4c55-9b1f-6a4f0e2f7c31"
 
 
+def _owned_folders(samba: Samba, owners: dict[str, str], mode: int | None = None) -> None:
+    """Folders of the share made, each owned by its account ({folder: user}), as a file
+    server whose pools' folders each belong to a service account of their own."""
+    for folder, user in owners.items():
+        where = samba.share_dir / folder
+        where.mkdir()
+        shutil.chown(where, user, user)
+        if mode is not None:
+            where.chmod(mode)
+
+
+def _own_accounts_config(tmp_path: Path, samba: Samba) -> AgentConfig:
+    """Agent settings reaching ``samba`` through smbprotocol, with no account configured:
+    each pool brings its own."""
+    return load_config(None, state_dir=tmp_path / "state", backend="emulator",
+                       private_ip=PRIVATE_IP, smb_servers=[samba.server],
+                       smb_port=samba.port)
+
+
 @pytest.fixture
 def smb_agent_config(tmp_path: Path, samba: Samba) -> Callable[..., AgentConfig]:
     """Agent settings with shares on the Samba server reached through smbprotocol."""
@@ -1114,13 +1126,8 @@ async def test_a_removed_pools_account_is_forgotten_and_leaves_the_share_to_the_
     accounts = {"daemon": "Removed-acc0unt!", "bin": "Staying-acc0unt!"}
     removed, staying = str(uuid.uuid4()), str(uuid.uuid4())
     with samba_with_accounts(accounts) as samba:
-        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
-            where = samba.share_dir / folder
-            where.mkdir()
-            shutil.chown(where, user, user)
-        config = load_config(None, state_dir=tmp_path / "state", backend="emulator",
-                             private_ip=PRIVATE_IP, smb_servers=[samba.server],
-                             smb_port=samba.port)
+        _owned_folders(samba, {"pool-a": "daemon", "pool-b": "bin"})
+        config = _own_accounts_config(tmp_path, samba)
         async with serving(config) as running:
             first = _own_pool(samba, removed, "pool-a", "daemon", accounts["daemon"])
             _, added = await running.answer(MODIFY, first)
@@ -1152,13 +1159,8 @@ async def test_a_moved_pools_old_account_is_forgotten_unless_its_folder_stays_a_
     accounts = {"daemon": "Old-folder-acc0unt!", "bin": "New-folder-acc0unt!"}
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     with samba_with_accounts(accounts) as samba:
-        for user, folder in (("daemon", "pool-a"), ("bin", "pool-b")):
-            where = samba.share_dir / folder
-            where.mkdir()
-            shutil.chown(where, user, user)
-        config = load_config(None, state_dir=tmp_path / "state", backend="emulator",
-                             private_ip=PRIVATE_IP, smb_servers=[samba.server],
-                             smb_port=samba.port)
+        _owned_folders(samba, {"pool-a": "daemon", "pool-b": "bin"})
+        config = _own_accounts_config(tmp_path, samba)
         beat = samba.share_dir / "pool-a" / f"hb-{PRIVATE_IP}"
         async with serving(config) as running:
             for pool_uuid in (first, second):
