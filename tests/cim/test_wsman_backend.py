@@ -473,6 +473,18 @@ async def test_service_limits_are_read_from_the_winrm_configuration(remote: Wsma
 # --- a host whose answers never complete or never end --------------------------------------
 
 
+async def _forwarded(url: str, request: web.Request, data: bytes,
+                     edit: Callable[[bytes], bytes] | None = None) -> web.Response:
+    """``request`` (its body ``data``) sent on to the face at ``url``, and its answer
+    handed back (its body changed by ``edit`` when given)."""
+    headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=data, headers=headers, ssl=False) as answer:
+        body = await answer.read()
+    return web.Response(status=answer.status, body=edit(body) if edit else body,
+                        headers={"Content-Type": answer.headers["Content-Type"]})
+
+
 async def _stand_in(handler: Callable[[web.Request], Any], tls_dir: Path
                     ) -> tuple[web.AppRunner, int]:
     """A WinRM endpoint over https that answers every request with ``handler``."""
@@ -612,11 +624,7 @@ async def _slow_pulls(url: str, tls_dir: Path, timed_out: int,
             return web.Response(status=500, content_type="application/soap+xml",
                                 charset="utf-8",
                                 text=soap.fault_envelope(fault, asked.message_id, "HV01"))
-        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
-        async with aiohttp.ClientSession() as session, session.post(
-                url, data=data, headers=headers, ssl=False) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                headers={"Content-Type": answer.headers["Content-Type"]})
+        return await _forwarded(url, request, data)
 
     runner, port = await _stand_in(forward, tls_dir)
     try:
@@ -680,11 +688,7 @@ async def _held_pulls(url: str, tls_dir: Path, hold_releases: bool = False,
             await asyncio.sleep(3600)
         if action == RELEASE:
             await asyncio.sleep(slow_releases_s)
-        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
-        async with aiohttp.ClientSession() as session, session.post(
-                url, data=data, headers=headers, ssl=False) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                headers={"Content-Type": answer.headers["Content-Type"]})
+        return await _forwarded(url, request, data)
 
     runner, port = await _stand_in(forward, tls_dir)
     try:
@@ -807,16 +811,11 @@ async def test_a_pull_answer_that_neither_ends_nor_goes_on_is_refused_not_taken_
 
         async def forward(request: web.Request) -> web.Response:
             data = await request.read()
-            pull = soap.read_request(data, 512000).action == PULL
-            headers = {name: request.headers[name]
-                       for name in ("Authorization", "Content-Type")}
-            async with aiohttp.ClientSession() as session, session.post(
-                    served.url, data=data, headers=headers, ssl=False) as answer:
-                body = await answer.read()
-            if pull:  # the context left out of every Pull's answer
-                body = re.sub(rb"<n:EnumerationContext>[^<]*</n:EnumerationContext>", b"", body)
-            return web.Response(status=answer.status, body=body,
-                                headers={"Content-Type": answer.headers["Content-Type"]})
+            if soap.read_request(data, 512000).action != PULL:
+                return await _forwarded(served.url, request, data)
+            return await _forwarded(served.url, request, data, lambda body: re.sub(
+                # the context left out of every Pull's answer
+                rb"<n:EnumerationContext>[^<]*</n:EnumerationContext>", b"", body))
 
         runner, port = await _stand_in(forward, tmp_path / "stand-in")
         cim = client(f"https://127.0.0.1:{port}/wsman", max_envelope_bytes=8192)
@@ -925,11 +924,7 @@ class _Restarting:
             request.transport.abort()
             raise asyncio.CancelledError  # nothing is answered
         self.actions.append(asked.action.rsplit("/", 1)[-1])
-        headers = {name: request.headers[name] for name in ("Authorization", "Content-Type")}
-        async with aiohttp.ClientSession() as session, session.post(
-                url, data=data, headers=headers, ssl=False) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                headers={"Content-Type": answer.headers["Content-Type"]})
+        return await _forwarded(url, request, data)
 
 
 @contextlib.asynccontextmanager
