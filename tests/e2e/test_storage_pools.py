@@ -1156,29 +1156,35 @@ async def test_a_password_rotated_between_two_pools_of_one_user_reaches_both(
     old = samba.password
     pools = {POOL_A: "rotated-a", POOL_B: "rotated-b"}
 
-    def pool(pool_uuid: str) -> dict[str, object]:
-        body = _samba_pool(samba, pools[pool_uuid])
-        body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
-        return body
-
-    async def both_measured(running: Running) -> None:
-        for pool_uuid in pools:
-            _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
-            assert stats["result"] is True and stats["capacityBytes"] > 0, stats
-
     async with serving(config) as running:
-        _, added = await running.answer(MODIFY, pool(POOL_A))
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, pools))
         assert added["result"] is True, added
         samba.set_password("R0tated-pw!two")
-        _, added = await running.answer(MODIFY, pool(POOL_B))
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, pools))
         assert added["result"] is True, added
         samba.crash()  # the file server restarts: every session logs on again
         samba.start_again()
-        await both_measured(running)
+        await _all_measured(running, pools)
     kept = (config.agent.state_dir / KEPT).read_text()
     assert old not in kept and quote(old, safe="") not in kept
     async with serving(config) as running:  # restarted: the kept accounts only
-        await both_measured(running)
+        await _all_measured(running, pools)
+
+
+def _pool_of(samba: Samba, pool_uuid: str, folders: dict[str, str],
+             password: str | None = None) -> dict[str, object]:
+    """The ModifyStoragePoolCommand of the pool ``pool_uuid`` in its folder of
+    ``folders`` ({uuid: folder}), with ``password`` (the account's current one if None)."""
+    body = _samba_pool(samba, folders[pool_uuid], password)
+    body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
+    return body
+
+
+async def _all_measured(running: Running, pools: Iterable[str]) -> None:
+    """Every pool of ``pools`` (uuids) answers its storage statistics."""
+    for pool_uuid in pools:
+        _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
+        assert stats["result"] is True and stats["capacityBytes"] > 0, stats
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, restarted
@@ -1199,14 +1205,7 @@ async def test_a_pool_re_sent_with_its_old_password_keeps_the_newest_one(
     folders = {POOL_A: "resent-a", POOL_B: "resent-b"}
 
     def pool(pool_uuid: str, password: str) -> dict[str, object]:
-        body = _samba_pool(samba, folders[pool_uuid], password)
-        body["pool"] = {**body["pool"], "uuid": pool_uuid}  # type: ignore[dict-item]
-        return body
-
-    async def both_measured(running: Running) -> None:
-        for pool_uuid in folders:
-            _, stats = await running.answer(STATS, {"id": pool_uuid, "pooltype": "SMB"})
-            assert stats["result"] is True and stats["capacityBytes"] > 0, stats
+        return _pool_of(samba, pool_uuid, folders, password)
 
     async with serving(config) as running:
         _, added = await running.answer(MODIFY, pool(POOL_A, old))
@@ -1217,8 +1216,8 @@ async def test_a_pool_re_sent_with_its_old_password_keeps_the_newest_one(
         _, again = await running.answer(MODIFY, pool(POOL_A, old))  # the host reconnects
         # refused as any wrong password is, though a session opened with it is still open
         assert again["result"] is False and "refused the logon" in again["details"], again
-        await both_measured(running)  # the folders keep the newest
+        await _all_measured(running, folders)  # the folders keep the newest
     kept = (config.agent.state_dir / KEPT).read_text()
     assert quote(old, safe="") not in kept and old not in kept, kept
     async with serving(config) as running:  # restarted: the kept accounts only
-        await both_measured(running)
+        await _all_measured(running, folders)
