@@ -178,6 +178,10 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
 
 def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryLock) -> Agent:
     agent = config.agent
+    # TLS material that does not load stops the start here, naming its setting, before the
+    # host is opened: not at the listener, after start-up seemed to have gone well.
+    identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
+    tls.server_context(identity, agent.tls_client_ca)
     opened = open_host(config)
     hv, files = opened.hyperv, opened.files
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
@@ -221,7 +225,6 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     handlers |= MigrationHandlers(hv, paths, vm.locks, file_locks, aside,
                                   job_wait=vm.settings.job_wait).table()
     metrics = Metrics()
-    identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
     dispatch = Dispatch(handlers, metrics, counting.count)
     return Agent(config, opened, dispatch, metrics, identity, host,
                  Leftovers(start, files, paths, aside), lock)

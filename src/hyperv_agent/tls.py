@@ -175,10 +175,40 @@ def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSL
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers(TLS12_CIPHERS)
     try:
-        context.load_cert_chain(identity.cert_path, identity.key_path)
-        if client_ca is not None:
-            context.load_verify_locations(client_ca)
-            context.verify_mode = ssl.CERT_REQUIRED
+        context.load_cert_chain(identity.cert_path, identity.key_path, password=_passphrase)
+    except _Encrypted:
+        raise ConfigError(f"cannot load TLS material: the key {identity.key_path} is "
+                          "encrypted with a passphrase, which the agent is not given; "
+                          f"save it without one ({_PAIR})") from None
     except (OSError, ssl.SSLError) as error:
-        raise ConfigError(f"cannot load TLS material: {error}") from None
+        raise ConfigError(f"cannot load TLS material: the certificate {identity.cert_path} "
+                          f"and key {identity.key_path}: {_reason(error)} ({_PAIR})") from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(client_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"cannot load TLS material: [agent] tls_client_ca {client_ca}: "
+                              f"{_reason(error)}") from None
+        context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+#: Where an operator's certificate and key are set.
+_PAIR = "see [agent] tls_cert and tls_key: a PEM certificate and its unencrypted key"
+
+
+class _Encrypted(Exception):
+    """The key asks for a passphrase."""
+
+
+def _passphrase() -> str:
+    """Called only for an encrypted key: refused, where OpenSSL would otherwise prompt on
+    the terminal (a service has none) and a start would wait for an answer."""
+    raise _Encrypted
+
+
+def _reason(error: OSError | ssl.SSLError) -> str:
+    """An OpenSSL or file error as a phrase (ssl's file errors carry no file name)."""
+    if isinstance(error, ssl.SSLError):
+        return error.reason.replace("_", " ").lower() if error.reason else str(error)
+    return error.strerror or str(error)
