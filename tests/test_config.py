@@ -32,6 +32,35 @@ def test_a_section_written_as_a_value_is_one_error_naming_it(
     assert kind in message and "\n" not in message
 
 
+@pytest.mark.parametrize("text, setting", [
+    ('[agent]\nstate_dir = ""\n', "agent.state_dir"),
+    ('[agent]\ntls_cert = ""\ntls_key = ""\n', "agent.tls_cert"),
+    ('[agent]\ntls_client_ca = ""\n', "agent.tls_client_ca"),
+    ('[agent.smb_credentials]\n"fs1" = {username = "u", password_file = ""}\n',
+     "agent.smb_credentials.fs1.password_file"),
+    ('[wsman]\npassword_file = ""\n', "wsman.password_file"),
+    ('[wsman]\nca_file = ""\n', "wsman.ca_file"),
+    ('[emulator]\ncluster_dir = ""\n', "emulator.cluster_dir"),
+    ('[emulator.drives]\nC = ""\n', "emulator.drives.C"),
+])
+def test_an_empty_path_is_an_error_naming_it_not_the_folder_the_agent_runs_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, setting: str) -> None:
+    """Read as a path, "" is "." (System32 for a Windows service, / for a systemd unit):
+    state, cluster files or an emulated drive would quietly be written there."""
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    message = str(raised.value)
+    assert message.startswith(f"invalid config file {path}: {setting}: ")
+    assert "an empty path" in message and "\n" not in message
+    run = CliRunner().invoke(main, ["cim", "query", "--config", str(path),
+                                    "SELECT Name FROM Msvm_ComputerSystem"])
+    assert run.exit_code == 2 and setting in run.output, run.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]
+
+
 # --- relative paths ------------------------------------------------------------------------
 
 

@@ -48,10 +48,11 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -113,6 +114,21 @@ def read_password_file(path: Path) -> str:
     return lines[0] if lines else ""
 
 
+def _path_given(value: object) -> object:
+    """An empty string is refused: read as a path it is ".", the folder the command happens
+    to run in (System32 for a Windows service, / for a systemd unit), where state,
+    certificates or an emulated drive would then quietly go."""
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("an empty path would be the folder the agent happens to run in; "
+                         "give a path, or leave the setting out for its default")
+    return value
+
+
+#: A file or folder setting: relative paths of the file are taken from its folder
+#: (``_anchor_paths``), an empty one is refused.
+GivenPath = Annotated[Path, BeforeValidator(_path_given)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -125,7 +141,7 @@ class SmbCredential(_Section):
     username: str = Field(min_length=1)
     domain: str = ""
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: GivenPath | None = None
     password_env: str | None = None
 
     @model_validator(mode="after")
@@ -151,15 +167,15 @@ class SmbCredential(_Section):
 
 
 class AgentSection(_Section):
-    state_dir: Path = Field(default_factory=default_state_dir)
+    state_dir: GivenPath = Field(default_factory=default_state_dir)
     # auto: on a Windows host, wmi when PyMI imports, else wsman to WinRM on localhost
     backend: Backend = "emulator" if sys.platform != "win32" else "auto"
     listen: str = DEFAULT_LISTEN
     admin_listen: str = "127.0.0.1:9250"
     private_ip: str | None = None  # the agent's address on the management network
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # require client certificates signed by this CA
+    tls_cert: GivenPath | None = None
+    tls_key: GivenPath | None = None
+    tls_client_ca: GivenPath | None = None  # require client certificates signed by this CA
     allow_from: tuple[str, ...] = ()  # management-server networks; empty = loopback only
     max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)  # to deliver a whole request
@@ -374,8 +390,8 @@ class EmulatorSection(_Section):
     # A switch's kind by name (Hyper-V's SwitchType): "Internal" or "Private"; one not
     # named here is External (bound to a physical adapter).
     switch_types: dict[str, SwitchType] = Field(default_factory=dict)
-    drives: dict[str, Path] = Field(default_factory=dict)
-    shares: dict[str, Path] = Field(default_factory=dict)
+    drives: dict[str, GivenPath] = Field(default_factory=dict)
+    shares: dict[str, GivenPath] = Field(default_factory=dict)
     async_jobs: bool = _HOST.async_jobs
     call_latency_s: float = Field(default=_HOST.latency.call_s, ge=0)
     job_duration_s: float = Field(default=_HOST.latency.job_s, ge=0)
@@ -386,7 +402,7 @@ class EmulatorSection(_Section):
     os_caption: str = Field(default=_HOST.os_caption, min_length=1)
     job_retention_s: float = Field(default=_HOST.job_retention_s, ge=0)  # finished jobs vanish
     # Emulated hosts of several agents naming the same folder form a cluster (migration).
-    cluster_dir: Path | None = _HOST.cluster_dir
+    cluster_dir: GivenPath | None = _HOST.cluster_dir
     # How the host names its disk counter instances: the path with "-" for each backslash
     # ("plain", C:-pool-a.vhdx) or the same of its \\?\ form ("verbatim", --?-C:-pool-a.vhdx).
     disk_counter_names: Literal["plain", "verbatim"] = "plain"
@@ -441,12 +457,12 @@ class WsmanSection(_Section):
     url: str | None = None  # http(s)://host[:port]/wsman
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: GivenPath | None = None
     auth: Literal["negotiate", "ntlm", "kerberos", "basic", "certificate"] = "negotiate"
     verify_tls: bool = True
-    ca_file: Path | None = None
-    certificate_pem: Path | None = None  # for auth = "certificate"
-    certificate_key_pem: Path | None = None
+    ca_file: GivenPath | None = None
+    certificate_pem: GivenPath | None = None  # for auth = "certificate"
+    certificate_key_pem: GivenPath | None = None
     operation_timeout_s: int = Field(default=60, ge=1, le=3600)
     max_envelope_bytes: int = Field(default=512000, ge=8192)
     max_concurrent_requests: int = Field(default=4, ge=1, le=32)
