@@ -391,7 +391,7 @@ def wsman_settings(config: AgentConfig) -> WsmanSettings:
     if not section.url:
         raise ConfigError("backend wsman needs the host's WinRM URL: [wsman] url or "
                           "--wsman-url (http(s)://host:port/wsman)")
-    return WsmanSettings(
+    settings = WsmanSettings(
         url=section.url, username=section.username, password=section.resolved_password(),
         auth=section.auth, verify_tls=section.verify_tls, ca_file=section.ca_file,
         operation_timeout_s=section.operation_timeout_s,
@@ -399,4 +399,49 @@ def wsman_settings(config: AgentConfig) -> WsmanSettings:
         max_concurrent_requests=section.max_concurrent_requests,
         certificate_pem=section.certificate_pem,
         certificate_key_pem=section.certificate_key_pem)
+    _check_tls_files(settings)
+    return settings
+
+
+def _check_tls_files(settings: WsmanSettings) -> None:
+    """The CA file and client certificate the endpoint's TLS uses load; ConfigError naming
+    the setting otherwise. They are first read at the first request to the host: a file
+    missing or of another kind would have let the agent start, then failed every command
+    from the management server (and a diagnostic) with a traceback."""
+    import ssl
+
+    if not settings.ssl:
+        return  # over http neither is used
+    if settings.ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=settings.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"[wsman] ca_file {settings.ca_file} cannot be used: "
+                              f"{_tls_reason(error)} (give the PEM certificate of the CA, "
+                              "or the host's own, of its WinRM listener)") from None
+    if settings.auth == "certificate":
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+                settings.certificate_pem or "", settings.certificate_key_pem,
+                password=_no_passphrase)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"[wsman] certificate_pem {settings.certificate_pem} and "
+                              f"certificate_key_pem {settings.certificate_key_pem} cannot be "
+                              f"used: {_tls_reason(error)} (a PEM certificate and its "
+                              "unencrypted key)") from None
+
+
+def _no_passphrase() -> str:
+    """An encrypted key is refused, where OpenSSL would ask for it on the terminal."""
+    raise ValueError("the key is encrypted with a passphrase")
+
+
+def _tls_reason(error: Exception) -> str:
+    import ssl
+
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return error.reason.replace("_", " ").lower()
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
 

@@ -78,3 +78,69 @@ def test_unknown_auth_is_refused_when_the_file_is_read(tmp_path: Path) -> None:
         load_config(_file(tmp_path, 'url = "http://hv01/wsman"\nauth = "digest"\n'
                                     'password = "Never-Shown-7"'))
     assert "Never-Shown-7" not in str(raised.value)
+
+
+def _pair(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate and its unencrypted key."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    cert, key_file = folder / f"{name}.crt", folder / f"{name}.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert, key_file
+
+
+def test_tls_files_that_cannot_be_used_stop_the_start_naming_the_setting(
+        tmp_path: Path) -> None:
+    """A missing CA file or a client certificate with another's key was first read at the
+    first request to the host: the agent started, then every command from the management
+    server, and ``cim``, failed with a traceback. Now each is one line at start, from
+    ``serve`` as from ``cim`` and ``doctor``, before anything else is done."""
+    from tests.cli import lab
+    from tests.ports import free_port
+
+    a_cert, a_key = _pair(tmp_path, "a")
+    _, b_key = _pair(tmp_path, "b")
+    cases = [
+        ('ca_file = "hv01-ca.pem"', f"[wsman] ca_file {tmp_path / 'hv01-ca.pem'} cannot be "
+                                    "used: No such file or directory"),
+        (f'ca_file = "{a_key}"', f"[wsman] ca_file {a_key} cannot be used"),
+        (f'auth = "certificate"\ncertificate_pem = "{a_cert}"\ncertificate_key_pem = "{b_key}"',
+         f"[wsman] certificate_pem {a_cert} and certificate_key_pem {b_key} cannot be used: "
+         "key values mismatch"),
+    ]
+    for extra, message in cases:
+        path = _file(tmp_path, f'url = "https://hv01.invalid:5986/wsman"\nusername = "u"\n'
+                               f'password = "p"\n{extra}')
+        with pytest.raises(ConfigError) as raised:
+            wsman_settings(load_config(path))
+        assert str(raised.value).startswith(message), str(raised.value)
+        for command in (["serve", "--listen", f"127.0.0.1:{free_port()}", "--admin-listen",
+                         f"127.0.0.1:{free_port()}"],
+                        ["cim", "query", "SELECT Name FROM Msvm_ComputerSystem"]):
+            run = lab.command(*command, "--config", str(path), "--state-dir",
+                              str(tmp_path / "state"), timeout_s=60)
+            assert run.returncode == 2, (command, run.stderr)
+            assert run.stderr.startswith(f"error: {message}"), (command, run.stderr)
+            assert len(run.stderr.splitlines()) == 1, (command, run.stderr)
+    # Over http neither file is used; a usable pair is taken.
+    assert wsman_settings(load_config(_file(tmp_path, 'url = "http://hv01/wsman"\n'
+                                                      'ca_file = "absent.pem"'))).ca_file
+    usable = _file(tmp_path, f'url = "https://hv01/wsman"\nca_file = "{a_cert}"\n'
+                             f'auth = "certificate"\ncertificate_pem = "{a_cert}"\n'
+                             f'certificate_key_pem = "{a_key}"')
+    assert wsman_settings(load_config(usable)).certificate_key_pem == a_key
