@@ -243,6 +243,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     from hyperv_agent.backends import prepare_state
     from hyperv_agent.config import load_config
 
+    config = None
     try:
         config = load_config(config_file, backend=backend, state_dir=state_dir, listen=listen,
                              admin_listen=admin_listen, private_ip=private_ip,
@@ -254,8 +255,12 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
         _fail(error)
         return
     except OSError as error:  # a file of the state directory or a TLS file
-        _fail(ConfigError(f"cannot start: {error.strerror or error}: {error.filename} "
-                          "(see [agent] state_dir, tls_cert and tls_key)"))
+        # A failed write (a full disk) names no file: then the folder it was made in is said.
+        where = (error.filename if error.filename is not None
+                 else f"writing in {config.agent.state_dir}" if config is not None else None)
+        _fail(ConfigError(f"cannot start: {error.strerror or error}"
+                          + (f": {where}" if where is not None else "")
+                          + " (see [agent] state_dir, tls_cert and tls_key)"))
         return
     finally:
         gc.freeze()

@@ -227,3 +227,18 @@ def test_tls_files_that_do_not_load_stop_the_start_in_one_line_naming_the_settin
         (problem,) = run.stderr.splitlines()
         assert problem.startswith("error: cannot load TLS material: "), (settings, run.stderr)
         assert reason in problem and setting in problem, (settings, run.stderr)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_at_start_names_the_state_directory_not_none(tmp_path: Path) -> None:
+    """A write that fails for want of room carries no file name: the line says where the
+    agent was writing, not "None". The generated key is written through a link to
+    /dev/full, which takes no byte (ENOSPC), as a full disk does."""
+    state = tmp_path / "state"
+    (state / "tls").mkdir(parents=True)
+    (state / "tls" / "agent.key").symlink_to("/dev/full")
+    run = _serve(tmp_path, "--state-dir", str(state))
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem == (f"error: cannot start: No space left on device: writing in {state} "
+                       "(see [agent] state_dir, tls_cert and tls_key)"), run.stderr
