@@ -126,6 +126,35 @@ def test_the_environment_overrides_the_file_and_flags_override_both(
         Path("/srv/flag"), "wsman", "10.0.0.3:8250", "10.0.0.3:9250", "10.0.0.3")
 
 
+def test_a_bad_value_from_the_environment_or_a_flag_is_named_by_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file may not even hold the setting: the error names the variable (a unit's
+    Environment= line) or the flag the value came from, so the operator does not search
+    the file for it."""
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nlisten = "0.0.0.0:8250"\n')
+    monkeypatch.setenv("HYPERV_AGENT_LISTEN", "8250")
+    monkeypatch.setenv("HYPERV_AGENT_SMB_PORT", "smb")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (
+        f"invalid config file {path}: agent.listen (from HYPERV_AGENT_LISTEN): Value error, "
+        "'8250' is not HOST:PORT; agent.smb_port (from HYPERV_AGENT_SMB_PORT): Input should "
+        "be a valid integer, unable to parse string as an integer")
+    run = CliRunner().invoke(main, ["cim", "query", "--config", str(path), "--state-dir",
+                                    str(tmp_path / "state"), "SELECT Name FROM Msvm_Memory"])
+    assert run.exit_code == 2 and "agent.listen (from HYPERV_AGENT_LISTEN)" in run.output
+    monkeypatch.delenv("HYPERV_AGENT_SMB_PORT")
+    with pytest.raises(ConfigError) as raised:  # a flag beats the variable, and is named
+        load_config(path, listen="nowhere", backend=None)
+    assert str(raised.value) == (f"invalid config file {path}: agent.listen (from --listen): "
+                                 "Value error, 'nowhere' is not HOST:PORT")
+    monkeypatch.delenv("HYPERV_AGENT_LISTEN")
+    path.write_text('[agent]\nlisten = "8250"\n')  # the file's own: named as before
+    with pytest.raises(ConfigError, match=r"file \S+: agent\.listen: Value error"):
+        load_config(path)
+
+
 # --- password files ------------------------------------------------------------------------
 
 #: One password as Windows and Linux tools save it: LF, CRLF, Notepad's UTF-8 with a BOM,

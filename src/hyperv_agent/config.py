@@ -508,9 +508,18 @@ def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = N
     if path is not None:
         _anchor_paths(data, path.absolute().parent)
     agent = dict(data.get("agent", {}))
-    agent.update(_environment())
-    agent.update({k: v for k, v in overrides.items() if v is not None})
+    environment = _environment()
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    agent.update(environment)
+    agent.update(flags)
     data["agent"] = agent
+    # where a value not of the file came from, for an error about it
+    origins = {key: f"from {_ENVIRONMENT_NAMES[key]}" for key in environment}
+    for key in flags:
+        if key in _FLAG_NAMES:
+            origins[key] = f"from {_FLAG_NAMES[key]}"
+        else:
+            origins.pop(key, None)
     remote = dict(data.get("wsman", {}))
     if os.environ.get("HYPERV_AGENT_WSMAN_PASSWORD"):
         remote["password"] = os.environ["HYPERV_AGENT_WSMAN_PASSWORD"]
@@ -519,7 +528,7 @@ def load_config(path: Path | None = None, *, wsman: Mapping[str, Any] | None = N
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, path)) from None
+        raise ConfigError(_describe(error, path, origins)) from None
 
 
 #: The settings that name files and folders: (section, key), or (section, table) for a
@@ -568,16 +577,33 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
 
+#: The ``[agent]`` settings the environment overrides, by the variable that does.
+_ENVIRONMENT_NAMES = {
+    "state_dir": "HYPERV_AGENT_STATE_DIR", "backend": "HYPERV_AGENT_BACKEND",
+    "listen": "HYPERV_AGENT_LISTEN", "admin_listen": "HYPERV_AGENT_ADMIN_LISTEN",
+    "smb_servers": "HYPERV_AGENT_SMB_SERVERS", "smb_port": "HYPERV_AGENT_SMB_PORT"}
+
+#: The ``[agent]`` settings the command line's flags override, by the flag that does.
+_FLAG_NAMES = {"state_dir": "--state-dir", "backend": "--backend", "listen": "--listen",
+               "admin_listen": "--admin-listen", "private_ip": "--private-ip"}
+
+
 def _environment() -> Mapping[str, str]:
-    names = {"HYPERV_AGENT_STATE_DIR": "state_dir", "HYPERV_AGENT_BACKEND": "backend",
-             "HYPERV_AGENT_LISTEN": "listen", "HYPERV_AGENT_ADMIN_LISTEN": "admin_listen",
-             "HYPERV_AGENT_SMB_SERVERS": "smb_servers", "HYPERV_AGENT_SMB_PORT": "smb_port"}
-    return {key: os.environ[env] for env, key in names.items() if os.environ.get(env)}
+    return {key: os.environ[env] for key, env in _ENVIRONMENT_NAMES.items()
+            if os.environ.get(env)}
 
 
-def _describe(error: ValidationError, path: Path | None) -> str:
+def _describe(error: ValidationError, path: Path | None,
+              origins: Mapping[str, str] | None = None) -> str:
+    """One line of every problem, each named by its setting, and by the variable or flag
+    that gave the value when the file did not (the file may not even hold the setting)."""
     where = f"config file {path}" if path else "configuration"
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in item['loc'])}: {item['msg']}" for item in error.errors()
-    )
+
+    def named(loc: tuple[int | str, ...]) -> str:
+        setting = ".".join(str(p) for p in loc)
+        origin = (origins or {}).get(str(loc[1])) if len(loc) > 1 and loc[0] == "agent" \
+            else None
+        return f"{setting} ({origin})" if origin else setting
+
+    problems = "; ".join(f"{named(item['loc'])}: {item['msg']}" for item in error.errors())
     return f"invalid {where}: {problems}"

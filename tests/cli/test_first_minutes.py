@@ -163,7 +163,8 @@ def test_start_up_problems_are_one_line_naming_the_setting(
          f"127.0.0.1:{taken_port} ([agent] listen)"),
         (("--state-dir", str(tmp_path / "s"), "--listen", "nowhere"), "listen"),
         (("--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:0"),
-         "listen: Value error, '127.0.0.1:0': the port must be from 1 to 65535"),
+         "listen (from --listen): Value error, '127.0.0.1:0': the port must be from 1 to "
+         "65535"),
         (("--state-dir", str(tmp_path / "s"), "--backend", "wsman"), "[wsman] url"),
     ]
     for args, setting in cases:
