@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from hyperv_agent.cli import main
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.errors import ConfigError
+from tests.cli import lab
+from tests.ports import free_port
 
 
 @pytest.mark.parametrize("text, section, kind", [
@@ -368,3 +370,26 @@ def test_the_config_drive_cache_is_below_the_local_pool_unless_set(tmp_path: Pat
     assert load_config(path).agent.config_drive_cache == "D:\\VMs\\configdrive-cache"
     path.write_text("[agent]\nconfig_drive_cache_path = 'E:\\ConfigDrives'\n")
     assert load_config(path).agent.config_drive_cache == "E:\\ConfigDrives"
+
+
+@pytest.mark.parametrize("text, setting", [
+    ('[emulator.drives]\nC = "{file}"\n', "emulator.drives: Value error, C: {file} is a file"),
+    ("[emulator.shares]\n'\\\\fs1\\secondary' = \"{file}\"\n",
+     "emulator.shares: Value error, \\\\fs1\\secondary: {file} is a file"),
+    ('[emulator]\ncluster_dir = "{file}"\n', "emulator.cluster_dir: Value error, {file} is a file"),
+])
+def test_an_emulated_folder_that_is_a_file_is_an_error_naming_the_setting(
+        tmp_path: Path, text: str, setting: str) -> None:
+    """serve stopped with "cannot start: File exists: <file> (see [agent] state_dir, tls_cert
+    and tls_key)", pointing at settings that were not at fault."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    path = tmp_path / "agent.toml"
+    path.write_text(text.format(file=a_file))
+    run = lab.command("serve", "--config", str(path), "--state-dir", str(tmp_path / "state"),
+                      "--listen", f"127.0.0.1:{free_port()}", "--admin-listen",
+                      f"127.0.0.1:{free_port()}", timeout_s=60)
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem.startswith(f"error: invalid config file {path}: "
+                              f"{setting.format(file=a_file)}; the "), run.stderr

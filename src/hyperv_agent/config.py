@@ -429,6 +429,25 @@ class EmulatorSection(_Section):
                 raise ValueError(f"share {unc!r} is not of the form \\\\server\\share")
         return shares
 
+    @field_validator("drives", "shares")
+    @classmethod
+    def _folders(cls, folders: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
+        """A drive or share is a folder of this machine (made when missing); a file there
+        is refused here, naming the setting, rather than failing the start with a bare
+        "File exists"."""
+        for name, folder in folders.items():
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"{name}: {folder} is a file; the {info.field_name} of the "
+                                 "emulated host are folders")
+        return folders
+
+    @field_validator("cluster_dir")
+    @classmethod
+    def _cluster_folder(cls, folder: Path | None) -> Path | None:
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{folder} is a file; the cluster's folder is a folder")
+        return folder
+
     @field_validator("switches")
     @classmethod
     def _switch_names(cls, switches: tuple[str, ...]) -> tuple[str, ...]:
