@@ -82,7 +82,22 @@ _config_option = click.option("--config", "config_file", type=click.Path(path_ty
 BACKENDS = ("auto", "emulator", "wmi", "wsman")
 _backend_option = click.option("--backend", type=click.Choice(BACKENDS),
                                help="CIM backend (default: from the configuration).")
-_state_option = click.option("--state-dir", type=click.Path(path_type=Path),
+
+
+class _FolderPath(click.Path):
+    """A folder named on the command line; an empty one (``--state-dir "$UNSET"``) is
+    refused rather than read as the folder the command happens to run in."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path would be the folder the command happens to run in; "
+                      "give a folder, or leave the option out for the configured one",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_state_option = click.option("--state-dir", type=_FolderPath(path_type=Path),
                              help="State directory (default: from the configuration).")
 
 _WSMAN_OPTIONS = (
@@ -381,7 +396,7 @@ def emulator_group() -> None:
 
 @emulator_group.command("wsman")
 @click.option("--listen", required=True, help="HOST:PORT to serve WinRM on (port 0: any).")
-@click.option("--state-dir", type=click.Path(path_type=Path), required=True,
+@click.option("--state-dir", type=_FolderPath(path_type=Path), required=True,
               help="The emulated host's state directory.")
 @_config_option
 @click.option("--user", required=True, help="The account clients authenticate as.")

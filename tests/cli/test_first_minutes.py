@@ -243,3 +243,24 @@ def test_a_full_disk_at_start_names_the_state_directory_not_none(tmp_path: Path)
     (problem,) = run.stderr.splitlines()
     assert problem == (f"error: cannot start: No space left on device: writing in {state} "
                        "(see [agent] state_dir, tls_cert and tls_key)"), run.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("serve", "--listen", "127.0.0.1:{port}", "--admin-listen", "127.0.0.1:{admin}"),
+    ("emulator", "wsman", "--listen", "127.0.0.1:0", "--user", "u", "--password", "p"),
+])
+def test_an_empty_state_dir_flag_is_refused_not_the_folder_the_command_runs_in(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    """``--state-dir "$STATE"`` with the variable unset: read as a path, "" is ".", and the
+    agent's state, key and emulated host were made in the folder the command ran in."""
+    args = [arg.format(port=free_port(), admin=free_port()) for arg in command]
+    try:
+        run = subprocess.run([sys.executable, "-m", "hyperv_agent.cli", *args, "--state-dir",
+                              ""], cwd=tmp_path, env=_environment(tmp_path),
+                             capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as served:
+        raise AssertionError(f"it started: {served.stderr!r}") from None
+    assert run.returncode == 2, run.stderr
+    assert ("Invalid value for '--state-dir': an empty path would be the folder the command "
+            "happens to run in") in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
