@@ -53,9 +53,10 @@ def test_unreadable_password_file_names_the_file_not_a_password(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("wsman", "message"), [
-    ('url = "ftp://hv01/wsman"', "is not http"),
+    ('url = "ftp://hv01/wsman"', r"\(\[wsman\] url, --wsman-url\) is not http"),
     ('url = "http://hv01/wsman"\nauth = "basic"', "password in clear"),
-    ('url = "https://hv01/wsman"\nauth = "certificate"', "certificate and its key"),
+    ('url = "https://hv01/wsman"\nauth = "certificate"', "certificate and its key: set "
+     r"\[wsman\] certificate_pem and certificate_key_pem"),
 ])
 def test_bad_settings_are_one_clear_error(tmp_path: Path, wsman: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

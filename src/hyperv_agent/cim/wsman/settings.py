@@ -43,7 +43,8 @@ class WsmanSettings:
                               "--wsman-password), the URL as http(s)://host[:port]/wsman")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"WinRM URL {self.url!r} is not http(s)://host[:port]/wsman")
+            raise ConfigError(f"WinRM URL {self.url!r} ([wsman] url, --wsman-url) is not "
+                              "http(s)://host[:port]/wsman")
         if self.auth not in AUTH_METHODS:
             raise ConfigError(f"WinRM auth {self.auth!r} is not one of {', '.join(AUTH_METHODS)}")
         if self.auth == "basic" and parts.scheme == "http":
@@ -51,7 +52,8 @@ class WsmanSettings:
                               "clear; use https, or negotiate/ntlm/kerberos over http")
         if self.auth == "certificate" and (self.certificate_pem is None
                                            or self.certificate_key_pem is None):
-            raise ConfigError("certificate authentication needs a certificate and its key")
+            raise ConfigError("certificate authentication needs a certificate and its key: "
+                              "set [wsman] certificate_pem and certificate_key_pem")
         if self.auth == "certificate" and parts.scheme == "http":
             # WinRM takes client certificates only in the TLS handshake, and over http a
             # message is sealed with the Negotiate/Kerberos session, which it has none of
