@@ -393,3 +393,31 @@ def test_an_emulated_folder_that_is_a_file_is_an_error_naming_the_setting(
     (problem,) = run.stderr.splitlines()
     assert problem.startswith(f"error: invalid config file {path}: "
                               f"{setting.format(file=a_file)}; the "), run.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be"])
+def test_a_config_file_saved_by_windows_tools_loads(tmp_path: Path, encoding: str) -> None:
+    """Notepad's UTF-8 with a byte-order mark, PowerShell 5.1's ``> agent.toml`` and Out-File
+    (UTF-16 with a mark, CRLF): read as password files are, not a traceback or "Invalid
+    statement at line 1, column 1"."""
+    path = tmp_path / "agent.toml"
+    text = '[agent]\r\nstate_dir = "st\u00e4te"\r\nallow_from = ["10.1.0.0/16"]\r\n'
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = b"\xfe\xff" + data
+    path.write_bytes(data)
+    config = load_config(path)
+    assert config.agent.state_dir == tmp_path / "st\u00e4te"
+    assert config.agent.allow_from == ("10.1.0.0/16",)
+
+
+def test_a_config_file_in_another_encoding_is_one_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes('[agent]\nstate_dir = "st\u00e4te"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value) == (f"config file {path} is not UTF-8 text (byte 23: invalid "
+                                 "continuation byte); save it as UTF-8")
+    run = CliRunner().invoke(main, ["cim", "query", "--config", str(path),
+                                    "SELECT Name FROM Msvm_ComputerSystem"])
+    assert (run.exit_code, run.output) == (2, f"error: {raised.value}\n")

@@ -587,11 +587,21 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    """The TOML of ``path``: UTF-8, or the encoding a byte-order mark announces (Notepad's
+    UTF-8 mark, PowerShell 5.1's ``>`` and Out-File, which write UTF-16), as password files
+    are read."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)),
+                    "utf-8")
+    try:
+        return tomllib.loads(data.decode(encoding))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not {encoding.upper().removesuffix('-SIG')} "
+                          f"text (byte {error.start}: {error.reason}); save it as "
+                          "UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
