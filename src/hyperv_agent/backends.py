@@ -410,6 +410,8 @@ def _check_tls_files(settings: WsmanSettings) -> None:
     from the management server (and a diagnostic) with a traceback."""
     import ssl
 
+    from hyperv_agent import tls
+
     if not settings.ssl:
         return  # over http neither is used
     if settings.ca_file is not None:
@@ -417,31 +419,16 @@ def _check_tls_files(settings: WsmanSettings) -> None:
             ssl.create_default_context(cafile=settings.ca_file)
         except (OSError, ssl.SSLError) as error:
             raise ConfigError(f"[wsman] ca_file {settings.ca_file} cannot be used: "
-                              f"{_tls_reason(error)} (give the PEM certificate of the CA, "
+                              f"{tls.reason(error)} (give the PEM certificate of the CA, "
                               "or the host's own, of its WinRM listener)") from None
     if settings.auth == "certificate":
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
                 settings.certificate_pem or "", settings.certificate_key_pem,
-                password=_no_passphrase)
+                password=tls.refuse_passphrase)
         except (OSError, ssl.SSLError, ValueError) as error:
             raise ConfigError(f"[wsman] certificate_pem {settings.certificate_pem} and "
                               f"certificate_key_pem {settings.certificate_key_pem} cannot be "
-                              f"used: {_tls_reason(error)} (a PEM certificate and its "
+                              f"used: {tls.reason(error)} (a PEM certificate and its "
                               "unencrypted key)") from None
-
-
-def _no_passphrase() -> str:
-    """An encrypted key is refused, where OpenSSL would ask for it on the terminal."""
-    raise ValueError("the key is encrypted with a passphrase")
-
-
-def _tls_reason(error: Exception) -> str:
-    import ssl
-
-    if isinstance(error, ssl.SSLError) and error.reason:
-        return error.reason.replace("_", " ").lower()
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error)
 

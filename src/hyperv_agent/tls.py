@@ -175,20 +175,21 @@ def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSL
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers(TLS12_CIPHERS)
     try:
-        context.load_cert_chain(identity.cert_path, identity.key_path, password=_passphrase)
-    except _Encrypted:
+        context.load_cert_chain(identity.cert_path, identity.key_path,
+                                password=refuse_passphrase)
+    except EncryptedKey:
         raise ConfigError(f"cannot load TLS material: the key {identity.key_path} is "
                           "encrypted with a passphrase, which the agent is not given; "
                           f"save it without one ({_PAIR})") from None
     except (OSError, ssl.SSLError) as error:
         raise ConfigError(f"cannot load TLS material: the certificate {identity.cert_path} "
-                          f"and key {identity.key_path}: {_reason(error)} ({_PAIR})") from None
+                          f"and key {identity.key_path}: {reason(error)} ({_PAIR})") from None
     if client_ca is not None:
         try:
             context.load_verify_locations(client_ca)
         except (OSError, ssl.SSLError) as error:
             raise ConfigError(f"cannot load TLS material: [agent] tls_client_ca {client_ca}: "
-                              f"{_reason(error)}") from None
+                              f"{reason(error)}") from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
@@ -197,18 +198,24 @@ def server_context(identity: Identity, client_ca: Path | None = None) -> ssl.SSL
 _PAIR = "see [agent] tls_cert and tls_key: a PEM certificate and its unencrypted key"
 
 
-class _Encrypted(Exception):
-    """The key asks for a passphrase."""
+class EncryptedKey(ValueError):
+    """The key asks for a passphrase (``refuse_passphrase``)."""
+
+    def __init__(self) -> None:
+        super().__init__("the key is encrypted with a passphrase")
 
 
-def _passphrase() -> str:
-    """Called only for an encrypted key: refused, where OpenSSL would otherwise prompt on
-    the terminal (a service has none) and a start would wait for an answer."""
-    raise _Encrypted
+def refuse_passphrase() -> str:
+    """The ``password`` callback of ``load_cert_chain``, called only for an encrypted key:
+    EncryptedKey, where OpenSSL would otherwise prompt on the terminal (a service has
+    none) and a start would wait for an answer."""
+    raise EncryptedKey
 
 
-def _reason(error: OSError | ssl.SSLError) -> str:
+def reason(error: Exception) -> str:
     """An OpenSSL or file error as a phrase (ssl's file errors carry no file name)."""
-    if isinstance(error, ssl.SSLError):
-        return error.reason.replace("_", " ").lower() if error.reason else str(error)
-    return error.strerror or str(error)
+    if isinstance(error, ssl.SSLError) and error.reason:
+        return error.reason.replace("_", " ").lower()
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
