@@ -414,7 +414,7 @@ def _check_tls_files(settings: WsmanSettings) -> None:
 
     if not settings.ssl:
         return  # over http neither is used
-    if settings.ca_file is not None:
+    if settings.ca_file is not None and settings.verify_tls:  # otherwise it is not read
         try:
             ssl.create_default_context(cafile=settings.ca_file)
         except (OSError, ssl.SSLError) as error:

@@ -407,6 +407,21 @@ async def test_certificate_is_trusted_with_its_ca_file(emulator: EmulatorCim,
     assert [s["ElementName"] for s in found] == ["External"]
 
 
+async def test_verify_tls_false_is_kept_when_a_ca_file_is_also_given(
+        emulator: EmulatorCim, tmp_path: Path) -> None:
+    """``verify_tls = false`` (``--wsman-no-verify``) switches verification off even with a
+    ``ca_file`` in the configuration, one that does not sign the host's certificate: the
+    operator turns it off to reach a host whose certificate was replaced."""
+    other = tls.ensure_identity(tmp_path / "other").cert_path  # signs nothing of the face's
+    async with face(emulator, tmp_path / "face", tls=True) as served:
+        cim = client(served.url, verify_tls=False, ca_file=other)
+        try:
+            found = await cim.query("SELECT * FROM Msvm_VirtualEthernetSwitch")
+        finally:
+            await cim.close()
+    assert [s["ElementName"] for s in found] == ["External"]
+
+
 async def test_operation_over_its_timeout_is_a_timed_out_fault(
         make_config: Callable[..., EmulatorConfig], tmp_path: Path) -> None:
     slow = EmulatorCim.open(make_config(latency=LatencyModel(call_s=1.5)))

@@ -145,3 +145,16 @@ def test_tls_files_that_cannot_be_used_stop_the_start_naming_the_setting(
                              f'auth = "certificate"\ncertificate_pem = "{a_cert}"\n'
                              f'certificate_key_pem = "{a_key}"')
     assert wsman_settings(load_config(usable)).certificate_key_pem == a_key
+
+
+def test_a_ca_file_is_not_needed_when_verification_is_turned_off(tmp_path: Path) -> None:
+    """``verify_tls = false``, or ``--wsman-no-verify``, turns verification off: a
+    ``ca_file`` left in the file, which no longer exists, neither stops the start nor is
+    used (the transport's side: ``tests/cim/test_wsman_backend.py``)."""
+    left = 'url = "https://hv01/wsman"\nusername = "u"\npassword = "p"\nca_file = "gone.pem"\n'
+    with pytest.raises(ConfigError, match=r"\[wsman\] ca_file .*gone\.pem cannot be used"):
+        wsman_settings(load_config(_file(tmp_path, left)))
+    off = wsman_settings(load_config(_file(tmp_path, left + "verify_tls = false")))
+    assert off.verify_tls is False
+    flagged = wsman_settings(load_config(_file(tmp_path, left), wsman={"verify_tls": False}))
+    assert flagged.verify_tls is False

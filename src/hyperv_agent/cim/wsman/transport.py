@@ -264,7 +264,8 @@ class Transport:
 
     def _open(self) -> WSMan:
         s = self.settings
-        verify: Any = str(s.ca_file) if s.ca_file else s.verify_tls
+        # verify_tls = false wins over a ca_file left in the configuration
+        verify: Any = (str(s.ca_file) if s.ca_file else True) if s.verify_tls else False
         extra: dict[str, Any] = {}
         if s.auth == "certificate":
             extra = {"certificate_pem": str(s.certificate_pem),
