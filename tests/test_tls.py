@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from hyperv_agent import state, tls
@@ -116,6 +116,28 @@ def test_a_generated_pair_a_power_loss_cut_short_is_set_aside_and_made_again(
     assert (kept_cert.read_bytes(), kept_key.read_bytes()) == damaged
     if damage.startswith("empty"):
         assert "agent.key" in caplog.text and " empty)" in caplog.text
+
+
+def test_a_generated_key_encrypted_since_is_set_aside_without_asking_a_passphrase(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The generated key, replaced by the same key encrypted with a passphrase (a hand
+    edit): OpenSSL asked for the passphrase on the terminal, where a start waited for an
+    answer (or, without a terminal, the pair was set aside as "Invalid argument"). It is
+    set aside saying the key is encrypted, without asking, and a new pair is made."""
+    first = tls.ensure_identity(tmp_path)
+    plain = serialization.load_pem_private_key(first.key_path.read_bytes(), None)
+    first.key_path.write_bytes(plain.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"Not-given-1")))
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="hyperv_agent.tls"):
+        again = tls.ensure_identity(tmp_path)
+    assert "pass phrase" not in capfd.readouterr().err.lower()
+    assert again.generated and again.sha256_fingerprint != first.sha256_fingerprint
+    tls.server_context(again)  # it serves
+    assert (f"generated TLS certificate {first.cert_path} and key {first.key_path} cannot "
+            "be used (the key is encrypted with a passphrase)") in caplog.text
 
 
 def test_only_the_newest_generated_pairs_set_aside_are_kept(

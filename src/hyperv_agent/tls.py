@@ -78,13 +78,17 @@ def ensure_identity(state_dir: Path, cert: Path | None = None, key: Path | None 
 
 
 def _unusable(cert: Path, key: Path) -> str | None:
-    """Why the pair cannot serve TLS (an empty or damaged file); None when it can."""
+    """Why the pair cannot serve TLS (an empty or damaged file, a key encrypted since it
+    was made); None when it can."""
     empty = [path.name for path in (cert, key) if path.stat().st_size == 0]
     if empty:
         return " and ".join(empty) + (" is" if len(empty) == 1 else " are") + " empty"
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key,
+                                                                password=refuse_passphrase)
         fingerprint(cert)
+    except EncryptedKey as error:  # never asked for on the terminal
+        return str(error)
     except (OSError, ssl.SSLError, ConfigError) as error:
         return str(error) or type(error).__name__
     return None
