@@ -377,11 +377,16 @@ def test_the_config_drive_cache_is_below_the_local_pool_unless_set(tmp_path: Pat
     ("[emulator.shares]\n'\\\\fs1\\secondary' = \"{file}\"\n",
      "emulator.shares: Value error, \\\\fs1\\secondary: {file} is a file"),
     ('[emulator]\ncluster_dir = "{file}"\n', "emulator.cluster_dir: Value error, {file} is a file"),
+    ('[emulator.drives]\nC = "{file}/hv/C"\n',
+     "emulator.drives: Value error, C: {file}, on the way to {file}/hv/C, is a file"),
+    ('[emulator]\ncluster_dir = "{file}/cluster"\n',
+     "emulator.cluster_dir: Value error, {file}, on the way to {file}/cluster, is a file"),
 ])
 def test_an_emulated_folder_that_is_a_file_is_an_error_naming_the_setting(
         tmp_path: Path, text: str, setting: str) -> None:
     """serve stopped with "cannot start: File exists: <file> (see [agent] state_dir, tls_cert
-    and tls_key)", pointing at settings that were not at fault."""
+    and tls_key)", or "Not a directory: <file>/hv/C" for a folder below a file, pointing at
+    settings that were not at fault."""
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     path = tmp_path / "agent.toml"
@@ -421,3 +426,19 @@ def test_a_config_file_in_another_encoding_is_one_error_naming_it(tmp_path: Path
     run = CliRunner().invoke(main, ["cim", "query", "--config", str(path),
                                     "SELECT Name FROM Msvm_ComputerSystem"])
     assert (run.exit_code, run.output) == (2, f"error: {raised.value}\n")
+
+
+def test_an_emulated_folder_that_cannot_be_looked_at_is_an_error_naming_the_setting(
+        tmp_path: Path) -> None:
+    """A drive whose folder cannot even be looked at (permission denied to the account
+    the command runs as; here a name longer than the file system takes) is refused naming
+    the setting and the reason, not raised as an OSError traceback from every command."""
+    drive = tmp_path / ("x" * 300) / "C"
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[emulator.drives]\nC = "{drive}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(
+        f"invalid config file {path}: emulator.drives: Value error, C: {drive} cannot "
+        "be looked at: File name too long; the drives of the emulated host are folders"
+    ), str(raised.value)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -436,16 +437,16 @@ class EmulatorSection(_Section):
         is refused here, naming the setting, rather than failing the start with a bare
         "File exists"."""
         for name, folder in folders.items():
-            if folder.exists() and not folder.is_dir():
-                raise ValueError(f"{name}: {folder} is a file; the {info.field_name} of the "
-                                 "emulated host are folders")
+            if problem := _not_a_folder(folder):
+                raise ValueError(f"{name}: {problem}; the {info.field_name} of the emulated "
+                                 "host are folders")
         return folders
 
     @field_validator("cluster_dir")
     @classmethod
     def _cluster_folder(cls, folder: Path | None) -> Path | None:
-        if folder is not None and folder.exists() and not folder.is_dir():
-            raise ValueError(f"{folder} is a file; the cluster's folder is a folder")
+        if folder is not None and (problem := _not_a_folder(folder)):
+            raise ValueError(f"{problem}; the cluster's folder is a folder")
         return folder
 
     @field_validator("switches")
@@ -468,6 +469,25 @@ class EmulatorSection(_Section):
             raise ValueError(f"sockets ({self.sockets}) outnumber cpus ({self.cpus}): every "
                              "socket holds at least one core")
         return self
+
+
+def _not_a_folder(folder: Path) -> str | None:
+    """Why ``folder`` cannot be a folder of this machine, made when missing: a file at it
+    or on the way to it, or a path on the way that cannot be looked at (permission
+    denied); None when it is a folder or can be made. The agent's start would otherwise
+    fail at it with a bare file error naming no setting."""
+    for step in (folder, *folder.parents):
+        try:
+            found = step.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not there (or below a file): the folder above decides
+        except OSError as error:
+            return f"{step} cannot be looked at: {error.strerror or error}"
+        if stat.S_ISDIR(found.st_mode):
+            return None
+        return f"{step} is a file" if step == folder else \
+            f"{step}, on the way to {folder}, is a file"
+    return None
 
 
 class WsmanSection(_Section):
