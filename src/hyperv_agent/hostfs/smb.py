@@ -753,7 +753,7 @@ def _replace(path: str, target: str, **session: Any) -> None:
                     set_info(transaction, renamed)
             except (SMBOSError, SMBResponseException) as refused:
                 if _status(refused) == _ACCESS_DENIED:
-                    _fail_if_being_deleted(target, **session)
+                    _fail_if_being_deleted(path, target, **session)
                     _fail_if_open_elsewhere(path, target, **session)
                 raise
             return
@@ -818,15 +818,20 @@ def _make_dirs(path: str, **session: Any) -> None:
         raise
 
 
-def _fail_if_being_deleted(path: str, **session: Any) -> None:
-    """Fail as opening ``path`` fails when it is a file being deleted while open elsewhere
-    (STATUS_DELETE_PENDING); return otherwise, whatever else the open met."""
+def _fail_if_being_deleted(source: str, target: str, **session: Any) -> None:
+    """Fail saying so when the file ``target``, which ``source`` was refused to replace, is
+    being deleted while open elsewhere (opening it fails with STATUS_DELETE_PENDING): the
+    failure names ``target``, not ``source``, as the file being deleted. Return otherwise,
+    whatever else the open met."""
     try:
-        with _opened(path, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, **session):
-            pass
+        with _opened(target, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, **session):
+            return
     except (SMBOSError, SMBResponseException) as looked:
-        if _status(looked) == _DELETE_PENDING:
-            raise
+        if _status(looked) != _DELETE_PENDING:
+            return
+    raise HostFileError(f"cannot rename {source} to {target}: {target} is being deleted but "
+                        "is still open elsewhere (another host or program); its name stays "
+                        "taken until it is closed there")
 
 
 def _fail_if_open_elsewhere(source: str, target: str, **session: Any) -> None:
