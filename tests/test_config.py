@@ -44,6 +44,8 @@ def test_a_section_written_as_a_value_is_one_error_naming_it(
     ('[wsman]\nca_file = ""\n', "wsman.ca_file"),
     ('[emulator]\ncluster_dir = ""\n', "emulator.cluster_dir"),
     ('[emulator.drives]\nC = ""\n', "emulator.drives.C"),
+    ('[agent]\nstate_dir = " "\n', "agent.state_dir"),  # blank is empty too
+    ('[emulator.drives]\nC = "\t"\n', "emulator.drives.C"),
 ])
 def test_an_empty_path_is_an_error_naming_it_not_the_folder_the_agent_runs_in(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, setting: str) -> None:

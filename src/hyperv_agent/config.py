@@ -584,8 +584,8 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
     runs (a Windows service in System32, a systemd unit in /), and ``~`` expanded; those of
     the environment and flags stay relative to the current folder."""
     def anchored(value: object) -> object:
-        if not isinstance(value, str) or not value:
-            return value  # the model refuses what is not a path
+        if not isinstance(value, str) or not value.strip():
+            return value  # the model refuses what is not a path, or a blank one
         named = Path(value).expanduser()
         return str(named if named.is_absolute() else folder / named)
 
