@@ -123,6 +123,58 @@ async def test_the_client_is_closed_when_vmconnect_hangs_up() -> None:
         assert await _none_open(console)
 
 
+@contextlib.asynccontextmanager
+async def answering_after_the_end(linger: asyncio.Event | None = None
+                                  ) -> AsyncIterator[asyncio.Server]:
+    """A stand-in for VMConnect that reads its client to the end, then answers what it got
+    and closes; or, given ``linger``, answers and keeps its side open until it is set."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = await reader.read()
+        await asyncio.sleep(0.2)  # the answer comes after the client's end
+        writer.write(b"answer:" + got + bytes(256 * 1024))
+        if linger is not None:
+            await linger.wait()
+        writer.close()
+
+    stand_in = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield stand_in
+    finally:
+        stand_in.close()
+
+
+async def test_a_client_that_finishes_sending_still_gets_the_answer_sent_after_its_end(
+) -> None:
+    """A side that shuts down writing has its end passed on after its bytes, and what the
+    other side sends afterwards still reaches it, whole; cutting the connection at the
+    first end lost the answer."""
+    async with answering_after_the_end() as stand_in, relaying(
+            stand_in.sockets[0].getsockname()[1]) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        writer.write(b"\x03\x00\x00\x13")
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(), WAIT_S)
+        assert answer == b"answer:\x03\x00\x00\x13" + bytes(256 * 1024)
+        writer.close()
+        assert await _none_open(console)
+
+
+async def test_a_side_that_never_finishes_after_the_other_did_is_closed_in_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(relay, "HALF_CLOSED_S", 0.5)
+    linger = asyncio.Event()
+    async with answering_after_the_end(linger) as stand_in, relaying(
+            stand_in.sockets[0].getsockname()[1]) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        writer.write(b"x")
+        writer.write_eof()
+        assert (await asyncio.wait_for(reader.read(), WAIT_S)).startswith(b"answer:x")
+        assert await _none_open(console)  # closed though VMConnect's side is still open
+        linger.set()
+        writer.close()
+
+
 async def test_a_client_outside_allow_from_is_closed_without_reaching_vmconnect(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "hyperv_agent.relay")

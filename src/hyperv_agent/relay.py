@@ -9,7 +9,10 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
 
 - Only clients ``allow_from`` admits are relayed (loopback alone when it is empty); others
   are closed at once, logged at most once a minute per address.
-- A relayed connection closes when either side closes or fails; nothing is half-open.
+- A side that finishes sending (its FIN) has its end passed on after every byte it sent,
+  and the other side's answer still flows back (RDP's last PDUs, the other side's own FIN);
+  the connection closes when both have finished, ``HALF_CLOSED_S`` after the first did
+  (nothing stays half-open for good), or at once when either side fails.
   Both sides probe their peer with TCP keepalive (``KEEPALIVE_IDLE_S``): a console proxy
   VM that vanished without closing (destroyed, its network gone) is noticed within about
   two minutes, even while nothing is sent, and its connection closed.
@@ -51,6 +54,9 @@ log = logging.getLogger("hyperv_agent.relay")
 VMCONNECT_PORT = 2179  # Hyper-V's VMConnect (RDP) listener; CloudStack's rdp.server.port
 CONNECT_TIMEOUT_S = 10.0
 CHUNK_BYTES = 64 * 1024
+#: How long the other direction of a relayed connection may go on once one side finished
+#: sending, before the connection is closed.
+HALF_CLOSED_S = 30.0
 #: TCP keepalive of both sides of a relayed connection: the first probe after this much
 #: silence, then one every ``KEEPALIVE_INTERVAL_S``; ``KEEPALIVE_PROBES`` unanswered ones
 #: and the connection fails, so the relay closes it.
@@ -271,12 +277,18 @@ class _Flow:
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 far_reader: asyncio.StreamReader, far_writer: asyncio.StreamWriter
                 ) -> tuple[int, int]:
-    """Copy both ways until either side closes or fails; bytes (to the host, back)."""
+    """Copy both ways until both sides finished sending (each end passed on to the other
+    side), ``HALF_CLOSED_S`` after the first did, or either side fails; then close both,
+    after what was copied to them when they finished; bytes (to the host, back)."""
     outward, inward = _Flow(), _Flow()
     tasks = (asyncio.create_task(_copy(reader, far_writer, outward)),
              asyncio.create_task(_copy(far_reader, writer, inward)))
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending and all(task.result() for task in done):
+            await asyncio.wait(pending, timeout=HALF_CLOSED_S)
+        if all(task.done() and task.result() for task in tasks):
+            await _closed_after_sending((writer, far_writer))
     finally:
         for task in tasks:
             task.cancel()
@@ -285,12 +297,34 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                flow: _Flow) -> None:
-    with contextlib.suppress(OSError):
+                flow: _Flow) -> bool:
+    """Copy until the reader's side finished sending, then pass its end on: True. False
+    when either side failed."""
+    try:
         while chunk := await reader.read(CHUNK_BYTES):
             writer.write(chunk)
             await writer.drain()
             flow.bytes += len(chunk)
+        if writer.can_write_eof():
+            writer.write_eof()  # after what is still buffered
+    except OSError:
+        return False
+    return True
+
+
+async def _closed_after_sending(writers: Sequence[asyncio.StreamWriter]) -> None:
+    """Close ``writers`` once what is buffered for them went out, or ``HALF_CLOSED_S`` on
+    (a peer that reads nothing more); the caller aborts what is left."""
+    for writer in writers:
+        writer.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(_gone(writer) for writer in writers)),
+                               HALF_CLOSED_S)
+
+
+async def _gone(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 async def start_for(config: AgentConfig, allow_from: Sequence[Network],
