@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +208,48 @@ async def test_the_client_is_closed_and_the_reason_logged_when_vmconnect_is_unre
         assert await _closed(reader)
         writer.close()
     assert f"cannot reach VMConnect at 127.0.0.1:{port}" in caplog.text
+
+
+@contextlib.contextmanager
+def never_accepting() -> Iterator[int]:
+    """A port whose listener's queue is full: a connection to it is neither accepted nor
+    refused (its SYN goes unanswered), like a host dropping VMConnect's traffic."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(0)
+        port = int(listening.getsockname()[1])
+        queued = [socket.socket() for _ in range(3)]
+        try:
+            for sock in queued:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", port))
+            yield port
+        finally:
+            for sock in queued:
+                sock.close()
+
+
+async def test_closing_the_relay_ends_the_connections_still_reaching_vmconnect() -> None:
+    """A connection admitted while VMConnect does not answer waits up to the connect
+    timeout; closing the relay (the agent stopping) ends it too, instead of leaving it to
+    run on after the relay said it was closed."""
+    with never_accepting() as port:
+        console = ConsoleRelay(RelayTarget("127.0.0.1", port), connect_timeout_s=60)
+        await console.start(Listener("127.0.0.1", 0))
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        for _ in range(50):
+            if console.open_count:
+                break
+            await asyncio.sleep(0.02)
+        assert console.open_count == 1
+        await asyncio.wait_for(console.close(), WAIT_S)
+        running = [task for task in asyncio.all_tasks()
+                   if "ConsoleRelay" in repr(task.get_coro())]
+        assert running == []
+        assert console.open_count == 0
+        assert await _closed(reader)
+        writer.close()
 
 
 async def test_both_sides_of_a_relayed_connection_probe_a_peer_that_vanished(

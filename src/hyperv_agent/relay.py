@@ -135,6 +135,7 @@ class ConsoleRelay:
         self.connect_timeout_s = connect_timeout_s
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()  # client sides of relayed connections
+        self._handlers: set[asyncio.Task[None]] = set()  # one per connection admitted
         self._throttle = logs.Throttle()
 
     @property
@@ -158,11 +159,16 @@ class ConsoleRelay:
             self._server.close()  # closes the listening sockets only, not the relayed ones
 
     async def close(self) -> None:
-        """Stop listening and close every relayed connection."""
+        """Stop listening and close every relayed connection, those still reaching
+        VMConnect too; nothing of theirs is left running."""
         if self._server is not None:
             self._server.close()
         for writer in list(self._open):
             writer.transport.abort()
+        handlers = list(self._handlers)
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -174,11 +180,17 @@ class ConsoleRelay:
             writer.transport.abort()
             return
         self._open.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             _keep_alive(writer)
             await self._relay(peer, reader, writer)
+        except asyncio.CancelledError:
+            pass  # ``close`` ends it; a cancelled handler would be logged as an error
         finally:
             self._open.discard(writer)
+            self._handlers.discard(handler)
             writer.transport.abort()
 
     def _refusal(self, peer: str) -> str | None:
