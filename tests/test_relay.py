@@ -175,6 +175,30 @@ async def test_a_side_that_never_finishes_after_the_other_did_is_closed_in_time(
         writer.close()
 
 
+async def test_a_client_that_sends_nothing_is_closed_and_frees_its_slot(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An RDP client speaks first; one that connects and stays silent held its slot and a
+    connection to VMConnect for good, and enough of them locked every console out."""
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    monkeypatch.setattr(relay, "FIRST_BYTE_S", 0.5, raising=False)
+    async with vmconnect() as stand_in, relaying(stand_in.port, max_connections=1) as console:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _read(reader, 9) == b"RDP-HELLO"
+        assert await _closed(reader)
+        await asyncio.wait_for(stand_in.client_gone.wait(), WAIT_S)  # VMConnect's side too
+        assert await _none_open(console)
+        writer.close()
+        speaking_reader, speaking = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _read(speaking_reader, 9) == b"RDP-HELLO"  # the slot is free again
+        speaking.write(b"x")
+        await asyncio.sleep(1.0)  # past the time for the first byte: it came, so it goes on
+        speaking.write(b"y")
+        assert await _read(speaking_reader, 12) == b"echo:xecho:y"
+        speaking.close()
+        assert await _none_open(console)
+    assert "console relay: 127.0.0.1 sent nothing within" in caplog.text
+
+
 async def test_a_client_outside_allow_from_is_closed_without_reaching_vmconnect(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "hyperv_agent.relay")

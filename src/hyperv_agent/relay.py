@@ -18,6 +18,9 @@ byte for byte, to the VMConnect listener of the host named in the WinRM URL (por
   two minutes, even while nothing is sent, and its connection closed.
 - A stopping agent relays no new console from the moment it is told to stop; those open
   then go on while the commands in flight are answered, and close when the agent stops.
+- A client that sends nothing within ``FIRST_BYTE_S`` is closed: an RDP client speaks
+  first (its preconnection PDU), so a silent one is no console, and would hold a slot and a
+  connection to VMConnect for good (keepalive only ends one whose peer is gone).
 - At most ``max_connections`` relayed connections at once, lowered to the relay's share of the
   open-file limit (each holds two sockets); a newcomer beyond is closed.
 
@@ -54,6 +57,8 @@ log = logging.getLogger("hyperv_agent.relay")
 VMCONNECT_PORT = 2179  # Hyper-V's VMConnect (RDP) listener; CloudStack's rdp.server.port
 CONNECT_TIMEOUT_S = 10.0
 CHUNK_BYTES = 64 * 1024
+#: How long a client may take to send its first byte once relayed; RDP clients speak first.
+FIRST_BYTE_S = 30.0
 #: How long the other direction of a relayed connection may go on once one side finished
 #: sending, before the connection is closed.
 HALF_CLOSED_S = 30.0
@@ -221,9 +226,12 @@ class ConsoleRelay:
         _keep_alive(far_writer)
         started = time.monotonic()
         try:
-            sent, received = await _pipe(reader, writer, far_reader, far_writer)
+            sent, received, silent = await _pipe(reader, writer, far_reader, far_writer)
         finally:
             far_writer.transport.abort()
+        if silent:  # logged at most once a minute per address, like a refusal
+            self._note(f"console relay: {peer} sent nothing within {FIRST_BYTE_S:g} s of "
+                       "connecting, as no console does; closed", f"silent {peer}")
         log.info("console relay: %s <-> %s closed after %.1f s (%d bytes in, %d out)", peer,
                  where, time.monotonic() - started, sent, received)
 
@@ -284,16 +292,18 @@ def _local_address(family: int, ip: str) -> bool:
 @dataclass
 class _Flow:
     bytes: int = 0
+    silent: bool = False  # nothing came within the time for the first byte
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 far_reader: asyncio.StreamReader, far_writer: asyncio.StreamWriter
-                ) -> tuple[int, int]:
+                ) -> tuple[int, int, bool]:
     """Copy both ways until both sides finished sending (each end passed on to the other
-    side), ``HALF_CLOSED_S`` after the first did, or either side fails; then close both,
-    after what was copied to them when they finished; bytes (to the host, back)."""
+    side), ``HALF_CLOSED_S`` after the first did, or either side fails or the client sends
+    nothing within ``FIRST_BYTE_S``; then close both, after what was copied to them when
+    they finished; bytes (to the host, back), and whether the client was silent."""
     outward, inward = _Flow(), _Flow()
-    tasks = (asyncio.create_task(_copy(reader, far_writer, outward)),
+    tasks = (asyncio.create_task(_copy(reader, far_writer, outward, FIRST_BYTE_S)),
              asyncio.create_task(_copy(far_reader, writer, inward)))
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -305,15 +315,24 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return outward.bytes, inward.bytes
+    return outward.bytes, inward.bytes, outward.silent
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                flow: _Flow) -> bool:
+                flow: _Flow, first_within: float | None = None) -> bool:
     """Copy until the reader's side finished sending, then pass its end on: True. False
-    when either side failed."""
+    when either side failed, or nothing came within ``first_within`` seconds."""
+    wait = first_within
     try:
-        while chunk := await reader.read(CHUNK_BYTES):
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(CHUNK_BYTES), wait)
+            except TimeoutError:
+                flow.silent = True
+                return False
+            if not chunk:
+                break
+            wait = None
             writer.write(chunk)
             await writer.drain()
             flow.bytes += len(chunk)
