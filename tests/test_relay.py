@@ -276,6 +276,43 @@ async def test_closing_the_relay_ends_the_connections_still_reaching_vmconnect()
         writer.close()
 
 
+async def test_a_host_name_with_an_unanswering_address_is_reached_at_its_next_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Hyper-V host's name often has an IPv6 and an IPv4 address; where the first goes
+    unanswered (a firewall dropping it) the relay waited on it for the whole connect
+    timeout and closed the console, never trying the address that works."""
+    async with vmconnect() as stand_in:
+        port = stand_in.port
+        with socket.socket(socket.AF_INET6) as dropping:
+            dropping.bind(("::1", port))
+            dropping.listen(0)
+            queued = [socket.socket(socket.AF_INET6) for _ in range(3)]
+            for sock in queued:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("::1", port))
+            loop = asyncio.get_running_loop()
+            real_getaddrinfo = loop.getaddrinfo
+
+            async def both(host: object, *args: object, **kwargs: object) -> object:
+                if host != "hv01.lab":
+                    return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore
+                return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+            monkeypatch.setattr(loop, "getaddrinfo", both)
+            console = ConsoleRelay(RelayTarget("hv01.lab", port), connect_timeout_s=3)
+            await console.start(Listener("127.0.0.1", 0))
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+                assert await _read(reader, 9) == b"RDP-HELLO"
+                writer.close()
+            finally:
+                await console.close()
+                for sock in queued:
+                    sock.close()
+
+
 async def test_both_sides_of_a_relayed_connection_probe_a_peer_that_vanished(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A console proxy VM that is destroyed or loses its network leaves its connections

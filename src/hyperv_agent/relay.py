@@ -56,6 +56,9 @@ log = logging.getLogger("hyperv_agent.relay")
 
 VMCONNECT_PORT = 2179  # Hyper-V's VMConnect (RDP) listener; CloudStack's rdp.server.port
 CONNECT_TIMEOUT_S = 10.0
+#: A host name with several addresses: the next is tried this long after the one before
+#: got no answer yet (RFC 8305's delay), so one that is dropped does not use up the timeout.
+NEXT_ADDRESS_S = 0.25
 CHUNK_BYTES = 64 * 1024
 #: How long a client may take to send its first byte once relayed; RDP clients speak first.
 FIRST_BYTE_S = 30.0
@@ -216,7 +219,8 @@ class ConsoleRelay:
             return
         try:
             far_reader, far_writer = await asyncio.wait_for(
-                asyncio.open_connection(self.target.host, self.target.port),
+                asyncio.open_connection(self.target.host, self.target.port,
+                                        happy_eyeballs_delay=NEXT_ADDRESS_S),
                 self.connect_timeout_s)
         except (OSError, TimeoutError) as error:
             reason = getattr(error, "strerror", None) or type(error).__name__
