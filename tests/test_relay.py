@@ -382,6 +382,9 @@ def test_nothing_is_relayed_on_the_emulator_on_the_host_itself_or_when_turned_of
     assert relay.relays_to_itself(local, on_windows=False)
     assert not relay.relays_to_itself(tunnel, on_windows=False)
     assert not relay.relays_to_itself(local, on_windows=True)
+    mapped = _config(tmp_path, "wsman", "http://[::ffff:127.0.0.1]:5985/wsman")
+    assert relay.relays_to_itself(mapped, on_windows=False)  # 127.0.0.1 in IPv6 form
+    assert relay.relay_target(mapped, on_windows=True) is None
     off = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen="")
     assert relay.relay_target(off, on_windows=False) is None
     assert relay.console_port(off) == 2179
@@ -414,17 +417,21 @@ async def test_a_relay_to_this_machine_on_its_own_port_is_not_started(
         await asyncio.open_connection("127.0.0.1", port)
 
 
+@pytest.mark.parametrize("itself", ["127.0.0.1", "localhost", "::ffff:127.0.0.1"])
 async def test_a_connection_that_comes_back_to_the_relay_is_closed_not_relayed_again(
-        caplog: pytest.LogCaptureFixture) -> None:
+        itself: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Its own address, a name for it, or its IPv4-mapped IPv6 form (a connection to which
+    reaches the IPv4 listener): relayed, each connection came back as a new one until
+    every slot was taken."""
     caplog.set_level(logging.INFO, "hyperv_agent.relay")
     async with relaying(0, max_connections=8) as console:
         port = console.port
-        console.target = RelayTarget("127.0.0.1", port)  # an address naming itself
+        console.target = RelayTarget(itself, port)  # an address naming itself
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await _closed(reader)
         writer.close()
         assert await _none_open(console)
-    assert f"127.0.0.1:{port} is this relay's own listener" in caplog.text
+    assert f"{itself}:{port} is this relay's own listener" in caplog.text
     assert "<->" not in caplog.text  # no connection was relayed
 
 

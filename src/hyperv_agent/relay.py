@@ -114,6 +114,7 @@ def _wsman_host(config: AgentConfig) -> str:
 
 def this_machine(host: str) -> bool:
     """Whether ``host`` names the machine this process runs on."""
+    host = _ipv4_mapped(host) or host
     try:
         if ipaddress.ip_address(host).is_loopback:
             return True
@@ -253,6 +254,9 @@ class ConsoleRelay:
             return False  # the connection that follows fails and says so
         for family, _, _, _, address in found:
             ip = str(address[0])
+            mapped = _ipv4_mapped(ip)
+            if mapped is not None:  # a connection to it goes to the IPv4 address
+                family, ip = socket.AF_INET, mapped
             if any(port == self.target.port
                    and (host == ip or (ipaddress.ip_address(host).is_unspecified
                                        and _local_address(family, ip)))
@@ -279,6 +283,17 @@ def _keep_alive(writer: asyncio.StreamWriter) -> None:
                               ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
             if hasattr(socket, option):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _ipv4_mapped(ip: str) -> str | None:
+    """The IPv4 address an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) stands for; None
+    for any other address or name."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return None if mapped is None else str(mapped)
 
 
 def _local_address(family: int, ip: str) -> bool:
