@@ -578,6 +578,10 @@ def _min_ram_below_32_mb(body: dict[str, Any]) -> None:
     body["vm"].update(minRam=16 << 20, maxRam=512 << 20)
 
 
+def _max_ram_below_32_mb(body: dict[str, Any]) -> None:
+    body["vm"].update(minRam=16 << 20, maxRam=16 << 20)
+
+
 def _more_memory_than_generation_1_takes(body: dict[str, Any]) -> None:
     body["vm"].update(minRam=(1 << 40) + (2 << 20), maxRam=(1 << 40) + (2 << 20))
 
@@ -628,6 +632,8 @@ def _more_disks_than_slots(body: dict[str, Any]) -> None:
     (_min_ram_above_max_ram, "vm.minRam 1073741824 bytes is more than vm.maxRam 536870912 "
                              "bytes"),
     (_min_ram_below_32_mb, "vm.minRam 16777216 bytes is less than 32 MB, the least memory "
+                           "Hyper-V gives a VM"),
+    (_max_ram_below_32_mb, "vm.maxRam 16777216 bytes is less than 32 MB, the least memory "
                            "Hyper-V gives a VM"),
     (_more_memory_than_generation_1_takes, "vm.maxRam 1099513724928 bytes is not a memory "
                                            "size Hyper-V gives a generation 1 VM"),

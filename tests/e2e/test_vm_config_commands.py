@@ -286,6 +286,23 @@ async def test_scale_vm_refuses_before_any_call_what_hyperv_cannot_run_on_this_h
             for kind in kinds] == sizes
 
 
+async def test_scale_vm_refuses_naming_max_ram_when_it_is_below_32_mb(running: Running) -> None:
+    # A body without minRam (0: static memory of maxRam) was refused in words naming no
+    # field of the command ("memory_mb must be at least 32, not 16").
+    vm = await _router(running, nic_count=1)
+    cim = running.emulator
+    before = cim.round_trips()
+    body = {**_scale(ROUTER, 2, 16)}
+    del body["minRam"]
+    key, answer = await running.answer(SCALE, body)
+    assert (key, answer["result"]) == (SCALE_ANSWER, False), answer
+    assert answer["details"] == ("ScaleVmCommand failed: vm.maxRam 16777216 bytes is less "
+                                 "than 32 MB, the least memory Hyper-V gives a VM")
+    assert (cim.round_trips() - before)["invoke:ModifyResourceSettings"] == 0
+    (memory,) = await devices(cim, vm.path, "Msvm_MemorySettingData")
+    assert memory["VirtualQuantity"] != 16
+
+
 async def test_scale_vm_refuses_and_changes_nothing_when_vm_runs(running: Running) -> None:
     vm = await _router(running, nic_count=1)
     cim = running.emulator

@@ -329,13 +329,14 @@ def memory_sizes(vm: VirtualMachineTO, generation: int,
     (``build.aligned_memory_mb``: an offering of 1025 MB gets 1026 MB, where Hyper-V
     would refuse 1025) and must lie within what Hyper-V gives a VM of its generation:
     on this host's release (``host_most``, ``VM_MAXIMUMS``), or without it on any release
-    (``MEMORY_MAX_MB``). ``minRam`` above ``maxRam``, or below Hyper-V's 32 MB
+    (``MEMORY_MAX_MB``). ``minRam`` above ``maxRam``, or either below Hyper-V's 32 MB
     (``MEMORY_MIN_MB``): InvalidRequest naming the fields."""
     most = host_most.memory_mb if host_most is not None else MEMORY_MAX_MB[generation]
     where = f" on {host_most.release}" if host_most is not None else ""
     memory_mb = vm.max_ram_bytes // _BYTES_PER_MB
-    if memory_mb <= 0:
-        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than 1 MB")
+    if vm.max_ram_bytes < MEMORY_MIN_MB * _BYTES_PER_MB:
+        raise InvalidRequest(f"vm.maxRam {vm.max_ram_bytes} bytes is less than "
+                             f"{MEMORY_MIN_MB} MB, the least memory Hyper-V gives a VM")
     for field, value in (("maxRam", vm.max_ram_bytes), ("minRam", vm.min_ram_bytes)):
         if value < 0 or value // _BYTES_PER_MB > most:
             raise InvalidRequest(f"vm.{field} {value} bytes is not a memory size Hyper-V "
