@@ -228,6 +228,11 @@ class VmMigrating(HyperVError):
     made; nothing was changed here. The message names the VM and what was left undone."""
 
 
+class VmAmbiguous(HyperVError):
+    """Several VMs that are on share the name a command gives (Hyper-V tells VMs apart by
+    GUID only); nothing was done to any of them. The message names their GUIDs."""
+
+
 class VmNotStopped(HyperVError):
     """Processors and memory of a VM that is not off cannot change on this host."""
 

@@ -17,6 +17,7 @@ from hyperv_agent.cloudstack import names
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.instruments import RoundTrips
+from hyperv_agent.errors import CimNotFound
 from hyperv_agent.handlers.vm import VmLocks, VmSettings
 from tests.cloudstack.fixtures import sample_json
 from tests.e2e.conftest import LOCAL_POOL, PRIVATE_IP, Running, every_backend, serving
@@ -264,6 +265,42 @@ async def test_concurrent_stops_are_serialised_when_they_name_the_same_vm(
     # The second stop ran after the first and found no VM: one shutdown, one destroy.
     assert (spent["invoke:InitiateShutdown"], spent["invoke:DestroySystem"]) == (1, 1)
     assert "i-2-25-VM" not in await vm_names(cim)
+
+
+async def test_no_command_acts_on_either_of_two_vms_that_are_on_under_one_name(
+    running: Running,
+) -> None:
+    # Hyper-V tells VMs apart by GUID only: a copy of a VM an operator imported and started
+    # under its name cannot be told from CloudStack's. A stop or reboot of whichever WMI
+    # listed first could hit the copy and leave CloudStack's VM running.
+    cim = running.emulator
+    first = await _running_vm(cim, "i-2-32-VM")
+    second = await _running_vm(cim, "i-2-32-VM")
+    await ok(cim, await request_state(cim, second, 9))  # paused: on as well
+    await asyncio.sleep(0.06)
+    guids = [str(path.key("Name")) for path in (first, second)]
+    for fqcn, body, answer_class in (
+        (STOP, _stop("i-2-32-VM"), STOP_ANSWER),
+        (STOP, _stop("i-2-32-VM", forceStop=True), STOP_ANSWER),
+        (REBOOT, _reboot("i-2-32-VM"), REBOOT_ANSWER),
+        (VNC, {"id": 32, "name": "i-2-32-VM"}, VNC_ANSWER),
+    ):
+        key, answer = await running.answer(fqcn, body)
+        assert (key, answer["result"]) == (answer_class, False), answer
+        assert "2 VMs that are on are named 'i-2-32-VM' on this host" in answer["details"]
+        assert all(guid in answer["details"] for guid in guids), answer["details"]
+    assert [(await cim.get(path))["EnabledState"] for path in (first, second)] == [2, 9]
+    assert await _on_time_ms(cim, first) >= 50  # not reset
+    # Whether the VM is on is what each of them answers alike.
+    key, answer = await running.answer(CHECK, {"vmName": "i-2-32-VM"})
+    assert (key, answer["result"], answer["state"]) == (CHECK_ANSWER, True, "PowerOn")
+    # Once the copy is off, the VM that is on is the VM again: stopped, the copy kept.
+    await ok(cim, await request_state(cim, second, 3))
+    _, answer = await running.answer(STOP, _stop("i-2-32-VM", forceStop=True))
+    assert answer["result"] is True, answer
+    with pytest.raises(CimNotFound):
+        await cim.get(first)
+    assert (await cim.get(second))["EnabledState"] == 3
 
 
 async def test_stops_run_concurrently_when_they_name_different_vms(quick: Running) -> None:

@@ -174,6 +174,8 @@ class VmHandlers:
         exist on Hyper-V. A failed step fails the answer with the step named; the VM is
         left as that step left it (on, or off but defined) and a repeat finishes the job.
         A blank name is no VM's: a failed answer saying so (``named_vm``), no query.
+        Several VMs of the name that are on: a failed answer naming their GUIDs, none
+        stopped (``vms.find_vm``).
         """
         async with self.locks.hold(named_vm(stop.vm_name)):
             vm = await vms.find_vm(self.hv, stop.vm_name)
@@ -224,9 +226,10 @@ class VmHandlers:
         """The VM's power state as CloudStack names it (sent as ``state`` and ``powerstate``).
 
         Unknown VM: a failed answer naming it; a blank name: one saying so (``named_vm``),
-        no query. Read-only, safe to repeat, 1 query.
+        no query. Several VMs of the name that are on: PowerOn, which each of them is
+        (``vms.find_vm``'s ``several_on``). Read-only, safe to repeat, 1 query.
         """
-        vm = await vms.find_vm(self.hv, named_vm(check.vm_name))
+        vm = await vms.find_vm(self.hv, named_vm(check.vm_name), several_on=True)
         if vm is None:
             raise InvalidRequest(f"{names.CHECK_VIRTUAL_MACHINE_COMMAND} requested unknown VM "
                                  f"{shown_name(check.vm_name)}")

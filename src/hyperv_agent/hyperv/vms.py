@@ -69,6 +69,7 @@ from hyperv_agent.errors import (
     JobFailed,
     JobLost,
     MethodFailed,
+    VmAmbiguous,
     VmMigrating,
 )
 from hyperv_agent.hyperv import jobs
@@ -600,7 +601,7 @@ def uncarried(name: str) -> int | None:
     return cimxml.uncarried(name)
 
 
-async def find_vm(hv: HyperV, name: str) -> VmRef | None:
+async def find_vm(hv: HyperV, name: str, *, several_on: bool = False) -> VmRef | None:
     """The VM whose ElementName is ``name``; None when there is none. 1 query, read-only.
 
     Hyper-V does not keep ElementNames unique (it tells VMs apart by GUID): with
@@ -610,6 +611,12 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
     started elsewhere and then migrated back) is not the VM its commands mean: after a
     move, the MS asks the destination's CheckVirtualMachine, and reading the leftover's
     PowerOff would have it fail the move and stop the VM that just arrived.
+
+    Two or more of the name that are on (running or paused: a copy an operator imported
+    and started, say) cannot be told apart: which one WMI lists first is no choice, and a
+    command would stop, reset or change the wrong one as readily as CloudStack's.
+    VmAmbiguous names their GUIDs, unless ``several_on`` (a caller that only reads
+    whether the VM is on, which every one of them answers alike).
     """
     condition = wql.eq("ElementName", name) & wql.eq("Caption", CAPTION_VM)
     query = wql.select(Class.COMPUTER_SYSTEM, condition,
@@ -621,9 +628,19 @@ async def find_vm(hv: HyperV, name: str) -> VmRef | None:
              for vm in await hv.cim.query(query, NAMESPACE) if (guid := vm.string("Name"))]
     if not found:
         return None
+    on = [ref.guid for ref in found if ref.power in _ON]
+    if len(on) > 1 and not several_on:
+        raise VmAmbiguous(
+            f"{len(on)} VMs that are on are named '{name}' on this host (GUIDs "
+            f"{', '.join(on)}); Hyper-V tells VMs apart by GUID only, so nothing was done "
+            "to any of them: rename or remove in Hyper-V the ones CloudStack did not create")
     chosen = min(found, key=lambda ref: name_first(ref.power))
     remember(hv, name, chosen.guid)
     return chosen
+
+
+#: The states in which a VM is on: it holds its host resources (``find_vm``).
+_ON = frozenset((PowerState.RUNNING, PowerState.PAUSED))
 
 
 #: Which of several VMs sharing a name is the VM CloudStack means (``name_first``).
