@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import self_signed_pair
 from tests.cli import lab
 from tests.ports import free_port
 
@@ -176,40 +177,14 @@ def test_start_up_problems_are_one_line_naming_the_setting(
         assert problem.startswith("error: ") and setting in problem, (args, run.stderr)
 
 
-def _pair(folder: Path, name: str, passphrase: bytes | None = None) -> tuple[Path, Path]:
-    """A self-signed certificate and its key, the key encrypted with ``passphrase``."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                   .sign(key, hashes.SHA256()))
-    cert, key_file = folder / f"{name}.crt", folder / f"{name}.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase
-        else serialization.NoEncryption())
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8, encryption))
-    return cert, key_file
-
-
 def test_tls_files_that_do_not_load_stop_the_start_in_one_line_naming_the_setting(
         tmp_path: Path) -> None:
     """A certificate with another's key, a key with a passphrase (OpenSSL would ask for it
     on the terminal) or a client CA file that is not there stop ``serve`` at start, as
     every other setting does: not with a traceback once start-up seemed to have gone well."""
-    a_cert, _ = _pair(tmp_path, "a")
-    _, b_key = _pair(tmp_path, "b")
-    locked_cert, locked_key = _pair(tmp_path, "locked", b"secret")
+    a_cert, _ = self_signed_pair(tmp_path, "a")
+    _, b_key = self_signed_pair(tmp_path, "b")
+    locked_cert, locked_key = self_signed_pair(tmp_path, "locked", b"secret")
     cases = [
         (f'tls_cert = "{a_cert}"\ntls_key = "{b_key}"', "key values mismatch",
          "[agent] tls_cert and tls_key"),

@@ -11,6 +11,7 @@ from hyperv_agent.backends import open_backend, wsman_settings
 from hyperv_agent.cim.wsman.backend import WsmanCim
 from hyperv_agent.config import load_config
 from hyperv_agent.errors import ConfigError
+from tests.certs import self_signed_pair
 
 
 def _file(tmp_path: Path, wsman: str) -> Path:
@@ -81,30 +82,6 @@ def test_unknown_auth_is_refused_when_the_file_is_read(tmp_path: Path) -> None:
     assert "Never-Shown-7" not in str(raised.value)
 
 
-def _pair(folder: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate and its unencrypted key."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                   .sign(key, hashes.SHA256()))
-    cert, key_file = folder / f"{name}.crt", folder / f"{name}.key"
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert, key_file
-
-
 def test_tls_files_that_cannot_be_used_stop_the_start_naming_the_setting(
         tmp_path: Path) -> None:
     """A missing CA file or a client certificate with another's key was first read at the
@@ -114,8 +91,8 @@ def test_tls_files_that_cannot_be_used_stop_the_start_naming_the_setting(
     from tests.cli import lab
     from tests.ports import free_port
 
-    a_cert, a_key = _pair(tmp_path, "a")
-    _, b_key = _pair(tmp_path, "b")
+    a_cert, a_key = self_signed_pair(tmp_path, "a")
+    _, b_key = self_signed_pair(tmp_path, "b")
     cases = [
         ('ca_file = "hv01-ca.pem"', f"[wsman] ca_file {tmp_path / 'hv01-ca.pem'} cannot be "
                                     "used: No such file or directory"),
