@@ -738,11 +738,8 @@ def _replace(path: str, target: str, **session: Any) -> None:
     NTFS ACL without execute), and the rename failed with access denied. It is used only
     where the source was opened under another name than its path in the share (a DFS
     namespace, whose names it resolves). A rename refused with access denied has the
-    target looked at (opened to read its attributes): a target being deleted while open
-    elsewhere fails as that, which says why its name cannot be taken yet; then
-    (``_fail_if_open_elsewhere``) a target open elsewhere fails as that: Windows and
-    Samba refuse to replace a file that is open with the same status as a file the
-    account may not delete (MS-FSCC FileRenameInformation)."""
+    target looked at (``_fail_if_held``): one being deleted, or open elsewhere, fails as
+    that, which says why it is not replaced."""
     with _opened(path, FilePipePrinterAccessMask.DELETE, **session) as source:
         if str(source.fd.file_name).lower() == _inside(_target(path)).lower():
             try:
@@ -753,8 +750,7 @@ def _replace(path: str, target: str, **session: Any) -> None:
                     set_info(transaction, renamed)
             except (SMBOSError, SMBResponseException) as refused:
                 if _status(refused) == _ACCESS_DENIED:
-                    _fail_if_being_deleted(path, target, **session)
-                    _fail_if_open_elsewhere(path, target, **session)
+                    _fail_if_held(path, target, **session)
                 raise
             return
     smbclient.replace(path, target, **session)
@@ -818,38 +814,31 @@ def _make_dirs(path: str, **session: Any) -> None:
         raise
 
 
-def _fail_if_being_deleted(source: str, target: str, **session: Any) -> None:
-    """Fail saying so when the file ``target``, which ``source`` was refused to replace, is
-    being deleted while open elsewhere (opening it fails with STATUS_DELETE_PENDING): the
-    failure names ``target``, not ``source``, as the file being deleted. Return otherwise,
-    whatever else the open met."""
-    try:
-        with _opened(target, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, **session):
-            return
-    except (SMBOSError, SMBResponseException) as looked:
-        if _status(looked) != _DELETE_PENDING:
-            return
-    raise HostFileError(f"cannot rename {source} to {target}: {target} is being deleted but "
-                        "is still open elsewhere (another host or program); its name stays "
-                        "taken until it is closed there")
-
-
-def _fail_if_open_elsewhere(source: str, target: str, **session: Any) -> None:
-    """Fail saying so when the file ``target``, which ``source`` was refused to replace,
-    is open elsewhere (a neighbour reading a heartbeat stamp, another program): opened
-    for DELETE (what replacing it asks) sharing nothing, it meets the other open as a
-    sharing violation. Return otherwise (the file is closed again at once, unchanged),
-    whatever else the open met: the refusal stands as it came."""
-    try:
-        with _opened(target, FilePipePrinterAccessMask.DELETE,
-                     CreateOptions.FILE_NON_DIRECTORY_FILE, sharing="", **session):
-            return
-    except (SMBOSError, SMBResponseException) as looked:
-        if _status(looked) != _SHARING_VIOLATION:
-            return
-    raise HostFileError(f"cannot rename {source} to {target}: {target} is open elsewhere "
-                        "(another host or program is reading or using it), and a file that "
-                        "is open is not replaced; it is left as it was")
+def _fail_if_held(source: str, target: str, **session: Any) -> None:
+    """Fail saying why, when a look at the file ``target``, which ``source`` was refused
+    to replace with access denied, tells: Windows and Samba refuse to replace a file that
+    is open elsewhere, or being deleted while open elsewhere, with the same status as one
+    the account may not delete (MS-FSCC FileRenameInformation). Opened to read its
+    attributes, a file being deleted fails with STATUS_DELETE_PENDING; opened for DELETE
+    (what replacing it asks) sharing nothing, one open elsewhere (a neighbour reading a
+    heartbeat stamp, another program) meets that open as a sharing violation. Each look
+    closes the file again at once, unchanged. Return otherwise, whatever else the looks
+    met: the refusal stands as it came."""
+    looks = (
+        (FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, 0, "rwd", _DELETE_PENDING,
+         "is being deleted but is still open elsewhere (another host or program); its "
+         "name stays taken until it is closed there"),
+        (FilePipePrinterAccessMask.DELETE, CreateOptions.FILE_NON_DIRECTORY_FILE, "",
+         _SHARING_VIOLATION, "is open elsewhere (another host or program is reading or "
+         "using it), and a file that is open is not replaced; it is left as it was"))
+    for access, options, sharing, telling, why in looks:
+        try:
+            with _opened(target, access, options, sharing=sharing, **session):
+                continue
+        except (SMBOSError, SMBResponseException) as looked:
+            if _status(looked) != telling:
+                continue
+        raise HostFileError(f"cannot rename {source} to {target}: {target} {why}")
 
 
 def _opened(path: str, access: int, options: int = 0, sharing: str = "rwd",
