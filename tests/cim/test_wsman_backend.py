@@ -724,12 +724,8 @@ async def test_a_query_cancelled_during_a_pull_releases_its_context(
             _held_pulls(served.url, tmp_path / "stand-in") as (url, pulled):
         cim = client(url, max_envelope_bytes=8192)
         try:
-            query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
-            await asyncio.wait_for(pulled.wait(), 10)
-            assert served.service.enumerations.open_count == 1
-            query.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await query
+            await _given_up_during_a_pull(
+                cim, pulled, lambda: served.service.enumerations.open_count == 1)
             for _ in range(100):
                 if served.service.enumerations.open_count == 0:
                     break
@@ -737,6 +733,18 @@ async def test_a_query_cancelled_during_a_pull_releases_its_context(
             assert served.service.enumerations.open_count == 0
         finally:
             await cim.close()
+
+
+async def _given_up_during_a_pull(cim: WsmanCim, pulled: asyncio.Event,
+                                  while_held: Callable[[], bool] = lambda: True) -> None:
+    """A query of the VMs' settings given up (cancelled) while its Pull is held (once
+    ``pulled`` is set), with ``while_held`` true then."""
+    query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
+    await asyncio.wait_for(pulled.wait(), 10)
+    assert while_held()
+    query.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await query
 
 
 async def test_closing_lets_a_given_up_querys_release_end_first(
@@ -751,11 +759,7 @@ async def test_closing_lets_a_given_up_querys_release_end_first(
             _held_pulls(served.url, tmp_path / "stand-in",
                         slow_releases_s=0.5) as (url, pulled):
         cim = client(url, max_envelope_bytes=8192)
-        query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
-        await asyncio.wait_for(pulled.wait(), 10)
-        query.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await query
+        await _given_up_during_a_pull(cim, pulled)
         await cim.close()
         assert served.service.enumerations.open_count == 0
 
@@ -771,11 +775,7 @@ async def test_closing_gives_up_a_release_the_host_does_not_answer_within_its_gr
             _held_pulls(served.url, tmp_path / "stand-in",
                         hold_releases=True) as (url, pulled):
         cim = client(url, max_envelope_bytes=8192)
-        query = asyncio.ensure_future(cim.query("SELECT * FROM Msvm_VirtualSystemSettingData"))
-        await asyncio.wait_for(pulled.wait(), 10)
-        query.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await query
+        await _given_up_during_a_pull(cim, pulled)
         started = time.monotonic()
         await cim.close()
         waited = time.monotonic() - started
