@@ -360,6 +360,30 @@ async def test_check_on_host_calls_a_host_whose_stamps_stopped_down_whatever_its
         True, "host is not alive", True), value
 
 
+@pytest.mark.parametrize("line", ["", "2026-12-"])
+async def test_a_stamp_caught_while_a_csharp_agents_host_writes_it_is_judged_by_its_time(
+    pools: Running, tmp_path: Path, line: str
+) -> None:
+    """A host still run by the C# agent writes its stamp in place (its heartbeat task's
+    ``echo ...>hb-<ip>``: the file truncated, then the line written), so a neighbour's
+    read can find it empty or holding part of the line, just written. That host runs:
+    judged by the file's time, it is alive, not Down (which has the MS start its HA VMs a
+    second time elsewhere); the same stamp left stale_s ago, by the file server's clock,
+    is Down."""
+    share = await _neighbour_with_clock(pools, tmp_path, 0.0)
+    beat = share / f"hb-{SUSPECT}"
+    beat.write_text(line)
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["details"], value["alive"]) == (
+        False, "host is alive", True), value
+    os.utime(beat, (time.time() - 200, time.time() - 200))
+    _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                  _check_on_host(SUSPECT))
+    assert (value["result"], value["details"], value["determined"]) == (
+        True, "host is not alive", True), value
+
+
 async def test_without_file_times_a_stamp_from_the_future_tells_only_that_clocks_disagree(
     pools: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,9 @@ present errs by at most the time a write takes, towards alive. This takes the se
 a file's modification time from its own clock when the file is written, as file systems do
 unless the writer sets the time itself (this agent never does; a copy that keeps times
 would be judged by the time it kept): Microsoft's SMB documents do not say it in so many
-words, and it is the choice made here.
+words, and it is the choice made here. A stamp that says no time (empty, or part of the
+line: a C# agent's host writes its stamp in place, truncated and then written, and a read
+can fall in between) is judged by its file's time alone, and is stale without one.
 
 Only where no file time can be had (a backend or server that gives none, or no stamp of
 this host's own in that pool yet: its private address not known, its host unreachable)
@@ -255,10 +257,9 @@ class Heartbeats:
             if text is None and not await self._reachable(root):
                 continue
             read_any = True
-            beat = parse_heartbeat(text) if text is not None else None
-            if beat is None:
+            if text is None:
                 continue
-            fresh = await self._fresh(root, path, ip, beat)
+            fresh = await self._fresh(root, path, ip, parse_heartbeat(text))
             if fresh:
                 return Liveness.ALIVE
             skewed = skewed or fresh is None
@@ -266,11 +267,15 @@ class Heartbeats:
             return Liveness.SKEWED
         return Liveness.DEAD if read_any else Liveness.UNKNOWN
 
-    async def _fresh(self, root: str, path: str, ip: str, beat: float) -> bool | None:
+    async def _fresh(self, root: str, path: str, ip: str, beat: float | None) -> bool | None:
         """Whether the stamp at ``path``, which says ``beat``, is at most ``stale_s`` old:
         by the file server's clock where its time and the server's present are known,
         else by this host's clock; None when only the latter is known and the stamp is
-        from its future."""
+        from its future. A stamp that says no time (``beat`` None: empty, or not a stamp)
+        is judged by its file's time alone, and is not fresh without one: a C# agent's
+        host writes its stamp in place (its heartbeat task truncates the file, then writes
+        the line), so a read at that moment finds it empty, just written, while its host
+        runs."""
         server_now = self._server_now(root)
         found = None
         if server_now is not None:
@@ -280,12 +285,14 @@ class Heartbeats:
                 log.warning("heartbeat of %s in %s: its time unreadable: %s", ip, root, error)
         if server_now is not None and found is not None and found.modified_ns is not None:
             stamped = found.modified_ns / 1e9
-            off = beat - stamped
+            off = beat - stamped if beat is not None else 0.0
             if abs(off) > self.timing.interval_s:
                 log.warning("heartbeat of %s in %s: its host's clock is %.0f s %s the file "
                             "server's; judged by the file's time", ip, root, abs(off),
                             "ahead of" if off > 0 else "behind")
             return server_now - stamped <= self.timing.stale_s
+        if beat is None:
+            return False
         age = self.clock() - beat
         if age < -self.timing.interval_s:
             log.warning("heartbeat of %s in %s is %.0f s ahead of this host's clock and no "
