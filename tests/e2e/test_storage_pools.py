@@ -384,6 +384,40 @@ async def test_a_stamp_caught_while_a_csharp_agents_host_writes_it_is_judged_by_
         True, "host is not alive", True), value
 
 
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, hung
+async def test_check_on_host_answers_within_its_wait_while_another_pools_server_hangs(
+    tmp_path: Path, own_samba: Samba
+) -> None:
+    """CheckOnHostCommand waits 20 s for its answer (its ``wait``). A neighbour with two
+    shared pools, the file server of the first hung (it accepts, never answers): reading
+    the suspect's stamp there waits until the connection is given up, 20 s, and the
+    answer came after the MS had given up on it, though the other pool told at once
+    whether the suspect stamps. The pools are read side by side, within half the wait:
+    a fresh stamp in one says alive at once; a pool not read by then counts as one that
+    cannot be read, and the others decide."""
+    samba = own_samba
+    share = tmp_path / "smb"
+    (share / "primary").mkdir(parents=True)
+    config = config_with_shares(tmp_path, {r"\\10.1.1.2\SMB-Share": share},
+                                f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}')
+    async with serving(config) as running:
+        first = _samba_pool(samba, "hung-first")
+        first["pool"] = {**first["pool"], "uuid": POOL_A}  # type: ignore[dict-item]
+        for body in (first, _modify(True, "SMB", "10.1.1.2", SMB_PATH)):
+            _, added = await running.answer(MODIFY, body)
+            assert added["result"] is True, added
+        beat = share / "primary" / f"hb-{SUSPECT}"
+        with samba.hung():
+            for written_s_ago, said in ((5, (False, "host is alive")),
+                                        (200, (True, "host is not alive"))):
+                _stamped(beat, time.time() - written_s_ago, written_s_ago)
+                started = time.monotonic()
+                _, value = await running.answer("com.cloud.agent.api.CheckOnHostCommand",
+                                                {**_check_on_host(SUSPECT), "wait": 4})
+                assert time.monotonic() - started < 3.5, value
+                assert (value["result"], value["details"]) == said, value
+
+
 async def test_without_file_times_a_stamp_from_the_future_tells_only_that_clocks_disagree(
     pools: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

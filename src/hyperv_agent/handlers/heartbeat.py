@@ -39,6 +39,7 @@ this host's stamp and a CheckOnHost shifts the age by the step, until the next s
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import enum
 import ipaddress
@@ -242,30 +243,55 @@ class Heartbeats:
         stamped, written = known
         return stamped + (time.monotonic() - written)
 
-    async def liveness(self, ip: str) -> Liveness:
+    async def liveness(self, ip: str, within_s: float | None = None) -> Liveness:
         """What the shared pools say of the host at ``ip``: alive as soon as one holds a
         fresh stamp; a stamp that tells only that the clocks disagree keeps the others'
-        stale stamps from condemning the host. Read-only."""
-        read_any = skewed = False
-        for root in self.pools.roots() if self.pools is not None else ():
-            path = heartbeat_path(root, ip)
-            try:
-                text = await self.files.read_text(path)
-            except AgentError as error:
-                log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
-                continue
-            if text is None and not await self._reachable(root):
-                continue
-            read_any = True
-            if text is None:
-                continue
-            fresh = await self._fresh(root, path, ip, parse_heartbeat(text))
-            if fresh:
-                return Liveness.ALIVE
-            skewed = skewed or fresh is None
-        if skewed:
+        stale stamps from condemning the host. The pools are read side by side, for no
+        longer than ``within_s`` when given: a pool not read by then (its file server
+        hung or gone, which the file access finds only after a while) counts as one that
+        cannot be read, and the others decide. Read-only."""
+        roots = self.pools.roots() if self.pools is not None else ()
+        reading = {asyncio.ensure_future(self._pool_says(root, ip)): root for root in roots}
+        deadline = None if within_s is None else time.monotonic() + within_s
+        said: set[Liveness] = set()
+        try:
+            pending = set(reading)
+            while pending:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                done, pending = await asyncio.wait(pending, timeout=left,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    for task in pending:
+                        log.warning("heartbeat of %s in %s not read within %g s: the other "
+                                    "pools decide", ip, reading[task], within_s)
+                    break
+                said |= {task.result() for task in done}
+                if Liveness.ALIVE in said:
+                    return Liveness.ALIVE
+        finally:
+            for task in reading:
+                task.cancel()
+        for verdict in (Liveness.SKEWED, Liveness.DEAD):
+            if verdict in said:
+                return verdict
+        return Liveness.UNKNOWN
+
+    async def _pool_says(self, root: str, ip: str) -> Liveness:
+        """What the pool at ``root`` says of the host at ``ip``: ALIVE for a fresh stamp,
+        SKEWED for one that tells only that the clocks disagree, DEAD for a stale stamp or
+        none, UNKNOWN when the pool cannot be read."""
+        path = heartbeat_path(root, ip)
+        try:
+            text = await self.files.read_text(path)
+        except AgentError as error:
+            log.warning("heartbeat of %s in %s unreadable: %s", ip, root, error)
+            return Liveness.UNKNOWN
+        if text is None:
+            return Liveness.DEAD if await self._reachable(root) else Liveness.UNKNOWN
+        fresh = await self._fresh(root, path, ip, parse_heartbeat(text))
+        if fresh is None:
             return Liveness.SKEWED
-        return Liveness.DEAD if read_any else Liveness.UNKNOWN
+        return Liveness.ALIVE if fresh else Liveness.DEAD
 
     async def _fresh(self, root: str, path: str, ip: str, beat: float | None) -> bool | None:
         """Whether the stamp at ``path``, which says ``beat``, is at most ``stale_s`` old:

@@ -40,7 +40,7 @@ from hyperv_agent.handlers.locks import at_most
 from hyperv_agent.handlers.storage import Reservation, pool_usage
 from hyperv_agent.handlers.vm import VmLocks, cloudstack_power
 from hyperv_agent.hostfs.api import HostFiles
-from hyperv_agent.hyperv import host, vms
+from hyperv_agent.hyperv import host, jobs, vms
 from hyperv_agent.hyperv.session import HyperV
 from hyperv_agent.state import PoolRegistry
 
@@ -343,12 +343,16 @@ class HostHandlers:
         fresh heartbeat, no shared pool to read, or a heartbeat that only tells the clocks
         disagree, answers ``result`` false (the host is kept Up, ``determined`` false in
         the last two cases). Freshness is judged by the file server's clock where it can
-        be (``Heartbeats``). Read-only."""
+        be (``Heartbeats``). The pools are read within half the command's ``wait`` (the MS
+        gives CheckOnHost 20 s): one whose file server has not answered by then counts as
+        unreadable, so the answer comes while the MS still waits for it. Read-only."""
         network = command.host.private_network
         ip = network.ip if network is not None else None
         if ip:
             _check_ip(ip)
-        seen = await self.heartbeats.liveness(ip) if ip else Liveness.UNKNOWN
+        wait_s = command.answer_wait_s
+        within_s = None if wait_s is None else wait_s * jobs.WORK_SHARE
+        seen = await self.heartbeats.liveness(ip, within_s) if ip else Liveness.UNKNOWN
         if seen is Liveness.ALIVE:
             return CheckOnHostAnswer(result=False, details="host is alive", determined=True,
                                      alive=True)
