@@ -32,6 +32,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.errors import ConfigError, HostFileError, PathNotAllowed
+from hyperv_agent.hostfs import smb as smb_module
 from hyperv_agent.hostfs.api import HostFiles
 from hyperv_agent.hostfs.locations import Credentials, ShareLocation, parse_cifs_url
 from hyperv_agent.hostfs.routed import RoutedFiles
@@ -387,6 +388,35 @@ async def test_writing_a_file_another_client_holds_open_fails_saying_so_then_rec
     assert f"{share.path('hb')} is open elsewhere" in message, message
     assert (share.local / "hb").read_text() == "old"
     await smb.write_text(share.path("hb"), "new")
+    assert (share.local / "hb").read_text() == "new"
+    assert sorted(path.name for path in share.local.iterdir()) == ["hb"]
+
+
+async def test_writing_a_file_whose_reader_closed_it_after_the_refusal_replaces_it(
+    smb: SmbFiles, share: Share, samba: Samba, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A neighbour's read of a heartbeat stamp lasts a round trip: it held the file when
+    the rename came, and has closed it by the time the file is looked at. The refusal
+    said nothing lasting: the write replaces the file, leaving nothing aside, rather
+    than failing with "access denied" (the account may replace the file), which cost
+    the host a stamp and sent the operator looking for a missing permission."""
+    (share.local / "hb").write_text("old")
+    connections: dict[str, Any] = {}  # a neighbour's connection
+    holder = smbclient.open_file(share.path("hb"), "rb", share_access="r",
+                                 username=samba.user, password=samba.password,
+                                 port=samba.port, connection_cache=connections)
+    looked_at = smb_module._fail_if_held
+
+    def read_ended(*args: Any, **session: Any) -> bool:
+        holder.close()  # the read ends just after the server refused the rename
+        return looked_at(*args, **session)
+
+    monkeypatch.setattr(smb_module, "_fail_if_held", read_ended)
+    try:
+        await smb.write_text(share.path("hb"), "new")
+    finally:
+        holder.close()
+        smbclient.reset_connection_cache(connection_cache=connections)
     assert (share.local / "hb").read_text() == "new"
     assert sorted(path.name for path in share.local.iterdir()) == ["hb"]
 

@@ -739,21 +739,32 @@ def _replace(path: str, target: str, **session: Any) -> None:
     where the source was opened under another name than its path in the share (a DFS
     namespace, whose names it resolves). A rename refused with access denied has the
     target looked at (``_fail_if_held``): one being deleted, or open elsewhere, fails as
-    that, which says why it is not replaced."""
+    that, which says why it is not replaced. One open nowhere by then that the account
+    may delete (a neighbour's read of a heartbeat stamp lasts a round trip: it held the
+    file when the rename came and closed it since) is renamed over once more: the
+    refusal said nothing lasting, and "access denied" sent the operator looking for a
+    permission that is there."""
     with _opened(path, FilePipePrinterAccessMask.DELETE, **session) as source:
         if str(source.fd.file_name).lower() == _inside(_target(path)).lower():
             try:
-                with SMBFileTransaction(source) as transaction:
-                    renamed = FileRenameInformation()
-                    renamed["replace_if_exists"] = True
-                    renamed["file_name"] = _inside(_target(target))
-                    set_info(transaction, renamed)
+                _rename_open(source, target)
             except (SMBOSError, SMBResponseException) as refused:
-                if _status(refused) == _ACCESS_DENIED:
-                    _fail_if_held(path, target, **session)
-                raise
+                if _status(refused) != _ACCESS_DENIED or not _fail_if_held(path, target,
+                                                                             **session):
+                    raise
+                _rename_open(source, target)
             return
     smbclient.replace(path, target, **session)
+
+
+def _rename_open(source: Any, target: str) -> None:
+    """SET_INFO FileRenameInformation on the open file ``source``: renamed to ``target``
+    (on its share), replacing a file there."""
+    with SMBFileTransaction(source) as transaction:
+        renamed = FileRenameInformation()
+        renamed["replace_if_exists"] = True
+        renamed["file_name"] = _inside(_target(target))
+        set_info(transaction, renamed)
 
 
 def _delete(path: str, **session: Any) -> None:
@@ -814,7 +825,7 @@ def _make_dirs(path: str, **session: Any) -> None:
         raise
 
 
-def _fail_if_held(source: str, target: str, **session: Any) -> None:
+def _fail_if_held(source: str, target: str, **session: Any) -> bool:
     """Fail saying why, when a look at the file ``target``, which ``source`` was refused
     to replace with access denied, tells: Windows and Samba refuse to replace a file that
     is open elsewhere, or being deleted while open elsewhere, with the same status as one
@@ -822,8 +833,9 @@ def _fail_if_held(source: str, target: str, **session: Any) -> None:
     attributes, a file being deleted fails with STATUS_DELETE_PENDING; opened for DELETE
     (what replacing it asks) sharing nothing, one open elsewhere (a neighbour reading a
     heartbeat stamp, another program) meets that open as a sharing violation. Each look
-    closes the file again at once, unchanged. Return otherwise, whatever else the looks
-    met: the refusal stands as it came."""
+    closes the file again at once, unchanged. Otherwise whether the last look opened the
+    file: True, nothing holds it now and the account may delete it; False, it met
+    something else, and the refusal stands as it came."""
     looks = (
         (FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES, 0, "rwd", _DELETE_PENDING,
          "is being deleted but is still open elsewhere (another host or program); its "
@@ -831,14 +843,18 @@ def _fail_if_held(source: str, target: str, **session: Any) -> None:
         (FilePipePrinterAccessMask.DELETE, CreateOptions.FILE_NON_DIRECTORY_FILE, "",
          _SHARING_VIOLATION, "is open elsewhere (another host or program is reading or "
          "using it), and a file that is open is not replaced; it is left as it was"))
+    opened = False
     for access, options, sharing, telling, why in looks:
         try:
             with _opened(target, access, options, sharing=sharing, **session):
+                opened = True
                 continue
         except (SMBOSError, SMBResponseException) as looked:
+            opened = False
             if _status(looked) != telling:
                 continue
         raise HostFileError(f"cannot rename {source} to {target}: {target} {why}")
+    return opened
 
 
 def _opened(path: str, access: int, options: int = 0, sharing: str = "rwd",
