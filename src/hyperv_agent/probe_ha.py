@@ -6,8 +6,8 @@ server registers it on every host of the cluster (ModifyStoragePoolCommand, SMB,
 credentials in the path's query), which makes the agent stamp its heartbeat there; then
 the agent is asked about each neighbour what the HypervInvestigator asks it when that
 neighbour stops answering (CheckOnHostCommand), and its answer is read as the
-investigator reads it: ``result`` true is Down (the neighbour's HA VMs are restarted
-elsewhere), false is Up.
+investigator reads it: ``result`` true is Down (a 4.22 management server marks the
+neighbour Down and alerts, and restarts none of its VMs), false is Up.
 """
 
 from __future__ import annotations

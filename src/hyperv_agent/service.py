@@ -235,7 +235,7 @@ async def heartbeats(agent: Agent) -> None:
     ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered).
     A round that fails unexpectedly is logged and the next one comes as due: ended, the
     task would leave a running host unstamped for good, so its neighbours would call it
-    down and HA start its VMs a second time elsewhere.
+    down while its VMs run.
 
     A failure that lasts is logged with its traceback once (again when the error
     changes), then as one warning line a round, and its end as one info line: a

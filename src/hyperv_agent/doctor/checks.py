@@ -387,9 +387,9 @@ def clock_breaks(config: AgentConfig, skew_s: float) -> list[str]:
     written with the writer's clock (this machine's in agentless mode, the host's for an
     agent running on its host). This agent judges their age by the file server's clock,
     but a neighbour running the C# agent (a cluster upgraded host by host) reads them with
-    its own: a writer behind it by more than the difference looks dead to it, and HA
-    restarts its VMs elsewhere while they still run: with the defaults (60 s, 180 s) that
-    is 120 s, below Kerberos's 5 minutes."""
+    its own: a writer behind it by more than the difference looks dead to it, and a live
+    host is called Down: with the defaults (60 s, 180 s) that is 120 s, below Kerberos's
+    5 minutes."""
     agent = config.agent
     margin = agent.heartbeat_stale_s - agent.heartbeat_interval_s
     broken = []

@@ -6,24 +6,24 @@ alive while the stamp is at most ``stale_s`` old.
 The stamp is one line ``YYYY-M-D@H:M:S`` in UTC, not zero-padded, as the C# agent's
 heartbeat task writes it, so this agent and the C# agent read each other's stamps.
 
-How old a stamp is, is judged by the file server's clock, not by the two hosts'. The
-C# agent (and KVM's ``kvmheartbeat.sh``) compares the time written in the stamp, the
-writer's clock, with the reader's clock: hosts whose clocks differ by more than
-``stale_s`` (a time service that failed, hosts outside a domain) have a live host called
-Down, and its HA VMs started a second time on the same disks, or, the writer ahead, a dead
-host called alive for as long as the skew lasts. Here the file server's clock is read
-twice in each pool: the stamp's modification time, set by the server when the suspect
-wrote it, and the modification time of this host's own stamp, read back just after it was
-written, carried forward to now by this host's monotonic clock. Their difference is the
-stamp's age; neither host's wall clock takes part, so a host whose stamps stop is called
-dead ``stale_s`` after its last one, whatever its clock said. The estimate of the server's
-present errs by at most the time a write takes, towards alive. This takes the server to set
-a file's modification time from its own clock when the file is written, as file systems do
-unless the writer sets the time itself (this agent never does; a copy that keeps times
-would be judged by the time it kept): Microsoft's SMB documents do not say it in so many
-words, and it is the choice made here. A stamp that says no time (empty, or part of the
-line: a C# agent's host writes its stamp in place, truncated and then written, and a read
-can fall in between) is judged by its file's time alone, and is stale without one.
+How old a stamp is, is judged by the file server's clock, not by the two hosts'. The C#
+agent (and KVM's ``kvmheartbeat.sh``) compares the time written in the stamp, the writer's
+clock, with the reader's clock: hosts whose clocks differ by more than ``stale_s`` (a time
+service that failed, hosts outside a domain) have a live host called Down, or, the writer
+ahead, a dead host called alive for as long as the skew lasts. Here the file server's
+clock is read twice in each pool: the stamp's modification time, set by the server when
+the suspect wrote it, and the modification time of this host's own stamp, read back just
+after it was written, carried forward to now by this host's monotonic clock. Their
+difference is the stamp's age; neither host's wall clock takes part, so a host whose
+stamps stop is called dead ``stale_s`` after its last one, whatever its clock said. The
+estimate of the server's present errs by at most the time a write takes, towards alive.
+This takes the server to set a file's modification time from its own clock when the file
+is written, as file systems do unless the writer sets the time itself (this agent never
+does; a copy that keeps times would be judged by the time it kept): Microsoft's SMB
+documents do not say it in so many words, and it is the choice made here. A stamp that
+says no time (empty, or part of the line: a C# agent's host writes its stamp in place,
+truncated and then written, and a read can fall in between) is judged by its file's time
+alone, and is stale without one.
 
 Only where no file time can be had (a backend or server that gives none, or no stamp of
 this host's own in that pool yet: its private address not known, its host unreachable)
@@ -32,8 +32,8 @@ than ``interval_s`` ahead of it then tells that the clocks disagree, and the poo
 "cannot tell" rather than "alive" for as long as the skew lasts. Chosen over watching
 whether a stamp changes (one CheckOnHost would have to wait out a whole stamp interval,
 or rely on reads from before the host died, which an agent restarted since has lost)
-and over answering "cannot tell" on every skew (which keeps a dead host's HA VMs stopped
-for as long as the skew lasts). The server's clock stepped (by its time service) between
+and over answering "cannot tell" on every skew (which keeps a dead host called Up for as
+long as the skew lasts). The server's clock stepped (by its time service) between
 this host's stamp and a CheckOnHost shifts the age by the step, until the next stamp.
 """
 
@@ -105,10 +105,9 @@ class Heartbeats:
     stamps are stale, though this agent, on another machine, runs on. A host that answers
     with an error (WinRM refusing the account, answering 503, a WMI fault), or whose
     network refuses the connection (its WinRM service stopped: ``Reach.REFUSED``), is
-    running, its VMs may be too, and is stamped: restarting them elsewhere could run them
-    twice. So is
-    a host that answers later than the host check's deadline, once it answers (the
-    periodic stamp waits for it: ``_host_gone``). So is,
+    running, its VMs may be too, and is stamped: called Down, its VMs could be started
+    elsewhere and run twice. So is a host that answers later than the host check's
+    deadline, once it answers (the periodic stamp waits for it: ``_host_gone``). So is,
     without asking, a host that is the machine the agent runs on (``HostCheck``'s
     ``on_this_machine``): it runs while the agent does, whatever its WMI or WinRM answers."""
 
@@ -174,8 +173,8 @@ class Heartbeats:
         end (``HostCheck.settled``): a host that answers late (under load, or busy with
         thousands of VMs) runs, and its VMs may. Its pings fail past the deadline, so
         the MS investigates it; a stamp withheld then would have the neighbours call it
-        down and HA start its running VMs a second time on the same disks. A host that
-        never answers is still found gone, when the backend gives the query up."""
+        down while its VMs may run. A host that never answers is still found gone, when
+        the backend gives the query up."""
         if self.host_check is None or self.host_check.on_this_machine:
             return False
         check = self.host_check

@@ -254,7 +254,7 @@ class HostHandlers:
     async def ping(self, command: wire.PingCommand | wire.PingRoutingCommand) -> Result:
         """Success while the Hyper-V host answers (``HostCheck``, bounded in time): the
         agent may run on another machine than the host, and a dead host whose pings
-        succeed would stay Up in the MS for ever, its VMs never restarted elsewhere."""
+        succeed would stay Up in the MS for ever, never investigated nor called Down."""
         await self._host_answers()
         short = type(command).FQCN.rsplit(".", 1)[-1]
         return Answer(result=True, details=f"success - NOP for {short}")
@@ -338,14 +338,16 @@ class HostHandlers:
 
     async def check_on_host(self, command: wire.CheckOnHostCommand) -> Result:
         """protocol §5.3, inverted as the management server's HypervInvestigator reads it:
-        ``result`` true means the neighbour is down (its VMs are restarted elsewhere), so it
-        is true only when a shared pool was read and holds no fresh heartbeat of it. A
-        fresh heartbeat, no shared pool to read, or a heartbeat that only tells the clocks
-        disagree, answers ``result`` false (the host is kept Up, ``determined`` false in
-        the last two cases). Freshness is judged by the file server's clock where it can
-        be (``Heartbeats``). The pools are read within half the command's ``wait`` (the MS
-        gives CheckOnHost 20 s): one whose file server has not answered by then counts as
-        unreadable, so the answer comes while the MS still waits for it. Read-only."""
+        ``result`` true means the neighbour is down (the MS marks it Down and alerts; a 4.22
+        MS restarts no Hyper-V VM, and an operator may force-stop its VMs and start them
+        elsewhere), so it is true only when a shared pool was read and holds no fresh
+        heartbeat of it. A fresh heartbeat, no shared pool to read, or a heartbeat that
+        only tells the clocks disagree, answers ``result`` false (the host is kept Up,
+        ``determined`` false in the last two cases). Freshness is judged by the file
+        server's clock where it can be (``Heartbeats``). The pools are read within half the
+        command's ``wait`` (the MS gives CheckOnHost 20 s): one whose file server has not
+        answered by then counts as unreadable, so the answer comes while the MS still waits
+        for it. Read-only."""
         network = command.host.private_network
         ip = network.ip if network is not None else None
         if ip:

@@ -4,9 +4,9 @@ VM state report and the host statistics (``HostCheck.bounded``).
 
 Driving a host over WinRM, the agent outlives the host: when the host is powered off,
 cut off or hung, the agent still answers the management server. A ping answered without
-asking the host would keep a dead host Up for ever (the MS starts HA only once pings
+asking the host would keep a dead host Up for ever (the MS investigates only once pings
 fail), and a heartbeat stamped by the agent alone would have every neighbour's
-CheckOnHost call the dead host alive, so its VMs would never be restarted elsewhere.
+CheckOnHost call the dead host alive, so it would never be called Down.
 The periodic stamp waits for a late answer to its end (``HostCheck.settled``): a host
 that answers after the deadline runs, and is stamped.
 
@@ -22,18 +22,19 @@ an emulated host in this process: ``OpenedHost.on_this_machine``) is never calle
 unreachable: the agent runs on it, so it runs, and so may its VMs. Its WMI hung past the
 deadline or its WinRM service stopped fails the pings all the same (``Reach.SILENT``), but
 its heartbeat goes on being stamped: a stamp withheld would have the neighbours call a
-running host down and HA start its VMs a second time elsewhere, on the same disks.
+running host down, and an operator acting on that start its VMs a second time elsewhere,
+on the same disks.
 
 A connection refused (a TCP reset: ``CimRefused``) is not "nothing answered": the host's
 network stack answered it, so the machine runs, with its WinRM service stopped (or not yet
 started, as while it boots) or a firewall rejecting the agent, and its VMs may be running.
 It is ``Reach.REFUSED``: the pings fail, saying so, and the heartbeat goes on being
-stamped, or the neighbours would call a running host down and HA start its VMs a second
-time on the same disks. A host powered off or cut off answers nothing: the connect times
-out, or no route to it is found (``EHOSTUNREACH``), and that is ``Reach.UNREACHABLE``, no
-stamp. The choice leans towards alive where the two meet: a firewall on the way that
-rejects, rather than drops, connections to a host that has died keeps it stamped, and HA
-waits (its VMs are down, not run twice) until an operator sees its failed pings.
+stamped, or the neighbours would call a running host down. A host powered off or cut
+off answers nothing: the connect times out, or no route to it is found (``EHOSTUNREACH``),
+and that is ``Reach.UNREACHABLE``, no stamp. The choice leans towards alive where the two
+meet: a firewall on the way that rejects, rather than drops, connections to a host that
+has died keeps it stamped and called Up (its VMs are down, not run twice) until an
+operator sees its failed pings.
 """
 
 from __future__ import annotations

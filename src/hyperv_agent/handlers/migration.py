@@ -416,7 +416,7 @@ class MigrationHandlers(FileHandlers):
         ``folder``. Hyper-V's storage migration moves the disk's file as it is (the agent
         names no place for a parent, and Hyper-V merges none into a running VM's disk): in
         ``folder`` it would still name the template in its old pool, which no other host
-        opens (a live migration or HA restart fails) and which the management server evicts
+        opens (a live migration or a start there fails) and which the management server evicts
         once no volume of that pool uses it. Stopped, the VM's volume is copied merged with
         its template (``_move_detached``), standing alone. 1 call."""
         source = disk.source

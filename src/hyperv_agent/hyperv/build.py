@@ -185,7 +185,7 @@ async def define_vm(hv: HyperV, spec: VmSpec,
 
 def _system_settings(spec: VmSpec) -> dict[str, object]:
     # CloudStack alone decides where and when a VM runs: after a host's restart its VMs
-    # stay off (Hyper-V's default restarts those that ran, which CloudStack's HA may have
+    # stay off (Hyper-V's default restarts those that ran, which an operator may have
     # started on another host meanwhile, on the same volumes), and a host that shuts down
     # shuts their guests down rather than saving their memory, as the C# agent had it.
     values: dict[str, object] = {
