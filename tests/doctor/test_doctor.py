@@ -171,6 +171,7 @@ async def test_a_skew_heartbeats_cannot_absorb_fails_below_kerberos_five_minutes
         report = await diagnose(config, ROOMY, clock=lambda: time.time() + 150)
     status, line = _check(report, "clock")
     assert status is Status.FAIL and "beyond 120 s HA heartbeats" in line, line
+    assert "marks it Down" in line and "restarts" not in line, line
     assert "Kerberos" not in line
     assert "behind this machine's" in line and "w32tm /resync" in line
 

@@ -300,6 +300,7 @@ async def test_a_clock_far_off_the_file_servers_is_logged_once_and_again_when_it
     level, line = said()[0]
     assert level == logging.WARNING and "behind the file server's" in line, line
     assert "calls this live host down" in line and "NTP" in line, line
+    assert "marks it Down" in line and "restarts" not in line, line
     pools.agent.host.heartbeats.clock = lambda: time.time() - 140  # moved little
     await pools.agent.host.write_heartbeats()
     assert len(said()) == 1, said()

@@ -397,8 +397,8 @@ def clock_breaks(config: AgentConfig, skew_s: float) -> list[str]:
         broken.append(f"beyond {margin:g} s HA heartbeats (stale after "
                       f"{agent.heartbeat_stale_s:g} s, written every "
                       f"{agent.heartbeat_interval_s:g} s) may look stale to a neighbour "
-                      "running the C# agent, which calls this live host down and restarts "
-                      "its VMs elsewhere")
+                      "running the C# agent, which calls this live host down: the management "
+                      "server marks it Down and raises an alert")
     if skew_s > CLOCK_FAIL_S:
         broken.append(f"beyond {CLOCK_FAIL_S:g} s Kerberos (WinRM, live migration, SMB) "
                       "refuses to authenticate")

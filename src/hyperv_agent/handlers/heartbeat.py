@@ -226,7 +226,7 @@ class Heartbeats:
                     "(more than %.0f s). This agent judges stamps by the server's clock, but "
                     "a neighbour running the C# agent reads them by its own: ahead, it calls this "
                     "host alive for a while after it has died; behind by more than %.0f s, "
-                    "it calls this live host down and HA restarts its VMs elsewhere. "
+                    "it calls this live host down, and the management server marks it Down. "
                     "Synchronise the clocks (NTP)",
                     root, abs(skew), "ahead of" if skew > 0 else "behind", SKEW_WARN_S,
                     self.timing.stale_s - self.timing.interval_s)
