@@ -16,7 +16,7 @@ async def test_a_stamp_that_fails_unexpectedly_does_not_end_the_heartbeat(
         caplog: pytest.LogCaptureFixture) -> None:
     """One failure no layer below turned into an agent error (a library's own exception)
     must not end the task for good: a host no longer stamped is called down by its
-    neighbours, and HA starts its running VMs a second time elsewhere."""
+    neighbours while its VMs run."""
     stamps: list[str] = []
 
     async def write_heartbeats() -> None:

@@ -1,8 +1,8 @@
 """``doctor``'s clock line and the agent's heartbeat stamps: the running agent measures its
 clock against each shared pool's file server when it stamps; doctor reads the same from the
 stamp it left there (the time written in it against the time the server gave the file), so
-a skew that makes neighbours running the C# agent misjudge this host shows before HA acts
-on it."""
+a skew that makes neighbours running the C# agent misjudge this host shows before they
+call it Down."""
 
 from __future__ import annotations
 

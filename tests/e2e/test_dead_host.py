@@ -342,7 +342,7 @@ async def test_a_dead_host_stops_its_heartbeat_so_a_neighbour_calls_it_down(
     connection attempts go unanswered), pings fail within the check's deadline and no
     stamp is written (the periodic one gives the connection up at the connect timeout),
     so the neighbours the MS asks (CheckOnHost) call it down once the stamps are stale,
-    and HA restarts its VMs elsewhere; back, it is stamped again and called alive."""
+    and the MS marks it Down; back, it is stamped again and called alive."""
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     assert beat.read_text().count("@") == 1  # stamped at registration
@@ -372,8 +372,8 @@ async def test_a_host_whose_winrm_stopped_keeps_its_heartbeat_while_its_pings_fa
         agentless: Running, tmp_path: Path) -> None:
     """A connection refused comes from a running machine's network (its WinRM service
     stopped, or a firewall rejecting): its VMs may well run, so it keeps being stamped
-    and a neighbour calls it alive (HA does not start them a second time on the same
-    disks), while its pings fail, saying the host refuses the connection."""
+    and a neighbour calls it alive (it is not called Down while they run), while its
+    pings fail, saying the host refuses the connection."""
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     port = _port(agentless)
@@ -424,7 +424,7 @@ async def test_a_host_answering_late_keeps_its_heartbeat_while_its_pings_fail(
     """A host whose WMI answers, but later than the host check waits (a host under load,
     a Hyper-V busy with thousands of VMs), runs, and so may its VMs: its pings fail past
     the deadline, so the MS investigates it, and the neighbours it asks must still find
-    its stamps fresh, or HA starts its running VMs a second time on the same disks. The
+    its stamps fresh, or call it Down while its VMs run. The
     stamp waits for the host's answer (the backend's own bound ends a query nothing
     answers); the pings do not."""
     share = await _register_pool(agentless, tmp_path)
@@ -479,8 +479,8 @@ async def test_a_host_answering_errors_fails_pings_but_keeps_its_heartbeat(
         agentless: Running, tmp_path: Path, status: int, body: str, content_type: str,
         said: str) -> None:
     """An HTTP error or a WS-Man fault is an answer: the host's Windows runs and its VMs
-    may too, so it keeps being stamped (a neighbour calls it alive: its VMs are not
-    started twice), while its pings fail, saying what the host answered."""
+    may too, so it keeps being stamped (a neighbour calls it alive, not Down), while its
+    pings fail, saying what the host answered."""
     share = await _register_pool(agentless, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"
     port = _port(agentless)
@@ -537,7 +537,7 @@ async def test_the_host_the_agent_runs_on_keeps_its_heartbeat_while_its_wmi_hang
         slow_here: Running, tmp_path: Path) -> None:
     """The agent runs on the host, so the host runs, and its VMs may: a WMI that does not
     answer in time fails the pings, saying so, but never stops the stamps (a neighbour
-    then calls the host alive, and HA does not start its running VMs a second time)."""
+    then calls the host alive, not Down while its VMs run)."""
     assert slow_here.agent.opened.on_this_machine
     share = await _register_pool(slow_here, tmp_path)
     beat = share / f"hb-{PRIVATE_IP}"

@@ -177,8 +177,8 @@ async def test_state_report_keeps_a_vm_in_a_state_it_cannot_read_as_power_unknow
     determined"), Other or another state the agent cannot read for a VM that may well run
     (os-win reads such states as running). Left out of the report, the MS reads the VM as
     PowerReportMissing after its grace period, syncs it to Stopped and releases its
-    resources while it may still run here, free for HA or a user to start it a second time
-    on the same disks. Reported PowerUnknown, the MS keeps the state it has; the VM, which
+    resources while it may still run here, free for a user to start it a second time on
+    the same disks. Reported PowerUnknown, the MS keeps the state it has; the VM, which
     may run, is not removed; a definition of the same name that is off does not speak for
     it."""
     cim = running.emulator
@@ -200,8 +200,7 @@ async def test_check_vm_answers_power_unknown_as_the_report_does_beside_a_saved_
     """Of a VM whose state Hyper-V cannot tell (it may run) and a saved definition of the
     same name, the report sends PowerUnknown. CheckVirtualMachine must say the same: the
     saved copy's PowerOff has the MS fail a move that reached this host (and stop the VM
-    that arrived), and HA's investigator take the VM for off, free to start it again
-    elsewhere on the same disks."""
+    that arrived)."""
     cim = running.emulator
 
     async def saved_copy() -> None:

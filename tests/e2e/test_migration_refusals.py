@@ -287,7 +287,7 @@ async def test_a_running_vms_linked_clone_is_not_moved_live_away_from_its_templa
 ) -> None:
     """Hyper-V's storage migration moves a running VM's disk file as it is: a linked clone
     moved to the SMB pool would still name the template on this host's local pool as its
-    parent, which no other host opens (a live migration or HA restart of the VM fails) and
+    parent, which no other host opens (a live migration or a start of the VM there fails) and
     which the management server evicts once no volume of that pool uses it. So the move is
     refused before anything is touched, saying how to move the volume: with the VM
     stopped, the copy is merged with its template and stands alone in the new pool."""

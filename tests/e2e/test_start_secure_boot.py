@@ -142,7 +142,7 @@ async def test_start_creates_nothing_when_host_lacks_the_template(
 async def test_start_boots_uefi_from_the_vm_detail_when_boot_type_is_not_sent(
     running: Running, mode: str, secure: bool, template: str | None,
 ) -> None:
-    # An HA restart (or any start without the API's boot parameters) sends no bootType
+    # A start not made through the API (after restoreVirtualMachine, say) sends no bootType
     # or bootMode: the VM's UEFI setting is only its "UEFI" detail.
     ids = await _template_ids(running.emulator)
     body = _body(running, "i-2-47-VM", "Ubuntu 22.04 LTS")

@@ -330,8 +330,7 @@ async def test_check_on_host_judges_a_live_hosts_heartbeat_by_the_file_servers_c
     """Hosts whose clocks disagree by more than heartbeat_stale_s (a failed time service,
     hosts outside a domain): a suspect that stamped 20 s ago by the file server's clock is
     alive, whatever either host's clock says. Judged by the clocks, a live host an hour
-    behind its neighbour is called Down, and the MS starts its HA VMs a second time on
-    other hosts while they still run on the same disks."""
+    behind its neighbour is called Down while its VMs still run."""
     share = await _neighbour_with_clock(pools, tmp_path, neighbour_off)
     _stamped(share / f"hb-{SUSPECT}", time.time() + suspect_off - 20, written_s_ago=20)
     _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
@@ -351,8 +350,7 @@ async def test_check_on_host_calls_a_host_whose_stamps_stopped_down_whatever_its
 ) -> None:
     """A host dead for 200 s (its last stamp written then, by the file server's clock) is
     Down whatever the clocks said: judged by them, a suspect an hour ahead (or a neighbour
-    an hour behind) stays alive for the hour after its death, and its HA VMs are not
-    restarted."""
+    an hour behind) stays alive for the hour after its death, and is not called Down."""
     share = await _neighbour_with_clock(pools, tmp_path, neighbour_off)
     _stamped(share / f"hb-{SUSPECT}", time.time() + suspect_off - 200, written_s_ago=200)
     _, value = await pools.answer("com.cloud.agent.api.CheckOnHostCommand",
@@ -368,9 +366,8 @@ async def test_a_stamp_caught_while_a_csharp_agents_host_writes_it_is_judged_by_
     """A host still run by the C# agent writes its stamp in place (its heartbeat task's
     ``echo ...>hb-<ip>``: the file truncated, then the line written), so a neighbour's
     read can find it empty or holding part of the line, just written. That host runs:
-    judged by the file's time, it is alive, not Down (which has the MS start its HA VMs a
-    second time elsewhere); the same stamp left stale_s ago, by the file server's clock,
-    is Down."""
+    judged by the file's time, it is alive, not called Down while it runs; the same stamp
+    left stale_s ago, by the file server's clock, is Down."""
     share = await _neighbour_with_clock(pools, tmp_path, 0.0)
     beat = share / f"hb-{SUSPECT}"
     beat.write_text(line)
@@ -503,8 +500,8 @@ async def test_heartbeats_go_under_the_registered_address_when_private_ip_names_
     under (CheckOnHostCommand's host.privateNetwork.ip), whatever [agent] private_ip says
     (an agentless agent given the Hyper-V host's own address, registered under the agent
     machine's). Stamps under the configured address only, a neighbour finds none under
-    the registered one and calls the live host down: its VMs are started a second time
-    elsewhere. Also after a restart without a StartupCommand."""
+    the registered one and calls the live host down. Also after a restart without a
+    StartupCommand."""
     config = load_config(_config_file(tmp_path))
     assert config.agent.private_ip == "192.168.100.10"
     share = tmp_path / "smb-share" / "primary"
@@ -768,9 +765,8 @@ async def test_an_agent_restarted_between_pings_keeps_reaching_its_smb_pool(
     """The management server sends a pool's credentials (ModifyStoragePoolCommand) only
     when the host connects. An agent restarted between two pings (a service restart, an
     upgrade) gets none, and must go on stamping its heartbeat in the pool: a neighbour
-    asked CheckOnHost later would find the stamp stale, call this live host down, and
-    the MS would start its HA VMs a second time elsewhere. Statistics and copies on the
-    pool must go on too."""
+    asked CheckOnHost later would find the stamp stale and call this live host down.
+    Statistics and copies on the pool must go on too."""
     config = _samba_config(tmp_path, samba)
     folder = f"restarted-{tmp_path.name}"
     beat = samba.share_dir / folder / f"hb-{PRIVATE_IP}"
