@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 
 from hyperv_agent.cloudstack import names
+from hyperv_agent.config import load_config
 from hyperv_agent.emulator import vhd
+from hyperv_agent.emulator.backend import EmulatorCim
+from hyperv_agent.emulator.config import EmulatorConfig
 from hyperv_agent.emulator.files import EmulatedFiles
 from hyperv_agent.hostfs.children import children_of
 from tests.diskfiles import listing
@@ -315,6 +318,52 @@ async def test_template_on_an_smb_pool_is_kept_while_a_clone_names_it(
     key, answer = await agent.answer(names.DESTROY_COMMAND, evict)
     assert (key, answer["result"]) == (names.ANSWER, True), answer
     assert not (share / "tmpl-3.vhdx").exists()
+
+
+async def test_a_clone_another_host_s_vm_holds_keeps_its_smb_template_naming_no_process(
+    tmp_path: Path,
+) -> None:
+    """A template in the SMB pool that a VM running on another host of the cluster stands
+    on (its linked clone open there, so this host can read neither it nor, through its
+    own Hyper-V, find a VM holding it): the eviction is refused, and the answer does not
+    send the operator after a process other than a VM, but names a VM of another host as
+    what may hold the clone."""
+    share = tmp_path / "primary"
+    share.mkdir()
+    template = _disk(share / "tmpl-4.vhdx")
+    vhd.create(share / "root-b.vhdx", vhd.DiskFormat.VHDX, vhd.DiskType.DIFFERENCING, 0,
+               parent=template, parent_locator="\\\\10.1.1.1\\primary\\tmpl-4.vhdx")
+    (tmp_path / "HV-A.toml").write_text(f"""[emulator]
+host_name = "HV-A"
+cluster_dir = "{tmp_path / 'cluster'}"
+[emulator.shares]
+'\\\\10.1.1.1\\primary' = '{share}'
+""")
+    config = load_config(tmp_path / "HV-A.toml", state_dir=tmp_path / "HV-A",
+                         backend="emulator", private_ip="10.1.1.21",
+                         local_storage_path="C:\\pool")
+    on_b = EmulatorCim.open(EmulatorConfig(
+        state_dir=tmp_path / "HV-B", host_name="HV-B", private_ip="10.1.1.22",
+        cluster_dir=tmp_path / "cluster", shares={"\\\\10.1.1.1\\primary": share}))
+    try:
+        await _vm_with(on_b, "i-2-7-VM", "\\\\10.1.1.1\\primary\\root-b.vhdx", scsi=True,
+                       running=True)
+        async with serving(config) as agent:
+            _, answer = await agent.answer(names.MODIFY_STORAGE_POOL_COMMAND, {
+                "add": True, "pool": {"id": 2, "uuid": SMB_POOL_UUID, "host": "10.1.1.1",
+                                      "path": SMB_PATH, "port": 445, "type": "SMB"},
+                "localPath": f"/mnt//{SMB_POOL_UUID}", "details": {}, "wait": 300})
+            assert answer["result"] is True, answer
+            details = await _refused(
+                agent, _evict("tmpl-4", "SMB", SMB_POOL_UUID, SMB_PATH),
+                "\\\\10.1.1.1\\primary\\tmpl-4.vhdx is the parent of 1 ",
+                "\\\\10.1.1.1\\primary\\root-b.vhdx, held open by no VM of this host "
+                "(a VM of another host reaching the pool, or another process)",
+                "the file was kept")
+            assert "a process other than a VM" not in details, details
+        assert template.is_file()
+    finally:
+        await on_b.close()
 
 
 async def test_download_over_a_template_a_stopped_vms_clone_names_fails_and_keeps_it(

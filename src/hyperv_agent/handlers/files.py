@@ -181,10 +181,11 @@ class FileHandlers:
     async def _held_children(self, parent: str, unreadable: tuple[str, ...], deadline: float
                              ) -> tuple[list[tuple[str, str]], int]:
         """Of the disk files whose headers could not be read, those Hyper-V reports as
-        differencing disks of ``parent`` and a running VM has in a drive, with that VM's
-        name; and how many were asked before ``deadline``. A file Hyper-V cannot read
-        either is left as unreadable (it is no disk a VM could start from). 1 call a file
-        (+ 1 query and gets for each child, to name its VM)."""
+        differencing disks of ``parent``, each with what holds it open (the VM of this
+        host that has it in a drive, else ``_HELD_BY_NO_VM_HERE``); and how many were
+        asked before ``deadline``. A file Hyper-V cannot read either is left as unreadable
+        (it is no disk a VM could start from). 1 call a file (+ 1 query and gets for each
+        child, to name its VM)."""
         held: list[tuple[str, str]] = []
         asked = 0
         for disk in unreadable:
@@ -198,9 +199,11 @@ class FileHandlers:
                 continue
             if settings.parent_path is None or not same_path(settings.parent_path, parent):
                 continue
+            # Hyper-V answers for this host's VMs only: a clone in a pool other hosts
+            # reach (an SMB share, a cluster volume) is most often held by a VM of one
             attached = await disks.find_attachment(self.hv, disk)
             held.append((disk, f"the {attached.power.value} VM {attached.vm_name}"
-                         if attached is not None else "a process other than a VM"))
+                         if attached is not None else _HELD_BY_NO_VM_HERE))
         return held, asked
 
     def disk_job_wait(self, wait_s: int) -> jobs.WaitPolicy:
@@ -365,6 +368,11 @@ class FileHandlers:
 
         return await download_image(self.files, source, target, checksum=checksum,
                                     aside=self.aside, kind=kind)
+
+
+#: Who holds a disk open that no VM of this host has in a drive.
+_HELD_BY_NO_VM_HERE = ("no VM of this host (a VM of another host reaching the pool, or "
+                       "another process)")
 
 
 def _refuse_children(path: str, found: Children, held: list[tuple[str, str]], asked: int,
