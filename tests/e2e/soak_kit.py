@@ -393,6 +393,16 @@ def vm_body(name: str) -> dict[str, Any]:
     return {"vmName": name, "contextMap": {}, "wait": 0}
 
 
+def startup_body(host: str) -> list[dict[str, Any]]:
+    """StartupCommand of ``host`` as the MS sends it when the host connects: its guid is
+    the uuid the agent reports for its local pool (``store``'s)."""
+    body: list[dict[str, Any]] = copy.deepcopy(ms422_json("02_StartupCommand.json"))
+    body[0][names.STARTUP_ROUTING_COMMAND] |= {
+        "guid": f"{host}-HypervResource", "name": HOSTS[host],
+        "privateIpAddress": HOSTS[host], "storageIpAddress": HOSTS[host]}
+    return body
+
+
 def ping_body(host: str) -> dict[str, Any]:
     """PingRoutingCommand as the MS's direct-connect resource sends it."""
     return {"hostType": "Routing", "hostId": list(HOSTS).index(host) + 1,

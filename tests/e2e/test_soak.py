@@ -220,13 +220,19 @@ class Soak(RuleBasedStateMachine):
 
     @initialize(again=st.tuples(st.booleans(), st.booleans(), st.booleans()))
     def hosts(self, again: tuple[bool, bool, bool]) -> None:
-        """Both hosts, each with the SMB pool, and the template copied into the three
+        """Both hosts, each connected as the MS connects it (its StartupCommand names its
+        local pool's uuid, which later commands name the pool by) and with the SMB pool,
+        and the template copied into the three
         pools (``again``: and the copy sent again, the MS's retry after a lost answer)."""
         kit.image_store(self.folder)
         for name in HOSTS:
             self.configs[name] = kit.host_config(
                 self.folder, name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
             self.serve(name)
+            status, reply = self.run(self.agents[name].post(names.STARTUP_COMMAND,
+                                                            kit.startup_body(name)))
+            assert status == 200 and any(  # the local pool, by store()'s uuid
+                names.STARTUP_STORAGE_COMMAND in entry for entry in reply), reply
             self.pool_folder(name).mkdir(parents=True, exist_ok=True)
             self.succeeds(name, names.MODIFY_STORAGE_POOL_COMMAND, kit.smb_pool_body())
         pools = (("HV-A", "HV-A"), ("HV-B", "HV-B"), (SMB, "HV-A"))
