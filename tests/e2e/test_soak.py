@@ -955,7 +955,8 @@ class Soak(RuleBasedStateMachine):
         reads (state reports, checks, statistics). The order they run in is the agent's
         (its VM and file locks), so the model is not asked for each answer; what must
         hold whatever the order, once all have answered within CONTENDED_WITHIN: no
-        answer is an internal error; no drive names a missing file (unless a failed
+        answer is an internal error; the VM's and its volumes' statistics are answered
+        (what is gone meanwhile left out); no drive names a missing file (unless a failed
         answer said it left it so) nor one outside the pools and the image store; the
         state report and CheckVirtualMachine agree on every VM; and the pools hold no
         aside or temporary file (the invariants). The model then takes what the hosts
@@ -1075,6 +1076,9 @@ class Soak(RuleBasedStateMachine):
         said = " ".join(str(f.get("details") or "") for _, _, f in answers
                         if f and not f.get("result"))
         ok = [(kind, volume) for kind, volume, fields in answers if fields.get("result")]
+        for kind, _, fields in answers:  # reads of a registered pool and of VMs by name:
+            # a volume or VM gone meanwhile is left out, never a failure
+            assert kind not in ("stats", "volstats") or fields["result"], (kind, fields)
         deleted = {v.uuid: v for kind, v in ok if kind == "delete" and v is not None}
         self._staged_copies_only([fields for _, _, fields in answers])
         for volume in deleted.values():
