@@ -138,26 +138,40 @@ async def test_write_text_replaces_the_file_without_leaving_a_temporary_when_it_
     assert await smb.read_text(share.path("hb")) == "2024-5-7@3:4:9 é"
 
 
+OWN_FOLDER_PASSWORD = "Own-f0lder!pw"  # of the account daemon, in ``_own_folder``
+
+
+@contextlib.contextmanager
+def _own_folder() -> Iterator[tuple[Samba, Path, SmbFiles, str]]:
+    """A share whose folder ``pool`` belongs to the account ``daemon`` alone (a pool's
+    service account; files created ``0644``), and the file access reaching it as that
+    account: the server, the folder on its disk, the file access and the folder's UNC
+    path. The file access is closed at the end."""
+    with samba_with_accounts({"daemon": OWN_FOLDER_PASSWORD}) as samba:
+        folder = samba.share_dir / "pool"
+        folder.mkdir()
+        shutil.chown(folder, "daemon", "daemon")
+        folder.chmod(0o700)
+        files = SmbFiles(port=samba.port, connect_timeout_s=3)
+        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
+                                            Credentials("daemon", samba.server,
+                                                        OWN_FOLDER_PASSWORD)))
+        try:
+            yield samba, folder, files, f"{samba.unc}\\pool"
+        finally:
+            files.close()
+
+
 async def test_write_text_and_rename_replace_files_in_a_folder_owned_by_its_account() -> None:
     """A folder that belongs to the account that reaches it (a pool's service account),
     files created with no execute right (``create mask = 0644``): the account replaces,
     round after round, the file it wrote itself (a heartbeat stamp), and a file another
     account left there; each time the new contents replace the old whole, and nothing is
     left aside."""
-    accounts = {"daemon": "Own-f0lder!pw"}
-    with samba_with_accounts(accounts) as samba:
-        folder = samba.share_dir / "pool"
-        folder.mkdir()
-        shutil.chown(folder, "daemon", "daemon")
-        folder.chmod(0o700)
+    with _own_folder() as (_, folder, files, unc):
         left = folder / "left.vhdx"
         left.write_text("another account's, longer")
         shutil.chown(left, "bin", "bin")
-        files = SmbFiles(port=samba.port, connect_timeout_s=3)
-        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
-                                            Credentials("daemon", samba.server,
-                                                        accounts["daemon"])))
-        unc = f"{samba.unc}\\pool"
         try:
             for stamp in ("2026-12-7@23:0:0", "2026-12-7@23:1:0", "2026-12-7@23:2:0"):
                 await files.write_text(f"{unc}\\hb-10.1.1.7", stamp)
@@ -179,12 +193,7 @@ async def test_write_text_writes_over_a_file_aside_another_account_left_in_its_f
     one) left its file aside, which this account may delete but not write: the file is
     written, as this account, and nothing is left aside. In a folder the account may not
     write, the write is still refused and nothing is changed."""
-    accounts = {"daemon": "Own-f0lder!pw"}
-    with samba_with_accounts(accounts) as samba:
-        folder = samba.share_dir / "pool"
-        folder.mkdir()
-        shutil.chown(folder, "daemon", "daemon")
-        folder.chmod(0o700)
+    with _own_folder() as (_, folder, files, unc):
         stale = folder / ".hb-10.1.1.7.tmp"
         stale.write_text("2026-12-7@22:0:0, cut")
         shutil.chown(stale, "bin", "bin")
@@ -193,11 +202,6 @@ async def test_write_text_writes_over_a_file_aside_another_account_left_in_its_f
         shutil.chown(theirs, "bin", "bin")
         (theirs / ".hb.tmp").write_text("kept")
         shutil.chown(theirs / ".hb.tmp", "bin", "bin")
-        files = SmbFiles(port=samba.port, connect_timeout_s=3)
-        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
-                                            Credentials("daemon", samba.server,
-                                                        accounts["daemon"])))
-        unc = f"{samba.unc}\\pool"
         try:
             for stamp in ("2026-12-7@23:0:0", "2026-12-7@23:1:0"):
                 await files.write_text(f"{unc}\\hb-10.1.1.7", stamp)
@@ -252,27 +256,17 @@ async def test_remove_deletes_files_another_account_left_in_a_folder_owned_by_it
     or not even that (``0600``), but not write (on Windows: FILE_DELETE_CHILD on the
     folder, no right on the file), and a read-only file it wrote itself; a folder is
     still refused and kept."""
-    accounts = {"daemon": "Own-f0lder!pw"}
-    with samba_with_accounts(accounts) as samba:
-        folder = samba.share_dir / "pool"
-        folder.mkdir()
-        shutil.chown(folder, "daemon", "daemon")
-        folder.chmod(0o700)
+    with _own_folder() as (samba, folder, files, unc):
         for name, mode in (("left.vhdx", 0o644), ("private.iso", 0o600)):
             (folder / name).write_text("another account's")
             shutil.chown(folder / name, "bin", "bin")
             (folder / name).chmod(mode)
         (folder / "kept").mkdir()
         shutil.chown(folder / "kept", "bin", "bin")
-        files = SmbFiles(port=samba.port, connect_timeout_s=3)
-        files.use_credentials(ShareLocation(samba.server, samba.share, "pool",
-                                            Credentials("daemon", samba.server,
-                                                        accounts["daemon"])))
-        unc = f"{samba.unc}\\pool"
         try:
             await files.write_text(f"{unc}\\read-only.vhdx", "own")
             await asyncio.to_thread(_mark_read_only, f"{unc}\\read-only.vhdx", samba,
-                                    "daemon", accounts["daemon"])
+                                    "daemon", OWN_FOLDER_PASSWORD)
             for name in ("left.vhdx", "private.iso", "read-only.vhdx"):
                 assert await files.remove(f"{unc}\\{name}") is True, name
                 assert await files.remove(f"{unc}\\{name}") is False, name
