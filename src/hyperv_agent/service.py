@@ -97,13 +97,15 @@ class Leftovers:
 
 @dataclass
 class Agent:
-    """A wired agent: the opened host, dispatcher, metrics and TLS identity."""
+    """A wired agent: the opened host, dispatcher, metrics and TLS identity and context."""
 
     config: AgentConfig
     opened: OpenedHost
     dispatch: Dispatch
     metrics: Metrics
     identity: tls.Identity
+    #: The CloudStack listener's TLS, built from ``identity`` once, as the agent is wired
+    context: ssl.SSLContext
     host: HostHandlers
     leftovers: Leftovers
     lock: DirectoryLock  # the state directory, held while the agent is open
@@ -160,7 +162,7 @@ class Agent:
                                      self.refusals)
 
     def ssl_context(self) -> ssl.SSLContext:
-        return tls.server_context(self.identity, self.config.agent.tls_client_ca)
+        return self.context
 
 
 def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> Agent:
@@ -181,7 +183,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
     # TLS material that does not load stops the start here, naming its setting, before the
     # host is opened: not at the listener, after start-up seemed to have gone well.
     identity = tls.ensure_identity(agent.state_dir, agent.tls_cert, agent.tls_key)
-    tls.server_context(identity, agent.tls_client_ca)
+    context = tls.server_context(identity, agent.tls_client_ca)
     opened = open_host(config)
     hv, files = opened.hyperv, opened.files
     reservation = Reservation(agent.root_device_name, agent.root_device_reserved_bytes)
@@ -226,7 +228,7 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
                                   job_wait=vm.settings.job_wait).table()
     metrics = Metrics()
     dispatch = Dispatch(handlers, metrics, counting.count)
-    return Agent(config, opened, dispatch, metrics, identity, host,
+    return Agent(config, opened, dispatch, metrics, identity, context, host,
                  Leftovers(start, files, paths, aside), lock)
 
 
