@@ -251,22 +251,17 @@ class Heartbeats:
         cannot be read, and the others decide. Read-only."""
         roots = self.pools.roots() if self.pools is not None else ()
         reading = {asyncio.ensure_future(self._pool_says(root, ip)): root for root in roots}
-        deadline = None if within_s is None else time.monotonic() + within_s
         said: set[Liveness] = set()
         try:
-            pending = set(reading)
-            while pending:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                done, pending = await asyncio.wait(pending, timeout=left,
-                                                   return_when=asyncio.FIRST_COMPLETED)
-                if not done:
-                    for task in pending:
-                        log.warning("heartbeat of %s in %s not read within %g s: the other "
-                                    "pools decide", ip, reading[task], within_s)
-                    break
-                said |= {task.result() for task in done}
+            for next_read in asyncio.as_completed(reading, timeout=within_s):
+                said.add(await next_read)
                 if Liveness.ALIVE in said:
                     return Liveness.ALIVE
+        except TimeoutError:
+            for task, root in reading.items():
+                if not task.done():
+                    log.warning("heartbeat of %s in %s not read within %g s: the other "
+                                "pools decide", ip, root, within_s)
         finally:
             for task in reading:
                 task.cancel()
