@@ -665,6 +665,28 @@ async def test_volume_of_a_fat_offering_is_a_fixed_full_copy_of_its_template(
                                                              f"{VOLUME_UUID}.vhdx"])
 
 
+async def test_a_fat_copy_is_sized_from_the_template_it_copies(agent: Running) -> None:
+    """A FAT volume made while the template is being replaced (a download holding the
+    template's lock alone) waits for it and is sized from the template it then copies:
+    the answer's size is the new template's, not the one the file held when the command
+    came."""
+    template = _template_on_pool(agent, size=64 * MIB)
+    locks = agent.agent.leftovers.start.file_locks
+    async with locks.hold_all("C:\\pool\\tmpl-1.vhdx"):
+        copy = asyncio.ensure_future(_copied(agent, _copy(
+            _template(_primary(), path="tmpl-1"),
+            _volume(_primary(), size=None, provisioningType="FAT"))))
+        key = "c:\\pool\\tmpl-1.vhdx"
+        while locks._entries[key].users < 2 and not copy.done():  # the copy waits for it
+            await asyncio.sleep(0.005)
+        template.unlink()
+        _disk(template, 128 * MIB, b"template os")
+    data = await copy
+    assert data["size"] == 128 * MIB
+    settings = await disks.read_settings(hv(agent.emulator), f"C:\\pool\\{VOLUME_UUID}.vhdx")
+    assert (settings.type, settings.size_bytes) == (DiskType.FIXED, 128 * MIB)
+
+
 @pytest.mark.parametrize(("provisioning", "made"), [
     ("THIN", vhd.DiskType.DYNAMIC), ("SPARSE", vhd.DiskType.DYNAMIC),
     (None, vhd.DiskType.FIXED),

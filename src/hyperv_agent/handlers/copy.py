@@ -288,11 +288,12 @@ class CopyHandler(FileHandlers):
         ``room.KEEP_FREE_BYTES`` free. Both jobs write the whole disk, so they are waited
         for beyond the job wait, up to the command's bound (``disk_job_wait``)."""
         fill_wait = self.disk_job_wait(wait_s)
-        settings = await disks.read_settings(self.hv, template, policy=self.job_wait)
-        virtual = settings.size_bytes
-        size = max(dest.size_bytes or 0, virtual)
-        # the template held shared while Hyper-V reads it, as for every volume made from it
+        # the template held shared while Hyper-V reads it, as for every volume made from it;
+        # its settings are read under it too, so the copy is sized from the template copied
         async with self.file_locks.hold_all(target, shared=(template,)):
+            settings = await disks.read_settings(self.hv, template, policy=self.job_wait)
+            virtual = settings.size_bytes
+            size = max(dest.size_bytes or 0, virtual)
             await self._refuse_if_running(target)
             await require_room(self.files, target, size, f"a fixed copy (FAT) of {template}",
                                "nothing was written")
