@@ -395,13 +395,14 @@ async def test_host_cpu_utilization_rises_with_busy_vms_and_falls_when_they_stop
 
 async def test_check_on_host_without_a_shared_pool_does_not_call_the_host_down(
         running: Running) -> None:
-    """The MS's HypervInvestigator reads ``result`` true as Down and restarts the host's VMs
-    elsewhere: with no heartbeat to read, the neighbour cannot tell, and says so."""
+    """The MS's HypervInvestigator reads ``result`` true as Down (it marks the host Down and
+    alerts): with no heartbeat to read, the neighbour cannot tell, and says why."""
     key, value = await running.answer("com.cloud.agent.api.CheckOnHostCommand", {
         "host": {"guid": "x", "privateNetwork": {"ip": "10.0.0.9"}}, "contextMap": {}})
     assert key == "com.cloud.agent.api.CheckOnHostAnswer"
     assert (value["result"], value["determined"], value["alive"]) == (False, False, False)
-    assert value["details"].startswith("cannot tell whether the host is alive")
+    assert value["details"] == ("cannot tell whether the host is alive: no shared storage "
+                                "pool is registered here to hold its heartbeat")
 
 
 async def test_startup_reports_the_configured_pool_less_the_root_reservation(

@@ -361,7 +361,13 @@ class HostHandlers:
         if seen is Liveness.DEAD:
             return CheckOnHostAnswer(result=True, details="host is not alive",
                                      determined=True, alive=False)
-        details = _SKEWED if seen is Liveness.SKEWED else _UNDETERMINED
+        registered = len(self.pools.roots()) if self.pools is not None else 0
+        if seen is Liveness.SKEWED:
+            details = _SKEWED
+        elif registered:
+            details = _UNREADABLE.format(registered, "" if registered == 1 else "s")
+        else:
+            details = _UNREGISTERED
         return CheckOnHostAnswer(result=False, details=details, determined=False, alive=False)
 
     async def write_heartbeats(self) -> None:
@@ -369,8 +375,10 @@ class HostHandlers:
         await self.heartbeats.stamp_all()
 
 
-_UNDETERMINED = ("cannot tell whether the host is alive: no shared storage pool is "
-                 "registered or readable here to hold its heartbeat")
+_UNREGISTERED = ("cannot tell whether the host is alive: no shared storage pool is "
+                 "registered here to hold its heartbeat")
+_UNREADABLE = ("cannot tell whether the host is alive: its heartbeat could not be read in "
+               "the {} shared storage pool{} registered here (this agent's log says why)")
 _SKEWED = ("cannot tell whether the host is alive: its heartbeat is stamped ahead of this "
            "host's clock (the two clocks disagree) and no file time tells its age")
 #: How many stopped CloudStack VMs a state report removes at once.
