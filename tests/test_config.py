@@ -168,6 +168,8 @@ PASSWORD_FILES = {
     "crlf": "Pa55-w\u00f6rd\r\n".encode(),
     "utf-8 bom": "\ufeffPa55-w\u00f6rd\r\n".encode(),
     "utf-16 bom": "\ufeffPa55-w\u00f6rd\r\n".encode("utf-16-le"),
+    "utf-16 le, no bom": "Pa55-w\u00f6rd\r\n".encode("utf-16-le"),
+    "utf-16 be, no bom": "Pa55-w\u00f6rd\r\n".encode("utf-16-be"),
 }
 
 
@@ -416,6 +418,25 @@ def test_a_config_file_saved_by_windows_tools_loads(tmp_path: Path, encoding: st
     config = load_config(path)
     assert config.agent.state_dir == tmp_path / "st\u00e4te"
     assert config.agent.allow_from == ("10.1.0.0/16",)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_config_file_saved_as_utf16_without_a_mark_loads(tmp_path: Path,
+                                                           encoding: str) -> None:
+    """UTF-16 as some Windows tools save it, with no byte-order mark: read as UTF-16, as
+    the same file with a mark is, not refused as TOML ("Invalid initial character for a
+    key part") with no word of its encoding."""
+    path = tmp_path / "agent.toml"
+    path.write_bytes('# hyperv-agent\r\n[agent]\r\nstate_dir = "st\u00e4te"\r\n'
+                     'allow_from = ["10.1.0.0/16"]\r\n'.encode(encoding))
+    config = load_config(path)
+    assert config.agent.state_dir == tmp_path / "st\u00e4te"
+    assert config.agent.allow_from == ("10.1.0.0/16",)
+    run = CliRunner().invoke(main, ["cim", "query", "--config", str(path), "--state-dir",
+                                    str(tmp_path / "state"),
+                                    "SELECT ElementName FROM Msvm_VirtualEthernetSwitch"])
+    assert run.exit_code == 0, run.output
+    assert "External" in run.output
 
 
 def test_a_config_file_in_another_encoding_is_one_error_naming_it(tmp_path: Path) -> None:

@@ -92,9 +92,32 @@ def default_state_dir() -> Path:
 
 
 #: Byte-order marks Windows editors and shells write (PowerShell 5.1's ``>`` and Out-File
-#: write UTF-16), with the encoding they announce; a file without one is UTF-8.
+#: write UTF-16), with the encoding they announce; a file without one is UTF-8, unless it
+#: is UTF-16 saved without a mark (``_text_encoding``).
 _MARKED_ENCODINGS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"),
                      (b"\xfe\xff", "utf-16"))
+
+
+def _text_encoding(data: bytes) -> str:
+    """The encoding of a text file's ``data``: the one its byte-order mark announces, else
+    UTF-16 when it is UTF-16 saved without a mark (as some Windows tools save it: a first
+    character of ASCII with a NUL beside it, LE or BE; UTF-8 text holds no NUL), else
+    UTF-8. As UTF-16 with a mark, such a file is read as UTF-16."""
+    marked = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), None)
+    if marked is not None:
+        return marked
+    if len(data) >= 2 and len(data) % 2 == 0:
+        first, second = data[0], data[1]
+        if second == 0 and 0 < first < 0x80:
+            return "utf-16-le"
+        if first == 0 and 0 < second < 0x80:
+            return "utf-16-be"
+    return "utf-8"
+
+
+def _encoding_name(encoding: str) -> str:
+    """How an error names ``encoding``: UTF-8, UTF-16 (whatever its mark or byte order)."""
+    return encoding.upper().removesuffix("-SIG").removesuffix("-LE").removesuffix("-BE")
 
 
 def read_password_file(path: Path) -> str:
@@ -105,12 +128,11 @@ def read_password_file(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
-    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)),
-                    "utf-8")
+    encoding = _text_encoding(data)
     try:
         lines = data.decode(encoding).splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{path} is not {encoding.upper().removesuffix('-SIG')} text "
+        raise ValueError(f"{path} is not {_encoding_name(encoding)} text "
                          "(save it as UTF-8)") from None
     return lines[0] if lines else ""
 
@@ -608,18 +630,17 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
 
 def _read_file(path: Path) -> dict[str, Any]:
     """The TOML of ``path``: UTF-8, or the encoding a byte-order mark announces (Notepad's
-    UTF-8 mark, PowerShell 5.1's ``>`` and Out-File, which write UTF-16), as password files
-    are read."""
+    UTF-8 mark, PowerShell 5.1's ``>`` and Out-File, which write UTF-16), or UTF-16 saved
+    without a mark, as password files are read (``_text_encoding``)."""
     try:
         data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
-    encoding = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)),
-                    "utf-8")
+    encoding = _text_encoding(data)
     try:
         return tomllib.loads(data.decode(encoding))
     except UnicodeDecodeError as error:
-        raise ConfigError(f"config file {path} is not {encoding.upper().removesuffix('-SIG')} "
+        raise ConfigError(f"config file {path} is not {_encoding_name(encoding)} "
                           f"text (byte {error.start}: {error.reason}); save it as "
                           "UTF-8") from None
     except tomllib.TOMLDecodeError as error:
