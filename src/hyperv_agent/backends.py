@@ -13,6 +13,7 @@ own, ``emulator.config.EmulatorConfig``), with the default image store added her
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -225,9 +226,11 @@ def _emulator_exists(config: AgentConfig) -> bool:
 
 def prepare_state(config: AgentConfig) -> None:
     """Make sure the state directory can be written (ConfigError naming ``state_dir``
-    otherwise), then put the probe template on the emulated host's default image store,
-    once (``seed_secondary``)."""
+    otherwise) and the folders of ``[emulator.shares]`` can be read (``check_shares``),
+    then put the probe template on the emulated host's default image store, once
+    (``seed_secondary``)."""
     check_state_dir(config.agent.state_dir)
+    check_shares(config)
     seed_secondary(config)
 
 
@@ -243,6 +246,26 @@ def check_state_dir(state_dir: Path) -> None:
         raise ConfigError(f"[agent] state_dir {state_dir} cannot be used: {reason} "
                           "(set state_dir, --state-dir or HYPERV_AGENT_STATE_DIR to a "
                           "folder this account can write)") from None
+
+
+def check_shares(config: AgentConfig) -> None:
+    """Every folder ``[emulator.shares]`` maps a share to, when this process reaches the
+    emulated host's files through them (backend emulator or wsman), is a folder that can
+    be read; ConfigError naming the setting, the share and the folder otherwise. A share is
+    not made when its folder is missing, as Windows shares only a folder that exists: a
+    mistyped folder would be an empty image store or pool, met only at the first command
+    that reads it (a template "not found")."""
+    if config.agent.backend not in ("emulator", "wsman"):
+        return
+    for unc, folder in config.emulator.shares.items():
+        try:
+            with os.scandir(folder):
+                pass
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise ConfigError(f"[emulator.shares] '{unc}' = {folder} cannot be used: "
+                              f"{reason} (a share is a folder that exists: make it, or map "
+                              "the share to the folder that holds it)") from None
 
 
 def seed_secondary(config: AgentConfig) -> Path | None:

@@ -455,9 +455,9 @@ class EmulatorSection(_Section):
     @field_validator("drives", "shares")
     @classmethod
     def _folders(cls, folders: dict[str, Path], info: ValidationInfo) -> dict[str, Path]:
-        """A drive or share is a folder of this machine (made when missing); a file there
-        is refused here, naming the setting, rather than failing the start with a bare
-        "File exists"."""
+        """A drive or share is a folder of this machine (a drive's is made when missing, a
+        share's must exist: ``backends.check_shares`` at start); a file there is refused
+        here, naming the setting, rather than failing the start with a bare "File exists"."""
         for name, folder in folders.items():
             if problem := _not_a_folder(folder):
                 raise ValueError(f"{name}: {problem}; the {info.field_name} of the emulated "

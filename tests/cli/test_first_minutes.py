@@ -177,6 +177,31 @@ def test_start_up_problems_are_one_line_naming_the_setting(
         assert problem.startswith("error: ") and setting in problem, (args, run.stderr)
 
 
+def test_a_share_whose_folder_is_missing_stops_the_start_naming_the_share(
+        tmp_path: Path) -> None:
+    """An ``[emulator.shares]`` folder that is not there (mistyped, or not mounted yet) stops
+    ``serve`` at start, one line naming the setting, the share and the folder: not an agent
+    that starts and answers the first copy from that image store "not found"."""
+    missing = tmp_path / "secondry"
+    config = tmp_path / "agent.toml"
+    config.write_text("[agent]\nstate_dir = \"state\"\n[emulator.shares]\n"
+                      f"'\\\\10.1.1.1\\secondary' = \"{missing}\"\n")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "hyperv_agent.cli", "serve", "--config", str(config)],
+            env=_environment(tmp_path), stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, timeout=20)
+    except subprocess.TimeoutExpired as served:
+        raise AssertionError(f"it started: {served.stderr!r}") from None
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem == (f"error: [emulator.shares] '\\\\10.1.1.1\\secondary' = {missing} "
+                       "cannot be used: No such file or directory (a share is a folder that "
+                       "exists: make it, or map the share to the folder that holds it)"), \
+        run.stderr
+    assert not missing.exists()
+
+
 def test_tls_files_that_do_not_load_stop_the_start_in_one_line_naming_the_setting(
         tmp_path: Path) -> None:
     """A certificate with another's key, a key with a passphrase (OpenSSL would ask for it
