@@ -345,12 +345,23 @@ class GuardedSite(web.BaseSite):
     def name(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self._host}:{self._port}"
 
-    async def start(self) -> None:
-        await super().start()
+    async def bind(self) -> None:
+        """Take the address (its host name resolved, its sockets bound) without taking
+        connections yet: one that cannot be listened on fails here, before anything is
+        said to serve; ``start`` then takes connections. The runner stops the site either
+        way."""
+        if self._server is not None:
+            return
+        await super().start()  # registered with the runner, whose cleanup closes it
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), self._host, self._port, backlog=self._backlog,
-            reuse_address=True)
+            reuse_address=True, start_serving=False)
+
+    async def start(self) -> None:
+        await self.bind()
+        assert self._server is not None
+        await self._server.start_serving()
 
     async def stop(self) -> None:
         await super().stop()

@@ -305,6 +305,17 @@ async def start(app: web.Application, listener: Listener, context: ssl.SSLContex
                 limits: Limits | None = None, name: str = "CloudStack") -> web.AppRunner:
     """Start serving, within ``limits``; the caller keeps the runner and calls ``cleanup()``
     to stop."""
+    runner = await bind(app, listener, context, limits, name)
+    await serve(runner)
+    return runner
+
+
+async def bind(app: web.Application, listener: Listener, context: ssl.SSLContext | None,
+               limits: Limits | None = None, name: str = "CloudStack") -> web.AppRunner:
+    """A listener of ``app`` at ``listener``'s address, bound but taking no connection
+    until ``serve``: an address that cannot be listened on (a name that does not resolve,
+    an address not of this machine, one in use) raises OSError here, nothing left open.
+    The caller keeps the runner and calls ``cleanup()`` to stop."""
     # the agent waits for commands in flight itself (service.STOP_GRACE_S) before cleaning
     # up: what is still running then is cut short at once
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False,
@@ -312,5 +323,15 @@ async def start(app: web.Application, listener: Listener, context: ssl.SSLContex
     await runner.setup()
     site = connections.GuardedSite(runner, listener.host, listener.port, ssl_context=context,
                                    limits=limits or Limits(), name=name)
-    await site.start()
+    try:
+        await site.bind()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
+
+
+async def serve(runner: web.AppRunner) -> None:
+    """Take connections at the addresses ``bind`` bound for ``runner``."""
+    for site in runner.sites:
+        await site.start()

@@ -301,21 +301,30 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
     """Clear what an earlier run left, then serve until ``stop`` is set; then take no new
     command and give those in flight up to ``STOP_GRACE_S`` to be answered (none once
     ``at_once`` is set); one line says the agent stopped. A listener that cannot open
-    raises OSError naming its setting."""
+    raises OSError naming its setting, before anything is cleared or logged, the agent
+    closed."""
     file_limit = open_file_limit()
-    announce_limits(agent, file_limit)
-    await agent.leftovers.clear()
     settings = agent.config.agent
     runners: list[web.AppRunner] = []
+    try:
+        runners.append(await _listening("listen", settings.listen, server.bind(
+            agent.app(), server.Listener.parse(settings.listen), agent.ssl_context(),
+            agent.limits(file_limit))))
+        runners.append(await _listening("admin_listen", settings.admin_listen, server.bind(
+            agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
+            agent.admin_limits(), name="admin")))
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        await agent.close()
+        raise
+    announce_limits(agent, file_limit)
     console: relay.ConsoleRelay | None = None
     beating: asyncio.Task[None] | None = None
     try:
-        runners.append(await _listening("listen", settings.listen, server.start(
-            agent.app(), server.Listener.parse(settings.listen), agent.ssl_context(),
-            agent.limits(file_limit))))
-        runners.append(await _listening("admin_listen", settings.admin_listen, server.start(
-            agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
-            agent.admin_limits(), name="admin")))
+        await agent.leftovers.clear()
+        for runner in runners:
+            await server.serve(runner)
         log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
                  settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
         console = await relay.start_for(agent.config, agent.allow_from, file_limit)
@@ -356,12 +365,28 @@ async def _finish_commands(agent: Agent, runners: list[web.AppRunner],
 
 
 async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
-    """``start``; an OSError names the setting whose address could not be listened on."""
+    """``start``; an OSError names the setting whose address could not be listened on,
+    and why in the operator's terms."""
     try:
         return await start
     except OSError as error:
         raise OSError(error.errno, f"{address} ([agent] {setting}): "
-                                   f"{error.strerror or error}") from None
+                                   f"{_why_not_listening(error)}") from None
+
+
+def _why_not_listening(error: OSError) -> str:
+    import errno
+    import socket
+
+    said = error.strerror or str(error)
+    if isinstance(error, socket.gaierror):
+        return f"the host name does not resolve ({said})"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return ("not an address of this machine (give one of its addresses, or 0.0.0.0 "
+                "for all of them)")
+    if error.errno == errno.EADDRINUSE:
+        return "the address is in use (another program listens there)"
+    return said
 
 
 async def _stopped(agent: Agent, runners: list[web.AppRunner],

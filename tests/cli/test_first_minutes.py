@@ -171,10 +171,33 @@ def test_start_up_problems_are_one_line_naming_the_setting(
     for args, setting in cases:
         run = _serve(tmp_path, *args)
         assert run.returncode == 2, (args, run.stderr)
-        # Log lines of what went before may precede it; the problem is one line.
-        (problem,) = [line for line in run.stderr.splitlines()
-                      if not re.match(r"^\S+ \S+ (INFO|WARNING) \[", line)]
+        # The problem is the one line: nothing before it says the agent serves or stopped.
+        (problem,) = run.stderr.splitlines()
         assert problem.startswith("error: ") and setting in problem, (args, run.stderr)
+
+
+@pytest.mark.parametrize(("flag", "address", "reason"), [
+    ("--listen", "192.0.2.1", "not an address of this machine (give one of its addresses, "
+     "or 0.0.0.0 for all of them)"),
+    ("--listen", "no-such-host.invalid", "the host name does not resolve ("),
+    ("--admin-listen", "192.0.2.1", "not an address of this machine ("),
+])
+def test_an_address_not_to_be_listened_on_is_refused_before_the_agent_says_it_serves(
+        tmp_path: Path, flag: str, address: str, reason: str) -> None:
+    """A listener address of another machine (192.0.2.1 is a documentation address, never
+    one of this machine's) or a name that does not resolve: the only line is the refusal,
+    naming the setting and the address. Not the warnings of a serving agent, a line that
+    it stopped, and the refusal after them; nor, for a bad admin address, a CloudStack
+    listener that took connections meanwhile."""
+    port = free_port()
+    setting = "[agent] listen" if flag == "--listen" else "[agent] admin_listen"
+    state = tmp_path / "state"
+    run = _serve(tmp_path, "--state-dir", str(state), "--listen", f"127.0.0.1:{free_port()}",
+                 flag, f"{address}:{port}")
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem.startswith(f"error: cannot listen on {address}:{port} ({setting}): "
+                              f"{reason}"), run.stderr
 
 
 def test_a_share_whose_folder_is_missing_stops_the_start_naming_the_share(
