@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -399,7 +400,8 @@ async def test_a_relay_address_in_use_is_an_error_naming_the_setting(tmp_path: P
     async with vmconnect() as stand_in:
         taken = f"127.0.0.1:{stand_in.port}"
         config = _config(tmp_path, "wsman", "https://hv01.lab:5986/wsman", listen=taken)
-        with pytest.raises(OSError, match=f"console_relay_listen {taken}: .*in use"):
+        with pytest.raises(OSError, match=re.escape(
+                f"{taken} ([agent] console_relay_listen): the address is in use")):
             await relay.start_for(config, [])
 
 
@@ -483,11 +485,11 @@ async def test_a_stopping_agent_relays_no_new_console_but_the_open_ones_go_on_in
 
         async def relay_for(*_: object, **__: object) -> ConsoleRelay:
             console = ConsoleRelay(RelayTarget("127.0.0.1", stand_in.port), [], 8, 2)
-            await console.start(Listener("127.0.0.1", 0))
+            await console.bind(Listener("127.0.0.1", 0))
             started.append(console)
             return console
 
-        monkeypatch.setattr(relay, "start_for", relay_for)
+        monkeypatch.setattr(relay, "bind_for", relay_for)
         stop = asyncio.Event()
         running = asyncio.create_task(service.run_agent(agent, stop))
         for _ in range(200):

@@ -331,6 +331,24 @@ class _Connection(asyncio.Protocol):
             self._http.connection_lost(exc)
 
 
+def why_not_listening(error: OSError) -> str:
+    """Why a listener address could not be bound, in the operator's terms: a name that
+    does not resolve, an address not of this machine, one in use; else the system's
+    words."""
+    import errno
+    import socket
+
+    said = error.strerror or str(error)
+    if isinstance(error, socket.gaierror):
+        return f"the host name does not resolve ({said})"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return ("not an address of this machine (give one of its addresses, or 0.0.0.0 "
+                "for all of them)")
+    if error.errno == errno.EADDRINUSE:
+        return "the address is in use (another program listens there)"
+    return said
+
+
 class GuardedSite(web.BaseSite):
     """A TCP listener (TLS when given a context) whose connections a :class:`Guard` keeps."""
 

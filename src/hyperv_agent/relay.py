@@ -49,7 +49,12 @@ from urllib.parse import urlsplit
 
 from hyperv_agent import logs
 from hyperv_agent.config import AgentConfig
-from hyperv_agent.connections import RELAY_SHARED_PARTS, connection_cap, peer_of
+from hyperv_agent.connections import (
+    RELAY_SHARED_PARTS,
+    connection_cap,
+    peer_of,
+    why_not_listening,
+)
 from hyperv_agent.server import Listener, Network, allowed
 
 log = logging.getLogger("hyperv_agent.relay")
@@ -143,6 +148,7 @@ class ConsoleRelay:
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
         self._server: asyncio.Server | None = None
+        self._listener = Listener("", 0)  # the address bound (``bind``)
         self._open: set[asyncio.StreamWriter] = set()  # client sides of relayed connections
         self._handlers: set[asyncio.Task[None]] = set()  # one per connection admitted
         self._throttle = logs.Throttle()
@@ -157,8 +163,25 @@ class ConsoleRelay:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, listener: Listener) -> None:
+        await self.bind(listener)
+        await self.serve()
+
+    async def bind(self, listener: Listener) -> None:
+        """Take ``listener``'s address without taking connections yet (``serve``): one
+        that cannot be listened on fails here, before anything is said to serve."""
         self._server = await asyncio.start_server(self._accept, listener.host, listener.port,
-                                                  reuse_address=True)
+                                                  reuse_address=True, start_serving=False)
+        self._listener = listener
+
+    async def serve(self) -> None:
+        """Take connections at the address ``bind`` took, and say so."""
+        assert self._server is not None
+        await self._server.start_serving()
+        log.info("relaying consoles from %s:%d to VMConnect at %s:%d", self._listener.host,
+                 self.port, self.target.host, self.target.port)
+        if not self.allow_from:
+            log.warning("the console relay serves only loopback clients: add the console "
+                        "proxy VMs' network to [agent] allow_from")
 
     def stop_accepting(self) -> None:
         """Stop listening: no new console is relayed (a client is refused by the system),
@@ -379,9 +402,21 @@ async def _gone(writer: asyncio.StreamWriter) -> None:
 
 async def start_for(config: AgentConfig, allow_from: Sequence[Network],
                     file_limit: int | None = None) -> ConsoleRelay | None:
-    """The relay ``config`` asks for, listening; None when this agent relays nothing. It
-    holds at most ``max_connections`` consoles, lowered to its share of the open-file limit
-    ``file_limit`` (``connections.connection_cap``): each console holds two sockets."""
+    """The relay ``config`` asks for, listening (``bind_for``, then serving); None when
+    this agent relays nothing."""
+    relay = await bind_for(config, allow_from, file_limit)
+    if relay is not None:
+        await relay.serve()
+    return relay
+
+
+async def bind_for(config: AgentConfig, allow_from: Sequence[Network],
+                   file_limit: int | None = None) -> ConsoleRelay | None:
+    """The relay ``config`` asks for, its address bound but taking no console until
+    ``serve``; None when this agent relays nothing. An address that cannot be listened on
+    raises OSError naming ``console_relay_listen``. It holds at most ``max_connections``
+    consoles, lowered to its share of the open-file limit ``file_limit``
+    (``connections.connection_cap``): each console holds two sockets."""
     target = relay_target(config)
     if target is None:
         if relays_to_itself(config):
@@ -398,13 +433,8 @@ async def start_for(config: AgentConfig, allow_from: Sequence[Network],
                     wanted, cap, file_limit)
     relay = ConsoleRelay(target, allow_from, cap)
     try:
-        await relay.start(Listener.parse(listen))
+        await relay.bind(Listener.parse(listen))
     except OSError as error:  # named, so the operator knows which listener and setting
-        raise OSError(error.errno, f"console_relay_listen {listen}: "
-                                   f"{error.strerror or error}") from None
-    log.info("relaying consoles from %s to VMConnect at %s:%d", listen, target.host,
-             target.port)
-    if not allow_from:
-        log.warning("the console relay serves only loopback clients: add the console proxy "
-                    "VMs' network to [agent] allow_from")
+        raise OSError(error.errno, f"{listen} ([agent] console_relay_listen): "
+                                   f"{why_not_listening(error)}") from None
     return relay

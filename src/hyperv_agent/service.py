@@ -26,6 +26,7 @@ from hyperv_agent.connections import (
     Limits,
     connection_cap,
     open_file_limit,
+    why_not_listening,
 )
 from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
@@ -313,13 +314,13 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
         runners.append(await _listening("admin_listen", settings.admin_listen, server.bind(
             agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
             agent.admin_limits(), name="admin")))
+        console = await relay.bind_for(agent.config, agent.allow_from, file_limit)
     except BaseException:
         for runner in runners:
             await runner.cleanup()
         await agent.close()
         raise
     announce_limits(agent, file_limit)
-    console: relay.ConsoleRelay | None = None
     beating: asyncio.Task[None] | None = None
     try:
         await agent.leftovers.clear()
@@ -327,7 +328,8 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
             await server.serve(runner)
         log.info("serving CloudStack on https://%s, admin on http://%s, certificate SHA-256 %s",
                  settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
-        console = await relay.start_for(agent.config, agent.allow_from, file_limit)
+        if console is not None:
+            await console.serve()
         face = await _winrm_face(agent)
         if face is not None:
             runners.insert(0, face)  # stopped first
@@ -371,22 +373,7 @@ async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
         return await start
     except OSError as error:
         raise OSError(error.errno, f"{address} ([agent] {setting}): "
-                                   f"{_why_not_listening(error)}") from None
-
-
-def _why_not_listening(error: OSError) -> str:
-    import errno
-    import socket
-
-    said = error.strerror or str(error)
-    if isinstance(error, socket.gaierror):
-        return f"the host name does not resolve ({said})"
-    if error.errno == errno.EADDRNOTAVAIL:
-        return ("not an address of this machine (give one of its addresses, or 0.0.0.0 "
-                "for all of them)")
-    if error.errno == errno.EADDRINUSE:
-        return "the address is in use (another program listens there)"
-    return said
+                                   f"{why_not_listening(error)}") from None
 
 
 async def _stopped(agent: Agent, runners: list[web.AppRunner],

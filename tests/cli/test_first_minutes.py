@@ -200,6 +200,24 @@ def test_an_address_not_to_be_listened_on_is_refused_before_the_agent_says_it_se
                               f"{reason}"), run.stderr
 
 
+def test_a_console_relay_address_not_of_this_machine_is_refused_before_serving(
+        tmp_path: Path) -> None:
+    """An agent driving a host over WinRM relays consoles at ``console_relay_listen``; an
+    address of another machine there stops ``serve`` with the one line naming it, not after
+    a line saying the agent serves CloudStack and another that it stopped."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nstate_dir = "state"\nbackend = "wsman"\n'
+                      'console_relay_listen = "192.0.2.1:12179"\n'
+                      '[wsman]\nurl = "https://hv01.lab:5986/wsman"\nusername = "u"\n'
+                      'password = "p"\n')
+    run = _serve(tmp_path, "--config", str(config))
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem == ("error: cannot listen on 192.0.2.1:12179 ([agent] console_relay_listen)"
+                       ": not an address of this machine (give one of its addresses, or "
+                       "0.0.0.0 for all of them)"), run.stderr
+
+
 def test_a_share_whose_folder_is_missing_stops_the_start_naming_the_share(
         tmp_path: Path) -> None:
     """An ``[emulator.shares]`` folder that is not there (mistyped, or not mounted yet) stops
