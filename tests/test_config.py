@@ -376,6 +376,28 @@ def test_the_config_drive_cache_is_below_the_local_pool_unless_set(tmp_path: Pat
     assert load_config(path).agent.config_drive_cache == "E:\\ConfigDrives"
 
 
+@pytest.mark.parametrize("key", ["'\\\\\\\\fs1\\\\secondary'", "'\\\\fs1\\\\secondary'",
+                                 "'\\\\\\\\fs1\\secondary'"])
+def test_a_share_named_with_doubled_backslashes_is_refused_saying_how_to_write_it(
+        tmp_path: Path, key: str) -> None:
+    """``'\\\\\\\\fs1\\\\secondary'``: the double-quoted form written between single quotes,
+    which keep every backslash. It was taken, and mapped nothing: a path on the share found
+    "no such share on this host" at the first command that used it."""
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[emulator.shares]\n{key} = "{tmp_path}"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    unc = key.strip("'")
+    assert str(raised.value) == (
+        f"invalid config file {path}: emulator.shares: Value error, share '{unc}' is not of "
+        "the form \\\\server\\share (between single quotes TOML keeps every backslash: write "
+        "'\\\\server\\share' there, or \"\\\\\\\\server\\\\share\" between double quotes)")
+    path.write_text(f'[emulator.shares]\n\'\\\\fs1\\secondary\\\' = "{tmp_path}"\n'
+                    f'"\\\\\\\\fs2\\\\secondary" = "{tmp_path}"\n')
+    assert set(load_config(path).emulator.shares) == {"\\\\fs1\\secondary\\",
+                                                      "\\\\fs2\\secondary"}
+
+
 @pytest.mark.parametrize("text, setting", [
     ('[emulator.drives]\nC = "{file}"\n', "emulator.drives: Value error, C: {file} is a file"),
     ("[emulator.shares]\n'\\\\fs1\\secondary' = \"{file}\"\n",

@@ -21,7 +21,7 @@ File layout (names other tools rely on)::
     [emulator.drives]
     C = "/srv/hv/C"
     [emulator.shares]
-    '\\\\10.1.1.1\\secondary' = "/srv/secondary"
+    "\\\\10.1.1.1\\secondary" = "/srv/secondary"
 
     [wsman]                         # the host's WinRM service, for backend = "wsman"
     url = "https://hv01.example:5986/wsman"
@@ -70,6 +70,8 @@ from hyperv_agent.hostfs import locations
 
 Backend = Literal["emulator", "wmi", "wsman", "auto"]
 _SMB_SERVER = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+#: An emulated host's share as Windows names it, \\server\share (a trailing \ allowed).
+_UNC_SHARE = re.compile(r"\\\\[^\\/]+\\[^\\/]+\\?")
 
 
 DEFAULT_LISTEN = "0.0.0.0:8250"  # the management server always uses port 8250
@@ -446,10 +448,16 @@ class EmulatorSection(_Section):
     @field_validator("shares")
     @classmethod
     def _unc_shares(cls, shares: dict[str, Path]) -> dict[str, Path]:
+        """Each share is named ``\\\\server\\share``, as Windows names it: a name with a
+        doubled backslash (``'\\\\\\\\server\\\\share'``, escaped for TOML's double quotes but
+        written in single quotes, which keep every backslash) is no share a path can name,
+        and commands on the share would fail "no such share on this host"."""
         for unc in shares:
-            parts = [p for p in unc.split("\\") if p]
-            if not unc.startswith("\\\\") or len(parts) != 2:
-                raise ValueError(f"share {unc!r} is not of the form \\\\server\\share")
+            if not _UNC_SHARE.fullmatch(unc):
+                hint = (" (between single quotes TOML keeps every backslash: write "
+                        "'\\\\server\\share' there, or \"\\\\\\\\server\\\\share\" between "
+                        "double quotes)") if "\\\\" in unc[1:] else ""
+                raise ValueError(f"share '{unc}' is not of the form \\\\server\\share{hint}")
         return shares
 
     @field_validator("drives", "shares")
