@@ -1,15 +1,26 @@
-"""The periodic heartbeat outlives a stamp that fails unexpectedly."""
+"""The periodic heartbeat outlives a stamp that fails unexpectedly, and keeps its cadence."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from hyperv_agent.handlers.heartbeat import Heartbeats
 from hyperv_agent.service import heartbeats
+
+
+def _beats(timing: SimpleNamespace) -> SimpleNamespace:
+    """Heartbeats' face the loop uses: its timing, and ``close``."""
+
+    async def close() -> None:
+        return None
+
+    return SimpleNamespace(timing=timing, close=close)
 
 
 async def test_a_stamp_that_fails_unexpectedly_does_not_end_the_heartbeat(
@@ -19,14 +30,14 @@ async def test_a_stamp_that_fails_unexpectedly_does_not_end_the_heartbeat(
     neighbours while its VMs run."""
     stamps: list[str] = []
 
-    async def write_heartbeats() -> None:
+    async def write_heartbeats(within_s: float | None = None) -> None:
         stamps.append("tried")
         if len(stamps) == 1:
             raise RuntimeError("a library's own error")
 
     timing = SimpleNamespace(interval_s=0.01)
     agent: Any = SimpleNamespace(host=SimpleNamespace(
-        write_heartbeats=write_heartbeats, heartbeats=SimpleNamespace(timing=timing)))
+        write_heartbeats=write_heartbeats, heartbeats=_beats(timing)))
     beating = asyncio.create_task(heartbeats(agent))
     await asyncio.sleep(0.2)
     assert not beating.done()
@@ -47,7 +58,7 @@ async def test_a_lasting_failure_logs_its_traceback_once_per_error_then_a_line_a
         OSError("share gone")]
     done = asyncio.Event()
 
-    async def write_heartbeats() -> None:
+    async def write_heartbeats(within_s: float | None = None) -> None:
         if not outcomes:
             done.set()
             await asyncio.Event().wait()
@@ -57,7 +68,7 @@ async def test_a_lasting_failure_logs_its_traceback_once_per_error_then_a_line_a
 
     timing = SimpleNamespace(interval_s=0.001)
     agent: Any = SimpleNamespace(host=SimpleNamespace(
-        write_heartbeats=write_heartbeats, heartbeats=SimpleNamespace(timing=timing)))
+        write_heartbeats=write_heartbeats, heartbeats=_beats(timing)))
     caplog.set_level(logging.INFO, logger="hyperv_agent")
     beating = asyncio.create_task(heartbeats(agent))
     await asyncio.wait_for(done.wait(), 5)
@@ -68,3 +79,111 @@ async def test_a_lasting_failure_logs_its_traceback_once_per_error_then_a_line_a
                      ("ERROR", True), ("WARNING", False), ("INFO", False),
                      ("ERROR", True)]
     assert "OSError: share gone" in records[1].getMessage()
+
+
+async def test_rounds_start_every_interval_while_a_pools_write_outlasts_the_round() -> None:
+    """A round's writes are waited for until the next round is due, no longer (a pool
+    whose file server hangs goes on alone): the next round starts an interval after the
+    last one started, not an interval after the slowest write ended, which left every
+    pool's stamps later each round."""
+    interval_s = 0.2
+    starts: list[float] = []
+    waited: list[float | None] = []
+
+    async def write_heartbeats(within_s: float | None = None) -> float:
+        starts.append(time.monotonic())
+        waited.append(within_s)
+        await asyncio.sleep(min(0.6 * interval_s, within_s or 0.6 * interval_s))
+        return starts[-1]
+
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats,
+        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
+    beating = asyncio.create_task(heartbeats(agent))
+    while len(starts) < 8:
+        await asyncio.sleep(0.01)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
+    assert starts[7] - starts[0] < 7 * interval_s * 1.25, starts
+    assert all(within is not None and within <= interval_s for within in waited), waited
+
+
+async def test_a_round_whose_writes_started_late_is_followed_an_interval_after_them(
+        ) -> None:
+    """Writes that started only after the next round was due (the host check waited for
+    a late answer) are not followed at once by another round, which would find them
+    still under way: the next round comes an interval after they started."""
+    interval_s = 0.2
+    starts: list[float] = []
+
+    async def write_heartbeats(within_s: float | None = None) -> float:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            await asyncio.sleep(1.5 * interval_s)  # the host answers late
+        return time.monotonic()
+
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats,
+        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
+    beating = asyncio.create_task(heartbeats(agent))
+    while len(starts) < 2:
+        await asyncio.sleep(0.01)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
+    assert starts[1] - starts[0] >= 2.5 * interval_s - 0.02, starts
+
+
+async def test_the_heartbeat_stopped_cancels_the_stamps_under_way() -> None:
+    """Cancelled (the agent stops), the loop closes the heartbeats: writes still under
+    way, to a hung file server, are cancelled, not left pending."""
+    closed: list[bool] = []
+
+    async def write_heartbeats(within_s: float | None = None) -> None:
+        await asyncio.Event().wait()
+
+    async def close() -> None:
+        closed.append(True)
+
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats,
+        heartbeats=SimpleNamespace(timing=SimpleNamespace(interval_s=1.0), close=close)))
+    beating = asyncio.create_task(heartbeats(agent))
+    await asyncio.sleep(0.05)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
+    assert closed == [True]
+
+
+async def test_a_write_failing_after_its_round_is_raised_by_the_next_and_not_repeated(
+        ) -> None:
+    """Each pool's write is waited for until the round ends, no longer: the other pool is
+    stamped, the slow one not started again while under way, and an error nobody
+    expected that it meets after its round is raised by the next round, once (the loop
+    logs it), not lost in a task nobody awaits."""
+    release = asyncio.Event()
+    written: list[str] = []
+
+    async def write_text(path: str, text: str) -> None:
+        written.append(path)
+        if path.startswith("\\\\slow") and written.count(path) == 1:
+            await release.wait()
+            raise RuntimeError("a library's own error")
+
+    async def stat(path: str) -> None:
+        return None
+
+    files: Any = SimpleNamespace(write_text=write_text, stat=stat)
+    pools: Any = SimpleNamespace(roots=lambda: ("\\\\slow\\pool", "\\\\quick\\pool"))
+    beats = Heartbeats(files, pools, private_ip="192.168.100.10")
+    await beats.stamp_all(within_s=0.05)
+    await beats.stamp_all(within_s=0.05)
+    assert written == ["\\\\slow\\pool\\hb-192.168.100.10",
+                       "\\\\quick\\pool\\hb-192.168.100.10",
+                       "\\\\quick\\pool\\hb-192.168.100.10"]
+    release.set()
+    await asyncio.sleep(0.01)
+    with pytest.raises(RuntimeError, match="a library's own error"):
+        await beats.stamp_all(within_s=0.05)
+    await beats.stamp_all(within_s=0.05)
+    await beats.close()
+    assert len(written) == 7

@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import ssl
 import sys
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -125,6 +126,7 @@ class Agent:
 
     async def close(self) -> None:
         try:
+            await self.host.heartbeats.close()  # stamps under way, before their backend
             await self.opened.close()
         finally:
             self.lock.release()
@@ -234,8 +236,15 @@ def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryL
 
 
 async def heartbeats(agent: Agent) -> None:
-    """Stamp this host's heartbeat in every shared pool at once, then every
+    """Stamp this host's heartbeat in every shared pool at once, then a round every
     ``[agent] heartbeat_interval_s``, for ever (a pool is also stamped when registered).
+    A round starts every interval, not an interval after the slowest pool's write ended:
+    its writes are waited for until the next round is due, and one still under way then
+    (its file server hung) goes on alone while the other pools are stamped on time. A
+    round whose writes started only after the next was due (its host check waited for a
+    late answer) is followed by the next an interval after they started. Cancelled, it
+    cancels the writes under way.
+
     A round that fails unexpectedly is logged and the next one comes as due: ended, the
     task would leave a running host unstamped for good, so its neighbours would call it
     down while its VMs run.
@@ -244,25 +253,34 @@ async def heartbeats(agent: Agent) -> None:
     changes), then as one warning line a round, and its end as one info line: a
     traceback every interval for as long as a share is broken would bury the log."""
     failing: str | None = None  # the error of the rounds failing since the last success
-    while True:
-        interval_s = agent.host.heartbeats.timing.interval_s
-        try:
-            await agent.host.write_heartbeats()
-        except Exception as error:
-            error_text = f"{type(error).__name__}: {error}"
-            if error_text != failing:
-                log.exception("heartbeat: this round of stamps failed unexpectedly; the "
-                              "next comes in %g s", interval_s)
+    due = time.monotonic()  # the start of the round to come
+    try:
+        while True:
+            interval_s = agent.host.heartbeats.timing.interval_s
+            due += interval_s
+            try:
+                writing = await agent.host.write_heartbeats(
+                    within_s=max(0.0, due - time.monotonic()))
+            except Exception as error:
+                writing = None
+                error_text = f"{type(error).__name__}: {error}"
+                if error_text != failing:
+                    log.exception("heartbeat: this round of stamps failed unexpectedly; the "
+                                  "next comes in %g s", interval_s)
+                else:
+                    log.warning("heartbeat: this round of stamps failed again (%s); the "
+                                "next comes in %g s", error_text, interval_s)
+                failing = error_text
             else:
-                log.warning("heartbeat: this round of stamps failed again (%s); the next "
-                            "comes in %g s", error_text, interval_s)
-            failing = error_text
-        else:
-            if failing is not None:
-                log.info("heartbeat: stamps are written again, after rounds that failed "
-                         "(%s)", failing)
-            failing = None
-        await asyncio.sleep(interval_s)
+                if failing is not None:
+                    log.info("heartbeat: stamps are written again, after rounds that "
+                             "failed (%s)", failing)
+                failing = None
+            if writing is not None and writing > due:  # held up past its turn
+                due = writing + interval_s
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+    finally:
+        await agent.host.heartbeats.close()
 
 
 def announce_limits(agent: Agent, file_limit: int | None) -> None:
@@ -381,6 +399,7 @@ async def _stopped(agent: Agent, runners: list[web.AppRunner],
                    ) -> None:
     if beating is not None:
         beating.cancel()
+        await asyncio.wait([beating])  # its stamps under way cancelled too
     if console is not None:
         await console.close()
     for runner in runners:

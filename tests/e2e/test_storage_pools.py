@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from hyperv_agent.emulator import vhd
 from hyperv_agent.handlers.heartbeat import format_heartbeat, parse_heartbeat
 from hyperv_agent.handlers.storage import StorageHandlers
 from hyperv_agent.hostfs.api import FileStat
+from hyperv_agent.service import heartbeats
 from tests.e2e.conftest import (
     PRIVATE_IP,
     STARTUP_REQUEST,
@@ -414,6 +416,85 @@ async def test_check_on_host_answers_within_its_wait_while_another_pools_server_
                                                 {**_check_on_host(SUSPECT), "wait": 4})
                 assert time.monotonic() - started < 3.5, value
                 assert (value["result"], value["details"]) == said, value
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, hung
+async def test_a_pools_hung_file_server_delays_no_other_pools_stamp(
+    tmp_path: Path, own_samba: Samba, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two shared pools, the file server of the first hung (it accepts, never answers),
+    stamped every 0.5 s. The stamp in the first waits until the file access gives up
+    (20 s): written one pool after the other, the second pool's stamp waited as long
+    each round, and a neighbour reading it called this live host down. Each pool is
+    stamped on its own: the second's stamp is renewed every round; the first's write,
+    still under way at its next turns, is not started again beside itself (said once);
+    removed (DeleteStoragePoolCommand), its pool is no longer stamped, its write given
+    up; the heartbeat stopped, no write is left behind."""
+    samba, interval_s = own_samba, 0.5
+    share = tmp_path / "smb"
+    (share / "primary").mkdir(parents=True)
+    config = config_with_shares(tmp_path, {r"\\10.1.1.2\SMB-Share": share},
+                                f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}',
+                                heartbeat_interval_s=interval_s, heartbeat_stale_s=3.0)
+    caplog.set_level(logging.INFO, logger="hyperv_agent")
+    async with serving(config) as running:
+        first = _samba_pool(samba, "hung-first")
+        first["pool"] = {**first["pool"], "uuid": POOL_A}  # type: ignore[dict-item]
+        for body in (first, _modify(True, "SMB", "10.1.1.2", SMB_PATH)):
+            _, added = await running.answer(MODIFY, body)
+            assert added["result"] is True, added
+        registry = running.agent.host.pools
+        assert registry is not None
+        hung_root = registry.roots()[0]
+        assert "hung-first" in hung_root
+        files = running.agent.host.heartbeats.files
+        write_text = files.write_text
+        started: list[str] = []  # the pool root of each write started
+        given_up: list[str] = []
+
+        async def counted(path: str, text: str) -> None:
+            root = path.rsplit("\\", 1)[0]
+            started.append(root)
+            try:
+                await write_text(path, text)
+            except asyncio.CancelledError:
+                given_up.append(root)
+                raise
+
+        files.write_text = counted  # type: ignore[method-assign]
+        healthy = share / "primary" / f"hb-{PRIVATE_IP}"
+        with samba.hung():
+            beating = asyncio.create_task(heartbeats(running.agent))
+            stamped: list[float] = []  # when the healthy pool's stamp changed
+            last = healthy.stat().st_mtime_ns
+            began = time.monotonic()
+            while time.monotonic() - began < 8 * interval_s:
+                await asyncio.sleep(0.02)
+                now = healthy.stat().st_mtime_ns
+                if now != last:
+                    stamped.append(time.monotonic() - began)
+                    last = now
+            assert stamped and stamped[0] < interval_s, stamped
+            assert len(stamped) >= 6, stamped
+            gaps = [b - a for a, b in itertools.pairwise(stamped)]
+            assert max(gaps) < 2 * interval_s, stamped
+            assert started.count(hung_root) == 1, started
+            held = [r for r in caplog.records if "is not written yet" in r.getMessage()]
+            assert len(held) == 1 and hung_root in held[0].getMessage(), held
+            _, removed = await running.answer(DELETE_POOL, {"_pool": {"uuid": POOL_A,
+                                                                      "type": "SMB"}})
+            assert removed["result"] is True, removed
+            await asyncio.sleep(2 * interval_s)
+            assert given_up == [hung_root], given_up
+        before = len(stamped)
+        await asyncio.sleep(4 * interval_s)  # the server answers again
+        assert started.count(hung_root) == 1, started
+        assert healthy.stat().st_mtime_ns != last  # the other pool still stamped
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+        assert before >= 6
+        assert not [task for task in asyncio.all_tasks()
+                    if task.get_name().startswith("heartbeat stamp")]
 
 
 async def test_without_file_times_a_stamp_from_the_future_tells_only_that_clocks_disagree(

@@ -126,6 +126,10 @@ class Heartbeats:
         self._server_times: dict[str, tuple[float, float]] = {}
         # pool root -> this machine's clock's skew off the file server's, as last logged
         self._skews: dict[str, float] = {}
+        # pool root -> its stamp's write under way, and when it started (monotonic)
+        self._writing: dict[str, tuple[asyncio.Task[None], float]] = {}
+        self._held: set[str] = set()  # roots whose write outlasted a round, as logged
+        self._failed: list[Exception] = []  # unexpected errors of writes, not yet raised
         kept = kept_private_ip(state_dir) if state_dir is not None else None
         self.private_ip = kept or private_ip
 
@@ -150,22 +154,87 @@ class Heartbeats:
                             "after a restart, stamps wait for the next StartupCommand",
                             ip, self.state_dir, error.strerror or error)
 
-    async def stamp_all(self) -> None:
-        """Stamp every registered shared pool; a pool that cannot be written is logged
-        and skipped."""
+    async def stamp_all(self, within_s: float | None = None) -> float | None:
+        """Stamp every registered shared pool, each on its own: a pool whose file server is
+        slow or hung (it accepts and stops answering, until the file access gives up)
+        delays no other pool's stamp. A pool that cannot be written is logged and skipped.
+        The host is asked once for the round (``_host_gone``), then the writes are waited
+        for, no longer than ``within_s`` (counted from the call) when given: a write not
+        done by then goes on, and is not started again alongside itself when its pool's
+        next turn comes (said once in the log: no pile-up of writes to a hung server). A
+        pool no longer registered has its write under way cancelled. An error no layer
+        below turned into an agent error is raised once its write has ended, by the round
+        that waited for it or, ended later, by the next. Returns when the writes were
+        started (``time.monotonic``), None when none was."""
+        started = time.monotonic()
         roots = self.pools.roots() if self.pools is not None else ()
-        if roots and self.private_ip and await self._host_gone(settled=True):
-            return
-        for root in roots:
-            await self._write(root)
+        for root in [root for root in self._writing if root not in roots]:
+            self._writing[root][0].cancel()  # its pool was removed
+        writing: list[asyncio.Task[None]] = []
+        if roots and self.private_ip and not await self._host_gone(settled=True):
+            writing = [self._writing_of(root, held_up=True) for root in roots]
+        began = time.monotonic() if writing else None
+        if writing:
+            left_s = None if within_s is None else max(0.0, within_s - (time.monotonic()
+                                                                          - started))
+            await asyncio.wait(writing, timeout=left_s)
+        if self._failed:
+            failed, self._failed = self._failed[0], []
+            raise failed
+        return began
 
     async def stamp(self, root: str) -> None:
         """Stamp the pool at ``root`` (nothing before the private address is known, nor
-        while the host cannot be reached). Asked while the management server waits (a
-        pool's registration), it waits for the host no longer than the host check's
-        deadline: a host that answers later is stamped by ``stamp_all``."""
+        while the host cannot be reached), or wait for its write under way. Asked while the
+        management server waits (a pool's registration), it waits for the host no longer
+        than the host check's deadline: a host that answers later is stamped by
+        ``stamp_all``. Its caller given up, the write goes on, as one of a round's."""
         if self.private_ip and not await self._host_gone():
-            await self._write(root)
+            task = self._writing_of(root, held_up=False)
+            try:
+                await asyncio.shield(task)
+            except Exception as error:
+                if error in self._failed:  # raised here: not again by a round
+                    self._failed.remove(error)
+                raise
+
+    async def close(self) -> None:
+        """Cancel the stamps' writes under way and wait for them to end."""
+        writing = [task for task, _ in self._writing.values()]
+        for task in writing:
+            task.cancel()
+        await asyncio.gather(*writing, return_exceptions=True)
+
+    def _writing_of(self, root: str, *, held_up: bool) -> asyncio.Task[None]:
+        """The write of the pool at ``root``'s stamp: the one under way, else a new one.
+        ``held_up``: one under way outlasted its round (logged once, and when it ends)."""
+        under_way = self._writing.get(root)
+        if under_way is not None:
+            task, since = under_way
+            if held_up and root not in self._held:
+                self._held.add(root)
+                log.warning("heartbeat in %s: the stamp begun %.0f s ago is not written "
+                            "yet (its file server slow or hung); the other pools are "
+                            "stamped on time, and this one again once that write ends",
+                            root, time.monotonic() - since)
+            return task
+        task = asyncio.create_task(self._write(root), name=f"heartbeat stamp in {root}")
+        self._writing[root] = (task, time.monotonic())
+        task.add_done_callback(lambda done: self._ended(root, done))
+        return task
+
+    def _ended(self, root: str, task: asyncio.Task[None]) -> None:
+        """The write of the pool at ``root``'s stamp has ended: its pool may be written
+        again, and an error nobody expected is kept for the next round to raise."""
+        under_way = self._writing.pop(root)
+        if root in self._held:
+            self._held.discard(root)
+            log.info("heartbeat in %s: the stamp held up for %.0f s has %s", root,
+                     time.monotonic() - under_way[1],
+                     "been cancelled" if task.cancelled() else "ended")
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, Exception):
+            self._failed.append(error)
 
     async def _host_gone(self, *, settled: bool = False) -> bool:
         """Whether nothing answers from the host (logged: no stamp is written).

@@ -370,9 +370,11 @@ class HostHandlers:
             details = _UNREGISTERED
         return CheckOnHostAnswer(result=False, details=details, determined=False, alive=False)
 
-    async def write_heartbeats(self) -> None:
-        """Stamp this host's heartbeat in every registered shared pool."""
-        await self.heartbeats.stamp_all()
+    async def write_heartbeats(self, within_s: float | None = None) -> float | None:
+        """Stamp this host's heartbeat in every registered shared pool, each on its own,
+        waiting for the writes no longer than ``within_s`` when given; when the writes
+        started (``Heartbeats.stamp_all``)."""
+        return await self.heartbeats.stamp_all(within_s)
 
 
 _UNREGISTERED = ("cannot tell whether the host is alive: no shared storage pool is "
