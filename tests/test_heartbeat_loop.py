@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from types import SimpleNamespace
@@ -131,6 +132,32 @@ async def test_a_round_whose_writes_started_late_is_followed_an_interval_after_t
     beating.cancel()
     await asyncio.gather(beating, return_exceptions=True)
     assert starts[1] - starts[0] >= 2.5 * interval_s - 0.02, starts
+
+
+async def test_a_round_that_wrote_nothing_and_ended_late_is_not_followed_at_once(
+        ) -> None:
+    """A round that found the host gone only after a long wait (its host check outlasting
+    the interval) wrote nothing: the rounds it overran are not run back to back, each
+    asking the gone host again, but the next comes an interval after it ended."""
+    interval_s = 0.2
+    starts: list[float] = []
+
+    async def write_heartbeats(within_s: float | None = None) -> None:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            await asyncio.sleep(3.5 * interval_s)  # the host check gives up late
+
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats,
+        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
+    beating = asyncio.create_task(heartbeats(agent))
+    while len(starts) < 3:
+        await asyncio.sleep(0.01)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap >= interval_s - 0.02 for gap in gaps[1:]), starts
+    assert gaps[0] >= 4.5 * interval_s - 0.02, starts
 
 
 async def test_the_heartbeat_stopped_cancels_the_stamps_under_way() -> None:

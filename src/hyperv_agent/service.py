@@ -242,8 +242,10 @@ async def heartbeats(agent: Agent) -> None:
     its writes are waited for until the next round is due, and one still under way then
     (its file server hung) goes on alone while the other pools are stamped on time. A
     round whose writes started only after the next was due (its host check waited for a
-    late answer) is followed by the next an interval after they started. Cancelled, it
-    cancels the writes under way.
+    late answer) is followed by the next an interval after they started, and one that
+    wrote nothing and ended after the next was due (the host found gone after a long
+    wait) by the next an interval after it ended: missed rounds are not run back to back.
+    Cancelled, it cancels the writes under way.
 
     A round that fails unexpectedly is logged and the next one comes as due: ended, the
     task would leave a running host unstamped for good, so its neighbours would call it
@@ -278,6 +280,8 @@ async def heartbeats(agent: Agent) -> None:
                 failing = None
             if writing is not None and writing > due:  # held up past its turn
                 due = writing + interval_s
+            elif writing is None and time.monotonic() > due:  # nothing written, late
+                due = time.monotonic() + interval_s
             await asyncio.sleep(max(0.0, due - time.monotonic()))
     finally:
         await agent.host.heartbeats.close()
