@@ -235,6 +235,55 @@ async def test_the_client_is_closed_and_the_reason_logged_when_vmconnect_is_unre
     assert f"cannot reach VMConnect at 127.0.0.1:{port}" in caplog.text
 
 
+async def test_a_host_name_none_of_whose_addresses_answers_is_logged_with_each_failure(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A Hyper-V host's name often has an IPv6 and an IPv4 address; with VMConnect down on
+    both, asyncio raises one OSError holding every address's failure and no errno, and
+    the warning said only "(OSError)"."""
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    port = free_port()  # nothing listens there, on either address
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def both(host: object, *args: object, **kwargs: object) -> object:
+        if host != "hv01.lab":
+            return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", both)
+    console = ConsoleRelay(RelayTarget("hv01.lab", port), connect_timeout_s=3)
+    await console.start(Listener("127.0.0.1", 0))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(reader)
+        writer.close()
+    finally:
+        await console.close()
+    line = next(record.getMessage() for record in caplog.records
+                if "cannot reach VMConnect" in record.getMessage())
+    assert f"cannot reach VMConnect at hv01.lab:{port}" in line
+    assert "(OSError)" not in line
+    assert "::1" in line and "127.0.0.1" in line, line
+
+
+async def test_a_vmconnect_that_never_answers_is_logged_as_the_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The connect timing out was logged as "(TimeoutError)"."""
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    with never_accepting() as port:
+        console = ConsoleRelay(RelayTarget("127.0.0.1", port), connect_timeout_s=0.5)
+        await console.start(Listener("127.0.0.1", 0))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+            assert await _closed(reader)
+            writer.close()
+        finally:
+            await console.close()
+    assert f"cannot reach VMConnect at 127.0.0.1:{port} for " in caplog.text
+    assert "(no answer within 0.5 s)" in caplog.text
+
+
 @contextlib.contextmanager
 def never_accepting() -> Iterator[int]:
     """A port whose listener's queue is full: a connection to it is neither accepted nor

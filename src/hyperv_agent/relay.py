@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
 import sys
 import time
@@ -247,9 +248,8 @@ class ConsoleRelay:
                                         happy_eyeballs_delay=NEXT_ADDRESS_S),
                 self.connect_timeout_s)
         except (OSError, TimeoutError) as error:
-            reason = getattr(error, "strerror", None) or type(error).__name__
             log.warning("console relay: cannot reach VMConnect at %s for %s (%s)", where,
-                        peer, reason)
+                        peer, _unreached(error, self.connect_timeout_s))
             return
         _keep_alive(far_writer)
         started = time.monotonic()
@@ -291,6 +291,19 @@ class ConsoleRelay:
         note = self._throttle.admit(key)
         if note is not None:
             log.warning("%s%s", message, note)
+
+
+def _unreached(error: OSError, timeout_s: float) -> str:
+    """Why VMConnect could not be reached, for the log: the connect timing out, the
+    system's words for one address, or every address's own failure where a host name
+    has several (asyncio then raises one OSError holding them all, with no errno)."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(error, socket.gaierror):
+        return f"the host name does not resolve: {error.strerror or error}"
+    if error.errno is not None:
+        return os.strerror(error.errno).lower()
+    return str(error) or type(error).__name__
 
 
 def _keep_alive(writer: asyncio.StreamWriter) -> None:
