@@ -115,6 +115,30 @@ async def test_make_dirs_fails_naming_the_file_when_a_file_has_the_folder_name(
     assert (share.local / "pool").read_text() == "not a folder"
 
 
+async def test_make_dirs_on_a_share_the_server_does_not_have_fails_naming_the_share(
+    smb: SmbFiles, samba: Samba
+) -> None:
+    """The server answers "not found" for a folder right below a share it does not have,
+    as for the share's root itself: smbclient's makedirs went on asking for that root for
+    ever, and the call (a copy to a pool whose share was removed, a local pool on a drive
+    without its administrative share) never answered."""
+    smb.use_credentials(_location(samba, share="nosuchshare"))
+    with pytest.raises(HostFileError, match=r"cannot create folder .*\\nosuchshare\\a\\b: "
+                       r".* has no share named 'nosuchshare'"):
+        await asyncio.wait_for(smb.make_dirs(f"\\\\{samba.server}\\nosuchshare\\a\\b"), 20)
+    with pytest.raises(HostFileError, match="has no share named 'nosuchshare'"):
+        await asyncio.wait_for(smb.make_dirs(f"\\\\{samba.server}\\nosuchshare"), 20)
+
+
+async def test_make_dirs_of_the_share_itself_is_fine_and_makes_nothing(
+    smb: SmbFiles, samba: Samba
+) -> None:
+    before = sorted(path.name for path in samba.share_dir.iterdir())
+    await smb.make_dirs(samba.unc)
+    await smb.make_dirs(samba.unc + "\\")
+    assert sorted(path.name for path in samba.share_dir.iterdir()) == before
+
+
 async def test_stat_tells_files_from_folders_when_both_exist(smb: SmbFiles, share: Share) -> None:
     (share.local / "f.bin").write_bytes(b"x" * 1234)
     (share.local / "d").mkdir()

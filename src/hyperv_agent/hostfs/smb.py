@@ -800,16 +800,20 @@ def _make_dirs(path: str, **session: Any) -> None:
     ``smbclient.makedirs`` takes any name already taken as the folder being there, so a
     file with the folder's name passed, and the first write into the "folder" failed
     instead; one on the way reported the path not found. A name taken by a file fails
-    naming that file, as creating the folder on the host itself fails."""
+    naming that file, as creating the folder on the host itself fails. The folders are
+    made here (``_make_below``), not by ``smbclient.makedirs``: for a share the server
+    does not have, its ``mkdir`` of the share's root fails "not found" too, and it went on
+    asking for it for ever, the call never answered."""
+    target = _target(path)
+    steps = [step for step in _inside(target).split("\\") if step]
+    if not steps:  # the share itself: there, or the failure says why not
+        smbclient.stat(target.share_root, **session)
+        return
     try:
-        smbclient.makedirs(path, exist_ok=False, **session)
+        _make_below(target.share_root, steps, **session)
     except OSError as error:
         if error.errno not in (errno.EEXIST, errno.ENOENT):
             raise
-        target = _target(path)
-        steps = [step for step in _inside(target).split("\\") if step]
-        if not steps and error.errno == errno.EEXIST:
-            return  # the share itself
         for depth in range(len(steps), 0, -1):  # the path itself first, then its parents
             step = "\\".join((target.share_root, *steps[:depth]))
             try:
@@ -823,6 +827,35 @@ def _make_dirs(path: str, **session: Any) -> None:
             raise HostFileError(f"cannot create folder {target.path}: {step} is a file, "
                                 "not a folder") from None
         raise
+
+
+def _make_below(root: str, steps: list[str], **session: Any) -> None:
+    """Make the folder ``steps`` below the share ``root`` and those missing above it:
+    the deepest is tried first, a folder whose parent is missing has the parent made
+    first, up to the first folder below the share, then those below it are made in
+    turn (one made meanwhile by another caller is fine). The folder itself there
+    already fails as EEXIST, and one that cannot be made for want of its parent right
+    below the share (no such share) as ENOENT, as ``mkdir`` fails."""
+    def folder(depth: int) -> str:
+        return "\\".join((root, *steps[:depth]))
+
+    depth = len(steps)
+    while True:
+        try:
+            smbclient.mkdir(folder(depth), **session)
+            break
+        except OSError as error:
+            if error.errno == errno.EEXIST and depth < len(steps):
+                break  # the parent is there (or a file there: the folder below fails)
+            if error.errno != errno.ENOENT or depth == 1:
+                raise
+            depth -= 1
+    for below in range(depth + 1, len(steps) + 1):
+        try:
+            smbclient.mkdir(folder(below), **session)
+        except OSError as error:
+            if error.errno != errno.EEXIST or below == len(steps):
+                raise
 
 
 def _fail_if_held(source: str, target: str, **session: Any) -> bool:
