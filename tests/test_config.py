@@ -487,3 +487,30 @@ def test_an_emulated_folder_that_cannot_be_looked_at_is_an_error_naming_the_sett
         f"invalid config file {path}: emulator.drives: Value error, C: {drive} cannot "
         "be looked at: File name too long; the drives of the emulated host are folders"
     ), str(raised.value)
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "[::]"])
+async def test_the_local_agent_url_reaches_a_listener_on_every_address(
+        wildcard: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``probe`` without a URL reaches the agent listening at HYPERV_AGENT_LISTEN. A
+    listener on every IPv6 address (``[::]:8250``) takes IPv6 alone, and the URL named
+    127.0.0.1, where nothing listens."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from aiohttp import web
+
+    from hyperv_agent import server
+    from hyperv_agent.config import local_agent_url
+
+    port = free_port()
+    runner = await server.start(web.Application(), server.Listener.parse(f"{wildcard}:{port}"),
+                                None)
+    try:
+        monkeypatch.setenv("HYPERV_AGENT_LISTEN", f"{wildcard}:{port}")
+        url = urlsplit(local_agent_url())
+        assert url.port == port
+        _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, url.port), 5)
+        writer.close()
+    finally:
+        await runner.cleanup()

@@ -79,10 +79,13 @@ DEFAULT_LISTEN = "0.0.0.0:8250"  # the management server always uses port 8250
 
 def local_agent_url() -> str:
     """The URL of the agent on this machine: ``HYPERV_AGENT_LISTEN``, else the default
-    listener, reached over loopback."""
+    listener, reached over loopback. A listener on every IPv6 address takes IPv6 alone
+    (asyncio binds it IPV6_V6ONLY), so it is reached at ``[::1]``, not 127.0.0.1."""
     host, _, port = (os.environ.get("HYPERV_AGENT_LISTEN") or DEFAULT_LISTEN).rpartition(":")
-    if host in ("0.0.0.0", "::", "[::]", ""):  # noqa: S104 - a listener on every address
+    if host in ("0.0.0.0", ""):  # noqa: S104 - a listener on every IPv4 address
         host = "127.0.0.1"
+    elif host in ("::", "[::]"):
+        host = "[::1]"
     return f"https://{host}:{port}"
 
 
