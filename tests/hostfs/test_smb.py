@@ -552,6 +552,23 @@ async def test_copy_file_of_a_missing_source_fails_and_creates_nothing(
     assert not (share.local / "copy.vhdx").exists()
 
 
+async def test_copy_file_within_a_share_that_fails_at_its_target_names_the_target(
+    smb: SmbFiles, share: Share
+) -> None:
+    """The server copies within a share: a target whose folder is missing failed naming
+    only the source, as if the template copied were the file missing."""
+    (share.local / "template.vhdx").write_bytes(_pattern(4096))
+    source, target = share.path("template.vhdx"), share.path("gone", "volume.vhdx")
+    with pytest.raises(HostFileError) as raised:
+        await smb.copy_file(source, target)
+    assert str(raised.value) == (f"cannot copy {source} to {target}: {target}: no such file "
+                                 "or folder")
+    with pytest.raises(HostFileError) as raised:  # a source missing is named alone
+        await smb.copy_file(share.path("absent.vhdx"), share.path("copy.vhdx"))
+    assert str(raised.value) == f"cannot copy {share.path('absent.vhdx')}: no such file or folder"
+    assert sorted(path.name for path in share.local.iterdir()) == ["template.vhdx"]
+
+
 # --- failures: credentials, server, share, paths -------------------------------------------
 
 

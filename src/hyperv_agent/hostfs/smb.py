@@ -360,7 +360,7 @@ class SmbFiles(HostFiles):
         if src.share_root.lower() != dst.share_root.lower() or \
                 self._account(src)[2] != self._account(dst)[2]:
             return await super().copy_file(source, target)
-        await self._run("copy", source, smbclient.shutil.copyfile, dst.path)
+        await self._run("copy", source, _copy_in_share, dst.path)
         result = await self._run("read", target, smbclient.stat)
         return int(result.st_size)
 
@@ -572,17 +572,21 @@ class SmbFiles(HostFiles):
                 yield
             except HostFileError:
                 raise
-            except (_Refused, SMBException, OSError, ValueError) as failure:
+            except (_Refused, _AtTarget, SMBException, OSError, ValueError) as failure:
                 if call.dropped:
                     raise HostFileError(_silent(action, target, self)) from None
                 self._raise_translated(failure, action, target)
 
     def _raise_translated(self, failure: BaseException, action: str, target: _Target
                           ) -> NoReturn:
+        at = None
+        if isinstance(failure, _AtTarget):  # named: the source is not what failed
+            at = failure.path
+            failure = failure.error
         error, credentials = (failure.error, failure.credentials) \
             if isinstance(failure, _Refused) else \
             (failure, self._account(target)[2])
-        message = _describe(error, action, target, self, credentials)
+        message = _describe(error, action, target, self, credentials, at)
         if credentials is not None and len(credentials.password) >= 4:  # never echoed
             message = message.replace(credentials.password, "*****")
         kind: type[HostFileError] = HostFileError
@@ -591,6 +595,16 @@ class SmbFiles(HostFiles):
         elif _logon_refused(error):
             kind = LogonRefused
         raise kind(message) from None
+
+
+class _AtTarget(Exception):
+    """A copy within a share failed at its target (its folder missing or not writable,
+    the file open elsewhere), not at its source."""
+
+    def __init__(self, error: BaseException, path: str) -> None:
+        super().__init__("the target failed")
+        self.error = error
+        self.path = path
 
 
 class _Refused(Exception):
@@ -652,8 +666,10 @@ def _status(error: BaseException) -> int | None:
 
 
 def _describe(error: BaseException, action: str, target: _Target, files: SmbFiles,
-              credentials: Credentials | None) -> str:
-    head = f"cannot {action} {target.path}"
+              credentials: Credentials | None, at: str | None = None) -> str:
+    """The one-line message of ``error``, met while ``action`` was done to ``target``
+    (``at``: to the file it was done to, where that file failed)."""
+    head = f"cannot {action} {target.path}" + (f" to {at}: {at}" if at else "")
     where = f"SMB server {target.server} port {files.port}"
     status = _status(error)
     if status in _MISSING:
@@ -723,6 +739,19 @@ def _read_start(path: str, max_bytes: int, **session: Any) -> bytes:
     with smbclient.open_file(path, "rb", share_access="r", **session) as handle:
         data: bytes = handle.read(max_bytes)
         return data
+
+
+def _copy_in_share(path: str, target: str, **session: Any) -> None:
+    """``smbclient.shutil.copyfile`` of ``path`` to ``target`` on its share (the server
+    copies the data). A failure at the target raises ``_AtTarget``, so that the message
+    names the target: the source had been named, as if it were missing or refused,
+    where it was the target's folder that was missing or not writable."""
+    try:
+        smbclient.shutil.copyfile(path, target, **session)
+    except SMBOSError as error:
+        if error.filename == target:
+            raise _AtTarget(error, target) from error
+        raise
 
 
 def _replace(path: str, target: str, **session: Any) -> None:
