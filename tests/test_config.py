@@ -514,3 +514,15 @@ async def test_the_local_agent_url_reaches_a_listener_on_every_address(
         writer.close()
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_password_file_in_utf16_without_a_mark_may_begin_with_a_letter_beyond_ascii(
+        tmp_path: Path, encoding: str) -> None:
+    """A password beginning with a letter such as "\u00d6" saved as UTF-16 without a mark
+    was read as UTF-8 and refused as not UTF-8 text: its NUL was looked for beside an
+    ASCII character only."""
+    password = "\u00d6l-Pa55-w\u00f6rd"
+    config = load_config(_password_settings(tmp_path, f"{password}\r\n".encode(encoding)))
+    assert config.wsman.resolved_password() == password
+    assert config.agent.smb_credentials["fs1"].secret() == password

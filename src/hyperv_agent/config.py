@@ -106,16 +106,17 @@ _MARKED_ENCODINGS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"),
 def _text_encoding(data: bytes) -> str:
     """The encoding of a text file's ``data``: the one its byte-order mark announces, else
     UTF-16 when it is UTF-16 saved without a mark (as some Windows tools save it: a first
-    character of ASCII with a NUL beside it, LE or BE; UTF-8 text holds no NUL), else
-    UTF-8. As UTF-16 with a mark, such a file is read as UTF-16."""
+    character below U+0100, ASCII or an accented Latin letter, with a NUL beside it, LE or
+    BE; UTF-8 text holds no NUL), else UTF-8. As UTF-16 with a mark, such a file is read
+    as UTF-16."""
     marked = next((name for mark, name in _MARKED_ENCODINGS if data.startswith(mark)), None)
     if marked is not None:
         return marked
     if len(data) >= 2 and len(data) % 2 == 0:
         first, second = data[0], data[1]
-        if second == 0 and 0 < first < 0x80:
+        if second == 0 and first != 0:
             return "utf-16-le"
-        if first == 0 and 0 < second < 0x80:
+        if first == 0 and second != 0:
             return "utf-16-be"
     return "utf-8"
 
