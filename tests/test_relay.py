@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -569,3 +570,38 @@ async def test_a_stopping_agent_relays_no_new_console_but_the_open_ones_go_on_in
         assert await _closed(reader)  # closed once the agent stopped
         writer.close()
     assert stand_in.clients == 1
+
+
+@pytest.mark.parametrize("platform", ["posix", "nt"])
+async def test_listeners_take_address_reuse_only_where_it_cannot_share_a_port(
+        monkeypatch: pytest.MonkeyPatch, platform: str) -> None:
+    """The CloudStack listener and the console relay set SO_REUSEADDR as asyncio chooses for
+    the platform it runs on (``os.name``, read as the socket is bound): on Unix, so a
+    restarted agent listens again past its last connections in TIME_WAIT; never on
+    Windows, where the option lets a second socket bind a port already listened on — a
+    second agent, or a C# agent left running on 8250, would start without "address in
+    use" and share the management server's connections."""
+    from aiohttp import web
+
+    from hyperv_agent import server
+
+    console = ConsoleRelay(RelayTarget("127.0.0.1", 2179))
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "name", platform)
+        runner = await server.bind(web.Application(), Listener("127.0.0.1", 0), None)
+        try:
+            await console.bind(Listener("127.0.0.1", 0))
+        except BaseException:
+            await runner.cleanup()
+            raise
+    try:
+        servers = [site._server for site in runner.sites] + [console._server]
+        assert all(isinstance(bound, asyncio.Server) for bound in servers), servers
+        sockets = [sock for bound in servers if isinstance(bound, asyncio.Server)
+                   for sock in bound.sockets]
+        reuse = {bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
+                 for sock in sockets}
+        assert reuse == {platform == "posix"}
+    finally:
+        await console.close()
+        await runner.cleanup()

@@ -331,6 +331,14 @@ class _Connection(asyncio.Protocol):
             self._http.connection_lost(exc)
 
 
+#: How listeners (this one, the console relay's) set SO_REUSEADDR: as asyncio chooses, on
+#: Unix only. There it lets a restarted agent listen again at once, past the closed
+#: connections the last one left in TIME_WAIT; on Windows it lets a second socket bind a
+#: port already listened on, so a second agent, or a C# agent left running on 8250, would
+#: start without "address in use" and the connections be shared between them.
+LISTEN_REUSE = None
+
+
 def why_not_listening(error: OSError) -> str:
     """Why a listener address could not be bound, in the operator's terms: a name that
     does not resolve, an address not of this machine, one in use; else the system's
@@ -372,9 +380,10 @@ class GuardedSite(web.BaseSite):
             return
         await super().start()  # registered with the runner, whose cleanup closes it
         loop = asyncio.get_running_loop()
+        # reuse_address left to asyncio (``LISTEN_REUSE``)
         self._server = await loop.create_server(
             lambda: _Connection(self), self._host, self._port, backlog=self._backlog,
-            reuse_address=True, start_serving=False)
+            reuse_address=LISTEN_REUSE, start_serving=False)
 
     async def start(self) -> None:
         await self.bind()

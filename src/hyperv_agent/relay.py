@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 from hyperv_agent import logs
 from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import (
+    LISTEN_REUSE,
     RELAY_SHARED_PARTS,
     connection_cap,
     peer_of,
@@ -171,7 +172,8 @@ class ConsoleRelay:
         """Take ``listener``'s address without taking connections yet (``serve``): one
         that cannot be listened on fails here, before anything is said to serve."""
         self._server = await asyncio.start_server(self._accept, listener.host, listener.port,
-                                                  reuse_address=True, start_serving=False)
+                                                  reuse_address=LISTEN_REUSE,
+                                                  start_serving=False)
         self._listener = listener
 
     async def serve(self) -> None:
