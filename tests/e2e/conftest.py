@@ -158,25 +158,37 @@ async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
     wsman kind through a WinRM face serving that emulated host."""
     kind = backend or _active[0]
     face, host_config = None, config
-    if kind != "emulator":
-        face = await winrm_face.start_face(config, "127.0.0.1", 0,
-                                           Account(WSMAN_USER, WSMAN_PASSWORD),
-                                           use_tls=kind.startswith("wsman-https"))
-        config = winrm_face.agent_config(config, face.url, Account(WSMAN_USER, WSMAN_PASSWORD),
-                                         "basic" if "basic" in kind else "ntlm")
-    agent = build_agent(config, vm_settings=vm_settings)
-    runner, url = await start(agent)
-    connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+    async with contextlib.AsyncExitStack() as stack:
+        if kind != "emulator":
+            face, config = await stack.enter_async_context(winrm_host(config, kind))
+        agent = build_agent(config, vm_settings=vm_settings)
+        runner, url = await start(agent)
+        connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
+        try:
+            if face is not None:
+                await warm_class_cache(agent, face.emulator, kind)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                yield Running(agent, url, session, face, host_config)
+        finally:
+            await runner.cleanup()
+            await agent.close()
+
+
+@contextlib.asynccontextmanager
+async def winrm_host(config: AgentConfig, kind: str
+                     ) -> AsyncIterator[tuple[winrm_face.RunningFace, AgentConfig]]:
+    """The emulated host ``config`` describes, served on 127.0.0.1 through a WinRM face
+    as the wsman backend ``kind`` (of BACKENDS) reaches it, and the configuration of an
+    agent driving it that way; the face is closed when the block ends."""
+    assert kind in BACKENDS and kind != "emulator", kind
+    account = Account(WSMAN_USER, WSMAN_PASSWORD)
+    face = await winrm_face.start_face(config, "127.0.0.1", 0, account,
+                                       use_tls=kind.startswith("wsman-https"))
     try:
-        if face is not None:
-            await warm_class_cache(agent, face.emulator, kind)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            yield Running(agent, url, session, face, host_config)
+        yield face, winrm_face.agent_config(config, face.url, account,
+                                            "basic" if "basic" in kind else "ntlm")
     finally:
-        await runner.cleanup()
-        await agent.close()
-        if face is not None:
-            await face.close()
+        await face.close()
 
 
 _read_classes: dict[str, list[CimClass]] = {}  # per backend kind, read once per run

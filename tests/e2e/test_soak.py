@@ -15,7 +15,11 @@ start, stop or reboot beside attaches and detaches of its volumes, its config dr
 written or deleted, its volumes deleted or copied, and reads of it), over real HTTPS to
 agents run as ``hyperv-agent serve`` runs them and restarted now and then (once while a
 start is in flight), each answer checked against a model of what the management server
-then believes, and after every step:
+then believes. The agents run their emulated hosts in-process, or, agentless (``backend =
+"wsman"``), each drives its host through the WinRM face that host serves (which goes on
+serving while its agent restarts), as ``SOAK_BACKEND`` says (a kind of the e2e
+conftest's ``BACKENDS``); the bounded run runs both on the emulator and over HTTP with
+NTLM (about 20 s each). After every step (reading the emulated hosts directly):
 
 - each host's state report lists exactly the VMs the model has running there, PowerOn,
   and the host holds no other VM (a failed start leaves none behind);
@@ -40,7 +44,8 @@ what was sent under ``-s``; a failure names its seed, which ``SOAK_SEED`` replay
 makes the commands on one VM sent together come up N times as often as any other step
 (default 1). A run longer
 than the suite's 120 s per test needs pytest's ``--timeout`` (``--timeout 0``: none), e.g.
-``SOAK_EXAMPLES=50 SOAK_STEPS=40 pytest -s --timeout 0 tests/e2e/test_soak.py``.
+``SOAK_EXAMPLES=50 SOAK_STEPS=40 pytest -s --timeout 0 tests/e2e/test_soak.py``, on the
+emulator unless ``SOAK_BACKEND=wsman-https-basic`` (or another kind) says otherwise.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -76,12 +82,21 @@ from hyperv_agent.emulator import traffic, vhd
 from hyperv_agent.emulator.config import LatencyModel
 from hyperv_agent.emulator.portacl import Packet
 from hyperv_agent.service import build_agent, run_agent
+from hyperv_agent.winrm_face import RunningFace
 from tests.e2e import soak_kit as kit
-from tests.e2e.conftest import API, Running, client_context
+from tests.e2e.conftest import API, BACKENDS, Running, client_context, winrm_host
 from tests.e2e.soak_kit import HOSTS, MIB, RULES, SMB, Nic, Vm, Volume
 from tests.ports import free_port
 
 EXAMPLES = int(os.environ.get("SOAK_EXAMPLES", "5"))
+#: How each agent reaches its emulated host, one run each: in its own process
+#: ("emulator"), or, agentless, over the WinRM face of that host (a wsman kind of the e2e
+#: conftest's BACKENDS). SOAK_BACKEND's; else the bounded run runs on the emulator and over
+#: HTTP with NTLM, a longer one (SOAK_EXAMPLES) on the emulator.
+SOAK_BACKENDS = ((os.environ["SOAK_BACKEND"],) if "SOAK_BACKEND" in os.environ else
+                 ("emulator",) if "SOAK_EXAMPLES" in os.environ else
+                 ("emulator", "wsman-http-ntlm"))
+assert set(SOAK_BACKENDS) <= set(BACKENDS), f"SOAK_BACKEND: one of {BACKENDS}"
 #: The seed of the sequences drawn: SOAK_SEED's, else a fixed one in CI and a random one
 #: (printed) when SOAK_EXAMPLES asks for a longer run. The fixed one is chosen to reach
 #: every kind of step in REACHED (20_422, the seed before, never drew ``contend``).
@@ -96,6 +111,7 @@ MAX_VMS = 4
 MAX_IDLE_VOLUMES = 4
 MAX_RESTARTS = 2  # per sequence: each costs a second, and is as likely as any other rule
 COMMANDS = [0]  # commands sent over all examples (printed with -s when SOAK_EXAMPLES is set)
+WSMAN_REQUESTS = [0]  # WS-Management requests the hosts' WinRM faces answered (likewise)
 TALLY: dict[tuple[str, bool], int] = {}  # (command, result) -> how many
 PROVISIONING = ("THIN", "SPARSE", "FAT")
 PUBLIC_VLANS = (300, 301, 302)
@@ -110,11 +126,13 @@ CONCURRENT_WEIGHT = max(1, int(os.environ.get("SOAK_CONCURRENT_WEIGHT", "1")))
 
 
 @contextlib.asynccontextmanager
-async def served(config: AgentConfig) -> AsyncIterator[Running]:
+async def served(config: AgentConfig, face: RunningFace | None = None) -> AsyncIterator[Running]:
     """The agent as ``hyperv-agent serve`` runs it (``run_agent``: what an earlier run
-    left is cleared first), answering on ``config``'s listen address; stopped as SIGTERM
-    stops it, giving the commands in flight their answers."""
+    left is cleared first), answering on ``config``'s listen address (driving its host
+    through ``face``, when there is one); stopped as SIGTERM stops it, giving the commands
+    in flight their answers."""
     agent = build_agent(config)
+    assert (agent.emulator is None) is (face is not None), config.agent.backend  # agentless
     stop = asyncio.Event()
     serving = asyncio.create_task(run_agent(agent, stop))
     connector = aiohttp.TCPConnector(ssl=client_context(), force_close=True)
@@ -128,13 +146,15 @@ async def served(config: AgentConfig) -> AsyncIterator[Running]:
                         if reply.status == 200:
                             break
                 await asyncio.sleep(0.05)
-            yield Running(agent, url, session)
+            yield Running(agent, url, session, face)
         finally:  # the session stays open until the answers in flight are read
             stop.set()
             await serving
 
 
 class Soak(RuleBasedStateMachine):
+    backend = "emulator"  # of SOAK_BACKENDS: how the agents reach their hosts
+
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="soak-"))
@@ -142,6 +162,8 @@ class Soak(RuleBasedStateMachine):
         self.agents: dict[str, Running] = {}
         self.stacks: dict[str, contextlib.AsyncExitStack] = {}
         self.configs: dict[str, AgentConfig] = {}
+        self.faces: dict[str, RunningFace] = {}  # the hosts' WinRM faces (SOAK_BACKEND)
+        self.faces_stack = contextlib.AsyncExitStack()  # kept across agent restarts
         self.templates: dict[str, str] = {}  # pool -> the template's file name there
         self.volumes: dict[str, Volume] = {}
         self.vms: dict[str, Vm] = {}
@@ -216,7 +238,8 @@ class Soak(RuleBasedStateMachine):
 
     def serve(self, host: str) -> None:
         stack = self.stacks[host] = contextlib.AsyncExitStack()
-        self.agents[host] = self.run(stack.enter_async_context(served(self.configs[host])))
+        self.agents[host] = self.run(stack.enter_async_context(
+            served(self.configs[host], self.faces.get(host))))
 
     @initialize(again=st.tuples(st.booleans(), st.booleans(), st.booleans()))
     def hosts(self, again: tuple[bool, bool, bool]) -> None:
@@ -228,6 +251,10 @@ class Soak(RuleBasedStateMachine):
         for name in HOSTS:
             self.configs[name] = kit.host_config(
                 self.folder, name, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+            if self.backend != "emulator":  # the host served over WinRM, the agent
+                self.faces[name], self.configs[name] = self.run(  # driving it
+                    self.faces_stack.enter_async_context(
+                        winrm_host(self.configs[name], self.backend)))
             self.serve(name)
             status, reply = self.run(self.agents[name].post(names.STARTUP_COMMAND,
                                                             kit.startup_body(name)))
@@ -244,8 +271,12 @@ class Soak(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            for stack in self.stacks.values():
-                self.run(stack.aclose())
+            try:
+                for stack in self.stacks.values():
+                    self.run(stack.aclose())
+            finally:  # the hosts after their agents
+                WSMAN_REQUESTS[0] += sum(f.service.requests for f in self.faces.values())
+                self.run(self.faces_stack.aclose())
         finally:
             self.loop.close()
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -1277,11 +1308,15 @@ for _copy in range(2, CONCURRENT_WEIGHT + 1):
     setattr(Soak, f"contend_{_copy}", _contend_again(_copy))
 
 
-def test_ms_like_sequences_keep_the_hosts_as_the_management_server_believes() -> None:
+@pytest.mark.parametrize("backend", SOAK_BACKENDS)
+def test_ms_like_sequences_keep_the_hosts_as_the_management_server_believes(
+        backend: str) -> None:
     soak_seed = SEED if SEED is not None else random.randrange(1 << 32)
     TALLY.clear()
+    COMMANDS[0] = WSMAN_REQUESTS[0] = 0
+    machine = type(f"Soak_{backend.replace('-', '_')}", (Soak,), {"backend": backend})
     try:
-        run_state_machine_as_test(seed(soak_seed)(Soak), settings=settings(
+        run_state_machine_as_test(seed(soak_seed)(machine), settings=settings(
             max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None,
             phases=[p for p in Phase
                     if p is not Phase.shrink or "SOAK_NO_SHRINK" not in os.environ],
@@ -1289,11 +1324,13 @@ def test_ms_like_sequences_keep_the_hosts_as_the_management_server_believes() ->
     except BaseException as failed:
         failed.add_note(f"soak seed: {soak_seed} (again: SOAK_SEED={soak_seed})")
         raise
+    assert (WSMAN_REQUESTS[0] > 0) is (backend != "emulator"), WSMAN_REQUESTS  # as asked
     if "SOAK_EXAMPLES" not in os.environ:
         missed = [step for step in REACHED if not TALLY.get((step, True))]
         assert not missed, (f"the run of seed {soak_seed} never reached {missed}: choose "
                             "a SEED that does")
     if "SOAK_EXAMPLES" in os.environ:
-        print(f"soak: seed {soak_seed}, {EXAMPLES} examples, {COMMANDS[0]} commands")
+        print(f"soak: seed {soak_seed}, {EXAMPLES} examples, {COMMANDS[0]} commands, "
+              f"backend {backend}, {WSMAN_REQUESTS[0]} WS-Management requests")
         for (command, result), count in sorted(TALLY.items()):
             print(f"  {command} {'ok' if result else 'failed'}: {count}")
