@@ -45,7 +45,8 @@ makes the commands on one VM sent together come up N times as often as any other
 (default 1). A run longer
 than the suite's 120 s per test needs pytest's ``--timeout`` (``--timeout 0``: none), e.g.
 ``SOAK_EXAMPLES=50 SOAK_STEPS=40 pytest -s --timeout 0 tests/e2e/test_soak.py``, on the
-emulator unless ``SOAK_BACKEND=wsman-https-basic`` (or another kind) says otherwise.
+emulator unless ``SOAK_BACKEND=wsman-https-basic`` (or another kind) says otherwise;
+``SOAK_CALL_S`` and ``SOAK_JOB_S`` give each host call and job that many seconds.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ CONTENDED_WITHIN = 20  # seconds: a batch not answered by then waits for itself
 #: How many times as often as any other rule ``contend`` comes up: 1 in CI, more when
 #: SOAK_CONCURRENT_WEIGHT asks a run to hunt in the commands sent together on one VM.
 CONCURRENT_WEIGHT = max(1, int(os.environ.get("SOAK_CONCURRENT_WEIGHT", "1")))
+#: What each host's calls and jobs take: none in CI; SOAK_CALL_S and SOAK_JOB_S (seconds)
+#: make a run's hosts as slow as real ones, so commands sent together overlap longer.
+LATENCY = LatencyModel(call_s=float(os.environ.get("SOAK_CALL_S", "0")),
+                       job_s=float(os.environ.get("SOAK_JOB_S", "0")))
 
 
 @contextlib.asynccontextmanager
@@ -256,6 +261,9 @@ class Soak(RuleBasedStateMachine):
                     self.faces_stack.enter_async_context(
                         winrm_host(self.configs[name], self.backend)))
             self.serve(name)
+            if LATENCY.enabled:
+                emulated = self.agents[name].emulator.host
+                emulated.config = dataclasses.replace(emulated.config, latency=LATENCY)
             status, reply = self.run(self.agents[name].post(names.STARTUP_COMMAND,
                                                             kit.startup_body(name)))
             assert status == 200 and any(  # the local pool, by store()'s uuid
