@@ -483,6 +483,25 @@ def test_kept_credentials_are_replaced_by_new_ones_and_leave_with_their_pool(
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["pools.json"]
 
 
+def test_a_password_a_logon_took_is_kept_for_its_users_pools_on_that_server_only(
+    tmp_path: Path,
+) -> None:
+    """A logon to a pool's server took a new password of its user: it is that user's
+    there, kept for each such pool across a restart; another user's pool on that
+    server, and the same user's on another server, keep theirs."""
+    registry = _registry(tmp_path)
+    other_user = Credentials("backup", "LAB", "b4ckup-pw")
+    elsewhere = RegisteredPool("\\\\fs2\\primary", "SMB", "fs2", "/primary")
+    registry.put("ab-1", SHARE_POOL, ACCOUNT)
+    registry.put("cd-2", RegisteredPool("\\\\FS1\\other", "SMB", "FS1", "/other"), other_user)
+    registry.put("ef-3", elsewhere, ACCOUNT)
+    rotated = Credentials("CLOUD", "lab", "n3w-pw")  # as a logon spelled the same account
+    registry.follow_logon("Fs1", rotated)
+    kept = {share.root: share.credentials for share in _registry(tmp_path).kept_shares()}
+    assert kept == {SHARE_POOL.root: rotated, "\\\\FS1\\other": other_user,
+                    elsewhere.root: ACCOUNT}
+
+
 @pytest.mark.parametrize("content", [b'{"ab-1": {"user": "cloud", "pass', b"[]", b""])
 def test_a_credentials_file_that_cannot_be_read_is_named_and_kept_aside_never_shown(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes,

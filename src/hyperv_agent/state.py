@@ -23,7 +23,8 @@ readable by the agent's account only (created 0600 on POSIX; on Windows given th
 protected access list, ``winacl.restrict``, before a byte is written), written aside and
 renamed as every file here, handed to the file access at start, replaced when a
 ModifyStoragePoolCommand brings new ones (a new password for a user is given to every
-pool of the server kept with that user too) and removed with their pool; with no pool left
+pool of the server kept with that user too, as is one a logon took: ``follow_logon``)
+and removed with their pool; with no pool left
 to keep them for, there is no file. A copy of that file set aside because it could not be
 read (below) holds passwords too: every pool removal, and the last credentials leaving,
 remove such copies, so that a pool's password does not outlive the pool on the disk. A KVM
@@ -292,20 +293,31 @@ class PoolRegistry:
             if credentials is not None and pool.root.startswith("\\\\"):
                 changed = self._credentials.get(key) != credentials
                 self._credentials[key] = credentials
-                changed |= self._rotate(pool, credentials)
+                changed |= self._rotate(_server_of(pool.root), credentials)
             else:  # kept only for the share they were given for
                 moved = before is None or not locations.same_folder(before.root, pool.root)
                 changed = moved and self._credentials.pop(key, None) is not None
             if changed:
                 self._write_credentials()
 
-    def _rotate(self, pool: RegisteredPool, credentials: Credentials) -> bool:
-        """Give ``credentials``' password to every other pool of ``pool``'s server kept
-        with the same user: the newest password the management server gave for an
+    def follow_logon(self, server: str, credentials: Credentials) -> None:
+        """A logon to ``server`` took ``credentials`` (``HostFiles.on_password_accepted``):
+        they are kept for every pool of that server kept with the same user. A password
+        the file server takes is the account's, whichever pool it was kept for (one
+        registered after the password changed, a file kept by an earlier version that
+        never carried it over): a pool kept with an older one would be refused at logon
+        after the next restart, its heartbeat stopped while the management server never
+        re-sends it, and lose the newest when the pool it came with is removed."""
+        with self._lock:
+            if self._rotate(server.lower(), credentials):
+                self._write_credentials()
+
+    def _rotate(self, server: str, credentials: Credentials) -> bool:
+        """Give ``credentials``' password to every other pool of ``server`` (lower-case)
+        kept with the same user: the newest password the management server gave for an
         account on a server is that account's (changed on the file server since the other
         pools were registered), and the old one would be refused after a restart. Whether
         any changed."""
-        server = _server_of(pool.root)
         changed = False
         for key, account in self._credentials.items():
             other = self._pools.get(key)

@@ -1359,3 +1359,47 @@ async def test_a_pool_re_sent_with_its_old_password_keeps_the_newest_one(
     assert quote(old, safe="") not in kept and old not in kept, kept
     async with serving(config) as running:  # restarted: the kept accounts only
         await _all_measured(running, folders)
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd
+@pytest.mark.parametrize("first", [POOL_A, POOL_B])
+async def test_a_password_a_logon_took_is_kept_for_every_pool_of_its_user(
+    tmp_path: Path, own_samba: Samba, first: str
+) -> None:
+    """A credentials file as an older version left it: pool A kept with the account's old
+    password, pool B with the new one the file server now takes (in either order). After
+    a restart B's password is taken at logon; it is the account's on that server, so it
+    is kept for A too: with B removed since and the agent restarted again, A (never
+    re-sent by the management server) still stamps its heartbeat and answers its
+    statistics, instead of logging on with the old password and being refused."""
+    samba = own_samba
+    config = _samba_config(tmp_path, samba)
+    old, new = samba.password, "R0tated-pw!four"
+    folders = {POOL_A: "older-a", POOL_B: "older-b"}
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, folders, old))
+        assert added["result"] is True, added
+        samba.set_password(new)
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, folders, new))
+        assert added["result"] is True, added
+    kept = config.agent.state_dir / KEPT
+    accounts = json.loads(kept.read_text())
+    older = {POOL_A: {**accounts[POOL_A], "password": old}, POOL_B: accounts[POOL_B]}
+    kept.write_text(json.dumps({key: older[key] for key in sorted(older, key=first.__ne__)}))
+
+    async with serving(config) as running:  # restarted: the kept accounts only
+        await running.agent.host.write_heartbeats()
+        _, stats = await running.answer(STATS, {"id": POOL_B, "pooltype": "SMB"})
+        assert stats["result"] is True, stats
+        _, removed = await running.answer(DELETE_POOL, {"_pool": {"uuid": POOL_B,
+                                                                  "type": "SMB"}})
+        assert removed["result"] is True, removed
+    beat = samba.share_dir / folders[POOL_A] / f"hb-{PRIVATE_IP}"
+    beat.write_text("2024-5-7@3:4:9")
+    async with serving(config) as running:  # restarted again: A alone, never re-sent
+        await running.agent.host.write_heartbeats()
+        await _all_measured(running, [POOL_A])
+    stamped = parse_heartbeat(beat.read_text())
+    assert stamped is not None and abs(time.time() - stamped) < 60, beat.read_text()
+    text = kept.read_text()
+    assert old not in text and quote(old, safe="") not in text, "the refused one is kept"

@@ -94,6 +94,7 @@ class StorageHandlers:
         # before anything reaches a share (the first heartbeat, the sweep of aside files)
         for share in registry.kept_shares():
             files.use_kept_credentials(share)
+        files.on_password_accepted(registry.follow_logon)  # what is kept follows logons
 
     def table(self) -> Routes:
         return {

@@ -10,6 +10,7 @@ storage URLs carry.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from pathlib import PureWindowsPath
 from typing import BinaryIO
 
@@ -56,6 +57,9 @@ class AdminShareFiles(HostFiles):
 
     def use_credentials(self, share: ShareLocation) -> None:
         self.inner.use_credentials(share)
+
+    def on_password_accepted(self, listener: Callable[[str, Credentials], None]) -> None:
+        self.inner.on_password_accepted(listener)
 
     def smb_for(self, server: str) -> SmbFiles | None:
         return self.inner

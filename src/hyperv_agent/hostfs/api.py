@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-from hyperv_agent.hostfs.locations import ShareLocation
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 
 if TYPE_CHECKING:
     from hyperv_agent.hostfs.smb import SmbFiles
@@ -118,6 +119,13 @@ class HostFiles(abc.ABC):
         (``[agent.smb_credentials]``: the operator's choice wins)."""
         smb = self.smb_for(server)
         return smb is not None and smb.configured_account(server) is None
+
+    def on_password_accepted(self, listener: Callable[[str, Credentials], None]) -> None:
+        """Call ``listener`` with the server and the account each time a logon takes a
+        password offered for a share (a pool's, newly given or kept from before): the
+        password of that account on that server from then on. Hosts that reach shares
+        with their own identity log on with none, and never call it."""
+        return None
 
     def smb_for(self, server: str) -> SmbFiles | None:
         """The SMB backend that reaches ``server``'s shares (its accounts, its logons);

@@ -7,12 +7,12 @@ host's native file access or the emulator's mapped folders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from hyperv_agent.errors import HostFileError
 from hyperv_agent.hostfs.api import FileStat, HostFiles, OpenMode, Usage
-from hyperv_agent.hostfs.locations import ShareLocation
+from hyperv_agent.hostfs.locations import Credentials, ShareLocation
 from hyperv_agent.hostfs.smb import SmbFiles, unc_server
 
 
@@ -37,6 +37,11 @@ class RoutedFiles(HostFiles):
     def use_credentials(self, share: ShareLocation) -> None:
         """Forwarded to the backend that reaches ``share``'s server."""
         self._for_server(share.server).use_credentials(share)
+
+    def on_password_accepted(self, listener: Callable[[str, Credentials], None]) -> None:
+        """Both backends': either may log on to a share."""
+        self.smb.on_password_accepted(listener)
+        self.base.on_password_accepted(listener)
 
     def smb_for(self, server: str) -> SmbFiles | None:
         return self._for_server(server).smb_for(server)

@@ -187,6 +187,7 @@ class SmbFiles(HostFiles):
         self._offered: dict[_Scope, Credentials] = {}  # not yet logged on with
         self._accepted: dict[_Scope, Credentials] = {}
         self._kept: dict[_Scope, Credentials] = {}  # offered again when refused
+        self._listeners: list[Callable[[str, Credentials], None]] = []
         self._connections: dict[str, Any] = {}  # smbclient's pool, private to this instance
         self._lock = threading.Lock()
         self._connect_locks: dict[str, threading.Lock] = {}
@@ -232,6 +233,13 @@ class SmbFiles(HostFiles):
             with self._lock:
                 self._kept[key] = share.credentials
             self.use_credentials(share)
+
+    def on_password_accepted(self, listener: Callable[[str, Credentials], None]) -> None:
+        """Call ``listener`` (from the thread of the logon, no lock held) with the server,
+        as the path names it, and the account, each time a logon takes offered
+        credentials: that account's password on that server from then on."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
         """Log off and disconnect every pooled connection; later calls reconnect.
@@ -397,6 +405,10 @@ class SmbFiles(HostFiles):
             raise
         if offered is not None:
             self._settle(key, offered, accepted=True)
+            with self._lock:
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener(server, offered)
         if connection := self._pooled(server):
             keep_alive(connection)
         return kwargs
