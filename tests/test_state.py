@@ -496,7 +496,9 @@ def test_a_password_a_logon_took_is_kept_for_its_users_pools_on_that_server_only
     registry.put("cd-2", RegisteredPool("\\\\FS1\\other", "SMB", "FS1", "/other"), other_user)
     registry.put("ef-3", elsewhere, ACCOUNT)
     rotated = Credentials("CLOUD", "lab", "n3w-pw")  # as a logon spelled the same account
-    registry.follow_logon("Fs1", rotated)
+    changed = registry.follow_logon("Fs1", rotated)
+    assert [(share.root, share.credentials) for share in changed] == [
+        (SHARE_POOL.root, rotated)]  # handed to the file access again
     kept = {share.root: share.credentials for share in _registry(tmp_path).kept_shares()}
     assert kept == {SHARE_POOL.root: rotated, "\\\\FS1\\other": other_user,
                     elsewhere.root: ACCOUNT}

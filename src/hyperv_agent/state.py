@@ -293,38 +293,45 @@ class PoolRegistry:
             if credentials is not None and pool.root.startswith("\\\\"):
                 changed = self._credentials.get(key) != credentials
                 self._credentials[key] = credentials
-                changed |= self._rotate(_server_of(pool.root), credentials)
+                changed |= bool(self._rotate(_server_of(pool.root), credentials))
             else:  # kept only for the share they were given for
                 moved = before is None or not locations.same_folder(before.root, pool.root)
                 changed = moved and self._credentials.pop(key, None) is not None
             if changed:
                 self._write_credentials()
 
-    def follow_logon(self, server: str, credentials: Credentials) -> None:
+    def follow_logon(self, server: str, credentials: Credentials
+                     ) -> tuple[ShareLocation, ...]:
         """A logon to ``server`` took ``credentials`` (``HostFiles.on_password_accepted``):
         they are kept for every pool of that server kept with the same user. A password
         the file server takes is the account's, whichever pool it was kept for (one
         registered after the password changed, a file kept by an earlier version that
         never carried it over): a pool kept with an older one would be refused at logon
         after the next restart, its heartbeat stopped while the management server never
-        re-sends it, and lose the newest when the pool it came with is removed."""
+        re-sends it, and lose the newest when the pool it came with is removed. The shares
+        of the pools whose credentials changed, with the new ones (for
+        ``HostFiles.use_kept_credentials``: a pool whose old password was refused, or not
+        yet tried, is reached with its user's current one from then on)."""
         with self._lock:
-            if self._rotate(server.lower(), credentials):
+            changed = self._rotate(server.lower(), credentials)
+            if changed:
                 self._write_credentials()
+            roots = [self._pools[key].root for key in changed]
+        return tuple(share for root in roots
+                     if (share := _share_of(root, credentials)) is not None)
 
-    def _rotate(self, server: str, credentials: Credentials) -> bool:
+    def _rotate(self, server: str, credentials: Credentials) -> list[str]:
         """Give ``credentials``' password to every other pool of ``server`` (lower-case)
         kept with the same user: the newest password the management server gave for an
         account on a server is that account's (changed on the file server since the other
-        pools were registered), and the old one would be refused after a restart. Whether
-        any changed."""
-        changed = False
-        for key, account in self._credentials.items():
-            other = self._pools.get(key)
-            if other is not None and _server_of(other.root) == server \
-                    and locations.same_user(account, credentials) and account != credentials:
-                self._credentials[key] = credentials
-                changed = True
+        pools were registered), and the old one would be refused after a restart. The
+        pools (uuids) whose credentials changed."""
+        changed = [key for key, account in self._credentials.items()
+                   if (other := self._pools.get(key)) is not None
+                   and _server_of(other.root) == server
+                   and locations.same_user(account, credentials) and account != credentials]
+        for key in changed:
+            self._credentials[key] = credentials
         return changed
 
     def remove(self, pool_uuid: str) -> bool:

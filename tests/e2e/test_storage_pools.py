@@ -1403,3 +1403,44 @@ async def test_a_password_a_logon_took_is_kept_for_every_pool_of_its_user(
     assert stamped is not None and abs(time.time() - stamped) < 60, beat.read_text()
     text = kept.read_text()
     assert old not in text and quote(old, safe="") not in text, "the refused one is kept"
+
+
+@pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, restarted
+@pytest.mark.parametrize("first", [POOL_A, POOL_B])
+async def test_a_pool_whose_kept_password_is_refused_takes_the_one_its_user_logs_on_with(
+    tmp_path: Path, own_samba: Samba, first: str
+) -> None:
+    """After a restart pool A's kept password is the account's old one and pool B's the
+    new one (a credentials file an older version left, in either order). A's is refused
+    at logon, or would be; the password the server took for that user (B's) is A's from
+    then on, not a session left open by chance: with B removed and the file server
+    restarted, so that every session logs on again, A still stamps its heartbeat and
+    answers its statistics."""
+    samba = own_samba
+    config = _samba_config(tmp_path, samba)
+    old, new = samba.password, "R0tated-pw!five"
+    folders = {POOL_A: "refused-a", POOL_B: "refused-b"}
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, folders, old))
+        assert added["result"] is True, added
+        samba.set_password(new)
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, folders, new))
+        assert added["result"] is True, added
+    kept = config.agent.state_dir / KEPT
+    accounts = json.loads(kept.read_text())
+    older = {POOL_A: {**accounts[POOL_A], "password": old}, POOL_B: accounts[POOL_B]}
+    kept.write_text(json.dumps({key: older[key] for key in sorted(older, key=first.__ne__)}))
+    beat = samba.share_dir / folders[POOL_A] / f"hb-{PRIVATE_IP}"
+    async with serving(config) as running:  # restarted: the kept accounts only
+        await running.agent.host.write_heartbeats()
+        await running.agent.host.write_heartbeats()
+        _, removed = await running.answer(DELETE_POOL, {"_pool": {"uuid": POOL_B,
+                                                                  "type": "SMB"}})
+        assert removed["result"] is True, removed
+        samba.crash()  # the file server restarts: every session logs on again
+        samba.start_again()
+        beat.write_text("2024-5-7@3:4:9")
+        await running.agent.host.write_heartbeats()
+        await _all_measured(running, [POOL_A])
+    stamped = parse_heartbeat(beat.read_text())
+    assert stamped is not None and abs(time.time() - stamped) < 60, beat.read_text()

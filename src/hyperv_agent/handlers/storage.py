@@ -94,7 +94,16 @@ class StorageHandlers:
         # before anything reaches a share (the first heartbeat, the sweep of aside files)
         for share in registry.kept_shares():
             files.use_kept_credentials(share)
-        files.on_password_accepted(registry.follow_logon)  # what is kept follows logons
+        files.on_password_accepted(self._follow_logon)  # what is kept follows logons
+
+    def _follow_logon(self, server: str, account: locations.Credentials) -> None:
+        """A logon to ``server`` took ``account``'s password: kept for every pool of that
+        user there, and handed to the file access for those whose kept one changed (a
+        pool whose older password was refused after a restart has no account of its own
+        left; reached only through a session of its user left open, it would be lost
+        with the next reconnect once the pool it shares the account with is removed)."""
+        for share in self.registry.follow_logon(server, account):
+            self.files.use_kept_credentials(share)
 
     def table(self) -> Routes:
         return {
