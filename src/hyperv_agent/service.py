@@ -310,12 +310,14 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
 
 
 async def _winrm_face(agent: Agent) -> web.AppRunner | None:
-    """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it."""
+    """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it: its address
+    bound, taking no connection until ``server.serve``; an address that cannot be listened
+    on raises OSError naming ``[wsman] url`` (``winrm_face.bind_for``)."""
     if not agent.config.emulator.winrm or agent.emulator is None:
         return None
     from hyperv_agent import winrm_face  # loaded only when the emulated host serves WinRM
 
-    face = await winrm_face.start_for(agent.config, agent.emulator)
+    face = await winrm_face.bind_for(agent.config, agent.emulator)
     return face.runner
 
 
@@ -329,15 +331,21 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
     file_limit = open_file_limit()
     settings = agent.config.agent
     runners: list[web.AppRunner] = []
+    console: relay.ConsoleRelay | None = None
     try:
-        runners.append(await _listening("listen", settings.listen, server.bind(
+        runners.append(await _listening("[agent] listen", settings.listen, server.bind(
             agent.app(), server.Listener.parse(settings.listen), agent.ssl_context(),
             agent.limits(file_limit))))
-        runners.append(await _listening("admin_listen", settings.admin_listen, server.bind(
+        runners.append(await _listening("[agent] admin_listen", settings.admin_listen, server.bind(
             agent.admin_app(), server.Listener.parse(settings.admin_listen), None,
             agent.admin_limits(), name="admin")))
         console = await relay.bind_for(agent.config, agent.allow_from, file_limit)
+        face = await _winrm_face(agent)
+        if face is not None:
+            runners.insert(0, face)  # stopped first
     except BaseException:
+        if console is not None:
+            await console.close()
         for runner in runners:
             await runner.cleanup()
         await agent.close()
@@ -352,9 +360,6 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
                  settings.listen, settings.admin_listen, agent.identity.sha256_fingerprint)
         if console is not None:
             await console.serve()
-        face = await _winrm_face(agent)
-        if face is not None:
-            runners.insert(0, face)  # stopped first
         beating = asyncio.create_task(heartbeats(agent))
         await stop.wait()
         await _finish_commands(agent, runners, console, at_once or asyncio.Event())
@@ -394,7 +399,7 @@ async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
     try:
         return await start
     except OSError as error:
-        raise OSError(error.errno, f"{address} ([agent] {setting}): "
+        raise OSError(error.errno, f"{address} ({setting}): "
                                    f"{why_not_listening(error)}") from None
 
 

@@ -25,6 +25,7 @@ from hyperv_agent import tls
 from hyperv_agent.backends import open_emulated_host, served_emulator_config
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig, WsmanSection
+from hyperv_agent.connections import why_not_listening
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
@@ -45,15 +46,18 @@ class RunningFace:
         await self.emulator.close()
 
 
-async def start_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
+async def bind_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
     """The WinRM face of an agent's own emulated host (``[emulator] winrm``; the
-    configuration checked that ``[wsman]`` names its URL and account); stop it with
-    ``runner.cleanup()``, the agent closes the emulator."""
+    configuration checked that ``[wsman]`` names its URL and account), its address bound
+    but taking no connection until ``server.serve(face.runner)``; stop it with
+    ``runner.cleanup()``, the agent closes the emulator. An address that cannot be
+    listened on raises OSError here, nothing left open."""
     section = config.wsman
     assert section.url is not None and section.username is not None
     where = WsmanSettings(url=section.url)
     account = Account(section.username, section.resolved_password() or "")
-    return await start_face(config, where.host, where.port, account, where.ssl, emulator)
+    return await bind_face(config, where.host, where.port, account, where.ssl, emulator,
+                           setting="[wsman] url, which [emulator] winrm serves")
 
 
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
@@ -61,13 +65,35 @@ async def start_face(config: AgentConfig, host: str, port: int, account: Account
                      negotiate: bool = True, basic: bool = True) -> RunningFace:
     """Open the emulator ``config`` describes (or use ``emulator``) and serve it;
     ``negotiate``, ``basic``: whether the face offers that authentication."""
+    face = await bind_face(config, host, port, account, use_tls, emulator,
+                           negotiate=negotiate, basic=basic)
+    await server.serve(face.runner)
+    return face
+
+
+async def bind_face(config: AgentConfig, host: str, port: int, account: Account,
+                    use_tls: bool, emulator: EmulatorCim | None = None, *,
+                    negotiate: bool = True, basic: bool = True,
+                    setting: str | None = None) -> RunningFace:
+    """``start_face``, its address bound but taking no connection until
+    ``server.serve(face.runner)``. An address that cannot be listened on raises OSError,
+    nothing left open; with ``setting``, one naming the address, that setting and why."""
     cim = emulator or open_emulated_host(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
     context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
     service = WinrmService(cim, config.emulator.host_name)
     face = server.WinrmFace(service, account, certificate_der=certificate,
                             negotiate=negotiate, basic=basic)
-    runner, url = await server.start(face, host, port, context)
+    try:
+        runner, url = await server.bind(face, host, port, context)
+    except BaseException as error:
+        if emulator is None:  # opened here
+            await cim.close()
+        if isinstance(error, OSError) and setting is not None:  # named: which listener
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(error.errno, f"{address} ({setting}): "
+                                       f"{why_not_listening(error)}") from None
+        raise
     return RunningFace(runner, url, cim, service, fingerprint)
 
 

@@ -218,6 +218,24 @@ def test_a_console_relay_address_not_of_this_machine_is_refused_before_serving(
                        "0.0.0.0 for all of them)"), run.stderr
 
 
+def test_the_emulated_hosts_winrm_address_in_use_is_refused_before_serving(
+        tmp_path: Path, taken_port: int) -> None:
+    """The emulated host's WinRM face (``[emulator] winrm``) listens at ``[wsman] url``;
+    that port taken, ``serve`` stops with the one line naming the address and the setting,
+    not after lines saying the agent serves and that it stopped, nor with the system's
+    words alone."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nstate_dir = "state"\n[emulator]\nwinrm = true\n'
+                      f'[wsman]\nurl = "http://127.0.0.1:{taken_port}/wsman"\n'
+                      'username = "lab"\npassword = "Lab-Pa55word!"\n')
+    run = _serve(tmp_path, "--config", str(config))
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem == (f"error: cannot listen on 127.0.0.1:{taken_port} ([wsman] url, which "
+                       "[emulator] winrm serves): the address is in use (another program "
+                       "listens there)"), run.stderr
+
+
 def test_a_share_whose_folder_is_missing_stops_the_start_naming_the_share(
         tmp_path: Path) -> None:
     """An ``[emulator.shares]`` folder that is not there (mistyped, or not mounted yet) stops

@@ -14,6 +14,7 @@ Log lines name the peer and the outcome, never a credential or a message body.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -151,13 +152,51 @@ class WinrmFace:
             **headers, "Content-Type": ENCRYPTED_TYPE})
 
 
+class _Site(web.TCPSite):
+    """A TCP listener whose address is bound by ``bind`` and served from ``start``."""
+
+    async def bind(self) -> None:
+        if self._server is not None:
+            return
+        await web.BaseSite.start(self)  # registered with the runner, whose cleanup closes it
+        serving = self._runner.server
+        assert serving is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            serving, self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=self._reuse_address, start_serving=False)
+
+    async def start(self) -> None:
+        await self.bind()
+        assert self._server is not None
+        await self._server.start_serving()
+
+
 async def start(face: WinrmFace, host: str, port: int,
                 context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
     """Serve ``face`` on host:port (0 for any free port); the runner and the URL."""
+    runner, url = await bind(face, host, port, context)
+    await serve(runner)
+    return runner, url
+
+
+async def bind(face: WinrmFace, host: str, port: int,
+               context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
+    """A listener of ``face`` on host:port (0 for any free port), bound but taking no
+    connection until ``serve``: an address that cannot be listened on raises OSError
+    here, nothing left open. The runner (``cleanup()`` stops it) and the URL."""
     runner = web.AppRunner(face.app(), access_log=None, keepalive_timeout=KEEPALIVE_S)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
-    await site.start()
+    try:
+        await _Site(runner, host, port, ssl_context=context).bind()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = runner.addresses[0][1]
     scheme = "https" if context is not None else "http"
     return runner, f"{scheme}://{host}:{bound}/wsman"
+
+
+async def serve(runner: web.AppRunner) -> None:
+    """Take connections at the address ``bind`` bound for ``runner``."""
+    for site in runner.sites:
+        await site.start()
