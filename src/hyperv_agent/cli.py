@@ -62,6 +62,12 @@ def _fail(error: AgentError) -> None:
     sys.exit(2)
 
 
+def _os_error(error: OSError) -> str:
+    """What the system said, and of which file when it named one."""
+    said = error.strerror or str(error)
+    return f"{said}: {error.filename}" if error.filename is not None else said
+
+
 @click.group()
 @click.version_option(package_name="hyperv-agent")
 def main() -> None:
@@ -280,10 +286,14 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     finally:
         gc.freeze()
         gc.enable()
+    from hyperv_agent.connections import CannotListen
+
     try:
         asyncio.run(service.serve_until_signalled(agent))
-    except OSError as error:
+    except CannotListen as error:
         _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
+    except OSError as error:  # not a listener's: a file, say, written as the agent serves
+        _fail(ConfigError(f"stopped on an error: {_os_error(error)}"))
 
 
 main.add_command(doctor_command((_config_option, _backend_option, _state_option, _wsman_options),
@@ -418,10 +428,12 @@ def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user:
         config = load_config(config_file, backend="emulator", state_dir=state_dir)
         logs.setup(config.agent.log_level)
         face = await winrm_face.start_face(config, host, int(port), Account(user, password),
-                                           use_tls)
+                                           use_tls, setting="--listen")
         click.echo(json.dumps({"url": face.url, "host": config.emulator.host_name,
                                "certificate_sha256": face.fingerprint}))
         await winrm_face.serve_until_signalled(face)
+
+    from hyperv_agent.connections import CannotListen
 
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -434,8 +446,10 @@ def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user:
         asyncio.run(run())
     except AgentError as error:
         _fail(error)
-    except OSError as error:
-        _fail(ConfigError(f"cannot listen on {listen}: {error.strerror or error}"))
+    except CannotListen as error:
+        _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
+    except OSError as error:  # not the listener's: a file of the state directory, say
+        _fail(ConfigError(f"stopped on an error: {_os_error(error)}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -339,6 +339,16 @@ class _Connection(asyncio.Protocol):
 LISTEN_REUSE = None
 
 
+class CannotListen(OSError):
+    """A listener's address could not be listened on; the message names the address, its
+    setting and why (:func:`cannot_listen`). Any other OSError is not a listener's."""
+
+
+def cannot_listen(address: str, setting: str, error: OSError) -> CannotListen:
+    """The refusal of ``address`` (of ``setting``) that ``error`` says cannot be bound."""
+    return CannotListen(error.errno, f"{address} ({setting}): {why_not_listening(error)}")
+
+
 def why_not_listening(error: OSError) -> str:
     """Why a listener address could not be bound, in the operator's terms: a name that
     does not resolve, an address not of this machine, one in use; else the system's

@@ -53,9 +53,9 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import (
     LISTEN_REUSE,
     RELAY_SHARED_PARTS,
+    cannot_listen,
     connection_cap,
     peer_of,
-    why_not_listening,
 )
 from hyperv_agent.server import Listener, Network, allowed
 
@@ -429,7 +429,7 @@ async def bind_for(config: AgentConfig, allow_from: Sequence[Network],
                    file_limit: int | None = None) -> ConsoleRelay | None:
     """The relay ``config`` asks for, its address bound but taking no console until
     ``serve``; None when this agent relays nothing. An address that cannot be listened on
-    raises OSError naming ``console_relay_listen``. It holds at most ``max_connections``
+    raises CannotListen naming ``console_relay_listen``. It holds at most ``max_connections``
     consoles, lowered to its share of the open-file limit ``file_limit``
     (``connections.connection_cap``): each console holds two sockets."""
     target = relay_target(config)
@@ -450,6 +450,5 @@ async def bind_for(config: AgentConfig, allow_from: Sequence[Network],
     try:
         await relay.bind(Listener.parse(listen))
     except OSError as error:  # named, so the operator knows which listener and setting
-        raise OSError(error.errno, f"{listen} ([agent] console_relay_listen): "
-                                   f"{why_not_listening(error)}") from None
+        raise cannot_listen(listen, "[agent] console_relay_listen", error) from None
     return relay

@@ -25,9 +25,9 @@ from hyperv_agent.config import AgentConfig
 from hyperv_agent.connections import (
     RELAY_SHARED_PARTS,
     Limits,
+    cannot_listen,
     connection_cap,
     open_file_limit,
-    why_not_listening,
 )
 from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
@@ -312,7 +312,7 @@ def announce_limits(agent: Agent, file_limit: int | None) -> None:
 async def _winrm_face(agent: Agent) -> web.AppRunner | None:
     """The emulated host's WinRM face, when ``[emulator] winrm`` asks for it: its address
     bound, taking no connection until ``server.serve``; an address that cannot be listened
-    on raises OSError naming ``[wsman] url`` (``winrm_face.bind_for``)."""
+    on raises CannotListen naming ``[wsman] url`` (``winrm_face.bind_for``)."""
     if not agent.config.emulator.winrm or agent.emulator is None:
         return None
     from hyperv_agent import winrm_face  # loaded only when the emulated host serves WinRM
@@ -326,7 +326,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event, at_once: asyncio.Event | 
     """Clear what an earlier run left, then serve until ``stop`` is set; then take no new
     command and give those in flight up to ``STOP_GRACE_S`` to be answered (none once
     ``at_once`` is set); one line says the agent stopped. A listener that cannot open
-    raises OSError naming its setting, before anything is cleared or logged, the agent
+    raises CannotListen naming its setting, before anything is cleared or logged, the agent
     closed."""
     file_limit = open_file_limit()
     settings = agent.config.agent
@@ -394,13 +394,12 @@ async def _finish_commands(agent: Agent, runners: list[web.AppRunner],
 
 
 async def _listening(setting: str, address: str, start: Awaitable[_T]) -> _T:
-    """``start``; an OSError names the setting whose address could not be listened on,
-    and why in the operator's terms."""
+    """``start``; an OSError becomes CannotListen, naming the setting whose address could
+    not be listened on, and why in the operator's terms."""
     try:
         return await start
     except OSError as error:
-        raise OSError(error.errno, f"{address} ({setting}): "
-                                   f"{why_not_listening(error)}") from None
+        raise cannot_listen(address, setting, error) from None
 
 
 async def _stopped(agent: Agent, runners: list[web.AppRunner],

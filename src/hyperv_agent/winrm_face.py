@@ -25,7 +25,7 @@ from hyperv_agent import tls
 from hyperv_agent.backends import open_emulated_host, served_emulator_config
 from hyperv_agent.cim.wsman.settings import WsmanSettings
 from hyperv_agent.config import AgentConfig, WsmanSection
-from hyperv_agent.connections import why_not_listening
+from hyperv_agent.connections import cannot_listen
 from hyperv_agent.emulator.backend import EmulatorCim
 from hyperv_agent.emulator.winrm import server
 from hyperv_agent.emulator.winrm.auth import Account, register_account
@@ -51,7 +51,7 @@ async def bind_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
     configuration checked that ``[wsman]`` names its URL and account), its address bound
     but taking no connection until ``server.serve(face.runner)``; stop it with
     ``runner.cleanup()``, the agent closes the emulator. An address that cannot be
-    listened on raises OSError here, nothing left open."""
+    listened on raises CannotListen here, nothing left open."""
     section = config.wsman
     assert section.url is not None and section.username is not None
     where = WsmanSettings(url=section.url)
@@ -62,11 +62,13 @@ async def bind_for(config: AgentConfig, emulator: EmulatorCim) -> RunningFace:
 
 async def start_face(config: AgentConfig, host: str, port: int, account: Account,
                      use_tls: bool, emulator: EmulatorCim | None = None, *,
-                     negotiate: bool = True, basic: bool = True) -> RunningFace:
+                     negotiate: bool = True, basic: bool = True,
+                     setting: str | None = None) -> RunningFace:
     """Open the emulator ``config`` describes (or use ``emulator``) and serve it;
-    ``negotiate``, ``basic``: whether the face offers that authentication."""
+    ``negotiate``, ``basic``: whether the face offers that authentication; ``setting``:
+    the one an address that cannot be listened on is refused naming (``bind_face``)."""
     face = await bind_face(config, host, port, account, use_tls, emulator,
-                           negotiate=negotiate, basic=basic)
+                           negotiate=negotiate, basic=basic, setting=setting)
     await server.serve(face.runner)
     return face
 
@@ -77,7 +79,8 @@ async def bind_face(config: AgentConfig, host: str, port: int, account: Account,
                     setting: str | None = None) -> RunningFace:
     """``start_face``, its address bound but taking no connection until
     ``server.serve(face.runner)``. An address that cannot be listened on raises OSError,
-    nothing left open; with ``setting``, one naming the address, that setting and why."""
+    nothing left open; with ``setting``, CannotListen naming the address, that setting
+    and why."""
     cim = emulator or open_emulated_host(config)
     register_account(account, config.agent.state_dir / "winrm", config.emulator.host_name)
     context, certificate, fingerprint = _tls(config) if use_tls else (None, None, None)
@@ -91,8 +94,7 @@ async def bind_face(config: AgentConfig, host: str, port: int, account: Account,
             await cim.close()
         if isinstance(error, OSError) and setting is not None:  # named: which listener
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise OSError(error.errno, f"{address} ({setting}): "
-                                       f"{why_not_listening(error)}") from None
+            raise cannot_listen(address, setting, error) from None
         raise
     return RunningFace(runner, url, cim, service, fingerprint)
 

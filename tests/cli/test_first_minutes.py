@@ -236,6 +236,24 @@ def test_the_emulated_hosts_winrm_address_in_use_is_refused_before_serving(
                        "listens there)"), run.stderr
 
 
+def test_an_error_that_is_no_listeners_is_not_said_to_be_one(tmp_path: Path) -> None:
+    """A file the agent cannot write once its listeners are bound (here the WinRM face's
+    account store, where a file stands in the way of its folder) stops ``serve`` with
+    what the system said and the file, not "cannot listen on", which would send the
+    operator to the addresses."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\nstate_dir = "state"\n[emulator]\nwinrm = true\n'
+                      f'[wsman]\nurl = "http://127.0.0.1:{free_port()}/wsman"\n'
+                      'username = "lab"\npassword = "Lab-Pa55word!"\n')
+    in_the_way = tmp_path / "state" / "winrm"
+    in_the_way.parent.mkdir()
+    in_the_way.write_text("not a folder")
+    run = _serve(tmp_path, "--config", str(config))
+    assert run.returncode == 2, run.stderr
+    (problem,) = run.stderr.splitlines()
+    assert problem == f"error: stopped on an error: File exists: {in_the_way}", run.stderr
+
+
 def test_a_share_whose_folder_is_missing_stops_the_start_naming_the_share(
         tmp_path: Path) -> None:
     """An ``[emulator.shares]`` folder that is not there (mistyped, or not mounted yet) stops

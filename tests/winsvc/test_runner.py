@@ -162,6 +162,29 @@ def test_a_port_in_use_is_a_fatal_event_naming_it(tmp_path: Path) -> None:
     assert text.startswith(f"hyperv-agent stopped on an error: cannot listen on 127.0.0.1:{port}")
 
 
+def test_an_error_that_is_no_listeners_is_a_fatal_event_saying_what_it_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file the agent cannot write (the WinRM face's account store, a file standing in
+    the way of its folder) is said as the system said it, with the file: not as "cannot
+    listen on", which would send the operator to the addresses."""
+    from hyperv_agent.emulator.winrm import auth
+
+    # the store is the process's: this test's own, so the folder it fixes is not kept
+    monkeypatch.setattr(auth, "_store", {})
+    monkeypatch.setattr(auth, "_store_file", [])
+    path = config(tmp_path, free_port())
+    with path.open("a") as more:
+        more.write(f"[emulator]\nwinrm = true\n[wsman]\nurl = 'http://127.0.0.1:{free_port()}"
+                   "/wsman'\nusername = 'lab'\npassword = 'Lab-Pa55word!'\n")
+    in_the_way = tmp_path / "state" / "winrm"
+    in_the_way.parent.mkdir()
+    in_the_way.write_text("not a folder")
+    service = Service(ServiceRun(path, tmp_path / "agent.log")).start()
+    assert service.finished() == 1
+    assert service.events.lines[-1] == (
+        "error", f"hyperv-agent stopped on an error: File exists: {in_the_way}")
+
+
 FAST = Backoff(first_s=0.02, max_s=0.05, limit_s=30)
 
 
