@@ -346,12 +346,14 @@ class CannotListen(OSError):
 
 def cannot_listen(address: str, setting: str, error: OSError) -> CannotListen:
     """The refusal of ``address`` (of ``setting``) that ``error`` says cannot be bound."""
-    return CannotListen(error.errno, f"{address} ({setting}): {why_not_listening(error)}")
+    return CannotListen(error.errno, f"{address} ({setting}): "
+                                     f"{why_not_listening(error, address)}")
 
 
-def why_not_listening(error: OSError) -> str:
-    """Why a listener address could not be bound, in the operator's terms: a name that
-    does not resolve, an address not of this machine, one in use; else the system's
+def why_not_listening(error: OSError, address: str) -> str:
+    """Why the listener address ``address`` (HOST:PORT, an IPv6 host in brackets) could not
+    be bound, in the operator's terms: a name that does not resolve, an address not of
+    this machine (the any-address of its family suggested), one in use; else the system's
     words."""
     import errno
     import socket
@@ -360,7 +362,9 @@ def why_not_listening(error: OSError) -> str:
     if isinstance(error, socket.gaierror):
         return f"the host name does not resolve ({said})"
     if error.errno == errno.EADDRNOTAVAIL:
-        return ("not an address of this machine (give one of its addresses, or 0.0.0.0 "
+        ipv6 = ":" in address.rpartition(":")[0]  # [host]:port
+        every = "[::]" if ipv6 else "0.0.0.0"  # noqa: S104 - advice, not a bind
+        return (f"not an address of this machine (give one of its addresses, or {every} "
                 "for all of them)")
     if error.errno == errno.EADDRINUSE:
         return "the address is in use (another program listens there)"

@@ -181,12 +181,15 @@ def test_start_up_problems_are_one_line_naming_the_setting(
      "or 0.0.0.0 for all of them)"),
     ("--listen", "no-such-host.invalid", "the host name does not resolve ("),
     ("--admin-listen", "192.0.2.1", "not an address of this machine ("),
+    ("--listen", "[2001:db8::1]", "not an address of this machine (give one of its "
+     "addresses, or [::] for all of them)"),
 ])
 def test_an_address_not_to_be_listened_on_is_refused_before_the_agent_says_it_serves(
         tmp_path: Path, flag: str, address: str, reason: str) -> None:
-    """A listener address of another machine (192.0.2.1 is a documentation address, never
-    one of this machine's) or a name that does not resolve: the only line is the refusal,
-    naming the setting and the address. Not the warnings of a serving agent, a line that
+    """A listener address of another machine (192.0.2.1 and 2001:db8::1 are documentation
+    addresses, never this machine's) or a name that does not resolve: the only line is the
+    refusal, naming the setting and the address, and for an IPv6 address the any-address
+    of IPv6, not of IPv4. Not the warnings of a serving agent, a line that
     it stopped, and the refusal after them; nor, for a bad admin address, a CloudStack
     listener that took connections meanwhile."""
     port = free_port()
