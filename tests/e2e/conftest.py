@@ -178,9 +178,11 @@ async def serving(config: AgentConfig, vm_settings: VmSettings | None = None,
 async def winrm_host(config: AgentConfig, kind: str
                      ) -> AsyncIterator[tuple[winrm_face.RunningFace, AgentConfig]]:
     """The emulated host ``config`` describes, served on 127.0.0.1 through a WinRM face
-    as the wsman backend ``kind`` (of BACKENDS) reaches it, and the configuration of an
-    agent driving it that way; the face is closed when the block ends."""
-    assert kind in BACKENDS and kind != "emulator", kind
+    as the wsman backend ``kind`` reaches it (``wsman-<http|https>-<ntlm|basic>``: those
+    of BACKENDS, or another pairing a test asks for), and the configuration of an agent
+    driving it that way; the face is closed when the block ends."""
+    assert kind.startswith(("wsman-http-", "wsman-https-")), kind
+    assert kind.endswith(("-ntlm", "-basic")), kind
     account = Account(WSMAN_USER, WSMAN_PASSWORD)
     face = await winrm_face.start_face(config, "127.0.0.1", 0, account,
                                        use_tls=kind.startswith("wsman-https"))
