@@ -276,12 +276,8 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
         _fail(error)
         return
     except OSError as error:  # a file of the state directory or a TLS file
-        # A failed write (a full disk) names no file: then the folder it was made in is said.
-        where = (error.filename if error.filename is not None
-                 else f"writing in {config.agent.state_dir}" if config is not None else None)
-        _fail(ConfigError(f"cannot start: {error.strerror or error}"
-                          + (f": {where}" if where is not None else "")
-                          + " (see [agent] state_dir, tls_cert and tls_key)"))
+        _fail(service.cannot_start(error, config.agent.state_dir if config is not None
+                                   else None))
         return
     finally:
         gc.freeze()

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from aiohttp import web
@@ -31,7 +32,7 @@ from hyperv_agent.connections import (
 )
 from hyperv_agent.dirlock import DirectoryLock
 from hyperv_agent.emulator.backend import EmulatorCim
-from hyperv_agent.errors import AgentError
+from hyperv_agent.errors import AgentError, ConfigError
 from hyperv_agent.handlers.attach import AttachHandlers
 from hyperv_agent.handlers.configdrive import ConfigDriveHandlers
 from hyperv_agent.handlers.copy import CopyHandler
@@ -179,6 +180,19 @@ def build_agent(config: AgentConfig, vm_settings: VmSettings | None = None) -> A
     except BaseException:
         lock.release()
         raise
+
+
+def cannot_start(error: OSError, state_dir: Path | None) -> ConfigError:
+    """What stops the start when preparing the state directory or building the agent
+    (``backends.prepare_state``, ``build_agent``) met ``error``: a file of the state
+    directory or a TLS file, named; a failed write that names no file (a full disk) by the
+    folder it was made in, ``state_dir``. The one wording of ``serve`` and the Windows
+    service."""
+    where = (error.filename if error.filename is not None
+             else f"writing in {state_dir}" if state_dir is not None else None)
+    return ConfigError(f"cannot start: {error.strerror or error}"
+                       + (f": {where}" if where is not None else "")
+                       + " (see [agent] state_dir, tls_cert and tls_key)")
 
 
 def _wired(config: AgentConfig, vm_settings: VmSettings | None, lock: DirectoryLock) -> Agent:

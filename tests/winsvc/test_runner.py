@@ -185,6 +185,22 @@ def test_an_error_that_is_no_listeners_is_a_fatal_event_saying_what_it_is(
         "error", f"hyperv-agent stopped on an error: File exists: {in_the_way}")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_at_start_is_a_fatal_event_naming_the_state_dir_not_a_listener(
+        tmp_path: Path) -> None:
+    """A write in the state directory that fails at start (a full disk: the generated key
+    goes through a link to /dev/full, which takes no byte) is said as ``serve`` says it,
+    naming the folder and its settings: not as "cannot listen on No space left on
+    device", which sent the operator to the listen address."""
+    (tmp_path / "state" / "tls").mkdir(parents=True)
+    (tmp_path / "state" / "tls" / "agent.key").symlink_to("/dev/full")
+    service = Service(ServiceRun(config(tmp_path, free_port()), tmp_path / "agent.log"))
+    assert service.start().finished() == 1
+    assert service.events.lines[-1] == ("error", (
+        "hyperv-agent stopped on an error: cannot start: No space left on device: writing "
+        f"in {tmp_path / 'state'} (see [agent] state_dir, tls_cert and tls_key)"))
+
+
 FAST = Backoff(first_s=0.02, max_s=0.05, limit_s=30)
 
 

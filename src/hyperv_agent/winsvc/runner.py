@@ -170,8 +170,11 @@ async def _serve(config: AgentConfig, run: ServiceRun, stop_signal: StopSignal) 
     stop = stop_signal.bind()
     if not await _hyperv_service_ready(config, run, stop):
         return
-    prepare_state(config)
-    agent = service.build_agent(config)
+    try:
+        prepare_state(config)
+        agent = service.build_agent(config)
+    except OSError as error:  # a file of the state directory or a TLS file, not a listener
+        raise service.cannot_start(error, config.agent.state_dir) from None
     try:
         ready = await wait_until_ready("Hyper-V's v2 namespace", agent.hyperv_problem, stop,
                                        run.backoff)
