@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hyperv_agent.handlers.heartbeat import Heartbeats
+from hyperv_agent.handlers.heartbeat import Heartbeats, HeartbeatTiming
 from hyperv_agent.service import heartbeats
 
 
@@ -214,3 +214,34 @@ async def test_a_write_failing_after_its_round_is_raised_by_the_next_and_not_rep
     await beats.stamp_all(within_s=0.05)
     await beats.close()
     assert len(written) == 7
+
+
+async def test_writes_of_several_pools_failing_unexpectedly_are_each_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each pool's stamp is written in its own task; when the writes of two pools fail
+    with errors no layer below turned into an agent error, the loop logs both, each with
+    its pool: not the first alone, the other pool's failure dropped unseen for as long
+    as it lasts."""
+
+    async def write_text(path: str, text: str) -> None:
+        if path.startswith("\\\\a\\"):
+            raise RuntimeError("a library's own error")
+        raise KeyError("another library's error")
+
+    async def stat(path: str) -> None:
+        return None
+
+    files: Any = SimpleNamespace(write_text=write_text, stat=stat)
+    pools: Any = SimpleNamespace(roots=lambda: ("\\\\a\\pool", "\\\\b\\pool"))
+    beats = Heartbeats(files, pools, timing=HeartbeatTiming(interval_s=0.05),
+                       private_ip="192.168.100.10")
+    agent: Any = SimpleNamespace(host=SimpleNamespace(write_heartbeats=beats.stamp_all,
+                                                      heartbeats=beats))
+    beating = asyncio.create_task(heartbeats(agent))
+    await asyncio.sleep(0.3)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
+    said = "\n".join(r.getMessage() + (logging.Formatter().formatException(r.exc_info)
+                                        if r.exc_info else "") for r in caplog.records)
+    assert "a library's own error" in said and "\\\\a\\pool" in said, said
+    assert "another library's error" in said and "\\\\b\\pool" in said, said

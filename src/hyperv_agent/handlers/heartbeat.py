@@ -129,7 +129,8 @@ class Heartbeats:
         # pool root -> its stamp's write under way, and when it started (monotonic)
         self._writing: dict[str, tuple[asyncio.Task[None], float]] = {}
         self._held: set[str] = set()  # roots whose write outlasted a round, as logged
-        self._failed: list[Exception] = []  # unexpected errors of writes, not yet raised
+        # unexpected errors of writes, with their pool's root, not yet raised
+        self._failed: list[tuple[str, Exception]] = []
         kept = kept_private_ip(state_dir) if state_dir is not None else None
         self.private_ip = kept or private_ip
 
@@ -164,7 +165,8 @@ class Heartbeats:
         next turn comes (said once in the log: no pile-up of writes to a hung server). A
         pool no longer registered has its write under way cancelled. An error no layer
         below turned into an agent error is raised once its write has ended, by the round
-        that waited for it or, ended later, by the next. Returns when the writes were
+        that waited for it or, ended later, by the next; those of several pools together,
+        as one ExceptionGroup naming each pool, none dropped. Returns when the writes were
         started (``time.monotonic``), None when none was."""
         started = time.monotonic()
         roots = self.pools.roots() if self.pools is not None else ()
@@ -178,9 +180,15 @@ class Heartbeats:
             left_s = None if within_s is None else max(0.0, within_s - (time.monotonic()
                                                                           - started))
             await asyncio.wait(writing, timeout=left_s)
-        if self._failed:
-            failed, self._failed = self._failed[0], []
-            raise failed
+        # by pool, whichever ended first: a failure that lasts reads the same each round
+        failed, self._failed = sorted(self._failed, key=lambda kept: kept[0]), []
+        if len(failed) == 1:
+            raise failed[0][1]
+        if failed:
+            raise ExceptionGroup(
+                f"the heartbeat stamps of {len(failed)} pools failed: " + "; ".join(
+                    f"in {root}, {type(error).__name__}: {error}" for root, error in failed),
+                [error for _, error in failed])
         return began
 
     async def stamp(self, root: str) -> None:
@@ -194,8 +202,8 @@ class Heartbeats:
             try:
                 await asyncio.shield(task)
             except Exception as error:
-                if error in self._failed:  # raised here: not again by a round
-                    self._failed.remove(error)
+                # raised here: not again by a round
+                self._failed = [kept for kept in self._failed if kept[1] is not error]
                 raise
 
     async def close(self) -> None:
@@ -234,7 +242,7 @@ class Heartbeats:
                      "been cancelled" if task.cancelled() else "ended")
         error = None if task.cancelled() else task.exception()
         if isinstance(error, Exception):
-            self._failed.append(error)
+            self._failed.append((root, error))
 
     async def _host_gone(self, *, settled: bool = False) -> bool:
         """Whether nothing answers from the host (logged: no stamp is written).
