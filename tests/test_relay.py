@@ -285,6 +285,39 @@ async def test_a_vmconnect_that_never_answers_is_logged_as_the_timeout(
     assert "(no answer within 0.5 s)" in caplog.text
 
 
+async def test_a_refusal_on_windows_is_logged_in_windows_words_not_unknown_error(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """On Windows a refused connect raises an OSError whose errno is a Winsock code
+    (errno.ECONNREFUSED is 10061 there) and whose strerror holds the system's words; its
+    C library's strerror knows no Winsock code, so the warning read "(unknown error)".
+    Such an error, as Windows raises it, is given here."""
+    caplog.set_level(logging.WARNING, "hyperv_agent.relay")
+    words = "No connection could be made because the target machine actively refused it"
+
+    real_open_connection = asyncio.open_connection
+    vmconnect_port = free_port()
+
+    async def refused_at_vmconnect(host: str, port: int, **kwargs: object) -> object:
+        if port != vmconnect_port:
+            return await real_open_connection(host, port, **kwargs)  # type: ignore[arg-type]
+        error = ConnectionRefusedError(10061, words)
+        error.winerror = 10061  # type: ignore[attr-defined]  # set by Windows only
+        raise error
+
+    monkeypatch.setattr(asyncio, "open_connection", refused_at_vmconnect)
+    console = ConsoleRelay(RelayTarget("127.0.0.1", vmconnect_port), connect_timeout_s=3)
+    await console.start(Listener("127.0.0.1", 0))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(reader)
+        writer.close()
+    finally:
+        await console.close()
+    line = next(record.getMessage() for record in caplog.records
+                if "cannot reach VMConnect" in record.getMessage())
+    assert line.endswith(f"({words})"), line
+
+
 @contextlib.contextmanager
 def never_accepting() -> Iterator[int]:
     """A port whose listener's queue is full: a connection to it is neither accepted nor

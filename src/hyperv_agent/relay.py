@@ -298,12 +298,16 @@ class ConsoleRelay:
 def _unreached(error: OSError, timeout_s: float) -> str:
     """Why VMConnect could not be reached, for the log: the connect timing out, the
     system's words for one address, or every address's own failure where a host name
-    has several (asyncio then raises one OSError holding them all, with no errno)."""
+    has several (asyncio then raises one OSError holding them all, with no errno). On
+    Windows the error carries the system's words itself (``winerror``): its C library
+    knows no socket error, and ``os.strerror`` says "unknown error" for them all."""
     if isinstance(error, TimeoutError):
         return f"no answer within {timeout_s:g} s"
     if isinstance(error, socket.gaierror):
         return f"the host name does not resolve: {error.strerror or error}"
-    if error.errno is not None:
+    if getattr(error, "winerror", None) is not None and error.strerror:
+        return error.strerror
+    if error.errno is not None:  # asyncio's words name the address, not why
         return os.strerror(error.errno).lower()
     return str(error) or type(error).__name__
 
