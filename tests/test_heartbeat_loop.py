@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,6 +23,20 @@ def _beats(timing: SimpleNamespace) -> SimpleNamespace:
         return None
 
     return SimpleNamespace(timing=timing, close=close)
+
+
+async def _beat_until(write_heartbeats: Callable[..., Awaitable[object]], interval_s: float,
+                      done: Callable[[], bool]) -> None:
+    """Run the heartbeat loop over ``write_heartbeats`` every ``interval_s`` until
+    ``done``, then stop it."""
+    agent: Any = SimpleNamespace(host=SimpleNamespace(
+        write_heartbeats=write_heartbeats,
+        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
+    beating = asyncio.create_task(heartbeats(agent))
+    while not done():
+        await asyncio.sleep(0.01)
+    beating.cancel()
+    await asyncio.gather(beating, return_exceptions=True)
 
 
 async def test_a_stamp_that_fails_unexpectedly_does_not_end_the_heartbeat(
@@ -97,14 +112,7 @@ async def test_rounds_start_every_interval_while_a_pools_write_outlasts_the_roun
         await asyncio.sleep(min(0.6 * interval_s, within_s or 0.6 * interval_s))
         return starts[-1]
 
-    agent: Any = SimpleNamespace(host=SimpleNamespace(
-        write_heartbeats=write_heartbeats,
-        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
-    beating = asyncio.create_task(heartbeats(agent))
-    while len(starts) < 8:
-        await asyncio.sleep(0.01)
-    beating.cancel()
-    await asyncio.gather(beating, return_exceptions=True)
+    await _beat_until(write_heartbeats, interval_s, lambda: len(starts) >= 8)
     assert starts[7] - starts[0] < 7 * interval_s * 1.25, starts
     assert all(within is not None and within <= interval_s for within in waited), waited
 
@@ -123,14 +131,7 @@ async def test_a_round_whose_writes_started_late_is_followed_an_interval_after_t
             await asyncio.sleep(1.5 * interval_s)  # the host answers late
         return time.monotonic()
 
-    agent: Any = SimpleNamespace(host=SimpleNamespace(
-        write_heartbeats=write_heartbeats,
-        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
-    beating = asyncio.create_task(heartbeats(agent))
-    while len(starts) < 2:
-        await asyncio.sleep(0.01)
-    beating.cancel()
-    await asyncio.gather(beating, return_exceptions=True)
+    await _beat_until(write_heartbeats, interval_s, lambda: len(starts) >= 2)
     assert starts[1] - starts[0] >= 2.5 * interval_s - 0.02, starts
 
 
@@ -147,14 +148,7 @@ async def test_a_round_that_wrote_nothing_and_ended_late_is_not_followed_at_once
         if len(starts) == 1:
             await asyncio.sleep(3.5 * interval_s)  # the host check gives up late
 
-    agent: Any = SimpleNamespace(host=SimpleNamespace(
-        write_heartbeats=write_heartbeats,
-        heartbeats=_beats(SimpleNamespace(interval_s=interval_s))))
-    beating = asyncio.create_task(heartbeats(agent))
-    while len(starts) < 3:
-        await asyncio.sleep(0.01)
-    beating.cancel()
-    await asyncio.gather(beating, return_exceptions=True)
+    await _beat_until(write_heartbeats, interval_s, lambda: len(starts) >= 3)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert all(gap >= interval_s - 0.02 for gap in gaps[1:]), starts
     assert gaps[0] >= 4.5 * interval_s - 0.02, starts

@@ -243,26 +243,8 @@ async def test_a_host_name_none_of_whose_addresses_answers_is_logged_with_each_f
     the warning said only "(OSError)"."""
     caplog.set_level(logging.WARNING, "hyperv_agent.relay")
     port = free_port()  # nothing listens there, on either address
-    loop = asyncio.get_running_loop()
-    real_getaddrinfo = loop.getaddrinfo
-
-    async def both(host: object, *args: object, **kwargs: object) -> object:
-        if host != "hv01.lab":
-            return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore
-        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-
-    monkeypatch.setattr(loop, "getaddrinfo", both)
-    console = ConsoleRelay(RelayTarget("hv01.lab", port), connect_timeout_s=3)
-    await console.start(Listener("127.0.0.1", 0))
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
-        assert await _closed(reader)
-        writer.close()
-    finally:
-        await console.close()
-    line = next(record.getMessage() for record in caplog.records
-                if "cannot reach VMConnect" in record.getMessage())
+    _resolve_to_both_loopbacks(monkeypatch, "hv01.lab", port)
+    line = await _unreached_line(RelayTarget("hv01.lab", port), caplog)
     assert f"cannot reach VMConnect at hv01.lab:{port}" in line
     assert "(OSError)" not in line
     assert "::1" in line and "127.0.0.1" in line, line
@@ -305,16 +287,7 @@ async def test_a_refusal_on_windows_is_logged_in_windows_words_not_unknown_error
         raise error
 
     monkeypatch.setattr(asyncio, "open_connection", refused_at_vmconnect)
-    console = ConsoleRelay(RelayTarget("127.0.0.1", vmconnect_port), connect_timeout_s=3)
-    await console.start(Listener("127.0.0.1", 0))
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
-        assert await _closed(reader)
-        writer.close()
-    finally:
-        await console.close()
-    line = next(record.getMessage() for record in caplog.records
-                if "cannot reach VMConnect" in record.getMessage())
+    line = await _unreached_line(RelayTarget("127.0.0.1", vmconnect_port), caplog)
     assert line.endswith(f"({words})"), line
 
 
@@ -375,16 +348,7 @@ async def test_a_host_name_with_an_unanswering_address_is_reached_at_its_next_on
                 sock.setblocking(False)
                 with contextlib.suppress(BlockingIOError):
                     sock.connect(("::1", port))
-            loop = asyncio.get_running_loop()
-            real_getaddrinfo = loop.getaddrinfo
-
-            async def both(host: object, *args: object, **kwargs: object) -> object:
-                if host != "hv01.lab":
-                    return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore
-                return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
-                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-
-            monkeypatch.setattr(loop, "getaddrinfo", both)
+            _resolve_to_both_loopbacks(monkeypatch, "hv01.lab", port)
             console = ConsoleRelay(RelayTarget("hv01.lab", port), connect_timeout_s=3)
             await console.start(Listener("127.0.0.1", 0))
             try:
@@ -638,3 +602,33 @@ async def test_listeners_take_address_reuse_only_where_it_cannot_share_a_port(
     finally:
         await console.close()
         await runner.cleanup()
+
+
+def _resolve_to_both_loopbacks(monkeypatch: pytest.MonkeyPatch, name: str, port: int) -> None:
+    """Have the running loop resolve ``name`` as a host with an IPv6 and an IPv4 address
+    does (::1 first, then 127.0.0.1, both at ``port``); other names as before."""
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def both(host: object, *args: object, **kwargs: object) -> object:
+        if host != name:
+            return await real_getaddrinfo(host, *args, **kwargs)  # type: ignore
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", both)
+
+
+async def _unreached_line(target: RelayTarget, caplog: pytest.LogCaptureFixture) -> str:
+    """The warning a relay to ``target`` logs for a client it could not connect (the
+    client's connection closed, nothing relayed)."""
+    console = ConsoleRelay(target, connect_timeout_s=3)
+    await console.start(Listener("127.0.0.1", 0))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
+        assert await _closed(reader)
+        writer.close()
+    finally:
+        await console.close()
+    return next(record.getMessage() for record in caplog.records
+                if "cannot reach VMConnect" in record.getMessage())

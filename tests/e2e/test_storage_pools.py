@@ -401,11 +401,7 @@ async def test_check_on_host_answers_within_its_wait_while_another_pools_server_
     config = config_with_shares(tmp_path, {r"\\10.1.1.2\SMB-Share": share},
                                 f'smb_servers = ["{samba.server}"]\nsmb_port = {samba.port}')
     async with serving(config) as running:
-        first = _samba_pool(samba, "hung-first")
-        first["pool"] = {**first["pool"], "uuid": POOL_A}  # type: ignore[dict-item]
-        for body in (first, _modify(True, "SMB", "10.1.1.2", SMB_PATH)):
-            _, added = await running.answer(MODIFY, body)
-            assert added["result"] is True, added
+        await _samba_pool_then_emulated_one(running, samba)
         beat = share / "primary" / f"hb-{SUSPECT}"
         with samba.hung():
             for written_s_ago, said in ((5, (False, "host is alive")),
@@ -416,6 +412,16 @@ async def test_check_on_host_answers_within_its_wait_while_another_pools_server_
                                                 {**_check_on_host(SUSPECT), "wait": 4})
                 assert time.monotonic() - started < 3.5, value
                 assert (value["result"], value["details"]) == said, value
+
+
+async def _samba_pool_then_emulated_one(running: Running, samba: Samba) -> None:
+    """Register POOL_A on ``samba`` (folder hung-first), then an SMB pool on an emulated
+    share (SMB_PATH)."""
+    first = _samba_pool(samba, "hung-first")
+    first["pool"] = {**first["pool"], "uuid": POOL_A}  # type: ignore[dict-item]
+    for body in (first, _modify(True, "SMB", "10.1.1.2", SMB_PATH)):
+        _, added = await running.answer(MODIFY, body)
+        assert added["result"] is True, added
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd, hung
@@ -438,11 +444,7 @@ async def test_a_pools_hung_file_server_delays_no_other_pools_stamp(
                                 heartbeat_interval_s=interval_s, heartbeat_stale_s=3.0)
     caplog.set_level(logging.INFO, logger="hyperv_agent")
     async with serving(config) as running:
-        first = _samba_pool(samba, "hung-first")
-        first["pool"] = {**first["pool"], "uuid": POOL_A}  # type: ignore[dict-item]
-        for body in (first, _modify(True, "SMB", "10.1.1.2", SMB_PATH)):
-            _, added = await running.answer(MODIFY, body)
-            assert added["result"] is True, added
+        await _samba_pool_then_emulated_one(running, samba)
         registry = running.agent.host.pools
         assert registry is not None
         hung_root = registry.roots()[0]
@@ -1362,6 +1364,27 @@ async def test_a_pool_re_sent_with_its_old_password_keeps_the_newest_one(
 
 
 @pytest.mark.parametrize("backend_kind", ["emulator"])  # its own smbd
+async def _kept_as_an_older_version_left_it(config: AgentConfig, samba: Samba,
+                                            folders: dict[str, str], new: str,
+                                            first: str) -> Path:
+    """Pools A and B of one account registered, B after the account's password was
+    changed to ``new`` on the file server; then the credentials file rewritten as an
+    older version left it: A kept with the old password, B with the new one, ``first``
+    first. The file's path."""
+    old = samba.password
+    async with serving(config) as running:
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, folders, old))
+        assert added["result"] is True, added
+        samba.set_password(new)
+        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, folders, new))
+        assert added["result"] is True, added
+    kept: Path = config.agent.state_dir / KEPT
+    accounts = json.loads(kept.read_text())
+    older = {POOL_A: {**accounts[POOL_A], "password": old}, POOL_B: accounts[POOL_B]}
+    kept.write_text(json.dumps({key: older[key] for key in sorted(older, key=first.__ne__)}))
+    return kept
+
+
 @pytest.mark.parametrize("first", [POOL_A, POOL_B])
 async def test_a_password_a_logon_took_is_kept_for_every_pool_of_its_user(
     tmp_path: Path, own_samba: Samba, first: str
@@ -1376,16 +1399,7 @@ async def test_a_password_a_logon_took_is_kept_for_every_pool_of_its_user(
     config = _samba_config(tmp_path, samba)
     old, new = samba.password, "R0tated-pw!four"
     folders = {POOL_A: "older-a", POOL_B: "older-b"}
-    async with serving(config) as running:
-        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, folders, old))
-        assert added["result"] is True, added
-        samba.set_password(new)
-        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, folders, new))
-        assert added["result"] is True, added
-    kept = config.agent.state_dir / KEPT
-    accounts = json.loads(kept.read_text())
-    older = {POOL_A: {**accounts[POOL_A], "password": old}, POOL_B: accounts[POOL_B]}
-    kept.write_text(json.dumps({key: older[key] for key in sorted(older, key=first.__ne__)}))
+    kept = await _kept_as_an_older_version_left_it(config, samba, folders, new, first)
 
     async with serving(config) as running:  # restarted: the kept accounts only
         await running.agent.host.write_heartbeats()
@@ -1418,18 +1432,8 @@ async def test_a_pool_whose_kept_password_is_refused_takes_the_one_its_user_logs
     answers its statistics."""
     samba = own_samba
     config = _samba_config(tmp_path, samba)
-    old, new = samba.password, "R0tated-pw!five"
     folders = {POOL_A: "refused-a", POOL_B: "refused-b"}
-    async with serving(config) as running:
-        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_A, folders, old))
-        assert added["result"] is True, added
-        samba.set_password(new)
-        _, added = await running.answer(MODIFY, _pool_of(samba, POOL_B, folders, new))
-        assert added["result"] is True, added
-    kept = config.agent.state_dir / KEPT
-    accounts = json.loads(kept.read_text())
-    older = {POOL_A: {**accounts[POOL_A], "password": old}, POOL_B: accounts[POOL_B]}
-    kept.write_text(json.dumps({key: older[key] for key in sorted(older, key=first.__ne__)}))
+    await _kept_as_an_older_version_left_it(config, samba, folders, "R0tated-pw!five", first)
     beat = samba.share_dir / folders[POOL_A] / f"hb-{PRIVATE_IP}"
     async with serving(config) as running:  # restarted: the kept accounts only
         await running.agent.host.write_heartbeats()
