@@ -171,14 +171,6 @@ class _Site(web.TCPSite):
         await self._server.start_serving()
 
 
-async def start(face: WinrmFace, host: str, port: int,
-                context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
-    """Serve ``face`` on host:port (0 for any free port); the runner and the URL."""
-    runner, url = await bind(face, host, port, context)
-    await serve(runner)
-    return runner, url
-
-
 async def bind(face: WinrmFace, host: str, port: int,
                context: ssl.SSLContext | None) -> tuple[web.AppRunner, str]:
     """A listener of ``face`` on host:port (0 for any free port), bound but taking no
