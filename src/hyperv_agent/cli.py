@@ -21,7 +21,7 @@ import click
 
 from hyperv_agent.cim.api import V2_NAMESPACE
 from hyperv_agent.doctor.command import doctor_command
-from hyperv_agent.errors import AgentError, ConfigError
+from hyperv_agent.errors import AgentError, ConfigError, system_said
 from hyperv_agent.winsvc.commands import service_group
 
 if TYPE_CHECKING:
@@ -60,12 +60,6 @@ def _run(work: Callable[[Cim], Awaitable[_T]], config: AgentConfig, *,
 def _fail(error: AgentError) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(2)
-
-
-def _os_error(error: OSError) -> str:
-    """What the system said, and of which file when it named one."""
-    said = error.strerror or str(error)
-    return f"{said}: {error.filename}" if error.filename is not None else said
 
 
 @click.group()
@@ -289,7 +283,7 @@ def serve(config_file: Path | None, backend: str | None, state_dir: Path | None,
     except CannotListen as error:
         _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
     except OSError as error:  # not a listener's: a file, say, written as the agent serves
-        _fail(ConfigError(f"stopped on an error: {_os_error(error)}"))
+        _fail(ConfigError(f"stopped on an error: {system_said(error)}"))
 
 
 main.add_command(doctor_command((_config_option, _backend_option, _state_option, _wsman_options),
@@ -445,7 +439,7 @@ def emulator_wsman(listen: str, state_dir: Path, config_file: Path | None, user:
     except CannotListen as error:
         _fail(ConfigError(f"cannot listen on {error.strerror or error}"))
     except OSError as error:  # not the listener's: a file of the state directory, say
-        _fail(ConfigError(f"stopped on an error: {_os_error(error)}"))
+        _fail(ConfigError(f"stopped on an error: {system_said(error)}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -250,3 +250,11 @@ class ServiceSetupError(AgentError):
 
 class HostNotReady(AgentError):
     """Hyper-V (vmms or its v2 namespace) did not become ready within the bounded wait."""
+
+
+def system_said(error: OSError) -> str:
+    """What the system said of ``error``, and of which file when it named one: how
+    ``serve``, ``emulator wsman`` and the Windows service say an OSError that is no
+    listener's."""
+    said = error.strerror or str(error)
+    return f"{said}: {error.filename}" if error.filename is not None else said

@@ -21,7 +21,7 @@ from hyperv_agent import logs, service
 from hyperv_agent.backends import prepare_state
 from hyperv_agent.config import AgentConfig, load_config
 from hyperv_agent.connections import CannotListen
-from hyperv_agent.errors import AgentError
+from hyperv_agent.errors import AgentError, system_said
 from hyperv_agent.winsvc.readiness import AsyncProbe, Backoff, wait_until_ready
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,7 @@ def _serve_logged(config: AgentConfig, run: ServiceRun, stop: StopSignal) -> str
         log.error("fatal: cannot listen on %s", error.strerror or error)
         return f"cannot listen on {error.strerror or error}"
     except OSError as error:  # not a listener's: a file of the state directory, say
-        said = error.strerror or str(error)
-        if error.filename is not None:
-            said = f"{said}: {error.filename}"
+        said = system_said(error)
         log.error("fatal: %s", said)
         return said
     except Exception as error:  # the service must say why it died, whatever it was
