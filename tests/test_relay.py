@@ -255,16 +255,10 @@ async def test_a_vmconnect_that_never_answers_is_logged_as_the_timeout(
     """The connect timing out was logged as "(TimeoutError)"."""
     caplog.set_level(logging.WARNING, "hyperv_agent.relay")
     with never_accepting() as port:
-        console = ConsoleRelay(RelayTarget("127.0.0.1", port), connect_timeout_s=0.5)
-        await console.start(Listener("127.0.0.1", 0))
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
-            assert await _closed(reader)
-            writer.close()
-        finally:
-            await console.close()
-    assert f"cannot reach VMConnect at 127.0.0.1:{port} for " in caplog.text
-    assert "(no answer within 0.5 s)" in caplog.text
+        line = await _unreached_line(RelayTarget("127.0.0.1", port), caplog,
+                                     connect_timeout_s=0.5)
+    assert f"cannot reach VMConnect at 127.0.0.1:{port} for " in line
+    assert "(no answer within 0.5 s)" in line
 
 
 async def test_a_refusal_on_windows_is_logged_in_windows_words_not_unknown_error(
@@ -619,10 +613,11 @@ def _resolve_to_both_loopbacks(monkeypatch: pytest.MonkeyPatch, name: str, port:
     monkeypatch.setattr(loop, "getaddrinfo", both)
 
 
-async def _unreached_line(target: RelayTarget, caplog: pytest.LogCaptureFixture) -> str:
+async def _unreached_line(target: RelayTarget, caplog: pytest.LogCaptureFixture,
+                          connect_timeout_s: float = 3) -> str:
     """The warning a relay to ``target`` logs for a client it could not connect (the
     client's connection closed, nothing relayed)."""
-    console = ConsoleRelay(target, connect_timeout_s=3)
+    console = ConsoleRelay(target, connect_timeout_s=connect_timeout_s)
     await console.start(Listener("127.0.0.1", 0))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
